@@ -1,0 +1,3 @@
+from inspection.cli import main
+
+main()

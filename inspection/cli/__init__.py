@@ -1,0 +1,61 @@
+"""The ``inspection`` command. Each module in this package adds its commands.
+
+A command module defines ``register(app: typer.Typer) -> None``; modules are found
+automatically, so adding a command group never edits this file. Heavy imports
+(torch, anomalib, openvino) stay inside the command functions so ``--help`` is fast
+and station commands never import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import pkgutil
+import sys
+
+import typer
+from rich.console import Console
+
+from inspection.core.errors import InspectionError
+
+app = typer.Typer(
+    name="inspection",
+    help="Industrial visual anomaly inspection: data, training, export, station runtime, "
+    "service, review dashboard and retraining.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+err_console = Console(stderr=True)
+
+
+def _register_commands() -> None:
+    for module_info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if module_info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__name__}.{module_info.name}")
+        register = getattr(module, "register", None)
+        if register is not None:
+            register(app)
+
+
+@app.callback()
+def _root(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages."),
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+_register_commands()
+
+
+def main() -> None:
+    """Entry point: user-facing errors print one clear line and exit 2, never a traceback."""
+    try:
+        app()
+    except InspectionError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}")
+        sys.exit(2)

@@ -1,0 +1,70 @@
+"""``inspection models``: list and show registry versions, bundles and the live pointer."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from inspection.core.config import load_site_config
+from inspection.core.registry import Registry
+
+models_app = typer.Typer(help="Browse the model registry.", no_args_is_help=True)
+console = Console()
+SITE_OPTION = typer.Option(None, "--site", help="Site config YAML (default: configs/site.yaml).")
+
+
+def _registry(site: str | None) -> Registry:
+    return Registry(load_site_config(site).registry_dir)
+
+
+@models_app.command("list")
+def list_models(
+    product: str = typer.Option(None, "--product", "-p", help="Only this product."),
+    site: str = SITE_OPTION,
+) -> None:
+    """List model versions with their key metrics, and the live bundle per product."""
+    registry = _registry(site)
+    table = Table("product", "version", "model", "created", "image AUROC", "pixel AUROC", "AUPRO", "live")
+    for name in [product] if product else registry.products():
+        live = registry.live(name)
+        for record in registry.versions(name):
+            overall = record.metrics.get("overall", record.metrics)
+            is_live = live is not None and live.bundle_id.startswith(record.version + "-")
+            table.add_row(
+                name,
+                record.version,
+                record.model_kind,
+                record.created_at,
+                _fmt(overall.get("image_auroc")),
+                _fmt(overall.get("pixel_auroc")),
+                _fmt(overall.get("aupro")),
+                live.bundle_id if is_live else "",
+            )
+    console.print(table)
+
+
+@models_app.command("show")
+def show_model(
+    product: str = typer.Argument(..., help="Product name."),
+    version: str = typer.Argument(None, help="Version such as v0001 (default: latest)."),
+    site: str = SITE_OPTION,
+) -> None:
+    """Print a version's full record as JSON (config, dataset fingerprint, metrics, packages)."""
+    registry = _registry(site)
+    record = registry.version(product, version) if version else registry.latest_version(product)
+    data = {k: v for k, v in record.__dict__.items() if k != "path"}
+    data["dataset"] = {k: v for k, v in record.dataset.items() if k != "files"}
+    data["path"] = str(record.path)
+    data["bundles"] = [b for b in registry.bundle_ids(product) if b.startswith(record.version + "-")]
+    console.print_json(json.dumps(data, default=str))
+
+
+def _fmt(value: object) -> str:
+    return f"{value:.3f}" if isinstance(value, (int, float)) else "-"
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(models_app, name="models")

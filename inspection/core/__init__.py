@@ -1,0 +1,1 @@
+"""Torch-free foundation shared by every layer: types, config, registry, bundles."""

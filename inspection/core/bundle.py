@@ -1,0 +1,134 @@
+"""Self-describing model bundles: the contract between export and the line station.
+
+A bundle is a folder with OpenVINO IR files and ``metadata.json``. The metadata
+carries everything the station needs and never guesses: input size, colour order,
+pixel scale, mean/std, the score normalisation, thresholds, precision, the
+calibration set, the bundle's own metrics and the sha256 of every file.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from inspection.core.config import from_mapping, to_mapping
+from inspection.core.errors import BundleError, ConfigError
+from inspection.core.fingerprint import sha256_file
+
+BUNDLE_SCHEMA_VERSION = 1
+METADATA_FILE = "metadata.json"
+Precision = Literal["fp32", "fp16", "int8"]
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How to turn a decoded RGB uint8 image into the model input tensor.
+
+    input = ((resize(image, input_size) * pixel_scale) - mean) / std, laid out NCHW.
+    ``input_size`` is (height, width).
+    """
+
+    input_size: tuple[int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    color_order: Literal["RGB", "BGR"] = "RGB"
+    pixel_scale: float = 1.0 / 255.0
+    resize: Literal["bilinear", "area"] = "bilinear"
+    layout: Literal["NCHW"] = "NCHW"
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Min-max normalisation of raw model outputs to [0, 1] with the threshold at 0.5.
+
+    normalised = clip((raw - threshold_raw) / (max - min) + 0.5, 0, 1), as anomalib's
+    post-processor does; image scores and anomaly maps each have their own stats.
+    """
+
+    image_threshold_raw: float
+    pixel_threshold_raw: float
+    image_min: float
+    image_max: float
+    pixel_min: float
+    pixel_max: float
+
+
+@dataclass(frozen=True)
+class BundleMetadata:
+    schema_version: int
+    bundle_id: str
+    product: str
+    model_kind: str
+    model_version: str
+    precision: Precision
+    preprocessing: Preprocessing
+    normalization: Normalization
+    model_file: str = "model.xml"
+    weights_file: str = "model.bin"
+    output_names: dict[str, str] = field(default_factory=lambda: {"score": "pred_score", "map": "anomaly_map"})
+    image_threshold: float = 0.5
+    pixel_threshold: float = 0.5
+    calibration: dict[str, Any] | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    source_dataset: dict[str, Any] = field(default_factory=dict)
+    created_at: str = ""
+    files: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def write_bundle_metadata(bundle_dir: str | Path, metadata: BundleMetadata) -> Path:
+    """Write ``metadata.json``, filling ``files`` with the sha256 of every other file."""
+    bundle_dir = Path(bundle_dir)
+    files = {
+        path.relative_to(bundle_dir).as_posix(): sha256_file(path)
+        for path in sorted(bundle_dir.rglob("*"))
+        if path.is_file() and path.name != METADATA_FILE
+    }
+    data = to_mapping(metadata)
+    data["files"] = files
+    target = bundle_dir / METADATA_FILE
+    target.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
+    return target
+
+
+def read_bundle_metadata(bundle_dir: str | Path) -> BundleMetadata:
+    """Parse and validate ``metadata.json``; anything wrong raises ``BundleError``."""
+    path = Path(bundle_dir) / METADATA_FILE
+    if not path.is_file():
+        raise BundleError(f"{bundle_dir}: not a model bundle (no {METADATA_FILE})")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{path}: unreadable metadata: {exc}") from exc
+    version = data.get("schema_version") if isinstance(data, dict) else None
+    if version != BUNDLE_SCHEMA_VERSION:
+        raise BundleError(
+            f"{path}: bundle schema version {version!r} is not supported "
+            f"(this station reads version {BUNDLE_SCHEMA_VERSION})"
+        )
+    try:
+        return from_mapping(BundleMetadata, data, where=str(path))
+    except ConfigError as exc:
+        raise BundleError(str(exc)) from exc
+
+
+def verify_bundle(bundle_dir: str | Path) -> BundleMetadata:
+    """Read the metadata and check every listed file's sha256 before anything loads it."""
+    bundle_dir = Path(bundle_dir)
+    metadata = read_bundle_metadata(bundle_dir)
+    for required in (metadata.model_file, metadata.weights_file):
+        if required not in metadata.files:
+            raise BundleError(f"{bundle_dir}: metadata lists no checksum for {required}")
+    for rel, expected in metadata.files.items():
+        path = bundle_dir / rel
+        if not path.is_file():
+            raise BundleError(f"{bundle_dir}: file {rel} is missing")
+        actual = sha256_file(path)
+        if actual != expected:
+            raise BundleError(
+                f"{bundle_dir}: checksum mismatch for {rel} "
+                f"(expected {expected[:12]}…, got {actual[:12]}…): the bundle is corrupt"
+            )
+    return metadata

@@ -1,0 +1,31 @@
+"""Exceptions with messages a line operator can act on."""
+
+from __future__ import annotations
+
+
+class InspectionError(Exception):
+    """Base class for every error this package raises on purpose."""
+
+
+class ConfigError(InspectionError, ValueError):
+    """A configuration file or value is wrong; the message names the key."""
+
+
+class DatasetError(InspectionError):
+    """A dataset folder cannot be used; the message names the file."""
+
+
+class ImageDecodeError(InspectionError, ValueError):
+    """Bytes or a file could not be turned into an image."""
+
+
+class BundleError(InspectionError):
+    """A model bundle is missing, corrupt or incompatible."""
+
+
+class RegistryError(InspectionError):
+    """A registry entry is missing or would be overwritten."""
+
+
+class WeightsError(InspectionError):
+    """Pretrained or SAM weights could not be resolved or loaded."""

@@ -1,0 +1,93 @@
+"""Decode untrusted image bytes into RGB uint8 arrays, with documented conversions.
+
+Conversions (never silent failures):
+- grayscale, palette and CMYK images are converted to RGB;
+- RGBA / LA images drop their alpha channel (composited onto black);
+- 16-bit and 32-bit images are scaled linearly to 8 bits (value >> 8, or full-range rescale
+  for 32-bit integer/float data).
+Errors: empty input, non-image bytes, truncated files, images above ``max_pixels``
+(decompression bombs) raise ``ImageDecodeError`` with a message that says which.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from inspection.core.errors import ImageDecodeError
+
+DEFAULT_MAX_PIXELS = 40_000_000  # ~ 6300 x 6300
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "image") -> np.ndarray:
+    """Decode bytes into an (H, W, 3) uint8 RGB array."""
+    if not data:
+        raise ImageDecodeError(f"{name}: empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageDecodeError(
+                    f"{name}: image is {width}x{height} = {width * height} pixels, "
+                    f"above the limit of {max_pixels}"
+                )
+            image.load()
+    except ImageDecodeError:
+        raise
+    except UnidentifiedImageError as exc:
+        raise ImageDecodeError(f"{name}: not an image (unrecognised format)") from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageDecodeError(f"{name}: image too large: {exc}") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageDecodeError(f"{name}: truncated or corrupt image ({exc})") from exc
+    return to_rgb_uint8(image)
+
+
+def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Read a file into an (H, W, 3) uint8 RGB array."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ImageDecodeError(f"{path}: cannot read file ({exc.strerror or exc})") from exc
+    return decode_image(data, max_pixels=max_pixels, name=str(path))
+
+
+def to_rgb_uint8(image: Image.Image) -> np.ndarray:
+    """Convert any PIL image mode to (H, W, 3) uint8 RGB."""
+    mode = image.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        array = np.asarray(image, dtype=np.uint16)
+        gray = (array >> 8).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if mode in ("I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        low, high = float(array.min()), float(array.max())
+        scale = 255.0 / (high - low) if high > low else 0.0
+        gray = np.clip((array - low) * scale, 0, 255).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        return np.asarray(Image.alpha_composite(background, rgba).convert("RGB"))
+    if mode != "RGB":
+        image = image.convert("RGB")
+    array = np.asarray(image)
+    if array.dtype != np.uint8:  # e.g. 48-bit RGB read as uint16
+        array = (array.astype(np.uint32) >> 8).astype(np.uint8)
+    return np.ascontiguousarray(array)
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Image files directly inside ``folder``, sorted by name."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)

@@ -1,0 +1,356 @@
+"""Model registry on disk: immutable versions, exported bundles, live pointer, thresholds.
+
+Layout under the registry root, one folder per product::
+
+    <product>/versions/<version>/record.json   immutable model version (+ checkpoint files)
+    <product>/bundles/<bundle_id>/              immutable exported bundle (see core.bundle)
+    <product>/live.json                         which bundle the stations serve
+    <product>/thresholds.jsonl                  append-only threshold versions
+    <product>/events.jsonl                      append-only audit log (promote, rollback, ...)
+
+Every write goes through a per-product file lock and an atomic rename, so a crash
+leaves either the old state or the new one, never half of it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+from inspection.core.bundle import verify_bundle
+from inspection.core.errors import RegistryError
+
+RECORD_FILE = "record.json"
+_VERSION_RE = re.compile(r"^v(\d{4,})$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def check_name(kind: str, name: str) -> str:
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise RegistryError(
+            f"invalid {kind} name {name!r}: use letters, digits, '_', '-' or '.', "
+            "starting with a letter or digit (at most 64 characters)"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """One immutable trained model version."""
+
+    product: str
+    version: str
+    model_kind: str
+    created_at: str
+    config: dict[str, Any]
+    dataset: dict[str, Any]
+    metrics: dict[str, Any]
+    packages: dict[str, str]
+    weights: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    path: Path = Path()
+
+    @property
+    def model_version(self) -> str:
+        return f"{self.product}/{self.version}"
+
+    def file(self, name: str) -> Path:
+        if name not in self.files:
+            raise RegistryError(f"{self.model_version} has no file {name!r}")
+        return self.path / name
+
+
+@dataclass(frozen=True)
+class ThresholdVersion:
+    product: str
+    number: int
+    value: float
+    actor: str
+    reason: str
+    created_at: str
+    bundle_id: str | None = None
+
+
+@dataclass(frozen=True)
+class LiveState:
+    product: str
+    bundle_id: str
+    since: str
+    actor: str
+    reason: str
+
+
+class Registry:
+    """Reads and writes the registry folder. Cheap to construct; holds no state."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    # ----------------------------------------------------------------- products
+    def products(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+    def _product_dir(self, product: str) -> Path:
+        return self.root / check_name("product", product)
+
+    def _lock(self, product: str) -> FileLock:
+        directory = self._product_dir(product)
+        directory.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(directory / ".lock"), timeout=60)
+
+    # ----------------------------------------------------------------- versions
+    def create_version(
+        self,
+        product: str,
+        *,
+        model_kind: str,
+        config: Mapping[str, Any],
+        dataset: Mapping[str, Any],
+        metrics: Mapping[str, Any],
+        packages: Mapping[str, str],
+        write_files: Callable[[Path], None] | None = None,
+        weights: Mapping[str, Any] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> ModelRecord:
+        """Create the next immutable version; ``write_files(dir)`` puts artefacts in it."""
+        from inspection.core.fingerprint import sha256_file
+
+        with self._lock(product):
+            versions_dir = self._product_dir(product) / "versions"
+            versions_dir.mkdir(parents=True, exist_ok=True)
+            version = f"v{self._next_number(versions_dir):04d}"
+            staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=versions_dir))
+            try:
+                if write_files is not None:
+                    write_files(staging)
+                files = {
+                    p.relative_to(staging).as_posix(): sha256_file(p)
+                    for p in sorted(staging.rglob("*"))
+                    if p.is_file()
+                }
+                record = {
+                    "product": product,
+                    "version": version,
+                    "model_kind": model_kind,
+                    "created_at": utc_now(),
+                    "config": dict(config),
+                    "dataset": dict(dataset),
+                    "metrics": dict(metrics),
+                    "packages": dict(packages),
+                    "weights": dict(weights or {}),
+                    "files": files,
+                    "extra": dict(extra or {}),
+                }
+                _write_json(staging / RECORD_FILE, record)
+                os.rename(staging, versions_dir / version)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+        return self.version(product, version)
+
+    def versions(self, product: str) -> list[ModelRecord]:
+        versions_dir = self._product_dir(product) / "versions"
+        if not versions_dir.is_dir():
+            return []
+        names = sorted(p.name for p in versions_dir.iterdir() if _VERSION_RE.match(p.name))
+        return [self.version(product, name) for name in names]
+
+    def version(self, product: str, version: str) -> ModelRecord:
+        path = self._product_dir(product) / "versions" / version
+        record_file = path / RECORD_FILE
+        if not record_file.is_file():
+            known = [r.name for r in (path.parent.iterdir() if path.parent.is_dir() else [])]
+            raise RegistryError(
+                f"no model version {product}/{version}; known: {', '.join(sorted(known)) or 'none'}"
+            )
+        data = json.loads(record_file.read_text(encoding="utf-8"))
+        return ModelRecord(path=path, **data)
+
+    def latest_version(self, product: str) -> ModelRecord:
+        records = self.versions(product)
+        if not records:
+            raise RegistryError(f"product {product!r} has no trained model versions yet")
+        return records[-1]
+
+    @staticmethod
+    def _next_number(versions_dir: Path) -> int:
+        numbers = [int(m.group(1)) for p in versions_dir.iterdir() if (m := _VERSION_RE.match(p.name))]
+        return max(numbers, default=0) + 1
+
+    # ------------------------------------------------------------------ bundles
+    def add_bundle(self, product: str, source_dir: str | Path, bundle_id: str) -> Path:
+        """Copy a verified bundle folder into the registry; an existing id is never overwritten."""
+        check_name("bundle", bundle_id)
+        verify_bundle(source_dir)
+        with self._lock(product):
+            bundles_dir = self._product_dir(product) / "bundles"
+            bundles_dir.mkdir(parents=True, exist_ok=True)
+            target = bundles_dir / bundle_id
+            if target.exists():
+                raise RegistryError(f"bundle {product}/{bundle_id} already exists; bundles are immutable")
+            staging = Path(tempfile.mkdtemp(prefix=f".{bundle_id}-", dir=bundles_dir))
+            try:
+                shutil.copytree(source_dir, staging, dirs_exist_ok=True)
+                os.rename(staging, target)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+        return target
+
+    def bundle_ids(self, product: str) -> list[str]:
+        bundles_dir = self._product_dir(product) / "bundles"
+        if not bundles_dir.is_dir():
+            return []
+        return sorted(p.name for p in bundles_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+    def bundle_dir(self, product: str, bundle_id: str) -> Path:
+        path = self._product_dir(product) / "bundles" / check_name("bundle", bundle_id)
+        if not path.is_dir():
+            known = ", ".join(self.bundle_ids(product)) or "none"
+            raise RegistryError(f"no bundle {product}/{bundle_id}; known: {known}")
+        return path
+
+    # --------------------------------------------------------- live + audit log
+    def live(self, product: str) -> LiveState | None:
+        path = self._product_dir(product) / "live.json"
+        if not path.is_file():
+            return None
+        return LiveState(**json.loads(path.read_text(encoding="utf-8")))
+
+    def live_bundle_dir(self, product: str) -> Path:
+        state = self.live(product)
+        if state is None:
+            raise RegistryError(f"product {product!r} has no live bundle; promote one first")
+        return self.bundle_dir(product, state.bundle_id)
+
+    def promote(self, product: str, bundle_id: str, *, actor: str, reason: str) -> LiveState:
+        """Make ``bundle_id`` the live bundle (after checking its files) and log who and why."""
+        verify_bundle(self.bundle_dir(product, bundle_id))
+        with self._lock(product):
+            previous = self.live(product)
+            state = LiveState(product, bundle_id, utc_now(), actor, reason)
+            self._append_event(
+                product,
+                "promote",
+                actor=actor,
+                reason=reason,
+                bundle_id=bundle_id,
+                previous=previous.bundle_id if previous else None,
+            )
+            _write_json(self._product_dir(product) / "live.json", asdict(state))
+        return state
+
+    def rollback(self, product: str, *, actor: str, reason: str) -> LiveState:
+        """Go back to the bundle that was live before the current one."""
+        with self._lock(product):
+            current = self.live(product)
+            if current is None:
+                raise RegistryError(f"product {product!r} has no live bundle to roll back")
+            history = [e for e in self.events(product) if e["action"] in ("promote", "rollback")]
+            previous = history[-1].get("previous") if history else None
+            if not previous:
+                raise RegistryError(f"product {product!r} has no earlier live bundle to roll back to")
+            verify_bundle(self.bundle_dir(product, previous))
+            state = LiveState(product, previous, utc_now(), actor, reason)
+            earlier = _bundle_before(history, previous)
+            self._append_event(
+                product,
+                "rollback",
+                actor=actor,
+                reason=reason,
+                bundle_id=previous,
+                previous=earlier,
+                rolled_back=current.bundle_id,
+            )
+            _write_json(self._product_dir(product) / "live.json", asdict(state))
+        return state
+
+    def record_event(self, product: str, action: str, *, actor: str, reason: str, **details: Any) -> None:
+        """Append an audit event (e.g. a retrain decision) under the product lock."""
+        with self._lock(product):
+            self._append_event(product, action, actor=actor, reason=reason, **details)
+
+    def events(self, product: str) -> list[dict[str, Any]]:
+        return _read_jsonl(self._product_dir(product) / "events.jsonl")
+
+    def _append_event(self, product: str, action: str, **details: Any) -> None:
+        event = {"at": utc_now(), "product": product, "action": action, **details}
+        _append_jsonl(self._product_dir(product) / "events.jsonl", event)
+
+    # --------------------------------------------------------------- thresholds
+    def set_threshold(
+        self, product: str, value: float, *, actor: str, reason: str, bundle_id: str | None = None
+    ) -> ThresholdVersion:
+        """Append a new threshold version (normalised score space, 0 < value < 1)."""
+        if not 0.0 < float(value) < 1.0:
+            raise RegistryError(f"threshold must be between 0 and 1 (exclusive), got {value}")
+        if not actor.strip() or not reason.strip():
+            raise RegistryError("a threshold change needs who (actor) and why (reason)")
+        with self._lock(product):
+            number = len(self.threshold_history(product)) + 1
+            version = ThresholdVersion(product, number, float(value), actor, reason, utc_now(), bundle_id)
+            _append_jsonl(self._product_dir(product) / "thresholds.jsonl", asdict(version))
+            self._append_event(product, "threshold", actor=actor, reason=reason, value=float(value))
+        return version
+
+    def threshold_history(self, product: str) -> list[ThresholdVersion]:
+        rows = _read_jsonl(self._product_dir(product) / "thresholds.jsonl")
+        return [ThresholdVersion(**row) for row in rows]
+
+    def current_threshold(self, product: str) -> ThresholdVersion | None:
+        history = self.threshold_history(product)
+        return history[-1] if history else None
+
+
+def _bundle_before(history: list[dict[str, Any]], bundle_id: str) -> str | None:
+    """The bundle that was live just before ``bundle_id`` last became live."""
+    for event in reversed(history):
+        if event.get("bundle_id") == bundle_id:
+            return event.get("previous")
+    return None
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _append_jsonl(path: Path, row: Mapping[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(row, sort_keys=True, default=str) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a torn last line after a crash; earlier rows stay valid
+    return rows

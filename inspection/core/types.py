@@ -1,0 +1,107 @@
+"""The one result type every layer speaks: an inspection of one image."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+Verdict = Literal["OK", "NG"]
+VERDICTS: tuple[str, ...] = ("OK", "NG")
+
+
+def _check_box(box: tuple[int, int, int, int]) -> None:
+    if len(box) != 4:
+        raise ValueError(f"box must be (x0, y0, x1, y1), got {box!r}")
+    x0, y0, x1, y1 = box
+    if x1 <= x0 or y1 <= y0:
+        raise ValueError(f"box must have x1 > x0 and y1 > y0, got {box!r}")
+
+
+@dataclass(frozen=True)
+class DefectRegion:
+    """One connected defect region in input-image pixel coordinates.
+
+    ``box`` is (x0, y0, x1, y1) with exclusive upper bounds; ``peak`` is (x, y)
+    of the highest anomaly score inside the region; ``area`` is in pixels.
+    """
+
+    box: tuple[int, int, int, int]
+    area: int
+    peak: tuple[int, int]
+    max_score: float
+    mean_score: float
+
+    def __post_init__(self) -> None:
+        _check_box(self.box)
+        if self.area <= 0:
+            raise ValueError(f"area must be positive, got {self.area}")
+
+    def to_dict(self) -> dict:
+        return {
+            "box": list(self.box),
+            "area": int(self.area),
+            "peak": list(self.peak),
+            "max_score": float(self.max_score),
+            "mean_score": float(self.mean_score),
+        }
+
+
+@dataclass(frozen=True)
+class InspectionResult:
+    """The judgement of one image.
+
+    - ``score``: normalised image score in [0, 1]; ``threshold`` in the same space.
+    - ``anomaly_map``: (H, W) float32 in [0, 1], at the input image's resolution.
+    - ``mask``: (H, W) bool, same shape as ``anomaly_map``.
+    - ``latency_ms``: wall time of preprocessing + inference + postprocessing.
+    """
+
+    score: float
+    threshold: float
+    verdict: Verdict
+    anomaly_map: np.ndarray
+    mask: np.ndarray
+    regions: tuple[DefectRegion, ...]
+    latency_ms: float
+    model_version: str
+    mask_source: str = "raw"
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}")
+        if not 0.0 <= self.score <= 1.0 or not np.isfinite(self.score):
+            raise ValueError(f"score must be a finite number in [0, 1], got {self.score}")
+        amap, mask = self.anomaly_map, self.mask
+        if not isinstance(amap, np.ndarray) or amap.ndim != 2 or amap.dtype != np.float32:
+            raise ValueError(
+                "anomaly_map must be a (H, W) float32 array, got "
+                f"{getattr(amap, 'shape', type(amap))} {getattr(amap, 'dtype', '')}"
+            )
+        if not isinstance(mask, np.ndarray) or mask.shape != amap.shape or mask.dtype != bool:
+            raise ValueError(
+                f"mask must be a bool array of shape {amap.shape}, got "
+                f"{getattr(mask, 'shape', type(mask))} {getattr(mask, 'dtype', '')}"
+            )
+        if self.latency_ms < 0:
+            raise ValueError(f"latency_ms must be >= 0, got {self.latency_ms}")
+
+    @property
+    def is_defective(self) -> bool:
+        return self.verdict == "NG"
+
+    def summary(self) -> dict:
+        """JSON-ready fields without the arrays."""
+        return {
+            "score": round(float(self.score), 6),
+            "threshold": float(self.threshold),
+            "verdict": self.verdict,
+            "model_version": self.model_version,
+            "latency_ms": round(float(self.latency_ms), 3),
+            "mask_source": self.mask_source,
+            "regions": [region.to_dict() for region in self.regions],
+            "height": int(self.anomaly_map.shape[0]),
+            "width": int(self.anomaly_map.shape[1]),
+        }

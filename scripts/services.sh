@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Install and start what the test suite talks to: a PostgreSQL server (store tests) and
+# headless Chromium + chromedriver (dashboard browser test). Idempotent; needs root for apt.
+set -euo pipefail
+
+PG_USER=inspection
+PG_PASSWORD=inspection
+PG_DB=inspection_test
+
+need=()
+command -v pg_ctlcluster >/dev/null 2>&1 || need+=(postgresql)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" != "0" ]; then
+    echo "services: not root, cannot apt-get install ${need[*]}; dependent tests will skip" >&2
+    exit 0
+  fi
+  echo "services: installing ${need[*]} (apt-get)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# Start the first PostgreSQL cluster found (Debian layout) and create the test role and database.
+cluster=$(pg_lsclusters -h 2>/dev/null | awk 'NR==1 {print $1" "$2}')
+if [ -z "$cluster" ]; then
+  version=$(ls /usr/lib/postgresql | sort -V | tail -1)
+  pg_createcluster "$version" main >/dev/null
+  cluster="$version main"
+fi
+# shellcheck disable=SC2086
+pg_ctlcluster $cluster start 2>/dev/null || true
+for _ in $(seq 1 30); do
+  su postgres -c "psql -qtAc 'select 1'" >/dev/null 2>&1 && break
+  sleep 1
+done
+su postgres -c "psql -qtAc \"select 1 from pg_roles where rolname='$PG_USER'\"" | grep -q 1 \
+  || su postgres -c "psql -qc \"create role $PG_USER login password '$PG_PASSWORD' createdb\""
+su postgres -c "psql -qtAc \"select 1 from pg_database where datname='$PG_DB'\"" | grep -q 1 \
+  || su postgres -c "createdb -O $PG_USER $PG_DB"
+echo "services: PostgreSQL ready at postgresql+psycopg://$PG_USER:***@127.0.0.1:5432/$PG_DB"

@@ -1,0 +1,124 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from inspection.core.bundle import (
+    BUNDLE_SCHEMA_VERSION,
+    BundleMetadata,
+    Normalization,
+    Preprocessing,
+    write_bundle_metadata,
+)
+from inspection.core.errors import BundleError, RegistryError
+from inspection.core.registry import Registry
+
+
+def _fake_bundle(directory: Path, bundle_id: str) -> Path:
+    directory.mkdir(parents=True)
+    (directory / "model.xml").write_text(f"<net id='{bundle_id}'/>")
+    (directory / "model.bin").write_bytes(bundle_id.encode())
+    metadata = BundleMetadata(
+        schema_version=BUNDLE_SCHEMA_VERSION,
+        bundle_id=bundle_id,
+        product="brick",
+        model_kind="patchcore",
+        model_version="brick/v0001",
+        precision="fp32",
+        preprocessing=Preprocessing(input_size=(64, 64), mean=(0.5,) * 3, std=(0.5,) * 3),
+        normalization=Normalization(1.0, 1.0, 0.0, 2.0, 0.0, 2.0),
+    )
+    write_bundle_metadata(directory, metadata)
+    return directory
+
+
+def _version(registry: Registry, payload: bytes = b"weights"):
+    return registry.create_version(
+        "brick",
+        model_kind="patchcore",
+        config={"seed": 1},
+        dataset={"sha256": "abc", "count": 3},
+        metrics={"overall": {"image_auroc": 0.9}},
+        packages={"anomalib": "2.7.0"},
+        write_files=lambda d: (d / "model.ckpt").write_bytes(payload),
+    )
+
+
+def test_versions_are_numbered_and_immutable(tmp_path: Path) -> None:
+    registry = Registry(tmp_path)
+    first, second = _version(registry), _version(registry, b"other")
+    assert (first.version, second.version) == ("v0001", "v0002")
+    assert first.file("model.ckpt").read_bytes() == b"weights"
+    assert registry.latest_version("brick").version == "v0002"
+    assert [r.version for r in registry.versions("brick")] == ["v0001", "v0002"]
+
+
+def test_failed_write_leaves_no_version(tmp_path: Path) -> None:
+    registry = Registry(tmp_path)
+
+    def crash(directory: Path) -> None:
+        (directory / "partial.ckpt").write_bytes(b"half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        registry.create_version(
+            "brick", model_kind="stfpm", config={}, dataset={}, metrics={}, packages={}, write_files=crash
+        )
+    assert registry.versions("brick") == []
+    assert list((tmp_path / "brick" / "versions").iterdir()) == []
+
+
+def test_promote_and_rollback_are_audited(tmp_path: Path) -> None:
+    registry = Registry(tmp_path)
+    for bundle_id in ("v0001-fp32", "v0002-int8"):
+        registry.add_bundle("brick", _fake_bundle(tmp_path / "src" / bundle_id, bundle_id), bundle_id)
+    registry.promote("brick", "v0001-fp32", actor="alice", reason="first")
+    registry.promote("brick", "v0002-int8", actor="retrain", reason="better")
+    assert registry.live("brick").bundle_id == "v0002-int8"
+    state = registry.rollback("brick", actor="bob", reason="false alarms")
+    assert state.bundle_id == "v0001-fp32"
+    actions = [(e["action"], e["actor"]) for e in registry.events("brick")]
+    assert actions == [("promote", "alice"), ("promote", "retrain"), ("rollback", "bob")]
+    with pytest.raises(RegistryError, match="no earlier live bundle"):
+        registry.rollback("brick", actor="bob", reason="again")
+
+
+def test_bundles_are_verified_and_never_overwritten(tmp_path: Path) -> None:
+    registry = Registry(tmp_path)
+    source = _fake_bundle(tmp_path / "src", "v0001-fp32")
+    registry.add_bundle("brick", source, "v0001-fp32")
+    with pytest.raises(RegistryError, match="already exists"):
+        registry.add_bundle("brick", source, "v0001-fp32")
+    (source / "model.bin").write_bytes(b"tampered")
+    with pytest.raises(BundleError, match="checksum mismatch for model.bin"):
+        registry.add_bundle("brick", source, "v0002-fp32")
+
+
+def test_thresholds_are_versioned_with_who_and_why(tmp_path: Path) -> None:
+    registry = Registry(tmp_path)
+    assert registry.current_threshold("brick") is None
+    registry.set_threshold("brick", 0.6, actor="alice", reason="too many false alarms")
+    latest = registry.set_threshold("brick", 0.55, actor="bob", reason="missed a crack")
+    assert (latest.number, latest.value, latest.actor) == (2, 0.55, "bob")
+    with pytest.raises(RegistryError, match="between 0 and 1"):
+        registry.set_threshold("brick", 1.5, actor="x", reason="y")
+    with pytest.raises(RegistryError, match="who"):
+        registry.set_threshold("brick", 0.5, actor=" ", reason="y")
+
+
+@pytest.mark.parametrize("name", ["../etc", "", "a/b", "-x", "x" * 65])
+def test_bad_product_names_are_rejected(tmp_path: Path, name: str) -> None:
+    with pytest.raises(RegistryError, match="invalid product name"):
+        Registry(tmp_path).versions(name)
+
+
+def test_schema_version_mismatch_is_explained(tmp_path: Path) -> None:
+    bundle = _fake_bundle(tmp_path / "b", "v0001-fp32")
+    data = json.loads((bundle / "metadata.json").read_text())
+    data["schema_version"] = 99
+    (bundle / "metadata.json").write_text(json.dumps(data))
+    registry = Registry(tmp_path / "reg")
+    with pytest.raises(BundleError, match="schema version 99 is not supported"):
+        registry.add_bundle("brick", bundle, "v0001-fp32")
