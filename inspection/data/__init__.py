@@ -1,0 +1,1 @@
+"""Datasets (torch-free): MVTec AD layout and custom folders, validation, demo generator."""

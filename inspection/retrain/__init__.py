@@ -1,0 +1,1 @@
+"""Scheduled retraining with a champion/challenger gate."""

@@ -1,0 +1,1 @@
+"""Line-station runtime: OpenVINO Inspector. Torch-free by contract (tested)."""

@@ -1,0 +1,1 @@
+"""HTTP inspection service and watch folder for line stations. Torch-free."""

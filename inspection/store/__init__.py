@@ -1,0 +1,1 @@
+"""Results store (SQLAlchemy; SQLite default, PostgreSQL by URL). Torch-free."""

@@ -1,0 +1,1 @@
+"""Torch side: anomalib training, evaluation, OpenVINO/NNCF export, SAM export."""
