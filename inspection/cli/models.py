@@ -27,7 +27,9 @@ def list_models(
 ) -> None:
     """List model versions with their key metrics, and the live bundle per product."""
     registry = _registry(site)
-    table = Table("product", "version", "model", "created", "image AUROC", "pixel AUROC", "AUPRO", "live")
+    table = Table(
+        "product", "version", "model", "created", "image AUROC", "pixel AUROC", "AUPRO", "live"
+    )
     for name in [product] if product else registry.products():
         live = registry.live(name)
         for record in registry.versions(name):
@@ -58,7 +60,9 @@ def show_model(
     data = {k: v for k, v in record.__dict__.items() if k != "path"}
     data["dataset"] = {k: v for k, v in record.dataset.items() if k != "files"}
     data["path"] = str(record.path)
-    data["bundles"] = [b for b in registry.bundle_ids(product) if b.startswith(record.version + "-")]
+    data["bundles"] = [
+        b for b in registry.bundle_ids(product) if b.startswith(record.version + "-")
+    ]
     console.print_json(json.dumps(data, default=str))
 
 

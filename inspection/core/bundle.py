@@ -67,7 +67,9 @@ class BundleMetadata:
     normalization: Normalization
     model_file: str = "model.xml"
     weights_file: str = "model.bin"
-    output_names: dict[str, str] = field(default_factory=lambda: {"score": "pred_score", "map": "anomaly_map"})
+    output_names: dict[str, str] = field(
+        default_factory=lambda: {"score": "pred_score", "map": "anomaly_map"}
+    )
     image_threshold: float = 0.5
     pixel_threshold: float = 0.5
     calibration: dict[str, Any] | None = None

@@ -27,7 +27,9 @@ def fingerprint_files(paths: Iterable[str | Path], root: str | Path) -> dict:
     Returns ``{"sha256": <hash over the sorted list>, "count": n, "files": {rel: sha}}``.
     """
     root = Path(root)
-    files = {Path(p).resolve().relative_to(root.resolve()).as_posix(): sha256_file(p) for p in paths}
+    files = {
+        Path(p).resolve().relative_to(root.resolve()).as_posix(): sha256_file(p) for p in paths
+    }
     digest = hashlib.sha256()
     for rel in sorted(files):
         digest.update(f"{rel}\0{files[rel]}\n".encode())

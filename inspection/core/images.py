@@ -24,7 +24,9 @@ DEFAULT_MAX_PIXELS = 40_000_000  # ~ 6300 x 6300
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
-def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "image") -> np.ndarray:
+def decode_image(
+    data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "image"
+) -> np.ndarray:
     """Decode bytes into an (H, W, 3) uint8 RGB array."""
     if not data:
         raise ImageDecodeError(f"{name}: empty file (0 bytes)")

@@ -14,7 +14,9 @@ def extract_regions(
     """Regions of ``mask`` ((H, W) bool) scored by ``anomaly_map`` ((H, W) float32), largest first."""
     if mask.shape != anomaly_map.shape:
         raise ValueError(f"mask shape {mask.shape} != anomaly_map shape {anomaly_map.shape}")
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(
+        mask.astype(np.uint8), connectivity=8
+    )
     regions = []
     for label in range(1, count):
         x, y, w, h, area = (int(v) for v in stats[label])

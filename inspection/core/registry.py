@@ -105,7 +105,9 @@ class Registry:
     def products(self) -> list[str]:
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        return sorted(
+            p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")
+        )
 
     def _product_dir(self, product: str) -> Path:
         return self.root / check_name("product", product)
@@ -191,7 +193,9 @@ class Registry:
 
     @staticmethod
     def _next_number(versions_dir: Path) -> int:
-        numbers = [int(m.group(1)) for p in versions_dir.iterdir() if (m := _VERSION_RE.match(p.name))]
+        numbers = [
+            int(m.group(1)) for p in versions_dir.iterdir() if (m := _VERSION_RE.match(p.name))
+        ]
         return max(numbers, default=0) + 1
 
     # ------------------------------------------------------------------ bundles
@@ -204,7 +208,9 @@ class Registry:
             bundles_dir.mkdir(parents=True, exist_ok=True)
             target = bundles_dir / bundle_id
             if target.exists():
-                raise RegistryError(f"bundle {product}/{bundle_id} already exists; bundles are immutable")
+                raise RegistryError(
+                    f"bundle {product}/{bundle_id} already exists; bundles are immutable"
+                )
             staging = Path(tempfile.mkdtemp(prefix=f".{bundle_id}-", dir=bundles_dir))
             try:
                 shutil.copytree(source_dir, staging, dirs_exist_ok=True)
@@ -218,7 +224,9 @@ class Registry:
         bundles_dir = self._product_dir(product) / "bundles"
         if not bundles_dir.is_dir():
             return []
-        return sorted(p.name for p in bundles_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+        return sorted(
+            p.name for p in bundles_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
+        )
 
     def bundle_dir(self, product: str, bundle_id: str) -> Path:
         path = self._product_dir(product) / "bundles" / check_name("bundle", bundle_id)
@@ -266,7 +274,9 @@ class Registry:
             history = [e for e in self.events(product) if e["action"] in ("promote", "rollback")]
             previous = history[-1].get("previous") if history else None
             if not previous:
-                raise RegistryError(f"product {product!r} has no earlier live bundle to roll back to")
+                raise RegistryError(
+                    f"product {product!r} has no earlier live bundle to roll back to"
+                )
             verify_bundle(self.bundle_dir(product, previous))
             state = LiveState(product, previous, utc_now(), actor, reason)
             earlier = _bundle_before(history, previous)
@@ -282,7 +292,9 @@ class Registry:
             _write_json(self._product_dir(product) / "live.json", asdict(state))
         return state
 
-    def record_event(self, product: str, action: str, *, actor: str, reason: str, **details: Any) -> None:
+    def record_event(
+        self, product: str, action: str, *, actor: str, reason: str, **details: Any
+    ) -> None:
         """Append an audit event (e.g. a retrain decision) under the product lock."""
         with self._lock(product):
             self._append_event(product, action, actor=actor, reason=reason, **details)
@@ -305,7 +317,9 @@ class Registry:
             raise RegistryError("a threshold change needs who (actor) and why (reason)")
         with self._lock(product):
             number = len(self.threshold_history(product)) + 1
-            version = ThresholdVersion(product, number, float(value), actor, reason, utc_now(), bundle_id)
+            version = ThresholdVersion(
+                product, number, float(value), actor, reason, utc_now(), bundle_id
+            )
             _append_jsonl(self._product_dir(product) / "thresholds.jsonl", asdict(version))
             self._append_event(product, "threshold", actor=actor, reason=reason, value=float(value))
         return version
