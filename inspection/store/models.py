@@ -1,0 +1,91 @@
+"""Results-store schema (SQLAlchemy 2.0). Alembic migrations mirror these tables."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, ClassVar
+
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+REVIEW_LABELS: tuple[str, ...] = ("defect", "false_alarm", "good", "unsure")
+"""Reviewer labels: a true defect, an NG that was a good part, a confirmed good part, unsure."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Inspection(Base):
+    """One inspected image and its result. Written once; only the review fields change."""
+
+    __tablename__ = "inspections"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    request_id: Mapped[str | None] = mapped_column(String(128), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    product: Mapped[str] = mapped_column(String(64))
+    station_id: Mapped[str] = mapped_column(String(64))
+    part_id: Mapped[str | None] = mapped_column(String(128))
+    source: Mapped[str] = mapped_column(String(16), default="api")  # api | watch | import
+    source_name: Mapped[str | None] = mapped_column(String(512))
+    score: Mapped[float] = mapped_column(Float)
+    threshold: Mapped[float] = mapped_column(Float)
+    verdict: Mapped[str] = mapped_column(String(2))  # OK | NG
+    model_version: Mapped[str] = mapped_column(String(128))
+    bundle_id: Mapped[str] = mapped_column(String(128))
+    latency_ms: Mapped[float] = mapped_column(Float)
+    mask_source: Mapped[str] = mapped_column(String(32), default="raw")
+    regions: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    image_sha: Mapped[str] = mapped_column(String(64))
+    map_sha: Mapped[str | None] = mapped_column(String(64))
+    mask_sha: Mapped[str | None] = mapped_column(String(64))
+    overlay_sha: Mapped[str | None] = mapped_column(String(64))
+    review_label: Mapped[str | None] = mapped_column(String(16))
+    review_defect_type: Mapped[str | None] = mapped_column(String(64))
+    reviewed_by: Mapped[str | None] = mapped_column(String(64))
+    reviewed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    reviews: Mapped[list[Review]] = relationship(back_populates="inspection", order_by="Review.id")
+
+    __table_args__ = (
+        Index("ix_inspections_product_created", "product", "created_at"),
+        Index("ix_inspections_station_created", "station_id", "created_at"),
+        Index("ix_inspections_verdict_created", "verdict", "created_at"),
+        Index("ix_inspections_review", "product", "review_label", "reviewed_at"),
+    )
+
+
+class Review(Base):
+    """Append-only audit trail of review labels; the latest is mirrored on the inspection."""
+
+    __tablename__ = "reviews"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    inspection_id: Mapped[str] = mapped_column(ForeignKey("inspections.id"), index=True)
+    label: Mapped[str] = mapped_column(String(16))
+    defect_type: Mapped[str | None] = mapped_column(String(64))
+    reviewer: Mapped[str] = mapped_column(String(64))
+    note: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    inspection: Mapped[Inspection] = relationship(back_populates="reviews")
+
+
+class ApiToken(Base):
+    """A station's API token, stored as a sha256 hash (tokens are 256-bit random)."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    station_id: Mapped[str] = mapped_column(String(64), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    label: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

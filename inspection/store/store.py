@@ -1,0 +1,207 @@
+"""Read/write API of the results store. Every layer talks to the database through here."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from inspection.core.errors import InspectionError
+from inspection.store.blobs import BlobStore
+from inspection.store.models import REVIEW_LABELS, Inspection, Review
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+class StoreError(InspectionError):
+    """A store operation was refused (unknown id, bad label, ...)."""
+
+
+@dataclass(frozen=True)
+class InspectionFilter:
+    """Filters for listing inspections; ``None`` means no filter."""
+
+    product: str | None = None
+    station_id: str | None = None
+    verdict: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    review_label: str | None = None
+    unreviewed: bool = False
+    min_score: float | None = None
+    max_score: float | None = None
+
+
+def make_engine(url: str) -> Engine:
+    """Engine for ``url``; SQLite gets WAL, full fsync and a busy timeout."""
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+class Store:
+    """The results database plus its blob folder."""
+
+    def __init__(self, url: str, blob_dir: str | Path, *, migrate: bool = True) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self.blobs = BlobStore(blob_dir)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        if migrate:
+            self.migrate()
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest Alembic revision."""
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS_DIR))
+        with self.engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._sessions() as session, session.begin():
+            yield session
+
+    # ------------------------------------------------------------- inspections
+    def add_inspection(self, **fields: Any) -> Inspection:
+        """Insert one inspection and commit; returns it once durably written.
+
+        A repeated ``request_id`` returns the row stored the first time (idempotent retries).
+        """
+        fields.setdefault("id", uuid.uuid4().hex)
+        row = Inspection(**fields)
+        try:
+            with self.session() as session:
+                session.add(row)
+        except IntegrityError:
+            request_id = fields.get("request_id")
+            existing = self.find_by_request_id(request_id) if request_id else None
+            if existing is None:
+                raise
+            return existing
+        return row
+
+    def find_by_request_id(self, request_id: str) -> Inspection | None:
+        with self.session() as session:
+            return session.scalar(select(Inspection).where(Inspection.request_id == request_id))
+
+    def get_inspection(self, inspection_id: str) -> Inspection:
+        with self.session() as session:
+            row = session.get(Inspection, inspection_id)
+            if row is None:
+                raise StoreError(f"no inspection with id {inspection_id!r}")
+            return row
+
+    def list_inspections(
+        self, filters: InspectionFilter = InspectionFilter(), *, limit: int = 50, offset: int = 0
+    ) -> list[Inspection]:
+        """Newest first, paged."""
+        query = _filtered(select(Inspection), filters)
+        query = (
+            query.order_by(Inspection.created_at.desc(), Inspection.id).limit(limit).offset(offset)
+        )
+        with self.session() as session:
+            return list(session.scalars(query))
+
+    def count_inspections(self, filters: InspectionFilter = InspectionFilter()) -> int:
+        query = _filtered(select(func.count()).select_from(Inspection), filters)
+        with self.session() as session:
+            return int(session.scalar(query) or 0)
+
+    # ------------------------------------------------------------------ reviews
+    def add_review(
+        self,
+        inspection_id: str,
+        *,
+        label: str,
+        reviewer: str,
+        defect_type: str | None = None,
+        note: str | None = None,
+    ) -> Review:
+        """Record a review label (audit trail) and mirror it on the inspection."""
+        if label not in REVIEW_LABELS:
+            raise StoreError(f"review label must be one of {list(REVIEW_LABELS)}, got {label!r}")
+        if not reviewer or not reviewer.strip():
+            raise StoreError("a review needs the reviewer's name")
+        with self.session() as session:
+            row = session.get(Inspection, inspection_id)
+            if row is None:
+                raise StoreError(f"no inspection with id {inspection_id!r}")
+            review = Review(
+                inspection_id=inspection_id,
+                label=label,
+                defect_type=defect_type if label == "defect" else None,
+                reviewer=reviewer.strip(),
+                note=note,
+            )
+            session.add(review)
+            session.flush()
+            row.review_label = label
+            row.review_defect_type = review.defect_type
+            row.reviewed_by = review.reviewer
+            row.reviewed_at = review.created_at
+        return review
+
+    def reviews_of(self, inspection_id: str) -> list[Review]:
+        with self.session() as session:
+            query = select(Review).where(Review.inspection_id == inspection_id).order_by(Review.id)
+            return list(session.scalars(query))
+
+    def reviewed(
+        self, product: str, labels: Sequence[str], *, since: datetime | None = None
+    ) -> list[Inspection]:
+        """Inspections of ``product`` whose latest review label is in ``labels``, oldest first."""
+        query = select(Inspection).where(
+            Inspection.product == product, Inspection.review_label.in_(list(labels))
+        )
+        if since is not None:
+            query = query.where(Inspection.reviewed_at > since)
+        with self.session() as session:
+            return list(session.scalars(query.order_by(Inspection.reviewed_at)))
+
+
+def _filtered(query: Any, filters: InspectionFilter) -> Any:
+    conditions = []
+    if filters.product:
+        conditions.append(Inspection.product == filters.product)
+    if filters.station_id:
+        conditions.append(Inspection.station_id == filters.station_id)
+    if filters.verdict:
+        conditions.append(Inspection.verdict == filters.verdict)
+    if filters.since is not None:
+        conditions.append(Inspection.created_at >= filters.since)
+    if filters.until is not None:
+        conditions.append(Inspection.created_at < filters.until)
+    if filters.review_label:
+        conditions.append(Inspection.review_label == filters.review_label)
+    if filters.unreviewed:
+        conditions.append(Inspection.review_label.is_(None))
+    if filters.min_score is not None:
+        conditions.append(Inspection.score >= filters.min_score)
+    if filters.max_score is not None:
+        conditions.append(Inspection.score <= filters.max_score)
+    return query.where(*conditions) if conditions else query
