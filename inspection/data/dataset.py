@@ -1,0 +1,258 @@
+"""Dataset model and readers: the exact MVTec AD layout and custom folders described in YAML.
+
+A ``Dataset`` is a frozen list of ``Sample`` records (image path, split, label, defect type,
+mask path). Readers are strict about folders (a missing one raises ``DatasetError`` naming
+it) and lenient about files: a missing or unmatched mask is recorded, not raised, so that
+``inspection.data.check`` can report every problem at once.
+
+MVTec AD layout (``load_mvtec``)::
+
+    <product>/train/good/*.png
+    <product>/test/good/*.png
+    <product>/test/<defect>/*.png
+    <product>/ground_truth/<defect>/<stem>_mask.png
+
+Custom folders (``load_folder_spec``), paths relative to the YAML file::
+
+    name: widget
+    normal_dir: images/good            # normal images (train, and test unless below)
+    abnormal_dirs: {scratch: images/scratch, dent: images/dent}
+    mask_dir: masks                    # optional: masks/<defect>/<stem>[_mask].png or masks/<stem>[_mask].png
+    normal_test_dir: images/good_test  # optional: held-out normal images
+    test_split_ratio: 0.2              # share of normal_dir moved to test when no normal_test_dir
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from inspection.core.config import from_mapping, read_yaml
+from inspection.core.errors import ConfigError, DatasetError
+from inspection.core.fingerprint import fingerprint_files
+from inspection.core.images import IMAGE_SUFFIXES, list_images
+
+Split = Literal["train", "test"]
+GOOD = "good"
+MASK_SUFFIX = "_mask"
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image: ``label`` is 0 for good and 1 for defective; ``defect_type`` is "good" for 0."""
+
+    path: Path
+    split: Split
+    label: int
+    defect_type: str
+    mask_path: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.split not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test', got {self.split!r}")
+        if self.label not in (0, 1):
+            raise ValueError(f"label must be 0 (good) or 1 (defective), got {self.label!r}")
+        if (self.label == 0) != (self.defect_type == GOOD):
+            raise ValueError(
+                f"label {self.label} does not match defect_type {self.defect_type!r} "
+                f"(label 0 if and only if defect_type is {GOOD!r})"
+            )
+        if self.split == "train" and self.label != 0:
+            raise ValueError(f"{self.path}: training samples must be good (label 0)")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A named set of samples under ``root``.
+
+    ``unmatched_masks`` are mask files for which no image was found (reported by the check).
+    """
+
+    name: str
+    root: Path
+    samples: tuple[Sample, ...]
+    unmatched_masks: tuple[Path, ...] = field(default=())
+
+    @property
+    def train_samples(self) -> tuple[Sample, ...]:
+        return tuple(s for s in self.samples if s.split == "train")
+
+    @property
+    def test_samples(self) -> tuple[Sample, ...]:
+        return tuple(s for s in self.samples if s.split == "test")
+
+    @property
+    def defect_types(self) -> tuple[str, ...]:
+        """Sorted defect types present in the test split, without "good"."""
+        return tuple(sorted({s.defect_type for s in self.samples if s.label == 1}))
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """``{split: {defect_type: n}}``, e.g. ``{"train": {"good": 60}, "test": {...}}``."""
+        counts: dict[str, Counter[str]] = {"train": Counter(), "test": Counter()}
+        for sample in self.samples:
+            counts[sample.split][sample.defect_type] += 1
+        return {split: dict(sorted(c.items())) for split, c in counts.items()}
+
+    def files(self) -> list[Path]:
+        """Every image and mask file the samples refer to."""
+        files = [s.path for s in self.samples]
+        files += [s.mask_path for s in self.samples if s.mask_path is not None]
+        return files
+
+    def fingerprint(self) -> dict:
+        """Content fingerprint over all image and mask files, paths relative to ``root``.
+
+        Returns ``{"name", "sha256", "count", "files": {rel_path: sha256}}``.
+        """
+        try:
+            result = fingerprint_files(self.files(), self.root)
+        except OSError as exc:
+            raise DatasetError(f"cannot fingerprint dataset {self.name!r}: {exc}") from exc
+        return {"name": self.name, **result}
+
+
+# --- MVTec AD ----------------------------------------------------------------------------------
+
+
+def load_mvtec(root: str | Path) -> Dataset:
+    """Read one MVTec AD category folder (``<product>/train/good``, ``test/*``, ``ground_truth``)."""
+    root = Path(root).resolve()
+    _require_dir(root, "dataset folder")
+    train_dir = root / "train" / GOOD
+    _require_dir(train_dir, "MVTec layout needs a train/good folder")
+    test_dir = root / "test"
+    _require_dir(test_dir, "MVTec layout needs a test folder")
+    gt_dir = root / "ground_truth"
+
+    samples = [Sample(p, "train", 0, GOOD) for p in _images_or_raise(train_dir)]
+    used_masks: set[Path] = set()
+    for defect_dir in sorted(p for p in test_dir.iterdir() if p.is_dir()):
+        defect = defect_dir.name
+        for path in list_images(defect_dir):
+            if defect == GOOD:
+                samples.append(Sample(path, "test", 0, GOOD))
+                continue
+            mask = _find_mask(path.stem, [gt_dir / defect])
+            if mask is not None:
+                used_masks.add(mask)
+            samples.append(Sample(path, "test", 1, defect, mask))
+    unmatched = [] if not gt_dir.is_dir() else _unused_images(gt_dir, used_masks, recursive=True)
+    return Dataset(root.name, root, tuple(samples), tuple(unmatched))
+
+
+# --- custom folders ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FolderSpec:
+    """The YAML description of a custom dataset; paths are relative to the YAML file."""
+
+    name: str
+    normal_dir: Path
+    abnormal_dirs: dict[str, Path] = field(default_factory=dict)
+    mask_dir: Path | None = None
+    normal_test_dir: Path | None = None
+    test_split_ratio: float = 0.2
+
+
+def load_folder_spec(yaml_path: str | Path) -> Dataset:
+    """Read a custom dataset described by a YAML ``FolderSpec``."""
+    yaml_path = Path(yaml_path)
+    spec = from_mapping(FolderSpec, read_yaml(yaml_path), where=str(yaml_path))
+    if not 0.0 <= spec.test_split_ratio < 1.0:
+        raise ConfigError(
+            f"{yaml_path}: test_split_ratio must be in [0, 1), got {spec.test_split_ratio}"
+        )
+    if GOOD in spec.abnormal_dirs:
+        raise ConfigError(f"{yaml_path}: abnormal_dirs may not use the name {GOOD!r}")
+    base = yaml_path.resolve().parent
+    normal_dir = _spec_dir(base, spec.normal_dir, "normal_dir")
+    normals = _images_or_raise(normal_dir)
+    if spec.normal_test_dir is not None:
+        test_dir = _spec_dir(base, spec.normal_test_dir, "normal_test_dir")
+        train, test = normals, list_images(test_dir)
+    else:
+        train, test = _split_normals(normals, spec.test_split_ratio)
+    samples = [Sample(p, "train", 0, GOOD) for p in train]
+    samples += [Sample(p, "test", 0, GOOD) for p in test]
+
+    mask_dir = None if spec.mask_dir is None else _spec_dir(base, spec.mask_dir, "mask_dir")
+    used_masks: set[Path] = set()
+    for defect, rel in sorted(spec.abnormal_dirs.items()):
+        folder = _spec_dir(base, rel, f"abnormal_dirs.{defect}")
+        for path in list_images(folder):
+            mask = None
+            if mask_dir is not None:
+                mask = _find_mask(path.stem, [mask_dir / defect, mask_dir])
+                if mask is not None:
+                    used_masks.add(mask)
+            samples.append(Sample(path, "test", 1, defect, mask))
+    unmatched = [] if mask_dir is None else _unused_images(mask_dir, used_masks, recursive=True)
+    dirs = [base, *(s.path.parent for s in samples), *([mask_dir] if mask_dir else [])]
+    root = Path(os.path.commonpath([str(d) for d in dirs]))
+    return Dataset(spec.name, root, tuple(samples), tuple(unmatched))
+
+
+def load_dataset(path: str | Path) -> Dataset:
+    """A folder is read as MVTec AD; a ``.yaml``/``.yml`` file as a custom folder spec."""
+    path = Path(path)
+    if path.suffix.lower() in (".yaml", ".yml"):
+        if not path.is_file():
+            raise DatasetError(f"dataset spec not found: {path}")
+        return load_folder_spec(path)
+    if path.is_file():
+        raise DatasetError(
+            f"{path}: expected an MVTec-style folder or a .yaml folder spec, got a file"
+        )
+    return load_mvtec(path)
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def _require_dir(path: Path, what: str) -> None:
+    if not path.is_dir():
+        raise DatasetError(f"{what}: folder not found: {path}")
+
+
+def _spec_dir(base: Path, rel: Path, key: str) -> Path:
+    path = (base / rel).resolve()
+    _require_dir(path, f"{key} in the dataset spec")
+    return path
+
+
+def _images_or_raise(folder: Path) -> list[Path]:
+    images = list_images(folder)
+    if not images:
+        raise DatasetError(f"no images in {folder} (looked for {', '.join(IMAGE_SUFFIXES)})")
+    return images
+
+
+def _find_mask(stem: str, folders: list[Path]) -> Path | None:
+    """First of ``<folder>/<stem>_mask.<ext>`` or ``<folder>/<stem>.<ext>`` that exists."""
+    for folder in folders:
+        for name in (stem + MASK_SUFFIX, stem):
+            for suffix in IMAGE_SUFFIXES:
+                candidate = folder / f"{name}{suffix}"
+                if candidate.is_file():
+                    return candidate.resolve()
+    return None
+
+
+def _unused_images(folder: Path, used: set[Path], *, recursive: bool) -> list[Path]:
+    folders = (
+        [folder, *sorted(p for p in folder.rglob("*") if p.is_dir())] if recursive else [folder]
+    )
+    return [p.resolve() for f in folders for p in list_images(f) if p.resolve() not in used]
+
+
+def _split_normals(paths: list[Path], ratio: float) -> tuple[list[Path], list[Path]]:
+    """Deterministic split by a hash of the file name: stable when images are added."""
+    ranked = sorted(paths, key=lambda p: hashlib.sha256(p.name.encode()).hexdigest())
+    n_test = round(len(paths) * ratio)
+    test = set(ranked[:n_test])
+    return [p for p in paths if p not in test], [p for p in paths if p in test]

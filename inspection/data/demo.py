@@ -1,0 +1,370 @@
+"""Deterministic demo datasets in MVTec AD layout, from the texture photos bundled in scikit-image.
+
+Each product is one texture (``skimage.data.brick()``, ``grass()``, ``gravel()``: 512x512
+grayscale photos), tinted to RGB. A sample is a random crop (with rescale), flip/rot90,
+light and contrast jitter and sensor noise. Defective samples carry one of four defects,
+alpha-blended into the texture with soft edges:
+
+- ``scratch``: a thin curved bright or dark line;
+- ``crack``: a branching, jagged dark polyline with a faint lit rim;
+- ``hole``: missing material, a dark irregular blob with inner shading and a bright rim;
+- ``stain``: a soft-edged brownish or oily contamination, texture-modulated.
+
+Masks (0/255 PNG) are exactly the pixels the defect altered: blending weights below
+``ALPHA_CUTOFF`` are set to zero, so every non-zero weight is in the mask. Output is
+byte-identical for a given seed (numpy ``Generator`` seeded per sample, PNGs via PIL).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from inspection.core.errors import DatasetError
+
+log = logging.getLogger(__name__)
+
+DEFECT_KINDS: tuple[str, ...] = ("crack", "hole", "scratch", "stain")
+ALPHA_CUTOFF = 0.12
+
+
+@dataclass(frozen=True)
+class TextureSpec:
+    """How a product's texture is turned into samples."""
+
+    source: str  # name of the skimage.data function
+    tint: tuple[float, float, float]  # RGB multipliers on the grayscale photo
+    crop: tuple[float, float]  # crop side as a fraction of the 512 px photo
+    rot90: bool  # rotations keep the texture's look (isotropic textures only)
+
+
+PRODUCTS: dict[str, TextureSpec] = {
+    "brick": TextureSpec("brick", (1.08, 0.86, 0.74), (0.42, 0.50), rot90=False),
+    "grass": TextureSpec("grass", (0.80, 1.02, 0.62), (0.40, 0.50), rot90=True),
+    "gravel": TextureSpec("gravel", (1.00, 0.97, 0.90), (0.40, 0.50), rot90=True),
+}
+
+
+def write_demo(
+    root: str | Path,
+    products: Sequence[str] = ("brick", "grass", "gravel"),
+    *,
+    seed: int = 0,
+    size: int = 256,
+    n_train: int = 60,
+    n_test_good: int = 10,
+    n_test_per_defect: int = 6,
+    on_image: Callable[[Path], None] | None = None,
+) -> list[Path]:
+    """Write one MVTec-style folder per product under ``root``; returns the product folders."""
+    return [
+        write_demo_product(
+            root,
+            product,
+            seed=seed,
+            n_train=n_train,
+            n_test_good=n_test_good,
+            n_test_per_defect=n_test_per_defect,
+            size=size,
+            on_image=on_image,
+        )
+        for product in products
+    ]
+
+
+def demo_image_count(
+    products: Sequence[str], n_train: int, n_test_good: int, n_test_per_defect: int
+) -> int:
+    """How many images ``write_demo`` writes (for progress bars)."""
+    per_product = n_train + n_test_good + n_test_per_defect * len(DEFECT_KINDS)
+    return per_product * len(products)
+
+
+def write_demo_product(
+    root: str | Path,
+    product: str,
+    *,
+    seed: int,
+    n_train: int,
+    n_test_good: int,
+    n_test_per_defect: int,
+    size: int,
+    on_image: Callable[[Path], None] | None = None,
+) -> Path:
+    """Write ``root/product`` in MVTec AD layout and return it.
+
+    Existing files of the same names are overwritten; nothing else in the folder is touched.
+    """
+    spec = _product_spec(product)
+    if size < 32:
+        raise DatasetError(f"demo image size must be at least 32 px, got {size}")
+    texture = load_texture(spec)
+    out = Path(root) / product
+    product_id = sorted(PRODUCTS).index(product)
+    jobs: list[tuple[str, str, int]] = [("train", "good", i) for i in range(n_train)]
+    jobs += [("test", "good", i) for i in range(n_test_good)]
+    jobs += [("test", kind, i) for kind in DEFECT_KINDS for i in range(n_test_per_defect)]
+    for split, kind, index in jobs:
+        sample_seed = _sample_seed(seed, product_id, split, kind, index)
+        image, mask = render_sample(
+            texture, spec, size, sample_seed, None if kind == "good" else kind
+        )
+        path = out / split / kind / f"{index:03d}.png"
+        _write_png(path, image)
+        if mask is not None:
+            _write_png(out / "ground_truth" / kind / f"{index:03d}_mask.png", mask)
+        if on_image is not None:
+            on_image(path)
+    log.info("wrote demo product %s (%d images) to %s", product, len(jobs), out)
+    return out
+
+
+def load_texture(spec: TextureSpec) -> np.ndarray:
+    """The product's photo as (512, 512, 3) float32 RGB in [0, 255]."""
+    from skimage import data  # local: keeps `import inspection.data` light
+
+    gray = getattr(data, spec.source)().astype(np.float32)
+    return np.clip(gray[:, :, None] * np.asarray(spec.tint, np.float32), 0, 255)
+
+
+def render_sample(
+    texture: np.ndarray, spec: TextureSpec, size: int, seed: Sequence[int], kind: str | None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """One sample: (size, size, 3) uint8 RGB and, for a defect, its (size, size) uint8 0/255 mask.
+
+    The base, defect and finishing steps use independent generators spawned from ``seed``,
+    so ``kind=None`` with the same seed gives the same image without the defect.
+    """
+    base_rng, defect_rng, finish_rng = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(list(seed)).spawn(3)
+    )
+    image = _base_crop(texture, spec, size, base_rng)
+    mask = None
+    if kind is not None:
+        alpha, target = DEFECTS[kind](image, defect_rng)
+        alpha = np.where(alpha >= ALPHA_CUTOFF, alpha, 0.0).astype(np.float32)
+        image = image * (1.0 - alpha[:, :, None]) + target * alpha[:, :, None]
+        mask = np.where(alpha > 0, 255, 0).astype(np.uint8)
+    return _finish(image, finish_rng), mask
+
+
+# --- base texture ------------------------------------------------------------------------------
+
+
+def _base_crop(
+    texture: np.ndarray, spec: TextureSpec, size: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Random crop with rescale, flips and (optionally) rot90: (size, size, 3) float32."""
+    full = texture.shape[0]
+    side = round(full * rng.uniform(*spec.crop))
+    y, x = rng.integers(0, full - side + 1, size=2)
+    crop = texture[y : y + side, x : x + side]
+    crop = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
+    if rng.random() < 0.5:
+        crop = crop[:, ::-1]
+    if rng.random() < 0.5:
+        crop = crop[::-1, :]
+    if spec.rot90:
+        crop = np.rot90(crop, int(rng.integers(0, 4)))
+    return np.ascontiguousarray(crop, dtype=np.float32)
+
+
+def _finish(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Light/contrast jitter, a soft illumination gradient and sensor noise; to uint8."""
+    size = image.shape[0]
+    gain = rng.uniform(0.9, 1.1)
+    contrast = rng.uniform(0.9, 1.1)
+    offset = rng.uniform(-8, 8)
+    mean = image.mean()
+    image = (image - mean) * contrast + mean * gain + offset
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size - 0.5
+    angle = rng.uniform(0, 2 * np.pi)
+    ramp = 1.0 + rng.uniform(0, 0.08) * (np.cos(angle) * xx + np.sin(angle) * yy)
+    image = image * ramp[:, :, None]
+    image = image + rng.normal(0, 2.0, image.shape).astype(np.float32)
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+
+
+# --- defects -----------------------------------------------------------------------------------
+# Each returns (alpha, target): alpha (H, W) float32 in [0, 1], target (H, W, 3) float32; the
+# image becomes image * (1 - alpha) + target * alpha.
+
+
+def _smooth_curve(rng: np.random.Generator, size: int, length: float) -> np.ndarray:
+    """Points (N, 2) float32 of a random quadratic Bezier curve of about ``length`` px."""
+    margin = 0.12 * size
+    start = rng.uniform(margin, size - margin, 2)
+    angle = rng.uniform(0, 2 * np.pi)
+    end = start + length * np.array([np.cos(angle), np.sin(angle)])
+    end = np.clip(end, margin * 0.5, size - margin * 0.5)
+    normal = np.array([-np.sin(angle), np.cos(angle)])
+    control = (start + end) / 2 + normal * rng.uniform(-0.35, 0.35) * length
+    t = np.linspace(0, 1, max(8, int(length)))[:, None]
+    return ((1 - t) ** 2 * start + 2 * (1 - t) * t * control + t**2 * end).astype(np.float32)
+
+
+def _draw_polyline(shape: tuple[int, int], points: np.ndarray, widths: np.ndarray) -> np.ndarray:
+    """Anti-aliased polyline with per-segment width, drawn at 4x and downsampled: (H, W) float32."""
+    scale = 4
+    canvas = np.zeros((shape[0] * scale, shape[1] * scale), np.uint8)
+    pts = np.rint(points * scale).astype(np.int32)
+    for (p, q), w in zip(itertools.pairwise(pts), widths, strict=False):
+        thickness = max(1, round(w * scale))
+        cv2.line(
+            canvas, tuple(int(v) for v in p), tuple(int(v) for v in q), 255, thickness, cv2.LINE_AA
+        )
+    small = cv2.resize(
+        canvas.astype(np.float32) / 255.0, (shape[1], shape[0]), interpolation=cv2.INTER_AREA
+    )
+    return small
+
+
+def _scratch(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    size = image.shape[0]
+    points = _smooth_curve(rng, size, rng.uniform(0.25, 0.55) * size)
+    width = rng.uniform(0.7, 1.4) * size / 256
+    fade = np.sin(np.linspace(0.15, np.pi - 0.15, len(points) - 1)) ** 0.5
+    line = _draw_polyline(image.shape[:2], points, np.full(len(points) - 1, width))
+    # strength fades towards the ends of the scratch
+    strength = _along_curve(image.shape[:2], points, fade)
+    alpha = np.clip(cv2.GaussianBlur(line, (0, 0), 0.6) * strength * rng.uniform(0.75, 0.95), 0, 1)
+    bright = rng.random() < 0.6  # bright: exposed lighter material; dark: a groove
+    target = image * 0.6 + np.float32(rng.uniform(150, 200)) if bright else image * 0.35
+    return alpha, target.astype(np.float32)
+
+
+def _along_curve(shape: tuple[int, int], points: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """A (H, W) map giving each pixel the value of the nearest curve segment (1 far away)."""
+    out = np.ones(shape, np.float32)
+    radius = 4
+    for (x, y), v in zip(points[:-1], values, strict=True):
+        x0, y0 = int(x) - radius, int(y) - radius
+        ys, xs = slice(max(0, y0), y0 + 2 * radius), slice(max(0, x0), x0 + 2 * radius)
+        out[ys, xs] = np.minimum(out[ys, xs], v)
+    return out
+
+
+def _crack(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    size = image.shape[0]
+    shape = image.shape[:2]
+    core = np.zeros(shape, np.float32)
+    branches = [(rng.uniform(0.25, 0.75, 2) * size, rng.uniform(0, 2 * np.pi), 1.0, 0)]
+    total = rng.uniform(0.25, 0.45) * size
+    while branches:
+        start, angle, width, depth = branches.pop()
+        length = total * (0.55**depth)
+        points = [start]
+        step = max(2.0, size / 80)
+        heading = angle
+        for _ in range(int(length / step)):
+            heading += rng.normal(0, 0.45)
+            heading = angle + np.clip(heading - angle, -0.9, 0.9)
+            nxt = points[-1] + step * np.array([np.cos(heading), np.sin(heading)])
+            if not (2 <= nxt[0] < size - 2 and 2 <= nxt[1] < size - 2):
+                break
+            points.append(nxt)
+            if depth < 2 and rng.random() < 0.07:
+                side = rng.choice([-1, 1])
+                branches.append(
+                    (nxt, heading + side * rng.uniform(0.5, 1.1), width * 0.6, depth + 1)
+                )
+        if len(points) < 2:
+            continue
+        pts = np.asarray(points, np.float32)
+        w = width * size / 256 * np.linspace(1.6, 0.5, len(pts) - 1)
+        core = np.maximum(core, _draw_polyline(shape, pts, w))
+    dark = cv2.GaussianBlur(core, (0, 0), 0.5)
+    alpha = np.clip(dark * rng.uniform(0.8, 0.95), 0, 1)
+    target = image * 0.22
+    return alpha.astype(np.float32), target.astype(np.float32)
+
+
+def _irregular_blob(rng: np.random.Generator, size: int, radius: float) -> np.ndarray:
+    """A filled irregular blob, (size, size) float32 in {0, 1}, from a random radial profile."""
+    center = rng.uniform(0.2, 0.8, 2) * size
+    theta = np.linspace(0, 2 * np.pi, 120, endpoint=False)
+    r = np.ones_like(theta)
+    for k in range(2, 7):
+        r += rng.normal(0, 0.22 / k) * np.cos(k * theta + rng.uniform(0, 2 * np.pi))
+    r = radius * np.clip(r, 0.5, 1.6)
+    pts = np.stack([center[0] + r * np.cos(theta), center[1] + r * np.sin(theta)], 1)
+    canvas = np.zeros((size * 4, size * 4), np.uint8)
+    cv2.fillPoly(canvas, [np.rint(pts * 4).astype(np.int32)], 255, cv2.LINE_AA)
+    return cv2.resize(canvas.astype(np.float32) / 255.0, (size, size), interpolation=cv2.INTER_AREA)
+
+
+def _hole(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    size = image.shape[0]
+    blob = _irregular_blob(rng, size, rng.uniform(0.035, 0.07) * size)
+    inner = cv2.GaussianBlur(blob, (0, 0), 0.8)
+    # rim: a thin bright ring just outside the blob (broken edge catching light)
+    ring_width = max(1.0, size / 200)
+    grown = cv2.GaussianBlur(blob, (0, 0), ring_width * 1.5)
+    rim = np.clip(grown * 1.8 - inner, 0, 1)
+    # shading: the hole floor is darker on one side (light comes at an angle)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    ys, xs = np.nonzero(blob > 0.5)
+    cy, cx = (ys.mean(), xs.mean()) if len(ys) else (size / 2, size / 2)
+    angle = rng.uniform(0, 2 * np.pi)
+    side = ((xx - cx) * np.cos(angle) + (yy - cy) * np.sin(angle)) / (size * 0.08)
+    floor = image * 0.18 + (18 + 10 * np.clip(side, -1, 1))[:, :, None]
+    lit = image * 0.7 + 70
+    alpha = np.maximum(inner, rim * 0.55)
+    weight = np.where(inner >= rim * 0.55, 1.0, 0.0)[:, :, None]
+    target = floor * weight + lit * (1 - weight)
+    return alpha.astype(np.float32), target.astype(np.float32)
+
+
+def _stain(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    size = image.shape[0]
+    blob = _irregular_blob(rng, size, rng.uniform(0.06, 0.11) * size)
+    # a mottled interior: low-frequency noise modulates the stain's strength
+    noise = cv2.GaussianBlur(rng.normal(0, 1, (size, size)).astype(np.float32), (0, 0), size / 40)
+    noise = (noise - noise.min()) / max(float(np.ptp(noise)), 1e-6)
+    soft = cv2.GaussianBlur(blob, (0, 0), size / 70)
+    alpha = np.clip(soft * (0.55 + 0.45 * noise) * rng.uniform(0.6, 0.8), 0, 1)
+    if rng.random() < 0.5:  # brown rust / dirt
+        tint = np.array([0.78, 0.55, 0.32], np.float32)
+    else:  # dark oil with a slight blue-green sheen
+        tint = np.array([0.45, 0.50, 0.52], np.float32)
+    target = image * tint
+    return alpha.astype(np.float32), target.astype(np.float32)
+
+
+DEFECTS: dict[str, Callable[[np.ndarray, np.random.Generator], tuple[np.ndarray, np.ndarray]]] = {
+    "crack": _crack,
+    "hole": _hole,
+    "scratch": _scratch,
+    "stain": _stain,
+}
+
+
+# --- files -------------------------------------------------------------------------------------
+
+
+def _product_spec(product: str) -> TextureSpec:
+    try:
+        return PRODUCTS[product]
+    except KeyError:
+        raise DatasetError(
+            f"unknown demo product {product!r}; valid products: {', '.join(sorted(PRODUCTS))}"
+        ) from None
+
+
+def _sample_seed(seed: int, product_id: int, split: str, kind: str, index: int) -> tuple[int, ...]:
+    split_id = ("train", "test").index(split)
+    kind_id = ("good", *DEFECT_KINDS).index(kind)
+    return (seed, product_id, split_id, kind_id, index)
+
+
+def _write_png(path: Path, array: np.ndarray) -> None:
+    """Write a PNG deterministically (no timestamps or other metadata)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path, format="PNG", compress_level=6)

@@ -1,0 +1,58 @@
+"""Contact sheets: a grid of good and defective images per dataset, with mask outlines."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+from inspection.core.errors import ImageDecodeError
+from inspection.core.images import read_image
+from inspection.data.dataset import Dataset, Sample
+
+OUTLINE_RGB = (255, 40, 40)
+LABEL_HEIGHT = 18
+
+
+def contact_sheet(
+    datasets: Sequence[Dataset], *, n_good: int = 2, tile: int = 192, outline: bool = True
+) -> np.ndarray:
+    """One row per dataset: ``n_good`` test-good images then one image per defect type.
+
+    Returns (rows * (tile + LABEL_HEIGHT), cols * tile, 3) uint8 RGB; unreadable images
+    become grey tiles.
+    """
+    rows = [_row(d, n_good, tile, outline) for d in datasets]
+    width = max(r.shape[1] for r in rows)
+    rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
+    return np.concatenate(rows, axis=0)
+
+
+def _row(dataset: Dataset, n_good: int, tile: int, outline: bool) -> np.ndarray:
+    picks: list[Sample] = [s for s in dataset.test_samples if s.label == 0][:n_good]
+    for defect in dataset.defect_types:
+        picks += [s for s in dataset.test_samples if s.defect_type == defect][:1]
+    tiles = [_tile(s, tile, outline, f"{dataset.name}/{s.defect_type}") for s in picks]
+    return np.concatenate(tiles, axis=1)
+
+
+def _tile(sample: Sample, tile: int, outline: bool, label: str) -> np.ndarray:
+    try:
+        image = cv2.resize(read_image(sample.path), (tile, tile), interpolation=cv2.INTER_AREA)
+    except ImageDecodeError:
+        image = np.full((tile, tile, 3), 128, np.uint8)
+    if outline and sample.mask_path is not None:
+        try:
+            mask = read_image(sample.mask_path)[:, :, 0] > 127
+        except ImageDecodeError:
+            mask = None
+        if mask is not None:
+            small = cv2.resize(mask.astype(np.uint8), (tile, tile), interpolation=cv2.INTER_NEAREST)
+            contours, _ = cv2.findContours(small, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+            image = np.ascontiguousarray(image)
+            cv2.drawContours(image, contours, -1, OUTLINE_RGB, 1)
+    caption = np.full((LABEL_HEIGHT, tile, 3), 255, np.uint8)
+    cv2.putText(caption, label, (4, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+    border = np.full((tile + LABEL_HEIGHT, 2, 3), 255, np.uint8)
+    return np.concatenate([np.concatenate([image, caption], axis=0), border], axis=1)
