@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from inspection.core.errors import ImageDecodeError
+from inspection.core.images import decode_image
+
+
+def _encode(array: np.ndarray, fmt: str = "PNG", mode: str | None = None) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array, mode=mode).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+RGB = (np.arange(32 * 48 * 3) % 251).astype(np.uint8).reshape(32, 48, 3)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "empty file (0 bytes)"),
+        (b"this is not an image at all", "not an image (unrecognised format)"),
+        (_encode(RGB)[:200], "truncated or corrupt image"),
+        (_encode(RGB, "JPEG")[:300], "truncated or corrupt image"),
+    ],
+)
+def test_bad_bytes_raise_specific_errors(data: bytes, message: str) -> None:
+    with pytest.raises(ImageDecodeError) as info:
+        decode_image(data, name="upload")
+    assert str(info.value).startswith(f"upload: {message}")
+
+
+def test_too_many_pixels_is_refused() -> None:
+    with pytest.raises(ImageDecodeError, match="above the limit of 1000"):
+        decode_image(_encode(RGB), max_pixels=1000)
+
+
+def test_rgb_round_trips() -> None:
+    assert np.array_equal(decode_image(_encode(RGB)), RGB)
+
+
+def test_grayscale_is_replicated_to_three_channels() -> None:
+    gray = RGB[:, :, 0]
+    out = decode_image(_encode(gray))
+    assert out.shape == (32, 48, 3) and out.dtype == np.uint8
+    assert np.array_equal(out[:, :, 1], gray)
+
+
+def test_rgba_drops_alpha_onto_black() -> None:
+    rgba = np.dstack([RGB, np.full((32, 48), 255, np.uint8)])
+    rgba[0, 0, 3] = 0
+    out = decode_image(_encode(rgba))
+    assert np.array_equal(out[1:, :], RGB[1:, :])
+    assert out[0, 0].tolist() == [0, 0, 0]
+
+
+def test_16_bit_is_scaled_to_8_bit() -> None:
+    deep = (np.arange(32 * 48, dtype=np.uint16).reshape(32, 48) * 40).astype(np.uint16)
+    out = decode_image(_encode(deep))
+    assert out.dtype == np.uint8
+    assert np.array_equal(out[:, :, 0], (deep >> 8).astype(np.uint8))
