@@ -229,14 +229,15 @@ def _draw_polyline(shape: tuple[int, int], points: np.ndarray, widths: np.ndarra
 def _scratch(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     size = image.shape[0]
     points = _smooth_curve(rng, size, rng.uniform(0.25, 0.55) * size)
-    width = rng.uniform(0.7, 1.4) * size / 256
+    width = rng.uniform(0.9, 1.6) * size / 256
     fade = np.sin(np.linspace(0.15, np.pi - 0.15, len(points) - 1)) ** 0.5
     line = _draw_polyline(image.shape[:2], points, np.full(len(points) - 1, width))
     # strength fades towards the ends of the scratch
     strength = _along_curve(image.shape[:2], points, fade)
-    alpha = np.clip(cv2.GaussianBlur(line, (0, 0), 0.6) * strength * rng.uniform(0.75, 0.95), 0, 1)
-    bright = rng.random() < 0.6  # bright: exposed lighter material; dark: a groove
-    target = image * 0.6 + np.float32(rng.uniform(150, 200)) if bright else image * 0.35
+    alpha = np.clip(cv2.GaussianBlur(line, (0, 0), 0.6) * strength * rng.uniform(0.8, 0.95), 0, 1)
+    # bright: exposed lighter material; dark: a groove (lost in busy textures, so only on calm ones)
+    bright = rng.random() < 0.7 or float(image.std()) > 0.35 * float(image.mean())
+    target = image * 0.5 + np.float32(rng.uniform(140, 180)) if bright else image * 0.25
     return alpha, target.astype(np.float32)
 
 
@@ -255,35 +256,33 @@ def _crack(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.
     size = image.shape[0]
     shape = image.shape[:2]
     core = np.zeros(shape, np.float32)
-    branches = [(rng.uniform(0.25, 0.75, 2) * size, rng.uniform(0, 2 * np.pi), 1.0, 0)]
-    total = rng.uniform(0.25, 0.45) * size
+    step = max(2.0, size / 32)
+    total = rng.uniform(0.3, 0.5) * size
+    branches = [(rng.uniform(0.3, 0.7, 2) * size, rng.uniform(0, 2 * np.pi), 1.0, 0)]
     while branches:
         start, angle, width, depth = branches.pop()
-        length = total * (0.55**depth)
         points = [start]
-        step = max(2.0, size / 80)
-        heading = angle
-        for _ in range(int(length / step)):
-            heading += rng.normal(0, 0.45)
-            heading = angle + np.clip(heading - angle, -0.9, 0.9)
-            nxt = points[-1] + step * np.array([np.cos(heading), np.sin(heading)])
+        drift = angle
+        for _ in range(int(total * 0.45**depth / step)):
+            drift += rng.normal(0, 0.08)  # the crack's course bends slowly ...
+            heading = drift + rng.normal(0, 0.45)  # ... and zigzags segment by segment
+            nxt = points[-1] + step * rng.uniform(0.6, 1.4) * np.array(
+                [np.cos(heading), np.sin(heading)]
+            )
             if not (2 <= nxt[0] < size - 2 and 2 <= nxt[1] < size - 2):
                 break
             points.append(nxt)
-            if depth < 2 and rng.random() < 0.07:
+            if depth == 0 and rng.random() < 0.06:
                 side = rng.choice([-1, 1])
-                branches.append(
-                    (nxt, heading + side * rng.uniform(0.5, 1.1), width * 0.6, depth + 1)
-                )
+                branches.append((nxt, drift + side * rng.uniform(0.4, 0.9), width * 0.6, 1))
         if len(points) < 2:
             continue
         pts = np.asarray(points, np.float32)
-        w = width * size / 256 * np.linspace(1.6, 0.5, len(pts) - 1)
+        taper = np.linspace(2.0, 0.6, len(pts) - 1) * rng.uniform(0.7, 1.3, len(pts) - 1)
+        w = width * size / 256 * taper
         core = np.maximum(core, _draw_polyline(shape, pts, w))
-    dark = cv2.GaussianBlur(core, (0, 0), 0.5)
-    alpha = np.clip(dark * rng.uniform(0.8, 0.95), 0, 1)
-    target = image * 0.22
-    return alpha.astype(np.float32), target.astype(np.float32)
+    alpha = np.clip(cv2.GaussianBlur(core, (0, 0), 0.5) * rng.uniform(0.85, 0.95), 0, 1)
+    return alpha.astype(np.float32), (image * 0.2 + 6).astype(np.float32)
 
 
 def _irregular_blob(rng: np.random.Generator, size: int, radius: float) -> np.ndarray:
@@ -301,24 +300,31 @@ def _irregular_blob(rng: np.random.Generator, size: int, radius: float) -> np.nd
 
 
 def _hole(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A pit: dark floor keeping faint texture, a lit inner wall, a shadowed one, a bright rim."""
     size = image.shape[0]
-    blob = _irregular_blob(rng, size, rng.uniform(0.035, 0.07) * size)
-    inner = cv2.GaussianBlur(blob, (0, 0), 0.8)
-    # rim: a thin bright ring just outside the blob (broken edge catching light)
-    ring_width = max(1.0, size / 200)
-    grown = cv2.GaussianBlur(blob, (0, 0), ring_width * 1.5)
-    rim = np.clip(grown * 1.8 - inner, 0, 1)
-    # shading: the hole floor is darker on one side (light comes at an angle)
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    ys, xs = np.nonzero(blob > 0.5)
-    cy, cx = (ys.mean(), xs.mean()) if len(ys) else (size / 2, size / 2)
+    radius = rng.uniform(0.03, 0.06) * size
+    blob = _irregular_blob(rng, size, radius)
     angle = rng.uniform(0, 2 * np.pi)
-    side = ((xx - cx) * np.cos(angle) + (yy - cy) * np.sin(angle)) / (size * 0.08)
-    floor = image * 0.18 + (18 + 10 * np.clip(side, -1, 1))[:, :, None]
-    lit = image * 0.7 + 70
-    alpha = np.maximum(inner, rim * 0.55)
-    weight = np.where(inner >= rim * 0.55, 1.0, 0.0)[:, :, None]
-    target = floor * weight + lit * (1 - weight)
+    light = np.array([np.cos(angle), np.sin(angle)], np.float32)
+    # inward normals of the wall from the gradient of a smoothed blob
+    soft = cv2.GaussianBlur(blob, (0, 0), max(1.0, radius * 0.35))
+    gy, gx = np.gradient(soft)
+    norm = np.sqrt(gx**2 + gy**2) + 1e-6
+    facing = (gx * light[0] + gy * light[1]) / norm  # +1: wall faces the light
+    wall = np.clip(
+        norm / max(float(norm.max()), 1e-6) * 1.5, 0, 1
+    )  # 1 near the edge, 0 deep inside
+    floor = image * 0.28 + 10
+    inside = floor * (1 + wall * np.clip(facing, 0, 1) * 1.4)[:, :, None]
+    inside = inside * (1 - 0.5 * wall * np.clip(-facing, 0, 1))[:, :, None]
+    # rim: broken material around the pit, lit on the side away from the light
+    ring_sigma = max(0.8, size / 220)
+    ring = np.clip(cv2.GaussianBlur(blob, (0, 0), ring_sigma) * 2.2 - blob * 2.2, 0, 1)
+    rim_light = np.clip(0.3 - 0.7 * facing, 0, 1)
+    rim = image * 0.8 + 60
+    rim_alpha = ring * rim_light * rng.uniform(0.5, 0.7)
+    alpha = np.maximum(blob, rim_alpha)
+    target = np.where((blob >= rim_alpha)[:, :, None], inside, rim)
     return alpha.astype(np.float32), target.astype(np.float32)
 
 
@@ -329,11 +335,11 @@ def _stain(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.
     noise = cv2.GaussianBlur(rng.normal(0, 1, (size, size)).astype(np.float32), (0, 0), size / 40)
     noise = (noise - noise.min()) / max(float(np.ptp(noise)), 1e-6)
     soft = cv2.GaussianBlur(blob, (0, 0), size / 70)
-    alpha = np.clip(soft * (0.55 + 0.45 * noise) * rng.uniform(0.6, 0.8), 0, 1)
     if rng.random() < 0.5:  # brown rust / dirt
-        tint = np.array([0.78, 0.55, 0.32], np.float32)
-    else:  # dark oil with a slight blue-green sheen
-        tint = np.array([0.45, 0.50, 0.52], np.float32)
+        tint, strength = np.array([0.78, 0.55, 0.32], np.float32), rng.uniform(0.6, 0.8)
+    else:  # dark oil with a slight blue sheen
+        tint, strength = np.array([0.40, 0.43, 0.50], np.float32), rng.uniform(0.7, 0.85)
+    alpha = np.clip(soft * (0.55 + 0.45 * noise) * strength, 0, 1)
     target = image * tint
     return alpha.astype(np.float32), target.astype(np.float32)
 
