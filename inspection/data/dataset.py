@@ -39,6 +39,7 @@ from inspection.core.images import IMAGE_SUFFIXES, list_images
 Split = Literal["train", "test"]
 GOOD = "good"
 MASK_SUFFIX = "_mask"
+MVTEC_LAYOUT = "MVTec layout: train/good, test/<defect>, ground_truth/<defect>/<stem>_mask.png"
 
 
 @dataclass(frozen=True)
@@ -121,11 +122,11 @@ class Dataset:
 def load_mvtec(root: str | Path) -> Dataset:
     """Read one MVTec AD category folder (``<product>/train/good``, ``test/*``, ``ground_truth``)."""
     root = Path(root).resolve()
-    _require_dir(root, "dataset folder")
+    _require_dir(root, "dataset folder not found")
     train_dir = root / "train" / GOOD
-    _require_dir(train_dir, "MVTec layout needs a train/good folder")
+    _require_dir(train_dir, f"train/good folder not found ({MVTEC_LAYOUT})")
     test_dir = root / "test"
-    _require_dir(test_dir, "MVTec layout needs a test folder")
+    _require_dir(test_dir, f"test folder not found ({MVTEC_LAYOUT})")
     gt_dir = root / "ground_truth"
 
     samples = [Sample(p, "train", 0, GOOD) for p in _images_or_raise(train_dir)]
@@ -214,14 +215,14 @@ def load_dataset(path: str | Path) -> Dataset:
 # --- helpers -----------------------------------------------------------------------------------
 
 
-def _require_dir(path: Path, what: str) -> None:
+def _require_dir(path: Path, message: str) -> None:
     if not path.is_dir():
-        raise DatasetError(f"{what}: folder not found: {path}")
+        raise DatasetError(f"{message}: {path}")
 
 
 def _spec_dir(base: Path, rel: Path, key: str) -> Path:
     path = (base / rel).resolve()
-    _require_dir(path, f"{key} in the dataset spec")
+    _require_dir(path, f"{key} of the dataset spec: folder not found")
     return path
 
 

@@ -1,0 +1,158 @@
+"""``inspection data``: generate the demo datasets, check a dataset, draw a contact sheet."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+data_app = typer.Typer(help="Datasets: demo generator, validation, previews.", no_args_is_help=True)
+console = Console()
+OUT_DIR_OPTION = typer.Option(Path("datasets"), "--out", help="Folder to write products into.")
+DATASET_ARG = typer.Argument(..., help="MVTec-style product folder or a folder-spec .yaml.")
+JSON_OPTION = typer.Option(None, "--json", help="Also write the report as JSON here.")
+DATASETS_ARG = typer.Argument(..., help="Dataset folders or folder-spec .yaml files.")
+SHEET_OPTION = typer.Option(Path("reports/data/demo_samples.png"), "--out", help="PNG to write.")
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+
+
+@data_app.command("demo")
+def demo(
+    out: Path = OUT_DIR_OPTION,
+    seed: int = typer.Option(0, "--seed", min=0, help="Random seed; same seed, same bytes."),
+    size: int = typer.Option(256, "--size", min=32, help="Image side in pixels."),
+    products: str = typer.Option(
+        "brick,grass,gravel", "--products", help="Comma-separated products to write."
+    ),
+    n_train: int = typer.Option(60, "--train", min=1, help="Training (good) images per product."),
+    n_test_good: int = typer.Option(10, "--test-good", min=0, help="Good test images per product."),
+    n_per_defect: int = typer.Option(6, "--per-defect", min=0, help="Test images per defect type."),
+) -> None:
+    """Write the deterministic demo products (MVTec AD layout) from scikit-image textures."""
+    from inspection.data.demo import demo_image_count, write_demo
+
+    names = [p.strip() for p in products.split(",") if p.strip()]
+    total = demo_image_count(names, n_train, n_test_good, n_per_defect)
+    with _progress() as progress:
+        task = progress.add_task("writing demo images", total=total)
+        roots = write_demo(
+            out,
+            names,
+            seed=seed,
+            size=size,
+            n_train=n_train,
+            n_test_good=n_test_good,
+            n_test_per_defect=n_per_defect,
+            on_image=lambda _path: progress.advance(task),
+        )
+    for root in roots:
+        console.print(f"wrote [bold]{root}[/]")
+
+
+@data_app.command("check")
+def check(
+    path: Path = DATASET_ARG,
+    json_out: Path | None = JSON_OPTION,
+) -> None:
+    """Validate a dataset; exit 0 when it is usable, 1 when problems were found."""
+    from inspection.data.check import check_dataset
+    from inspection.data.dataset import load_dataset
+
+    dataset = load_dataset(path)
+    with _progress() as progress:
+        task = progress.add_task(f"reading {dataset.name}", total=len(dataset.samples))
+        report = check_dataset(dataset, on_file=lambda _path: progress.advance(task))
+    _print_report(report)
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@data_app.command("sheet")
+def sheet(
+    paths: list[Path] = DATASETS_ARG,
+    out: Path = SHEET_OPTION,
+    n_good: int = typer.Option(2, "--good", min=0, help="Good images per row."),
+    tile: int = typer.Option(192, "--tile", min=32, help="Tile side in pixels."),
+) -> None:
+    """Draw a contact sheet: per dataset, good images and one per defect with mask outlines."""
+    from PIL import Image
+
+    from inspection.data.dataset import load_dataset
+    from inspection.data.preview import contact_sheet
+
+    datasets = [load_dataset(p) for p in paths]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(contact_sheet(datasets, n_good=n_good, tile=tile)).save(out)
+    console.print(f"wrote [bold]{out}[/]")
+
+
+def _print_report(report) -> None:
+    counts = Table(title=f"{report.name}: images", title_justify="left")
+    counts.add_column("split")
+    counts.add_column("defect type")
+    counts.add_column("images", justify="right")
+    for split, per_type in report.counts.items():
+        for defect, n in per_type.items():
+            counts.add_row(split, defect, str(n))
+    console.print(counts)
+
+    sizes = Table(title="image sizes and modes", title_justify="left")
+    sizes.add_column("size (w x h)")
+    sizes.add_column("images", justify="right")
+    for (w, h), n in report.sizes.items():
+        sizes.add_row(f"{w}x{h}", str(n))
+    for mode, n in report.channels.items():
+        sizes.add_row(f"mode {mode}", str(n))
+    console.print(sizes)
+
+    if report.coverage:
+        cov = Table(title="mask coverage (fraction of defect pixels)", title_justify="left")
+        for name in ("defect type", "masks", "mean", "min", "max"):
+            cov.add_column(name, justify="left" if name == "defect type" else "right")
+        for defect, c in report.coverage.items():
+            cov.add_row(defect, str(c.masks), f"{c.mean:.4f}", f"{c.min:.4f}", f"{c.max:.4f}")
+        console.print(cov)
+
+    if report.problems:
+        table = Table(title=f"{len(report.problems)} problem(s)", title_justify="left")
+        table.add_column("severity")
+        table.add_column("file")
+        table.add_column("problem")
+        for problem in report.problems:
+            colour = "red" if problem.severity == "error" else "yellow"
+            table.add_row(
+                f"[{colour}]{problem.severity}[/]",
+                _relative(problem.path, report.root),
+                problem.message,
+            )
+        console.print(table)
+    verdict = "[green]OK[/]" if report.ok else f"[red]{len(report.errors)} error(s)[/]"
+    console.print(f"{report.name}: {verdict}, {len(report.warnings)} warning(s)")
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix() or "."
+    except ValueError:
+        return str(path)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(data_app, name="data")

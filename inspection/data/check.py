@@ -1,0 +1,256 @@
+"""Validate a dataset file by file: counts, sizes, mask coverage and every problem found.
+
+``check_dataset`` reads every image and mask once and never raises on a bad file; each
+finding becomes a ``Problem`` (file, message, code). Errors make ``CheckReport.ok`` false;
+warnings (a dataset without any masks, a test split without good or defective images)
+are reported but do not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from PIL import Image
+
+from inspection.core.errors import ImageDecodeError
+from inspection.core.images import decode_image
+from inspection.data.dataset import Dataset, Sample
+
+Severity = Literal["error", "warning"]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding about one file (or the dataset root for dataset-wide findings)."""
+
+    path: Path
+    message: str
+    code: str
+    severity: Severity = "error"
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """Fraction of defect pixels in the masks of one defect type."""
+
+    masks: int
+    mean: float
+    min: float
+    max: float
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """What ``check_dataset`` found. Sizes are (width, height) of readable images."""
+
+    name: str
+    root: Path
+    counts: dict[str, dict[str, int]]
+    sizes: dict[tuple[int, int], int]
+    channels: dict[str, int]  # PIL mode of the files, e.g. {"RGB": 80, "L": 2}
+    coverage: dict[str, Coverage]
+    problems: tuple[Problem, ...] = field(default=())
+
+    @property
+    def errors(self) -> tuple[Problem, ...]:
+        return tuple(p for p in self.problems if p.severity == "error")
+
+    @property
+    def warnings(self) -> tuple[Problem, ...]:
+        return tuple(p for p in self.problems if p.severity == "warning")
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def to_dict(self) -> dict:
+        """JSON-ready form."""
+        return {
+            "name": self.name,
+            "root": str(self.root),
+            "ok": self.ok,
+            "counts": self.counts,
+            "sizes": {f"{w}x{h}": n for (w, h), n in self.sizes.items()},
+            "channels": self.channels,
+            "coverage": {k: vars(v) for k, v in self.coverage.items()},
+            "problems": [
+                {"path": str(p.path), "message": p.message, "code": p.code, "severity": p.severity}
+                for p in self.problems
+            ],
+        }
+
+
+@dataclass
+class _Image:
+    """What was learned from reading one file."""
+
+    array: np.ndarray | None = None
+    mode: str | None = None
+    problem: str | None = None
+
+
+def check_dataset(
+    dataset: Dataset, *, on_file: Callable[[Path], None] | None = None
+) -> CheckReport:
+    """Check every sample of ``dataset``; ``on_file`` is called after each image (progress)."""
+    problems: list[Problem] = []
+    sizes: dict[Path, tuple[int, int]] = {}
+    modes: Counter[str] = Counter()
+    coverage: dict[str, list[float]] = defaultdict(list)
+    train_hashes: dict[str, Path] = {}
+    test_hashes: list[tuple[str, Path]] = []
+    masks_expected = bool(dataset.unmatched_masks) or any(s.mask_path for s in dataset.samples)
+
+    for sample in dataset.samples:
+        image = _read(sample.path, "image")
+        if image.problem is not None:
+            problems.append(Problem(sample.path, image.problem, "unreadable"))
+        else:
+            height, width = image.array.shape[:2]
+            sizes[sample.path] = (width, height)
+            modes[image.mode] += 1
+            digest = _content_hash(image.array)
+            if sample.split == "train":
+                train_hashes.setdefault(digest, sample.path)
+            else:
+                test_hashes.append((digest, sample.path))
+        if sample.label == 1 and masks_expected:
+            problems += _check_mask(sample, image, coverage)
+        if on_file is not None:
+            on_file(sample.path)
+
+    problems += [
+        Problem(p, "mask has no matching image", "extra_mask") for p in dataset.unmatched_masks
+    ]
+    problems += _duplicates(train_hashes, test_hashes, dataset.root)
+    problems += _mixed_sizes(sizes)
+    problems += _dataset_warnings(dataset)
+    return CheckReport(
+        name=dataset.name,
+        root=dataset.root,
+        counts=dataset.counts(),
+        sizes=dict(Counter(sizes.values()).most_common()),
+        channels=dict(modes.most_common()),
+        coverage={k: _coverage(v) for k, v in sorted(coverage.items())},
+        problems=tuple(problems),
+    )
+
+
+def _read(path: Path, what: str) -> _Image:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return _Image(problem=f"{what}: cannot read file ({exc.strerror or exc})")
+    try:
+        array = decode_image(data, name=what)
+        with Image.open(io.BytesIO(data)) as handle:
+            mode = handle.mode
+    except ImageDecodeError as exc:
+        return _Image(problem=str(exc))
+    except Exception as exc:  # a decoder bug must not stop the whole check
+        return _Image(problem=f"{what}: cannot decode ({type(exc).__name__}: {exc})")
+    return _Image(array=array, mode=mode)
+
+
+def _check_mask(sample: Sample, image: _Image, coverage: dict[str, list[float]]) -> list[Problem]:
+    if sample.mask_path is None:
+        return [Problem(sample.path, "defective image has no mask", "mask_missing")]
+    path = sample.mask_path
+    mask = _read(path, "mask")
+    if mask.problem is not None:
+        return [Problem(path, mask.problem, "unreadable")]
+    values = mask.array.max(axis=2)
+    height, width = values.shape
+    problems = []
+    if image.array is not None and image.array.shape[:2] != values.shape:
+        img_h, img_w = image.array.shape[:2]
+        message = f"mask is {width}x{height} but its image is {img_w}x{img_h}"
+        problems.append(Problem(path, message, "mask_size"))
+    distinct = np.unique(values)
+    if len(distinct) > 2 or (len(distinct) == 2 and distinct[0] != 0):
+        shown = ", ".join(str(int(v)) for v in distinct[:5]) + (
+            ", ..." if len(distinct) > 5 else ""
+        )
+        message = (
+            f"mask is not binary: {len(distinct)} distinct values ({shown}); expected 0 and 255"
+        )
+        problems.append(Problem(path, message, "mask_not_binary"))
+    fraction = float(np.count_nonzero(values)) / values.size
+    if fraction == 0.0:
+        problems.append(Problem(path, "mask is empty (no defect pixels)", "mask_empty"))
+    coverage[sample.defect_type].append(fraction)
+    return problems
+
+
+def _content_hash(array: np.ndarray) -> str:
+    digest = hashlib.sha256(repr(array.shape).encode())
+    digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def _duplicates(train: dict[str, Path], test: list[tuple[str, Path]], root: Path) -> list[Problem]:
+    problems = []
+    for digest, path in test:
+        if digest in train:
+            other = _relative(train[digest], root)
+            message = f"same image content as training image {other}"
+            problems.append(Problem(path, message, "train_test_duplicate"))
+    return problems
+
+
+def _mixed_sizes(sizes: dict[Path, tuple[int, int]]) -> list[Problem]:
+    counts = Counter(sizes.values())
+    if len(counts) < 2:
+        return []
+    (common_w, common_h), _ = counts.most_common(1)[0]
+    return [
+        Problem(path, f"image is {w}x{h} but most images are {common_w}x{common_h}", "mixed_sizes")
+        for path, (w, h) in sizes.items()
+        if (w, h) != (common_w, common_h)
+    ]
+
+
+def _dataset_warnings(dataset: Dataset) -> list[Problem]:
+    """Dataset-wide findings that limit evaluation but do not stop training."""
+    problems = []
+    defective = [s for s in dataset.samples if s.label == 1]
+    if defective and not any(s.mask_path for s in defective) and not dataset.unmatched_masks:
+        problems.append(
+            Problem(
+                dataset.root,
+                "no masks at all: only image-level metrics possible",
+                "no_masks",
+                "warning",
+            )
+        )
+    test_labels = {s.label for s in dataset.test_samples}
+    if 0 not in test_labels:
+        problems.append(
+            Problem(dataset.root, "test split has no good images", "no_test_good", "warning")
+        )
+    if 1 not in test_labels:
+        problems.append(
+            Problem(
+                dataset.root, "test split has no defective images", "no_test_defects", "warning"
+            )
+        )
+    return problems
+
+
+def _coverage(fractions: list[float]) -> Coverage:
+    array = np.asarray(fractions, np.float64)
+    return Coverage(len(array), float(array.mean()), float(array.min()), float(array.max()))
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
