@@ -1,0 +1,113 @@
+"""Retraining settings from ``configs/retrain.yaml``: schedules, gate policy, retries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from inspection.core.config import deep_merge, from_mapping, read_yaml
+from inspection.core.errors import ConfigError
+from inspection.retrain.gate import GatePolicy
+
+DEFAULT_RETRAIN_CONFIG = Path("configs/retrain.yaml")
+ReviewedSince = Literal["champion", "latest_version", "all"]
+
+
+@dataclass(frozen=True)
+class ProductJob:
+    """One product's retraining job. ``dataset`` defaults to ``<datasets_dir>/<product>``."""
+
+    schedule: str = "0 2 * * 0"
+    dataset: Path | None = None
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff: wait ``initial_delay_s * factor**k`` (capped) before attempt k+2."""
+
+    attempts: int = 3
+    initial_delay_s: float = 60.0
+    factor: float = 2.0
+    max_delay_s: float = 900.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError(f"retry.attempts must be at least 1, got {self.attempts}")
+        if self.initial_delay_s < 0 or self.max_delay_s < 0 or self.factor < 1:
+            raise ValueError("retry delays must be >= 0 and retry.factor >= 1")
+
+    def delay(self, failures: int) -> float:
+        """Seconds to wait after the ``failures``-th failed attempt (1-based)."""
+        return min(self.max_delay_s, self.initial_delay_s * self.factor ** (failures - 1))
+
+
+@dataclass(frozen=True)
+class RetrainConfig:
+    """Everything ``inspection retrain`` and ``inspection scheduler`` read.
+
+    ``reviewed_since``: which reviewed-good inspections join the training set — those
+    reviewed after the live champion's version was created (``champion``), after the newest
+    version (``latest_version``), or all of them (``all``).
+    ``warmup``: inferences per bundle before latency is measured.
+    ``keep_work_dirs``: run folders (exported training sets) kept per product.
+    """
+
+    products: dict[str, ProductJob] = field(default_factory=dict)
+    gate: GatePolicy = field(default_factory=GatePolicy)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    reviewed_since: ReviewedSince = "champion"
+    work_dir: Path = Path("var/retrain")
+    keep_work_dirs: int = 3
+    warmup: int = 2
+    poll_seconds: float = 30.0
+
+    def job(self, product: str) -> ProductJob:
+        """The product's job; a product without an entry gets the defaults."""
+        return self.products.get(product, ProductJob())
+
+
+def retrain_config_from_mapping(
+    data: dict[str, Any], where: str = "retrain config"
+) -> RetrainConfig:
+    """Build a ``RetrainConfig``; every problem becomes a ``ConfigError`` naming the key."""
+    data = dict(data)
+    raw_products = data.pop("products", None) or {}
+    if not isinstance(raw_products, dict):
+        raise ConfigError(f"{where}.products: expected a mapping of product name to job")
+    try:
+        products = {
+            str(name): from_mapping(ProductJob, job or {}, where=f"{where}.products.{name}")
+            for name, job in raw_products.items()
+        }
+        for name, job in products.items():
+            _check_schedule(job.schedule, f"{where}.products.{name}.schedule")
+        config = from_mapping(RetrainConfig, data, where=where)
+    except ValueError as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"{where}: {exc}") from exc
+    return RetrainConfig(**{**config.__dict__, "products": products})
+
+
+def load_retrain_config(
+    path: str | Path | None = None, overrides: dict[str, Any] | None = None
+) -> RetrainConfig:
+    """Read ``path`` (default ``configs/retrain.yaml`` when present) and merge ``overrides``."""
+    if path is None:
+        data = read_yaml(DEFAULT_RETRAIN_CONFIG) if DEFAULT_RETRAIN_CONFIG.is_file() else {}
+        where = str(DEFAULT_RETRAIN_CONFIG)
+    else:
+        data, where = read_yaml(path), str(path)
+    return retrain_config_from_mapping(deep_merge(data, overrides or {}), where)
+
+
+def _check_schedule(expression: str, where: str) -> None:
+    from croniter import croniter
+
+    if not croniter.is_valid(expression):
+        raise ConfigError(
+            f"{where}: {expression!r} is not a cron expression "
+            "(five fields: minute hour day-of-month month day-of-week, e.g. '0 2 * * 0')"
+        )

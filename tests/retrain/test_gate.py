@@ -1,0 +1,139 @@
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from inspection.core.errors import ConfigError
+from inspection.retrain.config import retrain_config_from_mapping
+from inspection.retrain.gate import GatePolicy, MetricRule, decide
+
+POLICY = GatePolicy(
+    metrics=(
+        MetricRule("image_auroc", 0.01),
+        MetricRule("image_f1", 0.02),
+        MetricRule("aupro", 0.02, required=False),
+    ),
+    latency_tolerance=0.25,
+)
+CHAMPION = {"image_auroc": 0.90, "image_f1": 0.80, "aupro": 0.70, "latency_p50_ms": 10.0}
+
+
+def _with(**changes: float | None) -> dict[str, float]:
+    metrics = {**CHAMPION, **changes}
+    return {k: v for k, v in metrics.items() if v is not None}
+
+
+@pytest.mark.parametrize(
+    ("challenger", "promote", "reason"),
+    [
+        (
+            _with(image_auroc=0.95, image_f1=0.85),
+            True,
+            "image_auroc: champion 0.9000, challenger 0.9500: not worse",
+        ),
+        (_with(), True, "image_f1: champion 0.8000, challenger 0.8000: not worse"),
+        (_with(image_auroc=0.895), True, "worse by 0.0050, within tolerance 0.0100"),
+        (
+            _with(image_auroc=0.85),
+            False,
+            "image_auroc: champion 0.9000, challenger 0.8500: worse by 0.0500 > tolerance 0.0100",
+        ),
+        (
+            _with(image_f1=0.70),
+            False,
+            "image_f1: champion 0.8000, challenger 0.7000: worse by 0.1000 > tolerance 0.0200",
+        ),
+        (_with(image_f1=None), False, "image_f1: missing for the challenger; keeping the champion"),
+        (_with(image_auroc=math.nan), False, "image_auroc: missing for the challenger"),
+        (_with(aupro=None), False, "aupro: missing for the challenger"),
+        (_with(latency_p50_ms=12.4), True, "(+24.0%): within the allowed 25%"),
+        (_with(latency_p50_ms=13.0), False, "(+30.0%): slower than the allowed 25%"),
+        (_with(latency_p50_ms=None), False, "latency_p50_ms: missing or invalid"),
+    ],
+)
+def test_gate_table(challenger: dict[str, float], promote: bool, reason: str) -> None:
+    decision = decide(CHAMPION, challenger, POLICY)
+    assert decision.promote is promote
+    assert any(reason in line for line in decision.reasons), decision.reasons
+    assert len(decision.reasons) == len(POLICY.metrics) + 1  # every check explains itself
+
+
+def test_optional_metric_missing_on_both_sides_is_skipped() -> None:
+    champion = {k: v for k, v in CHAMPION.items() if k != "aupro"}
+    decision = decide(champion, dict(champion), POLICY)
+    assert decision.promote
+    assert "aupro: not available for either model; skipped (optional)" in decision.reasons
+
+
+def test_required_metric_missing_on_champion_keeps_it() -> None:
+    champion = {k: v for k, v in CHAMPION.items() if k != "image_f1"}
+    decision = decide(champion, dict(CHAMPION), POLICY)
+    assert not decision.promote
+    assert "image_f1: missing for the champion, cannot compare; keeping the champion" in (
+        decision.reasons
+    )
+
+
+def test_lower_is_better_metric_and_disabled_latency() -> None:
+    policy = GatePolicy(
+        metrics=(MetricRule("miss_rate", 0.01, higher_is_better=False),), latency_tolerance=None
+    )
+    assert decide({"miss_rate": 0.10}, {"miss_rate": 0.105}, policy).promote
+    kept = decide({"miss_rate": 0.10}, {"miss_rate": 0.2}, policy)
+    assert not kept.promote and "worse by 0.1000" in kept.reasons[0]
+
+
+def test_no_champion_promotes_a_complete_challenger() -> None:
+    assert decide(None, dict(CHAMPION), POLICY).promote
+    first = decide(None, {"image_auroc": 0.9}, POLICY)
+    assert not first.promote
+    assert first.reasons == ["challenger lacks required metric(s) image_f1"]
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"gate": {"metrics": []}}, "a gate policy needs at least one metric rule"),
+        (
+            {"gate": {"metrics": [{"name": "image_auroc", "tolerance": -0.1}]}},
+            "tolerance of 'image_auroc' must be a finite number >= 0",
+        ),
+        ({"gate": {"metrics": [{"name": "a"}, {"name": "a"}]}}, "each metric may appear once"),
+        ({"gate": {"latency_tolerance": -1}}, "latency_tolerance must be a number >= 0 or null"),
+        ({"gate": {"metrics": [{"name": "a", "tolerence": 0.1}]}}, "unknown key(s) 'tolerence'"),
+        ({"gate": {"latency": 0.2}}, "unknown key(s) 'latency'"),
+        ({"retry": {"attempts": 0}}, "retry.attempts must be at least 1"),
+        (
+            {"products": {"brick": {"schedule": "every sunday"}}},
+            "products.brick.schedule: 'every sunday' is not a cron expression",
+        ),
+        (
+            {"products": {"brick": {"shedule": "0 2 * * 0"}}},
+            "products.brick: unknown key(s) 'shedule'",
+        ),
+        ({"products": ["brick"]}, "products: expected a mapping of product name to job"),
+        (
+            {"reviewed_since": "yesterday"},
+            "reviewed_since: must be one of ['champion', 'latest_version', 'all']",
+        ),
+    ],
+)
+def test_bad_retrain_config_is_rejected_by_key(data: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        retrain_config_from_mapping(data, "retrain.yaml")
+    assert message in str(info.value)
+
+
+def test_shipped_config_loads() -> None:
+    from inspection.retrain.config import load_retrain_config
+
+    config = load_retrain_config(Path(__file__).parents[2] / "configs" / "retrain.yaml")
+    assert set(config.products) == {"brick", "grass", "gravel"}
+    assert [rule.name for rule in config.gate.metrics] == ["image_auroc", "image_f1", "aupro"]
+    assert (
+        config.retry.delay(1) == 60
+        and config.retry.delay(2) == 120
+        and config.retry.delay(9) == 900
+    )
