@@ -1,0 +1,121 @@
+"""``inspection inspect``: run a bundle on image files or folders at the station (torch-free)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import track
+from rich.table import Table
+
+from inspection.core.errors import ImageDecodeError
+
+console = Console()
+FORMATS = ("csv", "json")
+CSV_FIELDS = ("path", "verdict", "score", "threshold", "regions", "latency_ms", "model", "error")
+
+
+def inspect_command(
+    bundle: Annotated[Path, typer.Argument(help="Bundle folder (with metadata.json).")],
+    paths: Annotated[
+        list[Path], typer.Argument(help="Image files or folders (searched recursively).")
+    ],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write results (and overlays) here.")
+    ] = None,
+    fmt: str = typer.Option("csv", "--format", "-f", help="Results file format: csv or json."),
+    overlays: bool = typer.Option(False, "--overlays", help="Write heatmap overlay PNGs to --out."),
+    threshold: float = typer.Option(None, "--threshold", help="Image threshold in (0, 1)."),
+    device: str = typer.Option("CPU", "--device", help="OpenVINO device."),
+) -> None:
+    """Inspect images with a bundle; unreadable files are listed as errors, never abort the batch."""
+    from inspection.runtime.inspector import Inspector, expand_paths
+
+    if fmt not in FORMATS:
+        raise typer.BadParameter(f"must be one of {', '.join(FORMATS)}", param_hint="--format")
+    if overlays and out is None:
+        raise typer.BadParameter("--overlays needs --out DIR", param_hint="--overlays")
+    inspector = Inspector.from_bundle(bundle, device=device, threshold=threshold)
+    files = expand_paths(paths)
+    if not files:
+        console.print("[yellow]no image files found[/]")
+        raise typer.Exit(1)
+    rows = []
+    for path in track(files, description="inspecting", console=console, transient=True):
+        rows.append(_inspect_one(inspector, path, out if overlays else None))
+    _print_table(rows, inspector.model_version)
+    if out is not None:
+        target = _write_rows(rows, out, fmt)
+        console.print(f"results: {target}")
+    if all(row["error"] for row in rows):
+        raise typer.Exit(1)  # nothing could be inspected
+
+
+def _inspect_one(inspector, path: Path, overlay_dir: Path | None) -> dict:
+    from inspection.core.images import read_image
+
+    row = dict.fromkeys(CSV_FIELDS, "")
+    row["path"] = str(path)
+    row["model"] = inspector.model_version
+    try:
+        image = read_image(path)
+        result = inspector.inspect(image)
+    except ImageDecodeError as exc:
+        row["error"] = str(exc)
+        return row
+    row.update(
+        verdict=result.verdict,
+        score=round(result.score, 6),
+        threshold=result.threshold,
+        regions=len(result.regions),
+        latency_ms=round(result.latency_ms, 3),
+        details=result.summary(),
+    )
+    if overlay_dir is not None:
+        from inspection.runtime.overlays import render_overlay, write_rgb_png
+
+        name = f"{path.parent.name}_{path.stem}_overlay.png"
+        row["overlay"] = str(
+            write_rgb_png(overlay_dir / "overlays" / name, render_overlay(image, result))
+        )
+    return row
+
+
+def _print_table(rows: list[dict], model: str) -> None:
+    table = Table("file", "verdict", "score", "regions", "latency ms", "error", title=model)
+    for row in rows:
+        verdict = row["verdict"]
+        style = {"NG": "bold red", "OK": "green"}.get(verdict, "")
+        table.add_row(
+            row["path"],
+            f"[{style}]{verdict}[/]" if style else "-",
+            f"{row['score']:.4f}" if row["score"] != "" else "-",
+            str(row["regions"]),
+            f"{row['latency_ms']:.1f}" if row["latency_ms"] != "" else "-",
+            f"[red]{row['error']}[/]" if row["error"] else "",
+        )
+    console.print(table)
+    counts = {k: sum(1 for r in rows if r["verdict"] == k) for k in ("OK", "NG")}
+    errors = sum(1 for r in rows if r["error"])
+    console.print(f"{len(rows)} files: {counts['OK']} OK, {counts['NG']} NG, {errors} errors")
+
+
+def _write_rows(rows: list[dict], out: Path, fmt: str) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / f"results.{fmt}"
+    if fmt == "json":
+        target.write_text(json.dumps(rows, indent=2, default=str), encoding="utf-8")
+        return target
+    with open(target, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=[*CSV_FIELDS, "overlay"], extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return target
+
+
+def register(app: typer.Typer) -> None:
+    app.command("inspect")(inspect_command)

@@ -1,0 +1,79 @@
+"""Numpy/OpenCV pre- and post-processing driven only by the bundle metadata.
+
+Nothing here guesses: the pixel scale, colour order, mean/std, resize method and the
+score normalisation all come from ``metadata.json`` (see ``inspection.core.bundle``).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from inspection.core.bundle import Normalization, Preprocessing
+
+_INTERPOLATION = {"bilinear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA}
+
+
+def check_image(image: object) -> np.ndarray:
+    """Reject anything that is not an (H, W, 3) uint8 array, with expected vs got."""
+    if not isinstance(image, np.ndarray):
+        raise ValueError(f"image must be a numpy array, got {type(image).__name__}")
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(
+            f"image must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}; "
+            "decode files with inspection.core.images.read_image"
+        )
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise ValueError(f"image must not be empty, got shape {image.shape}")
+    return image
+
+
+def preprocess(image: np.ndarray, prep: Preprocessing) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> (3, h, w) float32 model input, ``(x * scale - mean) / std``."""
+    check_image(image)
+    height, width = prep.input_size
+    if image.shape[:2] != (height, width):
+        interpolation = _INTERPOLATION[prep.resize]
+        if prep.resize == "area" and (image.shape[0] < height or image.shape[1] < width):
+            interpolation = cv2.INTER_LINEAR  # area averaging only makes sense when shrinking
+        image = cv2.resize(image, (width, height), interpolation=interpolation)
+    if prep.color_order == "BGR":
+        image = image[:, :, ::-1]
+    array = image.astype(np.float32) * np.float32(prep.pixel_scale)
+    array -= np.asarray(prep.mean, dtype=np.float32)
+    array /= np.asarray(prep.std, dtype=np.float32)
+    return np.ascontiguousarray(array.transpose(2, 0, 1))
+
+
+def normalize(raw: np.ndarray | float, threshold: float, low: float, high: float) -> np.ndarray:
+    """Min-max normalise raw scores to [0, 1] with ``threshold`` mapped to 0.5 (anomalib's rule).
+
+    A zero range maps values above the threshold to 1, below to 0 and equal to 0.5.
+    """
+    raw = np.asarray(raw, dtype=np.float32)
+    span = float(high) - float(low)
+    if span == 0.0:
+        return np.where(raw > threshold, 1.0, np.where(raw < threshold, 0.0, 0.5)).astype(
+            np.float32
+        )
+    return np.clip((raw - np.float32(threshold)) / np.float32(span) + 0.5, 0.0, 1.0).astype(
+        np.float32
+    )
+
+
+def normalize_score(raw: float, stats: Normalization) -> float:
+    """Raw image score -> normalised score in [0, 1]."""
+    return float(normalize(raw, stats.image_threshold_raw, stats.image_min, stats.image_max))
+
+
+def normalize_map(raw_map: np.ndarray, stats: Normalization) -> np.ndarray:
+    """Raw (h, w) anomaly map -> (h, w) float32 in [0, 1]."""
+    return normalize(raw_map, stats.pixel_threshold_raw, stats.pixel_min, stats.pixel_max)
+
+
+def resize_map(anomaly_map: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear resize of an (h, w) float32 map to (height, width)."""
+    if anomaly_map.shape == (height, width):
+        return np.ascontiguousarray(anomaly_map, dtype=np.float32)
+    resized = cv2.resize(anomaly_map, (width, height), interpolation=cv2.INTER_LINEAR)
+    return np.clip(resized, 0.0, 1.0).astype(np.float32)
