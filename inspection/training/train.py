@@ -1,0 +1,436 @@
+"""Train anomalib PatchCore / STFPM on an ``inspection.data`` Dataset and register a version.
+
+``train(config, dataset, product=..., registry=...)`` fits the model with anomalib's ``Engine``
+on CPU, evaluates it on the held-out test split and writes an immutable registry version:
+
+- ``model.pt``: the LightningModule ``state_dict`` (backbone, memory bank / student,
+  post-processor thresholds and min-max); ``load_trained_model(record)`` rebuilds it from
+  ``record.config`` with no weights download;
+- ``record.config``: the resolved ``ModelConfig``; ``record.dataset``: the fingerprint plus
+  ``root``; ``record.weights``: which backbone weights were used;
+- ``record.extra["preprocessing"]`` / ``["normalization"]``: exactly what an exported bundle's
+  ``Preprocessing`` / ``Normalization`` need; ``["splits"]``: the validation/test split.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from torch.utils.data import Dataset as TorchDataset
+
+from inspection.core.config import to_mapping
+from inspection.core.errors import ConfigError, DatasetError
+from inspection.core.images import read_image
+from inspection.core.registry import ModelRecord, Registry
+from inspection.data.dataset import Dataset, Sample
+from inspection.training.backbones import (
+    ResolvedWeights,
+    apply_weights,
+    feature_layers,
+    no_pretrained_download,
+    resolve_weights,
+)
+from inspection.training.config import ModelConfig, model_config_from_mapping
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_FILE = "model.pt"
+PACKAGES = ("torch", "torchvision", "anomalib", "lightning", "timm", "openvino", "nncf", "numpy")
+
+
+# --------------------------------------------------------------------------- data
+
+
+class SampleDataset(TorchDataset):
+    """Samples as anomalib ``ImageItem``s at the model resolution.
+
+    image: (3, H, W) float32 in [0, 1], resized with bilinear interpolation (cv2.INTER_LINEAR,
+    the bundle's ``resize: bilinear``); gt_mask: (H, W) bool, nearest-neighbour resized.
+    Normalisation (mean/std) is the model's pre-processor's job.
+    """
+
+    def __init__(self, samples: Sequence[Sample], image_size: tuple[int, int]) -> None:
+        self.samples = list(samples)
+        self.image_size = image_size
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> Any:
+        from anomalib.data import ImageItem
+        from torchvision.tv_tensors import Image, Mask
+
+        sample = self.samples[index]
+        image = load_image(sample.path, self.image_size)
+        mask = load_mask(sample, self.image_size)
+        return ImageItem(
+            image=Image(torch.from_numpy(image).permute(2, 0, 1).contiguous()),
+            gt_label=torch.tensor(sample.label),
+            gt_mask=Mask(torch.from_numpy(mask)),
+            image_path=str(sample.path),
+            mask_path=str(sample.mask_path or ""),
+        )
+
+
+def load_image(path: Path, image_size: tuple[int, int]) -> np.ndarray:
+    """Read and resize to (H, W, 3) float32 RGB in [0, 1] (bilinear)."""
+    height, width = image_size
+    rgb = read_image(path)
+    if rgb.shape[:2] != (height, width):
+        rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_LINEAR)
+    return rgb.astype(np.float32) / 255.0
+
+
+def load_mask(sample: Sample, image_size: tuple[int, int]) -> np.ndarray:
+    """Ground truth as (H, W) bool at ``image_size``; all False for good samples.
+
+    A defective sample without a mask file gets an all-False mask; ``mask_known`` tells them apart.
+    """
+    height, width = image_size
+    if sample.label == 0 or sample.mask_path is None:
+        return np.zeros((height, width), dtype=bool)
+    mask = read_image(sample.mask_path)[:, :, 0]
+    if mask.shape != (height, width):
+        mask = cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
+    return mask > 127
+
+
+def mask_known(sample: Sample) -> bool:
+    """Whether the sample's pixel ground truth is known (good, or defective with a mask)."""
+    return sample.label == 0 or sample.mask_path is not None
+
+
+def split_validation(
+    samples: Sequence[Sample], fraction: float, seed: int
+) -> tuple[list[Sample], list[Sample]]:
+    """Split test samples into (validation, test), stratified by defect type, seeded.
+
+    Each defect type (and "good") gives ``round(n * fraction)`` samples, at least one when it
+    has two or more, to validation. ``fraction == 0`` returns ``([], samples)``.
+    """
+    if fraction <= 0:
+        return [], list(samples)
+    rng = np.random.default_rng(seed)
+    validation: set[Path] = set()
+    for defect in sorted({s.defect_type for s in samples}):
+        group = sorted((s for s in samples if s.defect_type == defect), key=lambda s: str(s.path))
+        n_val = round(len(group) * fraction)
+        if len(group) >= 2:
+            n_val = min(max(n_val, 1), len(group) - 1)
+        for index in rng.permutation(len(group))[:n_val]:
+            validation.add(group[index].path)
+    return (
+        [s for s in samples if s.path in validation],
+        [s for s in samples if s.path not in validation],
+    )
+
+
+def evaluation_splits(config: ModelConfig, dataset: Dataset) -> tuple[list[Sample], list[Sample]]:
+    """The (validation, test) samples a model trained with ``config`` uses."""
+    test = list(dataset.test_samples)
+    if not dataset.train_samples:
+        raise DatasetError(f"dataset {dataset.name!r} has no training images (train/good)")
+    if not any(s.label == 1 for s in test) or not any(s.label == 0 for s in test):
+        raise DatasetError(
+            f"dataset {dataset.name!r}: the test split needs good and defective images "
+            "to set thresholds and measure the model"
+        )
+    validation, held_out = split_validation(test, config.val_fraction, config.seed)
+    if not validation:
+        logger.warning("val_fraction is 0: thresholds are set on the test images (optimistic F1)")
+        validation = held_out
+    return validation, held_out
+
+
+def make_loader(
+    samples: Sequence[Sample], config: ModelConfig, *, shuffle: bool = False
+) -> DataLoader:
+    from anomalib.data import ImageBatch
+
+    generator = torch.Generator().manual_seed(config.seed)
+    return DataLoader(
+        SampleDataset(samples, config.image_size),
+        batch_size=config.batch_size,
+        shuffle=shuffle,
+        num_workers=config.num_workers,
+        collate_fn=ImageBatch.collate,
+        generator=generator,
+    )
+
+
+# -------------------------------------------------------------------------- models
+
+
+def _pre_processor(config: ModelConfig, weights: ResolvedWeights) -> Any:
+    from anomalib.pre_processing import PreProcessor
+    from torchvision.transforms.v2 import Compose, Normalize, Resize
+
+    transform = Compose(
+        [
+            Resize(list(config.image_size), antialias=True),
+            Normalize(mean=list(weights.mean), std=list(weights.std)),
+        ]
+    )
+    return PreProcessor(transform=transform)
+
+
+def _build_patchcore(config: ModelConfig, weights: ResolvedWeights) -> Any:
+    from anomalib.models import Patchcore
+
+    with no_pretrained_download():
+        model = Patchcore(
+            backbone=config.backbone.name,
+            layers=list(config.backbone.layers),
+            pre_trained=False,
+            coreset_sampling_ratio=config.coreset_sampling_ratio,
+            num_neighbors=config.num_neighbors,
+            pre_processor=_pre_processor(config, weights),
+            evaluator=False,
+            visualizer=False,
+        )
+    apply_weights(model.model.feature_extractor.feature_extractor, weights)
+    return model
+
+
+def _build_stfpm(config: ModelConfig, weights: ResolvedWeights) -> Any:
+    from anomalib.models import Stfpm
+
+    with no_pretrained_download():  # anomalib asks timm for a pretrained teacher
+        model = Stfpm(
+            backbone=config.backbone.name,
+            layers=list(config.backbone.layers),
+            pre_processor=_pre_processor(config, weights),
+            evaluator=False,
+            visualizer=False,
+        )
+    apply_weights(model.model.teacher_model.feature_extractor, weights)  # student stays random
+    return model
+
+
+MODEL_BUILDERS: dict[str, Callable[[ModelConfig, ResolvedWeights], Any]] = {
+    "patchcore": _build_patchcore,
+    "stfpm": _build_stfpm,
+}
+
+
+def build_model(config: ModelConfig, weights: ResolvedWeights) -> Any:
+    """An untrained anomalib model of ``config.kind`` with ``weights`` in its backbone."""
+    builder = MODEL_BUILDERS.get(config.kind)
+    if builder is None:
+        raise ValueError(
+            f"unknown model kind {config.kind!r}; valid kinds: {', '.join(MODEL_BUILDERS)}"
+        )
+    check_layers(config)
+    return builder(config, weights)
+
+
+def check_layers(config: ModelConfig) -> None:
+    """anomalib silently drops unknown layer names; we refuse them with the valid ones."""
+    available = feature_layers(config.backbone.name)
+    unknown = [layer for layer in config.backbone.layers if layer not in available]
+    if unknown:
+        valid = ", ".join(f"{name} (stride {stride})" for name, stride in available.items())
+        raise ConfigError(
+            f"backbone.layers: {unknown} not in {config.backbone.name}; valid layers: {valid}"
+        )
+
+
+def load_trained_model(record: ModelRecord) -> Any:
+    """Rebuild the anomalib model of ``record`` and load its weights; returned in eval mode.
+
+    No download: the backbone is built randomly initialised and overwritten by ``model.pt``.
+    """
+    config = model_config_from_mapping(record.config, where=f"{record.model_version} config")
+    extra = record.extra.get("preprocessing", {})
+    mean = tuple(extra.get("mean", record.weights.get("mean", (0.5, 0.5, 0.5))))
+    std = tuple(extra.get("std", record.weights.get("std", (0.5, 0.5, 0.5))))
+    weights = ResolvedWeights(config.backbone.name, "random", "restored from checkpoint", mean, std)
+    model = build_model(config, weights)
+    state = torch.load(record.file(CHECKPOINT_FILE), map_location="cpu", weights_only=True)
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+# -------------------------------------------------------------------------- training
+
+
+@dataclass
+class TrainOutcome:
+    """What ``train_model`` produced: the record plus in-memory results for reports."""
+
+    record: ModelRecord
+    model: Any
+    predictions: Any  # inspection.training.evaluate.Predictions on the held-out test split
+    metrics: dict[str, Any]
+
+
+def train(
+    config: ModelConfig,
+    dataset: Dataset,
+    *,
+    product: str,
+    registry: Registry,
+    progress: bool = True,
+) -> ModelRecord:
+    """Fit, evaluate on the held-out test split and register an immutable version."""
+    return train_model(
+        config, dataset, product=product, registry=registry, progress=progress
+    ).record
+
+
+def train_model(
+    config: ModelConfig,
+    dataset: Dataset,
+    *,
+    product: str,
+    registry: Registry,
+    progress: bool = True,
+) -> TrainOutcome:
+    """``train`` that also returns the model and test predictions (for reports)."""
+    from inspection.training.evaluate import compute_metrics, predict
+
+    validation, test = evaluation_splits(config, dataset)
+    fingerprint = dataset.fingerprint()
+    weights = resolve_weights(
+        config.backbone.name, config.backbone.weights, config.backbone.weights_file
+    )
+    model, fit_seconds = fit(config, dataset.train_samples, validation, weights, progress=progress)
+    normalization = normalization_stats(model)
+    predictions = predict(model, test, image_size=config.image_size)
+    metrics = compute_metrics(
+        predictions.scores,
+        predictions.labels,
+        predictions.maps,
+        predictions.gt_masks,
+        predictions.defect_types,
+        image_threshold=normalization["image_threshold_raw"],
+        pixel_threshold=normalization["pixel_threshold_raw"],
+        mask_known=predictions.mask_known,
+    )
+    metrics["fit_seconds"] = round(fit_seconds, 2)
+    metrics["test_images"] = len(test)
+    state = model.state_dict()
+
+    def write_files(directory: Path) -> None:
+        torch.save(state, directory / CHECKPOINT_FILE)
+
+    record = registry.create_version(
+        product,
+        model_kind=config.kind,
+        config=to_mapping(config),
+        dataset={**fingerprint, "root": str(dataset.root)},
+        metrics=metrics,
+        packages=package_versions(),
+        write_files=write_files,
+        weights=weights.record(),
+        extra={
+            "preprocessing": {
+                "input_size": list(config.image_size),
+                "mean": list(weights.mean),
+                "std": list(weights.std),
+                "color_order": "RGB",
+                "pixel_scale": 1.0 / 255.0,
+                "resize": "bilinear",
+                "layout": "NCHW",
+            },
+            "normalization": normalization,
+            "splits": _split_record(dataset, validation, test),
+            "train_images": len(dataset.train_samples),
+            "map_resolution": list(config.image_size),
+        },
+    )
+    logger.info("registered %s (%s)", record.model_version, config.kind)
+    return TrainOutcome(record, model, predictions, metrics)
+
+
+def fit(
+    config: ModelConfig,
+    train_samples: Sequence[Sample],
+    validation: Sequence[Sample],
+    weights: ResolvedWeights,
+    *,
+    progress: bool = True,
+) -> tuple[Any, float]:
+    """Seeded anomalib ``Engine.fit`` on CPU; returns (model in eval mode, seconds).
+
+    Validation at the end of fitting sets the post-processor's thresholds and min-max.
+    Lightning writes its checkpoint into a temporary folder that is removed afterwards.
+    """
+    import lightning
+    from anomalib.engine import Engine
+
+    lightning.seed_everything(config.seed, workers=True, verbose=False)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    model = build_model(config, weights)
+    run_dir = Path(tempfile.mkdtemp(prefix="inspection-train-"))
+    try:
+        engine = Engine(
+            default_root_dir=run_dir,
+            logger=False,
+            accelerator="cpu",
+            devices=1,
+            max_epochs=config.max_epochs,
+            enable_progress_bar=progress,
+            enable_model_summary=False,
+            deterministic="warn",
+        )
+        started = time.perf_counter()
+        engine.fit(
+            model,
+            train_dataloaders=make_loader(train_samples, config, shuffle=True),
+            val_dataloaders=make_loader(validation, config),
+        )
+        seconds = time.perf_counter() - started
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return model.eval(), seconds
+
+
+def normalization_stats(model: Any) -> dict[str, float]:
+    """Raw thresholds and min/max from anomalib's post-processor (set on the validation split)."""
+    post = model.post_processor
+    stats = {
+        "image_threshold_raw": float(post.image_threshold),
+        "pixel_threshold_raw": float(post.pixel_threshold),
+        "image_min": float(post.image_min),
+        "image_max": float(post.image_max),
+        "pixel_min": float(post.pixel_min),
+        "pixel_max": float(post.pixel_max),
+    }
+    missing = [name for name, value in stats.items() if not np.isfinite(value)]
+    if missing:
+        raise RuntimeError(
+            f"post-processor statistics {missing} were not computed: validation did not run"
+        )
+    return stats
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def _split_record(
+    dataset: Dataset, validation: Sequence[Sample], test: Sequence[Sample]
+) -> dict[str, Any]:
+    def rel(samples: Sequence[Sample]) -> list[str]:
+        return sorted(Path(s.path).resolve().relative_to(dataset.root).as_posix() for s in samples)
+
+    return {"validation": rel(validation), "test": rel(test)}
