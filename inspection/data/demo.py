@@ -146,13 +146,14 @@ def render_sample(
         np.random.default_rng(s) for s in np.random.SeedSequence(list(seed)).spawn(3)
     )
     image = _base_crop(texture, spec, size, base_rng)
+    level = float(image.mean())  # photometric jitter pivots on the clean image: no global change
     mask = None
     if kind is not None:
         alpha, target = DEFECTS[kind](image, defect_rng)
         alpha = np.where(alpha >= ALPHA_CUTOFF, alpha, 0.0).astype(np.float32)
         image = image * (1.0 - alpha[:, :, None]) + target * alpha[:, :, None]
         mask = np.where(alpha > 0, 255, 0).astype(np.uint8)
-    return _finish(image, finish_rng), mask
+    return _finish(image, level, finish_rng), mask
 
 
 # --- base texture ------------------------------------------------------------------------------
@@ -176,14 +177,13 @@ def _base_crop(
     return np.ascontiguousarray(crop, dtype=np.float32)
 
 
-def _finish(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _finish(image: np.ndarray, level: float, rng: np.random.Generator) -> np.ndarray:
     """Light/contrast jitter, a soft illumination gradient and sensor noise; to uint8."""
     size = image.shape[0]
     gain = rng.uniform(0.9, 1.1)
     contrast = rng.uniform(0.9, 1.1)
     offset = rng.uniform(-8, 8)
-    mean = image.mean()
-    image = (image - mean) * contrast + mean * gain + offset
+    image = (image - level) * contrast + level * gain + offset
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size - 0.5
     angle = rng.uniform(0, 2 * np.pi)
     ramp = 1.0 + rng.uniform(0, 0.08) * (np.cos(angle) * xx + np.sin(angle) * yy)

@@ -1,0 +1,208 @@
+"""Readers: the MVTec layout, custom folder specs, dispatch, fingerprints and folder errors."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from inspection.core.errors import ConfigError, DatasetError
+from inspection.data.dataset import Dataset, Sample, load_dataset, load_folder_spec, load_mvtec
+
+DEFECTS = ("crack", "hole", "scratch", "stain")
+
+
+def test_mvtec_counts_and_defect_types(tiny_product: Path) -> None:
+    dataset = load_dataset(tiny_product)
+    assert dataset.name == "brick"
+    assert dataset.root == tiny_product.resolve()
+    assert dataset.counts() == {
+        "train": {"good": 24},
+        "test": {"crack": 3, "good": 6, "hole": 3, "scratch": 3, "stain": 3},
+    }
+    assert dataset.defect_types == DEFECTS
+    assert len(dataset.train_samples) == 24 and len(dataset.test_samples) == 18
+    assert dataset.unmatched_masks == ()
+
+
+def test_mvtec_samples_point_at_their_masks(tiny_product: Path) -> None:
+    dataset = load_mvtec(tiny_product)
+    for sample in dataset.samples:
+        assert sample.path.is_file()
+        if sample.label == 0:
+            assert sample.defect_type == "good" and sample.mask_path is None
+        else:
+            expected = (
+                tiny_product / "ground_truth" / sample.defect_type / f"{sample.path.stem}_mask.png"
+            )
+            assert sample.mask_path == expected.resolve()
+
+
+def test_fingerprint_covers_images_and_masks(tiny_product: Path, tmp_path: Path) -> None:
+    dataset = load_mvtec(tiny_product)
+    print_ = dataset.fingerprint()
+    assert print_["count"] == 24 + 18 + 12
+    assert "ground_truth/hole/000_mask.png" in print_["files"]
+    assert print_ == load_mvtec(tiny_product).fingerprint()
+    copy = shutil.copytree(tiny_product, tmp_path / "brick")
+    assert load_mvtec(copy).fingerprint()["sha256"] == print_["sha256"]  # location-independent
+    mask = copy / "ground_truth" / "hole" / "000_mask.png"
+    mask.write_bytes(mask.read_bytes() + b"\0")
+    assert load_mvtec(copy).fingerprint()["sha256"] != print_["sha256"]
+
+
+@pytest.mark.parametrize(
+    ("remove", "message"),
+    [
+        ("train/good", "train/good folder not found"),
+        ("train", "train/good folder not found"),
+        ("test", "test folder not found"),
+    ],
+)
+def test_mvtec_missing_folder_names_it(
+    tiny_product: Path, tmp_path: Path, remove: str, message: str
+) -> None:
+    copy = shutil.copytree(tiny_product, tmp_path / "brick")
+    shutil.rmtree(copy / remove)
+    with pytest.raises(DatasetError, match=message) as info:
+        load_dataset(copy)
+    assert str(copy.resolve() / remove.split("/")[0]) in str(info.value)
+
+
+def test_missing_root_and_wrong_file(tmp_path: Path) -> None:
+    with pytest.raises(
+        DatasetError, match=re.escape(f"dataset folder not found: {tmp_path / 'nope'}")
+    ):
+        load_dataset(tmp_path / "nope")
+    note = tmp_path / "notes.txt"
+    note.write_text("x")
+    with pytest.raises(
+        DatasetError, match=r"expected an MVTec-style folder or a \.yaml folder spec"
+    ):
+        load_dataset(note)
+    with pytest.raises(DatasetError, match="dataset spec not found"):
+        load_dataset(tmp_path / "missing.yaml")
+
+
+def test_empty_train_folder(tmp_path: Path) -> None:
+    (tmp_path / "p" / "train" / "good").mkdir(parents=True)
+    (tmp_path / "p" / "test").mkdir()
+    with pytest.raises(DatasetError, match=r"no images in .*train/good"):
+        load_mvtec(tmp_path / "p")
+
+
+def _custom_tree(src: Path, dst: Path, *, test_good: bool) -> Path:
+    """Re-lay the tiny product as a custom folder layout with flat masks."""
+    (dst / "images").mkdir(parents=True)
+    shutil.copytree(src / "train" / "good", dst / "images" / "ok")
+    if test_good:
+        shutil.copytree(src / "test" / "good", dst / "images" / "ok_holdout")
+    for defect in ("crack", "stain"):
+        shutil.copytree(src / "test" / defect, dst / "images" / f"ng_{defect}")
+        masks = dst / "labels" / defect
+        masks.mkdir(parents=True)
+        for mask in (src / "ground_truth" / defect).iterdir():
+            shutil.copy(mask, masks / mask.name.replace("_mask", ""))  # <stem>.png also accepted
+    return dst
+
+
+def test_folder_spec_with_held_out_normals(tiny_product: Path, tmp_path: Path) -> None:
+    tree = _custom_tree(tiny_product, tmp_path / "widget", test_good=True)
+    spec = tree / "config" / "widget.yaml"
+    spec.parent.mkdir()
+    spec.write_text(
+        "name: widget\n"
+        "normal_dir: ../images/ok\n"
+        "normal_test_dir: ../images/ok_holdout\n"
+        "abnormal_dirs: {crack: ../images/ng_crack, stain: ../images/ng_stain}\n"
+        "mask_dir: ../labels\n"
+    )
+    dataset = load_dataset(spec)
+    assert dataset.name == "widget"
+    assert dataset.root == tree.resolve()
+    assert dataset.counts() == {"train": {"good": 24}, "test": {"crack": 3, "good": 6, "stain": 3}}
+    assert dataset.defect_types == ("crack", "stain")
+    assert all(
+        s.mask_path is not None and s.mask_path.is_file() for s in dataset.samples if s.label
+    )
+    assert dataset.fingerprint()["count"] == 24 + 6 + 6 + 6
+
+
+def test_folder_spec_splits_normals_deterministically(tiny_product: Path, tmp_path: Path) -> None:
+    tree = _custom_tree(tiny_product, tmp_path / "widget", test_good=False)
+    spec = tree / "widget.yaml"
+    spec.write_text(
+        "name: widget\nnormal_dir: images/ok\ntest_split_ratio: 0.25\n"
+        "abnormal_dirs: {crack: images/ng_crack}\n"
+    )
+    first, second = load_folder_spec(spec), load_folder_spec(spec)
+    assert first.counts() == {"train": {"good": 18}, "test": {"crack": 3, "good": 6}}
+    assert first.samples == second.samples
+    train = {s.path for s in first.train_samples}
+    assert train.isdisjoint(s.path for s in first.test_samples)
+    assert all(s.mask_path is None for s in first.samples)  # no mask_dir
+
+
+@pytest.mark.parametrize(
+    ("text", "error", "message"),
+    [
+        (
+            "name: w\nnormal_dir: images/ok\nnormal_dirs: x\n",
+            ConfigError,
+            "unknown key\\(s\\) 'normal_dirs'",
+        ),
+        ("normal_dir: images/ok\n", ConfigError, "name"),
+        (
+            "name: w\nnormal_dir: images/nope\n",
+            DatasetError,
+            "normal_dir of the dataset spec: folder not found: .*images/nope",
+        ),
+        (
+            "name: w\nnormal_dir: images/ok\nabnormal_dirs: {dent: images/dent}\n",
+            DatasetError,
+            "abnormal_dirs.dent of the dataset spec: folder not found",
+        ),
+        (
+            "name: w\nnormal_dir: images/ok\ntest_split_ratio: 1.5\n",
+            ConfigError,
+            "test_split_ratio must be in \\[0, 1\\)",
+        ),
+        (
+            "name: w\nnormal_dir: images/ok\nabnormal_dirs: {good: images/ok}\n",
+            ConfigError,
+            "may not use the name 'good'",
+        ),
+        ("- a\n- b\n", ConfigError, "expected a mapping at the top level"),
+    ],
+)
+def test_folder_spec_errors(
+    tiny_product: Path, tmp_path: Path, text: str, error: type, message: str
+) -> None:
+    tree = _custom_tree(tiny_product, tmp_path / "w", test_good=False)
+    spec = tree / "spec.yaml"
+    spec.write_text(text)
+    with pytest.raises(error, match=message):
+        load_dataset(spec)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"split": "val", "label": 0, "defect_type": "good"}, "split must be 'train' or 'test'"),
+        ({"split": "test", "label": 2, "defect_type": "good"}, "label must be 0"),
+        ({"split": "test", "label": 0, "defect_type": "crack"}, "does not match defect_type"),
+        ({"split": "train", "label": 1, "defect_type": "crack"}, "training samples must be good"),
+    ],
+)
+def test_sample_rejects_inconsistent_fields(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Sample(Path("x.png"), **kwargs)
+
+
+def test_dataset_is_frozen(tiny_product: Path) -> None:
+    dataset = load_mvtec(tiny_product)
+    assert isinstance(dataset, Dataset)
+    with pytest.raises(AttributeError):
+        dataset.name = "other"  # type: ignore[misc]

@@ -1,0 +1,107 @@
+"""The demo generator: byte-identical per seed, exact masks, valid MVTec layout, subtle defects."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from inspection.core.errors import DatasetError
+from inspection.data import demo
+from inspection.data.dataset import load_mvtec
+
+SMALL = {"n_train": 3, "n_test_good": 2, "n_test_per_defect": 1, "size": 64}
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*.png"))}
+
+
+def test_same_seed_writes_byte_identical_files(tmp_path: Path) -> None:
+    first = demo.write_demo_product(tmp_path / "a", "gravel", seed=3, **SMALL)
+    second = demo.write_demo_product(tmp_path / "b", "gravel", seed=3, **SMALL)
+    files = _tree(first)
+    assert len(files) == 3 + 2 + 2 * len(demo.DEFECT_KINDS)
+    assert files == _tree(second)
+
+
+def test_other_seed_changes_every_image(tmp_path: Path) -> None:
+    first = _tree(demo.write_demo_product(tmp_path / "a", "grass", seed=3, **SMALL))
+    other = _tree(demo.write_demo_product(tmp_path / "b", "grass", seed=4, **SMALL))
+    assert first.keys() == other.keys()
+    assert all(first[name] != other[name] for name in first if "ground_truth" not in name)
+
+
+def test_layout_is_mvtec(tiny_product: Path) -> None:
+    assert sorted(p.name for p in (tiny_product / "test").iterdir()) == [
+        "crack",
+        "good",
+        "hole",
+        "scratch",
+        "stain",
+    ]
+    assert sorted(p.name for p in (tiny_product / "ground_truth").iterdir()) == sorted(
+        demo.DEFECT_KINDS
+    )
+    assert len(list((tiny_product / "train" / "good").glob("*.png"))) == 24
+    assert (tiny_product / "ground_truth" / "crack" / "002_mask.png").is_file()
+    image = Image.open(tiny_product / "test" / "hole" / "000.png")
+    assert (image.mode, image.size) == ("RGB", (128, 128))
+
+
+@pytest.mark.parametrize("kind", demo.DEFECT_KINDS)
+@pytest.mark.parametrize("product", sorted(demo.PRODUCTS))
+def test_mask_is_exactly_the_altered_area(product: str, kind: str) -> None:
+    spec = demo.PRODUCTS[product]
+    texture = demo.load_texture(spec)
+    for index in range(3):
+        seed = (11, index, demo.DEFECT_KINDS.index(kind))
+        defective, mask = demo.render_sample(texture, spec, 128, seed, kind)
+        clean, no_mask = demo.render_sample(texture, spec, 128, seed, None)
+        assert no_mask is None
+        assert mask.dtype == np.uint8
+        assert set(np.unique(mask).tolist()) == {0, 255}
+        inside = mask > 0
+        changed = np.any(defective != clean, axis=2)
+        assert not np.any(changed & ~inside), "pixels changed outside the mask"
+        # rounding to uint8 may hide the faintest edge pixels, nothing more
+        assert changed[inside].mean() > 0.85
+        assert 0.001 < inside.mean() < 0.08
+
+
+def test_masks_on_disk_match_defects(tiny_product: Path) -> None:
+    dataset = load_mvtec(tiny_product)
+    for sample in dataset.test_samples:
+        if sample.label == 1:
+            mask = np.asarray(Image.open(sample.mask_path))
+            assert mask.shape == (128, 128)
+            assert set(np.unique(mask).tolist()) == {0, 255}
+    assert not (tiny_product / "ground_truth" / "good").exists()
+
+
+def test_defects_are_not_given_away_by_mean_brightness(tiny_product: Path) -> None:
+    """AUROC of mean brightness as a detector stays near chance (defects are local)."""
+    dataset = load_mvtec(tiny_product)
+    scores = {0: [], 1: []}
+    for sample in dataset.test_samples:
+        scores[sample.label].append(float(np.asarray(Image.open(sample.path)).mean()))
+    good, bad = np.array(scores[0]), np.array(scores[1])
+    auroc = (bad[:, None] > good[None, :]).mean()
+    assert 0.2 < auroc < 0.8, auroc
+
+
+def test_unknown_product_lists_valid_ones(tmp_path: Path) -> None:
+    with pytest.raises(
+        DatasetError, match=r"unknown demo product 'tiles'; valid products: brick, grass, gravel"
+    ):
+        demo.write_demo_product(tmp_path, "tiles", seed=0, **SMALL)
+
+
+def test_image_count_matches_files(tmp_path: Path) -> None:
+    roots = demo.write_demo(
+        tmp_path, ("brick",), seed=0, size=48, n_train=2, n_test_good=1, n_test_per_defect=1
+    )
+    written = list(roots[0].glob("t*/*/*.png"))
+    assert len(written) == demo.demo_image_count(["brick"], 2, 1, 1) == 7
