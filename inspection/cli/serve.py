@@ -1,0 +1,139 @@
+"""``inspection serve``, ``inspection watch`` and ``inspection tokens``: the line-station service."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from inspection.service.watch import WatchFolder
+    from inspection.store.store import Store
+
+console = Console()
+CONFIG_OPTION = typer.Option(
+    Path("configs/station.yaml"), "--config", "-c", help="Station config YAML."
+)
+tokens_app = typer.Typer(help="Per-station API tokens (stored hashed).", no_args_is_help=True)
+
+
+def serve(
+    config: Path = CONFIG_OPTION,
+    host: str = typer.Option(None, help="Bind address (default: from the config)."),
+    port: int = typer.Option(None, help="Port (default: from the config)."),
+) -> None:
+    """Run the HTTP inspection API (plus the watch folder when the config enables it)."""
+    import uvicorn
+
+    from inspection.service.app import create_app
+    from inspection.service.config import load_station_config
+
+    station_config = load_station_config(config)
+    app = create_app(station_config)
+    uvicorn.run(
+        app,
+        host=host or station_config.host,
+        port=port or station_config.port,
+        log_level="info",
+        access_log=False,
+    )
+
+
+def watch(
+    config: Path = CONFIG_OPTION,
+    once: bool = typer.Option(False, "--once", help="Process what is there now, then exit."),
+) -> None:
+    """Inspect files dropped into the watch folder, without the HTTP API."""
+    from inspection.service.config import load_station_config
+    from inspection.service.station import Station
+    from inspection.service.watch import WatchFolder
+
+    station_config = load_station_config(config)
+    station = Station.build(station_config, with_watch=False)
+    station.models.start(station_config.registry_poll_seconds)
+    watcher = WatchFolder(station_config.watch, station.pipeline)
+    watcher.acquire()
+    try:
+        if once:
+            _scan_until_idle(watcher, station_config.watch.settle_seconds)
+        else:
+            stopped = threading.Event()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, lambda *_: (stopped.set(), watcher.stop()))
+            console.print(f"watching {watcher.incoming} (Ctrl-C to stop)")
+            watcher.run()
+    finally:
+        watcher.release()
+        station.models.stop()
+    console.print(f"watch folder: {watcher.counts}")
+
+
+def _scan_until_idle(watcher: WatchFolder, settle_seconds: float) -> None:
+    watcher.scan_once()  # first look records sizes; stable files are taken on the next look
+    time.sleep(settle_seconds)
+    while watcher.scan_once():
+        time.sleep(settle_seconds)
+
+
+@tokens_app.command("create")
+def create(
+    station: str = typer.Option(..., "--station", "-s", help="Station id the token acts as."),
+    label: str = typer.Option(None, "--label", help="Free text, e.g. where the token is used."),
+    config: Path = CONFIG_OPTION,
+) -> None:
+    """Issue a token for a station. It is printed once and never stored in clear."""
+    from inspection.store.tokens import create_token
+
+    token, info = create_token(_store(config), station, label)
+    console.print(f"token id {info.id} for station [bold]{info.station_id}[/]:")
+    print(token)
+    console.print("[dim]Store it now: it cannot be shown again.[/]")
+
+
+@tokens_app.command("list")
+def list_(
+    station: str = typer.Option(None, "--station", "-s", help="Only this station."),
+    config: Path = CONFIG_OPTION,
+) -> None:
+    """List tokens (ids, stations, labels, state); secrets are never shown."""
+    from inspection.store.tokens import list_tokens
+
+    table = Table("id", "station", "label", "created", "state")
+    for info in list_tokens(_store(config), station):
+        state = "active" if info.active else f"revoked {info.revoked_at:%Y-%m-%d %H:%M}"
+        table.add_row(
+            str(info.id), info.station_id, info.label or "", f"{info.created_at:%Y-%m-%d}", state
+        )
+    console.print(table)
+
+
+@tokens_app.command("revoke")
+def revoke(
+    token_id: int = typer.Argument(..., help="Token id from 'inspection tokens list'."),
+    config: Path = CONFIG_OPTION,
+) -> None:
+    """Revoke a token; requests using it get 401 from then on."""
+    from inspection.store.tokens import revoke_token
+
+    info = revoke_token(_store(config), token_id)
+    console.print(f"token {info.id} of station {info.station_id} revoked")
+
+
+def _store(config: Path) -> Store:
+    from inspection.service.config import load_station_config
+    from inspection.store.store import Store
+
+    station_config = load_station_config(config)
+    return Store(station_config.store_url, station_config.blob_dir)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)
+    app.command("watch")(watch)
+    app.add_typer(tokens_app, name="tokens")

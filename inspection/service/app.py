@@ -1,0 +1,270 @@
+"""The station's HTTP API (FastAPI). Build it with ``create_app(config)``.
+
+Inference runs in a thread pool so the event loop stays responsive; a request is
+answered only after its result is committed to the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime, timezone
+from functools import partial
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
+from inspection.service.config import StationConfig
+from inspection.service.errors import RequestError
+from inspection.service.live import InspectorLoader, default_loader
+from inspection.service.metrics import ServiceMetrics
+from inspection.service.pipeline import Outcome
+from inspection.service.station import Station
+from inspection.service.upload import read_upload
+from inspection.store.models import Inspection
+from inspection.store.store import InspectionFilter, Store, StoreError
+from inspection.store.tokens import station_for_token
+
+log = logging.getLogger(__name__)
+ARTEFACTS = {"image": "image_sha", "overlay": "overlay_sha", "mask": "mask_sha", "map": "map_sha"}
+_MEDIA_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".bmp": "image/bmp"}
+_MEDIA_TYPES |= {".tif": "image/tiff", ".webp": "image/webp"}
+
+_INSPECT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["image"],
+                    "properties": {
+                        "image": {"type": "string", "format": "binary"},
+                        "product": {"type": "string"},
+                        "part_id": {"type": "string"},
+                        "request_id": {"type": "string"},
+                    },
+                }
+            },
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+
+
+def authenticate(request: Request) -> str:
+    """The station id of the request's bearer token; 401 otherwise."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise RequestError(401, "missing API token: send 'Authorization: Bearer <token>'")
+    station: Station = request.app.state.station
+    station_id = station_for_token(station.store, token.strip())
+    if station_id is None:
+        raise RequestError(401, "invalid or revoked API token")
+    return station_id
+
+
+StationId = Annotated[str, Depends(authenticate)]
+
+
+def create_app(
+    config: StationConfig,
+    *,
+    loader: InspectorLoader = default_loader,
+    store: Store | None = None,
+) -> FastAPI:
+    """The API for ``config``; models load and the poller/watcher start with the app's lifespan."""
+    station = Station.build(config, loader=loader, store=store)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        station.start()
+        try:
+            yield
+        finally:
+            station.stop()
+
+    app = FastAPI(
+        title="inspection station",
+        version="1",
+        description="Visual anomaly inspection for line stations. Authenticate with "
+        "`Authorization: Bearer <token>` (see `inspection tokens create`).",
+        lifespan=lifespan,
+    )
+    app.state.station = station
+    _install_handlers(app, station.metrics)
+    _add_routes(app, station)
+    return app
+
+
+def _install_handlers(app: FastAPI, metrics: ServiceMetrics) -> None:
+    @app.exception_handler(RequestError)
+    async def _request_error(_request: Request, exc: RequestError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return JSONResponse({"detail": exc.message}, status_code=exc.status, headers=headers)
+
+    @app.exception_handler(StoreError)
+    async def _store_error(_request: Request, exc: StoreError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.middleware("http")
+    async def _count(request: Request, call_next: Any) -> Response:
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            route = getattr(request.scope.get("route"), "path", "unmatched")
+            metrics.requests.labels(route, request.method, str(status)).inc()
+            metrics.request_latency.labels(route).observe(time.perf_counter() - started)
+
+
+def _add_routes(app: FastAPI, station: Station) -> None:
+    @app.post("/v1/inspect", openapi_extra=_INSPECT_BODY, tags=["inspect"])
+    async def inspect(
+        request: Request,
+        station_id: StationId,
+        product: str | None = None,
+        part_id: str | None = None,
+        request_id: str | None = None,
+    ) -> JSONResponse:
+        """Inspect one image (multipart field ``image``, or the raw body with an image type).
+
+        ``request_id`` makes retries idempotent: the same id from the same station returns
+        the stored result (200) instead of inspecting again (201).
+        """
+        upload = await read_upload(request, station.config.max_upload_bytes)
+        run = partial(
+            station.pipeline.run,
+            upload.data,
+            product=upload.fields.get("product", product),
+            station_id=station_id,
+            part_id=upload.fields.get("part_id", part_id),
+            request_id=upload.fields.get("request_id", request_id),
+            source="api",
+            source_name=upload.filename,
+        )
+        loop = asyncio.get_running_loop()
+        outcome: Outcome = await loop.run_in_executor(station.executor, run)
+        station.observe(outcome)
+        body = inspection_json(outcome.row) | {"replayed": not outcome.created}
+        return JSONResponse(body, status_code=201 if outcome.created else 200)
+
+    @app.get("/v1/inspections", tags=["results"])
+    def list_inspections(
+        _station: StationId,
+        product: str | None = None,
+        station_filter: Annotated[str | None, Query(alias="station_id")] = None,
+        verdict: Annotated[str | None, Query(pattern="^(OK|NG)$")] = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> dict[str, Any]:
+        """Stored inspections, newest first; filter by product, station, verdict and time."""
+        filters = InspectionFilter(
+            product=product,
+            station_id=station_filter,
+            verdict=verdict,
+            since=_utc(since),
+            until=_utc(until),
+        )
+        rows = station.store.list_inspections(filters, limit=limit, offset=offset)
+        total = station.store.count_inspections(filters)
+        items = [inspection_json(row) for row in rows]
+        return {"items": items, "total": total, "limit": limit, "offset": offset}
+
+    @app.get("/v1/inspections/{inspection_id}", tags=["results"])
+    def get_inspection(inspection_id: str, _station: StationId) -> dict[str, Any]:
+        return inspection_json(station.store.get_inspection(inspection_id))
+
+    @app.get("/v1/inspections/{inspection_id}/{artefact}", tags=["results"])
+    def get_artefact(inspection_id: str, artefact: str, _station: StationId) -> FileResponse:
+        """The stored ``image``, ``overlay`` (JPEG), ``mask`` (PNG 0/255) or ``map`` (PNG)."""
+        if artefact not in ARTEFACTS:
+            raise RequestError(404, f"unknown artefact {artefact!r}; use one of {list(ARTEFACTS)}")
+        row = station.store.get_inspection(inspection_id)
+        sha = getattr(row, ARTEFACTS[artefact])
+        if not sha:
+            raise RequestError(404, f"inspection {inspection_id} has no stored {artefact}")
+        return _blob_response(station.store, sha)
+
+    @app.get("/v1/blobs/{sha}", tags=["results"])
+    def get_blob(sha: str, _station: StationId) -> FileResponse:
+        return _blob_response(station.store, sha)
+
+    @app.get("/healthz", tags=["ops"])
+    def healthz() -> JSONResponse:
+        """Live model per product and store reachability; 503 when something cannot serve."""
+        products = station.models.status()
+        try:
+            with station.store.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+            store_ok, store_problem = True, None
+        except Exception as exc:
+            store_ok, store_problem = False, str(exc).splitlines()[0]
+        ok = store_ok and all(p["loaded"] for p in products.values())
+        body = {
+            "status": "ok" if ok else "degraded",
+            "products": products,
+            "store": {"ok": store_ok, "problem": store_problem},
+            "watch": station.watch_status(),
+        }
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    @app.get("/metrics", tags=["ops"])
+    def metrics() -> Response:
+        return Response(generate_latest(station.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def inspection_json(row: Inspection) -> dict[str, Any]:
+    """The API's view of a stored inspection, with links to its artefacts."""
+    base = f"/v1/inspections/{row.id}"
+    client_request_id = row.request_id.split("/", 1)[1] if row.request_id else None
+    return {
+        "id": row.id,
+        "request_id": client_request_id,
+        "created_at": _utc(row.created_at).isoformat() if row.created_at else None,
+        "product": row.product,
+        "station_id": row.station_id,
+        "part_id": row.part_id,
+        "source": row.source,
+        "source_name": row.source_name,
+        "score": row.score,
+        "threshold": row.threshold,
+        "verdict": row.verdict,
+        "model_version": row.model_version,
+        "bundle_id": row.bundle_id,
+        "latency_ms": row.latency_ms,
+        "mask_source": row.mask_source,
+        "width": row.width,
+        "height": row.height,
+        "regions": row.regions,
+        "review_label": row.review_label,
+        "links": {name: f"{base}/{name}" for name, col in ARTEFACTS.items() if getattr(row, col)},
+        "blobs": {name: getattr(row, col) for name, col in ARTEFACTS.items()},
+    }
+
+
+def _blob_response(store: Store, sha: str) -> FileResponse:
+    try:
+        path = store.blobs.path(sha)
+    except FileNotFoundError as exc:
+        raise RequestError(404, str(exc)) from exc
+    return FileResponse(path, media_type=_MEDIA_TYPES.get(path.suffix, "application/octet-stream"))
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value

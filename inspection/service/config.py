@@ -1,0 +1,70 @@
+"""Station service configuration (``configs/station.yaml``) as a frozen, typed object."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from inspection.core.config import from_mapping, read_yaml
+from inspection.core.errors import ConfigError, RegistryError
+from inspection.core.registry import check_name
+
+
+@dataclass(frozen=True)
+class WatchConfig:
+    """Watch-folder mode: the camera software drops images into ``<root>/incoming``.
+
+    Files directly in ``incoming/`` are inspected as ``default_product``; files in
+    ``incoming/<product>/`` as that product. Results go to the store with ``station_id``.
+    """
+
+    enabled: bool = False
+    root: Path = Path("var/watch")
+    station_id: str = "watch"
+    default_product: str | None = None
+    poll_seconds: float = 0.5
+    settle_seconds: float = 1.0
+
+
+@dataclass(frozen=True)
+class StationConfig:
+    """Everything ``inspection serve`` / ``inspection watch`` need. Paths are relative to cwd."""
+
+    store_url: str = "sqlite:///var/inspection.db"
+    blob_dir: Path = Path("var/blobs")
+    registry_dir: Path = Path("var/registry")
+    products: tuple[str, ...] = ()
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_upload_bytes: int = 20_000_000
+    max_pixels: int = 25_000_000
+    workers: int = 2
+    registry_poll_seconds: float = 2.0
+    watch: WatchConfig = field(default_factory=WatchConfig)
+
+    def __post_init__(self) -> None:
+        if not self.products:
+            raise ConfigError("station config: 'products' must list at least one product")
+        for product in self.products:
+            try:
+                check_name("product", product)
+            except RegistryError as exc:
+                raise ConfigError(f"station config: products: {exc}") from exc
+        for name in ("max_upload_bytes", "max_pixels", "workers", "port"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"station config: {name} must be >= 1, got {getattr(self, name)}")
+        if self.registry_poll_seconds <= 0 or self.watch.poll_seconds <= 0:
+            raise ConfigError("station config: poll intervals must be > 0 seconds")
+        if self.watch.settle_seconds < 0:
+            raise ConfigError("station config: watch.settle_seconds must be >= 0")
+        default = self.watch.default_product
+        if default is not None and default not in self.products:
+            raise ConfigError(
+                f"station config: watch.default_product {default!r} is not in products "
+                f"{list(self.products)}"
+            )
+
+
+def load_station_config(path: str | Path) -> StationConfig:
+    """Read and validate a station YAML file; unknown keys raise ``ConfigError`` by name."""
+    return from_mapping(StationConfig, read_yaml(path), where=str(path))

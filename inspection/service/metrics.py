@@ -1,0 +1,80 @@
+"""Prometheus metrics of one service instance (its own registry, so tests can build many)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from inspection.service.live import LiveModel
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class ServiceMetrics:
+    """Requests, latency, verdicts, model swaps and the live model per product."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "inspection_http_requests",
+            "HTTP requests by route, method and status code.",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.request_latency = Histogram(
+            "inspection_http_request_duration_seconds",
+            "HTTP request wall time by route.",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.inference_latency = Histogram(
+            "inspection_inference_duration_seconds",
+            "Model latency (preprocess + inference + postprocess) by product.",
+            ["product"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.verdicts = Counter(
+            "inspection_verdicts",
+            "Stored inspections by product, verdict and source (api, watch).",
+            ["product", "verdict", "source"],
+            registry=self.registry,
+        )
+        self.live_model = Gauge(
+            "inspection_live_model_info",
+            "1 for the bundle each product is served with.",
+            ["product", "bundle_id", "model_version"],
+            registry=self.registry,
+        )
+        self.threshold = Gauge(
+            "inspection_threshold",
+            "Live decision threshold (normalised score) per product.",
+            ["product"],
+            registry=self.registry,
+        )
+        self.swaps = Counter(
+            "inspection_model_swaps",
+            "Models loaded and swapped in, per product.",
+            ["product"],
+            registry=self.registry,
+        )
+        self.watch_files = Counter(
+            "inspection_watch_files",
+            "Watch-folder files by outcome (done, replayed, failed, retry).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self._live_labels: dict[str, tuple[str, str, str]] = {}
+
+    def model_changed(self, model: LiveModel) -> None:
+        """Point the live-model gauge at ``model`` (called on every swap)."""
+        labels = (model.product, model.bundle_id, model.model_version)
+        previous = self._live_labels.get(model.product)
+        if previous != labels:
+            if previous is not None:
+                self.live_model.remove(*previous)
+            self.swaps.labels(model.product).inc()
+        self.live_model.labels(*labels).set(1)
+        self._live_labels[model.product] = labels
+        if model.threshold is not None:
+            self.threshold.labels(model.product).set(model.threshold)

@@ -1,0 +1,135 @@
+"""One inspection end to end: decode, infer, store blobs, commit the result row.
+
+Shared by the HTTP API and the watch folder. Synchronous and thread-safe: the API runs
+it in a worker thread. A result is returned only after the store commit, so anything
+acknowledged is durable. Blobs are written before the row, so a stored row never
+points at a missing blob.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from dataclasses import dataclass
+
+from inspection.core.errors import ImageDecodeError
+from inspection.core.images import decode_image
+from inspection.service.errors import RequestError
+from inspection.service.live import LiveModels, ModelUnavailable
+from inspection.service.render import encode_map, encode_mask, encode_overlay, image_extension
+from inspection.store.models import Inspection
+from inspection.store.store import Store
+
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,79}$")
+MAX_PART_ID = 128
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The stored row and whether this call created it (``False``: an idempotent replay)."""
+
+    row: Inspection
+    created: bool
+    total_ms: float
+
+
+def check_request_id(request_id: str | None) -> str | None:
+    if request_id is None or request_id == "":
+        return None
+    if not _REQUEST_ID_RE.match(request_id):
+        raise RequestError(
+            422,
+            f"request_id {request_id[:100]!r} is invalid: use 1-80 letters, digits, "
+            "'.', '_', ':' or '-', starting with a letter or digit",
+        )
+    return request_id
+
+
+def stored_request_id(station_id: str, request_id: str | None) -> str | None:
+    """Request ids are scoped per station, so two stations can never collide."""
+    return f"{station_id}/{request_id}" if request_id else None
+
+
+class Pipeline:
+    """Runs inspections for the products this station serves."""
+
+    def __init__(self, store: Store, models: LiveModels, *, max_pixels: int) -> None:
+        self.store = store
+        self.models = models
+        self.max_pixels = max_pixels
+
+    def check_product(self, product: str | None) -> str:
+        if not product:
+            raise RequestError(422, f"missing 'product'; this station serves {self._served()}")
+        if product not in self.models.products:
+            raise RequestError(
+                404, f"product {product[:64]!r} is not served here; served: {self._served()}"
+            )
+        return product
+
+    def run(
+        self,
+        data: bytes,
+        *,
+        product: str,
+        station_id: str,
+        part_id: str | None = None,
+        request_id: str | None = None,
+        source: str = "api",
+        source_name: str | None = None,
+    ) -> Outcome:
+        """Inspect ``data`` (encoded image bytes) and commit the result; see module doc."""
+        started = time.perf_counter()
+        product = self.check_product(product)
+        if part_id is not None and len(part_id) > MAX_PART_ID:
+            raise RequestError(422, f"part_id is longer than {MAX_PART_ID} characters")
+        key = stored_request_id(station_id, check_request_id(request_id))
+        if key is not None and (existing := self.store.find_by_request_id(key)) is not None:
+            return Outcome(existing, False, _ms(started))
+        if not data:
+            raise RequestError(400, "empty upload: the request carried no image bytes")
+        try:
+            image = decode_image(data, max_pixels=self.max_pixels, name=source_name or "upload")
+        except ImageDecodeError as exc:
+            raise RequestError(400, str(exc)) from exc
+        try:
+            model = self.models.get(product)
+        except ModelUnavailable as exc:
+            raise RequestError(503, str(exc)) from exc
+        result = model.inspect(image)
+        blobs = self.store.blobs
+        fields = {
+            "id": uuid.uuid4().hex,
+            "request_id": key,
+            "product": product,
+            "station_id": station_id,
+            "part_id": part_id,
+            "source": source,
+            "source_name": source_name,
+            "score": float(result.score),
+            "threshold": float(result.threshold),
+            "verdict": result.verdict,
+            "model_version": result.model_version,
+            "bundle_id": model.bundle_id,
+            "latency_ms": float(result.latency_ms),
+            "mask_source": result.mask_source,
+            "regions": [region.to_dict() for region in result.regions],
+            "width": int(image.shape[1]),
+            "height": int(image.shape[0]),
+            "image_sha": blobs.put(data, image_extension(data)),
+            "map_sha": blobs.put(encode_map(result.anomaly_map), ".png"),
+            "mask_sha": blobs.put(encode_mask(result.mask), ".png"),
+            "overlay_sha": blobs.put(
+                encode_overlay(image, result.anomaly_map, result.mask), ".jpg"
+            ),
+        }
+        row = self.store.add_inspection(**fields)
+        return Outcome(row, row.id == fields["id"], _ms(started))
+
+    def _served(self) -> str:
+        return ", ".join(self.models.products)
+
+
+def _ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000.0

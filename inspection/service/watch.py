@@ -1,0 +1,229 @@
+"""Watch-folder mode: inspect every image the camera software drops into ``incoming/``.
+
+Layout under the watch root::
+
+    incoming/            files for ``default_product``
+    incoming/<product>/  files for that product
+    done/                inspected files (same relative path)
+    failed/              files that cannot be inspected, each with ``<name>.reason.txt``
+
+Exactly once: the request id is the file's content hash plus its name, so a restart
+after a crash (result committed, file not yet moved) finds the stored result instead
+of storing a second one. Files still being written are skipped: names starting with
+``.`` or ``~`` or ending in ``.tmp``/``.part``/``.partial`` are ignored, and a file is
+read only once its size and mtime have been unchanged for ``settle_seconds``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+from sqlalchemy.exc import SQLAlchemyError
+
+from inspection.core.errors import InspectionError
+from inspection.service.config import WatchConfig
+from inspection.service.errors import RequestError
+from inspection.service.pipeline import Outcome, Pipeline
+
+log = logging.getLogger(__name__)
+TEMP_PREFIXES = (".", "~")
+TEMP_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".filepart")
+
+
+class WatchError(InspectionError):
+    """The watch folder cannot be used (e.g. another process already watches it)."""
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    """What happened to one file: ``done``, ``replayed``, ``failed`` or ``retry``."""
+
+    name: str
+    status: str
+    detail: str = ""
+
+
+class WatchFolder:
+    """Scans the incoming folder and feeds stable files through the pipeline."""
+
+    def __init__(
+        self,
+        config: WatchConfig,
+        pipeline: Pipeline,
+        *,
+        on_file: Callable[[FileOutcome, Outcome | None], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.pipeline = pipeline
+        self.incoming = config.root / "incoming"
+        self.done = config.root / "done"
+        self.failed = config.root / "failed"
+        self._on_file = on_file
+        self._seen: dict[Path, tuple[int, int]] = {}
+        self._lock = FileLock(str(config.root / ".watch.lock"))
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.counts = {"done": 0, "replayed": 0, "failed": 0, "retry": 0}
+
+    # ------------------------------------------------------------------ running
+    def acquire(self) -> None:
+        """Create the folders and take the lock that keeps a second watcher out."""
+        for folder in (self.incoming, self.done, self.failed):
+            folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self._lock.acquire(timeout=0)
+        except Timeout as exc:
+            raise WatchError(
+                f"{self.config.root} is already watched by another process "
+                f"(lock {self._lock.lock_file})"
+            ) from exc
+
+    def release(self) -> None:
+        if self._lock.is_locked:
+            self._lock.release()
+
+    def start(self) -> None:
+        """Acquire the folder and scan it every ``poll_seconds`` in a daemon thread."""
+        self.acquire()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self.run, name="watch-folder", daemon=True)
+        self._thread.start()
+
+    def run(self) -> None:
+        """Scan until ``stop()``; call ``acquire()`` first when not using ``start()``."""
+        while not self._stop.is_set():
+            try:
+                self.scan_once()
+            except Exception:
+                log.exception("watch-folder scan failed; retrying")
+            self._stop.wait(self.config.poll_seconds)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+            self._thread = None
+        self.release()
+
+    # ----------------------------------------------------------------- scanning
+    def scan_once(self) -> list[FileOutcome]:
+        """Process every file that is ready now; returns what happened to each."""
+        outcomes = []
+        for path, product in self._candidates():
+            if self._stop.is_set():
+                break
+            if self._is_ready(path):
+                outcomes.append(self.process(path, product))
+        return outcomes
+
+    def _candidates(self) -> list[tuple[Path, str | None]]:
+        found: list[tuple[Path, str | None]] = []
+        for entry in sorted(self.incoming.iterdir()):
+            if _is_temporary(entry.name):
+                continue
+            if entry.is_file():
+                found.append((entry, self.config.default_product))
+            elif entry.is_dir():
+                found.extend(
+                    (child, entry.name)
+                    for child in sorted(entry.iterdir())
+                    if child.is_file() and not _is_temporary(child.name)
+                )
+        return found
+
+    def _is_ready(self, path: Path) -> bool:
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            self._seen.pop(path, None)
+            return False
+        signature = (stat.st_size, stat.st_mtime_ns)
+        settle = self.config.settle_seconds
+        previous = self._seen.get(path)
+        self._seen[path] = signature
+        if settle == 0:
+            return True
+        return previous == signature and time.time() - stat.st_mtime >= settle
+
+    # --------------------------------------------------------------- processing
+    def process(self, path: Path, product: str | None) -> FileOutcome:
+        """Inspect one file and move it to done/ or failed/ (left in place on a transient error)."""
+        name = path.relative_to(self.incoming).as_posix()
+        self._seen.pop(path, None)
+        outcome: Outcome | None = None
+        try:
+            data = path.read_bytes()
+            if product is None:
+                raise RequestError(
+                    422, "file is directly in incoming/ but watch.default_product is not set"
+                )
+            outcome = self.pipeline.run(
+                data,
+                product=product,
+                station_id=self.config.station_id,
+                request_id=watch_request_id(data, name),
+                source="watch",
+                source_name=name,
+            )
+        except RequestError as exc:
+            if exc.status >= 500:
+                result = FileOutcome(name, "retry", exc.message)
+            else:
+                self._move_failed(path, name, exc.message)
+                result = FileOutcome(name, "failed", exc.message)
+        except (OSError, SQLAlchemyError) as exc:
+            result = FileOutcome(name, "retry", f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # a model that crashes on this image: park the file
+            log.exception("inspecting %s failed", name)
+            message = f"internal error while inspecting: {type(exc).__name__}: {exc}"
+            self._move_failed(path, name, message)
+            result = FileOutcome(name, "failed", message)
+        else:
+            _move(path, self.done / name, data)
+            result = FileOutcome(name, "done" if outcome.created else "replayed", outcome.row.id)
+        self.counts[result.status] += 1
+        if result.status == "retry":
+            log.warning("%s: will retry: %s", name, result.detail)
+        elif result.status == "failed":
+            log.warning("%s: moved to failed/: %s", name, result.detail)
+        if self._on_file is not None:
+            self._on_file(result, outcome)
+        return result
+
+    def _move_failed(self, path: Path, name: str, reason: str) -> None:
+        target = self.failed / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        reason_file = target.with_name(target.name + ".reason.txt")
+        tmp = reason_file.with_name(f".{reason_file.name}.tmp")
+        tmp.write_text(reason.rstrip() + "\n", encoding="utf-8")
+        os.replace(tmp, reason_file)
+        os.replace(path, target)
+
+
+def watch_request_id(data: bytes, name: str) -> str:
+    """Content hash + name hash: the same file under the same name is inspected once."""
+    content = hashlib.sha256(data).hexdigest()[:48]
+    named = hashlib.sha256(name.encode("utf-8")).hexdigest()[:16]
+    return f"w{content}.{named}"
+
+
+def _move(path: Path, target: Path, data: bytes) -> None:
+    """Move into done/; a different earlier file of the same name keeps its place."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        digest = hashlib.sha256(data).hexdigest()[:8]
+        target = target.with_name(f"{target.stem}-{digest}{target.suffix}")
+    os.replace(path, target)
+
+
+def _is_temporary(name: str) -> bool:
+    lower = name.lower()
+    return lower.startswith(TEMP_PREFIXES) or lower.endswith(TEMP_SUFFIXES)

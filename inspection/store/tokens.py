@@ -1,0 +1,85 @@
+"""Per-station API tokens: 256-bit random, shown once, stored only as a sha256 hash."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+
+from inspection.store.models import ApiToken, utcnow
+from inspection.store.store import Store, StoreError
+
+TOKEN_PREFIX = "insp_"
+_STATION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """A token's record without its secret."""
+
+    id: int
+    station_id: str
+    label: str | None
+    created_at: datetime
+    revoked_at: datetime | None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def create_token(store: Store, station_id: str, label: str | None = None) -> tuple[str, TokenInfo]:
+    """Issue a token for ``station_id``; returns (secret, info). The secret is not stored."""
+    if not isinstance(station_id, str) or not _STATION_RE.match(station_id):
+        raise StoreError(
+            f"invalid station id {station_id!r}: use letters, digits, '_', '-' or '.' "
+            "(at most 64 characters, starting with a letter or digit)"
+        )
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    row = ApiToken(station_id=station_id, token_hash=hash_token(token), label=label)
+    with store.session() as session:
+        session.add(row)
+    return token, _info(row)
+
+
+def list_tokens(store: Store, station_id: str | None = None) -> list[TokenInfo]:
+    query = select(ApiToken).order_by(ApiToken.id)
+    if station_id:
+        query = query.where(ApiToken.station_id == station_id)
+    with store.session() as session:
+        return [_info(row) for row in session.scalars(query)]
+
+
+def revoke_token(store: Store, token_id: int) -> TokenInfo:
+    """Revoke by id (see ``list_tokens``); revoking twice keeps the first revocation time."""
+    with store.session() as session:
+        row = session.get(ApiToken, token_id)
+        if row is None:
+            raise StoreError(f"no API token with id {token_id}")
+        if row.revoked_at is None:
+            row.revoked_at = utcnow()
+        return _info(row)
+
+
+def station_for_token(store: Store, token: str) -> str | None:
+    """The station id an active token belongs to, or ``None`` for unknown/revoked tokens."""
+    if not token or len(token) > 256:
+        return None
+    query = select(ApiToken).where(ApiToken.token_hash == hash_token(token))
+    with store.session() as session:
+        row = session.scalar(query)
+        if row is None or row.revoked_at is not None:
+            return None
+        return row.station_id
+
+
+def _info(row: ApiToken) -> TokenInfo:
+    return TokenInfo(row.id, row.station_id, row.label, row.created_at, row.revoked_at)
