@@ -1,1 +1,11 @@
-"""Defect-mask refinement (torch-free): prompts from anomaly maps, classical and SAM refiners."""
+"""Defect-mask refinement (torch-free): prompts from anomaly maps, classical and SAM refiners.
+
+``build_refiner(load_refine_config())`` gives a ``MaskRefiner`` for the station's Inspector.
+The SAM refiner (``inspection.refine.sam``) imports openvino; it is loaded only when asked for.
+"""
+
+from inspection.refine.base import MaskRefiner
+from inspection.refine.config import RefineConfig, load_refine_config
+from inspection.refine.factory import REFINERS, build_refiner
+
+__all__ = ["REFINERS", "MaskRefiner", "RefineConfig", "build_refiner", "load_refine_config"]

@@ -1,0 +1,114 @@
+"""The SAM refiner bundle: OpenVINO IR of the image encoder and mask decoder plus metadata.
+
+A refiner bundle is a folder written by ``inspection.training.sam_export`` and read by
+``inspection.refine.sam`` on the station. ``metadata.json`` carries everything the station
+needs (input size, pixel mean/std, resize rule, tensor names, checksums) and says whether the
+weights were random, so the station can refuse to pretend the masks mean anything.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from inspection.core.config import from_mapping, to_mapping
+from inspection.core.errors import BundleError, ConfigError
+from inspection.core.fingerprint import sha256_file
+
+REFINER_SCHEMA_VERSION = 1
+METADATA_FILE = "metadata.json"
+SamBackend = Literal["vit_t", "vit_b"]
+SamPrecision = Literal["fp32", "fp16", "int8"]
+
+
+@dataclass(frozen=True)
+class RefinerBundleMetadata:
+    """What the station needs to run SAM without guessing.
+
+    The encoder input is ((resize_longest(image, input_size) - pixel_mean) / pixel_std),
+    zero-padded at the bottom/right to (input_size, input_size), NCHW float32, RGB in [0, 255].
+    The decoder takes ``point_coords`` (1, N, 2) float32 in input-size pixels and
+    ``point_labels`` (1, N) float32 (1 positive, 0 negative, 2/3 box corners, -1 padding) and
+    returns ``low_res_masks`` (1, 4, 256, 256) logits and ``iou_predictions`` (1, 4).
+    """
+
+    schema_version: int
+    kind: Literal["sam_refiner"]
+    backend: SamBackend
+    precision: SamPrecision
+    input_size: int
+    pixel_mean: tuple[float, float, float]
+    pixel_std: tuple[float, float, float]
+    random_weights: bool
+    checkpoint_sha256: str | None = None
+    checkpoint_name: str | None = None
+    encoder_file: str = "encoder.xml"
+    decoder_file: str = "decoder.xml"
+    embedding_shape: tuple[int, int, int, int] = (1, 256, 64, 64)
+    low_res_size: int = 256
+    mask_threshold: float = 0.0
+    color_order: Literal["RGB"] = "RGB"
+    created_at: str = ""
+    package_versions: dict[str, str] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+
+
+def write_refiner_metadata(bundle_dir: str | Path, metadata: RefinerBundleMetadata) -> Path:
+    """Write ``metadata.json`` with the sha256 of every other file in the folder."""
+    bundle_dir = Path(bundle_dir)
+    files = {
+        path.relative_to(bundle_dir).as_posix(): sha256_file(path)
+        for path in sorted(bundle_dir.rglob("*"))
+        if path.is_file() and path.name != METADATA_FILE
+    }
+    data = to_mapping(metadata)
+    data["files"] = files
+    target = bundle_dir / METADATA_FILE
+    target.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
+    return target
+
+
+def read_refiner_metadata(bundle_dir: str | Path) -> RefinerBundleMetadata:
+    """Parse and validate ``metadata.json``; anything wrong raises ``BundleError``."""
+    path = Path(bundle_dir) / METADATA_FILE
+    if not path.is_file():
+        raise BundleError(f"{bundle_dir}: not a SAM refiner bundle (no {METADATA_FILE})")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{path}: unreadable metadata: {exc}") from exc
+    if not isinstance(data, dict) or data.get("kind") != "sam_refiner":
+        raise BundleError(f"{path}: not a SAM refiner bundle (kind is not 'sam_refiner')")
+    version = data.get("schema_version")
+    if version != REFINER_SCHEMA_VERSION:
+        raise BundleError(
+            f"{path}: refiner schema version {version!r} is not supported "
+            f"(this station reads version {REFINER_SCHEMA_VERSION})"
+        )
+    try:
+        return from_mapping(RefinerBundleMetadata, data, where=str(path))
+    except ConfigError as exc:
+        raise BundleError(str(exc)) from exc
+
+
+def verify_refiner_bundle(bundle_dir: str | Path) -> RefinerBundleMetadata:
+    """Read the metadata and check every listed file's sha256 before anything loads it."""
+    bundle_dir = Path(bundle_dir)
+    metadata = read_refiner_metadata(bundle_dir)
+    for xml in (metadata.encoder_file, metadata.decoder_file):
+        for rel in (xml, str(Path(xml).with_suffix(".bin"))):
+            if rel not in metadata.files:
+                raise BundleError(f"{bundle_dir}: metadata lists no checksum for {rel}")
+    for rel, expected in metadata.files.items():
+        path = bundle_dir / rel
+        if not path.is_file():
+            raise BundleError(f"{bundle_dir}: file {rel} is missing")
+        actual = sha256_file(path)
+        if actual != expected:
+            raise BundleError(
+                f"{bundle_dir}: checksum mismatch for {rel} "
+                f"(expected {expected[:12]}…, got {actual[:12]}…): the refiner bundle is corrupt"
+            )
+    return metadata

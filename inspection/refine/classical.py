@@ -1,0 +1,151 @@
+"""Weight-free refiners: GrabCut or random walker seeded from the anomaly map."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import cv2
+import numpy as np
+from skimage.segmentation import random_walker
+
+from inspection.core.types import InspectionResult
+from inspection.refine.config import ClassicalConfig, RefineConfig
+from inspection.refine.guards import Candidate, merge
+from inspection.refine.prompts import RegionPrompt, prompts_from_map
+
+log = logging.getLogger(__name__)
+
+SURE_BG, SURE_FG, PROBABLE_BG, PROBABLE_FG = cv2.GC_BGD, cv2.GC_FGD, cv2.GC_PR_BGD, cv2.GC_PR_FGD
+
+
+def crop_window(region: np.ndarray, config: ClassicalConfig) -> tuple[slice, slice]:
+    """(rows, cols) slices of the region's bounding box grown by the classical margin."""
+    ys, xs = np.nonzero(region)
+    side = max(int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1))
+    margin = max(config.margin_px, round(config.margin_fraction * side))
+    height, width = region.shape
+    rows = slice(max(0, int(ys.min()) - margin), min(height, int(ys.max()) + 1 + margin))
+    cols = slice(max(0, int(xs.min()) - margin), min(width, int(xs.max()) + 1 + margin))
+    return rows, cols
+
+
+def seed_labels(
+    anomaly_map: np.ndarray, region: np.ndarray, threshold: float, config: ClassicalConfig
+) -> np.ndarray:
+    """GrabCut labels (uint8, same shape as the inputs) from the map around one region.
+
+    Sure fg: region pixels with map >= threshold + sure_fg_level * (region max - threshold);
+    probable fg: the rest of the region; probable bg: map >= sure_bg_fraction * threshold
+    outside the region; sure bg: everything else.
+    """
+    labels = np.full(anomaly_map.shape, SURE_BG, dtype=np.uint8)
+    labels[anomaly_map >= config.sure_bg_fraction * threshold] = PROBABLE_BG
+    labels[region] = PROBABLE_FG
+    peak = float(anomaly_map[region].max()) if region.any() else threshold
+    labels[region & (anomaly_map >= threshold + config.sure_fg_level * (peak - threshold))] = (
+        SURE_FG
+    )
+    return labels
+
+
+def grabcut_region(
+    image: np.ndarray,
+    anomaly_map: np.ndarray,
+    region: np.ndarray,
+    threshold: float,
+    config: ClassicalConfig,
+) -> np.ndarray | None:
+    """(H, W) bool GrabCut segmentation of one region, or None when seeds are one-sided."""
+    rows, cols = crop_window(region, config)
+    labels = seed_labels(anomaly_map[rows, cols], region[rows, cols], threshold, config)
+    if not _two_sided(labels):
+        return None
+    cv2.setRNGSeed(config.seed)
+    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    crop = np.ascontiguousarray(image[rows, cols])
+    cv2.grabCut(crop, labels, None, bgd, fgd, config.grabcut_iterations, cv2.GC_INIT_WITH_MASK)
+    out = np.zeros(region.shape, dtype=bool)
+    out[rows, cols] = (labels == SURE_FG) | (labels == PROBABLE_FG)
+    return out
+
+
+def random_walker_region(
+    image: np.ndarray,
+    anomaly_map: np.ndarray,
+    region: np.ndarray,
+    threshold: float,
+    config: ClassicalConfig,
+) -> np.ndarray | None:
+    """(H, W) bool random-walker segmentation from the same seeds (probable = unlabelled)."""
+    rows, cols = crop_window(region, config)
+    labels = seed_labels(anomaly_map[rows, cols], region[rows, cols], threshold, config)
+    if not _two_sided(labels) or not (labels == SURE_FG).any() or not (labels == SURE_BG).any():
+        return None
+    markers = np.zeros(labels.shape, dtype=np.int32)
+    markers[labels == SURE_BG] = 1
+    markers[labels == SURE_FG] = 2
+    crop = image[rows, cols].astype(np.float32) / 255.0
+    walked = random_walker(crop, markers, beta=config.random_walker_beta, channel_axis=-1)
+    out = np.zeros(region.shape, dtype=bool)
+    out[rows, cols] = walked == 2
+    return out
+
+
+def _two_sided(labels: np.ndarray) -> bool:
+    fg = np.isin(labels, (SURE_FG, PROBABLE_FG)).any()
+    bg = np.isin(labels, (SURE_BG, PROBABLE_BG)).any()
+    return bool(fg and bg)
+
+
+SegmentFn = Callable[
+    [np.ndarray, np.ndarray, np.ndarray, float, ClassicalConfig], "np.ndarray | None"
+]
+CLASSICAL_METHODS: dict[str, SegmentFn] = {
+    "grabcut": grabcut_region,
+    "random_walker": random_walker_region,
+}
+
+
+class ClassicalRefiner:
+    """A ``MaskRefiner`` needing no weights: per region, GrabCut or random walker on the
+    image, seeded from the anomaly map, then the guard rails."""
+
+    def __init__(self, method: str, config: RefineConfig) -> None:
+        if method not in CLASSICAL_METHODS:
+            raise ValueError(
+                f"unknown classical method {method!r}; valid: {', '.join(sorted(CLASSICAL_METHODS))}"
+            )
+        self.name = method
+        self.config = config
+        self._segment = CLASSICAL_METHODS[method]
+
+    def refine_result(self, image: np.ndarray, result: InspectionResult) -> InspectionResult:
+        """Refined copy of an NG ``result``; OK results come back unchanged."""
+        if not result.is_defective:
+            return result
+        _check_image(image, result)
+        start = time.perf_counter()
+        prompts = prompts_from_map(result.anomaly_map, result.mask, self.config.prompts)
+        candidates = [self._candidate(image, result, prompt) for prompt in prompts]
+        timings = {"refine_ms": (time.perf_counter() - start) * 1e3}
+        refined, _ = merge(result, prompts, candidates, self.config.guards, self.name, timings)
+        return refined
+
+    def _candidate(
+        self, image: np.ndarray, result: InspectionResult, prompt: RegionPrompt
+    ) -> Candidate | None:
+        mask = self._segment(
+            image, result.anomaly_map, prompt.region, float(result.threshold), self.config.classical
+        )
+        return None if mask is None else Candidate(mask)
+
+
+def _check_image(image: np.ndarray, result: InspectionResult) -> None:
+    expected = (*result.anomaly_map.shape, 3)
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.shape != expected:
+        raise ValueError(
+            f"image must be a {expected} uint8 RGB array matching the anomaly map, got "
+            f"{getattr(image, 'shape', type(image))} {getattr(image, 'dtype', '')}"
+        )

@@ -1,0 +1,113 @@
+"""Typed, frozen refinement config, loaded from ``configs/refine.yaml``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from inspection.core.config import from_mapping, read_yaml
+from inspection.core.errors import ConfigError
+
+DEFAULT_REFINE_CONFIG = Path("configs/refine.yaml")
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    """How anomaly-map regions become SAM prompts (all distances in image pixels).
+
+    Box padding is ``max(box_pad_px, box_pad_fraction * longest box side)``. Positive points
+    are the region's highest local maxima (``num_positive``, at least ``peak_min_distance``
+    apart). Negative points are candidates on a ring ``negative_offset_px`` outside the padded
+    box (4 side midpoints, then 4 corners) whose map value is at most ``negative_max_score``,
+    lowest first.
+    """
+
+    min_region_area: int = 4
+    box_pad_px: int = 2
+    box_pad_fraction: float = 0.1
+    num_positive: int = 2
+    peak_min_distance: int = 3
+    num_negative: int = 2
+    negative_offset_px: int = 4
+    negative_max_score: float = 0.2
+
+
+@dataclass(frozen=True)
+class GuardConfig:
+    """When a refined region mask is trusted over the raw thresholded one.
+
+    The neighbourhood is the raw region dilated by ``max(neighbourhood_px,
+    neighbourhood_fraction * longest box side)``; refined pixels outside it are dropped, and
+    if more than ``max_outside_fraction`` of them were outside the candidate is rejected.
+    """
+
+    neighbourhood_px: int = 8
+    neighbourhood_fraction: float = 0.5
+    max_outside_fraction: float = 0.2
+    min_area_ratio: float = 0.1
+    max_area_ratio: float = 4.0
+    max_image_fraction: float = 0.3
+    min_predicted_iou: float = 0.7
+
+
+@dataclass(frozen=True)
+class ClassicalConfig:
+    """Seeds for GrabCut / random walker from the anomaly map.
+
+    Sure foreground: inside the raw region where map >= threshold + sure_fg_level *
+    (region max - threshold). Probable foreground: map above the threshold. Probable
+    background: map >= sure_bg_fraction * threshold. Sure background: the rest of the crop.
+    """
+
+    sure_fg_level: float = 0.5
+    sure_bg_fraction: float = 0.5
+    margin_px: int = 12
+    margin_fraction: float = 0.5
+    grabcut_iterations: int = 4
+    random_walker_beta: float = 130.0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class SamConfig:
+    """The SAM refiner: a bundle exported by ``inspection refine export-sam``.
+
+    ``checkpoint`` is the user-supplied weights file the bundle is exported from;
+    ``bundle`` is where the exported refiner bundle lives (station side).
+    """
+
+    backend: Literal["vit_t", "vit_b"] = "vit_t"
+    checkpoint: Path | None = None
+    bundle: Path | None = None
+    precision: Literal["fp32", "fp16", "int8"] = "fp32"
+    budget_ms: float = 1500.0
+    multimask: bool = False
+    allow_random_weights: bool = False
+    num_threads: int = 0
+    inference_precision: Literal["f32", "bf16"] = "f32"
+
+
+@dataclass(frozen=True)
+class RefineConfig:
+    """``method``: which refiner ``build_refiner`` makes; "auto" = SAM when a bundle is
+    configured, else GrabCut."""
+
+    method: Literal["auto", "none", "grabcut", "random_walker", "sam"] = "auto"
+    prompts: PromptConfig = field(default_factory=PromptConfig)
+    guards: GuardConfig = field(default_factory=GuardConfig)
+    classical: ClassicalConfig = field(default_factory=ClassicalConfig)
+    sam: SamConfig = field(default_factory=SamConfig)
+
+
+def load_refine_config(path: str | Path | None = None) -> RefineConfig:
+    """Load the refine config; ``None`` uses configs/refine.yaml when present, else defaults."""
+    if path is None:
+        if not DEFAULT_REFINE_CONFIG.is_file():
+            return RefineConfig()
+        path = DEFAULT_REFINE_CONFIG
+    data = read_yaml(path)
+    unknown = sorted(set(data) - {"refine"})
+    if unknown:
+        raise ConfigError(f"{path}: unknown top-level key(s) {unknown}; expected only 'refine'")
+    return from_mapping(RefineConfig, data.get("refine"), where=f"{path}: refine")

@@ -1,0 +1,82 @@
+"""``build_refiner(config) -> MaskRefiner``: a registry of builders keyed by method name."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import numpy as np
+
+from inspection.core.errors import ConfigError, WeightsError
+from inspection.core.types import InspectionResult
+from inspection.refine.base import MaskRefiner
+from inspection.refine.classical import ClassicalRefiner
+from inspection.refine.config import RefineConfig
+
+log = logging.getLogger(__name__)
+
+
+class RawRefiner:
+    """A ``MaskRefiner`` that keeps the raw thresholded mask (method "none")."""
+
+    name = "raw"
+
+    def refine_result(self, image: np.ndarray, result: InspectionResult) -> InspectionResult:
+        return result
+
+
+def _build_none(config: RefineConfig) -> MaskRefiner:
+    return RawRefiner()
+
+
+def _build_grabcut(config: RefineConfig) -> MaskRefiner:
+    return ClassicalRefiner("grabcut", config)
+
+
+def _build_random_walker(config: RefineConfig) -> MaskRefiner:
+    return ClassicalRefiner("random_walker", config)
+
+
+def _build_sam(config: RefineConfig) -> MaskRefiner:
+    from inspection.refine.bundle import read_refiner_metadata
+    from inspection.refine.sam import SamRefiner
+
+    if config.sam.bundle is None:
+        raise ConfigError(
+            "refine.method is 'sam' but refine.sam.bundle is not set: export one with "
+            "`inspection refine export-sam --checkpoint <weights> --out <dir>` and set its path"
+        )
+    if (
+        read_refiner_metadata(config.sam.bundle).random_weights
+        and not config.sam.allow_random_weights
+    ):
+        raise WeightsError(
+            f"SAM refiner bundle {config.sam.bundle} was exported with random weights; re-export "
+            "from a real checkpoint, or set refine.sam.allow_random_weights: true (benchmarks only)"
+        )
+    return SamRefiner.from_bundle(config.sam.bundle, config=config)
+
+
+def _build_auto(config: RefineConfig) -> MaskRefiner:
+    if config.sam.bundle is not None:
+        return _build_sam(config)
+    log.info("no SAM refiner bundle configured: refining masks with GrabCut")
+    return _build_grabcut(config)
+
+
+REFINERS: dict[str, Callable[[RefineConfig], MaskRefiner]] = {
+    "auto": _build_auto,
+    "none": _build_none,
+    "grabcut": _build_grabcut,
+    "random_walker": _build_random_walker,
+    "sam": _build_sam,
+}
+
+
+def build_refiner(config: RefineConfig | None = None, method: str | None = None) -> MaskRefiner:
+    """The refiner named by ``method`` (default ``config.method``); unknown → ValueError."""
+    config = config or RefineConfig()
+    name = method or config.method
+    if name not in REFINERS:
+        raise ValueError(f"unknown refiner {name!r}; valid: {', '.join(sorted(REFINERS))}")
+    return REFINERS[name](config)

@@ -1,0 +1,129 @@
+"""Guard rails: a refined region mask replaces the raw one only when it is plausible."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from inspection.core.regions import extract_regions
+from inspection.core.types import InspectionResult
+from inspection.refine.config import GuardConfig
+from inspection.refine.prompts import RegionPrompt
+
+
+@dataclass(frozen=True)
+class GuardDecision:
+    """``accepted``: use ``mask`` ((H, W) bool, clipped to the neighbourhood) for the region;
+    otherwise keep the raw region. ``reason`` is "ok" or why the candidate was rejected."""
+
+    accepted: bool
+    reason: str
+    mask: np.ndarray | None = None
+
+
+def neighbourhood(region: np.ndarray, config: GuardConfig) -> np.ndarray:
+    """(H, W) bool: ``region`` dilated by max(neighbourhood_px, fraction * longest box side)."""
+    ys, xs = np.nonzero(region)
+    if len(ys) == 0:
+        return region.copy()
+    side = max(int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1))
+    radius = max(config.neighbourhood_px, round(config.neighbourhood_fraction * side))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    return cv2.dilate(region.astype(np.uint8), kernel).astype(bool)
+
+
+def judge(
+    region: np.ndarray,
+    candidate: np.ndarray,
+    config: GuardConfig,
+    predicted_iou: float | None = None,
+) -> GuardDecision:
+    """Accept or reject ``candidate`` ((H, W) bool) as the refinement of ``region`` ((H, W) bool).
+
+    Rejections, checked in order: low predicted IoU, empty, too much outside the
+    neighbourhood, too small or too large versus the raw region, too large versus the image.
+    """
+    if predicted_iou is not None and predicted_iou < config.min_predicted_iou:
+        return GuardDecision(
+            False, f"predicted IoU {predicted_iou:.2f} < {config.min_predicted_iou}"
+        )
+    total = int(candidate.sum())
+    if total == 0:
+        return GuardDecision(False, "empty mask")
+    inside = candidate & neighbourhood(region, config)
+    outside_fraction = 1.0 - int(inside.sum()) / total
+    if outside_fraction > config.max_outside_fraction:
+        return GuardDecision(
+            False, f"{outside_fraction:.0%} of the mask leaves the region's neighbourhood"
+        )
+    area, raw_area = int(inside.sum()), int(region.sum())
+    ratio = area / max(raw_area, 1)
+    if ratio < config.min_area_ratio:
+        return GuardDecision(False, f"area ratio {ratio:.2f} vs raw < {config.min_area_ratio}")
+    if ratio > config.max_area_ratio:
+        return GuardDecision(False, f"area ratio {ratio:.2f} vs raw > {config.max_area_ratio}")
+    image_fraction = area / region.size
+    if image_fraction > config.max_image_fraction:
+        return GuardDecision(
+            False,
+            f"mask covers {image_fraction:.0%} of the image > {config.max_image_fraction:.0%}",
+        )
+    return GuardDecision(True, "ok", inside)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A refiner's proposal for one region: (H, W) bool mask and optional predicted IoU."""
+
+    mask: np.ndarray
+    predicted_iou: float | None = None
+
+
+def merge(
+    result: InspectionResult,
+    prompts: tuple[RegionPrompt, ...],
+    candidates: list[Candidate | None],
+    config: GuardConfig,
+    source: str,
+    timings: dict[str, float] | None = None,
+) -> tuple[InspectionResult, list[GuardDecision | None]]:
+    """Replace each region's raw pixels by its accepted candidate; ``None`` keeps raw (skipped).
+
+    ``mask_source`` becomes ``source`` if every region was refined, "raw" if none was, and
+    "<source>+raw" if some were. Regions are recomputed with ``extract_regions``.
+    """
+    decisions = [
+        None if cand is None else judge(p.region, cand.mask, config, cand.predicted_iou)
+        for p, cand in zip(prompts, candidates, strict=True)
+    ]
+    accepted = [(p, d) for p, d in zip(prompts, decisions, strict=True) if d and d.accepted]
+    mask = result.mask.copy()
+    for prompt, _ in accepted:
+        mask &= ~prompt.region
+    for _, decision in accepted:
+        mask |= decision.mask
+    covered = np.zeros_like(result.mask)
+    for prompt in prompts:
+        covered |= prompt.region
+    some_raw = len(accepted) < len(prompts) or bool((result.mask & ~covered).any())
+    if not accepted:
+        mask_source = "raw"
+    else:
+        mask_source = f"{source}+raw" if some_raw else source
+    new_timings = {
+        **result.timings_ms,
+        **(timings or {}),
+        "refine_regions": float(len(prompts)),
+        "refine_accepted": float(len(accepted)),
+    }
+    refined = dataclasses.replace(
+        result,
+        mask=mask,
+        regions=extract_regions(result.anomaly_map, mask) if accepted else result.regions,
+        mask_source=mask_source,
+        timings_ms=new_timings,
+    )
+    return refined, decisions
