@@ -1,0 +1,186 @@
+"""check_dataset on the clean demo product and on a table of broken copies of it."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from inspection.core.errors import DatasetError
+from inspection.data.check import check_dataset
+from inspection.data.dataset import load_dataset
+
+
+def test_clean_demo_product_is_ok(tiny_product: Path) -> None:
+    seen: list[Path] = []
+    report = check_dataset(load_dataset(tiny_product), on_file=seen.append)
+    assert report.ok and report.problems == ()
+    assert len(seen) == 42
+    assert report.sizes == {(128, 128): 42}
+    assert report.channels == {"RGB": 42}
+    assert set(report.coverage) == {"crack", "hole", "scratch", "stain"}
+    for coverage in report.coverage.values():
+        assert coverage.masks == 3
+        assert 0.001 < coverage.min <= coverage.mean <= coverage.max < 0.1
+    assert report.to_dict()["sizes"] == {"128x128": 42}
+
+
+def _truncate(root: Path) -> None:
+    path = root / "test/good/000.png"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _replace(rel: str, data: bytes) -> Callable[[Path], None]:
+    return lambda root: (root / rel).write_bytes(data)
+
+
+def _write(rel: str, array: np.ndarray) -> Callable[[Path], None]:
+    return lambda root: Image.fromarray(array).save(root / rel)
+
+
+def _gradient_mask() -> np.ndarray:
+    mask = np.zeros((128, 128), np.uint8)
+    mask[40:60, 40:80] = np.linspace(1, 255, 40, dtype=np.uint8)[None, :]
+    return mask
+
+
+# (case, mutation, [(code, file relative to the product, exact message or regex)])
+BROKEN = [
+    (
+        "truncated png",
+        _truncate,
+        [
+            (
+                "unreadable",
+                "test/good/000.png",
+                "image: truncated or corrupt image (image file is truncated)",
+            )
+        ],
+    ),
+    (
+        "empty file",
+        _replace("train/good/003.png", b""),
+        [("unreadable", "train/good/003.png", "image: empty file (0 bytes)")],
+    ),
+    (
+        "non-image bytes",
+        _replace("train/good/004.png", b"this is not a picture"),
+        [("unreadable", "train/good/004.png", "image: not an image (unrecognised format)")],
+    ),
+    (
+        "missing mask",
+        lambda root: (root / "ground_truth/crack/000_mask.png").unlink(),
+        [("mask_missing", "test/crack/000.png", "defective image has no mask")],
+    ),
+    (
+        "extra mask",
+        lambda root: shutil.copy(
+            root / "ground_truth/crack/000_mask.png", root / "ground_truth/crack/099_mask.png"
+        ),
+        [("extra_mask", "ground_truth/crack/099_mask.png", "mask has no matching image")],
+    ),
+    (
+        "wrong-size mask",
+        _write("ground_truth/hole/001_mask.png", np.full((64, 96), 255, np.uint8)),
+        [("mask_size", "ground_truth/hole/001_mask.png", "mask is 96x64 but its image is 128x128")],
+    ),
+    (
+        "mask not binary",
+        _write("ground_truth/stain/002_mask.png", _gradient_mask()),
+        [
+            (
+                "mask_not_binary",
+                "ground_truth/stain/002_mask.png",
+                "mask is not binary: 41 distinct values (0, 1, 7, 14, 20, ...); expected 0 and 255",
+            )
+        ],
+    ),
+    (
+        "empty mask",
+        _write("ground_truth/scratch/000_mask.png", np.zeros((128, 128), np.uint8)),
+        [("mask_empty", "ground_truth/scratch/000_mask.png", "mask is empty (no defect pixels)")],
+    ),
+    (
+        "unreadable mask",
+        _replace("ground_truth/scratch/001_mask.png", b""),
+        [("unreadable", "ground_truth/scratch/001_mask.png", "mask: empty file (0 bytes)")],
+    ),
+    (
+        "duplicate train/test",
+        lambda root: shutil.copy(root / "train/good/005.png", root / "test/good/001.png"),
+        [
+            (
+                "train_test_duplicate",
+                "test/good/001.png",
+                "same image content as training image train/good/005.png",
+            )
+        ],
+    ),
+    (
+        "mixed sizes",
+        _write("train/good/006.png", np.full((96, 96, 3), 120, np.uint8)),
+        [("mixed_sizes", "train/good/006.png", "image is 96x96 but most images are 128x128")],
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "mutate", "expected"), BROKEN, ids=[b[0] for b in BROKEN])
+def test_broken_dataset_reports_exact_problem(
+    tiny_product: Path, tmp_path: Path, case: str, mutate: Callable[[Path], None], expected: list
+) -> None:
+    root = shutil.copytree(tiny_product, tmp_path / "brick")
+    mutate(root)
+    report = check_dataset(load_dataset(root))
+    found = [
+        (p.code, p.path.relative_to(root.resolve()).as_posix(), p.message) for p in report.problems
+    ]
+    assert found == expected, case
+    assert not report.ok
+    assert all(p.severity == "error" for p in report.problems)
+
+
+def test_missing_train_good_is_a_dataset_error(tiny_product: Path, tmp_path: Path) -> None:
+    root = shutil.copytree(tiny_product, tmp_path / "brick")
+    shutil.rmtree(root / "train" / "good")
+    expected = "train/good folder not found (MVTec layout: train/good, test/<defect>, ground_truth/<defect>/<stem>_mask.png): "
+    with pytest.raises(
+        DatasetError, match=re.escape(expected + str(root.resolve() / "train" / "good"))
+    ):
+        load_dataset(root)
+
+
+def test_dataset_without_masks_only_warns(tiny_product: Path, tmp_path: Path) -> None:
+    root = shutil.copytree(tiny_product, tmp_path / "brick")
+    shutil.rmtree(root / "ground_truth")
+    shutil.rmtree(root / "test" / "good")
+    report = check_dataset(load_dataset(root))
+    assert report.ok
+    assert [(p.code, p.message) for p in report.warnings] == [
+        ("no_masks", "no masks at all: only image-level metrics possible"),
+        ("no_test_good", "test split has no good images"),
+    ]
+    assert report.coverage == {}
+
+
+def test_many_problems_at_once_do_not_stop_the_check(tiny_product: Path, tmp_path: Path) -> None:
+    root = shutil.copytree(tiny_product, tmp_path / "brick")
+    for _case, mutate, _expected in reversed(
+        BROKEN
+    ):  # "extra mask" copies before "missing" deletes
+        mutate(root)
+    report = check_dataset(load_dataset(root))
+    codes = {p.code for p in report.problems}
+    assert {
+        "unreadable",
+        "mask_missing",
+        "extra_mask",
+        "mask_size",
+        "mask_not_binary",
+        "mixed_sizes",
+    } <= codes

@@ -1,0 +1,77 @@
+"""``inspection data``: exit codes 0 (ok) / 1 (problems) / 2 (unusable path), no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from PIL import Image
+from typer.testing import CliRunner
+
+from inspection.cli import app
+from inspection.core.errors import DatasetError
+
+runner = CliRunner()
+
+
+def test_check_ok_exits_0_and_writes_json(tiny_product: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report.json"
+    result = runner.invoke(app, ["data", "check", str(tiny_product), "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "brick: OK" in result.output
+    report = json.loads(out.read_text())
+    assert report["ok"] is True
+    assert report["counts"]["test"]["hole"] == 3
+
+
+def test_check_problems_exit_1_and_name_the_file(tiny_product: Path, tmp_path: Path) -> None:
+    root = shutil.copytree(tiny_product, tmp_path / "brick")
+    (root / "ground_truth" / "stain" / "001_mask.png").unlink()
+    result = runner.invoke(app, ["data", "check", str(root)], env={"COLUMNS": "200"})
+    assert result.exit_code == 1, result.output
+    assert "test/stain/001.png" in result.output
+    assert "defective image has no mask" in result.output
+
+
+def test_check_bad_path_raises_dataset_error(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["data", "check", str(tmp_path / "nope")])
+    assert isinstance(result.exception, DatasetError)
+
+
+def test_bad_path_is_one_line_exit_2_through_main(tmp_path: Path) -> None:
+    repo = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": repo, "COLUMNS": "400"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "inspection", "data", "check", str(tmp_path / "nope")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == f"error: dataset folder not found: {tmp_path / 'nope'}"
+
+
+def test_demo_and_sheet_commands(tmp_path: Path) -> None:
+    args = ["data", "demo", "--out", str(tmp_path), "--size", "48", "--products", "grass"]
+    result = runner.invoke(app, [*args, "--train", "2", "--test-good", "1", "--per-defect", "1"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "grass" / "ground_truth" / "stain" / "000_mask.png").is_file()
+    sheet = tmp_path / "sheet.png"
+    result = runner.invoke(
+        app, ["data", "sheet", str(tmp_path / "grass"), "--out", str(sheet), "--tile", "48"]
+    )
+    assert result.exit_code == 0, result.output
+    width, height = Image.open(sheet).size
+    assert width == 5 * (48 + 2) and height > 48
+
+
+def test_demo_unknown_product_is_a_dataset_error(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["data", "demo", "--out", str(tmp_path), "--products", "tiles"])
+    assert isinstance(result.exception, DatasetError)
+    assert "valid products: brick, grass, gravel" in str(result.exception)
