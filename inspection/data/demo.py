@@ -229,7 +229,7 @@ def _draw_polyline(shape: tuple[int, int], points: np.ndarray, widths: np.ndarra
 def _scratch(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     size = image.shape[0]
     points = _smooth_curve(rng, size, rng.uniform(0.25, 0.55) * size)
-    width = rng.uniform(0.9, 1.6) * size / 256
+    width = rng.uniform(1.1, 1.8) * size / 256
     fade = np.sin(np.linspace(0.15, np.pi - 0.15, len(points) - 1)) ** 0.5
     line = _draw_polyline(image.shape[:2], points, np.full(len(points) - 1, width))
     # strength fades towards the ends of the scratch
@@ -237,7 +237,7 @@ def _scratch(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, n
     alpha = np.clip(cv2.GaussianBlur(line, (0, 0), 0.6) * strength * rng.uniform(0.8, 0.95), 0, 1)
     # bright: exposed lighter material; dark: a groove (lost in busy textures, so only on calm ones)
     bright = rng.random() < 0.7 or float(image.std()) > 0.35 * float(image.mean())
-    target = image * 0.5 + np.float32(rng.uniform(140, 180)) if bright else image * 0.25
+    target = image * 0.4 + np.float32(rng.uniform(160, 200)) if bright else image * 0.25
     return alpha, target.astype(np.float32)
 
 

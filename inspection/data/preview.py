@@ -49,6 +49,9 @@ def _tile(sample: Sample, tile: int, outline: bool, label: str) -> np.ndarray:
             mask = None
         if mask is not None:
             small = cv2.resize(mask.astype(np.uint8), (tile, tile), interpolation=cv2.INTER_NEAREST)
+            # outline a few pixels outside the defect so thin defects stay visible
+            grow = max(2, tile // 64)
+            small = cv2.dilate(small, np.ones((2 * grow + 1, 2 * grow + 1), np.uint8))
             contours, _ = cv2.findContours(small, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
             image = np.ascontiguousarray(image)
             cv2.drawContours(image, contours, -1, OUTLINE_RGB, 1)
