@@ -1,0 +1,37 @@
+"""Review dashboard router: ``streamlit run apps/dashboard/app.py`` (or ``inspection dashboard``).
+
+The site config comes from ``INSPECTION_SITE_CONFIG`` (default ``configs/site.yaml``). Pages are
+thin: they call ``inspection.dashboard`` for every read and write.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+try:  # a source checkout without `pip install -e .` still runs
+    import inspection  # noqa: F401
+except ImportError:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import streamlit as st
+
+from inspection.dashboard import app_state
+
+st.set_page_config(page_title="Inspection review", page_icon=":material/biotech:", layout="wide")
+
+PAGES = [
+    st.Page("pages/overview.py", title="Overview", icon=":material/monitoring:", default=True),
+    st.Page("pages/thresholds.py", title="Thresholds", icon=":material/tune:"),
+    st.Page("pages/review.py", title="Review queue", icon=":material/fact_check:"),
+    st.Page("pages/models.py", title="Models", icon=":material/deployed_code:"),
+    st.Page("pages/retraining.py", title="Retraining", icon=":material/model_training:"),
+]
+
+page = st.navigation(PAGES)
+board = app_state.dashboard()
+st.sidebar.caption(
+    f"Store: `{board.store.url.split('://', 1)[0]}` · Registry: `{board.site.registry_dir}`"
+)
+app_state.user_box()
+page.run()

@@ -1,0 +1,100 @@
+"""Models: versions per product with FP32 vs INT8 metrics, the live bundle, promote and roll back."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from inspection.core.errors import InspectionError
+from inspection.dashboard import app_state, models
+
+site = app_state.site_key()
+board = app_state.dashboard()
+st.title("Models")
+
+products = [
+    p
+    for p in app_state.products(site)
+    if board.registry.versions(p) or board.registry.bundle_ids(p)
+]
+if not products:
+    st.info(
+        "The registry has no models yet. Train one with `inspection train --product <name>` "
+        "and export bundles with `inspection export`; they appear here with their metrics.",
+        icon=":material/info:",
+    )
+    st.stop()
+
+product = st.selectbox("Product", products, key="md_product")
+live = board.registry.live(product)
+if live is None:
+    st.warning(f"No bundle of {product} is live yet: promote one below.", icon=":material/warning:")
+else:
+    st.markdown(
+        f"Live: **`{live.bundle_id}`** since {live.since} by {live.actor} — _{live.reason}_"
+    )
+
+table = app_state.bundle_table(site, product)
+st.dataframe(
+    table,
+    hide_index=True,
+    width="stretch",
+    column_config={
+        "live": st.column_config.CheckboxColumn("live"),
+        **{
+            c: st.column_config.NumberColumn(c, format="%.3f")
+            for c in table.columns
+            if c not in ("live", "version", "bundle", "precision", "model", "created", "problem")
+        },
+    },
+)
+
+versions = [r.version for r in board.registry.versions(product)]
+if versions:
+    st.subheader("Precision comparison")
+    version = st.selectbox("Version", versions[::-1], key=f"md_version_{product}")
+    comparison = models.precision_comparison(board.registry, product, version)
+    if comparison.empty:
+        st.caption(f"{version} has no exported bundles with metrics yet.")
+    else:
+        st.dataframe(
+            comparison.style.format(
+                "{:+.4f}", subset=[c for c in comparison.columns if c.startswith("Δ")]
+            ).format("{:.4f}", subset=[c for c in comparison.columns if not c.startswith("Δ")]),
+            width="stretch",
+        )
+
+bundles = board.registry.bundle_ids(product)
+st.subheader("Change the live bundle")
+left, right = st.columns(2)
+with left, st.form("promote", border=True):
+    choice = st.selectbox("Bundle", bundles[::-1], key="md_bundle")
+    why = st.text_input(
+        "Why", key="md_promote_reason", placeholder="e.g. INT8 matches FP32, 3x faster"
+    )
+    promote = st.form_submit_button("Promote", type="primary", disabled=not bundles)
+with right, st.form("rollback", border=True):
+    st.markdown("Return to the bundle that was live before the current one.")
+    why_back = st.text_input(
+        "Why", key="md_rollback_reason", placeholder="e.g. false alarms up since promotion"
+    )
+    rollback = st.form_submit_button("Roll back", disabled=live is None)
+
+who = app_state.user_name()
+try:
+    if promote:
+        state = models.promote(board.registry, product, choice, actor=who, reason=why)
+        app_state.invalidate()
+        st.success(f"{state.bundle_id} is live for {product}.")
+    if rollback:
+        state = models.rollback(board.registry, product, actor=who, reason=why_back)
+        app_state.invalidate()
+        st.success(f"Rolled back: {state.bundle_id} is live for {product}.")
+except InspectionError as exc:
+    st.error(str(exc) + ("" if who else " — enter your name in the sidebar."))
+
+st.subheader("Audit log")
+events = models.events_frame(board.registry, product)
+if events.empty:
+    st.caption("No promotions, rollbacks, threshold changes or retraining runs yet.")
+else:
+    st.dataframe(events, hide_index=True, width="stretch")

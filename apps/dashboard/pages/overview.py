@@ -1,0 +1,86 @@
+"""Overview: volume, NG rate and throughput per station and product; station health; drift."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from inspection.dashboard import app_state, charts, overview
+
+site = app_state.site_key()
+st.title("Overview")
+
+products = app_state.products(site)
+stations = app_state.stations(site)
+left, middle, right = st.columns([2, 2, 2])
+window_name = left.selectbox("Window", list(overview.WINDOWS), index=1, key="ov_window")
+product = middle.selectbox("Product", ["All products", *products], key="ov_product")
+station = right.selectbox("Station", ["All stations", *stations], key="ov_station")
+product = None if product == "All products" else product
+station = None if station == "All stations" else station
+
+now = app_state.now_minute()
+since, period = overview.window(window_name, now)
+frame = app_state.volume(site, period, since, product, station)
+
+if frame.empty:
+    st.info(
+        "No inspections in this window yet. Stations write results through the inspection "
+        "service (`inspection serve`); they appear here within seconds. "
+        "Try a longer window, or seed a demo site with `python scripts/seed_dashboard.py`.",
+        icon=":material/info:",
+    )
+    st.stop()
+
+kpi = overview.kpis(frame, since, now)
+cols = st.columns(4)
+cols[0].metric("Inspections", f"{kpi.inspections:,}")
+cols[1].metric("NG", f"{kpi.ng:,}")
+cols[2].metric("NG rate", f"{kpi.ng_rate:.1%}")
+cols[3].metric("Throughput", f"{kpi.per_hour:,.0f} / h")
+
+by_product = overview.per_product(frame)
+left, right = st.columns(2)
+with left:
+    st.subheader(f"Inspections per {period}")
+    st.altair_chart(charts.volume_chart(frame, period), width="stretch")
+with right:
+    st.subheader("NG rate")
+    st.altair_chart(charts.ng_rate_chart(by_product), width="stretch")
+
+st.subheader("Station health")
+health = app_state.station_health(site, since, now)
+st.dataframe(
+    health,
+    hide_index=True,
+    width="stretch",
+    column_config={
+        "station_id": "station",
+        "last_seen": st.column_config.DatetimeColumn("last seen", format="YYYY-MM-DD HH:mm"),
+        "total": st.column_config.NumberColumn("inspections", format="%d"),
+        "ng_rate": st.column_config.NumberColumn("NG rate", format="percent"),
+        "mean_latency_ms": st.column_config.NumberColumn("mean latency", format="%.0f ms"),
+        "max_latency_ms": st.column_config.NumberColumn("max latency", format="%.0f ms"),
+        "model_version": "model",
+    },
+)
+
+st.subheader("Score drift")
+st.caption(
+    "Production scores against the live model's validation scores of good parts. "
+    "PSI < 0.1 stable, 0.1–0.25 watch, > 0.25 drifted."
+)
+drifts = [app_state.drift(site, name, since) for name in ([product] if product else products)]
+drifts = [d for d in drifts if d.production_count]
+references = {d.product: d.reference_mean for d in drifts if d.reference_mean is not None}
+st.altair_chart(charts.mean_score_chart(by_product, references), width="stretch")
+for column, item in zip(st.columns(max(len(drifts), 1)), drifts, strict=False):
+    with column:
+        if item.psi is None:
+            st.markdown(f"**{item.product}** — no validation scores to compare against")
+            st.caption(
+                "The live bundle ships no `validation_scores.json`; showing production only."
+            )
+        else:
+            st.markdown(f"**{item.product}** — PSI {item.psi:.3f} ({item.status})")
+            st.caption(f"Reference: {item.reference_source}")
+        st.altair_chart(charts.drift_chart(item), width="stretch")

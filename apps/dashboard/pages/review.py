@@ -1,0 +1,200 @@
+"""Review queue: NG and borderline parts with image, anomaly overlay and mask; one-key labels."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from inspection.core.errors import InspectionError
+from inspection.dashboard import app_state, review
+from inspection.store.queries import QueueQuery
+
+KINDS = {
+    "NG + borderline": "ng_or_borderline",
+    "NG": "ng",
+    "Borderline OK": "borderline",
+    "Everything": "all",
+}
+STATUSES = {"To review": "unreviewed", "Reviewed": "reviewed", "All": "all"}
+ORDERS = {
+    "Highest score": "score_desc",
+    "Closest to threshold": "closest_to_threshold",
+    "Newest": "newest",
+    "Oldest": "oldest",
+}
+SHORTCUTS = {"defect": "D", "false_alarm": "F", "good": "G", "unsure": "U"}
+
+site = app_state.site_key()
+board = app_state.dashboard()
+st.title("Review queue")
+
+products = app_state.products(site)
+stations = app_state.stations(site)
+row1 = st.columns([2, 2, 2, 2, 2])
+product = row1[0].selectbox("Product", ["All products", *products], key="rv_product")
+station = row1[1].selectbox("Station", ["All stations", *stations], key="rv_station")
+kind = row1[2].selectbox("Show", list(KINDS), key="rv_kind")
+status = row1[3].selectbox("Status", list(STATUSES), key="rv_status")
+order = row1[4].selectbox("Order", list(ORDERS), key="rv_order")
+with st.expander("More filters"):
+    more = st.columns(2)
+    margin = more[0].slider(
+        "Borderline margin below the threshold", 0.0, 0.5, 0.1, 0.01, key="rv_margin"
+    )
+    page_size = more[1].selectbox("Items per page", [20, 50, 100], key="rv_page_size")
+
+query = QueueQuery(
+    product=None if product == "All products" else product,
+    station_id=None if station == "All stations" else station,
+    kind=KINDS[kind],
+    status=STATUSES[status],
+    margin=margin,
+    order=ORDERS[order],
+)
+filters_key = (query, page_size)
+if st.session_state.get("rv_filters") != filters_key:  # new filters: back to the start
+    st.session_state.update(rv_filters=filters_key, rv_page=1, rv_cursor=0)
+
+page = app_state.queue_page(site, query, st.session_state["rv_page"] - 1, page_size)
+if page.total == 0:
+    st.info(
+        "Nothing to review with these filters. NG and borderline inspections land here as "
+        "stations report them; switch *Status* to *Reviewed* to revisit earlier labels.",
+        icon=":material/task_alt:",
+    )
+    st.stop()
+
+cursor = min(st.session_state.get("rv_cursor", 0), len(page.rows) - 1)
+row = page.rows[cursor]
+
+
+def _move(step: int) -> None:
+    position = st.session_state.get("rv_cursor", 0) + step
+    if 0 <= position < len(page.rows):
+        st.session_state["rv_cursor"] = position
+    elif position >= len(page.rows) and page.page + 1 < page.pages:
+        st.session_state.update(rv_page=page.page + 2, rv_cursor=0)
+    elif position < 0 and page.page > 0:
+        st.session_state.update(rv_page=page.page, rv_cursor=page.page_size - 1)
+
+
+def _label(label: str, inspection_id: str) -> None:
+    who = app_state.user_name()
+    if not who:
+        st.session_state["rv_message"] = ("error", "Enter your name in the sidebar first.")
+        return
+    defect_type = st.session_state.get("rv_defect_type") if label == "defect" else None
+    try:
+        review.submit(
+            board.store,
+            inspection_id,
+            label=label,
+            reviewer=who,
+            defect_type=defect_type,
+            note=st.session_state.get("rv_note"),
+        )
+    except InspectionError as exc:
+        st.session_state["rv_message"] = ("error", str(exc))
+        return
+    app_state.invalidate()
+    st.session_state["rv_note"] = ""
+    st.session_state["rv_message"] = (
+        "success",
+        f"{review.LABELS[label]} recorded for {inspection_id[:8]} by {who}.",
+    )
+    if query.status != "unreviewed":  # labelled items stay in the list: step past them
+        _move(1)
+
+
+st.caption(
+    f"{page.total:,} inspections · page {page.page + 1} of {page.pages} · "
+    f"item {cursor + 1} of {len(page.rows)} on this page · "
+    "keys: **D** defect, **F** false alarm, **G** good, **U** unsure, **N**/**P** next/previous"
+)
+
+views = app_state.views(site, row)
+pictures, panel = st.columns([3, 1])
+with pictures:
+    shown = st.columns(3)
+    for column, (title, image) in zip(
+        shown,
+        [("Image", views.image), ("Anomaly map", views.overlay), ("Refined mask", views.mask)],
+        strict=True,
+    ):
+        column.markdown(f"**{title}**")
+        if image is None:
+            column.caption(f"No {title.lower()} stored for this inspection.")
+        else:
+            column.image(image, width="stretch")
+with panel:
+    verdict_color = "red" if row.verdict == "NG" else "orange"
+    st.markdown(f"### :{verdict_color}[{row.verdict}] · score {row.score:.3f}")
+    st.markdown(
+        f"threshold {row.threshold:.2f} · **{row.product}** at `{row.station_id}`  \n"
+        f"part `{row.part_id or '—'}` · {row.created_at:%Y-%m-%d %H:%M} UTC  \n"
+        f"model `{row.model_version}`"
+    )
+    if row.review_label:
+        st.markdown(
+            f"Labelled **{review.LABELS[row.review_label]}**"
+            f"{f' ({row.review_defect_type})' if row.review_defect_type else ''} "
+            f"by {row.reviewed_by}"
+        )
+    types = app_state.defect_types(site, query.product)
+    st.selectbox(
+        "Defect type",
+        types,
+        index=None,
+        key="rv_defect_type",
+        accept_new_options=True,
+        placeholder="pick or type a new one",
+    )
+    st.text_input("Note", key="rv_note", placeholder="optional")
+    buttons = st.columns(2)
+    for index, (label, key) in enumerate(SHORTCUTS.items()):
+        buttons[index % 2].button(
+            f"{review.LABELS[label]} ({key})",
+            key=f"rv_btn_{label}",
+            on_click=_label,
+            args=(label, row.id),
+            shortcut=key,
+            type="primary" if label == "defect" else "secondary",
+            width="stretch",
+        )
+    nav = st.columns(2)
+    nav[0].button("◀ Previous (P)", on_click=_move, args=(-1,), shortcut="P", width="stretch")
+    nav[1].button("Next (N) ▶", on_click=_move, args=(1,), shortcut="N", width="stretch")
+
+message = st.session_state.pop("rv_message", None)
+if message:
+    (st.success if message[0] == "success" else st.error)(message[1])
+
+with st.expander("Audit trail of this inspection"):
+    trail = review.audit_frame(board.store, row.id)
+    if trail.empty:
+        st.caption("Not reviewed yet.")
+    else:
+        st.dataframe(trail, hide_index=True, width="stretch")
+
+st.subheader("This page")
+goto = st.columns([1, 1, 4])
+goto[0].number_input("Page", 1, page.pages, key="rv_page")
+selection = st.dataframe(
+    review.page_frame(page),
+    hide_index=True,
+    width="stretch",
+    on_select="rerun",
+    selection_mode="single-row",
+    key="rv_table",
+    column_config={
+        "time": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm"),
+        "score": st.column_config.NumberColumn(format="%.3f"),
+        "threshold": st.column_config.NumberColumn(format="%.2f"),
+        "id": st.column_config.TextColumn(width="small"),
+    },
+)
+picked = list(selection.selection.rows) if selection else []
+if picked != st.session_state.get("rv_last_pick", []):  # a new click in the table
+    st.session_state["rv_last_pick"] = picked
+    if picked and picked[0] != cursor:
+        st.session_state["rv_cursor"] = picked[0]
+        st.rerun()

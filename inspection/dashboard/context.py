@@ -1,0 +1,44 @@
+"""The dashboard's handles on a site: its config, results store and model registry."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from inspection.core.config import SiteConfig, load_site_config
+from inspection.core.registry import Registry
+from inspection.store.store import Store
+
+SITE_ENV = "INSPECTION_SITE_CONFIG"
+"""Environment variable naming the site YAML the dashboard opens (default configs/site.yaml)."""
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    """Everything a page reads from or writes to."""
+
+    site: SiteConfig
+    store: Store
+    registry: Registry
+
+    @property
+    def products(self) -> list[str]:
+        """Products known to the site config, the registry or the store, sorted."""
+        from inspection.store.queries import distinct_values
+
+        names = set(self.site.products) | set(self.registry.products())
+        names |= set(distinct_values(self.store, "product"))
+        return sorted(names)
+
+
+def site_path_from_env() -> str:
+    """The site YAML named by ``INSPECTION_SITE_CONFIG``, or '' for the default."""
+    return os.environ.get(SITE_ENV, "").strip()
+
+
+def open_dashboard(site_path: str | Path | None = None) -> Dashboard:
+    """Open the store (migrating it) and registry of the site at ``site_path``."""
+    site = load_site_config(site_path or None)
+    store = Store(site.store_url, site.blob_dir)
+    return Dashboard(site=site, store=store, registry=Registry(site.registry_dir))

@@ -1,0 +1,143 @@
+"""Model versions and bundles per product: metrics by precision, live pointer, promote/rollback."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+
+from inspection.core.bundle import read_bundle_metadata
+from inspection.core.errors import BundleError, RegistryError
+from inspection.core.registry import LiveState, Registry
+
+PREFERRED_METRICS = ("image_auroc", "image_f1", "pixel_auroc", "pixel_f1", "aupro", "latency_ms")
+
+
+def flat_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """Numeric metrics of a record or bundle: ``overall`` when present, else the top level."""
+    source = metrics.get("overall", metrics) if isinstance(metrics, Mapping) else {}
+    if not isinstance(source, Mapping):
+        return {}
+    return {
+        str(k): float(v)
+        for k, v in source.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
+
+
+def order_metrics(keys: set[str]) -> list[str]:
+    return [k for k in PREFERRED_METRICS if k in keys] + sorted(keys - set(PREFERRED_METRICS))
+
+
+def bundle_table(registry: Registry, product: str) -> pd.DataFrame:
+    """One row per exported bundle (and per version not yet exported), newest first."""
+    live = registry.live(product)
+    rows = []
+    bundles = registry.bundle_ids(product)
+    for record in registry.versions(product):
+        own = [b for b in bundles if b.startswith(f"{record.version}-")]
+        base = {
+            "version": record.version,
+            "model": record.model_kind,
+            "created": record.created_at,
+        }
+        if not own:
+            rows.append({**base, "bundle": "(not exported)", "precision": "", "live": False})
+            rows[-1].update(flat_metrics(record.metrics))
+        for bundle_id in own:
+            rows.append({**base, **_bundle_row(registry, product, bundle_id, live)})
+    known_versions = {r.version for r in registry.versions(product)}
+    for bundle_id in bundles:  # bundles whose version record is absent still show up
+        if bundle_id.split("-", 1)[0] not in known_versions:
+            row = {"version": bundle_id.split("-", 1)[0], "model": "", "created": ""}
+            rows.append({**row, **_bundle_row(registry, product, bundle_id, live)})
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    fixed = ["live", "version", "bundle", "precision", "model", "created"]
+    metric_cols = order_metrics(set(frame.columns) - {*fixed, "problem"})
+    columns = [*fixed, *metric_cols, "problem"]
+    columns = [c for c in columns if c in frame.columns]
+    return frame[columns].sort_values(["version", "bundle"], ascending=[False, True])
+
+
+def _bundle_row(
+    registry: Registry, product: str, bundle_id: str, live: LiveState | None
+) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "bundle": bundle_id,
+        "precision": bundle_id.rsplit("-", 1)[-1],
+        "live": live is not None and live.bundle_id == bundle_id,
+    }
+    try:
+        metadata = read_bundle_metadata(registry.bundle_dir(product, bundle_id))
+    except (BundleError, RegistryError) as exc:
+        row["problem"] = str(exc)
+        return row
+    row["precision"] = metadata.precision
+    row.update(flat_metrics(metadata.metrics))
+    return row
+
+
+def precision_comparison(registry: Registry, product: str, version: str) -> pd.DataFrame:
+    """Metrics of one version's bundles side by side (rows: metric, columns: precision).
+
+    Adds ``Δ <p> vs fp32`` columns when an FP32 bundle exists, so INT8 loss is visible.
+    """
+    columns: dict[str, dict[str, float]] = {}
+    for bundle_id in registry.bundle_ids(product):
+        if not bundle_id.startswith(f"{version}-"):
+            continue
+        try:
+            metadata = read_bundle_metadata(registry.bundle_dir(product, bundle_id))
+        except (BundleError, RegistryError):
+            continue
+        columns[metadata.precision] = flat_metrics(metadata.metrics)
+    frame = pd.DataFrame(columns)
+    if frame.empty:
+        return frame
+    frame = frame.loc[order_metrics(set(frame.index))]
+    if "fp32" in frame.columns:
+        for precision in [c for c in frame.columns if c != "fp32"]:
+            frame[f"Δ {precision} vs fp32"] = frame[precision] - frame["fp32"]
+    return frame
+
+
+def promote(
+    registry: Registry, product: str, bundle_id: str, *, actor: str, reason: str
+) -> LiveState:
+    """Make ``bundle_id`` live; who and why are required and land in the audit log."""
+    _need_who_why(actor, reason, "promotion")
+    return registry.promote(product, bundle_id, actor=actor.strip(), reason=reason.strip())
+
+
+def rollback(registry: Registry, product: str, *, actor: str, reason: str) -> LiveState:
+    """Return to the previously live bundle; who and why are required."""
+    _need_who_why(actor, reason, "rollback")
+    return registry.rollback(product, actor=actor.strip(), reason=reason.strip())
+
+
+def _need_who_why(actor: str, reason: str, what: str) -> None:
+    if not actor.strip() or not reason.strip():
+        raise RegistryError(f"a {what} needs who (your name) and why (a reason)")
+
+
+def events_frame(registry: Registry, product: str) -> pd.DataFrame:
+    """The product's audit log, newest first: when, action, who, why, bundle, value."""
+    rows = [
+        {
+            "at": e.get("at", ""),
+            "action": e.get("action", ""),
+            "actor": e.get("actor", ""),
+            "reason": e.get("reason", ""),
+            "bundle": e.get("bundle_id") or "",
+            "previous": e.get("previous") or "",
+            "value": e.get("value"),
+        }
+        for e in registry.events(product)
+    ]
+    frame = pd.DataFrame(
+        rows, columns=["at", "action", "actor", "reason", "bundle", "previous", "value"]
+    )
+    return frame.iloc[::-1].reset_index(drop=True)

@@ -1,0 +1,189 @@
+"""Overview figures: volume, NG rate and throughput over time, station health, score drift."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pandas as pd
+
+from inspection.core.registry import Registry
+from inspection.dashboard import thresholds
+from inspection.store import queries
+from inspection.store.store import Store
+
+WINDOWS: dict[str, tuple[timedelta | None, queries.Period]] = {
+    "Last 24 hours": (timedelta(days=1), "hour"),
+    "Last 7 days": (timedelta(days=7), "day"),
+    "Last 30 days": (timedelta(days=30), "day"),
+    "All time": (None, "day"),
+}
+STALE_AFTER = timedelta(hours=1)
+DRIFT_BINS = 10
+PSI_WARN = 0.1
+PSI_ALERT = 0.25
+
+
+def window(name: str, now: datetime | None = None) -> tuple[datetime | None, queries.Period]:
+    """(since, bucket period) for a window name from ``WINDOWS``."""
+    if name not in WINDOWS:
+        raise ValueError(f"window must be one of {list(WINDOWS)}, got {name!r}")
+    span, period = WINDOWS[name]
+    now = now or datetime.now(timezone.utc)
+    return (now - span if span else None), period
+
+
+def volume_frame(
+    store: Store,
+    *,
+    period: queries.Period,
+    since: datetime | None,
+    product: str | None = None,
+    station_id: str | None = None,
+) -> pd.DataFrame:
+    """One row per bucket, product and station: total, ng, ng_rate, mean_score, mean_latency_ms."""
+    rows = queries.volume_over_time(
+        store, period=period, since=since, product=product, station_id=station_id
+    )
+    frame = pd.DataFrame(
+        [r.__dict__ for r in rows],
+        columns=[
+            "bucket",
+            "product",
+            "station_id",
+            "total",
+            "ng",
+            "mean_score",
+            "mean_latency_ms",
+        ],
+    )
+    frame["bucket"] = pd.to_datetime(frame["bucket"], utc=True)
+    frame["ng_rate"] = (frame["ng"] / frame["total"].where(frame["total"] > 0)).fillna(0.0)
+    return frame
+
+
+def per_product(frame: pd.DataFrame) -> pd.DataFrame:
+    """Volume frame summed over stations: bucket, product, total, ng, ng_rate, mean_score."""
+    if frame.empty:
+        return frame.drop(columns=["station_id", "mean_latency_ms"], errors="ignore")
+    weighted = frame.assign(score_sum=frame["mean_score"] * frame["total"])
+    grouped = weighted.groupby(["bucket", "product"], as_index=False)[
+        ["total", "ng", "score_sum"]
+    ].sum()
+    grouped["ng_rate"] = grouped["ng"] / grouped["total"]
+    grouped["mean_score"] = grouped["score_sum"] / grouped["total"]
+    return grouped.drop(columns="score_sum")
+
+
+@dataclass(frozen=True)
+class Kpis:
+    inspections: int
+    ng: int
+    ng_rate: float
+    per_hour: float
+
+
+def kpis(frame: pd.DataFrame, since: datetime | None, now: datetime | None = None) -> Kpis:
+    """Totals over a volume frame; throughput is inspections per hour over the window."""
+    total = int(frame["total"].sum()) if not frame.empty else 0
+    ng = int(frame["ng"].sum()) if not frame.empty else 0
+    now = now or datetime.now(timezone.utc)
+    start = since or (frame["bucket"].min().to_pydatetime() if not frame.empty else now)
+    hours = max((now - start).total_seconds() / 3600.0, 1.0)
+    return Kpis(total, ng, ng / total if total else 0.0, total / hours)
+
+
+def station_frame(
+    store: Store, *, since: datetime | None, now: datetime | None = None
+) -> pd.DataFrame:
+    """Station health table: one row per station and product, with an ``status`` column."""
+    now = now or datetime.now(timezone.utc)
+    rows = queries.station_health(store, since=since)
+    frame = pd.DataFrame([r.__dict__ for r in rows])
+    if frame.empty:
+        return frame
+    frame["ng_rate"] = frame["ng"] / frame["total"]
+    frame["status"] = [
+        "online" if now - seen <= STALE_AFTER else f"silent {_ago(now - seen)}"
+        for seen in frame["last_seen"]
+    ]
+    columns = [
+        "station_id",
+        "product",
+        "status",
+        "last_seen",
+        "total",
+        "ng_rate",
+        "reviewed",
+        "mean_latency_ms",
+        "max_latency_ms",
+        "model_version",
+    ]
+    return frame[columns]
+
+
+def _ago(delta: timedelta) -> str:
+    hours = delta.total_seconds() / 3600.0
+    return f"{hours:.0f} h" if hours < 48 else f"{hours / 24:.0f} d"
+
+
+@dataclass(frozen=True)
+class Drift:
+    """Production scores against the model's validation scores of good parts.
+
+    Histograms are (DRIFT_BINS,) fractions over [0, 1]; ``psi`` is the population stability
+    index (None without a reference): < 0.1 stable, 0.1–0.25 watch, > 0.25 drifted.
+    """
+
+    product: str
+    production: np.ndarray
+    production_count: int
+    production_mean: float | None
+    reference: np.ndarray | None
+    reference_source: str | None
+    reference_mean: float | None
+    psi: float | None
+
+    @property
+    def status(self) -> str:
+        if self.psi is None:
+            return "no reference"
+        if self.psi > PSI_ALERT:
+            return "drifted"
+        return "watch" if self.psi > PSI_WARN else "stable"
+
+
+def population_stability_index(expected: np.ndarray, actual: np.ndarray) -> float:
+    """PSI between two (B,) fraction histograms; empty bins are floored at 1e-4."""
+    e = np.clip(np.asarray(expected, np.float64), 1e-4, None)
+    a = np.clip(np.asarray(actual, np.float64), 1e-4, None)
+    e, a = e / e.sum(), a / a.sum()
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
+def drift(store: Store, registry: Registry, product: str, *, since: datetime | None) -> Drift:
+    """Production score distribution since ``since`` vs the live bundle's good validation scores."""
+    fine = queries.score_histogram(store, product, bins=100, since=since)
+    count = int(fine.sum())
+    production = fine.reshape(DRIFT_BINS, -1).sum(axis=1) / max(count, 1)
+    centres = (np.arange(100) + 0.5) / 100
+    production_mean = float((fine * centres).sum() / count) if count else None
+    validation = thresholds.validation_scores(
+        registry, product, thresholds.default_bundle(registry, product)
+    )
+    good = validation.scores[validation.labels == 0] if validation is not None else np.zeros(0)
+    if len(good) == 0:
+        return Drift(product, production, count, production_mean, None, None, None, None)
+    reference = np.histogram(np.clip(good, 0, 1), bins=DRIFT_BINS, range=(0, 1))[0] / len(good)
+    psi = population_stability_index(reference, production) if count else None
+    return Drift(
+        product,
+        production,
+        count,
+        production_mean,
+        reference,
+        f"{validation.source}, {len(good)} good parts",
+        float(good.mean()),
+        psi,
+    )

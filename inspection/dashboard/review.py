@@ -1,0 +1,187 @@
+"""Review queue: paging NG and borderline inspections, their pictures, and writing labels."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from inspection.core.errors import ImageDecodeError
+from inspection.core.images import decode_image
+from inspection.store import queries
+from inspection.store.models import Review
+from inspection.store.store import Store, StoreError
+
+LABELS: dict[str, str] = {
+    "defect": "True defect",
+    "false_alarm": "False alarm",
+    "good": "Good part",
+    "unsure": "Unsure",
+}
+"""Review labels (as stored) and the words the queue shows for them."""
+OUTLINE_RGB = (255, 40, 40)
+
+
+@dataclass(frozen=True)
+class QueuePage:
+    rows: list[queries.QueueRow]
+    total: int
+    page: int
+    page_size: int
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.page_size))
+
+
+def queue_page(store: Store, query: queries.QueueQuery, *, page: int, page_size: int) -> QueuePage:
+    """Page ``page`` (0-based) of the queue; a page past the end is clamped to the last one."""
+    if page_size < 1:
+        raise StoreError(f"page size must be at least 1, got {page_size}")
+    total = queries.count_review_queue(store, query)
+    last = max(0, -(-total // page_size) - 1)
+    page = min(max(page, 0), last)
+    rows = queries.review_queue(store, query, limit=page_size, offset=page * page_size)
+    return QueuePage(rows, total, page, page_size)
+
+
+def page_frame(page: QueuePage) -> pd.DataFrame:
+    """The page as a table: time, product, station, part, score, threshold, verdict, label."""
+    return pd.DataFrame(
+        [
+            {
+                "time": r.created_at,
+                "product": r.product,
+                "station": r.station_id,
+                "part": r.part_id or "",
+                "score": r.score,
+                "threshold": r.threshold,
+                "verdict": r.verdict,
+                "label": LABELS.get(r.review_label or "", ""),
+                "id": r.id,
+            }
+            for r in page.rows
+        ],
+        columns=[
+            "time",
+            "product",
+            "station",
+            "part",
+            "score",
+            "threshold",
+            "verdict",
+            "label",
+            "id",
+        ],
+    )
+
+
+@dataclass(frozen=True)
+class Views:
+    """What the reviewer sees, each (H, W, 3) uint8 RGB or None when the blob is absent."""
+
+    image: np.ndarray | None
+    overlay: np.ndarray | None
+    mask: np.ndarray | None
+    missing: tuple[str, ...]
+
+
+def load_views(store: Store, row: queries.QueueRow) -> Views:
+    """The inspected image, its anomaly overlay (stored, else drawn from the map) and mask outline."""
+    missing: list[str] = []
+    image = _blob_image(store, row.image_sha, "image", missing)
+    overlay = _blob_image(store, row.overlay_sha, "overlay", missing)
+    if overlay is None and image is not None and row.map_sha:
+        anomaly_map = _blob_map(store, row.map_sha, missing)
+        overlay = heat_overlay(image, anomaly_map) if anomaly_map is not None else None
+    mask = None
+    if image is not None and row.mask_sha:
+        mask_image = _blob_image(store, row.mask_sha, "mask", missing)
+        mask = outline(image, mask_image[..., 0] > 127) if mask_image is not None else None
+    elif not row.mask_sha:
+        missing.append("mask")
+    return Views(image, overlay, mask, tuple(missing))
+
+
+def _blob_image(store: Store, sha: str | None, what: str, missing: list[str]) -> np.ndarray | None:
+    if not sha:
+        missing.append(what)
+        return None
+    try:
+        return decode_image(store.blobs.get(sha), name=f"{what} blob {sha[:12]}")
+    except (FileNotFoundError, ImageDecodeError):
+        missing.append(what)
+        return None
+
+
+def _blob_map(store: Store, sha: str, missing: list[str]) -> np.ndarray | None:
+    """An anomaly map blob as (H, W) float32 in [0, 1] (``.npy`` or an 8-bit image)."""
+    try:
+        path = store.blobs.path(sha)
+        if path.suffix == ".npy":
+            data = np.load(io.BytesIO(path.read_bytes()), allow_pickle=False)
+            return np.clip(np.squeeze(data).astype(np.float32), 0.0, 1.0)
+        return decode_image(path.read_bytes())[..., 0].astype(np.float32) / 255.0
+    except (FileNotFoundError, ImageDecodeError, ValueError):
+        missing.append("anomaly map")
+        return None
+
+
+def heat_overlay(image: np.ndarray, anomaly_map: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """Blend a (h, w) float map in [0, 1] as a JET heat map onto an (H, W, 3) uint8 RGB image."""
+    height, width = image.shape[:2]
+    resized = cv2.resize(anomaly_map.astype(np.float32), (width, height))
+    heat = cv2.applyColorMap(np.uint8(np.clip(resized, 0, 1) * 255), cv2.COLORMAP_JET)
+    heat = cv2.cvtColor(heat, cv2.COLOR_BGR2RGB)
+    return cv2.addWeighted(image, 1.0 - alpha, heat, alpha, 0.0)
+
+
+def outline(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The (H, W, 3) uint8 image with the (h, w) bool mask's contours drawn in red."""
+    height, width = image.shape[:2]
+    mask = cv2.resize(mask.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST)
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    drawn = image.copy()
+    thickness = max(1, round(min(height, width) / 160))
+    cv2.drawContours(drawn, contours, -1, OUTLINE_RGB, thickness)
+    return drawn
+
+
+def submit(
+    store: Store,
+    inspection_id: str,
+    *,
+    label: str,
+    reviewer: str,
+    defect_type: str | None = None,
+    note: str | None = None,
+) -> Review:
+    """Store a review label with the reviewer's name (appended to the audit trail)."""
+    defect_type = (defect_type or "").strip() or None
+    return store.add_review(
+        inspection_id,
+        label=label,
+        reviewer=reviewer,
+        defect_type=defect_type,
+        note=(note or "").strip() or None,
+    )
+
+
+def audit_frame(store: Store, inspection_id: str) -> pd.DataFrame:
+    """Every review of one inspection, oldest first: when, who, label, type, note."""
+    return pd.DataFrame(
+        [
+            {
+                "at": r.created_at,
+                "reviewer": r.reviewer,
+                "label": LABELS.get(r.label, r.label),
+                "defect type": r.defect_type or "",
+                "note": r.note or "",
+            }
+            for r in store.reviews_of(inspection_id)
+        ],
+        columns=["at", "reviewer", "label", "defect type", "note"],
+    )

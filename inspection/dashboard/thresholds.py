@@ -1,0 +1,280 @@
+"""Threshold trade-offs: labelled scores, ROC/PR curves, error rates and suggestions.
+
+Scores are normalised image scores in [0, 1]; a part is NG when ``score >= threshold``.
+Label 1 means defective, 0 good. Two sources of labelled scores:
+
+- *validation*: ``validation_scores.json`` next to a bundle's ``metadata.json``, written at
+  export from the bundle's own scores on the product's labelled test split::
+
+      {"split": "test", "scores": [0.12, 0.91, ...], "labels": [0, 1, ...]}
+
+  (``{"samples": [{"score": 0.12, "label": "good"}, ...]}`` is read as well);
+- *reviewed*: store rows whose latest review label is ``defect`` (1) or ``false_alarm``/``good``
+  (0); ``unsure`` is left out.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from inspection.core.errors import BundleError, RegistryError
+from inspection.core.registry import Registry, ThresholdVersion
+from inspection.store import queries
+from inspection.store.store import Store
+
+VALIDATION_FILE = "validation_scores.json"
+DEFECT_LABELS = ("defect",)
+GOOD_LABELS = ("false_alarm", "good")
+_LABEL_WORDS = {"good": 0, "ok": 0, "defect": 1, "ng": 1, "anomalous": 1, "bad": 1}
+
+
+@dataclass(frozen=True)
+class LabelledScores:
+    """Scores (N,) float64 in [0, 1] with labels (N,) int8 (1 = defective) and where they came from."""
+
+    scores: np.ndarray
+    labels: np.ndarray
+    source: str
+
+    @property
+    def n_defect(self) -> int:
+        return int(self.labels.sum())
+
+    @property
+    def n_good(self) -> int:
+        return int(len(self.labels) - self.labels.sum())
+
+    @property
+    def has_both_classes(self) -> bool:
+        return self.n_defect > 0 and self.n_good > 0
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+@dataclass(frozen=True)
+class Tradeoff:
+    """Error rates at one threshold; a rate is ``nan`` when its class has no samples."""
+
+    threshold: float
+    false_alarm_rate: float  # good parts flagged NG / good parts
+    miss_rate: float  # defective parts passed OK / defective parts
+    precision: float
+    recall: float
+    f1: float
+
+
+def empty_scores(source: str) -> LabelledScores:
+    return LabelledScores(np.zeros(0), np.zeros(0, dtype=np.int8), source)
+
+
+def combine(parts: list[LabelledScores], source: str) -> LabelledScores:
+    """Concatenate several labelled score sets."""
+    if not parts:
+        return empty_scores(source)
+    return LabelledScores(
+        np.concatenate([p.scores for p in parts]),
+        np.concatenate([p.labels for p in parts]).astype(np.int8),
+        source,
+    )
+
+
+def read_validation_scores(bundle_dir: str | Path) -> LabelledScores | None:
+    """The bundle's labelled validation scores, or ``None`` when it ships none."""
+    path = Path(bundle_dir) / VALIDATION_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if "samples" in data:
+            scores = [s["score"] for s in data["samples"]]
+            labels = [s["label"] for s in data["samples"]]
+        else:
+            scores, labels = data["scores"], data["labels"]
+        labels = [_LABEL_WORDS[x.lower()] if isinstance(x, str) else int(x) for x in labels]
+        score_array = np.asarray(scores, dtype=np.float64)
+        label_array = np.asarray(labels, dtype=np.int8)
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise BundleError(
+            f"{path}: expected {{'scores': [...], 'labels': [0|1, ...]}}: {exc!r}"
+        ) from exc
+    if score_array.shape != label_array.shape or score_array.ndim != 1:
+        raise BundleError(
+            f"{path}: {score_array.size} scores but {label_array.size} labels; they must pair up"
+        )
+    if not np.isin(label_array, (0, 1)).all():
+        raise BundleError(f"{path}: labels must be 0 (good) or 1 (defective)")
+    split = data.get("split", "validation") if isinstance(data, dict) else "validation"
+    return LabelledScores(score_array, label_array, f"validation ({split} split)")
+
+
+def default_bundle(registry: Registry, product: str) -> str | None:
+    """The live bundle, else the newest exported one, else ``None``."""
+    live = registry.live(product)
+    if live is not None:
+        return live.bundle_id
+    bundles = registry.bundle_ids(product)
+    return bundles[-1] if bundles else None
+
+
+def validation_scores(
+    registry: Registry, product: str, bundle_id: str | None
+) -> LabelledScores | None:
+    """Validation scores of ``bundle_id`` (None when there is no bundle or it ships none)."""
+    if bundle_id is None:
+        return None
+    try:
+        return read_validation_scores(registry.bundle_dir(product, bundle_id))
+    except RegistryError:
+        return None
+
+
+def reviewed_scores(store: Store, product: str) -> LabelledScores:
+    """Scores of reviewed inspections: ``defect`` → 1, ``false_alarm``/``good`` → 0."""
+    pairs = [
+        (score, 1 if label in DEFECT_LABELS else 0)
+        for score, label in queries.labelled_scores(store, product)
+        if label in DEFECT_LABELS or label in GOOD_LABELS
+    ]
+    if not pairs:
+        return empty_scores("reviewed results")
+    scores, labels = zip(*pairs, strict=True)
+    return LabelledScores(np.asarray(scores), np.asarray(labels, dtype=np.int8), "reviewed results")
+
+
+def tradeoff(data: LabelledScores, threshold: float) -> Tradeoff:
+    """False-alarm and miss rates, precision, recall and F1 when NG means ``score >= threshold``."""
+    flagged = data.scores >= threshold
+    defect = data.labels == 1
+    tp = int(np.sum(flagged & defect))
+    fp = int(np.sum(flagged & ~defect))
+    fn = int(np.sum(~flagged & defect))
+    n_good, n_defect = data.n_good, data.n_defect
+    precision = tp / (tp + fp) if tp + fp else float("nan")
+    recall = tp / n_defect if n_defect else float("nan")
+    f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else float("nan")
+    return Tradeoff(
+        threshold=float(threshold),
+        false_alarm_rate=fp / n_good if n_good else float("nan"),
+        miss_rate=fn / n_defect if n_defect else float("nan"),
+        precision=precision,
+        recall=recall,
+        f1=f1,
+    )
+
+
+def roc_curve(data: LabelledScores) -> dict[str, np.ndarray | float]:
+    """ROC: ``fpr``, ``tpr``, ``thresholds`` (M,) float64 and ``auc``; needs both classes."""
+    from sklearn.metrics import roc_auc_score
+    from sklearn.metrics import roc_curve as sk_roc_curve
+
+    _need_both(data)
+    fpr, tpr, thresholds = sk_roc_curve(data.labels, data.scores)
+    return {
+        "fpr": fpr,
+        "tpr": tpr,
+        "thresholds": thresholds,
+        "auc": float(roc_auc_score(data.labels, data.scores)),
+    }
+
+
+def pr_curve(data: LabelledScores) -> dict[str, np.ndarray | float]:
+    """Precision-recall: ``precision``, ``recall`` (M,), ``thresholds`` (M-1,) and ``ap``."""
+    from sklearn.metrics import average_precision_score, precision_recall_curve
+
+    _need_both(data)
+    precision, recall, thresholds = precision_recall_curve(data.labels, data.scores)
+    return {
+        "precision": precision,
+        "recall": recall,
+        "thresholds": thresholds,
+        "ap": float(average_precision_score(data.labels, data.scores)),
+    }
+
+
+def suggest_max_f1(data: LabelledScores) -> Tradeoff:
+    """The threshold (one of the observed scores) with the highest F1."""
+    _need_both(data)
+    best = max(
+        (tradeoff(data, t) for t in _candidates(data)),
+        key=lambda r: (r.f1, -abs(r.threshold - 0.5)),
+    )
+    return best
+
+
+def suggest_for_miss_rate(data: LabelledScores, target: float) -> Tradeoff:
+    """The highest threshold whose miss rate is at most ``target`` (fewest false alarms)."""
+    if not 0.0 <= target < 1.0:
+        raise ValueError(f"target miss rate must be in [0, 1), got {target}")
+    _need_both(data)
+    feasible = [r for r in (tradeoff(data, t) for t in _candidates(data)) if r.miss_rate <= target]
+    return max(feasible, key=lambda r: r.threshold)
+
+
+def _candidates(data: LabelledScores) -> np.ndarray:
+    """Thresholds worth testing: every observed score, kept inside the registry's (0, 1)."""
+    return np.clip(np.unique(data.scores), 0.001, 0.999)
+
+
+def _need_both(data: LabelledScores) -> None:
+    if not data.has_both_classes:
+        raise ValueError(
+            f"{data.source}: needs good and defective samples, got "
+            f"{data.n_good} good and {data.n_defect} defective"
+        )
+
+
+def expected_ng(
+    histogram: np.ndarray, threshold: float, daily_volume: float
+) -> tuple[float, float]:
+    """(NG fraction, expected NG parts per day) at ``threshold`` from a production score histogram.
+
+    ``histogram`` is (bins,) counts over [0, 1]; bins whose lower edge is >= threshold count as NG.
+    """
+    total = int(histogram.sum())
+    if total == 0:
+        return 0.0, 0.0
+    bins = len(histogram)
+    first = int(np.ceil(round(threshold * bins, 6)))
+    fraction = float(histogram[first:].sum()) / total
+    return fraction, fraction * daily_volume
+
+
+def save_threshold(
+    registry: Registry,
+    product: str,
+    value: float,
+    *,
+    actor: str,
+    reason: str,
+    bundle_id: str | None = None,
+) -> ThresholdVersion:
+    """Create a new threshold version (who, when, why) that the stations pick up."""
+    return registry.set_threshold(
+        product,
+        round(float(value), 4),
+        actor=actor.strip(),
+        reason=reason.strip(),
+        bundle_id=bundle_id,
+    )
+
+
+def current_threshold_value(registry: Registry, product: str, bundle_id: str | None) -> float:
+    """The product's current threshold version, else the bundle's own, else 0.5."""
+    current = registry.current_threshold(product)
+    if current is not None:
+        return current.value
+    if bundle_id is not None:
+        from inspection.core.bundle import read_bundle_metadata
+
+        try:
+            return float(
+                read_bundle_metadata(registry.bundle_dir(product, bundle_id)).image_threshold
+            )
+        except (BundleError, RegistryError):
+            pass
+    return 0.5

@@ -1,0 +1,365 @@
+"""Seed a self-contained demo site for the dashboard: registry, store, blobs, retrain reports.
+
+    python scripts/seed_dashboard.py var/dashboard-demo --inspections 5000
+    INSPECTION_SITE_CONFIG=var/dashboard-demo/site.yaml inspection dashboard
+
+SEEDED DATA, NOT MODEL OUTPUT: images are real demo samples (``inspection.data.demo``, the
+scikit-image texture photos with synthetic defects) and masks are their ground truth, but the
+scores, anomaly maps, metrics and bundles are generated here: bundles hold placeholder model
+files and every seeded JSON carries ``"seeded": true``. Used by the dashboard tests and
+``bench/dashboard_scale.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from inspection.core.bundle import (  # noqa: E402
+    BUNDLE_SCHEMA_VERSION,
+    BundleMetadata,
+    Normalization,
+    Preprocessing,
+    write_bundle_metadata,
+)
+from inspection.core.registry import Registry  # noqa: E402
+from inspection.dashboard.review import heat_overlay  # noqa: E402
+from inspection.store.models import Inspection  # noqa: E402
+from inspection.store.store import Store  # noqa: E402
+
+STATIONS = {"brick": ["line1-cam1", "line1-cam2"], "grass": ["line2-cam1"]}
+DEFECT_RATE = 0.06
+SEEDED_NOTE = "seeded demo data, not model output"
+
+
+@dataclass(frozen=True)
+class Sample:
+    """Blob ids of one demo picture: image, anomaly map, overlay and mask (None when good)."""
+
+    image_sha: str
+    map_sha: str
+    overlay_sha: str
+    mask_sha: str | None
+    defect: str | None
+    size: int
+
+
+def write_site(root: Path, products: list[str]) -> Path:
+    """Write ``root/site.yaml`` pointing every path inside ``root``; returns its path."""
+    root.mkdir(parents=True, exist_ok=True)
+    site = root / "site.yaml"
+    site.write_text(
+        "\n".join(
+            [
+                f"registry_dir: {root / 'registry'}",
+                f"store_url: sqlite:///{root / 'inspection.db'}",
+                f"blob_dir: {root / 'blobs'}",
+                f"reports_dir: {root / 'reports'}",
+                f"datasets_dir: {root / 'datasets'}",
+                f"products: [{', '.join(products)}]",
+                "",
+            ]
+        ),
+        encoding="utf-8",
+    )
+    return site
+
+
+# ---------------------------------------------------------------------------------- pictures
+def _render(product: str, index: int, defect: str | None, size: int):
+    """(image (S, S, 3) uint8, mask (S, S) uint8 0/255 or None) from the demo generator."""
+    try:
+        from inspection.data.demo import PRODUCTS, load_texture, render_sample
+    except ImportError:  # demo generator not available: plain noise texture, clearly fake
+        rng = np.random.default_rng(index)
+        image = (rng.random((size, size, 3)) * 80 + 90).astype(np.uint8)
+        mask = None
+        if defect:
+            mask = np.zeros((size, size), np.uint8)
+            cv2.circle(mask, (size // 2, size // 2), size // 8, 255, -1)
+            image[mask > 0] = 30
+        return image, mask
+    spec = PRODUCTS[product]
+    texture = _TEXTURES.setdefault(product, load_texture(spec))
+    return render_sample(texture, spec, size, (99, sorted(PRODUCTS).index(product), index), defect)
+
+
+_TEXTURES: dict[str, np.ndarray] = {}
+
+
+def _png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _fake_map(mask: np.ndarray | None, size: int, rng: np.random.Generator) -> np.ndarray:
+    """A plausible anomaly map (S, S) float32 in [0, 1]: blurred mask plus low texture noise."""
+    noise = cv2.GaussianBlur(rng.random((size, size)).astype(np.float32), (0, 0), size / 20)
+    heat = 0.25 * (noise - noise.min()) / max(float(np.ptp(noise)), 1e-6)
+    if mask is not None:
+        blob = cv2.GaussianBlur((mask > 0).astype(np.float32), (0, 0), size / 40)
+        heat = heat + 0.85 * blob / max(float(blob.max()), 1e-6)
+    return np.clip(heat, 0, 1)
+
+
+def seed_pictures(store: Store, product: str, n_each: int, size: int) -> list[Sample]:
+    """``n_each`` good and ``n_each`` defective pictures per product, stored as blobs."""
+    kinds = ("crack", "hole", "scratch", "stain")
+    rng = np.random.default_rng(len(product))
+    samples = []
+    for index in range(2 * n_each):
+        defect = kinds[index % len(kinds)] if index >= n_each else None
+        image, mask = _render(product, index, defect, size)
+        heat = _fake_map(mask, size, rng)
+        samples.append(
+            Sample(
+                image_sha=store.blobs.put(_png(image), ".png"),
+                map_sha=store.blobs.put(_png(np.uint8(heat * 255)), ".png"),
+                overlay_sha=store.blobs.put(_png(heat_overlay(image, heat)), ".png"),
+                mask_sha=store.blobs.put(_png(mask), ".png") if mask is not None else None,
+                defect=defect,
+                size=size,
+            )
+        )
+    return samples
+
+
+# ------------------------------------------------------------------------------------ scores
+def seeded_scores(rng: np.random.Generator, n: int, defective: np.ndarray, shift: float = 0.0):
+    """(N,) float64 scores in [0, 1]: good ~ Beta(2.2, 7) (+shift), defective ~ Beta(7, 2.6)."""
+    good = rng.beta(2.2, 7.0, n) + shift
+    bad = rng.beta(7.0, 2.6, n)
+    return np.clip(np.where(defective, bad, good), 0.0, 1.0)
+
+
+def seed_inspections(
+    store: Store,
+    pictures: dict[str, list[Sample]],
+    n: int,
+    *,
+    days: float = 7.0,
+    now: datetime | None = None,
+    seed: int = 0,
+    batch: int = 5000,
+) -> None:
+    """Insert ``n`` inspections spread over the last ``days`` (bulk insert, one transaction/batch)."""
+    now = now or datetime.now(timezone.utc)
+    rng = np.random.default_rng(seed)
+    pairs = [(p, s) for p, stations in STATIONS.items() if p in pictures for s in stations]
+    age = np.sort(rng.random(n))[::-1] * days * 86400.0
+    which = rng.integers(0, len(pairs), n)
+    defective = rng.random(n) < DEFECT_RATE
+    # grass drifts: its good parts score higher over the last two days (seeded on purpose)
+    drifting = np.array([pairs[k][0] == "grass" for k in which]) & (age < 2 * 86400)
+    scores = np.clip(seeded_scores(rng, n, defective) + 0.08 * (drifting & ~defective), 0, 1)
+    latency = rng.gamma(9.0, 4.0, n)
+    rows = []
+    for i in range(n):
+        product, station = pairs[which[i]]
+        score = float(scores[i])
+        pool = [s for s in pictures[product] if (s.defect is not None) == bool(defective[i])]
+        sample = pool[int(rng.integers(0, len(pool)))]
+        rows.append(
+            {
+                "id": uuid.uuid4().hex,
+                "created_at": now - timedelta(seconds=float(age[i])),
+                "product": product,
+                "station_id": station,
+                "part_id": f"P{1_000_000 + i}",
+                "source": "import",
+                "source_name": SEEDED_NOTE,
+                "score": score,
+                "threshold": 0.5,
+                "verdict": "NG" if score >= 0.5 else "OK",
+                "model_version": f"{product}/v0002",
+                "bundle_id": "v0002-int8",
+                "latency_ms": float(latency[i]),
+                "mask_source": "sam" if sample.mask_sha else "raw",
+                "regions": [],
+                "width": sample.size,
+                "height": sample.size,
+                "image_sha": sample.image_sha,
+                "map_sha": sample.map_sha,
+                "mask_sha": sample.mask_sha,
+                "overlay_sha": sample.overlay_sha,
+            }
+        )
+        if len(rows) >= batch:
+            _insert(store, rows)
+            rows = []
+    if rows:
+        _insert(store, rows)
+
+
+def _insert(store: Store, rows: list[dict]) -> None:
+    from sqlalchemy import insert
+
+    with store.session() as session:
+        session.execute(insert(Inspection), rows)
+
+
+def seed_reviews(store: Store, n: int, *, seed: int = 0) -> int:
+    """Label up to ``n`` of the oldest NG/borderline inspections like a reviewer would."""
+    from inspection.store.queries import QueueQuery, review_queue
+
+    rng = np.random.default_rng(seed)
+    rows = review_queue(store, QueueQuery(order="oldest"), limit=n)
+    for row in rows:
+        is_defect = row.mask_sha is not None
+        if is_defect:
+            label, defect_type = "defect", ["crack", "hole", "scratch", "stain"][rng.integers(4)]
+        else:
+            label, defect_type = ("false_alarm" if row.verdict == "NG" else "good"), None
+        if rng.random() < 0.03:
+            label, defect_type = "unsure", None
+        store.add_review(
+            row.id, label=label, reviewer="seed", defect_type=defect_type, note=SEEDED_NOTE
+        )
+    return len(rows)
+
+
+# ---------------------------------------------------------------------------------- registry
+METRICS = {
+    "v0001": {"image_auroc": 0.962, "image_f1": 0.912, "pixel_auroc": 0.951, "aupro": 0.861},
+    "v0002": {"image_auroc": 0.981, "image_f1": 0.941, "pixel_auroc": 0.968, "aupro": 0.893},
+}
+INT8_LOSS = {"image_auroc": -0.003, "image_f1": -0.006, "pixel_auroc": -0.004, "aupro": -0.009}
+LATENCY = {"fp32": 61.0, "int8": 24.0}
+
+
+def _bundle(tmp: Path, product: str, version: str, precision: str, seed: int) -> Path:
+    metrics = dict(METRICS[version])
+    if precision == "int8":
+        metrics = {k: round(v + INT8_LOSS[k], 4) for k, v in metrics.items()}
+    metrics["latency_ms"] = LATENCY[precision]
+    folder = tmp / f"{version}-{precision}"
+    folder.mkdir(parents=True)
+    (folder / "model.xml").write_text(f"<!-- {SEEDED_NOTE}: placeholder -->\n", encoding="utf-8")
+    (folder / "model.bin").write_bytes(b"SEEDED PLACEHOLDER")
+    rng = np.random.default_rng(seed)
+    labels = np.r_[np.zeros(60, np.int8), np.ones(40, np.int8)]
+    scores = seeded_scores(rng, len(labels), labels.astype(bool))
+    (folder / "validation_scores.json").write_text(
+        json.dumps(
+            {
+                "split": "test",
+                "seeded": True,
+                "note": SEEDED_NOTE,
+                "scores": [round(float(s), 4) for s in scores],
+                "labels": labels.tolist(),
+            }
+        ),
+        encoding="utf-8",
+    )
+    write_bundle_metadata(
+        folder,
+        BundleMetadata(
+            schema_version=BUNDLE_SCHEMA_VERSION,
+            bundle_id=folder.name,
+            product=product,
+            model_kind="patchcore",
+            model_version=f"{product}/{version}",
+            precision=precision,
+            preprocessing=Preprocessing((256, 256), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+            normalization=Normalization(0.5, 0.5, 0.0, 1.0, 0.0, 1.0),
+            metrics={"overall": metrics},
+            extra={"seeded": True},
+        ),
+    )
+    return folder
+
+
+def seed_registry(registry: Registry, product: str, tmp: Path) -> None:
+    """Two versions, FP32 and INT8 bundles, a promotion history, a threshold and a retrain run."""
+    for number, version in enumerate(("v0001", "v0002")):
+        registry.create_version(
+            product,
+            model_kind="patchcore",
+            config={"seeded": True},
+            dataset={"name": f"demo/{product}", "seeded": True},
+            metrics={"overall": METRICS[version]},
+            packages={},
+            extra={"note": SEEDED_NOTE},
+        )
+        for precision in ("fp32", "int8"):
+            bundle = _bundle(tmp / product, product, version, precision, seed=number)
+            registry.add_bundle(product, bundle, bundle.name)
+    registry.promote(product, "v0001-fp32", actor="seed", reason="first model on the line")
+    registry.promote(product, "v0002-int8", actor="seed", reason="retrained; INT8 2.5x faster")
+    registry.set_threshold(product, 0.5, actor="seed", reason="bundle default")
+
+
+def seed_retrain_report(registry: Registry, reports_dir: Path, product: str) -> None:
+    run = "20250101T020000Z"
+    report = {
+        "seeded": True,
+        "at": "2025-01-01T02:00:00+00:00",
+        "decision": "promoted",
+        "reason": "challenger beats champion on image AUROC by 0.019 with no AUPRO loss",
+        "champion": {"bundle_id": "v0001-fp32", "metrics": {"overall": METRICS["v0001"]}},
+        "challenger": {"bundle_id": "v0002-int8", "metrics": {"overall": METRICS["v0002"]}},
+    }
+    folder = reports_dir / "retrain" / product / run
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    registry.record_event(
+        product, "retrain", actor="scheduler", reason=report["reason"], run=run, decision="promoted"
+    )
+
+
+def seed_site(
+    root: str | Path,
+    *,
+    inspections: int = 2000,
+    reviews: int = 150,
+    products: tuple[str, ...] = ("brick", "grass"),
+    pictures_each: int = 6,
+    size: int = 192,
+    registry: bool = True,
+) -> Path:
+    """Seed everything under ``root``; returns the site YAML path."""
+    root = Path(root).resolve()
+    site = write_site(root, list(products))
+    store = Store(f"sqlite:///{root / 'inspection.db'}", root / "blobs")
+    pictures = {p: seed_pictures(store, p, pictures_each, size) for p in products}
+    seed_inspections(store, pictures, inspections)
+    seed_reviews(store, reviews)
+    if registry:
+        reg = Registry(root / "registry")
+        for product in products:
+            seed_registry(reg, product, root / "staging")
+            seed_retrain_report(reg, root / "reports", product)
+    store.engine.dispose()
+    return site
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("root", type=Path, help="empty folder for the demo site")
+    parser.add_argument("--inspections", type=int, default=5000)
+    parser.add_argument("--reviews", type=int, default=300)
+    args = parser.parse_args()
+    if args.root.exists() and any(args.root.iterdir()):
+        parser.error(f"{args.root} is not empty; pick a new folder")
+    site = seed_site(args.root, inspections=args.inspections, reviews=args.reviews)
+    print(f"seeded {args.inspections} inspections; open with:")
+    print(f"  INSPECTION_SITE_CONFIG={site} inspection dashboard")
+
+
+if __name__ == "__main__":
+    main()
