@@ -87,7 +87,9 @@ def random_walker_region(
     markers[labels == SURE_BG] = 1
     markers[labels == SURE_FG] = 2
     crop = image[rows, cols].astype(np.float32) / 255.0
-    walked = random_walker(crop, markers, beta=config.random_walker_beta, channel_axis=-1)
+    walked = random_walker(
+        crop, markers, beta=config.random_walker_beta, mode="bf", channel_axis=-1
+    )
     out = np.zeros(region.shape, dtype=bool)
     out[rows, cols] = walked == 2
     return out

@@ -65,7 +65,7 @@ class ClassicalConfig:
     margin_px: int = 12
     margin_fraction: float = 0.5
     grabcut_iterations: int = 4
-    random_walker_beta: float = 130.0
+    random_walker_beta: float = 50.0
     seed: int = 0
 
 

@@ -109,10 +109,7 @@ def merge(
     for prompt in prompts:
         covered |= prompt.region
     some_raw = len(accepted) < len(prompts) or bool((result.mask & ~covered).any())
-    if not accepted:
-        mask_source = "raw"
-    else:
-        mask_source = f"{source}+raw" if some_raw else source
+    mask_source = "raw" if not accepted else (f"{source}+raw" if some_raw else source)
     new_timings = {
         **result.timings_ms,
         **(timings or {}),
