@@ -1,0 +1,102 @@
+"""The one place where retraining calls the training side (train, export, configs).
+
+Everything here imports torch lazily, so ``inspection.retrain`` itself imports fast.
+``FaultHook`` lets tests (and drills) crash a run at a named point: ``train`` fires while
+the new version's files are being written, ``export`` once the bundle files exist but
+before the registry has them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from inspection.core.errors import RegistryError
+from inspection.core.registry import ModelRecord, Registry
+
+log = logging.getLogger(__name__)
+FaultHook = Callable[[str], None]
+
+
+class HookedRegistry(Registry):
+    """A ``Registry`` that calls ``fault(point)`` inside version and bundle writes."""
+
+    def __init__(self, root: str | Path, fault: FaultHook) -> None:
+        super().__init__(root)
+        self._fault = fault
+
+    def create_version(self, product: str, **kwargs: Any) -> ModelRecord:
+        write_files = kwargs.get("write_files")
+
+        def hooked(directory: Path) -> None:
+            if write_files is not None:
+                write_files(directory)
+            self._fault("train")
+
+        return super().create_version(product, **{**kwargs, "write_files": hooked})
+
+    def add_bundle(self, product: str, source_dir: str | Path, bundle_id: str) -> Path:
+        self._fault("export")
+        return super().add_bundle(product, source_dir, bundle_id)
+
+
+def registry_for_run(registry: Registry, fault: FaultHook | None) -> Registry:
+    return registry if fault is None else HookedRegistry(registry.root, fault)
+
+
+def challenger_config(
+    source: ModelRecord, overrides: Iterable[str] = (), replace: Mapping[str, Any] | None = None
+) -> Any:
+    """The champion's ``ModelConfig`` with ``--set``-style ``overrides`` (and a full ``replace``)."""
+    from inspection.core.config import deep_merge
+    from inspection.training.config import model_config_from_mapping, parse_override
+
+    data: dict[str, Any] = dict(source.config)
+    for item in overrides:
+        data = deep_merge(data, parse_override(item))
+    if replace:
+        data = deep_merge(data, dict(replace))
+    return model_config_from_mapping(data, where=f"challenger config (from {source.model_version})")
+
+
+def train_challenger(
+    config: Any, dataset_root: Path, *, product: str, registry: Registry, progress: bool
+) -> ModelRecord:
+    """Train on the run's MVTec folder and register a new immutable version."""
+    from inspection.data.dataset import load_dataset
+    from inspection.training.train import train
+
+    return train(
+        config, load_dataset(dataset_root), product=product, registry=registry, progress=progress
+    )
+
+
+def export_int8(
+    registry: Registry,
+    record: ModelRecord,
+    dataset_root: Path,
+    *,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """Export ``record`` to an INT8 bundle in the registry; returns (bundle id, its metrics).
+
+    The INT8 accuracy check is not enforced here (``force``): the gate judges the INT8
+    bundle itself against the champion, and the report shows the FP32 -> INT8 drop.
+    """
+    from inspection.training.export import export_bundle
+
+    existing = f"{record.version}-int8"
+    if existing in registry.bundle_ids(record.product):
+        raise RegistryError(f"bundle {record.product}/{existing} exists already")
+    result = export_bundle(
+        registry,
+        record.product,
+        precision="int8",
+        version=record.version,
+        dataset_path=dataset_root,
+        force=True,
+        progress=progress,
+    )
+    return result.bundle_id, dict(result.metrics)

@@ -1,0 +1,344 @@
+"""One retrain run: assemble data, train a challenger, export INT8, gate, maybe promote.
+
+The registry only changes through its atomic writes: a new version, a new bundle, the
+``retrain`` event, and (only after a passed gate) ``promote``. A failure at any point
+leaves the live bundle as it was and is recorded as a ``retrain`` event with decision
+``failed``; a finished challenger version without a bundle is harmless (never live).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from inspection.core.config import SiteConfig
+from inspection.core.errors import RegistryError
+from inspection.core.registry import ModelRecord, Registry
+from inspection.retrain import adapters
+from inspection.retrain.adapters import FaultHook
+from inspection.retrain.assemble import assemble_run_data
+from inspection.retrain.config import RetrainConfig
+from inspection.retrain.gate import Decision, decide
+from inspection.retrain.lock import retrain_lock
+
+log = logging.getLogger(__name__)
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class RetrainResult:
+    """Outcome of a finished run: ``status`` is ``promoted`` or ``kept``."""
+
+    product: str
+    run_id: str
+    status: str
+    challenger_bundle: str
+    champion_bundle: str | None
+    decision: Decision
+    report_dir: Path
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        verb = "promoted" if self.status == "promoted" else "kept the champion"
+        return (
+            f"{self.product} run {self.run_id}: {verb} "
+            f"(challenger {self.challenger_bundle}, champion {self.champion_bundle or 'none'}); "
+            f"report {self.report_dir}"
+        )
+
+
+@dataclass
+class _Run:
+    """State collected while a run goes along (for the report and the audit event)."""
+
+    product: str
+    run_id: str
+    actor: str
+    started_at: str
+    stage: str = "start"
+    champion: str | None = None
+    challenger_version: str | None = None
+    challenger_bundle: str | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def retrain_product(
+    product: str,
+    *,
+    site: SiteConfig,
+    config: RetrainConfig,
+    actor: str = "scheduler",
+    store: Any = "site",
+    overrides: Iterable[str] = (),
+    replace_config: Mapping[str, Any] | None = None,
+    fault: FaultHook | None = None,
+    progress: Progress | None = None,
+    train_progress: bool = False,
+) -> RetrainResult:
+    """Retrain ``product`` under its lock; see the module docstring for the guarantees.
+
+    ``store``: a ``Store``, ``None`` (no reviewed images) or ``"site"`` (open the site's).
+    ``overrides``/``replace_config`` change the challenger's config (default: the champion's).
+    ``fault(point)`` is called at ``assembled``, ``train``, ``export``, ``evaluated`` and
+    ``promote`` (fault-injection drills). Raises ``RetrainBusy`` if the product is locked.
+    """
+    registry = Registry(site.registry_dir)
+    with retrain_lock(site.registry_dir, product):
+        run = _Run(product, _run_id(config.work_dir / product), actor, _utc_now())
+        say = _sayer(run, progress)
+        try:
+            return _retrain(
+                run, registry, site, config, store, overrides, replace_config, fault, say,
+                train_progress,
+            )  # fmt: skip
+        except BaseException as exc:
+            _record_failure(registry, run, exc)
+            raise
+        finally:
+            _prune_run_dirs(config.work_dir / product, config.keep_work_dirs)
+
+
+def _retrain(
+    run: _Run,
+    registry: Registry,
+    site: SiteConfig,
+    config: RetrainConfig,
+    store: Any,
+    overrides: Iterable[str],
+    replace_config: Mapping[str, Any] | None,
+    fault: FaultHook | None,
+    say: Progress,
+    train_progress: bool,
+) -> RetrainResult:
+    from inspection.data.dataset import load_dataset
+    from inspection.retrain.report import write_report
+    from inspection.retrain.scoring import evaluate_bundles
+
+    product, hook = run.product, fault or (lambda point: None)
+    champion_record, champion_dir = _champion(registry, product, run)
+    source = champion_record or _latest_or_raise(registry, product)
+    since = _since(registry, product, config, champion_record)
+    job = config.job(product)
+    original = load_dataset(job.dataset or site.datasets_dir / product)
+    run.stage = "assemble"
+    say(f"assembling data (reviewed-good since {since.isoformat() if since else 'the start'})")
+    data = assemble_run_data(
+        original, _open_store(site, store), product, config.work_dir / product / run.run_id,
+        since=since,
+    )  # fmt: skip
+    run.info["data"] = data.summary()
+    hook("assembled")
+
+    challenger_cfg = adapters.challenger_config(source, overrides, replace_config)
+    run_registry = adapters.registry_for_run(registry, fault)
+    run.stage = "train"
+    say(f"training the challenger ({challenger_cfg.kind}, same config as {source.model_version})")
+    record = adapters.train_challenger(
+        challenger_cfg, data.train_root, product=product, registry=run_registry,
+        progress=train_progress,
+    )  # fmt: skip
+    run.challenger_version = record.version
+    run.stage = "export"
+    say(f"exporting {record.model_version} to INT8")
+    export_say = _export_sayer(say, hook)
+    bundle_id, export_metrics = adapters.export_int8(
+        run_registry, record, data.train_root, progress=export_say
+    )
+    run.challenger_bundle = bundle_id
+    run.info["int8_image_auroc_drop"] = export_metrics.get("image_auroc_drop")
+
+    bundles = {"challenger": registry.bundle_dir(product, bundle_id)}
+    if champion_dir is not None:
+        bundles = {"champion": champion_dir, **bundles}
+    run.stage = "evaluate"
+    say(f"evaluating {' and '.join(bundles)} on {len(data.eval_items)} images")
+    evaluations = evaluate_bundles(bundles, data.eval_items, warmup=config.warmup)
+    hook("evaluated")
+    champion_eval = evaluations.get("champion")
+    decision = decide(
+        champion_eval.gate_metrics() if champion_eval else None,
+        evaluations["challenger"].gate_metrics(),
+        config.gate,
+    )
+    status = "promoted" if decision.promote else "kept"
+    run.stage = "report"
+    report_dir = Path(site.reports_dir) / "retrain" / product / run.run_id
+    write_report(
+        report_dir, run=_run_info(run, record, status), decision=decision, policy=config.gate,
+        evaluations=evaluations, data=data,
+    )  # fmt: skip
+    say(f"decision: {status}; report in {report_dir}")
+    hook("promote")
+    _finish(registry, run, decision, evaluations, report_dir, status)
+    return RetrainResult(
+        product, run.run_id, status, bundle_id, run.champion, decision, report_dir,
+        {"challenger_version": record.version, "data": data.summary()},
+    )  # fmt: skip
+
+
+def _finish(
+    registry: Registry,
+    run: _Run,
+    decision: Decision,
+    evaluations: Mapping[str, Any],
+    report_dir: Path,
+    status: str,
+) -> None:
+    """Promote (if the gate passed), then append the ``retrain`` audit event."""
+    run.stage = "promote"
+    bundle = run.challenger_bundle or ""
+    if decision.promote:
+        registry.promote(
+            run.product, bundle, actor=run.actor,
+            reason=f"retrain {run.run_id}: challenger passed the gate against {run.champion or 'no champion'}",
+        )  # fmt: skip
+    run.stage = "done"
+    registry.record_event(
+        run.product,
+        "retrain",
+        actor=run.actor,
+        reason="; ".join(decision.reasons),
+        decision="promote" if decision.promote else "keep",
+        status=status,
+        run=run.run_id,
+        champion=run.champion,
+        challenger=bundle,
+        challenger_version=run.challenger_version,
+        reasons=decision.reasons,
+        metrics={role: e.gate_metrics() for role, e in evaluations.items()},
+        report=str(report_dir),
+    )
+
+
+def _record_failure(registry: Registry, run: _Run, exc: BaseException) -> None:
+    """Audit a failed run; never masks the original error."""
+    try:
+        registry.record_event(
+            run.product,
+            "retrain",
+            actor=run.actor,
+            reason=f"failed during {run.stage}: {type(exc).__name__}: {exc}",
+            decision="failed",
+            status="failed",
+            run=run.run_id,
+            stage=run.stage,
+            champion=run.champion,
+            challenger=run.challenger_bundle,
+            challenger_version=run.challenger_version,
+        )
+    except Exception:  # the registry itself may be what failed
+        log.exception("could not record the failed retrain of %s", run.product)
+
+
+# ------------------------------------------------------------------------ helpers
+def _champion(
+    registry: Registry, product: str, run: _Run
+) -> tuple[ModelRecord | None, Path | None]:
+    live = registry.live(product)
+    if live is None:
+        return None, None
+    run.champion = live.bundle_id
+    bundle_dir = registry.bundle_dir(product, live.bundle_id)
+    from inspection.core.bundle import read_bundle_metadata
+
+    model_version = read_bundle_metadata(bundle_dir).model_version
+    version = model_version.rsplit("/", 1)[-1]
+    return registry.version(product, version), bundle_dir
+
+
+def _latest_or_raise(registry: Registry, product: str) -> ModelRecord:
+    try:
+        return registry.latest_version(product)
+    except RegistryError as exc:
+        raise RegistryError(
+            f"{exc}: train a first model with `inspection train --product {product}` "
+            "(the challenger reuses its config)"
+        ) from exc
+
+
+def _since(
+    registry: Registry, product: str, config: RetrainConfig, champion: ModelRecord | None
+) -> datetime | None:
+    if config.reviewed_since == "all":
+        return None
+    if config.reviewed_since == "champion":
+        record = champion
+    else:
+        versions = registry.versions(product)
+        record = versions[-1] if versions else None
+    return None if record is None else datetime.fromisoformat(record.created_at)
+
+
+def _open_store(site: SiteConfig, store: Any) -> Any:
+    if store != "site":
+        return store
+    from inspection.store.store import Store
+
+    return Store(site.store_url, site.blob_dir)
+
+
+def _run_info(run: _Run, record: ModelRecord, status: str) -> dict[str, Any]:
+    return {
+        "product": run.product,
+        "run": run.run_id,
+        "actor": run.actor,
+        "started_at": run.started_at,
+        "finished_at": _utc_now(),
+        "status": status,
+        "champion_bundle": run.champion,
+        "challenger_version": record.version,
+        "challenger_bundle": run.challenger_bundle,
+        "challenger_config": record.config,
+        "int8_image_auroc_drop": run.info.get("int8_image_auroc_drop"),
+    }
+
+
+def _sayer(run: _Run, progress: Progress | None) -> Progress:
+    def say(message: str) -> None:
+        log.info("retrain %s/%s: %s", run.product, run.run_id, message)
+        if progress is not None:
+            progress(message)
+
+    return say
+
+
+def _export_sayer(say: Progress, hook: FaultHook) -> Progress:
+    """Export progress lines go to ``say``; the first one also fires the ``export`` fault."""
+    fired = False
+
+    def export_say(message: str) -> None:
+        nonlocal fired
+        say(f"export: {message}")
+        if not fired:
+            fired = True
+            hook("export")
+
+    return export_say
+
+
+def _run_id(folder: Path) -> str:
+    base = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    run_id, n = base, 1
+    while (folder / run_id).exists():
+        n += 1
+        run_id = f"{base}-{n}"
+    return run_id
+
+
+def _utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _prune_run_dirs(folder: Path, keep: int) -> None:
+    """Remove all but the newest ``keep`` run folders (their training sets)."""
+    if not folder.is_dir():
+        return
+    runs = sorted(p for p in folder.iterdir() if p.is_dir())
+    for old in runs[: max(0, len(runs) - keep)]:
+        shutil.rmtree(old, ignore_errors=True)
+        log.info("removed old run folder %s", old)

@@ -1,0 +1,143 @@
+"""Score champion and challenger bundles on one evaluation set with the station ``Inspector``.
+
+Both bundles see every image in turn (the order alternates per image), so latency is
+measured under the same machine load. Metrics come from ``training.evaluate.compute_metrics``
+on the normalised scores and maps the station produces.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from inspection.core.errors import BundleError
+from inspection.core.images import read_image
+from inspection.retrain.assemble import EvalItem
+from inspection.retrain.gate import LATENCY_KEY
+
+log = logging.getLogger(__name__)
+GATE_KEYS = ("image_auroc", "image_f1", "pixel_auroc", "aupro", "pixel_f1")
+
+
+@dataclass(frozen=True)
+class BundleEvaluation:
+    """One bundle's results on the evaluation set.
+
+    ``scores`` (N,) float32 in [0, 1]; ``latencies_ms`` (N,) float64; ``metrics`` is the
+    ``compute_metrics`` dict (``overall``, ``per_defect``, ``thresholds``).
+    """
+
+    role: str
+    bundle_id: str
+    model_version: str
+    threshold: float
+    scores: np.ndarray
+    latencies_ms: np.ndarray
+    metrics: dict[str, Any]
+
+    def latency(self) -> dict[str, float]:
+        return {
+            LATENCY_KEY: float(np.percentile(self.latencies_ms, 50)),
+            "latency_p95_ms": float(np.percentile(self.latencies_ms, 95)),
+        }
+
+    def gate_metrics(self) -> dict[str, float]:
+        """Flat ``{name: value}`` the gate compares; undefined metrics are left out."""
+        overall = self.metrics.get("overall", {})
+        flat = {k: float(overall[k]) for k in GATE_KEYS if overall.get(k) is not None}
+        return {**flat, **self.latency()}
+
+
+def evaluate_bundles(
+    bundles: Mapping[str, Path],
+    items: Sequence[EvalItem],
+    *,
+    warmup: int = 2,
+    on_image: Callable[[int], None] | None = None,
+) -> dict[str, BundleEvaluation]:
+    """Run every bundle in ``bundles`` (role -> bundle folder) on ``items``.
+
+    Pixel metrics use maps and masks resized to the first bundle's input size; items
+    without pixel truth (reviewed defects) are left out of them.
+    """
+    from inspection.runtime.inspector import Inspector
+
+    if not items:
+        raise BundleError("the evaluation set is empty; nothing to compare the bundles on")
+    inspectors = {role: Inspector.from_bundle(path) for role, path in bundles.items()}
+    roles = list(inspectors)
+    height, width = inspectors[roles[0]].input_size
+    first = read_image(items[0].path)
+    for inspector in inspectors.values():
+        for _ in range(warmup):
+            inspector.inspect(first)
+    scores = {role: [] for role in roles}
+    maps = {role: [] for role in roles}
+    latencies = {role: [] for role in roles}
+    for index, item in enumerate(items):
+        image = read_image(item.path)
+        for role in roles if index % 2 == 0 else roles[::-1]:
+            result = inspectors[role].inspect(image)
+            scores[role].append(result.score)
+            latencies[role].append(result.latency_ms)
+            maps[role].append(
+                cv2.resize(result.anomaly_map, (width, height), interpolation=cv2.INTER_AREA)
+            )
+        if on_image is not None:
+            on_image(index)
+    masks = np.stack([_mask(item, (height, width)) for item in items])
+    known = np.array([item.has_pixel_truth for item in items], dtype=bool)
+    return {
+        role: _evaluation(
+            role, inspectors[role], scores[role], maps[role], latencies[role], masks, known, items
+        )
+        for role in roles
+    }
+
+
+def _evaluation(
+    role: str,
+    inspector: Any,
+    scores: list[float],
+    maps: list[np.ndarray],
+    latencies: list[float],
+    masks: np.ndarray,
+    known: np.ndarray,
+    items: Sequence[EvalItem],
+) -> BundleEvaluation:
+    from inspection.training.evaluate import compute_metrics
+
+    score_array = np.asarray(scores, dtype=np.float32)
+    metrics = compute_metrics(
+        score_array,
+        np.asarray([item.label for item in items], dtype=np.int64),
+        np.stack(maps),
+        masks,
+        [item.defect_type for item in items],
+        image_threshold=inspector.threshold,
+        pixel_threshold=inspector.metadata.pixel_threshold,
+        mask_known=known,
+    )
+    return BundleEvaluation(
+        role=role,
+        bundle_id=inspector.metadata.bundle_id,
+        model_version=inspector.metadata.model_version,
+        threshold=inspector.threshold,
+        scores=score_array,
+        latencies_ms=np.asarray(latencies, dtype=np.float64),
+        metrics=metrics,
+    )
+
+
+def _mask(item: EvalItem, size: tuple[int, int]) -> np.ndarray:
+    """(H, W) bool ground truth; all False for good images and for unknown masks."""
+    if item.mask_path is None:
+        return np.zeros(size, dtype=bool)
+    mask = read_image(item.mask_path)[:, :, 0]
+    return cv2.resize(mask, (size[1], size[0]), interpolation=cv2.INTER_NEAREST) > 127
