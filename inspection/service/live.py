@@ -12,14 +12,14 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 from inspection.core.bundle import read_bundle_metadata
-from inspection.core.errors import InspectionError, RegistryError
+from inspection.core.errors import BundleError, InspectionError, RegistryError
 from inspection.core.registry import Registry, ThresholdVersion
 from inspection.core.types import InspectionResult
 
@@ -27,6 +27,18 @@ log = logging.getLogger(__name__)
 
 
 class InspectorLike(Protocol):
+    """What the service needs of ``inspection.runtime.inspector.Inspector``.
+
+    ``inspect`` must be safe to call from several threads at once (the Inspector
+    serialises its OpenVINO infer request internally).
+    """
+
+    @property
+    def model_version(self) -> str: ...
+
+    @property
+    def threshold(self) -> float: ...
+
     def inspect(self, image: np.ndarray) -> InspectionResult: ...
 
     def set_threshold(self, value: float) -> None: ...
@@ -44,24 +56,19 @@ def default_loader(bundle_dir: Path) -> InspectorLike:
 
 @dataclass(frozen=True)
 class LiveModel:
-    """One loaded model. Immutable: a swap replaces the whole object.
-
-    ``lock`` serialises calls into the inspector (an OpenVINO infer request is not
-    re-entrant) and threshold changes, so a result never mixes two thresholds.
-    """
+    """One loaded model. Immutable: a swap replaces the whole object, so a request that
+    already holds a ``LiveModel`` finishes with it."""
 
     product: str
     bundle_id: str
     model_version: str
-    threshold: float | None
+    threshold: float
     threshold_number: int | None
     inspector: InspectorLike
-    lock: threading.Lock = field(default_factory=threading.Lock, compare=False)
 
     def inspect(self, image: np.ndarray) -> InspectionResult:
-        """(H, W, 3) uint8 RGB -> result, with the model's lock held."""
-        with self.lock:
-            return self.inspector.inspect(image)
+        """(H, W, 3) uint8 RGB -> result."""
+        return self.inspector.inspect(image)
 
 
 class ModelUnavailable(InspectionError):
@@ -146,6 +153,8 @@ class LiveModels:
         try:
             bundle_dir = self.registry.bundle_dir(product, bundle_id)
             metadata = read_bundle_metadata(bundle_dir)
+            if metadata.product != product:
+                raise BundleError(f"the bundle was exported for product {metadata.product!r}")
             inspector = self._loader(bundle_dir)
             if threshold is not None:
                 inspector.set_threshold(threshold.value)
@@ -161,8 +170,8 @@ class LiveModels:
         model = LiveModel(
             product=product,
             bundle_id=bundle_id,
-            model_version=metadata.model_version,
-            threshold=threshold.value if threshold else metadata.image_threshold,
+            model_version=inspector.model_version,
+            threshold=inspector.threshold,
             threshold_number=threshold.number if threshold else None,
             inspector=inspector,
         )
@@ -170,8 +179,12 @@ class LiveModels:
         log.info("%s: now serving bundle %s (%s)", product, bundle_id, model.model_version)
 
     def _set_threshold(self, current: LiveModel, threshold: ThresholdVersion) -> None:
-        with current.lock:
+        try:
             current.inspector.set_threshold(threshold.value)
+        except ValueError as exc:
+            self._problems[current.product] = f"threshold v{threshold.number} rejected: {exc}"
+            log.error("%s: %s", current.product, self._problems[current.product])
+            return
         self._swap(replace(current, threshold=threshold.value, threshold_number=threshold.number))
         log.info("%s: threshold now %.4f (v%d)", current.product, threshold.value, threshold.number)
 

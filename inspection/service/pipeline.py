@@ -15,9 +15,10 @@ from dataclasses import dataclass
 
 from inspection.core.errors import ImageDecodeError
 from inspection.core.images import decode_image
+from inspection.runtime.overlays import render_overlay
 from inspection.service.errors import RequestError
 from inspection.service.live import LiveModels, ModelUnavailable
-from inspection.service.render import encode_map, encode_mask, encode_overlay, image_extension
+from inspection.service.render import encode_jpeg, encode_map, encode_mask, image_extension
 from inspection.store.models import Inspection
 from inspection.store.store import Store
 
@@ -120,9 +121,7 @@ class Pipeline:
             "image_sha": blobs.put(data, image_extension(data)),
             "map_sha": blobs.put(encode_map(result.anomaly_map), ".png"),
             "mask_sha": blobs.put(encode_mask(result.mask), ".png"),
-            "overlay_sha": blobs.put(
-                encode_overlay(image, result.anomaly_map, result.mask), ".jpg"
-            ),
+            "overlay_sha": blobs.put(encode_jpeg(render_overlay(image, result)), ".jpg"),
         }
         row = self.store.add_inspection(**fields)
         return Outcome(row, row.id == fields["id"], _ms(started))

@@ -1,4 +1,4 @@
-"""Encode what the station stores next to each result: mask, anomaly map and overlay."""
+"""Encode what the station stores next to each result: mask, anomaly map, overlay JPEG."""
 
 from __future__ import annotations
 
@@ -34,21 +34,9 @@ def encode_map(anomaly_map: np.ndarray) -> bytes:
     return _encode(".png", np.clip(anomaly_map * 255.0 + 0.5, 0, 255).astype(np.uint8))
 
 
-def encode_overlay(image: np.ndarray, anomaly_map: np.ndarray, mask: np.ndarray) -> bytes:
-    """JPEG of the (H, W, 3) uint8 RGB image blended with the heat map, mask outlined in red."""
-    heat = cv2.applyColorMap(
-        np.clip(anomaly_map * 255.0, 0, 255).astype(np.uint8), cv2.COLORMAP_JET
-    )
-    if heat.shape[:2] != image.shape[:2]:
-        heat = cv2.resize(heat, (image.shape[1], image.shape[0]))
-    bgr = cv2.addWeighted(image[:, :, ::-1], 0.6, heat, 0.4, 0.0)
-    if mask.any():
-        contours, _ = cv2.findContours(
-            mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
-        )
-        thickness = max(1, round(min(image.shape[:2]) / 200))
-        cv2.drawContours(bgr, contours, -1, (0, 0, 255), thickness)
-    return _encode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 90])
+def encode_jpeg(image: np.ndarray, quality: int = 90) -> bytes:
+    """(H, W, 3) uint8 RGB -> JPEG bytes (overlays for operators)."""
+    return _encode(".jpg", image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
 
 
 def _encode(ext: str, array: np.ndarray, params: list[int] | None = None) -> bytes:

@@ -1,0 +1,101 @@
+"""Helpers for the service tests: real bundles in a registry, a station under TestClient."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from inspection.core.bundle import read_bundle_metadata, write_bundle_metadata
+from inspection.core.registry import Registry
+from inspection.service.app import create_app
+from inspection.service.config import StationConfig, WatchConfig
+from inspection.service.station import Station
+from inspection.store.tokens import create_token
+
+PRODUCT = "brick"
+V1, V2, V3 = "v0001-fp32", "v0002-fp32", "v0003-fp32"
+
+
+@dataclass(frozen=True)
+class Bundles:
+    """Source folders of real bundles: v1 as exported, v2 and v3 the same weights re-versioned."""
+
+    v1: Path
+    v2: Path
+    v3: Path
+
+
+@dataclass
+class Served:
+    """A station app running under TestClient, with a valid token for station ``st-1``."""
+
+    client: TestClient
+    station: Station
+    registry: Registry
+    config: StationConfig
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def inspect(self, data: bytes, **params: Any) -> Any:
+        params.setdefault("product", PRODUCT)
+        return self.client.post(
+            "/v1/inspect",
+            params=params,
+            content=data,
+            headers=self.headers | {"Content-Type": "image/png"},
+        )
+
+
+def relabel(source: Path, target: Path, bundle_id: str) -> Path:
+    shutil.copytree(source, target)
+    metadata = read_bundle_metadata(target)
+    number = bundle_id.split("-", 1)[0]
+    write_bundle_metadata(
+        target,
+        dataclasses.replace(metadata, bundle_id=bundle_id, model_version=f"{PRODUCT}/{number}"),
+    )
+    return target
+
+
+def serving_registry(root: Path, bundles: Bundles) -> Registry:
+    """A fresh registry with v1 added and promoted."""
+    registry = Registry(root)
+    registry.add_bundle(PRODUCT, bundles.v1, V1)
+    registry.promote(PRODUCT, V1, actor="tests", reason="initial")
+    return registry
+
+
+def station_config(root: Path, store_url: str | None = None, **overrides: Any) -> StationConfig:
+    values: dict[str, Any] = {
+        "store_url": store_url or f"sqlite:///{root / 'inspection.db'}",
+        "blob_dir": root / "blobs",
+        "registry_dir": root / "registry",
+        "products": (PRODUCT,),
+        "max_upload_bytes": 300_000,
+        "max_pixels": 1_000_000,
+        "workers": 2,
+        "registry_poll_seconds": 3600.0,
+        "watch": WatchConfig(root=root / "watch", station_id="cam-1", default_product=PRODUCT),
+    }
+    return StationConfig(**(values | overrides))
+
+
+@contextmanager
+def serve(config: StationConfig) -> Iterator[Served]:
+    """Run ``create_app(config)`` (real Inspector) for the duration of the block."""
+    app = create_app(config)
+    station: Station = app.state.station
+    token, _ = create_token(station.store, "st-1", "tests")
+    with TestClient(app) as client:
+        yield Served(client, station, Registry(config.registry_dir), config, token)
+    station.store.engine.dispose()
