@@ -16,6 +16,7 @@ OUT_DIR_OPTION = typer.Option(Path("datasets"), "--out", help="Folder to write p
 DATASET_ARG = typer.Argument(..., help="MVTec-style product folder or a folder-spec .yaml.")
 JSON_OPTION = typer.Option(None, "--json", help="Also write the report as JSON here.")
 DATASETS_ARG = typer.Argument(..., help="Dataset folders or folder-spec .yaml files.")
+REPORT_DIR_OPTION = typer.Option(Path("reports/data"), "--out", help="Report folder.")
 SHEET_OPTION = typer.Option(Path("reports/data/demo_samples.png"), "--out", help="PNG to write.")
 
 
@@ -89,7 +90,7 @@ def sheet(
     paths: list[Path] = DATASETS_ARG,
     out: Path = SHEET_OPTION,
     n_good: int = typer.Option(2, "--good", min=0, help="Good images per row."),
-    tile: int = typer.Option(192, "--tile", min=32, help="Tile side in pixels."),
+    tile: int = typer.Option(160, "--tile", min=32, help="Tile side in pixels."),
 ) -> None:
     """Draw a contact sheet: per dataset, good images and one per defect with mask outlines."""
     from PIL import Image
@@ -101,6 +102,25 @@ def sheet(
     out.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(contact_sheet(datasets, n_good=n_good, tile=tile)).save(out)
     console.print(f"wrote [bold]{out}[/]")
+
+
+@data_app.command("summary")
+def summary(
+    paths: list[Path] = DATASETS_ARG,
+    out: Path = REPORT_DIR_OPTION,
+) -> None:
+    """Write summary.json and summary.md (counts, mask coverage, trivial baselines)."""
+    from inspection.data.dataset import load_dataset
+    from inspection.data.summary import summarise, summary_markdown
+
+    datasets = [load_dataset(p) for p in paths]
+    result = summarise(datasets)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    names = " ".join(str(p) for p in paths)
+    title = f"# Datasets\n\nWritten by `inspection data summary {names} --out {out}`.\n\n"
+    (out / "summary.md").write_text(title + summary_markdown(result), encoding="utf-8")
+    console.print(f"wrote [bold]{out / 'summary.md'}[/] and summary.json")
 
 
 def _print_report(report) -> None:

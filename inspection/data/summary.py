@@ -1,0 +1,83 @@
+"""Dataset summaries for reports: counts, mask coverage and trivial-baseline detectability.
+
+The trivial baselines score each test image by one global statistic (mean brightness,
+brightness standard deviation) and report the image-level AUROC of that score. Values near
+0.5 mean the defects cannot be found without looking at local structure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from inspection.core.errors import ImageDecodeError
+from inspection.core.images import read_image
+from inspection.data.check import check_dataset
+from inspection.data.dataset import Dataset
+
+BASELINES: dict[str, Callable[[np.ndarray], float]] = {
+    "mean_brightness": lambda image: float(image.mean()),
+    "brightness_std": lambda image: float(image.std()),
+}
+
+
+def auroc(negatives: Sequence[float], positives: Sequence[float]) -> float:
+    """Probability that a random positive scores above a random negative (ties count half)."""
+    neg, pos = np.asarray(negatives, np.float64), np.asarray(positives, np.float64)
+    if not len(neg) or not len(pos):
+        return float("nan")
+    greater = (pos[:, None] > neg[None, :]).mean()
+    ties = (pos[:, None] == neg[None, :]).mean()
+    return float(greater + 0.5 * ties)
+
+
+def baseline_aurocs(dataset: Dataset) -> dict[str, float]:
+    """Image-level AUROC of each trivial baseline on the test split (unreadable images skipped)."""
+    scores: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in BASELINES}
+    for sample in dataset.test_samples:
+        try:
+            image = read_image(sample.path)
+        except ImageDecodeError:
+            continue
+        for name, score in BASELINES.items():
+            scores[name][sample.label].append(score(image))
+    return {name: auroc(neg, pos) for name, (neg, pos) in scores.items()}
+
+
+def summarise(datasets: Sequence[Dataset]) -> dict:
+    """``{name: {"check": <CheckReport.to_dict()>, "baselines": {...}}}`` for each dataset."""
+    return {
+        d.name: {"check": check_dataset(d).to_dict(), "baselines": baseline_aurocs(d)}
+        for d in datasets
+    }
+
+
+def summary_markdown(summary: dict) -> str:
+    """A short markdown table per aspect (counts, coverage, baselines, problems)."""
+    lines = ["| product | train good | test good | test defective | defect types | problems |"]
+    lines.append("|---|---:|---:|---:|---|---:|")
+    for name, entry in summary.items():
+        counts = entry["check"]["counts"]
+        test = counts["test"]
+        defective = sum(n for k, n in test.items() if k != "good")
+        types = ", ".join(f"{k} {n}" for k, n in test.items() if k != "good")
+        lines.append(
+            f"| {name} | {counts['train'].get('good', 0)} | {test.get('good', 0)} | {defective} "
+            f"| {types} | {len(entry['check']['problems'])} |"
+        )
+    lines += ["", "Mask coverage (mean fraction of image pixels marked defective):", ""]
+    kinds = sorted({k for e in summary.values() for k in e["check"]["coverage"]})
+    lines.append("| product | " + " | ".join(kinds) + " |")
+    lines.append("|---|" + "---:|" * len(kinds))
+    for name, entry in summary.items():
+        cov = entry["check"]["coverage"]
+        cells = [f"{cov[k]['mean']:.2%}" if k in cov else "-" for k in kinds]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "Trivial baselines (image AUROC of one global statistic; 0.5 = chance):", ""]
+    lines.append("| product | " + " | ".join(BASELINES) + " |")
+    lines.append("|---|" + "---:|" * len(BASELINES))
+    for name, entry in summary.items():
+        cells = [f"{entry['baselines'][k]:.3f}" for k in BASELINES]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,48 @@
+"""Report summaries: AUROC of trivial baselines and the summary command's files."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from inspection.cli import app
+from inspection.data.dataset import load_mvtec
+from inspection.data.summary import auroc, baseline_aurocs
+
+
+@pytest.mark.parametrize(
+    ("negatives", "positives", "expected"),
+    [
+        ([0, 1, 2], [3, 4], 1.0),
+        ([3, 4], [0, 1, 2], 0.0),
+        ([1, 2], [1, 2], 0.5),
+        ([0, 2], [1], 0.5),
+        ([1], [1, 1], 0.5),
+    ],
+)
+def test_auroc(negatives: list[float], positives: list[float], expected: float) -> None:
+    assert auroc(negatives, positives) == expected
+
+
+def test_auroc_without_one_class_is_nan() -> None:
+    assert math.isnan(auroc([], [1.0]))
+
+
+def test_baselines_on_demo_stay_near_chance(tiny_product: Path) -> None:
+    result = baseline_aurocs(load_mvtec(tiny_product))
+    assert set(result) == {"mean_brightness", "brightness_std"}
+    assert all(0.15 < v < 0.85 for v in result.values()), result
+
+
+def test_summary_command_writes_json_and_markdown(tiny_product: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["data", "summary", str(tiny_product), "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "summary.json").read_text())
+    assert data["brick"]["check"]["ok"] is True
+    assert data["brick"]["check"]["counts"]["train"] == {"good": 24}
+    markdown = (tmp_path / "summary.md").read_text()
+    assert "| brick | 24 | 6 | 12 | crack 3, hole 3, scratch 3, stain 3 | 0 |" in markdown
