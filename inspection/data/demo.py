@@ -18,7 +18,9 @@ byte-identical for a given seed (numpy ``Generator`` seeded per sample, PNGs via
 from __future__ import annotations
 
 import itertools
+import json
 import logging
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +35,7 @@ log = logging.getLogger(__name__)
 
 DEFECT_KINDS: tuple[str, ...] = ("crack", "hole", "scratch", "stain")
 ALPHA_CUTOFF = 0.12
+MARKER = ".inspection-demo.json"  # written into each demo product folder, with its parameters
 
 
 @dataclass(frozen=True)
@@ -100,13 +103,19 @@ def write_demo_product(
 ) -> Path:
     """Write ``root/product`` in MVTec AD layout and return it.
 
-    Existing files of the same names are overwritten; nothing else in the folder is touched.
+    A folder written earlier by this function (it holds ``MARKER``) is replaced; any other
+    non-empty folder is left alone and raises ``DatasetError``.
     """
     spec = _product_spec(product)
     if size < 32:
         raise DatasetError(f"demo image size must be at least 32 px, got {size}")
+    if seed < 0:
+        raise DatasetError(f"demo seed must be zero or positive, got {seed}")
     texture = load_texture(spec)
     out = Path(root) / product
+    params = {"product": product, "seed": seed, "size": size, "n_train": n_train}
+    params |= {"n_test_good": n_test_good, "n_test_per_defect": n_test_per_defect}
+    _prepare_folder(out, params)
     product_id = sorted(PRODUCTS).index(product)
     jobs: list[tuple[str, str, int]] = [("train", "good", i) for i in range(n_train)]
     jobs += [("test", "good", i) for i in range(n_test_good)]
@@ -368,6 +377,20 @@ def _sample_seed(seed: int, product_id: int, split: str, kind: str, index: int) 
     split_id = ("train", "test").index(split)
     kind_id = ("good", *DEFECT_KINDS).index(kind)
     return (seed, product_id, split_id, kind_id, index)
+
+
+def _prepare_folder(out: Path, params: dict) -> None:
+    """Empty a previous demo folder (never a foreign one) and record the parameters in it."""
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / MARKER).is_file():
+            raise DatasetError(
+                f"{out} exists and was not written by the demo generator; "
+                "choose another output folder or remove it"
+            )
+        for sub in ("train", "test", "ground_truth"):
+            shutil.rmtree(out / sub, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text(json.dumps(params, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def _write_png(path: Path, array: np.ndarray) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -105,3 +108,35 @@ def test_image_count_matches_files(tmp_path: Path) -> None:
     )
     written = list(roots[0].glob("t*/*/*.png"))
     assert len(written) == demo.demo_image_count(["brick"], 2, 1, 1) == 7
+
+
+def test_same_bytes_from_another_process(tmp_path: Path) -> None:
+    here = demo.write_demo_product(tmp_path / "a", "brick", seed=5, **SMALL)
+    code = (
+        "import sys; from inspection.data.demo import write_demo_product; "
+        "write_demo_product(sys.argv[1], 'brick', seed=5, n_train=3, n_test_good=2, "
+        "n_test_per_defect=1, size=64)"
+    )
+    repo = str(Path(__file__).resolve().parents[2])
+    subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "b")], cwd=repo, check=True, timeout=120
+    )
+    assert _tree(here) == _tree(tmp_path / "b" / "brick")
+
+
+def test_rewrite_replaces_previous_demo_but_not_foreign_folders(tmp_path: Path) -> None:
+    demo.write_demo_product(tmp_path, "brick", seed=0, **{**SMALL, "n_train": 5})
+    out = demo.write_demo_product(tmp_path, "brick", seed=0, **SMALL)
+    assert len(list((out / "train" / "good").iterdir())) == 3  # stale images removed
+    assert json.loads((out / demo.MARKER).read_text())["n_train"] == 3
+    foreign = tmp_path / "grass"
+    foreign.mkdir()
+    (foreign / "keep.txt").write_text("mine")
+    with pytest.raises(DatasetError, match="was not written by the demo generator"):
+        demo.write_demo_product(tmp_path, "grass", seed=0, **SMALL)
+    assert (foreign / "keep.txt").read_text() == "mine"
+
+
+def test_negative_seed_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="demo seed must be zero or positive, got -1"):
+        demo.write_demo_product(tmp_path, "brick", seed=-1, **SMALL)
