@@ -6,7 +6,7 @@ import hashlib
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 
 from sqlalchemy import select
 
@@ -82,4 +82,13 @@ def station_for_token(store: Store, token: str) -> str | None:
 
 
 def _info(row: ApiToken) -> TokenInfo:
-    return TokenInfo(row.id, row.station_id, row.label, row.created_at, row.revoked_at)
+    return TokenInfo(
+        row.id, row.station_id, row.label, _aware(row.created_at), _aware(row.revoked_at)
+    )
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; they were written in UTC."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=timezone.utc)
