@@ -241,6 +241,27 @@ def send_until_acked(
         time.sleep(0.2)
 
 
+class HealthProbe(threading.Thread):
+    """GET /healthz every 100 ms during the load: is the event loop still responsive?"""
+
+    def __init__(self, bench: Bench) -> None:
+        super().__init__(daemon=True)
+        self.bench = bench
+        self.latencies_ms: list[float] = []
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        with httpx.Client(base_url=self.bench.base_url, timeout=30.0) as client:
+            while not self._stop_event.wait(0.1):
+                started = time.perf_counter()
+                client.get("/healthz")
+                self.latencies_ms.append((time.perf_counter() - started) * 1000.0)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()
+
+
 def percentiles(values_ms: list[float]) -> dict[str, float]:
     if not values_ms:
         return {}
@@ -343,6 +364,9 @@ def write_summary() -> Path:
             f"p50 {lat['p50']} ms, p95 {lat['p95']} ms, p99 {lat['p99']} ms (max {lat['max']} ms)",
             f"- model latency alone (server side): p50 {load['model_latency_ms'].get('p50')} ms, "
             f"p95 {load['model_latency_ms'].get('p95')} ms",
+            f"- `/healthz` during the load (event loop responsiveness): p50 "
+            f"{load['healthz_latency_under_load_ms'].get('p50')} ms, p95 "
+            f"{load['healthz_latency_under_load_ms'].get('p95')} ms",
             f"- acknowledged {ver['acknowledged']} = stored {ver['stored_distinct_requests']}; "
             f"missing {ver['acknowledged_missing']}; duplicated {ver['duplicated']}; "
             f"missing blobs {ver['blobs_referenced_missing']}; "
@@ -445,7 +469,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     "/v1/inspect", params={"product": bench.product}, content=image,
                     headers=bench.headers(),
                 )  # fmt: skip
+        probe = HealthProbe(bench)
+        probe.start()
         log, wall_s = run_clients(bench, args.clients, args.requests, tag="load")
+        probe.stop()
     finally:
         bench.stop()
     verification = verify_store(bench, log.acked, "load")
@@ -464,6 +491,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "throughput_rps": round(len(log.acked) / wall_s, 2),
         "latency_ms": percentiles(log.latencies_ms),
         "model_latency_ms": percentiles(server_model_latencies(bench, "load")),
+        "healthz_latency_under_load_ms": percentiles(probe.latencies_ms),
         "statuses": log.statuses,
         "non_2xx": sum(n for k, n in log.statuses.items() if k not in ("200", "201")),
         "verification": verification,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 import time
@@ -20,6 +21,8 @@ console = Console()
 CONFIG_OPTION = typer.Option(
     Path("configs/station.yaml"), "--config", "-c", help="Station config YAML."
 )
+# Alembic logs every plugin it sets up at INFO on each start; operators need none of it.
+logging.getLogger("alembic").setLevel(logging.WARNING)
 tokens_app = typer.Typer(help="Per-station API tokens (stored hashed).", no_args_is_help=True)
 
 
