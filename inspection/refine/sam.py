@@ -197,10 +197,12 @@ class SamRefiner:
         prompts = prompts_from_map(result.anomaly_map, result.mask, self.config.prompts)
         if not prompts:
             return result
-        self.set_image(image)
         candidates: list[Candidate | None] = []
+        self.last_encoder_ms = 0.0
+        if not self._over_budget(start):
+            self.set_image(image)
         for prompt in prompts:
-            if (time.perf_counter() - start) * 1e3 > self.budget_ms:
+            if self._embeddings is None or self._over_budget(start):
                 candidates.append(None)
                 continue
             out = self.refine([prompt])
@@ -215,6 +217,9 @@ class SamRefiner:
         }
         refined, _ = merge(result, prompts, candidates, self.config.guards, self.name, timings)
         return refined
+
+    def _over_budget(self, start: float) -> bool:
+        return (time.perf_counter() - start) * 1e3 > self.budget_ms
 
 
 def _sam_inputs(prompt: RegionPrompt) -> tuple[np.ndarray, np.ndarray]:

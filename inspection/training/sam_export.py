@@ -12,6 +12,7 @@ import importlib.metadata
 import logging
 import pickle
 import shutil
+import warnings
 import zipfile
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -37,7 +38,10 @@ PIXEL_STD = (58.395, 57.12, 57.375)
 
 
 def _build_vit_t() -> nn.Module:
-    from mobile_sam import sam_model_registry  # PyPI: mobilesam-mirror
+    with warnings.catch_warnings():  # mobile_sam re-registers timm's TinyViT names on import
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        from mobile_sam import sam_model_registry  # PyPI: mobilesam-mirror
 
     return sam_model_registry["vit_t"](checkpoint=None)
 
@@ -224,7 +228,8 @@ def convert_sam(model: nn.Module):
     import openvino as ov
 
     encoder_example = torch.zeros(1, 3, INPUT_SIZE, INPUT_SIZE)
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         embeddings = model.image_encoder(encoder_example)
         encoder = ov.convert_model(EncoderForExport(model), example_input=encoder_example)
         decoder_example = (

@@ -36,7 +36,9 @@ def test_ok_results_are_returned_unchanged() -> None:
 def test_seed_labels_follow_the_map() -> None:
     amap = np.array([[0.1, 0.3, 0.6, 1.0]], np.float32)
     region = amap > 0.5
-    labels = seed_labels(amap, region, 0.5, ClassicalConfig(sure_fg_level=0.5, sure_bg_fraction=0.5))
+    labels = seed_labels(
+        amap, region, 0.5, ClassicalConfig(sure_fg_level=0.5, sure_bg_fraction=0.5)
+    )
     # sure bg < 0.25 <= probable bg < region; region: probable fg, >= 0.75 sure fg
     assert labels.tolist() == [[0, 2, 3, 1]]
 
@@ -74,5 +76,5 @@ def test_unknown_refiner_lists_the_valid_ones() -> None:
 
 
 def test_sam_without_a_bundle_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match="refine.sam.bundle is not set"):
+    with pytest.raises(ConfigError, match=r"refine\.sam\.bundle is not set"):
         build_refiner(RefineConfig(method="sam", sam=SamConfig(bundle=None)))

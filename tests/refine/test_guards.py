@@ -49,7 +49,9 @@ def test_guard_table(candidate: np.ndarray, iou: float | None, accepted: bool, r
     assert decision.accepted is accepted
     assert reason in decision.reason
     if accepted:
-        assert decision.mask is not None and not (decision.mask & ~neighbourhood(REGION, CONFIG)).any()
+        assert (
+            decision.mask is not None and not (decision.mask & ~neighbourhood(REGION, CONFIG)).any()
+        )
 
 
 def test_area_ratio_and_image_fraction_limits() -> None:
@@ -58,7 +60,9 @@ def test_area_ratio_and_image_fraction_limits() -> None:
     too_large = judge(REGION, big, GuardConfig(**{**loose.__dict__, "max_area_ratio": 4.0}))
     assert not too_large.accepted and "area ratio 6.25 vs raw > 4.0" in too_large.reason
     too_much = judge(
-        REGION, big, GuardConfig(**{**loose.__dict__, "max_area_ratio": 10.0, "max_image_fraction": 0.2})
+        REGION,
+        big,
+        GuardConfig(**{**loose.__dict__, "max_area_ratio": 10.0, "max_image_fraction": 0.2}),
     )
     assert not too_much.accepted and "covers 25% of the image > 20%" in too_much.reason
 

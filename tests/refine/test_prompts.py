@@ -81,7 +81,10 @@ def test_repo_config_loads() -> None:
     ("text", "message"),
     [
         ("refine:\n  methd: grabcut\n", "unknown key(s) 'methd'"),
-        ("refine:\n  prompts:\n    num_postive: 3\n", "refine.prompts: unknown key(s) 'num_postive'"),
+        (
+            "refine:\n  prompts:\n    num_postive: 3\n",
+            "refine.prompts: unknown key(s) 'num_postive'",
+        ),
         ("refine:\n  method: magic\n", "refine.method: must be one of"),
         ("refine:\n  guards:\n    max_area_ratio: big\n", "expected a number"),
         ("refine:\n  sam:\n    backend: vit_h\n", "refine.sam.backend: must be one of"),

@@ -1,0 +1,143 @@
+"""Benchmark mask refinement on the demo products: raw mask vs GrabCut / random walker vs SAM.
+
+Per product: write the demo data, train PatchCore and export an FP32 bundle (or reuse them from
+an earlier run), take anomaly maps from the station ``Inspector`` on the version's held-out test
+images, refine NG results with each refiner and score them against the ground-truth masks.
+SAM runs from a refiner bundle exported from ``--sam-checkpoint``; without one, a random-init
+MobileSAM bundle measures latency only (clearly labelled in the report).
+
+    nice python bench/refine.py                     # writes reports/refine/{results.json,summary.md}
+    nice python bench/refine.py --sam-checkpoint weights/mobile_sam.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import warnings
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from tqdm import tqdm
+
+from inspection.core.registry import Registry
+from inspection.data.dataset import load_dataset
+from inspection.data.demo import write_demo_product
+from inspection.refine.config import load_refine_config
+from inspection.refine.evaluate import evaluate_refiners
+from inspection.refine.factory import build_refiner
+from inspection.refine.report import write_report
+from inspection.refine.sam import SamRefiner
+from inspection.runtime.inspector import Inspector
+
+log = logging.getLogger("bench.refine")
+
+
+def prepare_product(work: Path, product: str, args: argparse.Namespace) -> tuple[Path, list]:
+    """(bundle dir, held-out test samples) for ``product``, training and exporting if needed."""
+    from inspection.training.config import load_model_config
+    from inspection.training.export import export_bundle, held_out_test_samples
+    from inspection.training.train import train
+
+    data_root = work / "datasets"
+    if not (data_root / product).is_dir():
+        write_demo_product(
+            data_root,
+            product,
+            seed=args.seed,
+            n_train=args.n_train,
+            n_test_good=args.n_test_good,
+            n_test_per_defect=args.n_test_per_defect,
+            size=args.size,
+        )
+    dataset = load_dataset(data_root / product)
+    registry = Registry(work / "registry")
+    if product not in registry.products() or not registry.versions(product):
+        config = load_model_config("patchcore", product=product)
+        train(config, dataset, product=product, registry=registry, progress=False)
+    record = registry.latest_version(product)
+    bundles = [b for b in registry.bundle_ids(product) if b.endswith("fp32")]
+    if not bundles:
+        bundles = [export_bundle(registry, product, precision="fp32").bundle_id]
+    return registry.bundle_dir(product, bundles[-1]), held_out_test_samples(record, dataset)
+
+
+def sam_refiner(work: Path, args: argparse.Namespace, config) -> SamRefiner:
+    from inspection.training.sam_export import export_sam_bundle
+
+    if args.sam_bundle:
+        path = Path(args.sam_bundle)
+    elif args.sam_checkpoint:
+        path = work / "sam" / f"{args.sam_backend}-checkpoint"
+        export_sam_bundle(
+            path, backend=args.sam_backend, checkpoint=args.sam_checkpoint, overwrite=True
+        )
+    else:
+        path = work / "sam" / f"{args.sam_backend}-random"
+        if not (path / "metadata.json").is_file():
+            export_sam_bundle(path, backend=args.sam_backend, random_init=True, overwrite=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # random weights: labelled in the report
+        return SamRefiner.from_bundle(path, config=config, budget_ms=args.sam_budget_ms)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--products", nargs="+", default=["brick", "grass", "gravel"])
+    parser.add_argument("--work", type=Path, default=Path("var/bench-refine"))
+    parser.add_argument("--out", type=Path, default=Path("reports/refine"))
+    parser.add_argument("--config", type=Path, default=None)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--n-train", type=int, default=40)
+    parser.add_argument("--n-test-good", type=int, default=8)
+    parser.add_argument("--n-test-per-defect", type=int, default=8)
+    parser.add_argument("--sam-backend", default="vit_t", choices=["vit_t", "vit_b"])
+    parser.add_argument("--sam-checkpoint", type=Path, default=None)
+    parser.add_argument("--sam-bundle", type=Path, default=None)
+    parser.add_argument("--sam-budget-ms", type=float, default=1e9, help="no budget by default")
+    parser.add_argument("--no-sam", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+    config = load_refine_config(args.config)
+    refiners = {name: build_refiner(config, name) for name in ("grabcut", "random_walker")}
+    latency_only: list[str] = []
+    notes = []
+    if not args.no_sam:
+        sam = sam_refiner(args.work, args, config)
+        refiners[sam.name] = sam
+        if sam.metadata.random_weights:
+            latency_only.append(sam.name)
+            notes.append(
+                "No SAM checkpoint was available (none ships offline): SAM ran with RANDOM weights "
+                "(`sam-random`), so only its latency is meaningful; its masks are not scored."
+            )
+    products = {}
+    for product in args.products:
+        bundle, samples = prepare_product(args.work, product, args)
+        inspector = Inspector.from_bundle(bundle)
+        with tqdm(total=len(samples), desc=f"refine {product}", unit="img") as bar:
+            products[product] = evaluate_refiners(
+                inspector, samples, refiners, latency_only=latency_only, on_image=bar.update
+            )
+        products[product]["bundle"] = str(bundle)
+    setup = {
+        "data": f"demo products {', '.join(args.products)} at {args.size} px, seed {args.seed}; "
+        f"held-out test split of each PatchCore version",
+        "maps": "PatchCore FP32 OpenVINO bundle through the station Inspector (refiner off)",
+        "methods": ", ".join(["raw", *refiners]),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores "
+        "(shared with other jobs: latency is indicative)",
+    }
+    summary = write_report(args.out, {"setup": setup, "products": products, "notes": notes})
+    print(summary.read_text())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,182 @@
+"""Measure refiners against ground truth: pixel F1, IoU and AUPRO of raw vs refined masks.
+
+Anomaly maps come from a model bundle through the station ``Inspector`` (refiner off), so
+every method starts from the same raw result. Each refiner then refines NG results only,
+as on the line; its added latency is measured per defective (NG) image.
+
+AUPRO needs a score map, not a mask: a method's map is ``0.5 * anomaly_map + 0.5 * mask``,
+which ranks its mask pixels above all others and keeps the map's order inside each group.
+For the raw mask (map > threshold) this is a monotone transform of the map itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from inspection.core.images import read_image
+from inspection.core.types import InspectionResult
+from inspection.refine.base import MaskRefiner
+
+log = logging.getLogger(__name__)
+
+
+class LabelledImage(Protocol):
+    path: Path
+    label: int
+    defect_type: str
+    mask_path: Path | None
+
+
+class MapSource(Protocol):
+    def inspect(self, image: np.ndarray) -> InspectionResult: ...
+
+
+@dataclass
+class _MethodRun:
+    masks: list[np.ndarray]
+    maps: list[np.ndarray]
+    refine_ms: list[float]
+    encoder_ms: list[float]
+    sources: dict[str, int]
+
+
+def read_gt(sample: LabelledImage, shape: tuple[int, int]) -> np.ndarray:
+    """(H, W) bool ground truth at the image's size (empty for good images)."""
+    if sample.mask_path is None:
+        return np.zeros(shape, dtype=bool)
+    mask = read_image(sample.mask_path)[..., 0] > 127
+    if mask.shape != shape:
+        raise ValueError(f"{sample.mask_path}: mask {mask.shape} does not match image {shape}")
+    return mask
+
+
+def evaluate_refiners(
+    inspector: MapSource,
+    samples: Iterable[LabelledImage],
+    refiners: Mapping[str, MaskRefiner],
+    *,
+    latency_only: Iterable[str] = (),
+    on_image: Callable[[], None] | None = None,
+) -> dict[str, Any]:
+    """Compare the raw mask with each refiner on labelled samples.
+
+    ``latency_only`` names refiners whose masks mean nothing (random SAM weights): only their
+    latency is reported. Returns a JSON-ready dict (see ``reports/refine/results.json``).
+    """
+    latency_only = set(latency_only)
+    runs = {name: _MethodRun([], [], [], [], {}) for name in ("raw", *refiners)}
+    gts, labels, types, ng = [], [], [], []
+    for sample in samples:
+        image = read_image(sample.path)
+        raw = inspector.inspect(image)
+        gts.append(read_gt(sample, image.shape[:2]))
+        labels.append(int(sample.label))
+        types.append(sample.defect_type)
+        ng.append(raw.is_defective)
+        _record(runs["raw"], raw, None)
+        for name, refiner in refiners.items():
+            start = time.perf_counter()
+            refined = refiner.refine_result(image, raw) if raw.is_defective else raw
+            elapsed = (time.perf_counter() - start) * 1e3 if raw.is_defective else None
+            _record(runs[name], refined, elapsed)
+        if on_image is not None:
+            on_image()
+    labels_arr, ng_arr = np.asarray(labels), np.asarray(ng)
+    methods = {}
+    for name, run in runs.items():
+        entry: dict[str, Any] = {"latency": _latency(run), "mask_sources": run.sources}
+        if name in latency_only:
+            entry["quality"] = None
+            entry["note"] = "random weights: latency only, masks are meaningless"
+        else:
+            entry["quality"] = _quality(run, gts, labels_arr, types)
+        methods[name] = entry
+    return {
+        "images": len(labels),
+        "defective_images": int((labels_arr == 1).sum()),
+        "ng_images": int(ng_arr.sum()),
+        "defective_images_judged_ng": int((ng_arr & (labels_arr == 1)).sum()),
+        "good_images_judged_ng": int((ng_arr & (labels_arr == 0)).sum()),
+        "methods": methods,
+        "score_map_for_aupro": "0.5 * anomaly_map + 0.5 * mask",
+    }
+
+
+def _record(run: _MethodRun, result: InspectionResult, elapsed_ms: float | None) -> None:
+    run.masks.append(result.mask)
+    run.maps.append(0.5 * result.anomaly_map + 0.5 * result.mask.astype(np.float32))
+    if elapsed_ms is not None:
+        run.refine_ms.append(elapsed_ms)
+        encoder = result.timings_ms.get("refine_encoder_ms")
+        if encoder is not None:
+            run.encoder_ms.append(float(encoder))
+        run.sources[result.mask_source] = run.sources.get(result.mask_source, 0) + 1
+
+
+def pixel_scores(pred: list[np.ndarray], gt: list[np.ndarray]) -> dict[str, float | None]:
+    """Pooled pixel precision, recall, F1 and IoU over all given images."""
+    tp = sum(int((p & g).sum()) for p, g in zip(pred, gt, strict=True))
+    fp = sum(int((p & ~g).sum()) for p, g in zip(pred, gt, strict=True))
+    fn = sum(int((~p & g).sum()) for p, g in zip(pred, gt, strict=True))
+    if tp + fp + fn == 0:
+        return {"precision": None, "recall": None, "f1": None, "iou": None}
+    return {
+        "precision": tp / (tp + fp) if tp + fp else 0.0,
+        "recall": tp / (tp + fn) if tp + fn else 0.0,
+        "f1": 2 * tp / (2 * tp + fp + fn),
+        "iou": tp / (tp + fp + fn),
+    }
+
+
+def _quality(
+    run: _MethodRun, gts: list[np.ndarray], labels: np.ndarray, types: list[str]
+) -> dict[str, Any]:
+    defective = [i for i, label in enumerate(labels) if label == 1]
+    per_image_iou = [
+        float((run.masks[i] & gts[i]).sum() / max((run.masks[i] | gts[i]).sum(), 1))
+        for i in defective
+    ]
+    per_defect = {}
+    for defect in sorted({types[i] for i in defective}):
+        chosen = [i for i in defective if types[i] == defect]
+        per_defect[defect] = pixel_scores([run.masks[i] for i in chosen], [gts[i] for i in chosen])
+    return {
+        "defective_images": pixel_scores([run.masks[i] for i in defective], [gts[i] for i in defective]),
+        "all_images": pixel_scores(run.masks, gts),
+        "mean_image_iou": float(np.mean(per_image_iou)) if per_image_iou else None,
+        "aupro": _aupro(run.maps, gts),
+        "per_defect": per_defect,
+    }
+
+
+def _aupro(maps: list[np.ndarray], gts: list[np.ndarray]) -> float | None:
+    """AUPRO via the training side's metric (torch); None on a torch-free station."""
+    if not maps or len({m.shape for m in maps}) != 1 or not any(g.any() for g in gts):
+        return None
+    try:
+        from inspection.training.evaluate import aupro
+    except ImportError:  # station without torch/anomalib
+        log.warning("AUPRO needs the training extras (torch, anomalib); reporting None")
+        return None
+    return aupro(np.stack(maps), np.stack(gts))
+
+
+def _latency(run: _MethodRun) -> dict[str, Any]:
+    values = np.asarray(run.refine_ms, dtype=np.float64)
+    out: dict[str, Any] = {"ng_images": len(values)}
+    if len(values):
+        out.update(
+            mean_ms=float(values.mean()),
+            p50_ms=float(np.percentile(values, 50)),
+            p95_ms=float(np.percentile(values, 95)),
+        )
+    if run.encoder_ms:
+        out["encoder_mean_ms"] = float(np.mean(run.encoder_ms))
+    return out
