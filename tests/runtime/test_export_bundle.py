@@ -1,0 +1,58 @@
+"""Export end to end on the session's tiny PatchCore (fixtures in tests/runtime/conftest.py)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from inspection.core.bundle import verify_bundle
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_fp32_bundle_is_registered_verified_and_complete(fp32_bundle, trained_patchcore) -> None:
+    tp = trained_patchcore
+    assert "v0001-fp32" in tp.registry.bundle_ids("brick")
+    meta = verify_bundle(fp32_bundle)
+    assert meta.model_version == "brick/v0001" and meta.model_kind == "patchcore"
+    assert meta.preprocessing.input_size == (64, 64) and meta.preprocessing.color_order == "RGB"
+    assert meta.normalization.image_max > meta.normalization.image_min
+    assert meta.source_dataset["sha256"] == tp.record.dataset["sha256"]
+    # the bundle's metrics are its own, measured on the version's held-out test split
+    overall = meta.metrics["overall"]
+    assert overall["n_good"] + overall["n_defective"] == tp.record.metrics["test_images"]
+    assert overall["image_auroc"] == pytest.approx(
+        tp.record.metrics["overall"]["image_auroc"], abs=0.02
+    )
+    assert meta.calibration is None
+
+
+@pytest.mark.slow
+def test_cli_export_int8_refused_beyond_tolerance(fp32_bundle, trained_patchcore, tmp_path) -> None:
+    """A negative tolerance can never be met: the CLI must refuse and register nothing."""
+    tp = trained_patchcore
+    site = tmp_path / "site.yaml"
+    site.write_text(f"registry_dir: {tp.registry.root}\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "inspection", "export", "--product", "brick", "--version", "v0001",
+         "--precision", "int8", "--tolerance", "-1", "--site", str(site)],
+        capture_output=True, text=True, cwd=ROOT, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "not registering it" in result.stderr
+    assert "v0001-int8" not in tp.registry.bundle_ids("brick")
+
+
+@pytest.mark.slow
+def test_export_refuses_an_existing_bundle(fp32_bundle, trained_patchcore) -> None:
+    from inspection.core.errors import BundleError
+    from inspection.training.export import export_bundle
+
+    with pytest.raises(BundleError, match="already exists"):
+        export_bundle(trained_patchcore.registry, "brick", precision="fp32", version="v0001")
+    assert json.loads((fp32_bundle / "metadata.json").read_text())["precision"] == "fp32"

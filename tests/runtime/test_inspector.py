@@ -1,0 +1,144 @@
+"""The Inspector on a real FP32 bundle trained in the session (see conftest)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from inspection.core.errors import BundleError
+from inspection.core.images import read_image
+from inspection.core.regions import extract_regions
+from inspection.core.types import InspectionResult
+from inspection.runtime.inspector import Inspector
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def inspector(fp32_bundle: Path) -> Inspector:
+    return Inspector.from_bundle(fp32_bundle)
+
+
+@pytest.fixture(scope="module")
+def images(tiny_product: Path) -> list[np.ndarray]:
+    paths = sorted((tiny_product / "test").rglob("*.png"))[:5]
+    return [read_image(p) for p in paths]
+
+
+def test_inspect_returns_a_full_result_at_input_resolution(inspector, images) -> None:
+    image = images[0]
+    result = inspector.inspect(image)
+    assert isinstance(result, InspectionResult)
+    assert result.anomaly_map.shape == image.shape[:2] == result.mask.shape
+    assert 0.0 <= result.score <= 1.0
+    assert result.verdict == ("NG" if result.score > result.threshold else "OK")
+    assert result.threshold == inspector.metadata.image_threshold
+    assert result.model_version == "brick/v0001-fp32"
+    assert result.latency_ms > 0
+    assert {"preprocess", "infer", "postprocess"} <= set(result.timings_ms)
+    np.testing.assert_array_equal(result.mask, result.anomaly_map > 0.5)
+    assert result.regions == extract_regions(result.anomaly_map, result.mask)
+
+
+def test_batch_one_batch_n_and_async_agree(inspector, images) -> None:
+    singles = [inspector.inspect(image) for image in images]
+    batched = inspector.inspect_batch(images)
+    queued = inspector.inspect_many(images, jobs=2)
+    for one, many, async_ in zip(singles, batched, queued, strict=True):
+        assert many.score == pytest.approx(one.score, abs=1e-5)
+        assert async_.score == pytest.approx(one.score, abs=1e-5)
+        np.testing.assert_allclose(many.anomaly_map, one.anomaly_map, atol=1e-5)
+        np.testing.assert_allclose(async_.anomaly_map, one.anomaly_map, atol=1e-5)
+
+
+def test_throughput_mode_builds_and_runs(fp32_bundle, images) -> None:
+    inspector = Inspector.from_bundle(fp32_bundle, performance_hint="THROUGHPUT")
+    assert len(inspector.inspect_many(images * 2)) == 2 * len(images)
+
+
+def test_set_threshold_changes_the_verdict_at_once(inspector, images) -> None:
+    score = inspector.inspect(images[0]).score
+    try:
+        inspector.set_threshold(min(0.999, score + 0.001) if score < 0.999 else 0.5)
+        assert inspector.inspect(images[0]).verdict == "OK" or score >= 0.999
+        inspector.set_threshold(max(0.001, score - 0.001))
+        assert inspector.inspect(images[0]).verdict == "NG" or score <= 0.001
+    finally:
+        inspector.set_threshold(inspector.metadata.image_threshold)
+
+
+@pytest.mark.parametrize("value", [0.0, 1.0, -0.1, 1.5, float("nan")])
+def test_set_threshold_rejects_values_outside_0_1(inspector, value) -> None:
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        inspector.set_threshold(value)
+
+
+def test_threshold_option_at_load(fp32_bundle) -> None:
+    assert Inspector.from_bundle(fp32_bundle, threshold=0.8).threshold == 0.8
+
+
+class EraseSmallRegions:
+    """A tiny real refiner: keeps only the largest region of the mask."""
+
+    name = "largest-region"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def refine_result(self, image: np.ndarray, result: InspectionResult) -> InspectionResult:
+        self.calls += 1
+        mask = np.zeros_like(result.mask)
+        if result.regions:
+            x0, y0, x1, y1 = result.regions[0].box
+            mask[y0:y1, x0:x1] = result.mask[y0:y1, x0:x1]
+        return dataclasses.replace(
+            result,
+            mask=mask,
+            regions=extract_regions(result.anomaly_map, mask),
+            mask_source=self.name,
+        )
+
+
+def test_refiner_runs_only_on_ng(fp32_bundle, images) -> None:
+    refiner = EraseSmallRegions()
+    inspector = Inspector.from_bundle(fp32_bundle, refiner=refiner)
+    inspector.set_threshold(0.001)  # everything NG
+    result = inspector.inspect(images[0])
+    assert refiner.calls == 1 and result.mask_source == "largest-region"
+    assert len(result.regions) <= 1 and "refine" in result.timings_ms
+    inspector.set_threshold(0.999)  # everything OK
+    result = inspector.inspect(images[0])
+    assert refiner.calls == 1 and result.mask_source == "raw"
+
+
+def test_corrupt_bundle_is_refused_before_loading(fp32_bundle, tmp_path) -> None:
+    copy = shutil.copytree(fp32_bundle, tmp_path / "bundle")
+    with open(copy / "model.bin", "r+b") as handle:
+        handle.seek(100)
+        byte = handle.read(1)
+        handle.seek(100)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(BundleError, match=r"checksum mismatch for model\.bin"):
+        Inspector.from_bundle(copy)
+
+
+def test_missing_metadata_and_unknown_device(fp32_bundle, tmp_path) -> None:
+    with pytest.raises(BundleError, match="not a model bundle"):
+        Inspector.from_bundle(tmp_path)
+    with pytest.raises(BundleError, match="device 'NPU9' is not available"):
+        Inspector.from_bundle(fp32_bundle, device="NPU9")
+
+
+def test_metadata_is_complete(fp32_bundle) -> None:
+    data = json.loads((fp32_bundle / "metadata.json").read_text())
+    assert data["precision"] == "fp32" and data["model_kind"] == "patchcore"
+    assert data["preprocessing"]["input_size"] == [64, 64]
+    assert data["preprocessing"]["pixel_scale"] == pytest.approx(1 / 255)
+    assert set(data["files"]) == {"model.xml", "model.bin"}
+    assert data["metrics"]["overall"]["image_auroc"] is not None
+    assert set(data["normalization"]) >= {"image_threshold_raw", "pixel_min", "pixel_max"}
