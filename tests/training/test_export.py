@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 
 from inspection.training.export import AccuracyDropError, check_int8_drop
