@@ -31,7 +31,7 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 echo "== installing inspection[station] (no torch)"
 # A wheel build (not editable) so the venv runs the installed package, not the source tree.
-"$venv/bin/python" -m pip install -q --disable-pip-version-check "$repo[station]"
+"$venv/bin/python" -m pip install -q --no-compile --disable-pip-version-check "$repo[station]"
 
 echo "== checking the venv has no torch"
 "$venv/bin/python" - <<'PY'
