@@ -18,6 +18,7 @@ import logging
 import shutil
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
@@ -47,6 +48,14 @@ from inspection.training.config import ModelConfig, model_config_from_mapping
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "model.pt"
+# Lightning warnings that are expected here and would only confuse an operator.
+_EXPECTED_WARNINGS = (
+    ".*configure_optimizers. returned .None.",  # PatchCore has nothing to optimise
+    ".*module\\(s\\) in eval mode",  # frozen backbones and teachers
+    ".*infer the .batch_size.",
+    ".*but have no logger configured",  # we log no training curves
+    ".*isinstance\\(treespec, LeafSpec\\)",
+)
 PACKAGES = ("torch", "torchvision", "anomalib", "lightning", "timm", "openvino", "nncf", "numpy")
 
 
@@ -387,11 +396,14 @@ def fit(
             deterministic="warn",
         )
         started = time.perf_counter()
-        engine.fit(
-            model,
-            train_dataloaders=make_loader(train_samples, config, shuffle=True),
-            val_dataloaders=make_loader(validation, config),
-        )
+        with warnings.catch_warnings():
+            for message in _EXPECTED_WARNINGS:
+                warnings.filterwarnings("ignore", message=message)
+            engine.fit(
+                model,
+                train_dataloaders=make_loader(train_samples, config, shuffle=True),
+                val_dataloaders=make_loader(validation, config),
+            )
         seconds = time.perf_counter() - started
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)

@@ -1,0 +1,319 @@
+"""``inspection train``, ``inspection evaluate`` and ``inspection demo`` (the README main job).
+
+``inspection demo`` runs the steps in ``DEMO_STEPS`` in order; each is a function of a
+``DemoContext``. Steps whose modules are not installed are skipped with a log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from inspection.core.config import SiteConfig, load_site_config
+from inspection.core.errors import BundleError, RegistryError
+
+console = Console()
+log = logging.getLogger(__name__)
+
+SITE_OPTION = typer.Option(None, "--site", help="Site config YAML (default: configs/site.yaml).")
+DATA_OPTION = typer.Option(None, "--data", help="Dataset folder or spec (default: product's).")
+CONFIG_OPTION = typer.Option(None, "--config", help="YAML of model config overrides.")
+SET_OPTION = typer.Option(
+    [], "--set", help="Override a config key, e.g. --set max_epochs=5 (repeatable)."
+)
+EVAL_DATA_OPTION = typer.Option(
+    None, "--data", help="Dataset (default: the one it was trained on)."
+)
+DEMO_PRODUCTS = ("brick", "grass", "gravel")
+DEMO_MODELS = ("patchcore", "stfpm")
+
+
+def _offline() -> None:
+    """Nothing in training may download at run time."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _dataset_path(site: SiteConfig, product: str, data: Path | None) -> Path:
+    from inspection.training.config import load_product_config
+
+    if data is not None:
+        return data
+    configured = load_product_config(product).data
+    return configured if configured is not None else site.datasets_dir / product
+
+
+def _report_dir(site: SiteConfig, record: Any) -> Path:
+    return site.reports_dir / record.product / f"{record.version}-{record.model_kind}"
+
+
+# --------------------------------------------------------------------------- train
+
+
+def train_command(
+    product: str = typer.Option(..., "--product", "-p", help="Product name, e.g. brick."),
+    model: str = typer.Option("patchcore", "--model", "-m", help="patchcore or stfpm."),
+    data: Path = DATA_OPTION,
+    config: Path = CONFIG_OPTION,
+    overrides: list[str] = SET_OPTION,
+    site: str = SITE_OPTION,
+) -> None:
+    """Train a model, evaluate it on the held-out test split, write the report, register it."""
+    _offline()
+    from inspection.core.registry import Registry
+    from inspection.data.dataset import load_dataset
+    from inspection.training.config import load_model_config
+    from inspection.training.evaluate import write_report
+    from inspection.training.train import train_model
+
+    site_config = load_site_config(site)
+    model_config = load_model_config(
+        model, product=product, config_file=config, overrides=overrides
+    )
+    dataset = load_dataset(_dataset_path(site_config, product, data))
+    console.print(
+        f"training [bold]{model}[/] on {product} ({len(dataset.train_samples)} train images, "
+        f"{model_config.image_size[0]}x{model_config.image_size[1]} px)"
+    )
+    outcome = train_model(
+        model_config, dataset, product=product, registry=Registry(site_config.registry_dir)
+    )
+    report = write_report(
+        _report_dir(site_config, outcome.record), outcome.predictions, outcome.metrics
+    )
+    _print_metrics([(outcome.record, outcome.metrics)])
+    console.print(f"registered {outcome.record.model_version}; report: {report}")
+
+
+# ------------------------------------------------------------------------ evaluate
+
+
+def evaluate_command(
+    product: str = typer.Argument(..., help="Product name."),
+    version: str = typer.Argument(None, help="Model version, e.g. v0002 (default: latest)."),
+    data: Path = EVAL_DATA_OPTION,
+    site: str = SITE_OPTION,
+) -> None:
+    """Re-evaluate a registered version on its held-out test split and write a report."""
+    _offline()
+    from inspection.core.registry import Registry
+    from inspection.data.dataset import load_dataset
+    from inspection.training.config import model_config_from_mapping
+    from inspection.training.evaluate import compute_metrics, predict, write_report
+    from inspection.training.train import evaluation_splits, load_trained_model
+
+    site_config = load_site_config(site)
+    registry = Registry(site_config.registry_dir)
+    record = registry.version(product, version) if version else registry.latest_version(product)
+    dataset = load_dataset(data or Path(record.dataset.get("root", "")))
+    if dataset.fingerprint()["sha256"] != record.dataset.get("sha256"):
+        console.print("[yellow]warning:[/] the dataset changed since this model was trained")
+    config = model_config_from_mapping(record.config, where=record.model_version)
+    _, test = evaluation_splits(config, dataset)
+    predictions = predict(load_trained_model(record), test, image_size=config.image_size)
+    norm = record.extra["normalization"]
+    metrics = compute_metrics(
+        predictions.scores,
+        predictions.labels,
+        predictions.maps,
+        predictions.gt_masks,
+        predictions.defect_types,
+        image_threshold=norm["image_threshold_raw"],
+        pixel_threshold=norm["pixel_threshold_raw"],
+        mask_known=predictions.mask_known,
+    )
+    report = write_report(_report_dir(site_config, record) / "evaluate", predictions, metrics)
+    _print_metrics([(record, metrics)])
+    console.print(f"report: {report}")
+
+
+# ---------------------------------------------------------------------------- demo
+
+
+@dataclass
+class DemoContext:
+    """State shared by the demo steps."""
+
+    site: SiteConfig
+    products: list[str]
+    models: list[str]
+    results: list[tuple[Any, dict[str, Any]]] = field(default_factory=list)  # (record, metrics)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def registry(self) -> Any:
+        from inspection.core.registry import Registry
+
+        return Registry(self.site.registry_dir)
+
+
+def step_data(ctx: DemoContext) -> None:
+    """Write the demo products (MVTec AD layout) that are not there yet."""
+    from inspection.data.demo import write_demo
+
+    missing = [p for p in ctx.products if not (ctx.site.datasets_dir / p / "train").is_dir()]
+    if not missing:
+        console.print(f"demo data present in {ctx.site.datasets_dir}")
+        return
+    with console.status(f"writing demo data for {', '.join(missing)}"):
+        write_demo(ctx.site.datasets_dir, missing)
+    console.print(f"wrote demo data: {', '.join(missing)} in {ctx.site.datasets_dir}")
+
+
+def step_train(ctx: DemoContext) -> None:
+    """Train every model on every product, evaluate, write the reports, register."""
+    from inspection.data.dataset import load_dataset
+    from inspection.training.config import load_model_config
+    from inspection.training.evaluate import write_report
+    from inspection.training.train import train_model
+
+    for product in ctx.products:
+        dataset = load_dataset(ctx.site.datasets_dir / product)
+        for kind in ctx.models:
+            console.rule(f"{product}: {kind}")
+            config = load_model_config(kind, product=product)
+            outcome = train_model(config, dataset, product=product, registry=ctx.registry)
+            write_report(
+                _report_dir(ctx.site, outcome.record), outcome.predictions, outcome.metrics
+            )
+            ctx.results.append((outcome.record, outcome.metrics))
+
+
+def step_export(ctx: DemoContext) -> None:
+    """Export each product's best model (image AUROC) to FP32 and INT8 bundles; promote one."""
+    try:
+        from inspection.training.export import export_bundle
+    except ImportError as exc:
+        log.info("export step skipped: %s", exc)
+        return
+    for product in ctx.products:
+        records = [(r, m) for r, m in ctx.results if r.product == product]
+        if not records:
+            continue
+        best, _ = max(records, key=lambda rm: rm[1]["overall"].get("image_auroc") or 0.0)
+        live = None
+        for precision in ("fp32", "int8"):
+            with console.status(f"{product}: exporting {best.version} ({precision})") as status:
+                try:
+                    result = export_bundle(
+                        ctx.registry,
+                        product,
+                        precision=precision,
+                        version=best.version,
+                        progress=lambda message, s=status: s.update(message),
+                    )
+                except (BundleError, RegistryError) as exc:
+                    ctx.notes.append(f"{product} {precision} export not registered: {exc}")
+                    continue
+            live = result.bundle_id
+            auroc = result.metrics.get("overall", result.metrics).get("image_auroc")
+            ctx.notes.append(f"{product}: bundle {result.bundle_id} image AUROC {auroc}")
+        if live is not None:
+            ctx.registry.promote(product, live, actor="demo", reason="inspection demo")
+            ctx.notes.append(f"{product}: live bundle {live}")
+
+
+def step_inspect(ctx: DemoContext) -> None:
+    """Inspect each product's test images with its live bundle on the torch-free runtime."""
+    try:
+        from inspection.runtime.inspector import Inspector
+    except ImportError as exc:
+        log.info("inspect step skipped: %s", exc)
+        return
+    from inspection.data.dataset import load_dataset
+
+    for product in ctx.products:
+        if ctx.registry.live(product) is None:
+            continue
+        dataset = load_dataset(ctx.site.datasets_dir / product)
+        labels = {s.path: s.label for s in dataset.test_samples}
+        inspector = Inspector.from_bundle(ctx.registry.live_bundle_dir(product))
+        outcomes = inspector.inspect_paths(list(labels), batch_size=8)
+        judged = [o for o in outcomes if o.result is not None]
+        correct = sum((o.result.verdict == "NG") == bool(labels[o.path]) for o in judged)
+        latency = sorted(o.result.latency_ms for o in judged)
+        ctx.notes.append(
+            f"{product}: {inspector.model_version} judged {correct}/{len(outcomes)} test images "
+            f"correctly; median latency {latency[len(latency) // 2]:.1f} ms per image"
+        )
+
+
+DemoStep = Callable[[DemoContext], None]
+# The README main job, in order. Append steps here (export and inspect come from other modules).
+DEMO_STEPS: list[tuple[str, DemoStep]] = [
+    ("data", step_data),
+    ("train", step_train),
+    ("export", step_export),
+    ("inspect", step_inspect),
+]
+
+
+def demo_command(
+    products: str = typer.Option(",".join(DEMO_PRODUCTS), "--products", help="Comma-separated."),
+    models: str = typer.Option(",".join(DEMO_MODELS), "--models", help="Comma-separated."),
+    skip: str = typer.Option("", "--skip", help="Steps to skip, e.g. export,inspect."),
+    site: str = SITE_OPTION,
+) -> None:
+    """Main job: demo data -> train PatchCore + STFPM -> evaluate -> export -> inspect."""
+    _offline()
+    ctx = DemoContext(
+        load_site_config(site),
+        [p.strip() for p in products.split(",") if p.strip()],
+        [m.strip() for m in models.split(",") if m.strip()],
+    )
+    skipped = {s.strip() for s in skip.split(",") if s.strip()}
+    started = time.perf_counter()
+    for name, step in DEMO_STEPS:
+        if name in skipped:
+            console.print(f"[dim]step {name}: skipped (--skip)[/]")
+            continue
+        step_start = time.perf_counter()
+        step(ctx)
+        console.print(f"[green]step {name} done[/] in {time.perf_counter() - step_start:.0f} s")
+    if ctx.results:
+        _print_metrics(ctx.results)
+    for note in ctx.notes:
+        console.print(f"- {note}")
+    console.print(
+        f"demo finished in {time.perf_counter() - started:.0f} s; "
+        f"reports in {ctx.site.reports_dir}/<product>/"
+    )
+
+
+# -------------------------------------------------------------------------- output
+
+
+def _print_metrics(results: list[tuple[Any, dict[str, Any]]]) -> None:
+    table = Table(
+        "model", "kind", "image AUROC", "pixel AUROC", "AUPRO", "image F1", "pixel F1", "fit s"
+    )
+    for record, metrics in results:
+        overall = metrics["overall"]
+        table.add_row(
+            record.model_version,
+            record.model_kind,
+            *(
+                _fmt(overall.get(k))
+                for k in ("image_auroc", "pixel_auroc", "aupro", "image_f1", "pixel_f1")
+            ),
+            _fmt(metrics.get("fit_seconds", record.metrics.get("fit_seconds")), 1),
+        )
+    console.print(table)
+
+
+def _fmt(value: object, digits: int = 3) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "-"
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train_command)
+    app.command("evaluate")(evaluate_command)
+    app.command("demo")(demo_command)
