@@ -124,8 +124,8 @@ def _retrain(
     source = champion_record or _latest_or_raise(registry, product)
     since = _since(registry, product, config, champion_record)
     job = config.job(product)
-    original = load_dataset(job.dataset or site.datasets_dir / product)
     run.stage = "assemble"
+    original = load_dataset(job.dataset or site.datasets_dir / product)
     say(f"assembling data (reviewed-good since {since.isoformat() if since else 'the start'})")
     data = assemble_run_data(
         original, _open_store(site, store), product, config.work_dir / product / run.run_id,
