@@ -152,7 +152,7 @@ def seed_inspections(
     pictures: dict[str, list[Sample]],
     n: int,
     *,
-    days: float = 7.0,
+    days: float = 6.5,
     now: datetime | None = None,
     seed: int = 0,
     batch: int = 5000,

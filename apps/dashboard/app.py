@@ -21,17 +21,19 @@ from inspection.dashboard import app_state
 st.set_page_config(page_title="Inspection review", page_icon=":material/biotech:", layout="wide")
 
 PAGES = [
-    st.Page("pages/overview.py", title="Overview", icon=":material/monitoring:", default=True),
-    st.Page("pages/thresholds.py", title="Thresholds", icon=":material/tune:"),
-    st.Page("pages/review.py", title="Review queue", icon=":material/fact_check:"),
-    st.Page("pages/models.py", title="Models", icon=":material/deployed_code:"),
-    st.Page("pages/retraining.py", title="Retraining", icon=":material/model_training:"),
+    st.Page("views/overview.py", title="Overview", icon=":material/monitoring:", default=True),
+    st.Page("views/thresholds.py", title="Thresholds", icon=":material/tune:"),
+    st.Page("views/review.py", title="Review queue", icon=":material/fact_check:"),
+    st.Page("views/models.py", title="Models", icon=":material/deployed_code:"),
+    st.Page("views/retraining.py", title="Retraining", icon=":material/model_training:"),
 ]
 
 page = st.navigation(PAGES)
 board = app_state.dashboard()
+site = app_state.site_key()
 st.sidebar.caption(
-    f"Store: `{board.store.url.split('://', 1)[0]}` · Registry: `{board.site.registry_dir}`"
+    f"Site `{Path(site).name if site else 'configs/site.yaml'}` · "
+    f"{board.store.engine.dialect.name} store · {len(board.registry.products())} products in registry"
 )
 app_state.user_box()
 page.run()

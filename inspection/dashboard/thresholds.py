@@ -109,7 +109,8 @@ def read_validation_scores(bundle_dir: str | Path) -> LabelledScores | None:
     if not np.isin(label_array, (0, 1)).all():
         raise BundleError(f"{path}: labels must be 0 (good) or 1 (defective)")
     split = data.get("split", "validation") if isinstance(data, dict) else "validation"
-    return LabelledScores(score_array, label_array, f"validation ({split} split)")
+    note = f"; {data['note']}" if isinstance(data, dict) and data.get("note") else ""
+    return LabelledScores(score_array, label_array, f"validation ({split} split{note})")
 
 
 def default_bundle(registry: Registry, product: str) -> str | None:

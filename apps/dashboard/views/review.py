@@ -53,6 +53,7 @@ query = QueueQuery(
 filters_key = (query, page_size)
 if st.session_state.get("rv_filters") != filters_key:  # new filters: back to the start
     st.session_state.update(rv_filters=filters_key, rv_page=1, rv_cursor=0)
+st.session_state.setdefault("rv_page", 1)  # widget state is dropped while on other pages
 
 page = app_state.queue_page(site, query, st.session_state["rv_page"] - 1, page_size)
 if page.total == 0:
@@ -152,7 +153,7 @@ with panel:
     buttons = st.columns(2)
     for index, (label, key) in enumerate(SHORTCUTS.items()):
         buttons[index % 2].button(
-            f"{review.LABELS[label]} ({key})",
+            review.LABELS[label],
             key=f"rv_btn_{label}",
             on_click=_label,
             args=(label, row.id),
@@ -161,8 +162,8 @@ with panel:
             width="stretch",
         )
     nav = st.columns(2)
-    nav[0].button("◀ Previous (P)", on_click=_move, args=(-1,), shortcut="P", width="stretch")
-    nav[1].button("Next (N) ▶", on_click=_move, args=(1,), shortcut="N", width="stretch")
+    nav[0].button("◀ Previous", on_click=_move, args=(-1,), shortcut="P", width="stretch")
+    nav[1].button("Next ▶", on_click=_move, args=(1,), shortcut="N", width="stretch")
 
 message = st.session_state.pop("rv_message", None)
 if message:

@@ -1,0 +1,66 @@
+"""Dashboard fixtures: seeded tmp sites (see scripts/seed_dashboard.py) and an empty one."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+APP = REPO / "apps" / "dashboard" / "app.py"
+if str(REPO) not in sys.path:  # AppTest runs pages in this process; they import `inspection`
+    sys.path.insert(0, str(REPO))
+
+
+def load_seed_module() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "seed_dashboard", REPO / "scripts" / "seed_dashboard.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["seed_dashboard"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def seed() -> ModuleType:
+    return load_seed_module()
+
+
+@pytest.fixture(scope="session")
+def seeded_site_template(seed: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A seeded demo site written once per session (600 inspections, 60 reviews)."""
+    root = tmp_path_factory.mktemp("seeded-site")
+    seed.seed_site(root, inspections=600, reviews=60, pictures_each=3, size=128)
+    return root
+
+
+@pytest.fixture
+def seeded_site(seeded_site_template: Path, seed: ModuleType, tmp_path: Path) -> Path:
+    """A private copy of the seeded site (tests write to it); returns its site YAML."""
+    import shutil
+
+    root = tmp_path / "site"
+    shutil.copytree(seeded_site_template, root)
+    return seed.write_site(root, ["brick", "grass"])
+
+
+@pytest.fixture
+def empty_site(seed: ModuleType, tmp_path: Path) -> Path:
+    """A site with an empty store and no registry; returns its site YAML."""
+    return seed.write_site(tmp_path / "empty", [])
+
+
+@pytest.fixture
+def site_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[callable]:
+    """Point the dashboard at a site YAML through ``INSPECTION_SITE_CONFIG``."""
+    from inspection.dashboard.context import SITE_ENV
+
+    def use(site: Path) -> None:
+        monkeypatch.setenv(SITE_ENV, str(site))
+
+    yield use

@@ -1,0 +1,261 @@
+"""End to end: ``streamlit run`` on a seeded tmp site, driven in headless Chromium via Selenium.
+
+Clicks through every page, labels an inspection in the review queue with a keyboard-free click,
+checks the label reached the store, and saves screenshots to reports/dashboard/screenshots/.
+Without Chromium/chromedriver/selenium the test skips, except in CI (``CI=true``) where it fails.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from inspection.cli.dashboard import dashboard_env, streamlit_command
+from inspection.core.config import load_site_config
+from inspection.store.store import Store
+
+REPO = Path(__file__).resolve().parents[2]
+SHOTS = REPO / "reports" / "dashboard" / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+PAGES = ["Overview", "Thresholds", "Review queue", "Models", "Retraining"]
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def _missing(reason: str) -> None:
+    if IN_CI:
+        pytest.fail(f"browser test cannot run in CI: {reason}")
+    pytest.skip(reason)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def browser() -> Iterator[object]:
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        _missing("selenium is not installed (pip install selenium)")
+    for binary in (CHROMIUM, CHROMEDRIVER):
+        if not Path(binary).is_file():
+            _missing(f"{binary} not found; run scripts/services.sh (apt chromium chromium-driver)")
+    profile = tempfile.mkdtemp(prefix="chromium-profile-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={profile}",
+        "--window-size=1600,1000",
+        "--force-device-scale-factor=1",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(60)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture
+def served(seeded_site: Path) -> Iterator[str]:
+    """``streamlit run`` of the dashboard on 127.0.0.1 for the seeded site; yields its URL."""
+    from inspection.cli.dashboard import APP
+
+    port = _free_port()
+    log = tempfile.TemporaryFile()
+    process = subprocess.Popen(
+        streamlit_command(APP, host="127.0.0.1", port=port),
+        env=dashboard_env(seeded_site),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=seeded_site.parent,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                    if response.read() == b"ok":
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                log.seek(0)
+                pytest.fail(f"streamlit did not start:\n{log.read().decode()[-3000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+def _settle(driver, timeout: float = 90, quiet: float = 1.5) -> None:
+    """Wait until Streamlit has finished the script run and the page stopped changing."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    busy_css = '[data-testid="stStatusWidget"], [data-stale="true"], [data-testid="stSkeleton"]'
+    deadline = time.monotonic() + timeout
+    last, since = None, time.monotonic()
+    while time.monotonic() < deadline:
+        try:
+            busy = bool(driver.find_elements(By.CSS_SELECTOR, busy_css))
+            snapshot = driver.find_element(By.CSS_SELECTOR, '[data-testid="stMain"]').text
+        except StaleElementReferenceException:
+            busy, snapshot = True, None
+        if busy or snapshot != last:
+            last, since = snapshot, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
+        time.sleep(0.25)
+    raise TimeoutError(f"the page did not settle within {timeout} s")
+
+
+def _wait_text(driver, css: str, text: str, timeout: float = 60) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    WebDriverWait(
+        driver, timeout, poll_frequency=0.25, ignored_exceptions=(StaleElementReferenceException,)
+    ).until(lambda d: any(text in e.text for e in d.find_elements(By.CSS_SELECTOR, css)))
+
+
+def _open_page(driver, title: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    links = driver.find_elements(By.CSS_SELECTOR, '[data-testid="stSidebarNavLink"]')
+    link = next((a for a in links if _link_text(a) == title), None)
+    assert link is not None, f"no sidebar link {title!r}; found {[a.text for a in links]}"
+    link.click()
+    _wait_text(driver, "h1", title)
+    _settle(driver)
+
+
+def _button(driver, label: str, timeout: float = 30):
+    """The button whose text starts with ``label`` (waits for it to render)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def find(d):
+        for button in d.find_elements(By.CSS_SELECTOR, "button"):
+            if button.text.strip().startswith(label):
+                return button
+        return False
+
+    return WebDriverWait(
+        driver, timeout, poll_frequency=0.25, ignored_exceptions=(StaleElementReferenceException,)
+    ).until(find, f"no button {label!r} on the page")
+
+
+def _no_exception(driver) -> None:
+    from selenium.webdriver.common.by import By
+
+    errors = driver.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]')
+    assert not errors, f"the page shows an exception: {errors[0].text[:800]}"
+
+
+def _link_text(link) -> str:
+    """A sidebar link's label (its text also holds the icon's ligature name on the first line)."""
+    return link.text.strip().splitlines()[-1].strip()
+
+
+def _shot(driver, name: str) -> Path:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    path = SHOTS / f"{name}.png"
+    driver.save_screenshot(str(path))
+    return path
+
+
+def test_click_through_pages_and_review(browser, served: str, seeded_site: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    driver = browser
+    driver.get(served)
+    _wait_text(driver, "h1", "Overview")
+    _settle(driver)
+    links = driver.find_elements(By.CSS_SELECTOR, '[data-testid="stSidebarNavLink"]')
+    links = [_link_text(a) for a in links]
+    assert links == PAGES
+    metrics = driver.find_elements(By.CSS_SELECTOR, '[data-testid="stMetricValue"]')
+    assert metrics and metrics[0].text.replace(",", "") == "600"
+    _shot(driver, "overview")
+
+    for title in PAGES[1:]:
+        _open_page(driver, title)
+        _no_exception(driver)
+        _shot(driver, title.lower().replace(" ", "_"))
+        if title == "Thresholds":
+            shutil.copyfile(SHOTS / "thresholds.png", SHOTS / "dashboard.png")
+
+    # Review: give a name, then label the first queued inspection as a true defect.
+    _open_page(driver, "Review queue")
+    name = driver.find_element(By.CSS_SELECTOR, 'section[data-testid="stSidebar"] input')
+    name.send_keys("browser-bot", Keys.TAB)
+    _settle(driver)
+    store = Store(load_site_config(seeded_site).store_url, seeded_site.parent / "blobs")
+    before = {r.id for r in _reviews_by(store, "browser-bot")}
+    assert not before
+    _no_exception(driver)
+    button = _button(driver, "True defect")
+    button.click()
+    _wait_text(driver, '[data-testid="stAlertContentSuccess"]', "recorded")
+    _settle(driver)
+    _no_exception(driver)
+    _shot(driver, "review_after_label")
+    reviewed = _reviews_by(store, "browser-bot")
+    assert len(reviewed) == 1 and reviewed[0].label == "defect"
+    inspection = store.get_inspection(reviewed[0].inspection_id)
+    assert inspection.review_label == "defect" and inspection.reviewed_by == "browser-bot"
+
+    # The next item by keyboard: F marks a false alarm.
+    driver.find_element(By.TAG_NAME, "h1").click()  # focus the page, not an input
+    ActionChains(driver).send_keys("f").perform()
+    _wait_text(driver, '[data-testid="stAlertContentSuccess"]', "False alarm recorded")
+    _settle(driver)
+    labels = sorted(r.label for r in _reviews_by(store, "browser-bot"))
+    assert labels == ["defect", "false_alarm"]
+    store.engine.dispose()
+
+
+def _reviews_by(store: Store, reviewer: str):
+    from sqlalchemy import select
+
+    from inspection.store.models import Review
+
+    with store.session() as session:
+        return list(session.scalars(select(Review).where(Review.reviewer == reviewer)))
