@@ -1,15 +1,29 @@
-"""Shared fixtures: a tiny MVTec-style product written once per session."""
+"""Shared session fixtures.
+
+- ``tiny_product``: a small MVTec-style product written once per session.
+- ``trained_patchcore`` / ``fp32_bundle`` / ``fp16_bundle``: a tiny PatchCore (64 px) trained on
+  it and exported to OpenVINO bundles (runtime, service and retrain tests share them).
+- ``store_url``: results-store backends, SQLite always and PostgreSQL when a server is
+  reachable. ``.ci/run`` (via ``make test`` -> ``scripts/services.sh``) installs and starts
+  PostgreSQL; in CI a missing server is a failure, not a skip.
+"""
 
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from inspection.core.registry import ModelRecord, Registry
+
 # Two cores in CI: keep numeric libraries from oversubscribing them.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 os.environ.setdefault("MKL_NUM_THREADS", "2")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -23,3 +37,105 @@ def tiny_product(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_demo_product(
         root, "brick", seed=7, n_train=24, n_test_good=6, n_test_per_defect=3, size=128
     )
+
+
+# ----------------------------------------------------------- tiny trained model
+TINY_PATCHCORE = {
+    "kind": "patchcore",
+    "image_size": [64, 64],
+    "batch_size": 8,
+    "coreset_sampling_ratio": 0.1,
+    "num_neighbors": 3,
+    "val_fraction": 0.3,
+}
+
+
+@dataclass(frozen=True)
+class TrainedProduct:
+    """A registry holding one trained version of ``product`` and the dataset it came from."""
+
+    registry: Registry
+    product: str
+    record: ModelRecord
+    dataset_root: Path
+
+
+@pytest.fixture(scope="session")
+def trained_patchcore(
+    tiny_product: Path, tmp_path_factory: pytest.TempPathFactory
+) -> TrainedProduct:
+    """A tiny PatchCore (64 px) trained on ``tiny_product`` into a fresh registry."""
+    from inspection.data.dataset import load_dataset
+    from inspection.training.config import model_config_from_mapping
+    from inspection.training.train import train
+
+    registry = Registry(tmp_path_factory.mktemp("registry"))
+    config = model_config_from_mapping(TINY_PATCHCORE, where="tests TINY_PATCHCORE")
+    record = train(
+        config, load_dataset(tiny_product), product="brick", registry=registry, progress=False
+    )
+    return TrainedProduct(registry, "brick", record, tiny_product)
+
+
+@pytest.fixture(scope="session")
+def fp32_bundle(trained_patchcore: TrainedProduct) -> Path:
+    """The FP32 OpenVINO bundle of ``trained_patchcore``, registered as ``v0001-fp32``."""
+    from inspection.training.export import export_bundle
+
+    tp = trained_patchcore
+    result = export_bundle(tp.registry, tp.product, precision="fp32", version=tp.record.version)
+    return result.bundle_dir
+
+
+@pytest.fixture(scope="session")
+def fp16_bundle(trained_patchcore: TrainedProduct) -> Path:
+    """The FP16 bundle of ``trained_patchcore`` (``v0001-fp16``)."""
+    from inspection.training.export import export_bundle
+
+    tp = trained_patchcore
+    result = export_bundle(tp.registry, tp.product, precision="fp16", version=tp.record.version)
+    return result.bundle_dir
+
+
+# ------------------------------------------------------------- store backends
+PG_ADMIN_URL = os.environ.get(
+    "INSPECTION_TEST_PG_URL",
+    "postgresql+psycopg://inspection:inspection@127.0.0.1:5432/inspection_test",
+)
+
+
+def _fresh_postgres_database() -> tuple[str, str]:
+    """Create an empty database for one test; returns (url, name)."""
+    import sqlalchemy as sa
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except sa.exc.OperationalError as exc:
+        if IN_CI:
+            pytest.fail(f"PostgreSQL not reachable at {PG_ADMIN_URL} in CI: {exc}")
+        pytest.skip(f"PostgreSQL not reachable ({PG_ADMIN_URL}); run scripts/services.sh")
+    finally:
+        admin.dispose()
+    return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}", name
+
+
+def _drop_postgres_database(name: str) -> None:
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'inspection.db'}"
+        return
+    url, name = _fresh_postgres_database()
+    yield url
+    _drop_postgres_database(name)
