@@ -131,3 +131,29 @@ def test_permanent_errors_are_not_retried_and_failures_are_recorded(tmp_path: Pa
     state = scheduler.state()
     assert state["brick"]["detail"] == "DatasetError: train/good folder not found"
     assert state["grass"]["status"] == "failed"
+
+
+def test_run_forever_runs_due_jobs_and_stops_on_request(tmp_path: Path) -> None:
+    import threading
+
+    config = retrain_config_from_mapping(
+        {
+            "products": {"brick": {"schedule": "0 2 * * *"}, "grass": {"schedule": "0 3 * * *"}},
+            "work_dir": str(tmp_path / "work"),
+            "poll_seconds": 0.1,
+        }
+    )
+    ran: list[str] = []
+    stop = threading.Event()
+
+    def job(product: str) -> str:
+        ran.append(product)
+        if len(ran) == 2:
+            stop.set()
+        return "trained"
+
+    thread = threading.Thread(target=Scheduler(config, job).run_forever, args=(stop,))
+    thread.start()
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    assert ran == ["brick", "grass"]  # both never ran: due at once, then not again today
