@@ -87,36 +87,37 @@ def served(seeded_site: Path) -> Iterator[str]:
     from inspection.cli.dashboard import APP
 
     port = _free_port()
-    log = tempfile.TemporaryFile()
-    process = subprocess.Popen(
-        streamlit_command(APP, host="127.0.0.1", port=port),
-        env=dashboard_env(seeded_site),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=seeded_site.parent,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                    if response.read() == b"ok":
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                log.seek(0)
-                pytest.fail(f"streamlit did not start:\n{log.read().decode()[-3000:]}")
-            time.sleep(0.5)
-        yield url
-    finally:
-        process.terminate()
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(
+            streamlit_command(APP, host="127.0.0.1", port=port),
+            env=dashboard_env(seeded_site),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=seeded_site.parent,
+        )
         try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+            yield _wait_healthy(f"http://127.0.0.1:{port}", process, log)
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def _wait_healthy(url: str, process: subprocess.Popen, log) -> str:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.read() == b"ok":
+                    return url
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            log.seek(0)
+            pytest.fail(f"streamlit did not start:\n{log.read().decode()[-3000:]}")
+        time.sleep(0.5)
 
 
 def _settle(driver, timeout: float = 90, quiet: float = 1.5) -> None:
@@ -142,10 +143,9 @@ def _settle(driver, timeout: float = 90, quiet: float = 1.5) -> None:
 
 
 def _wait_text(driver, css: str, text: str, timeout: float = 60) -> None:
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
-
-    from selenium.common.exceptions import StaleElementReferenceException
 
     WebDriverWait(
         driver, timeout, poll_frequency=0.25, ignored_exceptions=(StaleElementReferenceException,)
@@ -200,8 +200,8 @@ def _shot(driver, name: str) -> Path:
 
 
 def test_click_through_pages_and_review(browser, served: str, seeded_site: Path) -> None:
-    from selenium.webdriver.common.by import By
     from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
     driver = browser

@@ -40,10 +40,21 @@ st.dataframe(
     width="stretch",
     column_config={
         "live": st.column_config.CheckboxColumn("live"),
+        "latency_ms": st.column_config.NumberColumn("latency", format="%.0f ms"),
         **{
             c: st.column_config.NumberColumn(c, format="%.3f")
             for c in table.columns
-            if c not in ("live", "version", "bundle", "precision", "model", "created", "problem")
+            if c
+            not in (
+                "live",
+                "version",
+                "bundle",
+                "precision",
+                "model",
+                "created",
+                "problem",
+                "latency_ms",
+            )
         },
     },
 )

@@ -164,10 +164,9 @@ with panel:
     nav = st.columns(2)
     nav[0].button("◀ Previous", on_click=_move, args=(-1,), shortcut="P", width="stretch")
     nav[1].button("Next ▶", on_click=_move, args=(1,), shortcut="N", width="stretch")
-
-message = st.session_state.pop("rv_message", None)
-if message:
-    (st.success if message[0] == "success" else st.error)(message[1])
+    message = st.session_state.pop("rv_message", None)
+    if message:
+        (st.success if message[0] == "success" else st.error)(message[1])
 
 with st.expander("Audit trail of this inspection"):
     trail = review.audit_frame(board.store, row.id)

@@ -156,7 +156,9 @@ else:
 
 st.subheader("Save")
 with st.form("save_threshold", clear_on_submit=True, border=True):
-    reason = st.text_input("Why", placeholder="e.g. too many false alarms on line 2")
+    reason = st.text_input(
+        "Why", key="th_reason", placeholder="e.g. too many false alarms on line 2"
+    )
     submitted = st.form_submit_button(f"Save threshold {value:.2f} for {product}", type="primary")
 if submitted:
     who = app_state.user_name()

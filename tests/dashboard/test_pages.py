@@ -1,0 +1,220 @@
+"""Every dashboard page under Streamlit's AppTest, on an empty site and on a seeded one.
+
+Writes (threshold, review label, promotion, rollback) go through the page widgets and are read
+back from the registry and the store.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from inspection.core.config import load_site_config
+from inspection.core.registry import Registry
+from inspection.dashboard import thresholds
+from inspection.dashboard.context import open_dashboard
+from inspection.store.store import InspectionFilter, Store
+
+APP = Path(__file__).resolve().parents[2] / "apps" / "dashboard" / "app.py"
+TIMEOUT = 60
+PAGES = {
+    "overview": "views/overview.py",
+    "thresholds": "views/thresholds.py",
+    "review": "views/review.py",
+    "models": "views/models.py",
+    "retraining": "views/retraining.py",
+}
+
+
+def _open(page: str, *, user: str | None = None) -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    if user is not None:
+        at.session_state["user_name"] = user
+    at.switch_page(PAGES[page]).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _store(site: Path) -> Store:
+    config = load_site_config(site)
+    return Store(config.store_url, config.blob_dir)
+
+
+@pytest.mark.parametrize(
+    ("page", "hint"),
+    [
+        ("overview", "No inspections in this window yet"),
+        ("thresholds", "No products yet"),
+        ("review", "Nothing to review with these filters"),
+        ("models", "The registry has no models yet"),
+        ("retraining", "No retraining runs yet"),
+    ],
+)
+def test_empty_site_shows_a_helpful_empty_state(empty_site, site_env, page, hint) -> None:
+    site_env(empty_site)
+    at = _open(page)
+    assert any(hint in info.value for info in at.info), [i.value for i in at.info]
+
+
+def test_overview_counts_and_station_health(seeded_site, site_env) -> None:
+    site_env(seeded_site)
+    at = _open("overview")
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Inspections"] == "600"
+    store = _store(seeded_site)
+    ng = store.count_inspections(InspectionFilter(verdict="NG"))
+    assert metrics["NG"] == f"{ng:,}"
+    assert at.dataframe[0].value["station_id"].tolist() == [
+        "line1-cam1",
+        "line1-cam2",
+        "line2-cam1",
+    ]
+    assert any("PSI" in md.value for md in at.markdown)
+
+    at.selectbox(key="ov_product").set_value("grass").run()
+    assert not at.exception
+    grass = {m.label: m.value for m in at.metric}["Inspections"]
+    assert 0 < int(grass.replace(",", "")) < 600
+
+
+def test_threshold_slider_shows_tradeoffs_and_save_creates_a_version(seeded_site, site_env) -> None:
+    site_env(seeded_site)
+    at = _open("thresholds", user="alice")
+    at.slider(key="th_value_brick").set_value(0.62).run()
+    assert not at.exception
+
+    board = open_dashboard(seeded_site)
+    data = thresholds.combine(
+        [
+            thresholds.validation_scores(board.registry, "brick", "v0002-int8"),
+            thresholds.reviewed_scores(board.store, "brick"),
+        ],
+        "both",
+    )
+    expected = thresholds.tradeoff(data, 0.62)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["False-alarm rate"] == f"{expected.false_alarm_rate:.1%}"
+    assert metrics["Miss rate"] == f"{expected.miss_rate:.1%}"
+    assert len(at.get("vega_lite_chart")) >= 3  # histogram, ROC, PR
+
+    at.text_input(key="th_reason").set_value("fewer false alarms on line 1")
+    at.button(key="FormSubmitter:save_threshold-Save threshold 0.62 for brick").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    current = Registry(load_site_config(seeded_site).registry_dir).current_threshold("brick")
+    assert (current.value, current.actor, current.reason) == (
+        0.62,
+        "alice",
+        "fewer false alarms on line 1",
+    )
+    assert current.bundle_id == "v0002-int8"
+
+
+def test_threshold_save_needs_a_name(seeded_site, site_env) -> None:
+    site_env(seeded_site)
+    at = _open("thresholds")
+    before = len(Registry(load_site_config(seeded_site).registry_dir).threshold_history("brick"))
+    at.text_input(key="th_reason").set_value("why not")
+    at.button(key="FormSubmitter:save_threshold-Save threshold 0.50 for brick").click().run()
+    assert any("Enter your name" in e.value for e in at.error)
+    after = len(Registry(load_site_config(seeded_site).registry_dir).threshold_history("brick"))
+    assert after == before
+
+
+def test_suggestion_button_moves_the_slider(seeded_site, site_env) -> None:
+    site_env(seeded_site)
+    at = _open("thresholds")
+    at.button(key="use_f1").click().run()
+    board = open_dashboard(seeded_site)
+    data = thresholds.combine(
+        [
+            thresholds.validation_scores(board.registry, "brick", "v0002-int8"),
+            thresholds.reviewed_scores(board.store, "brick"),
+        ],
+        "both",
+    )
+    best = thresholds.suggest_max_f1(data)
+    assert at.slider(key="th_value_brick").value == pytest.approx(round(best.threshold, 2))
+
+
+def test_review_label_reaches_the_store(seeded_site, site_env) -> None:
+    site_env(seeded_site)
+    at = _open("review", user="bob")
+    assert len(at.image) == 3  # image, anomaly overlay, mask outline
+    caption = next(c.value for c in at.caption if "inspections" in c.value)
+    total_before = int(caption.split(" inspections")[0].replace(",", ""))
+    first_id = at.dataframe[0].value["id"].iloc[0]
+
+    at.selectbox(key="rv_defect_type").set_value("crack")
+    at.button(key="rv_btn_defect").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any("True defect recorded" in s.value for s in at.success)
+
+    store = _store(seeded_site)
+    row = store.get_inspection(first_id)
+    assert (row.review_label, row.review_defect_type, row.reviewed_by) == ("defect", "crack", "bob")
+    assert [r.reviewer for r in store.reviews_of(first_id)] == ["bob"]
+    caption = next(c.value for c in at.caption if "inspections" in c.value)
+    assert int(caption.split(" inspections")[0].replace(",", "")) == total_before - 1
+
+
+def test_review_needs_a_name(seeded_site, site_env) -> None:
+    site_env(seeded_site)
+    at = _open("review")
+    first_id = at.dataframe[0].value["id"].iloc[0]
+    at.button(key="rv_btn_false_alarm").click().run()
+    assert any("Enter your name" in e.value for e in at.error)
+    assert _store(seeded_site).get_inspection(first_id).review_label is None
+
+
+def test_review_paging(seeded_site, site_env) -> None:
+    site_env(seeded_site)
+    at = _open("review")
+    first_page = at.dataframe[0].value["id"].tolist()
+    at.number_input(key="rv_page").set_value(2).run()
+    assert not at.exception
+    second_page = at.dataframe[0].value["id"].tolist()
+    assert second_page and not set(first_page) & set(second_page)
+
+
+def test_models_promote_and_rollback_with_audit(seeded_site, site_env) -> None:
+    site_env(seeded_site)
+    registry = Registry(load_site_config(seeded_site).registry_dir)
+    at = _open("models", user="carol")
+    table = at.dataframe[0].value
+    assert set(table["bundle"]) == {"v0001-fp32", "v0001-int8", "v0002-fp32", "v0002-int8"}
+    assert table.loc[table["live"], "bundle"].tolist() == ["v0002-int8"]
+    comparison = at.dataframe[1].value
+    assert "Δ int8 vs fp32" in comparison.columns
+
+    at.selectbox(key="md_bundle").set_value("v0002-fp32")
+    at.text_input(key="md_promote_reason").set_value("compare FP32 on line 1")
+    at.button(key="FormSubmitter:promote-Promote").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert registry.live("brick").bundle_id == "v0002-fp32"
+    assert registry.events("brick")[-1]["actor"] == "carol"
+
+    at.text_input(key="md_rollback_reason").set_value("back to INT8")
+    at.button(key="FormSubmitter:rollback-Roll back").click().run()
+    assert not at.error, [e.value for e in at.error]
+    assert registry.live("brick").bundle_id == "v0002-int8"
+    assert registry.events("brick")[-1]["action"] == "rollback"
+
+
+def test_models_promote_needs_who_and_why(seeded_site, site_env) -> None:
+    site_env(seeded_site)
+    at = _open("models", user="carol")
+    at.button(key="FormSubmitter:promote-Promote").click().run()
+    assert any("needs who" in e.value for e in at.error)
+    registry = Registry(load_site_config(seeded_site).registry_dir)
+    assert registry.live("brick").bundle_id == "v0002-int8"
+
+
+def test_retraining_shows_champion_vs_challenger(seeded_site, site_env) -> None:
+    site_env(seeded_site)
+    at = _open("retraining")
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics == {"Decision": "promoted", "Champion": "v0001-fp32", "Challenger": "v0002-int8"}
+    comparison = at.dataframe[1].value
+    assert comparison.loc["image_auroc", "Δ"] == pytest.approx(0.981 - 0.962)
