@@ -45,6 +45,22 @@ def kill_during_load(bench: Bench, total: int, kills: int, acked: Any) -> list[f
     return restart_seconds
 
 
+def resend_acked(bench: Bench, log: ClientLog, count: int) -> dict[str, int]:
+    """A client that lost the response retries an acknowledged request: same result, no new row."""
+    chosen = sorted(log.acked)[:count]
+    same = 0
+    with httpx.Client(base_url=bench.base_url, timeout=30.0) as client:
+        for request_id in chosen:
+            image = bench.images[0]
+            params = {"product": bench.product, "request_id": request_id, "part_id": request_id}
+            response = client.post(
+                "/v1/inspect", params=params, content=image, headers=bench.headers()
+            )
+            if response.status_code == 200 and response.json()["id"] == log.acked[request_id]:
+                same += 1
+    return {"sent": len(chosen), "replayed_same_id": same}
+
+
 def bad_requests(bench: Bench, random_count: int) -> list[tuple[str, dict, dict, bytes]]:
     """(case, params, headers, body) of requests a broken client or an attacker might send."""
     good_png = bench.images[0]
@@ -128,6 +144,9 @@ def main() -> dict[str, Any]:
         load.start()
         restart_seconds = kill_during_load(bench, total, args.kills, lambda: log.acked)
         load.join()
+        rows_before = verify_store(bench, log.acked, "fault")["stored_rows"]
+        resent = resend_acked(bench, log, count=20)
+        resent["new_rows"] = verify_store(bench, log.acked, "fault")["stored_rows"] - rows_before
         bad_input = barrage(bench, random_count=120)
     finally:
         bench.stop()
@@ -145,6 +164,7 @@ def main() -> dict[str, Any]:
         "client_retries": log.retries,
         "replays": log.statuses.get("200", 0),
         "gave_up": len(log.gave_up),
+        "resent": resent,
         "verification": verification,
         "bad_input_barrage": bad_input,
         "environment": environment(),
@@ -158,6 +178,8 @@ def main() -> dict[str, Any]:
         or verification["duplicated"]
         or verification["acknowledged"] != total
         or bad_input["5xx"]
+        or resent["new_rows"]
+        or resent["replayed_same_id"] != resent["sent"]
         or verification["sqlite_integrity_check"] not in (None, "ok")
         or verification["blobs_referenced_missing"]
     )

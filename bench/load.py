@@ -10,6 +10,7 @@ Writes ``reports/service/load.json`` and refreshes ``reports/service/summary.md`
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import platform
@@ -331,11 +332,19 @@ def verify_store(bench: Bench, acked: dict[str, str], prefix: str) -> dict[str, 
         store.engine.dispose()
 
 
+def image_size(data: bytes) -> str:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        return f"{image.width}x{image.height}"
+
+
 def environment() -> dict[str, Any]:
     return {
         "python": platform.python_version(),
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
+        "load_average_1m_at_end": round(os.getloadavg()[0], 2),
         "note": "shared 2-core machine; other engineers' jobs ran at the same time",
     }
 
@@ -359,7 +368,9 @@ def write_summary() -> Path:
             "## Load",
             "",
             f"- bundle `{load['bundle_id']}`, {load['clients']} clients × {load['requests_per_client']} "
-            f"requests, {load['image_size']} images, {load['workers']} inference threads",
+            f"requests, {load['image_size']} images, {load['workers']} inference threads, "
+            f"machine load average {load['environment'].get('load_average_1m_at_end')} on "
+            f"{load['environment']['cpus']} cores",
             f"- throughput **{load['throughput_rps']:.1f} inspections/s**; end-to-end latency "
             f"p50 {lat['p50']} ms, p95 {lat['p95']} ms, p99 {lat['p99']} ms (max {lat['max']} ms)",
             f"- model latency alone (server side): p50 {load['model_latency_ms'].get('p50')} ms, "
@@ -385,7 +396,10 @@ def write_summary() -> Path:
             f"- acknowledged {ver['acknowledged']} = stored {ver['stored_distinct_requests']}; "
             f"**lost {ver['acknowledged_missing']}**, **duplicated {ver['duplicated']}**, "
             f"gave up {fault['gave_up']}, client retries {fault['client_retries']} "
-            f"(of which replays of already-stored results: {fault['replays']})",
+            f"(replays of results stored before the kill: {fault['replays']})",
+            f"- clients that lost a response: {fault['resent']['sent']} already-acknowledged "
+            f"requests sent again → {fault['resent']['replayed_same_id']} answered 200 with the "
+            f"stored result, {fault['resent']['new_rows']} new rows",
             f"- database after the kills: integrity `{ver['sqlite_integrity_check']}`, "
             f"referenced blobs missing {ver['blobs_referenced_missing']}",
             f"- bad-input barrage: {barrage['sent']} bad requests, **{barrage['5xx']} × 5xx**, "
@@ -482,9 +496,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "clients": args.clients,
         "requests_per_client": args.requests,
         "workers": args.workers,
-        "image_size": f"{args.image_size}x{args.image_size}"
-        if not args.images
-        else "from --images",
+        "image_size": image_size(bench.images[0]),
         "store": "sqlite" if bench.store_url.startswith("sqlite") else "postgresql",
         "server_ready_s": round(ready_s, 2),
         "wall_s": round(wall_s, 2),
