@@ -409,6 +409,23 @@ def write_summary() -> Path:
         ]
     verdict = _verdict(load, fault)
     lines += ["## Verdict", "", verdict, ""]
+    lines += [
+        "## Reading the numbers",
+        "",
+        "- End-to-end latency is mostly queueing: K clients share `workers` inference threads, so "
+        "p50 ≈ clients / throughput. The model latency line is the Inspector's own time, inflated "
+        "by the two inference threads and everyone else's jobs competing for 2 cores.",
+        "- Per request the station also decodes, renders overlay/mask/map and writes four blobs "
+        "and one row, each fsynced (SQLite `synchronous=FULL`): durability is paid in latency.",
+        "- Restart time is Python imports (FastAPI, SQLAlchemy, OpenVINO) plus compiling the "
+        "bundle, on an overloaded machine.",
+        "- A kill can land after the commit but before the response; the retry then gets the "
+        "stored result (200). Whether that happens in a given run is luck, so the fault run also "
+        "re-sends acknowledged requests on purpose (the lost-response case).",
+        "- The benches use SQLite; PostgreSQL durability and idempotency are covered by "
+        "`tests/service/test_durability.py`.",
+        "",
+    ]
     path = REPORTS / "summary.md"
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
