@@ -361,6 +361,10 @@ def write_summary() -> Path:
         "(WAL, synchronous=FULL), clients over HTTP. Shared 2-core machine: absolute numbers "
         "are pessimistic and noisy.",
         "",
+        "The bundle came from the CLI: `inspection data demo --products brick --size 256 "
+        "--train 30`, `inspection train -p brick` (PatchCore, `configs/models/patchcore.yaml`, "
+        "256 px) and `inspection export -p brick --precision fp32 --promote`.",
+        "",
     ]
     if load:
         lat, ver = load["latency_ms"], load["verification"]

@@ -19,6 +19,7 @@ from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 
 from inspection.service.config import StationConfig
 from inspection.service.errors import RequestError
@@ -110,6 +111,14 @@ def _install_handlers(app: FastAPI, metrics: ServiceMetrics) -> None:
     async def _request_error(_request: Request, exc: RequestError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         return JSONResponse({"detail": exc.message}, status_code=exc.status, headers=headers)
+
+    @app.exception_handler(OperationalError)
+    async def _store_down(_request: Request, exc: OperationalError) -> JSONResponse:
+        log.error("results store unavailable: %s", str(exc).splitlines()[0])
+        return JSONResponse(
+            {"detail": "the results store is unavailable; retry with the same request_id"},
+            status_code=503,
+        )
 
     @app.exception_handler(StoreError)
     async def _store_error(_request: Request, exc: StoreError) -> JSONResponse:
