@@ -25,7 +25,7 @@ PERIODS: tuple[str, ...] = ("hour", "day")
 QUEUE_KINDS: tuple[str, ...] = ("ng", "borderline", "ng_or_borderline", "all")
 QUEUE_STATUSES: tuple[str, ...] = ("unreviewed", "reviewed", "all")
 QUEUE_ORDERS: tuple[str, ...] = ("score_desc", "newest", "oldest", "closest_to_threshold")
-_SQLITE_BUCKETS = {"hour": "%Y-%m-%d %H:00:00", "day": "%Y-%m-%d 00:00:00"}
+_SQLITE_BUCKETS = {"hour": (13, ":00:00"), "day": (10, " 00:00:00")}  # prefix length, padding
 
 
 @dataclass(frozen=True)
@@ -129,8 +129,9 @@ def _time_filters(product: str | None, station_id: str | None, since, until) -> 
 def _bucket(store: Store, period: Period) -> Any:
     if period not in PERIODS:
         raise StoreError(f"period must be one of {list(PERIODS)}, got {period!r}")
-    if store.engine.dialect.name == "sqlite":
-        return func.strftime(_SQLITE_BUCKETS[period], Inspection.created_at)
+    if store.engine.dialect.name == "sqlite":  # stored as 'YYYY-MM-DD HH:MM:SS.ffffff' text
+        length, padding = _SQLITE_BUCKETS[period]
+        return func.substr(Inspection.created_at, 1, length).concat(padding)
     return func.date_trunc(period, Inspection.created_at)
 
 

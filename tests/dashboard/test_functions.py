@@ -1,0 +1,279 @@
+"""The dashboard's SQL aggregations and trade-off maths on small hand-made data."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from inspection.core.errors import BundleError, RegistryError
+from inspection.core.registry import Registry
+from inspection.dashboard import models, overview, retraining, review, thresholds
+from inspection.store import queries
+from inspection.store.store import Store, StoreError
+
+T0 = datetime(2025, 3, 1, 8, 0, tzinfo=timezone.utc)
+
+
+def _row(store: Store, minutes: float, score: float, *, product="p", station="s1", **extra):
+    return store.add_inspection(
+        created_at=T0 + timedelta(minutes=minutes),
+        product=product,
+        station_id=station,
+        score=score,
+        threshold=0.5,
+        verdict="NG" if score >= 0.5 else "OK",
+        model_version=f"{product}/v0001",
+        bundle_id="v0001-fp32",
+        latency_ms=10.0,
+        width=8,
+        height=8,
+        image_sha="0" * 64,
+        **extra,
+    )
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "blobs")
+    for minutes, score, station in [
+        (0, 0.1, "s1"),
+        (10, 0.45, "s1"),
+        (20, 0.9, "s1"),
+        (70, 0.55, "s2"),
+        (80, 0.2, "s2"),
+        (60 * 24 + 5, 1.0, "s2"),
+    ]:
+        _row(store, minutes, score, station=station)
+    _row(store, 5, 0.7, product="q")
+    return store
+
+
+def test_volume_by_hour_and_day(store: Store) -> None:
+    hours = queries.volume_over_time(store, period="hour", product="p")
+    assert [(r.bucket.hour, r.station_id, r.total, r.ng) for r in hours] == [
+        (8, "s1", 3, 1),
+        (9, "s2", 2, 1),
+        (8, "s2", 1, 1),
+    ]
+    assert hours[0].bucket == T0 and hours[-1].bucket == T0 + timedelta(days=1)
+    days = queries.volume_over_time(store, period="day", since=T0 + timedelta(hours=1))
+    assert [(r.bucket.day, r.product, r.station_id, r.total) for r in days] == [
+        (1, "p", "s2", 2),
+        (2, "p", "s2", 1),
+    ]
+
+
+def test_station_health_and_histogram(store: Store) -> None:
+    rows = {(r.station_id, r.product): r for r in queries.station_health(store)}
+    assert rows["s1", "p"].total == 3 and rows["s1", "p"].ng == 1
+    assert rows["s2", "p"].last_seen == T0 + timedelta(days=1, minutes=5)
+    histogram = queries.score_histogram(store, "p", bins=10)
+    assert histogram.tolist() == [0, 1, 1, 0, 1, 1, 0, 0, 0, 2]  # 0.9 and 1.0 share the last bin
+
+
+def test_review_queue_kinds_status_and_paging(store: Store) -> None:
+    ids = lambda q, **kw: [r.score for r in queries.review_queue(store, q, **kw)]  # noqa: E731
+    assert ids(queries.QueueQuery(product="p", kind="ng")) == [1.0, 0.9, 0.55]
+    assert ids(queries.QueueQuery(product="p", kind="borderline")) == [0.45]
+    assert ids(queries.QueueQuery(product="p", kind="borderline", margin=0.3)) == [0.45, 0.2]
+    both = queries.QueueQuery(product="p")
+    assert queries.count_review_queue(store, both) == 4
+    assert ids(both, limit=2, offset=2) == [0.55, 0.45]
+    top = queries.review_queue(store, both, limit=1)[0]
+    review.submit(store, top.id, label="defect", reviewer="ann", defect_type=" crack ")
+    assert queries.count_review_queue(store, both) == 3
+    done = queries.review_queue(store, queries.QueueQuery(product="p", status="reviewed"))
+    assert [(r.review_label, r.review_defect_type, r.reviewed_by) for r in done] == [
+        ("defect", "crack", "ann")
+    ]
+    assert queries.defect_types(store, "p") == ["crack"] and queries.defect_types(store, "q") == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (
+            {"kind": "bad"},
+            "queue kind must be one of ['ng', 'borderline', 'ng_or_borderline', 'all'], got 'bad'",
+        ),
+        (
+            {"status": "new"},
+            "queue status must be one of ['unreviewed', 'reviewed', 'all'], got 'new'",
+        ),
+        (
+            {"order": "random"},
+            "queue order must be one of ['score_desc', 'newest', 'oldest', 'closest_to_threshold'], got 'random'",
+        ),
+        ({"margin": 1.5}, "borderline margin must be in [0, 1], got 1.5"),
+    ],
+)
+def test_bad_queue_queries(kwargs, message) -> None:
+    with pytest.raises(StoreError) as info:
+        queries.QueueQuery(**kwargs)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (
+            lambda s: queries.volume_over_time(s, period="week"),
+            "period must be one of ['hour', 'day'], got 'week'",
+        ),
+        (
+            lambda s: queries.score_histogram(s, "p", bins=0),
+            "bins must be between 1 and 10000, got 0",
+        ),
+        (
+            lambda s: queries.review_queue(s, queries.QueueQuery(), limit=0),
+            "page needs limit >= 1 and offset >= 0, got 0 and 0",
+        ),
+        (
+            lambda s: review.queue_page(s, queries.QueueQuery(), page=0, page_size=0),
+            "page size must be at least 1, got 0",
+        ),
+        (
+            lambda s: review.submit(s, "nope", label="defect", reviewer="ann"),
+            "no inspection with id 'nope'",
+        ),
+    ],
+)
+def test_bad_store_calls(store: Store, call, message) -> None:
+    with pytest.raises(StoreError) as info:
+        call(store)
+    assert str(info.value) == message
+
+
+def test_queue_page_clamps_past_the_end(store: Store) -> None:
+    page = review.queue_page(store, queries.QueueQuery(product="p"), page=99, page_size=3)
+    assert (page.page, page.pages, len(page.rows), page.total) == (1, 2, 1, 4)
+
+
+LABELLED = thresholds.LabelledScores(
+    np.array([0.1, 0.2, 0.3, 0.6, 0.4, 0.7, 0.8, 0.9]),
+    np.array([0, 0, 0, 0, 1, 1, 1, 1], dtype=np.int8),
+    "hand-made",
+)
+
+
+def test_tradeoff_counts() -> None:
+    at = thresholds.tradeoff(LABELLED, 0.5)
+    assert (at.false_alarm_rate, at.miss_rate) == (0.25, 0.25)
+    assert at.precision == 0.75 and at.recall == 0.75 and at.f1 == 0.75
+    none = thresholds.tradeoff(thresholds.empty_scores("x"), 0.5)
+    assert math.isnan(none.false_alarm_rate) and math.isnan(none.miss_rate)
+
+
+def test_suggestions() -> None:
+    best = thresholds.suggest_max_f1(LABELLED)
+    assert best.threshold == pytest.approx(0.4) and best.f1 == pytest.approx(8 / 9)
+    strict = thresholds.suggest_for_miss_rate(LABELLED, 0.0)
+    assert strict.threshold == pytest.approx(0.4) and strict.miss_rate == 0.0
+    loose = thresholds.suggest_for_miss_rate(LABELLED, 0.25)
+    assert loose.threshold == pytest.approx(0.7) and loose.false_alarm_rate == 0.0
+    assert thresholds.roc_curve(LABELLED)["auc"] == pytest.approx(15 / 16)
+    with pytest.raises(ValueError, match="needs good and defective samples, got 2 good and 0"):
+        thresholds.suggest_max_f1(
+            thresholds.LabelledScores(np.array([0.1, 0.2]), np.zeros(2, np.int8), "only good")
+        )
+
+
+def test_expected_ng() -> None:
+    histogram = np.zeros(100, dtype=np.int64)
+    histogram[[10, 40, 55, 90]] = [50, 30, 15, 5]
+    assert thresholds.expected_ng(histogram, 0.5, 1000.0) == pytest.approx((0.2, 200.0))
+    assert thresholds.expected_ng(histogram, 0.55, 1000.0) == pytest.approx((0.2, 200.0))
+    assert thresholds.expected_ng(histogram, 0.56, 1000.0) == pytest.approx((0.05, 50.0))
+    assert thresholds.expected_ng(np.zeros(100), 0.5, 10.0) == (0.0, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "expected {'scores': [...], 'labels': [0|1, ...]}"),
+        ('{"scores": [0.1]}', "expected {'scores': [...], 'labels': [0|1, ...]}"),
+        ('{"scores": [0.1, 0.2], "labels": [1]}', "2 scores but 1 labels; they must pair up"),
+        ('{"scores": [0.1], "labels": [2]}', "labels must be 0 (good) or 1 (defective)"),
+        ('{"samples": [{"score": 0.1, "label": "broken"}]}', "expected {'scores'"),
+    ],
+)
+def test_bad_validation_scores(tmp_path: Path, content: str, message: str) -> None:
+    (tmp_path / thresholds.VALIDATION_FILE).write_text(content)
+    with pytest.raises(BundleError, match=None) as info:
+        thresholds.read_validation_scores(tmp_path)
+    assert message in str(info.value)
+
+
+def test_validation_scores_both_layouts(tmp_path: Path) -> None:
+    assert thresholds.read_validation_scores(tmp_path) is None
+    (tmp_path / thresholds.VALIDATION_FILE).write_text(
+        json.dumps(
+            {"samples": [{"score": 0.2, "label": "good"}, {"score": 0.8, "label": "defect"}]}
+        )
+    )
+    data = thresholds.read_validation_scores(tmp_path)
+    assert data.labels.tolist() == [0, 1] and data.scores.tolist() == [0.2, 0.8]
+
+
+def test_reviewed_scores_map_labels(store: Store) -> None:
+    rows = queries.review_queue(store, queries.QueueQuery(product="p", kind="ng"), limit=10)
+    labels = ["defect", "false_alarm", "unsure"]  # scores 1.0, 0.9, 0.55
+    for row, label in zip(rows, labels, strict=True):
+        review.submit(store, row.id, label=label, reviewer="ann")
+    data = thresholds.reviewed_scores(store, "p")
+    assert sorted(zip(data.scores.tolist(), data.labels.tolist(), strict=True)) == [
+        (0.9, 0),
+        (1.0, 1),
+    ]
+
+
+def test_psi() -> None:
+    flat = np.full(10, 0.1)
+    assert overview.population_stability_index(flat, flat) == pytest.approx(0.0)
+    shifted = np.r_[np.full(5, 0.02), np.full(5, 0.18)]
+    assert overview.population_stability_index(flat, shifted) > overview.PSI_ALERT
+
+
+def test_promote_needs_who_and_why(tmp_path: Path) -> None:
+    registry = Registry(tmp_path)
+    with pytest.raises(RegistryError, match="a promotion needs who"):
+        models.promote(registry, "p", "v0001-fp32", actor=" ", reason="x")
+    with pytest.raises(RegistryError, match="a rollback needs who"):
+        models.rollback(registry, "p", actor="ann", reason="")
+
+
+def test_retrain_runs_merge_reports_and_events(tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "registry")
+    reports = tmp_path / "reports"
+    folder = reports / "retrain" / "p" / "run-1"
+    folder.mkdir(parents=True)
+    (folder / "report.json").write_text(
+        json.dumps(
+            {
+                "at": "2025-01-02T00:00:00+00:00",
+                "decision": "kept",
+                "champion": {"bundle_id": "v0001-int8", "metrics": {"image_auroc": 0.95}},
+                "challenger": {"version": "v0002", "image_auroc": 0.94, "aupro": 0.8},
+            }
+        )
+    )
+    (reports / "retrain" / "p" / "broken").mkdir()
+    (reports / "retrain" / "p" / "broken" / "report.json").write_text("{oops")
+    registry.record_event("p", "retrain", actor="cron", reason="weekly", run="run-1")
+    registry.record_event("p", "retrain", actor="cron", reason="too few new labels", run="run-2")
+    runs = retraining.retrain_runs(registry, reports, "p")
+    assert [r.run for r in runs] == ["run-2", "run-1"]
+    compared = runs[1].comparison()
+    assert compared.loc["image_auroc", "Δ"] == pytest.approx(-0.01)
+    assert math.isnan(compared.loc["aupro", "champion"])
+    assert (runs[1].champion, runs[1].challenger, runs[1].decision) == (
+        "v0001-int8",
+        "v0002",
+        "kept",
+    )
+    assert runs[0].reason == "too few new labels"
