@@ -1,0 +1,130 @@
+"""Backbone weights: bundled ImageNet weights, explicit files, random init, clear failures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+
+from inspection.core.errors import WeightsError
+from inspection.training.backbones import (
+    BUNDLED_BACKBONE,
+    apply_weights,
+    feature_layers,
+    map_state_dict,
+    no_pretrained_download,
+    resolve_weights,
+)
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    return resolve_weights(BUNDLED_BACKBONE, "bundled")
+
+
+def _extractor() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return timm.create_model(BUNDLED_BACKBONE, features_only=True, out_indices=(2, 3)).eval()
+
+
+def test_bundled_weights_map_all_296_tensors_strictly(bundled) -> None:
+    assert bundled.source == "bundled"
+    assert len(bundled.state_dict) == 296
+    full = timm.create_model(BUNDLED_BACKBONE)
+    full.load_state_dict(bundled.state_dict, strict=True)  # raises on any mismatch
+    assert bundled.mean == (0.5, 0.5, 0.5) and bundled.std == (0.5, 0.5, 0.5)
+    assert len(bundled.sha256) == 64
+    assert bundled.record()["source"] == "bundled"
+
+
+def test_bundled_weights_change_the_features(bundled) -> None:
+    random_model, trained_model = _extractor(), _extractor()
+    apply_weights(trained_model, bundled)
+    stem = "conv_stem.weight"
+    assert torch.equal(trained_model.state_dict()[stem], bundled.state_dict[stem])
+    assert not torch.equal(random_model.state_dict()[stem], trained_model.state_dict()[stem])
+    # ImageNet BN statistics: running means are no longer the init value 0.
+    assert trained_model.state_dict()["bn1.running_mean"].abs().sum() > 0
+    image = torch.rand(1, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        random_features, trained_features = random_model(image)[0], trained_model(image)[0]
+    assert not torch.allclose(random_features, trained_features, atol=1e-3)
+
+
+def test_explicit_file_loads_like_the_bundle(bundled, tmp_path: Path) -> None:
+    path = tmp_path / "lite0.pth"
+    torch.save(dict(bundled.state_dict), path)
+    loaded = resolve_weights(BUNDLED_BACKBONE, str(path))
+    assert loaded.source == "file"
+    assert loaded.detail == str(path.resolve())
+    stem = "conv_stem.weight"
+    assert torch.equal(loaded.state_dict[stem], bundled.state_dict[stem])
+
+
+def test_weights_file_is_used_when_nothing_is_bundled(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with no_pretrained_download():
+        model = timm.create_model("resnet18")
+    path = tmp_path / "resnet18.pth"
+    torch.save(model.state_dict(), path)
+    resolved = resolve_weights("resnet18", "auto", weights_file=path)
+    assert resolved.source == "file"
+    assert resolved.mean == pytest.approx((0.485, 0.456, 0.406))
+
+
+def test_missing_file_is_a_weights_error(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.pth"
+    with pytest.raises(WeightsError, match=f"backbone weights file not found: {missing}"):
+        resolve_weights(BUNDLED_BACKBONE, str(missing))
+
+
+def test_corrupt_file_is_a_weights_error(tmp_path: Path) -> None:
+    path = tmp_path / "bad.pth"
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsError, match="not a readable weights file"):
+        resolve_weights(BUNDLED_BACKBONE, str(path))
+
+
+def test_offline_without_weights_says_what_to_do(monkeypatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(WeightsError) as excinfo:
+        resolve_weights("resnet18", "auto")
+    message = str(excinfo.value)
+    assert "no bundled weights for 'resnet18'" in message
+    assert "hub not used: HF_HUB_OFFLINE is set" in message
+    assert "backbone.weights_file" in message and "weights=random" in message
+
+
+def test_hub_refused_offline(monkeypatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(WeightsError, match="HF_HUB_OFFLINE is set"):
+        resolve_weights("resnet18", "hub")
+
+
+def test_bundled_only_for_lite0() -> None:
+    with pytest.raises(WeightsError, match="bundled weights exist only for tf_efficientnet_lite0"):
+        resolve_weights("resnet18", "bundled")
+
+
+def test_random_is_an_explicit_ablation() -> None:
+    resolved = resolve_weights(BUNDLED_BACKBONE, "random")
+    assert resolved.source == "random" and resolved.state_dict is None
+
+
+def test_state_dict_shape_mismatch_names_the_tensor() -> None:
+    target = {"a": torch.zeros(2, 3), "b": torch.zeros(4)}
+    source = {"x": torch.zeros(2, 3), "y": torch.zeros(5)}
+    with pytest.raises(WeightsError, match=r"tensor for b has shape \(5,\), expected \(4,\)"):
+        map_state_dict(source, target, where="w.pth")
+
+
+def test_feature_layers_of_lite0() -> None:
+    assert feature_layers(BUNDLED_BACKBONE) == {
+        "blocks.0": 2,
+        "blocks.1": 4,
+        "blocks.2": 8,
+        "blocks.4": 16,
+        "blocks.6": 32,
+    }

@@ -1,0 +1,116 @@
+"""Model config layers and validation: unknown keys, bad types, unknown kinds, exact messages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from inspection.core.errors import ConfigError
+from inspection.training.config import (
+    MODEL_KINDS,
+    ModelConfig,
+    load_model_config,
+    load_product_config,
+    model_config_from_mapping,
+    parse_override,
+)
+
+VALID_KEYS = (
+    "backbone, batch_size, coreset_sampling_ratio, image_size, kind, max_epochs, "
+    "num_neighbors, num_workers, seed, val_fraction"
+)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            {"kind": "patchcore", "colour": "red"},
+            f"m.yaml: unknown key(s) 'colour'; valid keys: {VALID_KEYS}",
+        ),
+        (
+            {"kind": "patchcore", "backbone": {"layer": ["blocks.2"]}},
+            "m.yaml.backbone: unknown key(s) 'layer'; valid keys: layers, name, weights, weights_file",
+        ),
+        (
+            {"kind": "patchcore", "batch_size": "8"},
+            "m.yaml.batch_size: expected an integer, got '8'",
+        ),
+        ({"kind": "patchcore", "image_size": [256]}, "m.yaml.image_size: expected 2 items, got 1"),
+        (
+            {"kind": "patchcore", "image_size": [100, 100]},
+            "m.yaml: image_size: must be multiples of 32 (backbone stride), got [100, 100]",
+        ),
+        (
+            {"kind": "patchcore", "coreset_sampling_ratio": 0},
+            "m.yaml: coreset_sampling_ratio: must be in (0, 1]",
+        ),
+        ({"kind": "stfpm", "max_epochs": 0}, "m.yaml: max_epochs: must be at least 1"),
+        ({"kind": "stfpm", "val_fraction": 1.0}, "m.yaml: val_fraction: must be in [0, 1)"),
+        ({"kind": "padim"}, "m.yaml: unknown model kind 'padim'; valid kinds: patchcore, stfpm"),
+        (
+            {"kind": "patchcore", "backbone": {"layers": []}},
+            "m.yaml: backbone.layers: give at least one feature layer",
+        ),
+    ],
+)
+def test_bad_model_configs_are_rejected_with_the_key(data: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as excinfo:
+        model_config_from_mapping(data, where="m.yaml")
+    assert str(excinfo.value) == message
+
+
+def test_unknown_kind_is_a_value_error_listing_valid_kinds() -> None:
+    with pytest.raises(
+        ValueError, match=r"^unknown model kind 'padim'; valid kinds: patchcore, stfpm$"
+    ):
+        load_model_config("padim")
+
+
+@pytest.mark.parametrize("kind", MODEL_KINDS)
+def test_shipped_yaml_configs_load(kind: str) -> None:
+    config = load_model_config(kind, product="brick")
+    assert isinstance(config, ModelConfig)
+    assert config.kind == kind
+    assert config.backbone.name == "tf_efficientnet_lite0"
+
+
+def test_layers_merge_in_order(tmp_path: Path) -> None:
+    override = tmp_path / "o.yaml"
+    override.write_text("batch_size: 4\nbackbone: {weights: random}\n", encoding="utf-8")
+    config = load_model_config(
+        "patchcore",
+        product="brick",
+        config_file=override,
+        overrides=["batch_size=2", "image_size=[64, 96]"],
+    )
+    assert config.batch_size == 2  # --set beats --config
+    assert config.backbone.weights == "random"  # nested merge keeps the other backbone keys
+    assert config.backbone.layers == ("blocks.2", "blocks.4")
+    assert config.image_size == (64, 96)
+
+
+def test_product_config_rejects_unknown_model_section(tmp_path: Path) -> None:
+    (tmp_path / "products").mkdir()
+    (tmp_path / "products" / "widget.yaml").write_text("models: {padim: {}}\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="unknown model kind 'padim'"):
+        load_product_config("widget", tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("item", "expected"),
+    [
+        ("max_epochs=5", {"max_epochs": 5}),
+        ("backbone.weights=random", {"backbone": {"weights": "random"}}),
+        ("image_size=[64, 64]", {"image_size": [64, 64]}),
+    ],
+)
+def test_parse_override(item: str, expected: dict) -> None:
+    assert parse_override(item) == expected
+
+
+@pytest.mark.parametrize("item", ["max_epochs", "=5"])
+def test_parse_override_needs_key_and_value(item: str) -> None:
+    with pytest.raises(ConfigError, match="expected key=value"):
+        parse_override(item)

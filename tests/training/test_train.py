@@ -1,0 +1,126 @@
+"""End to end on the tiny product: train, register, reload, evaluate, report; seeded runs repeat."""
+
+from __future__ import annotations
+
+import json
+import math
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from inspection.cli import app
+from inspection.core.registry import Registry
+from inspection.data.dataset import load_dataset
+from inspection.training.config import MODEL_KINDS, load_model_config
+from inspection.training.evaluate import predict, write_report
+from inspection.training.train import (
+    CHECKPOINT_FILE,
+    MODEL_BUILDERS,
+    build_model,
+    evaluation_splits,
+    load_trained_model,
+    train_model,
+)
+
+pytestmark = pytest.mark.slow
+TINY = ["image_size=[64, 64]", "max_epochs=1", "batch_size=8"]
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def test_every_config_kind_has_a_builder() -> None:
+    assert set(MODEL_BUILDERS) == set(MODEL_KINDS)
+
+
+def test_unknown_layer_is_refused_with_the_valid_ones() -> None:
+    from inspection.core.errors import ConfigError
+    from inspection.training.backbones import resolve_weights
+
+    config = load_model_config("patchcore", overrides=["backbone.layers=[layer2]"])
+    with pytest.raises(ConfigError, match=r"\['layer2'\] not in tf_efficientnet_lite0; valid"):
+        build_model(config, resolve_weights(config.backbone.name, "random"))
+
+
+@pytest.mark.parametrize(
+    ("kind", "overrides"),
+    [("patchcore", ["image_size=[128, 128]"]), ("stfpm", [])],
+)
+def test_train_registers_a_complete_version(
+    kind: str, overrides: list[str], tiny_product: Path, tmp_path: Path
+) -> None:
+    dataset = load_dataset(tiny_product)
+    config = load_model_config(kind, overrides=[*TINY, *overrides])
+    outcome = train_model(
+        config, dataset, product="brick", registry=Registry(tmp_path), progress=False
+    )
+    record = outcome.record
+
+    assert record.version == "v0001" and record.model_kind == kind
+    assert (record.path / CHECKPOINT_FILE).is_file() and CHECKPOINT_FILE in record.files
+    assert record.dataset["sha256"] == dataset.fingerprint()["sha256"]
+    assert record.weights["source"] == "bundled"
+    assert record.packages["torch"] == metadata.version("torch")
+    assert record.packages["anomalib"] == "2.7.0"
+    assert record.config["image_size"] == list(config.image_size)
+    assert record.extra["preprocessing"]["mean"] == [0.5, 0.5, 0.5]
+    assert record.extra["preprocessing"]["input_size"] == list(config.image_size)
+    assert all(math.isfinite(v) for v in record.extra["normalization"].values())
+    norm = record.extra["normalization"]
+    assert norm["image_min"] <= norm["image_max"] and norm["pixel_min"] <= norm["pixel_max"]
+
+    overall = record.metrics["overall"]
+    for key in ("image_auroc", "pixel_auroc", "aupro", "image_f1", "pixel_f1"):
+        assert 0.0 <= overall[key] <= 1.0, key
+    if kind == "patchcore":  # ImageNet features separate the tiny product's defects reliably
+        assert overall["image_auroc"] >= 0.75
+
+    # The registered checkpoint rebuilds the same model with no download.
+    _, test = evaluation_splits(config, dataset)
+    assert len(test) == record.metrics["test_images"] == len(outcome.predictions.scores)
+    reloaded = predict(load_trained_model(record), test, image_size=config.image_size)
+    np.testing.assert_allclose(reloaded.scores, outcome.predictions.scores, rtol=1e-5)
+    assert reloaded.maps.shape == (len(test), *config.image_size)
+
+    report = write_report(tmp_path / "report", outcome.predictions, outcome.metrics)
+    for name in ("metrics.json", "roc.png", "score_histogram.png", "examples.png"):
+        assert (report / name).stat().st_size > 0, name
+    assert json.loads((report / "metrics.json").read_text())["overall"] == overall
+
+
+def test_same_seed_same_scores(tiny_product: Path, tmp_path: Path) -> None:
+    dataset = load_dataset(tiny_product)
+    config = load_model_config("patchcore", overrides=TINY)
+    runs = [
+        train_model(config, dataset, product="brick", registry=Registry(tmp_path), progress=False)
+        for _ in range(2)
+    ]
+    np.testing.assert_array_equal(runs[0].predictions.scores, runs[1].predictions.scores)
+    assert [r.record.version for r in runs] == ["v0001", "v0002"]
+
+
+def test_cli_train_then_evaluate(tiny_product: Path, tmp_path: Path) -> None:
+    site = tmp_path / "site.yaml"
+    site.write_text(
+        f"registry_dir: {tmp_path / 'registry'}\nreports_dir: {tmp_path / 'reports'}\n",
+        encoding="utf-8",
+    )
+    runner = CliRunner()
+    args = ["train", "-p", "brick", "-m", "patchcore", "--data", str(tiny_product)]
+    args += [item for override in TINY for item in ("--set", override)]
+    result = runner.invoke(app, [*args, "--site", str(site)])
+    assert result.exit_code == 0, result.output
+    assert "registered brick/v0001" in result.output
+    trained = json.loads((tmp_path / "reports/brick/v0001-patchcore/metrics.json").read_text())
+
+    result = runner.invoke(app, ["evaluate", "brick", "v0001", "--site", str(site)])
+    assert result.exit_code == 0, result.output
+    evaluated = json.loads(
+        (tmp_path / "reports/brick/v0001-patchcore/evaluate/metrics.json").read_text()
+    )
+    assert evaluated["overall"]["image_auroc"] == pytest.approx(trained["overall"]["image_auroc"])
