@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -85,11 +86,13 @@ def assemble_run_data(
     run_dir: str | Path,
     *,
     since: datetime | None = None,
+    carry_over: Collection[str] = (),
 ) -> RunData:
     """Write ``<run_dir>/dataset/<product>`` and collect the evaluation items.
 
-    ``since`` limits the reviewed-good images to those reviewed after it; reviewed defects
-    and false alarms are always all used for evaluation. ``store=None`` uses no reviews.
+    Reviewed-good images: those reviewed after ``since`` plus the ``carry_over`` ids (the
+    ones the champion was trained with) whose latest label is still ``good``. Reviewed
+    defects and false alarms are always all used for evaluation. ``store=None``: no reviews.
     """
     if not original.train_samples:
         raise DatasetError(f"dataset {original.name!r} has no training images")
@@ -109,7 +112,7 @@ def assemble_run_data(
     defects: list[str] = []
     false_alarms: list[str] = []
     if store is not None:
-        for row in store.reviewed(product, ["good"], since=since):
+        for row in _reviewed_good(store, product, since, carry_over):
             path = _blob_image(store, row.image_sha, row.id, skipped)
             if path is not None:
                 shutil.copyfile(path, good_dir / f"review-{row.id}{path.suffix.lower()}")
@@ -141,6 +144,19 @@ def assemble_run_data(
         reviewed_false_alarm=tuple(false_alarms),
         skipped=skipped,
     )
+
+
+def _reviewed_good(
+    store: Store, product: str, since: datetime | None, carry_over: Collection[str]
+) -> list[Any]:
+    """Inspections now labelled good: reviewed after ``since``, or listed in ``carry_over``."""
+    recent = store.reviewed(product, ["good"], since=since)
+    if since is None or not carry_over:
+        return recent
+    recent_ids = {row.id for row in recent}
+    wanted = set(carry_over) - recent_ids
+    older = [row for row in store.reviewed(product, ["good"]) if row.id in wanted]
+    return older + recent
 
 
 def _copy_samples(samples: tuple[Sample, ...], target: Path, root: Path) -> None:

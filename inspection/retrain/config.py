@@ -47,9 +47,11 @@ class RetryPolicy:
 class RetrainConfig:
     """Everything ``inspection retrain`` and ``inspection scheduler`` read.
 
-    ``reviewed_since``: which reviewed-good inspections join the training set — those
-    reviewed after the live champion's version was created (``champion``), after the newest
-    version (``latest_version``), or all of them (``all``).
+    ``reviewed_since``: which reviewed-good inspections join the original training images.
+    ``champion``: those reviewed after the live champion's version was created, plus the
+    reviewed-good images the champion itself was trained with (so data accumulates over
+    promotions); ``latest_version``: only those reviewed after the newest version;
+    ``all``: every inspection whose latest review is ``good``.
     ``warmup``: inferences per bundle before latency is measured.
     ``keep_work_dirs``: run folders (exported training sets) kept per product.
     """

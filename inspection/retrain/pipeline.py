@@ -123,13 +123,16 @@ def _retrain(
     champion_record, champion_dir = _champion(registry, product, run)
     source = champion_record or _latest_or_raise(registry, product)
     since = _since(registry, product, config, champion_record)
+    carry_over = _champion_reviewed_good(registry, product, run.champion)
+    if config.reviewed_since != "champion":
+        carry_over = []
     job = config.job(product)
     run.stage = "assemble"
     original = load_dataset(job.dataset or site.datasets_dir / product)
     say(f"assembling data (reviewed-good since {since.isoformat() if since else 'the start'})")
     data = assemble_run_data(
         original, _open_store(site, store), product, config.work_dir / product / run.run_id,
-        since=since,
+        since=since, carry_over=carry_over,
     )  # fmt: skip
     run.info["data"] = data.summary()
     hook("assembled")
@@ -212,6 +215,7 @@ def _finish(
         reasons=decision.reasons,
         metrics={role: e.gate_metrics() for role, e in evaluations.items()},
         report=str(report_dir),
+        reviewed_good_ids=list(run.info["data"]["reviewed_good_ids"]),
     )
 
 
@@ -249,6 +253,17 @@ def _champion(
     model_version = read_bundle_metadata(bundle_dir).model_version
     version = model_version.rsplit("/", 1)[-1]
     return registry.version(product, version), bundle_dir
+
+
+def _champion_reviewed_good(registry: Registry, product: str, champion: str | None) -> list[str]:
+    """Reviewed-good inspection ids the champion was trained with (from its retrain event)."""
+    if champion is None:
+        return []
+    for event in reversed(registry.events(product)):
+        promoted = event.get("action") == "retrain" and event.get("status") == "promoted"
+        if promoted and event.get("challenger") == champion:
+            return list(event.get("reviewed_good_ids") or [])
+    return []
 
 
 def _latest_or_raise(registry: Registry, product: str) -> ModelRecord:

@@ -86,7 +86,7 @@ def test_reviewed_good_reaches_training_and_nothing_else_does(
     assert summary["eval_images"] == len(dataset.test_samples) + 4
 
 
-def test_since_limits_reviewed_good_and_a_run_folder_is_never_reused(
+def test_since_and_carry_over_select_reviewed_good_and_run_folders_are_fresh(
     tiny_product: Path, store: Store, tmp_path: Path
 ) -> None:
     dataset = load_dataset(tiny_product)
@@ -94,6 +94,13 @@ def test_since_limits_reviewed_good_and_a_run_folder_is_never_reused(
     future = datetime.now(timezone.utc) + timedelta(hours=1)
     run = assemble_run_data(dataset, store, "brick", tmp_path / "run", since=future)
     assert run.reviewed_good == ()
+    carried = _inspect(store, dataset.test_samples[1].path, "good")
+    relabelled = _inspect(store, dataset.test_samples[2].path, "good")
+    store.add_review(relabelled, label="unsure", reviewer="bob")
+    run = assemble_run_data(
+        dataset, store, "brick", tmp_path / "run2", since=future, carry_over=[carried, relabelled]
+    )
+    assert run.reviewed_good == (carried,)  # the champion's goods stay unless relabelled
     with pytest.raises(DatasetError, match="already exists; each run needs a fresh folder"):
         assemble_run_data(dataset, store, "brick", tmp_path / "run")
 

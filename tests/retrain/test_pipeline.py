@@ -123,7 +123,8 @@ def test_only_the_better_challenger_is_promoted(site: SiteConfig, tmp_path: Path
     assert worse.status == "kept", worse.decision.reasons
     assert any("image_auroc" in r and "> tolerance" in r for r in worse.decision.reasons)
     assert registry.live("brick").bundle_id == "v0002-int8"
-    assert worse.details["data"]["train_reviewed_good"] == 0  # reviewed before the champion
+    # reviewed before the champion was made, and carried over from the champion's training set
+    assert sorted(worse.details["data"]["reviewed_good_ids"]) == sorted(ids["good"])
 
     events = [e for e in registry.events("brick") if e["action"] in ("retrain", "promote")]
     assert [(e["action"], e.get("decision")) for e in events] == [
