@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from refine_cases import blurred_blob_case, iou, make_result
+from .refine_cases import blurred_blob_case, iou, make_result
 
 from inspection.core.errors import ConfigError
 from inspection.refine import MaskRefiner, build_refiner

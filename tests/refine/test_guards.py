@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from refine_cases import make_result
+from .refine_cases import make_result
 
 from inspection.refine.config import GuardConfig, PromptConfig
 from inspection.refine.guards import Candidate, judge, merge, neighbourhood

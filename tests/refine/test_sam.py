@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from refine_cases import blurred_blob_case, make_result
+from .refine_cases import blurred_blob_case, make_result
 
 from inspection.core.errors import BundleError, WeightsError
 from inspection.refine import build_refiner
