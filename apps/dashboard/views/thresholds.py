@@ -118,12 +118,10 @@ st.caption(f"Current threshold: **{current:.2f}** · deltas compare the slider w
 
 if data.has_both_classes:
     left, right = st.columns([3, 2])
-    with left:
-        st.altair_chart(charts.score_histogram_chart(data, value), width="stretch")
-    with right:
-        tab_roc, tab_pr = st.tabs(["ROC", "Precision–recall"])
-        tab_roc.altair_chart(charts.roc_chart(thresholds.roc_curve(data), at), width="stretch")
-        tab_pr.altair_chart(charts.pr_chart(thresholds.pr_curve(data), at), width="stretch")
+    left.altair_chart(charts.score_histogram_chart(data, value), use_container_width=True)
+    tab_roc, tab_pr = right.tabs(["ROC", "Precision–recall"])
+    tab_roc.altair_chart(charts.roc_chart(thresholds.roc_curve(data), at), use_container_width=True)
+    tab_pr.altair_chart(charts.pr_chart(thresholds.pr_curve(data), at), use_container_width=True)
 
     st.subheader("Suggestions")
     best = thresholds.suggest_max_f1(data)
