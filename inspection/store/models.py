@@ -55,6 +55,7 @@ class Inspection(Base):
     reviews: Mapped[list[Review]] = relationship(back_populates="inspection", order_by="Review.id")
 
     __table_args__ = (
+        Index("ix_inspections_created", "created_at"),
         Index("ix_inspections_product_created", "product", "created_at"),
         Index("ix_inspections_station_created", "station_id", "created_at"),
         Index("ix_inspections_verdict_created", "verdict", "created_at"),
