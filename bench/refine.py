@@ -19,6 +19,8 @@ import platform
 import warnings
 from pathlib import Path
 
+import numpy as np
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from tqdm import tqdm
@@ -84,6 +86,37 @@ def sam_refiner(work: Path, args: argparse.Namespace, config) -> SamRefiner:
         return SamRefiner.from_bundle(path, config=config, budget_ms=args.sam_budget_ms)
 
 
+def sam_latency(sam: SamRefiner, inspector: Inspector, samples: list, repeats: int) -> dict:
+    """Median SAM time on the first defective NG image: encoder, decoder, total refine_result."""
+    from inspection.core.images import read_image
+
+    for sample in samples:
+        if sample.label != 1:
+            continue
+        image = read_image(sample.path)
+        result = inspector.inspect(image)
+        if result.is_defective and result.regions:
+            break
+    else:
+        return {}
+    sam.refine_result(image, result)  # warm-up
+    runs = [sam.refine_result(image, result).timings_ms for _ in range(repeats)]
+
+    def median(key: str) -> float:
+        return float(np.median([t[key] for t in runs]))
+
+    return {
+        "image": str(sample.path),
+        "image_size": list(image.shape[:2]),
+        "regions": int(runs[0]["refine_regions"]),
+        "repeats": repeats,
+        "encoder_ms": median("refine_encoder_ms"),
+        "decoder_ms": median("refine_decoder_ms"),
+        "total_ms": median("refine_ms"),
+        "load_average_1min": os.getloadavg()[0],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--products", nargs="+", default=["brick", "grass", "gravel"])
@@ -100,6 +133,7 @@ def main() -> None:
     parser.add_argument("--sam-bundle", type=Path, default=None)
     parser.add_argument("--sam-budget-ms", type=float, default=1e9, help="no budget by default")
     parser.add_argument("--no-sam", action="store_true")
+    parser.add_argument("--sam-repeats", type=int, default=5)
     args = parser.parse_args()
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -127,6 +161,10 @@ def main() -> None:
                 inspector, samples, refiners, latency_only=latency_only, on_image=bar.update
             )
         products[product]["bundle"] = str(bundle)
+        if not args.no_sam:
+            products[product]["sam_latency"] = sam_latency(
+                refiners[sam.name], inspector, samples, args.sam_repeats
+            )
     setup = {
         "data": f"demo products {', '.join(args.products)} at {args.size} px, seed {args.seed}; "
         f"held-out test split of each PatchCore version",

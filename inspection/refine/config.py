@@ -60,11 +60,11 @@ class ClassicalConfig:
     background: map >= sure_bg_fraction * threshold. Sure background: the rest of the crop.
     """
 
-    sure_fg_level: float = 0.5
-    sure_bg_fraction: float = 0.5
-    margin_px: int = 12
-    margin_fraction: float = 0.5
-    grabcut_iterations: int = 4
+    sure_fg_level: float = 0.7
+    sure_bg_fraction: float = 0.9
+    margin_px: int = 16
+    margin_fraction: float = 0.25
+    grabcut_iterations: int = 2
     random_walker_beta: float = 50.0
     seed: int = 0
 

@@ -148,7 +148,9 @@ def _quality(
         chosen = [i for i in defective if types[i] == defect]
         per_defect[defect] = pixel_scores([run.masks[i] for i in chosen], [gts[i] for i in chosen])
     return {
-        "defective_images": pixel_scores([run.masks[i] for i in defective], [gts[i] for i in defective]),
+        "defective_images": pixel_scores(
+            [run.masks[i] for i in defective], [gts[i] for i in defective]
+        ),
         "all_images": pixel_scores(run.masks, gts),
         "mean_image_iou": float(np.mean(per_image_iou)) if per_image_iou else None,
         "aupro": _aupro(run.maps, gts),

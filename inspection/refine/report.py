@@ -40,7 +40,9 @@ def render_summary(results: dict[str, Any]) -> str:
         for method, entry in data["methods"].items():
             quality = entry["quality"]
             if quality is None:
-                lines.append(f"| {product} | {method} | {entry.get('note', '-')} |  |  |  |  |  |  |")
+                lines.append(
+                    f"| {product} | {method} | {entry.get('note', '-')} |  |  |  |  |  |  |"
+                )
                 continue
             scores = quality["defective_images"]
             lines.append(
@@ -66,6 +68,22 @@ def render_summary(results: dict[str, Any]) -> str:
                 f"| {product} | {method} | {lat['ng_images']} | {_f(lat.get('mean_ms'), 1)} | "
                 f"{_f(lat.get('p50_ms'), 1)} | {_f(lat.get('p95_ms'), 1)} | "
                 f"{_f(lat.get('encoder_mean_ms'), 1)} | {sources} |"
+            )
+    sam_rows = [(p, d["sam_latency"]) for p, d in products.items() if d.get("sam_latency")]
+    if sam_rows:
+        lines += [
+            "",
+            "## SAM on the station runtime (OpenVINO CPU, median of repeats on one NG image)",
+            "",
+            "| product | image | regions | encoder ms | decoder ms (all regions) | total ms | "
+            "load avg |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for product, lat in sam_rows:
+            size = "x".join(str(v) for v in lat["image_size"])
+            lines.append(
+                f"| {product} | {size} px | {lat['regions']} | {lat['encoder_ms']:.0f} | "
+                f"{lat['decoder_ms']:.0f} | {lat['total_ms']:.0f} | {lat['load_average_1min']:.1f} |"
             )
     notes = results.get("notes", [])
     if notes:

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from inspection.cli import app
 from inspection.refine.evaluate import pixel_scores
 
+
 @pytest.mark.slow
 def test_evaluate_writes_results_and_summary(fp32_bundle: Path, tiny_product: Path, tmp_path):
     out = tmp_path / "report"

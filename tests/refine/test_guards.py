@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from .refine_cases import make_result
 
 from inspection.refine.config import GuardConfig, PromptConfig
 from inspection.refine.guards import Candidate, judge, merge, neighbourhood
 from inspection.refine.prompts import prompts_from_map
+
+from .refine_cases import make_result
 
 SHAPE = (100, 100)
 CONFIG = GuardConfig(

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from .refine_cases import blurred_blob_case, make_result
 
 from inspection.core.errors import BundleError, WeightsError
 from inspection.refine import build_refiner
 from inspection.refine.config import GuardConfig, RefineConfig, SamConfig
+
+from .refine_cases import blurred_blob_case, make_result
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*RANDOM WEIGHTS:UserWarning")
 PERMISSIVE = GuardConfig(
