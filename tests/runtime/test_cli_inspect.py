@@ -36,7 +36,7 @@ def test_inspect_folder_writes_csv_and_overlays(fp32_bundle, folder, tmp_path) -
     rows = list(csv.DictReader((out / "results.csv").read_text(encoding="utf-8").splitlines()))
     assert len(rows) == 4
     broken = next(r for r in rows if r["path"].endswith("broken.png"))
-    assert "truncated or corrupt image" in broken["error"] and broken["verdict"] == ""
+    assert "not an image (unrecognised format)" in broken["error"] and broken["verdict"] == ""
     good_rows = [r for r in rows if not r["error"]]
     assert all(r["verdict"] in ("OK", "NG") and 0 <= float(r["score"]) <= 1 for r in good_rows)
     overlays = sorted((out / "overlays").glob("*.png"))
