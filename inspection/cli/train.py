@@ -145,6 +145,7 @@ class DemoContext:
     site: SiteConfig
     products: list[str]
     models: list[str]
+    overrides: list[str] = field(default_factory=list)  # --set, applied to every model
     results: list[tuple[Any, dict[str, Any]]] = field(default_factory=list)  # (record, metrics)
     notes: list[str] = field(default_factory=list)
 
@@ -179,7 +180,7 @@ def step_train(ctx: DemoContext) -> None:
         dataset = load_dataset(ctx.site.datasets_dir / product)
         for kind in ctx.models:
             console.rule(f"{product}: {kind}")
-            config = load_model_config(kind, product=product)
+            config = load_model_config(kind, product=product, overrides=ctx.overrides)
             outcome = train_model(config, dataset, product=product, registry=ctx.registry)
             write_report(
                 _report_dir(ctx.site, outcome.record), outcome.predictions, outcome.metrics
@@ -260,6 +261,7 @@ def demo_command(
     products: str = typer.Option(",".join(DEMO_PRODUCTS), "--products", help="Comma-separated."),
     models: str = typer.Option(",".join(DEMO_MODELS), "--models", help="Comma-separated."),
     skip: str = typer.Option("", "--skip", help="Steps to skip, e.g. export,inspect."),
+    overrides: list[str] = SET_OPTION,
     site: str = SITE_OPTION,
 ) -> None:
     """Main job: demo data -> train PatchCore + STFPM -> evaluate -> export -> inspect."""
@@ -268,6 +270,7 @@ def demo_command(
         load_site_config(site),
         [p.strip() for p in products.split(",") if p.strip()],
         [m.strip() for m in models.split(",") if m.strip()],
+        list(overrides),
     )
     skipped = {s.strip() for s in skip.split(",") if s.strip()}
     started = time.perf_counter()
@@ -292,9 +295,9 @@ def demo_command(
 
 
 def _print_metrics(results: list[tuple[Any, dict[str, Any]]]) -> None:
-    table = Table(
-        "model", "kind", "image AUROC", "pixel AUROC", "AUPRO", "image F1", "pixel F1", "fit s"
-    )
+    table = Table("model", "kind", "img AUROC", "px AUROC", "AUPRO", "img F1", "px F1", "fit s")
+    for column in table.columns[:2]:
+        column.no_wrap = True
     for record, metrics in results:
         overall = metrics["overall"]
         table.add_row(
