@@ -60,8 +60,8 @@ class ClassicalConfig:
     background: map >= sure_bg_fraction * threshold. Sure background: the rest of the crop.
     """
 
-    sure_fg_level: float = 0.7
-    sure_bg_fraction: float = 0.9
+    sure_fg_level: float = 0.5
+    sure_bg_fraction: float = 0.7
     margin_px: int = 16
     margin_fraction: float = 0.25
     grabcut_iterations: int = 2

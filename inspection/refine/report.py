@@ -75,7 +75,7 @@ def render_summary(results: dict[str, Any]) -> str:
             "",
             "## SAM on the station runtime (OpenVINO CPU, median of repeats on one NG image)",
             "",
-            "| product | image | regions | encoder ms | decoder ms (all regions) | total ms | "
+            "| product | image | regions | encoder ms | decoder + guards ms | total ms | "
             "load avg |",
             "| --- | --- | --- | --- | --- | --- | --- |",
         ]

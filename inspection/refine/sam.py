@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import warnings
 from collections.abc import Sequence
@@ -60,7 +61,11 @@ def preprocess(image: np.ndarray, metadata: RefinerBundleMetadata) -> np.ndarray
 
 
 class SamRefiner:
-    """Torch-free SAM refiner on OpenVINO (CPU). Not thread-safe: one per worker."""
+    """Torch-free SAM refiner on OpenVINO (CPU).
+
+    ``refine_result`` is thread-safe (one image at a time); ``set_image``/``refine`` keep
+    per-object state, so callers using them directly should not share the object.
+    """
 
     name = "sam"
 
@@ -80,6 +85,7 @@ class SamRefiner:
         self._embeddings: np.ndarray | None = None
         self._image_shape: tuple[int, int] = (0, 0)
         self.last_encoder_ms = 0.0
+        self._lock = threading.Lock()
         if metadata.random_weights:
             self.name = "sam-random"
 
@@ -193,6 +199,10 @@ class SamRefiner:
             raise ValueError(
                 f"image {image.shape[:2]} and anomaly map {result.anomaly_map.shape} differ in size"
             )
+        with self._lock:
+            return self._refine_locked(image, result)
+
+    def _refine_locked(self, image: np.ndarray, result: InspectionResult) -> InspectionResult:
         start = time.perf_counter()
         prompts = prompts_from_map(result.anomaly_map, result.mask, self.config.prompts)
         if not prompts:
