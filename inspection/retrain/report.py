@@ -1,7 +1,11 @@
 """The retrain report: metrics side by side, the gate's reasons, ROC curves and histograms.
 
 Writes ``report.json``, ``report.md``, ``roc.png`` and ``scores.png`` into the run's
-report folder (``reports/retrain/<product>/<run>/``).
+report folder (``reports/retrain/<product>/<run>/``). ``report.json`` top-level keys:
+``decision`` ("promote"/"keep"), ``promote``, ``reasons``, ``reason``, ``finished_at``,
+``champion`` and ``challenger`` (``bundle_id``, ``model_version``, ``threshold``, flat gate
+``metrics``, ``full_metrics`` per defect type, per-image ``scores``; champion is null when
+none was live), ``run``, ``policy``, ``data``, ``figures``.
 """
 
 from __future__ import annotations
@@ -45,10 +49,15 @@ def write_report(
     _plot_scores(out_dir / figures["scores"], evaluations, labels)
     report = {
         "run": dict(run),
-        "decision": {"promote": decision.promote, "reasons": decision.reasons},
+        "finished_at": run.get("finished_at"),
+        "decision": "promote" if decision.promote else "keep",
+        "promote": decision.promote,
+        "reasons": decision.reasons,
+        "reason": "; ".join(decision.reasons),
         "policy": to_mapping(policy),
         "data": data.summary(),
-        "models": {role: _model_entry(e) for role, e in evaluations.items()},
+        "champion": None,
+        **{role: _model_entry(e) for role, e in evaluations.items()},
         "figures": figures,
     }
     path = out_dir / "report.json"
@@ -63,8 +72,8 @@ def _model_entry(evaluation: BundleEvaluation) -> dict[str, Any]:
         "bundle_id": evaluation.bundle_id,
         "model_version": evaluation.model_version,
         "threshold": evaluation.threshold,
-        "gate_metrics": evaluation.gate_metrics(),
-        "metrics": evaluation.metrics,
+        "metrics": evaluation.gate_metrics(),
+        "full_metrics": evaluation.metrics,
         "scores": [round(float(s), 6) for s in evaluation.scores],
     }
 
@@ -74,9 +83,10 @@ def _fmt(value: Any, digits: int = 4) -> str:
 
 
 def _markdown(report: Mapping[str, Any]) -> str:
-    run, models, data = report["run"], report["models"], report["data"]
+    run, data = report["run"], report["data"]
+    models = {role: report[role] for role in ("champion", "challenger") if report.get(role)}
     roles = list(models)
-    verdict = "**promoted**" if report["decision"]["promote"] else "**kept the champion**"
+    verdict = "**promoted**" if report["promote"] else "**kept the champion**"
     lines = [
         f"# Retrain {run['product']} — run {run['run']}",
         "",
@@ -89,14 +99,14 @@ def _markdown(report: Mapping[str, Any]) -> str:
         "|---|" + "---:|" * (len(roles) + (1 if len(roles) == 2 else 0)),
     ]  # fmt: skip
     for key in TABLE_KEYS:
-        values = [models[r]["gate_metrics"].get(key) for r in roles]
+        values = [models[r]["metrics"].get(key) for r in roles]
         digits = 2 if key.startswith("latency") else 4
         row = f"| {key} | " + " | ".join(_fmt(v, digits) for v in values)
         if len(roles) == 2:
             delta = None if None in values else values[1] - values[0]
             row += f" | {'–' if delta is None else f'{delta:+.{digits}f}'}"
         lines.append(row + " |")
-    lines += ["", "Gate checks:", ""] + [f"- {reason}" for reason in report["decision"]["reasons"]]
+    lines += ["", "Gate checks:", ""] + [f"- {reason}" for reason in report["reasons"]]
     lines += [
         "",
         f"Training set: {data['train_original']} original good images + "

@@ -139,9 +139,13 @@ def test_only_the_better_challenger_is_promoted(site: SiteConfig, tmp_path: Path
     )
 
     report = json.loads((worse.report_dir / "report.json").read_text())
-    assert report["decision"]["promote"] is False
-    assert set(report["models"]) == {"champion", "challenger"}
-    assert report["models"]["champion"]["bundle_id"] == "v0002-int8"
+    assert (report["decision"], report["promote"]) == ("keep", False)
+    assert report["reasons"] == worse.decision.reasons
+    assert report["champion"]["bundle_id"] == "v0002-int8"
+    assert (
+        report["challenger"]["metrics"]["image_auroc"]
+        < report["champion"]["metrics"]["image_auroc"]
+    )
     for name in ("report.md", "roc.png", "scores.png"):
         assert (worse.report_dir / name).stat().st_size > 0
     assert "| image_auroc |" in (worse.report_dir / "report.md").read_text()
