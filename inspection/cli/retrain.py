@@ -41,6 +41,7 @@ def retrain(
     Exit codes: 0 promoted or champion kept (also: skipped because another run holds the
     lock), 2 the run failed (the champion stays live).
     """
+    from inspection.core.errors import InspectionError
     from inspection.retrain.lock import RetrainBusy
     from inspection.retrain.pipeline import retrain_product
 
@@ -59,6 +60,12 @@ def retrain(
         log.warning("%s", exc)
         console.print(f"[yellow]skipped:[/] {exc}")
         return
+    except InspectionError:
+        raise  # one clear line and exit code 2 (inspection.cli.main)
+    except Exception as exc:
+        log.exception("retrain of %s failed", product)
+        console.print(f"[bold red]retrain failed, the champion stays live:[/] {exc}")
+        raise typer.Exit(2) from exc
     colour = "green" if result.status == "promoted" else "yellow"
     console.print(f"[{colour}]{result.summary()}[/]")
     for reason in result.decision.reasons:
