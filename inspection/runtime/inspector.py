@@ -77,6 +77,8 @@ class Inspector:
             raise BundleError(
                 f"{bundle_dir}: model has no outputs named {names}; the bundle is inconsistent"
             ) from exc
+        self._score_index = _output_index(compiled, names["score"])
+        self._map_index = _output_index(compiled, names["map"])
         self._request = compiled.create_infer_request()
         self._lock = threading.Lock()
         self._threshold = metadata.image_threshold
@@ -202,32 +204,27 @@ class Inspector:
         if jobs <= 0:
             jobs = int(self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
         queue = ov.AsyncInferQueue(self._compiled, max(1, jobs))
-        results: dict[int, InspectionResult] = {}
-        failures: list[BaseException] = []
-
-        def on_done(request: ov.InferRequest, userdata: tuple[int, np.ndarray, float]) -> None:
-            index, image, start = userdata
-            try:
-                scores, maps = _squeeze_outputs(
-                    request.get_tensor(self._score_port).data.copy(),
-                    request.get_tensor(self._map_port).data.copy(),
-                    1,
-                )
-                results[index] = self._finish(image, float(scores[0]), maps[0], start, {})
-            except BaseException as exc:  # re-raised in the caller's thread below
-                failures.append(exc)
-
-        queue.set_callback(on_done)
-        count = 0
+        # The callback runs on OpenVINO threads: it only copies outputs and must hold no
+        # reference to this inspector (releasing one there deadlocks OpenVINO's executor).
+        outputs = _collect_outputs(queue, self._score_index, self._map_index)
+        starts: list[float] = []
+        kept: list[np.ndarray] = []
         for index, image in enumerate(images):
-            start = time.perf_counter()
+            starts.append(time.perf_counter())
             tensor = preprocess(image, self.metadata.preprocessing)[None]
-            queue.start_async({0: tensor}, (index, image, start))
-            count += 1
+            kept.append(image)
+            queue.start_async({0: tensor}, index)
         queue.wait_all()
-        if failures:
-            raise failures[0]
-        return [results[i] for i in range(count)]
+        del queue
+        results = []
+        for index, image in enumerate(kept):
+            raw_score, raw_map, done = outputs[index]
+            scores, maps = _squeeze_outputs(raw_score, raw_map, 1)
+            result = self._finish(image, float(scores[0]), maps[0], time.perf_counter(), {})
+            infer_ms = (done - starts[index]) * 1e3
+            result.timings_ms["infer"] = infer_ms
+            results.append(dataclasses.replace(result, latency_ms=result.latency_ms + infer_ms))
+        return results
 
     def inspect_paths(
         self, paths: Iterable[str | Path], *, batch_size: int = 1
@@ -291,6 +288,31 @@ class Inspector:
         return dataclasses.replace(
             result, latency_ms=(time.perf_counter() - start) * 1e3, timings_ms=timings
         )
+
+
+def _output_index(compiled: ov.CompiledModel, name: str) -> int:
+    """Position of the output named ``name`` among the compiled model's outputs."""
+    for index, port in enumerate(compiled.outputs):
+        if name in port.get_names():
+            return index
+    raise BundleError(f"model has no output named {name!r}")
+
+
+def _collect_outputs(
+    queue: ov.AsyncInferQueue, score_index: int, map_index: int
+) -> dict[int, tuple[np.ndarray, np.ndarray, float]]:
+    """Register a callback storing ``{userdata: (score, map, finish time)}``; returns the dict."""
+    outputs: dict[int, tuple[np.ndarray, np.ndarray, float]] = {}
+
+    def on_done(request: ov.InferRequest, index: int) -> None:
+        outputs[index] = (
+            request.get_output_tensor(score_index).data.copy(),
+            request.get_output_tensor(map_index).data.copy(),
+            time.perf_counter(),
+        )
+
+    queue.set_callback(on_done)
+    return outputs
 
 
 def _squeeze_outputs(
