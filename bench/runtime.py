@@ -40,6 +40,11 @@ BATCH = 8
 
 # ========================================================================= workers
 def _peak_rss_mb() -> float:
+    """Peak RSS of this process since exec (VmHWM); ru_maxrss would include the parent's
+    memory at fork time, which is the torch-side bench parent."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024.0
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
