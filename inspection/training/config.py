@@ -63,10 +63,10 @@ class ModelConfig:
     num_workers: int = 0
     val_fraction: float = 0.3
     # PatchCore
-    coreset_sampling_ratio: float = 0.02
+    coreset_sampling_ratio: float = 0.01
     num_neighbors: int = 9
     # STFPM
-    max_epochs: int = 10
+    max_epochs: int = 5
 
     def __post_init__(self) -> None:
         check_kind(self.kind)
