@@ -19,6 +19,8 @@ from inspection.core.fingerprint import sha256_file
 
 BUNDLE_SCHEMA_VERSION = 1
 METADATA_FILE = "metadata.json"
+VALIDATION_SCORES_FILE = "validation_scores.json"
+"""Per-image normalised scores of the bundle on its labelled split (read by the dashboard)."""
 Precision = Literal["fp32", "fp16", "int8"]
 
 

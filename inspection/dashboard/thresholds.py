@@ -21,12 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
+from inspection.core.bundle import VALIDATION_SCORES_FILE
 from inspection.core.errors import BundleError, RegistryError
 from inspection.core.registry import Registry, ThresholdVersion
 from inspection.store import queries
 from inspection.store.store import Store
 
-VALIDATION_FILE = "validation_scores.json"
+VALIDATION_FILE = VALIDATION_SCORES_FILE
 DEFECT_LABELS = ("defect",)
 GOOD_LABELS = ("false_alarm", "good")
 _LABEL_WORDS = {"good": 0, "ok": 0, "defect": 1, "ng": 1, "anomalous": 1, "bad": 1}

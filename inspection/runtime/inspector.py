@@ -286,7 +286,9 @@ class Inspector:
             result = self.refiner.refine_result(image, result)
             timings["refine"] = (time.perf_counter() - refine_start) * 1e3
         return dataclasses.replace(
-            result, latency_ms=(time.perf_counter() - start) * 1e3, timings_ms=timings
+            result,
+            latency_ms=(time.perf_counter() - start) * 1e3,
+            timings_ms={**result.timings_ms, **timings},
         )
 
 

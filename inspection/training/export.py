@@ -12,6 +12,7 @@ tolerance below FP32 is refused unless forced.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import shutil
 import tempfile
@@ -25,6 +26,7 @@ import openvino as ov
 
 from inspection.core.bundle import (
     BUNDLE_SCHEMA_VERSION,
+    VALIDATION_SCORES_FILE,
     BundleMetadata,
     Normalization,
     Precision,
@@ -37,7 +39,7 @@ from inspection.core.fingerprint import fingerprint_files
 from inspection.core.images import read_image
 from inspection.core.registry import ModelRecord, Registry, utc_now
 from inspection.runtime.inspector import Inspector
-from inspection.runtime.preprocess import preprocess
+from inspection.runtime.preprocess import normalize_score, preprocess
 
 log = logging.getLogger(__name__)
 
@@ -148,13 +150,19 @@ def _read_mask(path: Path | None, size: tuple[int, int]) -> np.ndarray:
 
 
 def evaluate_bundle(
-    bundle_dir: str | Path, samples: Sequence[LabelledSample], *, batch_size: int = 8
+    bundle_dir: str | Path,
+    samples: Sequence[LabelledSample],
+    *,
+    batch_size: int = 8,
+    write_scores: bool = False,
 ) -> dict[str, Any]:
     """Metrics of a bundle on labelled samples, run through the station's inference path.
 
     Computed like training's (``inspection.training.evaluate.compute_metrics``): raw scores
     and raw maps at the model input resolution, raw thresholds, ground-truth masks resized
     with nearest neighbour; so they compare directly with the version's own metrics.
+    ``write_scores`` also writes each image's normalised score and label to the bundle's
+    ``validation_scores.json`` (the dashboard's threshold trade-offs start from it).
     """
     from inspection.training.evaluate import compute_metrics
 
@@ -170,6 +178,8 @@ def evaluate_bundle(
         scores.append(raw_scores)
         maps.append(raw_maps)
     size = meta.preprocessing.input_size
+    if write_scores:
+        _write_validation_scores(Path(bundle_dir), np.concatenate(scores), samples, meta)
     return compute_metrics(
         np.concatenate(scores),
         np.asarray([s.label for s in samples], dtype=np.int64),
@@ -180,6 +190,20 @@ def evaluate_bundle(
         pixel_threshold=meta.normalization.pixel_threshold_raw,
         mask_known=np.asarray([s.label == 0 or s.mask_path is not None for s in samples]),
     )
+
+
+def _write_validation_scores(
+    bundle_dir: Path, raw_scores: np.ndarray, samples: Sequence[LabelledSample], meta: Any
+) -> None:
+    scores = [normalize_score(float(raw), meta.normalization) for raw in raw_scores]
+    data = {
+        "split": "test",
+        "scores": [round(score, 6) for score in scores],
+        "labels": [int(s.label) for s in samples],
+        "defect_types": [s.defect_type for s in samples],
+        "names": [Path(s.path).name for s in samples],
+    }
+    (bundle_dir / VALIDATION_SCORES_FILE).write_text(json.dumps(data), encoding="utf-8")
 
 
 def image_auroc_of(metrics: dict[str, Any]) -> float:
@@ -232,7 +256,7 @@ def export_model(
         meta = replace(base, precision=precision, created_at=utc_now())
         _save_bundle(fp32_model, out_dir, meta, compress=precision == "fp16")
         say(f"evaluating the {precision} bundle on {len(test_samples)} test images")
-        metrics = evaluate_bundle(out_dir, test_samples)
+        metrics = evaluate_bundle(out_dir, test_samples, write_scores=True)
         return _finalise(out_dir, replace(meta, metrics=metrics), None)
 
     with tempfile.TemporaryDirectory(prefix="fp32-reference-") as scratch:
@@ -270,7 +294,7 @@ def export_model(
     )
     _save_bundle(int8_model, out_dir, meta, compress=False)
     say(f"evaluating the INT8 bundle on {len(test_samples)} test images")
-    metrics = evaluate_bundle(out_dir, test_samples)
+    metrics = evaluate_bundle(out_dir, test_samples, write_scores=True)
     try:
         drop = check_int8_drop(
             image_auroc_of(reference), image_auroc_of(metrics), tolerance=tolerance, force=force

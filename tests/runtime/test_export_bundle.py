@@ -56,3 +56,18 @@ def test_export_refuses_an_existing_bundle(fp32_bundle, trained_patchcore) -> No
     with pytest.raises(BundleError, match="already exists"):
         export_bundle(trained_patchcore.registry, "brick", precision="fp32", version="v0001")
     assert json.loads((fp32_bundle / "metadata.json").read_text())["precision"] == "fp32"
+
+
+def test_bundle_ships_checksummed_validation_scores(fp32_bundle: Path) -> None:
+    """The dashboard's threshold trade-offs start from the bundle's own labelled scores."""
+    from inspection.core.bundle import VALIDATION_SCORES_FILE, verify_bundle
+    from inspection.dashboard.thresholds import read_validation_scores
+
+    metadata = verify_bundle(fp32_bundle)
+    assert VALIDATION_SCORES_FILE in metadata.files
+    raw = json.loads((fp32_bundle / VALIDATION_SCORES_FILE).read_text())
+    assert len(raw["scores"]) == len(raw["labels"]) == len(raw["names"]) > 0
+    assert set(raw["labels"]) == {0, 1}
+    scores = read_validation_scores(fp32_bundle)
+    assert scores is not None and scores.has_both_classes
+    assert 0.0 <= float(scores.scores.min()) and float(scores.scores.max()) <= 1.0
