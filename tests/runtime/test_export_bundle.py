@@ -70,4 +70,4 @@ def test_bundle_ships_checksummed_validation_scores(fp32_bundle: Path) -> None:
     assert set(raw["labels"]) == {0, 1}
     scores = read_validation_scores(fp32_bundle)
     assert scores is not None and scores.has_both_classes
-    assert 0.0 <= float(scores.scores.min()) and float(scores.scores.max()) <= 1.0
+    assert float(scores.scores.min()) >= 0.0 and float(scores.scores.max()) <= 1.0
