@@ -9,6 +9,7 @@ calibration set, the bundle's own metrics and the sha256 of every file.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -82,8 +83,8 @@ class BundleMetadata:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def write_bundle_metadata(bundle_dir: str | Path, metadata: BundleMetadata) -> Path:
-    """Write ``metadata.json``, filling ``files`` with the sha256 of every other file."""
+def write_metadata_json(bundle_dir: str | Path, metadata: Any) -> Path:
+    """Write a metadata dataclass as ``metadata.json`` with the sha256 of every other file."""
     bundle_dir = Path(bundle_dir)
     files = {
         path.relative_to(bundle_dir).as_posix(): sha256_file(path)
@@ -97,16 +98,50 @@ def write_bundle_metadata(bundle_dir: str | Path, metadata: BundleMetadata) -> P
     return target
 
 
-def read_bundle_metadata(bundle_dir: str | Path) -> BundleMetadata:
-    """Parse and validate ``metadata.json``; anything wrong raises ``BundleError``."""
+def read_metadata_json(bundle_dir: str | Path, what: str = "model bundle") -> dict[str, Any]:
+    """The parsed ``metadata.json`` mapping of a bundle folder; ``BundleError`` if unusable."""
     path = Path(bundle_dir) / METADATA_FILE
     if not path.is_file():
-        raise BundleError(f"{bundle_dir}: not a model bundle (no {METADATA_FILE})")
+        raise BundleError(f"{bundle_dir}: not a {what} (no {METADATA_FILE})")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BundleError(f"{path}: unreadable metadata: {exc}") from exc
-    version = data.get("schema_version") if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        raise BundleError(f"{path}: metadata is not a JSON object")
+    return data
+
+
+def verify_checksums(
+    bundle_dir: str | Path, files: dict[str, str], required: Sequence[str], what: str = "bundle"
+) -> None:
+    """Check that ``required`` files are listed and every listed file matches its sha256."""
+    bundle_dir = Path(bundle_dir)
+    for rel in required:
+        if rel not in files:
+            raise BundleError(f"{bundle_dir}: metadata lists no checksum for {rel}")
+    for rel, expected in files.items():
+        path = bundle_dir / rel
+        if not path.is_file():
+            raise BundleError(f"{bundle_dir}: file {rel} is missing")
+        actual = sha256_file(path)
+        if actual != expected:
+            raise BundleError(
+                f"{bundle_dir}: checksum mismatch for {rel} "
+                f"(expected {expected[:12]}…, got {actual[:12]}…): the {what} is corrupt"
+            )
+
+
+def write_bundle_metadata(bundle_dir: str | Path, metadata: BundleMetadata) -> Path:
+    """Write ``metadata.json``, filling ``files`` with the sha256 of every other file."""
+    return write_metadata_json(bundle_dir, metadata)
+
+
+def read_bundle_metadata(bundle_dir: str | Path) -> BundleMetadata:
+    """Parse and validate ``metadata.json``; anything wrong raises ``BundleError``."""
+    data = read_metadata_json(bundle_dir)
+    path = Path(bundle_dir) / METADATA_FILE
+    version = data.get("schema_version")
     if version != BUNDLE_SCHEMA_VERSION:
         raise BundleError(
             f"{path}: bundle schema version {version!r} is not supported "
@@ -120,19 +155,7 @@ def read_bundle_metadata(bundle_dir: str | Path) -> BundleMetadata:
 
 def verify_bundle(bundle_dir: str | Path) -> BundleMetadata:
     """Read the metadata and check every listed file's sha256 before anything loads it."""
-    bundle_dir = Path(bundle_dir)
     metadata = read_bundle_metadata(bundle_dir)
-    for required in (metadata.model_file, metadata.weights_file):
-        if required not in metadata.files:
-            raise BundleError(f"{bundle_dir}: metadata lists no checksum for {required}")
-    for rel, expected in metadata.files.items():
-        path = bundle_dir / rel
-        if not path.is_file():
-            raise BundleError(f"{bundle_dir}: file {rel} is missing")
-        actual = sha256_file(path)
-        if actual != expected:
-            raise BundleError(
-                f"{bundle_dir}: checksum mismatch for {rel} "
-                f"(expected {expected[:12]}…, got {actual[:12]}…): the bundle is corrupt"
-            )
+    required = (metadata.model_file, metadata.weights_file)
+    verify_checksums(bundle_dir, metadata.files, required)
     return metadata

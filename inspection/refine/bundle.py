@@ -8,17 +8,20 @@ weights were random, so the station can refuse to pretend the masks mean anythin
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from inspection.core.config import from_mapping, to_mapping
+from inspection.core.bundle import (
+    METADATA_FILE,
+    read_metadata_json,
+    verify_checksums,
+    write_metadata_json,
+)
+from inspection.core.config import from_mapping
 from inspection.core.errors import BundleError, ConfigError
-from inspection.core.fingerprint import sha256_file
 
 REFINER_SCHEMA_VERSION = 1
-METADATA_FILE = "metadata.json"
 SamBackend = Literal["vit_t", "vit_b"]
 SamPrecision = Literal["fp32", "fp16", "int8"]
 
@@ -57,29 +60,14 @@ class RefinerBundleMetadata:
 
 def write_refiner_metadata(bundle_dir: str | Path, metadata: RefinerBundleMetadata) -> Path:
     """Write ``metadata.json`` with the sha256 of every other file in the folder."""
-    bundle_dir = Path(bundle_dir)
-    files = {
-        path.relative_to(bundle_dir).as_posix(): sha256_file(path)
-        for path in sorted(bundle_dir.rglob("*"))
-        if path.is_file() and path.name != METADATA_FILE
-    }
-    data = to_mapping(metadata)
-    data["files"] = files
-    target = bundle_dir / METADATA_FILE
-    target.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
-    return target
+    return write_metadata_json(bundle_dir, metadata)
 
 
 def read_refiner_metadata(bundle_dir: str | Path) -> RefinerBundleMetadata:
     """Parse and validate ``metadata.json``; anything wrong raises ``BundleError``."""
+    data = read_metadata_json(bundle_dir, what="SAM refiner bundle")
     path = Path(bundle_dir) / METADATA_FILE
-    if not path.is_file():
-        raise BundleError(f"{bundle_dir}: not a SAM refiner bundle (no {METADATA_FILE})")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{path}: unreadable metadata: {exc}") from exc
-    if not isinstance(data, dict) or data.get("kind") != "sam_refiner":
+    if data.get("kind") != "sam_refiner":
         raise BundleError(f"{path}: not a SAM refiner bundle (kind is not 'sam_refiner')")
     version = data.get("schema_version")
     if version != REFINER_SCHEMA_VERSION:
@@ -95,20 +83,11 @@ def read_refiner_metadata(bundle_dir: str | Path) -> RefinerBundleMetadata:
 
 def verify_refiner_bundle(bundle_dir: str | Path) -> RefinerBundleMetadata:
     """Read the metadata and check every listed file's sha256 before anything loads it."""
-    bundle_dir = Path(bundle_dir)
     metadata = read_refiner_metadata(bundle_dir)
-    for xml in (metadata.encoder_file, metadata.decoder_file):
-        for rel in (xml, str(Path(xml).with_suffix(".bin"))):
-            if rel not in metadata.files:
-                raise BundleError(f"{bundle_dir}: metadata lists no checksum for {rel}")
-    for rel, expected in metadata.files.items():
-        path = bundle_dir / rel
-        if not path.is_file():
-            raise BundleError(f"{bundle_dir}: file {rel} is missing")
-        actual = sha256_file(path)
-        if actual != expected:
-            raise BundleError(
-                f"{bundle_dir}: checksum mismatch for {rel} "
-                f"(expected {expected[:12]}…, got {actual[:12]}…): the refiner bundle is corrupt"
-            )
+    required = [
+        rel
+        for xml in (metadata.encoder_file, metadata.decoder_file)
+        for rel in (xml, str(Path(xml).with_suffix(".bin")))
+    ]
+    verify_checksums(bundle_dir, metadata.files, required, what="refiner bundle")
     return metadata
