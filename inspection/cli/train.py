@@ -191,7 +191,7 @@ def step_train(ctx: DemoContext) -> None:
 def step_export(ctx: DemoContext) -> None:
     """Export each product's best model (image AUROC) to FP32 and INT8 bundles; promote one."""
     try:
-        from inspection.training.export import export_bundle
+        from inspection.training.export import AccuracyDropError, export_bundle
     except ImportError as exc:
         log.info("export step skipped: %s", exc)
         return
@@ -211,7 +211,8 @@ def step_export(ctx: DemoContext) -> None:
                         version=best.version,
                         progress=lambda message, s=status: s.update(message),
                     )
-                except (BundleError, RegistryError) as exc:
+                except (AccuracyDropError, BundleError, RegistryError) as exc:
+                    # A refused INT8 bundle leaves the FP32 one live: noted, not fatal.
                     ctx.notes.append(f"{product} {precision} export not registered: {exc}")
                     continue
             live = result.bundle_id
