@@ -107,7 +107,7 @@ def evaluate_command(
     from inspection.core.registry import Registry
     from inspection.data.dataset import load_dataset
     from inspection.training.config import model_config_from_mapping
-    from inspection.training.evaluate import compute_metrics, predict, write_report
+    from inspection.training.evaluate import metrics_of_predictions, predict, write_report
     from inspection.training.train import evaluation_splits, load_trained_model
 
     site_config = load_site_config(site)
@@ -119,17 +119,7 @@ def evaluate_command(
     config = model_config_from_mapping(record.config, where=record.model_version)
     _, test = evaluation_splits(config, dataset)
     predictions = predict(load_trained_model(record), test, image_size=config.image_size)
-    norm = record.extra["normalization"]
-    metrics = compute_metrics(
-        predictions.scores,
-        predictions.labels,
-        predictions.maps,
-        predictions.gt_masks,
-        predictions.defect_types,
-        image_threshold=norm["image_threshold_raw"],
-        pixel_threshold=norm["pixel_threshold_raw"],
-        mask_known=predictions.mask_known,
-    )
+    metrics = metrics_of_predictions(predictions, record.extra["normalization"])
     report = write_report(_report_dir(site_config, record) / "evaluate", predictions, metrics)
     _print_metrics([(record, metrics)])
     console.print(f"report: {report}")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -165,6 +165,22 @@ def compute_metrics(
         "per_defect": per_defect,
         "thresholds": {"image": float(image_threshold), "pixel": float(pixel_threshold)},
     }
+
+
+def metrics_of_predictions(
+    predictions: Predictions, normalization: Mapping[str, float]
+) -> dict[str, Any]:
+    """``compute_metrics`` of a model's predictions at its raw image and pixel thresholds."""
+    return compute_metrics(
+        predictions.scores,
+        predictions.labels,
+        predictions.maps,
+        predictions.gt_masks,
+        predictions.defect_types,
+        image_threshold=normalization["image_threshold_raw"],
+        pixel_threshold=normalization["pixel_threshold_raw"],
+        mask_known=predictions.mask_known,
+    )
 
 
 def _metrics(

@@ -308,7 +308,7 @@ def train_model(
     progress: bool = True,
 ) -> TrainOutcome:
     """``train`` that also returns the model and test predictions (for reports)."""
-    from inspection.training.evaluate import compute_metrics, predict
+    from inspection.training.evaluate import metrics_of_predictions, predict
 
     validation, test = evaluation_splits(config, dataset)
     fingerprint = dataset.fingerprint()
@@ -318,16 +318,7 @@ def train_model(
     model, fit_seconds = fit(config, dataset.train_samples, validation, weights, progress=progress)
     normalization = normalization_stats(model)
     predictions = predict(model, test, image_size=config.image_size)
-    metrics = compute_metrics(
-        predictions.scores,
-        predictions.labels,
-        predictions.maps,
-        predictions.gt_masks,
-        predictions.defect_types,
-        image_threshold=normalization["image_threshold_raw"],
-        pixel_threshold=normalization["pixel_threshold_raw"],
-        mask_known=predictions.mask_known,
-    )
+    metrics = metrics_of_predictions(predictions, normalization)
     metrics["fit_seconds"] = round(fit_seconds, 2)
     metrics["test_images"] = len(test)
     state = model.state_dict()
