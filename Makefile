@@ -1,15 +1,25 @@
 # The two README commands: `make demo` (main job on the demo data) and `make test`.
-PYTHON ?= python3
+# Everything runs in the project's own virtual environment (.venv), so Debian's system
+# python3 (PEP 668 "externally managed") works as the base interpreter.
+BASE_PYTHON ?= python3
+VENV := .venv
+PYTHON := $(VENV)/bin/python
 PIP := $(PYTHON) -m pip
-STAMP := var/.installed
+STAMP := $(VENV)/.installed
 
 .PHONY: install demo test lint services
 
-# torch first, pinned, so no other requirement pulls a CUDA build.
-$(STAMP): pyproject.toml
+$(PYTHON):
+	@$(BASE_PYTHON) -c "import venv, ensurepip" 2>/dev/null || { \
+	  echo "$(BASE_PYTHON) cannot create virtual environments: apt-get install python3-venv"; exit 1; }
+	$(BASE_PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+# torch first, pinned, so no other requirement swaps it for another build.
+$(STAMP): pyproject.toml | $(PYTHON)
 	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
 	$(PIP) install -q -e ".[all]"
-	@mkdir -p var && touch $(STAMP)
+	@touch $(STAMP)
 
 install: $(STAMP)
 
