@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install and start what the test suite talks to: a PostgreSQL server (store tests) and
-# headless Chromium + chromedriver (dashboard browser test). Idempotent; needs root for apt.
+# headless Chromium + chromedriver (dashboard browser test), and Mosquitto on 127.0.0.1:1883
+# (line-station MQTT sinks and handshake). Idempotent; needs root for apt.
 set -euo pipefail
 
 PG_USER=inspection
@@ -11,6 +12,7 @@ need=()
 command -v pg_ctlcluster >/dev/null 2>&1 || need+=(postgresql)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+[ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != "0" ]; then
     echo "services: not root, cannot apt-get install ${need[*]}; dependent tests will skip" >&2
@@ -40,3 +42,13 @@ su postgres -c "psql -qtAc \"select 1 from pg_roles where rolname='$PG_USER'\"" 
 su postgres -c "psql -qtAc \"select 1 from pg_database where datname='$PG_DB'\"" | grep -q 1 \
   || su postgres -c "createdb -O $PG_USER $PG_DB"
 echo "services: PostgreSQL ready at postgresql+psycopg://$PG_USER:***@127.0.0.1:5432/$PG_DB"
+
+# Mosquitto for the line station (tests start their own private brokers from the same binary).
+if ! (exec 3<>/dev/tcp/127.0.0.1/1883) 2>/dev/null; then
+  conf_dir=/tmp/inspection-mosquitto
+  mkdir -p "$conf_dir"
+  printf 'listener 1883 127.0.0.1\nallow_anonymous true\npersistence false\n' >"$conf_dir/mosquitto.conf"
+  /usr/sbin/mosquitto -d -c "$conf_dir/mosquitto.conf"
+  for _ in $(seq 1 20); do (exec 3<>/dev/tcp/127.0.0.1/1883) 2>/dev/null && break; sleep 0.25; done
+fi
+echo "services: Mosquitto ready at mqtt://127.0.0.1:1883"

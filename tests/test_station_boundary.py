@@ -8,7 +8,7 @@ import sys
 
 import inspection
 
-TORCH_FREE_PACKAGES = ("core", "data", "runtime", "refine", "store", "service")
+TORCH_FREE_PACKAGES = ("core", "data", "runtime", "refine", "store", "service", "line")
 FORBIDDEN = ("torch", "anomalib", "lightning", "torchvision", "timm")
 
 

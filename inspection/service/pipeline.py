@@ -11,7 +11,10 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
 
 from inspection.core.errors import ImageDecodeError
 from inspection.core.images import decode_image
@@ -20,7 +23,11 @@ from inspection.service.errors import RequestError
 from inspection.service.live import LiveModels, ModelUnavailable
 from inspection.service.render import encode_jpeg, encode_map, encode_mask, image_extension
 from inspection.store.models import Inspection
+from inspection.store.outbox import OutboxEntry
 from inspection.store.store import Store
+
+OutboxBuilder = Callable[[Mapping[str, Any], Mapping[str, float]], Sequence[OutboxEntry]]
+"""(row fields, timings in ms) -> outbox messages committed with the inspection."""
 
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,79}$")
 MAX_PART_ID = 128
@@ -55,10 +62,18 @@ def stored_request_id(station_id: str, request_id: str | None) -> str | None:
 class Pipeline:
     """Runs inspections for the products this station serves."""
 
-    def __init__(self, store: Store, models: LiveModels, *, max_pixels: int) -> None:
+    def __init__(
+        self,
+        store: Store,
+        models: LiveModels,
+        *,
+        max_pixels: int,
+        outbox: OutboxBuilder | None = None,
+    ) -> None:
         self.store = store
         self.models = models
         self.max_pixels = max_pixels
+        self.outbox = outbox
 
     def check_product(self, product: str | None) -> str:
         if not product:
@@ -79,8 +94,12 @@ class Pipeline:
         request_id: str | None = None,
         source: str = "api",
         source_name: str | None = None,
+        timings_ms: Mapping[str, float] | None = None,
     ) -> Outcome:
-        """Inspect ``data`` (encoded image bytes) and commit the result; see module doc."""
+        """Inspect ``data`` (encoded image bytes) and commit the result; see module doc.
+
+        ``timings_ms`` (e.g. the capture time) travel with the result to the outbox.
+        """
         started = time.perf_counter()
         product = self.check_product(product)
         if part_id is not None and len(part_id) > MAX_PART_ID:
@@ -102,6 +121,7 @@ class Pipeline:
         blobs = self.store.blobs
         fields = {
             "id": uuid.uuid4().hex,
+            "created_at": datetime.now(timezone.utc),
             "request_id": key,
             "product": product,
             "station_id": station_id,
@@ -123,7 +143,11 @@ class Pipeline:
             "mask_sha": blobs.put(encode_mask(result.mask), ".png"),
             "overlay_sha": blobs.put(encode_jpeg(render_overlay(image, result)), ".jpg"),
         }
-        row = self.store.add_inspection(**fields)
+        outbox: Sequence[OutboxEntry] = ()
+        if self.outbox is not None:
+            timings = {**(timings_ms or {}), "inference_ms": fields["latency_ms"]}
+            outbox = self.outbox(fields, timings | {"pipeline_ms": _ms(started)})
+        row = self.store.add_inspection(outbox=outbox, **fields)
         return Outcome(row, row.id == fields["id"], _ms(started))
 
     def _served(self) -> str:

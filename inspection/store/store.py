@@ -12,15 +12,18 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, func, select
+from sqlalchemy import Engine, create_engine, event, func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from inspection.core.errors import InspectionError
 from inspection.store.blobs import BlobStore
-from inspection.store.models import REVIEW_LABELS, Inspection, Review
+from inspection.store.models import REVIEW_LABELS, Inspection, OutboxMessage, Review
+from inspection.store.outbox import OutboxEntry
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# Replicas sharing one PostgreSQL migrate under this advisory lock, one after another.
+_MIGRATION_LOCK_KEY = 0x1D5EC7
 
 
 class StoreError(InspectionError):
@@ -74,10 +77,18 @@ class Store:
             self.migrate()
 
     def migrate(self) -> None:
-        """Bring the schema to the newest Alembic revision."""
+        """Bring the schema to the newest Alembic revision.
+
+        On PostgreSQL a transaction-scoped advisory lock serialises replicas starting at once,
+        so only the first one creates tables and the others find them at head.
+        """
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS_DIR))
         with self.engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                connection.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY}
+                )
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
 
@@ -87,9 +98,10 @@ class Store:
             yield session
 
     # ------------------------------------------------------------- inspections
-    def add_inspection(self, **fields: Any) -> Inspection:
+    def add_inspection(self, *, outbox: Sequence[OutboxEntry] = (), **fields: Any) -> Inspection:
         """Insert one inspection and commit; returns it once durably written.
 
+        ``outbox`` messages are committed in the same transaction (both or neither).
         A repeated ``request_id`` returns the row stored the first time (idempotent retries).
         """
         fields.setdefault("id", uuid.uuid4().hex)
@@ -97,6 +109,10 @@ class Store:
         try:
             with self.session() as session:
                 session.add(row)
+                session.add_all(
+                    OutboxMessage(inspection_id=row.id, key=e.key, sink=e.sink, payload=e.payload)
+                    for e in outbox
+                )
         except IntegrityError:
             request_id = fields.get("request_id")
             existing = self.find_by_request_id(request_id) if request_id else None

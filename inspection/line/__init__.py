@@ -1,0 +1,1 @@
+"""On the line: result payloads, sinks with an outbox, the PLC handshake and cameras (torch-free)."""

@@ -1,0 +1,147 @@
+"""Line-station configuration (``configs/line.yaml``): camera, triggers, sinks, as frozen types."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from inspection.core.config import from_mapping, read_yaml
+from inspection.core.errors import ConfigError, RegistryError
+from inspection.core.registry import check_name
+
+
+@dataclass(frozen=True)
+class SinkConfig:
+    """Where results go. ``kind`` picks the fields that apply:
+
+    - ``mqtt``: ``host``, ``port``, ``topic`` (``{station_id}`` is filled in), QoS 1.
+    - ``opcua``: ``endpoint`` and ``node_id`` of a String variable that receives the JSON.
+    - ``webhook``: ``url`` that gets a JSON POST with an ``Idempotency-Key`` header.
+    """
+
+    name: str
+    kind: Literal["mqtt", "opcua", "webhook"]
+    host: str = "127.0.0.1"
+    port: int = 1883
+    topic: str = "inspection/{station_id}/result"
+    endpoint: str | None = None
+    node_id: str | None = None
+    url: str | None = None
+    timeout_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        needed = {"opcua": ("endpoint", "node_id"), "webhook": ("url",)}.get(self.kind, ())
+        for key in needed:
+            if not getattr(self, key):
+                raise ConfigError(f"sink {self.name!r} ({self.kind}) needs '{key}'")
+        if self.timeout_s <= 0:
+            raise ConfigError(f"sink {self.name!r}: timeout_s must be > 0")
+
+
+@dataclass(frozen=True)
+class PublisherConfig:
+    """Outbox draining: batch size, idle poll and retry backoff (doubling, capped, jittered)."""
+
+    batch: int = 50
+    poll_s: float = 0.5
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class OpcUaTriggerConfig:
+    """PLC handshake over OPC UA: the station is a client of the PLC's server.
+
+    Signals are String NodeIds ``ns=<namespace index>;s=<prefix>.<Signal>`` with
+    ``prefix`` = ``node_prefix`` (see docs/line-integration.md for the list and timing).
+    """
+
+    enabled: bool = False
+    endpoint: str = "opc.tcp://127.0.0.1:4840"
+    namespace: str = "urn:inspection:plc"
+    node_prefix: str = "Station"
+    sampling_ms: float = 5.0
+
+
+@dataclass(frozen=True)
+class MqttTriggerConfig:
+    """Handshake over MQTT: triggers on ``<topic_prefix>/trigger``, state and errors back."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 1883
+    topic_prefix: str = "inspection/{station_id}"
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    """``file``: images of ``path`` in name order (``loop`` restarts); ``genicam``: a
+    GenICam camera through harvesters and the vendor's GenTL producer (``cti``)."""
+
+    kind: Literal["file", "genicam"] = "file"
+    path: Path | None = None
+    loop: bool = True
+    cti: Path | None = None
+    device: str | None = None
+    timeout_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.kind == "file" and self.path is None:
+            raise ConfigError("camera: kind 'file' needs 'path' (a folder of images)")
+        if self.kind == "genicam" and self.cti is None:
+            raise ConfigError("camera: kind 'genicam' needs 'cti' (the vendor's GenTL producer)")
+
+
+@dataclass(frozen=True)
+class LineConfig:
+    """One line station: camera -> inspect -> store (+ outbox) -> sinks, driven by the PLC."""
+
+    station_id: str
+    products: tuple[str, ...]
+    camera: CameraConfig
+    default_product: str | None = None
+    store_url: str = "sqlite:///var/inspection.db"
+    blob_dir: Path = Path("var/blobs")
+    registry_dir: Path = Path("var/registry")
+    max_pixels: int = 25_000_000
+    registry_poll_seconds: float = 2.0
+    inspect_timeout_s: float = 5.0
+    image_base_url: str = ""
+    metrics_port: int | None = None
+    sinks: tuple[SinkConfig, ...] = ()
+    publisher: PublisherConfig = field(default_factory=PublisherConfig)
+    opcua: OpcUaTriggerConfig = field(default_factory=OpcUaTriggerConfig)
+    mqtt: MqttTriggerConfig = field(default_factory=MqttTriggerConfig)
+
+    def __post_init__(self) -> None:
+        try:
+            check_name("station_id", self.station_id)
+            for product in self.products:
+                check_name("product", product)
+        except RegistryError as exc:
+            raise ConfigError(f"line config: {exc}") from exc
+        if not self.products:
+            raise ConfigError("line config: 'products' must list at least one product")
+        default = self.default_product or self.products[0]
+        if default not in self.products:
+            raise ConfigError(f"line config: default_product {default!r} is not in products")
+        names = [sink.name for sink in self.sinks]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"line config: sink names must be unique, got {names}")
+        if self.mqtt.enabled and not any(s.kind == "mqtt" for s in self.sinks):
+            raise ConfigError(
+                "line config: the MQTT handshake answers through an mqtt sink; add one"
+            )
+        if self.inspect_timeout_s <= 0:
+            raise ConfigError("line config: inspect_timeout_s must be > 0")
+
+    @property
+    def product(self) -> str:
+        """The product inspected when the trigger names none."""
+        return self.default_product or self.products[0]
+
+
+def load_line_config(path: str | Path) -> LineConfig:
+    """Read and validate a line-station YAML file; unknown keys raise ``ConfigError`` by name."""
+    return from_mapping(LineConfig, read_yaml(path), where=str(path))

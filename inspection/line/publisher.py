@@ -1,0 +1,160 @@
+"""Drains the outbox into the sinks: at least once, in order per sink, with backoff.
+
+A background thread takes due messages (oldest first), delivers each to its sink and marks
+it delivered. A failed delivery holds that message back (doubling backoff) and pauses its
+sink for the same time, so a dead broker costs one attempt per backoff step, not one per
+message. ``wake()`` after a commit makes delivery immediate instead of waiting for the poll.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Mapping
+from datetime import datetime, timezone
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from inspection.line.config import PublisherConfig
+from inspection.line.sinks import DeliveryError, Sink
+from inspection.store.outbox import Outbox, PendingMessage
+
+log = logging.getLogger(__name__)
+_DELIVERY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+
+class OutboxMetrics:
+    """Backlog and delivery latency per sink (Prometheus)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.backlog = Gauge(
+            "inspection_outbox_backlog",
+            "Results waiting for a sink.",
+            ["sink"],
+            registry=self.registry,
+        )
+        self.oldest = Gauge(
+            "inspection_outbox_oldest_seconds",
+            "Age of the oldest undelivered result per sink.",
+            ["sink"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "inspection_outbox_delivery_seconds",
+            "From inspection commit to the sink's acknowledgement.",
+            ["sink"],
+            buckets=_DELIVERY_BUCKETS,
+            registry=self.registry,
+        )
+        self.failures = Counter(
+            "inspection_outbox_failures",
+            "Failed delivery attempts.",
+            ["sink"],
+            registry=self.registry,
+        )
+
+
+def backoff_s(failures: int, config: PublisherConfig) -> float:
+    """Delay before retry number ``failures`` (>= 1): doubling from the initial value, capped,
+    with up to 20 % jitter so many stations do not retry in lockstep."""
+    base = min(config.backoff_max_s, config.backoff_initial_s * 2 ** max(0, failures - 1))
+    return base * (1.0 + 0.2 * random.random())
+
+
+class Publisher:
+    """Delivers outbox messages to ``sinks`` (by name) from a daemon thread."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        sinks: Mapping[str, Sink],
+        config: PublisherConfig,
+        *,
+        metrics: OutboxMetrics | None = None,
+    ) -> None:
+        self.outbox = outbox
+        self.sinks = dict(sinks)
+        self.config = config
+        self.metrics = metrics or OutboxMetrics()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._paused_until: dict[str, float] = {}
+        self._failures: dict[str, int] = {}
+        self._thread: threading.Thread | None = None
+        self._last_backlog = 0.0
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="outbox-publisher", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+
+    def wake(self) -> None:
+        """A message was committed: look at the outbox now."""
+        self._wake.set()
+
+    def drain_once(self) -> int:
+        """Try every due message of every sink that is not paused once; returns deliveries."""
+        now = time.monotonic()
+        ready = [name for name in self.sinks if self._paused_until.get(name, 0.0) <= now]
+        delivered = 0
+        for message in self.outbox.due(ready, limit=self.config.batch):
+            if self._paused_until.get(message.sink, 0.0) > time.monotonic():
+                continue  # this sink failed earlier in the batch
+            delivered += self._deliver(message)
+        return delivered
+
+    def _deliver(self, message: PendingMessage) -> int:
+        sink = self.sinks[message.sink]
+        try:
+            sink.deliver(message.key, message.payload)
+        except DeliveryError as exc:
+            failures = self._failures.get(message.sink, 0) + 1
+            self._failures[message.sink] = failures
+            delay = backoff_s(max(failures, message.attempts + 1), self.config)
+            self._paused_until[message.sink] = time.monotonic() + delay
+            self.outbox.failed(message.id, str(exc), delay)
+            self.metrics.failures.labels(message.sink).inc()
+            log.warning("%s (retry in %.1f s)", exc, delay)
+            return 0
+        at = datetime.now(timezone.utc)
+        self.outbox.delivered(message.id, at)
+        self._failures.pop(message.sink, None)
+        self.metrics.latency.labels(message.sink).observe((at - message.created_at).total_seconds())
+        return 1
+
+    def update_backlog(self) -> None:
+        backlog = self.outbox.backlog()
+        for name in self.sinks:
+            entry = backlog.get(name)
+            self.metrics.backlog.labels(name).set(entry.pending if entry else 0)
+            self.metrics.oldest.labels(name).set((entry.oldest_age_s or 0.0) if entry else 0.0)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                delivered = self.drain_once()
+                if time.monotonic() - self._last_backlog > 1.0:
+                    self.update_backlog()
+                    self._last_backlog = time.monotonic()
+            except Exception:  # the store may be briefly unavailable: keep the thread alive
+                log.exception("outbox publisher: draining failed")
+                delivered = 0
+            if delivered == 0:
+                self._wake.wait(self._idle_wait())
+
+    def _idle_wait(self) -> float:
+        now = time.monotonic()
+        waits = [until - now for until in self._paused_until.values() if until > now]
+        return max(0.01, min([self.config.poll_s, *waits]))

@@ -1,0 +1,163 @@
+"""Result sinks: MQTT (paho, QoS 1), OPC UA (asyncua, a String node) and an HTTP webhook.
+
+A sink ``deliver``s one JSON payload and returns only once the other side acknowledged it
+(MQTT PUBACK, OPC UA write status Good, HTTP 2xx); anything else raises ``DeliveryError``
+and the publisher retries later. Sinks never raise anything else for a failed delivery.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import urllib.error
+import urllib.request
+from typing import Protocol
+
+from inspection.core.errors import InspectionError
+from inspection.line.config import SinkConfig
+
+log = logging.getLogger(__name__)
+
+
+class DeliveryError(InspectionError):
+    """The sink did not acknowledge a message; it stays in the outbox for a retry."""
+
+
+class Sink(Protocol):
+    """Sends payloads to one destination; ``key`` is the idempotency key (request id)."""
+
+    name: str
+
+    def deliver(self, key: str, payload: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class MqttSink:
+    """Publishes to ``topic`` with QoS 1 and waits for the broker's PUBACK.
+
+    The paho network loop runs in its own thread and reconnects by itself while the broker
+    is away; deliveries fail fast (``DeliveryError``) until it is back.
+    """
+
+    def __init__(
+        self, name: str, host: str, port: int, topic: str, *, timeout_s: float = 5.0
+    ) -> None:
+        import paho.mqtt.client as mqtt
+
+        self.name = name
+        self.topic = topic
+        self.timeout_s = timeout_s
+        self._connected = threading.Event()
+        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+        self._client.reconnect_delay_set(min_delay=1, max_delay=5)
+        self._client.on_connect = lambda *_a: self._connected.set()
+        self._client.on_disconnect = lambda *_a: self._connected.clear()
+        self._client.connect_async(host, port, keepalive=15)
+        self._client.loop_start()
+        self._connected.wait(timeout_s)
+
+    def deliver(self, key: str, payload: str) -> None:
+        if not self._client.is_connected():
+            raise DeliveryError(f"{self.name}: not connected to the MQTT broker")
+        info = self._client.publish(self.topic, payload, qos=1)
+        try:
+            info.wait_for_publish(self.timeout_s)
+        except (RuntimeError, ValueError) as exc:
+            raise DeliveryError(f"{self.name}: publish of {key} failed: {exc}") from exc
+        if not info.is_published():
+            raise DeliveryError(f"{self.name}: no PUBACK for {key} within {self.timeout_s} s")
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+
+class OpcUaSink:
+    """Writes the payload to a String variable on an OPC UA server (e.g. the MES gateway)."""
+
+    def __init__(self, name: str, endpoint: str, node_id: str, *, timeout_s: float = 5.0) -> None:
+        self.name = name
+        self.endpoint = endpoint
+        self.node_id = node_id
+        self.timeout_s = timeout_s
+        self._client = None
+        self._node = None
+
+    def deliver(self, key: str, payload: str) -> None:
+        from asyncua import ua
+
+        try:
+            node = self._connected_node()
+            node.write_value(ua.Variant(payload, ua.VariantType.String))
+        except Exception as exc:  # asyncua raises many types: all mean "not delivered"
+            self._drop()
+            raise DeliveryError(
+                f"{self.name}: write of {key} to {self.node_id} failed: {exc}"
+            ) from exc
+
+    def _connected_node(self):
+        if self._node is None:
+            from asyncua.sync import Client
+
+            client = Client(self.endpoint, timeout=self.timeout_s)
+            client.connect()
+            self._client = client
+            self._node = client.get_node(self.node_id)
+        return self._node
+
+    def _drop(self) -> None:
+        client, self._client, self._node = self._client, None, None
+        if client is not None:
+            try:
+                client.disconnect()
+            except Exception:  # the server may already be gone
+                log.debug("%s: disconnect after failure also failed", self.name)
+            client.tloop.stop()
+
+    def close(self) -> None:
+        self._drop()
+
+
+class WebhookSink:
+    """POSTs the payload as JSON; any 2xx answer is the acknowledgement."""
+
+    def __init__(self, name: str, url: str, *, timeout_s: float = 5.0) -> None:
+        self.name = name
+        self.url = url
+        self.timeout_s = timeout_s
+
+    def deliver(self, key: str, payload: str) -> None:
+        request = urllib.request.Request(
+            self.url,
+            data=payload.encode(),
+            method="POST",
+            headers={"Content-Type": "application/json", "Idempotency-Key": key},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                status = response.status
+        except urllib.error.HTTPError as exc:
+            raise DeliveryError(
+                f"{self.name}: {self.url} answered HTTP {exc.code} for {key}"
+            ) from exc
+        except (urllib.error.URLError, OSError) as exc:
+            raise DeliveryError(f"{self.name}: {self.url} unreachable: {exc}") from exc
+        if not 200 <= status < 300:
+            raise DeliveryError(f"{self.name}: {self.url} answered HTTP {status} for {key}")
+
+    def close(self) -> None:
+        return None
+
+
+def build_sink(config: SinkConfig, *, station_id: str) -> Sink:
+    """The sink ``config`` describes; topics get ``{station_id}`` filled in."""
+    if config.kind == "mqtt":
+        topic = config.topic.format(station_id=station_id)
+        return MqttSink(config.name, config.host, config.port, topic, timeout_s=config.timeout_s)
+    if config.kind == "opcua":
+        endpoint, node_id = config.endpoint or "", config.node_id or ""  # checked by SinkConfig
+        return OpcUaSink(config.name, endpoint, node_id, timeout_s=config.timeout_s)
+    if config.kind == "webhook":
+        return WebhookSink(config.name, config.url or "", timeout_s=config.timeout_s)
+    raise ValueError(f"unknown sink kind {config.kind!r}; use mqtt, opcua or webhook")

@@ -1,0 +1,132 @@
+"""The transactional outbox: results wait here, in the results database, until each sink has them.
+
+An inspection and its outbox rows are committed in one transaction (``Store.add_inspection``),
+so a result that was stored is never lost on its way out, even across a crash. A publisher
+(``inspection.line.publisher``) reads due rows, delivers them and marks them delivered; a
+crash between delivery and marking means a redelivery, identifiable by ``key`` (at least once).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING
+
+from sqlalchemy import func, select, update
+
+from inspection.store.models import OutboxMessage
+
+if TYPE_CHECKING:
+    from inspection.store.store import Store
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    """One message to enqueue with an inspection: ``payload`` (JSON text) for ``sink``."""
+
+    sink: str
+    key: str
+    payload: str
+
+
+@dataclass(frozen=True)
+class PendingMessage:
+    """A message not yet acknowledged by its sink."""
+
+    id: int
+    sink: str
+    key: str
+    payload: str
+    attempts: int
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class SinkBacklog:
+    """Per sink: messages waiting, the age of the oldest one, and messages delivered."""
+
+    pending: int
+    oldest_age_s: float | None
+    delivered: int
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
+
+
+class Outbox:
+    """Read and settle outbox rows of one store."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def due(
+        self, sinks: list[str], *, limit: int = 50, now: datetime | None = None
+    ) -> list[PendingMessage]:
+        """Undelivered messages of ``sinks`` whose retry time has come, oldest first."""
+        if not sinks:
+            return []
+        now = now or datetime.now(timezone.utc)
+        query = (
+            select(OutboxMessage)
+            .where(
+                OutboxMessage.sink.in_(sinks),
+                OutboxMessage.delivered_at.is_(None),
+                OutboxMessage.next_attempt_at <= now,
+            )
+            .order_by(OutboxMessage.id)
+            .limit(limit)
+        )
+        with self.store.session() as session:
+            return [
+                PendingMessage(
+                    row.id, row.sink, row.key, row.payload, row.attempts, _utc(row.created_at)
+                )
+                for row in session.scalars(query)
+            ]
+
+    def delivered(self, message_id: int, at: datetime | None = None) -> None:
+        at = at or datetime.now(timezone.utc)
+        with self.store.session() as session:
+            session.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.id == message_id)
+                .values(delivered_at=at, attempts=OutboxMessage.attempts + 1, last_error=None)
+            )
+
+    def failed(self, message_id: int, error: str, retry_in_s: float) -> None:
+        """Count a failed attempt and hold the message back for ``retry_in_s`` seconds."""
+        retry_at = datetime.now(timezone.utc) + timedelta(seconds=retry_in_s)
+        with self.store.session() as session:
+            session.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.id == message_id)
+                .values(
+                    attempts=OutboxMessage.attempts + 1,
+                    next_attempt_at=retry_at,
+                    last_error=error[:2000],
+                )
+            )
+
+    def backlog(self, now: datetime | None = None) -> dict[str, SinkBacklog]:
+        """Per sink: pending count, oldest pending age and delivered count."""
+        now = now or datetime.now(timezone.utc)
+        pending_query = (
+            select(OutboxMessage.sink, func.count(), func.min(OutboxMessage.created_at))
+            .where(OutboxMessage.delivered_at.is_(None))
+            .group_by(OutboxMessage.sink)
+        )
+        delivered_query = (
+            select(OutboxMessage.sink, func.count())
+            .where(OutboxMessage.delivered_at.is_not(None))
+            .group_by(OutboxMessage.sink)
+        )
+        with self.store.session() as session:
+            pending = {sink: (n, oldest) for sink, n, oldest in session.execute(pending_query)}
+            delivered = dict(session.execute(delivered_query).all())
+        out = {}
+        for sink in sorted(set(pending) | set(delivered)):
+            count, oldest = pending.get(sink, (0, None))
+            age = (now - _utc(oldest)).total_seconds() if oldest is not None else None
+            out[sink] = SinkBacklog(int(count), age, int(delivered.get(sink, 0)))
+        return out
