@@ -136,7 +136,7 @@ def tune(work: Path, args: argparse.Namespace, config) -> dict:
     import dataclasses
     import itertools
 
-    from inspection.core.images import read_image
+    from inspection.core.images import read_image, read_mask
     from inspection.refine.classical import ClassicalRefiner
     from inspection.refine.evaluate import pixel_scores
 
@@ -151,8 +151,7 @@ def tune(work: Path, args: argparse.Namespace, config) -> dict:
         paths = sorted(root.glob("test/*/*.png"))
         images = [read_image(path) for path in paths]
         gts = [
-            read_image(root / "ground_truth" / p.parent.name / f"{p.stem}_mask.png")[..., 0] > 127
-            for p in paths
+            read_mask(root / "ground_truth" / p.parent.name / f"{p.stem}_mask.png") for p in paths
         ]
         cases[product] = [
             (im, gt, inspector.inspect(im)) for im, gt in zip(images, gts, strict=True)

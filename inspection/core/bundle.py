@@ -12,17 +12,20 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from inspection.core.config import from_mapping, to_mapping
 from inspection.core.errors import BundleError, ConfigError
 from inspection.core.fingerprint import sha256_file
+from inspection.core.verdict import Segmentation
 
 BUNDLE_SCHEMA_VERSION = 1
 METADATA_FILE = "metadata.json"
 VALIDATION_SCORES_FILE = "validation_scores.json"
 """Per-image normalised scores of the bundle on its labelled split (read by the dashboard)."""
 Precision = Literal["fp32", "fp16", "int8"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -75,12 +78,21 @@ class BundleMetadata:
     )
     image_threshold: float = 0.5
     pixel_threshold: float = 0.5
+    segmentation: Segmentation | None = None
+    """How the station draws regions; None (older bundles) = global ``pixel_threshold``."""
     calibration: dict[str, Any] | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     source_dataset: dict[str, Any] = field(default_factory=dict)
     created_at: str = ""
     files: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def segmentation_rule(self) -> Segmentation:
+        """The bundle's segmentation, or plain thresholding at ``pixel_threshold``."""
+        if self.segmentation is not None:
+            return self.segmentation
+        return Segmentation.global_threshold(self.pixel_threshold)
 
 
 def write_metadata_json(bundle_dir: str | Path, metadata: Any) -> Path:
@@ -112,6 +124,28 @@ def read_metadata_json(bundle_dir: str | Path, what: str = "model bundle") -> di
     return data
 
 
+def read_versioned_metadata(
+    bundle_dir: str | Path, cls: type[T], schema_version: int, what: str
+) -> T:
+    """``metadata.json`` of a bundle as the frozen type ``cls``, at exactly ``schema_version``.
+
+    A missing or unreadable file, another schema version or an invalid field raises
+    ``BundleError`` naming the file.
+    """
+    data = read_metadata_json(bundle_dir, what=what)
+    path = Path(bundle_dir) / METADATA_FILE
+    version = data.get("schema_version")
+    if version != schema_version:
+        raise BundleError(
+            f"{path}: {what} schema version {version!r} is not supported "
+            f"(this station reads version {schema_version})"
+        )
+    try:
+        return from_mapping(cls, data, where=str(path))
+    except ConfigError as exc:
+        raise BundleError(str(exc)) from exc
+
+
 def verify_checksums(
     bundle_dir: str | Path, files: dict[str, str], required: Sequence[str], what: str = "bundle"
 ) -> None:
@@ -139,18 +173,9 @@ def write_bundle_metadata(bundle_dir: str | Path, metadata: BundleMetadata) -> P
 
 def read_bundle_metadata(bundle_dir: str | Path) -> BundleMetadata:
     """Parse and validate ``metadata.json``; anything wrong raises ``BundleError``."""
-    data = read_metadata_json(bundle_dir)
-    path = Path(bundle_dir) / METADATA_FILE
-    version = data.get("schema_version")
-    if version != BUNDLE_SCHEMA_VERSION:
-        raise BundleError(
-            f"{path}: bundle schema version {version!r} is not supported "
-            f"(this station reads version {BUNDLE_SCHEMA_VERSION})"
-        )
-    try:
-        return from_mapping(BundleMetadata, data, where=str(path))
-    except ConfigError as exc:
-        raise BundleError(str(exc)) from exc
+    return read_versioned_metadata(
+        bundle_dir, BundleMetadata, BUNDLE_SCHEMA_VERSION, "model bundle"
+    )
 
 
 def verify_bundle(bundle_dir: str | Path) -> BundleMetadata:

@@ -66,7 +66,7 @@ def from_mapping(cls: type[T], data: Mapping[str, Any] | None, where: str = "con
         kwargs[name] = _convert(hints[name], value, f"{where}.{name}")
     try:
         return cls(**kwargs)
-    except TypeError as exc:  # missing required keys
+    except (TypeError, ValueError) as exc:  # missing required keys, __post_init__ checks
         raise ConfigError(f"{where}: {exc}") from exc
 
 

@@ -62,6 +62,22 @@ def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.
     return decode_image(data, max_pixels=max_pixels, name=str(path))
 
 
+def read_mask(path: str | Path | None, size: tuple[int, int] | None = None) -> np.ndarray | None:
+    """A ground-truth mask as (H, W) bool: channel 0 above 127, nearest-resized to ``size``.
+
+    ``size`` is (height, width); ``None`` keeps the file's own size. A ``None`` path gives an
+    all-False mask when ``size`` is known (good images have no mask file), else ``None``.
+    """
+    if path is None:
+        return None if size is None else np.zeros(size, dtype=bool)
+    mask = read_image(path)[:, :, 0]
+    if size is not None and mask.shape != tuple(size):
+        import cv2
+
+        mask = cv2.resize(mask, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
+    return mask > 127
+
+
 def to_rgb_uint8(image: Image.Image) -> np.ndarray:
     """Convert any PIL image mode to (H, W, 3) uint8 RGB."""
     mode = image.mode

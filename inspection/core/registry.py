@@ -28,6 +28,7 @@ from typing import Any
 from filelock import FileLock
 
 from inspection.core.bundle import verify_bundle
+from inspection.core.config import from_mapping
 from inspection.core.errors import RegistryError
 
 RECORD_FILE = "record.json"
@@ -183,7 +184,7 @@ class Registry:
                 f"no model version {product}/{version}; known: {', '.join(sorted(known)) or 'none'}"
             )
         data = json.loads(record_file.read_text(encoding="utf-8"))
-        return ModelRecord(path=path, **data)
+        return from_mapping(ModelRecord, {**data, "path": path}, str(record_file))
 
     def latest_version(self, product: str) -> ModelRecord:
         records = self.versions(product)
@@ -240,7 +241,7 @@ class Registry:
         path = self._product_dir(product) / "live.json"
         if not path.is_file():
             return None
-        return LiveState(**json.loads(path.read_text(encoding="utf-8")))
+        return from_mapping(LiveState, json.loads(path.read_text(encoding="utf-8")), str(path))
 
     def live_bundle_dir(self, product: str) -> Path:
         state = self.live(product)
@@ -326,7 +327,8 @@ class Registry:
 
     def threshold_history(self, product: str) -> list[ThresholdVersion]:
         rows = _read_jsonl(self._product_dir(product) / "thresholds.jsonl")
-        return [ThresholdVersion(**row) for row in rows]
+        where = f"{product}/thresholds.jsonl"
+        return [from_mapping(ThresholdVersion, row, where) for row in rows]
 
     def current_threshold(self, product: str) -> ThresholdVersion | None:
         history = self.threshold_history(product)

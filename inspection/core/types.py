@@ -55,7 +55,12 @@ class InspectionResult:
     - ``score``: normalised image score in [0, 1]; ``threshold`` in the same space.
     - ``anomaly_map``: (H, W) float32 in [0, 1], at the input image's resolution.
     - ``mask``: (H, W) bool, same shape as ``anomaly_map``.
+    - ``regions``: defect regions; ``candidates``: regions found on an OK image, not defects.
     - ``latency_ms``: wall time of preprocessing + inference + postprocessing.
+
+    The verdict rule of ``inspection.core.verdict`` is enforced: NG exactly when
+    ``score >= threshold``; an NG carries at least one region and a non-empty mask; an OK
+    carries no region and an empty mask.
     """
 
     score: float
@@ -68,6 +73,7 @@ class InspectionResult:
     model_version: str
     mask_source: str = "raw"
     timings_ms: dict[str, float] = field(default_factory=dict)
+    candidates: tuple[DefectRegion, ...] = ()
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
@@ -87,6 +93,28 @@ class InspectionResult:
             )
         if self.latency_ms < 0:
             raise ValueError(f"latency_ms must be >= 0, got {self.latency_ms}")
+        self._check_verdict()
+
+    def _check_verdict(self) -> None:
+        from inspection.core.verdict import verdict_of  # the one rule; imports this module
+
+        expected = verdict_of(self.score, self.threshold)
+        if self.verdict != expected:
+            raise ValueError(
+                f"verdict {self.verdict} contradicts score {self.score} vs threshold "
+                f"{self.threshold} (NG exactly when score >= threshold)"
+            )
+        has_mask = bool(self.mask.any())
+        if self.verdict == "NG" and (not self.regions or not has_mask):
+            raise ValueError(
+                f"an NG result must carry at least one region and a non-empty mask, got "
+                f"{len(self.regions)} region(s) and {int(self.mask.sum())} mask pixel(s)"
+            )
+        if self.verdict == "OK" and (self.regions or has_mask):
+            raise ValueError(
+                f"an OK result carries no defect region (use candidates), got "
+                f"{len(self.regions)} region(s) and {int(self.mask.sum())} mask pixel(s)"
+            )
 
     @property
     def is_defective(self) -> bool:
@@ -102,6 +130,7 @@ class InspectionResult:
             "latency_ms": round(float(self.latency_ms), 3),
             "mask_source": self.mask_source,
             "regions": [region.to_dict() for region in self.regions],
+            "candidates": [region.to_dict() for region in self.candidates],
             "height": int(self.anomaly_map.shape[0]),
             "width": int(self.anomaly_map.shape[1]),
         }

@@ -2,16 +2,14 @@
 
 Sources, both optional and merged by run id:
 
-- ``<reports_dir>/retrain/<product>/<run>/report.json``; read keys (others are kept raw):
-  ``decision``, ``reason``, ``at``/``created_at``/``finished_at``, ``champion`` and
-  ``challenger`` (each with ``metrics`` or metrics at its top level, plus ``bundle_id`` or
-  ``version``);
-- registry events with ``action == "retrain"``, their ``run`` (or ``run_id``) naming the run.
+- ``<reports_dir>/retrain/<product>/<run>/report.json``, a
+  :class:`~inspection.core.retrain_report.RetrainReport`;
+- the registry's ``retrain`` audit events (as ``retrain/pipeline.py`` writes them), for runs
+  without a report (failed runs).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,7 +18,10 @@ from typing import Any
 
 import pandas as pd
 
+from inspection.core.config import to_mapping
+from inspection.core.errors import ConfigError
 from inspection.core.registry import Registry
+from inspection.core.retrain_report import RetrainReport, read_retrain_report
 from inspection.dashboard.models import flat_metrics, order_metrics
 
 log = logging.getLogger(__name__)
@@ -56,31 +57,37 @@ class RetrainRun:
         return frame
 
 
-def _side(data: Any) -> tuple[str, dict[str, float]]:
-    """(name, metrics) of a champion/challenger entry."""
-    if not isinstance(data, Mapping):
-        return (str(data) if data else "", {})
-    name = data.get("bundle_id") or data.get("version") or data.get("model_version") or ""
-    metrics = data.get("metrics", data)
-    return str(name), flat_metrics(metrics if isinstance(metrics, Mapping) else {})
+def _run_from_report(report: RetrainReport, run: str, path: Path) -> RetrainRun:
+    champion = report.champion
+    return RetrainRun(
+        product=report.product,
+        run=run,
+        at=report.finished_at,
+        decision=report.decision,
+        reason=report.reason,
+        champion=champion.bundle_id if champion else "",
+        challenger=report.challenger.bundle_id,
+        champion_metrics=dict(champion.metrics) if champion else {},
+        challenger_metrics=dict(report.challenger.metrics),
+        report_path=path,
+        raw=to_mapping(report),
+    )
 
 
-def _run_from(product: str, run: str, data: Mapping[str, Any], path: Path | None) -> RetrainRun:
-    champion, champion_metrics = _side(data.get("champion"))
-    challenger, challenger_metrics = _side(data.get("challenger"))
-    at = data.get("at") or data.get("finished_at") or data.get("created_at") or ""
+def _run_from_event(product: str, run: str, event: Mapping[str, Any]) -> RetrainRun:
+    """A run known only from its audit event (failed, or its report folder is gone)."""
+    metrics = event.get("metrics") or {}
     return RetrainRun(
         product=product,
         run=run,
-        at=str(at),
-        decision=str(data.get("decision") or data.get("outcome") or ""),
-        reason=str(data.get("reason") or ""),
-        champion=champion,
-        challenger=challenger,
-        champion_metrics=champion_metrics,
-        challenger_metrics=challenger_metrics,
-        report_path=path,
-        raw=dict(data),
+        at=str(event.get("at", "")),
+        decision=str(event.get("decision", "")),
+        reason=str(event.get("reason", "")),
+        champion=str(event.get("champion") or ""),
+        challenger=str(event.get("challenger") or ""),
+        champion_metrics=flat_metrics(metrics.get("champion") or {}),
+        challenger_metrics=flat_metrics(metrics.get("challenger") or {}),
+        raw=dict(event),
     )
 
 
@@ -90,12 +97,11 @@ def report_runs(reports_dir: Path, product: str) -> list[RetrainRun]:
     runs = []
     for path in sorted(root.glob(f"*/{REPORT_FILE}")) if root.is_dir() else []:
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
-            log.warning("skipping unreadable retrain report %s: %s", path, exc)
+            report = read_retrain_report(path)
+        except ConfigError as exc:
+            log.warning("skipping retrain report: %s", exc)
             continue
-        if isinstance(data, Mapping):
-            runs.append(_run_from(product, path.parent.name, data, path))
+        runs.append(_run_from_report(report, path.parent.name, path))
     return runs
 
 
@@ -105,11 +111,9 @@ def retrain_runs(registry: Registry, reports_dir: Path, product: str) -> list[Re
     for index, event in enumerate(registry.events(product)):
         if event.get("action") != "retrain":
             continue
-        run_id = str(event.get("run") or event.get("run_id") or f"event-{index + 1}")
-        if run_id in runs:
-            continue
-        details = {"reason": event.get("reason"), **event, "at": event.get("at", "")}
-        runs[run_id] = _run_from(product, run_id, details, None)
+        run_id = str(event.get("run") or f"event-{index + 1}")
+        if run_id not in runs:
+            runs[run_id] = _run_from_event(product, run_id, event)
     return sorted(runs.values(), key=lambda r: (r.at, r.run), reverse=True)
 
 

@@ -24,6 +24,7 @@ import numpy as np
 from inspection.core.bundle import VALIDATION_SCORES_FILE
 from inspection.core.errors import BundleError, RegistryError
 from inspection.core.registry import Registry, ThresholdVersion
+from inspection.core.verdict import is_ng
 from inspection.store import queries
 from inspection.store.store import Store
 
@@ -150,7 +151,7 @@ def reviewed_scores(store: Store, product: str) -> LabelledScores:
 
 def tradeoff(data: LabelledScores, threshold: float) -> Tradeoff:
     """False-alarm and miss rates, precision, recall and F1 when NG means ``score >= threshold``."""
-    flagged = data.scores >= threshold
+    flagged = is_ng(data.scores, threshold)
     defect = data.labels == 1
     tp = int(np.sum(flagged & defect))
     fp = int(np.sum(flagged & ~defect))

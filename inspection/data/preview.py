@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 from inspection.core.errors import ImageDecodeError
-from inspection.core.images import read_image
+from inspection.core.images import read_image, read_mask
 from inspection.data.dataset import Dataset, Sample
 
 OUTLINE_RGB = (255, 40, 40)
@@ -44,7 +44,7 @@ def _tile(sample: Sample, tile: int, outline: bool, label: str) -> np.ndarray:
         image = np.full((tile, tile, 3), 128, np.uint8)
     if outline and sample.mask_path is not None:
         try:
-            mask = read_image(sample.mask_path)[:, :, 0] > 127
+            mask = read_mask(sample.mask_path)
         except ImageDecodeError:
             mask = None
         if mask is not None:

@@ -15,11 +15,11 @@ from typing import Literal
 from inspection.core.bundle import (
     METADATA_FILE,
     read_metadata_json,
+    read_versioned_metadata,
     verify_checksums,
     write_metadata_json,
 )
-from inspection.core.config import from_mapping
-from inspection.core.errors import BundleError, ConfigError
+from inspection.core.errors import BundleError
 
 REFINER_SCHEMA_VERSION = 1
 SamBackend = Literal["vit_t", "vit_b"]
@@ -65,20 +65,11 @@ def write_refiner_metadata(bundle_dir: str | Path, metadata: RefinerBundleMetada
 
 def read_refiner_metadata(bundle_dir: str | Path) -> RefinerBundleMetadata:
     """Parse and validate ``metadata.json``; anything wrong raises ``BundleError``."""
-    data = read_metadata_json(bundle_dir, what="SAM refiner bundle")
-    path = Path(bundle_dir) / METADATA_FILE
-    if data.get("kind") != "sam_refiner":
-        raise BundleError(f"{path}: not a SAM refiner bundle (kind is not 'sam_refiner')")
-    version = data.get("schema_version")
-    if version != REFINER_SCHEMA_VERSION:
-        raise BundleError(
-            f"{path}: refiner schema version {version!r} is not supported "
-            f"(this station reads version {REFINER_SCHEMA_VERSION})"
-        )
-    try:
-        return from_mapping(RefinerBundleMetadata, data, where=str(path))
-    except ConfigError as exc:
-        raise BundleError(str(exc)) from exc
+    what = "SAM refiner bundle"
+    if read_metadata_json(bundle_dir, what=what).get("kind") != "sam_refiner":
+        path = Path(bundle_dir) / METADATA_FILE
+        raise BundleError(f"{path}: not a {what} (kind is not 'sam_refiner')")
+    return read_versioned_metadata(bundle_dir, RefinerBundleMetadata, REFINER_SCHEMA_VERSION, what)
 
 
 def verify_refiner_bundle(bundle_dir: str | Path) -> RefinerBundleMetadata:

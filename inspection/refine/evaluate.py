@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from inspection.core.images import read_image
+from inspection.core.images import read_image, read_mask
 from inspection.core.types import InspectionResult
 from inspection.refine.base import MaskRefiner
 
@@ -51,7 +51,7 @@ def read_gt(sample: LabelledImage, shape: tuple[int, int]) -> np.ndarray:
     """(H, W) bool ground truth at the image's size (empty for good images)."""
     if sample.mask_path is None:
         return np.zeros(shape, dtype=bool)
-    mask = read_image(sample.mask_path)[..., 0] > 127
+    mask = read_mask(sample.mask_path)
     if mask.shape != shape:
         raise ValueError(f"{sample.mask_path}: mask {mask.shape} does not match image {shape}")
     return mask

@@ -18,7 +18,7 @@ from typing import Any
 
 from inspection.core.config import SiteConfig
 from inspection.core.errors import RegistryError
-from inspection.core.registry import ModelRecord, Registry
+from inspection.core.registry import ModelRecord, Registry, utc_now
 from inspection.retrain import adapters
 from inspection.retrain.adapters import FaultHook
 from inspection.retrain.assemble import assemble_run_data
@@ -89,7 +89,7 @@ def retrain_product(
     """
     registry = Registry(site.registry_dir)
     with retrain_lock(site.registry_dir, product):
-        run = _Run(product, _run_id(config.work_dir / product), actor, _utc_now())
+        run = _Run(product, _run_id(config.work_dir / product), actor, utc_now())
         say = _sayer(run, progress)
         try:
             return _retrain(
@@ -303,7 +303,7 @@ def _run_info(run: _Run, record: ModelRecord, status: str) -> dict[str, Any]:
         "run": run.run_id,
         "actor": run.actor,
         "started_at": run.started_at,
-        "finished_at": _utc_now(),
+        "finished_at": utc_now(),
         "status": status,
         "champion_bundle": run.champion,
         "challenger_version": record.version,
@@ -343,10 +343,6 @@ def _run_id(folder: Path) -> str:
         n += 1
         run_id = f"{base}-{n}"
     return run_id
-
-
-def _utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _prune_run_dirs(folder: Path, keep: int) -> None:

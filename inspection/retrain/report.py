@@ -1,11 +1,8 @@
 """The retrain report: metrics side by side, the gate's reasons, ROC curves and histograms.
 
-Writes ``report.json``, ``report.md``, ``roc.png`` and ``scores.png`` into the run's
-report folder (``reports/retrain/<product>/<run>/``). ``report.json`` top-level keys:
-``decision`` ("promote"/"keep"), ``promote``, ``reasons``, ``reason``, ``finished_at``,
-``champion`` and ``challenger`` (``bundle_id``, ``model_version``, ``threshold``, flat gate
-``metrics``, ``full_metrics`` per defect type, per-image ``scores``; champion is null when
-none was live), ``run``, ``policy``, ``data``, ``figures``.
+Writes ``report.json`` (a :class:`~inspection.core.retrain_report.RetrainReport`, the schema
+the dashboard reads), ``report.md``, ``roc.png`` and ``scores.png`` into the run's report
+folder (``reports/retrain/<product>/<run>/``).
 """
 
 from __future__ import annotations
@@ -19,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from inspection.core.config import to_mapping
+from inspection.core.retrain_report import ModelEvaluation, RetrainReport, write_retrain_report
 from inspection.retrain.assemble import RunData
 from inspection.retrain.gate import Decision, GatePolicy
 from inspection.retrain.scoring import BundleEvaluation
@@ -47,46 +45,43 @@ def write_report(
     figures = {"roc": "roc.png", "scores": "scores.png"}
     _plot_roc(out_dir / figures["roc"], evaluations, labels)
     _plot_scores(out_dir / figures["scores"], evaluations, labels)
-    report = {
-        "run": dict(run),
-        "finished_at": run.get("finished_at"),
-        "decision": "promote" if decision.promote else "keep",
-        "promote": decision.promote,
-        "reasons": decision.reasons,
-        "reason": "; ".join(decision.reasons),
-        "policy": to_mapping(policy),
-        "data": data.summary(),
-        "champion": None,
-        **{role: _model_entry(e) for role, e in evaluations.items()},
-        "figures": figures,
-    }
-    path = out_dir / "report.json"
-    path.write_text(json.dumps(report, indent=2, sort_keys=True, default=str), encoding="utf-8")
+    report = RetrainReport(
+        run=dict(run),
+        finished_at=str(run.get("finished_at") or ""),
+        decision="promote" if decision.promote else "keep",
+        reasons=tuple(decision.reasons),
+        challenger=_model_entry(evaluations["challenger"]),
+        champion=_model_entry(evaluations["champion"]) if "champion" in evaluations else None,
+        policy=to_mapping(policy),
+        data=data.summary(),
+        figures=figures,
+    )
+    path = write_retrain_report(report, out_dir / "report.json")
     (out_dir / "report.md").write_text(_markdown(report), encoding="utf-8")
     log.info("wrote retrain report %s", path)
     return path
 
 
-def _model_entry(evaluation: BundleEvaluation) -> dict[str, Any]:
-    return {
-        "bundle_id": evaluation.bundle_id,
-        "model_version": evaluation.model_version,
-        "threshold": evaluation.threshold,
-        "metrics": evaluation.gate_metrics(),
-        "full_metrics": evaluation.metrics,
-        "scores": [round(float(s), 6) for s in evaluation.scores],
-    }
+def _model_entry(evaluation: BundleEvaluation) -> ModelEvaluation:
+    return ModelEvaluation(
+        bundle_id=evaluation.bundle_id,
+        model_version=evaluation.model_version,
+        threshold=float(evaluation.threshold),
+        metrics=evaluation.gate_metrics(),
+        full_metrics=json.loads(json.dumps(evaluation.metrics, default=float)),
+        scores=tuple(round(float(s), 6) for s in evaluation.scores),
+    )
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
     return "–" if value is None else f"{float(value):.{digits}f}"
 
 
-def _markdown(report: Mapping[str, Any]) -> str:
-    run, data = report["run"], report["data"]
-    models = {role: report[role] for role in ("champion", "challenger") if report.get(role)}
+def _markdown(report: RetrainReport) -> str:
+    run, data = report.run, report.data
+    models = report.sides()
     roles = list(models)
-    verdict = "**promoted**" if report["promote"] else "**kept the champion**"
+    verdict = "**promoted**" if report.promote else "**kept the champion**"
     lines = [
         f"# Retrain {run['product']} — run {run['run']}",
         "",
@@ -94,19 +89,19 @@ def _markdown(report: Mapping[str, Any]) -> str:
         f"`{run.get('champion_bundle') or 'none'}`), actor `{run['actor']}`, "
         f"{run['started_at']} → {run['finished_at']}.",
         "",
-        "| metric | " + " | ".join(f"{r} (`{models[r]['bundle_id']}`)" for r in roles)
+        "| metric | " + " | ".join(f"{r} (`{models[r].bundle_id}`)" for r in roles)
         + (" | Δ |" if len(roles) == 2 else " |"),
         "|---|" + "---:|" * (len(roles) + (1 if len(roles) == 2 else 0)),
     ]  # fmt: skip
     for key in TABLE_KEYS:
-        values = [models[r]["metrics"].get(key) for r in roles]
+        values = [models[r].metrics.get(key) for r in roles]
         digits = 2 if key.startswith("latency") else 4
         row = f"| {key} | " + " | ".join(_fmt(v, digits) for v in values)
         if len(roles) == 2:
             delta = None if None in values else values[1] - values[0]
             row += f" | {'–' if delta is None else f'{delta:+.{digits}f}'}"
         lines.append(row + " |")
-    lines += ["", "Gate checks:", ""] + [f"- {reason}" for reason in report["reasons"]]
+    lines += ["", "Gate checks:", ""] + [f"- {reason}" for reason in report.reasons]
     lines += [
         "",
         f"Training set: {data['train_original']} original good images + "

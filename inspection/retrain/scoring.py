@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from inspection.core.errors import BundleError
-from inspection.core.images import read_image
+from inspection.core.images import read_image, read_mask
 from inspection.retrain.assemble import EvalItem
 from inspection.retrain.gate import LATENCY_KEY
 
@@ -137,7 +137,4 @@ def _evaluation(
 
 def _mask(item: EvalItem, size: tuple[int, int]) -> np.ndarray:
     """(H, W) bool ground truth; all False for good images and for unknown masks."""
-    if item.mask_path is None:
-        return np.zeros(size, dtype=bool)
-    mask = read_image(item.mask_path)[:, :, 0]
-    return cv2.resize(mask, (size[1], size[0]), interpolation=cv2.INTER_NEAREST) > 127
+    return read_mask(item.mask_path, size)

@@ -24,8 +24,8 @@ import openvino as ov
 from inspection.core.bundle import BundleMetadata, verify_bundle
 from inspection.core.errors import BundleError, ImageDecodeError
 from inspection.core.images import IMAGE_SUFFIXES, read_image
-from inspection.core.regions import extract_regions
 from inspection.core.types import InspectionResult
+from inspection.core.verdict import judge
 from inspection.refine.base import MaskRefiner
 from inspection.runtime.preprocess import (
     check_image,
@@ -127,7 +127,7 @@ class Inspector:
     # ---------------------------------------------------------------- properties
     @property
     def threshold(self) -> float:
-        """Image threshold in normalised score space; score > threshold means NG."""
+        """Image threshold in normalised score space; NG when score >= threshold."""
         return self._threshold
 
     def set_threshold(self, value: float) -> None:
@@ -267,15 +267,16 @@ class Inspector:
         score = normalize_score(raw_score, meta.normalization)
         height, width = image.shape[:2]
         anomaly_map = resize_map(normalize_map(raw_map, meta.normalization), height, width)
-        mask = anomaly_map > meta.pixel_threshold
         threshold = self._threshold
+        judged = judge(score, threshold, anomaly_map, meta.segmentation_rule)
         result = InspectionResult(
             score=score,
             threshold=threshold,
-            verdict="NG" if score > threshold else "OK",
+            verdict=judged.verdict,
             anomaly_map=anomaly_map,
-            mask=mask,
-            regions=extract_regions(anomaly_map, mask),
+            mask=judged.mask,
+            regions=judged.regions,
+            candidates=judged.candidates,
             latency_ms=0.0,
             model_version=self.model_version,
             timings_ms=timings,

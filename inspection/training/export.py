@@ -36,7 +36,7 @@ from inspection.core.bundle import (
 from inspection.core.config import from_mapping
 from inspection.core.errors import BundleError, InspectionError
 from inspection.core.fingerprint import fingerprint_files
-from inspection.core.images import read_image
+from inspection.core.images import read_image, read_mask
 from inspection.core.registry import ModelRecord, Registry, utc_now
 from inspection.runtime.inspector import Inspector
 from inspection.runtime.preprocess import normalize_score, preprocess
@@ -140,13 +140,7 @@ def convert_torch_model(torch_model: Any, input_size: tuple[int, int]) -> ov.Mod
 
 # ----------------------------------------------------------------- evaluation
 def _read_mask(path: Path | None, size: tuple[int, int]) -> np.ndarray:
-    import cv2
-
-    height, width = size
-    if path is None:
-        return np.zeros((height, width), dtype=bool)
-    mask = read_image(path)[:, :, 0]
-    return cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST) > 127
+    return read_mask(path, size)
 
 
 def evaluate_bundle(

@@ -33,7 +33,7 @@ from torch.utils.data import Dataset as TorchDataset
 
 from inspection.core.config import to_mapping
 from inspection.core.errors import ConfigError, DatasetError
-from inspection.core.images import read_image
+from inspection.core.images import read_image, read_mask
 from inspection.core.registry import ModelRecord, Registry
 from inspection.data.dataset import Dataset, Sample
 from inspection.training.backbones import (
@@ -107,13 +107,7 @@ def load_mask(sample: Sample, image_size: tuple[int, int]) -> np.ndarray:
 
     A defective sample without a mask file gets an all-False mask; ``mask_known`` tells them apart.
     """
-    height, width = image_size
-    if sample.label == 0 or sample.mask_path is None:
-        return np.zeros((height, width), dtype=bool)
-    mask = read_image(sample.mask_path)[:, :, 0]
-    if mask.shape != (height, width):
-        mask = cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
-    return mask > 127
+    return read_mask(sample.mask_path if sample.label else None, image_size)
 
 
 def mask_known(sample: Sample) -> bool:

@@ -247,25 +247,38 @@ def test_promote_needs_who_and_why(tmp_path: Path) -> None:
         models.rollback(registry, "p", actor="ann", reason="")
 
 
+# A report.json as retraining wrote it before reports carried a schema version.
+LEGACY_REPORT = {
+    "run": {"product": "p", "run": "run-1", "actor": "cron"},
+    "finished_at": "2025-01-02T00:00:00+00:00",
+    "decision": "keep",
+    "promote": False,
+    "reasons": ["image_auroc 0.9400 < champion 0.9500 - 0.01"],
+    "reason": "image_auroc 0.9400 < champion 0.9500 - 0.01",
+    "policy": {},
+    "data": {"train_images": 10},
+    "champion": {"bundle_id": "v0001-int8", "model_version": "p/v0001", "threshold": 0.5,
+                 "metrics": {"image_auroc": 0.95}, "full_metrics": {}, "scores": [0.1]},
+    "challenger": {"bundle_id": "v0002-int8", "model_version": "p/v0002", "threshold": 0.5,
+                   "metrics": {"image_auroc": 0.94, "aupro": 0.8}, "full_metrics": {},
+                   "scores": [0.2]},
+    "figures": {"roc": "roc.png"},
+}  # fmt: skip
+
+
 def test_retrain_runs_merge_reports_and_events(tmp_path: Path) -> None:
     registry = Registry(tmp_path / "registry")
     reports = tmp_path / "reports"
     folder = reports / "retrain" / "p" / "run-1"
     folder.mkdir(parents=True)
-    (folder / "report.json").write_text(
-        json.dumps(
-            {
-                "at": "2025-01-02T00:00:00+00:00",
-                "decision": "kept",
-                "champion": {"bundle_id": "v0001-int8", "metrics": {"image_auroc": 0.95}},
-                "challenger": {"version": "v0002", "image_auroc": 0.94, "aupro": 0.8},
-            }
-        )
-    )
+    (folder / "report.json").write_text(json.dumps(LEGACY_REPORT))
     (reports / "retrain" / "p" / "broken").mkdir()
     (reports / "retrain" / "p" / "broken" / "report.json").write_text("{oops")
     registry.record_event("p", "retrain", actor="cron", reason="weekly", run="run-1")
-    registry.record_event("p", "retrain", actor="cron", reason="too few new labels", run="run-2")
+    registry.record_event(
+        "p", "retrain", actor="cron", reason="failed during export: OSError: disk full",
+        decision="failed", status="failed", run="run-2", champion="v0001-int8", challenger=None,
+    )  # fmt: skip
     runs = retraining.retrain_runs(registry, reports, "p")
     assert [r.run for r in runs] == ["run-2", "run-1"]
     compared = runs[1].comparison()
@@ -273,7 +286,12 @@ def test_retrain_runs_merge_reports_and_events(tmp_path: Path) -> None:
     assert math.isnan(compared.loc["aupro", "champion"])
     assert (runs[1].champion, runs[1].challenger, runs[1].decision) == (
         "v0001-int8",
-        "v0002",
-        "kept",
+        "v0002-int8",
+        "keep",
     )
-    assert runs[0].reason == "too few new labels"
+    assert (runs[0].decision, runs[0].champion, runs[0].challenger) == (
+        "failed",
+        "v0001-int8",
+        "",
+    )
+    assert runs[0].reason.startswith("failed during export")

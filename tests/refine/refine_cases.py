@@ -5,8 +5,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from inspection.core.regions import extract_regions
 from inspection.core.types import InspectionResult
+from inspection.core.verdict import Segmentation, judge
 
 
 def blurred_blob_case(
@@ -25,14 +25,16 @@ def blurred_blob_case(
 
 
 def make_result(amap: np.ndarray, threshold: float, verdict: str = "NG") -> InspectionResult:
-    mask = amap > threshold
+    score = 0.9 if verdict == "NG" else 0.1
+    judged = judge(score, threshold, amap, Segmentation.global_threshold(threshold))
     return InspectionResult(
-        score=0.9 if verdict == "NG" else 0.1,
+        score=score,
         threshold=threshold,
-        verdict=verdict,  # type: ignore[arg-type]
+        verdict=judged.verdict,
         anomaly_map=amap,
-        mask=mask,
-        regions=extract_regions(amap, mask),
+        mask=judged.mask,
+        regions=judged.regions,
+        candidates=judged.candidates,
         latency_ms=1.0,
         model_version="test/v0001-fp32",
     )

@@ -6,7 +6,6 @@ bundled ImageNet weights, the "worse" one goes back to random init.
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from typer.testing import CliRunner
 from inspection.core.bundle import verify_bundle
 from inspection.core.config import SiteConfig
 from inspection.core.registry import Registry
+from inspection.core.retrain_report import read_retrain_report
 from inspection.retrain.config import retrain_config_from_mapping
 from inspection.retrain.lock import retrain_lock
 from inspection.retrain.pipeline import retrain_product
@@ -138,14 +138,11 @@ def test_only_the_better_challenger_is_promoted(site: SiteConfig, tmp_path: Path
         events[3]["challenger"] == "v0003-int8" and events[3]["reasons"] == worse.decision.reasons
     )
 
-    report = json.loads((worse.report_dir / "report.json").read_text())
-    assert (report["decision"], report["promote"]) == ("keep", False)
-    assert report["reasons"] == worse.decision.reasons
-    assert report["champion"]["bundle_id"] == "v0002-int8"
-    assert (
-        report["challenger"]["metrics"]["image_auroc"]
-        < report["champion"]["metrics"]["image_auroc"]
-    )
+    report = read_retrain_report(worse.report_dir / "report.json")
+    assert (report.decision, report.promote) == ("keep", False)
+    assert list(report.reasons) == worse.decision.reasons
+    assert report.champion is not None and report.champion.bundle_id == "v0002-int8"
+    assert report.challenger.metrics["image_auroc"] < report.champion.metrics["image_auroc"]
     for name in ("report.md", "roc.png", "scores.png"):
         assert (worse.report_dir / name).stat().st_size > 0
     assert "| image_auroc |" in (worse.report_dir / "report.md").read_text()

@@ -1,11 +1,11 @@
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from inspection.core.retrain_report import read_retrain_report
 from inspection.retrain.assemble import EvalItem, RunData
 from inspection.retrain.gate import GatePolicy, decide
 from inspection.retrain.report import write_report
@@ -49,11 +49,12 @@ def test_report_files_and_the_dashboard_can_read_them(tmp_path: Path) -> None:
            "champion_bundle": "champion-int8"}  # fmt: skip
     write_report(out, run=run, decision=decision, policy=policy, evaluations=evaluations, data=data)
 
-    report = json.loads((out / "report.json").read_text())
-    assert (report["decision"], report["promote"]) == ("promote", True)
-    assert report["champion"]["metrics"]["image_auroc"] == pytest.approx(8 / 9)
-    assert report["challenger"]["metrics"]["image_auroc"] == 1.0
-    assert report["data"]["train_reviewed_good"] == 1
+    report = read_retrain_report(out / "report.json")
+    assert (report.decision, report.promote) == ("promote", True)
+    assert report.champion is not None
+    assert report.champion.metrics["image_auroc"] == pytest.approx(8 / 9)
+    assert report.challenger.metrics["image_auroc"] == 1.0
+    assert report.data["train_reviewed_good"] == 1
     markdown = (out / "report.md").read_text()
     assert "| image_auroc | 0.8889 | 1.0000 | +0.1111 |" in markdown
     assert "| latency_p50_ms | 10.00 | 11.00 | +1.00 |" in markdown

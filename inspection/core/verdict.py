@@ -1,0 +1,188 @@
+"""The one rule that turns a score and an anomaly map into a verdict and defect regions.
+
+Every stage that decides OK/NG or draws regions calls this module: the station runtime,
+training metrics, export evaluation and calibration, retrain scoring and the dashboard.
+
+- ``is_ng(score, threshold)``: NG exactly when ``score >= threshold``.
+- ``judge(...)``: verdict, defect mask and regions of one image. An NG always carries at
+  least one region (the one around the map's peak, which produced the score); an OK carries
+  no defect region and an empty mask. Regions that the segmentation finds on an OK image are
+  returned separately as ``candidates``, never as defects.
+
+Segmentation is hysteresis seeded at the map's peaks (``Segmentation``): a region starts at
+every connected area that reaches ``seed_level`` and grows over connected pixels down to a
+level between ``floor`` and the region's own peak. ``kind="global"`` is the special case of
+one fixed pixel threshold (``floor == seed_level``, ``relative_level == 0``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import cv2
+import numpy as np
+
+from inspection.core.regions import extract_regions
+from inspection.core.types import DefectRegion, Verdict
+
+SegmentationKind = Literal["global", "adaptive"]
+SEGMENTATION_KINDS: tuple[str, ...] = ("global", "adaptive")
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """How a normalised anomaly map ((H, W) float32 in [0, 1]) becomes defect regions.
+
+    - ``seed_level``: a region must reach this map value (global kind: the pixel threshold).
+    - ``floor``: regions never grow below this value (a level normal maps rarely exceed).
+    - ``relative_level``: in [0, 1); a region keeps the connected pixels at or above
+      ``floor + relative_level * (region peak - floor)``, i.e. relative to its own peak.
+    - ``min_area_fraction``: regions smaller than this share of the image are dropped
+      (never the forced region around the peak of an NG image).
+    """
+
+    kind: SegmentationKind = "global"
+    seed_level: float = 0.5
+    floor: float = 0.5
+    relative_level: float = 0.0
+    min_area_fraction: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in SEGMENTATION_KINDS:
+            raise ValueError(
+                f"segmentation kind must be one of {SEGMENTATION_KINDS}, got {self.kind!r}"
+            )
+        for name in ("seed_level", "floor"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"segmentation {name} must be in [0, 1], got {value}")
+        if self.floor > self.seed_level:
+            raise ValueError(
+                f"segmentation floor ({self.floor}) must not exceed seed_level ({self.seed_level})"
+            )
+        if not 0.0 <= self.relative_level < 1.0:
+            raise ValueError(f"relative_level must be in [0, 1), got {self.relative_level}")
+        if not 0.0 <= self.min_area_fraction < 1.0:
+            raise ValueError(f"min_area_fraction must be in [0, 1), got {self.min_area_fraction}")
+        if self.kind == "global" and (self.floor != self.seed_level or self.relative_level != 0):
+            raise ValueError(
+                "a global segmentation is one pixel threshold: floor must equal seed_level "
+                "and relative_level must be 0"
+            )
+
+    @classmethod
+    def global_threshold(cls, pixel_threshold: float) -> Segmentation:
+        """Plain thresholding: defect pixels are ``map >= pixel_threshold``."""
+        level = float(pixel_threshold)
+        return cls(kind="global", seed_level=level, floor=level)
+
+    def describe(self) -> str:
+        if self.kind == "global":
+            return f"global pixel threshold {self.seed_level:.3f}"
+        return (
+            f"adaptive: seeds >= {self.seed_level:.3f}, grow to >= {self.floor:.3f} "
+            f"+ {self.relative_level:.2f} x (region peak - floor)"
+        )
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """Verdict and regions of one image; ``mask`` is (H, W) bool, empty for OK."""
+
+    verdict: Verdict
+    mask: np.ndarray
+    regions: tuple[DefectRegion, ...]
+    candidates: tuple[DefectRegion, ...] = ()
+
+
+def is_ng(score: float | np.ndarray, threshold: float) -> bool | np.ndarray:
+    """NG exactly when ``score >= threshold`` (works on a float or an array of scores)."""
+    if isinstance(score, np.ndarray):
+        return score >= threshold
+    return bool(score >= threshold)
+
+
+def verdict_of(score: float, threshold: float) -> Verdict:
+    return "NG" if is_ng(score, threshold) else "OK"
+
+
+def judge(
+    score: float, threshold: float, anomaly_map: np.ndarray, segmentation: Segmentation
+) -> Judgement:
+    """Verdict of ``score`` against ``threshold`` and the regions of ``anomaly_map``.
+
+    ``anomaly_map``: (H, W) float32 in [0, 1] (normalised). NG: the segmented regions plus,
+    if the peak is not already inside one, the region around the peak. OK: empty mask, the
+    segmented regions become ``candidates``.
+    """
+    verdict = verdict_of(score, threshold)
+    mask = segment(anomaly_map, segmentation)
+    if verdict == "OK":
+        candidates = extract_regions(anomaly_map, mask) if mask.any() else ()
+        return Judgement("OK", np.zeros_like(mask), (), candidates)
+    peak = np.unravel_index(int(np.argmax(anomaly_map)), anomaly_map.shape)
+    if not mask[peak]:
+        mask |= peak_region(anomaly_map, segmentation, peak)
+    return Judgement("NG", mask, extract_regions(anomaly_map, mask))
+
+
+def segment(anomaly_map: np.ndarray, segmentation: Segmentation) -> np.ndarray:
+    """(H, W) bool defect pixels of ``anomaly_map`` by seeded hysteresis (see ``Segmentation``)."""
+    if anomaly_map.ndim != 2:
+        raise ValueError(f"anomaly_map must be (H, W), got shape {anomaly_map.shape}")
+    amap = np.asarray(anomaly_map, dtype=np.float32)
+    seg = segmentation
+    if seg.relative_level == 0.0 and seg.floor == seg.seed_level:
+        mask = amap >= seg.seed_level
+    else:
+        mask = _hysteresis(amap, seg)
+    if seg.min_area_fraction > 0 and mask.any():
+        mask = _drop_small(mask, seg.min_area_fraction * mask.size)
+    return mask
+
+
+def _hysteresis(amap: np.ndarray, seg: Segmentation) -> np.ndarray:
+    low = amap >= seg.floor
+    if not low.any():
+        return low
+    count, labels = cv2.connectedComponents(low.astype(np.uint8), connectivity=8)
+    peaks = np.zeros(count, dtype=np.float32)
+    np.maximum.at(peaks, labels[low], amap[low])
+    seeded = peaks >= seg.seed_level
+    seeded[0] = False
+    if not seeded.any():
+        return np.zeros_like(low)
+    levels = seg.floor + seg.relative_level * (peaks - seg.floor)
+    return seeded[labels] & (amap >= levels[labels])
+
+
+def peak_region(
+    anomaly_map: np.ndarray, segmentation: Segmentation, peak: tuple[int, ...]
+) -> np.ndarray:
+    """(H, W) bool: the connected area around ``peak`` ((y, x)) that produced an NG score.
+
+    Grown like any region when the peak is above ``floor``; otherwise (a weak or flat map)
+    down to half-way between the image's median and its peak, relative to the image itself.
+    """
+    amap = np.asarray(anomaly_map, dtype=np.float32)
+    top = float(amap[peak])
+    if top > segmentation.floor:
+        level = segmentation.floor + segmentation.relative_level * (top - segmentation.floor)
+    else:
+        median = float(
+            np.median(amap[:: max(1, amap.shape[0] // 64), :: max(1, amap.shape[1] // 64)])
+        )
+        level = median + 0.5 * (top - median)
+    above = (amap >= min(level, top)).astype(np.uint8)
+    _, labels = cv2.connectedComponents(above, connectivity=8)
+    return labels == labels[peak]
+
+
+def _drop_small(mask: np.ndarray, min_area: float) -> np.ndarray:
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(
+        mask.astype(np.uint8), connectivity=8
+    )
+    keep = stats[:, cv2.CC_STAT_AREA] >= min_area
+    keep[0] = False
+    return keep[labels]

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from inspection.core.errors import ConfigError
+from inspection.core.retrain_report import (
+    SCHEMA_VERSION,
+    ModelEvaluation,
+    RetrainReport,
+    read_retrain_report,
+    retrain_report_from_mapping,
+    write_retrain_report,
+)
+
+
+def _report(**overrides: object) -> RetrainReport:
+    challenger = ModelEvaluation("v0002-int8", "p/v0002", 0.5, {"image_auroc": 0.97}, {}, (0.1,))
+    fields = dict(
+        run={"product": "p", "run": "r1"}, finished_at="2026-01-01T00:00:00+00:00",
+        decision="promote", reasons=("image_auroc ok",), challenger=challenger,
+    )  # fmt: skip
+    return RetrainReport(**{**fields, **overrides})  # type: ignore[arg-type]
+
+
+def test_round_trip_keeps_every_field(tmp_path: Path) -> None:
+    report = _report()
+    path = write_retrain_report(report, tmp_path / "report.json")
+    assert json.loads(path.read_text())["schema_version"] == SCHEMA_VERSION
+    assert read_retrain_report(path) == report
+    assert (report.promote, report.product, list(report.sides())) == (True, "p", ["challenger"])
+
+
+def test_unversioned_reports_written_before_the_schema_still_read() -> None:
+    legacy = {
+        "run": {"product": "p"}, "finished_at": None, "decision": "keep", "promote": False,
+        "reasons": ["a", "b"], "reason": "a; b", "policy": {}, "data": {}, "figures": {},
+        "champion": None,
+        "challenger": {"bundle_id": "b", "model_version": "p/v1", "threshold": 0.4,
+                       "metrics": {}, "full_metrics": {}, "scores": []},
+    }  # fmt: skip
+    report = retrain_report_from_mapping(legacy)
+    assert (report.decision, report.reason, report.champion) == ("keep", "a; b", None)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"schema_version": 99}, "schema 99 is not readable"),
+        ({"decision": "maybe"}, "must be one of"),
+        ({"verdict": "promote"}, "unknown key"),
+    ],
+)
+def test_invalid_reports_are_refused_by_name(change: dict, message: str) -> None:
+    data = json.loads(_report().to_json())
+    with pytest.raises(ConfigError, match=message):
+        retrain_report_from_mapping({**data, **change})
+
+
+def test_unreadable_file_names_its_path(tmp_path: Path) -> None:
+    path = tmp_path / "report.json"
+    path.write_text("{oops")
+    with pytest.raises(ConfigError, match=r"report\.json"):
+        read_retrain_report(path)
