@@ -287,7 +287,7 @@ def test_retrain_runs_merge_reports_and_events(tmp_path: Path) -> None:
     assert (runs[1].champion, runs[1].challenger, runs[1].decision) == (
         "v0001-int8",
         "v0002-int8",
-        "keep",
+        "kept",
     )
     assert (runs[0].decision, runs[0].champion, runs[0].challenger) == (
         "failed",
