@@ -30,7 +30,7 @@ def _station_config(tmp_path: Path) -> Path:
 def test_opening_a_store_leaves_the_schema_alone(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "blobs")
     assert store.schema_revision() is None
-    with pytest.raises(StoreError, match="has no schema.*run 'inspection db upgrade'"):
+    with pytest.raises(StoreError, match=r"has no schema.*run 'inspection db upgrade'"):
         store.check_schema()
     assert sql_inspect(store.engine).get_table_names() == []
 
