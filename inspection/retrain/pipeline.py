@@ -294,7 +294,9 @@ def _open_store(site: SiteConfig, store: Any) -> Any:
         return store
     from inspection.store.store import Store
 
-    return Store(site.store_url, site.blob_dir)
+    store = Store(site.store_url, site.blob_dir)
+    store.check_schema()
+    return store
 
 
 def _run_info(run: _Run, record: ModelRecord, status: str) -> dict[str, Any]:

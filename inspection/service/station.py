@@ -39,9 +39,9 @@ class Station:
         store: Store | None = None,
         with_watch: bool | None = None,
     ) -> Station:
-        """Open the store (runs migrations) and prepare models; nothing loads until ``start``."""
+        """Open the store (bringing its schema up to date) and prepare models; nothing loads until ``start``."""
         metrics = ServiceMetrics()
-        store = store or Store(config.store_url, config.blob_dir)
+        store = store or Store.migrated(config.store_url, config.blob_dir)
         models = LiveModels(
             Registry(config.registry_dir),
             config.products,

@@ -39,7 +39,7 @@ def _row(store: Store, minutes: float, score: float, *, product="p", station="s1
 
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
-    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "blobs")
+    store = Store.migrated(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "blobs")
     for minutes, score, station in [
         (0, 0.1, "s1"),
         (10, 0.45, "s1"),
@@ -287,7 +287,7 @@ def test_retrain_runs_merge_reports_and_events(tmp_path: Path) -> None:
     assert (runs[1].champion, runs[1].challenger, runs[1].decision) == (
         "v0001-int8",
         "v0002-int8",
-        "keep",
+        "kept",
     )
     assert (runs[0].decision, runs[0].champion, runs[0].challenger) == (
         "failed",

@@ -81,7 +81,7 @@ def _review_some(site: SiteConfig, tmp_path: Path) -> dict[str, list[str]]:
     extra = write_demo_product(
         tmp_path / "line", "brick", seed=99, n_train=3, n_test_good=2, n_test_per_defect=1, size=128
     )
-    store = Store(site.store_url, site.blob_dir)
+    store = Store.migrated(site.store_url, site.blob_dir)
     labels = {"good": sorted((extra / "train" / "good").glob("*.png"))}
     labels["false_alarm"] = sorted((extra / "test" / "good").glob("*.png"))
     labels["defect"] = sorted((extra / "test" / "crack").glob("*.png")) + sorted(
