@@ -102,7 +102,7 @@ def test_longest_accepted_inputs_fit_their_columns(store_url: str, tmp_path: Pat
     station = "s" * 64  # longest station id a token can carry
     key = stored_request_id(station, check_request_id("r" * 80))
     part_id = check_part_id("p" * 128)
-    store = Store(store_url, tmp_path / "blobs")
+    store = Store.migrated(store_url, tmp_path / "blobs")
     fields = _fields(request_id=key, station_id=station, part_id=part_id, payload_digest="d" * 64)
     row = store.add_inspection(outbox=[OutboxEntry("mqtt", key, "{}")], **fields)
     assert store.find_by_request_id(key).id == row.id and len(key) == 145
