@@ -48,7 +48,13 @@ class Station:
             loader=loader,
             on_change=metrics.model_changed,
         )
-        pipeline = Pipeline(store, models, max_pixels=config.max_pixels)
+        pipeline = Pipeline(
+            store,
+            models,
+            max_pixels=config.max_pixels,
+            max_side=config.max_side,
+            formats=config.image_formats,
+        )
         station = cls(config, store, models, pipeline, metrics)
         if config.watch.enabled if with_watch is None else with_watch:
             station.watcher = WatchFolder(config.watch, pipeline, on_file=station._watched)

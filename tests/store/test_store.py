@@ -92,3 +92,27 @@ def test_blobs_are_content_addressed(tmp_path: Path) -> None:
     assert store.blobs.path(sha).suffix == ".png"
     with pytest.raises(FileNotFoundError):
         store.blobs.path("0" * 64)
+
+
+def test_longest_accepted_inputs_fit_their_columns(store_url: str, tmp_path: Path) -> None:
+    """Every input the service accepts is storable on PostgreSQL too (which enforces lengths)."""
+    from inspection.service.pipeline import check_part_id, check_request_id, stored_request_id
+    from inspection.store.outbox import OutboxEntry
+
+    station = "s" * 64  # longest station id a token can carry
+    key = stored_request_id(station, check_request_id("r" * 80))
+    part_id = check_part_id("p" * 128)
+    store = Store.migrated(store_url, tmp_path / "blobs")
+    fields = _fields(request_id=key, station_id=station, part_id=part_id, payload_digest="d" * 64)
+    row = store.add_inspection(outbox=[OutboxEntry("mqtt", key, "{}")], **fields)
+    assert store.find_by_request_id(key).id == row.id and len(key) == 145
+
+
+@pytest.mark.parametrize("bad", ["p\x00q", "tab\tbed", "p" * 129])
+def test_part_ids_that_postgres_cannot_store_are_refused(bad: str) -> None:
+    from inspection.service.errors import RequestError
+    from inspection.service.pipeline import check_part_id
+
+    with pytest.raises(RequestError) as caught:
+        check_part_id(bad)
+    assert caught.value.status == 422
