@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from inspection.core.calibration import Calibration, Normalization
 from inspection.core.config import from_mapping, to_mapping
 from inspection.core.errors import BundleError, ConfigError
 from inspection.core.fingerprint import sha256_file
@@ -46,22 +47,6 @@ class Preprocessing:
 
 
 @dataclass(frozen=True)
-class Normalization:
-    """Min-max normalisation of raw model outputs to [0, 1] with the threshold at 0.5.
-
-    normalised = clip((raw - threshold_raw) / (max - min) + 0.5, 0, 1), as anomalib's
-    post-processor does; image scores and anomaly maps each have their own stats.
-    """
-
-    image_threshold_raw: float
-    pixel_threshold_raw: float
-    image_min: float
-    image_max: float
-    pixel_min: float
-    pixel_max: float
-
-
-@dataclass(frozen=True)
 class BundleMetadata:
     schema_version: int
     bundle_id: str
@@ -81,11 +66,25 @@ class BundleMetadata:
     segmentation: Segmentation | None = None
     """How the station draws regions; None (older bundles) = global ``pixel_threshold``."""
     calibration: dict[str, Any] | None = None
+    """The INT8 quantisation calibration set (None for FP32/FP16)."""
+    output_calibration: Calibration | None = None
+    """Normalisation and segmentation fitted on this bundle's own validation outputs; when
+    present, ``normalization`` and ``segmentation`` must be exactly its values."""
     metrics: dict[str, Any] = field(default_factory=dict)
     source_dataset: dict[str, Any] = field(default_factory=dict)
     created_at: str = ""
     files: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        own = self.output_calibration
+        if own is None:
+            return
+        if own.normalization != self.normalization or own.segmentation != self.segmentation:
+            raise ValueError(
+                "normalization/segmentation differ from the bundle's output_calibration: "
+                "the bundle does not apply what it was calibrated with"
+            )
 
     @property
     def segmentation_rule(self) -> Segmentation:
