@@ -39,16 +39,22 @@ class Station:
         store: Store | None = None,
         with_watch: bool | None = None,
     ) -> Station:
-        """Open the store (runs migrations) and prepare models; nothing loads until ``start``."""
+        """Open the store (bringing its schema up to date) and prepare models; nothing loads until ``start``."""
         metrics = ServiceMetrics()
-        store = store or Store(config.store_url, config.blob_dir)
+        store = store or Store.migrated(config.store_url, config.blob_dir)
         models = LiveModels(
             Registry(config.registry_dir),
             config.products,
             loader=loader,
             on_change=metrics.model_changed,
         )
-        pipeline = Pipeline(store, models, max_pixels=config.max_pixels)
+        pipeline = Pipeline(
+            store,
+            models,
+            max_pixels=config.max_pixels,
+            max_side=config.max_side,
+            formats=config.image_formats,
+        )
         station = cls(config, store, models, pipeline, metrics)
         if config.watch.enabled if with_watch is None else with_watch:
             station.watcher = WatchFolder(config.watch, pipeline, on_file=station._watched)

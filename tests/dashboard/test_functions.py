@@ -39,7 +39,7 @@ def _row(store: Store, minutes: float, score: float, *, product="p", station="s1
 
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
-    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "blobs")
+    store = Store.migrated(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "blobs")
     for minutes, score, station in [
         (0, 0.1, "s1"),
         (10, 0.45, "s1"),
