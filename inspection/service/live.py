@@ -22,6 +22,7 @@ from inspection.core.bundle import read_bundle_metadata
 from inspection.core.errors import BundleError, RegistryError
 from inspection.core.registry import Registry, ThresholdVersion
 from inspection.core.types import InspectionResult
+from inspection.core.verdict import check_threshold
 from inspection.service.errors import NoLiveModel
 
 log = logging.getLogger(__name__)
@@ -40,9 +41,7 @@ class InspectorLike(Protocol):
     @property
     def threshold(self) -> float: ...
 
-    def inspect(self, image: np.ndarray) -> InspectionResult: ...
-
-    def set_threshold(self, value: float) -> None: ...
+    def inspect(self, image: np.ndarray, *, threshold: float | None = None) -> InspectionResult: ...
 
 
 InspectorLoader = Callable[[Path], InspectorLike]
@@ -57,8 +56,9 @@ def default_loader(bundle_dir: Path) -> InspectorLike:
 
 @dataclass(frozen=True)
 class LiveModel:
-    """One loaded model. Immutable: a swap replaces the whole object, so a request that
-    already holds a ``LiveModel`` finishes with it."""
+    """One loaded model and the threshold it is served at. Immutable: a swap (new bundle or
+    new threshold) replaces the whole object, so a request that already holds a
+    ``LiveModel`` finishes with it; the shared inspector is never changed."""
 
     product: str
     bundle_id: str
@@ -68,8 +68,8 @@ class LiveModel:
     inspector: InspectorLike
 
     def inspect(self, image: np.ndarray) -> InspectionResult:
-        """(H, W, 3) uint8 RGB -> result."""
-        return self.inspector.inspect(image)
+        """(H, W, 3) uint8 RGB -> result at this model's threshold."""
+        return self.inspector.inspect(image, threshold=self.threshold)
 
 
 class LiveModels:
@@ -153,8 +153,7 @@ class LiveModels:
             if metadata.product != product:
                 raise BundleError(f"the bundle was exported for product {metadata.product!r}")
             inspector = self._loader(bundle_dir)
-            if threshold is not None:
-                inspector.set_threshold(threshold.value)
+            value = inspector.threshold if threshold is None else check_threshold(threshold.value)
         except Exception as exc:
             self._rejected[product] = bundle_id
             keeps = self._models.get(product)
@@ -168,7 +167,7 @@ class LiveModels:
             product=product,
             bundle_id=bundle_id,
             model_version=inspector.model_version,
-            threshold=inspector.threshold,
+            threshold=value,
             threshold_number=threshold.number if threshold else None,
             inspector=inspector,
         )
@@ -177,7 +176,7 @@ class LiveModels:
 
     def _set_threshold(self, current: LiveModel, threshold: ThresholdVersion) -> None:
         try:
-            current.inspector.set_threshold(threshold.value)
+            check_threshold(threshold.value)
         except ValueError as exc:
             self._problems[current.product] = f"threshold v{threshold.number} rejected: {exc}"
             log.error("%s: %s", current.product, self._problems[current.product])
