@@ -19,10 +19,11 @@ from typing import Any, Protocol
 import numpy as np
 
 from inspection.core.bundle import read_bundle_metadata
-from inspection.core.errors import BundleError, InspectionError, RegistryError
+from inspection.core.errors import BundleError, RegistryError
 from inspection.core.registry import Registry, ThresholdVersion
 from inspection.core.types import InspectionResult
 from inspection.runtime.tuning import TuningRecord, gated_candidates, read_tuning, tune_product
+from inspection.service.errors import NoLiveModel
 
 log = logging.getLogger(__name__)
 
@@ -140,10 +141,6 @@ class LiveModel:
         return self.inspector.inspect(image)
 
 
-class ModelUnavailable(InspectionError):
-    """The product has no usable model loaded on this station."""
-
-
 class LiveModels:
     """Holds the live model of every served product and keeps it in step with the registry."""
 
@@ -174,7 +171,7 @@ class LiveModels:
         model = self._models.get(product)
         if model is None:
             reason = self._problems.get(product, "no model loaded yet")
-            raise ModelUnavailable(f"product {product!r} cannot be inspected right now: {reason}")
+            raise NoLiveModel(f"product {product!r} cannot be inspected right now: {reason}")
         return model
 
     def status(self) -> dict[str, dict[str, Any]]:
