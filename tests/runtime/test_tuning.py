@@ -124,12 +124,12 @@ def test_station_tune_cli_prints_and_records_the_choice(
     registry.add_bundle("brick", fp32_bundle, "v0001-fp32")
     registry.add_bundle("brick", fp16_bundle, "v0001-fp16")
     registry.promote("brick", "v0001-fp32", actor="tests", reason="initial")
-    site = tmp_path / "site.yaml"
-    site.write_text(f"registry_dir: {tmp_path / 'registry'}\n", encoding="utf-8")
-
-    result = CliRunner().invoke(
-        app, ["station", "tune", "--product", "brick", "--samples", "5", "--site", str(site)]
+    config = tmp_path / "station.yaml"
+    config.write_text(
+        f"registry_dir: {tmp_path / 'registry'}\nproducts: [brick]\n", encoding="utf-8"
     )
+
+    result = CliRunner().invoke(app, ["station", "tune", "--samples", "5", "--config", str(config)])
 
     assert result.exit_code == 0, result.output
     record = read_tuning(registry, "brick")
@@ -143,11 +143,13 @@ def test_station_tune_cli_needs_a_live_bundle(tmp_path: Path) -> None:
 
     from inspection.cli import app
 
-    site = tmp_path / "site.yaml"
-    site.write_text(f"registry_dir: {tmp_path / 'registry'}\n", encoding="utf-8")
-    result = CliRunner().invoke(app, ["station", "tune", "--site", str(site)])
+    config = tmp_path / "station.yaml"
+    config.write_text(
+        f"registry_dir: {tmp_path / 'registry'}\nproducts: [brick]\n", encoding="utf-8"
+    )
+    result = CliRunner().invoke(app, ["station", "tune", "--config", str(config)])
     assert result.exit_code != 0
-    assert "has a live bundle; promote one first" in str(result.exception or result.output)
+    assert "has no live bundle; promote one first" in str(result.exception or result.output)
 
 
 def test_promote_fastest_makes_the_measured_choice_live(
