@@ -125,14 +125,21 @@ def judge(
     segmented regions become ``candidates``.
     """
     verdict = verdict_of(score, threshold)
-    mask = segment(anomaly_map, segmentation)
     if verdict == "OK":
+        mask = segment(anomaly_map, segmentation)
         candidates = extract_regions(anomaly_map, mask) if mask.any() else ()
         return Judgement("OK", np.zeros_like(mask), (), candidates)
+    mask = ng_mask(anomaly_map, segmentation)
+    return Judgement("NG", mask, extract_regions(anomaly_map, mask))
+
+
+def ng_mask(anomaly_map: np.ndarray, segmentation: Segmentation) -> np.ndarray:
+    """(H, W) bool defect mask of an NG image: the segmented regions plus the peak's region."""
+    mask = segment(anomaly_map, segmentation)
     peak = np.unravel_index(int(np.argmax(anomaly_map)), anomaly_map.shape)
     if not mask[peak]:
         mask |= peak_region(anomaly_map, segmentation, peak)
-    return Judgement("NG", mask, extract_regions(anomaly_map, mask))
+    return mask
 
 
 def segment(anomaly_map: np.ndarray, segmentation: Segmentation) -> np.ndarray:
