@@ -351,7 +351,7 @@ def seed_site(
     """Seed everything under ``root``; returns the site YAML path."""
     root = Path(root).resolve()
     site = write_site(root, list(products))
-    store = Store(f"sqlite:///{root / 'inspection.db'}", root / "blobs")
+    store = Store.migrated(f"sqlite:///{root / 'inspection.db'}", root / "blobs")
     pictures = {p: seed_pictures(store, p, pictures_each, size) for p in products}
     seed_inspections(store, pictures, inspections)
     seed_reviews(store, reviews)

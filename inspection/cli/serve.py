@@ -133,7 +133,7 @@ def _store(config: Path) -> Store:
     from inspection.store.store import Store
 
     station_config = load_station_config(config)
-    return Store(station_config.store_url, station_config.blob_dir)
+    return Store.migrated(station_config.store_url, station_config.blob_dir)
 
 
 def register(app: typer.Typer) -> None:

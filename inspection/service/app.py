@@ -20,9 +20,11 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
+from starlette.requests import ClientDisconnect
 
 from inspection.service.config import StationConfig
-from inspection.service.errors import RequestError
+from inspection.service.errors import RequestError, RequestRefused, http_error
+from inspection.service.limits import AdmissionGate
 from inspection.service.live import InspectorLoader, default_loader
 from inspection.service.metrics import ServiceMetrics
 from inspection.service.pipeline import Outcome
@@ -36,6 +38,8 @@ log = logging.getLogger(__name__)
 ARTEFACTS = {"image": "image_sha", "overlay": "overlay_sha", "mask": "mask_sha", "map": "map_sha"}
 _MEDIA_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".bmp": "image/bmp"}
 _MEDIA_TYPES |= {".tif": "image/tiff", ".webp": "image/webp"}
+CLIENT_CLOSED = 499  # nginx's code for "client closed the request"; never sent, only counted
+MAX_OFFSET = 1_000_000_000  # far beyond any store, far below a 64-bit overflow
 
 _INSPECT_BODY = {
     "requestBody": {
@@ -106,11 +110,25 @@ def create_app(
     return app
 
 
+def _error_response(exc: RequestError) -> JSONResponse:
+    headers = exc.headers | ({"WWW-Authenticate": "Bearer"} if exc.status == 401 else {})
+    return JSONResponse({"detail": exc.message}, status_code=exc.status, headers=headers)
+
+
 def _install_handlers(app: FastAPI, metrics: ServiceMetrics) -> None:
     @app.exception_handler(RequestError)
     async def _request_error(_request: Request, exc: RequestError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return JSONResponse({"detail": exc.message}, status_code=exc.status, headers=headers)
+        return _error_response(exc)
+
+    @app.exception_handler(RequestRefused)
+    async def _refused(_request: Request, exc: RequestRefused) -> JSONResponse:
+        return _error_response(http_error(exc))
+
+    @app.exception_handler(ClientDisconnect)
+    async def _client_gone(request: Request, _exc: ClientDisconnect) -> Response:
+        client = request.client.host if request.client else "unknown"
+        log.info("client %s disconnected before its request was complete", client)
+        return Response(status_code=CLIENT_CLOSED)
 
     @app.exception_handler(OperationalError)
     async def _store_down(_request: Request, exc: OperationalError) -> JSONResponse:
@@ -139,6 +157,8 @@ def _install_handlers(app: FastAPI, metrics: ServiceMetrics) -> None:
 
 
 def _add_routes(app: FastAPI, station: Station) -> None:
+    gate = AdmissionGate(station.config.max_in_flight)
+
     @app.post("/v1/inspect", openapi_extra=_INSPECT_BODY, tags=["inspect"])
     async def inspect(
         request: Request,
@@ -152,22 +172,8 @@ def _add_routes(app: FastAPI, station: Station) -> None:
         ``request_id`` makes retries idempotent: the same id from the same station returns
         the stored result (200) instead of inspecting again (201).
         """
-        upload = await read_upload(request, station.config.max_upload_bytes)
-        run = partial(
-            station.pipeline.run,
-            upload.data,
-            product=upload.fields.get("product", product),
-            station_id=station_id,
-            part_id=upload.fields.get("part_id", part_id),
-            request_id=upload.fields.get("request_id", request_id),
-            source="api",
-            source_name=upload.filename,
-        )
-        loop = asyncio.get_running_loop()
-        outcome: Outcome = await loop.run_in_executor(station.executor, run)
-        station.observe(outcome)
-        body = inspection_json(outcome.row) | {"replayed": not outcome.created}
-        return JSONResponse(body, status_code=201 if outcome.created else 200)
+        with gate.admit():
+            return await _inspect(request, station, station_id, product, part_id, request_id)
 
     @app.get("/v1/inspections", tags=["results"])
     def list_inspections(
@@ -178,7 +184,7 @@ def _add_routes(app: FastAPI, station: Station) -> None:
         since: datetime | None = None,
         until: datetime | None = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     ) -> dict[str, Any]:
         """Stored inspections, newest first; filter by product, station, verdict and time."""
         filters = InspectionFilter(
@@ -234,6 +240,33 @@ def _add_routes(app: FastAPI, station: Station) -> None:
     @app.get("/metrics", tags=["ops"])
     def metrics() -> Response:
         return Response(generate_latest(station.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+async def _inspect(
+    request: Request,
+    station: Station,
+    station_id: str,
+    product: str | None,
+    part_id: str | None,
+    request_id: str | None,
+) -> JSONResponse:
+    config = station.config
+    upload = await read_upload(request, config.max_upload_bytes, config.body_timeout_seconds)
+    run = partial(
+        station.pipeline.run,
+        upload.data,
+        product=upload.fields.get("product", product),
+        station_id=station_id,
+        part_id=upload.fields.get("part_id", part_id),
+        request_id=upload.fields.get("request_id", request_id),
+        source="api",
+        source_name=upload.filename,
+    )
+    loop = asyncio.get_running_loop()
+    outcome: Outcome = await loop.run_in_executor(station.executor, run)
+    station.observe(outcome)
+    body = inspection_json(outcome.row) | {"replayed": not outcome.created}
+    return JSONResponse(body, status_code=201 if outcome.created else 200)
 
 
 def inspection_json(row: Inspection) -> dict[str, Any]:

@@ -63,7 +63,7 @@ def test_report_files_and_the_dashboard_can_read_them(tmp_path: Path) -> None:
 
     [seen] = report_runs(tmp_path / "reports", "brick")
     assert (seen.decision, seen.champion, seen.challenger) == (
-        "promote",
+        "promoted",
         "champion-int8",
         "challenger-int8",
     )

@@ -65,11 +65,29 @@ def test_raw_body_and_links_serve_decodable_artefacts(served: Served, sample_ima
 def test_request_id_makes_retries_idempotent(served: Served, sample_images) -> None:
     first = served.inspect(sample_images["good0"], request_id="retry-1")
     again = served.inspect(sample_images["good0"], request_id="retry-1")
-    other_image = served.inspect(sample_images["good1"], request_id="retry-1")
-    assert first.status_code == 201
-    assert again.status_code == 200 and other_image.status_code == 200
-    assert again.json()["id"] == first.json()["id"] == other_image.json()["id"]
+    assert first.status_code == 201 and again.status_code == 200
+    assert again.json()["id"] == first.json()["id"]
     assert again.json()["replayed"] is True
+    assert served.station.store.count_inspections() == 1
+
+
+@pytest.mark.parametrize(
+    ("image", "params", "message"),
+    [
+        ("good1", {}, "already used with a different image"),
+        ("good0", {"product": "grass"}, "is not served here"),
+        ("empty", {}, "empty upload"),
+    ],
+)
+def test_replayed_request_id_with_another_payload_is_refused(
+    served: Served, sample_images, image: str, params: dict, message: str
+) -> None:
+    """A part counter that resets must not hand a new part the old part's verdict."""
+    first = served.inspect(sample_images["good0"], request_id="part-7")
+    data = b"" if image == "empty" else sample_images[image]
+    replay = served.inspect(data, request_id="part-7", **params)
+    assert first.status_code == 201
+    assert replay.status_code in (400, 404, 409) and message in replay.json()["detail"]
     assert served.station.store.count_inspections() == 1
 
 
@@ -129,7 +147,7 @@ def test_ack_means_committed_for_a_new_connection(served: Served, sample_images)
     from inspection.store.store import Store
 
     body = served.inspect(sample_images["good1"]).json()
-    fresh = Store(served.config.store_url, served.config.blob_dir, migrate=False)
+    fresh = Store(served.config.store_url, served.config.blob_dir)
     try:
         row = fresh.get_inspection(body["id"])
         for sha in (row.image_sha, row.map_sha, row.mask_sha, row.overlay_sha):

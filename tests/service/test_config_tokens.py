@@ -56,7 +56,7 @@ def test_bad_station_config_names_the_problem(tmp_path: Path, override: dict, me
 
 
 def test_tokens_are_stored_hashed_and_can_be_revoked(tmp_path: Path) -> None:
-    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "blobs")
+    store = Store.migrated(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "blobs")
     token, info = create_token(store, "line-3", "camera PC")
     assert token.startswith("insp_") and len(token) > 40
     with store.session() as session:
@@ -96,7 +96,7 @@ def test_tokens_commands(tmp_path: Path) -> None:
     revoked = runner.invoke(app, ["tokens", "revoke", "1", "-c", str(config)])
     assert revoked.exit_code == 0 and "token 1 of station ST-7 revoked" in revoked.output
     assert "revoked" in runner.invoke(app, ["tokens", "list", "-c", str(config)]).output
-    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "blobs")
+    store = Store.migrated(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "blobs")
     assert station_for_token(store, token) is None
     store.engine.dispose()
 

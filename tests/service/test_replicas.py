@@ -46,7 +46,7 @@ def test_replicas_starting_together_migrate_once(pg_url: str, tmp_path: Path) ->
 
     def start() -> None:
         barrier.wait()
-        store = Store(pg_url, tmp_path / "blobs")
+        store = Store.migrated(pg_url, tmp_path / "blobs")
         try:
             counts.append(store.count_inspections())
         finally:
