@@ -48,8 +48,8 @@ from inspection.core.export_gate import (
     GateRefusal,
     GateTolerances,
     check_gate,
-    verdict_figures,
 )
+from inspection.core.export_gate import measure as measure_outputs
 from inspection.core.fingerprint import fingerprint_files
 from inspection.core.images import read_image, read_mask
 from inspection.core.registry import ModelRecord, Registry, utc_now
@@ -205,52 +205,17 @@ def calibrate_outputs(outputs: RawOutputs) -> Calibration:
 
 
 def measure(outputs: RawOutputs, calibration: Calibration) -> tuple[dict[str, Any], BundleFigures]:
-    """Metrics (as training's ``compute_metrics``) and gate figures at ``calibration``."""
-    from inspection.training.evaluate import compute_metrics
-
-    norm = calibration.normalization
-    metrics = compute_metrics(
+    """Metrics (``inspection.core.metrics`` schema) and gate figures at ``calibration``."""
+    metrics, figures = measure_outputs(
         outputs.scores,
-        outputs.labels,
         outputs.maps,
+        outputs.labels,
         outputs.masks,
         outputs.defect_types,
-        image_threshold=norm.image_threshold_raw,
-        pixel_threshold=norm.pixel_threshold_raw,
-        mask_known=outputs.mask_known,
-    )
-    frr, miss, recall, without_region, predicted = verdict_figures(
-        outputs.scores,
-        outputs.maps,
-        outputs.labels,
-        outputs.masks,
         calibration,
         mask_known=outputs.mask_known,
     )
-    overall = metrics["overall"]
-    figures = BundleFigures(
-        false_reject_rate=frr,
-        miss_rate=miss,
-        image_auroc=overall["image_auroc"],
-        pixel_auroc=overall["pixel_auroc"],
-        aupro=overall["aupro"],
-        region_recall=recall,
-        ng_without_region=without_region,
-        pixel_f1=_judged_pixel_f1(predicted, outputs),
-        n_good=int((outputs.labels == 0).sum()),
-        n_defective=int((outputs.labels == 1).sum()),
-    )
-    return metrics, figures
-
-
-def _judged_pixel_f1(predicted: np.ndarray, outputs: RawOutputs) -> float | None:
-    """Pixel F1 of the masks the station draws (verdict + segmentation), known masks only."""
-    truth = outputs.masks[outputs.mask_known]
-    if not truth.any():
-        return None
-    pred = predicted[outputs.mask_known]
-    tp = float(np.logical_and(pred, truth).sum())
-    return 2 * tp / max(float(pred.sum() + truth.sum()), 1.0)
+    return metrics.to_mapping(), figures
 
 
 def evaluate_bundle(
