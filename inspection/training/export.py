@@ -284,6 +284,8 @@ class ExportOptions:
     accuracy_control: bool = False
     tolerances: GateTolerances = field(default_factory=GateTolerances)
     force: bool = False
+    keep_head_fp32: bool = True
+    """INT8: keep the distance/map head in FP32 (False only to measure what quantising it costs)."""
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -404,6 +406,7 @@ def _quantised(
         validation=validation,
         max_drop=options.tolerances.image_auroc,
         score_output=SCORE_OUTPUT,
+        keep_head_fp32=options.keep_head_fp32,
     )
     fingerprint = fingerprint_files(calibration_paths, splits.dataset_root)
     control = {"max_image_auroc_drop": options.tolerances.image_auroc, "split": "validation"}
@@ -416,6 +419,7 @@ def _quantised(
             "sha256": fingerprint["sha256"],
             "files": sorted(fingerprint["files"]),
             "accuracy_control": control if options.accuracy_control else None,
+            "head_fp32": options.keep_head_fp32,
         },
     )
 

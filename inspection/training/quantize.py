@@ -82,12 +82,14 @@ def quantize_int8(
     validation: Sequence[tuple[np.ndarray, int]] | None = None,
     max_drop: float = 0.01,
     score_output: str = "pred_score",
+    keep_head_fp32: bool = True,
 ) -> ov.Model:
     """Quantise ``model`` to INT8.
 
     ``calibration``: (3, h, w) float32 model inputs of good images. With ``validation``
     ((3, h, w) input, label) pairs, runs ``nncf.quantize_with_accuracy_control`` with an
     absolute image-AUROC ``max_drop``; otherwise plain ``nncf.quantize``.
+    ``keep_head_fp32=False`` quantises the distance head too (only to measure what it costs).
     """
     import nncf
 
@@ -95,7 +97,7 @@ def quantize_int8(
         raise ValueError("INT8 quantisation needs at least one calibration image")
     calibration_set = nncf.Dataset(list(calibration), lambda item: item[None])
     subset = len(calibration)
-    scope = ignored_scope(model)
+    scope = ignored_scope(model) if keep_head_fp32 else nncf.IgnoredScope()
     if validation is None:
         log.info("quantising to INT8 with %d calibration images", subset)
         return nncf.quantize(model, calibration_set, subset_size=subset, ignored_scope=scope)
