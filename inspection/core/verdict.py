@@ -180,9 +180,7 @@ def peak_region(
 
 
 def _drop_small(mask: np.ndarray, min_area: float) -> np.ndarray:
-    _, labels, stats, _ = cv2.connectedComponentsWithStats(
-        mask.astype(np.uint8), connectivity=8
-    )
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     keep = stats[:, cv2.CC_STAT_AREA] >= min_area
     keep[0] = False
     return keep[labels]

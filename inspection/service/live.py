@@ -150,6 +150,7 @@ class LiveModels:
                 self._set_threshold(current, threshold)
 
     def _load(self, product: str, bundle_id: str, threshold: ThresholdVersion | None) -> None:
+        bundle_dir = self.registry.root / product / "bundles" / bundle_id
         try:
             bundle_dir = self.registry.bundle_dir(product, bundle_id)
             metadata = read_bundle_metadata(bundle_dir)
@@ -161,7 +162,8 @@ class LiveModels:
         except Exception as exc:
             self._rejected[product] = bundle_id
             keeps = self._models.get(product)
-            reason = f"bundle {bundle_id} rejected: {exc}"
+            detail = _without_paths(str(exc), {bundle_dir: "", self.registry.root: "<registry>"})
+            reason = f"bundle {bundle_id} rejected: {detail}"
             if keeps is not None:
                 reason += f"; still serving {keeps.bundle_id}"
             self._problems[product] = reason
@@ -217,6 +219,14 @@ class LiveModels:
     def _poll(self, interval_s: float) -> None:
         while not self._stop.wait(interval_s):
             self.refresh()
+
+
+def _without_paths(message: str, paths: dict[Path, str]) -> str:
+    """``message`` with local folders replaced, so API clients never learn registry paths."""
+    for path, shown in paths.items():
+        for form in {str(path.resolve()), str(path)}:
+            message = message.replace(form + ": ", shown).replace(form, shown or ".")
+    return message
 
 
 def _threshold_for(registry: Registry, product: str, bundle_id: str) -> ThresholdVersion | None:
