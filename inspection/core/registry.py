@@ -50,6 +50,28 @@ def check_name(kind: str, name: str) -> str:
 
 
 @dataclass(frozen=True)
+class VersionRef:
+    """A model version by name, written ``<product>/<version>`` (e.g. ``brick/v0003``)."""
+
+    product: str
+    version: str
+
+    def __post_init__(self) -> None:
+        check_name("product", self.product)
+        check_name("version", self.version)
+
+    @classmethod
+    def parse(cls, text: str) -> VersionRef:
+        product, sep, version = str(text).partition("/")
+        if not sep:
+            raise RegistryError(f"model version {text!r} is not of the form <product>/<version>")
+        return cls(product, version)
+
+    def __str__(self) -> str:
+        return f"{self.product}/{self.version}"
+
+
+@dataclass(frozen=True)
 class ModelRecord:
     """One immutable trained model version."""
 
@@ -67,8 +89,12 @@ class ModelRecord:
     path: Path = Path()
 
     @property
+    def ref(self) -> VersionRef:
+        return VersionRef(self.product, self.version)
+
+    @property
     def model_version(self) -> str:
-        return f"{self.product}/{self.version}"
+        return str(self.ref)
 
     def file(self, name: str) -> Path:
         if name not in self.files:
@@ -235,6 +261,19 @@ class Registry:
             known = ", ".join(self.bundle_ids(product)) or "none"
             raise RegistryError(f"no bundle {product}/{bundle_id}; known: {known}")
         return path
+
+    def bundle_record(self, product: str, bundle_id: str) -> ModelRecord:
+        """The model version a bundle was exported from (named in its metadata)."""
+        from inspection.core.bundle import read_bundle_metadata
+
+        ref = VersionRef.parse(
+            read_bundle_metadata(self.bundle_dir(product, bundle_id)).model_version
+        )
+        if ref.product != product:
+            raise RegistryError(
+                f"bundle {product}/{bundle_id} was exported from {ref}, another product"
+            )
+        return self.version(product, ref.version)
 
     # --------------------------------------------------------- live + audit log
     def live(self, product: str) -> LiveState | None:

@@ -26,7 +26,7 @@ from starlette.requests import ClientDisconnect
 from inspection.service.admin import add_admin_routes
 from inspection.service.auth import MONITORS, READERS, bearer_identity, require
 from inspection.service.config import StationConfig
-from inspection.service.errors import RequestError
+from inspection.service.errors import RequestError, RequestRefused, http_error
 from inspection.service.limits import AdmissionGate
 from inspection.service.live import InspectorLoader, default_loader
 from inspection.service.metrics import ServiceMetrics
@@ -104,11 +104,19 @@ def create_app(
     return app
 
 
+def _error_response(exc: RequestError) -> JSONResponse:
+    headers = exc.headers | ({"WWW-Authenticate": "Bearer"} if exc.status == 401 else {})
+    return JSONResponse({"detail": exc.message}, status_code=exc.status, headers=headers)
+
+
 def _install_handlers(app: FastAPI, metrics: ServiceMetrics) -> None:
     @app.exception_handler(RequestError)
     async def _request_error(_request: Request, exc: RequestError) -> JSONResponse:
-        headers = exc.headers | ({"WWW-Authenticate": "Bearer"} if exc.status == 401 else {})
-        return JSONResponse({"detail": exc.message}, status_code=exc.status, headers=headers)
+        return _error_response(exc)
+
+    @app.exception_handler(RequestRefused)
+    async def _refused(_request: Request, exc: RequestRefused) -> JSONResponse:
+        return _error_response(http_error(exc))
 
     @app.exception_handler(ClientDisconnect)
     async def _client_gone(request: Request, _exc: ClientDisconnect) -> Response:

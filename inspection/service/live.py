@@ -19,9 +19,10 @@ from typing import Any, Protocol
 import numpy as np
 
 from inspection.core.bundle import read_bundle_metadata
-from inspection.core.errors import BundleError, InspectionError, RegistryError
+from inspection.core.errors import BundleError, RegistryError
 from inspection.core.registry import Registry, ThresholdVersion
 from inspection.core.types import InspectionResult
+from inspection.service.errors import NoLiveModel
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +72,6 @@ class LiveModel:
         return self.inspector.inspect(image)
 
 
-class ModelUnavailable(InspectionError):
-    """The product has no usable model loaded on this station."""
-
-
 class LiveModels:
     """Holds the live model of every served product and keeps it in step with the registry."""
 
@@ -103,7 +100,7 @@ class LiveModels:
         model = self._models.get(product)
         if model is None:
             reason = self._problems.get(product, "no model loaded yet")
-            raise ModelUnavailable(f"product {product!r} cannot be inspected right now: {reason}")
+            raise NoLiveModel(f"product {product!r} cannot be inspected right now: {reason}")
         return model
 
     def status(self) -> dict[str, dict[str, Any]]:

@@ -78,3 +78,58 @@ class ServiceMetrics:
         self._live_labels[model.product] = labels
         if model.threshold is not None:
             self.threshold.labels(model.product).set(model.threshold)
+
+
+_DELIVERY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+
+class OutboxMetrics:
+    """Backlog and delivery latency per sink (Prometheus)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.backlog = Gauge(
+            "inspection_outbox_backlog",
+            "Results waiting for a sink.",
+            ["sink"],
+            registry=self.registry,
+        )
+        self.oldest = Gauge(
+            "inspection_outbox_oldest_seconds",
+            "Age of the oldest undelivered result per sink.",
+            ["sink"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "inspection_outbox_delivery_seconds",
+            "From inspection commit to the sink's acknowledgement.",
+            ["sink"],
+            buckets=_DELIVERY_BUCKETS,
+            registry=self.registry,
+        )
+        self.failures = Counter(
+            "inspection_outbox_failures",
+            "Failed delivery attempts.",
+            ["sink"],
+            registry=self.registry,
+        )
+
+
+class HandshakeMetrics:
+    """PLC triggers by handshake (opcua, mqtt) and result, and trigger-to-answer time."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.triggers = Counter(
+            "inspection_triggers",
+            "Triggers answered, by handshake and result (OK, NG or the error code name).",
+            ["via", "result"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "inspection_trigger_duration_seconds",
+            "From the trigger to the answer (Done over OPC UA, the answer message over MQTT).",
+            ["via"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
