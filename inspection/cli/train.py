@@ -179,18 +179,21 @@ def step_train(ctx: DemoContext) -> None:
 
 
 def step_export(ctx: DemoContext) -> None:
-    """Export each product's best model (image AUROC) to FP32 and INT8 bundles; promote one."""
+    """Export each product's best model (image AUROC) to FP32 and INT8 bundles, then serve
+    the precision that is fastest on this CPU among those that passed the accuracy gate."""
     try:
         from inspection.training.export import AccuracyDropError, export_bundle
     except ImportError as exc:
         log.info("export step skipped: %s", exc)
         return
+    from inspection.runtime.tuning import promote_fastest
+
     for product in ctx.products:
         records = [(r, m) for r, m in ctx.results if r.product == product]
         if not records:
             continue
         best, _ = max(records, key=lambda rm: rm[1]["overall"].get("image_auroc") or 0.0)
-        live = None
+        exported = []
         for precision in ("fp32", "int8"):
             with console.status(f"{product}: exporting {best.version} ({precision})") as status:
                 try:
@@ -205,12 +208,18 @@ def step_export(ctx: DemoContext) -> None:
                     # A refused INT8 bundle leaves the FP32 one live: noted, not fatal.
                     ctx.notes.append(f"{product} {precision} export not registered: {exc}")
                     continue
-            live = result.bundle_id
+            exported.append(result.bundle_id)
             auroc = result.metrics.get("overall", result.metrics).get("image_auroc")
             ctx.notes.append(f"{product}: bundle {result.bundle_id} image AUROC {auroc}")
-        if live is not None:
-            ctx.registry.promote(product, live, actor="demo", reason="inspection demo")
-            ctx.notes.append(f"{product}: live bundle {live}")
+        if not exported:
+            continue
+        ctx.registry.promote(product, exported[0], actor="demo", reason="inspection demo")
+        with console.status(f"{product}: timing the gated bundles on this CPU") as status:
+            record = promote_fastest(ctx.registry, product, actor="demo", progress=status.update)
+        timings = ", ".join(f"{m.precision} {m.p50_ms:.1f} ms" for m in record.measurements)
+        ctx.notes.append(
+            f"{product}: live bundle {record.chosen_bundle_id} (fastest gated here: {timings})"
+        )
 
 
 def step_inspect(ctx: DemoContext) -> None:
