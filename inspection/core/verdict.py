@@ -103,6 +103,14 @@ def is_ng(score: float | np.ndarray, threshold: float) -> bool | np.ndarray:
     return bool(score >= threshold)
 
 
+def check_threshold(value: float) -> float:
+    """An image threshold must lie strictly between 0 and 1 (normalised score space)."""
+    value = float(value)
+    if not 0.0 < value < 1.0:
+        raise ValueError(f"threshold must be between 0 and 1 (exclusive), got {value}")
+    return value
+
+
 def verdict_of(score: float, threshold: float) -> Verdict:
     return "NG" if is_ng(score, threshold) else "OK"
 
