@@ -25,7 +25,7 @@ from inspection.core.bundle import BundleMetadata, verify_bundle
 from inspection.core.errors import BundleError, ImageDecodeError
 from inspection.core.images import IMAGE_SUFFIXES, read_image
 from inspection.core.types import InspectionResult
-from inspection.core.verdict import judge
+from inspection.core.verdict import check_threshold, judge
 from inspection.refine.base import MaskRefiner
 from inspection.runtime.graph import separate_blur_kernels
 from inspection.runtime.preprocess import (
@@ -82,9 +82,9 @@ class Inspector:
         self._map_index = _output_index(compiled, names["map"])
         self._request = compiled.create_infer_request()
         self._lock = threading.Lock()
-        self._threshold = metadata.image_threshold
-        if threshold is not None:
-            self.set_threshold(threshold)
+        self._threshold = check_threshold(
+            metadata.image_threshold if threshold is None else threshold
+        )
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -135,15 +135,9 @@ class Inspector:
     # ---------------------------------------------------------------- properties
     @property
     def threshold(self) -> float:
-        """Image threshold in normalised score space; NG when score >= threshold."""
+        """Default image threshold (the bundle's, or the one given at load); NG when
+        score >= threshold. A caller with its own threshold passes it to ``inspect``."""
         return self._threshold
-
-    def set_threshold(self, value: float) -> None:
-        """Change the image threshold for all following inspections (0 < value < 1)."""
-        value = float(value)
-        if not 0.0 < value < 1.0:
-            raise ValueError(f"threshold must be between 0 and 1 (exclusive), got {value}")
-        self._threshold = value
 
     @property
     def model_version(self) -> str:
@@ -163,8 +157,9 @@ class Inspector:
             maps = self._request.get_tensor(self._map_port).data.copy()
         return _squeeze_outputs(scores, maps, len(batch))
 
-    def inspect(self, image: np.ndarray) -> InspectionResult:
-        """Judge one (H, W, 3) uint8 RGB image."""
+    def inspect(self, image: np.ndarray, *, threshold: float | None = None) -> InspectionResult:
+        """Judge one (H, W, 3) uint8 RGB image at ``threshold`` (default: ``self.threshold``)."""
+        threshold = self._threshold if threshold is None else check_threshold(threshold)
         start = time.perf_counter()
         tensor = preprocess(image, self.metadata.preprocessing)
         prepared = time.perf_counter()
@@ -174,7 +169,7 @@ class Inspector:
             "preprocess": (prepared - start) * 1e3,
             "infer": (inferred - prepared) * 1e3,
         }
-        return self._finish(image, float(scores[0]), maps[0], start, timings)
+        return self._finish(image, float(scores[0]), maps[0], start, timings, threshold)
 
     def inspect_batch(self, images: Sequence[np.ndarray]) -> list[InspectionResult]:
         """Judge several images with one batched inference; latency is the per-image share."""
@@ -269,13 +264,14 @@ class Inspector:
         raw_map: np.ndarray,
         start: float,
         timings: dict[str, float],
+        threshold: float | None = None,
     ) -> InspectionResult:
         post_start = time.perf_counter()
         meta = self.metadata
         score = normalize_score(raw_score, meta.normalization)
         height, width = image.shape[:2]
         anomaly_map = resize_map(normalize_map(raw_map, meta.normalization), height, width)
-        threshold = self._threshold
+        threshold = self._threshold if threshold is None else threshold
         judged = judge(score, threshold, anomaly_map, meta.segmentation_rule)
         result = InspectionResult(
             score=score,

@@ -22,6 +22,7 @@ from inspection.core.bundle import read_bundle_metadata
 from inspection.core.errors import BundleError, RegistryError
 from inspection.core.registry import Registry, ThresholdVersion
 from inspection.core.types import InspectionResult
+from inspection.core.verdict import check_threshold
 from inspection.runtime.tuning import TuningRecord, gated_candidates, read_tuning, tune_product
 from inspection.service.errors import NoLiveModel
 
@@ -41,9 +42,7 @@ class InspectorLike(Protocol):
     @property
     def threshold(self) -> float: ...
 
-    def inspect(self, image: np.ndarray) -> InspectionResult: ...
-
-    def set_threshold(self, value: float) -> None: ...
+    def inspect(self, image: np.ndarray, *, threshold: float | None = None) -> InspectionResult: ...
 
 
 InspectorLoader = Callable[[Path], InspectorLike]
@@ -117,8 +116,9 @@ class TunedSelector:
 
 @dataclass(frozen=True)
 class LiveModel:
-    """One loaded model. Immutable: a swap replaces the whole object, so a request that
-    already holds a ``LiveModel`` finishes with it."""
+    """One loaded model and the threshold it is served at. Immutable: a swap (new bundle or
+    new threshold) replaces the whole object, so a request that already holds a
+    ``LiveModel`` finishes with it; the shared inspector is never changed."""
 
     product: str
     bundle_id: str
@@ -137,8 +137,8 @@ class LiveModel:
             object.__setattr__(self, "served_bundle_id", self.bundle_id)
 
     def inspect(self, image: np.ndarray) -> InspectionResult:
-        """(H, W, 3) uint8 RGB -> result."""
-        return self.inspector.inspect(image)
+        """(H, W, 3) uint8 RGB -> result at this model's threshold."""
+        return self.inspector.inspect(image, threshold=self.threshold)
 
 
 class LiveModels:
@@ -239,8 +239,7 @@ class LiveModels:
             if metadata.product != product:
                 raise BundleError(f"the bundle was exported for product {metadata.product!r}")
             inspector = self._loader(bundle_dir)
-            if threshold is not None:
-                inspector.set_threshold(threshold.value)
+            value = inspector.threshold if threshold is None else check_threshold(threshold.value)
         except Exception as exc:
             self._rejected[product] = served
             keeps = self._models.get(product)
@@ -254,7 +253,7 @@ class LiveModels:
             product=product,
             bundle_id=bundle_id,
             model_version=inspector.model_version,
-            threshold=inspector.threshold,
+            threshold=value,
             threshold_number=threshold.number if threshold else None,
             inspector=inspector,
             served_bundle_id=served,
@@ -266,7 +265,7 @@ class LiveModels:
 
     def _set_threshold(self, current: LiveModel, threshold: ThresholdVersion) -> None:
         try:
-            current.inspector.set_threshold(threshold.value)
+            check_threshold(threshold.value)
         except ValueError as exc:
             self._problems[current.product] = f"threshold v{threshold.number} rejected: {exc}"
             log.error("%s: %s", current.product, self._problems[current.product])
