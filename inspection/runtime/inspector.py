@@ -27,6 +27,7 @@ from inspection.core.images import IMAGE_SUFFIXES, read_image
 from inspection.core.types import InspectionResult
 from inspection.core.verdict import check_threshold, judge
 from inspection.refine.base import MaskRefiner
+from inspection.runtime.graph import separate_blur_kernels
 from inspection.runtime.preprocess import (
     check_image,
     normalize_map,
@@ -98,8 +99,13 @@ class Inspector:
         threshold: float | None = None,
         performance_hint: str = "LATENCY",
         num_threads: int | None = None,
+        optimize: bool = True,
     ) -> Inspector:
-        """Verify the bundle's checksums, then compile its IR on ``device``."""
+        """Verify the bundle's checksums, then compile its IR on ``device``.
+
+        ``optimize`` applies output-preserving graph rewrites first (``runtime.graph``: the
+        anomaly-map blur as two 1-D convolutions).
+        """
         bundle_dir = Path(path)
         if performance_hint not in PERFORMANCE_HINTS:
             raise ValueError(
@@ -120,6 +126,8 @@ class Inspector:
             config["INFERENCE_NUM_THREADS"] = int(num_threads)
         try:
             model = core.read_model(bundle_dir / metadata.model_file)
+            if optimize:
+                separate_blur_kernels(model)
             compiled = core.compile_model(model, device, config)
         except RuntimeError as exc:
             raise BundleError(f"{bundle_dir}: OpenVINO cannot load the model: {exc}") from exc
