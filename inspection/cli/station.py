@@ -1,4 +1,8 @@
-"""``inspection station``: commands run on a line PC next to ``inspection serve``."""
+"""``inspection station``: commands run on a line PC next to ``inspection serve``.
+
+inspection station sync --from http://central:8700   # pull the live bundles
+inspection station tune                              # time FP32/FP16/INT8 here, serve the fastest
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 console = Console()
 station_app = typer.Typer(help="Line-station maintenance commands.", no_args_is_help=True)
@@ -64,6 +69,59 @@ def sync(
         stop=stop,
         on_outcomes=lambda outcomes: _print([o for o in outcomes if o.status != "current"]),
     )
+
+
+PRODUCTS_OPTION = typer.Option(
+    None, "--product", "-p", help="Product(s) to tune (default: the station config's products)."
+)
+IMAGES_OPTION = typer.Option(
+    None, "--images", help="Folder of part images to time on (default: a synthetic part)."
+)
+
+
+@station_app.command("tune")
+def tune(
+    config: Path = CONFIG_OPTION,
+    products: list[str] = PRODUCTS_OPTION,
+    images: Path = IMAGES_OPTION,
+    samples: int = typer.Option(40, "--samples", min=5, help="Batch-1 timings per bundle."),
+) -> None:
+    """Time every gated bundle (FP32/FP16/INT8) of each live model on this CPU; record the fastest.
+
+    ``inspection serve`` serves the recorded choice (shown in /healthz, /metrics and the
+    dashboard's Models page); a later promotion makes the record stale until tuned again.
+    """
+    from inspection.core.images import read_image
+    from inspection.core.registry import Registry
+    from inspection.runtime.hardware import cpu_info
+    from inspection.runtime.inspector import expand_paths
+    from inspection.runtime.tuning import tune_product, tuning_path
+    from inspection.service.config import load_station_config
+
+    station_config = load_station_config(config)
+    registry = Registry(station_config.registry_dir)
+    probe = [read_image(p) for p in expand_paths([images])][:16] if images else None
+    if images and not probe:
+        raise typer.BadParameter(f"no images in {images}", param_hint="--images")
+    cpu = cpu_info()
+    console.print(f"CPU: {cpu.summary()}; OpenVINO {cpu.openvino}: {', '.join(cpu.capabilities)}")
+    for product in products or station_config.products:
+        with console.status(f"{product}: measuring") as status:
+            record = tune_product(
+                registry, product, images=probe, samples=samples, progress=status.update
+            )
+        table = Table("bundle", "precision", "p50 ms", "p95 ms", "img/s", "gate", "served")
+        for m in record.measurements:
+            served = "yes" if m.bundle_id == record.chosen_bundle_id else ""
+            table.add_row(
+                m.bundle_id, m.precision, f"{m.p50_ms:.1f}", f"{m.p95_ms:.1f}",
+                f"{m.throughput_ips:.0f}", m.gate_note, served,
+            )  # fmt: skip
+        console.print(table)
+        console.print(
+            f"{product}: serving [bold]{record.chosen_bundle_id}[/] (load {record.load_1m}); "
+            f"recorded in {tuning_path(registry, product, cpu)}"
+        )
 
 
 def _print(outcomes) -> None:  # outcomes: list[SyncOutcome]

@@ -19,7 +19,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -158,6 +158,23 @@ def candidate_bundles(
     return found
 
 
+def gated_candidates(
+    registry: Registry, product: str, live_bundle_id: str
+) -> list[tuple[str, Path, BundleMetadata, tuple[bool, str]]]:
+    """``candidate_bundles`` with each one's gate status; the live bundle always passes
+    (someone promoted it), with the gate's own verdict kept in the note."""
+    candidates = candidate_bundles(registry, product, live_bundle_id)
+    fp32 = next((m for _, _, m in candidates if m.precision == "fp32"), None)
+    fp32_auroc = _image_auroc(fp32) if fp32 is not None else None
+    out = []
+    for bundle_id, path, meta in candidates:
+        gate = gate_status(meta, fp32_auroc)
+        if bundle_id == live_bundle_id and not gate[0]:
+            gate = (True, f"live bundle, promoted by hand ({gate[1]})")
+        out.append((bundle_id, path, meta, gate))
+    return out
+
+
 # ----------------------------------------------------------------------- measurement
 def probe_image(height: int, width: int) -> np.ndarray:
     """A deterministic, smooth (H, W, 3) uint8 part-like image (a gradient with mild noise)."""
@@ -220,14 +237,9 @@ def tune_product(
     state = registry.live(product)
     if state is None:
         raise RegistryError(f"product {product!r} has no live bundle; promote one first")
-    candidates = candidate_bundles(registry, product, state.bundle_id)
-    fp32 = next((m for _, _, m in candidates if m.precision == "fp32"), None)
-    fp32_auroc = _image_auroc(fp32) if fp32 is not None else None
+    candidates = gated_candidates(registry, product, state.bundle_id)
     measured = []
-    for bundle_id, path, meta in candidates:
-        gate = gate_status(meta, fp32_auroc)
-        if bundle_id == state.bundle_id and not gate[0]:
-            gate = (True, f"live bundle, promoted by hand ({gate[1]})")
+    for bundle_id, path, meta, gate in candidates:
         if not gate[0]:
             say(f"{bundle_id}: not measured, {gate[1]}")
             continue
@@ -239,12 +251,11 @@ def tune_product(
         say(f"measuring {bundle_id} ({meta.precision})")
         measured.append(measure_bundle(path, probe, gate=gate, samples=samples))
     chosen = choose_fastest(measured)
-    live_meta = candidates[0][2]
     record = TuningRecord(
         schema_version=TUNING_SCHEMA,
         product=product,
         live_bundle_id=state.bundle_id,
-        model_version=live_meta.model_version,
+        model_version=candidates[0][2].model_version,
         chosen_bundle_id=chosen.bundle_id,
         chosen_precision=chosen.precision,
         measurements=tuple(measured),
@@ -254,6 +265,30 @@ def tune_product(
     )
     if write:
         write_tuning(registry, record)
+    return record
+
+
+def promote_fastest(
+    registry: Registry,
+    product: str,
+    *,
+    actor: str,
+    samples: int = 40,
+    progress: Progress | None = None,
+) -> TuningRecord:
+    """Tune, then make the measured-fastest gated bundle the registry's live one (demo, CI)."""
+    record = tune_product(registry, product, samples=samples, progress=progress, write=False)
+    if record.chosen_bundle_id != record.live_bundle_id:
+        others = ", ".join(
+            f"{m.precision} {m.p50_ms:.1f} ms" for m in record.measurements if m != record.chosen
+        )
+        reason = (
+            f"fastest gated precision on this CPU: {record.chosen_precision} "
+            f"{record.chosen.p50_ms:.1f} ms p50 (vs {others})"
+        )
+        registry.promote(product, record.chosen_bundle_id, actor=actor, reason=reason)
+        record = replace(record, live_bundle_id=record.chosen_bundle_id)
+    write_tuning(registry, record)
     return record
 
 
@@ -292,3 +327,16 @@ def served_bundle_id(record: TuningRecord | None, live_bundle_id: str) -> str:
     if record is not None and record.live_bundle_id == live_bundle_id:
         return record.chosen_bundle_id
     return live_bundle_id
+
+
+def read_tunings(registry: Registry, product: str) -> list[TuningRecord]:
+    """Every CPU's tuning record for ``product`` (unreadable files are skipped), newest first."""
+    folder = registry.root / check_name("product", product) / "tuning"
+    records = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            records.append(from_mapping(TuningRecord, data, str(path)))
+        except (ValueError, OSError):  # ConfigError is a ValueError too
+            continue
+    return sorted(records, key=lambda r: r.measured_at, reverse=True)

@@ -158,7 +158,7 @@ class Pipeline:
                 max_pixels=self.max_pixels,
                 max_side=self.max_side,
                 formats=self.formats,
-                name="upload",
+                name=source_name or "upload",
             )
         except ImageDecodeError as exc:
             raise BadImage(str(exc)) from exc

@@ -111,3 +111,61 @@ def test_tune_measures_gated_siblings_and_records_the_fastest(
     assert served_bundle_id(record, "v0001-fp32") == record.chosen_bundle_id
     # a later promotion makes the record stale: the new live bundle is served as is
     assert served_bundle_id(record, "v0002-fp32") == "v0002-fp32"
+
+
+def test_station_tune_cli_prints_and_records_the_choice(
+    fp32_bundle: Path, fp16_bundle: Path, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from inspection.cli import app
+
+    registry = Registry(tmp_path / "registry")
+    registry.add_bundle("brick", fp32_bundle, "v0001-fp32")
+    registry.add_bundle("brick", fp16_bundle, "v0001-fp16")
+    registry.promote("brick", "v0001-fp32", actor="tests", reason="initial")
+    config = tmp_path / "station.yaml"
+    config.write_text(
+        f"registry_dir: {tmp_path / 'registry'}\nproducts: [brick]\n", encoding="utf-8"
+    )
+
+    result = CliRunner().invoke(app, ["station", "tune", "--samples", "5", "--config", str(config)])
+
+    assert result.exit_code == 0, result.output
+    record = read_tuning(registry, "brick")
+    assert record is not None
+    assert f"brick: serving {record.chosen_bundle_id}" in result.output
+    assert "VNNI" in result.output
+
+
+def test_station_tune_cli_needs_a_live_bundle(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from inspection.cli import app
+
+    config = tmp_path / "station.yaml"
+    config.write_text(
+        f"registry_dir: {tmp_path / 'registry'}\nproducts: [brick]\n", encoding="utf-8"
+    )
+    result = CliRunner().invoke(app, ["station", "tune", "--config", str(config)])
+    assert result.exit_code != 0
+    assert "has no live bundle; promote one first" in str(result.exception or result.output)
+
+
+def test_promote_fastest_makes_the_measured_choice_live(
+    fp32_bundle: Path, fp16_bundle: Path, tmp_path: Path
+) -> None:
+    from inspection.runtime.tuning import promote_fastest
+
+    registry = Registry(tmp_path / "registry")
+    registry.add_bundle("brick", fp32_bundle, "v0001-fp32")
+    registry.add_bundle("brick", fp16_bundle, "v0001-fp16")
+    registry.promote("brick", "v0001-fp16", actor="tests", reason="initial")
+
+    record = promote_fastest(registry, "brick", actor="demo", samples=5)
+
+    assert registry.live("brick").bundle_id == record.chosen_bundle_id
+    assert record.live_bundle_id == record.chosen_bundle_id
+    assert read_tuning(registry, "brick") == record
+    if record.chosen_bundle_id != "v0001-fp16":
+        assert "fastest gated precision on this CPU" in registry.events("brick")[-1]["reason"]
