@@ -119,7 +119,7 @@ def evaluate_command(
     config = model_config_from_mapping(record.config, where=record.model_version)
     _, test = evaluation_splits(config, dataset)
     predictions = predict(load_trained_model(record), test, image_size=config.image_size)
-    metrics = metrics_of_predictions(predictions, record.extra["normalization"])
+    metrics = metrics_of_predictions(predictions, record.normalization())
     report = write_report(_report_dir(site_config, record) / "evaluate", predictions, metrics)
     _print_metrics([(record, metrics)])
     console.print(f"report: {report}")

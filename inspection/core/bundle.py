@@ -63,6 +63,9 @@ class BundleMetadata:
     )
     image_threshold: float = 0.5
     pixel_threshold: float = 0.5
+    inference_precision: Literal["f32", "f16", "bf16"] | None = None
+    """OpenVINO CPU ``INFERENCE_PRECISION_HINT``; ``f32`` keeps the gated numerics on CPUs
+    that would otherwise run in bf16. ``None``: OpenVINO's default."""
     segmentation: Segmentation | None = None
     """How the station draws regions; None (older bundles) = global ``pixel_threshold``."""
     calibration: dict[str, Any] | None = None
@@ -140,9 +143,19 @@ def read_versioned_metadata(
             f"(this station reads version {schema_version})"
         )
     try:
-        return from_mapping(cls, data, where=str(path))
+        return from_mapping(cls, _upgrade_legacy_keys(cls, data), where=str(path))
     except ConfigError as exc:
         raise BundleError(str(exc)) from exc
+
+
+def _upgrade_legacy_keys(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """Schema-1 bundles written before ``inference_precision`` was a field kept it in extra."""
+    extra = data.get("extra")
+    if cls is BundleMetadata and isinstance(extra, dict) and "inference_precision" in extra:
+        extra = dict(extra)
+        data = {**data, "extra": extra}
+        data.setdefault("inference_precision", extra.pop("inference_precision"))
+    return data
 
 
 def verify_checksums(

@@ -23,16 +23,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from filelock import FileLock
 
-from inspection.core.bundle import verify_bundle
+from inspection.core.bundle import Preprocessing, verify_bundle
+from inspection.core.calibration import Normalization
 from inspection.core.config import from_mapping
-from inspection.core.errors import RegistryError
+from inspection.core.errors import ConfigError, RegistryError
 
 RECORD_FILE = "record.json"
 _VERSION_RE = re.compile(r"^v(\d{4,})$")
+T = TypeVar("T")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -72,6 +74,14 @@ class VersionRef:
 
 
 @dataclass(frozen=True)
+class DataSplits:
+    """Which images (paths relative to the dataset root) a version validated and tested on."""
+
+    validation: tuple[str, ...] = ()
+    test: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class ModelRecord:
     """One immutable trained model version."""
 
@@ -95,6 +105,31 @@ class ModelRecord:
     @property
     def model_version(self) -> str:
         return str(self.ref)
+
+    def preprocessing(self) -> Preprocessing:
+        """How the model's input was made in training (what a bundle must reproduce)."""
+        return self._typed_extra("preprocessing", Preprocessing)
+
+    def normalization(self) -> Normalization:
+        """The trained model's raw thresholds and min-max statistics on its validation split."""
+        return self._typed_extra("normalization", Normalization)
+
+    def splits(self) -> DataSplits:
+        """The recorded validation/test split; empty for versions that recorded none."""
+        if "splits" not in self.extra:
+            return DataSplits()
+        return self._typed_extra("splits", DataSplits)
+
+    def _typed_extra(self, key: str, cls: type[T]) -> T:
+        """``extra[key]`` validated as ``cls``; a missing or invalid entry names the version."""
+        if key not in self.extra:
+            raise RegistryError(
+                f"{self.model_version} records no {key}; retrain it with this version of inspection"
+            )
+        try:
+            return from_mapping(cls, self.extra[key], where=f"{self.model_version} {key}")
+        except ConfigError as exc:
+            raise RegistryError(str(exc)) from exc
 
     def file(self, name: str) -> Path:
         if name not in self.files:

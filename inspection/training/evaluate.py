@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import f1_score, roc_auc_score
 
+from inspection.core.calibration import Normalization
 from inspection.data.dataset import Dataset, Sample
 
 logger = logging.getLogger(__name__)
@@ -168,7 +169,7 @@ def compute_metrics(
 
 
 def metrics_of_predictions(
-    predictions: Predictions, normalization: Mapping[str, float]
+    predictions: Predictions, normalization: Normalization
 ) -> dict[str, Any]:
     """``compute_metrics`` of a model's predictions at its raw image and pixel thresholds."""
     return compute_metrics(
@@ -177,8 +178,8 @@ def metrics_of_predictions(
         predictions.maps,
         predictions.gt_masks,
         predictions.defect_types,
-        image_threshold=normalization["image_threshold_raw"],
-        pixel_threshold=normalization["pixel_threshold_raw"],
+        image_threshold=normalization.image_threshold_raw,
+        pixel_threshold=normalization.pixel_threshold_raw,
         mask_known=predictions.mask_known,
     )
 
