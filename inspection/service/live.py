@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from inspection.core.bundle import read_bundle_metadata
 from inspection.core.errors import BundleError, RegistryError
 from inspection.core.registry import Registry, ThresholdVersion
+from inspection.core.signing import verify_signed_bundle
 from inspection.core.types import InspectionResult
 from inspection.core.verdict import check_threshold
 from inspection.runtime.tuning import TuningRecord, gated_candidates, read_tuning, tune_product
@@ -152,10 +154,14 @@ class LiveModels:
         loader: InspectorLoader = default_loader,
         on_change: Callable[[LiveModel], None] | None = None,
         selector: BundleSelector = serve_live_bundle,
+        public_key: Ed25519PublicKey | None = None,
     ) -> None:
+        """``public_key``: the pinned site signing key; with it, only bundles signed by that
+        key (and unchanged since promotion) load."""
         self.registry = registry
         self.products = tuple(products)
         self._loader = loader
+        self._public_key = public_key
         self._selector = selector
         self._on_change = on_change
         self._models: dict[str, LiveModel] = {}
@@ -239,6 +245,7 @@ class LiveModels:
             metadata = read_bundle_metadata(bundle_dir)
             if metadata.product != product:
                 raise BundleError(f"the bundle was exported for product {metadata.product!r}")
+            self._check_signature(product, served, bundle_dir)
             inspector = self._loader(bundle_dir)
             value = inspector.threshold if threshold is None else check_threshold(threshold.value)
         except Exception as exc:
@@ -264,6 +271,18 @@ class LiveModels:
         )
         self._swap(model)
         log.info("%s: now serving bundle %s (%s)", product, served, model.model_version)
+
+    def _check_signature(self, product: str, served: str, bundle_dir: Path) -> None:
+        """With a pinned site key: a valid signature, and the digest recorded at promotion."""
+        if self._public_key is None:
+            return
+        digest = verify_signed_bundle(bundle_dir, self._public_key)
+        state = self.registry.live(product)
+        if state is not None and state.bundle_id == served and state.digest not in (None, digest):
+            raise BundleError(
+                f"bundle digest {digest[:12]}… differs from {state.digest[:12]}… recorded at "
+                "promotion: the bundle changed after it was promoted"
+            )
 
     def _set_threshold(self, current: LiveModel, threshold: ThresholdVersion) -> None:
         try:
