@@ -9,7 +9,7 @@ on write and ops APIs, and tampered bundles promoted while serving. Then checks:
 healthy and still inspecting, peak RSS, orphan blobs, tracebacks in the server log.
 Writes ``reports/security/hostile.json`` and ``hostile.md``.
 
-    python bench/hostile.py --registry var/registry --product brick
+    python bench/hostile.py --registry var/registry --product brick   (or --bundle DIR)
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ class Station:
         self.root.mkdir(parents=True)
         self.product = args.product
         self.keys = init_keys(self.root / "keys")
-        source = Registry(args.registry).live_bundle_dir(args.product)
+        source = args.bundle or Registry(args.registry).live_bundle_dir(args.product)
         self.bundle_id = "v0001-fp32"
         self.signed = self.root / "signed"
         shutil.copytree(source, self.signed)
