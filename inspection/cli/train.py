@@ -321,7 +321,10 @@ def demo_command(
 
 
 def _print_metrics(results: list[tuple[Any, dict[str, Any]]]) -> None:
-    table = Table("model", "kind", "img AUROC", "px AUROC", "AUPRO", "img F1", "px F1", "fit s")
+    table = Table(
+        "model", "kind", "img AUROC", "px AUROC", "AUPRO", "img F1", "px F1", "region recall",
+        "NG w/o region", "fit s",
+    )  # fmt: skip
     for column in table.columns[:2]:
         column.no_wrap = True
     for record, metrics in results:
@@ -333,6 +336,8 @@ def _print_metrics(results: list[tuple[Any, dict[str, Any]]]) -> None:
                 _fmt(overall.get(k))
                 for k in ("image_auroc", "pixel_auroc", "aupro", "image_f1", "pixel_f1")
             ),
+            _fmt(overall.get("region_recall")),
+            str(overall.get("ng_without_region", "-")),
             _fmt(metrics.get("fit_seconds", record.metrics.get("fit_seconds")), 1),
         )
     console.print(table)
