@@ -458,7 +458,9 @@ def tamper_round(station: Station, barrage: Barrage) -> dict[str, Any]:
             time.sleep(0.5)
             health = barrage.client.get("/healthz", headers=station.auth("mon")).json()
             problem = health["products"][station.product]["problem"]
-        served = barrage.inspect(barrage.images[0]).json().get("bundle_id")
+        status = barrage.inspect(barrage.images[0]).status_code
+        health = barrage.client.get("/healthz", headers=station.auth("mon")).json()
+        served = f"{health['products'][station.product]['served_bundle_id']} (HTTP {status})"
         out[label] = {
             "cli_refused": cli.returncode != 0,
             "cli_message": (cli.stderr + cli.stdout).strip().splitlines()[-1][:160],
@@ -494,9 +496,8 @@ def orphan_blobs(station: Station) -> dict[str, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--registry", required=True, help="Registry with a live bundle for --product."
-    )
+    parser.add_argument("--registry", help="Registry with a live bundle for --product.")
+    parser.add_argument("--bundle", type=Path, help="A bundle folder (instead of --registry).")
     parser.add_argument("--product", default="brick")
     parser.add_argument(
         "--images", default="datasets/brick/test/good", help="Folder of valid images."
