@@ -58,7 +58,7 @@ class LineStation:
     @classmethod
     def build(cls, config: LineConfig, *, loader: InspectorLoader = default_loader) -> LineStation:
         """Open the store (runs migrations), camera and sinks; models load on ``start``."""
-        store = Store(config.store_url, config.blob_dir)
+        store = Store.migrated(config.store_url, config.blob_dir)
         models = LiveModels(Registry(config.registry_dir), config.products, loader=loader)
         pipeline = Pipeline(
             store, models, max_pixels=config.max_pixels, outbox=outbox_builder(config)
