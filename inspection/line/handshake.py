@@ -21,8 +21,15 @@ from typing import Literal
 from inspection.core.config import from_mapping, to_mapping
 from inspection.core.errors import ConfigError, InspectionError
 from inspection.line.camera import Camera, CaptureError
-from inspection.service.errors import RequestError
-from inspection.service.live import ModelUnavailable
+from inspection.service.errors import (
+    BadImage,
+    InvalidRequest,
+    NoLiveModel,
+    ReplayConflict,
+    RequestRefused,
+    StationBusy,
+    UnknownProduct,
+)
 from inspection.service.pipeline import Outcome, Pipeline, check_request_id, stored_request_id
 
 ANSWER_SCHEMA = "inspection.answer/1"
@@ -111,12 +118,18 @@ class Answer:
         return from_mapping(cls, json.loads(text), where=ANSWER_SCHEMA)
 
 
-_STATUS_CODES = {
-    400: ErrorCode.BAD_IMAGE,
-    404: ErrorCode.UNKNOWN_PRODUCT,
-    422: ErrorCode.BAD_TRIGGER,
-    503: ErrorCode.NO_MODEL,
+_REFUSAL_CODES: dict[type[RequestRefused], ErrorCode] = {
+    BadImage: ErrorCode.BAD_IMAGE,
+    UnknownProduct: ErrorCode.UNKNOWN_PRODUCT,
+    InvalidRequest: ErrorCode.BAD_TRIGGER,
+    ReplayConflict: ErrorCode.BAD_TRIGGER,
+    NoLiveModel: ErrorCode.NO_MODEL,
+    StationBusy: ErrorCode.TIMEOUT,
 }
+
+
+def _refusal_code(exc: RequestRefused) -> ErrorCode:
+    return _REFUSAL_CODES.get(type(exc), ErrorCode.INTERNAL)
 
 
 class TriggerHandler:
@@ -166,10 +179,8 @@ class TriggerHandler:
             check_request_id(request_id)
             self.pipeline.check_product(product)
             self.pipeline.models.get(product)  # no live model: do not fire the camera
-        except RequestError as exc:
-            return self._error(request_id, product, _STATUS_CODES.get(exc.status), str(exc))
-        except ModelUnavailable as exc:
-            return self._error(request_id, product, ErrorCode.NO_MODEL, str(exc))
+        except RequestRefused as exc:
+            return self._error(request_id, product, _refusal_code(exc), str(exc))
         future = self._executor.submit(self._inspect, trigger, request_id, product, source)
         try:
             outcome, capture_ms = future.result(timeout=self.timeout_s)
@@ -178,8 +189,8 @@ class TriggerHandler:
             return self._error(request_id, product, ErrorCode.TIMEOUT, message)
         except CaptureError as exc:
             return self._error(request_id, product, ErrorCode.NO_IMAGE, str(exc))
-        except RequestError as exc:
-            return self._error(request_id, product, _STATUS_CODES.get(exc.status), str(exc))
+        except RequestRefused as exc:
+            return self._error(request_id, product, _refusal_code(exc), str(exc))
         except Exception as exc:  # a bug or a store outage must still answer the PLC
             return self._error(request_id, product, ErrorCode.INTERNAL, repr(exc))
         row = outcome.row

@@ -57,7 +57,8 @@ class LineStation:
 
     @classmethod
     def build(cls, config: LineConfig, *, loader: InspectorLoader = default_loader) -> LineStation:
-        """Open the store (runs migrations), camera and sinks; models load on ``start``."""
+        """Open the store (upgrading its schema, as ``serve`` does), camera and sinks; models
+        load on ``start``."""
         store = Store.migrated(config.store_url, config.blob_dir)
         models = LiveModels(Registry(config.registry_dir), config.products, loader=loader)
         pipeline = Pipeline(

@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from inspection.service.errors import RequestError
+from inspection.service.errors import StationBusy
 
 RETRY_AFTER_SECONDS = 1
 
 
 class AdmissionGate:
-    """Counts requests in flight on one event loop; above ``limit`` answers 503 + Retry-After.
+    """Counts requests in flight on one event loop; above ``limit`` raises ``StationBusy``.
 
     Used only from the event loop thread (no lock needed): the count covers reading the body,
     waiting for a worker and inference, so memory stays bounded by ``limit`` uploads.
@@ -26,11 +26,10 @@ class AdmissionGate:
     @contextmanager
     def admit(self) -> Iterator[None]:
         if self.in_flight >= self.limit:
-            raise RequestError(
-                503,
+            raise StationBusy(
                 f"the station is busy ({self.limit} inspections in flight); retry shortly "
                 "with the same request_id",
-                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+                retry_after_s=RETRY_AFTER_SECONDS,
             )
         self.in_flight += 1
         try:

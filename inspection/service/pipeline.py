@@ -22,8 +22,13 @@ from inspection.core.errors import ImageDecodeError
 from inspection.core.fingerprint import sha256_bytes
 from inspection.core.images import DEFAULT_MAX_SIDE, STATION_FORMATS, decode_image
 from inspection.runtime.overlays import render_overlay
-from inspection.service.errors import RequestError
-from inspection.service.live import LiveModels, ModelUnavailable
+from inspection.service.errors import (
+    BadImage,
+    InvalidRequest,
+    ReplayConflict,
+    UnknownProduct,
+)
+from inspection.service.live import LiveModels
 from inspection.service.render import encode_jpeg, encode_map, encode_mask, image_extension
 from inspection.store.models import Inspection
 from inspection.store.outbox import OutboxEntry
@@ -50,8 +55,7 @@ def check_request_id(request_id: str | None) -> str | None:
     if request_id is None or request_id == "":
         return None
     if not _REQUEST_ID_RE.match(request_id):
-        raise RequestError(
-            422,
+        raise InvalidRequest(
             f"request_id {request_id[:100]!r} is invalid: use 1-80 letters, digits, "
             "'.', '_', ':' or '-', starting with a letter or digit",
         )
@@ -63,27 +67,25 @@ def check_part_id(part_id: str | None) -> str | None:
     if part_id is None or part_id == "":
         return None
     if len(part_id) > MAX_PART_ID:
-        raise RequestError(422, f"part_id is longer than {MAX_PART_ID} characters")
+        raise InvalidRequest(f"part_id is longer than {MAX_PART_ID} characters")
     if _CONTROL_RE.search(part_id):
-        raise RequestError(422, "part_id contains control characters (e.g. NUL); send plain text")
+        raise InvalidRequest("part_id contains control characters (e.g. NUL); send plain text")
     return part_id
 
 
 def check_replay(existing: Inspection, product: str, digest: str) -> Inspection:
-    """The stored row for a repeated request id, if the payload is the same; else 409.
+    """The stored row for a repeated request id, if the payload is the same; else ``ReplayConflict``.
 
     Rows stored before payload digests were recorded match any payload of their product.
     """
     client_id = (existing.request_id or "").split("/", 1)[-1]
     if existing.product != product:
-        raise RequestError(
-            409,
+        raise ReplayConflict(
             f"request_id {client_id!r} was already used for product {existing.product!r}; "
             "use a new request_id for a new part",
         )
     if existing.payload_digest is not None and existing.payload_digest != digest:
-        raise RequestError(
-            409,
+        raise ReplayConflict(
             f"request_id {client_id!r} was already used with a different image "
             f"(stored {existing.payload_digest[:12]}…, got {digest[:12]}…); a retry must send "
             "the same bytes, a new part needs a new request_id",
@@ -118,10 +120,10 @@ class Pipeline:
 
     def check_product(self, product: str | None) -> str:
         if not product:
-            raise RequestError(422, f"missing 'product'; this station serves {self._served()}")
+            raise InvalidRequest(f"missing 'product'; this station serves {self._served()}")
         if product not in self.models.products:
-            raise RequestError(
-                404, f"product {product[:64]!r} is not served here; served: {self._served()}"
+            raise UnknownProduct(
+                f"product {product[:64]!r} is not served here; served: {self._served()}"
             )
         return product
 
@@ -146,7 +148,7 @@ class Pipeline:
         part_id = check_part_id(part_id)
         key = stored_request_id(station_id, check_request_id(request_id))
         if not data:
-            raise RequestError(400, "empty upload: the request carried no image bytes")
+            raise BadImage("empty upload: the request carried no image bytes")
         digest = sha256_bytes(data)
         if key is not None and (existing := self.store.find_by_request_id(key)) is not None:
             return Outcome(check_replay(existing, product, digest), False, _ms(started))
@@ -156,14 +158,11 @@ class Pipeline:
                 max_pixels=self.max_pixels,
                 max_side=self.max_side,
                 formats=self.formats,
-                name="upload",
+                name=source_name or "upload",
             )
         except ImageDecodeError as exc:
-            raise RequestError(400, str(exc)) from exc
-        try:
-            model = self.models.get(product)
-        except ModelUnavailable as exc:
-            raise RequestError(503, str(exc)) from exc
+            raise BadImage(str(exc)) from exc
+        model = self.models.get(product)  # NoLiveModel when none is loaded
         result = model.inspect(image)
         encoded = {
             "image_sha": (data, image_extension(data)),

@@ -9,7 +9,7 @@ from typing import Any
 
 from inspection.core.registry import Registry
 from inspection.service.config import StationConfig
-from inspection.service.live import InspectorLoader, LiveModels, default_loader
+from inspection.service.live import InspectorLoader, LiveModels, TunedSelector, default_loader
 from inspection.service.metrics import ServiceMetrics
 from inspection.service.pipeline import Outcome, Pipeline
 from inspection.service.watch import FileOutcome, WatchFolder
@@ -42,11 +42,13 @@ class Station:
         """Open the store (bringing its schema up to date) and prepare models; nothing loads until ``start``."""
         metrics = ServiceMetrics()
         store = store or Store.migrated(config.store_url, config.blob_dir)
+        registry = Registry(config.registry_dir)
         models = LiveModels(
-            Registry(config.registry_dir),
+            registry,
             config.products,
             loader=loader,
             on_change=metrics.model_changed,
+            selector=TunedSelector(registry, tune_on_load=config.tune_on_load),
         )
         pipeline = Pipeline(
             store,

@@ -32,7 +32,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from inspection.core.errors import InspectionError
 from inspection.service.config import WatchConfig
-from inspection.service.errors import RequestError
+from inspection.service.errors import InvalidRequest, RequestRefused
 from inspection.service.pipeline import Outcome, Pipeline
 
 log = logging.getLogger(__name__)
@@ -166,8 +166,8 @@ class WatchFolder:
         try:
             data = _read_no_follow(path)
             if product is None:
-                raise RequestError(
-                    422, "file is directly in incoming/ but watch.default_product is not set"
+                raise InvalidRequest(
+                    "file is directly in incoming/ but watch.default_product is not set"
                 )
             outcome = self.pipeline.run(
                 data,
@@ -177,8 +177,8 @@ class WatchFolder:
                 source="watch",
                 source_name=name,
             )
-        except RequestError as exc:
-            if exc.status >= 500:
+        except RequestRefused as exc:
+            if exc.transient:
                 result = FileOutcome(name, "retry", exc.message)
             else:
                 self._move_failed(path, name, exc.message)
@@ -225,7 +225,7 @@ def _read_no_follow(path: Path) -> bytes:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     except OSError as exc:
         if path.is_symlink():
-            raise RequestError(422, "symbolic links are not followed; copy the file in") from exc
+            raise InvalidRequest("symbolic links are not followed; copy the file in") from exc
         raise
     with os.fdopen(fd, "rb") as handle:
         return handle.read()

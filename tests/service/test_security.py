@@ -13,7 +13,7 @@ from prometheus_client import generate_latest
 
 from inspection.service.app import create_app
 from inspection.service.config import WatchConfig
-from inspection.service.errors import RequestError
+from inspection.service.errors import ReplayConflict, StationBusy, http_error
 from inspection.service.limits import AdmissionGate
 from inspection.service.pipeline import check_replay
 from inspection.service.station import Station
@@ -182,9 +182,10 @@ def test_slow_body_gets_408_and_a_disconnect_is_no_500(tmp_path: Path, bundles: 
 def test_admission_gate_answers_503_with_retry_after() -> None:
     gate = AdmissionGate(2)
     with gate.admit(), gate.admit():
-        with pytest.raises(RequestError) as caught, gate.admit():
+        with pytest.raises(StationBusy) as caught, gate.admit():
             pass
-        assert caught.value.status == 503 and caught.value.headers == {"Retry-After": "1"}
+        response = http_error(caught.value)
+        assert response.status == 503 and response.headers == {"Retry-After": "1"}
     with gate.admit():
         assert gate.in_flight == 1
 
@@ -199,6 +200,6 @@ def test_admission_gate_answers_503_with_retry_after() -> None:
 def test_replay_with_another_product_or_payload_is_409(product: str, digest: str, message: str):
     stored = Inspection(request_id="st-1/part-7", product=PRODUCT, payload_digest="a" * 64)
     assert check_replay(stored, PRODUCT, "a" * 64) is stored
-    with pytest.raises(RequestError, match=message) as caught:
+    with pytest.raises(ReplayConflict, match=message) as caught:
         check_replay(stored, product, digest)
-    assert caught.value.status == 409 and "'part-7'" in caught.value.message
+    assert http_error(caught.value).status == 409 and "'part-7'" in caught.value.message

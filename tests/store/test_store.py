@@ -110,9 +110,9 @@ def test_longest_accepted_inputs_fit_their_columns(store_url: str, tmp_path: Pat
 
 @pytest.mark.parametrize("bad", ["p\x00q", "tab\tbed", "p" * 129])
 def test_part_ids_that_postgres_cannot_store_are_refused(bad: str) -> None:
-    from inspection.service.errors import RequestError
+    from inspection.service.errors import InvalidRequest, http_status
     from inspection.service.pipeline import check_part_id
 
-    with pytest.raises(RequestError) as caught:
+    with pytest.raises(InvalidRequest) as caught:
         check_part_id(bad)
-    assert caught.value.status == 422
+    assert http_status(caught.value) == 422
