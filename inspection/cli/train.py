@@ -104,7 +104,9 @@ def evaluate_command(
 ) -> None:
     """Re-evaluate a registered version on its held-out test split and write a report."""
     _offline()
+    from inspection.core.config import from_mapping
     from inspection.core.registry import Registry
+    from inspection.core.verdict import Segmentation
     from inspection.data.dataset import load_dataset
     from inspection.training.config import model_config_from_mapping
     from inspection.training.evaluate import metrics_of_predictions, predict, write_report
@@ -119,7 +121,12 @@ def evaluate_command(
     config = model_config_from_mapping(record.config, where=record.model_version)
     _, test = evaluation_splits(config, dataset)
     predictions = predict(load_trained_model(record), test, image_size=config.image_size)
-    metrics = metrics_of_predictions(predictions, record.extra["normalization"])
+    segmentation = record.extra.get("segmentation")
+    metrics = metrics_of_predictions(
+        predictions,
+        record.extra["normalization"],
+        None if segmentation is None else from_mapping(Segmentation, segmentation),
+    )
     report = write_report(_report_dir(site_config, record) / "evaluate", predictions, metrics)
     _print_metrics([(record, metrics)])
     console.print(f"report: {report}")
@@ -314,7 +321,10 @@ def demo_command(
 
 
 def _print_metrics(results: list[tuple[Any, dict[str, Any]]]) -> None:
-    table = Table("model", "kind", "img AUROC", "px AUROC", "AUPRO", "img F1", "px F1", "fit s")
+    table = Table(
+        "model", "kind", "img AUROC", "px AUROC", "AUPRO", "img F1", "px F1", "region recall",
+        "NG w/o region", "fit s",
+    )  # fmt: skip
     for column in table.columns[:2]:
         column.no_wrap = True
     for record, metrics in results:
@@ -326,6 +336,8 @@ def _print_metrics(results: list[tuple[Any, dict[str, Any]]]) -> None:
                 _fmt(overall.get(k))
                 for k in ("image_auroc", "pixel_auroc", "aupro", "image_f1", "pixel_f1")
             ),
+            _fmt(overall.get("region_recall")),
+            str(overall.get("ng_without_region", "-")),
             _fmt(metrics.get("fit_seconds", record.metrics.get("fit_seconds")), 1),
         )
     console.print(table)

@@ -22,6 +22,8 @@ from inspection.core.verdict import Segmentation
 
 BUNDLE_SCHEMA_VERSION = 1
 METADATA_FILE = "metadata.json"
+SIGNATURE_FILE = "signature.json"
+"""Ed25519 signature of the bundle manifest (see ``inspection.core.signing``); not checksummed."""
 VALIDATION_SCORES_FILE = "validation_scores.json"
 """Per-image normalised scores of the bundle on its labelled split (read by the dashboard)."""
 Precision = Literal["fp32", "fp16", "int8"]
@@ -100,7 +102,7 @@ def write_metadata_json(bundle_dir: str | Path, metadata: Any) -> Path:
     files = {
         path.relative_to(bundle_dir).as_posix(): sha256_file(path)
         for path in sorted(bundle_dir.rglob("*"))
-        if path.is_file() and path.name != METADATA_FILE
+        if path.is_file() and path.name not in (METADATA_FILE, SIGNATURE_FILE)
     }
     data = to_mapping(metadata)
     data["files"] = files

@@ -30,6 +30,7 @@ from filelock import FileLock
 from inspection.core.bundle import verify_bundle
 from inspection.core.config import from_mapping
 from inspection.core.errors import RegistryError
+from inspection.core.signing import bundle_digest
 
 RECORD_FILE = "record.json"
 _VERSION_RE = re.compile(r"^v(\d{4,})$")
@@ -120,6 +121,8 @@ class LiveState:
     since: str
     actor: str
     reason: str
+    digest: str | None = None
+    """sha256 of the bundle manifest at promotion (``inspection.core.signing.bundle_digest``)."""
 
 
 class Registry:
@@ -290,16 +293,19 @@ class Registry:
 
     def promote(self, product: str, bundle_id: str, *, actor: str, reason: str) -> LiveState:
         """Make ``bundle_id`` the live bundle (after checking its files) and log who and why."""
-        verify_bundle(self.bundle_dir(product, bundle_id))
+        bundle_dir = self.bundle_dir(product, bundle_id)
+        verify_bundle(bundle_dir)
+        digest = bundle_digest(bundle_dir)
         with self._lock(product):
             previous = self.live(product)
-            state = LiveState(product, bundle_id, utc_now(), actor, reason)
+            state = LiveState(product, bundle_id, utc_now(), actor, reason, digest)
             self._append_event(
                 product,
                 "promote",
                 actor=actor,
                 reason=reason,
                 bundle_id=bundle_id,
+                bundle_digest=digest,
                 previous=previous.bundle_id if previous else None,
             )
             _write_json(self._product_dir(product) / "live.json", asdict(state))
@@ -317,8 +323,10 @@ class Registry:
                 raise RegistryError(
                     f"product {product!r} has no earlier live bundle to roll back to"
                 )
-            verify_bundle(self.bundle_dir(product, previous))
-            state = LiveState(product, previous, utc_now(), actor, reason)
+            previous_dir = self.bundle_dir(product, previous)
+            verify_bundle(previous_dir)
+            digest = bundle_digest(previous_dir)
+            state = LiveState(product, previous, utc_now(), actor, reason, digest)
             earlier = _bundle_before(history, previous)
             self._append_event(
                 product,
@@ -328,6 +336,7 @@ class Registry:
                 bundle_id=previous,
                 previous=earlier,
                 rolled_back=current.bundle_id,
+                bundle_digest=digest,
             )
             _write_json(self._product_dir(product) / "live.json", asdict(state))
         return state

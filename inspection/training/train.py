@@ -302,7 +302,7 @@ def train_model(
     progress: bool = True,
 ) -> TrainOutcome:
     """``train`` that also returns the model and test predictions (for reports)."""
-    from inspection.training.evaluate import metrics_of_predictions, predict
+    from inspection.training.evaluate import metrics_of_predictions, predict, select_for_model
 
     validation, test = evaluation_splits(config, dataset)
     fingerprint = dataset.fingerprint()
@@ -311,8 +311,11 @@ def train_model(
     )
     model, fit_seconds = fit(config, dataset.train_samples, validation, weights, progress=progress)
     normalization = normalization_stats(model)
+    segmentation = select_for_model(
+        predict(model, validation, image_size=config.image_size), normalization
+    )
     predictions = predict(model, test, image_size=config.image_size)
-    metrics = metrics_of_predictions(predictions, normalization)
+    metrics = metrics_of_predictions(predictions, normalization, segmentation)
     metrics["fit_seconds"] = round(fit_seconds, 2)
     metrics["test_images"] = len(test)
     state = model.state_dict()
@@ -340,6 +343,7 @@ def train_model(
                 "layout": "NCHW",
             },
             "normalization": normalization,
+            "segmentation": to_mapping(segmentation),
             "splits": _split_record(dataset, validation, test),
             "train_images": len(dataset.train_samples),
             "map_resolution": list(config.image_size),
