@@ -279,14 +279,14 @@ def measure(engine: str, model: Path, images_file: Path, scratch: Path) -> dict[
 
 def accuracy(result: dict[str, Any], samples: list[Any]) -> dict[str, float | None]:
     from inspection.training.evaluate import compute_metrics
-    from inspection.training.export import _read_mask
+    from inspection.core.images import read_mask
 
     maps = result["maps"]
     overall = compute_metrics(
         np.asarray(result["scores"]),
         np.asarray([s.label for s in samples]),
         maps,
-        np.stack([_read_mask(s.mask_path, maps.shape[1:]) for s in samples]),
+        np.stack([read_mask(s.mask_path, maps.shape[1:]) for s in samples]),
         [s.defect_type for s in samples],
         image_threshold=0.5,
         pixel_threshold=0.5,
