@@ -278,20 +278,17 @@ def measure(engine: str, model: Path, images_file: Path, scratch: Path) -> dict[
 
 
 def accuracy(result: dict[str, Any], samples: list[Any]) -> dict[str, float | None]:
-    from inspection.training.evaluate import compute_metrics
     from inspection.core.images import read_mask
+    from inspection.core.metrics import image_auroc, pixel_auroc
 
     maps = result["maps"]
-    overall = compute_metrics(
-        np.asarray(result["scores"]),
-        np.asarray([s.label for s in samples]),
-        maps,
-        np.stack([read_mask(s.mask_path, maps.shape[1:]) for s in samples]),
-        [s.defect_type for s in samples],
-        image_threshold=0.5,
-        pixel_threshold=0.5,
-    )["overall"]
-    return {"image_auroc": overall["image_auroc"], "pixel_auroc": overall["pixel_auroc"]}
+    masks = np.stack([read_mask(s.mask_path, maps.shape[1:]) for s in samples])
+    return {
+        "image_auroc": image_auroc(
+            np.asarray(result["scores"]), np.array([s.label for s in samples])
+        ),
+        "pixel_auroc": pixel_auroc(maps, masks),
+    }
 
 
 def bench_kind(

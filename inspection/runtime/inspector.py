@@ -119,9 +119,8 @@ class Inspector:
                 f"available: {', '.join(core.available_devices)}"
             )
         config: dict[str, object] = {"PERFORMANCE_HINT": performance_hint}
-        precision_hint = metadata.extra.get("inference_precision")
-        if precision_hint and device == "CPU":
-            config["INFERENCE_PRECISION_HINT"] = precision_hint
+        if metadata.inference_precision and device == "CPU":
+            config["INFERENCE_PRECISION_HINT"] = metadata.inference_precision
         if num_threads:
             config["INFERENCE_NUM_THREADS"] = int(num_threads)
         try:
