@@ -278,11 +278,11 @@ def measure(engine: str, model: Path, images_file: Path, scratch: Path) -> dict[
 
 
 def accuracy(result: dict[str, Any], samples: list[Any]) -> dict[str, float | None]:
+    from inspection.core.images import read_mask
     from inspection.core.metrics import image_auroc, pixel_auroc
-    from inspection.training.export import _read_mask
 
     maps = result["maps"]
-    masks = np.stack([_read_mask(s.mask_path, maps.shape[1:]) for s in samples])
+    masks = np.stack([read_mask(s.mask_path, maps.shape[1:]) for s in samples])
     return {
         "image_auroc": image_auroc(
             np.asarray(result["scores"]), np.array([s.label for s in samples])
