@@ -119,7 +119,7 @@ def evaluate_command(
     config = model_config_from_mapping(record.config, where=record.model_version)
     _, test = evaluation_splits(config, dataset)
     predictions = predict(load_trained_model(record), test, image_size=config.image_size)
-    metrics = metrics_of_predictions(predictions, record.extra["normalization"])
+    metrics = metrics_of_predictions(predictions, record.normalization(), record.segmentation())
     report = write_report(_report_dir(site_config, record) / "evaluate", predictions, metrics)
     _print_metrics([(record, metrics)])
     console.print(f"report: {report}")
@@ -314,7 +314,10 @@ def demo_command(
 
 
 def _print_metrics(results: list[tuple[Any, dict[str, Any]]]) -> None:
-    table = Table("model", "kind", "img AUROC", "px AUROC", "AUPRO", "img F1", "px F1", "fit s")
+    table = Table(
+        "model", "kind", "img AUROC", "px AUROC", "AUPRO", "img F1", "px F1", "region recall",
+        "NG w/o region", "fit s",
+    )  # fmt: skip
     for column in table.columns[:2]:
         column.no_wrap = True
     for record, metrics in results:
@@ -326,6 +329,8 @@ def _print_metrics(results: list[tuple[Any, dict[str, Any]]]) -> None:
                 _fmt(overall.get(k))
                 for k in ("image_auroc", "pixel_auroc", "aupro", "image_f1", "pixel_f1")
             ),
+            _fmt(overall.get("region_recall")),
+            str(overall.get("ng_without_region", "-")),
             _fmt(metrics.get("fit_seconds", record.metrics.get("fit_seconds")), 1),
         )
     console.print(table)
