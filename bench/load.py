@@ -135,7 +135,7 @@ def prepare(args: argparse.Namespace, name: str) -> Bench:
     }
     config_path = root / "station.yaml"
     config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    store = Store(store_url, root / "blobs")
+    store = Store.migrated(store_url, root / "blobs")
     token, _ = create_token(store, "bench-station", "load test")
     store.engine.dispose()
     return Bench(
@@ -280,7 +280,7 @@ def verify_store(bench: Bench, acked: dict[str, str], prefix: str) -> dict[str, 
 
     from inspection.store.models import Inspection
 
-    store = Store(bench.store_url, bench.root / "blobs", migrate=False)
+    store = Store(bench.store_url, bench.root / "blobs")
     try:
         with store.session() as session:
             rows = list(
@@ -458,7 +458,7 @@ def _read(path: Path) -> dict | None:
 
 
 def server_model_latencies(bench: Bench, prefix: str) -> list[float]:
-    store = Store(bench.store_url, bench.root / "blobs", migrate=False)
+    store = Store(bench.store_url, bench.root / "blobs")
     try:
         from sqlalchemy import select
 

@@ -37,6 +37,11 @@ from inspection.core.bundle import (  # noqa: E402
     write_bundle_metadata,
 )
 from inspection.core.registry import Registry  # noqa: E402
+from inspection.core.retrain_report import (  # noqa: E402
+    ModelEvaluation,
+    RetrainReport,
+    write_retrain_report,
+)
 from inspection.dashboard.review import heat_overlay  # noqa: E402
 from inspection.store.models import Inspection  # noqa: E402
 from inspection.store.store import Store  # noqa: E402
@@ -306,19 +311,30 @@ def seed_registry(registry: Registry, product: str, tmp: Path) -> None:
 
 def seed_retrain_report(registry: Registry, reports_dir: Path, product: str) -> None:
     run = "20250101T020000Z"
-    report = {
-        "seeded": True,
-        "at": "2025-01-01T02:00:00+00:00",
-        "decision": "promoted",
-        "reason": "challenger beats champion on image AUROC by 0.019 with no AUPRO loss",
-        "champion": {"bundle_id": "v0001-fp32", "metrics": {"overall": METRICS["v0001"]}},
-        "challenger": {"bundle_id": "v0002-int8", "metrics": {"overall": METRICS["v0002"]}},
-    }
+    report = RetrainReport(
+        run={"product": product, "run": run, "actor": "scheduler", "seeded": True},
+        finished_at="2025-01-01T02:00:00+00:00",
+        decision="promote",
+        reasons=("challenger beats champion on image AUROC by 0.019 with no AUPRO loss",),
+        champion=_seeded_evaluation(product, "v0001-fp32", METRICS["v0001"]),
+        challenger=_seeded_evaluation(product, "v0002-int8", METRICS["v0002"]),
+    )
     folder = reports_dir / "retrain" / product / run
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    write_retrain_report(report, folder / "report.json")
     registry.record_event(
-        product, "retrain", actor="scheduler", reason=report["reason"], run=run, decision="promoted"
+        product, "retrain", actor="scheduler", reason=report.reason, run=run, decision="promoted"
+    )
+
+
+def _seeded_evaluation(product: str, bundle_id: str, metrics: dict[str, float]) -> ModelEvaluation:
+    version = bundle_id.split("-")[0]
+    return ModelEvaluation(
+        bundle_id=bundle_id,
+        model_version=f"{product}/{version}",
+        threshold=0.5,
+        metrics=dict(metrics),
+        full_metrics={"overall": dict(metrics)},
     )
 
 
@@ -335,7 +351,7 @@ def seed_site(
     """Seed everything under ``root``; returns the site YAML path."""
     root = Path(root).resolve()
     site = write_site(root, list(products))
-    store = Store(f"sqlite:///{root / 'inspection.db'}", root / "blobs")
+    store = Store.migrated(f"sqlite:///{root / 'inspection.db'}", root / "blobs")
     pictures = {p: seed_pictures(store, p, pictures_each, size) for p in products}
     seed_inspections(store, pictures, inspections)
     seed_reviews(store, reviews)

@@ -8,7 +8,16 @@ import sys
 
 import inspection
 
-TORCH_FREE_PACKAGES = ("core", "data", "runtime", "refine", "store", "service", "line")
+TORCH_FREE_PACKAGES = (
+    "core",
+    "data",
+    "runtime",
+    "refine",
+    "store",
+    "service",
+    "line",
+    "distribution",
+)
 FORBIDDEN = ("torch", "anomalib", "lightning", "torchvision", "timm")
 
 

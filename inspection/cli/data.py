@@ -37,7 +37,9 @@ def demo(
     seed: int = typer.Option(0, "--seed", min=0, help="Random seed; same seed, same bytes."),
     size: int = typer.Option(256, "--size", min=32, help="Image side in pixels."),
     products: str = typer.Option(
-        "brick,grass,gravel", "--products", help="Comma-separated products to write (also: weave)."
+        "brick,grass,gravel",
+        "--products",
+        help="Comma-separated products to write (also: weave, tissue).",
     ),
     n_train: int = typer.Option(60, "--train", min=1, help="Training (good) images per product."),
     n_test_good: int = typer.Option(10, "--test-good", min=0, help="Good test images per product."),

@@ -119,7 +119,7 @@ def evaluate_command(
     config = model_config_from_mapping(record.config, where=record.model_version)
     _, test = evaluation_splits(config, dataset)
     predictions = predict(load_trained_model(record), test, image_size=config.image_size)
-    metrics = metrics_of_predictions(predictions, record.extra["normalization"])
+    metrics = metrics_of_predictions(predictions, record.normalization(), record.segmentation())
     report = write_report(_report_dir(site_config, record) / "evaluate", predictions, metrics)
     _print_metrics([(record, metrics)])
     console.print(f"report: {report}")
@@ -138,6 +138,7 @@ class DemoContext:
     overrides: list[str] = field(default_factory=list)  # --set, applied to every model
     results: list[tuple[Any, dict[str, Any]]] = field(default_factory=list)  # (record, metrics)
     notes: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)  # make the demo exit non-zero
 
     @property
     def registry(self) -> Any:
@@ -179,18 +180,21 @@ def step_train(ctx: DemoContext) -> None:
 
 
 def step_export(ctx: DemoContext) -> None:
-    """Export each product's best model (image AUROC) to FP32 and INT8 bundles; promote one."""
+    """Export each product's best model (image AUROC) to FP32 and INT8 bundles, then serve
+    the precision that is fastest on this CPU among those that passed the accuracy gate."""
     try:
-        from inspection.training.export import AccuracyDropError, export_bundle
+        from inspection.training.export import GateRefusal, export_bundle
     except ImportError as exc:
         log.info("export step skipped: %s", exc)
         return
+    from inspection.runtime.tuning import promote_fastest
+
     for product in ctx.products:
         records = [(r, m) for r, m in ctx.results if r.product == product]
         if not records:
             continue
         best, _ = max(records, key=lambda rm: rm[1]["overall"].get("image_auroc") or 0.0)
-        live = None
+        exported = []
         for precision in ("fp32", "int8"):
             with console.status(f"{product}: exporting {best.version} ({precision})") as status:
                 try:
@@ -201,41 +205,55 @@ def step_export(ctx: DemoContext) -> None:
                         version=best.version,
                         progress=lambda message, s=status: s.update(message),
                     )
-                except (AccuracyDropError, BundleError, RegistryError) as exc:
+                except (GateRefusal, BundleError, RegistryError) as exc:
                     # A refused INT8 bundle leaves the FP32 one live: noted, not fatal.
                     ctx.notes.append(f"{product} {precision} export not registered: {exc}")
                     continue
-            live = result.bundle_id
+            exported.append(result.bundle_id)
             auroc = result.metrics.get("overall", result.metrics).get("image_auroc")
             ctx.notes.append(f"{product}: bundle {result.bundle_id} image AUROC {auroc}")
-        if live is not None:
-            ctx.registry.promote(product, live, actor="demo", reason="inspection demo")
-            ctx.notes.append(f"{product}: live bundle {live}")
+        if not exported:
+            continue
+        ctx.registry.promote(product, exported[0], actor="demo", reason="inspection demo")
+        with console.status(f"{product}: timing the gated bundles on this CPU") as status:
+            record = promote_fastest(ctx.registry, product, actor="demo", progress=status.update)
+        timings = ", ".join(f"{m.precision} {m.p50_ms:.1f} ms" for m in record.measurements)
+        ctx.notes.append(
+            f"{product}: live bundle {record.chosen_bundle_id} (fastest gated here: {timings})"
+        )
 
 
 def step_inspect(ctx: DemoContext) -> None:
-    """Inspect each product's test images with its live bundle on the torch-free runtime."""
+    """Judge each product's labelled parts with its live bundle on the torch-free runtime.
+
+    The live bundle must judge them as its export gate measured (false-reject and miss rates
+    within tolerance of FP32, no NG without a region); otherwise the demo fails at the end.
+    """
     try:
-        from inspection.runtime.inspector import Inspector
+        from inspection.runtime.self_check import LabelledPath, check_live_bundle
     except ImportError as exc:
         log.info("inspect step skipped: %s", exc)
         return
     from inspection.data.dataset import load_dataset
+    from inspection.training.export import held_out_test_samples
 
     for product in ctx.products:
-        if ctx.registry.live(product) is None:
+        live = ctx.registry.live(product)
+        if live is None:
             continue
+        bundle_dir = ctx.registry.live_bundle_dir(product)
+        record = ctx.registry.bundle_record(product, live.bundle_id)
         dataset = load_dataset(ctx.site.datasets_dir / product)
-        labels = {s.path: s.label for s in dataset.test_samples}
-        inspector = Inspector.from_bundle(ctx.registry.live_bundle_dir(product))
-        outcomes = inspector.inspect_paths(list(labels), batch_size=8)
-        judged = [o for o in outcomes if o.result is not None]
-        correct = sum((o.result.verdict == "NG") == bool(labels[o.path]) for o in judged)
-        latency = sorted(o.result.latency_ms for o in judged)
-        ctx.notes.append(
-            f"{product}: {inspector.model_version} judged {correct}/{len(outcomes)} test images "
-            f"correctly; median latency {latency[len(latency) // 2]:.1f} ms per image"
-        )
+        parts = [LabelledPath(s.path, s.label) for s in held_out_test_samples(record, dataset)]
+        with console.status(f"{product}: judging {len(parts)} held-out parts with the live bundle"):
+            try:
+                check = check_live_bundle(bundle_dir, parts)
+            except BundleError as exc:
+                ctx.failures.append(f"{product}: live bundle unusable: {exc}")
+                continue
+        ctx.notes.append(f"station check {check.summary()}")
+        if not check.passed:
+            ctx.failures.append(f"{product}: live bundle misjudges its parts: {check.summary()}")
 
 
 DemoStep = Callable[[DemoContext], None]
@@ -280,13 +298,20 @@ def demo_command(
         f"demo finished in {time.perf_counter() - started:.0f} s; "
         f"reports in {ctx.site.reports_dir}/<product>/"
     )
+    if ctx.failures:
+        for failure in ctx.failures:
+            console.print(f"[bold red]FAILED[/] {failure}")
+        raise typer.Exit(1)
 
 
 # -------------------------------------------------------------------------- output
 
 
 def _print_metrics(results: list[tuple[Any, dict[str, Any]]]) -> None:
-    table = Table("model", "kind", "img AUROC", "px AUROC", "AUPRO", "img F1", "px F1", "fit s")
+    table = Table(
+        "model", "kind", "img AUROC", "px AUROC", "AUPRO", "img F1", "px F1", "region recall",
+        "NG w/o region", "fit s",
+    )  # fmt: skip
     for column in table.columns[:2]:
         column.no_wrap = True
     for record, metrics in results:
@@ -298,6 +323,8 @@ def _print_metrics(results: list[tuple[Any, dict[str, Any]]]) -> None:
                 _fmt(overall.get(k))
                 for k in ("image_auroc", "pixel_auroc", "aupro", "image_f1", "pixel_f1")
             ),
+            _fmt(overall.get("region_recall")),
+            str(overall.get("ng_without_region", "-")),
             _fmt(metrics.get("fit_seconds", record.metrics.get("fit_seconds")), 1),
         )
     console.print(table)

@@ -66,6 +66,8 @@ def from_mapping(cls: type[T], data: Mapping[str, Any] | None, where: str = "con
         kwargs[name] = _convert(hints[name], value, f"{where}.{name}")
     try:
         return cls(**kwargs)
+    except ConfigError:  # raised by __post_init__ with its own key path
+        raise
     except (TypeError, ValueError) as exc:  # missing required keys, __post_init__ checks
         raise ConfigError(f"{where}: {exc}") from exc
 

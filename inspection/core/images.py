@@ -5,8 +5,10 @@ Conversions (never silent failures):
 - RGBA / LA images drop their alpha channel (composited onto black);
 - 16-bit and 32-bit images are scaled linearly to 8 bits (value >> 8, or full-range rescale
   for 32-bit integer/float data).
-Errors: empty input, non-image bytes, truncated files, images above ``max_pixels``
-(decompression bombs) raise ``ImageDecodeError`` with a message that says which.
+Errors: empty input, non-image bytes, truncated files, images above ``max_pixels`` or with a
+side above ``max_side`` (decompression bombs, 100000x1 strips) and formats outside ``formats``
+raise ``ImageDecodeError`` with a message that says which. Size limits are checked from the
+header, before any pixel is decoded; formats outside the allow-list never reach their parser.
 """
 
 from __future__ import annotations
@@ -21,35 +23,58 @@ from PIL import Image, UnidentifiedImageError
 from inspection.core.errors import ImageDecodeError
 
 DEFAULT_MAX_PIXELS = 40_000_000  # ~ 6300 x 6300
+DEFAULT_MAX_SIDE = 16_384  # JPEG overlays cannot exceed 65535 px a side; no camera comes close
+STATION_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "BMP", "TIFF")
+"""Pillow format names a station decodes by default (untrusted bytes reach no other parser)."""
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def decode_image(
-    data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "image"
+    data: bytes,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_side: int = DEFAULT_MAX_SIDE,
+    formats: tuple[str, ...] | None = None,
+    name: str = "image",
 ) -> np.ndarray:
-    """Decode bytes into an (H, W, 3) uint8 RGB array."""
+    """Decode bytes into an (H, W, 3) uint8 RGB array.
+
+    ``formats`` lists the Pillow format names to try (``None``: every format Pillow knows).
+    """
     if not data:
         raise ImageDecodeError(f"{name}: empty file (0 bytes)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            if width * height > max_pixels:
-                raise ImageDecodeError(
-                    f"{name}: image is {width}x{height} = {width * height} pixels, "
-                    f"above the limit of {max_pixels}"
-                )
+            image = Image.open(io.BytesIO(data), formats=formats)
+            _check_size(image.size, max_pixels, max_side, name)
             image.load()
     except ImageDecodeError:
         raise
     except UnidentifiedImageError as exc:
-        raise ImageDecodeError(f"{name}: not an image (unrecognised format)") from exc
+        if formats is None:
+            raise ImageDecodeError(f"{name}: not an image (unrecognised format)") from exc
+        raise ImageDecodeError(
+            f"{name}: not an image in an accepted format ({', '.join(formats)})"
+        ) from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageDecodeError(f"{name}: image too large: {exc}") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageDecodeError(f"{name}: truncated or corrupt image ({exc})") from exc
     return to_rgb_uint8(image)
+
+
+def _check_size(size: tuple[int, int], max_pixels: int, max_side: int, name: str) -> None:
+    width, height = size
+    if width * height > max_pixels:
+        raise ImageDecodeError(
+            f"{name}: image is {width}x{height} = {width * height} pixels, "
+            f"above the limit of {max_pixels}"
+        )
+    if max(width, height) > max_side or min(width, height) < 1:
+        raise ImageDecodeError(
+            f"{name}: image is {width}x{height} pixels; each side must be 1 to {max_side} pixels"
+        )
 
 
 def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:

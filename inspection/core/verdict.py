@@ -103,6 +103,14 @@ def is_ng(score: float | np.ndarray, threshold: float) -> bool | np.ndarray:
     return bool(score >= threshold)
 
 
+def check_threshold(value: float) -> float:
+    """An image threshold must lie strictly between 0 and 1 (normalised score space)."""
+    value = float(value)
+    if not 0.0 < value < 1.0:
+        raise ValueError(f"threshold must be between 0 and 1 (exclusive), got {value}")
+    return value
+
+
 def verdict_of(score: float, threshold: float) -> Verdict:
     return "NG" if is_ng(score, threshold) else "OK"
 
@@ -117,14 +125,21 @@ def judge(
     segmented regions become ``candidates``.
     """
     verdict = verdict_of(score, threshold)
-    mask = segment(anomaly_map, segmentation)
     if verdict == "OK":
+        mask = segment(anomaly_map, segmentation)
         candidates = extract_regions(anomaly_map, mask) if mask.any() else ()
         return Judgement("OK", np.zeros_like(mask), (), candidates)
+    mask = ng_mask(anomaly_map, segmentation)
+    return Judgement("NG", mask, extract_regions(anomaly_map, mask))
+
+
+def ng_mask(anomaly_map: np.ndarray, segmentation: Segmentation) -> np.ndarray:
+    """(H, W) bool defect mask of an NG image: the segmented regions plus the peak's region."""
+    mask = segment(anomaly_map, segmentation)
     peak = np.unravel_index(int(np.argmax(anomaly_map)), anomaly_map.shape)
     if not mask[peak]:
         mask |= peak_region(anomaly_map, segmentation, peak)
-    return Judgement("NG", mask, extract_regions(anomaly_map, mask))
+    return mask
 
 
 def segment(anomaly_map: np.ndarray, segmentation: Segmentation) -> np.ndarray:
@@ -180,9 +195,7 @@ def peak_region(
 
 
 def _drop_small(mask: np.ndarray, min_area: float) -> np.ndarray:
-    _, labels, stats, _ = cv2.connectedComponentsWithStats(
-        mask.astype(np.uint8), connectivity=8
-    )
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     keep = stats[:, cv2.CC_STAT_AREA] >= min_area
     keep[0] = False
     return keep[labels]

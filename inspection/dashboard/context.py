@@ -38,7 +38,8 @@ def site_path_from_env() -> str:
 
 
 def open_dashboard(site_path: str | Path | None = None) -> Dashboard:
-    """Open the store (migrating it) and registry of the site at ``site_path``."""
+    """Open the store and registry of the site at ``site_path`` (the schema must be current)."""
     site = load_site_config(site_path or None)
     store = Store(site.store_url, site.blob_dir)
+    store.check_schema()
     return Dashboard(site=site, store=store, registry=Registry(site.registry_dir))

@@ -10,6 +10,7 @@ import pandas as pd
 from inspection.core.bundle import read_bundle_metadata
 from inspection.core.errors import BundleError, RegistryError
 from inspection.core.registry import LiveState, Registry
+from inspection.runtime.tuning import read_tunings
 
 PREFERRED_METRICS = ("image_auroc", "image_f1", "pixel_auroc", "pixel_f1", "aupro", "latency_ms")
 
@@ -102,6 +103,28 @@ def precision_comparison(registry: Registry, product: str, version: str) -> pd.D
         for precision in [c for c in frame.columns if c != "fp32"]:
             frame[f"Δ {precision} vs fp32"] = frame[precision] - frame["fp32"]
     return frame
+
+
+def tuning_frame(registry: Registry, product: str) -> pd.DataFrame:
+    """Each station CPU's self-benchmark: one row per measured bundle, the served one marked."""
+    rows = [
+        {
+            "served": m.bundle_id == record.chosen_bundle_id,
+            "cpu": record.cpu.summary(),
+            "live bundle": record.live_bundle_id,
+            "bundle": m.bundle_id,
+            "precision": m.precision,
+            "p50_ms": m.p50_ms,
+            "p95_ms": m.p95_ms,
+            "img_per_s": m.throughput_ips,
+            "gate": m.gate_note,
+            "load_1m": record.load_1m,
+            "measured": record.measured_at,
+        }
+        for record in read_tunings(registry, product)
+        for m in record.measurements
+    ]
+    return pd.DataFrame(rows)
 
 
 def promote(

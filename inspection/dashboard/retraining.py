@@ -26,6 +26,8 @@ from inspection.dashboard.models import flat_metrics, order_metrics
 
 log = logging.getLogger(__name__)
 REPORT_FILE = "report.json"
+# How the pages word a run's decision (reports and audit events say promote / keep / failed).
+DECISION_LABELS = {"promote": "promoted", "keep": "kept", "failed": "failed"}
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,7 @@ def _run_from_report(report: RetrainReport, run: str, path: Path) -> RetrainRun:
         product=report.product,
         run=run,
         at=report.finished_at,
-        decision=report.decision,
+        decision=DECISION_LABELS[report.decision],
         reason=report.reason,
         champion=champion.bundle_id if champion else "",
         challenger=report.challenger.bundle_id,
@@ -74,6 +76,11 @@ def _run_from_report(report: RetrainReport, run: str, path: Path) -> RetrainRun:
     )
 
 
+def _decision_label(decision: object) -> str:
+    text = str(decision or "")
+    return DECISION_LABELS.get(text, text)
+
+
 def _run_from_event(product: str, run: str, event: Mapping[str, Any]) -> RetrainRun:
     """A run known only from its audit event (failed, or its report folder is gone)."""
     metrics = event.get("metrics") or {}
@@ -81,7 +88,7 @@ def _run_from_event(product: str, run: str, event: Mapping[str, Any]) -> Retrain
         product=product,
         run=run,
         at=str(event.get("at", "")),
-        decision=str(event.get("decision", "")),
+        decision=_decision_label(event.get("decision")),
         reason=str(event.get("reason", "")),
         champion=str(event.get("champion") or ""),
         challenger=str(event.get("challenger") or ""),

@@ -11,7 +11,9 @@ alpha-blended into the texture with soft edges:
 - ``stain``: a soft-edged brownish or oily contamination, texture-modulated.
 
 The ``weave`` product (``demo_weave``) is procedural and its defects are global: thread
-density, colour cast, misregistered angle, a missing thread.
+density, colour cast, misregistered angle, a missing thread. The ``tissue`` evaluation product
+(``demo_tissue``: stained tissue; cut, colour shift, smudge, local warp) is for checking that
+choices made on the other products generalise; nothing is tuned on it.
 
 Masks (0/255 PNG) are exactly the pixels the defect altered: blending weights below
 ``ALPHA_CUTOFF`` are set to zero, so every non-zero weight is in the mask. Output is
@@ -24,7 +26,7 @@ import itertools
 import json
 import logging
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,7 @@ import numpy as np
 from PIL import Image
 
 from inspection.core.errors import DatasetError
+from inspection.data.demo_tissue import TISSUE_DEFECT_KINDS, TISSUE_DEFECTS
 from inspection.data.demo_weave import WEAVE_DEFECT_KINDS, render_weave_sample
 
 log = logging.getLogger(__name__)
@@ -41,6 +44,8 @@ log = logging.getLogger(__name__)
 DEFECT_KINDS: tuple[str, ...] = ("crack", "hole", "scratch", "stain")
 ALPHA_CUTOFF = 0.12
 MARKER = ".inspection-demo.json"  # written into each demo product folder, with its parameters
+DefectFn = Callable[[np.ndarray, np.random.Generator], tuple[np.ndarray, np.ndarray]]
+"""(image (H, W, 3) float32, rng) -> (alpha (H, W) float32 in [0, 1], target (H, W, 3))."""
 
 
 @dataclass(frozen=True)
@@ -60,12 +65,18 @@ PRODUCTS: dict[str, TextureSpec] = {
 }
 GLOBAL_PRODUCTS: dict[str, tuple[str, ...]] = {"weave": WEAVE_DEFECT_KINDS}
 """Procedural products with global defects, and their defect kinds."""
-ALL_PRODUCTS: tuple[str, ...] = (*sorted(PRODUCTS), *GLOBAL_PRODUCTS)
+EVAL_PRODUCTS: dict[str, TextureSpec] = {
+    "tissue": TextureSpec("immunohistochemistry", (1.0, 1.0, 1.0), (0.40, 0.50), rot90=True),
+}
+"""Evaluation products (``demo_tissue``): textures and defect kinds nothing is tuned on."""
+ALL_PRODUCTS: tuple[str, ...] = (*sorted(PRODUCTS), *GLOBAL_PRODUCTS, *EVAL_PRODUCTS)
 
 
 def defect_kinds(product: str) -> tuple[str, ...]:
     """The defect types the demo writes for ``product``."""
     _check_product(product)
+    if product in EVAL_PRODUCTS:
+        return TISSUE_DEFECT_KINDS
     return GLOBAL_PRODUCTS.get(product, DEFECT_KINDS)
 
 
@@ -164,19 +175,27 @@ def _renderer(product: str, size: int) -> Renderer:
         return render_global
     spec = _product_spec(product)
     texture = load_texture(spec)
-    return lambda seed, kind: render_sample(texture, spec, size, seed, kind)
+    defects = TISSUE_DEFECTS if product in EVAL_PRODUCTS else DEFECTS
+    return lambda seed, kind: render_sample(texture, spec, size, seed, kind, defects)
 
 
 def load_texture(spec: TextureSpec) -> np.ndarray:
     """The product's photo as (512, 512, 3) float32 RGB in [0, 255]."""
     from skimage import data  # local: keeps `import inspection.data` light
 
-    gray = getattr(data, spec.source)().astype(np.float32)
-    return np.clip(gray[:, :, None] * np.asarray(spec.tint, np.float32), 0, 255)
+    photo = getattr(data, spec.source)().astype(np.float32)
+    if photo.ndim == 2:
+        photo = photo[:, :, None]
+    return np.clip(photo * np.asarray(spec.tint, np.float32), 0, 255)
 
 
 def render_sample(
-    texture: np.ndarray, spec: TextureSpec, size: int, seed: Sequence[int], kind: str | None
+    texture: np.ndarray,
+    spec: TextureSpec,
+    size: int,
+    seed: Sequence[int],
+    kind: str | None,
+    defects: Mapping[str, DefectFn] | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """One sample: (size, size, 3) uint8 RGB and, for a defect, its (size, size) uint8 0/255 mask.
 
@@ -190,7 +209,7 @@ def render_sample(
     level = float(image.mean())  # photometric jitter pivots on the clean image: no global change
     mask = None
     if kind is not None:
-        alpha, target = DEFECTS[kind](image, defect_rng)
+        alpha, target = (DEFECTS if defects is None else defects)[kind](image, defect_rng)
         alpha = np.where(alpha >= ALPHA_CUTOFF, alpha, 0.0).astype(np.float32)
         image = image * (1.0 - alpha[:, :, None]) + target * alpha[:, :, None]
         mask = np.where(alpha > 0, 255, 0).astype(np.uint8)
@@ -385,7 +404,7 @@ def _stain(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.
     return alpha.astype(np.float32), target.astype(np.float32)
 
 
-DEFECTS: dict[str, Callable[[np.ndarray, np.random.Generator], tuple[np.ndarray, np.ndarray]]] = {
+DEFECTS: dict[str, DefectFn] = {
     "crack": _crack,
     "hole": _hole,
     "scratch": _scratch,
@@ -405,7 +424,7 @@ def _check_product(product: str) -> None:
 
 def _product_spec(product: str) -> TextureSpec:
     _check_product(product)
-    return PRODUCTS[product]
+    return PRODUCTS[product] if product in PRODUCTS else EVAL_PRODUCTS[product]
 
 
 def _sample_seed(

@@ -61,12 +61,13 @@ class OpcUaTriggerConfig:
     endpoint: str = "opc.tcp://127.0.0.1:4840"
     namespace: str = "urn:inspection:plc"
     node_prefix: str = "Station"
-    sampling_ms: float = 5.0
+    sampling_ms: float = 10.0  # subscription publishing interval (the PLC's side may round up)
 
 
 @dataclass(frozen=True)
 class MqttTriggerConfig:
-    """Handshake over MQTT: triggers on ``<topic_prefix>/trigger``, state and errors back."""
+    """Handshake over MQTT: triggers on ``<topic_prefix>/trigger``, answers on ``.../answer``
+    (see ``inspection.line.mqtt``). Independent of the mqtt result sinks."""
 
     enabled: bool = False
     host: str = "127.0.0.1"
@@ -129,10 +130,6 @@ class LineConfig:
         names = [sink.name for sink in self.sinks]
         if len(set(names)) != len(names):
             raise ConfigError(f"line config: sink names must be unique, got {names}")
-        if self.mqtt.enabled and not any(s.kind == "mqtt" for s in self.sinks):
-            raise ConfigError(
-                "line config: the MQTT handshake answers through an mqtt sink; add one"
-            )
         if self.inspect_timeout_s <= 0:
             raise ConfigError("line config: inspect_timeout_s must be > 0")
 

@@ -15,46 +15,13 @@ import time
 from collections.abc import Mapping
 from datetime import datetime, timezone
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-
 from inspection.line.config import PublisherConfig
 from inspection.line.sinks import DeliveryError, Sink
+from inspection.service.metrics import OutboxMetrics
 from inspection.store.outbox import Outbox, PendingMessage
 
 log = logging.getLogger(__name__)
-_DELIVERY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
-
-
-class OutboxMetrics:
-    """Backlog and delivery latency per sink (Prometheus)."""
-
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry()
-        self.backlog = Gauge(
-            "inspection_outbox_backlog",
-            "Results waiting for a sink.",
-            ["sink"],
-            registry=self.registry,
-        )
-        self.oldest = Gauge(
-            "inspection_outbox_oldest_seconds",
-            "Age of the oldest undelivered result per sink.",
-            ["sink"],
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "inspection_outbox_delivery_seconds",
-            "From inspection commit to the sink's acknowledgement.",
-            ["sink"],
-            buckets=_DELIVERY_BUCKETS,
-            registry=self.registry,
-        )
-        self.failures = Counter(
-            "inspection_outbox_failures",
-            "Failed delivery attempts.",
-            ["sink"],
-            registry=self.registry,
-        )
+__all__ = ["OutboxMetrics", "Publisher", "backoff_s"]
 
 
 def backoff_s(failures: int, config: PublisherConfig) -> float:

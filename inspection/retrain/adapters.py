@@ -1,9 +1,6 @@
 """The one place where retraining calls the training side (train, export, configs).
 
 Everything here imports torch lazily, so ``inspection.retrain`` itself imports fast.
-``FaultHook`` lets tests (and drills) crash a run at a named point: ``train`` fires while
-the new version's files are being written, ``export`` once the bundle files exist but
-before the registry has them.
 """
 
 from __future__ import annotations
@@ -17,33 +14,6 @@ from inspection.core.errors import RegistryError
 from inspection.core.registry import ModelRecord, Registry
 
 log = logging.getLogger(__name__)
-FaultHook = Callable[[str], None]
-
-
-class HookedRegistry(Registry):
-    """A ``Registry`` that calls ``fault(point)`` inside version and bundle writes."""
-
-    def __init__(self, root: str | Path, fault: FaultHook) -> None:
-        super().__init__(root)
-        self._fault = fault
-
-    def create_version(self, product: str, **kwargs: Any) -> ModelRecord:
-        write_files = kwargs.get("write_files")
-
-        def hooked(directory: Path) -> None:
-            if write_files is not None:
-                write_files(directory)
-            self._fault("train")
-
-        return super().create_version(product, **{**kwargs, "write_files": hooked})
-
-    def add_bundle(self, product: str, source_dir: str | Path, bundle_id: str) -> Path:
-        self._fault("export")
-        return super().add_bundle(product, source_dir, bundle_id)
-
-
-def registry_for_run(registry: Registry, fault: FaultHook | None) -> Registry:
-    return registry if fault is None else HookedRegistry(registry.root, fault)
 
 
 def challenger_config(

@@ -90,7 +90,7 @@ def _inspect_and_review(
         n_test_per_defect=n_defect, size=size,
     )  # fmt: skip
     inspector = Inspector.from_bundle(registry.live_bundle_dir(product))
-    store = Store(site.store_url, site.blob_dir)
+    store = Store.migrated(site.store_url, site.blob_dir)
     counts: dict[str, int] = {}
     paths = sorted((line / "train" / "good").glob("*.png"))
     paths += sorted(p for p in (line / "test").rglob("*.png") if p.parent.name != "good")

@@ -13,18 +13,21 @@ import shutil
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from inspection.core.config import SiteConfig
 from inspection.core.errors import RegistryError
 from inspection.core.registry import ModelRecord, Registry, utc_now
 from inspection.retrain import adapters
-from inspection.retrain.adapters import FaultHook
-from inspection.retrain.assemble import assemble_run_data
+from inspection.retrain.assemble import RunData, assemble_run_data
 from inspection.retrain.config import RetrainConfig
 from inspection.retrain.gate import Decision, decide
 from inspection.retrain.lock import retrain_lock
+
+if TYPE_CHECKING:
+    from inspection.store.store import Store
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
@@ -52,6 +55,12 @@ class RetrainResult:
         )
 
 
+class ReviewSource(Enum):
+    """Where a run finds reviewed images when no ``Store`` is given."""
+
+    SITE = "the site's results store"
+
+
 @dataclass
 class _Run:
     """State collected while a run goes along (for the report and the audit event)."""
@@ -67,35 +76,47 @@ class _Run:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class _Context:
+    """What every stage of one run reads (set once, never changed)."""
+
+    registry: Registry
+    site: SiteConfig
+    config: RetrainConfig
+    reviews: Store | ReviewSource | None
+    overrides: tuple[str, ...]
+    replace_config: Mapping[str, Any] | None
+    say: Progress
+    train_progress: bool
+
+
 def retrain_product(
     product: str,
     *,
     site: SiteConfig,
     config: RetrainConfig,
     actor: str = "scheduler",
-    store: Any = "site",
+    store: Store | ReviewSource | None = ReviewSource.SITE,
     overrides: Iterable[str] = (),
     replace_config: Mapping[str, Any] | None = None,
-    fault: FaultHook | None = None,
     progress: Progress | None = None,
     train_progress: bool = False,
 ) -> RetrainResult:
     """Retrain ``product`` under its lock; see the module docstring for the guarantees.
 
-    ``store``: a ``Store``, ``None`` (no reviewed images) or ``"site"`` (open the site's).
-    ``overrides``/``replace_config`` change the challenger's config (default: the champion's).
-    ``fault(point)`` is called at ``assembled``, ``train``, ``export``, ``evaluated`` and
-    ``promote`` (fault-injection drills). Raises ``RetrainBusy`` if the product is locked.
+    ``store``: where reviewed images come from (a ``Store``, ``None`` for none, or the
+    site's own store). ``overrides``/``replace_config`` change the challenger's config
+    (default: the champion's). Raises ``RetrainBusy`` if the product is locked.
     """
     registry = Registry(site.registry_dir)
     with retrain_lock(site.registry_dir, product):
         run = _Run(product, _run_id(config.work_dir / product), actor, utc_now())
-        say = _sayer(run, progress)
         try:
-            return _retrain(
-                run, registry, site, config, store, overrides, replace_config, fault, say,
-                train_progress,
+            context = _Context(
+                registry, site, config, store, tuple(overrides),
+                replace_config, _sayer(run, progress), train_progress,
             )  # fmt: skip
+            return _retrain(run, context)
         except BaseException as exc:
             _record_failure(registry, run, exc)
             raise
@@ -103,85 +124,104 @@ def retrain_product(
             _prune_run_dirs(config.work_dir / product, config.keep_work_dirs)
 
 
-def _retrain(
-    run: _Run,
-    registry: Registry,
-    site: SiteConfig,
-    config: RetrainConfig,
-    store: Any,
-    overrides: Iterable[str],
-    replace_config: Mapping[str, Any] | None,
-    fault: FaultHook | None,
-    say: Progress,
-    train_progress: bool,
-) -> RetrainResult:
-    from inspection.data.dataset import load_dataset
-    from inspection.retrain.report import write_report
-    from inspection.retrain.scoring import evaluate_bundles
-
-    product, hook = run.product, fault or (lambda point: None)
-    champion_record, champion_dir = _champion(registry, product, run)
-    source = champion_record or _latest_or_raise(registry, product)
-    since = _since(registry, product, config, champion_record)
-    carry_over = _champion_reviewed_good(registry, product, run.champion)
-    if config.reviewed_since != "champion":
-        carry_over = []
-    job = config.job(product)
-    run.stage = "assemble"
-    original = load_dataset(job.dataset or site.datasets_dir / product)
-    say(f"assembling data (reviewed-good since {since.isoformat() if since else 'the start'})")
-    data = assemble_run_data(
-        original, _open_store(site, store), product, config.work_dir / product / run.run_id,
-        since=since, carry_over=carry_over,
-    )  # fmt: skip
-    run.info["data"] = data.summary()
-    hook("assembled")
-
-    challenger_cfg = adapters.challenger_config(source, overrides, replace_config)
-    run_registry = adapters.registry_for_run(registry, fault)
-    run.stage = "train"
-    say(f"training the challenger ({challenger_cfg.kind}, same config as {source.model_version})")
-    record = adapters.train_challenger(
-        challenger_cfg, data.train_root, product=product, registry=run_registry,
-        progress=train_progress,
-    )  # fmt: skip
-    run.challenger_version = record.version
-    run.stage = "export"
-    say(f"exporting {record.model_version} to INT8")
-    export_say = _export_sayer(say, hook)
-    bundle_id, export_metrics = adapters.export_int8(
-        run_registry, record, data.train_root, progress=export_say
-    )
-    run.challenger_bundle = bundle_id
-    run.info["int8_image_auroc_drop"] = export_metrics.get("image_auroc_drop")
-
-    bundles = {"challenger": registry.bundle_dir(product, bundle_id)}
+def _retrain(run: _Run, ctx: _Context) -> RetrainResult:
+    champion_record, champion_dir = _champion(ctx.registry, run)
+    data = _assemble(run, ctx, champion_record)
+    record = _train(run, ctx, champion_record or _latest_or_raise(ctx.registry, run.product), data)
+    bundle_id = _export(run, ctx, record, data)
+    bundles = {"challenger": ctx.registry.bundle_dir(run.product, bundle_id)}
     if champion_dir is not None:
         bundles = {"champion": champion_dir, **bundles}
-    run.stage = "evaluate"
-    say(f"evaluating {' and '.join(bundles)} on {len(data.eval_items)} images")
-    evaluations = evaluate_bundles(bundles, data.eval_items, warmup=config.warmup)
-    hook("evaluated")
+    evaluations = _evaluate(run, ctx, bundles, data)
     champion_eval = evaluations.get("champion")
     decision = decide(
         champion_eval.gate_metrics() if champion_eval else None,
         evaluations["challenger"].gate_metrics(),
-        config.gate,
+        ctx.config.gate,
     )
     status = "promoted" if decision.promote else "kept"
-    run.stage = "report"
-    report_dir = Path(site.reports_dir) / "retrain" / product / run.run_id
-    write_report(
-        report_dir, run=_run_info(run, record, status), decision=decision, policy=config.gate,
-        evaluations=evaluations, data=data,
-    )  # fmt: skip
-    say(f"decision: {status}; report in {report_dir}")
-    hook("promote")
-    _finish(registry, run, decision, evaluations, report_dir, status)
+    report_dir = _report(run, ctx, record, status, decision, evaluations, data)
+    _finish(ctx.registry, run, decision, evaluations, report_dir, status)
     return RetrainResult(
-        product, run.run_id, status, bundle_id, run.champion, decision, report_dir,
+        run.product, run.run_id, status, bundle_id, run.champion, decision, report_dir,
         {"challenger_version": record.version, "data": data.summary()},
     )  # fmt: skip
+
+
+def _assemble(run: _Run, ctx: _Context, champion: ModelRecord | None) -> RunData:
+    """The run's MVTec folder: original data plus reviewed images since ``reviewed_since``."""
+    from inspection.data.dataset import load_dataset
+
+    since = _since(ctx.registry, run.product, ctx.config, champion)
+    carry_over = []
+    if ctx.config.reviewed_since == "champion":
+        carry_over = _champion_reviewed_good(ctx.registry, run.product, run.champion)
+    job = ctx.config.job(run.product)
+    run.stage = "assemble"
+    original = load_dataset(job.dataset or ctx.site.datasets_dir / run.product)
+    ctx.say(f"assembling data (reviewed-good since {since.isoformat() if since else 'the start'})")
+    data = assemble_run_data(
+        original, _open_store(ctx.site, ctx.reviews), run.product, ctx.config.work_dir / run.product / run.run_id,
+        since=since, carry_over=carry_over,
+    )  # fmt: skip
+    run.info["data"] = data.summary()
+    return data
+
+
+def _train(run: _Run, ctx: _Context, source: ModelRecord, data: RunData) -> ModelRecord:
+    challenger_cfg = adapters.challenger_config(source, ctx.overrides, ctx.replace_config)
+    run.stage = "train"
+    ctx.say(
+        f"training the challenger ({challenger_cfg.kind}, same config as {source.model_version})"
+    )
+    record = adapters.train_challenger(
+        challenger_cfg, data.train_root, product=run.product, registry=ctx.registry,
+        progress=ctx.train_progress,
+    )  # fmt: skip
+    run.challenger_version = record.version
+    return record
+
+
+def _export(run: _Run, ctx: _Context, record: ModelRecord, data: RunData) -> str:
+    run.stage = "export"
+    ctx.say(f"exporting {record.model_version} to INT8")
+    bundle_id, export_metrics = adapters.export_int8(
+        ctx.registry, record, data.train_root, progress=lambda m: ctx.say(f"export: {m}")
+    )
+    run.challenger_bundle = bundle_id
+    run.info["int8_image_auroc_drop"] = export_metrics.get("image_auroc_drop")
+    return bundle_id
+
+
+def _evaluate(
+    run: _Run, ctx: _Context, bundles: Mapping[str, Path], data: RunData
+) -> dict[str, Any]:
+    from inspection.retrain.scoring import evaluate_bundles
+
+    run.stage = "evaluate"
+    ctx.say(f"evaluating {' and '.join(bundles)} on {len(data.eval_items)} images")
+    return evaluate_bundles(dict(bundles), data.eval_items, warmup=ctx.config.warmup)
+
+
+def _report(
+    run: _Run,
+    ctx: _Context,
+    record: ModelRecord,
+    status: str,
+    decision: Decision,
+    evaluations: Mapping[str, Any],
+    data: RunData,
+) -> Path:
+    from inspection.retrain.report import write_report
+
+    run.stage = "report"
+    report_dir = Path(ctx.site.reports_dir) / "retrain" / run.product / run.run_id
+    write_report(
+        report_dir, run=_run_info(run, record, status), decision=decision,
+        policy=ctx.config.gate, evaluations=evaluations, data=data,
+    )  # fmt: skip
+    ctx.say(f"decision: {status}; report in {report_dir}")
+    return report_dir
 
 
 def _finish(
@@ -240,19 +280,15 @@ def _record_failure(registry: Registry, run: _Run, exc: BaseException) -> None:
 
 
 # ------------------------------------------------------------------------ helpers
-def _champion(
-    registry: Registry, product: str, run: _Run
-) -> tuple[ModelRecord | None, Path | None]:
-    live = registry.live(product)
+def _champion(registry: Registry, run: _Run) -> tuple[ModelRecord | None, Path | None]:
+    """The live bundle's model version and bundle folder (``None``s before the first model)."""
+    live = registry.live(run.product)
     if live is None:
         return None, None
     run.champion = live.bundle_id
-    bundle_dir = registry.bundle_dir(product, live.bundle_id)
-    from inspection.core.bundle import read_bundle_metadata
-
-    model_version = read_bundle_metadata(bundle_dir).model_version
-    version = model_version.rsplit("/", 1)[-1]
-    return registry.version(product, version), bundle_dir
+    return registry.bundle_record(run.product, live.bundle_id), registry.bundle_dir(
+        run.product, live.bundle_id
+    )
 
 
 def _champion_reviewed_good(registry: Registry, product: str, champion: str | None) -> list[str]:
@@ -289,12 +325,14 @@ def _since(
     return None if record is None else datetime.fromisoformat(record.created_at)
 
 
-def _open_store(site: SiteConfig, store: Any) -> Any:
-    if store != "site":
+def _open_store(site: SiteConfig, store: Store | ReviewSource | None) -> Store | None:
+    if store is not ReviewSource.SITE:
         return store
     from inspection.store.store import Store
 
-    return Store(site.store_url, site.blob_dir)
+    opened = Store(site.store_url, site.blob_dir)
+    opened.check_schema()
+    return opened
 
 
 def _run_info(run: _Run, record: ModelRecord, status: str) -> dict[str, Any]:
@@ -320,20 +358,6 @@ def _sayer(run: _Run, progress: Progress | None) -> Progress:
             progress(message)
 
     return say
-
-
-def _export_sayer(say: Progress, hook: FaultHook) -> Progress:
-    """Export progress lines go to ``say``; the first one also fires the ``export`` fault."""
-    fired = False
-
-    def export_say(message: str) -> None:
-        nonlocal fired
-        say(f"export: {message}")
-        if not fired:
-            fired = True
-            hook("export")
-
-    return export_say
 
 
 def _run_id(folder: Path) -> str:

@@ -14,8 +14,8 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +25,9 @@ from inspection.core.bundle import BundleMetadata, verify_bundle
 from inspection.core.errors import BundleError, ImageDecodeError
 from inspection.core.images import IMAGE_SUFFIXES, read_image
 from inspection.core.types import InspectionResult
-from inspection.core.verdict import judge
+from inspection.core.verdict import check_threshold, judge
 from inspection.refine.base import MaskRefiner
+from inspection.runtime.graph import separate_blur_kernels
 from inspection.runtime.preprocess import (
     check_image,
     normalize_map,
@@ -47,6 +48,8 @@ class PathOutcome:
     path: Path
     result: InspectionResult | None = None
     error: str | None = None
+    image: np.ndarray | None = field(default=None, repr=False, compare=False)
+    """The decoded (H, W, 3) uint8 RGB image (for overlays); ``None`` on error."""
 
     @property
     def ok(self) -> bool:
@@ -81,9 +84,9 @@ class Inspector:
         self._map_index = _output_index(compiled, names["map"])
         self._request = compiled.create_infer_request()
         self._lock = threading.Lock()
-        self._threshold = metadata.image_threshold
-        if threshold is not None:
-            self.set_threshold(threshold)
+        self._threshold = check_threshold(
+            metadata.image_threshold if threshold is None else threshold
+        )
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -96,8 +99,13 @@ class Inspector:
         threshold: float | None = None,
         performance_hint: str = "LATENCY",
         num_threads: int | None = None,
+        optimize: bool = True,
     ) -> Inspector:
-        """Verify the bundle's checksums, then compile its IR on ``device``."""
+        """Verify the bundle's checksums, then compile its IR on ``device``.
+
+        ``optimize`` applies output-preserving graph rewrites first (``runtime.graph``: the
+        anomaly-map blur as two 1-D convolutions).
+        """
         bundle_dir = Path(path)
         if performance_hint not in PERFORMANCE_HINTS:
             raise ValueError(
@@ -111,13 +119,14 @@ class Inspector:
                 f"available: {', '.join(core.available_devices)}"
             )
         config: dict[str, object] = {"PERFORMANCE_HINT": performance_hint}
-        precision_hint = metadata.extra.get("inference_precision")
-        if precision_hint and device == "CPU":
-            config["INFERENCE_PRECISION_HINT"] = precision_hint
+        if metadata.inference_precision and device == "CPU":
+            config["INFERENCE_PRECISION_HINT"] = metadata.inference_precision
         if num_threads:
             config["INFERENCE_NUM_THREADS"] = int(num_threads)
         try:
             model = core.read_model(bundle_dir / metadata.model_file)
+            if optimize:
+                separate_blur_kernels(model)
             compiled = core.compile_model(model, device, config)
         except RuntimeError as exc:
             raise BundleError(f"{bundle_dir}: OpenVINO cannot load the model: {exc}") from exc
@@ -127,15 +136,9 @@ class Inspector:
     # ---------------------------------------------------------------- properties
     @property
     def threshold(self) -> float:
-        """Image threshold in normalised score space; NG when score >= threshold."""
+        """Default image threshold (the bundle's, or the one given at load); NG when
+        score >= threshold. A caller with its own threshold passes it to ``inspect``."""
         return self._threshold
-
-    def set_threshold(self, value: float) -> None:
-        """Change the image threshold for all following inspections (0 < value < 1)."""
-        value = float(value)
-        if not 0.0 < value < 1.0:
-            raise ValueError(f"threshold must be between 0 and 1 (exclusive), got {value}")
-        self._threshold = value
 
     @property
     def model_version(self) -> str:
@@ -155,8 +158,9 @@ class Inspector:
             maps = self._request.get_tensor(self._map_port).data.copy()
         return _squeeze_outputs(scores, maps, len(batch))
 
-    def inspect(self, image: np.ndarray) -> InspectionResult:
-        """Judge one (H, W, 3) uint8 RGB image."""
+    def inspect(self, image: np.ndarray, *, threshold: float | None = None) -> InspectionResult:
+        """Judge one (H, W, 3) uint8 RGB image at ``threshold`` (default: ``self.threshold``)."""
+        threshold = self._threshold if threshold is None else check_threshold(threshold)
         start = time.perf_counter()
         tensor = preprocess(image, self.metadata.preprocessing)
         prepared = time.perf_counter()
@@ -166,7 +170,7 @@ class Inspector:
             "preprocess": (prepared - start) * 1e3,
             "infer": (inferred - prepared) * 1e3,
         }
-        return self._finish(image, float(scores[0]), maps[0], start, timings)
+        return self._finish(image, float(scores[0]), maps[0], start, timings, threshold)
 
     def inspect_batch(self, images: Sequence[np.ndarray]) -> list[InspectionResult]:
         """Judge several images with one batched inference; latency is the per-image share."""
@@ -230,28 +234,29 @@ class Inspector:
         self, paths: Iterable[str | Path], *, batch_size: int = 1
     ) -> list[PathOutcome]:
         """Read and judge files (folders are expanded); unreadable files become error outcomes."""
-        outcomes: list[PathOutcome] = []
+        return list(self.iter_paths(expand_paths(paths), batch_size=batch_size))
+
+    def iter_paths(self, files: Iterable[Path], *, batch_size: int = 1) -> Iterator[PathOutcome]:
+        """Judge ``files`` in order, yielding each outcome as soon as its batch is done."""
         pending: list[tuple[Path, np.ndarray]] = []
 
-        def flush() -> None:
+        def flush() -> Iterator[PathOutcome]:
             if pending:
                 results = self.inspect_batch([image for _, image in pending])
-                outcomes.extend(
-                    PathOutcome(p, r) for (p, _), r in zip(pending, results, strict=True)
-                )
+                for (path, image), result in zip(pending, results, strict=True):
+                    yield PathOutcome(path, result, image=image)
                 pending.clear()
 
-        for path in expand_paths(paths):
+        for path in files:
             try:
                 pending.append((path, read_image(path)))
             except ImageDecodeError as exc:
-                flush()
-                outcomes.append(PathOutcome(path, error=str(exc)))
+                yield from flush()
+                yield PathOutcome(path, error=str(exc))
                 continue
             if len(pending) >= max(1, batch_size):
-                flush()
-        flush()
-        return outcomes
+                yield from flush()
+        yield from flush()
 
     # ------------------------------------------------------------ postprocessing
     def _finish(
@@ -261,14 +266,17 @@ class Inspector:
         raw_map: np.ndarray,
         start: float,
         timings: dict[str, float],
+        threshold: float | None = None,
     ) -> InspectionResult:
         post_start = time.perf_counter()
         meta = self.metadata
         score = normalize_score(raw_score, meta.normalization)
         height, width = image.shape[:2]
         anomaly_map = resize_map(normalize_map(raw_map, meta.normalization), height, width)
-        threshold = self._threshold
+        threshold = self._threshold if threshold is None else threshold
+        regions_start = time.perf_counter()
         judged = judge(score, threshold, anomaly_map, meta.segmentation_rule)
+        timings["regions"] = (time.perf_counter() - regions_start) * 1e3
         result = InspectionResult(
             score=score,
             threshold=threshold,
@@ -281,7 +289,7 @@ class Inspector:
             model_version=self.model_version,
             timings_ms=timings,
         )
-        timings["postprocess"] = (time.perf_counter() - post_start) * 1e3
+        timings["postprocess"] = (time.perf_counter() - post_start) * 1e3 - timings["regions"]
         if self.refiner is not None and result.is_defective:
             refine_start = time.perf_counter()
             result = self.refiner.refine_result(image, result)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from inspection.core.config import from_mapping, read_yaml
 from inspection.core.errors import ConfigError, RegistryError
+from inspection.core.images import DEFAULT_MAX_SIDE, STATION_FORMATS
 from inspection.core.registry import check_name
 
 
@@ -38,8 +39,19 @@ class StationConfig:
     port: int = 8080
     max_upload_bytes: int = 20_000_000
     max_pixels: int = 25_000_000
+    max_side: int = DEFAULT_MAX_SIDE
+    image_formats: tuple[str, ...] = STATION_FORMATS
     workers: int = 2
+    max_in_flight: int = 8
+    """Inspect requests admitted at once (reading, queued or inferring); more get 503."""
+    body_timeout_seconds: float = 30.0
+    """An upload must arrive completely within this time, or it gets 408."""
     registry_poll_seconds: float = 2.0
+    bundle_public_key: Path | None = None
+    """The site's pinned signing key (``inspection keys init``); set: unsigned bundles are refused."""
+    tune_on_load: bool = True
+    """Measure the live model's gated bundles (FP32/FP16/INT8) on this CPU when no tuning
+    record exists, and serve the fastest (see ``inspection.runtime.tuning``)."""
     watch: WatchConfig = field(default_factory=WatchConfig)
 
     def __post_init__(self) -> None:
@@ -50,9 +62,14 @@ class StationConfig:
                 check_name("product", product)
             except RegistryError as exc:
                 raise ConfigError(f"station config: products: {exc}") from exc
-        for name in ("max_upload_bytes", "max_pixels", "workers", "port"):
+        for name in ("max_upload_bytes", "max_pixels", "max_side", "workers", "max_in_flight"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"station config: {name} must be >= 1, got {getattr(self, name)}")
+        if self.port < 1:
+            raise ConfigError(f"station config: port must be >= 1, got {self.port}")
+        if self.body_timeout_seconds <= 0:
+            raise ConfigError("station config: body_timeout_seconds must be > 0")
+        _check_formats(self.image_formats)
         if self.registry_poll_seconds <= 0 or self.watch.poll_seconds <= 0:
             raise ConfigError("station config: poll intervals must be > 0 seconds")
         if self.watch.settle_seconds < 0:
@@ -62,6 +79,20 @@ class StationConfig:
             raise ConfigError(
                 f"station config: watch.default_product {default!r} is not in products "
                 f"{list(self.products)}"
+            )
+
+
+def _check_formats(formats: tuple[str, ...]) -> None:
+    from PIL import Image
+
+    Image.init()
+    known = sorted(Image.OPEN)
+    if not formats:
+        raise ConfigError("station config: image_formats must list at least one format")
+    for name in formats:
+        if name not in Image.OPEN:
+            raise ConfigError(
+                f"station config: image_formats: unknown format {name!r}; Pillow reads {known}"
             )
 
 

@@ -17,11 +17,16 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from inspection.core.bundle import read_bundle_metadata
-from inspection.core.errors import BundleError, InspectionError, RegistryError
-from inspection.core.registry import Registry, ThresholdVersion
+from inspection.core.errors import BundleError, RegistryError
+from inspection.core.registry import LiveState, Registry, ThresholdVersion
+from inspection.core.signing import verify_signed_bundle
 from inspection.core.types import InspectionResult
+from inspection.core.verdict import check_threshold
+from inspection.runtime.tuning import TuningRecord, gated_candidates, read_tuning, tune_product
+from inspection.service.errors import NoLiveModel
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +44,7 @@ class InspectorLike(Protocol):
     @property
     def threshold(self) -> float: ...
 
-    def inspect(self, image: np.ndarray) -> InspectionResult: ...
-
-    def set_threshold(self, value: float) -> None: ...
+    def inspect(self, image: np.ndarray, *, threshold: float | None = None) -> InspectionResult: ...
 
 
 InspectorLoader = Callable[[Path], InspectorLike]
@@ -55,24 +58,89 @@ def default_loader(bundle_dir: Path) -> InspectorLike:
 
 
 @dataclass(frozen=True)
+class Selection:
+    """Which bundle to serve for a live pointer, and the measurement that chose it (if any)."""
+
+    bundle_id: str
+    tuning: TuningRecord | None = None
+
+
+BundleSelector = Callable[[str, str], Selection]
+"""(product, live bundle id) -> the bundle this station serves."""
+
+
+def serve_live_bundle(product: str, live_bundle_id: str) -> Selection:
+    """No tuning: serve exactly the bundle the registry points at."""
+    return Selection(live_bundle_id)
+
+
+class TunedSelector:
+    """Serve this CPU's measured choice among the live model's gated bundles.
+
+    A tuning record (``inspection station tune``) for this CPU and the current live bundle
+    decides. Without one, and when the live model has two or more gated bundles, the
+    station measures them once at load (``tune_on_load``) and records the result.
+    """
+
+    def __init__(self, registry: Registry, *, tune_on_load: bool = True) -> None:
+        self.registry = registry
+        self.tune_on_load = tune_on_load
+        self._attempted: set[tuple[str, str]] = set()
+
+    def __call__(self, product: str, live_bundle_id: str) -> Selection:
+        try:
+            record = read_tuning(self.registry, product)
+        except (ValueError, OSError) as exc:  # a bad file must not stop serving
+            log.error("%s: unreadable tuning record, serving the live bundle: %s", product, exc)
+            record = None
+        if record is not None and record.live_bundle_id == live_bundle_id:
+            return Selection(record.chosen_bundle_id, record)
+        if self.tune_on_load and (product, live_bundle_id) not in self._attempted:
+            self._attempted.add((product, live_bundle_id))
+            record = self._tune(product, live_bundle_id)
+            if record is not None:
+                return Selection(record.chosen_bundle_id, record)
+        return Selection(live_bundle_id)
+
+    def _tune(self, product: str, live_bundle_id: str) -> TuningRecord | None:
+        gated = [c for c in gated_candidates(self.registry, product, live_bundle_id) if c[3][0]]
+        if len(gated) < 2:
+            return None  # nothing to choose between
+        log.info("%s: measuring %d gated bundles on this CPU", product, len(gated))
+        try:
+            record = tune_product(self.registry, product, progress=log.info)
+        except Exception:
+            log.exception("%s: self-benchmark failed; serving the live bundle", product)
+            return None
+        log.info("%s: serving %s (fastest here)", product, record.chosen_bundle_id)
+        return record
+
+
+@dataclass(frozen=True)
 class LiveModel:
-    """One loaded model. Immutable: a swap replaces the whole object, so a request that
-    already holds a ``LiveModel`` finishes with it."""
+    """One loaded model and the threshold it is served at. Immutable: a swap (new bundle or
+    new threshold) replaces the whole object, so a request that already holds a
+    ``LiveModel`` finishes with it; the shared inspector is never changed."""
 
     product: str
     bundle_id: str
+    """The registry's live pointer."""
     model_version: str
     threshold: float
     threshold_number: int | None
     inspector: InspectorLike
+    served_bundle_id: str = ""
+    """The bundle actually running: the live one or its measured-fastest sibling."""
+    precision: str = ""
+    tuning: TuningRecord | None = None
+
+    def __post_init__(self) -> None:
+        if not self.served_bundle_id:
+            object.__setattr__(self, "served_bundle_id", self.bundle_id)
 
     def inspect(self, image: np.ndarray) -> InspectionResult:
-        """(H, W, 3) uint8 RGB -> result."""
-        return self.inspector.inspect(image)
-
-
-class ModelUnavailable(InspectionError):
-    """The product has no usable model loaded on this station."""
+        """(H, W, 3) uint8 RGB -> result at this model's threshold."""
+        return self.inspector.inspect(image, threshold=self.threshold)
 
 
 class LiveModels:
@@ -85,10 +153,16 @@ class LiveModels:
         *,
         loader: InspectorLoader = default_loader,
         on_change: Callable[[LiveModel], None] | None = None,
+        selector: BundleSelector = serve_live_bundle,
+        public_key: Ed25519PublicKey | None = None,
     ) -> None:
+        """``public_key``: the pinned site signing key; with it, only bundles signed by that
+        key (and unchanged since promotion) load."""
         self.registry = registry
         self.products = tuple(products)
         self._loader = loader
+        self._public_key = public_key
+        self._selector = selector
         self._on_change = on_change
         self._models: dict[str, LiveModel] = {}
         self._problems: dict[str, str] = {}
@@ -103,7 +177,7 @@ class LiveModels:
         model = self._models.get(product)
         if model is None:
             reason = self._problems.get(product, "no model loaded yet")
-            raise ModelUnavailable(f"product {product!r} cannot be inspected right now: {reason}")
+            raise NoLiveModel(f"product {product!r} cannot be inspected right now: {reason}")
         return model
 
     def status(self) -> dict[str, dict[str, Any]]:
@@ -116,6 +190,9 @@ class LiveModels:
                 "bundle_id": model.bundle_id if model else None,
                 "model_version": model.model_version if model else None,
                 "threshold": model.threshold if model else None,
+                "served_bundle_id": model.served_bundle_id if model else None,
+                "precision": model.precision if model else None,
+                "tuning": model.tuning.summary() if model and model.tuning else None,
                 "problem": self._problems.get(product),
             }
         return out
@@ -138,49 +215,104 @@ class LiveModels:
                 self._problems[product] = "the registry has no live bundle; promote one first"
             return
         current = self._models.get(product)
-        changed = current is None or current.bundle_id != state.bundle_id
-        # Bundles are immutable: a rejected one stays rejected until the live pointer moves.
-        if changed and self._rejected.get(product) != state.bundle_id:
-            threshold = _threshold_for(self.registry, product, state.bundle_id)
-            self._load(product, state.bundle_id, threshold)
+        pointer_moved = current is None or current.bundle_id != state.bundle_id
+        # With a pinned key the promoted bundle must pass before the selector measures siblings.
+        if pointer_moved and not self._signed(product, state):
+            self._follow_threshold(product, current)
             return
+        selection = self._selector(product, state.bundle_id)
+        changed = (
+            current is None
+            or current.bundle_id != state.bundle_id
+            or current.served_bundle_id != selection.bundle_id
+        )
+        # Bundles are immutable: a rejected one stays rejected until the live pointer moves.
+        if changed and self._rejected.get(product) != selection.bundle_id:
+            threshold = _threshold_for(self.registry, product, state.bundle_id)
+            self._load(product, state.bundle_id, selection, threshold)
+            return
+        self._follow_threshold(product, current)
+
+    def _follow_threshold(self, product: str, current: LiveModel | None) -> None:
         if current is not None:
             threshold = _threshold_for(self.registry, product, current.bundle_id)
             if threshold is not None and threshold.number != current.threshold_number:
                 self._set_threshold(current, threshold)
 
-    def _load(self, product: str, bundle_id: str, threshold: ThresholdVersion | None) -> None:
+    def _load(
+        self,
+        product: str,
+        bundle_id: str,
+        selection: Selection,
+        threshold: ThresholdVersion | None,
+    ) -> None:
+        served = selection.bundle_id
+        bundle_dir = self.registry.root / product / "bundles" / served
         try:
-            bundle_dir = self.registry.bundle_dir(product, bundle_id)
+            bundle_dir = self.registry.bundle_dir(product, served)
             metadata = read_bundle_metadata(bundle_dir)
             if metadata.product != product:
                 raise BundleError(f"the bundle was exported for product {metadata.product!r}")
+            self._check_signature(product, served, bundle_dir)
             inspector = self._loader(bundle_dir)
-            if threshold is not None:
-                inspector.set_threshold(threshold.value)
+            value = inspector.threshold if threshold is None else check_threshold(threshold.value)
         except Exception as exc:
-            self._rejected[product] = bundle_id
-            keeps = self._models.get(product)
-            reason = f"bundle {bundle_id} rejected: {exc}"
-            if keeps is not None:
-                reason += f"; still serving {keeps.bundle_id}"
-            self._problems[product] = reason
-            log.error("%s: %s", product, reason)
+            self._reject(product, served, bundle_dir, exc)
             return
         model = LiveModel(
             product=product,
             bundle_id=bundle_id,
             model_version=inspector.model_version,
-            threshold=inspector.threshold,
+            threshold=value,
             threshold_number=threshold.number if threshold else None,
             inspector=inspector,
+            served_bundle_id=served,
+            precision=metadata.precision,
+            tuning=selection.tuning,
         )
         self._swap(model)
-        log.info("%s: now serving bundle %s (%s)", product, bundle_id, model.model_version)
+        log.info("%s: now serving bundle %s (%s)", product, served, model.model_version)
+
+    def _signed(self, product: str, state: LiveState) -> bool:
+        """Whether the promoted bundle passes the signature check; rejects it otherwise."""
+        if self._public_key is None:
+            return True
+        if self._rejected.get(product) == state.bundle_id:
+            return False
+        bundle_dir = self.registry.root / product / "bundles" / state.bundle_id
+        try:
+            bundle_dir = self.registry.bundle_dir(product, state.bundle_id)
+            self._check_signature(product, state.bundle_id, bundle_dir)
+        except Exception as exc:
+            self._reject(product, state.bundle_id, bundle_dir, exc)
+            return False
+        return True
+
+    def _reject(self, product: str, bundle_id: str, bundle_dir: Path, exc: Exception) -> None:
+        self._rejected[product] = bundle_id
+        keeps = self._models.get(product)
+        detail = _without_paths(str(exc), {bundle_dir: "", self.registry.root: "<registry>"})
+        reason = f"bundle {bundle_id} rejected: {detail}"
+        if keeps is not None:
+            reason += f"; still serving {keeps.served_bundle_id}"
+        self._problems[product] = reason
+        log.error("%s: %s", product, reason)
+
+    def _check_signature(self, product: str, served: str, bundle_dir: Path) -> None:
+        """With a pinned site key: a valid signature, and the digest recorded at promotion."""
+        if self._public_key is None:
+            return
+        digest = verify_signed_bundle(bundle_dir, self._public_key)
+        state = self.registry.live(product)
+        if state is not None and state.bundle_id == served and state.digest not in (None, digest):
+            raise BundleError(
+                f"bundle digest {digest[:12]}… differs from {state.digest[:12]}… recorded at "
+                "promotion: the bundle changed after it was promoted"
+            )
 
     def _set_threshold(self, current: LiveModel, threshold: ThresholdVersion) -> None:
         try:
-            current.inspector.set_threshold(threshold.value)
+            check_threshold(threshold.value)
         except ValueError as exc:
             self._problems[current.product] = f"threshold v{threshold.number} rejected: {exc}"
             log.error("%s: %s", current.product, self._problems[current.product])
@@ -217,6 +349,14 @@ class LiveModels:
     def _poll(self, interval_s: float) -> None:
         while not self._stop.wait(interval_s):
             self.refresh()
+
+
+def _without_paths(message: str, paths: dict[Path, str]) -> str:
+    """``message`` with local folders replaced, so API clients never learn registry paths."""
+    for path, shown in paths.items():
+        for form in {str(path.resolve()), str(path)}:
+            message = message.replace(form + ": ", shown).replace(form, shown or ".")
+    return message
 
 
 def _threshold_for(registry: Registry, product: str, bundle_id: str) -> ThresholdVersion | None:

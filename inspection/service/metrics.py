@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from inspection.service.live import LiveModel
@@ -46,6 +48,25 @@ class ServiceMetrics:
             ["product", "bundle_id", "model_version"],
             registry=self.registry,
         )
+        self.served = Gauge(
+            "inspection_served_bundle_info",
+            "1 for the bundle actually running per product (the live one or its measured-"
+            "fastest sibling) with its precision.",
+            ["product", "bundle_id", "precision"],
+            registry=self.registry,
+        )
+        self.tuned_p50 = Gauge(
+            "inspection_tuned_latency_p50_ms",
+            "Self-benchmark on this CPU: batch-1 p50 latency per gated bundle.",
+            ["product", "bundle_id", "precision"],
+            registry=self.registry,
+        )
+        self.tuned_throughput = Gauge(
+            "inspection_tuned_throughput_ips",
+            "Self-benchmark on this CPU: best throughput (images/s) per gated bundle.",
+            ["product", "bundle_id", "precision"],
+            registry=self.registry,
+        )
         self.threshold = Gauge(
             "inspection_threshold",
             "Live decision threshold (normalised score) per product.",
@@ -65,6 +86,7 @@ class ServiceMetrics:
             registry=self.registry,
         )
         self._live_labels: dict[str, tuple[str, str, str]] = {}
+        self._served_labels: dict[str, list[tuple[str, str, str]]] = {}
 
     def model_changed(self, model: LiveModel) -> None:
         """Point the live-model gauge at ``model`` (called on every swap)."""
@@ -78,3 +100,75 @@ class ServiceMetrics:
         self._live_labels[model.product] = labels
         if model.threshold is not None:
             self.threshold.labels(model.product).set(model.threshold)
+        self._served_changed(model)
+
+    def _served_changed(self, model: LiveModel) -> None:
+        """Served bundle + precision and the self-benchmark figures that chose it."""
+        for labels in self._served_labels.pop(model.product, []):
+            for gauge in (self.served, self.tuned_p50, self.tuned_throughput):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(*labels)
+        served = (model.product, model.served_bundle_id, model.precision or "unknown")
+        self.served.labels(*served).set(1)
+        kept = [served]
+        for m in model.tuning.measurements if model.tuning else ():
+            labels = (model.product, m.bundle_id, m.precision)
+            self.tuned_p50.labels(*labels).set(m.p50_ms)
+            self.tuned_throughput.labels(*labels).set(m.throughput_ips)
+            kept.append(labels)
+        self._served_labels[model.product] = kept
+
+
+_DELIVERY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+
+class OutboxMetrics:
+    """Backlog and delivery latency per sink (Prometheus)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.backlog = Gauge(
+            "inspection_outbox_backlog",
+            "Results waiting for a sink.",
+            ["sink"],
+            registry=self.registry,
+        )
+        self.oldest = Gauge(
+            "inspection_outbox_oldest_seconds",
+            "Age of the oldest undelivered result per sink.",
+            ["sink"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "inspection_outbox_delivery_seconds",
+            "From inspection commit to the sink's acknowledgement.",
+            ["sink"],
+            buckets=_DELIVERY_BUCKETS,
+            registry=self.registry,
+        )
+        self.failures = Counter(
+            "inspection_outbox_failures",
+            "Failed delivery attempts.",
+            ["sink"],
+            registry=self.registry,
+        )
+
+
+class HandshakeMetrics:
+    """PLC triggers by handshake (opcua, mqtt) and result, and trigger-to-answer time."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.triggers = Counter(
+            "inspection_triggers",
+            "Triggers answered, by handshake and result (OK, NG or the error code name).",
+            ["via", "result"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "inspection_trigger_duration_seconds",
+            "From the trigger to the answer (Done over OPC UA, the answer message over MQTT).",
+            ["via"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )

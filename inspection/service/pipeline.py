@@ -2,8 +2,10 @@
 
 Shared by the HTTP API and the watch folder. Synchronous and thread-safe: the API runs
 it in a worker thread. A result is returned only after the store commit, so anything
-acknowledged is durable. Blobs are written before the row, so a stored row never
-points at a missing blob.
+acknowledged is durable. Everything that can fail on the input (validation, decode,
+inference, encoding the mask, map and overlay) runs before the first blob is written;
+blobs are written before the row, so a stored row never points at a missing blob, and
+blobs this call created are removed again when the row cannot be committed.
 """
 
 from __future__ import annotations
@@ -17,10 +19,16 @@ from datetime import datetime, timezone
 from typing import Any
 
 from inspection.core.errors import ImageDecodeError
-from inspection.core.images import decode_image
+from inspection.core.fingerprint import sha256_bytes
+from inspection.core.images import DEFAULT_MAX_SIDE, STATION_FORMATS, decode_image
 from inspection.runtime.overlays import render_overlay
-from inspection.service.errors import RequestError
-from inspection.service.live import LiveModels, ModelUnavailable
+from inspection.service.errors import (
+    BadImage,
+    InvalidRequest,
+    ReplayConflict,
+    UnknownProduct,
+)
+from inspection.service.live import LiveModels
 from inspection.service.render import encode_jpeg, encode_map, encode_mask, image_extension
 from inspection.store.models import Inspection
 from inspection.store.outbox import OutboxEntry
@@ -31,6 +39,7 @@ OutboxBuilder = Callable[[Mapping[str, Any], Mapping[str, float]], Sequence[Outb
 
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,79}$")
 MAX_PART_ID = 128
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -46,12 +55,42 @@ def check_request_id(request_id: str | None) -> str | None:
     if request_id is None or request_id == "":
         return None
     if not _REQUEST_ID_RE.match(request_id):
-        raise RequestError(
-            422,
+        raise InvalidRequest(
             f"request_id {request_id[:100]!r} is invalid: use 1-80 letters, digits, "
             "'.', '_', ':' or '-', starting with a letter or digit",
         )
     return request_id
+
+
+def check_part_id(part_id: str | None) -> str | None:
+    """Part ids are stored as text: at most 128 characters, no control characters (NUL)."""
+    if part_id is None or part_id == "":
+        return None
+    if len(part_id) > MAX_PART_ID:
+        raise InvalidRequest(f"part_id is longer than {MAX_PART_ID} characters")
+    if _CONTROL_RE.search(part_id):
+        raise InvalidRequest("part_id contains control characters (e.g. NUL); send plain text")
+    return part_id
+
+
+def check_replay(existing: Inspection, product: str, digest: str) -> Inspection:
+    """The stored row for a repeated request id, if the payload is the same; else ``ReplayConflict``.
+
+    Rows stored before payload digests were recorded match any payload of their product.
+    """
+    client_id = (existing.request_id or "").split("/", 1)[-1]
+    if existing.product != product:
+        raise ReplayConflict(
+            f"request_id {client_id!r} was already used for product {existing.product!r}; "
+            "use a new request_id for a new part",
+        )
+    if existing.payload_digest is not None and existing.payload_digest != digest:
+        raise ReplayConflict(
+            f"request_id {client_id!r} was already used with a different image "
+            f"(stored {existing.payload_digest[:12]}…, got {digest[:12]}…); a retry must send "
+            "the same bytes, a new part needs a new request_id",
+        )
+    return existing
 
 
 def stored_request_id(station_id: str, request_id: str | None) -> str | None:
@@ -68,19 +107,23 @@ class Pipeline:
         models: LiveModels,
         *,
         max_pixels: int,
+        max_side: int = DEFAULT_MAX_SIDE,
+        formats: tuple[str, ...] = STATION_FORMATS,
         outbox: OutboxBuilder | None = None,
     ) -> None:
         self.store = store
         self.models = models
         self.max_pixels = max_pixels
+        self.max_side = max_side
+        self.formats = formats
         self.outbox = outbox
 
     def check_product(self, product: str | None) -> str:
         if not product:
-            raise RequestError(422, f"missing 'product'; this station serves {self._served()}")
+            raise InvalidRequest(f"missing 'product'; this station serves {self._served()}")
         if product not in self.models.products:
-            raise RequestError(
-                404, f"product {product[:64]!r} is not served here; served: {self._served()}"
+            raise UnknownProduct(
+                f"product {product[:64]!r} is not served here; served: {self._served()}"
             )
         return product
 
@@ -102,27 +145,36 @@ class Pipeline:
         """
         started = time.perf_counter()
         product = self.check_product(product)
-        if part_id is not None and len(part_id) > MAX_PART_ID:
-            raise RequestError(422, f"part_id is longer than {MAX_PART_ID} characters")
+        part_id = check_part_id(part_id)
         key = stored_request_id(station_id, check_request_id(request_id))
-        if key is not None and (existing := self.store.find_by_request_id(key)) is not None:
-            return Outcome(existing, False, _ms(started))
         if not data:
-            raise RequestError(400, "empty upload: the request carried no image bytes")
+            raise BadImage("empty upload: the request carried no image bytes")
+        digest = sha256_bytes(data)
+        if key is not None and (existing := self.store.find_by_request_id(key)) is not None:
+            return Outcome(check_replay(existing, product, digest), False, _ms(started))
         try:
-            image = decode_image(data, max_pixels=self.max_pixels, name=source_name or "upload")
+            image = decode_image(
+                data,
+                max_pixels=self.max_pixels,
+                max_side=self.max_side,
+                formats=self.formats,
+                name=source_name or "upload",
+            )
         except ImageDecodeError as exc:
-            raise RequestError(400, str(exc)) from exc
-        try:
-            model = self.models.get(product)
-        except ModelUnavailable as exc:
-            raise RequestError(503, str(exc)) from exc
+            raise BadImage(str(exc)) from exc
+        model = self.models.get(product)  # NoLiveModel when none is loaded
         result = model.inspect(image)
-        blobs = self.store.blobs
+        encoded = {
+            "image_sha": (data, image_extension(data)),
+            "map_sha": (encode_map(result.anomaly_map), ".png"),
+            "mask_sha": (encode_mask(result.mask), ".png"),
+            "overlay_sha": (encode_jpeg(render_overlay(image, result)), ".jpg"),
+        }
         fields = {
             "id": uuid.uuid4().hex,
             "created_at": datetime.now(timezone.utc),
             "request_id": key,
+            "payload_digest": digest,
             "product": product,
             "station_id": station_id,
             "part_id": part_id,
@@ -138,17 +190,33 @@ class Pipeline:
             "regions": [region.to_dict() for region in result.regions],
             "width": int(image.shape[1]),
             "height": int(image.shape[0]),
-            "image_sha": blobs.put(data, image_extension(data)),
-            "map_sha": blobs.put(encode_map(result.anomaly_map), ".png"),
-            "mask_sha": blobs.put(encode_mask(result.mask), ".png"),
-            "overlay_sha": blobs.put(encode_jpeg(render_overlay(image, result)), ".jpg"),
-        }
+        } | {column: sha256_bytes(blob) for column, (blob, _ext) in encoded.items()}
         outbox: Sequence[OutboxEntry] = ()
         if self.outbox is not None:
             timings = {**(timings_ms or {}), "inference_ms": fields["latency_ms"]}
             outbox = self.outbox(fields, timings | {"pipeline_ms": _ms(started)})
-        row = self.store.add_inspection(outbox=outbox, **fields)
+        created = [sha for blob, ext in encoded.values() if (sha := self._put_new(blob, ext))]
+        try:
+            row = self.store.add_inspection(outbox=outbox, **fields)
+            if row.id != fields["id"]:  # a concurrent request with this id committed first
+                check_replay(row, product, digest)
+        except BaseException:
+            self._discard(created, keep=set())
+            raise
+        if row.id != fields["id"]:
+            self._discard(created, keep={row.image_sha, row.map_sha, row.mask_sha, row.overlay_sha})
         return Outcome(row, row.id == fields["id"], _ms(started))
+
+    def _discard(self, created: list[str], keep: set[str | None]) -> None:
+        for sha in created:
+            if sha not in keep:
+                self.store.blobs.delete(sha)
+
+    def _put_new(self, data: bytes, ext: str) -> str | None:
+        """Store a blob; its sha when this call created it (``None``: it existed already)."""
+        existed = self.store.blobs.exists(sha256_bytes(data))
+        sha = self.store.blobs.put(data, ext)
+        return None if existed else sha
 
     def _served(self) -> str:
         return ", ".join(self.models.products)

@@ -7,15 +7,29 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from inspection.core.errors import ConfigError
 from inspection.core.registry import Registry
+from inspection.core.signing import SigningError, load_public_key
 from inspection.service.config import StationConfig
-from inspection.service.live import InspectorLoader, LiveModels, default_loader
+from inspection.service.live import InspectorLoader, LiveModels, TunedSelector, default_loader
 from inspection.service.metrics import ServiceMetrics
 from inspection.service.pipeline import Outcome, Pipeline
 from inspection.service.watch import FileOutcome, WatchFolder
 from inspection.store.store import Store
 
 log = logging.getLogger(__name__)
+
+
+def _pinned_key(config: StationConfig) -> Ed25519PublicKey | None:
+    if config.bundle_public_key is None:
+        log.warning("no bundle_public_key pinned: bundle signatures are not checked")
+        return None
+    try:
+        return load_public_key(config.bundle_public_key)
+    except SigningError as exc:
+        raise ConfigError(f"station config: bundle_public_key: {exc}") from exc
 
 
 @dataclass
@@ -39,16 +53,25 @@ class Station:
         store: Store | None = None,
         with_watch: bool | None = None,
     ) -> Station:
-        """Open the store (runs migrations) and prepare models; nothing loads until ``start``."""
+        """Open the store (bringing its schema up to date) and prepare models; nothing loads until ``start``."""
         metrics = ServiceMetrics()
-        store = store or Store(config.store_url, config.blob_dir)
+        store = store or Store.migrated(config.store_url, config.blob_dir)
+        registry = Registry(config.registry_dir)
         models = LiveModels(
-            Registry(config.registry_dir),
+            registry,
             config.products,
             loader=loader,
             on_change=metrics.model_changed,
+            selector=TunedSelector(registry, tune_on_load=config.tune_on_load),
+            public_key=_pinned_key(config),
         )
-        pipeline = Pipeline(store, models, max_pixels=config.max_pixels)
+        pipeline = Pipeline(
+            store,
+            models,
+            max_pixels=config.max_pixels,
+            max_side=config.max_side,
+            formats=config.image_formats,
+        )
         station = cls(config, store, models, pipeline, metrics)
         if config.watch.enabled if with_watch is None else with_watch:
             station.watcher = WatchFolder(config.watch, pipeline, on_file=station._watched)

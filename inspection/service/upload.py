@@ -1,7 +1,8 @@
-"""Read an image upload (multipart field or raw body) with a hard size limit."""
+"""Read an image upload (multipart field or raw body) with a hard size limit and a deadline."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -24,8 +25,21 @@ class Upload:
     fields: dict[str, str] = field(default_factory=dict)
 
 
-async def read_upload(request: Request, max_bytes: int) -> Upload:
-    """The image bytes and any form fields; 413/415/400/422 with a clear message otherwise."""
+async def read_upload(request: Request, max_bytes: int, timeout_s: float = 30.0) -> Upload:
+    """The image bytes and any form fields; 413/415/400/422 with a clear message otherwise.
+
+    The whole body must arrive within ``timeout_s`` (slow clients get 408).
+    """
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await _read_upload(request, max_bytes)
+    except TimeoutError as exc:
+        raise RequestError(
+            408, f"the upload did not arrive within {timeout_s:g} s; send it again"
+        ) from exc
+
+
+async def _read_upload(request: Request, max_bytes: int) -> Upload:
     content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if content_type == "multipart/form-data":
         body = await _read_limited(request, max_bytes + _MULTIPART_OVERHEAD, max_bytes)
@@ -95,4 +109,5 @@ def _is_image_type(content_type: str) -> bool:
 def _clean_name(name: str | None) -> str | None:
     if not name:
         return None
+    name = "".join(c for c in name if c.isprintable())
     return name.replace("\\", "/").rsplit("/", 1)[-1][:200] or None

@@ -12,6 +12,8 @@ after a crash (result committed, file not yet moved) finds the stored result ins
 of storing a second one. Files still being written are skipped: names starting with
 ``.`` or ``~`` or ending in ``.tmp``/``.part``/``.partial`` are ignored, and a file is
 read only once its size and mtime have been unchanged for ``settle_seconds``.
+Symbolic links are never followed: a linked file goes to ``failed/`` unread and a linked
+product folder is skipped, so nothing outside the watch root is read.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from inspection.core.errors import InspectionError
 from inspection.service.config import WatchConfig
-from inspection.service.errors import RequestError
+from inspection.service.errors import InvalidRequest, RequestRefused
 from inspection.service.pipeline import Outcome, Pipeline
 
 log = logging.getLogger(__name__)
@@ -129,19 +131,21 @@ class WatchFolder:
         for entry in sorted(self.incoming.iterdir()):
             if _is_temporary(entry.name):
                 continue
-            if entry.is_file():
+            if entry.is_symlink() and entry.is_dir():
+                log.warning("%s: symlinked folder skipped (links are not followed)", entry.name)
+            elif entry.is_file() or entry.is_symlink():
                 found.append((entry, self.config.default_product))
             elif entry.is_dir():
                 found.extend(
                     (child, entry.name)
                     for child in sorted(entry.iterdir())
-                    if child.is_file() and not _is_temporary(child.name)
+                    if (child.is_file() or child.is_symlink()) and not _is_temporary(child.name)
                 )
         return found
 
     def _is_ready(self, path: Path) -> bool:
         try:
-            stat = path.stat()
+            stat = path.lstat()
         except FileNotFoundError:
             self._seen.pop(path, None)
             return False
@@ -160,10 +164,10 @@ class WatchFolder:
         self._seen.pop(path, None)
         outcome: Outcome | None = None
         try:
-            data = path.read_bytes()
+            data = _read_no_follow(path)
             if product is None:
-                raise RequestError(
-                    422, "file is directly in incoming/ but watch.default_product is not set"
+                raise InvalidRequest(
+                    "file is directly in incoming/ but watch.default_product is not set"
                 )
             outcome = self.pipeline.run(
                 data,
@@ -173,8 +177,8 @@ class WatchFolder:
                 source="watch",
                 source_name=name,
             )
-        except RequestError as exc:
-            if exc.status >= 500:
+        except RequestRefused as exc:
+            if exc.transient:
                 result = FileOutcome(name, "retry", exc.message)
             else:
                 self._move_failed(path, name, exc.message)
@@ -213,6 +217,18 @@ def watch_request_id(data: bytes, name: str) -> str:
     content = hashlib.sha256(data).hexdigest()[:48]
     named = hashlib.sha256(name.encode("utf-8")).hexdigest()[:16]
     return f"w{content}.{named}"
+
+
+def _read_no_follow(path: Path) -> bytes:
+    """The file's bytes; a symbolic link (even one swapped in just now) is refused."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as exc:
+        if path.is_symlink():
+            raise InvalidRequest("symbolic links are not followed; copy the file in") from exc
+        raise
+    with os.fdopen(fd, "rb") as handle:
+        return handle.read()
 
 
 def _move(path: Path, target: Path, data: bytes) -> None:

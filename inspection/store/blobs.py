@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -46,6 +47,18 @@ class BlobStore:
         if not matches:
             raise FileNotFoundError(f"blob {sha} not found under {self.root}")
         return matches[0]
+
+    def exists(self, sha: str) -> bool:
+        try:
+            self.path(sha)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def delete(self, sha: str) -> None:
+        """Remove blob ``sha`` (cleanup of a write whose row was never committed)."""
+        with contextlib.suppress(FileNotFoundError):
+            self.path(sha).unlink(missing_ok=True)
 
     def get(self, sha: str) -> bytes:
         return self.path(sha).read_bytes()

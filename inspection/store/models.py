@@ -22,6 +22,10 @@ REVIEW_LABELS: tuple[str, ...] = ("defect", "false_alarm", "good", "unsure")
 """Reviewer labels: a true defect, an NG that was a good part, a confirmed good part, unsure."""
 
 
+REQUEST_KEY_LENGTH = 160
+"""Stored idempotency keys are ``<station id (<= 64)>/<request id (<= 80)>``."""
+
+
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -36,7 +40,9 @@ class Inspection(Base):
     __tablename__ = "inspections"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    request_id: Mapped[str | None] = mapped_column(String(128), unique=True)
+    request_id: Mapped[str | None] = mapped_column(String(REQUEST_KEY_LENGTH), unique=True)
+    payload_digest: Mapped[str | None] = mapped_column(String(64))
+    """sha256 of the uploaded bytes: a replayed request id must carry the same payload."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     product: Mapped[str] = mapped_column(String(64))
     station_id: Mapped[str] = mapped_column(String(64))
@@ -98,6 +104,7 @@ class ApiToken(Base):
     station_id: Mapped[str] = mapped_column(String(64), index=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     label: Mapped[str | None] = mapped_column(String(128))
+    role: Mapped[str] = mapped_column(String(16), default="station", server_default="station")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
@@ -113,7 +120,7 @@ class OutboxMessage(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     inspection_id: Mapped[str] = mapped_column(ForeignKey("inspections.id"))
-    key: Mapped[str] = mapped_column(String(128))
+    key: Mapped[str] = mapped_column(String(REQUEST_KEY_LENGTH))
     sink: Mapped[str] = mapped_column(String(64))
     payload: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

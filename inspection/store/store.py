@@ -12,7 +12,9 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, func, select, text
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event, func, or_, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -28,6 +30,17 @@ _MIGRATION_LOCK_KEY = 0x1D5EC7
 
 class StoreError(InspectionError):
     """A store operation was refused (unknown id, bad label, ...)."""
+
+
+def _alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return config
+
+
+def schema_head() -> str | None:
+    """The newest schema revision this code knows."""
+    return ScriptDirectory.from_config(_alembic_config()).get_current_head()
 
 
 @dataclass(frozen=True)
@@ -66,15 +79,26 @@ def make_engine(url: str) -> Engine:
 
 
 class Store:
-    """The results database plus its blob folder."""
+    """The results database plus its blob folder.
 
-    def __init__(self, url: str, blob_dir: str | Path, *, migrate: bool = True) -> None:
+    Opening a store never changes its schema. ``migrate()`` brings it to the newest Alembic
+    revision: ``inspection db upgrade`` runs it, and so do ``serve`` at start-up and set-up
+    (``Store.migrated``). Readers such as the dashboard call ``check_schema()`` and get a clear
+    error instead of migrating a shared database as a side effect.
+    """
+
+    def __init__(self, url: str, blob_dir: str | Path) -> None:
         self.url = url
         self.engine = make_engine(url)
         self.blobs = BlobStore(blob_dir)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        if migrate:
-            self.migrate()
+
+    @classmethod
+    def migrated(cls, url: str, blob_dir: str | Path) -> Store:
+        """Open the store and bring its schema to the newest revision (set-up, ``serve``)."""
+        store = cls(url, blob_dir)
+        store.migrate()
+        return store
 
     def migrate(self) -> None:
         """Bring the schema to the newest Alembic revision.
@@ -82,8 +106,7 @@ class Store:
         On PostgreSQL a transaction-scoped advisory lock serialises replicas starting at once,
         so only the first one creates tables and the others find them at head.
         """
-        config = Config()
-        config.set_main_option("script_location", str(MIGRATIONS_DIR))
+        config = _alembic_config()
         with self.engine.begin() as connection:
             if connection.dialect.name == "postgresql":
                 connection.execute(
@@ -91,6 +114,21 @@ class Store:
                 )
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
+
+    def schema_revision(self) -> str | None:
+        """The database's Alembic revision; ``None`` for an empty database."""
+        with self.engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+
+    def check_schema(self) -> None:
+        """Raise ``StoreError`` unless the schema is at the revision this code expects."""
+        current, head = self.schema_revision(), schema_head()
+        if current != head:
+            found = f"revision {current}" if current else "no schema"
+            raise StoreError(
+                f"the results database ({self.engine.url.render_as_string(hide_password=True)}) "
+                f"has {found}, this version needs {head}: run 'inspection db upgrade'"
+            )
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -124,6 +162,18 @@ class Store:
     def find_by_request_id(self, request_id: str) -> Inspection | None:
         with self.session() as session:
             return session.scalar(select(Inspection).where(Inspection.request_id == request_id))
+
+    def station_has_blob(self, station_id: str, sha: str) -> bool:
+        """Whether any inspection of ``station_id`` refers to blob ``sha``."""
+        columns = (Inspection.image_sha, Inspection.map_sha, Inspection.mask_sha)
+        columns += (Inspection.overlay_sha,)
+        query = (
+            select(Inspection.id)
+            .where(Inspection.station_id == station_id, or_(*(c == sha for c in columns)))
+            .limit(1)
+        )
+        with self.session() as session:
+            return session.scalar(query) is not None
 
     def get_inspection(self, inspection_id: str) -> Inspection:
         with self.session() as session:

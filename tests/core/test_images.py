@@ -63,3 +63,18 @@ def test_16_bit_is_scaled_to_8_bit() -> None:
     out = decode_image(_encode(deep))
     assert out.dtype == np.uint8
     assert np.array_equal(out[:, :, 0], (deep >> 8).astype(np.uint8))
+
+
+@pytest.mark.parametrize(("width", "height"), [(2000, 1), (1, 2000)])
+def test_side_limit_is_checked_from_the_header(width: int, height: int) -> None:
+    data = _encode(np.zeros((height, width, 3), dtype=np.uint8))
+    with pytest.raises(ImageDecodeError, match="each side must be 1 to 1000 pixels"):
+        decode_image(data, max_side=1000)
+
+
+def test_formats_outside_the_allow_list_are_refused() -> None:
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buffer, "GIF")
+    assert decode_image(buffer.getvalue()).shape == (8, 8, 3)
+    with pytest.raises(ImageDecodeError, match=r"accepted format \(PNG, JPEG\)"):
+        decode_image(buffer.getvalue(), formats=("PNG", "JPEG"))

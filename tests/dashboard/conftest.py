@@ -51,8 +51,20 @@ def seeded_site(seeded_site_template: Path, seed: ModuleType, tmp_path: Path) ->
 
 @pytest.fixture
 def empty_site(seed: ModuleType, tmp_path: Path) -> Path:
-    """A site with an empty store and no registry; returns its site YAML."""
-    return seed.write_site(tmp_path / "empty", [])
+    """A set-up site (store schema current) with no inspections and no registry."""
+    from inspection.core.config import load_site_config
+    from inspection.store.store import Store
+
+    site = seed.write_site(tmp_path / "empty", [])
+    config = load_site_config(site)
+    Store.migrated(config.store_url, config.blob_dir).engine.dispose()
+    return site
+
+
+@pytest.fixture
+def unmigrated_site(seed: ModuleType, tmp_path: Path) -> Path:
+    """A site whose results database was never upgraded; returns its site YAML."""
+    return seed.write_site(tmp_path / "unmigrated", [])
 
 
 @pytest.fixture

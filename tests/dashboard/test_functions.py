@@ -39,7 +39,7 @@ def _row(store: Store, minutes: float, score: float, *, product="p", station="s1
 
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
-    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "blobs")
+    store = Store.migrated(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "blobs")
     for minutes, score, station in [
         (0, 0.1, "s1"),
         (10, 0.45, "s1"),
@@ -287,7 +287,7 @@ def test_retrain_runs_merge_reports_and_events(tmp_path: Path) -> None:
     assert (runs[1].champion, runs[1].challenger, runs[1].decision) == (
         "v0001-int8",
         "v0002-int8",
-        "keep",
+        "kept",
     )
     assert (runs[0].decision, runs[0].champion, runs[0].challenger) == (
         "failed",
@@ -295,3 +295,30 @@ def test_retrain_runs_merge_reports_and_events(tmp_path: Path) -> None:
         "",
     )
     assert runs[0].reason.startswith("failed during export")
+
+
+def test_tuning_frame_marks_the_served_bundle(tmp_path: Path) -> None:
+    from inspection.runtime.hardware import CpuInfo
+    from inspection.runtime.tuning import (
+        TUNING_SCHEMA,
+        PrecisionMeasurement,
+        TuningRecord,
+        write_tuning,
+    )
+
+    registry = Registry(tmp_path)
+    assert models.tuning_frame(registry, "brick").empty
+    record = TuningRecord(
+        schema_version=TUNING_SCHEMA, product="brick", live_bundle_id="v0001-int8",
+        model_version="brick/v0001", chosen_bundle_id="v0001-fp32", chosen_precision="fp32",
+        measurements=(
+            PrecisionMeasurement("v0001-int8", "int8", 19.3, 21.0, 53.8, True, "live"),
+            PrecisionMeasurement("v0001-fp32", "fp32", 11.3, 12.0, 96.5, True, "fp32 reference"),
+        ),
+        cpu=CpuInfo("AMD EPYC", 2, ("avx2", "fma")), load_1m=0.8, measured_at="2026-01-01",
+    )  # fmt: skip
+    write_tuning(registry, record)
+    frame = models.tuning_frame(registry, "brick")
+    assert frame[frame["served"]]["bundle"].tolist() == ["v0001-fp32"]
+    assert frame["p50_ms"].tolist() == [19.3, 11.3]
+    assert "VNNI no" in frame["cpu"].iloc[0]

@@ -42,6 +42,22 @@ def _store(site: Path) -> Store:
     return Store(config.store_url, config.blob_dir)
 
 
+def test_a_site_never_upgraded_is_named_not_migrated(unmigrated_site, site_env) -> None:
+    site_env(unmigrated_site)
+    at = _open("overview")
+    assert any("run 'inspection db upgrade'" in e.value for e in at.error)
+    assert not (unmigrated_site.parent / "inspection.db").exists() or not _tables(unmigrated_site)
+
+
+def _tables(site: Path) -> list[str]:
+    from sqlalchemy import create_engine
+    from sqlalchemy import inspect as sql_inspect
+
+    return sql_inspect(
+        create_engine(f"sqlite:///{site.parent / 'inspection.db'}")
+    ).get_table_names()
+
+
 @pytest.mark.parametrize(
     ("page", "hint"),
     [

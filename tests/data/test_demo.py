@@ -175,3 +175,20 @@ def test_weave_defects_change_the_image_and_good_samples_vary(tmp_path: Path) ->
 def test_unknown_product_lists_weave() -> None:
     with pytest.raises(DatasetError, match="weave"):
         demo.defect_kinds("carpet")
+
+
+def test_tissue_eval_product_has_its_own_defects_and_exact_masks(tmp_path: Path) -> None:
+    root = demo.write_demo_product(tmp_path / "a", "tissue", seed=2, **SMALL)
+    kinds = sorted(p.name for p in (root / "ground_truth").iterdir())
+    assert kinds == sorted(demo.defect_kinds("tissue")) == ["colour_shift", "cut", "smudge", "warp"]
+    assert _tree(root) == _tree(demo.write_demo_product(tmp_path / "b", "tissue", seed=2, **SMALL))
+    spec = demo.EVAL_PRODUCTS["tissue"]
+    texture = demo.load_texture(spec)
+    render = demo._renderer("tissue", 64)
+    for kind in kinds:
+        seed = (2, demo.ALL_PRODUCTS.index("tissue"), 1, 1, 0)
+        clean, _ = demo.render_sample(texture, spec, 64, seed, None)
+        image, mask = render(seed, kind)
+        changed = np.abs(image.astype(int) - clean.astype(int)).max(axis=2) > 0
+        assert mask is not None and mask.any(), kind
+        assert not changed[mask == 0].any(), f"{kind}: pixels altered outside the mask"

@@ -12,7 +12,7 @@ from .records import entries, inspection_fields
 
 
 def test_outbox_rows_commit_with_their_inspection(store_url: str, tmp_path: Path) -> None:
-    store = Store(store_url, tmp_path / "blobs")
+    store = Store.migrated(store_url, tmp_path / "blobs")
     outbox = Outbox(store)
     fields = inspection_fields(1)
     store.add_inspection(outbox=entries(fields, ("mqtt", "hook")), **fields)
@@ -35,7 +35,7 @@ def test_outbox_rows_commit_with_their_inspection(store_url: str, tmp_path: Path
 def test_failed_messages_wait_and_delivered_ones_leave_the_backlog(
     store_url: str, tmp_path: Path
 ) -> None:
-    store = Store(store_url, tmp_path / "blobs")
+    store = Store.migrated(store_url, tmp_path / "blobs")
     outbox = Outbox(store)
     for n in range(3):
         fields = inspection_fields(n)
@@ -53,7 +53,7 @@ def test_failed_messages_wait_and_delivered_ones_leave_the_backlog(
 
 def test_outbox_survives_reopening_the_store(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'line.db'}"
-    store = Store(url, tmp_path / "blobs")
+    store = Store.migrated(url, tmp_path / "blobs")
     fields = inspection_fields(1)
     store.add_inspection(outbox=[OutboxEntry("mqtt", "req-00001", "{}")], **fields)
     store.engine.dispose()

@@ -26,7 +26,7 @@ FAST = PublisherConfig(batch=20, poll_s=0.05, backoff_initial_s=0.1, backoff_max
 
 
 def _store_with(tmp_path: Path, n: int, sinks: tuple[str, ...]) -> Store:
-    store = Store(f"sqlite:///{tmp_path / 'line.db'}", tmp_path / "blobs")
+    store = Store.migrated(f"sqlite:///{tmp_path / 'line.db'}", tmp_path / "blobs")
     for i in range(n):
         fields = inspection_fields(i)
         store.add_inspection(outbox=entries(fields, sinks), **fields)

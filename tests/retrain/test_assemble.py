@@ -35,7 +35,7 @@ def _inspect(store: Store, image: Path, label: str | None, defect_type: str | No
 
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
-    return Store(f"sqlite:///{tmp_path / 'inspection.db'}", tmp_path / "blobs")
+    return Store.migrated(f"sqlite:///{tmp_path / 'inspection.db'}", tmp_path / "blobs")
 
 
 def test_reviewed_good_reaches_training_and_nothing_else_does(

@@ -81,7 +81,7 @@ def _review_some(site: SiteConfig, tmp_path: Path) -> dict[str, list[str]]:
     extra = write_demo_product(
         tmp_path / "line", "brick", seed=99, n_train=3, n_test_good=2, n_test_per_defect=1, size=128
     )
-    store = Store(site.store_url, site.blob_dir)
+    store = Store.migrated(site.store_url, site.blob_dir)
     labels = {"good": sorted((extra / "train" / "good").glob("*.png"))}
     labels["false_alarm"] = sorted((extra / "test" / "good").glob("*.png"))
     labels["defect"] = sorted((extra / "test" / "crack").glob("*.png")) + sorted(
@@ -160,21 +160,45 @@ def test_only_the_better_challenger_is_promoted(site: SiteConfig, tmp_path: Path
     assert (last["action"], last["actor"], last["reason"]) == ("rollback", "bob", "line complaint")
 
 
+def _crash_at(point: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Crash the run at ``point``: ``train`` while the new version's files are being written,
+    ``export`` once the bundle files exist but before the registry has them."""
+    if point == "train":
+        create_version = Registry.create_version
+
+        def crashing_create(self: Registry, product: str, **kwargs: object) -> object:
+            write_files = kwargs["write_files"]
+
+            def write_then_crash(directory: Path) -> None:
+                write_files(directory)
+                raise DrillCrash("injected crash at train")
+
+            return create_version(self, product, **{**kwargs, "write_files": write_then_crash})
+
+        monkeypatch.setattr(Registry, "create_version", crashing_create)
+    else:
+
+        def crashing_add(self: Registry, *args: object) -> object:
+            raise DrillCrash("injected crash at export")
+
+        monkeypatch.setattr(Registry, "add_bundle", crashing_add)
+
+
 @pytest.mark.parametrize("point", ["train", "export"])
-def test_a_crash_mid_retrain_leaves_the_registry_consistent(site: SiteConfig, point: str) -> None:
+def test_a_crash_mid_retrain_leaves_the_registry_consistent(
+    site: SiteConfig, point: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     registry = Registry(site.registry_dir)
     live_before = registry.live("brick")
     bundles_before = registry.bundle_ids("brick")
-
-    def fault(at: str) -> None:
-        if at == point:
-            raise DrillCrash(f"injected crash at {at}")
+    _crash_at(point, monkeypatch)
 
     with pytest.raises(DrillCrash):
         retrain_product(
             "brick", site=site, config=_config(site), store=None, overrides=SIZE,
-            replace_config=REAL, fault=fault,
+            replace_config=REAL,
         )  # fmt: skip
+    monkeypatch.undo()
 
     assert registry.live("brick") == live_before
     assert registry.bundle_ids("brick") == bundles_before

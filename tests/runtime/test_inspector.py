@@ -40,7 +40,7 @@ def test_inspect_returns_a_full_result_at_input_resolution(inspector, images) ->
     assert result.threshold == inspector.metadata.image_threshold
     assert result.model_version == "brick/v0001-fp32"
     assert result.latency_ms > 0
-    assert {"preprocess", "infer", "postprocess"} <= set(result.timings_ms)
+    assert {"preprocess", "infer", "postprocess", "regions"} <= set(result.timings_ms)
     np.testing.assert_array_equal(result.mask, result.anomaly_map > 0.5)
     assert result.regions == extract_regions(result.anomaly_map, result.mask)
 
@@ -68,21 +68,22 @@ def _lowest_scoring(inspector: Inspector, images: list[np.ndarray]) -> tuple[np.
     return images[k], scores[k]
 
 
-def test_set_threshold_changes_the_verdict_at_once(fp32_bundle, images) -> None:
+def test_threshold_per_call_changes_the_verdict_and_nothing_else(fp32_bundle, images) -> None:
     inspector = Inspector.from_bundle(fp32_bundle)
+    default = inspector.threshold
     image, score = _lowest_scoring(inspector, images)
-    inspector.set_threshold((score + 1.0) / 2)
-    assert inspector.inspect(image).verdict == "OK"
-    inspector.set_threshold(1e-6)
-    assert inspector.inspect(image).verdict == "NG" or score == 0.0
-    assert max(inspector.inspect(i).score for i in images) > 1e-6  # some image turns NG
-    assert any(inspector.inspect(i).verdict == "NG" for i in images)
+    assert inspector.inspect(image, threshold=(score + 1.0) / 2).verdict == "OK"
+    assert inspector.inspect(image, threshold=1e-6).verdict == "NG" or score == 0.0
+    assert any(inspector.inspect(i, threshold=1e-6).verdict == "NG" for i in images)
+    assert inspector.threshold == default  # a call's threshold never sticks
 
 
 @pytest.mark.parametrize("value", [0.0, 1.0, -0.1, 1.5, float("nan")])
-def test_set_threshold_rejects_values_outside_0_1(inspector, value) -> None:
+def test_thresholds_outside_0_1_are_refused(fp32_bundle, inspector, value) -> None:
     with pytest.raises(ValueError, match="between 0 and 1"):
-        inspector.set_threshold(value)
+        inspector.inspect(np.zeros((32, 32, 3), np.uint8), threshold=value)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        Inspector.from_bundle(fp32_bundle, threshold=value)
 
 
 def test_threshold_option_at_load(fp32_bundle) -> None:
@@ -116,11 +117,9 @@ def test_refiner_runs_only_on_ng(fp32_bundle, images) -> None:
     inspector = Inspector.from_bundle(fp32_bundle, refiner=refiner)
     image, score = _lowest_scoring(inspector, images)
     refiner.calls = 0
-    inspector.set_threshold((score + 1.0) / 2)  # this image is OK: no refinement
-    result = inspector.inspect(image)
+    result = inspector.inspect(image, threshold=(score + 1.0) / 2)  # OK: no refinement
     assert result.verdict == "OK" and refiner.calls == 0 and result.mask_source == "raw"
-    inspector.set_threshold(1e-6)  # every image NG
-    result = inspector.inspect(image)
+    result = inspector.inspect(image, threshold=1e-6)  # every image NG
     assert refiner.calls == 1 and result.mask_source == "largest-region"
     assert len(result.regions) <= 1 and "refine" in result.timings_ms
 

@@ -8,6 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
+from inspection.store.tokens import create_token
+
 from .helpers import PRODUCT, V1, Served
 
 pytestmark = pytest.mark.slow
@@ -65,11 +67,29 @@ def test_raw_body_and_links_serve_decodable_artefacts(served: Served, sample_ima
 def test_request_id_makes_retries_idempotent(served: Served, sample_images) -> None:
     first = served.inspect(sample_images["good0"], request_id="retry-1")
     again = served.inspect(sample_images["good0"], request_id="retry-1")
-    other_image = served.inspect(sample_images["good1"], request_id="retry-1")
-    assert first.status_code == 201
-    assert again.status_code == 200 and other_image.status_code == 200
-    assert again.json()["id"] == first.json()["id"] == other_image.json()["id"]
+    assert first.status_code == 201 and again.status_code == 200
+    assert again.json()["id"] == first.json()["id"]
     assert again.json()["replayed"] is True
+    assert served.station.store.count_inspections() == 1
+
+
+@pytest.mark.parametrize(
+    ("image", "params", "message"),
+    [
+        ("good1", {}, "already used with a different image"),
+        ("good0", {"product": "grass"}, "is not served here"),
+        ("empty", {}, "empty upload"),
+    ],
+)
+def test_replayed_request_id_with_another_payload_is_refused(
+    served: Served, sample_images, image: str, params: dict, message: str
+) -> None:
+    """A part counter that resets must not hand a new part the old part's verdict."""
+    first = served.inspect(sample_images["good0"], request_id="part-7")
+    data = b"" if image == "empty" else sample_images[image]
+    replay = served.inspect(data, request_id="part-7", **params)
+    assert first.status_code == 201
+    assert replay.status_code in (400, 404, 409) and message in replay.json()["detail"]
     assert served.station.store.count_inspections() == 1
 
 
@@ -87,6 +107,8 @@ def test_list_filters_and_pages(served: Served, sample_images) -> None:
             "/v1/inspections", params={"verdict": verdict}, headers=served.headers
         ).json()
         assert got["total"] == verdicts.count(verdict)
+    token, _ = create_token(served.station.store, "alice", role="reviewer")
+    reviewer = {"Authorization": f"Bearer {token}"}
     for params, total in [
         ({"product": PRODUCT}, 3),
         ({"product": "other"}, 0),
@@ -95,7 +117,7 @@ def test_list_filters_and_pages(served: Served, sample_images) -> None:
         ({"since": (datetime.now(timezone.utc) - timedelta(hours=1)).isoformat()}, 3),
         ({"until": (datetime.now(timezone.utc) - timedelta(hours=1)).isoformat()}, 0),
     ]:
-        got = served.client.get("/v1/inspections", params=params, headers=served.headers)
+        got = served.client.get("/v1/inspections", params=params, headers=reviewer)
         assert got.json()["total"] == total, params
     one = served.client.get(f"/v1/inspections/{ids[0]}", headers=served.headers)
     assert one.status_code == 200 and one.json()["id"] == ids[0]
@@ -103,11 +125,11 @@ def test_list_filters_and_pages(served: Served, sample_images) -> None:
 
 def test_healthz_metrics_and_openapi(served: Served, sample_images) -> None:
     served.inspect(sample_images["defect1"])
-    health = served.client.get("/healthz")
+    health = served.ops("/healthz")
     assert health.status_code == 200
     assert health.json()["products"][PRODUCT]["bundle_id"] == V1
     assert health.json()["store"]["ok"] is True
-    metrics = served.client.get("/metrics").text
+    metrics = served.ops("/metrics").text
     assert (
         f'inspection_live_model_info{{bundle_id="{V1}",model_version="{PRODUCT}/{V1}",product="{PRODUCT}"}} 1.0'
         in metrics
@@ -129,7 +151,7 @@ def test_ack_means_committed_for_a_new_connection(served: Served, sample_images)
     from inspection.store.store import Store
 
     body = served.inspect(sample_images["good1"]).json()
-    fresh = Store(served.config.store_url, served.config.blob_dir, migrate=False)
+    fresh = Store(served.config.store_url, served.config.blob_dir)
     try:
         row = fresh.get_inspection(body["id"])
         for sha in (row.image_sha, row.map_sha, row.mask_sha, row.overlay_sha):

@@ -56,7 +56,7 @@ def test_bad_station_config_names_the_problem(tmp_path: Path, override: dict, me
 
 
 def test_tokens_are_stored_hashed_and_can_be_revoked(tmp_path: Path) -> None:
-    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "blobs")
+    store = Store.migrated(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "blobs")
     token, info = create_token(store, "line-3", "camera PC")
     assert token.startswith("insp_") and len(token) > 40
     with store.session() as session:
@@ -71,7 +71,7 @@ def test_tokens_are_stored_hashed_and_can_be_revoked(tmp_path: Path) -> None:
     assert revoke_token(store, info.id).revoked_at == revoked.revoked_at
     with pytest.raises(StoreError, match="no API token with id 99"):
         revoke_token(store, 99)
-    with pytest.raises(StoreError, match="invalid station id 'a b'"):
+    with pytest.raises(StoreError, match="invalid station id or name 'a b'"):
         create_token(store, "a b")
     store.engine.dispose()
 
@@ -96,7 +96,7 @@ def test_tokens_commands(tmp_path: Path) -> None:
     revoked = runner.invoke(app, ["tokens", "revoke", "1", "-c", str(config)])
     assert revoked.exit_code == 0 and "token 1 of station ST-7 revoked" in revoked.output
     assert "revoked" in runner.invoke(app, ["tokens", "list", "-c", str(config)]).output
-    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "blobs")
+    store = Store.migrated(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "blobs")
     assert station_for_token(store, token) is None
     store.engine.dispose()
 
@@ -113,3 +113,18 @@ def test_station_modules_never_import_torch() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True
     )
     assert result.stdout.strip() == ""
+
+
+@pytest.mark.parametrize(
+    ("host", "allowed"), [("127.0.0.1", True), ("localhost", True), ("0.0.0.0", False)]
+)
+def test_dashboard_binds_beyond_loopback_only_when_told(host: str, allowed: bool) -> None:
+    from inspection.cli.dashboard import check_bind
+    from inspection.core.errors import ConfigError
+
+    check_bind(host, insecure_no_login=True)
+    if allowed:
+        check_bind(host, insecure_no_login=False)
+    else:
+        with pytest.raises(ConfigError, match="the dashboard has no login"):
+            check_bind(host, insecure_no_login=False)

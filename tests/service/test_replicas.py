@@ -46,7 +46,7 @@ def test_replicas_starting_together_migrate_once(pg_url: str, tmp_path: Path) ->
 
     def start() -> None:
         barrier.wait()
-        store = Store(pg_url, tmp_path / "blobs")
+        store = Store.migrated(pg_url, tmp_path / "blobs")
         try:
             counts.append(store.count_inspections())
         finally:
@@ -98,7 +98,7 @@ def test_a_promotion_reaches_every_replica(
     pending = set(range(len(replicas)))
     while pending and time.monotonic() - promoted_at < 10:
         for i in list(pending):
-            health = replicas[i].client.get("/healthz").json()
+            health = replicas[i].ops("/healthz").json()
             if health["products"][PRODUCT]["bundle_id"] == V2:
                 pending.discard(i)
         time.sleep(0.05)

@@ -28,7 +28,7 @@ def _fields(**overrides):
 
 
 def test_add_get_list_count(store_url: str, tmp_path: Path) -> None:
-    store = Store(store_url, tmp_path / "blobs")
+    store = Store.migrated(store_url, tmp_path / "blobs")
     first = store.add_inspection(**_fields(score=0.2, verdict="OK"))
     second = store.add_inspection(**_fields(station_id="st-2"))
     assert store.get_inspection(first.id).verdict == "OK"
@@ -44,7 +44,7 @@ def test_add_get_list_count(store_url: str, tmp_path: Path) -> None:
 
 
 def test_request_id_makes_retries_idempotent(store_url: str, tmp_path: Path) -> None:
-    store = Store(store_url, tmp_path / "blobs")
+    store = Store.migrated(store_url, tmp_path / "blobs")
     first = store.add_inspection(**_fields(request_id="cam-1:0001"))
     again = store.add_inspection(**_fields(request_id="cam-1:0001", score=0.9))
     assert again.id == first.id and again.score == first.score
@@ -52,7 +52,7 @@ def test_request_id_makes_retries_idempotent(store_url: str, tmp_path: Path) -> 
 
 
 def test_reviews_are_audited_and_mirrored(store_url: str, tmp_path: Path) -> None:
-    store = Store(store_url, tmp_path / "blobs")
+    store = Store.migrated(store_url, tmp_path / "blobs")
     row = store.add_inspection(**_fields())
     store.add_review(row.id, label="unsure", reviewer="alice")
     store.add_review(row.id, label="defect", defect_type="crack", reviewer="bob", note="clear")
@@ -78,17 +78,41 @@ def test_reviews_are_audited_and_mirrored(store_url: str, tmp_path: Path) -> Non
 def test_bad_reviews_are_refused(
     store_url: str, tmp_path: Path, label: str, reviewer: str, message: str
 ) -> None:
-    store = Store(store_url, tmp_path / "blobs")
+    store = Store.migrated(store_url, tmp_path / "blobs")
     row = store.add_inspection(**_fields())
     with pytest.raises(StoreError, match=message):
         store.add_review(row.id, label=label, reviewer=reviewer)
 
 
 def test_blobs_are_content_addressed(tmp_path: Path) -> None:
-    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "blobs")
+    store = Store.migrated(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "blobs")
     sha = store.blobs.put(b"png-bytes", ".png")
     assert store.blobs.put(b"png-bytes", ".png") == sha
     assert store.blobs.get(sha) == b"png-bytes"
     assert store.blobs.path(sha).suffix == ".png"
     with pytest.raises(FileNotFoundError):
         store.blobs.path("0" * 64)
+
+
+def test_longest_accepted_inputs_fit_their_columns(store_url: str, tmp_path: Path) -> None:
+    """Every input the service accepts is storable on PostgreSQL too (which enforces lengths)."""
+    from inspection.service.pipeline import check_part_id, check_request_id, stored_request_id
+    from inspection.store.outbox import OutboxEntry
+
+    station = "s" * 64  # longest station id a token can carry
+    key = stored_request_id(station, check_request_id("r" * 80))
+    part_id = check_part_id("p" * 128)
+    store = Store.migrated(store_url, tmp_path / "blobs")
+    fields = _fields(request_id=key, station_id=station, part_id=part_id, payload_digest="d" * 64)
+    row = store.add_inspection(outbox=[OutboxEntry("mqtt", key, "{}")], **fields)
+    assert store.find_by_request_id(key).id == row.id and len(key) == 145
+
+
+@pytest.mark.parametrize("bad", ["p\x00q", "tab\tbed", "p" * 129])
+def test_part_ids_that_postgres_cannot_store_are_refused(bad: str) -> None:
+    from inspection.service.errors import InvalidRequest, http_status
+    from inspection.service.pipeline import check_part_id
+
+    with pytest.raises(InvalidRequest) as caught:
+        check_part_id(bad)
+    assert http_status(caught.value) == 422

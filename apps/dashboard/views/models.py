@@ -74,6 +74,26 @@ if versions:
             width="stretch",
         )
 
+st.subheader("Station speed: precision chosen by measurement")
+speed = models.tuning_frame(board.registry, product)
+if speed.empty:
+    st.caption(
+        "No station has measured this product's bundles yet: stations do it on load when the "
+        "live model has several gated precisions, or run `inspection station tune`."
+    )
+else:
+    st.dataframe(
+        speed,
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "served": st.column_config.CheckboxColumn("served"),
+            "p50_ms": st.column_config.NumberColumn("p50", format="%.1f ms"),
+            "p95_ms": st.column_config.NumberColumn("p95", format="%.1f ms"),
+            "img_per_s": st.column_config.NumberColumn("img/s", format="%.0f"),
+        },
+    )
+
 bundles = board.registry.bundle_ids(product)
 st.subheader("Change the live bundle")
 left, right = st.columns(2)

@@ -1,0 +1,72 @@
+"""``inspection db``: the results database's schema, upgraded explicitly.
+
+Opening a store never migrates it. ``inspection db upgrade`` does (``serve`` also upgrades at
+start-up, and ``make demo`` at set-up); ``inspection db status`` tells whether it is needed.
+The database is the station's (``--config``) or, with ``--site``, the central site's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+from rich.console import Console
+
+if TYPE_CHECKING:
+    from inspection.store.store import Store
+
+console = Console()
+db_app = typer.Typer(help="Results database schema (Alembic migrations).", no_args_is_help=True)
+STATION_OPTION = typer.Option(
+    None, "--config", "-c", help="Station config YAML whose store to use."
+)
+SITE_OPTION = typer.Option(
+    None, "--site", help="Site config YAML whose store to use (default: configs/site.yaml)."
+)
+
+
+@db_app.command("upgrade")
+def upgrade(config: Path = STATION_OPTION, site: Path = SITE_OPTION) -> None:
+    """Bring the schema to the newest revision (safe to repeat; replicas serialise)."""
+    store = _store(config, site)
+    before = store.schema_revision()
+    store.migrate()
+    after = store.schema_revision()
+    if before == after:
+        console.print(f"schema already at {after}: nothing to do")
+    else:
+        console.print(f"schema upgraded: {before or 'empty'} -> {after}")
+
+
+@db_app.command("status")
+def status(config: Path = STATION_OPTION, site: Path = SITE_OPTION) -> None:
+    """Print the schema revision; exit 1 when an upgrade is needed."""
+    from inspection.store.store import schema_head
+
+    store = _store(config, site)
+    current, head = store.schema_revision(), schema_head()
+    console.print(f"database revision: {current or 'empty'}; this version needs: {head}")
+    if current != head:
+        console.print("run 'inspection db upgrade'")
+        raise typer.Exit(1)
+
+
+def _store(config: Path | None, site: Path | None) -> Store:
+    from inspection.store.store import Store
+
+    if config is not None and site is not None:
+        raise typer.BadParameter("give --config (a station) or --site, not both")
+    if config is not None:
+        from inspection.service.config import load_station_config
+
+        station = load_station_config(config)
+        return Store(station.store_url, station.blob_dir)
+    from inspection.core.config import load_site_config
+
+    site_config = load_site_config(site)
+    return Store(site_config.store_url, site_config.blob_dir)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(db_app, name="db")

@@ -1,0 +1,30 @@
+"""``inspection registry serve``: the central catalog stations pull live bundles from."""
+
+from __future__ import annotations
+
+import typer
+
+registry_app = typer.Typer(help="The central model registry over HTTP.", no_args_is_help=True)
+
+
+@registry_app.command("serve")
+def serve(
+    site: str = typer.Option(None, "--site", help="Site config YAML (default: configs/site.yaml)."),
+    host: str = typer.Option("127.0.0.1", help="Bind address (0.0.0.0 to serve the plant LAN)."),
+    port: int = typer.Option(8700, help="Port."),
+) -> None:
+    """Serve live bundles per product to stations (bearer tokens from `inspection tokens`)."""
+    import uvicorn
+
+    from inspection.core.config import load_site_config
+    from inspection.distribution.server import create_catalog_app
+    from inspection.store.store import Store
+
+    site_config = load_site_config(site)
+    store = Store.migrated(site_config.store_url, site_config.blob_dir)  # like serve
+    app = create_catalog_app(site_config.registry_dir, store)
+    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(registry_app, name="registry")

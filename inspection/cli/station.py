@@ -1,0 +1,234 @@
+"""``inspection station``: commands run on a line PC next to ``inspection serve``.
+
+inspection station sync --from http://central:8700   # pull the live bundles
+inspection station tune                              # time FP32/FP16/INT8 here, serve the fastest
+inspection station run --config configs/line.yaml    # PLC-driven: camera -> inspect -> sinks
+inspection station status --config configs/line.yaml # outbox backlog per sink, live models
+inspection station trigger --via mqtt                # fire one trigger as the PLC would
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+station_app = typer.Typer(help="Line-station maintenance commands.", no_args_is_help=True)
+TOKEN_ENV = "INSPECTION_REGISTRY_TOKEN"
+CONFIG_OPTION = typer.Option(
+    Path("configs/station.yaml"), "--config", "-c", help="Station config YAML."
+)
+TOKEN_FILE_OPTION = typer.Option(
+    None, "--token-file", help=f"File holding the station token (default: ${TOKEN_ENV})."
+)
+
+
+@station_app.command("sync")
+def sync(
+    source: str = typer.Option(
+        ..., "--from", help="Central catalog URL (http://host:8700) or a shared registry path."
+    ),
+    config: Path = CONFIG_OPTION,
+    token_file: Path = TOKEN_FILE_OPTION,
+    watch: bool = typer.Option(False, "--watch", help="Keep polling (pull on promotion)."),
+    interval: float = typer.Option(5.0, "--interval", help="Seconds between polls (--watch)."),
+) -> None:
+    """Pull the live bundle of every product in the station config into its local registry.
+
+    Downloads are digest-checked before they become live; on any failure the station keeps
+    its last good bundle. Exit code 2 when a one-shot sync failed for some product.
+    """
+    from inspection.distribution.sync import HttpSource, PathSource, sync_forever, sync_once
+    from inspection.service.config import load_station_config
+
+    station_config = load_station_config(config)
+    if source.startswith(("http://", "https://")):
+        token = token_file.read_text(encoding="utf-8").strip() if token_file else ""
+        bundle_source = HttpSource(source, token or os.environ.get(TOKEN_ENV, ""))
+    else:
+        bundle_source = PathSource(source)
+    registry_dir, products = station_config.registry_dir, station_config.products
+    if not watch:
+        outcomes = sync_once(bundle_source, registry_dir, products)
+        _print(outcomes)
+        if any(outcome.status == "failed" for outcome in outcomes):
+            raise typer.Exit(2)
+        return
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    console.print(f"syncing {', '.join(products)} from {source} every {interval:g} s")
+    sync_forever(
+        bundle_source,
+        registry_dir,
+        products,
+        interval_s=interval,
+        stop=stop,
+        on_outcomes=lambda outcomes: _print([o for o in outcomes if o.status != "current"]),
+    )
+
+
+PRODUCTS_OPTION = typer.Option(
+    None, "--product", "-p", help="Product(s) to tune (default: the station config's products)."
+)
+IMAGES_OPTION = typer.Option(
+    None, "--images", help="Folder of part images to time on (default: a synthetic part)."
+)
+
+
+@station_app.command("tune")
+def tune(
+    config: Path = CONFIG_OPTION,
+    products: list[str] = PRODUCTS_OPTION,
+    images: Path = IMAGES_OPTION,
+    samples: int = typer.Option(40, "--samples", min=5, help="Batch-1 timings per bundle."),
+) -> None:
+    """Time every gated bundle (FP32/FP16/INT8) of each live model on this CPU; record the fastest.
+
+    ``inspection serve`` serves the recorded choice (shown in /healthz, /metrics and the
+    dashboard's Models page); a later promotion makes the record stale until tuned again.
+    """
+    from inspection.core.images import read_image
+    from inspection.core.registry import Registry
+    from inspection.runtime.hardware import cpu_info
+    from inspection.runtime.inspector import expand_paths
+    from inspection.runtime.tuning import tune_product, tuning_path
+    from inspection.service.config import load_station_config
+
+    station_config = load_station_config(config)
+    registry = Registry(station_config.registry_dir)
+    probe = [read_image(p) for p in expand_paths([images])][:16] if images else None
+    if images and not probe:
+        raise typer.BadParameter(f"no images in {images}", param_hint="--images")
+    cpu = cpu_info()
+    console.print(f"CPU: {cpu.summary()}; OpenVINO {cpu.openvino}: {', '.join(cpu.capabilities)}")
+    for product in products or station_config.products:
+        with console.status(f"{product}: measuring") as status:
+            record = tune_product(
+                registry, product, images=probe, samples=samples, progress=status.update
+            )
+        table = Table("bundle", "precision", "p50 ms", "p95 ms", "img/s", "gate", "served")
+        for m in record.measurements:
+            served = "yes" if m.bundle_id == record.chosen_bundle_id else ""
+            table.add_row(
+                m.bundle_id, m.precision, f"{m.p50_ms:.1f}", f"{m.p95_ms:.1f}",
+                f"{m.throughput_ips:.0f}", m.gate_note, served,
+            )  # fmt: skip
+        console.print(table)
+        console.print(
+            f"{product}: serving [bold]{record.chosen_bundle_id}[/] (load {record.load_1m}); "
+            f"recorded in {tuning_path(registry, product, cpu)}"
+        )
+
+
+LINE_OPTION = typer.Option(
+    Path("configs/line.yaml"), "--config", "-c", help="Line-station config YAML."
+)
+
+
+@station_app.command("run")
+def run(config: Path = LINE_OPTION) -> None:
+    """Run a line station: PLC handshake (OPC UA / MQTT) -> camera -> inspect -> store -> sinks.
+
+    Results wait in the store's outbox until every sink acknowledged them, so a broker or
+    PLC outage, or a restart of this process, loses none. Stop with Ctrl-C or SIGTERM.
+    """
+    from inspection.line.config import load_line_config
+    from inspection.line.station import LineStation
+
+    logging.getLogger("asyncua").setLevel(logging.WARNING)  # logs every request at INFO
+    line_config = load_line_config(config)
+    station = LineStation.build(line_config)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    station.start()
+    ways = [
+        n
+        for n, on in (("OPC UA", line_config.opcua.enabled), ("MQTT", line_config.mqtt.enabled))
+        if on
+    ]
+    console.print(
+        f"station {line_config.station_id}: triggers over {', '.join(ways) or 'nothing'}, "
+        f"sinks {', '.join(s.name for s in line_config.sinks) or 'none'} (Ctrl-C to stop)"
+    )
+    try:
+        stop.wait()
+    finally:
+        station.stop()
+
+
+@station_app.command("status")
+def status(config: Path = LINE_OPTION) -> None:
+    """Outbox backlog per sink (waiting, oldest, delivered) and each product's live bundle."""
+    from inspection.core.registry import Registry
+    from inspection.line.config import load_line_config
+    from inspection.store.outbox import Outbox
+    from inspection.store.store import Store
+
+    line_config = load_line_config(config)
+    store = Store.migrated(line_config.store_url, line_config.blob_dir)
+    backlog = Outbox(store).backlog()
+    table = Table("sink", "waiting", "oldest s", "delivered")
+    for sink in line_config.sinks:
+        entry = backlog.get(sink.name)
+        oldest = f"{entry.oldest_age_s:.1f}" if entry and entry.oldest_age_s is not None else "-"
+        table.add_row(
+            sink.name, str(entry.pending if entry else 0), oldest,
+            str(entry.delivered if entry else 0),
+        )  # fmt: skip
+    console.print(table)
+    registry = Registry(line_config.registry_dir)
+    for product in line_config.products:
+        live = registry.live(product)
+        console.print(f"{product}: live bundle {live.bundle_id if live else '[red]none[/]'}")
+    store.engine.dispose()
+
+
+@station_app.command("trigger")
+def trigger(
+    config: Path = LINE_OPTION,
+    via: str = typer.Option(
+        "mqtt",
+        "--via",
+        help="mqtt (publish a trigger) or opcua (write the PLC's Trigger node, as the PLC would).",
+    ),
+    product: str = typer.Option("", "--product", "-p", help="Product (default: the selected)."),
+    part_id: str = typer.Option("", "--part-id", help="Part id to record with the result."),
+    request_id: str = typer.Option("", "--request-id", help="Idempotency key (default: new)."),
+    timeout: float = typer.Option(10.0, "--timeout", help="Seconds to wait for the answer."),
+) -> None:
+    """Fire one trigger at a running station and print its answer (commissioning check)."""
+    from inspection.line.config import load_line_config
+    from inspection.line.plc import mqtt_trigger, opcua_trigger
+
+    line_config = load_line_config(config)
+    if via not in ("mqtt", "opcua"):
+        raise typer.BadParameter("use mqtt or opcua", param_hint="--via")
+    fire = mqtt_trigger if via == "mqtt" else opcua_trigger
+    answer = fire(line_config, request_id=request_id, product=product, part_id=part_id,
+                  timeout_s=timeout)  # fmt: skip
+    console.print_json(answer.to_json())
+    if answer.verdict is None:
+        raise typer.Exit(1)
+
+
+def _print(outcomes) -> None:  # outcomes: list[SyncOutcome]
+    colours = {"current": "dim", "updated": "green", "not_live": "yellow"}
+    for outcome in outcomes:
+        colour = colours.get(outcome.status, "red")
+        console.print(
+            f"[{colour}]{outcome.product}: {outcome.status}[/] live={outcome.live or '-'} "
+            f"remote={outcome.remote or '-'} {outcome.detail}"
+        )
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(station_app, name="station")

@@ -1,0 +1,184 @@
+"""Calibrate a bundle on its OWN raw validation outputs: normalisation, thresholds, segmentation.
+
+An exported model (FP32, FP16 or INT8) scores and maps differently from the torch model it came
+from; inheriting FP32's numbers makes an INT8 bundle reject every good part. So every bundle is
+run on the version's validation split and calibrated here, torch-free, exactly as anomalib's
+post-processor calibrates the torch model:
+
+- image threshold: the raw score that maximises image F1 (anomalib ``F1AdaptiveThreshold``);
+- pixel threshold: the raw map value that maximises F1 over all validation pixels;
+- min/max of the raw scores and raw maps (the normalisation maps each threshold to 0.5);
+- segmentation: chosen on the normalised maps by ``select_segmentation`` of
+  ``inspection.core.segmentation`` when that module is installed, else the global threshold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from inspection.core.verdict import Segmentation
+
+CALIBRATION_METHOD = "f1-adaptive"
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Min-max normalisation of raw model outputs to [0, 1] with the threshold at 0.5.
+
+    normalised = clip((raw - threshold_raw) / (max - min) + 0.5, 0, 1), as anomalib's
+    post-processor does; image scores and anomaly maps each have their own stats.
+    """
+
+    image_threshold_raw: float
+    pixel_threshold_raw: float
+    image_min: float
+    image_max: float
+    pixel_min: float
+    pixel_max: float
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What a bundle's own validation outputs set: normalisation and segmentation.
+
+    Thresholds in normalised space are 0.5 by construction (see ``Normalization``).
+    ``n_good``/``n_defective`` count the validation images; ``image_f1`` and ``pixel_f1`` are
+    the F1 reached at the chosen raw thresholds on them.
+    """
+
+    normalization: Normalization
+    segmentation: Segmentation
+    split: str = "validation"
+    n_good: int = 0
+    n_defective: int = 0
+    image_f1: float = 0.0
+    pixel_f1: float | None = None
+    method: str = CALIBRATION_METHOD
+
+    def __post_init__(self) -> None:
+        norm = self.normalization
+        if not (norm.image_min <= norm.image_max and norm.pixel_min <= norm.pixel_max):
+            raise ValueError(f"calibration min must not exceed max, got {norm}")
+        if self.n_good < 0 or self.n_defective < 0:
+            raise ValueError("calibration image counts must be >= 0")
+
+
+def f1_adaptive_threshold(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """(threshold, F1): the value of ``scores`` maximising F1 of ``scores >= t`` vs ``labels``.
+
+    As anomalib's ``F1AdaptiveThreshold``: no positives -> the highest score; no negatives ->
+    the lowest score (F1 is then reported for that threshold).
+    """
+    from sklearn.metrics import precision_recall_curve
+
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    labels = np.asarray(labels).astype(bool).reshape(-1)
+    if len(scores) == 0:
+        raise ValueError("cannot calibrate a threshold on no values")
+    if not labels.any():
+        return float(scores.max()), 0.0
+    if labels.all():
+        return float(scores.min()), 1.0
+    precision, recall, thresholds = precision_recall_curve(labels, scores)
+    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+    best = int(np.argmax(f1[:-1]))  # the last point (recall 0) has no threshold
+    return float(thresholds[best]), float(f1[best])
+
+
+def calibrate(
+    scores: np.ndarray,
+    maps: np.ndarray,
+    labels: np.ndarray,
+    masks: np.ndarray,
+    defect_types: Sequence[str],
+    *,
+    mask_known: np.ndarray | None = None,
+) -> Calibration:
+    """Calibration of one bundle from its raw outputs on the validation split.
+
+    scores (N,) raw image scores; maps (N, h, w) raw anomaly maps at the model resolution;
+    labels (N,) 0 good / 1 defective; masks (N, h, w) bool ground truth at the map resolution;
+    ``mask_known`` (N,) False for defective images without a mask (left out of pixel figures).
+    """
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    maps = np.asarray(maps, dtype=np.float32)
+    labels = np.asarray(labels).astype(np.int64).reshape(-1)
+    masks = np.asarray(masks).astype(bool)
+    n = len(scores)
+    if maps.ndim != 3 or len(maps) != n or masks.shape != maps.shape or len(labels) != n:
+        raise ValueError(
+            f"calibrate needs scores (N,), labels (N,), maps and masks (N, h, w); got "
+            f"{scores.shape}, {labels.shape}, {maps.shape}, {masks.shape}"
+        )
+    if len(defect_types) != n:
+        raise ValueError(f"defect_types: expected {n} entries, got {len(defect_types)}")
+    known = np.ones(n, bool) if mask_known is None else np.asarray(mask_known, dtype=bool)
+    image_threshold, image_f1 = f1_adaptive_threshold(scores, labels)
+    pixel_threshold, pixel_f1 = f1_adaptive_threshold(maps[known], masks[known])
+    norm = Normalization(
+        image_threshold_raw=image_threshold,
+        pixel_threshold_raw=pixel_threshold,
+        image_min=float(scores.min()),
+        image_max=float(scores.max()),
+        pixel_min=float(maps.min()),
+        pixel_max=float(maps.max()),
+    )
+    segmentation = _segmentation(norm, maps, masks, labels, defect_types, known)
+    return Calibration(
+        normalization=norm,
+        segmentation=segmentation,
+        n_good=int((labels == 0).sum()),
+        n_defective=int((labels == 1).sum()),
+        image_f1=round(image_f1, 6),
+        pixel_f1=round(pixel_f1, 6) if masks[known].any() else None,
+    )
+
+
+def normalize_maps(maps: np.ndarray, norm: Normalization) -> np.ndarray:
+    """Raw maps (any shape) -> float32 in [0, 1] with ``pixel_threshold_raw`` at 0.5."""
+    return _minmax(maps, norm.pixel_threshold_raw, norm.pixel_min, norm.pixel_max)
+
+
+def normalize_scores(scores: np.ndarray, norm: Normalization) -> np.ndarray:
+    """Raw image scores -> float32 in [0, 1] with ``image_threshold_raw`` at 0.5."""
+    return _minmax(scores, norm.image_threshold_raw, norm.image_min, norm.image_max)
+
+
+def _minmax(raw: np.ndarray, threshold: float, low: float, high: float) -> np.ndarray:
+    """The station's rule (``inspection.runtime.preprocess.normalize``), vectorised."""
+    raw = np.asarray(raw, dtype=np.float32)
+    span = float(high) - float(low)
+    if span == 0.0:
+        return np.where(raw > threshold, 1.0, np.where(raw < threshold, 0.0, 0.5)).astype(
+            np.float32
+        )
+    shifted = (raw - np.float32(threshold)) / np.float32(span) + 0.5
+    return np.clip(shifted, 0.0, 1.0).astype(np.float32)
+
+
+def _segmentation(
+    norm: Normalization,
+    maps: np.ndarray,
+    masks: np.ndarray,
+    labels: np.ndarray,
+    defect_types: Sequence[str],
+    known: np.ndarray,
+) -> Segmentation:
+    """The product's segmentation selected on these normalised maps (global 0.5 without it)."""
+    try:
+        from inspection.core.segmentation import select_segmentation
+    except ImportError:
+        return Segmentation.global_threshold(0.5)
+    normalised = normalize_maps(maps, norm)
+    defective = (labels == 1) & known
+    if not defective.any() or not (labels == 0).any():
+        return Segmentation.global_threshold(0.5)
+    return select_segmentation(
+        normalised[defective],
+        masks[defective],
+        [t for t, keep in zip(defect_types, defective, strict=True) if keep],
+        normalised[labels == 0],
+    )

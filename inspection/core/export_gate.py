@@ -1,0 +1,151 @@
+"""The export gate: does a bundle, at ITS OWN thresholds, judge parts as well as FP32 does?
+
+Figures (``BundleFigures``) are measured per bundle on the labelled held-out split at the
+bundle's own calibration, through the one verdict rule (``inspection.core.verdict.judge``)
+and the torch-free metrics (``inspection.core.metrics``): false-reject and miss rates,
+image/pixel AUROC, AUPRO, region recall and the count of NG verdicts without a region. ``check_gate`` compares a candidate with the FP32 reference within
+``GateTolerances`` and names every failed figure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from inspection.core.calibration import Calibration, normalize_maps, normalize_scores
+from inspection.core.errors import InspectionError
+from inspection.core.metrics import EvaluationMetrics, SubsetMetrics, compute_metrics, judge_all
+
+
+class GateRefusal(InspectionError):
+    """A bundle judged worse than FP32 beyond the tolerances; the message names each figure."""
+
+
+@dataclass(frozen=True)
+class GateTolerances:
+    """How far a bundle may fall behind FP32 (absolute; rates may rise, the rest may drop)."""
+
+    false_reject_rate: float = 0.05
+    miss_rate: float = 0.05
+    image_auroc: float = 0.01
+    pixel_auroc: float = 0.02
+    aupro: float = 0.05
+    region_recall: float = 0.10
+
+    def __post_init__(self) -> None:
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"tolerance {item.name} must be in [0, 1], got {value}")
+
+
+RISING = ("false_reject_rate", "miss_rate")
+"""Figures where higher is worse; every other gated figure is higher-is-better."""
+
+
+@dataclass(frozen=True)
+class BundleFigures:
+    """What a bundle does on a labelled split at its own thresholds (None: undefined there)."""
+
+    false_reject_rate: float
+    miss_rate: float
+    image_auroc: float | None
+    pixel_auroc: float | None
+    aupro: float | None
+    region_recall: float | None
+    ng_without_region: int
+    pixel_f1: float | None = None
+    n_good: int = 0
+    n_defective: int = 0
+
+    def rejected_good(self) -> int:
+        return round(self.false_reject_rate * self.n_good)
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    passed: bool
+    failures: tuple[str, ...]
+    checks: tuple[str, ...]
+
+    def message(self, what: str) -> str:
+        if self.passed:
+            return f"{what} holds the gate: " + "; ".join(self.checks)
+        return f"{what} refused: " + "; ".join(self.failures)
+
+
+def check_gate(
+    candidate: BundleFigures, reference: BundleFigures, tolerances: GateTolerances
+) -> GateDecision:
+    """Compare ``candidate`` with the FP32 ``reference``; every figure beyond tolerance fails.
+
+    A figure undefined on the split (None) for either bundle is not compared. NG verdicts
+    without a region fail whatever the reference does.
+    """
+    failures, checks = [], []
+    for item in fields(tolerances):
+        name, tolerance = item.name, getattr(tolerances, item.name)
+        ours, theirs = getattr(candidate, name), getattr(reference, name)
+        if ours is None or theirs is None:
+            continue
+        worse = (ours - theirs) if name in RISING else (theirs - ours)
+        text = f"{name} {ours:.3f} vs FP32 {theirs:.3f}"
+        if worse > tolerance + 1e-9:
+            failures.append(f"{text} (worse by {worse:.3f} > tolerance {tolerance})")
+        else:
+            checks.append(text)
+    if candidate.ng_without_region:
+        failures.append(f"ng_without_region {candidate.ng_without_region} (must be 0)")
+    return GateDecision(not failures, tuple(failures), tuple(checks))
+
+
+def measure(
+    scores: np.ndarray,
+    maps: np.ndarray,
+    labels: np.ndarray,
+    masks: np.ndarray,
+    defect_types: Sequence[str],
+    calibration: Calibration,
+    *,
+    mask_known: np.ndarray | None = None,
+) -> tuple[EvaluationMetrics, BundleFigures]:
+    """Judge every image at the calibration's thresholds with the one verdict rule, and measure.
+
+    scores (N,) and maps (N, h, w) raw model outputs; masks (N, h, w) bool ground truth.
+    Verdicts and regions come from the normalised outputs exactly as the station judges them;
+    AUROC/AUPRO from the raw ones (normalisation clips, which would create ties).
+    """
+    norm = calibration.normalization
+    judged = judge_all(
+        normalize_scores(scores, norm), normalize_maps(maps, norm), 0.5, calibration.segmentation
+    )
+    metrics = compute_metrics(
+        scores,
+        labels,
+        maps,
+        masks,
+        defect_types,
+        judged,
+        image_threshold=norm.image_threshold_raw,
+        segmentation=calibration.segmentation.describe(),
+        mask_known=mask_known,
+    )
+    return metrics, figures_of(metrics.overall)
+
+
+def figures_of(overall: SubsetMetrics) -> BundleFigures:
+    """The gated figures of a metrics subset (rates of an empty class count as 0)."""
+    return BundleFigures(
+        false_reject_rate=overall.false_reject_rate or 0.0,
+        miss_rate=overall.miss_rate or 0.0,
+        image_auroc=overall.image_auroc,
+        pixel_auroc=overall.pixel_auroc,
+        aupro=overall.aupro,
+        region_recall=overall.region_recall,
+        ng_without_region=overall.ng_without_region,
+        pixel_f1=overall.pixel_f1,
+        n_good=overall.n_good,
+        n_defective=overall.n_defective,
+    )

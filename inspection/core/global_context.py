@@ -1,0 +1,239 @@
+"""Global-context anomaly score: image-level statistics judged against normal images. Torch-free.
+
+PatchCore and STFPM compare patches; a change that exists only at the level of the whole
+image (thread density, colour cast, misregistered angle) slips through. Here each image is
+described by a few image-level feature vectors ("components"):
+
+- ``features``: the backbone's feature maps average-pooled per channel, several layers
+  concatenated (computed by the model graph; given to ``score_components`` by the caller);
+- ``colour``: per-channel mean and standard deviation of RGB and HSV (12 values);
+- ``frequency``: log power of the grey image's spectrum in radial rings (scale/density) and
+  angular sectors (orientation).
+
+Each component is a Gaussian of normal training images (mean and Ledoit-Wolf shrunk
+precision, fitted in ``inspection.training.global_context``); its score is the Mahalanobis
+distance. Every component, and the local model's raw image score, is standardised by its
+distribution on the **good validation images** (z = (d - mean) / std).
+
+Fusion rule (one function, ``fuse``): the fused z-score is the **maximum** of the
+components' z-scores; the component reaching it "drove" the verdict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+COLOUR, FREQUENCY, FEATURES, LOCAL = "colour", "frequency", "features", "local"
+IMAGE_COMPONENTS: tuple[str, ...] = (COLOUR, FREQUENCY)
+"""Components computed from the image itself (no model output needed)."""
+GLOBAL_COMPONENTS: tuple[str, ...] = (FEATURES, COLOUR, FREQUENCY)
+STATS_SIZE = 128
+"""Side (px) the image is resized to before colour and frequency statistics."""
+RADIAL_BINS, ANGULAR_BINS = 12, 8
+PARAMS_FILE = "global_context.npz"
+
+
+@dataclass(frozen=True)
+class Gaussian:
+    """A normal model of one component: mean (D,) and precision (D, D) float64."""
+
+    mean: np.ndarray
+    precision: np.ndarray
+
+    def __post_init__(self) -> None:
+        dim = self.mean.shape[0] if self.mean.ndim == 1 else -1
+        if dim < 1 or self.precision.shape != (dim, dim):
+            raise ValueError(
+                f"Gaussian needs mean (D,) and precision (D, D), got {self.mean.shape} "
+                f"and {self.precision.shape}"
+            )
+
+    def distance(self, vectors: np.ndarray) -> np.ndarray:
+        """Mahalanobis distance of (N, D) vectors -> (N,) float64 >= 0."""
+        vectors = np.asarray(vectors, dtype=np.float64)
+        if vectors.ndim != 2 or vectors.shape[1] != self.mean.shape[0]:
+            raise ValueError(f"expected (N, {self.mean.shape[0]}) vectors, got {vectors.shape}")
+        centred = vectors - self.mean
+        squared = np.einsum("nd,de,ne->n", centred, self.precision, centred)
+        return np.sqrt(np.maximum(squared, 0.0))
+
+
+@dataclass(frozen=True)
+class Standardiser:
+    """z = (value - mean) / std, fitted on good validation images."""
+
+    mean: float
+    std: float
+
+    def __post_init__(self) -> None:
+        if not np.isfinite(self.mean) or not np.isfinite(self.std) or self.std <= 0:
+            raise ValueError(f"Standardiser needs a finite mean and std > 0, got {self}")
+
+    def z(self, values: np.ndarray | float) -> np.ndarray:
+        return (np.asarray(values, dtype=np.float64) - self.mean) / self.std
+
+
+@dataclass(frozen=True)
+class GlobalContext:
+    """Fitted global-context model: one Gaussian and one standardiser per component.
+
+    ``standardisers`` may also hold ``local`` (the local model's raw image score) so the
+    fused score covers both; ``feature_layers`` names the pooled backbone layers.
+    """
+
+    gaussians: Mapping[str, Gaussian]
+    standardisers: Mapping[str, Standardiser]
+    feature_layers: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        unknown = set(self.gaussians) - set(GLOBAL_COMPONENTS)
+        if unknown:
+            raise ValueError(
+                f"unknown global components {sorted(unknown)}; valid: {GLOBAL_COMPONENTS}"
+            )
+        missing = [name for name in self.gaussians if name not in self.standardisers]
+        if missing:
+            raise ValueError(f"components {missing} have no standardiser")
+        if FEATURES in self.gaussians and not self.feature_layers:
+            raise ValueError("the features component needs the names of its pooled layers")
+
+    @property
+    def components(self) -> tuple[str, ...]:
+        return tuple(name for name in GLOBAL_COMPONENTS if name in self.gaussians)
+
+    def distances(
+        self, images: list[np.ndarray] | None = None, pooled: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
+        """Raw Mahalanobis distances per component, each (N,) float64.
+
+        ``images``: (H, W, 3) uint8 RGB; ``pooled``: (N, D) pooled backbone features.
+        """
+        out: dict[str, np.ndarray] = {}
+        for name in self.components:
+            if name == FEATURES:
+                if pooled is None:
+                    raise ValueError("the features component needs pooled backbone features")
+                vectors = pooled
+            else:
+                if images is None:
+                    raise ValueError(f"the {name} component needs the images")
+                vectors = np.stack([IMAGE_STATISTICS[name](image) for image in images])
+            out[name] = self.gaussians[name].distance(vectors)
+        return out
+
+    def z_scores(
+        self, distances: Mapping[str, np.ndarray], local_raw: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
+        """Standardised scores per component (``local`` included when given and fitted)."""
+        z = {name: self.standardisers[name].z(d) for name, d in distances.items()}
+        if local_raw is not None and LOCAL in self.standardisers:
+            z[LOCAL] = self.standardisers[LOCAL].z(local_raw)
+        return z
+
+    def save(self, path: str | Path) -> Path:
+        """Write the arrays and standardisers to one ``.npz`` file (no pickle)."""
+        arrays: dict[str, np.ndarray] = {
+            "feature_layers": np.asarray(self.feature_layers, dtype=str),
+            "standardisers": np.asarray(
+                [[name, s.mean, s.std] for name, s in self.standardisers.items()], dtype=str
+            ),
+        }
+        for name, gaussian in self.gaussians.items():
+            arrays[f"{name}.mean"] = gaussian.mean
+            arrays[f"{name}.precision"] = gaussian.precision
+        path = Path(path)
+        with path.open("wb") as handle:
+            np.savez(handle, **arrays)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> GlobalContext:
+        with np.load(Path(path), allow_pickle=False) as data:
+            gaussians = {
+                name: Gaussian(data[f"{name}.mean"], data[f"{name}.precision"])
+                for name in GLOBAL_COMPONENTS
+                if f"{name}.mean" in data
+            }
+            standardisers = {
+                str(row[0]): Standardiser(float(row[1]), float(row[2]))
+                for row in data["standardisers"]
+            }
+            layers = tuple(str(layer) for layer in data["feature_layers"])
+        return cls(gaussians, standardisers, layers)
+
+
+def fuse(z_scores: Mapping[str, np.ndarray]) -> tuple[np.ndarray, list[str]]:
+    """The fusion rule: fused (N,) = max over components of z; and the driving component per image."""
+    if not z_scores:
+        raise ValueError("fuse needs at least one component")
+    names = list(z_scores)
+    stacked = np.stack([np.asarray(z_scores[name], dtype=np.float64) for name in names])
+    drivers = [names[index] for index in np.argmax(stacked, axis=0)]
+    return stacked.max(axis=0), drivers
+
+
+# ------------------------------------------------------------------ image statistics
+def _small(image: np.ndarray) -> np.ndarray:
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}")
+    return cv2.resize(image, (STATS_SIZE, STATS_SIZE), interpolation=cv2.INTER_AREA)
+
+
+def colour_statistics(image: np.ndarray) -> np.ndarray:
+    """(12,) float64: mean and std of R, G, B and of H (circular, as cos/sin), S, V in [0, 1]."""
+    small = _small(image)
+    rgb = small.reshape(-1, 3).astype(np.float64) / 255.0
+    hsv = cv2.cvtColor(small, cv2.COLOR_RGB2HSV).reshape(-1, 3).astype(np.float64)
+    angle = hsv[:, 0] * (np.pi / 90.0)  # OpenCV hue is 0..179 for 0..358 degrees
+    sat, val = hsv[:, 1] / 255.0, hsv[:, 2] / 255.0
+    hue = np.stack([np.cos(angle) * sat, np.sin(angle) * sat], axis=1)  # saturation-weighted
+    return np.concatenate(
+        [rgb.mean(0), rgb.std(0), hue.mean(0), [sat.mean(), sat.std(), val.mean(), val.std()]]
+    )
+
+
+def frequency_statistics(image: np.ndarray) -> np.ndarray:
+    """(RADIAL_BINS + ANGULAR_BINS,) float64: log spectral power in rings and in sectors.
+
+    Rings capture scale and density (a finer weave moves power outwards); sectors capture
+    orientation (a rotated pattern moves power between sectors). DC is excluded.
+    """
+    grey = cv2.cvtColor(_small(image), cv2.COLOR_RGB2GRAY).astype(np.float64) / 255.0
+    grey = (grey - grey.mean()) * np.outer(np.hanning(STATS_SIZE), np.hanning(STATS_SIZE))
+    power = np.abs(np.fft.fftshift(np.fft.fft2(grey))) ** 2
+    radius, angle = _polar_grid()
+    valid = (radius > 0) & (radius <= 0.5)
+    rings = np.minimum((radius[valid] / 0.5 * RADIAL_BINS).astype(int), RADIAL_BINS - 1)
+    sectors = np.minimum((angle[valid] / np.pi * ANGULAR_BINS).astype(int), ANGULAR_BINS - 1)
+    values = power[valid]
+    ring_power = np.bincount(rings, values, RADIAL_BINS)
+    sector_power = np.bincount(sectors, values, ANGULAR_BINS)
+    total = values.sum() + 1e-12
+    return np.log(np.concatenate([ring_power, sector_power]) / total + 1e-9)
+
+
+def _polar_grid() -> tuple[np.ndarray, np.ndarray]:
+    """Normalised frequency radius (cycles/pixel) and angle in [0, pi) of the shifted grid."""
+    freqs = np.fft.fftshift(np.fft.fftfreq(STATS_SIZE))
+    fy, fx = np.meshgrid(freqs, freqs, indexing="ij")
+    return np.hypot(fx, fy), np.mod(np.arctan2(fy, fx), np.pi)
+
+
+IMAGE_STATISTICS = {COLOUR: colour_statistics, FREQUENCY: frequency_statistics}
+
+
+def pool_features(feature_maps: list[np.ndarray]) -> np.ndarray:
+    """Average-pool (N, C_i, h_i, w_i) feature maps per channel and concatenate -> (N, sum C_i)."""
+    if not feature_maps:
+        raise ValueError("pool_features needs at least one feature map")
+    pooled = []
+    for fmap in feature_maps:
+        if fmap.ndim != 4:
+            raise ValueError(f"expected (N, C, h, w) feature maps, got {fmap.shape}")
+        pooled.append(np.asarray(fmap, dtype=np.float64).mean(axis=(2, 3)))
+    return np.concatenate(pooled, axis=1)

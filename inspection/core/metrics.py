@@ -1,0 +1,328 @@
+"""Torch-free inspection metrics: what the station's verdicts and regions are worth.
+
+Threshold-free: image AUROC, pixel AUROC (scikit-learn) and AUPRO (per-region overlap
+integrated up to 30 % false-positive rate, divided by 0.3, as MVTec AD defines it).
+At the verdict rule (``inspection.core.verdict``): image F1, false-reject and miss rates;
+pixel F1 and IoU of the judged masks, **region recall** (share of ground-truth connected
+components overlapped >= 30 % by the judged mask), false regions per good image and the
+count of NG verdicts without a region. Everything overall and per defect type (that type's
+defective images together with all good images), in one frozen ``EvaluationMetrics``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+import cv2
+import numpy as np
+
+from inspection.core.verdict import Segmentation, is_ng, judge
+
+AUPRO_FPR_LIMIT = 0.3
+REGION_OVERLAP = 0.3
+"""A ground-truth defect counts as found when the predicted mask covers this share of it."""
+METRICS_SCHEMA = 1
+
+
+def image_auroc(scores: np.ndarray, labels: np.ndarray) -> float | None:
+    """AUROC of (N,) scores against (N,) 0/1 labels; None with a single class."""
+    from sklearn.metrics import roc_auc_score
+
+    labels = np.asarray(labels).astype(bool).reshape(-1)
+    if labels.all() or not labels.any():
+        return None
+    return float(roc_auc_score(labels, np.asarray(scores, dtype=np.float64).reshape(-1)))
+
+
+def pixel_auroc(maps: np.ndarray, masks: np.ndarray) -> float | None:
+    """AUROC over all pixels of (N, H, W) maps against (N, H, W) bool masks."""
+    return image_auroc(np.asarray(maps).reshape(-1), np.asarray(masks).reshape(-1))
+
+
+def aupro(maps: np.ndarray, masks: np.ndarray, fpr_limit: float = AUPRO_FPR_LIMIT) -> float | None:
+    """Normalised area under the per-region-overlap curve up to ``fpr_limit``.
+
+    maps (N, H, W) float, masks (N, H, W) bool. Every ground-truth component (8-connected)
+    weighs the same; the false-positive rate runs over all non-defect pixels. Exact over all
+    distinct map values (sorted once), like the MVTec AD reference code. None without any
+    defect pixel or without any normal pixel.
+    """
+    maps = np.asarray(maps, dtype=np.float32)
+    masks = np.asarray(masks).astype(bool)
+    if not masks.any() or masks.all():
+        return None
+    weights = np.zeros(maps.shape, dtype=np.float64)
+    n_regions = 0
+    for i in range(len(masks)):
+        if not masks[i].any():
+            continue
+        count, labels, stats, _ = cv2.connectedComponentsWithStats(
+            masks[i].astype(np.uint8), connectivity=8
+        )
+        area = stats[:, cv2.CC_STAT_AREA].astype(np.float64)
+        inside = labels > 0
+        weights[i][inside] = 1.0 / area[labels[inside]]
+        n_regions += count - 1
+    flat = maps.reshape(-1)
+    order = np.argsort(-flat, kind="stable")
+    values = flat[order]
+    negatives = ~masks.reshape(-1)[order]
+    fpr = np.cumsum(negatives, dtype=np.float64) / negatives.sum()
+    pro = np.cumsum(weights.reshape(-1)[order]) / n_regions
+    last_of_value = np.r_[values[1:] != values[:-1], True]
+    fpr = np.r_[0.0, fpr[last_of_value]]
+    pro = np.r_[0.0, pro[last_of_value]]
+    end = int(np.searchsorted(fpr, fpr_limit, side="right"))
+    if end < len(fpr):
+        span = fpr[end] - fpr[end - 1]
+        share = (fpr_limit - fpr[end - 1]) / span if span > 0 else 0.0
+        fpr = np.r_[fpr[:end], fpr_limit]
+        pro = np.r_[pro[:end], pro[end - 1] + share * (pro[end] - pro[end - 1])]
+    return float(np.trapezoid(pro, fpr) / fpr_limit)
+
+
+def region_hits(
+    predicted: np.ndarray, truth: np.ndarray, min_overlap: float = REGION_OVERLAP
+) -> tuple[int, int]:
+    """(found, total) ground-truth components of one (H, W) bool ``truth`` mask; a component
+    is found when the (H, W) bool ``predicted`` mask covers at least ``min_overlap`` of it."""
+    if not truth.any():
+        return 0, 0
+    count, labels = cv2.connectedComponents(truth.astype(np.uint8), connectivity=8)
+    area = np.bincount(labels.reshape(-1), minlength=count)
+    covered = np.bincount(labels[predicted & truth], minlength=count)
+    found = covered[1:] >= min_overlap * area[1:]
+    return int(found.sum()), count - 1
+
+
+def count_regions(mask: np.ndarray) -> int:
+    """Number of 8-connected regions of an (H, W) bool mask."""
+    if not mask.any():
+        return 0
+    return cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)[0] - 1
+
+
+@dataclass(frozen=True)
+class JudgedSet:
+    """The verdict rule applied to N images: ng (N,) bool, masks (N, H, W) bool, regions (N,)."""
+
+    ng: np.ndarray
+    masks: np.ndarray
+    n_regions: np.ndarray
+
+    def __post_init__(self) -> None:
+        n = len(self.ng)
+        if self.masks.ndim != 3 or len(self.masks) != n or self.n_regions.shape != (n,):
+            raise ValueError(
+                f"JudgedSet needs ng (N,), masks (N, H, W), n_regions (N,); got "
+                f"{self.ng.shape}, {self.masks.shape}, {self.n_regions.shape}"
+            )
+
+
+def judge_all(
+    scores: np.ndarray, maps: np.ndarray, threshold: float, segmentation: Segmentation
+) -> JudgedSet:
+    """``judge`` every image: scores (N,) and maps (N, H, W) normalised to [0, 1]."""
+    judged = [
+        judge(float(s), threshold, m, segmentation) for s, m in zip(scores, maps, strict=True)
+    ]
+    return JudgedSet(
+        ng=np.array([j.verdict == "NG" for j in judged], dtype=bool),
+        masks=np.stack([j.mask for j in judged]),
+        n_regions=np.array([len(j.regions) for j in judged], dtype=np.int64),
+    )
+
+
+def threshold_masks(
+    scores: np.ndarray, maps: np.ndarray, threshold: float, pixel_threshold: float
+) -> JudgedSet:
+    """The old rule, for comparison only: verdict ``score >= threshold`` and, independently,
+    mask ``map >= pixel_threshold`` on every image (NG images may get no region)."""
+    masks = np.asarray(maps) >= pixel_threshold
+    return JudgedSet(
+        ng=np.asarray(is_ng(np.asarray(scores), threshold), dtype=bool),
+        masks=masks,
+        n_regions=np.array([count_regions(m) for m in masks], dtype=np.int64),
+    )
+
+
+@dataclass(frozen=True)
+class SubsetMetrics:
+    """Metrics of one subset: all images, or one defect type's images plus the good ones.
+
+    AUROCs/AUPRO are None when undefined (one class); ``pixel_f1``/``pixel_iou`` and
+    ``region_recall`` are None without ground-truth masks.
+    """
+
+    n_good: int
+    n_defective: int
+    image_auroc: float | None
+    image_f1: float
+    false_reject_rate: float | None
+    miss_rate: float | None
+    pixel_auroc: float | None
+    aupro: float | None
+    pixel_f1: float | None
+    pixel_iou: float | None
+    gt_regions: int
+    regions_found: int
+    region_recall: float | None
+    false_regions_per_good_image: float | None
+    ng_without_region: int
+
+
+@dataclass(frozen=True)
+class EvaluationMetrics:
+    """Overall and per-defect-type metrics at an image threshold and a segmentation."""
+
+    overall: SubsetMetrics
+    per_defect: dict[str, SubsetMetrics]
+    image_threshold: float
+    segmentation: str
+    schema: int = METRICS_SCHEMA
+
+    def to_mapping(self) -> dict[str, Any]:
+        return {
+            "schema": self.schema,
+            "thresholds": {"image": self.image_threshold, "segmentation": self.segmentation},
+            "overall": _subset_mapping(self.overall),
+            "per_defect": {k: _subset_mapping(v) for k, v in sorted(self.per_defect.items())},
+        }
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> EvaluationMetrics:
+        schema = data.get("schema")
+        if schema != METRICS_SCHEMA:
+            raise ValueError(f"metrics schema {METRICS_SCHEMA} expected, got {schema!r}")
+        thresholds = data["thresholds"]
+        return cls(
+            overall=_subset_from(data["overall"]),
+            per_defect={k: _subset_from(v) for k, v in data["per_defect"].items()},
+            image_threshold=float(thresholds["image"]),
+            segmentation=str(thresholds["segmentation"]),
+        )
+
+
+def _subset_mapping(subset: SubsetMetrics) -> dict[str, Any]:
+    return {f.name: getattr(subset, f.name) for f in fields(SubsetMetrics)}
+
+
+def _subset_from(data: Mapping[str, Any]) -> SubsetMetrics:
+    names = {f.name for f in fields(SubsetMetrics)}
+    unknown, missing = set(data) - names, names - set(data)
+    if unknown or missing:
+        raise ValueError(
+            f"metrics subset: unknown keys {sorted(unknown)}, missing {sorted(missing)}"
+        )
+    return SubsetMetrics(**{name: data[name] for name in names})
+
+
+def compute_metrics(
+    scores: np.ndarray,
+    labels: np.ndarray,
+    maps: np.ndarray | None,
+    gt_masks: np.ndarray | None,
+    defect_types: Sequence[str],
+    judged: JudgedSet,
+    *,
+    image_threshold: float,
+    segmentation: str,
+    mask_known: np.ndarray | None = None,
+) -> EvaluationMetrics:
+    """Metrics of N judged images.
+
+    scores (N,) and ``image_threshold`` in one space; labels (N,) 0/1; maps and gt_masks
+    (N, H, W) (maps in any monotone space) or both None; ``judged`` from ``judge_all`` (or
+    ``threshold_masks`` for the old rule); images whose ``mask_known`` is False are left out
+    of pixel figures.
+    """
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    labels = np.asarray(labels).astype(np.int64).reshape(-1)
+    types = np.asarray(list(defect_types), dtype=object)
+    n = len(scores)
+    if len(labels) != n or len(types) != n or len(judged.ng) != n:
+        raise ValueError(
+            f"scores, labels, defect_types and judged need the same length, got "
+            f"{n}, {len(labels)}, {len(types)}, {len(judged.ng)}"
+        )
+    if (maps is None) != (gt_masks is None):
+        raise ValueError("give both maps and gt_masks, or neither")
+    if maps is not None and (np.shape(maps) != np.shape(gt_masks) or np.shape(maps)[0] != n):
+        raise ValueError(
+            f"maps and gt_masks must both be (N, H, W) with N={n}, "
+            f"got {np.shape(maps)} and {np.shape(gt_masks)}"
+        )
+    known = np.ones(n, bool) if mask_known is None else np.asarray(mask_known, dtype=bool)
+    pixels = None if maps is None else (np.asarray(maps), np.asarray(gt_masks).astype(bool))
+    data = _Data(scores, labels, pixels, judged, known)
+    good = labels == 0
+    per_defect = {
+        str(t): _subset(data, good | (types == t)) for t in sorted(set(types[labels == 1]))
+    }
+    return EvaluationMetrics(
+        overall=_subset(data, np.ones(n, bool)),
+        per_defect=per_defect,
+        image_threshold=float(image_threshold),
+        segmentation=segmentation,
+    )
+
+
+@dataclass(frozen=True)
+class _Data:
+    scores: np.ndarray
+    labels: np.ndarray
+    pixels: tuple[np.ndarray, np.ndarray] | None
+    judged: JudgedSet
+    known: np.ndarray
+
+
+def _rate(hits: np.ndarray) -> float | None:
+    return float(hits.mean()) if len(hits) else None
+
+
+def _subset(data: _Data, select: np.ndarray) -> SubsetMetrics:
+    labels, ng = data.labels[select], data.judged.ng[select]
+    good, bad = labels == 0, labels == 1
+    tp = int((ng & bad).sum())
+    image_f1 = 2 * tp / max(int(ng.sum()) + int(bad.sum()), 1)
+    n_regions = data.judged.n_regions[select]
+    pixel = _pixel_figures(data, select & data.known)
+    return SubsetMetrics(
+        n_good=int(good.sum()),
+        n_defective=int(bad.sum()),
+        image_auroc=image_auroc(data.scores[select], labels),
+        image_f1=round(image_f1, 6),
+        false_reject_rate=_rate(ng[good]),
+        miss_rate=_rate(~ng[bad]),
+        false_regions_per_good_image=_rate(n_regions[good].astype(np.float64)),
+        ng_without_region=int((ng & (n_regions == 0)).sum()),
+        **pixel,
+    )
+
+
+def _pixel_figures(data: _Data, select: np.ndarray) -> dict[str, Any]:
+    empty = dict(
+        pixel_auroc=None, aupro=None, pixel_f1=None, pixel_iou=None,
+        gt_regions=0, regions_found=0, region_recall=None,
+    )  # fmt: skip
+    if data.pixels is None or not select.any():
+        return empty
+    maps, truth = data.pixels[0][select], data.pixels[1][select]
+    predicted = data.judged.masks[select]
+    if not truth.any():
+        return empty
+    tp = int((predicted & truth).sum())
+    fp, fn = int(predicted.sum()) - tp, int(truth.sum()) - tp
+    hits = [region_hits(p, t) for p, t in zip(predicted, truth, strict=True)]
+    found, total = sum(h[0] for h in hits), sum(h[1] for h in hits)
+    return dict(
+        pixel_auroc=pixel_auroc(maps, truth),
+        aupro=aupro(maps, truth),
+        pixel_f1=round(2 * tp / max(2 * tp + fp + fn, 1), 6),
+        pixel_iou=round(tp / max(tp + fp + fn, 1), 6),
+        gt_regions=total,
+        regions_found=found,
+        region_recall=round(found / total, 6) if total else None,
+    )

@@ -1,0 +1,112 @@
+"""The central catalog: which bundle is live per product, and the archives to fetch it.
+
+``CatalogEntry`` is the typed answer a station gets (live bundle, since when, the archive
+manifest and the threshold that applies). Archives are packed once per immutable bundle
+and cached beside the registry under ``.archives/<product>/<bundle_id>.tar`` (+ ``.json``).
+``inspection.distribution.server`` serves both over HTTP: ``inspection registry serve``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+from inspection.core.config import from_mapping, to_mapping
+from inspection.core.errors import BundleError, InspectionError
+from inspection.core.registry import Registry, check_name
+from inspection.distribution.archive import (
+    ARCHIVE_SUFFIX,
+    ArchiveManifest,
+    manifest_from_mapping,
+    pack_bundle,
+)
+
+log = logging.getLogger(__name__)
+CATALOG_SCHEMA_VERSION = 1
+ARCHIVES_DIR = ".archives"
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """The live bundle of one product as the central registry announces it."""
+
+    product: str
+    bundle_id: str
+    since: str
+    manifest: ArchiveManifest
+    threshold: float | None = None
+    threshold_bundle_id: str | None = None
+
+    def to_mapping(self) -> dict[str, Any]:
+        return to_mapping(self)
+
+
+def entry_from_mapping(data: Any, where: str = "catalog entry") -> CatalogEntry:
+    """Validate one entry received over HTTP; problems raise ``BundleError`` naming ``where``."""
+    if not isinstance(data, dict) or not isinstance(data.get("manifest"), dict):
+        raise BundleError(f"{where}: expected an object with a 'manifest' object")
+    manifest = manifest_from_mapping(data["manifest"], f"{where}.manifest")
+    try:
+        entry = from_mapping(CatalogEntry, {**data, "manifest": to_mapping(manifest)}, where)
+    except (InspectionError, ValueError) as exc:
+        raise BundleError(f"{where}: {exc}") from exc
+    if (entry.product, entry.bundle_id) != (manifest.product, manifest.bundle_id):
+        raise BundleError(f"{where}: the manifest describes another bundle")
+    return entry
+
+
+def archive_paths(registry: Registry, product: str, bundle_id: str) -> tuple[Path, Path]:
+    """(tar, manifest json) of a bundle's cached archive."""
+    folder = registry.root / ARCHIVES_DIR / check_name("product", product)
+    name = check_name("bundle", bundle_id)
+    return folder / f"{name}{ARCHIVE_SUFFIX}", folder / f"{name}.json"
+
+
+def archive_for(registry: Registry, product: str, bundle_id: str) -> tuple[Path, ArchiveManifest]:
+    """The cached archive of a registry bundle, packed on first request (bundles are immutable).
+
+    The manifest is written after the tar, so a crash in between leaves no manifest and the
+    next request packs again. A tar damaged later is served as is: stations refuse it.
+    """
+    tar_path, manifest_path = archive_paths(registry, product, bundle_id)
+    if not manifest_path.is_file():
+        bundle_dir = registry.bundle_dir(product, bundle_id)
+        tar_path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(manifest_path.with_suffix(".lock")), timeout=120):
+            if not manifest_path.is_file():
+                manifest = pack_bundle(bundle_dir, tar_path)
+                tmp = manifest_path.with_name(f".{manifest_path.name}.tmp")
+                tmp.write_text(manifest.to_json(), encoding="utf-8")
+                tmp.replace(manifest_path)
+                log.info("packed %s/%s (%d bytes)", product, bundle_id, manifest.archive_bytes)
+    data = json.loads(manifest_path.read_text(encoding="utf-8"))
+    return tar_path, manifest_from_mapping(data, str(manifest_path))
+
+
+def live_entry(registry: Registry, product: str) -> CatalogEntry | None:
+    """The catalog entry of ``product``'s live bundle, or ``None`` when nothing is live."""
+    state = registry.live(product)
+    if state is None:
+        return None
+    _, manifest = archive_for(registry, product, state.bundle_id)
+    threshold = next(
+        (
+            t
+            for t in reversed(registry.threshold_history(product))
+            if t.bundle_id in (None, state.bundle_id)
+        ),
+        None,
+    )
+    return CatalogEntry(
+        product=product,
+        bundle_id=state.bundle_id,
+        since=state.since,
+        manifest=manifest,
+        threshold=threshold.value if threshold else None,
+        threshold_bundle_id=threshold.bundle_id if threshold else None,
+    )

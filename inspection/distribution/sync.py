@@ -1,0 +1,277 @@
+"""Station side of bundle distribution: pull the live bundles into the station's registry.
+
+A station's ``registry_dir`` is a local copy. ``sync_once`` asks the source (the central
+catalog over HTTP, or a shared registry path) for each product's live bundle; a new one is
+downloaded to a staging folder, its archive digest and every file digest are checked, and
+only then is it added to the local registry and promoted there (atomic rename + live.json
+replace). ``inspection serve`` hot-swaps to it on its next registry poll. Any failure
+(network down, corrupt download, bad manifest) leaves the local live bundle as it was: an
+offline station keeps serving its last good bundle.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+from inspection.core.bundle import verify_bundle
+from inspection.core.errors import BundleError, InspectionError
+from inspection.core.registry import Registry
+from inspection.distribution.archive import unpack_bundle
+from inspection.distribution.catalog import (
+    CatalogEntry,
+    archive_for,
+    entry_from_mapping,
+    live_entry,
+)
+
+log = logging.getLogger(__name__)
+SyncStatus = Literal["current", "updated", "failed", "offline", "not_live"]
+SYNC_ACTOR = "station-sync"
+
+
+class SourceUnreachable(InspectionError):
+    """The source cannot be reached right now; the station keeps its last good bundle."""
+
+
+class BundleSource(Protocol):
+    """Where bundles come from: ``HttpSource`` (central catalog) or ``PathSource``."""
+
+    description: str
+
+    def entries(self, products: tuple[str, ...]) -> dict[str, CatalogEntry]: ...
+
+    def download(self, entry: CatalogEntry, target: Path) -> None: ...
+
+
+@dataclass(frozen=True)
+class SyncOutcome:
+    """What one product's sync did. ``live`` is the bundle the station's registry now names."""
+
+    product: str
+    status: SyncStatus
+    live: str | None
+    remote: str | None
+    detail: str = ""
+    seconds: float = 0.0
+
+
+class HttpSource:
+    """The central catalog (``inspection registry serve``) with a station bearer token."""
+
+    def __init__(self, url: str, token: str, *, timeout_s: float = 30.0) -> None:
+        import httpx
+
+        if not token:
+            raise InspectionError("a registry token is needed: set INSPECTION_REGISTRY_TOKEN")
+        self.description = url.rstrip("/")
+        self._client = httpx.Client(
+            base_url=self.description,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=timeout_s,
+        )
+
+    def entries(self, products: tuple[str, ...]) -> dict[str, CatalogEntry]:
+        body = self._get("/v1/catalog", params={"product": list(products)}).json()
+        bundles = body.get("bundles") if isinstance(body, dict) else None
+        if not isinstance(bundles, dict):
+            raise BundleError(f"{self.description}/v1/catalog: no 'bundles' object in the answer")
+        return {
+            name: entry_from_mapping(data, f"catalog entry {name!r}")
+            for name, data in bundles.items()
+            if name in products
+        }
+
+    def download(self, entry: CatalogEntry, target: Path) -> None:
+        import httpx
+
+        path = f"/v1/bundles/{entry.product}/{entry.bundle_id}/archive"
+        limit = entry.manifest.archive_bytes
+        try:
+            with self._client.stream("GET", path) as response:
+                _raise_for_status(response, path)
+                written = 0
+                with open(target, "wb") as handle:
+                    for chunk in response.iter_bytes(1 << 20):
+                        written += len(chunk)
+                        if written > limit:
+                            raise BundleError(
+                                f"download of {entry.product}/{entry.bundle_id} exceeds the "
+                                f"announced {limit} bytes: refused"
+                            )
+                        handle.write(chunk)
+        except httpx.TransportError as exc:
+            raise SourceUnreachable(f"{self.description}: {type(exc).__name__}: {exc}") from exc
+
+    def _get(self, path: str, **kwargs: object):  # -> httpx.Response
+        import httpx
+
+        try:
+            response = self._client.get(path, **kwargs)
+        except httpx.TransportError as exc:
+            raise SourceUnreachable(f"{self.description}: {type(exc).__name__}: {exc}") from exc
+        _raise_for_status(response, path)
+        return response
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class PathSource:
+    """A registry folder on a shared path (NFS/SMB mount), read with the same checks."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.registry = Registry(root)
+        self.description = str(root)
+
+    def entries(self, products: tuple[str, ...]) -> dict[str, CatalogEntry]:
+        if not self.registry.root.is_dir():
+            raise SourceUnreachable(f"{self.registry.root} is not reachable (mount missing?)")
+        found = {name: live_entry(self.registry, name) for name in products}
+        return {name: entry for name, entry in found.items() if entry is not None}
+
+    def download(self, entry: CatalogEntry, target: Path) -> None:
+        tar_path, _ = archive_for(self.registry, entry.product, entry.bundle_id)
+        try:
+            shutil.copyfile(tar_path, target)
+        except OSError as exc:
+            raise SourceUnreachable(f"{tar_path}: {exc}") from exc
+
+
+def _raise_for_status(response, path: str) -> None:  # response: httpx.Response
+    if response.status_code in (502, 503, 504):
+        raise SourceUnreachable(f"{path}: HTTP {response.status_code}")
+    if response.status_code != 200:
+        response.read()
+        detail = response.text[:200]
+        raise BundleError(f"{path}: HTTP {response.status_code}: {detail}")
+
+
+# ---------------------------------------------------------------------------- sync
+def sync_once(
+    source: BundleSource, registry_dir: str | Path, products: Iterable[str]
+) -> list[SyncOutcome]:
+    """Bring each product's local live bundle in step with the source; never raises for
+    network or bundle problems (they become ``offline``/``failed`` outcomes)."""
+    registry = Registry(registry_dir)
+    products = tuple(products)
+    started = time.perf_counter()
+    try:
+        entries = source.entries(products)
+    except SourceUnreachable as exc:
+        return [_kept(registry, p, "offline", None, str(exc), started) for p in products]
+    except InspectionError as exc:
+        return [_kept(registry, p, "failed", None, str(exc), started) for p in products]
+    outcomes = []
+    for product in products:
+        entry = entries.get(product)
+        if entry is None:
+            detail = f"{source.description} has no live bundle for {product}"
+            outcomes.append(_kept(registry, product, "not_live", None, detail, started))
+            continue
+        outcomes.append(_sync_product(source, registry, entry))
+    return outcomes
+
+
+def _sync_product(source: BundleSource, registry: Registry, entry: CatalogEntry) -> SyncOutcome:
+    started = time.perf_counter()
+    product, bundle_id = entry.product, entry.bundle_id
+    local = registry.live(product)
+    try:
+        if local is not None and local.bundle_id == bundle_id:
+            _sync_threshold(registry, entry)
+            return SyncOutcome(product, "current", bundle_id, bundle_id, "", _since(started))
+        if bundle_id in registry.bundle_ids(product):
+            verify_bundle(registry.bundle_dir(product, bundle_id))  # e.g. a rollback
+            detail = "already held locally"
+        else:
+            _fetch(source, registry, entry)
+            detail = f"downloaded {entry.manifest.archive_bytes} bytes, digests verified"
+        registry.promote(
+            product, bundle_id, actor=SYNC_ACTOR, reason=f"live on {source.description}"
+        )
+        _sync_threshold(registry, entry)
+    except SourceUnreachable as exc:
+        return _kept(registry, product, "offline", bundle_id, str(exc), started)
+    except (InspectionError, OSError) as exc:
+        log.error("%s: bundle %s refused: %s", product, bundle_id, exc)
+        return _kept(registry, product, "failed", bundle_id, str(exc), started)
+    log.info("%s: now live locally: %s (%s)", product, bundle_id, detail)
+    return SyncOutcome(product, "updated", bundle_id, bundle_id, detail, _since(started))
+
+
+def _fetch(source: BundleSource, registry: Registry, entry: CatalogEntry) -> None:
+    """Download, check and add the bundle to the local registry (not yet live)."""
+    staging_root = registry.root / ".incoming"
+    staging_root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f"{entry.product}-{entry.bundle_id}-", dir=staging_root))
+    try:
+        archive = staging / "bundle.tar"
+        source.download(entry, archive)
+        bundle_dir = unpack_bundle(archive, entry.manifest, staging / "unpacked")
+        registry.add_bundle(entry.product, bundle_dir, entry.bundle_id)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _sync_threshold(registry: Registry, entry: CatalogEntry) -> None:
+    """Mirror the central threshold when it differs from the local one."""
+    if entry.threshold is None:
+        return
+    current = registry.current_threshold(entry.product)
+    if current is not None and current.value == entry.threshold:
+        return
+    registry.set_threshold(
+        entry.product,
+        entry.threshold,
+        actor=SYNC_ACTOR,
+        reason="threshold of the central registry",
+        bundle_id=entry.threshold_bundle_id,
+    )
+
+
+def _kept(
+    registry: Registry,
+    product: str,
+    status: SyncStatus,
+    remote: str | None,
+    detail: str,
+    started: float,
+) -> SyncOutcome:
+    local = registry.live(product)
+    live = local.bundle_id if local else None
+    if live is not None:
+        detail += f"; keeps serving {live}"
+    return SyncOutcome(product, status, live, remote, detail, _since(started))
+
+
+def _since(started: float) -> float:
+    return round(time.perf_counter() - started, 3)
+
+
+def sync_forever(
+    source: BundleSource,
+    registry_dir: str | Path,
+    products: Iterable[str],
+    *,
+    interval_s: float,
+    stop: threading.Event,
+    on_outcomes: Callable[[list[SyncOutcome]], None] | None = None,
+) -> None:
+    """Poll the source every ``interval_s``: a promotion reaches this station within one
+    interval (plus the download), and ``inspection serve`` swaps on its next registry poll."""
+    if interval_s <= 0:
+        raise InspectionError(f"the sync interval must be > 0 seconds, got {interval_s}")
+    products = tuple(products)
+    while not stop.is_set():
+        outcomes = sync_once(source, registry_dir, products)
+        if on_outcomes is not None:
+            on_outcomes(outcomes)
+        stop.wait(interval_s)

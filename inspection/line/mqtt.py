@@ -1,0 +1,132 @@
+"""The same handshake over MQTT topics under ``<topic_prefix>`` (``{station_id}`` filled in):
+
+- ``trigger`` (in, QoS 1): JSON ``{"request_id", "product", "part_id"}``, all optional.
+- ``product`` (in, QoS 1, may be retained): a product name; selects it for later triggers.
+- ``state`` (out, retained): ``ready`` / ``busy``; the broker sets ``offline`` (last will).
+- ``answer`` (out, QoS 1): ``inspection.answer/1`` JSON (``handshake.Answer``).
+
+A trigger is acknowledged to the broker only after its answer was published, and the
+session is persistent, so a trigger taken while the station dies is delivered again when
+it is back; with the same ``request_id`` it gets the stored result, not a second inspection.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from inspection.core.errors import InspectionError
+from inspection.line.config import MqttTriggerConfig
+from inspection.line.handshake import Answer, ErrorCode, Trigger, TriggerError, TriggerHandler
+
+log = logging.getLogger(__name__)
+AnswerCallback = Callable[[Answer, float], None]
+
+
+class MqttHandshake:
+    """Serves triggers from the broker one at a time in a worker thread."""
+
+    def __init__(
+        self,
+        config: MqttTriggerConfig,
+        handler: TriggerHandler,
+        *,
+        station_id: str,
+        on_answer: AnswerCallback | None = None,
+    ) -> None:
+        self.config = config
+        self.handler = handler
+        self.on_answer = on_answer
+        self.prefix = config.topic_prefix.format(station_id=station_id)
+        self.connected = threading.Event()
+        self._queue: queue.Queue[mqtt.MQTTMessage | None] = queue.Queue()
+        self._worker: threading.Thread | None = None
+        self._client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=f"inspection-station-{station_id}",
+            clean_session=False,
+            protocol=mqtt.MQTTv311,
+            manual_ack=True,
+        )
+        self._client.reconnect_delay_set(min_delay=1, max_delay=5)
+        self._client.will_set(f"{self.prefix}/state", "offline", qos=1, retain=True)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = lambda *_a: self.connected.clear()
+        self._client.on_message = lambda _c, _u, message: self._queue.put(message)
+
+    def start(self) -> None:
+        self._worker = threading.Thread(target=self._work, name="mqtt-handshake", daemon=True)
+        self._worker.start()
+        self._client.connect_async(self.config.host, self.config.port, keepalive=15)
+        self._client.loop_start()
+        self.connected.wait(5)
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        if self._worker is not None:
+            self._worker.join(10)
+            self._worker = None
+        if self._client.is_connected():
+            self._publish("state", "offline", retain=True)
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        if reason.is_failure:
+            log.warning("MQTT handshake: broker refused the connection: %s", reason)
+            return
+        client.subscribe([(f"{self.prefix}/trigger", 1), (f"{self.prefix}/product", 1)])
+        client.publish(f"{self.prefix}/state", "ready", qos=1, retain=True)
+        self.connected.set()
+
+    def _work(self) -> None:
+        while (message := self._queue.get()) is not None:
+            try:
+                self._serve(message)
+            except InspectionError as exc:  # answer not published: no ack, the broker resends
+                log.warning("MQTT handshake: %s", exc)
+            except Exception:
+                log.exception("MQTT handshake: serving %s failed", message.topic)
+
+    def _serve(self, message: mqtt.MQTTMessage) -> None:
+        if message.topic.endswith("/product"):
+            self._select(message.payload.decode(errors="replace").strip())
+            self._client.ack(message.mid, message.qos)
+            return
+        started = time.perf_counter()
+        self._client.publish(f"{self.prefix}/state", "busy", qos=1, retain=True)  # no wait
+        try:
+            answer = self.handler.handle(Trigger.from_json(message.payload), source="mqtt")
+        except TriggerError as exc:
+            answer = Answer(f"invalid-{message.mid}", int(ErrorCode.BAD_TRIGGER), str(exc))
+        self._publish("answer", answer.to_json())
+        self._client.publish(f"{self.prefix}/state", "ready", qos=1, retain=True)
+        self._client.ack(message.mid, message.qos)
+        if self.on_answer is not None:
+            self.on_answer(answer, time.perf_counter() - started)
+
+    def _select(self, product: str) -> None:
+        try:
+            self.handler.select_product(product)
+            log.info("MQTT handshake: product %s selected", product)
+        except TriggerError as exc:
+            log.warning("MQTT handshake: %s", exc)
+
+    def _publish(self, leaf: str, payload: str, *, retain: bool = False) -> None:
+        info = self._client.publish(f"{self.prefix}/{leaf}", payload, qos=1, retain=retain)
+        try:
+            info.wait_for_publish(5.0)
+        except (RuntimeError, ValueError) as exc:
+            raise MqttUnavailable(f"publish to {self.prefix}/{leaf} failed: {exc}") from exc
+        if not info.is_published():
+            raise MqttUnavailable(f"no PUBACK for {self.prefix}/{leaf} within 5 s")
+
+
+class MqttUnavailable(InspectionError):
+    """The broker did not take a message the handshake had to publish."""

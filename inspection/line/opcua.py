@@ -1,0 +1,195 @@
+"""PLC handshake over OPC UA: the station is a client of the PLC's OPC UA server.
+
+Signals are variables ``ns=<index of namespace>;s=<prefix>.<Signal>`` on the PLC:
+
+- PLC writes: ``Trigger`` (Boolean), ``Product``, ``PartId``, ``RequestId`` (String, may be
+  empty: then the selected product / no part id / an id made up by the station).
+- Station writes: ``Ready``, ``Busy``, ``Done`` (Boolean), ``Result`` (Int16: 0 none, 1 OK,
+  2 NG, 3 error), ``ErrorCode`` (Int16, ``handshake.ErrorCode``), ``Score`` (Double),
+  ``AnswerRequestId`` and ``Message`` (String).
+
+Cycle (docs/line-integration.md has the timing): Trigger rises -> Busy=1, Done=0 -> capture,
+inspect, store -> Result/ErrorCode/Score/AnswerRequestId -> Busy=0, Done=1 -> PLC reads and
+drops Trigger -> Done=0, Result=0. A Trigger that is already high when the station (re)connects
+is a new cycle: a PLC that supplies RequestId gets the stored result again, not a new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from asyncua import Client, ua
+
+from inspection.line.config import OpcUaTriggerConfig
+from inspection.line.handshake import Answer, Trigger, TriggerHandler
+
+log = logging.getLogger(__name__)
+
+PLC_SIGNALS: dict[str, ua.VariantType] = {
+    "Trigger": ua.VariantType.Boolean,
+    "Product": ua.VariantType.String,
+    "PartId": ua.VariantType.String,
+    "RequestId": ua.VariantType.String,
+}
+STATION_SIGNALS: dict[str, ua.VariantType] = {
+    "Ready": ua.VariantType.Boolean,
+    "Busy": ua.VariantType.Boolean,
+    "Done": ua.VariantType.Boolean,
+    "Result": ua.VariantType.Int16,
+    "ErrorCode": ua.VariantType.Int16,
+    "Score": ua.VariantType.Double,
+    "AnswerRequestId": ua.VariantType.String,
+    "Message": ua.VariantType.String,
+}
+SIGNALS = PLC_SIGNALS | STATION_SIGNALS
+DEFAULTS: dict[ua.VariantType, Any] = {
+    ua.VariantType.Boolean: False,
+    ua.VariantType.String: "",
+    ua.VariantType.Int16: 0,
+    ua.VariantType.Double: 0.0,
+}
+
+
+def signal_node_id(namespace_index: int, prefix: str, signal: str) -> ua.NodeId:
+    return ua.NodeId(f"{prefix}.{signal}", namespace_index)
+
+
+def variant(signal: str, value: Any) -> ua.Variant:
+    return ua.Variant(value, SIGNALS[signal])
+
+
+class _Changes:
+    """asyncua subscription handler: Trigger values into a queue (runs on the client loop)."""
+
+    def __init__(self, queue: asyncio.Queue[bool]) -> None:
+        self.queue = queue
+
+    def datachange_notification(self, _node: Any, value: Any, _data: Any) -> None:
+        self.queue.put_nowait(bool(value))
+
+
+class OpcUaHandshake:
+    """Runs the handshake in its own thread and event loop; reconnects while the PLC is away."""
+
+    def __init__(
+        self,
+        config: OpcUaTriggerConfig,
+        handler: TriggerHandler,
+        *,
+        on_answer: Callable[[Answer, float], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.handler = handler
+        self.on_answer = on_answer  # (answer, seconds from the trigger edge to Done)
+        self.connected = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+
+    def start(self) -> None:
+        ready = threading.Event()
+        self._thread = threading.Thread(
+            target=lambda: asyncio.run(self._main(ready)), name="opcua-handshake", daemon=True
+        )
+        self._thread.start()
+        ready.wait(5)
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread is not None:
+            self._thread.join(10)
+            self._thread = None
+
+    async def _main(self, ready: threading.Event) -> None:
+        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+        ready.set()
+        delay = 0.5
+        while not self._stop.is_set():
+            try:
+                await self._session()
+                delay = 0.5
+            except Exception as exc:  # PLC down, network, server restart: reconnect
+                log.warning("OPC UA handshake with %s: %s", self.config.endpoint, exc)
+            self.connected.clear()
+            try:
+                await asyncio.wait_for(self._stop.wait(), delay)
+            except TimeoutError:
+                delay = min(delay * 2, 5.0)
+
+    async def _session(self) -> None:
+        assert self._stop is not None
+        client = Client(self.config.endpoint, timeout=5)
+        await client.connect()
+        try:
+            ns = await client.get_namespace_index(self.config.namespace)
+            nodes = {
+                name: client.get_node(signal_node_id(ns, self.config.node_prefix, name))
+                for name in SIGNALS
+            }
+            await self._write(client, nodes, Busy=False, Done=False, Result=0, Ready=True)
+            queue: asyncio.Queue[bool] = asyncio.Queue()
+            subscription = await client.create_subscription(
+                self.config.sampling_ms, _Changes(queue)
+            )
+            await subscription.subscribe_data_change(nodes["Trigger"])
+            self.connected.set()
+            log.info("OPC UA handshake: connected to %s", self.config.endpoint)
+            await self._serve(client, nodes, queue)
+            await self._write(client, nodes, Ready=False)
+        finally:
+            await client.disconnect()
+
+    async def _serve(self, client: Client, nodes: dict[str, Any], queue: asyncio.Queue[bool]):
+        assert self._stop is not None
+        high = False
+        while not self._stop.is_set():
+            try:
+                value = await asyncio.wait_for(queue.get(), 1.0)
+            except TimeoutError:
+                await client.check_connection()  # raises once the PLC connection is gone
+                await nodes["Ready"].read_value()
+                continue
+            if value and not high:
+                await self._cycle(client, nodes)
+            elif not value and high:
+                await self._write(client, nodes, Done=False, Result=0)
+            high = value
+
+    async def _cycle(self, client: Client, nodes: dict[str, Any]) -> None:
+        started = time.perf_counter()
+        await self._write(client, nodes, Busy=True, Done=False)
+        product, part_id, request_id = await client.read_values(
+            [nodes["Product"], nodes["PartId"], nodes["RequestId"]]
+        )
+        trigger = Trigger(request_id or None, product or None, part_id or None)
+        loop = asyncio.get_running_loop()
+        answer = await loop.run_in_executor(
+            None, lambda: self.handler.handle(trigger, source="opcua")
+        )
+        await self._write(
+            client,
+            nodes,
+            Result=int(answer.result),
+            ErrorCode=answer.error_code,
+            Score=float(answer.score or 0.0),
+            AnswerRequestId=answer.request_id,
+            Message=answer.message[:500],
+        )
+        await self._write(client, nodes, Busy=False, Done=True)
+        self._answered(answer, time.perf_counter() - started)
+
+    def _answered(self, answer: Answer, seconds: float) -> None:
+        if self.on_answer is not None:
+            self.on_answer(answer, seconds)
+
+    @staticmethod
+    async def _write(client: Client, nodes: dict[str, Any], **values: Any) -> None:
+        await client.write_values(
+            [nodes[name] for name in values], [variant(n, v) for n, v in values.items()]
+        )

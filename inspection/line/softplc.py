@@ -1,0 +1,112 @@
+"""A software PLC: an OPC UA server with the handshake signals, for commissioning and benches.
+
+It plays the PLC's part of the handshake against a running station: set PartId/Product/
+RequestId, raise Trigger, wait for Done, read the answer, drop Trigger, wait for Done to
+fall. ``scan_s`` is the PLC's scan cycle (how often it looks at Done).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from asyncua import ua
+from asyncua.sync import Server
+
+from inspection.core.errors import InspectionError
+from inspection.line.handshake import ErrorCode, ResultCode
+from inspection.line.opcua import DEFAULTS, SIGNALS, signal_node_id, variant
+
+
+class HandshakeTimeout(InspectionError):
+    """The station did not answer a trigger in time."""
+
+
+@dataclass(frozen=True)
+class PlcAnswer:
+    """What the PLC read after Done rose, and how long the trigger took (seconds)."""
+
+    request_id: str
+    result: ResultCode
+    error_code: ErrorCode
+    score: float
+    message: str
+    seconds: float
+
+
+class SoftPlc:
+    """An asyncua server exposing ``<prefix>.<Signal>`` variables under ``namespace``."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        namespace: str = "urn:inspection:plc",
+        prefix: str = "Station",
+        scan_s: float = 0.001,
+    ) -> None:
+        self.endpoint = endpoint
+        self.scan_s = scan_s
+        self.server = Server()
+        self.server.set_endpoint(endpoint)
+        self.server.set_server_name("inspection soft PLC")
+        index = self.server.register_namespace(namespace)
+        station = self.server.nodes.objects.add_object(ua.NodeId(prefix, index), prefix)
+        self.nodes: dict[str, Any] = {}
+        for name, kind in SIGNALS.items():
+            node = station.add_variable(
+                signal_node_id(index, prefix, name), name, ua.Variant(DEFAULTS[kind], kind)
+            )
+            node.set_writable()
+            self.nodes[name] = node
+
+    def start(self) -> None:
+        self.server.start()
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def read(self, signal: str) -> Any:
+        return self.nodes[signal].read_value()
+
+    def write(self, signal: str, value: Any) -> None:
+        self.nodes[signal].write_value(variant(signal, value))
+
+    def wait_for(self, signal: str, value: Any, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self.read(signal) != value:
+            if time.monotonic() > deadline:
+                raise HandshakeTimeout(f"{signal} did not become {value} within {timeout_s} s")
+            time.sleep(self.scan_s)
+
+    def trigger(
+        self,
+        *,
+        request_id: str = "",
+        product: str = "",
+        part_id: str = "",
+        timeout_s: float = 10.0,
+    ) -> PlcAnswer:
+        """One full handshake cycle as a PLC runs it; raises ``HandshakeTimeout``."""
+        self.wait_for("Done", False, timeout_s)
+        self.write("RequestId", request_id)
+        self.write("Product", product)
+        self.write("PartId", part_id)
+        started = time.perf_counter()
+        self.write("Trigger", True)
+        try:
+            self.wait_for("Done", True, timeout_s)
+            seconds = time.perf_counter() - started
+            answer = PlcAnswer(
+                request_id=self.read("AnswerRequestId"),
+                result=ResultCode(self.read("Result")),
+                error_code=ErrorCode(self.read("ErrorCode")),
+                score=float(self.read("Score")),
+                message=self.read("Message"),
+                seconds=seconds,
+            )
+        finally:
+            self.write("Trigger", False)
+        self.wait_for("Done", False, timeout_s)
+        return answer

@@ -1,0 +1,126 @@
+"""A line station wired together: camera -> inspect -> store (+ outbox) -> sinks, driven by
+the PLC over OPC UA and/or MQTT (``inspection station run --config configs/line.yaml``)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import CollectorRegistry, start_http_server
+
+from inspection.core.registry import Registry
+from inspection.line.camera import Camera, open_camera
+from inspection.line.config import LineConfig
+from inspection.line.handshake import Answer, ErrorCode, TriggerHandler
+from inspection.line.mqtt import MqttHandshake
+from inspection.line.opcua import OpcUaHandshake
+from inspection.line.payload import payload_of
+from inspection.line.publisher import Publisher
+from inspection.line.sinks import Sink, build_sink
+from inspection.service.live import InspectorLoader, LiveModels, default_loader
+from inspection.service.metrics import HandshakeMetrics, OutboxMetrics
+from inspection.service.pipeline import OutboxBuilder, Pipeline
+from inspection.store.outbox import Outbox, OutboxEntry
+from inspection.store.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def outbox_builder(config: LineConfig) -> OutboxBuilder:
+    """One outbox message per configured sink, all carrying the same ``inspection.result/1``."""
+
+    def build(fields: Mapping[str, Any], timings: Mapping[str, float]) -> Sequence[OutboxEntry]:
+        payload = payload_of(fields, timings_ms=timings, image_base_url=config.image_base_url)
+        text = payload.to_json()
+        return [OutboxEntry(sink.name, payload.request_id, text) for sink in config.sinks]
+
+    return build
+
+
+@dataclass
+class LineStation:
+    """Built by ``LineStation.build``; ``start()`` / ``stop()`` run every background part."""
+
+    config: LineConfig
+    store: Store
+    models: LiveModels
+    camera: Camera
+    handler: TriggerHandler
+    publisher: Publisher
+    sinks: dict[str, Sink]
+    metrics: HandshakeMetrics
+    registry: CollectorRegistry
+    opcua: OpcUaHandshake | None = None
+    mqtt: MqttHandshake | None = None
+
+    @classmethod
+    def build(cls, config: LineConfig, *, loader: InspectorLoader = default_loader) -> LineStation:
+        """Open the store (upgrading its schema, as ``serve`` does), camera and sinks; models
+        load on ``start``."""
+        store = Store.migrated(config.store_url, config.blob_dir)
+        models = LiveModels(Registry(config.registry_dir), config.products, loader=loader)
+        pipeline = Pipeline(
+            store, models, max_pixels=config.max_pixels, outbox=outbox_builder(config)
+        )
+        camera = open_camera(config.camera)
+        handler = TriggerHandler(
+            camera,
+            pipeline,
+            station_id=config.station_id,
+            product=config.product,
+            timeout_s=config.inspect_timeout_s,
+        )
+        registry = CollectorRegistry()
+        sinks = {s.name: build_sink(s, station_id=config.station_id) for s in config.sinks}
+        publisher = Publisher(
+            Outbox(store), sinks, config.publisher, metrics=OutboxMetrics(registry)
+        )
+        station = cls(
+            config, store, models, camera, handler, publisher, sinks,
+            HandshakeMetrics(registry), registry,
+        )  # fmt: skip
+        if config.opcua.enabled:
+            station.opcua = OpcUaHandshake(
+                config.opcua, handler, on_answer=lambda a, s: station.answered(a, s, "opcua")
+            )
+        if config.mqtt.enabled:
+            station.mqtt = MqttHandshake(
+                config.mqtt,
+                handler,
+                station_id=config.station_id,
+                on_answer=lambda a, s: station.answered(a, s, "mqtt"),
+            )
+        return station
+
+    def start(self) -> None:
+        """Load live models, then serve: publisher, handshakes, metrics endpoint."""
+        self.models.start(self.config.registry_poll_seconds)
+        self.publisher.start()
+        for handshake in (self.opcua, self.mqtt):
+            if handshake is not None:
+                handshake.start()
+        if self.config.metrics_port is not None:
+            start_http_server(self.config.metrics_port, "127.0.0.1", registry=self.registry)
+
+    def stop(self) -> None:
+        """Stop taking triggers, finish in-flight work, flush what the sinks take now."""
+        for handshake in (self.opcua, self.mqtt):
+            if handshake is not None:
+                handshake.stop()
+        self.handler.close()
+        self.publisher.drain_once()
+        self.publisher.stop()
+        for sink in self.sinks.values():
+            sink.close()
+        self.models.stop()
+        self.camera.close()
+        self.store.engine.dispose()
+
+    def answered(self, answer: Answer, seconds: float, via: str) -> None:
+        """Count the answer and let the publisher deliver its outbox rows right away."""
+        result = answer.verdict or ErrorCode(answer.error_code).name
+        self.metrics.triggers.labels(via, result).inc()
+        self.metrics.latency.labels(via).observe(seconds)
+        self.publisher.wake()

@@ -1,0 +1,115 @@
+"""What this CPU can do for inference: model, ISA flags, OpenVINO's own capability report.
+
+    info = cpu_info()          # CpuInfo(model="AMD EPYC", isa=("avx2", "fma", ...), ...)
+    info.key                   # "amd-epyc-2c-avx2-fma-3a1f9c02": names this station's tuning file
+
+Torch-free; reads ``/proc/cpuinfo`` (Linux) and asks OpenVINO's CPU plugin.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+# The instruction sets that decide whether INT8/BF16 pays: VNNI makes INT8 dot products one
+# instruction; AMX adds tile matrix units. Without them INT8 convolutions are emulated with
+# AVX2 multiply-adds plus (de)quantisation and are often slower than FP32.
+ISA_FLAGS = (
+    "sse4_2",
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "avx512f",
+    "avx512bw",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_tile",
+    "amx_int8",
+    "amx_bf16",
+)
+
+
+@dataclass(frozen=True)
+class CpuInfo:
+    """The inference-relevant facts of one CPU."""
+
+    model: str
+    cores: int
+    isa: tuple[str, ...]
+    """The flags of ``ISA_FLAGS`` this CPU reports, in that order."""
+    openvino: str = ""
+    """OpenVINO version the capabilities came from ("" when OpenVINO is not installed)."""
+    capabilities: tuple[str, ...] = ()
+    """``core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")``, e.g. FP32, FP16, INT8, BIN."""
+
+    @property
+    def has_vnni(self) -> bool:
+        return any(flag in self.isa for flag in ("avx512_vnni", "avx_vnni", "amx_int8"))
+
+    @property
+    def has_amx(self) -> bool:
+        return "amx_tile" in self.isa
+
+    @property
+    def key(self) -> str:
+        """A file-name-safe id: same CPU model, cores and ISA -> same key."""
+        slug = re.sub(r"[^a-z0-9]+", "-", self.model.lower()).strip("-")[:40] or "cpu"
+        digest = hashlib.sha256(f"{self.model}|{self.cores}|{','.join(self.isa)}".encode())
+        return f"{slug}-{self.cores}c-{digest.hexdigest()[:8]}"
+
+    def summary(self) -> str:
+        """One line for reports: model, cores, ISA, VNNI/AMX."""
+        extras = f"VNNI {'yes' if self.has_vnni else 'no'}, AMX {'yes' if self.has_amx else 'no'}"
+        return f"{self.model}, {self.cores} cores, ISA {' '.join(self.isa) or '-'} ({extras})"
+
+
+def parse_cpuinfo(text: str) -> tuple[str, tuple[str, ...]]:
+    """``/proc/cpuinfo`` text -> (model name, ISA flags of ``ISA_FLAGS`` present)."""
+    model, flags = "", set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "model name" and not model:
+            model = value.strip()
+        elif key == "flags" and not flags:
+            flags = set(value.split())
+    return model, tuple(flag for flag in ISA_FLAGS if flag in flags)
+
+
+def openvino_capabilities() -> tuple[str, tuple[str, ...]]:
+    """(OpenVINO version, CPU optimisation capabilities); ("", ()) without OpenVINO."""
+    try:
+        import openvino as ov
+    except ImportError:
+        return "", ()
+    core = ov.Core()
+    capabilities = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    return ov.get_version(), tuple(str(c) for c in capabilities)
+
+
+@lru_cache(maxsize=1)
+def cpu_info() -> CpuInfo:
+    """This machine's ``CpuInfo`` (cached: the CPU does not change while we run)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    model, isa = parse_cpuinfo(cpuinfo.read_text()) if cpuinfo.is_file() else ("", ())
+    version, capabilities = openvino_capabilities()
+    return CpuInfo(
+        model=model or platform.processor() or platform.machine(),
+        cores=os.cpu_count() or 1,
+        isa=isa,
+        openvino=version,
+        capabilities=capabilities,
+    )
+
+
+def load_1m() -> float:
+    """The 1-minute load average (other jobs skew every timing: record it next to figures)."""
+    return round(os.getloadavg()[0], 2)

@@ -1,0 +1,342 @@
+"""Precision chosen by measurement: time every gated bundle of the live model on this CPU.
+
+A model version may be exported to several bundles (``v0003-fp32``, ``-fp16``, ``-int8``).
+Which one is fastest depends on the CPU (INT8 pays with VNNI/AMX, often not on plain AVX2),
+so the station measures each bundle that passed the accuracy gate and serves the fastest.
+The choice and its figures are kept as a typed ``TuningRecord`` in the registry::
+
+    <product>/tuning/<cpu key>.json
+
+    record = tune_product(registry, "brick")        # measure, choose, write
+    record.chosen_bundle_id                          # e.g. "v0003-fp32"
+
+Torch-free (station side).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from inspection.core.bundle import BundleMetadata, read_bundle_metadata
+from inspection.core.config import from_mapping, to_mapping
+from inspection.core.errors import BundleError, RegistryError
+from inspection.core.registry import Registry, check_name, utc_now
+from inspection.runtime.hardware import CpuInfo, cpu_info, load_1m
+
+TUNING_SCHEMA = 1
+GATE_TOLERANCE = 0.01
+"""Largest image-AUROC drop vs FP32 a lower precision may have (the export gate's default)."""
+CHOICE_MARGIN = 0.05
+"""A lower precision must be this much faster (p50) than a higher one to be chosen."""
+_PRECISION_RANK = {"fp32": 0, "fp16": 1, "int8": 2}  # higher rank = lower numeric precision
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class PrecisionMeasurement:
+    """One bundle timed on this CPU: batch-1 latency of the full ``inspect`` and throughput."""
+
+    bundle_id: str
+    precision: str
+    p50_ms: float
+    p95_ms: float
+    throughput_ips: float
+    """Best of sequential batch-1 and the async queue, images per second."""
+    gate_passed: bool
+    gate_note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.p50_ms <= 0 or self.p95_ms <= 0 or self.throughput_ips <= 0:
+            raise ValueError(
+                f"{self.bundle_id}: timings must be > 0, got p50 {self.p50_ms} ms, "
+                f"p95 {self.p95_ms} ms, {self.throughput_ips} img/s"
+            )
+
+
+@dataclass(frozen=True)
+class TuningRecord:
+    """Which bundle this CPU serves for a product's live model, and the figures that chose it."""
+
+    schema_version: int
+    product: str
+    live_bundle_id: str
+    """The registry's live pointer when measured; a new promotion makes the record stale."""
+    model_version: str
+    chosen_bundle_id: str
+    chosen_precision: str
+    measurements: tuple[PrecisionMeasurement, ...]
+    cpu: CpuInfo
+    load_1m: float
+    measured_at: str
+
+    def __post_init__(self) -> None:
+        if self.schema_version != TUNING_SCHEMA:
+            raise ValueError(
+                f"tuning record schema {self.schema_version} is not supported "
+                f"(expected {TUNING_SCHEMA}); run 'inspection station tune' again"
+            )
+        ids = [m.bundle_id for m in self.measurements]
+        if self.chosen_bundle_id not in ids:
+            raise ValueError(f"chosen bundle {self.chosen_bundle_id!r} was not measured: {ids}")
+
+    @property
+    def chosen(self) -> PrecisionMeasurement:
+        return next(m for m in self.measurements if m.bundle_id == self.chosen_bundle_id)
+
+    def summary(self) -> dict[str, object]:
+        """The JSON-ready view for ``/healthz`` and the dashboard."""
+        return {
+            "chosen_bundle_id": self.chosen_bundle_id,
+            "precision": self.chosen_precision,
+            "measured_at": self.measured_at,
+            "load_1m": self.load_1m,
+            "cpu": self.cpu.summary(),
+            "measurements": [to_mapping(m) for m in self.measurements],
+        }
+
+
+# ---------------------------------------------------------------------------- choice
+def choose_fastest(
+    measurements: Sequence[PrecisionMeasurement], *, margin: float = CHOICE_MARGIN
+) -> PrecisionMeasurement:
+    """The gated measurement with the lowest p50 latency.
+
+    Ties within ``margin`` go to the higher numeric precision (fp32 > fp16 > int8): a lower
+    precision is only worth serving when it is clearly faster.
+    """
+    passed = [m for m in measurements if m.gate_passed]
+    if not passed:
+        raise ValueError(
+            "no measured bundle passed the accuracy gate: "
+            + ", ".join(f"{m.bundle_id} ({m.gate_note})" for m in measurements)
+        )
+    fastest = min(passed, key=lambda m: m.p50_ms)
+    close = [m for m in passed if m.p50_ms <= fastest.p50_ms * (1.0 + margin)]
+    return min(close, key=lambda m: (_PRECISION_RANK.get(m.precision, 9), m.p50_ms))
+
+
+def gate_status(meta: BundleMetadata, fp32_auroc: float | None) -> tuple[bool, str]:
+    """Did this bundle pass the accuracy gate? (passed, why) from its recorded metrics."""
+    if meta.precision == "fp32":
+        return True, "fp32 reference"
+    drop = meta.metrics.get("image_auroc_drop")
+    if drop is None and fp32_auroc is not None:
+        auroc = (meta.metrics.get("overall") or meta.metrics).get("image_auroc")
+        drop = None if auroc is None else fp32_auroc - float(auroc)
+    if drop is None:
+        return False, "no image-AUROC drop vs FP32 recorded"
+    passed = float(drop) <= GATE_TOLERANCE + 1e-9
+    verdict = "passed" if passed else "failed"
+    return passed, f"image AUROC drop {float(drop):.4f} vs FP32 ({verdict}, max {GATE_TOLERANCE})"
+
+
+def candidate_bundles(
+    registry: Registry, product: str, live_bundle_id: str
+) -> list[tuple[str, Path, BundleMetadata]]:
+    """The live bundle and every other bundle exported from the same model version."""
+    live_dir = registry.bundle_dir(product, live_bundle_id)
+    live_meta = read_bundle_metadata(live_dir)
+    found = [(live_bundle_id, live_dir, live_meta)]
+    for bundle_id in registry.bundle_ids(product):
+        if bundle_id == live_bundle_id:
+            continue
+        path = registry.bundle_dir(product, bundle_id)
+        try:
+            meta = read_bundle_metadata(path)
+        except (BundleError, ValueError, OSError):
+            continue  # an unreadable bundle is never a candidate
+        if meta.model_version == live_meta.model_version:
+            found.append((bundle_id, path, meta))
+    return found
+
+
+def gated_candidates(
+    registry: Registry, product: str, live_bundle_id: str
+) -> list[tuple[str, Path, BundleMetadata, tuple[bool, str]]]:
+    """``candidate_bundles`` with each one's gate status; the live bundle always passes
+    (someone promoted it), with the gate's own verdict kept in the note."""
+    candidates = candidate_bundles(registry, product, live_bundle_id)
+    fp32 = next((m for _, _, m in candidates if m.precision == "fp32"), None)
+    fp32_auroc = _image_auroc(fp32) if fp32 is not None else None
+    out = []
+    for bundle_id, path, meta in candidates:
+        gate = gate_status(meta, fp32_auroc)
+        if bundle_id == live_bundle_id and not gate[0]:
+            gate = (True, f"live bundle, promoted by hand ({gate[1]})")
+        out.append((bundle_id, path, meta, gate))
+    return out
+
+
+# ----------------------------------------------------------------------- measurement
+def probe_image(height: int, width: int) -> np.ndarray:
+    """A deterministic, smooth (H, W, 3) uint8 part-like image (a gradient with mild noise)."""
+    rng = np.random.default_rng(0)
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    base = 110.0 + 30.0 * np.sin(xs / 17.0) + 20.0 * np.cos(ys / 23.0)
+    image = base[..., None] + rng.normal(0.0, 4.0, (height, width, 3))
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def measure_bundle(
+    bundle_dir: Path,
+    images: Sequence[np.ndarray],
+    *,
+    gate: tuple[bool, str],
+    samples: int = 40,
+    throughput_images: int = 48,
+) -> PrecisionMeasurement:
+    """Time ``Inspector.inspect`` (batch 1) and the async queue on ``images``."""
+    from inspection.runtime.inspector import Inspector
+
+    inspector = Inspector.from_bundle(bundle_dir)
+    for image in images[:3]:
+        inspector.inspect(image)  # warm-up: first inferences allocate
+    latencies = []
+    for index in range(samples):
+        start = time.perf_counter()
+        inspector.inspect(images[index % len(images)])
+        latencies.append((time.perf_counter() - start) * 1e3)
+    sequential = 1e3 / float(np.mean(latencies))
+    stream = [images[i % len(images)] for i in range(throughput_images)]
+    fast = Inspector.from_bundle(bundle_dir, performance_hint="THROUGHPUT")
+    fast.inspect_many(stream[:4])
+    start = time.perf_counter()
+    fast.inspect_many(stream)
+    queued = len(stream) / (time.perf_counter() - start)
+    meta = inspector.metadata
+    return PrecisionMeasurement(
+        bundle_id=meta.bundle_id,
+        precision=meta.precision,
+        p50_ms=round(float(np.percentile(latencies, 50)), 3),
+        p95_ms=round(float(np.percentile(latencies, 95)), 3),
+        throughput_ips=round(max(sequential, queued), 1),
+        gate_passed=gate[0],
+        gate_note=gate[1],
+    )
+
+
+def tune_product(
+    registry: Registry,
+    product: str,
+    *,
+    images: Sequence[np.ndarray] | None = None,
+    samples: int = 40,
+    progress: Progress | None = None,
+    write: bool = True,
+) -> TuningRecord:
+    """Measure every gated bundle of the live model on this CPU, choose, and record."""
+    say = progress or (lambda message: None)
+    state = registry.live(product)
+    if state is None:
+        raise RegistryError(f"product {product!r} has no live bundle; promote one first")
+    candidates = gated_candidates(registry, product, state.bundle_id)
+    measured = []
+    for bundle_id, path, meta, gate in candidates:
+        if not gate[0]:
+            say(f"{bundle_id}: not measured, {gate[1]}")
+            continue
+        if images is None:
+            height, width = meta.preprocessing.input_size
+            probe = [probe_image(height, width)]
+        else:
+            probe = list(images)
+        say(f"measuring {bundle_id} ({meta.precision})")
+        measured.append(measure_bundle(path, probe, gate=gate, samples=samples))
+    chosen = choose_fastest(measured)
+    record = TuningRecord(
+        schema_version=TUNING_SCHEMA,
+        product=product,
+        live_bundle_id=state.bundle_id,
+        model_version=candidates[0][2].model_version,
+        chosen_bundle_id=chosen.bundle_id,
+        chosen_precision=chosen.precision,
+        measurements=tuple(measured),
+        cpu=cpu_info(),
+        load_1m=load_1m(),
+        measured_at=utc_now(),
+    )
+    if write:
+        write_tuning(registry, record)
+    return record
+
+
+def promote_fastest(
+    registry: Registry,
+    product: str,
+    *,
+    actor: str,
+    samples: int = 40,
+    progress: Progress | None = None,
+) -> TuningRecord:
+    """Tune, then make the measured-fastest gated bundle the registry's live one (demo, CI)."""
+    record = tune_product(registry, product, samples=samples, progress=progress, write=False)
+    if record.chosen_bundle_id != record.live_bundle_id:
+        others = ", ".join(
+            f"{m.precision} {m.p50_ms:.1f} ms" for m in record.measurements if m != record.chosen
+        )
+        reason = (
+            f"fastest gated precision on this CPU: {record.chosen_precision} "
+            f"{record.chosen.p50_ms:.1f} ms p50 (vs {others})"
+        )
+        registry.promote(product, record.chosen_bundle_id, actor=actor, reason=reason)
+        record = replace(record, live_bundle_id=record.chosen_bundle_id)
+    write_tuning(registry, record)
+    return record
+
+
+def _image_auroc(meta: BundleMetadata) -> float | None:
+    value = (meta.metrics.get("overall") or meta.metrics).get("image_auroc")
+    return None if value is None else float(value)
+
+
+# ------------------------------------------------------------------------ storage
+def tuning_path(registry: Registry, product: str, cpu: CpuInfo) -> Path:
+    return registry.root / check_name("product", product) / "tuning" / f"{cpu.key}.json"
+
+
+def write_tuning(registry: Registry, record: TuningRecord) -> Path:
+    """Write ``record`` atomically as this CPU's tuning file for its product."""
+    path = tuning_path(registry, record.product, record.cpu)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(to_mapping(record), indent=2, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def read_tuning(
+    registry: Registry, product: str, cpu: CpuInfo | None = None
+) -> TuningRecord | None:
+    """This CPU's tuning record for ``product``, or None when it has not been tuned."""
+    path = tuning_path(registry, product, cpu or cpu_info())
+    if not path.is_file():
+        return None
+    return from_mapping(TuningRecord, json.loads(path.read_text(encoding="utf-8")), str(path))
+
+
+def served_bundle_id(record: TuningRecord | None, live_bundle_id: str) -> str:
+    """The bundle to serve: the tuned choice if it was measured for this live bundle."""
+    if record is not None and record.live_bundle_id == live_bundle_id:
+        return record.chosen_bundle_id
+    return live_bundle_id
+
+
+def read_tunings(registry: Registry, product: str) -> list[TuningRecord]:
+    """Every CPU's tuning record for ``product`` (unreadable files are skipped), newest first."""
+    folder = registry.root / check_name("product", product) / "tuning"
+    records = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            records.append(from_mapping(TuningRecord, data, str(path)))
+        except (ValueError, OSError):  # ConfigError is a ValueError too
+            continue
+    return sorted(records, key=lambda r: r.measured_at, reverse=True)

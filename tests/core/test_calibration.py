@@ -1,0 +1,118 @@
+"""Calibration on a bundle's own outputs and the export gate that compares bundles with FP32."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from inspection.core.calibration import calibrate, f1_adaptive_threshold, normalize_scores
+from inspection.core.export_gate import (
+    BundleFigures,
+    GateTolerances,
+    check_gate,
+    measure,
+)
+
+
+def _outputs(shift: float = 0.0, seed: int = 0) -> tuple[np.ndarray, ...]:
+    """Raw outputs of 8 good and 8 defective 32 px images; defects are a bright square."""
+    rng = np.random.default_rng(seed)
+    labels = np.array([0] * 8 + [1] * 8)
+    maps = rng.uniform(0.0, 0.3, (16, 32, 32)).astype(np.float32)
+    masks = np.zeros((16, 32, 32), bool)
+    for i in range(8, 16):
+        y, x = rng.integers(2, 20, 2)
+        masks[i, y : y + 8, x : x + 8] = True
+        maps[i][masks[i]] += 0.3
+    maps += shift
+    scores = maps.reshape(16, -1).max(axis=1)
+    return scores, maps, labels, masks
+
+
+def test_f1_threshold_separates_classes() -> None:
+    threshold, f1 = f1_adaptive_threshold(np.array([0.1, 0.2, 0.8, 0.9]), np.array([0, 0, 1, 1]))
+    assert threshold == pytest.approx(0.8) and f1 == pytest.approx(1.0)
+
+
+def test_shifted_outputs_get_their_own_thresholds() -> None:
+    """An INT8-like bundle whose scores sit higher is not judged at FP32's raw thresholds."""
+    scores, maps, labels, masks = _outputs()
+    fp32 = calibrate(scores, maps, labels, masks, ["good"] * 8 + ["square"] * 8)
+    int8 = calibrate(scores + 0.4, maps + 0.4, labels, masks, ["good"] * 8 + ["square"] * 8)
+    assert int8.normalization.image_threshold_raw == pytest.approx(
+        fp32.normalization.image_threshold_raw + 0.4, abs=1e-5
+    )
+    assert int8.normalization.pixel_threshold_raw != fp32.normalization.pixel_threshold_raw
+    # At FP32's numbers every good part of the shifted bundle would be NG; at its own, none.
+    at_fp32 = normalize_scores(scores[:8] + 0.4, fp32.normalization)
+    at_own = normalize_scores(scores[:8] + 0.4, int8.normalization)
+    assert (at_fp32 >= 0.5).all() and (at_own < 0.5).all()
+
+
+def test_figures_at_own_thresholds() -> None:
+    scores, maps, labels, masks = _outputs(seed=1)
+    types = ["good"] * 8 + ["square"] * 8
+    calibration = calibrate(scores, maps, labels, masks, types)
+    metrics, figures = measure(scores, maps, labels, masks, types, calibration)
+    assert (figures.false_reject_rate, figures.miss_rate) == (0.0, 0.0)
+    assert (figures.region_recall, figures.ng_without_region) == (1.0, 0)
+    assert (figures.n_good, figures.n_defective) == (8, 8)
+    assert metrics.per_defect["square"].region_recall == 1.0
+
+
+def test_shifted_bundle_at_fp32_numbers_fails_the_gate() -> None:
+    """The issue's INT8 bundle: judged at FP32's calibration it rejects every good part."""
+    scores, maps, labels, masks = _outputs()
+    types = ["good"] * 8 + ["square"] * 8
+    fp32 = calibrate(scores, maps, labels, masks, types)
+    _, reference = measure(scores, maps, labels, masks, types, fp32)
+    _, inherited = measure(scores + 0.4, maps + 0.4, labels, masks, types, fp32)
+    own = calibrate(scores + 0.4, maps + 0.4, labels, masks, types)
+    _, calibrated = measure(scores + 0.4, maps + 0.4, labels, masks, types, own)
+    refused = check_gate(inherited, reference, GateTolerances())
+    assert not refused.passed and "false_reject_rate 1.000 vs FP32 0.000" in refused.failures[0]
+    assert check_gate(calibrated, reference, GateTolerances()).passed
+
+
+REFERENCE = BundleFigures(
+    false_reject_rate=0.0,
+    miss_rate=0.0,
+    image_auroc=1.0,
+    pixel_auroc=0.98,
+    aupro=0.95,
+    region_recall=0.9,
+    ng_without_region=0,
+)
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"false_reject_rate": 1.0}, "false_reject_rate 1.000 vs FP32 0.000"),
+        ({"miss_rate": 0.2}, "miss_rate 0.200 vs FP32 0.000"),
+        ({"image_auroc": 0.833}, "image_auroc 0.833 vs FP32 1.000"),
+        ({"pixel_auroc": 0.509}, "pixel_auroc 0.509 vs FP32 0.980"),
+        ({"aupro": 0.153}, "aupro 0.153 vs FP32 0.950"),
+        ({"region_recall": 0.7}, "region_recall 0.700 vs FP32 0.900"),
+        ({"ng_without_region": 33}, "ng_without_region 33 (must be 0)"),
+    ],
+)
+def test_gate_refusal_names_the_failed_figure(change: dict, named: str) -> None:
+    decision = check_gate(replace(REFERENCE, **change), REFERENCE, GateTolerances())
+    assert not decision.passed and len(decision.failures) == 1
+    assert named in decision.failures[0] and named in decision.message("brick v0001-int8")
+
+
+def test_gate_passes_within_tolerances_and_skips_undefined() -> None:
+    candidate = replace(
+        REFERENCE, false_reject_rate=0.05, image_auroc=0.99, aupro=0.90, pixel_auroc=None
+    )
+    decision = check_gate(candidate, REFERENCE, GateTolerances())
+    assert decision.passed and not any("pixel_auroc" in c for c in decision.checks)
+
+
+def test_tolerances_are_validated() -> None:
+    with pytest.raises(ValueError, match="tolerance aupro must be in"):
+        GateTolerances(aupro=-0.1)

@@ -1,0 +1,133 @@
+"""Torch-free metrics: AUPRO, region recall, judged figures and their mapping."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from inspection.core.metrics import (
+    EvaluationMetrics,
+    aupro,
+    compute_metrics,
+    judge_all,
+    pixel_auroc,
+    region_hits,
+    threshold_masks,
+)
+from inspection.core.verdict import Segmentation
+
+
+def blob_set(rng: np.random.Generator, n_good: int = 6, n_bad: int = 6, size: int = 32):
+    """Good maps of low noise; defective maps with one disc of 'strong' or 'faint' type."""
+    maps = rng.uniform(0.0, 0.2, (n_good + n_bad, size, size)).astype(np.float32)
+    masks = np.zeros(maps.shape, bool)
+    types = ["good"] * n_good
+    for i in range(n_good, n_good + n_bad):
+        kind = "strong" if i % 2 else "faint"
+        disc = np.zeros((size, size), np.uint8)
+        cv2.circle(disc, (int(rng.integers(8, 24)), int(rng.integers(8, 24))), 4, 1, -1)
+        masks[i] = disc.astype(bool)
+        maps[i][masks[i]] = 0.9 if kind == "strong" else 0.35
+        types.append(kind)
+    labels = np.array([0] * n_good + [1] * n_bad)
+    scores = maps.reshape(len(maps), -1).max(axis=1)
+    return scores, labels, maps, masks, types
+
+
+def test_aupro_perfect_random_and_undefined() -> None:
+    rng = np.random.default_rng(0)
+    masks = np.zeros((4, 20, 20), bool)
+    masks[:, 5:9, 5:9] = True
+    masks[1, 14:16, 2:19] = True
+    assert aupro(masks.astype(np.float32), masks) == pytest.approx(1.0)
+    many = np.zeros((8, 64, 64), bool)
+    many[:, 4:60:8, 4:60:8] = True  # 392 one-pixel regions
+    many[:, 10:20, 10:30] = True
+    random = aupro(rng.random(many.shape, dtype=np.float32), many)
+    assert random == pytest.approx(0.15, abs=0.02)  # PRO ~ FPR for an uninformative map
+    assert aupro(np.zeros((2, 4, 4)), np.zeros((2, 4, 4), bool)) is None
+    assert pixel_auroc(masks.astype(np.float32), masks) == pytest.approx(1.0)
+
+
+def test_aupro_weighs_every_region_equally() -> None:
+    masks = np.zeros((1, 40, 40), bool)
+    masks[0, 0:20, 0:20] = True  # large region, found
+    masks[0, 30:32, 30:32] = True  # small region, missed
+    maps = np.zeros((1, 40, 40), np.float32)
+    maps[0, 0:20, 0:20] = 1.0
+    # PRO 0.5 from FPR 0; the last step (everything flagged) interpolates to 0.65 at FPR 0.3
+    assert aupro(maps, masks) == pytest.approx(0.575)
+
+
+def test_region_hits_needs_thirty_percent_overlap() -> None:
+    truth = np.zeros((20, 20), bool)
+    truth[0:10, 0:10] = True
+    truth[15:20, 15:20] = True
+    predicted = np.zeros_like(truth)
+    predicted[0:4, 0:10] = True  # 40 % of the first
+    predicted[15:16, 15:20] = True  # 20 % of the second
+    assert region_hits(predicted, truth) == (1, 2)
+    assert region_hits(predicted, np.zeros_like(truth)) == (0, 0)
+
+
+def test_compute_metrics_per_defect_and_mapping_round_trip() -> None:
+    scores, labels, maps, masks, types = blob_set(np.random.default_rng(1))
+    old = threshold_masks(scores, maps, 0.3, 0.5)
+    before = compute_metrics(
+        scores, labels, maps, masks, types, old, image_threshold=0.3, segmentation="global 0.5"
+    )
+    assert before.per_defect["faint"].region_recall == 0.0
+    assert before.per_defect["strong"].region_recall == 1.0
+    assert before.overall.ng_without_region == 3  # faint parts are NG but have no region
+    assert before.overall.false_reject_rate == 0.0 and before.overall.miss_rate == 0.0
+    adaptive = Segmentation(kind="adaptive", seed_level=0.3, floor=0.25, relative_level=0.0)
+    after = compute_metrics(
+        scores, labels, maps, masks, types, judge_all(scores, maps, 0.3, adaptive),
+        image_threshold=0.3, segmentation=adaptive.describe(),
+    )  # fmt: skip
+    assert after.overall.region_recall == 1.0 and after.overall.ng_without_region == 0
+    assert after.per_defect["faint"].pixel_f1 == pytest.approx(1.0)
+    assert after.overall.false_regions_per_good_image == 0.0
+    assert EvaluationMetrics.from_mapping(after.to_mapping()) == after
+    with pytest.raises(ValueError, match="schema"):
+        EvaluationMetrics.from_mapping({**after.to_mapping(), "schema": 99})
+
+
+def test_compute_metrics_rejects_mismatched_lengths() -> None:
+    scores, labels, maps, masks, types = blob_set(np.random.default_rng(2))
+    judged = judge_all(scores, maps, 0.3, Segmentation.global_threshold(0.5))
+    with pytest.raises(ValueError, match="same length"):
+        compute_metrics(
+            scores[:-1], labels, maps, masks, types, judged, image_threshold=0.3, segmentation="g"
+        )
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**16),
+    threshold=st.floats(0.0, 1.0),
+    seed_level=st.floats(0.0, 1.0),
+    floor_share=st.floats(0.0, 1.0),
+    relative=st.floats(0.0, 0.95),
+)
+def test_judged_sets_keep_the_invariant(
+    seed: int, threshold: float, seed_level: float, floor_share: float, relative: float
+) -> None:
+    rng = np.random.default_rng(seed)
+    scores, labels, maps, masks, types = blob_set(rng, n_good=3, n_bad=3, size=24)
+    scores = rng.uniform(0, 1, len(scores))
+    seg = Segmentation(
+        kind="adaptive", seed_level=seed_level, floor=seed_level * floor_share,
+        relative_level=relative,
+    )  # fmt: skip
+    judged = judge_all(scores, maps, threshold, seg)
+    assert np.array_equal(judged.ng, scores >= threshold)
+    assert (judged.n_regions[judged.ng] >= 1).all()
+    assert not judged.masks[~judged.ng].any() and (judged.n_regions[~judged.ng] == 0).all()
+    result = compute_metrics(
+        scores, labels, maps, masks, types, judged, image_threshold=threshold, segmentation="s"
+    )
+    assert result.overall.ng_without_region == 0

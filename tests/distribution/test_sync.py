@@ -1,0 +1,158 @@
+"""Stations pull live bundles from a real catalog server over HTTP (and from a shared path)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from inspection.cli import app
+from inspection.core.registry import Registry
+from inspection.distribution.catalog import archive_for
+from inspection.distribution.sync import HttpSource, PathSource, sync_forever, sync_once
+from tests.service.helpers import PRODUCT, V1, V2, serve, station_config
+
+from .conftest import Central
+
+pytestmark = pytest.mark.slow
+
+
+def _corrupt(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [({}, "missing API token"), ({"Authorization": "Bearer insp_wrong"}, "invalid or revoked")],
+)
+def test_catalog_needs_a_valid_token(central: Central, headers: dict, expected: str) -> None:
+    for path in ("/v1/catalog", f"/v1/bundles/{PRODUCT}/{V1}/archive"):
+        response = httpx.get(central.url + path, headers=headers)
+        assert response.status_code == 401
+        assert expected in response.json()["detail"]
+
+
+def test_unknown_products_and_bundles_are_404(central: Central) -> None:
+    headers = {"Authorization": f"Bearer {central.token}"}
+    response = httpx.get(f"{central.url}/v1/catalog/nosuch", headers=headers)
+    assert response.status_code == 404 and "no live bundle" in response.json()["detail"]
+    response = httpx.get(f"{central.url}/v1/bundles/{PRODUCT}/v0009-fp32/archive", headers=headers)
+    assert response.status_code == 404 and "no bundle brick/v0009-fp32" in response.json()["detail"]
+
+
+def test_sync_pulls_verifies_and_mirrors_the_threshold(central: Central, tmp_path: Path) -> None:
+    central.registry.set_threshold(PRODUCT, 0.6, actor="qa", reason="fewer false alarms")
+    local = Registry(tmp_path / "station" / "registry")
+    source = HttpSource(central.url, central.token)
+    [outcome] = sync_once(source, local.root, [PRODUCT])
+    assert (outcome.status, outcome.live) == ("updated", V1), outcome.detail
+    assert local.live(PRODUCT).actor == "station-sync"
+    assert local.current_threshold(PRODUCT).value == 0.6
+    [again] = sync_once(source, local.root, [PRODUCT])
+    assert again.status == "current"
+    assert list((local.root / ".incoming").iterdir()) == []
+
+
+def test_corrupt_download_is_refused_and_the_station_keeps_serving(
+    central: Central, v2_bundle: Path, tmp_path: Path, sample_png: bytes
+) -> None:
+    """End to end: a station on the local registry, a corrupt v2 archive, then a good one."""
+    config = station_config(tmp_path / "station", registry_poll_seconds=0.1)
+    source = HttpSource(central.url, central.token)
+    assert sync_once(source, config.registry_dir, [PRODUCT])[0].status == "updated"
+    central.registry.add_bundle(PRODUCT, v2_bundle, V2)
+    central.registry.promote(PRODUCT, V2, actor="qa", reason="better challenger")
+    tar_path, _ = archive_for(central.registry, PRODUCT, V2)
+    _corrupt(tar_path)
+    with serve(config) as station:
+        [outcome] = sync_once(source, config.registry_dir, [PRODUCT])
+        assert outcome.status == "failed" and "corrupt, refused" in outcome.detail
+        assert outcome.live == V1 and "keeps serving v0001-fp32" in outcome.detail
+        assert Registry(config.registry_dir).bundle_ids(PRODUCT) == [V1]
+        time.sleep(0.3)
+        response = station.inspect(sample_png)
+        assert response.status_code == 201 and response.json()["bundle_id"] == V1
+
+        tar_path.unlink()
+        tar_path.with_suffix(".json").unlink()  # the registry packs it again
+        assert sync_once(source, config.registry_dir, [PRODUCT])[0].status == "updated"
+        deadline = time.monotonic() + 10
+        while station.ops("/healthz").json()["products"][PRODUCT]["bundle_id"] != V2:
+            assert time.monotonic() < deadline, "the station did not swap to v2 within 10 s"
+            time.sleep(0.05)
+        assert station.inspect(sample_png).json()["bundle_id"] == V2
+
+
+def test_a_promotion_reaches_a_polling_station_within_its_interval(
+    central: Central, v2_bundle: Path, tmp_path: Path
+) -> None:
+    local = Registry(tmp_path / "station" / "registry")
+    source = HttpSource(central.url, central.token)
+    stop = threading.Event()
+    loop = threading.Thread(
+        target=sync_forever,
+        args=(source, local.root, [PRODUCT]),
+        kwargs={"interval_s": 0.5, "stop": stop},
+        daemon=True,
+    )
+    loop.start()
+    try:
+        deadline = time.monotonic() + 10
+        while local.live(PRODUCT) is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        central.registry.add_bundle(PRODUCT, v2_bundle, V2)
+        archive_for(central.registry, PRODUCT, V2)  # packed at promotion time, as the CLI does
+        central.registry.promote(PRODUCT, V2, actor="qa", reason="challenger")
+        promoted = time.monotonic()
+        while local.live(PRODUCT).bundle_id != V2:
+            assert time.monotonic() - promoted < 5, "no pull within 10 intervals"
+            time.sleep(0.02)
+        assert time.monotonic() - promoted < 0.5 + 2.0  # one interval + download and checks
+    finally:
+        stop.set()
+        loop.join(timeout=10)
+
+
+def test_an_offline_station_keeps_its_last_good_bundle(central: Central, tmp_path: Path) -> None:
+    local = Registry(tmp_path / "station" / "registry")
+    source = HttpSource(central.url, central.token, timeout_s=2)
+    assert sync_once(source, local.root, [PRODUCT])[0].status == "updated"
+    central.stop()
+    [outcome] = sync_once(source, local.root, [PRODUCT])
+    assert outcome.status == "offline" and outcome.live == V1
+    assert local.live(PRODUCT).bundle_id == V1
+
+
+def test_sync_from_a_shared_path_and_a_rollback(
+    central: Central, v2_bundle: Path, tmp_path: Path
+) -> None:
+    local = Registry(tmp_path / "station" / "registry")
+    source = PathSource(central.registry.root)
+    central.registry.add_bundle(PRODUCT, v2_bundle, V2)
+    central.registry.promote(PRODUCT, V2, actor="qa", reason="challenger")
+    assert sync_once(source, local.root, [PRODUCT])[0].live == V2
+    central.registry.rollback(PRODUCT, actor="qa", reason="drift")
+    [outcome] = sync_once(source, local.root, [PRODUCT])
+    assert (outcome.status, outcome.live) == ("updated", V1)
+    [offline] = sync_once(PathSource(tmp_path / "unmounted"), local.root, [PRODUCT])
+    assert (offline.status, offline.live) == ("offline", V1)
+
+
+def test_station_sync_cli(central: Central, tmp_path: Path, monkeypatch) -> None:
+    config = tmp_path / "station.yaml"
+    config.write_text(f"registry_dir: {tmp_path / 'reg'}\nproducts: [{PRODUCT}, grass]\n")
+    monkeypatch.setenv("INSPECTION_REGISTRY_TOKEN", central.token)
+    result = CliRunner().invoke(app, ["station", "sync", "--from", central.url, "-c", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "brick: updated live=v0001-fp32" in result.output
+    assert "grass: not_live" in result.output
+    monkeypatch.setenv("INSPECTION_REGISTRY_TOKEN", "insp_wrong")
+    result = CliRunner().invoke(app, ["station", "sync", "--from", central.url, "-c", str(config)])
+    assert result.exit_code == 2 and "401" in result.output

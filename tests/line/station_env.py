@@ -1,0 +1,40 @@
+"""A real line station for tests: the session's tiny FP32 bundle, a file camera, a store."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from inspection.core.registry import Registry
+from inspection.line.config import CameraConfig, LineConfig
+
+
+def camera_folder(root: Path, tiny_product: Path, count: int = 4) -> Path:
+    """``count`` real demo images (good and defective) in one folder."""
+    folder = root / "camera"
+    folder.mkdir(parents=True, exist_ok=True)
+    images = sorted((tiny_product / "test").rglob("*.png"))
+    for n, image in enumerate(images[:: max(1, len(images) // count)][:count]):
+        shutil.copy(image, folder / f"{n:03d}.png")
+    return folder
+
+
+def line_config(
+    root: Path, fp32_bundle: Path, camera: Path, *, loop: bool = True, **overrides
+) -> LineConfig:
+    """Serves ``brick`` (live) and ``grass`` (no live model); station id ``cam-1``."""
+    registry = Registry(root / "registry")
+    if not registry.bundle_ids("brick"):
+        registry.add_bundle("brick", fp32_bundle, "v0001-fp32")
+        registry.promote("brick", "v0001-fp32", actor="tests", reason="line tests")
+    values = {
+        "station_id": "cam-1",
+        "products": ("brick", "grass"),
+        "camera": CameraConfig(kind="file", path=camera, loop=loop),
+        "store_url": f"sqlite:///{root / 'line.db'}",
+        "blob_dir": root / "blobs",
+        "registry_dir": root / "registry",
+        "registry_poll_seconds": 3600.0,
+        "inspect_timeout_s": 10.0,
+    }
+    return LineConfig(**(values | overrides))

@@ -1,0 +1,88 @@
+"""Trigger -> answer with a real model, store and file camera: verdicts and every error code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from inspection.line.handshake import Answer, ErrorCode, ResultCode, Trigger, TriggerError
+from inspection.line.station import LineStation
+
+from .station_env import camera_folder, line_config
+
+
+@pytest.fixture
+def station(tmp_path: Path, fp32_bundle: Path, tiny_product: Path):
+    camera = camera_folder(tmp_path, tiny_product, count=2)
+    (camera / "009.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    built = LineStation.build(line_config(tmp_path, fp32_bundle, camera, loop=False))
+    built.models.refresh()
+    yield built
+    built.stop()
+
+
+def test_triggers_get_verdicts_then_each_error_code(station: LineStation) -> None:
+    handler = station.handler
+    first = handler.handle(Trigger("r-1", None, "part-1"), source="opcua")
+    assert first.error_code == ErrorCode.NONE and first.result in (ResultCode.OK, ResultCode.NG)
+    assert first.product == "brick" and first.timings_ms["inference_ms"] > 0
+    row = station.store.get_inspection(first.inspection_id or "")
+    assert (row.request_id, row.part_id, row.source) == ("cam-1/r-1", "part-1", "opcua")
+
+    # The same request id again (a PLC retrying after a station restart): the stored result.
+    again = handler.handle(Trigger("r-1"), source="opcua")
+    assert again.inspection_id == first.inspection_id
+
+    cases = [
+        (Trigger("r-2", "gravel"), ErrorCode.UNKNOWN_PRODUCT, "not served here"),
+        (Trigger("r-3", "grass"), ErrorCode.NO_MODEL, "no live bundle"),
+        (Trigger("bad id!"), ErrorCode.BAD_TRIGGER, "request_id"),
+        (Trigger("r-4"), ErrorCode.NONE, ""),  # second (last good) image
+        (Trigger("r-5"), ErrorCode.BAD_IMAGE, "009.png"),
+        (Trigger("r-6"), ErrorCode.NO_IMAGE, "all 3 images were served"),
+    ]
+    for trigger, code, message in cases:
+        answer = handler.handle(trigger, source="mqtt")
+        assert (answer.error_code, answer.result == ResultCode.ERROR) == (code, code != 0)
+        assert message in answer.message
+        assert Answer.from_json(answer.to_json()) == answer
+    assert station.publisher.outbox.backlog() == {}  # no sinks configured: no outbox rows
+
+
+def test_plc_selects_the_product(station: LineStation) -> None:
+    station.handler.select_product("grass")
+    assert station.handler.handle(Trigger("s-1"), source="opcua").error_code == ErrorCode.NO_MODEL
+    with pytest.raises(TriggerError, match="'weave' is not served here"):
+        station.handler.select_product("weave")
+
+
+def test_an_overrun_answers_timeout_and_the_result_still_lands(
+    tmp_path: Path, fp32_bundle: Path, tiny_product: Path
+) -> None:
+    camera = camera_folder(tmp_path, tiny_product, count=1)
+    config = line_config(tmp_path, fp32_bundle, camera, inspect_timeout_s=0.001)
+    station = LineStation.build(config)
+    station.models.refresh()
+    try:
+        answer = station.handler.handle(Trigger("slow-1"), source="opcua")
+        assert answer.error_code == ErrorCode.TIMEOUT
+    finally:
+        station.stop()  # waits for the inspection in flight
+    reopened = LineStation.build(config)
+    assert reopened.store.find_by_request_id("cam-1/slow-1") is not None
+    reopened.stop()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (b"{", "not JSON"),
+        (b"[]", "must be a JSON object"),
+        (b'{"request": "x"}', "unknown key(s) 'request'"),
+    ],
+)
+def test_bad_trigger_messages(text: bytes, message: str) -> None:
+    with pytest.raises(TriggerError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        Trigger.from_json(text)
+    assert Trigger.from_json(b"") == Trigger()

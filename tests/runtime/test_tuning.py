@@ -1,0 +1,171 @@
+"""Precision chosen by measurement: the choice rule, the gate, and a real tune of tiny bundles."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from inspection.core.bundle import read_bundle_metadata, write_bundle_metadata
+from inspection.core.registry import Registry
+from inspection.runtime.hardware import CpuInfo, parse_cpuinfo
+from inspection.runtime.tuning import (
+    PrecisionMeasurement,
+    choose_fastest,
+    gate_status,
+    read_tuning,
+    served_bundle_id,
+    tune_product,
+)
+
+
+def _m(bundle_id: str, p50: float, *, gate: bool = True) -> PrecisionMeasurement:
+    precision = bundle_id.split("-", 1)[1]
+    return PrecisionMeasurement(bundle_id, precision, p50, p50 * 1.2, 1e3 / p50, gate, "")
+
+
+@pytest.mark.parametrize(
+    ("candidates", "expected"),
+    [
+        ([_m("v1-fp32", 10.0), _m("v1-fp16", 9.0), _m("v1-int8", 19.0)], "v1-fp16"),
+        ([_m("v1-fp32", 10.0), _m("v1-int8", 6.0)], "v1-int8"),
+        # a faster INT8 that failed the accuracy gate is never served
+        ([_m("v1-fp32", 10.0), _m("v1-int8", 4.0, gate=False)], "v1-fp32"),
+        # within the 5 % margin the higher precision wins
+        ([_m("v1-fp32", 10.0), _m("v1-int8", 9.8)], "v1-fp32"),
+        ([_m("v1-int8", 12.0)], "v1-int8"),
+    ],
+)
+def test_choose_fastest_picks_the_fastest_gated(candidates, expected) -> None:
+    assert choose_fastest(candidates).bundle_id == expected
+
+
+def test_choose_fastest_refuses_when_nothing_passed() -> None:
+    with pytest.raises(ValueError, match="no measured bundle passed the accuracy gate"):
+        choose_fastest([_m("v1-int8", 4.0, gate=False)])
+
+
+def test_measurement_rejects_impossible_timings() -> None:
+    with pytest.raises(ValueError, match="timings must be > 0"):
+        PrecisionMeasurement("v1-fp32", "fp32", 0.0, 1.0, 10.0, True)
+
+
+def test_parse_cpuinfo_keeps_only_known_isa_flags() -> None:
+    text = "model name\t: AMD EPYC\nflags\t\t: fpu avx2 fma avx512_vnni amx_tile foo\n"
+    model, isa = parse_cpuinfo(text)
+    assert model == "AMD EPYC"
+    assert isa == ("avx2", "fma", "avx512_vnni", "amx_tile")
+    info = CpuInfo(model, 2, isa)
+    assert info.has_vnni and info.has_amx
+    assert not CpuInfo(model, 2, ("avx2", "fma")).has_vnni
+    assert info.key != CpuInfo(model, 2, ("avx2", "fma")).key
+
+
+def test_gate_status_reads_the_recorded_drop(fp32_bundle: Path) -> None:
+    meta = read_bundle_metadata(fp32_bundle)
+    assert gate_status(meta, None)[0]
+    int8 = dataclasses.replace(meta, precision="int8", metrics={"image_auroc_drop": 0.02})
+    assert gate_status(int8, 1.0) == (
+        False,
+        "image AUROC drop 0.0200 vs FP32 (failed, max 0.01)",
+    )
+    fp16 = dataclasses.replace(meta, precision="fp16", metrics={"image_auroc": 0.995})
+    assert gate_status(fp16, 1.0)[0]
+    unknown = dataclasses.replace(meta, precision="int8", metrics={})
+    assert gate_status(unknown, None)[0] is False
+
+
+def _gated_copy(source: Path, target: Path, drop: float) -> Path:
+    """``source`` re-labelled as an INT8 bundle with a recorded AUROC drop (same network)."""
+    import shutil
+
+    shutil.copytree(source, target)
+    meta = read_bundle_metadata(target)
+    bundle_id = f"{meta.bundle_id.split('-')[0]}-int8"
+    metrics = {**meta.metrics, "image_auroc_drop": drop}
+    write_bundle_metadata(
+        target, dataclasses.replace(meta, bundle_id=bundle_id, precision="int8", metrics=metrics)
+    )
+    return target
+
+
+def test_tune_measures_gated_siblings_and_records_the_fastest(
+    fp32_bundle: Path, fp16_bundle: Path, tmp_path: Path
+) -> None:
+    registry = Registry(tmp_path / "registry")
+    registry.add_bundle("brick", fp32_bundle, "v0001-fp32")
+    registry.add_bundle("brick", fp16_bundle, "v0001-fp16")
+    failed = _gated_copy(fp32_bundle, tmp_path / "int8", drop=0.05)
+    registry.add_bundle("brick", failed, "v0001-int8")
+    registry.promote("brick", "v0001-fp32", actor="tests", reason="initial")
+    notes: list[str] = []
+
+    record = tune_product(registry, "brick", samples=5, progress=notes.append)
+
+    measured = {m.bundle_id for m in record.measurements}
+    assert measured == {"v0001-fp32", "v0001-fp16"}
+    assert any("v0001-int8: not measured" in n for n in notes)
+    assert record.chosen_bundle_id == choose_fastest(record.measurements).bundle_id
+    assert read_tuning(registry, "brick") == record
+    assert served_bundle_id(record, "v0001-fp32") == record.chosen_bundle_id
+    # a later promotion makes the record stale: the new live bundle is served as is
+    assert served_bundle_id(record, "v0002-fp32") == "v0002-fp32"
+
+
+def test_station_tune_cli_prints_and_records_the_choice(
+    fp32_bundle: Path, fp16_bundle: Path, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from inspection.cli import app
+
+    registry = Registry(tmp_path / "registry")
+    registry.add_bundle("brick", fp32_bundle, "v0001-fp32")
+    registry.add_bundle("brick", fp16_bundle, "v0001-fp16")
+    registry.promote("brick", "v0001-fp32", actor="tests", reason="initial")
+    config = tmp_path / "station.yaml"
+    config.write_text(
+        f"registry_dir: {tmp_path / 'registry'}\nproducts: [brick]\n", encoding="utf-8"
+    )
+
+    result = CliRunner().invoke(app, ["station", "tune", "--samples", "5", "--config", str(config)])
+
+    assert result.exit_code == 0, result.output
+    record = read_tuning(registry, "brick")
+    assert record is not None
+    assert f"brick: serving {record.chosen_bundle_id}" in result.output
+    assert "VNNI" in result.output
+
+
+def test_station_tune_cli_needs_a_live_bundle(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from inspection.cli import app
+
+    config = tmp_path / "station.yaml"
+    config.write_text(
+        f"registry_dir: {tmp_path / 'registry'}\nproducts: [brick]\n", encoding="utf-8"
+    )
+    result = CliRunner().invoke(app, ["station", "tune", "--config", str(config)])
+    assert result.exit_code != 0
+    assert "has no live bundle; promote one first" in str(result.exception or result.output)
+
+
+def test_promote_fastest_makes_the_measured_choice_live(
+    fp32_bundle: Path, fp16_bundle: Path, tmp_path: Path
+) -> None:
+    from inspection.runtime.tuning import promote_fastest
+
+    registry = Registry(tmp_path / "registry")
+    registry.add_bundle("brick", fp32_bundle, "v0001-fp32")
+    registry.add_bundle("brick", fp16_bundle, "v0001-fp16")
+    registry.promote("brick", "v0001-fp16", actor="tests", reason="initial")
+
+    record = promote_fastest(registry, "brick", actor="demo", samples=5)
+
+    assert registry.live("brick").bundle_id == record.chosen_bundle_id
+    assert record.live_bundle_id == record.chosen_bundle_id
+    assert read_tuning(registry, "brick") == record
+    if record.chosen_bundle_id != "v0001-fp16":
+        assert "fastest gated precision on this CPU" in registry.events("brick")[-1]["reason"]

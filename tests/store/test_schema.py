@@ -1,0 +1,55 @@
+"""Schema changes are explicit: opening a store never migrates it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from sqlalchemy import inspect as sql_inspect
+from typer.testing import CliRunner
+
+from inspection.cli import app
+from inspection.store.store import Store, StoreError, schema_head
+
+runner = CliRunner()
+
+
+def _station_config(tmp_path: Path) -> Path:
+    path = tmp_path / "station.yaml"
+    config = {
+        "store_url": f"sqlite:///{tmp_path / 'station.db'}",
+        "blob_dir": str(tmp_path / "blobs"),
+        "registry_dir": str(tmp_path / "registry"),
+        "products": ["brick"],
+    }
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
+
+
+def test_opening_a_store_leaves_the_schema_alone(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "blobs")
+    assert store.schema_revision() is None
+    with pytest.raises(StoreError, match=r"has no schema.*run 'inspection db upgrade'"):
+        store.check_schema()
+    assert sql_inspect(store.engine).get_table_names() == []
+
+
+def test_migrated_store_is_at_head(tmp_path: Path) -> None:
+    store = Store.migrated(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "blobs")
+    assert store.schema_revision() == schema_head()
+    store.check_schema()
+    assert "inspections" in sql_inspect(store.engine).get_table_names()
+
+
+def test_db_status_and_upgrade_commands(tmp_path: Path) -> None:
+    config = str(_station_config(tmp_path))
+    before = runner.invoke(app, ["db", "status", "--config", config])
+    assert before.exit_code == 1 and "run 'inspection db upgrade'" in before.output
+    upgraded = runner.invoke(app, ["db", "upgrade", "--config", config])
+    assert upgraded.exit_code == 0, upgraded.output
+    assert f"empty -> {schema_head()}" in upgraded.output
+    again = runner.invoke(app, ["db", "upgrade", "--config", config])
+    assert "nothing to do" in again.output
+    after = runner.invoke(app, ["db", "status", "--config", config])
+    assert after.exit_code == 0, after.output
