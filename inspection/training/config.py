@@ -65,6 +65,7 @@ class ModelConfig:
     # PatchCore
     coreset_sampling_ratio: float = 0.01
     num_neighbors: int = 9
+    memory_bank_max: int | None = 8192  # rows; the coreset ratio shrinks past it (None: no cap)
     # STFPM
     max_epochs: int = 5
 
@@ -79,6 +80,8 @@ class ModelConfig:
         _check(0.0 < self.coreset_sampling_ratio <= 1.0, "coreset_sampling_ratio",
                "must be in (0, 1]")  # fmt: skip
         _check(self.num_neighbors >= 1, "num_neighbors", "must be at least 1")
+        _check(self.memory_bank_max is None or self.memory_bank_max >= 1, "memory_bank_max",
+               "must be at least 1 row, or null for no cap")  # fmt: skip
         _check(self.max_epochs >= 1, "max_epochs", "must be at least 1")
 
 

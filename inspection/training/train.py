@@ -193,7 +193,7 @@ def _pre_processor(config: ModelConfig, weights: ResolvedWeights) -> Any:
 
 
 def _build_patchcore(config: ModelConfig, weights: ResolvedWeights) -> Any:
-    from anomalib.models import Patchcore
+    from inspection.training.patchcore import Patchcore
 
     with no_pretrained_download():
         model = Patchcore(
@@ -202,6 +202,7 @@ def _build_patchcore(config: ModelConfig, weights: ResolvedWeights) -> Any:
             pre_trained=False,
             coreset_sampling_ratio=config.coreset_sampling_ratio,
             num_neighbors=config.num_neighbors,
+            memory_bank_max=config.memory_bank_max,
             pre_processor=_pre_processor(config, weights),
             evaluator=False,
             visualizer=False,
