@@ -18,7 +18,7 @@ from inspection.training.config import (
 
 VALID_KEYS = (
     "backbone, batch_size, coreset_sampling_ratio, image_size, kind, max_epochs, "
-    "num_neighbors, num_workers, seed, val_fraction"
+    "memory_bank_max, num_neighbors, num_workers, seed, val_fraction"
 )
 
 
