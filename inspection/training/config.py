@@ -21,6 +21,7 @@ import yaml
 
 from inspection.core.config import deep_merge, from_mapping, read_yaml
 from inspection.core.errors import ConfigError
+from inspection.core.global_context import GLOBAL_COMPONENTS
 
 MODEL_KINDS = ("patchcore", "stfpm")
 
@@ -67,6 +68,9 @@ class ModelConfig:
     num_neighbors: int = 9
     # STFPM
     max_epochs: int = 5
+    # Global context (inspection.core.global_context): components fused with the local score,
+    # e.g. [features, colour, frequency]; empty = local score only.
+    global_context: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         check_kind(self.kind)
@@ -80,6 +84,9 @@ class ModelConfig:
                "must be in (0, 1]")  # fmt: skip
         _check(self.num_neighbors >= 1, "num_neighbors", "must be at least 1")
         _check(self.max_epochs >= 1, "max_epochs", "must be at least 1")
+        unknown = [c for c in self.global_context if c not in GLOBAL_COMPONENTS]
+        _check(not unknown, "global_context",
+               f"unknown components {unknown}; valid: {list(GLOBAL_COMPONENTS)}")  # fmt: skip
 
 
 @dataclass(frozen=True)
