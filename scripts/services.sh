@@ -52,3 +52,16 @@ if ! (exec 3<>/dev/tcp/127.0.0.1/1883) 2>/dev/null; then
   for _ in $(seq 1 20); do (exec 3<>/dev/tcp/127.0.0.1/1883) 2>/dev/null && break; sleep 0.25; done
 fi
 echo "services: Mosquitto ready at mqtt://127.0.0.1:1883"
+
+# Ray head for the retraining fleet (`inspection retrain --all --ray 127.0.0.1:6390`) and its
+# test. Two CPUs are what this machine has; a plant's head advertises its own.
+RAY_BIN="$(cd "$(dirname "$0")/.." && pwd)/.venv/bin/ray"
+if [ -x "$RAY_BIN" ] && ! (exec 3<>/dev/tcp/127.0.0.1/6390) 2>/dev/null; then
+  "$RAY_BIN" start --head --node-ip-address=127.0.0.1 --port=6390 --num-cpus=2 \
+    --include-dashboard=false --disable-usage-stats >/dev/null
+fi
+if (exec 3<>/dev/tcp/127.0.0.1/6390) 2>/dev/null; then
+  echo "services: Ray head ready at 127.0.0.1:6390"
+else
+  echo "services: no Ray head (pip install -e '.[plant]'); the Ray fleet test will skip" >&2
+fi

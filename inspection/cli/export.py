@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 from typing import Annotated
 
@@ -10,9 +11,41 @@ from rich.console import Console
 from rich.table import Table
 
 from inspection.core.config import load_site_config
+from inspection.core.export_gate import GateTolerances
 
 console = Console()
 PRECISIONS = ("fp32", "fp16", "int8")
+TOLERANCE_NAMES = tuple(f.name for f in fields(GateTolerances))
+
+
+def parse_tolerances(items: list[str]) -> GateTolerances:
+    """``["aupro=0.1", ...]`` -> ``GateTolerances``; a bad item is a ``typer.BadParameter``."""
+    values: dict[str, float] = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        if name not in TOLERANCE_NAMES:
+            raise typer.BadParameter(
+                f"{item!r}: unknown figure {name!r}; valid: {', '.join(TOLERANCE_NAMES)}",
+                param_hint="--tolerance",
+            )
+        try:
+            values[name] = float(value)
+        except ValueError as exc:
+            raise typer.BadParameter(
+                f"{item!r}: {value!r} is not a number", param_hint="--tolerance"
+            ) from exc
+    try:
+        return GateTolerances(**values)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--tolerance") from exc
+
+
+TOLERANCE_OPTION = typer.Option(
+    [],
+    "--tolerance",
+    help=f"Gate tolerance vs FP32 as NAME=VALUE (repeatable), e.g. aupro=0.05; names: "
+    f"{', '.join(TOLERANCE_NAMES)}. image_auroc is also the accuracy-control budget.",
+)
 
 
 def export_command(
@@ -24,14 +57,9 @@ def export_command(
     accuracy_control: bool = typer.Option(
         False, "--accuracy-control", help="INT8: let NNCF keep layers in float to bound the drop."
     ),
-    max_drop: float = typer.Option(
-        0.01, "--max-drop", help="Accuracy control: max image-AUROC drop."
-    ),
-    tolerance: float = typer.Option(
-        0.01, "--tolerance", help="Refuse an INT8 bundle losing more image AUROC than this."
-    ),
+    tolerance: list[str] = TOLERANCE_OPTION,
     force: bool = typer.Option(
-        False, "--force", help="Register even if the tolerance is exceeded."
+        False, "--force", help="Register even if the gate refuses the bundle."
     ),
     promote: bool = typer.Option(False, "--promote", help="Make the new bundle live."),
     calibration_size: int = typer.Option(64, "--calibration-size", help="INT8 calibration images."),
@@ -41,14 +69,15 @@ def export_command(
     ] = None,
     site: str = typer.Option(None, "--site", help="Site config YAML (default: configs/site.yaml)."),
 ) -> None:
-    """Export, evaluate on the labelled test split, and register a bundle."""
+    """Export, calibrate on its own validation outputs, gate against FP32, and register."""
     from inspection.core.registry import Registry
-    from inspection.training.export import export_bundle, image_auroc_of
+    from inspection.training.export import export_bundle
 
     if precision not in PRECISIONS:
         raise typer.BadParameter(
             f"must be one of {', '.join(PRECISIONS)}", param_hint="--precision"
         )
+    tolerances = parse_tolerances(tolerance)
     registry = Registry(load_site_config(site).registry_dir)
     with console.status("exporting") as status:
         result = export_bundle(
@@ -59,26 +88,37 @@ def export_command(
             dataset_path=dataset,
             calibration_size=calibration_size,
             accuracy_control=accuracy_control,
-            max_drop=max_drop,
-            tolerance=tolerance,
+            tolerances=tolerances,
             force=force,
             promote=promote,
             actor="cli",
             progress=lambda message: status.update(message),
         )
-    metrics = result.metrics.get("overall", result.metrics)
-    table = Table("bundle", "precision", "image AUROC", "pixel AUROC", "AUPRO", "drop vs FP32")
-    drop = result.metrics.get("image_auroc_drop")
-    table.add_row(
-        f"{product}/{result.bundle_id}",
-        precision,
-        f"{image_auroc_of(result.metrics):.4f}",
-        _fmt(metrics.get("pixel_auroc")),
-        _fmt(metrics.get("aupro")),
-        _fmt(drop),
-    )
+    gate = result.metrics["gate"]
+    table = Table("bundle", *GATE_COLUMNS)
+    table.add_row(f"{product}/{result.bundle_id}", *_figures(gate["figures"]))
+    if result.reference_metrics is not None:
+        table.add_row("FP32 reference", *_figures(gate["reference_fp32"]))
     console.print(table)
+    verdict = "passed" if gate["passed"] else "FAILED (forced): " + "; ".join(gate["failures"])
+    console.print(f"gate at each bundle's own thresholds: {verdict}")
     console.print(f"bundle: {result.bundle_dir}" + ("  (live)" if promote else ""))
+
+
+GATE_COLUMNS = ("FRR", "miss", "img AUROC", "px AUROC", "AUPRO", "region recall", "px F1")
+GATE_KEYS = (
+    "false_reject_rate",
+    "miss_rate",
+    "image_auroc",
+    "pixel_auroc",
+    "aupro",
+    "region_recall",
+    "pixel_f1",
+)
+
+
+def _figures(figures: dict) -> list[str]:
+    return [_fmt(figures.get(key)) for key in GATE_KEYS]
 
 
 def _fmt(value: object) -> str:

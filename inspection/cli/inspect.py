@@ -5,14 +5,16 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
-from inspection.core.errors import ImageDecodeError
+if TYPE_CHECKING:
+    from inspection.runtime.inspector import PathOutcome
+
 
 console = Console()
 FORMATS = ("csv", "json")
@@ -44,9 +46,13 @@ def inspect_command(
     if not files:
         console.print("[yellow]no image files found[/]")
         raise typer.Exit(1)
-    rows = []
-    for path in track(files, description="inspecting", console=console, transient=True):
-        rows.append(_inspect_one(inspector, path, out if overlays else None))
+    outcomes = inspector.iter_paths(files)
+    rows = [
+        _row(outcome, inspector.model_version, out if overlays else None)
+        for outcome in track(
+            outcomes, total=len(files), description="inspecting", console=console, transient=True
+        )
+    ]
     _print_table(rows, inspector.model_version)
     if out is not None:
         target = _write_rows(rows, out, fmt)
@@ -55,17 +61,12 @@ def inspect_command(
         raise typer.Exit(1)  # nothing could be inspected
 
 
-def _inspect_one(inspector, path: Path, overlay_dir: Path | None) -> dict:
-    from inspection.core.images import read_image
-
+def _row(outcome: PathOutcome, model: str, overlay_dir: Path | None) -> dict:
     row = dict.fromkeys(CSV_FIELDS, "")
-    row["path"] = str(path)
-    row["model"] = inspector.model_version
-    try:
-        image = read_image(path)
-        result = inspector.inspect(image)
-    except ImageDecodeError as exc:
-        row["error"] = str(exc)
+    row.update(path=str(outcome.path), model=model)
+    result = outcome.result
+    if result is None:
+        row["error"] = outcome.error or "not inspected"
         return row
     row.update(
         verdict=result.verdict,
@@ -75,12 +76,12 @@ def _inspect_one(inspector, path: Path, overlay_dir: Path | None) -> dict:
         latency_ms=round(result.latency_ms, 3),
         details=result.summary(),
     )
-    if overlay_dir is not None:
+    if overlay_dir is not None and outcome.image is not None:
         from inspection.runtime.overlays import render_overlay, write_rgb_png
 
-        name = f"{path.parent.name}_{path.stem}_overlay.png"
+        name = f"{outcome.path.parent.name}_{outcome.path.stem}_overlay.png"
         row["overlay"] = str(
-            write_rgb_png(overlay_dir / "overlays" / name, render_overlay(image, result))
+            write_rgb_png(overlay_dir / "overlays" / name, render_overlay(outcome.image, result))
         )
     return row
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 
 import typer
 from rich.console import Console
@@ -30,7 +31,14 @@ def _configs(site: str | None, config: str | None):  # -> (SiteConfig, RetrainCo
 
 
 def retrain(
-    product: str = typer.Option(..., "--product", "-p", help="Product to retrain."),
+    product: str = typer.Option(None, "--product", "-p", help="Product to retrain."),
+    all_products: bool = typer.Option(
+        False, "--all", help="Every product of the site config (or of the registry)."
+    ),
+    ray_address: str = typer.Option(
+        None, "--ray", help="Ray cluster (host:port or 'auto'): one task per product (--all)."
+    ),
+    cpus_per_task: float = typer.Option(1.0, "--cpus-per-task", help="CPU budget per product."),
     site: str = SITE_OPTION,
     config: str = CONFIG_OPTION,
     actor: str = typer.Option("cli", "--actor", help="Who starts this run (audit log)."),
@@ -39,13 +47,24 @@ def retrain(
     """Train a challenger on original + reviewed-good images; promote it only if it passes the gate.
 
     Exit codes: 0 promoted or champion kept (also: skipped because another run holds the
-    lock), 2 the run failed (the champion stays live).
+    lock), 2 the run (with --all: any product's run) failed (its champion stays live).
     """
+    if all_products == bool(product):
+        raise typer.BadParameter("give either --product NAME or --all")
+    if ray_address and not all_products:
+        raise typer.BadParameter("--ray fans out several products: use it with --all")
+    site_config, retrain_config = _configs(site, config)
+    if all_products:
+        _retrain_all(site_config, retrain_config, ray_address, cpus_per_task, actor, overrides)
+        return
+    _retrain_one(product, site_config, retrain_config, actor, overrides)
+
+
+def _retrain_one(product, site_config, retrain_config, actor, overrides) -> None:
     from inspection.core.errors import InspectionError
     from inspection.retrain.lock import RetrainBusy
     from inspection.retrain.pipeline import retrain_product
 
-    site_config, retrain_config = _configs(site, config)
     try:
         with console.status(f"retraining {product}") as status:
             result = retrain_product(
@@ -70,6 +89,34 @@ def retrain(
     console.print(f"[{colour}]{result.summary()}[/]")
     for reason in result.decision.reasons:
         console.print(f"  - {reason}")
+
+
+def _retrain_all(site_config, retrain_config, ray_address, cpus_per_task, actor, overrides) -> None:
+    from inspection.core.registry import Registry
+    from inspection.retrain.fleet import FleetOptions, run_fleet
+
+    products = list(site_config.products) or Registry(site_config.registry_dir).products()
+    if not products:
+        console.print("no products: list them under 'products' in the site config")
+        raise typer.Exit(2)
+    options = FleetOptions(ray_address, cpus_per_task, actor, tuple(overrides))
+    where = f"Ray at {ray_address}" if ray_address else "this process, one after another"
+    console.print(f"retraining {', '.join(products)} on {where} ({cpus_per_task:g} CPU each)")
+    colours = {"promoted": "green", "kept": "yellow", "skipped": "yellow", "failed": "bold red"}
+    started = time.perf_counter()
+    outcomes = run_fleet(
+        products,
+        site_config,
+        retrain_config,
+        options,
+        on_outcome=lambda o: console.print(
+            f"[{colours[o.status]}]{o.product}: {o.status}[/] in {o.seconds:.0f} s "
+            f"({o.where or 'lost worker'}): {o.detail}"
+        ),
+    )
+    console.print(f"{len(outcomes)} products in {time.perf_counter() - started:.0f} s")
+    if any(outcome.status == "failed" for outcome in outcomes):
+        raise typer.Exit(2)
 
 
 def rollback(

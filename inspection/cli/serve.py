@@ -23,7 +23,10 @@ CONFIG_OPTION = typer.Option(
 )
 # Alembic logs every plugin it sets up at INFO on each start; operators need none of it.
 logging.getLogger("alembic").setLevel(logging.WARNING)
-tokens_app = typer.Typer(help="Per-station API tokens (stored hashed).", no_args_is_help=True)
+tokens_app = typer.Typer(
+    help="API tokens for stations, reviewers, admins and monitors (stored hashed).",
+    no_args_is_help=True,
+)
 
 
 def serve(
@@ -86,15 +89,23 @@ def _scan_until_idle(watcher: WatchFolder, settle_seconds: float) -> None:
 
 @tokens_app.command("create")
 def create(
-    station: str = typer.Option(..., "--station", "-s", help="Station id the token acts as."),
+    station: str = typer.Option(
+        ..., "--station", "-s", help="Station id (or a person's name for other roles)."
+    ),
     label: str = typer.Option(None, "--label", help="Free text, e.g. where the token is used."),
+    role: str = typer.Option(
+        "station",
+        "--role",
+        help="station (inspect, own results), reviewer (label), admin (thresholds, "
+        "promote, rollback), monitor (/healthz in full, /metrics).",
+    ),
     config: Path = CONFIG_OPTION,
 ) -> None:
-    """Issue a token for a station. It is printed once and never stored in clear."""
+    """Issue a token. It is printed once and never stored in clear."""
     from inspection.store.tokens import create_token
 
-    token, info = create_token(_store(config), station, label)
-    console.print(f"token id {info.id} for station [bold]{info.station_id}[/]:")
+    token, info = create_token(_store(config), station, label, role=role)
+    console.print(f"token id {info.id} for [bold]{info.station_id}[/] (role {info.role}):")
     print(token)
     console.print("[dim]Store it now: it cannot be shown again.[/]")
 
@@ -107,11 +118,16 @@ def list_(
     """List tokens (ids, stations, labels, state); secrets are never shown."""
     from inspection.store.tokens import list_tokens
 
-    table = Table("id", "station", "label", "created", "state")
+    table = Table("id", "name", "role", "label", "created", "state")
     for info in list_tokens(_store(config), station):
         state = "active" if info.active else f"revoked {info.revoked_at:%Y-%m-%d %H:%M}"
         table.add_row(
-            str(info.id), info.station_id, info.label or "", f"{info.created_at:%Y-%m-%d}", state
+            str(info.id),
+            info.station_id,
+            info.role,
+            info.label or "",
+            f"{info.created_at:%Y-%m-%d}",
+            state,
         )
     console.print(table)
 

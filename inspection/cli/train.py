@@ -138,6 +138,7 @@ class DemoContext:
     overrides: list[str] = field(default_factory=list)  # --set, applied to every model
     results: list[tuple[Any, dict[str, Any]]] = field(default_factory=list)  # (record, metrics)
     notes: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)  # make the demo exit non-zero
 
     @property
     def registry(self) -> Any:
@@ -182,7 +183,7 @@ def step_export(ctx: DemoContext) -> None:
     """Export each product's best model (image AUROC) to FP32 and INT8 bundles, then serve
     the precision that is fastest on this CPU among those that passed the accuracy gate."""
     try:
-        from inspection.training.export import AccuracyDropError, export_bundle
+        from inspection.training.export import GateRefusal, export_bundle
     except ImportError as exc:
         log.info("export step skipped: %s", exc)
         return
@@ -204,7 +205,7 @@ def step_export(ctx: DemoContext) -> None:
                         version=best.version,
                         progress=lambda message, s=status: s.update(message),
                     )
-                except (AccuracyDropError, BundleError, RegistryError) as exc:
+                except (GateRefusal, BundleError, RegistryError) as exc:
                     # A refused INT8 bundle leaves the FP32 one live: noted, not fatal.
                     ctx.notes.append(f"{product} {precision} export not registered: {exc}")
                     continue
@@ -223,28 +224,42 @@ def step_export(ctx: DemoContext) -> None:
 
 
 def step_inspect(ctx: DemoContext) -> None:
-    """Inspect each product's test images with its live bundle on the torch-free runtime."""
+    """Judge each product's labelled parts with its live bundle on the torch-free runtime.
+
+    The live bundle must judge them as its export gate measured (false-reject and miss rates
+    within tolerance of FP32, no NG without a region); otherwise the demo fails at the end.
+    """
     try:
-        from inspection.runtime.inspector import Inspector
+        from inspection.runtime.self_check import LabelledPath, check_live_bundle
     except ImportError as exc:
         log.info("inspect step skipped: %s", exc)
         return
     from inspection.data.dataset import load_dataset
+    from inspection.training.export import held_out_test_samples
 
     for product in ctx.products:
-        if ctx.registry.live(product) is None:
+        live = ctx.registry.live(product)
+        if live is None:
             continue
+        bundle_dir = ctx.registry.live_bundle_dir(product)
+        record = ctx.registry.version(product, _bundle_version(bundle_dir))
         dataset = load_dataset(ctx.site.datasets_dir / product)
-        labels = {s.path: s.label for s in dataset.test_samples}
-        inspector = Inspector.from_bundle(ctx.registry.live_bundle_dir(product))
-        outcomes = inspector.inspect_paths(list(labels), batch_size=8)
-        judged = [o for o in outcomes if o.result is not None]
-        correct = sum((o.result.verdict == "NG") == bool(labels[o.path]) for o in judged)
-        latency = sorted(o.result.latency_ms for o in judged)
-        ctx.notes.append(
-            f"{product}: {inspector.model_version} judged {correct}/{len(outcomes)} test images "
-            f"correctly; median latency {latency[len(latency) // 2]:.1f} ms per image"
-        )
+        parts = [LabelledPath(s.path, s.label) for s in held_out_test_samples(record, dataset)]
+        with console.status(f"{product}: judging {len(parts)} held-out parts with the live bundle"):
+            try:
+                check = check_live_bundle(bundle_dir, parts)
+            except BundleError as exc:
+                ctx.failures.append(f"{product}: live bundle unusable: {exc}")
+                continue
+        ctx.notes.append(f"station check {check.summary()}")
+        if not check.passed:
+            ctx.failures.append(f"{product}: live bundle misjudges its parts: {check.summary()}")
+
+
+def _bundle_version(bundle_dir: Path) -> str:
+    from inspection.core.bundle import read_bundle_metadata
+
+    return read_bundle_metadata(bundle_dir).model_version.rsplit("/", 1)[-1]
 
 
 DemoStep = Callable[[DemoContext], None]
@@ -289,6 +304,10 @@ def demo_command(
         f"demo finished in {time.perf_counter() - started:.0f} s; "
         f"reports in {ctx.site.reports_dir}/<product>/"
     )
+    if ctx.failures:
+        for failure in ctx.failures:
+            console.print(f"[bold red]FAILED[/] {failure}")
+        raise typer.Exit(1)
 
 
 # -------------------------------------------------------------------------- output

@@ -1,9 +1,9 @@
 """The export gate: does a bundle, at ITS OWN thresholds, judge parts as well as FP32 does?
 
 Figures (``BundleFigures``) are measured per bundle on the labelled held-out split at the
-bundle's own calibration, through the one verdict rule (``inspection.core.verdict.judge``):
-false-reject and miss rates, image/pixel AUROC, AUPRO, region recall and the count of NG
-verdicts without a region. ``check_gate`` compares a candidate with the FP32 reference within
+bundle's own calibration, through the one verdict rule (``inspection.core.verdict.judge``)
+and the torch-free metrics (``inspection.core.metrics``): false-reject and miss rates,
+image/pixel AUROC, AUPRO, region recall and the count of NG verdicts without a region. ``check_gate`` compares a candidate with the FP32 reference within
 ``GateTolerances`` and names every failed figure.
 """
 
@@ -12,15 +12,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
-import cv2
 import numpy as np
 
 from inspection.core.calibration import Calibration, normalize_maps, normalize_scores
 from inspection.core.errors import InspectionError
-from inspection.core.verdict import judge
-
-REGION_OVERLAP = 0.3
-"""A ground-truth defect counts as found when predicted regions cover >= 30 % of it."""
+from inspection.core.metrics import EvaluationMetrics, SubsetMetrics, compute_metrics, judge_all
 
 
 class GateRefusal(InspectionError):
@@ -105,50 +101,51 @@ def check_gate(
     return GateDecision(not failures, tuple(failures), tuple(checks))
 
 
-def verdict_figures(
+def measure(
     scores: np.ndarray,
     maps: np.ndarray,
     labels: np.ndarray,
     masks: np.ndarray,
+    defect_types: Sequence[str],
     calibration: Calibration,
     *,
     mask_known: np.ndarray | None = None,
-) -> tuple[float, float, float | None, int, np.ndarray]:
-    """Judge every image at the calibration's thresholds with the one verdict rule.
+) -> tuple[EvaluationMetrics, BundleFigures]:
+    """Judge every image at the calibration's thresholds with the one verdict rule, and measure.
 
-    scores (N,) and maps (N, h, w) raw; masks (N, h, w) bool ground truth. Returns
-    (false-reject rate, miss rate, region recall, NG-without-region count, predicted
-    masks (N, h, w) bool).
+    scores (N,) and maps (N, h, w) raw model outputs; masks (N, h, w) bool ground truth.
+    Verdicts and regions come from the normalised outputs exactly as the station judges them;
+    AUROC/AUPRO from the raw ones (normalisation clips, which would create ties).
     """
-    normalised = normalize_maps(maps, calibration.normalization)
-    normalised_scores = normalize_scores(scores, calibration.normalization)
-    predicted = np.zeros(normalised.shape, dtype=bool)
-    verdicts = np.zeros(len(scores), dtype=bool)
-    without_region = 0
-    for i, score in enumerate(normalised_scores):
-        judgement = judge(float(score), 0.5, normalised[i], calibration.segmentation)
-        verdicts[i] = judgement.verdict == "NG"
-        predicted[i] = judgement.mask
-        without_region += int(verdicts[i] and not judgement.regions)
-    labels = np.asarray(labels).astype(bool)
-    good, bad = ~labels, labels
-    frr = float(verdicts[good].mean()) if good.any() else 0.0
-    miss = float((~verdicts[bad]).mean()) if bad.any() else 0.0
-    known = np.ones(len(labels), bool) if mask_known is None else np.asarray(mask_known, bool)
-    recall = region_recall(predicted[bad & known], np.asarray(masks, bool)[bad & known])
-    return frr, miss, recall, without_region, predicted
+    norm = calibration.normalization
+    judged = judge_all(
+        normalize_scores(scores, norm), normalize_maps(maps, norm), 0.5, calibration.segmentation
+    )
+    metrics = compute_metrics(
+        scores,
+        labels,
+        maps,
+        masks,
+        defect_types,
+        judged,
+        image_threshold=norm.image_threshold_raw,
+        segmentation=calibration.segmentation.describe(),
+        mask_known=mask_known,
+    )
+    return metrics, figures_of(metrics.overall)
 
 
-def region_recall(predicted: Sequence[np.ndarray], truth: Sequence[np.ndarray]) -> float | None:
-    """Share of ground-truth connected defects covered >= ``REGION_OVERLAP`` by ``predicted``.
-
-    Both are sequences of (h, w) bool masks; None when the truth has no defect at all.
-    """
-    found = total = 0
-    for pred, gt in zip(predicted, truth, strict=True):
-        count, labels = cv2.connectedComponents(gt.astype(np.uint8), connectivity=8)
-        for label in range(1, count):
-            region = labels == label
-            total += 1
-            found += int(pred[region].mean() >= REGION_OVERLAP)
-    return found / total if total else None
+def figures_of(overall: SubsetMetrics) -> BundleFigures:
+    """The gated figures of a metrics subset (rates of an empty class count as 0)."""
+    return BundleFigures(
+        false_reject_rate=overall.false_reject_rate or 0.0,
+        miss_rate=overall.miss_rate or 0.0,
+        image_auroc=overall.image_auroc,
+        pixel_auroc=overall.pixel_auroc,
+        aupro=overall.aupro,
+        region_recall=overall.region_recall,
+        ng_without_region=overall.ng_without_region,
+        pixel_f1=overall.pixel_f1,
+        n_good=overall.n_good,
+        n_defective=overall.n_defective,
+    )

@@ -14,8 +14,8 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,7 @@ from inspection.core.images import IMAGE_SUFFIXES, read_image
 from inspection.core.types import InspectionResult
 from inspection.core.verdict import check_threshold, judge
 from inspection.refine.base import MaskRefiner
+from inspection.runtime.graph import separate_blur_kernels
 from inspection.runtime.preprocess import (
     check_image,
     normalize_map,
@@ -48,6 +49,8 @@ class PathOutcome:
     path: Path
     result: InspectionResult | None = None
     error: str | None = None
+    image: np.ndarray | None = field(default=None, repr=False, compare=False)
+    """The decoded (H, W, 3) uint8 RGB image (for overlays); ``None`` on error."""
 
     @property
     def ok(self) -> bool:
@@ -98,8 +101,13 @@ class Inspector:
         threshold: float | None = None,
         performance_hint: str = "LATENCY",
         num_threads: int | None = None,
+        optimize: bool = True,
     ) -> Inspector:
-        """Verify the bundle's checksums, then compile its IR on ``device``."""
+        """Verify the bundle's checksums, then compile its IR on ``device``.
+
+        ``optimize`` applies output-preserving graph rewrites first (``runtime.graph``: the
+        anomaly-map blur as two 1-D convolutions).
+        """
         bundle_dir = Path(path)
         if performance_hint not in PERFORMANCE_HINTS:
             raise ValueError(
@@ -120,6 +128,8 @@ class Inspector:
             config["INFERENCE_NUM_THREADS"] = int(num_threads)
         try:
             model = core.read_model(bundle_dir / metadata.model_file)
+            if optimize:
+                separate_blur_kernels(model)
             compiled = core.compile_model(model, device, config)
         except RuntimeError as exc:
             raise BundleError(f"{bundle_dir}: OpenVINO cannot load the model: {exc}") from exc
@@ -262,28 +272,29 @@ class Inspector:
         self, paths: Iterable[str | Path], *, batch_size: int = 1
     ) -> list[PathOutcome]:
         """Read and judge files (folders are expanded); unreadable files become error outcomes."""
-        outcomes: list[PathOutcome] = []
+        return list(self.iter_paths(expand_paths(paths), batch_size=batch_size))
+
+    def iter_paths(self, files: Iterable[Path], *, batch_size: int = 1) -> Iterator[PathOutcome]:
+        """Judge ``files`` in order, yielding each outcome as soon as its batch is done."""
         pending: list[tuple[Path, np.ndarray]] = []
 
-        def flush() -> None:
+        def flush() -> Iterator[PathOutcome]:
             if pending:
                 results = self.inspect_batch([image for _, image in pending])
-                outcomes.extend(
-                    PathOutcome(p, r) for (p, _), r in zip(pending, results, strict=True)
-                )
+                for (path, image), result in zip(pending, results, strict=True):
+                    yield PathOutcome(path, result, image=image)
                 pending.clear()
 
-        for path in expand_paths(paths):
+        for path in files:
             try:
                 pending.append((path, read_image(path)))
             except ImageDecodeError as exc:
-                flush()
-                outcomes.append(PathOutcome(path, error=str(exc)))
+                yield from flush()
+                yield PathOutcome(path, error=str(exc))
                 continue
             if len(pending) >= max(1, batch_size):
-                flush()
-        flush()
-        return outcomes
+                yield from flush()
+        yield from flush()
 
     # ------------------------------------------------------------ postprocessing
     def _finish(

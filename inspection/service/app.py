@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,6 +23,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from starlette.requests import ClientDisconnect
 
+from inspection.service.admin import add_admin_routes
+from inspection.service.auth import MONITORS, READERS, bearer_identity, require
 from inspection.service.config import StationConfig
 from inspection.service.errors import RequestError, RequestRefused, http_error
 from inspection.service.limits import AdmissionGate
@@ -32,13 +35,14 @@ from inspection.service.station import Station
 from inspection.service.upload import read_upload
 from inspection.store.models import Inspection
 from inspection.store.store import InspectionFilter, Store, StoreError
-from inspection.store.tokens import station_for_token
+from inspection.store.tokens import Identity
 
 log = logging.getLogger(__name__)
 ARTEFACTS = {"image": "image_sha", "overlay": "overlay_sha", "mask": "mask_sha", "map": "map_sha"}
 _MEDIA_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".bmp": "image/bmp"}
 _MEDIA_TYPES |= {".tif": "image/tiff", ".webp": "image/webp"}
 CLIENT_CLOSED = 499  # nginx's code for "client closed the request"; never sent, only counted
+_SHA_RE = re.compile(r"[0-9a-f]{64}")
 MAX_OFFSET = 1_000_000_000  # far beyond any store, far below a 64-bit overflow
 
 _INSPECT_BODY = {
@@ -64,20 +68,9 @@ _INSPECT_BODY = {
 }
 
 
-def authenticate(request: Request) -> str:
-    """The station id of the request's bearer token; 401 otherwise."""
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise RequestError(401, "missing API token: send 'Authorization: Bearer <token>'")
-    station: Station = request.app.state.station
-    station_id = station_for_token(station.store, token.strip())
-    if station_id is None:
-        raise RequestError(401, "invalid or revoked API token")
-    return station_id
-
-
-StationId = Annotated[str, Depends(authenticate)]
+Inspecting = Annotated[Identity, Depends(require("station", action="inspecting"))]
+Reader = Annotated[Identity, Depends(require(*READERS, action="reading results"))]
+Monitor = Annotated[Identity, Depends(require(*MONITORS, action="reading metrics"))]
 
 
 def create_app(
@@ -107,6 +100,7 @@ def create_app(
     app.state.station = station
     _install_handlers(app, station.metrics)
     _add_routes(app, station)
+    add_admin_routes(app, station)
     return app
 
 
@@ -162,7 +156,7 @@ def _add_routes(app: FastAPI, station: Station) -> None:
     @app.post("/v1/inspect", openapi_extra=_INSPECT_BODY, tags=["inspect"])
     async def inspect(
         request: Request,
-        station_id: StationId,
+        identity: Inspecting,
         product: str | None = None,
         part_id: str | None = None,
         request_id: str | None = None,
@@ -173,11 +167,11 @@ def _add_routes(app: FastAPI, station: Station) -> None:
         the stored result (200) instead of inspecting again (201).
         """
         with gate.admit():
-            return await _inspect(request, station, station_id, product, part_id, request_id)
+            return await _inspect(request, station, identity.name, product, part_id, request_id)
 
     @app.get("/v1/inspections", tags=["results"])
     def list_inspections(
-        _station: StationId,
+        identity: Reader,
         product: str | None = None,
         station_filter: Annotated[str | None, Query(alias="station_id")] = None,
         verdict: Annotated[str | None, Query(pattern="^(OK|NG)$")] = None,
@@ -186,7 +180,14 @@ def _add_routes(app: FastAPI, station: Station) -> None:
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
         offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     ) -> dict[str, Any]:
-        """Stored inspections, newest first; filter by product, station, verdict and time."""
+        """Stored inspections, newest first; filter by product, station, verdict and time.
+
+        A station token lists only its own station's results.
+        """
+        if identity.has("station"):
+            if station_filter not in (None, identity.name):
+                raise RequestError(403, "a station token reads only its own station's results")
+            station_filter = identity.name
         filters = InspectionFilter(
             product=product,
             station_id=station_filter,
@@ -200,27 +201,32 @@ def _add_routes(app: FastAPI, station: Station) -> None:
         return {"items": items, "total": total, "limit": limit, "offset": offset}
 
     @app.get("/v1/inspections/{inspection_id}", tags=["results"])
-    def get_inspection(inspection_id: str, _station: StationId) -> dict[str, Any]:
-        return inspection_json(station.store.get_inspection(inspection_id))
+    def get_inspection(inspection_id: str, identity: Reader) -> dict[str, Any]:
+        return inspection_json(_visible_row(station.store, identity, inspection_id))
 
     @app.get("/v1/inspections/{inspection_id}/{artefact}", tags=["results"])
-    def get_artefact(inspection_id: str, artefact: str, _station: StationId) -> FileResponse:
+    def get_artefact(inspection_id: str, artefact: str, identity: Reader) -> FileResponse:
         """The stored ``image``, ``overlay`` (JPEG), ``mask`` (PNG 0/255) or ``map`` (PNG)."""
         if artefact not in ARTEFACTS:
             raise RequestError(404, f"unknown artefact {artefact!r}; use one of {list(ARTEFACTS)}")
-        row = station.store.get_inspection(inspection_id)
+        row = _visible_row(station.store, identity, inspection_id)
         sha = getattr(row, ARTEFACTS[artefact])
         if not sha:
             raise RequestError(404, f"inspection {inspection_id} has no stored {artefact}")
         return _blob_response(station.store, sha)
 
     @app.get("/v1/blobs/{sha}", tags=["results"])
-    def get_blob(sha: str, _station: StationId) -> FileResponse:
+    def get_blob(sha: str, identity: Reader) -> FileResponse:
+        if not _SHA_RE.fullmatch(sha):
+            raise RequestError(404, f"not a blob id: {sha[:80]!r}")
+        if identity.has("station") and not station.store.station_has_blob(identity.name, sha):
+            raise RequestError(404, f"blob {sha[:64]!r} not found")
         return _blob_response(station.store, sha)
 
     @app.get("/healthz", tags=["ops"])
-    def healthz() -> JSONResponse:
-        """Live model per product and store reachability; 503 when something cannot serve."""
+    def healthz(request: Request) -> JSONResponse:
+        """200 ``ok`` or 503 ``degraded``; monitor and admin tokens also see per-product models,
+        the store and the watch folder."""
         products = station.models.status()
         try:
             with station.store.engine.connect() as connection:
@@ -229,16 +235,18 @@ def _add_routes(app: FastAPI, station: Station) -> None:
         except Exception as exc:
             store_ok, store_problem = False, str(exc).splitlines()[0]
         ok = store_ok and all(p["loaded"] for p in products.values())
-        body = {
-            "status": "ok" if ok else "degraded",
-            "products": products,
-            "store": {"ok": store_ok, "problem": store_problem},
-            "watch": station.watch_status(),
-        }
+        body: dict[str, Any] = {"status": "ok" if ok else "degraded"}
+        identity = bearer_identity(request)
+        if identity is not None and identity.has(*MONITORS):
+            body |= {
+                "products": products,
+                "store": {"ok": store_ok, "problem": store_problem},
+                "watch": station.watch_status(),
+            }
         return JSONResponse(body, status_code=200 if ok else 503)
 
     @app.get("/metrics", tags=["ops"])
-    def metrics() -> Response:
+    def metrics(_identity: Monitor) -> Response:
         return Response(generate_latest(station.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -298,11 +306,21 @@ def inspection_json(row: Inspection) -> dict[str, Any]:
     }
 
 
+def _visible_row(store: Store, identity: Identity, inspection_id: str) -> Inspection:
+    """The inspection, if ``identity`` may read it; another station's looks like a missing one."""
+    row = store.get_inspection(inspection_id)
+    if identity.has("station") and row.station_id != identity.name:
+        raise StoreError(f"no inspection with id {inspection_id!r}")
+    return row
+
+
 def _blob_response(store: Store, sha: str) -> FileResponse:
+    if not _SHA_RE.fullmatch(sha):
+        raise RequestError(404, f"not a blob id: {sha[:80]!r}")
     try:
         path = store.blobs.path(sha)
-    except FileNotFoundError as exc:
-        raise RequestError(404, str(exc)) from exc
+    except FileNotFoundError as exc:  # its message names the blob folder: keep that private
+        raise RequestError(404, f"blob {sha} not found") from exc
     return FileResponse(path, media_type=_MEDIA_TYPES.get(path.suffix, "application/octet-stream"))
 
 

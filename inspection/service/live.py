@@ -233,6 +233,7 @@ class LiveModels:
         threshold: ThresholdVersion | None,
     ) -> None:
         served = selection.bundle_id
+        bundle_dir = self.registry.root / product / "bundles" / served
         try:
             bundle_dir = self.registry.bundle_dir(product, served)
             metadata = read_bundle_metadata(bundle_dir)
@@ -243,7 +244,8 @@ class LiveModels:
         except Exception as exc:
             self._rejected[product] = served
             keeps = self._models.get(product)
-            reason = f"bundle {served} rejected: {exc}"
+            detail = _without_paths(str(exc), {bundle_dir: "", self.registry.root: "<registry>"})
+            reason = f"bundle {served} rejected: {detail}"
             if keeps is not None:
                 reason += f"; still serving {keeps.served_bundle_id}"
             self._problems[product] = reason
@@ -302,6 +304,14 @@ class LiveModels:
     def _poll(self, interval_s: float) -> None:
         while not self._stop.wait(interval_s):
             self.refresh()
+
+
+def _without_paths(message: str, paths: dict[Path, str]) -> str:
+    """``message`` with local folders replaced, so API clients never learn registry paths."""
+    for path, shown in paths.items():
+        for form in {str(path.resolve()), str(path)}:
+            message = message.replace(form + ": ", shown).replace(form, shown or ".")
+    return message
 
 
 def _threshold_for(registry: Registry, product: str, bundle_id: str) -> ThresholdVersion | None:

@@ -14,7 +14,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, func, select, text
+from sqlalchemy import Engine, create_engine, event, func, or_, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -162,6 +162,18 @@ class Store:
     def find_by_request_id(self, request_id: str) -> Inspection | None:
         with self.session() as session:
             return session.scalar(select(Inspection).where(Inspection.request_id == request_id))
+
+    def station_has_blob(self, station_id: str, sha: str) -> bool:
+        """Whether any inspection of ``station_id`` refers to blob ``sha``."""
+        columns = (Inspection.image_sha, Inspection.map_sha, Inspection.mask_sha)
+        columns += (Inspection.overlay_sha,)
+        query = (
+            select(Inspection.id)
+            .where(Inspection.station_id == station_id, or_(*(c == sha for c in columns)))
+            .limit(1)
+        )
+        with self.session() as session:
+            return session.scalar(query) is not None
 
     def get_inspection(self, inspection_id: str) -> Inspection:
         with self.session() as session:

@@ -1,4 +1,12 @@
-"""Per-station API tokens: 256-bit random, shown once, stored only as a sha256 hash."""
+"""API tokens: 256-bit random, shown once, stored only as a sha256 hash.
+
+Each token carries one role (least privilege):
+
+- ``station``: inspect, and read only its own station's results;
+- ``reviewer``: read every result and label it;
+- ``admin``: everything a reviewer may, plus thresholds, promotion, rollback and ops views;
+- ``monitor``: the full ``/healthz`` and ``/metrics``, no results.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +22,7 @@ from inspection.store.models import ApiToken, utcnow
 from inspection.store.store import Store, StoreError
 
 TOKEN_PREFIX = "insp_"
+ROLES: tuple[str, ...] = ("station", "reviewer", "admin", "monitor")
 _STATION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -26,25 +35,44 @@ class TokenInfo:
     label: str | None
     created_at: datetime
     revoked_at: datetime | None
+    role: str = "station"
 
     @property
     def active(self) -> bool:
         return self.revoked_at is None
 
 
+@dataclass(frozen=True)
+class Identity:
+    """Who a request acts as: a station id or a person's name, and the token's role."""
+
+    name: str
+    role: str
+
+    def has(self, *roles: str) -> bool:
+        return self.role in roles
+
+
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def create_token(store: Store, station_id: str, label: str | None = None) -> tuple[str, TokenInfo]:
-    """Issue a token for ``station_id``; returns (secret, info). The secret is not stored."""
+def create_token(
+    store: Store, station_id: str, label: str | None = None, *, role: str = "station"
+) -> tuple[str, TokenInfo]:
+    """Issue a token for ``station_id`` (a station, or a person for the other roles);
+    returns (secret, info). The secret is not stored."""
     if not isinstance(station_id, str) or not _STATION_RE.match(station_id):
         raise StoreError(
-            f"invalid station id {station_id!r}: use letters, digits, '_', '-' or '.' "
+            f"invalid station id or name {station_id!r}: use letters, digits, '_', '-' or '.' "
             "(at most 64 characters, starting with a letter or digit)"
         )
+    if role not in ROLES:
+        raise StoreError(f"unknown role {role!r}; use one of {list(ROLES)}")
+    if label is not None and (len(label) > 128 or "\x00" in label):
+        raise StoreError("a token label is at most 128 characters of text")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    row = ApiToken(station_id=station_id, token_hash=hash_token(token), label=label)
+    row = ApiToken(station_id=station_id, token_hash=hash_token(token), label=label, role=role)
     with store.session() as session:
         session.add(row)
     return token, _info(row)
@@ -69,8 +97,8 @@ def revoke_token(store: Store, token_id: int) -> TokenInfo:
         return _info(row)
 
 
-def station_for_token(store: Store, token: str) -> str | None:
-    """The station id an active token belongs to, or ``None`` for unknown/revoked tokens."""
+def identity_for_token(store: Store, token: str) -> Identity | None:
+    """Who an active token acts as, or ``None`` for unknown/revoked tokens."""
     if not token or len(token) > 256:
         return None
     query = select(ApiToken).where(ApiToken.token_hash == hash_token(token))
@@ -78,12 +106,23 @@ def station_for_token(store: Store, token: str) -> str | None:
         row = session.scalar(query)
         if row is None or row.revoked_at is not None:
             return None
-        return row.station_id
+        return Identity(row.station_id, row.role or "station")
+
+
+def station_for_token(store: Store, token: str) -> str | None:
+    """The name an active token acts as (see ``identity_for_token`` for its role)."""
+    identity = identity_for_token(store, token)
+    return identity.name if identity else None
 
 
 def _info(row: ApiToken) -> TokenInfo:
     return TokenInfo(
-        row.id, row.station_id, row.label, _aware(row.created_at), _aware(row.revoked_at)
+        row.id,
+        row.station_id,
+        row.label,
+        _aware(row.created_at),
+        _aware(row.revoked_at),
+        row.role or "station",
     )
 
 

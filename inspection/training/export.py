@@ -4,9 +4,14 @@ The raw torch model (``model.model``, eval mode) takes the normalised NCHW tenso
 ``pred_score`` (N,) and ``anomaly_map`` (N, 1, h, w); it is converted with
 ``openvino.convert_model`` with a dynamic batch dimension, so batch 1 and batch N both run.
 INT8 is NNCF post-training quantisation on the OpenVINO model, calibrated on good training
-images preprocessed exactly as the station will. Every bundle is evaluated through the station
-runtime on the labelled test split; an INT8 bundle whose image AUROC drops more than the
-tolerance below FP32 is refused unless forced.
+images preprocessed exactly as the station will, with the distance/map head kept in FP32.
+
+Every bundle (FP32, FP16, INT8) is then calibrated on its OWN outputs on the version's
+validation split (``inspection.core.calibration``: normalisation, thresholds, segmentation)
+and measured through the station runtime on the held-out test split at those thresholds. A
+non-FP32 bundle is refused (``GateRefusal``) unless false-reject and miss rates, image and
+pixel AUROC, AUPRO and region recall stay within ``GateTolerances`` of an FP32 bundle
+calibrated the same way, and no NG verdict lacks a region.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import logging
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +36,20 @@ from inspection.core.bundle import (
     Normalization,
     Precision,
     Preprocessing,
+    read_bundle_metadata,
     write_bundle_metadata,
 )
-from inspection.core.config import from_mapping
-from inspection.core.errors import BundleError, InspectionError
+from inspection.core.calibration import Calibration, calibrate
+from inspection.core.config import from_mapping, to_mapping
+from inspection.core.errors import BundleError
+from inspection.core.export_gate import (
+    BundleFigures,
+    GateDecision,
+    GateRefusal,
+    GateTolerances,
+    check_gate,
+)
+from inspection.core.export_gate import measure as measure_outputs
 from inspection.core.fingerprint import fingerprint_files
 from inspection.core.images import read_image, read_mask
 from inspection.core.registry import ModelRecord, Registry, utc_now
@@ -47,10 +62,6 @@ PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
 DEFAULT_CALIBRATION_SIZE = 64
 SCORE_OUTPUT, MAP_OUTPUT, POOLED_OUTPUT = "pred_score", "anomaly_map", "pooled_features"
 Progress = Callable[[str], None]
-
-
-class AccuracyDropError(InspectionError):
-    """An INT8 bundle lost more image AUROC than allowed; the message says how much."""
 
 
 @dataclass(frozen=True)
@@ -172,8 +183,72 @@ def convert_torch_model(
 
 
 # ----------------------------------------------------------------- evaluation
-def _read_mask(path: Path | None, size: tuple[int, int]) -> np.ndarray:
-    return read_mask(path, size)
+@dataclass(frozen=True)
+class RawOutputs:
+    """A bundle's raw outputs on labelled samples (model resolution, not normalised).
+
+    scores (N,) float64; maps (N, h, w) float32; labels (N,) int64; masks (N, h, w) bool
+    ground truth resized (nearest) to the map; mask_known (N,) False for a defective image
+    without a mask file.
+    """
+
+    scores: np.ndarray
+    maps: np.ndarray
+    labels: np.ndarray
+    masks: np.ndarray
+    mask_known: np.ndarray
+    defect_types: tuple[str, ...]
+
+
+def run_bundle(
+    bundle_dir: str | Path, samples: Sequence[LabelledSample], *, batch_size: int = 8
+) -> RawOutputs:
+    """Run the exported model through the station's inference path on ``samples``."""
+    if not samples:
+        raise BundleError("cannot run a bundle on an empty labelled split")
+    inspector = Inspector.from_bundle(bundle_dir)
+    prep = inspector.metadata.preprocessing
+    scores, maps = [], []
+    for start in range(0, len(samples), batch_size):
+        chunk = samples[start : start + batch_size]
+        batch = np.stack([preprocess(read_image(s.path), prep) for s in chunk])
+        raw_scores, raw_maps = inspector.infer_raw(batch)
+        scores.append(raw_scores)
+        maps.append(raw_maps)
+    return RawOutputs(
+        scores=np.concatenate(scores).astype(np.float64),
+        maps=np.concatenate(maps).astype(np.float32),
+        labels=np.asarray([s.label for s in samples], dtype=np.int64),
+        masks=np.stack([read_mask(s.mask_path, prep.input_size) for s in samples]),
+        mask_known=np.asarray([s.label == 0 or s.mask_path is not None for s in samples]),
+        defect_types=tuple(s.defect_type for s in samples),
+    )
+
+
+def calibrate_outputs(outputs: RawOutputs) -> Calibration:
+    """The bundle's own calibration from its raw outputs on the validation split."""
+    return calibrate(
+        outputs.scores,
+        outputs.maps,
+        outputs.labels,
+        outputs.masks,
+        outputs.defect_types,
+        mask_known=outputs.mask_known,
+    )
+
+
+def measure(outputs: RawOutputs, calibration: Calibration) -> tuple[dict[str, Any], BundleFigures]:
+    """Metrics (``inspection.core.metrics`` schema) and gate figures at ``calibration``."""
+    metrics, figures = measure_outputs(
+        outputs.scores,
+        outputs.maps,
+        outputs.labels,
+        outputs.masks,
+        outputs.defect_types,
+        calibration,
+        mask_known=outputs.mask_known,
+    )
+    return metrics.to_mapping(), figures
 
 
 def evaluate_bundle(
@@ -183,40 +258,19 @@ def evaluate_bundle(
     batch_size: int = 8,
     write_scores: bool = False,
 ) -> dict[str, Any]:
-    """Metrics of a bundle on labelled samples, run through the station's inference path.
+    """Metrics of a bundle on labelled samples at its own thresholds, via the station path.
 
     Computed like training's (``inspection.training.evaluate.compute_metrics``): raw scores
-    and raw maps at the model input resolution, raw thresholds, ground-truth masks resized
-    with nearest neighbour; so they compare directly with the version's own metrics.
-    ``write_scores`` also writes each image's normalised score and label to the bundle's
-    ``validation_scores.json`` (the dashboard's threshold trade-offs start from it).
+    and raw maps at the model input resolution, ground-truth masks resized with nearest
+    neighbour. ``write_scores`` also writes each image's normalised score and label to the
+    bundle's ``validation_scores.json`` (the dashboard's threshold trade-offs start from it).
     """
-    from inspection.training.evaluate import compute_metrics
-
-    if not samples:
-        raise BundleError("cannot evaluate a bundle on an empty test split")
-    inspector = Inspector.from_bundle(bundle_dir)
-    meta = inspector.metadata
-    scores, maps = [], []
-    for start in range(0, len(samples), batch_size):
-        chunk = samples[start : start + batch_size]
-        batch = np.stack([preprocess(read_image(s.path), meta.preprocessing) for s in chunk])
-        raw_scores, raw_maps = inspector.infer_raw(batch)
-        scores.append(raw_scores)
-        maps.append(raw_maps)
-    size = meta.preprocessing.input_size
+    meta = read_bundle_metadata(bundle_dir)
+    outputs = run_bundle(bundle_dir, samples, batch_size=batch_size)
     if write_scores:
-        _write_validation_scores(Path(bundle_dir), np.concatenate(scores), samples, meta)
-    return compute_metrics(
-        np.concatenate(scores),
-        np.asarray([s.label for s in samples], dtype=np.int64),
-        np.concatenate(maps),
-        np.stack([_read_mask(s.mask_path, size) for s in samples]),
-        [s.defect_type for s in samples],
-        image_threshold=meta.normalization.image_threshold_raw,
-        pixel_threshold=meta.normalization.pixel_threshold_raw,
-        mask_known=np.asarray([s.label == 0 or s.mask_path is not None for s in samples]),
-    )
+        _write_validation_scores(Path(bundle_dir), outputs.scores, samples, meta)
+    calibration = meta.output_calibration or Calibration(meta.normalization, meta.segmentation_rule)
+    return measure(outputs, calibration)[0]
 
 
 def _write_validation_scores(
@@ -243,6 +297,36 @@ def image_auroc_of(metrics: dict[str, Any]) -> float:
 
 
 # --------------------------------------------------------------------- bundles
+@dataclass(frozen=True)
+class ExportSplits:
+    """The labelled data an export uses: good training images quantise INT8, the validation
+    split calibrates every bundle, the held-out test split measures and gates it."""
+
+    train_images: tuple[Path, ...]
+    validation: tuple[LabelledSample, ...]
+    test: tuple[LabelledSample, ...]
+    dataset_root: Path
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """How to export: precision, INT8 calibration and accuracy control, the gate."""
+
+    precision: Precision = "fp32"
+    calibration_size: int = DEFAULT_CALIBRATION_SIZE
+    accuracy_control: bool = False
+    tolerances: GateTolerances = field(default_factory=GateTolerances)
+    force: bool = False
+    keep_head_fp32: bool = True
+    """INT8: keep the distance/map head in FP32 (False only to measure what quantising it costs)."""
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.calibration_size < 1:
+            raise ValueError(f"calibration_size must be >= 1, got {self.calibration_size}")
+
+
 def _save_bundle(
     model: ov.Model,
     target: Path,
@@ -258,31 +342,53 @@ def _save_bundle(
     return target
 
 
+def _calibrated_bundle(
+    model: ov.Model,
+    target: Path,
+    meta: BundleMetadata,
+    splits: ExportSplits,
+    say: Progress,
+    extra_files: Mapping[str, Path] | None = None,
+) -> tuple[BundleMetadata, RawOutputs]:
+    """Save ``model`` (with ``extra_files``), calibrate it on its own validation outputs, run it
+    on the test split."""
+    _save_bundle(model, target, meta, meta.precision == "fp16", extra_files)
+    say(
+        f"calibrating the {meta.precision} bundle on its {len(splits.validation)} validation images"
+    )
+    calibration = calibrate_outputs(run_bundle(target, splits.validation))
+    meta = replace(
+        meta,
+        normalization=calibration.normalization,
+        segmentation=calibration.segmentation,
+        image_threshold=0.5,
+        pixel_threshold=0.5,
+        output_calibration=calibration,
+    )
+    write_bundle_metadata(target, meta)
+    say(f"measuring the {meta.precision} bundle on {len(splits.test)} test images")
+    return meta, run_bundle(target, splits.test)
+
+
 def export_model(
     torch_model: Any,
     out_dir: str | Path,
     *,
-    precision: Precision,
     base: BundleMetadata,
-    train_images: Sequence[Path],
-    test_samples: Sequence[LabelledSample],
-    dataset_root: Path,
-    calibration_size: int = DEFAULT_CALIBRATION_SIZE,
-    accuracy_control: bool = False,
-    max_drop: float = 0.01,
-    tolerance: float = 0.01,
-    force: bool = False,
+    splits: ExportSplits,
+    options: ExportOptions,
     progress: Progress | None = None,
     extra_files: Mapping[str, Path] | None = None,
 ) -> ExportResult:
-    """Convert, (quantise), save and evaluate one bundle in ``out_dir`` (must not exist).
+    """Convert, (quantise), save, calibrate, measure and gate one bundle in ``out_dir``.
 
-    ``base`` carries the identity, preprocessing and normalisation; ``precision``, metrics,
-    calibration and files are filled in here. ``extra_files`` ({name in bundle: source})
-    are copied in (e.g. the global-context parameters) and checksummed like the model.
+    ``base`` carries the identity and preprocessing; normalisation, thresholds and
+    segmentation are the bundle's own (``Calibration``). A non-FP32 bundle is measured
+    against an FP32 bundle calibrated the same way and refused (``GateRefusal``, the bundle
+    is removed) unless every gated figure is within ``options.tolerances``, or ``force``.
+    ``extra_files`` ({name in bundle: source}) are copied in (the global-context
+    parameters) and checksummed like the model.
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     out_dir = Path(out_dir)
     if out_dir.exists():
         raise BundleError(f"{out_dir} already exists; refusing to overwrite a bundle")
@@ -290,81 +396,99 @@ def export_model(
     say(f"converting {base.model_kind} to OpenVINO")
     pooled_layers = tuple((base.extra.get("global_context") or {}).get("layers", ()))
     fp32_model = convert_torch_model(torch_model, base.preprocessing.input_size, pooled_layers)
-    if precision != "int8":
-        meta = replace(base, precision=precision, created_at=utc_now())
-        _save_bundle(fp32_model, out_dir, meta, precision == "fp16", extra_files)
-        say(f"evaluating the {precision} bundle on {len(test_samples)} test images")
-        metrics = evaluate_bundle(out_dir, test_samples, write_scores=True)
-        return _finalise(out_dir, replace(meta, metrics=metrics), None)
+    reference: tuple[dict[str, Any], BundleFigures] | None = None
+    if options.precision != "fp32":
+        with tempfile.TemporaryDirectory(prefix="fp32-reference-") as scratch:
+            ref_meta = replace(base, precision="fp32")
+            cal_meta, outputs = _calibrated_bundle(
+                fp32_model, Path(scratch) / "bundle", ref_meta, splits, say, extra_files
+            )
+            reference = measure(outputs, _own(cal_meta))
+    model, meta = fp32_model, replace(base, precision=options.precision, created_at=utc_now())
+    if options.precision == "int8":
+        model, meta = _quantised(fp32_model, meta, splits, options, say)
+    meta, outputs = _calibrated_bundle(model, out_dir, meta, splits, say, extra_files)
+    _write_validation_scores(out_dir, outputs.scores, splits.test, meta)
+    metrics, figures = measure(outputs, _own(meta))
+    ref_figures = reference[1] if reference else figures
+    decision = check_gate(figures, ref_figures, options.tolerances)
+    what = f"{meta.product}/{meta.bundle_id}"
+    if not decision.passed:
+        if not options.force:
+            shutil.rmtree(out_dir, ignore_errors=True)
+            raise GateRefusal(
+                decision.message(what) + "; not registering it. Try --accuracy-control, more "
+                "calibration images (--calibration-size), FP16, or --force."
+            )
+        log.warning("%s (registering: forced)", decision.message(what))
+    metrics = {**metrics, "gate": _gate_record(figures, ref_figures, decision, options)}
+    if reference is not None:
+        metrics["reference_fp32"] = reference[0]
+        metrics["image_auroc_drop"] = image_auroc_of(reference[0]) - image_auroc_of(metrics)
+    return _finalise(out_dir, replace(meta, metrics=metrics), reference and reference[0])
 
-    with tempfile.TemporaryDirectory(prefix="fp32-reference-") as scratch:
-        reference_dir = Path(scratch) / "bundle"
-        reference_meta = replace(base, precision="fp32")
-        _save_bundle(fp32_model, reference_dir, reference_meta, False, extra_files)
-        say(f"evaluating the FP32 reference on {len(test_samples)} test images")
-        reference = evaluate_bundle(reference_dir, test_samples)
 
-    calibration_paths = sorted(train_images)[: max(1, calibration_size)]
-    calibration = [preprocess(read_image(p), base.preprocessing) for p in calibration_paths]
-    validation = None
-    if accuracy_control:
-        validation = [
-            (preprocess(read_image(s.path), base.preprocessing), s.label) for s in test_samples
-        ]
-    say(f"quantising to INT8 on {len(calibration)} good training images")
+def _own(meta: BundleMetadata) -> Calibration:
+    if meta.output_calibration is None:  # pragma: no cover - set by _calibrated_bundle
+        raise BundleError(f"{meta.bundle_id} was not calibrated on its own outputs")
+    return meta.output_calibration
+
+
+def _quantised(
+    fp32_model: ov.Model,
+    meta: BundleMetadata,
+    splits: ExportSplits,
+    options: ExportOptions,
+    say: Progress,
+) -> tuple[ov.Model, BundleMetadata]:
+    """INT8 model (distance head kept in FP32) and metadata naming its calibration set."""
     from inspection.training.quantize import quantize_int8
 
-    int8_model = quantize_int8(
-        fp32_model, calibration, validation=validation, max_drop=max_drop, score_output=SCORE_OUTPUT
+    prep = meta.preprocessing
+    calibration_paths = sorted(splits.train_images)[: options.calibration_size]
+    calibration = [preprocess(read_image(p), prep) for p in calibration_paths]
+    validation = None
+    if options.accuracy_control:
+        validation = [(preprocess(read_image(s.path), prep), s.label) for s in splits.validation]
+    say(f"quantising to INT8 on {len(calibration)} good training images")
+    model = quantize_int8(
+        fp32_model,
+        calibration,
+        validation=validation,
+        max_drop=options.tolerances.image_auroc,
+        score_output=SCORE_OUTPUT,
+        keep_head_fp32=options.keep_head_fp32,
     )
-    fingerprint = fingerprint_files(calibration_paths, dataset_root)
-    meta = replace(
-        base,
-        precision="int8",
-        created_at=utc_now(),
+    fingerprint = fingerprint_files(calibration_paths, splits.dataset_root)
+    control = {"max_image_auroc_drop": options.tolerances.image_auroc, "split": "validation"}
+    return model, replace(
+        meta,
         calibration={
             "split": "train",
             "label": "good",
             "size": fingerprint["count"],
             "sha256": fingerprint["sha256"],
             "files": sorted(fingerprint["files"]),
-            "accuracy_control": {"max_drop": max_drop} if accuracy_control else None,
+            "accuracy_control": control if options.accuracy_control else None,
+            "head_fp32": options.keep_head_fp32,
         },
     )
-    _save_bundle(int8_model, out_dir, meta, False, extra_files)
-    say(f"evaluating the INT8 bundle on {len(test_samples)} test images")
-    metrics = evaluate_bundle(out_dir, test_samples, write_scores=True)
-    try:
-        drop = check_int8_drop(
-            image_auroc_of(reference), image_auroc_of(metrics), tolerance=tolerance, force=force
-        )
-    except AccuracyDropError:
-        shutil.rmtree(out_dir, ignore_errors=True)
-        raise
-    metrics = {**metrics, "reference_fp32": reference, "image_auroc_drop": drop}
-    return _finalise(out_dir, replace(meta, metrics=metrics), reference)
 
 
-def check_int8_drop(
-    fp32_auroc: float, int8_auroc: float, *, tolerance: float, force: bool
-) -> float:
-    """The image-AUROC drop of INT8 vs FP32; raises ``AccuracyDropError`` above ``tolerance``.
-
-    ``force`` registers anyway (the drop is still recorded in the bundle's metrics).
-    """
-    drop = float(fp32_auroc) - float(int8_auroc)
-    if drop > tolerance + 1e-9:  # float noise at exactly the tolerance is not a drop
-        if force:
-            log.warning(
-                "INT8 image AUROC drop %.4f exceeds %.4f; registering (forced)", drop, tolerance
-            )
-        else:
-            raise AccuracyDropError(
-                f"INT8 image AUROC {int8_auroc:.4f} is {drop:.4f} below FP32 ({fp32_auroc:.4f}), "
-                f"more than the tolerance {tolerance}; not registering it. Try "
-                "--accuracy-control, more calibration images (--calibration-size), FP16, or --force."
-            )
-    return drop
+def _gate_record(
+    figures: BundleFigures,
+    reference: BundleFigures,
+    decision: GateDecision,
+    options: ExportOptions,
+) -> dict[str, Any]:
+    return {
+        "passed": decision.passed,
+        "forced": options.force and not decision.passed,
+        "failures": list(decision.failures),
+        "figures": to_mapping(figures),
+        "reference_fp32": to_mapping(reference),
+        "tolerances": to_mapping(options.tolerances),
+    }
 
 
 def _finalise(
@@ -423,17 +547,27 @@ def export_bundle(
     dataset_path: str | Path | None = None,
     calibration_size: int = DEFAULT_CALIBRATION_SIZE,
     accuracy_control: bool = False,
-    max_drop: float = 0.01,
-    tolerance: float = 0.01,
+    tolerances: GateTolerances | None = None,
     force: bool = False,
     promote: bool = False,
     actor: str = "export",
     progress: Progress | None = None,
 ) -> ExportResult:
-    """Export a registered version (default: latest) and add the bundle to the registry."""
+    """Export a registered version (default: latest) and add the bundle to the registry.
+
+    ``tolerances`` (default ``GateTolerances()``) gate a non-FP32 bundle against FP32; with
+    ``accuracy_control`` NNCF's image-AUROC budget is ``tolerances.image_auroc``.
+    """
     from inspection.data.dataset import load_dataset
     from inspection.training.train import load_trained_model
 
+    options = ExportOptions(
+        precision=precision,
+        calibration_size=calibration_size,
+        accuracy_control=accuracy_control,
+        tolerances=tolerances or GateTolerances(),
+        force=force,
+    )
     record = registry.version(product, version) if version else registry.latest_version(product)
     base = base_metadata(record, precision)
     if base.bundle_id in registry.bundle_ids(product):
@@ -441,23 +575,20 @@ def export_bundle(
             f"bundle {product}/{base.bundle_id} already exists; bundles are immutable"
         )
     dataset = load_dataset(dataset_path or _dataset_path(record))
-    train_images = [s.path for s in dataset.train_samples]
-    test_samples = held_out_test_samples(record, dataset)
+    splits = ExportSplits(
+        train_images=tuple(s.path for s in dataset.train_samples),
+        validation=tuple(split_samples(record, dataset, "validation")),
+        test=tuple(held_out_test_samples(record, dataset)),
+        dataset_root=dataset.root,
+    )
     model = load_trained_model(record)
     with tempfile.TemporaryDirectory(prefix=f"export-{product}-") as scratch:
         result = export_model(
             model.model,
             Path(scratch) / base.bundle_id,
-            precision=precision,
             base=base,
-            train_images=train_images,
-            test_samples=test_samples,
-            dataset_root=dataset.root,
-            calibration_size=calibration_size,
-            accuracy_control=accuracy_control,
-            max_drop=max_drop,
-            tolerance=tolerance,
-            force=force,
+            splits=splits,
+            options=options,
             progress=progress,
             extra_files=_context_files(record),
         )
@@ -480,7 +611,19 @@ def held_out_test_samples(record: ModelRecord, dataset: Any) -> list[LabelledSam
 
     Falls back to the whole test split when the record lists no split.
     """
-    chosen = set((record.extra.get("splits") or {}).get("test") or [])
+    return split_samples(record, dataset, "test")
+
+
+def split_samples(record: ModelRecord, dataset: Any, split: str) -> list[LabelledSample]:
+    """The labelled images of the version's recorded ``split`` ("validation" or "test").
+
+    A record without splits (older versions) falls back to the whole test split.
+    """
+    chosen = set((record.extra.get("splits") or {}).get(split) or [])
+    if not chosen:
+        log.warning(
+            "%s records no %s split: using the whole test split", record.model_version, split
+        )
     samples = []
     for s in dataset.test_samples:
         rel = Path(s.path).resolve().relative_to(dataset.root).as_posix()
@@ -488,7 +631,7 @@ def held_out_test_samples(record: ModelRecord, dataset: Any) -> list[LabelledSam
             samples.append(LabelledSample(Path(s.path), s.label, s.defect_type, s.mask_path))
     if not samples:
         raise BundleError(
-            f"none of the test images recorded for {record.model_version} are in {dataset.root}"
+            f"none of the {split} images recorded for {record.model_version} are in {dataset.root}"
         )
     return samples
 

@@ -12,8 +12,7 @@ from inspection.core.export_gate import (
     BundleFigures,
     GateTolerances,
     check_gate,
-    region_recall,
-    verdict_figures,
+    measure,
 )
 
 
@@ -52,23 +51,29 @@ def test_shifted_outputs_get_their_own_thresholds() -> None:
     assert (at_fp32 >= 0.5).all() and (at_own < 0.5).all()
 
 
-def test_verdict_figures_at_own_thresholds() -> None:
+def test_figures_at_own_thresholds() -> None:
     scores, maps, labels, masks = _outputs(seed=1)
-    calibration = calibrate(scores, maps, labels, masks, ["good"] * 8 + ["square"] * 8)
-    frr, miss, recall, without_region, predicted = verdict_figures(
-        scores, maps, labels, masks, calibration
-    )
-    assert (frr, miss, recall, without_region) == (0.0, 0.0, 1.0, 0)
-    assert predicted.shape == maps.shape and not predicted[:8].any()
+    types = ["good"] * 8 + ["square"] * 8
+    calibration = calibrate(scores, maps, labels, masks, types)
+    metrics, figures = measure(scores, maps, labels, masks, types, calibration)
+    assert (figures.false_reject_rate, figures.miss_rate) == (0.0, 0.0)
+    assert (figures.region_recall, figures.ng_without_region) == (1.0, 0)
+    assert (figures.n_good, figures.n_defective) == (8, 8)
+    assert metrics.per_defect["square"].region_recall == 1.0
 
 
-def test_region_recall_counts_connected_defects() -> None:
-    truth = np.zeros((1, 16, 16), bool)
-    truth[0, 0:4, 0:4] = truth[0, 10:14, 10:14] = True
-    predicted = np.zeros_like(truth)
-    predicted[0, 0:4, 0:2] = True  # half of the first defect, none of the second
-    assert region_recall(predicted, truth) == 0.5
-    assert region_recall(predicted, np.zeros_like(truth)) is None
+def test_shifted_bundle_at_fp32_numbers_fails_the_gate() -> None:
+    """The issue's INT8 bundle: judged at FP32's calibration it rejects every good part."""
+    scores, maps, labels, masks = _outputs()
+    types = ["good"] * 8 + ["square"] * 8
+    fp32 = calibrate(scores, maps, labels, masks, types)
+    _, reference = measure(scores, maps, labels, masks, types, fp32)
+    _, inherited = measure(scores + 0.4, maps + 0.4, labels, masks, types, fp32)
+    own = calibrate(scores + 0.4, maps + 0.4, labels, masks, types)
+    _, calibrated = measure(scores + 0.4, maps + 0.4, labels, masks, types, own)
+    refused = check_gate(inherited, reference, GateTolerances())
+    assert not refused.passed and "false_reject_rate 1.000 vs FP32 0.000" in refused.failures[0]
+    assert check_gate(calibrated, reference, GateTolerances()).passed
 
 
 REFERENCE = BundleFigures(

@@ -30,22 +30,46 @@ def test_fp32_bundle_is_registered_verified_and_complete(fp32_bundle, trained_pa
         tp.record.metrics["overall"]["image_auroc"], abs=0.02
     )
     assert meta.calibration is None
+    # calibrated on its own validation outputs, gated (NG always with a region)
+    assert meta.output_calibration is not None and meta.metrics["gate"]["passed"]
+    assert meta.normalization == meta.output_calibration.normalization
+
+
+def test_cli_export_refuses_an_unknown_tolerance(tmp_path) -> None:
+    """The old ``--tolerance 0.01`` (image AUROC only) is gone: every figure is named."""
+    site = tmp_path / "site.yaml"
+    site.write_text(f"registry_dir: {tmp_path / 'registry'}\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "inspection", "export", "--product", "brick",
+         "--precision", "int8", "--tolerance", "0.01", "--site", str(site)],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "unknown figure '0.01'" in result.stdout + result.stderr
 
 
 @pytest.mark.slow
-def test_cli_export_int8_refused_beyond_tolerance(fp32_bundle, trained_patchcore, tmp_path) -> None:
-    """A negative tolerance can never be met: the CLI must refuse and register nothing."""
+def test_int8_bundle_is_calibrated_on_its_own_outputs(fp32_bundle, trained_patchcore) -> None:
+    """INT8 scores differ from FP32's: its thresholds and normalisation are its own."""
+    from inspection.training.export import export_bundle
+
     tp = trained_patchcore
-    site = tmp_path / "site.yaml"
-    site.write_text(f"registry_dir: {tp.registry.root}\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "inspection", "export", "--product", "brick", "--version", "v0001",
-         "--precision", "int8", "--tolerance", "-1", "--site", str(site)],
-        capture_output=True, text=True, cwd=ROOT, timeout=900,
-    )  # fmt: skip
-    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
-    assert "not registering it" in result.stderr
-    assert "v0001-int8" not in tp.registry.bundle_ids("brick")
+    result = export_bundle(tp.registry, "brick", precision="int8", version="v0001", force=True)
+    int8, fp32 = verify_bundle(result.bundle_dir), verify_bundle(fp32_bundle)
+    assert int8.output_calibration is not None and fp32.output_calibration is not None
+    assert int8.normalization == int8.output_calibration.normalization
+    assert int8.normalization != fp32.normalization
+    assert int8.output_calibration.n_good + int8.output_calibration.n_defective == len(
+        tp.record.extra["splits"]["validation"]
+    )
+    gate = int8.metrics["gate"]
+    assert gate["figures"]["ng_without_region"] == 0
+    assert gate["reference_fp32"]["n_good"] == gate["figures"]["n_good"] > 0
+    assert gate["passed"] or gate["forced"]
+    assert int8.metrics["image_auroc_drop"] == pytest.approx(
+        int8.metrics["reference_fp32"]["overall"]["image_auroc"]
+        - int8.metrics["overall"]["image_auroc"]
+    )
 
 
 @pytest.mark.slow

@@ -102,3 +102,20 @@ def test_resize_map_keeps_range_and_dtype() -> None:
     big = resize_map(small, 30, 20)
     assert big.shape == (30, 20) and big.dtype == np.float32
     assert big.min() >= 0.0 and big.max() <= 1.0
+
+
+@pytest.mark.parametrize("color_order", ["RGB", "BGR"])
+def test_preprocess_table_equals_the_float_formula_bit_for_bit(color_order: str) -> None:
+    image = np.random.default_rng(3).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    prep = Preprocessing(
+        input_size=(5, 7), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+        color_order=color_order,
+    )  # fmt: skip
+    source = image[:, :, ::-1] if color_order == "BGR" else image
+    expected = (source.astype(np.float32) * np.float32(prep.pixel_scale)) - np.asarray(
+        prep.mean, dtype=np.float32
+    )
+    expected = (expected / np.asarray(prep.std, dtype=np.float32)).transpose(2, 0, 1)
+    tensor = preprocess(image, prep)
+    assert tensor.flags.c_contiguous and tensor.dtype == np.float32
+    np.testing.assert_array_equal(tensor, expected)

@@ -41,10 +41,15 @@ class Served:
     registry: Registry
     config: StationConfig
     token: str
+    monitor_token: str
 
     @property
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
+
+    def ops(self, path: str) -> Any:
+        """GET an ops endpoint (``/healthz`` in full, ``/metrics``) with a monitor token."""
+        return self.client.get(path, headers={"Authorization": f"Bearer {self.monitor_token}"})
 
     def inspect(self, data: bytes, **params: Any) -> Any:
         params.setdefault("product", PRODUCT)
@@ -96,6 +101,7 @@ def serve(config: StationConfig) -> Iterator[Served]:
     app = create_app(config)
     station: Station = app.state.station
     token, _ = create_token(station.store, "st-1", "tests")
+    monitor, _ = create_token(station.store, "prometheus", "tests", role="monitor")
     with TestClient(app) as client:
-        yield Served(client, station, Registry(config.registry_dir), config, token)
+        yield Served(client, station, Registry(config.registry_dir), config, token, monitor)
     station.store.engine.dispose()

@@ -8,6 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
+from inspection.store.tokens import create_token
+
 from .helpers import PRODUCT, V1, Served
 
 pytestmark = pytest.mark.slow
@@ -105,6 +107,8 @@ def test_list_filters_and_pages(served: Served, sample_images) -> None:
             "/v1/inspections", params={"verdict": verdict}, headers=served.headers
         ).json()
         assert got["total"] == verdicts.count(verdict)
+    token, _ = create_token(served.station.store, "alice", role="reviewer")
+    reviewer = {"Authorization": f"Bearer {token}"}
     for params, total in [
         ({"product": PRODUCT}, 3),
         ({"product": "other"}, 0),
@@ -113,7 +117,7 @@ def test_list_filters_and_pages(served: Served, sample_images) -> None:
         ({"since": (datetime.now(timezone.utc) - timedelta(hours=1)).isoformat()}, 3),
         ({"until": (datetime.now(timezone.utc) - timedelta(hours=1)).isoformat()}, 0),
     ]:
-        got = served.client.get("/v1/inspections", params=params, headers=served.headers)
+        got = served.client.get("/v1/inspections", params=params, headers=reviewer)
         assert got.json()["total"] == total, params
     one = served.client.get(f"/v1/inspections/{ids[0]}", headers=served.headers)
     assert one.status_code == 200 and one.json()["id"] == ids[0]
@@ -121,11 +125,11 @@ def test_list_filters_and_pages(served: Served, sample_images) -> None:
 
 def test_healthz_metrics_and_openapi(served: Served, sample_images) -> None:
     served.inspect(sample_images["defect1"])
-    health = served.client.get("/healthz")
+    health = served.ops("/healthz")
     assert health.status_code == 200
     assert health.json()["products"][PRODUCT]["bundle_id"] == V1
     assert health.json()["store"]["ok"] is True
-    metrics = served.client.get("/metrics").text
+    metrics = served.ops("/metrics").text
     assert (
         f'inspection_live_model_info{{bundle_id="{V1}",model_version="{PRODUCT}/{V1}",product="{PRODUCT}"}} 1.0'
         in metrics

@@ -71,7 +71,7 @@ def test_tokens_are_stored_hashed_and_can_be_revoked(tmp_path: Path) -> None:
     assert revoke_token(store, info.id).revoked_at == revoked.revoked_at
     with pytest.raises(StoreError, match="no API token with id 99"):
         revoke_token(store, 99)
-    with pytest.raises(StoreError, match="invalid station id 'a b'"):
+    with pytest.raises(StoreError, match="invalid station id or name 'a b'"):
         create_token(store, "a b")
     store.engine.dispose()
 

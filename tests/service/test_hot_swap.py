@@ -23,7 +23,7 @@ def _wait_for(predicate, timeout: float = 30.0) -> None:
 
 
 def _live_bundle(served: Served) -> str | None:
-    return served.client.get("/healthz").json()["products"][PRODUCT]["bundle_id"]
+    return served.ops("/healthz").json()["products"][PRODUCT]["bundle_id"]
 
 
 def test_promotion_during_requests_swaps_without_failures(
@@ -54,7 +54,7 @@ def test_promotion_during_requests_swaps_without_failures(
         for thread in threads:
             thread.join()
         total = served.station.store.count_inspections()
-        metrics = served.client.get("/metrics").text
+        metrics = served.ops("/metrics").text
 
     results = [entry for per_client in seen for entry in per_client]
     assert {status for status, _ in results} == {201}
@@ -81,7 +81,7 @@ def test_corrupt_bundle_is_rejected_and_the_old_one_keeps_serving(
         weights.write_bytes(bytes(data))
         served.station.models.refresh()
 
-        health = served.client.get("/healthz")
+        health = served.ops("/healthz")
         status = health.json()["products"][PRODUCT]
         assert health.status_code == 200
         assert status["bundle_id"] == V1
@@ -97,7 +97,7 @@ def test_corrupt_bundle_is_rejected_and_the_old_one_keeps_serving(
         registry.add_bundle(PRODUCT, bundles.v2, V2)  # a good promotion recovers
         registry.promote(PRODUCT, V2, actor="tests", reason="fixed")
         served.station.models.refresh()
-        assert served.client.get("/healthz").json()["products"][PRODUCT]["problem"] is None
+        assert served.ops("/healthz").json()["products"][PRODUCT]["problem"] is None
         assert served.inspect(sample_images["good0"]).json()["bundle_id"] == V2
 
 
@@ -111,11 +111,11 @@ def test_no_live_bundle_means_503_until_one_is_promoted(
         response = served.inspect(sample_images["good0"])
         assert response.status_code == 503
         assert "has no live bundle; promote one first" in response.json()["detail"]
-        assert served.client.get("/healthz").status_code == 503
+        assert served.ops("/healthz").status_code == 503
         registry.add_bundle(PRODUCT, bundles.v1, V1)
         registry.promote(PRODUCT, V1, actor="tests", reason="first model")
         served.station.models.refresh()
-        assert served.client.get("/healthz").status_code == 200
+        assert served.ops("/healthz").status_code == 200
         assert served.inspect(sample_images["good0"]).status_code == 201
 
 
@@ -135,4 +135,4 @@ def test_threshold_change_applies_to_the_next_request(
         assert after["threshold"] == pytest.approx(0.01)
         assert after["verdict"] == ("NG" if after["score"] > 0.01 else "OK")
         assert after["bundle_id"] == V1  # same model, new threshold
-        assert 'inspection_threshold{product="brick"} 0.01' in served.client.get("/metrics").text
+        assert 'inspection_threshold{product="brick"} 0.01' in served.ops("/metrics").text

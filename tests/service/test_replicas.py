@@ -98,7 +98,7 @@ def test_a_promotion_reaches_every_replica(
     pending = set(range(len(replicas)))
     while pending and time.monotonic() - promoted_at < 10:
         for i in list(pending):
-            health = replicas[i].client.get("/healthz").json()
+            health = replicas[i].ops("/healthz").json()
             if health["products"][PRODUCT]["bundle_id"] == V2:
                 pending.discard(i)
         time.sleep(0.05)

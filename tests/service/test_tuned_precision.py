@@ -53,8 +53,8 @@ def test_healthz_and_metrics_show_the_recorded_choice(
     registry = _two_precisions(tmp_path, fp32_bundle, fp16_bundle)
     write_tuning(registry, _record(FP16))
     with serve(station_config(tmp_path)) as served:
-        product = served.client.get("/healthz").json()["products"][PRODUCT]
-        metrics = served.client.get("/metrics").text
+        product = served.ops("/healthz").json()["products"][PRODUCT]
+        metrics = served.ops("/metrics").text
     assert product["bundle_id"] == V1  # the registry's live pointer is unchanged
     assert product["served_bundle_id"] == FP16
     assert product["precision"] == "fp16"
@@ -73,7 +73,7 @@ def test_a_stale_record_serves_the_live_bundle(
     registry = _two_precisions(tmp_path, fp32_bundle, fp16_bundle)
     write_tuning(registry, dataclasses.replace(_record(FP16), live_bundle_id="v0000-fp32"))
     with serve(station_config(tmp_path, tune_on_load=False)) as served:
-        product = served.client.get("/healthz").json()["products"][PRODUCT]
+        product = served.ops("/healthz").json()["products"][PRODUCT]
     assert product["served_bundle_id"] == V1 and product["precision"] == "fp32"
     assert product["tuning"] is None
 
@@ -83,7 +83,7 @@ def test_station_tunes_on_load_and_serves_its_measured_choice(
 ) -> None:
     registry = _two_precisions(tmp_path, fp32_bundle, fp16_bundle)
     with serve(station_config(tmp_path)) as served:
-        product = served.client.get("/healthz").json()["products"][PRODUCT]
+        product = served.ops("/healthz").json()["products"][PRODUCT]
     record = read_tuning(registry, PRODUCT)
     assert record is not None and record.live_bundle_id == V1
     assert {m.bundle_id for m in record.measurements} == {V1, FP16}

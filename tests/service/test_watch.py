@@ -128,6 +128,8 @@ def test_a_second_watcher_on_the_same_folder_is_refused(tmp_path: Path, bundles:
 def test_serve_runs_the_watch_folder_in_the_background(
     tmp_path: Path, bundles: Bundles, sample_images: dict[str, bytes]
 ) -> None:
+    from inspection.store.tokens import create_token
+
     from .helpers import serve
 
     serving_registry(tmp_path / "registry", bundles)
@@ -140,11 +142,12 @@ def test_serve_runs_the_watch_folder_in_the_background(
         deadline = time.monotonic() + 30
         while not (watch.root / "done" / "x.png").exists() and time.monotonic() < deadline:
             time.sleep(0.05)
+        token, _ = create_token(served.station.store, "alice", role="reviewer")
         listing = served.client.get(
-            "/v1/inspections", params={"station_id": "cam-2"}, headers=served.headers
+            "/v1/inspections",
+            params={"station_id": "cam-2"},
+            headers={"Authorization": f"Bearer {token}"},
         ).json()
         assert listing["total"] == 1 and listing["items"][0]["source"] == "watch"
-        assert served.client.get("/healthz").json()["watch"]["files"]["done"] == 1
-        assert (
-            'inspection_watch_files_total{outcome="done"} 1.0' in served.client.get("/metrics").text
-        )
+        assert served.ops("/healthz").json()["watch"]["files"]["done"] == 1
+        assert 'inspection_watch_files_total{outcome="done"} 1.0' in served.ops("/metrics").text

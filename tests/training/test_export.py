@@ -1,30 +1,36 @@
-"""The INT8 accuracy gate of the exporter (the end-to-end export tests live in tests/runtime)."""
+"""Export options and ``--tolerance`` parsing (end-to-end export tests live in tests/runtime)."""
 
 from __future__ import annotations
 
 import pytest
+import typer
 
-from inspection.training.export import AccuracyDropError, check_int8_drop
+from inspection.cli.export import parse_tolerances
+from inspection.core.export_gate import GateTolerances
+from inspection.training.export import ExportOptions
+
+
+def test_tolerances_parse_by_name_and_keep_defaults() -> None:
+    parsed = parse_tolerances(["aupro=0.1", "miss_rate=0"])
+    assert parsed == GateTolerances(aupro=0.1, miss_rate=0.0)
 
 
 @pytest.mark.parametrize(
-    ("fp32", "int8", "tolerance", "force", "expected"),
+    ("items", "message"),
     [
-        (0.95, 0.95, 0.01, False, 0.0),
-        (0.95, 0.945, 0.01, False, 0.005),
-        (0.95, 0.94, 0.01, False, 0.01),  # exactly at the tolerance is allowed
-        (0.95, 0.97, 0.01, False, -0.02),  # INT8 better
-        (0.95, 0.90, 0.01, True, 0.05),  # forced: registered, drop recorded
-        (0.95, 0.90, 0.10, False, 0.05),
+        (["max_drop=0.01"], "unknown figure 'max_drop'; valid: false_reject_rate"),
+        (["aupro=lots"], "'lots' is not a number"),
+        (["aupro=-1"], "tolerance aupro must be in [0, 1], got -1.0"),
     ],
 )
-def test_int8_drop_within_tolerance_or_forced(fp32, int8, tolerance, force, expected) -> None:
-    drop = check_int8_drop(fp32, int8, tolerance=tolerance, force=force)
-    assert drop == pytest.approx(expected)
+def test_bad_tolerances_are_refused_with_the_reason(items: list[str], message: str) -> None:
+    with pytest.raises(typer.BadParameter) as info:
+        parse_tolerances(items)
+    assert message in str(info.value)
 
 
-@pytest.mark.parametrize(("fp32", "int8", "tolerance"), [(0.95, 0.93, 0.01), (1.0, 0.5, 0.2)])
-def test_int8_drop_above_tolerance_is_refused(fp32, int8, tolerance) -> None:
-    with pytest.raises(AccuracyDropError, match="not registering it") as info:
-        check_int8_drop(fp32, int8, tolerance=tolerance, force=False)
-    assert f"tolerance {tolerance}" in str(info.value) and "--force" in str(info.value)
+def test_export_options_validate() -> None:
+    with pytest.raises(ValueError, match="precision must be one of"):
+        ExportOptions(precision="int4")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="calibration_size must be >= 1"):
+        ExportOptions(calibration_size=0)

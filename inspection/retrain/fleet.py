@@ -1,0 +1,204 @@
+"""Retrain many products at once: Ray tasks with a CPU budget each, or in-process.
+
+Every task runs the ordinary ``retrain_product`` (same per-product lock, same registry
+writes, same gate), so results, gate decisions and promotions are exactly those of a
+single ``inspection retrain``. A task that raises or whose worker dies never promotes:
+promotion is the last registry write of a run. A lost worker cannot write its own
+``failed`` event, so the driver records it (through the registry, under its lock).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from inspection.core.config import SiteConfig
+from inspection.core.errors import InspectionError
+from inspection.core.registry import Registry
+from inspection.retrain.config import RetrainConfig
+
+log = logging.getLogger(__name__)
+FleetStatus = Literal["promoted", "kept", "skipped", "failed"]
+
+
+@dataclass(frozen=True)
+class FleetOptions:
+    """``ray_address``: ``None`` runs products one after another in this process;
+    ``"auto"`` or ``host:port`` fans them out on that Ray cluster. ``cpus_per_task`` is
+    both the Ray resource request and the task's torch/OpenMP thread count."""
+
+    ray_address: str | None = None
+    cpus_per_task: float = 1.0
+    actor: str = "fleet"
+    overrides: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.cpus_per_task <= 0:
+            raise InspectionError(f"cpus per task must be > 0, got {self.cpus_per_task}")
+
+
+@dataclass(frozen=True)
+class FleetOutcome:
+    """One product's result as the driver saw it (``where`` = host:pid of the worker)."""
+
+    product: str
+    status: FleetStatus
+    detail: str
+    seconds: float
+    challenger_bundle: str | None = None
+    where: str = ""
+
+
+def retrain_task(
+    product: str, site: SiteConfig, config: RetrainConfig, options: FleetOptions
+) -> FleetOutcome:
+    """Retrain one product (in a Ray worker or in-process); never raises."""
+    from inspection.retrain.lock import RetrainBusy
+    from inspection.retrain.pipeline import retrain_product
+
+    _limit_threads(options.cpus_per_task)
+    where = f"{socket.gethostname()}:{os.getpid()}"
+    started = time.perf_counter()
+    try:
+        result = retrain_product(
+            product, site=site, config=config, actor=options.actor, overrides=options.overrides
+        )
+    except RetrainBusy as exc:
+        return FleetOutcome(product, "skipped", str(exc), _since(started), where=where)
+    except Exception as exc:  # recorded as a failed retrain event by retrain_product
+        log.exception("retrain of %s failed", product)
+        detail = f"{type(exc).__name__}: {exc}"
+        return FleetOutcome(product, "failed", detail, _since(started), where=where)
+    status: FleetStatus = "promoted" if result.status == "promoted" else "kept"
+    return FleetOutcome(
+        product, status, result.summary(), _since(started), result.challenger_bundle, where
+    )
+
+
+def run_fleet(
+    products: Iterable[str],
+    site: SiteConfig,
+    config: RetrainConfig,
+    options: FleetOptions,
+    *,
+    on_outcome: Callable[[FleetOutcome], None] | None = None,
+) -> list[FleetOutcome]:
+    """Retrain ``products``; outcomes in completion order (Ray) or product order."""
+    products = list(dict.fromkeys(products))
+    site, config = absolute_site(site), absolute_config(config)
+    report = on_outcome or (lambda outcome: None)
+    if options.ray_address is None:
+        outcomes = []
+        for product in products:
+            outcomes.append(retrain_task(product, site, config, options))
+            report(outcomes[-1])
+        return outcomes
+    return _run_on_ray(products, site, config, options, report)
+
+
+def _run_on_ray(
+    products: list[str],
+    site: SiteConfig,
+    config: RetrainConfig,
+    options: FleetOptions,
+    report: Callable[[FleetOutcome], None],
+) -> list[FleetOutcome]:
+    import ray
+    from ray.exceptions import RayError
+
+    connect_ray(options.ray_address)
+    task = ray.remote(num_cpus=options.cpus_per_task, max_retries=0)(retrain_task)
+    started = time.perf_counter()
+    pending = {task.remote(p, site, config, options): p for p in products}
+    outcomes = []
+    while pending:
+        [ready], _ = ray.wait(list(pending), num_returns=1)
+        product = pending.pop(ready)
+        try:
+            outcome = ray.get(ready)
+        except RayError as exc:  # the worker died (OOM, kill -9, node lost)
+            detail = f"worker lost: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+            outcome = FleetOutcome(product, "failed", detail, _since(started))
+            _record_lost_worker(site, product, options.actor, detail)
+        outcomes.append(outcome)
+        report(outcome)
+    return outcomes
+
+
+def connect_ray(address: str) -> None:
+    """Join the cluster at ``address`` with this package's code on the workers' path."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    package_root = str(Path(__file__).resolve().parents[2])
+    python_path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
+    try:
+        ray.init(
+            address=address,
+            runtime_env={"env_vars": {"PYTHONPATH": python_path}},
+            log_to_driver=False,
+            logging_level=logging.WARNING,
+        )
+    except ConnectionError as exc:
+        raise InspectionError(
+            f"no Ray cluster at {address}: start one with `ray start --head --port 6390` "
+            f"or run without --ray ({exc})"
+        ) from exc
+
+
+def _record_lost_worker(site: SiteConfig, product: str, actor: str, detail: str) -> None:
+    try:
+        Registry(site.registry_dir).record_event(
+            product, "retrain", actor=actor, reason=detail, decision="failed", status="failed",
+            stage="worker",
+        )  # fmt: skip
+    except Exception:
+        log.exception("could not record the lost retrain worker of %s", product)
+
+
+# ------------------------------------------------------------------------ helpers
+def absolute_site(site: SiteConfig) -> SiteConfig:
+    """Workers may start in another directory: every path (and a SQLite URL) made absolute."""
+    store_url = site.store_url
+    prefix = "sqlite:///"
+    if store_url.startswith(prefix) and not store_url[len(prefix) :].startswith("/"):
+        store_url = prefix + str(Path(store_url[len(prefix) :]).resolve())
+    return dataclasses.replace(
+        site,
+        registry_dir=Path(site.registry_dir).resolve(),
+        blob_dir=Path(site.blob_dir).resolve(),
+        reports_dir=Path(site.reports_dir).resolve(),
+        datasets_dir=Path(site.datasets_dir).resolve(),
+        store_url=store_url,
+    )
+
+
+def absolute_config(config: RetrainConfig) -> RetrainConfig:
+    products = {
+        name: dataclasses.replace(job, dataset=Path(job.dataset).resolve() if job.dataset else None)
+        for name, job in config.products.items()
+    }
+    return dataclasses.replace(config, work_dir=Path(config.work_dir).resolve(), products=products)
+
+
+def _limit_threads(cpus: float) -> None:
+    threads = max(1, int(cpus))
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[name] = str(threads)
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(threads)
+
+
+def _since(started: float) -> float:
+    return round(time.perf_counter() - started, 2)

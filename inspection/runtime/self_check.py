@@ -1,0 +1,99 @@
+"""Does a live bundle, on the station runtime, judge its own labelled parts as exported?
+
+``check_live_bundle`` runs the bundle through ``Inspector.inspect_paths`` (the code a line
+station runs: normalisation, threshold, segmentation, verdict) on labelled images and compares
+its false-reject and miss rates, and NG verdicts without a region, with the FP32 figures its
+export gate recorded, within ``GateTolerances``. ``inspection demo`` fails on a refusal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from inspection.core.bundle import verify_bundle
+from inspection.core.config import from_mapping
+from inspection.core.errors import BundleError, ConfigError
+from inspection.core.export_gate import BundleFigures, GateDecision, GateTolerances, check_gate
+
+
+@dataclass(frozen=True)
+class LabelledPath:
+    path: Path
+    label: int  # 0 good, 1 defective
+
+
+@dataclass(frozen=True)
+class LiveCheck:
+    """Station figures of a bundle on labelled parts vs the FP32 figures of its export gate."""
+
+    bundle: str
+    figures: BundleFigures
+    reference: BundleFigures
+    decision: GateDecision
+    unreadable: int = 0
+
+    @property
+    def passed(self) -> bool:
+        return self.decision.passed and not self.unreadable
+
+    def summary(self) -> str:
+        f = self.figures
+        text = (
+            f"{self.bundle}: rejected {f.rejected_good()}/{f.n_good} good, missed "
+            f"{round(f.miss_rate * f.n_defective)}/{f.n_defective} defective, "
+            f"{f.ng_without_region} NG without a region"
+        )
+        if self.unreadable:
+            text += f", {self.unreadable} unreadable image(s)"
+        return text if self.passed else f"{text}: {self.decision.message('station check')}"
+
+
+def recorded_reference(metadata_metrics: dict) -> BundleFigures:
+    """The FP32 figures an export gate recorded in a bundle's metrics."""
+    gate = metadata_metrics.get("gate")
+    if not isinstance(gate, dict) or "reference_fp32" not in gate:
+        raise BundleError(
+            "the bundle records no export gate (it was not calibrated on its own outputs); "
+            "re-export it with this version of inspection"
+        )
+    try:
+        return from_mapping(BundleFigures, gate["reference_fp32"], where="metrics.gate")
+    except ConfigError as exc:
+        raise BundleError(str(exc)) from exc
+
+
+def check_live_bundle(
+    bundle_dir: str | Path,
+    parts: Sequence[LabelledPath],
+    tolerances: GateTolerances | None = None,
+    *,
+    batch_size: int = 8,
+) -> LiveCheck:
+    """Judge ``parts`` with the bundle on the station runtime and gate the outcome."""
+    from inspection.runtime.inspector import Inspector
+
+    metadata = verify_bundle(bundle_dir)
+    reference = recorded_reference(metadata.metrics)
+    labels = {Path(p.path): int(p.label) for p in parts}
+    inspector = Inspector.from_bundle(bundle_dir)
+    outcomes = inspector.inspect_paths(list(labels), batch_size=batch_size)
+    judged = [(labels[o.path], o.result) for o in outcomes if o.result is not None]
+    good = [r for label, r in judged if label == 0]
+    bad = [r for label, r in judged if label == 1]
+    figures = BundleFigures(
+        false_reject_rate=sum(r.is_defective for r in good) / max(len(good), 1),
+        miss_rate=sum(not r.is_defective for r in bad) / max(len(bad), 1),
+        image_auroc=None,
+        pixel_auroc=None,
+        aupro=None,
+        region_recall=None,
+        ng_without_region=sum(r.is_defective and not r.regions for _, r in judged),
+        n_good=len(good),
+        n_defective=len(bad),
+    )
+    decision = check_gate(figures, reference, tolerances or GateTolerances())
+    return LiveCheck(
+        inspector.model_version, figures, reference, decision, len(outcomes) - len(judged)
+    )

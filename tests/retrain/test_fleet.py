@@ -1,0 +1,121 @@
+"""The retraining fleet: products fanned out as Ray tasks, or in-process without Ray."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from inspection.core.config import SiteConfig
+from inspection.core.registry import Registry
+from inspection.retrain.config import retrain_config_from_mapping
+from inspection.retrain.fleet import FleetOptions, run_fleet
+from inspection.store.store import Store
+
+RAY_ADDRESS = os.environ.get("INSPECTION_TEST_RAY", "127.0.0.1:6390")
+SIZE = ["image_size=[96, 96]", "coreset_sampling_ratio=0.05", "backbone.weights=random"]
+GATE = {"metrics": [{"name": "image_auroc", "tolerance": 1.0}], "latency_tolerance": 10.0}
+
+
+def _site(tmp_path: Path, datasets: Path) -> SiteConfig:
+    return SiteConfig(
+        registry_dir=tmp_path / "registry",
+        store_url=f"sqlite:///{tmp_path / 'inspection.db'}",
+        blob_dir=tmp_path / "blobs",
+        reports_dir=tmp_path / "reports",
+        datasets_dir=datasets,
+    )
+
+
+def _config(tmp_path: Path):
+    return retrain_config_from_mapping(
+        {"gate": GATE, "work_dir": str(tmp_path / "work"), "warmup": 1}
+    )
+
+
+def test_in_process_a_failed_product_never_promotes(tmp_path: Path, tiny_product: Path) -> None:
+    site = _site(tmp_path, tiny_product.parent)
+    outcomes = run_fleet(["ghost", "ghost"], site, _config(tmp_path), FleetOptions())
+    [ghost] = outcomes  # each product once
+    assert ghost.status == "failed" and "dataset folder not found" in ghost.detail
+    assert ghost.where.endswith(f":{os.getpid()}")
+    registry = Registry(site.registry_dir)
+    assert registry.live("ghost") is None
+    assert [e["status"] for e in registry.events("ghost")] == ["failed"]
+
+
+def _ray_head() -> str:
+    """The address of a running Ray head, starting one like scripts/services.sh if needed."""
+    pytest.importorskip("ray")
+    host, port = RAY_ADDRESS.rsplit(":", 1)
+    with socket.socket() as sock:
+        if sock.connect_ex((host, int(port))) == 0:
+            return RAY_ADDRESS
+    ray_bin = Path(sys.executable).with_name("ray")
+    started = subprocess.run(
+        [str(ray_bin), "start", "--head", f"--node-ip-address={host}", f"--port={port}",
+         "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats"],
+        capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    if started.returncode != 0:
+        pytest.skip(f"Ray cannot start here: {started.stderr.strip()[-300:]}")
+    return RAY_ADDRESS
+
+
+@pytest.mark.slow
+def test_ray_fleet_retrains_through_the_registry(tmp_path: Path, tiny_product: Path) -> None:
+    """One tiny product retrained in a Ray worker, one failing product beside it."""
+    import ray
+
+    from inspection.data.dataset import load_dataset
+    from inspection.training.config import load_model_config
+    from inspection.training.export import export_bundle
+    from inspection.training.train import train
+
+    address = _ray_head()
+    site = _site(tmp_path, tiny_product.parent)
+    registry = Registry(site.registry_dir)
+    config = load_model_config("patchcore", overrides=SIZE)
+    train(config, load_dataset(tiny_product), product="brick", registry=registry, progress=False)
+    export_bundle(registry, "brick", precision="int8", force=True, promote=True, actor="test")
+    champion = registry.live("brick").bundle_id
+    Store.migrated(site.store_url, site.blob_dir).engine.dispose()  # no reviews yet
+    try:
+        outcomes = run_fleet(
+            ["brick", "ghost"], site, _config(tmp_path), FleetOptions(address, 1.0, "fleet-test")
+        )
+    finally:
+        ray.shutdown()
+        shutil.rmtree(tmp_path / "work", ignore_errors=True)
+    by_product = {o.product: o for o in outcomes}
+    assert by_product["ghost"].status == "failed"
+    assert registry.live("ghost") is None
+    brick = by_product["brick"]
+    assert brick.status == "promoted", brick.detail  # the gate tolerates anything here
+    assert not brick.where.endswith(f":{os.getpid()}"), "the task ran in the driver"
+    assert registry.live("brick").bundle_id == brick.challenger_bundle != champion
+    [event] = [e for e in registry.events("brick") if e["action"] == "retrain"]
+    assert (event["status"], event["actor"]) == ("promoted", "fleet-test")
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ([], "either --product NAME or --all"),
+        (["--product", "brick", "--all"], "either --product NAME or --all"),
+        (["--product", "brick", "--ray", "auto"], "use it with --all"),
+    ],
+)
+def test_retrain_cli_rejects_ambiguous_targets(args: list[str], expected: str) -> None:
+    from typer.testing import CliRunner
+
+    from inspection.cli import app
+
+    result = CliRunner().invoke(app, ["retrain", *args])
+    assert result.exit_code == 2
+    assert expected in " ".join(result.output.split())

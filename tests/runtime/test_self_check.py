@@ -1,0 +1,52 @@
+"""The live-bundle check of ``inspection demo``: station verdicts vs the export gate's FP32."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from inspection.core.errors import BundleError
+from inspection.runtime.self_check import LabelledPath, check_live_bundle, recorded_reference
+
+
+def _parts(trained_patchcore) -> list[LabelledPath]:
+    from inspection.data.dataset import load_dataset
+    from inspection.training.export import held_out_test_samples
+
+    tp = trained_patchcore
+    samples = held_out_test_samples(tp.record, load_dataset(tp.dataset_root))
+    return [LabelledPath(s.path, s.label) for s in samples]
+
+
+@pytest.mark.slow
+def test_live_bundle_judges_its_parts_as_exported(fp32_bundle: Path, trained_patchcore) -> None:
+    check = check_live_bundle(fp32_bundle, _parts(trained_patchcore))
+    assert check.figures.n_good + check.figures.n_defective == len(_parts(trained_patchcore))
+    assert check.figures.ng_without_region == 0
+    assert check.passed, check.summary()
+
+
+@pytest.mark.slow
+def test_a_bundle_judging_otherwise_than_gated_fails(
+    fp32_bundle: Path, trained_patchcore, tmp_path: Path
+) -> None:
+    """A bundle applying other numbers than its gate measured with (as INT8 bundles inheriting
+    FP32's normalisation did) must fail: here every score lands far below the threshold."""
+    from inspection.core.bundle import read_bundle_metadata, write_bundle_metadata
+
+    moved = tmp_path / "bundle"
+    shutil.copytree(fp32_bundle, moved)
+    meta = read_bundle_metadata(moved)
+    norm = replace(meta.normalization, image_threshold_raw=meta.normalization.image_max + 1e6)
+    write_bundle_metadata(moved, replace(meta, normalization=norm, output_calibration=None))
+    check = check_live_bundle(moved, _parts(trained_patchcore))
+    assert not check.passed
+    assert "miss_rate 1.000 vs FP32" in check.summary()
+
+
+def test_a_bundle_without_a_gate_record_is_refused() -> None:
+    with pytest.raises(BundleError, match="not calibrated on its own outputs"):
+        recorded_reference({"overall": {"image_auroc": 1.0}})
