@@ -205,23 +205,28 @@ def _round(value: Any) -> Any:
 def run(site: Any, products: list[str], kinds: list[str], whole_graph: list[str]) -> dict[str, Any]:
     from inspection.core.registry import Registry
 
+    load = os.getloadavg()[0]
     registry = Registry(site.registry_dir)
-    rows = []
+    rows: list[dict[str, Any]] = []
+    skipped: list[str] = []
     for product in products:
         test_dir = site.datasets_dir / product / "test"
         for kind in kinds:
             record = latest(registry, product, kind)
-            if record is None:
-                raise SystemExit(f"no {kind} version of {product}: run with --prepare first")
+            names = [f"{record.version}-{p}" for p in ("fp32", "int8")] if record else []
+            if record is None or not set(names) <= set(registry.bundle_ids(product)):
+                print(f"skipping {product} {kind}: not prepared (run with --prepare)", flush=True)
+                skipped.append(f"{product} {kind}")
+                continue
             bundles = [
                 registry.bundle_dir(product, f"{record.version}-{p}") for p in ("fp32", "int8")
             ]
-            if product in whole_graph:
+            if product in whole_graph and _whole_graph_dir(site, product, record).exists():
                 bundles.append(_whole_graph_dir(site, product, record))
             for bundle in bundles:
                 print(f"measuring {product} {kind} {bundle.name}", flush=True)
                 rows.append({"product": product, "model": kind, **measure_bundle(bundle, test_dir)})
-    return {"rows": rows, "load_before": os.getloadavg()[0]}
+    return {"rows": rows, "skipped": skipped, "load_before": load}
 
 
 def write_markdown(result: dict[str, Any], target: Path) -> None:
@@ -247,6 +252,11 @@ def write_markdown(result: dict[str, Any], target: Path) -> None:
             + f" | {c['good_rejected']}/{c['good']} | {c['defects_missed']}/{c['defective']} | "
             f"{c['ng_without_region']} | {r['throughput_ips']} | {r['latency_p50_ms']} |"
         )
+    if result["skipped"]:
+        lines += [
+            "",
+            f"Not measured (not trained/exported in time): {', '.join(result['skipped'])}.",
+        ]
     refused = [r for r in result["rows"] if not r["gate_passed"]]
     if refused:
         lines += ["", "Gate refusals (figures that failed):", ""]

@@ -212,6 +212,39 @@ def second_replica(bench: Bench) -> Bench:
     return replace(bench, config_path=path, port=port, server=None, starts=0)
 
 
+def markdown(report: dict[str, Any]) -> str:
+    """The report as a short Markdown table (written beside the JSON)."""
+    v, kill = report["verification"], report["kill"]
+    rows = [
+        ("logical requests", report["logical_requests"]),
+        ("sent to both replicas at once", report["sent_to_both_at_once"]),
+        ("acknowledged / stored distinct", f"{v['acknowledged']} / {v['stored_distinct_requests']}"),
+        ("lost (acknowledged, not stored)", v["acknowledged_missing"]),
+        ("duplicated rows", v["duplicated"]),
+        ("duplicate pairs answered with two ids", report["duplicate_pairs_with_different_ids"]),
+        ("stored but never acknowledged", v["stored_but_not_acknowledged"]),
+        ("blobs referenced but missing", v["blobs_referenced_missing"]),
+        ("replica A kill -9 after acknowledged", kill.get("killed_after_acked")),
+        ("replica A restart to healthy (s)", kill.get("restart_to_healthy_s")),
+        ("client failovers", report["failovers"]),
+        ("throughput (req/s), p50 / p95 latency (ms)",
+         f"{report['throughput_rps']}, {report['latency_ms']['p50']} / {report['latency_ms']['p95']}"),
+        ("load average (1 min) at end", report["environment"]["load_average_1m_at_end"]),
+    ]  # fmt: skip
+    lines = [
+        "# Two replicas on one PostgreSQL, one killed mid-run",
+        "",
+        f"`python bench/replicas.py --clients {report['clients']} ...`, product "
+        f"{report['product']}, bundle {report['bundle_id']}, {report['environment']['cpus']} CPUs.",
+        "",
+        "| measure | value |",
+        "|---|---|",
+        *(f"| {name} | {value} |" for name, value in rows),
+        "",
+    ]
+    return "\n".join(lines)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--registry", default=None, help="Registry with a live bundle.")
@@ -275,6 +308,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     REPORTS.mkdir(parents=True, exist_ok=True)
     (REPORTS / "replicas.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    (REPORTS / "replicas.md").write_text(markdown(report), encoding="utf-8")
     print(json.dumps({k: report[k] for k in ("kill", "failovers", "verification")}, indent=2))
     ok = (
         verification["acknowledged"] == total == verification["stored_distinct_requests"]

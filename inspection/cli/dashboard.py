@@ -50,11 +50,35 @@ def dashboard_env(site: Path | None) -> dict[str, str]:
 
 SITE_OPTION = typer.Option(None, "--site", help="Site config YAML (default: configs/site.yaml).")
 PORT_OPTION = typer.Option(8501, "--port", help="Port to serve on.")
-HOST_OPTION = typer.Option("127.0.0.1", "--host", help="Address to bind (0.0.0.0 for the LAN).")
+HOST_OPTION = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback by default).")
+NO_LOGIN_OPTION = typer.Option(
+    False,
+    "--insecure-no-login",
+    help="Allow a non-loopback address although the dashboard has no login "
+    "(only behind an authenticating proxy).",
+)
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
-def dashboard(site: Path = SITE_OPTION, port: int = PORT_OPTION, host: str = HOST_OPTION) -> None:
+def check_bind(host: str, insecure_no_login: bool) -> None:
+    """The dashboard writes labels and thresholds and has no login: loopback only, unless
+    the operator states that an authenticating proxy sits in front."""
+    if host not in LOOPBACK and not insecure_no_login:
+        raise ConfigError(
+            f"the dashboard has no login; binding it to {host!r} would let anyone on the network "
+            "label results and change thresholds. Keep --host 127.0.0.1 and use an SSH tunnel, "
+            "or put an authenticating proxy in front and pass --insecure-no-login"
+        )
+
+
+def dashboard(
+    site: Path = SITE_OPTION,
+    port: int = PORT_OPTION,
+    host: str = HOST_OPTION,
+    insecure_no_login: bool = NO_LOGIN_OPTION,
+) -> None:
     """Open the review dashboard: overview, thresholds, review queue, models, retraining."""
+    check_bind(host, insecure_no_login)
     if site is not None:
         load_site_config(site)  # fail here, with the key's name, rather than in the browser
     if not APP.is_file():

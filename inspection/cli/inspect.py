@@ -33,6 +33,14 @@ def inspect_command(
     overlays: bool = typer.Option(False, "--overlays", help="Write heatmap overlay PNGs to --out."),
     threshold: float = typer.Option(None, "--threshold", help="Image threshold in (0, 1)."),
     device: str = typer.Option("CPU", "--device", help="OpenVINO device."),
+    public_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--public-key",
+            envvar="INSPECTION_BUNDLE_PUBLIC_KEY",
+            help="Pinned site key: refuse the bundle unless it is signed with it.",
+        ),
+    ] = None,
 ) -> None:
     """Inspect images with a bundle; unreadable files are listed as errors, never abort the batch."""
     from inspection.runtime.inspector import Inspector, expand_paths
@@ -41,6 +49,10 @@ def inspect_command(
         raise typer.BadParameter(f"must be one of {', '.join(FORMATS)}", param_hint="--format")
     if overlays and out is None:
         raise typer.BadParameter("--overlays needs --out DIR", param_hint="--overlays")
+    if public_key is not None:
+        from inspection.core.signing import load_public_key, verify_signed_bundle
+
+        verify_signed_bundle(bundle, load_public_key(public_key))
     inspector = Inspector.from_bundle(bundle, device=device, threshold=threshold)
     files = expand_paths(paths)
     if not files:

@@ -2,10 +2,14 @@
 
 inspection station sync --from http://central:8700   # pull the live bundles
 inspection station tune                              # time FP32/FP16/INT8 here, serve the fastest
+inspection station run --config configs/line.yaml    # PLC-driven: camera -> inspect -> sinks
+inspection station status --config configs/line.yaml # outbox backlog per sink, live models
+inspection station trigger --via mqtt                # fire one trigger as the PLC would
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
@@ -122,6 +126,98 @@ def tune(
             f"{product}: serving [bold]{record.chosen_bundle_id}[/] (load {record.load_1m}); "
             f"recorded in {tuning_path(registry, product, cpu)}"
         )
+
+
+LINE_OPTION = typer.Option(
+    Path("configs/line.yaml"), "--config", "-c", help="Line-station config YAML."
+)
+
+
+@station_app.command("run")
+def run(config: Path = LINE_OPTION) -> None:
+    """Run a line station: PLC handshake (OPC UA / MQTT) -> camera -> inspect -> store -> sinks.
+
+    Results wait in the store's outbox until every sink acknowledged them, so a broker or
+    PLC outage, or a restart of this process, loses none. Stop with Ctrl-C or SIGTERM.
+    """
+    from inspection.line.config import load_line_config
+    from inspection.line.station import LineStation
+
+    logging.getLogger("asyncua").setLevel(logging.WARNING)  # logs every request at INFO
+    line_config = load_line_config(config)
+    station = LineStation.build(line_config)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    station.start()
+    ways = [
+        n
+        for n, on in (("OPC UA", line_config.opcua.enabled), ("MQTT", line_config.mqtt.enabled))
+        if on
+    ]
+    console.print(
+        f"station {line_config.station_id}: triggers over {', '.join(ways) or 'nothing'}, "
+        f"sinks {', '.join(s.name for s in line_config.sinks) or 'none'} (Ctrl-C to stop)"
+    )
+    try:
+        stop.wait()
+    finally:
+        station.stop()
+
+
+@station_app.command("status")
+def status(config: Path = LINE_OPTION) -> None:
+    """Outbox backlog per sink (waiting, oldest, delivered) and each product's live bundle."""
+    from inspection.core.registry import Registry
+    from inspection.line.config import load_line_config
+    from inspection.store.outbox import Outbox
+    from inspection.store.store import Store
+
+    line_config = load_line_config(config)
+    store = Store.migrated(line_config.store_url, line_config.blob_dir)
+    backlog = Outbox(store).backlog()
+    table = Table("sink", "waiting", "oldest s", "delivered")
+    for sink in line_config.sinks:
+        entry = backlog.get(sink.name)
+        oldest = f"{entry.oldest_age_s:.1f}" if entry and entry.oldest_age_s is not None else "-"
+        table.add_row(
+            sink.name, str(entry.pending if entry else 0), oldest,
+            str(entry.delivered if entry else 0),
+        )  # fmt: skip
+    console.print(table)
+    registry = Registry(line_config.registry_dir)
+    for product in line_config.products:
+        live = registry.live(product)
+        console.print(f"{product}: live bundle {live.bundle_id if live else '[red]none[/]'}")
+    store.engine.dispose()
+
+
+@station_app.command("trigger")
+def trigger(
+    config: Path = LINE_OPTION,
+    via: str = typer.Option(
+        "mqtt",
+        "--via",
+        help="mqtt (publish a trigger) or opcua (write the PLC's Trigger node, as the PLC would).",
+    ),
+    product: str = typer.Option("", "--product", "-p", help="Product (default: the selected)."),
+    part_id: str = typer.Option("", "--part-id", help="Part id to record with the result."),
+    request_id: str = typer.Option("", "--request-id", help="Idempotency key (default: new)."),
+    timeout: float = typer.Option(10.0, "--timeout", help="Seconds to wait for the answer."),
+) -> None:
+    """Fire one trigger at a running station and print its answer (commissioning check)."""
+    from inspection.line.config import load_line_config
+    from inspection.line.plc import mqtt_trigger, opcua_trigger
+
+    line_config = load_line_config(config)
+    if via not in ("mqtt", "opcua"):
+        raise typer.BadParameter("use mqtt or opcua", param_hint="--via")
+    fire = mqtt_trigger if via == "mqtt" else opcua_trigger
+    answer = fire(line_config, request_id=request_id, product=product, part_id=part_id,
+                  timeout_s=timeout)  # fmt: skip
+    console.print_json(answer.to_json())
+    if answer.verdict is None:
+        raise typer.Exit(1)
 
 
 def _print(outcomes) -> None:  # outcomes: list[SyncOutcome]

@@ -119,7 +119,7 @@ def evaluate_command(
     config = model_config_from_mapping(record.config, where=record.model_version)
     _, test = evaluation_splits(config, dataset)
     predictions = predict(load_trained_model(record), test, image_size=config.image_size)
-    metrics = metrics_of_predictions(predictions, record.extra["normalization"])
+    metrics = metrics_of_predictions(predictions, record.normalization(), record.segmentation())
     report = write_report(_report_dir(site_config, record) / "evaluate", predictions, metrics)
     _print_metrics([(record, metrics)])
     console.print(f"report: {report}")
@@ -242,7 +242,7 @@ def step_inspect(ctx: DemoContext) -> None:
         if live is None:
             continue
         bundle_dir = ctx.registry.live_bundle_dir(product)
-        record = ctx.registry.version(product, _bundle_version(bundle_dir))
+        record = ctx.registry.bundle_record(product, live.bundle_id)
         dataset = load_dataset(ctx.site.datasets_dir / product)
         parts = [LabelledPath(s.path, s.label) for s in held_out_test_samples(record, dataset)]
         with console.status(f"{product}: judging {len(parts)} held-out parts with the live bundle"):
@@ -254,12 +254,6 @@ def step_inspect(ctx: DemoContext) -> None:
         ctx.notes.append(f"station check {check.summary()}")
         if not check.passed:
             ctx.failures.append(f"{product}: live bundle misjudges its parts: {check.summary()}")
-
-
-def _bundle_version(bundle_dir: Path) -> str:
-    from inspection.core.bundle import read_bundle_metadata
-
-    return read_bundle_metadata(bundle_dir).model_version.rsplit("/", 1)[-1]
 
 
 DemoStep = Callable[[DemoContext], None]
@@ -314,7 +308,10 @@ def demo_command(
 
 
 def _print_metrics(results: list[tuple[Any, dict[str, Any]]]) -> None:
-    table = Table("model", "kind", "img AUROC", "px AUROC", "AUPRO", "img F1", "px F1", "fit s")
+    table = Table(
+        "model", "kind", "img AUROC", "px AUROC", "AUPRO", "img F1", "px F1", "region recall",
+        "NG w/o region", "fit s",
+    )  # fmt: skip
     for column in table.columns[:2]:
         column.no_wrap = True
     for record, metrics in results:
@@ -326,6 +323,8 @@ def _print_metrics(results: list[tuple[Any, dict[str, Any]]]) -> None:
                 _fmt(overall.get(k))
                 for k in ("image_auroc", "pixel_auroc", "aupro", "image_f1", "pixel_f1")
             ),
+            _fmt(overall.get("region_recall")),
+            str(overall.get("ng_without_region", "-")),
             _fmt(metrics.get("fit_seconds", record.metrics.get("fit_seconds")), 1),
         )
     console.print(table)

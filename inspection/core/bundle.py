@@ -22,6 +22,8 @@ from inspection.core.verdict import Segmentation
 
 BUNDLE_SCHEMA_VERSION = 1
 METADATA_FILE = "metadata.json"
+SIGNATURE_FILE = "signature.json"
+"""Ed25519 signature of the bundle manifest (see ``inspection.core.signing``); not checksummed."""
 VALIDATION_SCORES_FILE = "validation_scores.json"
 """Per-image normalised scores of the bundle on its labelled split (read by the dashboard)."""
 Precision = Literal["fp32", "fp16", "int8"]
@@ -63,6 +65,9 @@ class BundleMetadata:
     )
     image_threshold: float = 0.5
     pixel_threshold: float = 0.5
+    inference_precision: Literal["f32", "f16", "bf16"] | None = None
+    """OpenVINO CPU ``INFERENCE_PRECISION_HINT``; ``f32`` keeps the gated numerics on CPUs
+    that would otherwise run in bf16. ``None``: OpenVINO's default."""
     segmentation: Segmentation | None = None
     """How the station draws regions; None (older bundles) = global ``pixel_threshold``."""
     calibration: dict[str, Any] | None = None
@@ -100,7 +105,7 @@ def write_metadata_json(bundle_dir: str | Path, metadata: Any) -> Path:
     files = {
         path.relative_to(bundle_dir).as_posix(): sha256_file(path)
         for path in sorted(bundle_dir.rglob("*"))
-        if path.is_file() and path.name != METADATA_FILE
+        if path.is_file() and path.name not in (METADATA_FILE, SIGNATURE_FILE)
     }
     data = to_mapping(metadata)
     data["files"] = files
@@ -140,9 +145,19 @@ def read_versioned_metadata(
             f"(this station reads version {schema_version})"
         )
     try:
-        return from_mapping(cls, data, where=str(path))
+        return from_mapping(cls, _upgrade_legacy_keys(cls, data), where=str(path))
     except ConfigError as exc:
         raise BundleError(str(exc)) from exc
+
+
+def _upgrade_legacy_keys(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """Schema-1 bundles written before ``inference_precision`` was a field kept it in extra."""
+    extra = data.get("extra")
+    if cls is BundleMetadata and isinstance(extra, dict) and "inference_precision" in extra:
+        extra = dict(extra)
+        data = {**data, "extra": extra}
+        data.setdefault("inference_precision", extra.pop("inference_precision"))
+    return data
 
 
 def verify_checksums(

@@ -23,16 +23,20 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from filelock import FileLock
 
-from inspection.core.bundle import verify_bundle
+from inspection.core.bundle import Preprocessing, verify_bundle
+from inspection.core.calibration import Normalization
 from inspection.core.config import from_mapping
-from inspection.core.errors import RegistryError
+from inspection.core.errors import ConfigError, RegistryError
+from inspection.core.signing import bundle_digest
+from inspection.core.verdict import Segmentation
 
 RECORD_FILE = "record.json"
 _VERSION_RE = re.compile(r"^v(\d{4,})$")
+T = TypeVar("T")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -72,6 +76,14 @@ class VersionRef:
 
 
 @dataclass(frozen=True)
+class DataSplits:
+    """Which images (paths relative to the dataset root) a version validated and tested on."""
+
+    validation: tuple[str, ...] = ()
+    test: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class ModelRecord:
     """One immutable trained model version."""
 
@@ -95,6 +107,37 @@ class ModelRecord:
     @property
     def model_version(self) -> str:
         return str(self.ref)
+
+    def preprocessing(self) -> Preprocessing:
+        """How the model's input was made in training (what a bundle must reproduce)."""
+        return self._typed_extra("preprocessing", Preprocessing)
+
+    def normalization(self) -> Normalization:
+        """The trained model's raw thresholds and min-max statistics on its validation split."""
+        return self._typed_extra("normalization", Normalization)
+
+    def segmentation(self) -> Segmentation | None:
+        """The segmentation selected on the validation split; ``None`` for older versions."""
+        if "segmentation" not in self.extra:
+            return None
+        return self._typed_extra("segmentation", Segmentation)
+
+    def splits(self) -> DataSplits:
+        """The recorded validation/test split; empty for versions that recorded none."""
+        if "splits" not in self.extra:
+            return DataSplits()
+        return self._typed_extra("splits", DataSplits)
+
+    def _typed_extra(self, key: str, cls: type[T]) -> T:
+        """``extra[key]`` validated as ``cls``; a missing or invalid entry names the version."""
+        if key not in self.extra:
+            raise RegistryError(
+                f"{self.model_version} records no {key}; retrain it with this version of inspection"
+            )
+        try:
+            return from_mapping(cls, self.extra[key], where=f"{self.model_version} {key}")
+        except ConfigError as exc:
+            raise RegistryError(str(exc)) from exc
 
     def file(self, name: str) -> Path:
         if name not in self.files:
@@ -120,6 +163,8 @@ class LiveState:
     since: str
     actor: str
     reason: str
+    digest: str | None = None
+    """sha256 of the bundle manifest at promotion (``inspection.core.signing.bundle_digest``)."""
 
 
 class Registry:
@@ -290,16 +335,19 @@ class Registry:
 
     def promote(self, product: str, bundle_id: str, *, actor: str, reason: str) -> LiveState:
         """Make ``bundle_id`` the live bundle (after checking its files) and log who and why."""
-        verify_bundle(self.bundle_dir(product, bundle_id))
+        bundle_dir = self.bundle_dir(product, bundle_id)
+        verify_bundle(bundle_dir)
+        digest = bundle_digest(bundle_dir)
         with self._lock(product):
             previous = self.live(product)
-            state = LiveState(product, bundle_id, utc_now(), actor, reason)
+            state = LiveState(product, bundle_id, utc_now(), actor, reason, digest)
             self._append_event(
                 product,
                 "promote",
                 actor=actor,
                 reason=reason,
                 bundle_id=bundle_id,
+                bundle_digest=digest,
                 previous=previous.bundle_id if previous else None,
             )
             _write_json(self._product_dir(product) / "live.json", asdict(state))
@@ -317,8 +365,10 @@ class Registry:
                 raise RegistryError(
                     f"product {product!r} has no earlier live bundle to roll back to"
                 )
-            verify_bundle(self.bundle_dir(product, previous))
-            state = LiveState(product, previous, utc_now(), actor, reason)
+            previous_dir = self.bundle_dir(product, previous)
+            verify_bundle(previous_dir)
+            digest = bundle_digest(previous_dir)
+            state = LiveState(product, previous, utc_now(), actor, reason, digest)
             earlier = _bundle_before(history, previous)
             self._append_event(
                 product,
@@ -328,6 +378,7 @@ class Registry:
                 bundle_id=previous,
                 previous=earlier,
                 rolled_back=current.bundle_id,
+                bundle_digest=digest,
             )
             _write_json(self._product_dir(product) / "live.json", asdict(state))
         return state

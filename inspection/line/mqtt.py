@@ -100,13 +100,13 @@ class MqttHandshake:
             self._client.ack(message.mid, message.qos)
             return
         started = time.perf_counter()
-        self._publish("state", "busy", retain=True)
+        self._client.publish(f"{self.prefix}/state", "busy", qos=1, retain=True)  # no wait
         try:
             answer = self.handler.handle(Trigger.from_json(message.payload), source="mqtt")
         except TriggerError as exc:
             answer = Answer(f"invalid-{message.mid}", int(ErrorCode.BAD_TRIGGER), str(exc))
         self._publish("answer", answer.to_json())
-        self._publish("state", "ready", retain=True)
+        self._client.publish(f"{self.prefix}/state", "ready", qos=1, retain=True)
         self._client.ack(message.mid, message.qos)
         if self.on_answer is not None:
             self.on_answer(answer, time.perf_counter() - started)

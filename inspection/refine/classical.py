@@ -138,9 +138,10 @@ class ClassicalRefiner:
     def _candidate(
         self, image: np.ndarray, result: InspectionResult, prompt: RegionPrompt
     ) -> Candidate | None:
-        mask = self._segment(
-            image, result.anomaly_map, prompt.region, float(result.threshold), self.config.classical
-        )
+        # the level the region was segmented at: regions of an adaptive segmentation (or the
+        # peak region of a faint NG) may lie below the image threshold
+        level = min(float(result.threshold), float(result.anomaly_map[prompt.region].min()))
+        mask = self._segment(image, result.anomaly_map, prompt.region, level, self.config.classical)
         return None if mask is None else Candidate(mask)
 
 

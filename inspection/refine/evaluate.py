@@ -163,7 +163,7 @@ def _aupro(maps: list[np.ndarray], gts: list[np.ndarray]) -> float | None:
     if not maps or len({m.shape for m in maps}) != 1 or not any(g.any() for g in gts):
         return None
     try:
-        from inspection.training.evaluate import aupro
+        from inspection.core.metrics import aupro
     except ImportError:  # station without torch/anomalib
         log.warning("AUPRO needs the training extras (torch, anomalib); reporting None")
         return None

@@ -1,8 +1,9 @@
 """Score champion and challenger bundles on one evaluation set with the station ``Inspector``.
 
 Both bundles see every image in turn (the order alternates per image), so latency is
-measured under the same machine load. Metrics come from ``training.evaluate.compute_metrics``
-on the normalised scores and maps the station produces.
+measured under the same machine load. Metrics come from ``core.metrics.compute_metrics`` on
+the normalised scores and maps the station produces, judged by the bundle's own threshold and
+segmentation (``core.verdict``), as the station judges them.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 
 from inspection.core.errors import BundleError
 from inspection.core.images import read_image, read_mask
+from inspection.core.metrics import compute_metrics, judge_all
 from inspection.retrain.assemble import EvalItem
 from inspection.retrain.gate import LATENCY_KEY
 
@@ -30,7 +32,7 @@ class BundleEvaluation:
     """One bundle's results on the evaluation set.
 
     ``scores`` (N,) float32 in [0, 1]; ``latencies_ms`` (N,) float64; ``metrics`` is the
-    ``compute_metrics`` dict (``overall``, ``per_defect``, ``thresholds``).
+    ``core.metrics.EvaluationMetrics`` mapping (``overall``, ``per_defect``, ``thresholds``).
     """
 
     role: str
@@ -111,19 +113,21 @@ def _evaluation(
     known: np.ndarray,
     items: Sequence[EvalItem],
 ) -> BundleEvaluation:
-    from inspection.training.evaluate import compute_metrics
-
     score_array = np.asarray(scores, dtype=np.float32)
+    map_array = np.stack(maps)
+    segmentation = inspector.metadata.segmentation_rule
+    judged = judge_all(score_array, map_array, inspector.threshold, segmentation)
     metrics = compute_metrics(
         score_array,
         np.asarray([item.label for item in items], dtype=np.int64),
-        np.stack(maps),
+        map_array,
         masks,
         [item.defect_type for item in items],
+        judged,
         image_threshold=inspector.threshold,
-        pixel_threshold=inspector.metadata.pixel_threshold,
+        segmentation=segmentation.describe(),
         mask_known=known,
-    )
+    ).to_mapping()
     return BundleEvaluation(
         role=role,
         bundle_id=inspector.metadata.bundle_id,

@@ -80,6 +80,7 @@ def _separate(node: ov.Node) -> str | None:
         pads_end=[end[0], 0],
         dilations=[1, 1],
     )
+    horizontal.set_friendly_name(f"{node.get_friendly_name()}/row")
     vertical.set_friendly_name(node.get_friendly_name())
     node.output(0).replace(vertical.output(0))
     return (

@@ -121,9 +121,8 @@ class Inspector:
                 f"available: {', '.join(core.available_devices)}"
             )
         config: dict[str, object] = {"PERFORMANCE_HINT": performance_hint}
-        precision_hint = metadata.extra.get("inference_precision")
-        if precision_hint and device == "CPU":
-            config["INFERENCE_PRECISION_HINT"] = precision_hint
+        if metadata.inference_precision and device == "CPU":
+            config["INFERENCE_PRECISION_HINT"] = metadata.inference_precision
         if num_threads:
             config["INFERENCE_NUM_THREADS"] = int(num_threads)
         try:
@@ -313,7 +312,9 @@ class Inspector:
         height, width = image.shape[:2]
         anomaly_map = resize_map(normalize_map(raw_map, meta.normalization), height, width)
         threshold = self._threshold if threshold is None else threshold
+        regions_start = time.perf_counter()
         judged = judge(score, threshold, anomaly_map, meta.segmentation_rule)
+        timings["regions"] = (time.perf_counter() - regions_start) * 1e3
         result = InspectionResult(
             score=score,
             threshold=threshold,
@@ -327,7 +328,7 @@ class Inspector:
             timings_ms=timings,
             components=components or {},
         )
-        timings["postprocess"] = (time.perf_counter() - post_start) * 1e3
+        timings["postprocess"] = (time.perf_counter() - post_start) * 1e3 - timings["regions"]
         if self.refiner is not None and result.is_defective:
             refine_start = time.perf_counter()
             result = self.refiner.refine_result(image, result)

@@ -47,6 +47,8 @@ class StationConfig:
     body_timeout_seconds: float = 30.0
     """An upload must arrive completely within this time, or it gets 408."""
     registry_poll_seconds: float = 2.0
+    bundle_public_key: Path | None = None
+    """The site's pinned signing key (``inspection keys init``); set: unsigned bundles are refused."""
     tune_on_load: bool = True
     """Measure the live model's gated bundles (FP32/FP16/INT8) on this CPU when no tuning
     record exists, and serve the fastest (see ``inspection.runtime.tuning``)."""

@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from inspection.core.bundle import read_bundle_metadata
 from inspection.core.errors import BundleError, RegistryError
-from inspection.core.registry import Registry, ThresholdVersion
+from inspection.core.registry import LiveState, Registry, ThresholdVersion
+from inspection.core.signing import verify_signed_bundle
 from inspection.core.types import InspectionResult
 from inspection.core.verdict import check_threshold
 from inspection.runtime.tuning import TuningRecord, gated_candidates, read_tuning, tune_product
@@ -152,10 +154,14 @@ class LiveModels:
         loader: InspectorLoader = default_loader,
         on_change: Callable[[LiveModel], None] | None = None,
         selector: BundleSelector = serve_live_bundle,
+        public_key: Ed25519PublicKey | None = None,
     ) -> None:
+        """``public_key``: the pinned site signing key; with it, only bundles signed by that
+        key (and unchanged since promotion) load."""
         self.registry = registry
         self.products = tuple(products)
         self._loader = loader
+        self._public_key = public_key
         self._selector = selector
         self._on_change = on_change
         self._models: dict[str, LiveModel] = {}
@@ -209,6 +215,11 @@ class LiveModels:
                 self._problems[product] = "the registry has no live bundle; promote one first"
             return
         current = self._models.get(product)
+        pointer_moved = current is None or current.bundle_id != state.bundle_id
+        # With a pinned key the promoted bundle must pass before the selector measures siblings.
+        if pointer_moved and not self._signed(product, state):
+            self._follow_threshold(product, current)
+            return
         selection = self._selector(product, state.bundle_id)
         changed = (
             current is None
@@ -220,6 +231,9 @@ class LiveModels:
             threshold = _threshold_for(self.registry, product, state.bundle_id)
             self._load(product, state.bundle_id, selection, threshold)
             return
+        self._follow_threshold(product, current)
+
+    def _follow_threshold(self, product: str, current: LiveModel | None) -> None:
         if current is not None:
             threshold = _threshold_for(self.registry, product, current.bundle_id)
             if threshold is not None and threshold.number != current.threshold_number:
@@ -239,17 +253,11 @@ class LiveModels:
             metadata = read_bundle_metadata(bundle_dir)
             if metadata.product != product:
                 raise BundleError(f"the bundle was exported for product {metadata.product!r}")
+            self._check_signature(product, served, bundle_dir)
             inspector = self._loader(bundle_dir)
             value = inspector.threshold if threshold is None else check_threshold(threshold.value)
         except Exception as exc:
-            self._rejected[product] = served
-            keeps = self._models.get(product)
-            detail = _without_paths(str(exc), {bundle_dir: "", self.registry.root: "<registry>"})
-            reason = f"bundle {served} rejected: {detail}"
-            if keeps is not None:
-                reason += f"; still serving {keeps.served_bundle_id}"
-            self._problems[product] = reason
-            log.error("%s: %s", product, reason)
+            self._reject(product, served, bundle_dir, exc)
             return
         model = LiveModel(
             product=product,
@@ -264,6 +272,43 @@ class LiveModels:
         )
         self._swap(model)
         log.info("%s: now serving bundle %s (%s)", product, served, model.model_version)
+
+    def _signed(self, product: str, state: LiveState) -> bool:
+        """Whether the promoted bundle passes the signature check; rejects it otherwise."""
+        if self._public_key is None:
+            return True
+        if self._rejected.get(product) == state.bundle_id:
+            return False
+        bundle_dir = self.registry.root / product / "bundles" / state.bundle_id
+        try:
+            bundle_dir = self.registry.bundle_dir(product, state.bundle_id)
+            self._check_signature(product, state.bundle_id, bundle_dir)
+        except Exception as exc:
+            self._reject(product, state.bundle_id, bundle_dir, exc)
+            return False
+        return True
+
+    def _reject(self, product: str, bundle_id: str, bundle_dir: Path, exc: Exception) -> None:
+        self._rejected[product] = bundle_id
+        keeps = self._models.get(product)
+        detail = _without_paths(str(exc), {bundle_dir: "", self.registry.root: "<registry>"})
+        reason = f"bundle {bundle_id} rejected: {detail}"
+        if keeps is not None:
+            reason += f"; still serving {keeps.served_bundle_id}"
+        self._problems[product] = reason
+        log.error("%s: %s", product, reason)
+
+    def _check_signature(self, product: str, served: str, bundle_dir: Path) -> None:
+        """With a pinned site key: a valid signature, and the digest recorded at promotion."""
+        if self._public_key is None:
+            return
+        digest = verify_signed_bundle(bundle_dir, self._public_key)
+        state = self.registry.live(product)
+        if state is not None and state.bundle_id == served and state.digest not in (None, digest):
+            raise BundleError(
+                f"bundle digest {digest[:12]}… differs from {state.digest[:12]}… recorded at "
+                "promotion: the bundle changed after it was promoted"
+            )
 
     def _set_threshold(self, current: LiveModel, threshold: ThresholdVersion) -> None:
         try:

@@ -7,7 +7,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from inspection.core.errors import ConfigError
 from inspection.core.registry import Registry
+from inspection.core.signing import SigningError, load_public_key
 from inspection.service.config import StationConfig
 from inspection.service.live import InspectorLoader, LiveModels, TunedSelector, default_loader
 from inspection.service.metrics import ServiceMetrics
@@ -16,6 +20,16 @@ from inspection.service.watch import FileOutcome, WatchFolder
 from inspection.store.store import Store
 
 log = logging.getLogger(__name__)
+
+
+def _pinned_key(config: StationConfig) -> Ed25519PublicKey | None:
+    if config.bundle_public_key is None:
+        log.warning("no bundle_public_key pinned: bundle signatures are not checked")
+        return None
+    try:
+        return load_public_key(config.bundle_public_key)
+    except SigningError as exc:
+        raise ConfigError(f"station config: bundle_public_key: {exc}") from exc
 
 
 @dataclass
@@ -49,6 +63,7 @@ class Station:
             loader=loader,
             on_change=metrics.model_changed,
             selector=TunedSelector(registry, tune_on_load=config.tune_on_load),
+            public_key=_pinned_key(config),
         )
         pipeline = Pipeline(
             store,

@@ -1,15 +1,10 @@
-"""Predict with a trained model and compute MVTec AD metrics from plain numpy arrays.
+"""Predict with a trained model and measure it with the torch-free ``inspection.core.metrics``.
 
-``compute_metrics`` takes numpy only, so OpenVINO bundles, torch models and retraining
-candidates are all measured by the same code:
-
-- image AUROC and pixel AUROC (scikit-learn ``roc_auc_score``);
-- AUPRO: per-region overlap integrated up to 30 % FPR and divided by 0.3, as MVTec AD
-  defines it (anomalib's ``AUPRO`` metric);
-- F1 of images and of pixels at the given thresholds (scikit-learn ``f1_score``);
-
-overall and per defect type (that type's defective images vs all good images). Scores, maps
-and thresholds must be in the same space (raw model outputs here; normalised works too).
+``compute_metrics`` takes raw numpy outputs and judges them exactly as the station does
+(``core.verdict.judge`` after normalisation, with the product's segmentation): image/pixel
+AUROC, AUPRO, image F1, false-reject/miss rates, per-defect pixel F1/IoU, region recall,
+false regions per good image, NG-without-region; overall and per defect type.
+``select_for_model`` chooses the segmentation on the validation predictions.
 """
 
 from __future__ import annotations
@@ -19,17 +14,26 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import f1_score, roc_auc_score
 
+from inspection.core.calibration import (
+    Calibration,
+    Normalization,
+    normalize_maps,
+    normalize_scores,
+)
+from inspection.core.config import from_mapping, to_mapping
+from inspection.core.export_gate import measure
+from inspection.core.metrics import aupro, judge_all
+from inspection.core.segmentation import select_segmentation
+from inspection.core.verdict import Segmentation
 from inspection.data.dataset import Dataset, Sample
 
 logger = logging.getLogger(__name__)
 
-AUPRO_FPR_LIMIT = 0.3
+__all__ = ["Predictions", "aupro", "compute_metrics", "metrics_of_predictions", "predict"]
 
 
 @dataclass(frozen=True)
@@ -110,122 +114,86 @@ def predict(
 def compute_metrics(
     scores: np.ndarray,
     labels: np.ndarray,
-    maps: np.ndarray | None,
-    gt_masks: np.ndarray | None,
+    maps: np.ndarray,
+    gt_masks: np.ndarray,
     defect_types: Sequence[str],
     *,
-    image_threshold: float,
-    pixel_threshold: float,
+    normalization: Normalization | Mapping[str, float],
+    segmentation: Segmentation | None = None,
     mask_known: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Image AUROC, pixel AUROC, AUPRO and F1s, overall and per defect type.
+    """``inspection.core.metrics`` figures of raw model outputs, judged as the station would.
 
-    scores (N,), labels (N,) 0/1, maps and gt_masks (N, H, W) or None (pixel metrics are then
-    None). Images whose ``mask_known`` is False are left out of pixel metrics. A metric that
-    is undefined for the data (e.g. AUROC with one class) is None.
+    scores (N,) and maps (N, H, W) raw; labels (N,) 0/1; gt_masks (N, H, W) bool. Verdicts and
+    regions: ``core.verdict.judge`` on the outputs normalised by ``normalization`` (threshold
+    0.5) with ``segmentation`` (default: the global pixel threshold); AUROC/AUPRO on the raw
+    outputs (normalisation clips, which would create ties). The mapping also records the
+    normalisation and segmentation that produced it (``calibration``).
     """
-    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-    labels = np.asarray(labels).astype(np.int64).reshape(-1)
-    types = np.asarray(list(defect_types))
-    n = len(scores)
-    if len(labels) != n or len(types) != n:
-        raise ValueError(
-            f"scores, labels and defect_types need the same length, got {n}, {len(labels)}, {len(types)}"
-        )
-    if (maps is None) != (gt_masks is None):
-        raise ValueError("give both maps and gt_masks, or neither")
-    if maps is not None:
-        maps = np.asarray(maps, dtype=np.float32)
-        gt_masks = np.asarray(gt_masks).astype(bool)
-        if maps.shape != gt_masks.shape or maps.ndim != 3 or len(maps) != n:
-            raise ValueError(
-                f"maps and gt_masks must both be (N, H, W) with N={n}, "
-                f"got {maps.shape} and {gt_masks.shape}"
-            )
-    known = np.ones(n, dtype=bool) if mask_known is None else np.asarray(mask_known, dtype=bool)
+    if maps is None or gt_masks is None:
+        raise ValueError("give both maps and gt_masks: verdicts need the anomaly maps")
+    norm = as_normalization(normalization)
+    seg = segmentation or Segmentation.global_threshold(0.5)
+    if np.shape(maps)[0] != len(scores):
+        raise ValueError(f"maps: expected {len(scores)} maps, got shape {np.shape(maps)}")
+    metrics, _ = measure(
+        np.asarray(scores), maps, labels, gt_masks, defect_types, Calibration(norm, seg),
+        mask_known=mask_known,
+    )  # fmt: skip
+    calibration = {"normalization": to_mapping(norm), "segmentation": to_mapping(seg)}
+    return {**metrics.to_mapping(), "calibration": calibration}
 
-    def subset(select: np.ndarray) -> dict[str, Any]:
-        pixel_select = select & known
-        return _metrics(
-            scores[select],
-            labels[select],
-            None if maps is None else maps[pixel_select],
-            None if gt_masks is None else gt_masks[pixel_select],
-            image_threshold,
-            pixel_threshold,
-        )
 
-    good = labels == 0
-    per_defect = {
-        defect: subset(good | (types == defect))
-        for defect in sorted(set(types[labels == 1].tolist()))
-    }
-    return {
-        "overall": subset(np.ones(n, dtype=bool)),
-        "per_defect": per_defect,
-        "thresholds": {"image": float(image_threshold), "pixel": float(pixel_threshold)},
-    }
+def as_normalization(normalization: Normalization | Mapping[str, float]) -> Normalization:
+    """A ``Normalization`` from itself or from ``record.extra["normalization"]``."""
+    if isinstance(normalization, Normalization):
+        return normalization
+    return from_mapping(Normalization, normalization, where="normalization")
+
+
+def select_for_model(
+    validation: Predictions, normalization: Normalization | Mapping[str, float]
+) -> Segmentation:
+    """The segmentation selected on a model's validation predictions (``select_segmentation``)."""
+    norm = as_normalization(normalization)
+    maps = normalize_maps(validation.maps, norm)
+    defective = (validation.labels == 1) & validation.mask_known
+    return select_segmentation(
+        maps[defective],
+        validation.gt_masks[defective],
+        [t for t, keep in zip(validation.defect_types, defective, strict=True) if keep],
+        maps[validation.labels == 0],
+    )
 
 
 def metrics_of_predictions(
-    predictions: Predictions, normalization: Mapping[str, float]
+    predictions: Predictions,
+    normalization: Normalization,
+    segmentation: Segmentation | None = None,
 ) -> dict[str, Any]:
-    """``compute_metrics`` of a model's predictions at its raw image and pixel thresholds."""
+    """``compute_metrics`` of a model's predictions at its normalisation and segmentation."""
     return compute_metrics(
         predictions.scores,
         predictions.labels,
         predictions.maps,
         predictions.gt_masks,
         predictions.defect_types,
-        image_threshold=normalization["image_threshold_raw"],
-        pixel_threshold=normalization["pixel_threshold_raw"],
+        normalization=normalization,
+        segmentation=segmentation,
         mask_known=predictions.mask_known,
     )
 
 
-def _metrics(
-    scores: np.ndarray,
-    labels: np.ndarray,
-    maps: np.ndarray | None,
-    masks: np.ndarray | None,
-    image_threshold: float,
-    pixel_threshold: float,
-) -> dict[str, Any]:
-    both_classes = 0 < labels.sum() < len(labels)
-    result: dict[str, Any] = {
-        "n_good": int((labels == 0).sum()),
-        "n_defective": int((labels == 1).sum()),
-        "image_auroc": float(roc_auc_score(labels, scores)) if both_classes else None,
-        "image_f1": float(f1_score(labels, scores >= image_threshold, zero_division=0)),
-        "pixel_auroc": None,
-        "aupro": None,
-        "pixel_f1": None,
-    }
-    if maps is None or masks is None or not masks.any() or masks.all():
-        return result
-    flat_maps, flat_masks = maps.reshape(-1), masks.reshape(-1)
-    result["pixel_auroc"] = float(roc_auc_score(flat_masks, flat_maps))
-    result["aupro"] = aupro(maps, masks)
-    result["pixel_f1"] = float(f1_score(flat_masks, flat_maps >= pixel_threshold, zero_division=0))
-    return result
-
-
-def aupro(maps: np.ndarray, masks: np.ndarray, fpr_limit: float = AUPRO_FPR_LIMIT) -> float:
-    """Normalised area under the per-region-overlap curve up to ``fpr_limit`` (anomalib AUPRO).
-
-    maps (N, H, W) float, masks (N, H, W) bool with at least one defective pixel.
-    """
-    import torch
-    from anomalib.metrics import AUPRO
-
-    metric = AUPRO(fields=("anomaly_map", "gt_mask"), fpr_limit=fpr_limit)
-    metric.update(
-        SimpleNamespace(
-            anomaly_map=torch.from_numpy(np.ascontiguousarray(maps, dtype=np.float32)),
-            gt_mask=torch.from_numpy(np.ascontiguousarray(masks)),
-        )
-    )
-    return float(metric.compute())
+def judged_masks(predictions: Predictions, metrics: Mapping[str, Any]) -> np.ndarray | None:
+    """(N, H, W) bool masks the station draws, from the ``calibration`` a metrics mapping records
+    (None for metrics written before it was recorded)."""
+    calibration = metrics.get("calibration")
+    if not calibration:
+        return None
+    norm = as_normalization(calibration["normalization"])
+    seg = from_mapping(Segmentation, calibration["segmentation"], where="segmentation")
+    scores = normalize_scores(predictions.scores, norm)
+    return judge_all(scores, normalize_maps(predictions.maps, norm), 0.5, seg).masks
 
 
 def write_report(out_dir: str | Path, predictions: Predictions, metrics: dict[str, Any]) -> Path:

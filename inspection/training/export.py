@@ -24,7 +24,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import openvino as ov
@@ -33,14 +33,12 @@ from inspection.core.bundle import (
     BUNDLE_SCHEMA_VERSION,
     VALIDATION_SCORES_FILE,
     BundleMetadata,
-    Normalization,
     Precision,
-    Preprocessing,
     read_bundle_metadata,
     write_bundle_metadata,
 )
 from inspection.core.calibration import Calibration, calibrate
-from inspection.core.config import from_mapping, to_mapping
+from inspection.core.config import to_mapping
 from inspection.core.errors import BundleError
 from inspection.core.export_gate import (
     BundleFigures,
@@ -499,23 +497,11 @@ def _finalise(
 
 
 # ----------------------------------------------------------- registry versions
-def base_metadata(
-    record: ModelRecord, precision: Precision, *, resize: str = "area"
-) -> BundleMetadata:
+def base_metadata(record: ModelRecord, precision: Precision) -> BundleMetadata:
     """Identity, preprocessing and normalisation of a registered version, as bundle metadata."""
-    extra = record.extra or {}
-    if "preprocessing" not in extra or "normalization" not in extra:
-        raise BundleError(
-            f"{record.model_version} has no preprocessing/normalization in its record; "
-            "retrain it with this version of inspection"
-        )
-    prep_data = {"resize": resize, **extra["preprocessing"]}
-    where = f"{record.model_version} record"
-    preprocessing = from_mapping(Preprocessing, prep_data, where=f"{where}.preprocessing")
-    normalization = from_mapping(
-        Normalization, extra["normalization"], where=f"{where}.normalization"
-    )
-    context = extra.get("global_context")
+    preprocessing = record.preprocessing()
+    normalization = record.normalization()
+    context = (record.extra or {}).get("global_context")
     outputs = {"score": SCORE_OUTPUT, "map": MAP_OUTPUT}
     if context:
         outputs["pooled"] = POOLED_OUTPUT
@@ -530,8 +516,8 @@ def base_metadata(
         preprocessing=preprocessing,
         normalization=normalization,
         source_dataset={k: v for k, v in record.dataset.items() if k != "files"},
+        inference_precision="f32",
         extra={
-            "inference_precision": "f32",
             "exporter": {"openvino": ov.get_version(), "converter": "openvino.convert_model"},
             **({"global_context": context} if context else {}),
         },
@@ -614,12 +600,14 @@ def held_out_test_samples(record: ModelRecord, dataset: Any) -> list[LabelledSam
     return split_samples(record, dataset, "test")
 
 
-def split_samples(record: ModelRecord, dataset: Any, split: str) -> list[LabelledSample]:
+def split_samples(
+    record: ModelRecord, dataset: Any, split: Literal["validation", "test"]
+) -> list[LabelledSample]:
     """The labelled images of the version's recorded ``split`` ("validation" or "test").
 
     A record without splits (older versions) falls back to the whole test split.
     """
-    chosen = set((record.extra.get("splits") or {}).get(split) or [])
+    chosen = set(getattr(record.splits(), split))
     if not chosen:
         log.warning(
             "%s records no %s split: using the whole test split", record.model_version, split

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from sklearn.metrics import roc_curve
 
-from inspection.training.evaluate import Predictions
+from inspection.training.evaluate import Predictions, judged_masks
 
 GRID_ROWS = 8
 
@@ -24,7 +24,7 @@ def save_plots(out_dir: Path, predictions: Predictions, metrics: dict[str, Any])
     return [
         plot_roc(out_dir / "roc.png", predictions, metrics),
         plot_histogram(out_dir / "score_histogram.png", predictions, thresholds.get("image")),
-        plot_examples(out_dir / "examples.png", predictions, thresholds.get("pixel")),
+        plot_examples(out_dir / "examples.png", predictions, judged_masks(predictions, metrics)),
     ]
 
 
@@ -63,8 +63,9 @@ def plot_histogram(path: Path, predictions: Predictions, threshold: float | None
     return _save(fig, path)
 
 
-def plot_examples(path: Path, predictions: Predictions, pixel_threshold: float | None) -> Path:
-    """Rows of image | anomaly map | predicted mask | ground truth, defects first."""
+def plot_examples(path: Path, predictions: Predictions, masks: np.ndarray | None) -> Path:
+    """Rows of image | anomaly map | judged mask (the station's verdict rule; blank when
+    unknown) | ground truth, defects first."""
     from inspection.training.train import load_image
 
     rows = _example_rows(predictions)
@@ -73,11 +74,10 @@ def plot_examples(path: Path, predictions: Predictions, pixel_threshold: float |
     size = predictions.maps.shape[1:]
     for row, index in zip(axes, rows, strict=True):
         anomaly_map = predictions.maps[index]
-        threshold = pixel_threshold if pixel_threshold is not None else np.inf
         panels = [
             load_image(Path(predictions.paths[index]), size),
             anomaly_map,
-            anomaly_map >= threshold,
+            masks[index] if masks is not None else np.zeros(size, bool),
             predictions.gt_masks[index],
         ]
         for ax, panel, kwargs in zip(

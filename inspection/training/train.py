@@ -8,8 +8,9 @@ on CPU, evaluates it on the held-out test split and writes an immutable registry
   ``record.config`` with no weights download;
 - ``record.config``: the resolved ``ModelConfig``; ``record.dataset``: the fingerprint plus
   ``root``; ``record.weights``: which backbone weights were used;
-- ``record.extra["preprocessing"]`` / ``["normalization"]``: exactly what an exported bundle's
-  ``Preprocessing`` / ``Normalization`` need; ``["splits"]``: the validation/test split.
+- ``record.preprocessing()`` / ``record.normalization()`` / ``record.splits()``: the typed
+  ``Preprocessing`` / ``Normalization`` an exported bundle needs and the validation/test split
+  (stored in ``record.extra`` through ``to_mapping``).
 """
 
 from __future__ import annotations
@@ -33,10 +34,11 @@ from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
 from inspection.core.bundle import Preprocessing
+from inspection.core.calibration import Normalization
 from inspection.core.config import to_mapping
 from inspection.core.errors import ConfigError, DatasetError
 from inspection.core.images import read_image, read_mask
-from inspection.core.registry import ModelRecord, Registry
+from inspection.core.registry import DataSplits, ModelRecord, Registry
 from inspection.data.dataset import Dataset, Sample
 from inspection.training.backbones import (
     ResolvedWeights,
@@ -266,10 +268,10 @@ def load_trained_model(record: ModelRecord) -> Any:
     No download: the backbone is built randomly initialised and overwritten by ``model.pt``.
     """
     config = model_config_from_mapping(record.config, where=f"{record.model_version} config")
-    extra = record.extra.get("preprocessing", {})
-    mean = tuple(extra.get("mean", record.weights.get("mean", (0.5, 0.5, 0.5))))
-    std = tuple(extra.get("std", record.weights.get("std", (0.5, 0.5, 0.5))))
-    weights = ResolvedWeights(config.backbone.name, "random", "restored from checkpoint", mean, std)
+    prep = record.preprocessing()
+    weights = ResolvedWeights(
+        config.backbone.name, "random", "restored from checkpoint", prep.mean, prep.std
+    )
     model = build_model(config, weights)
     state = torch.load(record.file(CHECKPOINT_FILE), map_location="cpu", weights_only=True)
     model.load_state_dict(state, strict=True)
@@ -312,7 +314,7 @@ def train_model(
     progress: bool = True,
 ) -> TrainOutcome:
     """``train`` that also returns the model and test predictions (for reports)."""
-    from inspection.training.evaluate import metrics_of_predictions, predict
+    from inspection.training.evaluate import metrics_of_predictions, predict, select_for_model
 
     validation, test = evaluation_splits(config, dataset)
     fingerprint = dataset.fingerprint()
@@ -321,13 +323,16 @@ def train_model(
     )
     model, fit_seconds = fit(config, dataset.train_samples, validation, weights, progress=progress)
     normalization = normalization_stats(model)
+    segmentation = select_for_model(
+        predict(model, validation, image_size=config.image_size), normalization
+    )
     predictions = predict(model, test, image_size=config.image_size)
     context = None
     if config.global_context:
         context, normalization, predictions = _fit_global_context(
             model, config, weights, dataset.train_samples, validation, predictions, normalization
         )
-    metrics = metrics_of_predictions(predictions, normalization)
+    metrics = metrics_of_predictions(predictions, normalization, segmentation)
     metrics["fit_seconds"] = round(fit_seconds, 2)
     metrics["test_images"] = len(test)
     state = model.state_dict()
@@ -347,17 +352,12 @@ def train_model(
         write_files=write_files,
         weights=weights.record(),
         extra={
-            "preprocessing": {
-                "input_size": list(config.image_size),
-                "mean": list(weights.mean),
-                "std": list(weights.std),
-                "color_order": "RGB",
-                "pixel_scale": 1.0 / 255.0,
-                "resize": "bilinear",
-                "layout": "NCHW",
-            },
-            "normalization": normalization,
-            "splits": _split_record(dataset, validation, test),
+            "preprocessing": to_mapping(
+                Preprocessing(tuple(config.image_size), weights.mean, weights.std)
+            ),
+            "normalization": to_mapping(normalization),
+            "segmentation": to_mapping(segmentation),
+            "splits": to_mapping(_split_record(dataset, validation, test)),
             "train_images": len(dataset.train_samples),
             "map_resolution": list(config.image_size),
             **({"global_context": _context_record(config, context)} if context else {}),
@@ -374,8 +374,8 @@ def _fit_global_context(
     train_samples: Sequence[Sample],
     validation: Sequence[Sample],
     predictions: Any,
-    normalization: dict[str, float],
-) -> tuple[FittedContext, dict[str, float], Any]:
+    normalization: Normalization,
+) -> tuple[FittedContext, Normalization, Any]:
     """Fit the global context; test predictions get fused scores (maps stay local)."""
     prep = station_preprocessing(config, weights)
     layers = config.backbone.layers
@@ -386,12 +386,16 @@ def _fit_global_context(
         prep,
         [s.path for s in train_samples],
         validation,
-        normalization,
+        to_mapping(normalization),
     )
     outputs = model_outputs(model.model, [Path(p) for p in predictions.paths], prep, layers)
     fused, _ = fused_scores(fitted.context, outputs)
     scores = fused.astype(np.float32)
-    return fitted, fitted.normalization, dataclasses.replace(predictions, scores=scores)
+    fused_stats = {
+        k: fitted.normalization[k] for k in ("image_threshold_raw", "image_min", "image_max")
+    }
+    fused_normalization = dataclasses.replace(normalization, **fused_stats)
+    return fitted, fused_normalization, dataclasses.replace(predictions, scores=scores)
 
 
 def _context_record(config: ModelConfig, fitted: FittedContext) -> dict[str, Any]:
@@ -460,7 +464,7 @@ def fit(
     return model.eval(), seconds
 
 
-def normalization_stats(model: Any) -> dict[str, float]:
+def normalization_stats(model: Any) -> Normalization:
     """Raw thresholds and min/max from anomalib's post-processor (set on the validation split)."""
     post = model.post_processor
     stats = {
@@ -476,7 +480,7 @@ def normalization_stats(model: Any) -> dict[str, float]:
         raise RuntimeError(
             f"post-processor statistics {missing} were not computed: validation did not run"
         )
-    return stats
+    return Normalization(**stats)
 
 
 def package_versions() -> dict[str, str]:
@@ -491,8 +495,10 @@ def package_versions() -> dict[str, str]:
 
 def _split_record(
     dataset: Dataset, validation: Sequence[Sample], test: Sequence[Sample]
-) -> dict[str, Any]:
-    def rel(samples: Sequence[Sample]) -> list[str]:
-        return sorted(Path(s.path).resolve().relative_to(dataset.root).as_posix() for s in samples)
+) -> DataSplits:
+    def rel(samples: Sequence[Sample]) -> tuple[str, ...]:
+        return tuple(
+            sorted(Path(s.path).resolve().relative_to(dataset.root).as_posix() for s in samples)
+        )
 
-    return {"validation": rel(validation), "test": rel(test)}
+    return DataSplits(validation=rel(validation), test=rel(test))

@@ -24,6 +24,9 @@ def test_a_registry_written_by_the_first_release_reads(tmp_path: Path) -> None:
     assert (record.model_version, record.model_kind) == ("brick/v0001", "patchcore")
     assert record.metrics["overall"]["image_auroc"] == 0.9
     assert record.file("model.ckpt").read_bytes() == b"weights"
+    assert record.preprocessing().input_size == (64, 64)
+    assert record.normalization().image_threshold_raw == 2.0
+    assert record.splits().validation == ("test/good/000.png", "test/crack/000.png")
 
     live = registry.live("brick")
     assert live is not None and (live.bundle_id, live.actor) == ("v0001-fp32", "qa")
@@ -38,3 +41,5 @@ def test_a_bundle_written_by_the_first_release_reads(tmp_path: Path) -> None:
     metadata = read_bundle_metadata(bundle)
     assert (metadata.bundle_id, metadata.precision) == ("v0001-fp32", "fp32")
     assert metadata.preprocessing.input_size == (64, 64)
+    assert metadata.inference_precision == "f32"  # moved out of extra by the reader
+    assert "inference_precision" not in metadata.extra

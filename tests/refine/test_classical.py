@@ -85,3 +85,23 @@ def test_unknown_refiner_lists_the_valid_ones() -> None:
 def test_sam_without_a_bundle_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match=r"refine\.sam\.bundle is not set"):
         build_refiner(RefineConfig(method="sam", sam=SamConfig(bundle=None)))
+
+
+@pytest.mark.parametrize("method", ["grabcut", "random_walker"])
+def test_faint_regions_below_the_image_threshold_are_refined(method: str) -> None:
+    """An adaptive segmentation's region (map peak 0.45 < threshold 0.5) still gets seeds."""
+    from inspection.core.types import InspectionResult
+    from inspection.core.verdict import Segmentation, judge
+
+    image, gt, strong = blurred_blob_case(0.5)
+    amap = (strong.anomaly_map * 0.45).astype(np.float32)
+    seg = Segmentation(kind="adaptive", seed_level=0.3, floor=0.05, relative_level=0.0)
+    judged = judge(0.9, 0.5, amap, seg)
+    result = InspectionResult(
+        score=0.9, threshold=0.5, verdict=judged.verdict, anomaly_map=amap, mask=judged.mask,
+        regions=judged.regions, latency_ms=1.0, model_version="test/v0001-fp32",
+    )  # fmt: skip
+    assert iou(result.mask, gt) < 0.6
+    refined = build_refiner(RefineConfig(), method).refine_result(image, result)
+    assert refined.mask_source == method
+    assert iou(refined.mask, gt) > 0.9

@@ -15,13 +15,16 @@ LABELS = np.array([0, 0, 0, 1, 1, 1])
 
 
 def _evaluation(role: str, scores: list[float], latency: float) -> BundleEvaluation:
-    from inspection.training.evaluate import compute_metrics
+    from inspection.core.metrics import compute_metrics, judge_all
+    from inspection.core.verdict import Segmentation
 
     array = np.asarray(scores, dtype=np.float32)
+    maps = np.repeat(array[:, None, None], 8, axis=1).repeat(8, axis=2)
+    judged = judge_all(array, maps, 0.5, Segmentation.global_threshold(0.5))
     metrics = compute_metrics(
-        array, LABELS, None, None, ["good"] * 3 + ["crack"] * 3,
-        image_threshold=0.5, pixel_threshold=0.5,
-    )  # fmt: skip
+        array, LABELS, maps, np.zeros(maps.shape, bool), ["good"] * 3 + ["crack"] * 3, judged,
+        image_threshold=0.5, segmentation="global",
+    ).to_mapping()  # fmt: skip
     return BundleEvaluation(
         role, f"{role}-int8", f"brick/{role}", 0.5, array, np.full(6, latency), metrics
     )

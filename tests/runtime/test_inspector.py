@@ -40,7 +40,7 @@ def test_inspect_returns_a_full_result_at_input_resolution(inspector, images) ->
     assert result.threshold == inspector.metadata.image_threshold
     assert result.model_version == "brick/v0001-fp32"
     assert result.latency_ms > 0
-    assert {"preprocess", "infer", "postprocess"} <= set(result.timings_ms)
+    assert {"preprocess", "infer", "postprocess", "regions"} <= set(result.timings_ms)
     np.testing.assert_array_equal(result.mask, result.anomaly_map > 0.5)
     assert result.regions == extract_regions(result.anomaly_map, result.mask)
 

@@ -113,3 +113,18 @@ def test_station_modules_never_import_torch() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True
     )
     assert result.stdout.strip() == ""
+
+
+@pytest.mark.parametrize(
+    ("host", "allowed"), [("127.0.0.1", True), ("localhost", True), ("0.0.0.0", False)]
+)
+def test_dashboard_binds_beyond_loopback_only_when_told(host: str, allowed: bool) -> None:
+    from inspection.cli.dashboard import check_bind
+    from inspection.core.errors import ConfigError
+
+    check_bind(host, insecure_no_login=True)
+    if allowed:
+        check_bind(host, insecure_no_login=False)
+    else:
+        with pytest.raises(ConfigError, match="the dashboard has no login"):
+            check_bind(host, insecure_no_login=False)

@@ -1,0 +1,70 @@
+"""``inspection keys init`` and ``inspection bundle sign|verify``: the site's bundle signatures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+console = Console()
+DEFAULT_KEYS = Path("var/keys")
+keys_app = typer.Typer(help="The site's Ed25519 bundle-signing key.", no_args_is_help=True)
+bundle_app = typer.Typer(help="Sign and verify model bundles.", no_args_is_help=True)
+BundleArg = Annotated[Path, typer.Argument(help="Bundle folder (with metadata.json).")]
+
+
+@keys_app.command("init")
+def init(
+    folder: Annotated[Path, typer.Option("--dir", help="Where the key pair is written.")] = (
+        DEFAULT_KEYS
+    ),
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing site key.")] = False,
+) -> None:
+    """Create the site signing key (once, at set-up); pin the .pub file on every station."""
+    from inspection.core.signing import init_keys
+
+    keys = init_keys(folder, force=force)
+    console.print(f"site signing key {keys.key_id}: private {keys.private} (mode 0600)")
+    console.print(f"pin on stations: bundle_public_key: {keys.public}")
+
+
+@bundle_app.command("sign")
+def sign(
+    bundle: BundleArg,
+    key: Annotated[Path, typer.Option("--key", help="The site's private signing key.")] = (
+        DEFAULT_KEYS / "site-signing.key"
+    ),
+) -> None:
+    """Sign a bundle (metadata.json and every checksummed file) with the site key."""
+    from inspection.core.signing import load_private_key, sign_bundle
+
+    digest = sign_bundle(bundle, load_private_key(key))
+    console.print(f"signed {bundle.name}: digest {digest}")
+
+
+@bundle_app.command("verify")
+def verify(
+    bundle: BundleArg,
+    public_key: Annotated[
+        Path,
+        typer.Option(
+            "--public-key",
+            envvar="INSPECTION_BUNDLE_PUBLIC_KEY",
+            help="The site's pinned public key.",
+        ),
+    ] = DEFAULT_KEYS / "site-signing.pub",
+) -> None:
+    """Check a bundle's signature against the pinned key and every file's checksum."""
+    from inspection.core.bundle import verify_bundle
+    from inspection.core.signing import load_public_key, verify_signed_bundle
+
+    digest = verify_signed_bundle(bundle, load_public_key(public_key))
+    metadata = verify_bundle(bundle)
+    console.print(f"[green]ok[/]: {metadata.bundle_id} ({metadata.model_version}) digest {digest}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(keys_app, name="keys")
+    app.add_typer(bundle_app, name="bundle")

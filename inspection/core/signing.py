@@ -1,0 +1,181 @@
+"""Signed bundles: Ed25519 signatures (``cryptography``) over a bundle's whole manifest.
+
+The site's signing key is created once at set-up (``inspection keys init``); stations pin the
+public key in their config. ``signature.json`` in a bundle signs the *manifest*: the sha256 of
+``metadata.json`` (thresholds, normalisation, preprocessing, the list of file checksums) and
+the checksum of every listed file. Verifying checks the signature against the pinned key, then
+every file against its checksum, so editing metadata, or rewriting weights together with
+recomputed checksums, is refused. The manifest's sha256 is the bundle digest the registry
+records at promotion.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from inspection.core.bundle import (
+    METADATA_FILE,
+    SIGNATURE_FILE,
+    read_metadata_json,
+    verify_checksums,
+)
+from inspection.core.errors import BundleError, InspectionError
+from inspection.core.fingerprint import sha256_file
+
+SIGNATURE_SCHEMA_VERSION = 1
+PRIVATE_KEY_FILE = "site-signing.key"
+PUBLIC_KEY_FILE = "site-signing.pub"
+
+
+class SigningError(InspectionError):
+    """A key cannot be created or read."""
+
+
+@dataclass(frozen=True)
+class SiteKeys:
+    private: Path
+    public: Path
+    key_id: str
+
+
+def key_id(public_key: Ed25519PublicKey) -> str:
+    """First 16 hex digits of the sha256 of the raw public key (names the key in messages)."""
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def init_keys(folder: str | Path, *, force: bool = False) -> SiteKeys:
+    """Create the site signing key pair in ``folder`` (private key mode 0600)."""
+    folder = Path(folder)
+    private, public = folder / PRIVATE_KEY_FILE, folder / PUBLIC_KEY_FILE
+    if private.exists() and not force:
+        raise SigningError(f"{private} exists; keep it, or pass --force to replace the site key")
+    folder.mkdir(parents=True, exist_ok=True)
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(pem)
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return SiteKeys(private, public, key_id(key.public_key()))
+
+
+def load_private_key(path: str | Path) -> Ed25519PrivateKey:
+    key = _load(path, private=True)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise SigningError(f"{path}: not an Ed25519 private key")
+    return key
+
+
+def load_public_key(path: str | Path) -> Ed25519PublicKey:
+    key = _load(path, private=False)
+    if not isinstance(key, Ed25519PublicKey):
+        raise SigningError(f"{path}: not an Ed25519 public key")
+    return key
+
+
+def _load(path: str | Path, *, private: bool) -> object:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise SigningError(f"cannot read key {path}: {exc.strerror or exc}") from exc
+    try:
+        if private:
+            return serialization.load_pem_private_key(data, password=None)
+        return serialization.load_pem_public_key(data)
+    except ValueError as exc:
+        raise SigningError(f"{path}: not a PEM key ({exc})") from exc
+
+
+def bundle_manifest(bundle_dir: str | Path) -> bytes:
+    """Canonical bytes that a signature covers: metadata.json's sha256 and every file's."""
+    bundle_dir = Path(bundle_dir)
+    files = read_metadata_json(bundle_dir).get("files")
+    if not isinstance(files, dict) or not files:
+        raise BundleError("the bundle's metadata lists no checksummed files")
+    manifest = {
+        "schema_version": SIGNATURE_SCHEMA_VERSION,
+        "metadata_sha256": sha256_file(bundle_dir / METADATA_FILE),
+        "files": dict(sorted(files.items())),
+    }
+    return json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
+def bundle_digest(bundle_dir: str | Path) -> str:
+    """sha256 of the bundle manifest: one hash that changes with any byte of the bundle."""
+    return hashlib.sha256(bundle_manifest(bundle_dir)).hexdigest()
+
+
+def sign_bundle(bundle_dir: str | Path, private_key: Ed25519PrivateKey) -> str:
+    """Write ``signature.json`` (after checking the checksums); returns the bundle digest."""
+    bundle_dir = Path(bundle_dir)
+    files = read_metadata_json(bundle_dir)["files"]
+    verify_checksums(bundle_dir, files, ())
+    manifest = bundle_manifest(bundle_dir)
+    signature = {
+        "schema_version": SIGNATURE_SCHEMA_VERSION,
+        "algorithm": "ed25519",
+        "key_id": key_id(private_key.public_key()),
+        "digest": hashlib.sha256(manifest).hexdigest(),
+        "signature": base64.b64encode(private_key.sign(manifest)).decode("ascii"),
+    }
+    (bundle_dir / SIGNATURE_FILE).write_text(json.dumps(signature, indent=2), encoding="utf-8")
+    return signature["digest"]
+
+
+def verify_signed_bundle(bundle_dir: str | Path, public_key: Ed25519PublicKey) -> str:
+    """Check the signature with the pinned key, then every file; returns the bundle digest.
+
+    Raises ``BundleError`` saying what is wrong (unsigned, other key, tampered, corrupt file).
+    """
+    bundle_dir = Path(bundle_dir)
+    signature = _read_signature(bundle_dir)
+    expected = key_id(public_key)
+    if signature.get("key_id") != expected:
+        raise BundleError(
+            f"the bundle is signed by key {str(signature.get('key_id'))[:16]!r}, not by this "
+            f"site's key {expected!r}; re-sign it with 'inspection bundle sign'"
+        )
+    manifest = bundle_manifest(bundle_dir)
+    try:
+        public_key.verify(base64.b64decode(str(signature.get("signature", ""))), manifest)
+    except (InvalidSignature, ValueError) as exc:
+        raise BundleError(
+            "bad bundle signature: metadata.json or the file checksums were changed after "
+            "signing; the bundle is refused"
+        ) from exc
+    verify_checksums(bundle_dir, read_metadata_json(bundle_dir)["files"], ())
+    return hashlib.sha256(manifest).hexdigest()
+
+
+def _read_signature(bundle_dir: Path) -> dict[str, object]:
+    path = bundle_dir / SIGNATURE_FILE
+    if not path.is_file():
+        raise BundleError(
+            f"the bundle is not signed (no {SIGNATURE_FILE}); stations with a pinned key load "
+            "only bundles signed with 'inspection bundle sign'"
+        )
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"unreadable {SIGNATURE_FILE}: {exc}") from exc
+    if not isinstance(data, dict) or data.get("algorithm") != "ed25519":
+        raise BundleError(f"{SIGNATURE_FILE} is not an Ed25519 bundle signature")
+    return data

@@ -1,0 +1,90 @@
+"""The PLC's side of one handshake, as a client: ``inspection station trigger`` for commissioning.
+
+``opcua_trigger`` writes the PLC server's signals as the PLC program would; ``mqtt_trigger``
+publishes a trigger and waits for the answer with the same request id.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+
+from inspection.line.config import LineConfig
+from inspection.line.handshake import Answer, ErrorCode, ResultCode
+from inspection.line.softplc import HandshakeTimeout
+
+
+def mqtt_trigger(
+    config: LineConfig, *, request_id: str, product: str, part_id: str, timeout_s: float
+) -> Answer:
+    import paho.mqtt.client as mqtt
+
+    request_id = request_id or f"cli-{uuid.uuid4().hex[:12]}"
+    prefix = config.mqtt.topic_prefix.format(station_id=config.station_id)
+    got: list[Answer] = []
+    done = threading.Event()
+
+    def on_message(_c: object, _u: object, message: mqtt.MQTTMessage) -> None:
+        answer = Answer.from_json(message.payload)
+        if answer.request_id == request_id:
+            got.append(answer)
+            done.set()
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+    client.on_message = on_message
+    client.connect(config.mqtt.host, config.mqtt.port)
+    client.subscribe(f"{prefix}/answer", qos=1)
+    client.loop_start()
+    try:
+        trigger = {"request_id": request_id, "product": product or None, "part_id": part_id or None}
+        client.publish(f"{prefix}/trigger", json.dumps(trigger), qos=1).wait_for_publish(timeout_s)
+        if not done.wait(timeout_s):
+            raise HandshakeTimeout(f"no answer to {request_id} on {prefix}/answer in {timeout_s} s")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return got[0]
+
+
+def opcua_trigger(
+    config: LineConfig, *, request_id: str, product: str, part_id: str, timeout_s: float
+) -> Answer:
+    from asyncua.sync import Client
+
+    from inspection.line.opcua import signal_node_id, variant
+
+    client = Client(config.opcua.endpoint, timeout=timeout_s)
+    client.connect()
+    try:
+        ns = client.get_namespace_index(config.opcua.namespace)
+        nodes = {
+            name: client.get_node(signal_node_id(ns, config.opcua.node_prefix, name))
+            for name in ("Trigger", "Product", "PartId", "RequestId", "Done", "Result",
+                         "ErrorCode", "Score", "AnswerRequestId", "Message")
+        }  # fmt: skip
+        for name, value in (("RequestId", request_id), ("Product", product), ("PartId", part_id)):
+            nodes[name].write_value(variant(name, value))
+        nodes["Trigger"].write_value(variant("Trigger", True))
+        try:
+            deadline = time.monotonic() + timeout_s
+            while not nodes["Done"].read_value():
+                if time.monotonic() > deadline:
+                    raise HandshakeTimeout(f"Done did not rise within {timeout_s} s")
+                time.sleep(0.005)
+            code = ErrorCode(nodes["ErrorCode"].read_value())
+            result = ResultCode(nodes["Result"].read_value())
+            verdict = {ResultCode.OK: "OK", ResultCode.NG: "NG"}.get(result)
+            return Answer(
+                request_id=nodes["AnswerRequestId"].read_value(),
+                error_code=int(code),
+                message=nodes["Message"].read_value(),
+                product=product or None,
+                verdict=verdict,  # type: ignore[arg-type]
+                score=float(nodes["Score"].read_value()) if verdict else None,
+            )
+        finally:
+            nodes["Trigger"].write_value(variant("Trigger", False))
+    finally:
+        client.disconnect()

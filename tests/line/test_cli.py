@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from typer.testing import CliRunner
+
+from inspection.cli import app
+from inspection.store.store import Store
+
+from .records import entries, inspection_fields
+
+
+def test_station_status_shows_the_outbox_backlog_per_sink(tmp_path: Path) -> None:
+    config = {
+        "station_id": "cam-1",
+        "products": ["brick"],
+        "store_url": f"sqlite:///{tmp_path / 'line.db'}",
+        "blob_dir": str(tmp_path / "blobs"),
+        "registry_dir": str(tmp_path / "registry"),
+        "camera": {"kind": "file", "path": str(tmp_path)},
+        "sinks": [
+            {"name": "mes", "kind": "mqtt"},
+            {"name": "hook", "kind": "webhook", "url": "http://x/"},
+        ],
+    }
+    path = tmp_path / "line.yaml"
+    path.write_text(yaml.safe_dump(config))
+    store = Store.migrated(config["store_url"], tmp_path / "blobs")
+    for n in range(2):
+        fields = inspection_fields(n)
+        store.add_inspection(outbox=entries(fields, ("mes",)), **fields)
+    store.engine.dispose()
+    result = CliRunner().invoke(app, ["station", "status", "-c", str(path)], terminal_width=120)
+    assert result.exit_code == 0, result.output
+    mes = next(line for line in result.output.splitlines() if " mes " in line)
+    hook = next(line for line in result.output.splitlines() if " hook " in line)
+    assert mes.split("│")[2].strip() == "2" and hook.split("│")[2].strip() == "0"
+    assert "brick: live bundle none" in result.output
+
+
+def test_station_run_rejects_unknown_config_keys(tmp_path: Path) -> None:
+    path = tmp_path / "line.yaml"
+    path.write_text(yaml.safe_dump({"station_id": "cam-1", "products": ["brick"], "camra": {}}))
+    result = CliRunner().invoke(app, ["station", "run", "-c", str(path)])
+    assert result.exit_code != 0
+    assert "camra" in str(result.exception)

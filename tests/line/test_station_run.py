@@ -1,0 +1,102 @@
+"""A running line station against a real asyncua server (the soft PLC) and a real Mosquitto."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+
+from inspection.line.config import (
+    MqttTriggerConfig,
+    OpcUaTriggerConfig,
+    PublisherConfig,
+    SinkConfig,
+)
+from inspection.line.handshake import Answer, ErrorCode, ResultCode
+from inspection.line.payload import ResultPayload
+from inspection.line.softplc import SoftPlc
+from inspection.line.station import LineStation
+
+from .helpers import Broker, Collector, free_port
+from .station_env import camera_folder, line_config
+
+
+class _AnswerClient:
+    """The MES/PLC side of the MQTT handshake: publishes triggers, collects answers."""
+
+    def __init__(self, port: int) -> None:
+        self.answers: list[Answer] = []
+        self._got = threading.Condition()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.subscribe("inspection/cam-1/answer", qos=1)
+        self.client.loop_start()
+
+    def _on_message(self, _c, _u, message: mqtt.MQTTMessage) -> None:
+        with self._got:
+            self.answers.append(Answer.from_json(message.payload))
+            self._got.notify_all()
+
+    def trigger(self, payload: str, timeout_s: float = 10.0) -> Answer:
+        count = len(self.answers)
+        self.client.publish("inspection/cam-1/trigger", payload, qos=1).wait_for_publish(5)
+        with self._got:
+            assert self._got.wait_for(lambda: len(self.answers) > count, timeout_s)
+            return self.answers[count]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def test_station_answers_the_plc_over_opcua_and_mqtt_and_publishes_results(
+    broker: Broker, tmp_path: Path, fp32_bundle: Path, tiny_product: Path
+) -> None:
+    endpoint = f"opc.tcp://127.0.0.1:{free_port()}/plc"
+    plc = SoftPlc(endpoint)
+    plc.start()
+    config = line_config(
+        tmp_path,
+        fp32_bundle,
+        camera_folder(tmp_path, tiny_product),
+        opcua=OpcUaTriggerConfig(enabled=True, endpoint=endpoint),
+        mqtt=MqttTriggerConfig(enabled=True, port=broker.port),
+        sinks=(SinkConfig(name="mes", kind="mqtt", port=broker.port),),
+        publisher=PublisherConfig(poll_s=0.05, backoff_initial_s=0.1, backoff_max_s=0.5),
+    )
+    results = Collector(broker.port, "inspection/cam-1/result")
+    station = LineStation.build(config)
+    station.start()
+    answers = _AnswerClient(broker.port)
+    try:
+        assert station.opcua is not None and station.opcua.connected.wait(10)
+        assert plc.read("Ready") is True
+        first = plc.trigger(request_id="o-1", part_id="part-1")
+        assert (first.request_id, first.error_code) == ("o-1", ErrorCode.NONE)
+        assert first.result in (ResultCode.OK, ResultCode.NG) and first.seconds > 0
+        assert plc.read("Done") is False and plc.read("Result") == 0  # reset after Trigger fell
+        made_up = plc.trigger(part_id="part-2")  # no RequestId from the PLC: the station's own
+        assert made_up.error_code == ErrorCode.NONE and len(made_up.request_id) == 20
+        selected = plc.trigger(request_id="o-3", product="grass")
+        assert (selected.result, selected.error_code) == (ResultCode.ERROR, ErrorCode.NO_MODEL)
+
+        over_mqtt = answers.trigger(json.dumps({"request_id": "m-1", "part_id": "part-3"}))
+        assert over_mqtt.error_code == ErrorCode.NONE and over_mqtt.verdict in ("OK", "NG")
+        assert answers.trigger("{oops").error_code == ErrorCode.BAD_TRIGGER
+        answers.client.publish("inspection/cam-1/product", "grass", qos=1).wait_for_publish(5)
+        assert answers.trigger('{"request_id": "m-2"}').error_code == ErrorCode.NO_MODEL
+
+        delivered = results.wait_for(3)
+    finally:
+        answers.close()
+        station.stop()
+        results.close()
+        plc.stop()
+    keys = sorted(ResultPayload.from_json(m).request_id for m in delivered)
+    assert keys == sorted(["o-1", made_up.request_id, "m-1"])
+    triggers = station.metrics.triggers
+    assert triggers.labels("opcua", "NO_MODEL")._value.get() == 1
+    assert triggers.labels("mqtt", "BAD_TRIGGER")._value.get() == 1
