@@ -21,7 +21,7 @@ def serve(
     from inspection.store.store import Store
 
     site_config = load_site_config(site)
-    store = Store(site_config.store_url, site_config.blob_dir)
+    store = Store.migrated(site_config.store_url, site_config.blob_dir)  # like serve
     app = create_catalog_app(site_config.registry_dir, store)
     uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
 

@@ -146,14 +146,22 @@ def scheduler(
     config: str = CONFIG_OPTION,
     once: bool = typer.Option(False, "--once", help="Run the jobs that are due now, then exit."),
     actor: str = typer.Option("scheduler", "--actor", help="Actor recorded for scheduled runs."),
+    ray_address: str = typer.Option(
+        None, "--ray", help="Run each due job as a Ray task on this cluster (host:port)."
+    ),
+    cpus_per_task: float = typer.Option(1.0, "--cpus-per-task", help="CPU budget per job (--ray)."),
 ) -> None:
     """Retrain products on their cron schedules (configs/retrain.yaml), one at a time."""
+    from inspection.retrain.fleet import FleetOptions, retrain_one
     from inspection.retrain.pipeline import retrain_product
     from inspection.retrain.scheduler import Scheduler
 
     site_config, retrain_config = _configs(site, config)
+    options = FleetOptions(ray_address, cpus_per_task, actor)
 
     def job(product: str):
+        if ray_address:
+            return retrain_one(product, site_config, retrain_config, options)
         return retrain_product(product, site=site_config, config=retrain_config, actor=actor)
 
     runner = Scheduler(retrain_config, job)

@@ -242,7 +242,7 @@ def step_inspect(ctx: DemoContext) -> None:
         if live is None:
             continue
         bundle_dir = ctx.registry.live_bundle_dir(product)
-        record = ctx.registry.version(product, _bundle_version(bundle_dir))
+        record = ctx.registry.bundle_record(product, live.bundle_id)
         dataset = load_dataset(ctx.site.datasets_dir / product)
         parts = [LabelledPath(s.path, s.label) for s in held_out_test_samples(record, dataset)]
         with console.status(f"{product}: judging {len(parts)} held-out parts with the live bundle"):
@@ -254,12 +254,6 @@ def step_inspect(ctx: DemoContext) -> None:
         ctx.notes.append(f"station check {check.summary()}")
         if not check.passed:
             ctx.failures.append(f"{product}: live bundle misjudges its parts: {check.summary()}")
-
-
-def _bundle_version(bundle_dir: Path) -> str:
-    from inspection.core.bundle import read_bundle_metadata
-
-    return read_bundle_metadata(bundle_dir).model_version.rsplit("/", 1)[-1]
 
 
 DemoStep = Callable[[DemoContext], None]

@@ -55,6 +55,30 @@ class FleetOutcome:
     challenger_bundle: str | None = None
     where: str = ""
 
+    def summary(self) -> str:
+        return (
+            f"{self.product}: {self.status} in {self.seconds:.0f} s ({self.where}): {self.detail}"
+        )
+
+
+class FleetTaskFailed(InspectionError):
+    """A product's task failed (its run recorded why; the champion stays live)."""
+
+
+def retrain_one(
+    product: str, site: SiteConfig, config: RetrainConfig, options: FleetOptions
+) -> FleetOutcome:
+    """One product through the fleet (the scheduler's job); raises when the task failed, so
+    retry policies apply, and ``RetrainBusy`` when another run holds the product."""
+    from inspection.retrain.lock import RetrainBusy
+
+    [outcome] = run_fleet([product], site, config, options)
+    if outcome.status == "skipped":
+        raise RetrainBusy(outcome.detail)
+    if outcome.status == "failed":
+        raise FleetTaskFailed(outcome.detail)
+    return outcome
+
 
 def retrain_task(
     product: str, site: SiteConfig, config: RetrainConfig, options: FleetOptions

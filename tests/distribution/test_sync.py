@@ -83,7 +83,7 @@ def test_corrupt_download_is_refused_and_the_station_keeps_serving(
         tar_path.with_suffix(".json").unlink()  # the registry packs it again
         assert sync_once(source, config.registry_dir, [PRODUCT])[0].status == "updated"
         deadline = time.monotonic() + 10
-        while station.client.get("/healthz").json()["products"][PRODUCT]["bundle_id"] != V2:
+        while station.ops("/healthz").json()["products"][PRODUCT]["bundle_id"] != V2:
             assert time.monotonic() < deadline, "the station did not swap to v2 within 10 s"
             time.sleep(0.05)
         assert station.inspect(sample_png).json()["bundle_id"] == V2

@@ -119,3 +119,13 @@ def test_retrain_cli_rejects_ambiguous_targets(args: list[str], expected: str) -
     result = CliRunner().invoke(app, ["retrain", *args])
     assert result.exit_code == 2
     assert expected in " ".join(result.output.split())
+
+
+def test_retrain_one_raises_for_the_scheduler(tmp_path: Path, tiny_product: Path) -> None:
+    """The scheduler's Ray job: a failed task raises (retries apply), never promotes."""
+    from inspection.retrain.fleet import FleetTaskFailed, retrain_one
+
+    site = _site(tmp_path, tiny_product.parent)
+    with pytest.raises(FleetTaskFailed, match="dataset folder not found"):
+        retrain_one("ghost", site, _config(tmp_path), FleetOptions())
+    assert Registry(site.registry_dir).live("ghost") is None

@@ -1,0 +1,84 @@
+"""Our greedy k-center against anomalib's KCenterGreedy, and the memory bank cap."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from inspection.training.coreset import (
+    coreset_size,
+    coverage_radius,
+    greedy_k_center,
+    select_coreset,
+)
+
+
+def clustered(n: int, d: int, seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    centers = 3.0 * torch.randn(20, d, generator=generator)
+    labels = torch.randint(20, (n,), generator=generator)
+    return centers[labels] + torch.randn(n, d, generator=generator)
+
+
+def seed(value: int) -> None:
+    torch.manual_seed(value)
+    np.random.seed(value)  # anomalib's projection draws column indices from numpy
+
+
+@pytest.mark.parametrize("n, d, ratio", [(1500, 48, 0.04), (3000, 24, 0.02)])
+def test_selection_matches_anomalib(n: int, d: int, ratio: float) -> None:
+    from anomalib.models.components import KCenterGreedy
+
+    embedding = clustered(n, d, seed=n)
+    seed(3)
+    reference = KCenterGreedy(embedding=embedding, sampling_ratio=ratio).select_coreset_idxs()
+    seed(3)
+    ours = select_coreset(embedding, ratio)
+
+    assert len(ours.indices) == len(reference) == int(n * ratio)
+    assert ours.indices.tolist() == reference
+    radius_ours = coverage_radius(embedding, embedding[ours.indices])
+    radius_ref = coverage_radius(embedding, embedding[reference])
+    assert radius_ours == pytest.approx(radius_ref, rel=0.05)
+
+
+def test_greedy_is_farthest_point() -> None:
+    points = torch.tensor([[0.0, 0.0], [1.0, 0.0], [10.0, 0.0], [5.0, 0.0]])
+    result = greedy_k_center(points, 3, start=0)
+    assert result.indices.tolist() == [0, 2, 3]
+    assert result.radius == pytest.approx(1.0)
+
+
+def test_prior_centers_are_not_picked_again() -> None:
+    points = torch.tensor([[0.0], [1.0], [9.0], [10.0]])
+    prior = torch.tensor([0.0, 1.0, 81.0, 100.0])  # squared distances to a center at 0
+    result = greedy_k_center(points, 1, start=None, min_sq=prior)
+    assert result.indices.tolist() == [3]
+    assert result.radius == pytest.approx(1.0)
+
+
+def test_cap_bounds_the_coreset() -> None:
+    embedding = clustered(4000, 16, seed=1)
+    seed(0)
+    assert len(select_coreset(embedding, 0.1, cap_rows=64).indices) == 64
+    assert coreset_size(4000, 0.1) == 400
+    assert coreset_size(4000, 0.1, cap_rows=10_000) == 400
+
+
+@pytest.mark.parametrize(
+    "n, ratio, cap, message",
+    [(10, 0.0, None, "ratio must be in"), (10, 0.01, None, "would be empty"),
+     (10, 0.5, 0, "at least 1 row")],
+)  # fmt: skip
+def test_bad_sizes(n: int, ratio: float, cap: int | None, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        coreset_size(n, ratio, cap)
+
+
+def test_block_pruning_keeps_the_full_scan_picks() -> None:
+    features = clustered(6000, 12, seed=5)
+    full = greedy_k_center(features, 120, start=0, block_rows=6000)  # one block: no pruning
+    pruned = greedy_k_center(features, 120, start=0, block_rows=128)
+    assert pruned.indices.tolist() == full.indices.tolist()
+    assert pruned.radius == pytest.approx(full.radius, rel=1e-5)
