@@ -28,6 +28,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from inspection.core.bundle import Preprocessing
+
 COLOUR, FREQUENCY, FEATURES, LOCAL = "colour", "frequency", "features", "local"
 IMAGE_COMPONENTS: tuple[str, ...] = (COLOUR, FREQUENCY)
 """Components computed from the image itself (no model output needed)."""
@@ -179,19 +181,24 @@ def fuse(z_scores: Mapping[str, np.ndarray]) -> tuple[np.ndarray, list[str]]:
 
 # ------------------------------------------------------------------ image statistics
 def _small(image: np.ndarray) -> np.ndarray:
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}")
-    return cv2.resize(image, (STATS_SIZE, STATS_SIZE), interpolation=cv2.INTER_AREA)
+    """(STATS_SIZE, STATS_SIZE, 3) float32 RGB in [0, 1] from uint8 or [0, 1] float input."""
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype not in (np.uint8, np.float32):
+        raise ValueError(
+            f"expected an (H, W, 3) uint8 or float32 RGB image, got {image.shape} {image.dtype}"
+        )
+    rgb = image.astype(np.float32) / 255.0 if image.dtype == np.uint8 else image
+    return cv2.resize(rgb, (STATS_SIZE, STATS_SIZE), interpolation=cv2.INTER_AREA)
 
 
 def colour_statistics(image: np.ndarray) -> np.ndarray:
-    """(12,) float64: mean and std of R, G, B and of H (circular, as cos/sin), S, V in [0, 1]."""
-    small = _small(image)
-    rgb = small.reshape(-1, 3).astype(np.float64) / 255.0
+    """(12,) float64: mean and std of R, G, B; saturation-weighted hue (cos, sin) mean;
+    mean and std of S and V. ``image``: (H, W, 3) RGB, uint8 or float32 in [0, 1]."""
+    small = np.clip(_small(image), 0.0, 1.0)
+    rgb = small.reshape(-1, 3).astype(np.float64)
     hsv = cv2.cvtColor(small, cv2.COLOR_RGB2HSV).reshape(-1, 3).astype(np.float64)
-    angle = hsv[:, 0] * (np.pi / 90.0)  # OpenCV hue is 0..179 for 0..358 degrees
-    sat, val = hsv[:, 1] / 255.0, hsv[:, 2] / 255.0
-    hue = np.stack([np.cos(angle) * sat, np.sin(angle) * sat], axis=1)  # saturation-weighted
+    angle = np.deg2rad(hsv[:, 0])  # float input: hue in degrees
+    sat, val = hsv[:, 1], hsv[:, 2]
+    hue = np.stack([np.cos(angle) * sat, np.sin(angle) * sat], axis=1)
     return np.concatenate(
         [rgb.mean(0), rgb.std(0), hue.mean(0), [sat.mean(), sat.std(), val.mean(), val.std()]]
     )
@@ -203,7 +210,7 @@ def frequency_statistics(image: np.ndarray) -> np.ndarray:
     Rings capture scale and density (a finer weave moves power outwards); sectors capture
     orientation (a rotated pattern moves power between sectors). DC is excluded.
     """
-    grey = cv2.cvtColor(_small(image), cv2.COLOR_RGB2GRAY).astype(np.float64) / 255.0
+    grey = cv2.cvtColor(_small(image), cv2.COLOR_RGB2GRAY).astype(np.float64)
     grey = (grey - grey.mean()) * np.outer(np.hanning(STATS_SIZE), np.hanning(STATS_SIZE))
     power = np.abs(np.fft.fftshift(np.fft.fft2(grey))) ** 2
     radius, angle = _polar_grid()
@@ -225,6 +232,24 @@ def _polar_grid() -> tuple[np.ndarray, np.ndarray]:
 
 
 IMAGE_STATISTICS = {COLOUR: colour_statistics, FREQUENCY: frequency_statistics}
+
+
+def images_of_input(batch: np.ndarray, prep: Preprocessing) -> list[np.ndarray]:
+    """Undo the normalisation of (N, 3, h, w) model input -> N (h, w, 3) float32 RGB in [0, 1].
+
+    Colour and frequency statistics are taken from the tensor the model sees, so training
+    and the station compute them from the same pixels.
+    """
+    if batch.ndim != 4 or batch.shape[1] != 3:
+        raise ValueError(f"expected (N, 3, h, w) model input, got {batch.shape}")
+    mean = np.asarray(prep.mean, dtype=np.float32)[:, None, None]
+    std = np.asarray(prep.std, dtype=np.float32)[:, None, None]
+    images = []
+    for tensor in batch:
+        pixels = (tensor * std + mean) / np.float32(prep.pixel_scale * 255.0)
+        image = np.ascontiguousarray(pixels.transpose(1, 2, 0), dtype=np.float32)
+        images.append(image[:, :, ::-1].copy() if prep.color_order == "BGR" else image)
+    return images
 
 
 def pool_features(feature_maps: list[np.ndarray]) -> np.ndarray:

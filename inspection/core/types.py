@@ -57,6 +57,7 @@ class InspectionResult:
     - ``mask``: (H, W) bool, same shape as ``anomaly_map``.
     - ``regions``: defect regions; ``candidates``: regions found on an OK image, not defects.
     - ``latency_ms``: wall time of preprocessing + inference + postprocessing.
+    - ``components``: per-component z-scores of a fused score; ``driver`` names the largest.
 
     The verdict rule of ``inspection.core.verdict`` is enforced: NG exactly when
     ``score >= threshold``; an NG carries at least one region and a non-empty mask; an OK
@@ -74,6 +75,9 @@ class InspectionResult:
     mask_source: str = "raw"
     timings_ms: dict[str, float] = field(default_factory=dict)
     candidates: tuple[DefectRegion, ...] = ()
+    components: dict[str, float] = field(default_factory=dict)
+    """Per-component z-scores when the bundle fuses a global-context score with the local one
+    (``inspection.core.global_context``): e.g. {"local": 1.2, "colour": 7.5}; empty otherwise."""
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
@@ -120,6 +124,13 @@ class InspectionResult:
     def is_defective(self) -> bool:
         return self.verdict == "NG"
 
+    @property
+    def driver(self) -> str | None:
+        """The component whose z-score set the fused score (None without components)."""
+        if not self.components:
+            return None
+        return max(self.components, key=lambda name: self.components[name])
+
     def summary(self) -> dict:
         """JSON-ready fields without the arrays."""
         return {
@@ -133,4 +144,12 @@ class InspectionResult:
             "candidates": [region.to_dict() for region in self.candidates],
             "height": int(self.anomaly_map.shape[0]),
             "width": int(self.anomaly_map.shape[1]),
+            **(
+                {
+                    "components": {k: round(float(v), 4) for k, v in self.components.items()},
+                    "driver": self.driver,
+                }
+                if self.components
+                else {}
+            ),
         }

@@ -23,6 +23,7 @@ import openvino as ov
 
 from inspection.core.bundle import BundleMetadata, verify_bundle
 from inspection.core.errors import BundleError, ImageDecodeError
+from inspection.core.global_context import GlobalContext, fuse, images_of_input
 from inspection.core.images import IMAGE_SUFFIXES, read_image
 from inspection.core.types import InspectionResult
 from inspection.core.verdict import check_threshold, judge
@@ -82,6 +83,7 @@ class Inspector:
             ) from exc
         self._score_index = _output_index(compiled, names["score"])
         self._map_index = _output_index(compiled, names["map"])
+        self._context, self._pooled_index = _global_context(compiled, metadata, bundle_dir)
         self._request = compiled.create_infer_request()
         self._lock = threading.Lock()
         self._threshold = check_threshold(
@@ -151,12 +153,38 @@ class Inspector:
 
     # ----------------------------------------------------------------- inference
     def infer_raw(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(N, 3, h, w) float32 model input -> raw scores (N,) and raw maps (N, h, w) float32."""
+        """(N, 3, h, w) float32 model input -> raw scores (N,) and raw maps (N, h, w) float32.
+
+        With a global-context bundle the scores are the fused ones (max of z-scores)."""
+        scores, maps, _ = self._infer(batch)
+        return scores, maps
+
+    def _infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[dict[str, float]]]:
+        """``infer_raw`` plus each image's component z-scores (empty dicts without context)."""
         with self._lock:
             self._request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})
             scores = self._request.get_tensor(self._score_port).data.copy()
             maps = self._request.get_tensor(self._map_port).data.copy()
-        return _squeeze_outputs(scores, maps, len(batch))
+            pooled = None
+            if self._context is not None:
+                pooled = self._request.get_output_tensor(self._pooled_index).data.copy()
+        scores, maps = _squeeze_outputs(scores, maps, len(batch))
+        return self._fused(batch, scores, maps, pooled)
+
+    def _fused(
+        self, batch: np.ndarray, scores: np.ndarray, maps: np.ndarray, pooled: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray, list[dict[str, float]]]:
+        """Local raw scores -> fused raw scores and per-image component z-scores."""
+        if self._context is None or pooled is None:
+            return scores, maps, [{} for _ in scores]
+        images = images_of_input(batch, self.metadata.preprocessing)
+        distances = self._context.distances(images=images, pooled=pooled.reshape(len(batch), -1))
+        z = self._context.z_scores(distances, local_raw=scores)
+        fused, _ = fuse(z)
+        components = [
+            {name: float(values[i]) for name, values in z.items()} for i in range(len(batch))
+        ]
+        return fused.astype(np.float32), maps, components
 
     def inspect(self, image: np.ndarray, *, threshold: float | None = None) -> InspectionResult:
         """Judge one (H, W, 3) uint8 RGB image at ``threshold`` (default: ``self.threshold``)."""
@@ -164,13 +192,15 @@ class Inspector:
         start = time.perf_counter()
         tensor = preprocess(image, self.metadata.preprocessing)
         prepared = time.perf_counter()
-        scores, maps = self.infer_raw(tensor[None])
+        scores, maps, components = self._infer(tensor[None])
         inferred = time.perf_counter()
         timings = {
             "preprocess": (prepared - start) * 1e3,
             "infer": (inferred - prepared) * 1e3,
         }
-        return self._finish(image, float(scores[0]), maps[0], start, timings, threshold)
+        return self._finish(
+            image, float(scores[0]), maps[0], start, timings, threshold, components[0]
+        )
 
     def inspect_batch(self, images: Sequence[np.ndarray]) -> list[InspectionResult]:
         """Judge several images with one batched inference; latency is the per-image share."""
@@ -179,7 +209,7 @@ class Inspector:
         start = time.perf_counter()
         batch = np.stack([preprocess(image, self.metadata.preprocessing) for image in images])
         prepared = time.perf_counter()
-        scores, maps = self.infer_raw(batch)
+        scores, maps, components = self._infer(batch)
         inferred = time.perf_counter()
         share = 1e3 / len(images)
         timings = {
@@ -187,9 +217,11 @@ class Inspector:
             "infer": (inferred - prepared) * share,
         }
         results = []
-        for image, score, raw_map in zip(images, scores, maps, strict=True):
+        for image, score, raw_map, parts in zip(images, scores, maps, components, strict=True):
             post_start = time.perf_counter()
-            result = self._finish(image, float(score), raw_map, post_start, dict(timings))
+            result = self._finish(
+                image, float(score), raw_map, post_start, dict(timings), components=parts
+            )
             results.append(
                 dataclasses.replace(
                     result, latency_ms=result.latency_ms + timings["preprocess"] + timings["infer"]
@@ -210,21 +242,26 @@ class Inspector:
         queue = ov.AsyncInferQueue(self._compiled, max(1, jobs))
         # The callback runs on OpenVINO threads: it only copies outputs and must hold no
         # reference to this inspector (releasing one there deadlocks OpenVINO's executor).
-        outputs = _collect_outputs(queue, self._score_index, self._map_index)
+        outputs = _collect_outputs(queue, self._score_index, self._map_index, self._pooled_index)
         starts: list[float] = []
         kept: list[np.ndarray] = []
+        tensors: list[np.ndarray] = []
         for index, image in enumerate(images):
             starts.append(time.perf_counter())
             tensor = preprocess(image, self.metadata.preprocessing)[None]
             kept.append(image)
+            tensors.append(tensor)
             queue.start_async({0: tensor}, index)
         queue.wait_all()
         del queue
         results = []
         for index, image in enumerate(kept):
-            raw_score, raw_map, done = outputs[index]
+            raw_score, raw_map, pooled, done = outputs[index]
             scores, maps = _squeeze_outputs(raw_score, raw_map, 1)
-            result = self._finish(image, float(scores[0]), maps[0], time.perf_counter(), {})
+            scores, maps, parts = self._fused(tensors[index], scores, maps, pooled)
+            result = self._finish(
+                image, float(scores[0]), maps[0], time.perf_counter(), {}, components=parts[0]
+            )
             infer_ms = (done - starts[index]) * 1e3
             result.timings_ms["infer"] = infer_ms
             results.append(dataclasses.replace(result, latency_ms=result.latency_ms + infer_ms))
@@ -267,6 +304,7 @@ class Inspector:
         start: float,
         timings: dict[str, float],
         threshold: float | None = None,
+        components: dict[str, float] | None = None,
     ) -> InspectionResult:
         post_start = time.perf_counter()
         meta = self.metadata
@@ -288,6 +326,7 @@ class Inspector:
             latency_ms=0.0,
             model_version=self.model_version,
             timings_ms=timings,
+            components=components or {},
         )
         timings["postprocess"] = (time.perf_counter() - post_start) * 1e3 - timings["regions"]
         if self.refiner is not None and result.is_defective:
@@ -310,20 +349,43 @@ def _output_index(compiled: ov.CompiledModel, name: str) -> int:
 
 
 def _collect_outputs(
-    queue: ov.AsyncInferQueue, score_index: int, map_index: int
-) -> dict[int, tuple[np.ndarray, np.ndarray, float]]:
-    """Register a callback storing ``{userdata: (score, map, finish time)}``; returns the dict."""
-    outputs: dict[int, tuple[np.ndarray, np.ndarray, float]] = {}
+    queue: ov.AsyncInferQueue, score_index: int, map_index: int, pooled_index: int | None = None
+) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray | None, float]]:
+    """Register a callback storing ``{userdata: (score, map, pooled or None, finish time)}``."""
+    outputs: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray | None, float]] = {}
 
     def on_done(request: ov.InferRequest, index: int) -> None:
+        pooled = None
+        if pooled_index is not None:
+            pooled = request.get_output_tensor(pooled_index).data.copy()
         outputs[index] = (
             request.get_output_tensor(score_index).data.copy(),
             request.get_output_tensor(map_index).data.copy(),
+            pooled,
             time.perf_counter(),
         )
 
     queue.set_callback(on_done)
     return outputs
+
+
+def _global_context(
+    compiled: ov.CompiledModel, metadata: BundleMetadata, bundle_dir: Path
+) -> tuple[GlobalContext | None, int | None]:
+    """The bundle's global-context model and the index of its pooled-features output."""
+    spec = metadata.extra.get("global_context")
+    if not spec:
+        return None, None
+    pooled = metadata.output_names.get("pooled")
+    if pooled is None or not spec.get("file"):
+        raise BundleError(f"{bundle_dir}: global_context needs a pooled output and a file")
+    if spec["file"] not in metadata.files:
+        raise BundleError(f"{bundle_dir}: metadata lists no checksum for {spec['file']}")
+    try:
+        context = GlobalContext.load(bundle_dir / spec["file"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise BundleError(f"{bundle_dir}: unreadable global-context file: {exc}") from exc
+    return context, _output_index(compiled, pooled)
 
 
 def _squeeze_outputs(

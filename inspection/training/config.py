@@ -21,6 +21,7 @@ import yaml
 
 from inspection.core.config import deep_merge, from_mapping, read_yaml
 from inspection.core.errors import ConfigError
+from inspection.core.global_context import GLOBAL_COMPONENTS
 
 MODEL_KINDS = ("patchcore", "stfpm")
 
@@ -68,6 +69,9 @@ class ModelConfig:
     memory_bank_max: int | None = 8192  # rows; the coreset ratio shrinks past it (None: no cap)
     # STFPM
     max_epochs: int = 5
+    # Global context (inspection.core.global_context): components fused with the local score,
+    # e.g. [features, colour, frequency]; empty = local score only.
+    global_context: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         check_kind(self.kind)
@@ -83,6 +87,9 @@ class ModelConfig:
         _check(self.memory_bank_max is None or self.memory_bank_max >= 1, "memory_bank_max",
                "must be at least 1 row, or null for no cap")  # fmt: skip
         _check(self.max_epochs >= 1, "max_epochs", "must be at least 1")
+        unknown = [c for c in self.global_context if c not in GLOBAL_COMPONENTS]
+        _check(not unknown, "global_context",
+               f"unknown components {unknown}; valid: {list(GLOBAL_COMPONENTS)}")  # fmt: skip
 
 
 @dataclass(frozen=True)

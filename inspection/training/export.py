@@ -21,7 +21,7 @@ import json
 import logging
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -58,7 +58,7 @@ log = logging.getLogger(__name__)
 
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
 DEFAULT_CALIBRATION_SIZE = 64
-SCORE_OUTPUT, MAP_OUTPUT = "pred_score", "anomaly_map"
+SCORE_OUTPUT, MAP_OUTPUT, POOLED_OUTPUT = "pred_score", "anomaly_map", "pooled_features"
 Progress = Callable[[str], None]
 
 
@@ -89,25 +89,52 @@ class _ScoreAndMap:
     """Factory for the wrapper module (built lazily so importing this file needs no torch)."""
 
     @staticmethod
-    def wrap(torch_model: Any) -> Any:
+    def wrap(torch_model: Any, pooled_layers: Sequence[str] = ()) -> Any:
+        """(score (N,), map (N, 1, h, w)[, pooled (N, D)]): with ``pooled_layers`` a third
+        output averages those backbone feature maps per channel, taken from the same forward
+        pass by a hook on the feature extractor (no second backbone run)."""
         import torch
 
         class ScoreAndMap(torch.nn.Module):
             def __init__(self, model: torch.nn.Module) -> None:
                 super().__init__()
                 self.model = model
+                self.layers = tuple(pooled_layers)
+                self._features: dict[str, torch.Tensor] = {}
 
-            def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-                out = self.model(x)
+            def _keep(self, _module: Any, _inputs: Any, output: Any) -> None:
+                self._features = dict(output)
+
+            def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+                hook = None
+                if self.layers:
+                    hook = feature_extractor(self.model).register_forward_hook(self._keep)
+                try:
+                    out = self.model(x)
+                finally:
+                    if hook is not None:
+                        hook.remove()
                 amap = out.anomaly_map
                 if amap.ndim == 3:
                     amap = amap.unsqueeze(1)
                 score = out.pred_score
                 if score is None:
                     score = torch.amax(amap, dim=(-3, -2, -1))
-                return score.reshape(-1), amap
+                if not self.layers:
+                    return score.reshape(-1), amap
+                pooled = torch.cat([self._features[k].mean(dim=(2, 3)) for k in self.layers], 1)
+                return score.reshape(-1), amap, pooled
 
         return ScoreAndMap(torch_model).eval()
+
+
+def feature_extractor(torch_model: Any) -> Any:
+    """The backbone feature extractor ({layer: (N, C, h, w)}) of a PatchCore or STFPM model."""
+    for path in ("feature_extractor", "teacher_model"):
+        module = getattr(torch_model, path, None)
+        if module is not None:
+            return module
+    raise BundleError(f"{type(torch_model).__name__} has no backbone feature extractor")
 
 
 @contextlib.contextmanager
@@ -127,22 +154,28 @@ def _no_chunking() -> Iterator[None]:
         patchcore.DEFAULT_CHUNK_SIZE = saved
 
 
-def convert_torch_model(torch_model: Any, input_size: tuple[int, int]) -> ov.Model:
-    """Convert the eval-mode torch model to OpenVINO with input (?, 3, h, w) and named outputs."""
+def convert_torch_model(
+    torch_model: Any, input_size: tuple[int, int], pooled_layers: Sequence[str] = ()
+) -> ov.Model:
+    """Convert the eval-mode torch model to OpenVINO with input (?, 3, h, w) and named outputs
+    (``pooled_features`` too when ``pooled_layers`` are given)."""
     import torch
 
     height, width = input_size
-    wrapper = _ScoreAndMap.wrap(torch_model.eval())
+    wrapper = _ScoreAndMap.wrap(torch_model.eval(), pooled_layers)
     with _no_chunking(), torch.no_grad():
         model = ov.convert_model(
             wrapper,
             example_input=torch.zeros(1, 3, height, width),
             input=[(-1, 3, height, width)],
         )
-    if len(model.outputs) != 2:
-        raise BundleError(f"converted model has {len(model.outputs)} outputs, expected 2")
+    expected = 3 if pooled_layers else 2
+    if len(model.outputs) != expected:
+        raise BundleError(f"converted model has {len(model.outputs)} outputs, expected {expected}")
     model.outputs[0].get_tensor().set_names({SCORE_OUTPUT})
     model.outputs[1].get_tensor().set_names({MAP_OUTPUT})
+    if pooled_layers:
+        model.outputs[2].get_tensor().set_names({POOLED_OUTPUT})
     model.inputs[0].get_tensor().set_names({"image"})
     return model
 
@@ -292,18 +325,32 @@ class ExportOptions:
             raise ValueError(f"calibration_size must be >= 1, got {self.calibration_size}")
 
 
-def _save_bundle(model: ov.Model, target: Path, metadata: BundleMetadata, compress: bool) -> Path:
+def _save_bundle(
+    model: ov.Model,
+    target: Path,
+    metadata: BundleMetadata,
+    compress: bool,
+    extra_files: Mapping[str, Path] | None = None,
+) -> Path:
     target.mkdir(parents=True, exist_ok=True)
     ov.save_model(model, target / metadata.model_file, compress_to_fp16=compress)
+    for name, source in (extra_files or {}).items():
+        shutil.copyfile(source, target / name)
     write_bundle_metadata(target, metadata)
     return target
 
 
 def _calibrated_bundle(
-    model: ov.Model, target: Path, meta: BundleMetadata, splits: ExportSplits, say: Progress
+    model: ov.Model,
+    target: Path,
+    meta: BundleMetadata,
+    splits: ExportSplits,
+    say: Progress,
+    extra_files: Mapping[str, Path] | None = None,
 ) -> tuple[BundleMetadata, RawOutputs]:
-    """Save ``model``, calibrate it on its own validation outputs, run it on the test split."""
-    _save_bundle(model, target, meta, compress=meta.precision == "fp16")
+    """Save ``model`` (with ``extra_files``), calibrate it on its own validation outputs, run it
+    on the test split."""
+    _save_bundle(model, target, meta, meta.precision == "fp16", extra_files)
     say(
         f"calibrating the {meta.precision} bundle on its {len(splits.validation)} validation images"
     )
@@ -329,6 +376,7 @@ def export_model(
     splits: ExportSplits,
     options: ExportOptions,
     progress: Progress | None = None,
+    extra_files: Mapping[str, Path] | None = None,
 ) -> ExportResult:
     """Convert, (quantise), save, calibrate, measure and gate one bundle in ``out_dir``.
 
@@ -336,25 +384,28 @@ def export_model(
     segmentation are the bundle's own (``Calibration``). A non-FP32 bundle is measured
     against an FP32 bundle calibrated the same way and refused (``GateRefusal``, the bundle
     is removed) unless every gated figure is within ``options.tolerances``, or ``force``.
+    ``extra_files`` ({name in bundle: source}) are copied in (the global-context
+    parameters) and checksummed like the model.
     """
     out_dir = Path(out_dir)
     if out_dir.exists():
         raise BundleError(f"{out_dir} already exists; refusing to overwrite a bundle")
     say = progress or log.info
     say(f"converting {base.model_kind} to OpenVINO")
-    fp32_model = convert_torch_model(torch_model, base.preprocessing.input_size)
+    pooled_layers = tuple((base.extra.get("global_context") or {}).get("layers", ()))
+    fp32_model = convert_torch_model(torch_model, base.preprocessing.input_size, pooled_layers)
     reference: tuple[dict[str, Any], BundleFigures] | None = None
     if options.precision != "fp32":
         with tempfile.TemporaryDirectory(prefix="fp32-reference-") as scratch:
             ref_meta = replace(base, precision="fp32")
             cal_meta, outputs = _calibrated_bundle(
-                fp32_model, Path(scratch) / "bundle", ref_meta, splits, say
+                fp32_model, Path(scratch) / "bundle", ref_meta, splits, say, extra_files
             )
             reference = measure(outputs, _own(cal_meta))
     model, meta = fp32_model, replace(base, precision=options.precision, created_at=utc_now())
     if options.precision == "int8":
         model, meta = _quantised(fp32_model, meta, splits, options, say)
-    meta, outputs = _calibrated_bundle(model, out_dir, meta, splits, say)
+    meta, outputs = _calibrated_bundle(model, out_dir, meta, splits, say, extra_files)
     _write_validation_scores(out_dir, outputs.scores, splits.test, meta)
     metrics, figures = measure(outputs, _own(meta))
     ref_figures = reference[1] if reference else figures
@@ -450,8 +501,13 @@ def base_metadata(record: ModelRecord, precision: Precision) -> BundleMetadata:
     """Identity, preprocessing and normalisation of a registered version, as bundle metadata."""
     preprocessing = record.preprocessing()
     normalization = record.normalization()
+    context = (record.extra or {}).get("global_context")
+    outputs = {"score": SCORE_OUTPUT, "map": MAP_OUTPUT}
+    if context:
+        outputs["pooled"] = POOLED_OUTPUT
     return BundleMetadata(
         schema_version=BUNDLE_SCHEMA_VERSION,
+        output_names=outputs,
         bundle_id=f"{record.version}-{precision}",
         product=record.product,
         model_kind=record.model_kind,
@@ -463,6 +519,7 @@ def base_metadata(record: ModelRecord, precision: Precision) -> BundleMetadata:
         inference_precision="f32",
         extra={
             "exporter": {"openvino": ov.get_version(), "converter": "openvino.convert_model"},
+            **({"global_context": context} if context else {}),
         },
     )
 
@@ -519,11 +576,20 @@ def export_bundle(
             splits=splits,
             options=options,
             progress=progress,
+            extra_files=_context_files(record),
         )
         target = registry.add_bundle(product, result.bundle_dir, result.bundle_id)
     if promote:
         registry.promote(product, result.bundle_id, actor=actor, reason=f"exported {precision}")
     return replace(result, bundle_dir=target)
+
+
+def _context_files(record: ModelRecord) -> dict[str, Path]:
+    """The global-context parameter file of a version (none without a global component)."""
+    context = (record.extra or {}).get("global_context")
+    if not context:
+        return {}
+    return {context["file"]: record.file(context["file"])}
 
 
 def held_out_test_samples(record: ModelRecord, dataset: Any) -> list[LabelledSample]:

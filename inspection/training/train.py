@@ -15,6 +15,7 @@ on CPU, evaluates it on the held-out test split and writes an immutable registry
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import tempfile
@@ -47,6 +48,14 @@ from inspection.training.backbones import (
     resolve_weights,
 )
 from inspection.training.config import ModelConfig, model_config_from_mapping
+from inspection.training.global_context import (
+    CONTEXT_FILE,
+    FUSION_RULE,
+    FittedContext,
+    fit_model_context,
+    fused_scores,
+    model_outputs,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -319,6 +328,11 @@ def train_model(
         predict(model, validation, image_size=config.image_size), normalization
     )
     predictions = predict(model, test, image_size=config.image_size)
+    context = None
+    if config.global_context:
+        context, normalization, predictions = _fit_global_context(
+            model, config, weights, dataset.train_samples, validation, predictions, normalization
+        )
     metrics = metrics_of_predictions(predictions, normalization, segmentation)
     metrics["fit_seconds"] = round(fit_seconds, 2)
     metrics["test_images"] = len(test)
@@ -326,6 +340,8 @@ def train_model(
 
     def write_files(directory: Path) -> None:
         torch.save(state, directory / CHECKPOINT_FILE)
+        if context is not None:
+            context.context.save(directory / CONTEXT_FILE)
 
     record = registry.create_version(
         product,
@@ -345,10 +361,62 @@ def train_model(
             "splits": to_mapping(_split_record(dataset, validation, test)),
             "train_images": len(dataset.train_samples),
             "map_resolution": list(config.image_size),
+            **({"global_context": _context_record(config, context)} if context else {}),
         },
     )
     logger.info("registered %s (%s)", record.model_version, config.kind)
     return TrainOutcome(record, model, predictions, metrics)
+
+
+def _fit_global_context(
+    model: Any,
+    config: ModelConfig,
+    weights: ResolvedWeights,
+    train_samples: Sequence[Sample],
+    validation: Sequence[Sample],
+    predictions: Any,
+    normalization: Normalization,
+) -> tuple[FittedContext, Normalization, Any]:
+    """Fit the global context; test predictions get fused scores (maps stay local)."""
+    prep = station_preprocessing(config, weights)
+    layers = config.backbone.layers
+    fitted = fit_model_context(
+        model.model,
+        config.global_context,
+        layers,
+        prep,
+        [s.path for s in train_samples],
+        validation,
+        to_mapping(normalization),
+    )
+    outputs = model_outputs(model.model, [Path(p) for p in predictions.paths], prep, layers)
+    fused, _ = fused_scores(fitted.context, outputs)
+    scores = fused.astype(np.float32)
+    fused_stats = {
+        k: fitted.normalization[k] for k in ("image_threshold_raw", "image_min", "image_max")
+    }
+    fused_normalization = dataclasses.replace(normalization, **fused_stats)
+    return fitted, fused_normalization, dataclasses.replace(predictions, scores=scores)
+
+
+def _context_record(config: ModelConfig, fitted: FittedContext) -> dict[str, Any]:
+    return {
+        "components": list(config.global_context),
+        "layers": list(config.backbone.layers),
+        "file": CONTEXT_FILE,
+        "fusion": FUSION_RULE,
+        "validation_auroc": fitted.validation_auroc,
+    }
+
+
+def station_preprocessing(config: ModelConfig, weights: ResolvedWeights) -> Preprocessing:
+    """The preprocessing an exported bundle applies (as recorded in ``extra.preprocessing``)."""
+    return Preprocessing(
+        input_size=tuple(config.image_size),
+        mean=tuple(weights.mean),
+        std=tuple(weights.std),
+        resize="bilinear",
+    )
 
 
 def fit(

@@ -17,8 +17,8 @@ from inspection.training.config import (
 )
 
 VALID_KEYS = (
-    "backbone, batch_size, coreset_sampling_ratio, image_size, kind, max_epochs, "
-    "memory_bank_max, num_neighbors, num_workers, seed, val_fraction"
+    "backbone, batch_size, coreset_sampling_ratio, global_context, image_size, kind, "
+    "max_epochs, memory_bank_max, num_neighbors, num_workers, seed, val_fraction"
 )
 
 
@@ -114,3 +114,10 @@ def test_parse_override(item: str, expected: dict) -> None:
 def test_parse_override_needs_key_and_value(item: str) -> None:
     with pytest.raises(ConfigError, match="expected key=value"):
         parse_override(item)
+
+
+def test_unknown_global_component_is_rejected() -> None:
+    from inspection.training.config import model_config_from_mapping
+
+    with pytest.raises(ConfigError, match=r"global_context.*unknown components \['shape'\]"):
+        model_config_from_mapping({"kind": "patchcore", "global_context": ["colour", "shape"]})

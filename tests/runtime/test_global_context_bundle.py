@@ -1,0 +1,99 @@
+"""A PatchCore trained with the global-context component, exported and run on the station."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from inspection.core.images import read_image
+from inspection.core.registry import Registry
+from inspection.runtime.inspector import Inspector
+from tests.conftest import TINY_PATCHCORE
+
+COMPONENTS = ["features", "colour", "frequency"]
+
+
+@pytest.fixture(scope="module")
+def weave_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Registry, Path, Path]:
+    from inspection.data.dataset import load_dataset
+    from inspection.data.demo import write_demo_product
+    from inspection.training.config import model_config_from_mapping
+    from inspection.training.export import export_bundle
+    from inspection.training.train import train
+
+    root = write_demo_product(
+        tmp_path_factory.mktemp("data"), "weave", seed=3, n_train=16, n_test_good=6,
+        n_test_per_defect=2, size=96,
+    )  # fmt: skip
+    registry = Registry(tmp_path_factory.mktemp("registry"))
+    config = model_config_from_mapping(
+        {**TINY_PATCHCORE, "global_context": COMPONENTS}, where="test"
+    )
+    train(config, load_dataset(root), product="weave", registry=registry, progress=False)
+    result = export_bundle(registry, "weave", precision="fp32")
+    return registry, result.bundle_dir, root
+
+
+def test_record_and_bundle_carry_the_global_context(weave_bundle) -> None:
+    registry, bundle_dir, _ = weave_bundle
+    record = registry.latest_version("weave")
+    spec = record.extra["global_context"]
+    assert spec["components"] == COMPONENTS and spec["file"] in record.files
+    assert set(spec["validation_auroc"]) >= {"local", "fused", *COMPONENTS}
+    inspector = Inspector.from_bundle(bundle_dir)
+    assert inspector.metadata.output_names["pooled"] == "pooled_features"
+    assert spec["file"] in inspector.metadata.files  # checksummed like the model
+
+
+def test_station_result_names_its_components(weave_bundle) -> None:
+    _, bundle_dir, root = weave_bundle
+    inspector = Inspector.from_bundle(bundle_dir)
+    images = [read_image(p) for p in sorted((root / "test").rglob("*.png"))[:4]]
+    single = [inspector.inspect(image) for image in images]
+    batched = inspector.inspect_batch(images)
+    many = inspector.inspect_many(images, jobs=2)
+    for one, two, three in zip(single, batched, many, strict=True):
+        assert set(one.components) == {"local", *COMPONENTS}
+        assert one.driver == max(one.components, key=one.components.get)
+        assert one.summary()["driver"] == one.driver
+        assert two.score == pytest.approx(one.score, abs=1e-5)
+        assert three.components == pytest.approx(one.components, abs=1e-4)
+
+
+def test_bundle_scores_match_training(weave_bundle) -> None:
+    """The fused score of the bundle equals the one training computed (same pixels, same graph)."""
+    from inspection.training.global_context import fused_scores, model_outputs
+    from inspection.training.train import load_trained_model
+
+    registry, bundle_dir, root = weave_bundle
+    record = registry.latest_version("weave")
+    inspector = Inspector.from_bundle(bundle_dir)
+    paths = sorted((root / "test").rglob("*.png"))[:4]
+    context = inspector._context
+    outputs = model_outputs(
+        load_trained_model(record).model,
+        paths,
+        inspector.metadata.preprocessing,
+        context.feature_layers,
+    )
+    expected, _ = fused_scores(context, outputs)
+    from inspection.runtime.preprocess import preprocess
+
+    batch = np.stack([preprocess(read_image(p), inspector.metadata.preprocessing) for p in paths])
+    got, _ = inspector.infer_raw(batch)
+    np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-2)
+
+
+def test_missing_context_file_is_refused(weave_bundle, tmp_path) -> None:
+    import shutil
+
+    from inspection.core.errors import BundleError
+
+    _, bundle_dir, _ = weave_bundle
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle_dir, copy)
+    (copy / "global_context.npz").unlink()
+    with pytest.raises(BundleError, match=r"global_context\.npz is missing"):
+        Inspector.from_bundle(copy)
