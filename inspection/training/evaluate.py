@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,41 +29,11 @@ from inspection.core.metrics import aupro, judge_all
 from inspection.core.segmentation import select_segmentation
 from inspection.core.verdict import Segmentation
 from inspection.data.dataset import Dataset, Sample
+from inspection.training.samples import Predictions, SampleDataset, mask_known
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["Predictions", "aupro", "compute_metrics", "metrics_of_predictions", "predict"]
-
-
-@dataclass(frozen=True)
-class Predictions:
-    """Model outputs on N test images, raw (not min-max normalised).
-
-    scores: (N,) float32 image anomaly scores; maps: (N, H, W) float32 anomaly maps at the
-    model input resolution (``image_size``); labels: (N,) int64 0 good / 1 defective;
-    gt_masks: (N, H, W) bool ground truth resized (nearest) to the map resolution;
-    mask_known: (N,) bool, False for a defective image without a mask file.
-    """
-
-    scores: np.ndarray
-    maps: np.ndarray
-    labels: np.ndarray
-    gt_masks: np.ndarray
-    mask_known: np.ndarray
-    defect_types: tuple[str, ...]
-    paths: tuple[str, ...]
-
-    def __post_init__(self) -> None:
-        n = len(self.scores)
-        if self.scores.shape != (n,):
-            raise ValueError(f"scores: expected shape (N,), got {self.scores.shape}")
-        if self.maps.ndim != 3 or len(self.maps) != n:
-            raise ValueError(f"maps: expected ({n}, H, W), got {self.maps.shape}")
-        if self.gt_masks.shape != self.maps.shape:
-            raise ValueError(f"gt_masks: expected {self.maps.shape}, got {self.gt_masks.shape}")
-        for name in ("labels", "mask_known", "defect_types", "paths"):
-            if len(getattr(self, name)) != n:
-                raise ValueError(f"{name}: expected {n} entries, got {len(getattr(self, name))}")
 
 
 def predict(
@@ -80,8 +49,6 @@ def predict(
     the size in the model's pre-processor.
     """
     import torch
-
-    from inspection.training.train import SampleDataset, mask_known
 
     samples = list(data.test_samples if isinstance(data, Dataset) else data)
     if not samples:
@@ -205,6 +172,6 @@ def write_report(out_dir: str | Path, predictions: Predictions, metrics: dict[st
     (out_dir / "metrics.json").write_text(
         json.dumps(metrics, indent=2, sort_keys=True, default=str), encoding="utf-8"
     )
-    save_plots(out_dir, predictions, metrics)
+    save_plots(out_dir, predictions, metrics, judged_masks(predictions, metrics))
     logger.info("report written to %s", out_dir)
     return out_dir

@@ -13,18 +13,21 @@ import matplotlib.pyplot as plt
 import numpy as np
 from sklearn.metrics import roc_curve
 
-from inspection.training.evaluate import Predictions, judged_masks
+from inspection.training.samples import Predictions, load_image
 
 GRID_ROWS = 8
 
 
-def save_plots(out_dir: Path, predictions: Predictions, metrics: dict[str, Any]) -> list[Path]:
-    """Write roc.png, score_histogram.png and examples.png into ``out_dir``."""
+def save_plots(
+    out_dir: Path, predictions: Predictions, metrics: dict[str, Any], masks: np.ndarray | None
+) -> list[Path]:
+    """Write roc.png, score_histogram.png and examples.png into ``out_dir``; ``masks`` are the
+    judged (N, H, W) masks the station would draw, or ``None`` when unknown."""
     thresholds = metrics.get("thresholds", {})
     return [
         plot_roc(out_dir / "roc.png", predictions, metrics),
         plot_histogram(out_dir / "score_histogram.png", predictions, thresholds.get("image")),
-        plot_examples(out_dir / "examples.png", predictions, judged_masks(predictions, metrics)),
+        plot_examples(out_dir / "examples.png", predictions, masks),
     ]
 
 
@@ -66,8 +69,6 @@ def plot_histogram(path: Path, predictions: Predictions, threshold: float | None
 def plot_examples(path: Path, predictions: Predictions, masks: np.ndarray | None) -> Path:
     """Rows of image | anomaly map | judged mask (the station's verdict rule; blank when
     unknown) | ground truth, defects first."""
-    from inspection.training.train import load_image
-
     rows = _example_rows(predictions)
     fig, axes = plt.subplots(len(rows), 4, figsize=(8, 2.1 * len(rows)), squeeze=False)
     vmin, vmax = float(predictions.maps.min()), float(predictions.maps.max())

@@ -27,17 +27,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from torch.utils.data import Dataset as TorchDataset
 
 from inspection.core.bundle import Preprocessing
 from inspection.core.calibration import Normalization
 from inspection.core.config import to_mapping
 from inspection.core.errors import ConfigError, DatasetError
-from inspection.core.images import read_image, read_mask
 from inspection.core.registry import DataSplits, ModelRecord, Registry
 from inspection.data.dataset import Dataset, Sample
 from inspection.training.backbones import (
@@ -48,6 +45,7 @@ from inspection.training.backbones import (
     resolve_weights,
 )
 from inspection.training.config import ModelConfig, model_config_from_mapping
+from inspection.training.evaluate import metrics_of_predictions, predict, select_for_model
 from inspection.training.global_context import (
     CONTEXT_FILE,
     FUSION_RULE,
@@ -56,6 +54,7 @@ from inspection.training.global_context import (
     fused_scores,
     model_outputs,
 )
+from inspection.training.samples import SampleDataset
 
 logger = logging.getLogger(__name__)
 
@@ -69,62 +68,6 @@ _EXPECTED_WARNINGS = (
     ".*isinstance\\(treespec, LeafSpec\\)",
 )
 PACKAGES = ("torch", "torchvision", "anomalib", "lightning", "timm", "openvino", "nncf", "numpy")
-
-
-# --------------------------------------------------------------------------- data
-
-
-class SampleDataset(TorchDataset):
-    """Samples as anomalib ``ImageItem``s at the model resolution.
-
-    image: (3, H, W) float32 in [0, 1], resized with bilinear interpolation (cv2.INTER_LINEAR,
-    the bundle's ``resize: bilinear``); gt_mask: (H, W) bool, nearest-neighbour resized.
-    Normalisation (mean/std) is the model's pre-processor's job.
-    """
-
-    def __init__(self, samples: Sequence[Sample], image_size: tuple[int, int]) -> None:
-        self.samples = list(samples)
-        self.image_size = image_size
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int) -> Any:
-        from anomalib.data import ImageItem
-        from torchvision.tv_tensors import Image, Mask
-
-        sample = self.samples[index]
-        image = load_image(sample.path, self.image_size)
-        mask = load_mask(sample, self.image_size)
-        return ImageItem(
-            image=Image(torch.from_numpy(image).permute(2, 0, 1).contiguous()),
-            gt_label=torch.tensor(sample.label),
-            gt_mask=Mask(torch.from_numpy(mask)),
-            image_path=str(sample.path),
-            mask_path=str(sample.mask_path or ""),
-        )
-
-
-def load_image(path: Path, image_size: tuple[int, int]) -> np.ndarray:
-    """Read and resize to (H, W, 3) float32 RGB in [0, 1] (bilinear)."""
-    height, width = image_size
-    rgb = read_image(path)
-    if rgb.shape[:2] != (height, width):
-        rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_LINEAR)
-    return rgb.astype(np.float32) / 255.0
-
-
-def load_mask(sample: Sample, image_size: tuple[int, int]) -> np.ndarray:
-    """Ground truth as (H, W) bool at ``image_size``; all False for good samples.
-
-    A defective sample without a mask file gets an all-False mask; ``mask_known`` tells them apart.
-    """
-    return read_mask(sample.mask_path if sample.label else None, image_size)
-
-
-def mask_known(sample: Sample) -> bool:
-    """Whether the sample's pixel ground truth is known (good, or defective with a mask)."""
-    return sample.label == 0 or sample.mask_path is not None
 
 
 def split_validation(
@@ -315,8 +258,6 @@ def train_model(
     progress: bool = True,
 ) -> TrainOutcome:
     """``train`` that also returns the model and test predictions (for reports)."""
-    from inspection.training.evaluate import metrics_of_predictions, predict, select_for_model
-
     validation, test = evaluation_splits(config, dataset)
     fingerprint = dataset.fingerprint()
     weights = resolve_weights(
