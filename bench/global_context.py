@@ -61,7 +61,7 @@ def run_product(product: str, data: Path, precision: str) -> dict:
             "test_images": len(samples),
             "test_good": int((labels == 0).sum()),
             "fit_and_fuse_s": round(fit_s, 1),
-            "validation_auroc": outcome.record.extra["global_context"]["validation_auroc"],
+            "validation_auroc": outcome.record.global_context().validation_auroc,
             "bundle_gate": bundle.metrics.get("gate", {}).get("passed"),
         }
         row["auroc"] = _aurocs(results, labels, [s.defect_type for s in samples])

@@ -49,6 +49,19 @@ class Preprocessing:
 
 
 @dataclass(frozen=True)
+class GlobalContextSpec:
+    """A model's global-context component (``core.global_context``): its parameter file
+    (checksummed in a bundle), the backbone layers pooled for it, its components, the fusion
+    rule, and each component's image AUROC on the validation split."""
+
+    components: tuple[str, ...]
+    layers: tuple[str, ...]
+    file: str
+    fusion: str
+    validation_auroc: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class BundleMetadata:
     schema_version: int
     bundle_id: str
@@ -68,6 +81,8 @@ class BundleMetadata:
     inference_precision: Literal["f32", "f16", "bf16"] | None = None
     """OpenVINO CPU ``INFERENCE_PRECISION_HINT``; ``f32`` keeps the gated numerics on CPUs
     that would otherwise run in bf16. ``None``: OpenVINO's default."""
+    global_context: GlobalContextSpec | None = None
+    """The fused image-level component; ``None``: the score is the local one alone."""
     segmentation: Segmentation | None = None
     """How the station draws regions; None (older bundles) = global ``pixel_threshold``."""
     calibration: dict[str, Any] | None = None
@@ -150,13 +165,19 @@ def read_versioned_metadata(
         raise BundleError(str(exc)) from exc
 
 
+_FIELDS_ONCE_IN_EXTRA = ("inference_precision", "global_context")
+
+
 def _upgrade_legacy_keys(cls: type, data: dict[str, Any]) -> dict[str, Any]:
-    """Schema-1 bundles written before ``inference_precision`` was a field kept it in extra."""
+    """Schema-1 bundles written before these were fields kept them in ``extra``."""
     extra = data.get("extra")
-    if cls is BundleMetadata and isinstance(extra, dict) and "inference_precision" in extra:
-        extra = dict(extra)
-        data = {**data, "extra": extra}
-        data.setdefault("inference_precision", extra.pop("inference_precision"))
+    if cls is not BundleMetadata or not isinstance(extra, dict):
+        return data
+    extra = dict(extra)
+    data = {**data, "extra": extra}
+    for key in _FIELDS_ONCE_IN_EXTRA:
+        if key in extra:
+            data.setdefault(key, extra.pop(key))
     return data
 
 

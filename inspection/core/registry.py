@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 from filelock import FileLock
 
-from inspection.core.bundle import Preprocessing, verify_bundle
+from inspection.core.bundle import GlobalContextSpec, Preprocessing, verify_bundle
 from inspection.core.calibration import Normalization
 from inspection.core.config import from_mapping
 from inspection.core.errors import ConfigError, RegistryError
@@ -121,6 +121,12 @@ class ModelRecord:
         if "segmentation" not in self.extra:
             return None
         return self._typed_extra("segmentation", Segmentation)
+
+    def global_context(self) -> GlobalContextSpec | None:
+        """The fitted global-context component; ``None`` when the model has none."""
+        if not self.extra.get("global_context"):
+            return None
+        return self._typed_extra("global_context", GlobalContextSpec)
 
     def splits(self) -> DataSplits:
         """The recorded validation/test split; empty for versions that recorded none."""

@@ -373,16 +373,16 @@ def _global_context(
     compiled: ov.CompiledModel, metadata: BundleMetadata, bundle_dir: Path
 ) -> tuple[GlobalContext | None, int | None]:
     """The bundle's global-context model and the index of its pooled-features output."""
-    spec = metadata.extra.get("global_context")
-    if not spec:
+    spec = metadata.global_context
+    if spec is None:
         return None, None
     pooled = metadata.output_names.get("pooled")
-    if pooled is None or not spec.get("file"):
+    if pooled is None or not spec.file:
         raise BundleError(f"{bundle_dir}: global_context needs a pooled output and a file")
-    if spec["file"] not in metadata.files:
-        raise BundleError(f"{bundle_dir}: metadata lists no checksum for {spec['file']}")
+    if spec.file not in metadata.files:
+        raise BundleError(f"{bundle_dir}: metadata lists no checksum for {spec.file}")
     try:
-        context = GlobalContext.load(bundle_dir / spec["file"])
+        context = GlobalContext.load(bundle_dir / spec.file)
     except (OSError, ValueError, KeyError) as exc:
         raise BundleError(f"{bundle_dir}: unreadable global-context file: {exc}") from exc
     return context, _output_index(compiled, pooled)

@@ -392,7 +392,7 @@ def export_model(
         raise BundleError(f"{out_dir} already exists; refusing to overwrite a bundle")
     say = progress or log.info
     say(f"converting {base.model_kind} to OpenVINO")
-    pooled_layers = tuple((base.extra.get("global_context") or {}).get("layers", ()))
+    pooled_layers = base.global_context.layers if base.global_context else ()
     fp32_model = convert_torch_model(torch_model, base.preprocessing.input_size, pooled_layers)
     reference: tuple[dict[str, Any], BundleFigures] | None = None
     if options.precision != "fp32":
@@ -501,7 +501,7 @@ def base_metadata(record: ModelRecord, precision: Precision) -> BundleMetadata:
     """Identity, preprocessing and normalisation of a registered version, as bundle metadata."""
     preprocessing = record.preprocessing()
     normalization = record.normalization()
-    context = (record.extra or {}).get("global_context")
+    context = record.global_context()
     outputs = {"score": SCORE_OUTPUT, "map": MAP_OUTPUT}
     if context:
         outputs["pooled"] = POOLED_OUTPUT
@@ -517,10 +517,8 @@ def base_metadata(record: ModelRecord, precision: Precision) -> BundleMetadata:
         normalization=normalization,
         source_dataset={k: v for k, v in record.dataset.items() if k != "files"},
         inference_precision="f32",
-        extra={
-            "exporter": {"openvino": ov.get_version(), "converter": "openvino.convert_model"},
-            **({"global_context": context} if context else {}),
-        },
+        global_context=context,
+        extra={"exporter": {"openvino": ov.get_version(), "converter": "openvino.convert_model"}},
     )
 
 
@@ -586,10 +584,10 @@ def export_bundle(
 
 def _context_files(record: ModelRecord) -> dict[str, Path]:
     """The global-context parameter file of a version (none without a global component)."""
-    context = (record.extra or {}).get("global_context")
-    if not context:
+    context = record.global_context()
+    if context is None:
         return {}
-    return {context["file"]: record.file(context["file"])}
+    return {context.file: record.file(context.file)}
 
 
 def held_out_test_samples(record: ModelRecord, dataset: Any) -> list[LabelledSample]:

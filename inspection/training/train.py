@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from inspection.core.bundle import Preprocessing
+from inspection.core.bundle import GlobalContextSpec, Preprocessing
 from inspection.core.calibration import Normalization
 from inspection.core.config import to_mapping
 from inspection.core.errors import ConfigError, DatasetError
@@ -341,13 +341,14 @@ def _fit_global_context(
 
 
 def _context_record(config: ModelConfig, fitted: FittedContext) -> dict[str, Any]:
-    return {
-        "components": list(config.global_context),
-        "layers": list(config.backbone.layers),
-        "file": CONTEXT_FILE,
-        "fusion": FUSION_RULE,
-        "validation_auroc": fitted.validation_auroc,
-    }
+    spec = GlobalContextSpec(
+        components=tuple(config.global_context),
+        layers=tuple(config.backbone.layers),
+        file=CONTEXT_FILE,
+        fusion=FUSION_RULE,
+        validation_auroc=dict(fitted.validation_auroc),
+    )
+    return to_mapping(spec)
 
 
 def station_preprocessing(config: ModelConfig, weights: ResolvedWeights) -> Preprocessing:

@@ -56,7 +56,9 @@ def central(tmp_path: Path, fp32_bundle: Path) -> Iterator[Central]:
     registry = Registry(tmp_path / "central" / "registry")
     registry.add_bundle(PRODUCT, fp32_bundle, V1)
     registry.promote(PRODUCT, V1, actor="tests", reason="initial")
-    store = Store.migrated(f"sqlite:///{tmp_path / 'central' / 'site.db'}", tmp_path / "central" / "blobs")
+    store = Store.migrated(
+        f"sqlite:///{tmp_path / 'central' / 'site.db'}", tmp_path / "central" / "blobs"
+    )
     token, _ = create_token(store, "line-1", "tests")
     port = _free_port()
     config = uvicorn.Config(

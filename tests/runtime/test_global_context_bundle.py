@@ -39,12 +39,13 @@ def weave_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Registry, Pa
 def test_record_and_bundle_carry_the_global_context(weave_bundle) -> None:
     registry, bundle_dir, _ = weave_bundle
     record = registry.latest_version("weave")
-    spec = record.extra["global_context"]
-    assert spec["components"] == COMPONENTS and spec["file"] in record.files
-    assert set(spec["validation_auroc"]) >= {"local", "fused", *COMPONENTS}
+    spec = record.global_context()
+    assert spec is not None and list(spec.components) == COMPONENTS and spec.file in record.files
+    assert set(spec.validation_auroc) >= {"local", "fused", *COMPONENTS}
     inspector = Inspector.from_bundle(bundle_dir)
     assert inspector.metadata.output_names["pooled"] == "pooled_features"
-    assert spec["file"] in inspector.metadata.files  # checksummed like the model
+    assert inspector.metadata.global_context == spec
+    assert spec.file in inspector.metadata.files  # checksummed like the model
 
 
 def test_station_result_names_its_components(weave_bundle) -> None:
