@@ -138,6 +138,7 @@ class DemoContext:
     overrides: list[str] = field(default_factory=list)  # --set, applied to every model
     results: list[tuple[Any, dict[str, Any]]] = field(default_factory=list)  # (record, metrics)
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # shown loudly, not fatal
     failures: list[str] = field(default_factory=list)  # make the demo exit non-zero
 
     @property
@@ -187,8 +188,10 @@ def step_export(ctx: DemoContext) -> None:
     except ImportError as exc:
         log.info("export step skipped: %s", exc)
         return
+    from inspection.core.signing import sign_bundle
     from inspection.runtime.tuning import promote_fastest
 
+    signing_key = _site_signing_key(ctx)
     for product in ctx.products:
         records = [(r, m) for r, m in ctx.results if r.product == product]
         if not records:
@@ -209,6 +212,7 @@ def step_export(ctx: DemoContext) -> None:
                     # A refused INT8 bundle leaves the FP32 one live: noted, not fatal.
                     ctx.notes.append(f"{product} {precision} export not registered: {exc}")
                     continue
+            sign_bundle(result.bundle_dir, signing_key)
             exported.append(result.bundle_id)
             auroc = result.metrics.get("overall", result.metrics).get("image_auroc")
             ctx.notes.append(f"{product}: bundle {result.bundle_id} image AUROC {auroc}")
@@ -221,6 +225,20 @@ def step_export(ctx: DemoContext) -> None:
         ctx.notes.append(
             f"{product}: live bundle {record.chosen_bundle_id} (fastest gated here: {timings})"
         )
+
+
+def _site_signing_key(ctx: DemoContext) -> Any:
+    """The site's Ed25519 signing key (``<var>/keys``), created on the first run."""
+    from inspection.core.signing import PRIVATE_KEY_FILE, init_keys, load_private_key
+
+    folder = Path(ctx.site.registry_dir).parent / "keys"
+    if not (folder / PRIVATE_KEY_FILE).is_file():
+        keys = init_keys(folder)
+        ctx.notes.append(
+            f"created the site signing key {keys.private}; pin {keys.public} as "
+            "bundle_public_key in a station's config to refuse unsigned or altered bundles"
+        )
+    return load_private_key(folder / PRIVATE_KEY_FILE)
 
 
 def step_inspect(ctx: DemoContext) -> None:
@@ -252,6 +270,11 @@ def step_inspect(ctx: DemoContext) -> None:
                 ctx.failures.append(f"{product}: live bundle unusable: {exc}")
                 continue
         ctx.notes.append(f"station check {check.summary()}")
+        if concerns := check.line_concerns():
+            ctx.warnings.append(
+                f"{product}: the live bundle {' and '.join(concerns)} on held-out parts; the "
+                "model does not separate this product well enough for a line (see its report)"
+            )
         if not check.passed:
             ctx.failures.append(f"{product}: live bundle misjudges its parts: {check.summary()}")
 
@@ -298,6 +321,8 @@ def demo_command(
         f"demo finished in {time.perf_counter() - started:.0f} s; "
         f"reports in {ctx.site.reports_dir}/<product>/"
     )
+    for warning in ctx.warnings:
+        console.print(f"[bold yellow]NOT LINE-READY[/] {warning}")
     if ctx.failures:
         for failure in ctx.failures:
             console.print(f"[bold red]FAILED[/] {failure}")

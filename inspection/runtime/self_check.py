@@ -38,6 +38,17 @@ class LiveCheck:
     def passed(self) -> bool:
         return self.decision.passed and not self.unreadable
 
+    def line_concerns(self, max_false_reject: float = 0.1, max_miss: float = 0.1) -> list[str]:
+        """Absolute shortfalls that no relative gate catches: an FP32 reference that itself
+        rejects good parts or misses defects makes a bundle pass the gate and still unfit
+        for a line."""
+        f, concerns = self.figures, []
+        if f.false_reject_rate > max_false_reject:
+            concerns.append(f"rejects {f.rejected_good()}/{f.n_good} good parts")
+        if f.miss_rate > max_miss:
+            concerns.append(f"misses {round(f.miss_rate * f.n_defective)}/{f.n_defective} defects")
+        return concerns
+
     def summary(self) -> str:
         f = self.figures
         text = (

@@ -50,3 +50,18 @@ def test_a_bundle_judging_otherwise_than_gated_fails(
 def test_a_bundle_without_a_gate_record_is_refused() -> None:
     with pytest.raises(BundleError, match="not calibrated on its own outputs"):
         recorded_reference({"overall": {"image_auroc": 1.0}})
+
+
+def test_a_bundle_as_bad_as_its_fp32_reference_passes_the_gate_but_is_not_line_ready() -> None:
+    from inspection.core.export_gate import BundleFigures, GateTolerances, check_gate
+    from inspection.runtime.self_check import LiveCheck
+
+    poor = BundleFigures(
+        false_reject_rate=5 / 7, miss_rate=3 / 16, image_auroc=None, pixel_auroc=None,
+        aupro=None, region_recall=None, ng_without_region=0, n_good=7, n_defective=16,
+    )  # fmt: skip
+    check = LiveCheck("p/v0001", poor, poor, check_gate(poor, poor, GateTolerances()))
+    assert check.passed  # relative to FP32 nothing is worse
+    assert check.line_concerns() == ["rejects 5/7 good parts", "misses 3/16 defects"]
+    fine = replace(poor, false_reject_rate=0.0, miss_rate=0.0)
+    assert LiveCheck("p/v0001", fine, fine, check.decision).line_concerns() == []
