@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-import signal
-import threading
 import time
 
 import typer
 from rich.console import Console
+
+from inspection.cli._signals import stop_on_signals
 
 console = Console()
 log = logging.getLogger(__name__)
@@ -174,9 +174,7 @@ def scheduler(
         if any(outcome.status == "failed" for outcome in outcomes):
             raise typer.Exit(2)
         return
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+    stop = stop_on_signals()
     runner.run_forever(stop)
     console.print("scheduler stopped")
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
-import threading
 from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from inspection.cli._signals import stop_on_signals
 
 console = Console()
 station_app = typer.Typer(help="Line-station maintenance commands.", no_args_is_help=True)
@@ -61,9 +61,7 @@ def sync(
         if any(outcome.status == "failed" for outcome in outcomes):
             raise typer.Exit(2)
         return
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+    stop = stop_on_signals()
     console.print(f"syncing {', '.join(products)} from {source} every {interval:g} s")
     sync_forever(
         bundle_source,
@@ -146,9 +144,7 @@ def run(config: Path = LINE_OPTION) -> None:
     logging.getLogger("asyncua").setLevel(logging.WARNING)  # logs every request at INFO
     line_config = load_line_config(config)
     station = LineStation.build(line_config)
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+    stop = stop_on_signals()
     station.start()
     ways = [
         n
