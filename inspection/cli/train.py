@@ -35,6 +35,7 @@ EVAL_DATA_OPTION = typer.Option(
 )
 DEMO_PRODUCTS = ("brick", "grass", "gravel")
 DEMO_MODELS = ("patchcore", "stfpm")
+TABLE_WIDTH = 120
 
 
 def _offline() -> None:
@@ -352,7 +353,9 @@ def _print_metrics(results: list[tuple[Any, dict[str, Any]]]) -> None:
             str(overall.get("ng_without_region", "-")),
             _fmt(metrics.get("fit_seconds", record.metrics.get("fit_seconds")), 1),
         )
-    console.print(table)
+    # Logs and CI have no terminal width: never let the figures collapse to '1.…'.
+    wide = console if console.width >= TABLE_WIDTH else Console(width=TABLE_WIDTH)
+    wide.print(table)
 
 
 def _fmt(value: object, digits: int = 3) -> str:
