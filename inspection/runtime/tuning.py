@@ -127,6 +127,10 @@ def gate_status(meta: BundleMetadata, fp32_auroc: float | None) -> tuple[bool, s
     """Did this bundle pass the accuracy gate? (passed, why) from its recorded metrics."""
     if meta.precision == "fp32":
         return True, "fp32 reference"
+    recorded = meta.metrics.get("gate")
+    if isinstance(recorded, dict) and recorded.get("passed") is False:
+        # The export gate refused it (registered only with --force): never serve it.
+        return False, "refused by its export gate: " + "; ".join(recorded.get("failures") or [])
     drop = meta.metrics.get("image_auroc_drop")
     if drop is None and fp32_auroc is not None:
         auroc = (meta.metrics.get("overall") or meta.metrics).get("image_auroc")

@@ -74,6 +74,12 @@ def test_gate_status_reads_the_recorded_drop(fp32_bundle: Path) -> None:
     assert gate_status(fp16, 1.0)[0]
     unknown = dataclasses.replace(meta, precision="int8", metrics={})
     assert gate_status(unknown, None)[0] is False
+    forced = dataclasses.replace(
+        meta,
+        precision="int8",
+        metrics={"image_auroc_drop": 0.0, "gate": {"passed": False, "failures": ["miss_rate"]}},
+    )
+    assert gate_status(forced, 1.0) == (False, "refused by its export gate: miss_rate")
 
 
 def _gated_copy(source: Path, target: Path, drop: float) -> Path:
