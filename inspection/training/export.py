@@ -503,7 +503,7 @@ def base_metadata(record: ModelRecord, precision: Precision) -> BundleMetadata:
     normalization = record.normalization()
     context = record.global_context()
     outputs = {"score": SCORE_OUTPUT, "map": MAP_OUTPUT}
-    if context:
+    if context and context.layers:
         outputs["pooled"] = POOLED_OUTPUT
     return BundleMetadata(
         schema_version=BUNDLE_SCHEMA_VERSION,
