@@ -20,7 +20,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-import cv2
 import numpy as np
 
 BlendMode = Literal["mean", "max"]
@@ -100,15 +99,6 @@ def axis_starts(length: int, tile: int, stride: int) -> list[int]:
     if starts[-1] != length - tile:
         starts.append(length - tile)
     return starts
-
-
-def resize_to(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """``image`` resized to ``size`` (height, width): area when shrinking, else bilinear."""
-    if image.shape[:2] == tuple(size):
-        return image
-    shrink = size[0] < image.shape[0] or size[1] < image.shape[1]
-    interpolation = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
-    return cv2.resize(image, (size[1], size[0]), interpolation=interpolation)
 
 
 def cut(array: np.ndarray, grid: TileGrid, *, channels_first: bool = False) -> np.ndarray:
