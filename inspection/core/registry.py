@@ -32,6 +32,7 @@ from inspection.core.calibration import Normalization
 from inspection.core.config import from_mapping
 from inspection.core.errors import ConfigError, RegistryError
 from inspection.core.signing import bundle_digest
+from inspection.core.tiling import TilingSpec
 from inspection.core.verdict import Segmentation
 
 RECORD_FILE = "record.json"
@@ -133,6 +134,12 @@ class ModelRecord:
         if not self.extra.get("global_context"):
             return None
         return self._typed_extra("global_context", GlobalContextSpec)
+
+    def tiling(self) -> TilingSpec | None:
+        """The version's tiling (``core.tiling``); None: trained on whole resized images."""
+        if not self.extra.get("tiling"):
+            return None
+        return self._typed_extra("tiling", TilingSpec)
 
     def splits(self) -> DataSplits:
         """The recorded validation/test split; empty for versions that recorded none."""

@@ -151,6 +151,11 @@ class Inspector:
     def input_size(self) -> tuple[int, int]:
         return self.metadata.preprocessing.input_size
 
+    @property
+    def compiled_model(self) -> ov.CompiledModel:
+        """The compiled OpenVINO model (for callers that keep their own request queues)."""
+        return self._compiled
+
     # ----------------------------------------------------------------- inference
     def infer_raw(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(N, 3, h, w) float32 model input -> raw scores (N,) and raw maps (N, h, w) float32.
@@ -297,6 +302,22 @@ class Inspector:
         yield from flush()
 
     # ------------------------------------------------------------ postprocessing
+    def judge_raw(
+        self,
+        image: np.ndarray,
+        raw_score: float,
+        raw_map: np.ndarray,
+        *,
+        start: float,
+        timings: dict[str, float],
+        threshold: float | None = None,
+    ) -> InspectionResult:
+        """The result of raw model outputs for ``image``: normalise, resize the (h, w) raw map
+        to the image, judge (``core.verdict``), refine; ``start`` is the perf_counter origin
+        of the latency (callers that run inference themselves, e.g. ``runtime.tiled``)."""
+        threshold = self._threshold if threshold is None else check_threshold(threshold)
+        return self._finish(image, raw_score, raw_map, start, timings, threshold)
+
     def _finish(
         self,
         image: np.ndarray,
