@@ -185,7 +185,12 @@ def step_export(ctx: DemoContext) -> None:
     """Export each product's best model (image AUROC) to FP32 and INT8 bundles, then serve
     the precision that is fastest on this CPU among those that passed the accuracy gate."""
     try:
-        from inspection.training.export import GateRefusal, export_bundle
+        from inspection.training.export import (
+            ExportOptions,
+            GateRefusal,
+            RegistryExport,
+            export_bundle,
+        )
     except ImportError as exc:
         log.info("export step skipped: %s", exc)
         return
@@ -205,8 +210,8 @@ def step_export(ctx: DemoContext) -> None:
                     result = export_bundle(
                         ctx.registry,
                         product,
-                        precision=precision,
-                        version=best.version,
+                        ExportOptions(precision=precision),
+                        RegistryExport(version=best.version),
                         progress=lambda message, s=status: s.update(message),
                     )
                 except (GateRefusal, BundleError, RegistryError) as exc:
