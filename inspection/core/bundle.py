@@ -52,14 +52,16 @@ class Preprocessing:
 @dataclass(frozen=True)
 class GlobalContextSpec:
     """A model's global-context component (``core.global_context``): its parameter file
-    (checksummed in a bundle), the backbone layers pooled for it, its components, the fusion
-    rule, and each component's image AUROC on the validation split."""
+    (checksummed in a bundle), the backbone layers pooled for it (empty unless ``features``
+    is kept), the components kept out of the ``candidates`` tried, the fusion rule, and the
+    validation image AUROC that chose them. No kept component: the model is local only."""
 
     components: tuple[str, ...]
     layers: tuple[str, ...]
     file: str
     fusion: str
     validation_auroc: dict[str, float] = field(default_factory=dict)
+    candidates: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

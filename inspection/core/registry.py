@@ -124,7 +124,13 @@ class ModelRecord:
         return self._typed_extra("segmentation", Segmentation)
 
     def global_context(self) -> GlobalContextSpec | None:
-        """The fitted global-context component; ``None`` when the model has none."""
+        """The fitted global-context component; ``None`` when the model has none (also when
+        every candidate was dropped on validation: see ``global_context_search``)."""
+        spec = self.global_context_search()
+        return spec if spec is not None and spec.components else None
+
+    def global_context_search(self) -> GlobalContextSpec | None:
+        """The recorded global-context choice, kept components or not; ``None``: not tried."""
         if not self.extra.get("global_context"):
             return None
         return self._typed_extra("global_context", GlobalContextSpec)
