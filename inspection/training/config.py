@@ -99,8 +99,13 @@ class ProductConfig:
     data: Path | None = None
     description: str = ""
     models: dict[str, Any] = field(default_factory=dict)
+    auto: bool = False
+    """``inspection train`` runs the ``--auto`` search for this product."""
+    auto_budget_s: float = 240.0
+    """Seconds the auto search may use (``--budget`` overrides)."""
 
     def __post_init__(self) -> None:
+        _check(self.auto_budget_s > 0, "auto_budget_s", "must be positive seconds")
         for kind, section in self.models.items():
             check_kind(kind)
             if not isinstance(section, Mapping):
