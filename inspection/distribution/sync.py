@@ -17,7 +17,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -187,7 +187,8 @@ def _sync_product(source: BundleSource, registry: Registry, entry: CatalogEntry)
     try:
         if local is not None and local.bundle_id == bundle_id:
             _sync_threshold(registry, entry)
-            return SyncOutcome(product, "current", bundle_id, bundle_id, "", _since(started))
+            detail = _fetch_alternatives(source, registry, entry)
+            return SyncOutcome(product, "current", bundle_id, bundle_id, detail, _since(started))
         if bundle_id in registry.bundle_ids(product):
             verify_bundle(registry.bundle_dir(product, bundle_id))  # e.g. a rollback
             detail = "already held locally"
@@ -198,6 +199,7 @@ def _sync_product(source: BundleSource, registry: Registry, entry: CatalogEntry)
             product, bundle_id, actor=SYNC_ACTOR, reason=f"live on {source.description}"
         )
         _sync_threshold(registry, entry)
+        detail = "; ".join(filter(None, [detail, _fetch_alternatives(source, registry, entry)]))
     except SourceUnreachable as exc:
         return _kept(registry, product, "offline", bundle_id, str(exc), started)
     except (InspectionError, OSError) as exc:
@@ -219,6 +221,29 @@ def _fetch(source: BundleSource, registry: Registry, entry: CatalogEntry) -> Non
         registry.add_bundle(entry.product, bundle_dir, entry.bundle_id)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _fetch_alternatives(source: BundleSource, registry: Registry, entry: CatalogEntry) -> str:
+    """Fetch the live version's other gated precisions not held yet (the station times them
+    and serves the fastest); one that fails is logged and skipped, the live one still serves."""
+    held = set(registry.bundle_ids(entry.product))
+    fetched, failed = [], []
+    for manifest in entry.alternatives:
+        if manifest.bundle_id in held:
+            continue
+        try:
+            _fetch(
+                source, registry, replace(entry, bundle_id=manifest.bundle_id, manifest=manifest)
+            )
+            fetched.append(manifest.bundle_id)
+        except (InspectionError, OSError) as exc:
+            log.warning(
+                "%s: alternative %s not fetched: %s", entry.product, manifest.bundle_id, exc
+            )
+            failed.append(manifest.bundle_id)
+    parts = [f"fetched {', '.join(fetched)}"] if fetched else []
+    parts += [f"could not fetch {', '.join(failed)}"] if failed else []
+    return "; ".join(parts)
 
 
 def _sync_threshold(registry: Registry, entry: CatalogEntry) -> None:
