@@ -57,5 +57,5 @@ def test_choice_round_trips_through_bundle_metadata(fp32_bundle) -> None:
     data = to_mapping(BundleMetadata(**{**meta.__dict__, "refinement": choice}))
     assert from_mapping(BundleMetadata, data).refinement == choice
     data["refinement"]["method"] = "magic"
-    with pytest.raises(ValueError, match="refinement.method: must be one of"):
+    with pytest.raises(ValueError, match=r"refinement\.method: must be one of"):
         from_mapping(BundleMetadata, data)
