@@ -42,8 +42,12 @@ def demo(
         help="Comma-separated products to write (also: weave, tissue).",
     ),
     n_train: int = typer.Option(60, "--train", min=1, help="Training (good) images per product."),
-    n_test_good: int = typer.Option(10, "--test-good", min=0, help="Good test images per product."),
-    n_per_defect: int = typer.Option(6, "--per-defect", min=0, help="Test images per defect type."),
+    n_test_good: int | None = typer.Option(
+        None, "--test-good", min=0, help="Good test images per product (default 10; weave 60)."
+    ),
+    n_per_defect: int | None = typer.Option(
+        None, "--per-defect", min=0, help="Test images per defect type (default 6; weave 30)."
+    ),
 ) -> None:
     """Write the deterministic demo products (MVTec AD layout) from scikit-image textures."""
     from inspection.data.demo import demo_image_count, write_demo

@@ -98,9 +98,10 @@ def tune(
     from inspection.runtime.hardware import cpu_info
     from inspection.runtime.inspector import expand_paths
     from inspection.runtime.tuning import tune_product, tuning_path
-    from inspection.service.config import load_station_config
+    from inspection.service.config import load_station_config, pinned_key
 
     station_config = load_station_config(config)
+    public_key = pinned_key(station_config)  # siblings that fail it are never loaded
     registry = Registry(station_config.registry_dir)
     probe = [read_image(p) for p in expand_paths([images])][:16] if images else None
     if images and not probe:
@@ -110,7 +111,12 @@ def tune(
     for product in products or station_config.products:
         with console.status(f"{product}: measuring") as status:
             record = tune_product(
-                registry, product, images=probe, samples=samples, progress=status.update
+                registry,
+                product,
+                images=probe,
+                samples=samples,
+                progress=lambda message, s=status: _note(s, message),
+                public_key=public_key,
             )
         table = Table("bundle", "precision", "p50 ms", "p95 ms", "img/s", "gate", "served")
         for m in record.measurements:
@@ -124,6 +130,12 @@ def tune(
             f"{product}: serving [bold]{record.chosen_bundle_id}[/] (load {record.load_1m}); "
             f"recorded in {tuning_path(registry, product, cpu)}"
         )
+
+
+def _note(status: object, message: str) -> None:
+    """Show a tuning step in the spinner and keep it in the output (refusals must be seen)."""
+    status.update(message)  # type: ignore[attr-defined]
+    console.print(f"  {message}", highlight=False)
 
 
 LINE_OPTION = typer.Option(

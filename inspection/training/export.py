@@ -53,6 +53,7 @@ from inspection.core.images import read_image, read_mask
 from inspection.core.registry import ModelRecord, Registry, utc_now
 from inspection.runtime.inspector import Inspector
 from inspection.runtime.preprocess import normalize_score, preprocess
+from inspection.runtime.tiled import TiledInspector, tiled_outputs
 
 log = logging.getLogger(__name__)
 
@@ -205,6 +206,8 @@ def run_bundle(
     if not samples:
         raise BundleError("cannot run a bundle on an empty labelled split")
     inspector = Inspector.from_bundle(bundle_dir)
+    if inspector.metadata.tiling is not None:
+        return _run_tiled(TiledInspector(inspector), samples)
     prep = inspector.metadata.preprocessing
     scores, maps = [], []
     for start in range(0, len(samples), batch_size):
@@ -218,6 +221,19 @@ def run_bundle(
         maps=np.concatenate(maps).astype(np.float32),
         labels=np.asarray([s.label for s in samples], dtype=np.int64),
         masks=np.stack([read_mask(s.mask_path, prep.input_size) for s in samples]),
+        mask_known=np.asarray([s.label == 0 or s.mask_path is not None for s in samples]),
+        defect_types=tuple(s.defect_type for s in samples),
+    )
+
+
+def _run_tiled(tiled: TiledInspector, samples: Sequence[LabelledSample]) -> RawOutputs:
+    """Tiled bundles: stitched raw maps and masks at ``evaluation_size`` of the first image."""
+    scores, maps, size = tiled_outputs(tiled, [s.path for s in samples])
+    return RawOutputs(
+        scores=scores.astype(np.float64),
+        maps=maps,
+        labels=np.asarray([s.label for s in samples], dtype=np.int64),
+        masks=np.stack([read_mask(s.mask_path, size) for s in samples]),
         mask_known=np.asarray([s.label == 0 or s.mask_path is not None for s in samples]),
         defect_types=tuple(s.defect_type for s in samples),
     )
@@ -404,6 +420,11 @@ def export_model(
             reference = measure(outputs, _own(cal_meta))
     model, meta = fp32_model, replace(base, precision=options.precision, created_at=utc_now())
     if options.precision == "int8":
+        if base.tiling is not None:
+            raise BundleError(
+                "INT8 export of a tiled model is not supported (its calibration set would be "
+                "whole resized images, not tiles); export fp32 or fp16"
+            )
         model, meta = _quantised(fp32_model, meta, splits, options, say)
     meta, outputs = _calibrated_bundle(model, out_dir, meta, splits, say, extra_files)
     _write_validation_scores(out_dir, outputs.scores, splits.test, meta)
@@ -503,7 +524,7 @@ def base_metadata(record: ModelRecord, precision: Precision) -> BundleMetadata:
     normalization = record.normalization()
     context = record.global_context()
     outputs = {"score": SCORE_OUTPUT, "map": MAP_OUTPUT}
-    if context:
+    if context and context.layers:
         outputs["pooled"] = POOLED_OUTPUT
     return BundleMetadata(
         schema_version=BUNDLE_SCHEMA_VERSION,
@@ -518,68 +539,78 @@ def base_metadata(record: ModelRecord, precision: Precision) -> BundleMetadata:
         source_dataset={k: v for k, v in record.dataset.items() if k != "files"},
         inference_precision="f32",
         global_context=context,
+        tiling=record.tiling(),
         extra={"exporter": {"openvino": ov.get_version(), "converter": "openvino.convert_model"}},
     )
+
+
+@dataclass(frozen=True)
+class RegistryExport:
+    """Which registered version to export (default: the latest), from which dataset folder
+    (default: the one it was trained on), and whether the new bundle goes live."""
+
+    version: str | None = None
+    dataset_path: Path | None = None
+    promote: bool = False
+    actor: str = "export"
+    """Who promotes it, as recorded in the registry's history."""
 
 
 def export_bundle(
     registry: Registry,
     product: str,
+    options: ExportOptions,
+    source: RegistryExport | None = None,
     *,
-    precision: Precision,
-    version: str | None = None,
-    dataset_path: str | Path | None = None,
-    calibration_size: int = DEFAULT_CALIBRATION_SIZE,
-    accuracy_control: bool = False,
-    tolerances: GateTolerances | None = None,
-    force: bool = False,
-    promote: bool = False,
-    actor: str = "export",
     progress: Progress | None = None,
 ) -> ExportResult:
-    """Export a registered version (default: latest) and add the bundle to the registry.
+    """Export a registered version and add the bundle to the registry.
 
-    ``tolerances`` (default ``GateTolerances()``) gate a non-FP32 bundle against FP32; with
-    ``accuracy_control`` NNCF's image-AUROC budget is ``tolerances.image_auroc``.
+    ``options`` set the precision, INT8 calibration and the gate (``options.tolerances``
+    against FP32; with ``accuracy_control`` NNCF's image-AUROC budget is
+    ``tolerances.image_auroc``); ``source`` picks the version and whether to promote it.
     """
     from inspection.data.dataset import load_dataset
     from inspection.training.train import load_trained_model
 
-    options = ExportOptions(
-        precision=precision,
-        calibration_size=calibration_size,
-        accuracy_control=accuracy_control,
-        tolerances=tolerances or GateTolerances(),
-        force=force,
+    source = source or RegistryExport()
+    record = (
+        registry.version(product, source.version)
+        if source.version
+        else registry.latest_version(product)
     )
-    record = registry.version(product, version) if version else registry.latest_version(product)
-    base = base_metadata(record, precision)
+    base = base_metadata(record, options.precision)
     if base.bundle_id in registry.bundle_ids(product):
         raise BundleError(
             f"bundle {product}/{base.bundle_id} already exists; bundles are immutable"
         )
-    dataset = load_dataset(dataset_path or _dataset_path(record))
-    splits = ExportSplits(
-        train_images=tuple(s.path for s in dataset.train_samples),
-        validation=tuple(split_samples(record, dataset, "validation")),
-        test=tuple(held_out_test_samples(record, dataset)),
-        dataset_root=dataset.root,
-    )
+    dataset = load_dataset(source.dataset_path or _dataset_path(record))
     model = load_trained_model(record)
     with tempfile.TemporaryDirectory(prefix=f"export-{product}-") as scratch:
         result = export_model(
             model.model,
             Path(scratch) / base.bundle_id,
             base=base,
-            splits=splits,
+            splits=export_splits(record, dataset),
             options=options,
             progress=progress,
             extra_files=_context_files(record),
         )
         target = registry.add_bundle(product, result.bundle_dir, result.bundle_id)
-    if promote:
-        registry.promote(product, result.bundle_id, actor=actor, reason=f"exported {precision}")
+    if source.promote:
+        reason = f"exported {options.precision}"
+        registry.promote(product, result.bundle_id, actor=source.actor, reason=reason)
     return replace(result, bundle_dir=target)
+
+
+def export_splits(record: ModelRecord, dataset: Any) -> ExportSplits:
+    """The splits ``record`` recorded, as images of ``dataset`` (a loaded dataset folder)."""
+    return ExportSplits(
+        train_images=tuple(s.path for s in dataset.train_samples),
+        validation=tuple(split_samples(record, dataset, "validation")),
+        test=tuple(held_out_test_samples(record, dataset)),
+        dataset_root=dataset.root,
+    )
 
 
 def _context_files(record: ModelRecord) -> dict[str, Path]:
