@@ -91,3 +91,10 @@ def test_product_config_roi_is_the_generated_one() -> None:
 
     config = load_product_config("plate")
     assert config.data == Path("datasets/plate")
+    assert config.roi is not None and config.roi.reference_size == (2048, 2048)
+    expected = hires.plate_roi(2048)
+    as_lists = config.roi.to_mapping()
+    assert as_lists["include"] == expected["include"]
+    assert as_lists["exclude"] == expected["exclude"]
+    inside = config.roi.mask(2048, 2048)
+    assert 0.2 < inside.mean() < 0.3  # the plate minus margins and holes; the fixture is out
