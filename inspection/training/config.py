@@ -22,6 +22,7 @@ import yaml
 from inspection.core.config import deep_merge, from_mapping, read_yaml
 from inspection.core.errors import ConfigError
 from inspection.core.global_context import GLOBAL_COMPONENTS
+from inspection.core.roi import RoiSpec
 
 MODEL_KINDS = ("patchcore", "stfpm")
 
@@ -99,6 +100,10 @@ class ProductConfig:
     data: Path | None = None
     description: str = ""
     models: dict[str, Any] = field(default_factory=dict)
+    reference: Path | None = None
+    """A good part in the nominal pose; ROI polygons are in its pixel coordinates."""
+    roi: RoiSpec | None = None
+    """Where the part is inspected (``core.roi``); None: the whole image."""
 
     def __post_init__(self) -> None:
         for kind, section in self.models.items():
