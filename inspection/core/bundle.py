@@ -18,6 +18,7 @@ from inspection.core.calibration import Calibration, Normalization
 from inspection.core.config import from_mapping, to_mapping
 from inspection.core.errors import BundleError, ConfigError
 from inspection.core.fingerprint import sha256_file
+from inspection.core.tiling import TilingSpec
 from inspection.core.verdict import Segmentation
 
 BUNDLE_SCHEMA_VERSION = 1
@@ -51,14 +52,16 @@ class Preprocessing:
 @dataclass(frozen=True)
 class GlobalContextSpec:
     """A model's global-context component (``core.global_context``): its parameter file
-    (checksummed in a bundle), the backbone layers pooled for it, its components, the fusion
-    rule, and each component's image AUROC on the validation split."""
+    (checksummed in a bundle), the backbone layers pooled for it (empty unless ``features``
+    is kept), the components kept out of the ``candidates`` tried, the fusion rule, and the
+    validation image AUROC that chose them. No kept component: the model is local only."""
 
     components: tuple[str, ...]
     layers: tuple[str, ...]
     file: str
     fusion: str
     validation_auroc: dict[str, float] = field(default_factory=dict)
+    candidates: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,9 @@ class BundleMetadata:
     that would otherwise run in bf16. ``None``: OpenVINO's default."""
     global_context: GlobalContextSpec | None = None
     """The fused image-level component; ``None``: the score is the local one alone."""
+    tiling: TilingSpec | None = None
+    """Tiled inspection (``core.tiling``): the model sees ``tiling.tile_size`` tiles of the
+    image at ``tiling.scale``; ``None``: the whole image resized to the input size."""
     segmentation: Segmentation | None = None
     """How the station draws regions; None (older bundles) = global ``pixel_threshold``."""
     calibration: dict[str, Any] | None = None
@@ -97,6 +103,12 @@ class BundleMetadata:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        tiling = self.tiling
+        if tiling is not None and tuple(tiling.tile_size) != tuple(self.preprocessing.input_size):
+            raise ValueError(
+                f"tiling.tile_size {tuple(tiling.tile_size)} must equal the model input size "
+                f"{tuple(self.preprocessing.input_size)}"
+            )
         own = self.output_calibration
         if own is None:
             return

@@ -32,6 +32,7 @@ from inspection.core.calibration import Normalization
 from inspection.core.config import from_mapping
 from inspection.core.errors import ConfigError, RegistryError
 from inspection.core.signing import bundle_digest
+from inspection.core.tiling import TilingSpec
 from inspection.core.verdict import Segmentation
 
 RECORD_FILE = "record.json"
@@ -146,7 +147,13 @@ class ModelRecord:
         return self._typed_extra("segmentation", Segmentation)
 
     def global_context(self) -> GlobalContextSpec | None:
-        """The fitted global-context component; ``None`` when the model has none."""
+        """The fitted global-context component; ``None`` when the model has none (also when
+        every candidate was dropped on validation: see ``global_context_search``)."""
+        spec = self.global_context_search()
+        return spec if spec is not None and spec.components else None
+
+    def global_context_search(self) -> GlobalContextSpec | None:
+        """The recorded global-context choice, kept components or not; ``None``: not tried."""
         if not self.extra.get("global_context"):
             return None
         return self._typed_extra("global_context", GlobalContextSpec)
@@ -156,6 +163,12 @@ class ModelRecord:
         if "lineage" not in self.extra:
             return None
         return self._typed_extra("lineage", Lineage)
+
+    def tiling(self) -> TilingSpec | None:
+        """The version's tiling (``core.tiling``); None: trained on whole resized images."""
+        if not self.extra.get("tiling"):
+            return None
+        return self._typed_extra("tiling", TilingSpec)
 
     def splits(self) -> DataSplits:
         """The recorded validation/test split; empty for versions that recorded none."""

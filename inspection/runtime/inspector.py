@@ -151,6 +151,11 @@ class Inspector:
     def input_size(self) -> tuple[int, int]:
         return self.metadata.preprocessing.input_size
 
+    @property
+    def compiled_model(self) -> ov.CompiledModel:
+        """The compiled OpenVINO model (for callers that keep their own request queues)."""
+        return self._compiled
+
     # ----------------------------------------------------------------- inference
     def infer_raw(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(N, 3, h, w) float32 model input -> raw scores (N,) and raw maps (N, h, w) float32.
@@ -166,7 +171,7 @@ class Inspector:
             scores = self._request.get_tensor(self._score_port).data.copy()
             maps = self._request.get_tensor(self._map_port).data.copy()
             pooled = None
-            if self._context is not None:
+            if self._pooled_index is not None:
                 pooled = self._request.get_output_tensor(self._pooled_index).data.copy()
         scores, maps = _squeeze_outputs(scores, maps, len(batch))
         return self._fused(batch, scores, maps, pooled)
@@ -175,10 +180,11 @@ class Inspector:
         self, batch: np.ndarray, scores: np.ndarray, maps: np.ndarray, pooled: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray, list[dict[str, float]]]:
         """Local raw scores -> fused raw scores and per-image component z-scores."""
-        if self._context is None or pooled is None:
+        if self._context is None:
             return scores, maps, [{} for _ in scores]
         images = images_of_input(batch, self.metadata.preprocessing)
-        distances = self._context.distances(images=images, pooled=pooled.reshape(len(batch), -1))
+        pooled = None if pooled is None else pooled.reshape(len(batch), -1)
+        distances = self._context.distances(images=images, pooled=pooled)
         z = self._context.z_scores(distances, local_raw=scores)
         fused, _ = fuse(z)
         components = [
@@ -296,6 +302,22 @@ class Inspector:
         yield from flush()
 
     # ------------------------------------------------------------ postprocessing
+    def judge_raw(
+        self,
+        image: np.ndarray,
+        raw_score: float,
+        raw_map: np.ndarray,
+        *,
+        start: float,
+        timings: dict[str, float],
+        threshold: float | None = None,
+    ) -> InspectionResult:
+        """The result of raw model outputs for ``image``: normalise, resize the (h, w) raw map
+        to the image, judge (``core.verdict``), refine; ``start`` is the perf_counter origin
+        of the latency (callers that run inference themselves, e.g. ``runtime.tiled``)."""
+        threshold = self._threshold if threshold is None else check_threshold(threshold)
+        return self._finish(image, raw_score, raw_map, start, timings, threshold)
+
     def _finish(
         self,
         image: np.ndarray,
@@ -377,15 +399,17 @@ def _global_context(
     if spec is None:
         return None, None
     pooled = metadata.output_names.get("pooled")
-    if pooled is None or not spec.file:
-        raise BundleError(f"{bundle_dir}: global_context needs a pooled output and a file")
+    if not spec.file or (spec.layers and pooled is None):
+        raise BundleError(
+            f"{bundle_dir}: global_context needs a file (and a pooled output for its layers)"
+        )
     if spec.file not in metadata.files:
         raise BundleError(f"{bundle_dir}: metadata lists no checksum for {spec.file}")
     try:
         context = GlobalContext.load(bundle_dir / spec.file)
     except (OSError, ValueError, KeyError) as exc:
         raise BundleError(f"{bundle_dir}: unreadable global-context file: {exc}") from exc
-    return context, _output_index(compiled, pooled)
+    return context, (_output_index(compiled, pooled) if spec.layers else None)
 
 
 def _squeeze_outputs(

@@ -53,6 +53,7 @@ from inspection.core.images import read_image, read_mask
 from inspection.core.registry import ModelRecord, Registry, utc_now
 from inspection.runtime.inspector import Inspector
 from inspection.runtime.preprocess import normalize_score, preprocess
+from inspection.runtime.tiled import TiledInspector, tiled_outputs
 
 log = logging.getLogger(__name__)
 
@@ -205,6 +206,8 @@ def run_bundle(
     if not samples:
         raise BundleError("cannot run a bundle on an empty labelled split")
     inspector = Inspector.from_bundle(bundle_dir)
+    if inspector.metadata.tiling is not None:
+        return _run_tiled(TiledInspector(inspector), samples)
     prep = inspector.metadata.preprocessing
     scores, maps = [], []
     for start in range(0, len(samples), batch_size):
@@ -218,6 +221,19 @@ def run_bundle(
         maps=np.concatenate(maps).astype(np.float32),
         labels=np.asarray([s.label for s in samples], dtype=np.int64),
         masks=np.stack([read_mask(s.mask_path, prep.input_size) for s in samples]),
+        mask_known=np.asarray([s.label == 0 or s.mask_path is not None for s in samples]),
+        defect_types=tuple(s.defect_type for s in samples),
+    )
+
+
+def _run_tiled(tiled: TiledInspector, samples: Sequence[LabelledSample]) -> RawOutputs:
+    """Tiled bundles: stitched raw maps and masks at ``evaluation_size`` of the first image."""
+    scores, maps, size = tiled_outputs(tiled, [s.path for s in samples])
+    return RawOutputs(
+        scores=scores.astype(np.float64),
+        maps=maps,
+        labels=np.asarray([s.label for s in samples], dtype=np.int64),
+        masks=np.stack([read_mask(s.mask_path, size) for s in samples]),
         mask_known=np.asarray([s.label == 0 or s.mask_path is not None for s in samples]),
         defect_types=tuple(s.defect_type for s in samples),
     )
@@ -404,6 +420,11 @@ def export_model(
             reference = measure(outputs, _own(cal_meta))
     model, meta = fp32_model, replace(base, precision=options.precision, created_at=utc_now())
     if options.precision == "int8":
+        if base.tiling is not None:
+            raise BundleError(
+                "INT8 export of a tiled model is not supported (its calibration set would be "
+                "whole resized images, not tiles); export fp32 or fp16"
+            )
         model, meta = _quantised(fp32_model, meta, splits, options, say)
     meta, outputs = _calibrated_bundle(model, out_dir, meta, splits, say, extra_files)
     _write_validation_scores(out_dir, outputs.scores, splits.test, meta)
@@ -503,7 +524,7 @@ def base_metadata(record: ModelRecord, precision: Precision) -> BundleMetadata:
     normalization = record.normalization()
     context = record.global_context()
     outputs = {"score": SCORE_OUTPUT, "map": MAP_OUTPUT}
-    if context:
+    if context and context.layers:
         outputs["pooled"] = POOLED_OUTPUT
     return BundleMetadata(
         schema_version=BUNDLE_SCHEMA_VERSION,
@@ -518,6 +539,7 @@ def base_metadata(record: ModelRecord, precision: Precision) -> BundleMetadata:
         source_dataset={k: v for k, v in record.dataset.items() if k != "files"},
         inference_precision="f32",
         global_context=context,
+        tiling=record.tiling(),
         extra={"exporter": {"openvino": ov.get_version(), "converter": "openvino.convert_model"}},
     )
 

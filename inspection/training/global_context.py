@@ -1,7 +1,17 @@
 """Fit the global-context model (``inspection.core.global_context``) on normal images.
 
-Gaussians use scikit-learn's Ledoit-Wolf shrinkage (few normal images, many dimensions);
-standardisers use the good images of the validation split only.
+Each component's Gaussian is fitted on all training images with scikit-learn's Ledoit-Wolf
+shrinkage (few normal images, many dimensions). Its **normal scale** comes from out-of-fold
+distances: the training images are split into folds, each fold is scored by a Gaussian fitted
+on the others, so the standardiser sees the distances of *unseen* good images (a Gaussian
+scored on its own fitting images gives an over-tight scale and false alarms on new good
+parts). The local model's raw score is standardised on the good validation images.
+
+Fusion (``select_components``): the fused score is the max of z-scores over ``local`` and
+the global components kept by greedy forward selection on the validation split: starting
+from ``local`` alone, the component that raises validation image AUROC most is added while
+the gain is at least ``MIN_GAIN``; a component that does not help is dropped. Test images
+never take part in the choice.
 """
 
 from __future__ import annotations
@@ -31,6 +41,9 @@ from inspection.core.metrics import image_auroc
 from inspection.runtime.preprocess import preprocess
 
 MIN_STD = 1e-6
+FOLDS = 5
+MIN_GAIN = 0.01
+"""Validation image AUROC a global component must add to be kept."""
 
 
 def fit_gaussian(vectors: np.ndarray) -> Gaussian:
@@ -42,10 +55,25 @@ def fit_gaussian(vectors: np.ndarray) -> Gaussian:
     return Gaussian(estimator.location_.copy(), estimator.precision_.copy())
 
 
+def out_of_fold_distances(vectors: np.ndarray, folds: int = FOLDS) -> np.ndarray:
+    """(N,) Mahalanobis distance of each of the (N, D) vectors under a Gaussian fitted
+    without its fold: the distances of good images the model has not seen (N >= 4)."""
+    vectors = np.asarray(vectors, dtype=np.float64)
+    if vectors.ndim != 2 or len(vectors) < 4:
+        raise ValueError(f"need (N >= 4, D) vectors of normal images, got {vectors.shape}")
+    folds = min(folds, len(vectors) // 2)
+    order = np.random.default_rng(0).permutation(len(vectors))
+    distances = np.empty(len(vectors), dtype=np.float64)
+    for held in np.array_split(order, folds):
+        rest = np.setdiff1d(order, held)
+        distances[held] = fit_gaussian(vectors[rest]).distance(vectors[held])
+    return distances
+
+
 def fit_standardiser(values: np.ndarray) -> Standardiser:
     values = np.asarray(values, dtype=np.float64).reshape(-1)
     if values.size < 2:
-        raise ValueError(f"need at least 2 good validation images, got {values.size}")
+        raise ValueError(f"need at least 2 good images to standardise, got {values.size}")
     return Standardiser(float(values.mean()), max(float(values.std(ddof=1)), MIN_STD))
 
 
@@ -57,50 +85,98 @@ def image_vectors(images: Sequence[np.ndarray], component: str) -> np.ndarray:
 def fit_global_context(
     components: Sequence[str],
     train_images: Sequence[np.ndarray],
-    validation_good_images: Sequence[np.ndarray],
     *,
     train_pooled: np.ndarray | None = None,
-    validation_pooled: np.ndarray | None = None,
     feature_layers: Sequence[str] = (),
     validation_local_raw: np.ndarray | None = None,
 ) -> GlobalContext:
-    """Fit each component on the training (normal) images, standardise on good validation ones.
+    """Fit each component on the training (normal) images, standardised on out-of-fold ones.
 
-    ``*_pooled``: (N, D) pooled backbone features of the same images (for ``features``);
-    ``validation_local_raw``: the local model's raw scores of the good validation images.
+    ``train_pooled``: (N, D) pooled backbone features of the training images (for
+    ``features``); ``validation_local_raw``: the local model's raw scores of the good
+    validation images (standardises ``local``).
     """
     gaussians: dict[str, Gaussian] = {}
     standardisers: dict[str, Standardiser] = {}
     for name in components:
         if name == FEATURES:
-            if train_pooled is None or validation_pooled is None:
-                raise ValueError("the features component needs pooled train/validation features")
-            train_vectors, val_vectors = train_pooled, validation_pooled
+            if train_pooled is None:
+                raise ValueError("the features component needs pooled train features")
+            vectors = np.asarray(train_pooled, dtype=np.float64)
         elif name in IMAGE_STATISTICS:
-            train_vectors = image_vectors(train_images, name)
-            val_vectors = image_vectors(validation_good_images, name)
+            vectors = image_vectors(train_images, name)
         else:
             raise ValueError(
                 f"unknown component {name!r}; valid: {FEATURES}, {list(IMAGE_STATISTICS)}"
             )
-        gaussians[name] = fit_gaussian(train_vectors)
-        standardisers[name] = fit_standardiser(gaussians[name].distance(val_vectors))
+        gaussians[name] = fit_gaussian(vectors)
+        standardisers[name] = fit_standardiser(out_of_fold_distances(vectors))
     if validation_local_raw is not None:
         standardisers[LOCAL] = fit_standardiser(validation_local_raw)
-    return GlobalContext(gaussians, standardisers, tuple(feature_layers))
+    layers = tuple(feature_layers) if FEATURES in gaussians else ()
+    return GlobalContext(gaussians, standardisers, layers)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The components kept by ``select_components`` and the validation evidence."""
+
+    kept: tuple[str, ...]
+    validation_auroc: dict[str, float]
+    """Image AUROC of each component alone, of every accepted step (``+name``) and ``fused``."""
+
+
+def select_components(z_scores: Mapping[str, np.ndarray], labels: np.ndarray) -> Selection:
+    """Greedy forward selection of global components on validation z-scores (see module doc).
+
+    ``z_scores`` must hold ``local``; ties and gains below ``MIN_GAIN`` keep the smaller set.
+    """
+    if LOCAL not in z_scores:
+        raise ValueError("select_components needs the local z-scores")
+
+    def auroc(names: Sequence[str]) -> float:
+        fused, _ = fuse({name: z_scores[name] for name in names})
+        return float(image_auroc(fused, labels) or 0.0)
+
+    evidence = {name: round(auroc([name]), 4) for name in z_scores}
+    kept, best = [LOCAL], auroc([LOCAL])
+    remaining = [name for name in z_scores if name != LOCAL]
+    while remaining:
+        gains = {name: auroc([*kept, name]) - best for name in remaining}
+        name = max(gains, key=lambda k: gains[k])
+        if gains[name] < MIN_GAIN:
+            break
+        kept.append(name)
+        remaining.remove(name)
+        best += gains[name]
+        evidence[f"+{name}"] = round(best, 4)
+    evidence["fused"] = round(best, 4)
+    return Selection(tuple(kept[1:]), evidence)
+
+
+def restrict(context: GlobalContext, kept: Sequence[str]) -> GlobalContext:
+    """``context`` with only the ``kept`` global components (``local`` standardiser stays)."""
+    names = {*kept, LOCAL}
+    return GlobalContext(
+        {k: v for k, v in context.gaussians.items() if k in kept},
+        {k: v for k, v in context.standardisers.items() if k in names},
+        context.feature_layers if FEATURES in kept else (),
+    )
 
 
 # ------------------------------------------------------------------ trained models
 CONTEXT_FILE = PARAMS_FILE
 FUSION_RULE = (
-    "max of z-scores (local and global components, standardised on good validation images)"
+    "max of z-scores over local and the global components kept by greedy forward selection "
+    f"on validation image AUROC (kept only if it adds >= {MIN_GAIN}); global components "
+    f"standardised on {FOLDS}-fold out-of-fold train distances, local on good validation images"
 )
 
 
 @dataclass(frozen=True)
 class ModelOutputs:
     """Outputs of the export wrapper on N images: local raw scores (N,), pooled features
-    (N, D) and the images as the model saw them ((h, w, 3) float32 in [0, 1])."""
+    (N, D; D = 0 without pooled layers) and the images as the model saw them ((h, w, 3) float32 in [0, 1])."""
 
     local_raw: np.ndarray
     pooled: np.ndarray
@@ -126,9 +202,10 @@ def model_outputs(
             batch = np.stack(
                 [preprocess(read_image(p), prep) for p in paths[start : start + batch_size]]
             )
-            score, _, features = wrapper(torch.from_numpy(batch))
+            score, *rest = wrapper(torch.from_numpy(batch))
             scores.append(score.numpy().astype(np.float64))
-            pooled.append(features.numpy().astype(np.float64))
+            features = rest[1].numpy() if layers else np.zeros((len(batch), 0))
+            pooled.append(features.astype(np.float64))
             images.extend(images_of_input(batch, prep))
     return ModelOutputs(np.concatenate(scores), np.concatenate(pooled), images)
 
@@ -146,10 +223,12 @@ def fused_scores(
 @dataclass(frozen=True)
 class FittedContext:
     context: GlobalContext
+    """Only the kept components (none: the model stays local)."""
+    candidates: tuple[str, ...]
     normalization: dict[str, float]
     """The model's normalisation with the image fields in fused-score space."""
     validation_auroc: dict[str, float]
-    """Validation image AUROC of each component alone and fused (the selection evidence)."""
+    """Validation image AUROC of each component alone, the accepted steps and fused."""
 
 
 def fit_model_context(
@@ -161,32 +240,29 @@ def fit_model_context(
     validation: Sequence[Any],
     normalization: Mapping[str, float],
 ) -> FittedContext:
-    """Fit the global context of a trained model; re-derive the image threshold and min/max
-    in fused space on the validation split (F1-optimal threshold, like anomalib's)."""
+    """Fit the global context of a trained model, keep the components that help on the
+    validation split, and re-derive the image threshold and min/max in fused space there
+    (F1-optimal threshold, like anomalib's)."""
     train = model_outputs(torch_model, train_paths, prep, layers)
     val = model_outputs(torch_model, [s.path for s in validation], prep, layers)
     labels = np.asarray([s.label for s in validation], dtype=int)
-    good = labels == 0
-    context = fit_global_context(
+    every = fit_global_context(
         components,
         train.images,
-        [image for image, ok in zip(val.images, good, strict=True) if ok],
         train_pooled=train.pooled,
-        validation_pooled=val.pooled[good],
         feature_layers=layers,
-        validation_local_raw=val.local_raw[good],
+        validation_local_raw=val.local_raw[labels == 0],
     )
-    fused, z = fused_scores(context, val)
-    aurocs = {name: image_auroc(values, labels) for name, values in {**z, "fused": fused}.items()}
+    selection = select_components(fused_scores(every, val)[1], labels)
+    context = restrict(every, selection.kept)
+    fused, _ = fused_scores(context, val)
     stats = {
         **normalization,
         "image_threshold_raw": f1_threshold(fused, labels),
         "image_min": float(fused.min()),
         "image_max": float(fused.max()),
     }
-    return FittedContext(
-        context, stats, {k: round(v, 4) for k, v in aurocs.items() if v is not None}
-    )
+    return FittedContext(context, tuple(components), stats, selection.validation_auroc)
 
 
 def f1_threshold(scores: np.ndarray, labels: np.ndarray) -> float:

@@ -161,6 +161,10 @@ def _check_parent(parent: ModelRecord) -> ModelConfig:
             f"{parent.model_version} has a global-context component fitted on all training "
             "images: update it with a full `inspection train`"
         )
+    if parent.tiling() is not None:
+        raise ConfigError(
+            f"{parent.model_version} was trained on tiles: update it with a full `inspection train`"
+        )
     if CHECKPOINT_FILE not in parent.files:
         raise RegistryError(f"{parent.model_version} has no {CHECKPOINT_FILE} to update")
     return model_config_from_mapping(parent.config, where=f"{parent.model_version} config")

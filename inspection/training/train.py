@@ -281,7 +281,7 @@ def train_model(
 
     def write_files(directory: Path) -> None:
         torch.save(state, directory / CHECKPOINT_FILE)
-        if context is not None:
+        if context is not None and context.context.components:
             context.context.save(directory / CONTEXT_FILE)
 
     record = registry.create_version(
@@ -302,7 +302,7 @@ def train_model(
             "splits": to_mapping(_split_record(dataset, validation, test)),
             "train_images": len(dataset.train_samples),
             "map_resolution": list(config.image_size),
-            **({"global_context": _context_record(config, context)} if context else {}),
+            **({"global_context": _context_record(context)} if context else {}),
         },
     )
     logger.info("registered %s (%s)", record.model_version, config.kind)
@@ -318,7 +318,8 @@ def _fit_global_context(
     predictions: Any,
     normalization: Normalization,
 ) -> tuple[FittedContext, Normalization, Any]:
-    """Fit the global context; test predictions get fused scores (maps stay local)."""
+    """Fit the global context; test predictions get fused scores (maps stay local) when a
+    component was kept on validation, else they stay the local model's."""
     prep = station_preprocessing(config, weights)
     layers = config.backbone.layers
     fitted = fit_model_context(
@@ -330,6 +331,9 @@ def _fit_global_context(
         validation,
         to_mapping(normalization),
     )
+    if not fitted.context.components:
+        logger.info("global context: no component helped on validation; the model stays local")
+        return fitted, normalization, predictions
     outputs = model_outputs(model.model, [Path(p) for p in predictions.paths], prep, layers)
     fused, _ = fused_scores(fitted.context, outputs)
     scores = fused.astype(np.float32)
@@ -340,13 +344,14 @@ def _fit_global_context(
     return fitted, fused_normalization, dataclasses.replace(predictions, scores=scores)
 
 
-def _context_record(config: ModelConfig, fitted: FittedContext) -> dict[str, Any]:
+def _context_record(fitted: FittedContext) -> dict[str, Any]:
     spec = GlobalContextSpec(
-        components=tuple(config.global_context),
-        layers=tuple(config.backbone.layers),
+        components=fitted.context.components,
+        layers=fitted.context.feature_layers,
         file=CONTEXT_FILE,
         fusion=FUSION_RULE,
         validation_auroc=dict(fitted.validation_auroc),
+        candidates=fitted.candidates,
     )
     return to_mapping(spec)
 

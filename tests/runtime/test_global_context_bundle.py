@@ -10,6 +10,7 @@ import pytest
 from inspection.core.images import read_image
 from inspection.core.registry import Registry
 from inspection.runtime.inspector import Inspector
+from inspection.training.global_context import MIN_GAIN
 from tests.conftest import TINY_PATCHCORE
 
 COMPONENTS = ["features", "colour", "frequency"]
@@ -40,10 +41,13 @@ def test_record_and_bundle_carry_the_global_context(weave_bundle) -> None:
     registry, bundle_dir, _ = weave_bundle
     record = registry.latest_version("weave")
     spec = record.global_context()
-    assert spec is not None and list(spec.components) == COMPONENTS and spec.file in record.files
+    assert spec is not None and list(spec.candidates) == COMPONENTS and spec.file in record.files
+    assert spec.components and set(spec.components) <= set(COMPONENTS)
     assert set(spec.validation_auroc) >= {"local", "fused", *COMPONENTS}
+    assert spec.validation_auroc["fused"] >= spec.validation_auroc["local"] + MIN_GAIN
     inspector = Inspector.from_bundle(bundle_dir)
-    assert inspector.metadata.output_names["pooled"] == "pooled_features"
+    pooled = inspector.metadata.output_names.get("pooled")
+    assert pooled == ("pooled_features" if "features" in spec.components else None)
     assert inspector.metadata.global_context == spec
     assert spec.file in inspector.metadata.files  # checksummed like the model
 
@@ -56,7 +60,8 @@ def test_station_result_names_its_components(weave_bundle) -> None:
     batched = inspector.inspect_batch(images)
     many = inspector.inspect_many(images, jobs=2)
     for one, two, three in zip(single, batched, many, strict=True):
-        assert set(one.components) == {"local", *COMPONENTS}
+        kept = inspector.metadata.global_context.components
+        assert set(one.components) == {"local", *kept}
         assert one.driver == max(one.components, key=one.components.get)
         assert one.summary()["driver"] == one.driver
         assert two.score == pytest.approx(one.score, abs=1e-5)

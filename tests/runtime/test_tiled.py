@@ -1,0 +1,139 @@
+"""Tiled station runtime on a tiny hand-built OpenVINO model (torch-free, fast).
+
+The model's anomaly map is the mean of the input channels and its score the map's maximum, so
+a bright square in the image is a known defect: its region must come back in original pixels.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+import openvino.opset13 as ops
+import pytest
+
+from inspection.core.bundle import (
+    BUNDLE_SCHEMA_VERSION,
+    BundleMetadata,
+    Preprocessing,
+    verify_bundle,
+    write_bundle_metadata,
+)
+from inspection.core.calibration import Normalization
+from inspection.core.errors import BundleError
+from inspection.core.tiling import TilingSpec
+from inspection.runtime.tiled import TiledInspector
+
+TILE = (32, 32)
+SPEC = TilingSpec(TILE, (16, 16), scale=0.5, blend="mean")
+
+
+def _model() -> ov.Model:
+    image = ops.parameter([-1, 3, *TILE], np.float32, name="image")
+    amap = ops.reduce_mean(image, np.array([1]), keep_dims=True)
+    score = ops.reduce_max(amap, np.array([1, 2, 3]), keep_dims=False)
+    model = ov.Model([score, amap], [image], "mean_channels")
+    model.outputs[0].get_tensor().set_names({"pred_score"})
+    model.outputs[1].get_tensor().set_names({"anomaly_map"})
+    return model
+
+
+def _write_bundle(target: Path, tiling: TilingSpec | None = SPEC) -> Path:
+    target.mkdir(parents=True)
+    ov.save_model(_model(), target / "model.xml")
+    metadata = BundleMetadata(
+        schema_version=BUNDLE_SCHEMA_VERSION,
+        bundle_id="v0001-fp32",
+        product="hires",
+        model_kind="patchcore",
+        model_version="hires/v0001",
+        precision="fp32",
+        preprocessing=Preprocessing(TILE, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
+        normalization=Normalization(0.5, 0.5, 0.0, 1.0, 0.0, 1.0),  # identity on [0, 1]
+        tiling=tiling,
+    )
+    write_bundle_metadata(target, metadata)
+    return target
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _write_bundle(tmp_path_factory.mktemp("tiled") / "bundle")
+
+
+def _part(box: tuple[int, int, int, int], size: tuple[int, int] = (200, 160)) -> np.ndarray:
+    image = np.full((*size, 3), 40, np.uint8)
+    x0, y0, x1, y1 = box
+    image[y0:y1, x0:x1] = 255
+    return image
+
+
+def test_bundle_carries_its_tiling_spec(bundle: Path) -> None:
+    metadata = verify_bundle(bundle)
+    assert metadata.tiling == SPEC
+    assert isinstance(metadata.tiling.tile_size, tuple)
+    written = json.loads((bundle / "metadata.json").read_text())
+    assert written["tiling"] == {
+        "tile_size": [32, 32],
+        "stride": [16, 16],
+        "scale": 0.5,
+        "blend": "mean",
+    }
+
+
+def test_tiling_that_does_not_match_the_model_input_is_refused(tmp_path: Path) -> None:
+    target = _write_bundle(tmp_path / "bundle")
+    path = target / "metadata.json"
+    data = json.loads(path.read_text())
+    data["tiling"]["tile_size"] = [64, 64]
+    path.write_text(json.dumps(data))
+    with pytest.raises(BundleError, match=r"tiling.tile_size \(64, 64\) must equal"):
+        verify_bundle(target)
+
+
+def test_regions_are_in_original_image_pixels(bundle: Path) -> None:
+    tiled = TiledInspector.from_bundle(bundle)
+    defect = (120, 60, 136, 76)  # x0, y0, x1, y1 in the 160 x 200 original
+    result = tiled.inspect(_part(defect))
+    assert result.verdict == "NG"
+    assert result.anomaly_map.shape == result.mask.shape == (200, 160)
+    (region,) = result.regions
+    np.testing.assert_allclose(region.box, defect, atol=2)
+    assert abs(region.area - 16 * 16) <= 2 * 16 * 2
+    x, y = region.peak
+    assert 120 <= x < 136 and 60 <= y < 76
+    assert {"preprocess", "infer", "stitch", "regions"} <= set(result.timings_ms)
+
+
+def test_a_good_part_is_ok_and_async_matches_batch(bundle: Path) -> None:
+    batch = TiledInspector.from_bundle(bundle)
+    spread = TiledInspector.from_bundle(bundle, mode="async", jobs=3)
+    assert batch.inspect(_part((0, 0, 1, 1))).verdict == "OK"
+    image = _part((30, 150, 50, 170))
+    one, other = batch.raw_outputs(image), spread.raw_outputs(image)
+    assert one.tiles == other.tiles == len(SPEC.grid(200, 160))
+    assert one.score == other.score
+    np.testing.assert_array_equal(one.anomaly_map, other.anomaly_map)
+
+
+def test_untiled_bundle_and_bad_mode_are_refused(tmp_path: Path, bundle: Path) -> None:
+    plain = _write_bundle(tmp_path / "plain", tiling=None)
+    with pytest.raises(BundleError, match="has no tiling"):
+        TiledInspector.from_bundle(plain)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        TiledInspector.from_bundle(bundle, mode="serial")
+
+
+def test_image_smaller_than_a_tile_is_refused(bundle: Path) -> None:
+    tiled = TiledInspector.from_bundle(bundle)
+    with pytest.raises(ValueError, match="smaller than one tile"):
+        tiled.inspect(np.zeros((40, 200, 3), np.uint8))
+
+
+def test_metadata_without_tiling_reads_as_none(tmp_path: Path) -> None:
+    metadata = verify_bundle(_write_bundle(tmp_path / "plain", tiling=None))
+    assert metadata.tiling is None
+    assert replace(metadata, tiling=SPEC).tiling == SPEC
