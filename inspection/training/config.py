@@ -23,6 +23,7 @@ from inspection.core.config import deep_merge, from_mapping, read_yaml
 from inspection.core.errors import ConfigError
 from inspection.core.global_context import GLOBAL_COMPONENTS
 from inspection.core.roi import RoiSpec
+from inspection.core.units import PhysicalUnits
 
 MODEL_KINDS = ("patchcore", "stfpm")
 
@@ -104,6 +105,8 @@ class ProductConfig:
     """A good part in the nominal pose; ROI polygons are in its pixel coordinates."""
     roi: RoiSpec | None = None
     """Where the part is inspected (``core.roi``); None: the whole image."""
+    units: PhysicalUnits | None = None
+    """Pixel size and minimum defect area (``core.units``); None: sizes in pixels only."""
 
     def __post_init__(self) -> None:
         for kind, section in self.models.items():
