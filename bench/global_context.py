@@ -32,7 +32,11 @@ from inspection.data.dataset import load_dataset
 from inspection.runtime.inspector import Inspector
 from inspection.runtime.preprocess import preprocess
 from inspection.training.config import load_model_config
-from inspection.training.export import export_bundle, held_out_test_samples
+from inspection.training.export import (
+    ExportOptions,
+    export_bundle,
+    held_out_test_samples,
+)
 from inspection.training.train import train_model
 
 COMPONENTS = "[features,colour,frequency]"
@@ -49,7 +53,7 @@ def run_product(product: str, data: Path, precision: str) -> dict:
         started = time.perf_counter()
         outcome = train_model(config, dataset, product=product, registry=registry, progress=False)
         fit_s = time.perf_counter() - started
-        bundle = export_bundle(registry, product, precision=precision, force=True)
+        bundle = export_bundle(registry, product, ExportOptions(precision=precision, force=True))
         inspector = Inspector.from_bundle(bundle.bundle_dir)
         samples = held_out_test_samples(outcome.record, dataset)
         images = [read_image(s.path) for s in samples]

@@ -250,7 +250,7 @@ def champions(workdir: Path, products: list[str], size: int) -> Path:
     from inspection.data.dataset import load_dataset
     from inspection.data.demo import write_demo_product
     from inspection.training.config import load_model_config
-    from inspection.training.export import export_bundle
+    from inspection.training.export import ExportOptions, RegistryExport, export_bundle
     from inspection.training.train import train
 
     root = workdir / "template"
@@ -267,7 +267,12 @@ def champions(workdir: Path, products: list[str], size: int) -> Path:
             overrides=[f"image_size=[{size}, {size}]", "coreset_sampling_ratio=0.1"],
         )  # fmt: skip
         train(config, load_dataset(data), product=product, registry=registry, progress=False)
-        export_bundle(registry, product, precision="int8", force=True, promote=True, actor="bench")
+        export_bundle(
+            registry,
+            product,
+            ExportOptions(precision="int8", force=True),
+            RegistryExport(promote=True, actor="bench"),
+        )
     return root
 
 

@@ -59,7 +59,7 @@ def prepare(site: Any, products: list[str], kinds: list[str], whole_graph: list[
     from inspection.core.registry import Registry
     from inspection.data.dataset import load_dataset
     from inspection.training.config import load_model_config
-    from inspection.training.export import export_bundle
+    from inspection.training.export import ExportOptions, RegistryExport, export_bundle
     from inspection.training.train import train
 
     registry = Registry(site.registry_dir)
@@ -75,7 +75,10 @@ def prepare(site: Any, products: list[str], kinds: list[str], whole_graph: list[
                 if f"{record.version}-{precision}" not in registry.bundle_ids(product):
                     print(f"exporting {product} {record.version} {precision}", flush=True)
                     export_bundle(
-                        registry, product, precision=precision, version=record.version, force=True
+                        registry,
+                        product,
+                        ExportOptions(precision=precision, force=True),
+                        RegistryExport(version=record.version),
                     )
             target = _whole_graph_dir(site, product, record)
             if product in whole_graph and not target.exists():
@@ -100,21 +103,14 @@ def _export_whole_graph(registry: Any, record: Any, site: Any, target: Path) -> 
     from inspection.data.dataset import load_dataset
     from inspection.training.export import (
         ExportOptions,
-        ExportSplits,
         base_metadata,
         export_model,
-        held_out_test_samples,
-        split_samples,
+        export_splits,
     )
     from inspection.training.train import load_trained_model
 
     dataset = load_dataset(site.datasets_dir / record.product)
-    splits = ExportSplits(
-        train_images=tuple(s.path for s in dataset.train_samples),
-        validation=tuple(split_samples(record, dataset, "validation")),
-        test=tuple(held_out_test_samples(record, dataset)),
-        dataset_root=dataset.root,
-    )
+    splits = export_splits(record, dataset)
     base = replace(base_metadata(record, "int8"), bundle_id=f"{record.version}-{WHOLE_GRAPH}")
     options = ExportOptions(precision="int8", force=True, keep_head_fp32=False)
     with tempfile.TemporaryDirectory() as scratch:

@@ -55,7 +55,11 @@ STATIC_NOTES = (
 def prepare_product(work: Path, product: str, args: argparse.Namespace) -> tuple[Path, list]:
     """(bundle dir, held-out test samples) for ``product``, training and exporting if needed."""
     from inspection.training.config import load_model_config
-    from inspection.training.export import export_bundle, held_out_test_samples
+    from inspection.training.export import (
+        ExportOptions,
+        export_bundle,
+        held_out_test_samples,
+    )
     from inspection.training.train import train
 
     data_root = work / "datasets"
@@ -77,7 +81,7 @@ def prepare_product(work: Path, product: str, args: argparse.Namespace) -> tuple
     record = registry.latest_version(product)
     bundles = [b for b in registry.bundle_ids(product) if b.endswith("fp32")]
     if not bundles:
-        bundles = [export_bundle(registry, product, precision="fp32").bundle_id]
+        bundles = [export_bundle(registry, product, ExportOptions(precision="fp32")).bundle_id]
     return registry.bundle_dir(product, bundles[-1]), held_out_test_samples(record, dataset)
 
 

@@ -71,7 +71,7 @@ def tiny_registry(workdir: Path, product: str) -> Path:
     from inspection.data.dataset import load_dataset
     from inspection.data.demo import write_demo_product
     from inspection.training.config import model_config_from_mapping
-    from inspection.training.export import export_bundle
+    from inspection.training.export import ExportOptions, RegistryExport, export_bundle
     from inspection.training.train import train
 
     root = workdir / "source-registry"
@@ -92,7 +92,12 @@ def tiny_registry(workdir: Path, product: str) -> Path:
         where="bench/replicas.py",
     )
     record = train(config, load_dataset(data), product=product, registry=registry, progress=False)
-    export_bundle(registry, product, precision="fp32", version=record.version, promote=True)
+    export_bundle(
+        registry,
+        product,
+        ExportOptions(precision="fp32"),
+        RegistryExport(version=record.version, promote=True),
+    )
     return root
 
 

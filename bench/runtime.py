@@ -233,7 +233,7 @@ def ensure_version(registry: Any, product: str, kind: str, dataset_dir: Path) ->
 
 
 def ensure_bundles(registry: Any, record: Any, dataset_dir: Path) -> dict[str, Path]:
-    from inspection.training.export import export_bundle
+    from inspection.training.export import ExportOptions, RegistryExport, export_bundle
 
     bundles = {}
     for precision in ("fp32", "fp16", "int8"):
@@ -243,10 +243,9 @@ def ensure_bundles(registry: Any, record: Any, dataset_dir: Path) -> dict[str, P
             export_bundle(
                 registry,
                 record.product,
-                precision=precision,
-                version=record.version,
-                dataset_path=dataset_dir,
-                force=True,  # measure it even when export would refuse it; reported below
+                # forced: measure it even when export would refuse it; reported below
+                ExportOptions(precision=precision, force=True),
+                RegistryExport(version=record.version, dataset_path=dataset_dir),
             )
         bundles[precision] = registry.bundle_dir(record.product, bundle_id)
     return bundles

@@ -80,20 +80,30 @@ def trained_patchcore(
 @pytest.fixture(scope="session")
 def fp32_bundle(trained_patchcore: TrainedProduct) -> Path:
     """The FP32 OpenVINO bundle of ``trained_patchcore``, registered as ``v0001-fp32``."""
-    from inspection.training.export import export_bundle
+    from inspection.training.export import ExportOptions, RegistryExport, export_bundle
 
     tp = trained_patchcore
-    result = export_bundle(tp.registry, tp.product, precision="fp32", version=tp.record.version)
+    result = export_bundle(
+        tp.registry,
+        tp.product,
+        ExportOptions(precision="fp32"),
+        RegistryExport(version=tp.record.version),
+    )
     return result.bundle_dir
 
 
 @pytest.fixture(scope="session")
 def fp16_bundle(trained_patchcore: TrainedProduct) -> Path:
     """The FP16 bundle of ``trained_patchcore`` (``v0001-fp16``)."""
-    from inspection.training.export import export_bundle
+    from inspection.training.export import ExportOptions, RegistryExport, export_bundle
 
     tp = trained_patchcore
-    result = export_bundle(tp.registry, tp.product, precision="fp16", version=tp.record.version)
+    result = export_bundle(
+        tp.registry,
+        tp.product,
+        ExportOptions(precision="fp16"),
+        RegistryExport(version=tp.record.version),
+    )
     return result.bundle_dir
 
 

@@ -71,7 +71,7 @@ def export_command(
 ) -> None:
     """Export, calibrate on its own validation outputs, gate against FP32, and register."""
     from inspection.core.registry import Registry
-    from inspection.training.export import export_bundle
+    from inspection.training.export import ExportOptions, RegistryExport, export_bundle
 
     if precision not in PRECISIONS:
         raise typer.BadParameter(
@@ -83,15 +83,14 @@ def export_command(
         result = export_bundle(
             registry,
             product,
-            precision=precision,  # type: ignore[arg-type]
-            version=version,
-            dataset_path=dataset,
-            calibration_size=calibration_size,
-            accuracy_control=accuracy_control,
-            tolerances=tolerances,
-            force=force,
-            promote=promote,
-            actor="cli",
+            ExportOptions(
+                precision=precision,  # type: ignore[arg-type]
+                calibration_size=calibration_size,
+                accuracy_control=accuracy_control,
+                tolerances=tolerances,
+                force=force,
+            ),
+            RegistryExport(version=version, dataset_path=dataset, promote=promote, actor="cli"),
             progress=lambda message: status.update(message),
         )
     gate = result.metrics["gate"]

@@ -185,7 +185,12 @@ def step_export(ctx: DemoContext) -> None:
     """Export each product's best model (image AUROC) to FP32 and INT8 bundles, then serve
     the precision that is fastest on this CPU among those that passed the accuracy gate."""
     try:
-        from inspection.training.export import GateRefusal, export_bundle
+        from inspection.training.export import (
+            ExportOptions,
+            GateRefusal,
+            RegistryExport,
+            export_bundle,
+        )
     except ImportError as exc:
         log.info("export step skipped: %s", exc)
         return
@@ -205,8 +210,8 @@ def step_export(ctx: DemoContext) -> None:
                     result = export_bundle(
                         ctx.registry,
                         product,
-                        precision=precision,
-                        version=best.version,
+                        ExportOptions(precision=precision),
+                        RegistryExport(version=best.version),
                         progress=lambda message, s=status: s.update(message),
                     )
                 except (GateRefusal, BundleError, RegistryError) as exc:
@@ -221,7 +226,13 @@ def step_export(ctx: DemoContext) -> None:
             continue
         ctx.registry.promote(product, exported[0], actor="demo", reason="inspection demo")
         with console.status(f"{product}: timing the gated bundles on this CPU") as status:
-            record = promote_fastest(ctx.registry, product, actor="demo", progress=status.update)
+            record = promote_fastest(
+                ctx.registry,
+                product,
+                actor="demo",
+                progress=status.update,
+                public_key=signing_key.public_key(),
+            )
         timings = ", ".join(f"{m.precision} {m.p50_ms:.1f} ms" for m in record.measurements)
         ctx.notes.append(
             f"{product}: live bundle {record.chosen_bundle_id} (fastest gated here: {timings})"

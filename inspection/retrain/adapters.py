@@ -55,7 +55,7 @@ def export_int8(
     The INT8 accuracy check is not enforced here (``force``): the gate judges the INT8
     bundle itself against the champion, and the report shows the FP32 -> INT8 drop.
     """
-    from inspection.training.export import export_bundle
+    from inspection.training.export import ExportOptions, RegistryExport, export_bundle
 
     existing = f"{record.version}-int8"
     if existing in registry.bundle_ids(record.product):
@@ -63,10 +63,8 @@ def export_int8(
     result = export_bundle(
         registry,
         record.product,
-        precision="int8",
-        version=record.version,
-        dataset_path=dataset_root,
-        force=True,
+        ExportOptions(precision="int8", force=True),
+        RegistryExport(version=record.version, dataset_path=dataset_root),
         progress=progress,
     )
     return result.bundle_id, dict(result.metrics)

@@ -43,7 +43,7 @@ def run_demo(
     from inspection.data.dataset import load_dataset
     from inspection.data.demo import write_demo_product
     from inspection.training.config import load_model_config
-    from inspection.training.export import export_bundle
+    from inspection.training.export import ExportOptions, RegistryExport, export_bundle
     from inspection.training.train import train
 
     site = SiteConfig(
@@ -64,7 +64,12 @@ def run_demo(
         "patchcore", product=product, overrides=[f"image_size=[{size}, {size}]"]
     )
     train(model_config, load_dataset(data), product=product, registry=registry, progress=False)
-    export_bundle(registry, product, precision="int8", promote=True, force=True, actor="demo")
+    export_bundle(
+        registry,
+        product,
+        ExportOptions(precision="int8", force=True),
+        RegistryExport(promote=True, actor="demo"),
+    )
     facts["champion_seconds"] = round(time.perf_counter() - started, 1)
 
     facts["reviews"] = _inspect_and_review(

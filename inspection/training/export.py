@@ -544,64 +544,73 @@ def base_metadata(record: ModelRecord, precision: Precision) -> BundleMetadata:
     )
 
 
+@dataclass(frozen=True)
+class RegistryExport:
+    """Which registered version to export (default: the latest), from which dataset folder
+    (default: the one it was trained on), and whether the new bundle goes live."""
+
+    version: str | None = None
+    dataset_path: Path | None = None
+    promote: bool = False
+    actor: str = "export"
+    """Who promotes it, as recorded in the registry's history."""
+
+
 def export_bundle(
     registry: Registry,
     product: str,
+    options: ExportOptions,
+    source: RegistryExport | None = None,
     *,
-    precision: Precision,
-    version: str | None = None,
-    dataset_path: str | Path | None = None,
-    calibration_size: int = DEFAULT_CALIBRATION_SIZE,
-    accuracy_control: bool = False,
-    tolerances: GateTolerances | None = None,
-    force: bool = False,
-    promote: bool = False,
-    actor: str = "export",
     progress: Progress | None = None,
 ) -> ExportResult:
-    """Export a registered version (default: latest) and add the bundle to the registry.
+    """Export a registered version and add the bundle to the registry.
 
-    ``tolerances`` (default ``GateTolerances()``) gate a non-FP32 bundle against FP32; with
-    ``accuracy_control`` NNCF's image-AUROC budget is ``tolerances.image_auroc``.
+    ``options`` set the precision, INT8 calibration and the gate (``options.tolerances``
+    against FP32; with ``accuracy_control`` NNCF's image-AUROC budget is
+    ``tolerances.image_auroc``); ``source`` picks the version and whether to promote it.
     """
     from inspection.data.dataset import load_dataset
     from inspection.training.train import load_trained_model
 
-    options = ExportOptions(
-        precision=precision,
-        calibration_size=calibration_size,
-        accuracy_control=accuracy_control,
-        tolerances=tolerances or GateTolerances(),
-        force=force,
+    source = source or RegistryExport()
+    record = (
+        registry.version(product, source.version)
+        if source.version
+        else registry.latest_version(product)
     )
-    record = registry.version(product, version) if version else registry.latest_version(product)
-    base = base_metadata(record, precision)
+    base = base_metadata(record, options.precision)
     if base.bundle_id in registry.bundle_ids(product):
         raise BundleError(
             f"bundle {product}/{base.bundle_id} already exists; bundles are immutable"
         )
-    dataset = load_dataset(dataset_path or _dataset_path(record))
-    splits = ExportSplits(
-        train_images=tuple(s.path for s in dataset.train_samples),
-        validation=tuple(split_samples(record, dataset, "validation")),
-        test=tuple(held_out_test_samples(record, dataset)),
-        dataset_root=dataset.root,
-    )
+    dataset = load_dataset(source.dataset_path or _dataset_path(record))
     model = load_trained_model(record)
     with tempfile.TemporaryDirectory(prefix=f"export-{product}-") as scratch:
         result = export_model(
             model.model,
             Path(scratch) / base.bundle_id,
             base=base,
-            splits=splits,
+            splits=export_splits(record, dataset),
             options=options,
             progress=progress,
             extra_files=_context_files(record),
         )
         target = registry.add_bundle(product, result.bundle_dir, result.bundle_id)
-    if promote:
-        registry.promote(product, result.bundle_id, actor=actor, reason=f"exported {precision}")
+    if source.promote:
+        reason = f"exported {options.precision}"
+        registry.promote(product, result.bundle_id, actor=source.actor, reason=reason)
     return replace(result, bundle_dir=target)
+
+
+def export_splits(record: ModelRecord, dataset: Any) -> ExportSplits:
+    """The splits ``record`` recorded, as images of ``dataset`` (a loaded dataset folder)."""
+    return ExportSplits(
+        train_images=tuple(s.path for s in dataset.train_samples),
+        validation=tuple(split_samples(record, dataset, "validation")),
+        test=tuple(held_out_test_samples(record, dataset)),
+        dataset_root=dataset.root,
+    )
 
 
 def _context_files(record: ModelRecord) -> dict[str, Path]:

@@ -21,7 +21,7 @@ def weave_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Registry, Pa
     from inspection.data.dataset import load_dataset
     from inspection.data.demo import write_demo_product
     from inspection.training.config import model_config_from_mapping
-    from inspection.training.export import export_bundle
+    from inspection.training.export import ExportOptions, export_bundle
     from inspection.training.train import train
 
     root = write_demo_product(
@@ -33,7 +33,7 @@ def weave_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Registry, Pa
         {**TINY_PATCHCORE, "global_context": COMPONENTS}, where="test"
     )
     train(config, load_dataset(root), product="weave", registry=registry, progress=False)
-    result = export_bundle(registry, "weave", precision="fp32")
+    result = export_bundle(registry, "weave", ExportOptions(precision="fp32"))
     return registry, result.bundle_dir, root
 
 
