@@ -350,6 +350,16 @@ def _finish(image: np.ndarray, level: float, rng: np.random.Generator) -> np.nda
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
+def _pose(size: int, rng: np.random.Generator) -> np.ndarray:
+    dx, dy = rng.uniform(-MAX_SHIFT, MAX_SHIFT, 2) * size
+    return pose_matrix(size, dx, dy, rng.uniform(-MAX_ROTATION, MAX_ROTATION))
+
+
+def plate_pose(size: int, seed: tuple[int, ...]) -> np.ndarray:
+    """The (2, 3) pose (reference pixels -> image pixels) of the jittered sample ``seed``."""
+    return _pose(size, np.random.default_rng(np.random.SeedSequence(list(seed)).spawn(5)[3]))
+
+
 # --- samples -----------------------------------------------------------------------------------
 
 
@@ -369,9 +379,7 @@ def render_plate(
     part = part * _bevel(alpha, size)[:, :, None]
     level = float(part[alpha > 0.5].mean())
     defect = _add_defect(part, kind, size, defect_rng) if kind is not None else None
-    dx, dy = pose_rng.uniform(-MAX_SHIFT, MAX_SHIFT, 2) * size if jitter else (0.0, 0.0)
-    angle = pose_rng.uniform(-MAX_ROTATION, MAX_ROTATION) if jitter else 0.0
-    matrix = pose_matrix(size, dx, dy, angle)
+    matrix = _pose(size, pose_rng) if jitter else pose_matrix(size, 0.0, 0.0, 0.0)
     warp = lambda a: cv2.warpAffine(a, matrix, (size, size), flags=cv2.INTER_LINEAR)  # noqa: E731
     part, alpha = warp(part), warp(alpha)
     image = _fixture(size, fixture_rng) * (1 - alpha[:, :, None]) + part * alpha[:, :, None]

@@ -91,3 +91,20 @@ def test_product_config_roi_is_the_generated_one() -> None:
 
     config = load_product_config("plate")
     assert config.data == Path("datasets/plate")
+    assert config.roi is not None and config.roi.reference_size == (2048, 2048)
+    expected = hires.plate_roi(2048)
+    as_lists = config.roi.to_mapping()
+    assert as_lists["include"] == expected["include"]
+    assert as_lists["exclude"] == expected["exclude"]
+    inside = config.roi.mask(2048, 2048)
+    assert 0.2 < inside.mean() < 0.3  # the plate minus margins and holes; the fixture is out
+
+
+def test_plate_defects_reach_the_minimum_defect_area() -> None:
+    from inspection.training.config import load_product_config
+
+    units = load_product_config("plate").units
+    assert units is not None and units.min_area_px(2048) == pytest.approx(40.0)
+    for kind in hires.PLATE_DEFECT_KINDS:  # at full size every defect is above the minimum
+        _, mask = hires.render_plate(2048, (0, 98, 1, 1, 0), kind)
+        assert mask is not None and (mask > 0).sum() >= 40
