@@ -42,13 +42,20 @@ def sync(
 ) -> None:
     """Pull the live bundle of every product in the station config into its local registry.
 
-    Downloads are digest-checked before they become live; on any failure the station keeps
+    Downloads are digest-checked, and signature-checked against the config's
+    ``bundle_public_key``, before they become live; on any failure the station keeps
     its last good bundle. Exit code 2 when a one-shot sync failed for some product.
     """
     from inspection.distribution.sync import HttpSource, PathSource, sync_forever, sync_once
-    from inspection.service.config import load_station_config
+    from inspection.service.config import load_station_config, pinned_key
 
     station_config = load_station_config(config)
+    public_key = pinned_key(station_config)
+    if public_key is None:
+        console.print(
+            "[yellow]no bundle_public_key in the station config: pulled bundles are checked "
+            "against their digests only, not their signature[/]"
+        )
     if source.startswith(("http://", "https://")):
         token = token_file.read_text(encoding="utf-8").strip() if token_file else ""
         bundle_source = HttpSource(source, token or os.environ.get(TOKEN_ENV, ""))
@@ -56,7 +63,7 @@ def sync(
         bundle_source = PathSource(source)
     registry_dir, products = station_config.registry_dir, station_config.products
     if not watch:
-        outcomes = sync_once(bundle_source, registry_dir, products)
+        outcomes = sync_once(bundle_source, registry_dir, products, public_key=public_key)
         _print(outcomes)
         if any(outcome.status == "failed" for outcome in outcomes):
             raise typer.Exit(2)
@@ -70,6 +77,7 @@ def sync(
         interval_s=interval,
         stop=stop,
         on_outcomes=lambda outcomes: _print([o for o in outcomes if o.status != "current"]),
+        public_key=public_key,
     )
 
 
