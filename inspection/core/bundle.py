@@ -19,6 +19,7 @@ from inspection.core.calibration import Calibration, Normalization
 from inspection.core.config import from_mapping, to_mapping
 from inspection.core.errors import BundleError, ConfigError
 from inspection.core.fingerprint import sha256_file
+from inspection.core.refinement import RefinementChoice
 from inspection.core.roi import RoiSpec
 from inspection.core.tiling import TilingSpec
 from inspection.core.units import PhysicalUnits
@@ -100,6 +101,9 @@ class BundleMetadata:
     """Register each image to the bundle's reference file first (``runtime.alignment``)."""
     units: PhysicalUnits | None = None
     """Pixel size and minimum defect area (``core.units``); None: sizes in pixels only."""
+    refinement: RefinementChoice | None = None
+    """The mask refiner the station runs on NG results, chosen on this bundle's own validation
+    outputs; None (older bundles): no refinement."""
     calibration: dict[str, Any] | None = None
     """The INT8 quantisation calibration set (None for FP32/FP16)."""
     output_calibration: Calibration | None = None
