@@ -55,6 +55,7 @@ from inspection.core.registry import ModelRecord, Registry, utc_now
 from inspection.runtime.inspector import Inspector
 from inspection.runtime.preprocess import normalize_score, preprocess
 from inspection.runtime.tiled import TiledInspector, tiled_outputs
+from inspection.training.config import load_product_config
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +214,7 @@ def run_bundle(
     scores, maps = [], []
     for start in range(0, len(samples), batch_size):
         chunk = samples[start : start + batch_size]
-        batch = np.stack([preprocess(read_image(s.path), prep) for s in chunk])
+        batch = np.stack([preprocess(inspector.align(read_image(s.path)), prep) for s in chunk])
         raw_scores, raw_maps = inspector.infer_raw(batch)
         scores.append(raw_scores)
         maps.append(raw_maps)
@@ -644,7 +645,7 @@ def export_bundle(
         if source.version
         else registry.latest_version(product)
     )
-    base = base_metadata(record, options.precision)
+    base, part_files = with_part_setup(base_metadata(record, options.precision))
     if base.bundle_id in registry.bundle_ids(product):
         raise BundleError(
             f"bundle {product}/{base.bundle_id} already exists; bundles are immutable"
@@ -659,7 +660,7 @@ def export_bundle(
             splits=export_splits(record, dataset),
             options=options,
             progress=progress,
-            extra_files=_context_files(record),
+            extra_files=_context_files(record) | part_files,
         )
         target = registry.add_bundle(product, result.bundle_dir, result.bundle_id)
     if source.promote:
@@ -676,6 +677,23 @@ def export_splits(record: ModelRecord, dataset: Any) -> ExportSplits:
         test=tuple(held_out_test_samples(record, dataset)),
         dataset_root=dataset.root,
     )
+
+
+def with_part_setup(
+    base: BundleMetadata, config_dir: Path | None = None
+) -> tuple[BundleMetadata, dict[str, Path]]:
+    """``base`` with its product's ROI, alignment and units (``configs/products``), and the
+    files they need in the bundle (the alignment reference image, checksummed like any file)."""
+    config = load_product_config(base.product, config_dir)
+    meta = replace(base, roi=config.roi, alignment=config.alignment, units=config.units)
+    if config.alignment is None or config.reference is None:
+        return meta, {}
+    if not config.reference.is_file():
+        raise BundleError(
+            f"products/{base.product}.yaml: reference image {config.reference} not found "
+            "(alignment needs it; generate the dataset or fix the path)"
+        )
+    return meta, {config.alignment.file: config.reference}
 
 
 def _context_files(record: ModelRecord) -> dict[str, Path]:
