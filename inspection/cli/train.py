@@ -386,6 +386,7 @@ def _run_demo(ctx: DemoContext, skip: str, log_file: Path | None) -> None:
             _closing_rows(ctx.site, log_file, [r for r, _ in ctx.results]),
         )
     )
+    _print_log_file(log_file)
     for warning in ctx.warnings:
         console.print(f"[bold yellow]NOT LINE-READY[/] {warning}")
     if ctx.failures:
@@ -405,6 +406,11 @@ def log_dir(site: SiteConfig) -> Path:
 def verbose_requested(flag: bool) -> bool:
     """``--verbose`` here or on ``inspection`` itself (the root logger then logs DEBUG)."""
     return flag or logging.getLogger().isEnabledFor(logging.DEBUG)
+
+
+def _print_log_file(log_file: Path | None) -> None:
+    if log_file is not None:  # one unwrapped line, easy to copy
+        console.print(f"library logs and warnings: {log_file}", soft_wrap=True, highlight=False)
 
 
 def _closing_rows(
