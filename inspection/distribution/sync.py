@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -204,7 +204,8 @@ def _sync_product(
     try:
         if local is not None and local.bundle_id == bundle_id:
             _sync_threshold(registry, entry)
-            return SyncOutcome(product, "current", bundle_id, bundle_id, "", _since(started))
+            detail = _fetch_alternatives(source, registry, entry, public_key)
+            return SyncOutcome(product, "current", bundle_id, bundle_id, detail, _since(started))
         if bundle_id in registry.bundle_ids(product):
             _check(registry.bundle_dir(product, bundle_id), public_key)  # e.g. a rollback
             detail = "already held locally"
@@ -217,6 +218,9 @@ def _sync_product(
             product, bundle_id, actor=SYNC_ACTOR, reason=f"live on {source.description}"
         )
         _sync_threshold(registry, entry)
+        detail = "; ".join(
+            filter(None, [detail, _fetch_alternatives(source, registry, entry, public_key)])
+        )
     except SourceUnreachable as exc:
         return _kept(registry, product, "offline", bundle_id, str(exc), started)
     except (InspectionError, OSError) as exc:
@@ -256,6 +260,37 @@ def _fetch(
         registry.add_bundle(entry.product, bundle_dir, entry.bundle_id)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _fetch_alternatives(
+    source: BundleSource,
+    registry: Registry,
+    entry: CatalogEntry,
+    public_key: Ed25519PublicKey | None,
+) -> str:
+    """Fetch the live version's other gated precisions not held yet (the station times them
+    and serves the fastest); one that fails is logged and skipped, the live one still serves."""
+    held = set(registry.bundle_ids(entry.product))
+    fetched, failed = [], []
+    for manifest in entry.alternatives:
+        if manifest.bundle_id in held:
+            continue
+        try:
+            _fetch(
+                source,
+                registry,
+                replace(entry, bundle_id=manifest.bundle_id, manifest=manifest),
+                public_key,
+            )
+            fetched.append(manifest.bundle_id)
+        except (InspectionError, OSError) as exc:
+            log.warning(
+                "%s: alternative %s not fetched: %s", entry.product, manifest.bundle_id, exc
+            )
+            failed.append(manifest.bundle_id)
+    parts = [f"fetched {', '.join(fetched)}"] if fetched else []
+    parts += [f"could not fetch {', '.join(failed)}"] if failed else []
+    return "; ".join(parts)
 
 
 def _sync_threshold(registry: Registry, entry: CatalogEntry) -> None:

@@ -51,10 +51,11 @@ InspectorLoader = Callable[[Path], InspectorLike]
 
 
 def default_loader(bundle_dir: Path) -> InspectorLike:
-    """``Inspector.from_bundle`` (OpenVINO, torch-free), imported on first use."""
+    """``Inspector.from_bundle`` (OpenVINO, torch-free), imported on first use, refining NG
+    masks with the refiner the bundle's validation measurement chose."""
     from inspection.runtime.inspector import Inspector
 
-    return Inspector.from_bundle(bundle_dir)
+    return Inspector.from_bundle(bundle_dir, refiner="bundle")
 
 
 @dataclass(frozen=True)

@@ -161,6 +161,37 @@ def test_station_sync_cli(central: Central, tmp_path: Path, monkeypatch) -> None
     assert result.exit_code == 2 and "401" in result.output
 
 
+def test_sync_also_pulls_the_live_versions_other_gated_precisions(
+    central: Central, fp16_bundle: Path, tmp_path: Path
+) -> None:
+    """The station gets every precision of the live version that passed its gate (to time them
+    and serve the fastest), never one its export gate refused; the live bundle is unchanged."""
+    import dataclasses
+    import shutil
+
+    from inspection.core.bundle import read_bundle_metadata, write_bundle_metadata
+
+    central.registry.add_bundle(PRODUCT, fp16_bundle, "v0001-fp16")
+    refused = tmp_path / "refused"
+    shutil.copytree(fp16_bundle, refused)
+    meta = read_bundle_metadata(refused)
+    gate = {"passed": False, "failures": ["miss_rate 0.3 vs FP32 0.0"]}
+    write_bundle_metadata(
+        refused,
+        dataclasses.replace(meta, bundle_id="v0001-int8", metrics={**meta.metrics, "gate": gate}),
+    )
+    central.registry.add_bundle(PRODUCT, refused, "v0001-int8")
+    local = Registry(tmp_path / "station" / "registry")
+    source = HttpSource(central.url, central.token)
+    [outcome] = sync_once(source, local.root, [PRODUCT])
+    assert (outcome.status, outcome.live) == ("updated", V1), outcome.detail
+    assert "fetched v0001-fp16" in outcome.detail
+    assert sorted(local.bundle_ids(PRODUCT)) == ["v0001-fp16", V1]
+    assert local.live(PRODUCT).bundle_id == V1
+    [again] = sync_once(source, local.root, [PRODUCT])
+    assert again.status == "current" and again.detail == ""
+
+
 def _signed(source: Path, target: Path, bundle_id: str, keys: SiteKeys) -> Path:
     relabel(source, target, bundle_id)
     sign_bundle(target, load_private_key(keys.private))
