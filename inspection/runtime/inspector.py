@@ -187,6 +187,18 @@ class Inspector:
         scores, maps, _ = self._infer(batch)
         return scores, maps
 
+    def local_outputs(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(N, 3, h, w) model input -> the graph's local raw scores (N,) float32 and pooled
+        features (N, D) float32 (None without a pooled output), before any fusion."""
+        with self._lock:
+            self._request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})
+            scores = self._request.get_tensor(self._score_port).data.copy()
+            pooled = None
+            if self._pooled_index is not None:
+                pooled = self._request.get_output_tensor(self._pooled_index).data.copy()
+        scores = np.asarray(scores, dtype=np.float32).reshape(len(batch), -1)[:, 0]
+        return scores, None if pooled is None else pooled.reshape(len(batch), -1)
+
     def _infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[dict[str, float]]]:
         """``infer_raw`` plus each image's component z-scores (empty dicts without context)."""
         with self._lock:

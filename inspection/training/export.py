@@ -371,6 +371,9 @@ def _calibrated_bundle(
     """Save ``model`` (with ``extra_files``), calibrate it on its own validation outputs (and,
     with ``choose_refiner``, pick its mask refiner there), run it on the test split."""
     _save_bundle(model, target, meta, meta.precision == "fp16", extra_files)
+    if meta.global_context is not None:
+        say(f"fitting the global context on the {meta.precision} bundle's own outputs")
+        _refit_context(target, meta, splits)
     say(
         f"calibrating the {meta.precision} bundle on its {len(splits.validation)} validation images"
     )
@@ -401,6 +404,44 @@ def _refinement(bundle_dir: Path, splits: ExportSplits, say: Progress) -> Refine
     choice, _ = choose_refiner(source, splits.validation, config=load_refine_config())
     say(f"mask refinement: {choice.describe()}")
     return choice
+
+
+def _refit_context(target: Path, meta: BundleMetadata, splits: ExportSplits) -> None:
+    """Re-fit the bundle's global context on its own graph's outputs (``refit_on_outputs``)
+    and re-write the metadata so the file's checksum is the new one's."""
+    from inspection.training.global_context import refit_on_outputs
+
+    spec = meta.global_context
+    if spec is None:
+        return
+    inspector = Inspector.from_bundle(target)
+    train_pooled = _outputs_of(inspector, splits.train_images, meta)[1] if spec.layers else None
+    goods = [s.path for s in splits.validation if s.label == 0]
+    local = _outputs_of(inspector, goods, meta)[0]
+    context = inspector._context
+    if context is None:  # pragma: no cover - from_bundle loads it when the spec is set
+        raise BundleError(f"{target}: the global context did not load")
+    refit_on_outputs(context, train_pooled, local).save(target / spec.file)
+    write_bundle_metadata(target, meta)
+
+
+def _outputs_of(
+    inspector: Inspector, paths: Sequence[Path], meta: BundleMetadata, batch_size: int = 8
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Local raw scores (N,) and pooled features (N, D) of the bundle graph on ``paths``."""
+    scores, pooled = [], []
+    for start in range(0, len(paths), batch_size):
+        batch = np.stack(
+            [
+                preprocess(read_image(p), meta.preprocessing)
+                for p in paths[start : start + batch_size]
+            ]
+        )
+        chunk_scores, chunk_pooled = inspector.local_outputs(batch)
+        scores.append(chunk_scores.astype(np.float64))
+        if chunk_pooled is not None:
+            pooled.append(chunk_pooled.astype(np.float64))
+    return np.concatenate(scores), (np.concatenate(pooled) if pooled else None)
 
 
 def export_model(
