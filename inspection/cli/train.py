@@ -71,7 +71,7 @@ def train_command(
     _offline()
     from inspection.core.registry import Registry
     from inspection.data.dataset import load_dataset
-    from inspection.training.config import load_model_config
+    from inspection.training.config import load_model_config, load_product_config
     from inspection.training.evaluate import write_report
     from inspection.training.train import train_model
 
@@ -84,6 +84,10 @@ def train_command(
         f"training [bold]{model}[/] on {product} ({len(dataset.train_samples)} train images, "
         f"{model_config.image_size[0]}x{model_config.image_size[1]} px)"
     )
+    tiling = load_product_config(product).tiling
+    if tiling is not None:
+        _train_tiled(model_config, tiling, dataset, product, Registry(site_config.registry_dir))
+        return
     outcome = train_model(
         model_config, dataset, product=product, registry=Registry(site_config.registry_dir)
     )
@@ -92,6 +96,19 @@ def train_command(
     )
     _print_metrics([(outcome.record, outcome.metrics)])
     console.print(f"registered {outcome.record.model_version}; report: {report}")
+
+
+def _train_tiled(config: Any, tiling: Any, dataset: Any, product: str, registry: Any) -> None:
+    """The product's ``tiling`` is set: one model over every tile (``training.tiled``)."""
+    from inspection.training.tiled import train_tiled
+
+    console.print(
+        f"tiled: {list(tiling.tile_size)} px tiles, stride {list(tiling.stride)}, "
+        f"scale {tiling.scale}, {tiling.blend} blending"
+    )
+    record = train_tiled(config, tiling, dataset, product=product, registry=registry)
+    _print_metrics([(record, record.metrics)])
+    console.print(f"registered {record.model_version} (tiled; export it to measure the bundle)")
 
 
 # ------------------------------------------------------------------------ evaluate
