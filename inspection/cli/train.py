@@ -66,6 +66,12 @@ def train_command(
     config: Path = CONFIG_OPTION,
     overrides: list[str] = SET_OPTION,
     site: str = SITE_OPTION,
+    auto: bool = typer.Option(
+        False, "--auto", help="Choose the config by a bounded search on the validation split."
+    ),
+    budget: float = typer.Option(
+        None, "--budget", min=1, help="Seconds --auto may search (default: the product's)."
+    ),
 ) -> None:
     """Train a model, evaluate it on the held-out test split, write the report, register it."""
     _offline()
@@ -76,6 +82,13 @@ def train_command(
     from inspection.training.train import train_model
 
     site_config = load_site_config(site)
+    product_config = load_product_config(product)
+    if auto or product_config.auto:
+        if config is not None or overrides:
+            raise typer.BadParameter("--auto chooses the config: drop --config and --set")
+        budget_s = budget or product_config.auto_budget_s
+        _train_auto(site_config, product, _dataset_path(site_config, product, data), budget_s)
+        return
     model_config = load_model_config(
         model, product=product, config_file=config, overrides=overrides
     )
@@ -84,9 +97,9 @@ def train_command(
         f"training [bold]{model}[/] on {product} ({len(dataset.train_samples)} train images, "
         f"{model_config.image_size[0]}x{model_config.image_size[1]} px)"
     )
-    tiling = load_product_config(product).tiling
-    if tiling is not None:
-        _train_tiled(model_config, tiling, dataset, product, Registry(site_config.registry_dir))
+    if product_config.tiling is not None:
+        registry = Registry(site_config.registry_dir)
+        _train_tiled(model_config, product_config.tiling, dataset, product, registry)
         return
     outcome = train_model(
         model_config, dataset, product=product, registry=Registry(site_config.registry_dir)
@@ -109,6 +122,36 @@ def _train_tiled(config: Any, tiling: Any, dataset: Any, product: str, registry:
     record = train_tiled(config, tiling, dataset, product=product, registry=registry)
     _print_metrics([(record, record.metrics)])
     console.print(f"registered {record.model_version} (tiled; export it to measure the bundle)")
+
+
+def _train_auto(site_config: SiteConfig, product: str, data: Path, budget_s: float) -> None:
+    """``train --auto``: search, report every candidate, train and register the winner."""
+    from rich.progress import Progress
+
+    from inspection.core.registry import Registry
+    from inspection.data.dataset import load_dataset
+    from inspection.training.auto import DEFAULT_GRID, search, train_winner, write_search_report
+    from inspection.training.evaluate import write_report
+
+    dataset = load_dataset(data)
+    console.print(f"auto search on {product}: {len(DEFAULT_GRID)} candidates, {budget_s:.0f} s")
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("candidates", total=len(DEFAULT_GRID))
+
+        def on_candidate(result: Any) -> None:
+            progress.advance(task)
+            score = "" if result.validation_auroc is None else f" {result.validation_auroc:.3f}"
+            console.print(f"  {result.name}: {result.status}{score} ({result.seconds:.0f} s)")
+
+        result = search(product, dataset, budget_s=budget_s, on_candidate=on_candidate)
+    summary = write_search_report(site_config.reports_dir / product / "auto", result)
+    console.print(f"winner: [bold]{result.winner}[/] ({result.rule}); search: {summary}")
+    outcome = train_winner(result, dataset, Registry(site_config.registry_dir))
+    report = write_report(
+        _report_dir(site_config, outcome.record), outcome.predictions, outcome.metrics
+    )
+    _print_metrics([(outcome.record, outcome.metrics)])
+    console.print(f"registered {outcome.record.model_version}; report: {report}")
 
 
 # ------------------------------------------------------------------------ evaluate
