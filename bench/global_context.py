@@ -70,11 +70,18 @@ def run_product(product: str, data: Path, precision: str) -> dict:
             "kept": list(search.components),
             "validation_auroc": search.validation_auroc,
             "bundle_gate": bundle.metrics.get("gate", {}).get("passed"),
+            "reference_fp32_image_auroc": _image_auroc(bundle.metrics.get("reference_fp32")),
         }
         row["auroc"] = _aurocs(results, labels, [s.defect_type for s in samples])
         row["drivers_on_defects"] = _drivers(results, labels)
         row["latency_ms"] = _latency(inspector, images)
     return row
+
+
+def _image_auroc(metrics: dict | None) -> float | None:
+    if not metrics:
+        return None
+    return metrics.get("overall", {}).get("image_auroc")
 
 
 def _aurocs(results: list, labels: np.ndarray, defect_types: list[str]) -> dict:
@@ -158,8 +165,8 @@ def write_summary(out: Path, rows: dict[str, dict]) -> None:
         "`/work/bin/bench python bench/global_context.py`.",
         "",
         "| product | test (good) | kept | validation local -> fused | local AUROC | fused AUROC |"
-        " inspect p50 ms | global step p50 ms | load |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        " FP32 bundle AUROC | gate | inspect p50 ms | global step p50 ms | load |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for product, row in rows.items():
         auroc = row["auroc"]
@@ -172,7 +179,8 @@ def write_summary(out: Path, rows: dict[str, dict]) -> None:
         lines.append(
             f"| {product} | {row['test_images']} ({row['test_good']}) | "
             f"{', '.join(row['kept']) or 'none'} | {val['local']:.3f} -> {val['fused']:.3f} | "
-            f"{cell('local')} | {cell('fused')} | {row['latency_ms']['inspect_p50']} | "
+            f"{cell('local')} | {cell('fused')} | {row.get('reference_fp32_image_auroc')} | "
+            f"{'passed' if row['bundle_gate'] else 'refused'} | {row['latency_ms']['inspect_p50']} | "
             f"{row['latency_ms']['global_step_p50']} | {row['load_before']} |"
         )
     lines += ["", "## Per defect type (image AUROC, local -> fused)", ""]

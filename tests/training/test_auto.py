@@ -77,3 +77,14 @@ def test_the_budget_skips_what_does_not_fit(tiny_product: Path) -> None:
     assert "budget" in result.candidates[1].note and result.winner == "tiny"
     with pytest.raises(ValueError, match="budget"):
         search("brick", load_dataset(tiny_product), budget_s=0, grid=GRID, configure=tiny)
+
+
+def test_cli_auto_refuses_a_hand_set_config() -> None:
+    from typer.testing import CliRunner
+
+    from inspection.cli import app
+
+    result = CliRunner().invoke(
+        app, ["train", "--product", "brick", "--auto", "--set", "max_epochs=1"]
+    )
+    assert result.exit_code != 0 and "--auto chooses the config" in result.output
