@@ -124,6 +124,10 @@ def train_command(
         model, product=product, config_file=config, overrides=overrides
     )
     dataset = load_dataset(_dataset_path(site_config, product, data))
+    if product_config.tiling is not None:
+        registry = Registry(site_config.registry_dir)
+        _train_tiled(model_config, product_config.tiling, dataset, product, registry)
+        return
     verbose = verbose_requested(verbose)
     with (
         quiet_logs(log_dir(site_config), "train", verbose=verbose) as log_file,
@@ -143,6 +147,19 @@ def train_command(
     console.print(f"registered {outcome.record.model_version}")
     console.print(summary_table("next", _closing_rows(site_config, log_file, [outcome.record])))
     _print_log_file(log_file)
+
+
+def _train_tiled(config: Any, tiling: Any, dataset: Any, product: str, registry: Any) -> None:
+    """The product's ``tiling`` is set: one model over every tile (``training.tiled``)."""
+    from inspection.training.tiled import train_tiled
+
+    console.print(
+        f"tiled: {list(tiling.tile_size)} px tiles, stride {list(tiling.stride)}, "
+        f"scale {tiling.scale}, {tiling.blend} blending"
+    )
+    record = train_tiled(config, tiling, dataset, product=product, registry=registry)
+    _print_metrics([(record, record.metrics)])
+    console.print(f"registered {record.model_version} (tiled; export it to measure the bundle)")
 
 
 def _train_auto(site_config: SiteConfig, product: str, data: Path, budget_s: float) -> None:

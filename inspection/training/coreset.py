@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 import torch
 
+FULL_SCAN_FRACTION = 0.4  # past this share of candidate rows, a step scans all rows
+
 
 @dataclass(frozen=True)
 class Coreset:
@@ -140,14 +142,11 @@ class _GreedyState:
         """Fold pick number ``pick`` (row ``index``) into the distances; return the next pick."""
         center = self.x[index]
         self.centers[pick] = center
-        if prune and pick > 0:
-            between = self.centers[: pick + 1] - center
-            self.center_sq[: pick + 1] = (between * between).sum(dim=1)
-            rows = torch.nonzero(self.center_sq[self.owner] < 4.0 * self.best).squeeze(1)
+        rows = self._candidates(center, pick) if prune and pick > 0 else None
+        if rows is not None:
             distance = torch.mv(self.x.index_select(0, rows), center)
             distance.mul_(-2.0).add_(self.norms.index_select(0, rows))
         else:
-            rows = None
             distance = torch.mv(self.x, center, out=self.scratch).mul_(-2.0).add_(self.norms)
         # |x - c|^2 = |x|^2 - 2 x.c + |c|^2, folded into the running minimum
         distance.add_(self.norms[index]).clamp_(min=0.0)
@@ -159,6 +158,16 @@ class _GreedyState:
         self.best[index] = 0.0
         self.owner[index] = pick
         return int(torch.argmax(self.best))
+
+    def _candidates(self, center: torch.Tensor, pick: int) -> torch.Tensor | None:
+        """Rows the new center may bring closer; ``None`` when most may (a full scan is cheaper
+        than gathering them: in high dimensions the bound rarely prunes early picks)."""
+        between = self.centers[: pick + 1] - center
+        self.center_sq[: pick + 1] = (between * between).sum(dim=1)
+        mask = self.center_sq[self.owner] < 4.0 * self.best
+        if int(mask.sum()) > FULL_SCAN_FRACTION * mask.numel():
+            return None
+        return torch.nonzero(mask).squeeze(1)
 
 
 def coverage_radius(
