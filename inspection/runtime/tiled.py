@@ -96,9 +96,10 @@ class TiledInspector:
         return grid, cut(preprocess(image, prep), grid, channels_first=True)
 
     def infer_tiles(self, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(N, 3, th, tw) tiles -> raw scores (N,) and raw maps (N, th, tw) float32."""
+        """(N, 3, th, tw) tiles -> raw scores (N,) and raw maps (N, th, tw) float32 (no ROI:
+        the product's ROI is in whole-image pixels and applies to the stitched map)."""
         if self.mode == "batch":
-            return self.inspector.infer_raw(tiles)
+            return self.inspector.infer_graph(tiles)
         return self._infer_async(tiles)
 
     def _infer_async(self, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -129,7 +130,7 @@ class TiledInspector:
     def raw_outputs(self, image: np.ndarray) -> TiledOutputs:
         """Cut, infer and stitch one (H, W, 3) uint8 RGB image (raw, not normalised)."""
         start = time.perf_counter()
-        grid, tiles = self.tile_inputs(image)
+        grid, tiles = self.tile_inputs(self.inspector.align(image))
         prepared = time.perf_counter()
         scores, maps = self.infer_tiles(tiles)
         inferred = time.perf_counter()
@@ -139,7 +140,8 @@ class TiledInspector:
             "infer": (inferred - prepared) * 1e3,
             "stitch": (time.perf_counter() - inferred) * 1e3,
         }
-        return TiledOutputs(float(scores.max()), stitched, len(grid), timings)
+        score, stitched = self.inspector.restrict(float(scores.max()), stitched)
+        return TiledOutputs(score, stitched, len(grid), timings)
 
     def inspect(self, image: np.ndarray, *, threshold: float | None = None) -> InspectionResult:
         """Judge one full-resolution image; map, mask and regions in its own pixels."""

@@ -24,6 +24,7 @@ from inspection.core.config import deep_merge, from_mapping, read_yaml
 from inspection.core.errors import ConfigError
 from inspection.core.global_context import GLOBAL_COMPONENTS
 from inspection.core.roi import RoiSpec
+from inspection.core.tiling import TilingSpec
 from inspection.core.units import PhysicalUnits
 
 MODEL_KINDS = ("patchcore", "stfpm")
@@ -110,8 +111,15 @@ class ProductConfig:
     """Pixel size and minimum defect area (``core.units``); None: sizes in pixels only."""
     alignment: AlignmentSpec | None = None
     """Register every image to ``reference`` first (``runtime.alignment``); None: no alignment."""
+    tiling: TilingSpec | None = None
+    """Train and inspect on tiles at native resolution (``core.tiling``); None: whole image."""
+    auto: bool = False
+    """``inspection train`` runs the ``--auto`` search for this product."""
+    auto_budget_s: float = 240.0
+    """Seconds the auto search may use (``--budget`` overrides)."""
 
     def __post_init__(self) -> None:
+        _check(self.auto_budget_s > 0, "auto_budget_s", "must be positive seconds")
         if self.alignment is not None and self.reference is None:
             raise ConfigError("alignment: needs a reference image (the 'reference' key)")
         _check_models(self.models)

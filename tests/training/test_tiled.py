@@ -47,7 +47,12 @@ def test_tile_size_must_be_the_model_input() -> None:
 @pytest.mark.slow
 def test_tiled_train_export_inspect_end_to_end(tiny_product, tmp_path) -> None:
     from inspection.runtime.tiled import TiledInspector
-    from inspection.training.export import export_bundle, image_auroc_of
+    from inspection.training.export import (
+        ExportOptions,
+        RegistryExport,
+        export_bundle,
+        image_auroc_of,
+    )
 
     spec = TilingSpec((64, 64), (64, 64), scale=1.0, blend="mean")
     config = model_config_from_mapping(
@@ -60,7 +65,9 @@ def test_tiled_train_export_inspect_end_to_end(tiny_product, tmp_path) -> None:
         config, spec, dataset, product="brick", registry=registry, progress=False, evaluate=False
     )
     assert record.tiling() == spec and record.extra["train_tiles"] == 4 * len(dataset.train_samples)
-    result = export_bundle(registry, "brick", precision="fp32", version=record.version)
+    result = export_bundle(
+        registry, "brick", ExportOptions(precision="fp32"), RegistryExport(version=record.version)
+    )
     assert result.metadata.tiling == spec
     assert image_auroc_of(result.metadata.metrics) > 0.5
     tiled = TiledInspector.from_bundle(result.bundle_dir)
