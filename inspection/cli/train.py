@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -20,6 +20,10 @@ from rich.table import Table
 
 from inspection.core.config import SiteConfig, load_site_config
 from inspection.core.errors import BundleError, RegistryError
+
+if TYPE_CHECKING:
+    from inspection.core.metrics import EvaluationMetrics
+    from inspection.core.registry import ModelRecord
 
 console = Console()
 log = logging.getLogger(__name__)
@@ -90,7 +94,7 @@ def train_command(
     report = write_report(
         _report_dir(site_config, outcome.record), outcome.predictions, outcome.metrics
     )
-    _print_metrics([(outcome.record, outcome.metrics)])
+    _print_metrics([(outcome.record, outcome.record.evaluation())])
     console.print(f"registered {outcome.record.model_version}; report: {report}")
 
 
@@ -105,6 +109,7 @@ def evaluate_command(
 ) -> None:
     """Re-evaluate a registered version on its held-out test split and write a report."""
     _offline()
+    from inspection.core.metrics import EvaluationMetrics
     from inspection.core.registry import Registry
     from inspection.data.dataset import load_dataset
     from inspection.training.config import model_config_from_mapping
@@ -122,7 +127,7 @@ def evaluate_command(
     predictions = predict(load_trained_model(record), test, image_size=config.image_size)
     metrics = metrics_of_predictions(predictions, record.normalization(), record.segmentation())
     report = write_report(_report_dir(site_config, record) / "evaluate", predictions, metrics)
-    _print_metrics([(record, metrics)])
+    _print_metrics([(record, EvaluationMetrics.from_mapping(metrics))])
     console.print(f"report: {report}")
 
 
@@ -137,7 +142,7 @@ class DemoContext:
     products: list[str]
     models: list[str]
     overrides: list[str] = field(default_factory=list)  # --set, applied to every model
-    results: list[tuple[Any, dict[str, Any]]] = field(default_factory=list)  # (record, metrics)
+    results: list[ModelRecord] = field(default_factory=list)  # the trained versions
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # shown loudly, not fatal
     failures: list[str] = field(default_factory=list)  # make the demo exit non-zero
@@ -178,7 +183,7 @@ def step_train(ctx: DemoContext) -> None:
             write_report(
                 _report_dir(ctx.site, outcome.record), outcome.predictions, outcome.metrics
             )
-            ctx.results.append((outcome.record, outcome.metrics))
+            ctx.results.append(outcome.record)
 
 
 def step_export(ctx: DemoContext) -> None:
@@ -199,10 +204,10 @@ def step_export(ctx: DemoContext) -> None:
 
     signing_key = _site_signing_key(ctx)
     for product in ctx.products:
-        records = [(r, m) for r, m in ctx.results if r.product == product]
+        records = [r for r in ctx.results if r.product == product]
         if not records:
             continue
-        best, _ = max(records, key=lambda rm: rm[1]["overall"].get("image_auroc") or 0.0)
+        best = max(records, key=lambda r: r.evaluation().image_auroc or 0.0)
         exported = []
         for precision in ("fp32", "int8"):
             with console.status(f"{product}: exporting {best.version} ({precision})") as status:
@@ -220,7 +225,7 @@ def step_export(ctx: DemoContext) -> None:
                     continue
             sign_bundle(result.bundle_dir, signing_key)
             exported.append(result.bundle_id)
-            auroc = result.metrics.get("overall", result.metrics).get("image_auroc")
+            auroc = result.metadata.evaluation().image_auroc
             ctx.notes.append(f"{product}: bundle {result.bundle_id} image AUROC {auroc}")
         if not exported:
             continue
@@ -320,7 +325,7 @@ def demo_command(
         step(ctx)
         console.print(f"[green]step {name} done[/] in {time.perf_counter() - step_start:.0f} s")
     if ctx.results:
-        _print_metrics(ctx.results)
+        _print_metrics([(r, r.evaluation()) for r in ctx.results])
     for note in ctx.notes:
         console.print(f"- {note}")
     console.print(
@@ -338,25 +343,22 @@ def demo_command(
 # -------------------------------------------------------------------------- output
 
 
-def _print_metrics(results: list[tuple[Any, dict[str, Any]]]) -> None:
+def _print_metrics(rows: list[tuple[ModelRecord, EvaluationMetrics]]) -> None:
     table = Table(
         "model", "kind", "img AUROC", "px AUROC", "AUPRO", "img F1", "px F1", "region recall",
         "NG w/o region", "fit s",
     )  # fmt: skip
     for column in table.columns[:2]:
         column.no_wrap = True
-    for record, metrics in results:
-        overall = metrics["overall"]
+    for record, metrics in rows:
+        o = metrics.overall
         table.add_row(
             record.model_version,
             record.model_kind,
-            *(
-                _fmt(overall.get(k))
-                for k in ("image_auroc", "pixel_auroc", "aupro", "image_f1", "pixel_f1")
-            ),
-            _fmt(overall.get("region_recall")),
-            str(overall.get("ng_without_region", "-")),
-            _fmt(metrics.get("fit_seconds", record.metrics.get("fit_seconds")), 1),
+            *(_fmt(v) for v in (o.image_auroc, o.pixel_auroc, o.aupro, o.image_f1, o.pixel_f1)),
+            _fmt(o.region_recall),
+            "-" if o.ng_without_region is None else str(o.ng_without_region),
+            _fmt(record.metrics.get("fit_seconds"), 1),
         )
     # Logs and CI have no terminal width: never let the figures collapse to '1.…'.
     wide = console if console.width >= TABLE_WIDTH else Console(width=TABLE_WIDTH)

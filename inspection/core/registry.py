@@ -31,6 +31,7 @@ from inspection.core.bundle import GlobalContextSpec, Preprocessing, verify_bund
 from inspection.core.calibration import Normalization
 from inspection.core.config import from_mapping
 from inspection.core.errors import ConfigError, RegistryError
+from inspection.core.metrics import EvaluationMetrics
 from inspection.core.signing import bundle_digest
 from inspection.core.tiling import TilingSpec
 from inspection.core.verdict import Segmentation
@@ -108,6 +109,13 @@ class ModelRecord:
     @property
     def model_version(self) -> str:
         return str(self.ref)
+
+    def evaluation(self) -> EvaluationMetrics:
+        """The version's metrics from training, typed (flat files of old versions read too)."""
+        try:
+            return EvaluationMetrics.from_mapping(self.metrics)
+        except ConfigError as exc:
+            raise RegistryError(f"{self.model_version} metrics: {exc}") from exc
 
     def preprocessing(self) -> Preprocessing:
         """How the model's input was made in training (what a bundle must reproduce)."""
