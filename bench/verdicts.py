@@ -73,6 +73,7 @@ def run(data: Path, product: str, kind: str, registry: Registry) -> dict[str, An
     return {
         "product": product,
         "model": kind,
+        "load_1min_at_start": round(os.getloadavg()[0], 2),
         "validation_images": len(validation),
         "test_images": len(test.scores),
         "map_size": list(maps.shape[1:]),
@@ -91,7 +92,7 @@ def markdown(rows: list[dict[str, Any]], load: float) -> str:
         "# Verdicts and regions: pooled global threshold (before) vs selected segmentation (after)",
         "",
         f"Same model outputs, one run per product and model; held-out test split; 1-min load at "
-        f"start {load:.2f}. Region recall: share of ground-truth defects overlapped >= 30 % by "
+        f"start {load:.2f} (each row's own load in the second table). Region recall: share of ground-truth defects overlapped >= 30 % by "
         "the judged mask. `bench/verdicts.py`.",
         "",
         "| product | model | defect | pixel AUROC | pixel F1 before | after | region recall "
@@ -113,8 +114,8 @@ def markdown(rows: list[dict[str, Any]], load: float) -> str:
         "",
         "| product | model | selected segmentation | NG without region before | after | "
         "false regions / good image before | after | false-reject | miss | "
-        "post-proc p50 / p95 ms |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "post-proc p50 / p95 ms | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         b, a = row["before"]["overall"], row["after"]["overall"]
@@ -124,7 +125,8 @@ def markdown(rows: list[dict[str, Any]], load: float) -> str:
             f"{b['ng_without_region']} | {a['ng_without_region']} | "
             f"{_f(b['false_regions_per_good_image'])} | "
             f"{_f(a['false_regions_per_good_image'])} | {_f(a['false_reject_rate'])} | "
-            f"{_f(a['miss_rate'])} | {ms['p50']:.2f} / {ms['p95']:.2f} |"
+            f"{_f(a['miss_rate'])} | {ms['p50']:.2f} / {ms['p95']:.2f} | "
+            f"{row.get('load_1min_at_start', '–')} |"
         )
     lines += ["", *goal_lines(rows)]
     return "\n".join(lines) + "\n"
@@ -148,6 +150,25 @@ def goal_lines(rows: list[dict[str, Any]]) -> list[str]:
     ]
 
 
+def merged_rows(previous: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` plus the earlier report's rows for (product, model) pairs not in ``rows``.
+
+    An earlier row without its own load gets the earlier report's load at start."""
+    if not previous.is_file():
+        return rows
+    old = json.loads(previous.read_text(encoding="utf-8"))
+    done = {(row["product"], row["model"]) for row in rows}
+    kept = [
+        {"load_1min_at_start": old.get("load_1min_at_start"), **row}
+        for row in old.get("runs", [])
+        if (row["product"], row["model"]) not in done
+    ]
+    order: dict[str, int] = {}
+    for row in kept + rows:
+        order.setdefault(row["product"], len(order))
+    return sorted(kept + rows, key=lambda row: (order[row["product"]], row["model"]))
+
+
 def _f(value: float | None) -> str:
     return "–" if value is None else f"{value:.3f}"
 
@@ -158,6 +179,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("reports/verdicts"))
     parser.add_argument("--products", default="brick,grass,gravel,weave,tissue")
     parser.add_argument("--models", default="patchcore")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the rows of <out>/verdicts.json for (product, model) pairs not run now",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -181,6 +207,8 @@ def main() -> None:
                     flush=True,
                 )
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.merge:
+        rows = merged_rows(args.out / "verdicts.json", rows)
     report = {
         "load_1min_at_start": round(load, 2),
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},

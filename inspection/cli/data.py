@@ -42,8 +42,12 @@ def demo(
         help="Comma-separated products to write (also: weave, tissue).",
     ),
     n_train: int = typer.Option(60, "--train", min=1, help="Training (good) images per product."),
-    n_test_good: int = typer.Option(10, "--test-good", min=0, help="Good test images per product."),
-    n_per_defect: int = typer.Option(6, "--per-defect", min=0, help="Test images per defect type."),
+    n_test_good: int | None = typer.Option(
+        None, "--test-good", min=0, help="Good test images per product (default 10; weave 60)."
+    ),
+    n_per_defect: int | None = typer.Option(
+        None, "--per-defect", min=0, help="Test images per defect type (default 6; weave 30)."
+    ),
 ) -> None:
     """Write the deterministic demo products (MVTec AD layout) from scikit-image textures."""
     from inspection.data.demo import demo_image_count, write_demo
@@ -64,6 +68,27 @@ def demo(
         )
     for root in roots:
         console.print(f"wrote [bold]{root}[/]")
+
+
+@data_app.command("hires")
+def hires(
+    out: Path = OUT_DIR_OPTION,
+    seed: int = typer.Option(0, "--seed", min=0, help="Random seed; same seed, same bytes."),
+    size: int = typer.Option(2048, "--size", min=256, help="Image side in pixels."),
+    n_train: int = typer.Option(30, "--train", min=1, help="Training (good) images."),
+    n_test_good: int = typer.Option(15, "--test-good", min=0, help="Good test images."),
+    n_per_defect: int = typer.Option(5, "--per-defect", min=0, help="Test images per defect type."),
+) -> None:
+    """Write the high-resolution ``plate`` product (MVTec layout + reference.png)."""
+    from inspection.data.hires import PlateCounts, write_plate
+
+    counts = PlateCounts(n_train, n_test_good, n_per_defect)
+    with _progress() as progress:
+        task = progress.add_task(f"writing {size} px plate images", total=counts.total)
+        root = write_plate(
+            out, seed=seed, size=size, counts=counts, on_image=lambda _p: progress.advance(task)
+        )
+    console.print(f"wrote [bold]{root}[/] ({counts.total} images and reference.png)")
 
 
 @data_app.command("check")

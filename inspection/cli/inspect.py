@@ -33,6 +33,11 @@ def inspect_command(
     overlays: bool = typer.Option(False, "--overlays", help="Write heatmap overlay PNGs to --out."),
     threshold: float = typer.Option(None, "--threshold", help="Image threshold in (0, 1)."),
     device: str = typer.Option("CPU", "--device", help="OpenVINO device."),
+    refine: bool = typer.Option(
+        True,
+        "--refine/--no-refine",
+        help="Refine NG masks with the refiner the bundle chose on its validation split.",
+    ),
     public_key: Annotated[
         Path | None,
         typer.Option(
@@ -53,7 +58,9 @@ def inspect_command(
         from inspection.core.signing import load_public_key, verify_signed_bundle
 
         verify_signed_bundle(bundle, load_public_key(public_key))
-    inspector = Inspector.from_bundle(bundle, device=device, threshold=threshold)
+    inspector = Inspector.from_bundle(
+        bundle, device=device, threshold=threshold, refiner="bundle" if refine else None
+    )
     files = expand_paths(paths)
     if not files:
         console.print("[yellow]no image files found[/]")

@@ -42,13 +42,20 @@ def sync(
 ) -> None:
     """Pull the live bundle of every product in the station config into its local registry.
 
-    Downloads are digest-checked before they become live; on any failure the station keeps
+    Downloads are digest-checked, and signature-checked against the config's
+    ``bundle_public_key``, before they become live; on any failure the station keeps
     its last good bundle. Exit code 2 when a one-shot sync failed for some product.
     """
     from inspection.distribution.sync import HttpSource, PathSource, sync_forever, sync_once
-    from inspection.service.config import load_station_config
+    from inspection.service.config import load_station_config, pinned_key
 
     station_config = load_station_config(config)
+    public_key = pinned_key(station_config)
+    if public_key is None:
+        console.print(
+            "[yellow]no bundle_public_key in the station config: pulled bundles are checked "
+            "against their digests only, not their signature[/]"
+        )
     if source.startswith(("http://", "https://")):
         token = token_file.read_text(encoding="utf-8").strip() if token_file else ""
         bundle_source = HttpSource(source, token or os.environ.get(TOKEN_ENV, ""))
@@ -56,7 +63,7 @@ def sync(
         bundle_source = PathSource(source)
     registry_dir, products = station_config.registry_dir, station_config.products
     if not watch:
-        outcomes = sync_once(bundle_source, registry_dir, products)
+        outcomes = sync_once(bundle_source, registry_dir, products, public_key=public_key)
         _print(outcomes)
         if any(outcome.status == "failed" for outcome in outcomes):
             raise typer.Exit(2)
@@ -70,6 +77,7 @@ def sync(
         interval_s=interval,
         stop=stop,
         on_outcomes=lambda outcomes: _print([o for o in outcomes if o.status != "current"]),
+        public_key=public_key,
     )
 
 
@@ -98,9 +106,10 @@ def tune(
     from inspection.runtime.hardware import cpu_info
     from inspection.runtime.inspector import expand_paths
     from inspection.runtime.tuning import tune_product, tuning_path
-    from inspection.service.config import load_station_config
+    from inspection.service.config import load_station_config, pinned_key
 
     station_config = load_station_config(config)
+    public_key = pinned_key(station_config)  # siblings that fail it are never loaded
     registry = Registry(station_config.registry_dir)
     probe = [read_image(p) for p in expand_paths([images])][:16] if images else None
     if images and not probe:
@@ -110,7 +119,12 @@ def tune(
     for product in products or station_config.products:
         with console.status(f"{product}: measuring") as status:
             record = tune_product(
-                registry, product, images=probe, samples=samples, progress=status.update
+                registry,
+                product,
+                images=probe,
+                samples=samples,
+                progress=lambda message, s=status: _note(s, message),
+                public_key=public_key,
             )
         table = Table("bundle", "precision", "p50 ms", "p95 ms", "img/s", "gate", "served")
         for m in record.measurements:
@@ -124,6 +138,12 @@ def tune(
             f"{product}: serving [bold]{record.chosen_bundle_id}[/] (load {record.load_1m}); "
             f"recorded in {tuning_path(registry, product, cpu)}"
         )
+
+
+def _note(status: object, message: str) -> None:
+    """Show a tuning step in the spinner and keep it in the output (refusals must be seen)."""
+    status.update(message)  # type: ignore[attr-defined]
+    console.print(f"  {message}", highlight=False)
 
 
 LINE_OPTION = typer.Option(

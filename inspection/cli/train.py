@@ -231,7 +231,13 @@ def step_export(ctx: DemoContext) -> None:
             continue
         ctx.registry.promote(product, exported[0], actor="demo", reason="inspection demo")
         with console.status(f"{product}: timing the gated bundles on this CPU") as status:
-            record = promote_fastest(ctx.registry, product, actor="demo", progress=status.update)
+            record = promote_fastest(
+                ctx.registry,
+                product,
+                actor="demo",
+                progress=status.update,
+                public_key=signing_key.public_key(),
+            )
         timings = ", ".join(f"{m.precision} {m.p50_ms:.1f} ms" for m in record.measurements)
         ctx.notes.append(
             f"{product}: live bundle {record.chosen_bundle_id} (fastest gated here: {timings})"

@@ -19,6 +19,7 @@ from inspection.core.config import from_mapping, to_mapping
 from inspection.core.errors import BundleError, ConfigError
 from inspection.core.fingerprint import sha256_file
 from inspection.core.metrics import EvaluationMetrics
+from inspection.core.refinement import RefinementChoice
 from inspection.core.tiling import TilingSpec
 from inspection.core.verdict import Segmentation
 
@@ -92,6 +93,9 @@ class BundleMetadata:
     image at ``tiling.scale``; ``None``: the whole image resized to the input size."""
     segmentation: Segmentation | None = None
     """How the station draws regions; None (older bundles) = global ``pixel_threshold``."""
+    refinement: RefinementChoice | None = None
+    """The mask refiner the station runs on NG results, chosen on this bundle's own validation
+    outputs; None (older bundles): no refinement."""
     calibration: dict[str, Any] | None = None
     """The INT8 quantisation calibration set (None for FP32/FP16)."""
     output_calibration: Calibration | None = None

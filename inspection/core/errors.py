@@ -29,3 +29,7 @@ class RegistryError(InspectionError):
 
 class WeightsError(InspectionError):
     """Pretrained or SAM weights could not be resolved or loaded."""
+
+
+class AlignmentError(InspectionError):
+    """An image could not be registered to its product's reference: an error, never a verdict."""

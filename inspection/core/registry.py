@@ -86,6 +86,29 @@ class DataSplits:
 
 
 @dataclass(frozen=True)
+class Lineage:
+    """How a version was derived from a parent version without a full refit.
+
+    ``method``: ``incremental`` (new good images' patches added to the parent's memory bank).
+    ``added_digests``: sha256 of each added image, in the order added.
+    """
+
+    parent: str
+    method: str
+    added_images: int
+    added_digests: tuple[str, ...]
+    added_patches: int = 0
+    bank_rows_before: int = 0
+    bank_rows_after: int = 0
+
+    def __post_init__(self) -> None:
+        if self.added_images != len(self.added_digests):
+            raise ValueError(
+                f"lineage: added_images {self.added_images} but {len(self.added_digests)} digests"
+            )
+
+
+@dataclass(frozen=True)
 class ModelRecord:
     """One immutable trained model version."""
 
@@ -142,6 +165,12 @@ class ModelRecord:
         if not self.extra.get("global_context"):
             return None
         return self._typed_extra("global_context", GlobalContextSpec)
+
+    def lineage(self) -> Lineage | None:
+        """The parent this version was derived from; ``None`` for a full training run."""
+        if "lineage" not in self.extra:
+            return None
+        return self._typed_extra("lineage", Lineage)
 
     def tiling(self) -> TilingSpec | None:
         """The version's tiling (``core.tiling``); None: trained on whole resized images."""

@@ -32,6 +32,10 @@ class DefectRegion:
     peak: tuple[int, int]
     max_score: float
     mean_score: float
+    area_mm2: float | None = None
+    """Area in mm² when the product has a pixel size (``core.units``)."""
+    length_mm: float | None = None
+    """Bounding-box diagonal in mm when the product has a pixel size."""
 
     def __post_init__(self) -> None:
         _check_box(self.box)
@@ -39,12 +43,16 @@ class DefectRegion:
             raise ValueError(f"area must be positive, got {self.area}")
 
     def to_dict(self) -> dict:
+        sizes = {} if self.area_mm2 is None else {"area_mm2": round(float(self.area_mm2), 4)}
+        if self.length_mm is not None:
+            sizes["length_mm"] = round(float(self.length_mm), 3)
         return {
             "box": list(self.box),
             "area": int(self.area),
             "peak": list(self.peak),
             "max_score": float(self.max_score),
             "mean_score": float(self.mean_score),
+            **sizes,
         }
 
 
@@ -78,6 +86,8 @@ class InspectionResult:
     components: dict[str, float] = field(default_factory=dict)
     """Per-component z-scores when the bundle fuses a global-context score with the local one
     (``inspection.core.global_context``): e.g. {"local": 1.2, "colour": 7.5}; empty otherwise."""
+    min_defect_area: float | None = None
+    """Regions smaller than this many pixels make no NG (``core.verdict``); None: any size."""
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
@@ -102,11 +112,15 @@ class InspectionResult:
     def _check_verdict(self) -> None:
         from inspection.core.verdict import verdict_of  # the one rule; imports this module
 
-        expected = verdict_of(self.score, self.threshold)
+        found = self.regions if self.verdict == "NG" else self.candidates
+        largest = max((r.area for r in found), default=0)
+        expected = verdict_of(self.score, self.threshold, largest, self.min_defect_area)
         if self.verdict != expected:
             raise ValueError(
                 f"verdict {self.verdict} contradicts score {self.score} vs threshold "
-                f"{self.threshold} (NG exactly when score >= threshold)"
+                f"{self.threshold} and largest region {largest} px vs minimum "
+                f"{self.min_defect_area} (NG exactly when score >= threshold and a region "
+                "reaches the minimum defect area)"
             )
         has_mask = bool(self.mask.any())
         if self.verdict == "NG" and (not self.regions or not has_mask):

@@ -8,6 +8,9 @@ training metrics, export evaluation and calibration, retrain scoring and the das
   least one region (the one around the map's peak, which produced the score); an OK carries
   no defect region and an empty mask. Regions that the segmentation finds on an OK image are
   returned separately as ``candidates``, never as defects.
+- A minimum defect area (pixels; from a product's ``min_defect_area_mm2``, ``core.units``):
+  a score at or above the threshold whose regions are all smaller is OK, its regions become
+  candidates. Without a minimum, NG exactly when ``score >= threshold``.
 
 Segmentation is hysteresis seeded at the map's peaks (``Segmentation``): a region starts at
 every connected area that reaches ``seed_level`` and grows over connected pixels down to a
@@ -111,26 +114,45 @@ def check_threshold(value: float) -> float:
     return value
 
 
-def verdict_of(score: float, threshold: float) -> Verdict:
-    return "NG" if is_ng(score, threshold) else "OK"
+def verdict_of(
+    score: float,
+    threshold: float,
+    largest_area: float | None = None,
+    min_area: float | None = None,
+) -> Verdict:
+    """NG when ``score >= threshold`` and (with a ``min_area``) the largest region reaches it."""
+    if not is_ng(score, threshold):
+        return "OK"
+    if min_area is not None and (largest_area or 0) < min_area:
+        return "OK"
+    return "NG"
 
 
 def judge(
-    score: float, threshold: float, anomaly_map: np.ndarray, segmentation: Segmentation
+    score: float,
+    threshold: float,
+    anomaly_map: np.ndarray,
+    segmentation: Segmentation,
+    *,
+    min_area: float | None = None,
 ) -> Judgement:
     """Verdict of ``score`` against ``threshold`` and the regions of ``anomaly_map``.
 
     ``anomaly_map``: (H, W) float32 in [0, 1] (normalised). NG: the segmented regions plus,
     if the peak is not already inside one, the region around the peak. OK: empty mask, the
-    segmented regions become ``candidates``.
+    segmented regions become ``candidates``. ``min_area`` (pixels): an NG score whose regions
+    are all smaller is OK, with those regions as candidates.
     """
-    verdict = verdict_of(score, threshold)
-    if verdict == "OK":
+    if verdict_of(score, threshold) == "OK":
         mask = segment(anomaly_map, segmentation)
         candidates = extract_regions(anomaly_map, mask) if mask.any() else ()
         return Judgement("OK", np.zeros_like(mask), (), candidates)
     mask = ng_mask(anomaly_map, segmentation)
-    return Judgement("NG", mask, extract_regions(anomaly_map, mask))
+    regions = extract_regions(anomaly_map, mask)
+    largest = max(r.area for r in regions)
+    if verdict_of(score, threshold, largest, min_area) == "OK":
+        return Judgement("OK", np.zeros_like(mask), (), regions)
+    return Judgement("NG", mask, regions)
 
 
 def ng_mask(anomaly_map: np.ndarray, segmentation: Segmentation) -> np.ndarray:

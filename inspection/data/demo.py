@@ -70,6 +70,22 @@ EVAL_PRODUCTS: dict[str, TextureSpec] = {
 }
 """Evaluation products (``demo_tissue``): textures and defect kinds nothing is tuned on."""
 ALL_PRODUCTS: tuple[str, ...] = (*sorted(PRODUCTS), *GLOBAL_PRODUCTS, *EVAL_PRODUCTS)
+DEFAULT_TEST_COUNTS = (10, 6)
+"""(good, per defect type) test images of a product without its own entry below."""
+TEST_COUNTS: dict[str, tuple[int, int]] = {"weave": (60, 30)}
+"""Larger test splits where held-out differences of ~0.02 AUROC must mean something: 180
+weave test images (~126 held out after the validation share) instead of 34."""
+
+
+def demo_test_counts(
+    product: str, n_test_good: int | None = None, n_test_per_defect: int | None = None
+) -> tuple[int, int]:
+    """(good, per defect type) test images of ``product``; ``None`` takes its default."""
+    good, per_defect = TEST_COUNTS.get(product, DEFAULT_TEST_COUNTS)
+    return (
+        good if n_test_good is None else n_test_good,
+        per_defect if n_test_per_defect is None else n_test_per_defect,
+    )
 
 
 def defect_kinds(product: str) -> tuple[str, ...]:
@@ -87,34 +103,43 @@ def write_demo(
     seed: int = 0,
     size: int = 256,
     n_train: int = 60,
-    n_test_good: int = 10,
-    n_test_per_defect: int = 6,
+    n_test_good: int | None = None,
+    n_test_per_defect: int | None = None,
     on_image: Callable[[Path], None] | None = None,
 ) -> list[Path]:
-    """Write one MVTec-style folder per product under ``root``; returns the product folders."""
-    return [
-        write_demo_product(
-            root,
-            product,
-            seed=seed,
-            n_train=n_train,
-            n_test_good=n_test_good,
-            n_test_per_defect=n_test_per_defect,
-            size=size,
-            on_image=on_image,
+    """Write one MVTec-style folder per product under ``root``; returns the product folders.
+
+    Test counts left ``None`` take each product's default (``demo_test_counts``)."""
+    roots = []
+    for product in products:
+        good, per_defect = demo_test_counts(product, n_test_good, n_test_per_defect)
+        roots.append(
+            write_demo_product(
+                root,
+                product,
+                seed=seed,
+                n_train=n_train,
+                n_test_good=good,
+                n_test_per_defect=per_defect,
+                size=size,
+                on_image=on_image,
+            )
         )
-        for product in products
-    ]
+    return roots
 
 
 def demo_image_count(
-    products: Sequence[str], n_train: int, n_test_good: int, n_test_per_defect: int
+    products: Sequence[str],
+    n_train: int,
+    n_test_good: int | None = None,
+    n_test_per_defect: int | None = None,
 ) -> int:
     """How many images ``write_demo`` writes (for progress bars)."""
-    return sum(
-        n_train + n_test_good + n_test_per_defect * len(defect_kinds(product))
-        for product in products
-    )
+    total = 0
+    for product in products:
+        good, per_defect = demo_test_counts(product, n_test_good, n_test_per_defect)
+        total += n_train + good + per_defect * len(defect_kinds(product))
+    return total
 
 
 def write_demo_product(

@@ -41,6 +41,9 @@ class CatalogEntry:
     manifest: ArchiveManifest
     threshold: float | None = None
     threshold_bundle_id: str | None = None
+    alternatives: tuple[ArchiveManifest, ...] = ()
+    """The other bundles of the live model version that passed their export gate (e.g. the
+    FP16 and INT8 of an FP32 live bundle): the station measures them and serves the fastest."""
 
     def to_mapping(self) -> dict[str, Any]:
         return to_mapping(self)
@@ -51,12 +54,25 @@ def entry_from_mapping(data: Any, where: str = "catalog entry") -> CatalogEntry:
     if not isinstance(data, dict) or not isinstance(data.get("manifest"), dict):
         raise BundleError(f"{where}: expected an object with a 'manifest' object")
     manifest = manifest_from_mapping(data["manifest"], f"{where}.manifest")
+    alternatives = data.get("alternatives") or []
+    if not isinstance(alternatives, list):
+        raise BundleError(f"{where}: 'alternatives' must be a list of manifests")
+    checked = [
+        to_mapping(manifest_from_mapping(item, f"{where}.alternatives[{i}]"))
+        for i, item in enumerate(alternatives)
+    ]
     try:
-        entry = from_mapping(CatalogEntry, {**data, "manifest": to_mapping(manifest)}, where)
+        entry = from_mapping(
+            CatalogEntry,
+            {**data, "manifest": to_mapping(manifest), "alternatives": checked},
+            where,
+        )
     except (InspectionError, ValueError) as exc:
         raise BundleError(f"{where}: {exc}") from exc
     if (entry.product, entry.bundle_id) != (manifest.product, manifest.bundle_id):
         raise BundleError(f"{where}: the manifest describes another bundle")
+    if any(alt.product != entry.product for alt in entry.alternatives):
+        raise BundleError(f"{where}: an alternative bundle belongs to another product")
     return entry
 
 
@@ -109,4 +125,18 @@ def live_entry(registry: Registry, product: str) -> CatalogEntry | None:
         manifest=manifest,
         threshold=threshold.value if threshold else None,
         threshold_bundle_id=threshold.bundle_id if threshold else None,
+        alternatives=_alternatives(registry, product, state.bundle_id),
+    )
+
+
+def _alternatives(
+    registry: Registry, product: str, live_bundle_id: str
+) -> tuple[ArchiveManifest, ...]:
+    """Manifests of the live version's other bundles that passed their export gate."""
+    from inspection.runtime.tuning import gated_candidates
+
+    return tuple(
+        archive_for(registry, product, bundle_id)[1]
+        for bundle_id, _, _, (passed, _) in gated_candidates(registry, product, live_bundle_id)
+        if passed and bundle_id != live_bundle_id
     )

@@ -2,9 +2,11 @@
 
 A station's ``registry_dir`` is a local copy. ``sync_once`` asks the source (the central
 catalog over HTTP, or a shared registry path) for each product's live bundle; a new one is
-downloaded to a staging folder, its archive digest and every file digest are checked, and
-only then is it added to the local registry and promoted there (atomic rename + live.json
-replace). ``inspection serve`` hot-swaps to it on its next registry poll. Any failure
+downloaded to a staging folder, its archive digest and every file digest are checked, its
+signature is verified against the station's pinned site key (when one is pinned), and only
+then is it added to the local registry and promoted there (atomic rename + live.json
+replace). Archive digests come from the source, so only the signature proves who made a
+bundle: a bundle that is unsigned, signed by another key or changed after signing is refused. ``inspection serve`` hot-swaps to it on its next registry poll. Any failure
 (network down, corrupt download, bad manifest) leaves the local live bundle as it was: an
 offline station keeps serving its last good bundle.
 """
@@ -17,13 +19,16 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal, Protocol
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from inspection.core.bundle import verify_bundle
 from inspection.core.errors import BundleError, InspectionError
 from inspection.core.registry import Registry
+from inspection.core.signing import verify_signed_bundle
 from inspection.distribution.archive import unpack_bundle
 from inspection.distribution.catalog import (
     CatalogEntry,
@@ -156,10 +161,17 @@ def _raise_for_status(response, path: str) -> None:  # response: httpx.Response
 
 # ---------------------------------------------------------------------------- sync
 def sync_once(
-    source: BundleSource, registry_dir: str | Path, products: Iterable[str]
+    source: BundleSource,
+    registry_dir: str | Path,
+    products: Iterable[str],
+    *,
+    public_key: Ed25519PublicKey | None = None,
 ) -> list[SyncOutcome]:
     """Bring each product's local live bundle in step with the source; never raises for
-    network or bundle problems (they become ``offline``/``failed`` outcomes)."""
+    network or bundle problems (they become ``offline``/``failed`` outcomes).
+
+    ``public_key``: the station's pinned site key; a bundle failing it is never installed.
+    """
     registry = Registry(registry_dir)
     products = tuple(products)
     started = time.perf_counter()
@@ -176,28 +188,39 @@ def sync_once(
             detail = f"{source.description} has no live bundle for {product}"
             outcomes.append(_kept(registry, product, "not_live", None, detail, started))
             continue
-        outcomes.append(_sync_product(source, registry, entry))
+        outcomes.append(_sync_product(source, registry, entry, public_key))
     return outcomes
 
 
-def _sync_product(source: BundleSource, registry: Registry, entry: CatalogEntry) -> SyncOutcome:
+def _sync_product(
+    source: BundleSource,
+    registry: Registry,
+    entry: CatalogEntry,
+    public_key: Ed25519PublicKey | None,
+) -> SyncOutcome:
     started = time.perf_counter()
     product, bundle_id = entry.product, entry.bundle_id
     local = registry.live(product)
     try:
         if local is not None and local.bundle_id == bundle_id:
             _sync_threshold(registry, entry)
-            return SyncOutcome(product, "current", bundle_id, bundle_id, "", _since(started))
+            detail = _fetch_alternatives(source, registry, entry, public_key)
+            return SyncOutcome(product, "current", bundle_id, bundle_id, detail, _since(started))
         if bundle_id in registry.bundle_ids(product):
-            verify_bundle(registry.bundle_dir(product, bundle_id))  # e.g. a rollback
+            _check(registry.bundle_dir(product, bundle_id), public_key)  # e.g. a rollback
             detail = "already held locally"
         else:
-            _fetch(source, registry, entry)
+            _fetch(source, registry, entry, public_key)
             detail = f"downloaded {entry.manifest.archive_bytes} bytes, digests verified"
+        if public_key is not None:
+            detail += ", signature verified"
         registry.promote(
             product, bundle_id, actor=SYNC_ACTOR, reason=f"live on {source.description}"
         )
         _sync_threshold(registry, entry)
+        detail = "; ".join(
+            filter(None, [detail, _fetch_alternatives(source, registry, entry, public_key)])
+        )
     except SourceUnreachable as exc:
         return _kept(registry, product, "offline", bundle_id, str(exc), started)
     except (InspectionError, OSError) as exc:
@@ -207,8 +230,25 @@ def _sync_product(source: BundleSource, registry: Registry, entry: CatalogEntry)
     return SyncOutcome(product, "updated", bundle_id, bundle_id, detail, _since(started))
 
 
-def _fetch(source: BundleSource, registry: Registry, entry: CatalogEntry) -> None:
-    """Download, check and add the bundle to the local registry (not yet live)."""
+def _check(bundle_dir: Path, public_key: Ed25519PublicKey | None) -> None:
+    """Every file against its checksum and, with a pinned key, the signature (``BundleError``)."""
+    if public_key is None:
+        verify_bundle(bundle_dir)
+        return
+    try:
+        verify_signed_bundle(bundle_dir, public_key)
+    except BundleError as exc:
+        raise BundleError(str(exc).replace(str(bundle_dir), "<download>")) from exc
+
+
+def _fetch(
+    source: BundleSource,
+    registry: Registry,
+    entry: CatalogEntry,
+    public_key: Ed25519PublicKey | None,
+) -> None:
+    """Download, check (digests, then signature) and add the bundle to the local registry
+    (not yet live)."""
     staging_root = registry.root / ".incoming"
     staging_root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f"{entry.product}-{entry.bundle_id}-", dir=staging_root))
@@ -216,9 +256,41 @@ def _fetch(source: BundleSource, registry: Registry, entry: CatalogEntry) -> Non
         archive = staging / "bundle.tar"
         source.download(entry, archive)
         bundle_dir = unpack_bundle(archive, entry.manifest, staging / "unpacked")
+        _check(bundle_dir, public_key)
         registry.add_bundle(entry.product, bundle_dir, entry.bundle_id)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _fetch_alternatives(
+    source: BundleSource,
+    registry: Registry,
+    entry: CatalogEntry,
+    public_key: Ed25519PublicKey | None,
+) -> str:
+    """Fetch the live version's other gated precisions not held yet (the station times them
+    and serves the fastest); one that fails is logged and skipped, the live one still serves."""
+    held = set(registry.bundle_ids(entry.product))
+    fetched, failed = [], []
+    for manifest in entry.alternatives:
+        if manifest.bundle_id in held:
+            continue
+        try:
+            _fetch(
+                source,
+                registry,
+                replace(entry, bundle_id=manifest.bundle_id, manifest=manifest),
+                public_key,
+            )
+            fetched.append(manifest.bundle_id)
+        except (InspectionError, OSError) as exc:
+            log.warning(
+                "%s: alternative %s not fetched: %s", entry.product, manifest.bundle_id, exc
+            )
+            failed.append(manifest.bundle_id)
+    parts = [f"fetched {', '.join(fetched)}"] if fetched else []
+    parts += [f"could not fetch {', '.join(failed)}"] if failed else []
+    return "; ".join(parts)
 
 
 def _sync_threshold(registry: Registry, entry: CatalogEntry) -> None:
@@ -264,6 +336,7 @@ def sync_forever(
     interval_s: float,
     stop: threading.Event,
     on_outcomes: Callable[[list[SyncOutcome]], None] | None = None,
+    public_key: Ed25519PublicKey | None = None,
 ) -> None:
     """Poll the source every ``interval_s``: a promotion reaches this station within one
     interval (plus the download), and ``inspection serve`` swaps on its next registry poll."""
@@ -271,7 +344,7 @@ def sync_forever(
         raise InspectionError(f"the sync interval must be > 0 seconds, got {interval_s}")
     products = tuple(products)
     while not stop.is_set():
-        outcomes = sync_once(source, registry_dir, products)
+        outcomes = sync_once(source, registry_dir, products, public_key=public_key)
         if on_outcomes is not None:
             on_outcomes(outcomes)
         stop.wait(interval_s)

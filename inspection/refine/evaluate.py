@@ -64,11 +64,12 @@ def evaluate_refiners(
     *,
     latency_only: Iterable[str] = (),
     on_image: Callable[[], None] | None = None,
+    with_aupro: bool = True,
 ) -> dict[str, Any]:
     """Compare the raw mask with each refiner on labelled samples.
 
     ``latency_only`` names refiners whose masks mean nothing (random SAM weights): only their
-    latency is reported. Returns a JSON-ready dict (see ``reports/refine/results.json``).
+    latency is reported. ``with_aupro=False`` skips AUPRO (None), the slowest figure. Returns a JSON-ready dict (see ``reports/refine/results.json``).
     """
     latency_only = set(latency_only)
     runs = {name: _MethodRun([], [], [], [], {}) for name in ("raw", *refiners)}
@@ -96,7 +97,7 @@ def evaluate_refiners(
             entry["quality"] = None
             entry["note"] = "random weights: latency only, masks are meaningless"
         else:
-            entry["quality"] = _quality(run, gts, labels_arr, types)
+            entry["quality"] = _quality(run, gts, labels_arr, types, with_aupro)
         methods[name] = entry
     return {
         "images": len(labels),
@@ -136,7 +137,11 @@ def pixel_scores(pred: list[np.ndarray], gt: list[np.ndarray]) -> dict[str, floa
 
 
 def _quality(
-    run: _MethodRun, gts: list[np.ndarray], labels: np.ndarray, types: list[str]
+    run: _MethodRun,
+    gts: list[np.ndarray],
+    labels: np.ndarray,
+    types: list[str],
+    with_aupro: bool = True,
 ) -> dict[str, Any]:
     defective = [i for i, label in enumerate(labels) if label == 1]
     per_image_iou = [
@@ -153,7 +158,7 @@ def _quality(
         ),
         "all_images": pixel_scores(run.masks, gts),
         "mean_image_iou": float(np.mean(per_image_iou)) if per_image_iou else None,
-        "aupro": _aupro(run.maps, gts),
+        "aupro": _aupro(run.maps, gts) if with_aupro else None,
         "per_defect": per_defect,
     }
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from inspection.core.bundle import BundleMetadata
 from inspection.core.errors import ConfigError, WeightsError
 from inspection.core.types import InspectionResult
 from inspection.refine.base import MaskRefiner
@@ -80,3 +81,16 @@ def build_refiner(config: RefineConfig | None = None, method: str | None = None)
     if name not in REFINERS:
         raise ValueError(f"unknown refiner {name!r}; valid: {', '.join(sorted(REFINERS))}")
     return REFINERS[name](config)
+
+
+def bundle_refiner(
+    metadata: BundleMetadata, config: RefineConfig | None = None
+) -> MaskRefiner | None:
+    """The refiner a bundle's ``metadata.refinement`` chose (seeded by ``config``), or None.
+
+    None when the bundle records no choice (older bundles) or chose "none".
+    """
+    choice = metadata.refinement
+    if choice is None or choice.method == "none":
+        return None
+    return build_refiner(config, choice.method)

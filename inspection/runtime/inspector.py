@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import openvino as ov
@@ -97,7 +98,7 @@ class Inspector:
         path: str | Path,
         *,
         device: str = "CPU",
-        refiner: MaskRefiner | None = None,
+        refiner: MaskRefiner | Literal["bundle"] | None = None,
         threshold: float | None = None,
         performance_hint: str = "LATENCY",
         num_threads: int | None = None,
@@ -106,7 +107,9 @@ class Inspector:
         """Verify the bundle's checksums, then compile its IR on ``device``.
 
         ``optimize`` applies output-preserving graph rewrites first (``runtime.graph``: the
-        anomaly-map blur as two 1-D convolutions).
+        anomaly-map blur as two 1-D convolutions). ``refiner="bundle"`` refines NG masks with
+        the refiner the bundle's ``metadata.refinement`` chose (seeded from the station's
+        ``configs/refine.yaml``); ``None``: no refinement.
         """
         bundle_dir = Path(path)
         if performance_hint not in PERFORMANCE_HINTS:
@@ -133,6 +136,8 @@ class Inspector:
         except RuntimeError as exc:
             raise BundleError(f"{bundle_dir}: OpenVINO cannot load the model: {exc}") from exc
         log.info("loaded bundle %s on %s (%s)", metadata.bundle_id, device, performance_hint)
+        if refiner == "bundle":
+            refiner = _bundle_refiner(metadata)
         return cls(compiled, metadata, bundle_dir=bundle_dir, refiner=refiner, threshold=threshold)
 
     # ---------------------------------------------------------------- properties
@@ -360,6 +365,17 @@ class Inspector:
             latency_ms=(time.perf_counter() - start) * 1e3,
             timings_ms={**result.timings_ms, **timings},
         )
+
+
+def _bundle_refiner(metadata: BundleMetadata) -> MaskRefiner | None:
+    """The bundle's measured refiner choice, seeded from the station's refine config."""
+    from inspection.refine.config import load_refine_config
+    from inspection.refine.factory import bundle_refiner
+
+    refiner = bundle_refiner(metadata, load_refine_config())
+    if refiner is not None and metadata.refinement is not None:
+        log.info("%s refines NG masks: %s", metadata.bundle_id, metadata.refinement.describe())
+    return refiner
 
 
 def _output_index(compiled: ov.CompiledModel, name: str) -> int:

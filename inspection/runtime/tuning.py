@@ -24,11 +24,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from inspection.core.bundle import BundleMetadata, read_bundle_metadata
 from inspection.core.config import from_mapping, to_mapping
 from inspection.core.errors import BundleError, RegistryError
 from inspection.core.registry import Registry, check_name, utc_now
+from inspection.core.signing import verify_signed_bundle
 from inspection.runtime.hardware import CpuInfo, cpu_info, load_1m
 
 log = logging.getLogger(__name__)
@@ -146,35 +148,68 @@ def gate_status(meta: BundleMetadata, fp32_auroc: float | None) -> tuple[bool, s
 
 
 def candidate_bundles(
-    registry: Registry, product: str, live_bundle_id: str
-) -> list[tuple[str, Path, BundleMetadata]]:
-    """The live bundle and every other bundle exported from the same model version."""
+    registry: Registry,
+    product: str,
+    live_bundle_id: str,
+    *,
+    public_key: Ed25519PublicKey | None = None,
+) -> list[tuple[str, Path, BundleMetadata, str]]:
+    """The live bundle and every other bundle exported from the same model version, each with
+    its signature problem ('' when trusted).
+
+    With the pinned site key, every candidate's signature and files are verified before it is
+    timed or served: a live bundle that fails raises ``BundleError``; a sibling that fails is
+    kept with the reason, so it is reported and never measured.
+    """
     live_dir = registry.bundle_dir(product, live_bundle_id)
+    problem = signature_problem(live_dir, public_key)
+    if problem:
+        raise BundleError(f"live bundle {live_bundle_id} refused: {problem}")
     live_meta = read_bundle_metadata(live_dir)
-    found = [(live_bundle_id, live_dir, live_meta)]
+    found = [(live_bundle_id, live_dir, live_meta, "")]
     for bundle_id in registry.bundle_ids(product):
         if bundle_id == live_bundle_id:
             continue
         path = registry.bundle_dir(product, bundle_id)
         try:
-            meta = read_bundle_metadata(path)
+            meta = read_bundle_metadata(path)  # parsed only, to find the siblings
         except (BundleError, ValueError, OSError):
             continue  # an unreadable bundle is never a candidate
         if meta.model_version == live_meta.model_version:
-            found.append((bundle_id, path, meta))
+            found.append((bundle_id, path, meta, signature_problem(path, public_key)))
     return found
 
 
+def signature_problem(bundle_dir: Path, public_key: Ed25519PublicKey | None) -> str:
+    """Why the bundle fails the pinned key's check ('' when it passes or no key is pinned)."""
+    if public_key is None:
+        return ""
+    try:
+        verify_signed_bundle(bundle_dir, public_key)
+    except (BundleError, ValueError, OSError) as exc:
+        return str(exc).replace(str(bundle_dir), "<bundle>")
+    return ""
+
+
 def gated_candidates(
-    registry: Registry, product: str, live_bundle_id: str
+    registry: Registry,
+    product: str,
+    live_bundle_id: str,
+    *,
+    public_key: Ed25519PublicKey | None = None,
 ) -> list[tuple[str, Path, BundleMetadata, tuple[bool, str]]]:
-    """``candidate_bundles`` with each one's gate status; the live bundle always passes
-    (someone promoted it), with the gate's own verdict kept in the note."""
-    candidates = candidate_bundles(registry, product, live_bundle_id)
-    fp32 = next((m for _, _, m in candidates if m.precision == "fp32"), None)
+    """``candidate_bundles`` with each one's gate status; a bundle failing the signature check
+    never passes; the live bundle always passes otherwise (someone promoted it), with the
+    gate's own verdict kept in the note."""
+    candidates = candidate_bundles(registry, product, live_bundle_id, public_key=public_key)
+    trusted = [c for c in candidates if not c[3]]
+    fp32 = next((m for _, _, m, _ in trusted if m.precision == "fp32"), None)
     fp32_auroc = _image_auroc(fp32) if fp32 is not None else None
     out = []
-    for bundle_id, path, meta in candidates:
+    for bundle_id, path, meta, problem in candidates:
+        if problem:
+            out.append((bundle_id, path, meta, (False, f"signature refused: {problem}")))
+            continue
         gate = gate_status(meta, fp32_auroc)
         if bundle_id == live_bundle_id and not gate[0]:
             gate = (True, f"live bundle, promoted by hand ({gate[1]})")
@@ -238,13 +273,17 @@ def tune_product(
     samples: int = 40,
     progress: Progress | None = None,
     write: bool = True,
+    public_key: Ed25519PublicKey | None = None,
 ) -> TuningRecord:
-    """Measure every gated bundle of the live model on this CPU, choose, and record."""
+    """Measure every gated bundle of the live model on this CPU, choose, and record.
+
+    ``public_key``: the pinned site key; bundles that fail its check are never loaded.
+    """
     say = progress or (lambda message: None)
     state = registry.live(product)
     if state is None:
         raise RegistryError(f"product {product!r} has no live bundle; promote one first")
-    candidates = gated_candidates(registry, product, state.bundle_id)
+    candidates = gated_candidates(registry, product, state.bundle_id, public_key=public_key)
     measured = []
     for bundle_id, path, meta, gate in candidates:
         if not gate[0]:
@@ -282,9 +321,12 @@ def promote_fastest(
     actor: str,
     samples: int = 40,
     progress: Progress | None = None,
+    public_key: Ed25519PublicKey | None = None,
 ) -> TuningRecord:
     """Tune, then make the measured-fastest gated bundle the registry's live one (demo, CI)."""
-    record = tune_product(registry, product, samples=samples, progress=progress, write=False)
+    record = tune_product(
+        registry, product, samples=samples, progress=progress, write=False, public_key=public_key
+    )
     if record.chosen_bundle_id != record.live_bundle_id:
         others = ", ".join(
             f"{m.precision} {m.p50_ms:.1f} ms" for m in record.measurements if m != record.chosen

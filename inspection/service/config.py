@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from inspection.core.config import from_mapping, read_yaml
 from inspection.core.errors import ConfigError, RegistryError
 from inspection.core.images import DEFAULT_MAX_SIDE, STATION_FORMATS
 from inspection.core.registry import check_name
+from inspection.core.signing import SigningError, load_public_key
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -99,3 +105,14 @@ def _check_formats(formats: tuple[str, ...]) -> None:
 def load_station_config(path: str | Path) -> StationConfig:
     """Read and validate a station YAML file; unknown keys raise ``ConfigError`` by name."""
     return from_mapping(StationConfig, read_yaml(path), where=str(path))
+
+
+def pinned_key(config: StationConfig) -> Ed25519PublicKey | None:
+    """The station's pinned site signing key; ``None`` (with a warning) when none is set."""
+    if config.bundle_public_key is None:
+        log.warning("no bundle_public_key pinned: bundle signatures are not checked")
+        return None
+    try:
+        return load_public_key(config.bundle_public_key)
+    except SigningError as exc:
+        raise ConfigError(f"station config: bundle_public_key: {exc}") from exc

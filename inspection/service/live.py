@@ -51,10 +51,11 @@ InspectorLoader = Callable[[Path], InspectorLike]
 
 
 def default_loader(bundle_dir: Path) -> InspectorLike:
-    """``Inspector.from_bundle`` (OpenVINO, torch-free), imported on first use."""
+    """``Inspector.from_bundle`` (OpenVINO, torch-free), imported on first use, refining NG
+    masks with the refiner the bundle's validation measurement chose."""
     from inspection.runtime.inspector import Inspector
 
-    return Inspector.from_bundle(bundle_dir)
+    return Inspector.from_bundle(bundle_dir, refiner="bundle")
 
 
 @dataclass(frozen=True)
@@ -82,9 +83,17 @@ class TunedSelector:
     station measures them once at load (``tune_on_load``) and records the result.
     """
 
-    def __init__(self, registry: Registry, *, tune_on_load: bool = True) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        tune_on_load: bool = True,
+        public_key: Ed25519PublicKey | None = None,
+    ) -> None:
+        """``public_key``: the pinned site key; siblings failing it are never measured."""
         self.registry = registry
         self.tune_on_load = tune_on_load
+        self.public_key = public_key
         self._attempted: set[tuple[str, str]] = set()
 
     def __call__(self, product: str, live_bundle_id: str) -> Selection:
@@ -103,12 +112,17 @@ class TunedSelector:
         return Selection(live_bundle_id)
 
     def _tune(self, product: str, live_bundle_id: str) -> TuningRecord | None:
-        gated = [c for c in gated_candidates(self.registry, product, live_bundle_id) if c[3][0]]
-        if len(gated) < 2:
-            return None  # nothing to choose between
-        log.info("%s: measuring %d gated bundles on this CPU", product, len(gated))
         try:
-            record = tune_product(self.registry, product, progress=log.info)
+            candidates = gated_candidates(
+                self.registry, product, live_bundle_id, public_key=self.public_key
+            )
+            gated = [c for c in candidates if c[3][0]]
+            if len(gated) < 2:
+                return None  # nothing to choose between
+            log.info("%s: measuring %d gated bundles on this CPU", product, len(gated))
+            record = tune_product(
+                self.registry, product, progress=log.info, public_key=self.public_key
+            )
         except Exception:
             log.exception("%s: self-benchmark failed; serving the live bundle", product)
             return None

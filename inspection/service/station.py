@@ -7,12 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-from inspection.core.errors import ConfigError
 from inspection.core.registry import Registry
-from inspection.core.signing import SigningError, load_public_key
-from inspection.service.config import StationConfig
+from inspection.service.config import StationConfig, pinned_key
 from inspection.service.live import InspectorLoader, LiveModels, TunedSelector, default_loader
 from inspection.service.metrics import ServiceMetrics
 from inspection.service.pipeline import Outcome, Pipeline
@@ -20,16 +16,6 @@ from inspection.service.watch import FileOutcome, WatchFolder
 from inspection.store.store import Store
 
 log = logging.getLogger(__name__)
-
-
-def _pinned_key(config: StationConfig) -> Ed25519PublicKey | None:
-    if config.bundle_public_key is None:
-        log.warning("no bundle_public_key pinned: bundle signatures are not checked")
-        return None
-    try:
-        return load_public_key(config.bundle_public_key)
-    except SigningError as exc:
-        raise ConfigError(f"station config: bundle_public_key: {exc}") from exc
 
 
 @dataclass
@@ -57,13 +43,16 @@ class Station:
         metrics = ServiceMetrics()
         store = store or Store.migrated(config.store_url, config.blob_dir)
         registry = Registry(config.registry_dir)
+        public_key = pinned_key(config)
         models = LiveModels(
             registry,
             config.products,
             loader=loader,
             on_change=metrics.model_changed,
-            selector=TunedSelector(registry, tune_on_load=config.tune_on_load),
-            public_key=_pinned_key(config),
+            selector=TunedSelector(
+                registry, tune_on_load=config.tune_on_load, public_key=public_key
+            ),
+            public_key=public_key,
         )
         pipeline = Pipeline(
             store,

@@ -109,6 +109,26 @@ class ApiToken(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class DashboardUser(Base):
+    """A reviewer or admin of the dashboard: an Argon2id password hash, never the password.
+
+    ``failed_attempts`` and ``locked_until`` implement lockout with backoff across sessions.
+    """
+
+    __tablename__ = "dashboard_users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str] = mapped_column(String(256))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_login_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    failed_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (UniqueConstraint("name", name="uq_dashboard_users_name"),)
+
+
 class OutboxMessage(Base):
     """A result waiting to be sent to one sink, written in the inspection's own transaction.
 

@@ -19,9 +19,12 @@ from typing import Any
 
 import yaml
 
+from inspection.core.alignment import AlignmentSpec
 from inspection.core.config import deep_merge, from_mapping, read_yaml
 from inspection.core.errors import ConfigError
 from inspection.core.global_context import GLOBAL_COMPONENTS
+from inspection.core.roi import RoiSpec
+from inspection.core.units import PhysicalUnits
 
 MODEL_KINDS = ("patchcore", "stfpm")
 
@@ -99,12 +102,26 @@ class ProductConfig:
     data: Path | None = None
     description: str = ""
     models: dict[str, Any] = field(default_factory=dict)
+    reference: Path | None = None
+    """A good part in the nominal pose; ROI polygons are in its pixel coordinates."""
+    roi: RoiSpec | None = None
+    """Where the part is inspected (``core.roi``); None: the whole image."""
+    units: PhysicalUnits | None = None
+    """Pixel size and minimum defect area (``core.units``); None: sizes in pixels only."""
+    alignment: AlignmentSpec | None = None
+    """Register every image to ``reference`` first (``runtime.alignment``); None: no alignment."""
 
     def __post_init__(self) -> None:
-        for kind, section in self.models.items():
-            check_kind(kind)
-            if not isinstance(section, Mapping):
-                raise ConfigError(f"models.{kind}: expected a mapping of ModelConfig keys")
+        if self.alignment is not None and self.reference is None:
+            raise ConfigError("alignment: needs a reference image (the 'reference' key)")
+        _check_models(self.models)
+
+
+def _check_models(models: Mapping[str, Any]) -> None:
+    for kind, section in models.items():
+        check_kind(kind)
+        if not isinstance(section, Mapping):
+            raise ConfigError(f"models.{kind}: expected a mapping of ModelConfig keys")
 
 
 def _check(ok: bool, key: str, message: str) -> None:

@@ -50,6 +50,7 @@ from inspection.core.export_gate import measure as measure_outputs
 from inspection.core.fingerprint import fingerprint_files
 from inspection.core.images import read_image, read_mask
 from inspection.core.metrics import EvaluationMetrics
+from inspection.core.refinement import RefinementChoice
 from inspection.core.registry import ModelRecord, Registry, utc_now
 from inspection.runtime.inspector import Inspector
 from inspection.runtime.preprocess import normalize_score, preprocess
@@ -335,9 +336,11 @@ def _calibrated_bundle(
     splits: ExportSplits,
     say: Progress,
     extra_files: Mapping[str, Path] | None = None,
+    *,
+    choose_refiner: bool = True,
 ) -> tuple[BundleMetadata, RawOutputs]:
-    """Save ``model`` (with ``extra_files``), calibrate it on its own validation outputs, run it
-    on the test split."""
+    """Save ``model`` (with ``extra_files``), calibrate it on its own validation outputs (and,
+    with ``choose_refiner``, pick its mask refiner there), run it on the test split."""
     _save_bundle(model, target, meta, meta.precision == "fp16", extra_files)
     say(
         f"calibrating the {meta.precision} bundle on its {len(splits.validation)} validation images"
@@ -352,8 +355,23 @@ def _calibrated_bundle(
         output_calibration=calibration,
     )
     write_bundle_metadata(target, meta)
+    if choose_refiner:
+        meta = replace(meta, refinement=_refinement(target, splits, say))
+        write_bundle_metadata(target, meta)
     say(f"measuring the {meta.precision} bundle on {len(splits.test)} test images")
     return meta, run_bundle(target, splits.test)
+
+
+def _refinement(bundle_dir: Path, splits: ExportSplits, say: Progress) -> RefinementChoice:
+    """The mask refiner that helps this calibrated bundle on the validation split (or none)."""
+    from inspection.refine.config import load_refine_config
+    from inspection.refine.select import choose_refiner
+
+    inspector = Inspector.from_bundle(bundle_dir)
+    source = TiledInspector(inspector) if inspector.metadata.tiling is not None else inspector
+    choice, _ = choose_refiner(source, splits.validation, config=load_refine_config())
+    say(f"mask refinement: {choice.describe()}")
+    return choice
 
 
 def export_model(
@@ -387,7 +405,13 @@ def export_model(
         with tempfile.TemporaryDirectory(prefix="fp32-reference-") as scratch:
             ref_meta = replace(base, precision="fp32")
             cal_meta, outputs = _calibrated_bundle(
-                fp32_model, Path(scratch) / "bundle", ref_meta, splits, say, extra_files
+                fp32_model,
+                Path(scratch) / "bundle",
+                ref_meta,
+                splits,
+                say,
+                extra_files,
+                choose_refiner=False,
             )
             reference = measure(outputs, _own(cal_meta))
     model, meta = fp32_model, replace(base, precision=options.precision, created_at=utc_now())

@@ -192,3 +192,11 @@ def test_tissue_eval_product_has_its_own_defects_and_exact_masks(tmp_path: Path)
         changed = np.abs(image.astype(int) - clean.astype(int)).max(axis=2) > 0
         assert mask is not None and mask.any(), kind
         assert not changed[mask == 0].any(), f"{kind}: pixels altered outside the mask"
+
+
+def test_weave_has_a_larger_test_split_than_the_texture_products() -> None:
+    from inspection.data.demo import demo_image_count, demo_test_counts
+
+    assert demo_test_counts("brick") == (10, 6) and demo_test_counts("weave") == (60, 30)
+    assert demo_test_counts("weave", 2, None) == (2, 30)
+    assert demo_image_count(["brick", "weave"], n_train=1) == (1 + 10 + 6 * 4) + (1 + 60 + 30 * 4)

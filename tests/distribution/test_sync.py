@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -12,9 +13,11 @@ from typer.testing import CliRunner
 
 from inspection.cli import app
 from inspection.core.registry import Registry
+from inspection.core.signing import SiteKeys, init_keys, load_private_key, sign_bundle
 from inspection.distribution.catalog import archive_for
 from inspection.distribution.sync import HttpSource, PathSource, sync_forever, sync_once
-from tests.service.helpers import PRODUCT, V1, V2, serve, station_config
+from inspection.service.config import pinned_key
+from tests.service.helpers import PRODUCT, V1, V2, V3, relabel, serve, station_config
 
 from .conftest import Central
 
@@ -156,3 +159,96 @@ def test_station_sync_cli(central: Central, tmp_path: Path, monkeypatch) -> None
     monkeypatch.setenv("INSPECTION_REGISTRY_TOKEN", "insp_wrong")
     result = CliRunner().invoke(app, ["station", "sync", "--from", central.url, "-c", str(config)])
     assert result.exit_code == 2 and "401" in result.output
+
+
+def test_sync_also_pulls_the_live_versions_other_gated_precisions(
+    central: Central, fp16_bundle: Path, tmp_path: Path
+) -> None:
+    """The station gets every precision of the live version that passed its gate (to time them
+    and serve the fastest), never one its export gate refused; the live bundle is unchanged."""
+    import dataclasses
+    import shutil
+
+    from inspection.core.bundle import read_bundle_metadata, write_bundle_metadata
+
+    central.registry.add_bundle(PRODUCT, fp16_bundle, "v0001-fp16")
+    refused = tmp_path / "refused"
+    shutil.copytree(fp16_bundle, refused)
+    meta = read_bundle_metadata(refused)
+    gate = {"passed": False, "failures": ["miss_rate 0.3 vs FP32 0.0"]}
+    write_bundle_metadata(
+        refused,
+        dataclasses.replace(meta, bundle_id="v0001-int8", metrics={**meta.metrics, "gate": gate}),
+    )
+    central.registry.add_bundle(PRODUCT, refused, "v0001-int8")
+    local = Registry(tmp_path / "station" / "registry")
+    source = HttpSource(central.url, central.token)
+    [outcome] = sync_once(source, local.root, [PRODUCT])
+    assert (outcome.status, outcome.live) == ("updated", V1), outcome.detail
+    assert "fetched v0001-fp16" in outcome.detail
+    assert sorted(local.bundle_ids(PRODUCT)) == ["v0001-fp16", V1]
+    assert local.live(PRODUCT).bundle_id == V1
+    [again] = sync_once(source, local.root, [PRODUCT])
+    assert again.status == "current" and again.detail == ""
+
+
+def _signed(source: Path, target: Path, bundle_id: str, keys: SiteKeys) -> Path:
+    relabel(source, target, bundle_id)
+    sign_bundle(target, load_private_key(keys.private))
+    return target
+
+
+def test_a_tampered_bundle_is_refused_by_signature_and_the_station_keeps_serving(
+    central: Central, fp32_bundle: Path, tmp_path: Path, sample_png: bytes
+) -> None:
+    """The central side announces correct digests for a bundle changed after signing (the
+    archive digests prove transport, not origin): the pinned key refuses it over real HTTP."""
+    keys = init_keys(tmp_path / "keys")
+    central.registry.add_bundle(PRODUCT, _signed(fp32_bundle, tmp_path / "v2", V2, keys), V2)
+    central.registry.promote(PRODUCT, V2, actor="qa", reason="signed")
+    config = station_config(
+        tmp_path / "station", registry_poll_seconds=0.1, bundle_public_key=keys.public
+    )
+    source = HttpSource(central.url, central.token)
+    [outcome] = sync_once(source, config.registry_dir, [PRODUCT], public_key=pinned_key(config))
+    assert (outcome.status, outcome.live) == ("updated", V2), outcome.detail
+    assert "signature verified" in outcome.detail
+    tampered = _signed(fp32_bundle, tmp_path / "v3", V3, keys)
+    metadata = json.loads((tampered / "metadata.json").read_text())
+    metadata["image_threshold"] = 0.999  # the attack run's edit
+    (tampered / "metadata.json").write_text(json.dumps(metadata))
+    central.registry.add_bundle(PRODUCT, tampered, V3)
+    central.registry.promote(PRODUCT, V3, actor="attacker", reason="tampered")
+    with serve(config) as station:
+        [outcome] = sync_once(source, config.registry_dir, [PRODUCT], public_key=pinned_key(config))
+        assert outcome.status == "failed" and "bad bundle signature" in outcome.detail
+        assert outcome.live == V2 and "keeps serving v0002-fp32" in outcome.detail
+        assert str(tmp_path) not in outcome.detail
+        assert Registry(config.registry_dir).bundle_ids(PRODUCT) == [V2]
+        time.sleep(0.3)
+        response = station.inspect(sample_png)
+        assert response.status_code == 201 and response.json()["bundle_id"] == V2
+    # the unsigned v1 (already announced by a rollback) is refused too
+    central.registry.rollback(PRODUCT, actor="qa", reason="back")
+    central.registry.promote(PRODUCT, V1, actor="qa", reason="unsigned")
+    [outcome] = sync_once(source, config.registry_dir, [PRODUCT], public_key=pinned_key(config))
+    assert outcome.status == "failed" and "the bundle is not signed" in outcome.detail
+    assert Registry(config.registry_dir).live(PRODUCT).bundle_id == V2
+
+
+def test_station_sync_cli_checks_the_pinned_key(central: Central, tmp_path: Path) -> None:
+    keys = init_keys(tmp_path / "keys")
+    config = tmp_path / "station.yaml"
+    config.write_text(
+        f"registry_dir: {tmp_path / 'reg'}\nproducts: [{PRODUCT}]\n"
+        f"bundle_public_key: {keys.public}\n"
+    )
+    token = tmp_path / "token"
+    token.write_text(central.token)
+    result = CliRunner().invoke(
+        app,
+        ["station", "sync", "--from", central.url, "-c", str(config), "--token-file", str(token)],
+    )
+    assert result.exit_code == 2, result.output
+    assert "the bundle is not signed" in " ".join(result.output.split())
+    assert Registry(tmp_path / "reg").bundle_ids(PRODUCT) == []

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -175,3 +177,69 @@ def test_promote_fastest_makes_the_measured_choice_live(
     assert read_tuning(registry, "brick") == record
     if record.chosen_bundle_id != "v0001-fp16":
         assert "fastest gated precision on this CPU" in registry.events("brick")[-1]["reason"]
+
+
+def _signed(source: Path, target: Path, key_file: Path) -> Path:
+    from inspection.core.signing import load_private_key, sign_bundle
+
+    shutil.copytree(source, target)
+    sign_bundle(target, load_private_key(key_file))
+    return target
+
+
+def test_station_tune_verifies_siblings_before_loading_them(
+    fp32_bundle: Path, fp16_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a pinned key, a tampered or unsigned sibling is reported and never loaded."""
+    from typer.testing import CliRunner
+
+    from inspection.cli import app
+    from inspection.core.signing import init_keys
+    from inspection.runtime.inspector import Inspector
+
+    keys = init_keys(tmp_path / "keys")
+    registry = Registry(tmp_path / "registry")
+    registry.add_bundle("brick", _signed(fp32_bundle, tmp_path / "a", keys.private), "v0001-fp32")
+    tampered = _signed(fp16_bundle, tmp_path / "b", keys.private)
+    metadata = json.loads((tampered / "metadata.json").read_text())
+    metadata["image_threshold"] = 0.999
+    (tampered / "metadata.json").write_text(json.dumps(metadata))
+    registry.add_bundle("brick", tampered, "v0001-fp16")
+    registry.add_bundle("brick", _gated_copy(fp32_bundle, tmp_path / "c", drop=0.0), "v0001-int8")
+    registry.promote("brick", "v0001-fp32", actor="tests", reason="initial")
+    config = tmp_path / "station.yaml"
+    config.write_text(
+        f"registry_dir: {registry.root}\nproducts: [brick]\nbundle_public_key: {keys.public}\n",
+        encoding="utf-8",
+    )
+    loaded: list[str] = []
+    real = Inspector.from_bundle.__func__
+
+    def spy(cls: type[Inspector], path: Path, **kwargs: object) -> Inspector:
+        loaded.append(Path(path).name)
+        return real(cls, path, **kwargs)
+
+    monkeypatch.setattr(Inspector, "from_bundle", classmethod(spy))
+    result = CliRunner().invoke(app, ["station", "tune", "--samples", "5", "--config", str(config)])
+
+    assert result.exit_code == 0, result.output
+    assert set(loaded) == {"v0001-fp32"}
+    said = " ".join(result.output.split())
+    assert "bad bundle signature" in said and "the bundle is not signed" in said
+    record = read_tuning(registry, "brick")
+    assert [m.bundle_id for m in record.measurements] == ["v0001-fp32"]
+    assert record.chosen_bundle_id == "v0001-fp32"
+
+
+def test_tune_refuses_an_unsigned_live_bundle(fp32_bundle: Path, tmp_path: Path) -> None:
+    from inspection.core.errors import BundleError
+    from inspection.core.signing import init_keys, load_public_key
+
+    keys = init_keys(tmp_path / "keys")
+    registry = Registry(tmp_path / "registry")
+    registry.add_bundle("brick", fp32_bundle, "v0001-fp32")
+    registry.promote("brick", "v0001-fp32", actor="tests", reason="initial")
+    with pytest.raises(
+        BundleError, match="live bundle v0001-fp32 refused: the bundle is not signed"
+    ):
+        tune_product(registry, "brick", samples=5, public_key=load_public_key(keys.public))

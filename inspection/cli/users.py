@@ -1,0 +1,90 @@
+"""``inspection users add|list|remove``: the dashboard's reviewer and admin logins.
+
+Users live in the site's results database (``--site``), passwords as Argon2id hashes.
+``add`` asks for the password twice without echo; scripts pipe it with ``--password-stdin``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from inspection.store.store import Store
+
+console = Console()
+users_app = typer.Typer(help="Dashboard logins (reviewers and admins).", no_args_is_help=True)
+SITE_OPTION = typer.Option(
+    None,
+    "--site",
+    help="Site config YAML whose store holds the users (default: configs/site.yaml).",
+)
+NameArg = Annotated[str, typer.Argument(help="Login name, e.g. j.smith.")]
+
+
+@users_app.command("add")
+def add(
+    name: NameArg,
+    role: Annotated[
+        str, typer.Option("--role", help="reviewer (labels) or admin (also thresholds, models).")
+    ] = "reviewer",
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from stdin.")
+    ] = False,
+    site: Path = SITE_OPTION,
+) -> None:
+    """Create a dashboard user; the password is stored only as an Argon2id hash."""
+    from inspection.store.users import add_user
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    user = add_user(_store(site), name, role, password)
+    console.print(f"added {user.role} {user.name!r}")
+
+
+@users_app.command("list")
+def list_(site: Path = SITE_OPTION) -> None:
+    """Show every dashboard user, its role, last login and lockout state."""
+    from inspection.store.users import list_users
+
+    table = Table("name", "role", "created", "last login", "failed", "locked until")
+    for user in list_users(_store(site)):
+        table.add_row(
+            user.name,
+            user.role,
+            f"{user.created_at:%Y-%m-%d %H:%M}",
+            f"{user.last_login_at:%Y-%m-%d %H:%M}" if user.last_login_at else "never",
+            str(user.failed_attempts),
+            f"{user.locked_until:%Y-%m-%d %H:%M:%S}" if user.locked_until else "",
+        )
+    console.print(table)
+
+
+@users_app.command("remove")
+def remove(name: NameArg, site: Path = SITE_OPTION) -> None:
+    """Delete a dashboard user; an open session of that user ends on its next click."""
+    from inspection.store.users import remove_user
+
+    remove_user(_store(site), name)
+    console.print(f"removed {name!r}")
+
+
+def _store(site: Path | None) -> Store:
+    from inspection.core.config import load_site_config
+    from inspection.store.store import Store
+
+    config = load_site_config(site)
+    store = Store(config.store_url, config.blob_dir)
+    store.check_schema()
+    return store
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(users_app, name="users")

@@ -1,0 +1,83 @@
+"""Which mask refiner a bundle's station runs, and the validation measurement that chose it.
+
+Refinement (GrabCut, random walker) reshapes the judged regions of an NG result. It helps on
+some textures and hurts on others, so the choice is made per bundle, on that bundle's own
+outputs on the validation split, and carried in its metadata (``BundleMetadata.refinement``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+RefinerMethod = Literal["none", "grabcut", "random_walker"]
+REFINER_METHODS: tuple[str, ...] = ("none", "grabcut", "random_walker")
+DEFAULT_MIN_GAIN = 0.01
+"""A refiner is chosen only if it beats the raw mask's validation pixel F1 by this much."""
+
+
+@dataclass(frozen=True)
+class RefinementChoice:
+    """``method`` the station runs on NG results ("none": the judged mask as is).
+
+    ``pixel_f1``: pooled pixel F1 on the split's defective images, per candidate and for
+    ``"raw"`` (the judged mask); ``images``: how many defective images that pooled.
+    """
+
+    method: RefinerMethod
+    split: str = "validation"
+    images: int = 0
+    pixel_f1: dict[str, float] = field(default_factory=dict)
+    min_gain: float = DEFAULT_MIN_GAIN
+
+    def __post_init__(self) -> None:
+        if self.method not in REFINER_METHODS:
+            raise ValueError(
+                f"refiner method must be one of {REFINER_METHODS}, got {self.method!r}"
+            )
+        if self.images < 0 or self.min_gain < 0:
+            raise ValueError(
+                f"images and min_gain must be >= 0, got {self.images} and {self.min_gain}"
+            )
+        if self.method != "none" and not {"raw", self.method} <= set(self.pixel_f1):
+            raise ValueError(
+                f"refiner {self.method!r} chosen without its measurement: pixel_f1 needs 'raw' "
+                f"and {self.method!r}, got {sorted(self.pixel_f1)}"
+            )
+
+    @property
+    def gain(self) -> float | None:
+        """Pixel F1 gain of the chosen refiner over the raw mask (None for "none")."""
+        if self.method == "none":
+            return None
+        return self.pixel_f1[self.method] - self.pixel_f1["raw"]
+
+    def describe(self) -> str:
+        """One line for reports: what was chosen and why."""
+        if not self.pixel_f1:
+            return f"{self.method}: no labelled defects on the {self.split} split to measure"
+        figures = ", ".join(f"{name} {f1:.3f}" for name, f1 in self.pixel_f1.items())
+        if self.method == "none":
+            why = f"no refiner beat the raw mask by >= {self.min_gain:.3f}"
+        else:
+            why = f"+{self.gain:.3f} over raw (needs >= {self.min_gain:.3f})"
+        return f"{self.method}: {why}; {self.split} pixel F1 on {self.images} defective images: {figures}"
+
+
+def choose_method(
+    pixel_f1: dict[str, float | None], *, min_gain: float = DEFAULT_MIN_GAIN
+) -> RefinerMethod:
+    """The candidate with the highest pixel F1 if it beats ``pixel_f1["raw"]`` by ``min_gain``.
+
+    ``None`` figures (nothing to measure) never win; without a raw figure the answer is "none".
+    """
+    raw = pixel_f1.get("raw")
+    if raw is None:
+        return "none"
+    best, best_f1 = "none", raw + min_gain
+    for name, f1 in pixel_f1.items():
+        if name != "raw" and f1 is not None and f1 >= best_f1 and f1 > raw:
+            best, best_f1 = name, f1
+    if best not in REFINER_METHODS:
+        raise ValueError(f"unknown refiner {best!r}; valid: {', '.join(REFINER_METHODS)}")
+    return best  # type: ignore[return-value]

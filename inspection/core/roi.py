@@ -1,0 +1,112 @@
+"""Regions of interest (torch-free): include/exclude polygons -> a boolean mask -> masked outputs.
+
+A product's ROI is drawn in pixel coordinates of its reference image (``reference_size``).
+Any image or anomaly map of another size gets the polygons scaled to it, so one spec serves
+the full-resolution camera image, the model's input-size map and a tiled, stitched map.
+
+Inside = (union of ``include``, or the whole image when there is none) minus (union of
+``exclude``). ``apply_roi`` is the one place outputs are masked: the map outside the ROI is set
+to zero and the image score keeps only the share of the model's score that lies inside:
+``score * max(map inside) / max(map)``. The score is unchanged when the map's peak is inside
+(so calibration and the model agree there); a peak outside can no longer raise an NG. This is
+a mask on the outputs: the model still sees the whole image and its memory bank still holds
+features from outside the ROI (they can only make inside patches look more normal).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import cv2
+import numpy as np
+
+Point = tuple[float, float]
+Polygon = tuple[Point, ...]
+_SHIFT = 4  # fixed-point bits for sub-pixel polygon vertices in cv2.fillPoly
+
+
+@dataclass(frozen=True)
+class RoiSpec:
+    """Include/exclude polygons ((x, y) vertices) on a reference image of ``reference_size``
+    (height, width) pixels. No include polygon: the whole image is included."""
+
+    reference_size: tuple[int, int]
+    include: tuple[Polygon, ...] = ()
+    exclude: tuple[Polygon, ...] = ()
+
+    def __post_init__(self) -> None:
+        height, width = self.reference_size
+        if height < 1 or width < 1:
+            raise ValueError(
+                f"reference_size must be (height, width) >= 1, got {self.reference_size}"
+            )
+        for name in ("include", "exclude"):
+            for i, polygon in enumerate(getattr(self, name)):
+                if len(polygon) < 3:
+                    raise ValueError(
+                        f"{name}[{i}]: a polygon needs at least 3 points, got {len(polygon)}"
+                    )
+                for x, y in polygon:
+                    if not (-width <= x <= 2 * width and -height <= y <= 2 * height):
+                        raise ValueError(
+                            f"{name}[{i}]: point ({x}, {y}) lies far outside the "
+                            f"{width}x{height} reference image"
+                        )
+        if not self.mask(*self.reference_size).any():
+            raise ValueError("the ROI is empty: the exclude polygons cover every included pixel")
+
+    def mask(self, height: int, width: int) -> np.ndarray:
+        """(height, width) bool: True inside the ROI (read-only, cached per size)."""
+        return _mask(self, int(height), int(width))
+
+    def to_mapping(self) -> dict:
+        return {
+            "reference_size": list(self.reference_size),
+            "include": [[list(p) for p in poly] for poly in self.include],
+            "exclude": [[list(p) for p in poly] for poly in self.exclude],
+        }
+
+
+@lru_cache(maxsize=16)
+def _mask(spec: RoiSpec, height: int, width: int) -> np.ndarray:
+    scale = np.asarray((width / spec.reference_size[1], height / spec.reference_size[0]))
+
+    def polygons(group: tuple[Polygon, ...]) -> list[np.ndarray]:
+        return [np.rint(np.asarray(p) * scale * (1 << _SHIFT)).astype(np.int32) for p in group]
+
+    canvas = np.zeros((height, width), np.uint8)
+    if spec.include:
+        cv2.fillPoly(canvas, polygons(spec.include), 1, cv2.LINE_8, shift=_SHIFT)
+    else:
+        canvas[:] = 1
+    if spec.exclude:
+        cv2.fillPoly(canvas, polygons(spec.exclude), 0, cv2.LINE_8, shift=_SHIFT)
+    mask = canvas.astype(bool)
+    mask.setflags(write=False)
+    return mask
+
+
+def apply_roi(raw_score: float, raw_map: np.ndarray, roi: RoiSpec) -> tuple[float, np.ndarray]:
+    """Mask one raw output: ``raw_map`` ((h, w) float32, >= 0) is zeroed outside the ROI and
+    ``raw_score`` scaled by (max of the map inside) / (max of the map); see the module doc."""
+    if raw_map.ndim != 2:
+        raise ValueError(f"raw_map must be (h, w), got shape {raw_map.shape}")
+    inside = roi.mask(*raw_map.shape)
+    peak = float(raw_map.max())
+    masked = np.where(inside, raw_map, 0.0).astype(np.float32)
+    if peak <= 0.0:
+        return float(raw_score), masked
+    share = max(float(masked.max()), 0.0) / peak
+    return float(raw_score) * share, masked
+
+
+def apply_roi_batch(
+    raw_scores: np.ndarray, raw_maps: np.ndarray, roi: RoiSpec | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``apply_roi`` over (N,) scores and (N, h, w) maps; unchanged when ``roi`` is None."""
+    if roi is None:
+        return raw_scores, raw_maps
+    pairs = [apply_roi(float(s), m, roi) for s, m in zip(raw_scores, raw_maps, strict=True)]
+    scores = np.asarray([s for s, _ in pairs], dtype=raw_scores.dtype)
+    return scores, np.stack([m for _, m in pairs]).astype(raw_maps.dtype)

@@ -1,0 +1,51 @@
+"""Choose a bundle's mask refiner by measurement on labelled validation images (torch-free).
+
+Used by the export (each bundle's ``metadata.refinement``) and by ``bench/refine.py``: the raw
+judged mask and each candidate refiner are scored on the split's defective images (pooled
+pixel F1, refining NG results only, as on the line); the best candidate wins only if it beats
+the raw mask by ``min_gain``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from inspection.core.refinement import DEFAULT_MIN_GAIN, RefinementChoice, choose_method
+from inspection.refine.config import RefineConfig
+from inspection.refine.evaluate import LabelledImage, MapSource, evaluate_refiners
+from inspection.refine.factory import build_refiner
+
+CANDIDATES: tuple[str, ...] = ("grabcut", "random_walker")
+
+
+def choose_refiner(
+    inspector: MapSource,
+    samples: Iterable[LabelledImage],
+    *,
+    config: RefineConfig | None = None,
+    candidates: Sequence[str] = CANDIDATES,
+    min_gain: float = DEFAULT_MIN_GAIN,
+    split: str = "validation",
+) -> tuple[RefinementChoice, dict[str, Any]]:
+    """(the choice, the full ``evaluate_refiners`` result it was made from).
+
+    Only defective samples with a ground-truth mask are measured; with none, the choice is
+    "none" (nothing shows that refinement helps).
+    """
+    defective = [s for s in samples if s.label == 1 and s.mask_path is not None]
+    config = config or RefineConfig()
+    if not defective:
+        return RefinementChoice("none", split=split, min_gain=min_gain), {}
+    refiners = {name: build_refiner(config, name) for name in candidates}
+    results = evaluate_refiners(inspector, defective, refiners, with_aupro=False)
+    pixel_f1 = {
+        name: entry["quality"]["defective_images"]["f1"]
+        for name, entry in results["methods"].items()
+    }
+    measured = {name: round(float(f1), 4) for name, f1 in pixel_f1.items() if f1 is not None}
+    method = choose_method(measured, min_gain=min_gain)
+    choice = RefinementChoice(
+        method, split=split, images=len(defective), pixel_f1=measured, min_gain=min_gain
+    )
+    return choice, results

@@ -1,0 +1,133 @@
+"""Part alignment (torch-free): register an image to the product's reference with OpenCV's ECC.
+
+    aligner = Aligner(reference, AlignmentSpec(), roi)
+    aligned = aligner.align(image)          # raises AlignmentError when it cannot
+
+Both images are reduced to ``working_size`` on the long side, converted to grey and compared
+only where the reference's ROI (grown by ``mask_margin``) lies, so the part's edges and holes
+steer the search and fixture clutter does not. The transform found there is scaled to full
+resolution and the image is warped into the reference frame, where the ROI polygons apply.
+
+A failed search, a correlation below ``min_correlation`` or a transform beyond ``max_shift`` /
+``max_rotation`` raises ``AlignmentError``: the caller reports an error, never a verdict.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from inspection.core.alignment import AlignmentSpec
+from inspection.core.errors import AlignmentError
+from inspection.core.roi import RoiSpec
+
+_MOTIONS = {
+    "translation": cv2.MOTION_TRANSLATION,
+    "euclidean": cv2.MOTION_EUCLIDEAN,
+    "affine": cv2.MOTION_AFFINE,
+}
+_CRITERIA = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 100, 1e-5)
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """One registration: ``matrix`` (2, 3) maps reference pixels to image pixels (full size);
+    ``shift``: how far the image centre moved (pixels), ``rotation`` in degrees,
+    ``correlation``: the ECC value in [-1, 1]."""
+
+    matrix: np.ndarray
+    correlation: float
+    shift: float
+    rotation: float
+
+
+class Aligner:
+    """Registers images of one product to its reference (an (H, W, 3) uint8 RGB image)."""
+
+    def __init__(self, reference: np.ndarray, spec: AlignmentSpec, roi: RoiSpec | None = None):
+        if reference.ndim != 3 or reference.shape[2] != 3 or reference.dtype != np.uint8:
+            raise ValueError(
+                f"reference must be (H, W, 3) uint8 RGB, got {reference.shape} {reference.dtype}"
+            )
+        self.spec = spec
+        self.size = reference.shape[:2]
+        self._scale = spec.working_size / max(self.size)
+        self._template = self._grey(reference)
+        self._mask = self._template_mask(roi)
+
+    def _grey(self, image: np.ndarray) -> np.ndarray:
+        height, width = self.size
+        small = (max(8, round(width * self._scale)), max(8, round(height * self._scale)))
+        grey = cv2.cvtColor(
+            cv2.resize(image, small, interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY
+        )
+        return grey.astype(np.float32)
+
+    def _template_mask(self, roi: RoiSpec | None) -> np.ndarray:
+        shape = self._template.shape
+        if roi is None:
+            return np.full(shape, 255, np.uint8)
+        inside = roi.mask(*shape).astype(np.uint8)
+        grow = round(self.spec.mask_margin * max(shape))
+        if roi.include:  # the part's outline, not its excluded holes, bounds the search
+            inside = RoiSpec(roi.reference_size, include=roi.include).mask(*shape).astype(np.uint8)
+        if grow > 0:
+            kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1))
+            inside = cv2.dilate(inside, kernel)
+        return inside * 255
+
+    def register(self, image: np.ndarray) -> Alignment:
+        """Find the transform of ``image`` ((H, W, 3) uint8, the reference's size); raises
+        ``AlignmentError`` when the search fails or the result is out of bounds."""
+        if image.shape[:2] != self.size:
+            raise AlignmentError(
+                f"image is {image.shape[1]}x{image.shape[0]} but the reference is "
+                f"{self.size[1]}x{self.size[0]}: alignment needs the camera's full frame"
+            )
+        warp = np.eye(2, 3, dtype=np.float32)
+        moving = self._grey(image)
+        try:
+            correlation, warp = cv2.findTransformECCWithMask(
+                self._template, moving, self._mask, None, warp,
+                _MOTIONS[self.spec.motion], _CRITERIA, 5,
+            )  # fmt: skip
+        except cv2.error as exc:
+            raise AlignmentError(f"alignment to the reference did not converge: {exc.err}") from exc
+        full = warp.astype(np.float64)
+        full[:, 2] /= self._scale
+        rotation = float(math.degrees(math.atan2(full[1, 0], full[0, 0])))
+        result = Alignment(full, float(correlation), self._centre_shift(full), rotation)
+        self._check(result)
+        return result
+
+    def _check(self, found: Alignment) -> None:
+        spec = self.spec
+        if found.correlation < spec.min_correlation:
+            raise AlignmentError(
+                f"image does not match the reference: correlation {found.correlation:.3f} "
+                f"< {spec.min_correlation} (wrong part, missing part or a blocked view?)"
+            )
+        limit = spec.max_shift * max(self.size)
+        if found.shift > limit or abs(found.rotation) > spec.max_rotation:
+            raise AlignmentError(
+                f"part is out of position: shifted {found.shift:.1f} px (limit {limit:.1f}) and "
+                f"rotated {found.rotation:.2f} deg (limit {spec.max_rotation})"
+            )
+
+    def _centre_shift(self, matrix: np.ndarray) -> float:
+        """How far the reference's centre moves under ``matrix`` (pixels)."""
+        centre = np.asarray([self.size[1] / 2, self.size[0] / 2, 1.0])
+        moved = matrix @ centre
+        return float(math.hypot(moved[0] - centre[0], moved[1] - centre[1]))
+
+    def align(self, image: np.ndarray) -> np.ndarray:
+        """``image`` warped into the reference frame: (H, W, 3) uint8, same size."""
+        found = self.register(image)
+        height, width = self.size
+        flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+        return cv2.warpAffine(
+            image, found.matrix, (width, height), flags=flags, borderMode=cv2.BORDER_REPLICATE
+        )

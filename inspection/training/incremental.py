@@ -1,0 +1,271 @@
+"""Incremental PatchCore update: add new good images' patches to a registered memory bank.
+
+``update_patchcore(registry, product, images)`` loads a registered PatchCore version, extracts
+the patch embeddings of the NEW images only, keeps their greedy k-center coreset (picks only
+cover what the existing bank does not: distances start from the bank, in the same random
+projection), appends it to the bank (``memory_bank_max`` respected: past the cap, the bank and
+the new picks are reduced to the cap together), re-calibrates thresholds, normalisation and
+segmentation on the parent's validation split (``core.calibration.calibrate``) and registers a
+new immutable version with its ``Lineage`` (parent, added image digests). The parent is never
+changed. Export and the station treat the new version as any other.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from inspection.core.calibration import Calibration, Normalization, calibrate
+from inspection.core.config import to_mapping
+from inspection.core.errors import ConfigError, DatasetError, RegistryError
+from inspection.core.fingerprint import sha256_file
+from inspection.core.registry import Lineage, ModelRecord, Registry
+from inspection.data.dataset import GOOD, Dataset, Sample, load_dataset
+from inspection.training.config import ModelConfig, model_config_from_mapping
+from inspection.training.coreset import (
+    all_cores,
+    coreset_size,
+    greedy_k_center,
+    project,
+    select_coreset,
+)
+from inspection.training.evaluate import metrics_of_predictions, predict
+from inspection.training.samples import Predictions
+from inspection.training.train import (
+    CHECKPOINT_FILE,
+    load_trained_model,
+    make_loader,
+    package_versions,
+)
+
+log = logging.getLogger(__name__)
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class UpdateOutcome:
+    """The new version, its lineage and test figures (``metrics`` as ``train_model`` writes)."""
+
+    record: ModelRecord
+    lineage: Lineage
+    metrics: dict[str, Any]
+    predictions: Predictions
+    seconds: float
+
+
+def update_patchcore(
+    registry: Registry,
+    product: str,
+    images: Sequence[Path],
+    *,
+    version: str | None = None,
+    dataset: Dataset | None = None,
+    progress: Progress | None = None,
+) -> UpdateOutcome:
+    """Add ``images`` (good parts) to a PatchCore version's bank as a new version.
+
+    ``version``: the parent (default: the product's latest). ``dataset``: where the parent's
+    validation/test split lives (default: the parent's recorded dataset root); its test images
+    are matched to the recorded split by path relative to its root.
+    """
+    say = progress or (lambda message: log.info("%s", message))
+    started = time.perf_counter()
+    parent = registry.version(product, version) if version else registry.latest_version(product)
+    config = _check_parent(parent)
+    images = _check_images(images)
+    dataset = dataset or load_dataset(Path(parent.dataset.get("root", "")))
+    validation, test = _recorded_splits(parent, dataset)
+
+    model = load_trained_model(parent)
+    say(f"extracting patches of {len(images)} new images")
+    new = _embeddings(model, images, config)
+    bank = model.model.memory_bank
+    say(f"selecting new patches ({new.shape[0]} candidates, bank of {bank.shape[0]})")
+    model.model.memory_bank = extend_bank(
+        bank, new, config.coreset_sampling_ratio, config.memory_bank_max
+    )
+    say(f"re-calibrating on {len(validation)} validation images")
+    calibration = _calibrate(predict(model, validation, image_size=config.image_size))
+    _set_post_processor(model, calibration.normalization)
+    predictions = predict(model, test, image_size=config.image_size)
+    metrics = metrics_of_predictions(
+        predictions, calibration.normalization, calibration.segmentation
+    )
+    lineage = Lineage(
+        parent=parent.version,
+        method="incremental",
+        added_images=len(images),
+        added_digests=tuple(sha256_file(p) for p in images),
+        added_patches=int(model.model.memory_bank.shape[0] - bank.shape[0]),
+        bank_rows_before=int(bank.shape[0]),
+        bank_rows_after=int(model.model.memory_bank.shape[0]),
+    )
+    seconds = time.perf_counter() - started
+    metrics["fit_seconds"] = round(seconds, 2)
+    metrics["test_images"] = len(test)
+    record = _register(registry, parent, model, dataset, lineage, calibration, metrics)
+    say(f"registered {record.model_version} (from {parent.version}, +{len(images)} images)")
+    return UpdateOutcome(record, lineage, metrics, predictions, seconds)
+
+
+def extend_bank(
+    bank: torch.Tensor, new: torch.Tensor, ratio: float, cap_rows: int | None
+) -> torch.Tensor:
+    """(m, d) bank plus the greedy k-center picks of (n, d) ``new`` rows it does not cover.
+
+    ``int(n * ratio)`` picks, chosen in one random projection of both so that a pick's
+    distance counts the existing bank as already chosen. Past ``cap_rows`` the bank and the
+    picks are reduced together to ``cap_rows`` rows by the same greedy k-center.
+    """
+    if bank.ndim != 2 or new.ndim != 2 or bank.shape[1] != new.shape[1]:
+        raise ValueError(
+            f"bank (m, d) and new (n, d) must share d, got {tuple(bank.shape)}, {tuple(new.shape)}"
+        )
+    k = coreset_size(new.shape[0], ratio)
+    with torch.no_grad(), all_cores():
+        projected = project(torch.cat([bank, new]))
+        old, fresh = projected[: bank.shape[0]], projected[bank.shape[0] :]
+        min_sq = _nearest_sq(fresh, old)
+        picks = greedy_k_center(fresh, min(k, fresh.shape[0]), start=None, min_sq=min_sq)
+    merged = torch.cat([bank, new[picks.indices]]).contiguous()
+    if cap_rows is not None and merged.shape[0] > cap_rows:
+        merged = merged[select_coreset(merged, 1.0, cap_rows).indices].contiguous()
+    return merged
+
+
+def _nearest_sq(rows: torch.Tensor, centers: torch.Tensor, block_rows: int = 4096) -> torch.Tensor:
+    """(n,) squared distance of each row to its nearest center (+inf with no centers)."""
+    if centers.shape[0] == 0:
+        return torch.full((rows.shape[0],), float("inf"))
+    parts = [
+        torch.cdist(rows[i : i + block_rows], centers).min(dim=1).values.square()
+        for i in range(0, rows.shape[0], block_rows)
+    ]
+    return torch.cat(parts)
+
+
+def _check_parent(parent: ModelRecord) -> ModelConfig:
+    if parent.model_kind != "patchcore":
+        raise ConfigError(
+            f"{parent.model_version} is a {parent.model_kind} model: only PatchCore memory banks "
+            "can be updated incrementally; retrain it with `inspection train`"
+        )
+    if parent.global_context() is not None:
+        raise ConfigError(
+            f"{parent.model_version} has a global-context component fitted on all training "
+            "images: update it with a full `inspection train`"
+        )
+    if parent.tiling() is not None:
+        raise ConfigError(
+            f"{parent.model_version} was trained on tiles: update it with a full `inspection train`"
+        )
+    if CHECKPOINT_FILE not in parent.files:
+        raise RegistryError(f"{parent.model_version} has no {CHECKPOINT_FILE} to update")
+    return model_config_from_mapping(parent.config, where=f"{parent.model_version} config")
+
+
+def _check_images(images: Sequence[Path]) -> list[Path]:
+    paths = [Path(p) for p in images]
+    if not paths:
+        raise DatasetError("no new images to add: give good images (--images DIR or --reviewed)")
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise DatasetError(f"images not found: {', '.join(missing[:5])}")
+    return paths
+
+
+def _recorded_splits(parent: ModelRecord, dataset: Dataset) -> tuple[list[Sample], list[Sample]]:
+    """The parent's (validation, test) samples, matched in ``dataset`` by relative path."""
+    splits = parent.splits()
+    if not splits.validation or not splits.test:
+        raise RegistryError(
+            f"{parent.model_version} records no validation/test split; retrain it in full"
+        )
+    by_rel = {
+        Path(s.path).resolve().relative_to(dataset.root).as_posix(): s for s in dataset.test_samples
+    }
+    missing = [rel for rel in (*splits.validation, *splits.test) if rel not in by_rel]
+    if missing:
+        raise DatasetError(
+            f"{len(missing)} images of {parent.model_version}'s validation/test split are not in "
+            f"{dataset.root} (e.g. {missing[0]}); give the dataset it was trained on"
+        )
+    return [by_rel[r] for r in splits.validation], [by_rel[r] for r in splits.test]
+
+
+def _embeddings(model: Any, images: Sequence[Path], config: ModelConfig) -> torch.Tensor:
+    """(patches, channels) embeddings of ``images`` exactly as PatchCore's training epoch."""
+    samples = [Sample(p, "train", 0, GOOD) for p in images]
+    model.model.train()  # the backbone stays in eval mode (anomalib's extractor sees to it)
+    store = model.model.embedding_store
+    store.clear()
+    try:
+        with torch.no_grad():
+            for batch in make_loader(samples, config):
+                model.model(model.pre_processor(batch.image))
+        return torch.vstack(store)
+    finally:
+        store.clear()
+        model.model.eval()
+
+
+def _calibrate(validation: Predictions) -> Calibration:
+    return calibrate(
+        validation.scores,
+        validation.maps,
+        validation.labels,
+        validation.gt_masks,
+        validation.defect_types,
+        mask_known=validation.mask_known,
+    )
+
+
+def _set_post_processor(model: Any, norm: Normalization) -> None:
+    """Keep ``model.pt``'s post-processor consistent with the recorded normalisation."""
+    post = model.post_processor
+    values = {
+        "_image_threshold": norm.image_threshold_raw,
+        "_pixel_threshold": norm.pixel_threshold_raw,
+        "image_min": norm.image_min,
+        "image_max": norm.image_max,
+        "pixel_min": norm.pixel_min,
+        "pixel_max": norm.pixel_max,
+    }
+    for name, value in values.items():
+        getattr(post, name).fill_(float(value))
+
+
+def _register(
+    registry: Registry,
+    parent: ModelRecord,
+    model: Any,
+    dataset: Dataset,
+    lineage: Lineage,
+    calibration: Calibration,
+    metrics: dict[str, Any],
+) -> ModelRecord:
+    state = model.state_dict()
+    extra = {
+        **parent.extra,
+        "normalization": to_mapping(calibration.normalization),
+        "segmentation": to_mapping(calibration.segmentation),
+        "train_images": int(parent.extra.get("train_images", 0)) + lineage.added_images,
+        "lineage": to_mapping(lineage),
+    }
+    return registry.create_version(
+        parent.product,
+        model_kind=parent.model_kind,
+        config=parent.config,
+        dataset={**dataset.fingerprint(), "root": str(dataset.root)},
+        metrics=metrics,
+        packages=package_versions(),
+        write_files=lambda directory: torch.save(state, directory / CHECKPOINT_FILE),
+        weights=parent.weights,
+        extra=extra,
+    )

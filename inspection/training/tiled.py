@@ -1,0 +1,287 @@
+"""Tiled training at native resolution: one model over every tile of the training images.
+
+``train_tiled(config, tiling, dataset, product=..., registry=...)`` cuts each good training
+image into the tiles the station will cut (``core.tiling``: the same grid, the same bilinear
+resize to ``tiling.scale``), fits one anomalib model on all of them (a PatchCore bank over
+thousands of tiles is held to ``config.memory_bank_max`` rows by our coreset), then calibrates
+it like an exported bundle is calibrated: on whole validation images, tiles stitched back and
+the image score the highest tile score. The version records ``tiling`` next to its
+preprocessing, so ``export_bundle`` writes it into the bundle's metadata.
+
+anomalib's ``Tiler`` (``anomalib.data.utils.tiler``) cuts the same tiles when the image divides
+evenly, but pads or interpolates the image when it does not; the station never invents pixels
+(its last tile is flush with the edge), so training uses the station's grid and
+``tests/training/test_tiled.py`` pins that both agree where anomalib's applies.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from torch.utils.data import Dataset as TorchDataset
+
+from inspection.core.bundle import Preprocessing
+from inspection.core.calibration import Calibration, calibrate
+from inspection.core.config import to_mapping
+from inspection.core.errors import ConfigError
+from inspection.core.export_gate import measure
+from inspection.core.images import read_image, read_mask
+from inspection.core.registry import ModelRecord, Registry
+from inspection.core.tiling import TilingSpec, cut, stitch
+from inspection.data.dataset import Dataset, Sample
+from inspection.runtime.tiled import evaluation_size
+from inspection.training.backbones import ResolvedWeights, resolve_weights
+from inspection.training.config import ModelConfig
+from inspection.training.train import (
+    _EXPECTED_WARNINGS,
+    CHECKPOINT_FILE,
+    _split_record,
+    build_model,
+    evaluation_splits,
+    package_versions,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class TileDataset(TorchDataset):
+    """Every tile of every sample, image-major, as anomalib ``ImageItem``s.
+
+    image: (3, th, tw) float32 in [0, 1]; gt_mask: (th, tw) bool; gt_label: 1 when the tile
+    holds defect pixels. The last decoded image is cached, so read the dataset in order.
+    """
+
+    def __init__(self, samples: Sequence[Sample], tiling: TilingSpec) -> None:
+        self.samples = list(samples)
+        self.tiling = tiling
+        self._index: list[tuple[int, int]] = []
+        for number, sample in enumerate(self.samples):
+            height, width = read_image(sample.path).shape[:2]
+            tiles = len(tiling.grid(height, width))
+            self._index.extend((number, tile) for tile in range(tiles))
+        self._cached: tuple[int, np.ndarray, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def tiles_of(self, number: int) -> tuple[np.ndarray, np.ndarray]:
+        """(N, 3, th, tw) float32 image tiles and (N, th, tw) bool mask tiles of a sample."""
+        if self._cached is None or self._cached[0] != number:
+            sample = self.samples[number]
+            image = read_image(sample.path)
+            grid = self.tiling.grid(*image.shape[:2])
+            height, width = grid.size
+            if image.shape[:2] != grid.size:
+                image = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+            chw = image.astype(np.float32).transpose(2, 0, 1) / 255.0
+            mask = read_mask(sample.mask_path if sample.label else None, grid.size)
+            self._cached = (number, cut(chw, grid, channels_first=True), cut(mask, grid))
+        return self._cached[1], self._cached[2]
+
+    def __getitem__(self, index: int) -> Any:
+        from anomalib.data import ImageItem
+        from torchvision.tv_tensors import Image, Mask
+
+        number, tile = self._index[index]
+        images, masks = self.tiles_of(number)
+        sample = self.samples[number]
+        return ImageItem(
+            image=Image(torch.from_numpy(np.ascontiguousarray(images[tile]))),
+            gt_label=torch.tensor(int(masks[tile].any())),
+            gt_mask=Mask(torch.from_numpy(np.ascontiguousarray(masks[tile]))),
+            image_path=f"{sample.path}#tile{tile}",
+            mask_path=str(sample.mask_path or ""),
+        )
+
+
+def tile_loader(samples: Sequence[Sample], tiling: TilingSpec, batch_size: int) -> DataLoader:
+    from anomalib.data import ImageBatch
+
+    return DataLoader(
+        TileDataset(samples, tiling),
+        batch_size=batch_size,
+        shuffle=False,  # image-major order keeps the one-image cache hot
+        num_workers=0,
+        collate_fn=ImageBatch.collate,
+    )
+
+
+@dataclass(frozen=True)
+class TiledOutputs:
+    """Whole-image outputs of a tiled model: raw scores (N,) (highest tile), stitched raw maps
+    and ground truth (N, h, w) at ``evaluation_size``, labels, mask_known, defect types."""
+
+    scores: np.ndarray
+    maps: np.ndarray
+    masks: np.ndarray
+    labels: np.ndarray
+    mask_known: np.ndarray
+    defect_types: tuple[str, ...]
+
+    def calibrate(self) -> Calibration:
+        return calibrate(
+            self.scores,
+            self.maps,
+            self.labels,
+            self.masks,
+            self.defect_types,
+            mask_known=self.mask_known,
+        )
+
+
+def predict_tiled(
+    model: Any, samples: Sequence[Sample], tiling: TilingSpec, *, batch_size: int = 16
+) -> TiledOutputs:
+    """Run the torch model over every tile of ``samples`` and stitch each image back."""
+    data = TileDataset(samples, tiling)
+    scores, maps, masks = [], [], []
+    model.eval()
+    for number, sample in enumerate(data.samples):
+        images, _ = data.tiles_of(number)
+        tile_scores, tile_maps = [], []
+        with torch.no_grad():
+            for start in range(0, len(images), batch_size):
+                batch = torch.from_numpy(images[start : start + batch_size])
+                output = model.model(model.pre_processor(batch))
+                tile_scores.append(output.pred_score.reshape(-1).float().numpy())
+                tile_maps.append(output.anomaly_map.reshape(len(batch), *batch.shape[-2:]).numpy())
+        height, width = read_image(sample.path).shape[:2]
+        grid = tiling.grid(height, width)
+        stitched = stitch(np.concatenate(tile_maps), grid, tiling.blend)
+        size = evaluation_size(grid.size)
+        maps.append(cv2.resize(stitched, (size[1], size[0]), interpolation=cv2.INTER_AREA))
+        masks.append(read_mask(sample.mask_path if sample.label else None, size))
+        scores.append(float(np.concatenate(tile_scores).max()))
+    return TiledOutputs(
+        scores=np.asarray(scores, np.float64),
+        maps=np.stack(maps).astype(np.float32),
+        masks=np.stack(masks),
+        labels=np.asarray([s.label for s in samples], np.int64),
+        mask_known=np.asarray([s.label == 0 or s.mask_path is not None for s in samples]),
+        defect_types=tuple(s.defect_type for s in samples),
+    )
+
+
+def fit_tiles(
+    config: ModelConfig,
+    tiling: TilingSpec,
+    train_samples: Sequence[Sample],
+    validation: Sequence[Sample],
+    weights: ResolvedWeights,
+    *,
+    progress: bool = True,
+) -> tuple[Any, float, int]:
+    """Seeded anomalib ``Engine.fit`` on the tiles; returns (model, seconds, training tiles)."""
+    import lightning
+    from anomalib.engine import Engine
+
+    lightning.seed_everything(config.seed, workers=True, verbose=False)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    model = build_model(config, weights)
+    train_loader = tile_loader(train_samples, tiling, config.batch_size)
+    run_dir = Path(tempfile.mkdtemp(prefix="inspection-tiled-"))
+    try:
+        engine = Engine(
+            default_root_dir=run_dir,
+            logger=False,
+            accelerator="cpu",
+            devices=1,
+            max_epochs=config.max_epochs,
+            enable_progress_bar=progress,
+            enable_model_summary=False,
+            deterministic="warn",
+        )
+        started = time.perf_counter()
+        with warnings.catch_warnings():
+            for message in _EXPECTED_WARNINGS:
+                warnings.filterwarnings("ignore", message=message)
+            engine.fit(
+                model,
+                train_dataloaders=train_loader,
+                val_dataloaders=tile_loader(validation, tiling, config.batch_size),
+            )
+        seconds = time.perf_counter() - started
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return model.eval(), seconds, len(train_loader.dataset)
+
+
+def check_tiling(config: ModelConfig, tiling: TilingSpec) -> None:
+    if tuple(config.image_size) != tuple(tiling.tile_size):
+        raise ConfigError(
+            f"tiling.tile_size {list(tiling.tile_size)} must equal the model image_size "
+            f"{list(config.image_size)}: the model's input is one tile"
+        )
+
+
+def train_tiled(
+    config: ModelConfig,
+    tiling: TilingSpec,
+    dataset: Dataset,
+    *,
+    product: str,
+    registry: Registry,
+    progress: bool = True,
+    evaluate: bool = True,
+) -> ModelRecord:
+    """Fit on tiles, calibrate on whole validation images, (measure the test split) and
+    register a version that records its tiling. ``evaluate=False`` skips the test split
+    (its bundle is measured at export anyway)."""
+    check_tiling(config, tiling)
+    validation, test = evaluation_splits(config, dataset)
+    weights = resolve_weights(
+        config.backbone.name, config.backbone.weights, config.backbone.weights_file
+    )
+    model, fit_seconds, tiles = fit_tiles(
+        config, tiling, dataset.train_samples, validation, weights, progress=progress
+    )
+    calibration = predict_tiled(model, validation, tiling).calibrate()
+    metrics: dict[str, Any] = {"fit_seconds": round(fit_seconds, 2), "train_tiles": tiles}
+    if evaluate:
+        outputs = predict_tiled(model, test, tiling)
+        figures, _ = measure(
+            outputs.scores,
+            outputs.maps,
+            outputs.labels,
+            outputs.masks,
+            outputs.defect_types,
+            calibration,
+            mask_known=outputs.mask_known,
+        )
+        metrics = {**figures.to_mapping(), **metrics, "test_images": len(test)}
+    state = model.state_dict()
+    record = registry.create_version(
+        product,
+        model_kind=config.kind,
+        config=to_mapping(config),
+        dataset={**dataset.fingerprint(), "root": str(dataset.root)},
+        metrics=metrics,
+        packages=package_versions(),
+        write_files=lambda directory: torch.save(state, directory / CHECKPOINT_FILE),
+        weights=weights.record(),
+        extra={
+            "preprocessing": to_mapping(
+                Preprocessing(tuple(config.image_size), weights.mean, weights.std)
+            ),
+            "normalization": to_mapping(calibration.normalization),
+            "segmentation": to_mapping(calibration.segmentation),
+            "splits": to_mapping(_split_record(dataset, validation, test)),
+            "tiling": to_mapping(tiling),
+            "train_images": len(dataset.train_samples),
+            "train_tiles": tiles,
+        },
+    )
+    logger.info("registered %s (%s, tiled %s)", record.model_version, config.kind, tiling)
+    return record

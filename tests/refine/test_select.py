@@ -1,0 +1,83 @@
+"""``choose_refiner``: measured on labelled images, a refiner is chosen only where it helps."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from inspection.core.types import InspectionResult
+from inspection.refine.config import ClassicalConfig, RefineConfig
+from inspection.refine.select import choose_refiner
+from inspection.runtime.inspector import Inspector
+
+from .refine_cases import blurred_blob_case
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: Path
+    label: int
+    defect_type: str
+    mask_path: Path | None
+
+
+class StoredMaps:
+    """Map source for synthetic cases: the precomputed result of each image, by its bytes."""
+
+    def __init__(self) -> None:
+        self.results: dict[bytes, InspectionResult] = {}
+
+    def inspect(self, image: np.ndarray) -> InspectionResult:
+        return self.results[image.tobytes()]
+
+
+def blob_samples(tmp_path: Path, threshold: float, n: int = 3) -> tuple[list[Sample], StoredMaps]:
+    maps, samples = StoredMaps(), []
+    for seed in range(n):
+        image, gt, result = blurred_blob_case(threshold, seed=seed, size=96)
+        path, mask_path = tmp_path / f"{seed}.png", tmp_path / f"{seed}_mask.png"
+        cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        cv2.imwrite(str(mask_path), gt.astype(np.uint8) * 255)
+        maps.results[image.tobytes()] = result
+        samples.append(Sample(path, 1, "blob", mask_path))
+    return samples, maps
+
+
+def test_a_refiner_that_helps_is_chosen_with_its_figures(tmp_path: Path) -> None:
+    samples, maps = blob_samples(tmp_path, threshold=0.2)  # raw mask far too large
+    config = RefineConfig(classical=ClassicalConfig(sure_bg_fraction=0.9))
+    choice, results = choose_refiner(maps, samples, config=config)
+    assert choice.method in ("grabcut", "random_walker")
+    assert choice.images == 3 and choice.split == "validation"
+    assert choice.gain is not None and choice.gain >= choice.min_gain
+    assert choice.pixel_f1[choice.method] == max(choice.pixel_f1.values())
+    assert results["methods"]["raw"]["quality"]["aupro"] is None  # skipped: not needed
+
+
+def test_no_refiner_unless_it_beats_raw_by_min_gain(tmp_path: Path) -> None:
+    samples, maps = blob_samples(tmp_path, threshold=0.2)
+    choice, _ = choose_refiner(maps, samples, min_gain=1.0)
+    assert choice.method == "none" and choice.min_gain == 1.0 and "raw" in choice.pixel_f1
+
+
+def test_no_labelled_defects_means_no_refiner(tmp_path: Path) -> None:
+    good = [Sample(tmp_path / "good.png", 0, "good", None)]
+    choice, results = choose_refiner(StoredMaps(), good)
+    assert choice.method == "none" and choice.images == 0 and results == {}
+
+
+@pytest.mark.slow
+def test_export_records_the_choice_and_the_station_applies_it(fp32_bundle: Path) -> None:
+    inspector = Inspector.from_bundle(fp32_bundle, refiner="bundle")
+    choice = inspector.metadata.refinement
+    assert choice is not None and choice.split == "validation" and choice.images > 0
+    assert "raw" in choice.pixel_f1
+    if choice.method == "none":
+        assert inspector.refiner is None
+    else:
+        assert inspector.refiner is not None and inspector.refiner.name == choice.method
+    assert Inspector.from_bundle(fp32_bundle).refiner is None  # opt-in: tuning, gates

@@ -1,0 +1,97 @@
+"""Incremental PatchCore update: a new immutable version with lineage; the parent untouched."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from inspection.core.errors import ConfigError
+from inspection.core.fingerprint import sha256_file
+from inspection.core.registry import Registry
+from inspection.training.coreset import coverage_radius
+from inspection.training.incremental import _check_parent, extend_bank, update_patchcore
+from inspection.training.train import load_trained_model
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def registry(trained_patchcore, tmp_path: Path) -> Registry:
+    """A private copy of the shared trained registry (this test adds versions)."""
+    shutil.copytree(trained_patchcore.registry.root, tmp_path / "registry")
+    return Registry(tmp_path / "registry")
+
+
+@pytest.fixture(scope="module")
+def new_good(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    from inspection.data.demo import write_demo_product
+
+    root = write_demo_product(
+        tmp_path_factory.mktemp("line"), "brick", seed=31, n_train=4,
+        n_test_good=1, n_test_per_defect=1, size=128,
+    )  # fmt: skip
+    return sorted((root / "train" / "good").glob("*.png"))
+
+
+def test_update_registers_a_child_version_and_leaves_the_parent(
+    registry: Registry, trained_patchcore, new_good: list[Path]
+) -> None:
+    parent = registry.version("brick", trained_patchcore.record.version)
+    parent_files = {name: sha256_file(parent.path / name) for name in parent.files}
+    parent_bank = load_trained_model(parent).model.memory_bank.clone()
+
+    outcome = update_patchcore(
+        registry, "brick", new_good, dataset=_dataset(trained_patchcore.dataset_root)
+    )
+
+    record, lineage = outcome.record, outcome.record.lineage()
+    assert record.version != parent.version and lineage == outcome.lineage
+    assert lineage.parent == parent.version and lineage.method == "incremental"
+    assert lineage.added_digests == tuple(sha256_file(p) for p in new_good)
+    assert lineage.bank_rows_before == parent_bank.shape[0]
+    assert lineage.added_patches > 0 and lineage.bank_rows_after == (
+        lineage.bank_rows_before + lineage.added_patches
+    )
+    assert record.extra["train_images"] == parent.extra["train_images"] + len(new_good)
+    assert record.splits() == parent.splits() and record.config == parent.config
+    child_bank = load_trained_model(record).model.memory_bank
+    assert torch.equal(child_bank[: parent_bank.shape[0]], parent_bank)  # old rows kept as-is
+    assert child_bank.shape[0] == lineage.bank_rows_after
+    assert 0.0 <= record.metrics["overall"]["image_auroc"] <= 1.0
+    norm = record.normalization()
+    assert norm.image_min <= norm.image_threshold_raw <= norm.image_max
+
+    unchanged = registry.version("brick", parent.version)
+    assert unchanged == parent and "lineage" not in unchanged.extra
+    assert {name: sha256_file(parent.path / name) for name in parent.files} == parent_files
+
+
+def test_extend_bank_adds_uncovered_picks_and_respects_the_cap() -> None:
+    torch.manual_seed(0)
+    bank, far = torch.randn(50, 16), torch.randn(200, 16) + 8.0
+    grown = extend_bank(bank, far, ratio=0.1, cap_rows=None)
+    assert grown.shape == (70, 16) and torch.equal(grown[:50], bank)
+    # the picks cover the new cluster better than any 20 rows of it at random
+    radius = coverage_radius(far, grown)
+    assert radius < coverage_radius(far, torch.cat([bank, far[torch.randperm(200)[:20]]]))
+
+    capped = extend_bank(bank, far, ratio=0.1, cap_rows=60)
+    assert capped.shape == (60, 16)
+    with pytest.raises(ValueError, match="must share d"):
+        extend_bank(bank, torch.randn(10, 8), ratio=0.1, cap_rows=None)
+
+
+def test_only_patchcore_without_global_context_is_updated(trained_patchcore) -> None:
+    stfpm = dataclasses.replace(trained_patchcore.record, model_kind="stfpm")
+    with pytest.raises(ConfigError, match="only PatchCore memory banks"):
+        _check_parent(stfpm)
+
+
+def _dataset(root: Path):
+    from inspection.data.dataset import load_dataset
+
+    return load_dataset(root)
