@@ -21,11 +21,12 @@ from typing import Any
 import lightning
 import torch
 
+from inspection.core.metrics import aupro, image_auroc, pixel_auroc
 from inspection.data.dataset import load_dataset
 from inspection.training.backbones import resolve_weights
 from inspection.training.config import load_model_config
 from inspection.training.coreset import coverage_radius, select_coreset
-from inspection.training.evaluate import compute_metrics, predict
+from inspection.training.evaluate import predict
 from inspection.training.train import build_model, evaluation_splits, make_loader
 
 
@@ -72,11 +73,8 @@ def compare(data: Path, product: str) -> list[dict[str, Any]]:
         seconds = time.perf_counter() - started
         model.model.memory_bank = embedding[indices].contiguous()
         predictions = predict(model, test, image_size=config.image_size)
-        metrics = compute_metrics(
-            predictions.scores, predictions.labels, predictions.maps, predictions.gt_masks,
-            predictions.defect_types, image_threshold=0.0, pixel_threshold=0.0,
-            mask_known=predictions.mask_known,
-        )  # fmt: skip
+        known = predictions.mask_known  # threshold-free figures: no calibration needed
+        maps, masks = predictions.maps[known], predictions.gt_masks[known]
         rows.append(
             {
                 "product": product,
@@ -85,7 +83,9 @@ def compare(data: Path, product: str) -> list[dict[str, Any]]:
                 "k": len(indices),
                 "seconds": round(seconds, 3),
                 "radius": round(coverage_radius(embedding, embedding[indices]), 4),
-                **{key: metrics.get(key) for key in ("image_auroc", "pixel_auroc", "aupro")},
+                "image_auroc": image_auroc(predictions.scores, predictions.labels),
+                "pixel_auroc": pixel_auroc(maps, masks),
+                "aupro": aupro(maps, masks),
             }
         )
         print(rows[-1], flush=True)

@@ -56,19 +56,20 @@ def main() -> None:
                 )
                 total = time.perf_counter() - started
                 cpu = time.process_time() - cpu_started
-                overall = outcome.metrics["overall"]
+                stored = outcome.record.metrics
+                overall = stored["overall"]
                 row = {
                     "product": product,
                     "run": name,
                     "model": kind,
                     "weights": outcome.record.weights["source"],
                     **{key: overall[key] for key in METRICS},
-                    "fit_seconds": outcome.metrics["fit_seconds"],
+                    "fit_seconds": stored["fit_seconds"],
                     "total_seconds": round(total, 1),
                     "cpu_seconds": round(cpu, 1),  # all threads; less sensitive to contention
                     "load_average_1min": round(load_before, 1),
-                    "test_images": outcome.metrics["test_images"],
-                    "per_defect": outcome.metrics["per_defect"],
+                    "test_images": stored["test_images"],
+                    "per_defect": stored["per_defect"],
                     "config": outcome.record.config,
                 }
                 rows.append(row)

@@ -109,7 +109,6 @@ def evaluate_command(
 ) -> None:
     """Re-evaluate a registered version on its held-out test split and write a report."""
     _offline()
-    from inspection.core.metrics import EvaluationMetrics
     from inspection.core.registry import Registry
     from inspection.data.dataset import load_dataset
     from inspection.training.config import model_config_from_mapping
@@ -125,9 +124,9 @@ def evaluate_command(
     config = model_config_from_mapping(record.config, where=record.model_version)
     _, test = evaluation_splits(config, dataset)
     predictions = predict(load_trained_model(record), test, image_size=config.image_size)
-    metrics = metrics_of_predictions(predictions, record.normalization(), record.segmentation())
+    metrics = metrics_of_predictions(predictions, record.calibration())
     report = write_report(_report_dir(site_config, record) / "evaluate", predictions, metrics)
-    _print_metrics([(record, EvaluationMetrics.from_mapping(metrics))])
+    _print_metrics([(record, metrics)])
     console.print(f"report: {report}")
 
 

@@ -94,9 +94,7 @@ def update_patchcore(
     calibration = _calibrate(predict(model, validation, image_size=config.image_size))
     _set_post_processor(model, calibration.normalization)
     predictions = predict(model, test, image_size=config.image_size)
-    metrics = metrics_of_predictions(
-        predictions, calibration.normalization, calibration.segmentation
-    )
+    metrics = metrics_of_predictions(predictions, calibration).to_mapping()
     lineage = Lineage(
         parent=parent.version,
         method="incremental",

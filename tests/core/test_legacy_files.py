@@ -25,6 +25,7 @@ def test_a_registry_written_by_the_first_release_reads(tmp_path: Path) -> None:
     evaluation = record.evaluation()  # an ``overall`` section with one figure, no schema
     assert (evaluation.schema, evaluation.image_auroc) == (0, 0.9)
     assert evaluation.overall.aupro is None and evaluation.per_defect == {}
+    assert record.calibration().normalization == record.normalization()  # none was recorded
     assert record.file("model.ckpt").read_bytes() == b"weights"
     assert record.preprocessing().input_size == (64, 64)
     assert record.normalization().image_threshold_raw == 2.0
