@@ -567,6 +567,12 @@ def run_parent(args: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
     work = Path(args.registry).parent / "work"
     work.mkdir(parents=True, exist_ok=True)
+    if args.prepare_only:  # train and export outside the timed run (e.g. via /work/bin/heavy)
+        for kind in args.kinds:
+            record = ensure_version(registry, args.product, kind, dataset_dir)
+            ensure_bundles(registry, record, dataset_dir)
+            torch_model_file(record, work)
+        return
     machine = machine_report()
     gflops = max(machine["matmul_gflops"].values())
     report: dict[str, Any] = {"product": args.product, "machine": machine, "kinds": {}}
@@ -601,6 +607,9 @@ def main() -> None:
     parser.add_argument("--engines", nargs="+", default=list(ENGINES), choices=ENGINES)
     parser.add_argument(
         "--keep", action="store_true", help="Keep other kinds' results from runtime.json."
+    )
+    parser.add_argument(
+        "--prepare-only", action="store_true", help="Train and export only; measure nothing."
     )
     args = parser.parse_args()
     if args.command == "worker":

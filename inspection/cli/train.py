@@ -70,16 +70,29 @@ def train_command(
     config: Path = CONFIG_OPTION,
     overrides: list[str] = SET_OPTION,
     site: str = SITE_OPTION,
+    auto: bool = typer.Option(
+        False, "--auto", help="Choose the config by a bounded search on the validation split."
+    ),
+    budget: float = typer.Option(
+        None, "--budget", min=1, help="Seconds --auto may search (default: the product's)."
+    ),
 ) -> None:
     """Train a model, evaluate it on the held-out test split, write the report, register it."""
     _offline()
     from inspection.core.registry import Registry
     from inspection.data.dataset import load_dataset
-    from inspection.training.config import load_model_config
+    from inspection.training.config import load_model_config, load_product_config
     from inspection.training.evaluate import write_report
     from inspection.training.train import train_model
 
     site_config = load_site_config(site)
+    product_config = load_product_config(product)
+    if auto or product_config.auto:
+        if config is not None or overrides:
+            raise typer.BadParameter("--auto chooses the config: drop --config and --set")
+        budget_s = budget or product_config.auto_budget_s
+        _train_auto(site_config, product, _dataset_path(site_config, product, data), budget_s)
+        return
     model_config = load_model_config(
         model, product=product, config_file=config, overrides=overrides
     )
@@ -95,6 +108,36 @@ def train_command(
         _report_dir(site_config, outcome.record), outcome.predictions, outcome.metrics
     )
     _print_metrics([(outcome.record, outcome.record.evaluation())])
+    console.print(f"registered {outcome.record.model_version}; report: {report}")
+
+
+def _train_auto(site_config: SiteConfig, product: str, data: Path, budget_s: float) -> None:
+    """``train --auto``: search, report every candidate, train and register the winner."""
+    from rich.progress import Progress
+
+    from inspection.core.registry import Registry
+    from inspection.data.dataset import load_dataset
+    from inspection.training.auto import DEFAULT_GRID, search, train_winner, write_search_report
+    from inspection.training.evaluate import write_report
+
+    dataset = load_dataset(data)
+    console.print(f"auto search on {product}: {len(DEFAULT_GRID)} candidates, {budget_s:.0f} s")
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("candidates", total=len(DEFAULT_GRID))
+
+        def on_candidate(result: Any) -> None:
+            progress.advance(task)
+            score = "" if result.validation_auroc is None else f" {result.validation_auroc:.3f}"
+            console.print(f"  {result.name}: {result.status}{score} ({result.seconds:.0f} s)")
+
+        result = search(product, dataset, budget_s=budget_s, on_candidate=on_candidate)
+    summary = write_search_report(site_config.reports_dir / product / "auto", result)
+    console.print(f"winner: [bold]{result.winner}[/] ({result.rule}); search: {summary}")
+    outcome = train_winner(result, dataset, Registry(site_config.registry_dir))
+    report = write_report(
+        _report_dir(site_config, outcome.record), outcome.predictions, outcome.metrics
+    )
+    _print_metrics([(outcome.record, outcome.metrics)])
     console.print(f"registered {outcome.record.model_version}; report: {report}")
 
 

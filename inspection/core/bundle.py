@@ -14,13 +14,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from inspection.core.alignment import AlignmentSpec
 from inspection.core.calibration import Calibration, Normalization
 from inspection.core.config import from_mapping, to_mapping
 from inspection.core.errors import BundleError, ConfigError
 from inspection.core.fingerprint import sha256_file
 from inspection.core.metrics import EvaluationMetrics
 from inspection.core.refinement import RefinementChoice
+from inspection.core.roi import RoiSpec
 from inspection.core.tiling import TilingSpec
+from inspection.core.units import PhysicalUnits
 from inspection.core.verdict import Segmentation
 
 BUNDLE_SCHEMA_VERSION = 1
@@ -93,6 +96,12 @@ class BundleMetadata:
     image at ``tiling.scale``; ``None``: the whole image resized to the input size."""
     segmentation: Segmentation | None = None
     """How the station draws regions; None (older bundles) = global ``pixel_threshold``."""
+    roi: RoiSpec | None = None
+    """Where the part is inspected (``core.roi``): outputs outside are masked; None: everywhere."""
+    alignment: AlignmentSpec | None = None
+    """Register each image to the bundle's reference file first (``runtime.alignment``)."""
+    units: PhysicalUnits | None = None
+    """Pixel size and minimum defect area (``core.units``); None: sizes in pixels only."""
     refinement: RefinementChoice | None = None
     """The mask refiner the station runs on NG results, chosen on this bundle's own validation
     outputs; None (older bundles): no refinement."""

@@ -110,3 +110,11 @@ def apply_roi_batch(
     pairs = [apply_roi(float(s), m, roi) for s, m in zip(raw_scores, raw_maps, strict=True)]
     scores = np.asarray([s for s, _ in pairs], dtype=raw_scores.dtype)
     return scores, np.stack([m for _, m in pairs]).astype(raw_maps.dtype)
+
+
+def clear_outside(anomaly_map: np.ndarray, roi: RoiSpec | None) -> np.ndarray:
+    """A normalised (H, W) map set to 0 outside the ROI at its own resolution (the raw map was
+    masked at model resolution; resizing it bleeds a few pixels over the ROI's edge)."""
+    if roi is None:
+        return anomaly_map
+    return np.where(roi.mask(*anomaly_map.shape), anomaly_map, 0.0).astype(np.float32)

@@ -25,6 +25,7 @@ from inspection.service.errors import (
     BadImage,
     InvalidRequest,
     NoLiveModel,
+    PartNotAligned,
     ReplayConflict,
     RequestRefused,
     StationBusy,
@@ -45,6 +46,7 @@ class ErrorCode(IntEnum):
     TIMEOUT = 4  # no verdict within the takt budget (the result still follows via the outbox)
     UNKNOWN_PRODUCT = 5  # the PLC selected a product this station does not serve
     BAD_TRIGGER = 6  # malformed trigger (request id, part id, JSON)
+    NOT_ALIGNED = 7  # the part could not be registered to the product's reference image
     INTERNAL = 9  # anything else; the station log has the details
 
 
@@ -125,6 +127,7 @@ _REFUSAL_CODES: dict[type[RequestRefused], ErrorCode] = {
     ReplayConflict: ErrorCode.BAD_TRIGGER,
     NoLiveModel: ErrorCode.NO_MODEL,
     StationBusy: ErrorCode.TIMEOUT,
+    PartNotAligned: ErrorCode.NOT_ALIGNED,
 }
 
 

@@ -26,9 +26,12 @@ from inspection.core.bundle import BundleMetadata, verify_bundle
 from inspection.core.errors import BundleError, ImageDecodeError
 from inspection.core.global_context import GlobalContext, fuse, images_of_input
 from inspection.core.images import IMAGE_SUFFIXES, read_image
+from inspection.core.roi import apply_roi, apply_roi_batch, clear_outside
 from inspection.core.types import InspectionResult
+from inspection.core.units import with_sizes
 from inspection.core.verdict import check_threshold, judge
 from inspection.refine.base import MaskRefiner
+from inspection.runtime.alignment import Aligner
 from inspection.runtime.graph import separate_blur_kernels
 from inspection.runtime.preprocess import (
     check_image,
@@ -85,6 +88,7 @@ class Inspector:
         self._score_index = _output_index(compiled, names["score"])
         self._map_index = _output_index(compiled, names["map"])
         self._context, self._pooled_index = _global_context(compiled, metadata, bundle_dir)
+        self._aligner = _aligner(metadata, bundle_dir)
         self._request = compiled.create_infer_request()
         self._lock = threading.Lock()
         self._threshold = check_threshold(
@@ -161,6 +165,20 @@ class Inspector:
         """The compiled OpenVINO model (for callers that keep their own request queues)."""
         return self._compiled
 
+    # ------------------------------------------------------- part: alignment, ROI
+    def align(self, image: np.ndarray) -> np.ndarray:
+        """``image`` registered to the bundle's reference (unchanged without alignment);
+        raises ``AlignmentError`` when it cannot be: an error, never a verdict."""
+        check_image(image)
+        return image if self._aligner is None else self._aligner.align(image)
+
+    def restrict(self, raw_score: float, raw_map: np.ndarray) -> tuple[float, np.ndarray]:
+        """One raw output masked to the bundle's ROI (``core.roi.apply_roi``; unchanged
+        without one), for callers that stitch their own maps (``runtime.tiled``)."""
+        if self.metadata.roi is None:
+            return raw_score, raw_map
+        return apply_roi(raw_score, raw_map, self.metadata.roi)
+
     # ----------------------------------------------------------------- inference
     def infer_raw(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(N, 3, h, w) float32 model input -> raw scores (N,) and raw maps (N, h, w) float32.
@@ -168,6 +186,18 @@ class Inspector:
         With a global-context bundle the scores are the fused ones (max of z-scores)."""
         scores, maps, _ = self._infer(batch)
         return scores, maps
+
+    def local_outputs(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(N, 3, h, w) model input -> the graph's local raw scores (N,) float32 and pooled
+        features (N, D) float32 (None without a pooled output), before any fusion."""
+        with self._lock:
+            self._request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})
+            scores = self._request.get_tensor(self._score_port).data.copy()
+            pooled = None
+            if self._pooled_index is not None:
+                pooled = self._request.get_output_tensor(self._pooled_index).data.copy()
+        scores = np.asarray(scores, dtype=np.float32).reshape(len(batch), -1)[:, 0]
+        return scores, None if pooled is None else pooled.reshape(len(batch), -1)
 
     def _infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[dict[str, float]]]:
         """``infer_raw`` plus each image's component z-scores (empty dicts without context)."""
@@ -184,7 +214,8 @@ class Inspector:
     def _fused(
         self, batch: np.ndarray, scores: np.ndarray, maps: np.ndarray, pooled: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray, list[dict[str, float]]]:
-        """Local raw scores -> fused raw scores and per-image component z-scores."""
+        """Local raw scores -> ROI-masked, fused raw scores and per-image component z-scores."""
+        scores, maps = apply_roi_batch(scores, maps, self.metadata.roi)
         if self._context is None:
             return scores, maps, [{} for _ in scores]
         images = images_of_input(batch, self.metadata.preprocessing)
@@ -201,6 +232,7 @@ class Inspector:
         """Judge one (H, W, 3) uint8 RGB image at ``threshold`` (default: ``self.threshold``)."""
         threshold = self._threshold if threshold is None else check_threshold(threshold)
         start = time.perf_counter()
+        image = self.align(image)
         tensor = preprocess(image, self.metadata.preprocessing)
         prepared = time.perf_counter()
         scores, maps, components = self._infer(tensor[None])
@@ -218,6 +250,7 @@ class Inspector:
         if not images:
             return []
         start = time.perf_counter()
+        images = [self.align(image) for image in images]
         batch = np.stack([preprocess(image, self.metadata.preprocessing) for image in images])
         prepared = time.perf_counter()
         scores, maps, components = self._infer(batch)
@@ -259,6 +292,7 @@ class Inspector:
         tensors: list[np.ndarray] = []
         for index, image in enumerate(images):
             starts.append(time.perf_counter())
+            image = self.align(image)
             tensor = preprocess(image, self.metadata.preprocessing)[None]
             kept.append(image)
             tensors.append(tensor)
@@ -338,9 +372,11 @@ class Inspector:
         score = normalize_score(raw_score, meta.normalization)
         height, width = image.shape[:2]
         anomaly_map = resize_map(normalize_map(raw_map, meta.normalization), height, width)
+        anomaly_map = clear_outside(anomaly_map, meta.roi)
         threshold = self._threshold if threshold is None else threshold
         regions_start = time.perf_counter()
-        judged = judge(score, threshold, anomaly_map, meta.segmentation_rule)
+        min_area = None if meta.units is None else meta.units.min_area_px(width)
+        judged = judge(score, threshold, anomaly_map, meta.segmentation_rule, min_area=min_area)
         timings["regions"] = (time.perf_counter() - regions_start) * 1e3
         result = InspectionResult(
             score=score,
@@ -348,8 +384,9 @@ class Inspector:
             verdict=judged.verdict,
             anomaly_map=anomaly_map,
             mask=judged.mask,
-            regions=judged.regions,
-            candidates=judged.candidates,
+            regions=with_sizes(judged.regions, meta.units, width),
+            candidates=with_sizes(judged.candidates, meta.units, width),
+            min_defect_area=min_area,
             latency_ms=0.0,
             model_version=self.model_version,
             timings_ms=timings,
@@ -365,6 +402,20 @@ class Inspector:
             latency_ms=(time.perf_counter() - start) * 1e3,
             timings_ms={**result.timings_ms, **timings},
         )
+
+
+def _aligner(metadata: BundleMetadata, bundle_dir: Path) -> Aligner | None:
+    """The bundle's aligner (its checksummed reference image), or None without alignment."""
+    spec = metadata.alignment
+    if spec is None:
+        return None
+    if spec.file not in metadata.files:
+        raise BundleError(f"{bundle_dir}: metadata lists no checksum for {spec.file}")
+    try:
+        reference = read_image(bundle_dir / spec.file)
+    except ImageDecodeError as exc:
+        raise BundleError(f"{bundle_dir}: unreadable alignment reference: {exc}") from exc
+    return Aligner(reference, spec, metadata.roi)
 
 
 def _bundle_refiner(metadata: BundleMetadata) -> MaskRefiner | None:

@@ -129,7 +129,7 @@ class TiledInspector:
     def raw_outputs(self, image: np.ndarray) -> TiledOutputs:
         """Cut, infer and stitch one (H, W, 3) uint8 RGB image (raw, not normalised)."""
         start = time.perf_counter()
-        grid, tiles = self.tile_inputs(image)
+        grid, tiles = self.tile_inputs(self.inspector.align(image))
         prepared = time.perf_counter()
         scores, maps = self.infer_tiles(tiles)
         inferred = time.perf_counter()
@@ -139,7 +139,8 @@ class TiledInspector:
             "infer": (inferred - prepared) * 1e3,
             "stitch": (time.perf_counter() - inferred) * 1e3,
         }
-        return TiledOutputs(float(scores.max()), stitched, len(grid), timings)
+        score, stitched = self.inspector.restrict(float(scores.max()), stitched)
+        return TiledOutputs(score, stitched, len(grid), timings)
 
     def inspect(self, image: np.ndarray, *, threshold: float | None = None) -> InspectionResult:
         """Judge one full-resolution image; map, mask and regions in its own pixels."""

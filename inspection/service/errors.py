@@ -54,6 +54,11 @@ class StationBusy(RequestRefused):
         self.retry_after_s = retry_after_s
 
 
+class PartNotAligned(RequestRefused):
+    """The image could not be registered to the product's reference (``runtime.alignment``):
+    wrong or missing part, blocked view, or a pose beyond the limits. Never a verdict."""
+
+
 class RequestError(InspectionError):
     """An HTTP-level refusal (authentication, unknown artefact); ``status`` is the code to send."""
 
@@ -71,6 +76,7 @@ _HTTP_STATUS: dict[type[RequestRefused], int] = {
     ReplayConflict: 409,
     NoLiveModel: 503,
     StationBusy: 503,
+    PartNotAligned: 422,
 }
 
 

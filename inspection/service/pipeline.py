@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from inspection.core.errors import ImageDecodeError
+from inspection.core.errors import AlignmentError, ImageDecodeError
 from inspection.core.fingerprint import sha256_bytes
 from inspection.core.images import DEFAULT_MAX_SIDE, STATION_FORMATS, decode_image
 from inspection.runtime.overlays import render_overlay
 from inspection.service.errors import (
     BadImage,
     InvalidRequest,
+    PartNotAligned,
     ReplayConflict,
     UnknownProduct,
 )
@@ -163,7 +164,10 @@ class Pipeline:
         except ImageDecodeError as exc:
             raise BadImage(str(exc)) from exc
         model = self.models.get(product)  # NoLiveModel when none is loaded
-        result = model.inspect(image)
+        try:
+            result = model.inspect(image)
+        except AlignmentError as exc:
+            raise PartNotAligned(str(exc)) from exc
         encoded = {
             "image_sha": (data, image_extension(data)),
             "map_sha": (encode_map(result.anomaly_map), ".png"),

@@ -110,8 +110,13 @@ class ProductConfig:
     """Pixel size and minimum defect area (``core.units``); None: sizes in pixels only."""
     alignment: AlignmentSpec | None = None
     """Register every image to ``reference`` first (``runtime.alignment``); None: no alignment."""
+    auto: bool = False
+    """``inspection train`` runs the ``--auto`` search for this product."""
+    auto_budget_s: float = 240.0
+    """Seconds the auto search may use (``--budget`` overrides)."""
 
     def __post_init__(self) -> None:
+        _check(self.auto_budget_s > 0, "auto_budget_s", "must be positive seconds")
         if self.alignment is not None and self.reference is None:
             raise ConfigError("alignment: needs a reference image (the 'reference' key)")
         _check_models(self.models)

@@ -55,6 +55,7 @@ from inspection.core.registry import ModelRecord, Registry, utc_now
 from inspection.runtime.inspector import Inspector
 from inspection.runtime.preprocess import normalize_score, preprocess
 from inspection.runtime.tiled import TiledInspector, tiled_outputs
+from inspection.training.config import load_product_config
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +215,7 @@ def run_bundle(
     scores, maps = [], []
     for start in range(0, len(samples), batch_size):
         chunk = samples[start : start + batch_size]
-        batch = np.stack([preprocess(read_image(s.path), prep) for s in chunk])
+        batch = np.stack([preprocess(inspector.align(read_image(s.path)), prep) for s in chunk])
         raw_scores, raw_maps = inspector.infer_raw(batch)
         scores.append(raw_scores)
         maps.append(raw_maps)
@@ -342,6 +343,9 @@ def _calibrated_bundle(
     """Save ``model`` (with ``extra_files``), calibrate it on its own validation outputs (and,
     with ``choose_refiner``, pick its mask refiner there), run it on the test split."""
     _save_bundle(model, target, meta, meta.precision == "fp16", extra_files)
+    if meta.global_context is not None:
+        say(f"fitting the global context on the {meta.precision} bundle's own outputs")
+        _refit_context(target, meta, splits)
     say(
         f"calibrating the {meta.precision} bundle on its {len(splits.validation)} validation images"
     )
@@ -372,6 +376,44 @@ def _refinement(bundle_dir: Path, splits: ExportSplits, say: Progress) -> Refine
     choice, _ = choose_refiner(source, splits.validation, config=load_refine_config())
     say(f"mask refinement: {choice.describe()}")
     return choice
+
+
+def _refit_context(target: Path, meta: BundleMetadata, splits: ExportSplits) -> None:
+    """Re-fit the bundle's global context on its own graph's outputs (``refit_on_outputs``)
+    and re-write the metadata so the file's checksum is the new one's."""
+    from inspection.training.global_context import refit_on_outputs
+
+    spec = meta.global_context
+    if spec is None:
+        return
+    inspector = Inspector.from_bundle(target)
+    train_pooled = _outputs_of(inspector, splits.train_images, meta)[1] if spec.layers else None
+    goods = [s.path for s in splits.validation if s.label == 0]
+    local = _outputs_of(inspector, goods, meta)[0]
+    context = inspector._context
+    if context is None:  # pragma: no cover - from_bundle loads it when the spec is set
+        raise BundleError(f"{target}: the global context did not load")
+    refit_on_outputs(context, train_pooled, local).save(target / spec.file)
+    write_bundle_metadata(target, meta)
+
+
+def _outputs_of(
+    inspector: Inspector, paths: Sequence[Path], meta: BundleMetadata, batch_size: int = 8
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Local raw scores (N,) and pooled features (N, D) of the bundle graph on ``paths``."""
+    scores, pooled = [], []
+    for start in range(0, len(paths), batch_size):
+        batch = np.stack(
+            [
+                preprocess(read_image(p), meta.preprocessing)
+                for p in paths[start : start + batch_size]
+            ]
+        )
+        chunk_scores, chunk_pooled = inspector.local_outputs(batch)
+        scores.append(chunk_scores.astype(np.float64))
+        if chunk_pooled is not None:
+            pooled.append(chunk_pooled.astype(np.float64))
+    return np.concatenate(scores), (np.concatenate(pooled) if pooled else None)
 
 
 def export_model(
@@ -584,7 +626,7 @@ def export_bundle(
         if source.version
         else registry.latest_version(product)
     )
-    base = base_metadata(record, options.precision)
+    base, part_files = with_part_setup(base_metadata(record, options.precision))
     if base.bundle_id in registry.bundle_ids(product):
         raise BundleError(
             f"bundle {product}/{base.bundle_id} already exists; bundles are immutable"
@@ -599,7 +641,7 @@ def export_bundle(
             splits=export_splits(record, dataset),
             options=options,
             progress=progress,
-            extra_files=_context_files(record),
+            extra_files=_context_files(record) | part_files,
         )
         target = registry.add_bundle(product, result.bundle_dir, result.bundle_id)
     if source.promote:
@@ -616,6 +658,23 @@ def export_splits(record: ModelRecord, dataset: Any) -> ExportSplits:
         test=tuple(held_out_test_samples(record, dataset)),
         dataset_root=dataset.root,
     )
+
+
+def with_part_setup(
+    base: BundleMetadata, config_dir: Path | None = None
+) -> tuple[BundleMetadata, dict[str, Path]]:
+    """``base`` with its product's ROI, alignment and units (``configs/products``), and the
+    files they need in the bundle (the alignment reference image, checksummed like any file)."""
+    config = load_product_config(base.product, config_dir)
+    meta = replace(base, roi=config.roi, alignment=config.alignment, units=config.units)
+    if config.alignment is None or config.reference is None:
+        return meta, {}
+    if not config.reference.is_file():
+        raise BundleError(
+            f"products/{base.product}.yaml: reference image {config.reference} not found "
+            "(alignment needs it; generate the dataset or fix the path)"
+        )
+    return meta, {config.alignment.file: config.reference}
 
 
 def _context_files(record: ModelRecord) -> dict[str, Path]:

@@ -164,6 +164,28 @@ def restrict(context: GlobalContext, kept: Sequence[str]) -> GlobalContext:
     )
 
 
+def refit_on_outputs(
+    context: GlobalContext, train_pooled: np.ndarray | None, validation_good_local: np.ndarray
+) -> GlobalContext:
+    """``context`` with the model-dependent parts re-fitted on a bundle's own outputs.
+
+    A quantised graph's pooled features and local scores differ from the FP32 ones the
+    context was fitted on; a Mahalanobis model with a tight normal scale turns that shift
+    into false alarms. The ``features`` Gaussian and its out-of-fold scale are fitted again
+    on ``train_pooled`` (N, D), the local scale on the good validation images' raw scores;
+    colour and frequency (computed from the same input pixels) stay as they are.
+    """
+    gaussians = dict(context.gaussians)
+    standardisers = dict(context.standardisers)
+    if FEATURES in gaussians:
+        if train_pooled is None:
+            raise ValueError("the features component needs the bundle's pooled train features")
+        gaussians[FEATURES] = fit_gaussian(train_pooled)
+        standardisers[FEATURES] = fit_standardiser(out_of_fold_distances(train_pooled))
+    standardisers[LOCAL] = fit_standardiser(validation_good_local)
+    return GlobalContext(gaussians, standardisers, context.feature_layers)
+
+
 # ------------------------------------------------------------------ trained models
 CONTEXT_FILE = PARAMS_FILE
 FUSION_RULE = (

@@ -21,7 +21,7 @@ import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -257,8 +257,11 @@ def train_model(
     product: str,
     registry: Registry,
     progress: bool = True,
+    lineage: Mapping[str, Any] | None = None,
 ) -> TrainOutcome:
-    """``train`` that also returns the model and test predictions (for reports)."""
+    """``train`` that also returns the model and test predictions (for reports).
+
+    ``lineage``: extra record entries on how this config was chosen (e.g. ``auto_search``)."""
     validation, test = evaluation_splits(config, dataset)
     fingerprint = dataset.fingerprint()
     weights = resolve_weights(
@@ -312,6 +315,7 @@ def train_model(
             "train_images": len(dataset.train_samples),
             "map_resolution": list(config.image_size),
             **({"global_context": _context_record(context)} if context else {}),
+            **dict(lineage or {}),
         },
     )
     logger.info("registered %s (%s)", record.model_version, config.kind)

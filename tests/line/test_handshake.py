@@ -86,3 +86,14 @@ def test_bad_trigger_messages(text: bytes, message: str) -> None:
     with pytest.raises(TriggerError, match=message.replace("(", r"\(").replace(")", r"\)")):
         Trigger.from_json(text)
     assert Trigger.from_json(b"") == Trigger()
+
+
+def test_an_unaligned_part_is_an_error_answer_never_a_verdict() -> None:
+    from inspection.line.handshake import _refusal_code
+    from inspection.service.errors import PartNotAligned, http_status
+
+    refusal = PartNotAligned("correlation 0.21 < 0.8")
+    code = _refusal_code(refusal)
+    assert code == ErrorCode.NOT_ALIGNED and http_status(refusal) == 422
+    answer = Answer("r1", int(code), refusal.message, product="plate")
+    assert answer.result == ResultCode.ERROR and answer.verdict is None

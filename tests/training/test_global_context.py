@@ -84,3 +84,24 @@ def test_ledoit_wolf_handles_more_dimensions_than_images() -> None:
     gaussian = fit_gaussian(vectors)
     assert np.isfinite(gaussian.distance(vectors)).all()
     assert np.isfinite(out_of_fold_distances(vectors)).all()
+
+
+def test_refit_on_a_bundles_own_outputs_removes_a_quantisation_shift() -> None:
+    from inspection.training.global_context import refit_on_outputs
+
+    rng = np.random.default_rng(2)
+    train = [stripes(8, seed=s) for s in range(10)]
+    pooled = rng.normal(size=(10, 6))
+    context = fit_global_context(
+        ["features", "colour"], train, train_pooled=pooled, feature_layers=["blocks.4"],
+        validation_local_raw=np.linspace(0.0, 1.0, 5),
+    )  # fmt: skip
+    shifted = pooled + 3.0  # the quantised graph's features of the same good images
+    before = context.z_scores(context.distances(images=train[:3], pooled=shifted[:3]))
+    refitted = refit_on_outputs(context, shifted, np.linspace(2.0, 3.0, 5))
+    after = refitted.z_scores(refitted.distances(images=train[:3], pooled=shifted[:3]))
+    assert before["features"].min() > 3.0 and abs(after["features"]).max() < 3.0
+    np.testing.assert_allclose(after["colour"], before["colour"])
+    assert refitted.standardisers["local"].mean == pytest.approx(2.5)
+    with pytest.raises(ValueError, match="pooled"):
+        refit_on_outputs(context, None, np.arange(3.0))

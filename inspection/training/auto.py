@@ -1,0 +1,283 @@
+"""``inspection train --auto``: a small, bounded search for a product's model config.
+
+Each candidate of ``DEFAULT_GRID`` (model kind, backbone and its layers, input resolution,
+global context on/off) is one set of ``--set`` overrides on the product's config. It is fitted
+on the training images and judged on the **validation split only**; its held-out test image
+AUROC (with a bootstrap interval) is measured too, for the report, and never used to choose.
+
+Selection rule (``choose``): the highest validation image AUROC; a candidate within
+``TIE_MARGIN`` of the best counts as tied, and ties go to the earliest in grid order (the grid
+runs from today's default to the costlier or less conventional options). The default runs
+first. The budget caps the search: a candidate starts only if the time used so far plus its
+estimated cost (the longest completed candidate of the same kind, else of any kind) stays
+within the budget; the rest are listed as skipped. The winner is then trained again by
+``train_model`` and registered with the whole search in its record (``extra.auto_search``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from inspection.core.bootstrap import auroc_interval
+from inspection.core.config import to_mapping
+from inspection.core.errors import InspectionError
+from inspection.core.metrics import image_auroc
+from inspection.core.registry import Registry
+from inspection.data.dataset import Dataset
+from inspection.training.backbones import resolve_weights
+from inspection.training.config import ModelConfig, load_model_config, model_config_from_mapping
+from inspection.training.evaluate import predict
+
+logger = logging.getLogger(__name__)
+
+TIE_MARGIN = 0.01
+GLOBAL = "global_context=[features,colour,frequency]"
+RULE = (
+    f"highest validation image AUROC; within {TIE_MARGIN} of the best counts as a tie, won by "
+    "the earliest candidate in grid order (default first); test metrics never choose"
+)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One configuration tried: a model kind and ``--set`` overrides on the product's config."""
+
+    name: str
+    kind: str
+    overrides: tuple[str, ...] = ()
+
+
+DEFAULT_GRID: tuple[Candidate, ...] = (
+    Candidate("patchcore (default)", "patchcore"),
+    Candidate("patchcore + global", "patchcore", (GLOBAL,)),
+    Candidate("patchcore lite1", "patchcore", ("backbone.name=tf_efficientnet_lite1",)),
+    Candidate("patchcore lite2", "patchcore", ("backbone.name=tf_efficientnet_lite2",)),
+    Candidate("patchcore layers 4+6", "patchcore", ("backbone.layers=[blocks.4,blocks.6]",)),
+    Candidate("patchcore 192 px", "patchcore", ("image_size=[192,192]",)),
+    Candidate(
+        "patchcore lite1 + global", "patchcore", ("backbone.name=tf_efficientnet_lite1", GLOBAL)
+    ),
+    Candidate("stfpm", "stfpm"),
+)
+
+
+@dataclass(frozen=True)
+class CandidateResult:
+    """A candidate's outcome: ``status`` ``done``, ``skipped`` (budget) or ``failed``."""
+
+    name: str
+    kind: str
+    overrides: tuple[str, ...]
+    status: Literal["done", "skipped", "failed"]
+    validation_auroc: float | None = None
+    test_auroc: dict[str, float] | None = None
+    """Held-out test image AUROC with its bootstrap interval (reported, never used to choose)."""
+    seconds: float = 0.0
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    product: str
+    budget_s: float
+    rule: str
+    winner: str
+    winner_config: dict[str, Any] = field(default_factory=dict)
+    candidates: tuple[CandidateResult, ...] = field(default_factory=tuple)
+
+    def lineage(self) -> dict[str, Any]:
+        """The record entry of the winner (``extra.auto_search``)."""
+        return {"auto_search": to_mapping(self)}
+
+
+Configure = Callable[[Candidate], ModelConfig]
+
+
+def product_configure(product: str) -> Configure:
+    """Candidates as overrides on the product's config layers (``load_model_config``)."""
+
+    def configure(candidate: Candidate) -> ModelConfig:
+        return load_model_config(candidate.kind, product=product, overrides=candidate.overrides)
+
+    return configure
+
+
+def evaluate_candidate(config: ModelConfig, dataset: Dataset) -> tuple[float, dict[str, float]]:
+    """Fit ``config``; (validation image AUROC, held-out test image AUROC interval)."""
+    from inspection.training.train import (
+        _fit_global_context,
+        evaluation_splits,
+        fit,
+        normalization_stats,
+    )
+
+    validation, test = evaluation_splits(config, dataset)
+    weights = resolve_weights(
+        config.backbone.name, config.backbone.weights, config.backbone.weights_file
+    )
+    model, _ = fit(config, dataset.train_samples, validation, weights, progress=False)
+    labels = np.asarray([s.label for s in validation])
+    val_auroc = image_auroc(predict(model, validation, image_size=config.image_size).scores, labels)
+    tested = predict(model, test, image_size=config.image_size)
+    if config.global_context:
+        fitted, _, tested = _fit_global_context(
+            model, config, weights, dataset.train_samples, validation, tested,
+            normalization_stats(model),
+        )  # fmt: skip
+        val_auroc = fitted.validation_auroc["fused"]
+    interval = auroc_interval(tested.scores, np.asarray(tested.labels))
+    return float(val_auroc or 0.0), interval.to_dict()
+
+
+def search(
+    product: str,
+    dataset: Dataset,
+    *,
+    budget_s: float,
+    grid: Sequence[Candidate] = DEFAULT_GRID,
+    configure: Configure | None = None,
+    on_candidate: Callable[[CandidateResult], None] | None = None,
+) -> SearchResult:
+    """Run the grid within ``budget_s`` seconds and choose by ``RULE`` (see module doc).
+
+    ``configure`` turns a candidate into a config (default: ``product_configure``)."""
+    configure = configure or product_configure(product)
+    if budget_s <= 0:
+        raise ValueError(f"the search budget must be positive seconds, got {budget_s}")
+    started = time.perf_counter()
+    results: list[CandidateResult] = []
+    for candidate in grid:
+        elapsed = time.perf_counter() - started
+        estimate = _estimate(results, candidate.kind)
+        if results and elapsed + estimate > budget_s:
+            result = _result(
+                candidate, "skipped", note=f"budget: {elapsed:.0f} s used, ~{estimate:.0f} s more"
+            )
+        else:
+            result = _run(candidate, configure, dataset)
+        results.append(result)
+        if on_candidate is not None:
+            on_candidate(result)
+    winner = choose(results)
+    config = configure(next(c for c in grid if c.name == winner))
+    return SearchResult(product, budget_s, RULE, winner, to_mapping(config), tuple(results))
+
+
+def _run(candidate: Candidate, configure: Configure, dataset: Dataset) -> CandidateResult:
+    start = time.perf_counter()
+    try:
+        val_auroc, test_auroc = evaluate_candidate(configure(candidate), dataset)
+    except (InspectionError, RuntimeError, ValueError, OSError) as exc:  # not the whole search
+        logger.warning("auto: candidate %s failed: %s", candidate.name, exc)
+        return _result(candidate, "failed", time.perf_counter() - start, note=str(exc)[:200])
+    seconds = time.perf_counter() - start
+    logger.info("auto: %s validation AUROC %.3f (%.0f s)", candidate.name, val_auroc, seconds)
+    return replace(
+        _result(candidate, "done", seconds), validation_auroc=round(val_auroc, 4),
+        test_auroc=test_auroc,
+    )  # fmt: skip
+
+
+def _result(
+    candidate: Candidate, status: Any, seconds: float = 0.0, note: str = ""
+) -> CandidateResult:
+    return CandidateResult(
+        candidate.name,
+        candidate.kind,
+        candidate.overrides,
+        status,
+        seconds=round(seconds, 1),
+        note=note,
+    )
+
+
+def _estimate(results: Sequence[CandidateResult], kind: str) -> float:
+    """Expected seconds of a candidate of ``kind``: the longest completed one like it."""
+    done = [r for r in results if r.status == "done"]
+    same = [r.seconds for r in done if r.kind == kind]
+    return max(same or [r.seconds for r in done] or [0.0])
+
+
+def choose(results: Sequence[CandidateResult]) -> str:
+    """The winner's name by ``RULE``; ``ValueError`` when no candidate finished."""
+    done = [r for r in results if r.status == "done" and r.validation_auroc is not None]
+    if not done:
+        raise ValueError("the auto search finished no candidate; raise --budget or check the logs")
+    best = max(r.validation_auroc for r in done)
+    return next(r.name for r in done if r.validation_auroc >= best - TIE_MARGIN)
+
+
+def train_winner(
+    search_result: SearchResult, dataset: Dataset, registry: Registry, progress: bool = True
+) -> Any:
+    """Train and register the winner with the search in its lineage; the ``TrainOutcome``."""
+    from inspection.training.train import train_model
+
+    config = model_config_from_mapping(search_result.winner_config, where="auto search winner")
+    return train_model(
+        config, dataset, product=search_result.product, registry=registry,
+        progress=progress, lineage=search_result.lineage(),
+    )  # fmt: skip
+
+
+def write_search_report(out_dir: Path, result: SearchResult) -> Path:
+    """``search.json``, ``search.md`` (every candidate) and ``search.png`` under ``out_dir``."""
+    import json
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "search.json").write_text(json.dumps(to_mapping(result), indent=2), encoding="utf-8")
+    lines = [
+        f"# Auto search: {result.product}",
+        "",
+        f"Budget {result.budget_s:.0f} s. Rule: {result.rule}. Winner: **{result.winner}**.",
+        "",
+        "| candidate | kind | overrides | status | validation AUROC | test AUROC [95 % CI] | s |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in result.candidates:
+        test = r.test_auroc
+        cell = f"{test['value']:.3f} [{test['low']:.3f}, {test['high']:.3f}]" if test else "-"
+        val = f"{r.validation_auroc:.3f}" if r.validation_auroc is not None else "-"
+        status = r.status + (f" ({r.note})" if r.note else "")
+        mark = " **(winner)**" if r.name == result.winner else ""
+        lines.append(
+            f"| {r.name}{mark} | {r.kind} | {', '.join(r.overrides) or '-'} | {status} | {val} | "
+            f"{cell} | {r.seconds:.0f} |"
+        )
+    (out_dir / "search.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    _plot(out_dir / "search.png", result)
+    return out_dir / "search.md"
+
+
+def _plot(path: Path, result: SearchResult) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = [r for r in result.candidates if r.status == "done"]
+    fig, ax = plt.subplots(figsize=(8, 0.5 * max(len(done), 2) + 1.2))
+    y = np.arange(len(done))
+    ax.barh(y - 0.2, [r.validation_auroc for r in done], 0.4, label="validation (chooses)")
+    test = [r.test_auroc or {} for r in done]
+    values = [t.get("value", np.nan) for t in test]
+    errors = [
+        [v - t.get("low", v) for v, t in zip(values, test, strict=True)],
+        [t.get("high", v) - v for v, t in zip(values, test, strict=True)],
+    ]
+    ax.barh(y + 0.2, values, 0.4, xerr=errors, label="held-out test, 95 % CI", alpha=0.7)
+    ax.set_yticks(y, [r.name + (" *" if r.name == result.winner else "") for r in done])
+    ax.set_xlim(0.0, 1.0)
+    ax.set_xlabel("image AUROC")
+    ax.set_title(f"{result.product}: auto search (* winner)")
+    ax.legend(loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

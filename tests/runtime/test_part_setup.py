@@ -1,0 +1,89 @@
+"""A bundle's part setup at the station: ROI-masked outputs, alignment errors, sizes in mm."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from inspection.core.alignment import AlignmentSpec
+from inspection.core.bundle import read_bundle_metadata, write_bundle_metadata
+from inspection.core.errors import AlignmentError, BundleError
+from inspection.core.roi import RoiSpec
+from inspection.core.units import PhysicalUnits
+from inspection.data import hires
+from inspection.runtime.inspector import Inspector
+
+SIZE = 256
+LEFT_HALF = RoiSpec((SIZE, SIZE), include=(((0, 0), (SIZE / 2, 0), (SIZE / 2, SIZE), (0, SIZE)),))
+
+
+def _variant(source: Path, target: Path, files: dict[str, np.ndarray] | None = None, **fields):
+    shutil.copytree(source, target)
+    for name, image in (files or {}).items():
+        Image.fromarray(image).save(target / name)
+    meta = dataclasses.replace(read_bundle_metadata(target), **fields)
+    write_bundle_metadata(target, meta)
+    return target
+
+
+@pytest.fixture(scope="module")
+def plate_images() -> dict[str, np.ndarray]:
+    reference, _ = hires.render_plate(SIZE, (0, 99, 0, 0, 0), None, jitter=False)
+    good, _ = hires.render_plate(SIZE, (0, 98, 0, 0, 1), None)
+    pit, _ = hires.render_plate(SIZE, (0, 98, 1, 1, 0), "pit")
+    return {"reference": reference, "good": good, "pit": pit}
+
+
+def test_roi_masks_map_score_and_regions(fp32_bundle: Path, tmp_path: Path, plate_images) -> None:
+    plain = Inspector.from_bundle(fp32_bundle)
+    masked = Inspector.from_bundle(_variant(fp32_bundle, tmp_path / "roi", roi=LEFT_HALF))
+    image = plate_images["good"]
+    full, part = plain.inspect(image, threshold=0.01), masked.inspect(image, threshold=0.01)
+    assert part.score <= full.score + 1e-6
+    outside = ~LEFT_HALF.mask(SIZE, SIZE)
+    assert float(part.anomaly_map[outside].max()) <= float(part.anomaly_map.min()) + 1e-6
+    assert part.verdict == "NG"  # a threshold this low flags any part: inside the ROI only
+    assert all(r.box[2] <= SIZE // 2 + 2 for r in part.regions)
+
+
+def test_alignment_failure_is_an_error_not_a_verdict(
+    fp32_bundle: Path, tmp_path: Path, plate_images
+) -> None:
+    bundle = _variant(
+        fp32_bundle, tmp_path / "aligned", {"reference.png": plate_images["reference"]},
+        alignment=AlignmentSpec(working_size=256),
+    )  # fmt: skip
+    inspector = Inspector.from_bundle(bundle)
+    assert inspector.inspect(plate_images["good"]).verdict in ("OK", "NG")
+    unrelated = np.full((SIZE, SIZE, 3), 128, np.uint8)
+    unrelated[::7] = 30
+    with pytest.raises(AlignmentError):
+        inspector.inspect(unrelated)
+    with pytest.raises(AlignmentError):
+        inspector.inspect_batch([plate_images["good"], unrelated])
+
+
+def test_alignment_reference_must_be_checksummed(fp32_bundle: Path, tmp_path: Path) -> None:
+    bundle = _variant(fp32_bundle, tmp_path / "noref", alignment=AlignmentSpec())
+    with pytest.raises(BundleError, match=r"no checksum for reference\.png"):
+        Inspector.from_bundle(bundle)
+
+
+def test_regions_carry_millimetres_and_the_minimum_area(
+    fp32_bundle: Path, tmp_path: Path, plate_images
+) -> None:
+    units = PhysicalUnits(mm_per_pixel=0.2, reference_width=SIZE)
+    sized = Inspector.from_bundle(_variant(fp32_bundle, tmp_path / "mm", units=units))
+    result = sized.inspect(plate_images["pit"], threshold=0.01)
+    assert result.verdict == "NG"
+    region = result.regions[0]
+    assert region.area_mm2 == pytest.approx(region.area * 0.04)
+    strict = dataclasses.replace(units, min_defect_area_mm2=SIZE * SIZE * 0.04 + 1)
+    huge = Inspector.from_bundle(_variant(fp32_bundle, tmp_path / "min", units=strict))
+    judged = huge.inspect(plate_images["pit"], threshold=0.01)
+    assert judged.verdict == "OK" and judged.candidates and not judged.mask.any()

@@ -1,0 +1,90 @@
+"""``train --auto``: a bounded search chosen on validation, reported, winner registered."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from inspection.core.config import deep_merge
+from inspection.core.registry import Registry
+from inspection.training.auto import (
+    GLOBAL,
+    TIE_MARGIN,
+    Candidate,
+    CandidateResult,
+    choose,
+    search,
+    train_winner,
+    write_search_report,
+)
+from inspection.training.config import ModelConfig, model_config_from_mapping, parse_override
+from tests.conftest import TINY_PATCHCORE
+
+GRID = (
+    Candidate("tiny", "patchcore"),
+    Candidate("tiny + global", "patchcore", (GLOBAL,)),
+    Candidate("tiny layers 4+6", "patchcore", ("backbone.layers=[blocks.4,blocks.6]",)),
+)
+
+
+def tiny(candidate: Candidate) -> ModelConfig:
+    data = dict(TINY_PATCHCORE)
+    for item in candidate.overrides:
+        data = deep_merge(data, parse_override(item))
+    return model_config_from_mapping(data, where=f"test {candidate.name}")
+
+
+def done(name: str, auroc: float) -> CandidateResult:
+    return CandidateResult(name, "patchcore", (), "done", validation_auroc=auroc)
+
+
+def test_choose_by_validation_with_ties_to_the_earliest() -> None:
+    assert choose([done("a", 0.90), done("b", 0.95)]) == "b"
+    assert choose([done("a", 0.95 - TIE_MARGIN / 2), done("b", 0.95)]) == "a"
+    skipped = CandidateResult("c", "stfpm", (), "skipped")
+    assert choose([skipped, done("b", 0.5)]) == "b"
+    with pytest.raises(ValueError, match="no candidate"):
+        choose([skipped])
+
+
+def test_search_reports_every_candidate_and_registers_the_winner(
+    tiny_product: Path, tmp_path: Path
+) -> None:
+    from inspection.data.dataset import load_dataset
+
+    dataset = load_dataset(tiny_product)
+    result = search("brick", dataset, budget_s=600, grid=GRID[:2], configure=tiny)
+    assert [r.status for r in result.candidates] == ["done"] * 2
+    assert result.winner == choose(result.candidates)
+    assert all(0.0 <= r.test_auroc["low"] <= r.test_auroc["high"] <= 1.0 for r in result.candidates)
+    summary = write_search_report(tmp_path / "auto", result)
+    assert all(r.name in summary.read_text() for r in result.candidates)
+    assert (tmp_path / "auto" / "search.png").stat().st_size > 0
+    outcome = train_winner(result, dataset, Registry(tmp_path / "registry"), progress=False)
+    lineage = outcome.record.extra["auto_search"]
+    assert lineage["winner"] == result.winner and len(lineage["candidates"]) == 2
+    assert outcome.record.config == result.winner_config
+
+
+def test_the_budget_skips_what_does_not_fit(tiny_product: Path) -> None:
+    from inspection.data.dataset import load_dataset
+
+    result = search(
+        "brick", load_dataset(tiny_product), budget_s=0.01, grid=GRID[::2], configure=tiny
+    )
+    assert [r.status for r in result.candidates] == ["done", "skipped"]
+    assert "budget" in result.candidates[1].note and result.winner == "tiny"
+    with pytest.raises(ValueError, match="budget"):
+        search("brick", load_dataset(tiny_product), budget_s=0, grid=GRID, configure=tiny)
+
+
+def test_cli_auto_refuses_a_hand_set_config() -> None:
+    from typer.testing import CliRunner
+
+    from inspection.cli import app
+
+    result = CliRunner().invoke(
+        app, ["train", "--product", "brick", "--auto", "--set", "max_epochs=1"]
+    )
+    assert result.exit_code != 0 and "--auto chooses the config" in result.output
