@@ -515,6 +515,8 @@ def _kind_lines(kind: str, data: dict) -> list[str]:
         )
         cells = " | ".join(f"{stages.get(n, 0.0):.2f}" for n in stage_names)
         lines.append(f"| {engine} | {cells} | {settings} |")
+    if data.get("note"):
+        lines += ["", f"- **Note:** {data['note']}"]
     limit, choice = data["limit"], data["station_choice"]
     exported, served = limit["gflop_exported"], limit["gflop_served"]
     lines += [

@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from inspection.cli.console import StepProgress, quiet_logs, summary_table
 from inspection.core.config import SiteConfig, load_site_config
 from inspection.core.errors import BundleError, RegistryError
 
@@ -37,6 +38,17 @@ SET_OPTION = typer.Option(
 EVAL_DATA_OPTION = typer.Option(
     None, "--data", help="Dataset (default: the one it was trained on)."
 )
+UPDATE_OPTION = typer.Option(
+    None, "--update", help="Add good images to this product's PatchCore bank (no full refit)."
+)
+IMAGES_OPTION = typer.Option(None, "--images", help="With --update: folder of good images.")
+REVIEWED_OPTION = typer.Option(
+    False, "--reviewed", help="With --update: images reviewed good since the parent version."
+)
+VERBOSE_OPTION = typer.Option(
+    False, "--verbose", help="Show library logs, warnings and progress bars (else: a log file)."
+)
+PARENT_OPTION = typer.Option(None, "--parent", help="With --update: version (default: latest).")
 DEMO_PRODUCTS = ("brick", "grass", "gravel")
 DEMO_MODELS = ("patchcore", "stfpm")
 TABLE_WIDTH = 120
@@ -64,7 +76,7 @@ def _report_dir(site: SiteConfig, record: Any) -> Path:
 
 
 def train_command(
-    product: str = typer.Option(..., "--product", "-p", help="Product name, e.g. brick."),
+    product: str = typer.Option(None, "--product", "-p", help="Product name, e.g. brick."),
     model: str = typer.Option("patchcore", "--model", "-m", help="patchcore or stfpm."),
     data: Path = DATA_OPTION,
     config: Path = CONFIG_OPTION,
@@ -76,9 +88,28 @@ def train_command(
     budget: float = typer.Option(
         None, "--budget", min=1, help="Seconds --auto may search (default: the product's)."
     ),
+    update: str = UPDATE_OPTION,
+    images: Path = IMAGES_OPTION,
+    reviewed: bool = REVIEWED_OPTION,
+    parent: str = PARENT_OPTION,
+    verbose: bool = VERBOSE_OPTION,
 ) -> None:
-    """Train a model, evaluate it on the held-out test split, write the report, register it."""
+    """Train a model, evaluate it on the held-out test split, write the report, register it.
+
+    ``--update <product>`` instead adds good images to the product's PatchCore memory bank
+    (no full refit) and registers the result as a new version with its lineage.
+    """
     _offline()
+    if update:
+        from inspection.cli.update import update_command
+
+        update_command(
+            load_site_config(site), update, images=images, reviewed=reviewed, parent=parent,
+            data=data,
+        )  # fmt: skip
+        return
+    if not product:
+        raise typer.BadParameter("give --product (or --update <product> to add images)")
     from inspection.core.registry import Registry
     from inspection.data.dataset import load_dataset
     from inspection.training.config import load_model_config, load_product_config
@@ -97,18 +128,42 @@ def train_command(
         model, product=product, config_file=config, overrides=overrides
     )
     dataset = load_dataset(_dataset_path(site_config, product, data))
+    if product_config.tiling is not None:
+        registry = Registry(site_config.registry_dir)
+        _train_tiled(model_config, product_config.tiling, dataset, product, registry)
+        return
+    verbose = verbose_requested(verbose)
+    with (
+        quiet_logs(log_dir(site_config), "train", verbose=verbose) as log_file,
+        StepProgress(console, f"train {product}", 1) as progress,
+    ):
+        progress.task(
+            f"{model}: {len(dataset.train_samples)} train images at "
+            f"{model_config.image_size[0]}x{model_config.image_size[1]} px"
+        )
+        outcome = train_model(
+            model_config, dataset, product=product,
+            registry=Registry(site_config.registry_dir), progress=verbose,
+        )  # fmt: skip
+        write_report(_report_dir(site_config, outcome.record), outcome.predictions, outcome.metrics)
+        progress.done()
+    _print_metrics([(outcome.record, outcome.metrics)])
+    console.print(f"registered {outcome.record.model_version}")
+    console.print(summary_table("next", _closing_rows(site_config, log_file, [outcome.record])))
+    _print_log_file(log_file)
+
+
+def _train_tiled(config: Any, tiling: Any, dataset: Any, product: str, registry: Any) -> None:
+    """The product's ``tiling`` is set: one model over every tile (``training.tiled``)."""
+    from inspection.training.tiled import train_tiled
+
     console.print(
-        f"training [bold]{model}[/] on {product} ({len(dataset.train_samples)} train images, "
-        f"{model_config.image_size[0]}x{model_config.image_size[1]} px)"
+        f"tiled: {list(tiling.tile_size)} px tiles, stride {list(tiling.stride)}, "
+        f"scale {tiling.scale}, {tiling.blend} blending"
     )
-    outcome = train_model(
-        model_config, dataset, product=product, registry=Registry(site_config.registry_dir)
-    )
-    report = write_report(
-        _report_dir(site_config, outcome.record), outcome.predictions, outcome.metrics
-    )
-    _print_metrics([(outcome.record, outcome.record.evaluation())])
-    console.print(f"registered {outcome.record.model_version}; report: {report}")
+    record = train_tiled(config, tiling, dataset, product=product, registry=registry)
+    _print_metrics([(record, record.evaluation())])
+    console.print(f"registered {record.model_version} (tiled; export it to measure the bundle)")
 
 
 def _train_auto(site_config: SiteConfig, product: str, data: Path, budget_s: float) -> None:
@@ -188,6 +243,7 @@ class DemoContext:
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # shown loudly, not fatal
     failures: list[str] = field(default_factory=list)  # make the demo exit non-zero
+    verbose: bool = False  # raw library output (Lightning progress bars, INFO logs)
 
     @property
     def registry(self) -> Any:
@@ -216,16 +272,22 @@ def step_train(ctx: DemoContext) -> None:
     from inspection.training.evaluate import write_report
     from inspection.training.train import train_model
 
-    for product in ctx.products:
-        dataset = load_dataset(ctx.site.datasets_dir / product)
-        for kind in ctx.models:
-            console.rule(f"{product}: {kind}")
-            config = load_model_config(kind, product=product, overrides=ctx.overrides)
-            outcome = train_model(config, dataset, product=product, registry=ctx.registry)
-            write_report(
-                _report_dir(ctx.site, outcome.record), outcome.predictions, outcome.metrics
-            )
-            ctx.results.append(outcome.record)
+    total = len(ctx.products) * len(ctx.models)
+    with StepProgress(console, "train", total) as progress:
+        for product in ctx.products:
+            dataset = load_dataset(ctx.site.datasets_dir / product)
+            for kind in ctx.models:
+                progress.task(f"{product}: {kind} ({len(dataset.train_samples)} images)")
+                config = load_model_config(kind, product=product, overrides=ctx.overrides)
+                outcome = train_model(
+                    config, dataset, product=product, registry=ctx.registry,
+                    progress=ctx.verbose,
+                )  # fmt: skip
+                write_report(
+                    _report_dir(ctx.site, outcome.record), outcome.predictions, outcome.metrics
+                )
+                ctx.results.append(outcome.record)
+                progress.done()
 
 
 def step_export(ctx: DemoContext) -> None:
@@ -354,6 +416,7 @@ def demo_command(
     skip: str = typer.Option("", "--skip", help="Steps to skip, e.g. export,inspect."),
     overrides: list[str] = SET_OPTION,
     site: str = SITE_OPTION,
+    verbose: bool = VERBOSE_OPTION,
 ) -> None:
     """Main job: demo data -> train PatchCore + STFPM -> evaluate -> export -> inspect."""
     _offline()
@@ -362,7 +425,13 @@ def demo_command(
         [p.strip() for p in products.split(",") if p.strip()],
         [m.strip() for m in models.split(",") if m.strip()],
         list(overrides),
+        verbose=verbose_requested(verbose),
     )
+    with quiet_logs(log_dir(ctx.site), "demo", verbose=ctx.verbose) as log_file:
+        _run_demo(ctx, skip, log_file)
+
+
+def _run_demo(ctx: DemoContext, skip: str, log_file: Path | None) -> None:
     skipped = {s.strip() for s in skip.split(",") if s.strip()}
     started = time.perf_counter()
     for name, step in DEMO_STEPS:
@@ -377,9 +446,12 @@ def demo_command(
     for note in ctx.notes:
         console.print(f"- {note}")
     console.print(
-        f"demo finished in {time.perf_counter() - started:.0f} s; "
-        f"reports in {ctx.site.reports_dir}/<product>/"
+        summary_table(
+            f"demo finished in {time.perf_counter() - started:.0f} s",
+            _closing_rows(ctx.site, log_file, ctx.results),
+        )
     )
+    _print_log_file(log_file)
     for warning in ctx.warnings:
         console.print(f"[bold yellow]NOT LINE-READY[/] {warning}")
     if ctx.failures:
@@ -389,6 +461,35 @@ def demo_command(
 
 
 # -------------------------------------------------------------------------- output
+
+
+def log_dir(site: SiteConfig) -> Path:
+    """``var/logs`` next to the site's registry (``var/registry``)."""
+    return Path(site.registry_dir).parent / "logs"
+
+
+def verbose_requested(flag: bool) -> bool:
+    """``--verbose`` here or on ``inspection`` itself (the root logger then logs DEBUG)."""
+    return flag or logging.getLogger().isEnabledFor(logging.DEBUG)
+
+
+def _print_log_file(log_file: Path | None) -> None:
+    if log_file is not None:  # one unwrapped line, easy to copy
+        console.print(f"library logs and warnings: {log_file}", soft_wrap=True, highlight=False)
+
+
+def _closing_rows(
+    site: SiteConfig, log_file: Path | None, records: list[Any]
+) -> list[tuple[str, str]]:
+    reports = sorted({str(_report_dir(site, r)) for r in records})
+    rows = [
+        ("reports", "\n".join(reports) or str(site.reports_dir)),
+        ("", "metrics.json and plots (ROC, score histogram, worst maps) per model"),
+        ("model registry", str(site.registry_dir)),
+        ("log file", str(log_file) if log_file else "(--verbose: logs were shown above)"),
+        ("open next", "inspection dashboard   (review results, models, thresholds)"),
+    ]
+    return rows
 
 
 def _print_metrics(rows: list[tuple[ModelRecord, EvaluationMetrics]]) -> None:

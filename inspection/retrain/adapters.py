@@ -43,6 +43,20 @@ def train_challenger(
     )
 
 
+def update_challenger(
+    registry: Registry, champion: ModelRecord, images: list[Path], dataset_root: Path
+) -> ModelRecord:
+    """The champion's PatchCore bank plus ``images``' patches, as a new version (lineage)."""
+    from inspection.data.dataset import load_dataset
+    from inspection.training.incremental import update_patchcore
+
+    outcome = update_patchcore(
+        registry, champion.product, images, version=champion.version,
+        dataset=load_dataset(dataset_root),
+    )  # fmt: skip
+    return outcome.record
+
+
 def export_int8(
     registry: Registry,
     record: ModelRecord,

@@ -54,6 +54,8 @@ class RetrainConfig:
     ``all``: every inspection whose latest review is ``good``.
     ``warmup``: inferences per bundle before latency is measured.
     ``keep_work_dirs``: run folders (exported training sets) kept per product.
+    ``incremental``: when the champion is PatchCore and the run only adds reviewed-good
+    images, the challenger is the champion's memory bank plus theirs (no full refit).
     """
 
     products: dict[str, ProductJob] = field(default_factory=dict)
@@ -64,6 +66,7 @@ class RetrainConfig:
     keep_work_dirs: int = 3
     warmup: int = 2
     poll_seconds: float = 30.0
+    incremental: bool = True
 
     def job(self, product: str) -> ProductJob:
         """The product's job; a product without an entry gets the defaults."""

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from inspection.core.config import SiteConfig
-from inspection.core.errors import RegistryError
+from inspection.core.errors import ConfigError, DatasetError, RegistryError
 from inspection.core.registry import ModelRecord, Registry, utc_now
 from inspection.retrain import adapters
 from inspection.retrain.assemble import RunData, assemble_run_data
@@ -127,7 +127,9 @@ def retrain_product(
 def _retrain(run: _Run, ctx: _Context) -> RetrainResult:
     champion_record, champion_dir = _champion(ctx.registry, run)
     data = _assemble(run, ctx, champion_record)
-    record = _train(run, ctx, champion_record or _latest_or_raise(ctx.registry, run.product), data)
+    record = _incremental(run, ctx, champion_record, data) or _train(
+        run, ctx, champion_record or _latest_or_raise(ctx.registry, run.product), data
+    )
     bundle_id = _export(run, ctx, record, data)
     bundles = {"challenger": ctx.registry.bundle_dir(run.product, bundle_id)}
     if champion_dir is not None:
@@ -144,7 +146,8 @@ def _retrain(run: _Run, ctx: _Context) -> RetrainResult:
     _finish(ctx.registry, run, decision, evaluations, report_dir, status)
     return RetrainResult(
         run.product, run.run_id, status, bundle_id, run.champion, decision, report_dir,
-        {"challenger_version": record.version, "data": data.summary()},
+        {"challenger_version": record.version, "data": data.summary(),
+         "training": run.info.get("training", "full")},
     )  # fmt: skip
 
 
@@ -180,6 +183,49 @@ def _train(run: _Run, ctx: _Context, source: ModelRecord, data: RunData) -> Mode
     )  # fmt: skip
     run.challenger_version = record.version
     return record
+
+
+def _incremental(
+    run: _Run, ctx: _Context, champion: ModelRecord | None, data: RunData
+) -> ModelRecord | None:
+    """The challenger as the champion's bank plus the new reviewed-good images, when it can be.
+
+    ``None`` (full training) unless incremental updates are on, the champion is a PatchCore
+    without global context or tiles, the config is unchanged, and the run's training set is
+    exactly the champion's plus new reviewed-good images.
+    """
+    images = _new_good_images(run, ctx, champion, data)
+    if champion is None or not images:
+        return None
+    run.stage = "train"
+    ctx.say(
+        f"updating {champion.model_version}'s memory bank with {len(images)} reviewed-good images"
+    )
+    try:
+        record = adapters.update_challenger(ctx.registry, champion, images, data.train_root)
+    except (DatasetError, ConfigError) as exc:
+        ctx.say(f"incremental update not possible ({exc}); training in full")
+        return None
+    run.challenger_version = record.version
+    run.info["training"] = f"incremental from {champion.version}"
+    return record
+
+
+def _new_good_images(
+    run: _Run, ctx: _Context, champion: ModelRecord | None, data: RunData
+) -> list[Path]:
+    incremental = ctx.config.incremental and not ctx.overrides and not ctx.replace_config
+    if champion is None or not incremental or champion.model_kind != "patchcore":
+        return []
+    if champion.global_context() is not None or champion.tiling() is not None:
+        return []
+    known = set(_champion_reviewed_good(ctx.registry, run.product, run.champion))
+    new = [i for i in data.reviewed_good if i not in known]
+    expected = int(champion.extra.get("train_images", -1)) + len(new)
+    if not new or data.original_train + len(data.reviewed_good) != expected:
+        return []  # nothing new, or the original training images changed: full refit
+    good_dir = data.train_root / "train" / "good"
+    return [path for i in new for path in sorted(good_dir.glob(f"review-{i}.*"))]
 
 
 def _export(run: _Run, ctx: _Context, record: ModelRecord, data: RunData) -> str:
@@ -348,6 +394,7 @@ def _run_info(run: _Run, record: ModelRecord, status: str) -> dict[str, Any]:
         "challenger_bundle": run.challenger_bundle,
         "challenger_config": record.config,
         "int8_image_auroc_drop": run.info.get("int8_image_auroc_drop"),
+        "training": run.info.get("training", "full"),
     }
 
 

@@ -87,7 +87,8 @@ def _markdown(report: RetrainReport) -> str:
         "",
         f"Decision: {verdict} (challenger `{run.get('challenger_bundle')}`, champion "
         f"`{run.get('champion_bundle') or 'none'}`), actor `{run['actor']}`, "
-        f"{run['started_at']} → {run['finished_at']}.",
+        f"{run['started_at']} → {run['finished_at']}; challenger training: "
+        f"{run.get('training', 'full')}.",
         "",
         "| metric | " + " | ".join(f"{r} (`{models[r].bundle_id}`)" for r in roles)
         + (" | Δ |" if len(roles) == 2 else " |"),

@@ -59,6 +59,7 @@ class Aligner:
         self._mask = self._template_mask(roi)
 
     def _grey(self, image: np.ndarray) -> np.ndarray:
+        """(h, w) float32 grey image at the working size (the reference's aspect)."""
         height, width = self.size
         small = (max(8, round(width * self._scale)), max(8, round(height * self._scale)))
         grey = cv2.cvtColor(
@@ -80,12 +81,13 @@ class Aligner:
         return inside * 255
 
     def register(self, image: np.ndarray) -> Alignment:
-        """Find the transform of ``image`` ((H, W, 3) uint8, the reference's size); raises
-        ``AlignmentError`` when the search fails or the result is out of bounds."""
-        if image.shape[:2] != self.size:
+        """Find the transform of ``image`` ((H, W, 3) uint8: the reference's frame at any
+        resolution); raises ``AlignmentError`` when the search fails or is out of bounds."""
+        height, width = image.shape[:2]
+        if abs(width / height - self.size[1] / self.size[0]) > 0.01:
             raise AlignmentError(
-                f"image is {image.shape[1]}x{image.shape[0]} but the reference is "
-                f"{self.size[1]}x{self.size[0]}: alignment needs the camera's full frame"
+                f"image is {width}x{height} but the reference is {self.size[1]}x{self.size[0]}: "
+                "alignment needs the camera's full frame"
             )
         warp = np.eye(2, 3, dtype=np.float32)
         moving = self._grey(image)
@@ -97,37 +99,38 @@ class Aligner:
         except cv2.error as exc:
             raise AlignmentError(f"alignment to the reference did not converge: {exc.err}") from exc
         full = warp.astype(np.float64)
-        full[:, 2] /= self._scale
+        full[:, 2] *= max(height, width) / self.spec.working_size
         rotation = float(math.degrees(math.atan2(full[1, 0], full[0, 0])))
-        result = Alignment(full, float(correlation), self._centre_shift(full), rotation)
-        self._check(result)
+        result = Alignment(full, float(correlation), _centre_shift(full, (height, width)), rotation)
+        self._check(result, (height, width))
         return result
 
-    def _check(self, found: Alignment) -> None:
+    def _check(self, found: Alignment, size: tuple[int, int]) -> None:
         spec = self.spec
         if found.correlation < spec.min_correlation:
             raise AlignmentError(
                 f"image does not match the reference: correlation {found.correlation:.3f} "
                 f"< {spec.min_correlation} (wrong part, missing part or a blocked view?)"
             )
-        limit = spec.max_shift * max(self.size)
+        limit = spec.max_shift * max(size)
         if found.shift > limit or abs(found.rotation) > spec.max_rotation:
             raise AlignmentError(
                 f"part is out of position: shifted {found.shift:.1f} px (limit {limit:.1f}) and "
                 f"rotated {found.rotation:.2f} deg (limit {spec.max_rotation})"
             )
 
-    def _centre_shift(self, matrix: np.ndarray) -> float:
-        """How far the reference's centre moves under ``matrix`` (pixels)."""
-        centre = np.asarray([self.size[1] / 2, self.size[0] / 2, 1.0])
-        moved = matrix @ centre
-        return float(math.hypot(moved[0] - centre[0], moved[1] - centre[1]))
-
     def align(self, image: np.ndarray) -> np.ndarray:
         """``image`` warped into the reference frame: (H, W, 3) uint8, same size."""
         found = self.register(image)
-        height, width = self.size
+        height, width = image.shape[:2]
         flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
         return cv2.warpAffine(
             image, found.matrix, (width, height), flags=flags, borderMode=cv2.BORDER_REPLICATE
         )
+
+
+def _centre_shift(matrix: np.ndarray, size: tuple[int, int]) -> float:
+    """How far the centre of an image of ``size`` (height, width) moves under ``matrix``."""
+    centre = np.asarray([size[1] / 2, size[0] / 2, 1.0])
+    moved = matrix @ centre
+    return float(math.hypot(moved[0] - centre[0], moved[1] - centre[1]))

@@ -187,6 +187,16 @@ class Inspector:
         scores, maps, _ = self._infer(batch)
         return scores, maps
 
+    def infer_graph(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, 3, h, w) model input -> the graph's raw scores (N,) and maps (N, h, w) float32,
+        before ROI and fusion: for callers that assemble an image from pieces (``runtime.tiled``
+        applies the ROI to the stitched map, never to a tile)."""
+        with self._lock:
+            self._request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})
+            scores = self._request.get_tensor(self._score_port).data.copy()
+            maps = self._request.get_tensor(self._map_port).data.copy()
+        return _squeeze_outputs(scores, maps, len(batch))
+
     def local_outputs(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """(N, 3, h, w) model input -> the graph's local raw scores (N,) float32 and pooled
         features (N, D) float32 (None without a pooled output), before any fusion."""

@@ -96,9 +96,10 @@ class TiledInspector:
         return grid, cut(preprocess(image, prep), grid, channels_first=True)
 
     def infer_tiles(self, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(N, 3, th, tw) tiles -> raw scores (N,) and raw maps (N, th, tw) float32."""
+        """(N, 3, th, tw) tiles -> raw scores (N,) and raw maps (N, th, tw) float32 (no ROI:
+        the product's ROI is in whole-image pixels and applies to the stitched map)."""
         if self.mode == "batch":
-            return self.inspector.infer_raw(tiles)
+            return self.inspector.infer_graph(tiles)
         return self._infer_async(tiles)
 
     def _infer_async(self, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

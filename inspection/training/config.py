@@ -24,6 +24,7 @@ from inspection.core.config import deep_merge, from_mapping, read_yaml
 from inspection.core.errors import ConfigError
 from inspection.core.global_context import GLOBAL_COMPONENTS
 from inspection.core.roi import RoiSpec
+from inspection.core.tiling import TilingSpec
 from inspection.core.units import PhysicalUnits
 
 MODEL_KINDS = ("patchcore", "stfpm")
@@ -110,6 +111,8 @@ class ProductConfig:
     """Pixel size and minimum defect area (``core.units``); None: sizes in pixels only."""
     alignment: AlignmentSpec | None = None
     """Register every image to ``reference`` first (``runtime.alignment``); None: no alignment."""
+    tiling: TilingSpec | None = None
+    """Train and inspect on tiles at native resolution (``core.tiling``); None: whole image."""
     auto: bool = False
     """``inspection train`` runs the ``--auto`` search for this product."""
     auto_budget_s: float = 240.0

@@ -7,11 +7,13 @@ does, projects and starts exactly as anomalib's would), and each step keeps the 
 farthest from the centers kept so far, ``k = int(n * ratio)`` steps in all.
 
 What differs is the arithmetic: anomalib allocates and reduces an (n, d) difference matrix per
-step; here each step is one matrix-vector product over the projected features held in one
-contiguous buffer, ``|x - c|^2 = |x|^2 - 2 x.c + |c|^2``, and an in-place running minimum. The
-step is memory-bound: on the 2-core target a second thread gains nothing idle and costs ~5x when
-the other core is busy (measured), so the loop runs on one thread; the projection uses all. Float rounding may break near-ties differently, so the picks can drift from
-anomalib's after a tie; the coverage radius stays the same within a few percent (tests pin it).
+step; here a step is a matrix-vector product, ``|x - c|^2 = |x|^2 - 2 x.c + |c|^2``, over only
+the rows the new center could bring closer (exact triangle-inequality pruning, see
+``greedy_k_center``), folded into a running minimum. The step is memory-bound: on the 2-core
+target a second thread gains nothing idle and costs ~5x when the other core is busy (measured),
+so the loop runs on one thread; the projection uses all. Float rounding may break near-ties
+differently, so the picks can drift from anomalib's after a tie; the coverage radius stays the
+same within a few percent (tests pin it).
 
 ``cap_rows`` bounds the bank (``memory_bank_max``): the coreset size is
 ``min(int(n * ratio), cap_rows)``, i.e. the effective ratio shrinks as training sets grow.
@@ -25,6 +27,8 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 
 import torch
+
+FULL_SCAN_FRACTION = 0.4  # past this share of candidate rows, a step scans all rows
 
 
 @dataclass(frozen=True)
@@ -93,7 +97,7 @@ def greedy_k_center(
     *,
     start: int | None,
     min_sq: torch.Tensor | None = None,
-    block_rows: int = 1024,
+    prune: bool = True,
 ) -> Coreset:
     """``k`` greedy farthest-point picks over (n, d) float32 ``features``.
 
@@ -101,27 +105,21 @@ def greedy_k_center(
     ``min_sq``: (n,) squared distances to centers chosen earlier (e.g. an existing memory
     bank), so new picks only cover what those do not; defaults to +inf (no prior centers).
 
-    After a warm-up of full scans, rows are grouped by their nearest center into blocks of
-    ``block_rows`` with a centroid and radius; a step skips every block whose triangle-inequality
-    lower bound ``|c - centroid| - radius`` cannot beat the block's largest current distance.
-    The skipped rows could not have changed, so the picks are those of the full scan.
+    ``prune``: a step skips every row whose nearest center ``o`` is so far from the new
+    center ``c`` that it cannot get closer (triangle inequality: ``|o - c| >= 2 |x - o|``
+    implies ``|x - c| >= |x - o|``); skipped rows could not change, so the picks are those of
+    the full scan (``prune=False``) up to float rounding of near-ties.
     """
     n = features.shape[0]
     if not 1 <= k <= n:
         raise ValueError(f"cannot pick {k} centers from {n} rows")
     with torch.no_grad(), threads(1):
-        state = _GreedyState(features, min_sq)
+        state = _GreedyState(features, min_sq, k)
         index = int(torch.argmax(state.best)) if start is None else start
         picks = torch.empty(k, dtype=torch.int64)
-        warmup = min(k, 32) if n >= 4 * block_rows else k
-        for step in range(warmup):
+        for step in range(k):
             picks[step] = index
-            index = state.full_step(index)
-        if warmup < k:
-            state.make_blocks(block_rows)
-            for step in range(warmup, k):
-                picks[step] = index
-                index = state.block_step(index)
+            index = state.step(index, step, prune=prune)
         radius = float(state.best.max().sqrt())
     return Coreset(picks, radius)
 
@@ -129,56 +127,47 @@ def greedy_k_center(
 class _GreedyState:
     """Running squared distance of every row to its nearest pick (see ``greedy_k_center``)."""
 
-    def __init__(self, features: torch.Tensor, min_sq: torch.Tensor | None) -> None:
+    def __init__(self, features: torch.Tensor, min_sq: torch.Tensor | None, k: int) -> None:
         self.x = features.float().contiguous()
-        n = self.x.shape[0]
+        n, d = self.x.shape
         self.norms = (self.x * self.x).sum(dim=1)
         self.best = torch.full((n,), float("inf")) if min_sq is None else min_sq.float().clone()
-        self.owner = torch.full((n,), -1, dtype=torch.int64)
+        # pick number of each row's nearest center; k = "a prior center": always re-checked
+        self.owner = torch.full((n,), k, dtype=torch.int64)
+        self.centers = torch.empty(k, d)
+        self.center_sq = torch.zeros(k + 1)  # |owner - c|^2 per pick; slot k stays 0
         self.scratch = torch.empty(n)
-        self.order: torch.Tensor | None = None  # row of each sorted position, once blocked
 
-    def full_step(self, index: int) -> int:
-        """Fold pick ``index`` into every row's distance; return the next pick."""
-        torch.mv(self.x, self.x[index], out=self.scratch)
-        # |x - c|^2 = |x|^2 - 2 x.c + |c|^2, folded into the running minimum in place
-        self.scratch.mul_(-2.0).add_(self.norms).add_(self.norms[index]).clamp_(min=0.0)
-        self.owner[self.scratch < self.best] = index
-        torch.minimum(self.best, self.scratch, out=self.best)
+    def step(self, index: int, pick: int, *, prune: bool) -> int:
+        """Fold pick number ``pick`` (row ``index``) into the distances; return the next pick."""
+        center = self.x[index]
+        self.centers[pick] = center
+        rows = self._candidates(center, pick) if prune and pick > 0 else None
+        if rows is not None:
+            distance = torch.mv(self.x.index_select(0, rows), center)
+            distance.mul_(-2.0).add_(self.norms.index_select(0, rows))
+        else:
+            distance = torch.mv(self.x, center, out=self.scratch).mul_(-2.0).add_(self.norms)
+        # |x - c|^2 = |x|^2 - 2 x.c + |c|^2, folded into the running minimum
+        distance.add_(self.norms[index]).clamp_(min=0.0)
+        current = self.best if rows is None else self.best.index_select(0, rows)
+        closer = distance < current
+        changed = torch.nonzero(closer).squeeze(1) if rows is None else rows[closer]
+        self.best[changed] = distance[closer]
+        self.owner[changed] = pick
         self.best[index] = 0.0
+        self.owner[index] = pick
         return int(torch.argmax(self.best))
 
-    def make_blocks(self, block_rows: int) -> None:
-        """Sort rows by owner into (blocks, block_rows) with centroids and radii."""
-        n, d = self.x.shape
-        order = torch.argsort(self.owner, stable=True)
-        pad = -n % block_rows  # padded rows repeat the first one with distance 0
-        self.order = torch.cat([order, order[:1].expand(pad)])
-        self.x = self.x[self.order].view(-1, block_rows, d)
-        self.norms = self.norms[self.order].view(-1, block_rows)
-        self.best = self.best[self.order]
-        self.best[n:] = 0.0
-        self.best = self.best.view(-1, block_rows)
-        self.centroids = self.x.mean(dim=1)
-        self.radii = (self.x - self.centroids[:, None]).norm(dim=2).amax(dim=1)
-        self.position = torch.empty(n, dtype=torch.int64)
-        self.position[order] = torch.arange(n)
-
-    def block_step(self, index: int) -> int:
-        """``full_step`` over the blocks that the new center can still improve."""
-        block_rows = self.x.shape[1]
-        pos = int(self.position[index])
-        center = self.x[pos // block_rows, pos % block_rows]
-        center_sq = self.norms[pos // block_rows, pos % block_rows]
-        bound = ((self.centroids - center).norm(dim=1) - self.radii).clamp_(min=0.0)
-        active = torch.nonzero(bound * bound < self.best.amax(dim=1)).squeeze(1)
-        if active.numel():
-            rows = self.x.index_select(0, active)
-            distance = torch.matmul(rows, center).mul_(-2.0)
-            distance.add_(self.norms.index_select(0, active)).add_(center_sq).clamp_(min=0.0)
-            self.best[active] = torch.minimum(self.best.index_select(0, active), distance)
-        self.best.view(-1)[pos] = 0.0
-        return int(self.order[int(torch.argmax(self.best))])  # type: ignore[index]
+    def _candidates(self, center: torch.Tensor, pick: int) -> torch.Tensor | None:
+        """Rows the new center may bring closer; ``None`` when most may (a full scan is cheaper
+        than gathering them: in high dimensions the bound rarely prunes early picks)."""
+        between = self.centers[: pick + 1] - center
+        self.center_sq[: pick + 1] = (between * between).sum(dim=1)
+        mask = self.center_sq[self.owner] < 4.0 * self.best
+        if int(mask.sum()) > FULL_SCAN_FRACTION * mask.numel():
+            return None
+        return torch.nonzero(mask).squeeze(1)
 
 
 def coverage_radius(

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,25 +77,31 @@ def update_patchcore(
     """
     say = progress or (lambda message: log.info("%s", message))
     started = time.perf_counter()
+    stages: dict[str, float] = {}
     parent = registry.version(product, version) if version else registry.latest_version(product)
     config = _check_parent(parent)
     images = _check_images(images)
-    dataset = dataset or load_dataset(Path(parent.dataset.get("root", "")))
-    validation, test = _recorded_splits(parent, dataset)
-
-    model = load_trained_model(parent)
+    with _timed(stages, "load"):
+        dataset = dataset or load_dataset(Path(parent.dataset.get("root", "")))
+        validation, test = _recorded_splits(parent, dataset)
+        model = load_trained_model(parent)
     say(f"extracting patches of {len(images)} new images")
-    new = _embeddings(model, images, config)
+    with _timed(stages, "extract"):
+        new = _embeddings(model, images, config)
     bank = model.model.memory_bank
     say(f"selecting new patches ({new.shape[0]} candidates, bank of {bank.shape[0]})")
-    model.model.memory_bank = extend_bank(
-        bank, new, config.coreset_sampling_ratio, config.memory_bank_max
-    )
+    with _timed(stages, "select"):
+        model.model.memory_bank = extend_bank(
+            bank, new, config.coreset_sampling_ratio, config.memory_bank_max
+        )
     say(f"re-calibrating on {len(validation)} validation images")
-    calibration = _calibrate(predict(model, validation, image_size=config.image_size))
-    _set_post_processor(model, calibration.normalization)
-    predictions = predict(model, test, image_size=config.image_size)
-    metrics = metrics_of_predictions(predictions, calibration).to_mapping()
+    with _timed(stages, "calibrate"):
+        calibration = _calibrate(predict(model, validation, image_size=config.image_size))
+        _set_post_processor(model, calibration.normalization)
+    say(f"measuring on {len(test)} test images")
+    with _timed(stages, "evaluate"):
+        predictions = predict(model, test, image_size=config.image_size)
+        metrics = metrics_of_predictions(predictions, calibration).to_mapping()
     lineage = Lineage(
         parent=parent.version,
         method="incremental",
@@ -106,10 +113,20 @@ def update_patchcore(
     )
     seconds = time.perf_counter() - started
     metrics["fit_seconds"] = round(seconds, 2)
+    metrics["update_stage_seconds"] = stages
     metrics["test_images"] = len(test)
     record = _register(registry, parent, model, dataset, lineage, calibration, metrics)
     say(f"registered {record.model_version} (from {parent.version}, +{len(images)} images)")
     return UpdateOutcome(record, lineage, metrics, predictions, seconds)
+
+
+@contextmanager
+def _timed(stages: dict[str, float], name: str) -> Iterator[None]:
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        stages[name] = round(time.perf_counter() - started, 2)
 
 
 def extend_bank(

@@ -25,6 +25,7 @@ PAGES = {
     "review": "views/review.py",
     "models": "views/models.py",
     "retraining": "views/retraining.py",
+    "roi": "views/roi.py",
 }
 
 
@@ -234,3 +235,13 @@ def test_retraining_shows_champion_vs_challenger(seeded_site, site_env) -> None:
     assert metrics == {"Decision": "promoted", "Champion": "v0001-fp32", "Challenger": "v0002-int8"}
     comparison = at.dataframe[1].value
     assert comparison.loc["image_auroc", "Δ"] == pytest.approx(0.981 - 0.962)
+
+
+def test_roi_page_shows_the_plate_roi_and_refuses_a_nameless_save(empty_site, site_env) -> None:
+    site_env(empty_site)
+    at = _open("roi")
+    assert at.selectbox(key="roi_product").value == "plate"
+    assert '"reference_size": [2048, 2048]' in at.text_area(key="roi_text").value
+    at.text_input(key="roi_actor").set_value("")
+    at.button(key="roi_save").click().run()
+    assert any("who" in e.value for e in at.error), [e.value for e in at.error]

@@ -165,6 +165,27 @@ def test_only_the_better_challenger_is_promoted(site: SiteConfig, tmp_path: Path
     assert (last["action"], last["actor"], last["reason"]) == ("rollback", "bob", "line complaint")
 
 
+def test_reviewed_good_only_updates_the_patchcore_champion_incrementally(
+    site: SiteConfig, tmp_path: Path
+) -> None:
+    registry = Registry(site.registry_dir)
+    ids = _review_some(site, tmp_path)
+    champion = registry.bundle_record("brick", registry.live("brick").bundle_id)
+
+    result = retrain_product("brick", site=site, config=_config(site), actor="alice")
+
+    assert result.details["training"] == f"incremental from {champion.version}"
+    record = registry.version("brick", result.details["challenger_version"])
+    lineage = record.lineage()
+    assert lineage.parent == champion.version and lineage.added_images == len(ids["good"])
+    assert record.extra["train_images"] == champion.extra["train_images"] + len(ids["good"])
+    assert registry.version("brick", champion.version) == champion  # parent untouched
+    assert result.status in ("promoted", "kept")  # the gate still decides
+    event = registry.events("brick")[-1]
+    assert event["action"] == "retrain" and event["challenger_version"] == record.version
+    assert "challenger training: incremental" in (result.report_dir / "report.md").read_text()
+
+
 def _crash_at(point: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Crash the run at ``point``: ``train`` while the new version's files are being written,
     ``export`` once the bundle files exist but before the registry has them."""

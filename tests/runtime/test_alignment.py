@@ -65,9 +65,17 @@ def test_out_of_bounds_transform_is_an_alignment_error() -> None:
         tight.register(moved)
 
 
-def test_other_image_size_is_refused(aligner: Aligner) -> None:
+def test_other_aspect_is_refused_other_resolution_aligns(aligner: Aligner) -> None:
     with pytest.raises(AlignmentError, match="full frame"):
-        aligner.register(np.zeros((100, 100, 3), np.uint8))
+        aligner.register(np.zeros((100, 150, 3), np.uint8))
+    seed = (0, 98, 0, 0, 1)
+    image, _ = hires.render_plate(SIZE, seed, None)
+    half = cv2.resize(image, (SIZE // 2, SIZE // 2), interpolation=cv2.INTER_AREA)
+    truth = hires.plate_pose(SIZE, seed)
+    truth[:, 2] /= 2  # the same pose in half-size pixels
+    found = aligner.register(half)
+    corners = np.asarray([[0, 0, 1], [SIZE / 2, SIZE / 2, 1]], float).T
+    assert float(np.abs(found.matrix @ corners - truth @ corners).max()) < 1.5
 
 
 @pytest.mark.parametrize(

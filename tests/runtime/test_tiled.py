@@ -24,6 +24,7 @@ from inspection.core.bundle import (
 )
 from inspection.core.calibration import Normalization
 from inspection.core.errors import BundleError
+from inspection.core.roi import RoiSpec
 from inspection.core.tiling import TilingSpec
 from inspection.runtime.tiled import TiledInspector
 
@@ -41,7 +42,9 @@ def _model() -> ov.Model:
     return model
 
 
-def _write_bundle(target: Path, tiling: TilingSpec | None = SPEC) -> Path:
+def _write_bundle(
+    target: Path, tiling: TilingSpec | None = SPEC, roi: RoiSpec | None = None
+) -> Path:
     target.mkdir(parents=True)
     ov.save_model(_model(), target / "model.xml")
     metadata = BundleMetadata(
@@ -54,6 +57,7 @@ def _write_bundle(target: Path, tiling: TilingSpec | None = SPEC) -> Path:
         preprocessing=Preprocessing(TILE, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
         normalization=Normalization(0.5, 0.5, 0.0, 1.0, 0.0, 1.0),  # identity on [0, 1]
         tiling=tiling,
+        roi=roi,
     )
     write_bundle_metadata(target, metadata)
     return target
@@ -137,3 +141,14 @@ def test_metadata_without_tiling_reads_as_none(tmp_path: Path) -> None:
     metadata = verify_bundle(_write_bundle(tmp_path / "plain", tiling=None))
     assert metadata.tiling is None
     assert replace(metadata, tiling=SPEC).tiling == SPEC
+
+
+@pytest.mark.parametrize("mode", ["batch", "async"])
+def test_roi_applies_to_the_stitched_map_in_original_pixels(tmp_path: Path, mode: str) -> None:
+    left_half = RoiSpec((200, 160), include=(((0, 0), (80, 0), (80, 200), (0, 200)),))
+    tiled = TiledInspector.from_bundle(_write_bundle(tmp_path / "roi", roi=left_half), mode=mode)
+    outside = tiled.inspect(_part((120, 60, 136, 76)))
+    assert outside.verdict == "OK" and not outside.anomaly_map[:, 84:].any()
+    inside = tiled.inspect(_part((30, 60, 46, 76)))  # in a tile that also spans the right half
+    assert inside.verdict == "NG"
+    np.testing.assert_allclose(inside.regions[0].box, (30, 60, 46, 76), atol=2)

@@ -76,9 +76,11 @@ def test_bad_sizes(n: int, ratio: float, cap: int | None, message: str) -> None:
         coreset_size(n, ratio, cap)
 
 
-def test_block_pruning_keeps_the_full_scan_picks() -> None:
+@pytest.mark.parametrize("prior", [False, True])
+def test_pruning_keeps_the_full_scan_picks(prior: bool) -> None:
     features = clustered(6000, 12, seed=5)
-    full = greedy_k_center(features, 120, start=0, block_rows=6000)  # one block: no pruning
-    pruned = greedy_k_center(features, 120, start=0, block_rows=128)
+    min_sq = torch.rand(6000) * 4.0 if prior else None
+    full = greedy_k_center(features, 120, start=0, min_sq=min_sq, prune=False)
+    pruned = greedy_k_center(features, 120, start=0, min_sq=min_sq)
     assert pruned.indices.tolist() == full.indices.tolist()
     assert pruned.radius == pytest.approx(full.radius, rel=1e-5)

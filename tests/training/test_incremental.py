@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from inspection.cli import app
 from inspection.core.errors import ConfigError
 from inspection.core.fingerprint import sha256_file
 from inspection.core.registry import Registry
 from inspection.training.coreset import coverage_radius
-from inspection.training.incremental import _check_parent, extend_bank, update_patchcore
+from inspection.training.incremental import _check_parent, extend_bank
 from inspection.training.train import load_trained_model
 
 pytestmark = pytest.mark.slow
@@ -22,7 +24,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def registry(trained_patchcore, tmp_path: Path) -> Registry:
     """A private copy of the shared trained registry (this test adds versions)."""
-    shutil.copytree(trained_patchcore.registry.root, tmp_path / "registry")
+    shutil.copytree(trained_patchcore.registry.root, tmp_path / "registry", ignore=_bundles)
     return Registry(tmp_path / "registry")
 
 
@@ -38,18 +40,24 @@ def new_good(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 
 def test_update_registers_a_child_version_and_leaves_the_parent(
-    registry: Registry, trained_patchcore, new_good: list[Path]
+    registry: Registry, trained_patchcore, new_good: list[Path], tmp_path: Path
 ) -> None:
     parent = registry.version("brick", trained_patchcore.record.version)
     parent_files = {name: sha256_file(parent.path / name) for name in parent.files}
     parent_bank = load_trained_model(parent).model.memory_bank.clone()
 
-    outcome = update_patchcore(
-        registry, "brick", new_good, dataset=_dataset(trained_patchcore.dataset_root)
-    )
+    site = tmp_path / "site.yaml"
+    site.write_text(f"registry_dir: {registry.root}\nreports_dir: {tmp_path / 'reports'}\n")
+    args = ["train", "--update", "brick", "--images", str(new_good[0].parent), "--site", str(site)]
+    args += ["--data", str(trained_patchcore.dataset_root)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
 
-    record, lineage = outcome.record, outcome.record.lineage()
-    assert record.version != parent.version and lineage == outcome.lineage
+    record = registry.latest_version("brick")
+    lineage = record.lineage()
+    assert f"registered {record.model_version} from {parent.version}" in result.output
+    assert (tmp_path / "reports" / "brick" / f"{record.version}-patchcore/metrics.json").is_file()
+    assert record.version != parent.version and lineage is not None
     assert lineage.parent == parent.version and lineage.method == "incremental"
     assert lineage.added_digests == tuple(sha256_file(p) for p in new_good)
     assert lineage.bank_rows_before == parent_bank.shape[0]
@@ -91,7 +99,5 @@ def test_only_patchcore_without_global_context_is_updated(trained_patchcore) -> 
         _check_parent(stfpm)
 
 
-def _dataset(root: Path):
-    from inspection.data.dataset import load_dataset
-
-    return load_dataset(root)
+def _bundles(directory: str, names: list[str]) -> list[str]:
+    return ["bundles", "live.json"] if Path(directory).name == "brick" else []

@@ -1,0 +1,148 @@
+"""A readable screen for long commands (``inspection demo``, ``inspection train``).
+
+- ``quiet_logs(log_dir, name)``: INFO logs, third-party warnings (FutureWarning & co.) and
+  Lightning's banners go to ``<log_dir>/<name>-<UTC time>.log`` instead of the screen; only
+  WARNING and above still reach the terminal. Everything is restored on exit, so tests and
+  other commands in the same process are unaffected. ``--verbose`` skips it.
+- ``StepProgress``: one rich progress display per step (a bar over its tasks, the current
+  task's message, elapsed time).
+- ``summary_table``: the closing table (what ran, where the reports are, what to open next).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from types import TracebackType
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+# Libraries that install their own console handlers (Lightning prints banners and tips).
+THIRD_PARTY_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "py.warnings")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+@contextmanager
+def quiet_logs(log_dir: Path, name: str, *, verbose: bool = False) -> Iterator[Path | None]:
+    """Send INFO logs and warnings to a log file for the block; yields its path (None: verbose)."""
+    if verbose:
+        yield None
+        return
+    log_dir.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    path = log_dir / f"{name}-{stamp}.log"
+    file_handler = logging.FileHandler(path, encoding="utf-8")
+    file_handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    file_handler.setLevel(logging.INFO)
+    root = logging.getLogger()
+    saved_level = root.level
+    # plain console handlers only (pytest's capture handlers are subclasses and stay as they are)
+    screens = [h for h in root.handlers if type(h) is logging.StreamHandler]
+    screen_levels = [h.level for h in screens]
+    third_party = {n: _detach(logging.getLogger(n)) for n in THIRD_PARTY_LOGGERS}
+    root.addHandler(file_handler)
+    root.setLevel(min(saved_level or logging.INFO, logging.INFO))
+    for handler in screens:
+        handler.setLevel(max(handler.level, logging.WARNING))
+    logging.captureWarnings(True)
+    warnings_logger = logging.getLogger("py.warnings")
+    warnings_logger.addHandler(file_handler)
+    warnings_logger.propagate = False  # third-party warnings: file only
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            yield path
+    finally:
+        logging.captureWarnings(False)
+        warnings_logger.removeHandler(file_handler)
+        root.removeHandler(file_handler)
+        root.setLevel(saved_level)
+        for handler, level in zip(screens, screen_levels, strict=True):
+            handler.setLevel(level)
+        for logger_name, state in third_party.items():
+            _reattach(logging.getLogger(logger_name), state)
+        file_handler.close()
+
+
+def _detach(logger: logging.Logger) -> tuple[list[logging.Handler], bool]:
+    """Remove a library logger's own handlers; its records go to the root (the log file)."""
+    state = (list(logger.handlers), logger.propagate)
+    for handler in state[0]:
+        logger.removeHandler(handler)
+    logger.propagate = True
+    return state
+
+
+def _reattach(logger: logging.Logger, state: tuple[list[logging.Handler], bool]) -> None:
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+    for handler in state[0]:
+        logger.addHandler(handler)
+    logger.propagate = state[1]
+
+
+class StepProgress:
+    """One progress display for a step of ``total`` tasks: ``with StepProgress(...) as p:``.
+
+    ``p.task(text)`` names the task under way; ``p.update(text)`` shows a message from inside
+    it (e.g. an export's stage); ``p.done()`` counts it finished.
+    """
+
+    def __init__(self, console: Console, title: str, total: int) -> None:
+        self.title = title
+        self._progress = Progress(
+            SpinnerColumn(),
+            TextColumn("[bold]{task.fields[title]}[/]"),
+            BarColumn(bar_width=24),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.description}"),
+            console=console,
+            transient=False,
+        )
+        self._task = self._progress.add_task("", total=total, title=title)
+
+    def __enter__(self) -> StepProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._progress.update(self._task, description="done" if kind is None else "failed")
+        self._progress.stop()
+
+    def task(self, text: str) -> None:
+        self._progress.update(self._task, description=text)
+
+    def update(self, text: str) -> None:
+        self._progress.update(self._task, description=text)
+
+    def done(self) -> None:
+        self._progress.advance(self._task)
+
+
+def summary_table(title: str, rows: Sequence[tuple[str, str]], *, width: int = 120) -> Table:
+    """A two-column closing table (what, where) for the end of a command."""
+    table = Table(title=title, show_header=False, title_justify="left", width=width)
+    table.add_column("what", style="bold", no_wrap=True)
+    table.add_column("where / next")
+    for what, where in rows:
+        table.add_row(what, where)
+    return table

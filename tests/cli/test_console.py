@@ -1,0 +1,61 @@
+"""The first-run screen: INFO logs and library warnings go to a log file, then all is restored."""
+
+from __future__ import annotations
+
+import io
+import logging
+import warnings
+from pathlib import Path
+
+from rich.console import Console
+
+from inspection.cli.console import StepProgress, quiet_logs, summary_table
+
+
+def test_quiet_logs_sends_info_and_warnings_to_the_file_and_restores(tmp_path: Path) -> None:
+    screen = io.StringIO()
+    handler = logging.StreamHandler(screen)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    lightning = logging.getLogger("lightning.pytorch")
+    banner = logging.StreamHandler(screen)
+    lightning.addHandler(banner)
+    try:
+        with quiet_logs(tmp_path / "logs", "demo") as path:
+            logging.getLogger("inspection.x").info("an info line")
+            logging.getLogger("inspection.x").warning("a real problem")
+            lightning.info("GPU available: False")
+            warnings.warn("timm.models.layers is deprecated", FutureWarning, stacklevel=1)
+        assert path is not None and path.parent == tmp_path / "logs"
+        logged = path.read_text()
+        for line in ("an info line", "a real problem", "GPU available", "deprecated"):
+            assert line in logged
+        shown = screen.getvalue()
+        assert "a real problem" in shown
+        assert "an info line" not in shown and "GPU available" not in shown
+        assert "deprecated" not in shown
+        # restored: the screen handler and the library's own handler are as before
+        assert handler.level == logging.NOTSET and lightning.handlers == [banner]
+        assert not [h for h in root.handlers if getattr(h, "baseFilename", "") == str(path)]
+    finally:
+        root.removeHandler(handler)
+        lightning.removeHandler(banner)
+
+
+def test_verbose_writes_no_log_file(tmp_path: Path) -> None:
+    with quiet_logs(tmp_path / "logs", "train", verbose=True) as path:
+        assert path is None
+    assert not (tmp_path / "logs").exists()
+
+
+def test_step_progress_and_summary_render() -> None:
+    out = io.StringIO()
+    console = Console(file=out, width=120, force_terminal=False)
+    with StepProgress(console, "train", 2) as progress:
+        progress.task("brick: patchcore")
+        progress.done()
+        progress.task("brick: stfpm")
+        progress.done()
+    console.print(summary_table("demo finished", [("open next", "inspection dashboard")]))
+    text = out.getvalue()
+    assert "train" in text and "2/2" in text and "inspection dashboard" in text

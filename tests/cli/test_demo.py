@@ -1,0 +1,32 @@
+"""``inspection demo`` on the tiny product: one progress display per step, a closing table,
+library chatter in the log file instead of on the screen."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from inspection.cli import app
+
+pytestmark = pytest.mark.slow
+
+
+def test_demo_screen_is_readable_and_logs_go_to_a_file(tiny_product: Path, tmp_path: Path) -> None:
+    site = tmp_path / "site.yaml"
+    site.write_text(
+        f"registry_dir: {tmp_path / 'var' / 'registry'}\nreports_dir: {tmp_path / 'reports'}\n"
+        f"datasets_dir: {tiny_product.parent}\n"
+    )
+    args = ["demo", "--products", "brick", "--models", "patchcore", "--skip", "export,inspect"]
+    args += ["--set", "image_size=[64, 64]", "--set", "coreset_sampling_ratio=0.1"]
+    result = CliRunner().invoke(app, [*args, "--site", str(site)])
+
+    assert result.exit_code == 0, result.output
+    logs = sorted((tmp_path / "var" / "logs").glob("demo-*.log"))
+    assert len(logs) == 1 and f"warnings: {logs[0]}" in result.output
+    assert "inspection dashboard" in result.output and "1/1" in result.output
+    for chatter in ("GPU available", "litlogger", "FutureWarning", "Trainer.fit"):
+        assert chatter not in result.output, chatter
+    assert "registered brick/v0001" in logs[0].read_text()
