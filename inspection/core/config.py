@@ -160,6 +160,9 @@ class SiteConfig:
     datasets_dir: Path = Path("datasets")
     products: tuple[str, ...] = ()
     retrain: dict[str, Any] = field(default_factory=dict)
+    dashboard_open_on_localhost: bool = False
+    """True: a dashboard bound to 127.0.0.1/::1 needs no login (a typed name is recorded
+    instead). Any other address always needs a login (``inspection users add``)."""
 
 
 DEFAULT_SITE_CONFIG = Path("configs/site.yaml")
