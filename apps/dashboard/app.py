@@ -1,7 +1,8 @@
 """Review dashboard router: ``streamlit run apps/dashboard/app.py`` (or ``inspection dashboard``).
 
 The site config comes from ``INSPECTION_SITE_CONFIG`` (default ``configs/site.yaml``). Pages are
-thin: they call ``inspection.dashboard`` for every read and write.
+thin: they call ``inspection.dashboard`` for every read and write. No page runs before
+``app_state.signed_in`` has an identity (login form; see ``inspection users add``).
 """
 
 from __future__ import annotations
@@ -29,12 +30,12 @@ PAGES = [
     st.Page("views/roi.py", title="Regions of interest", icon=":material/crop_free:"),
 ]
 
-page = st.navigation(PAGES)
 board = app_state.dashboard()
+app_state.signed_in(board)  # the login gate for every page: stops here until signed in
+page = st.navigation(PAGES)
 site = app_state.site_key()
 st.sidebar.caption(
     f"Site `{Path(site).name if site else 'configs/site.yaml'}` · "
     f"{board.store.engine.dialect.name} store · {len(board.registry.products())} products in registry"
 )
-app_state.user_box()
 page.run()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from inspection.core.config import load_site_config
+from inspection.core.config import SiteConfig, load_site_config
 from inspection.core.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -51,36 +51,56 @@ def dashboard_env(site: Path | None) -> dict[str, str]:
 SITE_OPTION = typer.Option(None, "--site", help="Site config YAML (default: configs/site.yaml).")
 PORT_OPTION = typer.Option(8501, "--port", help="Port to serve on.")
 HOST_OPTION = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback by default).")
-NO_LOGIN_OPTION = typer.Option(
-    False,
-    "--insecure-no-login",
-    help="Allow a non-loopback address although the dashboard has no login "
-    "(only behind an authenticating proxy).",
-)
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
-def check_bind(host: str, insecure_no_login: bool) -> None:
-    """The dashboard writes labels and thresholds and has no login: loopback only, unless
-    the operator states that an authenticating proxy sits in front."""
-    if host not in LOOPBACK and not insecure_no_login:
+def check_bind(host: str, users: int, *, open_on_localhost: bool = False) -> str:
+    """Refuse a bind nobody could log in to; returns a warning for the operator ('' if none).
+
+    Every address but loopback always needs a login (``inspection users add``); loopback
+    skips it only when the site config sets ``dashboard_open_on_localhost: true``.
+    """
+    from inspection.dashboard.context import LOOPBACK
+
+    if host in LOOPBACK and open_on_localhost:
+        return "no login on localhost (dashboard_open_on_localhost: true in the site config)"
+    if users == 0 and host not in LOOPBACK:
         raise ConfigError(
-            f"the dashboard has no login; binding it to {host!r} would let anyone on the network "
-            "label results and change thresholds. Keep --host 127.0.0.1 and use an SSH tunnel, "
-            "or put an authenticating proxy in front and pass --insecure-no-login"
+            f"the dashboard on {host!r} needs a login, and this site has no dashboard users: "
+            "add one with 'inspection users add NAME --role admin' first"
         )
+    if users == 0:
+        return "no dashboard users yet: add one with 'inspection users add NAME --role admin'"
+    return ""
+
+
+def _user_count(site: SiteConfig) -> int:
+    from inspection.store.store import Store
+    from inspection.store.users import list_users
+
+    store = Store(site.store_url, site.blob_dir)
+    try:
+        store.check_schema()
+        return len(list_users(store))
+    finally:
+        store.engine.dispose()
 
 
 def dashboard(
     site: Path = SITE_OPTION,
     port: int = PORT_OPTION,
     host: str = HOST_OPTION,
-    insecure_no_login: bool = NO_LOGIN_OPTION,
 ) -> None:
-    """Open the review dashboard: overview, thresholds, review queue, models, retraining."""
-    check_bind(host, insecure_no_login)
-    if site is not None:
-        load_site_config(site)  # fail here, with the key's name, rather than in the browser
+    """Open the review dashboard: overview, thresholds, review queue, models, retraining.
+
+    Reviewers and admins sign in (``inspection users add``); reviewers label, admins also
+    change thresholds and live bundles. Every write is recorded with the signed-in name.
+    """
+    site_config = load_site_config(site)  # fail here, with the key's name, not in the browser
+    warning = check_bind(
+        host, _user_count(site_config), open_on_localhost=site_config.dashboard_open_on_localhost
+    )
+    if warning:
+        typer.echo(f"note: {warning}")
     if not APP.is_file():
         raise ConfigError(f"dashboard app not found at {APP}; run from a source checkout")
     typer.echo(f"dashboard on http://{host}:{port} (Ctrl+C to stop)")

@@ -121,6 +121,8 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
     if origin in (dict, Mapping):
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        if len(args) == 2 and dataclasses.is_dataclass(args[1]):  # e.g. dict[str, Subset]
+            return {k: _convert(args[1], v, f"{where}.{k}") for k, v in value.items()}
         return dict(value)
     if hint is Any:
         return value
@@ -158,6 +160,9 @@ class SiteConfig:
     datasets_dir: Path = Path("datasets")
     products: tuple[str, ...] = ()
     retrain: dict[str, Any] = field(default_factory=dict)
+    dashboard_open_on_localhost: bool = False
+    """True: a dashboard bound to 127.0.0.1/::1 needs no login (a typed name is recorded
+    instead). Any other address always needs a login (``inspection users add``)."""
 
 
 DEFAULT_SITE_CONFIG = Path("configs/site.yaml")

@@ -184,12 +184,16 @@ def _hysteresis(amap: np.ndarray, seg: Segmentation) -> np.ndarray:
     if not low.any():
         return low
     count, labels = cv2.connectedComponents(low.astype(np.uint8), connectivity=8)
-    peaks = np.zeros(count, dtype=np.float32)
-    np.maximum.at(peaks, labels[low], amap[low])
-    seeded = peaks >= seg.seed_level
-    seeded[0] = False
-    if not seeded.any():
+    # A component is seeded iff it holds a pixel >= seed_level, and then its peak is among
+    # those pixels: the per-component max runs over the few seed pixels, not all of ``low``.
+    seeds = low & (amap >= seg.seed_level)
+    if not seeds.any():
         return np.zeros_like(low)
+    peaks = np.full(count, -np.inf, dtype=np.float32)
+    np.maximum.at(peaks, labels[seeds], amap[seeds])
+    seeded = np.isfinite(peaks)
+    seeded[0] = False
+    peaks = np.where(seeded, peaks, np.float32(seg.floor))
     levels = seg.floor + seg.relative_level * (peaks - seg.floor)
     return seeded[labels] & (amap >= levels[labels])
 

@@ -1,12 +1,19 @@
-"""Streamlit glue: one cached Store/Registry per site, short-TTL cached queries, the user's name.
+"""Streamlit glue: one cached Store/Registry per site, short-TTL cached queries, who is signed in.
 
 Every cached function takes the site key (the site YAML path, '' for the default) first, so
 two sites in one process never share cache entries. Writes call ``invalidate()``.
+
+Login: the router calls ``signed_in()`` before any page runs. It shows a login form (name +
+password, verified against the Argon2id hash in the store) until the session holds an
+``Identity``; every later run re-reads the user, so a removed user or a changed role takes
+effect on the next click. Pages ask ``acting_as(ADMINS)`` (or ``REVIEWERS``) for the name
+they write into the audit trail. Only a site with ``dashboard_open_on_localhost: true``
+served on loopback skips the login; there the typed name is recorded.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pandas as pd
@@ -14,11 +21,23 @@ import streamlit as st
 
 from inspection.core.errors import InspectionError
 from inspection.dashboard import models, overview, retraining, review, thresholds
-from inspection.dashboard.context import Dashboard, open_dashboard, site_path_from_env
-from inspection.store import queries
+from inspection.dashboard.context import (
+    Dashboard,
+    login_free,
+    open_dashboard,
+    site_path_from_env,
+)
+from inspection.store import queries, users
+from inspection.store.tokens import Identity
 
 DATA_TTL_S = 15
 USER_KEY = "user_name"
+IDENTITY_KEY = "identity"
+LOGIN_AT_KEY = "login_at"
+SESSION_HOURS = 8
+"""A login lasts this long; then the form asks again."""
+REVIEWERS = ("reviewer", "admin")
+ADMINS = ("admin",)
 
 
 @st.cache_resource(show_spinner=False)
@@ -51,11 +70,97 @@ def invalidate() -> None:
 
 
 def user_name() -> str:
+    """The name recorded with a write: the signed-in user's, or the typed one (open mode)."""
+    identity = st.session_state.get(IDENTITY_KEY)
+    if isinstance(identity, Identity):
+        return identity.name
+    return str(st.session_state.get(USER_KEY, "")).strip()
+
+
+def current() -> Identity | None:
+    """Who this session acts as (``signed_in()`` ran first), ``None`` before login."""
+    identity = st.session_state.get(IDENTITY_KEY)
+    return identity if isinstance(identity, Identity) else None
+
+
+def acting_as(roles: tuple[str, ...]) -> str | None:
+    """The name to audit a write with ('' in open mode before a name is typed), or ``None``
+    after showing why when the signed-in role may not.
+
+    ``roles``: ``REVIEWERS`` to label, ``ADMINS`` for thresholds, promotion and rollback.
+    Pages disable the buttons too, but this check is the guard.
+    """
+    identity = current()
+    if identity is None or not identity.has(*roles):
+        role = identity.role if identity else "nobody"
+        st.error(f"Only {' or '.join(roles)} users may do this; you are signed in as {role}.")
+        return None
+    return identity.name
+
+
+def may(roles: tuple[str, ...]) -> bool:
+    identity = current()
+    return identity is not None and identity.has(*roles)
+
+
+def signed_in(board: Dashboard) -> Identity:
+    """The session's identity; shows the login form and stops the run until there is one."""
+    if login_free(board.site, st.get_option("server.address")):
+        user_box()
+        st.session_state[IDENTITY_KEY] = Identity(user_name_typed(), "admin")
+        return st.session_state[IDENTITY_KEY]
+    identity, since = current(), st.session_state.get(LOGIN_AT_KEY)
+    if identity is not None and since is not None:
+        fresh = datetime.now(timezone.utc) - since < timedelta(hours=SESSION_HOURS)
+        live = users.user_identity(board.store, identity.name) if fresh else None
+        if live is not None:
+            st.session_state[IDENTITY_KEY] = live
+            _account_box(live)
+            return live
+        sign_out()
+        st.warning("Your session ended (expired, or the account was removed); sign in again.")
+    _login_form(board)
+    st.stop()
+    raise RuntimeError("unreachable: st.stop() ends the script run")
+
+
+def sign_out() -> None:
+    for key in (IDENTITY_KEY, LOGIN_AT_KEY):
+        st.session_state.pop(key, None)
+
+
+def _login_form(board: Dashboard) -> None:
+    st.title("Sign in")
+    with st.form("login", border=True):
+        name = st.text_input("Name", key="login_name", autocomplete="username")
+        password = st.text_input(
+            "Password", type="password", key="login_password", autocomplete="current-password"
+        )
+        submitted = st.form_submit_button("Sign in", type="primary")
+    if not submitted:
+        st.caption("Accounts are created by an admin: `inspection users add NAME --role reviewer`.")
+        return
+    try:
+        identity = users.authenticate(board.store, name.strip(), password)
+    except InspectionError as exc:
+        st.error(str(exc))
+        return
+    st.session_state[IDENTITY_KEY] = identity
+    st.session_state[LOGIN_AT_KEY] = datetime.now(timezone.utc)
+    st.rerun()
+
+
+def _account_box(identity: Identity) -> None:
+    st.sidebar.markdown(f"Signed in as **{identity.name}** ({identity.role})")
+    st.sidebar.button("Sign out", key="sign_out", on_click=sign_out)
+
+
+def user_name_typed() -> str:
     return str(st.session_state.get(USER_KEY, "")).strip()
 
 
 def user_box() -> None:
-    """Sidebar field for the name written to reviews, thresholds and promotions.
+    """Sidebar field for the name written to reviews, thresholds and promotions (open mode).
 
     Rendered by the router on every run, so its value survives page switches.
     """
@@ -65,6 +170,7 @@ def user_box() -> None:
         help="Recorded with every review label, threshold change and promotion.",
         placeholder="e.g. j.smith",
     )
+    st.sidebar.caption("No login: this site serves the dashboard on localhost without one.")
 
 
 # --------------------------------------------------------------------------- cached reads

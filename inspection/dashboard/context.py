@@ -10,6 +10,7 @@ from inspection.core.config import SiteConfig, load_site_config
 from inspection.core.registry import Registry
 from inspection.store.store import Store
 
+LOOPBACK: tuple[str, ...] = ("127.0.0.1", "localhost", "::1")
 SITE_ENV = "INSPECTION_SITE_CONFIG"
 """Environment variable naming the site YAML the dashboard opens (default configs/site.yaml)."""
 
@@ -43,3 +44,9 @@ def open_dashboard(site_path: str | Path | None = None) -> Dashboard:
     store = Store(site.store_url, site.blob_dir)
     store.check_schema()
     return Dashboard(site=site, store=store, registry=Registry(site.registry_dir))
+
+
+def login_free(site: SiteConfig, address: str | None) -> bool:
+    """Whether a dashboard bound to ``address`` may run without login: only on loopback, and
+    only when the site config says so. No address means every interface: login needed."""
+    return site.dashboard_open_on_localhost and (address or "") in LOOPBACK

@@ -164,3 +164,27 @@ def test_segmentation_round_trips_through_bundle_metadata() -> None:
     bad = {**base, "segmentation": {**to_mapping(seg), "floor": 0.9}}
     with pytest.raises(ConfigError, match="segmentation"):
         from_mapping(BundleMetadata, bad)
+
+
+@pytest.mark.parametrize(
+    ("seed_level", "floor", "relative_level"),
+    [(0.7, 0.4, 0.5), (0.6, 0.6, 0.25), (0.9, 0.5, 0.0), (0.8, 0.3, 0.75)],
+)
+def test_hysteresis_matches_the_per_component_definition(seed_level, floor, relative_level):
+    """Seeded components (peak >= seed_level) grown to floor + relative x (peak - floor),
+    against a plain per-component loop on random smooth maps."""
+    rng = np.random.default_rng(3)
+    seg = Segmentation(
+        kind="adaptive", seed_level=seed_level, floor=floor, relative_level=relative_level
+    )
+    for _ in range(20):
+        amap = cv2.GaussianBlur(rng.random((64, 64)).astype(np.float32), (0, 0), 3.0)
+        amap = (amap - amap.min()) / (amap.max() - amap.min())
+        count, labels = cv2.connectedComponents((amap >= floor).astype(np.uint8), connectivity=8)
+        expected = np.zeros(amap.shape, bool)
+        for label in range(1, count):
+            inside = labels == label
+            peak = float(amap[inside].max())
+            if peak >= seed_level:
+                expected |= inside & (amap >= floor + relative_level * (peak - floor))
+        np.testing.assert_array_equal(segment(amap, seg), expected)

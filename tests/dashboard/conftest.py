@@ -76,3 +76,19 @@ def site_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[callable]:
         monkeypatch.setenv(SITE_ENV, str(site))
 
     yield use
+
+
+@pytest.fixture
+def open_mode() -> Iterator[callable]:
+    """Serve on 127.0.0.1 with ``dashboard_open_on_localhost: true`` added to a site YAML."""
+    from streamlit import config
+
+    before = config.get_option("server.address")
+
+    def use(site: Path) -> Path:
+        site.write_text(site.read_text() + "dashboard_open_on_localhost: true\n")
+        config.set_option("server.address", "127.0.0.1")
+        return site
+
+    yield use
+    config.set_option("server.address", before)

@@ -1,6 +1,6 @@
 """End to end: ``streamlit run`` on a seeded tmp site, driven in headless Chromium via Selenium.
 
-Clicks through every page, labels an inspection in the review queue with a keyboard-free click,
+Signs in through the login form, clicks through every page, labels an inspection in the review queue with a keyboard-free click,
 checks the label reached the store, and saves screenshots to reports/dashboard/screenshots/.
 Without Chromium/chromedriver/selenium the test skips, except in CI (``CI=true``) where it fails.
 """
@@ -28,7 +28,8 @@ SHOTS = REPO / "reports" / "dashboard" / "screenshots"
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-PAGES = ["Overview", "Thresholds", "Review queue", "Models", "Retraining"]
+PAGES = ["Overview", "Thresholds", "Review queue", "Models", "Retraining", "Regions of interest"]
+PASSWORD = "browser test password"
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -203,10 +204,14 @@ def _shot(driver, name: str) -> Path:
 def test_click_through_pages_and_review(browser, served: str, seeded_site: Path) -> None:
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.common.keys import Keys
 
+    from inspection.store.users import add_user
+
+    store = Store(load_site_config(seeded_site).store_url, seeded_site.parent / "blobs")
+    add_user(store, "browser-bot", "admin", PASSWORD)
     driver = browser
     driver.get(served)
+    _sign_in(driver, "browser-bot", PASSWORD)
     _wait_text(driver, "h1", "Overview")
     _settle(driver)
     links = driver.find_elements(By.CSS_SELECTOR, '[data-testid="stSidebarNavLink"]')
@@ -223,12 +228,8 @@ def test_click_through_pages_and_review(browser, served: str, seeded_site: Path)
         if title == "Review queue":  # the README picture: images, overlay, mask, one-key labels
             shutil.copyfile(SHOTS / "review_queue.png", SHOTS / "dashboard.png")
 
-    # Review: give a name, then label the first queued inspection as a true defect.
+    # Review: signed in as browser-bot, label the first queued inspection as a true defect.
     _open_page(driver, "Review queue")
-    name = driver.find_element(By.CSS_SELECTOR, 'section[data-testid="stSidebar"] input')
-    name.send_keys("browser-bot", Keys.TAB)
-    _settle(driver)
-    store = Store(load_site_config(seeded_site).store_url, seeded_site.parent / "blobs")
     before = {r.id for r in _reviews_by(store, "browser-bot")}
     assert not before
     _no_exception(driver)
@@ -251,6 +252,20 @@ def test_click_through_pages_and_review(browser, served: str, seeded_site: Path)
     labels = sorted(r.label for r in _reviews_by(store, "browser-bot"))
     assert labels == ["defect", "false_alarm"]
     store.engine.dispose()
+
+
+def _sign_in(driver, name: str, password: str) -> None:
+    """Fill the dashboard's login form (shown before any page) and submit it."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    _wait_text(driver, "h1", "Sign in")
+    _settle(driver)
+    user, secret = driver.find_elements(By.CSS_SELECTOR, '[data-testid="stMain"] input')[:2]
+    user.send_keys(name)
+    secret.send_keys(password)
+    _shot(driver, "login")
+    secret.send_keys(Keys.ENTER)
 
 
 def _reviews_by(store: Store, reviewer: str):

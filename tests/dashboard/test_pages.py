@@ -6,6 +6,8 @@ back from the registry and the store.
 
 from __future__ import annotations
 
+import os
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -14,8 +16,10 @@ from streamlit.testing.v1 import AppTest
 from inspection.core.config import load_site_config
 from inspection.core.registry import Registry
 from inspection.dashboard import thresholds
-from inspection.dashboard.context import open_dashboard
+from inspection.dashboard.context import SITE_ENV, open_dashboard
 from inspection.store.store import InspectionFilter, Store
+from inspection.store.tokens import Identity
+from inspection.store.users import add_user, user_identity
 
 APP = Path(__file__).resolve().parents[2] / "apps" / "dashboard" / "app.py"
 TIMEOUT = 60
@@ -29,13 +33,27 @@ PAGES = {
 }
 
 
-def _open(page: str, *, user: str | None = None) -> AppTest:
+PASSWORD = "a long test password"
+
+
+def _open(page: str, *, user: str | None = "dana", role: str = "reviewer") -> AppTest:
+    """The page as ``user`` signed in with ``role`` (created in the site's store if missing);
+    ``user=None``: not signed in (the login form, or open mode)."""
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
     if user is not None:
-        at.session_state["user_name"] = user
+        _ensure_user(user, role)
+        at.session_state["identity"] = Identity(user, role)
+        at.session_state["login_at"] = datetime.now(timezone.utc)
     at.switch_page(PAGES[page]).run()
     assert not at.exception, [e.value for e in at.exception]
     return at
+
+
+def _ensure_user(name: str, role: str) -> None:
+    store = _store(Path(os.environ[SITE_ENV]))
+    if user_identity(store, name) is None:
+        add_user(store, name, role, PASSWORD)
+    store.engine.dispose()
 
 
 def _store(site: Path) -> Store:
@@ -45,7 +63,7 @@ def _store(site: Path) -> Store:
 
 def test_a_site_never_upgraded_is_named_not_migrated(unmigrated_site, site_env) -> None:
     site_env(unmigrated_site)
-    at = _open("overview")
+    at = _open("overview", user=None)
     assert any("run 'inspection db upgrade'" in e.value for e in at.error)
     assert not (unmigrated_site.parent / "inspection.db").exists() or not _tables(unmigrated_site)
 
@@ -98,7 +116,7 @@ def test_overview_counts_and_station_health(seeded_site, site_env) -> None:
 
 def test_threshold_slider_shows_tradeoffs_and_save_creates_a_version(seeded_site, site_env) -> None:
     site_env(seeded_site)
-    at = _open("thresholds", user="alice")
+    at = _open("thresholds", user="alice", role="admin")
     at.slider(key="th_value_brick").set_value(0.62).run()
     assert not at.exception
 
@@ -128,9 +146,9 @@ def test_threshold_slider_shows_tradeoffs_and_save_creates_a_version(seeded_site
     assert current.bundle_id == "v0002-int8"
 
 
-def test_threshold_save_needs_a_name(seeded_site, site_env) -> None:
-    site_env(seeded_site)
-    at = _open("thresholds")
+def test_threshold_save_needs_a_name(seeded_site, site_env, open_mode) -> None:
+    site_env(open_mode(seeded_site))
+    at = _open("thresholds", user=None)
     before = len(Registry(load_site_config(seeded_site).registry_dir).threshold_history("brick"))
     at.text_input(key="th_reason").set_value("why not")
     at.button(key="FormSubmitter:save_threshold-Save threshold 0.50 for brick").click().run()
@@ -157,7 +175,7 @@ def test_suggestion_button_moves_the_slider(seeded_site, site_env) -> None:
 
 def test_review_label_reaches_the_store(seeded_site, site_env) -> None:
     site_env(seeded_site)
-    at = _open("review", user="bob")
+    at = _open("review", user="bob", role="reviewer")
     assert len(at.image) == 3  # image, anomaly overlay, mask outline
     caption = next(c.value for c in at.caption if "inspections" in c.value)
     total_before = int(caption.split(" inspections")[0].replace(",", ""))
@@ -176,9 +194,9 @@ def test_review_label_reaches_the_store(seeded_site, site_env) -> None:
     assert int(caption.split(" inspections")[0].replace(",", "")) == total_before - 1
 
 
-def test_review_needs_a_name(seeded_site, site_env) -> None:
-    site_env(seeded_site)
-    at = _open("review")
+def test_review_needs_a_name(seeded_site, site_env, open_mode) -> None:
+    site_env(open_mode(seeded_site))
+    at = _open("review", user=None)
     first_id = at.dataframe[0].value["id"].iloc[0]
     at.button(key="rv_btn_false_alarm").click().run()
     assert any("Enter your name" in e.value for e in at.error)
@@ -198,7 +216,7 @@ def test_review_paging(seeded_site, site_env) -> None:
 def test_models_promote_and_rollback_with_audit(seeded_site, site_env) -> None:
     site_env(seeded_site)
     registry = Registry(load_site_config(seeded_site).registry_dir)
-    at = _open("models", user="carol")
+    at = _open("models", user="carol", role="admin")
     table = at.dataframe[0].value
     assert set(table["bundle"]) == {"v0001-fp32", "v0001-int8", "v0002-fp32", "v0002-int8"}
     assert table.loc[table["live"], "bundle"].tolist() == ["v0002-int8"]
@@ -221,7 +239,7 @@ def test_models_promote_and_rollback_with_audit(seeded_site, site_env) -> None:
 
 def test_models_promote_needs_who_and_why(seeded_site, site_env) -> None:
     site_env(seeded_site)
-    at = _open("models", user="carol")
+    at = _open("models", user="carol", role="admin")
     at.button(key="FormSubmitter:promote-Promote").click().run()
     assert any("needs who" in e.value for e in at.error)
     registry = Registry(load_site_config(seeded_site).registry_dir)
@@ -237,11 +255,14 @@ def test_retraining_shows_champion_vs_challenger(seeded_site, site_env) -> None:
     assert comparison.loc["image_auroc", "Δ"] == pytest.approx(0.981 - 0.962)
 
 
-def test_roi_page_shows_the_plate_roi_and_refuses_a_nameless_save(empty_site, site_env) -> None:
-    site_env(empty_site)
-    at = _open("roi")
+def test_roi_page_shows_the_plate_roi_and_refuses_a_nameless_save(
+    empty_site, seeded_site, site_env, open_mode
+) -> None:
+    site_env(seeded_site)  # another site: the dashboard handle is cached per site path
+    assert _open("roi", user="rita", role="reviewer").button(key="roi_save").disabled
+    site_env(open_mode(empty_site))  # no login on localhost: the typed name is recorded
+    at = _open("roi", user=None)
     assert at.selectbox(key="roi_product").value == "plate"
     assert '"reference_size": [2048, 2048]' in at.text_area(key="roi_text").value
-    at.text_input(key="roi_actor").set_value("")
     at.button(key="roi_save").click().run()
     assert any("who" in e.value for e in at.error), [e.value for e in at.error]

@@ -116,15 +116,26 @@ def test_station_modules_never_import_torch() -> None:
 
 
 @pytest.mark.parametrize(
-    ("host", "allowed"), [("127.0.0.1", True), ("localhost", True), ("0.0.0.0", False)]
+    ("host", "users", "open_on_localhost", "outcome"),
+    [
+        ("127.0.0.1", 2, False, ""),
+        ("127.0.0.1", 0, False, "no dashboard users yet"),
+        ("::1", 0, True, "no login on localhost"),
+        ("0.0.0.0", 2, False, ""),
+        ("0.0.0.0", 2, True, ""),  # open mode never reaches beyond loopback
+        ("0.0.0.0", 0, True, "ConfigError"),
+        ("10.0.0.5", 0, False, "ConfigError"),
+    ],
 )
-def test_dashboard_binds_beyond_loopback_only_when_told(host: str, allowed: bool) -> None:
+def test_dashboard_bind_needs_users_beyond_loopback(
+    host, users, open_on_localhost, outcome
+) -> None:
     from inspection.cli.dashboard import check_bind
     from inspection.core.errors import ConfigError
 
-    check_bind(host, insecure_no_login=True)
-    if allowed:
-        check_bind(host, insecure_no_login=False)
+    if outcome == "ConfigError":
+        with pytest.raises(ConfigError, match="needs a login, and this site has no dashboard"):
+            check_bind(host, users, open_on_localhost=open_on_localhost)
     else:
-        with pytest.raises(ConfigError, match="the dashboard has no login"):
-            check_bind(host, insecure_no_login=False)
+        warning = check_bind(host, users, open_on_localhost=open_on_localhost)
+        assert (outcome in warning) if outcome else warning == ""

@@ -40,7 +40,6 @@ st.dataframe(
     width="stretch",
     column_config={
         "live": st.column_config.CheckboxColumn("live"),
-        "latency_ms": st.column_config.NumberColumn("latency", format="%.0f ms"),
         **{
             c: st.column_config.NumberColumn(c, format="%.3f")
             for c in table.columns
@@ -53,7 +52,6 @@ st.dataframe(
                 "model",
                 "created",
                 "problem",
-                "latency_ms",
             )
         },
     },
@@ -96,32 +94,36 @@ else:
 
 bundles = board.registry.bundle_ids(product)
 st.subheader("Change the live bundle")
+admin = app_state.may(app_state.ADMINS)
+if not admin:
+    st.caption("Promotion and rollback are for admin users; you can read everything here.")
 left, right = st.columns(2)
 with left, st.form("promote", border=True):
     choice = st.selectbox("Bundle", bundles[::-1], key="md_bundle")
     why = st.text_input(
         "Why", key="md_promote_reason", placeholder="e.g. INT8 matches FP32, 3x faster"
     )
-    promote = st.form_submit_button("Promote", type="primary", disabled=not bundles)
+    promote = st.form_submit_button("Promote", type="primary", disabled=not bundles or not admin)
 with right, st.form("rollback", border=True):
     st.markdown("Return to the bundle that was live before the current one.")
     why_back = st.text_input(
         "Why", key="md_rollback_reason", placeholder="e.g. false alarms up since promotion"
     )
-    rollback = st.form_submit_button("Roll back", disabled=live is None)
+    rollback = st.form_submit_button("Roll back", disabled=live is None or not admin)
 
-who = app_state.user_name()
-try:
-    if promote:
-        state = models.promote(board.registry, product, choice, actor=who, reason=why)
-        app_state.invalidate()
-        st.success(f"{state.bundle_id} is live for {product}.")
-    if rollback:
-        state = models.rollback(board.registry, product, actor=who, reason=why_back)
-        app_state.invalidate()
-        st.success(f"Rolled back: {state.bundle_id} is live for {product}.")
-except InspectionError as exc:
-    st.error(str(exc) + ("" if who else " — enter your name in the sidebar."))
+if promote or rollback:
+    who = app_state.acting_as(app_state.ADMINS)  # checked again: a disabled button is no guard
+    try:
+        if promote and who is not None:
+            state = models.promote(board.registry, product, choice, actor=who, reason=why)
+            app_state.invalidate()
+            st.success(f"{state.bundle_id} is live for {product}.")
+        if rollback and who is not None:
+            state = models.rollback(board.registry, product, actor=who, reason=why_back)
+            app_state.invalidate()
+            st.success(f"Rolled back: {state.bundle_id} is live for {product}.")
+    except InspectionError as exc:
+        st.error(str(exc) + ("" if who else " — enter your name in the sidebar."))
 
 st.subheader("Audit log")
 events = models.events_frame(board.registry, product)

@@ -79,6 +79,9 @@ def _move(step: int) -> None:
 
 
 def _label(label: str, inspection_id: str) -> None:
+    if not app_state.may(app_state.REVIEWERS):
+        st.session_state["rv_message"] = ("error", "Only reviewer or admin users may label.")
+        return
     who = app_state.user_name()
     if not who:
         st.session_state["rv_message"] = ("error", "Enter your name in the sidebar first.")

@@ -153,14 +153,21 @@ else:
     )
 
 st.subheader("Save")
+admin = app_state.may(app_state.ADMINS)
+if not admin:
+    st.caption("Saving a threshold is for admin users; explore the trade-offs freely.")
 with st.form("save_threshold", clear_on_submit=True, border=True):
     reason = st.text_input(
         "Why", key="th_reason", placeholder="e.g. too many false alarms on line 2"
     )
-    submitted = st.form_submit_button(f"Save threshold {value:.2f} for {product}", type="primary")
+    submitted = st.form_submit_button(
+        f"Save threshold {value:.2f} for {product}", type="primary", disabled=not admin
+    )
 if submitted:
-    who = app_state.user_name()
-    if not who:
+    who = app_state.acting_as(app_state.ADMINS)  # checked again: a disabled button is no guard
+    if who is None:
+        pass  # acting_as said why
+    elif not who:
         st.error("Enter your name in the sidebar first: threshold changes record who made them.")
     else:
         try:
