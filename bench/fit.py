@@ -201,10 +201,11 @@ def incremental(data: Path, added: int) -> list[dict[str, Any]]:
         full = train_model(config, union, product="brick", registry=registry, progress=False)
         rows = []
         for name, metrics, seconds, record in (
-            ("parent (60 images)", parent.metrics, parent.metrics["fit_seconds"], parent.record),
+            ("parent (60 images)", parent.record.metrics, parent.record.metrics["fit_seconds"],
+             parent.record),
             (f"incremental +{added}", update.metrics, round(update.seconds, 2), update.record),
-            (f"full refit {len(union.train_samples)}", full.metrics, full.metrics["fit_seconds"],
-             full.record),
+            (f"full refit {len(union.train_samples)}", full.record.metrics,
+             full.record.metrics["fit_seconds"], full.record),
         ):  # fmt: skip
             overall = metrics["overall"]
             lineage = record.lineage()

@@ -28,6 +28,7 @@ import numpy as np
 
 from inspection.core.bootstrap import auroc_interval
 from inspection.core.images import read_image
+from inspection.core.metrics import EvaluationMetrics
 from inspection.core.registry import Registry
 from inspection.data.dataset import load_dataset
 from inspection.runtime.inspector import Inspector
@@ -79,9 +80,7 @@ def run_product(product: str, data: Path, precision: str) -> dict:
 
 
 def _image_auroc(metrics: dict | None) -> float | None:
-    if not metrics:
-        return None
-    return metrics.get("overall", {}).get("image_auroc")
+    return EvaluationMetrics.from_mapping(metrics).image_auroc if metrics else None
 
 
 def _aurocs(results: list, labels: np.ndarray, defect_types: list[str]) -> dict:

@@ -331,7 +331,7 @@ def _gate(bundles: dict[str, Path], precision: str) -> dict[str, Any]:
     from inspection.runtime.tuning import gate_status
 
     fp32 = read_bundle_metadata(bundles["fp32"])
-    auroc = (fp32.metrics.get("overall") or fp32.metrics).get("image_auroc")
+    auroc = fp32.evaluation().image_auroc
     passed, note = gate_status(read_bundle_metadata(bundles[precision]), auroc)
     return {"passed": passed, "note": note}
 

@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from inspection.core.config import to_mapping
 from inspection.core.registry import Registry
 from inspection.data.dataset import load_dataset
 from inspection.training.config import load_model_config
@@ -56,19 +57,19 @@ def main() -> None:
                 )
                 total = time.perf_counter() - started
                 cpu = time.process_time() - cpu_started
-                overall = outcome.metrics["overall"]
+                stored, metrics = outcome.record.metrics, outcome.metrics
                 row = {
                     "product": product,
                     "run": name,
                     "model": kind,
                     "weights": outcome.record.weights["source"],
-                    **{key: overall[key] for key in METRICS},
-                    "fit_seconds": outcome.metrics["fit_seconds"],
+                    **{key: getattr(metrics.overall, key) for key in METRICS},
+                    "fit_seconds": stored["fit_seconds"],
                     "total_seconds": round(total, 1),
                     "cpu_seconds": round(cpu, 1),  # all threads; less sensitive to contention
                     "load_average_1min": round(load_before, 1),
-                    "test_images": outcome.metrics["test_images"],
-                    "per_defect": outcome.metrics["per_defect"],
+                    "test_images": stored["test_images"],
+                    "per_defect": {k: to_mapping(v) for k, v in metrics.per_defect.items()},
                     "config": outcome.record.config,
                 }
                 rows.append(row)

@@ -33,16 +33,16 @@ def list_models(
     for name in [product] if product else registry.products():
         live = registry.live(name)
         for record in registry.versions(name):
-            overall = record.metrics.get("overall", record.metrics)
+            overall = record.evaluation().overall
             is_live = live is not None and live.bundle_id.startswith(record.version + "-")
             table.add_row(
                 name,
                 record.version,
                 record.model_kind,
                 record.created_at,
-                _fmt(overall.get("image_auroc")),
-                _fmt(overall.get("pixel_auroc")),
-                _fmt(overall.get("aupro")),
+                _fmt(overall.image_auroc),
+                _fmt(overall.pixel_auroc),
+                _fmt(overall.aupro),
                 live.bundle_id if is_live else "",
             )
     console.print(table)

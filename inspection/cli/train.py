@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -21,6 +21,10 @@ from rich.table import Table
 from inspection.cli.console import StepProgress, quiet_logs, summary_table
 from inspection.core.config import SiteConfig, load_site_config
 from inspection.core.errors import BundleError, RegistryError
+
+if TYPE_CHECKING:
+    from inspection.core.metrics import EvaluationMetrics
+    from inspection.core.registry import ModelRecord
 
 console = Console()
 log = logging.getLogger(__name__)
@@ -158,7 +162,7 @@ def _train_tiled(config: Any, tiling: Any, dataset: Any, product: str, registry:
         f"scale {tiling.scale}, {tiling.blend} blending"
     )
     record = train_tiled(config, tiling, dataset, product=product, registry=registry)
-    _print_metrics([(record, record.metrics)])
+    _print_metrics([(record, record.evaluation())])
     console.print(f"registered {record.model_version} (tiled; export it to measure the bundle)")
 
 
@@ -218,7 +222,7 @@ def evaluate_command(
     config = model_config_from_mapping(record.config, where=record.model_version)
     _, test = evaluation_splits(config, dataset)
     predictions = predict(load_trained_model(record), test, image_size=config.image_size)
-    metrics = metrics_of_predictions(predictions, record.normalization(), record.segmentation())
+    metrics = metrics_of_predictions(predictions, record.calibration())
     report = write_report(_report_dir(site_config, record) / "evaluate", predictions, metrics)
     _print_metrics([(record, metrics)])
     console.print(f"report: {report}")
@@ -235,7 +239,7 @@ class DemoContext:
     products: list[str]
     models: list[str]
     overrides: list[str] = field(default_factory=list)  # --set, applied to every model
-    results: list[tuple[Any, dict[str, Any]]] = field(default_factory=list)  # (record, metrics)
+    results: list[ModelRecord] = field(default_factory=list)  # the trained versions
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # shown loudly, not fatal
     failures: list[str] = field(default_factory=list)  # make the demo exit non-zero
@@ -282,7 +286,7 @@ def step_train(ctx: DemoContext) -> None:
                 write_report(
                     _report_dir(ctx.site, outcome.record), outcome.predictions, outcome.metrics
                 )
-                ctx.results.append((outcome.record, outcome.metrics))
+                ctx.results.append(outcome.record)
                 progress.done()
 
 
@@ -304,10 +308,10 @@ def step_export(ctx: DemoContext) -> None:
 
     signing_key = _site_signing_key(ctx)
     for product in ctx.products:
-        records = [(r, m) for r, m in ctx.results if r.product == product]
+        records = [r for r in ctx.results if r.product == product]
         if not records:
             continue
-        best, _ = max(records, key=lambda rm: rm[1]["overall"].get("image_auroc") or 0.0)
+        best = max(records, key=lambda r: r.evaluation().image_auroc or 0.0)
         exported = []
         for precision in ("fp32", "int8"):
             with console.status(f"{product}: exporting {best.version} ({precision})") as status:
@@ -325,7 +329,7 @@ def step_export(ctx: DemoContext) -> None:
                     continue
             sign_bundle(result.bundle_dir, signing_key)
             exported.append(result.bundle_id)
-            auroc = result.metrics.get("overall", result.metrics).get("image_auroc")
+            auroc = result.metadata.evaluation().image_auroc
             ctx.notes.append(f"{product}: bundle {result.bundle_id} image AUROC {auroc}")
         if not exported:
             continue
@@ -438,13 +442,13 @@ def _run_demo(ctx: DemoContext, skip: str, log_file: Path | None) -> None:
         step(ctx)
         console.print(f"[green]step {name} done[/] in {time.perf_counter() - step_start:.0f} s")
     if ctx.results:
-        _print_metrics(ctx.results)
+        _print_metrics([(r, r.evaluation()) for r in ctx.results])
     for note in ctx.notes:
         console.print(f"- {note}")
     console.print(
         summary_table(
             f"demo finished in {time.perf_counter() - started:.0f} s",
-            _closing_rows(ctx.site, log_file, [r for r, _ in ctx.results]),
+            _closing_rows(ctx.site, log_file, ctx.results),
         )
     )
     _print_log_file(log_file)
@@ -488,25 +492,22 @@ def _closing_rows(
     return rows
 
 
-def _print_metrics(results: list[tuple[Any, dict[str, Any]]]) -> None:
+def _print_metrics(rows: list[tuple[ModelRecord, EvaluationMetrics]]) -> None:
     table = Table(
         "model", "kind", "img AUROC", "px AUROC", "AUPRO", "img F1", "px F1", "region recall",
         "NG w/o region", "fit s",
     )  # fmt: skip
     for column in table.columns[:2]:
         column.no_wrap = True
-    for record, metrics in results:
-        overall = metrics["overall"]
+    for record, metrics in rows:
+        o = metrics.overall
         table.add_row(
             record.model_version,
             record.model_kind,
-            *(
-                _fmt(overall.get(k))
-                for k in ("image_auroc", "pixel_auroc", "aupro", "image_f1", "pixel_f1")
-            ),
-            _fmt(overall.get("region_recall")),
-            str(overall.get("ng_without_region", "-")),
-            _fmt(metrics.get("fit_seconds", record.metrics.get("fit_seconds")), 1),
+            *(_fmt(v) for v in (o.image_auroc, o.pixel_auroc, o.aupro, o.image_f1, o.pixel_f1)),
+            _fmt(o.region_recall),
+            "-" if o.ng_without_region is None else str(o.ng_without_region),
+            _fmt(record.metrics.get("fit_seconds"), 1),
         )
     # Logs and CI have no terminal width: never let the figures collapse to '1.…'.
     wide = console if console.width >= TABLE_WIDTH else Console(width=TABLE_WIDTH)

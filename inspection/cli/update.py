@@ -50,17 +50,18 @@ def update_command(
             dataset=load_dataset(data) if data else None, progress=status.update,
         )  # fmt: skip
     record = outcome.record
+    metrics = record.evaluation()
     report = write_report(
         site.reports_dir / product / f"{record.version}-{record.model_kind}",
         outcome.predictions,
-        outcome.metrics,
+        metrics,
     )
     lineage = outcome.lineage
     console.print(
         f"registered {record.model_version} from {source.version} in {outcome.seconds:.1f} s: "
         f"+{lineage.added_images} images, bank {lineage.bank_rows_before} -> "
         f"{lineage.bank_rows_after} rows; test image AUROC "
-        f"{outcome.metrics['overall'].get('image_auroc')}; report: {report}"
+        f"{metrics.image_auroc}; report: {report}"
     )
     console.print(f"next: inspection export --product {product} --version {record.version}")
     return record

@@ -19,6 +19,7 @@ from inspection.core.calibration import Calibration, Normalization
 from inspection.core.config import from_mapping, to_mapping
 from inspection.core.errors import BundleError, ConfigError
 from inspection.core.fingerprint import sha256_file
+from inspection.core.metrics import EvaluationMetrics
 from inspection.core.refinement import RefinementChoice
 from inspection.core.roi import RoiSpec
 from inspection.core.tiling import TilingSpec
@@ -130,6 +131,13 @@ class BundleMetadata:
                 "normalization/segmentation differ from the bundle's output_calibration: "
                 "the bundle does not apply what it was calibrated with"
             )
+
+    def evaluation(self) -> EvaluationMetrics:
+        """The bundle's own metrics on the held-out test split, typed (any schema so far)."""
+        try:
+            return EvaluationMetrics.from_mapping(self.metrics)
+        except ConfigError as exc:
+            raise BundleError(f"bundle {self.product}/{self.bundle_id}: {exc}") from exc
 
     @property
     def segmentation_rule(self) -> Segmentation:

@@ -46,15 +46,16 @@ class Calibration:
 
     Thresholds in normalised space are 0.5 by construction (see ``Normalization``).
     ``n_good``/``n_defective`` count the validation images; ``image_f1`` and ``pixel_f1`` are
-    the F1 reached at the chosen raw thresholds on them.
+    the F1 reached at the chosen raw thresholds on them. None: not recorded (training keeps
+    the thresholds anomalib's post-processor set, with the split's counts but no F1).
     """
 
     normalization: Normalization
     segmentation: Segmentation
     split: str = "validation"
-    n_good: int = 0
-    n_defective: int = 0
-    image_f1: float = 0.0
+    n_good: int | None = None
+    n_defective: int | None = None
+    image_f1: float | None = None
     pixel_f1: float | None = None
     method: str = CALIBRATION_METHOD
 
@@ -62,7 +63,7 @@ class Calibration:
         norm = self.normalization
         if not (norm.image_min <= norm.image_max and norm.pixel_min <= norm.pixel_max):
             raise ValueError(f"calibration min must not exceed max, got {norm}")
-        if self.n_good < 0 or self.n_defective < 0:
+        if min(self.n_good or 0, self.n_defective or 0) < 0:
             raise ValueError("calibration image counts must be >= 0")
 
 

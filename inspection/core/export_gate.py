@@ -137,6 +137,9 @@ def measure(
 
 def figures_of(overall: SubsetMetrics) -> BundleFigures:
     """The gated figures of a metrics subset (rates of an empty class count as 0)."""
+    counts = (overall.n_good, overall.n_defective, overall.ng_without_region)
+    if None in counts:
+        raise ValueError("metrics recorded before metrics schema 1 carry no counts to gate on")
     return BundleFigures(
         false_reject_rate=overall.false_reject_rate or 0.0,
         miss_rate=overall.miss_rate or 0.0,
@@ -144,8 +147,8 @@ def figures_of(overall: SubsetMetrics) -> BundleFigures:
         pixel_auroc=overall.pixel_auroc,
         aupro=overall.aupro,
         region_recall=overall.region_recall,
-        ng_without_region=overall.ng_without_region,
+        ng_without_region=int(overall.ng_without_region or 0),
         pixel_f1=overall.pixel_f1,
-        n_good=overall.n_good,
-        n_defective=overall.n_defective,
+        n_good=int(overall.n_good or 0),
+        n_defective=int(overall.n_defective or 0),
     )

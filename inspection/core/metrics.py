@@ -12,12 +12,15 @@ defective images together with all good images), in one frozen ``EvaluationMetri
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import cv2
 import numpy as np
 
+from inspection.core.calibration import Calibration
+from inspection.core.config import from_mapping, to_mapping
+from inspection.core.errors import ConfigError
 from inspection.core.verdict import Segmentation, is_ng, judge
 
 AUPRO_FPR_LIMIT = 0.3
@@ -153,70 +156,120 @@ class SubsetMetrics:
     """Metrics of one subset: all images, or one defect type's images plus the good ones.
 
     AUROCs/AUPRO are None when undefined (one class); ``pixel_f1``/``pixel_iou`` and
-    ``region_recall`` are None without ground-truth masks.
+    ``region_recall`` are None without ground-truth masks. Metrics recorded before
+    ``METRICS_SCHEMA`` 1 carry only some figures: the others read as None.
     """
 
-    n_good: int
-    n_defective: int
-    image_auroc: float | None
-    image_f1: float
-    false_reject_rate: float | None
-    miss_rate: float | None
-    pixel_auroc: float | None
-    aupro: float | None
-    pixel_f1: float | None
-    pixel_iou: float | None
-    gt_regions: int
-    regions_found: int
-    region_recall: float | None
-    false_regions_per_good_image: float | None
-    ng_without_region: int
+    n_good: int | None = None
+    n_defective: int | None = None
+    image_auroc: float | None = None
+    image_f1: float | None = None
+    false_reject_rate: float | None = None
+    miss_rate: float | None = None
+    pixel_auroc: float | None = None
+    aupro: float | None = None
+    pixel_f1: float | None = None
+    pixel_iou: float | None = None
+    gt_regions: int | None = None
+    regions_found: int | None = None
+    region_recall: float | None = None
+    false_regions_per_good_image: float | None = None
+    ng_without_region: int | None = None
+
+    def figures(self) -> dict[str, float]:
+        """The recorded figures by name (the undefined ones left out)."""
+        return {k: float(v) for k, v in to_mapping(self).items() if v is not None}
 
 
 @dataclass(frozen=True)
 class EvaluationMetrics:
-    """Overall and per-defect-type metrics at an image threshold and a segmentation."""
+    """Overall and per-defect-type metrics at an image threshold and a segmentation.
+
+    ``calibration``: the normalisation and segmentation the verdicts were judged at, when
+    the producer records it (training does; a bundle keeps its own in its metadata).
+    ``schema`` 0: read from a file written before ``METRICS_SCHEMA`` 1 (flat figures, or an
+    ``overall`` section with some of them; no thresholds).
+    """
 
     overall: SubsetMetrics
-    per_defect: dict[str, SubsetMetrics]
-    image_threshold: float
-    segmentation: str
+    per_defect: dict[str, SubsetMetrics] = field(default_factory=dict)
+    image_threshold: float | None = None
+    segmentation: str | None = None
+    calibration: Calibration | None = None
     schema: int = METRICS_SCHEMA
 
+    @property
+    def image_auroc(self) -> float | None:
+        """The overall image AUROC (None: undefined or not recorded)."""
+        return self.overall.image_auroc
+
     def to_mapping(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "schema": self.schema,
             "thresholds": {"image": self.image_threshold, "segmentation": self.segmentation},
-            "overall": _subset_mapping(self.overall),
-            "per_defect": {k: _subset_mapping(v) for k, v in sorted(self.per_defect.items())},
+            "overall": to_mapping(self.overall),
+            "per_defect": {k: to_mapping(v) for k, v in sorted(self.per_defect.items())},
         }
+        if self.calibration is not None:
+            data["calibration"] = to_mapping(self.calibration)
+        return data
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> EvaluationMetrics:
-        schema = data.get("schema")
-        if schema != METRICS_SCHEMA:
-            raise ValueError(f"metrics schema {METRICS_SCHEMA} expected, got {schema!r}")
-        thresholds = data["thresholds"]
+        """Read the metrics a record, a bundle or a report stores (any schema so far).
+
+        Keys other producers add beside the metrics (``gate``, ``fit_seconds``, ...) are
+        left to their readers; an unknown ``schema`` or a malformed figure is a
+        ``ConfigError`` naming it.
+        """
+        if "schema" not in data:
+            return _legacy_metrics(data)
+        if data["schema"] != METRICS_SCHEMA:
+            raise ConfigError(f"metrics schema {METRICS_SCHEMA} expected, got {data['schema']!r}")
+        own = {"overall", "per_defect", "calibration"}
+        typed = from_mapping(_Stored, {k: v for k, v in data.items() if k in own}, "metrics")
+        thresholds = from_mapping(_Thresholds, data.get("thresholds"), "metrics.thresholds")
         return cls(
-            overall=_subset_from(data["overall"]),
-            per_defect={k: _subset_from(v) for k, v in data["per_defect"].items()},
-            image_threshold=float(thresholds["image"]),
-            segmentation=str(thresholds["segmentation"]),
+            overall=typed.overall,
+            per_defect=typed.per_defect,
+            image_threshold=thresholds.image,
+            segmentation=thresholds.segmentation,
+            calibration=typed.calibration,
         )
 
 
-def _subset_mapping(subset: SubsetMetrics) -> dict[str, Any]:
-    return {f.name: getattr(subset, f.name) for f in fields(SubsetMetrics)}
+@dataclass(frozen=True)
+class _Stored:
+    overall: SubsetMetrics
+    per_defect: dict[str, SubsetMetrics] = field(default_factory=dict)
+    calibration: Calibration | None = None
 
 
-def _subset_from(data: Mapping[str, Any]) -> SubsetMetrics:
+@dataclass(frozen=True)
+class _Thresholds:
+    image: float | None = None
+    segmentation: str | None = None
+
+
+def _legacy_metrics(data: Mapping[str, Any]) -> EvaluationMetrics:
+    """Metrics written before schema 1: figures flat or under ``overall`` beside other keys."""
     names = {f.name for f in fields(SubsetMetrics)}
-    unknown, missing = set(data) - names, names - set(data)
-    if unknown or missing:
-        raise ValueError(
-            f"metrics subset: unknown keys {sorted(unknown)}, missing {sorted(missing)}"
+
+    def subset(section: Any, where: str) -> SubsetMetrics:
+        known = (
+            {k: v for k, v in section.items() if k in names} if isinstance(section, Mapping) else {}
         )
-    return SubsetMetrics(**{name: data[name] for name in names})
+        return from_mapping(SubsetMetrics, known, where)
+
+    per_defect = data.get("per_defect")
+    return EvaluationMetrics(
+        overall=subset(data.get("overall", data), "metrics.overall"),
+        per_defect={
+            str(k): subset(v, f"metrics.per_defect.{k}")
+            for k, v in (per_defect.items() if isinstance(per_defect, Mapping) else ())
+        },
+        schema=0,
+    )
 
 
 def compute_metrics(

@@ -28,9 +28,10 @@ from typing import Any, TypeVar
 from filelock import FileLock
 
 from inspection.core.bundle import GlobalContextSpec, Preprocessing, verify_bundle
-from inspection.core.calibration import Normalization
+from inspection.core.calibration import Calibration, Normalization
 from inspection.core.config import from_mapping
 from inspection.core.errors import ConfigError, RegistryError
+from inspection.core.metrics import EvaluationMetrics
 from inspection.core.signing import bundle_digest
 from inspection.core.tiling import TilingSpec
 from inspection.core.verdict import Segmentation
@@ -131,6 +132,23 @@ class ModelRecord:
     @property
     def model_version(self) -> str:
         return str(self.ref)
+
+    def evaluation(self) -> EvaluationMetrics:
+        """The version's metrics from training, typed (flat files of old versions read too)."""
+        try:
+            return EvaluationMetrics.from_mapping(self.metrics)
+        except ConfigError as exc:
+            raise RegistryError(f"{self.model_version} metrics: {exc}") from exc
+
+    def calibration(self) -> Calibration:
+        """The normalisation and segmentation the version's metrics were judged at (older
+        versions: from its normalisation, with the global threshold when it records no
+        segmentation)."""
+        recorded = self.evaluation().calibration
+        if recorded is not None:
+            return recorded
+        segmentation = self.segmentation() or Segmentation.global_threshold(0.5)
+        return Calibration(self.normalization(), segmentation)
 
     def preprocessing(self) -> Preprocessing:
         """How the model's input was made in training (what a bundle must reproduce)."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
@@ -13,18 +12,6 @@ from inspection.core.registry import LiveState, Registry
 from inspection.runtime.tuning import read_tunings
 
 PREFERRED_METRICS = ("image_auroc", "image_f1", "pixel_auroc", "pixel_f1", "aupro", "latency_ms")
-
-
-def flat_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
-    """Numeric metrics of a record or bundle: ``overall`` when present, else the top level."""
-    source = metrics.get("overall", metrics) if isinstance(metrics, Mapping) else {}
-    if not isinstance(source, Mapping):
-        return {}
-    return {
-        str(k): float(v)
-        for k, v in source.items()
-        if isinstance(v, (int, float)) and not isinstance(v, bool)
-    }
 
 
 def order_metrics(keys: set[str]) -> list[str]:
@@ -45,7 +32,10 @@ def bundle_table(registry: Registry, product: str) -> pd.DataFrame:
         }
         if not own:
             rows.append({**base, "bundle": "(not exported)", "precision": "", "live": False})
-            rows[-1].update(flat_metrics(record.metrics))
+            try:
+                rows[-1].update(record.evaluation().overall.figures())
+            except RegistryError as exc:
+                rows[-1]["problem"] = str(exc)
         for bundle_id in own:
             rows.append({**base, **_bundle_row(registry, product, bundle_id, live)})
     known_versions = {r.version for r in registry.versions(product)}
@@ -73,11 +63,12 @@ def _bundle_row(
     }
     try:
         metadata = read_bundle_metadata(registry.bundle_dir(product, bundle_id))
+        figures = metadata.evaluation().overall.figures()
     except (BundleError, RegistryError) as exc:
         row["problem"] = str(exc)
         return row
     row["precision"] = metadata.precision
-    row.update(flat_metrics(metadata.metrics))
+    row.update(figures)
     return row
 
 
@@ -92,9 +83,9 @@ def precision_comparison(registry: Registry, product: str, version: str) -> pd.D
             continue
         try:
             metadata = read_bundle_metadata(registry.bundle_dir(product, bundle_id))
+            columns[metadata.precision] = metadata.evaluation().overall.figures()
         except (BundleError, RegistryError):
             continue
-        columns[metadata.precision] = flat_metrics(metadata.metrics)
     frame = pd.DataFrame(columns)
     if frame.empty:
         return frame

@@ -22,7 +22,7 @@ from inspection.core.config import to_mapping
 from inspection.core.errors import ConfigError
 from inspection.core.registry import Registry
 from inspection.core.retrain_report import RetrainReport, read_retrain_report
-from inspection.dashboard.models import flat_metrics, order_metrics
+from inspection.dashboard.models import order_metrics
 
 log = logging.getLogger(__name__)
 REPORT_FILE = "report.json"
@@ -92,10 +92,21 @@ def _run_from_event(product: str, run: str, event: Mapping[str, Any]) -> Retrain
         reason=str(event.get("reason", "")),
         champion=str(event.get("champion") or ""),
         challenger=str(event.get("challenger") or ""),
-        champion_metrics=flat_metrics(metrics.get("champion") or {}),
-        challenger_metrics=flat_metrics(metrics.get("challenger") or {}),
+        champion_metrics=_numbers(metrics.get("champion")),
+        challenger_metrics=_numbers(metrics.get("challenger")),
         raw=dict(event),
     )
+
+
+def _numbers(metrics: Any) -> dict[str, float]:
+    """The numeric entries of a run event's flat ``{figure: value}`` (what the gate compared)."""
+    if not isinstance(metrics, Mapping):
+        return {}
+    return {
+        str(k): float(v)
+        for k, v in metrics.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
 
 
 def report_runs(reports_dir: Path, product: str) -> list[RetrainRun]:

@@ -68,7 +68,7 @@ def _model_entry(evaluation: BundleEvaluation) -> ModelEvaluation:
         model_version=evaluation.model_version,
         threshold=float(evaluation.threshold),
         metrics=evaluation.gate_metrics(),
-        full_metrics=json.loads(json.dumps(evaluation.metrics, default=float)),
+        full_metrics=json.loads(json.dumps(evaluation.metrics.to_mapping(), default=float)),
         scores=tuple(round(float(s), 6) for s in evaluation.scores),
     )
 

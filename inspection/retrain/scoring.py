@@ -19,7 +19,7 @@ import numpy as np
 
 from inspection.core.errors import BundleError
 from inspection.core.images import read_image, read_mask
-from inspection.core.metrics import compute_metrics, judge_all
+from inspection.core.metrics import EvaluationMetrics, compute_metrics, judge_all
 from inspection.retrain.assemble import EvalItem
 from inspection.retrain.gate import LATENCY_KEY
 
@@ -31,8 +31,8 @@ GATE_KEYS = ("image_auroc", "image_f1", "pixel_auroc", "aupro", "pixel_f1")
 class BundleEvaluation:
     """One bundle's results on the evaluation set.
 
-    ``scores`` (N,) float32 in [0, 1]; ``latencies_ms`` (N,) float64; ``metrics`` is the
-    ``core.metrics.EvaluationMetrics`` mapping (``overall``, ``per_defect``, ``thresholds``).
+    ``scores`` (N,) float32 in [0, 1]; ``latencies_ms`` (N,) float64; ``metrics`` overall and
+    per defect type at the bundle's own threshold and segmentation.
     """
 
     role: str
@@ -41,7 +41,7 @@ class BundleEvaluation:
     threshold: float
     scores: np.ndarray
     latencies_ms: np.ndarray
-    metrics: dict[str, Any]
+    metrics: EvaluationMetrics
 
     def latency(self) -> dict[str, float]:
         return {
@@ -51,8 +51,8 @@ class BundleEvaluation:
 
     def gate_metrics(self) -> dict[str, float]:
         """Flat ``{name: value}`` the gate compares; undefined metrics are left out."""
-        overall = self.metrics.get("overall", {})
-        flat = {k: float(overall[k]) for k in GATE_KEYS if overall.get(k) is not None}
+        figures = self.metrics.overall.figures()
+        flat = {k: figures[k] for k in GATE_KEYS if k in figures}
         return {**flat, **self.latency()}
 
 
@@ -127,7 +127,7 @@ def _evaluation(
         image_threshold=inspector.threshold,
         segmentation=segmentation.describe(),
         mask_known=known,
-    ).to_mapping()
+    )
     return BundleEvaluation(
         role=role,
         bundle_id=inspector.metadata.bundle_id,

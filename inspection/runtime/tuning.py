@@ -16,6 +16,7 @@ Torch-free (station side).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -31,6 +32,8 @@ from inspection.core.errors import BundleError, RegistryError
 from inspection.core.registry import Registry, check_name, utc_now
 from inspection.core.signing import verify_signed_bundle
 from inspection.runtime.hardware import CpuInfo, cpu_info, load_1m
+
+log = logging.getLogger(__name__)
 
 TUNING_SCHEMA = 1
 GATE_TOLERANCE = 0.01
@@ -135,8 +138,8 @@ def gate_status(meta: BundleMetadata, fp32_auroc: float | None) -> tuple[bool, s
         return False, "refused by its export gate: " + "; ".join(recorded.get("failures") or [])
     drop = meta.metrics.get("image_auroc_drop")
     if drop is None and fp32_auroc is not None:
-        auroc = (meta.metrics.get("overall") or meta.metrics).get("image_auroc")
-        drop = None if auroc is None else fp32_auroc - float(auroc)
+        auroc = _image_auroc(meta)
+        drop = None if auroc is None else fp32_auroc - auroc
     if drop is None:
         return False, "no image-AUROC drop vs FP32 recorded"
     passed = float(drop) <= GATE_TOLERANCE + 1e-9
@@ -339,8 +342,12 @@ def promote_fastest(
 
 
 def _image_auroc(meta: BundleMetadata) -> float | None:
-    value = (meta.metrics.get("overall") or meta.metrics).get("image_auroc")
-    return None if value is None else float(value)
+    """The bundle's recorded image AUROC; None when undefined or its metrics are unreadable."""
+    try:
+        return meta.evaluation().image_auroc
+    except BundleError as exc:
+        log.warning("%s", exc)
+        return None
 
 
 # ------------------------------------------------------------------------ storage

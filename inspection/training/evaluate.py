@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,8 @@ from inspection.core.calibration import (
     normalize_maps,
     normalize_scores,
 )
-from inspection.core.config import from_mapping, to_mapping
 from inspection.core.export_gate import measure
-from inspection.core.metrics import aupro, judge_all
+from inspection.core.metrics import EvaluationMetrics, aupro, judge_all
 from inspection.core.segmentation import select_segmentation
 from inspection.core.verdict import Segmentation
 from inspection.data.dataset import Dataset, Sample
@@ -85,45 +85,30 @@ def compute_metrics(
     gt_masks: np.ndarray,
     defect_types: Sequence[str],
     *,
-    normalization: Normalization | Mapping[str, float],
-    segmentation: Segmentation | None = None,
+    calibration: Calibration,
     mask_known: np.ndarray | None = None,
-) -> dict[str, Any]:
+) -> EvaluationMetrics:
     """``inspection.core.metrics`` figures of raw model outputs, judged as the station would.
 
     scores (N,) and maps (N, H, W) raw; labels (N,) 0/1; gt_masks (N, H, W) bool. Verdicts and
-    regions: ``core.verdict.judge`` on the outputs normalised by ``normalization`` (threshold
-    0.5) with ``segmentation`` (default: the global pixel threshold); AUROC/AUPRO on the raw
-    outputs (normalisation clips, which would create ties). The mapping also records the
-    normalisation and segmentation that produced it (``calibration``).
+    regions: ``core.verdict.judge`` on the outputs normalised by ``calibration`` (threshold
+    0.5) with its segmentation; AUROC/AUPRO on the raw outputs (normalisation clips, which
+    would create ties). The metrics keep the ``calibration`` that judged them.
     """
     if maps is None or gt_masks is None:
         raise ValueError("give both maps and gt_masks: verdicts need the anomaly maps")
-    norm = as_normalization(normalization)
-    seg = segmentation or Segmentation.global_threshold(0.5)
     if np.shape(maps)[0] != len(scores):
         raise ValueError(f"maps: expected {len(scores)} maps, got shape {np.shape(maps)}")
     metrics, _ = measure(
-        np.asarray(scores), maps, labels, gt_masks, defect_types, Calibration(norm, seg),
+        np.asarray(scores), maps, labels, gt_masks, defect_types, calibration,
         mask_known=mask_known,
     )  # fmt: skip
-    calibration = {"normalization": to_mapping(norm), "segmentation": to_mapping(seg)}
-    return {**metrics.to_mapping(), "calibration": calibration}
+    return replace(metrics, calibration=calibration)
 
 
-def as_normalization(normalization: Normalization | Mapping[str, float]) -> Normalization:
-    """A ``Normalization`` from itself or from ``record.extra["normalization"]``."""
-    if isinstance(normalization, Normalization):
-        return normalization
-    return from_mapping(Normalization, normalization, where="normalization")
-
-
-def select_for_model(
-    validation: Predictions, normalization: Normalization | Mapping[str, float]
-) -> Segmentation:
+def select_for_model(validation: Predictions, normalization: Normalization) -> Segmentation:
     """The segmentation selected on a model's validation predictions (``select_segmentation``)."""
-    norm = as_normalization(normalization)
-    maps = normalize_maps(validation.maps, norm)
+    maps = normalize_maps(validation.maps, normalization)
     defective = (validation.labels == 1) & validation.mask_known
     return select_segmentation(
         maps[defective],
@@ -133,44 +118,40 @@ def select_for_model(
     )
 
 
-def metrics_of_predictions(
-    predictions: Predictions,
-    normalization: Normalization,
-    segmentation: Segmentation | None = None,
-) -> dict[str, Any]:
-    """``compute_metrics`` of a model's predictions at its normalisation and segmentation."""
+def metrics_of_predictions(predictions: Predictions, calibration: Calibration) -> EvaluationMetrics:
+    """``compute_metrics`` of a model's predictions at ``calibration``."""
     return compute_metrics(
         predictions.scores,
         predictions.labels,
         predictions.maps,
         predictions.gt_masks,
         predictions.defect_types,
-        normalization=normalization,
-        segmentation=segmentation,
+        calibration=calibration,
         mask_known=predictions.mask_known,
     )
 
 
-def judged_masks(predictions: Predictions, metrics: Mapping[str, Any]) -> np.ndarray | None:
-    """(N, H, W) bool masks the station draws, from the ``calibration`` a metrics mapping records
+def judged_masks(predictions: Predictions, metrics: EvaluationMetrics) -> np.ndarray | None:
+    """(N, H, W) bool masks the station draws, at the calibration the metrics were judged at
     (None for metrics written before it was recorded)."""
-    calibration = metrics.get("calibration")
-    if not calibration:
+    calibration = metrics.calibration
+    if calibration is None:
         return None
-    norm = as_normalization(calibration["normalization"])
-    seg = from_mapping(Segmentation, calibration["segmentation"], where="segmentation")
+    norm = calibration.normalization
     scores = normalize_scores(predictions.scores, norm)
-    return judge_all(scores, normalize_maps(predictions.maps, norm), 0.5, seg).masks
+    maps = normalize_maps(predictions.maps, norm)
+    return judge_all(scores, maps, 0.5, calibration.segmentation).masks
 
 
-def write_report(out_dir: str | Path, predictions: Predictions, metrics: dict[str, Any]) -> Path:
+def write_report(out_dir: str | Path, predictions: Predictions, metrics: EvaluationMetrics) -> Path:
     """Write ``metrics.json`` and the PNG plots into ``out_dir``; returns ``out_dir``."""
     from inspection.training.plots import save_plots
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(
-        json.dumps(metrics, indent=2, sort_keys=True, default=str), encoding="utf-8"
+        json.dumps(metrics.to_mapping(), indent=2, sort_keys=True, default=str),
+        encoding="utf-8",
     )
     save_plots(out_dir, predictions, metrics, judged_masks(predictions, metrics))
     logger.info("report written to %s", out_dir)

@@ -34,7 +34,6 @@ from inspection.core.bundle import (
     VALIDATION_SCORES_FILE,
     BundleMetadata,
     Precision,
-    read_bundle_metadata,
     write_bundle_metadata,
 )
 from inspection.core.calibration import Calibration, calibrate
@@ -50,6 +49,7 @@ from inspection.core.export_gate import (
 from inspection.core.export_gate import measure as measure_outputs
 from inspection.core.fingerprint import fingerprint_files
 from inspection.core.images import read_image, read_mask
+from inspection.core.metrics import EvaluationMetrics
 from inspection.core.refinement import RefinementChoice
 from inspection.core.registry import ModelRecord, Registry, utc_now
 from inspection.runtime.inspector import Inspector
@@ -80,7 +80,8 @@ class ExportResult:
     bundle_id: str
     bundle_dir: Path
     metadata: BundleMetadata
-    reference_metrics: dict[str, Any] | None = None
+    reference_metrics: EvaluationMetrics | None = None
+    """The FP32 bundle's metrics, calibrated the same way (None for an FP32 export)."""
 
     @property
     def metrics(self) -> dict[str, Any]:
@@ -253,8 +254,10 @@ def calibrate_outputs(outputs: RawOutputs) -> Calibration:
     )
 
 
-def measure(outputs: RawOutputs, calibration: Calibration) -> tuple[dict[str, Any], BundleFigures]:
-    """Metrics (``inspection.core.metrics`` schema) and gate figures at ``calibration``."""
+def measure(
+    outputs: RawOutputs, calibration: Calibration
+) -> tuple[EvaluationMetrics, BundleFigures]:
+    """Metrics (``inspection.core.metrics``) and gate figures at ``calibration``."""
     metrics, figures = measure_outputs(
         outputs.scores,
         outputs.maps,
@@ -264,29 +267,7 @@ def measure(outputs: RawOutputs, calibration: Calibration) -> tuple[dict[str, An
         calibration,
         mask_known=outputs.mask_known,
     )
-    return metrics.to_mapping(), figures
-
-
-def evaluate_bundle(
-    bundle_dir: str | Path,
-    samples: Sequence[LabelledSample],
-    *,
-    batch_size: int = 8,
-    write_scores: bool = False,
-) -> dict[str, Any]:
-    """Metrics of a bundle on labelled samples at its own thresholds, via the station path.
-
-    Computed like training's (``inspection.training.evaluate.compute_metrics``): raw scores
-    and raw maps at the model input resolution, ground-truth masks resized with nearest
-    neighbour. ``write_scores`` also writes each image's normalised score and label to the
-    bundle's ``validation_scores.json`` (the dashboard's threshold trade-offs start from it).
-    """
-    meta = read_bundle_metadata(bundle_dir)
-    outputs = run_bundle(bundle_dir, samples, batch_size=batch_size)
-    if write_scores:
-        _write_validation_scores(Path(bundle_dir), outputs.scores, samples, meta)
-    calibration = meta.output_calibration or Calibration(meta.normalization, meta.segmentation_rule)
-    return measure(outputs, calibration)[0]
+    return metrics, figures
 
 
 def _write_validation_scores(
@@ -301,15 +282,6 @@ def _write_validation_scores(
         "names": [Path(s.path).name for s in samples],
     }
     (bundle_dir / VALIDATION_SCORES_FILE).write_text(json.dumps(data), encoding="utf-8")
-
-
-def image_auroc_of(metrics: dict[str, Any]) -> float:
-    """The overall image AUROC of a metrics dict (flat or with an ``overall`` section)."""
-    overall = metrics.get("overall", metrics)
-    try:
-        return float(overall["image_auroc"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise BundleError(f"metrics carry no image_auroc: {sorted(overall)}") from exc
 
 
 # --------------------------------------------------------------------- bundles
@@ -470,7 +442,7 @@ def export_model(
     say(f"converting {base.model_kind} to OpenVINO")
     pooled_layers = base.global_context.layers if base.global_context else ()
     fp32_model = convert_torch_model(torch_model, base.preprocessing.input_size, pooled_layers)
-    reference: tuple[dict[str, Any], BundleFigures] | None = None
+    reference: tuple[EvaluationMetrics, BundleFigures] | None = None
     if options.precision != "fp32":
         with tempfile.TemporaryDirectory(prefix="fp32-reference-") as scratch:
             ref_meta = replace(base, precision="fp32")
@@ -506,11 +478,20 @@ def export_model(
                 "calibration images (--calibration-size), FP16, or --force."
             )
         log.warning("%s (registering: forced)", decision.message(what))
-    metrics = {**metrics, "gate": _gate_record(figures, ref_figures, decision, options)}
+    recorded = {
+        **metrics.to_mapping(),
+        "gate": _gate_record(figures, ref_figures, decision, options),
+    }
     if reference is not None:
-        metrics["reference_fp32"] = reference[0]
-        metrics["image_auroc_drop"] = image_auroc_of(reference[0]) - image_auroc_of(metrics)
-    return _finalise(out_dir, replace(meta, metrics=metrics), reference and reference[0])
+        recorded["reference_fp32"] = reference[0].to_mapping()
+        recorded["image_auroc_drop"] = _image_auroc_drop(reference[0], metrics)
+    return _finalise(out_dir, replace(meta, metrics=recorded), reference and reference[0])
+
+
+def _image_auroc_drop(reference: EvaluationMetrics, metrics: EvaluationMetrics) -> float:
+    if reference.image_auroc is None or metrics.image_auroc is None:
+        raise BundleError("the test split needs good and defective images for an image AUROC")
+    return reference.image_auroc - metrics.image_auroc
 
 
 def _own(meta: BundleMetadata) -> Calibration:
@@ -577,7 +558,7 @@ def _gate_record(
 
 
 def _finalise(
-    out_dir: Path, meta: BundleMetadata, reference: dict[str, Any] | None
+    out_dir: Path, meta: BundleMetadata, reference: EvaluationMetrics | None
 ) -> ExportResult:
     write_bundle_metadata(out_dir, meta)
     return ExportResult(meta.bundle_id, out_dir, meta, reference)

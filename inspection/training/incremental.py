@@ -101,9 +101,7 @@ def update_patchcore(
     say(f"measuring on {len(test)} test images")
     with _timed(stages, "evaluate"):
         predictions = predict(model, test, image_size=config.image_size)
-        metrics = metrics_of_predictions(
-            predictions, calibration.normalization, calibration.segmentation
-        )
+        metrics = metrics_of_predictions(predictions, calibration).to_mapping()
     lineage = Lineage(
         parent=parent.version,
         method="incremental",

@@ -13,25 +13,25 @@ import matplotlib.pyplot as plt
 import numpy as np
 from sklearn.metrics import roc_curve
 
+from inspection.core.metrics import EvaluationMetrics
 from inspection.training.samples import Predictions, load_image
 
 GRID_ROWS = 8
 
 
 def save_plots(
-    out_dir: Path, predictions: Predictions, metrics: dict[str, Any], masks: np.ndarray | None
+    out_dir: Path, predictions: Predictions, metrics: EvaluationMetrics, masks: np.ndarray | None
 ) -> list[Path]:
     """Write roc.png, score_histogram.png and examples.png into ``out_dir``; ``masks`` are the
     judged (N, H, W) masks the station would draw, or ``None`` when unknown."""
-    thresholds = metrics.get("thresholds", {})
     return [
         plot_roc(out_dir / "roc.png", predictions, metrics),
-        plot_histogram(out_dir / "score_histogram.png", predictions, thresholds.get("image")),
+        plot_histogram(out_dir / "score_histogram.png", predictions, metrics.image_threshold),
         plot_examples(out_dir / "examples.png", predictions, masks),
     ]
 
 
-def plot_roc(path: Path, predictions: Predictions, metrics: dict[str, Any]) -> Path:
+def plot_roc(path: Path, predictions: Predictions, metrics: EvaluationMetrics) -> Path:
     """Image-level ROC overall and per defect type (each type vs all good images)."""
     fig, ax = plt.subplots(figsize=(5, 5))
     labels, scores = predictions.labels, predictions.scores
@@ -41,9 +41,7 @@ def plot_roc(path: Path, predictions: Predictions, metrics: dict[str, Any]) -> P
     for name, select in curves:
         if 0 < labels[select].sum() < select.sum():
             fpr, tpr, _ = roc_curve(labels[select], scores[select])
-            auroc = (metrics.get("per_defect", {}).get(name) or metrics.get("overall", {})).get(
-                "image_auroc"
-            )
+            auroc = metrics.per_defect.get(name, metrics.overall).image_auroc
             label = f"{name} (AUROC {auroc:.3f})" if auroc is not None else name
             ax.plot(fpr, tpr, linewidth=2.5 if name == "all" else 1.2, label=label)
     ax.plot([0, 1], [0, 1], "k--", linewidth=0.8)

@@ -17,13 +17,8 @@ evenly, but pads or interpolates the image when it does not; the station never i
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
-import time
-import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, replace
 from typing import Any
 
 import cv2
@@ -45,11 +40,10 @@ from inspection.runtime.tiled import evaluation_size
 from inspection.training.backbones import ResolvedWeights, resolve_weights
 from inspection.training.config import ModelConfig
 from inspection.training.train import (
-    _EXPECTED_WARNINGS,
     CHECKPOINT_FILE,
     _split_record,
-    build_model,
     evaluation_splits,
+    fit_loaders,
     package_versions,
 )
 
@@ -184,38 +178,10 @@ def fit_tiles(
     progress: bool = True,
 ) -> tuple[Any, float, int]:
     """Seeded anomalib ``Engine.fit`` on the tiles; returns (model, seconds, training tiles)."""
-    import lightning
-    from anomalib.engine import Engine
-
-    lightning.seed_everything(config.seed, workers=True, verbose=False)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    model = build_model(config, weights)
     train_loader = tile_loader(train_samples, tiling, config.batch_size)
-    run_dir = Path(tempfile.mkdtemp(prefix="inspection-tiled-"))
-    try:
-        engine = Engine(
-            default_root_dir=run_dir,
-            logger=False,
-            accelerator="cpu",
-            devices=1,
-            max_epochs=config.max_epochs,
-            enable_progress_bar=progress,
-            enable_model_summary=False,
-            deterministic="warn",
-        )
-        started = time.perf_counter()
-        with warnings.catch_warnings():
-            for message in _EXPECTED_WARNINGS:
-                warnings.filterwarnings("ignore", message=message)
-            engine.fit(
-                model,
-                train_dataloaders=train_loader,
-                val_dataloaders=tile_loader(validation, tiling, config.batch_size),
-            )
-        seconds = time.perf_counter() - started
-    finally:
-        shutil.rmtree(run_dir, ignore_errors=True)
-    return model.eval(), seconds, len(train_loader.dataset)
+    validation_loader = tile_loader(validation, tiling, config.batch_size)
+    model, seconds = fit_loaders(config, weights, train_loader, validation_loader, progress)
+    return model, seconds, len(train_loader.dataset)
 
 
 def check_tiling(config: ModelConfig, tiling: TilingSpec) -> None:
@@ -260,7 +226,8 @@ def train_tiled(
             calibration,
             mask_known=outputs.mask_known,
         )
-        metrics = {**figures.to_mapping(), **metrics, "test_images": len(test)}
+        judged = replace(figures, calibration=calibration)
+        metrics = {**judged.to_mapping(), **metrics, "test_images": len(test)}
     state = model.state_dict()
     record = registry.create_version(
         product,

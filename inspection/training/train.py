@@ -32,9 +32,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from inspection.core.bundle import GlobalContextSpec, Preprocessing
-from inspection.core.calibration import Normalization
+from inspection.core.calibration import Calibration, Normalization
 from inspection.core.config import to_mapping
 from inspection.core.errors import ConfigError, DatasetError
+from inspection.core.metrics import EvaluationMetrics
 from inspection.core.registry import DataSplits, ModelRecord, Registry
 from inspection.data.dataset import Dataset, Sample
 from inspection.training.backbones import (
@@ -232,7 +233,7 @@ class TrainOutcome:
     record: ModelRecord
     model: Any
     predictions: Any  # inspection.training.evaluate.Predictions on the held-out test split
-    metrics: dict[str, Any]
+    metrics: EvaluationMetrics
 
 
 def train(
@@ -277,9 +278,13 @@ def train_model(
         context, normalization, predictions = _fit_global_context(
             model, config, weights, dataset.train_samples, validation, predictions, normalization
         )
-    metrics = metrics_of_predictions(predictions, normalization, segmentation)
-    metrics["fit_seconds"] = round(fit_seconds, 2)
-    metrics["test_images"] = len(test)
+    calibration = Calibration(
+        normalization,
+        segmentation,
+        n_good=sum(s.label == 0 for s in validation),
+        n_defective=sum(s.label == 1 for s in validation),
+    )
+    metrics = metrics_of_predictions(predictions, calibration)
     state = model.state_dict()
 
     def write_files(directory: Path) -> None:
@@ -292,7 +297,11 @@ def train_model(
         model_kind=config.kind,
         config=to_mapping(config),
         dataset={**fingerprint, "root": str(dataset.root)},
-        metrics=metrics,
+        metrics={
+            **metrics.to_mapping(),
+            "fit_seconds": round(fit_seconds, 2),
+            "test_images": len(test),
+        },
         packages=package_versions(),
         write_files=write_files,
         weights=weights.record(),
@@ -381,6 +390,20 @@ def fit(
     """Seeded anomalib ``Engine.fit`` on CPU; returns (model in eval mode, seconds).
 
     Validation at the end of fitting sets the post-processor's thresholds and min-max.
+    """
+    train_loader = make_loader(train_samples, config, shuffle=True)
+    return fit_loaders(config, weights, train_loader, make_loader(validation, config), progress)
+
+
+def fit_loaders(
+    config: ModelConfig,
+    weights: ResolvedWeights,
+    train_loader: DataLoader,
+    validation_loader: DataLoader,
+    progress: bool = True,
+) -> tuple[Any, float]:
+    """``fit`` on given loaders (whole images or tiles); returns (model in eval mode, seconds).
+
     Lightning writes its checkpoint into a temporary folder that is removed afterwards.
     """
     import lightning
@@ -405,11 +428,7 @@ def fit(
         with warnings.catch_warnings():
             for message in _EXPECTED_WARNINGS:
                 warnings.filterwarnings("ignore", message=message)
-            engine.fit(
-                model,
-                train_dataloaders=make_loader(train_samples, config, shuffle=True),
-                val_dataloaders=make_loader(validation, config),
-            )
+            engine.fit(model, train_dataloaders=train_loader, val_dataloaders=validation_loader)
         seconds = time.perf_counter() - started
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)

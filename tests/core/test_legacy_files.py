@@ -22,7 +22,10 @@ def test_a_registry_written_by_the_first_release_reads(tmp_path: Path) -> None:
 
     [record] = registry.versions("brick")
     assert (record.model_version, record.model_kind) == ("brick/v0001", "patchcore")
-    assert record.metrics["overall"]["image_auroc"] == 0.9
+    evaluation = record.evaluation()  # an ``overall`` section with one figure, no schema
+    assert (evaluation.schema, evaluation.image_auroc) == (0, 0.9)
+    assert evaluation.overall.aupro is None and evaluation.per_defect == {}
+    assert record.calibration().normalization == record.normalization()  # none was recorded
     assert record.file("model.ckpt").read_bytes() == b"weights"
     assert record.preprocessing().input_size == (64, 64)
     assert record.normalization().image_threshold_raw == 2.0
@@ -43,3 +46,4 @@ def test_a_bundle_written_by_the_first_release_reads(tmp_path: Path) -> None:
     assert metadata.preprocessing.input_size == (64, 64)
     assert metadata.inference_precision == "f32"  # moved out of extra by the reader
     assert "inference_precision" not in metadata.extra
+    assert metadata.evaluation().image_auroc is None  # it recorded no metrics

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import cv2
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from inspection.core.calibration import Calibration, Normalization
+from inspection.core.errors import ConfigError
 from inspection.core.metrics import (
     EvaluationMetrics,
     aupro,
@@ -131,3 +135,33 @@ def test_judged_sets_keep_the_invariant(
         scores, labels, maps, masks, types, judged, image_threshold=threshold, segmentation="s"
     )
     assert result.overall.ng_without_region == 0
+
+
+@pytest.mark.parametrize(
+    ("stored", "auroc", "aupro"),
+    [
+        ({"image_auroc": 0.91, "aupro": 0.7, "fit_seconds": 3.0}, 0.91, 0.7),  # flat
+        ({"overall": {"image_auroc": 0.8}, "gate": {"passed": True}}, 0.8, None),  # partial
+        ({}, None, None),
+    ],
+)
+def test_metrics_written_before_schema_1_read(stored: dict, auroc: float, aupro: float) -> None:
+    metrics = EvaluationMetrics.from_mapping(stored)
+    assert (metrics.schema, metrics.image_auroc, metrics.overall.aupro) == (0, auroc, aupro)
+
+
+def test_stored_metrics_keep_calibration_and_ignore_other_producers_keys() -> None:
+    scores, labels, maps, masks, types = blob_set(np.random.default_rng(3))
+    seg = Segmentation.global_threshold(0.5)
+    metrics = compute_metrics(
+        scores, labels, maps, masks, types, judge_all(scores, maps, 0.3, seg),
+        image_threshold=0.3, segmentation=seg.describe(),
+    )  # fmt: skip
+    calibration = Calibration(Normalization(0.3, 0.5, 0.0, 1.0, 0.0, 1.0), seg)
+    typed = replace(metrics, calibration=calibration)
+    stored = {**typed.to_mapping(), "gate": {"passed": True}, "fit_seconds": 1.5}
+    assert EvaluationMetrics.from_mapping(stored) == typed
+    with pytest.raises(ConfigError, match="image_auroc"):
+        EvaluationMetrics.from_mapping({**stored, "overall": {"image_auroc": "high"}})
+    with pytest.raises(ConfigError, match="bogus"):
+        EvaluationMetrics.from_mapping({**stored, "overall": {"bogus": 1.0}})

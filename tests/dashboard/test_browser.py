@@ -28,7 +28,7 @@ SHOTS = REPO / "reports" / "dashboard" / "screenshots"
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-PAGES = ["Overview", "Thresholds", "Review queue", "Models", "Retraining"]
+PAGES = ["Overview", "Thresholds", "Review queue", "Models", "Retraining", "Regions of interest"]
 PASSWORD = "browser test password"
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

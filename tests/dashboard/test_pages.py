@@ -255,11 +255,14 @@ def test_retraining_shows_champion_vs_challenger(seeded_site, site_env) -> None:
     assert comparison.loc["image_auroc", "Δ"] == pytest.approx(0.981 - 0.962)
 
 
-def test_roi_page_shows_the_plate_roi_and_refuses_a_nameless_save(empty_site, site_env) -> None:
-    site_env(empty_site)
-    at = _open("roi")
+def test_roi_page_shows_the_plate_roi_and_refuses_a_nameless_save(
+    empty_site, seeded_site, site_env, open_mode
+) -> None:
+    site_env(seeded_site)  # another site: the dashboard handle is cached per site path
+    assert _open("roi", user="rita", role="reviewer").button(key="roi_save").disabled
+    site_env(open_mode(empty_site))  # no login on localhost: the typed name is recorded
+    at = _open("roi", user=None)
     assert at.selectbox(key="roi_product").value == "plate"
     assert '"reference_size": [2048, 2048]' in at.text_area(key="roi_text").value
-    at.text_input(key="roi_actor").set_value("")
     at.button(key="roi_save").click().run()
     assert any("who" in e.value for e in at.error), [e.value for e in at.error]

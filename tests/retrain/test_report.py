@@ -24,7 +24,7 @@ def _evaluation(role: str, scores: list[float], latency: float) -> BundleEvaluat
     metrics = compute_metrics(
         array, LABELS, maps, np.zeros(maps.shape, bool), ["good"] * 3 + ["crack"] * 3, judged,
         image_threshold=0.5, segmentation="global",
-    ).to_mapping()  # fmt: skip
+    )  # fmt: skip
     return BundleEvaluation(
         role, f"{role}-int8", f"brick/{role}", 0.5, array, np.full(6, latency), metrics
     )

@@ -5,14 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from inspection.core.calibration import Normalization
+from inspection.core.calibration import Calibration, Normalization
 from inspection.core.verdict import Segmentation
 from inspection.training.evaluate import Predictions, compute_metrics
 
 
-def norm(pixel_threshold: float = 0.5) -> Normalization:
-    """Identity normalisation of scores (threshold 0.5); maps shifted so the threshold is 0.5."""
-    return Normalization(0.5, pixel_threshold, 0.0, 1.0, 0.0, 1.0)
+def cal(pixel_threshold: float = 0.5, segmentation: Segmentation | None = None) -> Calibration:
+    """Identity normalisation of scores (threshold 0.5); maps shifted so the threshold is 0.5;
+    the global pixel threshold unless ``segmentation`` is given."""
+    norm = Normalization(0.5, pixel_threshold, 0.0, 1.0, 0.0, 1.0)
+    return Calibration(norm, segmentation or Segmentation.global_threshold(0.5))
 
 
 def _case(seed: int = 0):
@@ -31,31 +33,34 @@ def test_perfect_model_scores_one_everywhere() -> None:
     labels, types, masks, maps = _case()
     maps = maps * 0.1 + masks.astype(np.float32)  # defects light up exactly
     scores = maps.max(axis=(1, 2))
-    metrics = compute_metrics(scores, labels, maps, masks, types, normalization=norm())
-    overall = metrics["overall"]
-    assert overall["image_auroc"] == 1.0
-    assert overall["pixel_auroc"] == 1.0
-    assert overall["aupro"] == pytest.approx(1.0, abs=1e-3)
-    assert overall["image_f1"] == 1.0 and overall["pixel_f1"] == 1.0
-    assert overall["region_recall"] == 1.0 and overall["ng_without_region"] == 0
-    assert overall["false_reject_rate"] == 0.0 and overall["miss_rate"] == 0.0
-    assert sorted(metrics["per_defect"]) == ["hole", "scratch"]
-    assert metrics["per_defect"]["hole"]["n_good"] == 4
-    assert metrics["per_defect"]["hole"]["n_defective"] == 2
+    metrics = compute_metrics(scores, labels, maps, masks, types, calibration=cal())
+    overall = metrics.overall
+    assert overall.image_auroc == 1.0
+    assert overall.pixel_auroc == 1.0
+    assert overall.aupro == pytest.approx(1.0, abs=1e-3)
+    assert overall.image_f1 == 1.0 and overall.pixel_f1 == 1.0
+    assert overall.region_recall == 1.0 and overall.ng_without_region == 0
+    assert overall.false_reject_rate == 0.0 and overall.miss_rate == 0.0
+    assert sorted(metrics.per_defect) == ["hole", "scratch"]
+    assert metrics.per_defect["hole"].n_good == 4
+    assert metrics.per_defect["hole"].n_defective == 2
 
 
 def test_inverted_model_scores_low_and_per_defect_uses_its_own_images() -> None:
     labels, types, masks, maps = _case()
     scores = np.array([0.9, 0.8, 0.7, 0.6, 0.1, 0.2, 0.95, 0.99])  # holes detected, scratches not
-    metrics = compute_metrics(scores, labels, maps, masks, types, normalization=norm(0.9))
-    assert metrics["per_defect"]["hole"]["image_auroc"] == 1.0
-    assert metrics["per_defect"]["scratch"]["image_auroc"] == 0.0
-    assert metrics["overall"]["image_auroc"] == 0.5
-    assert 0.0 <= metrics["overall"]["aupro"] <= 1.0
-    assert metrics["thresholds"] == {"image": 0.5, "segmentation": "global pixel threshold 0.500"}
-    assert metrics["calibration"]["normalization"]["pixel_threshold_raw"] == 0.9
+    metrics = compute_metrics(scores, labels, maps, masks, types, calibration=cal(0.9))
+    assert metrics.per_defect["hole"].image_auroc == 1.0
+    assert metrics.per_defect["scratch"].image_auroc == 0.0
+    assert metrics.overall.image_auroc == 0.5
+    assert 0.0 <= (metrics.overall.aupro or -1.0) <= 1.0
+    assert metrics.to_mapping()["thresholds"] == {
+        "image": 0.5,
+        "segmentation": "global pixel threshold 0.500",
+    }
+    assert metrics.calibration == cal(0.9)  # kept, typed, for the report's judged masks
     # every NG (judged at the image threshold) carries a region, even the missed scratches' maps
-    assert metrics["overall"]["ng_without_region"] == 0
+    assert metrics.overall.ng_without_region == 0
 
 
 def test_segmentation_is_applied_and_recorded() -> None:
@@ -64,30 +69,29 @@ def test_segmentation_is_applied_and_recorded() -> None:
     core[:, 5:7] = masks[:, 5:7]  # the middle rows of each 4x4 defect are strong
     maps = maps * 0.2 + masks * 0.45 + core * 0.3  # defect rim 0.45-0.55, core >= 0.75
     scores = labels * 0.6 + 0.2
-    plain = compute_metrics(scores, labels, maps, masks, types, normalization=norm(0.5))
+    plain = compute_metrics(scores, labels, maps, masks, types, calibration=cal(0.5))
     adaptive = Segmentation(kind="adaptive", seed_level=0.7, floor=0.44, relative_level=0.0)
-    after = compute_metrics(
-        scores, labels, maps, masks, types, normalization=norm(0.5), segmentation=adaptive
-    )
-    assert after["calibration"]["segmentation"]["kind"] == "adaptive"
-    assert plain["overall"]["pixel_f1"] < 0.95  # the noisy rim is partly below 0.5
-    assert after["overall"]["pixel_f1"] == pytest.approx(1.0)
+    after = compute_metrics(scores, labels, maps, masks, types, calibration=cal(0.5, adaptive))
+    assert after.calibration is not None and after.calibration.segmentation == adaptive
+    assert after.segmentation == adaptive.describe()
+    assert (plain.overall.pixel_f1 or 1.0) < 0.95  # the noisy rim is partly below 0.5
+    assert after.overall.pixel_f1 == pytest.approx(1.0)
 
 
 def test_without_maps_is_refused() -> None:
     labels, types, _, _ = _case()
     with pytest.raises(ValueError, match="verdicts need the anomaly maps"):
-        compute_metrics(labels.astype(float), labels, None, None, types, normalization=norm())
+        compute_metrics(labels.astype(float), labels, None, None, types, calibration=cal())
 
 
 def test_one_class_gives_none_not_an_error() -> None:
     scores = np.array([0.1, 0.2])
     maps, masks = np.zeros((2, 4, 4), np.float32), np.zeros((2, 4, 4), bool)
     metrics = compute_metrics(
-        scores, np.array([0, 0]), maps, masks, ["good", "good"], normalization=norm()
+        scores, np.array([0, 0]), maps, masks, ["good", "good"], calibration=cal()
     )
-    assert metrics["overall"]["image_auroc"] is None
-    assert metrics["per_defect"] == {}
+    assert metrics.overall.image_auroc is None
+    assert metrics.per_defect == {}
 
 
 def test_unknown_masks_are_left_out_of_pixel_metrics() -> None:
@@ -99,9 +103,9 @@ def test_unknown_masks_are_left_out_of_pixel_metrics() -> None:
     masks_missing[4] = False  # a defect with no mask file: all-False ground truth
     scores = maps.max(axis=(1, 2))
     metrics = compute_metrics(
-        scores, labels, maps, masks_missing, types, normalization=norm(), mask_known=known,
+        scores, labels, maps, masks_missing, types, calibration=cal(), mask_known=known,
     )  # fmt: skip
-    assert metrics["overall"]["pixel_auroc"] == 1.0
+    assert metrics.overall.pixel_auroc == 1.0
 
 
 @pytest.mark.parametrize(
@@ -120,7 +124,7 @@ def test_bad_inputs_are_refused(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         compute_metrics(
             args["scores"], args["labels"], args["maps"], args["gt_masks"], types,
-            normalization=norm(),
+            calibration=cal(),
         )  # fmt: skip
 
 

@@ -79,6 +79,11 @@ def test_train_registers_a_complete_version(
         assert 0.0 <= overall[key] <= 1.0, key
     if kind == "patchcore":  # ImageNet features separate the tiny product's defects reliably
         assert overall["image_auroc"] >= 0.75
+    # the metrics keep, typed, the calibration they were judged at (the report draws with it)
+    calibration = record.calibration()
+    assert record.evaluation() == outcome.metrics and outcome.metrics.calibration == calibration
+    assert calibration.normalization == record.normalization()
+    assert calibration.n_good + calibration.n_defective == len(record.splits().validation)
 
     # The registered checkpoint rebuilds the same model with no download.
     _, test = evaluation_splits(config, dataset)

@@ -40,7 +40,6 @@ st.dataframe(
     width="stretch",
     column_config={
         "live": st.column_config.CheckboxColumn("live"),
-        "latency_ms": st.column_config.NumberColumn("latency", format="%.0f ms"),
         **{
             c: st.column_config.NumberColumn(c, format="%.3f")
             for c in table.columns
@@ -53,7 +52,6 @@ st.dataframe(
                 "model",
                 "created",
                 "problem",
-                "latency_ms",
             )
         },
     },

@@ -35,14 +35,19 @@ with left:
 with right:
     st.markdown("Polygons in reference-image pixels: `[[x, y], ...]`.")
     text = st.text_area("ROI (JSON)", roi.roi_json(config.roi, image), height=320, key="roi_text")
-    actor = st.text_input("Your name", app_state.user_name(), key="roi_actor")
     reason = st.text_input("Why", key="roi_reason")
-    if st.button("Save ROI", type="primary", key="roi_save"):
+    admin = app_state.may(app_state.ADMINS)
+    if not admin:
+        st.caption("Saving an ROI is for admin users.")
+    if st.button("Save ROI", type="primary", key="roi_save", disabled=not admin):
+        actor = app_state.acting_as(app_state.ADMINS)  # the signed-in name goes to the audit
         try:
-            edited = roi.parse_roi(text)
-            path = roi.save_roi(product, edited, board.registry, actor=actor, reason=reason)
+            if actor is not None:
+                edited = roi.parse_roi(text)
+                path = roi.save_roi(product, edited, board.registry, actor=actor, reason=reason)
         except InspectionError as exc:
             st.error(str(exc), icon=":material/error:")
         else:
-            app_state.invalidate()
-            st.success(f"Saved to {path}; new bundles of {product} carry it after export.")
+            if actor is not None:
+                app_state.invalidate()
+                st.success(f"Saved to {path}; new bundles of {product} carry it after export.")
