@@ -188,6 +188,11 @@ class ModelRecord:
             return None
         return self._typed_extra("tiling", TilingSpec)
 
+    def train_image_count(self) -> int | None:
+        """How many images the version was trained on; ``None`` when it recorded no count."""
+        count = self.extra.get("train_images")
+        return None if count is None else int(count)
+
     def splits(self) -> DataSplits:
         """The recorded validation/test split; empty for versions that recorded none."""
         if "splits" not in self.extra:

@@ -221,9 +221,11 @@ def _new_good_images(
         return []
     known = set(_champion_reviewed_good(ctx.registry, run.product, run.champion))
     new = [i for i in data.reviewed_good if i not in known]
-    expected = int(champion.extra.get("train_images", -1)) + len(new)
-    if not new or data.original_train + len(data.reviewed_good) != expected:
-        return []  # nothing new, or the original training images changed: full refit
+    trained_on = champion.train_image_count()
+    if not new or trained_on is None:
+        return []  # nothing new, or the champion recorded no image count: full refit
+    if data.original_train + len(data.reviewed_good) != trained_on + len(new):
+        return []  # the original training images changed: full refit
     good_dir = data.train_root / "train" / "good"
     return [path for i in new for path in sorted(good_dir.glob(f"review-{i}.*"))]
 

@@ -270,7 +270,7 @@ def _register(
         **parent.extra,
         "normalization": to_mapping(calibration.normalization),
         "segmentation": to_mapping(calibration.segmentation),
-        "train_images": int(parent.extra.get("train_images", 0)) + lineage.added_images,
+        "train_images": (parent.train_image_count() or 0) + lineage.added_images,
         "lineage": to_mapping(lineage),
     }
     return registry.create_version(
