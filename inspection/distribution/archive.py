@@ -123,6 +123,22 @@ def check_archive(archive_path: str | Path, manifest: ArchiveManifest) -> None:
         )
 
 
+# tarfile's "data" filter exists from Python 3.11.4 (Debian 12 ships 3.11.2); where it is
+# missing, _safe_members alone keeps extraction inside the target.
+_DATA_FILTER: dict[str, str] = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+
+
+def _safe_members(tar: tarfile.TarFile, target_dir: Path) -> list[tarfile.TarInfo]:
+    """Every entry, if all are regular files or folders that land inside ``target_dir``."""
+    root = target_dir.resolve()
+    members = tar.getmembers()
+    for member in members:
+        inside = (root / member.name).resolve().is_relative_to(root)
+        if not (member.isfile() or member.isdir()) or not inside:
+            raise tarfile.TarError(f"unsafe entry {member.name!r} (link, device or outside path)")
+    return members
+
+
 def unpack_bundle(
     archive_path: str | Path, manifest: ArchiveManifest, target_dir: str | Path
 ) -> Path:
@@ -141,7 +157,7 @@ def unpack_bundle(
         if strays:
             raise BundleError(f"archive of {manifest.bundle_id} holds stray entries: {strays[:3]}")
         try:
-            tar.extractall(target_dir, filter="data")
+            tar.extractall(target_dir, members=_safe_members(tar, target_dir), **_DATA_FILTER)
         except tarfile.TarError as exc:
             raise BundleError(f"archive of {manifest.bundle_id} cannot be unpacked: {exc}") from exc
     bundle_dir = target_dir / manifest.bundle_id
