@@ -37,11 +37,11 @@ from inspection.core.bundle import (
     write_bundle_metadata,
 )
 from inspection.core.calibration import Calibration, calibrate
-from inspection.core.config import to_mapping
 from inspection.core.errors import BundleError
 from inspection.core.export_gate import (
     BundleFigures,
-    GateDecision,
+    ExportRecord,
+    GateRecord,
     GateRefusal,
     GateTolerances,
     check_gate,
@@ -80,12 +80,18 @@ class ExportResult:
     bundle_id: str
     bundle_dir: Path
     metadata: BundleMetadata
-    reference_metrics: EvaluationMetrics | None = None
-    """The FP32 bundle's metrics, calibrated the same way (None for an FP32 export)."""
 
     @property
     def metrics(self) -> dict[str, Any]:
         return self.metadata.metrics
+
+    @property
+    def gate(self) -> GateRecord:
+        """The export gate's record (every bundle exported by this module has one)."""
+        gate = self.metadata.export_record().gate
+        if gate is None:  # pragma: no cover - export_model always records it
+            raise BundleError(f"{self.bundle_id} records no export gate")
+        return gate
 
 
 # ----------------------------------------------------------------- conversion
@@ -478,14 +484,17 @@ def export_model(
                 "calibration images (--calibration-size), FP16, or --force."
             )
         log.warning("%s (registering: forced)", decision.message(what))
-    recorded = {
-        **metrics.to_mapping(),
-        "gate": _gate_record(figures, ref_figures, decision, options),
-    }
+    gate = GateRecord.decided(
+        decision, figures, ref_figures, options.tolerances, force=options.force
+    )
+    record = ExportRecord(gate=gate)
     if reference is not None:
-        recorded["reference_fp32"] = reference[0].to_mapping()
-        recorded["image_auroc_drop"] = _image_auroc_drop(reference[0], metrics)
-    return _finalise(out_dir, replace(meta, metrics=recorded), reference and reference[0])
+        drop = _image_auroc_drop(reference[0], metrics)
+        record = ExportRecord(gate=gate, reference_fp32=reference[0], image_auroc_drop=drop)
+    recorded = {**metrics.to_mapping(), **record.to_mapping()}
+    meta = replace(meta, metrics=recorded)
+    write_bundle_metadata(out_dir, meta)
+    return ExportResult(meta.bundle_id, out_dir, meta)
 
 
 def _image_auroc_drop(reference: EvaluationMetrics, metrics: EvaluationMetrics) -> float:
@@ -539,29 +548,6 @@ def _quantised(
             "head_fp32": options.keep_head_fp32,
         },
     )
-
-
-def _gate_record(
-    figures: BundleFigures,
-    reference: BundleFigures,
-    decision: GateDecision,
-    options: ExportOptions,
-) -> dict[str, Any]:
-    return {
-        "passed": decision.passed,
-        "forced": options.force and not decision.passed,
-        "failures": list(decision.failures),
-        "figures": to_mapping(figures),
-        "reference_fp32": to_mapping(reference),
-        "tolerances": to_mapping(options.tolerances),
-    }
-
-
-def _finalise(
-    out_dir: Path, meta: BundleMetadata, reference: EvaluationMetrics | None
-) -> ExportResult:
-    write_bundle_metadata(out_dir, meta)
-    return ExportResult(meta.bundle_id, out_dir, meta, reference)
 
 
 # ----------------------------------------------------------- registry versions
