@@ -40,14 +40,12 @@ from inspection.core.bundle import verify_bundle
 from inspection.core.config import to_mapping
 from inspection.core.export_gate import measure
 from inspection.core.images import read_image, read_mask
-from inspection.core.refinement import RefinementChoice
 from inspection.core.registry import Registry
 from inspection.core.tiling import TilingSpec
 from inspection.data.dataset import load_dataset
 from inspection.runtime.inspector import Inspector
 from inspection.runtime.preprocess import preprocess
 from inspection.runtime.tiled import TiledInspector, evaluation_size, tiled_outputs
-from inspection.training import export as export_module
 from inspection.training.config import load_model_config
 from inspection.training.export import (
     ExportOptions,
@@ -254,10 +252,6 @@ def main() -> None:
     parser.add_argument("--latency-images", type=int, default=12)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    # The export's mask-refiner choice runs GrabCut / random walker on every 2048 px validation
-    # image, which took over 10 minutes (a known cost at this size). Refinement reshapes the
-    # mask of an NG result, never the verdict or the map, so this bench records "none".
-    export_module._refinement = lambda *_: RefinementChoice(method="none")
     load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
     started = time.perf_counter()
     report = run(args)
