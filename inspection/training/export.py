@@ -36,7 +36,7 @@ from inspection.core.bundle import (
     Precision,
     write_bundle_metadata,
 )
-from inspection.core.calibration import Calibration, calibrate
+from inspection.core.calibration import Calibration
 from inspection.core.errors import BundleError
 from inspection.core.export_gate import (
     BundleFigures,
@@ -46,10 +46,10 @@ from inspection.core.export_gate import (
     GateTolerances,
     check_gate,
 )
-from inspection.core.export_gate import measure as measure_outputs
 from inspection.core.fingerprint import fingerprint_files
 from inspection.core.images import read_image, read_mask
 from inspection.core.metrics import EvaluationMetrics
+from inspection.core.outputs import RawOutputs
 from inspection.core.refinement import RefinementChoice
 from inspection.core.registry import ModelRecord, Registry, utc_now
 from inspection.runtime.inspector import Inspector
@@ -191,23 +191,6 @@ def convert_torch_model(
 
 
 # ----------------------------------------------------------------- evaluation
-@dataclass(frozen=True)
-class RawOutputs:
-    """A bundle's raw outputs on labelled samples (model resolution, not normalised).
-
-    scores (N,) float64; maps (N, h, w) float32; labels (N,) int64; masks (N, h, w) bool
-    ground truth resized (nearest) to the map; mask_known (N,) False for a defective image
-    without a mask file.
-    """
-
-    scores: np.ndarray
-    maps: np.ndarray
-    labels: np.ndarray
-    masks: np.ndarray
-    mask_known: np.ndarray
-    defect_types: tuple[str, ...]
-
-
 def run_bundle(
     bundle_dir: str | Path, samples: Sequence[LabelledSample], *, batch_size: int = 8
 ) -> RawOutputs:
@@ -246,34 +229,6 @@ def _run_tiled(tiled: TiledInspector, samples: Sequence[LabelledSample]) -> RawO
         mask_known=np.asarray([s.label == 0 or s.mask_path is not None for s in samples]),
         defect_types=tuple(s.defect_type for s in samples),
     )
-
-
-def calibrate_outputs(outputs: RawOutputs) -> Calibration:
-    """The bundle's own calibration from its raw outputs on the validation split."""
-    return calibrate(
-        outputs.scores,
-        outputs.maps,
-        outputs.labels,
-        outputs.masks,
-        outputs.defect_types,
-        mask_known=outputs.mask_known,
-    )
-
-
-def measure(
-    outputs: RawOutputs, calibration: Calibration
-) -> tuple[EvaluationMetrics, BundleFigures]:
-    """Metrics (``inspection.core.metrics``) and gate figures at ``calibration``."""
-    metrics, figures = measure_outputs(
-        outputs.scores,
-        outputs.maps,
-        outputs.labels,
-        outputs.masks,
-        outputs.defect_types,
-        calibration,
-        mask_known=outputs.mask_known,
-    )
-    return metrics, figures
 
 
 def _write_validation_scores(
@@ -355,7 +310,7 @@ def _calibrated_bundle(
     say(
         f"calibrating the {meta.precision} bundle on its {len(splits.validation)} validation images"
     )
-    calibration = calibrate_outputs(run_bundle(target, splits.validation))
+    calibration = run_bundle(target, splits.validation).calibrate()
     meta = replace(
         meta,
         normalization=calibration.normalization,
@@ -461,7 +416,7 @@ def export_model(
                 extra_files,
                 choose_refiner=False,
             )
-            reference = measure(outputs, _own(cal_meta))
+            reference = outputs.measure(_own(cal_meta))
     model, meta = fp32_model, replace(base, precision=options.precision, created_at=utc_now())
     if options.precision == "int8":
         if base.tiling is not None:
@@ -472,7 +427,7 @@ def export_model(
         model, meta = _quantised(fp32_model, meta, splits, options, say)
     meta, outputs = _calibrated_bundle(model, out_dir, meta, splits, say, extra_files)
     _write_validation_scores(out_dir, outputs.scores, splits.test, meta)
-    metrics, figures = measure(outputs, _own(meta))
+    metrics, figures = outputs.measure(_own(meta))
     ref_figures = reference[1] if reference else figures
     decision = check_gate(figures, ref_figures, options.tolerances)
     what = f"{meta.product}/{meta.bundle_id}"
