@@ -6,7 +6,8 @@
   other commands in the same process are unaffected. ``--verbose`` skips it.
 - ``StepProgress``: one rich progress display per step (a bar over its tasks, the current
   task's message, elapsed time).
-- ``summary_table``: the closing table (what ran, where the reports are, what to open next).
+- ``summary_table``: the closing table (what ran, where the reports are, what to open next);
+  ``print_table`` prints tables uncut where stdout is not a terminal (CI logs, pipes).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from rich.table import Table
 # Libraries that install their own console handlers (Lightning prints banners and tips).
 THIRD_PARTY_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "py.warnings")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+TABLE_WIDTH = 120  # columns a table gets where the output has no terminal width (logs, CI)
 
 
 @contextmanager
@@ -138,11 +140,20 @@ class StepProgress:
         self._progress.advance(self._task)
 
 
-def summary_table(title: str, rows: Sequence[tuple[str, str]], *, width: int = 120) -> Table:
-    """A two-column closing table (what, where) for the end of a command."""
-    table = Table(title=title, show_header=False, title_justify="left", width=width)
+def summary_table(title: str, rows: Sequence[tuple[str, str]]) -> Table:
+    """A two-column closing table (what, where); long paths fold instead of being cut."""
+    table = Table(title=title, show_header=False, title_justify="left")
     table.add_column("what", style="bold", no_wrap=True)
-    table.add_column("where / next")
+    table.add_column("where / next", overflow="fold")
     for what, where in rows:
         table.add_row(what, where)
     return table
+
+
+def print_table(console: Console, table: Table, *, width: int = TABLE_WIDTH) -> None:
+    """Print ``table`` uncut: off a terminal (CI log, pipe) rich assumes 80 columns and would
+    crop it, so there it gets at least ``width`` columns; a terminal keeps its own width."""
+    if console.is_terminal or console.width >= width:
+        console.print(table)
+        return
+    Console(file=console.file, width=width, color_system=None, force_terminal=False).print(table)

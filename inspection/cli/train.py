@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from inspection.cli.console import StepProgress, quiet_logs, summary_table
+from inspection.cli.console import StepProgress, print_table, quiet_logs, summary_table
 from inspection.core.config import SiteConfig, load_site_config
 from inspection.core.errors import BundleError, RegistryError
 
@@ -51,7 +51,6 @@ VERBOSE_OPTION = typer.Option(
 PARENT_OPTION = typer.Option(None, "--parent", help="With --update: version (default: latest).")
 DEMO_PRODUCTS = ("brick", "grass", "gravel")
 DEMO_MODELS = ("patchcore", "stfpm")
-TABLE_WIDTH = 120
 
 
 def _offline() -> None:
@@ -149,7 +148,9 @@ def train_command(
         progress.done()
     _print_metrics([(outcome.record, outcome.metrics)])
     console.print(f"registered {outcome.record.model_version}")
-    console.print(summary_table("next", _closing_rows(site_config, log_file, [outcome.record])))
+    print_table(
+        console, summary_table("next", _closing_rows(site_config, log_file, [outcome.record]))
+    )
     _print_log_file(log_file)
 
 
@@ -445,12 +446,8 @@ def _run_demo(ctx: DemoContext, skip: str, log_file: Path | None) -> None:
         _print_metrics([(r, r.evaluation()) for r in ctx.results])
     for note in ctx.notes:
         console.print(f"- {note}")
-    console.print(
-        summary_table(
-            f"demo finished in {time.perf_counter() - started:.0f} s",
-            _closing_rows(ctx.site, log_file, ctx.results),
-        )
-    )
+    title = f"demo finished in {time.perf_counter() - started:.0f} s"
+    print_table(console, summary_table(title, _closing_rows(ctx.site, log_file, ctx.results)))
     _print_log_file(log_file)
     for warning in ctx.warnings:
         console.print(f"[bold yellow]NOT LINE-READY[/] {warning}")
@@ -509,9 +506,7 @@ def _print_metrics(rows: list[tuple[ModelRecord, EvaluationMetrics]]) -> None:
             "-" if o.ng_without_region is None else str(o.ng_without_region),
             _fmt(record.metrics.get("fit_seconds"), 1),
         )
-    # Logs and CI have no terminal width: never let the figures collapse to '1.…'.
-    wide = console if console.width >= TABLE_WIDTH else Console(width=TABLE_WIDTH)
-    wide.print(table)
+    print_table(console, table)  # logs and CI: never let the figures collapse to '1.…'
 
 
 def _fmt(value: object, digits: int = 3) -> str:

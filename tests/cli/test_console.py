@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from inspection.cli.console import StepProgress, quiet_logs, summary_table
+from inspection.cli.console import StepProgress, print_table, quiet_logs, summary_table
 
 
 def test_quiet_logs_sends_info_and_warnings_to_the_file_and_restores(tmp_path: Path) -> None:
@@ -59,3 +59,24 @@ def test_step_progress_and_summary_render() -> None:
     console.print(summary_table("demo finished", [("open next", "inspection dashboard")]))
     text = out.getvalue()
     assert "train" in text and "2/2" in text and "inspection dashboard" in text
+
+
+def test_closing_table_is_not_cut_off_a_terminal() -> None:
+    """A CI log has no terminal: rich assumes 80 columns; the table's long paths must survive."""
+    report = "var/reports/brick/patchcore-20261123T101010Z-abcdef0123/report.md"
+    rows = [("reports", report), ("open next", "inspection dashboard   (review results, models)")]
+    out = io.StringIO()
+    print_table(Console(file=out, width=80, force_terminal=False), summary_table("done", rows))
+    text = out.getvalue()
+    assert report in text and "(review results, models)" in text
+    assert max(len(line) for line in text.splitlines()) <= 120
+
+
+def test_closing_table_folds_in_a_narrow_terminal() -> None:
+    report = "var/reports/brick/patchcore-20261123T101010Z-abcdef0123/report.md"
+    out = io.StringIO()
+    terminal = Console(file=out, width=60, force_terminal=True, color_system=None)
+    print_table(terminal, summary_table("done", [("reports", report)]))
+    lines = out.getvalue().splitlines()
+    assert max(len(line) for line in lines) <= 60
+    assert "".join(line.strip("│ ") for line in lines).count("report.md") == 1
