@@ -29,17 +29,14 @@ import numpy as np
 
 from inspection.core.bundle import read_bundle_metadata, write_bundle_metadata
 from inspection.core.images import read_image
-from inspection.core.refinement import RefinementChoice
 from inspection.core.registry import Registry
 from inspection.data.dataset import load_dataset
 from inspection.data.hires import render_plate
 from inspection.runtime.inspector import Inspector
-from inspection.training import export as export_module
 from inspection.training.config import load_model_config, load_product_config
 from inspection.training.export import (
     ExportOptions,
     RegistryExport,
-    calibrate_outputs,
     export_bundle,
     export_splits,
     run_bundle,
@@ -58,7 +55,7 @@ def _without_part_setup(bundle: Path, target: Path, splits) -> Path:
         read_bundle_metadata(target), roi=None, alignment=None, units=None, output_calibration=None
     )
     write_bundle_metadata(target, meta)
-    calibration = calibrate_outputs(run_bundle(target, splits.validation))
+    calibration = run_bundle(target, splits.validation).calibrate()
     meta = dataclasses.replace(
         meta,
         normalization=calibration.normalization,
@@ -109,10 +106,6 @@ def main() -> None:
     for name in ("lightning", "lightning_fabric", "nncf", "anomalib"):
         logging.getLogger(name).setLevel(logging.WARNING)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    # The export's mask-refiner choice runs GrabCut / random walker on every 2048 px validation
-    # image, which took over 10 minutes here (a known cost at this size). Refinement reshapes
-    # the mask of an NG result, never the verdict, so this bench records "none" instead.
-    export_module._refinement = lambda *_: RefinementChoice(method="none")
     dataset = load_dataset(args.data / PRODUCT)
     product = load_product_config(PRODUCT)
     roi = product.roi

@@ -43,10 +43,16 @@ def demo(
     ),
     n_train: int = typer.Option(60, "--train", min=1, help="Training (good) images per product."),
     n_test_good: int | None = typer.Option(
-        None, "--test-good", min=0, help="Good test images per product (default 10; weave 60)."
+        None,
+        "--test-good",
+        min=0,
+        help="Good test images per product (default 10; weave, grass, gravel 60).",
     ),
     n_per_defect: int | None = typer.Option(
-        None, "--per-defect", min=0, help="Test images per defect type (default 6; weave 30)."
+        None,
+        "--per-defect",
+        min=0,
+        help="Test images per defect type (default 6; weave, grass, gravel 30).",
     ),
 ) -> None:
     """Write the deterministic demo products (MVTec AD layout) from scikit-image textures."""

@@ -22,6 +22,8 @@ class RefinementChoice:
 
     ``pixel_f1``: pooled pixel F1 on the split's defective images, per candidate and for
     ``"raw"`` (the judged mask); ``images``: how many defective images that pooled.
+    ``max_side``: images with a longer side above it were measured resized to it
+    (``refine.budget``); None: all at full resolution (also every choice made before it).
     """
 
     method: RefinerMethod
@@ -29,12 +31,15 @@ class RefinementChoice:
     images: int = 0
     pixel_f1: dict[str, float] = field(default_factory=dict)
     min_gain: float = DEFAULT_MIN_GAIN
+    max_side: int | None = None
 
     def __post_init__(self) -> None:
         if self.method not in REFINER_METHODS:
             raise ValueError(
                 f"refiner method must be one of {REFINER_METHODS}, got {self.method!r}"
             )
+        if self.max_side is not None and self.max_side < 1:
+            raise ValueError(f"max_side must be >= 1 (or None), got {self.max_side}")
         if self.images < 0 or self.min_gain < 0:
             raise ValueError(
                 f"images and min_gain must be >= 0, got {self.images} and {self.min_gain}"
@@ -61,7 +66,11 @@ class RefinementChoice:
             why = f"no refiner beat the raw mask by >= {self.min_gain:.3f}"
         else:
             why = f"+{self.gain:.3f} over raw (needs >= {self.min_gain:.3f})"
-        return f"{self.method}: {why}; {self.split} pixel F1 on {self.images} defective images: {figures}"
+        where = f" (longer side <= {self.max_side} px)" if self.max_side else ""
+        return (
+            f"{self.method}: {why}; {self.split} pixel F1 on {self.images} defective "
+            f"images{where}: {figures}"
+        )
 
 
 def choose_method(

@@ -23,6 +23,7 @@ import numpy as np
 from inspection.core.images import read_image, read_mask
 from inspection.core.types import InspectionResult
 from inspection.refine.base import MaskRefiner
+from inspection.refine.budget import budget_size, shrink_mask, shrink_result
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +66,15 @@ def evaluate_refiners(
     latency_only: Iterable[str] = (),
     on_image: Callable[[], None] | None = None,
     with_aupro: bool = True,
+    max_side: int | None = None,
 ) -> dict[str, Any]:
     """Compare the raw mask with each refiner on labelled samples.
 
     ``latency_only`` names refiners whose masks mean nothing (random SAM weights): only their
-    latency is reported. ``with_aupro=False`` skips AUPRO (None), the slowest figure. Returns a JSON-ready dict (see ``reports/refine/results.json``).
+    latency is reported. ``with_aupro=False`` skips AUPRO (None), the slowest figure. With
+    ``max_side``, larger images are judged at full size, then the image, the result and the
+    ground truth are resized to that longer side for refining and scoring
+    (``refine.budget``). Returns a JSON-ready dict (see ``reports/refine/results.json``).
     """
     latency_only = set(latency_only)
     runs = {name: _MethodRun([], [], [], [], {}) for name in ("raw", *refiners)}
@@ -77,7 +82,10 @@ def evaluate_refiners(
     for sample in samples:
         image = read_image(sample.path)
         raw = inspector.inspect(image)
-        gts.append(read_gt(sample, image.shape[:2]))
+        gt = read_gt(sample, image.shape[:2])
+        size = budget_size(image.shape, max_side)
+        image, raw = shrink_result(image, raw, size)
+        gts.append(shrink_mask(gt, size))
         labels.append(int(sample.label))
         types.append(sample.defect_type)
         ng.append(raw.is_defective)
@@ -107,6 +115,7 @@ def evaluate_refiners(
         "good_images_judged_ng": int((ng_arr & (labels_arr == 0)).sum()),
         "methods": methods,
         "score_map_for_aupro": "0.5 * anomaly_map + 0.5 * mask",
+        "max_side": max_side,
     }
 
 

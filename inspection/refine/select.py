@@ -3,7 +3,8 @@
 Used by the export (each bundle's ``metadata.refinement``) and by ``bench/refine.py``: the raw
 judged mask and each candidate refiner are scored on the split's defective images (pooled
 pixel F1, refining NG results only, as on the line); the best candidate wins only if it beats
-the raw mask by ``min_gain``.
+the raw mask by ``min_gain``. Images whose longer side exceeds ``max_side`` are measured
+resized to it (``refine.budget``); the station still refines at full resolution.
 """
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ from inspection.refine.evaluate import LabelledImage, MapSource, evaluate_refine
 from inspection.refine.factory import build_refiner
 
 CANDIDATES: tuple[str, ...] = ("grabcut", "random_walker")
+CHOICE_MAX_SIDE = 512
+"""Pixel budget of the choice. On the 2048 px plate's 6 defective validation images the choice
+took 10 s at 512 px, 75 s at 1024 px and over 10 min at full size (``reports/hires``); 256 px
+products are under it and measured as they are."""
 
 
 def choose_refiner(
@@ -27,6 +32,7 @@ def choose_refiner(
     candidates: Sequence[str] = CANDIDATES,
     min_gain: float = DEFAULT_MIN_GAIN,
     split: str = "validation",
+    max_side: int | None = CHOICE_MAX_SIDE,
 ) -> tuple[RefinementChoice, dict[str, Any]]:
     """(the choice, the full ``evaluate_refiners`` result it was made from).
 
@@ -36,9 +42,9 @@ def choose_refiner(
     defective = [s for s in samples if s.label == 1 and s.mask_path is not None]
     config = config or RefineConfig()
     if not defective:
-        return RefinementChoice("none", split=split, min_gain=min_gain), {}
+        return RefinementChoice("none", split=split, min_gain=min_gain, max_side=max_side), {}
     refiners = {name: build_refiner(config, name) for name in candidates}
-    results = evaluate_refiners(inspector, defective, refiners, with_aupro=False)
+    results = evaluate_refiners(inspector, defective, refiners, with_aupro=False, max_side=max_side)
     pixel_f1 = {
         name: entry["quality"]["defective_images"]["f1"]
         for name, entry in results["methods"].items()
@@ -46,6 +52,11 @@ def choose_refiner(
     measured = {name: round(float(f1), 4) for name, f1 in pixel_f1.items() if f1 is not None}
     method = choose_method(measured, min_gain=min_gain)
     choice = RefinementChoice(
-        method, split=split, images=len(defective), pixel_f1=measured, min_gain=min_gain
+        method,
+        split=split,
+        images=len(defective),
+        pixel_f1=measured,
+        min_gain=min_gain,
+        max_side=max_side,
     )
     return choice, results

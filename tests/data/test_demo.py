@@ -198,5 +198,6 @@ def test_weave_has_a_larger_test_split_than_the_texture_products() -> None:
     from inspection.data.demo import demo_image_count, demo_test_counts
 
     assert demo_test_counts("brick") == (10, 6) and demo_test_counts("weave") == (60, 30)
+    assert demo_test_counts("grass") == demo_test_counts("gravel") == (60, 30)
     assert demo_test_counts("weave", 2, None) == (2, 30)
     assert demo_image_count(["brick", "weave"], n_train=1) == (1 + 10 + 6 * 4) + (1 + 60 + 30 * 4)

@@ -11,7 +11,7 @@ import pytest
 
 from inspection.core.types import InspectionResult
 from inspection.refine.config import ClassicalConfig, RefineConfig
-from inspection.refine.select import choose_refiner
+from inspection.refine.select import CHOICE_MAX_SIDE, choose_refiner
 from inspection.runtime.inspector import Inspector
 
 from .refine_cases import blurred_blob_case
@@ -81,3 +81,25 @@ def test_export_records_the_choice_and_the_station_applies_it(fp32_bundle: Path)
     else:
         assert inspector.refiner is not None and inspector.refiner.name == choice.method
     assert Inspector.from_bundle(fp32_bundle).refiner is None  # opt-in: tuning, gates
+
+
+def test_images_under_the_budget_are_measured_exactly_as_without_one(tmp_path: Path) -> None:
+    samples, maps = blob_samples(tmp_path, threshold=0.2)  # 96 px: under the 512 px budget
+    config = RefineConfig(classical=ClassicalConfig(sure_bg_fraction=0.9))
+    budgeted, results = choose_refiner(maps, samples, config=config)
+    native, native_results = choose_refiner(maps, samples, config=config, max_side=None)
+    assert budgeted.max_side == CHOICE_MAX_SIDE and native.max_side is None
+    assert budgeted.method == native.method and budgeted.pixel_f1 == native.pixel_f1
+    for name, entry in results["methods"].items():
+        assert entry["quality"] == native_results["methods"][name]["quality"]
+
+
+def test_images_over_the_budget_are_measured_resized(tmp_path: Path) -> None:
+    samples, maps = blob_samples(tmp_path, threshold=0.2)
+    config = RefineConfig(classical=ClassicalConfig(sure_bg_fraction=0.9))
+    native, _ = choose_refiner(maps, samples, config=config, max_side=None)
+    small, results = choose_refiner(maps, samples, config=config, max_side=48)
+    assert small.max_side == 48 and results["max_side"] == 48 and "<= 48 px" in small.describe()
+    assert small.pixel_f1 != native.pixel_f1  # measured on other pixels
+    assert small.pixel_f1["raw"] == pytest.approx(native.pixel_f1["raw"], abs=0.1)
+    assert native.method != "none" and small.method != "none"  # refining still helps at 48 px
