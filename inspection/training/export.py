@@ -572,7 +572,7 @@ def export_bundle(
         raise BundleError(
             f"bundle {product}/{base.bundle_id} already exists; bundles are immutable"
         )
-    dataset = load_dataset(source.dataset_path or _dataset_path(record))
+    dataset = load_dataset(source.dataset_path or record.dataset_root())
     model = load_trained_model(record)
     with tempfile.TemporaryDirectory(prefix=f"export-{product}-") as scratch:
         result = export_model(
@@ -656,12 +656,3 @@ def split_samples(
             f"none of the {split} images recorded for {record.model_version} are in {dataset.root}"
         )
     return samples
-
-
-def _dataset_path(record: ModelRecord) -> Path:
-    for key in ("root", "path"):
-        if record.dataset.get(key):
-            return Path(record.dataset[key])
-    raise BundleError(
-        f"{record.model_version} does not record its dataset folder; pass --dataset PATH"
-    )
