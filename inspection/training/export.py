@@ -17,7 +17,6 @@ calibrated the same way, and no NG verdict lacks a region.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import shutil
 import tempfile
@@ -31,7 +30,6 @@ import openvino as ov
 
 from inspection.core.bundle import (
     BUNDLE_SCHEMA_VERSION,
-    VALIDATION_SCORES_FILE,
     BundleMetadata,
     Precision,
     write_bundle_metadata,
@@ -52,6 +50,7 @@ from inspection.core.metrics import EvaluationMetrics
 from inspection.core.outputs import RawOutputs
 from inspection.core.refinement import RefinementChoice
 from inspection.core.registry import ModelRecord, Registry, utc_now
+from inspection.core.validation_scores import ValidationScores, write_validation_scores
 from inspection.runtime.inspector import Inspector
 from inspection.runtime.preprocess import normalize_score, preprocess
 from inspection.runtime.tiled import TiledInspector, tiled_outputs
@@ -235,14 +234,14 @@ def _write_validation_scores(
     bundle_dir: Path, raw_scores: np.ndarray, samples: Sequence[LabelledSample], meta: Any
 ) -> None:
     scores = [normalize_score(float(raw), meta.normalization) for raw in raw_scores]
-    data = {
-        "split": "test",
-        "scores": [round(score, 6) for score in scores],
-        "labels": [int(s.label) for s in samples],
-        "defect_types": [s.defect_type for s in samples],
-        "names": [Path(s.path).name for s in samples],
-    }
-    (bundle_dir / VALIDATION_SCORES_FILE).write_text(json.dumps(data), encoding="utf-8")
+    labelled = ValidationScores(
+        scores=tuple(round(score, 6) for score in scores),
+        labels=tuple(int(s.label) for s in samples),
+        split="test",
+        defect_types=tuple(s.defect_type for s in samples),
+        names=tuple(Path(s.path).name for s in samples),
+    )
+    write_validation_scores(bundle_dir, labelled)
 
 
 # --------------------------------------------------------------------- bundles

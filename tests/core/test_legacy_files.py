@@ -17,6 +17,7 @@ import pytest
 from inspection.core.bundle import read_bundle_metadata, verify_bundle
 from inspection.core.errors import RegistryError
 from inspection.core.registry import DatasetRef, FitFigures, Registry
+from inspection.core.validation_scores import read_validation_scores
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "registry_v1"
 FIXTURE_V2 = Path(__file__).parents[1] / "fixtures" / "registry_v2"
@@ -94,3 +95,6 @@ def test_bundles_with_export_gate_records_read(tmp_path: Path) -> None:
     assert record.image_auroc_drop == pytest.approx(
         record.reference_fp32.image_auroc - int8.evaluation().image_auroc
     )
+    scores = read_validation_scores(bundles / "v0001-int8")
+    assert scores is not None and scores.split == "test"
+    assert len(scores.scores) == len(scores.names) == len(scores.defect_types) == 12
