@@ -31,6 +31,7 @@ import openvino as ov
 from inspection.core.bundle import (
     BUNDLE_SCHEMA_VERSION,
     BundleMetadata,
+    OutputNames,
     Precision,
     write_bundle_metadata,
 )
@@ -510,9 +511,8 @@ def base_metadata(record: ModelRecord, precision: Precision) -> BundleMetadata:
     preprocessing = record.preprocessing()
     normalization = record.normalization()
     context = record.global_context()
-    outputs = {"score": SCORE_OUTPUT, "map": MAP_OUTPUT}
-    if context and context.layers:
-        outputs["pooled"] = POOLED_OUTPUT
+    pooled = POOLED_OUTPUT if context and context.layers else None
+    outputs = OutputNames(score=SCORE_OUTPUT, map=MAP_OUTPUT, pooled=pooled)
     return BundleMetadata(
         schema_version=BUNDLE_SCHEMA_VERSION,
         output_names=outputs,
