@@ -62,7 +62,7 @@ def main() -> None:
                     "product": product,
                     "run": name,
                     "model": kind,
-                    "weights": outcome.record.weights["source"],
+                    "weights": outcome.record.backbone_weights().source,
                     **{key: getattr(metrics.overall, key) for key in METRICS},
                     "fit_seconds": fit.fit_seconds,
                     "total_seconds": round(total, 1),

@@ -134,6 +134,20 @@ class FitFigures:
 
 
 @dataclass(frozen=True)
+class BackboneWeights:
+    """Where a version's pretrained backbone weights came from (``training.backbones``):
+    ``source`` (``bundled``, ``file``, ``hub`` or ``random``) with a ``detail`` and the sha256,
+    and the ImageNet mean/std its input is normalised with. None: not recorded."""
+
+    backbone: str | None = None
+    source: str | None = None
+    detail: str | None = None
+    sha256: str | None = None
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+
+
+@dataclass(frozen=True)
 class DatasetRef:
     """The dataset folder a version was trained on and its content fingerprint
     (``data.Dataset.fingerprint``: name, sha256 over all files, file count). None: not
@@ -181,6 +195,13 @@ class ModelRecord:
         """Fit time, test-split size, tiles and update stages recorded with the metrics."""
         try:
             return FitFigures.from_metrics(self.metrics, f"{self.model_version} metrics")
+        except ConfigError as exc:
+            raise RegistryError(str(exc)) from exc
+
+    def backbone_weights(self) -> BackboneWeights:
+        """The pretrained weights the version started from (empty for the first release)."""
+        try:
+            return from_mapping(BackboneWeights, self.weights, f"{self.model_version} weights")
         except ConfigError as exc:
             raise RegistryError(str(exc)) from exc
 

@@ -16,7 +16,7 @@ import pytest
 
 from inspection.core.bundle import read_bundle_metadata, verify_bundle
 from inspection.core.errors import RegistryError
-from inspection.core.registry import DatasetRef, FitFigures, Registry
+from inspection.core.registry import BackboneWeights, DatasetRef, FitFigures, Registry
 from inspection.core.validation_scores import read_validation_scores
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "registry_v1"
@@ -40,6 +40,7 @@ def test_a_registry_written_by_the_first_release_reads(tmp_path: Path) -> None:
     assert record.splits().validation == ("test/good/000.png", "test/crack/000.png")
     assert record.fit_figures() == FitFigures()  # it recorded no fit time
     assert record.dataset_ref() == DatasetRef(sha256="abc", count=3)
+    assert record.backbone_weights() == BackboneWeights()
     with pytest.raises(RegistryError, match="does not record its dataset folder"):
         record.dataset_root()
 
@@ -75,6 +76,12 @@ def test_a_registry_version_with_schema_1_metrics_reads(tmp_path: Path) -> None:
     dataset = record.dataset_ref()
     assert (dataset.name, dataset.count, len(dataset.sha256 or "")) == ("brick", 54, 64)
     assert record.dataset_root() == Path("/tmp/pytest-of-root/pytest-218/datasets0/brick")
+    weights = record.backbone_weights()
+    assert (weights.backbone, weights.source, weights.mean) == (
+        "tf_efficientnet_lite0",
+        "bundled",
+        (0.5, 0.5, 0.5),
+    )
 
 
 def test_bundles_with_export_gate_records_read(tmp_path: Path) -> None:
