@@ -31,7 +31,8 @@ class ValidationScores:
     """Normalised image scores in [0, 1] with labels (0 good, 1 defective), one per image.
 
     ``defect_types`` and ``names``: one per image when recorded (export does), else empty;
-    ``split``: which labelled split the scores are on; ``note``: free text of hand-made files.
+    ``split``: which labelled split the scores are on; ``note``: free text of hand-made files;
+    ``seeded``: demo data written by ``scripts/seed_dashboard.py``, not model output.
     """
 
     scores: tuple[float, ...]
@@ -40,6 +41,7 @@ class ValidationScores:
     defect_types: tuple[str, ...] = ()
     names: tuple[str, ...] = ()
     note: str | None = None
+    seeded: bool = False
 
     def __post_init__(self) -> None:
         n = len(self.scores)
@@ -54,7 +56,7 @@ class ValidationScores:
 
 def write_validation_scores(bundle_dir: str | Path, scores: ValidationScores) -> Path:
     """Write ``validation_scores.json`` into ``bundle_dir`` (before its metadata checksums it)."""
-    data = {k: v for k, v in to_mapping(scores).items() if v not in (None, [])}
+    data = {k: v for k, v in to_mapping(scores).items() if v not in (None, [], False)}
     target = Path(bundle_dir) / VALIDATION_SCORES_FILE
     target.write_text(json.dumps(data), encoding="utf-8")
     return target
