@@ -322,7 +322,7 @@ def bench_kind(
     limit = machine_limit(bundles["fp32"], gflops)
     return {
         "model_version": record.model_version,
-        "image_size": record.extra["preprocessing"]["input_size"],
+        "image_size": list(record.preprocessing().input_size),
         "test_images": len(samples),
         "engines": rows,
         "limit": limit,
