@@ -29,7 +29,7 @@ from inspection.core.errors import BundleError
 from inspection.core.images import read_image
 from inspection.core.tiling import TileGrid, TilingSpec, cut, stitch
 from inspection.core.types import InspectionResult
-from inspection.runtime.inspector import Inspector
+from inspection.runtime.inspector import Inspector, RawImageOutputs
 from inspection.runtime.preprocess import check_image, preprocess
 
 TileMode = Literal["batch", "async"]
@@ -39,12 +39,14 @@ TILE_MODES: tuple[str, ...] = ("batch", "async")
 @dataclass(frozen=True)
 class TiledOutputs:
     """Raw (not normalised) outputs of one image: the highest tile ``score`` and the stitched
-    ``anomaly_map`` ((h, w) float32 at the tiling's working size); ``timings_ms`` per stage."""
+    ``anomaly_map`` ((h, w) float32 at the tiling's working size); ``timings_ms`` per stage;
+    ``image``: the (H, W, 3) uint8 RGB image as inferred (aligned to the reference)."""
 
     score: float
     anomaly_map: np.ndarray
     tiles: int
     timings_ms: dict[str, float]
+    image: np.ndarray
 
 
 class TiledInspector:
@@ -112,8 +114,8 @@ class TiledInspector:
 
         def on_done(request: ov.InferRequest, index: int) -> None:
             outputs[index] = (
-                request.get_tensor(names["score"]).data.copy(),
-                request.get_tensor(names["map"]).data.copy(),
+                request.get_tensor(names.score).data.copy(),
+                request.get_tensor(names.map).data.copy(),
             )
 
         queue.set_callback(on_done)
@@ -130,7 +132,8 @@ class TiledInspector:
     def raw_outputs(self, image: np.ndarray) -> TiledOutputs:
         """Cut, infer and stitch one (H, W, 3) uint8 RGB image (raw, not normalised)."""
         start = time.perf_counter()
-        grid, tiles = self.tile_inputs(self.inspector.align(image))
+        image = self.inspector.align(image)
+        grid, tiles = self.tile_inputs(image)
         prepared = time.perf_counter()
         scores, maps = self.infer_tiles(tiles)
         inferred = time.perf_counter()
@@ -141,20 +144,14 @@ class TiledInspector:
             "stitch": (time.perf_counter() - inferred) * 1e3,
         }
         score, stitched = self.inspector.restrict(float(scores.max()), stitched)
-        return TiledOutputs(score, stitched, len(grid), timings)
+        return TiledOutputs(score, stitched, len(grid), timings, image)
 
     def inspect(self, image: np.ndarray, *, threshold: float | None = None) -> InspectionResult:
         """Judge one full-resolution image; map, mask and regions in its own pixels."""
         start = time.perf_counter()
         raw = self.raw_outputs(image)
-        return self.inspector.judge_raw(
-            image,
-            raw.score,
-            raw.anomaly_map,
-            start=start,
-            timings=dict(raw.timings_ms),
-            threshold=threshold,
-        )
+        outputs = RawImageOutputs(raw.image, raw.score, raw.anomaly_map, start, raw.timings_ms)
+        return self.inspector.judge_raw(outputs, threshold=threshold)
 
 
 def evaluation_size(size: tuple[int, int], max_side: int = 512) -> tuple[int, int]:

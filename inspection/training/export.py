@@ -17,7 +17,6 @@ calibrated the same way, and no NG verdict lacks a region.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import shutil
 import tempfile
@@ -31,12 +30,12 @@ import openvino as ov
 
 from inspection.core.bundle import (
     BUNDLE_SCHEMA_VERSION,
-    VALIDATION_SCORES_FILE,
     BundleMetadata,
+    OutputNames,
     Precision,
     write_bundle_metadata,
 )
-from inspection.core.calibration import Calibration, calibrate
+from inspection.core.calibration import Calibration
 from inspection.core.errors import BundleError
 from inspection.core.export_gate import (
     BundleFigures,
@@ -46,12 +45,13 @@ from inspection.core.export_gate import (
     GateTolerances,
     check_gate,
 )
-from inspection.core.export_gate import measure as measure_outputs
 from inspection.core.fingerprint import fingerprint_files
 from inspection.core.images import read_image, read_mask
 from inspection.core.metrics import EvaluationMetrics
+from inspection.core.outputs import RawOutputs
 from inspection.core.refinement import RefinementChoice
 from inspection.core.registry import ModelRecord, Registry, utc_now
+from inspection.core.validation_scores import ValidationScores, write_validation_scores
 from inspection.runtime.inspector import Inspector
 from inspection.runtime.preprocess import normalize_score, preprocess
 from inspection.runtime.tiled import TiledInspector, tiled_outputs
@@ -191,23 +191,6 @@ def convert_torch_model(
 
 
 # ----------------------------------------------------------------- evaluation
-@dataclass(frozen=True)
-class RawOutputs:
-    """A bundle's raw outputs on labelled samples (model resolution, not normalised).
-
-    scores (N,) float64; maps (N, h, w) float32; labels (N,) int64; masks (N, h, w) bool
-    ground truth resized (nearest) to the map; mask_known (N,) False for a defective image
-    without a mask file.
-    """
-
-    scores: np.ndarray
-    maps: np.ndarray
-    labels: np.ndarray
-    masks: np.ndarray
-    mask_known: np.ndarray
-    defect_types: tuple[str, ...]
-
-
 def run_bundle(
     bundle_dir: str | Path, samples: Sequence[LabelledSample], *, batch_size: int = 8
 ) -> RawOutputs:
@@ -248,46 +231,18 @@ def _run_tiled(tiled: TiledInspector, samples: Sequence[LabelledSample]) -> RawO
     )
 
 
-def calibrate_outputs(outputs: RawOutputs) -> Calibration:
-    """The bundle's own calibration from its raw outputs on the validation split."""
-    return calibrate(
-        outputs.scores,
-        outputs.maps,
-        outputs.labels,
-        outputs.masks,
-        outputs.defect_types,
-        mask_known=outputs.mask_known,
-    )
-
-
-def measure(
-    outputs: RawOutputs, calibration: Calibration
-) -> tuple[EvaluationMetrics, BundleFigures]:
-    """Metrics (``inspection.core.metrics``) and gate figures at ``calibration``."""
-    metrics, figures = measure_outputs(
-        outputs.scores,
-        outputs.maps,
-        outputs.labels,
-        outputs.masks,
-        outputs.defect_types,
-        calibration,
-        mask_known=outputs.mask_known,
-    )
-    return metrics, figures
-
-
 def _write_validation_scores(
     bundle_dir: Path, raw_scores: np.ndarray, samples: Sequence[LabelledSample], meta: Any
 ) -> None:
     scores = [normalize_score(float(raw), meta.normalization) for raw in raw_scores]
-    data = {
-        "split": "test",
-        "scores": [round(score, 6) for score in scores],
-        "labels": [int(s.label) for s in samples],
-        "defect_types": [s.defect_type for s in samples],
-        "names": [Path(s.path).name for s in samples],
-    }
-    (bundle_dir / VALIDATION_SCORES_FILE).write_text(json.dumps(data), encoding="utf-8")
+    labelled = ValidationScores(
+        scores=tuple(round(score, 6) for score in scores),
+        labels=tuple(int(s.label) for s in samples),
+        split="test",
+        defect_types=tuple(s.defect_type for s in samples),
+        names=tuple(Path(s.path).name for s in samples),
+    )
+    write_validation_scores(bundle_dir, labelled)
 
 
 # --------------------------------------------------------------------- bundles
@@ -355,7 +310,7 @@ def _calibrated_bundle(
     say(
         f"calibrating the {meta.precision} bundle on its {len(splits.validation)} validation images"
     )
-    calibration = calibrate_outputs(run_bundle(target, splits.validation))
+    calibration = run_bundle(target, splits.validation).calibrate()
     meta = replace(
         meta,
         normalization=calibration.normalization,
@@ -461,7 +416,7 @@ def export_model(
                 extra_files,
                 choose_refiner=False,
             )
-            reference = measure(outputs, _own(cal_meta))
+            reference = outputs.measure(_own(cal_meta))
     model, meta = fp32_model, replace(base, precision=options.precision, created_at=utc_now())
     if options.precision == "int8":
         if base.tiling is not None:
@@ -472,7 +427,7 @@ def export_model(
         model, meta = _quantised(fp32_model, meta, splits, options, say)
     meta, outputs = _calibrated_bundle(model, out_dir, meta, splits, say, extra_files)
     _write_validation_scores(out_dir, outputs.scores, splits.test, meta)
-    metrics, figures = measure(outputs, _own(meta))
+    metrics, figures = outputs.measure(_own(meta))
     ref_figures = reference[1] if reference else figures
     decision = check_gate(figures, ref_figures, options.tolerances)
     what = f"{meta.product}/{meta.bundle_id}"
@@ -556,9 +511,8 @@ def base_metadata(record: ModelRecord, precision: Precision) -> BundleMetadata:
     preprocessing = record.preprocessing()
     normalization = record.normalization()
     context = record.global_context()
-    outputs = {"score": SCORE_OUTPUT, "map": MAP_OUTPUT}
-    if context and context.layers:
-        outputs["pooled"] = POOLED_OUTPUT
+    pooled = POOLED_OUTPUT if context and context.layers else None
+    outputs = OutputNames(score=SCORE_OUTPUT, map=MAP_OUTPUT, pooled=pooled)
     return BundleMetadata(
         schema_version=BUNDLE_SCHEMA_VERSION,
         output_names=outputs,
@@ -617,7 +571,7 @@ def export_bundle(
         raise BundleError(
             f"bundle {product}/{base.bundle_id} already exists; bundles are immutable"
         )
-    dataset = load_dataset(source.dataset_path or _dataset_path(record))
+    dataset = load_dataset(source.dataset_path or record.dataset_root())
     model = load_trained_model(record)
     with tempfile.TemporaryDirectory(prefix=f"export-{product}-") as scratch:
         result = export_model(
@@ -701,12 +655,3 @@ def split_samples(
             f"none of the {split} images recorded for {record.model_version} are in {dataset.root}"
         )
     return samples
-
-
-def _dataset_path(record: ModelRecord) -> Path:
-    for key in ("root", "path"):
-        if record.dataset.get(key):
-            return Path(record.dataset[key])
-    raise BundleError(
-        f"{record.model_version} does not record its dataset folder; pass --dataset PATH"
-    )
