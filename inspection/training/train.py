@@ -41,6 +41,7 @@ from inspection.data.dataset import Dataset, Sample
 from inspection.training.backbones import (
     ResolvedWeights,
     apply_weights,
+    channels_last,
     feature_layers,
     no_pretrained_download,
     resolve_weights,
@@ -425,7 +426,7 @@ def fit_loaders(
             deterministic="warn",
         )
         started = time.perf_counter()
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), channels_last(model.model):
             for message in _EXPECTED_WARNINGS:
                 warnings.filterwarnings("ignore", message=message)
             engine.fit(model, train_dataloaders=train_loader, val_dataloaders=validation_loader)
