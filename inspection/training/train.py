@@ -421,6 +421,9 @@ def fit_loaders(
             accelerator="cpu",
             devices=1,
             max_epochs=config.max_epochs,
+            # thresholds and min-max come from the last validation (anomalib's post-processor
+            # resets them every validation epoch): earlier epochs' validation is wasted work
+            check_val_every_n_epoch=model.trainer_arguments.get("max_epochs", config.max_epochs),
             enable_progress_bar=progress,
             enable_model_summary=False,
             deterministic="warn",
