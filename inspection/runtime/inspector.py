@@ -97,14 +97,14 @@ class Inspector:
         self._compiled = compiled
         names = metadata.output_names
         try:
-            self._score_port = compiled.output(names["score"])
-            self._map_port = compiled.output(names["map"])
+            self._score_port = compiled.output(names.score)
+            self._map_port = compiled.output(names.map)
         except (KeyError, RuntimeError) as exc:
             raise BundleError(
                 f"{bundle_dir}: model has no outputs named {names}; the bundle is inconsistent"
             ) from exc
-        self._score_index = _output_index(compiled, names["score"])
-        self._map_index = _output_index(compiled, names["map"])
+        self._score_index = _output_index(compiled, names.score)
+        self._map_index = _output_index(compiled, names.map)
         self._context, self._pooled_index = _global_context(compiled, metadata, bundle_dir)
         self._aligner = _aligner(metadata, bundle_dir)
         self._request = compiled.create_infer_request()
@@ -475,7 +475,7 @@ def _global_context(
     spec = metadata.global_context
     if spec is None:
         return None, None
-    pooled = metadata.output_names.get("pooled")
+    pooled = metadata.output_names.pooled
     if not spec.file or (spec.layers and pooled is None):
         raise BundleError(
             f"{bundle_dir}: global_context needs a file (and a pooled output for its layers)"
