@@ -25,6 +25,10 @@ rewrites ``<out>/fit.md``; the load average before and after each part is record
 
 from __future__ import annotations
 
+# isort: off
+import inspection  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch loads OpenMP)
+
+# isort: on
 import argparse
 import json
 import os
