@@ -11,7 +11,7 @@
 - ``scaling``: ``train.fit`` (patch extraction + coreset, as ``inspection train`` times it) on
   the first N of max(sizes) freshly generated brick training images (demo generator, seed 1000,
   cached under ``var/bench-data``); a size whose fit would overrun ``--budget`` seconds
-  (extrapolated ~n^2 from the previous size) is recorded as not run; with
+  (extrapolated from the growth of the previous two) is recorded as not run; with
   the bank rows and the kNN step per image (one image's patches against the bank, torch, all
   threads; the part of station latency that grows with the bank).
 - ``incremental``: a PatchCore trained on the demo brick set, then ``--added`` new good brick
@@ -31,6 +31,7 @@ import inspection  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch loads
 # isort: on
 import argparse
 import json
+import math
 import os
 import shutil
 import statistics
@@ -147,6 +148,22 @@ def generated(
     return root / "brick"
 
 
+def _extrapolate(done: list[dict[str, Any]], n: int) -> float:
+    """Seconds a fit of ``n`` images should take: the growth exponent of the last two sizes
+    fitted (clipped to [1, 2]; 2 with one size, 0 s with none)."""
+    if not done:
+        return 0.0
+    last = done[-1]
+    exponent = 2.0
+    if len(done) > 1:
+        before = done[-2]
+        ratio = math.log(last["fit_seconds"] / before["fit_seconds"])
+        exponent = min(
+            2.0, max(1.0, ratio / math.log(last["train_images"] / before["train_images"]))
+        )
+    return last["fit_seconds"] * (n / last["train_images"]) ** exponent
+
+
 def knn_ms(model: Any, bank: torch.Tensor, image: torch.Tensor, repeats: int = 20) -> float:
     """Median ms of one image's patch-to-bank nearest-neighbour search (anomalib's own)."""
     model.model.train()
@@ -166,8 +183,8 @@ def knn_ms(model: Any, bank: torch.Tensor, image: torch.Tensor, repeats: int = 2
 
 
 def scaling(data: Path, sizes: list[int], budget: float) -> list[dict[str, Any]]:
-    """Fit time vs training images; a size whose fit, extrapolated from the last one as
-    ~n^2, would not end within ``budget`` seconds of fitting is recorded as not run."""
+    """Fit time vs training images; a size whose fit (``_extrapolate``) would not end within
+    ``budget`` seconds of fitting is recorded as not run."""
     del data
     source = load_dataset(generated("scaling", 1000, max(sizes)))
     started = time.perf_counter()  # the budget counts fits, not the one-off data generation
@@ -178,8 +195,7 @@ def scaling(data: Path, sizes: list[int], budget: float) -> list[dict[str, Any]]
     validation = list(source.test_samples)
     rows: list[dict[str, Any]] = []
     for n in sorted(sizes):
-        done = [r for r in rows if r.get("fit_seconds") is not None]
-        estimate = done[-1]["fit_seconds"] * (n / done[-1]["train_images"]) ** 2 if done else 0
+        estimate = _extrapolate([r for r in rows if r.get("fit_seconds") is not None], n)
         if time.perf_counter() - started + estimate > budget:
             rows.append({"train_images": n, "fit_seconds": None, "estimate_seconds": estimate})
             print(f"{n} images not run: ~{estimate:.0f} s estimated, over the budget", flush=True)
