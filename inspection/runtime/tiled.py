@@ -6,7 +6,8 @@
 The bundle's ``tiling`` (``core.tiling.TilingSpec``) drives everything: the image is resized
 to the working size (``scale``), normalised once, cut into tiles, all tiles of the image run as
 one batch (``mode="batch"``) or spread over OpenVINO's ``AsyncInferQueue`` (``mode="async"``),
-the tile maps are stitched (``blend``), and the one verdict rule (``core.verdict.judge``) runs
+(tiles with no ROI pixel are skipped when the bundle was trained with its ROI), the tile maps
+are stitched (``blend``), and the one verdict rule (``core.verdict.judge``) runs
 on the stitched map resized to the original image: regions and areas are in original pixels.
 The raw image score is the highest tile score.
 """
@@ -89,9 +90,13 @@ class TiledInspector:
 
     # ----------------------------------------------------------------- inference
     def tile_inputs(self, image: np.ndarray) -> tuple[TileGrid, np.ndarray]:
-        """The grid of ``image`` and its tiles as model input, (N, 3, th, tw) float32."""
+        """The grid of ``image`` and its tiles as model input, (N, 3, th, tw) float32.
+
+        A bundle trained with its ROI runs only the tiles holding an ROI pixel (as trained)."""
         check_image(image)
         grid = self.tiling.grid(*image.shape[:2])
+        if self.metadata.training_roi is not None and self.metadata.roi is not None:
+            grid = grid.inside(self.metadata.roi)
         prep = dataclasses.replace(self.metadata.preprocessing, input_size=grid.size)
         return grid, cut(preprocess(image, prep), grid, channels_first=True)
 
