@@ -27,7 +27,7 @@ from inspection.core.errors import BundleError, ImageDecodeError
 from inspection.core.global_context import GlobalContext, fuse, images_of_input
 from inspection.core.images import IMAGE_SUFFIXES, read_image
 from inspection.core.roi import apply_roi, apply_roi_batch, clear_outside
-from inspection.core.types import InspectionResult
+from inspection.core.types import AffineMatrix, InspectionResult
 from inspection.core.units import with_sizes
 from inspection.core.verdict import check_threshold, judge
 from inspection.refine.base import MaskRefiner
@@ -169,8 +169,15 @@ class Inspector:
     def align(self, image: np.ndarray) -> np.ndarray:
         """``image`` registered to the bundle's reference (unchanged without alignment);
         raises ``AlignmentError`` when it cannot be: an error, never a verdict."""
+        return self.align_with_matrix(image)[0]
+
+    def align_with_matrix(self, image: np.ndarray) -> tuple[np.ndarray, AffineMatrix | None]:
+        """(``align(image)``, the matrix a result carries as ``alignment``; None unaligned)."""
         check_image(image)
-        return image if self._aligner is None else self._aligner.align(image)
+        if self._aligner is None:
+            return image, None
+        aligned, matrix = self._aligner.align_with_matrix(image)
+        return aligned, tuple(float(v) for v in matrix.reshape(-1))  # type: ignore[return-value]
 
     def restrict(self, raw_score: float, raw_map: np.ndarray) -> tuple[float, np.ndarray]:
         """One raw output masked to the bundle's ROI (``core.roi.apply_roi``; unchanged
@@ -242,7 +249,7 @@ class Inspector:
         """Judge one (H, W, 3) uint8 RGB image at ``threshold`` (default: ``self.threshold``)."""
         threshold = self._threshold if threshold is None else check_threshold(threshold)
         start = time.perf_counter()
-        image = self.align(image)
+        image, alignment = self.align_with_matrix(image)
         tensor = preprocess(image, self.metadata.preprocessing)
         prepared = time.perf_counter()
         scores, maps, components = self._infer(tensor[None])
@@ -252,7 +259,7 @@ class Inspector:
             "infer": (inferred - prepared) * 1e3,
         }
         return self._finish(
-            image, float(scores[0]), maps[0], start, timings, threshold, components[0]
+            image, float(scores[0]), maps[0], start, timings, threshold, components[0], alignment
         )
 
     def inspect_batch(self, images: Sequence[np.ndarray]) -> list[InspectionResult]:
@@ -260,7 +267,8 @@ class Inspector:
         if not images:
             return []
         start = time.perf_counter()
-        images = [self.align(image) for image in images]
+        aligned = [self.align_with_matrix(image) for image in images]
+        images = [image for image, _ in aligned]
         batch = np.stack([preprocess(image, self.metadata.preprocessing) for image in images])
         prepared = time.perf_counter()
         scores, maps, components = self._infer(batch)
@@ -271,11 +279,14 @@ class Inspector:
             "infer": (inferred - prepared) * share,
         }
         results = []
-        for image, score, raw_map, parts in zip(images, scores, maps, components, strict=True):
+        for (image, alignment), score, raw_map, parts in zip(
+            aligned, scores, maps, components, strict=True
+        ):
             post_start = time.perf_counter()
             result = self._finish(
-                image, float(score), raw_map, post_start, dict(timings), components=parts
-            )
+                image, float(score), raw_map, post_start, dict(timings), components=parts,
+                alignment=alignment,
+            )  # fmt: skip
             results.append(
                 dataclasses.replace(
                     result, latency_ms=result.latency_ms + timings["preprocess"] + timings["infer"]
@@ -299,12 +310,14 @@ class Inspector:
         outputs = _collect_outputs(queue, self._score_index, self._map_index, self._pooled_index)
         starts: list[float] = []
         kept: list[np.ndarray] = []
+        alignments: list[AffineMatrix | None] = []
         tensors: list[np.ndarray] = []
         for index, image in enumerate(images):
             starts.append(time.perf_counter())
-            image = self.align(image)
+            image, alignment = self.align_with_matrix(image)
             tensor = preprocess(image, self.metadata.preprocessing)[None]
             kept.append(image)
+            alignments.append(alignment)
             tensors.append(tensor)
             queue.start_async({0: tensor}, index)
         queue.wait_all()
@@ -315,8 +328,9 @@ class Inspector:
             scores, maps = _squeeze_outputs(raw_score, raw_map, 1)
             scores, maps, parts = self._fused(tensors[index], scores, maps, pooled)
             result = self._finish(
-                image, float(scores[0]), maps[0], time.perf_counter(), {}, components=parts[0]
-            )
+                image, float(scores[0]), maps[0], time.perf_counter(), {}, components=parts[0],
+                alignment=alignments[index],
+            )  # fmt: skip
             infer_ms = (done - starts[index]) * 1e3
             result.timings_ms["infer"] = infer_ms
             results.append(dataclasses.replace(result, latency_ms=result.latency_ms + infer_ms))
@@ -360,12 +374,14 @@ class Inspector:
         start: float,
         timings: dict[str, float],
         threshold: float | None = None,
+        alignment: AffineMatrix | None = None,
     ) -> InspectionResult:
         """The result of raw model outputs for ``image``: normalise, resize the (h, w) raw map
         to the image, judge (``core.verdict``), refine; ``start`` is the perf_counter origin
-        of the latency (callers that run inference themselves, e.g. ``runtime.tiled``)."""
+        of the latency (callers that run inference themselves, e.g. ``runtime.tiled``);
+        ``alignment``: the matrix ``image`` was aligned with (``align_with_matrix``)."""
         threshold = self._threshold if threshold is None else check_threshold(threshold)
-        return self._finish(image, raw_score, raw_map, start, timings, threshold)
+        return self._finish(image, raw_score, raw_map, start, timings, threshold, None, alignment)
 
     def _finish(
         self,
@@ -376,6 +392,7 @@ class Inspector:
         timings: dict[str, float],
         threshold: float | None = None,
         components: dict[str, float] | None = None,
+        alignment: AffineMatrix | None = None,
     ) -> InspectionResult:
         post_start = time.perf_counter()
         meta = self.metadata
@@ -401,6 +418,7 @@ class Inspector:
             model_version=self.model_version,
             timings_ms=timings,
             components=components or {},
+            alignment=alignment,
         )
         timings["postprocess"] = (time.perf_counter() - post_start) * 1e3 - timings["regions"]
         if self.refiner is not None and result.is_defective:

@@ -29,7 +29,7 @@ from inspection.core.bundle import BundleMetadata
 from inspection.core.errors import BundleError
 from inspection.core.images import read_image
 from inspection.core.tiling import TileGrid, TilingSpec, cut, stitch
-from inspection.core.types import InspectionResult
+from inspection.core.types import AffineMatrix, InspectionResult
 from inspection.runtime.inspector import Inspector
 from inspection.runtime.preprocess import check_image, preprocess
 
@@ -46,6 +46,8 @@ class TiledOutputs:
     anomaly_map: np.ndarray
     tiles: int
     timings_ms: dict[str, float]
+    alignment: AffineMatrix | None = None
+    """The matrix the image was aligned with (``InspectionResult.alignment``); None: unaligned."""
 
 
 class TiledInspector:
@@ -135,7 +137,8 @@ class TiledInspector:
     def raw_outputs(self, image: np.ndarray) -> TiledOutputs:
         """Cut, infer and stitch one (H, W, 3) uint8 RGB image (raw, not normalised)."""
         start = time.perf_counter()
-        grid, tiles = self.tile_inputs(self.inspector.align(image))
+        aligned, alignment = self.inspector.align_with_matrix(image)
+        grid, tiles = self.tile_inputs(aligned)
         prepared = time.perf_counter()
         scores, maps = self.infer_tiles(tiles)
         inferred = time.perf_counter()
@@ -146,7 +149,7 @@ class TiledInspector:
             "stitch": (time.perf_counter() - inferred) * 1e3,
         }
         score, stitched = self.inspector.restrict(float(scores.max()), stitched)
-        return TiledOutputs(score, stitched, len(grid), timings)
+        return TiledOutputs(score, stitched, len(grid), timings, alignment)
 
     def inspect(self, image: np.ndarray, *, threshold: float | None = None) -> InspectionResult:
         """Judge one full-resolution image; map, mask and regions in its own pixels."""
@@ -159,6 +162,7 @@ class TiledInspector:
             start=start,
             timings=dict(raw.timings_ms),
             threshold=threshold,
+            alignment=raw.alignment,
         )
 
 
