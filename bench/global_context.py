@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from inspection.core.bootstrap import auroc_interval
+from inspection.core.export_gate import ExportRecord
 from inspection.core.images import read_image
-from inspection.core.metrics import EvaluationMetrics
 from inspection.core.registry import Registry
 from inspection.data.dataset import load_dataset
 from inspection.runtime.inspector import Inspector
@@ -70,8 +70,8 @@ def run_product(product: str, data: Path, precision: str) -> dict:
             "fit_and_fuse_s": round(fit_s, 1),
             "kept": list(search.components),
             "validation_auroc": search.validation_auroc,
-            "bundle_gate": bundle.metrics.get("gate", {}).get("passed"),
-            "reference_fp32_image_auroc": _image_auroc(bundle.metrics.get("reference_fp32")),
+            "bundle_gate": bundle.gate.passed,
+            "reference_fp32_image_auroc": _image_auroc(bundle.metadata.export_record()),
         }
         row["auroc"] = _aurocs(results, labels, [s.defect_type for s in samples])
         row["drivers_on_defects"] = _drivers(results, labels)
@@ -79,8 +79,9 @@ def run_product(product: str, data: Path, precision: str) -> dict:
     return row
 
 
-def _image_auroc(metrics: dict | None) -> float | None:
-    return EvaluationMetrics.from_mapping(metrics).image_auroc if metrics else None
+def _image_auroc(record: ExportRecord) -> float | None:
+    reference = record.reference_fp32
+    return reference.image_auroc if reference is not None else None
 
 
 def _aurocs(results: list, labels: np.ndarray, defect_types: list[str]) -> dict:

@@ -38,8 +38,8 @@ import numpy as np
 
 from inspection.core.bundle import verify_bundle
 from inspection.core.config import to_mapping
-from inspection.core.export_gate import measure
 from inspection.core.images import read_image, read_mask
+from inspection.core.outputs import RawOutputs
 from inspection.core.registry import Registry
 from inspection.core.tiling import TilingSpec
 from inspection.data.dataset import load_dataset
@@ -84,18 +84,20 @@ def downscaled_outputs(
 def figures(
     bundle: Path, samples: list[LabelledSample], scores: np.ndarray, maps: np.ndarray
 ) -> dict[str, Any]:
-    """Metrics at the bundle's own calibration (``core.export_gate.measure``)."""
+    """Metrics at the bundle's own calibration (``RawOutputs.measure``)."""
     meta = verify_bundle(bundle)
+    if meta.output_calibration is None:
+        raise SystemExit(f"{bundle}: not calibrated on its own outputs; re-export it")
     size = maps.shape[1:]
-    metrics, gate = measure(
-        scores,
-        maps,
-        np.asarray([s.label for s in samples]),
-        np.stack([read_mask(s.mask_path, size) for s in samples]),
-        tuple(s.defect_type for s in samples),
-        meta.output_calibration,
+    outputs = RawOutputs(
+        scores=scores.astype(np.float64),
+        maps=maps,
+        labels=np.asarray([s.label for s in samples], dtype=np.int64),
+        masks=np.stack([read_mask(s.mask_path, size) for s in samples]),
         mask_known=np.asarray([s.label == 0 or s.mask_path is not None for s in samples]),
+        defect_types=tuple(s.defect_type for s in samples),
     )
+    metrics, gate = outputs.measure(meta.output_calibration)
     return {"figures": to_mapping(gate), "metrics": metrics.to_mapping()}
 
 

@@ -37,7 +37,6 @@ from inspection.training.config import load_model_config, load_product_config
 from inspection.training.export import (
     ExportOptions,
     RegistryExport,
-    calibrate_outputs,
     export_bundle,
     export_splits,
     run_bundle,
@@ -56,7 +55,7 @@ def _without_part_setup(bundle: Path, target: Path, splits) -> Path:
         read_bundle_metadata(target), roi=None, alignment=None, units=None, output_calibration=None
     )
     write_bundle_metadata(target, meta)
-    calibration = calibrate_outputs(run_bundle(target, splits.validation))
+    calibration = run_bundle(target, splits.validation).calibrate()
     meta = dataclasses.replace(
         meta,
         normalization=calibration.normalization,

@@ -178,14 +178,16 @@ def measure_bundle(bundle: Path, test_dir: Path) -> dict[str, Any]:
     from inspection.core.bundle import verify_bundle
 
     meta = verify_bundle(bundle)
-    gate = meta.metrics["gate"]
+    gate = meta.export_record().gate
+    if gate is None:
+        raise SystemExit(f"{bundle}: no export gate recorded; re-export it")
     return {
         "bundle": meta.bundle_id,
         "precision": meta.precision,
-        "gate_passed": gate["passed"],
-        "gate_failures": gate["failures"],
+        "gate_passed": gate.passed,
+        "gate_failures": list(gate.failures),
         "held_out": {
-            k: _round(gate["figures"].get(k))
+            k: _round(getattr(gate.figures, k))
             for k in (*FIGURES, "ng_without_region", "n_good", "n_defective")
         },
         "segmentation": meta.segmentation_rule.describe(),

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from inspection.core.config import load_site_config
-from inspection.core.export_gate import GateTolerances
+from inspection.core.export_gate import BundleFigures, GateTolerances
 
 console = Console()
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -93,31 +93,30 @@ def export_command(
             RegistryExport(version=version, dataset_path=dataset, promote=promote, actor="cli"),
             progress=lambda message: status.update(message),
         )
-    gate = result.metrics["gate"]
-    table = Table("bundle", *GATE_COLUMNS)
-    table.add_row(f"{product}/{result.bundle_id}", *_figures(gate["figures"]))
-    if result.reference_metrics is not None:
-        table.add_row("FP32 reference", *_figures(gate["reference_fp32"]))
+    gate = result.gate
+    table = Table("bundle", *GATE_COLUMNS.values())
+    table.add_row(f"{product}/{result.bundle_id}", *_figures(gate.figures))
+    if result.metadata.precision != "fp32":
+        table.add_row("FP32 reference", *_figures(gate.reference_fp32))
     console.print(table)
-    verdict = "passed" if gate["passed"] else "FAILED (forced): " + "; ".join(gate["failures"])
+    verdict = "passed" if gate.passed else f"FAILED (forced): {gate.refusal()}"
     console.print(f"gate at each bundle's own thresholds: {verdict}")
     console.print(f"bundle: {result.bundle_dir}" + ("  (live)" if promote else ""))
 
 
-GATE_COLUMNS = ("FRR", "miss", "img AUROC", "px AUROC", "AUPRO", "region recall", "px F1")
-GATE_KEYS = (
-    "false_reject_rate",
-    "miss_rate",
-    "image_auroc",
-    "pixel_auroc",
-    "aupro",
-    "region_recall",
-    "pixel_f1",
-)
+GATE_COLUMNS = {
+    "false_reject_rate": "FRR",
+    "miss_rate": "miss",
+    "image_auroc": "img AUROC",
+    "pixel_auroc": "px AUROC",
+    "aupro": "AUPRO",
+    "region_recall": "region recall",
+    "pixel_f1": "px F1",
+}
 
 
-def _figures(figures: dict) -> list[str]:
-    return [_fmt(figures.get(key)) for key in GATE_KEYS]
+def _figures(figures: BundleFigures) -> list[str]:
+    return [_fmt(getattr(figures, name)) for name in GATE_COLUMNS]
 
 
 def _fmt(value: object) -> str:

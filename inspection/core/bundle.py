@@ -18,6 +18,7 @@ from inspection.core.alignment import AlignmentSpec
 from inspection.core.calibration import Calibration, Normalization
 from inspection.core.config import from_mapping, to_mapping
 from inspection.core.errors import BundleError, ConfigError
+from inspection.core.export_gate import ExportRecord
 from inspection.core.fingerprint import sha256_file
 from inspection.core.metrics import EvaluationMetrics
 from inspection.core.refinement import RefinementChoice
@@ -138,6 +139,13 @@ class BundleMetadata:
         """The bundle's own metrics on the held-out test split, typed (any schema so far)."""
         try:
             return EvaluationMetrics.from_mapping(self.metrics)
+        except ConfigError as exc:
+            raise BundleError(f"bundle {self.product}/{self.bundle_id}: {exc}") from exc
+
+    def export_record(self) -> ExportRecord:
+        """What the export recorded beside the metrics: the gate and the FP32 comparison."""
+        try:
+            return ExportRecord.from_metrics(self.metrics)
         except ConfigError as exc:
             raise BundleError(f"bundle {self.product}/{self.bundle_id}: {exc}") from exc
 

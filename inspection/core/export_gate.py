@@ -5,17 +5,24 @@ bundle's own calibration, through the one verdict rule (``inspection.core.verdic
 and the torch-free metrics (``inspection.core.metrics``): false-reject and miss rates,
 image/pixel AUROC, AUPRO, region recall and the count of NG verdicts without a region. ``check_gate`` compares a candidate with the FP32 reference within
 ``GateTolerances`` and names every failed figure.
+
+What an export records beside a bundle's own metrics is one ``ExportRecord``: the
+``GateRecord`` (figures, FP32 reference figures, tolerances, decision) and, for a non-FP32
+bundle, the FP32 reference's metrics and the image-AUROC drop. It is written into and read
+from the bundle's ``metrics`` mapping here and nowhere else.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 import numpy as np
 
 from inspection.core.calibration import Calibration, normalize_maps, normalize_scores
-from inspection.core.errors import InspectionError
+from inspection.core.config import from_mapping, to_mapping
+from inspection.core.errors import ConfigError, InspectionError
 from inspection.core.metrics import EvaluationMetrics, SubsetMetrics, compute_metrics, judge_all
 
 
@@ -74,6 +81,98 @@ class GateDecision:
         if self.passed:
             return f"{what} holds the gate: " + "; ".join(self.checks)
         return f"{what} refused: " + "; ".join(self.failures)
+
+
+@dataclass(frozen=True)
+class GateRecord:
+    """The export gate's outcome as a bundle records it (``metrics["gate"]``).
+
+    ``figures``: the bundle's own on the held-out split; ``reference_fp32``: the FP32 bundle's,
+    calibrated the same way (an FP32 bundle is its own reference); ``forced``: registered
+    although refused (``--force``); a station never serves a refused bundle.
+    """
+
+    passed: bool
+    figures: BundleFigures
+    reference_fp32: BundleFigures
+    tolerances: GateTolerances = field(default_factory=GateTolerances)
+    failures: tuple[str, ...] = ()
+    forced: bool = False
+
+    def __post_init__(self) -> None:
+        if self.passed == bool(self.failures):
+            raise ValueError(
+                f"a passed gate names no failures and a refused one at least one; got "
+                f"passed={self.passed} with {len(self.failures)} failure(s)"
+            )
+        if self.forced and self.passed:
+            raise ValueError("only a refused bundle can be forced")
+
+    @classmethod
+    def decided(
+        cls,
+        decision: GateDecision,
+        figures: BundleFigures,
+        reference: BundleFigures,
+        tolerances: GateTolerances,
+        *,
+        force: bool = False,
+    ) -> GateRecord:
+        """The record of ``check_gate(figures, reference, tolerances)`` = ``decision``."""
+        return cls(
+            passed=decision.passed,
+            figures=figures,
+            reference_fp32=reference,
+            tolerances=tolerances,
+            failures=decision.failures,
+            forced=force and not decision.passed,
+        )
+
+    def refusal(self) -> str:
+        """Why the gate refused the bundle ('' when it passed)."""
+        return "; ".join(self.failures)
+
+
+@dataclass(frozen=True)
+class ExportRecord:
+    """What an export adds to a bundle's metrics beside its own ``EvaluationMetrics``.
+
+    ``gate`` None: exported before the gate (such bundles record only ``image_auroc_drop``);
+    ``reference_fp32`` and ``image_auroc_drop`` are None for an FP32 bundle.
+    """
+
+    gate: GateRecord | None = None
+    reference_fp32: EvaluationMetrics | None = None
+    image_auroc_drop: float | None = None
+
+    def to_mapping(self) -> dict[str, Any]:
+        """The keys to merge into a bundle's metrics mapping (None fields left out)."""
+        data: dict[str, Any] = {}
+        if self.gate is not None:
+            data["gate"] = to_mapping(self.gate)
+        if self.reference_fp32 is not None:
+            data["reference_fp32"] = self.reference_fp32.to_mapping()
+        if self.image_auroc_drop is not None:
+            data["image_auroc_drop"] = self.image_auroc_drop
+        return data
+
+    @classmethod
+    def from_metrics(cls, metrics: Mapping[str, Any], where: str = "metrics") -> ExportRecord:
+        """Read the export's keys of a bundle's ``metrics`` (any release so far; the bundle's
+        own figures are ``EvaluationMetrics.from_mapping``'s). Malformed: ``ConfigError``."""
+        gate, reference = metrics.get("gate"), metrics.get("reference_fp32")
+        drop = metrics.get("image_auroc_drop")
+        if drop is not None and (isinstance(drop, bool) or not isinstance(drop, (int, float))):
+            raise ConfigError(f"{where}.image_auroc_drop: expected a number, got {drop!r}")
+        if reference is not None and not isinstance(reference, Mapping):
+            raise ConfigError(f"{where}.reference_fp32: expected a mapping, got {reference!r}")
+        if gate is not None and not isinstance(gate, Mapping):
+            raise ConfigError(f"{where}.gate: expected a mapping, got {gate!r}")
+        return cls(
+            gate=None if gate is None else from_mapping(GateRecord, gate, f"{where}.gate"),
+            reference_fp32=None if reference is None else EvaluationMetrics.from_mapping(reference),
+            image_auroc_drop=None if drop is None else float(drop),
+        )
 
 
 def check_gate(

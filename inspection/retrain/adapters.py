@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from inspection.core.errors import RegistryError
+from inspection.core.export_gate import ExportRecord
 from inspection.core.registry import ModelRecord, Registry
 
 log = logging.getLogger(__name__)
@@ -65,8 +66,9 @@ def export_int8(
     dataset_root: Path,
     *,
     progress: Callable[[str], None] | None = None,
-) -> tuple[str, dict[str, Any]]:
-    """Export ``record`` to an INT8 bundle in the registry; returns (bundle id, its metrics).
+) -> tuple[str, ExportRecord]:
+    """Export ``record`` to an INT8 bundle in the registry; returns (bundle id, what its
+    export recorded: gate, FP32 reference, image-AUROC drop).
 
     The INT8 accuracy check is not enforced here (``force``): the gate judges the INT8
     bundle itself against the champion, and the report shows the FP32 -> INT8 drop.
@@ -83,4 +85,4 @@ def export_int8(
         RegistryExport(version=record.version, dataset_path=dataset_root),
         progress=progress,
     )
-    return result.bundle_id, dict(result.metrics)
+    return result.bundle_id, result.metadata.export_record()

@@ -233,11 +233,11 @@ def _new_good_images(
 def _export(run: _Run, ctx: _Context, record: ModelRecord, data: RunData) -> str:
     run.stage = "export"
     ctx.say(f"exporting {record.model_version} to INT8")
-    bundle_id, export_metrics = adapters.export_int8(
+    bundle_id, export = adapters.export_int8(
         ctx.registry, record, data.train_root, progress=lambda m: ctx.say(f"export: {m}")
     )
     run.challenger_bundle = bundle_id
-    run.info["int8_image_auroc_drop"] = export_metrics.get("image_auroc_drop")
+    run.info["int8_image_auroc_drop"] = export.image_auroc_drop
     return bundle_id
 
 

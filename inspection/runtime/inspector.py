@@ -61,6 +61,26 @@ class PathOutcome:
         return self.result is not None
 
 
+@dataclass(frozen=True)
+class RawImageOutputs:
+    """One image's raw model outputs, ready to judge (``Inspector.judge_raw``).
+
+    ``image``: the (H, W, 3) uint8 RGB image as inferred (aligned); ``score``: the raw image
+    score; ``anomaly_map``: the (h, w) float32 raw map; ``start``: the ``perf_counter`` origin
+    of the latency; ``timings_ms``: the stages so far; ``components``: the fused image-level
+    components (global context), empty without one; ``alignment``: the matrix the image was
+    aligned with (``Inspector.align_with_matrix``), None when not aligned.
+    """
+
+    image: np.ndarray
+    score: float
+    anomaly_map: np.ndarray
+    start: float
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    components: dict[str, float] = field(default_factory=dict)
+    alignment: AffineMatrix | None = None
+
+
 class Inspector:
     """Runs one verified bundle. Build with ``Inspector.from_bundle``."""
 
@@ -258,9 +278,10 @@ class Inspector:
             "preprocess": (prepared - start) * 1e3,
             "infer": (inferred - prepared) * 1e3,
         }
-        return self._finish(
-            image, float(scores[0]), maps[0], start, timings, threshold, components[0], alignment
+        raw = RawImageOutputs(
+            image, float(scores[0]), maps[0], start, timings, components[0], alignment
         )
+        return self.judge_raw(raw, threshold=threshold)
 
     def inspect_batch(self, images: Sequence[np.ndarray]) -> list[InspectionResult]:
         """Judge several images with one batched inference; latency is the per-image share."""
@@ -282,11 +303,10 @@ class Inspector:
         for (image, alignment), score, raw_map, parts in zip(
             aligned, scores, maps, components, strict=True
         ):
-            post_start = time.perf_counter()
-            result = self._finish(
-                image, float(score), raw_map, post_start, dict(timings), components=parts,
-                alignment=alignment,
-            )  # fmt: skip
+            raw = RawImageOutputs(
+                image, float(score), raw_map, time.perf_counter(), dict(timings), parts, alignment
+            )
+            result = self.judge_raw(raw)
             results.append(
                 dataclasses.replace(
                     result, latency_ms=result.latency_ms + timings["preprocess"] + timings["infer"]
@@ -327,10 +347,11 @@ class Inspector:
             raw_score, raw_map, pooled, done = outputs[index]
             scores, maps = _squeeze_outputs(raw_score, raw_map, 1)
             scores, maps, parts = self._fused(tensors[index], scores, maps, pooled)
-            result = self._finish(
-                image, float(scores[0]), maps[0], time.perf_counter(), {}, components=parts[0],
+            raw = RawImageOutputs(
+                image, float(scores[0]), maps[0], time.perf_counter(), components=parts[0],
                 alignment=alignments[index],
             )  # fmt: skip
+            result = self.judge_raw(raw)
             infer_ms = (done - starts[index]) * 1e3
             result.timings_ms["infer"] = infer_ms
             results.append(dataclasses.replace(result, latency_ms=result.latency_ms + infer_ms))
@@ -366,41 +387,20 @@ class Inspector:
 
     # ------------------------------------------------------------ postprocessing
     def judge_raw(
-        self,
-        image: np.ndarray,
-        raw_score: float,
-        raw_map: np.ndarray,
-        *,
-        start: float,
-        timings: dict[str, float],
-        threshold: float | None = None,
-        alignment: AffineMatrix | None = None,
+        self, raw: RawImageOutputs, *, threshold: float | None = None
     ) -> InspectionResult:
-        """The result of raw model outputs for ``image``: normalise, resize the (h, w) raw map
-        to the image, judge (``core.verdict``), refine; ``start`` is the perf_counter origin
-        of the latency (callers that run inference themselves, e.g. ``runtime.tiled``);
-        ``alignment``: the matrix ``image`` was aligned with (``align_with_matrix``)."""
+        """The result of one image's raw outputs: normalise, resize the raw map to the image,
+        judge at ``threshold`` (default: ``self.threshold``) with ``core.verdict``, refine.
+        Every ``inspect*`` method ends here; callers that run inference themselves
+        (``runtime.tiled``) call it too."""
         threshold = self._threshold if threshold is None else check_threshold(threshold)
-        return self._finish(image, raw_score, raw_map, start, timings, threshold, None, alignment)
-
-    def _finish(
-        self,
-        image: np.ndarray,
-        raw_score: float,
-        raw_map: np.ndarray,
-        start: float,
-        timings: dict[str, float],
-        threshold: float | None = None,
-        components: dict[str, float] | None = None,
-        alignment: AffineMatrix | None = None,
-    ) -> InspectionResult:
         post_start = time.perf_counter()
         meta = self.metadata
-        score = normalize_score(raw_score, meta.normalization)
+        image, timings = raw.image, dict(raw.timings_ms)
+        score = normalize_score(raw.score, meta.normalization)
         height, width = image.shape[:2]
-        anomaly_map = resize_map(normalize_map(raw_map, meta.normalization), height, width)
+        anomaly_map = resize_map(normalize_map(raw.anomaly_map, meta.normalization), height, width)
         anomaly_map = clear_outside(anomaly_map, meta.roi)
-        threshold = self._threshold if threshold is None else threshold
         regions_start = time.perf_counter()
         min_area = None if meta.units is None else meta.units.min_area_px(width)
         judged = judge(score, threshold, anomaly_map, meta.segmentation_rule, min_area=min_area)
@@ -417,8 +417,8 @@ class Inspector:
             latency_ms=0.0,
             model_version=self.model_version,
             timings_ms=timings,
-            components=components or {},
-            alignment=alignment,
+            components=dict(raw.components),
+            alignment=raw.alignment,
         )
         timings["postprocess"] = (time.perf_counter() - post_start) * 1e3 - timings["regions"]
         if self.refiner is not None and result.is_defective:
@@ -427,7 +427,7 @@ class Inspector:
             timings["refine"] = (time.perf_counter() - refine_start) * 1e3
         return dataclasses.replace(
             result,
-            latency_ms=(time.perf_counter() - start) * 1e3,
+            latency_ms=(time.perf_counter() - raw.start) * 1e3,
             timings_ms={**result.timings_ms, **timings},
         )
 

@@ -12,9 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from inspection.core.bundle import verify_bundle
-from inspection.core.config import from_mapping
-from inspection.core.errors import BundleError, ConfigError
+from inspection.core.bundle import BundleMetadata, verify_bundle
+from inspection.core.errors import BundleError
 from inspection.core.export_gate import BundleFigures, GateDecision, GateTolerances, check_gate
 
 
@@ -61,18 +60,15 @@ class LiveCheck:
         return text if self.passed else f"{text}: {self.decision.message('station check')}"
 
 
-def recorded_reference(metadata_metrics: dict) -> BundleFigures:
-    """The FP32 figures an export gate recorded in a bundle's metrics."""
-    gate = metadata_metrics.get("gate")
-    if not isinstance(gate, dict) or "reference_fp32" not in gate:
+def recorded_reference(metadata: BundleMetadata) -> BundleFigures:
+    """The FP32 figures the bundle's export gate recorded."""
+    gate = metadata.export_record().gate
+    if gate is None:
         raise BundleError(
             "the bundle records no export gate (it was not calibrated on its own outputs); "
             "re-export it with this version of inspection"
         )
-    try:
-        return from_mapping(BundleFigures, gate["reference_fp32"], where="metrics.gate")
-    except ConfigError as exc:
-        raise BundleError(str(exc)) from exc
+    return gate.reference_fp32
 
 
 def check_live_bundle(
@@ -86,7 +82,7 @@ def check_live_bundle(
     from inspection.runtime.inspector import Inspector
 
     metadata = verify_bundle(bundle_dir)
-    reference = recorded_reference(metadata.metrics)
+    reference = recorded_reference(metadata)
     labels = {Path(p.path): int(p.label) for p in parts}
     inspector = Inspector.from_bundle(bundle_dir)
     outcomes = inspector.inspect_paths(list(labels), batch_size=batch_size)

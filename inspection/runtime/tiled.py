@@ -5,10 +5,10 @@
 
 The bundle's ``tiling`` (``core.tiling.TilingSpec``) drives everything: the image is resized
 to the working size (``scale``), normalised once, cut into tiles, all tiles of the image run as
-one batch (``mode="batch"``) or spread over OpenVINO's ``AsyncInferQueue`` (``mode="async"``),
+one batch (``mode="batch"``) or spread over OpenVINO's ``AsyncInferQueue`` (``mode="async"``)
 (tiles with no ROI pixel are skipped when the bundle was trained with its ROI), the tile maps
-are stitched (``blend``), and the one verdict rule (``core.verdict.judge``) runs
-on the stitched map resized to the original image: regions and areas are in original pixels.
+are stitched (``blend``), and the one verdict rule (``core.verdict.judge``) runs on the
+stitched map resized to the original image: regions and areas are in original pixels.
 The raw image score is the highest tile score.
 """
 
@@ -30,7 +30,7 @@ from inspection.core.errors import BundleError
 from inspection.core.images import read_image
 from inspection.core.tiling import TileGrid, TilingSpec, cut, stitch
 from inspection.core.types import AffineMatrix, InspectionResult
-from inspection.runtime.inspector import Inspector
+from inspection.runtime.inspector import Inspector, RawImageOutputs
 from inspection.runtime.preprocess import check_image, preprocess
 
 TileMode = Literal["batch", "async"]
@@ -40,12 +40,14 @@ TILE_MODES: tuple[str, ...] = ("batch", "async")
 @dataclass(frozen=True)
 class TiledOutputs:
     """Raw (not normalised) outputs of one image: the highest tile ``score`` and the stitched
-    ``anomaly_map`` ((h, w) float32 at the tiling's working size); ``timings_ms`` per stage."""
+    ``anomaly_map`` ((h, w) float32 at the tiling's working size); ``timings_ms`` per stage;
+    ``image``: the (H, W, 3) uint8 RGB image as inferred (aligned to the reference)."""
 
     score: float
     anomaly_map: np.ndarray
     tiles: int
     timings_ms: dict[str, float]
+    image: np.ndarray
     alignment: AffineMatrix | None = None
     """The matrix the image was aligned with (``InspectionResult.alignment``); None: unaligned."""
 
@@ -137,8 +139,8 @@ class TiledInspector:
     def raw_outputs(self, image: np.ndarray) -> TiledOutputs:
         """Cut, infer and stitch one (H, W, 3) uint8 RGB image (raw, not normalised)."""
         start = time.perf_counter()
-        aligned, alignment = self.inspector.align_with_matrix(image)
-        grid, tiles = self.tile_inputs(aligned)
+        image, alignment = self.inspector.align_with_matrix(image)
+        grid, tiles = self.tile_inputs(image)
         prepared = time.perf_counter()
         scores, maps = self.infer_tiles(tiles)
         inferred = time.perf_counter()
@@ -149,21 +151,16 @@ class TiledInspector:
             "stitch": (time.perf_counter() - inferred) * 1e3,
         }
         score, stitched = self.inspector.restrict(float(scores.max()), stitched)
-        return TiledOutputs(score, stitched, len(grid), timings, alignment)
+        return TiledOutputs(score, stitched, len(grid), timings, image, alignment)
 
     def inspect(self, image: np.ndarray, *, threshold: float | None = None) -> InspectionResult:
         """Judge one full-resolution image; map, mask and regions in its own pixels."""
         start = time.perf_counter()
         raw = self.raw_outputs(image)
-        return self.inspector.judge_raw(
-            image,
-            raw.score,
-            raw.anomaly_map,
-            start=start,
-            timings=dict(raw.timings_ms),
-            threshold=threshold,
-            alignment=raw.alignment,
+        outputs = RawImageOutputs(
+            raw.image, raw.score, raw.anomaly_map, start, raw.timings_ms, alignment=raw.alignment
         )
+        return self.inspector.judge_raw(outputs, threshold=threshold)
 
 
 def evaluation_size(size: tuple[int, int], max_side: int = 512) -> tuple[int, int]:

@@ -132,19 +132,22 @@ def gate_status(meta: BundleMetadata, fp32_auroc: float | None) -> tuple[bool, s
     """Did this bundle pass the accuracy gate? (passed, why) from its recorded metrics."""
     if meta.precision == "fp32":
         return True, "fp32 reference"
-    recorded = meta.metrics.get("gate")
-    if isinstance(recorded, dict) and recorded.get("passed") is False:
+    try:
+        record = meta.export_record()
+    except BundleError as exc:
+        return False, f"unreadable export record: {exc}"
+    if record.gate is not None and not record.gate.passed:
         # The export gate refused it (registered only with --force): never serve it.
-        return False, "refused by its export gate: " + "; ".join(recorded.get("failures") or [])
-    drop = meta.metrics.get("image_auroc_drop")
+        return False, f"refused by its export gate: {record.gate.refusal()}"
+    drop = record.image_auroc_drop
     if drop is None and fp32_auroc is not None:
         auroc = _image_auroc(meta)
         drop = None if auroc is None else fp32_auroc - auroc
     if drop is None:
         return False, "no image-AUROC drop vs FP32 recorded"
-    passed = float(drop) <= GATE_TOLERANCE + 1e-9
+    passed = drop <= GATE_TOLERANCE + 1e-9
     verdict = "passed" if passed else "failed"
-    return passed, f"image AUROC drop {float(drop):.4f} vs FP32 ({verdict}, max {GATE_TOLERANCE})"
+    return passed, f"image AUROC drop {drop:.4f} vs FP32 ({verdict}, max {GATE_TOLERANCE})"
 
 
 def candidate_bundles(

@@ -7,13 +7,13 @@ does, projects and starts exactly as anomalib's would), and each step keeps the 
 farthest from the centers kept so far, ``k = int(n * ratio)`` steps in all.
 
 What differs is the arithmetic: anomalib allocates and reduces an (n, d) difference matrix per
-step; here a step is a matrix-vector product, ``|x - c|^2 = |x|^2 - 2 x.c + |c|^2``, over only
-the rows the new center could bring closer (exact triangle-inequality pruning, see
-``greedy_k_center``), folded into a running minimum. The step is memory-bound: on the 2-core
-target a second thread gains nothing idle and costs ~5x when the other core is busy (measured),
-so the loop runs on one thread; the projection uses all. Float rounding may break near-ties
-differently, so the picks can drift from anomalib's after a tie; the coverage radius stays the
-same within a few percent (tests pin it).
+pick, a pass over all n rows each time. Here distances are ``|x - c|^2 = |x|^2 - 2 x.c + |c|^2``
+and updated lazily (``_LazyGreedy``): each pick brings up to date only the rows whose stale
+upper bound could still make them the farthest, in matrix products over the picks they have not
+seen. The result is the full scan's (exact, not approximate). The loop runs on one thread: when
+the other core is busy, a second OpenMP thread costs ~5x (measured); the projection uses all.
+Float rounding may break near-ties differently, so the picks can drift from anomalib's after a
+tie; the coverage radius stays the same within a few percent (tests pin it).
 
 ``cap_rows`` bounds the bank (``memory_bank_max``): the coreset size is
 ``min(int(n * ratio), cap_rows)``, i.e. the effective ratio shrinks as training sets grow.
@@ -27,8 +27,6 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 
 import torch
-
-FULL_SCAN_FRACTION = 0.4  # past this share of candidate rows, a step scans all rows
 
 
 @dataclass(frozen=True)
@@ -97,7 +95,7 @@ def greedy_k_center(
     *,
     start: int | None,
     min_sq: torch.Tensor | None = None,
-    prune: bool = True,
+    lazy: bool = True,
 ) -> Coreset:
     """``k`` greedy farthest-point picks over (n, d) float32 ``features``.
 
@@ -105,69 +103,101 @@ def greedy_k_center(
     ``min_sq``: (n,) squared distances to centers chosen earlier (e.g. an existing memory
     bank), so new picks only cover what those do not; defaults to +inf (no prior centers).
 
-    ``prune``: a step skips every row whose nearest center ``o`` is so far from the new
-    center ``c`` that it cannot get closer (triangle inequality: ``|o - c| >= 2 |x - o|``
-    implies ``|x - c| >= |x - o|``); skipped rows could not change, so the picks are those of
-    the full scan (``prune=False``) up to float rounding of near-ties.
+    ``lazy`` (see ``_LazyGreedy``) and the full scan (``lazy=False``, anomalib's arithmetic as
+    one matrix-vector product per pick) make the same picks up to float rounding of near-ties.
     """
     n = features.shape[0]
     if not 1 <= k <= n:
         raise ValueError(f"cannot pick {k} centers from {n} rows")
     with torch.no_grad(), threads(1):
-        state = _GreedyState(features, min_sq, k)
+        state = (_LazyGreedy if lazy else _FullScan)(features, min_sq, k)
         index = int(torch.argmax(state.best)) if start is None else start
         picks = torch.empty(k, dtype=torch.int64)
         for step in range(k):
             picks[step] = index
-            index = state.step(index, step, prune=prune)
-        radius = float(state.best.max().sqrt())
+            state.add(index, step)
+            index = state.farthest(step + 1)
+        radius = float(state.best[index].clamp(min=0.0).sqrt())
     return Coreset(picks, radius)
 
 
-class _GreedyState:
-    """Running squared distance of every row to its nearest pick (see ``greedy_k_center``)."""
+class _FullScan:
+    """Every row's squared distance to its nearest pick, updated over all rows per pick."""
 
     def __init__(self, features: torch.Tensor, min_sq: torch.Tensor | None, k: int) -> None:
         self.x = features.float().contiguous()
-        n, d = self.x.shape
         self.norms = (self.x * self.x).sum(dim=1)
+        n = self.x.shape[0]
         self.best = torch.full((n,), float("inf")) if min_sq is None else min_sq.float().clone()
-        # pick number of each row's nearest center; k = "a prior center": always re-checked
-        self.owner = torch.full((n,), k, dtype=torch.int64)
-        self.centers = torch.empty(k, d)
-        self.center_sq = torch.zeros(k + 1)  # |owner - c|^2 per pick; slot k stays 0
         self.scratch = torch.empty(n)
 
-    def step(self, index: int, pick: int, *, prune: bool) -> int:
-        """Fold pick number ``pick`` (row ``index``) into the distances; return the next pick."""
-        center = self.x[index]
-        self.centers[pick] = center
-        rows = self._candidates(center, pick) if prune and pick > 0 else None
-        if rows is not None:
-            distance = torch.mv(self.x.index_select(0, rows), center)
-            distance.mul_(-2.0).add_(self.norms.index_select(0, rows))
-        else:
-            distance = torch.mv(self.x, center, out=self.scratch).mul_(-2.0).add_(self.norms)
+    def add(self, index: int, pick: int) -> None:
         # |x - c|^2 = |x|^2 - 2 x.c + |c|^2, folded into the running minimum
-        distance.add_(self.norms[index]).clamp_(min=0.0)
-        current = self.best if rows is None else self.best.index_select(0, rows)
-        closer = distance < current
-        changed = torch.nonzero(closer).squeeze(1) if rows is None else rows[closer]
-        self.best[changed] = distance[closer]
-        self.owner[changed] = pick
+        distance = torch.mv(self.x, self.x[index], out=self.scratch).mul_(-2.0)
+        distance.add_(self.norms).add_(self.norms[index]).clamp_(min=0.0)
+        torch.minimum(self.best, distance, out=self.best)
         self.best[index] = 0.0
-        self.owner[index] = pick
+
+    def farthest(self, picked: int) -> int:
         return int(torch.argmax(self.best))
 
-    def _candidates(self, center: torch.Tensor, pick: int) -> torch.Tensor | None:
-        """Rows the new center may bring closer; ``None`` when most may (a full scan is cheaper
-        than gathering them: in high dimensions the bound rarely prunes early picks)."""
-        between = self.centers[: pick + 1] - center
-        self.center_sq[: pick + 1] = (between * between).sum(dim=1)
-        mask = self.center_sq[self.owner] < 4.0 * self.best
-        if int(mask.sum()) > FULL_SCAN_FRACTION * mask.numel():
-            return None
-        return torch.nonzero(mask).squeeze(1)
+
+class _LazyGreedy(_FullScan):
+    """Greedy k-center that updates only the rows that could be the next pick.
+
+    ``best`` holds, per row, the squared distance to the nearest of its first ``seen`` picks:
+    an upper bound of its true distance, which only shrinks as picks are folded in. The next
+    pick is the row with the largest true distance; so the rows with the largest bounds are
+    brought up to date (one matrix product over the picks they have not seen) until the
+    largest updated distance is at least every other row's bound (two rounds: the top bounds,
+    then every bound above their largest true distance). No bound below it can hide a farther
+    row, so the pick is exactly the full scan's. The first pick is folded into
+    every row (one full scan); later picks touch a few hundred rows each instead of all n,
+    as matrix products (compute-bound) instead of one memory-bound pass per pick.
+    """
+
+    BATCH = 32  # top bounds brought up to date first
+    CHUNK = 128  # picks per matrix product
+
+    def __init__(self, features: torch.Tensor, min_sq: torch.Tensor | None, k: int) -> None:
+        super().__init__(features, min_sq, k)
+        self.seen = torch.zeros(self.x.shape[0], dtype=torch.int64)
+        self.centers = torch.empty(k, self.x.shape[1])
+        self.center_norms = torch.empty(k)
+
+    def add(self, index: int, pick: int) -> None:
+        self.centers[pick] = self.x[index]
+        self.center_norms[pick] = self.norms[index]
+        if pick == 0:
+            super().add(index, pick)
+            self.seen.fill_(1)
+        self.best[index] = 0.0
+        self.seen[index] = pick + 1
+
+    def farthest(self, picked: int) -> int:
+        # the top bounds first: their largest true distance is a lower bound of the farthest
+        rows = torch.topk(self.best, min(self.BATCH, self.best.shape[0])).indices
+        self._update(rows, picked)
+        top = int(rows[torch.argmax(self.best[rows])])
+        # every row whose bound exceeds it may be farther: bring those up to date too
+        rows = torch.nonzero(self.best > self.best[top]).squeeze(1)
+        if rows.numel() == 0:
+            return top
+        self._update(rows, picked)
+        farthest = int(rows[torch.argmax(self.best[rows])])
+        return farthest if self.best[farthest] > self.best[top] else top
+
+    def _update(self, rows: torch.Tensor, picked: int) -> None:
+        """Fold picks ``seen[row]`` .. ``picked - 1`` into ``best[row]`` for ``rows``."""
+        seen = self.seen[rows]
+        for begin in range(int(seen.min()), picked, self.CHUNK):
+            end = min(begin + self.CHUNK, picked)
+            stale = rows[seen < end]
+            product = self.x[stale] @ self.centers[begin:end].T
+            product.mul_(-2.0).add_(self.norms[stale, None]).add_(self.center_norms[begin:end])
+            nearest = product.min(dim=1).values.clamp_(min=0.0)
+            self.best[stale] = torch.minimum(self.best[stale], nearest)
+        self.seen[rows] = picked
 
 
 def coverage_radius(

@@ -36,20 +36,20 @@ from inspection.core.bundle import (
     Precision,
     write_bundle_metadata,
 )
-from inspection.core.calibration import Calibration, calibrate
-from inspection.core.config import to_mapping
+from inspection.core.calibration import Calibration
 from inspection.core.errors import BundleError
 from inspection.core.export_gate import (
     BundleFigures,
-    GateDecision,
+    ExportRecord,
+    GateRecord,
     GateRefusal,
     GateTolerances,
     check_gate,
 )
-from inspection.core.export_gate import measure as measure_outputs
 from inspection.core.fingerprint import fingerprint_files
 from inspection.core.images import read_image, read_mask
 from inspection.core.metrics import EvaluationMetrics
+from inspection.core.outputs import RawOutputs
 from inspection.core.refinement import RefinementChoice
 from inspection.core.registry import ModelRecord, Registry, utc_now
 from inspection.runtime.inspector import Inspector
@@ -80,12 +80,18 @@ class ExportResult:
     bundle_id: str
     bundle_dir: Path
     metadata: BundleMetadata
-    reference_metrics: EvaluationMetrics | None = None
-    """The FP32 bundle's metrics, calibrated the same way (None for an FP32 export)."""
 
     @property
     def metrics(self) -> dict[str, Any]:
         return self.metadata.metrics
+
+    @property
+    def gate(self) -> GateRecord:
+        """The export gate's record (every bundle exported by this module has one)."""
+        gate = self.metadata.export_record().gate
+        if gate is None:  # pragma: no cover - export_model always records it
+            raise BundleError(f"{self.bundle_id} records no export gate")
+        return gate
 
 
 # ----------------------------------------------------------------- conversion
@@ -185,23 +191,6 @@ def convert_torch_model(
 
 
 # ----------------------------------------------------------------- evaluation
-@dataclass(frozen=True)
-class RawOutputs:
-    """A bundle's raw outputs on labelled samples (model resolution, not normalised).
-
-    scores (N,) float64; maps (N, h, w) float32; labels (N,) int64; masks (N, h, w) bool
-    ground truth resized (nearest) to the map; mask_known (N,) False for a defective image
-    without a mask file.
-    """
-
-    scores: np.ndarray
-    maps: np.ndarray
-    labels: np.ndarray
-    masks: np.ndarray
-    mask_known: np.ndarray
-    defect_types: tuple[str, ...]
-
-
 def run_bundle(
     bundle_dir: str | Path, samples: Sequence[LabelledSample], *, batch_size: int = 8
 ) -> RawOutputs:
@@ -240,34 +229,6 @@ def _run_tiled(tiled: TiledInspector, samples: Sequence[LabelledSample]) -> RawO
         mask_known=np.asarray([s.label == 0 or s.mask_path is not None for s in samples]),
         defect_types=tuple(s.defect_type for s in samples),
     )
-
-
-def calibrate_outputs(outputs: RawOutputs) -> Calibration:
-    """The bundle's own calibration from its raw outputs on the validation split."""
-    return calibrate(
-        outputs.scores,
-        outputs.maps,
-        outputs.labels,
-        outputs.masks,
-        outputs.defect_types,
-        mask_known=outputs.mask_known,
-    )
-
-
-def measure(
-    outputs: RawOutputs, calibration: Calibration
-) -> tuple[EvaluationMetrics, BundleFigures]:
-    """Metrics (``inspection.core.metrics``) and gate figures at ``calibration``."""
-    metrics, figures = measure_outputs(
-        outputs.scores,
-        outputs.maps,
-        outputs.labels,
-        outputs.masks,
-        outputs.defect_types,
-        calibration,
-        mask_known=outputs.mask_known,
-    )
-    return metrics, figures
 
 
 def _write_validation_scores(
@@ -349,7 +310,7 @@ def _calibrated_bundle(
     say(
         f"calibrating the {meta.precision} bundle on its {len(splits.validation)} validation images"
     )
-    calibration = calibrate_outputs(run_bundle(target, splits.validation))
+    calibration = run_bundle(target, splits.validation).calibrate()
     meta = replace(
         meta,
         normalization=calibration.normalization,
@@ -460,7 +421,7 @@ def export_model(
                 extra_files,
                 choose_refiner=False,
             )
-            reference = measure(outputs, _own(cal_meta))
+            reference = outputs.measure(_own(cal_meta))
     model, meta = fp32_model, replace(base, precision=options.precision, created_at=utc_now())
     if options.precision == "int8":
         if base.tiling is not None:
@@ -471,7 +432,7 @@ def export_model(
         model, meta = _quantised(fp32_model, meta, splits, options, say)
     meta, outputs = _calibrated_bundle(model, out_dir, meta, splits, say, extra_files)
     _write_validation_scores(out_dir, outputs.scores, splits.test, meta)
-    metrics, figures = measure(outputs, _own(meta))
+    metrics, figures = outputs.measure(_own(meta))
     ref_figures = reference[1] if reference else figures
     decision = check_gate(figures, ref_figures, options.tolerances)
     what = f"{meta.product}/{meta.bundle_id}"
@@ -483,14 +444,17 @@ def export_model(
                 "calibration images (--calibration-size), FP16, or --force."
             )
         log.warning("%s (registering: forced)", decision.message(what))
-    recorded = {
-        **metrics.to_mapping(),
-        "gate": _gate_record(figures, ref_figures, decision, options),
-    }
+    gate = GateRecord.decided(
+        decision, figures, ref_figures, options.tolerances, force=options.force
+    )
+    record = ExportRecord(gate=gate)
     if reference is not None:
-        recorded["reference_fp32"] = reference[0].to_mapping()
-        recorded["image_auroc_drop"] = _image_auroc_drop(reference[0], metrics)
-    return _finalise(out_dir, replace(meta, metrics=recorded), reference and reference[0])
+        drop = _image_auroc_drop(reference[0], metrics)
+        record = ExportRecord(gate=gate, reference_fp32=reference[0], image_auroc_drop=drop)
+    recorded = {**metrics.to_mapping(), **record.to_mapping()}
+    meta = replace(meta, metrics=recorded)
+    write_bundle_metadata(out_dir, meta)
+    return ExportResult(meta.bundle_id, out_dir, meta)
 
 
 def _image_auroc_drop(reference: EvaluationMetrics, metrics: EvaluationMetrics) -> float:
@@ -544,29 +508,6 @@ def _quantised(
             "head_fp32": options.keep_head_fp32,
         },
     )
-
-
-def _gate_record(
-    figures: BundleFigures,
-    reference: BundleFigures,
-    decision: GateDecision,
-    options: ExportOptions,
-) -> dict[str, Any]:
-    return {
-        "passed": decision.passed,
-        "forced": options.force and not decision.passed,
-        "failures": list(decision.failures),
-        "figures": to_mapping(figures),
-        "reference_fp32": to_mapping(reference),
-        "tolerances": to_mapping(options.tolerances),
-    }
-
-
-def _finalise(
-    out_dir: Path, meta: BundleMetadata, reference: EvaluationMetrics | None
-) -> ExportResult:
-    write_bundle_metadata(out_dir, meta)
-    return ExportResult(meta.bundle_id, out_dir, meta, reference)
 
 
 # ----------------------------------------------------------- registry versions

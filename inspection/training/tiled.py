@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import cv2
@@ -28,11 +28,10 @@ from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
 from inspection.core.bundle import Preprocessing
-from inspection.core.calibration import Calibration, calibrate
 from inspection.core.config import to_mapping
 from inspection.core.errors import ConfigError
-from inspection.core.export_gate import measure
 from inspection.core.images import read_image, read_mask
+from inspection.core.outputs import RawOutputs
 from inspection.core.registry import ModelRecord, Registry
 from inspection.core.roi import RoiSpec
 from inspection.core.tiling import TilingSpec, cut, stitch
@@ -134,29 +133,6 @@ def tile_loader(
     )
 
 
-@dataclass(frozen=True)
-class TiledOutputs:
-    """Whole-image outputs of a tiled model: raw scores (N,) (highest tile), stitched raw maps
-    and ground truth (N, h, w) at ``evaluation_size``, labels, mask_known, defect types."""
-
-    scores: np.ndarray
-    maps: np.ndarray
-    masks: np.ndarray
-    labels: np.ndarray
-    mask_known: np.ndarray
-    defect_types: tuple[str, ...]
-
-    def calibrate(self) -> Calibration:
-        return calibrate(
-            self.scores,
-            self.maps,
-            self.labels,
-            self.masks,
-            self.defect_types,
-            mask_known=self.mask_known,
-        )
-
-
 def predict_tiled(
     model: Any,
     samples: Sequence[Sample],
@@ -164,9 +140,10 @@ def predict_tiled(
     *,
     batch_size: int = 16,
     roi: RoiSpec | None = None,
-) -> TiledOutputs:
+) -> RawOutputs:
     """Run the torch model over every tile of ``samples`` (with ``roi``: every tile holding
-    an ROI pixel, as the station does) and stitch each image back."""
+    an ROI pixel, as the station does) and stitch each image back: raw scores (N,) (highest
+    tile), stitched raw maps and ground truth (N, h, w) at ``evaluation_size``."""
     data = TileDataset(samples, tiling)
     scores, maps, masks = [], [], []
     model.eval()
@@ -189,7 +166,7 @@ def predict_tiled(
         maps.append(cv2.resize(stitched, (size[1], size[0]), interpolation=cv2.INTER_AREA))
         masks.append(read_mask(sample.mask_path if sample.label else None, size))
         scores.append(float(np.concatenate(tile_scores).max()))
-    return TiledOutputs(
+    return RawOutputs(
         scores=np.asarray(scores, np.float64),
         maps=np.stack(maps).astype(np.float32),
         masks=np.stack(masks),
@@ -257,16 +234,8 @@ def train_tiled(
     metrics: dict[str, Any] = {"fit_seconds": round(fit_seconds, 2), "train_tiles": tiles}
     if evaluate:
         outputs = predict_tiled(model, test, tiling, roi=roi)
-        figures, _ = measure(
-            outputs.scores,
-            outputs.maps,
-            outputs.labels,
-            outputs.masks,
-            outputs.defect_types,
-            calibration,
-            mask_known=outputs.mask_known,
-        )
-        judged = replace(figures, calibration=calibration)
+        measured, _ = outputs.measure(calibration)
+        judged = replace(measured, calibration=calibration)
         metrics = {**judged.to_mapping(), **metrics, "test_images": len(test)}
     state = model.state_dict()
     record = registry.create_version(

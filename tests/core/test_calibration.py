@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -14,6 +15,7 @@ from inspection.core.export_gate import (
     check_gate,
     measure,
 )
+from inspection.core.outputs import RawOutputs
 
 
 def _outputs(shift: float = 0.0, seed: int = 0) -> tuple[np.ndarray, ...]:
@@ -116,3 +118,35 @@ def test_gate_passes_within_tolerances_and_skips_undefined() -> None:
 def test_tolerances_are_validated() -> None:
     with pytest.raises(ValueError, match="tolerance aupro must be in"):
         GateTolerances(aupro=-0.1)
+
+
+def _raw(**changes: object) -> RawOutputs:
+    scores, maps, labels, masks = _outputs(seed=2)
+    fields = dict(
+        scores=scores.astype(np.float64), maps=maps, labels=labels, masks=masks,
+        mask_known=np.ones(16, bool), defect_types=("good",) * 8 + ("square",) * 8,
+    )  # fmt: skip
+    return RawOutputs(**{**fields, **changes})  # type: ignore[arg-type]
+
+
+def test_raw_outputs_calibrate_and_measure_as_the_functions_do() -> None:
+    """Export and tiled training hand over ``RawOutputs``; it calls the one calibrate/measure."""
+    raw = _raw()
+    calibration = raw.calibrate()
+    args = (raw.scores, raw.maps, raw.labels, raw.masks, raw.defect_types)
+    assert calibration == calibrate(*args)
+    assert raw.measure(calibration) == measure(*args, calibration)
+
+
+@pytest.mark.parametrize(
+    ("changes", "error"),
+    [
+        ({"maps": np.zeros((16, 32), np.float32)}, "maps (N, h, w); got (16,) and (16, 32)"),
+        ({"masks": np.zeros((16, 8, 8), bool)}, "masks: expected (16, 32, 32), got (16, 8, 8)"),
+        ({"labels": np.zeros(15)}, "need 16 entries each, got (15, 16, 16)"),
+        ({"defect_types": ("good",)}, "need 16 entries each, got (16, 16, 1)"),
+    ],
+)
+def test_raw_outputs_reject_mismatched_arrays(changes: dict, error: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(error)):
+        _raw(**changes)

@@ -1,7 +1,10 @@
 """Registry and bundle files written by an earlier release must still read.
 
 ``tests/fixtures/registry_v1`` was written by the registry code of 2026-11 (one version, one
-bundle, a promotion and a threshold change). Never regenerate it: add a newer fixture instead.
+bundle, a promotion and a threshold change). ``tests/fixtures/registry_v2`` was written by main
+at 32cdde8 (2026-11-23: metrics schema 1, calibrated FP32 and forced INT8 bundles with their
+export gate records; the model and weight files are left out, so bundles are read, not
+verified). Never regenerate them: add a newer fixture instead.
 """
 
 from __future__ import annotations
@@ -9,10 +12,13 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
+
 from inspection.core.bundle import read_bundle_metadata, verify_bundle
 from inspection.core.registry import Registry
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "registry_v1"
+FIXTURE_V2 = Path(__file__).parents[1] / "fixtures" / "registry_v2"
 
 
 def test_a_registry_written_by_the_first_release_reads(tmp_path: Path) -> None:
@@ -47,3 +53,35 @@ def test_a_bundle_written_by_the_first_release_reads(tmp_path: Path) -> None:
     assert metadata.inference_precision == "f32"  # moved out of extra by the reader
     assert "inference_precision" not in metadata.extra
     assert metadata.evaluation().image_auroc is None  # it recorded no metrics
+
+
+def test_a_registry_version_with_schema_1_metrics_reads(tmp_path: Path) -> None:
+    registry = Registry(shutil.copytree(FIXTURE_V2, tmp_path / "registry"))
+    [record] = registry.versions("brick")
+    evaluation = record.evaluation()
+    assert evaluation.schema == 1 and evaluation.image_auroc is not None
+    assert set(evaluation.per_defect) == {"crack", "hole", "scratch", "stain"}
+    assert evaluation.calibration is not None
+    assert record.calibration() == evaluation.calibration
+    assert record.train_image_count() == 24
+    assert len(record.splits().validation) == 6
+
+
+def test_bundles_with_export_gate_records_read(tmp_path: Path) -> None:
+    bundles = shutil.copytree(FIXTURE_V2 / "brick" / "bundles", tmp_path / "bundles")
+    fp32 = read_bundle_metadata(bundles / "v0001-fp32")
+    int8 = read_bundle_metadata(bundles / "v0001-int8")
+    assert fp32.output_calibration is not None and int8.output_calibration is not None
+    own = fp32.export_record()
+    assert own.gate is not None and own.gate.passed and own.reference_fp32 is None
+    assert own.gate.reference_fp32 == own.gate.figures  # FP32 is its own reference
+    record = int8.export_record()
+    gate = record.gate
+    assert gate is not None and (gate.passed, gate.forced) == (False, True)
+    assert gate.failures[0].startswith("miss_rate 0.125 vs FP32 0.000")
+    assert gate.reference_fp32 == own.gate.figures  # the same FP32 bundle, re-calibrated
+    assert (gate.figures.n_good, gate.figures.n_defective) == (4, 8)
+    assert record.reference_fp32 is not None
+    assert record.image_auroc_drop == pytest.approx(
+        record.reference_fp32.image_auroc - int8.evaluation().image_auroc
+    )

@@ -170,15 +170,21 @@ def test_sync_also_pulls_the_live_versions_other_gated_precisions(
     import shutil
 
     from inspection.core.bundle import read_bundle_metadata, write_bundle_metadata
+    from inspection.core.export_gate import ExportRecord
 
     central.registry.add_bundle(PRODUCT, fp16_bundle, "v0001-fp16")
     refused = tmp_path / "refused"
     shutil.copytree(fp16_bundle, refused)
     meta = read_bundle_metadata(refused)
-    gate = {"passed": False, "failures": ["miss_rate 0.3 vs FP32 0.0"]}
+    gate = dataclasses.replace(
+        meta.export_record().gate,
+        passed=False,
+        failures=("miss_rate 0.3 vs FP32 0.0",),
+        forced=True,
+    )
+    metrics = {**meta.metrics, **ExportRecord(gate=gate).to_mapping()}
     write_bundle_metadata(
-        refused,
-        dataclasses.replace(meta, bundle_id="v0001-int8", metrics={**meta.metrics, "gate": gate}),
+        refused, dataclasses.replace(meta, bundle_id="v0001-int8", metrics=metrics)
     )
     central.registry.add_bundle(PRODUCT, refused, "v0001-int8")
     local = Registry(tmp_path / "station" / "registry")

@@ -31,7 +31,7 @@ def test_fp32_bundle_is_registered_verified_and_complete(fp32_bundle, trained_pa
     )
     assert meta.calibration is None
     # calibrated on its own validation outputs, gated (NG always with a region)
-    assert meta.output_calibration is not None and meta.metrics["gate"]["passed"]
+    assert meta.output_calibration is not None and meta.export_record().gate.passed
     assert meta.normalization == meta.output_calibration.normalization
 
 
@@ -67,13 +67,14 @@ def test_int8_bundle_is_calibrated_on_its_own_outputs(fp32_bundle, trained_patch
     assert int8.output_calibration.n_good + int8.output_calibration.n_defective == len(
         tp.record.extra["splits"]["validation"]
     )
-    gate = int8.metrics["gate"]
-    assert gate["figures"]["ng_without_region"] == 0
-    assert gate["reference_fp32"]["n_good"] == gate["figures"]["n_good"] > 0
-    assert gate["passed"] or gate["forced"]
-    assert int8.metrics["image_auroc_drop"] == pytest.approx(
-        int8.metrics["reference_fp32"]["overall"]["image_auroc"]
-        - int8.metrics["overall"]["image_auroc"]
+    record = int8.export_record()
+    gate = record.gate
+    assert gate == result.gate and gate.figures.ng_without_region == 0
+    assert gate.reference_fp32.n_good == gate.figures.n_good > 0
+    assert gate.passed or gate.forced
+    assert record.reference_fp32 is not None
+    assert record.image_auroc_drop == pytest.approx(
+        record.reference_fp32.image_auroc - int8.evaluation().image_auroc
     )
 
 

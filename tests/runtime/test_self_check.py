@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from inspection.core.bundle import read_bundle_metadata
 from inspection.core.errors import BundleError
 from inspection.runtime.self_check import LabelledPath, check_live_bundle, recorded_reference
 
@@ -47,9 +48,10 @@ def test_a_bundle_judging_otherwise_than_gated_fails(
     assert "miss_rate 1.000 vs FP32" in check.summary()
 
 
-def test_a_bundle_without_a_gate_record_is_refused() -> None:
+def test_a_bundle_without_a_gate_record_is_refused(fp32_bundle: Path) -> None:
+    meta = replace(read_bundle_metadata(fp32_bundle), metrics={"overall": {"image_auroc": 1.0}})
     with pytest.raises(BundleError, match="not calibrated on its own outputs"):
-        recorded_reference({"overall": {"image_auroc": 1.0}})
+        recorded_reference(meta)
 
 
 def test_a_bundle_as_bad_as_its_fp32_reference_passes_the_gate_but_is_not_line_ready() -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from inspection.core.bundle import read_bundle_metadata, write_bundle_metadata
+from inspection.core.export_gate import ExportRecord
 from inspection.core.registry import Registry
 from inspection.runtime.hardware import CpuInfo, parse_cpuinfo
 from inspection.runtime.tuning import (
@@ -76,12 +77,15 @@ def test_gate_status_reads_the_recorded_drop(fp32_bundle: Path) -> None:
     assert gate_status(fp16, 1.0)[0]
     unknown = dataclasses.replace(meta, precision="int8", metrics={})
     assert gate_status(unknown, None)[0] is False
-    forced = dataclasses.replace(
-        meta,
-        precision="int8",
-        metrics={"image_auroc_drop": 0.0, "gate": {"passed": False, "failures": ["miss_rate"]}},
+    gate = dataclasses.replace(
+        meta.export_record().gate, passed=False, failures=("miss_rate",), forced=True
     )
+    recorded = ExportRecord(gate=gate, image_auroc_drop=0.0).to_mapping()
+    forced = dataclasses.replace(meta, precision="int8", metrics=recorded)
     assert gate_status(forced, 1.0) == (False, "refused by its export gate: miss_rate")
+    malformed = dataclasses.replace(forced, metrics={"gate": {"passed": False}})
+    passed, why = gate_status(malformed, 1.0)
+    assert not passed and "metrics.gate" in why and "figures" in why
 
 
 def _gated_copy(source: Path, target: Path, drop: float) -> Path:

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from inspection.training.coreset import (
+    _LazyGreedy,
     coreset_size,
     coverage_radius,
     greedy_k_center,
@@ -76,11 +77,18 @@ def test_bad_sizes(n: int, ratio: float, cap: int | None, message: str) -> None:
         coreset_size(n, ratio, cap)
 
 
-@pytest.mark.parametrize("prior", [False, True])
-def test_pruning_keeps_the_full_scan_picks(prior: bool) -> None:
+@pytest.mark.parametrize("prior, batch", [(False, 32), (True, 32), (False, 1), (True, 1)])
+def test_lazy_updates_keep_the_full_scan_picks(
+    prior: bool, batch: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_LazyGreedy, "BATCH", batch)  # 1: the second round runs on most picks
     features = clustered(6000, 12, seed=5)
     min_sq = torch.rand(6000) * 4.0 if prior else None
-    full = greedy_k_center(features, 120, start=0, min_sq=min_sq, prune=False)
-    pruned = greedy_k_center(features, 120, start=0, min_sq=min_sq)
-    assert pruned.indices.tolist() == full.indices.tolist()
-    assert pruned.radius == pytest.approx(full.radius, rel=1e-5)
+    full = greedy_k_center(features, 300, start=0, min_sq=min_sq, lazy=False)
+    lazy = greedy_k_center(features, 300, start=0, min_sq=min_sq)
+    assert lazy.indices.tolist() == full.indices.tolist()
+    assert lazy.radius == pytest.approx(full.radius, rel=1e-5)
+    exact = torch.cdist(features, features[lazy.indices]).min(dim=1).values.square()
+    if min_sq is not None:
+        exact = torch.minimum(exact, min_sq)
+    assert lazy.radius == pytest.approx(float(exact.max().sqrt()), rel=1e-4)

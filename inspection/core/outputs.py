@@ -1,0 +1,72 @@
+"""A model's raw outputs on labelled images, and the two things done with them (torch-free).
+
+Export runs a bundle (``training.export.run_bundle``), tiled training runs the torch model
+over tiles (``training.tiled.predict_tiled``); both hand over ``RawOutputs``, which calibrate
+themselves (``core.calibration.calibrate``) and are measured at a calibration through the one
+verdict rule (``core.export_gate.measure``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from inspection.core.calibration import Calibration, calibrate
+from inspection.core.export_gate import BundleFigures, measure
+from inspection.core.metrics import EvaluationMetrics
+
+
+@dataclass(frozen=True)
+class RawOutputs:
+    """Raw (not normalised) outputs on N labelled images, at the map resolution.
+
+    scores (N,) float64; maps (N, h, w) float32; labels (N,) int64 0 good / 1 defective;
+    masks (N, h, w) bool ground truth resized (nearest) to the map; mask_known (N,) bool,
+    False for a defective image without a mask file; defect_types N names.
+    """
+
+    scores: np.ndarray
+    maps: np.ndarray
+    labels: np.ndarray
+    masks: np.ndarray
+    mask_known: np.ndarray
+    defect_types: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        n = len(self.scores)
+        if self.scores.shape != (n,) or self.maps.ndim != 3 or len(self.maps) != n:
+            raise ValueError(
+                f"RawOutputs needs scores (N,) and maps (N, h, w); got {self.scores.shape} "
+                f"and {self.maps.shape}"
+            )
+        if self.masks.shape != self.maps.shape:
+            raise ValueError(f"masks: expected {self.maps.shape}, got {self.masks.shape}")
+        sizes = (len(self.labels), len(self.mask_known), len(self.defect_types))
+        if sizes != (n, n, n):
+            raise ValueError(
+                f"labels, mask_known and defect_types need {n} entries each, got {sizes}"
+            )
+
+    def calibrate(self) -> Calibration:
+        """The calibration these outputs set (run them on the validation split)."""
+        return calibrate(
+            self.scores,
+            self.maps,
+            self.labels,
+            self.masks,
+            self.defect_types,
+            mask_known=self.mask_known,
+        )
+
+    def measure(self, calibration: Calibration) -> tuple[EvaluationMetrics, BundleFigures]:
+        """Metrics and gated figures when judged at ``calibration`` (``export_gate.measure``)."""
+        return measure(
+            self.scores,
+            self.maps,
+            self.labels,
+            self.masks,
+            self.defect_types,
+            calibration,
+            mask_known=self.mask_known,
+        )
