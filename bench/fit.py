@@ -200,23 +200,21 @@ def incremental(data: Path, added: int) -> list[dict[str, Any]]:
         union = _union(base.root, [s.path for s in new], work / "union")
         full = train_model(config, union, product="brick", registry=registry, progress=False)
         rows = []
-        for name, metrics, seconds, record in (
-            ("parent (60 images)", parent.record.metrics, parent.record.metrics["fit_seconds"],
-             parent.record),
-            (f"incremental +{added}", update.metrics, round(update.seconds, 2), update.record),
-            (f"full refit {len(union.train_samples)}", full.record.metrics,
-             full.record.metrics["fit_seconds"], full.record),
-        ):  # fmt: skip
-            overall = metrics["overall"]
+        for name, record in (
+            ("parent (60 images)", parent.record),
+            (f"incremental +{added}", update.record),
+            (f"full refit {len(union.train_samples)}", full.record),
+        ):
+            overall, fit = record.evaluation().overall, record.fit_figures()
             lineage = record.lineage()
             rows.append(
                 {
                     "model": name,
-                    "seconds": seconds,
+                    "seconds": fit.fit_seconds,
                     "bank_rows": lineage.bank_rows_after if lineage else None,
-                    **{k: overall.get(k) for k in ("image_auroc", "pixel_auroc", "aupro")},
-                    **{k: overall.get(k) for k in ("false_reject_rate", "miss_rate")},
-                    "stages": metrics.get("update_stage_seconds"),
+                    **{k: getattr(overall, k) for k in ("image_auroc", "pixel_auroc", "aupro")},
+                    **{k: getattr(overall, k) for k in ("false_reject_rate", "miss_rate")},
+                    "stages": fit.update_stage_seconds,
                 }
             )
             print(rows[-1], flush=True)

@@ -165,7 +165,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "tiled": {
             "input": f"{len(grid)} tiles of {args.tile} px, stride {args.stride}, scale {args.scale}",
             "fit_seconds": round(tiled_fit, 1),
-            "train_tiles": tiled_record.extra["train_tiles"],
+            "train_tiles": tiled_record.fit_figures().train_tiles,
             **figures(tiled.bundle_dir, test, tiled_scores, tiled_maps),
         },
     }

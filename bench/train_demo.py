@@ -57,18 +57,18 @@ def main() -> None:
                 )
                 total = time.perf_counter() - started
                 cpu = time.process_time() - cpu_started
-                stored, metrics = outcome.record.metrics, outcome.metrics
+                fit, metrics = outcome.record.fit_figures(), outcome.metrics
                 row = {
                     "product": product,
                     "run": name,
                     "model": kind,
-                    "weights": outcome.record.weights["source"],
+                    "weights": outcome.record.backbone_weights().source,
                     **{key: getattr(metrics.overall, key) for key in METRICS},
-                    "fit_seconds": stored["fit_seconds"],
+                    "fit_seconds": fit.fit_seconds,
                     "total_seconds": round(total, 1),
                     "cpu_seconds": round(cpu, 1),  # all threads; less sensitive to contention
                     "load_average_1min": round(load_before, 1),
-                    "test_images": stored["test_images"],
+                    "test_images": fit.test_images,
                     "per_defect": {k: to_mapping(v) for k, v in metrics.per_defect.items()},
                     "config": outcome.record.config,
                 }

@@ -223,8 +223,8 @@ def evaluate_command(
     site_config = load_site_config(site)
     registry = Registry(site_config.registry_dir)
     record = registry.version(product, version) if version else registry.latest_version(product)
-    dataset = load_dataset(data or Path(record.dataset.get("root", "")))
-    if dataset.fingerprint()["sha256"] != record.dataset.get("sha256"):
+    dataset = load_dataset(data or record.dataset_root())
+    if dataset.fingerprint()["sha256"] != record.dataset_ref().sha256:
         console.print("[yellow]warning:[/] the dataset changed since this model was trained")
     config = model_config_from_mapping(record.config, where=record.model_version)
     _, test = evaluation_splits(config, dataset)
@@ -510,7 +510,7 @@ def _print_metrics(rows: list[tuple[ModelRecord, EvaluationMetrics]]) -> None:
             *(_fmt(v) for v in (o.image_auroc, o.pixel_auroc, o.aupro, o.image_f1, o.pixel_f1)),
             _fmt(o.region_recall),
             "-" if o.ng_without_region is None else str(o.ng_without_region),
-            _fmt(record.metrics.get("fit_seconds"), 1),
+            _fmt(record.fit_figures().fit_seconds, 1),
         )
     print_table(console, table)  # logs and CI: never let the figures collapse to '1.…'
 

@@ -56,6 +56,16 @@ class Preprocessing:
 
 
 @dataclass(frozen=True)
+class OutputNames:
+    """The model's output tensors: image ``score`` (N,), anomaly ``map`` (N, 1, h, w) and,
+    for a global-context bundle pooling backbone features, ``pooled`` (N, D)."""
+
+    score: str = "pred_score"
+    map: str = "anomaly_map"
+    pooled: str | None = None
+
+
+@dataclass(frozen=True)
 class GlobalContextSpec:
     """A model's global-context component (``core.global_context``): its parameter file
     (checksummed in a bundle), the backbone layers pooled for it (empty unless ``features``
@@ -82,9 +92,7 @@ class BundleMetadata:
     normalization: Normalization
     model_file: str = "model.xml"
     weights_file: str = "model.bin"
-    output_names: dict[str, str] = field(
-        default_factory=lambda: {"score": "pred_score", "map": "anomaly_map"}
-    )
+    output_names: OutputNames = field(default_factory=OutputNames)
     image_threshold: float = 0.5
     pixel_threshold: float = 0.5
     inference_precision: Literal["f32", "f16", "bf16"] | None = None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import cv2
 import numpy as np
 
@@ -11,28 +13,41 @@ from inspection.core.types import DefectRegion
 def extract_regions(
     anomaly_map: np.ndarray, mask: np.ndarray, *, min_area: int = 1
 ) -> tuple[DefectRegion, ...]:
-    """Regions of ``mask`` ((H, W) bool) scored by ``anomaly_map`` ((H, W) float32), largest first."""
+    """Regions of ``mask`` ((H, W) bool) scored by ``anomaly_map`` ((H, W) float32), largest first.
+
+    One labelling pass, then every region's box, area, peak and scores from its own pixels
+    only (a defect mask covers a few per cent of the image): ``connectedComponentsWithStats``
+    would spend ~5x the labelling time on statistics of every pixel.
+    """
     if mask.shape != anomaly_map.shape:
         raise ValueError(f"mask shape {mask.shape} != anomaly_map shape {anomaly_map.shape}")
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(
-        mask.astype(np.uint8), connectivity=8
-    )
+    pixels = mask.astype(np.uint8)
+    count, labels = cv2.connectedComponents(pixels, connectivity=8)
+    if count <= 1:
+        return ()
+    # row-major pixel order (each region's first maximum is its peak); flatnonzero on a bool
+    # view is ~20x faster than np.nonzero on the 2-D mask
+    flat = np.flatnonzero(pixels.view(bool))
+    owners = labels.reshape(-1)[flat]
+    order = np.argsort(owners, kind="stable")
+    flat = flat[order]
+    ys, xs = np.divmod(flat, mask.shape[1])
+    values = np.ascontiguousarray(anomaly_map).reshape(-1)[flat]
+    bounds = np.searchsorted(owners[order], np.arange(1, count + 1))
     regions = []
-    for label in range(1, count):
-        x, y, w, h, area = (int(v) for v in stats[label])
+    for begin, end in pairwise(bounds):
+        area = int(end - begin)
         if area < min_area:
             continue
-        inside = labels[y : y + h, x : x + w] == label
-        scores = np.where(inside, anomaly_map[y : y + h, x : x + w], -np.inf)
-        peak_y, peak_x = np.unravel_index(int(np.argmax(scores)), scores.shape)
-        values = anomaly_map[y : y + h, x : x + w][inside]
+        ry, rx, scores = ys[begin:end], xs[begin:end], values[begin:end]
+        peak = int(np.argmax(scores))
         regions.append(
             DefectRegion(
-                box=(x, y, x + w, y + h),
+                box=(int(rx.min()), int(ry.min()), int(rx.max()) + 1, int(ry.max()) + 1),
                 area=area,
-                peak=(x + int(peak_x), y + int(peak_y)),
-                max_score=float(values.max()),
-                mean_score=float(values.mean()),
+                peak=(int(rx[peak]), int(ry[peak])),
+                max_score=float(scores[peak]),
+                mean_score=float(scores.mean()),
             )
         )
     return tuple(sorted(regions, key=lambda r: r.area, reverse=True))

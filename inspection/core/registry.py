@@ -20,7 +20,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,7 +29,7 @@ from filelock import FileLock
 
 from inspection.core.bundle import GlobalContextSpec, Preprocessing, verify_bundle
 from inspection.core.calibration import Calibration, Normalization
-from inspection.core.config import from_mapping
+from inspection.core.config import from_mapping, to_mapping
 from inspection.core.errors import ConfigError, RegistryError
 from inspection.core.metrics import EvaluationMetrics
 from inspection.core.roi import RoiTraining
@@ -110,6 +110,57 @@ class Lineage:
 
 
 @dataclass(frozen=True)
+class FitFigures:
+    """What training records about the fit beside its metrics (in ``ModelRecord.metrics``).
+
+    ``fit_seconds``: wall time of the fit (an incremental update: of the whole update);
+    ``test_images``: the held-out split measured; ``train_tiles``: tiles fitted (tiled models);
+    ``update_stage_seconds``: an incremental update's stages. None: not recorded.
+    """
+
+    fit_seconds: float | None = None
+    test_images: int | None = None
+    train_tiles: int | None = None
+    update_stage_seconds: dict[str, float] | None = None
+
+    def to_mapping(self) -> dict[str, Any]:
+        """The keys to merge into a version's metrics mapping (None fields left out)."""
+        return {k: v for k, v in to_mapping(self).items() if v is not None}
+
+    @classmethod
+    def from_metrics(cls, metrics: Mapping[str, Any], where: str = "metrics") -> FitFigures:
+        """Read these keys of a version's metrics; the figures are ``EvaluationMetrics``'."""
+        names = {f.name for f in fields(cls)}
+        return from_mapping(cls, {k: v for k, v in metrics.items() if k in names}, where)
+
+
+@dataclass(frozen=True)
+class BackboneWeights:
+    """Where a version's pretrained backbone weights came from (``training.backbones``):
+    ``source`` (``bundled``, ``file``, ``hub`` or ``random``) with a ``detail`` and the sha256,
+    and the ImageNet mean/std its input is normalised with. None: not recorded."""
+
+    backbone: str | None = None
+    source: str | None = None
+    detail: str | None = None
+    sha256: str | None = None
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    """The dataset folder a version was trained on and its content fingerprint
+    (``data.Dataset.fingerprint``: name, sha256 over all files, file count). None: not
+    recorded."""
+
+    root: Path | None = None
+    sha256: str | None = None
+    count: int | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True)
 class ModelRecord:
     """One immutable trained model version."""
 
@@ -140,6 +191,40 @@ class ModelRecord:
             return EvaluationMetrics.from_mapping(self.metrics)
         except ConfigError as exc:
             raise RegistryError(f"{self.model_version} metrics: {exc}") from exc
+
+    def fit_figures(self) -> FitFigures:
+        """Fit time, test-split size, tiles and update stages recorded with the metrics."""
+        try:
+            return FitFigures.from_metrics(self.metrics, f"{self.model_version} metrics")
+        except ConfigError as exc:
+            raise RegistryError(str(exc)) from exc
+
+    def backbone_weights(self) -> BackboneWeights:
+        """The pretrained weights the version started from (empty for the first release)."""
+        try:
+            return from_mapping(BackboneWeights, self.weights, f"{self.model_version} weights")
+        except ConfigError as exc:
+            raise RegistryError(str(exc)) from exc
+
+    def dataset_ref(self) -> DatasetRef:
+        """Which dataset folder (``root``; ``path`` in the first release) and content."""
+        names = {f.name for f in fields(DatasetRef)}
+        known = {k: v for k, v in self.dataset.items() if k in names and v is not None}
+        if "root" not in known and self.dataset.get("path"):
+            known["root"] = self.dataset["path"]
+        try:
+            return from_mapping(DatasetRef, known, f"{self.model_version} dataset")
+        except ConfigError as exc:
+            raise RegistryError(str(exc)) from exc
+
+    def dataset_root(self) -> Path:
+        """The dataset folder the version was trained on; ``RegistryError`` if not recorded."""
+        root = self.dataset_ref().root
+        if root is None:
+            raise RegistryError(
+                f"{self.model_version} does not record its dataset folder; pass --dataset PATH"
+            )
+        return root
 
     def calibration(self) -> Calibration:
         """The normalisation and segmentation the version's metrics were judged at (older

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -105,3 +105,42 @@ def write_retrain_report(report: RetrainReport, path: str | Path) -> Path:
     path = Path(path)
     path.write_text(report.to_json(), encoding="utf-8")
     return path
+
+
+@dataclass(frozen=True)
+class RetrainEvent:
+    """A retrain run as the registry's audit log records it (action ``retrain``): written by
+    ``retrain.pipeline`` and ``retrain.fleet`` for every decided or failed run, read by the
+    dashboard for runs without a report. ``metrics``: the flat gate figures by role
+    (``champion``, ``challenger``); non-numeric entries are left out."""
+
+    at: str
+    run: str | None = None
+    decision: Literal["promote", "keep", "failed"] | None = None
+    reason: str = ""
+    champion: str | None = None
+    challenger: str | None = None
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @classmethod
+    def from_event(cls, event: Mapping[str, Any], where: str = "event") -> RetrainEvent:
+        """The run's fields of one audit event (the registry's own keys such as ``action``
+        and ``actor``, and details added later, are left to their readers)."""
+        names = {f.name for f in fields(cls)} - {"metrics"}
+        own = {k: v for k, v in event.items() if k in names and v is not None}
+        metrics = event.get("metrics") or {}
+        if not isinstance(metrics, Mapping):
+            raise ConfigError(f"{where}.metrics: expected a mapping, got {metrics!r}")
+        return from_mapping(cls, {**own, "metrics": _numeric_by_role(metrics)}, where)
+
+
+def _numeric_by_role(metrics: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    return {
+        str(role): {
+            str(k): float(v)
+            for k, v in figures.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
+        for role, figures in metrics.items()
+        if isinstance(figures, Mapping)
+    }

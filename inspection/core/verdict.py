@@ -183,19 +183,20 @@ def _hysteresis(amap: np.ndarray, seg: Segmentation) -> np.ndarray:
     low = amap >= seg.floor
     if not low.any():
         return low
-    count, labels = cv2.connectedComponents(low.astype(np.uint8), connectivity=8)
-    # A component is seeded iff it holds a pixel >= seed_level, and then its peak is among
-    # those pixels: the per-component max runs over the few seed pixels, not all of ``low``.
-    seeds = low & (amap >= seg.seed_level)
-    if not seeds.any():
+    count, labels = cv2.connectedComponents(low.view(np.uint8), connectivity=8)
+    # A component is seeded iff it holds a pixel >= seed_level (>= floor, so inside ``low``),
+    # and then its peak is among those pixels: the per-component max runs over the few seed
+    # pixels, not all of ``low``.
+    seeds = np.flatnonzero(amap >= seg.seed_level)
+    if not seeds.size:
         return np.zeros_like(low)
     peaks = np.full(count, -np.inf, dtype=np.float32)
-    np.maximum.at(peaks, labels[seeds], amap[seeds])
+    np.maximum.at(peaks, labels.reshape(-1)[seeds], amap.reshape(-1)[seeds])
     seeded = np.isfinite(peaks)
     seeded[0] = False
-    peaks = np.where(seeded, peaks, np.float32(seg.floor))
-    levels = seg.floor + seg.relative_level * (peaks - seg.floor)
-    return seeded[labels] & (amap >= levels[labels])
+    # an unseeded component (and the background) gets an unreachable level
+    levels = np.where(seeded, seg.floor + seg.relative_level * (peaks - seg.floor), np.inf)
+    return amap >= levels.astype(np.float32)[labels]
 
 
 def peak_region(

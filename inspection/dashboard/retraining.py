@@ -21,7 +21,7 @@ import pandas as pd
 from inspection.core.config import to_mapping
 from inspection.core.errors import ConfigError
 from inspection.core.registry import Registry
-from inspection.core.retrain_report import RetrainReport, read_retrain_report
+from inspection.core.retrain_report import RetrainEvent, RetrainReport, read_retrain_report
 from inspection.dashboard.models import order_metrics
 
 log = logging.getLogger(__name__)
@@ -81,32 +81,22 @@ def _decision_label(decision: object) -> str:
     return DECISION_LABELS.get(text, text)
 
 
-def _run_from_event(product: str, run: str, event: Mapping[str, Any]) -> RetrainRun:
+def _run_from_event(
+    product: str, run: str, typed: RetrainEvent, event: Mapping[str, Any]
+) -> RetrainRun:
     """A run known only from its audit event (failed, or its report folder is gone)."""
-    metrics = event.get("metrics") or {}
     return RetrainRun(
         product=product,
         run=run,
-        at=str(event.get("at", "")),
-        decision=_decision_label(event.get("decision")),
-        reason=str(event.get("reason", "")),
-        champion=str(event.get("champion") or ""),
-        challenger=str(event.get("challenger") or ""),
-        champion_metrics=_numbers(metrics.get("champion")),
-        challenger_metrics=_numbers(metrics.get("challenger")),
+        at=typed.at,
+        decision=_decision_label(typed.decision),
+        reason=typed.reason,
+        champion=typed.champion or "",
+        challenger=typed.challenger or "",
+        champion_metrics=typed.metrics.get("champion", {}),
+        challenger_metrics=typed.metrics.get("challenger", {}),
         raw=dict(event),
     )
-
-
-def _numbers(metrics: Any) -> dict[str, float]:
-    """The numeric entries of a run event's flat ``{figure: value}`` (what the gate compared)."""
-    if not isinstance(metrics, Mapping):
-        return {}
-    return {
-        str(k): float(v)
-        for k, v in metrics.items()
-        if isinstance(v, (int, float)) and not isinstance(v, bool)
-    }
 
 
 def report_runs(reports_dir: Path, product: str) -> list[RetrainRun]:
@@ -129,9 +119,14 @@ def retrain_runs(registry: Registry, reports_dir: Path, product: str) -> list[Re
     for index, event in enumerate(registry.events(product)):
         if event.get("action") != "retrain":
             continue
-        run_id = str(event.get("run") or f"event-{index + 1}")
+        try:
+            typed = RetrainEvent.from_event(event, f"{product} retrain event {index + 1}")
+        except ConfigError as exc:
+            log.warning("skipping retrain event: %s", exc)
+            continue
+        run_id = typed.run or f"event-{index + 1}"
         if run_id not in runs:
-            runs[run_id] = _run_from_event(product, run_id, event)
+            runs[run_id] = _run_from_event(product, run_id, typed, event)
     return sorted(runs.values(), key=lambda r: (r.at, r.run), reverse=True)
 
 

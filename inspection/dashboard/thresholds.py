@@ -4,18 +4,14 @@ Scores are normalised image scores in [0, 1]; a part is NG when ``score >= thres
 Label 1 means defective, 0 good. Two sources of labelled scores:
 
 - *validation*: ``validation_scores.json`` next to a bundle's ``metadata.json``, written at
-  export from the bundle's own scores on the product's labelled test split::
-
-      {"split": "test", "scores": [0.12, 0.91, ...], "labels": [0, 1, ...]}
-
-  (``{"samples": [{"score": 0.12, "label": "good"}, ...]}`` is read as well);
+  export from the bundle's own scores on the product's labelled test split and read as
+  ``core.validation_scores.ValidationScores``;
 - *reviewed*: store rows whose latest review label is ``defect`` (1) or ``false_alarm``/``good``
   (0); ``unsure`` is left out.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +20,7 @@ import numpy as np
 from inspection.core.bundle import VALIDATION_SCORES_FILE
 from inspection.core.errors import BundleError, RegistryError
 from inspection.core.registry import Registry, ThresholdVersion
+from inspection.core.validation_scores import read_validation_scores as read_scores_file
 from inspection.core.verdict import is_ng
 from inspection.store import queries
 from inspection.store.store import Store
@@ -31,7 +28,6 @@ from inspection.store.store import Store
 VALIDATION_FILE = VALIDATION_SCORES_FILE
 DEFECT_LABELS = ("defect",)
 GOOD_LABELS = ("false_alarm", "good")
-_LABEL_WORDS = {"good": 0, "ok": 0, "defect": 1, "ng": 1, "anomalous": 1, "bad": 1}
 
 
 @dataclass(frozen=True)
@@ -87,32 +83,15 @@ def combine(parts: list[LabelledScores], source: str) -> LabelledScores:
 
 def read_validation_scores(bundle_dir: str | Path) -> LabelledScores | None:
     """The bundle's labelled validation scores, or ``None`` when it ships none."""
-    path = Path(bundle_dir) / VALIDATION_FILE
-    if not path.is_file():
+    data = read_scores_file(bundle_dir)
+    if data is None:
         return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if "samples" in data:
-            scores = [s["score"] for s in data["samples"]]
-            labels = [s["label"] for s in data["samples"]]
-        else:
-            scores, labels = data["scores"], data["labels"]
-        labels = [_LABEL_WORDS[x.lower()] if isinstance(x, str) else int(x) for x in labels]
-        score_array = np.asarray(scores, dtype=np.float64)
-        label_array = np.asarray(labels, dtype=np.int8)
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise BundleError(
-            f"{path}: expected {{'scores': [...], 'labels': [0|1, ...]}}: {exc!r}"
-        ) from exc
-    if score_array.shape != label_array.shape or score_array.ndim != 1:
-        raise BundleError(
-            f"{path}: {score_array.size} scores but {label_array.size} labels; they must pair up"
-        )
-    if not np.isin(label_array, (0, 1)).all():
-        raise BundleError(f"{path}: labels must be 0 (good) or 1 (defective)")
-    split = data.get("split", "validation") if isinstance(data, dict) else "validation"
-    note = f"; {data['note']}" if isinstance(data, dict) and data.get("note") else ""
-    return LabelledScores(score_array, label_array, f"validation ({split} split{note})")
+    note = f"; {data.note}" if data.note else ""
+    return LabelledScores(
+        np.asarray(data.scores, dtype=np.float64),
+        np.asarray(data.labels, dtype=np.int8),
+        f"validation ({data.split} split{note})",
+    )
 
 
 def default_bundle(registry: Registry, product: str) -> str | None:

@@ -73,7 +73,10 @@ class _Run:
     champion: str | None = None
     challenger_version: str | None = None
     challenger_bundle: str | None = None
-    info: dict[str, Any] = field(default_factory=dict)
+    training: str = "full"
+    """How the challenger was trained: ``full``, or ``incremental from vNNNN``."""
+    reviewed_good_ids: tuple[str, ...] = ()
+    int8_image_auroc_drop: float | None = None
 
 
 @dataclass(frozen=True)
@@ -147,7 +150,7 @@ def _retrain(run: _Run, ctx: _Context) -> RetrainResult:
     return RetrainResult(
         run.product, run.run_id, status, bundle_id, run.champion, decision, report_dir,
         {"challenger_version": record.version, "data": data.summary(),
-         "training": run.info.get("training", "full")},
+         "training": run.training},
     )  # fmt: skip
 
 
@@ -167,7 +170,7 @@ def _assemble(run: _Run, ctx: _Context, champion: ModelRecord | None) -> RunData
         original, _open_store(ctx.site, ctx.reviews), run.product, ctx.config.work_dir / run.product / run.run_id,
         since=since, carry_over=carry_over,
     )  # fmt: skip
-    run.info["data"] = data.summary()
+    run.reviewed_good_ids = tuple(data.reviewed_good)
     return data
 
 
@@ -207,7 +210,7 @@ def _incremental(
         ctx.say(f"incremental update not possible ({exc}); training in full")
         return None
     run.challenger_version = record.version
-    run.info["training"] = f"incremental from {champion.version}"
+    run.training = f"incremental from {champion.version}"
     return record
 
 
@@ -237,7 +240,7 @@ def _export(run: _Run, ctx: _Context, record: ModelRecord, data: RunData) -> str
         ctx.registry, record, data.train_root, progress=lambda m: ctx.say(f"export: {m}")
     )
     run.challenger_bundle = bundle_id
-    run.info["int8_image_auroc_drop"] = export.image_auroc_drop
+    run.int8_image_auroc_drop = export.image_auroc_drop
     return bundle_id
 
 
@@ -303,7 +306,7 @@ def _finish(
         reasons=decision.reasons,
         metrics={role: e.gate_metrics() for role, e in evaluations.items()},
         report=str(report_dir),
-        reviewed_good_ids=list(run.info["data"]["reviewed_good_ids"]),
+        reviewed_good_ids=list(run.reviewed_good_ids),
     )
 
 
@@ -395,8 +398,8 @@ def _run_info(run: _Run, record: ModelRecord, status: str) -> dict[str, Any]:
         "challenger_version": record.version,
         "challenger_bundle": run.challenger_bundle,
         "challenger_config": record.config,
-        "int8_image_auroc_drop": run.info.get("int8_image_auroc_drop"),
-        "training": run.info.get("training", "full"),
+        "int8_image_auroc_drop": run.int8_image_auroc_drop,
+        "training": run.training,
     }
 
 

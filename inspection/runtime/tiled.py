@@ -121,8 +121,8 @@ class TiledInspector:
 
         def on_done(request: ov.InferRequest, index: int) -> None:
             outputs[index] = (
-                request.get_tensor(names["score"]).data.copy(),
-                request.get_tensor(names["map"]).data.copy(),
+                request.get_tensor(names.score).data.copy(),
+                request.get_tensor(names.map).data.copy(),
             )
 
         queue.set_callback(on_done)

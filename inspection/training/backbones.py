@@ -34,8 +34,10 @@ import timm
 import torch
 from torch import nn
 
+from inspection.core.config import to_mapping
 from inspection.core.errors import WeightsError
 from inspection.core.fingerprint import sha256_file
+from inspection.core.registry import BackboneWeights
 
 logger = logging.getLogger(__name__)
 
@@ -72,15 +74,11 @@ class ResolvedWeights:
     state_dict: Mapping[str, torch.Tensor] | None = field(default=None, repr=False, compare=False)
 
     def record(self) -> dict[str, Any]:
-        """JSON-ready description for the registry record."""
-        return {
-            "backbone": self.backbone,
-            "source": self.source,
-            "detail": self.detail,
-            "sha256": self.sha256,
-            "mean": list(self.mean),
-            "std": list(self.std),
-        }
+        """JSON-ready description for the registry record (``ModelRecord.backbone_weights``)."""
+        weights = BackboneWeights(
+            self.backbone, self.source, self.detail, self.sha256, self.mean, self.std
+        )
+        return to_mapping(weights)
 
 
 def resolve_weights(

@@ -17,7 +17,6 @@ calibrated the same way, and no NG verdict lacks a region.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import shutil
 import tempfile
@@ -31,8 +30,8 @@ import openvino as ov
 
 from inspection.core.bundle import (
     BUNDLE_SCHEMA_VERSION,
-    VALIDATION_SCORES_FILE,
     BundleMetadata,
+    OutputNames,
     Precision,
     write_bundle_metadata,
 )
@@ -52,6 +51,7 @@ from inspection.core.metrics import EvaluationMetrics
 from inspection.core.outputs import RawOutputs
 from inspection.core.refinement import RefinementChoice
 from inspection.core.registry import ModelRecord, Registry, utc_now
+from inspection.core.validation_scores import ValidationScores, write_validation_scores
 from inspection.runtime.inspector import Inspector
 from inspection.runtime.preprocess import normalize_score, preprocess
 from inspection.runtime.tiled import TiledInspector, tiled_outputs
@@ -235,14 +235,14 @@ def _write_validation_scores(
     bundle_dir: Path, raw_scores: np.ndarray, samples: Sequence[LabelledSample], meta: Any
 ) -> None:
     scores = [normalize_score(float(raw), meta.normalization) for raw in raw_scores]
-    data = {
-        "split": "test",
-        "scores": [round(score, 6) for score in scores],
-        "labels": [int(s.label) for s in samples],
-        "defect_types": [s.defect_type for s in samples],
-        "names": [Path(s.path).name for s in samples],
-    }
-    (bundle_dir / VALIDATION_SCORES_FILE).write_text(json.dumps(data), encoding="utf-8")
+    labelled = ValidationScores(
+        scores=tuple(round(score, 6) for score in scores),
+        labels=tuple(int(s.label) for s in samples),
+        split="test",
+        defect_types=tuple(s.defect_type for s in samples),
+        names=tuple(Path(s.path).name for s in samples),
+    )
+    write_validation_scores(bundle_dir, labelled)
 
 
 # --------------------------------------------------------------------- bundles
@@ -516,9 +516,8 @@ def base_metadata(record: ModelRecord, precision: Precision) -> BundleMetadata:
     preprocessing = record.preprocessing()
     normalization = record.normalization()
     context = record.global_context()
-    outputs = {"score": SCORE_OUTPUT, "map": MAP_OUTPUT}
-    if context and context.layers:
-        outputs["pooled"] = POOLED_OUTPUT
+    pooled = POOLED_OUTPUT if context and context.layers else None
+    outputs = OutputNames(score=SCORE_OUTPUT, map=MAP_OUTPUT, pooled=pooled)
     return BundleMetadata(
         schema_version=BUNDLE_SCHEMA_VERSION,
         output_names=outputs,
@@ -578,7 +577,7 @@ def export_bundle(
         raise BundleError(
             f"bundle {product}/{base.bundle_id} already exists; bundles are immutable"
         )
-    dataset = load_dataset(source.dataset_path or _dataset_path(record))
+    dataset = load_dataset(source.dataset_path or record.dataset_root())
     model = load_trained_model(record)
     with tempfile.TemporaryDirectory(prefix=f"export-{product}-") as scratch:
         result = export_model(
@@ -669,12 +668,3 @@ def split_samples(
             f"none of the {split} images recorded for {record.model_version} are in {dataset.root}"
         )
     return samples
-
-
-def _dataset_path(record: ModelRecord) -> Path:
-    for key in ("root", "path"):
-        if record.dataset.get(key):
-            return Path(record.dataset[key])
-    raise BundleError(
-        f"{record.model_version} does not record its dataset folder; pass --dataset PATH"
-    )

@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from inspection.core.calibration import Calibration, Normalization, calibrate
 from inspection.core.config import to_mapping
 from inspection.core.errors import ConfigError, DatasetError, RegistryError
 from inspection.core.fingerprint import sha256_file
-from inspection.core.registry import Lineage, ModelRecord, Registry
+from inspection.core.registry import FitFigures, Lineage, ModelRecord, Registry
 from inspection.core.roi import RoiSpec
 from inspection.data.dataset import GOOD, Dataset, Sample, load_dataset
 from inspection.training.config import ModelConfig, model_config_from_mapping
@@ -84,7 +84,7 @@ def update_patchcore(
     config = _check_parent(parent)
     images = _check_images(images)
     with _timed(stages, "load"):
-        dataset = dataset or load_dataset(Path(parent.dataset.get("root", "")))
+        dataset = dataset or load_dataset(parent.dataset_root())
         validation, test = _recorded_splits(parent, dataset)
         model = load_trained_model(parent)
     say(f"extracting patches of {len(images)} new images")
@@ -115,9 +115,8 @@ def update_patchcore(
         bank_rows_after=int(model.model.memory_bank.shape[0]),
     )
     seconds = time.perf_counter() - started
-    metrics["fit_seconds"] = round(seconds, 2)
-    metrics["update_stage_seconds"] = stages
-    metrics["test_images"] = len(test)
+    fit = FitFigures(fit_seconds=round(seconds, 2), test_images=len(test))
+    metrics |= replace(fit, update_stage_seconds=stages).to_mapping()
     record = _register(registry, parent, model, dataset, lineage, calibration, metrics)
     say(f"registered {record.model_version} (from {parent.version}, +{len(images)} images)")
     return UpdateOutcome(record, lineage, metrics, predictions, seconds)

@@ -15,7 +15,6 @@ import shutil
 import warnings
 import zipfile
 from collections.abc import Callable
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ from torch import nn
 
 from inspection.core.errors import BundleError, WeightsError
 from inspection.core.fingerprint import sha256_file
+from inspection.core.registry import utc_now
 from inspection.refine.bundle import (
     REFINER_SCHEMA_VERSION,
     RefinerBundleMetadata,
@@ -215,7 +215,7 @@ def export_sam_bundle(
         random_weights=random_init,
         checkpoint_sha256=sha256_file(checkpoint) if checkpoint else None,
         checkpoint_name=Path(checkpoint).name if checkpoint else None,
-        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        created_at=utc_now(),
         package_versions=_package_versions(),
     )
     write_refiner_metadata(out_dir, metadata)

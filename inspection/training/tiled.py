@@ -32,7 +32,7 @@ from inspection.core.config import to_mapping
 from inspection.core.errors import ConfigError
 from inspection.core.images import read_image, read_mask
 from inspection.core.outputs import RawOutputs
-from inspection.core.registry import ModelRecord, Registry
+from inspection.core.registry import FitFigures, ModelRecord, Registry
 from inspection.core.roi import RoiSpec
 from inspection.core.tiling import TilingSpec, cut, stitch
 from inspection.data.dataset import Dataset, Sample
@@ -231,12 +231,13 @@ def train_tiled(
     )
     tiles = len(tile_data)
     calibration = predict_tiled(model, validation, tiling, roi=roi).calibrate()
-    metrics: dict[str, Any] = {"fit_seconds": round(fit_seconds, 2), "train_tiles": tiles}
+    fit = FitFigures(fit_seconds=round(fit_seconds, 2), train_tiles=tiles)
+    metrics: dict[str, Any] = fit.to_mapping()
     if evaluate:
         outputs = predict_tiled(model, test, tiling, roi=roi)
         measured, _ = outputs.measure(calibration)
         judged = replace(measured, calibration=calibration)
-        metrics = {**judged.to_mapping(), **metrics, "test_images": len(test)}
+        metrics = {**judged.to_mapping(), **replace(fit, test_images=len(test)).to_mapping()}
     state = model.state_dict()
     record = registry.create_version(
         product,

@@ -36,7 +36,7 @@ from inspection.core.calibration import Calibration, Normalization
 from inspection.core.config import to_mapping
 from inspection.core.errors import ConfigError, DatasetError
 from inspection.core.metrics import EvaluationMetrics
-from inspection.core.registry import DataSplits, ModelRecord, Registry
+from inspection.core.registry import DataSplits, FitFigures, ModelRecord, Registry
 from inspection.core.roi import RoiSpec, RoiTraining
 from inspection.data.dataset import Dataset, Sample
 from inspection.training.backbones import (
@@ -308,8 +308,7 @@ def train_model(
         dataset={**fingerprint, "root": str(dataset.root)},
         metrics={
             **metrics.to_mapping(),
-            "fit_seconds": round(fit_seconds, 2),
-            "test_images": len(test),
+            **FitFigures(fit_seconds=round(fit_seconds, 2), test_images=len(test)).to_mapping(),
         },
         packages=package_versions(),
         write_files=write_files,

@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from inspection.core.bundle import read_bundle_metadata, verify_bundle
-from inspection.core.registry import Registry
+from inspection.core.errors import RegistryError
+from inspection.core.registry import BackboneWeights, DatasetRef, FitFigures, Registry
+from inspection.core.validation_scores import read_validation_scores
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "registry_v1"
 FIXTURE_V2 = Path(__file__).parents[1] / "fixtures" / "registry_v2"
@@ -36,6 +38,11 @@ def test_a_registry_written_by_the_first_release_reads(tmp_path: Path) -> None:
     assert record.preprocessing().input_size == (64, 64)
     assert record.normalization().image_threshold_raw == 2.0
     assert record.splits().validation == ("test/good/000.png", "test/crack/000.png")
+    assert record.fit_figures() == FitFigures()  # it recorded no fit time
+    assert record.dataset_ref() == DatasetRef(sha256="abc", count=3)
+    assert record.backbone_weights() == BackboneWeights()
+    with pytest.raises(RegistryError, match="does not record its dataset folder"):
+        record.dataset_root()
 
     live = registry.live("brick")
     assert live is not None and (live.bundle_id, live.actor) == ("v0001-fp32", "qa")
@@ -65,6 +72,16 @@ def test_a_registry_version_with_schema_1_metrics_reads(tmp_path: Path) -> None:
     assert record.calibration() == evaluation.calibration
     assert record.train_image_count() == 24
     assert len(record.splits().validation) == 6
+    assert record.fit_figures() == FitFigures(fit_seconds=0.52, test_images=12)
+    dataset = record.dataset_ref()
+    assert (dataset.name, dataset.count, len(dataset.sha256 or "")) == ("brick", 54, 64)
+    assert record.dataset_root() == Path("/tmp/pytest-of-root/pytest-218/datasets0/brick")
+    weights = record.backbone_weights()
+    assert (weights.backbone, weights.source, weights.mean) == (
+        "tf_efficientnet_lite0",
+        "bundled",
+        (0.5, 0.5, 0.5),
+    )
 
 
 def test_bundles_with_export_gate_records_read(tmp_path: Path) -> None:
@@ -85,3 +102,6 @@ def test_bundles_with_export_gate_records_read(tmp_path: Path) -> None:
     assert record.image_auroc_drop == pytest.approx(
         record.reference_fp32.image_auroc - int8.evaluation().image_auroc
     )
+    scores = read_validation_scores(bundles / "v0001-int8")
+    assert scores is not None and scores.split == "test"
+    assert len(scores.scores) == len(scores.names) == len(scores.defect_types) == 12

@@ -13,7 +13,7 @@ from inspection.core.bundle import (
     write_bundle_metadata,
 )
 from inspection.core.errors import BundleError, RegistryError
-from inspection.core.registry import Registry
+from inspection.core.registry import DatasetRef, FitFigures, Registry
 
 
 def _fake_bundle(directory: Path, bundle_id: str) -> Path:
@@ -130,3 +130,27 @@ def test_schema_version_mismatch_is_explained(tmp_path: Path) -> None:
     registry = Registry(tmp_path / "reg")
     with pytest.raises(BundleError, match="schema version 99 is not supported"):
         registry.add_bundle("brick", bundle, "v0001-fp32")
+
+
+def test_fit_figures_and_dataset_are_read_typed(tmp_path: Path) -> None:
+    registry = Registry(tmp_path)
+    fit = FitFigures(fit_seconds=1.5, test_images=12, update_stage_seconds={"load": 0.2})
+    record = registry.create_version(
+        "brick",
+        model_kind="patchcore",
+        config={},
+        dataset={"name": "brick", "sha256": "abc", "count": 3, "files": {}, "path": "data/b"},
+        metrics={"overall": {"image_auroc": 0.9}, **fit.to_mapping()},
+        packages={},
+        write_files=lambda d: (d / "model.ckpt").write_bytes(b"w"),
+    )
+    assert record.fit_figures() == fit and record.evaluation().image_auroc == 0.9
+    assert record.dataset_ref() == DatasetRef(Path("data/b"), "abc", 3, "brick")  # first release
+    bad = registry.create_version(
+        "brick", model_kind="patchcore", config={}, dataset={"count": "3"},
+        metrics={"fit_seconds": "fast"}, packages={}, write_files=lambda d: None,
+    )  # fmt: skip
+    with pytest.raises(RegistryError, match=r"v0002 metrics\.fit_seconds: expected a number"):
+        bad.fit_figures()
+    with pytest.raises(RegistryError, match=r"v0002 dataset\.count: expected an integer"):
+        bad.dataset_ref()

@@ -64,3 +64,29 @@ def test_unreadable_file_names_its_path(tmp_path: Path) -> None:
     path.write_text("{oops")
     with pytest.raises(ConfigError, match=r"report\.json"):
         read_retrain_report(path)
+
+
+def test_retrain_events_read_typed(tmp_path) -> None:
+    from inspection.core.registry import Registry
+    from inspection.core.retrain_report import RetrainEvent
+
+    registry = Registry(tmp_path)
+    registry.record_event(
+        "p", "retrain", actor="cron", reason="kept", decision="keep", status="kept", run="r1",
+        champion="v0001-int8", challenger="v0002-int8", challenger_version="v0002",
+        metrics={"champion": {"image_auroc": 0.9, "note": "x"}, "challenger": {"aupro": 1}},
+    )  # fmt: skip
+    [event] = registry.events("p")
+    typed = RetrainEvent.from_event(event)
+    assert (typed.run, typed.decision, typed.champion, typed.challenger) == (
+        "r1",
+        "keep",
+        "v0001-int8",
+        "v0002-int8",
+    )
+    assert typed.metrics == {"champion": {"image_auroc": 0.9}, "challenger": {"aupro": 1.0}}
+    assert typed.at == event["at"]
+    with pytest.raises(ConfigError, match="decision: must be one of"):
+        RetrainEvent.from_event({**event, "decision": "maybe"})
+    with pytest.raises(ConfigError, match=r"event\.metrics: expected a mapping"):
+        RetrainEvent.from_event({**event, "metrics": [0.9]})

@@ -279,8 +279,9 @@ def test_retrain_runs_merge_reports_and_events(tmp_path: Path) -> None:
         "p", "retrain", actor="cron", reason="failed during export: OSError: disk full",
         decision="failed", status="failed", run="run-2", champion="v0001-int8", challenger=None,
     )  # fmt: skip
+    registry.record_event("p", "retrain", actor="x", reason="?", decision="maybe", run="run-3")
     runs = retraining.retrain_runs(registry, reports, "p")
-    assert [r.run for r in runs] == ["run-2", "run-1"]
+    assert [r.run for r in runs] == ["run-2", "run-1"]  # run-3's event is malformed: skipped
     compared = runs[1].comparison()
     assert compared.loc["image_auroc", "Δ"] == pytest.approx(-0.01)
     assert math.isnan(compared.loc["aupro", "champion"])

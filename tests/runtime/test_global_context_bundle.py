@@ -46,7 +46,7 @@ def test_record_and_bundle_carry_the_global_context(weave_bundle) -> None:
     assert set(spec.validation_auroc) >= {"local", "fused", *COMPONENTS}
     assert spec.validation_auroc["fused"] >= spec.validation_auroc["local"] + MIN_GAIN
     inspector = Inspector.from_bundle(bundle_dir)
-    pooled = inspector.metadata.output_names.get("pooled")
+    pooled = inspector.metadata.output_names.pooled
     assert pooled == ("pooled_features" if "features" in spec.components else None)
     assert inspector.metadata.global_context == spec
     assert spec.file in inspector.metadata.files  # checksummed like the model

@@ -1,4 +1,5 @@
-"""Load-time graph rewrites keep the bundle's outputs: the separable anomaly-map blur."""
+"""Load-time graph rewrites keep the bundle's outputs: the map head as two matmuls, the
+nearest-neighbour minimum before the square root, the separable anomaly-map blur."""
 
 from __future__ import annotations
 
@@ -6,9 +7,16 @@ from pathlib import Path
 
 import numpy as np
 import openvino as ov
+import openvino.opset13 as ops
+import pytest
 
 from inspection.core.bundle import read_bundle_metadata
-from inspection.runtime.graph import separate_blur_kernels
+from inspection.runtime.graph import (
+    fold_patch_distances,
+    linearise_map_heads,
+    optimize_graph,
+    separate_blur_kernels,
+)
 from inspection.runtime.inspector import Inspector
 
 
@@ -42,3 +50,68 @@ def test_rewritten_graph_gives_the_same_scores_and_maps(fp32_bundle: Path) -> No
     fast_scores, fast_maps = rewritten.infer_raw(batch)
     np.testing.assert_allclose(fast_scores, scores, rtol=1e-5)
     np.testing.assert_allclose(fast_maps, maps, rtol=1e-4, atol=1e-4 * float(np.abs(maps).max()))
+
+
+def test_optimize_graph_linearises_the_map_head_and_folds_the_distances(
+    fp32_bundle: Path,
+) -> None:
+    meta = read_bundle_metadata(fp32_bundle)
+    model = ov.Core().read_model(fp32_bundle / meta.model_file)
+    notes = optimize_graph(model)
+    assert any(note.startswith("map head Interpolate") for note in notes), notes
+    assert any(note.startswith("patch distances to") for note in notes), notes
+    kinds = [node.get_type_name() for node in model.get_ordered_ops()]
+    assert "Interpolate" not in kinds[-40:] and _big_kernels(model) == []
+    # the square root now runs on each patch's minimum only: (patches, 1)
+    (folded,) = [n for n in model.get_ordered_ops() if n.get_friendly_name().endswith("/after_min")]
+    assert folded.get_type_name() == "Sqrt" and folded.get_output_partial_shape(0)[-1] == 1
+    assert optimize_graph(model) == []
+
+
+def _head(pad_value: float) -> ov.Model:
+    """(1, 1, 4, 4) map -> nearest x8 upsample -> pad (constant ``pad_value``) -> 5x5 box."""
+    data = ops.parameter([1, 1, 4, 4], np.float32, name="map")
+    up = ops.interpolate(
+        data, np.array([32, 32], np.int64), "nearest", "sizes", axes=np.array([2, 3], np.int64)
+    )
+    padded = ops.pad(up, [0, 0, 2, 2], [0, 0, 2, 2], "constant", np.float32(pad_value))
+    kernel = ops.constant(np.full((1, 1, 5, 5), 1 / 25, np.float32))
+    blur = ops.convolution(padded, kernel, [1, 1], [0, 0], [0, 0], [1, 1])
+    return ov.Model([blur], [data])
+
+
+@pytest.mark.parametrize(("pad_value", "rewritten"), [(0.0, True), (3.0, False)])
+def test_map_head_is_rewritten_only_when_linear(pad_value: float, rewritten: bool) -> None:
+    model = _head(pad_value)
+    maps = np.random.default_rng(0).uniform(0, 5, (1, 1, 4, 4)).astype(np.float32)
+    expected = ov.Core().compile_model(_head(pad_value), "CPU")(maps)[0]
+    notes = linearise_map_heads(model)
+    assert bool(notes) is rewritten  # a non-zero pad makes the head affine: left alone
+    kinds = {node.get_type_name() for node in model.get_ordered_ops()}
+    assert ("Convolution" not in kinds) is rewritten
+    got = ov.Core().compile_model(model, "CPU")(maps)[0]
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def _distances(bank: np.ndarray, also_max: bool) -> ov.Model:
+    """anomalib's nearest-bank distance of (6, 3) patches; ``also_max`` uses the matrix twice."""
+    patches = ops.parameter([6, 3], np.float32, name="patches")
+    product = ops.multiply(ops.matmul(patches, ops.constant(bank), False, True), np.float32(-2))
+    norms = ops.reduce_sum(ops.power(patches, np.float32(2)), np.int64(-1), True)
+    squared = ops.add(ops.add(product, norms), ops.constant((bank**2).sum(1)[None]))
+    distances = ops.sqrt(ops.maximum(squared, np.float32(0)))
+    outputs = [ops.reduce_min(distances, np.int64(-1))]
+    if also_max:
+        outputs.append(ops.reduce_max(distances, np.int64(-1)))
+    return ov.Model(outputs, [patches])
+
+
+def test_distances_used_beyond_their_minimum_are_left_alone() -> None:
+    bank = np.random.default_rng(1).normal(size=(5, 3)).astype(np.float32)
+    folded, kept = _distances(bank, also_max=False), _distances(bank, also_max=True)
+    assert len(fold_patch_distances(folded)) == 1
+    assert fold_patch_distances(kept) == []
+    x = np.random.default_rng(2).normal(size=(6, 3)).astype(np.float32)
+    expected = np.sqrt(((x[:, None] - bank[None]) ** 2).sum(-1)).min(1)
+    got = ov.Core().compile_model(folded, "CPU")(x)[0]
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
