@@ -26,7 +26,8 @@ from inspection.core.registry import Registry
 from inspection.data.dataset import load_dataset
 from inspection.training.config import load_model_config, load_product_config
 from inspection.training.export import ExportOptions, RegistryExport, export_bundle
-from inspection.training.tiled import train_tiled
+from inspection.training.roi import centres
+from inspection.training.tiled import TileDataset, train_tiled
 from inspection.training.train import train
 
 FIGURES = ("image_auroc", "pixel_auroc", "aupro", "false_reject_rate", "miss_rate")
@@ -75,7 +76,24 @@ def variant(
     }
 
 
-def markdown(rows: list[dict[str, Any]], load: str, load_end: list[float]) -> str:
+def tile_counts(data: Path, cells: int = 32) -> dict[str, Any]:
+    """Training tiles and PatchCore patches of the tiled model without / with the ROI (no fit:
+    the tile grid and each kept tile's ROI mask at its ``cells`` x ``cells`` feature map)."""
+    dataset = load_dataset(data)
+    product = load_product_config(dataset.name)
+    kept = TileDataset(dataset.train_samples, product.tiling, product.roi)
+    masks = kept.training_roi.masks.values() if kept.training_roi else []
+    return {
+        "tiles_total": kept.total_tiles,
+        "tiles_kept": len(kept),
+        "patches_total": kept.total_tiles * cells * cells,
+        "patches_kept": int(sum(centres(m, cells, cells).sum() for m in masks)),
+    }
+
+
+def markdown(
+    rows: list[dict[str, Any]], tiles: dict[str, Any], load: str, load_end: list[float]
+) -> str:
     def fmt(value: Any) -> str:
         return (
             "n/a" if value is None else (f"{value:.3f}" if isinstance(value, float) else str(value))
@@ -103,6 +121,13 @@ def markdown(rows: list[dict[str, Any]], load: str, load_end: list[float]) -> st
             f"{row['fit_seconds']} | {fmt(f['image_auroc'])} | {fmt(f['pixel_auroc'])} | "
             f"{fmt(f['aupro'])} | {fmt(f['false_reject_rate'])} | {fmt(f['miss_rate'])} |"
         )
+    lines += [
+        "",
+        f"Tiled model (no fit needed to count): {tiles['tiles_kept']} of {tiles['tiles_total']} "
+        f"training tiles hold an ROI pixel; {tiles['patches_kept']} of {tiles['patches_total']} "
+        "patches (32 x 32 per 256 px tile) have their centre inside the ROI and can enter the "
+        "coreset.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -120,16 +145,19 @@ def main() -> None:
         plan.append(("tiled, no training ROI", True, False))
     if args.tiled or args.tiled_baseline:
         plan.append(("tiled, training ROI", True, True))
+    tiles = tile_counts(args.data)
     rows = []
     for name, tiled, with_roi in plan:
         registry = Registry(Path(tempfile.mkdtemp(prefix="bench-roi-training-")))
         rows.append(variant(name, registry, args.data, tiled=tiled, with_roi=with_roi))
     load_end = [round(x, 2) for x in os.getloadavg()]
     args.out.mkdir(parents=True, exist_ok=True)
-    report = {"rows": rows, "load_start": load, "load_end": load_end}
+    report = {"rows": rows, "tiled_counts": tiles, "load_start": load, "load_end": load_end}
     (args.out / "roi_training.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
-    (args.out / "roi_training.md").write_text(markdown(rows, load, load_end), encoding="utf-8")
-    print(markdown(rows, load, load_end))
+    (args.out / "roi_training.md").write_text(
+        markdown(rows, tiles, load, load_end), encoding="utf-8"
+    )
+    print(markdown(rows, tiles, load, load_end))
 
 
 if __name__ == "__main__":
