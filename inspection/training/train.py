@@ -42,6 +42,7 @@ from inspection.data.dataset import Dataset, Sample
 from inspection.training.backbones import (
     ResolvedWeights,
     apply_weights,
+    channels_last,
     feature_layers,
     no_pretrained_download,
     resolve_weights,
@@ -434,12 +435,15 @@ def fit_loaders(
             accelerator="cpu",
             devices=1,
             max_epochs=config.max_epochs,
+            # thresholds and min-max come from the last validation (anomalib's post-processor
+            # resets them every validation epoch): earlier epochs' validation is wasted work
+            check_val_every_n_epoch=model.trainer_arguments.get("max_epochs", config.max_epochs),
             enable_progress_bar=progress,
             enable_model_summary=False,
             deterministic="warn",
         )
         started = time.perf_counter()
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), channels_last(model.model):
             for message in _EXPECTED_WARNINGS:
                 warnings.filterwarnings("ignore", message=message)
             engine.fit(model, train_dataloaders=train_loader, val_dataloaders=validation_loader)
