@@ -194,6 +194,7 @@ def _hysteresis(amap: np.ndarray, seg: Segmentation) -> np.ndarray:
     np.maximum.at(peaks, labels.reshape(-1)[seeds], amap.reshape(-1)[seeds])
     seeded = np.isfinite(peaks)
     seeded[0] = False
+    peaks = np.where(seeded, peaks, np.float32(seg.floor))
     # an unseeded component (and the background) gets an unreachable level
     levels = np.where(seeded, seg.floor + seg.relative_level * (peaks - seg.floor), np.inf)
     return amap >= levels.astype(np.float32)[labels]

@@ -41,23 +41,25 @@ def preprocess(image: np.ndarray, prep: Preprocessing) -> np.ndarray:
         image = cv2.resize(image, (width, height), interpolation=interpolation)
     # One table lookup per pixel instead of four float passes: the table holds exactly
     # ``(v * scale - mean) / std`` in float32 for every uint8 value v, so results are identical.
+    # Each input plane is looked up straight into its model channel (no HWC -> CHW copy).
     table = _value_table(prep.pixel_scale, prep.mean, prep.std, prep.color_order)
-    chw = cv2.LUT(np.ascontiguousarray(image), table).transpose(2, 0, 1)
-    if prep.color_order == "BGR":
-        chw = chw[::-1]  # model channel c is input channel 2 - c
-    return np.ascontiguousarray(chw)
+    chw = np.empty((3, *image.shape[:2]), dtype=np.float32)
+    for channel, plane in enumerate(cv2.split(np.ascontiguousarray(image))):
+        model_channel = 2 - channel if prep.color_order == "BGR" else channel
+        cv2.LUT(plane, table[channel], dst=chw[model_channel])
+    return chw
 
 
 @lru_cache(maxsize=32)
 def _value_table(
     scale: float, mean: tuple[float, ...], std: tuple[float, ...], color_order: str
 ) -> np.ndarray:
-    """(256, 1, 3) float32: the model input value of each uint8 value, per input (RGB)
+    """(3, 256) float32: the model input value of each uint8 value, per input (RGB)
     channel; for BGR models input channel c feeds model channel 2 - c and takes its mean/std."""
     values = np.arange(256, dtype=np.float32) * np.float32(scale)
     order = (2, 1, 0) if color_order == "BGR" else (0, 1, 2)
-    columns = [(values - np.float32(mean[model_c])) / np.float32(std[model_c]) for model_c in order]
-    return np.ascontiguousarray(np.stack(columns, axis=1).reshape(256, 1, 3))
+    rows = [(values - np.float32(mean[model_c])) / np.float32(std[model_c]) for model_c in order]
+    return np.ascontiguousarray(np.stack(rows))
 
 
 def normalize(raw: np.ndarray | float, threshold: float, low: float, high: float) -> np.ndarray:
