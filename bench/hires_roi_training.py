@@ -62,7 +62,7 @@ def variant(
         RegistryExport(version=record.version, dataset_path=data),
     )  # fmt: skip
     trained = record.training_roi()
-    figures = bundle.metadata.evaluation().to_mapping()
+    figures = bundle.metadata.evaluation().to_mapping()["overall"]
     return {
         "variant": name,
         "fit_seconds": record.metrics.get("fit_seconds"),
