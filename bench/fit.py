@@ -1,7 +1,7 @@
 """PatchCore fit speed: coreset samplers, fit time vs training images, incremental update.
 
     python bench/fit.py --parts samplers,scaling,incremental [--products brick,grass,gravel,weave]
-        [--sizes 60,120,300,1000] [--added 50] [--data datasets] [--out reports/bench]
+        [--sizes 60,120,300,1000] [--budget 540] [--added 50] [--data datasets] [--out reports/bench]
 
 - ``samplers``: per product, the training patch embeddings are extracted once (the product's
   PatchCore config); anomalib's ``KCenterGreedy`` and ours (``training.coreset``) pick the same
@@ -9,12 +9,15 @@
   training patch to its nearest kept patch, original feature space), test image AUROC, pixel
   AUROC and AUPRO of the resulting bank (raw scores: no threshold involved).
 - ``scaling``: ``train.fit`` (patch extraction + coreset, as ``inspection train`` times it) on
-  the first N of 1000 freshly generated brick training images (demo generator, seed 1000), with
+  the first N of max(sizes) freshly generated brick training images (demo generator, seed 1000,
+  cached under ``var/bench-data``); a size whose fit would overrun ``--budget`` seconds
+  (extrapolated from the growth of the previous two) is recorded as not run; with
   the bank rows and the kNN step per image (one image's patches against the bank, torch, all
   threads; the part of station latency that grows with the bank).
 - ``incremental``: a PatchCore trained on the demo brick set, then ``--added`` new good brick
   images (seed 2000) added by ``training.incremental.update_patchcore`` vs a full refit on the
-  union; update seconds and held-out test figures of both.
+  union; update seconds (until registered, and without the test-split evaluation that every
+  version records) and held-out test figures of both.
 
 Each part replaces its own rows in ``<out>/fit.json`` (samplers: the products run) and
 rewrites ``<out>/fit.md``; the load average before and after each part is recorded with it.
@@ -22,8 +25,13 @@ rewrites ``<out>/fit.md``; the load average before and after each part is record
 
 from __future__ import annotations
 
+# isort: off
+import inspection  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch loads OpenMP)
+
+# isort: on
 import argparse
 import json
+import math
 import os
 import shutil
 import statistics
@@ -131,13 +139,29 @@ def generated(
     """A brick set from the demo generator (cached under ``var/bench-data``)."""
     from inspection.data.demo import write_demo_product
 
-    root = GENERATED / name
+    root = GENERATED / f"{name}-{n_train}"  # a larger request never reuses a smaller set
     if not (root / "brick" / "train").is_dir():
         write_demo_product(
             root, "brick", seed=seed, n_train=n_train, n_test_good=n_test_good,
             n_test_per_defect=per_defect, size=256,
         )  # fmt: skip
     return root / "brick"
+
+
+def _extrapolate(done: list[dict[str, Any]], n: int) -> float:
+    """Seconds a fit of ``n`` images should take: the growth exponent of the last two sizes
+    fitted (clipped to [1, 2]; 2 with one size, 0 s with none)."""
+    if not done:
+        return 0.0
+    last = done[-1]
+    exponent = 2.0
+    if len(done) > 1:
+        before = done[-2]
+        ratio = math.log(last["fit_seconds"] / before["fit_seconds"])
+        exponent = min(
+            2.0, max(1.0, ratio / math.log(last["train_images"] / before["train_images"]))
+        )
+    return last["fit_seconds"] * (n / last["train_images"]) ** exponent
 
 
 def knn_ms(model: Any, bank: torch.Tensor, image: torch.Tensor, repeats: int = 20) -> float:
@@ -158,16 +182,24 @@ def knn_ms(model: Any, bank: torch.Tensor, image: torch.Tensor, repeats: int = 2
     return statistics.median(times)
 
 
-def scaling(data: Path, sizes: list[int]) -> list[dict[str, Any]]:
+def scaling(data: Path, sizes: list[int], budget: float) -> list[dict[str, Any]]:
+    """Fit time vs training images; a size whose fit (``_extrapolate``) would not end within
+    ``budget`` seconds of fitting is recorded as not run."""
     del data
     source = load_dataset(generated("scaling", 1000, max(sizes)))
+    started = time.perf_counter()  # the budget counts fits, not the one-off data generation
     config = load_model_config("patchcore", product="brick")
     weights = resolve_weights(
         config.backbone.name, config.backbone.weights, config.backbone.weights_file
     )
     validation = list(source.test_samples)
-    rows = []
-    for n in sizes:
+    rows: list[dict[str, Any]] = []
+    for n in sorted(sizes):
+        estimate = _extrapolate([r for r in rows if r.get("fit_seconds") is not None], n)
+        if time.perf_counter() - started + estimate > budget:
+            rows.append({"train_images": n, "fit_seconds": None, "estimate_seconds": estimate})
+            print(f"{n} images not run: ~{estimate:.0f} s estimated, over the budget", flush=True)
+            continue
         samples = list(source.train_samples[:n])
         model, seconds = fit(config, samples, validation, weights, progress=False)
         bank = model.model.memory_bank
@@ -207,10 +239,16 @@ def incremental(data: Path, added: int) -> list[dict[str, Any]]:
         ):
             overall, fit = record.evaluation().overall, record.fit_figures()
             lineage = record.lineage()
+            stages = fit.update_stage_seconds or {}
+            # the update's own clock runs until it is registered
+            seconds = round(update.seconds, 2) if record is update.record else fit.fit_seconds
             rows.append(
                 {
                     "model": name,
-                    "seconds": fit.fit_seconds,
+                    "seconds": seconds,
+                    # what an update costs without its test report (evaluate: test split)
+                    "update_seconds": round(seconds - stages["evaluate"], 2) if stages else None,
+                    "evaluate_seconds": stages.get("evaluate"),
                     "bank_rows": lineage.bank_rows_after if lineage else None,
                     **{k: getattr(overall, k) for k in ("image_auroc", "pixel_auroc", "aupro")},
                     **{k: getattr(overall, k) for k in ("false_reject_rate", "miss_rate")},
@@ -275,21 +313,27 @@ def _scaling_table(rows: list[dict[str, Any]]) -> list[str]:
         "| train images | fit s | bank rows | bank MB | kNN ms/image |",
         "|---:|---:|---:|---:|---:|",
     ]
-    out += [
-        f"| {r['train_images']} | {r['fit_seconds']:.1f} | {r['bank_rows']} | {r['bank_mb']} "
-        f"| {r['knn_ms']:.2f} |"
-        for r in rows
-    ]
+    for r in rows:
+        if r["fit_seconds"] is None:
+            estimate = f"not run (~{r['estimate_seconds']:.0f} s estimated, over --budget)"
+            out.append(f"| {r['train_images']} | {estimate} | | | |")
+            continue
+        out.append(
+            f"| {r['train_images']} | {r['fit_seconds']:.1f} | {r['bank_rows']} | {r['bank_mb']} "
+            f"| {r['knn_ms']:.2f} |"
+        )
     return out
 
 
 def _incremental_table(rows: list[dict[str, Any]]) -> list[str]:
     out = [
-        "| model | seconds | image AUROC | pixel AUROC | AUPRO | false-reject | miss |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| model | seconds | update w/o test eval s | test eval s | image AUROC | pixel AUROC "
+        "| AUPRO | false-reject | miss |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     out += [
-        f"| {r['model']} | {r['seconds']:.1f} | {fmt(r['image_auroc'])} "
+        f"| {r['model']} | {r['seconds']:.1f} | {_seconds(r.get('update_seconds'))} "
+        f"| {_seconds(r.get('evaluate_seconds'))} | {fmt(r['image_auroc'])} "
         f"| {fmt(r['pixel_auroc'])} | {fmt(r['aupro'])} | {fmt(r['false_reject_rate'])} "
         f"| {fmt(r['miss_rate'])} |"
         for r in rows
@@ -302,6 +346,10 @@ def _incremental_table(rows: list[dict[str, Any]]) -> list[str]:
 TABLES = {"samplers": _sampler_table, "scaling": _scaling_table, "incremental": _incremental_table}
 
 
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
 def fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
@@ -310,7 +358,7 @@ def run_part(part: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     if part == "samplers":
         return [row for p in args.products.split(",") for row in compare_samplers(args.data, p)]
     if part == "scaling":
-        return scaling(args.data, [int(n) for n in args.sizes.split(",")])
+        return scaling(args.data, [int(n) for n in args.sizes.split(",")], args.budget)
     return incremental(args.data, args.added)
 
 
@@ -322,6 +370,9 @@ def main() -> None:
     parser.add_argument("--products", default="brick,grass,gravel,weave")
     parser.add_argument("--sizes", default="60,120,300,1000")
     parser.add_argument("--added", type=int, default=50)
+    parser.add_argument(
+        "--budget", type=float, default=540.0, help="Seconds the scaling part may take."
+    )
     parser.add_argument("--note", default="", help="Recorded with each part run.")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

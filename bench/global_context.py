@@ -179,7 +179,7 @@ def write_summary(out: Path, rows: dict[str, dict]) -> None:
         lines.append(
             f"| {product} | {row['test_images']} ({row['test_good']}) | "
             f"{', '.join(row['kept']) or 'none'} | {val['local']:.3f} -> {val['fused']:.3f} | "
-            f"{cell('local')} | {cell('fused')} | {row.get('reference_fp32_image_auroc')} | "
+            f"{cell('local')} | {cell('fused')} | {_three(row.get('reference_fp32_image_auroc'))} | "
             f"{'passed' if row['bundle_gate'] else 'refused'} | {row['latency_ms']['inspect_p50']} | "
             f"{row['latency_ms']['global_step_p50']} | {row['load_before']} |"
         )
@@ -222,3 +222,7 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def _three(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"

@@ -129,7 +129,7 @@ def train_command(
     dataset = load_dataset(_dataset_path(site_config, product, data))
     if product_config.tiling is not None:
         registry = Registry(site_config.registry_dir)
-        _train_tiled(model_config, product_config.tiling, dataset, product, registry)
+        _train_tiled(model_config, product_config, dataset, product, registry)
         return
     verbose = verbose_requested(verbose)
     with (
@@ -141,8 +141,8 @@ def train_command(
             f"{model_config.image_size[0]}x{model_config.image_size[1]} px"
         )
         outcome = train_model(
-            model_config, dataset, product=product,
-            registry=Registry(site_config.registry_dir), progress=verbose,
+            model_config, dataset, product=product, registry=Registry(site_config.registry_dir),
+            progress=verbose, roi=product_config.roi,
         )  # fmt: skip
         write_report(_report_dir(site_config, outcome.record), outcome.predictions, outcome.metrics)
         progress.done()
@@ -154,15 +154,21 @@ def train_command(
     _print_log_file(log_file)
 
 
-def _train_tiled(config: Any, tiling: Any, dataset: Any, product: str, registry: Any) -> None:
+def _train_tiled(
+    config: Any, product_config: Any, dataset: Any, product: str, registry: Any
+) -> None:
     """The product's ``tiling`` is set: one model over every tile (``training.tiled``)."""
     from inspection.training.tiled import train_tiled
+
+    tiling = product_config.tiling
 
     console.print(
         f"tiled: {list(tiling.tile_size)} px tiles, stride {list(tiling.stride)}, "
         f"scale {tiling.scale}, {tiling.blend} blending"
     )
-    record = train_tiled(config, tiling, dataset, product=product, registry=registry)
+    record = train_tiled(
+        config, tiling, dataset, product=product, registry=registry, roi=product_config.roi
+    )
     _print_metrics([(record, record.evaluation())])
     console.print(f"registered {record.model_version} (tiled; export it to measure the bundle)")
 
@@ -269,7 +275,7 @@ def step_data(ctx: DemoContext) -> None:
 def step_train(ctx: DemoContext) -> None:
     """Train every model on every product, evaluate, write the reports, register."""
     from inspection.data.dataset import load_dataset
-    from inspection.training.config import load_model_config
+    from inspection.training.config import load_model_config, load_product_config
     from inspection.training.evaluate import write_report
     from inspection.training.train import train_model
 
@@ -282,7 +288,7 @@ def step_train(ctx: DemoContext) -> None:
                 config = load_model_config(kind, product=product, overrides=ctx.overrides)
                 outcome = train_model(
                     config, dataset, product=product, registry=ctx.registry,
-                    progress=ctx.verbose,
+                    progress=ctx.verbose, roi=load_product_config(product).roi,
                 )  # fmt: skip
                 write_report(
                     _report_dir(ctx.site, outcome.record), outcome.predictions, outcome.metrics

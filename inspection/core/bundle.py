@@ -22,7 +22,7 @@ from inspection.core.export_gate import ExportRecord
 from inspection.core.fingerprint import sha256_file
 from inspection.core.metrics import EvaluationMetrics
 from inspection.core.refinement import RefinementChoice
-from inspection.core.roi import RoiSpec
+from inspection.core.roi import RoiSpec, RoiTraining
 from inspection.core.tiling import TilingSpec
 from inspection.core.units import PhysicalUnits
 from inspection.core.verdict import Segmentation
@@ -107,6 +107,8 @@ class BundleMetadata:
     """How the station draws regions; None (older bundles) = global ``pixel_threshold``."""
     roi: RoiSpec | None = None
     """Where the part is inspected (``core.roi``): outputs outside are masked; None: everywhere."""
+    training_roi: RoiTraining | None = None
+    """How training used the ROI (patches outside left out); None: trained on every patch."""
     alignment: AlignmentSpec | None = None
     """Register each image to the bundle's reference file first (``runtime.alignment``)."""
     units: PhysicalUnits | None = None

@@ -32,6 +32,7 @@ from inspection.core.calibration import Calibration, Normalization
 from inspection.core.config import from_mapping, to_mapping
 from inspection.core.errors import ConfigError, RegistryError
 from inspection.core.metrics import EvaluationMetrics
+from inspection.core.roi import RoiTraining
 from inspection.core.signing import bundle_digest
 from inspection.core.tiling import TilingSpec
 from inspection.core.verdict import Segmentation
@@ -272,6 +273,12 @@ class ModelRecord:
         if not self.extra.get("tiling"):
             return None
         return self._typed_extra("tiling", TilingSpec)
+
+    def training_roi(self) -> RoiTraining | None:
+        """How training used the product's ROI (``core.roi``); None: it saw every patch."""
+        if not self.extra.get("training_roi"):
+            return None
+        return self._typed_extra("training_roi", RoiTraining)
 
     def train_image_count(self) -> int | None:
         """How many images the version was trained on; ``None`` when it recorded no count."""

@@ -111,7 +111,8 @@ def write_retrain_report(report: RetrainReport, path: str | Path) -> Path:
 class RetrainEvent:
     """A retrain run as the registry's audit log records it (action ``retrain``): written by
     ``retrain.pipeline`` and ``retrain.fleet`` for every decided or failed run, read by the
-    dashboard for runs without a report. ``metrics``: the flat gate figures by role
+    dashboard for runs without a report and by retraining for the reviewed-good images a
+    promoted champion was trained with. ``metrics``: the flat gate figures by role
     (``champion``, ``challenger``); non-numeric entries are left out."""
 
     at: str
@@ -120,7 +121,14 @@ class RetrainEvent:
     reason: str = ""
     champion: str | None = None
     challenger: str | None = None
+    status: str | None = None
+    """``promoted``, ``kept`` or ``failed`` (None in events older than the field)."""
+    reviewed_good_ids: tuple[str, ...] = ()
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def figures(self, role: str) -> dict[str, float]:
+        """The gate figures of ``role`` (``champion`` or ``challenger``); empty if none."""
+        return dict(self.metrics.get(role, {}))
 
     @classmethod
     def from_event(cls, event: Mapping[str, Any], where: str = "event") -> RetrainEvent:
@@ -128,6 +136,8 @@ class RetrainEvent:
         and ``actor``, and details added later, are left to their readers)."""
         names = {f.name for f in fields(cls)} - {"metrics"}
         own = {k: v for k, v in event.items() if k in names and v is not None}
+        if isinstance(own.get("reviewed_good_ids"), list):  # ids: strings (older: numbers)
+            own["reviewed_good_ids"] = [str(i) for i in own["reviewed_good_ids"]]
         metrics = event.get("metrics") or {}
         if not isinstance(metrics, Mapping):
             raise ConfigError(f"{where}.metrics: expected a mapping, got {metrics!r}")

@@ -8,9 +8,11 @@ Inside = (union of ``include``, or the whole image when there is none) minus (un
 ``exclude``). ``apply_roi`` is the one place outputs are masked: the map outside the ROI is set
 to zero and the image score keeps only the share of the model's score that lies inside:
 ``score * max(map inside) / max(map)``. The score is unchanged when the map's peak is inside
-(so calibration and the model agree there); a peak outside can no longer raise an NG. This is
-a mask on the outputs: the model still sees the whole image and its memory bank still holds
-features from outside the ROI (they can only make inside patches look more normal).
+(so calibration and the model agree there); a peak outside can no longer raise an NG.
+
+Training uses the same ROI (``training.roi``; recorded as ``RoiTraining``): patches whose
+receptive-field centre lies outside it never enter a PatchCore memory bank or an STFPM loss,
+and tiles with no ROI pixel are neither trained on nor inspected.
 """
 
 from __future__ import annotations
@@ -85,6 +87,46 @@ def _mask(spec: RoiSpec, height: int, width: int) -> np.ndarray:
     mask = canvas.astype(bool)
     mask.setflags(write=False)
     return mask
+
+
+@dataclass(frozen=True)
+class RoiTraining:
+    """How a version's training used its product's ROI (registry record and bundle metadata).
+
+    ``roi``: the spec training masked with (an export refuses a different one);
+    ``inside_fraction``: share of the training input pixels inside it; ``patches_kept`` /
+    ``patches_total``: PatchCore patch embeddings that entered the coreset vs all collected
+    (None for STFPM, whose loss ignores the outside positions); ``tiles_kept`` /
+    ``tiles_total``: training tiles with an ROI pixel vs all (None when not tiled).
+    """
+
+    roi: RoiSpec
+    inside_fraction: float
+    patches_kept: int | None = None
+    patches_total: int | None = None
+    tiles_kept: int | None = None
+    tiles_total: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.inside_fraction <= 1.0:
+            raise ValueError(f"inside_fraction must be in [0, 1], got {self.inside_fraction}")
+        for kept, total in (
+            (self.patches_kept, self.patches_total),
+            (self.tiles_kept, self.tiles_total),
+        ):
+            if (kept is None) != (total is None) or (total is not None and not 0 <= kept <= total):
+                raise ValueError(
+                    f"kept/total counts must be 0 <= kept <= total, got {kept}/{total}"
+                )
+
+    def describe(self) -> str:
+        """One line for logs and reports."""
+        parts = [f"{self.inside_fraction:.0%} of the training pixels inside the ROI"]
+        if self.tiles_total is not None:
+            parts.append(f"{self.tiles_kept} of {self.tiles_total} tiles")
+        if self.patches_total is not None:
+            parts.append(f"{self.patches_kept} of {self.patches_total} patches")
+        return ", ".join(parts)
 
 
 def apply_roi(raw_score: float, raw_map: np.ndarray, roi: RoiSpec) -> tuple[float, np.ndarray]:

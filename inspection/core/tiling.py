@@ -18,9 +18,12 @@ for products where a defect seen by one tile only must never be diluted.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from inspection.core.roi import RoiSpec
 
 BlendMode = Literal["mean", "max"]
 BLEND_MODES: tuple[str, ...] = ("mean", "max")
@@ -85,6 +88,14 @@ class TileGrid:
     def __len__(self) -> int:
         return len(self.origins)
 
+    def inside(self, roi: RoiSpec) -> TileGrid:
+        """The grid of the tiles holding at least one pixel of ``roi`` (scaled to ``size``);
+        the others see only what the ROI masks away, so they are neither trained nor run."""
+        mask = roi.mask(*self.size)
+        th, tw = self.tile_size
+        kept = tuple((y, x) for y, x in self.origins if mask[y : y + th, x : x + tw].any())
+        return TileGrid(self.size, self.tile_size, kept)
+
     def boxes(self) -> list[tuple[int, int, int, int]]:
         """Each tile as (x0, y0, x1, y1), exclusive upper bounds, in working pixels."""
         th, tw = self.tile_size
@@ -120,7 +131,8 @@ def stitch(tile_maps: np.ndarray, grid: TileGrid, blend: BlendMode = "mean") -> 
     """(N, th, tw) tile maps -> (H, W) float32 map at the grid's working size.
 
     ``mean`` averages the tiles covering each pixel (accumulated in float64, so a map split by
-    ``cut`` and stitched again comes back exactly); ``max`` keeps the highest.
+    ``cut`` and stitched again comes back exactly); ``max`` keeps the highest. Pixels no tile
+    covers (a grid of the tiles inside an ROI, ``TileGrid.inside``) are 0.
     """
     tile_maps = np.asarray(tile_maps)
     if tile_maps.shape != (len(grid), *grid.tile_size):
@@ -130,6 +142,7 @@ def stitch(tile_maps: np.ndarray, grid: TileGrid, blend: BlendMode = "mean") -> 
         out = np.full(grid.size, -np.inf, dtype=np.float32)
         for (y, x), tile in zip(grid.origins, tile_maps, strict=True):
             np.maximum(out[y : y + th, x : x + tw], tile, out=out[y : y + th, x : x + tw])
+        out[np.isneginf(out)] = 0.0
         return out
     if blend != "mean":
         raise ValueError(f"blend must be one of {BLEND_MODES}, got {blend!r}")
@@ -138,4 +151,4 @@ def stitch(tile_maps: np.ndarray, grid: TileGrid, blend: BlendMode = "mean") -> 
     for (y, x), tile in zip(grid.origins, tile_maps, strict=True):
         total[y : y + th, x : x + tw] += tile
         count[y : y + th, x : x + tw] += 1.0
-    return (total / count).astype(np.float32)
+    return np.divide(total, count, out=np.zeros_like(total), where=count > 0).astype(np.float32)

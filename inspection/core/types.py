@@ -9,6 +9,8 @@ import numpy as np
 
 Verdict = Literal["OK", "NG"]
 VERDICTS: tuple[str, ...] = ("OK", "NG")
+AffineMatrix = tuple[float, float, float, float, float, float]
+"""A (2, 3) affine transform, row-major."""
 
 
 def _check_box(box: tuple[int, int, int, int]) -> None:
@@ -88,8 +90,18 @@ class InspectionResult:
     (``inspection.core.global_context``): e.g. {"local": 1.2, "colour": 7.5}; empty otherwise."""
     min_defect_area: float | None = None
     """Regions smaller than this many pixels make no NG (``core.verdict``); None: any size."""
+    alignment: AffineMatrix | None = None
+    """When the image was aligned to the product's reference first (``runtime.alignment``): the
+    (2, 3) affine matrix, row-major, from reference pixels to camera pixels. ``anomaly_map``,
+    ``mask`` and ``regions`` are then in the reference frame (``frame``), not the camera's."""
 
     def __post_init__(self) -> None:
+        if self.alignment is not None and (
+            len(self.alignment) != 6 or not np.isfinite(self.alignment).all()
+        ):
+            raise ValueError(
+                f"alignment must be 6 finite numbers (a 2x3 affine), got {self.alignment}"
+            )
         if self.verdict not in VERDICTS:
             raise ValueError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}")
         if not 0.0 <= self.score <= 1.0 or not np.isfinite(self.score):
@@ -137,6 +149,11 @@ class InspectionResult:
     @property
     def is_defective(self) -> bool:
         return self.verdict == "NG"
+
+    @property
+    def frame(self) -> Literal["camera", "reference"]:
+        """Pixel frame of map, mask and regions: "reference" after alignment, else "camera"."""
+        return "camera" if self.alignment is None else "reference"
 
     @property
     def driver(self) -> str | None:

@@ -93,8 +93,8 @@ def _run_from_event(
         reason=typed.reason,
         champion=typed.champion or "",
         challenger=typed.challenger or "",
-        champion_metrics=typed.metrics.get("champion", {}),
-        challenger_metrics=typed.metrics.get("challenger", {}),
+        champion_metrics=typed.figures("champion"),
+        challenger_metrics=typed.figures("challenger"),
         raw=dict(event),
     )
 

@@ -37,11 +37,13 @@ def train_challenger(
 ) -> ModelRecord:
     """Train on the run's MVTec folder and register a new immutable version."""
     from inspection.data.dataset import load_dataset
+    from inspection.training.config import load_product_config
     from inspection.training.train import train
 
     return train(
-        config, load_dataset(dataset_root), product=product, registry=registry, progress=progress
-    )
+        config, load_dataset(dataset_root), product=product, registry=registry,
+        progress=progress, roi=load_product_config(product).roi,
+    )  # fmt: skip
 
 
 def update_challenger(

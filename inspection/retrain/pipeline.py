@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from inspection.core.config import SiteConfig
 from inspection.core.errors import ConfigError, DatasetError, RegistryError
 from inspection.core.registry import ModelRecord, Registry, utc_now
+from inspection.core.retrain_report import RetrainEvent
 from inspection.retrain import adapters
 from inspection.retrain.assemble import RunData, assemble_run_data
 from inspection.retrain.config import RetrainConfig
@@ -347,9 +348,11 @@ def _champion_reviewed_good(registry: Registry, product: str, champion: str | No
     if champion is None:
         return []
     for event in reversed(registry.events(product)):
-        promoted = event.get("action") == "retrain" and event.get("status") == "promoted"
-        if promoted and event.get("challenger") == champion:
-            return list(event.get("reviewed_good_ids") or [])
+        if event.get("action") != "retrain":
+            continue
+        run = RetrainEvent.from_event(event, f"{product} retrain event")
+        if run.status == "promoted" and run.challenger == champion:
+            return list(run.reviewed_good_ids)
     return []
 
 

@@ -121,12 +121,23 @@ class Aligner:
 
     def align(self, image: np.ndarray) -> np.ndarray:
         """``image`` warped into the reference frame: (H, W, 3) uint8, same size."""
+        return self.align_with_matrix(image)[0]
+
+    def align_with_matrix(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(``align(image)``, the (2, 3) float64 matrix from reference to camera pixels)."""
         found = self.register(image)
-        height, width = image.shape[:2]
-        flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-        return cv2.warpAffine(
-            image, found.matrix, (width, height), flags=flags, borderMode=cv2.BORDER_REPLICATE
-        )
+        return to_reference(image, found.matrix), found.matrix
+
+
+def to_reference(image: np.ndarray, matrix: np.ndarray | tuple[float, ...]) -> np.ndarray:
+    """(H, W, ...) camera image warped into the reference frame by ``matrix`` ((2, 3) or its
+    6 numbers row-major, reference -> camera pixels): the image the model judged."""
+    height, width = image.shape[:2]
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    warp = np.asarray(matrix, dtype=np.float64).reshape(2, 3)
+    return cv2.warpAffine(
+        image, warp, (width, height), flags=flags, borderMode=cv2.BORDER_REPLICATE
+    )
 
 
 def _centre_shift(matrix: np.ndarray, size: tuple[int, int]) -> float:

@@ -27,7 +27,7 @@ from inspection.core.errors import BundleError, ImageDecodeError
 from inspection.core.global_context import GlobalContext, fuse, images_of_input
 from inspection.core.images import IMAGE_SUFFIXES, read_image
 from inspection.core.roi import apply_roi, apply_roi_batch, clear_outside
-from inspection.core.types import InspectionResult
+from inspection.core.types import AffineMatrix, InspectionResult
 from inspection.core.units import with_sizes
 from inspection.core.verdict import check_threshold, judge
 from inspection.refine.base import MaskRefiner
@@ -68,7 +68,8 @@ class RawImageOutputs:
     ``image``: the (H, W, 3) uint8 RGB image as inferred (aligned); ``score``: the raw image
     score; ``anomaly_map``: the (h, w) float32 raw map; ``start``: the ``perf_counter`` origin
     of the latency; ``timings_ms``: the stages so far; ``components``: the fused image-level
-    components (global context), empty without one.
+    components (global context), empty without one; ``alignment``: the matrix the image was
+    aligned with (``Inspector.align_with_matrix``), None when not aligned.
     """
 
     image: np.ndarray
@@ -77,6 +78,7 @@ class RawImageOutputs:
     start: float
     timings_ms: dict[str, float] = field(default_factory=dict)
     components: dict[str, float] = field(default_factory=dict)
+    alignment: AffineMatrix | None = None
 
 
 class Inspector:
@@ -228,8 +230,15 @@ class Inspector:
     def align(self, image: np.ndarray) -> np.ndarray:
         """``image`` registered to the bundle's reference (unchanged without alignment);
         raises ``AlignmentError`` when it cannot be: an error, never a verdict."""
+        return self.align_with_matrix(image)[0]
+
+    def align_with_matrix(self, image: np.ndarray) -> tuple[np.ndarray, AffineMatrix | None]:
+        """(``align(image)``, the matrix a result carries as ``alignment``; None unaligned)."""
         check_image(image)
-        return image if self._aligner is None else self._aligner.align(image)
+        if self._aligner is None:
+            return image, None
+        aligned, matrix = self._aligner.align_with_matrix(image)
+        return aligned, tuple(float(v) for v in matrix.reshape(-1))  # type: ignore[return-value]
 
     def restrict(self, raw_score: float, raw_map: np.ndarray) -> tuple[float, np.ndarray]:
         """One raw output masked to the bundle's ROI (``core.roi.apply_roi``; unchanged
@@ -301,7 +310,7 @@ class Inspector:
         """Judge one (H, W, 3) uint8 RGB image at ``threshold`` (default: ``self.threshold``)."""
         threshold = self._threshold if threshold is None else check_threshold(threshold)
         start = time.perf_counter()
-        image = self.align(image)
+        image, alignment = self.align_with_matrix(image)
         tensor = preprocess(image, self.metadata.preprocessing)
         prepared = time.perf_counter()
         scores, maps, components = self._infer(tensor[None])
@@ -310,7 +319,9 @@ class Inspector:
             "preprocess": (prepared - start) * 1e3,
             "infer": (inferred - prepared) * 1e3,
         }
-        raw = RawImageOutputs(image, float(scores[0]), maps[0], start, timings, components[0])
+        raw = RawImageOutputs(
+            image, float(scores[0]), maps[0], start, timings, components[0], alignment
+        )
         return self.judge_raw(raw, threshold=threshold)
 
     def inspect_batch(self, images: Sequence[np.ndarray]) -> list[InspectionResult]:
@@ -318,7 +329,8 @@ class Inspector:
         if not images:
             return []
         start = time.perf_counter()
-        images = [self.align(image) for image in images]
+        aligned = [self.align_with_matrix(image) for image in images]
+        images = [image for image, _ in aligned]
         batch = np.stack([preprocess(image, self.metadata.preprocessing) for image in images])
         prepared = time.perf_counter()
         scores, maps, components = self._infer(batch)
@@ -329,9 +341,11 @@ class Inspector:
             "infer": (inferred - prepared) * share,
         }
         results = []
-        for image, score, raw_map, parts in zip(images, scores, maps, components, strict=True):
+        for (image, alignment), score, raw_map, parts in zip(
+            aligned, scores, maps, components, strict=True
+        ):
             raw = RawImageOutputs(
-                image, float(score), raw_map, time.perf_counter(), dict(timings), parts
+                image, float(score), raw_map, time.perf_counter(), dict(timings), parts, alignment
             )
             result = self.judge_raw(raw)
             results.append(
@@ -357,13 +371,13 @@ class Inspector:
         # The callback runs on OpenVINO threads: it only copies outputs and must hold no
         # reference to this inspector (releasing one there deadlocks OpenVINO's executor).
         outputs = _collect_outputs(queue, self._score_index, self._map_index, self._pooled_index)
-        pending: dict[int, tuple[float, np.ndarray, np.ndarray]] = {}
+        pending: dict[int, tuple[float, np.ndarray, np.ndarray, AffineMatrix | None]] = {}
         results: dict[int, InspectionResult] = {}
         for index, image in enumerate(images):
             start = time.perf_counter()
-            image = self.align(image)
+            image, alignment = self.align_with_matrix(image)
             tensor = preprocess(image, self.metadata.preprocessing)[None]
-            pending[index] = (start, image, tensor)
+            pending[index] = (start, image, tensor, alignment)
             queue.start_async({0: tensor}, index)
             for done in [i for i in list(outputs) if i in pending]:
                 results[done] = self._finish_async(pending.pop(done), outputs.pop(done))
@@ -375,17 +389,19 @@ class Inspector:
 
     def _finish_async(
         self,
-        submitted: tuple[float, np.ndarray, np.ndarray],
+        submitted: tuple[float, np.ndarray, np.ndarray, AffineMatrix | None],
         output: tuple[np.ndarray, np.ndarray, np.ndarray | None, float],
     ) -> InspectionResult:
-        """The result of one ``inspect_many`` request: (start, image, tensor) and its outputs."""
-        start, image, tensor = submitted
+        """The result of one ``inspect_many`` request: (start, image, tensor, alignment) and its
+        outputs."""
+        start, image, tensor, alignment = submitted
         raw_score, raw_map, pooled, done = output
         scores, maps = _squeeze_outputs(raw_score, raw_map, 1)
         scores, maps, parts = self._fused(tensor, scores, maps, pooled)
         raw = RawImageOutputs(
-            image, float(scores[0]), maps[0], time.perf_counter(), components=parts[0]
-        )
+            image, float(scores[0]), maps[0], time.perf_counter(), components=parts[0],
+            alignment=alignment,
+        )  # fmt: skip
         result = self.judge_raw(raw)
         infer_ms = (done - start) * 1e3
         result.timings_ms["infer"] = infer_ms
@@ -452,6 +468,7 @@ class Inspector:
             model_version=self.model_version,
             timings_ms=timings,
             components=dict(raw.components),
+            alignment=raw.alignment,
         )
         timings["postprocess"] = (time.perf_counter() - post_start) * 1e3 - timings["regions"]
         if self.refiner is not None and result.is_defective:

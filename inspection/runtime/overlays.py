@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 
 from inspection.core.types import InspectionResult
+from inspection.runtime.alignment import to_reference
 
 _CONTOUR_RGB = (255, 255, 255)
 _VERDICT_RGB = {"OK": (40, 200, 40), "NG": (230, 40, 40)}
@@ -16,15 +17,19 @@ _VERDICT_RGB = {"OK": (40, 200, 40), "NG": (230, 40, 40)}
 def render_overlay(
     image: np.ndarray, result: InspectionResult, *, alpha: float = 0.45
 ) -> np.ndarray:
-    """(H, W, 3) uint8 RGB image + result -> (H, W, 3) uint8 RGB overlay.
+    """(H, W, 3) uint8 RGB camera image + its result -> (H, W, 3) uint8 RGB overlay.
 
-    The anomaly map (0 blue .. 1 red) is blended with weight ``alpha``, mask contours are
-    drawn in white and the verdict with its score is written in the top-left corner.
+    Drawn in the result's frame (``result.frame``): an aligned result's map, mask and regions
+    lie in the reference frame, so the image is warped there first (the image the model
+    judged). The anomaly map (0 blue .. 1 red) is blended with weight ``alpha``, mask
+    contours are drawn in white and the verdict with its score is written top-left.
     """
     if image.shape[:2] != result.anomaly_map.shape:
         raise ValueError(
             f"image is {image.shape[:2]} but the result's map is {result.anomaly_map.shape}"
         )
+    if result.alignment is not None:
+        image = to_reference(image, result.alignment)
     heat = cv2.applyColorMap(
         np.clip(result.anomaly_map * 255.0, 0, 255).astype(np.uint8), cv2.COLORMAP_JET
     )

@@ -5,9 +5,10 @@
 
 The bundle's ``tiling`` (``core.tiling.TilingSpec``) drives everything: the image is resized
 to the working size (``scale``), normalised once, cut into tiles, all tiles of the image run as
-one batch (``mode="batch"``) or spread over OpenVINO's ``AsyncInferQueue`` (``mode="async"``),
-the tile maps are stitched (``blend``), and the one verdict rule (``core.verdict.judge``) runs
-on the stitched map resized to the original image: regions and areas are in original pixels.
+one batch (``mode="batch"``) or spread over OpenVINO's ``AsyncInferQueue`` (``mode="async"``)
+(tiles with no ROI pixel are skipped when the bundle was trained with its ROI), the tile maps
+are stitched (``blend``), and the one verdict rule (``core.verdict.judge``) runs on the
+stitched map resized to the original image: regions and areas are in original pixels.
 The raw image score is the highest tile score.
 """
 
@@ -28,7 +29,7 @@ from inspection.core.bundle import BundleMetadata
 from inspection.core.errors import BundleError
 from inspection.core.images import read_image
 from inspection.core.tiling import TileGrid, TilingSpec, cut, stitch
-from inspection.core.types import InspectionResult
+from inspection.core.types import AffineMatrix, InspectionResult
 from inspection.runtime.inspector import Inspector, RawImageOutputs
 from inspection.runtime.preprocess import check_image, preprocess
 
@@ -47,6 +48,8 @@ class TiledOutputs:
     tiles: int
     timings_ms: dict[str, float]
     image: np.ndarray
+    alignment: AffineMatrix | None = None
+    """The matrix the image was aligned with (``InspectionResult.alignment``); None: unaligned."""
 
 
 class TiledInspector:
@@ -91,9 +94,13 @@ class TiledInspector:
 
     # ----------------------------------------------------------------- inference
     def tile_inputs(self, image: np.ndarray) -> tuple[TileGrid, np.ndarray]:
-        """The grid of ``image`` and its tiles as model input, (N, 3, th, tw) float32."""
+        """The grid of ``image`` and its tiles as model input, (N, 3, th, tw) float32.
+
+        A bundle trained with its ROI runs only the tiles holding an ROI pixel (as trained)."""
         check_image(image)
         grid = self.tiling.grid(*image.shape[:2])
+        if self.metadata.training_roi is not None and self.metadata.roi is not None:
+            grid = grid.inside(self.metadata.roi)
         prep = dataclasses.replace(self.metadata.preprocessing, input_size=grid.size)
         return grid, cut(preprocess(image, prep), grid, channels_first=True)
 
@@ -132,7 +139,7 @@ class TiledInspector:
     def raw_outputs(self, image: np.ndarray) -> TiledOutputs:
         """Cut, infer and stitch one (H, W, 3) uint8 RGB image (raw, not normalised)."""
         start = time.perf_counter()
-        image = self.inspector.align(image)
+        image, alignment = self.inspector.align_with_matrix(image)
         grid, tiles = self.tile_inputs(image)
         prepared = time.perf_counter()
         scores, maps = self.infer_tiles(tiles)
@@ -144,13 +151,15 @@ class TiledInspector:
             "stitch": (time.perf_counter() - inferred) * 1e3,
         }
         score, stitched = self.inspector.restrict(float(scores.max()), stitched)
-        return TiledOutputs(score, stitched, len(grid), timings, image)
+        return TiledOutputs(score, stitched, len(grid), timings, image, alignment)
 
     def inspect(self, image: np.ndarray, *, threshold: float | None = None) -> InspectionResult:
         """Judge one full-resolution image; map, mask and regions in its own pixels."""
         start = time.perf_counter()
         raw = self.raw_outputs(image)
-        outputs = RawImageOutputs(raw.image, raw.score, raw.anomaly_map, start, raw.timings_ms)
+        outputs = RawImageOutputs(
+            raw.image, raw.score, raw.anomaly_map, start, raw.timings_ms, alignment=raw.alignment
+        )
         return self.inspector.judge_raw(outputs, threshold=threshold)
 
 

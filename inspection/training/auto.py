@@ -218,12 +218,14 @@ def train_winner(
     search_result: SearchResult, dataset: Dataset, registry: Registry, progress: bool = True
 ) -> Any:
     """Train and register the winner with the search in its lineage; the ``TrainOutcome``."""
+    from inspection.training.config import load_product_config
     from inspection.training.train import train_model
 
     config = model_config_from_mapping(search_result.winner_config, where="auto search winner")
     return train_model(
         config, dataset, product=search_result.product, registry=registry,
         progress=progress, lineage=search_result.lineage(),
+        roi=load_product_config(search_result.product).roi,
     )  # fmt: skip
 
 

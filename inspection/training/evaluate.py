@@ -57,9 +57,11 @@ def predict(
     if len(size) != 2:
         raise ValueError("predict: give image_size; the model's pre-processor has no Resize")
     dataset = SampleDataset(samples, (int(size[0]), int(size[1])))
+    from inspection.training.backbones import channels_last
+
     scores, maps, masks = [], [], []
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), channels_last(model.model):
         for start in range(0, len(dataset), batch_size):
             items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
             images = torch.stack([item.image for item in items])

@@ -330,10 +330,15 @@ def _calibrated_bundle(
 def _refinement(bundle_dir: Path, splits: ExportSplits, say: Progress) -> RefinementChoice:
     """The mask refiner that helps this calibrated bundle on the validation split (or none)."""
     from inspection.refine.config import load_refine_config
-    from inspection.refine.select import choose_refiner
+    from inspection.refine.select import CHOICE_MAX_SIDE, choose_refiner
 
     inspector = Inspector.from_bundle(bundle_dir)
     source = TiledInspector(inspector) if inspector.metadata.tiling is not None else inspector
+    defective = sum(s.label == 1 and s.mask_path is not None for s in splits.validation)
+    say(
+        f"choosing the mask refiner on {defective} defective validation images "
+        f"(longer side <= {CHOICE_MAX_SIDE} px)"
+    )
     choice, _ = choose_refiner(source, splits.validation, config=load_refine_config())
     say(f"mask refinement: {choice.describe()}")
     return choice
@@ -527,6 +532,7 @@ def base_metadata(record: ModelRecord, precision: Precision) -> BundleMetadata:
         inference_precision="f32",
         global_context=context,
         tiling=record.tiling(),
+        training_roi=record.training_roi(),
         extra={"exporter": {"openvino": ov.get_version(), "converter": "openvino.convert_model"}},
     )
 
@@ -606,6 +612,13 @@ def with_part_setup(
     """``base`` with its product's ROI, alignment and units (``configs/products``), and the
     files they need in the bundle (the alignment reference image, checksummed like any file)."""
     config = load_product_config(base.product, config_dir)
+    trained = base.training_roi
+    if trained is not None and trained.roi != config.roi:
+        raise BundleError(
+            f"{base.model_version} was trained with a different ROI than products/"
+            f"{base.product}.yaml has now (patches outside the training ROI are not in the "
+            "model): retrain the product, or restore the ROI it was trained with"
+        )
     meta = replace(base, roi=config.roi, alignment=config.alignment, units=config.units)
     if config.alignment is None or config.reference is None:
         return meta, {}

@@ -27,7 +27,9 @@ from inspection.core.config import to_mapping
 from inspection.core.errors import ConfigError, DatasetError, RegistryError
 from inspection.core.fingerprint import sha256_file
 from inspection.core.registry import FitFigures, Lineage, ModelRecord, Registry
+from inspection.core.roi import RoiSpec
 from inspection.data.dataset import GOOD, Dataset, Sample, load_dataset
+from inspection.training.backbones import channels_last
 from inspection.training.config import ModelConfig, model_config_from_mapping
 from inspection.training.coreset import (
     all_cores,
@@ -37,6 +39,7 @@ from inspection.training.coreset import (
     select_coreset,
 )
 from inspection.training.evaluate import metrics_of_predictions, predict
+from inspection.training.roi import TrainingRoi
 from inspection.training.samples import Predictions
 from inspection.training.train import (
     CHECKPOINT_FILE,
@@ -51,7 +54,11 @@ Progress = Callable[[str], None]
 
 @dataclass(frozen=True)
 class UpdateOutcome:
-    """The new version, its lineage and test figures (``metrics`` as ``train_model`` writes)."""
+    """The new version, its lineage and test figures (``metrics`` as ``train_model`` writes).
+
+    ``seconds``: from the call until the version is registered (test evaluation included; its
+    share is ``metrics["update_stage_seconds"]["evaluate"]``).
+    """
 
     record: ModelRecord
     lineage: Lineage
@@ -87,7 +94,8 @@ def update_patchcore(
         model = load_trained_model(parent)
     say(f"extracting patches of {len(images)} new images")
     with _timed(stages, "extract"):
-        new = _embeddings(model, images, config)
+        trained = parent.training_roi()
+        new = _embeddings(model, images, config, None if trained is None else trained.roi)
     bank = model.model.memory_bank
     say(f"selecting new patches ({new.shape[0]} candidates, bank of {bank.shape[0]})")
     with _timed(stages, "select"):
@@ -111,10 +119,11 @@ def update_patchcore(
         bank_rows_before=int(bank.shape[0]),
         bank_rows_after=int(model.model.memory_bank.shape[0]),
     )
-    seconds = time.perf_counter() - started
-    fit = FitFigures(fit_seconds=round(seconds, 2), test_images=len(test))
+    # the recorded fit time leaves out the registration; ``seconds`` below includes it
+    fit = FitFigures(fit_seconds=round(time.perf_counter() - started, 2), test_images=len(test))
     metrics |= replace(fit, update_stage_seconds=stages).to_mapping()
     record = _register(registry, parent, model, dataset, lineage, calibration, metrics)
+    seconds = time.perf_counter() - started
     say(f"registered {record.model_version} (from {parent.version}, +{len(images)} images)")
     return UpdateOutcome(record, lineage, metrics, predictions, seconds)
 
@@ -213,16 +222,23 @@ def _recorded_splits(parent: ModelRecord, dataset: Dataset) -> tuple[list[Sample
     return [by_rel[r] for r in splits.validation], [by_rel[r] for r in splits.test]
 
 
-def _embeddings(model: Any, images: Sequence[Path], config: ModelConfig) -> torch.Tensor:
-    """(patches, channels) embeddings of ``images`` exactly as PatchCore's training epoch."""
+def _embeddings(
+    model: Any, images: Sequence[Path], config: ModelConfig, roi: RoiSpec | None = None
+) -> torch.Tensor:
+    """(patches, channels) embeddings of ``images`` exactly as PatchCore's training epoch
+    (with ``roi``, the parent's training ROI: only the patches inside it)."""
     samples = [Sample(p, "train", 0, GOOD) for p in images]
+    masks = None if roi is None else TrainingRoi.whole_image(roi, tuple(config.image_size))
     model.model.train()  # the backbone stays in eval mode (anomalib's extractor sees to it)
     store = model.model.embedding_store
     store.clear()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), channels_last(model.model):
             for batch in make_loader(samples, config):
-                model.model(model.pre_processor(batch.image))
+                embedding = model.model(model.pre_processor(batch.image))
+                if masks is not None:
+                    size = tuple(batch.image.shape[-2:])
+                    store[-1] = embedding[masks.keep_rows(batch.image_path, embedding, size)]
         return torch.vstack(store)
     finally:
         store.clear()

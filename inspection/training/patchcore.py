@@ -3,7 +3,9 @@
 ``Patchcore`` keeps anomalib's model (feature extractor, pooling, scoring, post-processing)
 and replaces only what ``fit()`` does with the embeddings collected during the training
 epoch: ``inspection.training.coreset.select_coreset`` instead of anomalib's ``KCenterGreedy``,
-with the bank capped at ``memory_bank_max`` rows.
+with the bank capped at ``memory_bank_max`` rows. With ``training_roi`` set
+(``training.roi.TrainingRoi``), patches whose receptive-field centre lies outside the product's
+ROI are dropped as they are collected, so they never reach the coreset or the bank.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import torch
 from anomalib.models import Patchcore as AnomalibPatchcore
 
 from inspection.training.coreset import select_coreset
+from inspection.training.roi import TrainingRoi
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +28,21 @@ class Patchcore(AnomalibPatchcore):
     def __init__(self, *args: Any, memory_bank_max: int | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.memory_bank_max = memory_bank_max
+        self.training_roi: TrainingRoi | None = None
+        self.patches_seen = 0
+        self.patches_kept = 0
+
+    def training_step(self, batch: Any, *args: Any, **kwargs: Any) -> Any:
+        """Collect the batch's patch embeddings (only those inside the ROI, when one is set)."""
+        loss = super().training_step(batch, *args, **kwargs)
+        store = self.model.embedding_store
+        embedding = store[-1]
+        self.patches_seen += embedding.shape[0]
+        if self.training_roi is not None:
+            size = tuple(batch.image.shape[-2:])
+            store[-1] = embedding[self.training_roi.keep_rows(batch.image_path, embedding, size)]
+        self.patches_kept += store[-1].shape[0]
+        return loss
 
     def fit(self) -> None:
         """Replace the collected patch embeddings by their coreset (the memory bank)."""
@@ -33,6 +51,8 @@ class Patchcore(AnomalibPatchcore):
             raise RuntimeError("no training embeddings collected: run the training epoch first")
         embedding = torch.vstack(store)
         store.clear()
+        if embedding.shape[0] == 0:
+            raise RuntimeError("the ROI keeps no training patch: check the product's roi polygons")
         coreset = select_coreset(embedding, self.coreset_sampling_ratio, self.memory_bank_max)
         self.model.memory_bank = embedding[coreset.indices].contiguous()
         logger.info(

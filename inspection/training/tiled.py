@@ -33,37 +33,57 @@ from inspection.core.errors import ConfigError
 from inspection.core.images import read_image, read_mask
 from inspection.core.outputs import RawOutputs
 from inspection.core.registry import FitFigures, ModelRecord, Registry
+from inspection.core.roi import RoiSpec
 from inspection.core.tiling import TilingSpec, cut, stitch
 from inspection.data.dataset import Dataset, Sample
 from inspection.runtime.tiled import evaluation_size
 from inspection.training.backbones import ResolvedWeights, resolve_weights
 from inspection.training.config import ModelConfig
+from inspection.training.roi import TrainingRoi
 from inspection.training.train import (
     CHECKPOINT_FILE,
     _split_record,
     evaluation_splits,
     fit_loaders,
     package_versions,
+    training_roi_extra,
 )
 
 logger = logging.getLogger(__name__)
+
+
+def tile_key(path: object, tile: int) -> str:
+    """The ``image_path`` of one tile of an image (how ROI masks find it)."""
+    return f"{path}#tile{tile}"
 
 
 class TileDataset(TorchDataset):
     """Every tile of every sample, image-major, as anomalib ``ImageItem``s.
 
     image: (3, th, tw) float32 in [0, 1]; gt_mask: (th, tw) bool; gt_label: 1 when the tile
-    holds defect pixels. The last decoded image is cached, so read the dataset in order.
+    holds defect pixels. With ``roi``, tiles holding no ROI pixel are left out and
+    ``training_roi`` holds each kept tile's ROI mask. The last decoded image is cached, so
+    read the dataset in order.
     """
 
-    def __init__(self, samples: Sequence[Sample], tiling: TilingSpec) -> None:
+    def __init__(
+        self, samples: Sequence[Sample], tiling: TilingSpec, roi: RoiSpec | None = None
+    ) -> None:
         self.samples = list(samples)
         self.tiling = tiling
+        self.total_tiles = 0
         self._index: list[tuple[int, int]] = []
+        masks: dict[str, np.ndarray] = {}
         for number, sample in enumerate(self.samples):
-            height, width = read_image(sample.path).shape[:2]
-            tiles = len(tiling.grid(height, width))
-            self._index.extend((number, tile) for tile in range(tiles))
+            grid = tiling.grid(*read_image(sample.path).shape[:2])
+            self.total_tiles += len(grid)
+            tiles = range(len(grid))
+            if roi is not None:
+                tile_masks = cut(np.asarray(roi.mask(*grid.size)), grid)
+                tiles = [tile for tile in tiles if tile_masks[tile].any()]
+                masks.update((tile_key(sample.path, t), tile_masks[t]) for t in tiles)
+            self._index.extend((number, tile) for tile in tiles)
+        self.training_roi = TrainingRoi(masks) if roi is not None and masks else None
         self._cached: tuple[int, np.ndarray, np.ndarray] | None = None
 
     def __len__(self) -> int:
@@ -94,16 +114,18 @@ class TileDataset(TorchDataset):
             image=Image(torch.from_numpy(np.ascontiguousarray(images[tile]))),
             gt_label=torch.tensor(int(masks[tile].any())),
             gt_mask=Mask(torch.from_numpy(np.ascontiguousarray(masks[tile]))),
-            image_path=f"{sample.path}#tile{tile}",
+            image_path=tile_key(sample.path, tile),
             mask_path=str(sample.mask_path or ""),
         )
 
 
-def tile_loader(samples: Sequence[Sample], tiling: TilingSpec, batch_size: int) -> DataLoader:
+def tile_loader(
+    samples: Sequence[Sample], tiling: TilingSpec, batch_size: int, roi: RoiSpec | None = None
+) -> DataLoader:
     from anomalib.data import ImageBatch
 
     return DataLoader(
-        TileDataset(samples, tiling),
+        TileDataset(samples, tiling, roi),
         batch_size=batch_size,
         shuffle=False,  # image-major order keeps the one-image cache hot
         num_workers=0,
@@ -112,16 +134,26 @@ def tile_loader(samples: Sequence[Sample], tiling: TilingSpec, batch_size: int) 
 
 
 def predict_tiled(
-    model: Any, samples: Sequence[Sample], tiling: TilingSpec, *, batch_size: int = 16
+    model: Any,
+    samples: Sequence[Sample],
+    tiling: TilingSpec,
+    *,
+    batch_size: int = 16,
+    roi: RoiSpec | None = None,
 ) -> RawOutputs:
-    """Run the torch model over every tile of ``samples`` and stitch each image back: raw
-    scores (N,) (highest tile), stitched raw maps and ground truth (N, h, w) at
-    ``evaluation_size``."""
+    """Run the torch model over every tile of ``samples`` (with ``roi``: every tile holding
+    an ROI pixel, as the station does) and stitch each image back: raw scores (N,) (highest
+    tile), stitched raw maps and ground truth (N, h, w) at ``evaluation_size``."""
     data = TileDataset(samples, tiling)
     scores, maps, masks = [], [], []
     model.eval()
     for number, sample in enumerate(data.samples):
         images, _ = data.tiles_of(number)
+        grid = tiling.grid(*read_image(sample.path).shape[:2])
+        if roi is not None:
+            kept = grid.inside(roi)
+            images = images[[grid.origins.index(origin) for origin in kept.origins]]
+            grid = kept
         tile_scores, tile_maps = [], []
         with torch.no_grad():
             for start in range(0, len(images), batch_size):
@@ -129,8 +161,6 @@ def predict_tiled(
                 output = model.model(model.pre_processor(batch))
                 tile_scores.append(output.pred_score.reshape(-1).float().numpy())
                 tile_maps.append(output.anomaly_map.reshape(len(batch), *batch.shape[-2:]).numpy())
-        height, width = read_image(sample.path).shape[:2]
-        grid = tiling.grid(height, width)
         stitched = stitch(np.concatenate(tile_maps), grid, tiling.blend)
         size = evaluation_size(grid.size)
         maps.append(cv2.resize(stitched, (size[1], size[0]), interpolation=cv2.INTER_AREA))
@@ -154,12 +184,18 @@ def fit_tiles(
     weights: ResolvedWeights,
     *,
     progress: bool = True,
-) -> tuple[Any, float, int]:
-    """Seeded anomalib ``Engine.fit`` on the tiles; returns (model, seconds, training tiles)."""
-    train_loader = tile_loader(train_samples, tiling, config.batch_size)
-    validation_loader = tile_loader(validation, tiling, config.batch_size)
-    model, seconds = fit_loaders(config, weights, train_loader, validation_loader, progress)
-    return model, seconds, len(train_loader.dataset)
+    roi: RoiSpec | None = None,
+) -> tuple[Any, float, TileDataset]:
+    """Seeded anomalib ``Engine.fit`` on the tiles (with ``roi``: only the tiles and patches
+    inside it); returns (model, seconds, the training tiles)."""
+    train_loader = tile_loader(train_samples, tiling, config.batch_size, roi)
+    validation_loader = tile_loader(validation, tiling, config.batch_size, roi)
+    tiles = train_loader.dataset
+    masks = tiles.training_roi if roi is not None else None
+    if roi is not None and masks is None:
+        raise ConfigError("the ROI holds no training tile: check the product's roi polygons")
+    model, seconds = fit_loaders(config, weights, train_loader, validation_loader, progress, masks)
+    return model, seconds, tiles
 
 
 def check_tiling(config: ModelConfig, tiling: TilingSpec) -> None:
@@ -179,23 +215,26 @@ def train_tiled(
     registry: Registry,
     progress: bool = True,
     evaluate: bool = True,
+    roi: RoiSpec | None = None,
 ) -> ModelRecord:
     """Fit on tiles, calibrate on whole validation images, (measure the test split) and
     register a version that records its tiling. ``evaluate=False`` skips the test split
-    (its bundle is measured at export anyway)."""
+    (its bundle is measured at export anyway). ``roi``: the product's; tiles without an ROI
+    pixel and patches outside it are left out (``training.roi``), recorded in the version."""
     check_tiling(config, tiling)
     validation, test = evaluation_splits(config, dataset)
     weights = resolve_weights(
         config.backbone.name, config.backbone.weights, config.backbone.weights_file
     )
-    model, fit_seconds, tiles = fit_tiles(
-        config, tiling, dataset.train_samples, validation, weights, progress=progress
+    model, fit_seconds, tile_data = fit_tiles(
+        config, tiling, dataset.train_samples, validation, weights, progress=progress, roi=roi
     )
-    calibration = predict_tiled(model, validation, tiling).calibrate()
+    tiles = len(tile_data)
+    calibration = predict_tiled(model, validation, tiling, roi=roi).calibrate()
     fit = FitFigures(fit_seconds=round(fit_seconds, 2), train_tiles=tiles)
     metrics: dict[str, Any] = fit.to_mapping()
     if evaluate:
-        outputs = predict_tiled(model, test, tiling)
+        outputs = predict_tiled(model, test, tiling, roi=roi)
         measured, _ = outputs.measure(calibration)
         judged = replace(measured, calibration=calibration)
         metrics = {**judged.to_mapping(), **replace(fit, test_images=len(test)).to_mapping()}
@@ -219,6 +258,13 @@ def train_tiled(
             "tiling": to_mapping(tiling),
             "train_images": len(dataset.train_samples),
             "train_tiles": tiles,
+            **training_roi_extra(
+                roi,
+                tile_data.training_roi,
+                model,
+                tiles_kept=tiles,
+                tiles_total=tile_data.total_tiles,
+            ),
         },
     )
     logger.info("registered %s (%s, tiled %s)", record.model_version, config.kind, tiling)

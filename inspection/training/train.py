@@ -37,10 +37,12 @@ from inspection.core.config import to_mapping
 from inspection.core.errors import ConfigError, DatasetError
 from inspection.core.metrics import EvaluationMetrics
 from inspection.core.registry import DataSplits, FitFigures, ModelRecord, Registry
+from inspection.core.roi import RoiSpec, RoiTraining
 from inspection.data.dataset import Dataset, Sample
 from inspection.training.backbones import (
     ResolvedWeights,
     apply_weights,
+    channels_last,
     feature_layers,
     no_pretrained_download,
     resolve_weights,
@@ -55,6 +57,7 @@ from inspection.training.global_context import (
     fused_scores,
     model_outputs,
 )
+from inspection.training.roi import TrainingRoi
 from inspection.training.samples import SampleDataset
 
 logger = logging.getLogger(__name__)
@@ -165,7 +168,7 @@ def _build_patchcore(config: ModelConfig, weights: ResolvedWeights) -> Any:
 
 
 def _build_stfpm(config: ModelConfig, weights: ResolvedWeights) -> Any:
-    from anomalib.models import Stfpm
+    from inspection.training.stfpm import Stfpm
 
     with no_pretrained_download():  # anomalib asks timm for a pretrained teacher
         model = Stfpm(
@@ -243,10 +246,12 @@ def train(
     product: str,
     registry: Registry,
     progress: bool = True,
+    roi: RoiSpec | None = None,
 ) -> ModelRecord:
-    """Fit, evaluate on the held-out test split and register an immutable version."""
+    """Fit, evaluate on the held-out test split and register an immutable version
+    (``roi``: the product's, left out of training; see ``train_model``)."""
     return train_model(
-        config, dataset, product=product, registry=registry, progress=progress
+        config, dataset, product=product, registry=registry, progress=progress, roi=roi
     ).record
 
 
@@ -258,16 +263,21 @@ def train_model(
     registry: Registry,
     progress: bool = True,
     lineage: Mapping[str, Any] | None = None,
+    roi: RoiSpec | None = None,
 ) -> TrainOutcome:
     """``train`` that also returns the model and test predictions (for reports).
 
-    ``lineage``: extra record entries on how this config was chosen (e.g. ``auto_search``)."""
+    ``lineage``: extra record entries on how this config was chosen (e.g. ``auto_search``).
+    ``roi``: the product's ROI; patches outside it are left out of training (``training.roi``)."""
     validation, test = evaluation_splits(config, dataset)
     fingerprint = dataset.fingerprint()
     weights = resolve_weights(
         config.backbone.name, config.backbone.weights, config.backbone.weights_file
     )
-    model, fit_seconds = fit(config, dataset.train_samples, validation, weights, progress=progress)
+    masks = None if roi is None else TrainingRoi.whole_image(roi, tuple(config.image_size))
+    model, fit_seconds = fit(
+        config, dataset.train_samples, validation, weights, progress=progress, roi=masks
+    )
     normalization = normalization_stats(model)
     segmentation = select_for_model(
         predict(model, validation, image_size=config.image_size), normalization
@@ -314,6 +324,7 @@ def train_model(
             "train_images": len(dataset.train_samples),
             "map_resolution": list(config.image_size),
             **({"global_context": _context_record(context)} if context else {}),
+            **training_roi_extra(roi, masks, model),
             **dict(lineage or {}),
         },
     )
@@ -385,13 +396,15 @@ def fit(
     weights: ResolvedWeights,
     *,
     progress: bool = True,
+    roi: TrainingRoi | None = None,
 ) -> tuple[Any, float]:
     """Seeded anomalib ``Engine.fit`` on CPU; returns (model in eval mode, seconds).
 
     Validation at the end of fitting sets the post-processor's thresholds and min-max.
     """
     train_loader = make_loader(train_samples, config, shuffle=True)
-    return fit_loaders(config, weights, train_loader, make_loader(validation, config), progress)
+    validation_loader = make_loader(validation, config)
+    return fit_loaders(config, weights, train_loader, validation_loader, progress, roi)
 
 
 def fit_loaders(
@@ -400,9 +413,11 @@ def fit_loaders(
     train_loader: DataLoader,
     validation_loader: DataLoader,
     progress: bool = True,
+    roi: TrainingRoi | None = None,
 ) -> tuple[Any, float]:
     """``fit`` on given loaders (whole images or tiles); returns (model in eval mode, seconds).
 
+    ``roi``: input masks of the training items; patches outside leave the bank / the loss.
     Lightning writes its checkpoint into a temporary folder that is removed afterwards.
     """
     import lightning
@@ -411,6 +426,7 @@ def fit_loaders(
     lightning.seed_everything(config.seed, workers=True, verbose=False)
     torch.use_deterministic_algorithms(True, warn_only=True)
     model = build_model(config, weights)
+    model.training_roi = roi
     run_dir = Path(tempfile.mkdtemp(prefix="inspection-train-"))
     try:
         engine = Engine(
@@ -419,19 +435,41 @@ def fit_loaders(
             accelerator="cpu",
             devices=1,
             max_epochs=config.max_epochs,
+            # thresholds and min-max come from the last validation (anomalib's post-processor
+            # resets them every validation epoch): earlier epochs' validation is wasted work
+            check_val_every_n_epoch=model.trainer_arguments.get("max_epochs", config.max_epochs),
             enable_progress_bar=progress,
             enable_model_summary=False,
             deterministic="warn",
         )
         started = time.perf_counter()
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), channels_last(model.model):
             for message in _EXPECTED_WARNINGS:
                 warnings.filterwarnings("ignore", message=message)
             engine.fit(model, train_dataloaders=train_loader, val_dataloaders=validation_loader)
         seconds = time.perf_counter() - started
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
+    model.training_roi = None  # training only: a trained model carries no masks
     return model.eval(), seconds
+
+
+def training_roi_extra(
+    roi: RoiSpec | None, masks: TrainingRoi | None, model: Any, **tiles: int
+) -> dict[str, Any]:
+    """``{"training_roi": ...}`` for a version's record (``core.roi.RoiTraining``), or {}."""
+    if roi is None or masks is None:
+        return {}
+    seen = getattr(model, "patches_seen", 0)
+    record = RoiTraining(
+        roi,
+        round(masks.inside_fraction(), 4),
+        patches_kept=getattr(model, "patches_kept", None) if seen else None,
+        patches_total=seen or None,
+        **tiles,
+    )
+    logger.info("training ROI: %s", record.describe())
+    return {"training_roi": to_mapping(record)}
 
 
 def normalization_stats(model: Any) -> Normalization:

@@ -74,6 +74,7 @@ def test_retrain_events_read_typed(tmp_path) -> None:
     registry.record_event(
         "p", "retrain", actor="cron", reason="kept", decision="keep", status="kept", run="r1",
         champion="v0001-int8", challenger="v0002-int8", challenger_version="v0002",
+        reviewed_good_ids=["a1", 7],
         metrics={"champion": {"image_auroc": 0.9, "note": "x"}, "challenger": {"aupro": 1}},
     )  # fmt: skip
     [event] = registry.events("p")
@@ -85,7 +86,8 @@ def test_retrain_events_read_typed(tmp_path) -> None:
         "v0002-int8",
     )
     assert typed.metrics == {"champion": {"image_auroc": 0.9}, "challenger": {"aupro": 1.0}}
-    assert typed.at == event["at"]
+    assert typed.at == event["at"] and typed.status == "kept"
+    assert typed.reviewed_good_ids == ("a1", "7") and typed.figures("none") == {}
     with pytest.raises(ConfigError, match="decision: must be one of"):
         RetrainEvent.from_event({**event, "decision": "maybe"})
     with pytest.raises(ConfigError, match=r"event\.metrics: expected a mapping"):

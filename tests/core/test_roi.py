@@ -68,3 +68,18 @@ def test_peak_inside_keeps_the_model_score() -> None:
     assert scores[0] == pytest.approx(5.0) and maps.shape == (1, 32, 32)
     same_scores, same_maps = apply_roi_batch(np.asarray([5.0]), raw[None], None)
     assert same_maps is not None and same_scores[0] == 5.0
+
+
+def test_training_record_round_trips_and_checks_its_counts() -> None:
+    from inspection.core.config import to_mapping
+    from inspection.core.roi import RoiTraining
+
+    roi = RoiSpec((100, 100), include=(SQUARE,), exclude=(HOLE,))
+    record = RoiTraining(roi, 0.6, patches_kept=10, patches_total=40, tiles_kept=2, tiles_total=4)
+    assert from_mapping(RoiTraining, to_mapping(record)) == record
+    assert record.describe() == (
+        "60% of the training pixels inside the ROI, 2 of 4 tiles, 10 of 40 patches"
+    )
+    for bad in ({"inside_fraction": 1.5}, {"patches_kept": 5}, {"tiles_kept": 5, "tiles_total": 4}):
+        with pytest.raises(ValueError):
+            RoiTraining(**{"roi": roi, "inside_fraction": 0.5, **bad})

@@ -88,3 +88,18 @@ def test_stitch_refuses_the_wrong_number_of_tiles() -> None:
     grid = TilingSpec((32, 32), (32, 32)).grid(64, 64)
     with pytest.raises(ValueError, match=r"tile maps must be \(4, 32, 32\)"):
         stitch(np.zeros((3, 32, 32), np.float32), grid)
+
+
+def test_the_grid_inside_an_roi_keeps_tiles_with_an_roi_pixel_and_stitches_zeros_elsewhere() -> (
+    None
+):
+    from inspection.core.roi import RoiSpec
+
+    grid = TilingSpec((32, 32), (32, 32)).grid(64, 96)  # 2 rows x 3 columns
+    roi = RoiSpec((64, 96), include=(((0, 0), (40, 0), (40, 30), (0, 30)),))  # top-left corner
+    inside = grid.inside(roi)
+    assert inside.origins == ((0, 0), (0, 32)) and inside.size == grid.size
+    for blend in ("mean", "max"):
+        stitched = stitch(np.ones((2, 32, 32), np.float32), inside, blend)
+        assert stitched[:32, :64].min() == 1.0 and stitched[32:].max() == 0.0
+        assert stitched[:, 64:].max() == 0.0

@@ -87,3 +87,31 @@ def test_regions_carry_millimetres_and_the_minimum_area(
     huge = Inspector.from_bundle(_variant(fp32_bundle, tmp_path / "min", units=strict))
     judged = huge.inspect(plate_images["pit"], threshold=0.01)
     assert judged.verdict == "OK" and judged.candidates and not judged.mask.any()
+
+
+def test_an_aligned_result_says_its_frame_and_its_overlay_is_drawn_there(
+    fp32_bundle: Path, tmp_path: Path, plate_images
+) -> None:
+    from inspection.runtime.overlays import render_overlay
+
+    bundle = _variant(
+        fp32_bundle, tmp_path / "aligned", {"reference.png": plate_images["reference"]},
+        alignment=AlignmentSpec(working_size=256),
+    )  # fmt: skip
+    inspector = Inspector.from_bundle(bundle)
+    image = plate_images["pit"]  # jittered: its camera frame differs from the reference's
+    result = inspector.inspect(image, threshold=0.01)
+    assert result.frame == "reference" and result.alignment is not None
+    assert inspector.inspect_batch(
+        [image],
+    )[0].alignment == pytest.approx(result.alignment)
+    aligned = inspector.align(image)
+    in_reference = render_overlay(aligned, dataclasses.replace(result, alignment=None))
+    np.testing.assert_array_equal(render_overlay(image, result), in_reference)
+    assert not np.array_equal(
+        render_overlay(image, dataclasses.replace(result, alignment=None)), in_reference
+    )
+    plain = Inspector.from_bundle(fp32_bundle).inspect(image)
+    assert plain.frame == "camera" and plain.alignment is None
+    with pytest.raises(ValueError, match="alignment must be 6 finite numbers"):
+        dataclasses.replace(plain, alignment=(1.0, 0.0))

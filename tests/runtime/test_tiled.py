@@ -24,7 +24,7 @@ from inspection.core.bundle import (
 )
 from inspection.core.calibration import Normalization
 from inspection.core.errors import BundleError
-from inspection.core.roi import RoiSpec
+from inspection.core.roi import RoiSpec, RoiTraining
 from inspection.core.tiling import TilingSpec
 from inspection.runtime.tiled import TiledInspector
 
@@ -43,7 +43,10 @@ def _model() -> ov.Model:
 
 
 def _write_bundle(
-    target: Path, tiling: TilingSpec | None = SPEC, roi: RoiSpec | None = None
+    target: Path,
+    tiling: TilingSpec | None = SPEC,
+    roi: RoiSpec | None = None,
+    training_roi: RoiTraining | None = None,
 ) -> Path:
     target.mkdir(parents=True)
     ov.save_model(_model(), target / "model.xml")
@@ -58,6 +61,7 @@ def _write_bundle(
         normalization=Normalization(0.5, 0.5, 0.0, 1.0, 0.0, 1.0),  # identity on [0, 1]
         tiling=tiling,
         roi=roi,
+        training_roi=training_roi,
     )
     write_bundle_metadata(target, metadata)
     return target
@@ -152,3 +156,24 @@ def test_roi_applies_to_the_stitched_map_in_original_pixels(tmp_path: Path, mode
     inside = tiled.inspect(_part((30, 60, 46, 76)))  # in a tile that also spans the right half
     assert inside.verdict == "NG"
     np.testing.assert_allclose(inside.regions[0].box, (30, 60, 46, 76), atol=2)
+
+
+def test_a_bundle_trained_with_its_roi_runs_only_the_tiles_holding_an_roi_pixel(
+    tmp_path: Path,
+) -> None:
+    left_quarter = RoiSpec((200, 160), include=(((0, 0), (30, 0), (30, 200), (0, 200)),))
+    trained = RoiTraining(left_quarter, 0.19)
+    skipping = TiledInspector.from_bundle(
+        _write_bundle(tmp_path / "trained", roi=left_quarter, training_roi=trained)
+    )
+    every = TiledInspector.from_bundle(_write_bundle(tmp_path / "outputs", roi=left_quarter))
+    image = _part((4, 60, 20, 76))
+    grid, tiles = skipping.tile_inputs(image)
+    full, all_tiles = every.tile_inputs(image)
+    # working size 100 x 80: tile columns at x = 0, 16, 32, 48 (6 rows); the ROI ends at x = 15
+    assert len(all_tiles) == len(full) == 24 and len(tiles) == len(grid) == 6
+    assert {x for _, x in grid.origins} == {0}
+    kept, ran = skipping.inspect(image), every.inspect(image)
+    assert kept.verdict == ran.verdict == "NG" and kept.score == pytest.approx(ran.score)
+    np.testing.assert_allclose(kept.anomaly_map[:, :24], ran.anomaly_map[:, :24], atol=1e-6)
+    assert skipping.raw_outputs(image).tiles == 6

@@ -146,3 +146,20 @@ def test_bundled_lite1_lite2_load_strictly_and_see_a_cat(backbone: str) -> None:
     with torch.no_grad():
         top = int(model.eval()(tensor).argmax())
     assert 281 <= top <= 285, f"{backbone} sees ImageNet class {top}, not a cat"
+
+
+def test_channels_last_gives_the_same_outputs_and_restores_the_layout() -> None:
+    from inspection.training.backbones import channels_last
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Conv2d(8, 8, 3, padding=1, groups=8)
+    ).eval()
+    image = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = net(image)
+        with channels_last(net):
+            assert net[1].weight.is_contiguous(memory_format=torch.channels_last)
+            inside = net(image)
+    assert torch.allclose(inside, expected, atol=1e-5)
+    assert all(p.is_contiguous() for p in net.parameters())

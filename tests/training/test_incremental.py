@@ -80,12 +80,14 @@ def test_update_registers_a_child_version_and_leaves_the_parent(
 
 def test_extend_bank_adds_uncovered_picks_and_respects_the_cap() -> None:
     torch.manual_seed(0)
-    bank, far = torch.randn(50, 16), torch.randn(200, 16) + 8.0
+    # 200 new rows in 20 tight, well-separated blobs far from the bank: 20 greedy picks must
+    # take one row per blob (radius ~ blob size), which 20 random rows almost never do
+    blobs = torch.randn(20, 16) * 20.0 + 100.0
+    bank, far = torch.randn(50, 16), blobs.repeat_interleave(10, 0) + 0.1 * torch.randn(200, 16)
     grown = extend_bank(bank, far, ratio=0.1, cap_rows=None)
     assert grown.shape == (70, 16) and torch.equal(grown[:50], bank)
-    # the picks cover the new cluster better than any 20 rows of it at random
-    radius = coverage_radius(far, grown)
-    assert radius < coverage_radius(far, torch.cat([bank, far[torch.randperm(200)[:20]]]))
+    assert coverage_radius(far, grown) < 2.0
+    assert coverage_radius(far, torch.cat([bank, far[::10][:19], far[:1]])) > 10.0
 
     capped = extend_bank(bank, far, ratio=0.1, cap_rows=60)
     assert capped.shape == (60, 16)

@@ -1,0 +1,111 @@
+"""The product's ROI in training: which feature-map patches a model may learn from.
+
+A patch (one cell of a backbone feature map) is kept when its receptive-field centre, the
+centre of the cell in input pixels, lies inside the ROI (``core.roi``). PatchCore leaves the
+other patches out of its memory bank; STFPM leaves them out of its loss
+(``masked_stfpm_loss``). Masks are looked up by each training item's ``image_path``, so one
+``TrainingRoi`` serves whole images (one mask for all) and tiles (a mask per tile key).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from inspection.core.roi import RoiSpec
+
+
+class TrainingRoi:
+    """Input-resolution ROI masks of training items: (H, W) bool, True inside.
+
+    ``masks`` by ``image_path``; ``every``: the mask of any path not listed (whole images,
+    which all share the input size and the reference frame).
+    """
+
+    def __init__(
+        self, masks: Mapping[str, np.ndarray] | None = None, every: np.ndarray | None = None
+    ) -> None:
+        if not masks and every is None:
+            raise ValueError("a TrainingRoi needs per-item masks or one mask for every item")
+        self.masks = dict(masks or {})
+        self.every = every
+
+    @classmethod
+    def whole_image(cls, roi: RoiSpec, image_size: tuple[int, int]) -> TrainingRoi:
+        """Every item is a whole image resized to ``image_size`` (height, width)."""
+        return cls(every=np.array(roi.mask(*image_size)))
+
+    def input_mask(self, path: str) -> np.ndarray:
+        mask = self.masks.get(path, self.every)
+        if mask is None:
+            raise KeyError(f"no ROI mask for training item {path!r}")
+        return mask
+
+    def patch_keep(self, paths: Sequence[str], height: int, width: int) -> torch.Tensor:
+        """(B, height, width) bool: the cells of a feature map whose centre is inside."""
+        return torch.from_numpy(
+            np.stack([centres(self.input_mask(p), height, width) for p in paths])
+        )
+
+    def keep_rows(
+        self, paths: Sequence[str], embedding: torch.Tensor, input_size: tuple[int, int]
+    ) -> torch.Tensor:
+        """(rows,) bool over a PatchCore embedding of ``paths`` (rows = B * h * w, batch-major,
+        then row-major cells): True for the patches inside."""
+        grid = feature_grid(embedding.shape[0], len(paths), input_size)
+        return self.patch_keep(paths, *grid).reshape(-1).to(embedding.device)
+
+    def inside_fraction(self) -> float:
+        masks = list(self.masks.values()) or [self.every]
+        return float(np.mean([m.mean() for m in masks if m is not None]))
+
+
+def centres(mask: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(height, width) bool: ``mask`` ((H, W) bool) sampled at the centres of a height x width
+    grid of cells over it (a feature map's receptive-field centres)."""
+    rows = ((np.arange(height) + 0.5) * mask.shape[0] / height).astype(int)
+    cols = ((np.arange(width) + 0.5) * mask.shape[1] / width).astype(int)
+    return mask[np.ix_(rows, cols)]
+
+
+def feature_grid(rows: int, batch: int, input_size: tuple[int, int]) -> tuple[int, int]:
+    """(h, w) of a feature map flattened to ``rows`` = batch * h * w over an input of
+    ``input_size`` (same stride on both axes)."""
+    cells = rows // batch
+    height = round(math.sqrt(cells * input_size[0] / input_size[1]))
+    width = cells // max(height, 1)
+    if batch * height * width != rows:
+        raise ValueError(
+            f"cannot lay {rows} embedding rows out as {batch} x h x w over {input_size}"
+        )
+    return height, width
+
+
+def masked_stfpm_loss(
+    teacher: Mapping[str, torch.Tensor],
+    student: Mapping[str, torch.Tensor],
+    keep: Mapping[str, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """anomalib's STFPM loss (``STFPMLoss``) over kept positions only.
+
+    Per layer: 0.5 * the squared distance of the L2-normalised (B, C, h, w) features, summed
+    over channels and kept positions, divided by the kept positions per image (h * w when all
+    are kept: exactly anomalib's loss); summed over layers. ``keep``: (B, h, w) bool per layer.
+    """
+    total = torch.zeros((), dtype=next(iter(teacher.values())).dtype)
+    for layer, teacher_features in teacher.items():
+        squared = (F.normalize(teacher_features) - F.normalize(student[layer])) ** 2
+        per_position = squared.sum(dim=1)  # (B, h, w)
+        if keep is None:
+            kept = per_position.sum()
+            positions = per_position[0].numel()
+        else:
+            mask = keep[layer].to(per_position.device)
+            kept = per_position[mask].sum()
+            positions = max(int(mask.sum()), 1) / mask.shape[0]
+        total = total + 0.5 * kept / positions
+    return total
