@@ -17,11 +17,28 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
+from types import ModuleType
 
 import numpy as np
 import openvino as ov
 
 log = logging.getLogger(__name__)
+
+
+def import_nncf() -> ModuleType:
+    """``nncf``, with its records handed to the root logger instead of its own stdout handler.
+
+    nncf installs a stdout handler at import (and stops propagation), so its INFO lines would
+    bypass the CLI's log file (``cli.console.quiet_logs``) and fill the screen.
+    """
+    import nncf
+
+    nncf_logger = logging.getLogger("nncf")
+    for handler in [h for h in nncf_logger.handlers if type(h) is logging.StreamHandler]:
+        nncf_logger.removeHandler(handler)
+    nncf_logger.propagate = True
+    return nncf
+
 
 DISTANCE_HEAD_PATTERNS: tuple[str, ...] = (
     r"^__module\.model\.feature_pooler/",  # PatchCore: pooled backbone features
@@ -55,7 +72,7 @@ def distance_head(model: ov.Model, patterns: Sequence[str] = DISTANCE_HEAD_PATTE
 
 def ignored_scope(model: ov.Model) -> object:
     """The NNCF ``IgnoredScope`` keeping ``distance_head(model)`` in FP32."""
-    import nncf
+    nncf = import_nncf()
 
     names = distance_head(model)
     if not names:
@@ -91,7 +108,7 @@ def quantize_int8(
     absolute image-AUROC ``max_drop``; otherwise plain ``nncf.quantize``.
     ``keep_head_fp32=False`` quantises the distance head too (only to measure what it costs).
     """
-    import nncf
+    nncf = import_nncf()
 
     if not calibration:
         raise ValueError("INT8 quantisation needs at least one calibration image")

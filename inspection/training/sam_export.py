@@ -198,8 +198,9 @@ def export_sam_bundle(
     out_dir.mkdir(parents=True, exist_ok=True)
     encoder, decoder = convert_sam(model)
     if precision == "int8":
-        import nncf
+        from inspection.training.quantize import import_nncf
 
+        nncf = import_nncf()
         encoder, decoder = nncf.compress_weights(encoder), nncf.compress_weights(decoder)
     fp16 = precision == "fp16"
     ov.save_model(encoder, out_dir / "encoder.xml", compress_to_fp16=fp16)

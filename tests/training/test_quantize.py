@@ -31,3 +31,14 @@ def test_head_is_the_pattern_match_and_everything_downstream() -> None:
     assert "__module.model.feature_pooler/aten::avg_pool2d/AvgPool" in names
     assert {"Reshape_7", "Add_9"} <= set(names)
     assert "Multiply_1" not in names and "image" not in names
+
+
+def test_nncf_logs_go_to_the_root_logger_not_to_its_own_stdout_handler() -> None:
+    import logging
+
+    from inspection.training.quantize import import_nncf
+
+    import_nncf()
+    nncf_logger = logging.getLogger("nncf")
+    assert nncf_logger.propagate
+    assert not [h for h in nncf_logger.handlers if type(h) is logging.StreamHandler]
