@@ -337,7 +337,8 @@ def step_export(ctx: DemoContext) -> None:
             sign_bundle(result.bundle_dir, signing_key)
             exported.append(result.bundle_id)
             auroc = result.metadata.evaluation().image_auroc
-            ctx.notes.append(f"{product}: bundle {result.bundle_id} image AUROC {auroc}")
+            shown = "n/a" if auroc is None else f"{auroc:.3f}"
+            ctx.notes.append(f"{product}: bundle {result.bundle_id} image AUROC {shown}")
         if not exported:
             continue
         ctx.registry.promote(product, exported[0], actor="demo", reason="inspection demo")
