@@ -51,14 +51,19 @@ def test_roi_masks_map_score_and_regions(fp32_bundle: Path, tmp_path: Path, plat
     assert all(r.box[2] <= SIZE // 2 + 2 for r in part.regions)
 
 
+def _aligned_inspector(bundle: Path, tmp_path: Path, reference: np.ndarray) -> Inspector:
+    """The bundle with alignment to ``reference`` switched on."""
+    aligned = _variant(
+        bundle, tmp_path / "aligned", {"reference.png": reference},
+        alignment=AlignmentSpec(working_size=256),
+    )  # fmt: skip
+    return Inspector.from_bundle(aligned)
+
+
 def test_alignment_failure_is_an_error_not_a_verdict(
     fp32_bundle: Path, tmp_path: Path, plate_images
 ) -> None:
-    bundle = _variant(
-        fp32_bundle, tmp_path / "aligned", {"reference.png": plate_images["reference"]},
-        alignment=AlignmentSpec(working_size=256),
-    )  # fmt: skip
-    inspector = Inspector.from_bundle(bundle)
+    inspector = _aligned_inspector(fp32_bundle, tmp_path, plate_images["reference"])
     assert inspector.inspect(plate_images["good"]).verdict in ("OK", "NG")
     unrelated = np.full((SIZE, SIZE, 3), 128, np.uint8)
     unrelated[::7] = 30
@@ -94,11 +99,7 @@ def test_an_aligned_result_says_its_frame_and_its_overlay_is_drawn_there(
 ) -> None:
     from inspection.runtime.overlays import render_overlay
 
-    bundle = _variant(
-        fp32_bundle, tmp_path / "aligned", {"reference.png": plate_images["reference"]},
-        alignment=AlignmentSpec(working_size=256),
-    )  # fmt: skip
-    inspector = Inspector.from_bundle(bundle)
+    inspector = _aligned_inspector(fp32_bundle, tmp_path, plate_images["reference"])
     image = plate_images["pit"]  # jittered: its camera frame differs from the reference's
     result = inspector.inspect(image, threshold=0.01)
     assert result.frame == "reference" and result.alignment is not None
