@@ -24,7 +24,6 @@ minute. Writes ``<out>/hires.json`` and ``<out>/hires.md``. Run through ``/work/
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import platform
@@ -35,6 +34,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+from _report import load_average, save_report
 
 from inspection.core.bundle import verify_bundle
 from inspection.core.config import to_mapping
@@ -254,15 +254,14 @@ def main() -> None:
     parser.add_argument("--latency-images", type=int, default=12)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    load_before = load_average()
     started = time.perf_counter()
     report = run(args)
     report["bench_seconds"] = round(time.perf_counter() - started, 1)
     report["machine"]["load_start"] = load_before
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "hires.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
-    (args.out / "hires.md").write_text(markdown(report, load_before), encoding="utf-8")
-    print(markdown(report, load_before))
+    text = markdown(report, load_before)
+    save_report(args.out, "hires", report, text)
+    print(text)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 import numpy as np
 import yaml
+from _report import save_report
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -530,8 +531,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "verification": verification,
         "environment": environment(),
     }
-    REPORTS.mkdir(parents=True, exist_ok=True)
-    (REPORTS / "load.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    save_report(REPORTS, "load", report)
     write_summary()
     print(
         json.dumps(

@@ -31,6 +31,7 @@ from typing import Any
 
 import httpx
 import yaml
+from _report import save_report
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "bench")]
@@ -479,10 +480,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             flush=True,
         )
     report["environment"] = environment()
-    REPORTS.mkdir(parents=True, exist_ok=True)
-    (REPORTS / "plant.json").write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
-    (REPORTS / "plant.md").write_text(markdown(report), encoding="utf-8")
-    print(markdown(report))
+    text = markdown(report)
+    save_report(REPORTS, "plant", report, text, default=str)
+    print(text)
     return report
 
 

@@ -29,6 +29,7 @@ from typing import Any
 
 import httpx
 import yaml
+from _report import save_report
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "bench")]
@@ -311,9 +312,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "verification": verification,
         "environment": environment(),
     }
-    REPORTS.mkdir(parents=True, exist_ok=True)
-    (REPORTS / "replicas.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
-    (REPORTS / "replicas.md").write_text(markdown(report), encoding="utf-8")
+    save_report(REPORTS, "replicas", report, markdown(report))
     print(json.dumps({k: report[k] for k in ("kill", "failovers", "verification")}, indent=2))
     ok = (
         verification["acknowledged"] == total == verification["stored_distinct_requests"]
