@@ -38,7 +38,7 @@ from _report import load_average, save_report
 
 from inspection.core.bundle import verify_bundle
 from inspection.core.config import to_mapping
-from inspection.core.images import read_image, read_mask
+from inspection.core.images import read_image
 from inspection.core.outputs import RawOutputs
 from inspection.core.registry import Registry
 from inspection.core.tiling import TilingSpec
@@ -88,15 +88,7 @@ def figures(
     meta = verify_bundle(bundle)
     if meta.output_calibration is None:
         raise SystemExit(f"{bundle}: not calibrated on its own outputs; re-export it")
-    size = maps.shape[1:]
-    outputs = RawOutputs(
-        scores=scores.astype(np.float64),
-        maps=maps,
-        labels=np.asarray([s.label for s in samples], dtype=np.int64),
-        masks=np.stack([read_mask(s.mask_path, size) for s in samples]),
-        mask_known=np.asarray([s.label == 0 or s.mask_path is not None for s in samples]),
-        defect_types=tuple(s.defect_type for s in samples),
-    )
+    outputs = RawOutputs.of_samples(samples, scores, maps)
     metrics, gate = outputs.measure(meta.output_calibration)
     return {"figures": to_mapping(gate), "metrics": metrics.to_mapping()}
 
