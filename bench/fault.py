@@ -27,6 +27,7 @@ from load import (  # the sibling script; run as `python bench/fault.py`
     parse_args,
     prepare,
     run_clients,
+    run_header,
     verify_store,
     write_summary,
 )
@@ -153,10 +154,7 @@ def main() -> dict[str, Any]:
         bench.stop()
     verification = verify_store(bench, log.acked, "fault")
     report = {
-        "bundle_id": bench.bundle_id,
-        "product": bench.product,
-        "clients": args.clients,
-        "requests_per_client": args.requests,
+        **run_header(bench, args),
         "logical_requests": total,
         "kills": args.kills,
         "restart_seconds": restart_seconds,

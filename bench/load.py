@@ -340,6 +340,16 @@ def image_size(data: bytes) -> str:
         return f"{image.width}x{image.height}"
 
 
+def run_header(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
+    """The fields a service-run report starts with: what served, and who sent how much."""
+    return {
+        "bundle_id": bench.bundle_id,
+        "product": bench.product,
+        "clients": args.clients,
+        "requests_per_client": args.requests,
+    }
+
+
 def environment() -> dict[str, Any]:
     return {
         "python": platform.python_version(),
@@ -513,10 +523,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         bench.stop()
     verification = verify_store(bench, log.acked, "load")
     report = {
-        "bundle_id": bench.bundle_id,
-        "product": bench.product,
-        "clients": args.clients,
-        "requests_per_client": args.requests,
+        **run_header(bench, args),
         "workers": args.workers,
         "image_size": image_size(bench.images[0]),
         "store": "sqlite" if bench.store_url.startswith("sqlite") else "postgresql",
