@@ -17,6 +17,8 @@ import logging
 import os
 from pathlib import Path
 
+from _report import save_report
+
 from inspection.core.config import to_mapping
 from inspection.data.dataset import load_dataset
 from inspection.training.auto import search, write_search_report
@@ -46,7 +48,7 @@ def main() -> None:
             "load_before": load,
             "load_after": round(os.getloadavg()[0], 2),
         }
-        path.write_text(json.dumps(rows, indent=2), encoding="utf-8")
+        save_report(args.out, "auto", rows)
         write_summary(args.out, rows)
 
 

@@ -20,6 +20,8 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from _report import save_report
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "scripts")]
 
@@ -130,8 +132,7 @@ def main() -> None:
         },
         "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "scale.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+    save_report(args.out, "scale", result)
     print(json.dumps(result["pages"], indent=2))
     print(f"seeded {args.inspections} in {seed_s:.1f} s; within budget: {result['within_budget']}")
 

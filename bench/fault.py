@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+from _report import save_report
 from load import (  # the sibling script; run as `python bench/fault.py`
     REPORTS,
     Bench,
@@ -26,6 +27,7 @@ from load import (  # the sibling script; run as `python bench/fault.py`
     parse_args,
     prepare,
     run_clients,
+    run_header,
     verify_store,
     write_summary,
 )
@@ -152,10 +154,7 @@ def main() -> dict[str, Any]:
         bench.stop()
     verification = verify_store(bench, log.acked, "fault")
     report = {
-        "bundle_id": bench.bundle_id,
-        "product": bench.product,
-        "clients": args.clients,
-        "requests_per_client": args.requests,
+        **run_header(bench, args),
         "logical_requests": total,
         "kills": args.kills,
         "restart_seconds": restart_seconds,
@@ -169,8 +168,7 @@ def main() -> dict[str, Any]:
         "bad_input_barrage": bad_input,
         "environment": environment(),
     }
-    REPORTS.mkdir(parents=True, exist_ok=True)
-    (REPORTS / "fault.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    save_report(REPORTS, "fault", report)
     write_summary()
     print(json.dumps({k: report[k] for k in ("verification", "bad_input_barrage")}, indent=2))
     failed = (

@@ -43,6 +43,7 @@ from typing import Any
 import lightning
 import numpy as np
 import torch
+from _report import save_report
 
 from inspection.core.metrics import aupro, image_auroc, pixel_auroc
 from inspection.core.registry import Registry
@@ -395,9 +396,7 @@ def main() -> None:
             "note": args.note,
             "rows": rows,
         }
-        args.out.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=2, default=_json) + "\n")
-        (args.out / "fit.md").write_text(markdown(result))
+        save_report(args.out, "fit", result, markdown(result), default=_json)
     print(markdown(result))
 
 

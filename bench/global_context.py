@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _report import save_report
 
 from inspection.core.bootstrap import auroc_interval
 from inspection.core.export_gate import ExportRecord
@@ -215,7 +216,7 @@ def main() -> None:
         row["load_before"] = load
         row["load_after"] = round(os.getloadavg()[0], 2)
         rows[product] = row
-        path.write_text(json.dumps(rows, indent=2), encoding="utf-8")
+        save_report(args.out, "results", rows)
         write_summary(args.out, rows)
         print(json.dumps({k: row[k] for k in ("product", "latency_ms")}), row["auroc"]["fused"])
 

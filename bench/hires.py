@@ -24,7 +24,6 @@ minute. Writes ``<out>/hires.json`` and ``<out>/hires.md``. Run through ``/work/
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import platform
@@ -35,10 +34,11 @@ from typing import Any
 
 import cv2
 import numpy as np
+from _report import load_average, save_report
 
 from inspection.core.bundle import verify_bundle
 from inspection.core.config import to_mapping
-from inspection.core.images import read_image, read_mask
+from inspection.core.images import read_image
 from inspection.core.outputs import RawOutputs
 from inspection.core.registry import Registry
 from inspection.core.tiling import TilingSpec
@@ -88,15 +88,7 @@ def figures(
     meta = verify_bundle(bundle)
     if meta.output_calibration is None:
         raise SystemExit(f"{bundle}: not calibrated on its own outputs; re-export it")
-    size = maps.shape[1:]
-    outputs = RawOutputs(
-        scores=scores.astype(np.float64),
-        maps=maps,
-        labels=np.asarray([s.label for s in samples], dtype=np.int64),
-        masks=np.stack([read_mask(s.mask_path, size) for s in samples]),
-        mask_known=np.asarray([s.label == 0 or s.mask_path is not None for s in samples]),
-        defect_types=tuple(s.defect_type for s in samples),
-    )
+    outputs = RawOutputs.of_samples(samples, scores, maps)
     metrics, gate = outputs.measure(meta.output_calibration)
     return {"figures": to_mapping(gate), "metrics": metrics.to_mapping()}
 
@@ -254,15 +246,14 @@ def main() -> None:
     parser.add_argument("--latency-images", type=int, default=12)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    load_before = load_average()
     started = time.perf_counter()
     report = run(args)
     report["bench_seconds"] = round(time.perf_counter() - started, 1)
     report["machine"]["load_start"] = load_before
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "hires.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
-    (args.out / "hires.md").write_text(markdown(report, load_before), encoding="utf-8")
-    print(markdown(report, load_before))
+    text = markdown(report, load_before)
+    save_report(args.out, "hires", report, text)
+    print(text)
 
 
 if __name__ == "__main__":

@@ -14,12 +14,13 @@ Run through ``/work/bin/heavy``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from _report import load_average, save_report
 
 from inspection.core.registry import Registry
 from inspection.data.dataset import load_dataset
@@ -130,13 +131,12 @@ def main() -> None:
     parser.add_argument("--native", action="store_true")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    load_before = load_average()
     report = run(args)
     report["load_start"] = load_before
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "export.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
-    (args.out / "export.md").write_text(markdown(report, load_before), encoding="utf-8")
-    print(markdown(report, load_before))
+    text = markdown(report, load_before)
+    save_report(args.out, "export", report, text)
+    print(text)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import os
 import platform
@@ -26,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _report import save_report
 
 from inspection.core.bundle import read_bundle_metadata, write_bundle_metadata
 from inspection.core.images import read_image
@@ -147,10 +147,9 @@ def main() -> None:
                 "defective": {k: v for k, v in defect_rows.items() if k != "ng_peak_outside_roi"},
                 "image_threshold": inspector.threshold,
             }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "roi.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    (args.out / "roi.md").write_text(_markdown(report), encoding="utf-8")
-    print(_markdown(report))
+    text = _markdown(report)
+    save_report(args.out, "roi", report, text)
+    print(text)
 
 
 def _markdown(report: dict) -> str:

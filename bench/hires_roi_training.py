@@ -15,12 +15,13 @@ held-out test split at its own thresholds. Variants: the 256 px whole-image mode
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from _report import load_average, save_report
 
 from inspection.core.registry import Registry
 from inspection.data.dataset import load_dataset
@@ -139,7 +140,7 @@ def main() -> None:
     parser.add_argument("--tiled-baseline", action="store_true")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    load = load_average()
     plan = [("256 px, no training ROI", False, False), ("256 px, training ROI", False, True)]
     if args.tiled_baseline:
         plan.append(("tiled, no training ROI", True, False))
@@ -151,13 +152,10 @@ def main() -> None:
         registry = Registry(Path(tempfile.mkdtemp(prefix="bench-roi-training-")))
         rows.append(variant(name, registry, args.data, tiled=tiled, with_roi=with_roi))
     load_end = [round(x, 2) for x in os.getloadavg()]
-    args.out.mkdir(parents=True, exist_ok=True)
     report = {"rows": rows, "tiled_counts": tiles, "load_start": load, "load_end": load_end}
-    (args.out / "roi_training.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
-    (args.out / "roi_training.md").write_text(
-        markdown(rows, tiles, load, load_end), encoding="utf-8"
-    )
-    print(markdown(rows, tiles, load, load_end))
+    text = markdown(rows, tiles, load, load_end)
+    save_report(args.out, "roi_training", report, text)
+    print(text)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from typing import Any
 import httpx
 import psutil
 import yaml
+from _report import save_report
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -564,10 +565,9 @@ def main() -> None:
         "seconds": round(seconds, 1),
         "load_before": os.getloadavg()[0],
     }
-    REPORTS.mkdir(parents=True, exist_ok=True)
-    (REPORTS / "hostile.json").write_text(json.dumps(report, indent=2) + "\n")
-    (REPORTS / "hostile.md").write_text(markdown(report))
-    print(markdown(report))
+    text = markdown(report)
+    save_report(REPORTS, "hostile", report, text)
+    print(text)
 
 
 def markdown(r: dict[str, Any]) -> str:

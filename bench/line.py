@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import paho.mqtt.client as mqtt
 import yaml
+from _report import save_report
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -270,8 +271,7 @@ def fault_run(
 
 
 def write(report: dict[str, Any], args: argparse.Namespace) -> None:
-    REPORTS.mkdir(parents=True, exist_ok=True)
-    (REPORTS / "line.json").write_text(json.dumps(report, indent=2) + "\n")
+    save_report(REPORTS, "line", report)
     lat, fault = report["latency"], report["fault"]
     lines = [
         "# Line station: PLC handshake latency and delivery under faults",

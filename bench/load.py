@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 import numpy as np
 import yaml
+from _report import save_report
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -339,6 +340,16 @@ def image_size(data: bytes) -> str:
         return f"{image.width}x{image.height}"
 
 
+def run_header(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
+    """The fields a service-run report starts with: what served, and who sent how much."""
+    return {
+        "bundle_id": bench.bundle_id,
+        "product": bench.product,
+        "clients": args.clients,
+        "requests_per_client": args.requests,
+    }
+
+
 def environment() -> dict[str, Any]:
     return {
         "python": platform.python_version(),
@@ -512,10 +523,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         bench.stop()
     verification = verify_store(bench, log.acked, "load")
     report = {
-        "bundle_id": bench.bundle_id,
-        "product": bench.product,
-        "clients": args.clients,
-        "requests_per_client": args.requests,
+        **run_header(bench, args),
         "workers": args.workers,
         "image_size": image_size(bench.images[0]),
         "store": "sqlite" if bench.store_url.startswith("sqlite") else "postgresql",
@@ -530,8 +538,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "verification": verification,
         "environment": environment(),
     }
-    REPORTS.mkdir(parents=True, exist_ok=True)
-    (REPORTS / "load.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    save_report(REPORTS, "load", report)
     write_summary()
     print(
         json.dumps(

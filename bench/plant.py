@@ -31,14 +31,16 @@ from typing import Any
 
 import httpx
 import yaml
+from _report import save_report
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "bench")]
+sys.path[:0] = [str(REPO), str(REPO / "bench"), str(REPO / "tests")]
 
 from load import environment, free_port, prepare  # noqa: E402
 from replicas import PG_ADMIN_URL, create_database, drop_database, tiny_registry  # noqa: E402
+from service.helpers import relabel  # noqa: E402
 
-from inspection.core.bundle import read_bundle_metadata, verify_bundle, write_bundle_metadata  # noqa: E402
+from inspection.core.bundle import verify_bundle  # noqa: E402
 from inspection.core.registry import Registry  # noqa: E402
 from inspection.distribution.catalog import archive_for  # noqa: E402
 from inspection.store.store import Store  # noqa: E402
@@ -50,20 +52,6 @@ STATION_POLL_S = 0.5
 
 
 # ------------------------------------------------------------------ distribution
-def relabeled(source: Path, target: Path, bundle_id: str) -> Path:
-    """The same weights under a new bundle id (a stand-in for a retrained challenger)."""
-    shutil.copytree(source, target)
-    metadata = read_bundle_metadata(target)
-    number = bundle_id.split("-", 1)[0]
-    write_bundle_metadata(
-        target,
-        dataclasses.replace(
-            metadata, bundle_id=bundle_id, model_version=f"{metadata.product}/{number}"
-        ),
-    )
-    return target
-
-
 def spawn(args: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "inspection", *args],
@@ -144,7 +132,7 @@ def distribution(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         for n in (2, 3, 4):
             bundle_id = f"v000{n}-fp32"
             central.add_bundle(
-                product, relabeled(live_dir, workdir / bundle_id, bundle_id), bundle_id
+                product, relabel(live_dir, workdir / bundle_id, bundle_id), bundle_id
             )
             archive_for(central, product, bundle_id)  # packed at promotion, as a CLI hook would
             central.promote(product, bundle_id, actor="bench", reason="plant bench")
@@ -184,7 +172,7 @@ def distribution(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 def corrupt_download(central, local, station, product, live_dir, workdir) -> dict[str, Any]:
     before = local.live(product).bundle_id
     bundle_id = "v0005-fp32"
-    central.add_bundle(product, relabeled(live_dir, workdir / bundle_id, bundle_id), bundle_id)
+    central.add_bundle(product, relabel(live_dir, workdir / bundle_id, bundle_id), bundle_id)
     tar_path, _ = archive_for(central, product, bundle_id)
     data = bytearray(tar_path.read_bytes())
     data[len(data) // 2] ^= 0xFF  # damage on the central disk or in transit
@@ -479,10 +467,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             flush=True,
         )
     report["environment"] = environment()
-    REPORTS.mkdir(parents=True, exist_ok=True)
-    (REPORTS / "plant.json").write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
-    (REPORTS / "plant.md").write_text(markdown(report), encoding="utf-8")
-    print(markdown(report))
+    text = markdown(report)
+    save_report(REPORTS, "plant", report, text, default=str)
+    print(text)
     return report
 
 

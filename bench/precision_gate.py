@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _report import save_report
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -285,8 +286,7 @@ def main() -> None:
         prepare(site, args.products, args.models, args.whole_graph)
         return
     result = run(site, args.products, args.models, args.whole_graph)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "int8_vs_fp32.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+    save_report(args.out, "int8_vs_fp32", result)
     write_markdown(result, args.out / "int8_vs_fp32.md")
     print((args.out / "int8_vs_fp32.md").read_text())
 

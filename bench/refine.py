@@ -13,7 +13,6 @@ MobileSAM bundle measures latency only (clearly labelled in the report).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import platform
@@ -21,6 +20,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from _report import save_report
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -228,8 +228,7 @@ def main() -> None:
         return
     if args.tune:
         result = tune(args.work, args, config)
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "tuning.json").write_text(json.dumps(result, indent=2) + "\n")
+        save_report(args.out, "tuning", result)
         for row in result["grid"][:5]:
             print(row)
         return

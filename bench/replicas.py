@@ -29,11 +29,20 @@ from typing import Any
 
 import httpx
 import yaml
+from _report import save_report
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
-from load import Bench, environment, free_port, percentiles, prepare, verify_store  # noqa: E402
+from load import (  # noqa: E402
+    Bench,
+    ClientLog,
+    environment,
+    free_port,
+    percentiles,
+    prepare,
+    verify_store,
+)
 
 from inspection.core.registry import Registry  # noqa: E402
 
@@ -103,21 +112,12 @@ def tiny_registry(workdir: Path, product: str) -> Path:
 
 # --------------------------------------------------------------------------- clients
 @dataclass
-class Log:
-    """Acknowledged request ids -> inspection ids, and everything that went wrong."""
+class Log(ClientLog):
+    """``load.ClientLog`` plus the failovers and the requests sent to both replicas at once."""
 
-    acked: dict[str, str] = field(default_factory=dict)
-    latencies_ms: list[float] = field(default_factory=list)
-    statuses: dict[str, int] = field(default_factory=dict)
     failovers: int = 0
     dup_pairs: int = 0
     dup_id_mismatches: list[str] = field(default_factory=list)
-    gave_up: list[str] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def count(self, key: str) -> None:
-        with self.lock:
-            self.statuses[key] = self.statuses.get(key, 0) + 1
 
 
 def send(replicas: list[Bench], first: int, request_id: str, image: bytes, log: Log) -> str | None:
@@ -311,9 +311,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "verification": verification,
         "environment": environment(),
     }
-    REPORTS.mkdir(parents=True, exist_ok=True)
-    (REPORTS / "replicas.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
-    (REPORTS / "replicas.md").write_text(markdown(report), encoding="utf-8")
+    save_report(REPORTS, "replicas", report, markdown(report))
     print(json.dumps({k: report[k] for k in ("kill", "failovers", "verification")}, indent=2))
     ok = (
         verification["acknowledged"] == total == verification["stored_distinct_requests"]

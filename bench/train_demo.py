@@ -10,13 +10,14 @@ throw-away registry; results to ``<out>/results.json`` and ``<out>/summary.md``.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import platform
 import tempfile
 import time
 from pathlib import Path
+
+from _report import save_report
 
 from inspection.core.config import to_mapping
 from inspection.core.registry import Registry
@@ -78,7 +79,6 @@ def main() -> None:
 
 
 def write(out: Path, rows: list[dict]) -> None:
-    out.mkdir(parents=True, exist_ok=True)
     result = {
         "machine": {
             "cpus": os.cpu_count(),
@@ -88,7 +88,7 @@ def write(out: Path, rows: list[dict]) -> None:
         "packages": package_versions(),
         "runs": rows,
     }
-    (out / "results.json").write_text(json.dumps(result, indent=2, default=str), encoding="utf-8")
+    save_report(out, "results", result, default=str)
     lines = [
         "# Training on the demo products",
         "",

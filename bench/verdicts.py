@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _report import save_report
 
 from inspection.core.calibration import calibrate, normalize_maps, normalize_scores
 from inspection.core.metrics import EvaluationMetrics, compute_metrics, judge_all, threshold_masks
@@ -206,7 +207,6 @@ def main() -> None:
                     f"post-proc p50 {row['postprocess_ms']['p50']} ms",
                     flush=True,
                 )
-    args.out.mkdir(parents=True, exist_ok=True)
     if args.merge:
         rows = merged_rows(args.out / "verdicts.json", rows)
     report = {
@@ -214,8 +214,7 @@ def main() -> None:
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
         "runs": rows,
     }
-    (args.out / "verdicts.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    (args.out / "verdicts.md").write_text(markdown(rows, load), encoding="utf-8")
+    save_report(args.out, "verdicts", report, markdown(rows, load))
     print(f"wrote {args.out / 'verdicts.json'} and {args.out / 'verdicts.md'}")
 
 

@@ -15,10 +15,14 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from inspection.core.registry import ModelRecord, Registry
+
+if TYPE_CHECKING:
+    from inspection.training.export import ExportResult
 
 # Two cores in CI: keep numeric libraries from oversubscribing them.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
@@ -59,6 +63,17 @@ class TrainedProduct:
     record: ModelRecord
     dataset_root: Path
 
+    def export(self, precision: str, *, force: bool = False) -> ExportResult:
+        """Export the trained version at ``precision`` into the registry (``v0001-<precision>``)."""
+        from inspection.training.export import ExportOptions, RegistryExport, export_bundle
+
+        return export_bundle(
+            self.registry,
+            self.product,
+            ExportOptions(precision=precision, force=force),
+            RegistryExport(version=self.record.version),
+        )
+
 
 @pytest.fixture(scope="session")
 def trained_patchcore(
@@ -80,31 +95,13 @@ def trained_patchcore(
 @pytest.fixture(scope="session")
 def fp32_bundle(trained_patchcore: TrainedProduct) -> Path:
     """The FP32 OpenVINO bundle of ``trained_patchcore``, registered as ``v0001-fp32``."""
-    from inspection.training.export import ExportOptions, RegistryExport, export_bundle
-
-    tp = trained_patchcore
-    result = export_bundle(
-        tp.registry,
-        tp.product,
-        ExportOptions(precision="fp32"),
-        RegistryExport(version=tp.record.version),
-    )
-    return result.bundle_dir
+    return trained_patchcore.export("fp32").bundle_dir
 
 
 @pytest.fixture(scope="session")
 def fp16_bundle(trained_patchcore: TrainedProduct) -> Path:
     """The FP16 bundle of ``trained_patchcore`` (``v0001-fp16``)."""
-    from inspection.training.export import ExportOptions, RegistryExport, export_bundle
-
-    tp = trained_patchcore
-    result = export_bundle(
-        tp.registry,
-        tp.product,
-        ExportOptions(precision="fp16"),
-        RegistryExport(version=tp.record.version),
-    )
-    return result.bundle_dir
+    return trained_patchcore.export("fp16").bundle_dir
 
 
 # ------------------------------------------------------------- store backends

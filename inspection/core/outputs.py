@@ -8,13 +8,30 @@ verdict rule (``core.export_gate.measure``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 from inspection.core.calibration import Calibration, calibrate
 from inspection.core.export_gate import BundleFigures, measure
+from inspection.core.images import read_mask
 from inspection.core.metrics import EvaluationMetrics
+
+
+class LabelledImage(Protocol):
+    """What ``RawOutputs.of_samples`` reads of a sample (``data.Sample``, ``LabelledSample``)."""
+
+    @property
+    def label(self) -> int: ...
+
+    @property
+    def defect_type(self) -> str: ...
+
+    @property
+    def mask_path(self) -> Path | None: ...
 
 
 @dataclass(frozen=True)
@@ -47,6 +64,28 @@ class RawOutputs:
             raise ValueError(
                 f"labels, mask_known and defect_types need {n} entries each, got {sizes}"
             )
+
+    @classmethod
+    def of_samples(
+        cls, samples: Sequence[LabelledImage], scores: np.ndarray, maps: np.ndarray
+    ) -> RawOutputs:
+        """Outputs on ``samples`` with their labels, defect types and ground truth.
+
+        ``scores`` (N,) and ``maps`` (N, h, w) in sample order; each defective sample's mask
+        file is read at (h, w), a good sample's mask is all False, a defective sample without
+        a mask file is marked unknown.
+        """
+        height, width = maps.shape[1:]
+        return cls(
+            scores=np.asarray(scores, dtype=np.float64),
+            maps=np.asarray(maps, dtype=np.float32),
+            labels=np.asarray([s.label for s in samples], dtype=np.int64),
+            masks=np.stack(
+                [read_mask(s.mask_path if s.label else None, (height, width)) for s in samples]
+            ),
+            mask_known=np.asarray([s.label == 0 or s.mask_path is not None for s in samples]),
+            defect_types=tuple(s.defect_type for s in samples),
+        )
 
     def calibrate(self) -> Calibration:
         """The calibration these outputs set (run them on the validation split)."""

@@ -46,7 +46,7 @@ from inspection.core.export_gate import (
     check_gate,
 )
 from inspection.core.fingerprint import fingerprint_files
-from inspection.core.images import read_image, read_mask
+from inspection.core.images import read_image
 from inspection.core.metrics import EvaluationMetrics
 from inspection.core.outputs import RawOutputs
 from inspection.core.refinement import RefinementChoice
@@ -208,27 +208,13 @@ def run_bundle(
         raw_scores, raw_maps = inspector.infer_raw(batch)
         scores.append(raw_scores)
         maps.append(raw_maps)
-    return RawOutputs(
-        scores=np.concatenate(scores).astype(np.float64),
-        maps=np.concatenate(maps).astype(np.float32),
-        labels=np.asarray([s.label for s in samples], dtype=np.int64),
-        masks=np.stack([read_mask(s.mask_path, prep.input_size) for s in samples]),
-        mask_known=np.asarray([s.label == 0 or s.mask_path is not None for s in samples]),
-        defect_types=tuple(s.defect_type for s in samples),
-    )
+    return RawOutputs.of_samples(samples, np.concatenate(scores), np.concatenate(maps))
 
 
 def _run_tiled(tiled: TiledInspector, samples: Sequence[LabelledSample]) -> RawOutputs:
     """Tiled bundles: stitched raw maps and masks at ``evaluation_size`` of the first image."""
-    scores, maps, size = tiled_outputs(tiled, [s.path for s in samples])
-    return RawOutputs(
-        scores=scores.astype(np.float64),
-        maps=maps,
-        labels=np.asarray([s.label for s in samples], dtype=np.int64),
-        masks=np.stack([read_mask(s.mask_path, size) for s in samples]),
-        mask_known=np.asarray([s.label == 0 or s.mask_path is not None for s in samples]),
-        defect_types=tuple(s.defect_type for s in samples),
-    )
+    scores, maps, _ = tiled_outputs(tiled, [s.path for s in samples])
+    return RawOutputs.of_samples(samples, scores, maps)
 
 
 def _write_validation_scores(

@@ -145,7 +145,7 @@ def predict_tiled(
     an ROI pixel, as the station does) and stitch each image back: raw scores (N,) (highest
     tile), stitched raw maps and ground truth (N, h, w) at ``evaluation_size``."""
     data = TileDataset(samples, tiling)
-    scores, maps, masks = [], [], []
+    scores, maps = [], []
     model.eval()
     for number, sample in enumerate(data.samples):
         images, _ = data.tiles_of(number)
@@ -164,16 +164,8 @@ def predict_tiled(
         stitched = stitch(np.concatenate(tile_maps), grid, tiling.blend)
         size = evaluation_size(grid.size)
         maps.append(cv2.resize(stitched, (size[1], size[0]), interpolation=cv2.INTER_AREA))
-        masks.append(read_mask(sample.mask_path if sample.label else None, size))
         scores.append(float(np.concatenate(tile_scores).max()))
-    return RawOutputs(
-        scores=np.asarray(scores, np.float64),
-        maps=np.stack(maps).astype(np.float32),
-        masks=np.stack(masks),
-        labels=np.asarray([s.label for s in samples], np.int64),
-        mask_known=np.asarray([s.label == 0 or s.mask_path is not None for s in samples]),
-        defect_types=tuple(s.defect_type for s in samples),
-    )
+    return RawOutputs.of_samples(samples, np.asarray(scores), np.stack(maps))
 
 
 def fit_tiles(

@@ -150,3 +150,25 @@ def test_raw_outputs_calibrate_and_measure_as_the_functions_do() -> None:
 def test_raw_outputs_reject_mismatched_arrays(changes: dict, error: str) -> None:
     with pytest.raises(ValueError, match=re.escape(error)):
         _raw(**changes)
+
+
+def test_raw_outputs_of_samples_read_labels_and_ground_truth(tmp_path) -> None:
+    """Defective masks are read at the map size; good ones are empty; missing ones unknown."""
+    from PIL import Image
+
+    from inspection.data.dataset import Sample
+
+    mask = np.zeros((64, 64), np.uint8)
+    mask[:32] = 255  # top half defective, read nearest at the (32, 32) map size
+    Image.fromarray(mask).save(tmp_path / "m.png")
+    samples = [
+        Sample(tmp_path / "a.png", "test", 0, "good"),
+        Sample(tmp_path / "b.png", "test", 1, "crack", tmp_path / "m.png"),
+        Sample(tmp_path / "c.png", "test", 1, "hole"),
+    ]
+    raw = RawOutputs.of_samples(samples, np.arange(3), np.zeros((3, 32, 32), np.float64))
+    assert raw.scores.dtype == np.float64 and raw.maps.dtype == np.float32
+    assert raw.labels.tolist() == [0, 1, 1] and raw.defect_types == ("good", "crack", "hole")
+    assert raw.mask_known.tolist() == [True, True, False]
+    assert raw.masks[1, :16].all() and not raw.masks[1, 16:].any()
+    assert not raw.masks[0].any() and not raw.masks[2].any()

@@ -51,15 +51,8 @@ def test_cli_export_refuses_an_unknown_tolerance(tmp_path) -> None:
 @pytest.mark.slow
 def test_int8_bundle_is_calibrated_on_its_own_outputs(fp32_bundle, trained_patchcore) -> None:
     """INT8 scores differ from FP32's: its thresholds and normalisation are its own."""
-    from inspection.training.export import ExportOptions, RegistryExport, export_bundle
-
     tp = trained_patchcore
-    result = export_bundle(
-        tp.registry,
-        "brick",
-        ExportOptions(precision="int8", force=True),
-        RegistryExport(version="v0001"),
-    )
+    result = tp.export("int8", force=True)
     int8, fp32 = verify_bundle(result.bundle_dir), verify_bundle(fp32_bundle)
     assert int8.output_calibration is not None and fp32.output_calibration is not None
     assert int8.normalization == int8.output_calibration.normalization
@@ -81,15 +74,9 @@ def test_int8_bundle_is_calibrated_on_its_own_outputs(fp32_bundle, trained_patch
 @pytest.mark.slow
 def test_export_refuses_an_existing_bundle(fp32_bundle, trained_patchcore) -> None:
     from inspection.core.errors import BundleError
-    from inspection.training.export import ExportOptions, RegistryExport, export_bundle
 
     with pytest.raises(BundleError, match="already exists"):
-        export_bundle(
-            trained_patchcore.registry,
-            "brick",
-            ExportOptions(precision="fp32"),
-            RegistryExport(version="v0001"),
-        )
+        trained_patchcore.export("fp32")
     assert json.loads((fp32_bundle / "metadata.json").read_text())["precision"] == "fp32"
 
 

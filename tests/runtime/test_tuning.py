@@ -6,6 +6,7 @@ import dataclasses
 import json
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -21,6 +22,9 @@ from inspection.runtime.tuning import (
     served_bundle_id,
     tune_product,
 )
+
+if TYPE_CHECKING:
+    from click.testing import Result
 
 
 def _m(bundle_id: str, p50: float, *, gate: bool = True) -> PrecisionMeasurement:
@@ -102,15 +106,36 @@ def _gated_copy(source: Path, target: Path, drop: float) -> Path:
     return target
 
 
+def _registry(tmp_path: Path, bundles: dict[str, Path], live: str = "v0001-fp32") -> Registry:
+    """A registry holding ``bundles`` (bundle id -> folder) of brick, with ``live`` promoted."""
+    registry = Registry(tmp_path / "registry")
+    for bundle_id, folder in bundles.items():
+        registry.add_bundle("brick", folder, bundle_id)
+    registry.promote("brick", live, actor="tests", reason="initial")
+    return registry
+
+
+def _station_tune(tmp_path: Path, *args: str, config_extra: str = "") -> Result:
+    """``inspection station tune`` on the registry of ``_registry(tmp_path, ...)``."""
+    from typer.testing import CliRunner
+
+    from inspection.cli import app
+
+    config = tmp_path / "station.yaml"
+    config.write_text(
+        f"registry_dir: {tmp_path / 'registry'}\nproducts: [brick]\n{config_extra}",
+        encoding="utf-8",
+    )
+    return CliRunner().invoke(app, ["station", "tune", *args, "--config", str(config)])
+
+
 def test_tune_measures_gated_siblings_and_records_the_fastest(
     fp32_bundle: Path, fp16_bundle: Path, tmp_path: Path
 ) -> None:
-    registry = Registry(tmp_path / "registry")
-    registry.add_bundle("brick", fp32_bundle, "v0001-fp32")
-    registry.add_bundle("brick", fp16_bundle, "v0001-fp16")
     failed = _gated_copy(fp32_bundle, tmp_path / "int8", drop=0.05)
-    registry.add_bundle("brick", failed, "v0001-int8")
-    registry.promote("brick", "v0001-fp32", actor="tests", reason="initial")
+    registry = _registry(
+        tmp_path, {"v0001-fp32": fp32_bundle, "v0001-fp16": fp16_bundle, "v0001-int8": failed}
+    )
     notes: list[str] = []
 
     record = tune_product(registry, "brick", samples=5, progress=notes.append)
@@ -128,20 +153,9 @@ def test_tune_measures_gated_siblings_and_records_the_fastest(
 def test_station_tune_cli_prints_and_records_the_choice(
     fp32_bundle: Path, fp16_bundle: Path, tmp_path: Path
 ) -> None:
-    from typer.testing import CliRunner
+    registry = _registry(tmp_path, {"v0001-fp32": fp32_bundle, "v0001-fp16": fp16_bundle})
 
-    from inspection.cli import app
-
-    registry = Registry(tmp_path / "registry")
-    registry.add_bundle("brick", fp32_bundle, "v0001-fp32")
-    registry.add_bundle("brick", fp16_bundle, "v0001-fp16")
-    registry.promote("brick", "v0001-fp32", actor="tests", reason="initial")
-    config = tmp_path / "station.yaml"
-    config.write_text(
-        f"registry_dir: {tmp_path / 'registry'}\nproducts: [brick]\n", encoding="utf-8"
-    )
-
-    result = CliRunner().invoke(app, ["station", "tune", "--samples", "5", "--config", str(config)])
+    result = _station_tune(tmp_path, "--samples", "5")
 
     assert result.exit_code == 0, result.output
     record = read_tuning(registry, "brick")
@@ -151,15 +165,7 @@ def test_station_tune_cli_prints_and_records_the_choice(
 
 
 def test_station_tune_cli_needs_a_live_bundle(tmp_path: Path) -> None:
-    from typer.testing import CliRunner
-
-    from inspection.cli import app
-
-    config = tmp_path / "station.yaml"
-    config.write_text(
-        f"registry_dir: {tmp_path / 'registry'}\nproducts: [brick]\n", encoding="utf-8"
-    )
-    result = CliRunner().invoke(app, ["station", "tune", "--config", str(config)])
+    result = _station_tune(tmp_path)
     assert result.exit_code != 0
     assert "has no live bundle; promote one first" in str(result.exception or result.output)
 
@@ -169,10 +175,9 @@ def test_promote_fastest_makes_the_measured_choice_live(
 ) -> None:
     from inspection.runtime.tuning import promote_fastest
 
-    registry = Registry(tmp_path / "registry")
-    registry.add_bundle("brick", fp32_bundle, "v0001-fp32")
-    registry.add_bundle("brick", fp16_bundle, "v0001-fp16")
-    registry.promote("brick", "v0001-fp16", actor="tests", reason="initial")
+    registry = _registry(
+        tmp_path, {"v0001-fp32": fp32_bundle, "v0001-fp16": fp16_bundle}, live="v0001-fp16"
+    )
 
     record = promote_fastest(registry, "brick", actor="demo", samples=5)
 
@@ -195,26 +200,18 @@ def test_station_tune_verifies_siblings_before_loading_them(
     fp32_bundle: Path, fp16_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With a pinned key, a tampered or unsigned sibling is reported and never loaded."""
-    from typer.testing import CliRunner
-
-    from inspection.cli import app
     from inspection.core.signing import init_keys
     from inspection.runtime.inspector import Inspector
 
     keys = init_keys(tmp_path / "keys")
-    registry = Registry(tmp_path / "registry")
-    registry.add_bundle("brick", _signed(fp32_bundle, tmp_path / "a", keys.private), "v0001-fp32")
+    signed = _signed(fp32_bundle, tmp_path / "a", keys.private)
     tampered = _signed(fp16_bundle, tmp_path / "b", keys.private)
     metadata = json.loads((tampered / "metadata.json").read_text())
     metadata["image_threshold"] = 0.999
     (tampered / "metadata.json").write_text(json.dumps(metadata))
-    registry.add_bundle("brick", tampered, "v0001-fp16")
-    registry.add_bundle("brick", _gated_copy(fp32_bundle, tmp_path / "c", drop=0.0), "v0001-int8")
-    registry.promote("brick", "v0001-fp32", actor="tests", reason="initial")
-    config = tmp_path / "station.yaml"
-    config.write_text(
-        f"registry_dir: {registry.root}\nproducts: [brick]\nbundle_public_key: {keys.public}\n",
-        encoding="utf-8",
+    unsigned = _gated_copy(fp32_bundle, tmp_path / "c", drop=0.0)
+    registry = _registry(
+        tmp_path, {"v0001-fp32": signed, "v0001-fp16": tampered, "v0001-int8": unsigned}
     )
     loaded: list[str] = []
     real = Inspector.from_bundle.__func__
@@ -224,7 +221,9 @@ def test_station_tune_verifies_siblings_before_loading_them(
         return real(cls, path, **kwargs)
 
     monkeypatch.setattr(Inspector, "from_bundle", classmethod(spy))
-    result = CliRunner().invoke(app, ["station", "tune", "--samples", "5", "--config", str(config)])
+    result = _station_tune(
+        tmp_path, "--samples", "5", config_extra=f"bundle_public_key: {keys.public}\n"
+    )
 
     assert result.exit_code == 0, result.output
     assert set(loaded) == {"v0001-fp32"}
@@ -240,9 +239,7 @@ def test_tune_refuses_an_unsigned_live_bundle(fp32_bundle: Path, tmp_path: Path)
     from inspection.core.signing import init_keys, load_public_key
 
     keys = init_keys(tmp_path / "keys")
-    registry = Registry(tmp_path / "registry")
-    registry.add_bundle("brick", fp32_bundle, "v0001-fp32")
-    registry.promote("brick", "v0001-fp32", actor="tests", reason="initial")
+    registry = _registry(tmp_path, {"v0001-fp32": fp32_bundle})
     with pytest.raises(
         BundleError, match="live bundle v0001-fp32 refused: the bundle is not signed"
     ):

@@ -62,12 +62,14 @@ class Served:
 
 
 def relabel(source: Path, target: Path, bundle_id: str) -> Path:
+    """The same weights under a new bundle id (a stand-in for a retrained challenger).
+
+    Also used by ``bench/plant.py``."""
     shutil.copytree(source, target)
     metadata = read_bundle_metadata(target)
-    number = bundle_id.split("-", 1)[0]
+    model_version = f"{metadata.product}/{bundle_id.split('-', 1)[0]}"
     write_bundle_metadata(
-        target,
-        dataclasses.replace(metadata, bundle_id=bundle_id, model_version=f"{PRODUCT}/{number}"),
+        target, dataclasses.replace(metadata, bundle_id=bundle_id, model_version=model_version)
     )
     return target
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 from datetime import timedelta
+from typing import Literal
 
 import pandas as pd
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from inspection.core.errors import InspectionError
 from inspection.dashboard import app_state, charts, thresholds
@@ -89,21 +91,29 @@ def _delta_pct(x: float, y: float) -> str | None:
     return None if math.isnan(x) or math.isnan(y) or abs(x - y) < 1e-12 else f"{x - y:+.1%}"
 
 
+def _rate_metric(
+    column: DeltaGenerator,
+    label: str,
+    at_slider: float,
+    at_current: float,
+    colour: Literal["inverse", "off"],
+    help: str | None = None,
+) -> None:
+    """A rate at the slider's threshold, its change from the current threshold as the delta."""
+    column.metric(
+        label, _pct(at_slider), _delta_pct(at_slider, at_current), delta_color=colour, help=help
+    )
+
+
 cols = st.columns(4)
-cols[0].metric(
-    "False-alarm rate",
-    _pct(at.false_alarm_rate),
-    _delta_pct(at.false_alarm_rate, at_current.false_alarm_rate),
-    delta_color="inverse",
+_rate_metric(
+    cols[0], "False-alarm rate", at.false_alarm_rate, at_current.false_alarm_rate, "inverse",
     help="Good parts flagged NG, among labelled good parts.",
-)
-cols[1].metric(
-    "Miss rate",
-    _pct(at.miss_rate),
-    _delta_pct(at.miss_rate, at_current.miss_rate),
-    delta_color="inverse",
+)  # fmt: skip
+_rate_metric(
+    cols[1], "Miss rate", at.miss_rate, at_current.miss_rate, "inverse",
     help="Defective parts passed as OK, among labelled defective parts.",
-)
+)  # fmt: skip
 cols[2].metric(
     "Expected NG per day",
     f"{ng_now:,.0f}",
@@ -111,9 +121,7 @@ cols[2].metric(
     delta_color="off",
     help=f"At the last 7 days' volume ({per_day:,.0f} parts/day) and score distribution.",
 )
-cols[3].metric(
-    "NG share of production", _pct(share_now), _delta_pct(share_now, share_cur), delta_color="off"
-)
+_rate_metric(cols[3], "NG share of production", share_now, share_cur, "off")
 st.caption(f"Current threshold: **{current:.2f}** · deltas compare the slider with it.")
 
 if data.has_both_classes:

@@ -1,0 +1,39 @@
+"""What the bench scripts share at the end of a run: the load to record and the report files.
+
+Imported as a sibling module (``from _report import save_report``): the scripts run as
+``python bench/<name>.py``, which puts ``bench/`` first on ``sys.path``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def load_average() -> str:
+    """The 1-, 5- and 15-minute load averages as ``"0.52 0.61 0.70"``, recorded with figures."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def save_report(
+    out: Path,
+    stem: str,
+    report: Any,
+    markdown: str | None = None,
+    *,
+    default: Callable[[Any], Any] | None = None,
+) -> Path:
+    """Write ``<out>/<stem>.json`` (indented) and, given ``markdown``, ``<out>/<stem>.md``.
+
+    ``default`` converts what ``json`` cannot (as in ``json.dumps``). Creates ``out``; both
+    files are UTF-8 and the JSON ends with a newline. Returns the JSON file's path.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{stem}.json"
+    path.write_text(json.dumps(report, indent=2, default=default) + "\n", encoding="utf-8")
+    if markdown is not None:
+        (out / f"{stem}.md").write_text(markdown, encoding="utf-8")
+    return path
