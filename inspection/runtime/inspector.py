@@ -223,7 +223,9 @@ class Inspector:
             if self._batched_request is None:
                 self._batched_request = self._compiled_for(len(batch)).create_infer_request()
             request = self._batched_request
-        request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})
+        # share_inputs: OpenVINO reads the array in place instead of copying it (the call is
+        # synchronous, so the array outlives the inference).
+        request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)}, share_inputs=True)
         return request
 
     # ------------------------------------------------------- part: alignment, ROI
@@ -378,7 +380,7 @@ class Inspector:
             image, alignment = self.align_with_matrix(image)
             tensor = preprocess(image, self.metadata.preprocessing)[None]
             pending[index] = (start, image, tensor, alignment)
-            queue.start_async({0: tensor}, index)
+            queue.start_async({0: tensor}, index, share_inputs=True)  # kept alive in pending
             for done in [i for i in list(outputs) if i in pending]:
                 results[done] = self._finish_async(pending.pop(done), outputs.pop(done))
         queue.wait_all()

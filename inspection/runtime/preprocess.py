@@ -73,9 +73,12 @@ def normalize(raw: np.ndarray | float, threshold: float, low: float, high: float
         return np.where(raw > threshold, 1.0, np.where(raw < threshold, 0.0, 0.5)).astype(
             np.float32
         )
-    return np.clip((raw - np.float32(threshold)) / np.float32(span) + 0.5, 0.0, 1.0).astype(
-        np.float32
-    )
+    # The same float32 operations in the same order as ``clip((raw - t) / span + 0.5)``, in
+    # one buffer: a map is normalised on every inspection.
+    out = np.subtract(raw, np.float32(threshold), out=np.empty(raw.shape, np.float32))
+    np.divide(out, np.float32(span), out=out)
+    np.add(out, np.float32(0.5), out=out)
+    return np.clip(out, 0.0, 1.0, out=out)
 
 
 def normalize_score(raw: float, stats: Normalization) -> float:

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -32,6 +33,9 @@ from inspection.core.errors import BundleError, RegistryError
 from inspection.core.registry import Registry, check_name, utc_now
 from inspection.core.signing import verify_signed_bundle
 from inspection.runtime.hardware import CpuInfo, cpu_info, load_1m
+
+if TYPE_CHECKING:
+    from inspection.runtime.inspector import Inspector
 
 log = logging.getLogger(__name__)
 
@@ -230,39 +234,73 @@ def probe_image(height: int, width: int) -> np.ndarray:
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def measure_bundle(
-    bundle_dir: Path,
+MEASUREMENT_ROUNDS = 5
+"""Bundles are timed in this many interleaved rounds (see ``measure_bundles``)."""
+
+
+def measure_bundles(
+    bundles: Sequence[tuple[Path, tuple[bool, str]]],
     images: Sequence[np.ndarray],
     *,
-    gate: tuple[bool, str],
     samples: int = 40,
-    throughput_images: int = 48,
-) -> PrecisionMeasurement:
-    """Time ``Inspector.inspect`` (batch 1) and the async queue on ``images``."""
+    throughput_images: int = 24,
+    rounds: int = MEASUREMENT_ROUNDS,
+) -> list[PrecisionMeasurement]:
+    """Time ``Inspector.inspect`` (batch 1) and the async queue of every (bundle, gate).
+
+    The bundles take turns: ``rounds`` rounds, each running every bundle's share of the
+    latency samples and ``throughput_images`` through its queue. A machine whose speed drifts (other jobs, a shared virtual host) then slows all
+    of them alike, and the choice between two close precisions is not decided by when each
+    happened to be measured.
+    """
     from inspection.runtime.inspector import Inspector
 
-    inspector = Inspector.from_bundle(bundle_dir)
-    for image in images[:3]:
-        inspector.inspect(image)  # warm-up: first inferences allocate
-    latencies = []
-    for index in range(samples):
+    rounds = max(1, min(rounds, samples))
+    latency = [Inspector.from_bundle(path) for path, _ in bundles]
+    queued = [Inspector.from_bundle(path, performance_hint="THROUGHPUT") for path, _ in bundles]
+    stream = [images[i % len(images)] for i in range(throughput_images)]
+    for inspector, fast in zip(latency, queued, strict=True):
+        for image in images[:3]:
+            inspector.inspect(image)  # warm-up: first inferences allocate
+        fast.inspect_many(stream[:4])
+    latencies: list[list[float]] = [[] for _ in bundles]
+    busy_seconds = [0.0 for _ in bundles]
+    for round_index in range(rounds):
+        share = samples // rounds + (round_index < samples % rounds)
+        for index, inspector in enumerate(latency):
+            latencies[index] += _latencies(inspector, images, share)
+        for index, fast in enumerate(queued):
+            start = time.perf_counter()
+            fast.inspect_many(stream)
+            busy_seconds[index] += time.perf_counter() - start
+    return [
+        _measurement(inspector.metadata, gate, times, rounds * len(stream) / busy)
+        for inspector, (_, gate), times, busy in zip(
+            latency, bundles, latencies, busy_seconds, strict=True
+        )
+    ]
+
+
+def _latencies(inspector: Inspector, images: Sequence[np.ndarray], count: int) -> list[float]:
+    """Batch-1 ``inspect`` latencies (ms) of ``count`` images, cycling through ``images``."""
+    times = []
+    for index in range(count):
         start = time.perf_counter()
         inspector.inspect(images[index % len(images)])
-        latencies.append((time.perf_counter() - start) * 1e3)
+        times.append((time.perf_counter() - start) * 1e3)
+    return times
+
+
+def _measurement(
+    meta: BundleMetadata, gate: tuple[bool, str], latencies: list[float], queued_ips: float
+) -> PrecisionMeasurement:
     sequential = 1e3 / float(np.mean(latencies))
-    stream = [images[i % len(images)] for i in range(throughput_images)]
-    fast = Inspector.from_bundle(bundle_dir, performance_hint="THROUGHPUT")
-    fast.inspect_many(stream[:4])
-    start = time.perf_counter()
-    fast.inspect_many(stream)
-    queued = len(stream) / (time.perf_counter() - start)
-    meta = inspector.metadata
     return PrecisionMeasurement(
         bundle_id=meta.bundle_id,
         precision=meta.precision,
         p50_ms=round(float(np.percentile(latencies, 50)), 3),
         p95_ms=round(float(np.percentile(latencies, 95)), 3),
-        throughput_ips=round(max(sequential, queued), 1),
+        throughput_ips=round(max(sequential, queued_ips), 1),
         gate_passed=gate[0],
         gate_note=gate[1],
     )
@@ -287,18 +325,18 @@ def tune_product(
     if state is None:
         raise RegistryError(f"product {product!r} has no live bundle; promote one first")
     candidates = gated_candidates(registry, product, state.bundle_id, public_key=public_key)
-    measured = []
-    for bundle_id, path, meta, gate in candidates:
+    for bundle_id, _, _, gate in candidates:
         if not gate[0]:
             say(f"{bundle_id}: not measured, {gate[1]}")
-            continue
-        if images is None:
-            height, width = meta.preprocessing.input_size
-            probe = [probe_image(height, width)]
-        else:
-            probe = list(images)
-        say(f"measuring {bundle_id} ({meta.precision})")
-        measured.append(measure_bundle(path, probe, gate=gate, samples=samples))
+    timed = [(path, gate) for _, path, _, gate in candidates if gate[0]]
+    if images is None:
+        height, width = candidates[0][2].preprocessing.input_size
+        images = [probe_image(height, width)]
+    names = ", ".join(
+        f"{bundle_id} ({meta.precision})" for bundle_id, _, meta, gate in candidates if gate[0]
+    )
+    say(f"measuring {names} in {MEASUREMENT_ROUNDS} interleaved rounds")
+    measured = measure_bundles(timed, list(images), samples=samples)
     chosen = choose_fastest(measured)
     record = TuningRecord(
         schema_version=TUNING_SCHEMA,

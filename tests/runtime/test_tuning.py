@@ -18,6 +18,8 @@ from inspection.runtime.tuning import (
     PrecisionMeasurement,
     choose_fastest,
     gate_status,
+    measure_bundles,
+    probe_image,
     read_tuning,
     served_bundle_id,
     tune_product,
@@ -148,6 +150,33 @@ def test_tune_measures_gated_siblings_and_records_the_fastest(
     assert served_bundle_id(record, "v0001-fp32") == record.chosen_bundle_id
     # a later promotion makes the record stale: the new live bundle is served as is
     assert served_bundle_id(record, "v0002-fp32") == "v0002-fp32"
+
+
+def test_bundles_are_timed_in_interleaved_rounds(
+    fp32_bundle: Path, fp16_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from inspection.runtime.inspector import Inspector
+
+    order: list[str] = []
+    inspect = Inspector.inspect
+
+    def recording(self: Inspector, image, **kwargs):
+        order.append(self.metadata.precision)
+        return inspect(self, image, **kwargs)
+
+    monkeypatch.setattr(Inspector, "inspect", recording)
+    gate = (True, "test")
+    image = probe_image(*read_bundle_metadata(fp32_bundle).preprocessing.input_size)
+
+    measured = measure_bundles(
+        [(fp32_bundle, gate), (fp16_bundle, gate)], [image], samples=6, rounds=3,
+        throughput_images=4,
+    )  # fmt: skip
+
+    assert [m.precision for m in measured] == ["fp32", "fp16"]
+    timed = order[-12:]  # after each bundle's warm-up: 3 rounds of 2 samples per bundle
+    assert timed == ["fp32", "fp32", "fp16", "fp16"] * 3
+    assert all(m.p50_ms > 0 and m.throughput_ips > 0 for m in measured)
 
 
 def test_station_tune_cli_prints_and_records_the_choice(
