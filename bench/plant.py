@@ -235,11 +235,9 @@ def fleet(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
 def champions(workdir: Path, products: list[str], size: int) -> Path:
     """A registry with an INT8 champion per demo product, plus the datasets."""
-    from inspection.data.dataset import load_dataset
     from inspection.data.demo import write_demo_product
+    from inspection.retrain.demo import train_champion
     from inspection.training.config import load_model_config
-    from inspection.training.export import ExportOptions, RegistryExport, export_bundle
-    from inspection.training.train import train
 
     root = workdir / "template"
     registry = Registry(root / "registry")
@@ -254,13 +252,7 @@ def champions(workdir: Path, products: list[str], size: int) -> Path:
             "patchcore", product=product,
             overrides=[f"image_size=[{size}, {size}]", "coreset_sampling_ratio=0.1"],
         )  # fmt: skip
-        train(config, load_dataset(data), product=product, registry=registry, progress=False)
-        export_bundle(
-            registry,
-            product,
-            ExportOptions(precision="int8", force=True),
-            RegistryExport(promote=True, actor="bench"),
-        )
+        train_champion(config, data, product=product, registry=registry, actor="bench")
     return root
 
 

@@ -18,6 +18,7 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from inspection.core.config import SiteConfig
 from inspection.core.images import read_image
@@ -25,7 +26,28 @@ from inspection.core.registry import Registry
 from inspection.retrain.config import load_retrain_config
 from inspection.retrain.pipeline import RetrainResult, retrain_product
 
+if TYPE_CHECKING:
+    from inspection.training.config import ModelConfig
+
 log = logging.getLogger(__name__)
+
+
+def train_champion(
+    config: ModelConfig, data: Path, *, product: str, registry: Registry, actor: str
+) -> str:
+    """Train ``config`` on the dataset at ``data`` and promote its INT8 bundle as the live
+    champion (export gate forced: a demo or test champion need not be good). Its bundle id."""
+    from inspection.data.dataset import load_dataset
+    from inspection.training.export import ExportOptions, RegistryExport, export_bundle
+    from inspection.training.train import train
+
+    train(config, load_dataset(data), product=product, registry=registry, progress=False)
+    return export_bundle(
+        registry,
+        product,
+        ExportOptions(precision="int8", force=True),
+        RegistryExport(promote=True, actor=actor),
+    ).bundle_id
 
 
 def run_demo(
@@ -40,11 +62,8 @@ def run_demo(
     config_file: Path | None = None,
 ) -> tuple[RetrainResult, dict]:
     """Run the whole demo under ``out``; returns the retrain result and timings/counts."""
-    from inspection.data.dataset import load_dataset
     from inspection.data.demo import write_demo_product
     from inspection.training.config import load_model_config
-    from inspection.training.export import ExportOptions, RegistryExport, export_bundle
-    from inspection.training.train import train
 
     site = SiteConfig(
         registry_dir=out / "registry",
@@ -63,13 +82,7 @@ def run_demo(
     model_config = load_model_config(
         "patchcore", product=product, overrides=[f"image_size=[{size}, {size}]"]
     )
-    train(model_config, load_dataset(data), product=product, registry=registry, progress=False)
-    export_bundle(
-        registry,
-        product,
-        ExportOptions(precision="int8", force=True),
-        RegistryExport(promote=True, actor="demo"),
-    )
+    train_champion(model_config, data, product=product, registry=registry, actor="demo")
     facts["champion_seconds"] = round(time.perf_counter() - started, 1)
 
     facts["reviews"] = _inspect_and_review(

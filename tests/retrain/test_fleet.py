@@ -72,23 +72,16 @@ def test_ray_fleet_retrains_through_the_registry(tmp_path: Path, tiny_product: P
     """One tiny product retrained in a Ray worker, one failing product beside it."""
     import ray
 
-    from inspection.data.dataset import load_dataset
+    from inspection.retrain.demo import train_champion
     from inspection.training.config import load_model_config
-    from inspection.training.export import ExportOptions, RegistryExport, export_bundle
-    from inspection.training.train import train
 
     address = _ray_head()
     site = _site(tmp_path, tiny_product.parent)
     registry = Registry(site.registry_dir)
     config = load_model_config("patchcore", overrides=SIZE)
-    train(config, load_dataset(tiny_product), product="brick", registry=registry, progress=False)
-    export_bundle(
-        registry,
-        "brick",
-        ExportOptions(precision="int8", force=True),
-        RegistryExport(promote=True, actor="test"),
+    champion = train_champion(
+        config, tiny_product, product="brick", registry=registry, actor="test"
     )
-    champion = registry.live("brick").bundle_id
     Store.migrated(site.store_url, site.blob_dir).engine.dispose()  # no reviews yet
     try:
         outcomes = run_fleet(

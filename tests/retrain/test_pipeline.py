@@ -43,21 +43,12 @@ class DrillCrash(RuntimeError):
 @pytest.fixture(scope="module")
 def champion_template(tiny_product: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A registry whose live bundle is a weak champion (random-init backbone, INT8)."""
-    from inspection.data.dataset import load_dataset
+    from inspection.retrain.demo import train_champion
     from inspection.training.config import load_model_config
-    from inspection.training.export import ExportOptions, RegistryExport, export_bundle
-    from inspection.training.train import train
 
     root = tmp_path_factory.mktemp("champion") / "registry"
-    registry = Registry(root)
     config = load_model_config("patchcore", overrides=[*SIZE, "backbone.weights=random"])
-    train(config, load_dataset(tiny_product), product="brick", registry=registry, progress=False)
-    export_bundle(
-        registry,
-        "brick",
-        ExportOptions(precision="int8", force=True),
-        RegistryExport(promote=True, actor="test"),
-    )
+    train_champion(config, tiny_product, product="brick", registry=Registry(root), actor="test")
     return root
 
 
