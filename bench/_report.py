@@ -18,6 +18,12 @@ def load_average() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+def previous_report(out: Path, stem: str) -> dict[str, Any]:
+    """``<out>/<stem>.json`` of an earlier run ({} if none): a partial re-run keeps its rows."""
+    path = out / f"{stem}.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
 def save_report(
     out: Path,
     stem: str,

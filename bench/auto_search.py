@@ -12,12 +12,11 @@ the same run on the same split. Writes ``reports/<product>/auto/search.{json,md,
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 from pathlib import Path
 
-from _report import save_report
+from _report import previous_report, save_report
 
 from inspection.core.config import to_mapping
 from inspection.data.dataset import load_dataset
@@ -36,9 +35,7 @@ def main() -> None:
     for name in ("lightning", "lightning_fabric", "nncf", "anomalib"):
         logging.getLogger(name).setLevel(logging.WARNING)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / "auto.json"
-    rows = json.loads(path.read_text()) if path.exists() else {}
+    rows = previous_report(args.out, "auto")
     for product in args.products.split(","):
         load = round(os.getloadavg()[0], 2)
         result = search(product, load_dataset(args.data / product), budget_s=args.budget)

@@ -28,6 +28,7 @@ from load import (  # the sibling script; run as `python bench/fault.py`
     prepare,
     run_clients,
     run_header,
+    stored_exactly_once,
     verify_store,
     write_summary,
 )
@@ -172,9 +173,7 @@ def main() -> dict[str, Any]:
     write_summary()
     print(json.dumps({k: report[k] for k in ("verification", "bad_input_barrage")}, indent=2))
     failed = (
-        verification["acknowledged_missing"]
-        or verification["duplicated"]
-        or verification["acknowledged"] != total
+        not stored_exactly_once(verification, total)
         or bad_input["5xx"]
         or resent["new_rows"]
         or resent["replayed_same_id"] != resent["sent"]

@@ -30,7 +30,6 @@ import inspection  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch loads
 
 # isort: on
 import argparse
-import json
 import math
 import os
 import shutil
@@ -43,7 +42,7 @@ from typing import Any
 import lightning
 import numpy as np
 import torch
-from _report import save_report
+from _report import previous_report, save_report
 
 from inspection.core.metrics import aupro, image_auroc, pixel_auroc
 from inspection.core.registry import Registry
@@ -377,8 +376,7 @@ def main() -> None:
     parser.add_argument("--note", default="", help="Recorded with each part run.")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    path = args.out / "fit.json"
-    result = json.loads(path.read_text()) if path.is_file() else {}
+    result = previous_report(args.out, "fit")
     for part in args.parts.split(","):
         if part not in PARTS:
             raise SystemExit(f"unknown part {part!r}; valid: {', '.join(PARTS)}")

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _report import save_report
+from _report import previous_report, save_report
 
 from inspection.core.bootstrap import auroc_interval
 from inspection.core.export_gate import ExportRecord
@@ -207,9 +207,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / "results.json"
-    rows = json.loads(path.read_text()) if path.exists() else {}
+    rows = previous_report(args.out, "results")
     for product in args.products.split(","):
         load = round(os.getloadavg()[0], 2)
         row = run_product(product, args.data, args.precision)

@@ -31,7 +31,7 @@ from typing import Any
 
 import httpx
 import yaml
-from _report import save_report
+from _report import previous_report, save_report
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "bench"), str(REPO / "tests")]
@@ -435,8 +435,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     workdir = Path(args.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    previous = REPORTS / "plant.json"  # a partial re-run keeps the other sections' figures
-    report: dict[str, Any] = json.loads(previous.read_text()) if previous.is_file() else {}
+    report = previous_report(REPORTS, "plant")  # a partial re-run keeps the other sections
     report |= {"products": args.products, "errors": {}}
     sections = {
         "distribution": (

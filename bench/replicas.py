@@ -41,6 +41,7 @@ from load import (  # noqa: E402
     free_port,
     percentiles,
     prepare,
+    stored_exactly_once,
     verify_store,
 )
 
@@ -314,9 +315,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     save_report(REPORTS, "replicas", report, markdown(report))
     print(json.dumps({k: report[k] for k in ("kill", "failovers", "verification")}, indent=2))
     ok = (
-        verification["acknowledged"] == total == verification["stored_distinct_requests"]
-        and verification["acknowledged_missing"] == 0
-        and verification["duplicated"] == 0
+        stored_exactly_once(verification, total)
+        and verification["stored_distinct_requests"] == total
         and not log.dup_id_mismatches
     )
     if not ok:

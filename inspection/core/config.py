@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -126,27 +126,22 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
         return dict(value)
     if hint is Any:
         return value
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return value
-    if hint is Path:
-        if not isinstance(value, (str, Path)):
-            raise ConfigError(f"{where}: expected a path, got {value!r}")
-        return Path(value)
+    if hint in _SCALARS:
+        accepted, expected, convert = _SCALARS[hint]
+        if not isinstance(value, accepted) or (isinstance(value, bool) and hint is not bool):
+            raise ConfigError(f"{where}: expected {expected}, got {value!r}")
+        return convert(value) if convert else value
     return value
+
+
+# hint -> (accepted YAML types, what the error calls it, conversion); a bool is no number
+_SCALARS: dict[Any, tuple[tuple[type, ...], str, Callable[[Any], Any] | None]] = {
+    bool: ((bool,), "true or false", None),
+    float: ((int, float), "a number", float),
+    int: ((int,), "an integer", None),
+    str: ((str,), "a string", None),
+    Path: ((str, Path), "a path", Path),
+}
 
 
 @dataclass(frozen=True)

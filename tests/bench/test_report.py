@@ -38,3 +38,9 @@ def test_without_markdown_writes_json_only_and_uses_default(tmp_path: Path) -> N
 
 def test_load_average_is_three_figures() -> None:
     assert re.fullmatch(r"\d+\.\d\d \d+\.\d\d \d+\.\d\d", report_module.load_average())
+
+
+def test_previous_report_reads_an_earlier_run_or_nothing(tmp_path: Path) -> None:
+    assert report_module.previous_report(tmp_path / "absent", "run") == {}
+    report_module.save_report(tmp_path, "run", {"brick": {"auroc": 0.9}})
+    assert report_module.previous_report(tmp_path, "run") == {"brick": {"auroc": 0.9}}

@@ -32,6 +32,7 @@ def test_valid_mapping_builds_typed_frozen_objects() -> None:
     )
     assert cfg == Outer(name="a", ratio=1.0, inner=Inner(size=(64, 32)), layers=("x",))
     assert isinstance(cfg.ratio, float)
+    assert from_mapping(Outer, {"name": "a", "path": "x/y"}).path == Path("x/y")
 
 
 @pytest.mark.parametrize(
@@ -50,6 +51,10 @@ def test_valid_mapping_builds_typed_frozen_objects() -> None:
             "cfg.inner.mode: must be one of ['fast', 'exact'], got 'slow'",
         ),
         ({"name": 3}, "cfg.name: expected a string, got 3"),
+        ({"name": "a", "ratio": True}, "cfg.ratio: expected a number, got True"),
+        ({"name": "a", "inner": {"size": [1, False]}}, "cfg.inner.size[1]: expected an integer"),
+        ({"name": "a", "enabled": 1}, "cfg.enabled: expected true or false, got 1"),
+        ({"name": "a", "path": 5}, "cfg.path: expected a path, got 5"),
         ({}, "cfg: Outer.__init__() missing 1 required positional argument: 'name'"),
     ],
 )

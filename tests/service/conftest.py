@@ -35,8 +35,22 @@ def sample_images(tiny_product: Path) -> dict[str, bytes]:
     }
 
 
+def _serving(root: Path, bundles: Bundles) -> Iterator[Served]:
+    serving_registry(root / "registry", bundles)
+    with serve(station_config(root)) as running:
+        yield running
+
+
 @pytest.fixture
 def served(tmp_path: Path, bundles: Bundles) -> Iterator[Served]:
-    serving_registry(tmp_path / "registry", bundles)
-    with serve(station_config(tmp_path)) as running:
-        yield running
+    """A running station on its own registry and store, one per test."""
+    yield from _serving(tmp_path, bundles)
+
+
+@pytest.fixture(scope="module")
+def module_served(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, bundles: Bundles
+) -> Iterator[Served]:
+    """One running station shared by the tests of a module (those that need no fresh store)."""
+    root = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])
+    yield from _serving(root, bundles)

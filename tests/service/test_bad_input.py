@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,7 @@ from PIL import Image
 
 from inspection.store.tokens import create_token, revoke_token
 
-from .helpers import PRODUCT, Bundles, Served, serve, serving_registry, station_config
+from .helpers import PRODUCT, Served
 
 pytestmark = pytest.mark.slow
 
@@ -64,14 +63,6 @@ BAD_UPLOADS = [
     ("multipart non-image", {}, MULTIPART, _multipart("image", "a.png", "image/png", b"GIF89"), 400, "not an image"),
     ("multipart over the limit", {}, MULTIPART, _multipart("image", "a.png", "image/png", NOISE), 413, "upload too large"),
 ]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def module_served(tmp_path_factory: pytest.TempPathFactory, bundles: Bundles) -> Iterator[Served]:
-    root = tmp_path_factory.mktemp("bad-input")
-    serving_registry(root / "registry", bundles)
-    with serve(station_config(root)) as running:
-        yield running
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ from inspection.service.watch import WatchFolder
 from inspection.store.models import Inspection
 from inspection.store.tokens import create_token
 
-from .helpers import PRODUCT, Bundles, Served, serve, serving_registry, station_config
+from .helpers import PRODUCT, Bundles, Served, serving_registry, station_config
 
 pytestmark = pytest.mark.slow
 
@@ -38,14 +37,6 @@ SMALL_PNG = _encoded(32, 24)
 def _blob_files(served: Served) -> set[Path]:
     root = served.config.blob_dir
     return {p for p in root.rglob("*") if p.is_file()} if root.exists() else set()
-
-
-@pytest.fixture(scope="module")
-def module_served(tmp_path_factory: pytest.TempPathFactory, bundles: Bundles) -> Iterator[Served]:
-    root = tmp_path_factory.mktemp("security")
-    serving_registry(root / "registry", bundles)
-    with serve(station_config(root)) as running:
-        yield running
 
 
 # (case, body, query params, expected status, message fragment)
