@@ -31,6 +31,9 @@ def import_nncf() -> ModuleType:
     nncf installs a stdout handler at import (and stops propagation), so its INFO lines would
     bypass the CLI's log file (``cli.console.quiet_logs``) and fill the screen.
     """
+    # With a CUDA toolkit but no GPU, torch warns "No CUDA runtime is found" through its own
+    # screen handler when nncf loads torch's extension helpers: noise on a CPU machine.
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     import nncf
 
     nncf_logger = logging.getLogger("nncf")
