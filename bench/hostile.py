@@ -34,6 +34,7 @@ import httpx
 import psutil
 import yaml
 from _report import save_report
+from load import free_port  # the sibling script; run as `python bench/hostile.py`
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,7 +73,7 @@ class Station:
         self.registry = Registry(self.root / "registry")
         self.registry.add_bundle(self.product, self.signed, self.bundle_id)
         self.registry.promote(self.product, self.bundle_id, actor="bench", reason="hostile")
-        self.port = _free_port()
+        self.port = free_port()
         config = {
             "store_url": f"sqlite:///{self.root / 'station.db'}",
             "blob_dir": str(self.root / "blobs"),
@@ -606,12 +607,6 @@ def markdown(r: dict[str, Any]) -> str:
         for label, t in r["tampering"].items()
     ]
     return "\n".join(lines) + "\n"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 if __name__ == "__main__":

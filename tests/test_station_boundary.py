@@ -18,11 +18,13 @@ TORCH_FREE_PACKAGES = (
     "line",
     "distribution",
 )
+# torch-free modules outside those packages (the data CLI runs on machines without torch)
+TORCH_FREE_MODULES = ("inspection.cli.data",)
 FORBIDDEN = ("torch", "anomalib", "lightning", "torchvision", "timm")
 
 
 def _station_modules() -> list[str]:
-    modules = []
+    modules = list(TORCH_FREE_MODULES)
     for name in TORCH_FREE_PACKAGES:
         package = f"inspection.{name}"
         path = [f"{inspection.__path__[0]}/{name}"]

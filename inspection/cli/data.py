@@ -13,6 +13,7 @@ from rich.table import Table
 data_app = typer.Typer(help="Datasets: demo generator, validation, previews.", no_args_is_help=True)
 console = Console()
 OUT_DIR_OPTION = typer.Option(Path("datasets"), "--out", help="Folder to write products into.")
+SEED_OPTION = typer.Option(0, "--seed", min=0, help="Random seed; same seed, same bytes.")
 DATASET_ARG = typer.Argument(..., help="MVTec-style product folder or a folder-spec .yaml.")
 JSON_OPTION = typer.Option(None, "--json", help="Also write the report as JSON here.")
 DATASETS_ARG = typer.Argument(..., help="Dataset folders or folder-spec .yaml files.")
@@ -34,7 +35,7 @@ def _progress() -> Progress:
 @data_app.command("demo")
 def demo(
     out: Path = OUT_DIR_OPTION,
-    seed: int = typer.Option(0, "--seed", min=0, help="Random seed; same seed, same bytes."),
+    seed: int = SEED_OPTION,
     size: int = typer.Option(256, "--size", min=32, help="Image side in pixels."),
     products: str = typer.Option(
         "brick,grass,gravel",
@@ -79,7 +80,7 @@ def demo(
 @data_app.command("hires")
 def hires(
     out: Path = OUT_DIR_OPTION,
-    seed: int = typer.Option(0, "--seed", min=0, help="Random seed; same seed, same bytes."),
+    seed: int = SEED_OPTION,
     size: int = typer.Option(2048, "--size", min=256, help="Image side in pixels."),
     n_train: int = typer.Option(30, "--train", min=1, help="Training (good) images."),
     n_test_good: int = typer.Option(15, "--test-good", min=0, help="Good test images."),

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -22,6 +21,7 @@ import pytest
 from inspection.cli.dashboard import dashboard_env, streamlit_command
 from inspection.core.config import load_site_config
 from inspection.store.store import Store
+from tests.line.helpers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SHOTS = REPO / "reports" / "dashboard" / "screenshots"
@@ -38,12 +38,6 @@ def _missing(reason: str) -> None:
     if IN_CI:
         pytest.fail(f"browser test cannot run in CI: {reason}")
     pytest.skip(reason)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
@@ -87,7 +81,7 @@ def served(seeded_site: Path) -> Iterator[str]:
     """``streamlit run`` of the dashboard on 127.0.0.1 for the seeded site; yields its URL."""
     from inspection.cli.dashboard import APP
 
-    port = _free_port()
+    port = free_port()
     with tempfile.TemporaryFile() as log:
         process = subprocess.Popen(
             streamlit_command(APP, host="127.0.0.1", port=port),

@@ -114,20 +114,25 @@ def test_overview_counts_and_station_health(seeded_site, site_env) -> None:
     assert 0 < int(grass.replace(",", "")) < 600
 
 
-def test_threshold_slider_shows_tradeoffs_and_save_creates_a_version(seeded_site, site_env) -> None:
-    site_env(seeded_site)
-    at = _open("thresholds", user="alice", role="admin")
-    at.slider(key="th_value_brick").set_value(0.62).run()
-    assert not at.exception
-
-    board = open_dashboard(seeded_site)
-    data = thresholds.combine(
+def _brick_scores(site: Path) -> thresholds.LabelledScores:
+    """What the thresholds page shows for brick by default: live bundle's validation + reviews."""
+    board = open_dashboard(site)
+    return thresholds.combine(
         [
             thresholds.validation_scores(board.registry, "brick", "v0002-int8"),
             thresholds.reviewed_scores(board.store, "brick"),
         ],
         "both",
     )
+
+
+def test_threshold_slider_shows_tradeoffs_and_save_creates_a_version(seeded_site, site_env) -> None:
+    site_env(seeded_site)
+    at = _open("thresholds", user="alice", role="admin")
+    at.slider(key="th_value_brick").set_value(0.62).run()
+    assert not at.exception
+
+    data = _brick_scores(seeded_site)
     expected = thresholds.tradeoff(data, 0.62)
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["False-alarm rate"] == f"{expected.false_alarm_rate:.1%}"
@@ -161,14 +166,7 @@ def test_suggestion_button_moves_the_slider(seeded_site, site_env) -> None:
     site_env(seeded_site)
     at = _open("thresholds")
     at.button(key="use_f1").click().run()
-    board = open_dashboard(seeded_site)
-    data = thresholds.combine(
-        [
-            thresholds.validation_scores(board.registry, "brick", "v0002-int8"),
-            thresholds.reviewed_scores(board.store, "brick"),
-        ],
-        "both",
-    )
+    data = _brick_scores(seeded_site)
     best = thresholds.suggest_max_f1(data)
     assert at.slider(key="th_value_brick").value == pytest.approx(round(best.threshold, 2))
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -208,14 +206,3 @@ def test_dataset_is_frozen(tiny_product: Path) -> None:
     assert isinstance(dataset, Dataset)
     with pytest.raises(AttributeError):
         dataset.name = "other"  # type: ignore[misc]
-
-
-def test_data_layer_imports_no_torch() -> None:
-    code = (
-        "import sys, inspection.data.dataset, inspection.data.check, inspection.data.demo, "
-        "inspection.data.preview, inspection.data.summary, inspection.cli.data; "
-        "sys.exit(1 if 'torch' in sys.modules or 'anomalib' in sys.modules else 0)"
-    )
-    repo = str(Path(__file__).resolve().parents[2])
-    proc = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr.decode()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ from inspection.core.registry import Registry
 from inspection.distribution.server import create_catalog_app
 from inspection.store.store import Store
 from inspection.store.tokens import create_token
+from tests.line.helpers import free_port
 from tests.service.helpers import PRODUCT, V1, V2, relabel
 
 
@@ -45,12 +45,6 @@ def sample_png(tiny_product: Path) -> bytes:
     return sorted((tiny_product / "test" / "good").glob("*.png"))[0].read_bytes()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def central(tmp_path: Path, fp32_bundle: Path) -> Iterator[Central]:
     registry = Registry(tmp_path / "central" / "registry")
@@ -60,7 +54,7 @@ def central(tmp_path: Path, fp32_bundle: Path) -> Iterator[Central]:
         f"sqlite:///{tmp_path / 'central' / 'site.db'}", tmp_path / "central" / "blobs"
     )
     token, _ = create_token(store, "line-1", "tests")
-    port = _free_port()
+    port = free_port()
     config = uvicorn.Config(
         create_catalog_app(registry.root, store), host="127.0.0.1", port=port, log_level="warning"
     )

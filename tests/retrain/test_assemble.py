@@ -11,26 +11,7 @@ from inspection.data.dataset import load_dataset
 from inspection.retrain.assemble import REVIEWED_DEFECT, assemble_run_data
 from inspection.store.store import Store
 
-
-def _inspect(store: Store, image: Path, label: str | None, defect_type: str | None = None) -> str:
-    """Store an inspection of ``image`` (bytes in the blob store) and review it."""
-    sha = store.blobs.put(image.read_bytes(), ".png")
-    row = store.add_inspection(
-        product="brick",
-        station_id="st-1",
-        score=0.7,
-        threshold=0.5,
-        verdict="NG",
-        model_version="brick/v0001",
-        bundle_id="v0001-int8",
-        latency_ms=10.0,
-        width=128,
-        height=128,
-        image_sha=sha,
-    )
-    if label is not None:
-        store.add_review(row.id, label=label, reviewer="alice", defect_type=defect_type)
-    return row.id
+from .helpers import reviewed_inspection
 
 
 @pytest.fixture
@@ -44,14 +25,14 @@ def test_reviewed_good_reaches_training_and_nothing_else_does(
     dataset = load_dataset(tiny_product)
     test_goods = [s.path for s in dataset.test_samples if s.label == 0]
     defects = [s.path for s in dataset.test_samples if s.label == 1]
-    good_a = _inspect(store, test_goods[0], "good")
-    good_b = _inspect(store, test_goods[1], "good")
-    defect = _inspect(store, defects[0], "defect", "crack")
-    defect_untyped = _inspect(store, defects[1], "defect")
-    unsure = _inspect(store, defects[2], "unsure")
-    alarm = _inspect(store, test_goods[2], "false_alarm")
-    _inspect(store, defects[3], None)  # never reviewed
-    relabelled = _inspect(store, defects[4], "good")
+    good_a = reviewed_inspection(store, test_goods[0], "good")
+    good_b = reviewed_inspection(store, test_goods[1], "good")
+    defect = reviewed_inspection(store, defects[0], "defect", "crack")
+    defect_untyped = reviewed_inspection(store, defects[1], "defect")
+    unsure = reviewed_inspection(store, defects[2], "unsure")
+    alarm = reviewed_inspection(store, test_goods[2], "false_alarm")
+    reviewed_inspection(store, defects[3], None)  # never reviewed
+    relabelled = reviewed_inspection(store, defects[4], "good")
     store.add_review(relabelled, label="defect", reviewer="bob")  # latest label wins
 
     run = assemble_run_data(dataset, store, "brick", tmp_path / "run")
@@ -90,12 +71,12 @@ def test_since_and_carry_over_select_reviewed_good_and_run_folders_are_fresh(
     tiny_product: Path, store: Store, tmp_path: Path
 ) -> None:
     dataset = load_dataset(tiny_product)
-    _inspect(store, dataset.test_samples[0].path, "good")
+    reviewed_inspection(store, dataset.test_samples[0].path, "good")
     future = datetime.now(timezone.utc) + timedelta(hours=1)
     run = assemble_run_data(dataset, store, "brick", tmp_path / "run", since=future)
     assert run.reviewed_good == ()
-    carried = _inspect(store, dataset.test_samples[1].path, "good")
-    relabelled = _inspect(store, dataset.test_samples[2].path, "good")
+    carried = reviewed_inspection(store, dataset.test_samples[1].path, "good")
+    relabelled = reviewed_inspection(store, dataset.test_samples[2].path, "good")
     store.add_review(relabelled, label="unsure", reviewer="bob")
     run = assemble_run_data(
         dataset, store, "brick", tmp_path / "run2", since=future, carry_over=[carried, relabelled]
@@ -109,7 +90,7 @@ def test_missing_blob_is_left_out_with_a_reason(
     tiny_product: Path, store: Store, tmp_path: Path
 ) -> None:
     dataset = load_dataset(tiny_product)
-    inspection_id = _inspect(store, dataset.test_samples[0].path, "good")
+    inspection_id = reviewed_inspection(store, dataset.test_samples[0].path, "good")
     store.blobs.path(store.get_inspection(inspection_id).image_sha).unlink()
     run = assemble_run_data(dataset, store, "brick", tmp_path / "run")
     assert run.reviewed_good == ()

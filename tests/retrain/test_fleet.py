@@ -11,25 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from inspection.core.config import SiteConfig
 from inspection.core.registry import Registry
 from inspection.retrain.config import retrain_config_from_mapping
 from inspection.retrain.fleet import FleetOptions, run_fleet
 from inspection.store.store import Store
 
+from .helpers import scratch_site
+
 RAY_ADDRESS = os.environ.get("INSPECTION_TEST_RAY", "127.0.0.1:6390")
 SIZE = ["image_size=[96, 96]", "coreset_sampling_ratio=0.05", "backbone.weights=random"]
 GATE = {"metrics": [{"name": "image_auroc", "tolerance": 1.0}], "latency_tolerance": 10.0}
-
-
-def _site(tmp_path: Path, datasets: Path) -> SiteConfig:
-    return SiteConfig(
-        registry_dir=tmp_path / "registry",
-        store_url=f"sqlite:///{tmp_path / 'inspection.db'}",
-        blob_dir=tmp_path / "blobs",
-        reports_dir=tmp_path / "reports",
-        datasets_dir=datasets,
-    )
 
 
 def _config(tmp_path: Path):
@@ -39,7 +30,7 @@ def _config(tmp_path: Path):
 
 
 def test_in_process_a_failed_product_never_promotes(tmp_path: Path, tiny_product: Path) -> None:
-    site = _site(tmp_path, tiny_product.parent)
+    site = scratch_site(tmp_path, tiny_product.parent)
     outcomes = run_fleet(["ghost", "ghost"], site, _config(tmp_path), FleetOptions())
     [ghost] = outcomes  # each product once
     assert ghost.status == "failed" and "dataset folder not found" in ghost.detail
@@ -76,7 +67,7 @@ def test_ray_fleet_retrains_through_the_registry(tmp_path: Path, tiny_product: P
     from inspection.training.config import load_model_config
 
     address = _ray_head()
-    site = _site(tmp_path, tiny_product.parent)
+    site = scratch_site(tmp_path, tiny_product.parent)
     registry = Registry(site.registry_dir)
     config = load_model_config("patchcore", overrides=SIZE)
     champion = train_champion(
@@ -123,7 +114,7 @@ def test_retrain_one_raises_for_the_scheduler(tmp_path: Path, tiny_product: Path
     """The scheduler's Ray job: a failed task raises (retries apply), never promotes."""
     from inspection.retrain.fleet import FleetTaskFailed, retrain_one
 
-    site = _site(tmp_path, tiny_product.parent)
+    site = scratch_site(tmp_path, tiny_product.parent)
     with pytest.raises(FleetTaskFailed, match="dataset folder not found"):
         retrain_one("ghost", site, _config(tmp_path), FleetOptions())
     assert Registry(site.registry_dir).live("ghost") is None

@@ -23,6 +23,8 @@ from inspection.retrain.lock import retrain_lock
 from inspection.retrain.pipeline import retrain_product
 from inspection.store.store import Store
 
+from .helpers import reviewed_inspection, scratch_site
+
 pytestmark = pytest.mark.slow
 SIZE = ["image_size=[128, 128]", "coreset_sampling_ratio=0.05"]
 REAL = {"backbone": {"weights": "auto"}}
@@ -55,13 +57,7 @@ def champion_template(tiny_product: Path, tmp_path_factory: pytest.TempPathFacto
 @pytest.fixture
 def site(champion_template: Path, tiny_product: Path, tmp_path: Path) -> SiteConfig:
     shutil.copytree(champion_template, tmp_path / "registry")
-    return SiteConfig(
-        registry_dir=tmp_path / "registry",
-        store_url=f"sqlite:///{tmp_path / 'inspection.db'}",
-        blob_dir=tmp_path / "blobs",
-        reports_dir=tmp_path / "reports",
-        datasets_dir=tiny_product.parent,
-    )
+    return scratch_site(tmp_path, tiny_product.parent)
 
 
 def _config(site: SiteConfig):
@@ -87,13 +83,7 @@ def _review_some(site: SiteConfig, tmp_path: Path) -> dict[str, list[str]]:
     ids: dict[str, list[str]] = {}
     for label, paths in labels.items():
         for path in paths:
-            row = store.add_inspection(
-                product="brick", station_id="st-1", score=0.6, threshold=0.5, verdict="NG",
-                model_version="brick/v0001-int8", bundle_id="v0001-int8", latency_ms=9.0,
-                width=128, height=128, image_sha=store.blobs.put(path.read_bytes(), ".png"),
-            )  # fmt: skip
-            store.add_review(row.id, label=label, reviewer="qa", defect_type=None)
-            ids.setdefault(label, []).append(row.id)
+            ids.setdefault(label, []).append(reviewed_inspection(store, path, label, reviewer="qa"))
     return ids
 
 

@@ -17,6 +17,7 @@ from inspection.core.registry import Registry
 from inspection.service.app import create_app
 from inspection.service.config import StationConfig, WatchConfig
 from inspection.service.station import Station
+from inspection.service.watch import WatchFolder
 from inspection.store.tokens import create_token
 
 PRODUCT = "brick"
@@ -72,6 +73,21 @@ def relabel(source: Path, target: Path, bundle_id: str) -> Path:
         target, dataclasses.replace(metadata, bundle_id=bundle_id, model_version=model_version)
     )
     return target
+
+
+@contextmanager
+def watching(config: StationConfig) -> Iterator[WatchFolder]:
+    """A station process with its watch folder (one 'run' between two restarts)."""
+    station = Station.build(config, with_watch=False)
+    station.models.start(config.registry_poll_seconds)
+    watcher = WatchFolder(config.watch, station.pipeline)
+    watcher.acquire()
+    try:
+        yield watcher
+    finally:
+        watcher.release()
+        station.models.stop()
+        station.store.engine.dispose()
 
 
 def serving_registry(root: Path, bundles: Bundles) -> Registry:

@@ -15,12 +15,10 @@ from inspection.service.config import WatchConfig
 from inspection.service.errors import ReplayConflict, StationBusy, http_error
 from inspection.service.limits import AdmissionGate
 from inspection.service.pipeline import check_replay
-from inspection.service.station import Station
-from inspection.service.watch import WatchFolder
 from inspection.store.models import Inspection
 from inspection.store.tokens import create_token
 
-from .helpers import PRODUCT, Bundles, Served, serving_registry, station_config
+from .helpers import PRODUCT, Bundles, Served, serving_registry, station_config, watching
 
 pytestmark = pytest.mark.slow
 
@@ -99,23 +97,15 @@ def test_watch_folder_does_not_follow_symlinks(
     outside = tmp_path / "secret"
     outside.mkdir()
     (outside / "s.png").write_bytes(sample_images["good0"])
-    station = Station.build(config, with_watch=False)
-    station.models.start(config.registry_poll_seconds)
-    watcher = WatchFolder(config.watch, station.pipeline)
-    watcher.acquire()
-    try:
+    with watching(config) as watcher:
         incoming = config.watch.root / "incoming"
         (incoming / "link.png").symlink_to(outside / "s.png")
         (incoming / PRODUCT).symlink_to(outside, target_is_directory=True)
         outcomes = watcher.scan_once()
         assert [(o.name, o.status) for o in outcomes] == [("link.png", "failed")]
         assert "symbolic links are not followed" in outcomes[0].detail
-        assert station.store.count_inspections() == 0
+        assert watcher.pipeline.store.count_inspections() == 0
         assert (outside / "s.png").is_file()
-    finally:
-        watcher.release()
-        station.models.stop()
-        station.store.engine.dispose()
 
 
 def _asgi_post(app: object, token: str, receive: object) -> list[dict]:

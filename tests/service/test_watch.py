@@ -3,34 +3,16 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from inspection.service.config import StationConfig, WatchConfig
-from inspection.service.station import Station
 from inspection.service.watch import WatchError, WatchFolder, watch_request_id
 
-from .helpers import PRODUCT, Bundles, serving_registry, station_config
+from .helpers import PRODUCT, Bundles, serving_registry, station_config, watching
 
 pytestmark = pytest.mark.slow
-
-
-@contextmanager
-def watching(config: StationConfig) -> Iterator[WatchFolder]:
-    """A station process with its watch folder (one 'run' between two restarts)."""
-    station = Station.build(config, with_watch=False)
-    station.models.start(config.registry_poll_seconds)
-    watcher = WatchFolder(config.watch, station.pipeline)
-    watcher.acquire()
-    try:
-        yield watcher
-    finally:
-        watcher.release()
-        station.models.stop()
-        station.store.engine.dispose()
 
 
 def _config(root: Path, settle: float = 0.0) -> StationConfig:

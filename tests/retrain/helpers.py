@@ -1,0 +1,48 @@
+"""Shared by the retrain tests: a scratch site, and reviewed inspections in its store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from inspection.core.config import SiteConfig
+from inspection.store.store import Store
+
+
+def scratch_site(root: Path, datasets: Path) -> SiteConfig:
+    """A site whose registry, SQLite store, blobs and reports all live under ``root``."""
+    return SiteConfig(
+        registry_dir=root / "registry",
+        store_url=f"sqlite:///{root / 'inspection.db'}",
+        blob_dir=root / "blobs",
+        reports_dir=root / "reports",
+        datasets_dir=datasets,
+    )
+
+
+def reviewed_inspection(
+    store: Store,
+    image: Path,
+    label: str | None,
+    defect_type: str | None = None,
+    *,
+    reviewer: str = "alice",
+) -> str:
+    """Store an NG inspection of ``image`` (bytes in the blob store), review it unless
+    ``label`` is None, and return its id."""
+    sha = store.blobs.put(image.read_bytes(), ".png")
+    row = store.add_inspection(
+        product="brick",
+        station_id="st-1",
+        score=0.7,
+        threshold=0.5,
+        verdict="NG",
+        model_version="brick/v0001",
+        bundle_id="v0001-int8",
+        latency_ms=10.0,
+        width=128,
+        height=128,
+        image_sha=sha,
+    )
+    if label is not None:
+        store.add_review(row.id, label=label, reviewer=reviewer, defect_type=defect_type)
+    return row.id
