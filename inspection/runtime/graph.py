@@ -11,8 +11,7 @@
 - ``fold_patch_distances``: anomalib computes every patch-to-bank distance
   ``sqrt(max(|x|^2 - 2 x.y + |y|^2, 0))`` over the full (patches x bank) matrix and then takes
   the minimum; the square root, clamp and ``|x|^2`` are monotone per row, so they move after
-  the minimum and the matrix step becomes one GEMM with the bank norms as bias (a large bank in
-  blocks of rows, each reduced to its minimum while its scores are still in cache).
+  the minimum and the matrix step becomes one GEMM with the bank norms as bias.
 - ``separate_blur_kernels``: a K x K Gaussian blur left in the graph becomes a 1 x K and a
   K x 1 convolution (2K instead of K^2 taps).
 
@@ -22,7 +21,6 @@ bundle (old or new, any precision) still loads. Torch-free.
 
 from __future__ import annotations
 
-import itertools
 import logging
 
 import numpy as np
@@ -206,63 +204,22 @@ def _fold_distance(sqrt: ov.Node) -> str | None:
         return None
     patches, patch_norms, bank, scale, bank_norms = matched
     name = sqrt.get_friendly_name()
-    chunks = bank_chunks(len(bank))
-    nearest_value, nearest_index = nearest_rows(
-        patches, (bank * scale).astype(np.float32), bank_norms.astype(np.float32), chunks, name
-    )
-    shifted = ops.add(nearest_value, patch_norms)
+    gemm = ops.matmul(patches, ops.constant((bank * scale).astype(np.float32)), False, True)
+    scores = ops.add(gemm, ops.constant(bank_norms.reshape(1, -1).astype(np.float32)))
+    nearest = ops.topk(scores, np.int64(1), axis=-1, mode="min", sort="none")
+    shifted = ops.add(nearest.output(0), patch_norms)
     clamped = ops.maximum(shifted, ops.constant(np.float32(0.0)))
     best = ops.sqrt(clamped)
-    shifted.set_friendly_name(f"{name}/norm")
+    for node, step in ((gemm, "gemm"), (scores, "bias"), (nearest, "min"), (shifted, "norm")):
+        node.set_friendly_name(f"{name}/{step}")
     clamped.set_friendly_name(f"{name}/clamp")
     best.set_friendly_name(f"{name}/after_min")
     for node in consumers:
-        _replace_min(node, best.output(0), nearest_index)
-    split = f" in {len(chunks)} blocks of <= {BANK_BLOCK_ROWS} rows" if len(chunks) > 1 else ""
+        _replace_min(node, best.output(0), nearest.output(1))
     return (
-        f"patch distances to {bank.shape[0]} bank rows: GEMM + bias + minimum{split}, "
+        f"patch distances to {bank.shape[0]} bank rows: one GEMM + bias, "
         f"sqrt/clamp/norm after the minimum ({len(consumers)} min consumers)"
     )
-
-
-BANK_BLOCK_ROWS = 512
-"""Bank rows per GEMM block: 1024 patches x 512 rows of float32 scores is 2 MB, which stays in
-cache until its minimum is taken; the whole matrix of a large bank (12 MB at 3072 rows) does
-not. Measured on the 2-core AVX2 machine: 3072 rows 13.8 -> 6.1 ms (``bench/runtime_profile``)."""
-
-
-def bank_chunks(rows: int) -> list[tuple[int, int]]:
-    """(start, stop) of equal blocks of at most ``BANK_BLOCK_ROWS`` bank rows."""
-    count = -(-rows // BANK_BLOCK_ROWS)
-    bounds = np.linspace(0, rows, count + 1).round().astype(int)
-    return [(int(a), int(b)) for a, b in itertools.pairwise(bounds)]
-
-
-def nearest_rows(
-    patches: ov.Output,
-    bank: np.ndarray,
-    bank_norms: np.ndarray,
-    chunks: list[tuple[int, int]],
-    name: str,
-) -> tuple[ov.Output, ov.Output]:
-    """(min over bank rows of ``patches @ bank.T + bank_norms``, its row index), (..., 1) each,
-    one GEMM + bias + minimum per block of rows, then the minimum over the blocks."""
-    values, indices = [], []
-    for block, (start, stop) in enumerate(chunks):
-        gemm = ops.matmul(patches, ops.constant(bank[start:stop]), False, True)
-        scores = ops.add(gemm, ops.constant(bank_norms[start:stop].reshape(1, -1)))
-        nearest = ops.topk(scores, np.int64(1), axis=-1, mode="min", sort="none")
-        suffix = "" if len(chunks) == 1 else f"_{block}"
-        for node, step in ((gemm, "gemm"), (scores, "bias"), (nearest, "min")):
-            node.set_friendly_name(f"{name}/{step}{suffix}")
-        values.append(nearest.output(0))
-        indices.append(ops.add(nearest.output(1), ops.constant(np.int32(start))).output(0))
-    if len(chunks) == 1:
-        return values[0], indices[0]
-    best = ops.topk(ops.concat(values, -1), np.int64(1), axis=-1, mode="min", sort="index")
-    best.set_friendly_name(f"{name}/min")
-    index = ops.gather_elements(ops.concat(indices, -1), best.output(1), -1)
-    return best.output(0), index.output(0)
 
 
 def _is_min_over_last(node: ov.Node, rank: int) -> bool:

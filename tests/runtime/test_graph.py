@@ -11,7 +11,6 @@ import openvino.opset13 as ops
 import pytest
 
 from inspection.core.bundle import read_bundle_metadata
-from inspection.runtime import graph
 from inspection.runtime.graph import (
     fold_patch_distances,
     linearise_map_heads,
@@ -116,33 +115,3 @@ def test_distances_used_beyond_their_minimum_are_left_alone() -> None:
     expected = np.sqrt(((x[:, None] - bank[None]) ** 2).sum(-1)).min(1)
     got = ov.Core().compile_model(folded, "CPU")(x)[0]
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
-
-
-def _nearest(bank: np.ndarray, patches: int) -> ov.Model:
-    """anomalib's nearest-bank distance and row index (TopK k=1) of (patches, D) queries."""
-    query = ops.parameter([patches, bank.shape[1]], np.float32, name="patches")
-    product = ops.multiply(ops.matmul(query, ops.constant(bank), False, True), np.float32(-2))
-    norms = ops.reduce_sum(ops.power(query, np.float32(2)), np.int64(-1), True)
-    squared = ops.add(ops.add(product, norms), ops.constant((bank**2).sum(1)[None]))
-    distances = ops.sqrt(ops.maximum(squared, np.float32(0)))
-    nearest = ops.topk(distances, np.int64(1), -1, "min", "none")
-    return ov.Model([nearest.output(0), nearest.output(1)], [query])
-
-
-@pytest.mark.parametrize("block_rows", [3, 64])
-def test_a_bank_in_blocks_gives_the_same_nearest_rows(
-    block_rows: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    rng = np.random.default_rng(3)
-    bank = rng.normal(size=(10, 4)).astype(np.float32)
-    x = rng.normal(size=(50, 4)).astype(np.float32)
-    monkeypatch.setattr(graph, "BANK_BLOCK_ROWS", block_rows)
-    model = _nearest(bank, len(x))
-
-    (note,) = fold_patch_distances(model)
-
-    assert ("blocks" in note) is (block_rows < len(bank)), note
-    values, rows = ov.Core().compile_model(model, "CPU")(x).values()
-    expected = np.sqrt(((x[:, None] - bank[None]) ** 2).sum(-1))
-    np.testing.assert_array_equal(rows.reshape(-1), expected.argmin(1))
-    np.testing.assert_allclose(values.reshape(-1), expected.min(1), rtol=1e-4, atol=1e-5)
