@@ -22,6 +22,7 @@ bundle (old or new, any precision) still loads. Torch-free.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 
 import numpy as np
 import openvino as ov
@@ -56,20 +57,21 @@ PROBE_TOLERANCE = 1e-4
 
 
 def linearise_map_heads(model: ov.Model) -> list[str]:
-    """Replace every output's separable linear map head by two matmuls, in place."""
+    """Replace every separable linear map head (a chain of single-channel upsample, pad,
+    convolution and reshape ops; PatchCore has one before its output, STFPM one per layer
+    before their product) by two matmuls, in place."""
     notes = []
-    for index, result in enumerate(model.get_results()):
-        chain = _head_chain(result)
+    for last in _chain_ends(model):
+        chain = _chain_ending_at(last)
         if not chain:
             continue
-        factors = _probe_head(model, index, _map_shape(chain[0].input_value(0)))
+        factors = _probe_head(model, last.get_friendly_name(), _map_shape(chain[0].input_value(0)))
         if factors is None:
             continue
         rows, cols = factors
         data = chain[0].input_value(0)
         tall = ops.matmul(ops.constant(rows), data, transpose_a=False, transpose_b=False)
         out = ops.matmul(tall, ops.constant(np.ascontiguousarray(cols.T)), False, False)
-        last = chain[-1]
         tall.set_friendly_name(f"{last.get_friendly_name()}/rows")
         out.set_friendly_name(f"{last.get_friendly_name()}/linear")
         last.output(0).replace(out.output(0))
@@ -83,12 +85,31 @@ def linearise_map_heads(model: ov.Model) -> list[str]:
     return notes
 
 
-def _head_chain(result: ov.Node) -> list[ov.Node]:
-    """The longest chain of single-channel linear spatial ops ending at ``result``, first op
+def _is_map_op(node: ov.Node) -> bool:
+    return node.get_type_name() in LINEAR_HEAD_OPS and _single_channel(node)
+
+
+def _chain_ends(model: ov.Model) -> list[ov.Node]:
+    """Single-channel linear map ops whose result leaves the chain: not the only input of
+    another such op. Names must be unique, since a probe finds its chain again by name."""
+    ops_in_order = model.get_ordered_ops()
+    names = Counter(node.get_friendly_name() for node in ops_in_order)
+    ends = []
+    for node in ops_in_order:
+        if not _is_map_op(node) or names[node.get_friendly_name()] != 1:
+            continue
+        consumers = [target.get_node() for target in node.output(0).get_target_inputs()]
+        if len(consumers) != 1 or not _is_map_op(consumers[0]):
+            ends.append(node)
+    return ends
+
+
+def _chain_ending_at(last: ov.Node) -> list[ov.Node]:
+    """The longest chain of single-channel linear spatial ops ending at ``last``, first op
     first; empty unless it upsamples enough to be worth two matmuls."""
     chain: list[ov.Node] = []
-    node = result.input_value(0).get_node()
-    while node.get_type_name() in LINEAR_HEAD_OPS and _single_channel(node):
+    node = last
+    while _is_map_op(node):
         if chain and len(node.output(0).get_target_inputs()) != 1:
             break  # an intermediate map used elsewhere must stay
         chain.append(node)
@@ -127,13 +148,14 @@ def _map_shape(port: ov.Output) -> tuple[int, int, int, int] | None:
 
 
 def _probe_head(
-    model: ov.Model, index: int, start: tuple[int, int, int, int] | None
+    model: ov.Model, last_name: str, start: tuple[int, int, int, int] | None
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Factors (A (H, h), B (W, w)) with head(m) = A @ m @ B.T, read off a copy of the head by
     feeding it maps of ones along one row or column; None unless a random map confirms it."""
     copy = model.clone()
     separate_blur_kernels(copy)  # same outputs, ~20x cheaper probes
-    chain = _head_chain(copy.get_results()[index])
+    last = [n for n in copy.get_ordered_ops() if n.get_friendly_name() == last_name]
+    chain = _chain_ending_at(last[0]) if len(last) == 1 else []
     if not chain or _map_shape(chain[0].input_value(0)) != start:
         return None
     _, _, h, w = _map_shape(chain[0].input_value(0))

@@ -115,3 +115,29 @@ def test_distances_used_beyond_their_minimum_are_left_alone() -> None:
     expected = np.sqrt(((x[:, None] - bank[None]) ** 2).sum(-1)).min(1)
     got = ov.Core().compile_model(folded, "CPU")(x)[0]
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def _layer_product() -> ov.Model:
+    """STFPM's head: two layer maps (4x4, 8x8), each bilinearly upsampled to 32x32, multiplied."""
+    small = ops.parameter([1, 1, 4, 4], np.float32, name="layer1")
+    large = ops.parameter([1, 1, 8, 8], np.float32, name="layer2")
+    up = [
+        ops.interpolate(m, np.array([32, 32], np.int64), "linear", "sizes",
+                        axes=np.array([2, 3], np.int64))
+        for m in (small, large)
+    ]  # fmt: skip
+    return ov.Model([ops.multiply(*up)], [small, large])
+
+
+def test_every_upsampled_layer_map_before_a_product_becomes_matmuls() -> None:
+    rng = np.random.default_rng(4)
+    maps = [rng.uniform(0, 3, (1, 1, n, n)).astype(np.float32) for n in (4, 8)]
+    expected = ov.Core().compile_model(_layer_product(), "CPU")(maps)[0]
+    model = _layer_product()
+
+    notes = linearise_map_heads(model)
+
+    assert len(notes) == 2, notes
+    assert "Interpolate" not in {node.get_type_name() for node in model.get_ordered_ops()}
+    got = ov.Core().compile_model(model, "CPU")(maps)[0]
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
