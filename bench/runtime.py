@@ -468,7 +468,8 @@ def graph_flops(model: Any) -> dict[str, float]:
             inner = a[-2] if transpose_a else a[-1]
             macs = np.prod(out_shape) * inner
         name = node.get_friendly_name()
-        part = "blur" if "blur" in name else "knn" if kind == "MatMul" else "network"
+        map_head = "blur" in name or name.endswith(("/rows", "/linear"))  # runtime.graph's
+        part = "blur" if map_head else "knn" if kind == "MatMul" else "network"
         parts[part] += 2.0 * float(macs)
     return parts
 
