@@ -249,9 +249,9 @@ def measure_bundles(
     """Time ``Inspector.inspect`` (batch 1) and the async queue of every (bundle, gate).
 
     The bundles take turns: ``rounds`` rounds, each running every bundle's share of the
-    latency samples and ``throughput_images`` through its queue. A machine whose speed drifts (other jobs, a shared virtual host) then slows all
-    of them alike, and the choice between two close precisions is not decided by when each
-    happened to be measured.
+    latency samples and ``throughput_images`` through its queue. A machine whose speed drifts
+    (other jobs, a shared virtual host) then slows all of them alike, and the choice between
+    two close precisions is not decided by when each happened to be measured.
     """
     from inspection.runtime.inspector import Inspector
 
@@ -325,17 +325,16 @@ def tune_product(
     if state is None:
         raise RegistryError(f"product {product!r} has no live bundle; promote one first")
     candidates = gated_candidates(registry, product, state.bundle_id, public_key=public_key)
-    for bundle_id, _, _, gate in candidates:
-        if not gate[0]:
-            say(f"{bundle_id}: not measured, {gate[1]}")
-    timed = [(path, gate) for _, path, _, gate in candidates if gate[0]]
+    for bundle_id, _, _, (passed, note) in candidates:
+        if not passed:
+            say(f"{bundle_id}: not measured, {note}")
+    gated = [c for c in candidates if c[3][0]]
     if images is None:
         height, width = candidates[0][2].preprocessing.input_size
         images = [probe_image(height, width)]
-    names = ", ".join(
-        f"{bundle_id} ({meta.precision})" for bundle_id, _, meta, gate in candidates if gate[0]
-    )
+    names = ", ".join(f"{bundle_id} ({meta.precision})" for bundle_id, _, meta, _ in gated)
     say(f"measuring {names} in {MEASUREMENT_ROUNDS} interleaved rounds")
+    timed = [(path, gate) for _, path, _, gate in gated]
     measured = measure_bundles(timed, list(images), samples=samples)
     chosen = choose_fastest(measured)
     record = TuningRecord(
