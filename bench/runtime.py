@@ -50,8 +50,9 @@ PACED_HZ = 10.0
 """Arrival rate of the paced latency run: a line feeding one part every 100 ms."""
 PACED_SAMPLES = 46
 LATENCY_TARGET_MS = 8.0
-ACCURACY_KEYS = ("image_auroc", "pixel_auroc")
 THROUGHPUT_TARGET_IPS = 150.0
+ACCURACY_KEYS = ("image_auroc", "pixel_auroc")
+"""Figures of an engine's outputs, the same in every repeated run (scored once)."""
 OV_PROPERTIES = (
     "PERFORMANCE_HINT",
     "INFERENCE_NUM_THREADS",

@@ -191,11 +191,12 @@ def run(bundle: Path, runs: int) -> dict[str, Any]:
         "load_1m_start": round(os.getloadavg()[0], 2),
         "graphs": {},
     }
+    graphs = {served: build(bundle, served) for served in (False, True)}
     for threads in (1, os.cpu_count() or 1):
-        for served in (False, True):
+        for served, model in graphs.items():
             label = f"{'served now' if served else 'served before'}, {threads} thread(s)"
-            report["graphs"][label] = profile(build(bundle, served), threads, runs, x)
-    knn_input = _knn_input_shape(build(bundle, True))
+            report["graphs"][label] = profile(model, threads, runs, x)
+    knn_input = _knn_input_shape(graphs[True])
     if knn_input is not None:
         report["bank_scan"] = {"patches": knn_input[0], "dim": knn_input[1],
                                "rows": bank_scan(*knn_input, runs)}  # fmt: skip
