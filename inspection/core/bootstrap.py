@@ -6,8 +6,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from inspection.core.metrics import image_auroc
-
 
 @dataclass(frozen=True)
 class Interval:
@@ -45,6 +43,8 @@ def auroc_interval(
     Good and defective images are resampled separately (with replacement, each class keeping
     its size), so every resample has both classes.
     """
+    from inspection.core.metrics import image_auroc  # metrics -> calibration -> this module
+
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     labels = np.asarray(labels).astype(bool).reshape(-1)
     if scores.shape != labels.shape:

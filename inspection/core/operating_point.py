@@ -122,6 +122,8 @@ class ThresholdChoice:
     calibration_miss: float | None = None
     n_needed: int | None = None
     good_sources: dict[str, int] | None = None
+    miss_bound: float = DEFAULT_MISS_BOUND
+    """The operating point's ``miss_bound``: kinds missed more often are not line-ready."""
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.threshold):
@@ -205,7 +207,7 @@ def choose_threshold(
     common = dict(
         policy=point.policy, budget=point.budget, max_miss=point.max_miss,
         n_good=int(good.size), n_defective=int(bad.size),
-        good_sources=dict(good_sources) if good_sources else None,
+        good_sources=dict(good_sources) if good_sources else None, miss_bound=point.miss_bound,
     )  # fmt: skip
     if point.policy == "false_reject_budget":
         threshold, rank, bound, needed = _budget_threshold(good, point.budget)
@@ -376,3 +378,34 @@ def good_map_threshold(good_map_peaks: np.ndarray, budget: float) -> float:
     if peaks.size == 0:
         raise ValueError("a pixel threshold from good maps needs at least one good map")
     return _budget_threshold(peaks, budget)[0]
+
+
+# ------------------------------------------------------------ score transfer
+@dataclass(frozen=True)
+class ScoreTransfer:
+    """``target = slope * source + intercept``, fitted by least squares on ``n_pairs`` images
+    scored in both spaces; ``max_residual``: the largest |error| on them (target units)."""
+
+    slope: float
+    intercept: float
+    n_pairs: int
+    max_residual: float
+
+    def apply(self, scores: np.ndarray) -> np.ndarray:
+        return self.slope * np.asarray(scores, dtype=np.float64) + self.intercept
+
+
+def fit_transfer(source: np.ndarray, target: np.ndarray) -> ScoreTransfer:
+    """Carry scores of one model (the torch model's out-of-fold scores) into another's space
+    (an exported bundle's): a line fitted on (P,) paired raw scores of the same images. Fewer
+    than 2 distinct source scores: a shift by the median difference."""
+    x = _finite(source, "source")
+    y = _finite(target, "target")
+    if x.size != y.size or x.size == 0:
+        raise ValueError(f"need as many source as target scores (> 0), got {x.size}, {y.size}")
+    if np.unique(x).size < 2:
+        slope, intercept = 1.0, float(np.median(y - x))
+    else:
+        slope, intercept = (float(v) for v in np.polyfit(x, y, 1))
+    residual = float(np.abs(slope * x + intercept - y).max())
+    return ScoreTransfer(slope, intercept, int(x.size), residual)

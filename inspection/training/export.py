@@ -44,17 +44,20 @@ from inspection.core.export_gate import (
     GateRefusal,
     GateTolerances,
     check_gate,
+    with_budget,
 )
 from inspection.core.fingerprint import fingerprint_files
 from inspection.core.images import read_image
 from inspection.core.metrics import EvaluationMetrics
+from inspection.core.operating_point import OperatingPoint
 from inspection.core.outputs import RawOutputs
 from inspection.core.refinement import RefinementChoice
-from inspection.core.registry import ModelRecord, Registry, utc_now
+from inspection.core.registry import GoodScores, ModelRecord, Registry, utc_now
 from inspection.core.validation_scores import ValidationScores, write_validation_scores
 from inspection.runtime.inspector import Inspector
 from inspection.runtime.preprocess import normalize_score, preprocess
 from inspection.runtime.tiled import TiledInspector, tiled_outputs
+from inspection.training.bundle_calibration import calibrate_bundle, record_operating_point
 from inspection.training.config import load_product_config
 
 log = logging.getLogger(__name__)
@@ -241,6 +244,9 @@ class ExportSplits:
     validation: tuple[LabelledSample, ...]
     test: tuple[LabelledSample, ...]
     dataset_root: Path
+    operating_point: OperatingPoint = field(default_factory=OperatingPoint)
+    good_scores: GoodScores = field(default_factory=GoodScores)
+    """The version's out-of-fold training scores (``training.bundle_calibration``)."""
 
 
 @dataclass(frozen=True)
@@ -296,7 +302,11 @@ def _calibrated_bundle(
     say(
         f"calibrating the {meta.precision} bundle on its {len(splits.validation)} validation images"
     )
-    calibration = run_bundle(target, splits.validation).calibrate()
+    calibration = calibrate_bundle(
+        lambda samples: run_bundle(target, samples), splits.validation, splits.operating_point,
+        splits.good_scores, splits.dataset_root, fused=meta.global_context is not None,
+        make_sample=lambda path: LabelledSample(path, 0, "good"),
+    )  # fmt: skip
     meta = replace(
         meta,
         normalization=calibration.normalization,
@@ -420,7 +430,9 @@ def export_model(
     _write_validation_scores(out_dir, outputs.scores, splits.test, meta)
     metrics, figures = outputs.measure(_own(meta))
     ref_figures = reference[1] if reference else figures
-    decision = check_gate(figures, ref_figures, options.tolerances)
+    decision = with_budget(
+        check_gate(figures, ref_figures, options.tolerances), figures, _own(meta)
+    )
     what = f"{meta.product}/{meta.bundle_id}"
     if not decision.passed:
         if not options.force:
@@ -443,9 +455,10 @@ def export_model(
     return ExportResult(meta.bundle_id, out_dir, meta)
 
 
-def _image_auroc_drop(reference: EvaluationMetrics, metrics: EvaluationMetrics) -> float:
+def _image_auroc_drop(reference: EvaluationMetrics, metrics: EvaluationMetrics) -> float | None:
+    """None for a good-only product (no image AUROC without defects)."""
     if reference.image_auroc is None or metrics.image_auroc is None:
-        raise BundleError("the test split needs good and defective images for an image AUROC")
+        return None
     return reference.image_auroc - metrics.image_auroc
 
 
@@ -589,6 +602,8 @@ def export_splits(record: ModelRecord, dataset: Any) -> ExportSplits:
         validation=tuple(split_samples(record, dataset, "validation")),
         test=tuple(held_out_test_samples(record, dataset)),
         dataset_root=dataset.root,
+        operating_point=record_operating_point(record),
+        good_scores=record.good_scores(),
     )
 
 
