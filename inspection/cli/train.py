@@ -247,6 +247,7 @@ class DemoContext:
     models: list[str]
     overrides: list[str] = field(default_factory=list)  # --set, applied to every model
     results: list[ModelRecord] = field(default_factory=list)  # the trained versions
+    checks: list[Any] = field(default_factory=list)  # runtime.self_check.LiveCheck per product
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # shown loudly, not fatal
     failures: list[str] = field(default_factory=list)  # make the demo exit non-zero
@@ -391,7 +392,8 @@ def step_inspect(ctx: DemoContext) -> None:
         bundle_dir = ctx.registry.live_bundle_dir(product)
         record = ctx.registry.bundle_record(product, live.bundle_id)
         dataset = load_dataset(ctx.site.datasets_dir / product)
-        parts = [LabelledPath(s.path, s.label) for s in held_out_test_samples(record, dataset)]
+        held_out = held_out_test_samples(record, dataset)
+        parts = [LabelledPath(s.path, s.label, s.defect_type) for s in held_out]
         with console.status(f"{product}: judging {len(parts)} held-out parts with the live bundle"):
             try:
                 check = check_live_bundle(bundle_dir, parts)
@@ -399,10 +401,13 @@ def step_inspect(ctx: DemoContext) -> None:
                 ctx.failures.append(f"{product}: live bundle unusable: {exc}")
                 continue
         ctx.notes.append(f"station check {check.summary()}")
+        ctx.checks.append(check)
         if concerns := check.line_concerns():
+            point = f" at {check.operating.describe()}" if check.operating else ""
             ctx.warnings.append(
-                f"{product}: the live bundle {' and '.join(concerns)} on held-out parts; the "
-                "model does not separate this product well enough for a line (see its report)"
+                f"{product}: the live bundle{point} {' and '.join(concerns)} on held-out "
+                "parts; the model does not separate these well enough for a line (see its "
+                "report)"
             )
         if not check.passed:
             ctx.failures.append(f"{product}: live bundle misjudges its parts: {check.summary()}")
@@ -453,6 +458,8 @@ def _run_demo(ctx: DemoContext, skip: str, log_file: Path | None) -> None:
         _print_metrics([(r, r.evaluation()) for r in ctx.results])
     for note in ctx.notes:
         console.print(f"- {note}")
+    if ctx.checks:
+        print_table(console, station_check_table(ctx.checks))
     title = f"demo finished in {time.perf_counter() - started:.0f} s"
     print_table(console, summary_table(title, _closing_rows(ctx.site, log_file, ctx.results)))
     _print_log_file(log_file)
@@ -496,10 +503,57 @@ def _closing_rows(
     return rows
 
 
+def station_check_table(checks: list[Any]) -> Table:
+    """Live bundles on held-out parts through the station runtime: operating point, good
+    parts rejected, miss per defect kind with its 95 % interval."""
+    table = Table("live bundle", "operating point", "good rejected", "miss per defect kind")
+    for check in checks:
+        f, op = check.figures, check.operating
+        table.add_row(
+            check.bundle,
+            operating_text(op),
+            f"{f.rejected_good()}/{f.n_good}",
+            kind_miss_text(check.miss) if check.miss else "unknown (no defective parts)",
+        )
+    return table
+
+
+def operating_text(choice: Any) -> str:
+    """``ThresholdChoice`` in a table cell (n, guaranteed bound, what is lacking)."""
+    if choice is None:
+        return "F1 (recorded before operating points)"
+    if choice.policy != "false_reject_budget":
+        return f"{choice.policy} (n={choice.n_good} good, {choice.n_defective} defective)"
+    text = f"budget {choice.budget:.1%}, n={choice.n_good}, bound {choice.false_reject_bound:.2%}"
+    return text if choice.sufficient else f"{text}\n({choice.n_needed} good needed)"
+
+
+def kind_miss_text(miss: dict[str, Any]) -> str:
+    """One line per defect kind: missed/n, rate and its interval."""
+    return "\n".join(
+        f"{m.kind} {m.missed}/{m.n} = {m.rate:.0%} [{m.interval.low:.0%}-{m.interval.high:.0%}]"
+        for m in miss.values()
+    )
+
+
+def subset_miss_text(metrics: EvaluationMetrics) -> str:
+    """Per defect kind miss rate with its interval, from metrics (unknown without defects)."""
+    if not metrics.per_defect:
+        return "unknown (no defect images)"
+    lines = []
+    for kind, subset in metrics.per_defect.items():
+        rate = subset.miss_rate
+        if rate is None:
+            continue
+        band = "" if subset.miss_low is None else f" [{subset.miss_low:.0%}-{subset.miss_high:.0%}]"
+        lines.append(f"{kind} {rate:.0%}{band}")
+    return "\n".join(lines)
+
+
 def _print_metrics(rows: list[tuple[ModelRecord, EvaluationMetrics]]) -> None:
     table = Table(
         "model", "kind", "img AUROC", "px AUROC", "AUPRO", "img F1", "px F1", "region recall",
-        "NG w/o region", "fit s",
+        "NG w/o region", "fit s", "operating point", "false rej", "miss per kind",
     )  # fmt: skip
     for column in table.columns[:2]:
         column.no_wrap = True
@@ -512,6 +566,9 @@ def _print_metrics(rows: list[tuple[ModelRecord, EvaluationMetrics]]) -> None:
             _fmt(o.region_recall),
             "-" if o.ng_without_region is None else str(o.ng_without_region),
             _fmt(record.fit_figures().fit_seconds, 1),
+            operating_text(metrics.calibration.operating if metrics.calibration else None),
+            _fmt(o.false_reject_rate),
+            subset_miss_text(metrics),
         )
     print_table(console, table)  # logs and CI: never let the figures collapse to '1.…'
 
