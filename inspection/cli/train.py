@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from inspection.cli.console import StepProgress, print_table, quiet_logs, summary_table
+from inspection.cli.operating import kind_miss_text, operating_text, subset_miss_text
 from inspection.core.config import SiteConfig, load_site_config
 from inspection.core.errors import BundleError, RegistryError
 
@@ -516,38 +517,6 @@ def station_check_table(checks: list[Any]) -> Table:
             kind_miss_text(check.miss) if check.miss else "unknown (no defective parts)",
         )
     return table
-
-
-def operating_text(choice: Any) -> str:
-    """``ThresholdChoice`` in a table cell (n, guaranteed bound, what is lacking)."""
-    if choice is None:
-        return "F1 (recorded before operating points)"
-    if choice.policy != "false_reject_budget":
-        return f"{choice.policy} (n={choice.n_good} good, {choice.n_defective} defective)"
-    text = f"budget {choice.budget:.1%}, n={choice.n_good}, bound {choice.false_reject_bound:.2%}"
-    return text if choice.sufficient else f"{text}\n({choice.n_needed} good needed)"
-
-
-def kind_miss_text(miss: dict[str, Any]) -> str:
-    """One line per defect kind: missed/n, rate and its interval."""
-    return "\n".join(
-        f"{m.kind} {m.missed}/{m.n} = {m.rate:.0%} [{m.interval.low:.0%}-{m.interval.high:.0%}]"
-        for m in miss.values()
-    )
-
-
-def subset_miss_text(metrics: EvaluationMetrics) -> str:
-    """Per defect kind miss rate with its interval, from metrics (unknown without defects)."""
-    if not metrics.per_defect:
-        return "unknown (no defect images)"
-    lines = []
-    for kind, subset in metrics.per_defect.items():
-        rate = subset.miss_rate
-        if rate is None:
-            continue
-        band = "" if subset.miss_low is None else f" [{subset.miss_low:.0%}-{subset.miss_high:.0%}]"
-        lines.append(f"{kind} {rate:.0%}{band}")
-    return "\n".join(lines)
 
 
 def _print_metrics(rows: list[tuple[ModelRecord, EvaluationMetrics]]) -> None:

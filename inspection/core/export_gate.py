@@ -24,7 +24,7 @@ from inspection.core.calibration import Calibration, normalize_maps, normalize_s
 from inspection.core.config import from_mapping, to_mapping
 from inspection.core.errors import ConfigError, InspectionError
 from inspection.core.metrics import EvaluationMetrics, SubsetMetrics, compute_metrics, judge_all
-from inspection.core.operating_point import DEFAULT_BUDGET_TOLERANCE
+from inspection.core.operating_point import BUDGET_TEST_LEVEL, allowed_rejects, within_budget
 
 
 class GateRefusal(InspectionError):
@@ -258,20 +258,17 @@ def with_budget(
     decision: GateDecision,
     figures: BundleFigures,
     calibration: Calibration,
-    tolerance: float = DEFAULT_BUDGET_TOLERANCE,
+    level: float = BUDGET_TEST_LEVEL,
 ) -> GateDecision:
     """``decision`` plus the operating point's own check: at its own threshold the bundle's
-    false-reject rate on held-out good parts stays within the budget + ``tolerance``
-    (a ``false_reject_budget`` calibration only; others are returned unchanged)."""
+    rejects among held-out good parts stay plausible at the budget (``within_budget``, a
+    one-sided binomial test at ``level``). Other policies are returned unchanged."""
     choice = calibration.operating
     if choice is None or choice.policy != "false_reject_budget" or not figures.n_good:
         return decision
-    limit = choice.budget + tolerance
-    text = (
-        f"false reject {figures.rejected_good()}/{figures.n_good} good "
-        f"({figures.false_reject_rate:.1%}) at budget {choice.budget:.1%}"
-    )
-    if figures.false_reject_rate > limit + 1e-9:
-        failures = (*decision.failures, f"{text} (> budget + tolerance {limit:.1%})")
-        return GateDecision(False, failures, decision.checks)
+    rejected, n = figures.rejected_good(), figures.n_good
+    allowed = allowed_rejects(n, choice.budget, level)
+    text = f"false reject {rejected}/{n} good at budget {choice.budget:.1%} (allowed {allowed})"
+    if not within_budget(rejected, n, choice.budget, level):
+        return GateDecision(False, (*decision.failures, text), decision.checks)
     return GateDecision(decision.passed, decision.failures, (*decision.checks, text))

@@ -44,9 +44,10 @@ POLICIES: tuple[str, ...] = ("false_reject_budget", "f1", "max_miss")
 DEFAULT_BUDGET = 0.01
 DEFAULT_MISS_BOUND = 0.10
 """A defect kind missing more than this share at the operating point is named NOT LINE-READY."""
-DEFAULT_BUDGET_TOLERANCE = 0.05
-"""Export gate: a bundle's false-reject rate on held-out good parts may exceed the budget by
-this much (absolute; 42 held-out good parts at 1 % allow 2 rejects) before it is refused."""
+BUDGET_TEST_LEVEL = 0.05
+"""Export gate and station check: a bundle is refused when its rejects among held-out good
+parts would occur with probability below this if its true false-reject rate were the budget
+(one-sided binomial test; 42 good parts at 1 % allow 2 rejects, 7 at 1 % allow 1)."""
 BUDGET_GRID: tuple[float, ...] = (0.005, 0.01, 0.02, 0.05)
 """The budgets reports compare (plus the F1 point)."""
 
@@ -261,6 +262,28 @@ def _finite(values: np.ndarray | Sequence[float], name: str) -> np.ndarray:
     if not np.isfinite(array).all():
         raise ValueError(f"{name}: all scores must be finite")
     return array
+
+
+def within_budget(
+    rejected: int, n_good: int, budget: float, level: float = BUDGET_TEST_LEVEL
+) -> bool:
+    """Whether ``rejected`` of ``n_good`` held-out good parts is plausible at a false-reject
+    rate of ``budget``: P(X >= rejected), X ~ Binomial(n_good, budget), is at least ``level``."""
+    if not 0 <= rejected <= n_good:
+        raise ValueError(f"need 0 <= rejected <= n_good, got {rejected} of {n_good}")
+    if rejected == 0:
+        return True
+    from scipy.stats import binom
+
+    return float(binom.sf(rejected - 1, n_good, budget)) >= level
+
+
+def allowed_rejects(n_good: int, budget: float, level: float = BUDGET_TEST_LEVEL) -> int:
+    """The most rejects among ``n_good`` held-out good parts ``within_budget`` accepts."""
+    allowed = 0
+    while allowed < n_good and within_budget(allowed + 1, n_good, budget, level):
+        allowed += 1
+    return allowed
 
 
 # ------------------------------------------------------------------- miss rates

@@ -22,12 +22,12 @@ from inspection.core.export_gate import (
     with_budget,
 )
 from inspection.core.operating_point import (
-    DEFAULT_BUDGET_TOLERANCE,
     DEFAULT_MISS_BOUND,
     KindMiss,
     ThresholdChoice,
     lacking_kinds,
     miss_by_kind,
+    within_budget,
 )
 
 
@@ -62,15 +62,17 @@ class LiveCheck:
     ) -> list[str]:
         """Absolute shortfalls that no relative gate catches: an FP32 reference that itself
         rejects good parts or misses defects makes a bundle pass the gate and still unfit
-        for a line. Defaults: the operating point's budget + tolerance (else 10 %) and its
+        for a line. Defaults: the operating point's budget (``within_budget``; else 10 %) and its
         ``miss_bound`` per defect kind (else 10 %, on all defects when kinds are unknown)."""
         f, concerns, op = self.figures, [], self.operating
-        if max_false_reject is None:
-            budget = op is not None and op.policy == "false_reject_budget"
-            max_false_reject = op.budget + DEFAULT_BUDGET_TOLERANCE if budget else 0.1
         if max_miss is None:
             max_miss = op.miss_bound if op is not None else DEFAULT_MISS_BOUND
-        if f.false_reject_rate > max_false_reject + 1e-9:
+        budget = op is not None and op.policy == "false_reject_budget"
+        if max_false_reject is None and budget:
+            too_many = not within_budget(f.rejected_good(), f.n_good, op.budget)
+        else:
+            too_many = f.false_reject_rate > (0.1 if max_false_reject is None else max_false_reject)
+        if too_many:
             concerns.append(f"rejects {f.rejected_good()}/{f.n_good} good parts")
         if self.miss:
             if lacking := lacking_kinds(self.miss, max_miss):
