@@ -35,11 +35,8 @@ from inspection.data.dataset import load_dataset
 from inspection.runtime.inspector import Inspector
 from inspection.runtime.preprocess import preprocess
 from inspection.training.config import load_model_config
-from inspection.training.export import (
-    ExportOptions,
-    export_bundle,
-    held_out_test_samples,
-)
+from inspection.training.export import ExportOptions
+from inspection.training.registry_export import export_bundle, held_out_test_samples
 from inspection.training.train import train_model
 
 COMPONENTS = "[features,colour,frequency]"

@@ -47,9 +47,8 @@ from inspection.runtime.inspector import Inspector
 from inspection.runtime.preprocess import preprocess
 from inspection.runtime.tiled import TiledInspector, evaluation_size, tiled_outputs
 from inspection.training.config import load_model_config
-from inspection.training.export import (
-    ExportOptions,
-    LabelledSample,
+from inspection.training.export import ExportOptions, LabelledSample
+from inspection.training.registry_export import (
     RegistryExport,
     export_bundle,
     held_out_test_samples,

@@ -262,7 +262,8 @@ def ensure_version(registry: Any, product: str, kind: str, dataset_dir: Path) ->
 
 
 def ensure_bundles(registry: Any, record: Any, dataset_dir: Path) -> dict[str, Path]:
-    from inspection.training.export import ExportOptions, RegistryExport, export_bundle
+    from inspection.training.export import ExportOptions
+    from inspection.training.registry_export import RegistryExport, export_bundle
 
     bundles = {}
     for precision in ("fp32", "fp16", "int8"):
@@ -324,7 +325,7 @@ def bench_kind(
     gflops: float, engines: tuple[str, ...], repeat: int = 1,
 ) -> dict:  # fmt: skip
     from inspection.data.dataset import load_dataset
-    from inspection.training.export import held_out_test_samples
+    from inspection.training.registry_export import held_out_test_samples
 
     record = ensure_version(registry, product, kind, dataset_dir)
     bundles = ensure_bundles(registry, record, dataset_dir)

@@ -72,7 +72,8 @@ class TrainedProduct:
 
     def export(self, precision: str, *, force: bool = False) -> ExportResult:
         """Export the trained version at ``precision`` into the registry (``v0001-<precision>``)."""
-        from inspection.training.export import ExportOptions, RegistryExport, export_bundle
+        from inspection.training.export import ExportOptions
+        from inspection.training.registry_export import RegistryExport, export_bundle
 
         return export_bundle(
             self.registry,
