@@ -151,7 +151,8 @@ def inspect_cli(bundle: Path, test_dir: Path) -> dict[str, int]:
 def speed(bundle: Path, test_dir: Path, count: int = 32) -> dict[str, float]:
     """Throughput (async queue, THROUGHPUT hint) and p50 latency at batch 1 (LATENCY hint)."""
     from inspection.core.images import read_image
-    from inspection.runtime.inspector import Inspector, expand_paths
+    from inspection.runtime.inspector import Inspector
+    from inspection.runtime.paths import expand_paths
 
     images = [read_image(p) for p in expand_paths([test_dir])[:count]]
     fast = Inspector.from_bundle(bundle, performance_hint="THROUGHPUT")

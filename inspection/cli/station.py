@@ -105,7 +105,7 @@ def tune(
     from inspection.core.images import read_image
     from inspection.core.registry import Registry
     from inspection.runtime.hardware import cpu_info
-    from inspection.runtime.inspector import expand_paths
+    from inspection.runtime.paths import expand_paths
     from inspection.runtime.tuning import tune_product, tuning_path
     from inspection.service.config import load_station_config
     from inspection.station.config import pinned_key

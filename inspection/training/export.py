@@ -104,10 +104,12 @@ def run_bundle(
     scores, maps = [], []
     for start in range(0, len(samples), batch_size):
         chunk = samples[start : start + batch_size]
-        batch = np.stack([preprocess(inspector.align(read_image(s.path)), prep) for s in chunk])
-        raw_scores, raw_maps = inspector.infer_raw(batch)
-        scores.append(raw_scores)
-        maps.append(raw_maps)
+        batch = np.stack(
+            [preprocess(inspector.model.align(read_image(s.path))[0], prep) for s in chunk]
+        )
+        raw = inspector.model.infer(batch)
+        scores.append(raw.scores)
+        maps.append(raw.maps)
     return RawOutputs.of_samples(samples, np.concatenate(scores), np.concatenate(maps))
 
 
@@ -240,7 +242,7 @@ def _refit_context(target: Path, meta: BundleMetadata, splits: ExportSplits) -> 
     train_pooled = _outputs_of(inspector, splits.train_images, meta)[1] if spec.layers else None
     goods = [s.path for s in splits.validation if s.label == 0]
     local = _outputs_of(inspector, goods, meta)[0]
-    context = inspector._context
+    context = inspector.model.context
     if context is None:  # pragma: no cover - from_bundle loads it when the spec is set
         raise BundleError(f"{target}: the global context did not load")
     refit_on_outputs(context, train_pooled, local).save(target / spec.file)
@@ -259,10 +261,10 @@ def _outputs_of(
                 for p in paths[start : start + batch_size]
             ]
         )
-        chunk_scores, chunk_pooled = inspector.local_outputs(batch)
-        scores.append(chunk_scores.astype(np.float64))
-        if chunk_pooled is not None:
-            pooled.append(chunk_pooled.astype(np.float64))
+        outputs = inspector.model.run(batch)
+        scores.append(outputs.scores.astype(np.float64))
+        if outputs.pooled is not None:
+            pooled.append(outputs.pooled.astype(np.float64))
     return np.concatenate(scores), (np.concatenate(pooled) if pooled else None)
 
 

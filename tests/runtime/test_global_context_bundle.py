@@ -78,7 +78,7 @@ def test_bundle_scores_match_training(weave_bundle) -> None:
     record = registry.latest_version("weave")
     inspector = Inspector.from_bundle(bundle_dir)
     paths = sorted((root / "test").rglob("*.png"))[:4]
-    context = inspector._context
+    context = inspector.model.context
     outputs = model_outputs(
         load_trained_model(record).model,
         paths,
@@ -89,7 +89,7 @@ def test_bundle_scores_match_training(weave_bundle) -> None:
     from inspection.runtime.preprocess import preprocess
 
     batch = np.stack([preprocess(read_image(p), inspector.metadata.preprocessing) for p in paths])
-    got, _ = inspector.infer_raw(batch)
+    got = inspector.model.infer(batch).scores
     np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-2)
 
 

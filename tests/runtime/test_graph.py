@@ -44,10 +44,11 @@ def test_blur_becomes_two_1d_convolutions(fp32_bundle: Path) -> None:
 def test_rewritten_graph_gives_the_same_scores_and_maps(fp32_bundle: Path) -> None:
     exported = Inspector.from_bundle(fp32_bundle, optimize=False)
     rewritten = Inspector.from_bundle(fp32_bundle)
-    height, width = exported.input_size
+    height, width = exported.metadata.preprocessing.input_size
     batch = np.random.default_rng(0).normal(size=(2, 3, height, width)).astype(np.float32)
-    scores, maps = exported.infer_raw(batch)
-    fast_scores, fast_maps = rewritten.infer_raw(batch)
+    exported_raw, fast_raw = exported.model.infer(batch), rewritten.model.infer(batch)
+    scores, maps = exported_raw.scores, exported_raw.maps
+    fast_scores, fast_maps = fast_raw.scores, fast_raw.maps
     np.testing.assert_allclose(fast_scores, scores, rtol=1e-5)
     np.testing.assert_allclose(fast_maps, maps, rtol=1e-4, atol=1e-4 * float(np.abs(maps).max()))
 
