@@ -50,6 +50,14 @@ def tiny_product(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
 
 
+# ------------------------------------------------------ OpenVINO CPU precision
+@pytest.fixture(params=["f32", "bf16"])
+def ov_precision(request: pytest.FixtureRequest) -> str:
+    """The CPU inference precision a numeric OpenVINO test runs at (``tests/ov_precision.py``):
+    f32 pinned, and bf16 native where the CPU has it, emulated elsewhere."""
+    return request.param
+
+
 # ----------------------------------------------------------- tiny trained model
 TINY_PATCHCORE = {
     "kind": "patchcore",
