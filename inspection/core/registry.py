@@ -34,6 +34,7 @@ from inspection.core.errors import ConfigError, RegistryError
 from inspection.core.metrics import EvaluationMetrics
 from inspection.core.roi import RoiTraining
 from inspection.core.signing import bundle_digest
+from inspection.core.threshold import check_threshold
 from inspection.core.tiling import TilingSpec
 from inspection.core.verdict import Segmentation
 
@@ -565,8 +566,10 @@ class Registry:
         self, product: str, value: float, *, actor: str, reason: str, bundle_id: str | None = None
     ) -> ThresholdVersion:
         """Append a new threshold version (normalised score space, 0 < value < 1)."""
-        if not 0.0 < float(value) < 1.0:
-            raise RegistryError(f"threshold must be between 0 and 1 (exclusive), got {value}")
+        try:
+            value = check_threshold(value)
+        except ValueError as exc:
+            raise RegistryError(str(exc)) from exc
         if not actor.strip() or not reason.strip():
             raise RegistryError("a threshold change needs who (actor) and why (reason)")
         with self._lock(product):

@@ -22,7 +22,8 @@ from inspection.station.core import StationCore
 from inspection.station.live import InspectorLoader, LiveModels, default_loader
 from inspection.station.metrics import HandshakeMetrics, OutboxMetrics
 from inspection.station.pipeline import OutboxBuilder
-from inspection.store.outbox import Outbox, OutboxEntry
+from inspection.store.models import OutboxEntry
+from inspection.store.outbox import Outbox
 from inspection.store.store import Store
 
 log = logging.getLogger(__name__)

@@ -23,8 +23,8 @@ from inspection.core.bundle import read_bundle_metadata
 from inspection.core.errors import BundleError, RegistryError
 from inspection.core.registry import LiveState, Registry, ThresholdVersion
 from inspection.core.signing import verify_signed_bundle
+from inspection.core.threshold import check_threshold
 from inspection.core.types import InspectionResult
-from inspection.core.verdict import check_threshold
 from inspection.runtime.tuning import TuningRecord, gated_candidates, read_tuning, tune_product
 from inspection.station.errors import NoLiveModel
 
