@@ -12,7 +12,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 from inspection.core.alignment import AlignmentSpec
 from inspection.core.calibration import Calibration, Normalization
@@ -34,6 +34,8 @@ SIGNATURE_FILE = "signature.json"
 VALIDATION_SCORES_FILE = "validation_scores.json"
 """Per-image normalised scores of the bundle on its labelled split (read by the dashboard)."""
 Precision = Literal["fp32", "fp16", "int8"]
+"""The precision vocabulary of bundles (and of SAM refiner exports): its one definition."""
+PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 
 T = TypeVar("T")
 

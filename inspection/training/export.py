@@ -27,6 +27,7 @@ import numpy as np
 import openvino as ov
 
 from inspection.core.bundle import (
+    PRECISIONS,
     BundleMetadata,
     Precision,
     write_bundle_metadata,
@@ -56,7 +57,6 @@ from inspection.training.global_context import refit_on_outputs
 
 log = logging.getLogger(__name__)
 
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
 DEFAULT_CALIBRATION_SIZE = 64
 Progress = Callable[[str], None]
 
