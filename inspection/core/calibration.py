@@ -75,6 +75,7 @@ def f1_adaptive_threshold(scores: np.ndarray, labels: np.ndarray) -> tuple[float
     As anomalib's ``F1AdaptiveThreshold``: no positives -> the highest score; no negatives ->
     the lowest score (F1 is then reported for that threshold).
     """
+    # scikit-learn is a station/train extra, not a dependency of the base (core) install.
     from sklearn.metrics import precision_recall_curve
 
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)

@@ -27,10 +27,16 @@ from typing import Any, TypeVar
 
 from filelock import FileLock
 
-from inspection.core.bundle import GlobalContextSpec, Preprocessing, verify_bundle
+from inspection.core.bundle import (
+    GlobalContextSpec,
+    Preprocessing,
+    read_bundle_metadata,
+    verify_bundle,
+)
 from inspection.core.calibration import Calibration, Normalization
 from inspection.core.config import from_mapping, to_mapping
 from inspection.core.errors import ConfigError, RegistryError
+from inspection.core.fingerprint import sha256_file
 from inspection.core.metrics import EvaluationMetrics
 from inspection.core.roi import RoiTraining
 from inspection.core.signing import bundle_digest
@@ -368,8 +374,6 @@ class Registry:
         extra: Mapping[str, Any] | None = None,
     ) -> ModelRecord:
         """Create the next immutable version; ``write_files(dir)`` puts artefacts in it."""
-        from inspection.core.fingerprint import sha256_file
-
         with self._lock(product):
             versions_dir = self._product_dir(product) / "versions"
             versions_dir.mkdir(parents=True, exist_ok=True)
@@ -473,8 +477,6 @@ class Registry:
 
     def bundle_record(self, product: str, bundle_id: str) -> ModelRecord:
         """The model version a bundle was exported from (named in its metadata)."""
-        from inspection.core.bundle import read_bundle_metadata
-
         ref = VersionRef.parse(
             read_bundle_metadata(self.bundle_dir(product, bundle_id)).model_version
         )

@@ -25,6 +25,7 @@ from inspection.core.registry import LiveState, Registry, ThresholdVersion
 from inspection.core.signing import verify_signed_bundle
 from inspection.core.threshold import check_threshold
 from inspection.core.types import InspectionResult
+from inspection.runtime.inspector import Inspector
 from inspection.runtime.tuning import TuningRecord, gated_candidates, read_tuning, tune_product
 from inspection.station.errors import NoLiveModel
 
@@ -51,10 +52,8 @@ InspectorLoader = Callable[[Path], InspectorLike]
 
 
 def default_loader(bundle_dir: Path) -> InspectorLike:
-    """``Inspector.from_bundle`` (OpenVINO, torch-free), imported on first use, refining NG
-    masks with the refiner the bundle's validation measurement chose."""
-    from inspection.runtime.inspector import Inspector
-
+    """``Inspector.from_bundle`` (OpenVINO, torch-free), refining NG masks with the refiner
+    the bundle's validation measurement chose."""
     return Inspector.from_bundle(bundle_dir, refiner="bundle")
 
 

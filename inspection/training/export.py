@@ -49,6 +49,8 @@ from inspection.core.outputs import RawOutputs
 from inspection.core.refinement import RefinementChoice
 from inspection.core.registry import utc_now
 from inspection.core.validation_scores import ValidationScores, write_validation_scores
+from inspection.refine.config import load_refine_config
+from inspection.refine.select import CHOICE_MAX_SIDE, choose_refiner
 from inspection.runtime.inspector import Inspector
 from inspection.runtime.preprocess import normalize_score, preprocess
 from inspection.runtime.tiled import TiledInspector, tiled_outputs
@@ -217,9 +219,6 @@ def _calibrated_bundle(
 
 def _refinement(bundle_dir: Path, splits: ExportSplits, say: Progress) -> RefinementChoice:
     """The mask refiner that helps this calibrated bundle on the validation split (or none)."""
-    from inspection.refine.config import load_refine_config
-    from inspection.refine.select import CHOICE_MAX_SIDE, choose_refiner
-
     inspector = Inspector.from_bundle(bundle_dir)
     source = TiledInspector(inspector) if inspector.metadata.tiling is not None else inspector
     defective = sum(s.label == 1 and s.mask_path is not None for s in splits.validation)
@@ -363,7 +362,7 @@ def _quantised(
     say: Progress,
 ) -> tuple[ov.Model, BundleMetadata]:
     """INT8 model (distance head kept in FP32) and metadata naming its calibration set."""
-    from inspection.training.quantize import quantize_int8
+    from inspection.training.quantize import quantize_int8  # NNCF (heavy) for INT8 only
 
     prep = meta.preprocessing
     calibration_paths = sorted(splits.train_images)[: options.calibration_size]
