@@ -183,6 +183,15 @@ class ModelRecord:
     files: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     path: Path = Path()
+    _parsed: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+    """Typed parts already parsed (a record is immutable: each is parsed once)."""
+
+    def _once(self, key: str, parse: Callable[[], T]) -> T:
+        """``parse()`` the first time ``key`` is asked for, the same object afterwards; a
+        failure is not kept (it raises again, naming the version)."""
+        if key not in self._parsed:
+            self._parsed[key] = parse()
+        return self._parsed[key]
 
     @property
     def ref(self) -> VersionRef:
@@ -194,6 +203,9 @@ class ModelRecord:
 
     def evaluation(self) -> EvaluationMetrics:
         """The version's metrics from training, typed (flat files of old versions read too)."""
+        return self._once("metrics", self._evaluation)
+
+    def _evaluation(self) -> EvaluationMetrics:
         try:
             return EvaluationMetrics.from_mapping(self.metrics)
         except ConfigError as exc:
@@ -201,6 +213,9 @@ class ModelRecord:
 
     def fit_figures(self) -> FitFigures:
         """Fit time, test-split size, tiles and update stages recorded with the metrics."""
+        return self._once("fit_figures", self._fit_figures)
+
+    def _fit_figures(self) -> FitFigures:
         try:
             return FitFigures.from_metrics(self.metrics, f"{self.model_version} metrics")
         except ConfigError as exc:
@@ -208,10 +223,7 @@ class ModelRecord:
 
     def backbone_weights(self) -> BackboneWeights:
         """The pretrained weights the version started from (empty for the first release)."""
-        try:
-            return from_mapping(BackboneWeights, self.weights, f"{self.model_version} weights")
-        except ConfigError as exc:
-            raise RegistryError(str(exc)) from exc
+        return self._once("weights", lambda: self._parse(BackboneWeights, self.weights, "weights"))
 
     def dataset_ref(self) -> DatasetRef:
         """Which dataset folder (``root``; ``path`` in the first release) and content."""
@@ -219,10 +231,7 @@ class ModelRecord:
         known = {k: v for k, v in self.dataset.items() if k in names and v is not None}
         if "root" not in known and self.dataset.get("path"):
             known["root"] = self.dataset["path"]
-        try:
-            return from_mapping(DatasetRef, known, f"{self.model_version} dataset")
-        except ConfigError as exc:
-            raise RegistryError(str(exc)) from exc
+        return self._once("dataset", lambda: self._parse(DatasetRef, known, "dataset"))
 
     def dataset_root(self) -> Path:
         """The dataset folder the version was trained on; ``RegistryError`` if not recorded."""
@@ -304,8 +313,12 @@ class ModelRecord:
             raise RegistryError(
                 f"{self.model_version} records no {key}; retrain it with this version of inspection"
             )
+        return self._once(f"extra.{key}", lambda: self._parse(cls, self.extra[key], key))
+
+    def _parse(self, cls: type[T], data: Any, what: str) -> T:
+        """``data`` as ``cls``; a bad entry is a ``RegistryError`` naming the version."""
         try:
-            return from_mapping(cls, self.extra[key], where=f"{self.model_version} {key}")
+            return from_mapping(cls, data, where=f"{self.model_version} {what}")
         except ConfigError as exc:
             raise RegistryError(str(exc)) from exc
 

@@ -28,8 +28,10 @@ import openvino as ov
 
 from inspection.core.bundle import (
     PRECISIONS,
+    AccuracyControl,
     BundleMetadata,
     Precision,
+    QuantizationSet,
     write_bundle_metadata,
 )
 from inspection.core.calibration import Calibration
@@ -380,16 +382,16 @@ def _quantised(
         keep_head_fp32=options.keep_head_fp32,
     )
     fingerprint = fingerprint_files(calibration_paths, splits.dataset_root)
-    control = {"max_image_auroc_drop": options.tolerances.image_auroc, "split": "validation"}
+    control = AccuracyControl(options.tolerances.image_auroc, "validation")
     return model, replace(
         meta,
-        calibration={
-            "split": "train",
-            "label": "good",
-            "size": fingerprint["count"],
-            "sha256": fingerprint["sha256"],
-            "files": sorted(fingerprint["files"]),
-            "accuracy_control": control if options.accuracy_control else None,
-            "head_fp32": options.keep_head_fp32,
-        },
+        quantization_set=QuantizationSet(
+            split="train",
+            label="good",
+            size=fingerprint["count"],
+            sha256=fingerprint["sha256"],
+            files=tuple(sorted(fingerprint["files"])),
+            accuracy_control=control if options.accuracy_control else None,
+            head_fp32=options.keep_head_fp32,
+        ),
     )

@@ -29,7 +29,7 @@ def test_fp32_bundle_is_registered_verified_and_complete(fp32_bundle, trained_pa
     assert overall["image_auroc"] == pytest.approx(
         tp.record.metrics["overall"]["image_auroc"], abs=0.02
     )
-    assert meta.calibration is None
+    assert meta.quantization_set is None
     # calibrated on its own validation outputs, gated (NG always with a region)
     assert meta.output_calibration is not None and meta.export_record().gate.passed
     assert meta.normalization == meta.output_calibration.normalization
