@@ -12,8 +12,9 @@ post-processor calibrates the torch model:
 - pixel threshold: the raw map value that maximises F1 over all validation pixels; without
   defect masks (a good-only product) the value above the good maps' peaks at the budget;
 - min/max of the raw scores and raw maps (the normalisation maps each threshold to 0.5);
-- segmentation: chosen on the normalised maps by ``select_segmentation`` of
-  ``inspection.core.segmentation`` when that module is installed, else the global threshold.
+- segmentation: chosen on the normalised maps by ``core.segmentation.select_segmentation``.
+
+Layered one way: ``regions`` <- ``verdict`` <- ``segmentation`` <- ``calibration`` <- ``metrics``.
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ from inspection.core.operating_point import (
     OperatingPoint,
     ThresholdChoice,
     choose_threshold,
+    f1_adaptive_threshold,
     good_map_threshold,
 )
+from inspection.core.segmentation import select_segmentation
 from inspection.core.verdict import Segmentation
 
 CALIBRATION_METHOD = "f1-adaptive"
@@ -80,28 +83,6 @@ class Calibration:
             raise ValueError(f"calibration min must not exceed max, got {norm}")
         if min(self.n_good or 0, self.n_defective or 0) < 0:
             raise ValueError("calibration image counts must be >= 0")
-
-
-def f1_adaptive_threshold(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    """(threshold, F1): the value of ``scores`` maximising F1 of ``scores >= t`` vs ``labels``.
-
-    As anomalib's ``F1AdaptiveThreshold``: no positives -> the highest score; no negatives ->
-    the lowest score (F1 is then reported for that threshold).
-    """
-    from sklearn.metrics import precision_recall_curve
-
-    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-    labels = np.asarray(labels).astype(bool).reshape(-1)
-    if len(scores) == 0:
-        raise ValueError("cannot calibrate a threshold on no values")
-    if not labels.any():
-        return float(scores.max()), 0.0
-    if labels.all():
-        return float(scores.min()), 1.0
-    precision, recall, thresholds = precision_recall_curve(labels, scores)
-    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
-    best = int(np.argmax(f1[:-1]))  # the last point (recall 0) has no threshold
-    return float(thresholds[best]), float(f1[best])
 
 
 def calibrate(
@@ -211,11 +192,8 @@ def _segmentation(
     defect_types: Sequence[str],
     known: np.ndarray,
 ) -> Segmentation:
-    """The product's segmentation selected on these normalised maps (global 0.5 without it)."""
-    try:
-        from inspection.core.segmentation import select_segmentation
-    except ImportError:
-        return Segmentation.global_threshold(0.5)
+    """The segmentation selected on these normalised maps (global 0.5 without defective or
+    good images to choose on)."""
     normalised = normalize_maps(maps, norm)
     defective = (labels == 1) & known
     if not defective.any() or not (labels == 0).any():

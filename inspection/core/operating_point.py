@@ -242,11 +242,32 @@ def _budget_threshold(good: np.ndarray, budget: float) -> tuple[float, int, floa
 
 
 def _f1_threshold(good: np.ndarray, bad: np.ndarray) -> float:
-    from inspection.core.calibration import f1_adaptive_threshold
-
     scores = np.r_[good, bad]
     labels = np.r_[np.zeros(good.size), np.ones(bad.size)]
     return f1_adaptive_threshold(scores, labels)[0]
+
+
+def f1_adaptive_threshold(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """(threshold, F1): the value of ``scores`` maximising F1 of ``scores >= t`` vs ``labels``.
+
+    As anomalib's ``F1AdaptiveThreshold``: no positives -> the highest score; no negatives ->
+    the lowest score (F1 is then reported for that threshold).
+    """
+    # scikit-learn is a station/train extra, not a dependency of the base (core) install.
+    from sklearn.metrics import precision_recall_curve
+
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    labels = np.asarray(labels).astype(bool).reshape(-1)
+    if len(scores) == 0:
+        raise ValueError("cannot calibrate a threshold on no values")
+    if not labels.any():
+        return float(scores.max()), 0.0
+    if labels.all():
+        return float(scores.min()), 1.0
+    precision, recall, thresholds = precision_recall_curve(labels, scores)
+    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+    best = int(np.argmax(f1[:-1]))  # the last point (recall 0) has no threshold
+    return float(thresholds[best]), float(f1[best])
 
 
 def _max_miss_threshold(bad: np.ndarray, max_miss: float) -> float:
@@ -273,9 +294,11 @@ def within_budget(
         raise ValueError(f"need 0 <= rejected <= n_good, got {rejected} of {n_good}")
     if rejected == 0:
         return True
-    from scipy.stats import binom
-
-    return float(binom.sf(rejected - 1, n_good, budget)) >= level
+    tail = sum(
+        math.comb(n_good, i) * budget**i * (1.0 - budget) ** (n_good - i)
+        for i in range(rejected, n_good + 1)
+    )
+    return tail >= level
 
 
 def allowed_rejects(n_good: int, budget: float, level: float = BUDGET_TEST_LEVEL) -> int:
