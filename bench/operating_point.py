@@ -142,11 +142,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("reports/operating_point"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    env = {"cpu": platform.processor() or platform.machine(), "load": load_average()}
-    try:
-        env["cpu"] = _cpu_model()
-    except OSError:
-        pass
+    env = {"cpu": _cpu_model(), "load": load_average()}
     registry = Registry(load_site_config(args.site).registry_dir)
     results = []
     for product in [p for p in args.products.split(",") if p]:
@@ -168,7 +164,9 @@ def main() -> None:
 
 
 def _cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text(encoding="utf-8").splitlines() if cpuinfo.is_file() else []
+    for line in lines:
         if line.startswith("model name"):
             return line.split(":", 1)[1].strip()
     return platform.machine()
