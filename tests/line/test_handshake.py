@@ -17,7 +17,7 @@ def station(tmp_path: Path, fp32_bundle: Path, tiny_product: Path):
     camera = camera_folder(tmp_path, tiny_product, count=2)
     (camera / "009.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     built = LineStation.build(line_config(tmp_path, fp32_bundle, camera, loop=False))
-    built.models.refresh()
+    built.core.models.refresh()
     yield built
     built.stop()
 
@@ -27,7 +27,7 @@ def test_triggers_get_verdicts_then_each_error_code(station: LineStation) -> Non
     first = handler.handle(Trigger("r-1", None, "part-1"), source="opcua")
     assert first.error_code == ErrorCode.NONE and first.result in (ResultCode.OK, ResultCode.NG)
     assert first.product == "brick" and first.timings_ms["inference_ms"] > 0
-    row = station.store.get_inspection(first.inspection_id or "")
+    row = station.core.store.get_inspection(first.inspection_id or "")
     assert (row.request_id, row.part_id, row.source) == ("cam-1/r-1", "part-1", "opcua")
 
     # The same request id again (a PLC retrying after a station restart): the stored result.
@@ -63,7 +63,7 @@ def test_an_overrun_answers_timeout_and_the_result_still_lands(
     camera = camera_folder(tmp_path, tiny_product, count=1)
     config = line_config(tmp_path, fp32_bundle, camera, inspect_timeout_s=0.001)
     station = LineStation.build(config)
-    station.models.refresh()
+    station.core.models.refresh()
     try:
         answer = station.handler.handle(Trigger("slow-1"), source="opcua")
         assert answer.error_code == ErrorCode.TIMEOUT
