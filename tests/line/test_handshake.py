@@ -70,7 +70,7 @@ def test_an_overrun_answers_timeout_and_the_result_still_lands(
     finally:
         station.stop()  # waits for the inspection in flight
     reopened = LineStation.build(config)
-    assert reopened.store.find_by_request_id("cam-1/slow-1") is not None
+    assert reopened.core.store.find_by_request_id("cam-1/slow-1") is not None
     reopened.stop()
 
 
