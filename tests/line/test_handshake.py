@@ -98,3 +98,18 @@ def test_an_unaligned_part_is_an_error_answer_never_a_verdict() -> None:
     assert code == ErrorCode.NOT_ALIGNED and http_status(refusal) == 422
     answer = Answer("r1", int(code), refusal.message, product="plate")
     assert answer.result == ResultCode.ERROR and answer.verdict is None
+
+
+def test_start_up_warns_about_an_empty_camera_and_a_product_without_a_model(
+    tmp_path: Path, fp32_bundle: Path
+) -> None:
+    empty = tmp_path / "camera"
+    empty.mkdir()
+    station = LineStation.build(line_config(tmp_path, fp32_bundle, empty))
+    try:
+        station.core.models.refresh()
+        grass, camera = station.startup_warnings()
+        assert grass.startswith("product 'grass': no live model") and "NO_MODEL" in grass
+        assert camera.startswith("file camera: no images under") and "NO_IMAGE" in camera
+    finally:
+        station.stop()
