@@ -94,6 +94,12 @@ class InspectionResult:
     """When the image was aligned to the product's reference first (``runtime.alignment``): the
     (2, 3) affine matrix, row-major, from reference pixels to camera pixels. ``anomaly_map``,
     ``mask`` and ``regions`` are then in the reference frame (``frame``), not the camera's."""
+    camera_size: tuple[int, int] | None = None
+    """(H, W) of the full-resolution image of the result's ``frame`` (the camera image, or the
+    aligned one) when map, mask and regions were judged on a reduced working copy of it
+    (``runtime.camera``): every pixel quantity of the result (map, mask, regions,
+    ``min_defect_area``) is then in working pixels; ``camera_regions`` scales the regions to
+    full resolution. None: the result is at full resolution."""
 
     def __post_init__(self) -> None:
         if self.alignment is not None and (
@@ -102,6 +108,10 @@ class InspectionResult:
             raise ValueError(
                 f"alignment must be 6 finite numbers (a 2x3 affine), got {self.alignment}"
             )
+        if self.camera_size is not None and (
+            len(self.camera_size) != 2 or min(self.camera_size) < 1
+        ):
+            raise ValueError(f"camera_size must be (H, W) >= 1, got {self.camera_size}")
         if self.verdict not in VERDICTS:
             raise ValueError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}")
         if not 0.0 <= self.score <= 1.0 or not np.isfinite(self.score):
@@ -156,6 +166,15 @@ class InspectionResult:
         return "camera" if self.alignment is None else "reference"
 
     @property
+    def camera_regions(self) -> tuple[DefectRegion, ...]:
+        """``regions`` at full resolution (scaled from a working copy; see ``camera_size``)."""
+        if self.camera_size is None:
+            return self.regions
+        from inspection.core.regions import scale_regions  # imports this module
+
+        return scale_regions(self.regions, self.anomaly_map.shape, self.camera_size)
+
+    @property
     def driver(self) -> str | None:
         """The component whose z-score set the fused score (None without components)."""
         if not self.components:
@@ -171,10 +190,15 @@ class InspectionResult:
             "model_version": self.model_version,
             "latency_ms": round(float(self.latency_ms), 3),
             "mask_source": self.mask_source,
-            "regions": [region.to_dict() for region in self.regions],
+            "regions": [region.to_dict() for region in self.camera_regions],
             "candidates": [region.to_dict() for region in self.candidates],
-            "height": int(self.anomaly_map.shape[0]),
-            "width": int(self.anomaly_map.shape[1]),
+            "height": int((self.camera_size or self.anomaly_map.shape)[0]),
+            "width": int((self.camera_size or self.anomaly_map.shape)[1]),
+            **(
+                {"work_size": [int(v) for v in self.anomaly_map.shape]}
+                if self.camera_size is not None
+                else {}
+            ),
             **(
                 {
                     "components": {k: round(float(v), 4) for k, v in self.components.items()},

@@ -32,6 +32,7 @@ from inspection.core.units import with_sizes
 from inspection.core.verdict import check_threshold, judge
 from inspection.refine.base import MaskRefiner
 from inspection.runtime.alignment import Aligner
+from inspection.runtime.camera import CameraOptions, RefineGate, bounded_image
 from inspection.runtime.graph import optimize_graph
 from inspection.runtime.preprocess import (
     check_image,
@@ -93,10 +94,14 @@ class Inspector:
         refiner: MaskRefiner | None = None,
         threshold: float | None = None,
         batched: Callable[[], ov.CompiledModel] | None = None,
+        camera: CameraOptions | None = None,
     ) -> None:
         """``compiled`` serves batches of one; ``batched`` compiles (on first use) the model
-        for other batch sizes when ``compiled`` has a static batch of one."""
+        for other batch sizes when ``compiled`` has a static batch of one. ``camera`` bounds
+        the per-image stages (``runtime.camera``; default: ``CameraOptions()``)."""
         self.metadata = metadata
+        self.camera = camera or CameraOptions()
+        self._refine_gate = RefineGate()
         self.bundle_dir = bundle_dir
         self.refiner = refiner
         self._compiled = compiled
@@ -133,6 +138,7 @@ class Inspector:
         performance_hint: str = "LATENCY",
         num_threads: int | None = None,
         optimize: bool = True,
+        camera: CameraOptions | None = None,
     ) -> Inspector:
         """Verify the bundle's checksums, then compile its IR on ``device``.
 
@@ -182,6 +188,7 @@ class Inspector:
             refiner=refiner,
             threshold=threshold,
             batched=batched,
+            camera=camera,
         )
 
     # ---------------------------------------------------------------- properties
@@ -308,8 +315,13 @@ class Inspector:
         ]
         return fused.astype(np.float32), maps, components
 
-    def inspect(self, image: np.ndarray, *, threshold: float | None = None) -> InspectionResult:
-        """Judge one (H, W, 3) uint8 RGB image at ``threshold`` (default: ``self.threshold``)."""
+    def inspect(
+        self, image: np.ndarray, *, threshold: float | None = None, started: float | None = None
+    ) -> InspectionResult:
+        """Judge one (H, W, 3) uint8 RGB image at ``threshold`` (default: ``self.threshold``).
+
+        ``started``: the ``perf_counter`` time the inspection began when the caller did work
+        before (decoding); the latency and the latency budget count from it."""
         threshold = self._threshold if threshold is None else check_threshold(threshold)
         start = time.perf_counter()
         image, alignment = self.align_with_matrix(image)
@@ -321,8 +333,9 @@ class Inspector:
             "preprocess": (prepared - start) * 1e3,
             "infer": (inferred - prepared) * 1e3,
         }
+        origin = start if started is None else started
         raw = RawImageOutputs(
-            image, float(scores[0]), maps[0], start, timings, components[0], alignment
+            image, float(scores[0]), maps[0], origin, timings, components[0], alignment
         )
         return self.judge_raw(raw, threshold=threshold)
 
@@ -448,7 +461,8 @@ class Inspector:
         threshold = self._threshold if threshold is None else check_threshold(threshold)
         post_start = time.perf_counter()
         meta = self.metadata
-        image, timings = raw.image, dict(raw.timings_ms)
+        timings = dict(raw.timings_ms)
+        image, camera_size = bounded_image(raw.image, self.camera.work_side(self.input_size))
         score = normalize_score(raw.score, meta.normalization)
         height, width = image.shape[:2]
         anomaly_map = resize_map(normalize_map(raw.anomaly_map, meta.normalization), height, width)
@@ -471,12 +485,14 @@ class Inspector:
             timings_ms=timings,
             components=dict(raw.components),
             alignment=raw.alignment,
+            camera_size=camera_size,
         )
         timings["postprocess"] = (time.perf_counter() - post_start) * 1e3 - timings["regions"]
         if self.refiner is not None and result.is_defective:
-            refine_start = time.perf_counter()
-            result = self.refiner.refine_result(image, result)
-            timings["refine"] = (time.perf_counter() - refine_start) * 1e3
+            result = self._refine_gate.refine(
+                self.refiner, image, result, started=raw.start,
+                budget_ms=self.camera.latency_budget_ms,
+            )  # fmt: skip
         return dataclasses.replace(
             result,
             latency_ms=(time.perf_counter() - raw.start) * 1e3,
