@@ -19,14 +19,19 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
 
 import cv2
 import numpy as np
 
+from inspection.core.images import DecodedImage
 from inspection.core.types import InspectionResult
 from inspection.refine.base import MaskRefiner
 
+T = TypeVar("T")
 DEFAULT_WORK_MAX_SIDE = 1024
 """Longer side of the working copy: 4x the demo models' 256 px input, about 1 MP."""
 PRIOR_NS_PER_PIXEL = 2_000.0
@@ -57,6 +62,70 @@ class CameraOptions:
     def work_side(self, input_size: tuple[int, int]) -> int:
         """The working longer side for a model of ``input_size`` (h, w): never below it."""
         return max(self.work_max_side, *input_size)
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    """The station's ``camera:`` section: defaults, per-product overrides, stored images.
+
+    - ``work_max_side`` / ``latency_budget_ms``: defaults of every product's ``CameraOptions``;
+      ``products``: per-product options replacing them.
+    - ``keep_originals``: store the uploaded bytes of images that were reduced for
+      inspection; false: store the working copy (PNG) instead. Images already within the
+      working size are always stored as uploaded.
+    - ``overlay_max_side``: longer side of stored overlays.
+    """
+
+    work_max_side: int = DEFAULT_WORK_MAX_SIDE
+    latency_budget_ms: float | None = None
+    products: dict[str, CameraOptions] = field(default_factory=dict)
+    keep_originals: bool = False
+    overlay_max_side: int = 1024
+
+    def __post_init__(self) -> None:
+        CameraOptions(self.work_max_side, self.latency_budget_ms)  # same checks
+        if self.overlay_max_side < 1:
+            raise ValueError(f"overlay_max_side must be >= 1, got {self.overlay_max_side}")
+
+    def options(self, product: str) -> CameraOptions:
+        """The product's options (its override, else the defaults)."""
+        default = CameraOptions(self.work_max_side, self.latency_budget_ms)
+        return self.products.get(product, default)
+
+
+def bounded_loader(loader: Callable[[Path], T], config: CameraConfig) -> Callable[[Path], T]:
+    """``loader`` whose inspectors get their product's ``CameraOptions`` from ``config``
+    (inspectors without a ``camera`` attribute and bundle metadata are returned as loaded)."""
+
+    def load(bundle_dir: Path) -> T:
+        inspector = loader(bundle_dir)
+        metadata = getattr(inspector, "metadata", None)
+        if metadata is not None and hasattr(inspector, "camera"):
+            inspector.camera = config.options(metadata.product)  # type: ignore[attr-defined]
+        return inspector
+
+    return load
+
+
+def decode_side(options: CameraOptions, inspector: object) -> int:
+    """Longer side to decode uploads at for ``inspector`` (its model input size when it has
+    bundle metadata, else ``options.work_max_side``)."""
+    metadata = getattr(inspector, "metadata", None)
+    preprocessing = getattr(metadata, "preprocessing", None)
+    if preprocessing is None:
+        return options.work_max_side
+    return options.work_side(tuple(preprocessing.input_size))
+
+
+def stored_copy(decoded: DecodedImage, *, keep_original: bool) -> bytes | None:
+    """What a station stores as a result's image: None = the upload as sent (it was not
+    reduced, or ``keep_original``); else PNG bytes of the working copy (bounded size)."""
+    if keep_original or not decoded.reduced:
+        return None
+    ok, buffer = cv2.imencode(".png", np.ascontiguousarray(decoded.image[:, :, ::-1]))
+    if not ok:
+        raise ValueError(f"OpenCV could not encode a {decoded.image.shape} image as PNG")
+    return buffer.tobytes()
 
 
 def work_size(shape: tuple[int, ...], max_side: int) -> tuple[int, int]:

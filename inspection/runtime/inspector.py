@@ -25,14 +25,14 @@ import openvino as ov
 from inspection.core.bundle import BundleMetadata, verify_bundle
 from inspection.core.errors import BundleError, ImageDecodeError
 from inspection.core.global_context import GlobalContext, fuse, images_of_input
-from inspection.core.images import IMAGE_SUFFIXES, read_image
+from inspection.core.images import IMAGE_SUFFIXES, DecodedImage, read_image, read_reduced
 from inspection.core.roi import apply_roi, apply_roi_batch, clear_outside
 from inspection.core.types import AffineMatrix, InspectionResult
 from inspection.core.units import with_sizes
 from inspection.core.verdict import check_threshold, judge
 from inspection.refine.base import MaskRefiner
 from inspection.runtime.alignment import Aligner
-from inspection.runtime.camera import CameraOptions, RefineGate, bounded_image
+from inspection.runtime.camera import CameraOptions, RefineGate, bounded_image, with_camera_size
 from inspection.runtime.graph import optimize_graph
 from inspection.runtime.preprocess import (
     check_image,
@@ -429,19 +429,32 @@ class Inspector:
         return list(self.iter_paths(expand_paths(paths), batch_size=batch_size))
 
     def iter_paths(self, files: Iterable[Path], *, batch_size: int = 1) -> Iterator[PathOutcome]:
-        """Judge ``files`` in order, yielding each outcome as soon as its batch is done."""
-        pending: list[tuple[Path, np.ndarray]] = []
+        """Judge ``files`` in order, yielding each outcome as soon as its batch is done.
+
+        Files are decoded reduced to the working size (``runtime.camera``); an outcome's
+        ``image`` is that working copy."""
+        pending: list[tuple[Path, DecodedImage, float]] = []
 
         def flush() -> Iterator[PathOutcome]:
             if pending:
-                results = self.inspect_batch([image for _, image in pending])
-                for (path, image), result in zip(pending, results, strict=True):
-                    yield PathOutcome(path, result, image=image)
+                results = self.inspect_batch([decoded.image for _, decoded, _ in pending])
+                for (path, decoded, decode_ms), result in zip(pending, results, strict=True):
+                    shape = decoded.image.shape[:2]
+                    result = with_camera_size(result, decoded.source_size, shape)
+                    result = dataclasses.replace(
+                        result,
+                        latency_ms=result.latency_ms + decode_ms,
+                        timings_ms={"decode": decode_ms, **result.timings_ms},
+                    )
+                    yield PathOutcome(path, result, image=decoded.image)
                 pending.clear()
 
+        side = self.camera.work_side(self.input_size)
         for path in files:
             try:
-                pending.append((path, read_image(path)))
+                begin = time.perf_counter()
+                decoded = read_reduced(path, work_side=side)
+                pending.append((path, decoded, (time.perf_counter() - begin) * 1e3))
             except ImageDecodeError as exc:
                 yield from flush()
                 yield PathOutcome(path, error=str(exc))

@@ -13,6 +13,8 @@ from inspection.core.errors import ConfigError, RegistryError
 from inspection.core.images import DEFAULT_MAX_SIDE, STATION_FORMATS
 from inspection.core.registry import check_name
 from inspection.core.signing import SigningError, load_public_key
+from inspection.runtime.camera import CameraConfig
+from inspection.service.limits import ReadDeadlines
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +51,20 @@ class StationConfig:
     image_formats: tuple[str, ...] = STATION_FORMATS
     workers: int = 2
     max_in_flight: int = 8
-    """Inspect requests admitted at once (reading, queued or inferring); more get 503."""
+    """Inspect requests admitted to inference at once (their upload arrived; queued or
+    inferring); more get 503. Uploads still arriving never count here."""
     body_timeout_seconds: float = 30.0
     """An upload must arrive completely within this time, or it gets 408."""
+    body_idle_seconds: float = 5.0
+    """An upload that sends no byte for this long is closed (408)."""
+    min_upload_bytes_per_second: float = 100_000.0
+    """After ``upload_grace_seconds``, an upload slower than this on average is closed (408);
+    0 disables the check."""
+    upload_grace_seconds: float = 2.0
+    max_upload_memory_bytes: int = 256_000_000
+    """Bytes all uploads still arriving may hold together; beyond it an upload gets 503."""
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    """Working size, latency budget (per product) and stored images (``runtime.camera``)."""
     registry_poll_seconds: float = 2.0
     bundle_public_key: Path | None = None
     """The site's pinned signing key (``inspection keys init``); set: unsigned bundles are refused."""
@@ -68,13 +81,31 @@ class StationConfig:
                 check_name("product", product)
             except RegistryError as exc:
                 raise ConfigError(f"station config: products: {exc}") from exc
-        for name in ("max_upload_bytes", "max_pixels", "max_side", "workers", "max_in_flight"):
+        for name in (
+            "max_upload_bytes",
+            "max_pixels",
+            "max_side",
+            "workers",
+            "max_in_flight",
+            "max_upload_memory_bytes",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"station config: {name} must be >= 1, got {getattr(self, name)}")
         if self.port < 1:
             raise ConfigError(f"station config: port must be >= 1, got {self.port}")
-        if self.body_timeout_seconds <= 0:
-            raise ConfigError("station config: body_timeout_seconds must be > 0")
+        if min(self.body_timeout_seconds, self.body_idle_seconds, self.upload_grace_seconds) <= 0:
+            raise ConfigError(
+                "station config: body_timeout_seconds, body_idle_seconds and "
+                "upload_grace_seconds must be > 0"
+            )
+        if self.min_upload_bytes_per_second < 0:
+            raise ConfigError("station config: min_upload_bytes_per_second must be >= 0")
+        unknown = sorted(set(self.camera.products) - set(self.products))
+        if unknown:
+            raise ConfigError(
+                f"station config: camera.products {unknown} are not in products "
+                f"{list(self.products)}"
+            )
         _check_formats(self.image_formats)
         if self.registry_poll_seconds <= 0 or self.watch.poll_seconds <= 0:
             raise ConfigError("station config: poll intervals must be > 0 seconds")
@@ -105,6 +136,16 @@ def _check_formats(formats: tuple[str, ...]) -> None:
 def load_station_config(path: str | Path) -> StationConfig:
     """Read and validate a station YAML file; unknown keys raise ``ConfigError`` by name."""
     return from_mapping(StationConfig, read_yaml(path), where=str(path))
+
+
+def read_deadlines(config: StationConfig) -> ReadDeadlines:
+    """The per-connection body-read deadlines of ``config``."""
+    return ReadDeadlines(
+        total_s=config.body_timeout_seconds,
+        idle_s=config.body_idle_seconds,
+        min_rate=config.min_upload_bytes_per_second,
+        grace_s=config.upload_grace_seconds,
+    )
 
 
 def pinned_key(config: StationConfig) -> Ed25519PublicKey | None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from inspection.core.registry import Registry
+from inspection.runtime.camera import bounded_loader
 from inspection.service.config import StationConfig, pinned_key
 from inspection.service.live import InspectorLoader, LiveModels, TunedSelector, default_loader
 from inspection.service.metrics import ServiceMetrics
@@ -47,7 +48,7 @@ class Station:
         models = LiveModels(
             registry,
             config.products,
-            loader=loader,
+            loader=bounded_loader(loader, config.camera),
             on_change=metrics.model_changed,
             selector=TunedSelector(
                 registry, tune_on_load=config.tune_on_load, public_key=public_key
@@ -60,6 +61,7 @@ class Station:
             max_pixels=config.max_pixels,
             max_side=config.max_side,
             formats=config.image_formats,
+            camera=config.camera,
         )
         station = cls(config, store, models, pipeline, metrics)
         if config.watch.enabled if with_watch is None else with_watch:
@@ -89,6 +91,7 @@ class Station:
         row = outcome.row
         self.metrics.verdicts.labels(row.product, row.verdict, row.source).inc()
         self.metrics.inference_latency.labels(row.product).observe(row.latency_ms / 1000.0)
+        self.metrics.stages.observe(row.product, outcome.timings_ms)
 
     def watch_status(self) -> dict[str, Any] | None:
         if self.watcher is None:
