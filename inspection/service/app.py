@@ -280,6 +280,7 @@ async def _inspect(
     outcome: Outcome = await loop.run_in_executor(station.executor, run)
     station.observe(outcome)
     body = inspection_json(outcome.row) | {"replayed": not outcome.created}
+    body["timings_ms"] = {name: round(value, 3) for name, value in outcome.timings_ms.items()}
     return JSONResponse(body, status_code=201 if outcome.created else 200)
 
 
