@@ -71,7 +71,8 @@ def export_command(
 ) -> None:
     """Export, calibrate on its own validation outputs, gate against FP32, and register."""
     from inspection.core.registry import Registry
-    from inspection.training.export import ExportOptions, RegistryExport, export_bundle
+    from inspection.training.export import ExportOptions
+    from inspection.training.registry_export import RegistryExport, export_bundle
 
     if precision not in PRECISIONS:
         raise typer.BadParameter(

@@ -13,7 +13,7 @@ from rich.progress import track
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from inspection.runtime.inspector import PathOutcome
+    from inspection.runtime.paths import PathOutcome
 
 
 console = Console()
@@ -57,7 +57,8 @@ def inspect_command(
 ) -> None:
     """Inspect images with a bundle; unreadable files are listed as errors, never abort the batch."""
     from inspection.runtime.camera import CameraOptions
-    from inspection.runtime.inspector import Inspector, expand_paths
+    from inspection.runtime.inspector import Inspector
+    from inspection.runtime.paths import expand_paths, iter_paths
 
     if fmt not in FORMATS:
         raise typer.BadParameter(f"must be one of {', '.join(FORMATS)}", param_hint="--format")
@@ -78,7 +79,7 @@ def inspect_command(
     if not files:
         console.print("[yellow]no image files found[/]")
         raise typer.Exit(1)
-    outcomes = inspector.iter_paths(files)
+    outcomes = iter_paths(inspector, files)
     rows = [
         _row(outcome, inspector.model_version, out if overlays else None)
         for outcome in track(

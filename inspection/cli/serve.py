@@ -62,7 +62,7 @@ def watch(
 
     station_config = load_station_config(config)
     station = Station.build(station_config, with_watch=False)
-    station.models.start(station_config.registry_poll_seconds)
+    station.core.start()
     watcher = WatchFolder(station_config.watch, station.pipeline)
     watcher.acquire()
     try:
@@ -76,7 +76,7 @@ def watch(
             watcher.run()
     finally:
         watcher.release()
-        station.models.stop()
+        station.core.stop()
     console.print(f"watch folder: {watcher.counts}")
 
 
@@ -149,7 +149,7 @@ def _store(config: Path) -> Store:
     from inspection.store.store import Store
 
     station_config = load_station_config(config)
-    return Store.migrated(station_config.store_url, station_config.blob_dir)
+    return Store.migrated(station_config.core.store_url, station_config.core.blob_dir)
 
 
 def register(app: typer.Typer) -> None:

@@ -47,10 +47,11 @@ def sync(
     its last good bundle. Exit code 2 when a one-shot sync failed for some product.
     """
     from inspection.distribution.sync import HttpSource, PathSource, sync_forever, sync_once
-    from inspection.service.config import load_station_config, pinned_key
+    from inspection.service.config import load_station_config
+    from inspection.station.config import pinned_key
 
     station_config = load_station_config(config)
-    public_key = pinned_key(station_config)
+    public_key = pinned_key(station_config.core)
     if public_key is None:
         console.print(
             "[yellow]no bundle_public_key in the station config: pulled bundles are checked "
@@ -61,7 +62,7 @@ def sync(
         bundle_source = HttpSource(source, token or os.environ.get(TOKEN_ENV, ""))
     else:
         bundle_source = PathSource(source)
-    registry_dir, products = station_config.registry_dir, station_config.products
+    registry_dir, products = station_config.core.registry_dir, station_config.core.products
     if not watch:
         outcomes = sync_once(bundle_source, registry_dir, products, public_key=public_key)
         _print(outcomes)
@@ -104,19 +105,20 @@ def tune(
     from inspection.core.images import read_image
     from inspection.core.registry import Registry
     from inspection.runtime.hardware import cpu_info
-    from inspection.runtime.inspector import expand_paths
+    from inspection.runtime.paths import expand_paths
     from inspection.runtime.tuning import tune_product, tuning_path
-    from inspection.service.config import load_station_config, pinned_key
+    from inspection.service.config import load_station_config
+    from inspection.station.config import pinned_key
 
     station_config = load_station_config(config)
-    public_key = pinned_key(station_config)  # siblings that fail it are never loaded
-    registry = Registry(station_config.registry_dir)
+    public_key = pinned_key(station_config.core)  # siblings that fail it are never loaded
+    registry = Registry(station_config.core.registry_dir)
     probe = [read_image(p) for p in expand_paths([images])][:16] if images else None
     if images and not probe:
         raise typer.BadParameter(f"no images in {images}", param_hint="--images")
     cpu = cpu_info()
     console.print(f"CPU: {cpu.summary()}; OpenVINO {cpu.openvino}: {', '.join(cpu.capabilities)}")
-    for product in products or station_config.products:
+    for product in products or station_config.core.products:
         with console.status(f"{product}: measuring") as status:
             record = tune_product(
                 registry,
@@ -190,7 +192,7 @@ def status(config: Path = LINE_OPTION) -> None:
     from inspection.store.store import Store
 
     line_config = load_line_config(config)
-    store = Store.migrated(line_config.store_url, line_config.blob_dir)
+    store = Store.migrated(line_config.core.store_url, line_config.core.blob_dir)
     backlog = Outbox(store).backlog()
     table = Table("sink", "waiting", "oldest s", "delivered")
     for sink in line_config.sinks:
@@ -201,8 +203,8 @@ def status(config: Path = LINE_OPTION) -> None:
             str(entry.delivered if entry else 0),
         )  # fmt: skip
     console.print(table)
-    registry = Registry(line_config.registry_dir)
-    for product in line_config.products:
+    registry = Registry(line_config.core.registry_dir)
+    for product in line_config.core.products:
         live = registry.live(product)
         console.print(f"{product}: live bundle {live.bundle_id if live else '[red]none[/]'}")
     store.engine.dispose()

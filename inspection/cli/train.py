@@ -301,12 +301,9 @@ def step_export(ctx: DemoContext) -> None:
     """Export each product's best model (image AUROC) to FP32 and INT8 bundles, then serve
     the precision that is fastest on this CPU among those that passed the accuracy gate."""
     try:
-        from inspection.training.export import (
-            ExportOptions,
-            GateRefusal,
-            RegistryExport,
-            export_bundle,
-        )
+        from inspection.core.export_gate import GateRefusal
+        from inspection.training.export import ExportOptions
+        from inspection.training.registry_export import RegistryExport, export_bundle
     except ImportError as exc:
         log.info("export step skipped: %s", exc)
         return
@@ -382,7 +379,7 @@ def step_inspect(ctx: DemoContext) -> None:
         log.info("inspect step skipped: %s", exc)
         return
     from inspection.data.dataset import load_dataset
-    from inspection.training.export import held_out_test_samples
+    from inspection.training.registry_export import held_out_test_samples
 
     for product in ctx.products:
         live = ctx.registry.live(product)

@@ -21,7 +21,7 @@ from typing import Literal
 from inspection.core.config import from_mapping, to_mapping
 from inspection.core.errors import ConfigError, InspectionError
 from inspection.line.camera import Camera, CaptureError
-from inspection.service.errors import (
+from inspection.station.errors import (
     BadImage,
     InvalidRequest,
     NoLiveModel,
@@ -31,7 +31,7 @@ from inspection.service.errors import (
     StationBusy,
     UnknownProduct,
 )
-from inspection.service.pipeline import Outcome, Pipeline, check_request_id, stored_request_id
+from inspection.station.pipeline import Outcome, Pipeline, check_request_id, stored_request_id
 
 ANSWER_SCHEMA = "inspection.answer/1"
 

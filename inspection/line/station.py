@@ -10,7 +10,6 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, start_http_server
 
-from inspection.core.registry import Registry
 from inspection.line.camera import Camera, open_camera
 from inspection.line.config import LineConfig
 from inspection.line.handshake import Answer, ErrorCode, TriggerHandler
@@ -19,9 +18,10 @@ from inspection.line.opcua import OpcUaHandshake
 from inspection.line.payload import payload_of
 from inspection.line.publisher import Publisher
 from inspection.line.sinks import Sink, build_sink
-from inspection.service.live import InspectorLoader, LiveModels, default_loader
-from inspection.service.metrics import HandshakeMetrics, OutboxMetrics
-from inspection.service.pipeline import OutboxBuilder, Pipeline
+from inspection.station.core import StationCore
+from inspection.station.live import InspectorLoader, LiveModels, default_loader
+from inspection.station.metrics import HandshakeMetrics, OutboxMetrics
+from inspection.station.pipeline import OutboxBuilder
 from inspection.store.outbox import Outbox, OutboxEntry
 from inspection.store.store import Store
 
@@ -44,8 +44,7 @@ class LineStation:
     """Built by ``LineStation.build``; ``start()`` / ``stop()`` run every background part."""
 
     config: LineConfig
-    store: Store
-    models: LiveModels
+    core: StationCore
     camera: Camera
     handler: TriggerHandler
     publisher: Publisher
@@ -59,15 +58,11 @@ class LineStation:
     def build(cls, config: LineConfig, *, loader: InspectorLoader = default_loader) -> LineStation:
         """Open the store (upgrading its schema, as ``serve`` does), camera and sinks; models
         load on ``start``."""
-        store = Store.migrated(config.store_url, config.blob_dir)
-        models = LiveModels(Registry(config.registry_dir), config.products, loader=loader)
-        pipeline = Pipeline(
-            store, models, max_pixels=config.max_pixels, outbox=outbox_builder(config)
-        )
+        core = StationCore.build(config.core, loader=loader, outbox=outbox_builder(config))
         camera = open_camera(config.camera)
         handler = TriggerHandler(
             camera,
-            pipeline,
+            core.pipeline,
             station_id=config.station_id,
             product=config.product,
             timeout_s=config.inspect_timeout_s,
@@ -75,10 +70,10 @@ class LineStation:
         registry = CollectorRegistry()
         sinks = {s.name: build_sink(s, station_id=config.station_id) for s in config.sinks}
         publisher = Publisher(
-            Outbox(store), sinks, config.publisher, metrics=OutboxMetrics(registry)
+            Outbox(core.store), sinks, config.publisher, metrics=OutboxMetrics(registry)
         )
         station = cls(
-            config, store, models, camera, handler, publisher, sinks,
+            config, core, camera, handler, publisher, sinks,
             HandshakeMetrics(registry), registry,
         )  # fmt: skip
         if config.opcua.enabled:
@@ -96,7 +91,7 @@ class LineStation:
 
     def start(self) -> None:
         """Load live models, then serve: publisher, handshakes, metrics endpoint."""
-        self.models.start(self.config.registry_poll_seconds)
+        self.core.start()
         self.publisher.start()
         for handshake in (self.opcua, self.mqtt):
             if handshake is not None:
@@ -114,9 +109,17 @@ class LineStation:
         self.publisher.stop()
         for sink in self.sinks.values():
             sink.close()
-        self.models.stop()
+        self.core.stop()
         self.camera.close()
-        self.store.engine.dispose()
+        self.core.store.engine.dispose()
+
+    @property
+    def store(self) -> Store:
+        return self.core.store
+
+    @property
+    def models(self) -> LiveModels:
+        return self.core.models
 
     def answered(self, answer: Answer, seconds: float, via: str) -> None:
         """Count the answer and let the publisher deliver its outbox rows right away."""

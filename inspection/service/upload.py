@@ -18,7 +18,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from inspection.service.errors import RequestError
-from inspection.service.limits import ReadDeadlines, UploadBudget
+from inspection.station.limits import ReadDeadlines, UploadBudget
 
 FILE_FIELDS = ("image", "file")
 TEXT_FIELDS = ("product", "part_id", "request_id")

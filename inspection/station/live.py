@@ -26,7 +26,7 @@ from inspection.core.signing import verify_signed_bundle
 from inspection.core.types import InspectionResult
 from inspection.core.verdict import check_threshold
 from inspection.runtime.tuning import TuningRecord, gated_candidates, read_tuning, tune_product
-from inspection.service.errors import NoLiveModel
+from inspection.station.errors import NoLiveModel
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from inspection.service.errors import StationBusy
+from inspection.station.errors import StationBusy
 
 RETRY_AFTER_SECONDS = 1
 

@@ -23,15 +23,15 @@ from inspection.core.fingerprint import sha256_bytes
 from inspection.core.images import DEFAULT_MAX_SIDE, STATION_FORMATS, decode_reduced
 from inspection.runtime.camera import CameraConfig, decode_side, stored_copy, with_camera_size
 from inspection.runtime.overlays import render_overlay
-from inspection.service.errors import (
+from inspection.station.errors import (
     BadImage,
     InvalidRequest,
     PartNotAligned,
     ReplayConflict,
     UnknownProduct,
 )
-from inspection.service.live import LiveModels
-from inspection.service.render import encode_jpeg, encode_map, encode_mask, image_extension
+from inspection.station.live import LiveModels
+from inspection.station.render import encode_jpeg, encode_map, encode_mask, image_extension
 from inspection.store.models import Inspection
 from inspection.store.outbox import OutboxEntry
 from inspection.store.store import Store
