@@ -65,8 +65,8 @@ class CameraOptions:
 
 
 @dataclass(frozen=True)
-class CameraConfig:
-    """The station's ``camera:`` section: defaults, per-product overrides, stored images.
+class BoundsConfig:
+    """The station core's ``bounds:`` section: defaults, per-product overrides, stored images.
 
     - ``work_max_side`` / ``latency_budget_ms``: defaults of every product's ``CameraOptions``;
       ``products``: per-product options replacing them.
@@ -93,7 +93,7 @@ class CameraConfig:
         return self.products.get(product, default)
 
 
-def bounded_loader(loader: Callable[[Path], T], config: CameraConfig) -> Callable[[Path], T]:
+def bounded_loader(loader: Callable[[Path], T], config: BoundsConfig) -> Callable[[Path], T]:
     """``loader`` whose inspectors get their product's ``CameraOptions`` from ``config``
     (inspectors without a ``camera`` attribute and bundle metadata are returned as loaded)."""
 

@@ -22,7 +22,7 @@ from inspection.core.errors import ConfigError, RegistryError
 from inspection.core.images import DEFAULT_MAX_SIDE, STATION_FORMATS
 from inspection.core.registry import check_name
 from inspection.core.signing import PUBLIC_KEY_FILE, SigningError, load_public_key
-from inspection.runtime.camera import CameraConfig
+from inspection.runtime.camera import BoundsConfig
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class StationCoreConfig:
     tune_on_load: bool = True
     """Measure the live model's gated bundles (FP32/FP16/INT8) on this CPU when no tuning
     record exists, and serve the fastest (see ``inspection.runtime.tuning``)."""
-    camera: CameraConfig = field(default_factory=CameraConfig)
+    bounds: BoundsConfig = field(default_factory=BoundsConfig)
     """Working size, latency budget (per product) and stored images (``runtime.camera``)."""
 
     def __post_init__(self) -> None:
@@ -70,10 +70,10 @@ class StationCoreConfig:
         for name in ("max_pixels", "max_side"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"core: {name} must be >= 1, got {getattr(self, name)}")
-        unknown = sorted(set(self.camera.products) - set(self.products))
+        unknown = sorted(set(self.bounds.products) - set(self.products))
         if unknown:
             raise ConfigError(
-                f"core: camera.products {unknown} are not in products {list(self.products)}"
+                f"core: bounds.products {unknown} are not in products {list(self.products)}"
             )
         if self.registry_poll_seconds <= 0:
             raise ConfigError("core: registry_poll_seconds must be > 0 seconds")

@@ -57,7 +57,7 @@ class StationCore:
         models = LiveModels(
             registry,
             config.products,
-            loader=bounded_loader(loader, config.camera),
+            loader=bounded_loader(loader, config.bounds),
             on_change=on_change,
             selector=TunedSelector(
                 registry, tune_on_load=config.tune_on_load, public_key=public_key
@@ -71,7 +71,7 @@ class StationCore:
             max_side=config.max_side,
             formats=config.image_formats,
             outbox=outbox,
-            camera=config.camera,
+            bounds=config.bounds,
         )
         return cls(
             config, store, models, pipeline, None if public_key is None else key_id(public_key)

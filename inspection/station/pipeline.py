@@ -21,7 +21,7 @@ from typing import Any
 from inspection.core.errors import AlignmentError, ImageDecodeError
 from inspection.core.fingerprint import sha256_bytes
 from inspection.core.images import DEFAULT_MAX_SIDE, STATION_FORMATS, decode_reduced
-from inspection.runtime.camera import CameraConfig, decode_side, stored_copy, with_camera_size
+from inspection.runtime.camera import BoundsConfig, decode_side, stored_copy, with_camera_size
 from inspection.runtime.overlays import render_overlay
 from inspection.station.errors import (
     BadImage,
@@ -115,7 +115,7 @@ class Pipeline:
         max_side: int = DEFAULT_MAX_SIDE,
         formats: tuple[str, ...] = STATION_FORMATS,
         outbox: OutboxBuilder | None = None,
-        camera: CameraConfig | None = None,
+        bounds: BoundsConfig | None = None,
     ) -> None:
         self.store = store
         self.models = models
@@ -123,7 +123,7 @@ class Pipeline:
         self.max_side = max_side
         self.formats = formats
         self.outbox = outbox
-        self.camera = camera or CameraConfig()
+        self.bounds = bounds or BoundsConfig()
 
     def check_product(self, product: str | None) -> str:
         if not product:
@@ -161,7 +161,7 @@ class Pipeline:
             return Outcome(check_replay(existing, product, digest), False, _ms(started))
         model = self.models.get(product)  # NoLiveModel when none is loaded
         decode_start = time.perf_counter()
-        options = self.camera.options(product)
+        options = self.bounds.options(product)
         try:
             decoded = decode_reduced(
                 data,
@@ -174,21 +174,22 @@ class Pipeline:
         except ImageDecodeError as exc:
             raise BadImage(str(exc)) from exc
         image = decoded.image
+        decode_ms = _ms(decode_start)
         try:
             result = model.inspect(image, started=decode_start)
         except AlignmentError as exc:
             raise PartNotAligned(str(exc)) from exc
         result = with_camera_size(result, decoded.source_size, image.shape[:2])
-        stages = {"decode": (time.perf_counter() - decode_start) * 1e3 - result.latency_ms}
-        stages = {**stages, **result.timings_ms}
-        overlay = render_overlay(image, result, max_side=self.camera.overlay_max_side)
-        copy = stored_copy(decoded, keep_original=self.camera.keep_originals)
+        encode_start = time.perf_counter()
+        overlay = render_overlay(image, result, max_side=self.bounds.overlay_max_side)
+        copy = stored_copy(decoded, keep_original=self.bounds.keep_originals)
         encoded = {
             "image_sha": (data, image_extension(data)) if copy is None else (copy, ".png"),
             "map_sha": (encode_map(result.anomaly_map), ".png"),
             "mask_sha": (encode_mask(result.mask), ".png"),
             "overlay_sha": (encode_jpeg(overlay), ".jpg"),
         }
+        stages = {"decode": decode_ms, **result.timings_ms, "encode": _ms(encode_start)}
         fields = {
             "id": uuid.uuid4().hex,
             "created_at": datetime.now(timezone.utc),

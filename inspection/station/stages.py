@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 _STAGE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
-STAGES = ("decode", "preprocess", "infer", "regions", "postprocess", "refine", "store")
+STAGES = ("decode", "preprocess", "infer", "regions", "postprocess", "refine", "encode", "store")
 """Stages of ``Outcome.timings_ms`` that are observed (in ms there, seconds here)."""
 
 
@@ -19,7 +19,7 @@ class StageMetrics:
         self.stage = Histogram(
             "inspection_stage_duration_seconds",
             "Wall time of one inspection stage by product (decode, preprocess, infer, regions, "
-            "postprocess, refine, store).",
+            "postprocess, refine, encode, store).",
             ["product", "stage"],
             buckets=_STAGE_BUCKETS,
             registry=registry,
