@@ -107,10 +107,13 @@ def bounded_loader(loader: Callable[[Path], T], config: BoundsConfig) -> Callabl
     return load
 
 
-def decode_side(options: CameraOptions, inspector: object) -> int:
-    """Longer side to decode uploads at for ``inspector`` (its model input size when it has
-    bundle metadata, else ``options.work_max_side``)."""
+def decode_side(options: CameraOptions, inspector: object) -> int | None:
+    """Longer side to decode uploads at for ``inspector``: the working side for its model's
+    input size; None (full resolution) for a tiled bundle, whose tiles need the camera's
+    pixels; ``options.work_max_side`` for an inspector without bundle metadata."""
     metadata = getattr(inspector, "metadata", None)
+    if getattr(metadata, "tiling", None) is not None:
+        return None
     preprocessing = getattr(metadata, "preprocessing", None)
     if preprocessing is None:
         return options.work_max_side
