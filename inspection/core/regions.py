@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from itertools import pairwise
 
 import cv2
@@ -55,34 +54,6 @@ def extract_regions(
             )
         )
     return tuple(sorted(regions, key=lambda r: r.area, reverse=True))
-
-
-def scale_regions(
-    regions: tuple[DefectRegion, ...], size: tuple[int, int], target: tuple[int, int]
-) -> tuple[DefectRegion, ...]:
-    """``regions`` of an image of ``size`` (h, w) in pixels of the same view at ``target``
-    (H, W): boxes cover every target pixel under the source box, peaks move to the centre of
-    their pixel, areas scale with the pixel ratio; scores and mm sizes are unchanged."""
-    if tuple(size) == tuple(target):
-        return regions
-    sy, sx = target[0] / size[0], target[1] / size[1]
-    scaled = []
-    for region in regions:
-        x0, y0, x1, y1 = region.box
-        left, top = int(np.floor(x0 * sx)), int(np.floor(y0 * sy))
-        box = (
-            left,
-            top,
-            min(target[1], max(left + 1, int(np.ceil(x1 * sx)))),
-            min(target[0], max(top + 1, int(np.ceil(y1 * sy)))),
-        )
-        peak = (
-            min(target[1] - 1, int((region.peak[0] + 0.5) * sx)),
-            min(target[0] - 1, int((region.peak[1] + 0.5) * sy)),
-        )
-        area = max(1, round(region.area * sx * sy))
-        scaled.append(dataclasses.replace(region, box=box, peak=peak, area=area))
-    return tuple(scaled)
 
 
 def region_hits(

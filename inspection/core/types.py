@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -168,8 +169,6 @@ class InspectionResult:
         """``regions`` at full resolution (scaled from a working copy; see ``camera_size``)."""
         if self.camera_size is None:
             return self.regions
-        from inspection.core.regions import scale_regions  # imports this module
-
         return scale_regions(self.regions, self.anomaly_map.shape, self.camera_size)
 
     @property
@@ -206,3 +205,31 @@ class InspectionResult:
                 else {}
             ),
         }
+
+
+def scale_regions(
+    regions: tuple[DefectRegion, ...], size: tuple[int, int], target: tuple[int, int]
+) -> tuple[DefectRegion, ...]:
+    """``regions`` of an image of ``size`` (h, w) in pixels of the same view at ``target``
+    (H, W): boxes cover every target pixel under the source box, peaks move to the centre of
+    their pixel, areas scale with the pixel ratio; scores and mm sizes are unchanged."""
+    if tuple(size) == tuple(target):
+        return regions
+    sy, sx = target[0] / size[0], target[1] / size[1]
+    scaled = []
+    for region in regions:
+        x0, y0, x1, y1 = region.box
+        left, top = int(np.floor(x0 * sx)), int(np.floor(y0 * sy))
+        box = (
+            left,
+            top,
+            min(target[1], max(left + 1, int(np.ceil(x1 * sx)))),
+            min(target[0], max(top + 1, int(np.ceil(y1 * sy)))),
+        )
+        peak = (
+            min(target[1] - 1, int((region.peak[0] + 0.5) * sx)),
+            min(target[0] - 1, int((region.peak[1] + 0.5) * sy)),
+        )
+        area = max(1, round(region.area * sx * sy))
+        scaled.append(dataclasses.replace(region, box=box, peak=peak, area=area))
+    return tuple(scaled)

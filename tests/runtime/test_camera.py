@@ -14,8 +14,8 @@ from PIL import Image
 
 from inspection.core.errors import ImageDecodeError
 from inspection.core.images import decode_reduced, read_image
-from inspection.core.regions import extract_regions, scale_regions
-from inspection.core.types import InspectionResult
+from inspection.core.regions import extract_regions
+from inspection.core.types import InspectionResult, scale_regions
 from inspection.refine.classical import ClassicalRefiner, bounded_crop, grabcut_region
 from inspection.refine.config import ClassicalConfig, RefineConfig
 from inspection.runtime.camera import (
