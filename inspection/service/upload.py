@@ -43,19 +43,18 @@ _CLOSED = {
 async def read_upload(
     request: Request,
     max_bytes: int,
-    deadlines: ReadDeadlines | float = 30.0,
+    deadlines: ReadDeadlines | None = None,
     *,
     budget: UploadBudget | None = None,
     on_closed: Callable[[str], None] | None = None,
 ) -> Upload:
     """The image bytes and any form fields; 413/415/400/422 with a clear message otherwise.
 
-    A body that misses its ``deadlines`` (a float: the total time only, as before) gets 408
-    with ``Connection: close``; one that would overflow ``budget`` gets 503. ``on_closed``
-    is told the reason ("deadline", "idle", "slow", "memory").
+    A body that misses its ``deadlines`` (default: ``ReadDeadlines()``) gets 408 with
+    ``Connection: close``; one that would overflow ``budget`` gets 503. ``on_closed`` is told
+    the reason ("deadline", "idle", "slow", "memory").
     """
-    if not isinstance(deadlines, ReadDeadlines):
-        deadlines = ReadDeadlines(total_s=float(deadlines), idle_s=float(deadlines), min_rate=0)
+    deadlines = deadlines or ReadDeadlines()
     reader = _BodyReader(request, deadlines, budget or UploadBudget(1 << 62))
     try:
         return await _read_upload(request, max_bytes, reader)
@@ -97,7 +96,7 @@ class _BodyReader:
             if len(body) + len(chunk) > limit:
                 raise too_big
             if not self.budget.take(len(chunk)):
-                raise _refused(
+                raise UploadClosed(
                     503,
                     "the station's upload memory is full; retry shortly with the same request_id",
                     "memory",
@@ -113,7 +112,7 @@ class _BodyReader:
     def _closed(self, reason: str) -> UploadClosed:
         d = self.deadlines
         message = _CLOSED[reason].format(total=d.total_s, idle=d.idle_s, rate=d.min_rate)
-        return _refused(408, message, reason, {"Connection": "close"})
+        return UploadClosed(408, message, reason, {"Connection": "close"})
 
 
 class UploadClosed(RequestError):
@@ -122,10 +121,6 @@ class UploadClosed(RequestError):
     def __init__(self, status: int, message: str, reason: str, headers: dict[str, str]) -> None:
         super().__init__(status, message, headers)
         self.reason = reason
-
-
-def _refused(status: int, message: str, reason: str, headers: dict[str, str]) -> UploadClosed:
-    return UploadClosed(status, message, reason, headers)
 
 
 async def _read_upload(request: Request, max_bytes: int, reader: _BodyReader) -> Upload:
