@@ -7,6 +7,7 @@ import contextlib
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from inspection.station.live import LiveModel
+from inspection.station.stages import StageMetrics
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -85,6 +86,7 @@ class ServiceMetrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.stages = StageMetrics(self.registry)
         self._live_labels: dict[str, tuple[str, str, str]] = {}
         self._served_labels: dict[str, list[tuple[str, str, str]]] = {}
 
