@@ -23,6 +23,7 @@ from typing import Literal
 import numpy as np
 
 from inspection.core.bundle import BundleMetadata
+from inspection.core.golden import GoldenCheck
 from inspection.core.roi import clear_outside
 from inspection.core.types import AffineMatrix, InspectionResult
 from inspection.core.units import with_sizes
@@ -30,6 +31,7 @@ from inspection.core.verdict import check_threshold, judge
 from inspection.refine.base import MaskRefiner
 from inspection.refine.config import load_refine_config
 from inspection.refine.factory import bundle_refiner
+from inspection.runtime.golden import verify_golden
 from inspection.runtime.model import BundleModel, Finished
 from inspection.runtime.preprocess import normalize_map, normalize_score, preprocess, resize_map
 
@@ -78,6 +80,8 @@ class Inspector:
     ) -> None:
         self.model = model
         self.refiner = refiner
+        self.golden: GoldenCheck | None = None
+        """The golden check run at load (``runtime.golden``); None: not run or no golden."""
         self._threshold = check_threshold(
             model.metadata.image_threshold if threshold is None else threshold
         )
@@ -93,8 +97,11 @@ class Inspector:
         performance_hint: str = "LATENCY",
         num_threads: int | None = None,
         optimize: bool = True,
+        golden: bool = True,
     ) -> Inspector:
-        """Verify the bundle's checksums and compile it (``BundleModel.load``).
+        """Verify the bundle's checksums and compile it (``BundleModel.load``), then, with
+        ``golden``, run its golden images on this CPU (``runtime.golden.verify_golden``): a
+        bundle drifting beyond its stated tolerance raises ``GoldenDriftError``.
 
         ``refiner="bundle"`` refines NG masks with the refiner the bundle's
         ``metadata.refinement`` chose (seeded from the station's ``configs/refine.yaml``);
@@ -107,9 +114,12 @@ class Inspector:
             num_threads=num_threads,
             optimize=optimize,
         )
+        check = verify_golden(model) if golden else None
         if refiner == "bundle":
             refiner = _bundle_refiner(model.metadata)
-        return cls(model, refiner=refiner, threshold=threshold)
+        inspector = cls(model, refiner=refiner, threshold=threshold)
+        inspector.golden = check
+        return inspector
 
     # ---------------------------------------------------------------- properties
     @property

@@ -42,12 +42,14 @@ from inspection.core.export_gate import (
     check_gate,
 )
 from inspection.core.fingerprint import fingerprint_files
+from inspection.core.golden import GOLDEN_IMAGES
 from inspection.core.images import read_image
 from inspection.core.metrics import EvaluationMetrics
 from inspection.core.outputs import RawOutputs
 from inspection.core.refinement import RefinementChoice
 from inspection.core.registry import utc_now
 from inspection.core.validation_scores import ValidationScores, write_validation_scores
+from inspection.runtime.golden import golden_sources, record_golden
 from inspection.runtime.inspector import Inspector
 from inspection.runtime.preprocess import normalize_score, preprocess
 from inspection.runtime.tiled import TiledInspector, tiled_outputs
@@ -339,8 +341,13 @@ def export_model(
         record = ExportRecord(gate=gate, reference_fp32=reference[0], image_auroc_drop=drop)
     recorded = {**metrics.to_mapping(), **record.to_mapping()}
     meta = replace(meta, metrics=recorded)
+    meta = record_golden(out_dir, meta, golden_sources(_labelled(splits.validation), GOLDEN_IMAGES))
     write_bundle_metadata(out_dir, meta)
     return ExportResult(meta.bundle_id, out_dir, meta)
+
+
+def _labelled(samples: Sequence[LabelledSample]) -> list[tuple[Path, int]]:
+    return [(Path(s.path), int(s.label)) for s in samples]
 
 
 def _image_auroc_drop(reference: EvaluationMetrics, metrics: EvaluationMetrics) -> float:

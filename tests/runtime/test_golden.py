@@ -1,0 +1,107 @@
+"""Golden outputs of a real exported bundle: recorded, signed, checked at load, and refusing a
+bundle whose graph numerics were changed (weights perturbed, checksums and signature redone)."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from inspection.core.bundle import read_bundle_metadata, verify_bundle, write_bundle_metadata
+from inspection.core.golden import GOLDEN_IMAGES
+from inspection.core.signing import sign_bundle, verify_signed_bundle
+from inspection.runtime.golden import GoldenDriftError, check_golden
+from inspection.runtime.inspector import Inspector
+from inspection.runtime.model import BundleModel
+from tests.ov_precision import cpu_executes_bf16
+
+pytestmark = pytest.mark.slow
+
+
+def _copy(bundle: Path, tmp_path: Path) -> Path:
+    target = tmp_path / bundle.name
+    shutil.copytree(bundle, target)
+    return target
+
+
+def _perturb_weights(bundle: Path, relative: float) -> None:
+    """Scale the largest floating-point constant of the IR (the memory bank or a backbone
+    weight) by ``1 + relative`` and save the model back (new .xml/.bin)."""
+    meta = read_bundle_metadata(bundle)
+    core = ov.Core()
+    model = core.read_model(bundle / meta.model_file)
+    constants = [
+        op
+        for op in model.get_ordered_ops()
+        if op.get_type_name() == "Constant" and op.get_element_type() in (ov.Type.f32, ov.Type.f16)
+    ]
+    largest = max(constants, key=lambda op: op.get_output_size() and np.prod(op.get_shape()))
+    values = largest.get_data().astype(np.float32) * np.float32(1.0 + relative)
+    replacement = ov.opset13.constant(values.astype(largest.get_data().dtype))
+    for target in list(largest.output(0).get_target_inputs()):
+        target.replace_source_output(replacement.output(0))
+    scratch = bundle / "perturbed.xml"
+    ov.save_model(model, scratch, compress_to_fp16=False)
+    scratch.replace(bundle / meta.model_file)
+    scratch.with_suffix(".bin").replace(bundle / meta.weights_file)
+
+
+def test_every_export_records_signed_golden_outputs(fp32_bundle: Path) -> None:
+    meta = verify_bundle(fp32_bundle)
+    golden = meta.golden
+    assert golden is not None and len(golden.images) == GOLDEN_IMAGES
+    assert golden.precision == "f32" and golden.tolerance > 0
+    for file in golden.files:
+        assert (fp32_bundle / file).is_file() and file in meta.files
+
+
+def test_the_golden_check_passes_at_load_on_this_cpu(fp32_bundle: Path) -> None:
+    inspector = Inspector.from_bundle(fp32_bundle)
+    check = inspector.golden
+    assert check is not None and check.passed
+    assert check.precision == "f32" and check.kernels
+    assert check.worst_drift < 1e-4  # same CPU, same precision: exact up to summation order
+
+
+@pytest.mark.parametrize("relative", [0.02, -0.01])
+def test_a_perturbed_graph_is_refused_even_when_re_signed(
+    fp32_bundle: Path, tmp_path: Path, relative: float
+) -> None:
+    bundle = _copy(fp32_bundle, tmp_path)
+    _perturb_weights(bundle, relative)
+    write_bundle_metadata(bundle, read_bundle_metadata(bundle))  # checksums redone
+    key = Ed25519PrivateKey.generate()
+    sign_bundle(bundle, key)
+    verify_signed_bundle(bundle, key.public_key())  # signature and checksums are valid
+    with pytest.raises(GoldenDriftError, match="golden check REFUSED") as refused:
+        Inspector.from_bundle(bundle)
+    assert refused.value.check.worst_drift > refused.value.check.tolerance
+
+
+def test_an_edited_golden_record_fails_its_checksums_first(fp32_bundle: Path, tmp_path) -> None:
+    bundle = _copy(fp32_bundle, tmp_path)
+    (bundle / "golden" / "00.png").write_bytes(b"not the golden image")
+    with pytest.raises(Exception, match="checksum mismatch for golden/00.png"):
+        Inspector.from_bundle(bundle)
+
+
+def test_fp32_bundle_run_in_bf16_drift_is_seen(fp32_bundle: Path, tmp_path) -> None:
+    """The same FP32 graph executed with the bf16 hint: where the CPU executes bf16 the golden
+    check sees it (drift well above f32's) and reports the precision executed; OpenVINO runs
+    f32 elsewhere (drift ~0). Bounded: bf16 rounding, not a broken graph (< 0.5 units)."""
+    bundle = _copy(fp32_bundle, tmp_path)
+    meta = read_bundle_metadata(bundle)
+    write_bundle_metadata(bundle, dataclasses.replace(meta, inference_precision="bf16"))
+    check = check_golden(BundleModel.load(bundle))
+    assert check is not None
+    assert check.precision == ("bf16" if cpu_executes_bf16() else "f32")
+    if cpu_executes_bf16():
+        assert 1e-3 < check.worst_drift < 0.5
+        assert any("bf16" in kernel for kernel in check.kernels)
+    else:
+        assert check.worst_drift < 1e-4
