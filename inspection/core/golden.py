@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from inspection.core.calibration import Normalization
+from inspection.core.errors import BundleError
 
 GOLDEN_DIR = "golden"
 """Folder of the golden images inside a bundle."""
@@ -32,6 +33,8 @@ GOLDEN_IMAGES = 4
 """Images per bundle: the first good and defective validation images, alternating."""
 GRID = 4
 """A map summary keeps the mean of each cell of a GRID x GRID grid (and the map's maximum)."""
+NON_FINITE_DRIFT = 1e6
+"""How a NaN/inf output's (infinite) drift is shown in JSON, which has no infinity."""
 DEFAULT_TOLERANCE = 0.01
 """Largest drift, in normalised units, a station accepts (1 % of the calibrated range)."""
 
@@ -153,7 +156,7 @@ class GoldenCheck:
         """The JSON-ready view for ``/healthz``, the bundle status API and the dashboard."""
         return {
             "passed": self.passed,
-            "worst_drift": round(self.worst_drift, 6),
+            "worst_drift": round(min(self.worst_drift, NON_FINITE_DRIFT), 6),
             "tolerance": self.tolerance,
             "worst_image": self.worst_file,
             "images": len(self.drifts),
@@ -161,6 +164,22 @@ class GoldenCheck:
             "reference_precision": self.reference_precision,
             "kernels": list(self.kernels),
         }
+
+
+class GoldenDriftError(BundleError):
+    """A bundle's golden images drift beyond its tolerance on this station: it is refused."""
+
+    def __init__(self, check: GoldenCheck) -> None:
+        super().__init__(check.message())
+        self.check = check
+
+
+def golden_status(bundle_id: str, check: GoldenCheck | None) -> dict[str, object]:
+    """What ``/healthz`` and the dashboard show of the last golden check of a product's
+    bundle: ``checked`` False for a bundle without golden outputs."""
+    if check is None:
+        return {"bundle_id": bundle_id, "checked": False, "passed": None, "worst_drift": None}
+    return {"bundle_id": bundle_id, "checked": True, **check.summary()}
 
 
 def _finite(drift: float) -> float:

@@ -28,6 +28,7 @@ from inspection.core.golden import (
     DEFAULT_TOLERANCE,
     GOLDEN_DIR,
     GoldenCheck,
+    GoldenDriftError,
     GoldenOutputs,
     compare_golden,
     golden_outputs,
@@ -39,13 +40,7 @@ from inspection.runtime.preprocess import preprocess
 
 log = logging.getLogger(__name__)
 
-
-class GoldenDriftError(BundleError):
-    """The bundle's golden images drift beyond its tolerance on this station: refused."""
-
-    def __init__(self, check: GoldenCheck) -> None:
-        super().__init__(check.message())
-        self.check = check
+__all__ = ["GoldenDriftError", "check_golden", "record_golden", "verify_golden"]
 
 
 # ------------------------------------------------------------------- executed
