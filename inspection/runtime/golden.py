@@ -125,7 +125,7 @@ def verify_golden(model: BundleModel) -> GoldenCheck | None:
     """``check_golden``, refusing the bundle (``GoldenDriftError``) when it fails."""
     check = check_golden(model)
     if check is None:
-        log.warning("%s carries no golden outputs: not checked", model.metadata.bundle_id)
+        log.info("%s carries no golden outputs: not checked", model.metadata.bundle_id)
         return None
     if not check.passed:
         raise GoldenDriftError(check)
