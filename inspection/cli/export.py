@@ -54,7 +54,9 @@ def export_command(
     version: str = typer.Option(
         None, "--version", help="Model version, e.g. v0003 (default: latest)."
     ),
-    precision: str = typer.Option("fp32", "--precision", help="fp32, fp16 or int8."),
+    precision: str = typer.Option(
+        "fp32", "--precision", help="fp32, fp16, bf16 (CPUs with AVX512_BF16 or AMX) or int8."
+    ),
     accuracy_control: bool = typer.Option(
         False, "--accuracy-control", help="INT8: let NNCF keep layers in float to bound the drop."
     ),

@@ -300,8 +300,15 @@ def step_train(ctx: DemoContext) -> None:
                 progress.done()
 
 
+def demo_precisions() -> tuple[str, ...]:
+    """FP32 and INT8, plus bf16 where this CPU executes it (the tuner then measures all)."""
+    from inspection.runtime.hardware import cpu_info
+
+    return ("fp32", "int8") if cpu_info().unavailable("bf16") else ("fp32", "bf16", "int8")
+
+
 def step_export(ctx: DemoContext) -> None:
-    """Export each product's best model (image AUROC) to FP32 and INT8 bundles, then serve
+    """Export each product's best model (image AUROC) to FP32, INT8 (and bf16) bundles, then serve
     the precision that is fastest on this CPU among those that passed the accuracy gate."""
     try:
         from inspection.core.export_gate import GateRefusal
@@ -320,7 +327,7 @@ def step_export(ctx: DemoContext) -> None:
             continue
         best = max(records, key=lambda r: r.evaluation().image_auroc or 0.0)
         exported = []
-        for precision in ("fp32", "int8"):
+        for precision in demo_precisions():
             with console.status(f"{product}: exporting {best.version} ({precision})") as status:
                 try:
                     result = export_bundle(

@@ -23,6 +23,7 @@ from typing import Literal
 import numpy as np
 
 from inspection.core.bundle import BundleMetadata
+from inspection.core.golden import GoldenCheck
 from inspection.core.roi import clear_outside
 from inspection.core.threshold import check_threshold
 from inspection.core.types import AffineMatrix, InspectionResult
@@ -32,6 +33,7 @@ from inspection.refine.base import MaskRefiner
 from inspection.refine.config import load_refine_config
 from inspection.refine.factory import bundle_refiner
 from inspection.runtime.camera import CameraOptions, RefineGate, bounded_image
+from inspection.runtime.golden import verify_golden
 from inspection.runtime.model import BundleModel, Finished
 from inspection.runtime.preprocess import normalize_map, normalize_score, preprocess, resize_map
 
@@ -85,6 +87,8 @@ class Inspector:
         self.refiner = refiner
         self.camera = camera or CameraOptions()
         self._refine_gate = RefineGate()
+        self.golden: GoldenCheck | None = None
+        """The golden check run at load (``runtime.golden``); None: not run or no golden."""
         self._threshold = check_threshold(
             model.metadata.image_threshold if threshold is None else threshold
         )
@@ -101,8 +105,11 @@ class Inspector:
         num_threads: int | None = None,
         optimize: bool = True,
         camera: CameraOptions | None = None,
+        golden: bool = True,
     ) -> Inspector:
-        """Verify the bundle's checksums and compile it (``BundleModel.load``).
+        """Verify the bundle's checksums and compile it (``BundleModel.load``), then, with
+        ``golden``, run its golden images on this CPU (``runtime.golden.verify_golden``): a
+        bundle drifting beyond its stated tolerance raises ``GoldenDriftError``.
 
         ``refiner="bundle"`` refines NG masks with the refiner the bundle's
         ``metadata.refinement`` chose (seeded from the station's ``configs/refine.yaml``);
@@ -115,9 +122,12 @@ class Inspector:
             num_threads=num_threads,
             optimize=optimize,
         )
+        check = verify_golden(model) if golden else None
         if refiner == "bundle":
             refiner = _bundle_refiner(model.metadata)
-        return cls(model, refiner=refiner, threshold=threshold, camera=camera)
+        inspector = cls(model, refiner=refiner, threshold=threshold, camera=camera)
+        inspector.golden = check
+        return inspector
 
     # ---------------------------------------------------------------- properties
     @property

@@ -42,6 +42,7 @@ class Station:
         core = StationCore.build(
             config.core, loader=loader, store=store, on_change=metrics.model_changed
         )
+        metrics.watch_golden(core.models)
         station = cls(config, core, metrics)
         if config.watch.enabled if with_watch is None else with_watch:
             station.watcher = WatchFolder(config.watch, core.pipeline, on_file=station._watched)
