@@ -131,7 +131,11 @@ def test_shipped_config_loads() -> None:
 
     config = load_retrain_config(Path(__file__).parents[2] / "configs" / "retrain.yaml")
     assert set(config.products) == {"brick", "grass", "gravel"}
-    assert [rule.name for rule in config.gate.metrics] == ["image_auroc", "image_f1", "aupro"]
+    assert [rule.name for rule in config.gate.metrics] == [
+        "image_auroc", "image_f1", "aupro", "false_reject_rate", "miss_rate",
+    ]  # fmt: skip
+    rates = [rule for rule in config.gate.metrics if rule.name.endswith("_rate")]
+    assert all(not rule.higher_is_better and not rule.required for rule in rates)
     assert (
         config.retry.delay(1) == 60
         and config.retry.delay(2) == 120
