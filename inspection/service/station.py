@@ -83,6 +83,7 @@ class Station:
         row = outcome.row
         self.metrics.verdicts.labels(row.product, row.verdict, row.source).inc()
         self.metrics.inference_latency.labels(row.product).observe(row.latency_ms / 1000.0)
+        self.metrics.stages.observe(row.product, outcome.timings_ms)
 
     def watch_status(self) -> dict[str, Any] | None:
         if self.watcher is None:

@@ -46,7 +46,9 @@ class InspectorLike(Protocol):
     @property
     def threshold(self) -> float: ...
 
-    def inspect(self, image: np.ndarray, *, threshold: float | None = None) -> InspectionResult: ...
+    def inspect(
+        self, image: np.ndarray, *, threshold: float | None = None, started: float | None = None
+    ) -> InspectionResult: ...
 
 
 InspectorLoader = Callable[[Path], InspectorLike]
@@ -152,9 +154,10 @@ class LiveModel:
         if not self.served_bundle_id:
             object.__setattr__(self, "served_bundle_id", self.bundle_id)
 
-    def inspect(self, image: np.ndarray) -> InspectionResult:
-        """(H, W, 3) uint8 RGB -> result at this model's threshold."""
-        return self.inspector.inspect(image, threshold=self.threshold)
+    def inspect(self, image: np.ndarray, *, started: float | None = None) -> InspectionResult:
+        """(H, W, 3) uint8 RGB -> result at this model's threshold; ``started``: the
+        ``perf_counter`` time the inspection began (before decoding), for the latency budget."""
+        return self.inspector.inspect(image, threshold=self.threshold, started=started)
 
 
 class LiveModels:

@@ -10,6 +10,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from inspection.station.live import LiveModel, LiveModels
+from inspection.station.stages import StageMetrics
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -88,6 +89,7 @@ class ServiceMetrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.stages = StageMetrics(self.registry)
         self._live_labels: dict[str, tuple[str, str, str]] = {}
         self._served_labels: dict[str, list[tuple[str, str, str]]] = {}
 
