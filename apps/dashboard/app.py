@@ -31,8 +31,10 @@ PAGES = [
 ]
 
 board = app_state.dashboard()
-app_state.signed_in(board)  # the login gate for every page: stops here until signed in
-page = st.navigation(PAGES)
+identity = app_state.identify(board)
+# Navigation first, so a deep link (/thresholds) keeps its page through the login form.
+page = st.navigation(PAGES, position="sidebar" if identity else "hidden")
+app_state.signed_in(board, identity)  # the login gate for every page: stops here until signed in
 site = app_state.site_key()
 st.sidebar.caption(
     f"Site `{Path(site).name if site else 'configs/site.yaml'}` · "

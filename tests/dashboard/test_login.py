@@ -104,7 +104,7 @@ def test_a_removed_account_ends_its_session(seeded_site, site_env) -> None:
     remove_user(_store(seeded_site), "gone")
     at.run()
     assert [t.value for t in at.title] == ["Sign in"]
-    assert any("session ended" in w.value for w in at.warning)
+    assert any("account was removed" in w.value for w in at.warning)
 
 
 def test_open_mode_is_loopback_and_opt_in_only(seeded_site, open_mode) -> None:

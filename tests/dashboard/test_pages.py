@@ -61,11 +61,30 @@ def _store(site: Path) -> Store:
     return Store(config.store_url, config.blob_dir)
 
 
-def test_a_site_never_upgraded_is_named_not_migrated(unmigrated_site, site_env) -> None:
+def test_first_use_creates_the_schema_of_an_empty_site(unmigrated_site, site_env) -> None:
     site_env(unmigrated_site)
     at = _open("overview", user=None)
-    assert any("run 'inspection db upgrade'" in e.value for e in at.error)
-    assert not (unmigrated_site.parent / "inspection.db").exists() or not _tables(unmigrated_site)
+    assert [t.value for t in at.title] == ["Sign in"] and not at.error
+    assert "dashboard_users" in _tables(unmigrated_site)
+
+
+def test_an_older_schema_is_named_not_migrated(unmigrated_site, site_env) -> None:
+    from alembic import command
+
+    from inspection.store.store import _alembic_config
+
+    store = _store(unmigrated_site)
+    config = _alembic_config()
+    with store.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0004")
+    store.engine.dispose()
+    site_env(unmigrated_site)
+    at = _open("overview", user=None)
+    assert any(
+        "has revision 0004" in e.value and "inspection db upgrade" in e.value for e in at.error
+    )
+    assert "dashboard_users" not in _tables(unmigrated_site)
 
 
 def _tables(site: Path) -> list[str]:
