@@ -324,7 +324,7 @@ def seed_retrain_report(registry: Registry, reports_dir: Path, product: str) -> 
     folder.mkdir(parents=True, exist_ok=True)
     write_retrain_report(report, folder / "report.json")
     registry.record_event(
-        product, "retrain", actor="scheduler", reason=report.reason, run=run, decision="promoted"
+        product, "retrain", actor="scheduler", reason=report.reason, run=run, decision="promote"
     )
 
 

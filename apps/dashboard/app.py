@@ -26,6 +26,9 @@ PAGES = [
     st.Page("views/thresholds.py", title="Thresholds", icon=":material/tune:"),
     st.Page("views/review.py", title="Review queue", icon=":material/fact_check:"),
     st.Page("views/models.py", title="Models", icon=":material/deployed_code:"),
+    st.Page(
+        "views/defects.py", title="Defect kinds", icon=":material/category:", url_path="defects"
+    ),
     st.Page("views/retraining.py", title="Retraining", icon=":material/model_training:"),
     st.Page("views/roi.py", title="Regions of interest", icon=":material/crop_free:"),
 ]

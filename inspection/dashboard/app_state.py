@@ -20,7 +20,16 @@ import pandas as pd
 import streamlit as st
 
 from inspection.core.errors import InspectionError
-from inspection.dashboard import models, overview, retraining, review, sessions, thresholds
+from inspection.core.registry import LiveState
+from inspection.dashboard import (
+    health,
+    models,
+    overview,
+    retraining,
+    review,
+    sessions,
+    thresholds,
+)
 from inspection.dashboard.context import (
     Dashboard,
     login_free,
@@ -90,9 +99,10 @@ def acting_as(roles: tuple[str, ...]) -> str | None:
     after showing why when the signed-in role may not.
 
     ``roles``: ``REVIEWERS`` to label, ``ADMINS`` for thresholds, promotion and rollback.
-    Pages disable the buttons too, but this check is the guard.
+    Pages disable the buttons too, but this check is the guard: it reads the user again from
+    the store, because a button's callback runs before the page re-checks who is signed in.
     """
-    identity = current()
+    identity = _live(current())
     if identity is None or not identity.has(*roles):
         role = identity.role if identity else "nobody"
         st.error(f"Only {' or '.join(roles)} users may do this; you are signed in as {role}.")
@@ -101,8 +111,19 @@ def acting_as(roles: tuple[str, ...]) -> str | None:
 
 
 def may(roles: tuple[str, ...]) -> bool:
-    identity = current()
+    """Whether the signed-in user (read again from the store) has one of ``roles``."""
+    identity = _live(current())
     return identity is not None and identity.has(*roles)
+
+
+def _live(identity: Identity | None) -> Identity | None:
+    """``identity`` as the store has it now (open mode: as typed)."""
+    if identity is None:
+        return None
+    board = dashboard()
+    if login_free(board.site, st.get_option("server.address")):
+        return identity
+    return users.user_identity(board.store, identity.name)
 
 
 def identify(board: Dashboard) -> Identity | None:
@@ -311,3 +332,53 @@ def bundle_table(site: str, product: str) -> pd.DataFrame:
 def retrain_runs(site: str, product: str) -> list[retraining.RetrainRun]:
     board = _open(site)
     return retraining.retrain_runs(board.registry, board.site.reports_dir, product)
+
+
+@st.cache_data(ttl=DATA_TTL_S, show_spinner=False)
+def model_health(site: str, product: str, threshold: float | None = None) -> health.ModelHealth:
+    """The live bundle's health at the live threshold (or ``threshold``, a what-if)."""
+    return health.model_health(_open(site).registry, product, threshold=threshold)
+
+
+@st.cache_data(ttl=DATA_TTL_S, show_spinner=False)
+def outcomes(site: str, product: str) -> list[health.Outcome]:
+    board = _open(site)
+    return health.outcomes(board.registry, product, board.site.datasets_dir)
+
+
+@st.cache_data(ttl=DATA_TTL_S, show_spinner=False)
+def model_products(site: str) -> list[str]:
+    """Products with a trained version or an exported bundle."""
+    registry = _open(site).registry
+    return [p for p in _open(site).products if registry.versions(p) or registry.bundle_ids(p)]
+
+
+@st.cache_data(ttl=DATA_TTL_S, show_spinner=False)
+def live_state(site: str, product: str) -> LiveState | None:
+    return _open(site).registry.live(product)
+
+
+@st.cache_data(ttl=DATA_TTL_S, show_spinner=False)
+def bundle_ids(site: str, product: str) -> list[str]:
+    return _open(site).registry.bundle_ids(product)
+
+
+@st.cache_data(ttl=DATA_TTL_S, show_spinner=False)
+def exported_versions(site: str, product: str) -> list[str]:
+    """Versions with at least one exported bundle, newest first."""
+    return models.exported_versions(_open(site).registry, product)
+
+
+@st.cache_data(ttl=DATA_TTL_S, show_spinner=False)
+def precision_comparison(site: str, product: str, version: str) -> pd.DataFrame:
+    return models.precision_comparison(_open(site).registry, product, version)
+
+
+@st.cache_data(ttl=DATA_TTL_S, show_spinner=False)
+def tuning_frame(site: str, product: str) -> pd.DataFrame:
+    return models.tuning_frame(_open(site).registry, product)
+
+
+@st.cache_data(ttl=DATA_TTL_S, show_spinner=False)
+def events_frame(site: str, product: str) -> pd.DataFrame:
+    return models.events_frame(_open(site).registry, product)

@@ -72,6 +72,35 @@ def _bundle_row(
     return row
 
 
+COUNT_PREFIXES = ("n_", "gt_regions", "regions_found", "ng_without_region")
+
+
+def is_count(metric: str) -> bool:
+    """Whether a metric is a count (shown as an integer): n_good, gt_regions, ..."""
+    return metric.startswith(COUNT_PREFIXES)
+
+
+def exported_versions(registry: Registry, product: str) -> list[str]:
+    """Versions with at least one exported bundle, newest first."""
+    versions = {b.split("-", 1)[0] for b in registry.bundle_ids(product)}
+    return sorted(versions, reverse=True)
+
+
+def format_comparison(frame: pd.DataFrame) -> pd.DataFrame | object:
+    """A pandas Styler for ``precision_comparison``: counts as integers, rates to 4 places,
+    deltas signed (an empty frame passes through)."""
+    if frame.empty:
+        return frame
+    counts = [m for m in frame.index if is_count(m)]
+    rates = [m for m in frame.index if not is_count(m)]
+    deltas = [c for c in frame.columns if c.startswith("Δ")]
+    values = [c for c in frame.columns if not c.startswith("Δ")]
+    styler = frame.style.format("{:.4f}", subset=(rates, values), na_rep="—")
+    styler = styler.format("{:+.4f}", subset=(rates, deltas), na_rep="—")
+    styler = styler.format("{:.0f}", subset=(counts, values), na_rep="—")
+    return styler.format("{:+.0f}", subset=(counts, deltas), na_rep="—")
+
+
 def precision_comparison(registry: Registry, product: str, version: str) -> pd.DataFrame:
     """Metrics of one version's bundles side by side (rows: metric, columns: precision).
 

@@ -134,7 +134,7 @@ with panel:
     st.markdown(f"### :{verdict_color}[{row.verdict}] · score {row.score:.3f}")
     st.markdown(
         f"threshold {row.threshold:.2f} · **{row.product}** at `{row.station_id}`  \n"
-        f"part `{row.part_id or '—'}` · {row.created_at:%Y-%m-%d %H:%M} UTC  \n"
+        f"part `{row.part or '—'}` · {row.created_at:%Y-%m-%d %H:%M} UTC  \n"
         f"model `{row.model_version}`"
     )
     if row.review_label:
