@@ -35,11 +35,8 @@ from inspection.data.dataset import load_dataset
 from inspection.runtime.inspector import Inspector
 from inspection.runtime.preprocess import preprocess
 from inspection.training.config import load_model_config
-from inspection.training.export import (
-    ExportOptions,
-    export_bundle,
-    held_out_test_samples,
-)
+from inspection.training.export import ExportOptions
+from inspection.training.registry_export import export_bundle, held_out_test_samples
 from inspection.training.train import train_model
 
 COMPONENTS = "[features,colour,frequency]"
@@ -115,7 +112,7 @@ def _drivers(results: list, labels: np.ndarray) -> dict[str, int]:
 def _latency(inspector: Inspector, images: list[np.ndarray]) -> dict[str, float]:
     """p50 of a full ``inspect`` and of the global step alone (same images, warm)."""
     image = images[0]
-    if inspector._context is None:
+    if inspector.model.context is None:
         return {"inspect_p50": _p50(inspector, images), "global_step_p50": 0.0}
     for _ in range(3):
         inspector.inspect(image)
@@ -127,12 +124,9 @@ def _latency(inspector: Inspector, images: list[np.ndarray]) -> dict[str, float]
         inspector.inspect(image)
         total.append((time.perf_counter() - started) * 1e3)
         batch = preprocess(image, prep)[None]
-        scores, maps, _ = inspector._infer(batch)  # fused already; re-run the step for timing
-        index = inspector._pooled_index
-        pooled = None if index is None else inspector._request.get_output_tensor(index).data
-        pooled = None if pooled is None else pooled.copy()
+        outputs = inspector.model.run(batch)  # the graph alone; the fusion step is timed
         started = time.perf_counter()
-        inspector._fused(batch, scores, maps, pooled)
+        inspector.model.fuse(batch, outputs)
         step.append((time.perf_counter() - started) * 1e3)
     return {
         "inspect_p50": round(float(np.median(total)), 2),

@@ -47,9 +47,8 @@ from inspection.runtime.inspector import Inspector
 from inspection.runtime.preprocess import preprocess
 from inspection.runtime.tiled import TiledInspector, evaluation_size, tiled_outputs
 from inspection.training.config import load_model_config
-from inspection.training.export import (
-    ExportOptions,
-    LabelledSample,
+from inspection.training.export import ExportOptions, LabelledSample
+from inspection.training.registry_export import (
     RegistryExport,
     export_bundle,
     held_out_test_samples,
@@ -73,11 +72,11 @@ def downscaled_outputs(
     inspector = Inspector.from_bundle(bundle)
     scores, maps = [], []
     for sample in samples:
-        image = inspector.align(read_image(sample.path))
+        image, _ = inspector.model.align(read_image(sample.path))
         tensor = preprocess(image, inspector.metadata.preprocessing)
-        score, raw = inspector.infer_raw(tensor[None])
-        scores.append(float(score[0]))
-        maps.append(cv2.resize(raw[0], (size[1], size[0]), interpolation=cv2.INTER_LINEAR))
+        raw = inspector.model.infer(tensor[None])
+        scores.append(float(raw.scores[0]))
+        maps.append(cv2.resize(raw.maps[0], (size[1], size[0]), interpolation=cv2.INTER_LINEAR))
     return np.asarray(scores), np.stack(maps).astype(np.float32)
 
 

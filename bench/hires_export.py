@@ -28,12 +28,8 @@ from inspection.refine.config import load_refine_config
 from inspection.refine.select import CHOICE_MAX_SIDE, choose_refiner
 from inspection.runtime.inspector import Inspector
 from inspection.training.config import load_model_config
-from inspection.training.export import (
-    ExportOptions,
-    RegistryExport,
-    export_bundle,
-    export_splits,
-)
+from inspection.training.export import ExportOptions
+from inspection.training.registry_export import RegistryExport, export_bundle, export_splits
 from inspection.training.train import train
 
 

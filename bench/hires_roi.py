@@ -34,13 +34,8 @@ from inspection.data.dataset import load_dataset
 from inspection.data.hires import render_plate
 from inspection.runtime.inspector import Inspector
 from inspection.training.config import load_model_config, load_product_config
-from inspection.training.export import (
-    ExportOptions,
-    RegistryExport,
-    export_bundle,
-    export_splits,
-    run_bundle,
-)
+from inspection.training.export import ExportOptions, run_bundle
+from inspection.training.registry_export import RegistryExport, export_bundle, export_splits
 from inspection.training.train import train
 
 PRODUCT = "plate"

@@ -26,7 +26,8 @@ from _report import load_average, save_report
 from inspection.core.registry import Registry
 from inspection.data.dataset import load_dataset
 from inspection.training.config import load_model_config, load_product_config
-from inspection.training.export import ExportOptions, RegistryExport, export_bundle
+from inspection.training.export import ExportOptions
+from inspection.training.registry_export import RegistryExport, export_bundle
 from inspection.training.roi import centres
 from inspection.training.tiled import TileDataset, train_tiled
 from inspection.training.train import train

@@ -60,7 +60,8 @@ def prepare(site: Any, products: list[str], kinds: list[str], whole_graph: list[
     from inspection.core.registry import Registry
     from inspection.data.dataset import load_dataset
     from inspection.training.config import load_model_config
-    from inspection.training.export import ExportOptions, RegistryExport, export_bundle
+    from inspection.training.export import ExportOptions
+    from inspection.training.registry_export import RegistryExport, export_bundle
     from inspection.training.train import train
 
     registry = Registry(site.registry_dir)
@@ -102,12 +103,8 @@ def _export_whole_graph(registry: Any, record: Any, site: Any, target: Path) -> 
     from dataclasses import replace
 
     from inspection.data.dataset import load_dataset
-    from inspection.training.export import (
-        ExportOptions,
-        base_metadata,
-        export_model,
-        export_splits,
-    )
+    from inspection.training.export import ExportOptions, export_model
+    from inspection.training.registry_export import base_metadata, export_splits
     from inspection.training.train import load_trained_model
 
     dataset = load_dataset(site.datasets_dir / record.product)
@@ -154,7 +151,8 @@ def inspect_cli(bundle: Path, test_dir: Path) -> dict[str, int]:
 def speed(bundle: Path, test_dir: Path, count: int = 32) -> dict[str, float]:
     """Throughput (async queue, THROUGHPUT hint) and p50 latency at batch 1 (LATENCY hint)."""
     from inspection.core.images import read_image
-    from inspection.runtime.inspector import Inspector, expand_paths
+    from inspection.runtime.inspector import Inspector
+    from inspection.runtime.paths import expand_paths
 
     images = [read_image(p) for p in expand_paths([test_dir])[:count]]
     fast = Inspector.from_bundle(bundle, performance_hint="THROUGHPUT")

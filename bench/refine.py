@@ -63,8 +63,8 @@ def prepare_product(work: Path, product: str, args: argparse.Namespace) -> tuple
     """(bundle dir, held-out test samples, validation samples) for ``product``, training and
     exporting if needed."""
     from inspection.training.config import load_model_config
-    from inspection.training.export import (
-        ExportOptions,
+    from inspection.training.export import ExportOptions
+    from inspection.training.registry_export import (
         export_bundle,
         held_out_test_samples,
         split_samples,

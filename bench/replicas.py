@@ -81,7 +81,8 @@ def tiny_registry(workdir: Path, product: str) -> Path:
     from inspection.data.dataset import load_dataset
     from inspection.data.demo import write_demo_product
     from inspection.training.config import model_config_from_mapping
-    from inspection.training.export import ExportOptions, RegistryExport, export_bundle
+    from inspection.training.export import ExportOptions
+    from inspection.training.registry_export import RegistryExport, export_bundle
     from inspection.training.train import train
 
     root = workdir / "source-registry"

@@ -141,8 +141,8 @@ def worker_openvino(bundle: Path, paths: list[str], images: list[np.ndarray]) ->
         "paced_latency_ms": {"hz": PACED_HZ, **_percentiles(paced)},
         "stages_ms_p50": {k: round(float(np.median(v)), 3) for k, v in stages.items()},
         "throughput_ips": throughput,
-        "openvino_latency": _ov_properties(inspector._compiled),
-        "openvino_throughput": _ov_properties(fast._compiled),
+        "openvino_latency": _ov_properties(inspector.model.compiled),
+        "openvino_throughput": _ov_properties(fast.model.compiled),
         "peak_rss_mb_serving": rss_serving,
         "peak_rss_mb": _peak_rss_mb(),
         "torch_imported": "torch" in sys.modules,
@@ -262,7 +262,8 @@ def ensure_version(registry: Any, product: str, kind: str, dataset_dir: Path) ->
 
 
 def ensure_bundles(registry: Any, record: Any, dataset_dir: Path) -> dict[str, Path]:
-    from inspection.training.export import ExportOptions, RegistryExport, export_bundle
+    from inspection.training.export import ExportOptions
+    from inspection.training.registry_export import RegistryExport, export_bundle
 
     bundles = {}
     for precision in ("fp32", "fp16", "int8"):
@@ -324,7 +325,7 @@ def bench_kind(
     gflops: float, engines: tuple[str, ...], repeat: int = 1,
 ) -> dict:  # fmt: skip
     from inspection.data.dataset import load_dataset
-    from inspection.training.export import held_out_test_samples
+    from inspection.training.registry_export import held_out_test_samples
 
     record = ensure_version(registry, product, kind, dataset_dir)
     bundles = ensure_bundles(registry, record, dataset_dir)

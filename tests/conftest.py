@@ -50,6 +50,14 @@ def tiny_product(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
 
 
+# ------------------------------------------------------ OpenVINO CPU precision
+@pytest.fixture(params=["f32", "bf16"])
+def ov_precision(request: pytest.FixtureRequest) -> str:
+    """The CPU inference precision a numeric OpenVINO test runs at (``tests/ov_precision.py``):
+    f32 pinned, and bf16 native where the CPU has it, emulated elsewhere."""
+    return request.param
+
+
 # ----------------------------------------------------------- tiny trained model
 TINY_PATCHCORE = {
     "kind": "patchcore",
@@ -72,7 +80,8 @@ class TrainedProduct:
 
     def export(self, precision: str, *, force: bool = False) -> ExportResult:
         """Export the trained version at ``precision`` into the registry (``v0001-<precision>``)."""
-        from inspection.training.export import ExportOptions, RegistryExport, export_bundle
+        from inspection.training.export import ExportOptions
+        from inspection.training.registry_export import RegistryExport, export_bundle
 
         return export_bundle(
             self.registry,

@@ -14,6 +14,7 @@ TORCH_FREE_PACKAGES = (
     "runtime",
     "refine",
     "store",
+    "station",
     "service",
     "line",
     "distribution",

@@ -61,7 +61,7 @@ def _store(config: Path | None, site: Path | None) -> Store:
         from inspection.service.config import load_station_config
 
         station = load_station_config(config)
-        return Store(station.store_url, station.blob_dir)
+        return Store(station.core.store_url, station.core.blob_dir)
     from inspection.core.config import load_site_config
 
     site_config = load_site_config(site)

@@ -13,6 +13,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from inspection.cli._security import announce_signatures
+
 if TYPE_CHECKING:
     from inspection.service.watch import WatchFolder
     from inspection.store.store import Store
@@ -41,6 +43,7 @@ def serve(
     from inspection.service.config import load_station_config
 
     station_config = load_station_config(config)
+    announce_signatures(station_config.core, console)
     app = create_app(station_config)
     uvicorn.run(
         app,
@@ -61,8 +64,9 @@ def watch(
     from inspection.service.watch import WatchFolder
 
     station_config = load_station_config(config)
+    announce_signatures(station_config.core, console)
     station = Station.build(station_config, with_watch=False)
-    station.models.start(station_config.registry_poll_seconds)
+    station.core.start()
     watcher = WatchFolder(station_config.watch, station.pipeline)
     watcher.acquire()
     try:
@@ -76,7 +80,7 @@ def watch(
             watcher.run()
     finally:
         watcher.release()
-        station.models.stop()
+        station.core.stop()
     console.print(f"watch folder: {watcher.counts}")
 
 
@@ -149,7 +153,7 @@ def _store(config: Path) -> Store:
     from inspection.store.store import Store
 
     station_config = load_station_config(config)
-    return Store.migrated(station_config.store_url, station_config.blob_dir)
+    return Store.migrated(station_config.core.store_url, station_config.core.blob_dir)
 
 
 def register(app: typer.Typer) -> None:

@@ -27,8 +27,8 @@ from inspection.core.operating_point import (
     operating_curve,
 )
 from inspection.core.registry import Registry, ThresholdVersion
+from inspection.core.threshold import is_ng
 from inspection.core.validation_scores import read_validation_scores as read_scores_file
-from inspection.core.verdict import is_ng
 from inspection.store import queries
 from inspection.store.store import Store
 

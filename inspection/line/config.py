@@ -9,6 +9,7 @@ from typing import Literal
 from inspection.core.config import from_mapping, read_yaml
 from inspection.core.errors import ConfigError, RegistryError
 from inspection.core.registry import check_name
+from inspection.station.config import StationCoreConfig, check_moved_keys
 
 
 @dataclass(frozen=True)
@@ -96,17 +97,14 @@ class CameraConfig:
 
 @dataclass(frozen=True)
 class LineConfig:
-    """One line station: camera -> inspect -> store (+ outbox) -> sinks, driven by the PLC."""
+    """One line station: camera -> inspect -> store (+ outbox) -> sinks, driven by the PLC.
+
+    ``core`` is the station core section shared with ``configs/station.yaml``."""
 
     station_id: str
-    products: tuple[str, ...]
     camera: CameraConfig
+    core: StationCoreConfig
     default_product: str | None = None
-    store_url: str = "sqlite:///var/inspection.db"
-    blob_dir: Path = Path("var/blobs")
-    registry_dir: Path = Path("var/registry")
-    max_pixels: int = 25_000_000
-    registry_poll_seconds: float = 2.0
     inspect_timeout_s: float = 5.0
     image_base_url: str = ""
     metrics_port: int | None = None
@@ -118,14 +116,10 @@ class LineConfig:
     def __post_init__(self) -> None:
         try:
             check_name("station_id", self.station_id)
-            for product in self.products:
-                check_name("product", product)
         except RegistryError as exc:
             raise ConfigError(f"line config: {exc}") from exc
-        if not self.products:
-            raise ConfigError("line config: 'products' must list at least one product")
-        default = self.default_product or self.products[0]
-        if default not in self.products:
+        default = self.default_product or self.core.products[0]
+        if default not in self.core.products:
             raise ConfigError(f"line config: default_product {default!r} is not in products")
         names = [sink.name for sink in self.sinks]
         if len(set(names)) != len(names):
@@ -136,9 +130,11 @@ class LineConfig:
     @property
     def product(self) -> str:
         """The product inspected when the trigger names none."""
-        return self.default_product or self.products[0]
+        return self.default_product or self.core.products[0]
 
 
 def load_line_config(path: str | Path) -> LineConfig:
     """Read and validate a line-station YAML file; unknown keys raise ``ConfigError`` by name."""
-    return from_mapping(LineConfig, read_yaml(path), where=str(path))
+    data = read_yaml(path)
+    check_moved_keys(data, str(path))
+    return from_mapping(LineConfig, data, where=str(path))

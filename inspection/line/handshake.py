@@ -21,7 +21,7 @@ from typing import Literal
 from inspection.core.config import from_mapping, to_mapping
 from inspection.core.errors import ConfigError, InspectionError
 from inspection.line.camera import Camera, CaptureError
-from inspection.service.errors import (
+from inspection.station.errors import (
     BadImage,
     InvalidRequest,
     NoLiveModel,
@@ -31,7 +31,7 @@ from inspection.service.errors import (
     StationBusy,
     UnknownProduct,
 )
-from inspection.service.pipeline import Outcome, Pipeline, check_request_id, stored_request_id
+from inspection.station.pipeline import Outcome, Pipeline, check_request_id, stored_request_id
 
 ANSWER_SCHEMA = "inspection.answer/1"
 
@@ -84,6 +84,18 @@ class Trigger:
             return from_mapping(cls, data, where="trigger")
         except ConfigError as exc:
             raise TriggerError(str(exc)) from exc
+
+
+def claimed_request_id(payload: str | bytes) -> str:
+    """The request id a malformed trigger carries, so its ``BAD_TRIGGER`` answer can be matched
+    by the PLC; ``""`` when none can be read (the payload is not a JSON object with a string
+    ``request_id``): the PLC then takes it as the answer to its last trigger."""
+    try:
+        data = json.loads(payload or b"{}")
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return ""
+    claimed = data.get("request_id") if isinstance(data, dict) else None
+    return claimed[:80] if isinstance(claimed, str) else ""
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 
 from inspection.line.config import PublisherConfig
 from inspection.line.sinks import DeliveryError, Sink
-from inspection.service.metrics import OutboxMetrics
+from inspection.station.metrics import OutboxMetrics
 from inspection.store.outbox import Outbox, PendingMessage
 
 log = logging.getLogger(__name__)

@@ -10,8 +10,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, start_http_server
 
-from inspection.core.registry import Registry
-from inspection.line.camera import Camera, open_camera
+from inspection.line.camera import Camera, FileSequenceCamera, open_camera
 from inspection.line.config import LineConfig
 from inspection.line.handshake import Answer, ErrorCode, TriggerHandler
 from inspection.line.mqtt import MqttHandshake
@@ -19,10 +18,12 @@ from inspection.line.opcua import OpcUaHandshake
 from inspection.line.payload import payload_of
 from inspection.line.publisher import Publisher
 from inspection.line.sinks import Sink, build_sink
-from inspection.service.live import InspectorLoader, LiveModels, default_loader
-from inspection.service.metrics import HandshakeMetrics, OutboxMetrics
-from inspection.service.pipeline import OutboxBuilder, Pipeline
-from inspection.store.outbox import Outbox, OutboxEntry
+from inspection.station.core import StationCore
+from inspection.station.live import InspectorLoader, LiveModels, default_loader
+from inspection.station.metrics import HandshakeMetrics, OutboxMetrics
+from inspection.station.pipeline import OutboxBuilder
+from inspection.store.models import OutboxEntry
+from inspection.store.outbox import Outbox
 from inspection.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -44,8 +45,7 @@ class LineStation:
     """Built by ``LineStation.build``; ``start()`` / ``stop()`` run every background part."""
 
     config: LineConfig
-    store: Store
-    models: LiveModels
+    core: StationCore
     camera: Camera
     handler: TriggerHandler
     publisher: Publisher
@@ -59,15 +59,11 @@ class LineStation:
     def build(cls, config: LineConfig, *, loader: InspectorLoader = default_loader) -> LineStation:
         """Open the store (upgrading its schema, as ``serve`` does), camera and sinks; models
         load on ``start``."""
-        store = Store.migrated(config.store_url, config.blob_dir)
-        models = LiveModels(Registry(config.registry_dir), config.products, loader=loader)
-        pipeline = Pipeline(
-            store, models, max_pixels=config.max_pixels, outbox=outbox_builder(config)
-        )
+        core = StationCore.build(config.core, loader=loader, outbox=outbox_builder(config))
         camera = open_camera(config.camera)
         handler = TriggerHandler(
             camera,
-            pipeline,
+            core.pipeline,
             station_id=config.station_id,
             product=config.product,
             timeout_s=config.inspect_timeout_s,
@@ -75,10 +71,10 @@ class LineStation:
         registry = CollectorRegistry()
         sinks = {s.name: build_sink(s, station_id=config.station_id) for s in config.sinks}
         publisher = Publisher(
-            Outbox(store), sinks, config.publisher, metrics=OutboxMetrics(registry)
+            Outbox(core.store), sinks, config.publisher, metrics=OutboxMetrics(registry)
         )
         station = cls(
-            config, store, models, camera, handler, publisher, sinks,
+            config, core, camera, handler, publisher, sinks,
             HandshakeMetrics(registry), registry,
         )  # fmt: skip
         if config.opcua.enabled:
@@ -95,14 +91,38 @@ class LineStation:
         return station
 
     def start(self) -> None:
-        """Load live models, then serve: publisher, handshakes, metrics endpoint."""
-        self.models.start(self.config.registry_poll_seconds)
+        """Load live models, then serve: publisher, handshakes, metrics endpoint. Warns about
+        what would refuse every trigger: a product without a usable live model, a file
+        camera without images."""
+        self.core.start()
+        for warning in self.startup_warnings():
+            log.warning(warning)
         self.publisher.start()
         for handshake in (self.opcua, self.mqtt):
             if handshake is not None:
                 handshake.start()
         if self.config.metrics_port is not None:
             start_http_server(self.config.metrics_port, "127.0.0.1", registry=self.registry)
+
+    def startup_warnings(self) -> list[str]:
+        """Problems a commissioning engineer must see at start (each also answers triggers
+        with an error code): products without a usable live model, an empty file camera."""
+        warnings = [
+            f"product {product!r}: no live model ({state['problem']}); its triggers are "
+            "answered NO_MODEL"
+            for product, state in self.core.models.status().items()
+            if not state["loaded"]
+        ]
+        if isinstance(self.camera, FileSequenceCamera) and not self.camera.files:
+            warnings.append(
+                f"file camera: no images under {self.camera.folder}; every trigger is answered "
+                "NO_IMAGE"
+            )
+        return warnings
+
+    def status(self) -> dict[str, Any]:
+        """Live models per product and the signature policy (the pinned key's id)."""
+        return {"products": self.core.models.status(), "signatures": self.core.signatures()}
 
     def stop(self) -> None:
         """Stop taking triggers, finish in-flight work, flush what the sinks take now."""
@@ -114,9 +134,17 @@ class LineStation:
         self.publisher.stop()
         for sink in self.sinks.values():
             sink.close()
-        self.models.stop()
+        self.core.stop()
         self.camera.close()
-        self.store.engine.dispose()
+        self.core.store.engine.dispose()
+
+    @property
+    def store(self) -> Store:
+        return self.core.store
+
+    @property
+    def models(self) -> LiveModels:
+        return self.core.models
 
     def answered(self, answer: Answer, seconds: float, via: str) -> None:
         """Count the answer and let the publisher deliver its outbox rows right away."""

@@ -73,7 +73,8 @@ def export_int8(
     The INT8 accuracy check is not enforced here (``force``): the gate judges the INT8
     bundle itself against the champion, and the report shows the FP32 -> INT8 drop.
     """
-    from inspection.training.export import ExportOptions, RegistryExport, export_bundle
+    from inspection.training.export import ExportOptions
+    from inspection.training.registry_export import RegistryExport, export_bundle
 
     existing = f"{record.version}-int8"
     if existing in registry.bundle_ids(record.product):

@@ -38,7 +38,8 @@ def train_champion(
     """Train ``config`` on the dataset at ``data`` and promote its INT8 bundle as the live
     champion (export gate forced: a demo or test champion need not be good). Its bundle id."""
     from inspection.data.dataset import load_dataset
-    from inspection.training.export import ExportOptions, RegistryExport, export_bundle
+    from inspection.training.export import ExportOptions
+    from inspection.training.registry_export import RegistryExport, export_bundle
     from inspection.training.train import train
 
     train(config, load_dataset(data), product=product, registry=registry, progress=False)

@@ -74,7 +74,7 @@ def evaluate_bundles(
         raise BundleError("the evaluation set is empty; nothing to compare the bundles on")
     inspectors = {role: Inspector.from_bundle(path) for role, path in bundles.items()}
     roles = list(inspectors)
-    height, width = inspectors[roles[0]].input_size
+    height, width = inspectors[roles[0]].metadata.preprocessing.input_size
     first = read_image(items[0].path)
     for inspector in inspectors.values():
         for _ in range(warmup):

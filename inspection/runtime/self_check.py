@@ -1,6 +1,6 @@
 """Does a live bundle, on the station runtime, judge its own labelled parts as exported?
 
-``check_live_bundle`` runs the bundle through ``Inspector.inspect_paths`` (the code a line
+``check_live_bundle`` runs the bundle through ``runtime.paths.inspect_paths`` (the code a line
 station runs: normalisation, threshold, segmentation, verdict) on labelled images and compares
 its false-reject and miss rates, and NG verdicts without a region, with the FP32 figures its
 export gate recorded, within ``GateTolerances``. ``inspection demo`` fails on a refusal.
@@ -15,6 +15,8 @@ from pathlib import Path
 from inspection.core.bundle import BundleMetadata, verify_bundle
 from inspection.core.errors import BundleError
 from inspection.core.export_gate import BundleFigures, GateDecision, GateTolerances, check_gate
+from inspection.runtime.inspector import Inspector
+from inspection.runtime.paths import inspect_paths
 
 
 @dataclass(frozen=True)
@@ -79,13 +81,11 @@ def check_live_bundle(
     batch_size: int = 8,
 ) -> LiveCheck:
     """Judge ``parts`` with the bundle on the station runtime and gate the outcome."""
-    from inspection.runtime.inspector import Inspector
-
     metadata = verify_bundle(bundle_dir)
     reference = recorded_reference(metadata)
     labels = {Path(p.path): int(p.label) for p in parts}
     inspector = Inspector.from_bundle(bundle_dir)
-    outcomes = inspector.inspect_paths(list(labels), batch_size=batch_size)
+    outcomes = inspect_paths(inspector, list(labels), batch_size=batch_size)
     judged = [(labels[o.path], o.result) for o in outcomes if o.result is not None]
     good = [r for label, r in judged if label == 0]
     bad = [r for label, r in judged if label == 1]

@@ -108,11 +108,12 @@ class TiledInspector:
         """(N, 3, th, tw) tiles -> raw scores (N,) and raw maps (N, th, tw) float32 (no ROI:
         the product's ROI is in whole-image pixels and applies to the stitched map)."""
         if self.mode == "batch":
-            return self.inspector.infer_graph(tiles)
+            outputs = self.inspector.model.run(tiles)
+            return outputs.scores, outputs.maps
         return self._infer_async(tiles)
 
     def _infer_async(self, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        compiled = self.inspector.compiled_model
+        compiled = self.inspector.model.compiled_for_batches()
         jobs = self._jobs or int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
         chunks = np.array_split(np.arange(len(tiles)), max(1, min(jobs, len(tiles))))
         queue = ov.AsyncInferQueue(compiled, len(chunks))
@@ -139,7 +140,7 @@ class TiledInspector:
     def raw_outputs(self, image: np.ndarray) -> TiledOutputs:
         """Cut, infer and stitch one (H, W, 3) uint8 RGB image (raw, not normalised)."""
         start = time.perf_counter()
-        image, alignment = self.inspector.align_with_matrix(image)
+        image, alignment = self.inspector.model.align(image)
         grid, tiles = self.tile_inputs(image)
         prepared = time.perf_counter()
         scores, maps = self.infer_tiles(tiles)
@@ -150,7 +151,7 @@ class TiledInspector:
             "infer": (inferred - prepared) * 1e3,
             "stitch": (time.perf_counter() - inferred) * 1e3,
         }
-        score, stitched = self.inspector.restrict(float(scores.max()), stitched)
+        score, stitched = self.inspector.model.restrict(float(scores.max()), stitched)
         return TiledOutputs(score, stitched, len(grid), timings, image, alignment)
 
     def inspect(self, image: np.ndarray, *, threshold: float | None = None) -> InspectionResult:

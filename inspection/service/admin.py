@@ -49,7 +49,7 @@ def add_admin_routes(app: FastAPI, station: Station) -> None:
     registry = station.models.registry
 
     def served(product: str) -> str:
-        if product not in station.config.products:
+        if product not in station.config.core.products:
             raise RequestError(404, f"product {product[:64]!r} is not served here")
         return product
 

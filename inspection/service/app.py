@@ -27,12 +27,12 @@ from inspection.service.admin import add_admin_routes
 from inspection.service.auth import MONITORS, READERS, bearer_identity, require
 from inspection.service.config import StationConfig
 from inspection.service.errors import RequestError, RequestRefused, http_error
-from inspection.service.limits import AdmissionGate
-from inspection.service.live import InspectorLoader, default_loader
-from inspection.service.metrics import ServiceMetrics
-from inspection.service.pipeline import Outcome
 from inspection.service.station import Station
 from inspection.service.upload import read_upload
+from inspection.station.limits import AdmissionGate
+from inspection.station.live import InspectorLoader, default_loader
+from inspection.station.metrics import ServiceMetrics
+from inspection.station.pipeline import Outcome
 from inspection.store.models import Inspection
 from inspection.store.store import InspectionFilter, Store, StoreError
 from inspection.store.tokens import Identity
@@ -242,6 +242,7 @@ def _add_routes(app: FastAPI, station: Station) -> None:
                 "products": products,
                 "store": {"ok": store_ok, "problem": store_problem},
                 "watch": station.watch_status(),
+                "signatures": station.core.signatures(),
             }
         return JSONResponse(body, status_code=200 if ok else 503)
 

@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from inspection.core.config import from_mapping, read_yaml
-from inspection.core.errors import ConfigError, RegistryError
-from inspection.core.images import DEFAULT_MAX_SIDE, STATION_FORMATS
-from inspection.core.registry import check_name
-from inspection.core.signing import SigningError, load_public_key
-
-log = logging.getLogger(__name__)
+from inspection.core.errors import ConfigError
+from inspection.station.config import StationCoreConfig, check_moved_keys
 
 
 @dataclass(frozen=True)
@@ -35,84 +28,42 @@ class WatchConfig:
 
 @dataclass(frozen=True)
 class StationConfig:
-    """Everything ``inspection serve`` / ``inspection watch`` need. Paths are relative to cwd."""
+    """Everything ``inspection serve`` / ``inspection watch`` need: the station core section
+    (``core``) and the HTTP front door's own settings. Paths are relative to cwd."""
 
-    store_url: str = "sqlite:///var/inspection.db"
-    blob_dir: Path = Path("var/blobs")
-    registry_dir: Path = Path("var/registry")
-    products: tuple[str, ...] = ()
+    core: StationCoreConfig
     host: str = "127.0.0.1"
     port: int = 8080
     max_upload_bytes: int = 20_000_000
-    max_pixels: int = 25_000_000
-    max_side: int = DEFAULT_MAX_SIDE
-    image_formats: tuple[str, ...] = STATION_FORMATS
     workers: int = 2
     max_in_flight: int = 8
     """Inspect requests admitted at once (reading, queued or inferring); more get 503."""
     body_timeout_seconds: float = 30.0
     """An upload must arrive completely within this time, or it gets 408."""
-    registry_poll_seconds: float = 2.0
-    bundle_public_key: Path | None = None
-    """The site's pinned signing key (``inspection keys init``); set: unsigned bundles are refused."""
-    tune_on_load: bool = True
-    """Measure the live model's gated bundles (FP32/FP16/INT8) on this CPU when no tuning
-    record exists, and serve the fastest (see ``inspection.runtime.tuning``)."""
     watch: WatchConfig = field(default_factory=WatchConfig)
 
     def __post_init__(self) -> None:
-        if not self.products:
-            raise ConfigError("station config: 'products' must list at least one product")
-        for product in self.products:
-            try:
-                check_name("product", product)
-            except RegistryError as exc:
-                raise ConfigError(f"station config: products: {exc}") from exc
-        for name in ("max_upload_bytes", "max_pixels", "max_side", "workers", "max_in_flight"):
+        for name in ("max_upload_bytes", "workers", "max_in_flight"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"station config: {name} must be >= 1, got {getattr(self, name)}")
         if self.port < 1:
             raise ConfigError(f"station config: port must be >= 1, got {self.port}")
         if self.body_timeout_seconds <= 0:
             raise ConfigError("station config: body_timeout_seconds must be > 0")
-        _check_formats(self.image_formats)
-        if self.registry_poll_seconds <= 0 or self.watch.poll_seconds <= 0:
+        if self.watch.poll_seconds <= 0:
             raise ConfigError("station config: poll intervals must be > 0 seconds")
         if self.watch.settle_seconds < 0:
             raise ConfigError("station config: watch.settle_seconds must be >= 0")
         default = self.watch.default_product
-        if default is not None and default not in self.products:
+        if default is not None and default not in self.core.products:
             raise ConfigError(
                 f"station config: watch.default_product {default!r} is not in products "
-                f"{list(self.products)}"
-            )
-
-
-def _check_formats(formats: tuple[str, ...]) -> None:
-    from PIL import Image
-
-    Image.init()
-    known = sorted(Image.OPEN)
-    if not formats:
-        raise ConfigError("station config: image_formats must list at least one format")
-    for name in formats:
-        if name not in Image.OPEN:
-            raise ConfigError(
-                f"station config: image_formats: unknown format {name!r}; Pillow reads {known}"
+                f"{list(self.core.products)}"
             )
 
 
 def load_station_config(path: str | Path) -> StationConfig:
     """Read and validate a station YAML file; unknown keys raise ``ConfigError`` by name."""
-    return from_mapping(StationConfig, read_yaml(path), where=str(path))
-
-
-def pinned_key(config: StationConfig) -> Ed25519PublicKey | None:
-    """The station's pinned site signing key; ``None`` (with a warning) when none is set."""
-    if config.bundle_public_key is None:
-        log.warning("no bundle_public_key pinned: bundle signatures are not checked")
-        return None
-    try:
-        return load_public_key(config.bundle_public_key)
-    except SigningError as exc:
-        raise ConfigError(f"station config: bundle_public_key: {exc}") from exc
+    data = read_yaml(path)
+    check_moved_keys(data, str(path))
+    return from_mapping(StationConfig, data, where=str(path))

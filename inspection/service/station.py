@@ -1,4 +1,4 @@
-"""A station's moving parts wired together: store, live models, pipeline, metrics, watcher."""
+"""The HTTP station: the station core plus its HTTP metrics, worker pool and watch folder."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from inspection.core.registry import Registry
-from inspection.service.config import StationConfig, pinned_key
-from inspection.service.live import InspectorLoader, LiveModels, TunedSelector, default_loader
-from inspection.service.metrics import ServiceMetrics
-from inspection.service.pipeline import Outcome, Pipeline
+from inspection.service.config import StationConfig
 from inspection.service.watch import FileOutcome, WatchFolder
+from inspection.station.core import StationCore
+from inspection.station.live import InspectorLoader, LiveModels, default_loader
+from inspection.station.metrics import ServiceMetrics
+from inspection.station.pipeline import Outcome, Pipeline
 from inspection.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -23,9 +23,7 @@ class Station:
     """Built once per process by ``Station.build``; ``start()``/``stop()`` run the background parts."""
 
     config: StationConfig
-    store: Store
-    models: LiveModels
-    pipeline: Pipeline
+    core: StationCore
     metrics: ServiceMetrics
     watcher: WatchFolder | None = None
     executor: ThreadPoolExecutor | None = None
@@ -41,35 +39,30 @@ class Station:
     ) -> Station:
         """Open the store (bringing its schema up to date) and prepare models; nothing loads until ``start``."""
         metrics = ServiceMetrics()
-        store = store or Store.migrated(config.store_url, config.blob_dir)
-        registry = Registry(config.registry_dir)
-        public_key = pinned_key(config)
-        models = LiveModels(
-            registry,
-            config.products,
-            loader=loader,
-            on_change=metrics.model_changed,
-            selector=TunedSelector(
-                registry, tune_on_load=config.tune_on_load, public_key=public_key
-            ),
-            public_key=public_key,
+        core = StationCore.build(
+            config.core, loader=loader, store=store, on_change=metrics.model_changed
         )
-        pipeline = Pipeline(
-            store,
-            models,
-            max_pixels=config.max_pixels,
-            max_side=config.max_side,
-            formats=config.image_formats,
-        )
-        station = cls(config, store, models, pipeline, metrics)
+        station = cls(config, core, metrics)
         if config.watch.enabled if with_watch is None else with_watch:
-            station.watcher = WatchFolder(config.watch, pipeline, on_file=station._watched)
+            station.watcher = WatchFolder(config.watch, core.pipeline, on_file=station._watched)
         return station
+
+    @property
+    def store(self) -> Store:
+        return self.core.store
+
+    @property
+    def models(self) -> LiveModels:
+        return self.core.models
+
+    @property
+    def pipeline(self) -> Pipeline:
+        return self.core.pipeline
 
     def start(self) -> None:
         """Load the live models, start the registry poller, the worker pool and the watcher."""
         self.executor = ThreadPoolExecutor(self.config.workers, thread_name_prefix="inspect")
-        self.models.start(self.config.registry_poll_seconds)
+        self.core.start()
         if self.watcher is not None:
             self.watcher.start()
 
@@ -77,7 +70,7 @@ class Station:
         """Finish in-flight work, then stop the background threads."""
         if self.watcher is not None:
             self.watcher.stop()
-        self.models.stop()
+        self.core.stop()
         if self.executor is not None:
             self.executor.shutdown(wait=True)
             self.executor = None

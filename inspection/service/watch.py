@@ -32,8 +32,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from inspection.core.errors import InspectionError
 from inspection.service.config import WatchConfig
-from inspection.service.errors import InvalidRequest, RequestRefused
-from inspection.service.pipeline import Outcome, Pipeline
+from inspection.station.errors import InvalidRequest, RequestRefused
+from inspection.station.pipeline import Outcome, Pipeline
 
 log = logging.getLogger(__name__)
 TEMP_PREFIXES = (".", "~")

@@ -39,6 +39,7 @@ from inspection.core.global_context import (
 from inspection.core.images import read_image
 from inspection.core.metrics import image_auroc
 from inspection.runtime.preprocess import preprocess
+from inspection.training.convert import ScoreAndMap, no_chunking
 
 MIN_STD = 1e-6
 FOLDS = 5
@@ -215,11 +216,9 @@ def model_outputs(
     """Run the exact graph the bundle exports (score, map, pooled) on station-preprocessed images."""
     import torch
 
-    from inspection.training.export import _no_chunking, _ScoreAndMap
-
-    wrapper = _ScoreAndMap.wrap(torch_model.eval(), layers)
+    wrapper = ScoreAndMap.wrap(torch_model.eval(), layers)
     scores, pooled, images = [], [], []
-    with _no_chunking(), torch.no_grad():
+    with no_chunking(), torch.no_grad():
         for start in range(0, len(paths), batch_size):
             batch = np.stack(
                 [preprocess(read_image(p), prep) for p in paths[start : start + batch_size]]

@@ -12,12 +12,13 @@ import pytest
 from typer.testing import CliRunner
 
 from inspection.cli import app
+from inspection.core.bundle import copy_bundle
 from inspection.core.registry import Registry
 from inspection.core.signing import SiteKeys, init_keys, load_private_key, sign_bundle
 from inspection.distribution.catalog import archive_for
 from inspection.distribution.sync import HttpSource, PathSource, sync_forever, sync_once
-from inspection.service.config import pinned_key
-from tests.service.helpers import PRODUCT, V1, V2, V3, relabel, serve, station_config
+from inspection.station.config import pinned_key
+from tests.service.helpers import PRODUCT, V1, V2, V3, serve, station_config
 
 from .conftest import Central
 
@@ -68,23 +69,23 @@ def test_corrupt_download_is_refused_and_the_station_keeps_serving(
     """End to end: a station on the local registry, a corrupt v2 archive, then a good one."""
     config = station_config(tmp_path / "station", registry_poll_seconds=0.1)
     source = HttpSource(central.url, central.token)
-    assert sync_once(source, config.registry_dir, [PRODUCT])[0].status == "updated"
+    assert sync_once(source, config.core.registry_dir, [PRODUCT])[0].status == "updated"
     central.registry.add_bundle(PRODUCT, v2_bundle, V2)
     central.registry.promote(PRODUCT, V2, actor="qa", reason="better challenger")
     tar_path, _ = archive_for(central.registry, PRODUCT, V2)
     _corrupt(tar_path)
     with serve(config) as station:
-        [outcome] = sync_once(source, config.registry_dir, [PRODUCT])
+        [outcome] = sync_once(source, config.core.registry_dir, [PRODUCT])
         assert outcome.status == "failed" and "corrupt, refused" in outcome.detail
         assert outcome.live == V1 and "keeps serving v0001-fp32" in outcome.detail
-        assert Registry(config.registry_dir).bundle_ids(PRODUCT) == [V1]
+        assert Registry(config.core.registry_dir).bundle_ids(PRODUCT) == [V1]
         time.sleep(0.3)
         response = station.inspect(sample_png)
         assert response.status_code == 201 and response.json()["bundle_id"] == V1
 
         tar_path.unlink()
         tar_path.with_suffix(".json").unlink()  # the registry packs it again
-        assert sync_once(source, config.registry_dir, [PRODUCT])[0].status == "updated"
+        assert sync_once(source, config.core.registry_dir, [PRODUCT])[0].status == "updated"
         deadline = time.monotonic() + 10
         while station.ops("/healthz").json()["products"][PRODUCT]["bundle_id"] != V2:
             assert time.monotonic() < deadline, "the station did not swap to v2 within 10 s"
@@ -150,7 +151,10 @@ def test_sync_from_a_shared_path_and_a_rollback(
 
 def test_station_sync_cli(central: Central, tmp_path: Path, monkeypatch) -> None:
     config = tmp_path / "station.yaml"
-    config.write_text(f"registry_dir: {tmp_path / 'reg'}\nproducts: [{PRODUCT}, grass]\n")
+    config.write_text(
+        f"core:\n  registry_dir: {tmp_path / 'reg'}\n  products: [{PRODUCT}, grass]\n"
+        "  allow_unsigned_bundles: true\n"
+    )
     monkeypatch.setenv("INSPECTION_REGISTRY_TOKEN", central.token)
     result = CliRunner().invoke(app, ["station", "sync", "--from", central.url, "-c", str(config)])
     assert result.exit_code == 0, result.output
@@ -199,7 +203,7 @@ def test_sync_also_pulls_the_live_versions_other_gated_precisions(
 
 
 def _signed(source: Path, target: Path, bundle_id: str, keys: SiteKeys) -> Path:
-    relabel(source, target, bundle_id)
+    copy_bundle(source, target, bundle_id)
     sign_bundle(target, load_private_key(keys.private))
     return target
 
@@ -216,7 +220,9 @@ def test_a_tampered_bundle_is_refused_by_signature_and_the_station_keeps_serving
         tmp_path / "station", registry_poll_seconds=0.1, bundle_public_key=keys.public
     )
     source = HttpSource(central.url, central.token)
-    [outcome] = sync_once(source, config.registry_dir, [PRODUCT], public_key=pinned_key(config))
+    [outcome] = sync_once(
+        source, config.core.registry_dir, [PRODUCT], public_key=pinned_key(config.core)
+    )
     assert (outcome.status, outcome.live) == ("updated", V2), outcome.detail
     assert "signature verified" in outcome.detail
     tampered = _signed(fp32_bundle, tmp_path / "v3", V3, keys)
@@ -226,28 +232,32 @@ def test_a_tampered_bundle_is_refused_by_signature_and_the_station_keeps_serving
     central.registry.add_bundle(PRODUCT, tampered, V3)
     central.registry.promote(PRODUCT, V3, actor="attacker", reason="tampered")
     with serve(config) as station:
-        [outcome] = sync_once(source, config.registry_dir, [PRODUCT], public_key=pinned_key(config))
+        [outcome] = sync_once(
+            source, config.core.registry_dir, [PRODUCT], public_key=pinned_key(config.core)
+        )
         assert outcome.status == "failed" and "bad bundle signature" in outcome.detail
         assert outcome.live == V2 and "keeps serving v0002-fp32" in outcome.detail
         assert str(tmp_path) not in outcome.detail
-        assert Registry(config.registry_dir).bundle_ids(PRODUCT) == [V2]
+        assert Registry(config.core.registry_dir).bundle_ids(PRODUCT) == [V2]
         time.sleep(0.3)
         response = station.inspect(sample_png)
         assert response.status_code == 201 and response.json()["bundle_id"] == V2
     # the unsigned v1 (already announced by a rollback) is refused too
     central.registry.rollback(PRODUCT, actor="qa", reason="back")
     central.registry.promote(PRODUCT, V1, actor="qa", reason="unsigned")
-    [outcome] = sync_once(source, config.registry_dir, [PRODUCT], public_key=pinned_key(config))
+    [outcome] = sync_once(
+        source, config.core.registry_dir, [PRODUCT], public_key=pinned_key(config.core)
+    )
     assert outcome.status == "failed" and "the bundle is not signed" in outcome.detail
-    assert Registry(config.registry_dir).live(PRODUCT).bundle_id == V2
+    assert Registry(config.core.registry_dir).live(PRODUCT).bundle_id == V2
 
 
 def test_station_sync_cli_checks_the_pinned_key(central: Central, tmp_path: Path) -> None:
     keys = init_keys(tmp_path / "keys")
     config = tmp_path / "station.yaml"
     config.write_text(
-        f"registry_dir: {tmp_path / 'reg'}\nproducts: [{PRODUCT}]\n"
-        f"bundle_public_key: {keys.public}\n"
+        f"core:\n  registry_dir: {tmp_path / 'reg'}\n  products: [{PRODUCT}]\n"
+        f"  bundle_public_key: {keys.public}\n"
     )
     token = tmp_path / "token"
     token.write_text(central.token)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from inspection.core.registry import Registry
 from inspection.line.config import CameraConfig, LineConfig
+from inspection.station.config import CORE_KEYS, StationCoreConfig
 
 
 def camera_folder(root: Path, tiny_product: Path, count: int = 4) -> Path:
@@ -27,14 +28,19 @@ def line_config(
     if not registry.bundle_ids("brick"):
         registry.add_bundle("brick", fp32_bundle, "v0001-fp32")
         registry.promote("brick", "v0001-fp32", actor="tests", reason="line tests")
-    values = {
-        "station_id": "cam-1",
+    core = {
         "products": ("brick", "grass"),
-        "camera": CameraConfig(kind="file", path=camera, loop=loop),
         "store_url": f"sqlite:///{root / 'line.db'}",
         "blob_dir": root / "blobs",
         "registry_dir": root / "registry",
         "registry_poll_seconds": 3600.0,
+        "allow_unsigned_bundles": "bundle_public_key" not in overrides,
+    }
+    core |= {key: value for key, value in overrides.items() if key in CORE_KEYS}
+    values = {
+        "station_id": "cam-1",
+        "camera": CameraConfig(kind="file", path=camera, loop=loop),
         "inspect_timeout_s": 10.0,
     }
-    return LineConfig(**(values | overrides))
+    values |= {key: value for key, value in overrides.items() if key not in CORE_KEYS}
+    return LineConfig(core=StationCoreConfig(**core), **values)

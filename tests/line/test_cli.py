@@ -14,10 +14,13 @@ from .records import entries, inspection_fields
 def test_station_status_shows_the_outbox_backlog_per_sink(tmp_path: Path) -> None:
     config = {
         "station_id": "cam-1",
-        "products": ["brick"],
-        "store_url": f"sqlite:///{tmp_path / 'line.db'}",
-        "blob_dir": str(tmp_path / "blobs"),
-        "registry_dir": str(tmp_path / "registry"),
+        "core": {
+            "products": ["brick"],
+            "store_url": f"sqlite:///{tmp_path / 'line.db'}",
+            "blob_dir": str(tmp_path / "blobs"),
+            "registry_dir": str(tmp_path / "registry"),
+            "allow_unsigned_bundles": True,
+        },
         "camera": {"kind": "file", "path": str(tmp_path)},
         "sinks": [
             {"name": "mes", "kind": "mqtt"},
@@ -26,7 +29,7 @@ def test_station_status_shows_the_outbox_backlog_per_sink(tmp_path: Path) -> Non
     }
     path = tmp_path / "line.yaml"
     path.write_text(yaml.safe_dump(config))
-    store = Store.migrated(config["store_url"], tmp_path / "blobs")
+    store = Store.migrated(config["core"]["store_url"], tmp_path / "blobs")
     for n in range(2):
         fields = inspection_fields(n)
         store.add_inspection(outbox=entries(fields, ("mes",)), **fields)
@@ -41,7 +44,9 @@ def test_station_status_shows_the_outbox_backlog_per_sink(tmp_path: Path) -> Non
 
 def test_station_run_rejects_unknown_config_keys(tmp_path: Path) -> None:
     path = tmp_path / "line.yaml"
-    path.write_text(yaml.safe_dump({"station_id": "cam-1", "products": ["brick"], "camra": {}}))
+    path.write_text(
+        yaml.safe_dump({"station_id": "cam-1", "core": {"products": ["brick"]}, "camra": {}})
+    )
     result = CliRunner().invoke(app, ["station", "run", "-c", str(path)])
     assert result.exit_code != 0
     assert "camra" in str(result.exception)

@@ -90,7 +90,8 @@ def test_bad_trigger_messages(text: bytes, message: str) -> None:
 
 def test_an_unaligned_part_is_an_error_answer_never_a_verdict() -> None:
     from inspection.line.handshake import _refusal_code
-    from inspection.service.errors import PartNotAligned, http_status
+    from inspection.service.errors import http_status
+    from inspection.station.errors import PartNotAligned
 
     refusal = PartNotAligned("correlation 0.21 < 0.8")
     code = _refusal_code(refusal)

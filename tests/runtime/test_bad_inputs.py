@@ -15,6 +15,7 @@ from PIL import Image
 from inspection.core.errors import ImageDecodeError
 from inspection.core.images import read_image
 from inspection.runtime.inspector import Inspector
+from inspection.runtime.paths import inspect_paths
 
 pytestmark = pytest.mark.slow
 
@@ -75,7 +76,7 @@ def test_bad_file_is_an_error_outcome_not_a_crash(inspector, tmp_path, name, dat
     good.write_bytes(_png(RGB))
     with pytest.raises(ImageDecodeError, match=re.escape(message)):
         read_image(bad)
-    outcomes = inspector.inspect_paths([bad, good], batch_size=4)
+    outcomes = inspect_paths(inspector, [bad, good], batch_size=4)
     assert [o.path.name for o in outcomes] == [name, "zz_good.png"]
     assert not outcomes[0].ok and message in outcomes[0].error and str(bad) in outcomes[0].error
     assert outcomes[1].ok
@@ -92,7 +93,7 @@ def test_converted_images_are_inspected_at_their_own_size(inspector, tmp_path, n
 
 
 def test_missing_file_is_an_error_outcome(inspector, tmp_path) -> None:
-    outcomes = inspector.inspect_paths([tmp_path / "nope.png"])
+    outcomes = inspect_paths(inspector, [tmp_path / "nope.png"])
     assert not outcomes[0].ok and "cannot read file" in outcomes[0].error
 
 

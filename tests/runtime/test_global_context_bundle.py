@@ -21,7 +21,8 @@ def weave_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Registry, Pa
     from inspection.data.dataset import load_dataset
     from inspection.data.demo import write_demo_product
     from inspection.training.config import model_config_from_mapping
-    from inspection.training.export import ExportOptions, export_bundle
+    from inspection.training.export import ExportOptions
+    from inspection.training.registry_export import export_bundle
     from inspection.training.train import train
 
     root = write_demo_product(
@@ -77,7 +78,7 @@ def test_bundle_scores_match_training(weave_bundle) -> None:
     record = registry.latest_version("weave")
     inspector = Inspector.from_bundle(bundle_dir)
     paths = sorted((root / "test").rglob("*.png"))[:4]
-    context = inspector._context
+    context = inspector.model.context
     outputs = model_outputs(
         load_trained_model(record).model,
         paths,
@@ -88,7 +89,7 @@ def test_bundle_scores_match_training(weave_bundle) -> None:
     from inspection.runtime.preprocess import preprocess
 
     batch = np.stack([preprocess(read_image(p), inspector.metadata.preprocessing) for p in paths])
-    got, _ = inspector.infer_raw(batch)
+    got = inspector.model.infer(batch).scores
     np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-2)
 
 

@@ -18,6 +18,7 @@ from inspection.runtime.graph import (
     separate_blur_kernels,
 )
 from inspection.runtime.inspector import Inspector
+from tests.ov_precision import TOLERANCES, compile_at
 
 
 def _big_kernels(model: ov.Model) -> list[list[int]]:
@@ -44,10 +45,11 @@ def test_blur_becomes_two_1d_convolutions(fp32_bundle: Path) -> None:
 def test_rewritten_graph_gives_the_same_scores_and_maps(fp32_bundle: Path) -> None:
     exported = Inspector.from_bundle(fp32_bundle, optimize=False)
     rewritten = Inspector.from_bundle(fp32_bundle)
-    height, width = exported.input_size
+    height, width = exported.metadata.preprocessing.input_size
     batch = np.random.default_rng(0).normal(size=(2, 3, height, width)).astype(np.float32)
-    scores, maps = exported.infer_raw(batch)
-    fast_scores, fast_maps = rewritten.infer_raw(batch)
+    exported_raw, fast_raw = exported.model.infer(batch), rewritten.model.infer(batch)
+    scores, maps = exported_raw.scores, exported_raw.maps
+    fast_scores, fast_maps = fast_raw.scores, fast_raw.maps
     np.testing.assert_allclose(fast_scores, scores, rtol=1e-5)
     np.testing.assert_allclose(fast_maps, maps, rtol=1e-4, atol=1e-4 * float(np.abs(maps).max()))
 
@@ -81,16 +83,18 @@ def _head(pad_value: float) -> ov.Model:
 
 
 @pytest.mark.parametrize(("pad_value", "rewritten"), [(0.0, True), (3.0, False)])
-def test_map_head_is_rewritten_only_when_linear(pad_value: float, rewritten: bool) -> None:
+def test_map_head_is_rewritten_only_when_linear(
+    pad_value: float, rewritten: bool, ov_precision: str
+) -> None:
     model = _head(pad_value)
     maps = np.random.default_rng(0).uniform(0, 5, (1, 1, 4, 4)).astype(np.float32)
-    expected = ov.Core().compile_model(_head(pad_value), "CPU")(maps)[0]
+    expected = compile_at(_head(pad_value), ov_precision)(maps)[0]
     notes = linearise_map_heads(model)
     assert bool(notes) is rewritten  # a non-zero pad makes the head affine: left alone
     kinds = {node.get_type_name() for node in model.get_ordered_ops()}
     assert ("Convolution" not in kinds) is rewritten
-    got = ov.Core().compile_model(model, "CPU")(maps)[0]
-    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    got = compile_at(model, ov_precision)(maps)[0]
+    TOLERANCES[ov_precision].assert_close(got, expected)
 
 
 def _distances(bank: np.ndarray, also_max: bool) -> ov.Model:
@@ -106,15 +110,15 @@ def _distances(bank: np.ndarray, also_max: bool) -> ov.Model:
     return ov.Model(outputs, [patches])
 
 
-def test_distances_used_beyond_their_minimum_are_left_alone() -> None:
+def test_distances_used_beyond_their_minimum_are_left_alone(ov_precision: str) -> None:
     bank = np.random.default_rng(1).normal(size=(5, 3)).astype(np.float32)
     folded, kept = _distances(bank, also_max=False), _distances(bank, also_max=True)
     assert len(fold_patch_distances(folded)) == 1
     assert fold_patch_distances(kept) == []
     x = np.random.default_rng(2).normal(size=(6, 3)).astype(np.float32)
     expected = np.sqrt(((x[:, None] - bank[None]) ** 2).sum(-1)).min(1)
-    got = ov.Core().compile_model(folded, "CPU")(x)[0]
-    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    got = compile_at(folded, ov_precision)(x)[0]
+    TOLERANCES[ov_precision].assert_close(got, expected)
 
 
 def _layer_product() -> ov.Model:
@@ -129,15 +133,15 @@ def _layer_product() -> ov.Model:
     return ov.Model([ops.multiply(*up)], [small, large])
 
 
-def test_every_upsampled_layer_map_before_a_product_becomes_matmuls() -> None:
+def test_every_upsampled_layer_map_before_a_product_becomes_matmuls(ov_precision: str) -> None:
     rng = np.random.default_rng(4)
     maps = [rng.uniform(0, 3, (1, 1, n, n)).astype(np.float32) for n in (4, 8)]
-    expected = ov.Core().compile_model(_layer_product(), "CPU")(maps)[0]
+    expected = compile_at(_layer_product(), ov_precision)(maps)[0]
     model = _layer_product()
 
     notes = linearise_map_heads(model)
 
     assert len(notes) == 2, notes
     assert "Interpolate" not in {node.get_type_name() for node in model.get_ordered_ops()}
-    got = ov.Core().compile_model(model, "CPU")(maps)[0]
-    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    got = compile_at(model, ov_precision)(maps)[0]
+    TOLERANCES[ov_precision].assert_close(got, expected)

@@ -43,7 +43,8 @@ def test_raw_outputs_match_torch(request, precision, torch_model, images) -> Non
         expected = torch_model.model(torch.from_numpy(batch))
     ref_scores = expected.pred_score.reshape(-1).numpy()
     ref_maps = expected.anomaly_map[:, 0].numpy()
-    scores, maps = inspector.infer_raw(batch)
+    raw = inspector.model.infer(batch)
+    scores, maps = raw.scores, raw.maps
     score_tol, map_tol = TOLERANCE[precision]
     norm = inspector.metadata.normalization
     score_range = norm.image_max - norm.image_min
@@ -71,8 +72,10 @@ def test_normalised_results_match_anomalib_end_to_end(fp32_bundle, torch_model, 
 def test_batch_n_equals_batch_1_in_the_ir(fp32_bundle, images) -> None:
     inspector = Inspector.from_bundle(fp32_bundle)
     batch = np.stack([preprocess(image, inspector.metadata.preprocessing) for image in images])
-    scores, maps = inspector.infer_raw(batch)
+    raw = inspector.model.infer(batch)
+    scores, maps = raw.scores, raw.maps
     for k in range(len(images)):
-        one_score, one_map = inspector.infer_raw(batch[k : k + 1])
+        one = inspector.model.infer(batch[k : k + 1])
+        one_score, one_map = one.scores, one.maps
         assert one_score[0] == pytest.approx(scores[k], rel=1e-5)
         np.testing.assert_allclose(one_map[0], maps[k], rtol=1e-5, atol=1e-6)

@@ -15,7 +15,7 @@ from inspection.runtime.self_check import LabelledPath, check_live_bundle, recor
 
 def _parts(trained_patchcore) -> list[LabelledPath]:
     from inspection.data.dataset import load_dataset
-    from inspection.training.export import held_out_test_samples
+    from inspection.training.registry_export import held_out_test_samples
 
     tp = trained_patchcore
     samples = held_out_test_samples(tp.record, load_dataset(tp.dataset_root))

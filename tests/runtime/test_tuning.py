@@ -125,7 +125,8 @@ def _station_tune(tmp_path: Path, *args: str, config_extra: str = "") -> Result:
 
     config = tmp_path / "station.yaml"
     config.write_text(
-        f"registry_dir: {tmp_path / 'registry'}\nproducts: [brick]\n{config_extra}",
+        f"core:\n  registry_dir: {tmp_path / 'registry'}\n  products: [brick]\n"
+        f"  {config_extra or 'allow_unsigned_bundles: true'}\n",
         encoding="utf-8",
     )
     return CliRunner().invoke(app, ["station", "tune", *args, "--config", str(config)])
@@ -251,7 +252,7 @@ def test_station_tune_verifies_siblings_before_loading_them(
 
     monkeypatch.setattr(Inspector, "from_bundle", classmethod(spy))
     result = _station_tune(
-        tmp_path, "--samples", "5", config_extra=f"bundle_public_key: {keys.public}\n"
+        tmp_path, "--samples", "5", config_extra=f"bundle_public_key: {keys.public}"
     )
 
     assert result.exit_code == 0, result.output

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -12,12 +10,12 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from inspection.core.bundle import read_bundle_metadata, write_bundle_metadata
 from inspection.core.registry import Registry
 from inspection.service.app import create_app
 from inspection.service.config import StationConfig, WatchConfig
 from inspection.service.station import Station
 from inspection.service.watch import WatchFolder
+from inspection.station.config import CORE_KEYS, StationCoreConfig
 from inspection.store.tokens import create_token
 
 PRODUCT = "brick"
@@ -62,24 +60,11 @@ class Served:
         )
 
 
-def relabel(source: Path, target: Path, bundle_id: str) -> Path:
-    """The same weights under a new bundle id (a stand-in for a retrained challenger).
-
-    Also used by ``bench/plant.py``."""
-    shutil.copytree(source, target)
-    metadata = read_bundle_metadata(target)
-    model_version = f"{metadata.product}/{bundle_id.split('-', 1)[0]}"
-    write_bundle_metadata(
-        target, dataclasses.replace(metadata, bundle_id=bundle_id, model_version=model_version)
-    )
-    return target
-
-
 @contextmanager
 def watching(config: StationConfig) -> Iterator[WatchFolder]:
     """A station process with its watch folder (one 'run' between two restarts)."""
     station = Station.build(config, with_watch=False)
-    station.models.start(config.registry_poll_seconds)
+    station.core.start()
     watcher = WatchFolder(config.watch, station.pipeline)
     watcher.acquire()
     try:
@@ -99,18 +84,25 @@ def serving_registry(root: Path, bundles: Bundles) -> Registry:
 
 
 def station_config(root: Path, store_url: str | None = None, **overrides: Any) -> StationConfig:
-    values: dict[str, Any] = {
+    """A station over ``root``; keys of the ``core`` section may be given flat. Unsigned bundles
+    are allowed unless ``bundle_public_key`` is given (the session's bundles are unsigned)."""
+    core: dict[str, Any] = {
         "store_url": store_url or f"sqlite:///{root / 'inspection.db'}",
         "blob_dir": root / "blobs",
         "registry_dir": root / "registry",
         "products": (PRODUCT,),
-        "max_upload_bytes": 300_000,
         "max_pixels": 1_000_000,
-        "workers": 2,
         "registry_poll_seconds": 3600.0,
+        "allow_unsigned_bundles": "bundle_public_key" not in overrides,
+    }
+    core |= {key: value for key, value in overrides.items() if key in CORE_KEYS}
+    values: dict[str, Any] = {
+        "max_upload_bytes": 300_000,
+        "workers": 2,
         "watch": WatchConfig(root=root / "watch", station_id="cam-1", default_product=PRODUCT),
     }
-    return StationConfig(**(values | overrides))
+    values |= {key: value for key, value in overrides.items() if key not in CORE_KEYS}
+    return StationConfig(core=StationCoreConfig(**core), **values)
 
 
 @contextmanager
@@ -121,5 +113,5 @@ def serve(config: StationConfig) -> Iterator[Served]:
     token, _ = create_token(station.store, "st-1", "tests")
     monitor, _ = create_token(station.store, "prometheus", "tests", role="monitor")
     with TestClient(app) as client:
-        yield Served(client, station, Registry(config.registry_dir), config, token, monitor)
+        yield Served(client, station, Registry(config.core.registry_dir), config, token, monitor)
     station.store.engine.dispose()

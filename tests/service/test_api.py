@@ -151,7 +151,7 @@ def test_ack_means_committed_for_a_new_connection(served: Served, sample_images)
     from inspection.store.store import Store
 
     body = served.inspect(sample_images["good1"]).json()
-    fresh = Store(served.config.store_url, served.config.blob_dir)
+    fresh = Store(served.config.core.store_url, served.config.core.blob_dir)
     try:
         row = fresh.get_inspection(body["id"])
         for sha in (row.image_sha, row.map_sha, row.mask_sha, row.overlay_sha):

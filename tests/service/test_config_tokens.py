@@ -11,6 +11,7 @@ import yaml
 from typer.testing import CliRunner
 
 from inspection.cli import app
+from inspection.core.config import deep_merge
 from inspection.core.errors import ConfigError
 from inspection.service.config import StationConfig, load_station_config
 from inspection.store.models import ApiToken
@@ -29,7 +30,8 @@ REPO = Path(__file__).resolve().parents[2]
 def test_shipped_station_config_loads() -> None:
     config = load_station_config(REPO / "configs" / "station.yaml")
     assert isinstance(config, StationConfig)
-    assert config.products == ("brick",) and config.host == "127.0.0.1"
+    assert config.core.products == ("brick",) and config.host == "127.0.0.1"
+    assert config.core.bundle_public_key == Path("var/keys/site-signing.pub")
     assert config.watch.default_product == "brick" and config.watch.enabled is False
 
 
@@ -37,17 +39,24 @@ def test_shipped_station_config_loads() -> None:
     ("override", "message"),
     [
         ({"prodcts": ["brick"]}, "unknown key(s) 'prodcts'"),
-        ({"products": []}, "'products' must list at least one product"),
-        ({"products": ["../etc"]}, "invalid product name '../etc'"),
+        ({"core": {"products": []}}, "'products' must list at least one product"),
+        ({"core": {"products": ["../etc"]}}, "invalid product name '../etc'"),
         ({"workers": 0}, "workers must be >= 1, got 0"),
         ({"max_upload_bytes": "big"}, "max_upload_bytes: expected an integer, got 'big'"),
-        ({"registry_poll_seconds": 0}, "poll intervals must be > 0 seconds"),
+        ({"core": {"registry_poll_seconds": 0}}, "registry_poll_seconds must be > 0 seconds"),
+        ({"core": {"allow_unsigned_bundles": False}}, "bundle_public_key is not set: pin the"),
+        (
+            {"core": {"bundle_public_key": "k"}},
+            "set either bundle_public_key or allow_unsigned_bundles: true, not both",
+        ),
+        ({"products": ["brick"]}, "'products' now belong(s) under 'core:'"),
         ({"watch": {"settle": 1}}, "unknown key(s) 'settle'"),
         ({"watch": {"default_product": "bolt"}}, "watch.default_product 'bolt' is not in products"),
     ],
 )
 def test_bad_station_config_names_the_problem(tmp_path: Path, override: dict, message: str):
-    data = {"products": ["brick"]} | override
+    core = {"products": ["brick"], "allow_unsigned_bundles": True}
+    data = deep_merge({"core": core}, override)
     path = tmp_path / "station.yaml"
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(ConfigError) as excinfo:
@@ -81,9 +90,12 @@ def test_tokens_commands(tmp_path: Path) -> None:
     config.write_text(
         yaml.safe_dump(
             {
-                "products": ["brick"],
-                "store_url": f"sqlite:///{tmp_path / 'db.sqlite'}",
-                "blob_dir": str(tmp_path / "blobs"),
+                "core": {
+                    "products": ["brick"],
+                    "store_url": f"sqlite:///{tmp_path / 'db.sqlite'}",
+                    "blob_dir": str(tmp_path / "blobs"),
+                    "allow_unsigned_bundles": True,
+                }
             }
         )
     )

@@ -72,7 +72,10 @@ def test_write_apis_need_their_role_and_audit_the_identity(
     refused = module_served.client.post(
         f"/v1/products/{PRODUCT}/promote", json=promote, headers=admin
     )
-    assert refused.status_code == 409 and str(module_served.config.registry_dir) not in refused.text
+    assert (
+        refused.status_code == 409
+        and str(module_served.config.core.registry_dir) not in refused.text
+    )
     rollback = module_served.client.post(
         f"/v1/products/{PRODUCT}/rollback", json={"reason": "test"}, headers=admin
     )

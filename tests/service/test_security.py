@@ -12,9 +12,10 @@ from prometheus_client import generate_latest
 
 from inspection.service.app import create_app
 from inspection.service.config import WatchConfig
-from inspection.service.errors import ReplayConflict, StationBusy, http_error
-from inspection.service.limits import AdmissionGate
-from inspection.service.pipeline import check_replay
+from inspection.service.errors import http_error
+from inspection.station.errors import ReplayConflict, StationBusy
+from inspection.station.limits import AdmissionGate
+from inspection.station.pipeline import check_replay
 from inspection.store.models import Inspection
 from inspection.store.tokens import create_token
 
@@ -33,7 +34,7 @@ SMALL_PNG = _encoded(32, 24)
 
 
 def _blob_files(served: Served) -> set[Path]:
-    root = served.config.blob_dir
+    root = served.config.core.blob_dir
     return {p for p in root.rglob("*") if p.is_file()} if root.exists() else set()
 
 

@@ -17,12 +17,14 @@ runner = CliRunner()
 
 def _station_config(tmp_path: Path) -> Path:
     path = tmp_path / "station.yaml"
-    config = {
+    core = {
         "store_url": f"sqlite:///{tmp_path / 'station.db'}",
         "blob_dir": str(tmp_path / "blobs"),
         "registry_dir": str(tmp_path / "registry"),
         "products": ["brick"],
+        "allow_unsigned_bundles": True,
     }
+    config = {"core": core}
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     return path
 

@@ -96,8 +96,8 @@ def test_blobs_are_content_addressed(tmp_path: Path) -> None:
 
 def test_longest_accepted_inputs_fit_their_columns(store_url: str, tmp_path: Path) -> None:
     """Every input the service accepts is storable on PostgreSQL too (which enforces lengths)."""
-    from inspection.service.pipeline import check_part_id, check_request_id, stored_request_id
-    from inspection.store.outbox import OutboxEntry
+    from inspection.station.pipeline import check_part_id, check_request_id, stored_request_id
+    from inspection.store.models import OutboxEntry
 
     station = "s" * 64  # longest station id a token can carry
     key = stored_request_id(station, check_request_id("r" * 80))
@@ -110,8 +110,9 @@ def test_longest_accepted_inputs_fit_their_columns(store_url: str, tmp_path: Pat
 
 @pytest.mark.parametrize("bad", ["p\x00q", "tab\tbed", "p" * 129])
 def test_part_ids_that_postgres_cannot_store_are_refused(bad: str) -> None:
-    from inspection.service.errors import InvalidRequest, http_status
-    from inspection.service.pipeline import check_part_id
+    from inspection.service.errors import http_status
+    from inspection.station.errors import InvalidRequest
+    from inspection.station.pipeline import check_part_id
 
     with pytest.raises(InvalidRequest) as caught:
         check_part_id(bad)

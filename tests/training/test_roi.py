@@ -162,7 +162,7 @@ def test_export_refuses_a_product_roi_other_than_the_one_trained_with(tmp_path: 
     from inspection.core.calibration import Normalization
     from inspection.core.errors import BundleError
     from inspection.core.roi import RoiTraining
-    from inspection.training.export import with_part_setup
+    from inspection.training.registry_export import with_part_setup
 
     (tmp_path / "products").mkdir()
     (tmp_path / "products" / "part.yaml").write_text(

@@ -47,7 +47,8 @@ def test_tile_size_must_be_the_model_input() -> None:
 @pytest.mark.slow
 def test_tiled_train_export_inspect_end_to_end(tiny_product, tmp_path) -> None:
     from inspection.runtime.tiled import TiledInspector
-    from inspection.training.export import ExportOptions, RegistryExport, export_bundle
+    from inspection.training.export import ExportOptions
+    from inspection.training.registry_export import RegistryExport, export_bundle
 
     spec = TilingSpec((64, 64), (64, 64), scale=1.0, blend="mean")
     config = model_config_from_mapping(

@@ -22,17 +22,16 @@ from inspection.core.errors import AlignmentError, ImageDecodeError
 from inspection.core.fingerprint import sha256_bytes
 from inspection.core.images import DEFAULT_MAX_SIDE, STATION_FORMATS, decode_image
 from inspection.runtime.overlays import render_overlay
-from inspection.service.errors import (
+from inspection.station.errors import (
     BadImage,
     InvalidRequest,
     PartNotAligned,
     ReplayConflict,
     UnknownProduct,
 )
-from inspection.service.live import LiveModels
-from inspection.service.render import encode_jpeg, encode_map, encode_mask, image_extension
-from inspection.store.models import Inspection
-from inspection.store.outbox import OutboxEntry
+from inspection.station.live import LiveModels
+from inspection.station.render import encode_jpeg, encode_map, encode_mask, image_extension
+from inspection.store.models import Inspection, OutboxEntry
 from inspection.store.store import Store
 
 OutboxBuilder = Callable[[Mapping[str, Any], Mapping[str, float]], Sequence[OutboxEntry]]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from inspection.service.errors import StationBusy
+from inspection.station.errors import StationBusy
 
 RETRY_AFTER_SECONDS = 1
 

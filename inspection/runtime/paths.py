@@ -1,0 +1,77 @@
+"""Judge image files with an ``Inspector``: folders expanded, unreadable files reported."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from inspection.core.errors import ImageDecodeError
+from inspection.core.images import IMAGE_SUFFIXES, read_image
+from inspection.core.types import InspectionResult
+from inspection.runtime.inspector import Inspector
+
+
+@dataclass(frozen=True)
+class PathOutcome:
+    """One file of a batch: a result, or the reason it could not be inspected."""
+
+    path: Path
+    result: InspectionResult | None = None
+    error: str | None = None
+    image: np.ndarray | None = field(default=None, repr=False, compare=False)
+    """The decoded (H, W, 3) uint8 RGB image (for overlays); ``None`` on error."""
+
+    @property
+    def ok(self) -> bool:
+        return self.result is not None
+
+
+def inspect_paths(
+    inspector: Inspector, paths: Iterable[str | Path], *, batch_size: int = 1
+) -> list[PathOutcome]:
+    """Read and judge files (folders are expanded); unreadable files become error outcomes."""
+    return list(iter_paths(inspector, expand_paths(paths), batch_size=batch_size))
+
+
+def iter_paths(
+    inspector: Inspector, files: Iterable[Path], *, batch_size: int = 1
+) -> Iterator[PathOutcome]:
+    """Judge ``files`` in order, yielding each outcome as soon as its batch is done."""
+    pending: list[tuple[Path, np.ndarray]] = []
+
+    def flush() -> Iterator[PathOutcome]:
+        if pending:
+            results = inspector.inspect_batch([image for _, image in pending])
+            for (path, image), result in zip(pending, results, strict=True):
+                yield PathOutcome(path, result, image=image)
+            pending.clear()
+
+    for path in files:
+        try:
+            pending.append((path, read_image(path)))
+        except ImageDecodeError as exc:
+            yield from flush()
+            yield PathOutcome(path, error=str(exc))
+            continue
+        if len(pending) >= max(1, batch_size):
+            yield from flush()
+    yield from flush()
+
+
+def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
+    """Files as given, folders expanded (recursively) to their image files, sorted."""
+    expanded: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            expanded.extend(
+                sorted(
+                    p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                )
+            )
+        else:
+            expanded.append(path)
+    return expanded

@@ -1,0 +1,153 @@
+"""The station core's config section (``core:``), embedded by both station configs.
+
+``configs/station.yaml`` (HTTP service and watch folder) and ``configs/line.yaml`` (PLC line
+station) each carry one ``core:`` section: which products, where the registry and results
+store are, the image limits, and which bundles may load. Secure by default: a station needs
+the site's public key pinned (``bundle_public_key``) or an explicit
+``allow_unsigned_bundles: true``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from PIL import Image
+
+from inspection.core.errors import ConfigError, RegistryError
+from inspection.core.images import DEFAULT_MAX_SIDE, STATION_FORMATS
+from inspection.core.registry import check_name
+from inspection.core.signing import PUBLIC_KEY_FILE, SigningError, load_public_key
+
+log = logging.getLogger(__name__)
+
+SITE_PUBLIC_KEY = Path("var/keys") / PUBLIC_KEY_FILE
+"""Where ``inspection keys init`` writes the site's public key (relative to the site folder)."""
+UNSIGNED_WARNING = (
+    "allow_unsigned_bundles: true: bundle signatures are NOT checked; an altered or unsigned "
+    "bundle will be served. Pin bundle_public_key on every production station."
+)
+
+
+@dataclass(frozen=True)
+class StationCoreConfig:
+    """What every station front door shares: products, registry, store, limits, signatures.
+
+    Paths are relative to the working directory.
+    """
+
+    products: tuple[str, ...]
+    store_url: str = "sqlite:///var/inspection.db"
+    blob_dir: Path = Path("var/blobs")
+    registry_dir: Path = Path("var/registry")
+    max_pixels: int = 25_000_000
+    max_side: int = DEFAULT_MAX_SIDE
+    image_formats: tuple[str, ...] = STATION_FORMATS
+    registry_poll_seconds: float = 2.0
+    bundle_public_key: Path | None = None
+    """The site's pinned signing key (``inspection keys init``): only bundles it signed load."""
+    allow_unsigned_bundles: bool = False
+    """``true``: serve bundles without checking signatures (development only; logged loudly)."""
+    tune_on_load: bool = True
+    """Measure the live model's gated bundles (FP32/FP16/INT8) on this CPU when no tuning
+    record exists, and serve the fastest (see ``inspection.runtime.tuning``)."""
+
+    def __post_init__(self) -> None:
+        if not self.products:
+            raise ConfigError("core: 'products' must list at least one product")
+        for product in self.products:
+            try:
+                check_name("product", product)
+            except RegistryError as exc:
+                raise ConfigError(f"core: products: {exc}") from exc
+        for name in ("max_pixels", "max_side"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"core: {name} must be >= 1, got {getattr(self, name)}")
+        if self.registry_poll_seconds <= 0:
+            raise ConfigError("core: registry_poll_seconds must be > 0 seconds")
+        check_formats(self.image_formats)
+        if self.bundle_public_key is None and not self.allow_unsigned_bundles:
+            raise ConfigError(
+                "core: bundle_public_key is not set: pin the site's public key "
+                f"(`inspection keys init` writes {SITE_PUBLIC_KEY}), or set "
+                "allow_unsigned_bundles: true to serve unsigned bundles (not for production)"
+            )
+        if self.bundle_public_key is not None and self.allow_unsigned_bundles:
+            raise ConfigError(
+                "core: set either bundle_public_key or allow_unsigned_bundles: true, not both"
+            )
+
+
+def check_formats(formats: tuple[str, ...]) -> None:
+    """Every name must be a format Pillow can open; an empty list is refused."""
+    Image.init()
+    known = sorted(Image.OPEN)
+    if not formats:
+        raise ConfigError("core: image_formats must list at least one format")
+    for name in formats:
+        if name not in Image.OPEN:
+            raise ConfigError(f"core: image_formats: unknown format {name!r}; Pillow reads {known}")
+
+
+CORE_KEYS = frozenset(StationCoreConfig.__dataclass_fields__)
+
+
+def check_moved_keys(data: Mapping[str, Any], where: str) -> None:
+    """Name the top-level keys of a config written before the ``core:`` section existed."""
+    moved = sorted(CORE_KEYS & set(data))
+    if moved:
+        raise ConfigError(
+            f"{where}: {', '.join(map(repr, moved))} now belong(s) under 'core:' (the section "
+            "both station configs share); move them there, see configs/station.yaml"
+        )
+
+
+def pin_public_key(config_path: str | Path, public_key: str | Path) -> bool:
+    """Pin ``public_key`` as ``core.bundle_public_key`` in a station or line config file.
+
+    Edits the YAML text so its comments stay; an ``allow_unsigned_bundles`` line in the
+    section is commented out. Returns False when the file pinned that key already.
+    """
+    path = Path(config_path)
+    original = path.read_text(encoding="utf-8")
+    lines = original.splitlines(keepends=True)
+    start = next((i for i, line in enumerate(lines) if line.split("#")[0].strip() == "core:"), None)
+    if start is None:
+        raise ConfigError(f"{path}: no 'core:' section to pin the key in")
+    end = next(
+        (i for i in range(start + 1, len(lines)) if lines[i].strip() and lines[i][0] not in " #"),
+        len(lines),
+    )
+    seen = False
+    for i in range(start + 1, end):
+        entry, _, comment = lines[i].partition("#")
+        key, _, value = entry.strip().partition(":")
+        if key == "bundle_public_key":
+            seen = True
+            if value.strip() != str(public_key):
+                note = f"  #{comment.rstrip()}" if comment else ""
+                lines[i] = f"  bundle_public_key: {public_key}{note}\n"
+        elif key == "allow_unsigned_bundles":
+            lines[i] = "  # " + lines[i].lstrip()
+    if not seen:
+        lines.insert(start + 1, f"  bundle_public_key: {public_key}\n")
+    text = "".join(lines)
+    if text == original:
+        return False
+    path.write_text(text, encoding="utf-8")
+    return True
+
+
+def pinned_key(config: StationCoreConfig) -> Ed25519PublicKey | None:
+    """The pinned site signing key; ``None`` only with ``allow_unsigned_bundles`` (warned)."""
+    if config.bundle_public_key is None:
+        log.warning(UNSIGNED_WARNING)
+        return None
+    try:
+        return load_public_key(config.bundle_public_key)
+    except SigningError as exc:
+        raise ConfigError(f"core: bundle_public_key: {exc}") from exc

@@ -1,0 +1,91 @@
+"""The station core wired once: store, live models (signatures, tuned precision), pipeline.
+
+Every front door builds on ``StationCore.build``: the HTTP service and its watch folder
+(``inspection.service.station``) and the PLC line station (``inspection.line.station``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from inspection.core.registry import Registry
+from inspection.core.signing import key_id
+from inspection.station.config import StationCoreConfig, pinned_key
+from inspection.station.live import (
+    InspectorLoader,
+    LiveModel,
+    LiveModels,
+    TunedSelector,
+    default_loader,
+)
+from inspection.station.pipeline import OutboxBuilder, Pipeline
+from inspection.store.store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StationCore:
+    """Store, live models and pipeline of one station; ``start()``/``stop()`` run the poller."""
+
+    config: StationCoreConfig
+    store: Store
+    models: LiveModels
+    pipeline: Pipeline
+    key_id: str | None
+    """The pinned site key's id; ``None`` when unsigned bundles are allowed."""
+
+    @classmethod
+    def build(
+        cls,
+        config: StationCoreConfig,
+        *,
+        loader: InspectorLoader = default_loader,
+        store: Store | None = None,
+        on_change: Callable[[LiveModel], None] | None = None,
+        outbox: OutboxBuilder | None = None,
+    ) -> StationCore:
+        """Open the store (bringing its schema up to date) and prepare the models, which load
+        on ``start``. Raises ``ConfigError`` when the pinned key cannot be read."""
+        public_key = pinned_key(config)
+        store = store or Store.migrated(config.store_url, config.blob_dir)
+        registry = Registry(config.registry_dir)
+        models = LiveModels(
+            registry,
+            config.products,
+            loader=loader,
+            on_change=on_change,
+            selector=TunedSelector(
+                registry, tune_on_load=config.tune_on_load, public_key=public_key
+            ),
+            public_key=public_key,
+        )
+        pipeline = Pipeline(
+            store,
+            models,
+            max_pixels=config.max_pixels,
+            max_side=config.max_side,
+            formats=config.image_formats,
+            outbox=outbox,
+        )
+        return cls(
+            config, store, models, pipeline, None if public_key is None else key_id(public_key)
+        )
+
+    def start(self) -> None:
+        """Load the live models now, then follow the registry in the background."""
+        self.models.start(self.config.registry_poll_seconds)
+
+    def stop(self) -> None:
+        self.models.stop()
+
+    def signatures(self) -> dict[str, Any]:
+        """What the status pages show about bundle signatures."""
+        return {
+            "required": self.key_id is not None,
+            "pinned_key_id": self.key_id,
+            "public_key": str(self.config.bundle_public_key) if self.key_id else None,
+        }

@@ -1,0 +1,115 @@
+"""Torch -> OpenVINO conversion of a trained anomalib model, with named outputs.
+
+The raw torch model (``model.model``, eval mode) takes the normalised NCHW tensor and returns
+``pred_score`` (N,) and ``anomaly_map`` (N, 1, h, w) (and ``pooled_features`` (N, D) for a
+global-context bundle); it is converted with ``openvino.convert_model`` with a dynamic batch
+dimension, so batch 1 and batch N both run. Importing this module needs no torch: torch is
+imported inside the functions that trace (the CLI imports training code only in commands).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import openvino as ov
+
+from inspection.core.errors import BundleError
+
+SCORE_OUTPUT, MAP_OUTPUT, POOLED_OUTPUT = "pred_score", "anomaly_map", "pooled_features"
+
+
+class ScoreAndMap:
+    """Factory for the wrapper module (built lazily so importing this file needs no torch)."""
+
+    @staticmethod
+    def wrap(torch_model: Any, pooled_layers: Sequence[str] = ()) -> Any:
+        """(score (N,), map (N, 1, h, w)[, pooled (N, D)]): with ``pooled_layers`` a third
+        output averages those backbone feature maps per channel, taken from the same forward
+        pass by a hook on the feature extractor (no second backbone run)."""
+        import torch
+
+        class ScoreAndMap(torch.nn.Module):
+            def __init__(self, model: torch.nn.Module) -> None:
+                super().__init__()
+                self.model = model
+                self.layers = tuple(pooled_layers)
+                self._features: dict[str, torch.Tensor] = {}
+
+            def _keep(self, _module: Any, _inputs: Any, output: Any) -> None:
+                self._features = dict(output)
+
+            def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+                hook = None
+                if self.layers:
+                    hook = feature_extractor(self.model).register_forward_hook(self._keep)
+                try:
+                    out = self.model(x)
+                finally:
+                    if hook is not None:
+                        hook.remove()
+                amap = out.anomaly_map
+                if amap.ndim == 3:
+                    amap = amap.unsqueeze(1)
+                score = out.pred_score
+                if score is None:
+                    score = torch.amax(amap, dim=(-3, -2, -1))
+                if not self.layers:
+                    return score.reshape(-1), amap
+                pooled = torch.cat([self._features[k].mean(dim=(2, 3)) for k in self.layers], 1)
+                return score.reshape(-1), amap, pooled
+
+        return ScoreAndMap(torch_model).eval()
+
+
+def feature_extractor(torch_model: Any) -> Any:
+    """The backbone feature extractor ({layer: (N, C, h, w)}) of a PatchCore or STFPM model."""
+    for path in ("feature_extractor", "teacher_model"):
+        module = getattr(torch_model, path, None)
+        if module is not None:
+            return module
+    raise BundleError(f"{type(torch_model).__name__} has no backbone feature extractor")
+
+
+@contextlib.contextmanager
+def no_chunking() -> Iterator[None]:
+    """PatchCore splits big nearest-neighbour searches into a Python loop; tracing would freeze
+    the loop at the traced batch size, so export with one chunk (dynamic batch stays valid)."""
+    try:
+        from anomalib.models.image.patchcore import torch_model as patchcore
+    except ImportError:  # pragma: no cover - anomalib is a training dependency
+        yield
+        return
+    saved = patchcore.DEFAULT_CHUNK_SIZE
+    patchcore.DEFAULT_CHUNK_SIZE = 1 << 40
+    try:
+        yield
+    finally:
+        patchcore.DEFAULT_CHUNK_SIZE = saved
+
+
+def convert_torch_model(
+    torch_model: Any, input_size: tuple[int, int], pooled_layers: Sequence[str] = ()
+) -> ov.Model:
+    """Convert the eval-mode torch model to OpenVINO with input (?, 3, h, w) and named outputs
+    (``pooled_features`` too when ``pooled_layers`` are given)."""
+    import torch
+
+    height, width = input_size
+    wrapper = ScoreAndMap.wrap(torch_model.eval(), pooled_layers)
+    with no_chunking(), torch.no_grad():
+        model = ov.convert_model(
+            wrapper,
+            example_input=torch.zeros(1, 3, height, width),
+            input=[(-1, 3, height, width)],
+        )
+    expected = 3 if pooled_layers else 2
+    if len(model.outputs) != expected:
+        raise BundleError(f"converted model has {len(model.outputs)} outputs, expected {expected}")
+    model.outputs[0].get_tensor().set_names({SCORE_OUTPUT})
+    model.outputs[1].get_tensor().set_names({MAP_OUTPUT})
+    if pooled_layers:
+        model.outputs[2].get_tensor().set_names({POOLED_OUTPUT})
+    model.inputs[0].get_tensor().set_names({"image"})
+    return model

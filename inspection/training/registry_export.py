@@ -1,0 +1,204 @@
+"""Export a registered model version: its bundle metadata, its recorded splits, the registry.
+
+``export_bundle`` loads the version's model and dataset, hands them to
+``training.export.export_model`` (convert, quantise, calibrate, gate) and adds the bundle to
+the registry; it signs the bundle with the site key when the site has one, and only a signed
+bundle is promoted then.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import openvino as ov
+
+from inspection.core.bundle import BUNDLE_SCHEMA_VERSION, BundleMetadata, OutputNames, Precision
+from inspection.core.errors import BundleError
+from inspection.core.registry import ModelRecord, Registry
+from inspection.core.signing import sign_bundle, site_signing_key
+from inspection.data.dataset import load_dataset
+from inspection.training.config import load_product_config
+from inspection.training.convert import MAP_OUTPUT, POOLED_OUTPUT, SCORE_OUTPUT
+from inspection.training.export import (
+    ExportOptions,
+    ExportResult,
+    ExportSplits,
+    LabelledSample,
+    Progress,
+    export_model,
+)
+from inspection.training.train import load_trained_model
+
+log = logging.getLogger(__name__)
+
+
+def base_metadata(record: ModelRecord, precision: Precision) -> BundleMetadata:
+    """Identity, preprocessing and normalisation of a registered version, as bundle metadata."""
+    preprocessing = record.preprocessing()
+    normalization = record.normalization()
+    context = record.global_context()
+    pooled = POOLED_OUTPUT if context and context.layers else None
+    outputs = OutputNames(score=SCORE_OUTPUT, map=MAP_OUTPUT, pooled=pooled)
+    return BundleMetadata(
+        schema_version=BUNDLE_SCHEMA_VERSION,
+        output_names=outputs,
+        bundle_id=f"{record.version}-{precision}",
+        product=record.product,
+        model_kind=record.model_kind,
+        model_version=record.model_version,
+        precision=precision,
+        preprocessing=preprocessing,
+        normalization=normalization,
+        source_dataset={k: v for k, v in record.dataset.items() if k != "files"},
+        inference_precision="f32",
+        global_context=context,
+        tiling=record.tiling(),
+        training_roi=record.training_roi(),
+        extra={"exporter": {"openvino": ov.get_version(), "converter": "openvino.convert_model"}},
+    )
+
+
+@dataclass(frozen=True)
+class RegistryExport:
+    """Which registered version to export (default: the latest), from which dataset folder
+    (default: the one it was trained on), and whether the new bundle goes live."""
+
+    version: str | None = None
+    dataset_path: Path | None = None
+    promote: bool = False
+    actor: str = "export"
+    """Who promotes it, as recorded in the registry's history."""
+
+
+def export_bundle(
+    registry: Registry,
+    product: str,
+    options: ExportOptions,
+    source: RegistryExport | None = None,
+    *,
+    progress: Progress | None = None,
+) -> ExportResult:
+    """Export a registered version and add the bundle to the registry.
+
+    ``options`` set the precision, INT8 calibration and the gate (``options.tolerances``
+    against FP32; with ``accuracy_control`` NNCF's image-AUROC budget is
+    ``tolerances.image_auroc``); ``source`` picks the version and whether to promote it.
+    When the site holds its signing key (``core.signing.site_keys_dir``) the bundle is signed
+    before it enters the registry, so a promoted bundle is a signed one.
+    """
+    signing_key = site_signing_key(registry.root)
+    source = source or RegistryExport()
+    record = (
+        registry.version(product, source.version)
+        if source.version
+        else registry.latest_version(product)
+    )
+    base, part_files = with_part_setup(base_metadata(record, options.precision))
+    if base.bundle_id in registry.bundle_ids(product):
+        raise BundleError(
+            f"bundle {product}/{base.bundle_id} already exists; bundles are immutable"
+        )
+    dataset = load_dataset(source.dataset_path or record.dataset_root())
+    model = load_trained_model(record)
+    with tempfile.TemporaryDirectory(prefix=f"export-{product}-") as scratch:
+        result = export_model(
+            model.model,
+            Path(scratch) / base.bundle_id,
+            base=base,
+            splits=export_splits(record, dataset),
+            options=options,
+            progress=progress,
+            extra_files=_context_files(record) | part_files,
+        )
+        if signing_key is not None:
+            sign_bundle(result.bundle_dir, signing_key)
+        target = registry.add_bundle(product, result.bundle_dir, result.bundle_id)
+    if source.promote:
+        if signing_key is None:
+            log.warning(
+                "%s/%s is promoted unsigned (this site has no signing key): stations that pin "
+                "a key refuse it; run 'inspection keys init'",
+                product,
+                result.bundle_id,
+            )
+        reason = f"exported {options.precision}"
+        registry.promote(product, result.bundle_id, actor=source.actor, reason=reason)
+    return replace(result, bundle_dir=target)
+
+
+def export_splits(record: ModelRecord, dataset: Any) -> ExportSplits:
+    """The splits ``record`` recorded, as images of ``dataset`` (a loaded dataset folder)."""
+    return ExportSplits(
+        train_images=tuple(s.path for s in dataset.train_samples),
+        validation=tuple(split_samples(record, dataset, "validation")),
+        test=tuple(held_out_test_samples(record, dataset)),
+        dataset_root=dataset.root,
+    )
+
+
+def with_part_setup(
+    base: BundleMetadata, config_dir: Path | None = None
+) -> tuple[BundleMetadata, dict[str, Path]]:
+    """``base`` with its product's ROI, alignment and units (``configs/products``), and the
+    files they need in the bundle (the alignment reference image, checksummed like any file)."""
+    config = load_product_config(base.product, config_dir)
+    trained = base.training_roi
+    if trained is not None and trained.roi != config.roi:
+        raise BundleError(
+            f"{base.model_version} was trained with a different ROI than products/"
+            f"{base.product}.yaml has now (patches outside the training ROI are not in the "
+            "model): retrain the product, or restore the ROI it was trained with"
+        )
+    meta = replace(base, roi=config.roi, alignment=config.alignment, units=config.units)
+    if config.alignment is None or config.reference is None:
+        return meta, {}
+    if not config.reference.is_file():
+        raise BundleError(
+            f"products/{base.product}.yaml: reference image {config.reference} not found "
+            "(alignment needs it; generate the dataset or fix the path)"
+        )
+    return meta, {config.alignment.file: config.reference}
+
+
+def _context_files(record: ModelRecord) -> dict[str, Path]:
+    """The global-context parameter file of a version (none without a global component)."""
+    context = record.global_context()
+    if context is None:
+        return {}
+    return {context.file: record.file(context.file)}
+
+
+def held_out_test_samples(record: ModelRecord, dataset: Any) -> list[LabelledSample]:
+    """The version's held-out test split (not the validation images that set its thresholds).
+
+    Falls back to the whole test split when the record lists no split.
+    """
+    return split_samples(record, dataset, "test")
+
+
+def split_samples(
+    record: ModelRecord, dataset: Any, split: Literal["validation", "test"]
+) -> list[LabelledSample]:
+    """The labelled images of the version's recorded ``split`` ("validation" or "test").
+
+    A record without splits (older versions) falls back to the whole test split.
+    """
+    chosen = set(getattr(record.splits(), split))
+    if not chosen:
+        log.warning(
+            "%s records no %s split: using the whole test split", record.model_version, split
+        )
+    samples = []
+    for s in dataset.test_samples:
+        rel = Path(s.path).resolve().relative_to(dataset.root).as_posix()
+        if not chosen or rel in chosen:
+            samples.append(LabelledSample(Path(s.path), s.label, s.defect_type, s.mask_path))
+    if not samples:
+        raise BundleError(
+            f"none of the {split} images recorded for {record.model_version} are in {dataset.root}"
+        )
+    return samples
