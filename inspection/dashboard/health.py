@@ -28,8 +28,8 @@ from inspection.core.operating_point import (
     miss_at,
 )
 from inspection.core.registry import Registry
+from inspection.core.threshold import is_ng
 from inspection.core.validation_scores import ValidationScores, read_validation_scores
-from inspection.core.verdict import is_ng
 from inspection.dashboard.thresholds import current_threshold_value
 
 GOOD = "good"

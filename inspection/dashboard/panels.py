@@ -25,22 +25,21 @@ def health_alarm(item: health.ModelHealth, *, compact: bool = False) -> None:
     if item.line_ready:
         if not compact:
             st.success(item.summary(), icon=":material/check_circle:")
-        for caveat in caveats(item):
-            st.caption(caveat)
+            for caveat in caveats(item):
+                st.caption(caveat)
         return
     if not item.known:
         st.warning(item.summary(), icon=":material/help:")
         return
     reasons = "\n".join(f"- {reason}" for reason in item.reasons)
+    notes = "".join(f"\n\n_{caveat}_" for caveat in caveats(item))
     st.error(
         f"**{item.product} `{item.bundle_id}` is NOT LINE-READY** at threshold "
         f"{item.threshold:.4g} ({item.point.describe()}; measured on the {item.split} split: "
-        f"{item.n_good} good, {item.n_defective} defective)\n{reasons}\n\n"
+        f"{item.n_good} good, {item.n_defective} defective)\n{reasons}{notes}\n\n"
         f"[See the images behind these rates]({defects_link(item.product)})",
         icon=":material/error:",
     )
-    for caveat in caveats(item):
-        st.caption(caveat)
 
 
 def caveats(item: health.ModelHealth) -> list[str]:
@@ -51,13 +50,13 @@ def caveats(item: health.ModelHealth) -> list[str]:
     needed = n_needed(item.point.budget)
     if item.known and item.n_good < needed:
         notes.append(
-            f"{item.product}: only {item.n_good} held-out good parts — checking a "
+            f"Only {item.n_good} held-out good parts: checking a "
             f"{item.point.budget:.1%} budget needs {needed}; treat the reject rate as rough."
         )
     small = [k for k in item.kinds if k.n < 20]
     if small:
         notes.append(
-            f"{item.product}: few images per defect kind ("
+            "Few images per defect kind ("
             + ", ".join(f"{k.kind} {k.n}" for k in small)
             + "); see the 95% intervals."
         )

@@ -26,9 +26,10 @@ if not products:
 params = st.query_params
 wanted = params.get("product")
 top = st.columns([2, 2, 2])
-product = top[0].selectbox(
-    "Product", products, index=products.index(wanted) if wanted in products else 0
-)
+if wanted not in products:  # no deep link: the first product that is not line-ready
+    alarming = [p for p in products if not app_state.model_health(site, p).line_ready]
+    wanted = (alarming or products)[0]
+product = top[0].selectbox("Product", products, index=products.index(wanted))
 item = app_state.model_health(site, product)
 panels.health_alarm(item)
 st.subheader(f"At the live threshold {item.threshold:.4g}")

@@ -44,7 +44,11 @@ if not products:
     st.stop()
 
 top = st.columns([2, 2, 3])
+wanted = st.query_params.get("product")  # deep links: thresholds?product=grass
+if wanted in products and "th_product" not in st.session_state:
+    st.session_state["th_product"] = wanted
 product = top[0].selectbox("Product", products, key="th_product")
+st.query_params["product"] = product
 bundles = board.registry.bundle_ids(product)
 default = thresholds.default_bundle(board.registry, product)
 bundle_id = top[1].selectbox(
