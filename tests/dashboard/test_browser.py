@@ -30,7 +30,15 @@ SHOTS = Path(tempfile.mkdtemp(prefix="dashboard-shots-"))
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-PAGES = ["Overview", "Thresholds", "Review queue", "Models", "Retraining", "Regions of interest"]
+PAGES = [
+    "Overview",
+    "Thresholds",
+    "Review queue",
+    "Models",
+    "Defect kinds",
+    "Retraining",
+    "Regions of interest",
+]
 PASSWORD = "browser test password"
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
