@@ -92,7 +92,7 @@ def served(seeded_site: Path) -> Iterator[str]:
     from inspection.cli.dashboard import APP
 
     port = free_port()
-    with tempfile.TemporaryFile() as log:
+    with (seeded_site.parent / "dashboard.log").open("w+b") as log:  # a tmp site: not tracked
         process = subprocess.Popen(
             streamlit_command(APP, host="127.0.0.1", port=port),
             env=dashboard_env(seeded_site),
@@ -254,6 +254,9 @@ def test_click_through_pages_and_review(browser, served: str, seeded_site: Path)
     labels = sorted(r.label for r in _reviews_by(store, "browser-bot"))
     assert labels == ["defect", "false_alarm"]
     store.engine.dispose()
+    log = (seeded_site.parent / "dashboard.log").read_text(errors="replace")
+    warnings = [line for line in log.splitlines() if "warning" in line.lower()]
+    assert warnings == [], warnings  # every page visited: no deprecation or other warning
 
 
 def _sign_in(driver, name: str, password: str) -> None:

@@ -299,14 +299,26 @@ def test_retraining_shows_champion_vs_challenger(seeded_site, site_env) -> None:
     assert comparison.loc["image_auroc", "Δ"] == pytest.approx(0.981 - 0.962)
 
 
-def test_roi_page_shows_the_plate_roi_and_refuses_a_nameless_save(
-    empty_site, seeded_site, site_env, open_mode
-) -> None:
-    site_env(seeded_site)  # another site: the dashboard handle is cached per site path
-    assert _open("roi", user="rita", role="reviewer").button(key="roi_save").disabled
-    site_env(open_mode(empty_site))  # no login on localhost: the typed name is recorded
+def test_roi_page_offers_only_this_sites_products(seeded_site, site_env) -> None:
+    site_env(seeded_site)  # brick and grass: their configs name no reference image
+    at = _open("roi", user="rita", role="reviewer")
+    assert any("No product of this site names a reference image" in i.value for i in at.info)
+
+
+def test_roi_page_on_a_plate_site(seed, tmp_path, site_env, open_mode) -> None:
+    from inspection.store.store import Store
+    from inspection.training.config import load_product_config
+
+    site = seed.write_site(tmp_path / "plate-site", ["plate"])
+    config = load_site_config(site)
+    Store.migrated(config.store_url, config.blob_dir).engine.dispose()
+    site_env(open_mode(site))  # no login on localhost: the typed name is recorded
     at = _open("roi", user=None)
     assert at.selectbox(key="roi_product").value == "plate"
+    reference = Path(load_product_config("plate").reference)
+    if not reference.is_file():  # `inspection data hires` not run here: say where it belongs
+        assert any(str(reference) in w.value for w in at.warning), [w.value for w in at.warning]
+        return
     assert '"reference_size": [2048, 2048]' in at.text_area(key="roi_text").value
     at.button(key="roi_save").click().run()
     assert any("who" in e.value for e in at.error), [e.value for e in at.error]
