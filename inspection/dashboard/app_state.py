@@ -382,3 +382,8 @@ def tuning_frame(site: str, product: str) -> pd.DataFrame:
 @st.cache_data(ttl=DATA_TTL_S, show_spinner=False)
 def events_frame(site: str, product: str) -> pd.DataFrame:
     return models.events_frame(_open(site).registry, product)
+
+
+@st.cache_data(ttl=300, show_spinner=False, max_entries=128)
+def example_picture(example: health.Outcome) -> np.ndarray | None:
+    return health.picture(example)

@@ -217,13 +217,15 @@ def kind_table(health: ModelHealth) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class Outcome:
-    """One held-out image at the live threshold; ``path`` None when the image is not on disk."""
+    """One held-out image at the live threshold; ``path`` None when the image is not on disk,
+    ``mask`` its ground-truth defect mask when the dataset has one."""
 
     name: str
     kind: str
     score: float
     outcome: str
     path: Path | None
+    mask: Path | None = None
 
 
 def outcomes(
@@ -238,6 +240,7 @@ def outcomes(
         threshold = current_threshold_value(registry, product, bundle_id)
     names = data.names or tuple(f"#{i}" for i in range(len(data.scores)))
     folder = Path(datasets_dir) / product / data.split
+    truth = Path(datasets_dir) / product / "ground_truth"
     result = []
     for name, kind, score, label in zip(names, _kinds(data), data.scores, data.labels, strict=True):
         flagged = bool(is_ng(np.float64(score), threshold))
@@ -245,6 +248,29 @@ def outcomes(
             (label, flagged), "passed"
         )
         path = folder / kind / name
-        result.append(Outcome(name, kind, float(score), outcome, path if path.is_file() else None))
+        mask = truth / kind / f"{Path(name).stem}_mask.png"
+        result.append(
+            Outcome(
+                name,
+                kind,
+                float(score),
+                outcome,
+                path if path.is_file() else None,
+                mask if mask.is_file() else None,
+            )
+        )
     worst_first = {"missed": 1, "passed": 1, "false_alarm": -1, "caught": -1}
     return sorted(result, key=lambda o: (o.outcome, o.kind, worst_first[o.outcome] * o.score))
+
+
+def picture(example: Outcome) -> np.ndarray | None:
+    """The example's image ((H, W, 3) uint8 RGB) with its ground-truth defect outlined in red."""
+    from inspection.core.images import read_image
+    from inspection.dashboard.review import outline
+
+    if example.path is None:
+        return None
+    image = read_image(example.path)
+    if example.mask is None:
+        return image
+    return outline(image, read_image(example.mask)[..., 0] > 127)

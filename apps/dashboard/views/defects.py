@@ -70,10 +70,11 @@ for start in range(0, len(shown), 4):
         if example.path is None:
             column.caption(f"{caption} (image not under {board.site.datasets_dir})")
         else:
-            column.image(str(example.path), caption=caption, width="stretch")
+            column.image(app_state.example_picture(example), caption=caption, width="stretch")
 if len(chosen) > len(shown):
     st.caption(f"Showing the {len(shown)} worst of {len(chosen)}.")
 st.caption(
     f"Held-out {health.GOOD} and defective images of the live bundle's {item.split or 'test'} "
-    "split, scored by the bundle at export, judged at the live threshold."
+    "split, scored by the bundle at export, judged at the live threshold; the ground-truth "
+    "defect is outlined in red."
 )
