@@ -74,3 +74,11 @@ def test_first_use_path_from_the_readme(tmp_path: Path) -> None:
     assert warnings == [], warnings
     assert seen.seconds < 120
     assert all(p.is_relative_to(tmp_path) for p in seen.shots)
+
+
+def test_the_watch_station_config_of_the_readme_loads() -> None:
+    from inspection.service.config import load_station_config
+
+    config = load_station_config(REPO / "configs" / "station-watch.yaml")
+    assert config.watch.enabled and "grass" in config.core.products
+    assert config.core.bundle_public_key is not None  # secure by default, like station.yaml
