@@ -32,8 +32,9 @@ frame = app_state.volume(site, period, since, product, station)
 if frame.empty:
     st.info(
         "No inspections in this window yet. Stations write results through the inspection "
-        "service (`inspection serve --config configs/station.yaml`, or its watch folder); they "
-        "appear here within seconds. Try a longer window, or open a seeded demo site: "
+        "service; they appear here within seconds. After `make demo`: `inspection serve "
+        "--config configs/station-watch.yaml`, then copy images into "
+        "`var/watch/incoming/<product>/`. Or try a longer window, or open a seeded demo site: "
         "`python scripts/seed_dashboard.py var/dashboard-demo` (it prints the sign-in).",
         icon=":material/info:",
     )
