@@ -6,8 +6,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from inspection.core.metrics import image_auroc
-
 
 @dataclass(frozen=True)
 class Interval:
@@ -45,13 +43,16 @@ def auroc_interval(
     Good and defective images are resampled separately (with replacement, each class keeping
     its size), so every resample has both classes.
     """
+    # scikit-learn is a station/train extra, not a dependency of the base (core) install.
+    from sklearn.metrics import roc_auc_score
+
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     labels = np.asarray(labels).astype(bool).reshape(-1)
     if scores.shape != labels.shape:
         raise ValueError(f"scores {scores.shape} and labels {labels.shape} differ in shape")
-    value = image_auroc(scores, labels)
-    if value is None:
+    if labels.all() or not labels.any():
         raise ValueError("AUROC needs good and defective images")
+    value = float(roc_auc_score(labels, scores))
     if not 0.0 < level < 1.0 or resamples < 1:
         raise ValueError(f"need 0 < level < 1 and resamples >= 1, got {level}, {resamples}")
     rng = np.random.default_rng(seed)
@@ -84,11 +85,10 @@ def rate_interval(
     if not 0.0 < level < 1.0 or resamples < 1:
         raise ValueError(f"need 0 < level < 1 and resamples >= 1, got {level}, {resamples}")
     n, k = hits.size, int(hits.sum())
-    if k in (0, n):
-        from scipy.stats import binomtest
-
-        ci = binomtest(k, n).proportion_ci(confidence_level=level, method="exact")
-        return Interval(k / n, float(ci.low), float(ci.high), level, resamples)
+    if k in (0, n):  # Clopper-Pearson in closed form at the ends
+        edge = ((1.0 - level) / 2.0) ** (1.0 / n)
+        low, high = (0.0, 1.0 - edge) if k == 0 else (edge, 1.0)
+        return Interval(k / n, low, high, level, resamples)
     rng = np.random.default_rng(seed)
     rates = rng.binomial(n, k / n, size=resamples) / n
     tail = (1.0 - level) / 2.0

@@ -44,9 +44,10 @@ POLICIES: tuple[str, ...] = ("false_reject_budget", "f1", "max_miss")
 DEFAULT_BUDGET = 0.01
 DEFAULT_MISS_BOUND = 0.10
 """A defect kind missing more than this share at the operating point is named NOT LINE-READY."""
-DEFAULT_BUDGET_TOLERANCE = 0.05
-"""Export gate: a bundle's false-reject rate on held-out good parts may exceed the budget by
-this much (absolute; 42 held-out good parts at 1 % allow 2 rejects) before it is refused."""
+BUDGET_TEST_LEVEL = 0.05
+"""Export gate and station check: a bundle is refused when its rejects among held-out good
+parts would occur with probability below this if its true false-reject rate were the budget
+(one-sided binomial test; 42 good parts at 1 % allow 2 rejects, 7 at 1 % allow 1)."""
 BUDGET_GRID: tuple[float, ...] = (0.005, 0.01, 0.02, 0.05)
 """The budgets reports compare (plus the F1 point)."""
 
@@ -122,6 +123,8 @@ class ThresholdChoice:
     calibration_miss: float | None = None
     n_needed: int | None = None
     good_sources: dict[str, int] | None = None
+    miss_bound: float = DEFAULT_MISS_BOUND
+    """The operating point's ``miss_bound``: kinds missed more often are not line-ready."""
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.threshold):
@@ -205,7 +208,7 @@ def choose_threshold(
     common = dict(
         policy=point.policy, budget=point.budget, max_miss=point.max_miss,
         n_good=int(good.size), n_defective=int(bad.size),
-        good_sources=dict(good_sources) if good_sources else None,
+        good_sources=dict(good_sources) if good_sources else None, miss_bound=point.miss_bound,
     )  # fmt: skip
     if point.policy == "false_reject_budget":
         threshold, rank, bound, needed = _budget_threshold(good, point.budget)
@@ -239,11 +242,32 @@ def _budget_threshold(good: np.ndarray, budget: float) -> tuple[float, int, floa
 
 
 def _f1_threshold(good: np.ndarray, bad: np.ndarray) -> float:
-    from inspection.core.calibration import f1_adaptive_threshold
-
     scores = np.r_[good, bad]
     labels = np.r_[np.zeros(good.size), np.ones(bad.size)]
     return f1_adaptive_threshold(scores, labels)[0]
+
+
+def f1_adaptive_threshold(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """(threshold, F1): the value of ``scores`` maximising F1 of ``scores >= t`` vs ``labels``.
+
+    As anomalib's ``F1AdaptiveThreshold``: no positives -> the highest score; no negatives ->
+    the lowest score (F1 is then reported for that threshold).
+    """
+    # scikit-learn is a station/train extra, not a dependency of the base (core) install.
+    from sklearn.metrics import precision_recall_curve
+
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    labels = np.asarray(labels).astype(bool).reshape(-1)
+    if len(scores) == 0:
+        raise ValueError("cannot calibrate a threshold on no values")
+    if not labels.any():
+        return float(scores.max()), 0.0
+    if labels.all():
+        return float(scores.min()), 1.0
+    precision, recall, thresholds = precision_recall_curve(labels, scores)
+    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+    best = int(np.argmax(f1[:-1]))  # the last point (recall 0) has no threshold
+    return float(thresholds[best]), float(f1[best])
 
 
 def _max_miss_threshold(bad: np.ndarray, max_miss: float) -> float:
@@ -259,6 +283,30 @@ def _finite(values: np.ndarray | Sequence[float], name: str) -> np.ndarray:
     if not np.isfinite(array).all():
         raise ValueError(f"{name}: all scores must be finite")
     return array
+
+
+def within_budget(
+    rejected: int, n_good: int, budget: float, level: float = BUDGET_TEST_LEVEL
+) -> bool:
+    """Whether ``rejected`` of ``n_good`` held-out good parts is plausible at a false-reject
+    rate of ``budget``: P(X >= rejected), X ~ Binomial(n_good, budget), is at least ``level``."""
+    if not 0 <= rejected <= n_good:
+        raise ValueError(f"need 0 <= rejected <= n_good, got {rejected} of {n_good}")
+    if rejected == 0:
+        return True
+    tail = sum(
+        math.comb(n_good, i) * budget**i * (1.0 - budget) ** (n_good - i)
+        for i in range(rejected, n_good + 1)
+    )
+    return tail >= level
+
+
+def allowed_rejects(n_good: int, budget: float, level: float = BUDGET_TEST_LEVEL) -> int:
+    """The most rejects among ``n_good`` held-out good parts ``within_budget`` accepts."""
+    allowed = 0
+    while allowed < n_good and within_budget(allowed + 1, n_good, budget, level):
+        allowed += 1
+    return allowed
 
 
 # ------------------------------------------------------------------- miss rates
@@ -376,3 +424,34 @@ def good_map_threshold(good_map_peaks: np.ndarray, budget: float) -> float:
     if peaks.size == 0:
         raise ValueError("a pixel threshold from good maps needs at least one good map")
     return _budget_threshold(peaks, budget)[0]
+
+
+# ------------------------------------------------------------ score transfer
+@dataclass(frozen=True)
+class ScoreTransfer:
+    """``target = slope * source + intercept``, fitted by least squares on ``n_pairs`` images
+    scored in both spaces; ``max_residual``: the largest |error| on them (target units)."""
+
+    slope: float
+    intercept: float
+    n_pairs: int
+    max_residual: float
+
+    def apply(self, scores: np.ndarray) -> np.ndarray:
+        return self.slope * np.asarray(scores, dtype=np.float64) + self.intercept
+
+
+def fit_transfer(source: np.ndarray, target: np.ndarray) -> ScoreTransfer:
+    """Carry scores of one model (the torch model's out-of-fold scores) into another's space
+    (an exported bundle's): a line fitted on (P,) paired raw scores of the same images. Fewer
+    than 2 distinct source scores: a shift by the median difference."""
+    x = _finite(source, "source")
+    y = _finite(target, "target")
+    if x.size != y.size or x.size == 0:
+        raise ValueError(f"need as many source as target scores (> 0), got {x.size}, {y.size}")
+    if np.unique(x).size < 2:
+        slope, intercept = 1.0, float(np.median(y - x))
+    else:
+        slope, intercept = (float(v) for v in np.polyfit(x, y, 1))
+    residual = float(np.abs(slope * x + intercept - y).max())
+    return ScoreTransfer(slope, intercept, int(x.size), residual)

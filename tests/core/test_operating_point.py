@@ -167,3 +167,26 @@ def test_good_map_threshold_is_above_most_good_peaks() -> None:
     peaks = np.random.default_rng(3).normal(size=199)
     threshold = good_map_threshold(peaks, 0.01)
     assert (peaks >= threshold).sum() == 1  # k = ceil(200 * 0.99) = 198 of 199
+
+
+def test_transfer_carries_scores_into_another_space() -> None:
+    from inspection.core.operating_point import fit_transfer
+
+    source = np.linspace(1.0, 5.0, 30)
+    target = 1.1 * source - 0.2 + np.random.default_rng(4).normal(0, 0.01, 30)
+    transfer = fit_transfer(source, target)
+    assert transfer.slope == pytest.approx(1.1, abs=0.01)
+    assert transfer.max_residual < 0.05
+    assert transfer.apply(np.array([10.0]))[0] == pytest.approx(10.8, abs=0.1)
+    shift = fit_transfer(np.array([2.0, 2.0]), np.array([2.5, 2.7]))
+    assert (shift.slope, shift.intercept) == (1.0, pytest.approx(0.6))
+
+
+@pytest.mark.parametrize(
+    ("n", "budget", "allowed"), [(42, 0.01, 2), (7, 0.01, 1), (7, 0.05, 1), (200, 0.01, 5)]
+)
+def test_allowed_rejects_follow_the_binomial_test(n: int, budget: float, allowed: int) -> None:
+    from inspection.core.operating_point import allowed_rejects, within_budget
+
+    assert allowed_rejects(n, budget) == allowed
+    assert within_budget(allowed, n, budget) and not within_budget(allowed + 1, n, budget)
