@@ -4,8 +4,9 @@ Measured, never assumed: the live bundle's labelled held-out scores (``validatio
 written at export) are scored at the product's live threshold (the current threshold version,
 else the bundle's own). From them come the reject rate of good parts and the miss rate of each
 defect kind, with sample sizes and bootstrap intervals (``core.operating_point``). A bundle is
-NOT LINE-READY when it rejects more good parts than the operating point's budget allows
-(budget + the export gate's tolerance) or misses more of a defect kind than ``miss_bound``.
+NOT LINE-READY when it rejects more good parts than the operating point's budget allows (the
+export gate's and station check's binomial test, ``within_budget``) or misses more of a defect
+kind than ``miss_bound``.
 
 ``outcomes`` lists every held-out image with what the live threshold did to it, for the
 per-defect-kind confusion table and the examples of misses and false alarms.
@@ -21,11 +22,12 @@ import pandas as pd
 
 from inspection.core.errors import BundleError, ConfigError, RegistryError
 from inspection.core.operating_point import (
-    DEFAULT_BUDGET_TOLERANCE,
     KindMiss,
     OperatingPoint,
+    allowed_rejects,
     lacking_kinds,
     miss_at,
+    within_budget,
 )
 from inspection.core.registry import Registry
 from inspection.core.threshold import is_ng
@@ -80,12 +82,12 @@ class ModelHealth:
         if not self.known:
             return (self.problem or "no labelled good parts to measure the reject rate on",)
         reasons = []
-        allowed = self.point.budget + DEFAULT_BUDGET_TOLERANCE
-        if self.reject_rate > allowed + 1e-12:
+        if not within_budget(self.rejected_good, self.n_good, self.point.budget):
+            allowed = allowed_rejects(self.n_good, self.point.budget)
             reasons.append(
                 f"rejects {self.rejected_good}/{self.n_good} good parts "
-                f"({self.reject_rate:.1%}) at threshold {self.threshold:.4g}, above the "
-                f"{self.point.budget:.1%} budget (+{DEFAULT_BUDGET_TOLERANCE:.0%} tolerance)"
+                f"({self.reject_rate:.1%}) at threshold {self.threshold:.4g}; a "
+                f"{self.point.budget:.1%} budget allows at most {allowed} of {self.n_good}"
             )
         by_kind = {k.kind: k for k in self.kinds}
         for kind in lacking_kinds(by_kind, self.point.miss_bound):

@@ -31,7 +31,9 @@ def bundle_table(registry: Registry, product: str) -> pd.DataFrame:
             "created": record.created_at,
         }
         if not own:
-            rows.append({**base, "bundle": "(not exported)", "precision": "", "live": False})
+            rows.append(
+                {**base, "bundle": "(not exported)", "precision": "", "live": False, "golden": ""}
+            )
             try:
                 rows[-1].update(record.evaluation().overall.figures())
             except RegistryError as exc:
@@ -46,7 +48,7 @@ def bundle_table(registry: Registry, product: str) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
-    fixed = ["live", "version", "bundle", "precision", "model", "created"]
+    fixed = ["live", "version", "bundle", "precision", "model", "created", "golden"]
     metric_cols = order_metrics(set(frame.columns) - {*fixed, "problem"})
     columns = [*fixed, *metric_cols, "problem"]
     columns = [c for c in columns if c in frame.columns]
@@ -68,6 +70,11 @@ def _bundle_row(
         row["problem"] = str(exc)
         return row
     row["precision"] = metadata.precision
+    row["golden"] = (
+        f"{len(metadata.golden.images)} images, ≤ {metadata.golden.tolerance:g}"
+        if metadata.golden is not None
+        else "none recorded"
+    )
     row.update(figures)
     return row
 
@@ -125,8 +132,27 @@ def precision_comparison(registry: Registry, product: str, version: str) -> pd.D
     return frame
 
 
+def golden_tolerance(registry: Registry, product: str, bundle_id: str) -> float | None:
+    """The bundle's golden-check tolerance (normalised units); None: it records no golden
+    outputs (older bundles) or cannot be read."""
+    try:
+        golden = read_bundle_metadata(registry.bundle_dir(product, bundle_id)).golden
+    except (BundleError, RegistryError):
+        return None
+    return None if golden is None else golden.tolerance
+
+
+def golden_verdict(drift: float | None, tolerance: float | None) -> str:
+    """'passed', 'REFUSED' or '—' (not checked) for a measured golden drift."""
+    if drift is None or tolerance is None:
+        return "—"
+    return "passed" if drift <= tolerance else "REFUSED"
+
+
 def tuning_frame(registry: Registry, product: str) -> pd.DataFrame:
-    """Each station CPU's self-benchmark: one row per measured bundle, the served one marked."""
+    """Each station CPU's self-benchmark: one row per measured bundle, the served one marked,
+    with the bundle's golden check on that CPU (drift in normalised units)."""
+    tolerances = {b: golden_tolerance(registry, product, b) for b in registry.bundle_ids(product)}
     rows = [
         {
             "served": m.bundle_id == record.chosen_bundle_id,
@@ -138,6 +164,8 @@ def tuning_frame(registry: Registry, product: str) -> pd.DataFrame:
             "p95_ms": m.p95_ms,
             "img_per_s": m.throughput_ips,
             "gate": m.gate_note,
+            "golden": golden_verdict(m.golden_drift, tolerances.get(m.bundle_id)),
+            "golden_drift": m.golden_drift,
             "load_1m": record.load_1m,
             "measured": record.measured_at,
         }

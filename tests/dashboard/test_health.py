@@ -79,3 +79,13 @@ def test_applied_value_is_saved_as_is_and_judges_like_the_quote(threshold, expec
     assert np.array_equal(is_ng(scores, value), is_ng(scores, threshold)) == alike
     # and a suggestion quotes its rates at the applied value, never at the raw one
     assert thresholds.tradeoff(data, value).threshold == value
+
+
+@pytest.mark.parametrize(
+    ("drift", "tolerance", "verdict"),
+    [(0.004, 0.01, "passed"), (0.0131, 0.01, "REFUSED"), (None, 0.01, "—"), (0.1, None, "—")],
+)
+def test_golden_verdict_per_station_cpu(drift, tolerance, verdict) -> None:
+    from inspection.dashboard.models import golden_verdict
+
+    assert golden_verdict(drift, tolerance) == verdict

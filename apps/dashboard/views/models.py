@@ -43,7 +43,17 @@ st.dataframe(
         **{
             c: st.column_config.NumberColumn(c, format="%d" if models.is_count(c) else "%.3f")
             for c in table.columns
-            if c not in ("live", "version", "bundle", "precision", "model", "created", "problem")
+            if c
+            not in (
+                "live",
+                "version",
+                "bundle",
+                "precision",
+                "model",
+                "created",
+                "golden",
+                "problem",
+            )
         },
     },
 )
@@ -62,7 +72,7 @@ if versions:
     comparison = app_state.precision_comparison(site, product, version)
     st.dataframe(models.format_comparison(comparison), width="stretch")
 
-st.subheader("Station speed: precision chosen by measurement")
+st.subheader("Station speed and golden check: precision chosen by measurement")
 speed = app_state.tuning_frame(site, product)
 if speed.empty:
     st.caption(
@@ -79,6 +89,11 @@ else:
             "p50_ms": st.column_config.NumberColumn("p50", format="%.1f ms"),
             "p95_ms": st.column_config.NumberColumn("p95", format="%.1f ms"),
             "img_per_s": st.column_config.NumberColumn("img/s", format="%.0f"),
+            "golden_drift": st.column_config.NumberColumn(
+                "golden drift",
+                format="%.4f",
+                help="Worst drift of the bundle's golden outputs on that CPU (normalised units).",
+            ),
         },
     )
 
