@@ -77,13 +77,31 @@ def readme_lines(readme: Path = README) -> list[str]:
     return [line for line in lines if line and not line.startswith(("#", "make demo"))]
 
 
+def has_demo_site(root: Path) -> bool:
+    """True when ``make demo`` has run in ``root`` (its live grass bundle and datasets exist)."""
+    return (root / "var" / "registry" / ALARM_PRODUCT / "live.json").is_file() and (
+        root / "datasets" / ALARM_PRODUCT / "test"
+    ).is_dir()
+
+
 def demo_site(repo: Path = REPO) -> Path:
-    """This checkout, when ``make demo`` has run in it (its live grass bundle exists)."""
-    if not (repo / "var" / "registry" / ALARM_PRODUCT / "live.json").is_file():
-        raise WalkError(f"no demo site in {repo}/var: run `make demo` first")
-    if not (repo / "datasets" / ALARM_PRODUCT / "test").is_dir():
-        raise WalkError(f"no demo datasets in {repo}/datasets: run `make demo` first")
+    """This checkout, when ``make demo`` has run in it."""
+    if not has_demo_site(repo):
+        raise WalkError(f"no demo site in {repo}: run `make demo` first")
     return repo
+
+
+def build_demo_site(workdir: Path, repo: Path = REPO) -> Path:
+    """The README's ``make demo`` step, PatchCore only, run in ``workdir`` with this checkout's
+    configs: a clean clone (CI) has no demo site, so the walk makes its own (~2 min)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(repo / "configs", workdir / "configs")
+    command = [sys.executable, "-m", "inspection", "demo", "--models", "patchcore"]
+    done = subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=1200)
+    if done.returncode != 0 or not has_demo_site(workdir):
+        tail = "\n".join((done.stdout + done.stderr).splitlines()[-20:])
+        raise WalkError(f"the demo did not build a site in {workdir}:\n{tail}")
+    return workdir
 
 
 def copy_demo(repo: Path, workdir: Path) -> None:
@@ -369,11 +387,12 @@ def drive(driver, url: str, shots: Path, walk: Walk) -> None:
     walk.steps.append("signed out, and a reload stays signed out")
 
 
-def walk_first_use(workdir: Path, shots: Path, repo: Path = REPO) -> Walk:
-    """Run the whole walk in ``workdir`` (empty), screenshots to ``shots``."""
+def walk_first_use(workdir: Path, shots: Path, repo: Path = REPO, demo: Path | None = None) -> Walk:
+    """Run the whole walk in ``workdir`` (empty) on a copy of the demo site ``demo`` (default:
+    this checkout's), screenshots to ``shots``."""
     started = time.monotonic()
     walk = Walk()
-    copy_demo(demo_site(repo), workdir)
+    copy_demo(demo or demo_site(repo), workdir)
     logs = workdir / "logs"
     logs.mkdir()
     lines = readme_lines(repo / "README.md")
