@@ -13,8 +13,13 @@ training chooses it (``core.operating_point.choose_threshold``) on the good cali
 0.5 %, 1 %, 2 % and 5 %, and by the old F1 rule on the validation split. At each threshold: the
 share of held-out good parts rejected and the miss rate per defect kind on the held-out test
 split with its 95 % interval (``core.operating_point.miss_at``). Verdict rule: NG when
-score >= threshold (no product here sets a minimum defect area). No timings: load is recorded
-for completeness only. Writes ``<out>/operating_point.json`` and ``.md``.
+score >= threshold (no product here sets a minimum defect area).
+
+``--good-only brick``: a copy of the product without its defect folders (``train/good`` and
+``test/good`` only) is trained (PatchCore), exported FP32 and INT8 (each calibrated on its own
+outputs and gated) and judged on its held-out good images through the torch-free station
+runtime (``runtime.self_check.check_live_bundle``). No timings: load is recorded for
+completeness only. Writes ``<out>/operating_point.json`` and ``.md``.
 """
 
 from __future__ import annotations
@@ -92,6 +97,53 @@ def _row(name: str, choice: Any, held: Any) -> dict[str, Any]:
     }
 
 
+def good_only(data: Path, product: str, scratch: Path) -> dict[str, Any]:
+    """Train, export FP32 + INT8 and serve a good-only copy of ``product``."""
+    import shutil
+
+    from inspection.runtime.self_check import LabelledPath, check_live_bundle
+    from inspection.training.export import ExportOptions
+    from inspection.training.registry_export import (
+        RegistryExport,
+        export_bundle,
+        held_out_test_samples,
+    )
+
+    root = scratch / "datasets" / f"{product}_good_only"
+    shutil.copytree(data / product / "train" / "good", root / "train" / "good")
+    shutil.copytree(data / product / "test" / "good", root / "test" / "good")
+    registry = Registry(scratch / "good-only-registry")
+    dataset = load_dataset(root)
+    config = load_model_config("patchcore", product=product)
+    outcome = train_model(config, dataset, product=product, registry=registry, progress=False)
+    record = outcome.record
+    held_out = [LabelledPath(s.path, 0) for s in held_out_test_samples(record, dataset)]
+    bundles = []
+    for precision in ("fp32", "int8"):
+        result = export_bundle(
+            registry, product, ExportOptions(precision=precision), RegistryExport(record.version)
+        )
+        check = check_live_bundle(result.bundle_dir, held_out)
+        choice = result.metadata.output_calibration.operating
+        bundles.append(
+            {
+                "bundle": result.bundle_id,
+                "gate_passed": result.gate.passed,
+                "operating_point": choice.describe(),
+                "good_rejected": check.figures.rejected_good(),
+                "good_total": check.figures.n_good,
+                "summary": check.summary(),
+            }
+        )
+    return {
+        "product": f"{product} (good-only copy)",
+        "train_good": len(dataset.train_samples),
+        "test_good": sum(s.label == 0 for s in dataset.test_samples),
+        "training_choice": record.calibration().operating.describe(),
+        "bundles": bundles,
+    }
+
+
 def markdown(results: list[dict[str, Any]], env: dict[str, Any]) -> str:
     lines = [
         "# Operating point: good parts rejected vs defects missed",
@@ -130,6 +182,24 @@ def markdown(results: list[dict[str, Any]], env: dict[str, Any]) -> str:
                 + " |"
             )
         lines.append("")
+    for item in env.get("good_only", []):
+        lines += [
+            f"## {item['product']}: no defect folders",
+            "",
+            f"{item['train_good']} train/good, {item['test_good']} test/good (30 % calibrate, the "
+            f"rest are held out). Training: {item['training_choice']}. Miss rates: unknown (no "
+            "defect images).",
+            "",
+            "| bundle | gate | operating point | held-out good rejected (station runtime) |",
+            "|---|---|---|---|",
+        ]
+        for b in item["bundles"]:
+            gate = "passed" if b["gate_passed"] else "refused"
+            lines.append(
+                f"| {b['bundle']} | {gate} | {b['operating_point']} | "
+                f"{b['good_rejected']}/{b['good_total']} |"
+            )
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -139,6 +209,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("datasets"))
     parser.add_argument("--products", default="brick,grass,gravel")
     parser.add_argument("--train", default="", help="Products to train here (e.g. weave).")
+    parser.add_argument("--good-only", default="", help="Products to copy without defects.")
     parser.add_argument("--out", type=Path, default=Path("reports/operating_point"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -158,6 +229,9 @@ def main() -> None:
                     config, dataset, product=product, registry=scratch_registry, progress=False
                 )
                 results.append(rows_of(outcome.record, args.data))
+        env["good_only"] = [
+            good_only(args.data, p, Path(scratch)) for p in args.good_only.split(",") if p
+        ]
     report = {"environment": env, "results": results}
     path = save_report(args.out, "operating_point", report, markdown(results, env))
     print(path)

@@ -416,7 +416,9 @@ def step_inspect(ctx: DemoContext) -> None:
         ctx.notes.append(f"station check {check.summary()}")
         ctx.checks.append(check)
         if concerns := check.line_concerns():
-            point = f" at {check.operating.describe()}" if check.operating else ""
+            op = check.operating
+            budget = op is not None and op.policy == "false_reject_budget"
+            point = f" at its {op.budget:.1%} false-reject budget" if budget else ""
             ctx.warnings.append(
                 f"{product}: the live bundle{point} {' and '.join(concerns)} on held-out "
                 "parts; the model does not separate these well enough for a line (see its "
@@ -535,7 +537,7 @@ def station_check_table(checks: list[Any]) -> Table:
 def _print_metrics(rows: list[tuple[ModelRecord, EvaluationMetrics]]) -> None:
     table = Table(
         "model", "kind", "img AUROC", "px AUROC", "AUPRO", "img F1", "px F1", "region recall",
-        "NG w/o region", "fit s", "operating point", "false rej", "miss per kind",
+        "NG w/o region", "fit s",
     )  # fmt: skip
     for column in table.columns[:2]:
         column.no_wrap = True
@@ -548,11 +550,24 @@ def _print_metrics(rows: list[tuple[ModelRecord, EvaluationMetrics]]) -> None:
             _fmt(o.region_recall),
             "-" if o.ng_without_region is None else str(o.ng_without_region),
             _fmt(record.fit_figures().fit_seconds, 1),
+        )
+    print_table(console, table)
+    print_table(console, operating_table(rows))
+
+
+def operating_table(rows: list[tuple[ModelRecord, EvaluationMetrics]]) -> Table:
+    """Per model: its operating point, good parts rejected and miss per defect kind (held-out)."""
+    table = Table("model", "operating point", "false reject", "miss per defect kind [95 %]")
+    for record, metrics in rows:
+        o = metrics.overall
+        rejected = "-" if o.false_reject_rate is None else f"{o.false_reject_rate:.1%}"
+        table.add_row(
+            record.model_version,
             operating_text(metrics.calibration.operating if metrics.calibration else None),
-            _fmt(o.false_reject_rate),
+            f"{rejected} of {o.n_good}" if o.n_good is not None else rejected,
             subset_miss_text(metrics),
         )
-    print_table(console, table)  # logs and CI: never let the figures collapse to '1.…'
+    return table  # logs and CI: never let the figures collapse to '1.…'
 
 
 def _fmt(value: object, digits: int = 3) -> str:
