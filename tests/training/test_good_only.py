@@ -41,8 +41,8 @@ def test_good_only_product_trains_exports_and_serves(good_only: Path, tmp_path: 
     from inspection.data.dataset import load_dataset
     from inspection.runtime.self_check import LabelledPath, check_live_bundle
     from inspection.training.config import model_config_from_mapping
-    from inspection.training.export import (
-        ExportOptions,
+    from inspection.training.export import ExportOptions
+    from inspection.training.registry_export import (
         RegistryExport,
         export_bundle,
         held_out_test_samples,
