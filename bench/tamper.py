@@ -189,10 +189,12 @@ def markdown(report: dict[str, Any]) -> str:
             for cmd, ok, what in rows
         ],
         "",
+        f"- Before the attack the same `inspection inspect` ran: exit "
+        f"{report['genuine_inspect_exit_code']}.",
         f"- `/healthz` (monitor token): `{serve['healthz']['status']}`, signatures "
         f"`{json.dumps(serve['healthz']['signatures'])}`.",
         f"- `inspection station status`: …{line['status'][-200:]}",
-        f"- line station start-up warning: {line['startup_warning'][:200]}",
+        f"- line station start-up warning: {line['startup_warning'].strip()}",
         "",
     ]
     return "\n".join(lines)
