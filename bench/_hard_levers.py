@@ -52,8 +52,9 @@ class Lever:
     """Image score = peak of the blurred anomaly map (at the input size) instead of
     PatchCore's (re-weighted) largest patch distance."""
     position_radius: int | None = None
-    """Grid cells: a patch's nearest neighbour is searched only among bank rows taken from
-    positions within this Chebyshev radius (None: anywhere, plain PatchCore)."""
+    """Grid cells: a patch's nearest neighbour is searched only among training patches from
+    cells within this Chebyshev radius (None: anywhere, plain PatchCore). The image score is
+    then the largest patch distance (no re-weighting)."""
 
     @property
     def size(self) -> int:
@@ -166,26 +167,25 @@ class Scored:
 
 @dataclass
 class FittedLever:
-    bank: torch.Tensor  # (k, D)
-    positions: torch.Tensor | None  # (k, 2) grid (row, col) of each bank row
+    bank: torch.Tensor  # (k, D) coreset rows; positional levers: (n * h * w, D), every patch
+    grid: torch.Tensor | None  # positional levers: (n, D, h, w) training embedding
     select_s: float
     patches: int
 
 
 def fit_lever(train: torch.Tensor, lever: Lever, seed: int = 0) -> FittedLever:
-    """Coreset of the training embedding (N, D, h, w): the memory bank."""
-    _n, d, h, w = train.shape
+    """Coreset of the training embedding (N, D, h, w): the memory bank. Position-aware levers
+    keep every training patch with its grid cell (no coreset: each cell has few candidates)."""
+    d = train.shape[1]
     rows = train.permute(0, 2, 3, 1).reshape(-1, d).contiguous()
+    if lever.position_radius is not None:
+        return FittedLever(rows, train.contiguous(), 0.0, rows.shape[0])
     torch.manual_seed(seed)
     np.random.seed(seed)
     started = time.perf_counter()
     coreset = select_coreset(rows, lever.ratio, BANK_CAP)
     seconds = time.perf_counter() - started
-    positions = None
-    if lever.position_radius is not None:
-        cell = coreset.indices % (h * w)
-        positions = torch.stack([cell // w, cell % w], 1)
-    return FittedLever(rows[coreset.indices].contiguous(), positions, seconds, rows.shape[0])
+    return FittedLever(rows[coreset.indices].contiguous(), None, seconds, rows.shape[0])
 
 
 def _distances(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -197,34 +197,31 @@ def _distances(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def score(embedding: torch.Tensor, fitted: FittedLever, lever: Lever) -> tuple[torch.Tensor, ...]:
     """(image scores (N,), patch scores (N, h, w)) of an (N, D, h, w) embedding."""
     n, d, h, w = embedding.shape
+    if lever.position_radius is not None:
+        patch_scores = _positional_nn(embedding, fitted.grid, lever.position_radius)
+        return patch_scores.reshape(n, -1).amax(1), patch_scores
     bank = fitted.bank
     patch = embedding.permute(0, 2, 3, 1).reshape(n, h * w, d)
-    if lever.position_radius is None:
-        best = [_distances(patch[i], bank).min(1) for i in range(n)]
-        patch_scores = torch.stack([b.values for b in best])
-        locations = torch.stack([b.indices for b in best])
-    else:
-        patch_scores, locations = _positional_nn(patch, h, w, fitted, lever.position_radius)
+    best = [_distances(patch[i], bank).min(1) for i in range(n)]
+    patch_scores = torch.stack([b.values for b in best])
+    locations = torch.stack([b.indices for b in best])
     image = _reweighted(patch_scores, locations, patch, bank, lever.neighbors)
     return image, patch_scores.reshape(n, h, w)
 
 
-def _positional_nn(
-    patch: torch.Tensor, h: int, w: int, fitted: FittedLever, radius: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Nearest bank row among those from grid cells within ``radius`` (Chebyshev)."""
-    n = patch.shape[0]
-    grid = torch.stack(torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij"), -1)
-    grid = grid.reshape(-1, 2)
-    far = (grid[:, None, :] - fitted.positions[None]).abs().amax(-1) > radius  # (hw, k)
-    scores, locs = [], []
-    for i in range(n):
-        dist = _distances(patch[i], fitted.bank)
-        dist[far] = float("inf")
-        best = dist.min(1)
-        scores.append(best.values)
-        locs.append(best.indices)
-    return torch.stack(scores), torch.stack(locs)
+def _positional_nn(embedding: torch.Tensor, grid: torch.Tensor, radius: int) -> torch.Tensor:
+    """(N, h, w) distance of each patch to its nearest training patch from grid cells within
+    ``radius`` (Chebyshev) of its own cell; embedding (N, D, h, w), grid (n, D, h, w)."""
+    n, d, h, w = embedding.shape
+    out = torch.empty(n, h, w)
+    for i in range(h):
+        for j in range(w):
+            near = grid[
+                :, :, max(i - radius, 0) : i + radius + 1, max(j - radius, 0) : j + radius + 1
+            ]
+            candidates = near.permute(0, 2, 3, 1).reshape(-1, d)
+            out[:, i, j] = _distances(embedding[:, :, i, j], candidates).min(1).values
+    return out
 
 
 def _reweighted(

@@ -12,9 +12,11 @@ the held-out test split is measured for every lever and never chooses. Families,
 expected gain per CPU second: input scale (1x, 1.5x, 2x) -> feature layers and neighbourhood
 (pool kernel) -> coreset ratio (1 / 10 / 25 %, capped at 8192 rows) -> PatchCore's image-score
 re-weighting on/off -> horizontal-flip TTA -> EfficientNet-Lite1/Lite2. ``grass`` and
-``gravel`` are tuned; ``tissue`` and ``weave`` (demo products nothing here is tuned on) and
-``brick`` (regression) run the same walk so their own choice and the grass/gravel choices can be
-read on them. Writes ``<out>/ablation.json``.
+``gravel`` are tuned; the evaluation family nothing here is tuned on -- ``tissue`` and
+``weave`` (demo products) and ``part`` (``data/demo_part.py``: an aligned gear with chips,
+burrs, specks and an undrilled hole, new here) -- and ``brick`` (regression) get the default,
+the scale family and each tuned product's choice; ``part`` also position-aware neighbours.
+Writes ``<out>/ablation.json``.
 
 ``station``: the chosen configuration per product (when ``ModelConfig`` can express it) trained
 and exported through the real path (``train_model`` + ``export_bundle``, INT8 with the gate,
@@ -46,6 +48,8 @@ from inspection.training.train import evaluation_splits
 OUT = Path("reports/hard_surfaces")
 MARGIN = 0.01
 TUNED = ("grass", "gravel")
+ALIGNED = ("part",)
+"""Aligned evaluation products: position-aware nearest neighbours are tried on them."""
 log = logging.getLogger("hard_surfaces")
 
 
@@ -128,6 +132,13 @@ def _transfer(cache: FeatureCache, product: str, report: dict) -> list[dict[str,
         if chosen:
             lever = Lever(**{**chosen[0]["lever"], "layers": tuple(chosen[0]["lever"]["layers"])})
             levers.append(replace(lever, name=f"{tuned}'s choice: {lever.name}", family="transfer"))
+    if product in ALIGNED:
+        levers += [
+            replace(levers[0], name=f"positions within {r} cells", family="position",
+                    neighbors=1, position_radius=r)
+            for r in (1, 2, 4)
+        ]  # fmt: skip
+        levers.append(replace(levers[-2], name="2x positions within 2 cells", scale=2.0))
     rows, seen = [], set()
     for lever in levers:
         key = replace(lever, name="", family="")
@@ -294,6 +305,8 @@ def latency(args: argparse.Namespace) -> None:
 
 def _shape_key(lever: dict, bank: int) -> str:
     tta = "+flip" if lever["flip_tta"] else ""
+    if lever.get("position_radius") is not None:
+        tta += f" positions{lever['position_radius']}"
     return (f"{lever['backbone'][-5:]} {lever['size'] if 'size' in lever else _size(lever)}px "
             f"{'+'.join(x[-1] for x in lever['layers'])} pool{lever['pool']} bank{bank}{tta}")  # fmt: skip
 
@@ -330,8 +343,8 @@ def _proxy(lever_dict: dict, bank: int, images: list) -> dict[str, float]:
     from inspection.training.train import build_model
 
     lever = Lever(**{**lever_dict, "layers": tuple(lever_dict["layers"])})
-    if lever.pool != 3:
-        return {"p50_ms": None, "note": "pool kernel is not a model setting (not exported)"}
+    if lever.pool != 3 or lever.position_radius is not None:
+        return {"p50_ms": None, "note": "not a model setting (not exported)"}
     config = load_model_config("patchcore", overrides=[
         f"backbone.name={lever.backbone}", f"backbone.layers=[{','.join(lever.layers)}]",
         f"image_size=[{lever.size},{lever.size}]", f"num_neighbors={lever.neighbors}"])  # fmt: skip

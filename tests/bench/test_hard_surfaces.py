@@ -93,17 +93,21 @@ def test_lever_scores_equal_anomalib_patchcore(neighbors: int) -> None:
 def test_positional_neighbours_only_from_nearby_cells() -> None:
     torch = pytest.importorskip("torch")
     levers = _module("_hard_levers")
-    # one image, 1 x 4 grid; bank rows come from cells 0 and 3; the query at cell 0 equals the
-    # row from cell 3, so plain PatchCore scores 0 there and the positional one does not
-    bank = torch.tensor([[0.0, 0.0], [5.0, 5.0]])
-    positions = torch.tensor([[0, 0], [0, 3]])
-    embedding = torch.tensor([[5.0, 5.0], [0.0, 0.0], [0.0, 0.0], [5.0, 5.0]]).T.reshape(1, 2, 1, 4)
-    fitted = levers.FittedLever(bank, positions, 0.0, 4)
-    _, plain = levers.score(embedding, fitted, levers.Lever("p", "p", neighbors=1))
+    # one training image on a 1 x 4 grid: cell 0 holds (0, 0), cell 3 holds (5, 5). A query
+    # with (5, 5) at cell 0 matches cell 3 exactly: plain PatchCore scores it 0, the
+    # positional one (radius 1: cells 0-1, nearest (1, 1)) sqrt(32).
+    train = torch.tensor([[0.0, 0.0], [1.0, 1.0], [1.0, 1.0], [5.0, 5.0]]).T.reshape(1, 2, 1, 4)
+    query = torch.tensor([[5.0, 5.0], [1.0, 1.0], [1.0, 1.0], [5.0, 5.0]]).T.reshape(1, 2, 1, 4)
     near = levers.Lever("n", "n", neighbors=1, position_radius=1)
-    _, positional = levers.score(embedding, fitted, near)
+    fitted = levers.fit_lever(train, near)
+    assert fitted.bank.shape == (4, 2) and fitted.select_s == 0.0
+    image, positional = levers.score(query, fitted, near)
+    plain_fit = levers.FittedLever(fitted.bank, None, 0.0, 4)
+    _, plain = levers.score(query, plain_fit, levers.Lever("p", "p", neighbors=1))
     assert float(plain[0, 0, 0]) == pytest.approx(0.0, abs=1e-3)
-    assert float(positional[0, 0, 0]) == pytest.approx(float(np.sqrt(50.0)), rel=1e-4)
+    assert float(positional[0, 0, 0]) == pytest.approx(float(np.sqrt(32.0)), rel=1e-4)
+    assert float(positional[0, 0, 3]) == pytest.approx(0.0, abs=1e-3)
+    assert float(image[0]) == pytest.approx(float(np.sqrt(32.0)), rel=1e-4)
 
 
 def test_overrides_name_only_what_the_config_can_express() -> None:
