@@ -28,6 +28,7 @@ PatchCore with a bank of its size, batch 1). ``report`` writes ``<out>/summary.m
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import time
@@ -140,11 +141,16 @@ def _transfer(cache: FeatureCache, product: str, report: dict) -> list[dict[str,
         ]  # fmt: skip
         levers.append(replace(levers[-2], name="2x positions within 2 cells", scale=2.0))
     rows, seen = [], set()
+    earlier = {_key(r["lever"]): r for r in report.get(product, {}).get("levers", [])}
     for lever in levers:
         key = replace(lever, name="", family="")
         if key in seen:
             continue
         seen.add(key)
+        if _key(asdict(lever)) in earlier:  # measured by an earlier run: kept, renamed
+            row = earlier[_key(asdict(lever))]
+            rows.append({**row, "name": lever.name, "family": lever.family})
+            continue
         row = _evaluate(cache, lever)
         rows.append(row)
         log.info("%s %-40s val %.3f test %.3f px %.3f pro %.3f", product, lever.name,
@@ -153,6 +159,12 @@ def _transfer(cache: FeatureCache, product: str, report: dict) -> list[dict[str,
     for row in rows:
         row["chosen"] = False
     return rows
+
+
+def _key(lever: dict) -> str:
+    """A lever's settings without its name and family, as a comparable string."""
+    full = asdict(Lever(**{**lever, "layers": tuple(lever["layers"])}))
+    return json.dumps({**full, "name": "", "family": ""}, sort_keys=True)
 
 
 def _s(lever: Lever) -> str:
@@ -190,7 +202,7 @@ def _evaluate(cache: FeatureCache, lever: Lever) -> dict[str, Any]:
 
 
 def ablate(args: argparse.Namespace) -> None:
-    report = previous_report(args.out, "ablation")
+    report = _ablation(args.out)
     for product in args.products.split(","):
         dataset = load_dataset(args.data / product)
         config = load_model_config("patchcore", product=product)
@@ -213,7 +225,15 @@ def ablate(args: argparse.Namespace) -> None:
             "seconds": round(time.perf_counter() - started, 1),
             "cpu": _cpu(),
         }
-        save_report(args.out, "ablation", report)
+        save_report(args.out, f"ablation_{product}", report[product])
+
+
+def _ablation(out: Path) -> dict[str, dict]:
+    """Every product's ``ablation_<product>.json`` (one file each: phases may run in parallel)."""
+    order = [*TUNED, "tissue", "weave", "part", "brick"]
+    found = {p.stem.removeprefix("ablation_"): p for p in out.glob("ablation_*.json")}
+    names = sorted(found, key=lambda n: order.index(n) if n in order else len(order))
+    return {name: json.loads(found[name].read_text(encoding="utf-8")) for name in names}
 
 
 def _chosen(report: dict, product: str) -> dict | None:
@@ -228,7 +248,7 @@ def station(args: argparse.Namespace) -> None:
     from inspection.training.registry_export import RegistryExport, export_bundle
     from inspection.training.train import train_model
 
-    ablation = previous_report(args.out, "ablation")
+    ablation = _ablation(args.out)
     report = previous_report(args.out, "station")
     registry = Registry(args.registry)
     for product in args.products.split(","):
@@ -289,7 +309,7 @@ def latency(args: argparse.Namespace) -> None:
         for precision, bundle in row["bundles"].items():
             inspector = Inspector.from_bundle(bundle["bundle"])
             out["bundles"][f"{key}/{precision}"] = _rounds(inspector.inspect, images)
-    ablation = previous_report(args.out, "ablation")
+    ablation = _ablation(args.out)
     shapes: dict[str, dict] = {}
     for product in ablation.values():
         for row in product["levers"]:
@@ -380,7 +400,7 @@ def _channels(backbone: str, layer: str) -> int:
 
 def report(args: argparse.Namespace) -> None:
     """``summary.md`` and plots from the phases' JSON files."""
-    ablation = previous_report(args.out, "ablation")
+    ablation = _ablation(args.out)
     station_rows = previous_report(args.out, "station")
     lat = previous_report(args.out, "latency")
     lines = [
