@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _hard_levers import FeatureCache, Lever, embed, fit_lever, masks_of, run_split
+from _hard_levers import BANK_CAP, FeatureCache, Lever, embed, fit_lever, masks_of, run_split
 from _hard_metrics import figures, peaks, per_kind
 from _report import load_average, previous_report, save_report
 
@@ -54,15 +54,28 @@ ALIGNED = ("part",)
 log = logging.getLogger("hard_surfaces")
 
 
-def _walk(cache: FeatureCache, product: str) -> list[dict[str, Any]]:
-    """The greedy walk (module docstring); every lever tried, in order, with its figures."""
+def _walk(
+    cache: FeatureCache, product: str, earlier: list[dict], save: Any, until: float
+) -> list[dict[str, Any]]:
+    """The greedy walk (module docstring); every lever tried, in order, with its figures.
+
+    ``earlier``: rows of an interrupted run, reused; ``save(rows)`` after every lever; no new
+    lever starts after the epoch time ``until`` (the rest is listed as not run)."""
     rows: list[dict[str, Any]] = []
     tried: dict[Lever, dict] = {}
+    known = {_key(r["lever"]): r for r in earlier}
 
     def run(lever: Lever) -> dict:
         key = replace(lever, name="", family="")
         if key in tried:
             return tried[key]
+        if _key(asdict(lever)) in known:
+            row = {**known[_key(asdict(lever))], "name": lever.name, "family": lever.family}
+            tried[key] = row
+            rows.append(row)
+            return row
+        if time.time() > until:
+            return {"validation_auroc": -1.0}
         row = _evaluate(cache, lever)
         tried[key] = row
         rows.append(row)
@@ -72,6 +85,7 @@ def _walk(cache: FeatureCache, product: str) -> list[dict[str, Any]]:
             row["test"]["pixel_auroc"]["value"], row["test"]["aupro"]["value"], row["bank"],
             row["seconds"],
         )  # fmt: skip
+        save(rows)
         return row
 
     def step(best: Lever, candidates: list[Lever]) -> Lever:
@@ -104,9 +118,11 @@ def _walk(cache: FeatureCache, product: str) -> list[dict[str, Any]]:
         replace(best, name=f"{_s(best)} pool {k}", family="neighbourhood", pool=k) for k in (1, 5)
     ]
     best = step(best, candidates)
+    patches = run(best).get("patches", 0)
+    banks = {min(int(patches * r), BANK_CAP): r for r in (0.25, 0.10)}  # same bank: lower ratio
     best = step(best, [
         replace(best, name=f"{_s(best)} coreset {int(r * 100)} %", family="coreset", ratio=r)
-        for r in (0.10, 0.25)
+        for r in sorted(banks.values())
     ])  # fmt: skip
     best = step(best, [
         replace(best, name=f"{_s(best)} no re-weighting", family="score", neighbors=1),
@@ -212,7 +228,16 @@ def ablate(args: argparse.Namespace) -> None:
         )
         load = load_average()
         started = time.perf_counter()
-        rows = _walk(cache, product) if product in TUNED else _transfer(cache, product, report)
+        if product in TUNED:
+            earlier = report.get(product, {}).get("levers", [])
+
+            def save(rows: list, product: str = product) -> None:
+                save_report(args.out, f"ablation_{product}", {"product": product, "levers": rows,
+                            "partial": True, "tuned": True})  # fmt: skip
+
+            rows = _walk(cache, product, earlier, save, _until(args.until))
+        else:
+            rows = _transfer(cache, product, report)
         report[product] = {
             "product": product,
             "tuned": product in TUNED,
@@ -615,6 +640,16 @@ def _plot_levers(path: Path, product: str, entry: dict) -> None:
     plt.close(fig)
 
 
+def _until(hhmm: str | None) -> float:
+    """Epoch seconds of today's UTC ``HH:MM`` (no limit when None)."""
+    if not hhmm:
+        return float("inf")
+    hour, minute = (int(x) for x in hhmm.split(":"))
+    now = time.gmtime()
+    return time.mktime(time.struct_time((now.tm_year, now.tm_mon, now.tm_mday, hour, minute, 0,
+                       0, 0, 0))) - time.timezone  # fmt: skip
+
+
 def _cpu() -> str:
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
@@ -628,6 +663,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("datasets"))
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--products", default="grass,gravel,tissue,weave,brick")
+    parser.add_argument("--until", default=None, help="UTC HH:MM: start no lever after it")
     parser.add_argument("--registry", type=Path, default=Path("var/hard_surfaces/registry"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
