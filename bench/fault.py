@@ -49,12 +49,13 @@ def kill_during_load(bench: Bench, total: int, kills: int, acked: Any) -> list[f
 
 
 def resend_acked(bench: Bench, log: ClientLog, count: int) -> dict[str, int]:
-    """A client that lost the response retries an acknowledged request: same result, no new row."""
+    """A client that lost the response retries an acknowledged request with the same bytes:
+    the same result, no new row (another image under that id would rightly get 409)."""
     chosen = sorted(log.acked)[:count]
     same = 0
     with httpx.Client(base_url=bench.base_url, timeout=30.0) as client:
         for request_id in chosen:
-            image = bench.images[0]
+            image = bench.images[log.images[request_id]]
             params = {"product": bench.product, "request_id": request_id, "part_id": request_id}
             response = client.post(
                 "/v1/inspect", params=params, content=image, headers=bench.headers()

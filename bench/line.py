@@ -38,13 +38,12 @@ from _report import save_report
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
-from line.helpers import Broker, Collector, free_port  # noqa: E402
 
 from inspection.core.bundle import read_bundle_metadata  # noqa: E402
 from inspection.core.registry import Registry  # noqa: E402
 from inspection.line.handshake import Answer  # noqa: E402
+from inspection.line.mosquitto import Broker, Collector, free_port  # noqa: E402
 from inspection.line.payload import ResultPayload  # noqa: E402
 from inspection.line.softplc import HandshakeTimeout, SoftPlc  # noqa: E402
 

@@ -166,6 +166,8 @@ class ClientLog:
     """What the clients saw: acknowledged request ids -> inspection ids, latencies, errors."""
 
     acked: dict[str, str] = field(default_factory=dict)
+    images: dict[str, int] = field(default_factory=dict)
+    """Request id -> index in ``bench.images`` of the image it sent (a retry resends it)."""
     latencies_ms: list[float] = field(default_factory=list)
     statuses: dict[str, int] = field(default_factory=dict)
     retries: int = 0
@@ -196,7 +198,10 @@ def run_clients(
         with httpx.Client(base_url=bench.base_url, timeout=30.0) as client:
             for i in range(requests):
                 request_id = f"{tag}-{k}-{i}"
-                image = bench.images[(k * requests + i) % len(bench.images)]
+                index = (k * requests + i) % len(bench.images)
+                with log.lock:
+                    log.images[request_id] = index
+                image = bench.images[index]
                 send_until_acked(client, bench, request_id, image, log, retry_for_s)
 
     started = time.perf_counter()
@@ -366,7 +371,6 @@ def environment() -> dict[str, Any]:
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
         "load_average_1m_at_end": round(os.getloadavg()[0], 2),
-        "note": "shared 2-core machine; other engineers' jobs ran at the same time",
     }
 
 
@@ -379,8 +383,8 @@ def write_summary() -> Path:
     lines += [
         "Measured with `bench/load.py` and `bench/fault.py`: a real `inspection serve` (uvicorn, "
         "one process) on 127.0.0.1 serving a real exported bundle, SQLite store "
-        "(WAL, synchronous=FULL), clients over HTTP. Shared 2-core machine: absolute numbers "
-        "are pessimistic and noisy.",
+        "(WAL, synchronous=FULL), clients over HTTP. The load average at the end of each run is in its JSON; on a "
+        "shared machine absolute numbers are pessimistic and noisy.",
         "",
         "The bundle came from the CLI: `inspection data demo --products brick --size 256 "
         "--train 30`, `inspection train -p brick` (PatchCore, `configs/models/patchcore.yaml`, "

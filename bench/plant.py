@@ -34,13 +34,12 @@ import yaml
 from _report import previous_report, save_report
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "bench"), str(REPO / "tests")]
+sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
 from load import environment, free_port, prepare  # noqa: E402
 from replicas import PG_ADMIN_URL, create_database, drop_database, tiny_registry  # noqa: E402
-from service.helpers import relabel  # noqa: E402
 
-from inspection.core.bundle import verify_bundle  # noqa: E402
+from inspection.core.bundle import copy_bundle, verify_bundle  # noqa: E402
 from inspection.core.registry import Registry  # noqa: E402
 from inspection.distribution.catalog import archive_for  # noqa: E402
 from inspection.store.store import Store  # noqa: E402
@@ -132,7 +131,7 @@ def distribution(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         for n in (2, 3, 4):
             bundle_id = f"v000{n}-fp32"
             central.add_bundle(
-                product, relabel(live_dir, workdir / bundle_id, bundle_id), bundle_id
+                product, copy_bundle(live_dir, workdir / bundle_id, bundle_id), bundle_id
             )
             archive_for(central, product, bundle_id)  # packed at promotion, as a CLI hook would
             central.promote(product, bundle_id, actor="bench", reason="plant bench")
@@ -172,7 +171,7 @@ def distribution(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 def corrupt_download(central, local, station, product, live_dir, workdir) -> dict[str, Any]:
     before = local.live(product).bundle_id
     bundle_id = "v0005-fp32"
-    central.add_bundle(product, relabel(live_dir, workdir / bundle_id, bundle_id), bundle_id)
+    central.add_bundle(product, copy_bundle(live_dir, workdir / bundle_id, bundle_id), bundle_id)
     tar_path, _ = archive_for(central, product, bundle_id)
     data = bytearray(tar_path.read_bytes())
     data[len(data) // 2] ^= 0xFF  # damage on the central disk or in transit

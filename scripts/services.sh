@@ -44,10 +44,13 @@ su postgres -c "psql -qtAc \"select 1 from pg_database where datname='$PG_DB'\""
 echo "services: PostgreSQL ready at postgresql+psycopg://$PG_USER:***@127.0.0.1:5432/$PG_DB"
 
 # Mosquitto for the line station (tests start their own private brokers from the same binary).
+# set_tcp_nodelay: QoS 1 answers leave at once (Nagle's algorithm otherwise delays them).
+# persistence false: a development broker; a consumer that reconnects after a broker restart
+# misses what was queued for it (docs/line-integration.md, "Results and delivery guarantees").
 if ! (exec 3<>/dev/tcp/127.0.0.1/1883) 2>/dev/null; then
   conf_dir=/tmp/inspection-mosquitto
   mkdir -p "$conf_dir"
-  printf 'listener 1883 127.0.0.1\nallow_anonymous true\npersistence false\n' >"$conf_dir/mosquitto.conf"
+  printf 'listener 1883 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\npersistence false\n' >"$conf_dir/mosquitto.conf"
   /usr/sbin/mosquitto -d -c "$conf_dir/mosquitto.conf"
   for _ in $(seq 1 20); do (exec 3<>/dev/tcp/127.0.0.1/1883) 2>/dev/null && break; sleep 0.25; done
 fi

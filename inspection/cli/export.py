@@ -10,11 +10,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from inspection.core.bundle import PRECISIONS
 from inspection.core.config import load_site_config
 from inspection.core.export_gate import BundleFigures, GateTolerances
 
 console = Console()
-PRECISIONS = ("fp32", "fp16", "int8")
 TOLERANCE_NAMES = tuple(f.name for f in fields(GateTolerances))
 
 
@@ -62,6 +62,11 @@ def export_command(
         False, "--force", help="Register even if the gate refuses the bundle."
     ),
     promote: bool = typer.Option(False, "--promote", help="Make the new bundle live."),
+    allow_unsigned: bool = typer.Option(
+        False,
+        "--allow-unsigned",
+        help="Let --promote go live unsigned when the site has no signing key (development).",
+    ),
     calibration_size: int = typer.Option(64, "--calibration-size", help="INT8 calibration images."),
     dataset: Annotated[
         Path | None,
@@ -69,8 +74,13 @@ def export_command(
     ] = None,
     site: str = typer.Option(None, "--site", help="Site config YAML (default: configs/site.yaml)."),
 ) -> None:
-    """Export, calibrate on its own validation outputs, gate against FP32, and register."""
+    """Export, calibrate on its own validation outputs, gate against FP32, and register.
+
+    The bundle is signed with the site key when this machine holds it (``inspection keys
+    init``); ``--promote`` refuses to make an unsigned bundle live unless ``--allow-unsigned``.
+    """
     from inspection.core.registry import Registry
+    from inspection.core.signing import site_keys_dir, site_signing_key
     from inspection.training.export import ExportOptions
     from inspection.training.registry_export import RegistryExport, export_bundle
 
@@ -80,6 +90,13 @@ def export_command(
         )
     tolerances = parse_tolerances(tolerance)
     registry = Registry(load_site_config(site).registry_dir)
+    signed = site_signing_key(registry.root) is not None
+    if promote and not signed and not allow_unsigned:
+        raise typer.BadParameter(
+            f"this site has no signing key in {site_keys_dir(registry.root)}: stations refuse "
+            "unsigned bundles. Run 'inspection keys init' first, or pass --allow-unsigned",
+            param_hint="--promote",
+        )
     with console.status("exporting") as status:
         result = export_bundle(
             registry,
@@ -103,6 +120,10 @@ def export_command(
     verdict = "passed" if gate.passed else f"FAILED (forced): {gate.refusal()}"
     console.print(f"gate at each bundle's own thresholds: {verdict}")
     console.print(f"bundle: {result.bundle_dir}" + ("  (live)" if promote else ""))
+    if signed:
+        console.print("signed with the site key")
+    else:
+        console.print("[bold red]UNSIGNED[/]: this site has no signing key; stations refuse it")
 
 
 GATE_COLUMNS = {

@@ -43,9 +43,14 @@ def inspect_command(
         typer.Option(
             "--public-key",
             envvar="INSPECTION_BUNDLE_PUBLIC_KEY",
-            help="Pinned site key: refuse the bundle unless it is signed with it.",
+            help="Pinned key: refuse the bundle unless it is signed with it (default: the "
+            "site's var/keys/site-signing.pub when it exists).",
         ),
     ] = None,
+    allow_unsigned: bool = typer.Option(
+        False, "--allow-unsigned", help="Skip the signature check (development only)."
+    ),
+    site: str = typer.Option(None, "--site", help="Site config YAML (default: configs/site.yaml)."),
 ) -> None:
     """Inspect images with a bundle; unreadable files are listed as errors, never abort the batch."""
     from inspection.runtime.inspector import Inspector
@@ -55,10 +60,7 @@ def inspect_command(
         raise typer.BadParameter(f"must be one of {', '.join(FORMATS)}", param_hint="--format")
     if overlays and out is None:
         raise typer.BadParameter("--overlays needs --out DIR", param_hint="--overlays")
-    if public_key is not None:
-        from inspection.core.signing import load_public_key, verify_signed_bundle
-
-        verify_signed_bundle(bundle, load_public_key(public_key))
+    _check_signature(bundle, public_key, site, allow_unsigned=allow_unsigned)
     inspector = Inspector.from_bundle(
         bundle, device=device, threshold=threshold, refiner="bundle" if refine else None
     )
@@ -79,6 +81,26 @@ def inspect_command(
         console.print(f"results: {target}")
     if all(row["error"] for row in rows):
         raise typer.Exit(1)  # nothing could be inspected
+
+
+def _check_signature(
+    bundle: Path, public_key: Path | None, site: str | None, *, allow_unsigned: bool
+) -> None:
+    """Refuse a bundle not signed by the pinned key (given, or the site's when it has one)."""
+    from inspection.core.config import load_site_config
+    from inspection.core.signing import load_public_key, site_public_key, verify_signed_bundle
+
+    if allow_unsigned:
+        console.print("[bold red]--allow-unsigned: the bundle's signature is NOT checked[/]")
+        return
+    key = public_key or site_public_key(load_site_config(site).registry_dir)
+    if key is None:
+        console.print(
+            "[yellow]no site signing key (inspection keys init) and no --public-key: the "
+            "bundle's signature is not checked, only its checksums[/]"
+        )
+        return
+    verify_signed_bundle(bundle, load_public_key(key))
 
 
 def _row(outcome: PathOutcome, model: str, overlay_dir: Path | None) -> dict:

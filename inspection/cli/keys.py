@@ -15,19 +15,46 @@ bundle_app = typer.Typer(help="Sign and verify model bundles.", no_args_is_help=
 BundleArg = Annotated[Path, typer.Argument(help="Bundle folder (with metadata.json).")]
 
 
+STATION_CONFIGS = (Path("configs/station.yaml"), Path("configs/line.yaml"))
+
+
 @keys_app.command("init")
 def init(
     folder: Annotated[Path, typer.Option("--dir", help="Where the key pair is written.")] = (
         DEFAULT_KEYS
     ),
     force: Annotated[bool, typer.Option("--force", help="Replace an existing site key.")] = False,
+    configs: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="Station/line config to pin the key in (repeatable; default: "
+            "configs/station.yaml and configs/line.yaml, where present).",
+        ),
+    ] = None,
 ) -> None:
-    """Create the site signing key (once, at set-up); pin the .pub file on every station."""
+    """Create the site signing key (once, at set-up) and pin its .pub in the station configs."""
     from inspection.core.signing import init_keys
 
     keys = init_keys(folder, force=force)
     console.print(f"site signing key {keys.key_id}: private {keys.private} (mode 0600)")
-    console.print(f"pin on stations: bundle_public_key: {keys.public}")
+    for line in pin_in_configs(keys.public, configs or None):
+        console.print(line)
+    console.print(f"pin on other stations: core.bundle_public_key: {keys.public}")
+
+
+def pin_in_configs(public: Path, configs: list[Path] | None = None) -> list[str]:
+    """Pin ``public`` in each station/line config (default: the site's, where present)."""
+    from inspection.station.config import pin_public_key
+
+    notes = []
+    if configs is None:
+        configs = [c for c in STATION_CONFIGS if c.is_file()]
+    for config in configs:
+        changed = pin_public_key(config, public)
+        notes.append(f"{config}: {'pinned' if changed else 'already pins'} {public}")
+    return notes
 
 
 @bundle_app.command("sign")

@@ -13,6 +13,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from inspection.cli._security import announce_signatures
+
 if TYPE_CHECKING:
     from inspection.service.watch import WatchFolder
     from inspection.store.store import Store
@@ -41,6 +43,7 @@ def serve(
     from inspection.service.config import load_station_config
 
     station_config = load_station_config(config)
+    announce_signatures(station_config.core, console)
     app = create_app(station_config)
     uvicorn.run(
         app,
@@ -61,6 +64,7 @@ def watch(
     from inspection.service.watch import WatchFolder
 
     station_config = load_station_config(config)
+    announce_signatures(station_config.core, console)
     station = Station.build(station_config, with_watch=False)
     station.core.start()
     watcher = WatchFolder(station_config.watch, station.pipeline)

@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from inspection.cli._security import announce_signatures
 from inspection.cli._signals import stop_on_signals
 
 console = Console()
@@ -51,12 +52,8 @@ def sync(
     from inspection.station.config import pinned_key
 
     station_config = load_station_config(config)
+    announce_signatures(station_config.core, console)
     public_key = pinned_key(station_config.core)
-    if public_key is None:
-        console.print(
-            "[yellow]no bundle_public_key in the station config: pulled bundles are checked "
-            "against their digests only, not their signature[/]"
-        )
     if source.startswith(("http://", "https://")):
         token = token_file.read_text(encoding="utf-8").strip() if token_file else ""
         bundle_source = HttpSource(source, token or os.environ.get(TOKEN_ENV, ""))
@@ -111,6 +108,7 @@ def tune(
     from inspection.station.config import pinned_key
 
     station_config = load_station_config(config)
+    announce_signatures(station_config.core, console)
     public_key = pinned_key(station_config.core)  # siblings that fail it are never loaded
     registry = Registry(station_config.core.registry_dir)
     probe = [read_image(p) for p in expand_paths([images])][:16] if images else None
@@ -165,6 +163,7 @@ def run(config: Path = LINE_OPTION) -> None:
 
     logging.getLogger("asyncua").setLevel(logging.WARNING)  # logs every request at INFO
     line_config = load_line_config(config)
+    announce_signatures(line_config.core, console)
     station = LineStation.build(line_config)
     stop = stop_on_signals()
     station.start()
@@ -185,14 +184,19 @@ def run(config: Path = LINE_OPTION) -> None:
 
 @station_app.command("status")
 def status(config: Path = LINE_OPTION) -> None:
-    """Outbox backlog per sink (waiting, oldest, delivered) and each product's live bundle."""
+    """Outbox backlog per sink (waiting, oldest, delivered), the pinned signing key, and each
+    product's live bundle with its signature check."""
     from inspection.core.registry import Registry
+    from inspection.core.signing import key_id
     from inspection.line.config import load_line_config
+    from inspection.station.config import pinned_key
+    from inspection.station.live import bundle_signature_status
     from inspection.store.outbox import Outbox
     from inspection.store.store import Store
 
     line_config = load_line_config(config)
-    store = Store.migrated(line_config.core.store_url, line_config.core.blob_dir)
+    core = line_config.core
+    store = Store.migrated(core.store_url, core.blob_dir)
     backlog = Outbox(store).backlog()
     table = Table("sink", "waiting", "oldest s", "delivered")
     for sink in line_config.sinks:
@@ -203,10 +207,23 @@ def status(config: Path = LINE_OPTION) -> None:
             str(entry.delivered if entry else 0),
         )  # fmt: skip
     console.print(table)
-    registry = Registry(line_config.core.registry_dir)
-    for product in line_config.core.products:
+    public_key = pinned_key(core)
+    if public_key is None:
+        console.print("[bold red]bundle signatures: NOT checked (allow_unsigned_bundles: true)[/]")
+    else:
+        console.print(
+            f"bundle signatures: required, pinned key {key_id(public_key)} "
+            f"({core.bundle_public_key})"
+        )
+    registry = Registry(core.registry_dir)
+    for product in core.products:
         live = registry.live(product)
-        console.print(f"{product}: live bundle {live.bundle_id if live else '[red]none[/]'}")
+        if live is None:
+            console.print(f"{product}: live bundle [red]none[/]")
+            continue
+        check = bundle_signature_status(registry, product, live.bundle_id, public_key)
+        colour = "green" if check.startswith(("signed", "not checked")) else "red"
+        console.print(f"{product}: live bundle {live.bundle_id} [{colour}]{check}[/]")
     store.engine.dispose()
 
 

@@ -251,6 +251,7 @@ class DemoContext:
     warnings: list[str] = field(default_factory=list)  # shown loudly, not fatal
     failures: list[str] = field(default_factory=list)  # make the demo exit non-zero
     verbose: bool = False  # raw library output (Lightning progress bars, INFO logs)
+    configs_dir: Path = Path("configs")  # the site config's folder: station configs get the key
 
     @property
     def registry(self) -> Any:
@@ -354,16 +355,23 @@ def step_export(ctx: DemoContext) -> None:
 
 
 def _site_signing_key(ctx: DemoContext) -> Any:
-    """The site's Ed25519 signing key (``<var>/keys``), created on the first run."""
-    from inspection.core.signing import PRIVATE_KEY_FILE, init_keys, load_private_key
+    """The site's Ed25519 signing key (``<var>/keys``), created on the first run and pinned
+    in the station and line configs beside the site config."""
+    from inspection.cli.keys import STATION_CONFIGS, pin_in_configs
+    from inspection.core.signing import (
+        PRIVATE_KEY_FILE,
+        PUBLIC_KEY_FILE,
+        init_keys,
+        load_private_key,
+        site_keys_dir,
+    )
 
-    folder = Path(ctx.site.registry_dir).parent / "keys"
+    folder = site_keys_dir(ctx.site.registry_dir)
     if not (folder / PRIVATE_KEY_FILE).is_file():
         keys = init_keys(folder)
-        ctx.notes.append(
-            f"created the site signing key {keys.private}; pin {keys.public} as "
-            "bundle_public_key in a station's config to refuse unsigned or altered bundles"
-        )
+        ctx.notes.append(f"created the site signing key {keys.private}")
+    configs = [ctx.configs_dir / c.name for c in STATION_CONFIGS]
+    ctx.notes.extend(pin_in_configs(folder / PUBLIC_KEY_FILE, [c for c in configs if c.is_file()]))
     return load_private_key(folder / PRIVATE_KEY_FILE)
 
 
@@ -431,6 +439,7 @@ def demo_command(
         [m.strip() for m in models.split(",") if m.strip()],
         list(overrides),
         verbose=verbose_requested(verbose),
+        configs_dir=Path(site).parent if site else Path("configs"),
     )
     with quiet_logs(log_dir(ctx.site), "demo", verbose=ctx.verbose) as log_file:
         _run_demo(ctx, skip, log_file)

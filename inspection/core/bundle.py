@@ -8,11 +8,13 @@ calibration set, the bundle's own metrics and the sha256 of every file.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 from inspection.core.alignment import AlignmentSpec
 from inspection.core.calibration import Calibration, Normalization
@@ -34,6 +36,8 @@ SIGNATURE_FILE = "signature.json"
 VALIDATION_SCORES_FILE = "validation_scores.json"
 """Per-image normalised scores of the bundle on its labelled split (read by the dashboard)."""
 Precision = Literal["fp32", "fp16", "int8"]
+"""The precision vocabulary of bundles (and of SAM refiner exports): its one definition."""
+PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 
 T = TypeVar("T")
 
@@ -81,6 +85,29 @@ class GlobalContextSpec:
 
 
 @dataclass(frozen=True)
+class AccuracyControl:
+    """NNCF accuracy-controlled quantisation: the image-AUROC drop allowed on ``split``."""
+
+    max_image_auroc_drop: float
+    split: str = "validation"
+
+
+@dataclass(frozen=True)
+class QuantizationSet:
+    """The images an INT8 bundle was quantised on (NNCF post-training calibration): good
+    training images, ``size`` of them, fingerprinted (``sha256`` over ``files``)."""
+
+    split: str
+    label: str
+    size: int
+    sha256: str
+    files: tuple[str, ...] = ()
+    accuracy_control: AccuracyControl | None = None
+    head_fp32: bool | None = None
+    """The distance/map head kept in FP32; None: not recorded (older bundles)."""
+
+
+@dataclass(frozen=True)
 class BundleMetadata:
     schema_version: int
     bundle_id: str
@@ -116,8 +143,9 @@ class BundleMetadata:
     refinement: RefinementChoice | None = None
     """The mask refiner the station runs on NG results, chosen on this bundle's own validation
     outputs; None (older bundles): no refinement."""
-    calibration: dict[str, Any] | None = None
-    """The INT8 quantisation calibration set (None for FP32/FP16)."""
+    quantization_set: QuantizationSet | None = None
+    """The images an INT8 bundle was quantised on (None for FP32/FP16); ``calibration`` in
+    bundles written before it was typed."""
     output_calibration: Calibration | None = None
     """Normalisation and segmentation fitted on this bundle's own validation outputs; when
     present, ``normalization`` and ``segmentation`` must be exactly its values."""
@@ -220,12 +248,18 @@ _FIELDS_ONCE_IN_EXTRA = ("inference_precision", "global_context")
 
 
 def _upgrade_legacy_keys(cls: type, data: dict[str, Any]) -> dict[str, Any]:
-    """Schema-1 bundles written before these were fields kept them in ``extra``."""
+    """Schema-1 bundles written before these were fields kept them in ``extra``; the INT8
+    quantisation set was called ``calibration`` before it was typed."""
+    if cls is not BundleMetadata:
+        return data
+    data = dict(data)
+    if "calibration" in data:
+        data.setdefault("quantization_set", data.pop("calibration"))
     extra = data.get("extra")
-    if cls is not BundleMetadata or not isinstance(extra, dict):
+    if not isinstance(extra, dict):
         return data
     extra = dict(extra)
-    data = {**data, "extra": extra}
+    data["extra"] = extra
     for key in _FIELDS_ONCE_IN_EXTRA:
         if key in extra:
             data.setdefault(key, extra.pop(key))
@@ -255,6 +289,21 @@ def verify_checksums(
 def write_bundle_metadata(bundle_dir: str | Path, metadata: BundleMetadata) -> Path:
     """Write ``metadata.json``, filling ``files`` with the sha256 of every other file."""
     return write_metadata_json(bundle_dir, metadata)
+
+
+def copy_bundle(source: str | Path, target: str | Path, bundle_id: str) -> Path:
+    """A copy of the bundle at ``source`` in ``target`` under a new ``bundle_id`` (and model
+    version): the same weights standing in for a retrained challenger in tests and benches.
+    The copy is unsigned (the source's signature no longer matches); sign it again."""
+    target = Path(target)
+    shutil.copytree(source, target)
+    (target / SIGNATURE_FILE).unlink(missing_ok=True)
+    metadata = read_bundle_metadata(target)
+    model_version = f"{metadata.product}/{bundle_id.split('-', 1)[0]}"
+    write_bundle_metadata(
+        target, dataclasses.replace(metadata, bundle_id=bundle_id, model_version=model_version)
+    )
+    return target
 
 
 def read_bundle_metadata(bundle_dir: str | Path) -> BundleMetadata:

@@ -8,8 +8,9 @@ post-processor calibrates the torch model:
 - image threshold: the raw score that maximises image F1 (anomalib ``F1AdaptiveThreshold``);
 - pixel threshold: the raw map value that maximises F1 over all validation pixels;
 - min/max of the raw scores and raw maps (the normalisation maps each threshold to 0.5);
-- segmentation: chosen on the normalised maps by ``select_segmentation`` of
-  ``inspection.core.segmentation`` when that module is installed, else the global threshold.
+- segmentation: chosen on the normalised maps by ``core.segmentation.select_segmentation``.
+
+Layered one way: ``regions`` <- ``verdict`` <- ``segmentation`` <- ``calibration`` <- ``metrics``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from inspection.core.segmentation import select_segmentation
 from inspection.core.verdict import Segmentation
 
 CALIBRATION_METHOD = "f1-adaptive"
@@ -73,6 +75,7 @@ def f1_adaptive_threshold(scores: np.ndarray, labels: np.ndarray) -> tuple[float
     As anomalib's ``F1AdaptiveThreshold``: no positives -> the highest score; no negatives ->
     the lowest score (F1 is then reported for that threshold).
     """
+    # scikit-learn is a station/train extra, not a dependency of the base (core) install.
     from sklearn.metrics import precision_recall_curve
 
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
@@ -168,11 +171,8 @@ def _segmentation(
     defect_types: Sequence[str],
     known: np.ndarray,
 ) -> Segmentation:
-    """The product's segmentation selected on these normalised maps (global 0.5 without it)."""
-    try:
-        from inspection.core.segmentation import select_segmentation
-    except ImportError:
-        return Segmentation.global_threshold(0.5)
+    """The segmentation selected on these normalised maps (global 0.5 without defective or
+    good images to choose on)."""
     normalised = normalize_maps(maps, norm)
     defective = (labels == 1) & known
     if not defective.any() or not (labels == 0).any():

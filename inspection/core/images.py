@@ -17,6 +17,7 @@ import io
 import warnings
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
@@ -97,8 +98,6 @@ def read_mask(path: str | Path | None, size: tuple[int, int] | None = None) -> n
         return None if size is None else np.zeros(size, dtype=bool)
     mask = read_image(path)[:, :, 0]
     if size is not None and mask.shape != tuple(size):
-        import cv2
-
         mask = cv2.resize(mask, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
     return mask > 127
 

@@ -21,16 +21,17 @@ import numpy as np
 from inspection.core.calibration import Calibration
 from inspection.core.config import from_mapping, to_mapping
 from inspection.core.errors import ConfigError
-from inspection.core.verdict import Segmentation, is_ng, judge
+from inspection.core.regions import region_hits
+from inspection.core.threshold import is_ng
+from inspection.core.verdict import Segmentation, judge
 
 AUPRO_FPR_LIMIT = 0.3
-REGION_OVERLAP = 0.3
-"""A ground-truth defect counts as found when the predicted mask covers this share of it."""
 METRICS_SCHEMA = 1
 
 
 def image_auroc(scores: np.ndarray, labels: np.ndarray) -> float | None:
     """AUROC of (N,) scores against (N,) 0/1 labels; None with a single class."""
+    # scikit-learn is a station/train extra, not a dependency of the base (core) install.
     from sklearn.metrics import roc_auc_score
 
     labels = np.asarray(labels).astype(bool).reshape(-1)
@@ -84,20 +85,6 @@ def aupro(maps: np.ndarray, masks: np.ndarray, fpr_limit: float = AUPRO_FPR_LIMI
         fpr = np.r_[fpr[:end], fpr_limit]
         pro = np.r_[pro[:end], pro[end - 1] + share * (pro[end] - pro[end - 1])]
     return float(np.trapezoid(pro, fpr) / fpr_limit)
-
-
-def region_hits(
-    predicted: np.ndarray, truth: np.ndarray, min_overlap: float = REGION_OVERLAP
-) -> tuple[int, int]:
-    """(found, total) ground-truth components of one (H, W) bool ``truth`` mask; a component
-    is found when the (H, W) bool ``predicted`` mask covers at least ``min_overlap`` of it."""
-    if not truth.any():
-        return 0, 0
-    count, labels = cv2.connectedComponents(truth.astype(np.uint8), connectivity=8)
-    area = np.bincount(labels.reshape(-1), minlength=count)
-    covered = np.bincount(labels[predicted & truth], minlength=count)
-    found = covered[1:] >= min_overlap * area[1:]
-    return int(found.sum()), count - 1
 
 
 def count_regions(mask: np.ndarray) -> int:

@@ -9,6 +9,9 @@ import numpy as np
 
 from inspection.core.types import DefectRegion
 
+REGION_OVERLAP = 0.3
+"""A ground-truth defect counts as found when the predicted mask covers this share of it."""
+
 
 def extract_regions(
     anomaly_map: np.ndarray, mask: np.ndarray, *, min_area: int = 1
@@ -51,3 +54,17 @@ def extract_regions(
             )
         )
     return tuple(sorted(regions, key=lambda r: r.area, reverse=True))
+
+
+def region_hits(
+    predicted: np.ndarray, truth: np.ndarray, min_overlap: float = REGION_OVERLAP
+) -> tuple[int, int]:
+    """(found, total) ground-truth components of one (H, W) bool ``truth`` mask; a component
+    is found when the (H, W) bool ``predicted`` mask covers at least ``min_overlap`` of it."""
+    if not truth.any():
+        return 0, 0
+    count, labels = cv2.connectedComponents(truth.astype(np.uint8), connectivity=8)
+    area = np.bincount(labels.reshape(-1), minlength=count)
+    covered = np.bincount(labels[predicted & truth], minlength=count)
+    found = covered[1:] >= min_overlap * area[1:]
+    return int(found.sum()), count - 1

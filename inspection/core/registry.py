@@ -27,13 +27,20 @@ from typing import Any, TypeVar
 
 from filelock import FileLock
 
-from inspection.core.bundle import GlobalContextSpec, Preprocessing, verify_bundle
+from inspection.core.bundle import (
+    GlobalContextSpec,
+    Preprocessing,
+    read_bundle_metadata,
+    verify_bundle,
+)
 from inspection.core.calibration import Calibration, Normalization
 from inspection.core.config import from_mapping, to_mapping
 from inspection.core.errors import ConfigError, RegistryError
+from inspection.core.fingerprint import sha256_file
 from inspection.core.metrics import EvaluationMetrics
 from inspection.core.roi import RoiTraining
 from inspection.core.signing import bundle_digest
+from inspection.core.threshold import check_threshold
 from inspection.core.tiling import TilingSpec
 from inspection.core.verdict import Segmentation
 
@@ -176,6 +183,15 @@ class ModelRecord:
     files: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     path: Path = Path()
+    _parsed: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+    """Typed parts already parsed (a record is immutable: each is parsed once)."""
+
+    def _once(self, key: str, parse: Callable[[], T]) -> T:
+        """``parse()`` the first time ``key`` is asked for, the same object afterwards; a
+        failure is not kept (it raises again, naming the version)."""
+        if key not in self._parsed:
+            self._parsed[key] = parse()
+        return self._parsed[key]
 
     @property
     def ref(self) -> VersionRef:
@@ -187,6 +203,9 @@ class ModelRecord:
 
     def evaluation(self) -> EvaluationMetrics:
         """The version's metrics from training, typed (flat files of old versions read too)."""
+        return self._once("metrics", self._evaluation)
+
+    def _evaluation(self) -> EvaluationMetrics:
         try:
             return EvaluationMetrics.from_mapping(self.metrics)
         except ConfigError as exc:
@@ -194,6 +213,9 @@ class ModelRecord:
 
     def fit_figures(self) -> FitFigures:
         """Fit time, test-split size, tiles and update stages recorded with the metrics."""
+        return self._once("fit_figures", self._fit_figures)
+
+    def _fit_figures(self) -> FitFigures:
         try:
             return FitFigures.from_metrics(self.metrics, f"{self.model_version} metrics")
         except ConfigError as exc:
@@ -201,10 +223,7 @@ class ModelRecord:
 
     def backbone_weights(self) -> BackboneWeights:
         """The pretrained weights the version started from (empty for the first release)."""
-        try:
-            return from_mapping(BackboneWeights, self.weights, f"{self.model_version} weights")
-        except ConfigError as exc:
-            raise RegistryError(str(exc)) from exc
+        return self._once("weights", lambda: self._parse(BackboneWeights, self.weights, "weights"))
 
     def dataset_ref(self) -> DatasetRef:
         """Which dataset folder (``root``; ``path`` in the first release) and content."""
@@ -212,10 +231,7 @@ class ModelRecord:
         known = {k: v for k, v in self.dataset.items() if k in names and v is not None}
         if "root" not in known and self.dataset.get("path"):
             known["root"] = self.dataset["path"]
-        try:
-            return from_mapping(DatasetRef, known, f"{self.model_version} dataset")
-        except ConfigError as exc:
-            raise RegistryError(str(exc)) from exc
+        return self._once("dataset", lambda: self._parse(DatasetRef, known, "dataset"))
 
     def dataset_root(self) -> Path:
         """The dataset folder the version was trained on; ``RegistryError`` if not recorded."""
@@ -297,8 +313,12 @@ class ModelRecord:
             raise RegistryError(
                 f"{self.model_version} records no {key}; retrain it with this version of inspection"
             )
+        return self._once(f"extra.{key}", lambda: self._parse(cls, self.extra[key], key))
+
+    def _parse(self, cls: type[T], data: Any, what: str) -> T:
+        """``data`` as ``cls``; a bad entry is a ``RegistryError`` naming the version."""
         try:
-            return from_mapping(cls, self.extra[key], where=f"{self.model_version} {key}")
+            return from_mapping(cls, data, where=f"{self.model_version} {what}")
         except ConfigError as exc:
             raise RegistryError(str(exc)) from exc
 
@@ -367,8 +387,6 @@ class Registry:
         extra: Mapping[str, Any] | None = None,
     ) -> ModelRecord:
         """Create the next immutable version; ``write_files(dir)`` puts artefacts in it."""
-        from inspection.core.fingerprint import sha256_file
-
         with self._lock(product):
             versions_dir = self._product_dir(product) / "versions"
             versions_dir.mkdir(parents=True, exist_ok=True)
@@ -472,8 +490,6 @@ class Registry:
 
     def bundle_record(self, product: str, bundle_id: str) -> ModelRecord:
         """The model version a bundle was exported from (named in its metadata)."""
-        from inspection.core.bundle import read_bundle_metadata
-
         ref = VersionRef.parse(
             read_bundle_metadata(self.bundle_dir(product, bundle_id)).model_version
         )
@@ -565,8 +581,10 @@ class Registry:
         self, product: str, value: float, *, actor: str, reason: str, bundle_id: str | None = None
     ) -> ThresholdVersion:
         """Append a new threshold version (normalised score space, 0 < value < 1)."""
-        if not 0.0 < float(value) < 1.0:
-            raise RegistryError(f"threshold must be between 0 and 1 (exclusive), got {value}")
+        try:
+            value = check_threshold(value)
+        except ValueError as exc:
+            raise RegistryError(str(exc)) from exc
         if not actor.strip() or not reason.strip():
             raise RegistryError("a threshold change needs who (actor) and why (reason)")
         with self._lock(product):

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from inspection.core.metrics import region_hits
+from inspection.core.regions import region_hits
 from inspection.core.verdict import Segmentation, ng_mask, segment
 
 GOOD_PIXEL_QUANTILES = (0.99, 0.999, 0.9999)

@@ -77,6 +77,23 @@ def init_keys(folder: str | Path, *, force: bool = False) -> SiteKeys:
     return SiteKeys(private, public, key_id(key.public_key()))
 
 
+def site_keys_dir(registry_dir: str | Path) -> Path:
+    """Where a site keeps its key pair: ``keys/`` beside the registry (``var/keys``)."""
+    return Path(registry_dir).parent / "keys"
+
+
+def site_signing_key(registry_dir: str | Path) -> Ed25519PrivateKey | None:
+    """The site's private signing key when this machine holds one (the set-up machine)."""
+    path = site_keys_dir(registry_dir) / PRIVATE_KEY_FILE
+    return load_private_key(path) if path.is_file() else None
+
+
+def site_public_key(registry_dir: str | Path) -> Path | None:
+    """The site's public key file when it exists (``inspection keys init`` writes it)."""
+    path = site_keys_dir(registry_dir) / PUBLIC_KEY_FILE
+    return path if path.is_file() else None
+
+
 def load_private_key(path: str | Path) -> Ed25519PrivateKey:
     key = _load(path, private=True)
     if not isinstance(key, Ed25519PrivateKey):

@@ -7,8 +7,8 @@ from typing import Literal
 
 import numpy as np
 
-Verdict = Literal["OK", "NG"]
-VERDICTS: tuple[str, ...] = ("OK", "NG")
+from inspection.core.threshold import VERDICTS, Verdict, verdict_of
+
 AffineMatrix = tuple[float, float, float, float, float, float]
 """A (2, 3) affine transform, row-major."""
 
@@ -122,8 +122,6 @@ class InspectionResult:
         self._check_verdict()
 
     def _check_verdict(self) -> None:
-        from inspection.core.verdict import verdict_of  # the one rule; imports this module
-
         found = self.regions if self.verdict == "NG" else self.candidates
         largest = max((r.area for r in found), default=0)
         expected = verdict_of(self.score, self.threshold, largest, self.min_defect_area)

@@ -3,7 +3,8 @@
 Every stage that decides OK/NG or draws regions calls this module: the station runtime,
 training metrics, export evaluation and calibration, retrain scoring and the dashboard.
 
-- ``is_ng(score, threshold)``: NG exactly when ``score >= threshold``.
+- ``is_ng(score, threshold)``: NG exactly when ``score >= threshold`` (``core.threshold``, the
+  threshold rule's one home, with ``check_threshold`` and ``verdict_of``).
 - ``judge(...)``: verdict, defect mask and regions of one image. An NG always carries at
   least one region (the one around the map's peak, which produced the score); an OK carries
   no defect region and an empty mask. Regions that the segmentation finds on an OK image are
@@ -27,7 +28,8 @@ import cv2
 import numpy as np
 
 from inspection.core.regions import extract_regions
-from inspection.core.types import DefectRegion, Verdict
+from inspection.core.threshold import Verdict, verdict_of
+from inspection.core.types import DefectRegion
 
 SegmentationKind = Literal["global", "adaptive"]
 SEGMENTATION_KINDS: tuple[str, ...] = ("global", "adaptive")
@@ -97,35 +99,6 @@ class Judgement:
     mask: np.ndarray
     regions: tuple[DefectRegion, ...]
     candidates: tuple[DefectRegion, ...] = ()
-
-
-def is_ng(score: float | np.ndarray, threshold: float) -> bool | np.ndarray:
-    """NG exactly when ``score >= threshold`` (works on a float or an array of scores)."""
-    if isinstance(score, np.ndarray):
-        return score >= threshold
-    return bool(score >= threshold)
-
-
-def check_threshold(value: float) -> float:
-    """An image threshold must lie strictly between 0 and 1 (normalised score space)."""
-    value = float(value)
-    if not 0.0 < value < 1.0:
-        raise ValueError(f"threshold must be between 0 and 1 (exclusive), got {value}")
-    return value
-
-
-def verdict_of(
-    score: float,
-    threshold: float,
-    largest_area: float | None = None,
-    min_area: float | None = None,
-) -> Verdict:
-    """NG when ``score >= threshold`` and (with a ``min_area``) the largest region reaches it."""
-    if not is_ng(score, threshold):
-        return "OK"
-    if min_area is not None and (largest_area or 0) < min_area:
-        return "OK"
-    return "NG"
 
 
 def judge(

@@ -20,8 +20,8 @@ import numpy as np
 from inspection.core.bundle import VALIDATION_SCORES_FILE
 from inspection.core.errors import BundleError, RegistryError
 from inspection.core.registry import Registry, ThresholdVersion
+from inspection.core.threshold import is_ng
 from inspection.core.validation_scores import read_validation_scores as read_scores_file
-from inspection.core.verdict import is_ng
 from inspection.store import queries
 from inspection.store.store import Store
 

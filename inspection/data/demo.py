@@ -22,7 +22,6 @@ byte-identical for a given seed (numpy ``Generator`` seeded per sample, PNGs via
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import shutil
@@ -37,6 +36,7 @@ from PIL import Image
 
 from inspection.core.errors import DatasetError
 from inspection.data.demo_part import PART_DEFECT_KINDS, render_part_sample
+from inspection.data.demo_shapes import draw_polyline, irregular_blob, smooth_curve
 from inspection.data.demo_tissue import TISSUE_DEFECT_KINDS, TISSUE_DEFECTS
 from inspection.data.demo_weave import WEAVE_DEFECT_KINDS, render_weave_sample
 
@@ -291,41 +291,12 @@ def _finish(image: np.ndarray, level: float, rng: np.random.Generator) -> np.nda
 # image becomes image * (1 - alpha) + target * alpha.
 
 
-def _smooth_curve(rng: np.random.Generator, size: int, length: float) -> np.ndarray:
-    """Points (N, 2) float32 of a random quadratic Bezier curve of about ``length`` px."""
-    margin = 0.12 * size
-    start = rng.uniform(margin, size - margin, 2)
-    angle = rng.uniform(0, 2 * np.pi)
-    end = start + length * np.array([np.cos(angle), np.sin(angle)])
-    end = np.clip(end, margin * 0.5, size - margin * 0.5)
-    normal = np.array([-np.sin(angle), np.cos(angle)])
-    control = (start + end) / 2 + normal * rng.uniform(-0.35, 0.35) * length
-    t = np.linspace(0, 1, max(8, int(length)))[:, None]
-    return ((1 - t) ** 2 * start + 2 * (1 - t) * t * control + t**2 * end).astype(np.float32)
-
-
-def _draw_polyline(shape: tuple[int, int], points: np.ndarray, widths: np.ndarray) -> np.ndarray:
-    """Anti-aliased polyline with per-segment width, drawn at 4x and downsampled: (H, W) float32."""
-    scale = 4
-    canvas = np.zeros((shape[0] * scale, shape[1] * scale), np.uint8)
-    pts = np.rint(points * scale).astype(np.int32)
-    for (p, q), w in zip(itertools.pairwise(pts), widths, strict=False):
-        thickness = max(1, round(w * scale))
-        cv2.line(
-            canvas, tuple(int(v) for v in p), tuple(int(v) for v in q), 255, thickness, cv2.LINE_AA
-        )
-    small = cv2.resize(
-        canvas.astype(np.float32) / 255.0, (shape[1], shape[0]), interpolation=cv2.INTER_AREA
-    )
-    return small
-
-
 def _scratch(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     size = image.shape[0]
-    points = _smooth_curve(rng, size, rng.uniform(0.25, 0.55) * size)
+    points = smooth_curve(rng, size, rng.uniform(0.25, 0.55) * size)
     width = rng.uniform(1.1, 1.8) * size / 256
     fade = np.sin(np.linspace(0.15, np.pi - 0.15, len(points) - 1)) ** 0.5
-    line = _draw_polyline(image.shape[:2], points, np.full(len(points) - 1, width))
+    line = draw_polyline(image.shape[:2], points, np.full(len(points) - 1, width))
     # strength fades towards the ends of the scratch
     strength = _along_curve(image.shape[:2], points, fade)
     alpha = np.clip(cv2.GaussianBlur(line, (0, 0), 0.6) * strength * rng.uniform(0.8, 0.95), 0, 1)
@@ -374,30 +345,16 @@ def _crack(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.
         pts = np.asarray(points, np.float32)
         taper = np.linspace(2.0, 0.6, len(pts) - 1) * rng.uniform(0.7, 1.3, len(pts) - 1)
         w = width * size / 256 * taper
-        core = np.maximum(core, _draw_polyline(shape, pts, w))
+        core = np.maximum(core, draw_polyline(shape, pts, w))
     alpha = np.clip(cv2.GaussianBlur(core, (0, 0), 0.5) * rng.uniform(0.85, 0.95), 0, 1)
     return alpha.astype(np.float32), (image * 0.2 + 6).astype(np.float32)
-
-
-def _irregular_blob(rng: np.random.Generator, size: int, radius: float) -> np.ndarray:
-    """A filled irregular blob, (size, size) float32 in {0, 1}, from a random radial profile."""
-    center = rng.uniform(0.2, 0.8, 2) * size
-    theta = np.linspace(0, 2 * np.pi, 120, endpoint=False)
-    r = np.ones_like(theta)
-    for k in range(2, 7):
-        r += rng.normal(0, 0.22 / k) * np.cos(k * theta + rng.uniform(0, 2 * np.pi))
-    r = radius * np.clip(r, 0.5, 1.6)
-    pts = np.stack([center[0] + r * np.cos(theta), center[1] + r * np.sin(theta)], 1)
-    canvas = np.zeros((size * 4, size * 4), np.uint8)
-    cv2.fillPoly(canvas, [np.rint(pts * 4).astype(np.int32)], 255, cv2.LINE_AA)
-    return cv2.resize(canvas.astype(np.float32) / 255.0, (size, size), interpolation=cv2.INTER_AREA)
 
 
 def _hole(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """A pit: dark floor keeping faint texture, a lit inner wall, a shadowed one, a bright rim."""
     size = image.shape[0]
     radius = rng.uniform(0.03, 0.06) * size
-    blob = _irregular_blob(rng, size, radius)
+    blob = irregular_blob(rng, size, radius)
     angle = rng.uniform(0, 2 * np.pi)
     light = np.array([np.cos(angle), np.sin(angle)], np.float32)
     # inward normals of the wall from the gradient of a smoothed blob
@@ -424,7 +381,7 @@ def _hole(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.n
 
 def _stain(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     size = image.shape[0]
-    blob = _irregular_blob(rng, size, rng.uniform(0.06, 0.11) * size)
+    blob = irregular_blob(rng, size, rng.uniform(0.06, 0.11) * size)
     # a mottled interior: low-frequency noise modulates the stain's strength
     noise = cv2.GaussianBlur(rng.normal(0, 1, (size, size)).astype(np.float32), (0, 0), size / 40)
     noise = (noise - noise.min()) / max(float(np.ptp(noise)), 1e-6)

@@ -24,24 +24,22 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
+from inspection.data.demo_shapes import draw_polyline, irregular_blob, smooth_curve
+
 TISSUE_DEFECT_KINDS: tuple[str, ...] = ("colour_shift", "cut", "smudge", "warp")
 
 
 def _soft_blob(rng: np.random.Generator, size: int, radius: float) -> np.ndarray:
     """A soft-edged irregular blob, (size, size) float32 in [0, 1]."""
-    from inspection.data.demo import _irregular_blob
-
-    blob = _irregular_blob(rng, size, radius)
+    blob = irregular_blob(rng, size, radius)
     return cv2.GaussianBlur(blob, (0, 0), max(1.0, radius * 0.25))
 
 
 def _cut(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    from inspection.data.demo import _draw_polyline, _smooth_curve
-
     size = image.shape[0]
-    points = _smooth_curve(rng, size, rng.uniform(0.3, 0.6) * size)
+    points = smooth_curve(rng, size, rng.uniform(0.3, 0.6) * size)
     width = rng.uniform(1.0, 2.2) * size / 256
-    line = _draw_polyline(image.shape[:2], points, np.full(len(points) - 1, width))
+    line = draw_polyline(image.shape[:2], points, np.full(len(points) - 1, width))
     alpha = np.clip(line * rng.uniform(0.85, 1.0), 0, 1)
     background = np.asarray((232.0, 226.0, 220.0), np.float32)  # bare glass under the section
     target = np.broadcast_to(background, image.shape) * rng.uniform(0.95, 1.02)

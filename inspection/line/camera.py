@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import cv2
 import numpy as np
 
 from inspection.core.errors import InspectionError
@@ -95,7 +96,7 @@ class GenICamCamera:
 
     def __init__(self, cti: str | Path, *, device: str | None = None, timeout_s: float = 2.0):
         try:
-            from harvesters.core import Harvester
+            from harvesters.core import Harvester  # the optional genicam extra
         except ImportError as exc:
             raise CaptureError(
                 "GenICam camera needs harvesters: pip install 'inspection[genicam]' "
@@ -136,8 +137,6 @@ class GenICamCamera:
                     image = _component_rgb(buffer.payload.components[0])
             except Exception as exc:  # harvesters/GenTL timeouts and device errors
                 raise CaptureError(f"GenICam camera: no frame: {exc}") from exc
-        import cv2
-
         ok, png = cv2.imencode(".png", np.ascontiguousarray(image[:, :, ::-1]))  # cv2 wants BGR
         if not ok:
             raise CaptureError("GenICam camera: the frame could not be PNG-encoded")

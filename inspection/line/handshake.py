@@ -86,6 +86,18 @@ class Trigger:
             raise TriggerError(str(exc)) from exc
 
 
+def claimed_request_id(payload: str | bytes) -> str:
+    """The request id a malformed trigger carries, so its ``BAD_TRIGGER`` answer can be matched
+    by the PLC; ``""`` when none can be read (the payload is not a JSON object with a string
+    ``request_id``): the PLC then takes it as the answer to its last trigger."""
+    try:
+        data = json.loads(payload or b"{}")
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return ""
+    claimed = data.get("request_id") if isinstance(data, dict) else None
+    return claimed[:80] if isinstance(claimed, str) else ""
+
+
 @dataclass(frozen=True)
 class Answer:
     """What the station tells the PLC for one trigger (``inspection.answer/1`` over MQTT)."""

@@ -5,7 +5,9 @@
 - ``state`` (out, retained): ``ready`` / ``busy``; the broker sets ``offline`` (last will).
 - ``answer`` (out, QoS 1): ``inspection.answer/1`` JSON (``handshake.Answer``).
 
-A trigger is acknowledged to the broker only after its answer was published, and the
+A malformed trigger is answered ``BAD_TRIGGER`` under the request id it carried (empty when
+none can be read); a product selection this station does not serve is answered
+``UNKNOWN_PRODUCT`` with an empty request id. A trigger is acknowledged to the broker only after its answer was published, and the
 session is persistent, so a trigger taken while the station dies is delivered again when
 it is back; with the same ``request_id`` it gets the stored result, not a second inspection.
 """
@@ -23,7 +25,14 @@ import paho.mqtt.client as mqtt
 
 from inspection.core.errors import InspectionError
 from inspection.line.config import MqttTriggerConfig
-from inspection.line.handshake import Answer, ErrorCode, Trigger, TriggerError, TriggerHandler
+from inspection.line.handshake import (
+    Answer,
+    ErrorCode,
+    Trigger,
+    TriggerError,
+    TriggerHandler,
+    claimed_request_id,
+)
 
 log = logging.getLogger(__name__)
 AnswerCallback = Callable[[Answer, float], None]
@@ -104,7 +113,8 @@ class MqttHandshake:
         try:
             answer = self.handler.handle(Trigger.from_json(message.payload), source="mqtt")
         except TriggerError as exc:
-            answer = Answer(f"invalid-{message.mid}", int(ErrorCode.BAD_TRIGGER), str(exc))
+            claimed = claimed_request_id(message.payload)
+            answer = Answer(claimed, int(ErrorCode.BAD_TRIGGER), str(exc))
         self._publish("answer", answer.to_json())
         self._client.publish(f"{self.prefix}/state", "ready", qos=1, retain=True)
         self._client.ack(message.mid, message.qos)
@@ -112,11 +122,15 @@ class MqttHandshake:
             self.on_answer(answer, time.perf_counter() - started)
 
     def _select(self, product: str) -> None:
+        """Select ``product``; one this station does not serve is answered on ``answer`` with
+        ``UNKNOWN_PRODUCT`` and an empty request id (a selection has none)."""
         try:
             self.handler.select_product(product)
             log.info("MQTT handshake: product %s selected", product)
         except TriggerError as exc:
             log.warning("MQTT handshake: %s", exc)
+            refusal = Answer("", int(ErrorCode.UNKNOWN_PRODUCT), str(exc), product=product[:64])
+            self._publish("answer", refusal.to_json())
 
     def _publish(self, leaf: str, payload: str, *, retain: bool = False) -> None:
         info = self._client.publish(f"{self.prefix}/{leaf}", payload, qos=1, retain=retain)

@@ -11,16 +11,18 @@ import threading
 import time
 import uuid
 
+import paho.mqtt.client as mqtt
+from asyncua.sync import Client
+
 from inspection.line.config import LineConfig
 from inspection.line.handshake import Answer, ErrorCode, ResultCode
+from inspection.line.opcua import signal_node_id, variant
 from inspection.line.softplc import HandshakeTimeout
 
 
 def mqtt_trigger(
     config: LineConfig, *, request_id: str, product: str, part_id: str, timeout_s: float
 ) -> Answer:
-    import paho.mqtt.client as mqtt
-
     request_id = request_id or f"cli-{uuid.uuid4().hex[:12]}"
     prefix = config.mqtt.topic_prefix.format(station_id=config.station_id)
     got: list[Answer] = []
@@ -51,10 +53,6 @@ def mqtt_trigger(
 def opcua_trigger(
     config: LineConfig, *, request_id: str, product: str, part_id: str, timeout_s: float
 ) -> Answer:
-    from asyncua.sync import Client
-
-    from inspection.line.opcua import signal_node_id, variant
-
     client = Client(config.opcua.endpoint, timeout=timeout_s)
     client.connect()
     try:

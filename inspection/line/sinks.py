@@ -13,6 +13,8 @@ import urllib.error
 import urllib.request
 from typing import Protocol
 
+import paho.mqtt.client as mqtt
+
 from inspection.core.errors import InspectionError
 from inspection.line.config import SinkConfig
 
@@ -43,8 +45,6 @@ class MqttSink:
     def __init__(
         self, name: str, host: str, port: int, topic: str, *, timeout_s: float = 5.0
     ) -> None:
-        import paho.mqtt.client as mqtt
-
         self.name = name
         self.topic = topic
         self.timeout_s = timeout_s
@@ -85,7 +85,7 @@ class OpcUaSink:
         self._node = None
 
     def deliver(self, key: str, payload: str) -> None:
-        from asyncua import ua
+        from asyncua import ua  # asyncua (~0.5 s to import) only with an OPC UA sink
 
         try:
             node = self._connected_node()
@@ -98,7 +98,7 @@ class OpcUaSink:
 
     def _connected_node(self):
         if self._node is None:
-            from asyncua.sync import Client
+            from asyncua.sync import Client  # as above: only with an OPC UA sink
 
             client = Client(self.endpoint, timeout=self.timeout_s)
             client.connect()

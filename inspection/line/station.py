@@ -10,7 +10,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, start_http_server
 
-from inspection.line.camera import Camera, open_camera
+from inspection.line.camera import Camera, FileSequenceCamera, open_camera
 from inspection.line.config import LineConfig
 from inspection.line.handshake import Answer, ErrorCode, TriggerHandler
 from inspection.line.mqtt import MqttHandshake
@@ -22,7 +22,8 @@ from inspection.station.core import StationCore
 from inspection.station.live import InspectorLoader, LiveModels, default_loader
 from inspection.station.metrics import HandshakeMetrics, OutboxMetrics
 from inspection.station.pipeline import OutboxBuilder
-from inspection.store.outbox import Outbox, OutboxEntry
+from inspection.store.models import OutboxEntry
+from inspection.store.outbox import Outbox
 from inspection.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -90,14 +91,38 @@ class LineStation:
         return station
 
     def start(self) -> None:
-        """Load live models, then serve: publisher, handshakes, metrics endpoint."""
+        """Load live models, then serve: publisher, handshakes, metrics endpoint. Warns about
+        what would refuse every trigger: a product without a usable live model, a file
+        camera without images."""
         self.core.start()
+        for warning in self.startup_warnings():
+            log.warning(warning)
         self.publisher.start()
         for handshake in (self.opcua, self.mqtt):
             if handshake is not None:
                 handshake.start()
         if self.config.metrics_port is not None:
             start_http_server(self.config.metrics_port, "127.0.0.1", registry=self.registry)
+
+    def startup_warnings(self) -> list[str]:
+        """Problems a commissioning engineer must see at start (each also answers triggers
+        with an error code): products without a usable live model, an empty file camera."""
+        warnings = [
+            f"product {product!r}: no live model ({state['problem']}); its triggers are "
+            "answered NO_MODEL"
+            for product, state in self.core.models.status().items()
+            if not state["loaded"]
+        ]
+        if isinstance(self.camera, FileSequenceCamera) and not self.camera.files:
+            warnings.append(
+                f"file camera: no images under {self.camera.folder}; every trigger is answered "
+                "NO_IMAGE"
+            )
+        return warnings
+
+    def status(self) -> dict[str, Any]:
+        """Live models per product and the signature policy (the pinned key's id)."""
+        return {"products": self.core.models.status(), "signatures": self.core.signatures()}
 
     def stop(self) -> None:
         """Stop taking triggers, finish in-flight work, flush what the sinks take now."""

@@ -14,6 +14,7 @@ from typing import Literal
 
 from inspection.core.bundle import (
     METADATA_FILE,
+    Precision,
     read_metadata_json,
     read_versioned_metadata,
     verify_checksums,
@@ -23,7 +24,6 @@ from inspection.core.errors import BundleError
 
 REFINER_SCHEMA_VERSION = 1
 SamBackend = Literal["vit_t", "vit_b"]
-SamPrecision = Literal["fp32", "fp16", "int8"]
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class RefinerBundleMetadata:
     schema_version: int
     kind: Literal["sam_refiner"]
     backend: SamBackend
-    precision: SamPrecision
+    precision: Precision
     input_size: int
     pixel_mean: tuple[float, float, float]
     pixel_std: tuple[float, float, float]

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from inspection.core.bundle import Precision
 from inspection.core.config import from_mapping, read_yaml
 from inspection.core.errors import ConfigError
 
@@ -80,7 +81,7 @@ class SamConfig:
     backend: Literal["vit_t", "vit_b"] = "vit_t"
     checkpoint: Path | None = None
     bundle: Path | None = None
-    precision: Literal["fp32", "fp16", "int8"] = "fp32"
+    precision: Precision = "fp32"
     budget_ms: float = 1500.0
     multimask: bool = False
     allow_random_weights: bool = False

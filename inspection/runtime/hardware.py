@@ -86,7 +86,7 @@ def parse_cpuinfo(text: str) -> tuple[str, tuple[str, ...]]:
 
 def openvino_capabilities() -> tuple[str, tuple[str, ...]]:
     """(OpenVINO version, CPU optimisation capabilities); ("", ()) without OpenVINO."""
-    try:
+    try:  # the dashboard and the data tools report the CPU without the station extra
         import openvino as ov
     except ImportError:
         return "", ()

@@ -24,9 +24,10 @@ import numpy as np
 
 from inspection.core.bundle import BundleMetadata
 from inspection.core.roi import clear_outside
+from inspection.core.threshold import check_threshold
 from inspection.core.types import AffineMatrix, InspectionResult
 from inspection.core.units import with_sizes
-from inspection.core.verdict import check_threshold, judge
+from inspection.core.verdict import judge
 from inspection.refine.base import MaskRefiner
 from inspection.refine.config import load_refine_config
 from inspection.refine.factory import bundle_refiner

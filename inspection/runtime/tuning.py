@@ -22,7 +22,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -33,9 +32,7 @@ from inspection.core.errors import BundleError, RegistryError
 from inspection.core.registry import Registry, check_name, utc_now
 from inspection.core.signing import verify_signed_bundle
 from inspection.runtime.hardware import CpuInfo, cpu_info, load_1m
-
-if TYPE_CHECKING:
-    from inspection.runtime.inspector import Inspector
+from inspection.runtime.inspector import Inspector
 
 log = logging.getLogger(__name__)
 
@@ -253,8 +250,6 @@ def measure_bundles(
     (other jobs, a shared virtual host) then slows all of them alike, and the choice between
     two close precisions is not decided by when each happened to be measured.
     """
-    from inspection.runtime.inspector import Inspector
-
     rounds = max(1, min(rounds, samples))
     latency = [Inspector.from_bundle(path) for path, _ in bundles]
     queued = [Inspector.from_bundle(path, performance_hint="THROUGHPUT") for path, _ in bundles]

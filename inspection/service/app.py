@@ -242,6 +242,7 @@ def _add_routes(app: FastAPI, station: Station) -> None:
                 "products": products,
                 "store": {"ok": store_ok, "problem": store_problem},
                 "watch": station.watch_status(),
+                "signatures": station.core.signatures(),
             }
         return JSONResponse(body, status_code=200 if ok else 503)
 

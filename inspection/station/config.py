@@ -106,6 +106,42 @@ def check_moved_keys(data: Mapping[str, Any], where: str) -> None:
         )
 
 
+def pin_public_key(config_path: str | Path, public_key: str | Path) -> bool:
+    """Pin ``public_key`` as ``core.bundle_public_key`` in a station or line config file.
+
+    Edits the YAML text so its comments stay; an ``allow_unsigned_bundles`` line in the
+    section is commented out. Returns False when the file pinned that key already.
+    """
+    path = Path(config_path)
+    original = path.read_text(encoding="utf-8")
+    lines = original.splitlines(keepends=True)
+    start = next((i for i, line in enumerate(lines) if line.split("#")[0].strip() == "core:"), None)
+    if start is None:
+        raise ConfigError(f"{path}: no 'core:' section to pin the key in")
+    end = next(
+        (i for i in range(start + 1, len(lines)) if lines[i].strip() and lines[i][0] not in " #"),
+        len(lines),
+    )
+    seen = False
+    for i in range(start + 1, end):
+        entry, _, comment = lines[i].partition("#")
+        key, _, value = entry.strip().partition(":")
+        if key == "bundle_public_key":
+            seen = True
+            if value.strip() != str(public_key):
+                note = f"  #{comment.rstrip()}" if comment else ""
+                lines[i] = f"  bundle_public_key: {public_key}{note}\n"
+        elif key == "allow_unsigned_bundles":
+            lines[i] = "  # " + lines[i].lstrip()
+    if not seen:
+        lines.insert(start + 1, f"  bundle_public_key: {public_key}\n")
+    text = "".join(lines)
+    if text == original:
+        return False
+    path.write_text(text, encoding="utf-8")
+    return True
+
+
 def pinned_key(config: StationCoreConfig) -> Ed25519PublicKey | None:
     """The pinned site signing key; ``None`` only with ``allow_unsigned_bundles`` (warned)."""
     if config.bundle_public_key is None:

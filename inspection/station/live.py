@@ -23,8 +23,9 @@ from inspection.core.bundle import read_bundle_metadata
 from inspection.core.errors import BundleError, RegistryError
 from inspection.core.registry import LiveState, Registry, ThresholdVersion
 from inspection.core.signing import verify_signed_bundle
+from inspection.core.threshold import check_threshold
 from inspection.core.types import InspectionResult
-from inspection.core.verdict import check_threshold
+from inspection.runtime.inspector import Inspector
 from inspection.runtime.tuning import TuningRecord, gated_candidates, read_tuning, tune_product
 from inspection.station.errors import NoLiveModel
 
@@ -51,10 +52,8 @@ InspectorLoader = Callable[[Path], InspectorLike]
 
 
 def default_loader(bundle_dir: Path) -> InspectorLike:
-    """``Inspector.from_bundle`` (OpenVINO, torch-free), imported on first use, refining NG
-    masks with the refiner the bundle's validation measurement chose."""
-    from inspection.runtime.inspector import Inspector
-
+    """``Inspector.from_bundle`` (OpenVINO, torch-free), refining NG masks with the refiner
+    the bundle's validation measurement chose."""
     return Inspector.from_bundle(bundle_dir, refiner="bundle")
 
 
@@ -314,15 +313,8 @@ class LiveModels:
 
     def _check_signature(self, product: str, served: str, bundle_dir: Path) -> None:
         """With a pinned site key: a valid signature, and the digest recorded at promotion."""
-        if self._public_key is None:
-            return
-        digest = verify_signed_bundle(bundle_dir, self._public_key)
-        state = self.registry.live(product)
-        if state is not None and state.bundle_id == served and state.digest not in (None, digest):
-            raise BundleError(
-                f"bundle digest {digest[:12]}… differs from {state.digest[:12]}… recorded at "
-                "promotion: the bundle changed after it was promoted"
-            )
+        if self._public_key is not None:
+            check_signature(self.registry, product, served, self._public_key)
 
     def _set_threshold(self, current: LiveModel, threshold: ThresholdVersion) -> None:
         try:
@@ -371,6 +363,34 @@ def _without_paths(message: str, paths: dict[Path, str]) -> str:
         for form in {str(path.resolve()), str(path)}:
             message = message.replace(form + ": ", shown).replace(form, shown or ".")
     return message
+
+
+def check_signature(
+    registry: Registry, product: str, bundle_id: str, public_key: Ed25519PublicKey
+) -> str:
+    """The bundle's digest when it is signed by ``public_key`` and, if it is the live one,
+    unchanged since promotion; ``BundleError`` saying what is wrong otherwise."""
+    digest = verify_signed_bundle(registry.bundle_dir(product, bundle_id), public_key)
+    state = registry.live(product)
+    if state is not None and state.bundle_id == bundle_id and state.digest not in (None, digest):
+        raise BundleError(
+            f"bundle digest {digest[:12]}… differs from {state.digest[:12]}… recorded at "
+            "promotion: the bundle changed after it was promoted"
+        )
+    return digest
+
+
+def bundle_signature_status(
+    registry: Registry, product: str, bundle_id: str, public_key: Ed25519PublicKey | None
+) -> str:
+    """One line for status pages: whether a station with ``public_key`` would load the bundle."""
+    if public_key is None:
+        return "not checked (allow_unsigned_bundles: true)"
+    try:
+        digest = check_signature(registry, product, bundle_id, public_key)
+    except (BundleError, RegistryError) as exc:
+        return f"REFUSED: {_without_paths(str(exc), {registry.root: '<registry>'})}"
+    return f"signed by the pinned key (digest {digest[:12]}…)"
 
 
 def _threshold_for(registry: Registry, product: str, bundle_id: str) -> ThresholdVersion | None:

@@ -31,8 +31,7 @@ from inspection.station.errors import (
 )
 from inspection.station.live import LiveModels
 from inspection.station.render import encode_jpeg, encode_map, encode_mask, image_extension
-from inspection.store.models import Inspection
-from inspection.store.outbox import OutboxEntry
+from inspection.store.models import Inspection, OutboxEntry
 from inspection.store.store import Store
 
 OutboxBuilder = Callable[[Mapping[str, Any], Mapping[str, float]], Sequence[OutboxEntry]]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, ClassVar
 
@@ -20,6 +21,15 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 REVIEW_LABELS: tuple[str, ...] = ("defect", "false_alarm", "good", "unsure")
 """Reviewer labels: a true defect, an NG that was a good part, a confirmed good part, unsure."""
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    """One message to enqueue with an inspection: ``payload`` (JSON text) for ``sink``."""
+
+    sink: str
+    key: str
+    payload: str
 
 
 REQUEST_KEY_LENGTH = 160

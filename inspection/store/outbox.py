@@ -21,15 +21,6 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class OutboxEntry:
-    """One message to enqueue with an inspection: ``payload`` (JSON text) for ``sink``."""
-
-    sink: str
-    key: str
-    payload: str
-
-
-@dataclass(frozen=True)
 class PendingMessage:
     """A message not yet acknowledged by its sink."""
 

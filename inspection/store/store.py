@@ -20,8 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from inspection.core.errors import InspectionError
 from inspection.store.blobs import BlobStore
-from inspection.store.models import REVIEW_LABELS, Inspection, OutboxMessage, Review
-from inspection.store.outbox import OutboxEntry
+from inspection.store.models import REVIEW_LABELS, Inspection, OutboxEntry, OutboxMessage, Review
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Replicas sharing one PostgreSQL migrate under this advisory lock, one after another.

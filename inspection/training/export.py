@@ -27,8 +27,11 @@ import numpy as np
 import openvino as ov
 
 from inspection.core.bundle import (
+    PRECISIONS,
+    AccuracyControl,
     BundleMetadata,
     Precision,
+    QuantizationSet,
     write_bundle_metadata,
 )
 from inspection.core.calibration import Calibration
@@ -48,6 +51,8 @@ from inspection.core.outputs import RawOutputs
 from inspection.core.refinement import RefinementChoice
 from inspection.core.registry import utc_now
 from inspection.core.validation_scores import ValidationScores, write_validation_scores
+from inspection.refine.config import load_refine_config
+from inspection.refine.select import CHOICE_MAX_SIDE, choose_refiner
 from inspection.runtime.inspector import Inspector
 from inspection.runtime.preprocess import normalize_score, preprocess
 from inspection.runtime.tiled import TiledInspector, tiled_outputs
@@ -56,7 +61,6 @@ from inspection.training.global_context import refit_on_outputs
 
 log = logging.getLogger(__name__)
 
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
 DEFAULT_CALIBRATION_SIZE = 64
 Progress = Callable[[str], None]
 
@@ -217,9 +221,6 @@ def _calibrated_bundle(
 
 def _refinement(bundle_dir: Path, splits: ExportSplits, say: Progress) -> RefinementChoice:
     """The mask refiner that helps this calibrated bundle on the validation split (or none)."""
-    from inspection.refine.config import load_refine_config
-    from inspection.refine.select import CHOICE_MAX_SIDE, choose_refiner
-
     inspector = Inspector.from_bundle(bundle_dir)
     source = TiledInspector(inspector) if inspector.metadata.tiling is not None else inspector
     defective = sum(s.label == 1 and s.mask_path is not None for s in splits.validation)
@@ -363,7 +364,7 @@ def _quantised(
     say: Progress,
 ) -> tuple[ov.Model, BundleMetadata]:
     """INT8 model (distance head kept in FP32) and metadata naming its calibration set."""
-    from inspection.training.quantize import quantize_int8
+    from inspection.training.quantize import quantize_int8  # NNCF (heavy) for INT8 only
 
     prep = meta.preprocessing
     calibration_paths = sorted(splits.train_images)[: options.calibration_size]
@@ -381,16 +382,16 @@ def _quantised(
         keep_head_fp32=options.keep_head_fp32,
     )
     fingerprint = fingerprint_files(calibration_paths, splits.dataset_root)
-    control = {"max_image_auroc_drop": options.tolerances.image_auroc, "split": "validation"}
+    control = AccuracyControl(options.tolerances.image_auroc, "validation")
     return model, replace(
         meta,
-        calibration={
-            "split": "train",
-            "label": "good",
-            "size": fingerprint["count"],
-            "sha256": fingerprint["sha256"],
-            "files": sorted(fingerprint["files"]),
-            "accuracy_control": control if options.accuracy_control else None,
-            "head_fp32": options.keep_head_fp32,
-        },
+        quantization_set=QuantizationSet(
+            split="train",
+            label="good",
+            size=fingerprint["count"],
+            sha256=fingerprint["sha256"],
+            files=tuple(sorted(fingerprint["files"])),
+            accuracy_control=control if options.accuracy_control else None,
+            head_fp32=options.keep_head_fp32,
+        ),
     )

@@ -19,6 +19,8 @@ import openvino as ov
 from inspection.core.bundle import BUNDLE_SCHEMA_VERSION, BundleMetadata, OutputNames, Precision
 from inspection.core.errors import BundleError
 from inspection.core.registry import ModelRecord, Registry
+from inspection.core.signing import sign_bundle, site_signing_key
+from inspection.data.dataset import load_dataset
 from inspection.training.config import load_product_config
 from inspection.training.convert import MAP_OUTPUT, POOLED_OUTPUT, SCORE_OUTPUT
 from inspection.training.export import (
@@ -29,6 +31,7 @@ from inspection.training.export import (
     Progress,
     export_model,
 )
+from inspection.training.train import load_trained_model
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +87,10 @@ def export_bundle(
     ``options`` set the precision, INT8 calibration and the gate (``options.tolerances``
     against FP32; with ``accuracy_control`` NNCF's image-AUROC budget is
     ``tolerances.image_auroc``); ``source`` picks the version and whether to promote it.
+    When the site holds its signing key (``core.signing.site_keys_dir``) the bundle is signed
+    before it enters the registry, so a promoted bundle is a signed one.
     """
-    from inspection.data.dataset import load_dataset
-    from inspection.training.train import load_trained_model
-
+    signing_key = site_signing_key(registry.root)
     source = source or RegistryExport()
     record = (
         registry.version(product, source.version)
@@ -111,8 +114,17 @@ def export_bundle(
             progress=progress,
             extra_files=_context_files(record) | part_files,
         )
+        if signing_key is not None:
+            sign_bundle(result.bundle_dir, signing_key)
         target = registry.add_bundle(product, result.bundle_dir, result.bundle_id)
     if source.promote:
+        if signing_key is None:
+            log.warning(
+                "%s/%s is promoted unsigned (this site has no signing key): stations that pin "
+                "a key refuse it; run 'inspection keys init'",
+                product,
+                result.bundle_id,
+            )
         reason = f"exported {options.precision}"
         registry.promote(product, result.bundle_id, actor=source.actor, reason=reason)
     return replace(result, bundle_dir=target)

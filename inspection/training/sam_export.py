@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from inspection.core.bundle import PRECISIONS
 from inspection.core.errors import BundleError, WeightsError
 from inspection.core.fingerprint import sha256_file
 from inspection.core.registry import utc_now
@@ -185,8 +186,8 @@ def export_sam_bundle(
     """Build SAM and write a refiner bundle (encoder.xml/.bin, decoder.xml/.bin, metadata.json)."""
     import openvino as ov
 
-    if precision not in ("fp32", "fp16", "int8"):
-        raise ValueError(f"unknown precision {precision!r}; valid: fp32, fp16, int8")
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         if not overwrite:

@@ -18,9 +18,9 @@ from inspection.core.metrics import (
     compute_metrics,
     judge_all,
     pixel_auroc,
-    region_hits,
     threshold_masks,
 )
+from inspection.core.regions import region_hits
 from inspection.core.verdict import Segmentation
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -154,3 +155,13 @@ def test_fit_figures_and_dataset_are_read_typed(tmp_path: Path) -> None:
         bad.fit_figures()
     with pytest.raises(RegistryError, match=r"v0002 dataset\.count: expected an integer"):
         bad.dataset_ref()
+
+
+def test_a_record_parses_each_typed_part_once() -> None:
+    """A record is immutable: its typed parts are parsed on first use, then reused."""
+    fixture = Path(__file__).parents[1] / "fixtures" / "registry_v2"
+    [record] = Registry(fixture).versions("brick")
+    assert record.preprocessing() is record.preprocessing()
+    assert record.evaluation() is record.evaluation()
+    assert record.dataset_ref() is record.dataset_ref()
+    assert dataclasses.replace(record).preprocessing() == record.preprocessing()

@@ -9,8 +9,9 @@ import pytest
 from inspection.core.bundle import BundleMetadata
 from inspection.core.config import from_mapping, to_mapping
 from inspection.core.errors import ConfigError
+from inspection.core.threshold import is_ng
 from inspection.core.types import InspectionResult
-from inspection.core.verdict import Segmentation, is_ng, judge, segment
+from inspection.core.verdict import Segmentation, judge, segment
 
 
 def random_map(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:

@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 import uvicorn
 
+from inspection.core.bundle import copy_bundle
 from inspection.core.registry import Registry
 from inspection.distribution.server import create_catalog_app
 from inspection.store.store import Store
 from inspection.store.tokens import create_token
 from tests.line.helpers import free_port
-from tests.service.helpers import PRODUCT, V1, V2, relabel
+from tests.service.helpers import PRODUCT, V1, V2
 
 
 @dataclass
@@ -37,7 +38,7 @@ class Central:
 
 @pytest.fixture(scope="session")
 def v2_bundle(fp32_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return relabel(fp32_bundle, tmp_path_factory.mktemp("distribution") / V2, V2)
+    return copy_bundle(fp32_bundle, tmp_path_factory.mktemp("distribution") / V2, V2)
 
 
 @pytest.fixture(scope="session")

@@ -12,12 +12,13 @@ import pytest
 from typer.testing import CliRunner
 
 from inspection.cli import app
+from inspection.core.bundle import copy_bundle
 from inspection.core.registry import Registry
 from inspection.core.signing import SiteKeys, init_keys, load_private_key, sign_bundle
 from inspection.distribution.catalog import archive_for
 from inspection.distribution.sync import HttpSource, PathSource, sync_forever, sync_once
 from inspection.station.config import pinned_key
-from tests.service.helpers import PRODUCT, V1, V2, V3, relabel, serve, station_config
+from tests.service.helpers import PRODUCT, V1, V2, V3, serve, station_config
 
 from .conftest import Central
 
@@ -202,7 +203,7 @@ def test_sync_also_pulls_the_live_versions_other_gated_precisions(
 
 
 def _signed(source: Path, target: Path, bundle_id: str, keys: SiteKeys) -> Path:
-    relabel(source, target, bundle_id)
+    copy_bundle(source, target, bundle_id)
     sign_bundle(target, load_private_key(keys.private))
     return target
 

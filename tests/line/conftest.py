@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import Broker
+from .helpers import Broker, private_broker
 
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Broker]:
-    running = Broker(tmp_path, persistent=True)
+    running = private_broker(tmp_path, persistent=True)
     running.start()
     yield running
     running.kill()

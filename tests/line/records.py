@@ -6,7 +6,7 @@ import uuid
 from typing import Any
 
 from inspection.line.payload import payload_of
-from inspection.store.outbox import OutboxEntry
+from inspection.store.models import OutboxEntry
 
 
 def inspection_fields(n: int, **overrides: Any) -> dict[str, Any]:

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy.exc import IntegrityError
 
-from inspection.store.outbox import Outbox, OutboxEntry
+from inspection.store.models import OutboxEntry
+from inspection.store.outbox import Outbox
 from inspection.store.store import Store
 
 from .records import entries, inspection_fields

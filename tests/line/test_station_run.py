@@ -40,9 +40,9 @@ class _AnswerClient:
             self.answers.append(Answer.from_json(message.payload))
             self._got.notify_all()
 
-    def trigger(self, payload: str, timeout_s: float = 10.0) -> Answer:
+    def trigger(self, payload: str, timeout_s: float = 10.0, leaf: str = "trigger") -> Answer:
         count = len(self.answers)
-        self.client.publish("inspection/cam-1/trigger", payload, qos=1).wait_for_publish(5)
+        self.client.publish(f"inspection/cam-1/{leaf}", payload, qos=1).wait_for_publish(5)
         with self._got:
             assert self._got.wait_for(lambda: len(self.answers) > count, timeout_s)
             return self.answers[count]
@@ -85,7 +85,13 @@ def test_station_answers_the_plc_over_opcua_and_mqtt_and_publishes_results(
 
         over_mqtt = answers.trigger(json.dumps({"request_id": "m-1", "part_id": "part-3"}))
         assert over_mqtt.error_code == ErrorCode.NONE and over_mqtt.verdict in ("OK", "NG")
-        assert answers.trigger("{oops").error_code == ErrorCode.BAD_TRIGGER
+        unreadable = answers.trigger("{oops")
+        assert (unreadable.request_id, unreadable.error_code) == ("", ErrorCode.BAD_TRIGGER)
+        misspelt = answers.trigger('{"request_id": "m-9", "prodct": "brick"}')
+        assert (misspelt.request_id, misspelt.error_code) == ("m-9", ErrorCode.BAD_TRIGGER)
+        assert "unknown key(s) 'prodct'" in misspelt.message
+        unknown = answers.trigger("weave", leaf="product")
+        assert (unknown.error_code, unknown.product) == (ErrorCode.UNKNOWN_PRODUCT, "weave")
         answers.client.publish("inspection/cam-1/product", "grass", qos=1).wait_for_publish(5)
         assert answers.trigger('{"request_id": "m-2"}').error_code == ErrorCode.NO_MODEL
 
@@ -99,4 +105,4 @@ def test_station_answers_the_plc_over_opcua_and_mqtt_and_publishes_results(
     assert keys == sorted(["o-1", made_up.request_id, "m-1"])
     triggers = station.metrics.triggers
     assert triggers.labels("opcua", "NO_MODEL")._value.get() == 1
-    assert triggers.labels("mqtt", "BAD_TRIGGER")._value.get() == 1
+    assert triggers.labels("mqtt", "BAD_TRIGGER")._value.get() == 2

@@ -16,6 +16,13 @@ from inspection.core.images import read_image
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture(autouse=True)
+def _no_site_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run outside the checkout: a demo site there (``var/keys``) would refuse the session's
+    unsigned bundle (tests/station/test_secure_by_default.py covers that)."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture()
 def folder(tiny_product: Path, tmp_path: Path) -> Path:
     images = tmp_path / "images"

@@ -29,7 +29,7 @@ def test_fp32_bundle_is_registered_verified_and_complete(fp32_bundle, trained_pa
     assert overall["image_auroc"] == pytest.approx(
         tp.record.metrics["overall"]["image_auroc"], abs=0.02
     )
-    assert meta.calibration is None
+    assert meta.quantization_set is None
     # calibrated on its own validation outputs, gated (NG always with a region)
     assert meta.output_calibration is not None and meta.export_record().gate.passed
     assert meta.normalization == meta.output_calibration.normalization
@@ -93,3 +93,46 @@ def test_bundle_ships_checksummed_validation_scores(fp32_bundle: Path) -> None:
     scores = read_validation_scores(fp32_bundle)
     assert scores is not None and scores.has_both_classes
     assert float(scores.scores.min()) >= 0.0 and float(scores.scores.max()) <= 1.0
+
+
+def test_cli_export_refuses_to_promote_without_a_site_key(tmp_path) -> None:
+    site = tmp_path / "site.yaml"
+    site.write_text(f"registry_dir: {tmp_path / 'var' / 'registry'}\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "inspection", "export", "--product", "brick", "--promote",
+         "--site", str(site)],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )  # fmt: skip
+    said = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode == 2, said[-2000:]
+    assert "this site has no signing key" in said and "--allow-unsigned" in said
+
+
+@pytest.mark.slow
+def test_export_signs_with_the_site_key_before_promoting(trained_patchcore, tmp_path) -> None:
+    """A site holding its key (``keys/`` beside the registry) gets signed bundles only."""
+    import shutil
+
+    from inspection.core.registry import Registry
+    from inspection.core.signing import (
+        bundle_digest,
+        init_keys,
+        load_public_key,
+        verify_signed_bundle,
+    )
+    from inspection.training.export import ExportOptions
+    from inspection.training.registry_export import RegistryExport, export_bundle
+
+    tp = trained_patchcore
+    root = tmp_path / "var" / "registry"
+    shutil.copytree(tp.registry.root / tp.product / "versions", root / tp.product / "versions")
+    registry = Registry(root)
+    keys = init_keys(tmp_path / "var" / "keys")
+    result = export_bundle(
+        registry,
+        tp.product,
+        ExportOptions(precision="fp32"),
+        RegistryExport(version=tp.record.version, promote=True),
+    )
+    digest = verify_signed_bundle(result.bundle_dir, load_public_key(keys.public))
+    assert registry.live(tp.product).digest == digest == bundle_digest(result.bundle_dir)

@@ -22,10 +22,20 @@ def test_station_smoke_runs_inspect_without_torch(fp32_bundle, tiny_product, tmp
         env.setdefault("STATION_VENV", str(Path.home() / ".cache" / "inspection" / "station-venv"))
     out = tmp_path / "out"
     result = subprocess.run(
-        ["bash", str(SCRIPT), str(fp32_bundle), str(tiny_product / "test" / "good"),
-         "--out", str(out)],
-        capture_output=True, text=True, env=env, timeout=1800,
-    )  # fmt: skip
+        [
+            "bash",
+            str(SCRIPT),
+            str(fp32_bundle),
+            str(tiny_product / "test" / "good"),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=1800,
+        cwd=tmp_path,
+    )  # fmt: skip  (cwd: no site of the checkout's own, whose key would refuse this bundle)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "station smoke test passed" in result.stdout
     rows = (out / "results.csv").read_text().splitlines()

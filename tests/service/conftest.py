@@ -11,14 +11,18 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import V2, V3, Bundles, Served, relabel, serve, serving_registry, station_config
+from inspection.core.bundle import copy_bundle
+
+from .helpers import V2, V3, Bundles, Served, serve, serving_registry, station_config
 
 
 @pytest.fixture(scope="session")
 def bundles(fp32_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Bundles:
     root = tmp_path_factory.mktemp("service-bundles")
     return Bundles(
-        fp32_bundle, relabel(fp32_bundle, root / V2, V2), relabel(fp32_bundle, root / V3, V3)
+        fp32_bundle,
+        copy_bundle(fp32_bundle, root / V2, V2),
+        copy_bundle(fp32_bundle, root / V3, V3),
     )
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -12,7 +10,6 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from inspection.core.bundle import read_bundle_metadata, write_bundle_metadata
 from inspection.core.registry import Registry
 from inspection.service.app import create_app
 from inspection.service.config import StationConfig, WatchConfig
@@ -61,19 +58,6 @@ class Served:
             content=data,
             headers=self.headers | {"Content-Type": "image/png"},
         )
-
-
-def relabel(source: Path, target: Path, bundle_id: str) -> Path:
-    """The same weights under a new bundle id (a stand-in for a retrained challenger).
-
-    Also used by ``bench/plant.py``."""
-    shutil.copytree(source, target)
-    metadata = read_bundle_metadata(target)
-    model_version = f"{metadata.product}/{bundle_id.split('-', 1)[0]}"
-    write_bundle_metadata(
-        target, dataclasses.replace(metadata, bundle_id=bundle_id, model_version=model_version)
-    )
-    return target
 
 
 @contextmanager

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from inspection.cli import app
-from inspection.core.bundle import read_bundle_metadata, write_bundle_metadata
+from inspection.core.bundle import copy_bundle, read_bundle_metadata, write_bundle_metadata
 from inspection.core.registry import Registry
 from inspection.core.signing import (
     SiteKeys,
@@ -22,7 +22,7 @@ from inspection.core.signing import (
     sign_bundle,
 )
 
-from .helpers import PRODUCT, V1, Bundles, relabel, serve, station_config
+from .helpers import PRODUCT, V1, Bundles, serve, station_config
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()
@@ -73,7 +73,7 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> SiteKeys:
 
 
 def _signed_copy(source: Path, target: Path, bundle_id: str, keys: SiteKeys) -> Path:
-    relabel(source, target, bundle_id)
+    copy_bundle(source, target, bundle_id)
     sign_bundle(target, load_private_key(keys.private))
     return target
 

@@ -97,7 +97,7 @@ def test_blobs_are_content_addressed(tmp_path: Path) -> None:
 def test_longest_accepted_inputs_fit_their_columns(store_url: str, tmp_path: Path) -> None:
     """Every input the service accepts is storable on PostgreSQL too (which enforces lengths)."""
     from inspection.station.pipeline import check_part_id, check_request_id, stored_request_id
-    from inspection.store.outbox import OutboxEntry
+    from inspection.store.models import OutboxEntry
 
     station = "s" * 64  # longest station id a token can carry
     key = stored_request_id(station, check_request_id("r" * 80))

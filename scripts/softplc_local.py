@@ -1,0 +1,88 @@
+"""Run a line station against the soft PLC on this machine (see docs/line-integration.md).
+
+A private Mosquitto and the soft PLC (an OPC UA server) on free loopback ports, then
+``inspection station run`` on a copy of ``configs/line.yaml`` pointed at both; fires triggers
+over OPC UA and over MQTT, prints every answer, and stops everything. Needs a site with a
+signed live bundle for the config's products (``make demo``) and Mosquitto
+(``scripts/services.sh``). Exit code 1 when a trigger got no verdict.
+
+    python scripts/softplc_local.py --config configs/line.yaml --triggers 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from inspection.line.config import load_line_config
+from inspection.line.handshake import ErrorCode
+from inspection.line.mosquitto import Broker, free_port
+from inspection.line.plc import mqtt_trigger
+from inspection.line.softplc import SoftPlc
+
+
+def local_config(source: Path, workdir: Path, broker_port: int, endpoint: str) -> Path:
+    """``source`` with its triggers and MQTT sinks pointed at the local broker and soft PLC."""
+    data = yaml.safe_load(source.read_text(encoding="utf-8"))
+    data["opcua"] = {**data.get("opcua", {}), "enabled": True, "endpoint": endpoint}
+    data["mqtt"] = {**data.get("mqtt", {}), "enabled": True, "port": broker_port}
+    data["sinks"] = [
+        {**sink, "port": broker_port} if sink.get("kind") == "mqtt" else sink
+        for sink in data.get("sinks", [])
+    ]
+    data.pop("metrics_port", None)
+    target = workdir / "line.yaml"
+    target.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return target
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=Path("configs/line.yaml"))
+    parser.add_argument("--triggers", type=int, default=5, help="Triggers over each handshake.")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="softplc-") as scratch:
+        workdir = Path(scratch)
+        broker = Broker(workdir)
+        broker.start()
+        endpoint = f"opc.tcp://127.0.0.1:{free_port()}/plc"
+        plc = SoftPlc(endpoint)
+        plc.start()
+        config_path = local_config(args.config, workdir, broker.port, endpoint)
+        station = subprocess.Popen(
+            [sys.executable, "-m", "inspection", "station", "run", "-c", str(config_path)]
+        )
+        failures = 0
+        try:
+            plc.wait_for("Ready", True, timeout_s=60.0)
+            config = load_line_config(config_path)
+            for n in range(args.triggers):
+                answer = plc.trigger(request_id=f"plc-{n}", part_id=f"part-{n}")
+                failures += answer.error_code != ErrorCode.NONE
+                print(
+                    f"opcua {answer.request_id}: {answer.result.name} "
+                    f"score {answer.score:.3f} {answer.seconds * 1e3:.0f} ms {answer.message}"
+                )
+            for n in range(args.triggers):
+                got = mqtt_trigger(config, request_id=f"mqtt-{n}", product="", part_id="",
+                                   timeout_s=10.0)  # fmt: skip
+                failures += got.error_code != ErrorCode.NONE
+                print(
+                    f"mqtt  {got.request_id}: {got.verdict or ErrorCode(got.error_code).name} "
+                    f"{got.message}"
+                )
+        finally:
+            station.terminate()
+            station.wait(30)
+            plc.stop()
+            broker.kill()
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
