@@ -278,8 +278,12 @@ def station(args: argparse.Namespace) -> None:
     registry = Registry(args.registry)
     for product in args.products.split(","):
         chosen = _chosen(ablation, product)
-        configs = {"default": ()}
-        if chosen is not None and chosen["overrides"] is not None and chosen["overrides"]:
+        configs: dict[str, tuple[str, ...]] = {}
+        if args.configs:
+            for item in args.configs.split(";"):
+                role, _, overrides = item.partition(":")
+                configs[role] = tuple(o for o in overrides.split("|") if o)
+        elif chosen is not None and chosen["overrides"]:
             configs["chosen"] = tuple(chosen["overrides"])
         for role, overrides in configs.items():
             key = f"{product}/{role}"
@@ -330,6 +334,11 @@ def latency(args: argparse.Namespace) -> None:
     out: dict[str, Any] = {"load_before": load_average(), "cpu": _cpu(), "bundles": {},
                            "proxy": {}}  # fmt: skip
     images = [read_image(p) for p in sorted((args.data / "grass/test/good").glob("*.png"))[:20]]
+    for bundle in sorted(args.site_registry.glob("*/bundles/v0001-*")):
+        product, precision = bundle.parts[-3], bundle.name.split("-")[-1]
+        inspector = Inspector.from_bundle(bundle)
+        out["bundles"][f"{product}/default/{precision}"] = _rounds(inspector.inspect, images)
+        out["bundles"][f"{product}/default/{precision}"]["bundle"] = str(bundle)
     for key, row in station_rows.items():
         for precision, bundle in row["bundles"].items():
             inspector = Inspector.from_bundle(bundle["bundle"])
@@ -663,7 +672,18 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("datasets"))
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--products", default="grass,gravel,tissue,weave,brick")
+    parser.add_argument(
+        "--configs",
+        default=None,
+        help="station: 'role:override|override;role2:...' instead of the ablation's choice",
+    )
     parser.add_argument("--until", default=None, help="UTC HH:MM: start no lever after it")
+    parser.add_argument(
+        "--site-registry",
+        type=Path,
+        default=Path("/work/main/var/registry"),
+        help="latency: the default configs' bundles (make demo's), timed as 'default'",
+    )
     parser.add_argument("--registry", type=Path, default=Path("var/hard_surfaces/registry"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
