@@ -126,14 +126,14 @@ def peaks(
     rows = []
     for amap, label, mask, kind in zip(maps, labels, masks, kinds, strict=True):
         inside = float(amap[mask].max()) if mask.any() else None
-        outside = float(amap[~mask].max())
+        outside = float(amap[~mask].max()) if not mask.all() else None  # global defects
         rows.append(
             {
                 "kind": kind,
                 "label": int(label),
                 "peak": round(float(amap.max()), 4),
                 "peak_inside": None if inside is None else round(inside, 4),
-                "peak_outside": round(outside, 4),
+                "peak_outside": None if outside is None else round(outside, 4),
                 "area_px": int(mask.sum()),
             }
         )
