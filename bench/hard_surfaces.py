@@ -148,6 +148,9 @@ def _transfer(cache: FeatureCache, product: str, report: dict) -> list[dict[str,
         chosen = [r for r in report.get(tuned, {}).get("levers", []) if r.get("chosen")]
         if chosen:
             lever = Lever(**{**chosen[0]["lever"], "layers": tuple(chosen[0]["lever"]["layers"])})
+            setting = replace(lever, flip_tta=False, map_score=False)
+            levers.append(replace(setting, name=f"{tuned}'s setting: {_describe(setting)}",
+                                  family="transfer"))  # fmt: skip
             levers.append(replace(lever, name=f"{tuned}'s choice: {lever.name}", family="transfer"))
     if product in ALIGNED:
         levers += [
@@ -175,6 +178,11 @@ def _transfer(cache: FeatureCache, product: str, report: dict) -> list[dict[str,
     for row in rows:
         row["chosen"] = False
     return rows
+
+
+def _describe(lever: Lever) -> str:
+    """Short settings of a lever (what ``overrides`` would set)."""
+    return ", ".join(lever.overrides() or ()) or "default"
 
 
 def _key(lever: dict) -> str:
