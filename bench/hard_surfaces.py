@@ -50,6 +50,8 @@ OUT = Path("reports/hard_surfaces")
 MARGIN = 0.01
 TUNED = ("grass", "gravel")
 ALIGNED = ("part",)
+KEY_FAMILIES = ("default", "scale", "layers", "transfer")
+"""``latency --key-levers`` times only these families and the chosen levers."""
 """Aligned evaluation products: position-aware nearest neighbours are tried on them."""
 log = logging.getLogger("hard_surfaces")
 
@@ -356,6 +358,8 @@ def latency(args: argparse.Namespace) -> None:
     for product in ablation.values():
         for row in product["levers"]:
             lever = row["lever"]
+            if args.key_levers and not (row["family"] in KEY_FAMILIES or row.get("chosen")):
+                continue
             key = _shape_key(lever, row["bank"])
             shapes.setdefault(key, {"lever": lever, "bank": row["bank"]})
     for key, shape in shapes.items():
@@ -685,6 +689,7 @@ def main() -> None:
         default=None,
         help="station: 'role:override|override;role2:...' instead of the ablation's choice",
     )
+    parser.add_argument("--key-levers", action="store_true", help="latency: key levers only")
     parser.add_argument("--until", default=None, help="UTC HH:MM: start no lever after it")
     parser.add_argument(
         "--site-registry",
