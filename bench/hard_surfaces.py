@@ -507,8 +507,9 @@ def _before_after(ablation: dict) -> list[str]:
     lines = [
         "## Before -> after (held-out)",
         "",
-        "`after` is the product's own validation choice for tuned products; for the others, each",
-        "tuned product's choice applied unchanged (the evaluation family says whether it carries).",
+        "`after` is the product's own validation choice for tuned products; for the others, the",
+        "setting promoted to grass and gravel (2x input, layers 2+4+6) where it was measured, else",
+        "its scale part (2x input) -- the evaluation family says whether it carries.",
         "",
         "| product | after | image AUROC before -> after | pixel AUROC | AUPRO |",
         "| --- | --- | --- | --- | --- |",
@@ -517,6 +518,9 @@ def _before_after(ablation: dict) -> list[str]:
         rows = entry["levers"]
         before = rows[0]
         afters = [r for r in rows if r.get("chosen") or r["family"] == "transfer"]
+        setting = _setting_row(rows)
+        if setting is not None and all(setting is not r for r in afters):
+            afters.append({**setting, "name": f"{setting['name']} (promoted setting)"})
         for after in afters:
             b, a = before["test"], after["test"]
             lines.append(
@@ -563,7 +567,8 @@ def _kinds_section(out: Path, ablation: dict) -> list[str]:
     lines = [
         "## Per defect kind: what remains and why",
         "",
-        "For the default and the chosen lever: image AUROC per kind, and the share of defects",
+        "For the default and the chosen lever (untuned products: the row of the `before -> after`",
+        "table): image AUROC per kind, and the share of defects",
         "whose map peak **inside** the defect exceeds the 95th percentile of good images' own",
         "peaks (`found`). A defect below that line cannot be found at a threshold that keeps",
         "good texture clean: the map, not the threshold, is the limit. Plots:",
@@ -577,7 +582,8 @@ def _kinds_section(out: Path, ablation: dict) -> list[str]:
         rows = entry["levers"]
         chosen = next((r for r in rows if r.get("chosen")), None)
         if chosen is None:
-            chosen = next((r for r in rows if r["family"] == "transfer"), rows[0])
+            chosen = next((r for r in rows if r["family"] == "transfer"), None)
+        chosen = chosen or _setting_row(rows) or rows[0]
         stats = {name: _peak_stats(row["peaks"]) for name, row in (("d", rows[0]), ("c", chosen))}
         for kind in sorted(stats["c"]):
             d, c = stats["d"][kind], stats["c"][kind]
@@ -588,6 +594,25 @@ def _kinds_section(out: Path, ablation: dict) -> list[str]:
             )
         _plot_peaks(out / f"peaks_{product}.png", product, rows[0], chosen)
     return [*lines, ""]
+
+
+PROMOTED = {"scale": 2.0, "layers": ["blocks.2", "blocks.4", "blocks.6"]}
+"""The setting promoted to grass and gravel (``configs/products``)."""
+
+
+def _setting_row(rows: list[dict]) -> dict | None:
+    """An untuned product's row of the promoted setting, else of its scale part (2x)."""
+
+    def plain(lever: dict) -> bool:
+        return lever["pool"] == 3 and not lever["flip_tta"] and not lever.get("map_score") and (
+            lever.get("position_radius") is None) and lever["ratio"] == 0.01  # fmt: skip
+
+    for layers in (PROMOTED["layers"], ["blocks.2", "blocks.4"]):
+        for row in rows:
+            lever = row["lever"]
+            if plain(lever) and lever["scale"] == PROMOTED["scale"] and lever["layers"] == layers:
+                return row
+    return None
 
 
 def _peak_stats(peaks: list[dict]) -> dict[str, dict[str, float]]:
