@@ -520,7 +520,9 @@ def _before_after(ablation: dict) -> list[str]:
         afters = [r for r in rows if r.get("chosen") or r["family"] == "transfer"]
         setting = _setting_row(rows)
         if setting is not None and all(setting is not r for r in afters):
-            afters.append({**setting, "name": f"{setting['name']} (promoted setting)"})
+            part = setting["lever"]["layers"] != PROMOTED["layers"]
+            label = "scale part of the promoted setting" if part else "promoted setting"
+            afters.append({**setting, "name": f"{setting['name']} ({label})"})
         for after in afters:
             b, a = before["test"], after["test"]
             lines.append(
