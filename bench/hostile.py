@@ -74,21 +74,24 @@ class Station:
         self.registry.add_bundle(self.product, self.signed, self.bundle_id)
         self.registry.promote(self.product, self.bundle_id, actor="bench", reason="hostile")
         self.port = free_port()
-        config = {
+        core = {
             "store_url": f"sqlite:///{self.root / 'station.db'}",
             "blob_dir": str(self.root / "blobs"),
             "registry_dir": str(self.root / "registry"),
             "products": [self.product],
+            "registry_poll_seconds": 0.5,
+            "bundle_public_key": str(self.keys.public),
+        }
+        config = {
+            "core": core,
             "port": self.port,
             "workers": 2,
             "max_in_flight": 8,
             "body_timeout_seconds": 3.0,
-            "registry_poll_seconds": 0.5,
-            "bundle_public_key": str(self.keys.public),
         }
         self.config_path = self.root / "station.yaml"
         self.config_path.write_text(yaml.safe_dump(config))
-        store = Store.migrated(config["store_url"], config["blob_dir"])
+        store = Store.migrated(core["store_url"], core["blob_dir"])
         self.tokens = {
             name: create_token(store, name, "bench", role=role)[0]
             for name, role in [("st-1", "station"), ("st-2", "station"), ("mon", "monitor")]

@@ -35,6 +35,7 @@ import numpy as np
 import paho.mqtt.client as mqtt
 import yaml
 from _report import save_report
+from load import signature_policy  # the sibling bench script
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -121,10 +122,13 @@ def prepare(args: argparse.Namespace, work: Path, broker_port: int, endpoint: st
     registry.promote(args.product, bundle_dir.name, actor="bench", reason="line bench")
     config = {
         "station_id": STATION_ID,
-        "products": [args.product],
-        "store_url": f"sqlite:///{work / 'line.db'}",
-        "blob_dir": str(work / "blobs"),
-        "registry_dir": str(work / "registry"),
+        "core": {
+            "products": [args.product],
+            "store_url": f"sqlite:///{work / 'line.db'}",
+            "blob_dir": str(work / "blobs"),
+            "registry_dir": str(work / "registry"),
+        }
+        | signature_policy(args.registry),
         "inspect_timeout_s": 5.0,
         "camera": {
             "kind": "file",

@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from inspection.core.registry import Registry  # noqa: E402
+from inspection.core.signing import site_public_key  # noqa: E402
 from inspection.store.store import Store  # noqa: E402
 from inspection.store.tokens import create_token  # noqa: E402
 
@@ -123,16 +124,19 @@ def prepare(args: argparse.Namespace, name: str) -> Bench:
     registry.promote(args.product, bundle_id, actor="bench", reason="load test")
     store_url = args.store_url or f"sqlite:///{root / 'inspection.db'}"
     port = free_port()
-    config = {
+    core = {
         "store_url": store_url,
         "blob_dir": str(root / "blobs"),
         "registry_dir": str(root / "registry"),
         "products": [args.product],
+        "max_pixels": 4_000_000,
+    } | signature_policy(args.registry)
+    config = {
+        "core": core,
         "host": "127.0.0.1",
         "port": port,
         "workers": args.workers,
         "max_upload_bytes": 2_000_000,
-        "max_pixels": 4_000_000,
     }
     config_path = root / "station.yaml"
     config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
@@ -363,6 +367,15 @@ def run_header(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
         "clients": args.clients,
         "requests_per_client": args.requests,
     }
+
+
+def signature_policy(source_registry: str | Path) -> dict[str, Any]:
+    """The station ``core`` keys for bundles copied from ``source_registry``: its site's
+    public key pinned when the site has one (a demo site does), else unsigned allowed."""
+    public = site_public_key(source_registry)
+    if public is None:
+        return {"allow_unsigned_bundles": True}
+    return {"bundle_public_key": str(public.resolve())}
 
 
 def environment() -> dict[str, Any]:

@@ -109,16 +109,15 @@ def distribution(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
     args.registry, args.store_url, args.workers = str(central.root), None, 1
     station = prepare(args, "station")
-    config = yaml.safe_load(station.config_path.read_text()) | {
-        "registry_poll_seconds": STATION_POLL_S
-    }
+    config = yaml.safe_load(station.config_path.read_text())
+    config["core"]["registry_poll_seconds"] = STATION_POLL_S
     station.config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
     station_store = Store.migrated(station.store_url, station.root / "blobs")
     MONITOR["token"], _ = create_token(
         station_store, "bench-monitor", "plant bench", role="monitor"
     )
     station_store.engine.dispose()
-    local = Registry(config["registry_dir"])
+    local = Registry(config["core"]["registry_dir"])
     sync = spawn(
         ["station", "sync", "--from", url, "-c", str(station.config_path), "--watch",
          "--interval", str(SYNC_INTERVAL_S)],

@@ -37,10 +37,12 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from _peaks import limit_ms, precision_peaks  # noqa: E402
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 log = logging.getLogger("bench.runtime")
-ENGINES = ("anomalib-torch", "fp32", "fp16", "int8")
+ENGINES = ("anomalib-torch", "fp32", "fp16", "bf16", "int8")
 THROUGHPUT_IMAGES = 64
 LATENCY_SAMPLES = 64
 BATCH = 8
@@ -48,7 +50,7 @@ ASYNC_JOBS = (0, 4)
 """Requests in flight in the async mode: 0 = OpenVINO's optimal number (one per stream)."""
 PACED_HZ = 10.0
 """Arrival rate of the paced latency run: a line feeding one part every 100 ms."""
-PACED_SAMPLES = 46
+PACED_SAMPLES = 40
 LATENCY_TARGET_MS = 8.0
 THROUGHPUT_TARGET_IPS = 150.0
 ACCURACY_KEYS = ("image_auroc", "pixel_auroc")
@@ -100,6 +102,7 @@ def _ov_properties(compiled: Any) -> dict[str, str]:
 def worker_openvino(bundle: Path, paths: list[str], images: list[np.ndarray]) -> dict[str, Any]:
     """Station side: only numpy/OpenCV/OpenVINO are imported here."""
     from inspection.core.images import read_image
+    from inspection.runtime.golden import executed_kernels, executed_precision
     from inspection.runtime.inspector import Inspector
 
     start = time.perf_counter()
@@ -119,7 +122,8 @@ def worker_openvino(bundle: Path, paths: list[str], images: list[np.ndarray]) ->
             for name, value in result.timings_ms.items():
                 stages.setdefault(name, []).append(value)
     rss_serving = _peak_rss_mb()
-    paced = _paced_latencies(inspector, images)
+    paced_modes = _paced_modes(bundle, inspector, images)
+    paced = paced_modes["sleep"]
     stream = (images * (THROUGHPUT_IMAGES // len(images) + 1))[:THROUGHPUT_IMAGES]
     throughput = {
         "sequential": _timed(lambda: [inspector.inspect(i) for i in stream], len(stream)),
@@ -138,7 +142,11 @@ def worker_openvino(bundle: Path, paths: list[str], images: list[np.ndarray]) ->
     return {
         "load_s": load_s,
         "latency_ms": _percentiles(latencies),
-        "paced_latency_ms": {"hz": PACED_HZ, **_percentiles(paced)},
+        "paced_latency_ms": {"hz": PACED_HZ, **paced},
+        "paced_modes_ms": paced_modes,
+        "executed_precision": executed_precision(inspector.model.compiled),
+        "kernels": list(executed_kernels(inspector.model.compiled)),
+        "golden": inspector.golden.summary() if inspector.golden else None,
         "stages_ms_p50": {k: round(float(np.median(v)), 3) for k, v in stages.items()},
         "throughput_ips": throughput,
         "openvino_latency": _ov_properties(inspector.model.compiled),
@@ -151,20 +159,54 @@ def worker_openvino(bundle: Path, paths: list[str], images: list[np.ndarray]) ->
     }
 
 
-def _paced_latencies(inspector: Any, images: list[np.ndarray]) -> list[float]:
+PACED_MODES = ("sleep", "busy-wait", "warm-on-trigger", "one-thread")
+"""How the station waits between paced parts: ``sleep`` (the cores idle); ``busy-wait`` (the
+calling thread spins until the part arrives); ``warm-on-trigger`` (the trigger, which comes
+``TRIGGER_LEAD_MS`` before the image as the camera exposes and transfers, runs one warm-up
+inference of the graph); ``one-thread`` (sleeping, on a compile with one inference thread:
+no worker thread to wake)."""
+TRIGGER_LEAD_MS = 5.0
+
+
+def _paced_latencies(inspector: Any, images: list[np.ndarray], mode: str = "sleep") -> list[float]:
     """Batch-1 latency when images arrive at ``PACED_HZ``, as on a line: between parts the
-    cores idle, and the next inference starts from cold caches and sleeping threads."""
+    cores idle, and the next inference starts from cold caches and sleeping threads. ``mode``
+    (``PACED_MODES``) is what the station does while it waits."""
+    from inspection.runtime.preprocess import preprocess
+
+    warm = preprocess(images[0], inspector.metadata.preprocessing)[None]
     latencies: list[float] = []
     period = 1.0 / PACED_HZ
     next_arrival = time.perf_counter()
     while len(latencies) < PACED_SAMPLES:
         for image in images[: PACED_SAMPLES - len(latencies)]:
             next_arrival += period
-            time.sleep(max(0.0, next_arrival - time.perf_counter()))
+            if mode == "warm-on-trigger":
+                time.sleep(max(0.0, next_arrival - TRIGGER_LEAD_MS / 1e3 - time.perf_counter()))
+                inspector.model.run(warm)  # the trigger: the image is still being exposed
+            if mode == "busy-wait":
+                while time.perf_counter() < next_arrival:
+                    pass
+            else:
+                time.sleep(max(0.0, next_arrival - time.perf_counter()))
             t = time.perf_counter()
             inspector.inspect(image)
             latencies.append((time.perf_counter() - t) * 1e3)
     return latencies
+
+
+def _paced_modes(bundle: Path, inspector: Any, images: list[np.ndarray]) -> dict[str, dict]:
+    """Paced p50/p95 of every ``PACED_MODES`` entry, and its ratio to back-to-back p50."""
+    from inspection.runtime.inspector import Inspector
+
+    single = Inspector.from_bundle(bundle, num_threads=1)
+    for image in images[:3]:
+        single.inspect(image)
+    out = {}
+    for mode in PACED_MODES:
+        used = single if mode == "one-thread" else inspector
+        out[mode] = _percentiles(_paced_latencies(used, images, mode))
+    return out
 
 
 def worker_torch(model_path: Path, images: list[np.ndarray]) -> dict[str, Any]:
@@ -262,11 +304,14 @@ def ensure_version(registry: Any, product: str, kind: str, dataset_dir: Path) ->
 
 
 def ensure_bundles(registry: Any, record: Any, dataset_dir: Path) -> dict[str, Path]:
+    from inspection.runtime.hardware import cpu_info
     from inspection.training.export import ExportOptions
     from inspection.training.registry_export import RegistryExport, export_bundle
 
     bundles = {}
-    for precision in ("fp32", "fp16", "int8"):
+    for precision in ("fp32", "fp16", "bf16", "int8"):
+        if cpu_info().unavailable(precision):
+            continue  # reported as "not available" (bf16 without AVX512_BF16/AMX)
         bundle_id = f"{record.version}-{precision}"
         if bundle_id not in registry.bundle_ids(record.product):
             log.info("exporting %s", bundle_id)
@@ -322,7 +367,7 @@ def accuracy(result: dict[str, Any], samples: list[Any]) -> dict[str, float | No
 
 def bench_kind(
     registry: Any, product: str, kind: str, dataset_dir: Path, work: Path, cache: Path,
-    gflops: float, engines: tuple[str, ...], repeat: int = 1,
+    gflops: float, engines: tuple[str, ...], repeat: int, peaks: dict,
 ) -> dict:  # fmt: skip
     from inspection.data.dataset import load_dataset
     from inspection.training.registry_export import held_out_test_samples
@@ -334,6 +379,7 @@ def bench_kind(
     samples = held_out_test_samples(record, load_dataset(dataset_dir))
     images_file = work / f"{kind}-images.json"
     images_file.write_text(json.dumps([str(s.path) for s in samples]))
+    engines = tuple(e for e in engines if e in models)
     runs: dict[str, list[dict]] = {engine: [] for engine in engines}
     for _ in range(repeat):  # engine after engine, round after round: drift hits all alike
         for engine in engines:
@@ -351,6 +397,9 @@ def bench_kind(
         if engine in bundles:
             rows[engine]["gate"] = _gate(bundles, engine)
     limit = machine_limit(bundles["fp32"], gflops)
+    limit["per_engine_ms"] = {
+        engine: limit_ms(limit["gflop_served"], peaks, engine) for engine in bundles
+    }
     return {
         "model_version": record.model_version,
         "image_size": list(record.preprocessing().input_size),
@@ -501,6 +550,17 @@ def machine_limit(bundle: Path, gflops: float) -> dict[str, Any]:
     }
 
 
+def _lscpu_flags() -> str:
+    """``lscpu``'s Flags line (the whole ISA, as the issue asks to record)."""
+    try:
+        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+    return next(
+        (ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("Flags")), ""
+    )
+
+
 def machine_report() -> dict[str, Any]:
     from dataclasses import asdict
 
@@ -514,6 +574,9 @@ def machine_report() -> dict[str, Any]:
         "amx": info.has_amx,
         "python": platform.python_version(),
         "matmul_gflops": measured_gflops(),
+        "precision_peaks": precision_peaks(),
+        "bf16": "yes" if info.has_bf16 else "not available",
+        "lscpu_flags": _lscpu_flags(),
         "load_1m_start": load_1m(),
     }
 
@@ -527,6 +590,19 @@ def write_markdown(report: dict, path: Path) -> None:
         f"- CPU: **{machine['summary']}**",
         f"- OpenVINO {machine['openvino']} CPU capabilities: {', '.join(machine['capabilities'])}",
         f"- float32 matmul (numpy, 1024^3): {machine['matmul_gflops']} GFLOP/s",
+        f"- bf16: {machine.get('bf16', '?')}; lscpu flags: `{machine.get('lscpu_flags', '')}`",
+        "",
+        "Measured matmul peak per precision (OpenVINO, one 2048^3 MatMul on all cores; int8 "
+        "via FakeQuantize, which OpenVINO lowers to an integer matmul):",
+        "",
+        "| precision | GFLOP/s (int8: GOP/s) | executed | kernels |",
+        "|---|---|---|---|",
+        *[
+            f"| {name} | {peak['gflops']:.0f} | "
+            f"{peak['executed_precision'] if peak['native'] else 'not available (runs f32)'} | "
+            f"{', '.join(peak['kernels'])} |"
+            for name, peak in machine.get("precision_peaks", {}).items()
+        ],
         f"- 1-minute load at start {machine['load_1m_start']}, at end {report['load_1m_end']} "
         "(per-engine loads in the tables; /work/bin/bench waits for load < 1.2 first)",
         f"- Product `{report['product']}`, held-out test split, each engine in its own "
@@ -562,6 +638,7 @@ def _kind_lines(kind: str, data: dict) -> list[str]:
             f"{row['best_throughput_ips']:.1f} ({row['best_throughput_mode']}) | "
             f"{_f(row['image_auroc'])} / {_f(row['pixel_auroc'])} | {gate} | {_load(row)} |"
         )
+    lines += _precision_lines(data)
     stage_names = ("decode", "preprocess", "infer", "postprocess", "regions")
     lines += ["", "Per-stage p50 (ms) and OpenVINO settings (latency / throughput compile):", ""]
     lines += ["| engine | " + " | ".join(stage_names) + " | threads, streams, hint |"]
@@ -608,6 +685,39 @@ def _kind_lines(kind: str, data: dict) -> list[str]:
             f"- Chosen precision vs anomalib torch throughput: {choice['chosen_vs_torch_throughput']}x"
         )
     return [*lines, ""]
+
+
+def _precision_lines(data: dict) -> list[str]:
+    """Per bundle precision: what OpenVINO executed, the floor at this CPU's measured peak of
+    that precision, back-to-back p50 and the paced p50 of every waiting mode (ratio to
+    back-to-back in brackets)."""
+    limits = data["limit"].get("per_engine_ms", {})
+    modes = PACED_MODES
+    lines = [
+        "",
+        "Per precision: executed precision, floor at the measured peak, back-to-back and paced "
+        f"p50 (ms; x back-to-back) while the station waits by {', '.join(modes)}:",
+        "",
+        "| bundle | executed | golden drift | floor ms | p50 ms | "
+        + " | ".join(f"paced {m}" for m in modes) + " |",
+        "|---|---|---|---|---|" + "---|" * len(modes),
+    ]  # fmt: skip
+    for engine, row in data["engines"].items():
+        if "paced_modes_ms" not in row:
+            continue
+        p50 = row["latency_ms"]["p50"]
+        golden = row.get("golden") or {}
+        paced = " | ".join(
+            f"{row['paced_modes_ms'][m]['p50']:.2f} ({row['paced_modes_ms'][m]['p50'] / p50:.2f}x)"
+            for m in modes
+        )
+        lines.append(
+            f"| {engine} | {row.get('executed_precision', '?')} | "
+            f"{golden.get('worst_drift', '-')} | {limits.get(engine, '-')} | {p50:.2f} | {paced} |"
+        )
+    if "bf16" not in data["engines"]:
+        lines.append("| bf16 | not available on this CPU | - | - | - |" + " - |" * len(modes))
+    return lines
 
 
 def _p50_cell(row: dict) -> str:
@@ -659,7 +769,7 @@ def run_parent(args: argparse.Namespace) -> None:
         for kind in args.kinds:
             report["kinds"][kind] = bench_kind(
                 registry, args.product, kind, dataset_dir, Path(scratch) / kind, work,
-                gflops, tuple(args.engines), args.repeat,
+                gflops, tuple(args.engines), args.repeat, machine["precision_peaks"],
             )  # fmt: skip
             report["load_1m_end"] = load_1m()
             (out / "runtime.json").write_text(json.dumps(report, indent=2), encoding="utf-8")

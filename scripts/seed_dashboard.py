@@ -3,6 +3,9 @@
     python scripts/seed_dashboard.py var/dashboard-demo --inspections 5000
     INSPECTION_SITE_CONFIG=var/dashboard-demo/site.yaml inspection dashboard
 
+It creates an admin login (``--user``, default ``admin``, with a random password unless
+``--password-stdin``) and prints the sign-in.
+
 SEEDED DATA, NOT MODEL OUTPUT: images are real demo samples (``inspection.data.demo``, the
 scikit-image texture photos with synthetic defects) and masks are their ground truth, but the
 scores, anomaly maps, metrics and bundles are generated here: bundles hold placeholder model
@@ -321,7 +324,7 @@ def seed_retrain_report(registry: Registry, reports_dir: Path, product: str) -> 
     folder.mkdir(parents=True, exist_ok=True)
     write_retrain_report(report, folder / "report.json")
     registry.record_event(
-        product, "retrain", actor="scheduler", reason=report.reason, run=run, decision="promoted"
+        product, "retrain", actor="scheduler", reason=report.reason, run=run, decision="promote"
     )
 
 
@@ -362,17 +365,36 @@ def seed_site(
     return site
 
 
+def add_admin(site: Path, name: str, password: str) -> None:
+    """Create the admin login of a seeded site (its store is at ``site``'s folder)."""
+    from inspection.store.users import add_user
+
+    store = Store(f"sqlite:///{site.parent / 'inspection.db'}", site.parent / "blobs")
+    add_user(store, name, "admin", password)
+    store.engine.dispose()
+
+
 def main() -> None:
+    import secrets
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("root", type=Path, help="empty folder for the demo site")
     parser.add_argument("--inspections", type=int, default=5000)
     parser.add_argument("--reviews", type=int, default=300)
+    parser.add_argument("--user", default="admin", help="admin login to create (default admin)")
+    parser.add_argument(
+        "--password-stdin", action="store_true", help="read its password from stdin"
+    )
     args = parser.parse_args()
     if args.root.exists() and any(args.root.iterdir()):
         parser.error(f"{args.root} is not empty; pick a new folder")
+    password = sys.stdin.readline().rstrip("\r\n") if args.password_stdin else None
+    password = password or secrets.token_urlsafe(12)
     site = seed_site(args.root, inspections=args.inspections, reviews=args.reviews)
+    add_admin(site, args.user, password)
     print(f"seeded {args.inspections} inspections; open with:")
     print(f"  INSPECTION_SITE_CONFIG={site} inspection dashboard")
+    print(f"sign in as {args.user!r} with password {password!r} (role admin)")
 
 
 if __name__ == "__main__":

@@ -26,13 +26,18 @@ PAGES = [
     st.Page("views/thresholds.py", title="Thresholds", icon=":material/tune:"),
     st.Page("views/review.py", title="Review queue", icon=":material/fact_check:"),
     st.Page("views/models.py", title="Models", icon=":material/deployed_code:"),
+    st.Page(
+        "views/defects.py", title="Defect kinds", icon=":material/category:", url_path="defects"
+    ),
     st.Page("views/retraining.py", title="Retraining", icon=":material/model_training:"),
     st.Page("views/roi.py", title="Regions of interest", icon=":material/crop_free:"),
 ]
 
 board = app_state.dashboard()
-app_state.signed_in(board)  # the login gate for every page: stops here until signed in
-page = st.navigation(PAGES)
+identity = app_state.identify(board)
+# Navigation first, so a deep link (/thresholds) keeps its page through the login form.
+page = st.navigation(PAGES, position="sidebar" if identity else "hidden")
+app_state.signed_in(board, identity)  # the login gate for every page: stops here until signed in
 site = app_state.site_key()
 st.sidebar.caption(
     f"Site `{Path(site).name if site else 'configs/site.yaml'}` · "

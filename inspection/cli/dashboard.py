@@ -48,7 +48,12 @@ def dashboard_env(site: Path | None) -> dict[str, str]:
     return env
 
 
-SITE_OPTION = typer.Option(None, "--site", help="Site config YAML (default: configs/site.yaml).")
+SITE_OPTION = typer.Option(
+    None,
+    "--site",
+    envvar="INSPECTION_SITE_CONFIG",
+    help="Site config YAML (default: configs/site.yaml).",
+)
 PORT_OPTION = typer.Option(8501, "--port", help="Port to serve on.")
 HOST_OPTION = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback by default).")
 
@@ -79,7 +84,7 @@ def _user_count(site: SiteConfig) -> int:
 
     store = Store(site.store_url, site.blob_dir)
     try:
-        store.check_schema()
+        store.ensure_schema()  # first use creates the schema
         return len(list_users(store))
     finally:
         store.engine.dispose()

@@ -199,6 +199,8 @@ def _print_report(report) -> None:
         console.print(table)
     verdict = "[green]OK[/]" if report.ok else f"[red]{len(report.errors)} error(s)[/]"
     console.print(f"{report.name}: {verdict}, {len(report.warnings)} warning(s)")
+    if report.budget_note:
+        console.print(f"[yellow]note:[/] {report.budget_note}")
 
 
 def _relative(path: Path, root: Path) -> str:

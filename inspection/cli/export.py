@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from inspection.cli.operating import subset_miss_text
 from inspection.core.bundle import PRECISIONS
 from inspection.core.config import load_site_config
 from inspection.core.export_gate import BundleFigures, GateTolerances
@@ -53,7 +54,9 @@ def export_command(
     version: str = typer.Option(
         None, "--version", help="Model version, e.g. v0003 (default: latest)."
     ),
-    precision: str = typer.Option("fp32", "--precision", help="fp32, fp16 or int8."),
+    precision: str = typer.Option(
+        "fp32", "--precision", help="fp32, fp16, bf16 (CPUs with AVX512_BF16 or AMX) or int8."
+    ),
     accuracy_control: bool = typer.Option(
         False, "--accuracy-control", help="INT8: let NNCF keep layers in float to bound the drop."
     ),
@@ -117,6 +120,15 @@ def export_command(
     if result.metadata.precision != "fp32":
         table.add_row("FP32 reference", *_figures(gate.reference_fp32))
     console.print(table)
+    calibration = result.metadata.output_calibration
+    if calibration is not None and calibration.operating is not None:
+        console.print(f"operating point: {calibration.operating.describe()}")
+    if gate.figures.n_defective == 0:
+        console.print("miss rates unknown: the product has no defect images (good-only)")
+    else:
+        evaluation = result.metadata.evaluation()
+        miss = subset_miss_text(evaluation).replace("\n", "; ")
+        console.print(f"miss per defect kind at the operating point: {miss}")
     verdict = "passed" if gate.passed else f"FAILED (forced): {gate.refusal()}"
     console.print(f"gate at each bundle's own thresholds: {verdict}")
     console.print(f"bundle: {result.bundle_dir}" + ("  (live)" if promote else ""))
@@ -138,7 +150,11 @@ GATE_COLUMNS = {
 
 
 def _figures(figures: BundleFigures) -> list[str]:
-    return [_fmt(getattr(figures, name)) for name in GATE_COLUMNS]
+    """The gated figures; a miss rate without defective parts is unknown ("-"), not 0."""
+    return [
+        "-" if name == "miss_rate" and not figures.n_defective else _fmt(getattr(figures, name))
+        for name in GATE_COLUMNS
+    ]
 
 
 def _fmt(value: object) -> str:

@@ -38,6 +38,14 @@ def inspect_command(
         "--refine/--no-refine",
         help="Refine NG masks with the refiner the bundle chose on its validation split.",
     ),
+    budget_ms: float = typer.Option(
+        None,
+        "--latency-budget-ms",
+        help="Skip refinement when it would take an inspection past this many ms.",
+    ),
+    work_side: int = typer.Option(
+        1024, "--work-side", help="Judge images on a copy with at most this longer side."
+    ),
     public_key: Annotated[
         Path | None,
         typer.Option(
@@ -53,6 +61,7 @@ def inspect_command(
     site: str = typer.Option(None, "--site", help="Site config YAML (default: configs/site.yaml)."),
 ) -> None:
     """Inspect images with a bundle; unreadable files are listed as errors, never abort the batch."""
+    from inspection.runtime.camera import CameraOptions
     from inspection.runtime.inspector import Inspector
     from inspection.runtime.paths import expand_paths, iter_paths
 
@@ -62,7 +71,11 @@ def inspect_command(
         raise typer.BadParameter("--overlays needs --out DIR", param_hint="--overlays")
     _check_signature(bundle, public_key, site, allow_unsigned=allow_unsigned)
     inspector = Inspector.from_bundle(
-        bundle, device=device, threshold=threshold, refiner="bundle" if refine else None
+        bundle,
+        device=device,
+        threshold=threshold,
+        refiner="bundle" if refine else None,
+        camera=CameraOptions(work_max_side=work_side, latency_budget_ms=budget_ms),
     )
     files = expand_paths(paths)
     if not files:
@@ -116,6 +129,7 @@ def _row(outcome: PathOutcome, model: str, overlay_dir: Path | None) -> dict:
         threshold=result.threshold,
         regions=len(result.regions),
         latency_ms=round(result.latency_ms, 3),
+        timings_ms={name: round(value, 3) for name, value in result.timings_ms.items()},
         details=result.summary(),
     )
     if overlay_dir is not None and outcome.image is not None:

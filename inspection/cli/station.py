@@ -94,7 +94,8 @@ def tune(
     images: Path = IMAGES_OPTION,
     samples: int = typer.Option(40, "--samples", min=5, help="Batch-1 timings per bundle."),
 ) -> None:
-    """Time every gated bundle (FP32/FP16/INT8) of each live model on this CPU; record the fastest.
+    """Time every gated bundle (FP32/FP16/BF16/INT8) of each live model on this CPU, each after
+    its golden check passes here; record the fastest.
 
     ``inspection serve`` serves the recorded choice (shown in /healthz, /metrics and the
     dashboard's Models page); a later promotion makes the record stale until tuned again.
@@ -126,12 +127,16 @@ def tune(
                 progress=lambda message, s=status: _note(s, message),
                 public_key=public_key,
             )
-        table = Table("bundle", "precision", "p50 ms", "p95 ms", "img/s", "gate", "served")
+        table = Table(
+            "bundle", "precision", "executed", "golden drift", "p50 ms", "p95 ms", "img/s",
+            "gate", "served",
+        )  # fmt: skip
         for m in record.measurements:
             served = "yes" if m.bundle_id == record.chosen_bundle_id else ""
+            drift = "-" if m.golden_drift is None else f"{m.golden_drift:.2g}"
             table.add_row(
-                m.bundle_id, m.precision, f"{m.p50_ms:.1f}", f"{m.p95_ms:.1f}",
-                f"{m.throughput_ips:.0f}", m.gate_note, served,
+                m.bundle_id, m.precision, m.executed_precision or "?", drift, f"{m.p50_ms:.1f}",
+                f"{m.p95_ms:.1f}", f"{m.throughput_ips:.0f}", m.gate_note, served,
             )  # fmt: skip
         console.print(table)
         console.print(

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from inspection.cli.console import StepProgress, print_table, quiet_logs, summary_table
+from inspection.cli.operating import kind_miss_text, operating_text, subset_miss_text
 from inspection.core.config import SiteConfig, load_site_config
 from inspection.core.errors import BundleError, RegistryError
 
@@ -247,6 +248,7 @@ class DemoContext:
     models: list[str]
     overrides: list[str] = field(default_factory=list)  # --set, applied to every model
     results: list[ModelRecord] = field(default_factory=list)  # the trained versions
+    checks: list[Any] = field(default_factory=list)  # runtime.self_check.LiveCheck per product
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # shown loudly, not fatal
     failures: list[str] = field(default_factory=list)  # make the demo exit non-zero
@@ -298,8 +300,15 @@ def step_train(ctx: DemoContext) -> None:
                 progress.done()
 
 
+def demo_precisions() -> tuple[str, ...]:
+    """FP32 and INT8, plus bf16 where this CPU executes it (the tuner then measures all)."""
+    from inspection.runtime.hardware import cpu_info
+
+    return ("fp32", "int8") if cpu_info().unavailable("bf16") else ("fp32", "bf16", "int8")
+
+
 def step_export(ctx: DemoContext) -> None:
-    """Export each product's best model (image AUROC) to FP32 and INT8 bundles, then serve
+    """Export each product's best model (image AUROC) to FP32, INT8 (and bf16) bundles, then serve
     the precision that is fastest on this CPU among those that passed the accuracy gate."""
     try:
         from inspection.core.export_gate import GateRefusal
@@ -318,7 +327,7 @@ def step_export(ctx: DemoContext) -> None:
             continue
         best = max(records, key=lambda r: r.evaluation().image_auroc or 0.0)
         exported = []
-        for precision in ("fp32", "int8"):
+        for precision in demo_precisions():
             with console.status(f"{product}: exporting {best.version} ({precision})") as status:
                 try:
                     result = export_bundle(
@@ -396,7 +405,8 @@ def step_inspect(ctx: DemoContext) -> None:
         bundle_dir = ctx.registry.live_bundle_dir(product)
         record = ctx.registry.bundle_record(product, live.bundle_id)
         dataset = load_dataset(ctx.site.datasets_dir / product)
-        parts = [LabelledPath(s.path, s.label) for s in held_out_test_samples(record, dataset)]
+        held_out = held_out_test_samples(record, dataset)
+        parts = [LabelledPath(s.path, s.label, s.defect_type) for s in held_out]
         with console.status(f"{product}: judging {len(parts)} held-out parts with the live bundle"):
             try:
                 check = check_live_bundle(bundle_dir, parts)
@@ -404,10 +414,15 @@ def step_inspect(ctx: DemoContext) -> None:
                 ctx.failures.append(f"{product}: live bundle unusable: {exc}")
                 continue
         ctx.notes.append(f"station check {check.summary()}")
+        ctx.checks.append(check)
         if concerns := check.line_concerns():
+            op = check.operating
+            budget = op is not None and op.policy == "false_reject_budget"
+            point = f" at its {op.budget:.1%} false-reject budget" if budget else ""
             ctx.warnings.append(
-                f"{product}: the live bundle {' and '.join(concerns)} on held-out parts; the "
-                "model does not separate this product well enough for a line (see its report)"
+                f"{product}: the live bundle{point} {' and '.join(concerns)} on held-out "
+                "parts; the model does not separate these well enough for a line (see its "
+                "report)"
             )
         if not check.passed:
             ctx.failures.append(f"{product}: live bundle misjudges its parts: {check.summary()}")
@@ -459,6 +474,8 @@ def _run_demo(ctx: DemoContext, skip: str, log_file: Path | None) -> None:
         _print_metrics([(r, r.evaluation()) for r in ctx.results])
     for note in ctx.notes:
         console.print(f"- {note}")
+    if ctx.checks:
+        print_table(console, station_check_table(ctx.checks))
     title = f"demo finished in {time.perf_counter() - started:.0f} s"
     print_table(console, summary_table(title, _closing_rows(ctx.site, log_file, ctx.results)))
     _print_log_file(log_file)
@@ -502,6 +519,21 @@ def _closing_rows(
     return rows
 
 
+def station_check_table(checks: list[Any]) -> Table:
+    """Live bundles on held-out parts through the station runtime: operating point, good
+    parts rejected, miss per defect kind with its 95 % interval."""
+    table = Table("live bundle", "operating point", "good rejected", "miss per defect kind")
+    for check in checks:
+        f, op = check.figures, check.operating
+        table.add_row(
+            check.bundle,
+            operating_text(op),
+            f"{f.rejected_good()}/{f.n_good}",
+            kind_miss_text(check.miss) if check.miss else "unknown (no defective parts)",
+        )
+    return table
+
+
 def _print_metrics(rows: list[tuple[ModelRecord, EvaluationMetrics]]) -> None:
     table = Table(
         "model", "kind", "img AUROC", "px AUROC", "AUPRO", "img F1", "px F1", "region recall",
@@ -519,7 +551,23 @@ def _print_metrics(rows: list[tuple[ModelRecord, EvaluationMetrics]]) -> None:
             "-" if o.ng_without_region is None else str(o.ng_without_region),
             _fmt(record.fit_figures().fit_seconds, 1),
         )
-    print_table(console, table)  # logs and CI: never let the figures collapse to '1.…'
+    print_table(console, table)
+    print_table(console, operating_table(rows))
+
+
+def operating_table(rows: list[tuple[ModelRecord, EvaluationMetrics]]) -> Table:
+    """Per model: its operating point, good parts rejected and miss per defect kind (held-out)."""
+    table = Table("model", "operating point", "false reject", "miss per defect kind [95 %]")
+    for record, metrics in rows:
+        o = metrics.overall
+        rejected = "-" if o.false_reject_rate is None else f"{o.false_reject_rate:.1%}"
+        table.add_row(
+            record.model_version,
+            operating_text(metrics.calibration.operating if metrics.calibration else None),
+            f"{rejected} of {o.n_good}" if o.n_good is not None else rejected,
+            subset_miss_text(metrics),
+        )
+    return table  # logs and CI: never let the figures collapse to '1.…'
 
 
 def _fmt(value: object, digits: int = 3) -> str:

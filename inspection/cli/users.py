@@ -1,6 +1,8 @@
 """``inspection users add|list|remove``: the dashboard's reviewer and admin logins.
 
-Users live in the site's results database (``--site``), passwords as Argon2id hashes.
+Users live in the results database of the site given by ``--site`` (else the
+``INSPECTION_SITE_CONFIG`` environment variable, else configs/site.yaml), passwords as Argon2id
+hashes. The first command on a new site creates the database schema.
 ``add`` asks for the password twice without echo; scripts pipe it with ``--password-stdin``.
 """
 
@@ -22,6 +24,7 @@ users_app = typer.Typer(help="Dashboard logins (reviewers and admins).", no_args
 SITE_OPTION = typer.Option(
     None,
     "--site",
+    envvar="INSPECTION_SITE_CONFIG",
     help="Site config YAML whose store holds the users (default: configs/site.yaml).",
 )
 NameArg = Annotated[str, typer.Argument(help="Login name, e.g. j.smith.")]
@@ -82,7 +85,7 @@ def _store(site: Path | None) -> Store:
 
     config = load_site_config(site)
     store = Store(config.store_url, config.blob_dir)
-    store.check_schema()
+    store.ensure_schema()  # first use creates the schema; an older one needs 'db upgrade'
     return store
 
 

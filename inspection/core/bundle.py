@@ -22,6 +22,7 @@ from inspection.core.config import from_mapping, to_mapping
 from inspection.core.errors import BundleError, ConfigError
 from inspection.core.export_gate import ExportRecord
 from inspection.core.fingerprint import sha256_file
+from inspection.core.golden import GoldenOutputs
 from inspection.core.metrics import EvaluationMetrics
 from inspection.core.refinement import RefinementChoice
 from inspection.core.roi import RoiSpec, RoiTraining
@@ -35,8 +36,10 @@ SIGNATURE_FILE = "signature.json"
 """Ed25519 signature of the bundle manifest (see ``inspection.core.signing``); not checksummed."""
 VALIDATION_SCORES_FILE = "validation_scores.json"
 """Per-image normalised scores of the bundle on its labelled split (read by the dashboard)."""
-Precision = Literal["fp32", "fp16", "int8"]
-"""The precision vocabulary of bundles (and of SAM refiner exports): its one definition."""
+Precision = Literal["fp32", "fp16", "bf16", "int8"]
+"""The precision vocabulary of bundles (and of SAM refiner exports): its one definition.
+``bf16``: the FP32 graph executed at OpenVINO's bf16 inference precision (CPUs with
+AVX512_BF16 or AMX-BF16 only)."""
 PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 
 T = TypeVar("T")
@@ -149,6 +152,9 @@ class BundleMetadata:
     output_calibration: Calibration | None = None
     """Normalisation and segmentation fitted on this bundle's own validation outputs; when
     present, ``normalization`` and ``segmentation`` must be exactly its values."""
+    golden: GoldenOutputs | None = None
+    """Raw outputs of the bundle on its golden images, checked on the station's CPU at load
+    (``core.golden``); None: older bundles, not checked."""
     metrics: dict[str, Any] = field(default_factory=dict)
     source_dataset: dict[str, Any] = field(default_factory=dict)
     created_at: str = ""
@@ -316,6 +322,7 @@ def read_bundle_metadata(bundle_dir: str | Path) -> BundleMetadata:
 def verify_bundle(bundle_dir: str | Path) -> BundleMetadata:
     """Read the metadata and check every listed file's sha256 before anything loads it."""
     metadata = read_bundle_metadata(bundle_dir)
-    required = (metadata.model_file, metadata.weights_file)
+    golden = metadata.golden.files if metadata.golden is not None else ()
+    required = (metadata.model_file, metadata.weights_file, *golden)
     verify_checksums(bundle_dir, metadata.files, required)
     return metadata

@@ -5,8 +5,12 @@ from; inheriting FP32's numbers makes an INT8 bundle reject every good part. So 
 run on the version's validation split and calibrated here, torch-free, exactly as anomalib's
 post-processor calibrates the torch model:
 
-- image threshold: the raw score that maximises image F1 (anomalib ``F1AdaptiveThreshold``);
-- pixel threshold: the raw map value that maximises F1 over all validation pixels;
+- image threshold: set by the product's operating point (``core.operating_point``; default a
+  1 % false-reject budget with a split-conformal guarantee on the good scores, plus any
+  ``extra_good_scores`` such as out-of-fold training scores); the policy ``f1`` is the old
+  rule (anomalib ``F1AdaptiveThreshold``);
+- pixel threshold: the raw map value that maximises F1 over all validation pixels; without
+  defect masks (a good-only product) the value above the good maps' peaks at the budget;
 - min/max of the raw scores and raw maps (the normalisation maps each threshold to 0.5);
 - segmentation: chosen on the normalised maps by ``core.segmentation.select_segmentation``.
 
@@ -20,10 +24,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from inspection.core.operating_point import (
+    OperatingPoint,
+    ThresholdChoice,
+    choose_threshold,
+    f1_adaptive_threshold,
+    good_map_threshold,
+)
 from inspection.core.segmentation import select_segmentation
 from inspection.core.verdict import Segmentation
 
 CALIBRATION_METHOD = "f1-adaptive"
+"""The method of calibrations recorded before operating points (``operating`` None)."""
+OPERATING_POINT_METHOD = "operating-point"
 
 
 @dataclass(frozen=True)
@@ -50,6 +63,8 @@ class Calibration:
     ``n_good``/``n_defective`` count the validation images; ``image_f1`` and ``pixel_f1`` are
     the F1 reached at the chosen raw thresholds on them. None: not recorded (training keeps
     the thresholds anomalib's post-processor set, with the split's counts but no F1).
+    ``operating``: how the image threshold was chosen (policy, budget, n, guaranteed bound);
+    None for calibrations recorded before operating points.
     """
 
     normalization: Normalization
@@ -60,6 +75,7 @@ class Calibration:
     image_f1: float | None = None
     pixel_f1: float | None = None
     method: str = CALIBRATION_METHOD
+    operating: ThresholdChoice | None = None
 
     def __post_init__(self) -> None:
         norm = self.normalization
@@ -67,29 +83,6 @@ class Calibration:
             raise ValueError(f"calibration min must not exceed max, got {norm}")
         if min(self.n_good or 0, self.n_defective or 0) < 0:
             raise ValueError("calibration image counts must be >= 0")
-
-
-def f1_adaptive_threshold(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    """(threshold, F1): the value of ``scores`` maximising F1 of ``scores >= t`` vs ``labels``.
-
-    As anomalib's ``F1AdaptiveThreshold``: no positives -> the highest score; no negatives ->
-    the lowest score (F1 is then reported for that threshold).
-    """
-    # scikit-learn is a station/train extra, not a dependency of the base (core) install.
-    from sklearn.metrics import precision_recall_curve
-
-    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-    labels = np.asarray(labels).astype(bool).reshape(-1)
-    if len(scores) == 0:
-        raise ValueError("cannot calibrate a threshold on no values")
-    if not labels.any():
-        return float(scores.max()), 0.0
-    if labels.all():
-        return float(scores.min()), 1.0
-    precision, recall, thresholds = precision_recall_curve(labels, scores)
-    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
-    best = int(np.argmax(f1[:-1]))  # the last point (recall 0) has no threshold
-    return float(thresholds[best]), float(f1[best])
 
 
 def calibrate(
@@ -100,12 +93,19 @@ def calibrate(
     defect_types: Sequence[str],
     *,
     mask_known: np.ndarray | None = None,
+    point: OperatingPoint | None = None,
+    extra_good_scores: np.ndarray | None = None,
+    good_sources: dict[str, int] | None = None,
 ) -> Calibration:
     """Calibration of one bundle from its raw outputs on the validation split.
 
     scores (N,) raw image scores; maps (N, h, w) raw anomaly maps at the model resolution;
-    labels (N,) 0 good / 1 defective; masks (N, h, w) bool ground truth at the map resolution;
-    ``mask_known`` (N,) False for defective images without a mask (left out of pixel figures).
+    labels (N,) 0 good / 1 defective (all 0 for a good-only product); masks (N, h, w) bool
+    ground truth at the map resolution; ``mask_known`` (N,) False for defective images without
+    a mask (left out of pixel figures). ``point``: the operating point (default: a 1 %
+    false-reject budget); ``extra_good_scores`` (G,) raw scores of further good images in the
+    same space (out-of-fold training scores), used with the validation good ones to set the
+    image threshold; ``good_sources`` names their counts for the record.
     """
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     maps = np.asarray(maps, dtype=np.float32)
@@ -120,15 +120,25 @@ def calibrate(
     if len(defect_types) != n:
         raise ValueError(f"defect_types: expected {n} entries, got {len(defect_types)}")
     known = np.ones(n, bool) if mask_known is None else np.asarray(mask_known, dtype=bool)
-    image_threshold, image_f1 = f1_adaptive_threshold(scores, labels)
-    pixel_threshold, pixel_f1 = f1_adaptive_threshold(maps[known], masks[known])
+    point = point or OperatingPoint()
+    extra = np.empty(0) if extra_good_scores is None else np.asarray(extra_good_scores, float)
+    good = np.r_[extra.reshape(-1), scores[labels == 0]]
+    sources = good_sources or {"validation": int((labels == 0).sum())}
+    choice = choose_threshold(good, point, defect_scores=scores[labels == 1], good_sources=sources)
+    image_threshold = choice.threshold
+    if masks[known].any():
+        pixel_threshold, pixel_f1 = f1_adaptive_threshold(maps[known], masks[known])
+    else:  # no defect pixel: the level at most ``budget`` of good maps reach
+        peaks = maps[labels == 0].reshape(int((labels == 0).sum()), -1).max(axis=1)
+        pixel_threshold, pixel_f1 = good_map_threshold(peaks, point.budget), 0.0
+    values = np.r_[scores, good, image_threshold]
     norm = Normalization(
         image_threshold_raw=image_threshold,
         pixel_threshold_raw=pixel_threshold,
-        image_min=float(scores.min()),
-        image_max=float(scores.max()),
-        pixel_min=float(maps.min()),
-        pixel_max=float(maps.max()),
+        image_min=float(values.min()),
+        image_max=float(values.max()),
+        pixel_min=float(min(maps.min(), pixel_threshold)),
+        pixel_max=float(max(maps.max(), pixel_threshold)),
     )
     segmentation = _segmentation(norm, maps, masks, labels, defect_types, known)
     return Calibration(
@@ -136,9 +146,20 @@ def calibrate(
         segmentation=segmentation,
         n_good=int((labels == 0).sum()),
         n_defective=int((labels == 1).sum()),
-        image_f1=round(image_f1, 6),
+        image_f1=_f1_at(scores, labels, image_threshold),
         pixel_f1=round(pixel_f1, 6) if masks[known].any() else None,
+        method=OPERATING_POINT_METHOD,
+        operating=choice,
     )
+
+
+def _f1_at(scores: np.ndarray, labels: np.ndarray, threshold: float) -> float | None:
+    """Image F1 of ``scores >= threshold`` (None without defective images)."""
+    if not (labels == 1).any():
+        return None
+    ng = scores >= threshold
+    tp = int((ng & (labels == 1)).sum())
+    return round(2 * tp / (int(ng.sum()) + int((labels == 1).sum())), 6)
 
 
 def normalize_maps(maps: np.ndarray, norm: Normalization) -> np.ndarray:

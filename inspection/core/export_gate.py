@@ -24,6 +24,7 @@ from inspection.core.calibration import Calibration, normalize_maps, normalize_s
 from inspection.core.config import from_mapping, to_mapping
 from inspection.core.errors import ConfigError, InspectionError
 from inspection.core.metrics import EvaluationMetrics, SubsetMetrics, compute_metrics, judge_all
+from inspection.core.operating_point import BUDGET_TEST_LEVEL, allowed_rejects, within_budget
 
 
 class GateRefusal(InspectionError):
@@ -251,3 +252,23 @@ def figures_of(overall: SubsetMetrics) -> BundleFigures:
         n_good=int(overall.n_good or 0),
         n_defective=int(overall.n_defective or 0),
     )
+
+
+def with_budget(
+    decision: GateDecision,
+    figures: BundleFigures,
+    calibration: Calibration,
+    level: float = BUDGET_TEST_LEVEL,
+) -> GateDecision:
+    """``decision`` plus the operating point's own check: at its own threshold the bundle's
+    rejects among held-out good parts stay plausible at the budget (``within_budget``, a
+    one-sided binomial test at ``level``). Other policies are returned unchanged."""
+    choice = calibration.operating
+    if choice is None or choice.policy != "false_reject_budget" or not figures.n_good:
+        return decision
+    rejected, n = figures.rejected_good(), figures.n_good
+    allowed = allowed_rejects(n, choice.budget, level)
+    text = f"false reject {rejected}/{n} good at budget {choice.budget:.1%} (allowed {allowed})"
+    if not within_budget(rejected, n, choice.budget, level):
+        return GateDecision(False, (*decision.failures, text), decision.checks)
+    return GateDecision(decision.passed, decision.failures, (*decision.checks, text))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -42,13 +43,54 @@ def decode_image(
 
     ``formats`` lists the Pillow format names to try (``None``: every format Pillow knows).
     """
+    return decode_reduced(
+        data, max_pixels=max_pixels, max_side=max_side, formats=formats, name=name
+    ).image
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """A decoded image, possibly reduced: ``image`` (h, w, 3) uint8 RGB and the (H, W) size
+    of the encoded image (``source_size``); ``reduced`` is True when (h, w) != (H, W)."""
+
+    image: np.ndarray
+    source_size: tuple[int, int]
+
+    @property
+    def reduced(self) -> bool:
+        return self.image.shape[:2] != self.source_size
+
+
+def decode_reduced(
+    data: bytes,
+    *,
+    work_side: int | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_side: int = DEFAULT_MAX_SIDE,
+    formats: tuple[str, ...] | None = None,
+    name: str = "image",
+) -> DecodedImage:
+    """Decode bytes, reduced at decode to a longer side of at most ``work_side`` (None: full).
+
+    JPEG is decoded at a DCT scale (1/2, 1/4, 1/8) that keeps at least ``work_side`` (Pillow's
+    draft mode), other formats decode fully; then one antialiased resize (Pillow's
+    ``thumbnail``: integer ``reduce`` then bilinear) to the longer side ``work_side``.
+    The limits and errors are those of ``decode_image``; ``max_pixels`` applies to the
+    encoded size, checked from the header before any pixel is decoded.
+    """
     if not data:
         raise ImageDecodeError(f"{name}: empty file (0 bytes)")
+    if work_side is not None and work_side < 1:
+        raise ValueError(f"work_side must be >= 1 (or None), got {work_side}")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=formats)
             _check_size(image.size, max_pixels, max_side, name)
+            source = (image.size[1], image.size[0])
+            target = _target_size(image.size, work_side)
+            if target is not None and image.format == "JPEG":
+                image.draft("RGB", target)  # DCT-domain reduction; keeps >= target
             image.load()
     except ImageDecodeError:
         raise
@@ -62,7 +104,21 @@ def decode_image(
         raise ImageDecodeError(f"{name}: image too large: {exc}") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageDecodeError(f"{name}: truncated or corrupt image ({exc})") from exc
-    return to_rgb_uint8(image)
+    if target is None or image.size == target:
+        return DecodedImage(to_rgb_uint8(image), source)
+    if image.mode not in ("RGB", "L"):
+        image = Image.fromarray(to_rgb_uint8(image))
+    image.thumbnail(target, Image.Resampling.BILINEAR, reducing_gap=2.0)
+    return DecodedImage(to_rgb_uint8(image), source)
+
+
+def _target_size(size: tuple[int, int], work_side: int | None) -> tuple[int, int] | None:
+    """(width, height) of ``size`` shrunk to a longer side of ``work_side``; None: no shrink."""
+    width, height = size
+    if work_side is None or max(width, height) <= work_side:
+        return None
+    scale = work_side / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
 
 
 def _check_size(size: tuple[int, int], max_pixels: int, max_side: int, name: str) -> None:
@@ -80,12 +136,19 @@ def _check_size(size: tuple[int, int], max_pixels: int, max_side: int, name: str
 
 def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Read a file into an (H, W, 3) uint8 RGB array."""
+    return read_reduced(path, max_pixels=max_pixels).image
+
+
+def read_reduced(
+    path: str | Path, *, work_side: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> DecodedImage:
+    """Read a file, reduced at decode to a longer side of ``work_side`` (``decode_reduced``)."""
     path = Path(path)
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise ImageDecodeError(f"{path}: cannot read file ({exc.strerror or exc})") from exc
-    return decode_image(data, max_pixels=max_pixels, name=str(path))
+    return decode_reduced(data, work_side=work_side, max_pixels=max_pixels, name=str(path))
 
 
 def read_mask(path: str | Path | None, size: tuple[int, int] | None = None) -> np.ndarray | None:

@@ -18,6 +18,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from inspection.core.bootstrap import rate_interval
 from inspection.core.calibration import Calibration
 from inspection.core.config import from_mapping, to_mapping
 from inspection.core.errors import ConfigError
@@ -162,6 +163,9 @@ class SubsetMetrics:
     region_recall: float | None = None
     false_regions_per_good_image: float | None = None
     ng_without_region: int | None = None
+    miss_low: float | None = None
+    miss_high: float | None = None
+    """Bootstrap interval of ``miss_rate`` (``core.bootstrap.rate_interval``, 95 %)."""
 
     def figures(self) -> dict[str, float]:
         """The recorded figures by name (the undefined ones left out)."""
@@ -329,6 +333,7 @@ def _subset(data: _Data, select: np.ndarray) -> SubsetMetrics:
     image_f1 = 2 * tp / max(int(ng.sum()) + int(bad.sum()), 1)
     n_regions = data.judged.n_regions[select]
     pixel = _pixel_figures(data, select & data.known)
+    interval = rate_interval(~ng[bad]) if bad.any() else None
     return SubsetMetrics(
         n_good=int(good.sum()),
         n_defective=int(bad.sum()),
@@ -338,6 +343,8 @@ def _subset(data: _Data, select: np.ndarray) -> SubsetMetrics:
         miss_rate=_rate(~ng[bad]),
         false_regions_per_good_image=_rate(n_regions[good].astype(np.float64)),
         ng_without_region=int((ng & (n_regions == 0)).sum()),
+        miss_low=None if interval is None else round(interval.low, 4),
+        miss_high=None if interval is None else round(interval.high, 4),
         **pixel,
     )
 

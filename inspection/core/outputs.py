@@ -19,6 +19,7 @@ from inspection.core.calibration import Calibration, calibrate
 from inspection.core.export_gate import BundleFigures, measure
 from inspection.core.images import read_mask
 from inspection.core.metrics import EvaluationMetrics
+from inspection.core.operating_point import OperatingPoint
 
 
 class LabelledImage(Protocol):
@@ -87,8 +88,9 @@ class RawOutputs:
             defect_types=tuple(s.defect_type for s in samples),
         )
 
-    def calibrate(self) -> Calibration:
-        """The calibration these outputs set (run them on the validation split)."""
+    def calibrate(self, point: OperatingPoint | None = None) -> Calibration:
+        """The calibration these outputs set at ``point`` (default: a 1 % false-reject
+        budget) when run on the validation split."""
         return calibrate(
             self.scores,
             self.maps,
@@ -96,6 +98,7 @@ class RawOutputs:
             self.masks,
             self.defect_types,
             mask_known=self.mask_known,
+            point=point,
         )
 
     def measure(self, calibration: Calibration) -> tuple[EvaluationMetrics, BundleFigures]:

@@ -94,6 +94,24 @@ class DataSplits:
 
 
 @dataclass(frozen=True)
+class GoodScores:
+    """Raw torch-model image scores a version keeps for calibrating its bundles
+    (``extra["good_scores"]``; keys are paths relative to the dataset root).
+
+    ``out_of_fold``: each training image scored by a bank fitted without its fold (``folds``
+    of them; empty when not computed); ``validation``: the validation images;
+    ``train_full_bank``: some training images scored by the trained model itself. A bundle
+    pairs the last two with its own scores of the same images to carry ``out_of_fold`` into
+    its own score space (``core.operating_point.transfer_scores``).
+    """
+
+    out_of_fold: dict[str, float] = field(default_factory=dict)
+    validation: dict[str, float] = field(default_factory=dict)
+    train_full_bank: dict[str, float] = field(default_factory=dict)
+    folds: int = 0
+
+
+@dataclass(frozen=True)
 class Lineage:
     """How a version was derived from a parent version without a full refit.
 
@@ -300,6 +318,12 @@ class ModelRecord:
         """How many images the version was trained on; ``None`` when it recorded no count."""
         count = self.extra.get("train_images")
         return None if count is None else int(count)
+
+    def good_scores(self) -> GoodScores:
+        """Scores kept for bundle calibration; empty for versions that recorded none."""
+        if "good_scores" not in self.extra:
+            return GoodScores()
+        return self._typed_extra("good_scores", GoodScores)
 
     def splits(self) -> DataSplits:
         """The recorded validation/test split; empty for versions that recorded none."""

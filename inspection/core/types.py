@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -94,6 +95,12 @@ class InspectionResult:
     """When the image was aligned to the product's reference first (``runtime.alignment``): the
     (2, 3) affine matrix, row-major, from reference pixels to camera pixels. ``anomaly_map``,
     ``mask`` and ``regions`` are then in the reference frame (``frame``), not the camera's."""
+    camera_size: tuple[int, int] | None = None
+    """(H, W) of the full-resolution image of the result's ``frame`` (the camera image, or the
+    aligned one) when map, mask and regions were judged on a reduced working copy of it
+    (``runtime.camera``): every pixel quantity of the result (map, mask, regions,
+    ``min_defect_area``) is then in working pixels; ``camera_regions`` scales the regions to
+    full resolution. None: the result is at full resolution."""
 
     def __post_init__(self) -> None:
         if self.alignment is not None and (
@@ -102,6 +109,10 @@ class InspectionResult:
             raise ValueError(
                 f"alignment must be 6 finite numbers (a 2x3 affine), got {self.alignment}"
             )
+        if self.camera_size is not None and (
+            len(self.camera_size) != 2 or min(self.camera_size) < 1
+        ):
+            raise ValueError(f"camera_size must be (H, W) >= 1, got {self.camera_size}")
         if self.verdict not in VERDICTS:
             raise ValueError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}")
         if not 0.0 <= self.score <= 1.0 or not np.isfinite(self.score):
@@ -154,6 +165,13 @@ class InspectionResult:
         return "camera" if self.alignment is None else "reference"
 
     @property
+    def camera_regions(self) -> tuple[DefectRegion, ...]:
+        """``regions`` at full resolution (scaled from a working copy; see ``camera_size``)."""
+        if self.camera_size is None:
+            return self.regions
+        return scale_regions(self.regions, self.anomaly_map.shape, self.camera_size)
+
+    @property
     def driver(self) -> str | None:
         """The component whose z-score set the fused score (None without components)."""
         if not self.components:
@@ -169,10 +187,15 @@ class InspectionResult:
             "model_version": self.model_version,
             "latency_ms": round(float(self.latency_ms), 3),
             "mask_source": self.mask_source,
-            "regions": [region.to_dict() for region in self.regions],
+            "regions": [region.to_dict() for region in self.camera_regions],
             "candidates": [region.to_dict() for region in self.candidates],
-            "height": int(self.anomaly_map.shape[0]),
-            "width": int(self.anomaly_map.shape[1]),
+            "height": int((self.camera_size or self.anomaly_map.shape)[0]),
+            "width": int((self.camera_size or self.anomaly_map.shape)[1]),
+            **(
+                {"work_size": [int(v) for v in self.anomaly_map.shape]}
+                if self.camera_size is not None
+                else {}
+            ),
             **(
                 {
                     "components": {k: round(float(v), 4) for k, v in self.components.items()},
@@ -182,3 +205,31 @@ class InspectionResult:
                 else {}
             ),
         }
+
+
+def scale_regions(
+    regions: tuple[DefectRegion, ...], size: tuple[int, int], target: tuple[int, int]
+) -> tuple[DefectRegion, ...]:
+    """``regions`` of an image of ``size`` (h, w) in pixels of the same view at ``target``
+    (H, W): boxes cover every target pixel under the source box, peaks move to the centre of
+    their pixel, areas scale with the pixel ratio; scores and mm sizes are unchanged."""
+    if tuple(size) == tuple(target):
+        return regions
+    sy, sx = target[0] / size[0], target[1] / size[1]
+    scaled = []
+    for region in regions:
+        x0, y0, x1, y1 = region.box
+        left, top = int(np.floor(x0 * sx)), int(np.floor(y0 * sy))
+        box = (
+            left,
+            top,
+            min(target[1], max(left + 1, int(np.ceil(x1 * sx)))),
+            min(target[0], max(top + 1, int(np.ceil(y1 * sy)))),
+        )
+        peak = (
+            min(target[1] - 1, int((region.peak[0] + 0.5) * sx)),
+            min(target[0] - 1, int((region.peak[1] + 0.5) * sy)),
+        )
+        area = max(1, round(region.area * sx * sy))
+        scaled.append(dataclasses.replace(region, box=box, peak=peak, area=area))
+    return tuple(scaled)

@@ -3,10 +3,10 @@
 Every cached function takes the site key (the site YAML path, '' for the default) first, so
 two sites in one process never share cache entries. Writes call ``invalidate()``.
 
-Login: the router calls ``signed_in()`` before any page runs. It shows a login form (name +
-password, verified against the Argon2id hash in the store) until the session holds an
-``Identity``; every later run re-reads the user, so a removed user or a changed role takes
-effect on the next click. Pages ask ``acting_as(ADMINS)`` (or ``REVIEWERS``) for the name
+Login: the router calls ``identify()`` and ``signed_in()`` before any page runs. The login form
+(name + password, verified against the Argon2id hash in the store) shows until the session
+holds an ``Identity``; a signed cookie (``sessions``) carries the login across reloads; every
+later run re-reads the user, so a removed user or a changed role takes effect on the next click. Pages ask ``acting_as(ADMINS)`` (or ``REVIEWERS``) for the name
 they write into the audit trail. Only a site with ``dashboard_open_on_localhost: true``
 served on loopback skips the login; there the typed name is recorded.
 """
@@ -20,7 +20,16 @@ import pandas as pd
 import streamlit as st
 
 from inspection.core.errors import InspectionError
-from inspection.dashboard import models, overview, retraining, review, thresholds
+from inspection.core.registry import LiveState
+from inspection.dashboard import (
+    health,
+    models,
+    overview,
+    retraining,
+    review,
+    sessions,
+    thresholds,
+)
 from inspection.dashboard.context import (
     Dashboard,
     login_free,
@@ -34,8 +43,10 @@ DATA_TTL_S = 15
 USER_KEY = "user_name"
 IDENTITY_KEY = "identity"
 LOGIN_AT_KEY = "login_at"
-SESSION_HOURS = 8
-"""A login lasts this long; then the form asks again."""
+NOTICE_KEY = "login_notice"
+SIGNED_OUT_KEY = "signed_out"
+COOKIE_KEY = "session_cookie"
+SESSION_HOURS = sessions.SESSION_HOURS
 REVIEWERS = ("reviewer", "admin")
 ADMINS = ("admin",)
 
@@ -88,9 +99,10 @@ def acting_as(roles: tuple[str, ...]) -> str | None:
     after showing why when the signed-in role may not.
 
     ``roles``: ``REVIEWERS`` to label, ``ADMINS`` for thresholds, promotion and rollback.
-    Pages disable the buttons too, but this check is the guard.
+    Pages disable the buttons too, but this check is the guard: it reads the user again from
+    the store, because a button's callback runs before the page re-checks who is signed in.
     """
-    identity = current()
+    identity = _live(current())
     if identity is None or not identity.has(*roles):
         role = identity.role if identity else "nobody"
         st.error(f"Only {' or '.join(roles)} users may do this; you are signed in as {role}.")
@@ -99,34 +111,101 @@ def acting_as(roles: tuple[str, ...]) -> str | None:
 
 
 def may(roles: tuple[str, ...]) -> bool:
-    identity = current()
+    """Whether the signed-in user (read again from the store) has one of ``roles``."""
+    identity = _live(current())
     return identity is not None and identity.has(*roles)
 
 
-def signed_in(board: Dashboard) -> Identity:
-    """The session's identity; shows the login form and stops the run until there is one."""
+def _live(identity: Identity | None) -> Identity | None:
+    """``identity`` as the store has it now (open mode: as typed)."""
+    if identity is None:
+        return None
+    board = dashboard()
     if login_free(board.site, st.get_option("server.address")):
-        user_box()
+        return identity
+    return users.user_identity(board.store, identity.name)
+
+
+def identify(board: Dashboard) -> Identity | None:
+    """Who this run acts as, without drawing anything: open mode's typed name, the session's
+    login, or the signed cookie a reload brings (``sessions``); ``None`` means the login form.
+
+    Every run re-reads the user, so a removed user or a changed role takes effect at once.
+    """
+    if login_free(board.site, st.get_option("server.address")):
         st.session_state[IDENTITY_KEY] = Identity(user_name_typed(), "admin")
         return st.session_state[IDENTITY_KEY]
     identity, since = current(), st.session_state.get(LOGIN_AT_KEY)
+    name = None
     if identity is not None and since is not None:
-        fresh = datetime.now(timezone.utc) - since < timedelta(hours=SESSION_HOURS)
-        live = users.user_identity(board.store, identity.name) if fresh else None
-        if live is not None:
-            st.session_state[IDENTITY_KEY] = live
-            _account_box(live)
-            return live
-        sign_out()
-        st.warning("Your session ended (expired, or the account was removed); sign in again.")
+        if datetime.now(timezone.utc) - since < timedelta(hours=SESSION_HOURS):
+            name = identity.name
+        else:
+            st.session_state[NOTICE_KEY] = "Your session expired; sign in again."
+    elif not st.session_state.get(SIGNED_OUT_KEY):
+        name = sessions.verify_token(
+            _secret(board), _cookies().get(_cookie()), max_age_s=SESSION_HOURS * 3600
+        )
+        if name is not None:  # a reload: the cookie's own time stamp bounds the session
+            st.session_state[LOGIN_AT_KEY] = datetime.now(timezone.utc)
+    live = users.user_identity(board.store, name) if name else None
+    if live is None:
+        if identity is not None and NOTICE_KEY not in st.session_state:
+            st.session_state[NOTICE_KEY] = "Your account was removed; sign in again."
+        for key in (IDENTITY_KEY, LOGIN_AT_KEY):
+            st.session_state.pop(key, None)
+        return None
+    st.session_state[IDENTITY_KEY] = live
+    return live
+
+
+def signed_in(board: Dashboard, identity: Identity | None) -> Identity:
+    """Draw the account box for ``identity`` (from ``identify``), or show the login form and
+    stop the run when there is none."""
+    if login_free(board.site, st.get_option("server.address")):
+        user_box()
+        return st.session_state[IDENTITY_KEY]
+    pending = st.session_state.pop(COOKIE_KEY, None)
+    if pending is not None:  # set after a login, cleared after a sign-out
+        token, max_age = pending
+        st.html(sessions.cookie_script(_cookie(), token, max_age), unsafe_allow_javascript=True)
+    if identity is not None:
+        _account_box(identity)
+        return identity
+    notice = st.session_state.pop(NOTICE_KEY, None)
+    if notice:
+        st.warning(notice)
     _login_form(board)
     st.stop()
     raise RuntimeError("unreachable: st.stop() ends the script run")
 
 
 def sign_out() -> None:
+    """End the session here and clear its cookie (no later run of this tab reads it again)."""
     for key in (IDENTITY_KEY, LOGIN_AT_KEY):
         st.session_state.pop(key, None)
+    st.session_state[SIGNED_OUT_KEY] = True
+    st.session_state[COOKIE_KEY] = ("", 0)
+
+
+def _secret(board: Dashboard) -> str:
+    return _session_secret(site_key(), board)
+
+
+@st.cache_resource(show_spinner=False)
+def _session_secret(site: str, _board: Dashboard) -> str:
+    return sessions.session_secret(_board.site)
+
+
+def _cookie() -> str:
+    return sessions.cookie_name(st.get_option("server.port"))
+
+
+def _cookies() -> dict[str, str]:
+    try:
+        return dict(st.context.cookies)
+    except Exception:  # no browser connection (AppTest, bare mode): no cookies
+        return {}
 
 
 def _login_form(board: Dashboard) -> None:
@@ -147,6 +226,9 @@ def _login_form(board: Dashboard) -> None:
         return
     st.session_state[IDENTITY_KEY] = identity
     st.session_state[LOGIN_AT_KEY] = datetime.now(timezone.utc)
+    st.session_state.pop(SIGNED_OUT_KEY, None)
+    token = sessions.issue_token(_secret(board), identity.name)
+    st.session_state[COOKIE_KEY] = (token, SESSION_HOURS * 3600)
     st.rerun()
 
 
@@ -250,3 +332,58 @@ def bundle_table(site: str, product: str) -> pd.DataFrame:
 def retrain_runs(site: str, product: str) -> list[retraining.RetrainRun]:
     board = _open(site)
     return retraining.retrain_runs(board.registry, board.site.reports_dir, product)
+
+
+@st.cache_data(ttl=DATA_TTL_S, show_spinner=False)
+def model_health(site: str, product: str, threshold: float | None = None) -> health.ModelHealth:
+    """The live bundle's health at the live threshold (or ``threshold``, a what-if)."""
+    return health.model_health(_open(site).registry, product, threshold=threshold)
+
+
+@st.cache_data(ttl=DATA_TTL_S, show_spinner=False)
+def outcomes(site: str, product: str) -> list[health.Outcome]:
+    board = _open(site)
+    return health.outcomes(board.registry, product, board.site.datasets_dir)
+
+
+@st.cache_data(ttl=DATA_TTL_S, show_spinner=False)
+def model_products(site: str) -> list[str]:
+    """Products with a trained version or an exported bundle."""
+    registry = _open(site).registry
+    return [p for p in _open(site).products if registry.versions(p) or registry.bundle_ids(p)]
+
+
+@st.cache_data(ttl=DATA_TTL_S, show_spinner=False)
+def live_state(site: str, product: str) -> LiveState | None:
+    return _open(site).registry.live(product)
+
+
+@st.cache_data(ttl=DATA_TTL_S, show_spinner=False)
+def bundle_ids(site: str, product: str) -> list[str]:
+    return _open(site).registry.bundle_ids(product)
+
+
+@st.cache_data(ttl=DATA_TTL_S, show_spinner=False)
+def exported_versions(site: str, product: str) -> list[str]:
+    """Versions with at least one exported bundle, newest first."""
+    return models.exported_versions(_open(site).registry, product)
+
+
+@st.cache_data(ttl=DATA_TTL_S, show_spinner=False)
+def precision_comparison(site: str, product: str, version: str) -> pd.DataFrame:
+    return models.precision_comparison(_open(site).registry, product, version)
+
+
+@st.cache_data(ttl=DATA_TTL_S, show_spinner=False)
+def tuning_frame(site: str, product: str) -> pd.DataFrame:
+    return models.tuning_frame(_open(site).registry, product)
+
+
+@st.cache_data(ttl=DATA_TTL_S, show_spinner=False)
+def events_frame(site: str, product: str) -> pd.DataFrame:
+    return models.events_frame(_open(site).registry, product)
+
+
+@st.cache_data(ttl=300, show_spinner=False, max_entries=128)
+def example_picture(example: health.Outcome) -> np.ndarray | None:
+    return health.picture(example)

@@ -82,21 +82,27 @@ def drift_chart(drift: Drift) -> alt.Chart:
             {
                 "score": f"{edges[i]:.1f}–{edges[i + 1]:.1f}",
                 "fraction": float(v),
-                "set": "validation (good)",
+                "set": "held-out good",
             }
             for i, v in enumerate(drift.reference)
         ]
+    top = max([r["fraction"] for r in rows] + [0.05])
     return (
         alt.Chart(pd.DataFrame(rows))
         .mark_bar()
         .encode(
             x=alt.X("score:N", title="score", sort=None),
             xOffset="set:N",
-            y=alt.Y("fraction:Q", title="share of parts", axis=alt.Axis(format="%")),
+            y=alt.Y(
+                "fraction:Q",
+                title="share of parts",
+                scale=alt.Scale(domain=[0, min(1.0, top * 1.1)]),
+                axis=alt.Axis(format=".0%", tickCount=5),
+            ),
             color=alt.Color("set:N", title=None, legend=alt.Legend(orient="top")),
             tooltip=["set:N", "score:N", alt.Tooltip("fraction:Q", format=".1%")],
         )
-        .properties(height=200)
+        .properties(height=HEIGHT)
     )
 
 
@@ -171,3 +177,36 @@ def _curve_with_point(
         )
     )
     return (line + dot).properties(height=HEIGHT, title=title)
+
+
+def operating_curve_chart(curve: pd.DataFrame, at: pd.DataFrame) -> alt.LayerChart:
+    """Miss rate of each defect kind against the reject rate of good parts, over every
+    threshold (``thresholds.curve_frame``); ``at`` marks the chosen threshold's point per kind."""
+    axes = {
+        "x": alt.X(
+            "false_reject_rate:Q",
+            title="good parts rejected",
+            scale=alt.Scale(domain=[0, 1]),
+            axis=alt.Axis(format="%"),
+        ),
+        "y": alt.Y(
+            "miss_rate:Q",
+            title="defects missed",
+            scale=alt.Scale(domain=[0, 1]),
+            axis=alt.Axis(format="%"),
+        ),
+        "color": alt.Color("kind:N", title="defect kind", legend=alt.Legend(orient="top")),
+    }
+    tooltip = [
+        alt.Tooltip("threshold:Q", format=".4f"),
+        alt.Tooltip("false_reject_rate:Q", title="good rejected", format=".1%"),
+        "kind:N",
+        alt.Tooltip("miss_rate:Q", title="missed", format=".1%"),
+    ]
+    lines = (
+        alt.Chart(curve)
+        .mark_line(interpolate="step-after")
+        .encode(**axes, tooltip=tooltip, order="threshold:Q")
+    )
+    dots = alt.Chart(at).mark_point(size=110, filled=True).encode(**axes, tooltip=tooltip)
+    return (lines + dots).properties(height=HEIGHT, title="Operating curve per defect kind")

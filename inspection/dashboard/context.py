@@ -39,10 +39,14 @@ def site_path_from_env() -> str:
 
 
 def open_dashboard(site_path: str | Path | None = None) -> Dashboard:
-    """Open the store and registry of the site at ``site_path`` (the schema must be current)."""
+    """Open the store and registry of the site at ``site_path``.
+
+    An empty database gets its schema here (first use); an older schema raises ``StoreError``
+    asking for ``inspection db upgrade``.
+    """
     site = load_site_config(site_path or None)
     store = Store(site.store_url, site.blob_dir)
-    store.check_schema()
+    store.ensure_schema()
     return Dashboard(site=site, store=store, registry=Registry(site.registry_dir))
 
 

@@ -31,7 +31,9 @@ def bundle_table(registry: Registry, product: str) -> pd.DataFrame:
             "created": record.created_at,
         }
         if not own:
-            rows.append({**base, "bundle": "(not exported)", "precision": "", "live": False})
+            rows.append(
+                {**base, "bundle": "(not exported)", "precision": "", "live": False, "golden": ""}
+            )
             try:
                 rows[-1].update(record.evaluation().overall.figures())
             except RegistryError as exc:
@@ -46,7 +48,7 @@ def bundle_table(registry: Registry, product: str) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
-    fixed = ["live", "version", "bundle", "precision", "model", "created"]
+    fixed = ["live", "version", "bundle", "precision", "model", "created", "golden"]
     metric_cols = order_metrics(set(frame.columns) - {*fixed, "problem"})
     columns = [*fixed, *metric_cols, "problem"]
     columns = [c for c in columns if c in frame.columns]
@@ -68,8 +70,42 @@ def _bundle_row(
         row["problem"] = str(exc)
         return row
     row["precision"] = metadata.precision
+    row["golden"] = (
+        f"{len(metadata.golden.images)} images, ≤ {metadata.golden.tolerance:g}"
+        if metadata.golden is not None
+        else "none recorded"
+    )
     row.update(figures)
     return row
+
+
+COUNT_PREFIXES = ("n_", "gt_regions", "regions_found", "ng_without_region")
+
+
+def is_count(metric: str) -> bool:
+    """Whether a metric is a count (shown as an integer): n_good, gt_regions, ..."""
+    return metric.startswith(COUNT_PREFIXES)
+
+
+def exported_versions(registry: Registry, product: str) -> list[str]:
+    """Versions with at least one exported bundle, newest first."""
+    versions = {b.split("-", 1)[0] for b in registry.bundle_ids(product)}
+    return sorted(versions, reverse=True)
+
+
+def format_comparison(frame: pd.DataFrame) -> pd.DataFrame | object:
+    """A pandas Styler for ``precision_comparison``: counts as integers, rates to 4 places,
+    deltas signed (an empty frame passes through)."""
+    if frame.empty:
+        return frame
+    counts = [m for m in frame.index if is_count(m)]
+    rates = [m for m in frame.index if not is_count(m)]
+    deltas = [c for c in frame.columns if c.startswith("Δ")]
+    values = [c for c in frame.columns if not c.startswith("Δ")]
+    styler = frame.style.format("{:.4f}", subset=(rates, values), na_rep="—")
+    styler = styler.format("{:+.4f}", subset=(rates, deltas), na_rep="—")
+    styler = styler.format("{:.0f}", subset=(counts, values), na_rep="—")
+    return styler.format("{:+.0f}", subset=(counts, deltas), na_rep="—")
 
 
 def precision_comparison(registry: Registry, product: str, version: str) -> pd.DataFrame:
@@ -96,8 +132,27 @@ def precision_comparison(registry: Registry, product: str, version: str) -> pd.D
     return frame
 
 
+def golden_tolerance(registry: Registry, product: str, bundle_id: str) -> float | None:
+    """The bundle's golden-check tolerance (normalised units); None: it records no golden
+    outputs (older bundles) or cannot be read."""
+    try:
+        golden = read_bundle_metadata(registry.bundle_dir(product, bundle_id)).golden
+    except (BundleError, RegistryError):
+        return None
+    return None if golden is None else golden.tolerance
+
+
+def golden_verdict(drift: float | None, tolerance: float | None) -> str:
+    """'passed', 'REFUSED' or '—' (not checked) for a measured golden drift."""
+    if drift is None or tolerance is None:
+        return "—"
+    return "passed" if drift <= tolerance else "REFUSED"
+
+
 def tuning_frame(registry: Registry, product: str) -> pd.DataFrame:
-    """Each station CPU's self-benchmark: one row per measured bundle, the served one marked."""
+    """Each station CPU's self-benchmark: one row per measured bundle, the served one marked,
+    with the bundle's golden check on that CPU (drift in normalised units)."""
+    tolerances = {b: golden_tolerance(registry, product, b) for b in registry.bundle_ids(product)}
     rows = [
         {
             "served": m.bundle_id == record.chosen_bundle_id,
@@ -109,6 +164,8 @@ def tuning_frame(registry: Registry, product: str) -> pd.DataFrame:
             "p95_ms": m.p95_ms,
             "img_per_s": m.throughput_ips,
             "gate": m.gate_note,
+            "golden": golden_verdict(m.golden_drift, tolerances.get(m.bundle_id)),
+            "golden_drift": m.golden_drift,
             "load_1m": record.load_1m,
             "measured": record.measured_at,
         }

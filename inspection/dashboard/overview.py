@@ -23,6 +23,8 @@ STALE_AFTER = timedelta(hours=1)
 DRIFT_BINS = 10
 PSI_WARN = 0.1
 PSI_ALERT = 0.25
+MIN_DRIFT_PARTS = 30
+"""Fewer parts on either side than this: drift says 'not enough data' instead of a verdict."""
 
 
 def window(name: str, now: datetime | None = None) -> tuple[datetime | None, queries.Period]:
@@ -84,14 +86,15 @@ class Kpis:
     per_hour: float
 
 
-def kpis(frame: pd.DataFrame, since: datetime | None, now: datetime | None = None) -> Kpis:
-    """Totals over a volume frame; throughput is inspections per hour over the window."""
-    total = int(frame["total"].sum()) if not frame.empty else 0
-    ng = int(frame["ng"].sum()) if not frame.empty else 0
-    now = now or datetime.now(timezone.utc)
-    start = since or (frame["bucket"].min().to_pydatetime() if not frame.empty else now)
-    hours = max((now - start).total_seconds() / 3600.0, 1.0)
-    return Kpis(total, ng, ng / total if total else 0.0, total / hours)
+def kpis(frame: pd.DataFrame, hourly: pd.DataFrame) -> Kpis:
+    """Totals over a volume frame; throughput is inspections per *active* hour: ``hourly`` (the
+    same window bucketed by hour) divided by the hours that had inspections, so a line that ran
+    one shift this week is not averaged over seven days."""
+    if frame.empty:
+        return Kpis(0, 0, 0.0, 0.0)
+    total, ng = int(frame["total"].sum()), int(frame["ng"].sum())
+    active_hours = max(int(hourly.loc[hourly["total"] > 0, "bucket"].nunique()), 1)
+    return Kpis(total, ng, ng / total, int(hourly["total"].sum()) / active_hours)
 
 
 def station_frame(
@@ -130,10 +133,12 @@ def _ago(delta: timedelta) -> str:
 
 @dataclass(frozen=True)
 class Drift:
-    """Production scores against the model's validation scores of good parts.
+    """Production scores against the live bundle's held-out scores of good parts, like with
+    like: production leaves out parts reviewed as defects.
 
     Histograms are (DRIFT_BINS,) fractions over [0, 1]; ``psi`` is the population stability
-    index (None without a reference): < 0.1 stable, 0.1–0.25 watch, > 0.25 drifted.
+    index (None without a reference): < 0.1 stable, 0.1–0.25 watch, > 0.25 drifted; with fewer
+    than ``MIN_DRIFT_PARTS`` on either side the status is 'not enough data'.
     """
 
     product: str
@@ -144,11 +149,18 @@ class Drift:
     reference_source: str | None
     reference_mean: float | None
     psi: float | None
+    reference_count: int = 0
+
+    @property
+    def enough(self) -> bool:
+        return min(self.production_count, self.reference_count) >= MIN_DRIFT_PARTS
 
     @property
     def status(self) -> str:
         if self.psi is None:
             return "no reference"
+        if not self.enough:
+            return "not enough data"
         if self.psi > PSI_ALERT:
             return "drifted"
         return "watch" if self.psi > PSI_WARN else "stable"
@@ -163,8 +175,11 @@ def population_stability_index(expected: np.ndarray, actual: np.ndarray) -> floa
 
 
 def drift(store: Store, registry: Registry, product: str, *, since: datetime | None) -> Drift:
-    """Production score distribution since ``since`` vs the live bundle's good validation scores."""
-    fine = queries.score_histogram(store, product, bins=100, since=since)
+    """Production score distribution since ``since`` (reviewed defects left out) vs the live
+    bundle's held-out good scores."""
+    fine = queries.score_histogram(
+        store, product, bins=100, since=since, exclude_labels=thresholds.DEFECT_LABELS
+    )
     count = int(fine.sum())
     production = fine.reshape(DRIFT_BINS, -1).sum(axis=1) / max(count, 1)
     centres = (np.arange(100) + 0.5) / 100
@@ -186,4 +201,5 @@ def drift(store: Store, registry: Registry, product: str, *, since: datetime | N
         f"{validation.source}, {len(good)} good parts",
         float(good.mean()),
         psi,
+        len(good),
     )

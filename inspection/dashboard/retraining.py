@@ -1,11 +1,10 @@
-"""Retraining runs: champion vs challenger, from reports and the registry's audit log.
+"""Retraining runs: champion vs challenger, from this site's registry audit log.
 
-Sources, both optional and merged by run id:
-
-- ``<reports_dir>/retrain/<product>/<run>/report.json``, a
-  :class:`~inspection.core.retrain_report.RetrainReport`;
-- the registry's ``retrain`` audit events (as ``retrain/pipeline.py`` writes them), for runs
-  without a report (failed runs).
+The site's ``retrain`` audit events (as ``retrain/pipeline.py`` writes them) say which runs
+happened here. A run's ``<reports_dir>/retrain/<product>/<run>/report.json`` (a
+:class:`~inspection.core.retrain_report.RetrainReport`) adds its full comparison when present;
+a report whose run is not in this site's log (e.g. one committed to git from another machine)
+is never shown.
 """
 
 from __future__ import annotations
@@ -114,8 +113,10 @@ def report_runs(reports_dir: Path, product: str) -> list[RetrainRun]:
 
 
 def retrain_runs(registry: Registry, reports_dir: Path, product: str) -> list[RetrainRun]:
-    """Every retraining run of ``product``, newest first; reports win over bare events."""
-    runs = {r.run: r for r in report_runs(reports_dir, product)}
+    """Every retraining run of ``product`` in this site's audit log, newest first; a run's
+    report, when present, gives its full comparison."""
+    reports = {r.run: r for r in report_runs(reports_dir, product)}
+    runs: dict[str, RetrainRun] = {}
     for index, event in enumerate(registry.events(product)):
         if event.get("action") != "retrain":
             continue
@@ -125,8 +126,7 @@ def retrain_runs(registry: Registry, reports_dir: Path, product: str) -> list[Re
             log.warning("skipping retrain event: %s", exc)
             continue
         run_id = typed.run or f"event-{index + 1}"
-        if run_id not in runs:
-            runs[run_id] = _run_from_event(product, run_id, typed, event)
+        runs[run_id] = reports.get(run_id) or _run_from_event(product, run_id, typed, event)
     return sorted(runs.values(), key=lambda r: (r.at, r.run), reverse=True)
 
 

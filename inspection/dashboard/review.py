@@ -56,7 +56,7 @@ def page_frame(page: QueuePage) -> pd.DataFrame:
                 "time": r.created_at,
                 "product": r.product,
                 "station": r.station_id,
-                "part": r.part_id or "",
+                "part": r.part,
                 "score": r.score,
                 "threshold": r.threshold,
                 "verdict": r.verdict,

@@ -28,10 +28,15 @@ EXCLUDE_RGB = (230, 50, 50)
 _ROI_BLOCK = re.compile(r"^roi:.*(?:\n[ \t]+.*)*", re.MULTILINE)  # the key and its indented lines
 
 
-def products_with_reference(directory: Path | None = None) -> list[str]:
-    """Products whose config names a reference image (the ones an ROI can be drawn on)."""
+def products_with_reference(
+    directory: Path | None = None, site_products: tuple[str, ...] | list[str] | None = None
+) -> list[str]:
+    """Products whose config names a reference image (the ones an ROI can be drawn on), among
+    ``site_products`` when given (a site edits only the products it serves)."""
     folder = (directory or config_dir()) / "products"
     names = sorted(p.stem for p in folder.glob("*.yaml"))
+    if site_products is not None:
+        names = [n for n in names if n in set(site_products)]
     return [n for n in names if load_product_config(n, directory).reference is not None]
 
 
@@ -126,3 +131,85 @@ def _roi_yaml(roi: RoiSpec) -> str:
         lines.append(f"  {key}:")
         lines += [f"    - {json.dumps(p, separators=(',', ':'))}" for p in data[key]]
     return "\n".join(lines) + "\n"
+
+
+LABELS = ("include", "exclude")
+"""Box labels of the visual editor: inspected area, or a hole cut out of it."""
+
+
+def is_box(polygon: list[list[float]] | tuple) -> bool:
+    """Whether a polygon is an axis-aligned rectangle (4 corners), i.e. editable as a box."""
+    points = np.asarray(polygon, dtype=np.float64)
+    if points.shape != (4, 2):
+        return False
+    xs, ys = np.unique(points[:, 0]), np.unique(points[:, 1])
+    return len(xs) == 2 and len(ys) == 2
+
+
+def boxes_of(roi: RoiSpec | None) -> list[dict[str, float | str]] | None:
+    """The ROI as labelled boxes in reference pixels (left, top, width, height, label), or
+    ``None`` when a polygon is not a rectangle (then only the JSON editor keeps it whole)."""
+    if roi is None:
+        return []
+    boxes = []
+    for label, polygons in (("include", roi.include), ("exclude", roi.exclude)):
+        for polygon in polygons:
+            if not is_box(polygon):
+                return None
+            points = np.asarray(polygon, dtype=np.float64)
+            left, top = points.min(axis=0)
+            right, bottom = points.max(axis=0)
+            boxes.append(
+                {"label": label, "left": float(left), "top": float(top),
+                 "width": float(right - left), "height": float(bottom - top)}
+            )  # fmt: skip
+    return boxes
+
+
+def roi_from_boxes(boxes: list[dict[str, float | str]], reference_size: tuple[int, int]) -> RoiSpec:
+    """A ``RoiSpec`` from labelled boxes in reference pixels, clipped to the (H, W) reference;
+    ``ConfigError`` for an unknown label or when nothing is included."""
+    height, width = reference_size
+    include, exclude = [], []
+    for box in boxes:
+        label = str(box.get("label", "")).strip().lower()
+        if label not in LABELS:
+            raise ConfigError(f"roi box: label must be include or exclude, got {label!r}")
+        left = min(max(round(float(box["left"])), 0), width)
+        top = min(max(round(float(box["top"])), 0), height)
+        right = min(max(round(float(box["left"]) + float(box["width"])), 0), width)
+        bottom = min(max(round(float(box["top"]) + float(box["height"])), 0), height)
+        if right - left < 1 or bottom - top < 1:
+            continue  # a click, not a box
+        polygon = [[left, top], [right, top], [right, bottom], [left, bottom]]
+        (include if label == "include" else exclude).append(polygon)
+    if not include:
+        raise ConfigError("roi: draw at least one 'include' box (the area to inspect)")
+    data = {"reference_size": [height, width], "include": include, "exclude": exclude}
+    return from_mapping(RoiSpec, data, where="roi")
+
+
+def canvas_drawing(boxes: list[dict[str, float | str]], scale: float) -> dict:
+    """Fabric.js JSON of labelled boxes for the canvas (reference pixels times ``scale``)."""
+    colours = {"include": "rgba(40,200,80,0.25)", "exclude": "rgba(230,50,50,0.30)"}
+    return {
+        "version": "5.3.0",
+        "objects": [
+            {
+                "type": "LabeledRect",
+                "label": box["label"],
+                "originX": "left",
+                "originY": "top",
+                "left": float(box["left"]) * scale,
+                "top": float(box["top"]) * scale,
+                "width": float(box["width"]) * scale,
+                "height": float(box["height"]) * scale,
+                "fill": colours[str(box["label"])],
+                "stroke": "#263238",
+                "strokeWidth": 2,
+                "scaleX": 1,
+                "scaleY": 1,
+            }
+            for box in boxes
+        ],
+    }

@@ -16,9 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from inspection.core.bundle import VALIDATION_SCORES_FILE
 from inspection.core.errors import BundleError, RegistryError
+from inspection.core.operating_point import (
+    OperatingPoint,
+    ThresholdChoice,
+    choose_threshold,
+    operating_curve,
+)
 from inspection.core.registry import Registry, ThresholdVersion
 from inspection.core.threshold import is_ng
 from inspection.core.validation_scores import read_validation_scores as read_scores_file
@@ -32,11 +39,13 @@ GOOD_LABELS = ("false_alarm", "good")
 
 @dataclass(frozen=True)
 class LabelledScores:
-    """Scores (N,) float64 in [0, 1] with labels (N,) int8 (1 = defective) and where they came from."""
+    """Scores (N,) float64 in [0, 1] with labels (N,) int8 (1 = defective) and where they came
+    from; ``kinds`` (N,) names each defect's kind ('good' for good parts) when known."""
 
     scores: np.ndarray
     labels: np.ndarray
     source: str
+    kinds: tuple[str, ...] = ()
 
     @property
     def n_defect(self) -> int:
@@ -74,10 +83,14 @@ def combine(parts: list[LabelledScores], source: str) -> LabelledScores:
     """Concatenate several labelled score sets."""
     if not parts:
         return empty_scores(source)
+    kinds: tuple[str, ...] = ()
+    for part in parts:
+        kinds += part.kinds or tuple("good" if x == 0 else "defect" for x in part.labels)
     return LabelledScores(
         np.concatenate([p.scores for p in parts]),
         np.concatenate([p.labels for p in parts]).astype(np.int8),
         source,
+        kinds,
     )
 
 
@@ -87,10 +100,17 @@ def read_validation_scores(bundle_dir: str | Path) -> LabelledScores | None:
     if data is None:
         return None
     note = f"; {data.note}" if data.note else ""
+    kinds = tuple(
+        "good" if label == 0 else str(kind)
+        for kind, label in zip(
+            data.defect_types or ("defect",) * len(data.labels), data.labels, strict=True
+        )
+    )
     return LabelledScores(
         np.asarray(data.scores, dtype=np.float64),
         np.asarray(data.labels, dtype=np.int8),
-        f"validation ({data.split} split{note})",
+        f"held-out ({data.split} split{note})",
+        kinds,
     )
 
 
@@ -125,7 +145,10 @@ def reviewed_scores(store: Store, product: str) -> LabelledScores:
     if not pairs:
         return empty_scores("reviewed results")
     scores, labels = zip(*pairs, strict=True)
-    return LabelledScores(np.asarray(scores), np.asarray(labels, dtype=np.int8), "reviewed results")
+    kinds = tuple("defect (reviewed)" if x else "good" for x in labels)
+    return LabelledScores(
+        np.asarray(scores), np.asarray(labels, dtype=np.int8), "reviewed results", kinds
+    )
 
 
 def tradeoff(data: LabelledScores, threshold: float) -> Tradeoff:
@@ -178,23 +201,77 @@ def pr_curve(data: LabelledScores) -> dict[str, np.ndarray | float]:
     }
 
 
+SAVED_DECIMALS = 4
+"""A saved threshold keeps this many decimals (``save_threshold``); suggestions quote their
+rates at exactly the value they would save."""
+
+
+def applied_value(data: LabelledScores, threshold: float) -> float:
+    """The value a save of ``threshold`` stores, chosen among its 4-decimal neighbours so that
+    it judges every labelled score as ``threshold`` does (when the scores leave room), and kept
+    inside the registry's (0, 1)."""
+    step = 10.0**-SAVED_DECIMALS
+    wanted = is_ng(data.scores, threshold)
+    options = [round(threshold, SAVED_DECIMALS)]
+    options += [np.floor(threshold / step) * step, np.ceil(threshold / step) * step]
+    options = [round(min(max(float(v), step), 1.0 - step), SAVED_DECIMALS) for v in options]
+    for value in options:
+        if np.array_equal(is_ng(data.scores, value), wanted):
+            return value
+    return options[0]
+
+
 def suggest_max_f1(data: LabelledScores) -> Tradeoff:
-    """The threshold (one of the observed scores) with the highest F1."""
+    """The threshold (at an observed score) with the highest F1, quoted at the saved value."""
     _need_both(data)
     best = max(
         (tradeoff(data, t) for t in _candidates(data)),
         key=lambda r: (r.f1, -abs(r.threshold - 0.5)),
     )
-    return best
+    return tradeoff(data, applied_value(data, best.threshold))
 
 
 def suggest_for_miss_rate(data: LabelledScores, target: float) -> Tradeoff:
-    """The highest threshold whose miss rate is at most ``target`` (fewest false alarms)."""
+    """The highest threshold whose miss rate is at most ``target`` (fewest false alarms),
+    quoted at the saved value."""
     if not 0.0 <= target < 1.0:
         raise ValueError(f"target miss rate must be in [0, 1), got {target}")
     _need_both(data)
     feasible = [r for r in (tradeoff(data, t) for t in _candidates(data)) if r.miss_rate <= target]
-    return max(feasible, key=lambda r: r.threshold)
+    return tradeoff(data, applied_value(data, max(feasible, key=lambda r: r.threshold).threshold))
+
+
+def suggest_for_budget(data: LabelledScores, budget: float) -> tuple[Tradeoff, ThresholdChoice]:
+    """The operating point's false-reject budget (``core.operating_point``, split-conformal on
+    the labelled good scores): the trade-off at the saved value and the policy's choice."""
+    good = data.scores[data.labels == 0]
+    if good.size == 0:
+        raise ValueError(f"{data.source}: a false-reject budget needs labelled good parts")
+    point = OperatingPoint(policy="false_reject_budget", budget=budget)
+    choice = choose_threshold(good, point, defect_scores=data.scores[data.labels == 1])
+    return tradeoff(data, applied_value(data, choice.threshold)), choice
+
+
+def curve_frame(data: LabelledScores) -> pd.DataFrame:
+    """The operating curve: at every distinct score, the reject rate of good parts and each
+    defect kind's miss rate (long form: threshold, false_reject_rate, kind, miss_rate)."""
+    good = data.labels == 0
+    kinds = data.kinds or tuple("good" if x == 0 else "defect" for x in data.labels)
+    defect_kinds = [k for k, bad in zip(kinds, ~good, strict=True) if bad]
+    points = operating_curve(data.scores[good], data.scores[~good], defect_kinds)
+    return pd.DataFrame(
+        [
+            {
+                "threshold": min(p.threshold, 1.0),
+                "false_reject_rate": p.false_reject_rate,
+                "kind": kind,
+                "miss_rate": rate,
+            }
+            for p in points
+            for kind, rate in p.miss_rate.items()
+        ],
+        columns=["threshold", "false_reject_rate", "kind", "miss_rate"],
+    )
 
 
 def _candidates(data: LabelledScores) -> np.ndarray:
@@ -238,7 +315,7 @@ def save_threshold(
     """Create a new threshold version (who, when, why) that the stations pick up."""
     return registry.set_threshold(
         product,
-        round(float(value), 4),
+        round(float(value), SAVED_DECIMALS),
         actor=actor.strip(),
         reason=reason.strip(),
         bundle_id=bundle_id,

@@ -2,8 +2,9 @@
 
 ``check_dataset`` reads every image and mask once and never raises on a bad file; each
 finding becomes a ``Problem`` (file, message, code). Errors make ``CheckReport.ok`` false;
-warnings (a dataset without any masks, a test split without good or defective images)
-are reported but do not.
+warnings (a dataset without any masks, a test split without good or defective images, ) are
+reported, naming the figure the product lacks, but do not; ``budget_note`` says when the
+good images are too few for the default false-reject budget's guarantee.
 """
 
 from __future__ import annotations
@@ -21,9 +22,12 @@ from PIL import Image
 
 from inspection.core.errors import ImageDecodeError
 from inspection.core.images import decode_image
+from inspection.core.operating_point import DEFAULT_BUDGET, n_needed
 from inspection.data.dataset import Dataset, Sample
 
 Severity = Literal["error", "warning"]
+VALIDATION_SHARE = 0.3
+"""The default ``val_fraction``: the share of test/good that calibrates (the rest measures)."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,8 @@ class CheckReport:
     channels: dict[str, int]  # PIL mode of the files, e.g. {"RGB": 80, "L": 2}
     coverage: dict[str, Coverage]
     problems: tuple[Problem, ...] = field(default=())
+    budget_note: str | None = None
+    """Set when the good images are too few for the default false-reject budget's guarantee."""
 
     @property
     def errors(self) -> tuple[Problem, ...]:
@@ -80,6 +86,7 @@ class CheckReport:
             "sizes": {f"{w}x{h}": n for (w, h), n in self.sizes.items()},
             "channels": self.channels,
             "coverage": {k: vars(v) for k, v in self.coverage.items()},
+            "budget_note": self.budget_note,
             "problems": [
                 {"path": str(p.path), "message": p.message, "code": p.code, "severity": p.severity}
                 for p in self.problems
@@ -140,6 +147,7 @@ def check_dataset(
         channels=dict(modes.most_common()),
         coverage={k: _coverage(v) for k, v in sorted(coverage.items())},
         problems=tuple(problems),
+        budget_note=budget_note(dataset),
     )
 
 
@@ -218,30 +226,57 @@ def _mixed_sizes(sizes: dict[Path, tuple[int, int]]) -> list[Problem]:
 
 
 def _dataset_warnings(dataset: Dataset) -> list[Problem]:
-    """Dataset-wide findings that limit evaluation but do not stop training."""
+    """Dataset-wide findings that limit evaluation but do not stop the check: each says
+    which figure the product lacks and why."""
     problems = []
     defective = [s for s in dataset.samples if s.label == 1]
     if defective and not any(s.mask_path for s in defective) and not dataset.unmatched_masks:
         problems.append(
             Problem(
                 dataset.root,
-                "no masks at all: only image-level metrics possible",
+                "no masks at all: only image-level metrics possible (pixel AUROC, AUPRO and "
+                "region recall unknown)",
                 "no_masks",
                 "warning",
             )
         )
-    test_labels = {s.label for s in dataset.test_samples}
-    if 0 not in test_labels:
-        problems.append(
-            Problem(dataset.root, "test split has no good images", "no_test_good", "warning")
-        )
-    if 1 not in test_labels:
+    if not any(s.label == 0 for s in dataset.test_samples):
         problems.append(
             Problem(
-                dataset.root, "test split has no defective images", "no_test_defects", "warning"
+                dataset.root,
+                "test split has no good images: training needs at least 2 in test/good to "
+                "calibrate and to measure the false-reject rate",
+                "no_test_good",
+                "warning",
+            )
+        )
+    if not any(s.label == 1 for s in dataset.test_samples):
+        problems.append(
+            Problem(
+                dataset.root,
+                "test split has no defective images: a good-only product (threshold from the "
+                "false-reject budget; miss rates per defect kind unknown)",
+                "no_test_defects",
+                "warning",
             )
         )
     return problems
+
+
+def budget_note(dataset: Dataset) -> str | None:
+    """Too few good calibration images for the default false-reject budget's guarantee
+    (a note, not a problem: the threshold is then above every good score and says so)."""
+    # PatchCore: every training image (out of fold) + the validation share of test/good
+    test_good = sum(s.label == 0 for s in dataset.test_samples)
+    n_good = len(dataset.train_samples) + round(VALIDATION_SHARE * test_good)
+    needed = n_needed(DEFAULT_BUDGET)
+    if n_good >= needed:
+        return None
+    return (
+        f"about {n_good} good calibration images (train/good + {VALIDATION_SHARE:.0%} of "
+        f"test/good): the {DEFAULT_BUDGET:.0%} false-reject budget needs {needed} for its "
+        f"guarantee; the bound is then 1/{n_good + 1} (add good images or raise the budget)"
+    )
 
 
 def _coverage(fractions: list[float]) -> Coverage:

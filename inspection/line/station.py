@@ -19,12 +19,11 @@ from inspection.line.payload import payload_of
 from inspection.line.publisher import Publisher
 from inspection.line.sinks import Sink, build_sink
 from inspection.station.core import StationCore
-from inspection.station.live import InspectorLoader, LiveModels, default_loader
+from inspection.station.live import InspectorLoader, default_loader
 from inspection.station.metrics import HandshakeMetrics, OutboxMetrics
 from inspection.station.pipeline import OutboxBuilder
 from inspection.store.models import OutboxEntry
 from inspection.store.outbox import Outbox
-from inspection.store.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -137,14 +136,6 @@ class LineStation:
         self.core.stop()
         self.camera.close()
         self.core.store.engine.dispose()
-
-    @property
-    def store(self) -> Store:
-        return self.core.store
-
-    @property
-    def models(self) -> LiveModels:
-        return self.core.models
 
     def answered(self, answer: Answer, seconds: float, via: str) -> None:
         """Count the answer and let the publisher deliver its outbox rows right away."""

@@ -57,18 +57,20 @@ def grabcut_region(
     threshold: float,
     config: ClassicalConfig,
 ) -> np.ndarray | None:
-    """(H, W) bool GrabCut segmentation of one region, or None when seeds are one-sided."""
+    """(H, W) bool GrabCut segmentation of one region, or None when seeds are one-sided.
+
+    Runs on the region's crop window, shrunk to ``config.max_crop_pixels`` when larger."""
     rows, cols = crop_window(region, config)
     labels = seed_labels(anomaly_map[rows, cols], region[rows, cols], threshold, config)
     if not _two_sided(labels):
         return None
+    crop, small = bounded_crop(image[rows, cols], labels, config.max_crop_pixels)
+    if not _two_sided(small):
+        return None
     cv2.setRNGSeed(config.seed)
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-    crop = np.ascontiguousarray(image[rows, cols])
-    cv2.grabCut(crop, labels, None, bgd, fgd, config.grabcut_iterations, cv2.GC_INIT_WITH_MASK)
-    out = np.zeros(region.shape, dtype=bool)
-    out[rows, cols] = (labels == SURE_FG) | (labels == PROBABLE_FG)
-    return out
+    cv2.grabCut(crop, small, None, bgd, fgd, config.grabcut_iterations, cv2.GC_INIT_WITH_MASK)
+    return _pasted(region.shape, rows, cols, (small == SURE_FG) | (small == PROBABLE_FG))
 
 
 def random_walker_region(
@@ -78,20 +80,51 @@ def random_walker_region(
     threshold: float,
     config: ClassicalConfig,
 ) -> np.ndarray | None:
-    """(H, W) bool random-walker segmentation from the same seeds (probable = unlabelled)."""
+    """(H, W) bool random-walker segmentation from the same seeds (probable = unlabelled),
+    on the crop window shrunk to ``config.max_crop_pixels`` when larger."""
     rows, cols = crop_window(region, config)
     labels = seed_labels(anomaly_map[rows, cols], region[rows, cols], threshold, config)
+    crop, labels = bounded_crop(image[rows, cols], labels, config.max_crop_pixels)
     if not _two_sided(labels) or not (labels == SURE_FG).any() or not (labels == SURE_BG).any():
         return None
     markers = np.zeros(labels.shape, dtype=np.int32)
     markers[labels == SURE_BG] = 1
     markers[labels == SURE_FG] = 2
-    crop = image[rows, cols].astype(np.float32) / 255.0
     walked = random_walker(
-        crop, markers, beta=config.random_walker_beta, mode="bf", channel_axis=-1
+        crop.astype(np.float32) / 255.0,
+        markers,
+        beta=config.random_walker_beta,
+        mode="bf",
+        channel_axis=-1,
     )
-    out = np.zeros(region.shape, dtype=bool)
-    out[rows, cols] = walked == 2
+    return _pasted(region.shape, rows, cols, walked == 2)
+
+
+def bounded_crop(
+    crop: np.ndarray, labels: np.ndarray, max_pixels: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(crop (h, w, 3) uint8 contiguous, labels (h, w) uint8) shrunk (area / nearest) so that
+    h * w <= ``max_pixels``; unchanged when already within it."""
+    height, width = labels.shape
+    if height * width <= max_pixels:
+        return np.ascontiguousarray(crop), labels
+    scale = (max_pixels / (height * width)) ** 0.5
+    size = (max(1, int(width * scale)), max(1, int(height * scale)))
+    small = cv2.resize(crop, size, interpolation=cv2.INTER_AREA)
+    return small, cv2.resize(labels, size, interpolation=cv2.INTER_NEAREST)
+
+
+def _pasted(shape: tuple[int, ...], rows: slice, cols: slice, crop_mask: np.ndarray) -> np.ndarray:
+    """(H, W) bool with ``crop_mask`` (resized to the window, bilinear then >= 0.5) at the
+    window ``rows, cols``."""
+    out = np.zeros(shape, dtype=bool)
+    window = out[rows, cols]
+    if crop_mask.shape != window.shape:
+        grown = cv2.resize(
+            crop_mask.astype(np.float32), window.shape[::-1], interpolation=cv2.INTER_LINEAR
+        )
+        crop_mask = grown >= 0.5
+    out[rows, cols] = crop_mask
     return out
 
 

@@ -59,6 +59,8 @@ class ClassicalConfig:
     Sure foreground: inside the raw region where map >= threshold + sure_fg_level *
     (region max - threshold). Probable foreground: map above the threshold. Probable
     background: map >= sure_bg_fraction * threshold. Sure background: the rest of the crop.
+    ``max_crop_pixels``: a crop with more pixels is segmented on a copy shrunk to this many
+    and its mask resized back (the cost of one region stays bounded at any camera size).
     """
 
     sure_fg_level: float = 0.5
@@ -68,6 +70,11 @@ class ClassicalConfig:
     grabcut_iterations: int = 2
     random_walker_beta: float = 50.0
     seed: int = 0
+    max_crop_pixels: int = 65_536
+
+    def __post_init__(self) -> None:
+        if self.max_crop_pixels < 64:
+            raise ValueError(f"max_crop_pixels must be >= 64, got {self.max_crop_pixels}")
 
 
 @dataclass(frozen=True)

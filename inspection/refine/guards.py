@@ -25,14 +25,24 @@ class GuardDecision:
 
 
 def neighbourhood(region: np.ndarray, config: GuardConfig) -> np.ndarray:
-    """(H, W) bool: ``region`` dilated by max(neighbourhood_px, fraction * longest box side)."""
+    """(H, W) bool: ``region`` dilated by max(neighbourhood_px, fraction * longest box side).
+
+    The dilation by a disc is a Euclidean distance transform (linear time, whatever the
+    radius) inside the region's box grown by the radius (the rest stays False), so the cost
+    follows the region, not the image."""
     ys, xs = np.nonzero(region)
     if len(ys) == 0:
         return region.copy()
     side = max(int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1))
     radius = max(config.neighbourhood_px, round(config.neighbourhood_fraction * side))
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-    return cv2.dilate(region.astype(np.uint8), kernel).astype(bool)
+    height, width = region.shape
+    rows = slice(max(0, int(ys.min()) - radius), min(height, int(ys.max()) + 1 + radius))
+    cols = slice(max(0, int(xs.min()) - radius), min(width, int(xs.max()) + 1 + radius))
+    outside = np.ascontiguousarray(~region[rows, cols], dtype=np.uint8)
+    distance = cv2.distanceTransform(outside, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    out = np.zeros_like(region, dtype=bool)
+    out[rows, cols] = distance <= radius
+    return out
 
 
 def judge(

@@ -24,7 +24,10 @@ from inspection.retrain.assemble import EvalItem
 from inspection.retrain.gate import LATENCY_KEY
 
 log = logging.getLogger(__name__)
-GATE_KEYS = ("image_auroc", "image_f1", "pixel_auroc", "aupro", "pixel_f1")
+GATE_KEYS = (
+    "image_auroc", "image_f1", "pixel_auroc", "aupro", "pixel_f1", "false_reject_rate", "miss_rate",
+)  # fmt: skip
+"""Gateable figures; the rates are at each bundle's own operating point (lower is better)."""
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,21 @@ class CpuInfo:
         return "amx_tile" in self.isa
 
     @property
+    def has_bf16(self) -> bool:
+        """OpenVINO runs bf16 natively here: its CPU plugin reports ``BF16`` (when its
+        capabilities are known), else the CPU has AVX512_BF16 or AMX-BF16. Without it a bf16
+        hint silently runs f32, so bf16 is no candidate."""
+        if self.capabilities:
+            return "BF16" in self.capabilities
+        return any(flag in self.isa for flag in ("avx512_bf16", "amx_bf16"))
+
+    def unavailable(self, precision: str) -> str:
+        """Why ``precision`` (a bundle precision) cannot run natively here ('' when it can)."""
+        if precision == "bf16" and not self.has_bf16:
+            return "bf16 not available on this CPU (no AVX512_BF16 or AMX-BF16)"
+        return ""
+
+    @property
     def key(self) -> str:
         """A file-name-safe id: same CPU model, cores and ISA -> same key."""
         slug = re.sub(r"[^a-z0-9]+", "-", self.model.lower()).strip("-")[:40] or "cpu"
@@ -67,7 +82,14 @@ class CpuInfo:
 
     def summary(self) -> str:
         """One line for reports: model, cores, ISA, VNNI/AMX."""
-        extras = f"VNNI {'yes' if self.has_vnni else 'no'}, AMX {'yes' if self.has_amx else 'no'}"
+        extras = ", ".join(
+            f"{name} {'yes' if flag else 'no'}"
+            for name, flag in (
+                ("VNNI", self.has_vnni),
+                ("BF16", self.has_bf16),
+                ("AMX", self.has_amx),
+            )
+        )
         return f"{self.model}, {self.cores} cores, ISA {' '.join(self.isa) or '-'} ({extras})"
 
 

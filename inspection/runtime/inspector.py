@@ -23,6 +23,7 @@ from typing import Literal
 import numpy as np
 
 from inspection.core.bundle import BundleMetadata
+from inspection.core.golden import GoldenCheck
 from inspection.core.roi import clear_outside
 from inspection.core.threshold import check_threshold
 from inspection.core.types import AffineMatrix, InspectionResult
@@ -31,6 +32,8 @@ from inspection.core.verdict import judge
 from inspection.refine.base import MaskRefiner
 from inspection.refine.config import load_refine_config
 from inspection.refine.factory import bundle_refiner
+from inspection.runtime.camera import CameraOptions, RefineGate, bounded_image
+from inspection.runtime.golden import verify_golden
 from inspection.runtime.model import BundleModel, Finished
 from inspection.runtime.preprocess import normalize_map, normalize_score, preprocess, resize_map
 
@@ -76,9 +79,16 @@ class Inspector:
         *,
         refiner: MaskRefiner | None = None,
         threshold: float | None = None,
+        camera: CameraOptions | None = None,
     ) -> None:
+        """``camera`` bounds the per-image stages (``runtime.camera``; default:
+        ``CameraOptions()``)."""
         self.model = model
         self.refiner = refiner
+        self.camera = camera or CameraOptions()
+        self._refine_gate = RefineGate()
+        self.golden: GoldenCheck | None = None
+        """The golden check run at load (``runtime.golden``); None: not run or no golden."""
         self._threshold = check_threshold(
             model.metadata.image_threshold if threshold is None else threshold
         )
@@ -94,8 +104,12 @@ class Inspector:
         performance_hint: str = "LATENCY",
         num_threads: int | None = None,
         optimize: bool = True,
+        camera: CameraOptions | None = None,
+        golden: bool = True,
     ) -> Inspector:
-        """Verify the bundle's checksums and compile it (``BundleModel.load``).
+        """Verify the bundle's checksums and compile it (``BundleModel.load``), then, with
+        ``golden``, run its golden images on this CPU (``runtime.golden.verify_golden``): a
+        bundle drifting beyond its stated tolerance raises ``GoldenDriftError``.
 
         ``refiner="bundle"`` refines NG masks with the refiner the bundle's
         ``metadata.refinement`` chose (seeded from the station's ``configs/refine.yaml``);
@@ -108,9 +122,12 @@ class Inspector:
             num_threads=num_threads,
             optimize=optimize,
         )
+        check = verify_golden(model) if golden else None
         if refiner == "bundle":
             refiner = _bundle_refiner(model.metadata)
-        return cls(model, refiner=refiner, threshold=threshold)
+        inspector = cls(model, refiner=refiner, threshold=threshold, camera=camera)
+        inspector.golden = check
+        return inspector
 
     # ---------------------------------------------------------------- properties
     @property
@@ -133,8 +150,13 @@ class Inspector:
         return f"{self.metadata.product}/{self.metadata.bundle_id}"
 
     # ---------------------------------------------------------------- inspecting
-    def inspect(self, image: np.ndarray, *, threshold: float | None = None) -> InspectionResult:
-        """Judge one (H, W, 3) uint8 RGB image at ``threshold`` (default: ``self.threshold``)."""
+    def inspect(
+        self, image: np.ndarray, *, threshold: float | None = None, started: float | None = None
+    ) -> InspectionResult:
+        """Judge one (H, W, 3) uint8 RGB image at ``threshold`` (default: ``self.threshold``).
+
+        ``started``: the ``perf_counter`` time the inspection began when the caller did work
+        before (decoding); the latency and the latency budget count from it."""
         threshold = self._threshold if threshold is None else check_threshold(threshold)
         start = time.perf_counter()
         image, alignment = self.model.align(image)
@@ -146,8 +168,9 @@ class Inspector:
             "preprocess": (prepared - start) * 1e3,
             "infer": (inferred - prepared) * 1e3,
         }
+        origin = start if started is None else started
         outputs = RawImageOutputs(
-            image, float(raw.scores[0]), raw.maps[0], start, timings, raw.components[0], alignment
+            image, float(raw.scores[0]), raw.maps[0], origin, timings, raw.components[0], alignment
         )
         return self.judge_raw(outputs, threshold=threshold)
 
@@ -231,7 +254,9 @@ class Inspector:
         threshold = self._threshold if threshold is None else check_threshold(threshold)
         post_start = time.perf_counter()
         meta = self.metadata
-        image, timings = raw.image, dict(raw.timings_ms)
+        timings = dict(raw.timings_ms)
+        input_size = meta.preprocessing.input_size
+        image, camera_size = bounded_image(raw.image, self.camera.work_side(input_size))
         score = normalize_score(raw.score, meta.normalization)
         height, width = image.shape[:2]
         anomaly_map = resize_map(normalize_map(raw.anomaly_map, meta.normalization), height, width)
@@ -254,12 +279,14 @@ class Inspector:
             timings_ms=timings,
             components=dict(raw.components),
             alignment=raw.alignment,
+            camera_size=camera_size,
         )
         timings["postprocess"] = (time.perf_counter() - post_start) * 1e3 - timings["regions"]
         if self.refiner is not None and result.is_defective:
-            refine_start = time.perf_counter()
-            result = self.refiner.refine_result(image, result)
-            timings["refine"] = (time.perf_counter() - refine_start) * 1e3
+            result = self._refine_gate.refine(
+                self.refiner, image, result, started=raw.start,
+                budget_ms=self.camera.latency_budget_ms,
+            )  # fmt: skip
         return dataclasses.replace(
             result,
             latency_ms=(time.perf_counter() - raw.start) * 1e3,

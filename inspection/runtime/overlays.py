@@ -2,34 +2,43 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from inspection.core.types import InspectionResult
+from inspection.refine.budget import shrink_mask
 from inspection.runtime.alignment import to_reference
+from inspection.runtime.camera import work_size
 
 _CONTOUR_RGB = (255, 255, 255)
 _VERDICT_RGB = {"OK": (40, 200, 40), "NG": (230, 40, 40)}
 
 
-def render_overlay(
-    image: np.ndarray, result: InspectionResult, *, alpha: float = 0.45
-) -> np.ndarray:
-    """(H, W, 3) uint8 RGB camera image + its result -> (H, W, 3) uint8 RGB overlay.
+DEFAULT_OVERLAY_MAX_SIDE = 1024
+"""Overlays are drawn at most this large (longer side): operators look at them on a screen."""
 
-    Drawn in the result's frame (``result.frame``): an aligned result's map, mask and regions
-    lie in the reference frame, so the image is warped there first (the image the model
-    judged). The anomaly map (0 blue .. 1 red) is blended with weight ``alpha``, mask
-    contours are drawn in white and the verdict with its score is written top-left.
+
+def render_overlay(
+    image: np.ndarray,
+    result: InspectionResult,
+    *,
+    alpha: float = 0.45,
+    max_side: int = DEFAULT_OVERLAY_MAX_SIDE,
+) -> np.ndarray:
+    """(H, W, 3) uint8 RGB image + its result -> (h, w, 3) uint8 RGB overlay, longer side at
+    most ``max_side``.
+
+    ``image`` is the image the result judged, or (for a result judged on a working copy,
+    ``result.camera_size``) the full camera image, which is reduced first. Drawn in the
+    result's frame (``result.frame``): an aligned result's map, mask and regions lie in the
+    reference frame, so the image is warped there first (the image the model judged). The
+    anomaly map (0 blue .. 1 red) is blended with weight ``alpha``, mask contours are drawn
+    in white and the verdict with its score is written top-left.
     """
-    if image.shape[:2] != result.anomaly_map.shape:
-        raise ValueError(
-            f"image is {image.shape[:2]} but the result's map is {result.anomaly_map.shape}"
-        )
-    if result.alignment is not None:
-        image = to_reference(image, result.alignment)
+    image, result = _bounded(image, result, max_side)
     heat = cv2.applyColorMap(
         np.clip(result.anomaly_map * 255.0, 0, 255).astype(np.uint8), cv2.COLORMAP_JET
     )
@@ -54,6 +63,28 @@ def render_overlay(
         thickness,
     )
     return overlay
+
+
+def _bounded(
+    image: np.ndarray, result: InspectionResult, max_side: int
+) -> tuple[np.ndarray, InspectionResult]:
+    """The image in the result's frame and the result, both at most ``max_side`` long."""
+    shape = result.anomaly_map.shape
+    if image.shape[:2] != shape:
+        if result.camera_size is None or image.shape[:2] != tuple(result.camera_size):
+            raise ValueError(f"image is {image.shape[:2]} but the result's map is {shape}")
+        image = cv2.resize(image, shape[::-1], interpolation=cv2.INTER_AREA)
+    if result.alignment is not None:
+        image = to_reference(image, result.alignment)
+    size = work_size(shape, max_side)
+    if size == shape:
+        return image, result
+    small = dataclasses.replace(
+        result,
+        anomaly_map=cv2.resize(result.anomaly_map, size[::-1], interpolation=cv2.INTER_AREA),
+        mask=shrink_mask(result.mask, size),
+    )
+    return cv2.resize(image, size[::-1], interpolation=cv2.INTER_AREA), small
 
 
 def write_rgb_png(path: str | Path, image: np.ndarray) -> Path:

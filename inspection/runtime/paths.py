@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,8 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from inspection.core.errors import ImageDecodeError
-from inspection.core.images import IMAGE_SUFFIXES, read_image
+from inspection.core.images import IMAGE_SUFFIXES, DecodedImage, read_reduced
 from inspection.core.types import InspectionResult
+from inspection.runtime.camera import with_camera_size
 from inspection.runtime.inspector import Inspector
 
 
@@ -22,7 +25,7 @@ class PathOutcome:
     result: InspectionResult | None = None
     error: str | None = None
     image: np.ndarray | None = field(default=None, repr=False, compare=False)
-    """The decoded (H, W, 3) uint8 RGB image (for overlays); ``None`` on error."""
+    """The decoded (h, w, 3) uint8 RGB working copy (for overlays); ``None`` on error."""
 
     @property
     def ok(self) -> bool:
@@ -39,19 +42,31 @@ def inspect_paths(
 def iter_paths(
     inspector: Inspector, files: Iterable[Path], *, batch_size: int = 1
 ) -> Iterator[PathOutcome]:
-    """Judge ``files`` in order, yielding each outcome as soon as its batch is done."""
-    pending: list[tuple[Path, np.ndarray]] = []
+    """Judge ``files`` in order, yielding each outcome as soon as its batch is done.
+
+    Files are decoded reduced to the inspector's working size (``runtime.camera``); an
+    outcome's ``image`` is that working copy and its latency includes the decode."""
+    pending: list[tuple[Path, DecodedImage, float]] = []
 
     def flush() -> Iterator[PathOutcome]:
         if pending:
-            results = inspector.inspect_batch([image for _, image in pending])
-            for (path, image), result in zip(pending, results, strict=True):
-                yield PathOutcome(path, result, image=image)
+            results = inspector.inspect_batch([decoded.image for _, decoded, _ in pending])
+            for (path, decoded, decode_ms), result in zip(pending, results, strict=True):
+                result = with_camera_size(result, decoded.source_size, decoded.image.shape[:2])
+                result = dataclasses.replace(
+                    result,
+                    latency_ms=result.latency_ms + decode_ms,
+                    timings_ms={"decode": decode_ms, **result.timings_ms},
+                )
+                yield PathOutcome(path, result, image=decoded.image)
             pending.clear()
 
+    side = inspector.camera.work_side(inspector.metadata.preprocessing.input_size)
     for path in files:
         try:
-            pending.append((path, read_image(path)))
+            begin = time.perf_counter()
+            decoded = read_reduced(path, work_side=side)
+            pending.append((path, decoded, (time.perf_counter() - begin) * 1e3))
         except ImageDecodeError as exc:
             yield from flush()
             yield PathOutcome(path, error=str(exc))

@@ -9,12 +9,26 @@ export gate recorded, within ``GateTolerances``. ``inspection demo`` fails on a 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from inspection.core.bundle import BundleMetadata, verify_bundle
 from inspection.core.errors import BundleError
-from inspection.core.export_gate import BundleFigures, GateDecision, GateTolerances, check_gate
+from inspection.core.export_gate import (
+    BundleFigures,
+    GateDecision,
+    GateTolerances,
+    check_gate,
+    with_budget,
+)
+from inspection.core.operating_point import (
+    DEFAULT_MISS_BOUND,
+    KindMiss,
+    ThresholdChoice,
+    lacking_kinds,
+    miss_by_kind,
+    within_budget,
+)
 from inspection.runtime.inspector import Inspector
 from inspection.runtime.paths import inspect_paths
 
@@ -23,6 +37,8 @@ from inspection.runtime.paths import inspect_paths
 class LabelledPath:
     path: Path
     label: int  # 0 good, 1 defective
+    defect_type: str = ""
+    """The defect kind of a defective part ("" unknown: counted under "defect")."""
 
 
 @dataclass(frozen=True)
@@ -34,29 +50,53 @@ class LiveCheck:
     reference: BundleFigures
     decision: GateDecision
     unreadable: int = 0
+    miss: dict[str, KindMiss] = field(default_factory=dict)
+    """Miss rate per defect kind at the bundle's operating point (empty: no defects given)."""
+    operating: ThresholdChoice | None = None
+    """How the bundle's threshold was chosen (None: calibrated before operating points)."""
 
     @property
     def passed(self) -> bool:
         return self.decision.passed and not self.unreadable
 
-    def line_concerns(self, max_false_reject: float = 0.1, max_miss: float = 0.1) -> list[str]:
+    def line_concerns(
+        self, max_false_reject: float | None = None, max_miss: float | None = None
+    ) -> list[str]:
         """Absolute shortfalls that no relative gate catches: an FP32 reference that itself
         rejects good parts or misses defects makes a bundle pass the gate and still unfit
-        for a line."""
-        f, concerns = self.figures, []
-        if f.false_reject_rate > max_false_reject:
+        for a line. Defaults: the operating point's budget (``within_budget``; else 10 %) and its
+        ``miss_bound`` per defect kind (else 10 %, on all defects when kinds are unknown)."""
+        f, concerns, op = self.figures, [], self.operating
+        if max_miss is None:
+            max_miss = op.miss_bound if op is not None else DEFAULT_MISS_BOUND
+        budget = op is not None and op.policy == "false_reject_budget"
+        if max_false_reject is None and budget:
+            too_many = not within_budget(f.rejected_good(), f.n_good, op.budget)
+        else:
+            too_many = f.false_reject_rate > (0.1 if max_false_reject is None else max_false_reject)
+        if too_many:
             concerns.append(f"rejects {f.rejected_good()}/{f.n_good} good parts")
-        if f.miss_rate > max_miss:
+        if self.miss:
+            if lacking := lacking_kinds(self.miss, max_miss):
+                kinds = ", ".join(f"{k} {self.miss[k].missed}/{self.miss[k].n}" for k in lacking)
+                concerns.append(f"misses more than {max_miss:.0%} of {kinds}")
+        elif f.miss_rate > max_miss:
             concerns.append(f"misses {round(f.miss_rate * f.n_defective)}/{f.n_defective} defects")
         return concerns
 
     def summary(self) -> str:
         f = self.figures
+        missed = (
+            f"missed {round(f.miss_rate * f.n_defective)}/{f.n_defective} defective"
+            if f.n_defective
+            else "miss rate unknown (no defective parts)"
+        )
         text = (
-            f"{self.bundle}: rejected {f.rejected_good()}/{f.n_good} good, missed "
-            f"{round(f.miss_rate * f.n_defective)}/{f.n_defective} defective, "
+            f"{self.bundle}: rejected {f.rejected_good()}/{f.n_good} good, {missed}, "
             f"{f.ng_without_region} NG without a region"
         )
+        if self.miss:
+            text += " (" + "; ".join(f"{m.kind} {m.missed}/{m.n}" for m in self.miss.values()) + ")"
         if self.unreadable:
             text += f", {self.unreadable} unreadable image(s)"
         return text if self.passed else f"{text}: {self.decision.message('station check')}"
@@ -84,6 +124,7 @@ def check_live_bundle(
     metadata = verify_bundle(bundle_dir)
     reference = recorded_reference(metadata)
     labels = {Path(p.path): int(p.label) for p in parts}
+    kinds = {Path(p.path): p.defect_type or "defect" for p in parts}
     inspector = Inspector.from_bundle(bundle_dir)
     outcomes = inspect_paths(inspector, list(labels), batch_size=batch_size)
     judged = [(labels[o.path], o.result) for o in outcomes if o.result is not None]
@@ -101,6 +142,14 @@ def check_live_bundle(
         n_defective=len(bad),
     )
     decision = check_gate(figures, reference, tolerances or GateTolerances())
-    return LiveCheck(
-        inspector.model_version, figures, reference, decision, len(outcomes) - len(judged)
+    calibration = metadata.output_calibration
+    if calibration is not None:
+        decision = with_budget(decision, figures, calibration)
+    bad_outcomes = [o for o in outcomes if o.result is not None and labels[o.path] == 1]
+    miss = miss_by_kind(
+        [not o.result.is_defective for o in bad_outcomes], [kinds[o.path] for o in bad_outcomes]
     )
+    return LiveCheck(
+        inspector.model_version, figures, reference, decision, len(outcomes) - len(judged),
+        miss=miss, operating=None if calibration is None else calibration.operating,
+    )  # fmt: skip

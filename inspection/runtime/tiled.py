@@ -154,9 +154,14 @@ class TiledInspector:
         score, stitched = self.inspector.model.restrict(float(scores.max()), stitched)
         return TiledOutputs(score, stitched, len(grid), timings, image, alignment)
 
-    def inspect(self, image: np.ndarray, *, threshold: float | None = None) -> InspectionResult:
-        """Judge one full-resolution image; map, mask and regions in its own pixels."""
-        start = time.perf_counter()
+    def inspect(
+        self, image: np.ndarray, *, threshold: float | None = None, started: float | None = None
+    ) -> InspectionResult:
+        """Judge one full-resolution image: the tiles are inferred at full resolution, then
+        map, mask and regions are judged on the inspector's bounded working copy
+        (``runtime.camera``; ``camera_size`` records the full size). ``started``: as for
+        ``Inspector.inspect``."""
+        start = time.perf_counter() if started is None else started
         raw = self.raw_outputs(image)
         outputs = RawImageOutputs(
             raw.image, raw.score, raw.anomaly_map, start, raw.timings_ms, alignment=raw.alignment

@@ -41,7 +41,7 @@ GATE_TOLERANCE = 0.01
 """Largest image-AUROC drop vs FP32 a lower precision may have (the export gate's default)."""
 CHOICE_MARGIN = 0.05
 """A lower precision must be this much faster (p50) than a higher one to be chosen."""
-_PRECISION_RANK = {"fp32": 0, "fp16": 1, "int8": 2}  # higher rank = lower numeric precision
+_PRECISION_RANK = {"fp32": 0, "fp16": 1, "bf16": 2, "int8": 3}  # higher = lower precision
 
 Progress = Callable[[str], None]
 
@@ -58,6 +58,12 @@ class PrecisionMeasurement:
     """Best of sequential batch-1 and the async queue, images per second."""
     gate_passed: bool
     gate_note: str = ""
+    executed_precision: str = ""
+    """The inference precision OpenVINO executed (``f32``, ``bf16``, ``f16``)."""
+    kernels: tuple[str, ...] = ()
+    """The CPU kernel families of the compiled graph: the ISA actually used."""
+    golden_drift: float | None = None
+    """Worst drift of the bundle's golden outputs here (normalised units); None: none."""
 
     def __post_init__(self) -> None:
         if self.p50_ms <= 0 or self.p95_ms <= 0 or self.throughput_ips <= 0:
@@ -115,7 +121,7 @@ def choose_fastest(
 ) -> PrecisionMeasurement:
     """The gated measurement with the lowest p50 latency.
 
-    Ties within ``margin`` go to the higher numeric precision (fp32 > fp16 > int8): a lower
+    Ties within ``margin`` go to the higher numeric precision (fp32 > fp16 > bf16 > int8): a lower
     precision is only worth serving when it is clearly faster.
     """
     passed = [m for m in measurements if m.gate_passed]
@@ -203,7 +209,8 @@ def gated_candidates(
     public_key: Ed25519PublicKey | None = None,
 ) -> list[tuple[str, Path, BundleMetadata, tuple[bool, str]]]:
     """``candidate_bundles`` with each one's gate status; a bundle failing the signature check
-    never passes; the live bundle always passes otherwise (someone promoted it), with the
+    never passes, nor does a precision this CPU cannot execute natively (bf16 without
+    AVX512_BF16/AMX); the live bundle always passes otherwise (someone promoted it), with the
     gate's own verdict kept in the note."""
     candidates = candidate_bundles(registry, product, live_bundle_id, public_key=public_key)
     trusted = [c for c in candidates if not c[3]]
@@ -215,6 +222,10 @@ def gated_candidates(
             out.append((bundle_id, path, meta, (False, f"signature refused: {problem}")))
             continue
         gate = gate_status(meta, fp32_auroc)
+        unavailable = cpu_info().unavailable(meta.precision)
+        if unavailable:
+            out.append((bundle_id, path, meta, (False, unavailable)))
+            continue
         if bundle_id == live_bundle_id and not gate[0]:
             gate = (True, f"live bundle, promoted by hand ({gate[1]})")
         out.append((bundle_id, path, meta, gate))
@@ -269,11 +280,38 @@ def measure_bundles(
             fast.inspect_many(stream)
             busy_seconds[index] += time.perf_counter() - start
     return [
-        _measurement(inspector.metadata, gate, times, rounds * len(stream) / busy)
+        _executed(
+            inspector, _measurement(inspector.metadata, gate, times, rounds * len(stream) / busy)
+        )
         for inspector, (_, gate), times, busy in zip(
             latency, bundles, latencies, busy_seconds, strict=True
         )
     ]
+
+
+def _executed(inspector: Inspector, measured: PrecisionMeasurement) -> PrecisionMeasurement:
+    """``measured`` with what OpenVINO executed and the golden check's worst drift."""
+    from inspection.runtime.golden import executed_kernels, executed_precision
+
+    compiled = inspector.model.compiled
+    check = inspector.golden
+    return replace(
+        measured,
+        executed_precision=executed_precision(compiled),
+        kernels=executed_kernels(compiled),
+        golden_drift=None if check is None else round(check.worst_drift, 6),
+    )
+
+
+def golden_gate(bundle_dir: Path) -> tuple[bool, str]:
+    """Run the bundle's golden check on this CPU before it is timed: (passed, note)."""
+    from inspection.runtime.golden import check_golden
+    from inspection.runtime.model import BundleModel
+
+    check = check_golden(BundleModel.load(bundle_dir))
+    if check is None:
+        return True, "no golden outputs (older bundle, not checked)"
+    return check.passed, check.message()
 
 
 def _latencies(inspector: Inspector, images: Sequence[np.ndarray], count: int) -> list[float]:
@@ -311,7 +349,8 @@ def tune_product(
     write: bool = True,
     public_key: Ed25519PublicKey | None = None,
 ) -> TuningRecord:
-    """Measure every gated bundle of the live model on this CPU, choose, and record.
+    """Check every gated bundle's golden outputs on this CPU, time those that pass, choose,
+    and record.
 
     ``public_key``: the pinned site key; bundles that fail its check are never loaded.
     """
@@ -323,7 +362,14 @@ def tune_product(
     for bundle_id, _, _, (passed, note) in candidates:
         if not passed:
             say(f"{bundle_id}: not measured, {note}")
-    gated = [c for c in candidates if c[3][0]]
+    gated = []
+    for bundle_id, path, meta, gate in (c for c in candidates if c[3][0]):
+        passed, note = golden_gate(path)
+        say(f"{bundle_id}: {note}" if passed else f"{bundle_id}: not measured, {note}")
+        if passed:
+            gated.append((bundle_id, path, meta, gate))
+    if not gated:
+        raise BundleError(f"{product}: no bundle of the live model passed its gates on this CPU")
     if images is None:
         height, width = candidates[0][2].preprocessing.input_size
         images = [probe_image(height, width)]

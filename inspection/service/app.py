@@ -25,11 +25,11 @@ from starlette.requests import ClientDisconnect
 
 from inspection.service.admin import add_admin_routes
 from inspection.service.auth import MONITORS, READERS, bearer_identity, require
-from inspection.service.config import StationConfig
+from inspection.service.config import StationConfig, read_deadlines
 from inspection.service.errors import RequestError, RequestRefused, http_error
 from inspection.service.station import Station
-from inspection.service.upload import read_upload
-from inspection.station.limits import AdmissionGate
+from inspection.service.upload import Upload, read_upload
+from inspection.station.limits import AdmissionGate, UploadBudget
 from inspection.station.live import InspectorLoader, default_loader
 from inspection.station.metrics import ServiceMetrics
 from inspection.station.pipeline import Outcome
@@ -152,6 +152,7 @@ def _install_handlers(app: FastAPI, metrics: ServiceMetrics) -> None:
 
 def _add_routes(app: FastAPI, station: Station) -> None:
     gate = AdmissionGate(station.config.max_in_flight)
+    uploads = UploadBudget(station.config.max_upload_memory_bytes)
 
     @app.post("/v1/inspect", openapi_extra=_INSPECT_BODY, tags=["inspect"])
     async def inspect(
@@ -166,8 +167,15 @@ def _add_routes(app: FastAPI, station: Station) -> None:
         ``request_id`` makes retries idempotent: the same id from the same station returns
         the stored result (200) instead of inspecting again (201).
         """
-        with gate.admit():
-            return await _inspect(request, station, identity.name, product, part_id, request_id)
+        upload = await read_upload(
+            request,
+            station.config.max_upload_bytes,
+            read_deadlines(station.config),
+            budget=uploads,
+            on_closed=lambda reason: station.metrics.stages.uploads_closed.labels(reason).inc(),
+        )
+        with gate.admit():  # only uploads that arrived wait for inference
+            return await _inspect(upload, station, identity.name, product, part_id, request_id)
 
     @app.get("/v1/inspections", tags=["results"])
     def list_inspections(
@@ -252,15 +260,13 @@ def _add_routes(app: FastAPI, station: Station) -> None:
 
 
 async def _inspect(
-    request: Request,
+    upload: Upload,
     station: Station,
     station_id: str,
     product: str | None,
     part_id: str | None,
     request_id: str | None,
 ) -> JSONResponse:
-    config = station.config
-    upload = await read_upload(request, config.max_upload_bytes, config.body_timeout_seconds)
     run = partial(
         station.pipeline.run,
         upload.data,
@@ -275,6 +281,7 @@ async def _inspect(
     outcome: Outcome = await loop.run_in_executor(station.executor, run)
     station.observe(outcome)
     body = inspection_json(outcome.row) | {"replayed": not outcome.created}
+    body["timings_ms"] = {name: round(value, 3) for name, value in outcome.timings_ms.items()}
     return JSONResponse(body, status_code=201 if outcome.created else 200)
 
 

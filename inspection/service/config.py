@@ -8,6 +8,7 @@ from pathlib import Path
 from inspection.core.config import from_mapping, read_yaml
 from inspection.core.errors import ConfigError
 from inspection.station.config import StationCoreConfig, check_moved_keys
+from inspection.station.limits import ReadDeadlines
 
 
 @dataclass(frozen=True)
@@ -37,19 +38,33 @@ class StationConfig:
     max_upload_bytes: int = 20_000_000
     workers: int = 2
     max_in_flight: int = 8
-    """Inspect requests admitted at once (reading, queued or inferring); more get 503."""
+    """Inspect requests admitted to inference at once (their upload arrived; queued or
+    inferring); more get 503. Uploads still arriving never count here."""
     body_timeout_seconds: float = 30.0
     """An upload must arrive completely within this time, or it gets 408."""
+    body_idle_seconds: float = 5.0
+    """An upload that sends no byte for this long is closed (408)."""
+    min_upload_bytes_per_second: float = 100_000.0
+    """After ``upload_grace_seconds``, an upload slower than this on average is closed (408);
+    0 disables the check."""
+    upload_grace_seconds: float = 2.0
+    max_upload_memory_bytes: int = 256_000_000
+    """Bytes all uploads still arriving may hold together; beyond it an upload gets 503."""
     watch: WatchConfig = field(default_factory=WatchConfig)
 
     def __post_init__(self) -> None:
-        for name in ("max_upload_bytes", "workers", "max_in_flight"):
+        for name in ("max_upload_bytes", "workers", "max_in_flight", "max_upload_memory_bytes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"station config: {name} must be >= 1, got {getattr(self, name)}")
         if self.port < 1:
             raise ConfigError(f"station config: port must be >= 1, got {self.port}")
-        if self.body_timeout_seconds <= 0:
-            raise ConfigError("station config: body_timeout_seconds must be > 0")
+        if min(self.body_timeout_seconds, self.body_idle_seconds, self.upload_grace_seconds) <= 0:
+            raise ConfigError(
+                "station config: body_timeout_seconds, body_idle_seconds and "
+                "upload_grace_seconds must be > 0"
+            )
+        if self.min_upload_bytes_per_second < 0:
+            raise ConfigError("station config: min_upload_bytes_per_second must be >= 0")
         if self.watch.poll_seconds <= 0:
             raise ConfigError("station config: poll intervals must be > 0 seconds")
         if self.watch.settle_seconds < 0:
@@ -60,6 +75,16 @@ class StationConfig:
                 f"station config: watch.default_product {default!r} is not in products "
                 f"{list(self.core.products)}"
             )
+
+
+def read_deadlines(config: StationConfig) -> ReadDeadlines:
+    """The per-connection body-read deadlines of ``config``."""
+    return ReadDeadlines(
+        total_s=config.body_timeout_seconds,
+        idle_s=config.body_idle_seconds,
+        min_rate=config.min_upload_bytes_per_second,
+        grace_s=config.upload_grace_seconds,
+    )
 
 
 def load_station_config(path: str | Path) -> StationConfig:

@@ -42,6 +42,7 @@ class Station:
         core = StationCore.build(
             config.core, loader=loader, store=store, on_change=metrics.model_changed
         )
+        metrics.watch_golden(core.models)
         station = cls(config, core, metrics)
         if config.watch.enabled if with_watch is None else with_watch:
             station.watcher = WatchFolder(config.watch, core.pipeline, on_file=station._watched)
@@ -82,6 +83,7 @@ class Station:
         row = outcome.row
         self.metrics.verdicts.labels(row.product, row.verdict, row.source).inc()
         self.metrics.inference_latency.labels(row.product).observe(row.latency_ms / 1000.0)
+        self.metrics.stages.observe(row.product, outcome.timings_ms)
 
     def watch_status(self) -> dict[str, Any] | None:
         if self.watcher is None:

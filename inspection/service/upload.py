@@ -1,9 +1,16 @@
-"""Read an image upload (multipart field or raw body) with a hard size limit and a deadline."""
+"""Read an image upload (multipart field or raw body) with a hard size limit and deadlines.
+
+Every connection has its own read deadlines (``ReadDeadlines``), checked while waiting for
+each chunk, so a slow client is closed (408, ``Connection: close``) without holding up anyone
+else: the whole body within ``total_s``; no gap between chunks longer than ``idle_s``; after
+``grace_s``, at least ``min_rate`` bytes per second on average. Bytes held while arriving
+count against the station's ``UploadBudget`` (503 when it is full).
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from fastapi import Request
@@ -11,6 +18,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from inspection.service.errors import RequestError
+from inspection.station.limits import ReadDeadlines, UploadBudget
 
 FILE_FIELDS = ("image", "file")
 TEXT_FIELDS = ("product", "part_id", "request_id")
@@ -25,24 +33,100 @@ class Upload:
     fields: dict[str, str] = field(default_factory=dict)
 
 
-async def read_upload(request: Request, max_bytes: int, timeout_s: float = 30.0) -> Upload:
+_CLOSED = {
+    "deadline": "the upload did not arrive within {total:g} s; send it again",
+    "idle": "no upload bytes arrived for {idle:g} s; connection closed",
+    "slow": "the upload arrived slower than {rate:.0f} bytes/s; connection closed",
+}
+
+
+async def read_upload(
+    request: Request,
+    max_bytes: int,
+    deadlines: ReadDeadlines | None = None,
+    *,
+    budget: UploadBudget | None = None,
+    on_closed: Callable[[str], None] | None = None,
+) -> Upload:
     """The image bytes and any form fields; 413/415/400/422 with a clear message otherwise.
 
-    The whole body must arrive within ``timeout_s`` (slow clients get 408).
+    A body that misses its ``deadlines`` (default: ``ReadDeadlines()``) gets 408 with
+    ``Connection: close``; one that would overflow ``budget`` gets 503. ``on_closed`` is told
+    the reason ("deadline", "idle", "slow", "memory").
     """
+    deadlines = deadlines or ReadDeadlines()
+    reader = _BodyReader(request, deadlines, budget or UploadBudget(1 << 62))
     try:
-        async with asyncio.timeout(timeout_s):
-            return await _read_upload(request, max_bytes)
-    except TimeoutError as exc:
-        raise RequestError(
-            408, f"the upload did not arrive within {timeout_s:g} s; send it again"
-        ) from exc
+        return await _read_upload(request, max_bytes, reader)
+    except UploadClosed as exc:
+        if on_closed is not None:
+            on_closed(exc.reason)
+        raise
+    finally:
+        reader.release()
 
 
-async def _read_upload(request: Request, max_bytes: int) -> Upload:
+class _BodyReader:
+    """Reads a request body chunk by chunk under its deadlines and the upload budget."""
+
+    def __init__(self, request: Request, deadlines: ReadDeadlines, budget: UploadBudget) -> None:
+        self.request = request
+        self.deadlines = deadlines
+        self.budget = budget
+        self.held = 0
+
+    async def read(self, limit: int, max_bytes: int) -> bytes:
+        too_big = RequestError(413, f"upload too large: the limit is {max_bytes} bytes")
+        declared = self.request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise too_big
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        body = bytearray()
+        chunks = self.request.stream().__aiter__()
+        while True:
+            by, reason = self.deadlines.next_chunk_by(started, loop.time(), len(body))
+            try:
+                async with asyncio.timeout_at(by):
+                    chunk = await anext(chunks)
+            except StopAsyncIteration:
+                return bytes(body)
+            except TimeoutError as exc:
+                raise self._closed(reason) from exc
+            if len(body) + len(chunk) > limit:
+                raise too_big
+            if not self.budget.take(len(chunk)):
+                raise UploadClosed(
+                    503,
+                    "the station's upload memory is full; retry shortly with the same request_id",
+                    "memory",
+                    {"Retry-After": "1"},
+                )
+            self.held += len(chunk)
+            body += chunk
+
+    def release(self) -> None:
+        self.budget.release(self.held)
+        self.held = 0
+
+    def _closed(self, reason: str) -> UploadClosed:
+        d = self.deadlines
+        message = _CLOSED[reason].format(total=d.total_s, idle=d.idle_s, rate=d.min_rate)
+        return UploadClosed(408, message, reason, {"Connection": "close"})
+
+
+class UploadClosed(RequestError):
+    """An upload refused while arriving; ``reason``: "deadline", "idle", "slow" or "memory"."""
+
+    def __init__(self, status: int, message: str, reason: str, headers: dict[str, str]) -> None:
+        super().__init__(status, message, headers)
+        self.reason = reason
+
+
+async def _read_upload(request: Request, max_bytes: int, reader: _BodyReader) -> Upload:
     content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if content_type == "multipart/form-data":
-        body = await _read_limited(request, max_bytes + _MULTIPART_OVERHEAD, max_bytes)
+        body = await reader.read(max_bytes + _MULTIPART_OVERHEAD, max_bytes)
         return await _parse_multipart(request, body, max_bytes)
     if not _is_image_type(content_type):
         shown = content_type or "none"
@@ -52,22 +136,8 @@ async def _read_upload(request: Request, max_bytes: int) -> Upload:
             "'image' file field, or the raw image with an image/* or "
             "application/octet-stream content type",
         )
-    body = await _read_limited(request, max_bytes, max_bytes)
+    body = await reader.read(max_bytes, max_bytes)
     return Upload(body)
-
-
-async def _read_limited(request: Request, limit: int, max_bytes: int) -> bytes:
-    too_big = RequestError(413, f"upload too large: the limit is {max_bytes} bytes")
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise too_big
-    chunks, total = [], 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > limit:
-            raise too_big
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 async def _parse_multipart(request: Request, body: bytes, max_bytes: int) -> Upload:

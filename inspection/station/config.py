@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from inspection.core.errors import ConfigError, RegistryError
 from inspection.core.images import DEFAULT_MAX_SIDE, STATION_FORMATS
 from inspection.core.registry import check_name
 from inspection.core.signing import PUBLIC_KEY_FILE, SigningError, load_public_key
+from inspection.runtime.camera import BoundsConfig
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,8 @@ class StationCoreConfig:
     tune_on_load: bool = True
     """Measure the live model's gated bundles (FP32/FP16/INT8) on this CPU when no tuning
     record exists, and serve the fastest (see ``inspection.runtime.tuning``)."""
+    bounds: BoundsConfig = field(default_factory=BoundsConfig)
+    """Working size, latency budget (per product) and stored images (``runtime.camera``)."""
 
     def __post_init__(self) -> None:
         if not self.products:
@@ -67,6 +70,11 @@ class StationCoreConfig:
         for name in ("max_pixels", "max_side"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"core: {name} must be >= 1, got {getattr(self, name)}")
+        unknown = sorted(set(self.bounds.products) - set(self.products))
+        if unknown:
+            raise ConfigError(
+                f"core: bounds.products {unknown} are not in products {list(self.products)}"
+            )
         if self.registry_poll_seconds <= 0:
             raise ConfigError("core: registry_poll_seconds must be > 0 seconds")
         check_formats(self.image_formats)

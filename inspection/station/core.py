@@ -13,6 +13,7 @@ from typing import Any
 
 from inspection.core.registry import Registry
 from inspection.core.signing import key_id
+from inspection.runtime.camera import bounded_loader
 from inspection.station.config import StationCoreConfig, pinned_key
 from inspection.station.live import (
     InspectorLoader,
@@ -56,7 +57,7 @@ class StationCore:
         models = LiveModels(
             registry,
             config.products,
-            loader=loader,
+            loader=bounded_loader(loader, config.bounds),
             on_change=on_change,
             selector=TunedSelector(
                 registry, tune_on_load=config.tune_on_load, public_key=public_key
@@ -70,6 +71,7 @@ class StationCore:
             max_side=config.max_side,
             formats=config.image_formats,
             outbox=outbox,
+            bounds=config.bounds,
         )
         return cls(
             config, store, models, pipeline, None if public_key is None else key_id(public_key)

@@ -1,9 +1,18 @@
-"""Admission control: a station admits a bounded number of inspect requests at once."""
+"""Admission control, in two separate stages.
+
+- Uploads (``UploadBudget``): any number of connections may be sending; together they hold at
+  most ``limit`` bytes in memory (bytes actually received, never a declared length), and each
+  one is closed by its read deadlines (``service.upload``). A slow client holds almost
+  nothing, so it can never keep another client's upload out.
+- Inference (``AdmissionGate``): a request whose upload has arrived waits for a worker; at
+  most ``limit`` such requests at once, more get 503. Slow uploads never count here.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from inspection.station.errors import StationBusy
 
@@ -11,10 +20,12 @@ RETRY_AFTER_SECONDS = 1
 
 
 class AdmissionGate:
-    """Counts requests in flight on one event loop; above ``limit`` raises ``StationBusy``.
+    """Counts requests admitted to inference on one event loop; above ``limit`` raises
+    ``StationBusy``.
 
-    Used only from the event loop thread (no lock needed): the count covers reading the body,
-    waiting for a worker and inference, so memory stays bounded by ``limit`` uploads.
+    Used only from the event loop thread (no lock needed): the count covers waiting for a
+    worker and inference (decode included), so memory stays bounded by ``limit`` uploads of
+    at most ``max_upload_bytes`` plus one decode per worker.
     """
 
     def __init__(self, limit: int) -> None:
@@ -36,3 +47,49 @@ class AdmissionGate:
             yield
         finally:
             self.in_flight -= 1
+
+
+class UploadBudget:
+    """Bytes held by uploads still arriving, on one event loop (no lock needed)."""
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError(f"upload memory budget must be >= 1 byte, got {limit}")
+        self.limit = limit
+        self.held = 0
+
+    def take(self, count: int) -> bool:
+        """Reserve ``count`` more bytes; False (nothing reserved) when that exceeds the limit."""
+        if self.held + count > self.limit:
+            return False
+        self.held += count
+        return True
+
+    def release(self, count: int) -> None:
+        self.held = max(0, self.held - count)
+
+
+@dataclass(frozen=True)
+class ReadDeadlines:
+    """One connection's body-read deadlines (``service.upload``): the whole body within
+    ``total_s``; no gap between chunks longer than ``idle_s``; after ``grace_s``, at least
+    ``min_rate`` bytes per second on average (0: no rate check)."""
+
+    total_s: float = 30.0
+    idle_s: float = 5.0
+    min_rate: float = 100_000.0
+    grace_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        for name in ("total_s", "idle_s", "grace_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.min_rate < 0:
+            raise ValueError(f"min_rate must be >= 0 bytes/s, got {self.min_rate}")
+
+    def next_chunk_by(self, started: float, now: float, received: int) -> tuple[float, str]:
+        """(loop time by which the next chunk must arrive, which deadline that is)."""
+        limits = [(started + self.total_s, "deadline"), (now + self.idle_s, "idle")]
+        if self.min_rate > 0:
+            limits.append((started + self.grace_s + received / self.min_rate, "slow"))
+        return min(limits)

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from inspection.core.bundle import read_bundle_metadata
 from inspection.core.errors import BundleError, RegistryError
+from inspection.core.golden import GoldenDriftError, golden_status
 from inspection.core.registry import LiveState, Registry, ThresholdVersion
 from inspection.core.signing import verify_signed_bundle
 from inspection.core.threshold import check_threshold
@@ -45,7 +46,9 @@ class InspectorLike(Protocol):
     @property
     def threshold(self) -> float: ...
 
-    def inspect(self, image: np.ndarray, *, threshold: float | None = None) -> InspectionResult: ...
+    def inspect(
+        self, image: np.ndarray, *, threshold: float | None = None, started: float | None = None
+    ) -> InspectionResult: ...
 
 
 InspectorLoader = Callable[[Path], InspectorLike]
@@ -151,9 +154,10 @@ class LiveModel:
         if not self.served_bundle_id:
             object.__setattr__(self, "served_bundle_id", self.bundle_id)
 
-    def inspect(self, image: np.ndarray) -> InspectionResult:
-        """(H, W, 3) uint8 RGB -> result at this model's threshold."""
-        return self.inspector.inspect(image, threshold=self.threshold)
+    def inspect(self, image: np.ndarray, *, started: float | None = None) -> InspectionResult:
+        """(H, W, 3) uint8 RGB -> result at this model's threshold; ``started``: the
+        ``perf_counter`` time the inspection began (before decoding), for the latency budget."""
+        return self.inspector.inspect(image, threshold=self.threshold, started=started)
 
 
 class LiveModels:
@@ -180,6 +184,7 @@ class LiveModels:
         self._models: dict[str, LiveModel] = {}
         self._problems: dict[str, str] = {}
         self._rejected: dict[str, str] = {}  # product -> bundle id that failed to load
+        self._golden: dict[str, dict[str, object]] = {}  # product -> last golden check
         self._swap_lock = threading.Lock()
         self._refresh_lock = threading.Lock()
         self._stop = threading.Event()
@@ -206,6 +211,7 @@ class LiveModels:
                 "served_bundle_id": model.served_bundle_id if model else None,
                 "precision": model.precision if model else None,
                 "tuning": model.tuning.summary() if model and model.tuning else None,
+                "golden": self._golden.get(product),
                 "problem": self._problems.get(product),
             }
         return out
@@ -272,6 +278,7 @@ class LiveModels:
         except Exception as exc:
             self._reject(product, served, bundle_dir, exc)
             return
+        self._golden[product] = golden_status(served, getattr(inspector, "golden", None))
         model = LiveModel(
             product=product,
             bundle_id=bundle_id,
@@ -303,6 +310,8 @@ class LiveModels:
 
     def _reject(self, product: str, bundle_id: str, bundle_dir: Path, exc: Exception) -> None:
         self._rejected[product] = bundle_id
+        if isinstance(exc, GoldenDriftError):
+            self._golden[product] = golden_status(bundle_id, exc.check)
         keeps = self._models.get(product)
         detail = _without_paths(str(exc), {bundle_dir: "", self.registry.root: "<registry>"})
         reason = f"bundle {bundle_id} rejected: {detail}"

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
-from inspection.station.live import LiveModel
+from inspection.station.live import LiveModel, LiveModels
+from inspection.station.stages import StageMetrics
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -85,8 +89,13 @@ class ServiceMetrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.stages = StageMetrics(self.registry)
         self._live_labels: dict[str, tuple[str, str, str]] = {}
         self._served_labels: dict[str, list[tuple[str, str, str]]] = {}
+
+    def watch_golden(self, models: LiveModels) -> None:
+        """Export each product's last golden check (``core.golden``), read at every scrape."""
+        self.registry.register(GoldenCollector(models))
 
     def model_changed(self, model: LiveModel) -> None:
         """Point the live-model gauge at ``model`` (called on every swap)."""
@@ -117,6 +126,36 @@ class ServiceMetrics:
             self.tuned_throughput.labels(*labels).set(m.throughput_ips)
             kept.append(labels)
         self._served_labels[model.product] = kept
+
+
+class GoldenCollector(Collector):
+    """``inspection_golden_passed`` (1 passed, 0 refused) and ``inspection_golden_worst_drift``
+    (normalised units) of the last golden check per product and bundle."""
+
+    def __init__(self, models: LiveModels) -> None:
+        self.models = models
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        labels = ["product", "bundle_id", "precision"]
+        passed = GaugeMetricFamily(
+            "inspection_golden_passed",
+            "Golden check of the product's last loaded bundle on this CPU (1 passed, 0 refused).",
+            labels=labels,
+        )
+        drift = GaugeMetricFamily(
+            "inspection_golden_worst_drift",
+            "Worst drift of the bundle's golden outputs on this CPU, in normalised units.",
+            labels=labels,
+        )
+        for product, status in self.models.status().items():
+            golden = status.get("golden")
+            if not golden or not golden.get("checked"):
+                continue
+            values = [product, str(golden["bundle_id"]), str(golden.get("precision") or "")]
+            passed.add_metric(values, 1.0 if golden["passed"] else 0.0)
+            drift.add_metric(values, float(golden["worst_drift"]))
+        yield passed
+        yield drift
 
 
 _DELIVERY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)

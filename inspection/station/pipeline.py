@@ -14,13 +14,14 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 from inspection.core.errors import AlignmentError, ImageDecodeError
 from inspection.core.fingerprint import sha256_bytes
-from inspection.core.images import DEFAULT_MAX_SIDE, STATION_FORMATS, decode_image
+from inspection.core.images import DEFAULT_MAX_SIDE, STATION_FORMATS, decode_reduced
+from inspection.runtime.camera import BoundsConfig, decode_side, stored_copy, with_camera_size
 from inspection.runtime.overlays import render_overlay
 from inspection.station.errors import (
     BadImage,
@@ -49,6 +50,9 @@ class Outcome:
     row: Inspection
     created: bool
     total_ms: float
+    timings_ms: Mapping[str, float] = field(default_factory=dict)
+    """Per-stage times of this inspection (decode, infer, regions, refine...) and
+    ``refine_skipped`` = 1 when the latency budget left no time to refine; empty on replay."""
 
 
 def check_request_id(request_id: str | None) -> str | None:
@@ -110,6 +114,7 @@ class Pipeline:
         max_side: int = DEFAULT_MAX_SIDE,
         formats: tuple[str, ...] = STATION_FORMATS,
         outbox: OutboxBuilder | None = None,
+        bounds: BoundsConfig | None = None,
     ) -> None:
         self.store = store
         self.models = models
@@ -117,6 +122,7 @@ class Pipeline:
         self.max_side = max_side
         self.formats = formats
         self.outbox = outbox
+        self.bounds = bounds or BoundsConfig()
 
     def check_product(self, product: str | None) -> str:
         if not product:
@@ -152,9 +158,13 @@ class Pipeline:
         digest = sha256_bytes(data)
         if key is not None and (existing := self.store.find_by_request_id(key)) is not None:
             return Outcome(check_replay(existing, product, digest), False, _ms(started))
+        model = self.models.get(product)  # NoLiveModel when none is loaded
+        decode_start = time.perf_counter()
+        options = self.bounds.options(product)
         try:
-            image = decode_image(
+            decoded = decode_reduced(
                 data,
+                work_side=decode_side(options, model.inspector),
                 max_pixels=self.max_pixels,
                 max_side=self.max_side,
                 formats=self.formats,
@@ -162,17 +172,23 @@ class Pipeline:
             )
         except ImageDecodeError as exc:
             raise BadImage(str(exc)) from exc
-        model = self.models.get(product)  # NoLiveModel when none is loaded
+        image = decoded.image
+        decode_ms = _ms(decode_start)
         try:
-            result = model.inspect(image)
+            result = model.inspect(image, started=decode_start)
         except AlignmentError as exc:
             raise PartNotAligned(str(exc)) from exc
+        result = with_camera_size(result, decoded.source_size, image.shape[:2])
+        encode_start = time.perf_counter()
+        overlay = render_overlay(image, result, max_side=self.bounds.overlay_max_side)
+        copy = stored_copy(decoded, keep_original=self.bounds.keep_originals)
         encoded = {
-            "image_sha": (data, image_extension(data)),
+            "image_sha": (data, image_extension(data)) if copy is None else (copy, ".png"),
             "map_sha": (encode_map(result.anomaly_map), ".png"),
             "mask_sha": (encode_mask(result.mask), ".png"),
-            "overlay_sha": (encode_jpeg(render_overlay(image, result)), ".jpg"),
+            "overlay_sha": (encode_jpeg(overlay), ".jpg"),
         }
+        stages = {"decode": decode_ms, **result.timings_ms, "encode": _ms(encode_start)}
         fields = {
             "id": uuid.uuid4().hex,
             "created_at": datetime.now(timezone.utc),
@@ -190,14 +206,15 @@ class Pipeline:
             "bundle_id": model.bundle_id,
             "latency_ms": float(result.latency_ms),
             "mask_source": result.mask_source,
-            "regions": [region.to_dict() for region in result.regions],
-            "width": int(image.shape[1]),
-            "height": int(image.shape[0]),
+            "regions": [region.to_dict() for region in result.camera_regions],
+            "width": int(decoded.source_size[1]),
+            "height": int(decoded.source_size[0]),
         } | {column: sha256_bytes(blob) for column, (blob, _ext) in encoded.items()}
         outbox: Sequence[OutboxEntry] = ()
         if self.outbox is not None:
             timings = {**(timings_ms or {}), "inference_ms": fields["latency_ms"]}
             outbox = self.outbox(fields, timings | {"pipeline_ms": _ms(started)})
+        stored = time.perf_counter()
         created = [sha for blob, ext in encoded.values() if (sha := self._put_new(blob, ext))]
         try:
             row = self.store.add_inspection(outbox=outbox, **fields)
@@ -208,7 +225,7 @@ class Pipeline:
             raise
         if row.id != fields["id"]:
             self._discard(created, keep={row.image_sha, row.map_sha, row.mask_sha, row.overlay_sha})
-        return Outcome(row, row.id == fields["id"], _ms(started))
+        return Outcome(row, row.id == fields["id"], _ms(started), stages | {"store": _ms(stored)})
 
     def _discard(self, created: list[str], keep: set[str | None]) -> None:
         for sha in created:

@@ -7,6 +7,7 @@ Times are UTC; SQLite returns naive datetimes, which are read as UTC.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Literal
@@ -104,6 +105,12 @@ class QueueRow:
     review_label: str | None
     review_defect_type: str | None
     reviewed_by: str | None
+    source_name: str | None = None  # the watch folder's file name, an upload's file name
+
+    @property
+    def part(self) -> str:
+        """What names the part: its part id, else the file it came from, else ''."""
+        return self.part_id or self.source_name or ""
 
 
 def as_utc(value: datetime | str) -> datetime:
@@ -229,8 +236,13 @@ def score_histogram(
     bins: int = 100,
     since: datetime | None = None,
     until: datetime | None = None,
+    exclude_labels: Sequence[str] = (),
 ) -> np.ndarray:
-    """Counts of scores in ``bins`` equal bins over [0, 1]: (bins,) int64; 1.0 goes in the last."""
+    """Counts of scores in ``bins`` equal bins over [0, 1]: (bins,) int64; 1.0 goes in the last.
+
+    ``exclude_labels``: leave out inspections whose review label is one of these (e.g.
+    ``("defect",)`` to compare production with good parts only).
+    """
     if not 1 <= bins <= 10_000:
         raise StoreError(f"bins must be between 1 and 10000, got {bins}")
     scaled = Inspection.score * bins
@@ -239,11 +251,12 @@ def score_histogram(
     else:
         index = cast(func.floor(cast(scaled, Float)), Integer)
     index = index.label("bin")
-    query = (
-        select(index, func.count())
-        .where(*_time_filters(product, None, since, until))
-        .group_by(index)
-    )
+    conditions = list(_time_filters(product, None, since, until))
+    if exclude_labels:
+        conditions.append(
+            or_(Inspection.review_label.is_(None), Inspection.review_label.not_in(exclude_labels))
+        )
+    query = select(index, func.count()).where(*conditions).group_by(index)
     counts = np.zeros(bins, dtype=np.int64)
     with store.session() as session:
         for bin_index, count in session.execute(query):

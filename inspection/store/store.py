@@ -57,12 +57,20 @@ class InspectionFilter:
     max_score: float | None = None
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URL; ``None`` for in-memory or other databases."""
+    if not url.startswith("sqlite"):
+        return None
+    path = url.split("///", 1)[-1]
+    return Path(path) if path and path != ":memory:" else None
+
+
 def make_engine(url: str) -> Engine:
     """Engine for ``url``; SQLite gets WAL, full fsync and a busy timeout."""
     if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        path = sqlite_file(url)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 
         @event.listens_for(engine, "connect")
@@ -82,8 +90,10 @@ class Store:
 
     Opening a store never changes its schema. ``migrate()`` brings it to the newest Alembic
     revision: ``inspection db upgrade`` runs it, and so do ``serve`` at start-up and set-up
-    (``Store.migrated``). Readers such as the dashboard call ``check_schema()`` and get a clear
-    error instead of migrating a shared database as a side effect.
+    (``Store.migrated``). First use (``inspection users``, the dashboard) calls
+    ``ensure_schema()``: it creates the schema of an empty database, but an older schema still
+    needs an explicit ``inspection db upgrade``, so a shared database is never migrated as a
+    side effect of reading it.
     """
 
     def __init__(self, url: str, blob_dir: str | Path) -> None:
@@ -120,14 +130,38 @@ class Store:
             return MigrationContext.configure(connection).get_current_revision()
 
     def check_schema(self) -> None:
-        """Raise ``StoreError`` unless the schema is at the revision this code expects."""
-        current, head = self.schema_revision(), schema_head()
+        """Raise ``StoreError`` unless the schema is at the revision this code expects.
+
+        A SQLite file that does not exist is reported without creating it.
+        """
+        path = sqlite_file(self.url)
+        missing = path is not None and not path.exists()
+        current, head = (None if missing else self.schema_revision()), schema_head()
         if current != head:
             found = f"revision {current}" if current else "no schema"
             raise StoreError(
                 f"the results database ({self.engine.url.render_as_string(hide_password=True)}) "
                 f"has {found}, this version needs {head}: run 'inspection db upgrade'"
             )
+
+    def ensure_schema(self) -> None:
+        """Create the schema in an empty database (first use); else ``check_schema()``.
+
+        A SQLite file that did not exist before is removed again when creating fails, so a
+        failed first use leaves no empty database behind.
+        """
+        path = sqlite_file(self.url)
+        existed = path is None or path.exists()
+        try:
+            if self.schema_revision() is None:
+                self.migrate()
+            self.check_schema()
+        except Exception:
+            if not existed:
+                self.engine.dispose()
+                for leftover in (path, *(path.with_name(path.name + s) for s in ("-wal", "-shm"))):
+                    leftover.unlink(missing_ok=True)
+            raise
 
     @contextmanager
     def session(self) -> Iterator[Session]:

@@ -20,9 +20,10 @@ from typing import Any
 import yaml
 
 from inspection.core.alignment import AlignmentSpec
-from inspection.core.config import deep_merge, from_mapping, read_yaml
+from inspection.core.config import deep_merge, from_mapping, read_yaml, to_mapping
 from inspection.core.errors import ConfigError
 from inspection.core.global_context import GLOBAL_COMPONENTS
+from inspection.core.operating_point import OperatingPoint
 from inspection.core.roi import RoiSpec
 from inspection.core.tiling import TilingSpec
 from inspection.core.units import PhysicalUnits
@@ -76,9 +77,16 @@ class ModelConfig:
     # Global context (inspection.core.global_context): components fused with the local score,
     # e.g. [features, colour, frequency]; empty = local score only.
     global_context: tuple[str, ...] = ()
+    # How the image threshold is set (core.operating_point): a false-reject budget by default.
+    operating_point: OperatingPoint = field(default_factory=OperatingPoint)
+    # PatchCore: score every training image with a bank fitted on the other folds, for more
+    # good calibration scores (training.out_of_fold); 0 = validation good images only.
+    calibration_folds: int = 5
 
     def __post_init__(self) -> None:
         check_kind(self.kind)
+        _check(self.calibration_folds == 0 or self.calibration_folds >= 2, "calibration_folds",
+               "must be 0 (off) or at least 2")  # fmt: skip
         _check(min(self.image_size) >= 32, "image_size", "each side must be at least 32 pixels")
         _check(self.image_size[0] % 32 == 0 and self.image_size[1] % 32 == 0, "image_size",
                f"must be multiples of 32 (backbone stride), got {list(self.image_size)}")  # fmt: skip
@@ -117,6 +125,9 @@ class ProductConfig:
     """``inspection train`` runs the ``--auto`` search for this product."""
     auto_budget_s: float = 240.0
     """Seconds the auto search may use (``--budget`` overrides)."""
+    operating_point: OperatingPoint | None = None
+    """The product's operating point (``core.operating_point``) for every model kind; None:
+    the model config's (a 1 % false-reject budget unless set there)."""
 
     def __post_init__(self) -> None:
         _check(self.auto_budget_s > 0, "auto_budget_s", "must be positive seconds")
@@ -168,7 +179,11 @@ def load_model_config(
     data: dict[str, Any] = read_yaml(base_path) if base_path.is_file() else {}
     where = str(base_path)
     if product is not None:
-        data = deep_merge(data, load_product_config(product, directory).models.get(kind, {}))
+        product_config = load_product_config(product, directory)
+        if product_config.operating_point is not None:
+            point = to_mapping(product_config.operating_point)
+            data = deep_merge(data, {"operating_point": point})
+        data = deep_merge(data, product_config.models.get(kind, {}))
         where += f" + products/{product}.yaml"
     if config_file is not None:
         data = deep_merge(data, read_yaml(config_file))

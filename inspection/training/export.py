@@ -1,16 +1,18 @@
-"""Export one bundle (FP32, FP16 or INT8): convert, quantise, calibrate, measure and gate.
+"""Export one bundle (FP32, FP16, BF16 or INT8): convert, quantise, calibrate, measure, gate.
 
 The torch model is converted by ``training.convert``; a registered version is exported (and
 registered) by ``training.registry_export.export_bundle``. INT8 is NNCF post-training
 quantisation on the OpenVINO model, calibrated on good training images preprocessed exactly
-as the station will, with the distance/map head kept in FP32.
+as the station will, with the distance/map head kept in FP32. BF16 is the FP32 graph run at
+OpenVINO's bf16 inference precision (only where the CPU executes bf16 natively).
 
-Every bundle (FP32, FP16, INT8) is then calibrated on its OWN outputs on the version's
+Every bundle (FP32, FP16, BF16, INT8) is then calibrated on its OWN outputs on the version's
 validation split (``inspection.core.calibration``: normalisation, thresholds, segmentation)
 and measured through the station runtime on the held-out test split at those thresholds. A
 non-FP32 bundle is refused (``GateRefusal``) unless false-reject and miss rates, image and
 pixel AUROC, AUPRO and region recall stay within ``GateTolerances`` of an FP32 bundle
-calibrated the same way, and no NG verdict lacks a region.
+calibrated the same way, and no NG verdict lacks a region. Last, its golden outputs are
+recorded (``runtime.golden``): raw outputs on a few validation images, checked at every load.
 """
 
 from __future__ import annotations
@@ -43,19 +45,25 @@ from inspection.core.export_gate import (
     GateRefusal,
     GateTolerances,
     check_gate,
+    with_budget,
 )
 from inspection.core.fingerprint import fingerprint_files
+from inspection.core.golden import GOLDEN_IMAGES
 from inspection.core.images import read_image
 from inspection.core.metrics import EvaluationMetrics
+from inspection.core.operating_point import OperatingPoint
 from inspection.core.outputs import RawOutputs
 from inspection.core.refinement import RefinementChoice
-from inspection.core.registry import utc_now
+from inspection.core.registry import GoodScores, utc_now
 from inspection.core.validation_scores import ValidationScores, write_validation_scores
 from inspection.refine.config import load_refine_config
 from inspection.refine.select import CHOICE_MAX_SIDE, choose_refiner
+from inspection.runtime.golden import golden_sources, record_golden
+from inspection.runtime.hardware import cpu_info
 from inspection.runtime.inspector import Inspector
 from inspection.runtime.preprocess import normalize_score, preprocess
 from inspection.runtime.tiled import TiledInspector, tiled_outputs
+from inspection.training.bundle_calibration import calibrate_bundle
 from inspection.training.convert import SCORE_OUTPUT, convert_torch_model
 from inspection.training.global_context import refit_on_outputs
 
@@ -147,6 +155,9 @@ class ExportSplits:
     validation: tuple[LabelledSample, ...]
     test: tuple[LabelledSample, ...]
     dataset_root: Path
+    operating_point: OperatingPoint = field(default_factory=OperatingPoint)
+    good_scores: GoodScores = field(default_factory=GoodScores)
+    """The version's out-of-fold training scores (``training.bundle_calibration``)."""
 
 
 @dataclass(frozen=True)
@@ -202,7 +213,11 @@ def _calibrated_bundle(
     say(
         f"calibrating the {meta.precision} bundle on its {len(splits.validation)} validation images"
     )
-    calibration = run_bundle(target, splits.validation).calibrate()
+    calibration = calibrate_bundle(
+        lambda samples: run_bundle(target, samples), splits.validation, splits.operating_point,
+        splits.good_scores, splits.dataset_root, fused=meta.global_context is not None,
+        make_sample=lambda path: LabelledSample(path, 0, "good"),
+    )  # fmt: skip
     meta = replace(
         meta,
         normalization=calibration.normalization,
@@ -310,6 +325,8 @@ def export_model(
             )
             reference = outputs.measure(_own(cal_meta))
     model, meta = fp32_model, replace(base, precision=options.precision, created_at=utc_now())
+    if options.precision == "bf16":
+        meta = replace(meta, inference_precision=_bf16_here())  # type: ignore[arg-type]
     if options.precision == "int8":
         if base.tiling is not None:
             raise BundleError(
@@ -321,7 +338,9 @@ def export_model(
     _write_validation_scores(out_dir, outputs.scores, splits.test, meta)
     metrics, figures = outputs.measure(_own(meta))
     ref_figures = reference[1] if reference else figures
-    decision = check_gate(figures, ref_figures, options.tolerances)
+    decision = with_budget(
+        check_gate(figures, ref_figures, options.tolerances), figures, _own(meta)
+    )
     what = f"{meta.product}/{meta.bundle_id}"
     if not decision.passed:
         if not options.force:
@@ -340,13 +359,28 @@ def export_model(
         record = ExportRecord(gate=gate, reference_fp32=reference[0], image_auroc_drop=drop)
     recorded = {**metrics.to_mapping(), **record.to_mapping()}
     meta = replace(meta, metrics=recorded)
+    meta = record_golden(out_dir, meta, golden_sources(_labelled(splits.validation), GOLDEN_IMAGES))
     write_bundle_metadata(out_dir, meta)
     return ExportResult(meta.bundle_id, out_dir, meta)
 
 
-def _image_auroc_drop(reference: EvaluationMetrics, metrics: EvaluationMetrics) -> float:
+def _bf16_here() -> str:
+    """The bf16 bundle runs the FP32 graph at OpenVINO's bf16 inference precision; exporting it
+    where bf16 is not native would calibrate and gate f32 numerics under a bf16 name."""
+    reason = cpu_info().unavailable("bf16")
+    if reason:
+        raise BundleError(f"cannot export a bf16 bundle: {reason}; export fp32, fp16 or int8")
+    return "bf16"
+
+
+def _labelled(samples: Sequence[LabelledSample]) -> list[tuple[Path, int]]:
+    return [(Path(s.path), int(s.label)) for s in samples]
+
+
+def _image_auroc_drop(reference: EvaluationMetrics, metrics: EvaluationMetrics) -> float | None:
+    """None for a good-only product (no image AUROC without defects)."""
     if reference.image_auroc is None or metrics.image_auroc is None:
-        raise BundleError("the test split needs good and defective images for an image AUROC")
+        return None
     return reference.image_auroc - metrics.image_auroc
 
 

@@ -38,6 +38,7 @@ from inspection.core.global_context import (
 )
 from inspection.core.images import read_image
 from inspection.core.metrics import image_auroc
+from inspection.core.operating_point import OperatingPoint, choose_threshold
 from inspection.runtime.preprocess import preprocess
 from inspection.training.convert import ScoreAndMap, no_chunking
 
@@ -260,10 +261,11 @@ def fit_model_context(
     train_paths: Sequence[Path],
     validation: Sequence[Any],
     normalization: Mapping[str, float],
+    point: OperatingPoint | None = None,
 ) -> FittedContext:
     """Fit the global context of a trained model, keep the components that help on the
     validation split, and re-derive the image threshold and min/max in fused space there
-    (F1-optimal threshold, like anomalib's)."""
+    (the threshold by the operating point ``point``, on the fused validation scores)."""
     train = model_outputs(torch_model, train_paths, prep, layers)
     val = model_outputs(torch_model, [s.path for s in validation], prep, layers)
     labels = np.asarray([s.label for s in validation], dtype=int)
@@ -279,7 +281,9 @@ def fit_model_context(
     fused, _ = fused_scores(context, val)
     stats = {
         **normalization,
-        "image_threshold_raw": f1_threshold(fused, labels),
+        "image_threshold_raw": choose_threshold(
+            fused[labels == 0], point or OperatingPoint(), defect_scores=fused[labels == 1]
+        ).threshold,
         "image_min": float(fused.min()),
         "image_max": float(fused.max()),
     }

@@ -21,6 +21,7 @@ from inspection.core.errors import BundleError
 from inspection.core.registry import ModelRecord, Registry
 from inspection.core.signing import sign_bundle, site_signing_key
 from inspection.data.dataset import load_dataset
+from inspection.training.bundle_calibration import record_operating_point
 from inspection.training.config import load_product_config
 from inspection.training.convert import MAP_OUTPUT, POOLED_OUTPUT, SCORE_OUTPUT
 from inspection.training.export import (
@@ -137,6 +138,8 @@ def export_splits(record: ModelRecord, dataset: Any) -> ExportSplits:
         validation=tuple(split_samples(record, dataset, "validation")),
         test=tuple(held_out_test_samples(record, dataset)),
         dataset_root=dataset.root,
+        operating_point=record_operating_point(record),
+        good_scores=record.good_scores(),
     )
 
 

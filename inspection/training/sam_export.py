@@ -186,8 +186,12 @@ def export_sam_bundle(
     """Build SAM and write a refiner bundle (encoder.xml/.bin, decoder.xml/.bin, metadata.json)."""
     import openvino as ov
 
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+    if precision not in PRECISIONS or precision == "bf16":
+        valid = ", ".join(p for p in PRECISIONS if p != "bf16")
+        raise ValueError(
+            f"unknown SAM precision {precision!r}; valid: {valid} (bf16 is a run-time choice: "
+            "refine.yaml's inference_precision)"
+        )
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         if not overwrite:

@@ -222,7 +222,9 @@ def train_tiled(
         config, tiling, dataset.train_samples, validation, weights, progress=progress, roi=roi
     )
     tiles = len(tile_data)
-    calibration = predict_tiled(model, validation, tiling, roi=roi).calibrate()
+    calibration = predict_tiled(model, validation, tiling, roi=roi).calibrate(
+        config.operating_point
+    )
     fit = FitFigures(fit_seconds=round(fit_seconds, 2), train_tiles=tiles)
     metrics: dict[str, Any] = fit.to_mapping()
     if evaluate:

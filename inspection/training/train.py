@@ -32,7 +32,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from inspection.core.bundle import GlobalContextSpec, Preprocessing
-from inspection.core.calibration import Calibration, Normalization
+from inspection.core.calibration import Normalization
 from inspection.core.config import to_mapping
 from inspection.core.errors import ConfigError, DatasetError
 from inspection.core.metrics import EvaluationMetrics
@@ -48,7 +48,7 @@ from inspection.training.backbones import (
     resolve_weights,
 )
 from inspection.training.config import ModelConfig, model_config_from_mapping
-from inspection.training.evaluate import metrics_of_predictions, predict, select_for_model
+from inspection.training.evaluate import metrics_of_predictions, predict
 from inspection.training.global_context import (
     CONTEXT_FILE,
     FUSION_RULE,
@@ -56,6 +56,13 @@ from inspection.training.global_context import (
     fit_model_context,
     fused_scores,
     model_outputs,
+)
+from inspection.training.operating import (
+    calibrate_predictions,
+    calibration_good_scores,
+)
+from inspection.training.operating import (
+    good_score_record as _good_score_record,
 )
 from inspection.training.roi import TrainingRoi
 from inspection.training.samples import SampleDataset
@@ -104,10 +111,15 @@ def evaluation_splits(config: ModelConfig, dataset: Dataset) -> tuple[list[Sampl
     test = list(dataset.test_samples)
     if not dataset.train_samples:
         raise DatasetError(f"dataset {dataset.name!r} has no training images (train/good)")
-    if not any(s.label == 1 for s in test) or not any(s.label == 0 for s in test):
+    if sum(s.label == 0 for s in test) < 2:
         raise DatasetError(
-            f"dataset {dataset.name!r}: the test split needs good and defective images "
-            "to set thresholds and measure the model"
+            f"dataset {dataset.name!r}: the test split needs at least 2 good images (test/good) "
+            "to calibrate and measure the model; defect folders are optional (without them "
+            "miss rates are unknown)"
+        )
+    if not any(s.label == 1 for s in test):
+        logger.warning(
+            "%s has no defect images: good-only calibration, miss rates unknown", dataset.name
         )
     validation, held_out = split_validation(test, config.val_fraction, config.seed)
     if not validation:
@@ -278,22 +290,18 @@ def train_model(
     model, fit_seconds = fit(
         config, dataset.train_samples, validation, weights, progress=progress, roi=masks
     )
-    normalization = normalization_stats(model)
-    segmentation = select_for_model(
-        predict(model, validation, image_size=config.image_size), normalization
-    )
+    validated = predict(model, validation, image_size=config.image_size)
+    good_scores = calibration_good_scores(model, config, dataset.train_samples, masks)
+    calibration = calibrate_predictions(validated, config.operating_point, good_scores)
+    normalization, segmentation = calibration.normalization, calibration.segmentation
     predictions = predict(model, test, image_size=config.image_size)
     context = None
     if config.global_context:
         context, normalization, predictions = _fit_global_context(
             model, config, weights, dataset.train_samples, validation, predictions, normalization
         )
-    calibration = Calibration(
-        normalization,
-        segmentation,
-        n_good=sum(s.label == 0 for s in validation),
-        n_defective=sum(s.label == 1 for s in validation),
-    )
+        if context.context.components:  # fused scores: the threshold was chosen on them
+            calibration = dataclasses.replace(calibration, normalization=normalization)
     metrics = metrics_of_predictions(predictions, calibration)
     state = model.state_dict()
 
@@ -321,6 +329,9 @@ def train_model(
             "normalization": to_mapping(normalization),
             "segmentation": to_mapping(segmentation),
             "splits": to_mapping(_split_record(dataset, validation, test)),
+            "good_scores": to_mapping(
+                _good_score_record(dataset, good_scores, validated, config.calibration_folds)
+            ),
             "train_images": len(dataset.train_samples),
             "map_resolution": list(config.image_size),
             **({"global_context": _context_record(context)} if context else {}),
@@ -353,6 +364,7 @@ def _fit_global_context(
         [s.path for s in train_samples],
         validation,
         to_mapping(normalization),
+        config.operating_point,
     )
     if not fitted.context.components:
         logger.info("global context: no component helped on validation; the model stays local")

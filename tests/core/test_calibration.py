@@ -172,3 +172,43 @@ def test_raw_outputs_of_samples_read_labels_and_ground_truth(tmp_path) -> None:
     assert raw.mask_known.tolist() == [True, True, False]
     assert raw.masks[1, :16].all() and not raw.masks[1, 16:].any()
     assert not raw.masks[0].any() and not raw.masks[2].any()
+
+
+def test_good_only_calibration_sets_both_thresholds_from_good_images() -> None:
+    from inspection.core.operating_point import OperatingPoint
+
+    rng = np.random.default_rng(5)
+    scores = rng.normal(1.0, 0.1, 30)
+    maps = rng.random((30, 16, 16)).astype(np.float32)
+    labels = np.zeros(30, dtype=np.int64)
+    masks = np.zeros((30, 16, 16), dtype=bool)
+    extra = rng.normal(1.0, 0.1, 120)
+    calibration = calibrate(
+        scores, maps, labels, masks, ["good"] * 30,
+        point=OperatingPoint(budget=0.02), extra_good_scores=extra,
+        good_sources={"validation": 30, "out_of_fold_train": 120},
+    )  # fmt: skip
+    choice = calibration.operating
+    assert choice is not None and choice.n_good == 150 and choice.sufficient
+    assert calibration.normalization.image_threshold_raw == choice.threshold
+    good = np.r_[scores, extra]
+    assert (good >= choice.threshold).mean() <= 0.02
+    peaks = maps.reshape(30, -1).max(axis=1)
+    assert (peaks >= calibration.normalization.pixel_threshold_raw).sum() == 0  # n=30 < 49
+    assert calibration.image_f1 is None and calibration.pixel_f1 is None
+    assert calibration.segmentation.kind == "global"
+
+
+def test_f1_policy_keeps_the_old_threshold() -> None:
+    from inspection.core.operating_point import OperatingPoint
+
+    scores = np.array([0.1, 0.2, 0.3, 0.25, 0.8, 0.9])
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    maps = np.zeros((6, 8, 8), np.float32)
+    masks = np.zeros((6, 8, 8), bool)
+    maps[3:, 2:4, 2:4] = 1.0
+    masks[3:, 2:4, 2:4] = True
+    calibration = calibrate(
+        scores, maps, labels, masks, ["good"] * 3 + ["a"] * 3, point=OperatingPoint(policy="f1")
+    )
+    assert calibration.normalization.image_threshold_raw == f1_adaptive_threshold(scores, labels)[0]

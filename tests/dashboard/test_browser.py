@@ -1,7 +1,8 @@
 """End to end: ``streamlit run`` on a seeded tmp site, driven in headless Chromium via Selenium.
 
 Signs in through the login form, clicks through every page, labels an inspection in the review queue with a keyboard-free click,
-checks the label reached the store, and saves screenshots to reports/dashboard/screenshots/.
+checks the label reached the store, and saves screenshots to a temporary folder (the README's
+are refreshed on purpose by ``scripts/dashboard_walk.py``).
 Without Chromium/chromedriver/selenium the test skips, except in CI (``CI=true``) where it fails.
 """
 
@@ -24,11 +25,20 @@ from inspection.store.store import Store
 from tests.line.helpers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
-SHOTS = REPO / "reports" / "dashboard" / "screenshots"
+SHOTS = Path(tempfile.mkdtemp(prefix="dashboard-shots-"))
+"""Never a tracked folder: tests leave the checkout as they found it."""
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-PAGES = ["Overview", "Thresholds", "Review queue", "Models", "Retraining", "Regions of interest"]
+PAGES = [
+    "Overview",
+    "Thresholds",
+    "Review queue",
+    "Models",
+    "Defect kinds",
+    "Retraining",
+    "Regions of interest",
+]
 PASSWORD = "browser test password"
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -82,7 +92,7 @@ def served(seeded_site: Path) -> Iterator[str]:
     from inspection.cli.dashboard import APP
 
     port = free_port()
-    with tempfile.TemporaryFile() as log:
+    with (seeded_site.parent / "dashboard.log").open("w+b") as log:  # a tmp site: not tracked
         process = subprocess.Popen(
             streamlit_command(APP, host="127.0.0.1", port=port),
             env=dashboard_env(seeded_site),
@@ -219,8 +229,6 @@ def test_click_through_pages_and_review(browser, served: str, seeded_site: Path)
         _open_page(driver, title)
         _no_exception(driver)
         _shot(driver, title.lower().replace(" ", "_"))
-        if title == "Review queue":  # the README picture: images, overlay, mask, one-key labels
-            shutil.copyfile(SHOTS / "review_queue.png", SHOTS / "dashboard.png")
 
     # Review: signed in as browser-bot, label the first queued inspection as a true defect.
     _open_page(driver, "Review queue")
@@ -246,6 +254,9 @@ def test_click_through_pages_and_review(browser, served: str, seeded_site: Path)
     labels = sorted(r.label for r in _reviews_by(store, "browser-bot"))
     assert labels == ["defect", "false_alarm"]
     store.engine.dispose()
+    log = (seeded_site.parent / "dashboard.log").read_text(errors="replace")
+    warnings = [line for line in log.splitlines() if "warning" in line.lower()]
+    assert warnings == [], warnings  # every page visited: no deprecation or other warning
 
 
 def _sign_in(driver, name: str, password: str) -> None:

@@ -280,6 +280,9 @@ def test_retrain_runs_merge_reports_and_events(tmp_path: Path) -> None:
         decision="failed", status="failed", run="run-2", champion="v0001-int8", challenger=None,
     )  # fmt: skip
     registry.record_event("p", "retrain", actor="x", reason="?", decision="maybe", run="run-3")
+    foreign = reports / "retrain" / "p" / "run-from-elsewhere"  # committed, not in this log
+    foreign.mkdir()
+    (foreign / "report.json").write_text(json.dumps(LEGACY_REPORT))
     runs = retraining.retrain_runs(registry, reports, "p")
     assert [r.run for r in runs] == ["run-2", "run-1"]  # run-3's event is malformed: skipped
     compared = runs[1].comparison()

@@ -71,3 +71,42 @@ def test_save_needs_who_and_why(configs: Path, tmp_path: Path) -> None:
     with pytest.raises(RegistryError, match="who"):
         roi.save_roi("p", RoiSpec((9, 9)), Registry(tmp_path / "r"), actor=" ", reason="x",
                      directory=configs)  # fmt: skip
+
+
+def test_boxes_round_trip_and_clip() -> None:
+    spec = roi.roi_from_boxes(
+        [
+            {"label": "include", "left": -5.4, "top": 10.2, "width": 90, "height": 50},
+            {"label": "exclude", "left": 20, "top": 20, "width": 10, "height": 10},
+            {"label": "include", "left": 3, "top": 3, "width": 0.2, "height": 9},  # a click
+        ],
+        (80, 80),
+    )
+    data = spec.to_mapping()
+    assert data["include"] == [[[0, 10], [80, 10], [80, 60], [0, 60]]]  # clipped, click dropped
+    assert data["exclude"] == [[[20, 20], [30, 20], [30, 30], [20, 30]]]
+    boxes = roi.boxes_of(spec)
+    assert boxes == [
+        {"label": "include", "left": 0.0, "top": 10.0, "width": 80.0, "height": 50.0},
+        {"label": "exclude", "left": 20.0, "top": 20.0, "width": 10.0, "height": 10.0},
+    ]
+    assert roi.roi_from_boxes(boxes, (80, 80)) == spec
+
+
+@pytest.mark.parametrize(
+    ("boxes", "message"),
+    [
+        ([], "at least one 'include' box"),
+        ([{"label": "keep", "left": 0, "top": 0, "width": 5, "height": 5}], "include or exclude"),
+    ],
+)
+def test_boxes_errors(boxes, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        roi.roi_from_boxes(boxes, (10, 10))
+
+
+def test_a_polygon_that_is_not_a_box_keeps_the_json_editor() -> None:
+    spec = roi.parse_roi(
+        '{"reference_size": [10, 10], "include": [[[0,0],[9,0],[5,9]]], "exclude": []}'
+    )
+    assert roi.boxes_of(spec) is None

@@ -161,10 +161,26 @@ def test_dataset_without_masks_only_warns(tiny_product: Path, tmp_path: Path) ->
     shutil.rmtree(root / "test" / "good")
     report = check_dataset(load_dataset(root))
     assert report.ok
-    assert [(p.code, p.message) for p in report.warnings] == [
-        ("no_masks", "no masks at all: only image-level metrics possible"),
-        ("no_test_good", "test split has no good images"),
-    ]
+    assert [p.code for p in report.warnings] == ["no_masks", "no_test_good"]
+    messages = {p.code: p.message for p in report.warnings}
+    assert "pixel AUROC, AUPRO and region recall unknown" in messages["no_masks"]
+    assert "at least 2 in test/good" in messages["no_test_good"]
+    # 24 training images, no test/good: 24 < the 99 a 1 % budget needs
+    assert report.budget_note is not None
+    assert report.budget_note.startswith("about 24 good calibration images")
+    assert "needs 99" in report.budget_note
+
+
+def test_good_only_dataset_says_miss_rates_are_unknown(tiny_product: Path, tmp_path: Path) -> None:
+    root = shutil.copytree(tiny_product, tmp_path / "brick")
+    for folder in (root / "test").iterdir():
+        if folder.name != "good":
+            shutil.rmtree(folder)
+    shutil.rmtree(root / "ground_truth")
+    report = check_dataset(load_dataset(root))
+    assert report.ok
+    messages = {p.code: p.message for p in report.warnings}
+    assert "miss rates per defect kind unknown" in messages["no_test_defects"]
     assert report.coverage == {}
 
 

@@ -17,7 +17,7 @@ def station(tmp_path: Path, fp32_bundle: Path, tiny_product: Path):
     camera = camera_folder(tmp_path, tiny_product, count=2)
     (camera / "009.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     built = LineStation.build(line_config(tmp_path, fp32_bundle, camera, loop=False))
-    built.models.refresh()
+    built.core.models.refresh()
     yield built
     built.stop()
 
@@ -27,7 +27,7 @@ def test_triggers_get_verdicts_then_each_error_code(station: LineStation) -> Non
     first = handler.handle(Trigger("r-1", None, "part-1"), source="opcua")
     assert first.error_code == ErrorCode.NONE and first.result in (ResultCode.OK, ResultCode.NG)
     assert first.product == "brick" and first.timings_ms["inference_ms"] > 0
-    row = station.store.get_inspection(first.inspection_id or "")
+    row = station.core.store.get_inspection(first.inspection_id or "")
     assert (row.request_id, row.part_id, row.source) == ("cam-1/r-1", "part-1", "opcua")
 
     # The same request id again (a PLC retrying after a station restart): the stored result.
@@ -63,14 +63,14 @@ def test_an_overrun_answers_timeout_and_the_result_still_lands(
     camera = camera_folder(tmp_path, tiny_product, count=1)
     config = line_config(tmp_path, fp32_bundle, camera, inspect_timeout_s=0.001)
     station = LineStation.build(config)
-    station.models.refresh()
+    station.core.models.refresh()
     try:
         answer = station.handler.handle(Trigger("slow-1"), source="opcua")
         assert answer.error_code == ErrorCode.TIMEOUT
     finally:
         station.stop()  # waits for the inspection in flight
     reopened = LineStation.build(config)
-    assert reopened.store.find_by_request_id("cam-1/slow-1") is not None
+    assert reopened.core.store.find_by_request_id("cam-1/slow-1") is not None
     reopened.stop()
 
 
@@ -98,3 +98,18 @@ def test_an_unaligned_part_is_an_error_answer_never_a_verdict() -> None:
     assert code == ErrorCode.NOT_ALIGNED and http_status(refusal) == 422
     answer = Answer("r1", int(code), refusal.message, product="plate")
     assert answer.result == ResultCode.ERROR and answer.verdict is None
+
+
+def test_start_up_warns_about_an_empty_camera_and_a_product_without_a_model(
+    tmp_path: Path, fp32_bundle: Path
+) -> None:
+    empty = tmp_path / "camera"
+    empty.mkdir()
+    station = LineStation.build(line_config(tmp_path, fp32_bundle, empty))
+    try:
+        station.core.models.refresh()
+        grass, camera = station.startup_warnings()
+        assert grass.startswith("product 'grass': no live model") and "NO_MODEL" in grass
+        assert camera.startswith("file camera: no images under") and "NO_IMAGE" in camera
+    finally:
+        station.stop()

@@ -14,6 +14,7 @@ from PIL import Image
 
 from inspection.core.errors import ImageDecodeError
 from inspection.core.images import read_image
+from inspection.runtime.camera import work_size
 from inspection.runtime.inspector import Inspector
 from inspection.runtime.paths import inspect_paths
 
@@ -89,7 +90,11 @@ def test_converted_images_are_inspected_at_their_own_size(inspector, tmp_path, n
     image = read_image(path)
     assert image.dtype == np.uint8 and image.shape == (*shape, 3)
     result = inspector.inspect(image)
-    assert result.anomaly_map.shape == shape and result.mask.shape == shape
+    # judged at the image's own size up to the working size, on a working copy above it
+    side = inspector.camera.work_side(inspector.metadata.preprocessing.input_size)
+    judged = work_size(shape, side)
+    assert result.anomaly_map.shape == judged and result.mask.shape == judged
+    assert result.camera_size == (None if judged == shape else shape)
 
 
 def test_missing_file_is_an_error_outcome(inspector, tmp_path) -> None:

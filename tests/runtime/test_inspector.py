@@ -147,6 +147,7 @@ def test_metadata_is_complete(fp32_bundle) -> None:
     assert data["precision"] == "fp32" and data["model_kind"] == "patchcore"
     assert data["preprocessing"]["input_size"] == [64, 64]
     assert data["preprocessing"]["pixel_scale"] == pytest.approx(1 / 255)
-    assert set(data["files"]) == {"model.xml", "model.bin", "validation_scores.json"}
+    golden = {f"golden/{i:02d}.png" for i in range(4)}
+    assert set(data["files"]) == {"model.xml", "model.bin", "validation_scores.json", *golden}
     assert data["metrics"]["overall"]["image_auroc"] is not None
     assert set(data["normalization"]) >= {"image_threshold_raw", "pixel_min", "pixel_max"}

@@ -13,7 +13,7 @@ import pytest
 from inspection.core.bundle import read_bundle_metadata, write_bundle_metadata
 from inspection.core.export_gate import ExportRecord
 from inspection.core.registry import Registry
-from inspection.runtime.hardware import CpuInfo, parse_cpuinfo
+from inspection.runtime.hardware import CpuInfo, cpu_info, parse_cpuinfo
 from inspection.runtime.tuning import (
     PrecisionMeasurement,
     choose_fastest,
@@ -274,3 +274,43 @@ def test_tune_refuses_an_unsigned_live_bundle(fp32_bundle: Path, tmp_path: Path)
         BundleError, match="live bundle v0001-fp32 refused: the bundle is not signed"
     ):
         tune_product(registry, "brick", samples=5, public_key=load_public_key(keys.public))
+
+
+def test_tune_checks_golden_outputs_before_timing(fp32_bundle: Path, tmp_path: Path) -> None:
+    """A gated sibling whose graph numerics changed (re-checksummed) fails its golden check on
+    this CPU and is never timed; the measured bundle records what OpenVINO executed."""
+    from tests.golden_helpers import perturb_weights
+
+    broken = _gated_copy(fp32_bundle, tmp_path / "int8", drop=0.0)
+    perturb_weights(broken, 0.02)
+    registry = _registry(tmp_path, {"v0001-fp32": fp32_bundle, "v0001-int8": broken})
+    notes: list[str] = []
+
+    record = tune_product(registry, "brick", samples=4, progress=notes.append)
+
+    assert [m.bundle_id for m in record.measurements] == ["v0001-fp32"]
+    assert any("v0001-int8: not measured" in n and "golden check REFUSED" in n for n in notes)
+    fp32 = record.chosen
+    assert fp32.executed_precision == "f32" and fp32.kernels
+    assert fp32.golden_drift is not None and fp32.golden_drift < 1e-4
+
+
+@pytest.mark.skipif(not cpu_info().has_bf16, reason="bf16 not available on this CPU")
+def test_bf16_is_exported_gated_and_tuned_where_the_cpu_has_it(
+    trained_patchcore, fp32_bundle: Path, tmp_path: Path
+) -> None:
+    """bf16: the FP32 graph at bf16 inference precision, calibrated on its own outputs, gated
+    against FP32 like INT8, golden outputs recorded in bf16, timed against FP32."""
+    result = trained_patchcore.export("bf16", force=True)
+    meta = result.metadata
+    assert meta.precision == "bf16" and meta.inference_precision == "bf16"
+    assert meta.golden is not None and meta.golden.precision == "bf16"
+    assert meta.export_record().image_auroc_drop is not None  # gated against FP32
+    registry = _registry(tmp_path, {"v0001-fp32": fp32_bundle, "v0001-bf16": result.bundle_dir})
+    record = tune_product(registry, "brick", samples=4, write=False)
+    measured = {m.precision: m for m in record.measurements}
+    if result.gate.passed:
+        assert measured["bf16"].executed_precision == "bf16"
+        assert any("bf16" in kernel for kernel in measured["bf16"].kernels)
+        assert measured["bf16"].golden_drift is not None and measured["bf16"].golden_drift < 1e-3
+    assert measured["fp32"].executed_precision == "f32"

@@ -18,6 +18,7 @@ RESULT_KEYS = {
     "id", "request_id", "created_at", "product", "station_id", "part_id", "source",
     "source_name", "score", "threshold", "verdict", "model_version", "bundle_id", "latency_ms",
     "mask_source", "width", "height", "regions", "review_label", "links", "blobs", "replayed",
+    "timings_ms",
 }  # fmt: skip
 
 
@@ -40,6 +41,7 @@ def test_inspect_multipart_returns_the_stored_result(served: Served, sample_imag
     assert body["verdict"] == ("NG" if body["score"] > body["threshold"] else "OK")
     assert (body["width"], body["height"]) == (128, 128)
     assert body["replayed"] is False
+    assert {"decode", "preprocess", "infer", "regions", "store"} <= set(body["timings_ms"])
     row = served.station.store.get_inspection(body["id"])
     assert row.request_id == "st-1/req-1" and row.score == pytest.approx(body["score"])
 

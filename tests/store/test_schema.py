@@ -55,3 +55,34 @@ def test_db_status_and_upgrade_commands(tmp_path: Path) -> None:
     assert "nothing to do" in again.output
     after = runner.invoke(app, ["db", "status", "--config", config])
     assert after.exit_code == 0, after.output
+
+
+def test_first_use_creates_the_schema_and_a_failure_leaves_no_file(tmp_path: Path) -> None:
+    fresh = Store(f"sqlite:///{tmp_path / 'first.db'}", tmp_path / "blobs")
+    fresh.ensure_schema()
+    assert fresh.schema_revision() == schema_head()
+    fresh.ensure_schema()  # repeatable
+    broken = tmp_path / "broken.db"
+    store = Store(f"sqlite:///{broken}", tmp_path / "blobs")
+    store.migrate = lambda: (_ for _ in ()).throw(StoreError("disk full"))  # a failing upgrade
+    with pytest.raises(StoreError, match="disk full"):
+        store.ensure_schema()
+    assert not broken.exists()
+
+
+def test_users_command_creates_the_schema_of_the_site_in_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site = tmp_path / "site.yaml"
+    site.write_text(
+        f"store_url: sqlite:///{tmp_path / 'site.db'}\nblob_dir: {tmp_path / 'blobs'}\n",
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("INSPECTION_SITE_CONFIG", str(site))
+    added = runner.invoke(
+        app, ["users", "add", "alice", "--role", "admin", "--password-stdin"],
+        input="a long enough password\n",
+    )  # fmt: skip
+    assert added.exit_code == 0, added.output
+    listed = runner.invoke(app, ["users", "list"])
+    assert "alice" in listed.output and (tmp_path / "site.db").is_file()

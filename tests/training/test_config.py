@@ -17,8 +17,9 @@ from inspection.training.config import (
 )
 
 VALID_KEYS = (
-    "backbone, batch_size, coreset_sampling_ratio, global_context, image_size, kind, "
-    "max_epochs, memory_bank_max, num_neighbors, num_workers, seed, val_fraction"
+    "backbone, batch_size, calibration_folds, coreset_sampling_ratio, global_context, "
+    "image_size, kind, max_epochs, memory_bank_max, num_neighbors, num_workers, "
+    "operating_point, seed, val_fraction"
 )
 
 
@@ -49,6 +50,19 @@ VALID_KEYS = (
         ({"kind": "stfpm", "max_epochs": 0}, "m.yaml: max_epochs: must be at least 1"),
         ({"kind": "stfpm", "val_fraction": 1.0}, "m.yaml: val_fraction: must be in [0, 1)"),
         ({"kind": "padim"}, "m.yaml: unknown model kind 'padim'; valid kinds: patchcore, stfpm"),
+        (
+            {"kind": "patchcore", "operating_point": {"budgt": 0.01}},
+            "m.yaml.operating_point: unknown key(s) 'budgt'; valid keys: budget, max_miss, "
+            "miss_bound, policy",
+        ),
+        (
+            {"kind": "patchcore", "operating_point": {"budget": 0.9}},
+            "m.yaml: operating_point.budget: must be in (0, 0.5], got 0.9",
+        ),
+        (
+            {"kind": "patchcore", "calibration_folds": 1},
+            "m.yaml: calibration_folds: must be 0 (off) or at least 2",
+        ),
         (
             {"kind": "patchcore", "backbone": {"layers": []}},
             "m.yaml: backbone.layers: give at least one feature layer",
@@ -121,3 +135,27 @@ def test_unknown_global_component_is_rejected() -> None:
 
     with pytest.raises(ConfigError, match=r"global_context.*unknown components \['shape'\]"):
         model_config_from_mapping({"kind": "patchcore", "global_context": ["colour", "shape"]})
+
+
+def test_product_operating_point_applies_to_every_model_kind(tmp_path: Path) -> None:
+    (tmp_path / "products").mkdir()
+    (tmp_path / "products" / "widget.yaml").write_text(
+        "operating_point: {budget: 0.02}\nmodels: {stfpm: {operating_point: {budget: 0.05}}}\n",
+        encoding="utf-8",
+    )
+    patchcore = load_model_config("patchcore", product="widget", directory=tmp_path)
+    stfpm = load_model_config("stfpm", product="widget", directory=tmp_path)
+    assert (patchcore.operating_point.policy, patchcore.operating_point.budget) == (
+        "false_reject_budget",
+        0.02,
+    )
+    assert stfpm.operating_point.budget == 0.05  # a model section beats the product's
+
+
+def test_product_operating_point_rejects_unknown_keys(tmp_path: Path) -> None:
+    (tmp_path / "products").mkdir()
+    (tmp_path / "products" / "widget.yaml").write_text(
+        "operating_point: {polcy: f1}\n", encoding="utf-8"
+    )
+    with pytest.raises(ConfigError, match=r"operating_point: unknown key.*'polcy'"):
+        load_product_config("widget", tmp_path)

@@ -5,17 +5,13 @@ from __future__ import annotations
 import streamlit as st
 
 from inspection.core.errors import InspectionError
-from inspection.dashboard import app_state, models
+from inspection.dashboard import app_state, models, panels
 
 site = app_state.site_key()
 board = app_state.dashboard()
 st.title("Models")
 
-products = [
-    p
-    for p in app_state.products(site)
-    if board.registry.versions(p) or board.registry.bundle_ids(p)
-]
+products = app_state.model_products(site)
 if not products:
     st.info(
         "The registry has no models yet. Train one with `inspection train --product <name>` "
@@ -25,13 +21,17 @@ if not products:
     st.stop()
 
 product = st.selectbox("Product", products, key="md_product")
-live = board.registry.live(product)
+live = app_state.live_state(site, product)
 if live is None:
     st.warning(f"No bundle of {product} is live yet: promote one below.", icon=":material/warning:")
 else:
     st.markdown(
         f"Live: **`{live.bundle_id}`** since {live.since} by {live.actor} — _{live.reason}_"
     )
+    item = app_state.model_health(site, product)
+    panels.health_alarm(item)
+    st.subheader("Live bundle by defect kind")
+    panels.kind_table(item)
 
 table = app_state.bundle_table(site, product)
 st.dataframe(
@@ -41,7 +41,7 @@ st.dataframe(
     column_config={
         "live": st.column_config.CheckboxColumn("live"),
         **{
-            c: st.column_config.NumberColumn(c, format="%.3f")
+            c: st.column_config.NumberColumn(c, format="%d" if models.is_count(c) else "%.3f")
             for c in table.columns
             if c
             not in (
@@ -51,29 +51,29 @@ st.dataframe(
                 "precision",
                 "model",
                 "created",
+                "golden",
                 "problem",
             )
         },
     },
 )
 
-versions = [r.version for r in board.registry.versions(product)]
+versions = app_state.exported_versions(site, product)
 if versions:
     st.subheader("Precision comparison")
-    version = st.selectbox("Version", versions[::-1], key=f"md_version_{product}")
-    comparison = models.precision_comparison(board.registry, product, version)
-    if comparison.empty:
-        st.caption(f"{version} has no exported bundles with metrics yet.")
-    else:
-        st.dataframe(
-            comparison.style.format(
-                "{:+.4f}", subset=[c for c in comparison.columns if c.startswith("Δ")]
-            ).format("{:.4f}", subset=[c for c in comparison.columns if not c.startswith("Δ")]),
-            width="stretch",
-        )
+    live_version = live.bundle_id.split("-", 1)[0] if live else None
+    version = st.selectbox(
+        "Version",
+        versions,
+        index=versions.index(live_version) if live_version in versions else 0,
+        key=f"md_version_{product}",
+        help="Versions with exported bundles; the live one first selected.",
+    )
+    comparison = app_state.precision_comparison(site, product, version)
+    st.dataframe(models.format_comparison(comparison), width="stretch")
 
-st.subheader("Station speed: precision chosen by measurement")
-speed = models.tuning_frame(board.registry, product)
+st.subheader("Station speed and golden check: precision chosen by measurement")
+speed = app_state.tuning_frame(site, product)
 if speed.empty:
     st.caption(
         "No station has measured this product's bundles yet: stations do it on load when the "
@@ -89,10 +89,15 @@ else:
             "p50_ms": st.column_config.NumberColumn("p50", format="%.1f ms"),
             "p95_ms": st.column_config.NumberColumn("p95", format="%.1f ms"),
             "img_per_s": st.column_config.NumberColumn("img/s", format="%.0f"),
+            "golden_drift": st.column_config.NumberColumn(
+                "golden drift",
+                format="%.4f",
+                help="Worst drift of the bundle's golden outputs on that CPU (normalised units).",
+            ),
         },
     )
 
-bundles = board.registry.bundle_ids(product)
+bundles = app_state.bundle_ids(site, product)
 st.subheader("Change the live bundle")
 admin = app_state.may(app_state.ADMINS)
 if not admin:
@@ -123,10 +128,10 @@ if promote or rollback:
             app_state.invalidate()
             st.success(f"Rolled back: {state.bundle_id} is live for {product}.")
     except InspectionError as exc:
-        st.error(str(exc) + ("" if who else " — enter your name in the sidebar."))
+        st.error(str(exc))
 
 st.subheader("Audit log")
-events = models.events_frame(board.registry, product)
+events = app_state.events_frame(site, product)
 if events.empty:
     st.caption("No promotions, rollbacks, threshold changes or retraining runs yet.")
 else:

@@ -14,9 +14,9 @@ products = app_state.products(site)
 runs_by_product = {p: app_state.retrain_runs(site, p) for p in products}
 if not any(runs_by_product.values()):
     st.info(
-        "No retraining runs yet. Scheduled retraining (`inspection retrain`) compares a "
-        "challenger trained on newly reviewed parts with the live champion and writes "
-        f"`{board.site.reports_dir}/retrain/<product>/<run>/report.json`; runs show up here.",
+        "No retraining runs on this site yet. `inspection retrain --product NAME` compares a "
+        "challenger trained on newly reviewed parts with the live champion and records the run "
+        "in the site's audit log; runs show up here.",
         icon=":material/info:",
     )
     st.stop()

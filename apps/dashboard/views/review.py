@@ -59,7 +59,9 @@ page = app_state.queue_page(site, query, st.session_state["rv_page"] - 1, page_s
 if page.total == 0:
     st.info(
         "Nothing to review with these filters. NG and borderline inspections land here as "
-        "stations report them; switch *Status* to *Reviewed* to revisit earlier labels.",
+        "stations report them (after `make demo`: `inspection serve --config "
+        "configs/station-watch.yaml`, then copy images into `var/watch/incoming/<product>/`); "
+        "switch *Status* to *Reviewed* to revisit earlier labels.",
         icon=":material/task_alt:",
     )
     st.stop()
@@ -134,7 +136,7 @@ with panel:
     st.markdown(f"### :{verdict_color}[{row.verdict}] · score {row.score:.3f}")
     st.markdown(
         f"threshold {row.threshold:.2f} · **{row.product}** at `{row.station_id}`  \n"
-        f"part `{row.part_id or '—'}` · {row.created_at:%Y-%m-%d %H:%M} UTC  \n"
+        f"part `{row.part or '—'}` · {row.created_at:%Y-%m-%d %H:%M} UTC  \n"
         f"model `{row.model_version}`"
     )
     if row.review_label:

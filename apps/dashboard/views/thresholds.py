@@ -11,7 +11,24 @@ import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
 from inspection.core.errors import InspectionError
-from inspection.dashboard import app_state, charts, thresholds
+from inspection.dashboard import app_state, charts, health, panels, thresholds
+
+
+def _pct(x: float) -> str:
+    return "n/a" if math.isnan(x) else f"{x:.1%}"
+
+
+def _delta_pct(x: float, y: float) -> str | None:
+    return None if math.isnan(x) or math.isnan(y) or abs(x - y) < 1e-12 else f"{x - y:+.1%}"
+
+
+def curve_point(curve: pd.DataFrame, value: float) -> pd.DataFrame:
+    """The operating curve's rows at the slider: per kind, the point of the lowest curve
+    threshold at or above ``value`` (rates only change at observed scores)."""
+    above = curve[curve["threshold"] >= value]
+    rows = above[above["threshold"] == above["threshold"].min()] if len(above) else curve.head(0)
+    return rows.assign(threshold=value)
+
 
 site = app_state.site_key()
 board = app_state.dashboard()
@@ -27,7 +44,11 @@ if not products:
     st.stop()
 
 top = st.columns([2, 2, 3])
+wanted = st.query_params.get("product")  # deep links: thresholds?product=grass
+if wanted in products and "th_product" not in st.session_state:
+    st.session_state["th_product"] = wanted
 product = top[0].selectbox("Product", products, key="th_product")
+st.query_params["product"] = product
 bundles = board.registry.bundle_ids(product)
 default = thresholds.default_bundle(board.registry, product)
 bundle_id = top[1].selectbox(
@@ -63,15 +84,61 @@ st.caption(
 )
 
 current = thresholds.current_threshold_value(board.registry, product, bundle_id)
+live_health = app_state.model_health(site, product)
+panels.health_alarm(live_health)
 slider_key = f"th_value_{product}"
-st.session_state.setdefault(slider_key, round(current, 2))
+st.session_state.setdefault(slider_key, round(current, thresholds.SAVED_DECIMALS))
 
 
 def _use(value: float) -> None:
-    st.session_state[slider_key] = round(min(max(value, 0.01), 0.99), 2)
+    """Put a suggestion's exact value (the one it quoted) on the slider."""
+    st.session_state[slider_key] = value
 
 
-value = st.slider("Threshold (NG when score ≥ threshold)", 0.01, 0.99, step=0.01, key=slider_key)
+budget_default = health.operating_point(product).budget
+with st.container(border=True):
+    st.markdown(
+        "**Operating point.** Set the share of good parts the line may reject (the budget): the "
+        "threshold sits just above that share of the labelled good scores (split-conformal, "
+        "`core.operating_point`). Or pick the threshold yourself with the slider."
+    )
+    budget_cols = st.columns([1, 3])
+    budget_pct = budget_cols[0].number_input(
+        "False-reject budget (%)",
+        min_value=0.1,
+        max_value=50.0,
+        value=round(budget_default * 100, 2),
+        step=0.5,
+        key=f"th_budget_{product}",
+    )
+    with budget_cols[1]:
+        if (data.labels == 0).any():
+            by_budget, choice = thresholds.suggest_for_budget(data, budget_pct / 100)
+            st.markdown(
+                f"Budget {budget_pct:.1f}% → threshold **{by_budget.threshold:.4f}**: good parts "
+                f"rejected {_pct(by_budget.false_alarm_rate)}, defects missed "
+                f"{_pct(by_budget.miss_rate)} on these {len(data)} labelled parts"
+                + (
+                    ""
+                    if choice.sufficient
+                    else f" (only {choice.n_good} good parts: the "
+                    f"budget needs {choice.n_needed} to be guaranteed)"
+                )
+            )
+            st.button(
+                "Use this budget", on_click=_use, args=(by_budget.threshold,), key="use_budget"
+            )
+        else:
+            st.caption("A budget needs labelled good parts.")
+
+value = st.slider(
+    "Threshold (NG when score ≥ threshold)",
+    0.0001,
+    0.9999,
+    step=0.0001,
+    format="%.4f",
+    key=slider_key,
+)
 
 now = app_state.now_minute()
 week_ago = now - timedelta(days=7)
@@ -81,14 +148,6 @@ share_now, ng_now = thresholds.expected_ng(histogram, value, per_day)
 share_cur, ng_cur = thresholds.expected_ng(histogram, current, per_day)
 at = thresholds.tradeoff(data, value)
 at_current = thresholds.tradeoff(data, current)
-
-
-def _pct(x: float) -> str:
-    return "n/a" if math.isnan(x) else f"{x:.1%}"
-
-
-def _delta_pct(x: float, y: float) -> str | None:
-    return None if math.isnan(x) or math.isnan(y) or abs(x - y) < 1e-12 else f"{x - y:+.1%}"
 
 
 def _rate_metric(
@@ -107,12 +166,12 @@ def _rate_metric(
 
 cols = st.columns(4)
 _rate_metric(
-    cols[0], "False-alarm rate", at.false_alarm_rate, at_current.false_alarm_rate, "inverse",
-    help="Good parts flagged NG, among labelled good parts.",
+    cols[0], "Good parts rejected", at.false_alarm_rate, at_current.false_alarm_rate, "inverse",
+    help=f"False alarms: good parts flagged NG, of {data.n_good} labelled good parts.",
 )  # fmt: skip
 _rate_metric(
-    cols[1], "Miss rate", at.miss_rate, at_current.miss_rate, "inverse",
-    help="Defective parts passed as OK, among labelled defective parts.",
+    cols[1], "Defects missed", at.miss_rate, at_current.miss_rate, "inverse",
+    help=f"Defective parts passed as OK, of {data.n_defect} labelled defective parts.",
 )  # fmt: skip
 cols[2].metric(
     "Expected NG per day",
@@ -122,22 +181,36 @@ cols[2].metric(
     help=f"At the last 7 days' volume ({per_day:,.0f} parts/day) and score distribution.",
 )
 _rate_metric(cols[3], "NG share of production", share_now, share_cur, "off")
-st.caption(f"Current threshold: **{current:.2f}** · deltas compare the slider with it.")
+st.caption(
+    f"Current threshold: **{current:.4f}** · deltas compare the slider with it · "
+    f"{data.n_good} good and {data.n_defect} defective labelled parts."
+)
+if abs(value - current) > 1e-9:
+    what_if = app_state.model_health(site, product, value)
+    verdict = (
+        "line-ready" if what_if.line_ready else "not line-ready: " + "; ".join(what_if.reasons)
+    )
+    st.caption(f"At {value:.4f} the live bundle would be {verdict}.")
 
 if data.has_both_classes:
     left, right = st.columns([3, 2])
-    left.altair_chart(charts.score_histogram_chart(data, value), use_container_width=True)
+    curve = thresholds.curve_frame(data)
+    point = curve_point(curve, value)
+    left.altair_chart(charts.operating_curve_chart(curve, point), width="stretch")
+    left.altair_chart(charts.score_histogram_chart(data, value), width="stretch")
     tab_roc, tab_pr = right.tabs(["ROC", "Precision–recall"])
-    tab_roc.altair_chart(charts.roc_chart(thresholds.roc_curve(data), at), use_container_width=True)
-    tab_pr.altair_chart(charts.pr_chart(thresholds.pr_curve(data), at), use_container_width=True)
+    tab_roc.altair_chart(charts.roc_chart(thresholds.roc_curve(data), at), width="stretch")
+    tab_pr.altair_chart(charts.pr_chart(thresholds.pr_curve(data), at), width="stretch")
 
     st.subheader("Suggestions")
+    st.caption("Each suggestion quotes its rates at exactly the value it puts on the slider.")
     best = thresholds.suggest_max_f1(data)
     left, right = st.columns(2)
     with left:
         st.markdown(
-            f"**Best F1** — threshold **{best.threshold:.2f}**: F1 {best.f1:.3f}, "
-            f"false alarms {_pct(best.false_alarm_rate)}, misses {_pct(best.miss_rate)}"
+            f"**Best F1** — threshold **{best.threshold:.4f}**: F1 {best.f1:.3f}, "
+            f"good parts rejected {_pct(best.false_alarm_rate)}, defects missed "
+            f"{_pct(best.miss_rate)}"
         )
         st.button("Use best F1", on_click=_use, args=(best.threshold,), key="use_f1")
     with right:
@@ -146,8 +219,9 @@ if data.has_both_classes:
         )
         pick = thresholds.suggest_for_miss_rate(data, target / 100)
         st.markdown(
-            f"Highest threshold with misses ≤ {target:.1f}%: **{pick.threshold:.2f}** "
-            f"(false alarms {_pct(pick.false_alarm_rate)}, misses {_pct(pick.miss_rate)})"
+            f"Highest threshold with misses ≤ {target:.1f}%: **{pick.threshold:.4f}** "
+            f"(good parts rejected {_pct(pick.false_alarm_rate)}, defects missed "
+            f"{_pct(pick.miss_rate)})"
         )
         st.button("Use target miss rate", on_click=_use, args=(pick.threshold,), key="use_miss")
 elif len(data):
@@ -164,32 +238,53 @@ st.subheader("Save")
 admin = app_state.may(app_state.ADMINS)
 if not admin:
     st.caption("Saving a threshold is for admin users; explore the trade-offs freely.")
+
+
+def _save() -> None:
+    """Runs before the page is drawn again, so everything below shows the saved value."""
+    who = app_state.acting_as(app_state.ADMINS)  # checked again: a disabled button is no guard
+    if who is None:
+        return  # acting_as said why
+    if not who:  # open mode: the sidebar name is the only record of who
+        st.session_state["th_message"] = (
+            "error",
+            "Enter your name in the sidebar first: threshold changes record who made them.",
+        )
+        return
+    try:
+        version = thresholds.save_threshold(
+            board.registry,
+            product,
+            st.session_state[slider_key],
+            actor=who,
+            reason=st.session_state.get("th_reason", ""),
+            bundle_id=bundle_id,
+        )
+    except InspectionError as exc:
+        st.session_state["th_message"] = ("error", str(exc))
+        return
+    app_state.invalidate()
+    st.session_state["th_message"] = (
+        "success",
+        f"Saved threshold version {version.number} = {version.value:.4f} for {product}; "
+        "stations pick it up on their next refresh.",
+    )
+
+
 with st.form("save_threshold", clear_on_submit=True, border=True):
     reason = st.text_input(
         "Why", key="th_reason", placeholder="e.g. too many false alarms on line 2"
     )
-    submitted = st.form_submit_button(
-        f"Save threshold {value:.2f} for {product}", type="primary", disabled=not admin
+    st.form_submit_button(
+        f"Save threshold {value:.4f} for {product}",
+        type="primary",
+        disabled=not admin,
+        on_click=_save,
+        key="th_save",
     )
-if submitted:
-    who = app_state.acting_as(app_state.ADMINS)  # checked again: a disabled button is no guard
-    if who is None:
-        pass  # acting_as said why
-    elif not who:
-        st.error("Enter your name in the sidebar first: threshold changes record who made them.")
-    else:
-        try:
-            version = thresholds.save_threshold(
-                board.registry, product, value, actor=who, reason=reason, bundle_id=bundle_id
-            )
-        except InspectionError as exc:
-            st.error(str(exc))
-        else:
-            app_state.invalidate()
-            st.success(
-                f"Saved threshold version {version.number} = {version.value:.2f} for {product}; "
-                "stations pick it up on their next refresh."
-            )
+message = st.session_state.pop("th_message", None)
+if message:
+    (st.success if message[0] == "success" else st.error)(message[1])
 
 history = board.registry.threshold_history(product)
 if history:

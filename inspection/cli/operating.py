@@ -1,0 +1,39 @@
+"""Table cells for the operating point and per-kind miss rates (shared by the CLI commands)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from inspection.core.metrics import EvaluationMetrics
+
+
+def operating_text(choice: Any) -> str:
+    """``ThresholdChoice`` in a table cell (n, guaranteed bound, what is lacking)."""
+    if choice is None:
+        return "F1 (recorded before operating points)"
+    if choice.policy != "false_reject_budget":
+        return f"{choice.policy} (n={choice.n_good} good, {choice.n_defective} defective)"
+    text = f"budget {choice.budget:.1%}, n={choice.n_good}, bound {choice.false_reject_bound:.2%}"
+    return text if choice.sufficient else f"{text}\n({choice.n_needed} good needed)"
+
+
+def kind_miss_text(miss: dict[str, Any]) -> str:
+    """One line per defect kind: missed/n, rate and its interval."""
+    return "\n".join(
+        f"{m.kind} {m.missed}/{m.n} = {m.rate:.0%} [{m.interval.low:.0%}-{m.interval.high:.0%}]"
+        for m in miss.values()
+    )
+
+
+def subset_miss_text(metrics: EvaluationMetrics) -> str:
+    """Per defect kind miss rate with its interval, from metrics (unknown without defects)."""
+    if not metrics.per_defect:
+        return "unknown (no defect images)"
+    lines = []
+    for kind, subset in metrics.per_defect.items():
+        rate = subset.miss_rate
+        if rate is None:
+            continue
+        band = "" if subset.miss_low is None else f" [{subset.miss_low:.0%}-{subset.miss_high:.0%}]"
+        lines.append(f"{kind} {rate:.0%}{band}")
+    return "\n".join(lines)

@@ -1,0 +1,276 @@
+"""Golden outputs: a bundle's own raw outputs on a few images, to check on the station's CPU.
+
+A bundle is calibrated on the CPU that exported it and served on another, where OpenVINO's
+kernels (AVX2, AVX-512 VNNI, AMX) and the precision actually executed may differ. At export,
+``GOLDEN_IMAGES`` small validation images (at the model's input size, under ``golden/`` in the
+bundle, checksummed and signed like the model) are run through the finished bundle and their
+raw image score and a summary of the raw anomaly map are recorded in ``metadata.json``::
+
+    GoldenOutputs(images=(GoldenImage("golden/00.png", raw_score=3.1, map_max=3.4, ...), ...),
+                  score_scale=2.0, map_scale=2.5, tolerance=0.01, precision="f32", ...)
+
+At load the station runs the same images (``inspection.runtime.golden``) and compares
+(``compare_golden``). Drift is measured in *normalised units*: the raw difference divided by the
+raw span the bundle's normalisation maps to [0, 1] at export (``score_scale``, ``map_scale``);
+0.01 means 1 % of the calibrated score range, so no verdict can flip for a part further than
+that from its threshold. The scales are fixed at export, so later threshold changes (a new
+operating point) do not move the check: it compares RAW outputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from inspection.core.calibration import Normalization
+from inspection.core.errors import BundleError
+
+GOLDEN_DIR = "golden"
+"""Folder of the golden images inside a bundle."""
+GOLDEN_IMAGES = 4
+"""Images per bundle: the first good and defective validation images, alternating."""
+GRID = 4
+"""A map summary keeps the mean of each cell of a GRID x GRID grid (and the map's maximum)."""
+NON_FINITE_DRIFT = 1e6
+"""How a NaN/inf output's (infinite) drift is shown in JSON, which has no infinity."""
+DEFAULT_TOLERANCE = 0.01
+"""Largest drift, in normalised units, a station accepts (1 % of the calibrated range)."""
+
+
+@dataclass(frozen=True)
+class MapSummary:
+    """A raw (h, w) anomaly map summarised: its maximum and its ``GRID`` x ``GRID`` cell means
+    (row-major), float, raw units."""
+
+    max: float
+    grid: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.grid) != GRID * GRID:
+            raise ValueError(f"map grid must have {GRID * GRID} cells, got {len(self.grid)}")
+        if not all(np.isfinite([self.max, *self.grid])):
+            raise ValueError("map summary values must be finite")
+
+
+@dataclass(frozen=True)
+class GoldenImage:
+    """One golden image (a PNG file of the bundle) and the raw outputs the bundle gave it."""
+
+    file: str
+    raw_score: float
+    map: MapSummary
+
+    def __post_init__(self) -> None:
+        if not self.file.startswith(f"{GOLDEN_DIR}/"):
+            raise ValueError(f"golden image {self.file!r} must be under {GOLDEN_DIR}/")
+        if not np.isfinite(self.raw_score):
+            raise ValueError(f"golden raw score of {self.file} must be finite")
+
+
+@dataclass(frozen=True)
+class GoldenOutputs:
+    """The golden record of a bundle (``BundleMetadata.golden``).
+
+    ``score_scale``/``map_scale``: raw units per normalised unit at export (> 0);
+    ``tolerance``: the largest drift (normalised units) a station accepts; ``precision``: the
+    inference precision the reference outputs were computed in (OpenVINO's
+    ``INFERENCE_PRECISION_HINT`` of the compiled model, e.g. ``f32``, ``bf16``);
+    ``recorded_on``: the CPU (model and ISA) that computed them.
+    """
+
+    images: tuple[GoldenImage, ...]
+    score_scale: float
+    map_scale: float
+    tolerance: float = DEFAULT_TOLERANCE
+    precision: str = ""
+    recorded_on: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.images:
+            raise ValueError("golden outputs need at least one image")
+        if not (self.score_scale > 0 and self.map_scale > 0):
+            raise ValueError(
+                f"golden scales must be > 0, got score {self.score_scale}, map {self.map_scale}"
+            )
+        if not 0 < self.tolerance < 1:
+            raise ValueError(f"golden tolerance must be in (0, 1), got {self.tolerance}")
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        return tuple(image.file for image in self.images)
+
+
+@dataclass(frozen=True)
+class GoldenDrift:
+    """One golden image on the station: drift of its score and of its map summary (normalised
+    units, >= 0)."""
+
+    file: str
+    score: float
+    map: float
+
+    @property
+    def worst(self) -> float:
+        return max(self.score, self.map)
+
+
+@dataclass(frozen=True)
+class GoldenCheck:
+    """Outcome of running a bundle's golden images on this station.
+
+    ``precision``: the inference precision OpenVINO executed here; ``kernels``: the CPU kernel
+    families it chose (e.g. ``brgemm_avx512_amx_bf16``), i.e. the ISA actually executed.
+    """
+
+    bundle: str
+    drifts: tuple[GoldenDrift, ...]
+    tolerance: float
+    precision: str = ""
+    reference_precision: str = ""
+    kernels: tuple[str, ...] = ()
+
+    @property
+    def worst_drift(self) -> float:
+        return max((d.worst for d in self.drifts), default=0.0)
+
+    @property
+    def worst_file(self) -> str:
+        return max(self.drifts, key=lambda d: d.worst).file if self.drifts else ""
+
+    @property
+    def passed(self) -> bool:
+        return self.worst_drift <= self.tolerance
+
+    def message(self) -> str:
+        """One line for logs, /healthz and refusals."""
+        verdict = "passed" if self.passed else "REFUSED"
+        return (
+            f"{self.bundle}: golden check {verdict}: worst drift {self.worst_drift:.4g} "
+            f"(max {self.tolerance:g}, normalised units) on {self.worst_file}, executed in "
+            f"{self.precision or '?'} (reference {self.reference_precision or '?'})"
+        )
+
+    def summary(self) -> dict[str, object]:
+        """The JSON-ready view for ``/healthz``, the bundle status API and the dashboard."""
+        return {
+            "passed": self.passed,
+            "worst_drift": round(min(self.worst_drift, NON_FINITE_DRIFT), 6),
+            "tolerance": self.tolerance,
+            "worst_image": self.worst_file,
+            "images": len(self.drifts),
+            "precision": self.precision,
+            "reference_precision": self.reference_precision,
+            "kernels": list(self.kernels),
+        }
+
+
+class GoldenDriftError(BundleError):
+    """A bundle's golden images drift beyond its tolerance on this station: it is refused."""
+
+    def __init__(self, check: GoldenCheck) -> None:
+        super().__init__(check.message())
+        self.check = check
+
+
+def golden_status(bundle_id: str, check: GoldenCheck | None) -> dict[str, object]:
+    """What ``/healthz`` and the dashboard show of the last golden check of a product's
+    bundle: ``checked`` False for a bundle without golden outputs."""
+    if check is None:
+        return {"bundle_id": bundle_id, "checked": False, "passed": None, "worst_drift": None}
+    return {"bundle_id": bundle_id, "checked": True, **check.summary()}
+
+
+def _finite(drift: float) -> float:
+    """A NaN or infinite drift (the graph returned NaN/inf) counts as infinitely far."""
+    return drift if np.isfinite(drift) else float("inf")
+
+
+def summarize_map(raw_map: np.ndarray) -> MapSummary:
+    """(h, w) float raw anomaly map (h, w >= ``GRID``) -> its ``MapSummary``."""
+    values = _summary_values(raw_map)
+    return MapSummary(max=float(values[0]), grid=tuple(float(v) for v in values[1:]))
+
+
+def _summary_values(raw_map: np.ndarray) -> np.ndarray:
+    """(1 + GRID * GRID,) float64: the map maximum then its cell means (NaN kept)."""
+    raw_map = np.asarray(raw_map, dtype=np.float64)
+    if raw_map.ndim != 2 or min(raw_map.shape) < GRID:
+        raise ValueError(f"anomaly map must be (h, w) with h, w >= {GRID}, got {raw_map.shape}")
+    rows = np.array_split(raw_map, GRID, axis=0)
+    cells = [cell.mean() for row in rows for cell in np.array_split(row, GRID, axis=1)]
+    return np.array([raw_map.max(), *cells], dtype=np.float64)
+
+
+def golden_scales(normalization: Normalization) -> tuple[float, float]:
+    """(score scale, map scale): the raw spans the normalisation maps to one unit; a zero span
+    (a degenerate calibration) falls back to the raw threshold's magnitude, or 1."""
+
+    def scale(low: float, high: float, threshold: float) -> float:
+        span = float(high) - float(low)
+        return span if span > 0 else (abs(float(threshold)) or 1.0)
+
+    norm = normalization
+    return (
+        scale(norm.image_min, norm.image_max, norm.image_threshold_raw),
+        scale(norm.pixel_min, norm.pixel_max, norm.pixel_threshold_raw),
+    )
+
+
+def golden_outputs(
+    files: Sequence[str],
+    scores: np.ndarray,
+    maps: np.ndarray,
+    normalization: Normalization,
+    *,
+    tolerance: float = DEFAULT_TOLERANCE,
+    precision: str = "",
+    recorded_on: str = "",
+) -> GoldenOutputs:
+    """The golden record of ``files`` from their raw ``scores`` (N,) and raw ``maps`` (N, h, w)."""
+    if not len(files) == len(scores) == len(maps):
+        raise ValueError(
+            f"need one score and one map per golden file, got {len(files)} files, "
+            f"{len(scores)} scores, {len(maps)} maps"
+        )
+    score_scale, map_scale = golden_scales(normalization)
+    images = tuple(
+        GoldenImage(file, float(score), summarize_map(raw_map))
+        for file, score, raw_map in zip(files, scores, maps, strict=True)
+    )
+    return GoldenOutputs(images, score_scale, map_scale, tolerance, precision, recorded_on)
+
+
+def compare_golden(
+    golden: GoldenOutputs,
+    scores: np.ndarray,
+    maps: np.ndarray,
+    *,
+    bundle: str = "",
+    precision: str = "",
+    kernels: Sequence[str] = (),
+) -> GoldenCheck:
+    """The station's raw ``scores`` (N,) and ``maps`` (N, h, w) of the golden images vs the
+    record: per image, |d score| / score scale and the largest |d| of the map maximum and cell
+    means / map scale."""
+    if not len(golden.images) == len(scores) == len(maps):
+        raise ValueError(
+            f"need outputs for the {len(golden.images)} golden images, got {len(scores)} "
+            f"scores and {len(maps)} maps"
+        )
+    drifts = []
+    for image, score, raw_map in zip(golden.images, scores, maps, strict=True):
+        here = _summary_values(raw_map)
+        map_diff = np.abs(here - np.array([image.map.max, *image.map.grid]))
+        score_drift = abs(float(score) - image.raw_score) / golden.score_scale
+        map_drift = float(map_diff.max()) / golden.map_scale
+        drifts.append(GoldenDrift(image.file, _finite(score_drift), _finite(map_drift)))
+    return GoldenCheck(
+        bundle=bundle,
+        drifts=tuple(drifts),
+        tolerance=golden.tolerance,
+        precision=precision,
+        reference_precision=golden.precision,
+        kernels=tuple(kernels),
+    )

@@ -1,0 +1,457 @@
+"""A line's operating point: which raw score threshold a product runs at, and what it costs.
+
+The operating point is a product setting (``operating_point:`` in ``configs/products`` or
+``configs/models``), loaded into a frozen ``OperatingPoint``:
+
+- ``false_reject_budget`` (default, ``budget`` 0.01): the image threshold is the lowest score
+  that keeps the share of rejected good parts within ``budget``, with a finite-sample
+  guarantee (split-conformal): with n calibration good scores, the threshold sits just above
+  the k-th smallest, k = ceil((n + 1) (1 - budget)). For a new good part exchangeable with
+  the calibration ones, P(rejected) <= (n + 1 - k) / (n + 1) <= budget (marginally, over
+  calibration draws). When k > n the set is too small for the budget: the threshold goes just
+  above the largest good score, the bound is only 1 / (n + 1) and ``n_needed`` says how many
+  good scores the budget needs. No defect image is needed.
+- ``f1``: the score maximising image F1 on the labelled calibration images (the rule before
+  this module; it calls nearly everything NG when separation is weak).
+- ``max_miss``: the highest threshold that misses at most ``max_miss`` of the calibration
+  defects (needs defect images).
+
+Why 1 %: operators bypass a station above roughly 8-10 % false alarms, and every false reject
+costs a manual re-check; 1 % keeps re-checks rare while staying reachable with ~100 good
+calibration scores (n >= 99), which out-of-fold training scores provide on day one.
+
+Miss rates per defect kind at a threshold come with bootstrap intervals (``KindMiss``);
+``lacking_kinds`` names the kinds whose miss rate exceeds ``miss_bound`` (NOT LINE-READY).
+Everything here is torch-free and used by training calibration, export calibration and its
+gate, retrain scoring, the station self-check and the dashboard.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from inspection.core.bootstrap import Interval, rate_interval
+from inspection.core.config import from_mapping, to_mapping
+from inspection.core.errors import ConfigError
+
+Policy = Literal["false_reject_budget", "f1", "max_miss"]
+POLICIES: tuple[str, ...] = ("false_reject_budget", "f1", "max_miss")
+DEFAULT_BUDGET = 0.01
+DEFAULT_MISS_BOUND = 0.10
+"""A defect kind missing more than this share at the operating point is named NOT LINE-READY."""
+BUDGET_TEST_LEVEL = 0.05
+"""Export gate and station check: a bundle is refused when its rejects among held-out good
+parts would occur with probability below this if its true false-reject rate were the budget
+(one-sided binomial test; 42 good parts at 1 % allow 2 rejects, 7 at 1 % allow 1)."""
+BUDGET_GRID: tuple[float, ...] = (0.005, 0.01, 0.02, 0.05)
+"""The budgets reports compare (plus the F1 point)."""
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """How a product sets its image threshold (see the module docstring).
+
+    ``budget``: share of good parts the line accepts to reject, in (0, 0.5];
+    ``max_miss``: the target miss rate of the ``max_miss`` policy, in [0, 1);
+    ``miss_bound``: a defect kind missing more than this at the point is not line-ready.
+    """
+
+    policy: Policy = "false_reject_budget"
+    budget: float = DEFAULT_BUDGET
+    max_miss: float = 0.05
+    miss_bound: float = DEFAULT_MISS_BOUND
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise ConfigError(
+                f"operating_point.policy: {self.policy!r} is none of {', '.join(POLICIES)}"
+            )
+        if not 0.0 < self.budget <= 0.5:
+            raise ConfigError(f"operating_point.budget: must be in (0, 0.5], got {self.budget}")
+        if not 0.0 <= self.max_miss < 1.0:
+            raise ConfigError(f"operating_point.max_miss: must be in [0, 1), got {self.max_miss}")
+        if not 0.0 <= self.miss_bound <= 1.0:
+            raise ConfigError(
+                f"operating_point.miss_bound: must be in [0, 1], got {self.miss_bound}"
+            )
+
+    def describe(self) -> str:
+        if self.policy == "false_reject_budget":
+            return f"false-reject budget {self.budget:.1%}"
+        if self.policy == "max_miss":
+            return f"max miss {self.max_miss:.1%}"
+        return "F1-optimal"
+
+
+def operating_point_from_mapping(
+    data: Mapping[str, Any] | None, where: str = "operating_point"
+) -> OperatingPoint:
+    """A typed ``OperatingPoint`` from YAML/JSON (unknown keys: ``ConfigError`` naming them)."""
+    if data is not None and not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: expected a mapping, got {data!r}")
+    return from_mapping(OperatingPoint, data, where)
+
+
+@dataclass(frozen=True)
+class ThresholdChoice:
+    """The raw image threshold an ``OperatingPoint`` chose on calibration scores.
+
+    ``threshold``: raw score, NG when ``score >= threshold``. ``n_good``/``n_defective``: the
+    calibration scores used; ``good_sources``: where the good ones came from, e.g.
+    ``{"out_of_fold_train": 240, "validation": 18}``. ``rank``: the conformal rank k
+    (false_reject_budget only). ``false_reject_bound``: the guaranteed marginal false-reject
+    probability (false_reject_budget only; above ``budget`` when n is too small).
+    ``calibration_false_reject``/``calibration_miss``: the rates on the calibration scores
+    themselves (miss None without defects). ``n_needed``: good scores the budget needs, when
+    there were too few (else None).
+    """
+
+    threshold: float
+    policy: Policy
+    budget: float
+    max_miss: float
+    n_good: int
+    n_defective: int = 0
+    rank: int | None = None
+    false_reject_bound: float | None = None
+    calibration_false_reject: float = 0.0
+    calibration_miss: float | None = None
+    n_needed: int | None = None
+    good_sources: dict[str, int] | None = None
+    miss_bound: float = DEFAULT_MISS_BOUND
+    """The operating point's ``miss_bound``: kinds missed more often are not line-ready."""
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.threshold):
+            raise ValueError(f"threshold must be finite, got {self.threshold}")
+        if self.n_good < 0 or self.n_defective < 0:
+            raise ValueError("calibration counts must be >= 0")
+
+    @property
+    def sufficient(self) -> bool:
+        """False when the good scores were too few to guarantee the budget."""
+        return self.n_needed is None
+
+    def describe(self) -> str:
+        if self.policy != "false_reject_budget":
+            miss = "" if self.calibration_miss is None else f", miss {self.calibration_miss:.1%}"
+            return (
+                f"{self.policy} threshold {self.threshold:.4g} on {self.n_good} good + "
+                f"{self.n_defective} defective (false reject {self.calibration_false_reject:.1%}"
+                f"{miss} on them)"
+            )
+        text = (
+            f"budget {self.budget:.1%}: threshold {self.threshold:.4g} above the {self.rank}-th "
+            f"of {self.n_good} good scores, false reject <= {self.false_reject_bound:.2%}"
+        )
+        if not self.sufficient:
+            text += f" (too few good scores for the budget: {self.n_needed} needed)"
+        return text
+
+    def to_mapping(self) -> dict[str, Any]:
+        return to_mapping(self)
+
+    @classmethod
+    def from_mapping(
+        cls, data: Mapping[str, Any], where: str = "threshold_choice"
+    ) -> ThresholdChoice:
+        return from_mapping(cls, data, where)
+
+
+def conformal_rank(n: int, budget: float) -> int:
+    """k = ceil((n + 1) (1 - budget)): the good score the threshold must sit above (1-based)."""
+    if n < 0 or not 0.0 < budget < 1.0:
+        raise ValueError(f"need n >= 0 and 0 < budget < 1, got n={n}, budget={budget}")
+    # round before ceil: (n + 1) * 0.99 = 99.00000000000001 for n = 99 must give 99
+    return math.ceil(round((n + 1) * (1.0 - budget), 9))
+
+
+def n_needed(budget: float) -> int:
+    """The fewest good calibration scores for which the budget can be guaranteed (k <= n)."""
+    n = max(1, math.ceil(round((1.0 - budget) / budget, 9)) - 1)
+    while conformal_rank(n, budget) > n:
+        n += 1
+    return n
+
+
+def conformal_bound(n: int, rank: int) -> float:
+    """P(a new exchangeable good score lands above the ``rank``-th of n) = (n + 1 - k) / (n + 1)."""
+    return (n + 1 - min(rank, n)) / (n + 1)
+
+
+def choose_threshold(
+    good_scores: np.ndarray,
+    point: OperatingPoint,
+    *,
+    defect_scores: np.ndarray | None = None,
+    good_sources: Mapping[str, int] | None = None,
+) -> ThresholdChoice:
+    """The raw threshold ``point`` sets on (G,) good and (D,) defective calibration scores.
+
+    Good-only (no ``defect_scores``): only ``false_reject_budget`` applies; ``f1`` and
+    ``max_miss`` raise ``ConfigError`` saying defect images are needed.
+    """
+    good = _finite(good_scores, "good_scores")
+    bad = _finite(defect_scores, "defect_scores") if defect_scores is not None else np.empty(0)
+    if good.size == 0:
+        raise ConfigError("an operating point needs at least one good calibration score")
+    if point.policy != "false_reject_budget" and bad.size == 0:
+        raise ConfigError(
+            f"operating_point.policy {point.policy!r} needs defect images in the calibration "
+            "split; a good-only product uses policy false_reject_budget"
+        )
+    common = dict(
+        policy=point.policy, budget=point.budget, max_miss=point.max_miss,
+        n_good=int(good.size), n_defective=int(bad.size),
+        good_sources=dict(good_sources) if good_sources else None, miss_bound=point.miss_bound,
+    )  # fmt: skip
+    if point.policy == "false_reject_budget":
+        threshold, rank, bound, needed = _budget_threshold(good, point.budget)
+        common.update(rank=rank, false_reject_bound=round(bound, 6), n_needed=needed)
+    elif point.policy == "f1":
+        threshold = _f1_threshold(good, bad)
+    else:
+        threshold = _max_miss_threshold(bad, point.max_miss)
+    return ThresholdChoice(
+        threshold=threshold,
+        calibration_false_reject=round(float((good >= threshold).mean()), 6),
+        calibration_miss=round(float((bad < threshold).mean()), 6) if bad.size else None,
+        **common,
+    )
+
+
+def _budget_threshold(good: np.ndarray, budget: float) -> tuple[float, int, float, int | None]:
+    """(threshold, k, bound, n_needed or None): strictly above the k-th smallest good score,
+    half-way to the next larger one (any value in between keeps the guarantee; the middle
+    leaves room for an exported graph's rounding)."""
+    ordered = np.sort(good)
+    n = len(ordered)
+    rank = conformal_rank(n, budget)
+    needed = None if rank <= n else n_needed(budget)
+    k = min(rank, n)
+    at = float(ordered[k - 1])
+    above = ordered[ordered > at]
+    span = float(ordered[-1] - ordered[0]) or abs(at) or 1.0
+    threshold = 0.5 * (at + float(above[0])) if above.size else at + 0.05 * span
+    return threshold, k, conformal_bound(n, rank), needed
+
+
+def _f1_threshold(good: np.ndarray, bad: np.ndarray) -> float:
+    scores = np.r_[good, bad]
+    labels = np.r_[np.zeros(good.size), np.ones(bad.size)]
+    return f1_adaptive_threshold(scores, labels)[0]
+
+
+def f1_adaptive_threshold(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """(threshold, F1): the value of ``scores`` maximising F1 of ``scores >= t`` vs ``labels``.
+
+    As anomalib's ``F1AdaptiveThreshold``: no positives -> the highest score; no negatives ->
+    the lowest score (F1 is then reported for that threshold).
+    """
+    # scikit-learn is a station/train extra, not a dependency of the base (core) install.
+    from sklearn.metrics import precision_recall_curve
+
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    labels = np.asarray(labels).astype(bool).reshape(-1)
+    if len(scores) == 0:
+        raise ValueError("cannot calibrate a threshold on no values")
+    if not labels.any():
+        return float(scores.max()), 0.0
+    if labels.all():
+        return float(scores.min()), 1.0
+    precision, recall, thresholds = precision_recall_curve(labels, scores)
+    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+    best = int(np.argmax(f1[:-1]))  # the last point (recall 0) has no threshold
+    return float(thresholds[best]), float(f1[best])
+
+
+def _max_miss_threshold(bad: np.ndarray, max_miss: float) -> float:
+    """The highest t with share(bad < t) <= max_miss: the (j+1)-th smallest defect score,
+    j = floor(max_miss * D) misses allowed."""
+    ordered = np.sort(bad)
+    allowed = math.floor(round(max_miss * len(ordered), 9))
+    return float(ordered[min(allowed, len(ordered) - 1)])
+
+
+def _finite(values: np.ndarray | Sequence[float], name: str) -> np.ndarray:
+    array = np.asarray(values, dtype=np.float64).reshape(-1)
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name}: all scores must be finite")
+    return array
+
+
+def within_budget(
+    rejected: int, n_good: int, budget: float, level: float = BUDGET_TEST_LEVEL
+) -> bool:
+    """Whether ``rejected`` of ``n_good`` held-out good parts is plausible at a false-reject
+    rate of ``budget``: P(X >= rejected), X ~ Binomial(n_good, budget), is at least ``level``."""
+    if not 0 <= rejected <= n_good:
+        raise ValueError(f"need 0 <= rejected <= n_good, got {rejected} of {n_good}")
+    if rejected == 0:
+        return True
+    tail = sum(
+        math.comb(n_good, i) * budget**i * (1.0 - budget) ** (n_good - i)
+        for i in range(rejected, n_good + 1)
+    )
+    return tail >= level
+
+
+def allowed_rejects(n_good: int, budget: float, level: float = BUDGET_TEST_LEVEL) -> int:
+    """The most rejects among ``n_good`` held-out good parts ``within_budget`` accepts."""
+    allowed = 0
+    while allowed < n_good and within_budget(allowed + 1, n_good, budget, level):
+        allowed += 1
+    return allowed
+
+
+# ------------------------------------------------------------------- miss rates
+@dataclass(frozen=True)
+class KindMiss:
+    """One defect kind's miss rate at a threshold: ``missed`` of ``n`` with an interval."""
+
+    kind: str
+    n: int
+    missed: int
+    interval: Interval
+
+    @property
+    def rate(self) -> float:
+        return self.missed / self.n
+
+    def to_mapping(self) -> dict[str, Any]:
+        return {"n": self.n, "missed": self.missed, **self.interval.to_dict()}
+
+    @classmethod
+    def from_mapping(cls, kind: str, data: Mapping[str, Any]) -> KindMiss:
+        try:
+            interval = Interval(
+                float(data["value"]), float(data["low"]), float(data["high"]),
+                float(data["level"]), int(data["resamples"]),
+            )  # fmt: skip
+            return cls(kind, int(data["n"]), int(data["missed"]), interval)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"miss_by_kind.{kind}: malformed ({exc!r})") from exc
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.missed}/{self.n} missed, {self.interval}"
+
+
+def miss_by_kind(
+    missed: np.ndarray,
+    kinds: Sequence[str],
+    *,
+    resamples: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, KindMiss]:
+    """Per defect kind: (M,) bool ``missed`` of M defective images with their M ``kinds``."""
+    missed = np.asarray(missed, dtype=bool).reshape(-1)
+    names = np.asarray(list(kinds), dtype=object)
+    if len(names) != len(missed):
+        raise ValueError(f"missed has {len(missed)} entries but kinds {len(names)}")
+    result = {}
+    for kind in sorted({str(k) for k in names}):
+        hits = missed[names == kind]
+        interval = rate_interval(hits, resamples=resamples, level=level, seed=seed)
+        result[kind] = KindMiss(kind, int(hits.size), int(hits.sum()), interval)
+    return result
+
+
+def miss_at(
+    scores: np.ndarray,
+    labels: np.ndarray,
+    kinds: Sequence[str],
+    threshold: float,
+    **bootstrap: Any,
+) -> dict[str, KindMiss]:
+    """``miss_by_kind`` of the defective images among (N,) raw scores at ``threshold``."""
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    bad = np.asarray(labels).astype(bool).reshape(-1)
+    names = [k for k, b in zip(kinds, bad, strict=True) if b]
+    return miss_by_kind(scores[bad] < threshold, names, **bootstrap)
+
+
+def lacking_kinds(miss: Mapping[str, KindMiss], bound: float) -> tuple[str, ...]:
+    """Defect kinds whose miss rate at the operating point exceeds ``bound`` (sorted)."""
+    return tuple(sorted(k for k, m in miss.items() if m.rate > bound + 1e-12))
+
+
+# --------------------------------------------------------------- curve, pixels
+@dataclass(frozen=True)
+class CurvePoint:
+    """Reject rate on good parts and miss rate per defect kind at one raw threshold."""
+
+    threshold: float
+    false_reject_rate: float
+    miss_rate: dict[str, float]
+
+
+def operating_curve(
+    good_scores: np.ndarray,
+    defect_scores: np.ndarray,
+    defect_kinds: Sequence[str],
+    thresholds: np.ndarray | None = None,
+) -> tuple[CurvePoint, ...]:
+    """Reject rate vs per-kind miss rate at each threshold (default: every distinct score).
+
+    good_scores (G,), defect_scores (D,) raw with D ``defect_kinds``; NG when score >= t.
+    """
+    good = _finite(good_scores, "good_scores")
+    bad = _finite(defect_scores, "defect_scores")
+    names = np.asarray(list(defect_kinds), dtype=object)
+    if len(names) != bad.size:
+        raise ValueError(f"{bad.size} defect scores but {len(names)} kinds")
+    if thresholds is None:
+        thresholds = np.unique(np.r_[good, bad, np.inf])
+    kinds = sorted({str(k) for k in names})
+    points = []
+    for t in np.asarray(thresholds, dtype=np.float64):
+        fr = float((good >= t).mean()) if good.size else 0.0
+        miss = {k: float((bad[names == k] < t).mean()) for k in kinds}
+        points.append(CurvePoint(float(t), fr, miss))
+    return tuple(points)
+
+
+def good_map_threshold(good_map_peaks: np.ndarray, budget: float) -> float:
+    """Raw pixel threshold from good images alone: above the conformal-rank per-image map
+    peak, so at most ``budget`` of good parts show any pixel over it. (G,) peaks of raw maps."""
+    peaks = _finite(good_map_peaks, "good_map_peaks")
+    if peaks.size == 0:
+        raise ValueError("a pixel threshold from good maps needs at least one good map")
+    return _budget_threshold(peaks, budget)[0]
+
+
+# ------------------------------------------------------------ score transfer
+@dataclass(frozen=True)
+class ScoreTransfer:
+    """``target = slope * source + intercept``, fitted by least squares on ``n_pairs`` images
+    scored in both spaces; ``max_residual``: the largest |error| on them (target units)."""
+
+    slope: float
+    intercept: float
+    n_pairs: int
+    max_residual: float
+
+    def apply(self, scores: np.ndarray) -> np.ndarray:
+        return self.slope * np.asarray(scores, dtype=np.float64) + self.intercept
+
+
+def fit_transfer(source: np.ndarray, target: np.ndarray) -> ScoreTransfer:
+    """Carry scores of one model (the torch model's out-of-fold scores) into another's space
+    (an exported bundle's): a line fitted on (P,) paired raw scores of the same images. Fewer
+    than 2 distinct source scores: a shift by the median difference."""
+    x = _finite(source, "source")
+    y = _finite(target, "target")
+    if x.size != y.size or x.size == 0:
+        raise ValueError(f"need as many source as target scores (> 0), got {x.size}, {y.size}")
+    if np.unique(x).size < 2:
+        slope, intercept = 1.0, float(np.median(y - x))
+    else:
+        slope, intercept = (float(v) for v in np.polyfit(x, y, 1))
+    residual = float(np.abs(slope * x + intercept - y).max())
+    return ScoreTransfer(slope, intercept, int(x.size), residual)

@@ -1,0 +1,278 @@
+"""Model health: is a product's live bundle line-ready at the threshold it runs at?
+
+Measured, never assumed: the live bundle's labelled held-out scores (``validation_scores.json``,
+written at export) are scored at the product's live threshold (the current threshold version,
+else the bundle's own). From them come the reject rate of good parts and the miss rate of each
+defect kind, with sample sizes and bootstrap intervals (``core.operating_point``). A bundle is
+NOT LINE-READY when it rejects more good parts than the operating point's budget allows (the
+export gate's and station check's binomial test, ``within_budget``) or misses more of a defect
+kind than ``miss_bound``.
+
+``outcomes`` lists every held-out image with what the live threshold did to it, for the
+per-defect-kind confusion table and the examples of misses and false alarms.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from inspection.core.errors import BundleError, ConfigError, RegistryError
+from inspection.core.operating_point import (
+    KindMiss,
+    OperatingPoint,
+    allowed_rejects,
+    lacking_kinds,
+    miss_at,
+    within_budget,
+)
+from inspection.core.registry import Registry
+from inspection.core.threshold import is_ng
+from inspection.core.validation_scores import ValidationScores, read_validation_scores
+from inspection.dashboard.thresholds import current_threshold_value
+
+GOOD = "good"
+OUTCOMES = ("missed", "false_alarm", "caught", "passed")
+"""What the threshold did to a held-out image: a defect passed OK (missed), a good part flagged
+NG (false_alarm), a defect flagged NG (caught), a good part passed OK (passed)."""
+
+
+@dataclass(frozen=True)
+class ModelHealth:
+    """The live bundle of ``product`` at its live ``threshold`` on ``n_good`` + defect images.
+
+    ``bundle_id`` None: nothing is live. ``scores`` None: the bundle ships no labelled scores
+    (health unknown). ``kinds``: per defect kind, missed of n with a 95 % interval.
+    """
+
+    product: str
+    bundle_id: str | None
+    threshold: float
+    point: OperatingPoint
+    split: str = ""
+    n_good: int = 0
+    rejected_good: int = 0
+    kinds: tuple[KindMiss, ...] = ()
+    problem: str = ""
+
+    @property
+    def reject_rate(self) -> float:
+        return self.rejected_good / self.n_good if self.n_good else float("nan")
+
+    @property
+    def n_defective(self) -> int:
+        return sum(k.n for k in self.kinds)
+
+    @property
+    def missed(self) -> int:
+        return sum(k.missed for k in self.kinds)
+
+    @property
+    def known(self) -> bool:
+        return self.bundle_id is not None and not self.problem and self.n_good > 0
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        """Why the bundle is not line-ready, one sentence each (empty: line-ready)."""
+        if self.bundle_id is None:
+            return (f"no bundle of {self.product} is live",)
+        if not self.known:
+            return (self.problem or "no labelled good parts to measure the reject rate on",)
+        reasons = []
+        if not within_budget(self.rejected_good, self.n_good, self.point.budget):
+            allowed = allowed_rejects(self.n_good, self.point.budget)
+            reasons.append(
+                f"rejects {self.rejected_good}/{self.n_good} good parts "
+                f"({self.reject_rate:.1%}) at threshold {self.threshold:.4g}; a "
+                f"{self.point.budget:.1%} budget allows at most {allowed} of {self.n_good}"
+            )
+        by_kind = {k.kind: k for k in self.kinds}
+        for kind in lacking_kinds(by_kind, self.point.miss_bound):
+            k = by_kind[kind]
+            reasons.append(
+                f"misses {k.missed}/{k.n} {kind} ({k.rate:.1%}), above the "
+                f"{self.point.miss_bound:.0%} bound"
+            )
+        return tuple(reasons)
+
+    @property
+    def line_ready(self) -> bool:
+        return not self.reasons
+
+    def summary(self) -> str:
+        """One line: 'grass v0001-fp32: NOT LINE-READY — rejects 40/42 good parts ...'."""
+        where = f"{self.product} `{self.bundle_id}`" if self.bundle_id else self.product
+        if self.line_ready:
+            return (
+                f"{where}: line-ready at threshold {self.threshold:.4g} — rejects "
+                f"{self.rejected_good}/{self.n_good} good, misses {self.missed}/"
+                f"{self.n_defective} defective ({self.split} split)"
+            )
+        state = "health unknown" if not self.known else "NOT LINE-READY"
+        return f"{where}: {state} — " + "; ".join(self.reasons)
+
+
+def operating_point(product: str) -> OperatingPoint:
+    """The product's configured operating point (``operating_point:`` in its config), else the
+    default false-reject budget."""
+    try:
+        from inspection.training.config import load_product_config
+
+        point = getattr(load_product_config(product), "operating_point", None)
+    except (ConfigError, OSError):
+        point = None
+    return point if isinstance(point, OperatingPoint) else OperatingPoint()
+
+
+def live_scores(registry: Registry, product: str) -> tuple[str | None, ValidationScores | None]:
+    """(live bundle id, its labelled held-out scores or None)."""
+    live = registry.live(product)
+    if live is None:
+        return None, None
+    try:
+        return live.bundle_id, read_validation_scores(registry.bundle_dir(product, live.bundle_id))
+    except (BundleError, RegistryError):
+        return live.bundle_id, None
+
+
+def model_health(
+    registry: Registry,
+    product: str,
+    *,
+    point: OperatingPoint | None = None,
+    threshold: float | None = None,
+) -> ModelHealth:
+    """Health of the live bundle at the live threshold (or ``threshold``, for what-ifs)."""
+    point = point or operating_point(product)
+    bundle_id, data = live_scores(registry, product)
+    if threshold is None:
+        threshold = current_threshold_value(registry, product, bundle_id)
+    base = ModelHealth(product, bundle_id, float(threshold), point)
+    if bundle_id is None:
+        return base
+    if data is None:
+        return _replace(base, problem=f"`{bundle_id}` ships no labelled held-out scores")
+    scores = np.asarray(data.scores, dtype=np.float64)
+    labels = np.asarray(data.labels, dtype=np.int8)
+    kinds = _kinds(data)
+    good = labels == 0
+    miss = miss_at(scores, labels, kinds, threshold, resamples=1000) if (~good).any() else {}
+    return _replace(
+        base,
+        split=data.split,
+        n_good=int(good.sum()),
+        rejected_good=int(is_ng(scores[good], threshold).sum()),
+        kinds=tuple(miss[k] for k in sorted(miss)),
+    )
+
+
+def _replace(health: ModelHealth, **changes: object) -> ModelHealth:
+    from dataclasses import replace
+
+    return replace(health, **changes)
+
+
+def _kinds(data: ValidationScores) -> list[str]:
+    """Each image's kind: its recorded defect type, 'good' for good parts, else 'defect'."""
+    if data.defect_types:
+        return [
+            GOOD if label == 0 else str(kind)
+            for kind, label in zip(data.defect_types, data.labels, strict=True)
+        ]
+    return [GOOD if label == 0 else "defect" for label in data.labels]
+
+
+def kind_table(health: ModelHealth) -> pd.DataFrame:
+    """The confusion table by kind at the live threshold: one row for good parts, one per
+    defect kind: n, flagged NG, passed OK, the error rate (false alarms or misses) and its
+    95 % interval for defect kinds."""
+    rows = []
+    if health.n_good:
+        rows.append(
+            {
+                "kind": GOOD,
+                "n": health.n_good,
+                "NG": health.rejected_good,
+                "OK": health.n_good - health.rejected_good,
+                "error": "false alarm",
+                "rate": health.reject_rate,
+                "95% interval": "",
+            }
+        )
+    for k in health.kinds:
+        rows.append(
+            {
+                "kind": k.kind,
+                "n": k.n,
+                "NG": k.n - k.missed,
+                "OK": k.missed,
+                "error": "missed",
+                "rate": k.rate,
+                "95% interval": f"{k.interval.low:.0%}–{k.interval.high:.0%}",
+            }
+        )
+    return pd.DataFrame(rows, columns=["kind", "n", "NG", "OK", "error", "rate", "95% interval"])
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One held-out image at the live threshold; ``path`` None when the image is not on disk,
+    ``mask`` its ground-truth defect mask when the dataset has one."""
+
+    name: str
+    kind: str
+    score: float
+    outcome: str
+    path: Path | None
+    mask: Path | None = None
+
+
+def outcomes(
+    registry: Registry, product: str, datasets_dir: Path, threshold: float | None = None
+) -> list[Outcome]:
+    """Every held-out image of the live bundle with its outcome at the live threshold, worst
+    first within each outcome (misses: lowest score; false alarms: highest)."""
+    bundle_id, data = live_scores(registry, product)
+    if data is None:
+        return []
+    if threshold is None:
+        threshold = current_threshold_value(registry, product, bundle_id)
+    names = data.names or tuple(f"#{i}" for i in range(len(data.scores)))
+    folder = Path(datasets_dir) / product / data.split
+    truth = Path(datasets_dir) / product / "ground_truth"
+    result = []
+    for name, kind, score, label in zip(names, _kinds(data), data.scores, data.labels, strict=True):
+        flagged = bool(is_ng(np.float64(score), threshold))
+        outcome = {(1, False): "missed", (0, True): "false_alarm", (1, True): "caught"}.get(
+            (label, flagged), "passed"
+        )
+        path = folder / kind / name
+        mask = truth / kind / f"{Path(name).stem}_mask.png"
+        result.append(
+            Outcome(
+                name,
+                kind,
+                float(score),
+                outcome,
+                path if path.is_file() else None,
+                mask if mask.is_file() else None,
+            )
+        )
+    worst_first = {"missed": 1, "passed": 1, "false_alarm": -1, "caught": -1}
+    return sorted(result, key=lambda o: (o.outcome, o.kind, worst_first[o.outcome] * o.score))
+
+
+def picture(example: Outcome) -> np.ndarray | None:
+    """The example's image ((H, W, 3) uint8 RGB) with its ground-truth defect outlined in red."""
+    from inspection.core.images import read_image
+    from inspection.dashboard.review import outline
+
+    if example.path is None:
+        return None
+    image = read_image(example.path)
+    if example.mask is None:
+        return image
+    return outline(image, read_image(example.mask)[..., 0] > 127)

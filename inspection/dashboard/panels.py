@@ -1,0 +1,87 @@
+"""Streamlit pieces several pages share: the model-health alarm and the per-kind table."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+import streamlit as st
+
+from inspection.dashboard import health
+
+DEFECTS_PAGE = "defects"
+"""URL path of the per-defect-kind page (``views/defects.py``)."""
+
+
+def defects_link(product: str, kind: str | None = None, outcome: str | None = None) -> str:
+    """A deep link to the images behind a rate: ``defects?product=grass&kind=crack&...``."""
+    query = {"product": product, **({"kind": kind} if kind else {})}
+    query.update({"outcome": outcome} if outcome else {})
+    return f"{DEFECTS_PAGE}?{urlencode(query)}"
+
+
+def health_alarm(item: health.ModelHealth, *, compact: bool = False) -> None:
+    """A red alarm (not line-ready, with every reason), a yellow note (health unknown) or, unless
+    ``compact``, a green line (line-ready). Sample sizes are always named."""
+    if item.line_ready:
+        if not compact:
+            st.success(item.summary(), icon=":material/check_circle:")
+            for caveat in caveats(item):
+                st.caption(caveat)
+        return
+    if not item.known:
+        st.warning(item.summary(), icon=":material/help:")
+        return
+    reasons = "\n".join(f"- {reason}" for reason in item.reasons)
+    notes = "".join(f"\n\n_{caveat}_" for caveat in caveats(item))
+    st.error(
+        f"**{item.product} `{item.bundle_id}` is NOT LINE-READY** at threshold "
+        f"{item.threshold:.4g} ({item.point.describe()}; measured on the {item.split} split: "
+        f"{item.n_good} good, {item.n_defective} defective)\n{reasons}{notes}\n\n"
+        f"[See the images behind these rates]({defects_link(item.product)})",
+        icon=":material/error:",
+    )
+
+
+def caveats(item: health.ModelHealth) -> list[str]:
+    """Sample-size caveats: too few good parts to check the budget, or small defect kinds."""
+    from inspection.core.operating_point import n_needed
+
+    notes = []
+    needed = n_needed(item.point.budget)
+    if item.known and item.n_good < needed:
+        notes.append(
+            f"Only {item.n_good} held-out good parts: checking a "
+            f"{item.point.budget:.1%} budget needs {needed}; treat the reject rate as rough."
+        )
+    small = [k for k in item.kinds if k.n < 20]
+    if small:
+        notes.append(
+            "Few images per defect kind ("
+            + ", ".join(f"{k.kind} {k.n}" for k in small)
+            + "); see the 95% intervals."
+        )
+    return notes
+
+
+def kind_table(item: health.ModelHealth) -> None:
+    """The confusion table by kind, each rate linking to its images."""
+    frame = health.kind_table(item)
+    if frame.empty:
+        st.caption("No labelled held-out images for this bundle.")
+        return
+    frame["images"] = [
+        defects_link(item.product, kind, "false_alarm" if kind == health.GOOD else "missed")
+        for kind in frame["kind"]
+    ]
+    st.dataframe(
+        frame,
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "n": st.column_config.NumberColumn("n", format="%d"),
+            "NG": st.column_config.NumberColumn("flagged NG", format="%d"),
+            "OK": st.column_config.NumberColumn("passed OK", format="%d"),
+            "rate": st.column_config.NumberColumn("rate", format="percent"),
+            "images": st.column_config.LinkColumn("images", display_text="show images"),
+        },
+    )

@@ -1,0 +1,241 @@
+"""Camera resolution without stalls: every per-image stage is bounded by a working size.
+
+A 25 MP camera image carries no more information for a 256 px model than a 1 MP copy, but
+judging, refining and drawing it at full size cost minutes (GrabCut on 25 MP). So:
+
+- the image is reduced once, at decode where the format allows (``core.images.decode_reduced``)
+  or by one area resize here (``working_copy``), to a longer side of ``work_max_side``
+  (never below the model's input size);
+- the verdict, map, mask and regions are computed on that working copy; the result records
+  the camera's (H, W) in ``InspectionResult.camera_size`` and its ``camera_regions`` are
+  the regions in camera pixels;
+- refinement runs only when its predicted cost fits the latency budget
+  (``RefineGate``): otherwise the verdict returns with the judged regions and the skip is
+  recorded in ``timings_ms["refine_skipped"]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import cv2
+import numpy as np
+
+from inspection.core.images import DecodedImage
+from inspection.core.types import InspectionResult
+from inspection.refine.base import MaskRefiner
+
+T = TypeVar("T")
+DEFAULT_WORK_MAX_SIDE = 1024
+"""Longer side of the working copy: 4x the demo models' 256 px input, about 1 MP."""
+PRIOR_NS_PER_PIXEL = 2_000.0
+"""Refinement cost per working-image pixel of the judged regions' crops before any was
+measured (GrabCut, 2 iterations, on this 2-core Xeon: ~0.5-1.5 µs; taken high on purpose)."""
+
+
+@dataclass(frozen=True)
+class CameraOptions:
+    """Per-product bounds of an inspection.
+
+    - ``work_max_side``: images with a longer side above it are judged on a copy reduced to it.
+    - ``latency_budget_ms``: the whole inspection (decode included when the caller passes its
+      start) should take at most this long; refinement is skipped when its predicted cost
+      would exceed what is left. None: no budget, refinement always runs.
+    """
+
+    work_max_side: int = DEFAULT_WORK_MAX_SIDE
+    latency_budget_ms: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.work_max_side < 1:
+            raise ValueError(f"work_max_side must be >= 1, got {self.work_max_side}")
+        budget = self.latency_budget_ms
+        if budget is not None and not (np.isfinite(budget) and budget > 0):
+            raise ValueError(f"latency_budget_ms must be > 0 (or null), got {budget}")
+
+    def work_side(self, input_size: tuple[int, int]) -> int:
+        """The working longer side for a model of ``input_size`` (h, w): never below it."""
+        return max(self.work_max_side, *input_size)
+
+
+@dataclass(frozen=True)
+class BoundsConfig:
+    """The station core's ``bounds:`` section: defaults, per-product overrides, stored images.
+
+    - ``work_max_side`` / ``latency_budget_ms``: defaults of every product's ``CameraOptions``;
+      ``products``: per-product options replacing them.
+    - ``keep_originals``: store the uploaded bytes of images that were reduced for
+      inspection; false: store the working copy (PNG) instead. Images already within the
+      working size are always stored as uploaded.
+    - ``overlay_max_side``: longer side of stored overlays.
+    """
+
+    work_max_side: int = DEFAULT_WORK_MAX_SIDE
+    latency_budget_ms: float | None = None
+    products: dict[str, CameraOptions] = field(default_factory=dict)
+    keep_originals: bool = False
+    overlay_max_side: int = 1024
+
+    def __post_init__(self) -> None:
+        CameraOptions(self.work_max_side, self.latency_budget_ms)  # same checks
+        if self.overlay_max_side < 1:
+            raise ValueError(f"overlay_max_side must be >= 1, got {self.overlay_max_side}")
+
+    def options(self, product: str) -> CameraOptions:
+        """The product's options (its override, else the defaults)."""
+        default = CameraOptions(self.work_max_side, self.latency_budget_ms)
+        return self.products.get(product, default)
+
+
+def bounded_loader(loader: Callable[[Path], T], config: BoundsConfig) -> Callable[[Path], T]:
+    """``loader`` whose inspectors get their product's ``CameraOptions`` from ``config``
+    (inspectors without a ``camera`` attribute and bundle metadata are returned as loaded)."""
+
+    def load(bundle_dir: Path) -> T:
+        inspector = loader(bundle_dir)
+        metadata = getattr(inspector, "metadata", None)
+        if metadata is not None and hasattr(inspector, "camera"):
+            inspector.camera = config.options(metadata.product)  # type: ignore[attr-defined]
+        return inspector
+
+    return load
+
+
+def decode_side(options: CameraOptions, inspector: object) -> int | None:
+    """Longer side to decode uploads at for ``inspector``: the working side for its model's
+    input size; None (full resolution) for a tiled bundle, whose tiles need the camera's
+    pixels; ``options.work_max_side`` for an inspector without bundle metadata."""
+    metadata = getattr(inspector, "metadata", None)
+    if getattr(metadata, "tiling", None) is not None:
+        return None
+    preprocessing = getattr(metadata, "preprocessing", None)
+    if preprocessing is None:
+        return options.work_max_side
+    return options.work_side(tuple(preprocessing.input_size))
+
+
+def stored_copy(decoded: DecodedImage, *, keep_original: bool) -> bytes | None:
+    """What a station stores as a result's image: None = the upload as sent (it was not
+    reduced, or ``keep_original``); else PNG bytes of the working copy (bounded size)."""
+    if keep_original or not decoded.reduced:
+        return None
+    ok, buffer = cv2.imencode(".png", np.ascontiguousarray(decoded.image[:, :, ::-1]))
+    if not ok:
+        raise ValueError(f"OpenCV could not encode a {decoded.image.shape} image as PNG")
+    return buffer.tobytes()
+
+
+def work_size(shape: tuple[int, ...], max_side: int) -> tuple[int, int]:
+    """(h, w) of an image of ``shape`` shrunk to a longer side of ``max_side`` (kept if smaller)."""
+    height, width = shape[:2]
+    if max(height, width) <= max_side:
+        return height, width
+    scale = max_side / max(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def working_copy(image: np.ndarray, max_side: int) -> np.ndarray:
+    """(H, W, 3) uint8 -> (h, w, 3) uint8 area-resized to a longer side of ``max_side``."""
+    size = work_size(image.shape, max_side)
+    if size == image.shape[:2]:
+        return image
+    return cv2.resize(image, size[::-1], interpolation=cv2.INTER_AREA)
+
+
+def bounded_image(image: np.ndarray, max_side: int) -> tuple[np.ndarray, tuple[int, int] | None]:
+    """(working copy of ``image``, its full (H, W) or None when it needed no reduction)."""
+    small = working_copy(image, max_side)
+    if small is image:
+        return image, None
+    return small, (int(image.shape[0]), int(image.shape[1]))
+
+
+def with_camera_size(
+    result: InspectionResult, camera_size: tuple[int, int], inspected_size: tuple[int, int]
+) -> InspectionResult:
+    """``result`` of a working copy of ``inspected_size`` (h, w) decoded reduced from an image
+    of ``camera_size`` (H, W) (``core.images.decode_reduced``). In the camera frame the
+    result records ``camera_size`` (its ``camera_regions`` scale to it); an aligned result
+    (reference frame) keeps its frame and its alignment matrix is rescaled to camera pixels."""
+    size = (int(camera_size[0]), int(camera_size[1]))
+    if size == tuple(inspected_size):
+        return result
+    if result.alignment is not None:
+        scale = size[1] / inspected_size[1]
+        alignment = tuple(float(v) * scale for v in result.alignment)
+        return dataclasses.replace(result, alignment=alignment)  # type: ignore[arg-type]
+    return dataclasses.replace(result, camera_size=size)
+
+
+class RefineGate:
+    """Decides whether refinement fits the latency budget, from its measured cost.
+
+    The cost model is nanoseconds per pixel of the judged regions' bounding boxes (grown by
+    their crop margins), learned from every refinement this gate ran (an exponential average,
+    starting at ``PRIOR_NS_PER_PIXEL``). Thread-safe.
+    """
+
+    def __init__(self, prior_ns_per_pixel: float = PRIOR_NS_PER_PIXEL) -> None:
+        self._ns_per_pixel = float(prior_ns_per_pixel)
+        self._lock = threading.Lock()
+
+    @property
+    def ns_per_pixel(self) -> float:
+        return self._ns_per_pixel
+
+    def predict_ms(self, result: InspectionResult) -> float:
+        """Predicted refinement time of ``result`` in ms."""
+        return refine_pixels(result) * self._ns_per_pixel / 1e6
+
+    def learn(self, pixels: int, elapsed_ms: float) -> None:
+        if pixels <= 0:
+            return
+        observed = elapsed_ms * 1e6 / pixels
+        with self._lock:
+            self._ns_per_pixel = 0.7 * self._ns_per_pixel + 0.3 * observed
+
+    def refine(
+        self,
+        refiner: MaskRefiner,
+        image: np.ndarray,
+        result: InspectionResult,
+        *,
+        started: float,
+        budget_ms: float | None,
+    ) -> InspectionResult:
+        """``refiner.refine_result`` when it fits ``budget_ms`` (counted from ``started``, a
+        ``perf_counter`` time); otherwise ``result`` with ``timings_ms["refine_skipped"] = 1``
+        and the predicted cost in ``timings_ms["refine_predicted"]``."""
+        predicted = self.predict_ms(result)
+        if budget_ms is not None:
+            spent = (time.perf_counter() - started) * 1e3
+            if spent + predicted > budget_ms:
+                timings = {**result.timings_ms, "refine_skipped": 1.0}
+                timings["refine_predicted"] = predicted
+                return dataclasses.replace(result, timings_ms=timings)
+        begin = time.perf_counter()
+        refined = refiner.refine_result(image, result)
+        elapsed = (time.perf_counter() - begin) * 1e3
+        self.learn(refine_pixels(result), elapsed)
+        timings = {**refined.timings_ms, "refine": elapsed, "refine_predicted": predicted}
+        return dataclasses.replace(refined, timings_ms=timings)
+
+
+def refine_pixels(result: InspectionResult, margin_fraction: float = 0.25) -> int:
+    """Pixels of the regions' boxes grown by ``margin_fraction`` of their longer side per side
+    (the classical refiners' crop windows), clipped to the image."""
+    height, width = result.anomaly_map.shape
+    total = 0
+    for region in result.regions:
+        x0, y0, x1, y1 = region.box
+        margin = max(16, round(margin_fraction * max(x1 - x0, y1 - y0)))
+        rows = min(height, y1 + margin) - max(0, y0 - margin)
+        cols = min(width, x1 + margin) - max(0, x0 - margin)
+        total += rows * cols
+    return total

@@ -1,0 +1,183 @@
+"""Golden outputs on the station: record them at export, check them at every load.
+
+    golden = record_golden(bundle_dir, metadata, validation_paths)   # export, last step
+    check = verify_golden(model)     # at load: GoldenDriftError if drift > tolerance
+
+The check runs the bundle's golden images (``core.golden``) through the compiled model exactly
+as it will serve (this CPU, the bundle's pinned inference precision, batch of one) and compares
+the raw outputs with the ones recorded at export. It also records what OpenVINO executed here:
+the compiled model's ``INFERENCE_PRECISION_HINT`` and the CPU kernel families of its runtime
+graph (``brgemm_avx512_amx_bf16``, ``jit_avx2_f32``, ...), i.e. the ISA actually used.
+Torch-free.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import openvino as ov
+
+from inspection.core.bundle import BundleMetadata, Preprocessing
+from inspection.core.errors import BundleError, ImageDecodeError
+from inspection.core.golden import (
+    DEFAULT_TOLERANCE,
+    GOLDEN_DIR,
+    GoldenCheck,
+    GoldenDriftError,
+    GoldenOutputs,
+    compare_golden,
+    golden_outputs,
+)
+from inspection.core.images import read_image
+from inspection.runtime.hardware import cpu_info
+from inspection.runtime.model import BundleModel
+from inspection.runtime.preprocess import preprocess
+
+log = logging.getLogger(__name__)
+
+__all__ = ["GoldenDriftError", "check_golden", "record_golden", "verify_golden"]
+
+
+# ------------------------------------------------------------------- executed
+def executed_precision(compiled: ov.CompiledModel) -> str:
+    """The inference precision OpenVINO runs ``compiled`` in (``f32``, ``bf16``, ``f16``)."""
+    try:
+        return compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+    except (RuntimeError, AttributeError):  # a device without the property
+        return ""
+
+
+def executed_kernels(compiled: ov.CompiledModel) -> tuple[str, ...]:
+    """The CPU kernel families of the compiled graph (sorted, ``unknown_*`` left out): which
+    ISA and precision each layer actually runs, e.g. ``brgemm_avx512_amx_int8``."""
+    kinds = set()
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        if "primitiveType" in info:
+            kind = info["primitiveType"].astype(str)
+            if kind and not kind.startswith("unknown"):
+                kinds.add(kind)
+    return tuple(sorted(kinds))
+
+
+# -------------------------------------------------------------------- running
+def at_input_size(image: np.ndarray, prep: Preprocessing) -> np.ndarray:
+    """(H, W, 3) uint8 -> (h, w, 3) uint8 at the model input size, resized as ``preprocess``
+    resizes (so preprocessing the result is the identity resize)."""
+    height, width = prep.input_size
+    if image.shape[:2] == (height, width):
+        return image
+    shrinking = image.shape[0] >= height and image.shape[1] >= width
+    interpolation = cv2.INTER_AREA if prep.resize == "area" and shrinking else cv2.INTER_LINEAR
+    return cv2.resize(image, (width, height), interpolation=interpolation)
+
+
+def run_golden(model: BundleModel, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(h, w, 3) uint8 golden images -> raw scores (N,) and raw maps (N, h', w') float32, one
+    image per inference (the station's batch of one), ROI-masked and fused as served."""
+    scores, maps = [], []
+    for image in images:
+        raw = model.infer(preprocess(image, model.metadata.preprocessing)[None])
+        scores.append(raw.scores[0])
+        maps.append(raw.maps[0])
+    return np.asarray(scores, dtype=np.float32), np.stack(maps).astype(np.float32)
+
+
+def golden_images(model: BundleModel) -> list[np.ndarray]:
+    """The bundle's golden images (checksummed with the bundle), decoded."""
+    golden = model.metadata.golden
+    if golden is None:
+        return []
+    images = []
+    for file in golden.files:
+        if file not in model.metadata.files:
+            raise BundleError(f"{model.bundle_dir}: metadata lists no checksum for {file}")
+        try:
+            images.append(read_image(model.bundle_dir / file))
+        except ImageDecodeError as exc:
+            raise BundleError(f"{model.bundle_dir}: unreadable golden image: {exc}") from exc
+    return images
+
+
+# ------------------------------------------------------------------- checking
+def check_golden(model: BundleModel) -> GoldenCheck | None:
+    """Run the golden images on this station and compare; None for a bundle without them."""
+    golden = model.metadata.golden
+    if golden is None:
+        return None
+    scores, maps = run_golden(model, golden_images(model))
+    return compare_golden(
+        golden,
+        scores,
+        maps,
+        bundle=f"{model.metadata.product}/{model.metadata.bundle_id}",
+        precision=executed_precision(model.compiled),
+        kernels=executed_kernels(model.compiled),
+    )
+
+
+def verify_golden(model: BundleModel) -> GoldenCheck | None:
+    """``check_golden``, refusing the bundle (``GoldenDriftError``) when it fails."""
+    check = check_golden(model)
+    if check is None:
+        log.info("%s carries no golden outputs: not checked", model.metadata.bundle_id)
+        return None
+    if not check.passed:
+        raise GoldenDriftError(check)
+    log.info("%s", check.message())
+    return check
+
+
+# ------------------------------------------------------------------ recording
+def record_golden(
+    bundle_dir: str | Path,
+    metadata: BundleMetadata,
+    sources: Sequence[Path],
+    *,
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> BundleMetadata:
+    """Write ``sources`` (aligned, at the model input size) as the bundle's golden PNGs and
+    return ``metadata`` with the bundle's raw outputs on them. The caller re-writes
+    ``metadata.json`` so the images are checksummed (and signed) with the bundle."""
+    bundle_dir = Path(bundle_dir)
+    model = BundleModel.load(bundle_dir)
+    folder = bundle_dir / GOLDEN_DIR
+    folder.mkdir(exist_ok=True)
+    files, images = [], []
+    for index, path in enumerate(sources):
+        aligned = model.align(read_image(path))[0]
+        image = at_input_size(aligned, metadata.preprocessing)
+        file = f"{GOLDEN_DIR}/{index:02d}.png"
+        if not cv2.imwrite(str(bundle_dir / file), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
+            raise BundleError(f"{bundle_dir}: cannot write golden image {file}")
+        files.append(file)
+        images.append(read_image(bundle_dir / file))  # exactly what a station will read
+    scores, maps = run_golden(model, images)
+    golden: GoldenOutputs = golden_outputs(
+        files,
+        scores,
+        maps,
+        metadata.normalization,
+        tolerance=tolerance,
+        precision=executed_precision(model.compiled),
+        recorded_on=cpu_info().summary(),
+    )
+    return replace(metadata, golden=golden)
+
+
+def golden_sources(paths_labels: Sequence[tuple[Path, int]], count: int) -> list[Path]:
+    """Up to ``count`` image paths alternating good and defective (label 0 / 1), sorted by path
+    within each label: both sides of the threshold are checked."""
+    good = sorted(p for p, label in paths_labels if label == 0)
+    bad = sorted(p for p, label in paths_labels if label != 0)
+    chosen: list[Path] = []
+    while (good or bad) and len(chosen) < count:
+        for side in (good, bad):
+            if side and len(chosen) < count:
+                chosen.append(side.pop(0))
+    return chosen

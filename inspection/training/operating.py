@@ -1,0 +1,103 @@
+"""Training's side of the operating point: good calibration scores and the calibration.
+
+``calibration_good_scores``: out-of-fold scores of the training images (PatchCore with
+``calibration_folds`` >= 2, ``training.out_of_fold``), else none. ``calibrate_predictions``:
+the torch-free ``core.calibration.calibrate`` on the validation predictions with those scores.
+``good_score_record``: what the registry keeps so each exported bundle can carry the
+out-of-fold scores into its own score space (``core.operating_point.fit_transfer``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inspection.core.calibration import Calibration, calibrate
+from inspection.core.operating_point import OperatingPoint
+from inspection.core.registry import GoodScores
+from inspection.data.dataset import Dataset, Sample
+from inspection.training.config import ModelConfig
+from inspection.training.roi import TrainingRoi
+from inspection.training.samples import Predictions
+
+logger = logging.getLogger(__name__)
+FULL_BANK_IMAGES = 32
+"""Training images also scored by the trained model, to pair torch and bundle scores."""
+
+
+@dataclass(frozen=True)
+class TrainGoodScores:
+    """Raw torch scores of training images: out-of-fold (N,) and by the full bank (M,)."""
+
+    samples: tuple[Sample, ...]
+    out_of_fold: np.ndarray
+    full_bank_samples: tuple[Sample, ...]
+    full_bank: np.ndarray
+    folds: int
+
+
+def calibration_good_scores(
+    model: Any, config: ModelConfig, train: Sequence[Sample], roi: TrainingRoi | None
+) -> TrainGoodScores | None:
+    """Out-of-fold scores of ``train`` (None for STFPM or ``calibration_folds`` 0)."""
+    from inspection.training.evaluate import predict
+    from inspection.training.out_of_fold import out_of_fold_scores
+
+    folds = config.calibration_folds
+    if config.kind != "patchcore" or folds < 2:
+        return None
+    if len(train) < 2 * folds:
+        logger.warning("only %d training images: no out-of-fold scores", len(train))
+        return None
+    scores = out_of_fold_scores(
+        model, train, folds=folds, image_size=config.image_size,
+        ratio=config.coreset_sampling_ratio, cap_rows=config.memory_bank_max,
+        seed=config.seed, roi=roi, batch_size=config.batch_size,
+    )  # fmt: skip
+    paired = tuple(sorted(train, key=lambda s: str(s.path))[:FULL_BANK_IMAGES])
+    full = predict(model, paired, image_size=config.image_size).scores.astype(np.float64)
+    return TrainGoodScores(tuple(train), scores, paired, full, folds)
+
+
+def calibrate_predictions(
+    validation: Predictions, point: OperatingPoint, good: TrainGoodScores | None
+) -> Calibration:
+    """The calibration ``point`` sets on validation predictions plus out-of-fold scores."""
+    extra = None if good is None else good.out_of_fold
+    sources = {"validation": int((validation.labels == 0).sum())}
+    if good is not None:
+        sources["out_of_fold_train"] = len(good.out_of_fold)
+    calibration = calibrate(
+        validation.scores, validation.maps, validation.labels, validation.gt_masks,
+        validation.defect_types, mask_known=validation.mask_known, point=point,
+        extra_good_scores=extra, good_sources=sources,
+    )  # fmt: skip
+    if calibration.operating is not None:
+        logger.info("operating point: %s", calibration.operating.describe())
+    return calibration
+
+
+def good_score_record(
+    dataset: Dataset, good: TrainGoodScores | None, validation: Predictions, folds: int
+) -> GoodScores:
+    """The registry's ``good_scores`` entry (paths relative to the dataset root)."""
+
+    def rel(path: str | Path) -> str:
+        return Path(path).resolve().relative_to(dataset.root).as_posix()
+
+    val = {
+        rel(p): round(float(s), 6) for p, s in zip(validation.paths, validation.scores, strict=True)
+    }
+    if good is None:
+        return GoodScores(validation=val)
+    return GoodScores(
+        out_of_fold={rel(s.path): round(float(v), 6) for s, v in zip(good.samples, good.out_of_fold, strict=True)},
+        validation=val,
+        train_full_bank={rel(s.path): round(float(v), 6) for s, v in zip(good.full_bank_samples, good.full_bank, strict=True)},
+        folds=folds,
+    )  # fmt: skip

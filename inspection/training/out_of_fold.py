@@ -1,0 +1,115 @@
+"""Out-of-fold PatchCore scores of the training images: good calibration scores for free.
+
+A training image scored by the bank it helped build scores low (its own patches are in it),
+so its score says nothing about a new good part. Here the N training images are split into
+k seeded folds; each fold is scored by a bank selected (``training.coreset.select_coreset``,
+the same ratio and cap as the trained bank) from the other k - 1 folds' patch embeddings.
+Every image then has a score from a bank that never saw it, slightly fewer images strong
+than the trained one (so, if anything, a little high: a conservative threshold). The
+embeddings are computed once; each fold costs one coreset selection and one kNN pass.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from inspection.data.dataset import Sample
+from inspection.training.coreset import select_coreset
+from inspection.training.roi import TrainingRoi
+from inspection.training.samples import SampleDataset
+
+logger = logging.getLogger(__name__)
+
+
+def fold_of(n: int, folds: int, seed: int) -> np.ndarray:
+    """(n,) int fold index in [0, folds) of each item, balanced and seeded."""
+    if folds < 2 or n < folds:
+        raise ValueError(f"need at least 2 folds and one item per fold, got {folds} for {n}")
+    order = np.random.default_rng(seed).permutation(n)
+    assignment = np.empty(n, dtype=np.int64)
+    assignment[order] = np.arange(n) % folds
+    return assignment
+
+
+def out_of_fold_scores(
+    model: Any,
+    samples: Sequence[Sample],
+    *,
+    folds: int,
+    image_size: tuple[int, int],
+    ratio: float,
+    cap_rows: int | None,
+    seed: int = 0,
+    roi: TrainingRoi | None = None,
+    batch_size: int = 8,
+) -> np.ndarray:
+    """(N,) float64 raw image scores of ``samples`` (the training images), each from a bank
+    fitted without its fold. ``model``: the trained anomalib ``Patchcore`` (its bank is put
+    back afterwards); ``roi``: the training ROI, applied to the fold banks as in training."""
+    inner = model.model
+    images = _inputs(model, samples, image_size)
+    rows = _embeddings(inner, images, samples, roi, batch_size)
+    assignment = fold_of(len(samples), folds, seed)
+    trained_bank = inner.memory_bank
+    scores = np.empty(len(samples), dtype=np.float64)
+    try:
+        for fold in range(folds):
+            others = torch.cat([rows[i] for i in np.flatnonzero(assignment != fold)])
+            torch.manual_seed(seed + fold)
+            coreset = select_coreset(others, ratio, cap_rows)
+            inner.memory_bank = others[coreset.indices].contiguous()
+            held = np.flatnonzero(assignment == fold)
+            scores[held] = _score(inner, images[held], batch_size)
+    finally:
+        inner.memory_bank = trained_bank
+    logger.info("out-of-fold scores of %d training images (%d folds)", len(samples), folds)
+    return scores
+
+
+def _inputs(model: Any, samples: Sequence[Sample], image_size: tuple[int, int]) -> torch.Tensor:
+    """(N, 3, H, W) float32: the samples through the model's pre-processor."""
+    dataset = SampleDataset(samples, image_size)
+    with torch.no_grad():
+        images = torch.stack([dataset[i].image for i in range(len(dataset))])
+        return model.pre_processor(images)
+
+
+def _embeddings(
+    inner: Any,
+    images: torch.Tensor,
+    samples: Sequence[Sample],
+    roi: TrainingRoi | None,
+    batch_size: int,
+) -> list[torch.Tensor]:
+    """Per image, its (rows, d) patch embedding as training collects it (ROI applied)."""
+    per_image: list[torch.Tensor] = []
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            batch = images[start : start + batch_size]
+            features = inner.feature_extractor(batch)
+            pooled = {k: inner.feature_pooler(v) for k, v in features.items()}
+            embedding = inner.reshape_embedding(inner.generate_embedding(pooled))
+            chunks = embedding.reshape(len(batch), -1, embedding.shape[-1])
+            paths = [str(s.path) for s in samples[start : start + len(batch)]]
+            for path, chunk in zip(paths, chunks, strict=True):
+                if roi is not None:
+                    chunk = chunk[roi.keep_rows([path], chunk, tuple(batch.shape[-2:]))]
+                per_image.append(chunk.contiguous())
+    return per_image
+
+
+def _score(inner: Any, images: torch.Tensor, batch_size: int) -> np.ndarray:
+    from inspection.training.backbones import channels_last
+
+    inner.eval()
+    scores = []
+    with torch.no_grad(), channels_last(inner):
+        for start in range(0, len(images), batch_size):
+            output = inner(images[start : start + batch_size])
+            scores.append(output.pred_score.reshape(-1).double().numpy())
+    return np.concatenate(scores)

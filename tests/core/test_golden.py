@@ -1,0 +1,100 @@
+"""Golden outputs: the record's validation and the drift rule (normalised units)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from inspection.core.calibration import Normalization
+from inspection.core.golden import (
+    GRID,
+    GoldenImage,
+    GoldenOutputs,
+    MapSummary,
+    compare_golden,
+    golden_outputs,
+    golden_scales,
+    summarize_map,
+)
+
+NORM = Normalization(
+    image_threshold_raw=2.0, pixel_threshold_raw=1.5,
+    image_min=1.0, image_max=3.0, pixel_min=0.0, pixel_max=4.0,
+)  # fmt: skip
+RNG = np.random.default_rng(3)
+SCORES = np.array([1.2, 2.7], dtype=np.float32)
+MAPS = RNG.uniform(0.0, 3.0, (2, 16, 16)).astype(np.float32)
+FILES = ("golden/00.png", "golden/01.png")
+
+
+def _record(tolerance: float = 0.01) -> GoldenOutputs:
+    return golden_outputs(FILES, SCORES, MAPS, NORM, tolerance=tolerance, precision="f32")
+
+
+def test_summary_is_the_maximum_and_the_grid_cell_means() -> None:
+    raw = np.arange(64, dtype=np.float32).reshape(8, 8)
+    summary = summarize_map(raw)
+    assert summary.max == 63.0
+    assert len(summary.grid) == GRID * GRID
+    assert summary.grid[0] == pytest.approx(np.mean([0, 1, 8, 9]))
+    assert summary.grid[-1] == pytest.approx(np.mean([54, 55, 62, 63]))
+
+
+def test_scales_are_the_normalisation_spans() -> None:
+    assert golden_scales(NORM) == (2.0, 4.0)
+    flat = Normalization(2.0, 1.5, 1.0, 1.0, 0.0, 0.0)
+    assert golden_scales(flat) == (2.0, 1.5)  # degenerate span: the threshold's magnitude
+
+
+def test_the_same_outputs_pass_with_zero_drift() -> None:
+    check = compare_golden(_record(), SCORES, MAPS, bundle="brick/v1-fp32", precision="f32")
+    assert check.passed and check.worst_drift == 0.0
+    assert check.summary()["passed"] is True and check.summary()["images"] == 2
+
+
+@pytest.mark.parametrize(
+    ("score_shift", "map_shift", "worst", "passed"),
+    [
+        (0.01, 0.0, 0.005, True),  # 0.01 raw / scale 2 = 0.005
+        (0.03, 0.0, 0.015, False),
+        (0.0, 0.02, 0.005, True),  # 0.02 raw / scale 4
+        (0.0, 0.06, 0.015, False),
+    ],
+)
+def test_drift_is_measured_in_normalised_units(score_shift, map_shift, worst, passed) -> None:
+    check = compare_golden(_record(), SCORES + score_shift, MAPS + map_shift)
+    assert check.worst_drift == pytest.approx(worst, rel=1e-3)
+    assert check.passed is passed
+    assert ("REFUSED" in check.message()) is not passed
+
+
+def test_a_local_change_in_the_map_is_seen_by_its_cell() -> None:
+    maps = MAPS.copy()
+    maps[1, :4, :4] += 0.4  # one grid cell of the second image, below the map's maximum
+    check = compare_golden(_record(), SCORES, maps)
+    assert check.worst_file == FILES[1]
+    assert check.worst_drift == pytest.approx(0.1, rel=1e-3)
+
+
+def test_nan_outputs_are_refused() -> None:
+    maps = MAPS.copy()
+    maps[0, 3, 3] = np.nan
+    check = compare_golden(_record(), SCORES, maps)
+    assert not check.passed and check.worst_drift == float("inf")
+
+
+@pytest.mark.parametrize(
+    ("build", "error"),
+    [
+        (lambda: MapSummary(1.0, (0.0,) * 3), "map grid must have 16 cells"),
+        (lambda: GoldenImage("elsewhere/00.png", 1.0, summarize_map(MAPS[0])), "under golden/"),
+        (lambda: GoldenOutputs((), 1.0, 1.0), "at least one image"),
+        (lambda: _record(tolerance=0.0), r"tolerance must be in \(0, 1\)"),
+        (lambda: golden_outputs(FILES[:1], SCORES, MAPS, NORM), "one score and one map"),
+        (lambda: compare_golden(_record(), SCORES[:1], MAPS[:1]), "the 2 golden images"),
+        (lambda: summarize_map(np.zeros((2, 8))), r"h, w >= 4"),
+    ],
+)
+def test_bad_records_and_outputs_are_rejected(build, error) -> None:
+    with pytest.raises(ValueError, match=error):
+        build()

@@ -1,0 +1,192 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from inspection.core.bootstrap import rate_interval
+from inspection.core.errors import ConfigError
+from inspection.core.operating_point import (
+    OperatingPoint,
+    ThresholdChoice,
+    choose_threshold,
+    conformal_bound,
+    conformal_rank,
+    good_map_threshold,
+    lacking_kinds,
+    miss_at,
+    miss_by_kind,
+    n_needed,
+    operating_curve,
+    operating_point_from_mapping,
+)
+
+
+@pytest.mark.parametrize(
+    ("n", "budget", "rank"),
+    [(99, 0.01, 99), (199, 0.01, 198), (50, 0.01, 51), (19, 0.05, 19), (0, 0.01, 1)],
+)
+def test_conformal_rank(n: int, budget: float, rank: int) -> None:
+    assert conformal_rank(n, budget) == rank
+
+
+@pytest.mark.parametrize(("budget", "needed"), [(0.01, 99), (0.05, 19), (0.005, 199), (0.02, 49)])
+def test_n_needed_is_the_smallest_sufficient_n(budget: float, needed: int) -> None:
+    assert n_needed(budget) == needed
+    assert conformal_rank(needed, budget) <= needed
+    assert conformal_rank(needed - 1, budget) > needed - 1
+
+
+def test_budget_threshold_sits_between_the_kth_and_next_good_score() -> None:
+    good = np.random.default_rng(0).normal(size=299)
+    choice = choose_threshold(good, OperatingPoint(budget=0.01))
+    ordered = np.sort(good)
+    assert choice.rank == 297
+    assert ordered[296] < choice.threshold < ordered[297]
+    assert choice.calibration_false_reject == pytest.approx(2 / 299, abs=1e-6)
+    assert choice.false_reject_bound == pytest.approx(3 / 300)
+    assert choice.sufficient and choice.n_needed is None
+
+
+def test_the_budget_holds_on_new_good_parts_on_average() -> None:
+    rng = np.random.default_rng(1)
+    rates = []
+    for _ in range(400):
+        choice = choose_threshold(rng.gamma(2.0, size=149), OperatingPoint(budget=0.02))
+        rates.append((rng.gamma(2.0, size=2000) >= choice.threshold).mean())
+    # k = ceil(150 * 0.98) = 147: exact marginal rate (150 - 147) / 150 = 0.02
+    assert 0.016 < float(np.mean(rates)) <= 0.0215
+
+
+def test_too_few_good_scores_say_how_many_are_needed() -> None:
+    good = np.linspace(0.0, 1.0, 20)
+    choice = choose_threshold(good, OperatingPoint(budget=0.01))
+    assert not choice.sufficient
+    assert choice.n_needed == 99
+    assert choice.threshold > good.max()
+    assert choice.false_reject_bound == pytest.approx(1 / 21, abs=1e-6)
+    assert "99 needed" in choice.describe()
+
+
+def test_f1_and_max_miss_need_defects() -> None:
+    for policy in ("f1", "max_miss"):
+        with pytest.raises(ConfigError, match="needs defect images"):
+            choose_threshold(np.arange(10.0), OperatingPoint(policy=policy))
+
+
+def test_max_miss_is_the_highest_threshold_within_the_target() -> None:
+    good = np.arange(10.0)
+    bad = np.arange(5.0, 25.0)  # 20 defect scores 5..24
+    choice = choose_threshold(
+        good, OperatingPoint(policy="max_miss", max_miss=0.1), defect_scores=bad
+    )
+    assert choice.threshold == 7.0  # 5 and 6 missed: 2/20 = 10 %
+    assert choice.calibration_miss == pytest.approx(0.1)
+    assert choice.calibration_false_reject == pytest.approx(0.3)
+
+
+def test_f1_policy_matches_the_old_rule() -> None:
+    good, bad = np.array([0.1, 0.2, 0.3]), np.array([0.25, 0.8, 0.9])
+    choice = choose_threshold(good, OperatingPoint(policy="f1"), defect_scores=bad)
+    assert choice.threshold == 0.25  # F1 6/7 (one good rejected) beats 4/5 at 0.8
+    assert choice.rank is None and choice.false_reject_bound is None
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"policy": "youden"}, "policy"),
+        ({"budget": 0.0}, "budget"),
+        ({"budget": 0.7}, "budget"),
+        ({"max_miss": 1.0}, "max_miss"),
+        ({"budjet": 0.01}, "unknown key.*'budjet'"),
+        ({"budget": "1%"}, "expected a number"),
+    ],
+)
+def test_operating_point_config_is_checked(data: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        operating_point_from_mapping(data)
+
+
+def test_default_operating_point_is_a_one_percent_budget() -> None:
+    point = operating_point_from_mapping(None)
+    assert (point.policy, point.budget) == ("false_reject_budget", 0.01)
+
+
+def test_choice_round_trips_through_a_mapping() -> None:
+    choice = choose_threshold(
+        np.arange(200.0),
+        OperatingPoint(),
+        good_sources={"out_of_fold_train": 150, "validation": 50},
+    )
+    assert ThresholdChoice.from_mapping(choice.to_mapping()) == choice
+
+
+def test_miss_by_kind_counts_and_bounds_each_kind() -> None:
+    kinds = ["crack"] * 10 + ["stain"] * 5
+    missed = np.r_[np.ones(3, bool), np.zeros(7, bool), np.zeros(5, bool)]
+    miss = miss_by_kind(missed, kinds, resamples=500)
+    assert (miss["crack"].missed, miss["crack"].n) == (3, 10)
+    assert miss["crack"].interval.low < 0.3 < miss["crack"].interval.high
+    # no miss in 5: the interval is the exact one, not the collapsed [0, 0]
+    assert miss["stain"].rate == 0.0 and miss["stain"].interval.high > 0.4
+    assert lacking_kinds(miss, 0.1) == ("crack",)
+    assert lacking_kinds(miss, 0.3) == ()
+
+
+def test_miss_at_uses_the_verdict_rule() -> None:
+    scores = np.array([0.1, 0.5, 0.49, 0.7])
+    labels = np.array([0, 1, 1, 1])
+    miss = miss_at(scores, labels, ["good", "a", "a", "b"], 0.5, resamples=50)
+    assert (miss["a"].missed, miss["b"].missed) == (1, 0)
+
+
+def test_rate_interval_narrows_with_data() -> None:
+    small = rate_interval(np.r_[np.ones(2, bool), np.zeros(8, bool)], resamples=500)
+    large = rate_interval(np.r_[np.ones(200, bool), np.zeros(800, bool)], resamples=500)
+    assert large.high - large.low < small.high - small.low
+    with pytest.raises(ValueError, match="at least one"):
+        rate_interval(np.zeros(0, bool))
+
+
+def test_operating_curve_trades_rejects_for_misses() -> None:
+    rng = np.random.default_rng(2)
+    good, bad = rng.normal(size=100), rng.normal(2.0, size=40)
+    curve = operating_curve(good, bad, ["a"] * 20 + ["b"] * 20)
+    fr = [p.false_reject_rate for p in curve]
+    miss = [p.miss_rate["a"] for p in curve]
+    assert fr == sorted(fr, reverse=True) and miss == sorted(miss)
+    assert (fr[0], miss[-1]) == (1.0, 1.0)
+
+
+def test_conformal_bound_is_at_most_the_budget_when_sufficient() -> None:
+    for n in (99, 150, 500):
+        assert conformal_bound(n, conformal_rank(n, 0.01)) <= 0.01 + 1e-12
+
+
+def test_good_map_threshold_is_above_most_good_peaks() -> None:
+    peaks = np.random.default_rng(3).normal(size=199)
+    threshold = good_map_threshold(peaks, 0.01)
+    assert (peaks >= threshold).sum() == 1  # k = ceil(200 * 0.99) = 198 of 199
+
+
+def test_transfer_carries_scores_into_another_space() -> None:
+    from inspection.core.operating_point import fit_transfer
+
+    source = np.linspace(1.0, 5.0, 30)
+    target = 1.1 * source - 0.2 + np.random.default_rng(4).normal(0, 0.01, 30)
+    transfer = fit_transfer(source, target)
+    assert transfer.slope == pytest.approx(1.1, abs=0.01)
+    assert transfer.max_residual < 0.05
+    assert transfer.apply(np.array([10.0]))[0] == pytest.approx(10.8, abs=0.1)
+    shift = fit_transfer(np.array([2.0, 2.0]), np.array([2.5, 2.7]))
+    assert (shift.slope, shift.intercept) == (1.0, pytest.approx(0.6))
+
+
+@pytest.mark.parametrize(
+    ("n", "budget", "allowed"), [(42, 0.01, 2), (7, 0.01, 1), (7, 0.05, 1), (200, 0.01, 5)]
+)
+def test_allowed_rejects_follow_the_binomial_test(n: int, budget: float, allowed: int) -> None:
+    from inspection.core.operating_point import allowed_rejects, within_budget
+
+    assert allowed_rejects(n, budget) == allowed
+    assert within_budget(allowed, n, budget) and not within_budget(allowed + 1, n, budget)

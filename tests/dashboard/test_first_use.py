@@ -1,0 +1,81 @@
+"""The README's first-use path, walked in headless Chromium from this checkout's demo site.
+
+``scripts/dashboard_walk.py`` copies ``make demo``'s ``var/`` into a temporary folder, runs the
+README's first-use lines there as written (free ports aside) and drives the dashboard: deep link
+through the sign-in, reload, the grass alarm, a budget saved, the images behind the rates, a
+review, sign-out. Screenshots go to a temporary folder. A checkout without a demo site (a
+clean clone, as in CI) builds one first (PatchCore only). Without a browser the test skips,
+except in CI (``CI=true``) where it fails.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def _walk_module() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "dashboard_walk", REPO / "scripts" / "dashboard_walk.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["dashboard_walk"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_readme_block_is_what_the_walk_runs() -> None:
+    lines = _walk_module().readme_lines(REPO / "README.md")
+    assert lines[0].startswith("inspection users add") and lines[-1].startswith(
+        "inspection dashboard"
+    )
+    assert any(line.startswith("inspection serve") and line.endswith("&") for line in lines)
+
+
+def test_first_use_path_from_the_readme(tmp_path: Path) -> None:
+    walk = _walk_module()
+    for binary in (walk.CHROMIUM, walk.CHROMEDRIVER):
+        if not Path(binary).is_file():
+            if IN_CI:
+                pytest.fail(f"{binary} missing; run scripts/services.sh")
+            pytest.skip(f"{binary} missing; run scripts/services.sh")
+    # A clean clone (CI) has no demo site: the README's `make demo` step runs here first.
+    demo = REPO if walk.has_demo_site(REPO) else walk.build_demo_site(tmp_path / "demo")
+    seen = walk.walk_first_use(tmp_path / "site", tmp_path / "shots", REPO, demo=demo)
+
+    assert seen.steps[1:] == [
+        "deep link kept through sign-in",
+        "reload stayed signed in",
+        "grass alarm on Thresholds",
+        "budget saved, page updated",
+        "deep link to the images behind the rates, signed in by the cookie",
+        "reviewed an item",
+        "signed out, and a reload stays signed out",
+    ]
+    assert "grass" in seen.alarm and "NOT LINE-READY" in seen.alarm
+    assert seen.saved_message and seen.threshold_before != seen.threshold_after
+    saved = seen.saved_message.split(" = ")[1].split(" ")[0]
+    assert f"Current threshold: {saved}" in seen.threshold_after  # the page shows the save
+    assert seen.reviews == 1
+    warnings = [line for line in seen.server_log.splitlines() if "warning" in line.lower()]
+    assert warnings == [], warnings
+    assert seen.seconds < 120
+    assert all(p.is_relative_to(tmp_path) for p in seen.shots)
+
+
+def test_the_watch_station_config_of_the_readme_loads() -> None:
+    from inspection.service.config import load_station_config
+
+    config = load_station_config(REPO / "configs" / "station-watch.yaml")
+    assert config.watch.enabled and "grass" in config.core.products
+    assert config.core.bundle_public_key is not None  # secure by default, like station.yaml

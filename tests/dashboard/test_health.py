@@ -1,0 +1,91 @@
+"""Model health from measured rates, sessions, and exact threshold suggestions."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from inspection.core.config import SiteConfig
+from inspection.core.operating_point import OperatingPoint
+from inspection.core.registry import Registry
+from inspection.dashboard import health, sessions, thresholds
+
+
+@pytest.fixture
+def live(tmp_path: Path, seed):
+    """The seeded site's writer makes real bundles; reuse it for one product 'brick'."""
+    site = seed.seed_site(tmp_path / "site", inspections=10, reviews=1, products=("brick",))
+    return Registry(tmp_path / "site" / "registry"), site
+
+
+def test_alarm_comes_from_measured_rates_at_the_live_threshold(live) -> None:
+    registry, _ = live
+    data = thresholds.validation_scores(registry, "brick", registry.live("brick").bundle_id)
+    good = data.scores[data.labels == 0]
+    point = OperatingPoint(budget=0.01, miss_bound=0.10)
+    strict = float(np.max(good)) + 1e-3  # rejects no good part
+    item = health.model_health(registry, "brick", point=point, threshold=strict)
+    assert item.rejected_good == 0 and item.n_good == len(good)
+    missed = int(np.sum(data.scores[data.labels == 1] < strict))
+    assert item.missed == missed and item.n_defective == data.n_defect
+    assert item.line_ready == (missed / data.n_defect <= 0.10)
+    lax = float(np.min(data.scores)) - 1e-3  # flags everything: every good part rejected
+    flagged = health.model_health(registry, "brick", point=point, threshold=lax)
+    assert not flagged.line_ready
+    assert flagged.reasons[0].startswith(f"rejects {len(good)}/{len(good)} good parts (100.0%)")
+    table = health.kind_table(flagged)
+    assert table.loc[table["kind"] == "good", "NG"].item() == len(good)
+
+
+def test_no_live_bundle_and_no_scores_are_named(tmp_path: Path) -> None:
+    item = health.model_health(Registry(tmp_path / "r"), "nothing")
+    assert not item.line_ready and item.reasons == ("no bundle of nothing is live",)
+
+
+def test_session_tokens_verify_expire_and_refuse_tampering(tmp_path: Path) -> None:
+    site = SiteConfig(blob_dir=tmp_path / "var" / "blobs")
+    secret = sessions.session_secret(site)
+    assert sessions.session_secret(site) == secret  # created once, then read
+    assert (sessions.secret_path(site).stat().st_mode & 0o777) == 0o600
+    token = sessions.issue_token(secret, "alice")
+    assert sessions.verify_token(secret, token, max_age_s=60) == "alice"
+    assert sessions.verify_token("another site", token, max_age_s=60) is None
+    assert sessions.verify_token(secret, token[:-2] + "xx", max_age_s=60) is None
+    assert sessions.verify_token(secret, "", max_age_s=60) is None
+    time.sleep(1.1)
+    assert sessions.verify_token(secret, token, max_age_s=0.5) is None  # expired
+
+
+@pytest.mark.parametrize(
+    ("threshold", "expected", "alike"),
+    [
+        (0.12345, 0.1235, True),  # 0.12344 and 0.12336 OK at both
+        (0.12337, 0.1234, True),  # rounding up would pass 0.12344 too, but nothing lies between
+        (0.5, 0.5, True),
+        (0.99995, 0.9999, False),  # kept inside the registry's (0, 1): 0.99991 turns NG
+        (0.12341, 0.1234, True),
+    ],
+)
+def test_applied_value_is_saved_as_is_and_judges_like_the_quote(threshold, expected, alike):
+    from inspection.core.threshold import is_ng
+
+    scores = np.array([0.12336, 0.12344, 0.5, 0.99991, 0.99996, 0.00002])
+    data = thresholds.LabelledScores(scores, np.array([0, 1, 0, 1, 1, 0], np.int8), "t")
+    value = thresholds.applied_value(data, threshold)
+    assert value == pytest.approx(expected) and value == round(value, thresholds.SAVED_DECIMALS)
+    assert np.array_equal(is_ng(scores, value), is_ng(scores, threshold)) == alike
+    # and a suggestion quotes its rates at the applied value, never at the raw one
+    assert thresholds.tradeoff(data, value).threshold == value
+
+
+@pytest.mark.parametrize(
+    ("drift", "tolerance", "verdict"),
+    [(0.004, 0.01, "passed"), (0.0131, 0.01, "REFUSED"), (None, 0.01, "—"), (0.1, None, "—")],
+)
+def test_golden_verdict_per_station_cpu(drift, tolerance, verdict) -> None:
+    from inspection.dashboard.models import golden_verdict
+
+    assert golden_verdict(drift, tolerance) == verdict

@@ -1,0 +1,78 @@
+"""A good-only product (``train/good`` + ``test/good``, no defect folders) trains, calibrates
+at its false-reject budget, exports FP32 and INT8, passes the gate and serves."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from inspection.core.registry import Registry
+
+TINY = {
+    "kind": "patchcore",
+    "image_size": [64, 64],
+    "batch_size": 8,
+    "coreset_sampling_ratio": 0.1,
+    "num_neighbors": 3,
+    "val_fraction": 0.3,
+    "operating_point": {"budget": 0.05},
+}
+
+
+@pytest.fixture(scope="module")
+def good_only(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from inspection.data.demo import write_demo_product
+
+    root = write_demo_product(
+        tmp_path_factory.mktemp("datasets"), "brick", seed=11, n_train=30, n_test_good=10,
+        n_test_per_defect=1, size=96,
+    )  # fmt: skip
+    for folder in (root / "test").iterdir():
+        if folder.name != "good":
+            shutil.rmtree(folder)
+    shutil.rmtree(root / "ground_truth", ignore_errors=True)
+    return root
+
+
+@pytest.mark.slow
+def test_good_only_product_trains_exports_and_serves(good_only: Path, tmp_path: Path) -> None:
+    from inspection.data.dataset import load_dataset
+    from inspection.runtime.self_check import LabelledPath, check_live_bundle
+    from inspection.training.config import model_config_from_mapping
+    from inspection.training.export import ExportOptions
+    from inspection.training.registry_export import (
+        RegistryExport,
+        export_bundle,
+        held_out_test_samples,
+    )
+    from inspection.training.train import train
+
+    registry = Registry(tmp_path / "registry")
+    dataset = load_dataset(good_only)
+    config = model_config_from_mapping(TINY)
+    record = train(config, dataset, product="brick", registry=registry, progress=False)
+    choice = record.calibration().operating
+    assert choice is not None and choice.policy == "false_reject_budget"
+    assert choice.good_sources == {"validation": 3, "out_of_fold_train": 30}
+    assert choice.n_good == 33 and choice.sufficient  # 0.05 needs n >= 19
+    assert record.evaluation().per_defect == {}
+    assert record.evaluation().overall.miss_rate is None
+
+    held_out = held_out_test_samples(record, dataset)
+    assert len(held_out) == 7 and all(s.label == 0 for s in held_out)
+    parts = [LabelledPath(s.path, 0) for s in held_out]
+    for precision in ("fp32", "int8"):
+        result = export_bundle(
+            registry, "brick", ExportOptions(precision=precision), RegistryExport(record.version)
+        )
+        assert result.gate.passed
+        calibration = result.metadata.output_calibration
+        assert calibration is not None and calibration.operating is not None
+        assert calibration.operating.good_sources["out_of_fold_train"] == 30
+        check = check_live_bundle(result.bundle_dir, parts)
+        # 7 held-out good parts at a 5 % budget: the binomial test allows 1 reject
+        assert check.figures.rejected_good() <= 1
+        assert "miss rate unknown" in check.summary()
+        assert check.line_concerns() == []
