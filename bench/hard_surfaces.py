@@ -534,9 +534,27 @@ def _before_after(ablation: dict) -> list[str]:
 
 
 def _station_table(rows: dict, lat: dict) -> list[str]:
+    lines = []
+    if lat.get("bundles"):
+        lines += [
+            "## Station p50 (`Inspector.inspect`, end to end) and the graph proxy",
+            "",
+            f"Under `/work/bin/heavy` (the whole-machine lock was not free in time), load "
+            f"{lat['load_before']} -> {lat['load_after']}; {lat['cpu']}. 3 rounds of 20 images,",
+            "median of round p50s [range]. The default configs are `make demo`'s bundles; the",
+            "levers' cost is the graph proxy column above (FP32 OpenVINO graph of the lever's",
+            "PatchCore with a bank of its size, batch 1, resize + normalise included).",
+            "",
+            "| bundle | p50 ms |",
+            "| --- | --- |",
+        ]
+        lines += [
+            f"| {k} | {v['p50_ms']:.1f} {v['p50_range_ms']} |" for k, v in lat["bundles"].items()
+        ]
+        lines.append("")
     if not rows:
-        return []
-    lines = [
+        return lines
+    lines += [
         "## Through the real path: train, export, station (`Inspector.inspect`)",
         "",
         f"p50 over 3 rounds of 20 images (median of round p50s, [range]); load "
