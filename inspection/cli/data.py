@@ -40,7 +40,7 @@ def demo(
     products: str = typer.Option(
         "brick,grass,gravel",
         "--products",
-        help="Comma-separated products to write (also: weave, tissue).",
+        help="Comma-separated products to write (also: weave, tissue, part).",
     ),
     n_train: int = typer.Option(60, "--train", min=1, help="Training (good) images per product."),
     n_test_good: int | None = typer.Option(

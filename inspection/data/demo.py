@@ -35,6 +35,7 @@ import numpy as np
 from PIL import Image
 
 from inspection.core.errors import DatasetError
+from inspection.data.demo_part import PART_DEFECT_KINDS, render_part_sample
 from inspection.data.demo_shapes import draw_polyline, irregular_blob, smooth_curve
 from inspection.data.demo_tissue import TISSUE_DEFECT_KINDS, TISSUE_DEFECTS
 from inspection.data.demo_weave import WEAVE_DEFECT_KINDS, render_weave_sample
@@ -69,7 +70,11 @@ EVAL_PRODUCTS: dict[str, TextureSpec] = {
     "tissue": TextureSpec("immunohistochemistry", (1.0, 1.0, 1.0), (0.40, 0.50), rot90=True),
 }
 """Evaluation products (``demo_tissue``): textures and defect kinds nothing is tuned on."""
-ALL_PRODUCTS: tuple[str, ...] = (*sorted(PRODUCTS), *GLOBAL_PRODUCTS, *EVAL_PRODUCTS)
+ALIGNED_PRODUCTS: dict[str, tuple[str, ...]] = {"part": PART_DEFECT_KINDS}
+"""Evaluation products of aligned parts (``demo_part``), and their defect kinds."""
+ALL_PRODUCTS: tuple[str, ...] = (
+    *sorted(PRODUCTS), *GLOBAL_PRODUCTS, *EVAL_PRODUCTS, *ALIGNED_PRODUCTS
+)  # fmt: skip
 DEFAULT_TEST_COUNTS = (10, 6)
 """(good, per defect type) test images of a product without its own entry below."""
 TEST_COUNTS: dict[str, tuple[int, int]] = {"weave": (60, 30), "grass": (60, 30), "gravel": (60, 30)}
@@ -94,6 +99,8 @@ def defect_kinds(product: str) -> tuple[str, ...]:
     _check_product(product)
     if product in EVAL_PRODUCTS:
         return TISSUE_DEFECT_KINDS
+    if product in ALIGNED_PRODUCTS:
+        return ALIGNED_PRODUCTS[product]
     return GLOBAL_PRODUCTS.get(product, DEFECT_KINDS)
 
 
@@ -191,10 +198,11 @@ Renderer = Callable[[Sequence[int], str | None], tuple[np.ndarray, np.ndarray | 
 
 def _renderer(product: str, size: int) -> Renderer:
     """``(seed, kind) -> (image, mask)`` for ``product``."""
-    if product in GLOBAL_PRODUCTS:
+    if product in GLOBAL_PRODUCTS or product in ALIGNED_PRODUCTS:
+        procedural = render_weave_sample if product in GLOBAL_PRODUCTS else render_part_sample
 
         def render_global(seed: Sequence[int], kind: str | None) -> tuple[np.ndarray, Any]:
-            image, mask, level = render_weave_sample(size, seed, kind)
+            image, mask, level = procedural(size, seed, kind)
             finish_rng = np.random.default_rng(np.random.SeedSequence(list(seed)).spawn(4)[3])
             return _finish(image, level, finish_rng), mask
 

@@ -201,3 +201,33 @@ def test_weave_has_a_larger_test_split_than_the_texture_products() -> None:
     assert demo_test_counts("grass") == demo_test_counts("gravel") == (60, 30)
     assert demo_test_counts("weave", 2, None) == (2, 30)
     assert demo_image_count(["brick", "weave"], n_train=1) == (1 + 10 + 6 * 4) + (1 + 60 + 30 * 4)
+
+
+@pytest.mark.parametrize("kind", demo.ALIGNED_PRODUCTS["part"])
+def test_part_defects_alter_only_their_mask_and_the_pose_stays_nominal(kind: str) -> None:
+    render = demo._renderer("part", 128)
+    for index in range(3):
+        seed = (5, demo.ALL_PRODUCTS.index("part"), 1, 1, index)
+        clean, no_mask = render(seed, None)
+        image, mask = render(seed, kind)
+        assert no_mask is None and mask is not None and mask.dtype == np.uint8
+        inside = mask > 0
+        changed = np.abs(image.astype(int) - clean.astype(int)).max(axis=2) > 0
+        assert inside.any() and not changed[~inside].any(), f"{kind}: altered outside its mask"
+        assert changed[inside].mean() > 0.8
+        assert inside.mean() < 0.01  # small, local defects
+    # good parts differ (pose, turning marks, light) but stay within a few pixels of nominal
+    a, _ = render((5, 0, 0, 0, 0), None)
+    b, _ = render((5, 0, 0, 0, 1), None)
+    assert np.abs(a.astype(int) - b.astype(int)).mean() > 1.0
+    silhouette = [(x.mean(axis=2) > 100).astype(float) for x in (a, b)]
+    assert np.abs(silhouette[0] - silhouette[1]).mean() < 0.08
+
+
+def test_part_is_byte_identical_per_seed(tmp_path: Path) -> None:
+    one = demo.write_demo_product(tmp_path / "a", "part", seed=3, **SMALL)
+    two = demo.write_demo_product(tmp_path / "b", "part", seed=3, **SMALL)
+    assert _tree(one) == _tree(two)
+    assert sorted(p.name for p in (one / "ground_truth").iterdir()) == sorted(
+        demo.defect_kinds("part")
+    )

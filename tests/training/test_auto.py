@@ -88,3 +88,19 @@ def test_cli_auto_refuses_a_hand_set_config() -> None:
         app, ["train", "--product", "brick", "--auto", "--set", "max_epochs=1"]
     )
     assert result.exit_code != 0 and "--auto chooses the config" in result.output
+
+
+def test_scale_candidates_multiply_the_configured_input_in_steps_of_32() -> None:
+    from inspection.training.auto import DEFAULT_GRID, MAX_INPUT_SIDE, scaled
+
+    base = tiny(Candidate("tiny", "patchcore"))
+    assert scaled(base, 1.0) is base
+    side = base.image_size[0]
+    two = scaled(base, 2.0)
+    assert two.image_size == (2 * side, 2 * side) and two.backbone == base.backbone
+    assert scaled(base, 1.5).image_size[0] % 32 == 0
+    with pytest.raises(ValueError, match=f"above {MAX_INPUT_SIDE}"):
+        scaled(base, MAX_INPUT_SIDE / side * 2)
+    # the default config first, then the input scales (what paid in bench/hard_surfaces.py)
+    assert [c.scale for c in DEFAULT_GRID[:3]] == [1.0, 1.5, 2.0]
+    assert DEFAULT_GRID[0].overrides == ()
