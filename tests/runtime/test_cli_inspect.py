@@ -60,7 +60,11 @@ def test_inspect_json_and_threshold(fp32_bundle, folder, tmp_path) -> None:
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     rows = json.loads((out / "results.json").read_text())
-    assert [r["verdict"] for r in rows if not r["error"]] == ["NG"] * 3
+    judged = [r for r in rows if not r["error"]]
+    assert len(judged) == 3 and any(r["verdict"] == "NG" for r in judged)
+    # the threshold given is the one applied (a part far below the calibrated threshold
+    # normalises to 0.0, so even 0.001 need not call it NG)
+    assert all((r["verdict"] == "NG") == (r["score"] >= 0.001) for r in judged)
     assert rows[0]["model"] == "brick/v0001-fp32"
 
 

@@ -54,10 +54,24 @@ def test_raw_outputs_match_torch(request, precision, torch_model, images) -> Non
 
 
 def test_normalised_results_match_anomalib_end_to_end(fp32_bundle, torch_model, images) -> None:
-    """anomalib's module (its pre-processor, model and post-processor) vs ``Inspector.inspect``."""
+    """anomalib's module (its pre-processor, model and post-processor) vs ``Inspector.inspect``.
+
+    The bundle's image threshold is its operating point's (``core.operating_point``), not
+    anomalib's F1 one, so anomalib's post-processor is given the bundle's statistics first."""
     import torch
 
     inspector = Inspector.from_bundle(fp32_bundle)
+    norm = inspector.metadata.normalization
+    post = torch_model.post_processor
+    for buffer, value in [
+        (post._image_threshold, norm.image_threshold_raw),
+        (post._pixel_threshold, norm.pixel_threshold_raw),
+        (post.image_min, norm.image_min),
+        (post.image_max, norm.image_max),
+        (post.pixel_min, norm.pixel_min),
+        (post.pixel_max, norm.pixel_max),
+    ]:
+        buffer.fill_(value)
     tensor = torch.stack([torch.from_numpy(i).permute(2, 0, 1).float() / 255.0 for i in images])
     with torch.no_grad():
         expected = torch_model(tensor)
