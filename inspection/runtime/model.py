@@ -213,10 +213,12 @@ class BundleModel:
                 request, self._score_index, self._map_index, self._pooled_index, len(batch)
             )
 
-    def fuse(self, batch: np.ndarray, outputs: GraphOutputs) -> RawBatch:
-        """Graph outputs of ``batch`` -> ROI-masked, fused raw scores and per-image component
-        z-scores (the global context reads the images back from ``batch``)."""
-        scores, maps = apply_roi_batch(outputs.scores, outputs.maps, self.metadata.roi)
+    def fuse(self, batch: np.ndarray, outputs: GraphOutputs, *, masked: bool = True) -> RawBatch:
+        """Graph outputs of ``batch`` -> ROI-masked (unless not ``masked``), fused raw scores
+        and per-image component z-scores (the global context reads the images back from
+        ``batch``)."""
+        roi = self.metadata.roi if masked else None
+        scores, maps = apply_roi_batch(outputs.scores, outputs.maps, roi)
         if self._context is None:
             return RawBatch(scores, maps, tuple({} for _ in scores))
         images = images_of_input(batch, self.metadata.preprocessing)
