@@ -58,10 +58,22 @@ echo "services: Mosquitto ready at mqtt://127.0.0.1:1883"
 
 # Ray head for the retraining fleet (`inspection retrain --all --ray 127.0.0.1:6390`) and its
 # test. Two CPUs are what this machine has; a plant's head advertises its own.
+# A head started from another checkout's environment (another Python build) refuses this
+# one's drivers with "Version mismatch", so a head that is not this checkout's is restarted.
 RAY_BIN="$(cd "$(dirname "$0")/.." && pwd)/.venv/bin/ray"
-if [ -x "$RAY_BIN" ] && ! (exec 3<>/dev/tcp/127.0.0.1/6390) 2>/dev/null; then
-  "$RAY_BIN" start --head --node-ip-address=127.0.0.1 --port=6390 --num-cpus=2 \
-    --include-dashboard=false --disable-usage-stats >/dev/null
+RAY_OWNER=/tmp/inspection-ray-head.owner
+ray_up() { (exec 3<>/dev/tcp/127.0.0.1/6390) 2>/dev/null; }
+if [ -x "$RAY_BIN" ]; then
+  if ray_up && [ "$(cat "$RAY_OWNER" 2>/dev/null)" != "$RAY_BIN" ]; then
+    echo "services: the Ray head on 6390 is another environment's; restarting it from $RAY_BIN"
+    "$RAY_BIN" stop --force >/dev/null 2>&1 || true
+    for _ in $(seq 1 40); do ray_up || break; sleep 0.25; done
+  fi
+  if ! ray_up; then
+    "$RAY_BIN" start --head --node-ip-address=127.0.0.1 --port=6390 --num-cpus=2 \
+      --include-dashboard=false --disable-usage-stats >/dev/null
+    echo "$RAY_BIN" > "$RAY_OWNER"
+  fi
 fi
 if (exec 3<>/dev/tcp/127.0.0.1/6390) 2>/dev/null; then
   echo "services: Ray head ready at 127.0.0.1:6390"
