@@ -96,6 +96,21 @@ class CameraConfig:
 
 
 @dataclass(frozen=True)
+class WarmConfig:
+    """Warm-on-trigger (``runtime.warmup``): on each trigger, while the camera exposes, one
+    throw-away inference wakes the cores, so a part on a slow line is not inspected cold.
+    ``idle_ms``: skip it when the last inference ended less than this long ago (still warm).
+    It never holds up a part: the part's inference cancels a warm run still in flight."""
+
+    enabled: bool = True
+    idle_ms: float = 20.0
+
+    def __post_init__(self) -> None:
+        if self.idle_ms < 0:
+            raise ConfigError(f"warm_on_trigger: idle_ms must be >= 0, got {self.idle_ms}")
+
+
+@dataclass(frozen=True)
 class LineConfig:
     """One line station: camera -> inspect -> store (+ outbox) -> sinks, driven by the PLC.
 
@@ -112,6 +127,7 @@ class LineConfig:
     publisher: PublisherConfig = field(default_factory=PublisherConfig)
     opcua: OpcUaTriggerConfig = field(default_factory=OpcUaTriggerConfig)
     mqtt: MqttTriggerConfig = field(default_factory=MqttTriggerConfig)
+    warm_on_trigger: WarmConfig = field(default_factory=WarmConfig)
 
     def __post_init__(self) -> None:
         try:

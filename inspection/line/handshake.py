@@ -12,15 +12,17 @@ import json
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Literal
+from typing import Literal, Protocol, runtime_checkable
 
 from inspection.core.config import from_mapping, to_mapping
 from inspection.core.errors import ConfigError, InspectionError
 from inspection.line.camera import Camera, CaptureError
+from inspection.line.config import WarmConfig
 from inspection.station.errors import (
     BadImage,
     InvalidRequest,
@@ -132,6 +134,17 @@ class Answer:
         return from_mapping(cls, json.loads(text), where=ANSWER_SCHEMA)
 
 
+@runtime_checkable
+class Warmable(Protocol):
+    """An inspector that can warm its cores on the trigger (``Inspector.warm``)."""
+
+    def warm(self, idle_ms: float) -> str: ...
+
+
+WarmHook = Callable[[str, str], None]
+"""Called with (product, outcome) after each trigger's warm-up decision (metrics)."""
+
+
 _REFUSAL_CODES: dict[type[RequestRefused], ErrorCode] = {
     BadImage: ErrorCode.BAD_IMAGE,
     UnknownProduct: ErrorCode.UNKNOWN_PRODUCT,
@@ -163,8 +176,13 @@ class TriggerHandler:
         product: str,
         timeout_s: float,
         workers: int = 2,
+        warm: WarmConfig | None = None,
+        on_warm: WarmHook | None = None,
     ) -> None:
+        """``warm``: warm-on-trigger settings (default ``WarmConfig()``: on)."""
         self.camera = camera
+        self.warm = warm or WarmConfig()
+        self._on_warm = on_warm
         self.pipeline = pipeline
         self.station_id = station_id
         self.timeout_s = timeout_s
@@ -193,9 +211,10 @@ class TriggerHandler:
         try:
             check_request_id(request_id)
             self.pipeline.check_product(product)
-            self.pipeline.models.get(product)  # no live model: do not fire the camera
+            live = self.pipeline.models.get(product)  # no live model: do not fire the camera
         except RequestRefused as exc:
             return self._error(request_id, product, _refusal_code(exc), str(exc))
+        self._warm_up(product, live.inspector)
         future = self._executor.submit(self._inspect, trigger, request_id, product, source)
         try:
             outcome, capture_ms = future.result(timeout=self.timeout_s)
@@ -241,6 +260,17 @@ class TriggerHandler:
             timings_ms={"capture_ms": frame.capture_ms},
         )
         return outcome, frame.capture_ms
+
+    def _warm_up(self, product: str, inspector: object) -> None:
+        """Start the warm run while the camera exposes (asynchronous: returns at once)."""
+        if not self.warm.enabled:
+            outcome = "disabled"
+        elif isinstance(inspector, Warmable):
+            outcome = inspector.warm(self.warm.idle_ms)
+        else:  # e.g. a tiled bundle: its tiles run as batches, not the batch-of-one graph
+            outcome = "unsupported"
+        if self._on_warm is not None:
+            self._on_warm(product, outcome)
 
     @staticmethod
     def _error(request_id: str, product: str, code: ErrorCode | None, message: str) -> Answer:

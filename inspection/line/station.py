@@ -60,21 +60,23 @@ class LineStation:
         load on ``start``."""
         core = StationCore.build(config.core, loader=loader, outbox=outbox_builder(config))
         camera = open_camera(config.camera)
+        registry = CollectorRegistry()
+        metrics = HandshakeMetrics(registry)
         handler = TriggerHandler(
             camera,
             core.pipeline,
             station_id=config.station_id,
             product=config.product,
             timeout_s=config.inspect_timeout_s,
+            warm=config.warm_on_trigger,
+            on_warm=lambda product, outcome: metrics.warmups.labels(product, outcome).inc(),
         )
-        registry = CollectorRegistry()
         sinks = {s.name: build_sink(s, station_id=config.station_id) for s in config.sinks}
         publisher = Publisher(
             Outbox(core.store), sinks, config.publisher, metrics=OutboxMetrics(registry)
         )
         station = cls(
-            config, core, camera, handler, publisher, sinks,
-            HandshakeMetrics(registry), registry,
+            config, core, camera, handler, publisher, sinks, metrics, registry,
         )  # fmt: skip
         if config.opcua.enabled:
             station.opcua = OpcUaHandshake(

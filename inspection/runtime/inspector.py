@@ -23,7 +23,7 @@ from typing import Literal
 import numpy as np
 
 from inspection.core.bundle import BundleMetadata
-from inspection.core.golden import GoldenCheck
+from inspection.core.golden import GoldenCheck, Recalibration
 from inspection.core.roi import clear_outside
 from inspection.core.threshold import check_threshold
 from inspection.core.types import AffineMatrix, InspectionResult
@@ -33,9 +33,11 @@ from inspection.refine.base import MaskRefiner
 from inspection.refine.config import load_refine_config
 from inspection.refine.factory import bundle_refiner
 from inspection.runtime.camera import CameraOptions, RefineGate, bounded_image
-from inspection.runtime.golden import verify_golden
+from inspection.runtime.golden import GoldenDriftError, check_golden
 from inspection.runtime.model import BundleModel, Finished
 from inspection.runtime.preprocess import normalize_map, normalize_score, preprocess, resize_map
+from inspection.runtime.recalibration import recalibrate
+from inspection.runtime.warmup import WarmOutcome
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +91,8 @@ class Inspector:
         self._refine_gate = RefineGate()
         self.golden: GoldenCheck | None = None
         """The golden check run at load (``runtime.golden``); None: not run or no golden."""
+        self.recalibration: Recalibration | None = None
+        """How a drifting bundle was re-calibrated at load (None: it was not)."""
         self._threshold = check_threshold(
             model.metadata.image_threshold if threshold is None else threshold
         )
@@ -106,10 +110,14 @@ class Inspector:
         optimize: bool = True,
         camera: CameraOptions | None = None,
         golden: bool = True,
+        validation: str | Path | None = None,
     ) -> Inspector:
         """Verify the bundle's checksums and compile it (``BundleModel.load``), then, with
-        ``golden``, run its golden images on this CPU (``runtime.golden.verify_golden``): a
-        bundle drifting beyond its stated tolerance raises ``GoldenDriftError``.
+        ``golden``, run its golden images on this CPU (``runtime.golden.check_golden``): a
+        bundle drifting beyond its stated tolerance raises ``GoldenDriftError``, unless
+        ``validation`` names a folder of this station's validation images for its product:
+        then it is re-calibrated on them (``runtime.recalibration``; refused with the reason
+        when that cannot be done sanely) and ``recalibration`` records the before/after.
 
         ``refiner="bundle"`` refines NG masks with the refiner the bundle's
         ``metadata.refinement`` chose (seeded from the station's ``configs/refine.yaml``);
@@ -122,11 +130,19 @@ class Inspector:
             num_threads=num_threads,
             optimize=optimize,
         )
-        check = verify_golden(model) if golden else None
+        check = check_golden(model) if golden else None
+        recalibration = None
+        if check is not None and not check.passed:
+            if validation is None:
+                raise GoldenDriftError(check)
+            recalibration = recalibrate(model, check, validation)
+        elif check is not None:
+            log.info("%s", check.message())
         if refiner == "bundle":
             refiner = _bundle_refiner(model.metadata)
         inspector = cls(model, refiner=refiner, threshold=threshold, camera=camera)
         inspector.golden = check
+        inspector.recalibration = recalibration
         return inspector
 
     # ---------------------------------------------------------------- properties
@@ -148,6 +164,11 @@ class Inspector:
     def model_version(self) -> str:
         """``<product>/<bundle id>``, e.g. ``brick/v0003-int8``."""
         return f"{self.metadata.product}/{self.metadata.bundle_id}"
+
+    def warm(self, idle_ms: float) -> WarmOutcome:
+        """On the line's trigger, before the image: one warm run of the graph unless the last
+        inference ended within ``idle_ms`` (``BundleModel.warm``; never delays ``inspect``)."""
+        return self.model.warm(idle_ms)
 
     # ---------------------------------------------------------------- inspecting
     def inspect(

@@ -28,6 +28,7 @@ from inspection.core.types import AffineMatrix
 from inspection.runtime.alignment import Aligner
 from inspection.runtime.graph import optimize_graph
 from inspection.runtime.preprocess import check_image
+from inspection.runtime.warmup import WarmOutcome, WarmRequest, WarmStats
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,7 @@ class BundleModel:
         self._batched: ov.CompiledModel | None = None
         self._batched_request: ov.InferRequest | None = None
         self._lock = threading.Lock()
+        self._warm = WarmRequest(compiled)
 
     @classmethod
     def load(
@@ -206,12 +208,31 @@ class BundleModel:
                 if self._batched_request is None:
                     self._batched_request = self._compiled_for(len(batch)).create_infer_request()
                 request = self._batched_request
+            self._warm.stop()  # a warm run still in flight never holds up a real part
             # share_inputs: OpenVINO reads the array in place instead of copying it (the call
             # is synchronous, so the array outlives the inference).
             request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)}, share_inputs=True)
-            return _copy_outputs(
+            outputs = _copy_outputs(
                 request, self._score_index, self._map_index, self._pooled_index, len(batch)
             )
+            self._warm.last_end = time.perf_counter()
+            return outputs
+
+    def warm(self, idle_ms: float) -> WarmOutcome:
+        """Start one warm run (``runtime.warmup``) without waiting for it, unless the last
+        inference ended within ``idle_ms`` or an inference is running. Call on the trigger,
+        before the image is there; the next ``run`` cancels it if it has not finished."""
+        if not self._lock.acquire(blocking=False):
+            return "busy"
+        try:
+            return self._warm.start(idle_ms)
+        finally:
+            self._lock.release()
+
+    @property
+    def warm_stats(self) -> WarmStats:
+        """Warm runs since load: started, finished before the part, cancelled by it."""
+        return self._warm.stats
 
     def fuse(self, batch: np.ndarray, outputs: GraphOutputs, *, masked: bool = True) -> RawBatch:
         """Graph outputs of ``batch`` -> ROI-masked (unless not ``masked``), fused raw scores

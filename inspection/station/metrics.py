@@ -211,3 +211,10 @@ class HandshakeMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.warmups = Counter(
+            "inspection_trigger_warmups",
+            "Warm-on-trigger decisions by product and outcome (started; skipped: recent, busy, "
+            "disabled, unsupported).",
+            ["product", "outcome"],
+            registry=self.registry,
+        )
