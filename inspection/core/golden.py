@@ -21,10 +21,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
 from inspection.core.calibration import Normalization
+from inspection.core.config import to_mapping
 from inspection.core.errors import BundleError
 
 GOLDEN_DIR = "golden"
@@ -169,17 +171,95 @@ class GoldenCheck:
 class GoldenDriftError(BundleError):
     """A bundle's golden images drift beyond its tolerance on this station: it is refused."""
 
-    def __init__(self, check: GoldenCheck) -> None:
-        super().__init__(check.message())
+    def __init__(self, check: GoldenCheck, reason: str = "") -> None:
+        super().__init__(check.message() + (f"; {reason}" if reason else ""))
         self.check = check
+        self.reason = reason
+        """Why it was not re-calibrated instead ('' when the station holds no images for it)."""
 
 
-def golden_status(bundle_id: str, check: GoldenCheck | None) -> dict[str, object]:
+@dataclass(frozen=True)
+class CalibrationPoint:
+    """The raw thresholds and score range of one calibration (before or after)."""
+
+    image_threshold_raw: float
+    pixel_threshold_raw: float
+    image_min: float
+    image_max: float
+
+    @classmethod
+    def of(cls, norm: Normalization) -> CalibrationPoint:
+        return cls(
+            float(norm.image_threshold_raw),
+            float(norm.pixel_threshold_raw),
+            float(norm.image_min),
+            float(norm.image_max),
+        )
+
+
+@dataclass(frozen=True)
+class Recalibration:
+    """A drifting bundle re-calibrated on this station's own validation images.
+
+    ``operating``: the bundle's operating point it was re-calibrated at (its description);
+    ``n_good``/``n_defective``: the images used; ``false_reject_bound``: the guaranteed
+    false-reject rate of the new threshold (budget policy); ``miss``: the share of the
+    folder's defective images below it (None without defects).
+    """
+
+    bundle: str
+    folder: str
+    operating: str
+    n_good: int
+    n_defective: int
+    before: CalibrationPoint
+    after: CalibrationPoint
+    false_reject_bound: float | None = None
+    miss: float | None = None
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "folder": self.folder,
+            "operating_point": self.operating,
+            "n_good": self.n_good,
+            "n_defective": self.n_defective,
+            "before": to_mapping(self.before),
+            "after": to_mapping(self.after),
+            "false_reject_bound": self.false_reject_bound,
+            "miss": self.miss,
+        }
+
+
+GoldenOutcome = Literal["passed", "recalibrated", "refused", "unchecked"]
+
+
+def golden_status(
+    bundle_id: str,
+    check: GoldenCheck | None,
+    recalibration: Recalibration | None = None,
+    refusal: str = "",
+) -> dict[str, object]:
     """What ``/healthz`` and the dashboard show of the last golden check of a product's
-    bundle: ``checked`` False for a bundle without golden outputs."""
+    bundle: ``checked`` False for a bundle without golden outputs; ``outcome`` passed,
+    recalibrated (drifted, re-calibrated on the station's validation images), refused or
+    unchecked; ``recalibration`` the before/after of a re-calibration; ``refusal`` why a
+    drifting bundle was not re-calibrated."""
     if check is None:
-        return {"bundle_id": bundle_id, "checked": False, "passed": None, "worst_drift": None}
-    return {"bundle_id": bundle_id, "checked": True, **check.summary()}
+        return {
+            "bundle_id": bundle_id, "checked": False, "passed": None, "worst_drift": None,
+            "outcome": "unchecked",
+        }  # fmt: skip
+    outcome: GoldenOutcome = "passed" if check.passed else "refused"
+    if recalibration is not None:
+        outcome = "recalibrated"
+    status: dict[str, object] = {
+        "bundle_id": bundle_id, "checked": True, **check.summary(), "outcome": outcome,
+    }  # fmt: skip
+    if recalibration is not None:
+        status["recalibration"] = recalibration.summary()
+    if refusal:
+        status["refusal"] = refusal
+    return status
 
 
 def _finite(drift: float) -> float:

@@ -58,6 +58,10 @@ class StationCoreConfig:
     record exists, and serve the fastest (see ``inspection.runtime.tuning``)."""
     bounds: BoundsConfig = field(default_factory=BoundsConfig)
     """Working size, latency budget (per product) and stored images (``runtime.camera``)."""
+    validation_images: dict[str, Path] = field(default_factory=dict)
+    """Per product, a folder of this station's own validation images (MVTec layout: good/,
+    optional <defect>/ and ground_truth/). A bundle whose golden outputs drift on this CPU is
+    then re-calibrated on them (``runtime.recalibration``) instead of refused."""
 
     def __post_init__(self) -> None:
         if not self.products:
@@ -75,6 +79,15 @@ class StationCoreConfig:
             raise ConfigError(
                 f"core: bounds.products {unknown} are not in products {list(self.products)}"
             )
+        stray = sorted(set(self.validation_images) - set(self.products))
+        if stray:
+            raise ConfigError(
+                f"core: validation_images names {stray}, which are not in products "
+                f"{list(self.products)}"
+            )
+        object.__setattr__(
+            self, "validation_images", {k: Path(v) for k, v in self.validation_images.items()}
+        )
         if self.registry_poll_seconds <= 0:
             raise ConfigError("core: registry_poll_seconds must be > 0 seconds")
         check_formats(self.image_formats)

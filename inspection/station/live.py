@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -27,6 +27,7 @@ from inspection.core.signing import verify_signed_bundle
 from inspection.core.threshold import check_threshold
 from inspection.core.types import InspectionResult
 from inspection.runtime.inspector import Inspector
+from inspection.runtime.recalibration import record_golden_outcome
 from inspection.runtime.tuning import TuningRecord, gated_candidates, read_tuning, tune_product
 from inspection.station.errors import NoLiveModel
 
@@ -54,10 +55,21 @@ class InspectorLike(Protocol):
 InspectorLoader = Callable[[Path], InspectorLike]
 
 
-def default_loader(bundle_dir: Path) -> InspectorLike:
+def default_loader(bundle_dir: Path, validation: Path | None = None) -> InspectorLike:
     """``Inspector.from_bundle`` (OpenVINO, torch-free), refining NG masks with the refiner
-    the bundle's validation measurement chose."""
-    return Inspector.from_bundle(bundle_dir, refiner="bundle")
+    the bundle's validation measurement chose; ``validation``: the station's validation
+    images of the bundle's product, to re-calibrate it on when its golden outputs drift."""
+    return Inspector.from_bundle(bundle_dir, refiner="bundle", validation=validation)
+
+
+def recalibrating_loader(validation_images: Mapping[str, Path]) -> InspectorLoader:
+    """``default_loader`` given the station's validation folder of each bundle's product."""
+
+    def load(bundle_dir: Path) -> InspectorLike:
+        product = read_bundle_metadata(bundle_dir).product
+        return default_loader(bundle_dir, validation_images.get(product))
+
+    return load
 
 
 @dataclass(frozen=True)
@@ -278,7 +290,14 @@ class LiveModels:
         except Exception as exc:
             self._reject(product, served, bundle_dir, exc)
             return
-        self._golden[product] = golden_status(served, getattr(inspector, "golden", None))
+        recalibration = getattr(inspector, "recalibration", None)
+        self._golden[product] = golden_status(
+            served, getattr(inspector, "golden", None), recalibration
+        )
+        if recalibration is not None:  # fitted on this CPU: the 0.5 of its own operating point
+            threshold = None
+            value = inspector.threshold
+        record_golden_outcome(self.registry, product, self._golden[product])
         model = LiveModel(
             product=product,
             bundle_id=bundle_id,
@@ -311,7 +330,8 @@ class LiveModels:
     def _reject(self, product: str, bundle_id: str, bundle_dir: Path, exc: Exception) -> None:
         self._rejected[product] = bundle_id
         if isinstance(exc, GoldenDriftError):
-            self._golden[product] = golden_status(bundle_id, exc.check)
+            self._golden[product] = golden_status(bundle_id, exc.check, refusal=exc.reason)
+            record_golden_outcome(self.registry, product, self._golden[product])
         keeps = self._models.get(product)
         detail = _without_paths(str(exc), {bundle_dir: "", self.registry.root: "<registry>"})
         reason = f"bundle {bundle_id} rejected: {detail}"

@@ -62,6 +62,7 @@ from inspection.runtime.golden import golden_sources, record_golden
 from inspection.runtime.hardware import cpu_info
 from inspection.runtime.inspector import Inspector
 from inspection.runtime.preprocess import normalize_score, preprocess
+from inspection.runtime.recalibration import run_samples
 from inspection.runtime.tiled import TiledInspector, tiled_outputs
 from inspection.training.bundle_calibration import calibrate_bundle
 from inspection.training.convert import SCORE_OUTPUT, convert_torch_model
@@ -112,17 +113,7 @@ def run_bundle(
     inspector = Inspector.from_bundle(bundle_dir)
     if inspector.metadata.tiling is not None:
         return _run_tiled(TiledInspector(inspector), samples)
-    prep = inspector.metadata.preprocessing
-    scores, maps = [], []
-    for start in range(0, len(samples), batch_size):
-        chunk = samples[start : start + batch_size]
-        batch = np.stack(
-            [preprocess(inspector.model.align(read_image(s.path))[0], prep) for s in chunk]
-        )
-        raw = inspector.model.infer(batch)
-        scores.append(raw.scores)
-        maps.append(raw.maps)
-    return RawOutputs.of_samples(samples, np.concatenate(scores), np.concatenate(maps))
+    return run_samples(inspector.model, samples, batch_size=batch_size)
 
 
 def _run_tiled(tiled: TiledInspector, samples: Sequence[LabelledSample]) -> RawOutputs:

@@ -1,0 +1,213 @@
+"""Re-calibrate a drifting bundle on the station's own validation images.
+
+A bundle whose golden outputs drift on this CPU (``runtime.golden``) is refused, unless the
+station's config names a folder of validation images for its product (``core.validation_images``):
+then the bundle is run on them here, on this CPU and precision, and its normalisation and
+thresholds are fitted again on its own outputs, at the operating point it was exported with
+(``core.calibration.calibrate``, the same code export uses). The bundle on disk (signed) is not
+changed; the new calibration lives in the loaded model and is reported (``core.golden``).
+
+Folder layout (MVTec AD): ``<folder>/good/*.png`` and optionally ``<folder>/<defect>/*.png``
+with masks at ``<folder>/ground_truth/<defect>/<stem>_mask.png``; or a whole MVTec product
+folder, whose ``test`` split is used. A re-calibration is refused (``GoldenDriftError`` with the
+reason) when it cannot be sane: fewer good images than the operating point's budget needs,
+an operating point that needs defects without any, a tiled bundle, or non-finite outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from inspection.core.bundle import BundleMetadata
+from inspection.core.calibration import calibrate
+from inspection.core.errors import ConfigError
+from inspection.core.golden import CalibrationPoint, GoldenCheck, GoldenDriftError, Recalibration
+from inspection.core.images import list_images, read_image
+from inspection.core.operating_point import OperatingPoint, n_needed
+from inspection.core.outputs import LabelledImage, RawOutputs
+from inspection.core.registry import Registry, check_name, utc_now
+from inspection.data.dataset import GOOD, MASK_SUFFIX, Sample
+from inspection.runtime.hardware import CpuInfo, cpu_info
+from inspection.runtime.model import BundleModel
+from inspection.runtime.preprocess import preprocess
+
+log = logging.getLogger(__name__)
+
+MIN_GOOD = 10
+"""Good images an F1 / max-miss operating point needs at least (the budget policy needs
+``n_needed(budget)``, e.g. 99 at 1 %)."""
+GROUND_TRUTH = "ground_truth"
+
+
+class LabelledFile(LabelledImage, Protocol):
+    """A labelled sample with its image file (``data.Sample``, ``LabelledSample``)."""
+
+    @property
+    def path(self) -> Path: ...
+
+
+def validation_samples(folder: str | Path) -> tuple[Sample, ...]:
+    """The labelled images of a station validation folder (see the module doc)."""
+    root = Path(folder)
+    if (root / "test").is_dir():
+        root, masks = root / "test", root / GROUND_TRUTH
+    else:
+        masks = root / GROUND_TRUTH
+    if not (root / GOOD).is_dir():
+        raise ConfigError(f"validation images: {root} has no '{GOOD}' folder (MVTec layout)")
+    samples = [Sample(path, "test", 0, GOOD) for path in list_images(root / GOOD)]
+    for defect_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        if defect_dir.name in (GOOD, GROUND_TRUTH):
+            continue
+        for path in list_images(defect_dir):
+            mask = masks / defect_dir.name / f"{path.stem}{MASK_SUFFIX}.png"
+            samples.append(
+                Sample(path, "test", 1, defect_dir.name, mask if mask.is_file() else None)
+            )
+    return tuple(samples)
+
+
+def run_samples(
+    model: BundleModel, samples: Sequence[LabelledFile], *, batch_size: int = 8
+) -> RawOutputs:
+    """Raw outputs of ``model`` on labelled ``samples`` through the station's inference path
+    (aligned, preprocessed, ROI-masked and fused), at the map resolution."""
+    prep = model.metadata.preprocessing
+    scores, maps = [], []
+    for start in range(0, len(samples), batch_size):
+        chunk = samples[start : start + batch_size]
+        batch = np.stack([preprocess(model.align(read_image(s.path))[0], prep) for s in chunk])
+        raw = model.infer(batch)
+        scores.append(raw.scores)
+        maps.append(raw.maps)
+    return RawOutputs.of_samples(samples, np.concatenate(scores), np.concatenate(maps))
+
+
+def recalibrate(model: BundleModel, check: GoldenCheck, folder: str | Path) -> Recalibration:
+    """Fit ``model``'s calibration again on this station's images in ``folder`` and serve it
+    (``model.metadata`` is replaced, the bundle files are not). ``GoldenDriftError`` with the
+    reason when a sane re-calibration is not possible."""
+    meta = model.metadata
+    point = _operating_point(meta, check)
+    samples = _enough_images(validation_samples(folder), point, check, folder)
+    outputs = run_samples(model, samples)
+    if not (np.isfinite(outputs.scores).all() and np.isfinite(outputs.maps).all()):
+        raise GoldenDriftError(check, "not re-calibrated: the bundle gives NaN/inf outputs here")
+    n_good = int((outputs.labels == 0).sum())
+    calibration = calibrate(
+        outputs.scores, outputs.maps, outputs.labels, outputs.masks, outputs.defect_types,
+        mask_known=outputs.mask_known, point=point,
+        good_sources={"station_validation": n_good},
+    )  # fmt: skip
+    choice = calibration.operating
+    model.metadata = replace(
+        meta,
+        normalization=calibration.normalization,
+        segmentation=calibration.segmentation,
+        image_threshold=0.5,
+        pixel_threshold=0.5,
+        output_calibration=calibration,
+    )
+    record = Recalibration(
+        bundle=check.bundle,
+        folder=str(folder),
+        operating=point.describe(),
+        n_good=n_good,
+        n_defective=int((outputs.labels == 1).sum()),
+        before=CalibrationPoint.of(meta.normalization),
+        after=CalibrationPoint.of(calibration.normalization),
+        false_reject_bound=choice.false_reject_bound if choice else None,
+        miss=choice.calibration_miss if choice else None,
+    )
+    log.warning(
+        "%s; re-calibrated on %d good + %d defective images of %s at %s: raw image threshold "
+        "%.4g -> %.4g", check.message(), record.n_good, record.n_defective, folder,
+        record.operating, record.before.image_threshold_raw, record.after.image_threshold_raw,
+    )  # fmt: skip
+    return record
+
+
+def _operating_point(meta: BundleMetadata, check: GoldenCheck) -> OperatingPoint:
+    if meta.tiling is not None:
+        raise GoldenDriftError(check, "not re-calibrated: tiled bundles are re-exported instead")
+    own = meta.output_calibration
+    if own is None or own.operating is None:
+        raise GoldenDriftError(
+            check, "not re-calibrated: the bundle records no operating point (export it again)"
+        )
+    chosen = own.operating
+    return OperatingPoint(
+        policy=chosen.policy,
+        budget=chosen.budget,
+        max_miss=chosen.max_miss,
+        miss_bound=chosen.miss_bound,
+    )
+
+
+def _enough_images(
+    samples: tuple[Sample, ...], point: OperatingPoint, check: GoldenCheck, folder: str | Path
+) -> tuple[Sample, ...]:
+    """``samples`` when they can carry ``point``; else the refusal saying what is missing."""
+    good = sum(s.label == 0 for s in samples)
+    defective = len(samples) - good
+    if point.policy == "false_reject_budget":
+        needed = n_needed(point.budget)
+        if good < needed:
+            raise GoldenDriftError(
+                check,
+                f"not re-calibrated: {folder} holds {good} good images, the bundle's "
+                f"{point.describe()} needs at least {needed}",
+            )
+    elif good < MIN_GOOD or defective == 0:
+        raise GoldenDriftError(
+            check,
+            f"not re-calibrated: {folder} holds {good} good and {defective} defective images; "
+            f"the bundle's {point.describe()} operating point needs at least {MIN_GOOD} good "
+            "and one defective",
+        )
+    return samples
+
+
+# ------------------------------------------------------------------------ records
+def golden_outcome_path(registry: Registry, product: str, cpu: CpuInfo | None = None) -> Path:
+    """Where a station writes the last golden outcome of a product on its CPU."""
+    cpu = cpu or cpu_info()
+    return registry.root / check_name("product", product) / "golden" / f"{cpu.key}.json"
+
+
+def record_golden_outcome(registry: Registry, product: str, status: Mapping[str, Any]) -> None:
+    """Write this CPU's last golden outcome of ``product`` (``core.golden.golden_status``) to
+    the registry, for the dashboard's Models page; unchecked bundles are not recorded."""
+    if not status.get("checked"):
+        return
+    path = golden_outcome_path(registry, product)
+    record = {"cpu": cpu_info().summary(), "checked_at": utc_now().isoformat(), **status}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(record, indent=2, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:  # a read-only registry must not stop the station serving
+        log.warning("cannot record the golden outcome of %s: %s", product, exc)
+
+
+def read_golden_outcomes(registry: Registry, product: str) -> list[dict[str, Any]]:
+    """Every station CPU's last golden outcome of ``product`` (unreadable files skipped)."""
+    folder = registry.root / check_name("product", product) / "golden"
+    records = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, OSError):
+            continue
+        if isinstance(data, dict):
+            records.append(data)
+    return sorted(records, key=lambda r: str(r.get("checked_at", "")), reverse=True)
