@@ -379,6 +379,10 @@ def tuning_frame(site: str, product: str) -> pd.DataFrame:
     return models.tuning_frame(_open(site).registry, product)
 
 
+def golden_outcome_frame(site: str, product: str) -> pd.DataFrame:
+    return models.golden_outcome_frame(_open(site).registry, product)
+
+
 @st.cache_data(ttl=DATA_TTL_S, show_spinner=False)
 def events_frame(site: str, product: str) -> pd.DataFrame:
     return models.events_frame(_open(site).registry, product)

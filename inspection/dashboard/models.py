@@ -9,6 +9,7 @@ import pandas as pd
 from inspection.core.bundle import read_bundle_metadata
 from inspection.core.errors import BundleError, RegistryError
 from inspection.core.registry import LiveState, Registry
+from inspection.runtime.recalibration import read_golden_outcomes
 from inspection.runtime.tuning import read_tunings
 
 PREFERRED_METRICS = ("image_auroc", "image_f1", "pixel_auroc", "pixel_f1", "aupro", "latency_ms")
@@ -212,3 +213,31 @@ def events_frame(registry: Registry, product: str) -> pd.DataFrame:
         rows, columns=["at", "action", "actor", "reason", "bundle", "previous", "value"]
     )
     return frame.iloc[::-1].reset_index(drop=True)
+
+
+def golden_outcome_frame(registry: Registry, product: str) -> pd.DataFrame:
+    """Each station CPU's last golden check at load: passed, recalibrated (drifted, fitted
+    again on the station's validation images; raw image threshold before -> after) or refused
+    (and why), with the worst drift in normalised units."""
+    rows = []
+    for record in read_golden_outcomes(registry, product):
+        recal = record.get("recalibration") or {}
+        before, after = recal.get("before") or {}, recal.get("after") or {}
+        rows.append(
+            {
+                "outcome": record.get("outcome", ""),
+                "cpu": record.get("cpu", ""),
+                "bundle": record.get("bundle_id", ""),
+                "executed": record.get("precision", ""),
+                "worst_drift": record.get("worst_drift"),
+                "tolerance": record.get("tolerance"),
+                "threshold_raw_before": before.get("image_threshold_raw"),
+                "threshold_raw_after": after.get("image_threshold_raw"),
+                "validation_images": (
+                    f"{recal['n_good']} good + {recal['n_defective']} defective" if recal else ""
+                ),
+                "note": record.get("refusal", "") or recal.get("operating_point", ""),
+                "checked": record.get("checked_at", ""),
+            }
+        )
+    return pd.DataFrame(rows)

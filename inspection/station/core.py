@@ -21,6 +21,7 @@ from inspection.station.live import (
     LiveModels,
     TunedSelector,
     default_loader,
+    recalibrating_loader,
 )
 from inspection.station.pipeline import OutboxBuilder, Pipeline
 from inspection.store.store import Store
@@ -52,6 +53,8 @@ class StationCore:
         """Open the store (bringing its schema up to date) and prepare the models, which load
         on ``start``. Raises ``ConfigError`` when the pinned key cannot be read."""
         public_key = pinned_key(config)
+        if loader is default_loader and config.validation_images:
+            loader = recalibrating_loader(config.validation_images)
         store = store or Store.migrated(config.store_url, config.blob_dir)
         registry = Registry(config.registry_dir)
         models = LiveModels(

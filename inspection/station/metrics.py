@@ -147,6 +147,12 @@ class GoldenCollector(Collector):
             "Worst drift of the bundle's golden outputs on this CPU, in normalised units.",
             labels=labels,
         )
+        outcome = GaugeMetricFamily(
+            "inspection_golden_outcome",
+            "1 for the outcome of the product's last golden check on this CPU: passed, "
+            "recalibrated (drifted; re-calibrated on the station's validation images) or refused.",
+            labels=[*labels, "outcome"],
+        )
         for product, status in self.models.status().items():
             golden = status.get("golden")
             if not golden or not golden.get("checked"):
@@ -154,8 +160,10 @@ class GoldenCollector(Collector):
             values = [product, str(golden["bundle_id"]), str(golden.get("precision") or "")]
             passed.add_metric(values, 1.0 if golden["passed"] else 0.0)
             drift.add_metric(values, float(golden["worst_drift"]))
+            outcome.add_metric([*values, str(golden.get("outcome", ""))], 1.0)
         yield passed
         yield drift
+        yield outcome
 
 
 _DELIVERY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)

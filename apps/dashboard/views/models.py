@@ -97,6 +97,24 @@ else:
         },
     )
 
+st.subheader("Golden check at load, per station CPU: passed, re-calibrated or refused")
+outcomes = app_state.golden_outcome_frame(site, product)
+if outcomes.empty:
+    st.caption("No station has loaded a bundle of this product with golden outputs yet.")
+else:
+    st.dataframe(
+        outcomes,
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "worst_drift": st.column_config.NumberColumn(
+                "worst drift",
+                format="%.4f",
+                help="Worst drift of the golden outputs on that CPU (normalised units).",
+            ),
+        },
+    )
+
 bundles = app_state.bundle_ids(site, product)
 st.subheader("Change the live bundle")
 admin = app_state.may(app_state.ADMINS)
