@@ -183,8 +183,10 @@ def markdown(report: dict[str, Any]) -> str:
             lo, hi = m["latency_p50_range"]
             return f"{m['latency_p50_ms']:.2f} [{lo:.2f}–{hi:.2f}]"
 
+        kernels = [k for k in row.get("kernels", []) if "gemm" in k or "conv" in k]
+        executed = f"{row.get('executed_precision', '?')} ({', '.join(kernels[:3]) or '-'})"
         lines.append(
-            f"| {row['precision']} | {row.get('executed_precision', '?')} | {cell(b2b)} | "
+            f"| {row['precision']} | {executed} | {cell(b2b)} | "
             f"{cell(paced)} ({paced['ratio']:.2f}x) | {cell(warm)} ({warm['ratio']:.2f}x) | "
             f"{b2b['handled_p50_ms']:.1f} / {paced['handled_p50_ms']:.1f} / "
             f"{warm['handled_p50_ms']:.1f} | {fin} / {can} |"

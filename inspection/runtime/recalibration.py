@@ -189,7 +189,7 @@ def record_golden_outcome(registry: Registry, product: str, status: Mapping[str,
     if not status.get("checked"):
         return
     path = golden_outcome_path(registry, product)
-    record = {"cpu": cpu_info().summary(), "checked_at": utc_now().isoformat(), **status}
+    record = {"cpu": cpu_info().summary(), "checked_at": utc_now(), **status}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
