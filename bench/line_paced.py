@@ -10,7 +10,10 @@ idle meanwhile, as with a real camera). Modes, in rounds:
 - ``back-to-back``: the next trigger as soon as the answer is out (warm-on-trigger on; it is
   skipped because the last inference was recent);
 - ``paced``: one trigger every ``1 / --hz`` s, warm-on-trigger off (cores idle between parts);
-- ``paced-warm``: the same with warm-on-trigger on (the product's default).
+- ``paced-warm``: the same with warm-on-trigger on (the product's default: started at the
+  trigger);
+- ``paced-warm-learned``: warm-on-trigger timed to end just before the part's inference
+  (``timing: learned``).
 
 Figures: the model latency the station stores (``latency_ms``: decode + preprocess +
 inference + postprocess + regions) and the trigger-to-answer time (``handled_ms``). Writes
@@ -43,7 +46,13 @@ from inspection.runtime.golden import executed_kernels, executed_precision  # no
 from inspection.runtime.hardware import cpu_info  # noqa: E402
 from inspection.station.config import StationCoreConfig  # noqa: E402
 
-MODES = ("back-to-back", "paced", "paced-warm")
+MODES = {
+    "back-to-back": WarmConfig(),
+    "paced": WarmConfig(enabled=False),
+    "paced-warm": WarmConfig(),
+    "paced-warm-learned": WarmConfig(timing="learned"),
+}
+"""Mode -> the station's warm-on-trigger setting."""
 
 
 class ExposingCamera:
@@ -63,7 +72,7 @@ class ExposingCamera:
         self.camera.close()
 
 
-def build_station(work: Path, bundle: Path, images: Path, warm: bool) -> LineStation:
+def build_station(work: Path, bundle: Path, images: Path, warm: WarmConfig) -> LineStation:
     meta = read_bundle_metadata(bundle)
     registry = Registry(work / "registry")
     if not registry.bundle_ids(meta.product):
@@ -82,7 +91,7 @@ def build_station(work: Path, bundle: Path, images: Path, warm: bool) -> LineSta
         station_id="bench-1",
         camera=CameraConfig(kind="file", path=images, loop=True),
         core=core,
-        warm_on_trigger=WarmConfig(enabled=warm),
+        warm_on_trigger=warm,
     )
     station = LineStation.build(config)
     station.core.models.refresh()
@@ -92,6 +101,16 @@ def build_station(work: Path, bundle: Path, images: Path, warm: bool) -> LineSta
 def run_mode(station: LineStation, mode: str, count: int, hz: float, tag: str) -> dict:
     """``count`` triggers in ``mode``; per trigger the stored latency and the handled time."""
     latency, handled = [], []
+    stages: dict[str, list[float]] = {}
+    pipeline_run = station.core.pipeline.run
+
+    def run(*args: Any, **kwargs: Any) -> Any:  # keep each part's stage times
+        outcome = pipeline_run(*args, **kwargs)
+        for name, value in outcome.timings_ms.items():
+            stages.setdefault(name, []).append(value)
+        return outcome
+
+    station.core.pipeline.run = run  # type: ignore[method-assign]
     period = 1.0 / hz
     next_at = time.perf_counter()
     for n in range(count):
@@ -102,8 +121,11 @@ def run_mode(station: LineStation, mode: str, count: int, hz: float, tag: str) -
         if answer.error_code != ErrorCode.NONE:
             raise RuntimeError(f"trigger {tag}-{n}: {answer.message}")
         latency.append(answer.timings_ms["inference_ms"])
+        stages.setdefault("capture_ms", []).append(answer.timings_ms["capture_ms"])
         handled.append(answer.timings_ms["handled_ms"])
-    return {"latency_ms": latency, "handled_ms": handled}
+    station.core.pipeline.run = pipeline_run  # type: ignore[method-assign]
+    stage_p50 = {name: round(p50(values), 3) for name, values in stages.items()}
+    return {"latency_ms": latency, "handled_ms": handled, "stages_p50_ms": stage_p50}
 
 
 def bench_bundle(bundle: Path, images: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -112,7 +134,7 @@ def bench_bundle(bundle: Path, images: Path, args: argparse.Namespace) -> dict[s
     for round_no in range(args.rounds):
         for mode in MODES:
             with tempfile.TemporaryDirectory(prefix="line-paced-") as tmp:
-                station = build_station(Path(tmp), bundle, images, warm=mode != "paced")
+                station = build_station(Path(tmp), bundle, images, MODES[mode])
                 station.handler.camera = ExposingCamera(station.handler.camera, args.exposure_ms)
                 try:
                     run_mode(station, "back-to-back", 8, args.hz, f"w{round_no}")  # warm-up
@@ -143,20 +165,32 @@ def summarise(row: dict[str, Any]) -> dict[str, Any]:
     for mode, runs in row["runs"].items():
         p50s = [p50(r["latency_ms"]) for r in runs]
         handled = [p50(r["handled_ms"]) for r in runs]
+        names = sorted({name for r in runs for name in r["stages_p50_ms"]})
         out[mode] = {
             "latency_p50_ms": round(float(np.median(p50s)), 3),
             "latency_p50_range": [round(min(p50s), 3), round(max(p50s), 3)],
             "handled_p50_ms": round(float(np.median(handled)), 3),
+            "stages_p50_ms": {
+                n: round(float(np.median([r["stages_p50_ms"].get(n, np.nan) for r in runs])), 3)
+                for n in names
+            },
             "loads": [r["load"] for r in runs],
             "warm": [r["warm"] for r in runs],
         }
     base = out["back-to-back"]["latency_p50_ms"]
-    for mode in ("paced", "paced-warm"):
+    for mode in list(MODES)[1:]:
         out[mode]["ratio"] = round(out[mode]["latency_p50_ms"] / base, 3)
     return out
 
 
+def _cell(m: dict[str, Any]) -> str:
+    lo, hi = m["latency_p50_range"]
+    ratio = f" ({m['ratio']:.2f}x)" if "ratio" in m else ""
+    return f"{m['latency_p50_ms']:.2f} [{lo:.2f}–{hi:.2f}]{ratio}"
+
+
 def markdown(report: dict[str, Any]) -> str:
+    modes = list(MODES)
     lines = [
         "# Paced vs back-to-back through the line station (warm-on-trigger)",
         "",
@@ -166,31 +200,40 @@ def markdown(report: dict[str, Any]) -> str:
         f"{report['exposure_ms']:g} ms (sleep); load (1/5/15 min) at start {report['load_start']}, "
         f"end {report['load_end']}",
         "- Latency = the stored model latency (decode + preprocess + inference + "
-        "postprocess + regions), p50 per run; the median run, [range of runs]; handled = "
-        "trigger to answer (includes the exposure).",
+        "postprocess + regions), p50 per run: the median run [range of runs] (x back-to-back). "
+        "Modes: " + "; ".join(f"`{m}`" for m in modes) + " (see the script's docstring).",
         "",
-        "| bundle | executed | back-to-back p50 ms | paced p50 ms (x) | paced + warm-on-trigger "
-        "p50 ms (x) | handled p50 ms b2b / paced / paced+warm | warm runs: finished / cancelled |",
-        "|---|---|---|---|---|---|---|",
+        "| bundle | executed | " + " | ".join(f"{m} p50 ms" for m in modes) + " |",
+        "|---|---|" + "---|" * len(modes),
     ]
     for row in report["bundles"]:
         s = row["summary"]
-        b2b, paced, warm = s["back-to-back"], s["paced"], s["paced-warm"]
-        fin = sum(w["finished"] for w in warm["warm"])
-        can = sum(w["cancelled"] for w in warm["warm"])
-
-        def cell(m: dict) -> str:
-            lo, hi = m["latency_p50_range"]
-            return f"{m['latency_p50_ms']:.2f} [{lo:.2f}–{hi:.2f}]"
-
         kernels = [k for k in row.get("kernels", []) if "gemm" in k or "conv" in k]
-        executed = f"{row.get('executed_precision', '?')} ({', '.join(kernels[:3]) or '-'})"
-        lines.append(
-            f"| {row['precision']} | {executed} | {cell(b2b)} | "
-            f"{cell(paced)} ({paced['ratio']:.2f}x) | {cell(warm)} ({warm['ratio']:.2f}x) | "
-            f"{b2b['handled_p50_ms']:.1f} / {paced['handled_p50_ms']:.1f} / "
-            f"{warm['handled_p50_ms']:.1f} | {fin} / {can} |"
-        )
+        executed = f"{row.get('executed_precision', '?')} ({', '.join(kernels[:2]) or '-'})"
+        cells = " | ".join(_cell(s[m]) for m in modes)
+        lines.append(f"| {row['precision']} | {executed} | {cells} |")
+    lines += [
+        "",
+        "Stage p50 (ms, median run) and warm runs (finished before the part / cancelled by it):",
+        "",
+        "| bundle | mode | capture | decode | preprocess | infer | postprocess | regions | "
+        "handled | warm finished / cancelled |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in report["bundles"]:
+        for mode in modes:
+            m = row["summary"][mode]
+            st = m["stages_p50_ms"]
+            fin = sum(w["finished"] for w in m["warm"])
+            can = sum(w["cancelled"] for w in m["warm"])
+            cells = " | ".join(
+                f"{st.get(k, float('nan')):.2f}"
+                for k in ("capture_ms", "decode", "preprocess", "infer", "postprocess", "regions")
+            )
+            lines.append(
+                f"| {row['precision']} | {mode} | {cells} | {m['handled_p50_ms']:.1f} | "
+                f"{fin} / {can} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -203,6 +246,7 @@ def main() -> None:
     parser.add_argument("--hz", type=float, default=10.0)
     parser.add_argument("--exposure-ms", type=float, default=5.0)
     parser.add_argument("--out", default=str(ROOT / "reports" / "runtime"))
+    parser.add_argument("--stem", default="line_paced", help="Report file name (no suffix).")
     args = parser.parse_args()
     report: dict[str, Any] = {
         "cpu": cpu_info().summary(), "python": platform.python_version(),
@@ -216,7 +260,7 @@ def main() -> None:
         print(row["precision"], row["summary"], flush=True)
     report["load_end"] = load_average()
     text = markdown(report)
-    save_report(Path(args.out), "line_paced", report, text)
+    save_report(Path(args.out), args.stem, report, text)
     print(text)
 
 

@@ -104,10 +104,17 @@ class WarmConfig:
 
     enabled: bool = True
     idle_ms: float = 20.0
+    timing: Literal["trigger", "learned"] = "trigger"
+    """``trigger``: start at once; ``learned``: so that it ends ``margin_ms`` before the part's
+    inference is due, from running means of the line's lead and inference times."""
+    margin_ms: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.idle_ms < 0:
-            raise ConfigError(f"warm_on_trigger: idle_ms must be >= 0, got {self.idle_ms}")
+        for name in ("idle_ms", "margin_ms"):
+            if getattr(self, name) < 0:
+                raise ConfigError(
+                    f"warm_on_trigger: {name} must be >= 0, got {getattr(self, name)}"
+                )
 
 
 @dataclass(frozen=True)

@@ -12,17 +12,17 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal
 
 from inspection.core.config import from_mapping, to_mapping
 from inspection.core.errors import ConfigError, InspectionError
 from inspection.line.camera import Camera, CaptureError
 from inspection.line.config import WarmConfig
+from inspection.line.warm import TriggerWarmer, WarmHook
 from inspection.station.errors import (
     BadImage,
     InvalidRequest,
@@ -134,17 +134,6 @@ class Answer:
         return from_mapping(cls, json.loads(text), where=ANSWER_SCHEMA)
 
 
-@runtime_checkable
-class Warmable(Protocol):
-    """An inspector that can warm its cores on the trigger (``Inspector.warm``)."""
-
-    def warm(self, idle_ms: float) -> str: ...
-
-
-WarmHook = Callable[[str, str], None]
-"""Called with (product, outcome) after each trigger's warm-up decision (metrics)."""
-
-
 _REFUSAL_CODES: dict[type[RequestRefused], ErrorCode] = {
     BadImage: ErrorCode.BAD_IMAGE,
     UnknownProduct: ErrorCode.UNKNOWN_PRODUCT,
@@ -181,8 +170,7 @@ class TriggerHandler:
     ) -> None:
         """``warm``: warm-on-trigger settings (default ``WarmConfig()``: on)."""
         self.camera = camera
-        self.warm = warm or WarmConfig()
-        self._on_warm = on_warm
+        self.warmer = TriggerWarmer(warm or WarmConfig(), on_warm)
         self.pipeline = pipeline
         self.station_id = station_id
         self.timeout_s = timeout_s
@@ -214,7 +202,7 @@ class TriggerHandler:
             live = self.pipeline.models.get(product)  # no live model: do not fire the camera
         except RequestRefused as exc:
             return self._error(request_id, product, _refusal_code(exc), str(exc))
-        self._warm_up(product, live.inspector)
+        self.warmer.on_trigger(product, live.inspector)  # while the camera exposes
         future = self._executor.submit(self._inspect, trigger, request_id, product, source)
         try:
             outcome, capture_ms = future.result(timeout=self.timeout_s)
@@ -228,6 +216,8 @@ class TriggerHandler:
         except Exception as exc:  # a bug or a store outage must still answer the PLC
             return self._error(request_id, product, ErrorCode.INTERNAL, repr(exc))
         row = outcome.row
+        if outcome.created:
+            self.warmer.learn(product, capture_ms, outcome.timings_ms)
         return Answer(
             request_id=request_id,
             error_code=ErrorCode.NONE,
@@ -260,17 +250,6 @@ class TriggerHandler:
             timings_ms={"capture_ms": frame.capture_ms},
         )
         return outcome, frame.capture_ms
-
-    def _warm_up(self, product: str, inspector: object) -> None:
-        """Start the warm run while the camera exposes (asynchronous: returns at once)."""
-        if not self.warm.enabled:
-            outcome = "disabled"
-        elif isinstance(inspector, Warmable):
-            outcome = inspector.warm(self.warm.idle_ms)
-        else:  # e.g. a tiled bundle: its tiles run as batches, not the batch-of-one graph
-            outcome = "unsupported"
-        if self._on_warm is not None:
-            self._on_warm(product, outcome)
 
     @staticmethod
     def _error(request_id: str, product: str, code: ErrorCode | None, message: str) -> Answer:

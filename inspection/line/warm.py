@@ -1,0 +1,87 @@
+"""Warm-on-trigger at the line station: when, on each trigger, to start the warm run.
+
+The trigger comes before the image: the camera exposes and transfers, then the station decodes
+and preprocesses, and only then does the part's inference start. A warm run
+(``Inspector.warm``, ``runtime.warmup``) started at the trigger wakes OpenVINO's threads and
+caches; if it ends long before the part's inference starts, the cores fall asleep again. With
+``timing: learned`` the start is delayed so the warm run ends about ``margin_ms`` before the
+part's inference is due, using running means of this line's trigger-to-inference lead
+(capture + decode + preprocess) and of the inference time; ``timing: trigger`` starts at once.
+Either way the part's inference cancels a warm run still in flight.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from typing import Protocol, runtime_checkable
+
+from inspection.line.config import WarmConfig
+
+EMA_WEIGHT = 0.2
+"""Weight of the newest part in the running means."""
+
+WarmHook = Callable[[str, str], None]
+"""Called with (product, outcome) after each trigger's warm-up decision (metrics)."""
+
+
+@runtime_checkable
+class Warmable(Protocol):
+    """An inspector that can warm its cores on the trigger (``Inspector.warm``)."""
+
+    def warm(self, idle_ms: float) -> str: ...
+
+
+class TriggerWarmer:
+    """Starts (or schedules) the warm run of each trigger; thread-safe."""
+
+    def __init__(self, config: WarmConfig, on_warm: WarmHook | None = None) -> None:
+        self.config = config
+        self._on_warm = on_warm
+        self._lock = threading.Lock()
+        self._lead_ms: dict[str, float] = {}
+        self._infer_ms: dict[str, float] = {}
+
+    def on_trigger(self, product: str, inspector: object) -> None:
+        """Start the warm run now or schedule it (returns at once)."""
+        if not self.config.enabled:
+            self._report(product, "disabled")
+            return
+        if not isinstance(inspector, Warmable):  # e.g. tiled: tiles run as batches
+            self._report(product, "unsupported")
+            return
+        delay_s = self.delay_ms(product) / 1e3
+        if delay_s <= 0:
+            self._warm(product, inspector)
+            return
+        timer = threading.Timer(delay_s, self._warm, (product, inspector))
+        timer.daemon = True
+        timer.start()
+
+    def delay_ms(self, product: str) -> float:
+        """How long after the trigger to start the warm run (0 with ``timing: trigger`` or
+        before the first part of ``product`` was timed)."""
+        if self.config.timing != "learned":
+            return 0.0
+        with self._lock:
+            lead, infer = self._lead_ms.get(product), self._infer_ms.get(product)
+        if lead is None or infer is None:
+            return 0.0
+        return max(0.0, lead - infer - self.config.margin_ms)
+
+    def learn(self, product: str, capture_ms: float, stages_ms: Mapping[str, float]) -> None:
+        """Update the running means with one inspected part's stage times."""
+        if "infer" not in stages_ms:
+            return
+        lead = capture_ms + stages_ms.get("decode", 0.0) + stages_ms.get("preprocess", 0.0)
+        with self._lock:
+            for means, value in ((self._lead_ms, lead), (self._infer_ms, stages_ms["infer"])):
+                old = means.get(product)
+                means[product] = value if old is None else old + EMA_WEIGHT * (value - old)
+
+    def _warm(self, product: str, inspector: Warmable) -> None:
+        self._report(product, inspector.warm(self.config.idle_ms))
+
+    def _report(self, product: str, outcome: str) -> None:
+        if self._on_warm is not None:
+            self._on_warm(product, outcome)
