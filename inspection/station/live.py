@@ -294,8 +294,9 @@ class LiveModels:
         self._golden[product] = golden_status(
             served, getattr(inspector, "golden", None), recalibration
         )
-        if recalibration is not None:  # fitted on this CPU: the 0.5 of its own operating point
-            threshold = None
+        if recalibration is not None:
+            # Fitted on this CPU: served at its operating point's threshold. A registry threshold
+            # set for the old calibration is not applied; later threshold versions are.
             value = inspector.threshold
         record_golden_outcome(self.registry, product, self._golden[product])
         model = LiveModel(
