@@ -23,6 +23,7 @@ def test_recalibrated_or_refused_on_healthz_metrics_and_dashboard(
     registry = Registry(tmp_path / "registry")
     registry.add_bundle(PRODUCT, drifting_bundle(fp32_bundle, tmp_path), V1)
     registry.promote(PRODUCT, V1, actor="tests", reason="drifts on this CPU")
+    registry.set_threshold(PRODUCT, 0.8, actor="tests", reason="set for the old calibration")
     images = {PRODUCT: station_folder(tiny_product, tmp_path)} if with_images else {}
     with serve(station_config(tmp_path, validation_images=images)) as served:
         status = served.ops("/healthz").json()["products"][PRODUCT]
@@ -31,6 +32,13 @@ def test_recalibrated_or_refused_on_healthz_metrics_and_dashboard(
         outcome = "recalibrated" if with_images else "refused"
         assert golden["outcome"] == outcome
         assert status["loaded"] is with_images
+        if with_images:  # served at its own operating point, not the old calibration's 0.8
+            assert status["threshold"] == 0.5
+            served.station.models.refresh()
+            assert served.ops("/healthz").json()["products"][PRODUCT]["threshold"] == 0.5
+            registry.set_threshold(PRODUCT, 0.6, actor="tests", reason="set after re-calibrating")
+            served.station.models.refresh()
+            assert served.ops("/healthz").json()["products"][PRODUCT]["threshold"] == 0.6
         metrics = served.ops("/metrics").text
         labels = f'bundle_id="{V1}",outcome="{outcome}",precision="f32",product="{PRODUCT}"'
         assert f"inspection_golden_outcome{{{labels}}} 1.0" in metrics
