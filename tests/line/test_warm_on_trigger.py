@@ -65,7 +65,8 @@ def test_warm_on_trigger_is_on_by_default_and_validated(tmp_path: Path) -> None:
     path = tmp_path / "line.yaml"
     path.write_text(
         "station_id: cam-1\ncamera: {kind: file, path: /tmp}\n"
-        "core: {products: [brick], store_url: 'sqlite://', blob_dir: /tmp/b, registry_dir: /tmp/r}\n"
+        "core: {products: [brick], store_url: 'sqlite://', blob_dir: /tmp/b, registry_dir: /tmp/r,\n"
+        "  allow_unsigned_bundles: true}\n"
         "warm_on_trigger: {enabled: false, idel_ms: 5}\n"
     )
     with pytest.raises(ConfigError, match="idel_ms"):
