@@ -103,7 +103,7 @@ class BundleModel:
         self._batched: ov.CompiledModel | None = None
         self._batched_request: ov.InferRequest | None = None
         self._lock = threading.Lock()
-        self._warm = WarmRequest(compiled)
+        self._warm = WarmRequest(compiled, self._request)
 
     @classmethod
     def load(

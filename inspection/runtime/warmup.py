@@ -5,9 +5,10 @@ weights leave the caches, so the next part's inference starts cold (paced p50 1.
 back-to-back p50, ``reports/runtime``). The trigger comes before the image (the camera still
 exposes and transfers), so the station can run one inference of a blank input in that gap.
 
-The warm run never holds up a real part: it runs on its own infer request, asynchronously,
-and the real inference cancels it if it is still running (OpenVINO stops it at the next
-graph node). It is skipped when the last inference ended less than ``idle_ms`` ago (the
+The warm run never holds up a real part: it runs asynchronously on the part's own infer request
+(so the part finds that request's buffers, not just the weights, in cache; a spare request
+measured slower, ``reports/runtime/epyc-avx512/line_paced_5ms.md``), and the part's inference
+cancels it if it is still running (OpenVINO stops it at the next graph node). It is skipped when the last inference ended less than ``idle_ms`` ago (the
 cores are still warm) or a warm run is already in flight.
 """
 
@@ -38,14 +39,14 @@ class WarmStats:
 
 
 class WarmRequest:
-    """A spare infer request of a compiled batch-of-one model for warm runs.
+    """Warm runs on the batch-of-one infer request the parts use.
 
     Not thread-safe on its own: ``BundleModel`` calls it under its inference lock.
     """
 
-    def __init__(self, compiled: ov.CompiledModel) -> None:
+    def __init__(self, compiled: ov.CompiledModel, request: ov.InferRequest) -> None:
         self._compiled = compiled
-        self._request: ov.InferRequest | None = None
+        self._request = request
         self._input: np.ndarray | None = None
         self._running = False
         self.last_end = 0.0
@@ -59,8 +60,7 @@ class WarmRequest:
         self._settle()
         if self.last_end and (time.perf_counter() - self.last_end) * 1e3 < idle_ms:
             return "recent"
-        if self._request is None:
-            self._request = self._compiled.create_infer_request()
+        if self._input is None:
             shape = tuple(int(d) for d in self._compiled.input(0).get_shape())
             self._input = np.zeros(shape, dtype=np.float32)
         self._request.start_async({0: self._input}, share_inputs=True)
@@ -70,7 +70,7 @@ class WarmRequest:
 
     def stop(self) -> None:
         """Before a real inference: cancel a warm run still in flight and wait for it."""
-        if not self._running or self._request is None:
+        if not self._running:
             return
         if self._done():
             self._settle()
@@ -84,7 +84,7 @@ class WarmRequest:
         self.stats.cancel_wait_ms += (time.perf_counter() - started) * 1e3
 
     def _done(self) -> bool:
-        return self._request is not None and self._request.wait_for(0)
+        return self._request.wait_for(0)
 
     def _settle(self) -> None:
         """Count a warm run that finished on its own."""
