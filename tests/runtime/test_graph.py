@@ -15,6 +15,7 @@ from inspection.runtime.graph import (
     fold_patch_distances,
     linearise_map_heads,
     optimize_graph,
+    project_patch_distances,
     separate_blur_kernels,
 )
 from inspection.runtime.inspector import Inspector
@@ -119,6 +120,54 @@ def test_distances_used_beyond_their_minimum_are_left_alone(ov_precision: str) -
     expected = np.sqrt(((x[:, None] - bank[None]) ** 2).sum(-1)).min(1)
     got = compile_at(folded, ov_precision)(x)[0]
     TOLERANCES[ov_precision].assert_close(got, expected)
+
+
+def _low_rank_bank(rank: int, rows: int = 30, dims: int = 12) -> np.ndarray:
+    """(rows, dims) bank = mean + coordinates @ directions.T, exactly of ``rank`` around its mean."""
+    rng = np.random.default_rng(5)
+    directions = np.linalg.qr(rng.normal(size=(dims, rank)))[0]
+    coords = rng.normal(scale=3.0, size=(rows, rank))
+    return (rng.normal(size=dims) + coords @ directions.T).astype(np.float32)
+
+
+def _nearest(bank: np.ndarray) -> ov.Model:
+    """anomalib's nearest-bank distance of (40, D) patches, folded (``fold_patch_distances``)."""
+    patches = ops.parameter([40, bank.shape[1]], np.float32, name="patches")
+    product = ops.multiply(ops.matmul(patches, ops.constant(bank), False, True), np.float32(-2))
+    norms = ops.reduce_sum(ops.power(patches, np.float32(2)), np.int64(-1), True)
+    squared = ops.add(ops.add(product, norms), ops.constant((bank**2).sum(1)[None]))
+    distances = ops.sqrt(ops.maximum(squared, np.float32(0)))
+    model = ov.Model([ops.reduce_min(distances, np.int64(-1))], [patches])
+    assert len(fold_patch_distances(model)) == 1
+    return model
+
+
+@pytest.mark.parametrize(("rank", "exact"), [(4, True), (2, False)])
+def test_low_rank_distances_are_exact_for_a_bank_of_that_rank(
+    rank: int, exact: bool, ov_precision: str
+) -> None:
+    bank = _low_rank_bank(4)
+    x = np.random.default_rng(6).normal(scale=2.0, size=(40, 12)).astype(np.float32)
+    expected = np.sqrt(((x[:, None] - bank[None]) ** 2).sum(-1)).min(1)
+    model = _nearest(bank)
+
+    notes = project_patch_distances(model, rank)
+
+    assert len(notes) == 1 and f"12 -> {rank} dims" in notes[0], notes
+    names = [node.get_friendly_name() for node in model.get_ordered_ops()]
+    assert sum(name.endswith("/low_rank") for name in names) == 1
+    got = compile_at(model, ov_precision)(x)[0]
+    if exact:  # the bank lies in its top-4 subspace: nothing is dropped
+        TOLERANCES[ov_precision].assert_close(got, expected)
+    else:  # a rank-4 bank on 2 directions: approximate, and visibly so
+        assert np.abs(got - expected).max() > 0.1 * np.abs(expected).max()
+
+
+def test_low_rank_leaves_banks_narrower_than_the_rank_alone() -> None:
+    model = _nearest(_low_rank_bank(4))
+    assert project_patch_distances(model, 12) == []
+    with pytest.raises(ValueError, match="rank must be at least 1, got 0"):
+        project_patch_distances(model, 0)
 
 
 def _layer_product() -> ov.Model:
