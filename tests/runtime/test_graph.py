@@ -19,6 +19,7 @@ from inspection.runtime.graph import (
     separate_blur_kernels,
 )
 from inspection.runtime.inspector import Inspector
+from tests.conftest import TINY_PATCHCORE
 from tests.ov_precision import TOLERANCES, compile_at
 
 
@@ -194,3 +195,38 @@ def test_every_upsampled_layer_map_before_a_product_becomes_matmuls(ov_precision
     assert "Interpolate" not in {node.get_type_name() for node in model.get_ordered_ops()}
     got = compile_at(model, ov_precision)(maps)[0]
     TOLERANCES[ov_precision].assert_close(got, expected)
+
+
+@pytest.mark.slow
+def test_a_knn_rank_bundle_serves_and_checks_its_projected_graph(
+    tiny_product: Path, fp32_bundle: Path, tmp_path: Path
+) -> None:
+    from inspection.core.registry import Registry
+    from inspection.data.dataset import load_dataset
+    from inspection.training.config import model_config_from_mapping
+    from inspection.training.export import ExportOptions
+    from inspection.training.registry_export import RegistryExport, export_bundle
+    from inspection.training.train import train
+
+    registry = Registry(tmp_path / "registry")
+    config = model_config_from_mapping({**TINY_PATCHCORE, "knn_rank": 64}, where="test")
+    record = train(config, load_dataset(tiny_product), product="brick", registry=registry,
+                   progress=False)  # fmt: skip
+    bundle = export_bundle(
+        registry, "brick", ExportOptions(precision="fp32"), RegistryExport(record.version)
+    ).bundle_dir
+
+    meta = read_bundle_metadata(bundle)
+    assert meta.extra["knn_head"]["rank"] == 64
+    assert "152 -> 64 dims" in meta.extra["knn_head"]["rewrite"][0]
+    model = ov.Core().read_model(bundle / meta.model_file)
+    names = [node.get_friendly_name() for node in model.get_ordered_ops()]
+    assert sum(name.endswith("/low_rank") for name in names) == 1
+    assert project_patch_distances(model, 64) == []  # the 64-wide GEMM is left as it is
+    # golden outputs were recorded on the projected graph: the load-time check passes
+    projected, exact = Inspector.from_bundle(bundle), Inspector.from_bundle(fp32_bundle)
+    assert projected.golden is not None and projected.golden.passed
+    batch = np.random.default_rng(7).normal(size=(2, 3, 64, 64)).astype(np.float32)
+    got, expected = projected.model.run(batch).scores, exact.model.run(batch).scores
+    assert not np.allclose(got, expected, rtol=1e-6)  # approximate: a different graph
+    np.testing.assert_allclose(got, expected, rtol=0.05)  # same model within a few percent
