@@ -218,7 +218,7 @@ def latency(args: argparse.Namespace) -> None:
     images = [read_image(p) for p in paths]
     for bundle in args.bundles.split(","):
         load = load_average()
-        inspector = Inspector.from_bundle(bundle)
+        inspector = Inspector.from_bundle(bundle, num_threads=args.threads or None)
         for image in images[:3]:
             inspector.inspect(image)
         p50s, infer = [], []
@@ -239,6 +239,7 @@ def latency(args: argparse.Namespace) -> None:
             "per_round": len(images),
             "load_before": load,
             "load_after": load_average(),
+            "threads": args.threads or "OpenVINO's (LATENCY hint)",
             "cpu": _cpu(),
         }
         log.info("%s %s", bundle, out[list(out)[-1]])
@@ -333,6 +334,7 @@ def main() -> None:
     parser.add_argument("--heads", default="", help="accuracy: only these heads (and the first)")
     parser.add_argument("--label", default="", help="latency: prefix of the bundles' keys")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0, help="latency: OpenVINO threads (0: its)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     for name in ("lightning", "lightning_fabric", "nncf", "anomalib", "inspection"):
