@@ -16,6 +16,7 @@
 Each variant's image AUROC, pixel AUROC and AUPRO (``bench/_hard_metrics.figures``) and a
 paired bootstrap of its image-AUROC change vs the unmodified setting (same resampled images).
 ``latency``: ``Inspector.inspect`` p50 of exported bundles, 3 rounds of 20 grass test images.
+``bundles``: the exported bundles' own held-out figures, paired against the first bundle.
 Writes ``reports/hard_surfaces/serving.json``; ``report`` writes ``serving.md``.
 """
 
@@ -46,6 +47,7 @@ from _hard_levers import (
 from _hard_metrics import figures
 from _report import load_average
 
+from inspection.core.bootstrap import auroc_interval
 from inspection.core.metrics import image_auroc
 from inspection.data.dataset import load_dataset
 from inspection.training.config import load_model_config
@@ -278,6 +280,29 @@ def report(args: argparse.Namespace) -> None:
                 f"{_cell(t['pixel_auroc'])} | {_cell(t['aupro'])} |"
             )
         lines.append("")
+    bundle_rows = data.get("bundles", {})
+    if bundle_rows:
+        lines += [
+            "## The exported grass bundles (real path: `inspection train` + `inspection export`)",
+            "",
+            "Each bundle's own held-out figures (its export record: calibrated, gated, golden",
+            "outputs on its own graph) and its image-AUROC change vs the exact FP32 bundle, paired",
+            "on the same 126 test images.",
+            "",
+            "| bundle | kNN head | gate | image AUROC | change vs exact FP32 [paired 95 %] |"
+            " pixel AUROC | AUPRO |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for key, row in bundle_rows.items():
+            head = "exact (472 dims)" if not row["knn_head"] else f"rank {row['knn_head']['rank']}"
+            d = row["delta_vs_first"]
+            lines.append(
+                f"| {key} | {head} | "
+                f"{'passed' if row['gate_passed'] else 'refused'} | {_cell(row['image_auroc'])} | "
+                f"{d['value']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] | {row['pixel_auroc']:.3f}"
+                f" | {row['aupro']:.3f} |"
+            )
+        lines.append("")
     latency_rows = data.get("latency", {})
     if latency_rows:
         lines += [
@@ -285,13 +310,14 @@ def report(args: argparse.Namespace) -> None:
             "",
             "Median of round p50s [range over rounds]; `infer` is the OpenVINO call alone.",
             "",
-            "| bundle | p50 ms [range] | infer p50 ms | load before -> after | CPU |",
-            "| --- | --- | --- | --- | --- |",
+            "| bundle | threads | p50 ms [range] | infer p50 ms | load before -> after | CPU |",
+            "| --- | --- | --- | --- | --- | --- |",
         ]
         for key, row in latency_rows.items():
             low, high = row["p50_range_ms"]
             lines.append(
-                f"| {key} | {row['p50_ms']:.1f} [{low:.1f}, {high:.1f}] | {row['infer_p50_ms']:.1f}"
+                f"| {key} | {row.get('threads', 'OpenVINO default')} | {row['p50_ms']:.1f} "
+                f"[{low:.1f}, {high:.1f}] | {row['infer_p50_ms']:.1f}"
                 f" | {row['load_before']} -> {row['load_after']} | {row['cpu']} |"
             )
         lines.append("")
@@ -301,6 +327,33 @@ def report(args: argparse.Namespace) -> None:
 
 def _cell(fig: dict) -> str:
     return f"{fig['value']:.3f} [{fig['low']:.3f}, {fig['high']:.3f}]"
+
+
+def bundles(args: argparse.Namespace) -> None:
+    """Each exported bundle's own held-out figures (its export record) and its image-AUROC
+    change vs the first bundle, paired on the same test images (``validation_scores.json``)."""
+    report = _load(args.out)
+    out = report.setdefault("bundles", {})
+    paths = [Path(b) for b in args.bundles.split(",")]
+    first = json.loads((paths[0] / "validation_scores.json").read_text(encoding="utf-8"))
+    for path in paths:
+        scores = json.loads((path / "validation_scores.json").read_text(encoding="utf-8"))
+        if scores["names"] != first["names"] or scores["labels"] != first["labels"]:
+            raise SystemExit(f"{path}: not scored on the same test images as {paths[0]}")
+        meta = json.loads((path / "metadata.json").read_text(encoding="utf-8"))
+        overall = meta["metrics"]["overall"]
+        labels = np.asarray(scores["labels"])
+        values = np.asarray(scores["scores"], dtype=np.float64)
+        out[f"{path.parent.parent.name}/{path.name}"] = {
+            "knn_head": meta["extra"].get("knn_head"),
+            "gate_passed": meta["metrics"]["gate"].get("passed"),
+            "image_auroc": auroc_interval(values, labels).to_dict(),
+            "pixel_auroc": overall.get("pixel_auroc"),
+            "aupro": overall.get("aupro"),
+            "delta_vs_first": paired_delta(values, np.asarray(first["scores"]), labels),
+            "first": str(paths[0]),
+        }
+    _save(args.out, report)
 
 
 def _cpu() -> str:
@@ -326,7 +379,7 @@ def _save(out: Path, report: dict[str, Any]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("phase", choices=("accuracy", "latency", "report"))
+    parser.add_argument("phase", choices=("accuracy", "latency", "bundles", "report"))
     parser.add_argument("--data", type=Path, default=Path("datasets"))
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--products", default="grass,gravel")
@@ -340,7 +393,9 @@ def main() -> None:
     for name in ("lightning", "lightning_fabric", "nncf", "anomalib", "inspection"):
         logging.getLogger(name).setLevel(logging.WARNING)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    {"accuracy": accuracy, "latency": latency, "report": report}[args.phase](args)
+    {"accuracy": accuracy, "latency": latency, "bundles": bundles, "report": report}[args.phase](
+        args
+    )
 
 
 if __name__ == "__main__":
