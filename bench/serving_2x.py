@@ -315,8 +315,9 @@ def report(args: argparse.Namespace) -> None:
         ]
         for key, row in latency_rows.items():
             low, high = row["p50_range_ms"]
+            threads = row.get("threads", "OpenVINO's (LATENCY hint)")
             lines.append(
-                f"| {key} | {row.get('threads', 'OpenVINO default')} | {row['p50_ms']:.1f} "
+                f"| {key} | {threads} | {row['p50_ms']:.1f} "
                 f"[{low:.1f}, {high:.1f}] | {row['infer_p50_ms']:.1f}"
                 f" | {row['load_before']} -> {row['load_after']} | {row['cpu']} |"
             )
