@@ -254,8 +254,9 @@ def report(args: argparse.Namespace) -> None:
     lines = [
         "# Serving the 2x setting: what it costs at the station, and what makes it cheaper",
         "",
-        "Produced by `bench/serving_2x.py` (`accuracy` under `/work/bin/heavy`, `latency` under",
-        "`/work/bin/bench`, `report`). The 2x setting: 256 px parts upsampled to 512 px, layers",
+        "Produced by `bench/serving_2x.py` (`accuracy`, `latency`, `bundles`, `report`; this run's",
+        "jobs ran as the second of two jobs on the 2 cores, not alone: see Caveats). The 2x",
+        "setting: 256 px parts upsampled to 512 px, layers",
         "blocks.2+4+6 (`--set image_size=[512,512] --set backbone.layers=[blocks.2,blocks.4,",
         "blocks.6]`). Held-out test split; image AUROC with a stratified bootstrap 95 % interval,",
         "and its change against the unmodified setting with a *paired* bootstrap (same resampled",
