@@ -37,7 +37,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _hard_levers import BANK_CAP, FeatureCache, Lever, embed, fit_lever, masks_of, run_split
+from _hard_levers import (
+    BANK_CAP,
+    FeatureCache,
+    Lever,
+    fit_lever,
+    fuse_global,
+    fuse_stats,
+    lever_layers,
+    masks_of,
+    run_split,
+)
 from _hard_metrics import figures, peaks, per_kind
 from _report import load_average, previous_report, save_report
 
@@ -135,9 +145,25 @@ def _walk(
         replace(best, name=f"{_s(best)} {b[-5:]}", family="backbone", backbone=b)
         for b in ("tf_efficientnet_lite1", "tf_efficientnet_lite2")
     ])  # fmt: skip
+    best = step(best, _new_levers(best))
+    for lever in _new_levers(Lever("default (1x, blocks.2+4, 1 %)", "default"))[:3]:
+        run(lever)  # the cheap 1x station: context only, never chosen
     for row in rows:
         row["chosen"] = row["lever"] == asdict(best)
     return rows
+
+
+def _new_levers(base: Lever) -> list[Lever]:
+    """This session's levers on top of ``base``: local colour statistics appended to the
+    embedding (two weights), a separate statistics model fused on z-scores, the product's
+    global context fused on z-scores."""
+    tag = _s(base) if base.family != "default" else "1x"
+    return [
+        replace(base, name=f"{tag} + stats model fused", family="fusion", fusion="stats"),
+        replace(base, name=f"{tag} + local stats x0.5", family="stats", stats=0.5),
+        replace(base, name=f"{tag} + global context fused", family="fusion", fusion="global"),
+        replace(base, name=f"{tag} + local stats x1", family="stats", stats=1.0),
+    ]
 
 
 def _transfer(cache: FeatureCache, product: str, report: dict) -> list[dict[str, Any]]:
@@ -154,7 +180,10 @@ def _transfer(cache: FeatureCache, product: str, report: dict) -> list[dict[str,
             levers.append(replace(setting, name=f"{tuned}'s setting: {_describe(setting)}",
                                   family="transfer"))  # fmt: skip
             levers.append(replace(lever, name=f"{tuned}'s choice: {lever.name}", family="transfer"))
+    levers += _new_levers(levers[0])[:3]
     if product in ALIGNED:
+        levers.append(replace(levers[0], name="PaDiM (per-position Gaussians)", family="position",
+                              padim=True, neighbors=1))  # fmt: skip
         levers += [
             replace(levers[0], name=f"positions within {r} cells", family="position",
                     neighbors=1, position_radius=r)
@@ -199,17 +228,29 @@ def _s(lever: Lever) -> str:
 
 def _evaluate(cache: FeatureCache, lever: Lever) -> dict[str, Any]:
     started = time.perf_counter()
-    feats = cache.get(lever.backbone, lever.size, False, lever.layers)
-    fitted = fit_lever(embed(feats["train"], lever), lever)
-    val, _ = run_split(cache, "val", fitted, lever)
-    test, score_s = run_split(cache, "test", fitted, lever)
+    load = load_average()
+    feats = cache.get(lever.backbone, lever.size, False, lever_layers(lever))
+    fitted = fit_lever(feats["train"], lever)
+    val_out, _ = run_split(cache, "val", fitted, lever)
+    test_out, score_s = run_split(cache, "test", fitted, lever)
     samples = cache.splits["test"]
     labels = np.asarray([s.label for s in samples])
     masks = masks_of(samples)
     val_labels = np.asarray([s.label for s in cache.splits["val"]])
+    extra: dict[str, Any] = {}
+    if lever.fusion == "stats":
+        val, test = fuse_stats(val_out, val_labels, test_out)
+    elif lever.fusion == "global":
+        val, test, kept = fuse_global(cache, lever, val_out.main, val_labels, test_out.main)
+        extra["global_kept"] = list(kept)
+    else:
+        val, test = val_out.main, test_out.main
     extract = cache.extract_s.get((lever.backbone, lever.size, False), {})
     kinds = [s.defect_type for s in samples]
     return {
+        **extra,
+        "cpu": _cpu(),
+        "load": [load, load_average()],
         "name": lever.name,
         "family": lever.family,
         "lever": asdict(lever),
@@ -238,6 +279,10 @@ def ablate(args: argparse.Namespace) -> None:
         )
         load = load_average()
         started = time.perf_counter()
+        previous = report.get(product, {})
+        for row in previous.get("levers", []):  # rows reused from an earlier run keep its CPU
+            row.setdefault("cpu", previous.get("cpu", "unknown"))
+            row.setdefault("load", [previous.get("load_before"), previous.get("load_after")])
         if product in TUNED:
             earlier = report.get(product, {}).get("levers", [])
 
@@ -488,8 +533,9 @@ def _product_table(product: str, entry: dict, proxy: dict) -> list[str]:
         f"## {product} ({role}; {entry['test_images']} held-out images, {entry['test_good']} "
         f"good; load {entry['load_before']} -> {entry['load_after']}; {entry['cpu']})",
         "",
-        "| lever | val AUROC | image AUROC | pixel AUROC | AUPRO | bank | fit s | graph p50 ms |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| lever | val AUROC | image AUROC | pixel AUROC | AUPRO | bank | fit s | graph p50 ms |"
+        " CPU |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in entry["levers"]:
         test = row["test"]
@@ -498,9 +544,24 @@ def _product_table(product: str, entry: dict, proxy: dict) -> list[str]:
         lines.append(
             f"| {row['name']}{mark} | {row['validation_auroc']:.3f} | {_cell(test['image_auroc'])}"
             f" | {_cell(test['pixel_auroc'])} | {_cell(test['aupro'])} | {row['bank']} | "
-            f"{row['fit_s']:.1f} | {'-' if p is None else f'{p:.1f}'} |"
+            f"{row['fit_s']:.1f} | {_p50_cell(row, p)} | {_cpu_short(row.get('cpu'))} |"
         )
     return [*lines, ""]
+
+
+def _cpu_short(cpu: str | None) -> str:
+    """"Intel Xeon" / "AMD EPYC" from a model-name string."""
+    if not cpu:
+        return "-"
+    return "Intel Xeon" if "Intel" in cpu else "AMD EPYC" if "AMD" in cpu else cpu
+
+
+def _p50_cell(row: dict, p50: float | None) -> str:
+    """Graph proxy p50, or the stated estimate of a lever the proxy does not build."""
+    if p50 is not None:
+        return f"{p50:.1f}"
+    estimate = row.get("p50_estimate")
+    return f"~{estimate}" if estimate else "-"
 
 
 def _before_after(ablation: dict) -> list[str]:
