@@ -78,8 +78,15 @@ class Lever:
     def overrides(self) -> tuple[str, ...] | None:
         """``--set`` overrides that give this lever through ``ModelConfig``; None when it
         needs something the config cannot express (pool, flip TTA, positions)."""
-        if (self.pool != 3 or self.flip_tta or self.map_score or self.position_radius is not None
-                or self.stats or self.padim or self.fusion not in ("", "global")):
+        if (
+            self.pool != 3
+            or self.flip_tta
+            or self.map_score
+            or self.position_radius is not None
+            or self.stats
+            or self.padim
+            or self.fusion not in ("", "global")
+        ):
             return None
         out = []
         if self.backbone != "tf_efficientnet_lite0":
@@ -218,8 +225,9 @@ def lever_layers(lever: Lever) -> tuple[str, ...]:
     return (*lever.layers, STATS) if lever.stats or lever.fusion == "stats" else lever.layers
 
 
-def full_embedding(features: dict[str, torch.Tensor], lever: Lever,
-                   norm: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+def full_embedding(
+    features: dict[str, torch.Tensor], lever: Lever, norm: tuple[torch.Tensor, torch.Tensor] | None
+) -> torch.Tensor:
     """(N, D [+ 6], h, w): ``embed`` with the scaled local statistics appended (``stats``)."""
     emb = embed(features, lever)
     if not lever.stats or norm is None:
@@ -245,7 +253,9 @@ def _stats_norm(stats: torch.Tensor, emb: torch.Tensor | None, weight: float) ->
 def fit_lever(features: dict[str, torch.Tensor], lever: Lever, seed: int = 0) -> FittedLever:
     """The memory bank (coreset of the training embedding), or every patch with its grid
     cell (position-aware), or per-cell Gaussians (PaDiM); ``features``: train layers."""
-    norm = _stats_norm(features[STATS], embed(features, lever), lever.stats) if lever.stats else None
+    norm = (
+        _stats_norm(features[STATS], embed(features, lever), lever.stats) if lever.stats else None
+    )
     train = full_embedding(features, lever, norm)
     n, d, h, w = train.shape
     rows = train.permute(0, 2, 3, 1).reshape(-1, d).contiguous()
@@ -275,8 +285,9 @@ def fit_lever(features: dict[str, torch.Tensor], lever: Lever, seed: int = 0) ->
     started = time.perf_counter()
     coreset = select_coreset(rows, lever.ratio, BANK_CAP)
     seconds = time.perf_counter() - started
-    return FittedLever(rows[coreset.indices].contiguous(), None, seconds, rows.shape[0], norm,
-                       None, side)
+    return FittedLever(
+        rows[coreset.indices].contiguous(), None, seconds, rows.shape[0], norm, None, side
+    )
 
 
 def _distances(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -303,7 +314,9 @@ def score(embedding: torch.Tensor, fitted: FittedLever, lever: Lever) -> tuple[t
     return image, patch_scores.reshape(n, h, w)
 
 
-def _mahalanobis(embedding: torch.Tensor, mean: torch.Tensor, precision: torch.Tensor) -> torch.Tensor:
+def _mahalanobis(
+    embedding: torch.Tensor, mean: torch.Tensor, precision: torch.Tensor
+) -> torch.Tensor:
     """(N, h, w) Mahalanobis distance of each patch to its cell's Gaussian."""
     n, d, h, w = embedding.shape
     delta = embedding.permute(2, 3, 0, 1).reshape(h * w, n, d) - mean[:, None]
@@ -417,28 +430,39 @@ def fuse_stats(val: Outputs, val_labels: np.ndarray, test: Outputs) -> tuple[Sco
     out = []
     for outputs in (val, test):
         parts = {"main": outputs.main, "side": outputs.side}
-        fused_scores, _ = fuse({k: z(p.scores, getattr(val, k).scores[good]) for k, p in parts.items()})
+        fused_scores, _ = fuse(
+            {k: z(p.scores, getattr(val, k).scores[good]) for k, p in parts.items()}
+        )
         peak = {k: getattr(val, k).maps[good].reshape(good.sum(), -1).max(1) for k in parts}
         fused_maps = np.maximum(*(z(p.maps, peak[k]) for k, p in parts.items()))
         out.append(Scored(fused_scores.astype(np.float32), fused_maps.astype(np.float32)))
     return out[0], out[1]
 
 
-def fuse_global(cache: FeatureCache, lever: Lever, val: Scored, val_labels: np.ndarray,
-                test: Scored) -> tuple[Scored, Scored, tuple[str, ...]]:
+def fuse_global(
+    cache: FeatureCache, lever: Lever, val: Scored, val_labels: np.ndarray, test: Scored
+) -> tuple[Scored, Scored, tuple[str, ...]]:
     """The product's global context (``training.global_context``) fused with the image score:
     components fitted on train, chosen on validation; maps unchanged."""
     from inspection.core.global_context import LOCAL, fuse
     from inspection.training.global_context import fit_global_context, select_components
 
     feats = cache.get(lever.backbone, lever.size, False, lever.layers)
-    images = {split: [load_image(s.path, (NATIVE, NATIVE)) for s in samples]
-              for split, samples in cache.splits.items()}
-    pooled = {split: torch.cat([f[layer].mean((2, 3)) for layer in lever.layers], 1).numpy()
-              for split, f in feats.items()}
-    context = fit_global_context(("features", "colour", "frequency"), images["train"],
-                                 train_pooled=pooled["train"], feature_layers=lever.layers,
-                                 validation_local_raw=val.scores[val_labels == 0])
+    images = {
+        split: [load_image(s.path, (NATIVE, NATIVE)) for s in samples]
+        for split, samples in cache.splits.items()
+    }
+    pooled = {
+        split: torch.cat([f[layer].mean((2, 3)) for layer in lever.layers], 1).numpy()
+        for split, f in feats.items()
+    }
+    context = fit_global_context(
+        ("features", "colour", "frequency"),
+        images["train"],
+        train_pooled=pooled["train"],
+        feature_layers=lever.layers,
+        validation_local_raw=val.scores[val_labels == 0],
+    )
     z_val = context.z_scores(context.distances(images["val"], pooled["val"]), val.scores)
     kept = select_components(z_val, val_labels).kept
     z_test = context.z_scores(context.distances(images["test"], pooled["test"]), test.scores)

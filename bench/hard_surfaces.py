@@ -166,8 +166,13 @@ def _new_levers(base: Lever) -> list[Lever]:
     ]
 
 
-def _transfer(cache: FeatureCache, product: str, report: dict) -> list[dict[str, Any]]:
-    """An untuned product: the default, the scale family and each tuned product's choice."""
+def _transfer(
+    cache: FeatureCache, product: str, report: dict, until: float = float("inf")
+) -> list[dict[str, Any]]:
+    """An untuned product: the default, the scale family and each tuned product's choice.
+
+    Levers not measured before start in order until the epoch time ``until``: the default,
+    the opt-in setting and grass's choice, this session's levers at 1x, then the rest."""
     levers = [Lever("default (1x, blocks.2+4, 1 %)", "default")]
     levers += [
         replace(levers[0], name=f"scale {s:g}x", family="scale", scale=s) for s in (1.5, 2.0)
@@ -179,7 +184,12 @@ def _transfer(cache: FeatureCache, product: str, report: dict) -> list[dict[str,
             setting = replace(lever, flip_tta=False, map_score=False)
             levers.append(replace(setting, name=f"{tuned}'s setting: {_describe(setting)}",
                                   family="transfer"))  # fmt: skip
-            levers.append(replace(lever, name=f"{tuned}'s choice: {lever.name}", family="transfer"))
+            flip = " (flip TTA)" if lever.flip_tta and "flip" not in lever.name else ""
+            levers.append(
+                replace(lever, name=f"{tuned}'s choice: {lever.name}{flip}", family="transfer")
+            )
+    levers.append(replace(levers[0], name="2x layers 2+4+6 (the opt-in setting)", family="scale",
+                          scale=PROMOTED["scale"], layers=tuple(PROMOTED["layers"])))  # fmt: skip
     levers += _new_levers(levers[0])[:3]
     if product in ALIGNED:
         levers.append(replace(levers[0], name="PaDiM (per-position Gaussians)", family="position",
@@ -192,7 +202,7 @@ def _transfer(cache: FeatureCache, product: str, report: dict) -> list[dict[str,
         levers.append(replace(levers[-2], name="2x positions within 2 cells", scale=2.0))
     rows, seen = [], set()
     earlier = {_key(r["lever"]): r for r in report.get(product, {}).get("levers", [])}
-    for lever in levers:
+    for lever in sorted(levers, key=_priority):
         key = replace(lever, name="", family="")
         if key in seen:
             continue
@@ -200,6 +210,9 @@ def _transfer(cache: FeatureCache, product: str, report: dict) -> list[dict[str,
         if _key(asdict(lever)) in earlier:  # measured by an earlier run: kept, renamed
             row = earlier[_key(asdict(lever))]
             rows.append({**row, "name": lever.name, "family": lever.family})
+            continue
+        if time.time() > until:
+            log.info("%s %s: not run (past --until)", product, lever.name)
             continue
         row = _evaluate(cache, lever)
         rows.append(row)
@@ -211,9 +224,21 @@ def _transfer(cache: FeatureCache, product: str, report: dict) -> list[dict[str,
     return rows
 
 
+def _priority(lever: Lever) -> int:
+    """Order of an untuned product's levers under a deadline (``_transfer``)."""
+    if lever.family == "default" or lever.name.startswith(("2x layers", "grass's")):
+        return 0
+    if _is_new(asdict(lever)):
+        return 1
+    return 2 if lever.name.startswith("gravel's") else 3
+
+
 def _describe(lever: Lever) -> str:
-    """Short settings of a lever (what ``overrides`` would set)."""
-    return ", ".join(lever.overrides() or ()) or "default"
+    """Short settings of a lever (what ``overrides`` would set; else its name's settings)."""
+    overrides = lever.overrides()
+    if overrides is None:
+        return lever.name
+    return ", ".join(overrides) or "default"
 
 
 def _key(lever: dict) -> str:
@@ -292,7 +317,7 @@ def ablate(args: argparse.Namespace) -> None:
 
             rows = _walk(cache, product, earlier, save, _until(args.until))
         else:
-            rows = _transfer(cache, product, report)
+            rows = _transfer(cache, product, report, _until(args.until))
         report[product] = {
             "product": product,
             "tuned": product in TUNED,
@@ -507,6 +532,24 @@ def report(args: argparse.Namespace) -> None:
         "(demo generators `demo_tissue`, `demo_weave`; 60 good + 30 per defect type, nothing tuned",
         "on them); `brick` is the regression check.",
         "",
+        "**Two CPUs.** Each row names the machine it ran on (`CPU` column): rows of the first",
+        "session ran on an Intel Xeon (2 vCPU), rows of the second (colour statistics, fusion,",
+        "PaDiM, weave, and walk steps the first session did not reach) on an AMD EPYC (2 vCPU,",
+        "AVX2). A row measured once is reused, not re-run; accuracy does not depend on the CPU",
+        "beyond float rounding, fit seconds do (and both sessions shared the machine: see load).",
+        "",
+        "**Levers added in the second session** (`bench/_hard_levers.py`): `+ local stats xW` --",
+        "per-channel mean and std of the normalised pixels in a 32 px window around each",
+        "stride-8 patch, z-scored on training patches and scaled so their summed variance is W^2",
+        "times the CNN embedding's, appended to the PatchCore embedding; `+ stats model fused`",
+        "-- a separate nearest-neighbour model of those statistics alone, fused with PatchCore by",
+        "the max of z-scores standardised on the good validation images (image score and map);",
+        "`+ global context fused` -- the product's global context (`core/global_context.py`:",
+        "pooled features, colour, frequency; components chosen on validation, image score only);",
+        "`PaDiM` -- a Gaussian per grid cell (shrunk covariance, Mahalanobis distance) for the",
+        "aligned `part`. `graph p50` of these levers is an estimate marked `~` (see the station",
+        "cost section): the graph proxy builds only what `ModelConfig` can export.",
+        "",
     ]
     proxy = lat.get("proxy", {})
     for product, entry in ablation.items():
@@ -539,29 +582,65 @@ def _product_table(product: str, entry: dict, proxy: dict) -> list[str]:
     ]
     for row in entry["levers"]:
         test = row["test"]
-        p = proxy.get(_shape_key(row["lever"], row["bank"]), {}).get("p50_ms")
+        p, estimate = _proxy_p50(row, proxy), None
+        if _is_new(row["lever"]):
+            p, estimate = None, _estimate(row, proxy)
         mark = " **(chosen)**" if row.get("chosen") else ""
         lines.append(
             f"| {row['name']}{mark} | {row['validation_auroc']:.3f} | {_cell(test['image_auroc'])}"
             f" | {_cell(test['pixel_auroc'])} | {_cell(test['aupro'])} | {row['bank']} | "
-            f"{row['fit_s']:.1f} | {_p50_cell(row, p)} | {_cpu_short(row.get('cpu'))} |"
+            f"{row['fit_s']:.1f} | {_p50_cell(p, estimate)} | {_cpu_short(row.get('cpu'))} |"
         )
     return [*lines, ""]
 
 
 def _cpu_short(cpu: str | None) -> str:
-    """"Intel Xeon" / "AMD EPYC" from a model-name string."""
+    """Short CPU name ("Intel Xeon", "AMD EPYC") of a model-name string."""
     if not cpu:
         return "-"
     return "Intel Xeon" if "Intel" in cpu else "AMD EPYC" if "AMD" in cpu else cpu
 
 
-def _p50_cell(row: dict, p50: float | None) -> str:
-    """Graph proxy p50, or the stated estimate of a lever the proxy does not build."""
+def _p50_cell(p50: float | None, estimate: float | None) -> str:
+    """Graph proxy p50, or the estimate (``~``) of a lever the proxy does not build."""
     if p50 is not None:
         return f"{p50:.1f}"
-    estimate = row.get("p50_estimate")
-    return f"~{estimate}" if estimate else "-"
+    return f"~{estimate:.1f}" if estimate is not None else "-"
+
+
+def _proxy_p50(row: dict, proxy: dict) -> float | None:
+    return proxy.get(_shape_key(row["lever"], row["bank"]), {}).get("p50_ms")
+
+
+def _is_new(lever: dict) -> bool:
+    return bool(lever.get("stats") or lever.get("fusion") or lever.get("padim"))
+
+
+EXTRA_MS = {"stats": 0.3, "fusion:stats": 1.5, "fusion:global": 0.8, "padim": 0.0}
+"""Estimated station cost a second-session lever adds to the graph of its base lever (same
+backbone, size, layers, bank), in ms. ``stats``: two 32 px average pools of the input and 6
+more embedding dimensions (< 2 % of the nearest-neighbour product). ``fusion:stats``: a
+6-dimensional nearest-neighbour search against a bank of <= 1 % of the statistics rows, one
+more blurred map and a max. ``fusion:global``: the global step measured at 0.64-0.77 ms p50
+(``reports/global``). ``padim``: the per-cell Mahalanobis product (h*w*D^2, 24 MFLOP at 1x)
+replaces the bank search (h*w*bank*D, 96 MFLOP at 1x): no more than its base."""
+
+
+def _estimate(row: dict, proxy: dict) -> float | None:
+    """Base lever's graph proxy p50 plus ``EXTRA_MS`` (an estimate, not a measurement)."""
+    lever = row["lever"]
+    base = {**lever, "stats": 0.0, "fusion": "", "padim": False, "neighbors": 9}
+    bank = row["bank"]
+    if lever.get("padim"):
+        default_bank = [k for k in proxy if k.startswith(_shape_key(base, 0).rsplit(" bank", 1)[0])]
+        p50 = proxy[default_bank[0]]["p50_ms"] if default_bank else None
+    else:
+        p50 = proxy.get(_shape_key(base, bank), {}).get("p50_ms")
+    if p50 is None:
+        return None
+    extra = EXTRA_MS["stats"] if lever.get("stats") else 0.0
+    extra += EXTRA_MS.get(f"fusion:{lever.get('fusion')}", 0.0) if lever.get("fusion") else 0.0
+    return p50 + extra
 
 
 def _before_after(ablation: dict) -> list[str]:
@@ -570,7 +649,9 @@ def _before_after(ablation: dict) -> list[str]:
         "",
         "`after` is the product's own validation choice for tuned products; for the others, the",
         "setting promoted to grass and gravel (2x input, layers 2+4+6) where it was measured, else",
-        "its scale part (2x input) -- the evaluation family says whether it carries.",
+        "its scale part (2x input) -- the evaluation family says whether it carries -- and each",
+        "tuned product's choice carried over. Rows `1x + ...`: the second session's levers on",
+        "the cheap 256 px default, for every product.",
         "",
         "| product | after | image AUROC before -> after | pixel AUROC | AUPRO |",
         "| --- | --- | --- | --- | --- |",
@@ -579,6 +660,7 @@ def _before_after(ablation: dict) -> list[str]:
         rows = entry["levers"]
         before = rows[0]
         afters = [r for r in rows if r.get("chosen") or r["family"] == "transfer"]
+        afters += [r for r in rows if _is_new(r["lever"]) and r["lever"]["scale"] == 1.0]
         setting = _setting_row(rows)
         if setting is not None and all(setting is not r for r in afters):
             part = setting["lever"]["layers"] != PROMOTED["layers"]
