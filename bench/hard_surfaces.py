@@ -172,7 +172,7 @@ def _transfer(
     """An untuned product: the default, the scale family and each tuned product's choice.
 
     Levers not measured before start in order until the epoch time ``until``: the default,
-    the opt-in setting and grass's choice, this session's levers at 1x, then the rest."""
+    this session's levers at 1x, the opt-in setting and grass's choice, then the rest."""
     levers = [Lever("default (1x, blocks.2+4, 1 %)", "default")]
     levers += [
         replace(levers[0], name=f"scale {s:g}x", family="scale", scale=s) for s in (1.5, 2.0)
@@ -226,11 +226,13 @@ def _transfer(
 
 def _priority(lever: Lever) -> int:
     """Order of an untuned product's levers under a deadline (``_transfer``)."""
-    if lever.family == "default" or lever.name.startswith(("2x layers", "grass's")):
+    if lever.family == "default":
         return 0
-    if _is_new(asdict(lever)):
-        return 1
-    return 2 if lever.name.startswith("gravel's") else 3
+    if _is_new(asdict(lever)) and lever.scale == 1.0:
+        return 1  # this session's levers at the cheap 256 px station
+    if lever.name.startswith(("2x layers", "grass's")):
+        return 2
+    return 3 if lever.name.startswith("gravel's") else 4
 
 
 def _describe(lever: Lever) -> str:
@@ -536,7 +538,8 @@ def report(args: argparse.Namespace) -> None:
         "session ran on an Intel Xeon (2 vCPU), rows of the second (colour statistics, fusion,",
         "PaDiM, weave, and walk steps the first session did not reach) on an AMD EPYC (2 vCPU,",
         "AVX2). A row measured once is reused, not re-run; accuracy does not depend on the CPU",
-        "beyond float rounding, fit seconds do (and both sessions shared the machine: see load).",
+        "beyond float rounding, fit seconds do (both sessions shared the machine: each row's load",
+        "before and after it is in `ablation_<product>.json`, `load`).",
         "",
         "**Levers added in the second session** (`bench/_hard_levers.py`): `+ local stats xW` --",
         "per-channel mean and std of the normalised pixels in a 32 px window around each",
@@ -549,6 +552,10 @@ def report(args: argparse.Namespace) -> None:
         "`PaDiM` -- a Gaussian per grid cell (shrunk covariance, Mahalanobis distance) for the",
         "aligned `part`. `graph p50` of these levers is an estimate marked `~` (see the station",
         "cost section): the graph proxy builds only what `ModelConfig` can export.",
+        "",
+        "Tuned products' rows are in walk order and **cumulative**: each row is the best so far",
+        "plus the named change (gravel's `2x lite2` carries layers 2+4+6 and flip TTA; its",
+        "`2x + ...` rows sit on top of that; grass's `2x + ...` rows on 2x layers 2+4+6).",
         "",
     ]
     proxy = lat.get("proxy", {})
@@ -574,7 +581,7 @@ def _product_table(product: str, entry: dict, proxy: dict) -> list[str]:
     role = "tuned" if entry["tuned"] else "not tuned: the default, scale and the tuned choices"
     lines = [
         f"## {product} ({role}; {entry['test_images']} held-out images, {entry['test_good']} "
-        f"good; load {entry['load_before']} -> {entry['load_after']}; {entry['cpu']})",
+        f"good; CPU per row in the last column)",
         "",
         "| lever | val AUROC | image AUROC | pixel AUROC | AUPRO | bank | fit s | graph p50 ms |"
         " CPU |",
@@ -736,6 +743,8 @@ def _kinds_section(out: Path, ablation: dict) -> list[str]:
         "peaks (`found`). A defect below that line cannot be found at a threshold that keeps",
         "good texture clean: the map, not the threshold, is the limit. Plots:",
         "`peaks_<product>.png` (each defect's inside-peak over good images' peak distribution).",
+        "A fused lever's map is in z units (standardised on good validation maps, can be < 0):",
+        "for it compare `found`, not the peak ratio.",
         "",
         "| product | kind | AUROC default -> chosen | found default -> chosen | median inside-peak /"
         " good p95 (chosen) |",
