@@ -74,12 +74,17 @@ def build(bundle: Path, served: bool) -> Any:
     return model
 
 
-def profile(model: Any, threads: int, runs: int, x: np.ndarray) -> dict[str, Any]:
-    """Per-stage ms (mean of ``runs``), wall p50 and CPU ms per inference, outputs."""
+def profile(
+    model: Any, threads: int, runs: int, x: np.ndarray, precision: str | None = None
+) -> dict[str, Any]:
+    """Per-stage ms (mean of ``runs``), wall p50 and CPU ms per inference, outputs;
+    ``precision``: the bundle's pinned inference precision (as the station compiles it)."""
     import openvino as ov
 
     core = ov.Core()
-    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
+    config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
+    if precision:
+        config["INFERENCE_PRECISION_HINT"] = precision
     compiled = core.compile_model(model, "CPU", {**config, "PERF_COUNT": True})
     originals = {
         node.get_friendly_name(): [
@@ -170,7 +175,8 @@ def _knn_request(bank: np.ndarray, x: np.ndarray, precision: str) -> Any:
     scores = ops.add(gemm, ops.constant((bank**2).sum(1, keepdims=True).T.copy()))
     nearest = ops.topk(scores, np.int64(1), axis=-1, mode="min", sort="none")
     model = ov.Model([nearest.output(0), nearest.output(1)], [query])
-    compiled = ov.Core().compile_model(model, "CPU", {"PERFORMANCE_HINT": "LATENCY"})
+    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+    compiled = ov.Core().compile_model(model, "CPU", config)  # FP32 as labelled, on any CPU
     request = compiled.create_infer_request()
     for _ in range(5):
         request.infer({0: x})
@@ -188,6 +194,7 @@ def run(bundle: Path, runs: int) -> dict[str, Any]:
         "model_kind": meta.model_kind,
         "input_size": [height, width],
         "runs": runs,
+        "inference_precision": meta.inference_precision or "OpenVINO's default",
         "load_1m_start": round(os.getloadavg()[0], 2),
         "graphs": {},
     }
@@ -195,7 +202,7 @@ def run(bundle: Path, runs: int) -> dict[str, Any]:
     for threads in (1, os.cpu_count() or 1):
         for served, model in graphs.items():
             label = f"{'served now' if served else 'served before'}, {threads} thread(s)"
-            report["graphs"][label] = profile(model, threads, runs, x)
+            report["graphs"][label] = profile(model, threads, runs, x, meta.inference_precision)
     knn_input = _knn_input_shape(graphs[True])
     if knn_input is not None:
         report["bank_scan"] = {"patches": knn_input[0], "dim": knn_input[1],
@@ -234,7 +241,8 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         f"{report['input_size'][0]} px, batch 1)",
         "",
         f"OpenVINO per-layer counters (`PERF_COUNT`), mean of {report['runs']} runs, summed by "
-        f"stage; 1-minute load {report['load_1m_start']} at start, {report['load_1m_end']} at "
+        f"stage, at the bundle's inference precision ({report.get('inference_precision', '-')});"
+        f" 1-minute load {report['load_1m_start']} at start, {report['load_1m_end']} at "
         "end (proportions hold under load, absolute ms do not; CPU ms per inference with one "
         "thread is the least load-sensitive figure). *Before*: the exported graph with a "
         "dynamic batch and the blur split in two 1-D convolutions (the previous station "

@@ -17,6 +17,16 @@
 
 Each rewrite matches only its exact pattern and leaves anything else as exported, so every
 bundle (old or new, any precision) still loads. Torch-free.
+
+Not a load-time rewrite (it changes outputs, within a measured tolerance), applied at export
+when a product asks for it (``knn_rank`` in its PatchCore config), so that calibration, the
+gate and the golden outputs all see the graph the station serves:
+
+- ``project_patch_distances``: the folded nearest-bank-row GEMM ``x @ W.T`` (W: bank x -2,
+  M x D) on the bank's top-k principal directions, ``(x @ V) @ C.T + x . mean(W)`` with
+  V (D, k) and C = (W - mean) @ V (M, k): D x k + k x M instead of D x M multiply-adds per
+  patch. Norms stay exact; only the part of a patch . bank product outside the bank's
+  k-dimensional subspace is dropped.
 """
 
 from __future__ import annotations
@@ -435,3 +445,66 @@ def _fold_constant(node: ov.Node) -> np.ndarray | None:
             return None
         return left * right if kind == "Multiply" else left - right
     return None
+
+
+# ------------------------------------------------------- low-rank distances
+def project_patch_distances(model: ov.Model, rank: int) -> list[str]:
+    """Put every folded nearest-bank-row GEMM (``fold_patch_distances``) of a bank wider than
+    ``rank`` on the bank's top-``rank`` principal directions, in place (see the module
+    docstring). Changes outputs: export-time only, never in ``optimize_graph``."""
+    if rank < 1:
+        raise ValueError(f"rank must be at least 1, got {rank}")
+    notes = []
+    for node in model.get_ordered_ops():
+        if node.get_type_name() == "TopK" and _is_min_over_last(
+            node, node.get_output_partial_shape(0).rank.get_length()
+        ):
+            note = _project(node, rank)
+            if note:
+                notes.append(note)
+    if notes:
+        model.validate_nodes_and_infer_types()
+    return notes
+
+
+def _project(nearest: ov.Node, rank: int) -> str | None:
+    """``TopK_min(x @ W.T + b)`` -> ``TopK_min((x @ V) @ C.T + b) + x @ mean(W)``."""
+    scores = nearest.input_value(0).get_node()
+    if scores.get_type_name() != "Add":
+        return None
+    sides = [scores.input_value(i) for i in (0, 1)]
+    gemms = [s for s in sides if s.get_node().get_type_name() == "MatMul"]
+    if len(gemms) != 1 or len(gemms[0].get_target_inputs()) != 1:
+        return None
+    gemm = gemms[0].get_node()
+    attrs = gemm.get_attributes()
+    weights = _fold_constant(gemm.input_value(1).get_node())
+    if attrs["transpose_a"] or not attrs["transpose_b"] or weights is None or weights.ndim != 2:
+        return None
+    rows, dims = weights.shape
+    if dims <= rank or rows <= rank:
+        return None
+    mean = weights.astype(np.float64).mean(0)
+    _, _, vt = np.linalg.svd(weights.astype(np.float64) - mean, full_matrices=False)
+    directions = vt[:rank].T  # (D, k)
+    coords = (weights.astype(np.float64) - mean) @ directions  # (M, k)
+    patches = gemm.input_value(0)
+    name = gemm.get_friendly_name()
+    projected = ops.matmul(patches, ops.constant(directions.astype(np.float32)), False, False)
+    low = ops.matmul(projected, ops.constant(coords.astype(np.float32)), False, True)
+    offset = ops.matmul(
+        patches, ops.constant(mean.reshape(dims, 1).astype(np.float32)), False, False
+    )
+    projected.set_friendly_name(f"{name}/project")
+    low.set_friendly_name(f"{name}/low_rank")
+    offset.set_friendly_name(f"{name}/mean")
+    gemm.output(0).replace(low.output(0))
+    values = list(nearest.output(0).get_target_inputs())
+    shifted = ops.add(nearest.output(0), offset)
+    shifted.set_friendly_name(f"{nearest.get_friendly_name()}/plus_mean")
+    for target in values:
+        target.replace_source_output(shifted.output(0))
+    return (
+        f"patch distances to {rows} bank rows: {dims} -> {rank} dims "
+        f"({rows * dims} -> {dims * rank + rows * rank} multiply-adds per patch)"
+    )

@@ -72,6 +72,9 @@ class ModelConfig:
     coreset_sampling_ratio: float = 0.01
     num_neighbors: int = 9
     memory_bank_max: int | None = 8192  # rows; the coreset ratio shrinks past it (None: no cap)
+    # PatchCore serving: the exported kNN GEMM on the bank's top-k principal directions
+    # (runtime.graph.project_patch_distances; the bundle's own figures measure it); None: exact.
+    knn_rank: int | None = None
     # STFPM
     max_epochs: int = 5
     # Global context (inspection.core.global_context): components fused with the local score,
@@ -98,6 +101,8 @@ class ModelConfig:
         _check(self.num_neighbors >= 1, "num_neighbors", "must be at least 1")
         _check(self.memory_bank_max is None or self.memory_bank_max >= 1, "memory_bank_max",
                "must be at least 1 row, or null for no cap")  # fmt: skip
+        _check(self.knn_rank is None or self.knn_rank >= 1, "knn_rank",
+               "must be at least 1 dimension, or null for the exact kNN")  # fmt: skip
         _check(self.max_epochs >= 1, "max_epochs", "must be at least 1")
         unknown = [c for c in self.global_context if c not in GLOBAL_COMPONENTS]
         _check(not unknown, "global_context",

@@ -59,6 +59,7 @@ from inspection.core.validation_scores import ValidationScores, write_validation
 from inspection.refine.config import load_refine_config
 from inspection.refine.select import CHOICE_MAX_SIDE, choose_refiner
 from inspection.runtime.golden import golden_sources, record_golden
+from inspection.runtime.graph import fold_patch_distances, project_patch_distances
 from inspection.runtime.hardware import cpu_info
 from inspection.runtime.inspector import Inspector
 from inspection.runtime.preprocess import normalize_score, preprocess
@@ -293,6 +294,7 @@ def export_model(
     options: ExportOptions,
     progress: Progress | None = None,
     extra_files: Mapping[str, Path] | None = None,
+    knn_rank: int | None = None,
 ) -> ExportResult:
     """Convert, (quantise), save, calibrate, measure and gate one bundle in ``out_dir``.
 
@@ -301,7 +303,9 @@ def export_model(
     against an FP32 bundle calibrated the same way and refused (``GateRefusal``, the bundle
     is removed) unless every gated figure is within ``options.tolerances``, or ``force``.
     ``extra_files`` ({name in bundle: source}) are copied in (the global-context
-    parameters) and checksummed like the model.
+    parameters) and checksummed like the model. ``knn_rank`` (a PatchCore config's): the
+    converted graph's kNN GEMM goes on the bank's top-k principal directions first
+    (``low_rank_knn``), so every figure, the gate and the golden outputs are of that graph.
     """
     out_dir = Path(out_dir)
     if out_dir.exists():
@@ -310,6 +314,8 @@ def export_model(
     say(f"converting {base.model_kind} to OpenVINO")
     pooled_layers = base.global_context.layers if base.global_context else ()
     fp32_model = convert_torch_model(torch_model, base.preprocessing.input_size, pooled_layers)
+    if knn_rank is not None:
+        base = low_rank_knn(fp32_model, base, knn_rank, say)
     reference: tuple[EvaluationMetrics, BundleFigures] | None = None
     if options.precision != "fp32":
         with tempfile.TemporaryDirectory(prefix="fp32-reference-") as scratch:
@@ -362,6 +368,21 @@ def export_model(
     meta = record_golden(out_dir, meta, golden_sources(_labelled(splits.validation), GOLDEN_IMAGES))
     write_bundle_metadata(out_dir, meta)
     return ExportResult(meta.bundle_id, out_dir, meta)
+
+
+def low_rank_knn(model: ov.Model, meta: BundleMetadata, rank: int, say: Progress) -> BundleMetadata:
+    """Fold and project ``model``'s nearest-bank-row distances to ``rank`` dimensions in place
+    (``runtime.graph``); the metadata records it under ``extra["knn_head"]``."""
+    fold_patch_distances(model)
+    notes = project_patch_distances(model, rank)
+    if not notes:
+        raise BundleError(
+            f"knn_rank={rank}: the graph has no nearest-bank-row GEMM wider than {rank} "
+            "dimensions to project; remove knn_rank from the model config or lower it"
+        )
+    for note in notes:
+        say(f"kNN head: {note}")
+    return replace(meta, extra={**meta.extra, "knn_head": {"rank": rank, "rewrite": notes}})
 
 
 def _bf16_here() -> str:

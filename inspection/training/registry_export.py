@@ -22,7 +22,7 @@ from inspection.core.registry import ModelRecord, Registry
 from inspection.core.signing import sign_bundle, site_signing_key
 from inspection.data.dataset import load_dataset
 from inspection.training.bundle_calibration import record_operating_point
-from inspection.training.config import load_product_config
+from inspection.training.config import load_product_config, model_config_from_mapping
 from inspection.training.convert import MAP_OUTPUT, POOLED_OUTPUT, SCORE_OUTPUT
 from inspection.training.export import (
     ExportOptions,
@@ -114,6 +114,7 @@ def export_bundle(
             options=options,
             progress=progress,
             extra_files=_context_files(record) | part_files,
+            knn_rank=_knn_rank(record),
         )
         if signing_key is not None:
             sign_bundle(result.bundle_dir, signing_key)
@@ -129,6 +130,14 @@ def export_bundle(
         reason = f"exported {options.precision}"
         registry.promote(product, result.bundle_id, actor=source.actor, reason=reason)
     return replace(result, bundle_dir=target)
+
+
+def _knn_rank(record: ModelRecord) -> int | None:
+    """The PatchCore ``knn_rank`` of the version's config (None: exact kNN, or not PatchCore)."""
+    if record.model_kind != "patchcore":
+        return None
+    where = f"{record.model_version} config"
+    return model_config_from_mapping(record.config, where=where).knn_rank
 
 
 def export_splits(record: ModelRecord, dataset: Any) -> ExportSplits:

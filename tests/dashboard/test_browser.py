@@ -22,6 +22,7 @@ import pytest
 from inspection.cli.dashboard import dashboard_env, streamlit_command
 from inspection.core.config import load_site_config
 from inspection.store.store import Store
+from tests.dashboard.walk import walk_module
 from tests.line.helpers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -125,26 +126,9 @@ def _wait_healthy(url: str, process: subprocess.Popen, log) -> str:
         time.sleep(0.5)
 
 
-def _settle(driver, timeout: float = 90, quiet: float = 1.0) -> None:
+def _settle(driver) -> None:
     """Wait until Streamlit has finished the script run and the page stopped changing."""
-    from selenium.common.exceptions import StaleElementReferenceException
-    from selenium.webdriver.common.by import By
-
-    busy_css = '[data-testid="stStatusWidget"], [data-stale="true"], [data-testid="stSkeleton"]'
-    deadline = time.monotonic() + timeout
-    last, since = None, time.monotonic()
-    while time.monotonic() < deadline:
-        try:
-            busy = bool(driver.find_elements(By.CSS_SELECTOR, busy_css))
-            snapshot = driver.find_element(By.CSS_SELECTOR, '[data-testid="stMain"]').text
-        except StaleElementReferenceException:
-            busy, snapshot = True, None
-        if busy or snapshot != last:
-            last, since = snapshot, time.monotonic()
-        elif time.monotonic() - since >= quiet:
-            return
-        time.sleep(0.25)
-    raise TimeoutError(f"the page did not settle within {timeout} s")
+    walk_module().settle(driver, timeout=90, quiet=1.0)
 
 
 def _wait_text(driver, css: str, text: str, timeout: float = 60) -> None:

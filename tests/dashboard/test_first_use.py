@@ -10,13 +10,12 @@ except in CI (``CI=true``) where it fails.
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+
+from tests.dashboard.walk import walk_module
 
 REPO = Path(__file__).resolve().parents[2]
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -24,18 +23,8 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
-def _walk_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "dashboard_walk", REPO / "scripts" / "dashboard_walk.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["dashboard_walk"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_readme_block_is_what_the_walk_runs() -> None:
-    lines = _walk_module().readme_lines(REPO / "README.md")
+    lines = walk_module().readme_lines(REPO / "README.md")
     assert lines[0].startswith("inspection users add") and lines[-1].startswith(
         "inspection dashboard"
     )
@@ -43,7 +32,7 @@ def test_readme_block_is_what_the_walk_runs() -> None:
 
 
 def test_first_use_path_from_the_readme(tmp_path: Path) -> None:
-    walk = _walk_module()
+    walk = walk_module()
     for binary in (walk.CHROMIUM, walk.CHROMEDRIVER):
         if not Path(binary).is_file():
             if IN_CI:

@@ -15,9 +15,11 @@ from inspection.runtime.graph import (
     fold_patch_distances,
     linearise_map_heads,
     optimize_graph,
+    project_patch_distances,
     separate_blur_kernels,
 )
 from inspection.runtime.inspector import Inspector
+from tests.conftest import TINY_PATCHCORE
 from tests.ov_precision import TOLERANCES, compile_at
 
 
@@ -121,6 +123,54 @@ def test_distances_used_beyond_their_minimum_are_left_alone(ov_precision: str) -
     TOLERANCES[ov_precision].assert_close(got, expected)
 
 
+def _low_rank_bank(rank: int, rows: int = 30, dims: int = 12) -> np.ndarray:
+    """(rows, dims) bank = mean + coordinates @ directions.T, exactly of ``rank`` around its mean."""
+    rng = np.random.default_rng(5)
+    directions = np.linalg.qr(rng.normal(size=(dims, rank)))[0]
+    coords = rng.normal(scale=3.0, size=(rows, rank))
+    return (rng.normal(size=dims) + coords @ directions.T).astype(np.float32)
+
+
+def _nearest(bank: np.ndarray) -> ov.Model:
+    """anomalib's nearest-bank distance of (40, D) patches, folded (``fold_patch_distances``)."""
+    patches = ops.parameter([40, bank.shape[1]], np.float32, name="patches")
+    product = ops.multiply(ops.matmul(patches, ops.constant(bank), False, True), np.float32(-2))
+    norms = ops.reduce_sum(ops.power(patches, np.float32(2)), np.int64(-1), True)
+    squared = ops.add(ops.add(product, norms), ops.constant((bank**2).sum(1)[None]))
+    distances = ops.sqrt(ops.maximum(squared, np.float32(0)))
+    model = ov.Model([ops.reduce_min(distances, np.int64(-1))], [patches])
+    assert len(fold_patch_distances(model)) == 1
+    return model
+
+
+@pytest.mark.parametrize(("rank", "exact"), [(4, True), (2, False)])
+def test_low_rank_distances_are_exact_for_a_bank_of_that_rank(
+    rank: int, exact: bool, ov_precision: str
+) -> None:
+    bank = _low_rank_bank(4)
+    x = np.random.default_rng(6).normal(scale=2.0, size=(40, 12)).astype(np.float32)
+    expected = np.sqrt(((x[:, None] - bank[None]) ** 2).sum(-1)).min(1)
+    model = _nearest(bank)
+
+    notes = project_patch_distances(model, rank)
+
+    assert len(notes) == 1 and f"12 -> {rank} dims" in notes[0], notes
+    names = [node.get_friendly_name() for node in model.get_ordered_ops()]
+    assert sum(name.endswith("/low_rank") for name in names) == 1
+    got = compile_at(model, ov_precision)(x)[0]
+    if exact:  # the bank lies in its top-4 subspace: nothing is dropped
+        TOLERANCES[ov_precision].assert_close(got, expected)
+    else:  # a rank-4 bank on 2 directions: approximate, and visibly so
+        assert np.abs(got - expected).max() > 0.1 * np.abs(expected).max()
+
+
+def test_low_rank_leaves_banks_narrower_than_the_rank_alone() -> None:
+    model = _nearest(_low_rank_bank(4))
+    assert project_patch_distances(model, 12) == []
+    with pytest.raises(ValueError, match="rank must be at least 1, got 0"):
+        project_patch_distances(model, 0)
+
+
 def _layer_product() -> ov.Model:
     """STFPM's head: two layer maps (4x4, 8x8), each bilinearly upsampled to 32x32, multiplied."""
     small = ops.parameter([1, 1, 4, 4], np.float32, name="layer1")
@@ -145,3 +195,38 @@ def test_every_upsampled_layer_map_before_a_product_becomes_matmuls(ov_precision
     assert "Interpolate" not in {node.get_type_name() for node in model.get_ordered_ops()}
     got = compile_at(model, ov_precision)(maps)[0]
     TOLERANCES[ov_precision].assert_close(got, expected)
+
+
+@pytest.mark.slow
+def test_a_knn_rank_bundle_serves_and_checks_its_projected_graph(
+    tiny_product: Path, fp32_bundle: Path, tmp_path: Path
+) -> None:
+    from inspection.core.registry import Registry
+    from inspection.data.dataset import load_dataset
+    from inspection.training.config import model_config_from_mapping
+    from inspection.training.export import ExportOptions
+    from inspection.training.registry_export import RegistryExport, export_bundle
+    from inspection.training.train import train
+
+    registry = Registry(tmp_path / "registry")
+    config = model_config_from_mapping({**TINY_PATCHCORE, "knn_rank": 64}, where="test")
+    record = train(config, load_dataset(tiny_product), product="brick", registry=registry,
+                   progress=False)  # fmt: skip
+    bundle = export_bundle(
+        registry, "brick", ExportOptions(precision="fp32"), RegistryExport(record.version)
+    ).bundle_dir
+
+    meta = read_bundle_metadata(bundle)
+    assert meta.extra["knn_head"]["rank"] == 64
+    assert "152 -> 64 dims" in meta.extra["knn_head"]["rewrite"][0]
+    model = ov.Core().read_model(bundle / meta.model_file)
+    names = [node.get_friendly_name() for node in model.get_ordered_ops()]
+    assert sum(name.endswith("/low_rank") for name in names) == 1
+    assert project_patch_distances(model, 64) == []  # the 64-wide GEMM is left as it is
+    # golden outputs were recorded on the projected graph: the load-time check passes
+    projected, exact = Inspector.from_bundle(bundle), Inspector.from_bundle(fp32_bundle)
+    assert projected.golden is not None and projected.golden.passed
+    batch = np.random.default_rng(7).normal(size=(2, 3, 64, 64)).astype(np.float32)
+    got, expected = projected.model.run(batch).scores, exact.model.run(batch).scores
+    assert not np.allclose(got, expected, rtol=1e-6)  # approximate: a different graph
+    np.testing.assert_allclose(got, expected, rtol=0.05)  # same model within a few percent

@@ -18,7 +18,7 @@ from inspection.training.config import (
 
 VALID_KEYS = (
     "backbone, batch_size, calibration_folds, coreset_sampling_ratio, global_context, "
-    "image_size, kind, max_epochs, memory_bank_max, num_neighbors, num_workers, "
+    "image_size, kind, knn_rank, max_epochs, memory_bank_max, num_neighbors, num_workers, "
     "operating_point, seed, val_fraction"
 )
 
@@ -66,6 +66,10 @@ VALID_KEYS = (
         (
             {"kind": "patchcore", "backbone": {"layers": []}},
             "m.yaml: backbone.layers: give at least one feature layer",
+        ),
+        (
+            {"kind": "patchcore", "knn_rank": 0},
+            "m.yaml: knn_rank: must be at least 1 dimension, or null for the exact kNN",
         ),
     ],
 )
