@@ -55,6 +55,20 @@ class Lever:
     """Grid cells: a patch's nearest neighbour is searched only among training patches from
     cells within this Chebyshev radius (None: anywhere, plain PatchCore). The image score is
     then the largest patch distance (no re-weighting)."""
+    stats: float = 0.0
+    """Weight of local colour statistics appended to each patch's embedding (0: off): mean and
+    std per channel of the normalised pixels in a ``STATS_WINDOW`` window around the patch,
+    z-scored on the training patches and scaled so their summed variance is ``stats**2``
+    times the CNN embedding's (``_stats_norm``)."""
+    fusion: str = ""
+    """Scores fused on validation-good-standardised z-scores (max rule, ``core.global_context
+    .fuse``): "stats" = a separate nearest-neighbour model of the local statistics alone
+    (image score and map); "global" = the product's global-context components (colour,
+    frequency, pooled features; image score only), chosen on validation like the product
+    does (``training.global_context.select_components``). "" = none."""
+    padim: bool = False
+    """PaDiM: a Gaussian per grid cell (mean, shrunk covariance) of the training embedding;
+    Mahalanobis distance per patch, image score = its maximum (no coreset, no bank)."""
 
     @property
     def size(self) -> int:
@@ -64,7 +78,15 @@ class Lever:
     def overrides(self) -> tuple[str, ...] | None:
         """``--set`` overrides that give this lever through ``ModelConfig``; None when it
         needs something the config cannot express (pool, flip TTA, positions)."""
-        if self.pool != 3 or self.flip_tta or self.map_score or self.position_radius is not None:
+        if (
+            self.pool != 3
+            or self.flip_tta
+            or self.map_score
+            or self.position_radius is not None
+            or self.stats
+            or self.padim
+            or self.fusion not in ("", "global")
+        ):
             return None
         out = []
         if self.backbone != "tf_efficientnet_lite0":
@@ -77,6 +99,8 @@ class Lever:
             out.append(f"coreset_sampling_ratio={self.ratio}")
         if self.neighbors != 9:
             out.append(f"num_neighbors={self.neighbors}")
+        if self.fusion == "global":
+            out.append("global_context=[features,colour,frequency]")
         return tuple(out)
 
 
@@ -100,17 +124,15 @@ class FeatureCache:
         """{split: {layer: (N, C, h, w) float32}}; extracts missing layers (all splits)."""
         key = (backbone, size, flip)
         have = self._cache.setdefault(key, {})
-        missing = [layer for layer in layers if layer not in have.get("train", {})]
+        missing = [layer for layer in layers if layer not in have.get("val", {})]
         if missing:
-            wanted = sorted(set(missing) | set(have.get("train", {})))
-            timing = {}
+            timing = self.extract_s.setdefault(key, {})
             for split, samples in self.splits.items():
                 if flip and split == "train":
                     continue  # flips are for test-time augmentation only
                 started = time.perf_counter()
-                have[split] = _extract(backbone, size, flip, wanted, samples)
-                timing[split] = time.perf_counter() - started
-            self.extract_s[key] = timing
+                have.setdefault(split, {}).update(_extract(backbone, size, flip, missing, samples))
+                timing[split] = timing.get(split, 0.0) + time.perf_counter() - started
         return have
 
     def drop(self, backbone: str, size: int) -> None:
@@ -125,23 +147,45 @@ def _extract(
     from anomalib.models.components import TimmFeatureExtractor
 
     weights = resolve_weights(backbone)
-    with no_pretrained_download():
-        extractor = TimmFeatureExtractor(backbone, list(layers), pre_trained=False).eval()
-    apply_weights(extractor.feature_extractor, weights)
+    cnn = [layer for layer in layers if layer != STATS]
+    extractor = None
+    if cnn:
+        with no_pretrained_download():
+            extractor = TimmFeatureExtractor(backbone, cnn, pre_trained=False).eval()
+        apply_weights(extractor.feature_extractor, weights)
+        extractor.to(memory_format=torch.channels_last)
     mean = torch.tensor(weights.mean).view(1, 3, 1, 1)
     std = torch.tensor(weights.std).view(1, 3, 1, 1)
     out: dict[str, list[torch.Tensor]] = {layer: [] for layer in layers}
     with torch.no_grad():
-        extractor.to(memory_format=torch.channels_last)
         for start in range(0, len(samples), 8):
             batch = np.stack([load_image(s.path, (size, size)) for s in samples[start : start + 8]])
             images = torch.from_numpy(batch).permute(0, 3, 1, 2)
             if flip:
                 images = images.flip(-1)
-            features = extractor((images - mean) / std)
+            normalised = (images - mean) / std
+            features = extractor(normalised) if extractor is not None else {}
+            if STATS in layers:
+                features[STATS] = local_statistics(normalised)
             for layer in layers:
                 out[layer].append(features[layer].contiguous())
     return {layer: torch.cat(parts) for layer, parts in out.items()}
+
+
+STATS = "stats"
+"""Pseudo-layer name of the local colour statistics in the feature cache."""
+STATS_WINDOW, STATS_STRIDE = 32, 8
+"""Window (input pixels) and stride of the local statistics: the first layer's (blocks.2) grid."""
+
+
+def local_statistics(images: torch.Tensor) -> torch.Tensor:
+    """(N, 6, H/8, W/8): per-channel mean and std of (N, 3, H, W) normalised pixels over a
+    ``STATS_WINDOW`` square window around each cell of the stride-8 grid."""
+    pad = (STATS_WINDOW - STATS_STRIDE) // 2
+    pool = torch.nn.AvgPool2d(STATS_WINDOW, STATS_STRIDE, pad, count_include_pad=False)
+    mean = pool(images)
+    var = (pool(images * images) - mean * mean).clamp_min(0)
+    return torch.cat([mean, var.sqrt()], 1)
 
 
 def embed(features: dict[str, torch.Tensor], lever: Lever) -> torch.Tensor:
@@ -171,21 +215,79 @@ class FittedLever:
     grid: torch.Tensor | None  # positional levers: (n, D, h, w) training embedding
     select_s: float
     patches: int
+    stats_norm: tuple[torch.Tensor, torch.Tensor] | None = None  # (1, 6, 1, 1) shift, scale
+    gaussians: tuple[torch.Tensor, torch.Tensor] | None = None  # PaDiM (hw, D), (hw, D, D)
+    side: FittedLever | None = None  # the local statistics model ("stats" fusion)
 
 
-def fit_lever(train: torch.Tensor, lever: Lever, seed: int = 0) -> FittedLever:
-    """Coreset of the training embedding (N, D, h, w): the memory bank. Position-aware levers
-    keep every training patch with its grid cell (no coreset: each cell has few candidates)."""
-    d = train.shape[1]
+def lever_layers(lever: Lever) -> tuple[str, ...]:
+    """Cache layers a lever needs (its CNN layers and, if used, the local statistics)."""
+    return (*lever.layers, STATS) if lever.stats or lever.fusion == "stats" else lever.layers
+
+
+def full_embedding(
+    features: dict[str, torch.Tensor], lever: Lever, norm: tuple[torch.Tensor, torch.Tensor] | None
+) -> torch.Tensor:
+    """(N, D [+ 6], h, w): ``embed`` with the scaled local statistics appended (``stats``)."""
+    emb = embed(features, lever)
+    if not lever.stats or norm is None:
+        return emb
+    return torch.cat([emb, _on_grid((features[STATS] - norm[0]) * norm[1], emb)], 1)
+
+
+def _on_grid(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    if x.shape[-2:] == like.shape[-2:]:
+        return x
+    return F.interpolate(x, size=like.shape[-2:], mode="bilinear")
+
+
+def _stats_norm(stats: torch.Tensor, emb: torch.Tensor | None, weight: float) -> tuple:
+    """Shift and scale of the (N, 6, h, w) training statistics: z-scored per channel, then
+    scaled so their summed variance is ``weight**2`` times the embedding's (or 1 each)."""
+    mean = stats.mean((0, 2, 3), keepdim=True)
+    std = stats.std((0, 2, 3), keepdim=True).clamp_min(1e-6)
+    total = emb.var((0, 2, 3)).sum() if emb is not None else torch.tensor(float(stats.shape[1]))
+    return mean, weight * (total / stats.shape[1]).sqrt() / std
+
+
+def fit_lever(features: dict[str, torch.Tensor], lever: Lever, seed: int = 0) -> FittedLever:
+    """The memory bank (coreset of the training embedding), or every patch with its grid
+    cell (position-aware), or per-cell Gaussians (PaDiM); ``features``: train layers."""
+    norm = (
+        _stats_norm(features[STATS], embed(features, lever), lever.stats) if lever.stats else None
+    )
+    train = full_embedding(features, lever, norm)
+    n, d, h, w = train.shape
     rows = train.permute(0, 2, 3, 1).reshape(-1, d).contiguous()
+    side = None
+    if lever.fusion == "stats":
+        side_lever = Lever("stats alone", "stats", neighbors=1)
+        stats = features[STATS]
+        snorm = _stats_norm(stats, None, 1.0)
+        srows = ((stats - snorm[0]) * snorm[1]).permute(0, 2, 3, 1).reshape(-1, stats.shape[1])
+        torch.manual_seed(seed)
+        picked = select_coreset(srows.contiguous(), side_lever.ratio, BANK_CAP)
+        side = FittedLever(srows[picked.indices].contiguous(), None, 0.0, len(srows), snorm)
+    if lever.padim:
+        started = time.perf_counter()
+        cells = train.permute(2, 3, 0, 1).reshape(h * w, n, d)  # (hw, n, D)
+        mean = cells.mean(1)
+        centred = cells - mean[:, None]
+        cov = centred.transpose(1, 2) @ centred / max(n - 1, 1) + 0.01 * torch.eye(d)
+        precision = torch.from_numpy(np.linalg.inv(cov.double().numpy()).astype(np.float32))
+        gaussians = (mean, precision)
+        seconds = time.perf_counter() - started
+        return FittedLever(mean, None, seconds, rows.shape[0], norm, gaussians, side)
     if lever.position_radius is not None:
-        return FittedLever(rows, train.contiguous(), 0.0, rows.shape[0])
+        return FittedLever(rows, train.contiguous(), 0.0, rows.shape[0], norm, None, side)
     torch.manual_seed(seed)
     np.random.seed(seed)
     started = time.perf_counter()
     coreset = select_coreset(rows, lever.ratio, BANK_CAP)
     seconds = time.perf_counter() - started
-    return FittedLever(rows[coreset.indices].contiguous(), None, seconds, rows.shape[0])
+    return FittedLever(
+        rows[coreset.indices].contiguous(), None, seconds, rows.shape[0], norm, None, side
+    )
 
 
 def _distances(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -197,6 +299,9 @@ def _distances(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def score(embedding: torch.Tensor, fitted: FittedLever, lever: Lever) -> tuple[torch.Tensor, ...]:
     """(image scores (N,), patch scores (N, h, w)) of an (N, D, h, w) embedding."""
     n, d, h, w = embedding.shape
+    if lever.padim and fitted.gaussians is not None:
+        patch_scores = _mahalanobis(embedding, *fitted.gaussians)
+        return patch_scores.reshape(n, -1).amax(1), patch_scores
     if lever.position_radius is not None:
         patch_scores = _positional_nn(embedding, fitted.grid, lever.position_radius)
         return patch_scores.reshape(n, -1).amax(1), patch_scores
@@ -207,6 +312,16 @@ def score(embedding: torch.Tensor, fitted: FittedLever, lever: Lever) -> tuple[t
     locations = torch.stack([b.indices for b in best])
     image = _reweighted(patch_scores, locations, patch, bank, lever.neighbors)
     return image, patch_scores.reshape(n, h, w)
+
+
+def _mahalanobis(
+    embedding: torch.Tensor, mean: torch.Tensor, precision: torch.Tensor
+) -> torch.Tensor:
+    """(N, h, w) Mahalanobis distance of each patch to its cell's Gaussian."""
+    n, d, h, w = embedding.shape
+    delta = embedding.permute(2, 3, 0, 1).reshape(h * w, n, d) - mean[:, None]
+    squared = torch.einsum("knd,kde,kne->kn", delta, precision, delta)
+    return squared.clamp_min(0).sqrt().T.reshape(n, h, w)
 
 
 def _positional_nn(embedding: torch.Tensor, grid: torch.Tensor, radius: int) -> torch.Tensor:
@@ -265,22 +380,94 @@ def anomaly_maps(patch_scores: torch.Tensor, size: int) -> tuple[np.ndarray, np.
     return np.stack(resized).astype(np.float32), peaks
 
 
+@dataclass(frozen=True)
+class Outputs:
+    """A lever's scores and maps on one split, and its side model's (``fusion="stats"``)."""
+
+    main: Scored
+    side: Scored | None
+
+
 def run_split(
     cache: FeatureCache, split: str, fitted: FittedLever, lever: Lever
-) -> tuple[Scored, float]:
-    """Scores and maps of ``split``, and the seconds the scoring took."""
+) -> tuple[Outputs, float]:
+    """Scores and maps of ``split`` (unfused), and the seconds the scoring took."""
     started = time.perf_counter()
-    feats = cache.get(lever.backbone, lever.size, False, lever.layers)[split]
+    layers = lever_layers(lever)
+    feats = cache.get(lever.backbone, lever.size, False, layers)[split]
     with torch.no_grad():
-        image, patches = score(embed(feats, lever), fitted, lever)
+        image, patches = score(full_embedding(feats, lever, fitted.stats_norm), fitted, lever)
         if lever.flip_tta:
-            flipped = cache.get(lever.backbone, lever.size, True, lever.layers)[split]
-            image_f, patches_f = score(embed(flipped, lever), fitted, lever)
+            flipped = cache.get(lever.backbone, lever.size, True, layers)[split]
+            emb = full_embedding(flipped, lever, fitted.stats_norm)
+            image_f, patches_f = score(emb, fitted, lever)
             image = (image + image_f) / 2
             patches = (patches + patches_f.flip(-1)) / 2
     maps, peaks = anomaly_maps(patches, lever.size)
     scores = peaks if lever.map_score else image.numpy().astype(np.float32)
-    return Scored(scores, maps), time.perf_counter() - started
+    side = None
+    if fitted.side is not None:
+        norm = fitted.side.stats_norm
+        stats = (feats[STATS] - norm[0]) * norm[1]
+        side_lever = Lever("stats alone", "stats", neighbors=1)
+        with torch.no_grad():
+            side_image, side_patches = score(stats, fitted.side, side_lever)
+        side_maps, _ = anomaly_maps(side_patches, lever.size)
+        side = Scored(side_image.numpy().astype(np.float32), side_maps)
+    return Outputs(Scored(scores, maps), side), time.perf_counter() - started
+
+
+def fuse_stats(val: Outputs, val_labels: np.ndarray, test: Outputs) -> tuple[Scored, Scored]:
+    """Validation and test fused by the max rule on z-scores standardised on the validation
+    good images: image scores by their own mean/std, maps by the good images' map peaks."""
+    from inspection.core.global_context import fuse
+
+    good = val_labels == 0
+
+    def z(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
+        return (values - reference.mean()) / max(float(reference.std(ddof=1)), 1e-6)
+
+    out = []
+    for outputs in (val, test):
+        parts = {"main": outputs.main, "side": outputs.side}
+        fused_scores, _ = fuse(
+            {k: z(p.scores, getattr(val, k).scores[good]) for k, p in parts.items()}
+        )
+        peak = {k: getattr(val, k).maps[good].reshape(good.sum(), -1).max(1) for k in parts}
+        fused_maps = np.maximum(*(z(p.maps, peak[k]) for k, p in parts.items()))
+        out.append(Scored(fused_scores.astype(np.float32), fused_maps.astype(np.float32)))
+    return out[0], out[1]
+
+
+def fuse_global(
+    cache: FeatureCache, lever: Lever, val: Scored, val_labels: np.ndarray, test: Scored
+) -> tuple[Scored, Scored, tuple[str, ...]]:
+    """The product's global context (``training.global_context``) fused with the image score:
+    components fitted on train, chosen on validation; maps unchanged."""
+    from inspection.core.global_context import LOCAL, fuse
+    from inspection.training.global_context import fit_global_context, select_components
+
+    feats = cache.get(lever.backbone, lever.size, False, lever.layers)
+    images = {
+        split: [load_image(s.path, (NATIVE, NATIVE)) for s in samples]
+        for split, samples in cache.splits.items()
+    }
+    pooled = {
+        split: torch.cat([f[layer].mean((2, 3)) for layer in lever.layers], 1).numpy()
+        for split, f in feats.items()
+    }
+    context = fit_global_context(
+        ("features", "colour", "frequency"),
+        images["train"],
+        train_pooled=pooled["train"],
+        feature_layers=lever.layers,
+        validation_local_raw=val.scores[val_labels == 0],
+    )
+    z_val = context.z_scores(context.distances(images["val"], pooled["val"]), val.scores)
+    kept = select_components(z_val, val_labels).kept
+    z_test = context.z_scores(context.distances(images["test"], pooled["test"]), test.scores)
+    fused = [fuse({k: z[k] for k in (LOCAL, *kept)})[0].astype(np.float32) for z in (z_val, z_test)]
+    return Scored(fused[0], val.maps), Scored(fused[1], test.maps), kept
 
 
 def masks_of(samples: Sequence[Sample]) -> np.ndarray:

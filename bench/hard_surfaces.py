@@ -37,7 +37,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _hard_levers import BANK_CAP, FeatureCache, Lever, embed, fit_lever, masks_of, run_split
+from _hard_levers import (
+    BANK_CAP,
+    FeatureCache,
+    Lever,
+    fit_lever,
+    fuse_global,
+    fuse_stats,
+    lever_layers,
+    masks_of,
+    run_split,
+)
 from _hard_metrics import figures, peaks, per_kind
 from _report import load_average, previous_report, save_report
 
@@ -135,13 +145,34 @@ def _walk(
         replace(best, name=f"{_s(best)} {b[-5:]}", family="backbone", backbone=b)
         for b in ("tf_efficientnet_lite1", "tf_efficientnet_lite2")
     ])  # fmt: skip
+    best = step(best, _new_levers(best))
+    for lever in _new_levers(Lever("default (1x, blocks.2+4, 1 %)", "default"))[:3]:
+        run(lever)  # the cheap 1x station: context only, never chosen
     for row in rows:
         row["chosen"] = row["lever"] == asdict(best)
     return rows
 
 
-def _transfer(cache: FeatureCache, product: str, report: dict) -> list[dict[str, Any]]:
-    """An untuned product: the default, the scale family and each tuned product's choice."""
+def _new_levers(base: Lever) -> list[Lever]:
+    """This session's levers on top of ``base``: local colour statistics appended to the
+    embedding (two weights), a separate statistics model fused on z-scores, the product's
+    global context fused on z-scores."""
+    tag = _s(base) if base.family != "default" else "1x"
+    return [
+        replace(base, name=f"{tag} + stats model fused", family="fusion", fusion="stats"),
+        replace(base, name=f"{tag} + local stats x0.5", family="stats", stats=0.5),
+        replace(base, name=f"{tag} + global context fused", family="fusion", fusion="global"),
+        replace(base, name=f"{tag} + local stats x1", family="stats", stats=1.0),
+    ]
+
+
+def _transfer(
+    cache: FeatureCache, product: str, report: dict, until: float = float("inf")
+) -> list[dict[str, Any]]:
+    """An untuned product: the default, the scale family and each tuned product's choice.
+
+    Levers not measured before start in order until the epoch time ``until``: the default,
+    this session's levers at 1x, the opt-in setting and grass's choice, then the rest."""
     levers = [Lever("default (1x, blocks.2+4, 1 %)", "default")]
     levers += [
         replace(levers[0], name=f"scale {s:g}x", family="scale", scale=s) for s in (1.5, 2.0)
@@ -153,8 +184,16 @@ def _transfer(cache: FeatureCache, product: str, report: dict) -> list[dict[str,
             setting = replace(lever, flip_tta=False, map_score=False)
             levers.append(replace(setting, name=f"{tuned}'s setting: {_describe(setting)}",
                                   family="transfer"))  # fmt: skip
-            levers.append(replace(lever, name=f"{tuned}'s choice: {lever.name}", family="transfer"))
+            flip = " (flip TTA)" if lever.flip_tta and "flip" not in lever.name else ""
+            levers.append(
+                replace(lever, name=f"{tuned}'s choice: {lever.name}{flip}", family="transfer")
+            )
+    levers.append(replace(levers[0], name="2x layers 2+4+6 (the opt-in setting)", family="scale",
+                          scale=PROMOTED["scale"], layers=tuple(PROMOTED["layers"])))  # fmt: skip
+    levers += _new_levers(levers[0])[:3]
     if product in ALIGNED:
+        levers.append(replace(levers[0], name="PaDiM (per-position Gaussians)", family="position",
+                              padim=True, neighbors=1))  # fmt: skip
         levers += [
             replace(levers[0], name=f"positions within {r} cells", family="position",
                     neighbors=1, position_radius=r)
@@ -163,7 +202,7 @@ def _transfer(cache: FeatureCache, product: str, report: dict) -> list[dict[str,
         levers.append(replace(levers[-2], name="2x positions within 2 cells", scale=2.0))
     rows, seen = [], set()
     earlier = {_key(r["lever"]): r for r in report.get(product, {}).get("levers", [])}
-    for lever in levers:
+    for lever in sorted(levers, key=_priority):
         key = replace(lever, name="", family="")
         if key in seen:
             continue
@@ -171,6 +210,9 @@ def _transfer(cache: FeatureCache, product: str, report: dict) -> list[dict[str,
         if _key(asdict(lever)) in earlier:  # measured by an earlier run: kept, renamed
             row = earlier[_key(asdict(lever))]
             rows.append({**row, "name": lever.name, "family": lever.family})
+            continue
+        if time.time() > until:
+            log.info("%s %s: not run (past --until)", product, lever.name)
             continue
         row = _evaluate(cache, lever)
         rows.append(row)
@@ -182,9 +224,23 @@ def _transfer(cache: FeatureCache, product: str, report: dict) -> list[dict[str,
     return rows
 
 
+def _priority(lever: Lever) -> int:
+    """Order of an untuned product's levers under a deadline (``_transfer``)."""
+    if lever.family == "default":
+        return 0
+    if _is_new(asdict(lever)) and lever.scale == 1.0:
+        return 1  # this session's levers at the cheap 256 px station
+    if lever.name.startswith(("2x layers", "grass's")):
+        return 2
+    return 3 if lever.name.startswith("gravel's") else 4
+
+
 def _describe(lever: Lever) -> str:
-    """Short settings of a lever (what ``overrides`` would set)."""
-    return ", ".join(lever.overrides() or ()) or "default"
+    """Short settings of a lever (what ``overrides`` would set; else its name's settings)."""
+    overrides = lever.overrides()
+    if overrides is None:
+        return lever.name
+    return ", ".join(overrides) or "default"
 
 
 def _key(lever: dict) -> str:
@@ -199,17 +255,29 @@ def _s(lever: Lever) -> str:
 
 def _evaluate(cache: FeatureCache, lever: Lever) -> dict[str, Any]:
     started = time.perf_counter()
-    feats = cache.get(lever.backbone, lever.size, False, lever.layers)
-    fitted = fit_lever(embed(feats["train"], lever), lever)
-    val, _ = run_split(cache, "val", fitted, lever)
-    test, score_s = run_split(cache, "test", fitted, lever)
+    load = load_average()
+    feats = cache.get(lever.backbone, lever.size, False, lever_layers(lever))
+    fitted = fit_lever(feats["train"], lever)
+    val_out, _ = run_split(cache, "val", fitted, lever)
+    test_out, score_s = run_split(cache, "test", fitted, lever)
     samples = cache.splits["test"]
     labels = np.asarray([s.label for s in samples])
     masks = masks_of(samples)
     val_labels = np.asarray([s.label for s in cache.splits["val"]])
+    extra: dict[str, Any] = {}
+    if lever.fusion == "stats":
+        val, test = fuse_stats(val_out, val_labels, test_out)
+    elif lever.fusion == "global":
+        val, test, kept = fuse_global(cache, lever, val_out.main, val_labels, test_out.main)
+        extra["global_kept"] = list(kept)
+    else:
+        val, test = val_out.main, test_out.main
     extract = cache.extract_s.get((lever.backbone, lever.size, False), {})
     kinds = [s.defect_type for s in samples]
     return {
+        **extra,
+        "cpu": _cpu(),
+        "load": [load, load_average()],
         "name": lever.name,
         "family": lever.family,
         "lever": asdict(lever),
@@ -238,6 +306,10 @@ def ablate(args: argparse.Namespace) -> None:
         )
         load = load_average()
         started = time.perf_counter()
+        previous = report.get(product, {})
+        for row in previous.get("levers", []):  # rows reused from an earlier run keep its CPU
+            row.setdefault("cpu", previous.get("cpu", "unknown"))
+            row.setdefault("load", [previous.get("load_before"), previous.get("load_after")])
         if product in TUNED:
             earlier = report.get(product, {}).get("levers", [])
 
@@ -247,7 +319,7 @@ def ablate(args: argparse.Namespace) -> None:
 
             rows = _walk(cache, product, earlier, save, _until(args.until))
         else:
-            rows = _transfer(cache, product, report)
+            rows = _transfer(cache, product, report, _until(args.until))
         report[product] = {
             "product": product,
             "tuned": product in TUNED,
@@ -462,6 +534,29 @@ def report(args: argparse.Namespace) -> None:
         "(demo generators `demo_tissue`, `demo_weave`; 60 good + 30 per defect type, nothing tuned",
         "on them); `brick` is the regression check.",
         "",
+        "**Two CPUs.** Each row names the machine it ran on (`CPU` column): rows of the first",
+        "session ran on an Intel Xeon (2 vCPU), rows of the second (colour statistics, fusion,",
+        "PaDiM, weave, and walk steps the first session did not reach) on an AMD EPYC (2 vCPU,",
+        "AVX2). A row measured once is reused, not re-run; accuracy does not depend on the CPU",
+        "beyond float rounding, fit seconds do (both sessions shared the machine: each row's load",
+        "before and after it is in `ablation_<product>.json`, `load`).",
+        "",
+        "**Levers added in the second session** (`bench/_hard_levers.py`): `+ local stats xW` --",
+        "per-channel mean and std of the normalised pixels in a 32 px window around each",
+        "stride-8 patch, z-scored on training patches and scaled so their summed variance is W^2",
+        "times the CNN embedding's, appended to the PatchCore embedding; `+ stats model fused`",
+        "-- a separate nearest-neighbour model of those statistics alone, fused with PatchCore by",
+        "the max of z-scores standardised on the good validation images (image score and map);",
+        "`+ global context fused` -- the product's global context (`core/global_context.py`:",
+        "pooled features, colour, frequency; components chosen on validation, image score only);",
+        "`PaDiM` -- a Gaussian per grid cell (shrunk covariance, Mahalanobis distance) for the",
+        "aligned `part`. `graph p50` of these levers is an estimate marked `~` (see the station",
+        "cost section): the graph proxy builds only what `ModelConfig` can export.",
+        "",
+        "Tuned products' rows are in walk order and **cumulative**: each row is the best so far",
+        "plus the named change (gravel's `2x lite2` carries layers 2+4+6 and flip TTA; its",
+        "`2x + ...` rows sit on top of that; grass's `2x + ...` rows on 2x layers 2+4+6).",
+        "",
     ]
     proxy = lat.get("proxy", {})
     for product, entry in ablation.items():
@@ -486,21 +581,73 @@ def _product_table(product: str, entry: dict, proxy: dict) -> list[str]:
     role = "tuned" if entry["tuned"] else "not tuned: the default, scale and the tuned choices"
     lines = [
         f"## {product} ({role}; {entry['test_images']} held-out images, {entry['test_good']} "
-        f"good; load {entry['load_before']} -> {entry['load_after']}; {entry['cpu']})",
+        f"good; CPU per row in the last column)",
         "",
-        "| lever | val AUROC | image AUROC | pixel AUROC | AUPRO | bank | fit s | graph p50 ms |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| lever | val AUROC | image AUROC | pixel AUROC | AUPRO | bank | fit s | graph p50 ms |"
+        " CPU |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in entry["levers"]:
         test = row["test"]
-        p = proxy.get(_shape_key(row["lever"], row["bank"]), {}).get("p50_ms")
+        p, estimate = _proxy_p50(row, proxy), None
+        if _is_new(row["lever"]):
+            p, estimate = None, _estimate(row, proxy)
         mark = " **(chosen)**" if row.get("chosen") else ""
         lines.append(
             f"| {row['name']}{mark} | {row['validation_auroc']:.3f} | {_cell(test['image_auroc'])}"
             f" | {_cell(test['pixel_auroc'])} | {_cell(test['aupro'])} | {row['bank']} | "
-            f"{row['fit_s']:.1f} | {'-' if p is None else f'{p:.1f}'} |"
+            f"{row['fit_s']:.1f} | {_p50_cell(p, estimate)} | {_cpu_short(row.get('cpu'))} |"
         )
     return [*lines, ""]
+
+
+def _cpu_short(cpu: str | None) -> str:
+    """Short CPU name ("Intel Xeon", "AMD EPYC") of a model-name string."""
+    if not cpu:
+        return "-"
+    return "Intel Xeon" if "Intel" in cpu else "AMD EPYC" if "AMD" in cpu else cpu
+
+
+def _p50_cell(p50: float | None, estimate: float | None) -> str:
+    """Graph proxy p50, or the estimate (``~``) of a lever the proxy does not build."""
+    if p50 is not None:
+        return f"{p50:.1f}"
+    return f"~{estimate:.1f}" if estimate is not None else "-"
+
+
+def _proxy_p50(row: dict, proxy: dict) -> float | None:
+    return proxy.get(_shape_key(row["lever"], row["bank"]), {}).get("p50_ms")
+
+
+def _is_new(lever: dict) -> bool:
+    return bool(lever.get("stats") or lever.get("fusion") or lever.get("padim"))
+
+
+EXTRA_MS = {"stats": 0.3, "fusion:stats": 1.5, "fusion:global": 0.8, "padim": 0.0}
+"""Estimated station cost a second-session lever adds to the graph of its base lever (same
+backbone, size, layers, bank), in ms. ``stats``: two 32 px average pools of the input and 6
+more embedding dimensions (< 2 % of the nearest-neighbour product). ``fusion:stats``: a
+6-dimensional nearest-neighbour search against a bank of <= 1 % of the statistics rows, one
+more blurred map and a max. ``fusion:global``: the global step measured at 0.64-0.77 ms p50
+(``reports/global``). ``padim``: the per-cell Mahalanobis product (h*w*D^2, 24 MFLOP at 1x)
+replaces the bank search (h*w*bank*D, 96 MFLOP at 1x): no more than its base."""
+
+
+def _estimate(row: dict, proxy: dict) -> float | None:
+    """Base lever's graph proxy p50 plus ``EXTRA_MS`` (an estimate, not a measurement)."""
+    lever = row["lever"]
+    base = {**lever, "stats": 0.0, "fusion": "", "padim": False, "neighbors": 9}
+    bank = row["bank"]
+    if lever.get("padim"):
+        default_bank = [k for k in proxy if k.startswith(_shape_key(base, 0).rsplit(" bank", 1)[0])]
+        p50 = proxy[default_bank[0]]["p50_ms"] if default_bank else None
+    else:
+        p50 = proxy.get(_shape_key(base, bank), {}).get("p50_ms")
+    if p50 is None:
+        return None
+    extra = EXTRA_MS["stats"] if lever.get("stats") else 0.0
+    extra += EXTRA_MS.get(f"fusion:{lever.get('fusion')}", 0.0) if lever.get("fusion") else 0.0
+    return p50 + extra
 
 
 def _before_after(ablation: dict) -> list[str]:
@@ -509,7 +656,9 @@ def _before_after(ablation: dict) -> list[str]:
         "",
         "`after` is the product's own validation choice for tuned products; for the others, the",
         "setting promoted to grass and gravel (2x input, layers 2+4+6) where it was measured, else",
-        "its scale part (2x input) -- the evaluation family says whether it carries.",
+        "its scale part (2x input) -- the evaluation family says whether it carries -- and each",
+        "tuned product's choice carried over. Rows `1x + ...`: the second session's levers on",
+        "the cheap 256 px default, for every product.",
         "",
         "| product | after | image AUROC before -> after | pixel AUROC | AUPRO |",
         "| --- | --- | --- | --- | --- |",
@@ -518,6 +667,7 @@ def _before_after(ablation: dict) -> list[str]:
         rows = entry["levers"]
         before = rows[0]
         afters = [r for r in rows if r.get("chosen") or r["family"] == "transfer"]
+        afters += [r for r in rows if _is_new(r["lever"]) and r["lever"]["scale"] == 1.0]
         setting = _setting_row(rows)
         if setting is not None and all(setting is not r for r in afters):
             part = setting["lever"]["layers"] != PROMOTED["layers"]
@@ -593,6 +743,8 @@ def _kinds_section(out: Path, ablation: dict) -> list[str]:
         "peaks (`found`). A defect below that line cannot be found at a threshold that keeps",
         "good texture clean: the map, not the threshold, is the limit. Plots:",
         "`peaks_<product>.png` (each defect's inside-peak over good images' peak distribution).",
+        "A fused lever's map is in z units (standardised on good validation maps, can be < 0):",
+        "for it compare `found`, not the peak ratio.",
         "",
         "| product | kind | AUROC default -> chosen | found default -> chosen | median inside-peak /"
         " good p95 (chosen) |",

@@ -98,8 +98,8 @@ def test_positional_neighbours_only_from_nearby_cells() -> None:
     # positional one (radius 1: cells 0-1, nearest (1, 1)) sqrt(32).
     train = torch.tensor([[0.0, 0.0], [1.0, 1.0], [1.0, 1.0], [5.0, 5.0]]).T.reshape(1, 2, 1, 4)
     query = torch.tensor([[5.0, 5.0], [1.0, 1.0], [1.0, 1.0], [5.0, 5.0]]).T.reshape(1, 2, 1, 4)
-    near = levers.Lever("n", "n", neighbors=1, position_radius=1)
-    fitted = levers.fit_lever(train, near)
+    near = levers.Lever("n", "n", layers=("blocks.2",), pool=1, neighbors=1, position_radius=1)
+    fitted = levers.fit_lever({"blocks.2": train}, near)
     assert fitted.bank.shape == (4, 2) and fitted.select_s == 0.0
     image, positional = levers.score(query, fitted, near)
     plain_fit = levers.FittedLever(fitted.bank, None, 0.0, 4)
@@ -118,3 +118,55 @@ def test_overrides_name_only_what_the_config_can_express() -> None:
     assert levers.Lever("x", "x").overrides() == ()
     assert levers.Lever("x", "x", pool=5).overrides() is None
     assert levers.Lever("x", "x", map_score=True).overrides() is None
+    assert levers.Lever("x", "x", stats=0.5).overrides() is None
+    assert levers.Lever("x", "x", fusion="stats").overrides() is None
+    assert levers.Lever("x", "x", padim=True).overrides() is None
+    assert levers.Lever("x", "x", fusion="global").overrides() == (
+        "global_context=[features,colour,frequency]",
+    )
+
+
+def test_local_statistics_mean_and_std_per_window() -> None:
+    torch = pytest.importorskip("torch")
+    levers = _module("_hard_levers")
+    flat = torch.full((1, 3, 64, 64), 0.5)
+    stats = levers.local_statistics(flat)
+    assert stats.shape == (1, 6, 8, 8)
+    torch.testing.assert_close(stats[:, :3], torch.full((1, 3, 8, 8), 0.5))
+    assert float(stats[:, 3:].abs().max()) < 1e-3
+    step = flat.clone()
+    step[..., 32:] = -0.5  # a vertical edge: std only in windows that straddle it
+    stats = levers.local_statistics(step)
+    assert float(stats[0, 3, 0, 0]) < 1e-3 and float(stats[0, 3, 0, 4]) > 0.4
+
+
+def test_padim_is_the_mahalanobis_distance_to_each_cell() -> None:
+    torch = pytest.importorskip("torch")
+    levers = _module("_hard_levers")
+    torch.manual_seed(0)
+    train = torch.randn(12, 4, 2, 3)
+    lever = levers.Lever("g", "g", layers=("blocks.2",), pool=1, neighbors=1, padim=True)
+    fitted = levers.fit_lever({"blocks.2": train}, lever)
+    query = torch.randn(2, 4, 2, 3)
+    image, patches = levers.score(query, fitted, lever)
+    cell = train[:, :, 1, 2].double().numpy()
+    cov = np.cov(cell, rowvar=False) + 0.01 * np.eye(4)
+    delta = query[:, :, 1, 2].double().numpy() - cell.mean(0)
+    expected = np.sqrt(np.einsum("nd,de,ne->n", delta, np.linalg.inv(cov), delta))
+    np.testing.assert_allclose(patches[:, 1, 2].numpy(), expected, rtol=1e-3)
+    np.testing.assert_allclose(image.numpy(), patches.reshape(2, -1).amax(1).numpy())
+
+
+def test_stats_fusion_is_the_max_of_validation_standardised_scores() -> None:
+    levers = _module("_hard_levers")
+    zeros = np.zeros((4, 2, 2), np.float32)
+    labels = np.array([0, 0, 0, 1])
+    peaks = np.array([1.0, 2.0, 3.0, 9.0], np.float32)
+    main = levers.Scored(peaks, zeros + peaks[:, None, None])
+    side = levers.Scored(np.array([10.0, 20.0, 30.0, 40.0], np.float32), zeros)
+    val = levers.Outputs(main, side)
+    fused_val, fused_test = levers.fuse_stats(val, labels, val)
+    # main: good mean 2, std 1 -> z 7 for the defect; side: mean 20, std 10 -> z 2
+    np.testing.assert_allclose(fused_val.scores, [-1.0, 0.0, 1.0, 7.0], atol=1e-6)
+    np.testing.assert_allclose(fused_test.scores, fused_val.scores)
+    assert float(fused_val.maps[3].max()) == pytest.approx(7.0)
