@@ -537,7 +537,7 @@ def report(args: argparse.Namespace) -> None:
         "**Two CPUs.** Each row names the machine it ran on (`CPU` column): rows of the first",
         "session ran on an Intel Xeon (2 vCPU), rows of the second (colour statistics, fusion,",
         "PaDiM, weave, and walk steps the first session did not reach) on an AMD EPYC (2 vCPU,",
-        "AVX2). A row measured once is reused, not re-run; accuracy does not depend on the CPU",
+        "Zen 4: AVX-512, VNNI, BF16, no AMX). A row measured once is reused, not re-run; accuracy does not depend on the CPU",
         "beyond float rounding, fit seconds do (both sessions shared the machine: each row's load",
         "before and after it is in `ablation_<product>.json`, `load`).",
         "",
