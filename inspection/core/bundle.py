@@ -191,6 +191,18 @@ class BundleMetadata:
         except ConfigError as exc:
             raise BundleError(f"bundle {self.product}/{self.bundle_id}: {exc}") from exc
 
+    def calibrated(self, calibration: Calibration) -> BundleMetadata:
+        """This bundle set to ``calibration``: its normalisation and segmentation, and thresholds
+        at 0.5 of the normalised scale (where the calibration put the operating point)."""
+        return dataclasses.replace(
+            self,
+            normalization=calibration.normalization,
+            segmentation=calibration.segmentation,
+            image_threshold=0.5,
+            pixel_threshold=0.5,
+            output_calibration=calibration,
+        )
+
     @property
     def segmentation_rule(self) -> Segmentation:
         """The bundle's segmentation, or plain thresholding at ``pixel_threshold``."""

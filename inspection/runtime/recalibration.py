@@ -20,7 +20,6 @@ import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -108,14 +107,7 @@ def recalibrate(model: BundleModel, check: GoldenCheck, folder: str | Path) -> R
         good_sources={"station_validation": n_good},
     )  # fmt: skip
     choice = calibration.operating
-    model.metadata = replace(
-        meta,
-        normalization=calibration.normalization,
-        segmentation=calibration.segmentation,
-        image_threshold=0.5,
-        pixel_threshold=0.5,
-        output_calibration=calibration,
-    )
+    model.metadata = meta.calibrated(calibration)
     record = Recalibration(
         bundle=check.bundle,
         folder=str(folder),

@@ -210,14 +210,7 @@ def _calibrated_bundle(
         splits.good_scores, splits.dataset_root, fused=meta.global_context is not None,
         make_sample=lambda path: LabelledSample(path, 0, "good"),
     )  # fmt: skip
-    meta = replace(
-        meta,
-        normalization=calibration.normalization,
-        segmentation=calibration.segmentation,
-        image_threshold=0.5,
-        pixel_threshold=0.5,
-        output_calibration=calibration,
-    )
+    meta = meta.calibrated(calibration)
     write_bundle_metadata(target, meta)
     if choose_refiner:
         meta = replace(meta, refinement=_refinement(target, splits, say))

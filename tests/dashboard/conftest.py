@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+from tests.dashboard.scripts import load_script
 
 REPO = Path(__file__).resolve().parents[2]
 APP = REPO / "apps" / "dashboard" / "app.py"
@@ -17,13 +18,7 @@ if str(REPO) not in sys.path:  # AppTest runs pages in this process; they import
 
 
 def load_seed_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "seed_dashboard", REPO / "scripts" / "seed_dashboard.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["seed_dashboard"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("seed_dashboard")
 
 
 @pytest.fixture(scope="session")

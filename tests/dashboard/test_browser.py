@@ -22,7 +22,7 @@ import pytest
 from inspection.cli.dashboard import dashboard_env, streamlit_command
 from inspection.core.config import load_site_config
 from inspection.store.store import Store
-from tests.dashboard.walk import walk_module
+from tests.dashboard.scripts import walk_module
 from tests.line.helpers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
