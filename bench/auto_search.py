@@ -14,13 +14,14 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 from pathlib import Path
 
 from _report import previous_report, save_report
 
 from inspection.core.config import to_mapping
 from inspection.data.dataset import load_dataset
-from inspection.training.auto import search, write_search_report
+from inspection.training.auto import TIE_MARGIN, interval_cell, search, write_search_report
 
 
 def main() -> None:
@@ -44,6 +45,8 @@ def main() -> None:
             **to_mapping(result),
             "load_before": load,
             "load_after": round(os.getloadavg()[0], 2),
+            "cpu": _cpu(),
+            "command": " ".join(sys.argv),
         }
         save_report(args.out, "auto", rows)
         write_summary(args.out, rows)
@@ -55,29 +58,51 @@ def write_summary(out: Path, rows: dict) -> None:
         "",
         "Held-out test image AUROC with stratified bootstrap 95 % intervals; the winner is chosen",
         "on the validation split only (rule in each product's `reports/<product>/auto/search.md`).",
-        "Produced by `/work/bin/bench python bench/auto_search.py`.",
+        "Produced by `python bench/auto_search.py` (its command line, CPU and load in `auto.json`).",
         "",
-        "| product | budget s | default test AUROC | winner | winner validation | winner test AUROC |"
-        " done / skipped | load |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "`validation leader`: the highest validation AUROC (ties within 0.01 to the earliest);",
+        "it replaces the default only if its paired bootstrap gain over the default on the same",
+        "validation images is above 0 at 95 %.",
+        "",
+        "| product | budget s | default validation | default test AUROC | validation leader | "
+        "leader validation | leader gain over default [paired 95 % CI] | leader test AUROC | "
+        "winner | done / skipped | load |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for product, row in rows.items():
         candidates = row["candidates"]
-        default, winner = candidates[0], next(c for c in candidates if c["name"] == row["winner"])
+        default, leader = candidates[0], _leader(candidates)
         done = sum(c["status"] == "done" for c in candidates)
         lines.append(
-            f"| {product} | {row['budget_s']:.0f} | {_cell(default)} | {row['winner']} | "
-            f"{winner['validation_auroc']:.3f} | {_cell(winner)} | {done} / "
-            f"{len(candidates) - done} | {row['load_before']} |"
+            f"| {product} | {row['budget_s']:.0f} | {default['validation_auroc']:.3f} | "
+            f"{_cell(default)} | {leader['name']} | {leader['validation_auroc']:.3f} | "
+            f"{interval_cell(leader.get('validation_gain'), signed=True)} | {_cell(leader)} | "
+            f"**{row['winner']}** | {done} / {len(candidates) - done} | {row['load_before']} |"
         )
     (out / "auto.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def _cell(candidate: dict) -> str:
-    test = candidate.get("test_auroc")
-    if not test:
-        return "-"
-    return f"{test['value']:.3f} [{test['low']:.3f}, {test['high']:.3f}]"
+    return interval_cell(candidate.get("test_auroc"))
+
+
+def _cpu() -> str:
+    """The CPU model and its vector ISA flags of note (``/proc/cpuinfo``)."""
+    info = Path("/proc/cpuinfo")
+    text = info.read_text(encoding="utf-8") if info.exists() else ""
+    model = next((line.split(":", 1)[1].strip() for line in text.splitlines()
+                  if line.startswith("model name")), "unknown")  # fmt: skip
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines()
+                  if line.startswith("flags")), [])  # fmt: skip
+    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile") if f in flags]
+    return f"{model} x{os.cpu_count()} ({', '.join(isa)})"
+
+
+def _leader(candidates: list[dict]) -> dict:
+    """The validation leader (the rule without its noise guard): best, ties to the earliest."""
+    done = [c for c in candidates if c["status"] == "done"]
+    best = max(c["validation_auroc"] for c in done)
+    return next(c for c in done if c["validation_auroc"] >= best - TIE_MARGIN)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,11 @@ AUROC (with a bootstrap interval) is measured too, for the report, and never use
 Selection rule (``choose``): the highest validation image AUROC; a candidate within
 ``TIE_MARGIN`` of the best counts as tied, and ties go to the earliest in grid order (the grid
 runs from today's default to the costlier or less conventional options). The default runs
-first. The budget caps the search: a candidate starts only if the time used so far plus its
+first, and stays unless the leader's gain over it is beyond validation noise: the lower end of
+the paired stratified bootstrap 95 % interval of (leader - default) validation image AUROC,
+on the same validation images, must be above 0 (``validation_gain``). A validation split of a
+few dozen images moves AUROC by several hundredths; a leader inside that spread has been seen
+to lose on held-out data (``reports/global/auto.md``). The budget caps the search: a candidate starts only if the time used so far plus its
 estimated cost (the longest completed candidate of the same kind, else of any kind) stays
 within the budget; the rest are listed as skipped. The winner is then trained again by
 ``train_model`` and registered with the whole search in its record (``extra.auto_search``).
@@ -25,7 +29,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from inspection.core.bootstrap import auroc_interval
+from inspection.core.bootstrap import auroc_gain_interval, auroc_interval
 from inspection.core.config import to_mapping
 from inspection.core.errors import InspectionError
 from inspection.core.metrics import image_auroc
@@ -41,7 +45,9 @@ TIE_MARGIN = 0.01
 GLOBAL = "global_context=[features,colour,frequency]"
 RULE = (
     f"highest validation image AUROC; within {TIE_MARGIN} of the best counts as a tie, won by "
-    "the earliest candidate in grid order (default first); test metrics never choose"
+    "the earliest candidate in grid order (default first); the default stays unless the "
+    "leader's paired bootstrap 95 % interval of validation gain over it is above 0; test "
+    "metrics never choose"
 )
 
 
@@ -93,6 +99,9 @@ class CandidateResult:
     validation_auroc: float | None = None
     test_auroc: dict[str, float] | None = None
     """Held-out test image AUROC with its bootstrap interval (reported, never used to choose)."""
+    validation_gain: dict[str, float] | None = None
+    """Validation image AUROC minus the default's (the grid's first candidate), on the same
+    images, with its paired bootstrap interval; None for the default itself."""
     seconds: float = 0.0
     note: str = ""
     scale: float = 1.0
@@ -137,8 +146,18 @@ def scaled(config: ModelConfig, scale: float) -> ModelConfig:
     return replace(config, image_size=size)
 
 
-def evaluate_candidate(config: ModelConfig, dataset: Dataset) -> tuple[float, dict[str, float]]:
-    """Fit ``config``; (validation image AUROC, held-out test image AUROC interval)."""
+@dataclass(frozen=True)
+class Evaluation:
+    """A fitted candidate's validation AUROC and scores and its held-out test interval."""
+
+    validation_auroc: float
+    test_auroc: dict[str, float]
+    validation: tuple[tuple[str, ...], np.ndarray, np.ndarray]
+    """The validation images' (paths, scores, labels) the candidate was judged on."""
+
+
+def evaluate_candidate(config: ModelConfig, dataset: Dataset) -> Evaluation:
+    """Fit ``config``; its validation image AUROC (and scores) and held-out test interval."""
     from inspection.training.train import (
         _fit_global_context,
         evaluation_splits,
@@ -151,17 +170,33 @@ def evaluate_candidate(config: ModelConfig, dataset: Dataset) -> tuple[float, di
         config.backbone.name, config.backbone.weights, config.backbone.weights_file
     )
     model, _ = fit(config, dataset.train_samples, validation, weights, progress=False)
-    labels = np.asarray([s.label for s in validation])
-    val_auroc = image_auroc(predict(model, validation, image_size=config.image_size).scores, labels)
+    judged = predict(model, validation, image_size=config.image_size)
     tested = predict(model, test, image_size=config.image_size)
     if config.global_context:
         fitted, _, tested = _fit_global_context(
             model, config, weights, dataset.train_samples, validation, tested,
             normalization_stats(model),
         )  # fmt: skip
-        val_auroc = fitted.validation_auroc["fused"]
+        if fitted.context.components:
+            judged = _fused(model, config, weights, fitted.context, judged)
+    labels = np.asarray(judged.labels)
+    val_auroc = float(image_auroc(judged.scores, labels) or 0.0)
     interval = auroc_interval(tested.scores, np.asarray(tested.labels))
-    return float(val_auroc or 0.0), interval.to_dict()
+    paths = tuple(str(p) for p in judged.paths)
+    return Evaluation(val_auroc, interval.to_dict(), (paths, np.asarray(judged.scores), labels))
+
+
+def _fused(model: Any, config: ModelConfig, weights: Any, context: Any, judged: Any) -> Any:
+    """``judged`` with the global context's fused image scores (as the test images get)."""
+    from inspection.training.global_context import fused_scores, model_outputs
+    from inspection.training.train import station_preprocessing
+
+    prep = station_preprocessing(config, weights)
+    paths = [Path(p) for p in judged.paths]
+    fused, _ = fused_scores(
+        context, model_outputs(model.model, paths, prep, config.backbone.layers)
+    )
+    return replace(judged, scores=fused.astype(np.float32))
 
 
 def search(
@@ -181,7 +216,8 @@ def search(
         raise ValueError(f"the search budget must be positive seconds, got {budget_s}")
     started = time.perf_counter()
     results: list[CandidateResult] = []
-    for candidate in grid:
+    reference: Evaluation | None = None  # the default's (the grid's first candidate)
+    for index, candidate in enumerate(grid):
         elapsed = time.perf_counter() - started
         estimate = _estimate(results, candidate.kind)
         if results and elapsed + estimate > budget_s:
@@ -189,7 +225,8 @@ def search(
                 candidate, "skipped", note=f"budget: {elapsed:.0f} s used, ~{estimate:.0f} s more"
             )
         else:
-            result = _run(candidate, configure, dataset)
+            result, evaluation = _run(candidate, configure, dataset, reference)
+            reference = evaluation if index == 0 else reference
         results.append(result)
         if on_candidate is not None:
             on_candidate(result)
@@ -198,19 +235,38 @@ def search(
     return SearchResult(product, budget_s, RULE, winner, to_mapping(config), tuple(results))
 
 
-def _run(candidate: Candidate, configure: Configure, dataset: Dataset) -> CandidateResult:
+def _run(
+    candidate: Candidate, configure: Configure, dataset: Dataset, reference: Evaluation | None
+) -> tuple[CandidateResult, Evaluation | None]:
     start = time.perf_counter()
     try:
-        val_auroc, test_auroc = evaluate_candidate(configure(candidate), dataset)
+        evaluation = evaluate_candidate(configure(candidate), dataset)
     except (InspectionError, RuntimeError, ValueError, OSError) as exc:  # not the whole search
         logger.warning("auto: candidate %s failed: %s", candidate.name, exc)
-        return _result(candidate, "failed", time.perf_counter() - start, note=str(exc)[:200])
+        failed = _result(candidate, "failed", time.perf_counter() - start, note=str(exc)[:200])
+        return failed, None
     seconds = time.perf_counter() - start
+    val_auroc = evaluation.validation_auroc
     logger.info("auto: %s validation AUROC %.3f (%.0f s)", candidate.name, val_auroc, seconds)
-    return replace(
+    result = replace(
         _result(candidate, "done", seconds), validation_auroc=round(val_auroc, 4),
-        test_auroc=test_auroc,
+        test_auroc=evaluation.test_auroc, validation_gain=_gain(evaluation, reference),
     )  # fmt: skip
+    return result, evaluation
+
+
+def _gain(evaluation: Evaluation, reference: Evaluation | None) -> dict[str, float] | None:
+    """Paired bootstrap interval of validation AUROC over ``reference`` on the same images
+    (None without a reference or when the two were judged on different images)."""
+    if reference is None:
+        return None
+    paths, scores, labels = evaluation.validation
+    ref_paths, ref_scores, _ = reference.validation
+    if sorted(paths) != sorted(ref_paths):
+        return None
+    order = {path: i for i, path in enumerate(ref_paths)}
+    aligned = ref_scores[[order[path] for path in paths]]
+    return auroc_gain_interval(scores, aligned, labels).to_dict()
 
 
 def _result(
@@ -235,12 +291,18 @@ def _estimate(results: Sequence[CandidateResult], kind: str) -> float:
 
 
 def choose(results: Sequence[CandidateResult]) -> str:
-    """The winner's name by ``RULE``; ``ValueError`` when no candidate finished."""
+    """The winner's name by ``RULE`` (``results[0]`` is the default); ``ValueError`` when no
+    candidate finished."""
     done = [r for r in results if r.status == "done" and r.validation_auroc is not None]
     if not done:
         raise ValueError("the auto search finished no candidate; raise --budget or check the logs")
     best = max(r.validation_auroc for r in done)
-    return next(r.name for r in done if r.validation_auroc >= best - TIE_MARGIN)
+    leader = next(r for r in done if r.validation_auroc >= best - TIE_MARGIN)
+    default = results[0]
+    if leader is default or default not in done:
+        return leader.name
+    gain = leader.validation_gain
+    return leader.name if gain is not None and gain["low"] > 0.0 else default.name
 
 
 def train_winner(
@@ -269,22 +331,31 @@ def write_search_report(out_dir: Path, result: SearchResult) -> Path:
         "",
         f"Budget {result.budget_s:.0f} s. Rule: {result.rule}. Winner: **{result.winner}**.",
         "",
-        "| candidate | kind | overrides | status | validation AUROC | test AUROC [95 % CI] | s |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| candidate | kind | overrides | status | validation AUROC | validation gain over the "
+        "default [paired 95 % CI] | test AUROC [95 % CI] | s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in result.candidates:
-        test = r.test_auroc
-        cell = f"{test['value']:.3f} [{test['low']:.3f}, {test['high']:.3f}]" if test else "-"
+        cell = interval_cell(r.test_auroc)
         val = f"{r.validation_auroc:.3f}" if r.validation_auroc is not None else "-"
         status = r.status + (f" ({r.note})" if r.note else "")
         mark = " **(winner)**" if r.name == result.winner else ""
         lines.append(
             f"| {r.name}{mark} | {r.kind} | {_settings(r) or '-'} | {status} | {val} | "
-            f"{cell} | {r.seconds:.0f} |"
+            f"{interval_cell(r.validation_gain, signed=True)} | {cell} | {r.seconds:.0f} |"
         )
     (out_dir / "search.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     _plot(out_dir / "search.png", result)
     return out_dir / "search.md"
+
+
+def interval_cell(interval: dict[str, float] | None, *, signed: bool = False) -> str:
+    """``0.737 [0.646, 0.820]`` (``+0.120 [+0.010, +0.230]`` when ``signed``), or ``-``."""
+    if not interval:
+        return "-"
+    f = "{:+.3f}" if signed else "{:.3f}"
+    low, high = f.format(interval["low"]), f.format(interval["high"])
+    return f"{f.format(interval['value'])} [{low}, {high}]"
 
 
 def _settings(result: CandidateResult) -> str:

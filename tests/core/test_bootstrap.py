@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from inspection.core.bootstrap import auroc_interval
+from inspection.core.bootstrap import auroc_gain_interval, auroc_interval
 
 
 def test_interval_brackets_the_estimate_and_narrows_with_data() -> None:
@@ -28,3 +28,24 @@ def test_perfect_separation_gives_a_degenerate_interval() -> None:
 def test_single_class_is_refused() -> None:
     with pytest.raises(ValueError, match="good and defective"):
         auroc_interval(np.array([0.1, 0.2]), np.array([1, 1]))
+
+
+def test_paired_gain_cancels_the_shared_split_and_sees_a_real_gain() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(1)
+    labels = np.r_[np.zeros(20), np.ones(40)]
+    reference = rng.normal(labels * 0.8, 1.0)
+    same = auroc_gain_interval(reference, reference, labels, resamples=300)
+    assert (same.value, same.low, same.high) == (0.0, 0.0, 0.0)
+    # a small noisy change: the gain's interval straddles 0, narrower than AUROC's own spread
+    nudged = reference + rng.normal(0.0, 0.2, labels.size)
+    small = auroc_gain_interval(nudged, reference, labels, resamples=300)
+    alone = auroc_interval(reference, labels, resamples=300)
+    assert small.low < 0.0 < small.high and small.high - small.low < alone.high - alone.low
+    better = reference + labels * 1.5
+    gain = auroc_gain_interval(better, reference, labels, resamples=300)
+    expected = roc_auc_score(labels, better) - roc_auc_score(labels, reference)
+    assert gain.value == pytest.approx(expected) and gain.low > 0.0
+    with pytest.raises(ValueError, match="shapes differ"):
+        auroc_gain_interval(better[:-1], reference, labels)

@@ -35,17 +35,33 @@ def tiny(candidate: Candidate) -> ModelConfig:
     return model_config_from_mapping(data, where=f"test {candidate.name}")
 
 
-def done(name: str, auroc: float) -> CandidateResult:
-    return CandidateResult(name, "patchcore", (), "done", validation_auroc=auroc)
+def done(name: str, auroc: float, gain_low: float | None = 0.01) -> CandidateResult:
+    gain = None if gain_low is None else {"value": gain_low + 0.05, "low": gain_low, "high": 0.2}
+    return CandidateResult(
+        name, "patchcore", (), "done", validation_auroc=auroc, validation_gain=gain
+    )
 
 
 def test_choose_by_validation_with_ties_to_the_earliest() -> None:
-    assert choose([done("a", 0.90), done("b", 0.95)]) == "b"
-    assert choose([done("a", 0.95 - TIE_MARGIN / 2), done("b", 0.95)]) == "a"
+    assert choose([done("a", 0.90, None), done("b", 0.95)]) == "b"
+    assert choose([done("a", 0.95 - TIE_MARGIN / 2, None), done("b", 0.95)]) == "a"
+    assert choose([done("a", 0.8, None), done("b", 0.95), done("c", 0.95 - TIE_MARGIN / 2)]) == "b"
     skipped = CandidateResult("c", "stfpm", (), "skipped")
     assert choose([skipped, done("b", 0.5)]) == "b"
     with pytest.raises(ValueError, match="no candidate"):
         choose([skipped])
+
+
+def test_the_default_stays_unless_the_gain_is_beyond_validation_noise() -> None:
+    # the leader's paired interval of gain over the default reaches 0 (or is unknown): default
+    assert choose([done("default", 0.80, None), done("b", 0.90, gain_low=-0.02)]) == "default"
+    assert choose([done("default", 0.80, None), done("b", 0.90, gain_low=0.0)]) == "default"
+    assert choose([done("default", 0.80, None), done("b", 0.90, gain_low=None)]) == "default"
+    # only the validation leader may replace the default, and only beyond noise
+    assert choose([done("default", 0.8, None), done("b", 0.85), done("c", 0.9, -0.01)]) == (
+        "default"
+    )
+    assert choose([done("default", 0.80, None), done("b", 0.90, gain_low=0.03)]) == "b"
 
 
 def test_search_reports_every_candidate_and_registers_the_winner(
@@ -57,6 +73,14 @@ def test_search_reports_every_candidate_and_registers_the_winner(
     result = search("brick", dataset, budget_s=600, grid=GRID[:2], configure=tiny)
     assert [r.status for r in result.candidates] == ["done"] * 2
     assert result.winner == choose(result.candidates)
+    # the gain over the default is measured on the same validation images, paired
+    first, second = result.candidates
+    assert first.validation_gain is None
+    gain = second.validation_gain
+    assert gain["low"] <= gain["value"] <= gain["high"]
+    assert gain["value"] == pytest.approx(
+        second.validation_auroc - first.validation_auroc, abs=2e-4
+    )
     assert all(0.0 <= r.test_auroc["low"] <= r.test_auroc["high"] <= 1.0 for r in result.candidates)
     summary = write_search_report(tmp_path / "auto", result)
     assert all(r.name in summary.read_text() for r in result.candidates)
