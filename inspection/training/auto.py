@@ -12,9 +12,11 @@ first, and stays unless the leader's gain over it is beyond validation noise: th
 the paired stratified bootstrap 95 % interval of (leader - default) validation image AUROC,
 on the same validation images, must be above 0 (``validation_gain``). A validation split of a
 few dozen images moves AUROC by several hundredths; a leader inside that spread has been seen
-to lose on held-out data (``reports/global/auto.md``). The budget caps the search: a candidate starts only if the time used so far plus its
-estimated cost (the longest completed candidate of the same kind, else of any kind) stays
-within the budget; the rest are listed as skipped. The winner is then trained again by
+to lose on held-out data (``reports/global/auto.md``).
+
+The budget caps the search: a candidate starts only if the time used so far plus its
+estimated cost (the longest completed candidate of the same kind, else of any kind, times the
+ratio of input areas: a 2x candidate costs ~4-6 default ones) stays within the budget; the rest are listed as skipped. The winner is then trained again by
 ``train_model`` and registered with the whole search in its record (``extra.auto_search``).
 """
 
@@ -219,7 +221,7 @@ def search(
     reference: Evaluation | None = None  # the default's (the grid's first candidate)
     for index, candidate in enumerate(grid):
         elapsed = time.perf_counter() - started
-        estimate = _estimate(results, candidate.kind)
+        estimate = _estimate(results, candidate)
         if results and elapsed + estimate > budget_s:
             result = _result(
                 candidate, "skipped", note=f"budget: {elapsed:.0f} s used, ~{estimate:.0f} s more"
@@ -283,11 +285,12 @@ def _result(
     )
 
 
-def _estimate(results: Sequence[CandidateResult], kind: str) -> float:
-    """Expected seconds of a candidate of ``kind``: the longest completed one like it."""
+def _estimate(results: Sequence[CandidateResult], candidate: Candidate) -> float:
+    """Expected seconds of ``candidate``: the longest completed one of its kind (else of any),
+    each scaled by the ratio of input areas (fit and inference go with the pixel count)."""
     done = [r for r in results if r.status == "done"]
-    same = [r.seconds for r in done if r.kind == kind]
-    return max(same or [r.seconds for r in done] or [0.0])
+    same = [r for r in done if r.kind == candidate.kind] or done
+    return max([r.seconds * (candidate.scale / r.scale) ** 2 for r in same] or [0.0])
 
 
 def choose(results: Sequence[CandidateResult]) -> str:

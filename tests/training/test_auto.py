@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -101,6 +102,18 @@ def test_the_budget_skips_what_does_not_fit(tiny_product: Path) -> None:
     assert "budget" in result.candidates[1].note and result.winner == "tiny"
     with pytest.raises(ValueError, match="budget"):
         search("brick", load_dataset(tiny_product), budget_s=0, grid=GRID, configure=tiny)
+
+
+def test_the_budget_estimate_follows_the_input_area() -> None:
+    from inspection.training.auto import _estimate
+
+    one = CandidateResult("1x", "patchcore", (), "done", validation_auroc=0.5, seconds=30.0)
+    two = Candidate("2x", "patchcore", scale=2.0)
+    assert _estimate([], two) == 0.0
+    assert _estimate([one], two) == pytest.approx(120.0)  # 4x the pixels
+    big = CandidateResult("2x", "patchcore", (), "done", validation_auroc=0.5, seconds=150.0)
+    assert _estimate([one, replace(big, scale=2.0)], Candidate("1x", "patchcore")) == 37.5
+    assert _estimate([one], Candidate("s", "stfpm")) == 30.0  # no STFPM yet: any kind's
 
 
 def test_cli_auto_refuses_a_hand_set_config() -> None:
