@@ -47,7 +47,7 @@ from _hard_levers import (
 from _hard_metrics import figures
 from _report import load_average
 
-from inspection.core.bootstrap import auroc_interval
+from inspection.core.bootstrap import auroc_gain_interval, auroc_interval
 from inspection.core.metrics import image_auroc
 from inspection.data.dataset import load_dataset
 from inspection.training.config import load_model_config
@@ -127,27 +127,6 @@ def score_head(embedding: torch.Tensor, bank: torch.Tensor, head: Head) -> tuple
     return image, patch_scores.reshape(n, h, w)
 
 
-def paired_delta(
-    scores: np.ndarray, reference: np.ndarray, labels: np.ndarray, resamples: int = 2000
-) -> dict[str, float]:
-    """Image-AUROC change vs ``reference`` with a stratified paired bootstrap 95 % interval."""
-    rng = np.random.default_rng(0)
-    good, bad = np.flatnonzero(labels == 0), np.flatnonzero(labels == 1)
-
-    def auc(s: np.ndarray, g: np.ndarray, b: np.ndarray) -> float:
-        return float(
-            (s[b][:, None] > s[g][None]).mean() + 0.5 * (s[b][:, None] == s[g][None]).mean()
-        )
-
-    deltas = np.empty(resamples)
-    for r in range(resamples):
-        g, b = rng.choice(good, good.size), rng.choice(bad, bad.size)
-        deltas[r] = auc(scores, g, b) - auc(reference, g, b)
-    low, high = np.quantile(deltas, [0.025, 0.975])
-    value = auc(scores, good, bad) - auc(reference, good, bad)
-    return {"value": round(value, 4), "low": round(float(low), 4), "high": round(float(high), 4)}
-
-
 def accuracy(args: argparse.Namespace) -> None:
     report = _load(args.out)
     report["accuracy"] = report.get("accuracy", {})
@@ -189,7 +168,7 @@ def accuracy(args: argparse.Namespace) -> None:
                 "bank": int(bank.shape[0]),
                 "dims": head.rank or int(bank.shape[1]),
                 "test": figures(scores.astype(np.float32), maps, labels, masks),
-                "delta_image_auroc": paired_delta(scores, reference, labels),
+                "delta_image_auroc": auroc_gain_interval(scores, reference, labels).to_dict(),
                 "score_s": round(time.perf_counter() - t0, 1),
             }
             rows.append(row)
@@ -352,7 +331,9 @@ def bundles(args: argparse.Namespace) -> None:
             "image_auroc": auroc_interval(values, labels).to_dict(),
             "pixel_auroc": overall.get("pixel_auroc"),
             "aupro": overall.get("aupro"),
-            "delta_vs_first": paired_delta(values, np.asarray(first["scores"]), labels),
+            "delta_vs_first": auroc_gain_interval(
+                values, np.asarray(first["scores"]), labels
+            ).to_dict(),
             "first": str(paths[0]),
         }
     _save(args.out, report)

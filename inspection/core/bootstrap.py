@@ -59,12 +59,7 @@ def auroc_interval(
     good, bad = np.flatnonzero(~labels), np.flatnonzero(labels)
     ranks = np.empty(resamples)
     for index in range(resamples):
-        g = scores[rng.choice(good, good.size)]
-        b = scores[rng.choice(bad, bad.size)]
-        # Mann-Whitney U / (n_good * n_bad), ties counted one half.
-        ranks[index] = ((b[:, None] > g[None]).sum() + 0.5 * (b[:, None] == g[None]).sum()) / (
-            g.size * b.size
-        )
+        ranks[index] = _mann_whitney(scores, rng.choice(good, good.size), rng.choice(bad, bad.size))
     tail = (1.0 - level) / 2.0
     low, high = np.quantile(ranks, [tail, 1.0 - tail])
     return Interval(value, float(low), float(high), level, resamples)
