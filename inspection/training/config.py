@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -75,6 +75,9 @@ class ModelConfig:
     # PatchCore serving: the exported kNN GEMM on the bank's top-k principal directions
     # (runtime.graph.project_patch_distances; the bundle's own figures measure it); None: exact.
     knn_rank: int | None = None
+    # PatchCore: a local colour-statistics model fused into the graph (training.local_stats):
+    # false | true | auto (kept only when it helps on the validation split).
+    local_statistics: bool | Literal["auto"] = False
     # STFPM
     max_epochs: int = 5
     # Global context (inspection.core.global_context): components fused with the local score,
@@ -104,9 +107,19 @@ class ModelConfig:
         _check(self.knn_rank is None or self.knn_rank >= 1, "knn_rank",
                "must be at least 1 dimension, or null for the exact kNN")  # fmt: skip
         _check(self.max_epochs >= 1, "max_epochs", "must be at least 1")
+        _check(self.local_statistics in (True, False, "auto"), "local_statistics",
+               f"must be true, false or auto, got {self.local_statistics!r}")  # fmt: skip
         unknown = [c for c in self.global_context if c not in GLOBAL_COMPONENTS]
         _check(not unknown, "global_context",
                f"unknown components {unknown}; valid: {list(GLOBAL_COMPONENTS)}")  # fmt: skip
+
+
+    @property
+    def local_statistics_mode(self) -> str:
+        """``local_statistics`` as ``off``, ``on`` or ``auto``."""
+        if self.local_statistics == "auto":
+            return "auto"
+        return "on" if self.local_statistics else "off"
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,9 @@ k seeded folds; each fold is scored by a bank selected (``training.coreset.selec
 the same ratio and cap as the trained bank) from the other k - 1 folds' patch embeddings.
 Every image then has a score from a bank that never saw it, slightly fewer images strong
 than the trained one (so, if anything, a little high: a conservative threshold). The
-embeddings are computed once; each fold costs one coreset selection and one kNN pass.
+embeddings are computed once; each fold costs one coreset selection and one kNN pass. A model
+fusing local statistics (``training.local_stats``) gets its statistics bank from the other folds
+too, so neither of its parts has seen the image it scores.
 """
 
 from __future__ import annotations
@@ -52,31 +54,76 @@ def out_of_fold_scores(
     fitted without its fold. ``model``: the trained anomalib ``Patchcore`` (its bank is put
     back afterwards); ``roi``: the training ROI, applied to the fold banks as in training."""
     inner = model.model
-    images = _inputs(model, samples, image_size)
+    images = model_inputs(model, samples, image_size)
     rows = _embeddings(inner, images, samples, roi, batch_size)
     assignment = fold_of(len(samples), folds, seed)
-    trained_bank = inner.memory_bank
+    side = _local_stats_rows(inner, images, samples, roi, batch_size)
+    trained_banks = _banks(inner)
     scores = np.empty(len(samples), dtype=np.float64)
     try:
         for fold in range(folds):
-            others = torch.cat([rows[i] for i in np.flatnonzero(assignment != fold)])
+            rest = np.flatnonzero(assignment != fold)
             torch.manual_seed(seed + fold)
-            coreset = select_coreset(others, ratio, cap_rows)
-            inner.memory_bank = others[coreset.indices].contiguous()
+            inner.memory_bank = _fold_bank([rows[i] for i in rest], ratio, cap_rows)
+            if side:
+                inner.local_stats.bank = _fold_bank([side[i] for i in rest], ratio, cap_rows)
             held = np.flatnonzero(assignment == fold)
             scores[held] = _score(inner, images[held], batch_size)
     finally:
-        inner.memory_bank = trained_bank
+        _restore_banks(inner, trained_banks)
     logger.info("out-of-fold scores of %d training images (%d folds)", len(samples), folds)
     return scores
 
 
-def _inputs(model: Any, samples: Sequence[Sample], image_size: tuple[int, int]) -> torch.Tensor:
+def model_inputs(
+    model: Any, samples: Sequence[Sample], image_size: tuple[int, int]
+) -> torch.Tensor:
     """(N, 3, H, W) float32: the samples through the model's pre-processor."""
     dataset = SampleDataset(samples, image_size)
     with torch.no_grad():
         images = torch.stack([dataset[i].image for i in range(len(dataset))])
         return model.pre_processor(images)
+
+
+def _fold_bank(rows: list[torch.Tensor], ratio: float, cap_rows: int | None) -> torch.Tensor:
+    others = torch.cat(rows)
+    return others[select_coreset(others, ratio, cap_rows).indices].contiguous()
+
+
+def _banks(inner: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    head = getattr(inner, "local_stats", None)
+    return inner.memory_bank, head.bank if head is not None else None
+
+
+def _restore_banks(inner: Any, banks: tuple[torch.Tensor, torch.Tensor | None]) -> None:
+    inner.memory_bank = banks[0]
+    if banks[1] is not None:
+        inner.local_stats.bank = banks[1]
+
+
+def _local_stats_rows(
+    inner: Any,
+    images: torch.Tensor,
+    samples: Sequence[Sample],
+    roi: TrainingRoi | None,
+    batch_size: int,
+) -> list[torch.Tensor]:
+    """Per image, its z-scored local-statistics cells (``training.local_stats``), when the
+    model fuses them; [] otherwise. The fold's statistics bank is built from these."""
+    head = getattr(inner, "local_stats", None)
+    if head is None or not head.enabled:
+        return []
+    per_image: list[torch.Tensor] = []
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            batch = images[start : start + batch_size]
+            rows = head.cells(batch).flatten(2).transpose(1, 2)
+            paths = [str(s.path) for s in samples[start : start + len(batch)]]
+            for path, chunk in zip(paths, rows, strict=True):
+                if roi is not None:
+                    chunk = chunk[roi.keep_rows([path], chunk, tuple(batch.shape[-2:]))]
+                per_image.append(chunk.contiguous())
+    return per_image
 
 
 def _embeddings(

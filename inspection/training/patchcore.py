@@ -3,7 +3,8 @@
 ``Patchcore`` keeps anomalib's model (feature extractor, pooling, scoring, post-processing)
 and replaces only what ``fit()`` does with the embeddings collected during the training
 epoch: ``inspection.training.coreset.select_coreset`` instead of anomalib's ``KCenterGreedy``,
-with the bank capped at ``memory_bank_max`` rows. With ``training_roi`` set
+with the bank capped at ``memory_bank_max`` rows. With ``local_statistics`` its torch model is
+``training.local_stats.FusedPatchcoreModel`` (fitted after training, see ``train``). With ``training_roi`` set
 (``training.roi.TrainingRoi``), patches whose receptive-field centre lies outside the product's
 ROI are dropped as they are collected, so they never reach the coreset or the bank.
 """
@@ -17,6 +18,7 @@ import torch
 from anomalib.models import Patchcore as AnomalibPatchcore
 
 from inspection.training.coreset import select_coreset
+from inspection.training.local_stats import FusedPatchcoreModel
 from inspection.training.roi import TrainingRoi
 
 logger = logging.getLogger(__name__)
@@ -25,8 +27,20 @@ logger = logging.getLogger(__name__)
 class Patchcore(AnomalibPatchcore):
     """anomalib ``Patchcore`` whose memory bank is our capped greedy k-center coreset."""
 
-    def __init__(self, *args: Any, memory_bank_max: int | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        memory_bank_max: int | None = None,
+        local_statistics: bool = False,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
+        if local_statistics:  # the same model with a (still empty) statistics head
+            inner = self.model
+            self.model = FusedPatchcoreModel(
+                backbone=inner.backbone, pre_trained=False, layers=inner.layers,
+                num_neighbors=inner.num_neighbors,
+            )  # fmt: skip
         self.memory_bank_max = memory_bank_max
         self.training_roi: TrainingRoi | None = None
         self.patches_seen = 0

@@ -57,6 +57,8 @@ from inspection.training.global_context import (
     fused_scores,
     model_outputs,
 )
+from inspection.training.local_stats import LocalStatsChoice
+from inspection.training.local_stats import fit_for_model as fit_local_statistics_for
 from inspection.training.operating import (
     calibrate_predictions,
     calibration_good_scores,
@@ -171,6 +173,7 @@ def _build_patchcore(config: ModelConfig, weights: ResolvedWeights) -> Any:
             coreset_sampling_ratio=config.coreset_sampling_ratio,
             num_neighbors=config.num_neighbors,
             memory_bank_max=config.memory_bank_max,
+            local_statistics=config.local_statistics_mode != "off",
             pre_processor=_pre_processor(config, weights),
             evaluator=False,
             visualizer=False,
@@ -290,6 +293,7 @@ def train_model(
     model, fit_seconds = fit(
         config, dataset.train_samples, validation, weights, progress=progress, roi=masks
     )
+    local_stats = _fit_local_statistics(model, config, dataset.train_samples, validation, masks)
     validated = predict(model, validation, image_size=config.image_size)
     good_scores = calibration_good_scores(model, config, dataset.train_samples, masks)
     calibration = calibrate_predictions(validated, config.operating_point, good_scores)
@@ -335,12 +339,29 @@ def train_model(
             "train_images": len(dataset.train_samples),
             "map_resolution": list(config.image_size),
             **({"global_context": _context_record(context)} if context else {}),
+            **({"local_statistics": to_mapping(local_stats)} if local_stats else {}),
             **training_roi_extra(roi, masks, model),
             **dict(lineage or {}),
         },
     )
     logger.info("registered %s (%s)", record.model_version, config.kind)
     return TrainOutcome(record, model, predictions, metrics)
+
+
+def _fit_local_statistics(
+    model: Any,
+    config: ModelConfig,
+    train_samples: Sequence[Sample],
+    validation: Sequence[Sample],
+    roi: TrainingRoi | None,
+) -> LocalStatsChoice | None:
+    """Fit the fused local-statistics model (``training.local_stats``) where the config asks."""
+    if config.kind != "patchcore" or config.local_statistics_mode == "off":
+        return None
+    started = time.perf_counter()
+    choice = fit_local_statistics_for(model, config, train_samples, validation, roi)
+    logger.info("local statistics fitted in %.1f s", time.perf_counter() - started)
+    return choice
 
 
 def _fit_global_context(

@@ -1,0 +1,272 @@
+"""Local colour statistics: a second nearest-neighbour model, fused with PatchCore in its graph.
+
+PatchCore's CNN patches are blind to defects that change a surface's colour or contrast more
+than its texture (a stain on grass, a faded patch of cloth). This model describes each cell of
+a stride-8 grid by the per-channel mean and standard deviation of the normalised pixels in a
+``WINDOW`` px square around it (6 numbers), z-scored on the training cells, and scores a cell by
+its distance to the nearest training cell (a coreset bank, like PatchCore's).
+
+The two are fused by the max of z-scores standardised on the **good validation images**: image
+scores by their mean and std, maps by the mean and std of their peaks. The fusion is part of the
+torch model (``FusedPatchcoreModel``), so the exported graph, its calibration on its own outputs,
+the export gate and the golden outputs all see the fused outputs, and a station needs nothing new.
+
+``local_statistics`` (``ModelConfig``): false; true; ``auto`` keeps the model only when the
+fused validation image AUROC beats PatchCore's alone by at least ``MIN_GAIN`` (test images never
+take part). Evidence: ``reports/hard_surfaces``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from anomalib.data import InferenceBatch
+from anomalib.models.components.base import DynamicBufferMixin
+from anomalib.models.image.patchcore.torch_model import PatchcoreModel
+
+from inspection.core.metrics import image_auroc
+from inspection.data.dataset import Sample
+from inspection.training.coreset import select_coreset
+from inspection.training.roi import TrainingRoi
+
+logger = logging.getLogger(__name__)
+
+WINDOW, STRIDE = 32, 8
+"""Window (input pixels) and stride of the statistics: the grid of PatchCore's stride-8 layer."""
+CHANNELS = 6
+MIN_GAIN = 0.01
+"""Validation image AUROC the fusion must add over PatchCore alone to be kept (``auto``)."""
+MIN_STD = 1e-6
+
+
+class LocalStatsHead(DynamicBufferMixin, torch.nn.Module):
+    """The statistics model: its bank, the training cells' z-scoring and the fusion's
+    standardisers. An empty bank means off (the model is plain PatchCore)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("bank", torch.empty(0))
+        self.register_buffer("shift", torch.zeros(1, CHANNELS, 1, 1))
+        self.register_buffer("scale", torch.ones(1, CHANNELS, 1, 1))
+        # (mean, std) of: PatchCore image score, statistics image score, PatchCore map peak,
+        # statistics map peak, on the good validation images.
+        self.register_buffer("standardisers", torch.tensor([0.0, 1.0] * 4))
+        pad = (WINDOW - STRIDE) // 2
+        self.pool = torch.nn.AvgPool2d(WINDOW, STRIDE, pad, count_include_pad=False)
+
+    @property
+    def enabled(self) -> bool:
+        return self.bank.numel() > 0
+
+    def raw_cells(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, 6, H/8, W/8): per-channel mean and std of (N, 3, H, W) normalised pixels."""
+        mean = self.pool(images)
+        variance = (self.pool(images * images) - mean * mean).clamp_min(0)
+        return torch.cat([mean, variance.sqrt()], 1)
+
+    def cells(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, 6, h, w): ``raw_cells`` z-scored on the training cells."""
+        return (self.raw_cells(images) - self.shift) * self.scale
+
+    def patch_scores(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, 1, h, w) distance of each cell to its nearest bank row."""
+        cells = self.cells(images)
+        height, width = cells.shape[-2:]
+        rows = cells.flatten(2).transpose(1, 2)  # (N, h * w, 6)
+        squared = (
+            rows.pow(2).sum(-1, keepdim=True) - 2 * rows @ self.bank.T + self.bank.pow(2).sum(-1)
+        )
+        nearest = squared.clamp_min(0).sqrt().amin(-1)
+        return nearest.reshape(-1, 1, height, width)
+
+
+class FusedPatchcoreModel(PatchcoreModel):
+    """anomalib's ``PatchcoreModel`` with a ``LocalStatsHead`` fused into its outputs."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.local_stats = LocalStatsHead()
+
+    def forward(self, input_tensor: torch.Tensor) -> torch.Tensor | InferenceBatch:
+        out = super().forward(input_tensor)
+        if self.training or not self.local_stats.enabled:
+            return out
+        side = self.side_outputs(input_tensor)
+        s = self.local_stats.standardisers
+        score = torch.maximum((out.pred_score - s[0]) / s[1], (side.pred_score - s[2]) / s[3])
+        amap = torch.maximum((out.anomaly_map - s[4]) / s[5], (side.anomaly_map - s[6]) / s[7])
+        return InferenceBatch(pred_score=score, anomaly_map=amap)
+
+    def side_outputs(self, input_tensor: torch.Tensor) -> InferenceBatch:
+        """The statistics model's own (unfused) image scores (N,) and maps (N, 1, H, W)."""
+        patches = self.local_stats.patch_scores(input_tensor.type(self.memory_bank.dtype))
+        amap = self.anomaly_map_generator(patches, input_tensor.shape[-2:])
+        return InferenceBatch(pred_score=patches.amax(dim=(1, 2, 3)), anomaly_map=amap)
+
+
+# ------------------------------------------------------------------ fitting
+
+
+@dataclass(frozen=True)
+class LocalStatsChoice:
+    """What ``fit_local_statistics`` decided, with its validation evidence (for the record)."""
+
+    mode: str
+    kept: bool
+    reason: str
+    bank_rows: int = 0
+    cells: int = 0
+    validation_auroc: dict[str, float] = field(default_factory=dict)
+    """Image AUROC on the validation split: ``patchcore``, ``local_statistics``, ``fused``."""
+    window_px: int = WINDOW
+    fusion: str = "max of z-scores standardised on the good validation images"
+
+
+def fit_local_statistics(
+    inner: FusedPatchcoreModel,
+    train_images: torch.Tensor,
+    validation_images: torch.Tensor,
+    validation_labels: np.ndarray,
+    *,
+    mode: str,
+    ratio: float,
+    cap_rows: int | None,
+    seed: int = 0,
+    train_paths: Sequence[str] = (),
+    roi: TrainingRoi | None = None,
+) -> LocalStatsChoice:
+    """Fit the statistics model of a trained PatchCore ``inner`` on its (N, 3, H, W)
+    pre-processed training images, standardise on the good validation images, and keep it
+    (``mode`` on, or auto and it helps on validation) or leave the bank empty (off)."""
+    head = inner.local_stats
+    head.bank = torch.empty(0)
+    labels = np.asarray(validation_labels, dtype=int)
+    good = labels == 0
+    if good.sum() < 2:
+        return LocalStatsChoice(mode, False, "fewer than 2 good validation images")
+    cells = _fit_bank(head, train_images, ratio, cap_rows, seed, train_paths, roi)
+    main, side = _validation_outputs(inner, validation_images)
+    standardisers = [
+        *_mean_std(main[0][good]), *_mean_std(side[0][good]),
+        *_mean_std(main[1][good]), *_mean_std(side[1][good]),
+    ]  # fmt: skip
+    head.standardisers = torch.tensor(standardisers, dtype=torch.float32)
+    evidence = _validation_auroc(standardisers, labels, main[0], side[0])
+    kept, reason = _decide(mode, evidence)
+    rows = int(head.bank.shape[0])
+    if not kept:
+        head.bank = torch.empty(0)
+    logger.info("local statistics: %s (%s; validation AUROC %s)",
+                "kept" if kept else "off", reason, evidence)  # fmt: skip
+    return LocalStatsChoice(mode, kept, reason, rows if kept else 0, cells, evidence)
+
+
+def _fit_bank(
+    head: LocalStatsHead,
+    images: torch.Tensor,
+    ratio: float,
+    cap_rows: int | None,
+    seed: int,
+    paths: Sequence[str],
+    roi: TrainingRoi | None,
+) -> int:
+    """Z-score the training cells and put their coreset in the bank; returns the cell count."""
+    with torch.no_grad():
+        raw = torch.cat([head.raw_cells(b) for b in images.split(8)])
+        head.shift = raw.mean((0, 2, 3), keepdim=True)
+        head.scale = 1 / raw.std((0, 2, 3), keepdim=True).clamp_min(MIN_STD)
+        rows = torch.cat([head.cells(b).flatten(2).transpose(1, 2) for b in images.split(8)])
+    per_image = list(rows)
+    if roi is not None:
+        size = tuple(images.shape[-2:])
+        per_image = [r[roi.keep_rows([p], r, size)] for p, r in zip(paths, per_image, strict=True)]
+    every = torch.cat(per_image).contiguous()
+    torch.manual_seed(seed)
+    head.bank = every[select_coreset(every, ratio, cap_rows).indices].contiguous()
+    return int(every.shape[0])
+
+
+def _validation_outputs(
+    inner: FusedPatchcoreModel, images: torch.Tensor
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """((PatchCore scores, map peaks), (statistics scores, map peaks)) of the images, unfused."""
+    bank, inner.local_stats.bank = inner.local_stats.bank, torch.empty(0)
+    main_scores, main_peaks, side_scores, side_peaks = [], [], [], []
+    try:
+        with torch.no_grad():
+            for batch in images.split(8):
+                out = inner(batch)
+                main_scores.append(out.pred_score.reshape(-1))
+                main_peaks.append(out.anomaly_map.flatten(1).amax(1))
+                inner.local_stats.bank = bank
+                side = inner.side_outputs(batch)
+                inner.local_stats.bank = torch.empty(0)
+                side_scores.append(side.pred_score.reshape(-1))
+                side_peaks.append(side.anomaly_map.flatten(1).amax(1))
+    finally:
+        inner.local_stats.bank = bank
+
+    def cat(parts: list[torch.Tensor]) -> np.ndarray:
+        return torch.cat(parts).double().numpy()
+
+    return (cat(main_scores), cat(main_peaks)), (cat(side_scores), cat(side_peaks))
+
+
+def _mean_std(values: np.ndarray) -> tuple[float, float]:
+    return float(values.mean()), max(float(values.std(ddof=1)), MIN_STD)
+
+
+def _validation_auroc(
+    standardisers: Sequence[float], labels: np.ndarray, main: np.ndarray, side: np.ndarray
+) -> dict[str, float]:
+    """Validation image AUROC of PatchCore, the statistics model and their fusion as the graph
+    computes it ({} without defect images)."""
+    if labels.min() == labels.max():
+        return {}
+    s = standardisers
+    fused = np.maximum((main - s[0]) / s[1], (side - s[2]) / s[3])
+    return {
+        name: round(float(image_auroc(scores, labels)), 4)
+        for name, scores in (("patchcore", main), ("local_statistics", side), ("fused", fused))
+    }
+
+
+def _decide(mode: str, evidence: dict[str, float]) -> tuple[bool, str]:
+    if mode == "on":
+        return True, "local_statistics: true"
+    if not evidence:
+        return False, "auto: no defect images in the validation split to show a gain"
+    gain = evidence["fused"] - evidence["patchcore"]
+    if gain >= MIN_GAIN:
+        return True, f"auto: validation image AUROC +{gain:.3f} (>= {MIN_GAIN})"
+    return False, f"auto: validation image AUROC {gain:+.3f} (< +{MIN_GAIN})"
+
+
+def fit_for_model(
+    model: Any,
+    config: Any,
+    train: Sequence[Sample],
+    validation: Sequence[Sample],
+    roi: TrainingRoi | None = None,
+) -> LocalStatsChoice:
+    """``fit_local_statistics`` for a trained anomalib ``Patchcore`` and its ``ModelConfig``."""
+    from inspection.training.out_of_fold import model_inputs
+
+    size = tuple(config.image_size)
+    return fit_local_statistics(
+        model.model,
+        model_inputs(model, train, size),
+        model_inputs(model, validation, size),
+        np.asarray([s.label for s in validation]),
+        mode=config.local_statistics_mode,
+        ratio=config.coreset_sampling_ratio,
+        cap_rows=config.memory_bank_max,
+        seed=config.seed,
+        train_paths=[str(s.path) for s in train],
+        roi=roi,
+    )
