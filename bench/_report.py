@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -43,3 +44,28 @@ def save_report(
     if markdown is not None:
         (out / f"{stem}.md").write_text(markdown, encoding="utf-8")
     return path
+
+
+def timed_rounds(
+    run: Callable[[Any], Any], images: list, rounds: int = 3, per_round: int = 20
+) -> dict[str, Any]:
+    """p50 milliseconds of ``run(image)`` per round (3 warm-up calls first): the median of
+    the rounds' p50s and their range, since this host's speed drifts between rounds."""
+    import numpy as np
+
+    for image in images[:3]:
+        run(image)
+    p50s = []
+    for _ in range(rounds):
+        times = []
+        for index in range(per_round):
+            started = time.perf_counter()
+            run(images[index % len(images)])
+            times.append((time.perf_counter() - started) * 1e3)
+        p50s.append(float(np.median(times)))
+    return {
+        "p50_ms": round(float(np.median(p50s)), 2),
+        "p50_range_ms": [round(min(p50s), 2), round(max(p50s), 2)],
+        "rounds": rounds,
+        "per_round": per_round,
+    }

@@ -49,7 +49,7 @@ from _hard_levers import (
     run_split,
 )
 from _hard_metrics import figures, peaks, per_kind
-from _report import load_average, previous_report, save_report
+from _report import load_average, previous_report, save_report, timed_rounds
 
 from inspection.core.metrics import image_auroc
 from inspection.data.dataset import load_dataset
@@ -419,12 +419,12 @@ def latency(args: argparse.Namespace) -> None:
     for bundle in sorted(args.site_registry.glob("*/bundles/v0001-*")):
         product, precision = bundle.parts[-3], bundle.name.split("-")[-1]
         inspector = Inspector.from_bundle(bundle)
-        out["bundles"][f"{product}/default/{precision}"] = _rounds(inspector.inspect, images)
+        out["bundles"][f"{product}/default/{precision}"] = timed_rounds(inspector.inspect, images)
         out["bundles"][f"{product}/default/{precision}"]["bundle"] = str(bundle)
     for key, row in station_rows.items():
         for precision, bundle in row["bundles"].items():
             inspector = Inspector.from_bundle(bundle["bundle"])
-            out["bundles"][f"{key}/{precision}"] = _rounds(inspector.inspect, images)
+            out["bundles"][f"{key}/{precision}"] = timed_rounds(inspector.inspect, images)
     ablation = _ablation(args.out)
     shapes: dict[str, dict] = {}
     for product in ablation.values():
@@ -451,21 +451,6 @@ def _shape_key(lever: dict, bank: int) -> str:
 
 def _size(lever: dict) -> int:
     return Lever(**{**lever, "layers": tuple(lever["layers"])}).size
-
-
-def _rounds(run: Any, images: list, rounds: int = 3, per_round: int = 20) -> dict[str, float]:
-    for image in images[:3]:
-        run(image)
-    p50s = []
-    for _ in range(rounds):
-        times = []
-        for index in range(per_round):
-            started = time.perf_counter()
-            run(images[index % len(images)])
-            times.append((time.perf_counter() - started) * 1e3)
-        p50s.append(float(np.median(times)))
-    return {"p50_ms": round(float(np.median(p50s)), 2), "p50_range_ms": [round(min(p50s), 2),
-            round(max(p50s), 2)], "rounds": rounds, "per_round": per_round}  # fmt: skip
 
 
 def _proxy(lever_dict: dict, bank: int, images: list) -> dict[str, float]:
@@ -502,7 +487,7 @@ def _proxy(lever_dict: dict, bank: int, images: list) -> dict[str, float]:
             x = x[:, ::-1] if flip else x
             request.infer({0: np.ascontiguousarray(x.transpose(2, 0, 1)[None])})
 
-    return _rounds(run, images)
+    return timed_rounds(run, images)
 
 
 def _channels(backbone: str, layer: str) -> int:
