@@ -113,7 +113,6 @@ class ModelConfig:
         _check(not unknown, "global_context",
                f"unknown components {unknown}; valid: {list(GLOBAL_COMPONENTS)}")  # fmt: skip
 
-
     @property
     def local_statistics_mode(self) -> str:
         """``local_statistics`` as ``off``, ``on`` or ``auto``."""

@@ -18,7 +18,7 @@ from inspection.training.config import (
 
 VALID_KEYS = (
     "backbone, batch_size, calibration_folds, coreset_sampling_ratio, global_context, "
-    "image_size, kind, knn_rank, max_epochs, memory_bank_max, num_neighbors, num_workers, "
+    "image_size, kind, knn_rank, local_statistics, max_epochs, memory_bank_max, num_neighbors, num_workers, "
     "operating_point, seed, val_fraction"
 )
 
@@ -66,6 +66,11 @@ VALID_KEYS = (
         (
             {"kind": "patchcore", "backbone": {"layers": []}},
             "m.yaml: backbone.layers: give at least one feature layer",
+        ),
+        (
+            {"kind": "patchcore", "local_statistics": "sometimes"},
+            "m.yaml.local_statistics: 'sometimes' fits none of "
+            "typing.Union[bool, typing.Literal['auto']]",
         ),
         (
             {"kind": "patchcore", "knn_rank": 0},
@@ -163,3 +168,36 @@ def test_product_operating_point_rejects_unknown_keys(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match=r"operating_point: unknown key.*'polcy'"):
         load_product_config("widget", tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("yaml_value", "expected", "mode"),
+    [
+        ("true", True, "on"),
+        ("on", True, "on"),  # YAML 1.1: on/off/yes/no are booleans
+        ("yes", True, "on"),
+        ("false", False, "off"),
+        ("off", False, "off"),
+        ("auto", "auto", "auto"),
+    ],
+)
+def test_local_statistics_from_yaml(
+    yaml_value: str, expected: bool | str, mode: str, tmp_path: Path
+) -> None:
+    override = tmp_path / "o.yaml"
+    override.write_text(f"local_statistics: {yaml_value}\n", encoding="utf-8")
+    from_file = load_model_config("patchcore", config_file=override)
+    from_set = load_model_config("patchcore", overrides=[f"local_statistics={yaml_value}"])
+    assert from_file.local_statistics == from_set.local_statistics == expected
+    assert from_file.local_statistics_mode == mode
+
+
+def test_local_statistics_is_off_by_default() -> None:
+    config = model_config_from_mapping({"kind": "patchcore"})
+    assert config.local_statistics is False and config.local_statistics_mode == "off"
+
+
+@pytest.mark.parametrize("value", ["Auto", "sometimes", 1, None])
+def test_local_statistics_rejects_anything_else_naming_the_key(value: object) -> None:
+    with pytest.raises(ConfigError, match=r"^m\.yaml\.local_statistics: .*fits none of"):
+        model_config_from_mapping({"kind": "patchcore", "local_statistics": value}, where="m.yaml")
