@@ -69,6 +69,15 @@ def all_cores() -> AbstractContextManager[None]:
     return threads(max(torch.get_num_threads(), os.cpu_count() or 1))
 
 
+def seed_selection(value: int) -> None:
+    """Seed what a selection draws from: torch (the start row) and numpy's global RNG
+    (anomalib's sparse projection matrix), so a seeded selection repeats exactly."""
+    import numpy as np
+
+    torch.manual_seed(value)
+    np.random.seed(value)
+
+
 def project(embedding: torch.Tensor) -> torch.Tensor:
     """anomalib's sparse random projection of (n, d) rows (consumes torch's RNG like anomalib)."""
     from anomalib.models.components.dimensionality_reduction import SparseRandomProjection

@@ -2,14 +2,20 @@
 
 PatchCore's CNN patches are blind to defects that change a surface's colour or contrast more
 than its texture (a stain on grass, a faded patch of cloth). This model describes each cell of
-a stride-8 grid by the per-channel mean and standard deviation of the normalised pixels in a
-``WINDOW`` px square around it (6 numbers), z-scored on the training cells, and scores a cell by
+a stride-8 grid by the per-channel mean and standard deviation of the pixels in a ``WINDOW`` px
+square around it, relative to the whole image's (so lighting that varies from part to part is
+not a defect), 6 numbers z-scored on the training cells, and scores a cell by
 its distance to the nearest training cell (a coreset bank, like PatchCore's).
 
-The two are fused by the max of z-scores standardised on the **good validation images**: image
-scores by their mean and std, maps by the mean and std of their peaks. The fusion is part of the
-torch model (``FusedPatchcoreModel``), so the exported graph, its calibration on its own outputs,
-the export gate and the golden outputs all see the fused outputs, and a station needs nothing new.
+The two are fused by the max of their scores, each standardised on good images so that its
+median maps to 0 and its **largest good score to 1** (image scores; maps by their peaks): the max
+then alarms when either part passes its own good tail, so at a false-reject budget one part's
+tail does not set the other's threshold. The good images are the validation split's and, for the
+statistics part, the training images scored out of fold (a colour seen in one training image
+only is an alarm for every other: validation alone, a few dozen images, misses that tail).
+The fusion is part of the torch model (``FusedPatchcoreModel``), so the exported graph, its
+calibration on its own outputs, the export gate and the golden outputs all see the fused
+outputs, and a station needs nothing new.
 
 ``local_statistics`` (``ModelConfig``): false; true; ``auto`` keeps the model only when the
 fused validation image AUROC beats PatchCore's alone by at least ``MIN_GAIN`` (test images never
@@ -31,7 +37,7 @@ from anomalib.models.image.patchcore.torch_model import PatchcoreModel
 
 from inspection.core.metrics import image_auroc
 from inspection.data.dataset import Sample
-from inspection.training.coreset import select_coreset
+from inspection.training.coreset import seed_selection, select_coreset
 from inspection.training.roi import TrainingRoi
 
 logger = logging.getLogger(__name__)
@@ -42,6 +48,20 @@ CHANNELS = 6
 MIN_GAIN = 0.01
 """Validation image AUROC the fusion must add over PatchCore alone to be kept (``auto``)."""
 MIN_STD = 1e-6
+FUSION = (
+    "max of the two parts, each standardised to (score - median) / (largest - median) of its "
+    "good scores: the good validation images, plus the training images' out-of-fold scores "
+    "for the statistics part"
+)
+
+
+def relative(images: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) pixels centred on and scaled by each image's own per-channel mean and std: a
+    part lit brighter or with more contrast than the training parts is not a defect everywhere
+    (a global change of colour is the global context's to judge, ``core.global_context``)."""
+    centre = images.mean((2, 3), keepdim=True)
+    spread = images.std((2, 3), keepdim=True).clamp_min(MIN_STD)
+    return (images - centre) / spread
 
 
 class LocalStatsHead(DynamicBufferMixin, torch.nn.Module):
@@ -64,9 +84,11 @@ class LocalStatsHead(DynamicBufferMixin, torch.nn.Module):
         return self.bank.numel() > 0
 
     def raw_cells(self, images: torch.Tensor) -> torch.Tensor:
-        """(N, 6, H/8, W/8): per-channel mean and std of (N, 3, H, W) normalised pixels."""
-        mean = self.pool(images)
-        variance = (self.pool(images * images) - mean * mean).clamp_min(0)
+        """(N, 6, H/8, W/8): per-channel mean and std of (N, 3, H, W) normalised pixels in each
+        window, relative to the image's own (``relative``)."""
+        pixels = relative(images)
+        mean = self.pool(pixels)
+        variance = (self.pool(pixels * pixels) - mean * mean).clamp_min(0)
         return torch.cat([mean, variance.sqrt()], 1)
 
     def cells(self, images: torch.Tensor) -> torch.Tensor:
@@ -123,8 +145,10 @@ class LocalStatsChoice:
     cells: int = 0
     validation_auroc: dict[str, float] = field(default_factory=dict)
     """Image AUROC on the validation split: ``patchcore``, ``local_statistics``, ``fused``."""
+    good_for_scale: int = 0
+    """Good scores each part's standardiser saw (validation good + out-of-fold training)."""
     window_px: int = WINDOW
-    fusion: str = "max of z-scores standardised on the good validation images"
+    fusion: str = FUSION
 
 
 def fit_local_statistics(
@@ -137,33 +161,78 @@ def fit_local_statistics(
     ratio: float,
     cap_rows: int | None,
     seed: int = 0,
+    folds: int = 0,
     train_paths: Sequence[str] = (),
     roi: TrainingRoi | None = None,
 ) -> LocalStatsChoice:
     """Fit the statistics model of a trained PatchCore ``inner`` on its (N, 3, H, W)
-    pre-processed training images, standardise on the good validation images, and keep it
-    (``mode`` on, or auto and it helps on validation) or leave the bank empty (off)."""
+    pre-processed training images, standardise both parts on good images (``standardisers``),
+    and keep it (``mode`` on, or auto and it helps on validation) or leave the bank empty.
+
+    ``folds`` >= 2: the training images' out-of-fold statistics scores join the good
+    validation images' in the statistics part's standardiser (``side_out_of_fold``)."""
     head = inner.local_stats
     head.bank = torch.empty(0)
     labels = np.asarray(validation_labels, dtype=int)
     good = labels == 0
     if good.sum() < 2:
         return LocalStatsChoice(mode, False, "fewer than 2 good validation images")
-    cells = _fit_bank(head, train_images, ratio, cap_rows, seed, train_paths, roi)
+    rows = _fit_bank(head, train_images, ratio, cap_rows, seed, train_paths, roi)
+    extra = side_out_of_fold(inner, train_images, rows, folds, ratio, cap_rows, seed)
     main, side = _validation_outputs(inner, validation_images)
     standardisers = [
-        *_mean_std(main[0][good]), *_mean_std(side[0][good]),
-        *_mean_std(main[1][good]), *_mean_std(side[1][good]),
-    ]  # fmt: skip
+        *_location_scale(main[0][good]),
+        *_location_scale(np.concatenate([side[0][good], extra[0]])),
+        *_location_scale(main[1][good]),
+        *_location_scale(np.concatenate([side[1][good], extra[1]])),
+    ]
     head.standardisers = torch.tensor(standardisers, dtype=torch.float32)
     evidence = _validation_auroc(standardisers, labels, main[0], side[0])
     kept, reason = _decide(mode, evidence)
-    rows = int(head.bank.shape[0])
+    bank_rows = int(head.bank.shape[0])
     if not kept:
         head.bank = torch.empty(0)
     logger.info("local statistics: %s (%s; validation AUROC %s)",
                 "kept" if kept else "off", reason, evidence)  # fmt: skip
-    return LocalStatsChoice(mode, kept, reason, rows if kept else 0, cells, evidence)
+    cells = sum(len(r) for r in rows)
+    return LocalStatsChoice(mode, kept, reason, bank_rows if kept else 0, cells, evidence,
+                            good_for_scale=int(good.sum() + len(extra[0])))  # fmt: skip
+
+
+def side_out_of_fold(
+    inner: FusedPatchcoreModel,
+    images: torch.Tensor,
+    rows: Sequence[torch.Tensor],
+    folds: int,
+    ratio: float,
+    cap_rows: int | None,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, map peaks) of the statistics part on each training image, from a bank fitted
+    on the other folds (``training.out_of_fold``'s folds): good images it has not seen, which
+    show its tail (a colour seen in a single training image is an alarm for every other).
+    Empty with fewer than 2 folds or images per fold."""
+    from inspection.training.out_of_fold import fold_bank, fold_of
+
+    if folds < 2 or len(images) < 2 * folds:
+        return np.empty(0), np.empty(0)
+    head = inner.local_stats
+    trained = head.bank
+    assignment = fold_of(len(images), folds, seed)
+    scores, peaks = np.empty(len(images)), np.empty(len(images))
+    try:
+        for fold in range(folds):
+            seed_selection(seed + fold)
+            rest = np.flatnonzero(assignment != fold)
+            head.bank = fold_bank([rows[i] for i in rest], ratio, cap_rows)
+            held = np.flatnonzero(assignment == fold)
+            with torch.no_grad():
+                out = inner.side_outputs(images[held])
+            scores[held] = out.pred_score.double().numpy()
+            peaks[held] = out.anomaly_map.flatten(1).amax(1).double().numpy()
+    finally:
+        head.bank = trained
+    return scores, peaks
 
 
 def _fit_bank(
@@ -174,8 +243,9 @@ def _fit_bank(
     seed: int,
     paths: Sequence[str],
     roi: TrainingRoi | None,
-) -> int:
-    """Z-score the training cells and put their coreset in the bank; returns the cell count."""
+) -> list[torch.Tensor]:
+    """Z-score the training cells and put their coreset in the bank; returns each image's
+    z-scored cells (rows inside the ROI)."""
     with torch.no_grad():
         raw = torch.cat([head.raw_cells(b) for b in images.split(8)])
         head.shift = raw.mean((0, 2, 3), keepdim=True)
@@ -186,9 +256,9 @@ def _fit_bank(
         size = tuple(images.shape[-2:])
         per_image = [r[roi.keep_rows([p], r, size)] for p, r in zip(paths, per_image, strict=True)]
     every = torch.cat(per_image).contiguous()
-    torch.manual_seed(seed)
+    seed_selection(seed)
     head.bank = every[select_coreset(every, ratio, cap_rows).indices].contiguous()
-    return int(every.shape[0])
+    return [r.contiguous() for r in per_image]
 
 
 def _validation_outputs(
@@ -217,8 +287,10 @@ def _validation_outputs(
     return (cat(main_scores), cat(main_peaks)), (cat(side_scores), cat(side_peaks))
 
 
-def _mean_std(values: np.ndarray) -> tuple[float, float]:
-    return float(values.mean()), max(float(values.std(ddof=1)), MIN_STD)
+def _location_scale(values: np.ndarray) -> tuple[float, float]:
+    """(median, largest - median) of good scores: a part's largest good score maps to 1."""
+    median = float(np.median(values))
+    return median, max(float(values.max()) - median, MIN_STD)
 
 
 def _validation_auroc(
@@ -267,6 +339,7 @@ def fit_for_model(
         ratio=config.coreset_sampling_ratio,
         cap_rows=config.memory_bank_max,
         seed=config.seed,
+        folds=config.calibration_folds,
         train_paths=[str(s.path) for s in train],
         roi=roi,
     )

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from inspection.data.dataset import Sample
-from inspection.training.coreset import select_coreset
+from inspection.training.coreset import seed_selection, select_coreset
 from inspection.training.roi import TrainingRoi
 from inspection.training.samples import SampleDataset
 
@@ -63,10 +63,10 @@ def out_of_fold_scores(
     try:
         for fold in range(folds):
             rest = np.flatnonzero(assignment != fold)
-            torch.manual_seed(seed + fold)
-            inner.memory_bank = _fold_bank([rows[i] for i in rest], ratio, cap_rows)
+            seed_selection(seed + fold)
+            inner.memory_bank = fold_bank([rows[i] for i in rest], ratio, cap_rows)
             if side:
-                inner.local_stats.bank = _fold_bank([side[i] for i in rest], ratio, cap_rows)
+                inner.local_stats.bank = fold_bank([side[i] for i in rest], ratio, cap_rows)
             held = np.flatnonzero(assignment == fold)
             scores[held] = _score(inner, images[held], batch_size)
     finally:
@@ -85,7 +85,8 @@ def model_inputs(
         return model.pre_processor(images)
 
 
-def _fold_bank(rows: list[torch.Tensor], ratio: float, cap_rows: int | None) -> torch.Tensor:
+def fold_bank(rows: list[torch.Tensor], ratio: float, cap_rows: int | None) -> torch.Tensor:
+    """The coreset (``select_coreset``) of the other folds' rows: a fold's bank."""
     others = torch.cat(rows)
     return others[select_coreset(others, ratio, cap_rows).indices].contiguous()
 

@@ -37,10 +37,11 @@ class Patchcore(AnomalibPatchcore):
         super().__init__(*args, **kwargs)
         if local_statistics:  # the same model with a (still empty) statistics head
             inner = self.model
-            self.model = FusedPatchcoreModel(
-                backbone=inner.backbone, pre_trained=False, layers=inner.layers,
-                num_neighbors=inner.num_neighbors,
-            )  # fmt: skip
+            with torch.random.fork_rng():  # seeded training draws as without the head
+                self.model = FusedPatchcoreModel(
+                    backbone=inner.backbone, pre_trained=False, layers=inner.layers,
+                    num_neighbors=inner.num_neighbors,
+                )  # fmt: skip
         self.memory_bank_max = memory_bank_max
         self.training_roi: TrainingRoi | None = None
         self.patches_seen = 0

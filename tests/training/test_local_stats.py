@@ -25,6 +25,7 @@ from inspection.training.local_stats import (
     LocalStatsHead,
     _decide,
     fit_local_statistics,
+    side_out_of_fold,
 )
 from inspection.training.out_of_fold import fold_of, model_inputs, out_of_fold_scores
 from inspection.training.train import (
@@ -60,14 +61,36 @@ def _windowed_mean_std(image: np.ndarray) -> np.ndarray:
     return out
 
 
+def _relative(image: np.ndarray) -> np.ndarray:
+    flat = image.reshape(image.shape[0], -1)
+    return (image - flat.mean(1)[:, None, None]) / flat.std(1, ddof=1)[:, None, None]
+
+
 def test_raw_cells_are_windowed_mean_and_std_without_padding() -> None:
     rng = np.random.default_rng(0)
-    # a shift the size of the std: zero padding counted in the mean would show at every border
-    images = (rng.normal(size=(2, 3, 40, 56)) + 3.0).astype(np.float32)
+    # a ramp across the image: zero padding counted in the mean would show at the borders
+    ramp = np.linspace(-3.0, 3.0, 56)[None, None, None, :]
+    images = (rng.normal(size=(2, 3, 40, 56)) + ramp).astype(np.float32)
     cells = LocalStatsHead().raw_cells(torch.from_numpy(images)).numpy()
     assert cells.shape == (2, 6, 40 // STRIDE, 56 // STRIDE)
     for got, image in zip(cells, images, strict=True):
-        np.testing.assert_allclose(got, _windowed_mean_std(image), rtol=1e-4, atol=1e-4)
+        expected = _windowed_mean_std(_relative(image.astype(np.float64)))
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_cells_ignore_a_part_lit_brighter_or_with_more_contrast() -> None:
+    rng = np.random.default_rng(2)
+    images = torch.from_numpy(rng.normal(size=(1, 3, 96, 96)).astype(np.float32))
+    gain = torch.tensor([1.5, 0.7, 1.2]).view(1, 3, 1, 1)
+    offset = torch.tensor([0.4, -0.3, 0.8]).view(1, 3, 1, 1)
+    head = LocalStatsHead()
+    np.testing.assert_allclose(
+        head.raw_cells(images * gain + offset).numpy(), head.raw_cells(images).numpy(),
+        rtol=1e-4, atol=1e-4,
+    )  # fmt: skip
+    stained = images.clone()
+    stained[:, :, 8:16, 8:16] += 2.0  # a local change still moves its windows
+    assert (head.raw_cells(stained) - head.raw_cells(images)).abs().max() > 0.2
 
 
 def test_patch_scores_are_the_distance_to_the_nearest_bank_row() -> None:
@@ -226,11 +249,40 @@ def test_on_keeps_the_bank_and_standardises_on_the_good_validation_images(
         side.anomaly_map.flatten(1).amax(1),
     ):
         values = values.double().numpy()
-        expected += [values.mean(), values.std(ddof=1)]  # fmt: skip
+        expected += [np.median(values), values.max() - np.median(values)]
     np.testing.assert_allclose(head.standardisers.numpy(), expected, rtol=1e-4)
-    # z-scored: the good validation images have fused image scores around 0
+    # each part's largest good score maps to 1: so does the fused score's
     with torch.no_grad():
-        assert inner(good).pred_score.abs().max() < 3.0
+        assert inner(good).pred_score.max().item() == pytest.approx(1.0, abs=1e-4)
+
+
+@slow
+def test_out_of_fold_training_scores_join_the_statistics_standardiser(trained: Trained) -> None:
+    validation, labels = trained.validation()
+    inner = copy.deepcopy(trained.inner).eval()
+    train = trained.inputs(trained.dataset.train_samples)
+    choice = fit_local_statistics(
+        inner, train, validation, labels, mode="on", ratio=0.1, cap_rows=None, folds=2
+    )
+    head = inner.local_stats
+    trained_bank = head.bank.clone()
+    rows = [head.cells(image[None]).flatten(2).transpose(1, 2)[0] for image in train]
+    scores, peaks = side_out_of_fold(inner, train, rows, 2, 0.1, None, 0)
+    assert torch.equal(head.bank, trained_bank)  # put back
+    good = validation[labels == 0]
+    with torch.no_grad():
+        side = inner.side_outputs(good)
+    for index, (validation_good, out_of_fold) in zip(
+        (2, 6),
+        ((side.pred_score, scores), (side.anomaly_map.flatten(1).amax(1), peaks)),
+        strict=True,
+    ):
+        values = np.concatenate([validation_good.double().numpy(), out_of_fold])
+        median = np.median(values)
+        location, scale = head.standardisers[index : index + 2].tolist()
+        assert location == pytest.approx(median, rel=1e-4)
+        assert scale == pytest.approx(values.max() - median, rel=1e-4)
+    assert choice.good_for_scale == len(good) + len(train)
 
 
 @slow
