@@ -27,7 +27,7 @@ from inspection.core.config import to_mapping
 from inspection.core.errors import ConfigError, DatasetError, RegistryError
 from inspection.core.fingerprint import sha256_file
 from inspection.core.registry import FitFigures, Lineage, ModelRecord, Registry
-from inspection.core.roi import RoiSpec
+from inspection.core.roi import RoiSpec, RoiTraining
 from inspection.data.dataset import GOOD, Dataset, Sample, load_dataset
 from inspection.training.backbones import channels_last
 from inspection.training.config import ModelConfig, model_config_from_mapping
@@ -102,6 +102,7 @@ def update_patchcore(
         model.model.memory_bank = extend_bank(
             bank, new, config.coreset_sampling_ratio, config.memory_bank_max
         )
+    _extend_local_statistics(model, images, config, trained)
     say(f"re-calibrating on {len(validation)} validation images")
     with _timed(stages, "calibrate"):
         calibration = _calibrate(predict(model, validation, image_size=config.image_size))
@@ -243,6 +244,29 @@ def _embeddings(
     finally:
         store.clear()
         model.model.eval()
+
+
+def _extend_local_statistics(
+    model: Any, images: Sequence[Path], config: ModelConfig, trained: RoiTraining | None
+) -> None:
+    """Extend a fused local-statistics bank (``training.local_stats``) with the new images'
+    cells, as the PatchCore bank: a colour the line has since shown good stops alarming."""
+    head = getattr(model.model, "local_stats", None)
+    if head is None or not head.enabled:
+        return
+    from inspection.training.out_of_fold import model_inputs
+
+    samples = [Sample(p, "train", 0, GOOD) for p in images]
+    inputs = model_inputs(model, samples, tuple(config.image_size))
+    with torch.no_grad():
+        rows = head.cells(inputs).flatten(2).transpose(1, 2)
+    if trained is not None:
+        masks = TrainingRoi.whole_image(trained.roi, tuple(config.image_size))
+        size = tuple(inputs.shape[-2:])
+        paths = [str(p) for p in images]
+        rows = [r[masks.keep_rows([p], r, size)] for p, r in zip(paths, rows, strict=True)]
+    new = torch.cat(list(rows)).contiguous()
+    head.bank = extend_bank(head.bank, new, config.coreset_sampling_ratio, config.memory_bank_max)
 
 
 def _calibrate(validation: Predictions) -> Calibration:

@@ -9,6 +9,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -135,6 +136,7 @@ def test_decision(mode: str, evidence: dict[str, float], kept: bool, reason: str
 class Trained:
     outcome: TrainOutcome
     dataset: Dataset
+    registry: Registry
 
     @property
     def inner(self) -> FusedPatchcoreModel:
@@ -159,7 +161,7 @@ def trained(tiny_product: Path, tmp_path_factory: pytest.TempPathFactory) -> Tra
     config = model_config_from_mapping({**TINY_PATCHCORE, "local_statistics": True})
     registry = Registry(tmp_path_factory.mktemp("registry"))
     outcome = train_model(config, dataset, product="brick", registry=registry, progress=False)
-    return Trained(outcome, dataset)
+    return Trained(outcome, dataset, registry)
 
 
 def _plain(inner: FusedPatchcoreModel) -> PatchcoreModel:
@@ -448,3 +450,32 @@ def test_exported_graph_computes_the_fused_outputs_at_f32(trained: Trained) -> N
         np.testing.assert_allclose(out[MAP_OUTPUT], ref_map, rtol=1e-4, atol=1e-4 * scale)
     # the graph carries the fusion, not PatchCore's raw distances
     assert not np.allclose(out[SCORE_OUTPUT], unfused.pred_score[:1].numpy(), rtol=0.1)
+
+
+@slow
+def test_an_incremental_update_extends_the_statistics_bank(
+    trained: Trained, tmp_path: Path
+) -> None:
+    from inspection.training.incremental import update_patchcore
+
+    source = cv2.imread(str(trained.dataset.train_samples[0].path))
+    blotched = source.copy()
+    blotched[8:40, 8:40] = (40, 200, 240)  # a colour no training part shows
+    paths = []
+    for index in range(2):
+        path = tmp_path / f"new_{index}.png"
+        cv2.imwrite(str(path), np.roll(blotched, 8 * index, axis=1))
+        paths.append(path)
+    sample = [dataclasses.replace(trained.dataset.train_samples[0], path=paths[0])]
+    before = trained.inner.local_stats.bank.clone()
+    with torch.no_grad():
+        side_before = trained.inner.side_outputs(trained.inputs(sample)).pred_score.item()
+
+    outcome = update_patchcore(trained.registry, "brick", paths, dataset=trained.dataset)
+    child = load_trained_model(outcome.record).model
+    after = child.local_stats.bank
+    assert after.shape[0] > before.shape[0]
+    assert torch.equal(after[: before.shape[0]], before)  # old rows kept as they are
+    with torch.no_grad():
+        side_after = child.side_outputs(trained.inputs(sample)).pred_score.item()
+    assert side_after < 0.5 * side_before
