@@ -62,9 +62,9 @@ def images(padim: TrainedPadim) -> list[np.ndarray]:
     return [cv2.resize(read_image(p), (SIZE, SIZE), interpolation=cv2.INTER_LINEAR) for p in paths]
 
 
-def test_shipped_padim_config_keeps_every_channel_by_default() -> None:
+def test_shipped_padim_config() -> None:
     config = load_model_config("padim", product="part")
-    assert config.kind == "padim" and config.calibration_folds == 0
+    assert config.kind == "padim" and config.calibration_folds == 0 and config.n_features == 100
     assert config.backbone.layers == ("blocks.2", "blocks.4")
 
 
