@@ -136,7 +136,7 @@ def _export(
         try:
             result = export_bundle(
                 registry, product, ExportOptions(precision=precision, force=True),
-                RegistryExport(version=record.model_version),
+                RegistryExport(version=record.version),
             )  # fmt: skip
         except BundleError as exc:  # bf16 where the CPU does not run it
             bundles[precision] = {"error": str(exc)}

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 SIZE = 128  # model input: a 16 x 16 grid of Gaussians (blocks.2, stride 8)
 N_FEATURES = 32
 TINY_PADIM = {"kind": "padim", "image_size": [SIZE, SIZE], "n_features": N_FEATURES,
-              "calibration_folds": 0, "val_fraction": 0.3}  # fmt: skip
+              "calibration_folds": 3, "val_fraction": 0.3}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ def images(padim: TrainedPadim) -> list[np.ndarray]:
 
 def test_shipped_padim_config() -> None:
     config = load_model_config("padim", product="part")
-    assert config.kind == "padim" and config.calibration_folds == 0 and config.n_features == 100
+    assert config.kind == "padim" and config.calibration_folds == 5 and config.n_features == 100
     assert config.backbone.layers == ("blocks.2", "blocks.4")
 
 
@@ -95,8 +95,30 @@ def test_trained_padim_records_its_gaussians(padim: TrainedPadim) -> None:
     cells = (SIZE // 8) ** 2
     assert tuple(model.gaussian.mean.shape) == (N_FEATURES, cells)
     assert tuple(model.gaussian.inv_covariance.shape) == (cells, N_FEATURES, N_FEATURES)
-    # no out-of-fold scores: the good validation images alone calibrate
-    assert record.good_scores().out_of_fold == {}
+    # every training image has an out-of-fold score from Gaussians that never saw it
+    good = record.good_scores()
+    assert good.folds == 3 and len(good.out_of_fold) == 24
+
+
+def test_out_of_fold_head_reproduces_the_model_scores(padim: TrainedPadim) -> None:
+    """The fold scorer with the trained Gaussians gives the trained model's own scores, and
+    a training image scores higher from Gaussians that never saw it."""
+    from inspection.data.dataset import load_dataset
+    from inspection.training.evaluate import predict
+    from inspection.training.out_of_fold import model_inputs
+    from inspection.training.padim import padim_embeddings, padim_scores
+    from inspection.training.train import load_trained_model
+
+    model = load_trained_model(padim.record)
+    train = load_dataset(padim.dataset_root).train_samples[:6]
+    embeddings = padim_embeddings(model.model, model_inputs(model, train, (SIZE, SIZE)))
+    own = padim_scores(model.model, embeddings, model.model.gaussian, (SIZE, SIZE))
+    expected = predict(model, train, image_size=(SIZE, SIZE)).scores
+    np.testing.assert_allclose(own, expected, rtol=1e-4)
+    root = padim.dataset_root
+    oof = padim.record.good_scores().out_of_fold
+    held_out = [oof[Path(s.path).resolve().relative_to(root.resolve()).as_posix()] for s in train]
+    assert np.mean(held_out) > np.mean(own)
 
 
 def test_fp32_bundle_matches_torch_at_pinned_f32(padim: TrainedPadim, images) -> None:
@@ -120,7 +142,9 @@ def test_fp32_bundle_matches_torch_at_pinned_f32(padim: TrainedPadim, images) ->
     scores, maps = out["pred_score"], out["anomaly_map"][:, 0]
     norm = meta.normalization
     np.testing.assert_allclose(
-        scores, expected.pred_score.numpy(), atol=1e-4 * (norm.image_max - norm.image_min)
+        scores,
+        expected.pred_score.reshape(-1).numpy(),
+        atol=1e-4 * (norm.image_max - norm.image_min),
     )
     np.testing.assert_allclose(
         maps, expected.anomaly_map[:, 0].numpy(), atol=1e-3 * (norm.pixel_max - norm.pixel_min)
