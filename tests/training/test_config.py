@@ -80,6 +80,11 @@ VALID_KEYS = (
             "m.yaml: backbone.layers: give at least one feature layer",
         ),
         (
+            {"kind": "patchcore", "local_statistics": "sometimes"},
+            "m.yaml.local_statistics: 'sometimes' fits none of "
+            "typing.Union[bool, typing.Literal['auto']]",
+        ),
+        (
             {"kind": "patchcore", "knn_rank": 0},
             "m.yaml: knn_rank: must be at least 1 dimension, or null for the exact kNN",
         ),
@@ -175,3 +180,36 @@ def test_product_operating_point_rejects_unknown_keys(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match=r"operating_point: unknown key.*'polcy'"):
         load_product_config("widget", tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("yaml_value", "expected", "mode"),
+    [
+        ("true", True, "on"),
+        ("on", True, "on"),  # YAML 1.1: on/off/yes/no are booleans
+        ("yes", True, "on"),
+        ("false", False, "off"),
+        ("off", False, "off"),
+        ("auto", "auto", "auto"),
+    ],
+)
+def test_local_statistics_from_yaml(
+    yaml_value: str, expected: bool | str, mode: str, tmp_path: Path
+) -> None:
+    override = tmp_path / "o.yaml"
+    override.write_text(f"local_statistics: {yaml_value}\n", encoding="utf-8")
+    from_file = load_model_config("patchcore", config_file=override)
+    from_set = load_model_config("patchcore", overrides=[f"local_statistics={yaml_value}"])
+    assert from_file.local_statistics == from_set.local_statistics == expected
+    assert from_file.local_statistics_mode == mode
+
+
+def test_local_statistics_is_off_by_default() -> None:
+    config = model_config_from_mapping({"kind": "patchcore"})
+    assert config.local_statistics is False and config.local_statistics_mode == "off"
+
+
+@pytest.mark.parametrize("value", ["Auto", "sometimes", 1, None])
+def test_local_statistics_rejects_anything_else_naming_the_key(value: object) -> None:
+    with pytest.raises(ConfigError, match=r"^m\.yaml\.local_statistics: .*fits none of"):
+        model_config_from_mapping({"kind": "patchcore", "local_statistics": value}, where="m.yaml")
