@@ -77,7 +77,9 @@ def _report_dir(site: SiteConfig, record: Any) -> Path:
 
 def train_command(
     product: str = typer.Option(None, "--product", "-p", help="Product name, e.g. brick."),
-    model: str = typer.Option("patchcore", "--model", "-m", help="patchcore or stfpm."),
+    model: str = typer.Option(
+        "patchcore", "--model", "-m", help="patchcore, stfpm or padim (aligned parts)."
+    ),
     data: Path = DATA_OPTION,
     config: Path = CONFIG_OPTION,
     overrides: list[str] = SET_OPTION,

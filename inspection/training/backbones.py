@@ -313,13 +313,23 @@ def no_pretrained_download() -> Iterator[None]:
 
 def feature_layers(backbone: str) -> dict[str, int]:
     """The backbone's feature layer names (as ``backbone.layers`` uses them) and their strides."""
+    info = _feature_info(backbone)
+    return dict(zip(info.module_name(), info.reduction(), strict=True))
+
+
+def feature_channels(backbone: str) -> dict[str, int]:
+    """The backbone's feature layer names and their channel counts (e.g. ``blocks.2``: 40)."""
+    info = _feature_info(backbone)
+    return dict(zip(info.module_name(), info.channels(), strict=True))
+
+
+def _feature_info(backbone: str) -> Any:
     try:
         with no_pretrained_download():
             model = timm.create_model(backbone, pretrained=False, features_only=True)
     except RuntimeError as exc:
         raise WeightsError(f"unknown timm backbone {backbone!r}: {exc}") from exc
-    info = model.feature_info
-    return dict(zip(info.module_name(), info.reduction(), strict=True))
+    return model.feature_info
 
 
 @contextmanager

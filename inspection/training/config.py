@@ -28,7 +28,7 @@ from inspection.core.roi import RoiSpec
 from inspection.core.tiling import TilingSpec
 from inspection.core.units import PhysicalUnits
 
-MODEL_KINDS = ("patchcore", "stfpm")
+MODEL_KINDS = ("patchcore", "stfpm", "padim")
 
 
 def check_kind(kind: str) -> str:
@@ -80,6 +80,10 @@ class ModelConfig:
     local_statistics: bool | Literal["auto"] = False
     # STFPM
     max_epochs: int = 5
+    # PaDiM: backbone channels kept (a seeded random subset, anomalib's ``idx``) per grid cell's
+    # Gaussian; None: every channel of ``backbone.layers``. The bundle holds one D x D inverse
+    # covariance per grid cell, so its size grows with D squared.
+    n_features: int | None = None
     # Global context (inspection.core.global_context): components fused with the local score,
     # e.g. [features, colour, frequency]; empty = local score only.
     global_context: tuple[str, ...] = ()
@@ -107,6 +111,10 @@ class ModelConfig:
         _check(self.knn_rank is None or self.knn_rank >= 1, "knn_rank",
                "must be at least 1 dimension, or null for the exact kNN")  # fmt: skip
         _check(self.max_epochs >= 1, "max_epochs", "must be at least 1")
+        _check(self.n_features is None or self.n_features >= 1, "n_features",
+               "must be at least 1 channel, or null for every channel")  # fmt: skip
+        _check(self.n_features is None or self.kind == "padim", "n_features",
+               f"only a padim model keeps a channel subset (this is {self.kind}); remove it")  # fmt: skip
         _check(self.local_statistics in (True, False, "auto"), "local_statistics",
                f"must be true, false or auto, got {self.local_statistics!r}")  # fmt: skip
         unknown = [c for c in self.global_context if c not in GLOBAL_COMPONENTS]

@@ -1,7 +1,7 @@
 """Training's side of the operating point: good calibration scores and the calibration.
 
 ``calibration_good_scores``: out-of-fold scores of the training images (PatchCore with
-``calibration_folds`` >= 2, ``training.out_of_fold``), else none. ``calibrate_predictions``:
+``calibration_folds`` >= 2, ``training.out_of_fold``; PaDiM, ``training.padim``), else none. ``calibrate_predictions``:
 the torch-free ``core.calibration.calibrate`` on the validation predictions with those scores.
 ``good_score_record``: what the registry keeps so each exported bundle can carry the
 out-of-fold scores into its own score space (``core.operating_point.fit_transfer``).
@@ -44,21 +44,29 @@ class TrainGoodScores:
 def calibration_good_scores(
     model: Any, config: ModelConfig, train: Sequence[Sample], roi: TrainingRoi | None
 ) -> TrainGoodScores | None:
-    """Out-of-fold scores of ``train`` (None for STFPM or ``calibration_folds`` 0)."""
+    """Out-of-fold scores of ``train`` (PatchCore, PaDiM; None for STFPM or
+    ``calibration_folds`` 0)."""
     from inspection.training.evaluate import predict
     from inspection.training.out_of_fold import out_of_fold_scores
+    from inspection.training.padim import padim_out_of_fold_scores
 
     folds = config.calibration_folds
-    if config.kind != "patchcore" or folds < 2:
+    if config.kind not in ("patchcore", "padim") or folds < 2:
         return None
     if len(train) < 2 * folds:
         logger.warning("only %d training images: no out-of-fold scores", len(train))
         return None
-    scores = out_of_fold_scores(
-        model, train, folds=folds, image_size=config.image_size,
-        ratio=config.coreset_sampling_ratio, cap_rows=config.memory_bank_max,
-        seed=config.seed, roi=roi, batch_size=config.batch_size,
-    )  # fmt: skip
+    if config.kind == "padim":
+        scores = padim_out_of_fold_scores(
+            model, train, folds=folds, image_size=config.image_size, seed=config.seed,
+            batch_size=config.batch_size,
+        )  # fmt: skip
+    else:
+        scores = out_of_fold_scores(
+            model, train, folds=folds, image_size=config.image_size,
+            ratio=config.coreset_sampling_ratio, cap_rows=config.memory_bank_max,
+            seed=config.seed, roi=roi, batch_size=config.batch_size,
+        )  # fmt: skip
     paired = tuple(sorted(train, key=lambda s: str(s.path))[:FULL_BANK_IMAGES])
     full = predict(model, paired, image_size=config.image_size).scores.astype(np.float64)
     return TrainGoodScores(tuple(train), scores, paired, full, folds)

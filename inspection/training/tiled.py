@@ -191,6 +191,11 @@ def fit_tiles(
 
 
 def check_tiling(config: ModelConfig, tiling: TilingSpec) -> None:
+    if config.kind == "padim":
+        raise ConfigError(
+            "padim models each grid cell of the whole image with its own Gaussian; tiles from "
+            "different places would share those cells: use patchcore for a tiled product"
+        )
     if tuple(config.image_size) != tuple(tiling.tile_size):
         raise ConfigError(
             f"tiling.tile_size {list(tiling.tile_size)} must equal the model image_size "

@@ -1,9 +1,9 @@
-"""Train anomalib PatchCore / STFPM on an ``inspection.data`` Dataset and register a version.
+"""Train anomalib PatchCore / STFPM / PaDiM on an ``inspection.data`` Dataset and register a version.
 
 ``train(config, dataset, product=..., registry=...)`` fits the model with anomalib's ``Engine``
 on CPU, evaluates it on the held-out test split and writes an immutable registry version:
 
-- ``model.pt``: the LightningModule ``state_dict`` (backbone, memory bank / student,
+- ``model.pt``: the LightningModule ``state_dict`` (backbone, memory bank / student / Gaussians,
   post-processor thresholds and min-max); ``load_trained_model(record)`` rebuilds it from
   ``record.config`` with no weights download;
 - ``record.config``: the resolved ``ModelConfig``; ``record.dataset``: the fingerprint plus
@@ -43,6 +43,7 @@ from inspection.training.backbones import (
     ResolvedWeights,
     apply_weights,
     channels_last,
+    feature_channels,
     feature_layers,
     no_pretrained_download,
     resolve_weights,
@@ -197,9 +198,39 @@ def _build_stfpm(config: ModelConfig, weights: ResolvedWeights) -> Any:
     return model
 
 
+def _build_padim(config: ModelConfig, weights: ResolvedWeights) -> Any:
+    """anomalib's PaDiM: one Gaussian (mean, inverse covariance) per grid cell of the first
+    layer's map, Mahalanobis distance at inspection. ``n_features`` None keeps every channel;
+    anomalib requires the number for backbones it has no default for."""
+    from anomalib.models import Padim
+
+    channels = sum(
+        feature_channels(config.backbone.name)[layer] for layer in config.backbone.layers
+    )
+    n_features = config.n_features or channels
+    if n_features > channels:
+        raise ConfigError(
+            f"n_features: {n_features} exceeds the {channels} channels of "
+            f"{list(config.backbone.layers)} in {config.backbone.name}"
+        )
+    with no_pretrained_download():
+        model = Padim(
+            backbone=config.backbone.name,
+            layers=list(config.backbone.layers),
+            pre_trained=False,
+            n_features=n_features,
+            pre_processor=_pre_processor(config, weights),
+            evaluator=False,
+            visualizer=False,
+        )
+    apply_weights(model.model.feature_extractor.feature_extractor, weights)
+    return model
+
+
 MODEL_BUILDERS: dict[str, Callable[[ModelConfig, ResolvedWeights], Any]] = {
     "patchcore": _build_patchcore,
     "stfpm": _build_stfpm,
+    "padim": _build_padim,
 }
 
 

@@ -18,8 +18,8 @@ from inspection.training.config import (
 
 VALID_KEYS = (
     "backbone, batch_size, calibration_folds, coreset_sampling_ratio, global_context, "
-    "image_size, kind, knn_rank, local_statistics, max_epochs, memory_bank_max, num_neighbors, num_workers, "
-    "operating_point, seed, val_fraction"
+    "image_size, kind, knn_rank, local_statistics, max_epochs, memory_bank_max, n_features, "
+    "num_neighbors, num_workers, operating_point, seed, val_fraction"
 )
 
 
@@ -49,7 +49,19 @@ VALID_KEYS = (
         ),
         ({"kind": "stfpm", "max_epochs": 0}, "m.yaml: max_epochs: must be at least 1"),
         ({"kind": "stfpm", "val_fraction": 1.0}, "m.yaml: val_fraction: must be in [0, 1)"),
-        ({"kind": "padim"}, "m.yaml: unknown model kind 'padim'; valid kinds: patchcore, stfpm"),
+        (
+            {"kind": "spade"},
+            "m.yaml: unknown model kind 'spade'; valid kinds: patchcore, stfpm, padim",
+        ),
+        (
+            {"kind": "padim", "n_features": 0},
+            "m.yaml: n_features: must be at least 1 channel, or null for every channel",
+        ),
+        (
+            {"kind": "patchcore", "n_features": 100},
+            "m.yaml: n_features: only a padim model keeps a channel subset (this is patchcore); "
+            "remove it",
+        ),
         (
             {"kind": "patchcore", "operating_point": {"budgt": 0.01}},
             "m.yaml.operating_point: unknown key(s) 'budgt'; valid keys: budget, max_miss, "
@@ -86,9 +98,9 @@ def test_bad_model_configs_are_rejected_with_the_key(data: dict, message: str) -
 
 def test_unknown_kind_is_a_value_error_listing_valid_kinds() -> None:
     with pytest.raises(
-        ValueError, match=r"^unknown model kind 'padim'; valid kinds: patchcore, stfpm$"
+        ValueError, match=r"^unknown model kind 'spade'; valid kinds: patchcore, stfpm, padim$"
     ):
-        load_model_config("padim")
+        load_model_config("spade")
 
 
 @pytest.mark.parametrize("kind", MODEL_KINDS)
@@ -116,8 +128,8 @@ def test_layers_merge_in_order(tmp_path: Path) -> None:
 
 def test_product_config_rejects_unknown_model_section(tmp_path: Path) -> None:
     (tmp_path / "products").mkdir()
-    (tmp_path / "products" / "widget.yaml").write_text("models: {padim: {}}\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match="unknown model kind 'padim'"):
+    (tmp_path / "products" / "widget.yaml").write_text("models: {spade: {}}\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="unknown model kind 'spade'"):
         load_product_config("widget", tmp_path)
 
 

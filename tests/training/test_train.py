@@ -50,7 +50,7 @@ def test_unknown_layer_is_refused_with_the_valid_ones() -> None:
 @pytest.mark.parametrize(
     ("kind", "overrides"),
     # stfpm over 2 epochs: validation runs only after the last, and must still set thresholds
-    [("patchcore", ["image_size=[128, 128]"]), ("stfpm", ["max_epochs=2"])],
+    [("patchcore", ["image_size=[128, 128]"]), ("stfpm", ["max_epochs=2"]), ("padim", [])],
 )
 def test_train_registers_a_complete_version(
     kind: str, overrides: list[str], tiny_product: Path, tmp_path: Path
