@@ -69,3 +69,34 @@ def timed_rounds(
         "rounds": rounds,
         "per_round": per_round,
     }
+
+
+def interleaved_rounds(
+    runs: dict[str, tuple[Callable[[Any], Any], list]], rounds: int = 5, per_round: int = 20
+) -> dict[str, dict[str, Any]]:
+    """``timed_rounds`` for several ``{key: (run, images)}`` at once, their rounds taken in
+    turn (round 1 of each, then round 2 of each, ...): the host's drift lands on every key
+    alike, so keys compare fairly."""
+    import numpy as np
+
+    for run, images in runs.values():
+        for image in images[:3]:
+            run(image)
+    p50s: dict[str, list[float]] = {key: [] for key in runs}
+    for _ in range(rounds):
+        for key, (run, images) in runs.items():
+            times = []
+            for index in range(per_round):
+                started = time.perf_counter()
+                run(images[index % len(images)])
+                times.append((time.perf_counter() - started) * 1e3)
+            p50s[key].append(float(np.median(times)))
+    return {
+        key: {
+            "p50_ms": round(float(np.median(values)), 2),
+            "p50_range_ms": [round(min(values), 2), round(max(values), 2)],
+            "rounds": rounds,
+            "per_round": per_round,
+        }
+        for key, values in p50s.items()
+    }

@@ -14,7 +14,7 @@ gain over the default, pixel AUROC, AUPRO. ``grass`` and ``gravel`` are the prod
 statistics lever was found on (``reports/hard_surfaces``); ``weave``, ``tissue`` and ``part``
 (an aligned object) are the evaluation family, generated here if missing and tuned on by
 nothing; ``brick`` is the regression check. ``latency`` times each bundle's
-``Inspector.inspect`` (p50 over 3 rounds). ``report`` writes ``summary.md`` and a plot.
+``Inspector.inspect`` (p50 over 5 rounds, the bundles' rounds interleaved). ``report`` writes ``summary.md`` and a plot.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _report import load_average, previous_report, save_report, timed_rounds
+from _report import interleaved_rounds, load_average, previous_report, save_report
 
 OUT = Path("reports/local_stats")
 ROLES = {"default": ("local_statistics=false",), "auto": ("local_statistics=auto",)}
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> None:
                 "local_statistics": record.extra.get("local_statistics"),
                 "test_scores": [round(float(s), 6) for s in outcome.predictions.scores],
                 "test_labels": [int(v) for v in outcome.predictions.labels],
-                "bundles": _export(registry, product, record.model_version),
+                "bundles": _export(registry, product, record.version),
                 "load_before": load,
                 "load_after": load_average(),
                 "cpu": _cpu(),
@@ -114,24 +114,27 @@ def _export(registry: Any, product: str, version: str) -> dict[str, Any]:
 
 
 def latency(args: argparse.Namespace) -> None:
-    """p50 of ``Inspector.inspect`` for every bundle of ``run`` (batch 1, station path)."""
+    """p50 of ``Inspector.inspect`` for every bundle of ``run`` (batch 1, station path), the
+    bundles' rounds interleaved (``interleaved_rounds``)."""
     from inspection.core.images import read_image
     from inspection.runtime.inspector import Inspector
 
     results = previous_report(args.out, "results")
-    out: dict[str, Any] = {"cpu": _cpu(), "load_before": load_average(), "bundles": {}}
+    out: dict[str, Any] = {"cpu": _cpu(), "load_before": load_average()}
+    runs, precision = {}, {}
     for key, row in results.items():
         root = dataset_root(row["product"], args.data, args.generated)
         images = [read_image(p) for p in sorted((root / "test/good").glob("*.png"))[:20]]
-        for precision, bundle in row["bundles"].items():
+        for name, bundle in row["bundles"].items():
             inspector = Inspector.from_bundle(bundle["bundle"])
-            out["bundles"][f"{key}/{precision}"] = {
-                **timed_rounds(inspector.inspect, images),
-                "precision_executed": inspector.metadata.inference_precision,
-            }
-            log.info("%s/%s %s", key, precision, out["bundles"][f"{key}/{precision}"])
+            runs[f"{key}/{name}"] = (inspector.inspect, images)
+            precision[f"{key}/{name}"] = inspector.metadata.inference_precision
+    timed = interleaved_rounds(runs)
+    out["bundles"] = {k: {**v, "inference_precision": precision[k]} for k, v in timed.items()}
     out["load_after"] = load_average()
     save_report(args.out, "latency", out)
+    for key, figures in out["bundles"].items():
+        log.info("%s %s", key, figures)
 
 
 def report(args: argparse.Namespace) -> None:
@@ -140,7 +143,7 @@ def report(args: argparse.Namespace) -> None:
 
     results = previous_report(args.out, "results")
     lat = previous_report(args.out, "latency").get("bundles", {})
-    lines = [*_header(), "| product | family | config | kept? (validation AUROC PatchCore -> fused) "
+    lines = [*_header(), "| product | family | config | kept? (validation AUROC, PatchCore -> fused) "
              "| FRR good | miss | image AUROC [95 %] | gain vs default [95 %] | pixel AUROC | AUPRO "
              "| INT8 gate | fit s | p50 FP32 / INT8 ms |", "|" + " --- |" * 13]  # fmt: skip
     for product in [p for p in (*TUNED, *EVALUATION, *REGRESSION)]:
@@ -181,7 +184,8 @@ def _header() -> list[str]:
         "`/work/bin/bench`, `report`). Every figure is an exported FP32 bundle's own, on the",
         "held-out test split, at the bundle's own operating point (1 % false-reject budget).",
         "`auto` fits the statistics model and keeps it only when the fused validation image",
-        "AUROC beats PatchCore's by >= 0.01 (test images never choose). `grass` and `gravel` are",
+        "AUROC beats PatchCore's by >= 0.01 and validation pixel AUROC drops by <= 0.01 (test",
+        "images never choose); refused, the bundle is plain PatchCore. `grass` and `gravel` are",
         "where the lever was found (`reports/hard_surfaces`); `weave`, `tissue`, `part` are the",
         "evaluation family (nothing tuned on them); `brick` is the regression check. Intervals:",
         "stratified bootstrap, 2000 resamples; the gain's is paired (same resampled images).",
@@ -205,7 +209,7 @@ def _machine(results: dict, lat: dict) -> list[str]:
         f"- training/export: {next(iter(results.values()), {}).get('cpu', '?')}; "
         f"load before each row {loads[0] if loads else '?'} .. {loads[-1] if loads else '?'}",
         f"- latency: {lat.get('cpu', '-')}; load {lat.get('load_before', '-')} -> "
-        f"{lat.get('load_after', '-')}; p50 = median of 3 rounds x 20 images (ranges in "
+        f"{lat.get('load_after', '-')}; p50 = median of 5 interleaved rounds x 20 images (ranges in "
         "`latency.json`)",
     ]
 
@@ -248,7 +252,9 @@ def _kept(row: dict) -> str:
     if not choice:
         return "-"
     evidence = choice.get("validation_auroc") or {}
-    shown = f"{evidence.get('patchcore', '?')} -> {evidence.get('fused', '?')}"
+    shown = f"image {evidence.get('patchcore', '?')} -> {evidence.get('fused', '?')}"
+    if "pixel_fused" in evidence:
+        shown += f", pixel {evidence['pixel_patchcore']} -> {evidence['pixel_fused']}"
     return f"{'yes' if choice['kept'] else 'no'} ({shown})"
 
 

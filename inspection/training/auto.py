@@ -76,6 +76,7 @@ DEFAULT_GRID: tuple[Candidate, ...] = (
     Candidate("patchcore + global", "patchcore", (GLOBAL,)),
     Candidate("patchcore lite1", "patchcore", ("backbone.name=tf_efficientnet_lite1",)),
     Candidate("stfpm", "stfpm"),
+    Candidate("padim", "padim"),
 )
 """Ordered by what paid on held-out data in ``bench/hard_surfaces.py`` (``reports/hard_surfaces``):
 right after the default, 2x input with the stride-32 layer added to the default pair -- the
@@ -85,7 +86,10 @@ default fits reaches it. It carries ``knn_rank=128`` (an export-only setting: th
 measures the exact kNN; the rank-128 head was within paired bootstrap noise of it,
 ``reports/hard_surfaces/serving.md``) so that a winner is served at ~75-113 ms, not ~150 ms.
 Then the scale-only candidates and the layer alone. Layers 4+6, 192 px and Lite2 were dropped
-(no held-out gain on grass or gravel, here or there)."""
+(no held-out gain on grass or gravel, here or there). PaDiM last: a Gaussian per grid cell, for
+aligned parts (``reports/padim``: the aligned ``part`` 0.806 -> 0.997); on textures it loses.
+Every PatchCore candidate carries the product's ``local_statistics`` (``auto`` by default: the
+fused colour-statistics model where its own validation check keeps it)."""
 MAX_INPUT_SIDE = 768
 """Scale candidates whose input side would exceed this are skipped (station cost ~ side^2)."""
 
