@@ -296,7 +296,17 @@ def _header() -> list[str]:
         "stratified bootstrap (2000 resamples) on the bundle's raw scores. Refused bundles were",
         "exported with `force` so they could be measured; `gate` says what the product would do.",
         "`part` is the aligned evaluation product; `brick`, `weave`, `tissue` are textures, where",
-        "a per-position Gaussian is expected to lose to PatchCore. FP16 was not exported this time.",
+        "a per-position Gaussian is expected to lose to PatchCore. FP16 was not exported this time;",
+        "PatchCore was not re-run (its part/brick rows: `results_v1_ridge_vs_patchcore.json`).",
+        "",
+        "**Fit seconds.** The held-out table's `fit s` / `train incl. OOF s` were measured at load",
+        "~3-3.7 (another 2-thread job beside) and, for `ledoit_wolf`, *before* the per-cell fits",
+        "were pinned to one BLAS thread: threaded OpenBLAS on 48 x 100 cells thrashed (part: fit",
+        "23.3 s, train incl. 5 out-of-fold fits 128 s). The covariance table above was re-run after",
+        "the fix at load ~1.3-1.7 with identical validation figures: part fit 5.5 s (ridge 5.9 s),",
+        "train incl. out-of-fold 41 s (ridge 40 s). The Gaussian fit alone on part's shape",
+        "(48 x 100 x 32 x 32, heavy slot, load ~1.9, 3 rounds): ridge 0.47-0.54 s, ledoit_wolf",
+        "0.65-0.87 s, oas 0.57-0.92 s.",
         "",
     ]
 
@@ -418,7 +428,7 @@ def _machine(results: dict, lat: dict, covariance: dict) -> list[str]:
         "",
         f"- CPU: {next(iter(rows), {}).get('cpu', '?')} (AMD Zen 4, AVX-512 + AVX512_BF16, no AMX)",
         f"- training/export, load before each row: {'; '.join(loads) if loads else '?'}",
-        f"- latency: {lat.get('runner', '-')}; load {lat.get('load_before', '-')} -> "
+        f"- latency: under `/work/bin/{lat.get('runner', '?')}` (whole-machine lock when bench); load {lat.get('load_before', '-')} -> "
         f"{lat.get('load_after', '-')}; p50 = median of 3 rounds x 20 good test images "
         "(range = the rounds' p50s)",
     ]

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from anomalib.models.components import MultiVariateGaussian
 from sklearn.covariance import OAS, LedoitWolf
+from threadpoolctl import threadpool_limits  # a scikit-learn dependency
 
 from inspection.data.dataset import Sample
 from inspection.training.config import COVARIANCE_ESTIMATORS
@@ -61,11 +62,14 @@ class PadimGaussian(MultiVariateGaussian):
 def shrunk_gaussian(embedding: torch.Tensor, covariance: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean (D, h*w) and inverse covariance (h*w, D, D), float32, of (N, D, h, w) embeddings:
     scikit-learn's ``covariance`` estimator (``SHRINKAGE``) fitted per grid cell in float64,
-    the h*w inverses taken as one batch."""
+    the h*w inverses taken as one batch. The per-cell fits run with one BLAS thread: their
+    (N, D) products are too small to share, and on a busy 2-core host threaded BLAS made the
+    fit of part's 1024 cells several times slower (``reports/padim``)."""
     estimator = SHRINKAGE[covariance]
     n, dims, height, width = embedding.shape
-    cells = embedding.detach().reshape(n, dims, height * width).permute(2, 0, 1)
-    fitted = [estimator(store_precision=False).fit(c) for c in cells.double().numpy()]
+    cells = embedding.detach().reshape(n, dims, height * width).permute(2, 0, 1).double()
+    with threadpool_limits(limits=1, user_api="blas"):
+        fitted = [estimator(store_precision=False).fit(c) for c in cells.contiguous().numpy()]
     mean = torch.from_numpy(np.stack([f.location_ for f in fitted], axis=1)).float()
     shrunk = torch.from_numpy(np.stack([f.covariance_ for f in fitted]))
     return mean.contiguous(), torch.linalg.inv(shrunk).float()
