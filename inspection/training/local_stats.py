@@ -35,7 +35,7 @@ from anomalib.data import InferenceBatch
 from anomalib.models.components.base import DynamicBufferMixin
 from anomalib.models.image.patchcore.torch_model import PatchcoreModel
 
-from inspection.core.metrics import image_auroc
+from inspection.core.metrics import image_auroc, pixel_auroc
 from inspection.data.dataset import Sample
 from inspection.training.coreset import seed_selection, select_coreset
 from inspection.training.roi import TrainingRoi
@@ -47,6 +47,9 @@ WINDOW, STRIDE = 32, 8
 CHANNELS = 6
 MIN_GAIN = 0.01
 """Validation image AUROC the fusion must add over PatchCore alone to be kept (``auto``)."""
+MAX_PIXEL_LOSS = 0.01
+"""Validation pixel AUROC the fusion may lose and still be kept (``auto``): every NG shows its
+region, so a better verdict must not come with worse regions."""
 MIN_STD = 1e-6
 FUSION = (
     "max of the two parts, each standardised to (score - median) / (largest - median) of its "
@@ -144,7 +147,8 @@ class LocalStatsChoice:
     bank_rows: int = 0
     cells: int = 0
     validation_auroc: dict[str, float] = field(default_factory=dict)
-    """Image AUROC on the validation split: ``patchcore``, ``local_statistics``, ``fused``."""
+    """Image AUROC on the validation split: ``patchcore``, ``local_statistics``, ``fused``;
+    pixel AUROC: ``pixel_patchcore``, ``pixel_fused``."""
     good_for_scale: int = 0
     """Good scores each part's standardiser saw (validation good + out-of-fold training)."""
     window_px: int = WINDOW
@@ -162,6 +166,8 @@ def fit_local_statistics(
     cap_rows: int | None,
     seed: int = 0,
     folds: int = 0,
+    validation_masks: np.ndarray | None = None,
+    mask_known: np.ndarray | None = None,
     train_paths: Sequence[str] = (),
     roi: TrainingRoi | None = None,
 ) -> LocalStatsChoice:
@@ -170,7 +176,10 @@ def fit_local_statistics(
     and keep it (``mode`` on, or auto and it helps on validation) or leave the bank empty.
 
     ``folds`` >= 2: the training images' out-of-fold statistics scores join the good
-    validation images' in the statistics part's standardiser (``side_out_of_fold``)."""
+    validation images' in the statistics part's standardiser (``side_out_of_fold``).
+    ``validation_masks``: (N, H, W) bool ground truth (all False for good images); rows of defect
+    images without a mask file are left out (``mask_known``, (N,) bool). With them ``auto``
+    also refuses a fusion that worsens validation pixel AUROC."""
     head = inner.local_stats
     head.bank = torch.empty(0)
     labels = np.asarray(validation_labels, dtype=int)
@@ -181,13 +190,14 @@ def fit_local_statistics(
     extra = side_out_of_fold(inner, train_images, rows, folds, ratio, cap_rows, seed)
     main, side = _validation_outputs(inner, validation_images)
     standardisers = [
-        *_location_scale(main[0][good]),
-        *_location_scale(np.concatenate([side[0][good], extra[0]])),
-        *_location_scale(main[1][good]),
-        *_location_scale(np.concatenate([side[1][good], extra[1]])),
+        *_location_scale(main.scores[good]),
+        *_location_scale(np.concatenate([side.scores[good], extra[0]])),
+        *_location_scale(main.peaks[good]),
+        *_location_scale(np.concatenate([side.peaks[good], extra[1]])),
     ]
     head.standardisers = torch.tensor(standardisers, dtype=torch.float32)
-    evidence = _validation_auroc(standardisers, labels, main[0], side[0])
+    known = np.ones(len(labels), bool) if mask_known is None else np.asarray(mask_known, bool)
+    evidence = _validation_evidence(standardisers, labels, main, side, validation_masks, known)
     kept, reason = _decide(mode, evidence)
     bank_rows = int(head.bank.shape[0])
     if not kept:
@@ -261,30 +271,39 @@ def _fit_bank(
     return [r.contiguous() for r in per_image]
 
 
-def _validation_outputs(
-    inner: FusedPatchcoreModel, images: torch.Tensor
-) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """((PatchCore scores, map peaks), (statistics scores, map peaks)) of the images, unfused."""
+@dataclass(frozen=True)
+class _Outputs:
+    """One part's unfused outputs on the validation images."""
+
+    scores: np.ndarray  # (N,) float64
+    maps: np.ndarray  # (N, H, W) float32
+
+    @property
+    def peaks(self) -> np.ndarray:
+        return self.maps.reshape(len(self.maps), -1).max(1).astype(np.float64)
+
+
+def _validation_outputs(inner: FusedPatchcoreModel, images: torch.Tensor) -> tuple[_Outputs, ...]:
+    """(PatchCore's, the statistics model's) unfused outputs on the images."""
     bank, inner.local_stats.bank = inner.local_stats.bank, torch.empty(0)
-    main_scores, main_peaks, side_scores, side_peaks = [], [], [], []
+    main: list[InferenceBatch] = []
+    side: list[InferenceBatch] = []
     try:
         with torch.no_grad():
             for batch in images.split(8):
-                out = inner(batch)
-                main_scores.append(out.pred_score.reshape(-1))
-                main_peaks.append(out.anomaly_map.flatten(1).amax(1))
+                main.append(inner(batch))
                 inner.local_stats.bank = bank
-                side = inner.side_outputs(batch)
+                side.append(inner.side_outputs(batch))
                 inner.local_stats.bank = torch.empty(0)
-                side_scores.append(side.pred_score.reshape(-1))
-                side_peaks.append(side.anomaly_map.flatten(1).amax(1))
     finally:
         inner.local_stats.bank = bank
 
-    def cat(parts: list[torch.Tensor]) -> np.ndarray:
-        return torch.cat(parts).double().numpy()
+    def outputs(parts: list[InferenceBatch]) -> _Outputs:
+        scores = torch.cat([p.pred_score.reshape(-1) for p in parts]).double().numpy()
+        maps = torch.cat([p.anomaly_map.flatten(0, 1) for p in parts]).float().numpy()
+        return _Outputs(scores, maps)
 
-    return (cat(main_scores), cat(main_peaks)), (cat(side_scores), cat(side_peaks))
+    return outputs(main), outputs(side)
 
 
 def _location_scale(values: np.ndarray) -> tuple[float, float]:
@@ -293,19 +312,31 @@ def _location_scale(values: np.ndarray) -> tuple[float, float]:
     return median, max(float(values.max()) - median, MIN_STD)
 
 
-def _validation_auroc(
-    standardisers: Sequence[float], labels: np.ndarray, main: np.ndarray, side: np.ndarray
+def _validation_evidence(
+    standardisers: Sequence[float],
+    labels: np.ndarray,
+    main: _Outputs,
+    side: _Outputs,
+    masks: np.ndarray | None,
+    known: np.ndarray,
 ) -> dict[str, float]:
     """Validation image AUROC of PatchCore, the statistics model and their fusion as the graph
-    computes it ({} without defect images)."""
+    computes it, and pixel AUROC of PatchCore and the fusion on the images whose ``masks``
+    (N, H, W) are ``known``; {} without defect images."""
     if labels.min() == labels.max():
         return {}
     s = standardisers
-    fused = np.maximum((main - s[0]) / s[1], (side - s[2]) / s[3])
-    return {
+    fused = np.maximum((main.scores - s[0]) / s[1], (side.scores - s[2]) / s[3])
+    evidence = {
         name: round(float(image_auroc(scores, labels)), 4)
-        for name, scores in (("patchcore", main), ("local_statistics", side), ("fused", fused))
-    }
+        for name, scores in (("patchcore", main.scores), ("local_statistics", side.scores),
+                             ("fused", fused))
+    }  # fmt: skip
+    if masks is not None and masks[known].any():
+        fused_maps = np.maximum((main.maps - s[4]) / s[5], (side.maps - s[6]) / s[7])
+        for name, maps in (("pixel_patchcore", main.maps), ("pixel_fused", fused_maps)):
+            evidence[name] = round(float(pixel_auroc(maps[known], masks[known])), 4)
+    return evidence
 
 
 def _decide(mode: str, evidence: dict[str, float]) -> tuple[bool, str]:
@@ -314,9 +345,16 @@ def _decide(mode: str, evidence: dict[str, float]) -> tuple[bool, str]:
     if not evidence:
         return False, "auto: no defect images in the validation split to show a gain"
     gain = evidence["fused"] - evidence["patchcore"]
-    if gain >= MIN_GAIN:
-        return True, f"auto: validation image AUROC +{gain:.3f} (>= {MIN_GAIN})"
-    return False, f"auto: validation image AUROC {gain:+.3f} (< +{MIN_GAIN})"
+    if gain < MIN_GAIN:
+        return False, f"auto: validation image AUROC {gain:+.3f} (< +{MIN_GAIN})"
+    if "pixel_fused" in evidence:
+        pixel = evidence["pixel_fused"] - evidence["pixel_patchcore"]
+        if pixel < -MAX_PIXEL_LOSS:
+            return False, (
+                f"auto: validation image AUROC +{gain:.3f}, but pixel AUROC {pixel:+.3f} "
+                f"(regions would get worse; more than -{MAX_PIXEL_LOSS})"
+            )
+    return True, f"auto: validation image AUROC +{gain:.3f} (>= {MIN_GAIN})"
 
 
 def fit_for_model(
@@ -328,6 +366,7 @@ def fit_for_model(
 ) -> LocalStatsChoice:
     """``fit_local_statistics`` for a trained anomalib ``Patchcore`` and its ``ModelConfig``."""
     from inspection.training.out_of_fold import model_inputs
+    from inspection.training.samples import load_mask, mask_known
 
     size = tuple(config.image_size)
     return fit_local_statistics(
@@ -340,6 +379,8 @@ def fit_for_model(
         cap_rows=config.memory_bank_max,
         seed=config.seed,
         folds=config.calibration_folds,
+        validation_masks=np.stack([load_mask(s, size) for s in validation]),
+        mask_known=np.array([mask_known(s) for s in validation]),
         train_paths=[str(s.path) for s in train],
         roi=roi,
     )

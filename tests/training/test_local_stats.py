@@ -19,6 +19,7 @@ from inspection.core.registry import ModelRecord, Registry
 from inspection.data.dataset import Dataset, load_dataset
 from inspection.training.config import model_config_from_mapping
 from inspection.training.local_stats import (
+    MAX_PIXEL_LOSS,
     MIN_GAIN,
     STRIDE,
     WINDOW,
@@ -123,6 +124,11 @@ def test_patch_scores_are_the_distance_to_the_nearest_bank_row() -> None:
          f"+0.005 (< +{MIN_GAIN})"),
         ("auto", {"patchcore": 0.9, "fused": 0.85}, False, "auto: validation image AUROC "
          f"-0.050 (< +{MIN_GAIN})"),
+        ("auto", {"patchcore": 0.8, "fused": 0.9, "pixel_patchcore": 0.9, "pixel_fused": 0.895},
+         True, "auto: validation image AUROC +0.100 (>= 0.01)"),
+        ("auto", {"patchcore": 0.8, "fused": 0.9, "pixel_patchcore": 0.9, "pixel_fused": 0.88},
+         False, "auto: validation image AUROC +0.100, but pixel AUROC -0.020 (regions would "
+         f"get worse; more than -{MAX_PIXEL_LOSS})"),
     ],
 )  # fmt: skip
 def test_decision(mode: str, evidence: dict[str, float], kept: bool, reason: str) -> None:
@@ -184,7 +190,9 @@ def test_training_keeps_the_head_and_records_why(trained: Trained) -> None:
     )  # fmt: skip
     assert head.enabled and record["bank_rows"] == head.bank.shape[0] > 0
     assert record["cells"] == len(trained.dataset.train_samples) * (SIZE[0] // STRIDE) ** 2
-    assert set(record["validation_auroc"]) == {"patchcore", "local_statistics", "fused"}
+    assert set(record["validation_auroc"]) == {
+        "patchcore", "local_statistics", "fused", "pixel_patchcore", "pixel_fused",
+    }  # fmt: skip
 
 
 @slow
