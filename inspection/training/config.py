@@ -29,6 +29,9 @@ from inspection.core.tiling import TilingSpec
 from inspection.core.units import PhysicalUnits
 
 MODEL_KINDS = ("patchcore", "stfpm", "padim")
+# PaDiM's covariance per grid cell (training.padim): anomalib's sample covariance + 0.01 I,
+# or scikit-learn's shrinkage estimators (LedoitWolf, OAS) toward a scaled identity.
+COVARIANCE_ESTIMATORS = ("ridge", "ledoit_wolf", "oas")
 
 
 def check_kind(kind: str) -> str:
@@ -84,6 +87,9 @@ class ModelConfig:
     # Gaussian; None: every channel of ``backbone.layers``. The bundle holds one D x D inverse
     # covariance per grid cell, so its size grows with D squared.
     n_features: int | None = None
+    # PaDiM: how each cell's covariance is estimated (``COVARIANCE_ESTIMATORS``), in the served
+    # Gaussians and in the out-of-fold ones that calibrate the threshold alike.
+    covariance: str = "ridge"
     # Global context (inspection.core.global_context): components fused with the local score,
     # e.g. [features, colour, frequency]; empty = local score only.
     global_context: tuple[str, ...] = ()
@@ -115,6 +121,10 @@ class ModelConfig:
                "must be at least 1 channel, or null for every channel")  # fmt: skip
         _check(self.n_features is None or self.kind == "padim", "n_features",
                f"only a padim model keeps a channel subset (this is {self.kind}); remove it")  # fmt: skip
+        _check(self.covariance in COVARIANCE_ESTIMATORS, "covariance",
+               f"unknown estimator {self.covariance!r}; valid: {', '.join(COVARIANCE_ESTIMATORS)}")  # fmt: skip
+        _check(self.covariance == "ridge" or self.kind == "padim", "covariance",
+               f"only a padim model fits Gaussians (this is {self.kind}); remove it")  # fmt: skip
         _check(self.local_statistics in (True, False, "auto"), "local_statistics",
                f"must be true, false or auto, got {self.local_statistics!r}")  # fmt: skip
         unknown = [c for c in self.global_context if c not in GLOBAL_COMPONENTS]

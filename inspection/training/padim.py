@@ -1,14 +1,21 @@
-"""Out-of-fold PaDiM scores of the training images: good calibration scores for PaDiM.
+"""PaDiM's per-cell Gaussians (``covariance`` estimator) and out-of-fold calibration scores.
+
+``PadimGaussian`` is anomalib's ``MultiVariateGaussian`` with the covariance estimator of the
+config: ``ridge`` is anomalib's own (sample covariance + 0.01 I), ``ledoit_wolf`` / ``oas``
+scikit-learn's shrinkage estimators, fitted per grid cell. The served model and the
+out-of-fold Gaussians below use the same estimator, so the threshold is calibrated on the
+kind of model the station serves.
 
 A PaDiM model scores its own training images low (each shaped the Gaussians), and only the
 good validation images are left to set the threshold: on ``part`` 18 of them, whose largest
 score let 7 of 42 held-out good parts through as NG (``reports/padim``). As for PatchCore
 (``training.out_of_fold``), the N training images are split into the same seeded folds; each
-fold is scored by Gaussians fitted on the other folds' embeddings (anomalib's
-``MultiVariateGaussian``, the same 0.01 ridge), through the trained model's own anomaly-map
-head. The embeddings are computed once; a fold costs one Gaussian fit (one D x D inverse per
+fold is scored by Gaussians fitted on the other folds' embeddings (a ``PadimGaussian`` with
+the served model's estimator), through the trained model's own anomaly-map head. The embeddings are computed once; a fold costs one Gaussian fit (one D x D inverse per
 grid cell) and one Mahalanobis pass. Fewer images per Gaussian than the trained model's: if
-anything a little high, a conservative threshold.
+anything a little high, a conservative threshold -- with the ridge estimator much higher
+(48 images for 100 dimensions leave most covariance directions to the fixed 0.01 ridge),
+which a shrinkage estimator narrows (``reports/padim``).
 """
 
 from __future__ import annotations
@@ -19,11 +26,53 @@ from typing import Any
 
 import numpy as np
 import torch
+from anomalib.models.components import MultiVariateGaussian
+from sklearn.covariance import OAS, LedoitWolf
+from threadpoolctl import threadpool_limits  # a scikit-learn dependency
 
 from inspection.data.dataset import Sample
+from inspection.training.config import COVARIANCE_ESTIMATORS
 from inspection.training.out_of_fold import fold_of, model_inputs
 
 logger = logging.getLogger(__name__)
+
+# scikit-learn estimators per ``covariance`` value other than anomalib's ``ridge``
+SHRINKAGE: dict[str, type[LedoitWolf] | type[OAS]] = {"ledoit_wolf": LedoitWolf, "oas": OAS}
+
+
+class PadimGaussian(MultiVariateGaussian):
+    """anomalib's per-cell Gaussian (buffers ``mean`` (D, h*w) and ``inv_covariance``
+    (h*w, D, D), float32) with the covariance from ``covariance`` (``COVARIANCE_ESTIMATORS``)."""
+
+    def __init__(self, covariance: str = "ridge") -> None:
+        super().__init__()
+        if covariance not in COVARIANCE_ESTIMATORS:
+            valid = ", ".join(COVARIANCE_ESTIMATORS)
+            raise ValueError(f"unknown covariance estimator {covariance!r}; valid: {valid}")
+        self.covariance = covariance
+
+    def forward(self, embedding: torch.Tensor) -> list[torch.Tensor]:
+        """Fit to (N, D, h, w) float32 embeddings; returns [mean, inv_covariance]."""
+        if self.covariance == "ridge":
+            return super().forward(embedding)
+        self.mean, self.inv_covariance = shrunk_gaussian(embedding, self.covariance)
+        return [self.mean, self.inv_covariance]
+
+
+def shrunk_gaussian(embedding: torch.Tensor, covariance: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean (D, h*w) and inverse covariance (h*w, D, D), float32, of (N, D, h, w) embeddings:
+    scikit-learn's ``covariance`` estimator (``SHRINKAGE``) fitted per grid cell in float64,
+    the h*w inverses taken as one batch. The per-cell fits run with one BLAS thread: their
+    (N, D) products are too small to share, and on a busy 2-core host threaded BLAS made the
+    fit of part's 1024 cells several times slower (``reports/padim``)."""
+    estimator = SHRINKAGE[covariance]
+    n, dims, height, width = embedding.shape
+    cells = embedding.detach().reshape(n, dims, height * width).permute(2, 0, 1).double()
+    with threadpool_limits(limits=1, user_api="blas"):
+        fitted = [estimator(store_precision=False).fit(c) for c in cells.contiguous().numpy()]
+    mean = torch.from_numpy(np.stack([f.location_ for f in fitted], axis=1)).float()
+    shrunk = torch.from_numpy(np.stack([f.covariance_ for f in fitted]))
+    return mean.contiguous(), torch.linalg.inv(shrunk).float()
 
 
 def padim_out_of_fold_scores(
@@ -36,21 +85,35 @@ def padim_out_of_fold_scores(
     batch_size: int = 8,
 ) -> np.ndarray:
     """(N,) float64 raw image scores of ``samples`` (the training images), each from Gaussians
-    fitted without its fold. ``model``: the trained anomalib ``Padim`` (left unchanged)."""
-    from anomalib.models.components import MultiVariateGaussian
-
+    fitted without its fold, with the served model's covariance estimator. ``model``: the
+    trained anomalib ``Padim`` built by ``training.train.build_model`` (left unchanged)."""
     inner = model.model
+    covariance = served_covariance(inner)
     embeddings = padim_embeddings(inner, model_inputs(model, samples, image_size), batch_size)
     assignment = fold_of(len(samples), folds, seed)
     scores = np.empty(len(samples), dtype=np.float64)
     for fold in range(folds):
-        gaussian = MultiVariateGaussian()
+        gaussian = PadimGaussian(covariance)
         with torch.no_grad():
             gaussian.fit(embeddings[torch.from_numpy(assignment != fold)])
         held = np.flatnonzero(assignment == fold)
         scores[held] = padim_scores(inner, embeddings[held], gaussian, image_size)
-    logger.info("out-of-fold PaDiM scores of %d training images (%d folds)", len(samples), folds)
+    logger.info(
+        "out-of-fold PaDiM scores of %d training images (%d folds, %s covariance)",
+        len(samples), folds, covariance,
+    )  # fmt: skip
     return scores
+
+
+def served_covariance(inner: Any) -> str:
+    """The covariance estimator of a PaDiM torch model's Gaussians."""
+    gaussian = inner.gaussian
+    if not isinstance(gaussian, PadimGaussian):
+        raise RuntimeError(
+            "this PaDiM model's Gaussians are anomalib's own; build it with "
+            "training.train.build_model so its covariance estimator is known"
+        )
+    return gaussian.covariance
 
 
 def padim_embeddings(inner: Any, images: torch.Tensor, batch_size: int = 8) -> torch.Tensor:

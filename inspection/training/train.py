@@ -201,8 +201,11 @@ def _build_stfpm(config: ModelConfig, weights: ResolvedWeights) -> Any:
 def _build_padim(config: ModelConfig, weights: ResolvedWeights) -> Any:
     """anomalib's PaDiM: one Gaussian (mean, inverse covariance) per grid cell of the first
     layer's map, Mahalanobis distance at inspection. ``n_features`` None keeps every channel;
-    anomalib requires the number for backbones it has no default for."""
+    anomalib requires the number for backbones it has no default for. ``covariance``: the
+    estimator of each cell's covariance (``training.padim.PadimGaussian``)."""
     from anomalib.models import Padim
+
+    from inspection.training.padim import PadimGaussian
 
     channels = sum(
         feature_channels(config.backbone.name)[layer] for layer in config.backbone.layers
@@ -224,6 +227,7 @@ def _build_padim(config: ModelConfig, weights: ResolvedWeights) -> Any:
             visualizer=False,
         )
     apply_weights(model.model.feature_extractor.feature_extractor, weights)
+    model.model.gaussian = PadimGaussian(config.covariance)
     return model
 
 

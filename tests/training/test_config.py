@@ -17,7 +17,7 @@ from inspection.training.config import (
 )
 
 VALID_KEYS = (
-    "backbone, batch_size, calibration_folds, coreset_sampling_ratio, global_context, "
+    "backbone, batch_size, calibration_folds, coreset_sampling_ratio, covariance, global_context, "
     "image_size, kind, knn_rank, local_statistics, max_epochs, memory_bank_max, n_features, "
     "num_neighbors, num_workers, operating_point, seed, val_fraction"
 )
@@ -61,6 +61,14 @@ VALID_KEYS = (
             {"kind": "patchcore", "n_features": 100},
             "m.yaml: n_features: only a padim model keeps a channel subset (this is patchcore); "
             "remove it",
+        ),
+        (
+            {"kind": "padim", "covariance": "shrunk"},
+            "m.yaml: covariance: unknown estimator 'shrunk'; valid: ridge, ledoit_wolf, oas",
+        ),
+        (
+            {"kind": "stfpm", "covariance": "oas"},
+            "m.yaml: covariance: only a padim model fits Gaussians (this is stfpm); remove it",
         ),
         (
             {"kind": "patchcore", "operating_point": {"budgt": 0.01}},

@@ -17,8 +17,10 @@ pytestmark = pytest.mark.slow
 
 SIZE = 128  # model input: a 16 x 16 grid of Gaussians (blocks.2, stride 8)
 N_FEATURES = 32
+FOLDS = 3
 TINY_PADIM = {"kind": "padim", "image_size": [SIZE, SIZE], "n_features": N_FEATURES,
-              "calibration_folds": 3, "val_fraction": 0.3}  # fmt: skip
+              "calibration_folds": FOLDS, "val_fraction": 0.3,
+              "covariance": "ledoit_wolf"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,62 @@ def images(padim: TrainedPadim) -> list[np.ndarray]:
 def test_shipped_padim_config() -> None:
     config = load_model_config("padim", product="part")
     assert config.kind == "padim" and config.calibration_folds == 5 and config.n_features == 100
+    assert config.covariance == "ledoit_wolf"
     assert config.backbone.layers == ("blocks.2", "blocks.4")
+
+
+@pytest.mark.parametrize(
+    ("mapping", "message"),
+    [
+        ({"kind": "padim", "covariance": "shrunk"},
+         "covariance: unknown estimator 'shrunk'; valid: ridge, ledoit_wolf, oas"),
+        ({"kind": "patchcore", "covariance": "ledoit_wolf"},
+         r"covariance: only a padim model fits Gaussians \(this is patchcore\); remove it"),
+        ({"kind": "padim", "covariances": "oas"}, "covariances"),
+    ],
+)  # fmt: skip
+def test_covariance_config_is_validated(mapping: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        model_config_from_mapping(mapping, where="test")
+
+
+@pytest.mark.parametrize("covariance", ["ridge", "ledoit_wolf", "oas"])
+def test_every_estimator_builds_its_gaussian(covariance: str) -> None:
+    from inspection.training.backbones import resolve_weights
+    from inspection.training.padim import served_covariance
+    from inspection.training.train import build_model
+
+    config = model_config_from_mapping({**TINY_PADIM, "covariance": covariance}, where="test")
+    model = build_model(config, resolve_weights(config.backbone.name, "random"))
+    assert served_covariance(model.model) == covariance
+
+
+def test_ridge_is_anomalibs_own_gaussian() -> None:
+    """``ridge`` keeps anomalib's estimator (sample covariance + 0.01 I) bit for bit."""
+    import torch
+    from anomalib.models.components import MultiVariateGaussian
+
+    from inspection.training.padim import PadimGaussian
+
+    embeddings = torch.randn(12, 6, 3, 3, generator=torch.Generator().manual_seed(0))
+    ours, theirs = PadimGaussian("ridge"), MultiVariateGaussian()
+    ours.fit(embeddings)
+    theirs.fit(embeddings)
+    torch.testing.assert_close(ours.mean, theirs.mean, rtol=0, atol=0)
+    torch.testing.assert_close(ours.inv_covariance, theirs.inv_covariance, rtol=0, atol=0)
+
+
+def test_out_of_fold_refuses_a_gaussian_of_unknown_estimator() -> None:
+    from types import SimpleNamespace
+
+    from anomalib.models.components import MultiVariateGaussian
+
+    from inspection.training.padim import PadimGaussian, served_covariance
+
+    with pytest.raises(ValueError, match="unknown covariance estimator 'lw'; valid: ridge"):
+        PadimGaussian("lw")
+    with pytest.raises(RuntimeError, match=r"build it with training\.train\.build_model"):
+        served_covariance(SimpleNamespace(gaussian=MultiVariateGaussian()))
 
 
 def test_more_features_than_channels_is_refused_with_the_count() -> None:
@@ -97,7 +154,74 @@ def test_trained_padim_records_its_gaussians(padim: TrainedPadim) -> None:
     assert tuple(model.gaussian.inv_covariance.shape) == (cells, N_FEATURES, N_FEATURES)
     # every training image has an out-of-fold score from Gaussians that never saw it
     good = record.good_scores()
-    assert good.folds == 3 and len(good.out_of_fold) == 24
+    assert good.folds == FOLDS and len(good.out_of_fold) == 24
+
+
+def _train_embeddings(padim: TrainedPadim):
+    """(model, train samples, (N, D, h, w) embeddings) of the trained tiny PaDiM."""
+    from inspection.data.dataset import load_dataset
+    from inspection.training.out_of_fold import model_inputs
+    from inspection.training.padim import padim_embeddings
+    from inspection.training.train import load_trained_model
+
+    model = load_trained_model(padim.record)
+    train = load_dataset(padim.dataset_root).train_samples
+    return model, train, padim_embeddings(model.model, model_inputs(model, train, (SIZE, SIZE)))
+
+
+def _sklearn_gaussian(embeddings, estimator) -> tuple[np.ndarray, np.ndarray]:
+    """Mean (D, cells) and precision (cells, D, D) of scikit-learn's estimator per cell."""
+    n, dims = embeddings.shape[:2]
+    cells = embeddings.reshape(n, dims, -1).permute(2, 0, 1).double().numpy()
+    fitted = [estimator().fit(c) for c in cells]
+    return (np.stack([f.location_ for f in fitted], axis=1),
+            np.stack([f.precision_ for f in fitted]))  # fmt: skip
+
+
+def test_served_gaussians_are_sklearns_ledoit_wolf(padim: TrainedPadim) -> None:
+    """The trained model's per-cell mean and inverse covariance are scikit-learn's
+    ``LedoitWolf`` fitted on the same training embeddings (and not anomalib's ridge)."""
+    from anomalib.models.components import MultiVariateGaussian
+    from sklearn.covariance import LedoitWolf
+
+    model, _, embeddings = _train_embeddings(padim)
+    mean, precision = _sklearn_gaussian(embeddings, LedoitWolf)
+    served = model.model.gaussian
+    np.testing.assert_allclose(served.mean.numpy(), mean, rtol=1e-4, atol=1e-5)
+    scale = np.abs(precision).max()
+    np.testing.assert_allclose(served.inv_covariance.numpy(), precision, atol=1e-3 * scale)
+    ridge = MultiVariateGaussian()
+    ridge.fit(embeddings)
+    assert np.abs(ridge.inv_covariance.numpy() - precision).max() > 0.1 * scale
+
+
+def test_out_of_fold_gaussians_use_the_served_estimator(padim: TrainedPadim) -> None:
+    """Each recorded out-of-fold score is the one Gaussians from scikit-learn's LedoitWolf on
+    the other folds give; anomalib's ridge Gaussians would give other scores."""
+    import torch
+    from anomalib.models.components import MultiVariateGaussian
+    from sklearn.covariance import LedoitWolf
+
+    from inspection.training.out_of_fold import fold_of
+    from inspection.training.padim import padim_scores
+
+    model, train, embeddings = _train_embeddings(padim)
+    root = padim.dataset_root.resolve()
+    recorded = padim.record.good_scores().out_of_fold
+    oof = np.array([recorded[Path(s.path).resolve().relative_to(root).as_posix()] for s in train])
+    assignment = fold_of(len(train), FOLDS, 0)
+    for fold in range(FOLDS):
+        rest, held = embeddings[assignment != fold], embeddings[assignment == fold]
+        mean, precision = _sklearn_gaussian(rest, LedoitWolf)
+        gaussian = MultiVariateGaussian()
+        gaussian.mean = torch.from_numpy(mean).float()
+        gaussian.inv_covariance = torch.from_numpy(precision).float()
+        expected = padim_scores(model.model, held, gaussian, (SIZE, SIZE))
+        np.testing.assert_allclose(oof[assignment == fold], expected, rtol=1e-3)
+        ridge = MultiVariateGaussian()
+        ridge.fit(rest)
+        other = padim_scores(model.model, held, ridge, (SIZE, SIZE))
+        assert np.abs(other - expected).max() > 0.05 * expected.max()
 
 
 def test_out_of_fold_head_reproduces_the_model_scores(padim: TrainedPadim) -> None:
