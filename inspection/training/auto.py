@@ -166,6 +166,7 @@ def evaluate_candidate(config: ModelConfig, dataset: Dataset) -> Evaluation:
     """Fit ``config``; its validation image AUROC (and scores) and held-out test interval."""
     from inspection.training.train import (
         _fit_global_context,
+        _fit_local_statistics,
         evaluation_splits,
         fit,
         normalization_stats,
@@ -176,6 +177,7 @@ def evaluate_candidate(config: ModelConfig, dataset: Dataset) -> Evaluation:
         config.backbone.name, config.backbone.weights, config.backbone.weights_file
     )
     model, _ = fit(config, dataset.train_samples, validation, weights, progress=False)
+    _fit_local_statistics(model, config, dataset.train_samples, validation, None)
     judged = predict(model, validation, image_size=config.image_size)
     tested = predict(model, test, image_size=config.image_size)
     if config.global_context:

@@ -144,3 +144,22 @@ def test_scale_candidates_multiply_the_configured_input_in_steps_of_32() -> None
     assert DEFAULT_GRID[0].overrides == ()
     deep = tiny(DEFAULT_GRID[1])
     assert deep.backbone.layers == ("blocks.2", "blocks.4", "blocks.6") and deep.knn_rank == 128
+
+
+def test_a_candidate_is_judged_as_train_would_register_it(
+    tiny_product: Path, tmp_path: Path
+) -> None:
+    """The search fits what ``train`` fits: here the fused local statistics too."""
+    from inspection.core.metrics import image_auroc
+    from inspection.data.dataset import load_dataset
+    from inspection.training.auto import evaluate_candidate
+    from inspection.training.train import train_model
+
+    dataset = load_dataset(tiny_product)
+    config = replace(tiny(GRID[0]), local_statistics=True)
+    evaluation = evaluate_candidate(config, dataset)
+    outcome = train_model(config, dataset, product="brick", registry=Registry(tmp_path),
+                          progress=False)  # fmt: skip
+    assert outcome.model.model.local_stats.enabled
+    held_out = image_auroc(outcome.predictions.scores, outcome.predictions.labels)
+    assert evaluation.test_auroc["value"] == pytest.approx(held_out, abs=1e-4)  # rounded
