@@ -8,10 +8,25 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+
+def cpu_description() -> str:
+    """``lscpu``'s model name, the core count and the ISA flags that decide OpenVINO's kernels."""
+    out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+    model = next((ln.split(":", 1)[1].strip() for ln in out.splitlines()
+                  if ln.startswith("Model name")), "?")  # fmt: skip
+    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile") if f in out]
+    return f"{model} ({os.cpu_count()} cores; {' '.join(isa)})"
+
+
+def percent(value: float | None) -> str:
+    """``0.123`` as ``"12.3 %"``; ``None`` as ``"-"``."""
+    return "-" if value is None else f"{100 * value:.1f} %"
 
 
 def load_average() -> str:

@@ -22,12 +22,18 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _report import interleaved_rounds, load_average, previous_report, save_report
+from _report import (
+    cpu_description,
+    interleaved_rounds,
+    load_average,
+    percent,
+    previous_report,
+    save_report,
+)
 
 OUT = Path("reports/local_stats")
 ROLES = {"default": ("local_statistics=false",), "auto": ("local_statistics=auto",)}
@@ -81,7 +87,7 @@ def run(args: argparse.Namespace) -> None:
                 "bundles": _export(registry, product, record.version),
                 "load_before": load,
                 "load_after": load_average(),
-                "cpu": _cpu(),
+                "cpu": cpu_description(),
             }
             save_report(args.out, "results", report)
             log.info("%s: %s", key, {p: b["overall"] for p, b in report[key]["bundles"].items()})
@@ -120,7 +126,7 @@ def latency(args: argparse.Namespace) -> None:
     from inspection.runtime.inspector import Inspector
 
     results = previous_report(args.out, "results")
-    out: dict[str, Any] = {"cpu": _cpu(), "load_before": load_average()}
+    out: dict[str, Any] = {"cpu": cpu_description(), "load_before": load_average()}
     runs, precision = {}, {}
     for key, row in results.items():
         root = dataset_root(row["product"], args.data, args.generated)
@@ -165,8 +171,8 @@ def report(args: argparse.Namespace) -> None:
             )
             lines.append(
                 f"| {product} | {_family(product)} | {role} | {_kept(row)} "
-                f"| {_pct(fp32['false_reject_rate'])} of {fp32['n_good']} "
-                f"| {_pct(fp32['miss_rate'])} | {ci.value:.3f} [{ci.low:.3f}, {ci.high:.3f}] "
+                f"| {percent(fp32['false_reject_rate'])} of {fp32['n_good']} "
+                f"| {percent(fp32['miss_rate'])} | {ci.value:.3f} [{ci.low:.3f}, {ci.high:.3f}] "
                 f"| {gain} | {fp32['pixel_auroc']:.3f} | {fp32['aupro']:.3f} "
                 f"| {'passed' if row['bundles']['int8']['gate_passed'] else 'refused'} "
                 f"| {row['fit_s']} | {p50} |"
@@ -197,7 +203,7 @@ def _kinds(results: dict) -> list[str]:
     lines = ["## Miss rate per defect kind at the operating point (FP32 bundle)", ""]
     for key, row in results.items():
         kinds = row["bundles"]["fp32"]["miss_per_kind"]
-        lines.append(f"- **{key}**: " + ", ".join(f"{k} {_pct(v)}" for k, v in kinds.items()))
+        lines.append(f"- **{key}**: " + ", ".join(f"{k} {percent(v)}" for k, v in kinds.items()))
     return lines
 
 
@@ -258,20 +264,8 @@ def _kept(row: dict) -> str:
     return f"{'yes' if choice['kept'] else 'no'} ({shown})"
 
 
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f} %"
-
-
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
-
-
-def _cpu() -> str:
-    out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-    model = next((ln.split(":", 1)[1].strip() for ln in out.splitlines()
-                  if ln.startswith("Model name")), "?")  # fmt: skip
-    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile") if f in out]
-    return f"{model} ({os.cpu_count()} cores; {' '.join(isa)})"
 
 
 def main() -> None:

@@ -29,13 +29,19 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _report import load_average, previous_report, save_report, timed_rounds
+from _report import (
+    cpu_description,
+    load_average,
+    percent,
+    previous_report,
+    save_report,
+    timed_rounds,
+)
 
 OUT = Path("reports/padim")
 DATA = {
@@ -84,7 +90,7 @@ def select(args: argparse.Namespace) -> None:
             "checkpoint_mb": round(_mb(outcome.record.path), 1),
             "load_before": load,
             "load_after": load_average(),
-            "cpu": _cpu(),
+            "cpu": cpu_description(),
         }
         save_report(args.out, "select", report)
         log.info("%s: %s", name, report[name])
@@ -132,7 +138,7 @@ def select_covariance(args: argparse.Namespace) -> None:
             "train_total_s": round(train_s, 1),
             "load_before": load,
             "load_after": load_average(),
-            "cpu": _cpu(),
+            "cpu": cpu_description(),
         }
         save_report(args.out, "select_covariance", report)
         log.info("%s: %s", estimator, report[estimator])
@@ -188,7 +194,7 @@ def run(args: argparse.Namespace) -> None:
                 "bundles": _export(registry, product, record, dataset, outcome, kind),
                 "load_before": load,
                 "load_after": load_average(),
-                "cpu": _cpu(),
+                "cpu": cpu_description(),
             }
             save_report(args.out, "results", report)
             log.info("%s: %s", key, {p: b["overall"] for p, b in report[key]["bundles"].items()})
@@ -248,7 +254,7 @@ def latency(args: argparse.Namespace) -> None:
     from inspection.runtime.inspector import Inspector
 
     results = previous_report(args.out, "results")
-    out: dict[str, Any] = {"cpu": _cpu(), "runner": args.runner, "load_before": load_average(),
+    out: dict[str, Any] = {"cpu": cpu_description(), "runner": args.runner, "load_before": load_average(),
                            "bundles": {}}  # fmt: skip
     for key, row in results.items():
         root = DATA[row["product"]]
@@ -317,11 +323,11 @@ def _covariance_table(rows: dict) -> list[str]:
              "| val pixel AUROC | threshold raw (val good max; OOF median) | fit s "
              "| train incl. OOF s | load |", "|" + " --- |" * 10]  # fmt: skip
     for name, r in rows.items():
-        kinds = ", ".join(f"{k} {_pct(v)}" for k, v in r["validation_miss_per_kind"].items())
+        kinds = ", ".join(f"{k} {percent(v)}" for k, v in r["validation_miss_per_kind"].items())
         n = r["n_validation"]
         lines.append(
-            f"| {name} | {_pct(r['validation_miss'])} of {n['defective']} "
-            f"| {_pct(r['validation_frr'])} of {n['good']} | {kinds} "
+            f"| {name} | {percent(r['validation_miss'])} of {n['defective']} "
+            f"| {percent(r['validation_frr'])} of {n['good']} | {kinds} "
             f"| {r['validation_image_auroc']:.4f} | {r['validation_pixel_auroc']:.4f} "
             f"| {r['threshold_raw']} ({r['validation_good_max']}; {r['out_of_fold_median']}) "
             f"| {r['fit_s']} | {r['train_total_s']} | {r['load_before']} |"
@@ -342,10 +348,10 @@ def _fp32_table(results: dict, lat: dict) -> list[str]:
             continue
         o = b["overall"]
         ci = auroc_interval(np.asarray(b["raw_test_scores"]), np.asarray(row["test_labels"]))
-        kinds = ", ".join(f"{k} {_pct(v)}" for k, v in b["miss_per_kind"].items())
+        kinds = ", ".join(f"{k} {percent(v)}" for k, v in b["miss_per_kind"].items())
         lines.append(
-            f"| {row['product']} | {_role(row)} | {_pct(o['false_reject_rate'])} of {o['n_good']} "
-            f"| {_pct(o['miss_rate'])} | {kinds} "
+            f"| {row['product']} | {_role(row)} | {percent(o['false_reject_rate'])} of {o['n_good']} "
+            f"| {percent(o['miss_rate'])} | {kinds} "
             f"| {ci.value:.3f} [{ci.low:.3f}, {ci.high:.3f}] | {o['pixel_auroc']:.3f} "
             f"| {o['aupro']:.3f} | {row['fit_s']} | {row.get('train_total_s', '-')} "
             f"| {b['bundle_mb']} | {_gate(row, 'int8')} | {_gate(row, 'bf16')} "
@@ -372,7 +378,7 @@ def _all_bundles_table(results: dict, lat: dict) -> list[str]:
             lines.append(
                 f"| {row['product']} | {_role(row)} | {precision} "
                 f"| {'passed' if b['gate_passed'] else 'refused'} "
-                f"| {_pct(o['false_reject_rate'])} of {o['n_good']} | {_pct(o['miss_rate'])} "
+                f"| {percent(o['false_reject_rate'])} of {o['n_good']} | {percent(o['miss_rate'])} "
                 f"| {ci.value:.3f} [{ci.low:.3f}, {ci.high:.3f}] | {o['pixel_auroc']:.3f} "
                 f"| {o['aupro']:.3f} | {b['bundle_mb']} | {_p50(lat, key, precision)} |"
             )
@@ -391,7 +397,7 @@ def _gate(row: dict, precision: str) -> str:
         return "not exported"
     o = b["overall"]
     verdict = "passed" if b["gate_passed"] else "refused"
-    return f"{verdict} (miss {_pct(o['miss_rate'])}, AUROC {o['image_auroc']:.3f})"
+    return f"{verdict} (miss {percent(o['miss_rate'])}, AUROC {o['image_auroc']:.3f})"
 
 
 def _p50(lat: dict, key: str, precision: str) -> str:
@@ -464,18 +470,6 @@ def _plot(path: Path, results: dict) -> None:
 
 def _mb(directory: Path) -> float:
     return sum(f.stat().st_size for f in Path(directory).rglob("*") if f.is_file()) / 1e6
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f} %"
-
-
-def _cpu() -> str:
-    out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-    model = next((ln.split(":", 1)[1].strip() for ln in out.splitlines()
-                  if ln.startswith("Model name")), "?")  # fmt: skip
-    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile") if f in out]
-    return f"{model} ({os.cpu_count()} cores; {' '.join(isa)})"
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ too, so neither of its parts has seen the image it scores.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -114,17 +114,10 @@ def _local_stats_rows(
     head = getattr(inner, "local_stats", None)
     if head is None or not head.enabled:
         return []
-    per_image: list[torch.Tensor] = []
-    with torch.no_grad():
-        for start in range(0, len(images), batch_size):
-            batch = images[start : start + batch_size]
-            rows = head.cells(batch).flatten(2).transpose(1, 2)
-            paths = [str(s.path) for s in samples[start : start + len(batch)]]
-            for path, chunk in zip(paths, rows, strict=True):
-                if roi is not None:
-                    chunk = chunk[roi.keep_rows([path], chunk, tuple(batch.shape[-2:]))]
-                per_image.append(chunk.contiguous())
-    return per_image
+    return _per_image_rows(
+        lambda batch: head.cells(batch).flatten(2).transpose(1, 2), images, samples, roi,
+        batch_size,
+    )  # fmt: skip
 
 
 def _embeddings(
@@ -135,16 +128,31 @@ def _embeddings(
     batch_size: int,
 ) -> list[torch.Tensor]:
     """Per image, its (rows, d) patch embedding as training collects it (ROI applied)."""
+
+    def embed(batch: torch.Tensor) -> torch.Tensor:
+        features = inner.feature_extractor(batch)
+        pooled = {k: inner.feature_pooler(v) for k, v in features.items()}
+        embedding = inner.reshape_embedding(inner.generate_embedding(pooled))
+        return embedding.reshape(len(batch), -1, embedding.shape[-1])
+
+    return _per_image_rows(embed, images, samples, roi, batch_size)
+
+
+def _per_image_rows(
+    rows_of: Callable[[torch.Tensor], torch.Tensor],
+    images: torch.Tensor,
+    samples: Sequence[Sample],
+    roi: TrainingRoi | None,
+    batch_size: int,
+) -> list[torch.Tensor]:
+    """Per image, the rows ``rows_of(batch)`` ((B, rows, d)) gives it, those outside the
+    training ROI left out."""
     per_image: list[torch.Tensor] = []
     with torch.no_grad():
         for start in range(0, len(images), batch_size):
             batch = images[start : start + batch_size]
-            features = inner.feature_extractor(batch)
-            pooled = {k: inner.feature_pooler(v) for k, v in features.items()}
-            embedding = inner.reshape_embedding(inner.generate_embedding(pooled))
-            chunks = embedding.reshape(len(batch), -1, embedding.shape[-1])
             paths = [str(s.path) for s in samples[start : start + len(batch)]]
-            for path, chunk in zip(paths, chunks, strict=True):
+            for path, chunk in zip(paths, rows_of(batch), strict=True):
                 if roi is not None:
                     chunk = chunk[roi.keep_rows([path], chunk, tuple(batch.shape[-2:]))]
                 per_image.append(chunk.contiguous())
