@@ -39,7 +39,7 @@ from inspection.training.coreset import (
     select_coreset,
 )
 from inspection.training.evaluate import metrics_of_predictions, predict
-from inspection.training.roi import TrainingRoi
+from inspection.training.roi import TrainingRoi, per_image_rows
 from inspection.training.samples import Predictions
 from inspection.training.train import (
     CHECKPOINT_FILE,
@@ -256,16 +256,11 @@ def _extend_local_statistics(
         return
     from inspection.training.out_of_fold import model_inputs
 
-    samples = [Sample(p, "train", 0, GOOD) for p in images]
-    inputs = model_inputs(model, samples, tuple(config.image_size))
-    with torch.no_grad():
-        rows = head.cells(inputs).flatten(2).transpose(1, 2)
-    if trained is not None:
-        masks = TrainingRoi.whole_image(trained.roi, tuple(config.image_size))
-        size = tuple(inputs.shape[-2:])
-        paths = [str(p) for p in images]
-        rows = [r[masks.keep_rows([p], r, size)] for p, r in zip(paths, rows, strict=True)]
-    new = torch.cat(list(rows)).contiguous()
+    size = tuple(config.image_size)
+    inputs = model_inputs(model, [Sample(p, "train", 0, GOOD) for p in images], size)
+    masks = None if trained is None else TrainingRoi.whole_image(trained.roi, size)
+    rows = per_image_rows(head.rows, inputs, config.batch_size, masks, [str(p) for p in images])
+    new = torch.cat(rows).contiguous()
     head.bank = extend_bank(head.bank, new, config.coreset_sampling_ratio, config.memory_bank_max)
 
 

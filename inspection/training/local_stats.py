@@ -18,8 +18,9 @@ calibration on its own outputs, the export gate and the golden outputs all see t
 outputs, and a station needs nothing new.
 
 ``local_statistics`` (``ModelConfig``): false; true; ``auto`` keeps the model only when the
-fused validation image AUROC beats PatchCore's alone by at least ``MIN_GAIN`` (test images never
-take part). Evidence: ``reports/hard_surfaces``.
+fused validation image AUROC beats PatchCore's alone by at least ``MIN_GAIN`` and validation
+pixel AUROC falls by at most ``MAX_PIXEL_LOSS`` (test images never take part). Evidence:
+``reports/local_stats`` (product path), ``reports/hard_surfaces`` (the bench lever).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from anomalib.models.image.patchcore.torch_model import PatchcoreModel
 from inspection.core.metrics import image_auroc, pixel_auroc
 from inspection.data.dataset import Sample
 from inspection.training.coreset import seed_selection, select_coreset
-from inspection.training.roi import TrainingRoi
+from inspection.training.roi import TrainingRoi, per_image_rows
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +77,8 @@ class LocalStatsHead(DynamicBufferMixin, torch.nn.Module):
         self.register_buffer("bank", torch.empty(0))
         self.register_buffer("shift", torch.zeros(1, CHANNELS, 1, 1))
         self.register_buffer("scale", torch.ones(1, CHANNELS, 1, 1))
-        # (mean, std) of: PatchCore image score, statistics image score, PatchCore map peak,
-        # statistics map peak, on the good validation images.
+        # (location, scale) of: PatchCore image score, statistics image score, PatchCore map
+        # peak, statistics map peak, on good images (``fit_local_statistics``).
         self.register_buffer("standardisers", torch.tensor([0.0, 1.0] * 4))
         pad = (WINDOW - STRIDE) // 2
         self.pool = torch.nn.AvgPool2d(WINDOW, STRIDE, pad, count_include_pad=False)
@@ -97,6 +98,10 @@ class LocalStatsHead(DynamicBufferMixin, torch.nn.Module):
     def cells(self, images: torch.Tensor) -> torch.Tensor:
         """(N, 6, h, w): ``raw_cells`` z-scored on the training cells."""
         return (self.raw_cells(images) - self.shift) * self.scale
+
+    def rows(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, h * w, 6): ``cells`` as bank rows, row-major per image."""
+        return self.cells(images).flatten(2).transpose(1, 2)
 
     def patch_scores(self, images: torch.Tensor) -> torch.Tensor:
         """(N, 1, h, w) distance of each cell to its nearest bank row."""
@@ -118,7 +123,7 @@ class FusedPatchcoreModel(PatchcoreModel):
         self.local_stats = LocalStatsHead()
 
     def forward(self, input_tensor: torch.Tensor) -> torch.Tensor | InferenceBatch:
-        out = super().forward(input_tensor)
+        out = self.main_outputs(input_tensor)
         if self.training or not self.local_stats.enabled:
             return out
         side = self.side_outputs(input_tensor)
@@ -126,6 +131,10 @@ class FusedPatchcoreModel(PatchcoreModel):
         score = torch.maximum((out.pred_score - s[0]) / s[1], (side.pred_score - s[2]) / s[3])
         amap = torch.maximum((out.anomaly_map - s[4]) / s[5], (side.anomaly_map - s[6]) / s[7])
         return InferenceBatch(pred_score=score, anomaly_map=amap)
+
+    def main_outputs(self, input_tensor: torch.Tensor) -> torch.Tensor | InferenceBatch:
+        """PatchCore's own (unfused) outputs: anomalib's ``PatchcoreModel.forward``."""
+        return super().forward(input_tensor)
 
     def side_outputs(self, input_tensor: torch.Tensor) -> InferenceBatch:
         """The statistics model's own (unfused) image scores (N,) and maps (N, 1, H, W)."""
@@ -260,15 +269,11 @@ def _fit_bank(
         raw = torch.cat([head.raw_cells(b) for b in images.split(8)])
         head.shift = raw.mean((0, 2, 3), keepdim=True)
         head.scale = 1 / raw.std((0, 2, 3), keepdim=True).clamp_min(MIN_STD)
-        rows = torch.cat([head.cells(b).flatten(2).transpose(1, 2) for b in images.split(8)])
-    per_image = list(rows)
-    if roi is not None:
-        size = tuple(images.shape[-2:])
-        per_image = [r[roi.keep_rows([p], r, size)] for p, r in zip(paths, per_image, strict=True)]
+    per_image = per_image_rows(head.rows, images, 8, roi, paths)
     every = torch.cat(per_image).contiguous()
     seed_selection(seed)
     head.bank = every[select_coreset(every, ratio, cap_rows).indices].contiguous()
-    return [r.contiguous() for r in per_image]
+    return per_image
 
 
 @dataclass(frozen=True)
@@ -285,18 +290,10 @@ class _Outputs:
 
 def _validation_outputs(inner: FusedPatchcoreModel, images: torch.Tensor) -> tuple[_Outputs, ...]:
     """(PatchCore's, the statistics model's) unfused outputs on the images."""
-    bank, inner.local_stats.bank = inner.local_stats.bank, torch.empty(0)
-    main: list[InferenceBatch] = []
-    side: list[InferenceBatch] = []
-    try:
-        with torch.no_grad():
-            for batch in images.split(8):
-                main.append(inner(batch))
-                inner.local_stats.bank = bank
-                side.append(inner.side_outputs(batch))
-                inner.local_stats.bank = torch.empty(0)
-    finally:
-        inner.local_stats.bank = bank
+    with torch.no_grad():
+        batches = images.split(8)
+        main = [inner.main_outputs(batch) for batch in batches]
+        side = [inner.side_outputs(batch) for batch in batches]
 
     def outputs(parts: list[InferenceBatch]) -> _Outputs:
         scores = torch.cat([p.pred_score.reshape(-1) for p in parts]).double().numpy()

@@ -14,7 +14,7 @@ too, so neither of its parts has seen the image it scores.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -22,7 +22,7 @@ import torch
 
 from inspection.data.dataset import Sample
 from inspection.training.coreset import seed_selection, select_coreset
-from inspection.training.roi import TrainingRoi
+from inspection.training.roi import TrainingRoi, per_image_rows
 from inspection.training.samples import SampleDataset
 
 logger = logging.getLogger(__name__)
@@ -114,10 +114,7 @@ def _local_stats_rows(
     head = getattr(inner, "local_stats", None)
     if head is None or not head.enabled:
         return []
-    return _per_image_rows(
-        lambda batch: head.cells(batch).flatten(2).transpose(1, 2), images, samples, roi,
-        batch_size,
-    )  # fmt: skip
+    return per_image_rows(head.rows, images, batch_size, roi, [s.path for s in samples])
 
 
 def _embeddings(
@@ -135,28 +132,7 @@ def _embeddings(
         embedding = inner.reshape_embedding(inner.generate_embedding(pooled))
         return embedding.reshape(len(batch), -1, embedding.shape[-1])
 
-    return _per_image_rows(embed, images, samples, roi, batch_size)
-
-
-def _per_image_rows(
-    rows_of: Callable[[torch.Tensor], torch.Tensor],
-    images: torch.Tensor,
-    samples: Sequence[Sample],
-    roi: TrainingRoi | None,
-    batch_size: int,
-) -> list[torch.Tensor]:
-    """Per image, the rows ``rows_of(batch)`` ((B, rows, d)) gives it, those outside the
-    training ROI left out."""
-    per_image: list[torch.Tensor] = []
-    with torch.no_grad():
-        for start in range(0, len(images), batch_size):
-            batch = images[start : start + batch_size]
-            paths = [str(s.path) for s in samples[start : start + len(batch)]]
-            for path, chunk in zip(paths, rows_of(batch), strict=True):
-                if roi is not None:
-                    chunk = chunk[roi.keep_rows([path], chunk, tuple(batch.shape[-2:]))]
-                per_image.append(chunk.contiguous())
-    return per_image
+    return per_image_rows(embed, images, batch_size, roi, [s.path for s in samples])
 
 
 def _score(inner: Any, images: torch.Tensor, batch_size: int) -> np.ndarray:

@@ -4,8 +4,8 @@
 and replaces only what ``fit()`` does with the embeddings collected during the training
 epoch: ``inspection.training.coreset.select_coreset`` instead of anomalib's ``KCenterGreedy``,
 with the bank capped at ``memory_bank_max`` rows. With ``local_statistics`` its torch model is
-``training.local_stats.FusedPatchcoreModel`` (fitted after training, see ``train``). With ``training_roi`` set
-(``training.roi.TrainingRoi``), patches whose receptive-field centre lies outside the product's
+``training.local_stats.FusedPatchcoreModel`` (fitted after training, see ``train``). With
+``training_roi`` set (``training.roi.TrainingRoi``), patches whose receptive-field centre lies outside the product's
 ROI are dropped as they are collected, so they never reach the coreset or the bank.
 """
 

@@ -10,7 +10,7 @@ other patches out of its memory bank; STFPM leaves them out of its loss
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -109,3 +109,24 @@ def masked_stfpm_loss(
             positions = max(int(mask.sum()), 1) / mask.shape[0]
         total = total + 0.5 * kept / positions
     return total
+
+
+def per_image_rows(
+    rows_of: Callable[[torch.Tensor], torch.Tensor],
+    images: torch.Tensor,
+    batch_size: int,
+    roi: TrainingRoi | None = None,
+    paths: Sequence[str] = (),
+) -> list[torch.Tensor]:
+    """Per image of (N, 3, H, W) ``images``, the rows ``rows_of(batch)`` ((B, rows, d), cells in
+    row-major order) gives it; with ``roi``, those outside it left out (``paths``: the images')."""
+    per_image: list[torch.Tensor] = []
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            batch = images[start : start + batch_size]
+            for offset, chunk in enumerate(rows_of(batch)):
+                if roi is not None:
+                    path = str(paths[start + offset])
+                    chunk = chunk[roi.keep_rows([path], chunk, tuple(batch.shape[-2:]))]
+                per_image.append(chunk.contiguous())
+    return per_image
