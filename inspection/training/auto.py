@@ -170,6 +170,7 @@ def evaluate_candidate(config: ModelConfig, dataset: Dataset) -> Evaluation:
         evaluation_splits,
         fit,
         normalization_stats,
+        predict_validation,
     )
 
     validation, test = evaluation_splits(config, dataset)
@@ -178,7 +179,7 @@ def evaluate_candidate(config: ModelConfig, dataset: Dataset) -> Evaluation:
     )
     model, _ = fit(config, dataset.train_samples, validation, weights, progress=False)
     _fit_local_statistics(model, config, dataset.train_samples, validation, None)
-    judged = predict(model, validation, image_size=config.image_size)
+    judged, _ = predict_validation(model, config, validation)
     tested = predict(model, test, image_size=config.image_size)
     if config.global_context:
         fitted, _, tested = _fit_global_context(

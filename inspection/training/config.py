@@ -32,6 +32,7 @@ MODEL_KINDS = ("patchcore", "stfpm", "padim")
 # PaDiM's covariance per grid cell (training.padim): anomalib's sample covariance + 0.01 I,
 # or scikit-learn's shrinkage estimators (LedoitWolf, OAS) toward a scaled identity.
 COVARIANCE_ESTIMATORS = ("ridge", "ledoit_wolf", "oas")
+IMAGE_SCORES = ("patch", "map_peak")
 
 
 def check_kind(kind: str) -> str:
@@ -81,6 +82,11 @@ class ModelConfig:
     # PatchCore: a local colour-statistics model fused into the graph (training.local_stats):
     # false | true | auto (kept only when it helps on the validation split).
     local_statistics: bool | Literal["auto"] = False
+    # PatchCore image score (training.image_score): "patch", anomalib's largest patch distance,
+    # or "map_peak", the peak of the anomaly map after an extra Gaussian blur of sigma
+    # ``image_score_blur`` (a fraction of the map side; 0: none; auto: chosen on validation).
+    image_score: str = "patch"
+    image_score_blur: float | Literal["auto"] = 0.0
     # STFPM
     max_epochs: int = 5
     # PaDiM: backbone channels kept (a seeded random subset, anomalib's ``idx``) per grid cell's
@@ -127,6 +133,15 @@ class ModelConfig:
                f"only a padim model fits Gaussians (this is {self.kind}); remove it")  # fmt: skip
         _check(self.local_statistics in (True, False, "auto"), "local_statistics",
                f"must be true, false or auto, got {self.local_statistics!r}")  # fmt: skip
+        _check(self.image_score in IMAGE_SCORES, "image_score",
+               f"must be one of {', '.join(IMAGE_SCORES)}, got {self.image_score!r}")  # fmt: skip
+        _check(self.image_score == "patch" or self.kind == "patchcore", "image_score",
+               f"only a patchcore model chooses its image score (this is {self.kind}); remove it")  # fmt: skip
+        blur = self.image_score_blur
+        _check(blur == "auto" or (isinstance(blur, int | float) and 0 <= blur < 0.5),
+               "image_score_blur", f"must be auto or a fraction of the side in [0, 0.5), got {blur!r}")  # fmt: skip
+        _check(blur in (0, 0.0) or self.image_score == "map_peak", "image_score_blur",
+               "blurs the map before its peak: needs image_score: map_peak")  # fmt: skip
         unknown = [c for c in self.global_context if c not in GLOBAL_COMPONENTS]
         _check(not unknown, "global_context",
                f"unknown components {unknown}; valid: {list(GLOBAL_COMPONENTS)}")  # fmt: skip

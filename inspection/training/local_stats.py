@@ -39,6 +39,7 @@ from anomalib.models.image.patchcore.torch_model import PatchcoreModel
 from inspection.core.metrics import image_auroc, pixel_auroc
 from inspection.data.dataset import Sample
 from inspection.training.coreset import seed_selection, select_coreset
+from inspection.training.image_score import MapPeakHead
 from inspection.training.roi import TrainingRoi, per_image_rows
 
 logger = logging.getLogger(__name__)
@@ -121,19 +122,28 @@ class FusedPatchcoreModel(PatchcoreModel):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.local_stats = LocalStatsHead()
+        self.map_peak: MapPeakHead | None = None
+        """Set for ``image_score: map_peak``: the fused map's peak is the image score."""
 
     def forward(self, input_tensor: torch.Tensor) -> torch.Tensor | InferenceBatch:
         out = self.main_outputs(input_tensor)
-        if self.training or not self.local_stats.enabled:
+        if self.training:
             return out
-        side = self.side_outputs(input_tensor)
-        s = self.local_stats.standardisers
-        score = torch.maximum((out.pred_score - s[0]) / s[1], (side.pred_score - s[2]) / s[3])
-        amap = torch.maximum((out.anomaly_map - s[4]) / s[5], (side.anomaly_map - s[6]) / s[7])
-        return InferenceBatch(pred_score=score, anomaly_map=amap)
+        if self.local_stats.enabled:
+            side = self.side_outputs(input_tensor)
+            s = self.local_stats.standardisers
+            score = torch.maximum((out.pred_score - s[0]) / s[1], (side.pred_score - s[2]) / s[3])
+            amap = torch.maximum((out.anomaly_map - s[4]) / s[5], (side.anomaly_map - s[6]) / s[7])
+            out = InferenceBatch(pred_score=score, anomaly_map=amap)
+        return out if self.map_peak is None else self.map_peak(out)
+
+    @property
+    def peak_scored(self) -> bool:
+        return self.map_peak is not None
 
     def main_outputs(self, input_tensor: torch.Tensor) -> torch.Tensor | InferenceBatch:
-        """PatchCore's own (unfused) outputs: anomalib's ``PatchcoreModel.forward``."""
+        """PatchCore's own (unfused) outputs: anomalib's ``PatchcoreModel.forward`` (its
+        image score is the largest patch distance, whatever ``map_peak``)."""
         return super().forward(input_tensor)
 
     def side_outputs(self, input_tensor: torch.Tensor) -> InferenceBatch:
@@ -206,7 +216,9 @@ def fit_local_statistics(
     ]
     head.standardisers = torch.tensor(standardisers, dtype=torch.float32)
     known = np.ones(len(labels), bool) if mask_known is None else np.asarray(mask_known, bool)
-    evidence = _validation_evidence(standardisers, labels, main, side, validation_masks, known)
+    evidence = _validation_evidence(
+        standardisers, labels, main, side, validation_masks, known, inner.peak_scored
+    )
     kept, reason = _decide(mode, evidence)
     bank_rows = int(head.bank.shape[0])
     if not kept:
@@ -316,17 +328,23 @@ def _validation_evidence(
     side: _Outputs,
     masks: np.ndarray | None,
     known: np.ndarray,
+    peak_scored: bool = False,
 ) -> dict[str, float]:
     """Validation image AUROC of PatchCore, the statistics model and their fusion as the graph
-    computes it, and pixel AUROC of PatchCore and the fusion on the images whose ``masks``
+    computes it (``peak_scored``: image scores are map peaks, before any blur), and pixel AUROC of PatchCore and the fusion on the images whose ``masks``
     (N, H, W) are ``known``; {} without defect images."""
     if labels.min() == labels.max():
         return {}
     s = standardisers
-    fused = np.maximum((main.scores - s[0]) / s[1], (side.scores - s[2]) / s[3])
+    if peak_scored:  # the image score is the (fused) map's peak
+        main_scores, side_scores = main.peaks, side.peaks
+        fused = np.maximum((main.peaks - s[4]) / s[5], (side.peaks - s[6]) / s[7])
+    else:
+        main_scores, side_scores = main.scores, side.scores
+        fused = np.maximum((main.scores - s[0]) / s[1], (side.scores - s[2]) / s[3])
     evidence = {
         name: round(float(image_auroc(scores, labels)), 4)
-        for name, scores in (("patchcore", main.scores), ("local_statistics", side.scores),
+        for name, scores in (("patchcore", main_scores), ("local_statistics", side_scores),
                              ("fused", fused))
     }  # fmt: skip
     if masks is not None and masks[known].any():

@@ -4,7 +4,8 @@
 and replaces only what ``fit()`` does with the embeddings collected during the training
 epoch: ``inspection.training.coreset.select_coreset`` instead of anomalib's ``KCenterGreedy``,
 with the bank capped at ``memory_bank_max`` rows. With ``local_statistics`` its torch model is
-``training.local_stats.FusedPatchcoreModel`` (fitted after training, see ``train``). With
+``training.local_stats.FusedPatchcoreModel`` (fitted after training, see ``train``); with
+``image_score: map_peak`` it is scored by ``training.image_score.MapPeakHead``. With
 ``training_roi`` set (``training.roi.TrainingRoi``), patches whose receptive-field centre lies outside the product's
 ROI are dropped as they are collected, so they never reach the coreset or the bank.
 """
@@ -18,6 +19,7 @@ import torch
 from anomalib.models import Patchcore as AnomalibPatchcore
 
 from inspection.training.coreset import select_coreset
+from inspection.training.image_score import MapPeakHead, MapPeakPatchcoreModel
 from inspection.training.local_stats import FusedPatchcoreModel
 from inspection.training.roi import TrainingRoi
 
@@ -32,16 +34,21 @@ class Patchcore(AnomalibPatchcore):
         *args: Any,
         memory_bank_max: int | None = None,
         local_statistics: bool = False,
+        image_score: str = "patch",
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
-        if local_statistics:  # the same model with a (still empty) statistics head
+        map_peak = image_score == "map_peak"
+        if local_statistics or map_peak:  # the same model with (still empty) extra heads
             inner = self.model
-            with torch.random.fork_rng():  # seeded training draws as without the head
-                self.model = FusedPatchcoreModel(
+            kind = FusedPatchcoreModel if local_statistics else MapPeakPatchcoreModel
+            with torch.random.fork_rng():  # seeded training draws as without the heads
+                self.model = kind(
                     backbone=inner.backbone, pre_trained=False, layers=inner.layers,
                     num_neighbors=inner.num_neighbors,
                 )  # fmt: skip
+            if local_statistics and map_peak:
+                self.model.map_peak = MapPeakHead()
         self.memory_bank_max = memory_bank_max
         self.training_roi: TrainingRoi | None = None
         self.patches_seen = 0

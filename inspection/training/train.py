@@ -58,6 +58,7 @@ from inspection.training.global_context import (
     fused_scores,
     model_outputs,
 )
+from inspection.training.image_score import BlurChoice, choose_blur
 from inspection.training.local_stats import LocalStatsChoice
 from inspection.training.local_stats import fit_for_model as fit_local_statistics_for
 from inspection.training.operating import (
@@ -68,7 +69,7 @@ from inspection.training.operating import (
     good_score_record as _good_score_record,
 )
 from inspection.training.roi import TrainingRoi
-from inspection.training.samples import SampleDataset
+from inspection.training.samples import Predictions, SampleDataset
 
 logger = logging.getLogger(__name__)
 
@@ -175,6 +176,7 @@ def _build_patchcore(config: ModelConfig, weights: ResolvedWeights) -> Any:
             num_neighbors=config.num_neighbors,
             memory_bank_max=config.memory_bank_max,
             local_statistics=config.local_statistics_mode != "off",
+            image_score=config.image_score,
             pre_processor=_pre_processor(config, weights),
             evaluator=False,
             visualizer=False,
@@ -329,7 +331,7 @@ def train_model(
         config, dataset.train_samples, validation, weights, progress=progress, roi=masks
     )
     local_stats = _fit_local_statistics(model, config, dataset.train_samples, validation, masks)
-    validated = predict(model, validation, image_size=config.image_size)
+    validated, blur = predict_validation(model, config, validation)
     good_scores = calibration_good_scores(model, config, dataset.train_samples, masks)
     calibration = calibrate_predictions(validated, config.operating_point, good_scores)
     normalization, segmentation = calibration.normalization, calibration.segmentation
@@ -375,6 +377,7 @@ def train_model(
             "map_resolution": list(config.image_size),
             **({"global_context": _context_record(context)} if context else {}),
             **({"local_statistics": to_mapping(local_stats)} if local_stats else {}),
+            **({"image_score": to_mapping(blur)} if blur else {}),
             **training_roi_extra(roi, masks, model),
             **dict(lineage or {}),
         },
@@ -397,6 +400,23 @@ def _fit_local_statistics(
     choice = fit_local_statistics_for(model, config, train_samples, validation, roi)
     logger.info("local statistics fitted in %.1f s", time.perf_counter() - started)
     return choice
+
+
+def predict_validation(
+    model: Any, config: ModelConfig, validation: Sequence[Sample]
+) -> tuple[Predictions, BlurChoice | None]:
+    """Predictions on the validation split, after a ``map_peak`` model's
+    ``image_score_blur`` is set on them (``training.image_score.choose_blur``)."""
+    validated = predict(model, validation, image_size=config.image_size)
+    head = getattr(model.model, "map_peak", None)
+    if head is None:
+        return validated, None
+    maps = torch.from_numpy(validated.maps).unsqueeze(1)
+    side = min(config.image_size)
+    choice = choose_blur(head, maps, validated.labels, config.image_score_blur, side)
+    with torch.no_grad():
+        scores = torch.cat([head.peaks(batch) for batch in maps.split(16)])
+    return dataclasses.replace(validated, scores=scores.float().numpy()), choice
 
 
 def _fit_global_context(
