@@ -106,19 +106,26 @@ def export_figures(registry: Any, product: str, version: str) -> dict[str, Any]:
             registry, product, ExportOptions(precision=precision, force=True),
             RegistryExport(version=version),
         )  # fmt: skip
-        metrics = result.metrics
         bundles[precision] = {
             "bundle": str(result.bundle_dir),
             "gate_passed": bool(result.gate.passed),
             "image_threshold": result.metadata.image_threshold,
-            "overall": {k: metrics["overall"].get(k) for k in (
-                "false_reject_rate", "miss_rate", "image_auroc", "pixel_auroc", "aupro",
-                "region_recall", "n_good", "n_defective")},
-            "miss_per_kind": {
-                kind: figures.get("miss_rate") for kind, figures in metrics["per_defect"].items()
-            },
-        }  # fmt: skip
+            **operating_figures(result.metrics),
+        }
     return bundles
+
+
+def operating_figures(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """An export's held-out figures at its own operating point: ``overall`` and the miss rate
+    per defect kind (``miss_per_kind``)."""
+    return {
+        "overall": {k: metrics["overall"].get(k) for k in (
+            "false_reject_rate", "miss_rate", "image_auroc", "pixel_auroc", "aupro",
+            "region_recall", "n_good", "n_defective")},
+        "miss_per_kind": {
+            kind: figures.get("miss_rate") for kind, figures in metrics["per_defect"].items()
+        },
+    }  # fmt: skip
 
 
 def time_bundles(args: Any) -> None:
@@ -252,6 +259,19 @@ def add_arguments(parser: Any, out: Path, registry: Path) -> None:
     parser.add_argument("--generated", type=Path, default=Path("var/bench_data"))
     parser.add_argument("--registry", type=Path, default=registry)
     parser.add_argument("--out", type=Path, default=out)
+
+
+def bench_main(doc: str, out: Path, registry: Path, phases: Mapping[str, Callable]) -> None:
+    """Parse the A/B arguments and run the chosen phase (``run``, ``latency``, ``report``)."""
+    import argparse
+    import os
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    add_arguments(parser, out, registry)
+    args = parser.parse_args()
+    quiet_logs()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    phases[args.phase](args)
 
 
 def quiet_logs() -> None:

@@ -16,19 +16,17 @@ also writes ``per_kind.png``: each defect kind's held-out AUROC against the good
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from _product_ab import (
     PRODUCTS,
-    add_arguments,
+    bench_main,
     comparison_table,
     kinds_section,
     machine_section,
     plot_roles,
-    quiet_logs,
     run_roles,
     time_bundles,
 )
@@ -143,12 +141,12 @@ def _plot_kinds(path: Path, results: dict) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_arguments(parser, OUT, Path("var/image_score/registry"))
-    args = parser.parse_args()
-    quiet_logs()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    {"run": run, "latency": latency, "report": report}[args.phase](args)
+    bench_main(
+        __doc__,
+        OUT,
+        Path("var/image_score/registry"),
+        {"run": run, "latency": latency, "report": report},
+    )
 
 
 if __name__ == "__main__":

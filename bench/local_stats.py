@@ -20,16 +20,14 @@ nothing; ``brick`` is the regression check. ``latency`` times each bundle's
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from _product_ab import (
-    add_arguments,
+    bench_main,
     comparison_table,
     kinds_section,
     machine_section,
     plot_roles,
-    quiet_logs,
     run_roles,
     time_bundles,
 )
@@ -96,12 +94,12 @@ def _kept(row: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_arguments(parser, OUT, Path("var/local_stats/registry"))
-    args = parser.parse_args()
-    quiet_logs()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    {"run": run, "latency": latency, "report": report}[args.phase](args)
+    bench_main(
+        __doc__,
+        OUT,
+        Path("var/local_stats/registry"),
+        {"run": run, "latency": latency, "report": report},
+    )
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _product_ab import operating_figures
 from _report import (
     cpu_description,
     load_average,
@@ -219,7 +220,6 @@ def _export(
         except BundleError as exc:  # bf16 where the CPU does not run it
             bundles[precision] = {"error": str(exc)}
             continue
-        metrics = result.metrics
         raw = run_bundle(result.bundle_dir, test).scores.astype(np.float64)
         bundles[precision] = {
             "bundle": str(result.bundle_dir),
@@ -227,12 +227,7 @@ def _export(
             "gate_passed": bool(result.gate.passed),
             "gate": result.gate.to_mapping() if hasattr(result.gate, "to_mapping") else None,
             "inference_precision": result.metadata.inference_precision,
-            "overall": {k: metrics["overall"].get(k) for k in (
-                "false_reject_rate", "miss_rate", "image_auroc", "pixel_auroc", "aupro",
-                "region_recall", "n_good", "n_defective")},
-            "miss_per_kind": {
-                kind: figures.get("miss_rate") for kind, figures in metrics["per_defect"].items()
-            },
+            **operating_figures(result.metrics),
             "raw_test_scores": [round(float(s), 6) for s in raw],
         }  # fmt: skip
         if precision == "fp32":
