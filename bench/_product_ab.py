@@ -251,6 +251,43 @@ def plot_roles(path: Path, results: dict, roles: tuple[str, ...]) -> None:
     plt.close(fig)
 
 
+def plot_kinds(path: Path, results: dict, roles: tuple[str, ...]) -> None:
+    """Held-out AUROC of each defect kind against the good parts, per product and role."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from inspection.core.metrics import image_auroc
+
+    products = [p for p in PRODUCTS if any(k.startswith(f"{p}/") for k in results)]
+    fig, axes = plt.subplots(1, len(products), figsize=(3.2 * len(products), 3.4), sharey=True)
+    for ax, product in zip(np.atleast_1d(axes), products, strict=True):
+        for index, role in enumerate(roles):
+            row = results.get(f"{product}/{role}")
+            if row is None or "test_kinds" not in row:
+                continue
+            kinds = np.asarray(row["test_kinds"])
+            labels, scores = np.asarray(row["test_labels"]), np.asarray(row["test_scores"])
+            names = sorted({k for k, y in zip(kinds, labels, strict=True) if y == 1})
+            values = []
+            for name in names:
+                keep = (labels == 0) | (kinds == name)
+                values.append(image_auroc(scores[keep], (kinds[keep] == name).astype(int)))
+            width = 0.8 / len(roles)
+            x = np.arange(len(names)) + (index - (len(roles) - 1) / 2) * width
+            ax.bar(x, values, width, label=role)
+            ax.set_xticks(np.arange(len(names)), names, rotation=30)
+        ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+        ax.set_title(product)
+        ax.set_ylim(0.3, 1.02)
+    np.atleast_1d(axes)[0].set_ylabel("held-out AUROC vs good")
+    np.atleast_1d(axes)[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def add_arguments(parser: Any, out: Path, registry: Path) -> None:
     """The phases and paths every A/B bench takes."""
     parser.add_argument("phase", choices=("run", "latency", "report"))

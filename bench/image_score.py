@@ -19,13 +19,12 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from _product_ab import (
-    PRODUCTS,
     bench_main,
     comparison_table,
     kinds_section,
     machine_section,
+    plot_kinds,
     plot_roles,
     run_roles,
     time_bundles,
@@ -71,7 +70,7 @@ def report(args: argparse.Namespace) -> None:
     ]
     (args.out / "summary.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     plot_roles(args.out / "frr_auroc.png", results, tuple(ROLES))
-    _plot_kinds(args.out / "per_kind.png", results)
+    plot_kinds(args.out / "per_kind.png", results, tuple(ROLES))
 
 
 HEADER = [
@@ -101,43 +100,6 @@ def _blur(row: dict) -> str:
     evidence = choice.get("validation_auroc") or {}
     shown = ", ".join(f"{k}: {v}" for k, v in evidence.items())
     return f"{choice['fraction']:.4g}" + (f" ({shown})" if shown else "")
-
-
-def _plot_kinds(path: Path, results: dict) -> None:
-    """Held-out AUROC of each defect kind against the good parts, per product and role."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from inspection.core.metrics import image_auroc
-
-    products = [p for p in PRODUCTS if any(k.startswith(f"{p}/") for k in results)]
-    fig, axes = plt.subplots(1, len(products), figsize=(3.2 * len(products), 3.4), sharey=True)
-    for ax, product in zip(np.atleast_1d(axes), products, strict=True):
-        for index, role in enumerate(ROLES):
-            row = results.get(f"{product}/{role}")
-            if row is None or "test_kinds" not in row:
-                continue
-            kinds = np.asarray(row["test_kinds"])
-            labels, scores = np.asarray(row["test_labels"]), np.asarray(row["test_scores"])
-            names = sorted({k for k, y in zip(kinds, labels, strict=True) if y == 1})
-            values = []
-            for name in names:
-                keep = (labels == 0) | (kinds == name)
-                values.append(image_auroc(scores[keep], (kinds[keep] == name).astype(int)))
-            width = 0.8 / len(ROLES)
-            x = np.arange(len(names)) + (index - (len(ROLES) - 1) / 2) * width
-            ax.bar(x, values, width, label=role)
-            ax.set_xticks(np.arange(len(names)), names, rotation=30)
-        ax.axhline(0.5, color="grey", lw=0.8, ls=":")
-        ax.set_title(product)
-        ax.set_ylim(0.3, 1.02)
-    np.atleast_1d(axes)[0].set_ylabel("held-out AUROC vs good")
-    np.atleast_1d(axes)[0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def main() -> None:

@@ -33,6 +33,8 @@ MODEL_KINDS = ("patchcore", "stfpm", "padim")
 # or scikit-learn's shrinkage estimators (LedoitWolf, OAS) toward a scaled identity.
 COVARIANCE_ESTIMATORS = ("ridge", "ledoit_wolf", "oas")
 IMAGE_SCORES = ("patch", "map_peak")
+BANK_VIEWS = ("hflip", "vflip", "rot90")
+"""``bank_augment``'s views of a training image (``training.augment.VIEWS``)."""
 
 
 def check_kind(kind: str) -> str:
@@ -87,6 +89,9 @@ class ModelConfig:
     # ``image_score_blur`` (a fraction of the map side; 0: none; auto: chosen on validation).
     image_score: str = "patch"
     image_score_blur: float | Literal["auto"] = 0.0
+    # PatchCore: flipped / rotated views of each training image added to the bank's patches
+    # (training.augment.VIEWS: hflip, vflip, rot90); empty: the images as they are.
+    bank_augment: tuple[str, ...] = ()
     # STFPM
     max_epochs: int = 5
     # PaDiM: backbone channels kept (a seeded random subset, anomalib's ``idx``) per grid cell's
@@ -142,6 +147,15 @@ class ModelConfig:
                "image_score_blur", f"must be auto or a fraction of the side in [0, 0.5), got {blur!r}")  # fmt: skip
         _check(blur in (0, 0.0) or self.image_score == "map_peak", "image_score_blur",
                "blurs the map before its peak: needs image_score: map_peak")  # fmt: skip
+        _check(not self.bank_augment or self.kind == "patchcore", "bank_augment",
+               f"only a patchcore model has a memory bank (this is {self.kind}); remove it")  # fmt: skip
+        unknown_views = [v for v in self.bank_augment if v not in BANK_VIEWS]
+        _check(not unknown_views, "bank_augment",
+               f"unknown views {unknown_views}; valid: {list(BANK_VIEWS)}")  # fmt: skip
+        _check(len(set(self.bank_augment)) == len(self.bank_augment), "bank_augment",
+               f"a view is listed twice: {list(self.bank_augment)}")  # fmt: skip
+        _check("rot90" not in self.bank_augment or self.image_size[0] == self.image_size[1],
+               "bank_augment", f"rot90 needs a square image_size, got {list(self.image_size)}")  # fmt: skip
         unknown = [c for c in self.global_context if c not in GLOBAL_COMPONENTS]
         _check(not unknown, "global_context",
                f"unknown components {unknown}; valid: {list(GLOBAL_COMPONENTS)}")  # fmt: skip

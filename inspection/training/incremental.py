@@ -29,6 +29,7 @@ from inspection.core.fingerprint import sha256_file
 from inspection.core.registry import FitFigures, Lineage, ModelRecord, Registry
 from inspection.core.roi import RoiSpec, RoiTraining
 from inspection.data.dataset import GOOD, Dataset, Sample, load_dataset
+from inspection.training.augment import views
 from inspection.training.backbones import channels_last
 from inspection.training.config import ModelConfig, model_config_from_mapping
 from inspection.training.coreset import (
@@ -236,10 +237,13 @@ def _embeddings(
     try:
         with torch.no_grad(), channels_last(model.model):
             for batch in make_loader(samples, config):
-                embedding = model.model(model.pre_processor(batch.image))
+                image = model.pre_processor(batch.image)
+                embedding = model.model(image)
                 if masks is not None:
                     size = tuple(batch.image.shape[-2:])
                     store[-1] = embedding[masks.keep_rows(batch.image_path, embedding, size)]
+                for view in views(image, config.bank_augment if masks is None else ()):
+                    model.model(view)  # the parent's bank holds its training images' views
         return torch.vstack(store)
     finally:
         store.clear()

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from inspection.data.dataset import Sample
+from inspection.training.augment import with_views
 from inspection.training.coreset import seed_selection, select_coreset
 from inspection.training.roi import TrainingRoi, per_image_rows
 from inspection.training.samples import SampleDataset
@@ -55,7 +56,7 @@ def out_of_fold_scores(
     back afterwards); ``roi``: the training ROI, applied to the fold banks as in training."""
     inner = model.model
     images = model_inputs(model, samples, image_size)
-    rows = _embeddings(inner, images, samples, roi, batch_size)
+    rows = _embeddings(inner, images, samples, roi, batch_size, getattr(model, "bank_augment", ()))
     assignment = fold_of(len(samples), folds, seed)
     side = _local_stats_rows(inner, images, samples, roi, batch_size)
     trained_banks = _banks(inner)
@@ -123,8 +124,10 @@ def _embeddings(
     samples: Sequence[Sample],
     roi: TrainingRoi | None,
     batch_size: int,
+    bank_views: Sequence[str] = (),
 ) -> list[torch.Tensor]:
-    """Per image, its (rows, d) patch embedding as training collects it (ROI applied)."""
+    """Per image, its (rows, d) patch embedding as training collects it (ROI applied; its
+    ``bank_views``' rows appended, ``training.augment``), so an image and its views share a fold."""
 
     def embed(batch: torch.Tensor) -> torch.Tensor:
         features = inner.feature_extractor(batch)
@@ -132,7 +135,8 @@ def _embeddings(
         embedding = inner.reshape_embedding(inner.generate_embedding(pooled))
         return embedding.reshape(len(batch), -1, embedding.shape[-1])
 
-    return per_image_rows(embed, images, batch_size, roi, [s.path for s in samples])
+    rows_of = with_views(embed, bank_views)
+    return per_image_rows(rows_of, images, batch_size, roi, [s.path for s in samples])
 
 
 def _score(inner: Any, images: torch.Tensor, batch_size: int) -> np.ndarray:

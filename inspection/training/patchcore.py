@@ -13,11 +13,14 @@ ROI are dropped as they are collected, so they never reach the coreset or the ba
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from anomalib.models import Patchcore as AnomalibPatchcore
 
+from inspection.core.errors import ConfigError
+from inspection.training.augment import views
 from inspection.training.coreset import select_coreset
 from inspection.training.image_score import MapPeakHead, MapPeakPatchcoreModel
 from inspection.training.local_stats import FusedPatchcoreModel
@@ -35,6 +38,7 @@ class Patchcore(AnomalibPatchcore):
         memory_bank_max: int | None = None,
         local_statistics: bool = False,
         image_score: str = "patch",
+        bank_augment: Sequence[str] = (),
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -50,20 +54,32 @@ class Patchcore(AnomalibPatchcore):
             if local_statistics and map_peak:
                 self.model.map_peak = MapPeakHead()
         self.memory_bank_max = memory_bank_max
+        self.bank_augment = tuple(bank_augment)
         self.training_roi: TrainingRoi | None = None
         self.patches_seen = 0
         self.patches_kept = 0
 
     def training_step(self, batch: Any, *args: Any, **kwargs: Any) -> Any:
-        """Collect the batch's patch embeddings (only those inside the ROI, when one is set)."""
+        """Collect the batch's patch embeddings (only those inside the ROI, when one is set),
+        then those of its ``bank_augment`` views (``training.augment``)."""
         loss = super().training_step(batch, *args, **kwargs)
         store = self.model.embedding_store
         embedding = store[-1]
         self.patches_seen += embedding.shape[0]
         if self.training_roi is not None:
+            if self.bank_augment:
+                raise ConfigError(
+                    "bank_augment: flipped or rotated views move patches off their place on the "
+                    "part, which the product's ROI keeps them by; remove bank_augment"
+                )
             size = tuple(batch.image.shape[-2:])
             store[-1] = embedding[self.training_roi.keep_rows(batch.image_path, embedding, size)]
         self.patches_kept += store[-1].shape[0]
+        with torch.no_grad():
+            for view in views(batch.image, self.bank_augment):
+                self.model(view)  # in training mode the model appends the view's embedding
+                self.patches_seen += store[-1].shape[0]
+                self.patches_kept += store[-1].shape[0]
         return loss
 
     def fit(self) -> None:

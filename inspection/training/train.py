@@ -177,6 +177,7 @@ def _build_patchcore(config: ModelConfig, weights: ResolvedWeights) -> Any:
             memory_bank_max=config.memory_bank_max,
             local_statistics=config.local_statistics_mode != "off",
             image_score=config.image_score,
+            bank_augment=config.bank_augment,
             pre_processor=_pre_processor(config, weights),
             evaluator=False,
             visualizer=False,

@@ -1,0 +1,46 @@
+"""Flipped and rotated copies of the training images in PatchCore's memory bank.
+
+A patch of good surface seen mirrored or turned by 90 degrees is still good surface (texture
+on a line has no preferred side, a part's edge runs either way), but a bank of 60 images holds
+only the orientations those happened to show. ``bank_augment`` (``ModelConfig``) adds each
+training image's views (``VIEWS``) to the patches the coreset is chosen from: in the training
+epoch, in the out-of-fold banks that calibrate the threshold (an image and its views always
+share a fold, so no image is scored against its own mirror) and in ``train --update``. The
+station is unchanged: it scores the part as it is against the bank. Evidence:
+``reports/bank_augment`` (``bench/bank_augment.py``).
+
+A product with an ROI (``training.roi``) keeps patches by where they lie on the part; views
+move them, so the two are refused together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+VIEWS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "hflip": lambda images: images.flip(-1),
+    "vflip": lambda images: images.flip(-2),
+    "rot90": lambda images: images.rot90(1, (-2, -1)),
+}
+"""Each view of a (N, C, H, W) batch, by its name in ``training.config.BANK_VIEWS`` (rot90
+needs square images; ``ModelConfig`` checks both)."""
+
+
+def views(images: torch.Tensor, names: Sequence[str]) -> list[torch.Tensor]:
+    """The batch's extra views, in ``names`` order (the batch itself not included)."""
+    return [VIEWS[name](images) for name in names]
+
+
+def with_views(
+    rows_of: Callable[[torch.Tensor], torch.Tensor], names: Sequence[str]
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``rows_of`` ((B, rows, d) per batch) with each image's views' rows appended to its own."""
+    if not names:
+        return rows_of
+
+    def rows(images: torch.Tensor) -> torch.Tensor:
+        return torch.cat([rows_of(images), *(rows_of(v) for v in views(images, names))], 1)
+
+    return rows
