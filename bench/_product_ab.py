@@ -11,7 +11,8 @@ missing and tuned on by nothing), ``REGRESSION``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -309,6 +310,59 @@ def bench_main(doc: str, out: Path, registry: Path, phases: Mapping[str, Callabl
     quiet_logs()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     phases[args.phase](args)
+
+
+@dataclass(frozen=True)
+class ABBench:
+    """One A/B bench: where it writes, its roles, and what its report adds to the shared parts.
+
+    ``record_extra(record)``: the lever's own entries for a results row; ``column``: (title,
+    cell of a row) for the lever's own column of the comparison table."""
+
+    out: Path
+    registry: Path
+    roles: Mapping[str, tuple[str, ...]]
+    header: Sequence[str]
+    record_extra: Callable[[Any], dict[str, Any]]
+    column: tuple[str, Callable[[dict], str]]
+    per_kind_plot: bool = True
+
+
+def write_report(args: Any, bench: ABBench) -> None:
+    """``summary.md``, ``frr_auroc.png`` (and ``per_kind.png``) from the JSON files."""
+    results = previous_report(args.out, "results")
+    latency_report = previous_report(args.out, "latency")
+    roles = tuple(bench.roles)
+    lines = [
+        *bench.header,
+        *comparison_table(results, latency_report, roles, bench.column),
+        "",
+        *kinds_section(results),
+        "",
+        *machine_section(results, latency_report),
+    ]
+    (args.out / "summary.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    plot_roles(args.out / "frr_auroc.png", results, roles)
+    if bench.per_kind_plot:
+        plot_kinds(args.out / "per_kind.png", results, roles)
+
+
+def ab_main(doc: str, bench: ABBench) -> None:
+    """An A/B bench's command line: ``run`` (train and export every role), ``latency``
+    (``time_bundles``), ``report`` (``write_report``)."""
+    bench_main(doc, bench.out, bench.registry, {
+        "run": lambda args: run_roles(args, bench.roles, bench.record_extra),
+        "latency": time_bundles,
+        "report": lambda args: write_report(args, bench),
+    })  # fmt: skip
+
+
+def image_score_choice(record: Any) -> dict[str, Any]:
+    """A record's image-score choice and whether its local statistics were kept."""
+    return {
+        "image_score": record.extra.get("image_score"),
+        "local_statistics_kept": bool((record.extra.get("local_statistics") or {}).get("kept")),
+    }
 
 
 def quiet_logs() -> None:

@@ -14,24 +14,10 @@ bundles' own at their own 1 % operating point on the held-out split.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
-from typing import Any
 
-from _product_ab import (
-    bench_main,
-    comparison_table,
-    kinds_section,
-    machine_section,
-    plot_kinds,
-    plot_roles,
-    run_roles,
-    time_bundles,
-)
-from _report import previous_report
+from _product_ab import ABBench, ab_main, image_score_choice
 
-OUT = Path("reports/bank_augment")
-ROLES = {"as-is": ("bank_augment=[]",), "views": ("bank_augment=[hflip,vflip,rot90]",)}
 HEADER = [
     "# Flipped and rotated training views in PatchCore's memory bank, through the product path",
     "",
@@ -49,47 +35,22 @@ HEADER = [
 ]
 
 
-def run(args: argparse.Namespace) -> None:
-    """Train and export both roles per product; one JSON row per (product, role)."""
-
-    def extra(record: Any) -> dict[str, Any]:
-        return {
-            "image_score": record.extra.get("image_score"),
-            "local_statistics_kept": bool((record.extra.get("local_statistics") or {}).get("kept")),
-        }
-
-    run_roles(args, ROLES, extra)
-
-
-def latency(args: argparse.Namespace) -> None:
-    """p50 of ``Inspector.inspect`` for every bundle of ``run`` (``_product_ab.time_bundles``)."""
-    time_bundles(args)
-
-
-def report(args: argparse.Namespace) -> None:
-    """``summary.md``, ``frr_auroc.png`` and ``per_kind.png`` from the JSON files."""
-    results = previous_report(args.out, "results")
-    latency_report = previous_report(args.out, "latency")
-    lines = [
-        *HEADER,
-        *comparison_table(results, latency_report, tuple(ROLES), ("bank rows", _rows)),
-        "",
-        *kinds_section(results),
-        "",
-        *machine_section(results, latency_report),
-    ]
-    (args.out / "summary.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    plot_roles(args.out / "frr_auroc.png", results, tuple(ROLES))
-    plot_kinds(args.out / "per_kind.png", results, tuple(ROLES))
-
-
 def _rows(row: dict) -> str:
     return str(row.get("bank", "-"))
 
 
+BENCH = ABBench(
+    out=Path("reports/bank_augment"),
+    registry=Path("var/bank_augment/registry"),
+    roles={"as-is": ("bank_augment=[]",), "views": ("bank_augment=[hflip,vflip,rot90]",)},
+    header=HEADER,
+    record_extra=image_score_choice,
+    column=("bank rows", _rows),
+)
+
+
 def main() -> None:
-    bench_main(__doc__, OUT, Path("var/bank_augment/registry"), {
-        "run": run, "latency": latency, "report": report})  # fmt: skip
+    ab_main(__doc__, BENCH)
 
 
 if __name__ == "__main__":

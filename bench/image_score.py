@@ -15,62 +15,15 @@ also writes ``per_kind.png``: each defect kind's held-out AUROC against the good
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
-from typing import Any
 
-from _product_ab import (
-    bench_main,
-    comparison_table,
-    kinds_section,
-    machine_section,
-    plot_kinds,
-    plot_roles,
-    run_roles,
-    time_bundles,
-)
-from _report import previous_report
+from _product_ab import ABBench, ab_main, image_score_choice
 
-OUT = Path("reports/image_score")
 ROLES = {
     "patch": ("image_score=patch", "image_score_blur=0"),
     "peak": ("image_score=map_peak", "image_score_blur=0"),
     "peak+blur": ("image_score=map_peak", "image_score_blur=auto"),
 }
-
-
-def run(args: argparse.Namespace) -> None:
-    """Train and export every role per product; one JSON row per (product, role)."""
-
-    def extra(record: Any) -> dict[str, Any]:
-        return {
-            "image_score": record.extra.get("image_score"),
-            "local_statistics_kept": bool((record.extra.get("local_statistics") or {}).get("kept")),
-        }
-
-    run_roles(args, ROLES, extra)
-
-
-def latency(args: argparse.Namespace) -> None:
-    """p50 of ``Inspector.inspect`` for every bundle of ``run`` (``_product_ab.time_bundles``)."""
-    time_bundles(args)
-
-
-def report(args: argparse.Namespace) -> None:
-    """``summary.md``, ``frr_auroc.png`` and ``per_kind.png`` from the JSON files."""
-    results = previous_report(args.out, "results")
-    latency_report = previous_report(args.out, "latency")
-    lines = [
-        *HEADER,
-        *comparison_table(results, latency_report, tuple(ROLES), ("blur (validation)", _blur)),
-        "",
-        *kinds_section(results),
-        "",
-        *machine_section(results, latency_report),
-    ]
-    (args.out / "summary.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    plot_roles(args.out / "frr_auroc.png", results, tuple(ROLES))
-    plot_kinds(args.out / "per_kind.png", results, tuple(ROLES))
 
 
 HEADER = [
@@ -102,13 +55,18 @@ def _blur(row: dict) -> str:
     return f"{choice['fraction']:.4g}" + (f" ({shown})" if shown else "")
 
 
+BENCH = ABBench(
+    out=Path("reports/image_score"),
+    registry=Path("var/image_score/registry"),
+    roles=ROLES,
+    header=HEADER,
+    record_extra=image_score_choice,
+    column=("blur (validation)", _blur),
+)
+
+
 def main() -> None:
-    bench_main(
-        __doc__,
-        OUT,
-        Path("var/image_score/registry"),
-        {"run": run, "latency": latency, "report": report},
-    )
+    ab_main(__doc__, BENCH)
 
 
 if __name__ == "__main__":

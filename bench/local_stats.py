@@ -19,50 +19,10 @@ nothing; ``brick`` is the regression check. ``latency`` times each bundle's
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
+from typing import Any
 
-from _product_ab import (
-    bench_main,
-    comparison_table,
-    kinds_section,
-    machine_section,
-    plot_roles,
-    run_roles,
-    time_bundles,
-)
-from _report import previous_report
-
-OUT = Path("reports/local_stats")
-ROLES = {"default": ("local_statistics=false",), "auto": ("local_statistics=auto",)}
-
-
-def run(args: argparse.Namespace) -> None:
-    """Train and export both roles per product; one JSON row per (product, role)."""
-    run_roles(args, ROLES, lambda record: {
-        "local_statistics": record.extra.get("local_statistics")})  # fmt: skip
-
-
-def latency(args: argparse.Namespace) -> None:
-    """p50 of ``Inspector.inspect`` for every bundle of ``run`` (``_product_ab.time_bundles``)."""
-    time_bundles(args)
-
-
-def report(args: argparse.Namespace) -> None:
-    """``summary.md`` and ``frr_auroc.png`` from ``results.json`` and ``latency.json``."""
-    results = previous_report(args.out, "results")
-    latency_report = previous_report(args.out, "latency")
-    choice = ("kept? (validation AUROC, PatchCore -> fused)", _kept)
-    lines = [
-        *_header(),
-        *comparison_table(results, latency_report, tuple(ROLES), choice),
-        "",
-        *kinds_section(results),
-        "",
-        *machine_section(results, latency_report),
-    ]
-    (args.out / "summary.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    plot_roles(args.out / "frr_auroc.png", results, ("default", "auto"))
+from _product_ab import ABBench, ab_main
 
 
 def _header() -> list[str]:
@@ -93,13 +53,23 @@ def _kept(row: dict) -> str:
     return f"{'yes' if choice['kept'] else 'no'} ({shown})"
 
 
+def _choice(record: Any) -> dict[str, Any]:
+    return {"local_statistics": record.extra.get("local_statistics")}
+
+
+BENCH = ABBench(
+    out=Path("reports/local_stats"),
+    registry=Path("var/local_stats/registry"),
+    roles={"default": ("local_statistics=false",), "auto": ("local_statistics=auto",)},
+    header=_header(),
+    record_extra=_choice,
+    column=("kept? (validation AUROC, PatchCore -> fused)", _kept),
+    per_kind_plot=False,
+)
+
+
 def main() -> None:
-    bench_main(
-        __doc__,
-        OUT,
-        Path("var/local_stats/registry"),
-        {"run": run, "latency": latency, "report": report},
-    )
+    ab_main(__doc__, BENCH)
 
 
 if __name__ == "__main__":
