@@ -3,13 +3,14 @@
     python bench/verdicts.py [--data datasets] [--out reports/verdicts]
                              [--products brick,grass,gravel,weave,tissue] [--models patchcore]
 
-For each product and model: train once (throw-away registry), calibrate on the validation
-split exactly as an exported bundle is calibrated (``core.calibration.calibrate``: F1-adaptive
-thresholds, min-max normalisation, ``select_segmentation``), then judge the held-out test split
+For each product and model: train once (throw-away registry) and take the version's own
+calibration (``ModelRecord.calibration``: the image threshold at the model's operating point,
+a 1 % false-reject budget by default, on the validation good images plus out-of-fold training
+scores; min-max normalisation; ``select_segmentation``), then judge the held-out test split
 twice with the same model outputs:
 
-- before: today's rule, verdict ``score >= 0.5`` and, independently, mask ``map >= 0.5`` (the
-  pixel threshold that maximises pooled validation pixel F1);
+- before: the pooled rule, verdict ``score >= 0.5`` and, independently, mask ``map >= 0.5``
+  (the pixel threshold that maximises pooled validation pixel F1);
 - after: ``core.verdict.judge`` with the selected segmentation (what the station runs).
 
 Also the post-processing time of ``judge`` per image (p50/p95 ms) at the model resolution.
@@ -31,13 +32,12 @@ from typing import Any
 import numpy as np
 from _report import save_report
 
-from inspection.core.calibration import calibrate, normalize_maps, normalize_scores
+from inspection.core.calibration import normalize_maps, normalize_scores
 from inspection.core.metrics import EvaluationMetrics, compute_metrics, judge_all, threshold_masks
 from inspection.core.registry import Registry
 from inspection.core.verdict import judge
 from inspection.data.dataset import load_dataset
 from inspection.training.config import load_model_config
-from inspection.training.evaluate import predict
 from inspection.training.train import evaluation_splits, train_model
 
 TIMING_REPEATS = 3
@@ -48,10 +48,9 @@ def run(data: Path, product: str, kind: str, registry: Registry) -> dict[str, An
     config = load_model_config(kind, product=product)
     outcome = train_model(config, dataset, product=product, registry=registry, progress=False)
     validation, _ = evaluation_splits(config, dataset)
-    val = predict(outcome.model, validation, image_size=config.image_size)
-    calibration = calibrate(
-        val.scores, val.maps, val.labels, val.gt_masks, val.defect_types, mask_known=val.mask_known
-    )
+    # the version's own calibration: its operating point on the validation split plus the
+    # out-of-fold training scores, as training judged it and as its bundles start from
+    calibration = outcome.record.calibration()
     test = outcome.predictions
     scores = normalize_scores(test.scores, calibration.normalization)
     maps = normalize_maps(test.maps, calibration.normalization)
@@ -93,8 +92,9 @@ def markdown(rows: list[dict[str, Any]], load: float) -> str:
         "# Verdicts and regions: pooled global threshold (before) vs selected segmentation (after)",
         "",
         f"Same model outputs, one run per product and model; held-out test split; 1-min load at "
-        f"start {load:.2f} (each row's own load in the second table). Region recall: share of ground-truth defects overlapped >= 30 % by "
-        "the judged mask. `bench/verdicts.py`.",
+        f"start {load:.2f} (each row's own load in the second table). Verdicts at each "
+        "model's own operating point (its recorded calibration). Region recall: share of "
+        "ground-truth defects overlapped >= 30 % by the judged mask. `bench/verdicts.py`.",
         "",
         "| product | model | defect | pixel AUROC | pixel F1 before | after | region recall "
         "before | after | IoU after |",
