@@ -192,6 +192,10 @@ def test_checkpoint_and_exported_graph_keep_the_score(
         expected = trained.model.model(images).pred_score
         torch.testing.assert_close(reloaded(images).pred_score, expected, rtol=0, atol=0)
     compiled = compile_at(convert_torch_model(copy.deepcopy(reloaded).eval(), (64, 64)), "f32")
+    # standardised scores are differences of distances: f32 rounding is absolute on their scale
+    # and its size depends on the CPU's kernels (AVX2 and AVX-512 accumulate in other orders)
+    scale = float(expected.abs().max())
     for batch in (images, images[:1]):  # dynamic batch
         out = compiled(batch.numpy())[SCORE_OUTPUT]
-        np.testing.assert_allclose(out, expected[: len(batch)].numpy(), rtol=1e-4, atol=1e-5)
+        reference = expected[: len(batch)].numpy()
+        np.testing.assert_allclose(out, reference, rtol=1e-4, atol=1e-4 * scale)
