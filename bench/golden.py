@@ -70,7 +70,12 @@ def run(registry_dir: Path) -> dict[str, Any]:
             if meta.precision == "fp32" and not cpu_info().unavailable("bf16"):
                 row["fp32_in_bf16"] = bf16_drift(bundle_dir)
             rows.append(row)
-    return {"cpu": cpu_info().summary(), "load": load_average(), "bundles": rows}
+    return {
+        "cpu": cpu_info().summary(),
+        "bf16_unavailable": cpu_info().unavailable("bf16"),
+        "load": load_average(),
+        "bundles": rows,
+    }
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -89,7 +94,7 @@ def markdown(report: dict[str, Any]) -> str:
     for row in report["bundles"]:
         station, bf16 = row["station"], row.get("fp32_in_bf16")
         verdict = _verdict(station)
-        bf16_cell = "-" if bf16 is None else f"{bf16.get('worst_drift', '-')} ({_verdict(bf16)})"
+        bf16_cell = _bf16_cell(bf16, row["precision"], report.get("bf16_unavailable", ""))
         lines.append(
             f"| {row['bundle']} | {verdict} | {station.get('worst_drift', '-')} | "
             f"{station.get('tolerance', '-')} | {station.get('precision', '-')} | {bf16_cell} |"
@@ -99,6 +104,12 @@ def markdown(report: dict[str, Any]) -> str:
         for r in report["bundles"]
         if r.get("fp32_in_bf16", {}).get("checked")
     ]
+    if report.get("bf16_unavailable"):
+        lines += [
+            "",
+            f"- {report['bf16_unavailable']}: OpenVINO runs a bf16 hint in f32 here, so no bundle "
+            "is exported or served in bf16 and an FP32 bundle cannot drift that way.",
+        ]
     if bounds:
         lines += [
             "",
@@ -108,6 +119,12 @@ def markdown(report: dict[str, Any]) -> str:
             "bundle calibrated on its own outputs, and the station checks the golden outputs.",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _bf16_cell(check: dict[str, Any] | None, precision: str, unavailable: str) -> str:
+    if check is not None:
+        return f"{check.get('worst_drift', '-')} ({_verdict(check)})"
+    return "bf16 not available" if precision == "fp32" and unavailable else "-"
 
 
 def _verdict(check: dict[str, Any]) -> str:
