@@ -108,6 +108,9 @@ class QuantizationSet:
     accuracy_control: AccuracyControl | None = None
     head_fp32: bool | None = None
     """The distance/map head kept in FP32; None: not recorded (older bundles)."""
+    seven_bit_weights: bool | None = None
+    """7-bit weights in every layer (no u8 x s8 saturation on CPUs without VNNI); False: only in
+    the first layer; None: not recorded (older bundles, first layer only)."""
 
 
 @dataclass(frozen=True)

@@ -163,6 +163,10 @@ class ExportOptions:
     force: bool = False
     keep_head_fp32: bool = True
     """INT8: keep the distance/map head in FP32 (False only to measure what quantising it costs)."""
+    int8_seven_bit_weights: bool = True
+    """INT8: 7-bit weights in every layer (NNCF's overflow fix), so CPUs without VNNI compute
+    what the gate measured; False: 8 bits past the first layer (NNCF's default), for fleets whose
+    every station has VNNI or AMX."""
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -419,6 +423,7 @@ def _quantised(
         max_drop=options.tolerances.image_auroc,
         score_output=SCORE_OUTPUT,
         keep_head_fp32=options.keep_head_fp32,
+        seven_bit_weights=options.int8_seven_bit_weights,
     )
     fingerprint = fingerprint_files(calibration_paths, splits.dataset_root)
     control = AccuracyControl(options.tolerances.image_auroc, "validation")
@@ -432,5 +437,6 @@ def _quantised(
             files=tuple(sorted(fingerprint["files"])),
             accuracy_control=control if options.accuracy_control else None,
             head_fp32=options.keep_head_fp32,
+            seven_bit_weights=options.int8_seven_bit_weights,
         ),
     )

@@ -93,6 +93,7 @@ def test_bundles_with_export_gate_records_read(tmp_path: Path) -> None:
     assert fp32.quantization_set is None and int8.quantization_set is not None
     assert (int8.quantization_set.split, int8.quantization_set.size) == ("train", 24)
     assert len(int8.quantization_set.files) == 24 and int8.quantization_set.head_fp32
+    assert int8.quantization_set.seven_bit_weights is None  # not recorded then: first layer only
     own = fp32.export_record()
     assert own.gate is not None and own.gate.passed and own.reference_fp32 is None
     assert own.gate.reference_fp32 == own.gate.figures  # FP32 is its own reference

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
+import pytest
 
 from inspection.training.quantize import distance_head
 
@@ -42,3 +43,38 @@ def test_nncf_logs_go_to_the_root_logger_not_to_its_own_stdout_handler() -> None
     nncf_logger = logging.getLogger("nncf")
     assert nncf_logger.propagate
     assert not [h for h in nncf_logger.handlers if type(h) is logging.StreamHandler]
+
+
+def _two_convs() -> ov.Model:
+    """conv -> relu -> conv -> max: the overflow fix treats the first conv apart from the rest."""
+    rng = np.random.default_rng(0)
+    image = ops.parameter([1, 3, 16, 16], np.float32, name="image")
+    layer = image
+    for channels_in in (3, 8):
+        weights = ops.constant(rng.normal(size=(8, channels_in, 3, 3)).astype(np.float32))
+        layer = ops.relu(ops.convolution(layer, weights, [1, 1], [1, 1], [1, 1], [1, 1]))
+    score = ops.reduce_max(layer, ops.constant(np.array([1, 2, 3])), False)
+    score.output(0).get_tensor().set_names({"pred_score"})
+    return ov.Model([score], [image], "two_convs")
+
+
+@pytest.mark.parametrize("seven_bit_weights", [True, False])
+def test_int8_weights_fit_seven_bits_in_every_layer_unless_asked(seven_bit_weights: bool) -> None:
+    """7-bit weights (|w| <= 64) cannot saturate the int16 pair sums of AVX2's u8 x s8 kernels;
+    NNCF's default keeps 8 bits past the first layer."""
+    from inspection.training.quantize import quantize_int8
+
+    rng = np.random.default_rng(1)
+    calibration = [rng.normal(size=(3, 16, 16)).astype(np.float32) for _ in range(8)]
+    model = quantize_int8(
+        _two_convs(), calibration, keep_head_fp32=False, seven_bit_weights=seven_bit_weights
+    )
+    weights = [n.get_data() for n in model.get_ordered_ops() if _is_int8_constant(n)]
+    assert len(weights) == 2
+    first, second = (int(np.abs(w).max()) for w in weights)
+    assert first <= 64  # NNCF fixes the first layer either way
+    assert (second <= 64) is seven_bit_weights
+
+
+def _is_int8_constant(node: ov.Node) -> bool:
+    return node.get_type_name() == "Constant" and node.get_element_type() == ov.Type.i8
