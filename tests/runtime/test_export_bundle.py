@@ -137,3 +137,27 @@ def test_export_signs_with_the_site_key_before_promoting(trained_patchcore, tmp_
     )
     digest = verify_signed_bundle(result.bundle_dir, load_public_key(keys.public))
     assert registry.live(tp.product).digest == digest == bundle_digest(result.bundle_dir)
+
+
+@pytest.mark.slow
+def test_cli_int8_8bit_weights_flag_reaches_the_bundle(trained_patchcore, tmp_path) -> None:
+    """``--int8-8bit-weights`` opts out of 7-bit weights, and the bundle records it."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from inspection.cli import app
+
+    registry = tmp_path / "registry"
+    product = trained_patchcore.registry.root / "brick"
+    shutil.copytree(product, registry / "brick", ignore=shutil.ignore_patterns("bundles"))
+    site = tmp_path / "site.yaml"
+    site.write_text(f"registry_dir: {registry}\n")
+    result = CliRunner().invoke(app, [
+        "export", "--product", "brick", "--precision", "int8", "--int8-8bit-weights",
+        "--force", "--site", str(site),
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output[-2000:]
+    meta = verify_bundle(registry / "brick" / "bundles" / "v0001-int8")
+    assert meta.quantization_set is not None
+    assert meta.quantization_set.seven_bit_weights is False
