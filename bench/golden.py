@@ -60,6 +60,7 @@ def run(registry_dir: Path) -> dict[str, Any]:
     from inspection.runtime.hardware import cpu_info
 
     registry = Registry(registry_dir)
+    bf16_unavailable = cpu_info().unavailable("bf16")
     rows = []
     for product in registry.products():
         for bundle_id in registry.bundle_ids(product):
@@ -67,12 +68,12 @@ def run(registry_dir: Path) -> dict[str, Any]:
             meta = read_bundle_metadata(bundle_dir)
             row = {"bundle": f"{product}/{bundle_id}", "precision": meta.precision}
             row["station"] = check_bundle(bundle_dir)
-            if meta.precision == "fp32" and not cpu_info().unavailable("bf16"):
+            if meta.precision == "fp32" and not bf16_unavailable:
                 row["fp32_in_bf16"] = bf16_drift(bundle_dir)
             rows.append(row)
     return {
         "cpu": cpu_info().summary(),
-        "bf16_unavailable": cpu_info().unavailable("bf16"),
+        "bf16_unavailable": bf16_unavailable,
         "load": load_average(),
         "bundles": rows,
     }

@@ -40,9 +40,12 @@ from _report import (  # noqa: E402
 )
 
 log = logging.getLogger("bench.int8_weights")
-WEIGHTS = {"7bit": True, "8bit": False}
-"""Bundle name suffix -> ``ExportOptions.int8_seven_bit_weights``."""
-FIGURES = ("false_reject_rate", "miss_rate", "image_auroc", "pixel_auroc", "aupro")
+VARIANTS: dict[str, dict[str, Any]] = {
+    "fp32": {"precision": "fp32"},
+    "int8-7bit": {"precision": "int8", "int8_seven_bit_weights": True},
+    "int8-8bit": {"precision": "int8", "int8_seven_bit_weights": False},
+}
+"""Bundle name -> ``ExportOptions`` of the bundle (each exported forced: refused ones too)."""
 
 
 def train(args: argparse.Namespace) -> None:
@@ -72,14 +75,12 @@ def export(args: argparse.Namespace) -> None:
             continue
         version = Registry(args.registry).latest_version(product).version
         row: dict[str, Any] = {"family": family(product), "load_before": load_average()}
-        variants = {"fp32": ExportOptions(precision="fp32", force=True)}
-        for name, seven in WEIGHTS.items():
-            variants[f"int8-{name}"] = ExportOptions(
-                precision="int8", force=True, int8_seven_bit_weights=seven
-            )
-        for name, options in variants.items():
+        for name, options in VARIANTS.items():
             registry = _variant_registry(args.registry, name, product)
-            result = export_bundle(registry, product, options, RegistryExport(version=version))
+            result = export_bundle(
+                registry, product, ExportOptions(**options, force=True),
+                RegistryExport(version=version),
+            )  # fmt: skip
             row[name] = {
                 "bundle": str(result.bundle_dir),
                 "gate_passed": bool(result.gate.passed),
@@ -87,9 +88,10 @@ def export(args: argparse.Namespace) -> None:
                 **operating_figures(result.metrics),
             }
         row["load_after"] = load_average()
+        row["cpu"] = cpu_description()
         report[product] = row
-        save_report(args.out, "results", {**report, "cpu": cpu_description()})
-        log.info("%s: %s", product, {k: row[k]["gate_passed"] for k in variants})
+        save_report(args.out, "results", report)
+        log.info("%s: %s", product, {k: row[k]["gate_passed"] for k in VARIANTS})
 
 
 def _variant_registry(trained: Path, name: str, product: str) -> Any:
@@ -115,7 +117,7 @@ def latency(args: argparse.Namespace) -> None:
     for product in args.products.split(","):
         root = dataset_root(product, args.data, args.generated)
         images = [read_image(p) for p in sorted((root / "test/good").glob("*.png"))[:20]]
-        for name in ("fp32", *(f"int8-{w}" for w in WEIGHTS)):
+        for name in VARIANTS:
             inspector = Inspector.from_bundle(results[product][name]["bundle"])
             runs[f"{product}/{name}"] = (inspector.inspect, images)
     before = load_average()
@@ -128,10 +130,11 @@ def report(args: argparse.Namespace) -> None:
     results = previous_report(args.out, "results")
     lat = previous_report(args.out, "latency")
     bundles = lat.get("bundles", {})
+    cpus = sorted({row["cpu"] for row in results.values()})
     lines = [
         "# INT8: 7-bit weights in every layer vs 8 bits past the first layer",
         "",
-        f"CPU: {results.get('cpu', '?')}. `bench/int8_weights.py`. Default PatchCore per "
+        f"CPU: {', '.join(cpus) or '?'}. `bench/int8_weights.py`. Default PatchCore per "
         "product, held-out test split, each bundle calibrated on its own outputs and judged "
         "at its own 1 % operating point; the gate compares it with the FP32 bundle of the "
         "same version. Latency: `Inspector.inspect` p50 over 5 interleaved rounds of 20 good "
@@ -143,12 +146,9 @@ def report(args: argparse.Namespace) -> None:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for product, row in results.items():
-        if product == "cpu":
-            continue
-        for name in ("fp32", *(f"int8-{w}" for w in WEIGHTS)):
+        for name in VARIANTS:
             lines.append(_row(product, row, name, bundles.get(f"{product}/{name}", {})))
-    loads = [row[k] for row in results.values() if isinstance(row, dict)
-             for k in ("load_before", "load_after") if k in row]  # fmt: skip
+    loads = [row[k] for row in results.values() for k in ("load_before", "load_after")]
     lines += [
         "",
         f"1-minute load around the exports: {', '.join(loads)}.",
@@ -157,10 +157,9 @@ def report(args: argparse.Namespace) -> None:
         "",
     ]
     for product, row in results.items():
-        for name in WEIGHTS:
-            bundle = row.get(f"int8-{name}", {}) if product != "cpu" else {}
-            if bundle and not bundle["gate_passed"]:
-                lines.append(f"- {product} int8-{name}: {'; '.join(bundle['gate_failures'])}")
+        for name in VARIANTS:
+            if not row[name]["gate_passed"]:
+                lines.append(f"- {product} {name}: {'; '.join(row[name]['gate_failures'])}")
     save_report(args.out, "summary", {"products": sorted(results)}, "\n".join(lines) + "\n")
 
 
