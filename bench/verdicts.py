@@ -23,14 +23,13 @@ import argparse
 import json
 import logging
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _report import save_report
+from _report import cpu_description, save_report
 
 from inspection.core.calibration import normalize_maps, normalize_scores
 from inspection.core.metrics import EvaluationMetrics, compute_metrics, judge_all, threshold_masks
@@ -211,7 +210,7 @@ def main() -> None:
         rows = merged_rows(args.out / "verdicts.json", rows)
     report = {
         "load_1min_at_start": round(load, 2),
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
+        "machine": {"cpu": cpu_description(), "cores": os.cpu_count()},
         "runs": rows,
     }
     save_report(args.out, "verdicts", report, markdown(rows, load))
