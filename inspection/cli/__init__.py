@@ -12,6 +12,7 @@ import importlib
 import logging
 import pkgutil
 import sys
+import warnings
 
 import typer
 from rich.console import Console
@@ -27,6 +28,10 @@ app = typer.Typer(
     add_completion=False,
 )
 err_console = Console(stderr=True)
+
+IMPORT_TIME_NOISE = r"(timm|anomalib)\."
+"""Libraries whose deprecation notices fire on import (timm's ``models.layers``, anomalib's
+dinov2 package), before a command's log file takes warnings: off the screen unless -v."""
 
 
 def _register_commands() -> None:
@@ -52,8 +57,15 @@ def _root(
 _register_commands()
 
 
+def quiet_import_noise(argv: list[str]) -> None:
+    """Hide ``IMPORT_TIME_NOISE``'s deprecation notices unless the command line asks -v."""
+    if not {"-v", "--verbose"} & set(argv):
+        warnings.filterwarnings("ignore", category=FutureWarning, module=IMPORT_TIME_NOISE)
+
+
 def main() -> None:
     """Entry point: user-facing errors print one clear line and exit 2, never a traceback."""
+    quiet_import_noise(sys.argv[1:])
     try:
         app()
     except InspectionError as exc:

@@ -10,7 +10,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from inspection.cli.console import quiet_logs
 from inspection.cli.operating import subset_miss_text
+from inspection.cli.train import log_dir, verbose_requested
 from inspection.core.bundle import PRECISIONS
 from inspection.core.config import load_site_config
 from inspection.core.export_gate import BundleFigures, GateTolerances
@@ -90,15 +92,14 @@ def export_command(
     """
     from inspection.core.registry import Registry
     from inspection.core.signing import site_keys_dir, site_signing_key
-    from inspection.training.export import ExportOptions
-    from inspection.training.registry_export import RegistryExport, export_bundle
 
     if precision not in PRECISIONS:
         raise typer.BadParameter(
             f"must be one of {', '.join(PRECISIONS)}", param_hint="--precision"
         )
     tolerances = parse_tolerances(tolerance)
-    registry = Registry(load_site_config(site).registry_dir)
+    site_config = load_site_config(site)
+    registry = Registry(site_config.registry_dir)
     signed = site_signing_key(registry.root) is not None
     if promote and not signed and not allow_unsigned:
         raise typer.BadParameter(
@@ -106,7 +107,14 @@ def export_command(
             "unsigned bundles. Run 'inspection keys init' first, or pass --allow-unsigned",
             param_hint="--promote",
         )
-    with console.status("exporting") as status:
+    # torch and OpenVINO load here, after the arguments are checked: a mistake costs no wait
+    from inspection.training.export import ExportOptions
+    from inspection.training.registry_export import RegistryExport, export_bundle
+
+    with (
+        quiet_logs(log_dir(site_config), "export", verbose=verbose_requested(False)) as log_file,
+        console.status("exporting") as status,
+    ):
         result = export_bundle(
             registry,
             product,
@@ -143,6 +151,8 @@ def export_command(
         console.print("signed with the site key")
     else:
         console.print("[bold red]UNSIGNED[/]: this site has no signing key; stations refuse it")
+    if log_file is not None:
+        console.print(f"library logs and warnings: {log_file}", soft_wrap=True, highlight=False)
 
 
 GATE_COLUMNS = {

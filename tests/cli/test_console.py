@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import io
 import logging
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 
 from inspection.cli.console import StepProgress, print_table, quiet_logs, summary_table
@@ -80,3 +83,18 @@ def test_closing_table_folds_in_a_narrow_terminal() -> None:
     lines = out.getvalue().splitlines()
     assert max(len(line) for line in lines) <= 60
     assert "".join(line.strip("│ ") for line in lines).count("report.md") == 1
+
+
+@pytest.mark.parametrize(("argv", "shown"), [([], False), (["-v"], True)])
+def test_library_deprecation_notices_at_import_show_only_with_verbose(argv, shown) -> None:
+    """timm and anomalib warn on import, before a command's log file exists: screen only with -v."""
+    probe = (
+        "import warnings; warnings.simplefilter('default'); "
+        f"from inspection.cli import quiet_import_noise; quiet_import_noise({argv!r}); "
+        "import anomalib.models"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert ("FutureWarning" in result.stderr) is shown, result.stderr[-2000:]

@@ -109,6 +109,22 @@ def test_cli_export_refuses_to_promote_without_a_site_key(tmp_path) -> None:
     assert "this site has no signing key" in said and "--allow-unsigned" in said
 
 
+def test_cli_export_checks_its_arguments_before_loading_torch(tmp_path) -> None:
+    """A refused --promote answers at once: torch, OpenVINO and anomalib are not loaded."""
+    site = tmp_path / "site.yaml"
+    site.write_text(f"registry_dir: {tmp_path / 'registry'}\n")
+    probe = (
+        "import sys; from typer.testing import CliRunner; from inspection.cli import app; "
+        "r = CliRunner().invoke(app, ['export', '--product', 'brick', '--promote', '--site', "
+        f"{str(site)!r}]); "
+        "print(r.exit_code, [m for m in ('torch', 'openvino', 'anomalib') if m in sys.modules])"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    assert result.stdout.split("\n")[-2] == "2 []", result.stdout[-2000:] + result.stderr[-2000:]
+
+
 @pytest.mark.slow
 def test_export_signs_with_the_site_key_before_promoting(trained_patchcore, tmp_path) -> None:
     """A site holding its key (``keys/`` beside the registry) gets signed bundles only."""
