@@ -26,6 +26,7 @@ from inspection.core.errors import BundleError, RegistryError
 if TYPE_CHECKING:
     from inspection.core.metrics import EvaluationMetrics
     from inspection.core.registry import ModelRecord
+    from inspection.data.dataset import Dataset
 
 console = Console()
 log = logging.getLogger(__name__)
@@ -113,23 +114,25 @@ def train_command(
     if not product:
         raise typer.BadParameter("give --product (or --update <product> to add images)")
     from inspection.core.registry import Registry
-    from inspection.data.dataset import load_dataset
     from inspection.training.config import load_model_config, load_product_config
-    from inspection.training.evaluate import write_report
-    from inspection.training.train import train_model
 
     site_config = load_site_config(site)
     product_config = load_product_config(product)
-    if auto or product_config.auto:
-        if config is not None or overrides:
-            raise typer.BadParameter("--auto chooses the config: drop --config and --set")
+    auto = auto or product_config.auto
+    if auto and (config is not None or overrides):
+        raise typer.BadParameter("--auto chooses the config: drop --config and --set")
+    dataset = readable_dataset(_dataset_path(site_config, product, data))
+    if auto:
         budget_s = budget or product_config.auto_budget_s
-        _train_auto(site_config, product, _dataset_path(site_config, product, data), budget_s)
+        _train_auto(site_config, product, dataset, budget_s)
         return
     model_config = load_model_config(
         model, product=product, config_file=config, overrides=overrides
     )
-    dataset = load_dataset(_dataset_path(site_config, product, data))
+    # torch and anomalib load here, after the arguments and the images are checked
+    from inspection.training.evaluate import write_report
+    from inspection.training.train import train_model
+
     if product_config.tiling is not None:
         registry = Registry(site_config.registry_dir)
         _train_tiled(model_config, product_config, dataset, product, registry)
@@ -176,16 +179,14 @@ def _train_tiled(
     console.print(f"registered {record.model_version} (tiled; export it to measure the bundle)")
 
 
-def _train_auto(site_config: SiteConfig, product: str, data: Path, budget_s: float) -> None:
+def _train_auto(site_config: SiteConfig, product: str, dataset: Dataset, budget_s: float) -> None:
     """``train --auto``: search, report every candidate, train and register the winner."""
     from rich.progress import Progress
 
     from inspection.core.registry import Registry
-    from inspection.data.dataset import load_dataset
     from inspection.training.auto import DEFAULT_GRID, search, train_winner, write_search_report
     from inspection.training.evaluate import write_report
 
-    dataset = load_dataset(data)
     console.print(f"auto search on {product}: {len(DEFAULT_GRID)} candidates, {budget_s:.0f} s")
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("candidates", total=len(DEFAULT_GRID))
@@ -490,6 +491,16 @@ def _run_demo(ctx: DemoContext, skip: str, log_file: Path | None) -> None:
 
 
 # -------------------------------------------------------------------------- output
+
+
+def readable_dataset(path: Path) -> Dataset:
+    """The dataset at ``path``, every image and mask header checked (one error lists all the
+    unreadable files, before any training starts)."""
+    from inspection.data.dataset import load_dataset
+
+    dataset = load_dataset(path)
+    dataset.check_readable()
+    return dataset
 
 
 def log_dir(site: SiteConfig) -> Path:

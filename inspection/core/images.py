@@ -151,6 +151,25 @@ def read_reduced(
     return decode_reduced(data, work_side=work_side, max_pixels=max_pixels, name=str(path))
 
 
+def probe_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """(width, height) from the file's header, no pixels decoded: ``ImageDecodeError`` for a
+    file that is not an image, empty, unreadable or over the size limits (a truncated body
+    shows only when decoded)."""
+    name = str(path)
+    try:
+        if Path(path).stat().st_size == 0:
+            raise ImageDecodeError(f"{name}: empty file (0 bytes)")
+        with Image.open(path) as image:
+            _check_size(image.size, max_pixels, DEFAULT_MAX_SIDE, name)
+            return image.size
+    except ImageDecodeError:
+        raise
+    except UnidentifiedImageError as exc:
+        raise ImageDecodeError(f"{name}: not an image (unrecognised format)") from exc
+    except OSError as exc:
+        raise ImageDecodeError(f"{name}: cannot read file ({exc.strerror or exc})") from exc
+
+
 def read_mask(path: str | Path | None, size: tuple[int, int] | None = None) -> np.ndarray | None:
     """A ground-truth mask as (H, W) bool: channel 0 above 127, nearest-resized to ``size``.
 

@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import Literal
 
 from inspection.core.config import from_mapping, read_yaml
-from inspection.core.errors import ConfigError, DatasetError
+from inspection.core.errors import ConfigError, DatasetError, ImageDecodeError
 from inspection.core.fingerprint import fingerprint_files
-from inspection.core.images import IMAGE_SUFFIXES, list_images
+from inspection.core.images import IMAGE_SUFFIXES, list_images, probe_image
 
 Split = Literal["train", "test"]
 GOOD = "good"
@@ -104,6 +104,27 @@ class Dataset:
         files += [s.mask_path for s in self.samples if s.mask_path is not None]
         return files
 
+    def check_readable(self) -> None:
+        """``DatasetError`` listing every image or mask file whose header does not read as an
+        image (``probe_image``): all of them at once, before any training starts."""
+        problems = []
+        for path in self.files():
+            try:
+                probe_image(path)
+            except ImageDecodeError as exc:
+                problems.append(str(exc))
+        if problems:
+            shown = "\n  ".join(problems[:MAX_LISTED])
+            more = (
+                f"\n  ... and {len(problems) - MAX_LISTED} more"
+                if len(problems) > MAX_LISTED
+                else ""
+            )
+            raise DatasetError(
+                f"dataset {self.name!r}: {len(problems)} of {len(self.files())} files are not "
+                f"readable images; fix or remove them:\n  {shown}{more}"
+            )
+
     def fingerprint(self) -> dict:
         """Content fingerprint over all image and mask files, paths relative to ``root``.
 
@@ -114,6 +135,10 @@ class Dataset:
         except OSError as exc:
             raise DatasetError(f"cannot fingerprint dataset {self.name!r}: {exc}") from exc
         return {"name": self.name, **result}
+
+
+MAX_LISTED = 10
+"""Unreadable files named in one ``check_readable`` error."""
 
 
 # --- MVTec AD ----------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from inspection.core.errors import ImageDecodeError
-from inspection.core.images import decode_image
+from inspection.core.images import decode_image, probe_image
 
 
 def _encode(array: np.ndarray, fmt: str = "PNG", mode: str | None = None) -> bytes:
@@ -78,3 +78,22 @@ def test_formats_outside_the_allow_list_are_refused() -> None:
     assert decode_image(buffer.getvalue()).shape == (8, 8, 3)
     with pytest.raises(ImageDecodeError, match=r"accepted format \(PNG, JPEG\)"):
         decode_image(buffer.getvalue(), formats=("PNG", "JPEG"))
+
+
+def test_probe_image_reads_the_size_from_the_header_alone(tmp_path) -> None:
+    path = tmp_path / "part.png"
+    path.write_bytes(_encode(np.zeros((30, 40, 3), np.uint8)))
+    assert probe_image(path) == (40, 30)
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(path.read_bytes()[:60])  # header intact, pixels cut off
+    assert probe_image(truncated) == (40, 30)
+
+
+@pytest.mark.parametrize(("content", "message"), [(b"", "empty file"), (b"hello", "not an image")])
+def test_probe_image_names_what_is_wrong(tmp_path, content: bytes, message: str) -> None:
+    path = tmp_path / "x.png"
+    path.write_bytes(content)
+    with pytest.raises(ImageDecodeError, match=message):
+        probe_image(path)
+    with pytest.raises(ImageDecodeError, match="cannot read file"):
+        probe_image(tmp_path / "missing.png")

@@ -206,3 +206,23 @@ def test_dataset_is_frozen(tiny_product: Path) -> None:
     assert isinstance(dataset, Dataset)
     with pytest.raises(AttributeError):
         dataset.name = "other"  # type: ignore[misc]
+
+
+def test_check_readable_lists_every_unreadable_file_at_once(tiny_product: Path, tmp_path) -> None:
+    product = tmp_path / "brick"
+    shutil.copytree(tiny_product, product)
+    (product / "train" / "good" / "zz_notes.png").write_text("not an image")
+    (product / "test" / "good" / "zz_empty.png").write_bytes(b"")
+    mask = next((product / "ground_truth" / "crack").glob("*_mask.png"))
+    mask.write_bytes(b"\x00" * 32)
+    dataset = load_dataset(product)
+    with pytest.raises(DatasetError) as caught:
+        dataset.check_readable()
+    said = str(caught.value)
+    assert "3 of" in said
+    assert "zz_notes.png: not an image" in said and "zz_empty.png: empty file" in said
+    assert f"{mask.name}: not an image" in said
+
+
+def test_check_readable_passes_a_good_dataset_and_names_no_file(tiny_product: Path) -> None:
+    load_dataset(tiny_product).check_readable()

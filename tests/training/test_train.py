@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
+import subprocess
+import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -108,6 +112,33 @@ def test_same_seed_same_scores(tiny_product: Path, tmp_path: Path) -> None:
     ]
     np.testing.assert_array_equal(runs[0].predictions.scores, runs[1].predictions.scores)
     assert [r.record.version for r in runs] == ["v0001", "v0002"]
+
+
+def test_cli_train_lists_unreadable_images_before_loading_torch(
+    tiny_product: Path, tmp_path: Path
+) -> None:
+    """Every unreadable file in one error, answered before torch and anomalib load."""
+    product = tmp_path / "brick"
+    shutil.copytree(tiny_product, product)
+    (product / "train" / "good" / "zz_a.png").write_text("not an image")
+    (product / "test" / "good" / "zz_b.png").write_bytes(b"")
+    site = tmp_path / "site.yaml"
+    site.write_text(f"registry_dir: {tmp_path / 'registry'}\n", encoding="utf-8")
+    probe = (
+        "import sys; from inspection.cli import main; "
+        f"sys.argv = ['inspection', 'train', '-p', 'brick', '--data', {str(product)!r}, "
+        f"'--site', {str(site)!r}]\n"
+        "try:\n    main()\nexcept SystemExit as exit:\n"
+        "    loaded = [m for m in ('torch', 'anomalib') if m in sys.modules]\n"
+        "    print('exit', exit.code, loaded)"
+    )
+    wide = {**os.environ, "COLUMNS": "500"}  # long temporary paths stay on one line
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, env=wide
+    )
+    said = " ".join((result.stdout + result.stderr).split())
+    assert "exit 2 []" in said, said[-2000:]
+    assert "2 of" in said and "zz_a.png: not an image" in said and "zz_b.png: empty file" in said
 
 
 def test_cli_train_then_evaluate(tiny_product: Path, tmp_path: Path) -> None:
