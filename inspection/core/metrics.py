@@ -1,6 +1,6 @@
 """Torch-free inspection metrics: what the station's verdicts and regions are worth.
 
-Threshold-free: image AUROC, pixel AUROC (scikit-learn) and AUPRO (per-region overlap
+Threshold-free: image AUROC (scikit-learn), pixel AUROC and AUPRO (one sort, ``pixel_figures``) (per-region overlap
 integrated up to 30 % false-positive rate, divided by 0.3, as MVTec AD defines it).
 At the verdict rule (``inspection.core.verdict``): image F1, false-reject and miss rates;
 pixel F1 and IoU of the judged masks, **region recall** (share of ground-truth connected
@@ -43,7 +43,7 @@ def image_auroc(scores: np.ndarray, labels: np.ndarray) -> float | None:
 
 def pixel_auroc(maps: np.ndarray, masks: np.ndarray) -> float | None:
     """AUROC over all pixels of (N, H, W) maps against (N, H, W) bool masks."""
-    return image_auroc(np.asarray(maps).reshape(-1), np.asarray(masks).reshape(-1))
+    return pixel_figures(maps, masks)[0]
 
 
 def aupro(maps: np.ndarray, masks: np.ndarray, fpr_limit: float = AUPRO_FPR_LIMIT) -> float | None:
@@ -54,11 +54,43 @@ def aupro(maps: np.ndarray, masks: np.ndarray, fpr_limit: float = AUPRO_FPR_LIMI
     distinct map values (sorted once), like the MVTec AD reference code. None without any
     defect pixel or without any normal pixel.
     """
+    return pixel_figures(maps, masks, fpr_limit)[1]
+
+
+def pixel_figures(
+    maps: np.ndarray, masks: np.ndarray, fpr_limit: float = AUPRO_FPR_LIMIT
+) -> tuple[float | None, float | None]:
+    """(pixel AUROC, AUPRO) of (N, H, W) maps against bool masks, from one sort of the pixels.
+
+    Both curves are read at the last pixel of each distinct map value, so the order of equal
+    values does not matter and an unstable sort gives the exact figures: pixel AUROC is the
+    trapezoid under (FPR, TPR) over distinct values (scikit-learn's ``roc_auc_score``), AUPRO
+    as ``aupro`` says. A 512 px test set of 126 images (33 M pixels) takes ~5 s instead of
+    ~23 s for scikit-learn's AUROC and a stable sort. (None, None) with a single class.
+    """
     maps = np.asarray(maps, dtype=np.float32)
     masks = np.asarray(masks).astype(bool)
+    if maps.shape != masks.shape:
+        raise ValueError(f"maps {maps.shape} and masks {masks.shape} differ in shape")
     if not masks.any() or masks.all():
-        return None
-    weights = np.zeros(maps.shape, dtype=np.float64)
+        return None, None
+    flat = maps.reshape(-1)
+    if not np.isfinite(flat).all():
+        raise ValueError("anomaly maps contain NaN or infinite values")
+    order = np.argsort(-flat)
+    values, defect = flat[order], masks.reshape(-1)[order]
+    last_of_value = np.r_[values[1:] != values[:-1], True]
+    negatives = np.cumsum(~defect, dtype=np.int64)[last_of_value]
+    fpr = np.r_[0.0, negatives / negatives[-1]]
+    positives = np.cumsum(defect, dtype=np.int64)[last_of_value]
+    auroc = float(np.trapezoid(np.r_[0.0, positives / positives[-1]], fpr))
+    overlap = np.cumsum(_region_weights(masks).reshape(-1)[order])[last_of_value]
+    return auroc, _area_to_limit(fpr, np.r_[0.0, overlap], fpr_limit)
+
+
+def _region_weights(masks: np.ndarray) -> np.ndarray:
+    """Per pixel, 1 / (area of its 8-connected ground-truth region) / (number of regions)."""
+    weights = np.zeros(masks.shape, dtype=np.float64)
     n_regions = 0
     for i in range(len(masks)):
         if not masks[i].any():
@@ -70,15 +102,11 @@ def aupro(maps: np.ndarray, masks: np.ndarray, fpr_limit: float = AUPRO_FPR_LIMI
         inside = labels > 0
         weights[i][inside] = 1.0 / area[labels[inside]]
         n_regions += count - 1
-    flat = maps.reshape(-1)
-    order = np.argsort(-flat, kind="stable")
-    values = flat[order]
-    negatives = ~masks.reshape(-1)[order]
-    fpr = np.cumsum(negatives, dtype=np.float64) / negatives.sum()
-    pro = np.cumsum(weights.reshape(-1)[order]) / n_regions
-    last_of_value = np.r_[values[1:] != values[:-1], True]
-    fpr = np.r_[0.0, fpr[last_of_value]]
-    pro = np.r_[0.0, pro[last_of_value]]
+    return weights / n_regions
+
+
+def _area_to_limit(fpr: np.ndarray, pro: np.ndarray, fpr_limit: float) -> float:
+    """Area under (fpr, pro) from 0 to ``fpr_limit`` (interpolated there), over the limit."""
     end = int(np.searchsorted(fpr, fpr_limit, side="right"))
     if end < len(fpr):
         span = fpr[end] - fpr[end - 1]
@@ -364,9 +392,10 @@ def _pixel_figures(data: _Data, select: np.ndarray) -> dict[str, Any]:
     fp, fn = int(predicted.sum()) - tp, int(truth.sum()) - tp
     hits = [region_hits(p, t) for p, t in zip(predicted, truth, strict=True)]
     found, total = sum(h[0] for h in hits), sum(h[1] for h in hits)
+    auroc, pro = pixel_figures(maps, truth)
     return dict(
-        pixel_auroc=pixel_auroc(maps, truth),
-        aupro=aupro(maps, truth),
+        pixel_auroc=auroc,
+        aupro=pro,
         pixel_f1=round(2 * tp / max(2 * tp + fp + fn, 1), 6),
         pixel_iou=round(tp / max(tp + fp + fn, 1), 6),
         gt_regions=total,

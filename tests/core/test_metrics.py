@@ -18,6 +18,7 @@ from inspection.core.metrics import (
     compute_metrics,
     judge_all,
     pixel_auroc,
+    pixel_figures,
     threshold_masks,
 )
 from inspection.core.regions import region_hits
@@ -165,3 +166,27 @@ def test_stored_metrics_keep_calibration_and_ignore_other_producers_keys() -> No
         EvaluationMetrics.from_mapping({**stored, "overall": {"image_auroc": "high"}})
     with pytest.raises(ConfigError, match="bogus"):
         EvaluationMetrics.from_mapping({**stored, "overall": {"bogus": 1.0}})
+
+
+@pytest.mark.parametrize("levels", [3, 17, None])
+def test_pixel_auroc_equals_scikit_learn_with_ties(levels: int | None) -> None:
+    """One unstable sort, read at the last pixel of each value: ties do not move the figure."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(levels or 0)
+    maps = rng.random((6, 24, 24)).astype(np.float32)
+    if levels is not None:
+        maps = np.round(maps * levels) / levels
+    masks = rng.random(maps.shape) < 0.1
+    maps[masks] += 0.2
+    expected = roc_auc_score(masks.reshape(-1), maps.reshape(-1).astype(np.float64))
+    assert pixel_figures(maps, masks)[0] == pytest.approx(expected, abs=1e-12)
+
+
+def test_pixel_figures_refuse_non_finite_maps_and_mismatched_shapes() -> None:
+    masks = np.zeros((2, 4, 4), bool)
+    masks[0, 1, 1] = True
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        pixel_figures(np.full((2, 4, 4), np.nan, np.float32), masks)
+    with pytest.raises(ValueError, match="differ in shape"):
+        pixel_figures(np.zeros((2, 4, 5), np.float32), masks)
