@@ -81,7 +81,7 @@ def features_of(model: Any, samples: list[Sample], size: int) -> torch.Tensor:
             batch = np.stack([load_image(s.path, (size, size)) for s in samples[start : start + 8]])
             images = torch.from_numpy(batch).permute(0, 3, 1, 2)
             feats = model.feature_extractor((images - mean) / std)
-            out.append(F.avg_pool2d(feats, 2) if GRID_STRIDE == 8 else feats)
+            out.append(F.avg_pool2d(feats, GRID_STRIDE // 4))  # anomalib's stride 4 -> 8
     return torch.cat(out)
 
 

@@ -31,10 +31,22 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from inspection.core.config import SiteConfig
+
 # Libraries that install their own console handlers (Lightning prints banners and tips).
 THIRD_PARTY_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "py.warnings")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 TABLE_WIDTH = 120  # columns a table gets where the output has no terminal width (logs, CI)
+
+
+def log_dir(site: SiteConfig) -> Path:
+    """``var/logs`` next to the site's registry (``var/registry``)."""
+    return Path(site.registry_dir).parent / "logs"
+
+
+def verbose_requested(flag: bool) -> bool:
+    """``--verbose`` here or on ``inspection`` itself (the root logger then logs DEBUG)."""
+    return flag or logging.getLogger().isEnabledFor(logging.DEBUG)
 
 
 @contextmanager

@@ -10,9 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from inspection.cli.console import quiet_logs
+from inspection.cli.console import log_dir, quiet_logs, verbose_requested
 from inspection.cli.operating import subset_miss_text
-from inspection.cli.train import log_dir, verbose_requested
 from inspection.core.bundle import PRECISIONS
 from inspection.core.config import load_site_config
 from inspection.core.export_gate import BundleFigures, GateTolerances

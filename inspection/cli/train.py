@@ -18,7 +18,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from inspection.cli.console import StepProgress, print_table, quiet_logs, summary_table
+from inspection.cli.console import (
+    StepProgress,
+    log_dir,
+    print_table,
+    quiet_logs,
+    summary_table,
+    verbose_requested,
+)
 from inspection.cli.operating import kind_miss_text, operating_text, subset_miss_text
 from inspection.core.config import SiteConfig, load_site_config
 from inspection.core.errors import BundleError, RegistryError
@@ -67,6 +74,16 @@ def _dataset_path(site: SiteConfig, product: str, data: Path | None) -> Path:
         return data
     configured = load_product_config(product).data
     return configured if configured is not None else site.datasets_dir / product
+
+
+def readable_dataset(path: Path) -> Dataset:
+    """The dataset at ``path``, every image and mask header checked (one error lists all the
+    unreadable files, before any training starts)."""
+    from inspection.data.dataset import load_dataset
+
+    dataset = load_dataset(path)
+    dataset.check_readable()
+    return dataset
 
 
 def _report_dir(site: SiteConfig, record: Any) -> Path:
@@ -491,26 +508,6 @@ def _run_demo(ctx: DemoContext, skip: str, log_file: Path | None) -> None:
 
 
 # -------------------------------------------------------------------------- output
-
-
-def readable_dataset(path: Path) -> Dataset:
-    """The dataset at ``path``, every image and mask header checked (one error lists all the
-    unreadable files, before any training starts)."""
-    from inspection.data.dataset import load_dataset
-
-    dataset = load_dataset(path)
-    dataset.check_readable()
-    return dataset
-
-
-def log_dir(site: SiteConfig) -> Path:
-    """``var/logs`` next to the site's registry (``var/registry``)."""
-    return Path(site.registry_dir).parent / "logs"
-
-
-def verbose_requested(flag: bool) -> bool:
-    """``--verbose`` here or on ``inspection`` itself (the root logger then logs DEBUG)."""
-    return flag or logging.getLogger().isEnabledFor(logging.DEBUG)
 
 
 def _print_log_file(log_file: Path | None) -> None:

@@ -107,8 +107,8 @@ class Dataset:
     def check_readable(self) -> None:
         """``DatasetError`` listing every image or mask file whose header does not read as an
         image (``probe_image``): all of them at once, before any training starts."""
-        problems = []
-        for path in self.files():
+        files, problems = self.files(), []
+        for path in files:
             try:
                 probe_image(path)
             except ImageDecodeError as exc:
@@ -121,7 +121,7 @@ class Dataset:
                 else ""
             )
             raise DatasetError(
-                f"dataset {self.name!r}: {len(problems)} of {len(self.files())} files are not "
+                f"dataset {self.name!r}: {len(problems)} of {len(files)} files are not "
                 f"readable images; fix or remove them:\n  {shown}{more}"
             )
 
