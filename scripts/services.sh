@@ -60,11 +60,15 @@ echo "services: Mosquitto ready at mqtt://127.0.0.1:1883"
 # test. Two CPUs are what this machine has; a plant's head advertises its own.
 # A head started from another checkout's environment (another Python build) refuses this
 # one's drivers with "Version mismatch", so a head that is not this checkout's is restarted.
+# The owner is the ray script's path *and* its inode and mtime: a checkout deleted and cloned
+# again at the same path has a new environment, and the old head's workers would die loading
+# the deleted one's libraries.
 RAY_BIN="$(cd "$(dirname "$0")/.." && pwd)/.venv/bin/ray"
 RAY_OWNER=/tmp/inspection-ray-head.owner
 ray_up() { (exec 3<>/dev/tcp/127.0.0.1/6390) 2>/dev/null; }
 if [ -x "$RAY_BIN" ]; then
-  if ray_up && [ "$(cat "$RAY_OWNER" 2>/dev/null)" != "$RAY_BIN" ]; then
+  owner="$RAY_BIN $(stat -c '%i %Y' "$RAY_BIN")"
+  if ray_up && [ "$(cat "$RAY_OWNER" 2>/dev/null)" != "$owner" ]; then
     echo "services: the Ray head on 6390 is another environment's; restarting it from $RAY_BIN"
     "$RAY_BIN" stop --force >/dev/null 2>&1 || true
     for _ in $(seq 1 40); do ray_up || break; sleep 0.25; done
@@ -72,7 +76,7 @@ if [ -x "$RAY_BIN" ]; then
   if ! ray_up; then
     "$RAY_BIN" start --head --node-ip-address=127.0.0.1 --port=6390 --num-cpus=2 \
       --include-dashboard=false --disable-usage-stats >/dev/null
-    echo "$RAY_BIN" > "$RAY_OWNER"
+    echo "$owner" > "$RAY_OWNER"
   fi
 fi
 if (exec 3<>/dev/tcp/127.0.0.1/6390) 2>/dev/null; then
