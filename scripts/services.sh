@@ -66,8 +66,16 @@ echo "services: Mosquitto ready at mqtt://127.0.0.1:1883"
 RAY_BIN="$(cd "$(dirname "$0")/.." && pwd)/.venv/bin/ray"
 RAY_OWNER=/tmp/inspection-ray-head.owner
 ray_up() { (exec 3<>/dev/tcp/127.0.0.1/6390) 2>/dev/null; }
+# The head runs with token authentication (without it, anyone who reaches its port runs code
+# on it): the token is Ray's default file, made here readable by this user only.
+RAY_TOKEN="$HOME/.ray/auth_token"
 if [ -x "$RAY_BIN" ]; then
-  owner="$RAY_BIN $(stat -c '%i %Y' "$RAY_BIN")"
+  if [ ! -s "$RAY_TOKEN" ]; then
+    (umask 077; mkdir -p "$(dirname "$RAY_TOKEN")"; "$RAY_BIN" get-auth-token --generate >/dev/null)
+  fi
+  chmod 600 "$RAY_TOKEN"
+  export RAY_AUTH_MODE=token
+  owner="$RAY_BIN $(stat -c '%i %Y' "$RAY_BIN") token"
   if ray_up && [ "$(cat "$RAY_OWNER" 2>/dev/null)" != "$owner" ]; then
     echo "services: the Ray head on 6390 is another environment's; restarting it from $RAY_BIN"
     "$RAY_BIN" stop --force >/dev/null 2>&1 || true

@@ -156,12 +156,26 @@ def _run_on_ray(
     return outcomes
 
 
+RAY_AUTH_MODE = "RAY_AUTH_MODE"
+RAY_DEFAULT_TOKEN = Path("~/.ray/auth_token")
+
+
 def connect_ray(address: str) -> None:
-    """Join the cluster at ``address`` with this package's code on the workers' path."""
+    """Join the cluster at ``address`` with this package's code on the workers' path.
+
+    Token authentication is on unless ``RAY_AUTH_MODE=disabled`` says otherwise: a Ray head
+    without it runs any code its port receives. The token is Ray's own (``RAY_AUTH_TOKEN``,
+    ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``); docs/security.md, "Retraining fleet".
+    """
+    os.environ.setdefault(RAY_AUTH_MODE, "token")
     import ray
+    from ray._raylet import Config
 
     if ray.is_initialized():
         return
+    if os.environ[RAY_AUTH_MODE] == "token":
+        ray_token_source()
+    Config.initialize("")  # Ray caches RAY_AUTH_MODE at import; re-read it (as Ray itself does)
     package_root = str(Path(__file__).resolve().parents[2])
     python_path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
     try:
@@ -173,9 +187,35 @@ def connect_ray(address: str) -> None:
         )
     except ConnectionError as exc:
         raise InspectionError(
-            f"no Ray cluster at {address}: start one with `ray start --head --port 6390` "
-            f"or run without --ray ({exc})"
+            f"no Ray cluster at {address} accepted this driver: start one (scripts/services.sh, "
+            "docs/deployment.md) or run without --ray; a head with token authentication also "
+            f"refuses a driver whose token differs from its own ({exc})"
         ) from exc
+
+
+def ray_token_source() -> str:
+    """Where Ray will read this driver's authentication token from; ``InspectionError``
+    saying how to make one when there is none (Ray's own order: variable, path, default)."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return "RAY_AUTH_TOKEN"
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    token_file = Path(path) if path else RAY_DEFAULT_TOKEN.expanduser()
+    try:
+        if token_file.read_text(encoding="utf-8").strip():
+            if token_file.stat().st_mode & 0o077:
+                log.warning(
+                    "the Ray token %s is readable by other users (`ray get-auth-token "
+                    "--generate` writes it so): chmod 600 it", token_file,
+                )  # fmt: skip
+            return str(token_file)
+    except OSError:
+        pass
+    raise InspectionError(
+        f"the Ray fleet uses token authentication and {token_file} holds no token: copy the "
+        "head's token there (or set RAY_AUTH_TOKEN_PATH), or create one for a new head with "
+        "`RAY_AUTH_MODE=token ray get-auth-token --generate`; RAY_AUTH_MODE=disabled turns "
+        "authentication off (anyone reaching the head's port can then run code on it)"
+    )
 
 
 def _record_lost_worker(site: SiteConfig, product: str, actor: str, detail: str) -> None:

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from inspection.core.errors import InspectionError
 from inspection.core.registry import Registry
 from inspection.retrain.config import retrain_config_from_mapping
-from inspection.retrain.fleet import FleetOptions, run_fleet
+from inspection.retrain.fleet import RAY_DEFAULT_TOKEN, FleetOptions, connect_ray, run_fleet
 from inspection.store.store import Store
 
 from .helpers import scratch_site
@@ -41,17 +42,23 @@ def test_in_process_a_failed_product_never_promotes(tmp_path: Path, tiny_product
 
 
 def _ray_head() -> str:
-    """The address of a running Ray head, starting one like scripts/services.sh if needed."""
+    """The address of a running Ray head, starting one like scripts/services.sh if needed
+    (token authentication on, the token in Ray's default file)."""
     pytest.importorskip("ray")
     host, port = RAY_ADDRESS.rsplit(":", 1)
     with socket.socket() as sock:
         if sock.connect_ex((host, int(port))) == 0:
             return RAY_ADDRESS
     ray_bin = Path(sys.executable).with_name("ray")
+    env = {**os.environ, "RAY_AUTH_MODE": "token"}
+    if not RAY_DEFAULT_TOKEN.expanduser().is_file():
+        subprocess.run([str(ray_bin), "get-auth-token", "--generate"], env=env, check=True,
+                       capture_output=True, timeout=60)  # fmt: skip
+    RAY_DEFAULT_TOKEN.expanduser().chmod(0o600)
     started = subprocess.run(
         [str(ray_bin), "start", "--head", f"--node-ip-address={host}", f"--port={port}",
          "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats"],
-        capture_output=True, text=True, timeout=180,
+        capture_output=True, text=True, timeout=180, env=env,
     )  # fmt: skip
     if started.returncode != 0:
         pytest.skip(f"Ray cannot start here: {started.stderr.strip()[-300:]}")
@@ -90,6 +97,32 @@ def test_ray_fleet_retrains_through_the_registry(tmp_path: Path, tiny_product: P
     assert registry.live("brick").bundle_id == brick.challenger_bundle != champion
     [event] = [e for e in registry.events("brick") if e["action"] == "retrain"]
     assert (event["status"], event["actor"]) == ("promoted", "fleet-test")
+
+
+@pytest.mark.slow
+def test_the_ray_head_refuses_a_driver_without_its_token() -> None:
+    """The services head runs with token authentication: without it, anyone reaching the
+    port runs code there. A driver with a wrong token is refused (Ray retries for ~20 s)."""
+    address = _ray_head()
+    probe = f"import ray; ray.init(address={address!r}, logging_level='ERROR')"
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 64}
+    refused = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=180
+    )
+    assert refused.returncode != 0
+    assert "Authentication token is missing or incorrect" in refused.stderr
+
+
+def test_the_fleet_driver_says_how_to_get_a_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a token anywhere, --ray stops before connecting and says what to do."""
+    pytest.importorskip("ray")
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "no-token"))
+    with pytest.raises(InspectionError, match="ray get-auth-token --generate"):
+        connect_ray("127.0.0.1:1")
 
 
 @pytest.mark.parametrize(
