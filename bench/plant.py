@@ -31,7 +31,7 @@ from typing import Any
 
 import httpx
 import yaml
-from _report import previous_report, save_report
+from _report import cpu_description, load_average, previous_report, save_report
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "bench")]
@@ -84,6 +84,8 @@ def serving(bench, product: str) -> str | None:
 
 
 def distribution(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    shutil.rmtree(workdir, ignore_errors=True)  # a fresh central registry and station each run
+    workdir.mkdir(parents=True)
     product = args.product
     central = Registry(tiny_registry(workdir, product))
     live_dir = central.live_bundle_dir(product)
@@ -345,8 +347,10 @@ def postgres_insert_rate(workdir: Path, n: int = 300) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------- report
 def markdown(report: dict[str, Any]) -> str:
-    lines = ["# Plant figures", "", f"Load average (1 min) at end: {report['environment']['load_average_1m_at_end']} "
-             f"on {report['environment']['cpus']} shared CPUs.", ""]  # fmt: skip
+    env = report["environment"]
+    lines = ["# Plant figures", "", f"CPU: {env.get('cpu', '?')}. Load average (1, 5, 15 min) at "
+             f"start: {report.get('load_at_start', '?')}; 1 min at end: "
+             f"{env['load_average_1m_at_end']}.", ""]  # fmt: skip
     lines += [f"**{name} failed**: {error}" for name, error in report["errors"].items()]
     d = report.get("distribution")
     if d:
@@ -434,7 +438,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     workdir = Path(args.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     report = previous_report(REPORTS, "plant")  # a partial re-run keeps the other sections
-    report |= {"products": args.products, "errors": {}}
+    report |= {"products": args.products, "errors": {}, "load_at_start": load_average()}
     sections = {
         "distribution": (
             not args.skip_distribution,
@@ -455,7 +459,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             json.dumps(report.get(name) or report["errors"][name], default=str)[:2000],
             flush=True,
         )
-    report["environment"] = environment()
+    report["environment"] = environment() | {"cpu": cpu_description()}
     text = markdown(report)
     save_report(REPORTS, "plant", report, text, default=str)
     print(text)
@@ -463,4 +467,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(1 if main()["errors"] else 0)
