@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -76,17 +77,55 @@ def iter_paths(
     yield from flush()
 
 
-def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
-    """Files as given, folders expanded (recursively) to their image files, sorted."""
-    expanded: list[Path] = []
+@dataclass(frozen=True)
+class FoundFile:
+    """A file to inspect and its path relative to the argument it came from."""
+
+    path: Path
+    relative: str
+    """POSIX path below the folder argument; the file's name when it was given itself."""
+
+
+def expand_paths(paths: Iterable[str | Path], *, exclude: Iterable[Path] = ()) -> list[Path]:
+    """Files as given, folders expanded (recursively) to their image files (see ``find_files``)."""
+    return [found.path for found in find_files(paths, exclude=exclude)]
+
+
+def find_files(paths: Iterable[str | Path], *, exclude: Iterable[Path] = ()) -> list[FoundFile]:
+    """Files as given, folders expanded to their image files, sorted per folder argument.
+
+    Folder symlinks are followed, each real folder searched once (no cycles); folders
+    found inside an argument that are (or lie under) one of ``exclude`` are skipped."""
+    skip = [Path(folder).resolve() for folder in exclude]
+    found: list[FoundFile] = []
     for raw in paths:
         path = Path(raw)
-        if path.is_dir():
-            expanded.extend(
-                sorted(
-                    p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                )
-            )
-        else:
-            expanded.append(path)
-    return expanded
+        if not path.is_dir():
+            found.append(FoundFile(path, path.name))
+            continue
+        found.extend(
+            FoundFile(file, file.relative_to(path).as_posix()) for file in _image_files(path, skip)
+        )
+    return found
+
+
+def _image_files(root: Path, skip: list[Path]) -> list[Path]:
+    """Image files under ``root``, sorted; folder symlinks followed, each real folder once."""
+    seen: set[Path] = set()
+    files: list[Path] = []
+    for folder, dirs, names in os.walk(root, followlinks=True):
+        real = Path(folder).resolve()
+        if real in seen or (folder != str(root) and _is_under(real, skip)):
+            dirs.clear()
+            continue
+        seen.add(real)
+        dirs.sort()  # a folder reached by two routes is searched by the first in sorted order
+        for name in names:
+            file = Path(folder, name)
+            if file.suffix.lower() in IMAGE_SUFFIXES and file.is_file():
+                files.append(file)
+    return sorted(files)
+
+
+def _is_under(path: Path, folders: list[Path]) -> bool:
+    return any(path == folder or folder in path.parents for folder in folders)

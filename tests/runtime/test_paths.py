@@ -1,0 +1,50 @@
+"""``runtime.paths`` folder expansion: relative names, folder symlinks, excluded folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from inspection.runtime.paths import expand_paths, find_files
+
+
+def _touch(*paths: Path) -> None:
+    for path in paths:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+
+
+def test_folders_expand_to_image_files_named_relative_to_their_argument(tmp_path: Path) -> None:
+    root = tmp_path / "in"
+    _touch(root / "b" / "1.png", root / "a" / "2.JPG", root / "a" / "notes.txt")
+    given = tmp_path / "single.bmp"
+    _touch(given)
+
+    found = find_files([root, given])
+
+    assert [f.relative for f in found] == ["a/2.JPG", "b/1.png", "single.bmp"]
+    assert [f.path for f in found] == [root / "a" / "2.JPG", root / "b" / "1.png", given]
+    assert expand_paths([root, given]) == [f.path for f in found]
+
+
+def test_folder_symlinks_are_followed_once_without_cycles(tmp_path: Path) -> None:
+    root = tmp_path / "in"
+    outside = tmp_path / "outside"
+    _touch(root / "real" / "a.png", outside / "b.png")
+    (root / "linked").symlink_to(outside, target_is_directory=True)
+    (root / "real" / "loop").symlink_to(root, target_is_directory=True)
+    (root / "twice").symlink_to(outside, target_is_directory=True)
+
+    found = find_files([root])
+
+    assert [f.relative for f in found] == ["linked/b.png", "real/a.png"]
+
+
+def test_excluded_folders_inside_an_argument_are_skipped(tmp_path: Path) -> None:
+    root = tmp_path / "in"
+    _touch(root / "a.png", root / "results" / "overlays" / "a.png_overlay.png")
+    (root / "view").symlink_to(root / "results", target_is_directory=True)
+
+    assert expand_paths([root], exclude=[root / "results" / "overlays"]) == [root / "a.png"]
+    # an excluded folder given as the argument itself is still searched: the user chose it
+    overlays = root / "results" / "overlays"
+    assert len(expand_paths([overlays], exclude=[overlays])) == 1
