@@ -5,6 +5,8 @@ Conversions (never silent failures):
 - RGBA / LA images drop their alpha channel (composited onto black);
 - 16-bit and 32-bit images are scaled linearly to 8 bits (value >> 8, or full-range rescale
   for 32-bit integer/float data).
+Masks are read apart (``mask_levels``): their own levels, maximum over colour channels;
+any level above 0 is defect (``defect_pixels``), whatever the bit depth or colour.
 Errors: empty input, non-image bytes, truncated files, images above ``max_pixels`` or with a
 side above ``max_side`` (decompression bombs, 100000x1 strips) and formats outside ``formats``
 raise ``ImageDecodeError`` with a message that says which. Size limits are checked from the
@@ -15,6 +17,8 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,16 +86,29 @@ def decode_reduced(
         raise ImageDecodeError(f"{name}: empty file (0 bytes)")
     if work_side is not None and work_side < 1:
         raise ValueError(f"work_side must be >= 1 (or None), got {work_side}")
+    with _decoding(name, formats):
+        image = Image.open(io.BytesIO(data), formats=formats)
+        _check_size(image.size, max_pixels, max_side, name)
+        source = (image.size[1], image.size[0])
+        target = _target_size(image.size, work_side)
+        if target is not None and image.format == "JPEG":
+            image.draft("RGB", target)  # DCT-domain reduction; keeps >= target
+        image.load()
+    if target is None or image.size == target:
+        return DecodedImage(to_rgb_uint8(image), source)
+    if image.mode not in ("RGB", "L"):
+        image = Image.fromarray(to_rgb_uint8(image))
+    image.thumbnail(target, Image.Resampling.BILINEAR, reducing_gap=2.0)
+    return DecodedImage(to_rgb_uint8(image), source)
+
+
+@contextmanager
+def _decoding(name: str, formats: tuple[str, ...] | None) -> Iterator[None]:
+    """Turn Pillow's exceptions (and its decompression-bomb warning) into ``ImageDecodeError``."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=formats)
-            _check_size(image.size, max_pixels, max_side, name)
-            source = (image.size[1], image.size[0])
-            target = _target_size(image.size, work_side)
-            if target is not None and image.format == "JPEG":
-                image.draft("RGB", target)  # DCT-domain reduction; keeps >= target
-            image.load()
+            yield
     except ImageDecodeError:
         raise
     except UnidentifiedImageError as exc:
@@ -104,12 +121,6 @@ def decode_reduced(
         raise ImageDecodeError(f"{name}: image too large: {exc}") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageDecodeError(f"{name}: truncated or corrupt image ({exc})") from exc
-    if target is None or image.size == target:
-        return DecodedImage(to_rgb_uint8(image), source)
-    if image.mode not in ("RGB", "L"):
-        image = Image.fromarray(to_rgb_uint8(image))
-    image.thumbnail(target, Image.Resampling.BILINEAR, reducing_gap=2.0)
-    return DecodedImage(to_rgb_uint8(image), source)
 
 
 def _target_size(size: tuple[int, int], work_side: int | None) -> tuple[int, int] | None:
@@ -143,12 +154,15 @@ def read_reduced(
     path: str | Path, *, work_side: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> DecodedImage:
     """Read a file, reduced at decode to a longer side of ``work_side`` (``decode_reduced``)."""
-    path = Path(path)
+    data = _read_bytes(path)
+    return decode_reduced(data, work_side=work_side, max_pixels=max_pixels, name=str(path))
+
+
+def _read_bytes(path: str | Path) -> bytes:
     try:
-        data = path.read_bytes()
+        return Path(path).read_bytes()
     except OSError as exc:
         raise ImageDecodeError(f"{path}: cannot read file ({exc.strerror or exc})") from exc
-    return decode_reduced(data, work_side=work_side, max_pixels=max_pixels, name=str(path))
 
 
 def probe_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
@@ -171,17 +185,67 @@ def probe_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tu
 
 
 def read_mask(path: str | Path | None, size: tuple[int, int] | None = None) -> np.ndarray | None:
-    """A ground-truth mask as (H, W) bool: channel 0 above 127, nearest-resized to ``size``.
+    """A ground-truth mask as (H, W) bool (``defect_pixels`` of ``mask_levels``),
+    nearest-resized to ``size``.
 
     ``size`` is (height, width); ``None`` keeps the file's own size. A ``None`` path gives an
     all-False mask when ``size`` is known (good images have no mask file), else ``None``.
     """
     if path is None:
         return None if size is None else np.zeros(size, dtype=bool)
-    mask = read_image(path)[:, :, 0]
+    mask = defect_pixels(mask_levels(_read_bytes(path), name=str(path))).astype(np.uint8)
     if size is not None and mask.shape != tuple(size):
         mask = cv2.resize(mask, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
-    return mask > 127
+    return mask > 0
+
+
+def mask_levels(
+    data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "mask"
+) -> np.ndarray:
+    """The (H, W) levels of a mask file, in the file's own dtype (uint8, uint16, ...): the
+    maximum over colour channels (a palette is looked up first); fully transparent pixels
+    are 0. 0/1, 0/255, 16-bit 0/65535 and a green-on-black RGB mask all decode alike.
+    The limits and errors are those of ``decode_image``.
+    """
+    if not data:
+        raise ImageDecodeError(f"{name}: empty file (0 bytes)")
+    with _decoding(name, None):
+        image = Image.open(io.BytesIO(data))
+        _check_size(image.size, max_pixels, DEFAULT_MAX_SIDE, name)
+        image.load()
+    image = _mask_mode(image)
+    array = np.asarray(image)
+    if image.mode == "1":
+        return array.astype(np.uint8)
+    if array.ndim == 2:
+        return array
+    if image.mode in ("LA", "RGBA"):
+        levels = array[:, :, :-1].max(axis=2)
+        return np.where(array[:, :, -1] > 0, levels, 0).astype(levels.dtype)
+    return array.max(axis=2)
+
+
+MASK_MODES = ("1", "L", "LA", "RGB", "RGBA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+"""Pillow modes whose pixel values ``mask_levels`` reads as they are."""
+
+
+def _mask_mode(image: Image.Image) -> Image.Image:
+    """A palette looked up (to RGBA when it has transparency); CMYK, YCbCr etc. to RGB."""
+    if image.mode == "PA" or (image.mode == "P" and "transparency" in image.info):
+        return image.convert("RGBA")
+    return image if image.mode in MASK_MODES else image.convert("RGB")
+
+
+def defect_pixels(levels: np.ndarray) -> np.ndarray:
+    """The mask rule: (H, W) bool, True where the level of ``mask_levels`` is above 0."""
+    return levels > 0
+
+
+def is_binary_mask(levels: np.ndarray) -> bool:
+    """True when ``levels`` hold at most one defect level beside 0 (background), so that
+    ``defect_pixels`` reads them as drawn; many levels mean anti-aliased or JPEG edges."""
+    distinct = np.unique(levels)
+    return bool(len(distinct) == 1 or (len(distinct) == 2 and distinct[0] == 0))
 
 
 def to_rgb_uint8(image: Image.Image) -> np.ndarray:

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from inspection.core.errors import ImageDecodeError
-from inspection.core.images import decode_image
+from inspection.core.images import decode_image, defect_pixels, is_binary_mask, mask_levels
 from inspection.core.operating_point import DEFAULT_BUDGET, n_needed
 from inspection.data.dataset import Dataset, Sample
 
@@ -171,30 +171,46 @@ def _check_mask(sample: Sample, image: _Image, coverage: dict[str, list[float]])
     if sample.mask_path is None:
         return [Problem(sample.path, "defective image has no mask", "mask_missing")]
     path = sample.mask_path
-    mask = _read(path, "mask")
-    if mask.problem is not None:
-        return [Problem(path, mask.problem, "unreadable")]
-    values = mask.array.max(axis=2)
-    height, width = values.shape
+    levels = _read_mask(path)
+    if isinstance(levels, str):
+        return [Problem(path, levels, "unreadable")]
+    height, width = levels.shape
     problems = []
-    if image.array is not None and image.array.shape[:2] != values.shape:
+    if image.array is not None and image.array.shape[:2] != levels.shape:
         img_h, img_w = image.array.shape[:2]
         message = f"mask is {width}x{height} but its image is {img_w}x{img_h}"
         problems.append(Problem(path, message, "mask_size"))
-    distinct = np.unique(values)
-    if len(distinct) > 2 or (len(distinct) == 2 and distinct[0] != 0):
-        shown = ", ".join(str(int(v)) for v in distinct[:5]) + (
-            ", ..." if len(distinct) > 5 else ""
-        )
-        message = (
-            f"mask is not binary: {len(distinct)} distinct values ({shown}); expected 0 and 255"
-        )
-        problems.append(Problem(path, message, "mask_not_binary"))
-    fraction = float(np.count_nonzero(values)) / values.size
+    if not is_binary_mask(levels):
+        problems.append(Problem(path, _not_binary(levels), "mask_not_binary"))
+    fraction = float(np.count_nonzero(defect_pixels(levels))) / levels.size
     if fraction == 0.0:
         problems.append(Problem(path, "mask is empty (no defect pixels)", "mask_empty"))
     coverage[sample.defect_type].append(fraction)
     return problems
+
+
+def _read_mask(path: Path) -> np.ndarray | str:
+    """The mask's levels as training reads them (``mask_levels``), or why they cannot be."""
+    try:
+        return mask_levels(path.read_bytes(), name="mask")
+    except OSError as exc:
+        return f"mask: cannot read file ({exc.strerror or exc})"
+    except ImageDecodeError as exc:
+        return str(exc)
+    except Exception as exc:  # a decoder bug must not stop the whole check
+        return f"mask: cannot decode ({type(exc).__name__}: {exc})"
+
+
+def _not_binary(levels: np.ndarray) -> str:
+    distinct = np.unique(levels)
+    shown = ", ".join(str(v) for v in distinct[:5].tolist()) + (
+        ", ..." if len(distinct) > 5 else ""
+    )
+    return (
+        f"mask is not binary: {len(distinct)} distinct values ({shown}); expected 0 for "
+        "background and one value (e.g. 255) for defect, as training reads every value "
+        "above 0 as defect"
+    )
 
 
 def _content_hash(array: np.ndarray) -> str:

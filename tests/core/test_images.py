@@ -7,7 +7,14 @@ import pytest
 from PIL import Image
 
 from inspection.core.errors import ImageDecodeError
-from inspection.core.images import decode_image, probe_image
+from inspection.core.images import (
+    decode_image,
+    defect_pixels,
+    is_binary_mask,
+    mask_levels,
+    probe_image,
+    read_mask,
+)
 
 
 def _encode(array: np.ndarray, fmt: str = "PNG", mode: str | None = None) -> bytes:
@@ -97,3 +104,82 @@ def test_probe_image_names_what_is_wrong(tmp_path, content: bytes, message: str)
         probe_image(path)
     with pytest.raises(ImageDecodeError, match="cannot read file"):
         probe_image(tmp_path / "missing.png")
+
+
+SHAPE = np.zeros((20, 30), bool)
+SHAPE[4:12, 6:20] = True
+SHAPE[15, 25] = True
+
+
+def _palette_mask() -> bytes:
+    """Index 0 is red (defect), index 1 black: read through the palette, not as indices."""
+    image = Image.fromarray(np.where(SHAPE, 0, 1).astype(np.uint8), mode="P")
+    image.putpalette([200, 0, 0, 0, 0, 0])
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _rgba_mask() -> np.ndarray:
+    rgba = np.zeros((20, 30, 4), np.uint8)
+    rgba[SHAPE] = (255, 0, 0, 255)
+    rgba[~SHAPE] = (255, 255, 255, 0)  # transparent white background is background
+    return rgba
+
+
+MASK_ENCODINGS = {
+    "L 0/255": _encode(SHAPE.astype(np.uint8) * 255),
+    "L 0/1": _encode(SHAPE.astype(np.uint8)),
+    "mode 1": _encode(SHAPE),  # bool arrays become 1-bit images
+    "RGB green on black": _encode(
+        np.dstack([np.zeros_like(SHAPE), SHAPE, np.zeros_like(SHAPE)]).astype(np.uint8) * 255
+    ),
+    "RGBA red on transparent": _encode(_rgba_mask()),
+    "16-bit 0/65535": _encode(SHAPE.astype(np.uint16) * 65535),
+    "16-bit 0/255": _encode(SHAPE.astype(np.uint16) * 255),
+    "16-bit 0/1": _encode(SHAPE.astype(np.uint16)),
+    "palette": _palette_mask(),
+    "TIFF 0/1": _encode(SHAPE.astype(np.uint8), "TIFF"),
+}
+
+
+@pytest.mark.parametrize("data", MASK_ENCODINGS.values(), ids=MASK_ENCODINGS.keys())
+def test_every_mask_encoding_decodes_to_the_same_mask(tmp_path, data: bytes) -> None:
+    levels = mask_levels(data)
+    assert levels.shape == SHAPE.shape and is_binary_mask(levels)
+    assert np.array_equal(defect_pixels(levels), SHAPE)
+    path = tmp_path / "mask.png"
+    path.write_bytes(data)
+    assert np.array_equal(read_mask(path), SHAPE)
+    resized = read_mask(path, (40, 60))
+    assert resized.dtype == bool and np.array_equal(resized[::2, ::2], SHAPE)
+
+
+def test_16_bit_mask_keeps_its_levels() -> None:
+    assert mask_levels(MASK_ENCODINGS["16-bit 0/255"]).max() == 255  # not 255 >> 8 == 0
+
+
+@pytest.mark.parametrize(
+    ("levels", "binary"),
+    [
+        ([0, 0], True),  # empty: binary (the check reports it as empty)
+        ([7, 7], True),  # all defect
+        ([0, 1], True),
+        ([0, 65535], True),
+        ([1, 255], False),  # no background level
+        ([0, 128, 255], False),  # anti-aliased edge
+    ],
+)
+def test_is_binary_mask(levels: list[int], binary: bool) -> None:
+    assert is_binary_mask(np.asarray(levels, np.uint16)) is binary
+
+
+def test_mask_errors_name_the_file(tmp_path) -> None:
+    with pytest.raises(ImageDecodeError, match=r"m\.png: empty file"):
+        mask_levels(b"", name="m.png")
+    with pytest.raises(ImageDecodeError, match="not an image"):
+        mask_levels(b"hello")
+    with pytest.raises(ImageDecodeError, match="cannot read file"):
+        read_mask(tmp_path / "missing.png")
+    assert read_mask(None) is None
+    assert read_mask(None, (3, 4)).tolist() == np.zeros((3, 4), bool).tolist()

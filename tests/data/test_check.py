@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from inspection.core.errors import DatasetError
+from inspection.core.images import read_mask
 from inspection.data.check import check_dataset
 from inspection.data.dataset import load_dataset
 
@@ -97,7 +98,9 @@ BROKEN = [
             (
                 "mask_not_binary",
                 "ground_truth/stain/002_mask.png",
-                "mask is not binary: 41 distinct values (0, 1, 7, 14, 20, ...); expected 0 and 255",
+                "mask is not binary: 41 distinct values (0, 1, 7, 14, 20, ...); expected 0 for "
+                "background and one value (e.g. 255) for defect, as training reads every value "
+                "above 0 as defect",
             )
         ],
     ),
@@ -143,6 +146,46 @@ def test_broken_dataset_reports_exact_problem(
     assert found == expected, case
     assert not report.ok
     assert all(p.severity == "error" for p in report.problems)
+
+
+def _palette(mask: np.ndarray) -> Image.Image:
+    image = Image.fromarray((mask > 0).astype(np.uint8), mode="P")
+    image.putpalette([0, 0, 0, 0, 200, 0])
+    return image
+
+
+# how a 0/255 L mask may also be saved: each must read (and check) as the same mask
+MASK_ENCODINGS = {
+    "0/1": lambda m: Image.fromarray((m > 0).astype(np.uint8)),
+    "rgb green": lambda m: Image.fromarray(np.dstack([np.zeros_like(m), m, np.zeros_like(m)])),
+    "16-bit 0/65535": lambda m: Image.fromarray((m > 0).astype(np.uint16) * 65535),
+    "16-bit 0/255": lambda m: Image.fromarray((m > 0).astype(np.uint16) * 255),
+    "palette": _palette,
+}
+
+
+@pytest.mark.parametrize("encode", MASK_ENCODINGS.values(), ids=MASK_ENCODINGS.keys())
+def test_mask_encodings_check_and_read_alike(
+    tiny_product: Path, tmp_path: Path, encode: Callable[[np.ndarray], Image.Image]
+) -> None:
+    root = shutil.copytree(tiny_product, tmp_path / "brick")
+    masks = sorted((root / "ground_truth" / "crack").iterdir())
+    expected = [read_mask(path) for path in masks]
+    for path in masks:
+        encode(np.asarray(Image.open(path).convert("L"))).save(path)
+    report = check_dataset(load_dataset(root))
+    assert report.ok and report.problems == ()
+    assert report.coverage == check_dataset(load_dataset(tiny_product)).coverage
+    for path, before in zip(masks, expected, strict=True):
+        assert np.array_equal(read_mask(path), before)
+
+
+def test_empty_mask_in_any_encoding_is_reported(tiny_product: Path, tmp_path: Path) -> None:
+    root = shutil.copytree(tiny_product, tmp_path / "brick")
+    path = root / "ground_truth/crack/000_mask.png"
+    Image.fromarray(np.zeros((128, 128, 3), np.uint8)).save(path)
+    report = check_dataset(load_dataset(root))
+    assert [(p.code, p.path.name) for p in report.problems] == [("mask_empty", path.name)]
 
 
 def test_missing_train_good_is_a_dataset_error(tiny_product: Path, tmp_path: Path) -> None:
