@@ -32,6 +32,8 @@ DEFAULT_MAX_PIXELS = 40_000_000  # ~ 6300 x 6300
 DEFAULT_MAX_SIDE = 16_384  # JPEG overlays cannot exceed 65535 px a side; no camera comes close
 STATION_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "BMP", "TIFF")
 """Pillow format names a station decodes by default (untrusted bytes reach no other parser)."""
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
+"""Pillow modes of 16-bit grey images: read at 8 bits as their high byte (``value >> 8``)."""
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
@@ -225,7 +227,7 @@ def mask_levels(
     return array.max(axis=2)
 
 
-MASK_MODES = ("1", "L", "LA", "RGB", "RGBA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+MASK_MODES = ("1", "L", "LA", "RGB", "RGBA", "I", *SIXTEEN_BIT_MODES, "F")
 """Pillow modes whose pixel values ``mask_levels`` reads as they are."""
 
 
@@ -251,7 +253,7 @@ def is_binary_mask(levels: np.ndarray) -> bool:
 def to_rgb_uint8(image: Image.Image) -> np.ndarray:
     """Convert any PIL image mode to (H, W, 3) uint8 RGB."""
     mode = image.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+    if mode in SIXTEEN_BIT_MODES:
         array = np.asarray(image, dtype=np.uint16)
         gray = (array >> 8).astype(np.uint8)
         return np.repeat(gray[:, :, None], 3, axis=2)

@@ -2,8 +2,8 @@
 
 ``check_dataset`` reads every image and mask once and never raises on a bad file; each
 finding becomes a ``Problem`` (file, message, code). Errors make ``CheckReport.ok`` false;
-warnings (a dataset without any masks, a test split without good or defective images, ) are
-reported, naming the figure the product lacks, but do not; ``budget_note`` says when the
+warnings (a dataset without any masks, a test split without defective images, 16-bit images
+holding 12-bit data) are reported, naming what the product lacks or loses, but do not; ``budget_note`` says when the
 good images are too few for the default false-reject budget's guarantee.
 """
 
@@ -21,12 +21,22 @@ import numpy as np
 from PIL import Image
 
 from inspection.core.errors import ImageDecodeError
-from inspection.core.images import decode_image, defect_pixels, is_binary_mask, mask_levels
+from inspection.core.images import (
+    SIXTEEN_BIT_MODES,
+    decode_image,
+    defect_pixels,
+    is_binary_mask,
+    mask_levels,
+)
 from inspection.core.operating_point import DEFAULT_BUDGET, n_needed
 from inspection.data.dataset import Dataset, Sample
 
 Severity = Literal["error", "warning"]
 VALIDATION_SHARE = 0.3
+NARROW_16_BIT = 4096
+"""16-bit images whose values all stay below this (12 bits) lose their contrast at 8 bits."""
+LISTED = 5
+"""Files named in one dataset-wide finding."""
 """The default ``val_fraction``: the share of test/good that calibrates (the rest measures)."""
 
 
@@ -101,6 +111,8 @@ class _Image:
     array: np.ndarray | None = None
     mode: str | None = None
     problem: str | None = None
+    peak: int | None = None
+    """The largest raw value of a 16-bit grey image (None for other modes)."""
 
 
 def check_dataset(
@@ -111,6 +123,7 @@ def check_dataset(
     sizes: dict[Path, tuple[int, int]] = {}
     modes: Counter[str] = Counter()
     coverage: dict[str, list[float]] = defaultdict(list)
+    narrow: list[Path] = []
     train_hashes: dict[str, Path] = {}
     test_hashes: list[tuple[str, Path]] = []
     masks_expected = bool(dataset.unmatched_masks) or any(s.mask_path for s in dataset.samples)
@@ -123,6 +136,8 @@ def check_dataset(
             height, width = image.array.shape[:2]
             sizes[sample.path] = (width, height)
             modes[image.mode] += 1
+            if image.peak is not None and image.peak < NARROW_16_BIT:
+                narrow.append(sample.path)
             digest = _content_hash(image.array)
             if sample.split == "train":
                 train_hashes.setdefault(digest, sample.path)
@@ -138,6 +153,7 @@ def check_dataset(
     ]
     problems += _duplicates(train_hashes, test_hashes, dataset.root)
     problems += _mixed_sizes(sizes)
+    problems += _narrow_16_bit(narrow, dataset.root)
     problems += _dataset_warnings(dataset)
     return CheckReport(
         name=dataset.name,
@@ -160,11 +176,12 @@ def _read(path: Path, what: str) -> _Image:
         array = decode_image(data, name=what)
         with Image.open(io.BytesIO(data)) as handle:
             mode = handle.mode
+            peak = int(np.asarray(handle).max()) if mode in SIXTEEN_BIT_MODES else None
     except ImageDecodeError as exc:
         return _Image(problem=str(exc))
     except Exception as exc:  # a decoder bug must not stop the whole check
         return _Image(problem=f"{what}: cannot decode ({type(exc).__name__}: {exc})")
-    return _Image(array=array, mode=mode)
+    return _Image(array=array, mode=mode, peak=peak)
 
 
 def _check_mask(sample: Sample, image: _Image, coverage: dict[str, list[float]]) -> list[Problem]:
@@ -239,6 +256,22 @@ def _mixed_sizes(sizes: dict[Path, tuple[int, int]]) -> list[Problem]:
         for path, (w, h) in sizes.items()
         if (w, h) != (common_w, common_h)
     ]
+
+
+def _narrow_16_bit(paths: list[Path], root: Path) -> list[Problem]:
+    """One warning naming the 16-bit images whose values stay below 12 bits."""
+    if not paths:
+        return []
+    shown = ", ".join(_relative(p, root) for p in paths[:LISTED])
+    more = f" and {len(paths) - LISTED} more" if len(paths) > LISTED else ""
+    message = (
+        f"{len(paths)} 16-bit image(s) use fewer than 12 bits (all values below "
+        f"{NARROW_16_BIT}, e.g. 12-bit camera data): {shown}{more}. They are read at 8 bits by "
+        "taking the high byte, which leaves at most 16 grey levels and loses almost all "
+        "contrast; export the camera images as 8-bit or as full-range 16-bit (scaled to "
+        "0..65535)"
+    )
+    return [Problem(root, message, "narrow_16_bit", "warning")]
 
 
 def _dataset_warnings(dataset: Dataset) -> list[Problem]:

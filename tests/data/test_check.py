@@ -188,6 +188,25 @@ def test_empty_mask_in_any_encoding_is_reported(tiny_product: Path, tmp_path: Pa
     assert [(p.code, p.path.name) for p in report.problems] == [("mask_empty", path.name)]
 
 
+def test_12_bit_data_in_16_bit_files_is_named(tiny_product: Path, tmp_path: Path) -> None:
+    root = shutil.copytree(tiny_product, tmp_path / "brick")
+    ramp = np.tile(np.arange(128, dtype=np.uint16), (128, 1))
+    for index in range(7):  # 12-bit camera data: values 0..4095
+        Image.fromarray(ramp * 32 + index).save(root / f"train/good/{index:03d}.png")
+    Image.fromarray(ramp * 512).save(root / "train/good/010.png")  # full range: fine
+    report = check_dataset(load_dataset(root))
+    assert report.ok
+    [warning] = report.warnings
+    assert (warning.code, warning.path) == ("narrow_16_bit", root.resolve())
+    assert warning.message.startswith(
+        "7 16-bit image(s) use fewer than 12 bits (all values below 4096, e.g. 12-bit camera "
+        "data): train/good/000.png, train/good/001.png, train/good/002.png, train/good/003.png, "
+        "train/good/004.png and 2 more. They are read at 8 bits by taking the high byte"
+    )
+    assert "export the camera images as 8-bit or as full-range 16-bit" in warning.message
+    assert report.channels == {"RGB": 34, "I;16": 8}
+
+
 def test_missing_train_good_is_a_dataset_error(tiny_product: Path, tmp_path: Path) -> None:
     root = shutil.copytree(tiny_product, tmp_path / "brick")
     shutil.rmtree(root / "train" / "good")
