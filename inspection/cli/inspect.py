@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -13,25 +14,48 @@ from rich.progress import track
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from inspection.runtime.paths import PathOutcome
+    from inspection.runtime.inspector import Inspector
+    from inspection.runtime.paths import FoundFile, PathOutcome
 
 
 console = Console()
 FORMATS = ("csv", "json")
 CSV_FIELDS = ("path", "verdict", "score", "threshold", "regions", "latency_ms", "model", "error")
+OVERLAY_SUFFIX = "_overlay.png"
+MAX_OVERLAY_NAME = 200  # bytes: file systems allow 255 per name
+
+
+def _check_threshold(value: float | None) -> float | None:
+    """Typer callback: an image threshold lies strictly between 0 and 1."""
+    if value is not None and not 0.0 < value < 1.0:
+        raise typer.BadParameter(f"must be between 0 and 1 (exclusive), got {value}")
+    return value
+
+
+def _check_budget(value: float | None) -> float | None:
+    """Typer callback: a latency budget is a positive number of milliseconds."""
+    if value is not None and not 0.0 < value < float("inf"):
+        raise typer.BadParameter(f"must be a positive number of ms, got {value}")
+    return value
 
 
 def inspect_command(
     bundle: Annotated[Path, typer.Argument(help="Bundle folder (with metadata.json).")],
     paths: Annotated[
-        list[Path], typer.Argument(help="Image files or folders (searched recursively).")
+        list[Path],
+        typer.Argument(
+            help="Image files or folders (searched recursively, following folder symlinks; "
+            "the overlays folder of --out is left out)."
+        ),
     ],
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Write results (and overlays) here.")
     ] = None,
     fmt: str = typer.Option("csv", "--format", "-f", help="Results file format: csv or json."),
     overlays: bool = typer.Option(False, "--overlays", help="Write heatmap overlay PNGs to --out."),
-    threshold: float = typer.Option(None, "--threshold", help="Image threshold in (0, 1)."),
+    threshold: float = typer.Option(
+        None, "--threshold", callback=_check_threshold, help="Image threshold in (0, 1)."
+    ),
     device: str = typer.Option("CPU", "--device", help="OpenVINO device."),
     refine: bool = typer.Option(
         True,
@@ -41,10 +65,11 @@ def inspect_command(
     budget_ms: float = typer.Option(
         None,
         "--latency-budget-ms",
+        callback=_check_budget,
         help="Skip refinement when it would take an inspection past this many ms.",
     ),
     work_side: int = typer.Option(
-        1024, "--work-side", help="Judge images on a copy with at most this longer side."
+        1024, "--work-side", min=1, help="Judge images on a copy with at most this longer side."
     ),
     public_key: Annotated[
         Path | None,
@@ -63,12 +88,14 @@ def inspect_command(
     """Inspect images with a bundle; unreadable files are listed as errors, never abort the batch."""
     from inspection.runtime.camera import CameraOptions
     from inspection.runtime.inspector import Inspector
-    from inspection.runtime.paths import expand_paths, iter_paths
+    from inspection.runtime.paths import find_files
 
     if fmt not in FORMATS:
         raise typer.BadParameter(f"must be one of {', '.join(FORMATS)}", param_hint="--format")
     if overlays and out is None:
         raise typer.BadParameter("--overlays needs --out DIR", param_hint="--overlays")
+    if out is not None:
+        _prepare_out(out)  # before the batch: a bad --out must not cost the results
     _check_signature(bundle, public_key, site, allow_unsigned=allow_unsigned)
     inspector = Inspector.from_bundle(
         bundle,
@@ -77,23 +104,30 @@ def inspect_command(
         refiner="bundle" if refine else None,
         camera=CameraOptions(work_max_side=work_side, latency_budget_ms=budget_ms),
     )
-    files = expand_paths(paths)
-    if not files:
+    found = find_files(paths, exclude=[out / "overlays"] if out is not None else [])
+    if not found:
         console.print("[yellow]no image files found[/]")
         raise typer.Exit(1)
-    outcomes = iter_paths(inspector, files)
-    rows = [
-        _row(outcome, inspector.model_version, out if overlays else None)
-        for outcome in track(
-            outcomes, total=len(files), description="inspecting", console=console, transient=True
-        )
-    ]
+    overlay_dir = out / "overlays" if overlays and out is not None else None
+    rows = _inspect(inspector, found, overlay_dir)
     _print_table(rows, inspector.model_version)
     if out is not None:
         target = _write_rows(rows, out, fmt)
         console.print(f"results: {target}")
     if all(row["error"] for row in rows):
         raise typer.Exit(1)  # nothing could be inspected
+
+
+def _inspect(inspector: Inspector, found: list[FoundFile], overlay_dir: Path | None) -> list[dict]:
+    """One result row per file, in order; overlays written into ``overlay_dir`` when given."""
+    from inspection.runtime.paths import iter_paths
+
+    targets = overlay_paths(found, overlay_dir) if overlay_dir else [None] * len(found)
+    outcomes = track(
+        iter_paths(inspector, [f.path for f in found]),
+        total=len(found), description="inspecting", console=console, transient=True,
+    )  # fmt: skip
+    return [_row(o, inspector.model_version, t) for o, t in zip(outcomes, targets, strict=True)]
 
 
 def _check_signature(
@@ -116,7 +150,41 @@ def _check_signature(
     verify_signed_bundle(bundle, load_public_key(key))
 
 
-def _row(outcome: PathOutcome, model: str, overlay_dir: Path | None) -> dict:
+def _prepare_out(out: Path) -> None:
+    """Create the results folder, or stop with one line saying why it cannot be used."""
+    if out.exists() and not out.is_dir():
+        raise typer.BadParameter(f"{out} is a file, not a folder", param_hint="--out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise typer.BadParameter(
+            f"cannot create {out}: {exc.strerror}", param_hint="--out"
+        ) from exc
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise typer.BadParameter(f"{out} is not writable", param_hint="--out")
+
+
+def overlay_paths(found: list[FoundFile], folder: Path) -> list[Path]:
+    """One overlay file per input, unique within the run, named after its relative path.
+
+    ``lineA/cam1/000.png`` becomes ``lineA_cam1_000.png_overlay.png``; a name already taken
+    (the same file given twice, ``a_b/c`` and ``a/b_c``) gets ``-2``, ``-3``, ... ."""
+    taken: set[str] = set()
+    paths = []
+    for file in found:
+        stem = file.relative.replace("/", "_").lstrip(".") or "image"
+        limit = MAX_OVERLAY_NAME - len(OVERLAY_SUFFIX)
+        stem = stem.encode()[-limit:].decode(errors="ignore")  # the tail: keeps the file name
+        name, count = stem + OVERLAY_SUFFIX, 1
+        while name.lower() in taken:  # case-insensitive file systems too
+            count += 1
+            name = f"{stem}-{count}{OVERLAY_SUFFIX}"
+        taken.add(name.lower())
+        paths.append(folder / name)
+    return paths
+
+
+def _row(outcome: PathOutcome, model: str, overlay: Path | None) -> dict:
     row = dict.fromkeys(CSV_FIELDS, "")
     row.update(path=str(outcome.path), model=model)
     result = outcome.result
@@ -132,13 +200,10 @@ def _row(outcome: PathOutcome, model: str, overlay_dir: Path | None) -> dict:
         timings_ms={name: round(value, 3) for name, value in result.timings_ms.items()},
         details=result.summary(),
     )
-    if overlay_dir is not None and outcome.image is not None:
+    if overlay is not None and outcome.image is not None:
         from inspection.runtime.overlays import render_overlay, write_rgb_png
 
-        name = f"{outcome.path.parent.name}_{outcome.path.stem}_overlay.png"
-        row["overlay"] = str(
-            write_rgb_png(overlay_dir / "overlays" / name, render_overlay(outcome.image, result))
-        )
+        row["overlay"] = str(write_rgb_png(overlay, render_overlay(outcome.image, result)))
     return row
 
 

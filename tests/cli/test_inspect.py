@@ -1,0 +1,112 @@
+"""``inspection inspect``: unique overlay names, bad options as one-line usage errors, re-runs
+that leave the previous run's overlays alone."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner, Result
+
+from inspection.cli import app
+from inspection.cli.inspect import MAX_OVERLAY_NAME, overlay_paths
+from inspection.runtime.paths import FoundFile
+
+
+@pytest.fixture(autouse=True)
+def _outside_checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A demo site in the checkout (``var/keys``) would refuse the session's unsigned bundle."""
+    monkeypatch.chdir(tmp_path)
+
+
+def _invoke(args: list[str]) -> Result:
+    """Run the CLI wide enough that error panels keep temporary paths on one line."""
+    return CliRunner().invoke(app, args, env={"COLUMNS": "400"})
+
+
+def _names(*relative: str) -> list[str]:
+    found = [FoundFile(Path("/in") / r, r) for r in relative]
+    return [p.name for p in overlay_paths(found, Path("/out"))]
+
+
+def test_overlay_names_keep_the_relative_path_and_suffix() -> None:
+    assert _names("lineA/cam1/000.png", "lineA/cam1/000.jpg", "lineB/cam1/000.png") == [
+        "lineA_cam1_000.png_overlay.png",
+        "lineA_cam1_000.jpg_overlay.png",
+        "lineB_cam1_000.png_overlay.png",
+    ]
+
+
+def test_overlay_names_are_unique_within_a_run() -> None:
+    names = _names("a_b/c.png", "a/b_c.png", "x.png", "X.PNG", "x.png", ".hidden.png")
+    assert names == [
+        "a_b_c.png_overlay.png",
+        "a_b_c.png-2_overlay.png",
+        "x.png_overlay.png",
+        "X.PNG-2_overlay.png",  # case-insensitive file systems would merge X.PNG and x.png
+        "x.png-3_overlay.png",
+        "hidden.png_overlay.png",
+    ]
+
+
+def test_overlay_names_stay_within_file_name_limits() -> None:
+    (name,) = _names("/".join(["ä" * 60] * 8) + "/000.png")
+    assert len(name.encode()) <= MAX_OVERLAY_NAME and name.endswith("000.png_overlay.png")
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--threshold", "0"], "must be between 0 and 1 (exclusive), got 0.0"),
+        (["--threshold", "1.5"], "must be between 0 and 1 (exclusive), got 1.5"),
+        (["--work-side", "0"], "greater than or equal to 1"),
+        (["--latency-budget-ms", "0"], "must be a positive number of ms, got 0.0"),
+    ],
+)
+def test_bad_options_are_usage_errors(tmp_path: Path, option: list[str], message: str) -> None:
+    result = _invoke(["inspect", "bundle", str(tmp_path), *option])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("below", [False, True])
+def test_an_out_that_is_a_file_stops_before_the_bundle_loads(tmp_path: Path, below: bool) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    out = afile / "sub" if below else afile
+    result = _invoke(["inspect", "no-bundle", str(tmp_path), "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    expected = "cannot create" if below else "is a file, not a folder"
+    assert expected in result.output and "Traceback" not in result.output
+    assert afile.read_text() == "mine"
+
+
+@pytest.mark.slow
+def test_overlays_of_colliding_names_all_survive_and_reruns_skip_them(
+    fp32_bundle: Path, tiny_product: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "coll"
+    sources = sorted((tiny_product / "test" / "good").glob("*.png"))[:3]
+    for line in ("lineA", "lineB"):
+        (folder / line / "cam1").mkdir(parents=True)
+    shutil.copy(sources[0], folder / "lineA" / "cam1" / "000.png")
+    Image.open(sources[1]).save(folder / "lineA" / "cam1" / "000.jpg")
+    shutil.copy(sources[2], folder / "lineB" / "cam1" / "000.png")
+    out = folder / "results"
+    args = ["inspect", str(fp32_bundle), str(folder), "--out", str(out), "--overlays"]
+
+    for _ in range(2):  # the second run must not judge the first run's overlays
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        assert "3 files" in result.output
+
+    rows = list(csv.DictReader((out / "results.csv").read_text(encoding="utf-8").splitlines()))
+    overlays = {row["overlay"] for row in rows}
+    assert len(rows) == 3 and len(overlays) == 3
+    assert sorted(p.name for p in (out / "overlays").iterdir()) == sorted(
+        Path(p).name for p in overlays
+    )
