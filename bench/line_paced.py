@@ -16,8 +16,8 @@ idle meanwhile, as with a real camera). Modes, in rounds:
   (``timing: learned``).
 
 Figures: the model latency the station stores (``latency_ms``: decode + preprocess +
-inference + postprocess + regions) and the trigger-to-answer time (``handled_ms``). Writes
-``<out>/line_paced.json`` and ``.md``.
+inference + postprocess + regions, + refine on NG parts where the bundle refines masks) and the
+trigger-to-answer time (``handled_ms``). Writes ``<out>/line_paced.json`` and ``.md``.
 """
 
 from __future__ import annotations
@@ -45,6 +45,9 @@ from inspection.line.station import LineStation  # noqa: E402
 from inspection.runtime.golden import executed_kernels, executed_precision  # noqa: E402
 from inspection.runtime.hardware import cpu_info  # noqa: E402
 from inspection.station.config import StationCoreConfig  # noqa: E402
+
+STAGE_COLUMNS = ("capture_ms", "decode", "preprocess", "infer", "postprocess", "regions", "refine")
+"""Stage times in the report's table; ``refine`` runs on NG parts only, when the bundle refines."""
 
 MODES = {
     "back-to-back": WarmConfig(),
@@ -200,7 +203,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"{report['exposure_ms']:g} ms (sleep); load (1/5/15 min) at start {report['load_start']}, "
         f"end {report['load_end']}",
         "- Latency = the stored model latency (decode + preprocess + inference + "
-        "postprocess + regions), p50 per run: the median run [range of runs] (x back-to-back). "
+        "postprocess + regions, + refine on NG parts when the bundle refines masks), p50 per run: the median run [range of runs] (x back-to-back). "
         "Modes: " + "; ".join(f"`{m}`" for m in modes) + " (see the script's docstring).",
         "",
         "| bundle | executed | " + " | ".join(f"{m} p50 ms" for m in modes) + " |",
@@ -217,8 +220,8 @@ def markdown(report: dict[str, Any]) -> str:
         "Stage p50 (ms, median run) and warm runs (finished before the part / cancelled by it):",
         "",
         "| bundle | mode | capture | decode | preprocess | infer | postprocess | regions | "
-        "handled | warm finished / cancelled |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "refine (NG) | handled | warm finished / cancelled |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in report["bundles"]:
         for mode in modes:
@@ -226,10 +229,7 @@ def markdown(report: dict[str, Any]) -> str:
             st = m["stages_p50_ms"]
             fin = sum(w["finished"] for w in m["warm"])
             can = sum(w["cancelled"] for w in m["warm"])
-            cells = " | ".join(
-                f"{st.get(k, float('nan')):.2f}"
-                for k in ("capture_ms", "decode", "preprocess", "infer", "postprocess", "regions")
-            )
+            cells = " | ".join(f"{st[k]:.2f}" if k in st else "-" for k in STAGE_COLUMNS)
             lines.append(
                 f"| {row['precision']} | {mode} | {cells} | {m['handled_p50_ms']:.1f} | "
                 f"{fin} / {can} |"
