@@ -1,10 +1,11 @@
 """Validate a dataset file by file: counts, sizes, mask coverage and every problem found.
 
 ``check_dataset`` reads every image and mask once and never raises on a bad file; each
-finding becomes a ``Problem`` (file, message, code). Errors make ``CheckReport.ok`` false;
-warnings (a dataset without any masks, a test split without defective images, 16-bit images
-holding 12-bit data) are reported, naming what the product lacks or loses, but do not; ``budget_note`` says when the
-good images are too few for the default false-reject budget's guarantee.
+finding becomes a ``Problem`` (file, message, code). Errors (a bad file, fewer than 2 good
+test images, which training refuses) make ``CheckReport.ok`` false; warnings (no masks at
+all, no defective test images, 16-bit images holding 12-bit data, ignored folders and files)
+are reported, naming what the product lacks or loses, but do not; ``budget_note`` says when
+the good images are too few for the default false-reject budget's guarantee.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ NARROW_16_BIT = 4096
 """16-bit images whose values all stay below this (12 bits) lose their contrast at 8 bits."""
 LISTED = 5
 """Files named in one dataset-wide finding."""
+MIN_TEST_GOOD = 2
+"""Good test images training needs (``training.train.evaluation_splits``)."""
 """The default ``val_fraction``: the share of test/good that calibrates (the rest measures)."""
 
 
@@ -154,7 +157,7 @@ def check_dataset(
     problems += _duplicates(train_hashes, test_hashes, dataset.root)
     problems += _mixed_sizes(sizes)
     problems += _narrow_16_bit(narrow, dataset.root)
-    problems += _dataset_warnings(dataset)
+    problems += _dataset_findings(dataset)
     return CheckReport(
         name=dataset.name,
         root=dataset.root,
@@ -274,9 +277,9 @@ def _narrow_16_bit(paths: list[Path], root: Path) -> list[Problem]:
     return [Problem(root, message, "narrow_16_bit", "warning")]
 
 
-def _dataset_warnings(dataset: Dataset) -> list[Problem]:
-    """Dataset-wide findings that limit evaluation but do not stop the check: each says
-    which figure the product lacks and why."""
+def _dataset_findings(dataset: Dataset) -> list[Problem]:
+    """Dataset-wide findings: too few good test images (an error, as in training); warnings
+    that limit evaluation, each saying which figure the product lacks and why."""
     problems = []
     defective = [s for s in dataset.samples if s.label == 1]
     if defective and not any(s.mask_path for s in defective) and not dataset.unmatched_masks:
@@ -289,16 +292,13 @@ def _dataset_warnings(dataset: Dataset) -> list[Problem]:
                 "warning",
             )
         )
-    if not any(s.label == 0 for s in dataset.test_samples):
-        problems.append(
-            Problem(
-                dataset.root,
-                "test split has no good images: training needs at least 2 in test/good to "
-                "calibrate and to measure the false-reject rate",
-                "no_test_good",
-                "warning",
-            )
+    test_good = sum(s.label == 0 for s in dataset.test_samples)
+    if test_good < MIN_TEST_GOOD:
+        message = (
+            f"the test split needs at least {MIN_TEST_GOOD} good images (test/good) to "
+            f"calibrate and measure the model, it has {test_good}: training refuses it"
         )
+        problems.append(Problem(dataset.root, message, "too_few_test_good"))
     if not any(s.label == 1 for s in dataset.test_samples):
         problems.append(
             Problem(

@@ -220,14 +220,31 @@ def test_missing_train_good_is_a_dataset_error(tiny_product: Path, tmp_path: Pat
 def test_dataset_without_masks_only_warns(tiny_product: Path, tmp_path: Path) -> None:
     root = shutil.copytree(tiny_product, tmp_path / "brick")
     shutil.rmtree(root / "ground_truth")
-    shutil.rmtree(root / "test" / "good")
     report = check_dataset(load_dataset(root))
     assert report.ok
-    assert [p.code for p in report.warnings] == ["no_masks", "no_test_good"]
-    messages = {p.code: p.message for p in report.warnings}
-    assert "pixel AUROC, AUPRO and region recall unknown" in messages["no_masks"]
-    assert "at least 2 in test/good" in messages["no_test_good"]
-    # 24 training images, no test/good: 24 < the 99 a 1 % budget needs
+    [warning] = report.warnings
+    assert warning.code == "no_masks"
+    assert "pixel AUROC, AUPRO and region recall unknown" in warning.message
+
+
+@pytest.mark.parametrize("keep", [0, 1])
+def test_fewer_than_2_good_test_images_is_an_error(
+    tiny_product: Path, tmp_path: Path, keep: int
+) -> None:
+    root = shutil.copytree(tiny_product, tmp_path / "brick")
+    for path in sorted((root / "test" / "good").iterdir())[keep:]:
+        path.unlink()
+    report = check_dataset(load_dataset(root))
+    assert not report.ok
+    assert [(p.code, p.path, p.message) for p in report.errors] == [
+        (
+            "too_few_test_good",
+            root.resolve(),
+            "the test split needs at least 2 good images (test/good) to calibrate and measure "
+            f"the model, it has {keep}: training refuses it",
+        )
+    ]
+    # 24 training images + 30 % of test/good: below the 99 a 1 % budget needs
     assert report.budget_note is not None
     assert report.budget_note.startswith("about 24 good calibration images")
     assert "needs 99" in report.budget_note
