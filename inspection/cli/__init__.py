@@ -16,6 +16,7 @@ import warnings
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from inspection.core.errors import InspectionError
 
@@ -71,3 +72,16 @@ def main() -> None:
     except InspectionError as exc:
         err_console.print(f"[bold red]error:[/] {exc}")
         sys.exit(2)
+    except OSError as exc:  # safety net: a file that cannot be read or written
+        logging.getLogger(__name__).debug("uncaught OSError", exc_info=True)
+        line = escape(os_error_line(exc))
+        err_console.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+
+
+def os_error_line(exc: OSError) -> str:
+    """``<file>: <reason>`` (both files of a rename or link); ``str(exc)`` without a file."""
+    if exc.filename is None:
+        return str(exc)
+    names = [str(exc.filename)] + ([] if exc.filename2 is None else [str(exc.filename2)])
+    return f"{' -> '.join(names)}: {exc.strerror or exc}"

@@ -107,13 +107,14 @@ def check(
     from inspection.data.check import check_dataset
     from inspection.data.dataset import load_dataset
 
+    if json_out is not None:
+        _ready_to_write(json_out, "--json")  # before the check: a bad path must not cost it
     dataset = load_dataset(path)
     with _progress() as progress:
         task = progress.add_task(f"reading {dataset.name}", total=len(dataset.samples))
         report = check_dataset(dataset, on_file=lambda _path: progress.advance(task))
     _print_report(report)
     if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
     if not report.ok:
         raise typer.Exit(1)
@@ -132,8 +133,8 @@ def sheet(
     from inspection.data.dataset import load_dataset
     from inspection.data.preview import contact_sheet
 
+    _ready_to_write(out, "--out")
     datasets = [load_dataset(p) for p in paths]
-    out.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(contact_sheet(datasets, n_good=n_good, tile=tile)).save(out)
     console.print(f"wrote [bold]{out}[/]")
 
@@ -147,14 +148,29 @@ def summary(
     from inspection.data.dataset import load_dataset
     from inspection.data.summary import summarise, summary_markdown
 
+    _ready_to_write(out, "--out", folder=True)
     datasets = [load_dataset(p) for p in paths]
     result = summarise(datasets)
-    out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     names = " ".join(str(p) for p in paths)
     title = f"# Datasets\n\nWritten by `inspection data summary {names} --out {out}`.\n\n"
     (out / "summary.md").write_text(title + summary_markdown(result), encoding="utf-8")
     console.print(f"wrote [bold]{out / 'summary.md'}[/] and summary.json")
+
+
+def _ready_to_write(path: Path, hint: str, *, folder: bool = False) -> None:
+    """Create the folder of file ``path`` (``path`` itself when ``folder``), or stop with one
+    line saying why it cannot be written."""
+    if not folder and path.is_dir():
+        raise typer.BadParameter(f"{path} is a folder, not a file", param_hint=hint)
+    target = path if folder else path.parent
+    if target.exists() and not target.is_dir():
+        raise typer.BadParameter(f"{target} is a file, not a folder", param_hint=hint)
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        message = f"cannot create {target}: {exc.strerror}"
+        raise typer.BadParameter(message, param_hint=hint) from exc
 
 
 def _print_report(report) -> None:

@@ -1,0 +1,35 @@
+"""``inspection`` entry point: an uncaught OSError is one line naming the file, exit 2."""
+
+from __future__ import annotations
+
+import pytest
+
+from inspection import cli
+
+
+@pytest.mark.parametrize(
+    ("error", "line"),
+    [
+        (
+            PermissionError(13, "Permission denied", "/var/x[1].db"),
+            "/var/x[1].db: Permission denied",
+        ),
+        (
+            OSError(18, "Invalid cross-device link", "/a", None, "/b"),
+            "/a -> /b: Invalid cross-device link",
+        ),
+        (OSError("disk on fire"), "disk on fire"),
+    ],
+)
+def test_uncaught_os_errors_are_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], error: OSError, line: str
+) -> None:
+    def failing_app() -> None:
+        raise error
+
+    monkeypatch.setattr(cli, "app", failing_app)
+    monkeypatch.setattr(cli.sys, "argv", ["inspection", "anything"])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == f"error: {line}\n"
