@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -21,15 +22,25 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def relative_name(path: str | Path, root: str | Path) -> str:
+    """``path``'s name under ``root`` (posix), as the dataset listed it: a file that is a
+    symbolic link keeps its own name, wherever it points. ``ValueError`` naming both when
+    ``path`` is not under ``root``."""
+    absolute, base = Path(os.path.abspath(path)), Path(os.path.abspath(root))
+    if absolute.is_relative_to(base):
+        return absolute.relative_to(base).as_posix()
+    resolved, real_base = Path(path).resolve(), Path(root).resolve()
+    if resolved.is_relative_to(real_base):
+        return resolved.relative_to(real_base).as_posix()
+    raise ValueError(f"{path} is not inside the dataset folder {root}")
+
+
 def fingerprint_files(paths: Iterable[str | Path], root: str | Path) -> dict:
     """Fingerprint a set of files: their paths relative to ``root`` and content hashes.
 
     Returns ``{"sha256": <hash over the sorted list>, "count": n, "files": {rel: sha}}``.
     """
-    root = Path(root)
-    files = {
-        Path(p).resolve().relative_to(root.resolve()).as_posix(): sha256_file(p) for p in paths
-    }
+    files = {relative_name(p, root): sha256_file(p) for p in paths}
     digest = hashlib.sha256()
     for rel in sorted(files):
         digest.update(f"{rel}\0{files[rel]}\n".encode())

@@ -18,6 +18,7 @@ from typing import Protocol
 import numpy as np
 
 from inspection.core.calibration import Calibration, calibrate
+from inspection.core.fingerprint import relative_name
 from inspection.core.operating_point import OperatingPoint, fit_transfer
 from inspection.core.outputs import RawOutputs
 from inspection.core.registry import GoodScores
@@ -70,7 +71,7 @@ def _transferred(
     """The out-of-fold torch scores in this bundle's score space."""
     source, target = [], []
     for sample, own in zip(validation, outputs.scores, strict=True):
-        rel = _rel(sample.path, root)
+        rel = relative_name(sample.path, root)
         if rel in good.validation:
             source.append(good.validation[rel])
             target.append(float(own))
@@ -91,10 +92,6 @@ def _transferred(
         transfer.slope, transfer.intercept, transfer.n_pairs, transfer.max_residual,
     )  # fmt: skip
     return transfer.apply(oof)
-
-
-def _rel(path: Path, root: Path) -> str:
-    return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
 
 
 def record_operating_point(record: object) -> OperatingPoint:

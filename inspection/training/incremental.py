@@ -25,7 +25,7 @@ import torch
 from inspection.core.calibration import Calibration, Normalization, calibrate
 from inspection.core.config import to_mapping
 from inspection.core.errors import ConfigError, DatasetError, RegistryError
-from inspection.core.fingerprint import sha256_file
+from inspection.core.fingerprint import relative_name, sha256_file
 from inspection.core.registry import FitFigures, Lineage, ModelRecord, Registry
 from inspection.core.roi import RoiSpec, RoiTraining
 from inspection.data.dataset import GOOD, Dataset, Sample, load_dataset
@@ -212,9 +212,7 @@ def _recorded_splits(parent: ModelRecord, dataset: Dataset) -> tuple[list[Sample
         raise RegistryError(
             f"{parent.model_version} records no validation/test split; retrain it in full"
         )
-    by_rel = {
-        Path(s.path).resolve().relative_to(dataset.root).as_posix(): s for s in dataset.test_samples
-    }
+    by_rel = {relative_name(s.path, dataset.root): s for s in dataset.test_samples}
     missing = [rel for rel in (*splits.validation, *splits.test) if rel not in by_rel]
     if missing:
         raise DatasetError(

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from inspection.core.calibration import Calibration, calibrate
+from inspection.core.fingerprint import relative_name
 from inspection.core.operating_point import OperatingPoint
 from inspection.core.registry import GoodScores
 from inspection.data.dataset import Dataset, Sample
@@ -96,7 +97,7 @@ def good_score_record(
     """The registry's ``good_scores`` entry (paths relative to the dataset root)."""
 
     def rel(path: str | Path) -> str:
-        return Path(path).resolve().relative_to(dataset.root).as_posix()
+        return relative_name(path, dataset.root)
 
     val = {
         rel(p): round(float(s), 6) for p, s in zip(validation.paths, validation.scores, strict=True)

@@ -18,6 +18,7 @@ import openvino as ov
 
 from inspection.core.bundle import BUNDLE_SCHEMA_VERSION, BundleMetadata, OutputNames, Precision
 from inspection.core.errors import BundleError
+from inspection.core.fingerprint import relative_name
 from inspection.core.registry import ModelRecord, Registry
 from inspection.core.signing import sign_bundle, site_signing_key
 from inspection.data.dataset import load_dataset
@@ -206,7 +207,7 @@ def split_samples(
         )
     samples = []
     for s in dataset.test_samples:
-        rel = Path(s.path).resolve().relative_to(dataset.root).as_posix()
+        rel = relative_name(s.path, dataset.root)
         if not chosen or rel in chosen:
             samples.append(LabelledSample(Path(s.path), s.label, s.defect_type, s.mask_path))
     if not samples:

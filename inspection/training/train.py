@@ -35,6 +35,7 @@ from inspection.core.bundle import GlobalContextSpec, Preprocessing
 from inspection.core.calibration import Normalization
 from inspection.core.config import to_mapping
 from inspection.core.errors import ConfigError, DatasetError
+from inspection.core.fingerprint import relative_name
 from inspection.core.metrics import EvaluationMetrics
 from inspection.core.registry import DataSplits, FitFigures, ModelRecord, Registry
 from inspection.core.roi import RoiSpec, RoiTraining
@@ -594,8 +595,6 @@ def _split_record(
     dataset: Dataset, validation: Sequence[Sample], test: Sequence[Sample]
 ) -> DataSplits:
     def rel(samples: Sequence[Sample]) -> tuple[str, ...]:
-        return tuple(
-            sorted(Path(s.path).resolve().relative_to(dataset.root).as_posix() for s in samples)
-        )
+        return tuple(sorted(relative_name(s.path, dataset.root) for s in samples))
 
     return DataSplits(validation=rel(validation), test=rel(test))
