@@ -36,6 +36,9 @@ def update_command(
 
     if (images is None) == (not reviewed):
         raise typer.BadParameter("give exactly one of --images DIR or --reviewed")
+    if images is not None and not images.is_dir():
+        reason = "is not a folder" if images.exists() else "does not exist"
+        raise typer.BadParameter(f"{images} {reason}", param_hint="--images")
     registry = Registry(site.registry_dir)
     source = registry.version(product, parent) if parent else registry.latest_version(product)
     paths = list_images(images) if images is not None else reviewed_good(site, source)
