@@ -276,8 +276,13 @@ def to_rgb_uint8(image: Image.Image) -> np.ndarray:
 
 
 def list_images(folder: str | Path) -> list[Path]:
-    """Image files directly inside ``folder``, sorted by name."""
+    """Image files directly inside ``folder``, sorted by name: any letter case of an image
+    suffix; hidden files (``.*``, e.g. macOS ``._x.png`` AppleDouble companions) skipped."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+    )

@@ -2,8 +2,9 @@
 
 A ``Dataset`` is a frozen list of ``Sample`` records (image path, split, label, defect type,
 mask path). Readers are strict about folders (a missing one raises ``DatasetError`` naming
-it) and lenient about files: a missing or unmatched mask is recorded, not raised, so that
-``inspection.data.check`` can report every problem at once.
+it) and lenient about files: a missing or unmatched mask, a folder without images and
+images loose in ``test/`` are recorded, not raised, so that ``inspection.data.check`` can
+report every problem at once.
 
 MVTec AD layout (``load_mvtec``)::
 
@@ -11,6 +12,8 @@ MVTec AD layout (``load_mvtec``)::
     <product>/test/good/*.png
     <product>/test/<defect>/*.png
     <product>/ground_truth/<defect>/<stem>_mask.png
+
+File names match in any letter case (``000_mask.PNG``); hidden files (``._x.png``) are skipped.
 
 Custom folders (``load_folder_spec``), paths relative to the YAML file::
 
@@ -70,13 +73,17 @@ class Sample:
 class Dataset:
     """A named set of samples under ``root``.
 
-    ``unmatched_masks`` are mask files for which no image was found (reported by the check).
+    ``unmatched_masks`` are mask files for which no image was found, ``empty_dirs`` image
+    folders without images and ``loose_images`` images directly in an MVTec ``test/`` (both
+    ignored); the check reports them.
     """
 
     name: str
     root: Path
     samples: tuple[Sample, ...]
     unmatched_masks: tuple[Path, ...] = field(default=())
+    empty_dirs: tuple[Path, ...] = field(default=())
+    loose_images: tuple[Path, ...] = field(default=())
 
     @property
     def train_samples(self) -> tuple[Sample, ...]:
@@ -156,18 +163,25 @@ def load_mvtec(root: str | Path) -> Dataset:
 
     samples = [Sample(p, "train", 0, GOOD) for p in _images_or_raise(train_dir)]
     used_masks: set[Path] = set()
-    for defect_dir in sorted(p for p in test_dir.iterdir() if p.is_dir()):
-        defect = defect_dir.name
-        for path in list_images(defect_dir):
+    masks: _MaskIndex = {}
+    empty = []
+    for defect_dir in sorted(
+        p for p in test_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
+    ):
+        defect, images = defect_dir.name, list_images(defect_dir)
+        if not images:
+            empty.append(defect_dir)
+        for path in images:
             if defect == GOOD:
                 samples.append(Sample(path, "test", 0, GOOD))
                 continue
-            mask = _find_mask(path.stem, [gt_dir / defect])
+            mask = _find_mask(path.stem, [gt_dir / defect], masks)
             if mask is not None:
                 used_masks.add(mask)
             samples.append(Sample(path, "test", 1, defect, mask))
     unmatched = [] if not gt_dir.is_dir() else _unused_images(gt_dir, used_masks, recursive=True)
-    return Dataset(root.name, root, tuple(samples), tuple(unmatched))
+    loose = tuple(list_images(test_dir))
+    return Dataset(root.name, root, tuple(samples), tuple(unmatched), tuple(empty), loose)
 
 
 # --- custom folders ----------------------------------------------------------------------------
@@ -196,31 +210,36 @@ def load_folder_spec(yaml_path: str | Path) -> Dataset:
     if GOOD in spec.abnormal_dirs:
         raise ConfigError(f"{yaml_path}: abnormal_dirs may not use the name {GOOD!r}")
     base = yaml_path.resolve().parent
-    normal_dir = _spec_dir(base, spec.normal_dir, "normal_dir")
+    normal_dir = _spec_dir(yaml_path, spec.normal_dir, "normal_dir")
     normals = _images_or_raise(normal_dir)
     if spec.normal_test_dir is not None:
-        test_dir = _spec_dir(base, spec.normal_test_dir, "normal_test_dir")
+        test_dir = _spec_dir(yaml_path, spec.normal_test_dir, "normal_test_dir")
         train, test = normals, list_images(test_dir)
     else:
         train, test = _split_normals(normals, spec.test_split_ratio)
     samples = [Sample(p, "train", 0, GOOD) for p in train]
     samples += [Sample(p, "test", 0, GOOD) for p in test]
 
-    mask_dir = None if spec.mask_dir is None else _spec_dir(base, spec.mask_dir, "mask_dir")
+    mask_dir = None if spec.mask_dir is None else _spec_dir(yaml_path, spec.mask_dir, "mask_dir")
     used_masks: set[Path] = set()
+    masks: _MaskIndex = {}
+    empty = []
     for defect, rel in sorted(spec.abnormal_dirs.items()):
-        folder = _spec_dir(base, rel, f"abnormal_dirs.{defect}")
-        for path in list_images(folder):
+        folder = _spec_dir(yaml_path, rel, f"abnormal_dirs.{defect}")
+        images = list_images(folder)
+        if not images:
+            empty.append(folder)
+        for path in images:
             mask = None
             if mask_dir is not None:
-                mask = _find_mask(path.stem, [mask_dir / defect, mask_dir])
+                mask = _find_mask(path.stem, [mask_dir / defect, mask_dir], masks)
                 if mask is not None:
                     used_masks.add(mask)
             samples.append(Sample(path, "test", 1, defect, mask))
     unmatched = [] if mask_dir is None else _unused_images(mask_dir, used_masks, recursive=True)
     dirs = [base, *(s.path.parent for s in samples), *([mask_dir] if mask_dir else [])]
     root = Path(os.path.commonpath([str(d) for d in dirs]))
-    return Dataset(spec.name, root, tuple(samples), tuple(unmatched))
+    return Dataset(spec.name, root, tuple(samples), tuple(unmatched), tuple(empty))
 
 
 def load_dataset(path: str | Path) -> Dataset:
@@ -245,8 +264,13 @@ def _require_dir(path: Path, message: str) -> None:
         raise DatasetError(f"{message}: {path}")
 
 
-def _spec_dir(base: Path, rel: Path, key: str) -> Path:
-    path = (base / rel).resolve()
+def _spec_dir(yaml_path: Path, rel: object, key: str) -> Path:
+    """The folder ``rel`` (relative to the spec file) of ``key``; it must exist."""
+    if not isinstance(rel, (str, Path)) or not str(rel).strip():
+        raise ConfigError(
+            f"{yaml_path}: {key} of the dataset spec needs a folder path, got {rel!r}"
+        )
+    path = (yaml_path.resolve().parent / rel).resolve()
     _require_dir(path, f"{key} of the dataset spec: folder not found")
     return path
 
@@ -258,15 +282,32 @@ def _images_or_raise(folder: Path) -> list[Path]:
     return images
 
 
-def _find_mask(stem: str, folders: list[Path]) -> Path | None:
-    """First of ``<folder>/<stem>_mask.<ext>`` or ``<folder>/<stem>.<ext>`` that exists."""
+_MaskIndex = dict[Path, dict[str, Path]]
+"""Per mask folder: lower-cased file name -> resolved path (filled by ``_find_mask``)."""
+
+
+def _find_mask(stem: str, folders: list[Path], index: _MaskIndex) -> Path | None:
+    """First of ``<folder>/<stem>_mask.<ext>`` or ``<folder>/<stem>.<ext>`` that exists,
+    in any letter case (``000_mask.PNG``), as ``list_images`` accepts any case."""
     for folder in folders:
+        names = index.get(folder)
+        if names is None:
+            names = index[folder] = _lower_names(folder)
         for name in (stem + MASK_SUFFIX, stem):
             for suffix in IMAGE_SUFFIXES:
-                candidate = folder / f"{name}{suffix}"
-                if candidate.is_file():
-                    return candidate.resolve()
+                found = names.get(f"{name}{suffix}".lower())
+                if found is not None:
+                    return found
     return None
+
+
+def _lower_names(folder: Path) -> dict[str, Path]:
+    """Lower-cased image file name -> resolved path; of names that differ only in case the
+    first in sorted order wins (the others stay unmatched masks)."""
+    names: dict[str, Path] = {}
+    for path in list_images(folder):
+        names.setdefault(path.name.lower(), path.resolve())
+    return names
 
 
 def _unused_images(folder: Path, used: set[Path], *, recursive: bool) -> list[Path]:

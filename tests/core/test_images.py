@@ -11,6 +11,7 @@ from inspection.core.images import (
     decode_image,
     defect_pixels,
     is_binary_mask,
+    list_images,
     mask_levels,
     probe_image,
     read_mask,
@@ -183,3 +184,11 @@ def test_mask_errors_name_the_file(tmp_path) -> None:
         read_mask(tmp_path / "missing.png")
     assert read_mask(None) is None
     assert read_mask(None, (3, 4)).tolist() == np.zeros((3, 4), bool).tolist()
+
+
+def test_list_images_takes_any_case_and_skips_hidden_files(tmp_path) -> None:
+    for name in ("b.PNG", "a.jpg", "._a.jpg", ".hidden.png", "Thumbs.db", ".DS_Store", "c.TiFf"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "d.png").mkdir()
+    assert [p.name for p in list_images(tmp_path)] == ["a.jpg", "b.PNG", "c.TiFf"]
+    assert list_images(tmp_path / "missing") == []

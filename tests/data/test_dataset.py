@@ -175,6 +175,21 @@ def test_folder_spec_splits_normals_deterministically(tiny_product: Path, tmp_pa
             "may not use the name 'good'",
         ),
         ("- a\n- b\n", ConfigError, "expected a mapping at the top level"),
+        (
+            "name: w\nnormal_dir: images/ok\nabnormal_dirs:\n  crack:\n",
+            ConfigError,
+            "spec.yaml: abnormal_dirs.crack of the dataset spec needs a folder path, got None",
+        ),
+        (
+            "name: w\nnormal_dir: images/ok\nabnormal_dirs: {crack: ''}\n",
+            ConfigError,
+            "abnormal_dirs.crack of the dataset spec needs a folder path, got ''",
+        ),
+        (
+            "name: w\nnormal_dir: images/ok\nabnormal_dirs: {crack: 3}\n",
+            ConfigError,
+            "abnormal_dirs.crack of the dataset spec needs a folder path, got 3",
+        ),
     ],
 )
 def test_folder_spec_errors(
@@ -185,6 +200,51 @@ def test_folder_spec_errors(
     spec.write_text(text)
     with pytest.raises(error, match=message):
         load_dataset(spec)
+
+
+def test_mask_names_match_in_any_case_and_hidden_files_are_skipped(
+    tiny_product: Path, tmp_path: Path
+) -> None:
+    root = shutil.copytree(tiny_product, tmp_path / "brick")
+    crack = root / "ground_truth" / "crack"
+    (crack / "000_mask.png").rename(crack / "000_MASK.PNG")
+    (root / "test" / "crack" / "001.png").rename(root / "test" / "crack" / "001.Png")
+    for folder in ("train/good", "test/crack", "ground_truth/crack"):  # macOS AppleDouble
+        (root / folder / "._000.png").write_bytes(b"\x00\x05\x16\x07 not an image")
+    (root / "test" / ".ipynb_checkpoints").mkdir()
+    dataset = load_dataset(root)
+    assert dataset.counts() == load_dataset(tiny_product).counts()
+    masks = {s.path.name: s.mask_path.name for s in dataset.samples if s.defect_type == "crack"}
+    assert masks == {
+        "000.png": "000_MASK.PNG",
+        "001.Png": "001_mask.png",
+        "002.png": "002_mask.png",
+    }
+    assert dataset.unmatched_masks == dataset.empty_dirs == dataset.loose_images == ()
+    assert not any(p.name.startswith("._") for p in dataset.files())
+
+
+def test_names_differing_only_in_case_match_one_mask(tiny_product: Path, tmp_path: Path) -> None:
+    root = shutil.copytree(tiny_product, tmp_path / "brick")
+    crack = root / "ground_truth" / "crack"
+    shutil.copy(crack / "000_mask.png", crack / "000_MASK.png")
+    dataset = load_dataset(root)
+    [sample] = [s for s in dataset.samples if s.path.name == "000.png" and s.defect_type == "crack"]
+    assert sample.mask_path == (crack / "000_MASK.png").resolve()  # first in sorted order
+    assert dataset.unmatched_masks == ((crack / "000_mask.png").resolve(),)
+
+
+def test_empty_defect_folder_and_loose_test_images_are_recorded(
+    tiny_product: Path, tmp_path: Path
+) -> None:
+    root = shutil.copytree(tiny_product, tmp_path / "brick")
+    (root / "test" / "dent").mkdir()
+    (root / "test" / "dent" / "Thumbs.db").write_bytes(b"x")
+    shutil.copy(root / "test" / "good" / "000.png", root / "test" / "extra.png")
+    dataset = load_dataset(root)
+    assert dataset.empty_dirs == ((root / "test" / "dent").resolve(),)
+    assert dataset.loose_images == ((root / "test" / "extra.png").resolve(),)
+    assert "dent" not in dataset.counts()["test"]
 
 
 @pytest.mark.parametrize(
