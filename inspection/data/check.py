@@ -23,6 +23,7 @@ from PIL import Image
 
 from inspection.core.errors import ImageDecodeError
 from inspection.core.images import (
+    IMAGE_SUFFIXES,
     SIXTEEN_BIT_MODES,
     decode_image,
     defect_pixels,
@@ -30,7 +31,7 @@ from inspection.core.images import (
     mask_levels,
 )
 from inspection.core.operating_point import DEFAULT_BUDGET, n_needed
-from inspection.data.dataset import Dataset, Sample
+from inspection.data.dataset import GOOD, Dataset, Sample
 
 Severity = Literal["error", "warning"]
 VALIDATION_SHARE = 0.3
@@ -157,6 +158,7 @@ def check_dataset(
     problems += _duplicates(train_hashes, test_hashes, dataset.root)
     problems += _mixed_sizes(sizes)
     problems += _narrow_16_bit(narrow, dataset.root)
+    problems += _ignored(dataset)
     problems += _dataset_findings(dataset)
     return CheckReport(
         name=dataset.name,
@@ -275,6 +277,31 @@ def _narrow_16_bit(paths: list[Path], root: Path) -> list[Problem]:
         "0..65535)"
     )
     return [Problem(root, message, "narrow_16_bit", "warning")]
+
+
+def _ignored(dataset: Dataset) -> list[Problem]:
+    """Warnings for folders without images and images outside any split folder."""
+    problems = [
+        Problem(
+            folder,
+            f"folder has no images (looked for {', '.join(IMAGE_SUFFIXES)}): ignored, so "
+            f"{'good test images' if folder.name == GOOD else 'this defect type'} will not be "
+            "evaluated",
+            "empty_folder",
+            "warning",
+        )
+        for folder in dataset.empty_dirs
+    ]
+    if dataset.loose_images:
+        loose = dataset.loose_images
+        shown = ", ".join(p.name for p in loose[:LISTED])
+        more = f" and {len(loose) - LISTED} more" if len(loose) > LISTED else ""
+        message = (
+            f"{len(loose)} image(s) directly in test/ are ignored: {shown}{more}; move them "
+            "into test/good or test/<defect>"
+        )
+        problems.append(Problem(loose[0].parent, message, "loose_images", "warning"))
+    return problems
 
 
 def _dataset_findings(dataset: Dataset) -> list[Problem]:

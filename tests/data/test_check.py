@@ -207,6 +207,24 @@ def test_12_bit_data_in_16_bit_files_is_named(tiny_product: Path, tmp_path: Path
     assert report.channels == {"RGB": 34, "I;16": 8}
 
 
+def test_ignored_folders_and_files_are_warned_about(tiny_product: Path, tmp_path: Path) -> None:
+    root = shutil.copytree(tiny_product, tmp_path / "brick")
+    (root / "test" / "dent").mkdir()
+    for index in range(7):
+        shutil.copy(root / "test/good/000.png", root / f"test/loose_{index}.png")
+    report = check_dataset(load_dataset(root))
+    assert report.ok
+    found = [(p.code, p.path.relative_to(root.resolve()).as_posix()) for p in report.warnings]
+    assert found == [("empty_folder", "test/dent"), ("loose_images", "test")]
+    empty, loose = (p.message for p in report.warnings)
+    assert empty.startswith("folder has no images (looked for .png, .jpg")
+    assert empty.endswith("ignored, so this defect type will not be evaluated")
+    assert loose == (
+        "7 image(s) directly in test/ are ignored: loose_0.png, loose_1.png, loose_2.png, "
+        "loose_3.png, loose_4.png and 2 more; move them into test/good or test/<defect>"
+    )
+
+
 def test_missing_train_good_is_a_dataset_error(tiny_product: Path, tmp_path: Path) -> None:
     root = shutil.copytree(tiny_product, tmp_path / "brick")
     shutil.rmtree(root / "train" / "good")
