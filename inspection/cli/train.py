@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from inspection.cli.console import (
@@ -28,7 +29,7 @@ from inspection.cli.console import (
 )
 from inspection.cli.operating import kind_miss_text, operating_text, subset_miss_text
 from inspection.core.config import SiteConfig, load_site_config
-from inspection.core.errors import BundleError, RegistryError
+from inspection.core.errors import BundleError, DatasetError, RegistryError
 
 if TYPE_CHECKING:
     from inspection.core.metrics import EvaluationMetrics
@@ -76,14 +77,47 @@ def _dataset_path(site: SiteConfig, product: str, data: Path | None) -> Path:
     return configured if configured is not None else site.datasets_dir / product
 
 
-def readable_dataset(path: Path) -> Dataset:
-    """The dataset at ``path``, every image and mask header checked (one error lists all the
-    unreadable files, before any training starts)."""
+LEAK_CODE = "train_test_duplicate"
+"""The ``data check`` finding that refuses training: a test image identical to a training image
+inflates every held-out figure and the threshold calibrated on them."""
+
+
+def checked_dataset(path: Path, *, allow_duplicates: bool = False) -> Dataset:
+    """The dataset at ``path`` after ``inspection data check``'s checks: unreadable files and
+    train/test duplicates refuse it (``DatasetError`` listing them); other findings are printed
+    as a summary and training goes on."""
+    from inspection.data.check import check_dataset
     from inspection.data.dataset import load_dataset
 
     dataset = load_dataset(path)
-    dataset.check_readable()
+    dataset.check_readable()  # header probe: all unreadable files in one error, at once
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  console=console, transient=True) as progress:  # fmt: skip
+        task = progress.add_task(f"checking {dataset.name}", total=len(dataset.samples))
+        report = check_dataset(dataset, on_file=lambda _path: progress.advance(task))
+    leaks = [p for p in report.errors if p.code == LEAK_CODE]
+    if leaks and not allow_duplicates:
+        listed = "; ".join(f"{p.path}: {p.message}" for p in leaks[:5])
+        more = f"; and {len(leaks) - 5} more" if len(leaks) > 5 else ""
+        raise DatasetError(
+            f"{len(leaks)} test image(s) copy training images ({listed}{more}). They would "
+            "inflate every held-out figure and bias the threshold: remove them from test/, or "
+            "pass --allow-duplicates"
+        )
+    _print_findings(path, [p for p in report.problems if p.code != LEAK_CODE or allow_duplicates])
     return dataset
+
+
+def _print_findings(path: Path, problems: list[Any]) -> None:
+    if not problems:
+        return
+    errors = sum(p.severity == "error" for p in problems)
+    console.print(
+        f"[yellow]data check: {errors} error(s), {len(problems) - errors} warning(s); "
+        f"training goes on. `inspection data check {path}` lists them all:[/]"
+    )
+    for problem in problems[:3]:
+        console.print(f"  {problem.severity}: {problem.path}: {problem.message}", highlight=False)
 
 
 def _report_dir(site: SiteConfig, record: Any) -> Path:
@@ -112,6 +146,9 @@ def train_command(
     images: Path = IMAGES_OPTION,
     reviewed: bool = REVIEWED_OPTION,
     parent: str = PARENT_OPTION,
+    allow_duplicates: bool = typer.Option(
+        False, "--allow-duplicates", help="Train although test images copy training images."
+    ),
     verbose: bool = VERBOSE_OPTION,
 ) -> None:
     """Train a model, evaluate it on the held-out test split, write the report, register it.
@@ -138,7 +175,9 @@ def train_command(
     auto = auto or product_config.auto
     if auto and (config is not None or overrides):
         raise typer.BadParameter("--auto chooses the config: drop --config and --set")
-    dataset = readable_dataset(_dataset_path(site_config, product, data))
+    dataset = checked_dataset(
+        _dataset_path(site_config, product, data), allow_duplicates=allow_duplicates
+    )
     if auto:
         budget_s = budget or product_config.auto_budget_s
         _train_auto(site_config, product, dataset, budget_s)

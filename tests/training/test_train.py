@@ -141,6 +141,50 @@ def test_cli_train_lists_unreadable_images_before_loading_torch(
     assert "2 of" in said and "zz_a.png: not an image" in said and "zz_b.png: empty file" in said
 
 
+def test_cli_train_refuses_test_images_that_copy_training_images(
+    tiny_product: Path, tmp_path: Path
+) -> None:
+    """A leaked test image would inflate every held-out figure: refused before torch loads,
+    naming the copy; --allow-duplicates is the explicit way past it."""
+    product = tmp_path / "brick"
+    shutil.copytree(tiny_product, product)
+    leaked = sorted((product / "train" / "good").glob("*.png"))[0]
+    shutil.copy(leaked, product / "test" / "good" / "zz_leaked.png")
+    site = tmp_path / "site.yaml"
+    site.write_text(f"registry_dir: {tmp_path / 'registry'}\n", encoding="utf-8")
+    probe = (
+        "import sys; from inspection.cli import main; "
+        f"sys.argv = ['inspection', 'train', '-p', 'brick', '--data', {str(product)!r}, "
+        f"'--site', {str(site)!r}]\n"
+        "try:\n    main()\nexcept SystemExit as exit:\n"
+        "    loaded = [m for m in ('torch', 'anomalib') if m in sys.modules]\n"
+        "    print('exit', exit.code, loaded)"
+    )
+    wide = {**os.environ, "COLUMNS": "500"}
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, env=wide
+    )
+    said = " ".join((result.stdout + result.stderr).split())
+    assert "exit 2 []" in said, said[-2000:]
+    assert "1 test image(s) copy training images" in said and "zz_leaked.png" in said
+    assert "--allow-duplicates" in said
+
+
+def test_checked_dataset_summarises_other_findings_and_goes_on(
+    tiny_product: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from inspection.cli.train import checked_dataset
+
+    product = tmp_path / "brick"
+    shutil.copytree(tiny_product, product)
+    next((product / "ground_truth").rglob("*_mask.png")).unlink()
+    dataset = checked_dataset(product)
+    assert len(dataset.samples) == len(load_dataset(tiny_product).samples)
+    said = " ".join(capsys.readouterr().out.split())
+    assert "data check: 1 error(s)" in said and "defective image has no mask" in said
+    assert "training goes on" in said
+
+
 def test_cli_train_then_evaluate(tiny_product: Path, tmp_path: Path) -> None:
     site = tmp_path / "site.yaml"
     site.write_text(
