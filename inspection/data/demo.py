@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +44,7 @@ log = logging.getLogger(__name__)
 DEFECT_KINDS: tuple[str, ...] = ("crack", "hole", "scratch", "stain")
 ALPHA_CUTOFF = 0.12
 MARKER = ".inspection-demo.json"  # written into each demo product folder, with its parameters
+SPLIT_FOLDERS = ("train", "test", "ground_truth")  # where the generator writes its images
 DefectFn = Callable[[np.ndarray, np.random.Generator], tuple[np.ndarray, np.ndarray]]
 """(image (H, W, 3) float32, rng) -> (alpha (H, W) float32 in [0, 1], target (H, W, 3))."""
 
@@ -163,8 +163,9 @@ def write_demo_product(
 ) -> Path:
     """Write ``root/product`` in MVTec AD layout and return it.
 
-    A folder written earlier by this function (it holds ``MARKER``) is replaced; any other
-    non-empty folder is left alone and raises ``DatasetError``.
+    The images of an earlier run (recorded in its ``MARKER``) are replaced; a folder holding
+    files this function did not write, or any other non-empty folder, is left alone and
+    raises ``DatasetError``.
     """
     kinds = defect_kinds(product)
     if size < 32:
@@ -174,7 +175,7 @@ def write_demo_product(
     out = Path(root) / product
     params = {"product": product, "seed": seed, "size": size, "n_train": n_train}
     params |= {"n_test_good": n_test_good, "n_test_per_defect": n_test_per_defect}
-    _prepare_folder(out, params)
+    _prepare_folder(out, params, kinds)
     product_id = ALL_PRODUCTS.index(product)
     jobs: list[tuple[str, str, int]] = [("train", "good", i) for i in range(n_train)]
     jobs += [("test", "good", i) for i in range(n_test_good)]
@@ -431,18 +432,68 @@ def _sample_seed(
     return (seed, product_id, split_id, kind_id, index)
 
 
-def _prepare_folder(out: Path, params: dict) -> None:
-    """Empty a previous demo folder (never a foreign one) and record the parameters in it."""
+def _prepare_folder(out: Path, params: dict, kinds: Sequence[str] | None = None) -> None:
+    """Remove a previous demo's images and record the new parameters in ``MARKER``.
+
+    Only files the previous run wrote (named from its ``MARKER``) are removed; a folder
+    without ``MARKER``, or with other files in its splits, raises ``DatasetError`` untouched.
+    ``kinds``: the product's defect types (default: a demo product's, else the folders present).
+    """
     if out.is_dir() and any(out.iterdir()):
         if not (out / MARKER).is_file():
             raise DatasetError(
                 f"{out} exists and was not written by the demo generator; "
                 "choose another output folder or remove it"
             )
-        for sub in ("train", "test", "ground_truth"):
-            shutil.rmtree(out / sub, ignore_errors=True)
+        _remove_generated(out, kinds)
     out.mkdir(parents=True, exist_ok=True)
     (out / MARKER).write_text(json.dumps(params, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _remove_generated(out: Path, kinds: Sequence[str] | None) -> None:
+    """Delete the files the previous run wrote; refuse (deleting nothing) if there are others."""
+    present = sorted(
+        path.relative_to(out).as_posix()
+        for split in SPLIT_FOLDERS
+        for path in (out / split).rglob("*")
+        if path.is_symlink() or not path.is_dir()
+    )
+    generated = _previous_names(out, kinds)
+    foreign = [name for name in present if name not in generated]
+    if foreign:
+        more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        raise DatasetError(
+            f"{out} holds files the demo generator did not write: {', '.join(foreign[:3])}"
+            f"{more}; move them out of the folder or choose another output folder"
+        )
+    for name in present:
+        (out / name).unlink()
+    for split in SPLIT_FOLDERS:  # the emptied folders, deepest first
+        for folder in sorted((out / split).rglob("*"), key=lambda p: len(p.parts), reverse=True):
+            folder.rmdir()
+        if (out / split).is_dir():
+            (out / split).rmdir()
+
+
+def _previous_names(out: Path, kinds: Sequence[str] | None) -> set[str]:
+    """The files (relative POSIX paths) of the run recorded in ``out``'s ``MARKER``."""
+    try:
+        params = json.loads((out / MARKER).read_text(encoding="utf-8"))
+        n_train, n_good, n_defect = (
+            int(params[key]) for key in ("n_train", "n_test_good", "n_test_per_defect")
+        )
+    except (OSError, ValueError, TypeError, KeyError):
+        return set()  # an unreadable marker vouches for no file
+    if kinds is None:
+        product = params.get("product")
+        present = (p.name for p in (out / "test").glob("*") if p.name != "good")
+        kinds = defect_kinds(product) if product in ALL_PRODUCTS else sorted(present)
+    names = {f"train/good/{i:03d}.png" for i in range(n_train)}
+    names |= {f"test/good/{i:03d}.png" for i in range(n_good)}
+    for kind in kinds:
+        names |= {f"test/{kind}/{i:03d}.png" for i in range(n_defect)}
+        names |= {f"ground_truth/{kind}/{i:03d}_mask.png" for i in range(n_defect)}
+    return names
 
 
 def _write_png(path: Path, array: np.ndarray) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -135,6 +136,52 @@ def test_rewrite_replaces_previous_demo_but_not_foreign_folders(tmp_path: Path) 
     with pytest.raises(DatasetError, match="was not written by the demo generator"):
         demo.write_demo_product(tmp_path, "grass", seed=0, **SMALL)
     assert (foreign / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize(
+    "added", ["train/good/extra.png", "test/good/010.png", "ground_truth/mine/000_mask.png"]
+)
+def test_rewrite_never_deletes_files_the_generator_did_not_write(
+    tmp_path: Path, added: str
+) -> None:
+    out = demo.write_demo_product(tmp_path, "brick", seed=0, **SMALL)
+    (out / added).parent.mkdir(parents=True, exist_ok=True)
+    (out / added).write_bytes(b"mine")
+    before = _tree(out)
+    with pytest.raises(DatasetError, match=re.escape(f"did not write: {added}; move them out")):
+        demo.write_demo_product(tmp_path, "brick", seed=1, **SMALL)
+    assert _tree(out) == before  # nothing deleted, nothing rewritten
+    assert json.loads((out / demo.MARKER).read_text())["seed"] == 0
+
+
+def test_rewrite_names_the_first_foreign_files_and_their_count(tmp_path: Path) -> None:
+    out = demo.write_demo_product(tmp_path, "brick", seed=0, **SMALL)
+    for name in ("a", "b", "c", "d", "e"):
+        (out / "test" / "good" / f"{name}.png").write_bytes(b"")
+    with pytest.raises(DatasetError, match=r"test/good/a\.png, .*c\.png and 2 more"):
+        demo.write_demo_product(tmp_path, "brick", seed=0, **SMALL)
+
+
+def test_an_unreadable_marker_vouches_for_no_file(tmp_path: Path) -> None:
+    out = demo.write_demo_product(tmp_path, "brick", seed=0, **SMALL)
+    (out / demo.MARKER).write_text("{not json")
+    with pytest.raises(
+        DatasetError, match=r"did not write: ground_truth/crack/000_mask\.png, .* and 10 more"
+    ):
+        demo.write_demo_product(tmp_path, "brick", seed=0, **SMALL)
+    assert (out / "train" / "good" / "000.png").is_file()
+
+
+def test_another_generators_product_is_cleared_by_its_recorded_counts(tmp_path: Path) -> None:
+    out = tmp_path / "plate"
+    params = {"product": "plate", "n_train": 1, "n_test_good": 0, "n_test_per_defect": 1}
+    demo._prepare_folder(out, params)
+    for name in ("train/good/000.png", "test/dent/000.png", "ground_truth/dent/000_mask.png"):
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_bytes(b"")
+    (out / "reference.png").write_bytes(b"")
+    demo._prepare_folder(out, params)
+    assert sorted(p.name for p in out.iterdir()) == [demo.MARKER, "reference.png"]
 
 
 def test_negative_seed_is_rejected(tmp_path: Path) -> None:
