@@ -13,6 +13,7 @@ import logging
 import pkgutil
 import sys
 import warnings
+from typing import NoReturn
 
 import typer
 from rich.console import Console
@@ -70,13 +71,16 @@ def main() -> None:
     try:
         app()
     except InspectionError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}")
-        sys.exit(2)
+        _fail(str(exc))
     except OSError as exc:  # safety net: a file that cannot be read or written
         logging.getLogger(__name__).debug("uncaught OSError", exc_info=True)
-        line = escape(os_error_line(exc))
-        err_console.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+        _fail(os_error_line(exc))
+
+
+def _fail(message: str) -> NoReturn:
+    """Print ``error: <message>`` on one line (no markup, no wrapping) and exit 2."""
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    sys.exit(2)
 
 
 def os_error_line(exc: OSError) -> str:

@@ -1,10 +1,11 @@
-"""``inspection`` entry point: an uncaught OSError is one line naming the file, exit 2."""
+"""``inspection`` entry point: user-facing errors and uncaught OSErrors are one line, exit 2."""
 
 from __future__ import annotations
 
 import pytest
 
 from inspection import cli
+from inspection.core.errors import DatasetError
 
 
 @pytest.mark.parametrize(
@@ -33,3 +34,19 @@ def test_uncaught_os_errors_are_one_line(
         cli.main()
     assert exit_info.value.code == 2
     assert capsys.readouterr().err == f"error: {line}\n"
+
+
+def test_inspection_errors_stay_on_one_line_with_brackets_intact(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    message = "a [mask] folder " + "x" * 200
+
+    def failing_app() -> None:
+        raise DatasetError(message)
+
+    monkeypatch.setattr(cli, "app", failing_app)
+    monkeypatch.setattr(cli.sys, "argv", ["inspection", "anything"])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == f"error: {message}\n"
