@@ -267,7 +267,7 @@ def outcomes(
 
 def picture(example: Outcome) -> np.ndarray | None:
     """The example's image ((H, W, 3) uint8 RGB) with its ground-truth defect outlined in red."""
-    from inspection.core.images import read_image
+    from inspection.core.images import read_image, read_mask
     from inspection.dashboard.review import outline
 
     if example.path is None:
@@ -275,4 +275,4 @@ def picture(example: Outcome) -> np.ndarray | None:
     image = read_image(example.path)
     if example.mask is None:
         return image
-    return outline(image, read_image(example.mask)[..., 0] > 127)
+    return outline(image, read_mask(example.mask, image.shape[:2]))
