@@ -110,16 +110,21 @@ def find_files(paths: Iterable[str | Path], *, exclude: Iterable[Path] = ()) -> 
 
 
 def _image_files(root: Path, skip: list[Path]) -> list[Path]:
-    """Image files under ``root``, sorted; folder symlinks followed, each real folder once."""
+    """Image files under ``root``, sorted; folder symlinks followed, each real folder once.
+
+    A folder reachable without symlinks is listed under that path, never under an alias."""
+    direct = {folder for folder, _, _ in os.walk(root)}
+    direct_real = {Path(folder).resolve() for folder in direct}
     seen: set[Path] = set()
     files: list[Path] = []
     for folder, dirs, names in os.walk(root, followlinks=True):
         real = Path(folder).resolve()
-        if real in seen or (folder != str(root) and _is_under(real, skip)):
+        alias = folder not in direct and real in direct_real
+        if alias or real in seen or (folder != str(root) and _is_under(real, skip)):
             dirs.clear()
             continue
         seen.add(real)
-        dirs.sort()  # a folder reached by two routes is searched by the first in sorted order
+        dirs.sort()  # two links to one folder: the first in sorted order is searched
         for name in names:
             file = Path(folder, name)
             if file.suffix.lower() in IMAGE_SUFFIXES and file.is_file():

@@ -26,13 +26,14 @@ def test_folders_expand_to_image_files_named_relative_to_their_argument(tmp_path
     assert expand_paths([root, given]) == [f.path for f in found]
 
 
-def test_folder_symlinks_are_followed_once_without_cycles(tmp_path: Path) -> None:
+def test_folder_symlinks_are_followed_once_without_cycles_or_aliases(tmp_path: Path) -> None:
     root = tmp_path / "in"
     outside = tmp_path / "outside"
     _touch(root / "real" / "a.png", outside / "b.png")
     (root / "linked").symlink_to(outside, target_is_directory=True)
     (root / "real" / "loop").symlink_to(root, target_is_directory=True)
     (root / "twice").symlink_to(outside, target_is_directory=True)
+    (root / "alias").symlink_to(root / "real", target_is_directory=True)  # sorts first
 
     found = find_files([root])
 
