@@ -31,7 +31,7 @@ from inspection.core.images import (
     mask_levels,
 )
 from inspection.core.operating_point import DEFAULT_BUDGET, n_needed
-from inspection.data.dataset import GOOD, Dataset, Sample
+from inspection.data.dataset import GOOD, MIN_TEST_GOOD, Dataset, Sample
 
 Severity = Literal["error", "warning"]
 VALIDATION_SHARE = 0.3
@@ -39,8 +39,6 @@ NARROW_16_BIT = 4096
 """16-bit images whose values all stay below this (12 bits) lose their contrast at 8 bits."""
 LISTED = 5
 """Files named in one dataset-wide finding."""
-MIN_TEST_GOOD = 2
-"""Good test images training needs (``training.train.evaluation_splits``)."""
 """The default ``val_fraction``: the share of test/good that calibrates (the rest measures)."""
 
 

@@ -42,6 +42,8 @@ from inspection.core.images import IMAGE_SUFFIXES, list_images, probe_image
 Split = Literal["train", "test"]
 GOOD = "good"
 MASK_SUFFIX = "_mask"
+MIN_TEST_GOOD = 2
+"""Good test images training needs to calibrate and measure (``data check`` says so too)."""
 MVTEC_LAYOUT = "MVTec layout: train/good, test/<defect>, ground_truth/<defect>/<stem>_mask.png"
 
 

@@ -39,7 +39,7 @@ from inspection.core.fingerprint import relative_name
 from inspection.core.metrics import EvaluationMetrics
 from inspection.core.registry import DataSplits, FitFigures, ModelRecord, Registry
 from inspection.core.roi import RoiSpec, RoiTraining
-from inspection.data.dataset import Dataset, Sample
+from inspection.data.dataset import MIN_TEST_GOOD, Dataset, Sample
 from inspection.training.backbones import (
     ResolvedWeights,
     apply_weights,
@@ -116,10 +116,10 @@ def evaluation_splits(config: ModelConfig, dataset: Dataset) -> tuple[list[Sampl
     test = list(dataset.test_samples)
     if not dataset.train_samples:
         raise DatasetError(f"dataset {dataset.name!r} has no training images (train/good)")
-    if sum(s.label == 0 for s in test) < 2:
+    if sum(s.label == 0 for s in test) < MIN_TEST_GOOD:
         raise DatasetError(
-            f"dataset {dataset.name!r}: the test split needs at least 2 good images (test/good) "
-            "to calibrate and measure the model; defect folders are optional (without them "
+            f"dataset {dataset.name!r}: the test split needs at least {MIN_TEST_GOOD} good "
+            "images (test/good) to calibrate and measure the model; defect folders are optional (without them "
             "miss rates are unknown)"
         )
     if not any(s.label == 1 for s in test):
