@@ -175,7 +175,7 @@ def write_demo_product(
     out = Path(root) / product
     params = {"product": product, "seed": seed, "size": size, "n_train": n_train}
     params |= {"n_test_good": n_test_good, "n_test_per_defect": n_test_per_defect}
-    _prepare_folder(out, params, kinds)
+    prepare_folder(out, params, kinds)
     product_id = ALL_PRODUCTS.index(product)
     jobs: list[tuple[str, str, int]] = [("train", "good", i) for i in range(n_train)]
     jobs += [("test", "good", i) for i in range(n_test_good)]
@@ -432,7 +432,7 @@ def _sample_seed(
     return (seed, product_id, split_id, kind_id, index)
 
 
-def _prepare_folder(out: Path, params: dict, kinds: Sequence[str] | None = None) -> None:
+def prepare_folder(out: Path, params: dict, kinds: Sequence[str] | None = None) -> None:
     """Remove a previous demo's images and record the new parameters in ``MARKER``.
 
     Only files the previous run wrote (named from its ``MARKER``) are removed; a folder

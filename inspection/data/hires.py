@@ -35,7 +35,7 @@ import cv2
 import numpy as np
 
 from inspection.core.errors import DatasetError
-from inspection.data.demo import ALPHA_CUTOFF, _prepare_folder
+from inspection.data.demo import ALPHA_CUTOFF, prepare_folder
 
 log = logging.getLogger(__name__)
 
@@ -410,7 +410,7 @@ def write_plate(
     out = Path(root) / PRODUCT
     params = {"product": PRODUCT, "seed": seed, "size": size, "n_train": counts.n_train}
     params |= {"n_test_good": counts.n_test_good, "n_test_per_defect": counts.n_test_per_defect}
-    _prepare_folder(out, params)
+    prepare_folder(out, params, PLATE_DEFECT_KINDS)
     reference, _ = render_plate(size, (seed, 99, 0, 0, 0), None, jitter=False)
     _write(out / "reference.png", reference)
     jobs = [("train", "good", i) for i in range(counts.n_train)]

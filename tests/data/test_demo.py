@@ -175,12 +175,12 @@ def test_an_unreadable_marker_vouches_for_no_file(tmp_path: Path) -> None:
 def test_another_generators_product_is_cleared_by_its_recorded_counts(tmp_path: Path) -> None:
     out = tmp_path / "plate"
     params = {"product": "plate", "n_train": 1, "n_test_good": 0, "n_test_per_defect": 1}
-    demo._prepare_folder(out, params)
+    demo.prepare_folder(out, params)
     for name in ("train/good/000.png", "test/dent/000.png", "ground_truth/dent/000_mask.png"):
         (out / name).parent.mkdir(parents=True, exist_ok=True)
         (out / name).write_bytes(b"")
     (out / "reference.png").write_bytes(b"")
-    demo._prepare_folder(out, params)
+    demo.prepare_folder(out, params)
     assert sorted(p.name for p in out.iterdir()) == [demo.MARKER, "reference.png"]
 
 
