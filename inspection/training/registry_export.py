@@ -18,7 +18,7 @@ import openvino as ov
 
 from inspection.core.bundle import BUNDLE_SCHEMA_VERSION, BundleMetadata, OutputNames, Precision
 from inspection.core.errors import BundleError
-from inspection.core.fingerprint import relative_name
+from inspection.core.fingerprint import relative_name, sha256_file
 from inspection.core.registry import ModelRecord, Registry
 from inspection.core.signing import sign_bundle, site_signing_key
 from inspection.data.dataset import load_dataset
@@ -104,7 +104,7 @@ def export_bundle(
         raise BundleError(
             f"bundle {product}/{base.bundle_id} already exists; bundles are immutable"
         )
-    dataset = load_dataset(source.dataset_path or record.dataset_root())
+    dataset = _export_dataset(record, source.dataset_path)
     model = load_trained_model(record)
     with tempfile.TemporaryDirectory(prefix=f"export-{product}-") as scratch:
         result = export_model(
@@ -131,6 +131,18 @@ def export_bundle(
         reason = f"exported {options.precision}"
         registry.promote(product, result.bundle_id, actor=source.actor, reason=reason)
     return replace(result, bundle_dir=target)
+
+
+def _export_dataset(record: ModelRecord, path: Path | None) -> Any:
+    """The dataset to calibrate on: ``path``, else the folder ``record`` was trained on (a
+    moved folder is named with the way to point at it)."""
+    root = path or record.dataset_root()
+    if path is None and not Path(root).is_dir():
+        raise BundleError(
+            f"{record.model_version} was trained on {root}, which is no longer there: pass "
+            "--dataset with the folder's new place (its files are checked against the record)"
+        )
+    return load_dataset(root)
 
 
 def _knn_rank(record: ModelRecord) -> int | None:
@@ -205,13 +217,46 @@ def split_samples(
         log.warning(
             "%s records no %s split: using the whole test split", record.model_version, split
         )
-    samples = []
+    samples, names = [], []
     for s in dataset.test_samples:
         rel = relative_name(s.path, dataset.root)
         if not chosen or rel in chosen:
             samples.append(LabelledSample(Path(s.path), s.label, s.defect_type, s.mask_path))
+            names.append(rel)
     if not samples:
         raise BundleError(
             f"none of the {split} images recorded for {record.model_version} are in {dataset.root}"
         )
+    _require_recorded_content(record, dataset.root, split, samples, names, chosen)
     return samples
+
+
+def _require_recorded_content(
+    record: ModelRecord,
+    root: Path,
+    split: str,
+    samples: list[LabelledSample],
+    names: list[str],
+    chosen: set[str],
+) -> None:
+    """``BundleError`` when the ``split`` images (or masks) in ``root`` are not the ones the
+    version recorded: calibrating a bundle on other images than its version measured would
+    give it thresholds nobody evaluated. Versions that record no file hashes are not checked."""
+    recorded: dict[str, str] = record.dataset.get("files") or {}
+    if not recorded:
+        return
+    changed = [rel for rel in sorted(chosen - set(names))]  # recorded, now missing
+    for sample, rel in zip(samples, names, strict=True):
+        files = {rel: sample.path}
+        if sample.mask_path is not None:
+            files[relative_name(sample.mask_path, root)] = sample.mask_path
+        changed += [r for r, path in files.items() if recorded.get(r) != sha256_file(path)]
+    if changed:
+        listed = ", ".join(changed[:5]) + (
+            f" and {len(changed) - 5} more" if len(changed) > 5 else ""
+        )
+        raise BundleError(
+            f"{len(changed)} {split} file(s) in {root} are missing or differ from what "
+            f"{record.model_version} was trained and measured on ({listed}): export from the "
+            "dataset as it was, or train a new version on this one"
+        )
