@@ -6,7 +6,8 @@ Conversions (never silent failures):
 - 16-bit and 32-bit images are scaled linearly to 8 bits (value >> 8, or full-range rescale
   for 32-bit integer/float data).
 Masks are read apart (``mask_levels``): their own levels, maximum over colour channels;
-any level above 0 is defect (``defect_pixels``), whatever the bit depth or colour.
+a level above half the mask's highest is defect (``defect_pixels``), whatever the bit depth
+or colour: 0/1 and 0/255 masks read as drawn, and JPEG noise near 0 stays background.
 Errors: empty input, non-image bytes, truncated files, images above ``max_pixels`` or with a
 side above ``max_side`` (decompression bombs, 100000x1 strips) and formats outside ``formats``
 raise ``ImageDecodeError`` with a message that says which. Size limits are checked from the
@@ -239,8 +240,10 @@ def _mask_mode(image: Image.Image) -> Image.Image:
 
 
 def defect_pixels(levels: np.ndarray) -> np.ndarray:
-    """The mask rule: (H, W) bool, True where the level of ``mask_levels`` is above 0."""
-    return levels > 0
+    """The mask rule: (H, W) bool, True where the level of ``mask_levels`` is above half the
+    highest level (so any level of a binary mask; an all-zero mask has none)."""
+    peak = float(levels.max()) if levels.size else 0.0
+    return levels > peak / 2 if peak > 0 else np.zeros(levels.shape, dtype=bool)
 
 
 def is_binary_mask(levels: np.ndarray) -> bool:

@@ -228,8 +228,8 @@ def _not_binary(levels: np.ndarray) -> str:
     )
     return (
         f"mask is not binary: {len(distinct)} distinct values ({shown}); expected 0 for "
-        "background and one value (e.g. 255) for defect, as training reads every value "
-        "above 0 as defect"
+        "background and one value (e.g. 255) for defect (training reads values above half "
+        "the highest as defect, so soft edges move the drawn outline)"
     )
 
 

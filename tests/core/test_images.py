@@ -192,3 +192,12 @@ def test_list_images_takes_any_case_and_skips_hidden_files(tmp_path) -> None:
     (tmp_path / "d.png").mkdir()
     assert [p.name for p in list_images(tmp_path)] == ["a.jpg", "b.PNG", "c.TiFf"]
     assert list_images(tmp_path / "missing") == []
+
+
+def test_jpeg_noise_near_zero_stays_background() -> None:
+    """A mask saved as JPEG: faint levels around the shape are compression noise, not defect."""
+    levels = np.where(SHAPE, 250, 0).astype(np.uint8)
+    noisy = levels.copy()
+    noisy[~SHAPE] = np.random.default_rng(0).integers(0, 6, int((~SHAPE).sum()))
+    assert np.array_equal(defect_pixels(noisy), SHAPE)
+    assert not defect_pixels(np.zeros((4, 4), np.uint8)).any()
