@@ -80,6 +80,11 @@ if [ -x "$RAY_BIN" ]; then
     echo "services: the Ray head on 6390 is another environment's; restarting it from $RAY_BIN"
     "$RAY_BIN" stop --force >/dev/null 2>&1 || true
     for _ in $(seq 1 40); do ray_up || break; sleep 0.25; done
+    if ray_up; then  # a head whose environment was deleted can outlive `ray stop`
+      pkill -9 -f -- "--gcs_server_port=6390" || true
+      pkill -9 -f -- "--gcs-address=[^ ]*:6390" || true
+      for _ in $(seq 1 40); do ray_up || break; sleep 0.25; done
+    fi
   fi
   if ! ray_up; then
     "$RAY_BIN" start --head --node-ip-address=127.0.0.1 --port=6390 --num-cpus=2 \
