@@ -25,6 +25,21 @@ from inspection.core.errors import DatasetError
 def test_uncaught_os_errors_are_one_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], error: OSError, line: str
 ) -> None:
+    assert _main_raising(error, monkeypatch, capsys) == f"error: {line}\n"
+
+
+def test_inspection_errors_stay_on_one_line_with_brackets_intact(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    message = "a [mask] folder " + "x" * 200
+    assert _main_raising(DatasetError(message), monkeypatch, capsys) == f"error: {message}\n"
+
+
+def _main_raising(
+    error: Exception, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> str:
+    """What ``inspection`` prints on stderr when its command raises ``error`` (exit 2)."""
+
     def failing_app() -> None:
         raise error
 
@@ -33,20 +48,4 @@ def test_uncaught_os_errors_are_one_line(
     with pytest.raises(SystemExit) as exit_info:
         cli.main()
     assert exit_info.value.code == 2
-    assert capsys.readouterr().err == f"error: {line}\n"
-
-
-def test_inspection_errors_stay_on_one_line_with_brackets_intact(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    message = "a [mask] folder " + "x" * 200
-
-    def failing_app() -> None:
-        raise DatasetError(message)
-
-    monkeypatch.setattr(cli, "app", failing_app)
-    monkeypatch.setattr(cli.sys, "argv", ["inspection", "anything"])
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main()
-    assert exit_info.value.code == 2
-    assert capsys.readouterr().err == f"error: {message}\n"
+    return capsys.readouterr().err

@@ -114,14 +114,9 @@ def test_same_seed_same_scores(tiny_product: Path, tmp_path: Path) -> None:
     assert [r.record.version for r in runs] == ["v0001", "v0002"]
 
 
-def test_cli_train_lists_unreadable_images_before_loading_torch(
-    tiny_product: Path, tmp_path: Path
-) -> None:
-    """Every unreadable file in one error, answered before torch and anomalib load."""
-    product = tmp_path / "brick"
-    shutil.copytree(tiny_product, product)
-    (product / "train" / "good" / "zz_a.png").write_text("not an image")
-    (product / "test" / "good" / "zz_b.png").write_bytes(b"")
+def _train_in_subprocess(product: Path, tmp_path: Path) -> str:
+    """``inspection train`` on ``product`` in a fresh interpreter: its output (one line) and
+    ``exit <code> [<torch/anomalib if they were imported>]``."""
     site = tmp_path / "site.yaml"
     site.write_text(f"registry_dir: {tmp_path / 'registry'}\n", encoding="utf-8")
     probe = (
@@ -136,7 +131,18 @@ def test_cli_train_lists_unreadable_images_before_loading_torch(
     result = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, env=wide
     )
-    said = " ".join((result.stdout + result.stderr).split())
+    return " ".join((result.stdout + result.stderr).split())
+
+
+def test_cli_train_lists_unreadable_images_before_loading_torch(
+    tiny_product: Path, tmp_path: Path
+) -> None:
+    """Every unreadable file in one error, answered before torch and anomalib load."""
+    product = tmp_path / "brick"
+    shutil.copytree(tiny_product, product)
+    (product / "train" / "good" / "zz_a.png").write_text("not an image")
+    (product / "test" / "good" / "zz_b.png").write_bytes(b"")
+    said = _train_in_subprocess(product, tmp_path)
     assert "exit 2 []" in said, said[-2000:]
     assert "2 of" in said and "zz_a.png: not an image" in said and "zz_b.png: empty file" in said
 
@@ -150,21 +156,7 @@ def test_cli_train_refuses_test_images_that_copy_training_images(
     shutil.copytree(tiny_product, product)
     leaked = sorted((product / "train" / "good").glob("*.png"))[0]
     shutil.copy(leaked, product / "test" / "good" / "zz_leaked.png")
-    site = tmp_path / "site.yaml"
-    site.write_text(f"registry_dir: {tmp_path / 'registry'}\n", encoding="utf-8")
-    probe = (
-        "import sys; from inspection.cli import main; "
-        f"sys.argv = ['inspection', 'train', '-p', 'brick', '--data', {str(product)!r}, "
-        f"'--site', {str(site)!r}]\n"
-        "try:\n    main()\nexcept SystemExit as exit:\n"
-        "    loaded = [m for m in ('torch', 'anomalib') if m in sys.modules]\n"
-        "    print('exit', exit.code, loaded)"
-    )
-    wide = {**os.environ, "COLUMNS": "500"}
-    result = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, env=wide
-    )
-    said = " ".join((result.stdout + result.stderr).split())
+    said = _train_in_subprocess(product, tmp_path)
     assert "exit 2 []" in said, said[-2000:]
     assert "1 test image(s) copy training images" in said and "zz_leaked.png" in said
     assert "--allow-duplicates" in said
