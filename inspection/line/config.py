@@ -49,6 +49,17 @@ class PublisherConfig:
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
 
+    def __post_init__(self) -> None:
+        if self.batch < 1:
+            raise ConfigError(f"publisher: batch must be >= 1, got {self.batch}")
+        if self.poll_s <= 0:
+            raise ConfigError(f"publisher: poll_s must be > 0, got {self.poll_s}")
+        if not 0 < self.backoff_initial_s <= self.backoff_max_s:
+            raise ConfigError(
+                "publisher: need 0 < backoff_initial_s <= backoff_max_s, got "
+                f"{self.backoff_initial_s} and {self.backoff_max_s}"
+            )
+
 
 @dataclass(frozen=True)
 class OpcUaTriggerConfig:
@@ -63,6 +74,10 @@ class OpcUaTriggerConfig:
     namespace: str = "urn:inspection:plc"
     node_prefix: str = "Station"
     sampling_ms: float = 10.0  # subscription publishing interval (the PLC's side may round up)
+
+    def __post_init__(self) -> None:
+        if self.sampling_ms < 0:
+            raise ConfigError(f"opcua: sampling_ms must be >= 0, got {self.sampling_ms}")
 
 
 @dataclass(frozen=True)
@@ -93,6 +108,8 @@ class CameraConfig:
             raise ConfigError("camera: kind 'file' needs 'path' (a folder of images)")
         if self.kind == "genicam" and self.cti is None:
             raise ConfigError("camera: kind 'genicam' needs 'cti' (the vendor's GenTL producer)")
+        if self.timeout_s <= 0:
+            raise ConfigError(f"camera: timeout_s must be > 0, got {self.timeout_s}")
 
 
 @dataclass(frozen=True)
