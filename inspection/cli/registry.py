@@ -11,7 +11,7 @@ registry_app = typer.Typer(help="The central model registry over HTTP.", no_args
 def serve(
     site: str = typer.Option(None, "--site", help="Site config YAML (default: configs/site.yaml)."),
     host: str = typer.Option("127.0.0.1", help="Bind address (0.0.0.0 to serve the plant LAN)."),
-    port: int = typer.Option(8700, help="Port."),
+    port: int = typer.Option(8700, min=1, max=65535, help="Port."),
 ) -> None:
     """Serve live bundles per product to stations (bearer tokens from `inspection tokens`)."""
     import uvicorn

@@ -34,7 +34,7 @@ tokens_app = typer.Typer(
 def serve(
     config: Path = CONFIG_OPTION,
     host: str = typer.Option(None, help="Bind address (default: from the config)."),
-    port: int = typer.Option(None, help="Port (default: from the config)."),
+    port: int = typer.Option(None, min=1, max=65535, help="Port (default: from the config)."),
 ) -> None:
     """Run the HTTP inspection API (plus the watch folder when the config enables it)."""
     import uvicorn

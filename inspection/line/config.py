@@ -9,7 +9,7 @@ from typing import Literal
 from inspection.core.config import from_mapping, read_yaml
 from inspection.core.errors import ConfigError, RegistryError
 from inspection.core.registry import check_name
-from inspection.station.config import StationCoreConfig, check_moved_keys
+from inspection.station.config import StationCoreConfig, check_moved_keys, check_port
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ class SinkConfig:
                 raise ConfigError(f"sink {self.name!r} ({self.kind}) needs '{key}'")
         if self.timeout_s <= 0:
             raise ConfigError(f"sink {self.name!r}: timeout_s must be > 0")
+        check_port(f"sink {self.name!r}: port", self.port)
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,9 @@ class MqttTriggerConfig:
     host: str = "127.0.0.1"
     port: int = 1883
     topic_prefix: str = "inspection/{station_id}"
+
+    def __post_init__(self) -> None:
+        check_port("mqtt: port", self.port)
 
 
 @dataclass(frozen=True)
@@ -166,6 +170,8 @@ class LineConfig:
             raise ConfigError(f"line config: sink names must be unique, got {names}")
         if self.inspect_timeout_s <= 0:
             raise ConfigError("line config: inspect_timeout_s must be > 0")
+        if self.metrics_port is not None:
+            check_port("line config: metrics_port", self.metrics_port)
 
     @property
     def product(self) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from inspection.core.config import from_mapping, read_yaml
 from inspection.core.errors import ConfigError
-from inspection.station.config import StationCoreConfig, check_moved_keys
+from inspection.station.config import StationCoreConfig, check_moved_keys, check_port
 from inspection.station.limits import ReadDeadlines
 
 
@@ -56,8 +56,7 @@ class StationConfig:
         for name in ("max_upload_bytes", "workers", "max_in_flight", "max_upload_memory_bytes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"station config: {name} must be >= 1, got {getattr(self, name)}")
-        if self.port < 1:
-            raise ConfigError(f"station config: port must be >= 1, got {self.port}")
+        check_port("station config: port", self.port)
         if min(self.body_timeout_seconds, self.body_idle_seconds, self.upload_grace_seconds) <= 0:
             raise ConfigError(
                 "station config: body_timeout_seconds, body_idle_seconds and "

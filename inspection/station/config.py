@@ -103,6 +103,12 @@ class StationCoreConfig:
             )
 
 
+def check_port(where: str, port: int) -> None:
+    """A TCP port must be in 1..65535; ``where`` names the key (``"mqtt: port"``)."""
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"{where} must be in 1..65535, got {port}")
+
+
 def check_formats(formats: tuple[str, ...]) -> None:
     """Every name must be a format Pillow can open; an empty list is refused."""
     Image.init()

@@ -43,6 +43,8 @@ def _load(tmp_path: Path, section: str, values: dict) -> None:
         ("publisher", {"backoff_initial_s": 100, "backoff_max_s": 1}, "got 100.0 and 1.0"),
         ("camera", {"timeout_s": -5}, "camera: timeout_s must be > 0, got -5.0"),
         ("opcua", {"sampling_ms": -10}, "opcua: sampling_ms must be >= 0, got -10.0"),
+        ("mqtt", {"port": 70000}, "mqtt: port must be in 1..65535, got 70000"),
+        ("mqtt", {"port": 0}, "mqtt: port must be in 1..65535, got 0"),
     ],
 )
 def test_out_of_range_numbers_are_refused_by_name(
@@ -62,3 +64,22 @@ def test_out_of_range_numbers_are_refused_by_name(
 )
 def test_edge_values_in_range_load(tmp_path: Path, section: str, values: dict) -> None:
     _load(tmp_path, section, values)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"metrics_port": 70000}, "line config: metrics_port must be in 1..65535, got 70000"),
+        (
+            {"sinks": [{"name": "mes", "kind": "mqtt", "port": -1}]},
+            "sink 'mes': port must be in 1..65535, got -1",
+        ),
+    ],
+)
+def test_ports_out_of_range_are_refused_by_key(tmp_path: Path, values: dict, message: str) -> None:
+    path = tmp_path / "line.yaml"
+    path.write_text(yaml.safe_dump(BASE | values))
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_line_config(path)
+    path.write_text(yaml.safe_dump(BASE | {"metrics_port": 65535, "mqtt": {"port": 1}}))
+    assert load_line_config(path).metrics_port == 65535
