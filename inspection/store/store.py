@@ -14,11 +14,12 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, func, or_, select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, Engine, create_engine, event, func, or_, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from inspection.core.errors import InspectionError
+from inspection.core.errors import ConfigError, InspectionError
 from inspection.store.blobs import BlobStore
 from inspection.store.models import REVIEW_LABELS, Inspection, OutboxEntry, OutboxMessage, Review
 
@@ -29,6 +30,10 @@ _MIGRATION_LOCK_KEY = 0x1D5EC7
 
 class StoreError(InspectionError):
     """A store operation was refused (unknown id, bad label, ...)."""
+
+
+class StoreUnavailable(InspectionError):
+    """The results database cannot be reached or upgraded (start-up, ``db`` commands)."""
 
 
 def _alembic_config() -> Config:
@@ -65,8 +70,31 @@ def sqlite_file(url: str) -> Path | None:
     return Path(path) if path and path != ":memory:" else None
 
 
+_URL_FORMS = "sqlite:///<file> or postgresql+psycopg://<user>:<password>@<host>:<port>/<db>"
+
+
 def make_engine(url: str) -> Engine:
-    """Engine for ``url``; SQLite gets WAL, full fsync and a busy timeout."""
+    """Engine for ``url``; a URL SQLAlchemy cannot use is a ``ConfigError`` naming the key."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(f"store_url: not a database URL; use {_URL_FORMS}") from None
+    try:
+        return _create_engine(url)
+    except ArgumentError as exc:  # NoSuchModuleError: an unknown dialect or driver
+        shown = parsed.render_as_string(hide_password=True)
+        raise ConfigError(
+            f"store_url: unknown database scheme {parsed.drivername!r} in {shown!r}; "
+            f"use {_URL_FORMS}"
+        ) from exc
+    except ImportError as exc:  # the dialect is known but its driver package is missing
+        raise ConfigError(
+            f"store_url: the driver for {parsed.drivername!r} is not installed ({exc})"
+        ) from exc
+
+
+def _create_engine(url: str) -> Engine:
+    """SQLite gets WAL, full fsync and a busy timeout; others a liveness check per checkout."""
     if url.startswith("sqlite"):
         path = sqlite_file(url)
         if path is not None:
@@ -113,21 +141,46 @@ class Store:
         """Bring the schema to the newest Alembic revision.
 
         On PostgreSQL a transaction-scoped advisory lock serialises replicas starting at once,
-        so only the first one creates tables and the others find them at head.
+        so only the first one creates tables and the others find them at head. A database that
+        cannot be reached or written raises ``StoreUnavailable``.
         """
         config = _alembic_config()
-        with self.engine.begin() as connection:
-            if connection.dialect.name == "postgresql":
-                connection.execute(
-                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY}
-                )
-            config.attributes["connection"] = connection
-            command.upgrade(config, "head")
+        with self._connect() as connection:
+            try:
+                with connection.begin():
+                    if connection.dialect.name == "postgresql":
+                        connection.execute(
+                            text("SELECT pg_advisory_xact_lock(:key)"),
+                            {"key": _MIGRATION_LOCK_KEY},
+                        )
+                    config.attributes["connection"] = connection
+                    command.upgrade(config, "head")
+            except OperationalError as exc:
+                raise StoreUnavailable(
+                    f"results store {self._shown_url()}: upgrading the schema failed: "
+                    f"{_reason(exc)}"
+                ) from exc
 
     def schema_revision(self) -> str | None:
         """The database's Alembic revision; ``None`` for an empty database."""
-        with self.engine.connect() as connection:
+        with self._connect() as connection:
             return MigrationContext.configure(connection).get_current_revision()
+
+    def _connect(self) -> Connection:
+        """A first connection; failing to connect raises ``StoreUnavailable`` in one line.
+
+        Only start-up and schema paths use it: request-time errors stay SQLAlchemy's, which
+        the service answers with 503.
+        """
+        try:
+            return self.engine.connect()
+        except OperationalError as exc:
+            raise StoreUnavailable(
+                f"results store {self._shown_url()} unreachable: {_reason(exc)}"
+            ) from exc
+
+    def _shown_url(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
 
     def check_schema(self) -> None:
         """Raise ``StoreError`` unless the schema is at the revision this code expects.
@@ -140,7 +193,7 @@ class Store:
         if current != head:
             found = f"revision {current}" if current else "no schema"
             raise StoreError(
-                f"the results database ({self.engine.url.render_as_string(hide_password=True)}) "
+                f"the results database ({self._shown_url()}) "
                 f"has {found}, this version needs {head}: run 'inspection db upgrade'"
             )
 
@@ -281,6 +334,12 @@ class Store:
             query = query.where(Inspection.reviewed_at > since)
         with self.session() as session:
             return list(session.scalars(query.order_by(Inspection.reviewed_at)))
+
+
+def _reason(exc: OperationalError) -> str:
+    """The driver's first line, without SQLAlchemy's statement and background link."""
+    lines = str(exc.orig if exc.orig is not None else exc).strip().splitlines()
+    return lines[0].strip() if lines else type(exc).__name__
 
 
 def _filtered(query: Any, filters: InspectionFilter) -> Any:
