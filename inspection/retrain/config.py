@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -34,9 +35,12 @@ class RetryPolicy:
 
     def __post_init__(self) -> None:
         if self.attempts < 1:
-            raise ValueError(f"retry.attempts must be at least 1, got {self.attempts}")
-        if self.initial_delay_s < 0 or self.max_delay_s < 0 or self.factor < 1:
-            raise ValueError("retry delays must be >= 0 and retry.factor >= 1")
+            raise ValueError(f"attempts must be at least 1, got {self.attempts}")
+        bounds = (("initial_delay_s", 0.0), ("max_delay_s", 0.0), ("factor", 1.0))
+        for key, minimum in bounds:
+            value = getattr(self, key)
+            if not (value >= minimum and math.isfinite(value)):
+                raise ValueError(f"{key} must be a number >= {minimum:g}, got {value}")
 
     def delay(self, failures: int) -> float:
         """Seconds to wait after the ``failures``-th failed attempt (1-based)."""
@@ -67,6 +71,15 @@ class RetrainConfig:
     warmup: int = 2
     poll_seconds: float = 30.0
     incremental: bool = True
+
+    def __post_init__(self) -> None:
+        # keep_work_dirs < 1 would prune the run folder of the version just promoted
+        for key, minimum in (("keep_work_dirs", 1), ("warmup", 0)):
+            value = getattr(self, key)
+            if value < minimum:
+                raise ValueError(f"{key} must be at least {minimum}, got {value}")
+        if not (self.poll_seconds > 0 and math.isfinite(self.poll_seconds)):
+            raise ValueError(f"poll_seconds must be a number > 0, got {self.poll_seconds}")
 
     def job(self, product: str) -> ProductJob:
         """The product's job; a product without an entry gets the defaults."""

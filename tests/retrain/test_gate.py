@@ -104,7 +104,7 @@ def test_no_champion_promotes_a_complete_challenger() -> None:
         ({"gate": {"latency_tolerance": -1}}, "latency_tolerance must be a number >= 0 or null"),
         ({"gate": {"metrics": [{"name": "a", "tolerence": 0.1}]}}, "unknown key(s) 'tolerence'"),
         ({"gate": {"latency": 0.2}}, "unknown key(s) 'latency'"),
-        ({"retry": {"attempts": 0}}, "retry.attempts must be at least 1"),
+        ({"retry": {"attempts": 0}}, "retrain.yaml.retry: attempts must be at least 1"),
         (
             {"products": {"brick": {"schedule": "every sunday"}}},
             "products.brick.schedule: 'every sunday' is not a cron expression",
