@@ -35,6 +35,8 @@ from inspection.line.handshake import (
 )
 
 log = logging.getLogger(__name__)
+CONNECT_WAIT_S = 5.0
+"""How long ``start`` waits for the broker before warning (it keeps retrying after)."""
 AnswerCallback = Callable[[Answer, float], None]
 
 
@@ -54,6 +56,8 @@ class MqttHandshake:
         self.on_answer = on_answer
         self.prefix = config.topic_prefix.format(station_id=station_id)
         self.connected = threading.Event()
+        self.broker = f"{config.host}:{config.port}"
+        self._away = False  # a warning that the broker is away was logged
         self._queue: queue.Queue[mqtt.MQTTMessage | None] = queue.Queue()
         self._worker: threading.Thread | None = None
         self._client = mqtt.Client(
@@ -66,7 +70,8 @@ class MqttHandshake:
         self._client.reconnect_delay_set(min_delay=1, max_delay=5)
         self._client.will_set(f"{self.prefix}/state", "offline", qos=1, retain=True)
         self._client.on_connect = self._on_connect
-        self._client.on_disconnect = lambda *_a: self.connected.clear()
+        self._client.on_connect_fail = self._on_connect_fail
+        self._client.on_disconnect = self._on_disconnect
         self._client.on_message = lambda _c, _u, message: self._queue.put(message)
 
     def start(self) -> None:
@@ -74,7 +79,13 @@ class MqttHandshake:
         self._worker.start()
         self._client.connect_async(self.config.host, self.config.port, keepalive=15)
         self._client.loop_start()
-        self.connected.wait(5)
+        if not self.connected.wait(CONNECT_WAIT_S):
+            log.warning(
+                "MQTT handshake: no broker connection at %s after %g s; triggers over MQTT "
+                "go unanswered until it connects (retrying)",
+                self.broker,
+                CONNECT_WAIT_S,
+            )
 
     def stop(self) -> None:
         self._queue.put(None)
@@ -93,6 +104,26 @@ class MqttHandshake:
         client.subscribe([(f"{self.prefix}/trigger", 1), (f"{self.prefix}/product", 1)])
         client.publish(f"{self.prefix}/state", "ready", qos=1, retain=True)
         self.connected.set()
+        if self._away:
+            self._away = False
+            log.info("MQTT handshake: connected to the broker at %s again", self.broker)
+
+    def _on_connect_fail(self, _c: mqtt.Client, _u: Any) -> None:
+        """Warn once per outage; paho retries every 1..5 s."""
+        if not self._away:
+            self._away = True
+            log.warning("MQTT handshake: cannot reach the broker at %s (retrying)", self.broker)
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        self.connected.clear()
+        if reason.is_failure:  # not our own disconnect()
+            self._away = True
+            log.warning(
+                "MQTT handshake: lost the broker at %s (%s); triggers go unanswered until "
+                "it is back (retrying)",
+                self.broker,
+                reason,
+            )
 
     def _work(self) -> None:
         while (message := self._queue.get()) is not None:

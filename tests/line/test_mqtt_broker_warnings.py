@@ -1,0 +1,67 @@
+"""The MQTT handshake says when its broker is away: at start, and when a connection is lost."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import pytest
+
+from inspection.line import mqtt as line_mqtt
+from inspection.line.config import MqttTriggerConfig
+from inspection.line.mqtt import MqttHandshake
+
+from .helpers import Broker, free_port, private_broker
+
+
+def _handshake(port: int) -> MqttHandshake:
+    config = MqttTriggerConfig(enabled=True, port=port)
+    return MqttHandshake(config, handler=None, station_id="cam-1")  # type: ignore[arg-type]
+
+
+def _warned(caplog: pytest.LogCaptureFixture, text: str, timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if any(text in r.getMessage() for r in caplog.records if r.levelno >= logging.INFO):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_an_unreachable_broker_is_named_at_start(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(line_mqtt, "CONNECT_WAIT_S", 0.5)
+    port = free_port()  # nothing listens there
+    handshake = _handshake(port)
+    with caplog.at_level(logging.WARNING, logger="inspection.line.mqtt"):
+        handshake.start()
+        try:
+            assert not handshake.connected.is_set()
+            assert _warned(caplog, f"no broker connection at 127.0.0.1:{port} after 0.5 s")
+            assert _warned(caplog, f"cannot reach the broker at 127.0.0.1:{port}")
+        finally:
+            handshake.stop()
+    cannot = [r for r in caplog.records if "cannot reach" in r.getMessage()]
+    assert len(cannot) == 1  # once per outage, not once per retry
+
+
+def test_a_lost_broker_is_warned_and_its_return_noted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    broker: Broker = private_broker(tmp_path)
+    broker.start()
+    handshake = _handshake(broker.port)
+    with caplog.at_level(logging.INFO, logger="inspection.line.mqtt"):
+        handshake.start()
+        try:
+            assert handshake.connected.is_set()
+            assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+            broker.kill()
+            assert _warned(caplog, f"lost the broker at 127.0.0.1:{broker.port}")
+            broker.start()
+            assert _warned(caplog, f"connected to the broker at 127.0.0.1:{broker.port} again")
+        finally:
+            handshake.stop()
+            broker.kill()
