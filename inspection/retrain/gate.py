@@ -11,6 +11,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 LATENCY_KEY = "latency_p50_ms"
+GATEABLE_METRICS = (
+    "image_auroc", "image_f1", "pixel_auroc", "aupro", "pixel_f1", "false_reject_rate", "miss_rate",
+)  # fmt: skip
+"""The figures a rule may name: what ``scoring.BundleEvaluation.gate_metrics`` provides
+(``scoring.GATE_KEYS``; a test keeps the two equal). Latency has ``latency_tolerance``."""
 
 
 @dataclass(frozen=True)
@@ -25,6 +30,13 @@ class MetricRule:
     tolerance: float = 0.0
     higher_is_better: bool = True
     required: bool = True
+
+    def __post_init__(self) -> None:
+        # a misspelt name would never be found: kept champions, or a check silently skipped
+        if self.name not in GATEABLE_METRICS:
+            raise ValueError(
+                f"unknown gate metric {self.name!r}; valid: {', '.join(GATEABLE_METRICS)}"
+            )
 
 
 @dataclass(frozen=True)

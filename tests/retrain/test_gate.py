@@ -7,7 +7,13 @@ import pytest
 
 from inspection.core.errors import ConfigError
 from inspection.retrain.config import retrain_config_from_mapping
-from inspection.retrain.gate import GatePolicy, MetricRule, decide
+from inspection.retrain.gate import (
+    GATEABLE_METRICS,
+    LATENCY_KEY,
+    GatePolicy,
+    MetricRule,
+    decide,
+)
 
 POLICY = GatePolicy(
     metrics=(
@@ -100,9 +106,24 @@ def test_no_champion_promotes_a_complete_challenger() -> None:
             {"gate": {"metrics": [{"name": "image_auroc", "tolerance": -0.1}]}},
             "tolerance of 'image_auroc' must be a finite number >= 0",
         ),
-        ({"gate": {"metrics": [{"name": "a"}, {"name": "a"}]}}, "each metric may appear once"),
+        (
+            {"gate": {"metrics": [{"name": "aupro"}, {"name": "aupro"}]}},
+            "each metric may appear once",
+        ),
+        (
+            {"gate": {"metrics": [{"name": "image_aurok", "tolerance": 0.01}]}},
+            "retrain.yaml.gate.metrics[0]: unknown gate metric 'image_aurok'; valid: "
+            "image_auroc, image_f1, pixel_auroc, aupro, pixel_f1, false_reject_rate, miss_rate",
+        ),
+        (  # an optional rule with a typo would silently skip its check
+            {"gate": {"metrics": [{"name": "image_auroc"}, {"name": "miss", "required": False}]}},
+            "retrain.yaml.gate.metrics[1]: unknown gate metric 'miss'",
+        ),
         ({"gate": {"latency_tolerance": -1}}, "latency_tolerance must be a number >= 0 or null"),
-        ({"gate": {"metrics": [{"name": "a", "tolerence": 0.1}]}}, "unknown key(s) 'tolerence'"),
+        (
+            {"gate": {"metrics": [{"name": "aupro", "tolerence": 0.1}]}},
+            "unknown key(s) 'tolerence'",
+        ),
         ({"gate": {"latency": 0.2}}, "unknown key(s) 'latency'"),
         ({"retry": {"attempts": 0}}, "retrain.yaml.retry: attempts must be at least 1"),
         (
@@ -124,6 +145,14 @@ def test_bad_retrain_config_is_rejected_by_key(data: dict, message: str) -> None
     with pytest.raises(ConfigError) as info:
         retrain_config_from_mapping(data, "retrain.yaml")
     assert message in str(info.value)
+
+
+def test_gateable_metrics_are_what_scoring_provides() -> None:
+    from inspection.retrain.scoring import GATE_KEYS
+
+    assert GATEABLE_METRICS == GATE_KEYS
+    with pytest.raises(ValueError, match="unknown gate metric 'latency_p50_ms'"):
+        MetricRule(LATENCY_KEY)  # latency is gated by latency_tolerance
 
 
 def test_shipped_config_loads() -> None:
