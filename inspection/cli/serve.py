@@ -41,8 +41,10 @@ def serve(
 
     from inspection.service.app import create_app
     from inspection.service.config import load_station_config
+    from inspection.station.config import check_registry_dir
 
     station_config = load_station_config(config)
+    check_registry_dir(station_config.core)
     announce_signatures(station_config.core, console)
     app = create_app(station_config)
     uvicorn.run(
@@ -62,8 +64,10 @@ def watch(
     from inspection.service.config import load_station_config
     from inspection.service.station import Station
     from inspection.service.watch import WatchFolder
+    from inspection.station.config import check_registry_dir
 
     station_config = load_station_config(config)
+    check_registry_dir(station_config.core)
     announce_signatures(station_config.core, console)
     station = Station.build(station_config, with_watch=False)
     station.core.start()

@@ -106,9 +106,10 @@ def tune(
     from inspection.runtime.paths import expand_paths
     from inspection.runtime.tuning import tune_product, tuning_path
     from inspection.service.config import load_station_config
-    from inspection.station.config import pinned_key
+    from inspection.station.config import check_registry_dir, pinned_key
 
     station_config = load_station_config(config)
+    check_registry_dir(station_config.core)
     announce_signatures(station_config.core, console)
     public_key = pinned_key(station_config.core)  # siblings that fail it are never loaded
     registry = Registry(station_config.core.registry_dir)
@@ -165,9 +166,11 @@ def run(config: Path = LINE_OPTION) -> None:
     """
     from inspection.line.config import load_line_config
     from inspection.line.station import LineStation
+    from inspection.station.config import check_registry_dir
 
     logging.getLogger("asyncua").setLevel(logging.WARNING)  # logs every request at INFO
     line_config = load_line_config(config)
+    check_registry_dir(line_config.core)
     announce_signatures(line_config.core, console)
     station = LineStation.build(line_config)
     stop = stop_on_signals()
@@ -194,12 +197,13 @@ def status(config: Path = LINE_OPTION) -> None:
     from inspection.core.registry import Registry
     from inspection.core.signing import key_id
     from inspection.line.config import load_line_config
-    from inspection.station.config import pinned_key
+    from inspection.station.config import check_registry_dir, pinned_key
     from inspection.station.live import bundle_signature_status
     from inspection.store.outbox import Outbox
     from inspection.store.store import Store
 
     line_config = load_line_config(config)
+    check_registry_dir(line_config.core)
     core = line_config.core
     store = Store.migrated(core.store_url, core.blob_dir)
     backlog = Outbox(store).backlog()

@@ -29,6 +29,7 @@ def test_station_status_shows_the_outbox_backlog_per_sink(tmp_path: Path) -> Non
     }
     path = tmp_path / "line.yaml"
     path.write_text(yaml.safe_dump(config))
+    (tmp_path / "registry").mkdir()
     store = Store.migrated(config["core"]["store_url"], tmp_path / "blobs")
     for n in range(2):
         fields = inspection_fields(n)
