@@ -71,7 +71,9 @@ def export_command(
         "--allow-unsigned",
         help="Let --promote go live unsigned when the site has no signing key (development).",
     ),
-    calibration_size: int = typer.Option(64, "--calibration-size", help="INT8 calibration images."),
+    calibration_size: int = typer.Option(
+        64, "--calibration-size", min=1, help="INT8 calibration images."
+    ),
     eight_bit_weights: bool = typer.Option(
         False,
         "--int8-8bit-weights",
