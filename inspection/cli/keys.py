@@ -18,11 +18,26 @@ BundleArg = Annotated[Path, typer.Argument(help="Bundle folder (with metadata.js
 STATION_CONFIGS = (Path("configs/station.yaml"), Path("configs/line.yaml"))
 
 
+SITE_OPTION = typer.Option(
+    None, "--site", help="Site config YAML (default: configs/site.yaml): keys beside its registry."
+)
+
+
+def _site_keys(site: str | None) -> Path:
+    """The site's key folder: ``keys/`` beside its registry, where export and retrain look."""
+    from inspection.core.config import load_site_config
+    from inspection.core.signing import site_keys_dir
+
+    return site_keys_dir(load_site_config(site).registry_dir)
+
+
 @keys_app.command("init")
 def init(
-    folder: Annotated[Path, typer.Option("--dir", help="Where the key pair is written.")] = (
-        DEFAULT_KEYS
-    ),
+    folder: Annotated[
+        Path | None,
+        typer.Option("--dir", help="Where the key pair is written (default: the site's)."),
+    ] = None,
+    site: str | None = SITE_OPTION,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing site key.")] = False,
     configs: Annotated[
         list[Path] | None,
@@ -37,7 +52,7 @@ def init(
     """Create the site signing key (once, at set-up) and pin its .pub in the station configs."""
     from inspection.core.signing import init_keys
 
-    keys = init_keys(folder, force=force)
+    keys = init_keys(folder or _site_keys(site), force=force)
     console.print(f"site signing key {keys.key_id}: private {keys.private} (mode 0600)")
     for line in pin_in_configs(keys.public, configs or None):
         console.print(line)
@@ -60,14 +75,16 @@ def pin_in_configs(public: Path, configs: list[Path] | None = None) -> list[str]
 @bundle_app.command("sign")
 def sign(
     bundle: BundleArg,
-    key: Annotated[Path, typer.Option("--key", help="The site's private signing key.")] = (
-        DEFAULT_KEYS / "site-signing.key"
-    ),
+    key: Annotated[
+        Path | None,
+        typer.Option("--key", help="The private signing key (default: the site's)."),
+    ] = None,
+    site: str | None = SITE_OPTION,
 ) -> None:
     """Sign a bundle (metadata.json and every checksummed file) with the site key."""
-    from inspection.core.signing import load_private_key, sign_bundle
+    from inspection.core.signing import PRIVATE_KEY_FILE, load_private_key, sign_bundle
 
-    digest = sign_bundle(bundle, load_private_key(key))
+    digest = sign_bundle(bundle, load_private_key(key or _site_keys(site) / PRIVATE_KEY_FILE))
     console.print(f"signed {bundle.name}: digest {digest}")
 
 

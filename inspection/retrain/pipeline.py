@@ -17,10 +17,12 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from inspection.core.bundle import SIGNATURE_FILE
 from inspection.core.config import SiteConfig
 from inspection.core.errors import ConfigError, DatasetError, RegistryError
 from inspection.core.registry import ModelRecord, Registry, utc_now
 from inspection.core.retrain_report import RetrainEvent
+from inspection.core.signing import site_keys_dir, site_public_key
 from inspection.retrain import adapters
 from inspection.retrain.assemble import RunData, assemble_run_data
 from inspection.retrain.config import RetrainConfig
@@ -145,6 +147,7 @@ def _retrain(run: _Run, ctx: _Context) -> RetrainResult:
         evaluations["challenger"].gate_metrics(),
         ctx.config.gate,
     )
+    decision = unsigned_refusal(decision, bundles, ctx.site.registry_dir)
     status = "promoted" if decision.promote else "kept"
     report_dir = _report(run, ctx, record, status, decision, evaluations, data)
     _finish(ctx.registry, run, decision, evaluations, report_dir, status)
@@ -424,11 +427,35 @@ def _run_id(folder: Path) -> str:
     return run_id
 
 
+def unsigned_refusal(
+    decision: Decision, bundles: Mapping[str, Path], registry_dir: str | Path
+) -> Decision:
+    """``decision``, unless it would promote an unsigned challenger where stations expect
+    signed bundles (the champion is signed, or the site has a public key but this machine
+    found no private key): then the champion stays, saying why. Stations refuse an unsigned
+    bundle, so promoting it would stop the line."""
+
+    def signed(role: str) -> bool:
+        return role in bundles and (bundles[role] / SIGNATURE_FILE).is_file()
+
+    expected = signed("champion") or site_public_key(registry_dir) is not None
+    if not decision.promote or signed("challenger") or not expected:
+        return decision
+    reason = (
+        f"challenger is unsigned: no signing key at {site_keys_dir(registry_dir)} on this "
+        "machine, and stations that pin the site key refuse unsigned bundles; keeping the "
+        "champion (put the site key there, see 'inspection keys init --site')"
+    )
+    log.error(reason)
+    return Decision(promote=False, reasons=[*decision.reasons, reason])
+
+
 def _prune_run_dirs(folder: Path, keep: int) -> None:
-    """Remove all but the newest ``keep`` run folders (their training sets)."""
+    """Remove all but the newest ``keep`` run folders (their training sets); at least the
+    newest one (the run just finished, whose version may now be live) always stays."""
     if not folder.is_dir():
         return
     runs = sorted(p for p in folder.iterdir() if p.is_dir())
-    for old in runs[: max(0, len(runs) - keep)]:
+    for old in runs[: max(0, len(runs) - max(1, keep))]:
         shutil.rmtree(old, ignore_errors=True)
         log.info("removed old run folder %s", old)
