@@ -61,15 +61,34 @@ def from_mapping(cls: type[T], data: Mapping[str, Any] | None, where: str = "con
             f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; "
             f"valid keys: {', '.join(sorted(fields))}"
         )
+    missing = [name for name, f in fields.items() if name not in data and _required(f)]
+    if missing:
+        raise ConfigError(f"{where}: missing required key(s) {', '.join(map(repr, missing))}")
     kwargs = {}
     for name, value in data.items():
         kwargs[name] = _convert(hints[name], value, f"{where}.{name}")
     try:
         return cls(**kwargs)
-    except ConfigError:  # raised by __post_init__ with its own key path
+    except ConfigError as exc:  # raised by __post_init__, maybe with its own key path
+        exc.args = (_located(str(exc), where), *exc.args[1:])
         raise
-    except (TypeError, ValueError) as exc:  # missing required keys, __post_init__ checks
-        raise ConfigError(f"{where}: {exc}") from exc
+    except (TypeError, ValueError) as exc:  # __post_init__ checks
+        raise ConfigError(_located(str(exc), where)) from exc
+
+
+def _required(item: dataclasses.Field) -> bool:
+    return item.default is dataclasses.MISSING and item.default_factory is dataclasses.MISSING
+
+
+def _located(message: str, where: str) -> str:
+    """``where: message``; a message already starting with ``where`` is kept, and one starting
+    with ``where``'s last key (``opcua: ...`` at ``line.yaml.opcua``) gets the full path."""
+    if message.startswith(where):
+        return message
+    head, sep, rest = message.partition(": ")
+    if sep and head and where.endswith(head) and where[: -len(head)][-1:] in ("", ".", " "):
+        return f"{where}: {rest}"
+    return f"{where}: {message}"
 
 
 def to_mapping(obj: Any) -> Any:

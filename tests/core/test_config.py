@@ -55,13 +55,73 @@ def test_valid_mapping_builds_typed_frozen_objects() -> None:
         ({"name": "a", "inner": {"size": [1, False]}}, "cfg.inner.size[1]: expected an integer"),
         ({"name": "a", "enabled": 1}, "cfg.enabled: expected true or false, got 1"),
         ({"name": "a", "path": 5}, "cfg.path: expected a path, got 5"),
-        ({}, "cfg: Outer.__init__() missing 1 required positional argument: 'name'"),
+        ({}, "cfg: missing required key(s) 'name'"),
     ],
 )
 def test_bad_config_names_the_key(data: dict, message: str) -> None:
     with pytest.raises(ConfigError) as info:
         from_mapping(Outer, data, where="cfg")
     assert str(info.value).startswith(message)
+
+
+@dataclass(frozen=True)
+class Checked:
+    """Raises from ``__post_init__`` the way the package's config classes do."""
+
+    timeout_s: float = 1.0
+    port: int = 80
+    where: str = ""
+
+    def __post_init__(self) -> None:
+        if self.timeout_s <= 0:
+            raise ConfigError(f"line config: timeout_s must be > 0, got {self.timeout_s}")
+        if self.port > 65535:
+            raise ValueError(f"port must be in 1..65535, got {self.port}")
+        if self.where:
+            raise ConfigError(f"{self.where}: already located")
+
+
+@dataclass(frozen=True)
+class Holder:
+    station_id: str
+    checked: Checked = field(default_factory=Checked)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            {"station_id": "a", "checked": {"timeout_s": 0}},
+            "l.yaml.checked: line config: timeout_s must be > 0, got 0.0",
+        ),
+        (
+            {"station_id": "a", "checked": {"port": 70000}},
+            "l.yaml.checked: port must be in 1..65535, got 70000",
+        ),
+        (  # a message that already names the path is not prefixed twice
+            {"station_id": "a", "checked": {"where": "l.yaml.checked"}},
+            "l.yaml.checked: already located",
+        ),
+        (  # a message naming the last key gets the full path instead
+            {"station_id": "a", "checked": {"where": "checked"}},
+            "l.yaml.checked: already located",
+        ),
+        ({}, "l.yaml: missing required key(s) 'station_id'"),
+        ({"checked": {}}, "l.yaml: missing required key(s) 'station_id'"),
+    ],
+)
+def test_post_init_errors_name_the_file(data: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        from_mapping(Holder, data, where="l.yaml")
+    assert str(info.value) == message
+
+
+def test_an_empty_file_names_the_file_and_the_missing_keys(tmp_path: Path) -> None:
+    empty = tmp_path / "line.yaml"
+    empty.write_text("", encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        from_mapping(Holder, read_yaml(empty), where=str(empty))
+    assert str(info.value) == f"{empty}: missing required key(s) 'station_id'"
 
 
 def test_deep_merge_overrides_nested_values() -> None:
