@@ -12,13 +12,19 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from inspection.cli._security import announce_signatures
 from inspection.cli._signals import stop_on_signals
+
+if TYPE_CHECKING:
+    from inspection.station.config import StationCoreConfig
+    from inspection.store.outbox import SinkBacklog
 
 console = Console()
 station_app = typer.Typer(help="Line-station maintenance commands.", no_args_is_help=True)
@@ -199,23 +205,23 @@ def status(config: Path = LINE_OPTION) -> None:
     from inspection.line.config import load_line_config
     from inspection.station.config import check_registry_dir, pinned_key
     from inspection.station.live import bundle_signature_status
-    from inspection.store.outbox import Outbox
-    from inspection.store.store import Store
 
     line_config = load_line_config(config)
     check_registry_dir(line_config.core)
     core = line_config.core
-    store = Store.migrated(core.store_url, core.blob_dir)
-    backlog = Outbox(store).backlog()
-    table = Table("sink", "waiting", "oldest s", "delivered")
-    for sink in line_config.sinks:
-        entry = backlog.get(sink.name)
-        oldest = f"{entry.oldest_age_s:.1f}" if entry and entry.oldest_age_s is not None else "-"
-        table.add_row(
-            sink.name, str(entry.pending if entry else 0), oldest,
-            str(entry.delivered if entry else 0),
-        )  # fmt: skip
-    console.print(table)
+    backlog = _backlog(core)
+    if backlog is not None:
+        table = Table("sink", "waiting", "oldest s", "delivered")
+        for sink in line_config.sinks:
+            entry = backlog.get(sink.name)
+            oldest = (
+                f"{entry.oldest_age_s:.1f}" if entry and entry.oldest_age_s is not None else "-"
+            )
+            table.add_row(
+                sink.name, str(entry.pending if entry else 0), oldest,
+                str(entry.delivered if entry else 0),
+            )  # fmt: skip
+        console.print(table)
     public_key = pinned_key(core)
     if public_key is None:
         console.print("[bold red]bundle signatures: NOT checked (allow_unsigned_bundles: true)[/]")
@@ -233,7 +239,31 @@ def status(config: Path = LINE_OPTION) -> None:
         check = bundle_signature_status(registry, product, live.bundle_id, public_key)
         colour = "green" if check.startswith(("signed", "not checked")) else "red"
         console.print(f"{product}: live bundle {live.bundle_id} [{colour}]{check}[/]")
-    store.engine.dispose()
+
+
+def _backlog(core: StationCoreConfig) -> dict[str, SinkBacklog] | None:
+    """The outbox backlog per sink, read without migrating (or creating) the database;
+    ``None``, said on the console, when there is no database or not this version's schema."""
+    from inspection.store.outbox import Outbox
+    from inspection.store.store import Store, StoreError, sqlite_file
+
+    path = sqlite_file(core.store_url)
+    if path is not None and not path.exists():
+        _say_no_outbox(f"no results database at {path.resolve()} yet (the station creates it)")
+        return None
+    store = Store(core.store_url, core.blob_dir)
+    try:
+        store.check_schema()
+        return Outbox(store).backlog()
+    except StoreError as exc:
+        _say_no_outbox(str(exc))
+        return None
+    finally:
+        store.engine.dispose()
+
+
+def _say_no_outbox(reason: str) -> None:
+    console.print(f"[yellow]outbox: {escape(reason)}[/]", highlight=False, soft_wrap=True)
 
 
 @station_app.command("trigger")

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import yaml
@@ -51,3 +52,40 @@ def test_station_run_rejects_unknown_config_keys(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["station", "run", "-c", str(path)])
     assert result.exit_code != 0
     assert "camra" in str(result.exception)
+
+
+def _status_config(tmp_path: Path) -> Path:
+    core = {
+        "products": ["brick"],
+        "store_url": f"sqlite:///{tmp_path / 'db' / 'line.db'}",
+        "blob_dir": str(tmp_path / "blobs"),
+        "registry_dir": str(tmp_path / "registry"),
+        "allow_unsigned_bundles": True,
+    }
+    config = {"station_id": "cam-1", "core": core, "camera": {"kind": "file", "path": "."}}
+    (tmp_path / "registry").mkdir()
+    path = tmp_path / "line.yaml"
+    path.write_text(yaml.safe_dump({**config, "sinks": [{"name": "mes", "kind": "mqtt"}]}))
+    return path
+
+
+def test_station_status_creates_no_database(tmp_path: Path) -> None:
+    path = _status_config(tmp_path)
+    result = CliRunner().invoke(app, ["station", "status", "-c", str(path)], terminal_width=400)
+    assert result.exit_code == 0, result.output
+    db = tmp_path / "db" / "line.db"
+    assert f"outbox: no results database at {db} yet" in result.output
+    assert "brick: live bundle none" in result.output
+    assert not db.exists() and not (tmp_path / "db").exists()
+
+
+def test_station_status_does_not_migrate_an_empty_database(tmp_path: Path) -> None:
+    path = _status_config(tmp_path)
+    db = tmp_path / "db" / "line.db"
+    db.parent.mkdir()
+    sqlite3.connect(db).close()
+    result = CliRunner().invoke(app, ["station", "status", "-c", str(path)], terminal_width=400)
+    assert result.exit_code == 0, result.output
+    assert "has no schema" in result.output and "inspection db upgrade" in result.output
+    with sqlite3.connect(db) as connection:
+        assert connection.execute("SELECT name FROM sqlite_master").fetchall() == []
