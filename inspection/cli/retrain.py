@@ -23,10 +23,17 @@ SET_OPTION = typer.Option(
 
 
 def _configs(site: str | None, config: str | None):  # -> (SiteConfig, RetrainConfig)
-    from inspection.core.config import load_site_config
-    from inspection.retrain.config import load_retrain_config
+    """The site config and the retrain config with the site's ``retrain:`` section merged in.
+
+    The section is checked on its own first, so its errors name the site file.
+    """
+    from inspection.core.config import DEFAULT_SITE_CONFIG, load_site_config
+    from inspection.retrain.config import load_retrain_config, retrain_config_from_mapping
 
     site_config = load_site_config(site)
+    if site_config.retrain:
+        where = f"{site or DEFAULT_SITE_CONFIG}.retrain"
+        retrain_config_from_mapping(site_config.retrain, where=where)
     return site_config, load_retrain_config(config, site_config.retrain or None)
 
 
