@@ -14,8 +14,8 @@ LATENCY_KEY = "latency_p50_ms"
 GATEABLE_METRICS = (
     "image_auroc", "image_f1", "pixel_auroc", "aupro", "pixel_f1", "false_reject_rate", "miss_rate",
 )  # fmt: skip
-"""The figures a rule may name: what ``scoring.BundleEvaluation.gate_metrics`` provides
-(``scoring.GATE_KEYS``; a test keeps the two equal). Latency has ``latency_tolerance``."""
+"""The figures a rule may name, and the ones ``scoring.BundleEvaluation.gate_metrics``
+provides. Latency has ``latency_tolerance``."""
 
 
 @dataclass(frozen=True)

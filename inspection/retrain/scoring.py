@@ -21,12 +21,10 @@ from inspection.core.errors import BundleError
 from inspection.core.images import read_image, read_mask
 from inspection.core.metrics import EvaluationMetrics, compute_metrics, judge_all
 from inspection.retrain.assemble import EvalItem
-from inspection.retrain.gate import LATENCY_KEY
+from inspection.retrain.gate import GATEABLE_METRICS, LATENCY_KEY
 
 log = logging.getLogger(__name__)
-GATE_KEYS = (
-    "image_auroc", "image_f1", "pixel_auroc", "aupro", "pixel_f1", "false_reject_rate", "miss_rate",
-)  # fmt: skip
+GATE_KEYS = GATEABLE_METRICS
 """Gateable figures; the rates are at each bundle's own operating point (lower is better)."""
 
 
