@@ -10,6 +10,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, start_http_server
 
+from inspection.core.errors import ConfigError
 from inspection.line.camera import Camera, FileSequenceCamera, open_camera
 from inspection.line.config import LineConfig
 from inspection.line.handshake import Answer, ErrorCode, TriggerHandler
@@ -95,6 +96,8 @@ class LineStation:
         """Load live models, then serve: publisher, handshakes, metrics endpoint. Warns about
         what would refuse every trigger: a product without a usable live model, a file
         camera without images."""
+        if self.config.metrics_port is not None:  # first: a busy port stops nothing running
+            serve_metrics(self.config.metrics_port, self.registry)
         self.core.start()
         for warning in self.startup_warnings():
             log.warning(warning)
@@ -102,8 +105,6 @@ class LineStation:
         for handshake in (self.opcua, self.mqtt):
             if handshake is not None:
                 handshake.start()
-        if self.config.metrics_port is not None:
-            start_http_server(self.config.metrics_port, "127.0.0.1", registry=self.registry)
 
     def startup_warnings(self) -> list[str]:
         """Problems a commissioning engineer must see at start (each also answers triggers
@@ -145,3 +146,15 @@ class LineStation:
         self.metrics.triggers.labels(via, result).inc()
         self.metrics.latency.labels(via).observe(seconds)
         self.publisher.wake()
+
+
+def serve_metrics(port: int, registry: CollectorRegistry) -> None:
+    """Serve ``registry`` on 127.0.0.1:``port``; a port that cannot be bound (in use, say) is
+    a ``ConfigError`` naming the key."""
+    try:
+        start_http_server(port, "127.0.0.1", registry=registry)
+    except OSError as exc:
+        raise ConfigError(
+            f"line config: metrics_port {port}: cannot listen on 127.0.0.1:{port}: "
+            f"{exc.strerror or exc}"
+        ) from exc
