@@ -112,7 +112,7 @@ def create(
     """Issue a token. It is printed once and never stored in clear."""
     from inspection.store.tokens import create_token
 
-    token, info = create_token(_store(config), station, label, role=role)
+    token, info = create_token(_store(config, first_use=True), station, label, role=role)
     console.print(f"token id {info.id} for [bold]{info.station_id}[/] (role {info.role}):")
     print(token)
     console.print("[dim]Store it now: it cannot be shown again.[/]")
@@ -152,12 +152,20 @@ def revoke(
     console.print(f"token {info.id} of station {info.station_id} revoked")
 
 
-def _store(config: Path) -> Store:
+def _store(config: Path, *, first_use: bool = False) -> Store:
+    """The station's store, never migrated here: ``first_use`` (creating a token) creates the
+    schema in an empty database; otherwise the schema must already be this version's
+    (``inspection db upgrade`` moves it)."""
     from inspection.service.config import load_station_config
     from inspection.store.store import Store
 
     station_config = load_station_config(config)
-    return Store.migrated(station_config.core.store_url, station_config.core.blob_dir)
+    store = Store(station_config.core.store_url, station_config.core.blob_dir)
+    if first_use:
+        store.ensure_schema()
+    else:
+        store.check_schema()
+    return store
 
 
 def register(app: typer.Typer) -> None:

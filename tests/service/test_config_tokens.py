@@ -100,6 +100,8 @@ def test_tokens_commands(tmp_path: Path) -> None:
         )
     )
     runner = CliRunner()
+    before = runner.invoke(app, ["tokens", "list", "-c", str(config)])  # read-only: no database
+    assert before.exit_code != 0 and not (tmp_path / "db.sqlite").exists()
     created = runner.invoke(app, ["tokens", "create", "--station", "ST-7", "-c", str(config)])
     assert created.exit_code == 0, created.output
     (token,) = [line for line in created.output.splitlines() if line.startswith("insp_")]
