@@ -55,7 +55,11 @@ class MqttSink:
         self._client.on_disconnect = lambda *_a: self._connected.clear()
         self._client.connect_async(host, port, keepalive=15)
         self._client.loop_start()
-        self._connected.wait(timeout_s)
+        if not self._connected.wait(timeout_s):
+            log.warning(
+                "%s: MQTT broker %s:%d not reachable after %.0f s; results wait in the outbox "
+                "and are delivered once it is", name, host, port, timeout_s,
+            )  # fmt: skip
 
     def deliver(self, key: str, payload: str) -> None:
         if not self._client.is_connected():

@@ -77,10 +77,15 @@ def test_mqtt_results_survive_a_broker_outage(broker: Broker, tmp_path: Path) ->
     store.engine.dispose()
 
 
-def test_mqtt_sink_refuses_fast_without_a_broker(tmp_path: Path) -> None:
+def test_mqtt_sink_refuses_fast_without_a_broker(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     from .helpers import free_port
 
-    sink = MqttSink("mqtt", "127.0.0.1", free_port(), "t", timeout_s=0.2)
+    port = free_port()
+    with caplog.at_level("WARNING", logger="inspection.line.sinks"):
+        sink = MqttSink("mqtt", "127.0.0.1", port, "t", timeout_s=0.2)
+    assert f"MQTT broker 127.0.0.1:{port} not reachable" in caplog.text
     with pytest.raises(DeliveryError, match="not connected"):
         sink.deliver("k", "{}")
     sink.close()
