@@ -70,7 +70,8 @@ def from_mapping(cls: type[T], data: Mapping[str, Any] | None, where: str = "con
     try:
         return cls(**kwargs)
     except ConfigError as exc:  # raised by __post_init__, maybe with its own key path
-        exc.args = (_located(str(exc), where), *exc.args[1:])
+        if not _has_key_path(str(exc)):  # a dotted key path is located by the file's loader
+            exc.args = (_located(str(exc), where), *exc.args[1:])
         raise
     except (TypeError, ValueError) as exc:  # __post_init__ checks
         raise ConfigError(_located(str(exc), where)) from exc
@@ -78,6 +79,12 @@ def from_mapping(cls: type[T], data: Mapping[str, Any] | None, where: str = "con
 
 def _required(item: dataclasses.Field) -> bool:
     return item.default is dataclasses.MISSING and item.default_factory is dataclasses.MISSING
+
+
+def _has_key_path(message: str) -> bool:
+    """Whether ``message`` starts with a dotted key path (``operating_point.budget: ...``)."""
+    head, sep, _ = message.partition(": ")
+    return bool(sep) and "." in head and " " not in head
 
 
 def _located(message: str, where: str) -> str:

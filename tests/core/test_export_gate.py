@@ -62,7 +62,7 @@ def _gate(**changes: Any) -> dict[str, Any]:
         ({"gate": _gate(passed=False)}, "a passed gate names no failures and a refused one"),
         ({"gate": _gate(failures=["miss_rate"])}, "passed=True with 1 failure(s)"),
         ({"gate": _gate(forced=True)}, "only a refused bundle can be forced"),
-        ({"gate": {"passed": False, "failures": ["x"]}}, "missing 2 required"),
+        ({"gate": {"passed": False, "failures": ["x"]}}, "metrics.gate: missing required key"),
         ({"gate": _gate(verdict="OK")}, "metrics.gate: unknown key(s) 'verdict'"),
         ({"gate": _gate(figures={**to_mapping(FP32), "n_good": "4"})}, "figures.n_good"),
         ({"gate": _gate(tolerances={"aupro": 2.0})}, "tolerance aupro must be in [0, 1]"),

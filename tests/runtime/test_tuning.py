@@ -195,6 +195,7 @@ def test_station_tune_cli_prints_and_records_the_choice(
 
 
 def test_station_tune_cli_needs_a_live_bundle(tmp_path: Path) -> None:
+    (tmp_path / "registry").mkdir()  # an existing, empty registry (a missing one: own error)
     result = _station_tune(tmp_path)
     assert result.exit_code != 0
     assert "has no live bundle; promote one first" in str(result.exception or result.output)
