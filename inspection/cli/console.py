@@ -5,7 +5,7 @@
   WARNING and above still reach the terminal. Everything is restored on exit, so tests and
   other commands in the same process are unaffected. ``--verbose`` skips it.
 - ``StepProgress``: one rich progress display per step (a bar over its tasks, the current
-  task's message, elapsed time).
+  task's message, elapsed time); ``file_progress``: a transient bar over files, on stderr.
 - ``summary_table``: the closing table (what ran, where the reports are, what to open next);
   ``print_table`` prints tables uncut where stdout is not a terminal (CI logs, pipes).
 """
@@ -28,6 +28,7 @@ from rich.progress import (
     SpinnerColumn,
     TextColumn,
     TimeElapsedColumn,
+    TimeRemainingColumn,
 )
 from rich.table import Table
 
@@ -150,6 +151,18 @@ class StepProgress:
 
     def done(self) -> None:
         self._progress.advance(self._task)
+
+
+def file_progress() -> Progress:
+    """A transient bar over files (``progress.add_task(text, total=n)``), drawn on stderr."""
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
 
 
 def summary_table(title: str, rows: Sequence[tuple[str, str]]) -> Table:

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+
+from inspection.cli.console import file_progress
 
 data_app = typer.Typer(help="Datasets: demo generator, validation, previews.", no_args_is_help=True)
 console = Console()
@@ -19,17 +20,6 @@ JSON_OPTION = typer.Option(None, "--json", help="Also write the report as JSON h
 DATASETS_ARG = typer.Argument(..., help="Dataset folders or folder-spec .yaml files.")
 REPORT_DIR_OPTION = typer.Option(Path("reports/data"), "--out", help="Report folder.")
 SHEET_OPTION = typer.Option(Path("reports/data/demo_samples.png"), "--out", help="PNG to write.")
-
-
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    )
 
 
 @data_app.command("demo")
@@ -61,7 +51,7 @@ def demo(
 
     names = [p.strip() for p in products.split(",") if p.strip()]
     total = demo_image_count(names, n_train, n_test_good, n_per_defect)
-    with _progress() as progress:
+    with file_progress() as progress:
         task = progress.add_task("writing demo images", total=total)
         roots = write_demo(
             out,
@@ -90,7 +80,7 @@ def hires(
     from inspection.data.hires import PlateCounts, write_plate
 
     counts = PlateCounts(n_train, n_test_good, n_per_defect)
-    with _progress() as progress:
+    with file_progress() as progress:
         task = progress.add_task(f"writing {size} px plate images", total=counts.total)
         root = write_plate(
             out, seed=seed, size=size, counts=counts, on_image=lambda _p: progress.advance(task)
@@ -110,7 +100,7 @@ def check(
     if json_out is not None:
         _ready_to_write(json_out, "--json")  # before the check: a bad path must not cost it
     dataset = load_dataset(path)
-    with _progress() as progress:
+    with file_progress() as progress:
         task = progress.add_task(f"reading {dataset.name}", total=len(dataset.samples))
         report = check_dataset(dataset, on_file=lambda _path: progress.advance(task))
     _print_report(report)

@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from inspection.cli.console import (
     StepProgress,
+    file_progress,
     log_dir,
     print_table,
     quiet_logs,
@@ -91,8 +91,7 @@ def checked_dataset(path: Path, *, allow_duplicates: bool = False) -> Dataset:
 
     dataset = load_dataset(path)
     dataset.check_readable()  # header probe: all unreadable files in one error, at once
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  console=console, transient=True) as progress:  # fmt: skip
+    with file_progress() as progress:
         task = progress.add_task(f"checking {dataset.name}", total=len(dataset.samples))
         report = check_dataset(dataset, on_file=lambda _path: progress.advance(task))
     leaks = [p for p in report.errors if p.code == LEAK_CODE]

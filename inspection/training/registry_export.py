@@ -245,7 +245,7 @@ def _require_recorded_content(
     recorded: dict[str, str] = record.dataset.get("files") or {}
     if not recorded:
         return
-    changed = [rel for rel in sorted(chosen - set(names))]  # recorded, now missing
+    changed = sorted(chosen - set(names))  # recorded, now missing
     for sample, rel in zip(samples, names, strict=True):
         files = {rel: sample.path}
         if sample.mask_path is not None:
