@@ -165,7 +165,7 @@ def connect_ray(address: str) -> None:
 
     Token authentication is on unless ``RAY_AUTH_MODE=disabled`` says otherwise: a Ray head
     without it runs any code its port receives. The token is Ray's own (``RAY_AUTH_TOKEN``,
-    ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``); docs/security.md, "Retraining fleet".
+    ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``); see docs/security.md's Ray fleet row.
     """
     os.environ.setdefault(RAY_AUTH_MODE, "token")
     import ray
@@ -174,7 +174,7 @@ def connect_ray(address: str) -> None:
     if ray.is_initialized():
         return
     if os.environ[RAY_AUTH_MODE] == "token":
-        ray_token_source()
+        require_ray_token()
     Config.initialize("")  # Ray caches RAY_AUTH_MODE at import; re-read it (as Ray itself does)
     package_root = str(Path(__file__).resolve().parents[2])
     python_path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
@@ -193,11 +193,11 @@ def connect_ray(address: str) -> None:
         ) from exc
 
 
-def ray_token_source() -> str:
-    """Where Ray will read this driver's authentication token from; ``InspectionError``
-    saying how to make one when there is none (Ray's own order: variable, path, default)."""
+def require_ray_token() -> None:
+    """``InspectionError`` saying how to make one when Ray would find no authentication token
+    for this driver (Ray's own order: variable, path, default file)."""
     if os.environ.get("RAY_AUTH_TOKEN"):
-        return "RAY_AUTH_TOKEN"
+        return
     path = os.environ.get("RAY_AUTH_TOKEN_PATH")
     token_file = Path(path) if path else RAY_DEFAULT_TOKEN.expanduser()
     try:
@@ -207,7 +207,7 @@ def ray_token_source() -> str:
                     "the Ray token %s is readable by other users (`ray get-auth-token "
                     "--generate` writes it so): chmod 600 it", token_file,
                 )  # fmt: skip
-            return str(token_file)
+            return
     except OSError:
         pass
     raise InspectionError(
