@@ -86,7 +86,7 @@ def checked_dataset(path: Path, *, allow_duplicates: bool = False) -> Dataset:
     """The dataset at ``path`` after ``inspection data check``'s checks: unreadable files and
     train/test duplicates refuse it (``DatasetError`` listing them); other findings are printed
     as a summary and training goes on."""
-    from inspection.data.check import check_dataset
+    from inspection.data.check import check_dataset, listed
     from inspection.data.dataset import load_dataset
 
     dataset = load_dataset(path)
@@ -96,10 +96,9 @@ def checked_dataset(path: Path, *, allow_duplicates: bool = False) -> Dataset:
         report = check_dataset(dataset, on_file=lambda _path: progress.advance(task))
     leaks = [p for p in report.errors if p.code == LEAK_CODE]
     if leaks and not allow_duplicates:
-        listed = "; ".join(f"{p.path}: {p.message}" for p in leaks[:5])
-        more = f"; and {len(leaks) - 5} more" if len(leaks) > 5 else ""
+        copies = listed([f"{p.path}: {p.message}" for p in leaks], sep="; ")
         raise DatasetError(
-            f"{len(leaks)} test image(s) copy training images ({listed}{more}). They would "
+            f"{len(leaks)} test image(s) copy training images ({copies}). They would "
             "inflate every held-out figure and bias the threshold: remove them from test/, or "
             "pass --allow-duplicates"
         )

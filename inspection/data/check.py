@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -261,15 +261,20 @@ def _mixed_sizes(sizes: dict[Path, tuple[int, int]]) -> list[Problem]:
     ]
 
 
+def listed(names: Sequence[str], limit: int = LISTED, sep: str = ", ") -> str:
+    """The first ``limit`` of ``names``, joined by ``sep``, and how many more there are."""
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return sep.join(names[:limit]) + more
+
+
 def _narrow_16_bit(paths: list[Path], root: Path) -> list[Problem]:
     """One warning naming the 16-bit images whose values stay below 12 bits."""
     if not paths:
         return []
-    shown = ", ".join(_relative(p, root) for p in paths[:LISTED])
-    more = f" and {len(paths) - LISTED} more" if len(paths) > LISTED else ""
     message = (
         f"{len(paths)} 16-bit image(s) use fewer than 12 bits (all values below "
-        f"{NARROW_16_BIT}, e.g. 12-bit camera data): {shown}{more}. They are read at 8 bits by "
+        f"{NARROW_16_BIT}, e.g. 12-bit camera data): "
+        f"{listed([_relative(p, root) for p in paths])}. They are read at 8 bits by "
         "taking the high byte, which leaves at most 16 grey levels and loses almost all "
         "contrast; export the camera images as 8-bit or as full-range 16-bit (scaled to "
         "0..65535)"
@@ -292,11 +297,9 @@ def _ignored(dataset: Dataset) -> list[Problem]:
     ]
     if dataset.loose_images:
         loose = dataset.loose_images
-        shown = ", ".join(p.name for p in loose[:LISTED])
-        more = f" and {len(loose) - LISTED} more" if len(loose) > LISTED else ""
         message = (
-            f"{len(loose)} image(s) directly in test/ are ignored: {shown}{more}; move them "
-            "into test/good or test/<defect>"
+            f"{len(loose)} image(s) directly in test/ are ignored: "
+            f"{listed([p.name for p in loose])}; move them into test/good or test/<defect>"
         )
         problems.append(Problem(loose[0].parent, message, "loose_images", "warning"))
     return problems
