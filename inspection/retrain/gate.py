@@ -9,26 +9,39 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 LATENCY_KEY = "latency_p50_ms"
-GATEABLE_METRICS = (
-    "image_auroc", "image_f1", "pixel_auroc", "aupro", "pixel_f1", "false_reject_rate", "miss_rate",
-)  # fmt: skip
-"""The figures a rule may name, and the ones ``scoring.BundleEvaluation.gate_metrics``
-provides. Latency has ``latency_tolerance``."""
+GATEABLE_METRICS: Mapping[str, bool] = MappingProxyType(
+    {
+        "image_auroc": True,
+        "image_f1": True,
+        "pixel_auroc": True,
+        "aupro": True,
+        "pixel_f1": True,
+        "false_reject_rate": False,
+        "miss_rate": False,
+    }
+)
+"""The figures a rule may name (the ones ``scoring.BundleEvaluation.gate_metrics`` provides),
+each with its direction: True when a higher value is better. Latency has
+``latency_tolerance``."""
 
 
 @dataclass(frozen=True)
 class MetricRule:
-    """One gated metric. ``tolerance`` is the largest allowed absolute regression.
+    """One gated metric. ``tolerance`` is the largest allowed absolute regression, in the
+    metric's own direction (``GATEABLE_METRICS``: a drop of an AUROC, a rise of a miss rate).
 
     ``required``: when the metric is missing (or NaN) on either side the gate keeps the
     champion; an optional metric that neither side has (e.g. AUPRO without masks) is skipped.
+    ``higher_is_better`` is the metric's direction; left out, it is taken from
+    ``GATEABLE_METRICS``, and a value that contradicts it is refused.
     """
 
     name: str
     tolerance: float = 0.0
-    higher_is_better: bool = True
+    higher_is_better: bool | None = None
     required: bool = True
 
     def __post_init__(self) -> None:
@@ -36,6 +49,16 @@ class MetricRule:
         if self.name not in GATEABLE_METRICS:
             raise ValueError(
                 f"unknown gate metric {self.name!r}; valid: {', '.join(GATEABLE_METRICS)}"
+            )
+        direction = GATEABLE_METRICS[self.name]
+        if self.higher_is_better is None:
+            object.__setattr__(self, "higher_is_better", direction)
+        elif self.higher_is_better != direction:
+            # compared the wrong way round, a worse challenger reads as "not worse"
+            better = "higher" if direction else "lower"
+            raise ValueError(
+                f"higher_is_better: {str(self.higher_is_better).lower()} contradicts "
+                f"{self.name}, which is better when {better}; remove the key"
             )
 
 

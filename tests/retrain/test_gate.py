@@ -8,6 +8,7 @@ import pytest
 from inspection.core.errors import ConfigError
 from inspection.retrain.config import retrain_config_from_mapping
 from inspection.retrain.gate import (
+    GATEABLE_METRICS,
     LATENCY_KEY,
     GatePolicy,
     MetricRule,
@@ -81,13 +82,55 @@ def test_required_metric_missing_on_champion_keeps_it() -> None:
     )
 
 
-def test_lower_is_better_metric_and_disabled_latency() -> None:
-    policy = GatePolicy(
-        metrics=(MetricRule("miss_rate", 0.01, higher_is_better=False),), latency_tolerance=None
-    )
+@pytest.mark.parametrize(
+    "rule", [MetricRule("miss_rate", 0.01), MetricRule("miss_rate", 0.01, higher_is_better=False)]
+)
+def test_lower_is_better_metric_and_disabled_latency(rule: MetricRule) -> None:
+    policy = GatePolicy(metrics=(rule,), latency_tolerance=None)
     assert decide({"miss_rate": 0.10}, {"miss_rate": 0.105}, policy).promote
+    assert decide({"miss_rate": 0.10}, {"miss_rate": 0.02}, policy).promote
     kept = decide({"miss_rate": 0.10}, {"miss_rate": 0.2}, policy)
     assert not kept.promote and "worse by 0.1000" in kept.reasons[0]
+
+
+DIRECTIONS = {"image_auroc": True, "image_f1": True, "pixel_auroc": True, "aupro": True,
+              "pixel_f1": True, "false_reject_rate": False, "miss_rate": False}  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "higher_is_better"), DIRECTIONS.items())
+def test_every_gateable_metric_is_compared_in_its_own_direction(
+    name: str, higher_is_better: bool
+) -> None:
+    """A rule written without a direction (as in a site's retrain.yaml) keeps a challenger
+    that is worse by more than the tolerance and promotes one that is better."""
+    assert dict(GATEABLE_METRICS) == DIRECTIONS
+    policy = retrain_config_from_mapping(
+        {"gate": {"metrics": [{"name": name, "tolerance": 0.02}], "latency_tolerance": None}},
+        "retrain.yaml",
+    ).gate
+    good, bad = (0.9, 0.5) if higher_is_better else (0.1, 0.5)
+    worse = decide({name: good}, {name: bad}, policy)
+    assert not worse.promote and "worse by 0.4" in worse.reasons[0], worse.reasons
+    assert decide({name: bad}, {name: good}, policy).reasons == [
+        f"{name}: champion {bad:.4f}, challenger {good:.4f}: not worse"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("miss_rate", True, "higher_is_better: true contradicts miss_rate, which is better when lower"),
+        ("false_reject_rate", True, "higher_is_better: true contradicts false_reject_rate, which is better when lower"),
+        ("image_auroc", False, "higher_is_better: false contradicts image_auroc, which is better when higher"),
+    ],
+)  # fmt: skip
+def test_a_direction_that_contradicts_the_metric_is_refused_by_key(
+    name: str, value: bool, message: str
+) -> None:
+    data = {"gate": {"metrics": [{"name": "aupro"}, {"name": name, "higher_is_better": value}]}}
+    with pytest.raises(ConfigError) as info:
+        retrain_config_from_mapping(data, "retrain.yaml")
+    assert str(info.value) == f"retrain.yaml.gate.metrics[1]: {message}; remove the key"
 
 
 def test_no_champion_promotes_a_complete_challenger() -> None:
