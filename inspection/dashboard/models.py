@@ -236,7 +236,14 @@ def golden_outcome_frame(registry: Registry, product: str) -> pd.DataFrame:
                 "validation_images": (
                     f"{recal['n_good']} good + {recal['n_defective']} defective" if recal else ""
                 ),
-                "note": record.get("refusal", "") or recal.get("operating_point", ""),
+                "note": "; ".join(
+                    str(note)
+                    for note in (
+                        record.get("refusal", "") or recal.get("operating_point", ""),
+                        record.get("threshold_not_applied", ""),
+                    )
+                    if note
+                ),
                 "checked": record.get("checked_at", ""),
             }
         )

@@ -296,8 +296,12 @@ class LiveModels:
         )
         if recalibration is not None:
             # Fitted on this CPU: served at its operating point's threshold. A registry threshold
-            # set for the old calibration is not applied; later threshold versions are.
+            # set for the old calibration is not applied (said on /healthz and in the log);
+            # later threshold versions are.
             value = inspector.threshold
+            if threshold is not None:
+                self._golden[product]["threshold_not_applied"] = _not_applied(threshold, value)
+                log.warning("%s: %s", product, self._golden[product]["threshold_not_applied"])
         record_golden_outcome(self.registry, product, self._golden[product])
         model = LiveModel(
             product=product,
@@ -354,6 +358,9 @@ class LiveModels:
             log.error("%s: %s", current.product, self._problems[current.product])
             return
         self._swap(replace(current, threshold=threshold.value, threshold_number=threshold.number))
+        golden = self._golden.get(current.product, {})
+        if golden.pop("threshold_not_applied", None) is not None:
+            record_golden_outcome(self.registry, current.product, golden)
         log.info("%s: threshold now %.4f (v%d)", current.product, threshold.value, threshold.number)
 
     def _swap(self, model: LiveModel) -> None:
@@ -385,6 +392,15 @@ class LiveModels:
     def _poll(self, interval_s: float) -> None:
         while not self._stop.wait(interval_s):
             self.refresh()
+
+
+def _not_applied(threshold: ThresholdVersion, served: float) -> str:
+    """Why a re-calibrated bundle does not serve the registry's threshold version."""
+    return (
+        f"threshold v{threshold.number} ({threshold.value:.4f}) was set for the bundle's export "
+        f"calibration and is not applied after re-calibrating on this CPU; serving the "
+        f"re-calibrated operating point ({served:.4f}). Set a new threshold to override it"
+    )
 
 
 def _without_paths(message: str, paths: dict[Path, str]) -> str:

@@ -34,11 +34,17 @@ def test_recalibrated_or_refused_on_healthz_metrics_and_dashboard(
         assert status["loaded"] is with_images
         if with_images:  # served at its own operating point, not the old calibration's 0.8
             assert status["threshold"] == 0.5
+            assert golden["threshold_not_applied"].startswith("threshold v1 (0.8000) was set")
+            assert "v1 (0.8000)" in golden_outcome_frame(registry, PRODUCT)["note"].iloc[0]
             served.station.models.refresh()
             assert served.ops("/healthz").json()["products"][PRODUCT]["threshold"] == 0.5
             registry.set_threshold(PRODUCT, 0.6, actor="tests", reason="set after re-calibrating")
             served.station.models.refresh()
-            assert served.ops("/healthz").json()["products"][PRODUCT]["threshold"] == 0.6
+            after = served.ops("/healthz").json()["products"][PRODUCT]
+            assert after["threshold"] == 0.6
+            assert "threshold_not_applied" not in after["golden"]
+        else:
+            assert "threshold_not_applied" not in golden
         metrics = served.ops("/metrics").text
         labels = f'bundle_id="{V1}",outcome="{outcome}",precision="f32",product="{PRODUCT}"'
         assert f"inspection_golden_outcome{{{labels}}} 1.0" in metrics
@@ -48,4 +54,6 @@ def test_recalibrated_or_refused_on_healthz_metrics_and_dashboard(
         assert recal["before"]["image_threshold_raw"] != recal["after"]["image_threshold_raw"]
     frame = golden_outcome_frame(registry, PRODUCT)
     assert frame["outcome"].tolist() == [outcome]
+    if with_images:  # the note went once the newer threshold applied
+        assert "not applied" not in frame["note"].iloc[0]
     assert bool(frame["threshold_raw_after"].notna().all()) is with_images
