@@ -105,8 +105,9 @@ class StationCoreConfig:
 
 def check_registry_dir(config: StationCoreConfig) -> None:
     """Refuse to start on a ``registry_dir`` that is not a folder (a typo would otherwise
-    read as "no live bundle" for every product). Checked when a station starts, not on
-    load: ``inspection station sync`` fills a registry folder that does not exist yet."""
+    read as "no live bundle" for every product). Checked when a station starts
+    (``StationCore.build``, and the station commands before anything else), not on load:
+    ``inspection station sync`` fills a registry folder that does not exist yet."""
     if not config.registry_dir.is_dir():
         raise ConfigError(
             f"core: registry_dir {config.registry_dir.resolve()} is not a directory; fix the "

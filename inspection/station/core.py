@@ -14,7 +14,7 @@ from typing import Any
 from inspection.core.registry import Registry
 from inspection.core.signing import key_id
 from inspection.runtime.camera import bounded_loader
-from inspection.station.config import StationCoreConfig, pinned_key
+from inspection.station.config import StationCoreConfig, check_registry_dir, pinned_key
 from inspection.station.live import (
     InspectorLoader,
     LiveModel,
@@ -51,7 +51,9 @@ class StationCore:
         outbox: OutboxBuilder | None = None,
     ) -> StationCore:
         """Open the store (bringing its schema up to date) and prepare the models, which load
-        on ``start``. Raises ``ConfigError`` when the pinned key cannot be read."""
+        on ``start``. Raises ``ConfigError``, before the store is touched, when
+        ``registry_dir`` is not a folder or the pinned key cannot be read."""
+        check_registry_dir(config)
         public_key = pinned_key(config)
         if loader is default_loader and config.validation_images:
             loader = recalibrating_loader(config.validation_images)

@@ -107,6 +107,7 @@ def test_no_live_bundle_means_503_until_one_is_promoted(
     from inspection.core.registry import Registry
 
     registry = Registry(tmp_path / "registry")
+    registry.root.mkdir()  # an empty registry folder (a missing one refuses the start)
     with serve(station_config(tmp_path)) as served:
         response = served.inspect(sample_images["good0"])
         assert response.status_code == 503

@@ -10,9 +10,11 @@ import yaml
 from typer.testing import CliRunner
 
 from inspection.cli import app
+from inspection.core.config import from_mapping
 from inspection.core.errors import ConfigError
 from inspection.line.config import load_line_config
-from inspection.station.config import check_registry_dir
+from inspection.station.config import StationCoreConfig, check_registry_dir
+from inspection.station.core import StationCore
 
 CORE = {"products": ["brick"], "registry_dir": "var/nope", "allow_unsigned_bundles": True}
 LINE = {"station_id": "cam-1", "camera": {"kind": "file", "path": "."}, "core": CORE}
@@ -54,3 +56,20 @@ def test_loading_a_config_does_not_need_the_registry_yet(site: Path) -> None:
     (site / "var" / "nope").write_text("a file")
     with pytest.raises(ConfigError, match=r"registry_dir .* is not a directory"):
         check_registry_dir(config.core)
+
+
+@pytest.mark.parametrize("kind", ["missing", "file"])
+def test_the_station_core_itself_refuses_a_registry_dir_that_is_not_a_folder(
+    site: Path, kind: str
+) -> None:
+    """Built in code (no CLI), the core gives the commands' message, before opening the store."""
+    if kind == "file":
+        Path("var").mkdir()
+        Path("var/nope").write_text("a file")
+    config = from_mapping(StationCoreConfig, CORE, where="core")
+    with pytest.raises(ConfigError) as info:
+        StationCore.build(config)
+    assert str(info.value).startswith(
+        f"core: registry_dir {site / 'var' / 'nope'} is not a directory"
+    )
+    assert not (site / "var" / "inspection.db").exists()  # the store was not opened
