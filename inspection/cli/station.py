@@ -51,9 +51,17 @@ def sync(
 
     Downloads are digest-checked, and signature-checked against the config's
     ``bundle_public_key``, before they become live; on any failure the station keeps
-    its last good bundle. Exit code 2 when a one-shot sync failed for some product.
+    its last good bundle. Exit code 2 when a one-shot sync cannot reach the source (one line
+    naming it) or did not finish for some product; ``--watch`` keeps retrying, with a warning
+    once per outage.
     """
-    from inspection.distribution.sync import HttpSource, PathSource, sync_forever, sync_once
+    from inspection.distribution.sync import (
+        HttpSource,
+        PathSource,
+        SourceUnreachable,
+        sync_forever,
+        sync_once,
+    )
     from inspection.service.config import load_station_config
     from inspection.station.config import pinned_key
 
@@ -67,9 +75,14 @@ def sync(
         bundle_source = PathSource(source)
     registry_dir, products = station_config.core.registry_dir, station_config.core.products
     if not watch:
-        outcomes = sync_once(bundle_source, registry_dir, products, public_key=public_key)
+        try:
+            outcomes = sync_once(
+                bundle_source, registry_dir, products, public_key=public_key, offline_ok=False
+            )
+        except SourceUnreachable as exc:
+            raise SourceUnreachable(f"{exc}; nothing was synced") from exc
         _print(outcomes)
-        if any(outcome.status == "failed" for outcome in outcomes):
+        if any(outcome.status in ("failed", "offline") for outcome in outcomes):
             raise typer.Exit(2)
         return
     stop = stop_on_signals()

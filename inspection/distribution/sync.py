@@ -8,7 +8,9 @@ then is it added to the local registry and promoted there (atomic rename + live.
 replace). Archive digests come from the source, so only the signature proves who made a
 bundle: a bundle that is unsigned, signed by another key or changed after signing is refused. ``inspection serve`` hot-swaps to it on its next registry poll. Any failure
 (network down, corrupt download, bad manifest) leaves the local live bundle as it was: an
-offline station keeps serving its last good bundle.
+offline station keeps serving its last good bundle. A one-shot sync (``offline_ok=False``) raises
+``SourceUnreachable`` naming the source when it cannot be reached; ``sync_forever`` keeps
+polling and warns once per outage.
 """
 
 from __future__ import annotations
@@ -101,7 +103,7 @@ class HttpSource:
         limit = entry.manifest.archive_bytes
         try:
             with self._client.stream("GET", path) as response:
-                _raise_for_status(response, path)
+                _raise_for_status(response, self.description + path)
                 written = 0
                 with open(target, "wb") as handle:
                     for chunk in response.iter_bytes(1 << 20):
@@ -113,7 +115,7 @@ class HttpSource:
                             )
                         handle.write(chunk)
         except httpx.TransportError as exc:
-            raise SourceUnreachable(f"{self.description}: {type(exc).__name__}: {exc}") from exc
+            raise SourceUnreachable(_unreachable(self.description, exc)) from exc
 
     def _get(self, path: str, **kwargs: object):  # -> httpx.Response
         import httpx
@@ -121,8 +123,8 @@ class HttpSource:
         try:
             response = self._client.get(path, **kwargs)
         except httpx.TransportError as exc:
-            raise SourceUnreachable(f"{self.description}: {type(exc).__name__}: {exc}") from exc
-        _raise_for_status(response, path)
+            raise SourceUnreachable(_unreachable(self.description, exc)) from exc
+        _raise_for_status(response, self.description + path)
         return response
 
     def close(self) -> None:
@@ -138,7 +140,9 @@ class PathSource:
 
     def entries(self, products: tuple[str, ...]) -> dict[str, CatalogEntry]:
         if not self.registry.root.is_dir():
-            raise SourceUnreachable(f"{self.registry.root} is not reachable (mount missing?)")
+            raise SourceUnreachable(
+                f"cannot reach {self.registry.root}: not a folder (mount missing?)"
+            )
         found = {name: live_entry(self.registry, name) for name in products}
         return {name: entry for name, entry in found.items() if entry is not None}
 
@@ -147,16 +151,21 @@ class PathSource:
         try:
             shutil.copyfile(tar_path, target)
         except OSError as exc:
-            raise SourceUnreachable(f"{tar_path}: {exc}") from exc
+            raise SourceUnreachable(f"cannot reach {tar_path}: {exc}") from exc
 
 
-def _raise_for_status(response, path: str) -> None:  # response: httpx.Response
+def _unreachable(url: str, exc: Exception) -> str:
+    return f"cannot reach {url}: {type(exc).__name__}: {exc}"
+
+
+def _raise_for_status(response, url: str) -> None:  # response: httpx.Response
+    """``url``: the catalog's address and the path asked for, named in the error."""
     if response.status_code in (502, 503, 504):
-        raise SourceUnreachable(f"{path}: HTTP {response.status_code}")
+        raise SourceUnreachable(f"cannot reach {url}: HTTP {response.status_code}")
     if response.status_code != 200:
         response.read()
         detail = response.text[:200]
-        raise BundleError(f"{path}: HTTP {response.status_code}: {detail}")
+        raise BundleError(f"{url}: HTTP {response.status_code}: {detail}")
 
 
 # ---------------------------------------------------------------------------- sync
@@ -166,9 +175,12 @@ def sync_once(
     products: Iterable[str],
     *,
     public_key: Ed25519PublicKey | None = None,
+    offline_ok: bool = True,
 ) -> list[SyncOutcome]:
     """Bring each product's local live bundle in step with the source; never raises for
-    network or bundle problems (they become ``offline``/``failed`` outcomes).
+    network or bundle problems (they become ``offline``/``failed`` outcomes), except with
+    ``offline_ok=False``: a source that cannot be reached at all then raises
+    ``SourceUnreachable`` naming it (a one-shot sync must not look done).
 
     ``public_key``: the station's pinned site key; a bundle failing it is never installed.
     """
@@ -178,6 +190,8 @@ def sync_once(
     try:
         entries = source.entries(products)
     except SourceUnreachable as exc:
+        if not offline_ok:
+            raise
         return [_kept(registry, p, "offline", None, str(exc), started) for p in products]
     except InspectionError as exc:
         return [_kept(registry, p, "failed", None, str(exc), started) for p in products]
@@ -339,12 +353,30 @@ def sync_forever(
     public_key: Ed25519PublicKey | None = None,
 ) -> None:
     """Poll the source every ``interval_s``: a promotion reaches this station within one
-    interval (plus the download), and ``inspection serve`` swaps on its next registry poll."""
+    interval (plus the download), and ``inspection serve`` swaps on its next registry poll.
+
+    A source that cannot be reached is logged as a warning once per outage (and noted when it
+    is back); ``on_outcomes`` then hears nothing until it is reachable again.
+    """
     if interval_s <= 0:
         raise InspectionError(f"the sync interval must be > 0 seconds, got {interval_s}")
     products = tuple(products)
+    outage = False
     while not stop.is_set():
-        outcomes = sync_once(source, registry_dir, products, public_key=public_key)
-        if on_outcomes is not None:
-            on_outcomes(outcomes)
+        try:
+            outcomes = sync_once(
+                source, registry_dir, products, public_key=public_key, offline_ok=False
+            )
+        except SourceUnreachable as exc:
+            if not outage:
+                log.warning(
+                    "%s; retrying every %g s, the station keeps its live bundles", exc, interval_s
+                )
+            outage = True
+        else:
+            if outage:
+                log.info("%s is reachable again", source.description)
+            outage = False
+            if on_outcomes is not None:
+                on_outcomes(outcomes)
         stop.wait(interval_s)
