@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 from filelock import FileLock
 
@@ -645,11 +645,20 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 def _append_jsonl(path: Path, row: Mapping[str, Any]) -> None:
+    """Append one line; after a torn last line (a crash mid-append) it starts a new line, so
+    the torn line alone is lost (``_read_jsonl`` skips it), never the row written now."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(row, sort_keys=True, default=str) + "\n")
+    with open(path, "a+b") as handle:
+        torn = handle.tell() > 0 and _last_byte(handle) != b"\n"
+        line = json.dumps(row, sort_keys=True, default=str) + "\n"
+        handle.write((("\n" if torn else "") + line).encode("utf-8"))
         handle.flush()
         os.fsync(handle.fileno())
+
+
+def _last_byte(handle: BinaryIO) -> bytes:
+    handle.seek(-1, os.SEEK_END)
+    return handle.read(1)
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -94,6 +94,23 @@ def test_promote_and_rollback_are_audited(tmp_path: Path) -> None:
         registry.rollback("brick", actor="bob", reason="again")
 
 
+def test_an_event_after_a_torn_last_line_is_kept(tmp_path: Path) -> None:
+    """A crash mid-append leaves half a line; the next event must not be glued onto it
+    (it was lost, and the rollback then went to the wrong bundle)."""
+    registry = Registry(tmp_path)
+    for bundle_id in ("v0001-fp32", "v0002-int8"):
+        registry.add_bundle(
+            "brick", _fake_bundle(tmp_path / "src" / bundle_id, bundle_id), bundle_id
+        )
+    registry.promote("brick", "v0001-fp32", actor="alice", reason="first")
+    with open(tmp_path / "brick" / "events.jsonl", "a", encoding="utf-8") as handle:
+        handle.write('{"action": "promote", "bundle_id": "v00')
+    registry.promote("brick", "v0002-int8", actor="retrain", reason="better")
+    actions = [(e["action"], e.get("bundle_id")) for e in registry.events("brick")]
+    assert actions == [("promote", "v0001-fp32"), ("promote", "v0002-int8")]
+    assert registry.rollback("brick", actor="bob", reason="x").bundle_id == "v0001-fp32"
+
+
 def test_bundles_are_verified_and_never_overwritten(tmp_path: Path) -> None:
     registry = Registry(tmp_path)
     source = _fake_bundle(tmp_path / "src", "v0001-fp32")
