@@ -6,6 +6,7 @@
   other commands in the same process are unaffected. ``--verbose`` skips it.
 - ``StepProgress``: one rich progress display per step (a bar over its tasks, the current
   task's message, elapsed time); ``file_progress``: a transient bar over files, on stderr.
+- ``configs_line``: the configs folder a command reads, for its first lines.
 - ``summary_table``: the closing table (what ran, where the reports are, what to open next);
   ``print_table`` prints tables uncut where stdout is not a terminal (CI logs, pipes).
 """
@@ -43,6 +44,14 @@ TABLE_WIDTH = 120  # columns a table gets where the output has no terminal width
 def log_dir(site: SiteConfig) -> Path:
     """``var/logs`` next to the site's registry (``var/registry``)."""
     return Path(site.registry_dir).parent / "logs"
+
+
+def configs_line(site: SiteConfig) -> str:
+    """Which configs folder a command reads (``products/``, ``models/``, ``refine.yaml``)
+    and why: the site config's, else ``./configs``, else the checkout's."""
+    if site.configs_dir is not None:
+        return f"configs: {Path(site.configs_dir).resolve()} (site config)"
+    return f"configs: {site.configs.resolve()} (no site file)"
 
 
 def verbose_requested(flag: bool) -> bool:

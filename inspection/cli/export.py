@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from inspection.cli.console import log_dir, quiet_logs, verbose_requested
+from inspection.cli.console import configs_line, log_dir, quiet_logs, verbose_requested
 from inspection.cli.operating import subset_miss_text
 from inspection.core.bundle import PRECISIONS
 from inspection.core.config import load_site_config
@@ -112,6 +112,7 @@ def export_command(
     from inspection.training.export import ExportOptions
     from inspection.training.registry_export import RegistryExport, export_bundle
 
+    console.print(configs_line(site_config), soft_wrap=True, highlight=False)
     with (
         quiet_logs(log_dir(site_config), "export", verbose=verbose_requested(False)) as log_file,
         console.status("exporting") as status,
@@ -127,7 +128,13 @@ def export_command(
                 tolerances=tolerances,
                 force=force,
             ),
-            RegistryExport(version=version, dataset_path=dataset, promote=promote, actor="cli"),
+            RegistryExport(
+                version=version,
+                dataset_path=dataset,
+                promote=promote,
+                actor="cli",
+                configs_dir=site_config.configs,
+            ),
             progress=lambda message: status.update(message),
         )
     gate = result.gate

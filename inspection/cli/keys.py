@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from inspection.core.config import SiteConfig
 
 console = Console()
 DEFAULT_KEYS = Path("var/keys")
@@ -16,6 +19,7 @@ BundleArg = Annotated[Path, typer.Argument(help="Bundle folder (with metadata.js
 
 
 STATION_CONFIGS = (Path("configs/station.yaml"), Path("configs/line.yaml"))
+"""The shipped station and line configs (``site_station_configs`` finds a site's)."""
 
 
 SITE_OPTION = typer.Option(
@@ -31,6 +35,13 @@ def _site_keys(site: str | None) -> Path:
     return site_keys_dir(load_site_config(site).registry_dir)
 
 
+def site_station_configs(site: SiteConfig) -> list[Path]:
+    """The site's station and line configs that exist, in its configs folder (``./configs``
+    without a site file: never the checkout's, which belongs to no site)."""
+    folder = site.configs_dir or Path("configs")
+    return [folder / c.name for c in STATION_CONFIGS if (folder / c.name).is_file()]
+
+
 @keys_app.command("init")
 def init(
     folder: Annotated[
@@ -44,28 +55,28 @@ def init(
         typer.Option(
             "--config",
             "-c",
-            help="Station/line config to pin the key in (repeatable; default: "
-            "configs/station.yaml and configs/line.yaml, where present).",
+            help="Station/line config to pin the key in (repeatable; default: station.yaml and "
+            "line.yaml beside the site config, where present).",
         ),
     ] = None,
 ) -> None:
     """Create the site signing key (once, at set-up) and pin its .pub in the station configs."""
+    from inspection.core.config import load_site_config
     from inspection.core.signing import init_keys
 
     keys = init_keys(folder or _site_keys(site), force=force)
     console.print(f"site signing key {keys.key_id}: private {keys.private} (mode 0600)")
-    for line in pin_in_configs(keys.public, configs or None):
+    configs = configs or site_station_configs(load_site_config(site))
+    for line in pin_in_configs(keys.public, configs):
         console.print(line)
     console.print(f"pin on other stations: core.bundle_public_key: {keys.public}")
 
 
-def pin_in_configs(public: Path, configs: list[Path] | None = None) -> list[str]:
-    """Pin ``public`` in each station/line config (default: the site's, where present)."""
+def pin_in_configs(public: Path, configs: list[Path]) -> list[str]:
+    """Pin ``public`` in each station/line config (``site_station_configs``: the site's)."""
     from inspection.station.config import pin_public_key
 
     notes = []
-    if configs is None:
-        configs = [c for c in STATION_CONFIGS if c.is_file()]
     for config in configs:
         changed = pin_public_key(config, public)
         notes.append(f"{config}: {'pinned' if changed else 'already pins'} {public}")

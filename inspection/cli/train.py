@@ -20,6 +20,7 @@ from rich.table import Table
 
 from inspection.cli.console import (
     StepProgress,
+    configs_line,
     file_progress,
     log_dir,
     print_table,
@@ -73,7 +74,7 @@ def _dataset_path(site: SiteConfig, product: str, data: Path | None) -> Path:
 
     if data is not None:
         return data
-    configured = load_product_config(product).data
+    configured = load_product_config(product, site.configs).data
     return configured if configured is not None else site.datasets_dir / product
 
 
@@ -169,7 +170,7 @@ def train_command(
     from inspection.training.config import load_model_config, load_product_config
 
     site_config = load_site_config(site)
-    product_config = load_product_config(product)
+    product_config = load_product_config(product, site_config.configs)
     auto = auto or product_config.auto
     if auto and (config is not None or overrides):
         raise typer.BadParameter("--auto chooses the config: drop --config and --set")
@@ -178,11 +179,14 @@ def train_command(
     )
     if auto:
         budget_s = budget or product_config.auto_budget_s
+        console.print(configs_line(site_config), soft_wrap=True, highlight=False)
         _train_auto(site_config, product, dataset, budget_s)
         return
     model_config = load_model_config(
-        model, product=product, config_file=config, overrides=overrides
-    )
+        model, product=product, config_file=config, overrides=overrides,
+        directory=site_config.configs,
+    )  # fmt: skip
+    _print_configs(site_config, model)
     # torch and anomalib load here, after the arguments and the images are checked
     from inspection.training.evaluate import write_report
     from inspection.training.train import train_model
@@ -238,7 +242,13 @@ def _train_auto(site_config: SiteConfig, product: str, dataset: Dataset, budget_
     from rich.progress import Progress
 
     from inspection.core.registry import Registry
-    from inspection.training.auto import DEFAULT_GRID, search, train_winner, write_search_report
+    from inspection.training.auto import (
+        DEFAULT_GRID,
+        product_configure,
+        search,
+        train_winner,
+        write_search_report,
+    )
     from inspection.training.evaluate import write_report
 
     console.print(f"auto search on {product}: {len(DEFAULT_GRID)} candidates, {budget_s:.0f} s")
@@ -250,10 +260,15 @@ def _train_auto(site_config: SiteConfig, product: str, dataset: Dataset, budget_
             score = "" if result.validation_auroc is None else f" {result.validation_auroc:.3f}"
             console.print(f"  {result.name}: {result.status}{score} ({result.seconds:.0f} s)")
 
-        result = search(product, dataset, budget_s=budget_s, on_candidate=on_candidate)
+        result = search(
+            product, dataset, budget_s=budget_s, on_candidate=on_candidate,
+            configure=product_configure(product, site_config.configs),
+        )  # fmt: skip
     summary = write_search_report(site_config.reports_dir / product / "auto", result)
     console.print(f"winner: [bold]{result.winner}[/] ({result.rule}); search: {summary}")
-    outcome = train_winner(result, dataset, Registry(site_config.registry_dir))
+    outcome = train_winner(
+        result, dataset, Registry(site_config.registry_dir), configs_dir=site_config.configs
+    )
     report = write_report(
         _report_dir(site_config, outcome.record), outcome.predictions, outcome.metrics
     )
@@ -310,7 +325,6 @@ class DemoContext:
     warnings: list[str] = field(default_factory=list)  # shown loudly, not fatal
     failures: list[str] = field(default_factory=list)  # make the demo exit non-zero
     verbose: bool = False  # raw library output (Lightning progress bars, INFO logs)
-    configs_dir: Path = Path("configs")  # the site config's folder: station configs get the key
 
     @property
     def registry(self) -> Any:
@@ -340,15 +354,19 @@ def step_train(ctx: DemoContext) -> None:
     from inspection.training.train import train_model
 
     total = len(ctx.products) * len(ctx.models)
+    configs = ctx.site.configs
+    console.print(configs_line(ctx.site), soft_wrap=True, highlight=False)
     with StepProgress(console, "train", total) as progress:
         for product in ctx.products:
             dataset = load_dataset(ctx.site.datasets_dir / product)
             for kind in ctx.models:
                 progress.task(f"{product}: {kind} ({len(dataset.train_samples)} images)")
-                config = load_model_config(kind, product=product, overrides=ctx.overrides)
+                config = load_model_config(
+                    kind, product=product, overrides=ctx.overrides, directory=configs
+                )
                 outcome = train_model(
                     config, dataset, product=product, registry=ctx.registry,
-                    progress=ctx.verbose, roi=load_product_config(product).roi,
+                    progress=ctx.verbose, roi=load_product_config(product, configs).roi,
                 )  # fmt: skip
                 write_report(
                     _report_dir(ctx.site, outcome.record), outcome.predictions, outcome.metrics
@@ -391,7 +409,7 @@ def step_export(ctx: DemoContext) -> None:
                         ctx.registry,
                         product,
                         ExportOptions(precision=precision),
-                        RegistryExport(version=best.version),
+                        RegistryExport(version=best.version, configs_dir=ctx.site.configs),
                         progress=lambda message, s=status: s.update(message),
                     )
                 except (GateRefusal, BundleError, RegistryError) as exc:
@@ -423,7 +441,7 @@ def step_export(ctx: DemoContext) -> None:
 def _site_signing_key(ctx: DemoContext) -> Any:
     """The site's Ed25519 signing key (``<var>/keys``), created on the first run and pinned
     in the station and line configs beside the site config."""
-    from inspection.cli.keys import STATION_CONFIGS, pin_in_configs
+    from inspection.cli.keys import pin_in_configs, site_station_configs
     from inspection.core.signing import (
         PRIVATE_KEY_FILE,
         PUBLIC_KEY_FILE,
@@ -436,8 +454,7 @@ def _site_signing_key(ctx: DemoContext) -> Any:
     if not (folder / PRIVATE_KEY_FILE).is_file():
         keys = init_keys(folder)
         ctx.notes.append(f"created the site signing key {keys.private}")
-    configs = [ctx.configs_dir / c.name for c in STATION_CONFIGS]
-    ctx.notes.extend(pin_in_configs(folder / PUBLIC_KEY_FILE, [c for c in configs if c.is_file()]))
+    ctx.notes.extend(pin_in_configs(folder / PUBLIC_KEY_FILE, site_station_configs(ctx.site)))
     return load_private_key(folder / PRIVATE_KEY_FILE)
 
 
@@ -511,7 +528,6 @@ def demo_command(
         [m.strip() for m in models.split(",") if m.strip()],
         list(overrides),
         verbose=verbose_requested(verbose),
-        configs_dir=Path(site).parent if site else Path("configs"),
     )
     with quiet_logs(log_dir(ctx.site), "demo", verbose=ctx.verbose) as log_file:
         _run_demo(ctx, skip, log_file)
@@ -545,6 +561,19 @@ def _run_demo(ctx: DemoContext, skip: str, log_file: Path | None) -> None:
 
 
 # -------------------------------------------------------------------------- output
+
+
+def _print_configs(site: SiteConfig, kind: str) -> None:
+    """The configs folder train reads, and where the model defaults came from when not there."""
+    from inspection.training.config import model_defaults_path
+
+    line = configs_line(site)
+    defaults = model_defaults_path(kind, site.configs)
+    if defaults is None:
+        line += f"; model defaults: built-in (no models/{kind}.yaml)"
+    elif defaults.parent.parent.resolve() != site.configs.resolve():
+        line += f"; model defaults: {defaults}"
+    console.print(line, soft_wrap=True, highlight=False)
 
 
 def _print_log_file(log_file: Path | None) -> None:

@@ -184,15 +184,36 @@ class SiteConfig:
     dashboard_open_on_localhost: bool = False
     """True: a dashboard bound to 127.0.0.1/::1 needs no login (a typed name is recorded
     instead). Any other address always needs a login (``inspection users add``)."""
+    configs_dir: Path | None = None
+    """The site's product, model and refine configs (``products/<product>.yaml``,
+    ``models/<kind>.yaml``, ``refine.yaml``). Default: the site file's own folder, so a job
+    run from another directory still reads this site's configs (``load_site_config``)."""
+
+    @property
+    def configs(self) -> Path:
+        """``configs_dir``; without one (no site file), ``default_configs_dir()``."""
+        return self.configs_dir if self.configs_dir is not None else default_configs_dir()
 
 
 DEFAULT_SITE_CONFIG = Path("configs/site.yaml")
+CHECKOUT_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+"""The ``configs/`` of the checkout the package runs from: the shipped model defaults."""
+
+
+def default_configs_dir() -> Path:
+    """The configs folder when no site file is in use: ``./configs``, else the checkout's."""
+    local = Path("configs")
+    return local if local.is_dir() else CHECKOUT_CONFIGS
 
 
 def load_site_config(path: str | Path | None = None) -> SiteConfig:
-    """Load the site config; ``None`` uses configs/site.yaml when present, else defaults."""
+    """Load the site config; ``None`` uses configs/site.yaml when present, else defaults.
+    ``configs_dir`` defaults to the file's own folder."""
     if path is None:
         if not DEFAULT_SITE_CONFIG.is_file():
             return SiteConfig()
         path = DEFAULT_SITE_CONFIG
-    return from_mapping(SiteConfig, read_yaml(path), where=str(path))
+    site = from_mapping(SiteConfig, read_yaml(path), where=str(path))
+    if site.configs_dir is None:
+        site = dataclasses.replace(site, configs_dir=Path(path).parent)
+    return site

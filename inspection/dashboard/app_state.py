@@ -337,7 +337,10 @@ def retrain_runs(site: str, product: str) -> list[retraining.RetrainRun]:
 @st.cache_data(ttl=DATA_TTL_S, show_spinner=False)
 def model_health(site: str, product: str, threshold: float | None = None) -> health.ModelHealth:
     """The live bundle's health at the live threshold (or ``threshold``, a what-if)."""
-    return health.model_health(_open(site).registry, product, threshold=threshold)
+    board = _open(site)
+    return health.model_health(
+        board.registry, product, threshold=threshold, configs_dir=board.site.configs
+    )
 
 
 @st.cache_data(ttl=DATA_TTL_S, show_spinner=False)

@@ -115,13 +115,13 @@ class ModelHealth:
         return f"{where}: {state} — " + "; ".join(self.reasons)
 
 
-def operating_point(product: str) -> OperatingPoint:
-    """The product's configured operating point (``operating_point:`` in its config), else the
-    default false-reject budget."""
+def operating_point(product: str, configs_dir: Path | None = None) -> OperatingPoint:
+    """The product's configured operating point (``operating_point:`` in its config in
+    ``configs_dir``, the site's configs folder), else the default false-reject budget."""
     try:
         from inspection.training.config import load_product_config
 
-        point = getattr(load_product_config(product), "operating_point", None)
+        point = getattr(load_product_config(product, configs_dir), "operating_point", None)
     except (ConfigError, OSError):
         point = None
     return point if isinstance(point, OperatingPoint) else OperatingPoint()
@@ -144,9 +144,11 @@ def model_health(
     *,
     point: OperatingPoint | None = None,
     threshold: float | None = None,
+    configs_dir: Path | None = None,
 ) -> ModelHealth:
-    """Health of the live bundle at the live threshold (or ``threshold``, for what-ifs)."""
-    point = point or operating_point(product)
+    """Health of the live bundle at the live threshold (or ``threshold``, for what-ifs);
+    ``point`` defaults to the product's in ``configs_dir`` (the site's configs folder)."""
+    point = point or operating_point(product, configs_dir)
     bundle_id, data = live_scores(registry, product)
     if threshold is None:
         threshold = current_threshold_value(registry, product, bundle_id)

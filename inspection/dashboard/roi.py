@@ -16,12 +16,12 @@ import cv2
 import numpy as np
 import yaml
 
-from inspection.core.config import from_mapping
+from inspection.core.config import default_configs_dir, from_mapping
 from inspection.core.errors import ConfigError, RegistryError
 from inspection.core.images import read_image
 from inspection.core.registry import Registry
 from inspection.core.roi import RoiSpec
-from inspection.training.config import ProductConfig, config_dir, load_product_config
+from inspection.training.config import ProductConfig, load_product_config, product_config_path
 
 INCLUDE_RGB = (40, 200, 80)
 EXCLUDE_RGB = (230, 50, 50)
@@ -32,8 +32,9 @@ def products_with_reference(
     directory: Path | None = None, site_products: tuple[str, ...] | list[str] | None = None
 ) -> list[str]:
     """Products whose config names a reference image (the ones an ROI can be drawn on), among
-    ``site_products`` when given (a site edits only the products it serves)."""
-    folder = (directory or config_dir()) / "products"
+    ``site_products`` when given (a site edits only the products it serves). ``directory``:
+    the site's configs folder (``SiteConfig.configs``)."""
+    folder = (directory or default_configs_dir()) / "products"
     names = sorted(p.stem for p in folder.glob("*.yaml"))
     if site_products is not None:
         names = [n for n in names if n in set(site_products)]
@@ -101,10 +102,11 @@ def save_roi(
     reason: str,
     directory: Path | None = None,
 ) -> Path:
-    """Write ``roi`` into the product's config and append an ``roi`` audit event."""
+    """Write ``roi`` into the product's config in ``directory`` (the site's configs folder)
+    and append an ``roi`` audit event."""
     if not actor.strip() or not reason.strip():
         raise RegistryError("an ROI change needs who (your name) and why (a reason)")
-    path = (directory or config_dir()) / "products" / f"{product}.yaml"
+    path = product_config_path(product, directory)
     text = path.read_text(encoding="utf-8") if path.is_file() else ""
     block = _roi_yaml(roi)
     updated = _ROI_BLOCK.sub(lambda _m: block.rstrip("\n"), text, count=1)

@@ -33,16 +33,23 @@ def challenger_config(
 
 
 def train_challenger(
-    config: Any, dataset_root: Path, *, product: str, registry: Registry, progress: bool
+    config: Any,
+    dataset_root: Path,
+    *,
+    product: str,
+    registry: Registry,
+    progress: bool,
+    configs_dir: Path | None = None,
 ) -> ModelRecord:
-    """Train on the run's MVTec folder and register a new immutable version."""
+    """Train on the run's MVTec folder and register a new immutable version; the ROI is the
+    product's in ``configs_dir`` (the site's configs folder)."""
     from inspection.data.dataset import load_dataset
     from inspection.training.config import load_product_config
     from inspection.training.train import train
 
     return train(
         config, load_dataset(dataset_root), product=product, registry=registry,
-        progress=progress, roi=load_product_config(product).roi,
+        progress=progress, roi=load_product_config(product, configs_dir).roi,
     )  # fmt: skip
 
 
@@ -66,6 +73,7 @@ def export_int8(
     dataset_root: Path,
     *,
     progress: Callable[[str], None] | None = None,
+    configs_dir: Path | None = None,
 ) -> tuple[str, ExportRecord]:
     """Export ``record`` to an INT8 bundle in the registry; returns (bundle id, what its
     export recorded: gate, FP32 reference, image-AUROC drop).
@@ -83,7 +91,7 @@ def export_int8(
         registry,
         record.product,
         ExportOptions(precision="int8", force=True),
-        RegistryExport(version=record.version, dataset_path=dataset_root),
+        RegistryExport(version=record.version, dataset_path=dataset_root, configs_dir=configs_dir),
         progress=progress,
     )
     return result.bundle_id, result.metadata.export_record()

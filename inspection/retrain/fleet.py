@@ -241,6 +241,7 @@ def absolute_site(site: SiteConfig) -> SiteConfig:
         blob_dir=Path(site.blob_dir).resolve(),
         reports_dir=Path(site.reports_dir).resolve(),
         datasets_dir=Path(site.datasets_dir).resolve(),
+        configs_dir=site.configs.resolve(),
         store_url=store_url,
     )
 

@@ -137,11 +137,14 @@ class SearchResult:
 Configure = Callable[[Candidate], ModelConfig]
 
 
-def product_configure(product: str) -> Configure:
-    """Candidates as overrides on the product's config layers (``load_model_config``)."""
+def product_configure(product: str, directory: Path | None = None) -> Configure:
+    """Candidates as overrides on the product's config layers (``load_model_config``) in
+    ``directory``, the site's configs folder."""
 
     def configure(candidate: Candidate) -> ModelConfig:
-        config = load_model_config(candidate.kind, product=product, overrides=candidate.overrides)
+        config = load_model_config(
+            candidate.kind, product=product, overrides=candidate.overrides, directory=directory
+        )
         return scaled(config, candidate.scale)
 
     return configure
@@ -322,9 +325,15 @@ def choose(results: Sequence[CandidateResult]) -> str:
 
 
 def train_winner(
-    search_result: SearchResult, dataset: Dataset, registry: Registry, progress: bool = True
+    search_result: SearchResult,
+    dataset: Dataset,
+    registry: Registry,
+    progress: bool = True,
+    *,
+    configs_dir: Path | None = None,
 ) -> Any:
-    """Train and register the winner with the search in its lineage; the ``TrainOutcome``."""
+    """Train and register the winner with the search in its lineage; the ``TrainOutcome``.
+    ``configs_dir``: the site's configs folder (the product's ROI)."""
     from inspection.training.config import load_product_config
     from inspection.training.train import train_model
 
@@ -332,7 +341,7 @@ def train_winner(
     return train_model(
         config, dataset, product=search_result.product, registry=registry,
         progress=progress, lineage=search_result.lineage(),
-        roi=load_product_config(search_result.product).roi,
+        roi=load_product_config(search_result.product, configs_dir).roi,
     )  # fmt: skip
 
 

@@ -7,7 +7,9 @@ A config is built from, in order (later wins):
 3. ``--config FILE``                         a YAML of ``ModelConfig`` keys
 4. ``--set key=value``                       dotted keys, YAML values (``backbone.weights=random``)
 
-Unknown keys are rejected with their name; an unknown model kind lists the valid ones.
+``configs/`` is the site's configs folder (``SiteConfig.configs``: the folder of the site file
+in use, ``--site``); a site without ``models/<kind>.yaml`` uses the checkout's. Unknown keys are
+rejected with their name; an unknown model kind lists the valid ones.
 """
 
 from __future__ import annotations
@@ -20,7 +22,14 @@ from typing import Any, Literal
 import yaml
 
 from inspection.core.alignment import AlignmentSpec
-from inspection.core.config import deep_merge, from_mapping, read_yaml, to_mapping
+from inspection.core.config import (
+    CHECKOUT_CONFIGS,
+    deep_merge,
+    default_configs_dir,
+    from_mapping,
+    read_yaml,
+    to_mapping,
+)
 from inspection.core.errors import ConfigError
 from inspection.core.global_context import GLOBAL_COMPONENTS
 from inspection.core.operating_point import OperatingPoint
@@ -212,20 +221,29 @@ def _check(ok: bool, key: str, message: str) -> None:
         raise ConfigError(f"{key}: {message}")
 
 
-def config_dir() -> Path:
-    """``./configs`` when run from a checkout, else the one next to the package."""
-    local = Path("configs")
-    if (local / "models").is_dir():
-        return local
-    return Path(__file__).resolve().parents[2] / "configs"
+def product_config_path(product: str, directory: Path | None = None) -> Path:
+    """``<directory>/products/<product>.yaml``; ``directory``: the site's configs folder
+    (``SiteConfig.configs``), default ``core.config.default_configs_dir()``."""
+    return (directory or default_configs_dir()) / "products" / f"{product}.yaml"
 
 
 def load_product_config(product: str, directory: Path | None = None) -> ProductConfig:
-    """The product's YAML, or an empty ``ProductConfig`` when it has none."""
-    path = (directory or config_dir()) / "products" / f"{product}.yaml"
+    """The product's YAML in ``directory`` (see ``product_config_path``), or an empty
+    ``ProductConfig`` when it has none."""
+    path = product_config_path(product, directory)
     if not path.is_file():
         return ProductConfig()
     return from_mapping(ProductConfig, read_yaml(path), where=str(path))
+
+
+def model_defaults_path(kind: str, directory: Path | None = None) -> Path | None:
+    """``models/<kind>.yaml`` of ``directory`` (the site's configs folder), else the one the
+    checkout ships (``core.config.CHECKOUT_CONFIGS``); None when neither exists."""
+    for folder in (directory or default_configs_dir(), CHECKOUT_CONFIGS):
+        path = folder / "models" / f"{kind}.yaml"
+        if path.is_file():
+            return path
+    return None
 
 
 def load_model_config(
@@ -238,17 +256,17 @@ def load_model_config(
 ) -> ModelConfig:
     """Merge the config layers (see module docstring) into a validated ``ModelConfig``."""
     check_kind(kind)
-    directory = directory or config_dir()
-    base_path = directory / "models" / f"{kind}.yaml"
-    data: dict[str, Any] = read_yaml(base_path) if base_path.is_file() else {}
-    where = str(base_path)
+    base_path = model_defaults_path(kind, directory)
+    data: dict[str, Any] = read_yaml(base_path) if base_path is not None else {}
+    where = str(base_path) if base_path is not None else f"built-in {kind} defaults"
     if product is not None:
         product_config = load_product_config(product, directory)
         if product_config.operating_point is not None:
             point = to_mapping(product_config.operating_point)
             data = deep_merge(data, {"operating_point": point})
         data = deep_merge(data, product_config.models.get(kind, {}))
-        where += f" + products/{product}.yaml"
+        if product_config_path(product, directory).is_file():
+            where += f" + {product_config_path(product, directory)}"
     if config_file is not None:
         data = deep_merge(data, read_yaml(config_file))
         where += f" + {config_file}"

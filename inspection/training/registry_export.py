@@ -23,7 +23,11 @@ from inspection.core.registry import ModelRecord, Registry
 from inspection.core.signing import sign_bundle, site_signing_key
 from inspection.data.dataset import load_dataset
 from inspection.training.bundle_calibration import record_operating_point
-from inspection.training.config import load_product_config, model_config_from_mapping
+from inspection.training.config import (
+    load_product_config,
+    model_config_from_mapping,
+    product_config_path,
+)
 from inspection.training.convert import MAP_OUTPUT, POOLED_OUTPUT, SCORE_OUTPUT
 from inspection.training.export import (
     ExportOptions,
@@ -74,6 +78,9 @@ class RegistryExport:
     promote: bool = False
     actor: str = "export"
     """Who promotes it, as recorded in the registry's history."""
+    configs_dir: Path | None = None
+    """The site's configs folder (``SiteConfig.configs``), whose ``products/<product>.yaml``
+    gives the bundle its ROI, alignment and units; None: ``core.config.default_configs_dir()``."""
 
 
 def export_bundle(
@@ -99,7 +106,7 @@ def export_bundle(
         if source.version
         else registry.latest_version(product)
     )
-    base, part_files = with_part_setup(base_metadata(record, options.precision))
+    base, part_files = with_part_setup(base_metadata(record, options.precision), source.configs_dir)
     if base.bundle_id in registry.bundle_ids(product):
         raise BundleError(
             f"bundle {product}/{base.bundle_id} already exists; bundles are immutable"
@@ -168,22 +175,24 @@ def export_splits(record: ModelRecord, dataset: Any) -> ExportSplits:
 def with_part_setup(
     base: BundleMetadata, config_dir: Path | None = None
 ) -> tuple[BundleMetadata, dict[str, Path]]:
-    """``base`` with its product's ROI, alignment and units (``configs/products``), and the
-    files they need in the bundle (the alignment reference image, checksummed like any file)."""
+    """``base`` with its product's ROI, alignment and units (``products/<product>.yaml`` of
+    ``config_dir``, the site's configs folder), and the files they need in the bundle (the
+    alignment reference image, checksummed like any file)."""
     config = load_product_config(base.product, config_dir)
+    path = product_config_path(base.product, config_dir)
     trained = base.training_roi
     if trained is not None and trained.roi != config.roi:
         raise BundleError(
-            f"{base.model_version} was trained with a different ROI than products/"
-            f"{base.product}.yaml has now (patches outside the training ROI are not in the "
-            "model): retrain the product, or restore the ROI it was trained with"
+            f"{base.model_version} was trained with a different ROI than {path} has now "
+            "(patches outside the training ROI are not in the model): retrain the product, or "
+            "restore the ROI it was trained with"
         )
     meta = replace(base, roi=config.roi, alignment=config.alignment, units=config.units)
     if config.alignment is None or config.reference is None:
         return meta, {}
     if not config.reference.is_file():
         raise BundleError(
-            f"products/{base.product}.yaml: reference image {config.reference} not found "
+            f"{path}: reference image {config.reference} not found "
             "(alignment needs it; generate the dataset or fix the path)"
         )
     return meta, {config.alignment.file: config.reference}

@@ -305,17 +305,34 @@ def test_roi_page_offers_only_this_sites_products(seeded_site, site_env) -> None
     assert any("No product of this site names a reference image" in i.value for i in at.info)
 
 
+def test_roi_page_reads_the_sites_own_product_configs(seed, tmp_path, site_env) -> None:
+    """The checkout's configs/products/plate.yaml (the working directory's) is not this site's:
+    its folder has no product configs, so nothing is offered (or saved over another site's)."""
+    from inspection.store.store import Store
+
+    site = seed.write_site(tmp_path / "plate-site", ["plate"])
+    config = load_site_config(site)
+    Store.migrated(config.store_url, config.blob_dir).engine.dispose()
+    site_env(site)
+    at = _open("roi", user="rita", role="reviewer")
+    assert any("No product of this site names a reference image" in i.value for i in at.info)
+
+
 def test_roi_page_on_a_plate_site(seed, tmp_path, site_env, open_mode) -> None:
+    import shutil
+
     from inspection.store.store import Store
     from inspection.training.config import load_product_config
 
     site = seed.write_site(tmp_path / "plate-site", ["plate"])
+    (site.parent / "products").mkdir()
+    shutil.copy(APP.parents[2] / "configs" / "products" / "plate.yaml", site.parent / "products")
     config = load_site_config(site)
     Store.migrated(config.store_url, config.blob_dir).engine.dispose()
     site_env(open_mode(site))  # no login on localhost: the typed name is recorded
     at = _open("roi", user=None)
     assert at.selectbox(key="roi_product").value == "plate"
-    reference = Path(load_product_config("plate").reference)
+    reference = Path(load_product_config("plate", config.configs).reference)
     if not reference.is_file():  # `inspection data hires` not run here: say where it belongs
         assert any(str(reference) in w.value for w in at.warning), [w.value for w in at.warning]
         return

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from inspection.core.config import CHECKOUT_CONFIGS
 from inspection.core.errors import ConfigError
 from inspection.training.config import (
     MODEL_KINDS,
@@ -13,6 +14,7 @@ from inspection.training.config import (
     load_model_config,
     load_product_config,
     model_config_from_mapping,
+    model_defaults_path,
     parse_override,
 )
 
@@ -222,3 +224,36 @@ def test_local_statistics_is_off_by_default() -> None:
 def test_local_statistics_rejects_anything_else_naming_the_key(value: object) -> None:
     with pytest.raises(ConfigError, match=r"^m\.yaml\.local_statistics: .*fits none of"):
         model_config_from_mapping({"kind": "patchcore", "local_statistics": value}, where="m.yaml")
+
+
+def test_a_site_without_model_defaults_uses_the_checkouts(tmp_path: Path) -> None:
+    """The site folder's products/ with the checkout's models/ (not ModelConfig's own
+    defaults, which differ: local_statistics false, image_score patch)."""
+    (tmp_path / "products").mkdir()
+    (tmp_path / "products" / "widget.yaml").write_text("models: {patchcore: {batch_size: 3}}\n")
+    config = load_model_config("patchcore", product="widget", directory=tmp_path)
+    assert model_defaults_path("patchcore", tmp_path) == CHECKOUT_CONFIGS / "models/patchcore.yaml"
+    assert (config.batch_size, config.local_statistics, config.image_score) == (
+        3,
+        "auto",
+        "map_peak",
+    )
+
+
+def test_a_sites_own_model_defaults_win(tmp_path: Path) -> None:
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "patchcore.yaml").write_text("kind: patchcore\nseed: 7\n")
+    assert model_defaults_path("patchcore", tmp_path) == tmp_path / "models" / "patchcore.yaml"
+    assert load_model_config("patchcore", product="widget", directory=tmp_path).seed == 7
+
+
+def test_config_errors_name_the_files_that_were_read(tmp_path: Path) -> None:
+    (tmp_path / "products").mkdir()
+    (tmp_path / "products" / "widget.yaml").write_text("models: {patchcore: {seeed: 1}}\n")
+    with pytest.raises(ConfigError) as info:
+        load_model_config("patchcore", product="widget", directory=tmp_path)
+    files = f"{CHECKOUT_CONFIGS / 'models' / 'patchcore.yaml'} + {tmp_path / 'products' / 'widget.yaml'}"
+    assert str(info.value).startswith(f"{files}: unknown key(s) 'seeed'")
+    with pytest.raises(ConfigError) as info:  # a product without a file is not named
+        load_model_config("patchcore", product="gadget", directory=tmp_path, overrides=["x=1"])
+    assert str(info.value).startswith(f"{CHECKOUT_CONFIGS / 'models' / 'patchcore.yaml'}: ")

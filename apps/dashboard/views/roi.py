@@ -15,7 +15,8 @@ site = app_state.site_key()
 board = app_state.dashboard()
 st.title("Regions of interest")
 
-products = roi.products_with_reference(site_products=app_state.products(site))
+configs = board.site.configs  # the site's own product configs (INSPECTION_SITE_CONFIG's folder)
+products = roi.products_with_reference(configs, site_products=app_state.products(site))
 if not products:
     st.info(
         "No product of this site names a reference image. Add `reference:` (a good part in the "
@@ -26,7 +27,7 @@ if not products:
     st.stop()
 
 product = st.selectbox("Product", products, key="roi_product")
-config = load_product_config(product)
+config = load_product_config(product, configs)
 image = roi.reference_image(config)
 if image is None:
     st.warning(
@@ -48,7 +49,9 @@ def _save(edited: roi.RoiSpec, reason: str) -> None:
     if actor is None:
         return
     try:
-        path = roi.save_roi(product, edited, board.registry, actor=actor, reason=reason)
+        path = roi.save_roi(
+            product, edited, board.registry, actor=actor, reason=reason, directory=configs
+        )
     except InspectionError as exc:
         st.error(str(exc), icon=":material/error:")
         return

@@ -95,7 +95,7 @@ def _use(value: float) -> None:
     st.session_state[slider_key] = value
 
 
-budget_default = health.operating_point(product).budget
+budget_default = health.operating_point(product, board.site.configs).budget
 with st.container(border=True):
     st.markdown(
         "**Operating point.** Set the share of good parts the line may reject (the budget): the "

@@ -1,0 +1,58 @@
+"""Commands given ``--site`` read and write that site's configs (its file's folder), not the
+ones in the working directory, and say which folder they read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from inspection.cli import app
+from inspection.cli.console import configs_line
+from inspection.core.config import SiteConfig, load_site_config
+from inspection.core.errors import DatasetError
+
+STATION = "core:\n  products: [widget]\n  allow_unsigned_bundles: true\n"
+
+
+@pytest.fixture
+def two_sites(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """(the working directory, with site A's configs/; site B's site file elsewhere)."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    for folder, name in ((a / "configs", "a"), (b, "b")):
+        (folder / "products").mkdir(parents=True)
+        (folder / "products" / "widget.yaml").write_text(f"data: {tmp_path / name / 'widget'}\n")
+        (folder / "station.yaml").write_text(STATION)
+        (folder / "site.yaml").write_text(f"registry_dir: {folder / 'var' / 'registry'}\n")
+    monkeypatch.chdir(a)
+    return a, b / "site.yaml"
+
+
+def test_train_reads_the_product_config_of_the_site_it_is_given(
+    tmp_path: Path, two_sites: tuple[Path, Path]
+) -> None:
+    _, site_b = two_sites
+    result = CliRunner().invoke(app, ["train", "--product", "widget", "--site", str(site_b)])
+    assert isinstance(result.exception, DatasetError), result.output
+    assert str(result.exception) == f"dataset folder not found: {tmp_path / 'b' / 'widget'}"
+    result = CliRunner().invoke(app, ["train", "--product", "widget"])  # the default site: A's
+    assert str(result.exception) == f"dataset folder not found: {tmp_path / 'a' / 'widget'}"
+
+
+def test_keys_init_pins_the_station_configs_of_the_site_it_is_given(
+    two_sites: tuple[Path, Path],
+) -> None:
+    cwd, site_b = two_sites
+    result = CliRunner().invoke(app, ["keys", "init", "--site", str(site_b)])
+    assert result.exit_code == 0, result.output
+    assert "bundle_public_key:" in (site_b.parent / "station.yaml").read_text()
+    assert (cwd / "configs" / "station.yaml").read_text() == STATION  # site A's: untouched
+
+
+def test_the_configs_line_names_the_folder_and_why(
+    tmp_path: Path, two_sites: tuple[Path, Path]
+) -> None:
+    _, site_b = two_sites
+    assert configs_line(load_site_config(site_b)) == f"configs: {tmp_path / 'b'} (site config)"
+    assert configs_line(SiteConfig()) == f"configs: {tmp_path / 'a' / 'configs'} (no site file)"
