@@ -1,11 +1,18 @@
 """Defect-mask refinement (torch-free): prompts from anomaly maps, classical and SAM refiners.
 
-``build_refiner(load_refine_config())`` gives a ``MaskRefiner`` for the station's Inspector.
+``build_refiner(refine_config_in(site.configs))`` gives a ``MaskRefiner`` for an Inspector.
 The SAM refiner (``inspection.refine.sam``) imports openvino; it is loaded only when asked for.
 """
 
 from inspection.refine.base import MaskRefiner
-from inspection.refine.config import RefineConfig, load_refine_config
+from inspection.refine.config import RefineConfig, load_refine_config, refine_config_in
 from inspection.refine.factory import REFINERS, build_refiner
 
-__all__ = ["REFINERS", "MaskRefiner", "RefineConfig", "build_refiner", "load_refine_config"]
+__all__ = [
+    "REFINERS",
+    "MaskRefiner",
+    "RefineConfig",
+    "build_refiner",
+    "load_refine_config",
+    "refine_config_in",
+]

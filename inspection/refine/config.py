@@ -1,4 +1,8 @@
-"""Typed, frozen refinement config, loaded from ``configs/refine.yaml``."""
+"""Typed, frozen refinement config, loaded from ``refine.yaml`` in a site's configs folder.
+
+A command reads it once when it starts (``refine_config_in``), so a bad key stops the command
+with one line naming the file and key, instead of refusing every bundle as it loads.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,10 @@ from pathlib import Path
 from typing import Literal
 
 from inspection.core.bundle import Precision
-from inspection.core.config import from_mapping, read_yaml
+from inspection.core.config import default_configs_dir, from_mapping, read_yaml
 from inspection.core.errors import ConfigError
 
-DEFAULT_REFINE_CONFIG = Path("configs/refine.yaml")
+REFINE_CONFIG_NAME = "refine.yaml"
 
 
 @dataclass(frozen=True)
@@ -108,12 +112,17 @@ class RefineConfig:
     sam: SamConfig = field(default_factory=SamConfig)
 
 
+def refine_config_in(configs_dir: Path | None = None) -> RefineConfig:
+    """``refine.yaml`` of ``configs_dir`` (a site's configs folder, ``SiteConfig.configs``;
+    default ``core.config.default_configs_dir()``), or the defaults when it has none."""
+    path = (configs_dir or default_configs_dir()) / REFINE_CONFIG_NAME
+    return load_refine_config(path) if path.is_file() else RefineConfig()
+
+
 def load_refine_config(path: str | Path | None = None) -> RefineConfig:
-    """Load the refine config; ``None`` uses configs/refine.yaml when present, else defaults."""
+    """Load the refine config at ``path``; ``None``: ``refine_config_in()``."""
     if path is None:
-        if not DEFAULT_REFINE_CONFIG.is_file():
-            return RefineConfig()
-        path = DEFAULT_REFINE_CONFIG
+        return refine_config_in()
     data = read_yaml(path)
     unknown = sorted(set(data) - {"refine"})
     if unknown:
