@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from inspection.core.bundle import SIGNATURE_FILE
 from inspection.core.config import SiteConfig
-from inspection.core.errors import ConfigError, DatasetError, RegistryError
+from inspection.core.errors import ConfigError, DatasetError
 from inspection.core.registry import ModelRecord, Registry, utc_now
 from inspection.core.retrain_report import RetrainEvent
 from inspection.core.signing import site_keys_dir, site_public_key
@@ -115,6 +115,7 @@ def retrain_product(
     (default: the champion's). Raises ``RetrainBusy`` if the product is locked.
     """
     registry = Registry(site.registry_dir)
+    _check_trained(registry, product)
     with retrain_lock(site.registry_dir, product):
         run = _Run(product, _run_id(config.work_dir / product), actor, utc_now())
         try:
@@ -134,7 +135,7 @@ def _retrain(run: _Run, ctx: _Context) -> RetrainResult:
     champion_record, champion_dir = _champion(ctx.registry, run)
     data = _assemble(run, ctx, champion_record)
     record = _incremental(run, ctx, champion_record, data) or _train(
-        run, ctx, champion_record or _latest_or_raise(ctx.registry, run.product), data
+        run, ctx, champion_record or ctx.registry.latest_version(run.product), data
     )
     bundle_id = _export(run, ctx, record, data)
     bundles = {"challenger": ctx.registry.bundle_dir(run.product, bundle_id)}
@@ -186,7 +187,7 @@ def _train(run: _Run, ctx: _Context, source: ModelRecord, data: RunData) -> Mode
     )
     record = adapters.train_challenger(
         challenger_cfg, data.train_root, product=run.product, registry=ctx.registry,
-        progress=ctx.train_progress, configs_dir=ctx.site.configs,
+        progress=ctx.train_progress,
     )  # fmt: skip
     run.challenger_version = record.version
     return record
@@ -241,9 +242,8 @@ def _export(run: _Run, ctx: _Context, record: ModelRecord, data: RunData) -> str
     run.stage = "export"
     ctx.say(f"exporting {record.model_version} to INT8")
     bundle_id, export = adapters.export_int8(
-        ctx.registry, record, data.train_root, progress=lambda m: ctx.say(f"export: {m}"),
-        configs_dir=ctx.site.configs,
-    )  # fmt: skip
+        ctx.registry, record, data.train_root, progress=lambda m: ctx.say(f"export: {m}")
+    )
     run.challenger_bundle = bundle_id
     run.int8_image_auroc_drop = export.image_auroc_drop
     return bundle_id
@@ -360,14 +360,17 @@ def _champion_reviewed_good(registry: Registry, product: str, champion: str | No
     return []
 
 
-def _latest_or_raise(registry: Registry, product: str) -> ModelRecord:
-    try:
-        return registry.latest_version(product)
-    except RegistryError as exc:
-        raise RegistryError(
-            f"{exc}: train a first model with `inspection train --product {product}` "
-            "(the challenger reuses its config)"
-        ) from exc
+def _check_trained(registry: Registry, product: str) -> None:
+    """Refuse a product without a trained version before anything is written (a typo used to
+    leave a registry folder with a failed event, which ``--all`` then retrained every time)."""
+    if registry.versions(product):
+        return
+    known = ", ".join(p for p in registry.products() if registry.versions(p)) or "none"
+    raise ConfigError(
+        f"product {product!r} has no trained model in the registry {registry.root} "
+        f"(trained there: {known}): check the name, or train a first model with "
+        f"`inspection train --product {product}` (the challenger reuses its config)"
+    )
 
 
 def _since(

@@ -34,11 +34,11 @@ def test_in_process_a_failed_product_never_promotes(tmp_path: Path, tiny_product
     site = scratch_site(tmp_path, tiny_product.parent)
     outcomes = run_fleet(["ghost", "ghost"], site, _config(tmp_path), FleetOptions())
     [ghost] = outcomes  # each product once
-    assert ghost.status == "failed" and "dataset folder not found" in ghost.detail
+    assert ghost.status == "failed" and "'ghost' has no trained model" in ghost.detail
     assert ghost.where.endswith(f":{os.getpid()}")
     registry = Registry(site.registry_dir)
     assert registry.live("ghost") is None
-    assert [e["status"] for e in registry.events("ghost")] == ["failed"]
+    assert registry.events("ghost") == [] and "ghost" not in registry.products()
 
 
 def _ray_head() -> str:
@@ -148,6 +148,6 @@ def test_retrain_one_raises_for_the_scheduler(tmp_path: Path, tiny_product: Path
     from inspection.retrain.fleet import FleetTaskFailed, retrain_one
 
     site = scratch_site(tmp_path, tiny_product.parent)
-    with pytest.raises(FleetTaskFailed, match="dataset folder not found"):
+    with pytest.raises(FleetTaskFailed, match="'ghost' has no trained model"):
         retrain_one("ghost", site, _config(tmp_path), FleetOptions())
     assert Registry(site.registry_dir).live("ghost") is None
