@@ -187,7 +187,7 @@ def _train(run: _Run, ctx: _Context, source: ModelRecord, data: RunData) -> Mode
     )
     record = adapters.train_challenger(
         challenger_cfg, data.train_root, product=run.product, registry=ctx.registry,
-        progress=ctx.train_progress,
+        progress=ctx.train_progress, configs_dir=ctx.site.configs,
     )  # fmt: skip
     run.challenger_version = record.version
     return record
@@ -242,8 +242,9 @@ def _export(run: _Run, ctx: _Context, record: ModelRecord, data: RunData) -> str
     run.stage = "export"
     ctx.say(f"exporting {record.model_version} to INT8")
     bundle_id, export = adapters.export_int8(
-        ctx.registry, record, data.train_root, progress=lambda m: ctx.say(f"export: {m}")
-    )
+        ctx.registry, record, data.train_root, progress=lambda m: ctx.say(f"export: {m}"),
+        configs_dir=ctx.site.configs,
+    )  # fmt: skip
     run.challenger_bundle = bundle_id
     run.int8_image_auroc_drop = export.image_auroc_drop
     return bundle_id
