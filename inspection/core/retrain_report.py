@@ -124,6 +124,9 @@ class RetrainEvent:
     status: str | None = None
     """``promoted``, ``kept`` or ``failed`` (None in events older than the field)."""
     reviewed_good_ids: tuple[str, ...] = ()
+    challenger_version: str | None = None
+    reviews_until: str | None = None
+    """When the run read the reviews (UTC, ISO 8601); None in events older than the field."""
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def figures(self, role: str) -> dict[str, float]:

@@ -79,6 +79,8 @@ class _Run:
     training: str = "full"
     """How the challenger was trained: ``full``, or ``incremental from vNNNN``."""
     reviewed_good_ids: tuple[str, ...] = ()
+    reviews_until: str | None = None
+    """When the run read the reviews (UTC): later ones are not in its training set."""
     int8_image_auroc_drop: float | None = None
 
 
@@ -171,6 +173,7 @@ def _assemble(run: _Run, ctx: _Context, champion: ModelRecord | None) -> RunData
     run.stage = "assemble"
     original = load_dataset(job.dataset or ctx.site.datasets_dir / run.product)
     ctx.say(f"assembling data (reviewed-good since {since.isoformat() if since else 'the start'})")
+    run.reviews_until = utc_now()
     data = assemble_run_data(
         original, _open_store(ctx.site, ctx.reviews), run.product, ctx.config.work_dir / run.product / run.run_id,
         since=since, carry_over=carry_over,
@@ -313,6 +316,7 @@ def _finish(
         metrics={role: e.gate_metrics() for role, e in evaluations.items()},
         report=str(report_dir),
         reviewed_good_ids=list(run.reviewed_good_ids),
+        reviews_until=run.reviews_until,
     )
 
 
@@ -331,6 +335,7 @@ def _record_failure(registry: Registry, run: _Run, exc: BaseException) -> None:
             champion=run.champion,
             challenger=run.challenger_bundle,
             challenger_version=run.challenger_version,
+            reviews_until=run.reviews_until,
         )
     except Exception:  # the registry itself may be what failed
         log.exception("could not record the failed retrain of %s", run.product)
@@ -377,6 +382,9 @@ def _check_trained(registry: Registry, product: str) -> None:
 def _since(
     registry: Registry, product: str, config: RetrainConfig, champion: ModelRecord | None
 ) -> datetime | None:
+    """Reviews after this are new: after the version ``reviewed_since`` names was made, or
+    after the retrain run that made it read the reviews, when that was earlier (a review
+    recorded while that run trained was in neither its training set nor any later one's)."""
     if config.reviewed_since == "all":
         return None
     if config.reviewed_since == "champion":
@@ -384,7 +392,21 @@ def _since(
     else:
         versions = registry.versions(product)
         record = versions[-1] if versions else None
-    return None if record is None else datetime.fromisoformat(record.created_at)
+    if record is None:
+        return None
+    made = datetime.fromisoformat(record.created_at)
+    read = _reviews_read_until(registry, product, record.version)
+    return made if read is None else min(made, read)
+
+
+def _reviews_read_until(registry: Registry, product: str, version: str) -> datetime | None:
+    """When the retrain run that made ``version`` read the reviews; ``None`` when no run
+    made it (``inspection train``) or its event predates the field."""
+    for event in reversed(registry.events(product)):
+        if event.get("action") == "retrain" and event.get("challenger_version") == version:
+            until = RetrainEvent.from_event(event, f"{product} retrain event").reviews_until
+            return None if until is None else datetime.fromisoformat(until)
+    return None
 
 
 def _open_store(site: SiteConfig, store: Store | ReviewSource | None) -> Store | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -9,9 +10,11 @@ import pytest
 from inspection.core.errors import ConfigError
 from inspection.core.registry import Registry
 from inspection.retrain.config import retrain_config_from_mapping
-from inspection.retrain.pipeline import retrain_product
+from inspection.retrain.pipeline import _since, retrain_product
+from inspection.store.models import Inspection
+from inspection.store.store import Store
 
-from .helpers import scratch_site
+from .helpers import reviewed_inspection, scratch_site
 
 
 def _trained(registry: Registry, product: str = "brick") -> None:
@@ -31,3 +34,31 @@ def test_an_unknown_product_is_refused_before_anything_is_written(tmp_path: Path
         retrain_product("brcik", site=site, config=config)
     assert registry.products() == ["brick"]
     assert not (tmp_path / "work").exists()
+
+
+def test_a_review_recorded_while_a_run_trained_is_new_to_the_next_run(tmp_path: Path) -> None:
+    """Reviewed-good since the champion meant: since its version was made. A review recorded
+    after its run read the reviews but before that was in no training set, ever."""
+    site = scratch_site(tmp_path, tmp_path / "datasets")
+    registry = Registry(site.registry_dir)
+    _trained(registry)
+    champion = registry.version("brick", "v0001")
+    read = datetime.fromisoformat(champion.created_at) - timedelta(minutes=30)
+    registry.record_event(
+        "brick", "retrain", actor="t", reason="", status="promoted", challenger="v0001-int8",
+        challenger_version="v0001", reviews_until=read.isoformat(),
+    )  # fmt: skip
+    store = Store.migrated(site.store_url, site.blob_dir)
+    (tmp_path / "part.png").write_bytes(b"png")
+    late = reviewed_inspection(store, tmp_path / "part.png", "good")
+    with store.session() as session:
+        session.get(Inspection, late).reviewed_at = read + timedelta(minutes=10)
+    config = retrain_config_from_mapping({"work_dir": str(tmp_path / "work")})
+
+    since = _since(registry, "brick", config, champion)
+    assert since == read
+    assert [row.id for row in store.reviewed("brick", ["good"], since=since)] == [late]
+    _trained(registry)  # made by hand (inspection train): no run read reviews for it
+    newest = registry.version("brick", "v0002")
+    latest = retrain_config_from_mapping({"reviewed_since": "latest_version"})
+    assert _since(registry, "brick", latest, None) == datetime.fromisoformat(newest.created_at)
