@@ -4,6 +4,13 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM as an exception: a one-shot command unwinds like on Ctrl-C."""
 
 
 def stop_on_signals() -> threading.Event:
@@ -12,3 +19,18 @@ def stop_on_signals() -> threading.Event:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     return stop
+
+
+@contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """Inside: SIGTERM raises ``Terminated``, so ``finally`` blocks and failure records run
+    (SIGTERM's default action ended the process on the spot: no record, temp folders left)."""
+
+    def _raise(signum: int, _frame: FrameType | None) -> None:
+        raise Terminated(f"stopped by {signal.Signals(signum).name}")
+
+    previous = signal.signal(signal.SIGTERM, _raise)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -8,7 +8,7 @@ import time
 import typer
 from rich.console import Console
 
-from inspection.cli._signals import stop_on_signals
+from inspection.cli._signals import Terminated, stop_on_signals, terminate_as_interrupt
 
 console = Console()
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ def _retrain_one(product, site_config, retrain_config, actor, overrides) -> None
     from inspection.retrain.pipeline import retrain_product
 
     try:
-        with console.status(f"retraining {product}") as status:
+        with terminate_as_interrupt(), console.status(f"retraining {product}") as status:
             result = retrain_product(
                 product,
                 site=site_config,
@@ -88,6 +88,21 @@ def _retrain_one(product, site_config, retrain_config, actor, overrides) -> None
         return
     except InspectionError:
         raise  # one clear line and exit code 2 (inspection.cli.main)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM as Terminated
+        console.print(
+            f"[bold red]retrain {exc or 'interrupted'}; the champion stays live[/] "
+            "(recorded as a failed run in the registry's events)"
+        )
+        raise typer.Exit(143 if isinstance(exc, Terminated) else 130) from exc
+    except OSError as exc:  # a folder that is read-only, full or gone: no traceback
+        from inspection.cli import os_error_line
+
+        log.debug("retrain of %s failed", product, exc_info=True)
+        console.print(
+            f"[bold red]retrain failed, the champion stays live:[/] {os_error_line(exc)} "
+            "(free space or make it writable, then run again)"
+        )
+        raise typer.Exit(2) from exc
     except Exception as exc:
         log.exception("retrain of %s failed", product)
         console.print(f"[bold red]retrain failed, the champion stays live:[/] {exc}")
@@ -173,7 +188,8 @@ def scheduler(
 
     runner = Scheduler(retrain_config, job)
     if once:
-        outcomes = runner.run_due()
+        with terminate_as_interrupt():
+            outcomes = runner.run_due()
         if not outcomes:
             console.print("no retrain job is due")
         for outcome in outcomes:
