@@ -3,7 +3,8 @@
 A bundle is a folder with OpenVINO IR files and ``metadata.json``. The metadata
 carries everything the station needs and never guesses: input size, colour order,
 pixel scale, mean/std, the score normalisation, thresholds, precision, the
-calibration set, the bundle's own metrics and the sha256 of every file.
+calibration set, the colour and sizes of the training images, the bundle's own metrics and
+the sha256 of every file.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from inspection.core.errors import BundleError, ConfigError
 from inspection.core.export_gate import ExportRecord
 from inspection.core.fingerprint import sha256_file
 from inspection.core.golden import GoldenOutputs
+from inspection.core.input_domain import InputDomain
 from inspection.core.metrics import EvaluationMetrics
 from inspection.core.refinement import RefinementChoice
 from inspection.core.roi import RoiSpec, RoiTraining
@@ -158,6 +160,10 @@ class BundleMetadata:
     golden: GoldenOutputs | None = None
     """Raw outputs of the bundle on its golden images, checked on the station's CPU at load
     (``core.golden``); None: older bundles, not checked."""
+    input_domain: InputDomain | None = None
+    """The colour and sizes of the version's images (``core.input_domain``): a grey-trained
+    bundle converts colour input to grey, and the station refuses images unlike them. None:
+    older bundles, not checked."""
     metrics: dict[str, Any] = field(default_factory=dict)
     source_dataset: dict[str, Any] = field(default_factory=dict)
     created_at: str = ""

@@ -33,3 +33,8 @@ class WeightsError(InspectionError):
 
 class AlignmentError(InspectionError):
     """An image could not be registered to its product's reference: an error, never a verdict."""
+
+
+class InputDomainError(InspectionError):
+    """An image unlike the bundle's training images (grey under a colour bundle, far too small,
+    another aspect ratio; ``core.input_domain``): an error, never a verdict."""

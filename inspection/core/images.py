@@ -278,6 +278,14 @@ def to_rgb_uint8(image: Image.Image) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
+def grey_replicated(image: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> (H, W, 3) uint8 with every channel the image's luma, exactly as
+    a colour file decodes to grey (Pillow's ``convert("L")``, ITU-R 601-2) and as a grey file
+    decodes to RGB (``to_rgb_uint8`` replicates it): a grey image is returned unchanged."""
+    luma = np.asarray(Image.fromarray(np.ascontiguousarray(image), "RGB").convert("L"))
+    return cv2.cvtColor(luma, cv2.COLOR_GRAY2RGB)
+
+
 def list_images(folder: str | Path) -> list[Path]:
     """Image files directly inside ``folder``, sorted by name: any letter case of an image
     suffix; hidden files (``.*``, e.g. macOS ``._x.png`` AppleDouble companions) skipped."""

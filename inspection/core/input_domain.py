@@ -1,0 +1,245 @@
+"""The input domain of a bundle: what its training images looked like, and the rule that
+refuses an image unlike them (an error, never a verdict).
+
+    domain = measure_input_domain(size_paths, colour_paths)      # export, from the dataset
+    problems = domain.problems(image, input_size=(256, 256), tiled=False)   # station
+
+A model judges whatever it is given: a grey part under a model trained on colour images, an
+8x8 thumbnail, or a 16:9 frame squashed into a square input all get a score, and the score
+means nothing. The bundle records its training images' colour and sizes (``InputDomain``,
+``BundleMetadata.input_domain``) and the station holds every image against them:
+
+- **colour**: a bundle whose every measured image was grey (``colour="grey"``) converts
+  colour input to grey exactly as the decoder turns a grey file into RGB
+  (``core.images.grey_replicated``), so a grey file and its colour twin give the same input.
+  A bundle whose every image was clearly colour (``colour="colour"``) refuses a grey image.
+  Anything between (``"mixed"``: faint colour, or grey and colour images together) is
+  neither converted nor refused.
+- **aspect ratio** (width / height): refused outside the measured range by more than
+  ``ASPECT_TOLERANCE`` (15 %) either way: resizing to the model input would distort the part
+  beyond what training showed.
+- **size**: refused when the shorter side is below ``MIN_SIDE_FRACTION`` (half) of the
+  smallest training shorter side *and*, for a bundle that resizes the whole image, below the
+  model input's shorter side (an image at least as large as the input carries every pixel the
+  model looks at). A tiled bundle sees native-resolution tiles, so only the first limit holds.
+
+The tolerances never refuse the bundle's own images: export measures sizes on every training,
+validation and test image of the version (from the file headers) and colour on up to
+``COLOUR_SAMPLE`` training images plus every validation and test image, so each of them lies
+inside the recorded ranges. The golden images (at the model input size) run straight into the
+compiled model and are not held against the domain. ``channel_spread`` is measured the same way
+at export and on the station (cells averaging 4x4 pixels picked across the image), so the
+station's reduced working copy of a part measures what its full-resolution training image did.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, get_args
+
+import cv2
+import numpy as np
+
+from inspection.core.images import probe_image, read_image
+
+ColourMode = Literal["grey", "colour", "mixed"]
+InputCheck = Literal["refuse", "warn", "off"]
+"""What a station does with an image outside its bundle's input domain: refuse it (an error,
+never a verdict), judge it and record a warning, or not check."""
+INPUT_CHECKS: tuple[InputCheck, ...] = get_args(InputCheck)
+
+GREY_SPREAD = 1.0
+"""An image whose ``channel_spread`` is at most this (uint8 levels) is grey: exactly 0 for a
+mono camera or a grey file, below 1 for a grey scene saved through a colour JPEG."""
+CLEAR_COLOUR_SPREAD = 4.0
+"""A bundle is trained on colour images when every measured image spreads at least this much
+(four times the grey limit: no colour part of such a product is taken for grey)."""
+ASPECT_TOLERANCE = 0.15
+"""How far (relative) an image's width / height may lie outside the training range: a 5:4
+camera under a 4:3-trained bundle passes (6.7 %), 16:9 (33 %) does not."""
+MIN_SIDE_FRACTION = 0.5
+"""An image's shorter side may be down to this fraction of the smallest training one."""
+COLOUR_SAMPLE = 64
+"""Training images measured for colour at export (evenly spread over the sorted list)."""
+_PICKED_SIDE = 256
+_CELLS_SIDE = 64
+
+
+@dataclass(frozen=True)
+class InputDomain:
+    """What a bundle's images were: colour mode, channel spread and sizes.
+
+    - ``colour``: ``"grey"`` (every measured image at most ``GREY_SPREAD``), ``"colour"``
+      (every one at least ``CLEAR_COLOUR_SPREAD``) or ``"mixed"``.
+    - ``channel_spread``: (lowest, highest) ``channel_spread`` of the measured images, levels.
+    - ``height``, ``width``: (smallest, largest) in pixels; ``aspect``: (lowest, highest)
+      width / height; over ``images`` images.
+    - ``colour_images``: how many of them were measured for colour.
+    """
+
+    colour: ColourMode
+    channel_spread: tuple[float, float]
+    height: tuple[int, int]
+    width: tuple[int, int]
+    aspect: tuple[float, float]
+    images: int
+    colour_images: int
+
+    def __post_init__(self) -> None:
+        if self.colour not in get_args(ColourMode):
+            raise ValueError(f"colour must be one of {get_args(ColourMode)}, got {self.colour!r}")
+        if self.images < 1 or not 1 <= self.colour_images <= self.images:
+            raise ValueError(
+                f"images must be >= 1 and colour_images in 1..images, got {self.images} and "
+                f"{self.colour_images}"
+            )
+        for name in ("channel_spread", "height", "width", "aspect"):
+            low, high = getattr(self, name)
+            if not (math.isfinite(low) and math.isfinite(high) and 0 <= low <= high):
+                raise ValueError(
+                    f"{name} must be (low, high) with 0 <= low <= high, got {(low, high)}"
+                )
+        if min(self.height[0], self.width[0]) < 1 or self.aspect[0] <= 0:
+            raise ValueError(
+                f"sizes must be >= 1 px and aspect > 0, got height {self.height}, width "
+                f"{self.width}, aspect {self.aspect}"
+            )
+        low, high = self.channel_spread
+        if (self.colour == "grey" and high > GREY_SPREAD) or (
+            self.colour == "colour" and low < CLEAR_COLOUR_SPREAD
+        ):
+            raise ValueError(
+                f"colour {self.colour!r} contradicts channel_spread {self.channel_spread} (grey: "
+                f"at most {GREY_SPREAD}, colour: at least {CLEAR_COLOUR_SPREAD})"
+            )
+
+    def describe(self) -> str:
+        """One line: colour mode and spread, width x height ranges, how many images."""
+        return (
+            f"{self.colour} images (channel spread {_span(self.channel_spread, '.1f')}), "
+            f"{_span(self.width, 'd')} x {_span(self.height, 'd')} px, aspect "
+            f"{_span(self.aspect, '.2f')}, over {self.images} images"
+        )
+
+    def min_side(self, input_size: tuple[int, int], *, tiled: bool) -> int:
+        """The smallest shorter side (px) accepted for a model of ``input_size`` (h, w)."""
+        limit = math.ceil(MIN_SIDE_FRACTION * min(self.height[0], self.width[0]))
+        return limit if tiled else min(limit, *input_size)
+
+    def aspect_range(self) -> tuple[float, float]:
+        """(lowest, highest) width / height accepted."""
+        low, high = self.aspect
+        return low / (1 + ASPECT_TOLERANCE), high * (1 + ASPECT_TOLERANCE)
+
+    def problems(
+        self, image: np.ndarray, *, input_size: tuple[int, int], tiled: bool
+    ) -> tuple[str, ...]:
+        """Why (H, W, 3) uint8 RGB ``image`` is outside this domain (empty: it is inside),
+        each saying what the bundle expects and what the image is."""
+        height, width = image.shape[:2]
+        found = []
+        if self.colour == "colour":
+            spread = channel_spread(image)
+            if spread <= GREY_SPREAD:
+                low, high = self.channel_spread
+                found.append(
+                    f"grey image (its three channels are equal: channel spread {spread:.1f}) but "
+                    f"the bundle was trained on colour images (spread {low:.1f}-{high:.1f})"
+                )
+        aspect = width / height
+        low, high = self.aspect_range()
+        if not low <= aspect <= high:
+            found.append(
+                f"image is {width}x{height} (aspect {aspect:.2f}) but the bundle was trained on "
+                f"aspect {_span(self.aspect, '.2f')} (accepted {low:.2f}-{high:.2f}): resizing it "
+                "to the model input would distort the part"
+            )
+        least = self.min_side(input_size, tiled=tiled)
+        if min(height, width) < least:
+            trained = min(self.height[0], self.width[0])
+            found.append(
+                f"image is {width}x{height}, shorter side {min(height, width)} px, but the bundle "
+                f"needs at least {least} px (its training images' shorter sides are {trained} px "
+                "or more)"
+            )
+        return tuple(found)
+
+
+def _span(pair: tuple[float, float], spec: str) -> str:
+    low, high = pair
+    return f"{low:{spec}}" if f"{low:{spec}}" == f"{high:{spec}}" else f"{low:{spec}}-{high:{spec}}"
+
+
+def channel_spread(image: np.ndarray) -> float:
+    """How colourful an (H, W, 3) uint8 image is, in uint8 levels: the mean, over up to 64x64
+    cells each averaging 4x4 pixels picked evenly across the image, of the spread (max - min)
+    of the three channels. 0 for a grey image; sensor noise averages out within a cell, so a
+    scene measures alike at full resolution and on a reduced copy."""
+    height, width = image.shape[:2]
+    picked = cv2.resize(
+        image,
+        (min(width, _PICKED_SIDE), min(height, _PICKED_SIDE)),
+        interpolation=cv2.INTER_NEAREST,
+    )
+    cells = cv2.resize(
+        picked, (min(width, _CELLS_SIDE), min(height, _CELLS_SIDE)), interpolation=cv2.INTER_AREA
+    )
+    red, green, blue = cv2.split(cells)
+    high = cv2.max(cv2.max(red, green), blue)
+    low = cv2.min(cv2.min(red, green), blue)
+    return float(cv2.mean(cv2.subtract(high, low))[0])
+
+
+def colour_mode(spreads: Sequence[float]) -> ColourMode:
+    """The colour mode of images with these ``channel_spread`` values."""
+    if max(spreads) <= GREY_SPREAD:
+        return "grey"
+    return "colour" if min(spreads) >= CLEAR_COLOUR_SPREAD else "mixed"
+
+
+def evenly(paths: Sequence[Path], count: int) -> list[Path]:
+    """Up to ``count`` of ``paths`` (sorted), evenly spread: the first, the last, and between."""
+    ordered = sorted(paths)
+    if len(ordered) <= count:
+        return ordered
+    picks = np.linspace(0, len(ordered) - 1, count).round().astype(int)
+    return [ordered[i] for i in sorted(set(picks.tolist()))]
+
+
+def measure_input_domain(size_paths: Sequence[Path], colour_paths: Sequence[Path]) -> InputDomain:
+    """The domain of image files: sizes from the headers of ``size_paths``, colour from the
+    decoded ``colour_paths`` (a subset; ``ImageDecodeError`` names an unreadable file)."""
+    if not size_paths or not colour_paths:
+        raise ValueError("an input domain needs at least one image to measure")
+    sizes = [probe_image(path) for path in size_paths]  # (width, height)
+    spreads = [channel_spread(read_image(path)) for path in colour_paths]
+    widths = [w for w, _ in sizes]
+    heights = [h for _, h in sizes]
+    aspects = [w / h for w, h in sizes]
+    return InputDomain(
+        colour=colour_mode(spreads),
+        channel_spread=(round(min(spreads), 3), round(max(spreads), 3)),
+        height=(min(heights), max(heights)),
+        width=(min(widths), max(widths)),
+        aspect=(_round_down(min(aspects)), _round_up(max(aspects))),
+        images=len(sizes),
+        colour_images=len(spreads),
+    )
+
+
+def _round_down(value: float) -> float:
+    return math.floor(value * 1e6) / 1e6
+
+
+def _round_up(value: float) -> float:
+    return math.ceil(value * 1e6) / 1e6
+
+
+def input_check_mode(value: object) -> InputCheck:
+    """``value`` as an ``InputCheck``; ``ValueError`` naming the valid ones otherwise."""
+    if value not in INPUT_CHECKS:
+        raise ValueError(f"input_check must be one of {', '.join(INPUT_CHECKS)}, got {value!r}")
+    return value  # type: ignore[return-value]

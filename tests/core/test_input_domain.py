@@ -1,0 +1,234 @@
+"""The input domain schema (``core.input_domain``): validation, the colour measure, the refusal
+rules and their tolerances, measuring files, and the grey conversion of ``core.images``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from inspection.core.bundle import read_bundle_metadata
+from inspection.core.config import from_mapping, to_mapping
+from inspection.core.images import grey_replicated, read_image
+from inspection.core.input_domain import (
+    InputDomain,
+    channel_spread,
+    colour_mode,
+    evenly,
+    input_check_mode,
+    measure_input_domain,
+)
+
+COLOUR = InputDomain(
+    colour="colour",
+    channel_spread=(20.0, 40.0),
+    height=(256, 256),
+    width=(256, 256),
+    aspect=(1.0, 1.0),
+    images=30,
+    colour_images=30,
+)
+FIXTURES = Path(__file__).parents[1] / "fixtures"
+
+
+def _colourful(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A smooth colour part: red across, green down, blue constant, mild noise."""
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    rgb = np.stack([60 + 120 * xs / width, 60 + 120 * ys / height, np.full_like(xs, 90)], axis=2)
+    noise = np.random.default_rng(seed).normal(0, 3, rgb.shape)
+    return np.clip(rgb + noise, 0, 255).astype(np.uint8)
+
+
+def _grey(image: np.ndarray) -> np.ndarray:
+    return np.repeat(image[..., :1], 3, axis=2)
+
+
+# ------------------------------------------------------------------ the schema
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"colour": "sepia"}, "colour must be one of ('grey', 'colour', 'mixed'), got 'sepia'"),
+        ({"images": 0}, "images must be >= 1 and colour_images in 1..images, got 0 and 30"),
+        ({"colour_images": 31}, "colour_images in 1..images, got 30 and 31"),
+        (
+            {"height": (300, 200)},
+            "height must be (low, high) with 0 <= low <= high, got (300, 200)",
+        ),
+        ({"aspect": (1.0, float("nan"))}, "aspect must be (low, high)"),
+        ({"width": (0, 256)}, "sizes must be >= 1 px and aspect > 0"),
+        ({"aspect": (0.0, 1.0)}, "sizes must be >= 1 px and aspect > 0"),
+        ({"colour": "grey"}, "colour 'grey' contradicts channel_spread (20.0, 40.0)"),
+        ({"channel_spread": (2.0, 40.0)}, "colour 'colour' contradicts channel_spread (2.0, 40.0)"),
+    ],
+)
+def test_an_inconsistent_domain_is_refused(change: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        dataclasses.replace(COLOUR, **change)
+
+
+def test_the_domain_round_trips_through_its_json_mapping() -> None:
+    data = json.loads(json.dumps(to_mapping(COLOUR)))
+    assert from_mapping(InputDomain, data, where="input_domain") == COLOUR
+    assert COLOUR.describe() == (
+        "colour images (channel spread 20.0-40.0), 256 x 256 px, aspect 1.00, over 30 images"
+    )
+
+
+def test_bundles_written_before_the_record_load_without_one() -> None:
+    bundle = FIXTURES / "registry_v2" / "brick" / "bundles" / "v0001-fp32"
+    assert read_bundle_metadata(bundle).input_domain is None
+
+
+# ------------------------------------------------------------ the colour measure
+def test_channel_spread_is_zero_for_grey_and_large_for_colour() -> None:
+    part = _colourful(200, 300)
+    assert channel_spread(_grey(part)) == 0.0
+    assert channel_spread(part) > 20.0
+    assert channel_spread(np.zeros((1, 1, 3), np.uint8)) == 0.0
+
+
+def test_channel_spread_barely_depends_on_the_resolution_it_is_measured_at() -> None:
+    """The station measures a reduced working copy; export measured the full image."""
+    full = _colourful(2048, 2048)
+    reduced = cv2.resize(full, (512, 512), interpolation=cv2.INTER_AREA)
+    assert channel_spread(reduced) == pytest.approx(channel_spread(full), rel=0.05)
+    noisy_grey = np.clip(
+        128 + np.random.default_rng(1).normal(0, 6, (1024, 1024, 3)), 0, 255
+    ).astype(np.uint8)  # a grey scene through a noisy colour sensor: noise averages out
+    assert channel_spread(noisy_grey) < 4.0
+
+
+@pytest.mark.parametrize(
+    ("spreads", "mode"),
+    [
+        ([0.0, 0.0, 0.4], "grey"),
+        ([1.0], "grey"),
+        ([4.0, 30.0], "colour"),
+        ([0.0, 30.0], "mixed"),
+        ([2.5, 3.0], "mixed"),
+    ],
+)
+def test_colour_mode(spreads: list[float], mode: str) -> None:
+    assert colour_mode(spreads) == mode
+
+
+# ------------------------------------------------------------ the refusal rules
+@pytest.mark.parametrize(
+    ("image", "expected"),
+    [
+        (_colourful(256, 256), None),
+        (_colourful(1024, 1024), None),  # larger: resized down as training images were
+        (_colourful(128, 128), None),  # half the training side: still accepted
+        (_colourful(256, 292), None),  # aspect 1.14: within 15 %
+        (_colourful(292, 256), None),  # aspect 0.88
+        (_grey(_colourful(256, 256)), "grey image (its three channels are equal: channel spread "
+         "0.0) but the bundle was trained on colour images (spread 20.0-40.0)"),
+        (_colourful(8, 8), "image is 8x8, shorter side 8 px, but the bundle needs at least 128 px "
+         "(its training images' shorter sides are 256 px or more)"),
+        (_colourful(1, 1), "image is 1x1, shorter side 1 px, but the bundle needs at least 128 px"),
+        (_colourful(127, 127), "shorter side 127 px, but the bundle needs at least 128 px"),
+        (_colourful(256, 456), "image is 456x256 (aspect 1.78) but the bundle was trained on "
+         "aspect 1.00 (accepted 0.87-1.15): resizing it to the model input would distort the part"),
+        (_colourful(256, 300), "aspect 1.17"),
+        (_colourful(300, 256), "aspect 0.85"),
+    ],
+)  # fmt: skip
+def test_problems_of_an_image_say_what_was_expected_and_what_came(
+    image: np.ndarray, expected: str | None
+) -> None:
+    problems = COLOUR.problems(image, input_size=(256, 256), tiled=False)
+    if expected is None:
+        assert problems == ()
+    else:
+        assert any(expected in problem for problem in problems), problems
+
+
+def test_every_problem_is_named_at_once() -> None:
+    problems = COLOUR.problems(_grey(_colourful(8, 32)), input_size=(256, 256), tiled=False)
+    assert [p.split(" ")[0] for p in problems] == ["grey", "image", "image"]
+
+
+def test_the_size_limit_is_at_most_the_model_input_unless_tiled() -> None:
+    large = dataclasses.replace(COLOUR, height=(2048, 2048), width=(2048, 2048))
+    assert large.min_side((256, 256), tiled=False) == 256  # the input carries every pixel
+    assert large.min_side((256, 256), tiled=True) == 1024  # tiles need the native pixels
+    image = _colourful(300, 300)
+    assert large.problems(image, input_size=(256, 256), tiled=False) == ()
+    assert "needs at least 1024 px" in large.problems(image, input_size=(256, 256), tiled=True)[0]
+
+
+@pytest.mark.parametrize("mode", ["grey", "mixed"])
+def test_only_a_clearly_colour_bundle_refuses_grey(mode: str) -> None:
+    domain = dataclasses.replace(
+        COLOUR, colour=mode, channel_spread=(0.0, 0.5) if mode == "grey" else (0.0, 30.0)
+    )
+    grey = _grey(_colourful(256, 256))
+    assert domain.problems(grey, input_size=(256, 256), tiled=False) == ()
+
+
+def test_input_check_modes() -> None:
+    assert [input_check_mode(m) for m in ("refuse", "warn", "off")] == ["refuse", "warn", "off"]
+    with pytest.raises(ValueError, match="input_check must be one of refuse, warn, off, got False"):
+        input_check_mode(False)
+
+
+# --------------------------------------------------------------- measuring files
+def _save(path: Path, image: np.ndarray, mode: str | None = None) -> Path:
+    Image.fromarray(image if mode is None else image[..., 0], mode=mode).save(path)
+    return path
+
+
+def test_measuring_files_gives_their_colour_and_size_ranges(tmp_path: Path) -> None:
+    files = [
+        _save(tmp_path / "a.png", _colourful(120, 160)),
+        _save(tmp_path / "b.png", _colourful(100, 150, seed=1)),
+        _save(tmp_path / "c.jpg", _colourful(90, 200, seed=2)),
+    ]
+    domain = measure_input_domain(files, files[:2])
+    assert domain.colour == "colour" and domain.images == 3 and domain.colour_images == 2
+    assert domain.height == (90, 120) and domain.width == (150, 200)
+    assert domain.aspect[0] <= 150 / 100 and domain.aspect[1] >= 200 / 90
+    assert all(
+        domain.problems(read_image(f), input_size=(64, 64), tiled=False) == () for f in files
+    )
+
+
+def test_grey_files_measure_grey_whatever_their_pixel_format(tmp_path: Path) -> None:
+    part = _grey(_colourful(64, 64))
+    files = [
+        _save(tmp_path / "mono.png", part, mode="L"),
+        _save(tmp_path / "rgb.png", part),
+        _save(tmp_path / "rgb.jpg", part),  # a grey scene through a colour JPEG
+    ]
+    domain = measure_input_domain(files, files)
+    assert domain.colour == "grey" and domain.channel_spread[1] <= 1.0
+
+
+def test_measuring_nothing_is_refused() -> None:
+    with pytest.raises(ValueError, match="needs at least one image"):
+        measure_input_domain([], [])
+
+
+def test_evenly_picks_the_ends_and_spreads_between() -> None:
+    paths = [Path(f"{i:03d}.png") for i in range(10)]
+    assert evenly(list(reversed(paths)), 4) == [paths[0], paths[3], paths[6], paths[9]]
+    assert evenly(paths[:3], 4) == paths[:3]
+
+
+# -------------------------------------------------------------- grey conversion
+def test_grey_conversion_is_the_decoders(tmp_path: Path) -> None:
+    """A colour file converted to grey and the same scene stored as a grey file (as a colour
+    converts it with Pillow) decode to the same array."""
+    part = _colourful(48, 64)
+    colour = _save(tmp_path / "part.png", part)
+    Image.open(colour).convert("L").save(tmp_path / "part-grey.png")
+    from_grey_file = read_image(tmp_path / "part-grey.png")
+    np.testing.assert_array_equal(grey_replicated(read_image(colour)), from_grey_file)
+    np.testing.assert_array_equal(grey_replicated(from_grey_file), from_grey_file)  # identity
+    assert from_grey_file.shape == (48, 64, 3)
