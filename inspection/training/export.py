@@ -13,6 +13,8 @@ non-FP32 bundle is refused (``GateRefusal``) unless false-reject and miss rates,
 pixel AUROC, AUPRO and region recall stay within ``GateTolerances`` of an FP32 bundle
 calibrated the same way, and no NG verdict lacks a region. Last, its golden outputs are
 recorded (``runtime.golden``): raw outputs on a few validation images, checked at every load.
+First of all, the colour and sizes of the version's images are recorded as the bundle's input
+domain (``core.input_domain``), which the station holds every image against.
 """
 
 from __future__ import annotations
@@ -50,6 +52,12 @@ from inspection.core.export_gate import (
 from inspection.core.fingerprint import fingerprint_files
 from inspection.core.golden import GOLDEN_IMAGES
 from inspection.core.images import read_image
+from inspection.core.input_domain import (
+    COLOUR_SAMPLE,
+    InputDomain,
+    evenly,
+    measure_input_domain,
+)
 from inspection.core.metrics import EvaluationMetrics
 from inspection.core.operating_point import OperatingPoint
 from inspection.core.outputs import RawOutputs
@@ -299,6 +307,10 @@ def export_model(
     if out_dir.exists():
         raise BundleError(f"{out_dir} already exists; refusing to overwrite a bundle")
     say = progress or log.info
+    if base.input_domain is None:
+        domain = input_domain_of(splits)
+        base = replace(base, input_domain=domain)
+        say(f"input domain: {domain.describe()}")
     say(f"converting {base.model_kind} to OpenVINO")
     pooled_layers = base.global_context.layers if base.global_context else ()
     fp32_model = convert_torch_model(torch_model, base.preprocessing.input_size, pooled_layers)
@@ -356,6 +368,17 @@ def export_model(
     meta = record_golden(out_dir, meta, golden_sources(_labelled(splits.validation), GOLDEN_IMAGES))
     write_bundle_metadata(out_dir, meta)
     return ExportResult(meta.bundle_id, out_dir, meta)
+
+
+def input_domain_of(splits: ExportSplits) -> InputDomain:
+    """The colour and sizes of the version's images (``core.input_domain``): sizes of every
+    training, validation and test image (headers only), colour of up to ``COLOUR_SAMPLE``
+    training images and of every validation and test image, so that none of the bundle's own
+    images lies outside the domain it records."""
+    held_out = list(dict.fromkeys(s.path for s in (*splits.validation, *splits.test)))
+    sizes = list(dict.fromkeys([*splits.train_images, *held_out]))
+    colour = list(dict.fromkeys([*evenly(splits.train_images, COLOUR_SAMPLE), *held_out]))
+    return measure_input_domain(sizes, colour)
 
 
 def low_rank_knn(model: ov.Model, meta: BundleMetadata, rank: int, say: Progress) -> BundleMetadata:
