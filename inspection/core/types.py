@@ -101,6 +101,10 @@ class InspectionResult:
     (``runtime.camera``): every pixel quantity of the result (map, mask, regions,
     ``min_defect_area``) is then in working pixels; ``camera_regions`` scales the regions to
     full resolution. None: the result is at full resolution."""
+    input_warnings: tuple[str, ...] = ()
+    """Why the image lies outside the bundle's input domain (``core.input_domain``: grey under a
+    colour bundle, size, aspect ratio), judged anyway because the station's ``input_check`` is
+    ``warn``; empty: inside the domain, or not checked."""
 
     def __post_init__(self) -> None:
         if self.alignment is not None and (
@@ -204,6 +208,7 @@ class InspectionResult:
                 if self.components
                 else {}
             ),
+            **({"input_warnings": list(self.input_warnings)} if self.input_warnings else {}),
         }
 
 

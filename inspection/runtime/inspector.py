@@ -23,7 +23,9 @@ from typing import Literal
 import numpy as np
 
 from inspection.core.bundle import BundleMetadata
+from inspection.core.errors import InputDomainError
 from inspection.core.golden import GoldenCheck, Recalibration
+from inspection.core.input_domain import InputCheck, input_check_mode
 from inspection.core.roi import clear_outside
 from inspection.core.threshold import check_threshold
 from inspection.core.types import AffineMatrix, InspectionResult
@@ -35,7 +37,13 @@ from inspection.refine.factory import bundle_refiner
 from inspection.runtime.camera import CameraOptions, RefineGate, bounded_image
 from inspection.runtime.golden import GoldenDriftError, check_golden
 from inspection.runtime.model import BundleModel, Finished
-from inspection.runtime.preprocess import normalize_map, normalize_score, preprocess, resize_map
+from inspection.runtime.preprocess import (
+    check_image,
+    normalize_map,
+    normalize_score,
+    preprocess,
+    resize_map,
+)
 from inspection.runtime.recalibration import recalibrate
 from inspection.runtime.warmup import WarmOutcome
 
@@ -50,7 +58,8 @@ class RawImageOutputs:
     score; ``anomaly_map``: the (h, w) float32 raw map; ``start``: the ``perf_counter`` origin
     of the latency; ``timings_ms``: the stages so far; ``components``: the fused image-level
     components (global context), empty without one; ``alignment``: the matrix the image was
-    aligned with (``BundleModel.align``), None when not aligned.
+    aligned with (``BundleModel.align``), None when not aligned; ``input_warnings``: why the
+    image is outside the bundle's input domain, judged anyway (``input_check="warn"``).
     """
 
     image: np.ndarray
@@ -60,16 +69,27 @@ class RawImageOutputs:
     timings_ms: dict[str, float] = field(default_factory=dict)
     components: dict[str, float] = field(default_factory=dict)
     alignment: AffineMatrix | None = None
+    input_warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """An image admitted and made ready for the model (``Inspector.prepare``): ``image`` (H, W,
+    3) uint8 RGB in the bundle's colour, aligned; ``alignment`` its matrix (None: unaligned);
+    ``input_warnings`` the input-domain problems judged anyway (``input_check="warn"``)."""
+
+    image: np.ndarray
+    alignment: AffineMatrix | None = None
+    input_warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class _Submitted:
-    """One ``inspect_many`` request waiting for OpenVINO: its start, aligned image and input."""
+    """One ``inspect_many`` request waiting for OpenVINO: its start, prepared image and input."""
 
     start: float
-    image: np.ndarray
+    prepared: Prepared
     tensor: np.ndarray
-    alignment: AffineMatrix | None
 
 
 class Inspector:
@@ -82,12 +102,21 @@ class Inspector:
         refiner: MaskRefiner | None = None,
         threshold: float | None = None,
         camera: CameraOptions | None = None,
+        input_check: InputCheck = "refuse",
     ) -> None:
         """``camera`` bounds the per-image stages (``runtime.camera``; default:
-        ``CameraOptions()``)."""
+        ``CameraOptions()``); ``input_check``: what to do with an image outside the bundle's
+        input domain (``core.input_domain``): refuse it, judge it with a warning, or not check."""
         self.model = model
         self.refiner = refiner
         self.camera = camera or CameraOptions()
+        self.input_check: InputCheck = input_check_mode(input_check)
+        if model.metadata.input_domain is None:
+            log.warning(
+                "%s records no input domain (exported before it was recorded): images are not "
+                "checked against its training images' colour and size",
+                model.metadata.bundle_id,
+            )
         self._refine_gate = RefineGate()
         self.golden: GoldenCheck | None = None
         """The golden check run at load (``runtime.golden``); None: not run or no golden."""
@@ -111,6 +140,7 @@ class Inspector:
         camera: CameraOptions | None = None,
         golden: bool = True,
         validation: str | Path | None = None,
+        input_check: InputCheck = "refuse",
     ) -> Inspector:
         """Verify the bundle's checksums and compile it (``BundleModel.load``), then, with
         ``golden``, run its golden images on this CPU (``runtime.golden.check_golden``): a
@@ -121,7 +151,7 @@ class Inspector:
 
         ``refiner="bundle"`` refines NG masks with the refiner the bundle's
         ``metadata.refinement`` chose (seeded from the station's ``configs/refine.yaml``);
-        ``None``: no refinement.
+        ``None``: no refinement. ``input_check``: see ``Inspector``.
         """
         model = BundleModel.load(
             path,
@@ -140,7 +170,9 @@ class Inspector:
             log.info("%s", check.message())
         if refiner == "bundle":
             refiner = _bundle_refiner(model.metadata)
-        inspector = cls(model, refiner=refiner, threshold=threshold, camera=camera)
+        inspector = cls(
+            model, refiner=refiner, threshold=threshold, camera=camera, input_check=input_check
+        )
         inspector.golden = check
         inspector.recalibration = recalibration
         return inspector
@@ -170,6 +202,33 @@ class Inspector:
         inference ended within ``idle_ms`` (``BundleModel.warm``; never delays ``inspect``)."""
         return self.model.warm(idle_ms)
 
+    # ----------------------------------------------------------------- admitting
+    def admit(self, image: np.ndarray) -> tuple[str, ...]:
+        """Hold (H, W, 3) uint8 RGB ``image`` against the bundle's input domain
+        (``core.input_domain``) under ``input_check``: ``InputDomainError`` naming every
+        problem when refusing; the problems, logged, when warning; () when it is inside the
+        domain, the check is off, or the bundle records no domain."""
+        domain = self.metadata.input_domain
+        if domain is None or self.input_check == "off":
+            return ()
+        meta = self.metadata
+        problems = domain.problems(
+            image, input_size=meta.preprocessing.input_size, tiled=meta.tiling is not None
+        )
+        if problems and self.input_check == "refuse":
+            raise InputDomainError("; ".join(problems))
+        for problem in problems:
+            log.warning("%s: judged anyway (input_check: warn): %s", self.model_version, problem)
+        return problems
+
+    def prepare(self, image: np.ndarray) -> Prepared:
+        """(H, W, 3) uint8 RGB ``image`` admitted (``admit``), then as the model takes it:
+        in the training images' colour and aligned (``BundleModel.align``). Every inspection
+        path (``inspect*``, ``runtime.tiled``) starts here."""
+        warnings = self.admit(check_image(image))
+        aligned, alignment = self.model.align(image)
+        return Prepared(aligned, alignment, warnings)
+
     # ---------------------------------------------------------------- inspecting
     def inspect(
         self, image: np.ndarray, *, threshold: float | None = None, started: float | None = None
@@ -180,8 +239,8 @@ class Inspector:
         before (decoding); the latency and the latency budget count from it."""
         threshold = self._threshold if threshold is None else check_threshold(threshold)
         start = time.perf_counter()
-        image, alignment = self.model.align(image)
-        tensor = preprocess(image, self.metadata.preprocessing)
+        ready = self.prepare(image)
+        tensor = preprocess(ready.image, self.metadata.preprocessing)
         prepared = time.perf_counter()
         raw = self.model.infer(tensor[None])
         inferred = time.perf_counter()
@@ -191,17 +250,19 @@ class Inspector:
         }
         origin = start if started is None else started
         outputs = RawImageOutputs(
-            image, float(raw.scores[0]), raw.maps[0], origin, timings, raw.components[0], alignment
-        )
+            ready.image, float(raw.scores[0]), raw.maps[0], origin, timings, raw.components[0],
+            ready.alignment, ready.input_warnings,
+        )  # fmt: skip
         return self.judge_raw(outputs, threshold=threshold)
 
     def inspect_batch(self, images: Sequence[np.ndarray]) -> list[InspectionResult]:
-        """Judge several images with one batched inference; latency is the per-image share."""
+        """Judge several images with one batched inference; latency is the per-image share.
+        One image refused (``InputDomainError``, ``AlignmentError``) refuses the batch."""
         if not images:
             return []
         start = time.perf_counter()
-        aligned = [self.model.align(image) for image in images]
-        batch = np.stack([preprocess(image, self.metadata.preprocessing) for image, _ in aligned])
+        ready = [self.prepare(image) for image in images]
+        batch = np.stack([preprocess(r.image, self.metadata.preprocessing) for r in ready])
         prepared = time.perf_counter()
         raw = self.model.infer(batch)
         inferred = time.perf_counter()
@@ -211,12 +272,13 @@ class Inspector:
             "infer": (inferred - prepared) * share,
         }
         results = []
-        for (image, alignment), score, raw_map, parts in zip(
-            aligned, raw.scores, raw.maps, raw.components, strict=True
+        for item, score, raw_map, parts in zip(
+            ready, raw.scores, raw.maps, raw.components, strict=True
         ):
             outputs = RawImageOutputs(
-                image, float(score), raw_map, time.perf_counter(), dict(timings), parts, alignment
-            )
+                item.image, float(score), raw_map, time.perf_counter(), dict(timings), parts,
+                item.alignment, item.input_warnings,
+            )  # fmt: skip
             result = self.judge_raw(outputs)
             results.append(
                 dataclasses.replace(
@@ -233,20 +295,23 @@ class Inspector:
         Results come back in input order; each latency runs from submission to completion.
         Finished requests are judged while the others still run, so the Python side of one
         image overlaps the inference of the next. Build the inspector with
-        ``performance_hint="THROUGHPUT"`` for the most parallelism.
+        ``performance_hint="THROUGHPUT"`` for the most parallelism. An image refused
+        (``InputDomainError``, ``AlignmentError``) stops the run with that error.
         """
         queue, finished = self.model.async_queue(jobs)
         pending: dict[int, _Submitted] = {}
         results: dict[int, InspectionResult] = {}
-        for index, image in enumerate(images):
-            start = time.perf_counter()
-            image, alignment = self.model.align(image)
-            tensor = preprocess(image, self.metadata.preprocessing)[None]
-            pending[index] = _Submitted(start, image, tensor, alignment)
-            queue.start_async({0: tensor}, index, share_inputs=True)  # kept alive in pending
-            for done in [i for i in list(finished) if i in pending]:
-                results[done] = self._finish_async(pending.pop(done), finished.pop(done))
-        queue.wait_all()
+        try:
+            for index, image in enumerate(images):
+                start = time.perf_counter()
+                ready = self.prepare(image)
+                tensor = preprocess(ready.image, self.metadata.preprocessing)[None]
+                pending[index] = _Submitted(start, ready, tensor)
+                queue.start_async({0: tensor}, index, share_inputs=True)  # kept alive in pending
+                for done in [i for i in list(finished) if i in pending]:
+                    results[done] = self._finish_async(pending.pop(done), finished.pop(done))
+        finally:
+            queue.wait_all()  # never leave requests running on arrays about to be freed
         del queue
         for done in sorted(pending):
             results[done] = self._finish_async(pending[done], finished.pop(done))
@@ -255,9 +320,11 @@ class Inspector:
     def _finish_async(self, submitted: _Submitted, done: Finished) -> InspectionResult:
         """The result of one ``inspect_many`` request."""
         raw = self.model.fuse(submitted.tensor, done.outputs)
+        ready = submitted.prepared
         outputs = RawImageOutputs(
-            submitted.image, float(raw.scores[0]), raw.maps[0], time.perf_counter(),
-            components=raw.components[0], alignment=submitted.alignment,
+            ready.image, float(raw.scores[0]), raw.maps[0], time.perf_counter(),
+            components=raw.components[0], alignment=ready.alignment,
+            input_warnings=ready.input_warnings,
         )  # fmt: skip
         result = self.judge_raw(outputs)
         infer_ms = (done.finished - submitted.start) * 1e3
@@ -301,6 +368,7 @@ class Inspector:
             components=dict(raw.components),
             alignment=raw.alignment,
             camera_size=camera_size,
+            input_warnings=raw.input_warnings,
         )
         timings["postprocess"] = (time.perf_counter() - post_start) * 1e3 - timings["regions"]
         if self.refiner is not None and result.is_defective:
@@ -323,4 +391,4 @@ def _bundle_refiner(metadata: BundleMetadata) -> MaskRefiner | None:
     return refiner
 
 
-__all__ = ["Inspector", "RawImageOutputs"]
+__all__ = ["Inspector", "Prepared", "RawImageOutputs"]

@@ -22,7 +22,7 @@ import openvino as ov
 from inspection.core.bundle import BundleMetadata, verify_bundle
 from inspection.core.errors import BundleError, ImageDecodeError
 from inspection.core.global_context import GlobalContext, fuse, images_of_input
-from inspection.core.images import read_image
+from inspection.core.images import grey_replicated, read_image
 from inspection.core.roi import apply_roi, apply_roi_batch
 from inspection.core.types import AffineMatrix
 from inspection.runtime.alignment import Aligner
@@ -182,14 +182,26 @@ class BundleModel:
 
     # ------------------------------------------------------- part: alignment, ROI
     def align(self, image: np.ndarray) -> tuple[np.ndarray, AffineMatrix | None]:
-        """(H, W, 3) uint8 RGB ``image`` registered to the bundle's reference, and the matrix
-        a result carries as ``alignment`` (unchanged and ``None`` without alignment); raises
-        ``AlignmentError`` when it cannot be registered: an error, never a verdict."""
+        """(H, W, 3) uint8 RGB ``image`` as the model takes it, and the matrix a result
+        carries as ``alignment`` (``None`` without alignment): in the training images' colour
+        (``to_model_colour``), then registered to the bundle's reference. Raises
+        ``AlignmentError`` when it cannot be registered: an error, never a verdict. Every path
+        into the model (``Inspector``, tiles, golden recording, re-calibration) comes here."""
         check_image(image)
+        image = self.to_model_colour(image)
         if self._aligner is None:
             return image, None
         aligned, matrix = self._aligner.align_with_matrix(image)
         return aligned, tuple(float(v) for v in matrix.reshape(-1))  # type: ignore[return-value]
+
+    def to_model_colour(self, image: np.ndarray) -> np.ndarray:
+        """(H, W, 3) uint8 RGB ``image`` in the colour the bundle was trained on: grey
+        (``core.images.grey_replicated``, as a grey file decodes) when its training images
+        were grey (``metadata.input_domain``), else unchanged."""
+        domain = self.metadata.input_domain
+        if domain is None or domain.colour != "grey":
+            return image
+        return grey_replicated(image)
 
     def restrict(self, raw_score: float, raw_map: np.ndarray) -> tuple[float, np.ndarray]:
         """One raw output masked to the bundle's ROI (``core.roi.apply_roi``; unchanged

@@ -1,17 +1,18 @@
-"""Judge image files with an ``Inspector``: folders expanded, unreadable files reported."""
+"""Judge image files with an ``Inspector``: folders expanded, unreadable files and images the
+bundle refuses (unlike its training images, not alignable) reported, the others judged."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from inspection.core.errors import ImageDecodeError
+from inspection.core.errors import AlignmentError, ImageDecodeError, InputDomainError
 from inspection.core.images import IMAGE_SUFFIXES, DecodedImage, read_reduced
 from inspection.core.types import InspectionResult
 from inspection.runtime.camera import with_camera_size
@@ -27,6 +28,9 @@ class PathOutcome:
     error: str | None = None
     image: np.ndarray | None = field(default=None, repr=False, compare=False)
     """The decoded (h, w, 3) uint8 RGB working copy (for overlays); ``None`` on error."""
+    refused: bool = False
+    """The file decoded but the bundle refused it (``error`` says why): unlike its training
+    images (``InputDomainError``) or not alignable (``AlignmentError``). Never a verdict."""
 
     @property
     def ok(self) -> bool:
@@ -46,13 +50,17 @@ def iter_paths(
     """Judge ``files`` in order, yielding each outcome as soon as its batch is done.
 
     Files are decoded reduced to the inspector's working size (``runtime.camera``); an
-    outcome's ``image`` is that working copy and its latency includes the decode."""
+    outcome's ``image`` is that working copy and its latency includes the decode. A file the
+    bundle refuses is an error outcome; the rest of its batch is still judged."""
     pending: list[tuple[Path, DecodedImage, float]] = []
 
     def flush() -> Iterator[PathOutcome]:
         if pending:
-            results = inspector.inspect_batch([decoded.image for _, decoded, _ in pending])
+            results = _judge(inspector, [decoded.image for _, decoded, _ in pending])
             for (path, decoded, decode_ms), result in zip(pending, results, strict=True):
+                if isinstance(result, str):
+                    yield PathOutcome(path, error=result, refused=True)
+                    continue
                 result = with_camera_size(result, decoded.source_size, decoded.image.shape[:2])
                 result = dataclasses.replace(
                     result,
@@ -75,6 +83,27 @@ def iter_paths(
         if len(pending) >= max(1, batch_size):
             yield from flush()
     yield from flush()
+
+
+REFUSALS = (InputDomainError, AlignmentError)
+"""Why an inspector refuses a decoded image: an error outcome, never a verdict."""
+
+
+def _judge(inspector: Inspector, images: Sequence[np.ndarray]) -> list[InspectionResult | str]:
+    """Results of ``images`` from one batch; when the bundle refuses one of them, each image
+    is judged alone and a refused one comes back as the reason."""
+    try:
+        return list(inspector.inspect_batch(images))
+    except REFUSALS as exc:
+        if len(images) == 1:
+            return [str(exc)]
+    judged: list[InspectionResult | str] = []
+    for image in images:
+        try:
+            judged.append(inspector.inspect_batch([image])[0])
+        except REFUSALS as exc:
+            judged.append(str(exc))
+    return judged
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,8 @@ TILE_MODES: tuple[str, ...] = ("batch", "async")
 class TiledOutputs:
     """Raw (not normalised) outputs of one image: the highest tile ``score`` and the stitched
     ``anomaly_map`` ((h, w) float32 at the tiling's working size); ``timings_ms`` per stage;
-    ``image``: the (H, W, 3) uint8 RGB image as inferred (aligned to the reference)."""
+    ``image``: the (H, W, 3) uint8 RGB image as inferred (in the bundle's colour, aligned to
+    the reference)."""
 
     score: float
     anomaly_map: np.ndarray
@@ -50,6 +51,8 @@ class TiledOutputs:
     image: np.ndarray
     alignment: AffineMatrix | None = None
     """The matrix the image was aligned with (``InspectionResult.alignment``); None: unaligned."""
+    input_warnings: tuple[str, ...] = ()
+    """Input-domain problems judged anyway (``Inspector.admit``, ``input_check="warn"``)."""
 
 
 class TiledInspector:
@@ -138,10 +141,11 @@ class TiledInspector:
         return scores.astype(np.float32), maps.astype(np.float32)
 
     def raw_outputs(self, image: np.ndarray) -> TiledOutputs:
-        """Cut, infer and stitch one (H, W, 3) uint8 RGB image (raw, not normalised)."""
+        """Admit, cut, infer and stitch one (H, W, 3) uint8 RGB image (raw, not normalised);
+        ``InputDomainError`` or ``AlignmentError`` when it is refused (``Inspector.prepare``)."""
         start = time.perf_counter()
-        image, alignment = self.inspector.model.align(image)
-        grid, tiles = self.tile_inputs(image)
+        ready = self.inspector.prepare(image)
+        grid, tiles = self.tile_inputs(ready.image)
         prepared = time.perf_counter()
         scores, maps = self.infer_tiles(tiles)
         inferred = time.perf_counter()
@@ -152,7 +156,9 @@ class TiledInspector:
             "stitch": (time.perf_counter() - inferred) * 1e3,
         }
         score, stitched = self.inspector.model.restrict(float(scores.max()), stitched)
-        return TiledOutputs(score, stitched, len(grid), timings, image, alignment)
+        return TiledOutputs(
+            score, stitched, len(grid), timings, ready.image, ready.alignment, ready.input_warnings
+        )
 
     def inspect(
         self, image: np.ndarray, *, threshold: float | None = None, started: float | None = None
@@ -164,8 +170,9 @@ class TiledInspector:
         start = time.perf_counter() if started is None else started
         raw = self.raw_outputs(image)
         outputs = RawImageOutputs(
-            raw.image, raw.score, raw.anomaly_map, start, raw.timings_ms, alignment=raw.alignment
-        )
+            raw.image, raw.score, raw.anomaly_map, start, raw.timings_ms,
+            alignment=raw.alignment, input_warnings=raw.input_warnings,
+        )  # fmt: skip
         return self.inspector.judge_raw(outputs, threshold=threshold)
 
 

@@ -65,8 +65,8 @@ def test_alignment_failure_is_an_error_not_a_verdict(
 ) -> None:
     inspector = _aligned_inspector(fp32_bundle, tmp_path, plate_images["reference"])
     assert inspector.inspect(plate_images["good"]).verdict in ("OK", "NG")
-    unrelated = np.full((SIZE, SIZE, 3), 128, np.uint8)
-    unrelated[::7] = 30
+    unrelated = np.full((SIZE, SIZE, 3), (128, 100, 60), np.uint8)  # colour, as trained on:
+    unrelated[::7] = (30, 60, 90)  # this is the alignment's refusal, not the input domain's
     with pytest.raises(AlignmentError):
         inspector.inspect(unrelated)
     with pytest.raises(AlignmentError):
