@@ -127,7 +127,9 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
         )
     if origin is typing.Literal:
         if value not in args:
-            raise ConfigError(f"{where}: must be one of {list(args)}, got {value!r}")
+            raise ConfigError(
+                f"{where}: must be one of {list(args)}, got {value!r}{_yaml_boolean(value, args)}"
+            )
         return value
     if dataclasses.is_dataclass(hint):
         if not isinstance(value, Mapping):
@@ -158,6 +160,19 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected {expected}, got {value!r}")
         return convert(value) if convert else value
     return value
+
+
+_YAML_BOOLEAN_WORDS = {True: ("on", "yes", "true", "y"), False: ("off", "no", "false", "n")}
+
+
+def _yaml_boolean(value: Any, choices: tuple[Any, ...]) -> str:
+    """A hint when YAML read a bare word among ``choices`` (``off``) as a boolean."""
+    if not isinstance(value, bool):
+        return ""
+    words = [c for c in choices if isinstance(c, str) and c.lower() in _YAML_BOOLEAN_WORDS[value]]
+    if not words:
+        return ""
+    return f' (YAML reads a bare {words[0]} as {str(value).lower()}: write "{words[0]}" in quotes)'
 
 
 # hint -> (accepted YAML types, what the error calls it, conversion); a bool is no number

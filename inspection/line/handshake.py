@@ -25,6 +25,7 @@ from inspection.line.config import WarmConfig
 from inspection.line.warm import TriggerWarmer, WarmHook
 from inspection.station.errors import (
     BadImage,
+    InputOutOfDomain,
     InvalidRequest,
     NoLiveModel,
     PartNotAligned,
@@ -49,6 +50,7 @@ class ErrorCode(IntEnum):
     UNKNOWN_PRODUCT = 5  # the PLC selected a product this station does not serve
     BAD_TRIGGER = 6  # malformed trigger (request id, part id, JSON)
     NOT_ALIGNED = 7  # the part could not be registered to the product's reference image
+    OUT_OF_DOMAIN = 8  # the image is unlike the bundle's training images (colour, size, aspect)
     INTERNAL = 9  # anything else; the station log has the details
 
 
@@ -142,6 +144,7 @@ _REFUSAL_CODES: dict[type[RequestRefused], ErrorCode] = {
     NoLiveModel: ErrorCode.NO_MODEL,
     StationBusy: ErrorCode.TIMEOUT,
     PartNotAligned: ErrorCode.NOT_ALIGNED,
+    InputOutOfDomain: ErrorCode.OUT_OF_DOMAIN,
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from inspection.core.errors import InspectionError
 from inspection.station.errors import (
     BadImage,
+    InputOutOfDomain,
     InvalidRequest,
     NoLiveModel,
     PartNotAligned,
@@ -33,6 +34,7 @@ _HTTP_STATUS: dict[type[RequestRefused], int] = {
     NoLiveModel: 503,
     StationBusy: 503,
     PartNotAligned: 422,
+    InputOutOfDomain: 422,
 }
 
 

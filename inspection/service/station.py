@@ -40,7 +40,11 @@ class Station:
         """Open the store (bringing its schema up to date) and prepare models; nothing loads until ``start``."""
         metrics = ServiceMetrics()
         core = StationCore.build(
-            config.core, loader=loader, store=store, on_change=metrics.model_changed
+            config.core,
+            loader=loader,
+            store=store,
+            on_change=metrics.model_changed,
+            on_input_domain=metrics.stages.count_input_domain,
         )
         metrics.watch_golden(core.models)
         station = cls(config, core, metrics)

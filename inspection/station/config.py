@@ -20,6 +20,7 @@ from PIL import Image
 
 from inspection.core.errors import ConfigError, RegistryError
 from inspection.core.images import DEFAULT_MAX_SIDE, STATION_FORMATS
+from inspection.core.input_domain import INPUT_CHECKS, InputCheck
 from inspection.core.registry import check_name
 from inspection.core.signing import PUBLIC_KEY_FILE, SigningError, load_public_key
 from inspection.runtime.camera import BoundsConfig
@@ -62,8 +63,18 @@ class StationCoreConfig:
     """Per product, a folder of this station's own validation images (MVTec layout: good/,
     optional <defect>/ and ground_truth/). A bundle whose golden outputs drift on this CPU is
     then re-calibrated on them (``runtime.recalibration``) instead of refused."""
+    input_check: InputCheck = "refuse"
+    """Images unlike the live bundle's training images (``core.input_domain``: grey under a
+    colour-trained bundle, far smaller, another aspect ratio): ``refuse`` them (an error, never
+    a verdict; the default), ``warn`` (judge them, log and count a warning) or ``"off"``
+    (quoted: YAML reads a bare off as false)."""
 
     def __post_init__(self) -> None:
+        if self.input_check not in INPUT_CHECKS:
+            raise ConfigError(
+                f"core: input_check must be one of {', '.join(INPUT_CHECKS)}, got "
+                f"{self.input_check!r}"
+            )
         if not self.products:
             raise ConfigError("core: 'products' must list at least one product")
         for product in self.products:

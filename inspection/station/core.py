@@ -9,13 +9,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from inspection.core.input_domain import InputCheck
 from inspection.core.registry import Registry
 from inspection.core.signing import key_id
 from inspection.runtime.camera import bounded_loader
 from inspection.station.config import StationCoreConfig, check_registry_dir, pinned_key
 from inspection.station.live import (
+    InspectorLike,
     InspectorLoader,
     LiveModel,
     LiveModels,
@@ -23,7 +26,7 @@ from inspection.station.live import (
     default_loader,
     recalibrating_loader,
 )
-from inspection.station.pipeline import OutboxBuilder, Pipeline
+from inspection.station.pipeline import InputDomainHook, OutboxBuilder, Pipeline
 from inspection.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -49,10 +52,13 @@ class StationCore:
         store: Store | None = None,
         on_change: Callable[[LiveModel], None] | None = None,
         outbox: OutboxBuilder | None = None,
+        on_input_domain: InputDomainHook | None = None,
     ) -> StationCore:
         """Open the store (bringing its schema up to date) and prepare the models, which load
         on ``start``. Raises ``ConfigError``, before the store is touched, when
-        ``registry_dir`` is not a folder or the pinned key cannot be read."""
+        ``registry_dir`` is not a folder or the pinned key cannot be read.
+        ``on_input_domain``: told of every image refused or judged with a warning for lying
+        outside its bundle's input domain (``core.input_domain``, ``config.input_check``)."""
         check_registry_dir(config)
         public_key = pinned_key(config)
         if loader is default_loader and config.validation_images:
@@ -62,7 +68,7 @@ class StationCore:
         models = LiveModels(
             registry,
             config.products,
-            loader=bounded_loader(loader, config.bounds),
+            loader=bounded_loader(_checking(loader, config.input_check), config.bounds),
             on_change=on_change,
             selector=TunedSelector(
                 registry, tune_on_load=config.tune_on_load, public_key=public_key
@@ -77,6 +83,7 @@ class StationCore:
             formats=config.image_formats,
             outbox=outbox,
             bounds=config.bounds,
+            on_input_domain=on_input_domain,
         )
         return cls(
             config, store, models, pipeline, None if public_key is None else key_id(public_key)
@@ -96,3 +103,16 @@ class StationCore:
             "pinned_key_id": self.key_id,
             "public_key": str(self.config.bundle_public_key) if self.key_id else None,
         }
+
+
+def _checking(loader: InspectorLoader, input_check: InputCheck) -> InspectorLoader:
+    """``loader`` whose inspectors hold images to their bundle's input domain as ``input_check``
+    says (inspectors without an ``input_check`` attribute are returned as loaded)."""
+
+    def load(bundle_dir: Path) -> InspectorLike:
+        inspector = loader(bundle_dir)
+        if hasattr(inspector, "input_check"):
+            inspector.input_check = input_check  # type: ignore[attr-defined]
+        return inspector
+
+    return load

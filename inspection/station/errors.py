@@ -57,3 +57,9 @@ class StationBusy(RequestRefused):
 class PartNotAligned(RequestRefused):
     """The image could not be registered to the product's reference (``runtime.alignment``):
     wrong or missing part, blocked view, or a pose beyond the limits. Never a verdict."""
+
+
+class InputOutOfDomain(RequestRefused):
+    """The image is unlike the bundle's training images (``core.input_domain``): grey under a
+    colour-trained bundle, far smaller, or of another aspect ratio. Never a verdict; the
+    station's ``input_check: warn`` judges such images with a warning instead."""

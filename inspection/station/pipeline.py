@@ -6,25 +6,31 @@ acknowledged is durable. Everything that can fail on the input (validation, deco
 inference, encoding the mask, map and overlay) runs before the first blob is written;
 blobs are written before the row, so a stored row never points at a missing blob, and
 blobs this call created are removed again when the row cannot be committed.
+
+An image the live bundle refuses (``InputOutOfDomain``: unlike its training images;
+``PartNotAligned``) is an error, never a verdict; one judged with input-domain warnings
+(``input_check: warn``) is logged. Both are reported to ``on_input_domain`` (metrics).
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Literal
 
-from inspection.core.errors import AlignmentError, ImageDecodeError
+from inspection.core.errors import AlignmentError, ImageDecodeError, InputDomainError
 from inspection.core.fingerprint import sha256_bytes
 from inspection.core.images import DEFAULT_MAX_SIDE, STATION_FORMATS, decode_reduced
 from inspection.runtime.camera import BoundsConfig, decode_side, stored_copy, with_camera_size
 from inspection.runtime.overlays import render_overlay
 from inspection.station.errors import (
     BadImage,
+    InputOutOfDomain,
     InvalidRequest,
     PartNotAligned,
     ReplayConflict,
@@ -35,8 +41,12 @@ from inspection.station.render import encode_jpeg, encode_map, encode_mask, imag
 from inspection.store.models import Inspection, OutboxEntry
 from inspection.store.store import Store
 
+log = logging.getLogger(__name__)
+
 OutboxBuilder = Callable[[Mapping[str, Any], Mapping[str, float]], Sequence[OutboxEntry]]
 """(row fields, timings in ms) -> outbox messages committed with the inspection."""
+InputDomainHook = Callable[[str, Literal["refused", "warned"]], None]
+"""(product, outcome) for each image outside its bundle's input domain (``core.input_domain``)."""
 
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,79}$")
 MAX_PART_ID = 128
@@ -115,6 +125,7 @@ class Pipeline:
         formats: tuple[str, ...] = STATION_FORMATS,
         outbox: OutboxBuilder | None = None,
         bounds: BoundsConfig | None = None,
+        on_input_domain: InputDomainHook | None = None,
     ) -> None:
         self.store = store
         self.models = models
@@ -123,6 +134,7 @@ class Pipeline:
         self.formats = formats
         self.outbox = outbox
         self.bounds = bounds or BoundsConfig()
+        self.on_input_domain = on_input_domain
 
     def check_product(self, product: str | None) -> str:
         if not product:
@@ -174,10 +186,19 @@ class Pipeline:
             raise BadImage(str(exc)) from exc
         image = decoded.image
         decode_ms = _ms(decode_start)
+        name = source_name or "upload"
         try:
             result = model.inspect(image, started=decode_start)
         except AlignmentError as exc:
             raise PartNotAligned(str(exc)) from exc
+        except InputDomainError as exc:
+            log.warning("%s: %s refused: %s", product, name, exc)
+            self._input_domain(product, "refused")
+            raise InputOutOfDomain(str(exc)) from exc
+        if result.input_warnings:
+            problems = "; ".join(result.input_warnings)
+            log.warning("%s: %s judged outside its input domain: %s", product, name, problems)
+            self._input_domain(product, "warned")
         result = with_camera_size(result, decoded.source_size, image.shape[:2])
         encode_start = time.perf_counter()
         overlay = render_overlay(image, result, max_side=self.bounds.overlay_max_side)
@@ -226,6 +247,10 @@ class Pipeline:
         if row.id != fields["id"]:
             self._discard(created, keep={row.image_sha, row.map_sha, row.mask_sha, row.overlay_sha})
         return Outcome(row, row.id == fields["id"], _ms(started), stages | {"store": _ms(stored)})
+
+    def _input_domain(self, product: str, outcome: Literal["refused", "warned"]) -> None:
+        if self.on_input_domain is not None:
+            self.on_input_domain(product, outcome)
 
     def _discard(self, created: list[str], keep: set[str | None]) -> None:
         for sha in created:

@@ -1,5 +1,6 @@
 """Prometheus figures of the bounded inspection path: per-stage time, refinement skipped
-for the latency budget, uploads closed by their read deadline, inspections refused."""
+for the latency budget, uploads closed by their read deadline, images outside their bundle's
+input domain (refused, or judged with a warning)."""
 
 from __future__ import annotations
 
@@ -38,6 +39,14 @@ class StageMetrics:
             ["reason"],
             registry=registry,
         )
+        self.input_domain = Counter(
+            "inspection_input_domain",
+            "Images unlike their bundle's training images (grey under a colour bundle, far "
+            "smaller, another aspect ratio) by product and outcome: refused (no verdict) or "
+            "warned (judged anyway, input_check: warn).",
+            ["product", "outcome"],
+            registry=registry,
+        )
 
     def observe(self, product: str, timings_ms: Mapping[str, float]) -> None:
         """Count one stored inspection's stages and whether its refinement was skipped."""
@@ -46,3 +55,7 @@ class StageMetrics:
                 self.stage.labels(product, stage).observe(max(0.0, timings_ms[stage]) / 1e3)
         if timings_ms.get("refine_skipped"):
             self.refine_skipped.labels(product).inc()
+
+    def count_input_domain(self, product: str, outcome: str) -> None:
+        """Count one image outside its bundle's input domain (``Pipeline.on_input_domain``)."""
+        self.input_domain.labels(product, outcome).inc()

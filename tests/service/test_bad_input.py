@@ -24,7 +24,7 @@ def _png(width: int, height: int) -> bytes:
     return buffer.getvalue()
 
 
-SMALL_PNG = _png(32, 24)
+SMALL_PNG = _png(128, 128)  # a plain colour part, like the bundle's 128 px training images
 HUGE_PIXELS_PNG = _png(1100, 1000)  # 1.1 MP > max_pixels (1 MP), tiny on the wire
 NOISE = np.random.default_rng(0).integers(0, 256, 400_000, dtype=np.uint8).tobytes()
 MULTIPART = "multipart/form-data; boundary=XyZ"

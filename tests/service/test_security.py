@@ -83,10 +83,10 @@ def test_failed_commit_leaves_no_orphan_blobs(
     before = _blob_files(module_served)
     monkeypatch.setattr(store, "add_inspection", broken)
     with pytest.raises(RuntimeError, match="fault injected"):
-        module_served.station.pipeline.run(_encoded(40, 30), product=PRODUCT, station_id="st-1")
+        module_served.station.pipeline.run(_encoded(128, 128), product=PRODUCT, station_id="st-1")
     assert _blob_files(module_served) == before
     monkeypatch.undo()
-    assert module_served.inspect(_encoded(40, 30)).status_code == 201
+    assert module_served.inspect(_encoded(128, 128)).status_code == 201
 
 
 def test_watch_folder_does_not_follow_symlinks(

@@ -1,0 +1,53 @@
+"""An upload unlike the live bundle's training images is refused (422, counted, logged, nothing
+stored); with ``input_check: warn`` it is judged and counted as a warning."""
+
+from __future__ import annotations
+
+import io
+import logging
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from .helpers import Bundles, serve, serving_registry, station_config
+
+pytestmark = pytest.mark.slow
+
+
+def _grey_png(data: bytes) -> bytes:
+    """The same part through a mono camera: one channel's worth, stored as grey."""
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(data)).convert("L").save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _metric(text: str, outcome: str) -> float:
+    prefix = f'inspection_input_domain_total{{outcome="{outcome}",product="brick"}} '
+    lines = [line for line in text.splitlines() if line.startswith(prefix)]
+    return float(lines[0].split()[-1]) if lines else 0.0
+
+
+def test_a_grey_upload_under_a_colour_bundle_is_refused(
+    tmp_path: Path, bundles: Bundles, sample_images, caplog
+) -> None:
+    serving_registry(tmp_path / "registry", bundles)
+    with serve(station_config(tmp_path)) as served, caplog.at_level(logging.WARNING):
+        assert served.inspect(sample_images["good0"]).status_code == 201
+        refused = served.inspect(_grey_png(sample_images["good0"]), request_id="grey-1")
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["detail"].startswith("grey image (its three channels are equal")
+        assert "the bundle was trained on colour images" in refused.json()["detail"]
+        assert served.station.store.count_inspections() == 1  # no verdict stored
+        assert _metric(served.ops("/metrics").text, "refused") == 1.0
+    assert "brick: upload refused: grey image" in caplog.text
+
+
+def test_warn_judges_the_upload_and_counts_it(tmp_path: Path, bundles: Bundles, sample_images):
+    serving_registry(tmp_path / "registry", bundles)
+    with serve(station_config(tmp_path, input_check="warn")) as served:
+        judged = served.inspect(_grey_png(sample_images["good0"]))
+        assert judged.status_code == 201, judged.text
+        assert judged.json()["verdict"] in ("OK", "NG")
+        metrics = served.ops("/metrics").text
+        assert _metric(metrics, "warned") == 1.0 and _metric(metrics, "refused") == 0.0
