@@ -20,7 +20,18 @@ if TYPE_CHECKING:
 
 console = Console()
 FORMATS = ("csv", "json")
-CSV_FIELDS = ("path", "verdict", "score", "threshold", "regions", "latency_ms", "model", "error")
+INPUT_CHECKS = ("refuse", "warn", "off")  # core.input_domain.INPUT_CHECKS (imported lazily)
+CSV_FIELDS = (
+    "path",
+    "verdict",
+    "score",
+    "threshold",
+    "regions",
+    "latency_ms",
+    "model",
+    "error",
+    "warning",
+)
 OVERLAY_SUFFIX = "_overlay.png"
 MAX_OVERLAY_NAME = 200  # bytes: file systems allow 255 per name
 
@@ -84,14 +95,27 @@ def inspect_command(
         False, "--allow-unsigned", help="Skip the signature check (development only)."
     ),
     site: str = typer.Option(None, "--site", help="Site config YAML (default: configs/site.yaml)."),
+    input_check: str = typer.Option(
+        "refuse",
+        "--input-check",
+        help="Images unlike the bundle's training images (grey under a colour bundle, far "
+        "smaller, another aspect ratio): refuse (listed as errors), warn (judged, with a "
+        "warning) or off.",
+    ),
 ) -> None:
-    """Inspect images with a bundle; unreadable files are listed as errors, never abort the batch."""
+    """Inspect images with a bundle; unreadable and refused files are listed as errors, never
+    abort the batch."""
     from inspection.runtime.camera import CameraOptions
     from inspection.runtime.inspector import Inspector
     from inspection.runtime.paths import find_files
 
     if fmt not in FORMATS:
         raise typer.BadParameter(f"must be one of {', '.join(FORMATS)}", param_hint="--format")
+    if input_check not in INPUT_CHECKS:
+        raise typer.BadParameter(
+            f"must be one of {', '.join(INPUT_CHECKS)}, got {input_check!r}",
+            param_hint="--input-check",
+        )
     if overlays and out is None:
         raise typer.BadParameter("--overlays needs --out DIR", param_hint="--overlays")
     if out is not None:
@@ -103,6 +127,7 @@ def inspect_command(
         threshold=threshold,
         refiner="bundle" if refine else None,
         camera=CameraOptions(work_max_side=work_side, latency_budget_ms=budget_ms),
+        input_check=input_check,  # type: ignore[arg-type]  # checked above
     )
     found = find_files(paths, exclude=[out / "overlays"] if out is not None else [])
     if not found:
@@ -127,7 +152,12 @@ def _inspect(inspector: Inspector, found: list[FoundFile], overlay_dir: Path | N
         iter_paths(inspector, [f.path for f in found]),
         total=len(found), description="inspecting", console=console, transient=True,
     )  # fmt: skip
-    return [_row(o, inspector.model_version, t) for o, t in zip(outcomes, targets, strict=True)]
+    rows = []
+    for outcome, target in zip(outcomes, targets, strict=True):
+        if outcome.refused:  # decodable, but no verdict: say so as it happens, then go on
+            console.print(f"[yellow]refused[/] {outcome.path}: {outcome.error}", soft_wrap=True)
+        rows.append(_row(outcome, inspector.model_version, target))
+    return rows
 
 
 def _check_signature(
@@ -186,7 +216,7 @@ def overlay_paths(found: list[FoundFile], folder: Path) -> list[Path]:
 
 def _row(outcome: PathOutcome, model: str, overlay: Path | None) -> dict:
     row = dict.fromkeys(CSV_FIELDS, "")
-    row.update(path=str(outcome.path), model=model)
+    row.update(path=str(outcome.path), model=model, refused=outcome.refused)
     result = outcome.result
     if result is None:
         row["error"] = outcome.error or "not inspected"
@@ -200,6 +230,8 @@ def _row(outcome: PathOutcome, model: str, overlay: Path | None) -> dict:
         timings_ms={name: round(value, 3) for name, value in result.timings_ms.items()},
         details=result.summary(),
     )
+    if result.input_warnings:
+        row["warning"] = "; ".join(result.input_warnings)
     if overlay is not None and outcome.image is not None:
         from inspection.runtime.overlays import render_overlay, write_rgb_png
 
@@ -222,8 +254,13 @@ def _print_table(rows: list[dict], model: str) -> None:
         )
     console.print(table)
     counts = {k: sum(1 for r in rows if r["verdict"] == k) for k in ("OK", "NG")}
-    errors = sum(1 for r in rows if r["error"])
-    console.print(f"{len(rows)} files: {counts['OK']} OK, {counts['NG']} NG, {errors} errors")
+    refused = sum(1 for r in rows if r.get("refused"))
+    errors = sum(1 for r in rows if r["error"]) - refused
+    warned = sum(1 for r in rows if r.get("warning"))
+    console.print(
+        f"{len(rows)} files: {counts['OK']} OK, {counts['NG']} NG, {refused} refused, "
+        f"{errors} errors" + (f"; {warned} judged despite an input warning" if warned else "")
+    )
 
 
 def _write_rows(rows: list[dict], out: Path, fmt: str) -> Path:

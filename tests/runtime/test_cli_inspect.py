@@ -84,3 +84,33 @@ def test_inspect_fails_when_nothing_could_be_read(fp32_bundle, tmp_path) -> None
     (tmp_path / "a.png").write_bytes(b"")
     result = CliRunner().invoke(app, ["inspect", str(fp32_bundle), str(tmp_path / "a.png")])
     assert result.exit_code == 1 and "empty file" in result.output
+
+
+def test_refused_files_get_one_line_each_and_the_rest_is_judged(fp32_bundle, folder, tmp_path):
+    from PIL import Image
+
+    first = next(p for p in sorted(folder.glob("*.png")) if p.name != "broken.png")
+    Image.open(first).convert("L").save(folder / "mono.png")  # a mono camera's part
+    Image.open(first).resize((8, 8)).save(folder / "thumb.png")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app, ["inspect", str(fp32_bundle), str(folder), "--out", str(out)], env={"COLUMNS": "300"}
+    )
+    assert result.exit_code == 0, result.output
+    refused = [line for line in result.output.splitlines() if line.startswith("refused ")]
+    assert len(refused) == 2 and "mono.png: grey image" in refused[0]
+    assert "thumb.png: image is 8x8" in refused[1]
+    assert "6 files: " in result.output and "2 refused, 1 errors" in result.output
+    rows = list(csv.DictReader((out / "results.csv").read_text(encoding="utf-8").splitlines()))
+    assert sum(1 for r in rows if r["verdict"] in ("OK", "NG")) == 3
+    warned = CliRunner().invoke(
+        app, ["inspect", str(fp32_bundle), str(folder), "--input-check", "warn", "-f", "json",
+              "--out", str(out)],
+    )  # fmt: skip
+    assert warned.exit_code == 0, warned.output
+    rows = json.loads((out / "results.json").read_text())
+    mono = next(r for r in rows if r["path"].endswith("mono.png"))
+    assert mono["verdict"] in ("OK", "NG") and mono["warning"].startswith("grey image")
+    assert "0 refused, 1 errors; 2 judged despite an input warning" in warned.output
+    bad = CliRunner().invoke(app, ["inspect", str(fp32_bundle), str(folder), "--input-check", "x"])
+    assert bad.exit_code == 2 and "must be one of refuse, warn, off" in bad.output
