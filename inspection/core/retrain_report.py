@@ -127,6 +127,9 @@ class RetrainEvent:
     challenger_version: str | None = None
     reviews_until: str | None = None
     """When the run read the reviews (UTC, ISO 8601); None in events older than the field."""
+    skipped_review_ids: tuple[str, ...] = ()
+    """Reviewed inspections the run left out because their image was missing or unreadable;
+    the next run tries the reviewed-good ones again, whatever its cut-off."""
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def figures(self, role: str) -> dict[str, float]:
@@ -139,8 +142,9 @@ class RetrainEvent:
         and ``actor``, and details added later, are left to their readers)."""
         names = {f.name for f in fields(cls)} - {"metrics"}
         own = {k: v for k, v in event.items() if k in names and v is not None}
-        if isinstance(own.get("reviewed_good_ids"), list):  # ids: strings (older: numbers)
-            own["reviewed_good_ids"] = [str(i) for i in own["reviewed_good_ids"]]
+        for key in ("reviewed_good_ids", "skipped_review_ids"):
+            if isinstance(own.get(key), list):  # ids: strings (older: numbers)
+                own[key] = [str(i) for i in own[key]]
         metrics = event.get("metrics") or {}
         if not isinstance(metrics, Mapping):
             raise ConfigError(f"{where}.metrics: expected a mapping, got {metrics!r}")

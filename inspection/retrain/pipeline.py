@@ -23,6 +23,7 @@ from inspection.core.errors import ConfigError, DatasetError
 from inspection.core.registry import ModelRecord, Registry, utc_now
 from inspection.core.retrain_report import RetrainEvent
 from inspection.core.signing import site_keys_dir, site_public_key
+from inspection.data.check import listed
 from inspection.retrain import adapters
 from inspection.retrain.assemble import RunData, assemble_run_data
 from inspection.retrain.config import RetrainConfig
@@ -79,6 +80,7 @@ class _Run:
     training: str = "full"
     """How the challenger was trained: ``full``, or ``incremental from vNNNN``."""
     reviewed_good_ids: tuple[str, ...] = ()
+    skipped_review_ids: tuple[str, ...] = ()
     reviews_until: str | None = None
     """When the run read the reviews (UTC): later ones are not in its training set."""
     int8_image_auroc_drop: float | None = None
@@ -166,9 +168,9 @@ def _assemble(run: _Run, ctx: _Context, champion: ModelRecord | None) -> RunData
     from inspection.data.dataset import load_dataset
 
     since = _since(ctx.registry, run.product, ctx.config, champion)
-    carry_over = []
+    carry_over = _skipped_last_run(ctx.registry, run.product)
     if ctx.config.reviewed_since == "champion":
-        carry_over = _champion_reviewed_good(ctx.registry, run.product, run.champion)
+        carry_over += _champion_reviewed_good(ctx.registry, run.product, run.champion)
     job = ctx.config.job(run.product)
     run.stage = "assemble"
     original = load_dataset(job.dataset or ctx.site.datasets_dir / run.product)
@@ -179,6 +181,13 @@ def _assemble(run: _Run, ctx: _Context, champion: ModelRecord | None) -> RunData
         since=since, carry_over=carry_over,
     )  # fmt: skip
     run.reviewed_good_ids = tuple(data.reviewed_good)
+    run.skipped_review_ids = tuple(data.skipped)
+    if data.skipped:
+        ctx.say(
+            f"left out {len(data.skipped)} reviewed inspection(s) whose image is missing or "
+            f"unreadable in the blob store: {listed(sorted(data.skipped))} (the next run "
+            "tries the good ones again)"
+        )
     return data
 
 
@@ -316,6 +325,7 @@ def _finish(
         metrics={role: e.gate_metrics() for role, e in evaluations.items()},
         report=str(report_dir),
         reviewed_good_ids=list(run.reviewed_good_ids),
+        skipped_review_ids=list(run.skipped_review_ids),
         reviews_until=run.reviews_until,
     )
 
@@ -335,6 +345,7 @@ def _record_failure(registry: Registry, run: _Run, exc: BaseException) -> None:
             champion=run.champion,
             challenger=run.challenger_bundle,
             challenger_version=run.challenger_version,
+            skipped_review_ids=list(run.skipped_review_ids),
             reviews_until=run.reviews_until,
         )
     except Exception:  # the registry itself may be what failed
@@ -363,6 +374,17 @@ def _champion_reviewed_good(registry: Registry, product: str, champion: str | No
         run = RetrainEvent.from_event(event, f"{product} retrain event")
         if run.status == "promoted" and run.challenger == champion:
             return list(run.reviewed_good_ids)
+    return []
+
+
+def _skipped_last_run(registry: Registry, product: str) -> list[str]:
+    """Reviewed inspections the last retrain run left out for a missing or unreadable image:
+    tried again (a restored blob joins training; a review never vanishes behind the cut-off)."""
+    for event in reversed(registry.events(product)):
+        if event.get("action") == "retrain":
+            return list(
+                RetrainEvent.from_event(event, f"{product} retrain event").skipped_review_ids
+            )
     return []
 
 

@@ -110,6 +110,7 @@ def _markdown(report: RetrainReport) -> str:
         f"images ({data['eval_test_split']} labelled test split, {data['eval_reviewed_defect']} "
         f"reviewed defects, {data['eval_reviewed_false_alarm']} reviewed false alarms; "
         f"{data['eval_with_pixel_truth']} with pixel ground truth).",
+        *_skipped_lines(data.get("skipped") or {}),
         "",
         f"INT8 export: image AUROC drop vs FP32 on the training test split = "
         f"{_fmt(run.get('int8_image_auroc_drop'))}.",
@@ -120,6 +121,15 @@ def _markdown(report: RetrainReport) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _skipped_lines(skipped: Mapping[str, str]) -> list[str]:
+    """The reviewed inspections left out for a missing or unreadable image, one line each."""
+    if not skipped:
+        return []
+    lines = ["", f"Left out {len(skipped)} reviewed inspection(s) whose image is missing or "
+             "unreadable (the next run tries the reviewed-good ones again):", ""]  # fmt: skip
+    return lines + [f"- `{inspection_id}`: {why}" for inspection_id, why in sorted(skipped.items())]
 
 
 def _plot_roc(path: Path, evaluations: Mapping[str, BundleEvaluation], labels: np.ndarray) -> None:

@@ -45,7 +45,7 @@ def test_report_files_and_the_dashboard_can_read_them(tmp_path: Path) -> None:
         EvalItem(tmp_path / f"{i}.png", int(label), "crack" if label else "good", None, "test")
         for i, label in enumerate(LABELS)
     )
-    data = RunData(tmp_path / "dataset", items, 10, ("a1",), (), ())
+    data = RunData(tmp_path / "dataset", items, 10, ("a1",), (), (), {"b7": "blob not found"})
     out = tmp_path / "reports" / "retrain" / "brick" / "20250101T000000Z"
     run = {"product": "brick", "run": out.name, "actor": "qa", "started_at": "t0",
            "finished_at": "t1", "challenger_bundle": "challenger-int8",
@@ -58,6 +58,7 @@ def test_report_files_and_the_dashboard_can_read_them(tmp_path: Path) -> None:
     assert report.champion.metrics["image_auroc"] == pytest.approx(8 / 9)
     assert report.challenger.metrics["image_auroc"] == 1.0
     assert report.data["train_reviewed_good"] == 1
+    assert "- `b7`: blob not found" in (out / "report.md").read_text(encoding="utf-8")
     markdown = (out / "report.md").read_text()
     assert "| image_auroc | 0.8889 | 1.0000 | +0.1111 |" in markdown
     assert "| latency_p50_ms | 10.00 | 11.00 | +1.00 |" in markdown

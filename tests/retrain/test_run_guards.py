@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from inspection.core.errors import ConfigError
 from inspection.core.registry import Registry
+from inspection.retrain.assemble import assemble_run_data
 from inspection.retrain.config import retrain_config_from_mapping
-from inspection.retrain.pipeline import _since, retrain_product
+from inspection.retrain.pipeline import _since, _skipped_last_run, retrain_product
 from inspection.store.models import Inspection
 from inspection.store.store import Store
 
@@ -62,3 +63,35 @@ def test_a_review_recorded_while_a_run_trained_is_new_to_the_next_run(tmp_path: 
     newest = registry.version("brick", "v0002")
     latest = retrain_config_from_mapping({"reviewed_since": "latest_version"})
     assert _since(registry, "brick", latest, None) == datetime.fromisoformat(newest.created_at)
+
+
+def test_a_review_left_out_for_its_missing_image_is_tried_again_by_the_next_run(
+    tmp_path: Path, tiny_product: Path
+) -> None:
+    """A reviewed-good image missing from the blob store was left out with a log line, and the
+    cut-off then moved past it: restored, it never reached training."""
+    from inspection.data.dataset import load_dataset
+
+    site = scratch_site(tmp_path, tmp_path / "datasets")
+    registry = Registry(site.registry_dir)
+    store = Store.migrated(site.store_url, site.blob_dir)
+    dataset = load_dataset(tiny_product)
+    image = dataset.test_samples[0].path
+    review = reviewed_inspection(store, image, "good")
+    blob = store.blobs.path(store.get_inspection(review).image_sha)
+    blob.unlink()
+    first = assemble_run_data(dataset, store, "brick", tmp_path / "run1")
+    assert list(first.skipped) == [review] and first.reviewed_good == ()
+    registry.record_event(
+        "brick", "retrain", actor="t", reason="", status="kept",
+        skipped_review_ids=list(first.skipped),
+    )  # fmt: skip
+    assert _skipped_last_run(registry, "brick") == [review]
+
+    blob.write_bytes(image.read_bytes())  # restored
+    later = datetime.now(UTC) + timedelta(days=1)  # a cut-off past the review
+    second = assemble_run_data(
+        dataset, store, "brick", tmp_path / "run2", since=later,
+        carry_over=_skipped_last_run(registry, "brick"),
+    )  # fmt: skip
+    assert second.reviewed_good == (review,) and second.skipped == {}
