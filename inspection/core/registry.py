@@ -563,7 +563,9 @@ class Registry:
             if current is None:
                 raise RegistryError(f"product {product!r} has no live bundle to roll back")
             history = [e for e in self.events(product) if e["action"] in ("promote", "rollback")]
-            previous = history[-1].get("previous") if history else None
+            # From the event that made the *live* bundle live, not the newest event: a crash
+            # between an event and live.json leaves an event for a bundle that never went live.
+            previous = _bundle_before(history, current.bundle_id)
             if not previous:
                 raise RegistryError(
                     f"product {product!r} has no earlier live bundle to roll back to"

@@ -111,6 +111,26 @@ def test_an_event_after_a_torn_last_line_is_kept(tmp_path: Path) -> None:
     assert registry.rollback("brick", actor="bob", reason="x").bundle_id == "v0001-fp32"
 
 
+def test_rollback_follows_the_live_bundle_after_a_crash_between_event_and_live_file(
+    tmp_path: Path,
+) -> None:
+    """promote appends its event, then writes live.json: killed in between, the newest event
+    names a bundle that never went live, and rollback 'rolled back' to the live one."""
+    registry = Registry(tmp_path)
+    for bundle_id in ("v0001-fp32", "v0002-int8", "v0003-int8"):
+        registry.add_bundle(
+            "brick", _fake_bundle(tmp_path / "src" / bundle_id, bundle_id), bundle_id
+        )
+    registry.promote("brick", "v0001-fp32", actor="alice", reason="first")
+    registry.promote("brick", "v0002-int8", actor="retrain", reason="better")
+    registry.record_event(  # the event of a promotion killed before live.json
+        "brick", "promote", actor="retrain", reason="killed",
+        bundle_id="v0003-int8", previous="v0002-int8",
+    )  # fmt: skip
+    assert registry.live("brick").bundle_id == "v0002-int8"
+    assert registry.rollback("brick", actor="bob", reason="x").bundle_id == "v0001-fp32"
+
+
 def test_bundles_are_verified_and_never_overwritten(tmp_path: Path) -> None:
     registry = Registry(tmp_path)
     source = _fake_bundle(tmp_path / "src", "v0001-fp32")
