@@ -114,8 +114,8 @@ class Inspector:
         if model.metadata.input_domain is None:
             log.warning(
                 "%s records no input domain (exported before it was recorded): images are not "
-                "checked against its training images' colour and size",
-                model.metadata.bundle_id,
+                "checked against its training images' colour and size; re-export it to check them",
+                self.model_version,
             )
         self._refine_gate = RefineGate()
         self.golden: GoldenCheck | None = None
