@@ -23,10 +23,11 @@ means nothing. The bundle records its training images' colour and sizes (``Input
   model input's shorter side (an image at least as large as the input carries every pixel the
   model looks at). A tiled bundle sees native-resolution tiles, so only the first limit holds.
 
-The tolerances never refuse the bundle's own images: export measures sizes on every training,
-validation and test image of the version (from the file headers) and colour on up to
-``COLOUR_SAMPLE`` training images plus every validation and test image, so each of them lies
-inside the recorded ranges. The golden images (at the model input size) run straight into the
+The bundle's own images are never refused: export measures sizes on every training, validation
+and test image of the version (from the file headers), so all lie inside the recorded ranges,
+and colour on every validation and test image and up to ``COLOUR_SAMPLE`` training images (the
+rest are the same camera's; a grey one among clearly colour images would need a spread below a
+quarter of the weakest measured one's). The golden images (at the model input size) run straight into the
 compiled model and are not held against the domain. ``channel_spread`` is measured the same way
 at export and on the station (cells averaging 4x4 pixels picked across the image), so the
 station's reduced working copy of a part measures what its full-resolution training image did.
