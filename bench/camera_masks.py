@@ -50,7 +50,7 @@ def _inspector(bundle: Path, method: str | None, bounded: bool) -> Inspector:
         config = dataclasses.replace(config, classical=classical)
     camera = CameraOptions() if bounded else CameraOptions(work_max_side=1 << 15)
     if method is None:  # the bundle's own choice
-        inspector = Inspector.from_bundle(bundle, refiner="bundle", camera=camera)
+        inspector = Inspector.from_bundle(bundle, refiner="bundle", camera=camera, refine=config)
         chosen = inspector.metadata.refinement
         method = chosen.method if chosen is not None else "none"
         if method == "none":

@@ -93,6 +93,7 @@ def export_command(
     """
     from inspection.core.registry import Registry
     from inspection.core.signing import site_keys_dir, site_signing_key
+    from inspection.refine.config import refine_config_in
 
     if precision not in PRECISIONS:
         raise typer.BadParameter(
@@ -100,6 +101,7 @@ def export_command(
         )
     tolerances = parse_tolerances(tolerance)
     site_config = load_site_config(site)
+    refine = refine_config_in(site_config.configs)  # a bad key stops here, before any work
     registry = Registry(site_config.registry_dir)
     signed = site_signing_key(registry.root) is not None
     if promote and not signed and not allow_unsigned:
@@ -127,6 +129,7 @@ def export_command(
                 int8_seven_bit_weights=not eight_bit_weights,
                 tolerances=tolerances,
                 force=force,
+                refine=refine,
             ),
             RegistryExport(
                 version=version,

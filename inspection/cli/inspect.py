@@ -71,7 +71,8 @@ def inspect_command(
     refine: bool = typer.Option(
         True,
         "--refine/--no-refine",
-        help="Refine NG masks with the refiner the bundle chose on its validation split.",
+        help="Refine NG masks with the refiner the bundle chose on its validation split "
+        "(seeded from refine.yaml beside the site config).",
     ),
     budget_ms: float = typer.Option(
         None,
@@ -105,6 +106,8 @@ def inspect_command(
 ) -> None:
     """Inspect images with a bundle; unreadable and refused files are listed as errors, never
     abort the batch."""
+    from inspection.core.config import load_site_config
+    from inspection.refine.config import refine_config_in
     from inspection.runtime.camera import CameraOptions
     from inspection.runtime.inspector import Inspector
     from inspection.runtime.paths import find_files
@@ -118,6 +121,7 @@ def inspect_command(
         )
     if overlays and out is None:
         raise typer.BadParameter("--overlays needs --out DIR", param_hint="--overlays")
+    refine_config = refine_config_in(load_site_config(site).configs) if refine else None
     if out is not None:
         _prepare_out(out)  # before the batch: a bad --out must not cost the results
     _check_signature(bundle, public_key, site, allow_unsigned=allow_unsigned)
@@ -128,6 +132,7 @@ def inspect_command(
         refiner="bundle" if refine else None,
         camera=CameraOptions(work_max_side=work_side, latency_budget_ms=budget_ms),
         input_check=input_check,  # type: ignore[arg-type]  # checked above
+        refine=refine_config,
     )
     found = find_files(paths, exclude=[out / "overlays"] if out is not None else [])
     if not found:

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from inspection.core.metrics import EvaluationMetrics
     from inspection.core.registry import ModelRecord
     from inspection.data.dataset import Dataset
+    from inspection.refine.config import RefineConfig
 
 console = Console()
 log = logging.getLogger(__name__)
@@ -325,6 +326,7 @@ class DemoContext:
     warnings: list[str] = field(default_factory=list)  # shown loudly, not fatal
     failures: list[str] = field(default_factory=list)  # make the demo exit non-zero
     verbose: bool = False  # raw library output (Lightning progress bars, INFO logs)
+    refine: RefineConfig | None = None  # the site's refine.yaml, read at start (export step)
 
     @property
     def registry(self) -> Any:
@@ -393,6 +395,7 @@ def step_export(ctx: DemoContext) -> None:
         log.info("export step skipped: %s", exc)
         return
     from inspection.core.signing import sign_bundle
+    from inspection.refine.config import RefineConfig
     from inspection.runtime.tuning import promote_fastest
 
     signing_key = _site_signing_key(ctx)
@@ -408,7 +411,7 @@ def step_export(ctx: DemoContext) -> None:
                     result = export_bundle(
                         ctx.registry,
                         product,
-                        ExportOptions(precision=precision),
+                        ExportOptions(precision=precision, refine=ctx.refine or RefineConfig()),
                         RegistryExport(version=best.version, configs_dir=ctx.site.configs),
                         progress=lambda message, s=status: s.update(message),
                     )
@@ -521,13 +524,17 @@ def demo_command(
     verbose: bool = VERBOSE_OPTION,
 ) -> None:
     """Main job: demo data -> train PatchCore + STFPM -> evaluate -> export -> inspect."""
+    from inspection.refine.config import refine_config_in
+
     _offline()
+    site_config = load_site_config(site)
     ctx = DemoContext(
-        load_site_config(site),
+        site_config,
         [p.strip() for p in products.split(",") if p.strip()],
         [m.strip() for m in models.split(",") if m.strip()],
         list(overrides),
         verbose=verbose_requested(verbose),
+        refine=refine_config_in(site_config.configs),  # a bad key stops the demo before work
     )
     with quiet_logs(log_dir(ctx.site), "demo", verbose=ctx.verbose) as log_file:
         _run_demo(ctx, skip, log_file)

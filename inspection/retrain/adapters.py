@@ -13,6 +13,7 @@ from typing import Any
 from inspection.core.errors import RegistryError
 from inspection.core.export_gate import ExportRecord
 from inspection.core.registry import ModelRecord, Registry
+from inspection.refine.config import RefineConfig
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,7 @@ def export_int8(
     *,
     progress: Callable[[str], None] | None = None,
     configs_dir: Path | None = None,
+    refine: RefineConfig | None = None,
 ) -> tuple[str, ExportRecord]:
     """Export ``record`` to an INT8 bundle in the registry; returns (bundle id, what its
     export recorded: gate, FP32 reference, image-AUROC drop).
@@ -90,7 +92,7 @@ def export_int8(
     result = export_bundle(
         registry,
         record.product,
-        ExportOptions(precision="int8", force=True),
+        ExportOptions(precision="int8", force=True, refine=refine or RefineConfig()),
         RegistryExport(version=record.version, dataset_path=dataset_root, configs_dir=configs_dir),
         progress=progress,
     )

@@ -24,6 +24,7 @@ from inspection.core.registry import ModelRecord, Registry, utc_now
 from inspection.core.retrain_report import RetrainEvent
 from inspection.core.signing import site_keys_dir, site_public_key
 from inspection.data.check import listed
+from inspection.refine.config import RefineConfig, refine_config_in
 from inspection.retrain import adapters
 from inspection.retrain.assemble import RunData, assemble_run_data
 from inspection.retrain.config import RetrainConfig
@@ -98,6 +99,8 @@ class _Context:
     replace_config: Mapping[str, Any] | None
     say: Progress
     train_progress: bool
+    refine: RefineConfig
+    """The site's refine.yaml, read before the run starts (the challenger's export)."""
 
 
 def retrain_product(
@@ -120,12 +123,13 @@ def retrain_product(
     """
     registry = Registry(site.registry_dir)
     _check_trained(registry, product)
+    refine = refine_config_in(site.configs)  # a bad key stops the run before anything is done
     with retrain_lock(site.registry_dir, product):
         run = _Run(product, _run_id(config.work_dir / product), actor, utc_now())
         try:
             context = _Context(
                 registry, site, config, store, tuple(overrides),
-                replace_config, _sayer(run, progress), train_progress,
+                replace_config, _sayer(run, progress), train_progress, refine,
             )  # fmt: skip
             return _retrain(run, context)
         except BaseException as exc:
@@ -255,7 +259,7 @@ def _export(run: _Run, ctx: _Context, record: ModelRecord, data: RunData) -> str
     ctx.say(f"exporting {record.model_version} to INT8")
     bundle_id, export = adapters.export_int8(
         ctx.registry, record, data.train_root, progress=lambda m: ctx.say(f"export: {m}"),
-        configs_dir=ctx.site.configs,
+        configs_dir=ctx.site.configs, refine=ctx.refine,
     )  # fmt: skip
     run.challenger_bundle = bundle_id
     run.int8_image_auroc_drop = export.image_auroc_drop

@@ -32,7 +32,7 @@ from inspection.core.types import AffineMatrix, InspectionResult
 from inspection.core.units import with_sizes
 from inspection.core.verdict import judge
 from inspection.refine.base import MaskRefiner
-from inspection.refine.config import load_refine_config
+from inspection.refine.config import RefineConfig
 from inspection.refine.factory import bundle_refiner
 from inspection.runtime.camera import CameraOptions, RefineGate, bounded_image
 from inspection.runtime.golden import GoldenDriftError, check_golden
@@ -141,6 +141,7 @@ class Inspector:
         golden: bool = True,
         validation: str | Path | None = None,
         input_check: InputCheck = "refuse",
+        refine: RefineConfig | None = None,
     ) -> Inspector:
         """Verify the bundle's checksums and compile it (``BundleModel.load``), then, with
         ``golden``, run its golden images on this CPU (``runtime.golden.check_golden``): a
@@ -150,7 +151,8 @@ class Inspector:
         when that cannot be done sanely) and ``recalibration`` records the before/after.
 
         ``refiner="bundle"`` refines NG masks with the refiner the bundle's
-        ``metadata.refinement`` chose (seeded from the station's ``configs/refine.yaml``);
+        ``metadata.refinement`` chose, seeded from ``refine`` (the site's ``refine.yaml``, read
+        once when the command starts: ``refine.config.refine_config_in``; None: the defaults);
         ``None``: no refinement. ``input_check``: see ``Inspector``.
         """
         model = BundleModel.load(
@@ -169,7 +171,7 @@ class Inspector:
         elif check is not None:
             log.info("%s", check.message())
         if refiner == "bundle":
-            refiner = _bundle_refiner(model.metadata)
+            refiner = _bundle_refiner(model.metadata, refine)
         inspector = cls(
             model, refiner=refiner, threshold=threshold, camera=camera, input_check=input_check
         )
@@ -383,9 +385,9 @@ class Inspector:
         )
 
 
-def _bundle_refiner(metadata: BundleMetadata) -> MaskRefiner | None:
+def _bundle_refiner(metadata: BundleMetadata, refine: RefineConfig | None) -> MaskRefiner | None:
     """The bundle's measured refiner choice, seeded from the station's refine config."""
-    refiner = bundle_refiner(metadata, load_refine_config())
+    refiner = bundle_refiner(metadata, refine)
     if refiner is not None and metadata.refinement is not None:
         log.info("%s refines NG masks: %s", metadata.bundle_id, metadata.refinement.describe())
     return refiner

@@ -15,6 +15,7 @@ from typing import Any
 from inspection.core.input_domain import InputCheck
 from inspection.core.registry import Registry
 from inspection.core.signing import key_id
+from inspection.refine.config import RefineConfig, refine_config_in
 from inspection.runtime.camera import bounded_loader
 from inspection.station.config import StationCoreConfig, check_registry_dir, pinned_key
 from inspection.station.live import (
@@ -24,7 +25,7 @@ from inspection.station.live import (
     LiveModels,
     TunedSelector,
     default_loader,
-    recalibrating_loader,
+    station_loader,
 )
 from inspection.station.pipeline import InputDomainHook, OutboxBuilder, Pipeline
 from inspection.store.store import Store
@@ -53,16 +54,22 @@ class StationCore:
         on_change: Callable[[LiveModel], None] | None = None,
         outbox: OutboxBuilder | None = None,
         on_input_domain: InputDomainHook | None = None,
+        refine: RefineConfig | None = None,
     ) -> StationCore:
         """Open the store (bringing its schema up to date) and prepare the models, which load
         on ``start``. Raises ``ConfigError``, before the store is touched, when
         ``registry_dir`` is not a folder or the pinned key cannot be read.
         ``on_input_domain``: told of every image refused or judged with a warning for lying
-        outside its bundle's input domain (``core.input_domain``, ``config.input_check``)."""
+        outside its bundle's input domain (``core.input_domain``, ``config.input_check``).
+        ``refine``: the config the default loader seeds bundles' mask refiners from; None: the
+        station's ``refine.yaml`` (``refine.config.refine_config_in()``, ``./configs``), read
+        here, so a bad key stops the start in one line (``ConfigError`` naming the file and
+        key) instead of refusing every bundle as it loads."""
         check_registry_dir(config)
         public_key = pinned_key(config)
-        if loader is default_loader and config.validation_images:
-            loader = recalibrating_loader(config.validation_images)
+        if loader is default_loader:
+            refine = refine if refine is not None else refine_config_in()
+            loader = station_loader(refine, config.validation_images)
         store = store or Store.migrated(config.store_url, config.blob_dir)
         registry = Registry(config.registry_dir)
         models = LiveModels(

@@ -26,6 +26,7 @@ from inspection.core.registry import LiveState, Registry, ThresholdVersion
 from inspection.core.signing import verify_signed_bundle
 from inspection.core.threshold import check_threshold
 from inspection.core.types import InspectionResult
+from inspection.refine.config import RefineConfig
 from inspection.runtime.inspector import Inspector
 from inspection.runtime.recalibration import record_golden_outcome
 from inspection.runtime.tuning import TuningRecord, gated_candidates, read_tuning, tune_product
@@ -55,19 +56,26 @@ class InspectorLike(Protocol):
 InspectorLoader = Callable[[Path], InspectorLike]
 
 
-def default_loader(bundle_dir: Path, validation: Path | None = None) -> InspectorLike:
+def default_loader(
+    bundle_dir: Path, validation: Path | None = None, refine: RefineConfig | None = None
+) -> InspectorLike:
     """``Inspector.from_bundle`` (OpenVINO, torch-free), refining NG masks with the refiner
-    the bundle's validation measurement chose; ``validation``: the station's validation
+    the bundle's validation measurement chose, seeded from ``refine`` (the station's refine
+    config, read once at start; None: the defaults); ``validation``: the station's validation
     images of the bundle's product, to re-calibrate it on when its golden outputs drift."""
-    return Inspector.from_bundle(bundle_dir, refiner="bundle", validation=validation)
+    return Inspector.from_bundle(bundle_dir, refiner="bundle", validation=validation, refine=refine)
 
 
-def recalibrating_loader(validation_images: Mapping[str, Path]) -> InspectorLoader:
-    """``default_loader`` given the station's validation folder of each bundle's product."""
+def station_loader(
+    refine: RefineConfig, validation_images: Mapping[str, Path] | None = None
+) -> InspectorLoader:
+    """``default_loader`` seeded with the station's ``refine`` config, given the station's
+    validation folder of each bundle's product (``validation_images``) when it has one."""
+    folders = dict(validation_images or {})
 
     def load(bundle_dir: Path) -> InspectorLike:
-        product = read_bundle_metadata(bundle_dir).product
-        return default_loader(bundle_dir, validation_images.get(product))
+        product = read_bundle_metadata(bundle_dir).product if folders else None
+        return default_loader(bundle_dir, folders.get(product or ""), refine)
 
     return load
 

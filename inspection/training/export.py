@@ -64,7 +64,7 @@ from inspection.core.outputs import RawOutputs
 from inspection.core.refinement import RefinementChoice
 from inspection.core.registry import GoodScores, utc_now
 from inspection.core.validation_scores import ValidationScores, write_validation_scores
-from inspection.refine.config import load_refine_config
+from inspection.refine.config import RefineConfig
 from inspection.refine.select import CHOICE_MAX_SIDE, choose_refiner
 from inspection.runtime.golden import golden_sources, record_golden
 from inspection.runtime.graph import fold_patch_distances, project_patch_distances
@@ -175,6 +175,9 @@ class ExportOptions:
     """INT8: 7-bit weights in every layer (NNCF's overflow fix), so CPUs without VNNI compute
     what the gate measured; False: 8 bits past the first layer (NNCF's default), for fleets whose
     every station has VNNI or AMX."""
+    refine: RefineConfig = field(default_factory=RefineConfig)
+    """The site's refine config (``refine.config.refine_config_in(site.configs)``, read when
+    the command starts) seeding the mask refiners compared on the validation split."""
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -206,10 +209,10 @@ def _calibrated_bundle(
     say: Progress,
     extra_files: Mapping[str, Path] | None = None,
     *,
-    choose_refiner: bool = True,
+    refine: RefineConfig | None = None,
 ) -> tuple[BundleMetadata, RawOutputs]:
     """Save ``model`` (with ``extra_files``), calibrate it on its own validation outputs (and,
-    with ``choose_refiner``, pick its mask refiner there), run it on the test split."""
+    with ``refine``, pick its mask refiner there, seeded from it), run it on the test split."""
     _save_bundle(model, target, meta, meta.precision == "fp16", extra_files)
     if meta.global_context is not None:
         say(f"fitting the global context on the {meta.precision} bundle's own outputs")
@@ -224,14 +227,16 @@ def _calibrated_bundle(
     )  # fmt: skip
     meta = meta.calibrated(calibration)
     write_bundle_metadata(target, meta)
-    if choose_refiner:
-        meta = replace(meta, refinement=_refinement(target, splits, say))
+    if refine is not None:
+        meta = replace(meta, refinement=_refinement(target, splits, say, refine))
         write_bundle_metadata(target, meta)
     say(f"measuring the {meta.precision} bundle on {len(splits.test)} test images")
     return meta, run_bundle(target, splits.test)
 
 
-def _refinement(bundle_dir: Path, splits: ExportSplits, say: Progress) -> RefinementChoice:
+def _refinement(
+    bundle_dir: Path, splits: ExportSplits, say: Progress, refine: RefineConfig
+) -> RefinementChoice:
     """The mask refiner that helps this calibrated bundle on the validation split (or none)."""
     inspector = Inspector.from_bundle(bundle_dir)
     source = TiledInspector(inspector) if inspector.metadata.tiling is not None else inspector
@@ -240,7 +245,7 @@ def _refinement(bundle_dir: Path, splits: ExportSplits, say: Progress) -> Refine
         f"choosing the mask refiner on {defective} defective validation images "
         f"(longer side <= {CHOICE_MAX_SIDE} px)"
     )
-    choice, _ = choose_refiner(source, splits.validation, config=load_refine_config())
+    choice, _ = choose_refiner(source, splits.validation, config=refine)
     say(f"mask refinement: {choice.describe()}")
     return choice
 
@@ -327,7 +332,6 @@ def export_model(
                 splits,
                 say,
                 extra_files,
-                choose_refiner=False,
             )
             reference = outputs.measure(_own(cal_meta))
     model, meta = fp32_model, replace(base, precision=options.precision, created_at=utc_now())
@@ -340,7 +344,9 @@ def export_model(
                 "whole resized images, not tiles); export fp32 or fp16"
             )
         model, meta = _quantised(fp32_model, meta, splits, options, say)
-    meta, outputs = _calibrated_bundle(model, out_dir, meta, splits, say, extra_files)
+    meta, outputs = _calibrated_bundle(
+        model, out_dir, meta, splits, say, extra_files, refine=options.refine
+    )
     _write_validation_scores(out_dir, outputs.scores, splits.test, meta)
     metrics, figures = outputs.measure(_own(meta))
     ref_figures = reference[1] if reference else figures

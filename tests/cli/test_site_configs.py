@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from inspection.cli import app
 from inspection.cli.console import configs_line
 from inspection.core.config import SiteConfig, load_site_config
-from inspection.core.errors import DatasetError
+from inspection.core.errors import ConfigError, DatasetError
 
 STATION = "core:\n  products: [widget]\n  allow_unsigned_bundles: true\n"
 
@@ -56,3 +56,38 @@ def test_the_configs_line_names_the_folder_and_why(
     _, site_b = two_sites
     assert configs_line(load_site_config(site_b)) == f"configs: {tmp_path / 'b'} (site config)"
     assert configs_line(SiteConfig()) == f"configs: {tmp_path / 'a' / 'configs'} (no site file)"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["inspect", "bundle", "part.png"],
+        ["export", "--product", "widget"],
+        ["demo", "--skip", "data,train,export,inspect"],
+    ],
+    ids=lambda c: c[0],
+)
+def test_a_bad_refine_yaml_of_the_site_stops_the_command_at_its_start(
+    two_sites: tuple[Path, Path], command: list[str]
+) -> None:
+    """Read once, first: not after the conversion and calibration of an export, nor when the
+    bundle loads."""
+    cwd, site_b = two_sites
+    (cwd / "configs" / "refine.yaml").write_text("refine: {method: none}\n")  # site A's: fine
+    (site_b.parent / "refine.yaml").write_text("refine:\n  metod: sam\n")
+    result = CliRunner().invoke(app, [*command, "--site", str(site_b)])
+    assert isinstance(result.exception, ConfigError), result.output
+    assert str(result.exception).startswith(
+        f"{site_b.parent / 'refine.yaml'}: refine: unknown key(s) 'metod'"
+    )
+    assert not (site_b.parent / "var").exists()  # nothing written for the site
+
+
+def test_inspect_without_refinement_does_not_read_refine_yaml(
+    two_sites: tuple[Path, Path],
+) -> None:
+    _, site_b = two_sites
+    (site_b.parent / "refine.yaml").write_text("refine:\n  metod: sam\n")
+    args = ["inspect", "bundle", "part.png", "--no-refine", "--site", str(site_b)]
+    result = CliRunner().invoke(app, args)
+    assert not isinstance(result.exception, ConfigError), result.output
