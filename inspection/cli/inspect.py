@@ -14,8 +14,8 @@ from rich.progress import track
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from inspection.runtime.inspector import Inspector
     from inspection.runtime.paths import FoundFile, PathOutcome
+    from inspection.runtime.tiled import Predictor
 
 
 console = Console()
@@ -109,8 +109,8 @@ def inspect_command(
     from inspection.core.config import load_site_config
     from inspection.refine.config import refine_config_in
     from inspection.runtime.camera import CameraOptions
-    from inspection.runtime.inspector import Inspector
     from inspection.runtime.paths import find_files
+    from inspection.runtime.tiled import load_inspector
 
     if fmt not in FORMATS:
         raise typer.BadParameter(f"must be one of {', '.join(FORMATS)}", param_hint="--format")
@@ -125,7 +125,7 @@ def inspect_command(
     if out is not None:
         _prepare_out(out)  # before the batch: a bad --out must not cost the results
     _check_signature(bundle, public_key, site, allow_unsigned=allow_unsigned)
-    inspector = Inspector.from_bundle(
+    inspector = load_inspector(  # a TiledInspector for a tiled bundle
         bundle,
         device=device,
         threshold=threshold,
@@ -148,7 +148,7 @@ def inspect_command(
         raise typer.Exit(1)  # nothing could be inspected
 
 
-def _inspect(inspector: Inspector, found: list[FoundFile], overlay_dir: Path | None) -> list[dict]:
+def _inspect(inspector: Predictor, found: list[FoundFile], overlay_dir: Path | None) -> list[dict]:
     """One result row per file, in order; overlays written into ``overlay_dir`` when given."""
     from inspection.runtime.paths import iter_paths
 

@@ -101,14 +101,14 @@ def _inspect_and_review(
 ) -> dict[str, int]:
     """Inspect fresh line images with the live bundle, store them, review from ground truth."""
     from inspection.data.demo import write_demo_product
-    from inspection.runtime.inspector import Inspector
+    from inspection.runtime.tiled import load_inspector
     from inspection.store.store import Store
 
     line = write_demo_product(
         site.datasets_dir.parent / "line", product, seed=1, n_train=n_good, n_test_good=0,
         n_test_per_defect=n_defect, size=size,
     )  # fmt: skip
-    inspector = Inspector.from_bundle(registry.live_bundle_dir(product))
+    inspector = load_inspector(registry.live_bundle_dir(product))
     store = Store.migrated(site.store_url, site.blob_dir)
     counts: dict[str, int] = {}
     paths = sorted((line / "train" / "good").glob("*.png"))

@@ -69,11 +69,11 @@ def evaluate_bundles(
     Pixel metrics use maps and masks resized to the first bundle's input size; items
     without pixel truth (reviewed defects) are left out of them.
     """
-    from inspection.runtime.inspector import Inspector
+    from inspection.runtime.tiled import load_inspector
 
     if not items:
         raise BundleError("the evaluation set is empty; nothing to compare the bundles on")
-    inspectors = {role: Inspector.from_bundle(path) for role, path in bundles.items()}
+    inspectors = {role: load_inspector(path) for role, path in bundles.items()}
     roles = list(inspectors)
     height, width = inspectors[roles[0]].metadata.preprocessing.input_size
     first = read_image(items[0].path)

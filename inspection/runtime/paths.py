@@ -15,8 +15,8 @@ import numpy as np
 from inspection.core.errors import AlignmentError, ImageDecodeError, InputDomainError
 from inspection.core.images import IMAGE_SUFFIXES, DecodedImage, read_reduced
 from inspection.core.types import InspectionResult
-from inspection.runtime.camera import with_camera_size
-from inspection.runtime.inspector import Inspector
+from inspection.runtime.camera import decode_side, with_camera_size
+from inspection.runtime.tiled import Predictor
 
 
 @dataclass(frozen=True)
@@ -38,14 +38,14 @@ class PathOutcome:
 
 
 def inspect_paths(
-    inspector: Inspector, paths: Iterable[str | Path], *, batch_size: int = 1
+    inspector: Predictor, paths: Iterable[str | Path], *, batch_size: int = 1
 ) -> list[PathOutcome]:
     """Read and judge files (folders are expanded); unreadable files become error outcomes."""
     return list(iter_paths(inspector, expand_paths(paths), batch_size=batch_size))
 
 
 def iter_paths(
-    inspector: Inspector, files: Iterable[Path], *, batch_size: int = 1
+    inspector: Predictor, files: Iterable[Path], *, batch_size: int = 1
 ) -> Iterator[PathOutcome]:
     """Judge ``files`` in order, yielding each outcome as soon as its batch is done.
 
@@ -70,7 +70,7 @@ def iter_paths(
                 yield PathOutcome(path, result, image=decoded.image)
             pending.clear()
 
-    side = inspector.camera.work_side(inspector.metadata.preprocessing.input_size)
+    side = decode_side(inspector.camera, inspector)  # None (full resolution) when tiled
     for path in files:
         try:
             begin = time.perf_counter()
@@ -89,7 +89,7 @@ REFUSALS = (InputDomainError, AlignmentError)
 """Why an inspector refuses a decoded image: an error outcome, never a verdict."""
 
 
-def _judge(inspector: Inspector, images: Sequence[np.ndarray]) -> list[InspectionResult | str]:
+def _judge(inspector: Predictor, images: Sequence[np.ndarray]) -> list[InspectionResult | str]:
     """Results of ``images`` from one batch; when the bundle refuses one of them, each image
     is judged alone and a refused one comes back as the reason."""
     try:

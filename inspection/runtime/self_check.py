@@ -29,8 +29,8 @@ from inspection.core.operating_point import (
     miss_by_kind,
     within_budget,
 )
-from inspection.runtime.inspector import Inspector
 from inspection.runtime.paths import inspect_paths
+from inspection.runtime.tiled import load_inspector
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,7 @@ def check_live_bundle(
     reference = recorded_reference(metadata)
     labels = {Path(p.path): int(p.label) for p in parts}
     kinds = {Path(p.path): p.defect_type or "defect" for p in parts}
-    inspector = Inspector.from_bundle(bundle_dir)
+    inspector = load_inspector(bundle_dir)
     outcomes = inspect_paths(inspector, list(labels), batch_size=batch_size)
     judged = [(labels[o.path], o.result) for o in outcomes if o.result is not None]
     good = [r for label, r in judged if label == 0]

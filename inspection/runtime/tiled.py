@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -27,9 +27,12 @@ import openvino as ov
 
 from inspection.core.bundle import BundleMetadata
 from inspection.core.errors import BundleError
+from inspection.core.golden import GoldenCheck, Recalibration
 from inspection.core.images import read_image
+from inspection.core.input_domain import InputCheck, input_check_mode
 from inspection.core.tiling import TileGrid, TilingSpec, cut, stitch
 from inspection.core.types import AffineMatrix, InspectionResult
+from inspection.runtime.camera import CameraOptions
 from inspection.runtime.inspector import Inspector, RawImageOutputs
 from inspection.runtime.preprocess import check_image, preprocess
 
@@ -88,12 +91,43 @@ class TiledInspector:
         return self.inspector.metadata
 
     @property
+    def bundle_dir(self) -> Path:
+        return self.inspector.bundle_dir
+
+    @property
     def threshold(self) -> float:
         return self.inspector.threshold
 
     @property
     def model_version(self) -> str:
         return self.inspector.model_version
+
+    @property
+    def golden(self) -> GoldenCheck | None:
+        """The golden check run at load (``Inspector.golden``)."""
+        return self.inspector.golden
+
+    @property
+    def recalibration(self) -> Recalibration | None:
+        """Always None: tiled bundles are re-exported, not re-calibrated at load."""
+        return self.inspector.recalibration
+
+    # The station sets these on whatever its loader returns (``station.core``, ``runtime.camera``).
+    @property
+    def input_check(self) -> InputCheck:
+        return self.inspector.input_check
+
+    @input_check.setter
+    def input_check(self, value: InputCheck) -> None:
+        self.inspector.input_check = input_check_mode(value)
+
+    @property
+    def camera(self) -> CameraOptions:
+        return self.inspector.camera
+
+    @camera.setter
+    def camera(self, options: CameraOptions) -> None:
+        self.inspector.camera = options
 
     # ----------------------------------------------------------------- inference
     def tile_inputs(self, image: np.ndarray) -> tuple[TileGrid, np.ndarray]:
@@ -174,6 +208,22 @@ class TiledInspector:
             alignment=raw.alignment, input_warnings=raw.input_warnings,
         )  # fmt: skip
         return self.inspector.judge_raw(outputs, threshold=threshold)
+
+    def inspect_batch(self, images: Sequence[np.ndarray]) -> list[InspectionResult]:
+        """Judge full-resolution images one after another (each is a batch of tiles)."""
+        return [self.inspect(image) for image in images]
+
+
+Predictor = Inspector | TiledInspector
+"""What judges files of a bundle (``load_inspector``; ``runtime.paths``)."""
+
+
+def load_inspector(path: str | Path, **kwargs: Any) -> Predictor:
+    """The predictor a bundle needs: ``TiledInspector`` (batch mode) for a tiled bundle, else
+    ``Inspector``; keywords as ``Inspector.from_bundle``. What stations and the CLI load: a tiled
+    bundle run by a plain ``Inspector`` squeezes the whole image into one tile."""
+    inspector = Inspector.from_bundle(path, **kwargs)
+    return inspector if inspector.metadata.tiling is None else TiledInspector(inspector)
 
 
 def evaluation_size(size: tuple[int, int], max_side: int = 512) -> tuple[int, int]:

@@ -27,8 +27,8 @@ from inspection.core.signing import verify_signed_bundle
 from inspection.core.threshold import check_threshold
 from inspection.core.types import InspectionResult
 from inspection.refine.config import RefineConfig
-from inspection.runtime.inspector import Inspector
 from inspection.runtime.recalibration import record_golden_outcome
+from inspection.runtime.tiled import load_inspector
 from inspection.runtime.tuning import TuningRecord, gated_candidates, read_tuning, tune_product
 from inspection.station.errors import NoLiveModel
 
@@ -59,11 +59,12 @@ InspectorLoader = Callable[[Path], InspectorLike]
 def default_loader(
     bundle_dir: Path, validation: Path | None = None, refine: RefineConfig | None = None
 ) -> InspectorLike:
-    """``Inspector.from_bundle`` (OpenVINO, torch-free), refining NG masks with the refiner
+    """``runtime.tiled.load_inspector`` (OpenVINO, torch-free: a ``TiledInspector`` for a tiled
+    bundle, else ``Inspector.from_bundle``), refining NG masks with the refiner
     the bundle's validation measurement chose, seeded from ``refine`` (the station's refine
     config, read once at start; None: the defaults); ``validation``: the station's validation
     images of the bundle's product, to re-calibrate it on when its golden outputs drift."""
-    return Inspector.from_bundle(bundle_dir, refiner="bundle", validation=validation, refine=refine)
+    return load_inspector(bundle_dir, refiner="bundle", validation=validation, refine=refine)
 
 
 def station_loader(

@@ -177,3 +177,44 @@ def test_a_bundle_trained_with_its_roi_runs_only_the_tiles_holding_an_roi_pixel(
     assert kept.verdict == ran.verdict == "NG" and kept.score == pytest.approx(ran.score)
     np.testing.assert_allclose(kept.anomaly_map[:, :24], ran.anomaly_map[:, :24], atol=1e-6)
     assert skipping.raw_outputs(image).tiles == 6
+
+
+def test_stations_and_the_cli_load_a_tiled_bundle_as_tiled(bundle: Path, tmp_path: Path) -> None:
+    """Stations, ``inspection inspect`` and the live self-check loaded every bundle with the
+    plain ``Inspector``, which squeezes the whole image into one tile: a small defect that the
+    tiles see at half resolution averaged away."""
+    from inspection.runtime.inspector import Inspector
+    from inspection.runtime.paths import inspect_paths
+    from inspection.runtime.tiled import load_inspector
+    from inspection.station.live import default_loader
+
+    part = _part((100, 80, 103, 83), size=(400, 320))  # 3x3 px bright spot
+    tiled = TiledInspector.from_bundle(bundle)
+    expected = tiled.inspect(part)
+    assert expected.verdict == "NG"
+    assert Inspector.from_bundle(bundle).inspect(part).score < expected.score  # the old path
+    for loaded in (load_inspector(bundle), default_loader(bundle)):
+        assert isinstance(loaded, TiledInspector)
+        assert loaded.inspect(part).score == expected.score
+    plain = _write_bundle(tmp_path / "plain", tiling=None)
+    assert type(load_inspector(plain)) is Inspector
+
+    import cv2
+
+    cv2.imwrite(str(tmp_path / "part.png"), part[..., ::-1])
+    (outcome,) = inspect_paths(load_inspector(bundle), [tmp_path / "part.png"])
+    assert outcome.result is not None and outcome.result.score == expected.score
+    assert outcome.image is not None and outcome.image.shape == part.shape  # full resolution
+
+
+def test_a_tiled_inspector_takes_the_station_settings(bundle: Path) -> None:
+    from inspection.runtime.camera import CameraOptions
+
+    tiled = TiledInspector.from_bundle(bundle)
+    tiled.input_check = "warn"
+    tiled.camera = CameraOptions(work_max_side=300)
+    assert tiled.inspector.input_check == "warn"
+    assert tiled.inspector.camera.work_max_side == 300
+    assert tiled.golden is None and tiled.recalibration is None
+    with pytest.raises(ValueError, match="input_check must be one of"):
+        tiled.input_check = "maybe"  # type: ignore[assignment]
