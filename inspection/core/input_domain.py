@@ -65,8 +65,8 @@ MIN_SIDE_FRACTION = 0.5
 """An image's shorter side may be down to this fraction of the smallest training one."""
 COLOUR_SAMPLE = 64
 """Training images measured for colour at export (evenly spread over the sorted list)."""
-_PICKED_SIDE = 256
-_CELLS_SIDE = 64
+_PICKED_SIDE = 128
+_CELLS_SIDE = 32
 
 
 @dataclass(frozen=True)
@@ -175,7 +175,7 @@ def _span(pair: tuple[float, float], spec: str) -> str:
 
 
 def channel_spread(image: np.ndarray) -> float:
-    """How colourful an (H, W, 3) uint8 image is, in uint8 levels: the mean, over up to 64x64
+    """How colourful an (H, W, 3) uint8 image is, in uint8 levels: the mean, over up to 32x32
     cells each averaging 4x4 pixels picked evenly across the image, of the spread (max - min)
     of the three channels. 0 for a grey image; sensor noise averages out within a cell, so a
     scene measures alike at full resolution and on a reduced copy."""
