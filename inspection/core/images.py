@@ -3,8 +3,14 @@
 Conversions (never silent failures):
 - grayscale, palette and CMYK images are converted to RGB;
 - RGBA / LA images drop their alpha channel (composited onto black);
-- 16-bit and 32-bit images are scaled linearly to 8 bits (value >> 8, or full-range rescale
-  for 32-bit integer/float data).
+- 16-bit grey images are narrowed to 8 bits by the bit-depth rule (``narrow_to_8_bits``):
+  ``min(value >> (bits - 8), 255)`` where ``bits`` is the number of significant bits the
+  camera writes (a product's ``image_bits``, a bundle's ``preprocessing.source_bits``; default
+  16, the high byte). 8-bit images are unaffected by ``bits``. Values above ``2**bits - 1``
+  are clipped to 255, counted (``DecodedImage.clipped_pixels``, ``clipped_images()``) and
+  logged once per process. A 16-bit colour image is read at its high byte by Pillow, so with
+  ``bits`` below 16 it is refused (``ImageDecodeError``) rather than decoded nearly black;
+- 32-bit integer/float images are rescaled over their own full range.
 Masks are read apart (``mask_levels``): their own levels, maximum over colour channels;
 a level above half the mask's highest is defect (``defect_pixels``), whatever the bit depth
 or colour: 0/1 and 0/255 masks read as drawn, and JPEG noise near 0 stays background.
@@ -17,6 +23,7 @@ header, before any pixel is decoded; formats outside the allow-list never reach 
 from __future__ import annotations
 
 import io
+import logging
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,7 +41,13 @@ DEFAULT_MAX_SIDE = 16_384  # JPEG overlays cannot exceed 65535 px a side; no cam
 STATION_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "BMP", "TIFF")
 """Pillow format names a station decodes by default (untrusted bytes reach no other parser)."""
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
-"""Pillow modes of 16-bit grey images: read at 8 bits as their high byte (``value >> 8``)."""
+"""Pillow modes of 16-bit grey images: read at 8 bits by ``narrow_to_8_bits``."""
+DEFAULT_SOURCE_BITS = 16
+"""Significant bits of a 16-bit image unless a product says otherwise: the high byte."""
+SOURCE_BITS_RANGE = (8, 16)
+"""Valid significant bits of a 16-bit image (``check_source_bits``)."""
+
+log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
@@ -45,23 +58,81 @@ def decode_image(
     max_side: int = DEFAULT_MAX_SIDE,
     formats: tuple[str, ...] | None = None,
     name: str = "image",
+    bits: int = DEFAULT_SOURCE_BITS,
 ) -> np.ndarray:
     """Decode bytes into an (H, W, 3) uint8 RGB array.
 
-    ``formats`` lists the Pillow format names to try (``None``: every format Pillow knows).
+    ``formats`` lists the Pillow format names to try (``None``: every format Pillow knows);
+    ``bits``: significant bits of a 16-bit image (``narrow_to_8_bits``).
     """
     return decode_reduced(
-        data, max_pixels=max_pixels, max_side=max_side, formats=formats, name=name
+        data, max_pixels=max_pixels, max_side=max_side, formats=formats, name=name, bits=bits
     ).image
+
+
+def check_source_bits(bits: object, key: str = "bits") -> int:
+    """``bits`` if it is an int in ``SOURCE_BITS_RANGE``, else ``ValueError`` naming ``key``."""
+    low, high = SOURCE_BITS_RANGE
+    if isinstance(bits, bool) or not isinstance(bits, int) or not low <= bits <= high:
+        raise ValueError(
+            f"{key}: significant bits of a 16-bit image must be an integer from {low} to "
+            f"{high} (12 for a 12-bit camera saving 0..4095), got {bits!r}"
+        )
+    return bits
+
+
+def narrow_to_8_bits(values: np.ndarray, bits: int = DEFAULT_SOURCE_BITS) -> tuple[np.ndarray, int]:
+    """The bit-depth rule: unsigned integer values holding ``bits`` significant bits ->
+    (same shape uint8 ``min(value >> (bits - 8), 255)``, number of values above
+    ``2**bits - 1``, which read as 255).
+
+    The shift keeps the top 8 of the ``bits`` bits, as a camera in its 8-bit mode does: equal
+    bins of ``2**(bits - 8)`` levels, 0 -> 0 and ``2**bits - 1`` -> 255; ``bits=16`` is the
+    high byte, exactly as before the setting existed.
+    """
+    check_source_bits(bits)
+    shift = bits - 8
+    clipped = int(np.count_nonzero(values >> bits)) if bits < 16 else 0
+    narrowed = np.minimum(values >> shift, 255).astype(np.uint8)
+    return narrowed, clipped
+
+
+class _ClipLog:
+    """Counts images with values above their declared bits; logs the first one only."""
+
+    def __init__(self) -> None:
+        self.images = 0
+
+    def record(self, name: str, bits: int, pixels: int) -> None:
+        if pixels == 0:
+            return
+        self.images += 1
+        if self.images == 1:
+            log.warning(
+                "%s: %d pixels above %d (the %d-bit maximum) clipped to 255; the camera writes "
+                "more bits than declared (image_bits / source_bits). Later clipped images are "
+                "counted, not logged (core.images.clipped_images)",
+                name, pixels, 2**bits - 1, bits,
+            )  # fmt: skip
+
+
+_CLIPS = _ClipLog()
+
+
+def clipped_images() -> int:
+    """Images decoded in this process with values above their declared bits (clipped)."""
+    return _CLIPS.images
 
 
 @dataclass(frozen=True)
 class DecodedImage:
     """A decoded image, possibly reduced: ``image`` (h, w, 3) uint8 RGB and the (H, W) size
-    of the encoded image (``source_size``); ``reduced`` is True when (h, w) != (H, W)."""
+    of the encoded image (``source_size``); ``reduced`` is True when (h, w) != (H, W).
+    ``clipped_pixels``: values above the declared bits, read as 255 (``narrow_to_8_bits``)."""
 
     image: np.ndarray
     source_size: tuple[int, int]
+    clipped_pixels: int = 0
 
     @property
     def reduced(self) -> bool:
@@ -76,6 +147,7 @@ def decode_reduced(
     max_side: int = DEFAULT_MAX_SIDE,
     formats: tuple[str, ...] | None = None,
     name: str = "image",
+    bits: int = DEFAULT_SOURCE_BITS,
 ) -> DecodedImage:
     """Decode bytes, reduced at decode to a longer side of at most ``work_side`` (None: full).
 
@@ -83,26 +155,44 @@ def decode_reduced(
     draft mode), other formats decode fully; then one antialiased resize (Pillow's
     ``thumbnail``: integer ``reduce`` then bilinear) to the longer side ``work_side``.
     The limits and errors are those of ``decode_image``; ``max_pixels`` applies to the
-    encoded size, checked from the header before any pixel is decoded.
+    encoded size, checked from the header before any pixel is decoded. ``bits``: significant
+    bits of a 16-bit image (``narrow_to_8_bits``), applied before the resize.
     """
     if not data:
         raise ImageDecodeError(f"{name}: empty file (0 bytes)")
     if work_side is not None and work_side < 1:
         raise ValueError(f"work_side must be >= 1 (or None), got {work_side}")
+    check_source_bits(bits)
     with _decoding(name, formats):
         image = Image.open(io.BytesIO(data), formats=formats)
         _check_size(image.size, max_pixels, max_side, name)
+        _check_colour_depth(image, bits, name)
         source = (image.size[1], image.size[0])
         target = _target_size(image.size, work_side)
         if target is not None and image.format == "JPEG":
             image.draft("RGB", target)  # DCT-domain reduction; keeps >= target
         image.load()
-    if target is None or image.size == target:
+    if image.mode in ("RGB", "L") and target is not None and image.size != target:
+        image.thumbnail(target, Image.Resampling.BILINEAR, reducing_gap=2.0)
         return DecodedImage(to_rgb_uint8(image), source)
-    if image.mode not in ("RGB", "L"):
-        image = Image.fromarray(to_rgb_uint8(image))
-    image.thumbnail(target, Image.Resampling.BILINEAR, reducing_gap=2.0)
-    return DecodedImage(to_rgb_uint8(image), source)
+    rgb, clipped = _to_rgb(image, bits)
+    _CLIPS.record(name, bits, clipped)
+    if target is None or image.size == target:
+        return DecodedImage(rgb, source, clipped)
+    reduced = Image.fromarray(rgb)  # narrowed to 8 bits first, then resized
+    reduced.thumbnail(target, Image.Resampling.BILINEAR, reducing_gap=2.0)
+    return DecodedImage(to_rgb_uint8(reduced), source, clipped)
+
+
+def _check_colour_depth(image: Image.Image, bits: int, name: str) -> None:
+    """Refuse a 16-bit colour file when ``bits`` < 16: Pillow keeps only its high byte."""
+    if bits == DEFAULT_SOURCE_BITS or image.mode in SIXTEEN_BIT_MODES:
+        return
+    if any(";16" in str(tile.args) for tile in image.tile):
+        raise ImageDecodeError(
+            f"{name}: a 16-bit colour image cannot be read at {bits} significant bits "
+            "(only 16-bit grey images can); save the camera's frames as 16-bit grey or 8-bit"
+        )
 
 
 @contextmanager
@@ -148,17 +238,25 @@ def _check_size(size: tuple[int, int], max_pixels: int, max_side: int, name: str
         )
 
 
-def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Read a file into an (H, W, 3) uint8 RGB array."""
-    return read_reduced(path, max_pixels=max_pixels).image
+def read_image(
+    path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS, bits: int = DEFAULT_SOURCE_BITS
+) -> np.ndarray:
+    """Read a file into an (H, W, 3) uint8 RGB array (``bits``: see ``narrow_to_8_bits``)."""
+    return read_reduced(path, max_pixels=max_pixels, bits=bits).image
 
 
 def read_reduced(
-    path: str | Path, *, work_side: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+    path: str | Path,
+    *,
+    work_side: int | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    bits: int = DEFAULT_SOURCE_BITS,
 ) -> DecodedImage:
     """Read a file, reduced at decode to a longer side of ``work_side`` (``decode_reduced``)."""
     data = _read_bytes(path)
-    return decode_reduced(data, work_side=work_side, max_pixels=max_pixels, name=str(path))
+    return decode_reduced(
+        data, work_side=work_side, max_pixels=max_pixels, name=str(path), bits=bits
+    )
 
 
 def _read_bytes(path: str | Path) -> bytes:
@@ -253,13 +351,22 @@ def is_binary_mask(levels: np.ndarray) -> bool:
     return bool(len(distinct) == 1 or (len(distinct) == 2 and distinct[0] == 0))
 
 
-def to_rgb_uint8(image: Image.Image) -> np.ndarray:
-    """Convert any PIL image mode to (H, W, 3) uint8 RGB."""
+def to_rgb_uint8(image: Image.Image, *, bits: int = DEFAULT_SOURCE_BITS) -> np.ndarray:
+    """Convert any PIL image mode to (H, W, 3) uint8 RGB (``bits``: ``narrow_to_8_bits``)."""
+    return _to_rgb(image, bits)[0]
+
+
+def _to_rgb(image: Image.Image, bits: int) -> tuple[np.ndarray, int]:
+    """(H, W, 3) uint8 RGB and the number of clipped values (16-bit grey only)."""
     mode = image.mode
     if mode in SIXTEEN_BIT_MODES:
-        array = np.asarray(image, dtype=np.uint16)
-        gray = (array >> 8).astype(np.uint8)
-        return np.repeat(gray[:, :, None], 3, axis=2)
+        gray, clipped = narrow_to_8_bits(np.asarray(image, dtype=np.uint16), bits)
+        return np.repeat(gray[:, :, None], 3, axis=2), clipped
+    return _to_rgb_8(image), 0
+
+
+def _to_rgb_8(image: Image.Image) -> np.ndarray:
+    mode = image.mode
     if mode in ("I", "F"):
         array = np.asarray(image, dtype=np.float64)
         low, high = float(array.min()), float(array.max())
