@@ -185,10 +185,11 @@ def run(config: Path = LINE_OPTION) -> None:
     """
     from inspection.line.config import load_line_config
     from inspection.line.station import LineStation
-    from inspection.station.config import check_registry_dir
+    from inspection.station.config import check_registry_dir, with_config_folder
 
     logging.getLogger("asyncua").setLevel(logging.WARNING)  # logs every request at INFO
-    line_config = load_line_config(config)
+    # refine.yaml beside the line config, whatever the working directory
+    line_config = with_config_folder(load_line_config(config), config)
     check_registry_dir(line_config.core)
     announce_signatures(line_config.core, console)
     station = LineStation.build(line_config)

@@ -207,7 +207,7 @@ class SiteConfig:
     @property
     def configs(self) -> Path:
         """``configs_dir``; without one (no site file), ``default_configs_dir()``."""
-        return self.configs_dir if self.configs_dir is not None else default_configs_dir()
+        return configs_folder(self.configs_dir)
 
 
 DEFAULT_SITE_CONFIG = Path("configs/site.yaml")
@@ -221,6 +221,19 @@ def default_configs_dir() -> Path:
     return local if local.is_dir() else CHECKOUT_CONFIGS
 
 
+def folder_of(config_file: str | Path) -> Path:
+    """The configs folder of a config file read from ``config_file`` when the file names none:
+    the file's own folder, whatever the working directory (site, station and line configs)."""
+    return Path(config_file).parent
+
+
+def configs_folder(configs_dir: Path | None) -> Path:
+    """The one rule for a config's configs folder: ``configs_dir`` (named in its file, else
+    set by its loader to ``folder_of`` the file); a config built without a file:
+    ``default_configs_dir()``."""
+    return configs_dir if configs_dir is not None else default_configs_dir()
+
+
 def load_site_config(path: str | Path | None = None) -> SiteConfig:
     """Load the site config; ``None`` uses configs/site.yaml when present, else defaults.
     ``configs_dir`` defaults to the file's own folder."""
@@ -230,5 +243,5 @@ def load_site_config(path: str | Path | None = None) -> SiteConfig:
         path = DEFAULT_SITE_CONFIG
     site = from_mapping(SiteConfig, read_yaml(path), where=str(path))
     if site.configs_dir is None:
-        site = dataclasses.replace(site, configs_dir=Path(path).parent)
+        site = dataclasses.replace(site, configs_dir=folder_of(path))
     return site

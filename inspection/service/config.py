@@ -7,7 +7,12 @@ from pathlib import Path
 
 from inspection.core.config import from_mapping, read_yaml
 from inspection.core.errors import ConfigError
-from inspection.station.config import StationCoreConfig, check_moved_keys, check_port
+from inspection.station.config import (
+    StationCoreConfig,
+    check_moved_keys,
+    check_port,
+    with_config_folder,
+)
 from inspection.station.limits import ReadDeadlines
 
 
@@ -87,7 +92,8 @@ def read_deadlines(config: StationConfig) -> ReadDeadlines:
 
 
 def load_station_config(path: str | Path) -> StationConfig:
-    """Read and validate a station YAML file; unknown keys raise ``ConfigError`` by name."""
+    """Read and validate a station YAML file; unknown keys raise ``ConfigError`` by name. The
+    station's configs (``refine.yaml``) are those beside the file (``core.configs_dir``)."""
     data = read_yaml(path)
     check_moved_keys(data, str(path))
-    return from_mapping(StationConfig, data, where=str(path))
+    return with_config_folder(from_mapping(StationConfig, data, where=str(path)), path)

@@ -9,15 +9,17 @@ the site's public key pinned (``bundle_public_key``) or an explicit
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from PIL import Image
 
+from inspection.core.config import configs_folder, folder_of
 from inspection.core.errors import ConfigError, RegistryError
 from inspection.core.images import DEFAULT_MAX_SIDE, STATION_FORMATS
 from inspection.core.input_domain import INPUT_CHECKS, InputCheck
@@ -68,6 +70,10 @@ class StationCoreConfig:
     colour-trained bundle, far smaller, another aspect ratio): ``refuse`` them (an error, never
     a verdict; the default), ``warn`` (judge them, log and count a warning) or ``"off"``
     (quoted: YAML reads a bare off as false)."""
+    configs_dir: Path | None = None
+    """The station's own configs (``refine.yaml``, the mask refiners' settings). Default: the
+    folder of the station or line config file the section was read from
+    (``with_config_folder``), whatever the working directory."""
 
     def __post_init__(self) -> None:
         if self.input_check not in INPUT_CHECKS:
@@ -112,6 +118,30 @@ class StationCoreConfig:
             raise ConfigError(
                 "core: set either bundle_public_key or allow_unsigned_bundles: true, not both"
             )
+
+    @property
+    def configs(self) -> Path:
+        """``configs_dir``; a section built without a file: ``core.config.default_configs_dir()``."""
+        return configs_folder(self.configs_dir)
+
+
+class HasCore(Protocol):
+    """A station or line config: a frozen dataclass with the ``core:`` section."""
+
+    core: StationCoreConfig
+
+
+C = TypeVar("C", bound=HasCore)
+
+
+def with_config_folder(config: C, config_file: str | Path) -> C:
+    """``config`` as read from ``config_file``: unless its ``core.configs_dir`` names a folder,
+    the station's configs are those beside the file (``core.config.folder_of``), as a site
+    file's are (``SiteConfig.configs_dir``)."""
+    if config.core.configs_dir is not None:
+        return config
+    core = dataclasses.replace(config.core, configs_dir=folder_of(config_file))
+    return dataclasses.replace(config, core=core)  # type: ignore[type-var]
 
 
 def check_registry_dir(config: StationCoreConfig) -> None:

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from inspection.core.config import default_configs_dir
 from inspection.core.input_domain import InputCheck
 from inspection.core.registry import Registry
 from inspection.core.signing import key_id
-from inspection.refine.config import RefineConfig, refine_config_in
+from inspection.refine.config import REFINE_CONFIG_NAME, RefineConfig, load_refine_config
 from inspection.runtime.camera import bounded_loader
 from inspection.station.config import StationCoreConfig, check_registry_dir, pinned_key
 from inspection.station.live import (
@@ -62,13 +63,13 @@ class StationCore:
         ``on_input_domain``: told of every image refused or judged with a warning for lying
         outside its bundle's input domain (``core.input_domain``, ``config.input_check``).
         ``refine``: the config the default loader seeds bundles' mask refiners from; None: the
-        station's ``refine.yaml`` (``refine.config.refine_config_in()``, ``./configs``), read
-        here, so a bad key stops the start in one line (``ConfigError`` naming the file and
-        key) instead of refusing every bundle as it loads."""
+        station's ``refine.yaml`` (``station_refine_config``: beside the station config file),
+        read here, so a bad key stops the start in one line (``ConfigError`` naming the file
+        and key) instead of refusing every bundle as it loads."""
         check_registry_dir(config)
         public_key = pinned_key(config)
         if loader is default_loader:
-            refine = refine if refine is not None else refine_config_in()
+            refine = refine if refine is not None else station_refine_config(config)
             loader = station_loader(refine, config.validation_images)
         store = store or Store.migrated(config.store_url, config.blob_dir)
         registry = Registry(config.registry_dir)
@@ -110,6 +111,29 @@ class StationCore:
             "pinned_key_id": self.key_id,
             "public_key": str(self.config.bundle_public_key) if self.key_id else None,
         }
+
+
+def station_refine_config(config: StationCoreConfig) -> RefineConfig:
+    """The station's mask-refiner settings: ``refine.yaml`` of its configs folder
+    (``config.configs``: beside the station or line config file, or ``core.configs_dir``),
+    else, as before that folder was read, of ``core.config.default_configs_dir()`` (``./configs``,
+    else the checkout's), else the defaults. The log names the file read; a bad key raises
+    ``ConfigError`` naming the file and key."""
+    own = config.configs / REFINE_CONFIG_NAME
+    fallback = default_configs_dir() / REFINE_CONFIG_NAME
+    if own.is_file():
+        path = own
+        why = "the station's configs" if config.configs_dir else "no station config file"
+    elif fallback.is_file():
+        path, why = fallback, f"none in the station's configs folder {own.parent.resolve()}"
+    else:
+        log.info(
+            "refine config: the defaults (no %s in %s)", REFINE_CONFIG_NAME, own.parent.resolve()
+        )
+        return RefineConfig()
+    refine = load_refine_config(path)
+    log.info("refine config: %s (%s)", path.resolve(), why)
+    return refine
 
 
 def _checking(loader: InspectorLoader, input_check: InputCheck) -> InspectorLoader:
