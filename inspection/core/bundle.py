@@ -24,6 +24,7 @@ from inspection.core.errors import BundleError, ConfigError
 from inspection.core.export_gate import ExportRecord
 from inspection.core.fingerprint import sha256_file
 from inspection.core.golden import GoldenOutputs
+from inspection.core.images import DEFAULT_SOURCE_BITS, check_source_bits
 from inspection.core.input_domain import InputDomain
 from inspection.core.metrics import EvaluationMetrics
 from inspection.core.refinement import RefinementChoice
@@ -52,7 +53,9 @@ class Preprocessing:
     """How to turn a decoded RGB uint8 image into the model input tensor.
 
     input = ((resize(image, input_size) * pixel_scale) - mean) / std, laid out NCHW.
-    ``input_size`` is (height, width).
+    ``input_size`` is (height, width). ``source_bits``: significant bits of a 16-bit camera
+    image, read at 8 bits by ``core.images.narrow_to_8_bits`` before any of this (the
+    product's ``image_bits`` at training; 16, the high byte, in bundles written before it).
     """
 
     input_size: tuple[int, int]
@@ -62,6 +65,10 @@ class Preprocessing:
     pixel_scale: float = 1.0 / 255.0
     resize: Literal["bilinear", "area"] = "bilinear"
     layout: Literal["NCHW"] = "NCHW"
+    source_bits: int = DEFAULT_SOURCE_BITS
+
+    def __post_init__(self) -> None:
+        check_source_bits(self.source_bits, "source_bits")
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from typing import TypeVar
 import cv2
 import numpy as np
 
-from inspection.core.images import DecodedImage
+from inspection.core.images import DEFAULT_SOURCE_BITS, DecodedImage
 from inspection.core.types import InspectionResult
 from inspection.refine.base import MaskRefiner
 
@@ -118,6 +118,15 @@ def decode_side(options: CameraOptions, inspector: object) -> int | None:
     if preprocessing is None:
         return options.work_max_side
     return options.work_side(tuple(preprocessing.input_size))
+
+
+def source_bits(inspector: object) -> int:
+    """Significant bits to decode 16-bit uploads at for ``inspector``: its bundle's
+    ``preprocessing.source_bits`` (the product's ``image_bits`` at training), so a station
+    reads a camera frame as training read its images; 16 (the high byte) for an inspector
+    without bundle metadata."""
+    preprocessing = getattr(getattr(inspector, "metadata", None), "preprocessing", None)
+    return getattr(preprocessing, "source_bits", DEFAULT_SOURCE_BITS)
 
 
 def stored_copy(decoded: DecodedImage, *, keep_original: bool) -> bytes | None:

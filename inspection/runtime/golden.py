@@ -153,7 +153,7 @@ def record_golden(
     folder.mkdir(exist_ok=True)
     files, images = [], []
     for index, path in enumerate(sources):
-        aligned = model.align(read_image(path))[0]
+        aligned = model.align(read_image(path, bits=metadata.preprocessing.source_bits))[0]
         image = at_input_size(aligned, metadata.preprocessing)
         file = f"{GOLDEN_DIR}/{index:02d}.png"
         if not cv2.imwrite(str(bundle_dir / file), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):

@@ -15,7 +15,7 @@ import numpy as np
 from inspection.core.errors import AlignmentError, ImageDecodeError, InputDomainError
 from inspection.core.images import IMAGE_SUFFIXES, DecodedImage, read_reduced
 from inspection.core.types import InspectionResult
-from inspection.runtime.camera import decode_side, with_camera_size
+from inspection.runtime.camera import decode_side, source_bits, with_camera_size
 from inspection.runtime.tiled import Predictor
 
 
@@ -71,10 +71,11 @@ def iter_paths(
             pending.clear()
 
     side = decode_side(inspector.camera, inspector)  # None (full resolution) when tiled
+    bits = source_bits(inspector)  # the bundle's: 16-bit files read as training read them
     for path in files:
         try:
             begin = time.perf_counter()
-            decoded = read_reduced(path, work_side=side)
+            decoded = read_reduced(path, work_side=side, bits=bits)
             pending.append((path, decoded, (time.perf_counter() - begin) * 1e3))
         except ImageDecodeError as exc:
             yield from flush()

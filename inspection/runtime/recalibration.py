@@ -83,7 +83,8 @@ def run_samples(
     scores, maps = [], []
     for start in range(0, len(samples), batch_size):
         chunk = samples[start : start + batch_size]
-        batch = np.stack([preprocess(model.align(read_image(s.path))[0], prep) for s in chunk])
+        images = [read_image(s.path, bits=prep.source_bits) for s in chunk]
+        batch = np.stack([preprocess(model.align(image)[0], prep) for image in images])
         raw = model.infer(batch)
         scores.append(raw.scores)
         maps.append(raw.maps)

@@ -26,7 +26,13 @@ from typing import Any, Literal
 from inspection.core.errors import AlignmentError, ImageDecodeError, InputDomainError
 from inspection.core.fingerprint import sha256_bytes
 from inspection.core.images import DEFAULT_MAX_SIDE, STATION_FORMATS, decode_reduced
-from inspection.runtime.camera import BoundsConfig, decode_side, stored_copy, with_camera_size
+from inspection.runtime.camera import (
+    BoundsConfig,
+    decode_side,
+    source_bits,
+    stored_copy,
+    with_camera_size,
+)
 from inspection.runtime.overlays import render_overlay
 from inspection.station.errors import (
     BadImage,
@@ -177,6 +183,7 @@ class Pipeline:
             decoded = decode_reduced(
                 data,
                 work_side=decode_side(options, model.inspector),
+                bits=source_bits(model.inspector),  # the bundle's, as training read its images
                 max_pixels=self.max_pixels,
                 max_side=self.max_side,
                 formats=self.formats,

@@ -189,7 +189,7 @@ def evaluate_candidate(config: ModelConfig, dataset: Dataset) -> Evaluation:
     model, _ = fit(config, dataset.train_samples, validation, weights, progress=False)
     _fit_local_statistics(model, config, dataset.train_samples, validation, None)
     judged, _ = predict_validation(model, config, validation)
-    tested = predict(model, test, image_size=config.image_size)
+    tested = predict(model, test, image_size=config.image_size, bits=config.image_bits)
     if config.global_context:
         fitted, _, tested = _fit_global_context(
             model, config, weights, dataset.train_samples, validation, tested,

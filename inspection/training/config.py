@@ -32,6 +32,7 @@ from inspection.core.config import (
 )
 from inspection.core.errors import ConfigError
 from inspection.core.global_context import GLOBAL_COMPONENTS
+from inspection.core.images import DEFAULT_SOURCE_BITS, check_source_bits
 from inspection.core.operating_point import OperatingPoint
 from inspection.core.roi import RoiSpec
 from inspection.core.tiling import TilingSpec
@@ -118,9 +119,13 @@ class ModelConfig:
     # PatchCore: score every training image with a bank fitted on the other folds, for more
     # good calibration scores (training.out_of_fold); 0 = validation good images only.
     calibration_folds: int = 5
+    # Significant bits of the product's 16-bit images (core.images.narrow_to_8_bits); set from
+    # the product's ``image_bits`` (``load_model_config``), recorded as the bundle's source_bits.
+    image_bits: int = DEFAULT_SOURCE_BITS
 
     def __post_init__(self) -> None:
         check_kind(self.kind)
+        check_image_bits(self.image_bits)
         _check(self.calibration_folds == 0 or self.calibration_folds >= 2, "calibration_folds",
                "must be 0 (off) or at least 2")  # fmt: skip
         _check(min(self.image_size) >= 32, "image_size", "each side must be at least 32 pixels")
@@ -201,12 +206,25 @@ class ProductConfig:
     operating_point: OperatingPoint | None = None
     """The product's operating point (``core.operating_point``) for every model kind; None:
     the model config's (a 1 % false-reject budget unless set there)."""
+    image_bits: int = DEFAULT_SOURCE_BITS
+    """Significant bits of the camera's 16-bit images (12: values 0..4095), applied by training
+    and, through the bundle's ``preprocessing.source_bits``, by every station
+    (``core.images.narrow_to_8_bits``); 16: the high byte. 8-bit images are unaffected."""
 
     def __post_init__(self) -> None:
         _check(self.auto_budget_s > 0, "auto_budget_s", "must be positive seconds")
+        check_image_bits(self.image_bits)
         if self.alignment is not None and self.reference is None:
             raise ConfigError("alignment: needs a reference image (the 'reference' key)")
         _check_models(self.models)
+
+
+def check_image_bits(bits: object) -> None:
+    """``ConfigError`` naming ``image_bits`` unless ``bits`` is an integer from 8 to 16."""
+    try:
+        check_source_bits(bits, "image_bits")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def _check_models(models: Mapping[str, Any]) -> None:
@@ -265,6 +283,7 @@ def load_model_config(
             point = to_mapping(product_config.operating_point)
             data = deep_merge(data, {"operating_point": point})
         data = deep_merge(data, product_config.models.get(kind, {}))
+        data = deep_merge(data, {"image_bits": product_config.image_bits})
         if product_config_path(product, directory).is_file():
             where += f" + {product_config_path(product, directory)}"
     if config_file is not None:

@@ -42,11 +42,13 @@ def predict(
     *,
     image_size: tuple[int, int] | None = None,
     batch_size: int = 8,
+    bits: int = 16,
 ) -> Predictions:
     """Run ``model`` (an anomalib module, e.g. from ``load_trained_model``) on samples.
 
     ``data`` is a list of samples or a Dataset (its test split). ``image_size`` defaults to
-    the size in the model's pre-processor.
+    the size in the model's pre-processor; ``bits``: significant bits of 16-bit images (the
+    config's ``image_bits``).
     """
     import torch
 
@@ -56,7 +58,7 @@ def predict(
     size = tuple(image_size or model.input_size or ())
     if len(size) != 2:
         raise ValueError("predict: give image_size; the model's pre-processor has no Resize")
-    dataset = SampleDataset(samples, (int(size[0]), int(size[1])))
+    dataset = SampleDataset(samples, (int(size[0]), int(size[1])), bits)
     from inspection.training.backbones import channels_last
 
     scores, maps, masks = [], [], []
@@ -77,6 +79,7 @@ def predict(
         mask_known=np.array([mask_known(s) for s in samples], dtype=bool),
         defect_types=tuple(s.defect_type for s in samples),
         paths=tuple(str(s.path) for s in samples),
+        bits=bits,
     )
 
 

@@ -275,7 +275,7 @@ def _outputs_of(
     for start in range(0, len(paths), batch_size):
         batch = np.stack(
             [
-                preprocess(read_image(p), meta.preprocessing)
+                preprocess(read_image(p, bits=meta.preprocessing.source_bits), meta.preprocessing)
                 for p in paths[start : start + batch_size]
             ]
         )
@@ -440,10 +440,13 @@ def _quantised(
 
     prep = meta.preprocessing
     calibration_paths = sorted(splits.train_images)[: options.calibration_size]
-    calibration = [preprocess(read_image(p), prep) for p in calibration_paths]
+    bits = prep.source_bits
+    calibration = [preprocess(read_image(p, bits=bits), prep) for p in calibration_paths]
     validation = None
     if options.accuracy_control:
-        validation = [(preprocess(read_image(s.path), prep), s.label) for s in splits.validation]
+        validation = [
+            (preprocess(read_image(s.path, bits=bits), prep), s.label) for s in splits.validation
+        ]
     say(f"quantising to INT8 on {len(calibration)} good training images")
     model = quantize_int8(
         fp32_model,

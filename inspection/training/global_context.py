@@ -221,8 +221,9 @@ def model_outputs(
     scores, pooled, images = [], [], []
     with no_chunking(), torch.no_grad():
         for start in range(0, len(paths), batch_size):
+            chunk = paths[start : start + batch_size]
             batch = np.stack(
-                [preprocess(read_image(p), prep) for p in paths[start : start + batch_size]]
+                [preprocess(read_image(p, bits=prep.source_bits), prep) for p in chunk]
             )
             score, *rest = wrapper(torch.from_numpy(batch))
             scores.append(score.numpy().astype(np.float64))

@@ -106,11 +106,13 @@ def update_patchcore(
     _extend_local_statistics(model, images, config, trained)
     say(f"re-calibrating on {len(validation)} validation images")
     with _timed(stages, "calibrate"):
-        calibration = _calibrate(predict(model, validation, image_size=config.image_size))
+        calibration = _calibrate(
+            predict(model, validation, image_size=config.image_size, bits=config.image_bits)
+        )
         _set_post_processor(model, calibration.normalization)
     say(f"measuring on {len(test)} test images")
     with _timed(stages, "evaluate"):
-        predictions = predict(model, test, image_size=config.image_size)
+        predictions = predict(model, test, image_size=config.image_size, bits=config.image_bits)
         metrics = metrics_of_predictions(predictions, calibration).to_mapping()
     lineage = Lineage(
         parent=parent.version,
@@ -259,7 +261,8 @@ def _extend_local_statistics(
     from inspection.training.out_of_fold import model_inputs
 
     size = tuple(config.image_size)
-    inputs = model_inputs(model, [Sample(p, "train", 0, GOOD) for p in images], size)
+    samples = [Sample(p, "train", 0, GOOD) for p in images]
+    inputs = model_inputs(model, samples, size, config.image_bits)
     masks = None if trained is None else TrainingRoi.whole_image(trained.roi, size)
     rows = per_image_rows(head.rows, inputs, config.batch_size, masks, [str(p) for p in images])
     new = torch.cat(rows).contiguous()

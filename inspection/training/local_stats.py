@@ -386,8 +386,8 @@ def fit_for_model(
     size = tuple(config.image_size)
     return fit_local_statistics(
         model.model,
-        model_inputs(model, train, size),
-        model_inputs(model, validation, size),
+        model_inputs(model, train, size, config.image_bits),
+        model_inputs(model, validation, size, config.image_bits),
         np.asarray([s.label for s in validation]),
         mode=config.local_statistics_mode,
         ratio=config.coreset_sampling_ratio,

@@ -60,16 +60,17 @@ def calibration_good_scores(
     if config.kind == "padim":
         scores = padim_out_of_fold_scores(
             model, train, folds=folds, image_size=config.image_size, seed=config.seed,
-            batch_size=config.batch_size,
+            batch_size=config.batch_size, bits=config.image_bits,
         )  # fmt: skip
     else:
         scores = out_of_fold_scores(
             model, train, folds=folds, image_size=config.image_size,
             ratio=config.coreset_sampling_ratio, cap_rows=config.memory_bank_max,
-            seed=config.seed, roi=roi, batch_size=config.batch_size,
+            seed=config.seed, roi=roi, batch_size=config.batch_size, bits=config.image_bits,
         )  # fmt: skip
     paired = tuple(sorted(train, key=lambda s: str(s.path))[:FULL_BANK_IMAGES])
-    full = predict(model, paired, image_size=config.image_size).scores.astype(np.float64)
+    full = predict(model, paired, image_size=config.image_size, bits=config.image_bits).scores
+    full = full.astype(np.float64)
     return TrainGoodScores(tuple(train), scores, paired, full, folds)
 
 

@@ -50,12 +50,13 @@ def out_of_fold_scores(
     seed: int = 0,
     roi: TrainingRoi | None = None,
     batch_size: int = 8,
+    bits: int = 16,
 ) -> np.ndarray:
     """(N,) float64 raw image scores of ``samples`` (the training images), each from a bank
     fitted without its fold. ``model``: the trained anomalib ``Patchcore`` (its bank is put
     back afterwards); ``roi``: the training ROI, applied to the fold banks as in training."""
     inner = model.model
-    images = model_inputs(model, samples, image_size)
+    images = model_inputs(model, samples, image_size, bits)
     rows = _embeddings(inner, images, samples, roi, batch_size, getattr(model, "bank_augment", ()))
     assignment = fold_of(len(samples), folds, seed)
     side = _local_stats_rows(inner, images, samples, roi, batch_size)
@@ -77,10 +78,11 @@ def out_of_fold_scores(
 
 
 def model_inputs(
-    model: Any, samples: Sequence[Sample], image_size: tuple[int, int]
+    model: Any, samples: Sequence[Sample], image_size: tuple[int, int], bits: int = 16
 ) -> torch.Tensor:
-    """(N, 3, H, W) float32: the samples through the model's pre-processor."""
-    dataset = SampleDataset(samples, image_size)
+    """(N, 3, H, W) float32: the samples (16-bit ones at ``bits``) through the model's
+    pre-processor."""
+    dataset = SampleDataset(samples, image_size, bits)
     with torch.no_grad():
         images = torch.stack([dataset[i].image for i in range(len(dataset))])
         return model.pre_processor(images)

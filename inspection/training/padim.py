@@ -83,13 +83,15 @@ def padim_out_of_fold_scores(
     image_size: tuple[int, int],
     seed: int = 0,
     batch_size: int = 8,
+    bits: int = 16,
 ) -> np.ndarray:
     """(N,) float64 raw image scores of ``samples`` (the training images), each from Gaussians
     fitted without its fold, with the served model's covariance estimator. ``model``: the
     trained anomalib ``Padim`` built by ``training.train.build_model`` (left unchanged)."""
     inner = model.model
     covariance = served_covariance(inner)
-    embeddings = padim_embeddings(inner, model_inputs(model, samples, image_size), batch_size)
+    inputs = model_inputs(model, samples, image_size, bits)
+    embeddings = padim_embeddings(inner, inputs, batch_size)
     assignment = fold_of(len(samples), folds, seed)
     scores = np.empty(len(samples), dtype=np.float64)
     for fold in range(folds):

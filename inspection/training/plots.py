@@ -74,7 +74,7 @@ def plot_examples(path: Path, predictions: Predictions, masks: np.ndarray | None
     for row, index in zip(axes, rows, strict=True):
         anomaly_map = predictions.maps[index]
         panels = [
-            load_image(Path(predictions.paths[index]), size),
+            load_image(Path(predictions.paths[index]), size, predictions.bits),
             anomaly_map,
             masks[index] if masks is not None else np.zeros(size, bool),
             predictions.gt_masks[index],

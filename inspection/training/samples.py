@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset as TorchDataset
 
-from inspection.core.images import read_image, read_mask
+from inspection.core.images import DEFAULT_SOURCE_BITS, read_image, read_mask
 from inspection.data.dataset import Sample
 
 
@@ -25,12 +25,19 @@ class SampleDataset(TorchDataset):
 
     image: (3, H, W) float32 in [0, 1], resized with bilinear interpolation (cv2.INTER_LINEAR,
     the bundle's ``resize: bilinear``); gt_mask: (H, W) bool, nearest-neighbour resized.
-    Normalisation (mean/std) is the model's pre-processor's job.
+    Normalisation (mean/std) is the model's pre-processor's job. ``bits``: significant bits
+    of 16-bit images (the product's ``image_bits``, ``core.images.narrow_to_8_bits``).
     """
 
-    def __init__(self, samples: Sequence[Sample], image_size: tuple[int, int]) -> None:
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        image_size: tuple[int, int],
+        bits: int = DEFAULT_SOURCE_BITS,
+    ) -> None:
         self.samples = list(samples)
         self.image_size = image_size
+        self.bits = bits
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -40,7 +47,7 @@ class SampleDataset(TorchDataset):
         from torchvision.tv_tensors import Image, Mask
 
         sample = self.samples[index]
-        image = load_image(sample.path, self.image_size)
+        image = load_image(sample.path, self.image_size, self.bits)
         mask = load_mask(sample, self.image_size)
         return ImageItem(
             image=Image(torch.from_numpy(image).permute(2, 0, 1).contiguous()),
@@ -51,10 +58,13 @@ class SampleDataset(TorchDataset):
         )
 
 
-def load_image(path: Path, image_size: tuple[int, int]) -> np.ndarray:
-    """Read and resize to (H, W, 3) float32 RGB in [0, 1] (bilinear)."""
+def load_image(
+    path: Path, image_size: tuple[int, int], bits: int = DEFAULT_SOURCE_BITS
+) -> np.ndarray:
+    """Read (16-bit images at ``bits`` significant bits) and resize to (H, W, 3) float32 RGB
+    in [0, 1] (bilinear)."""
     height, width = image_size
-    rgb = read_image(path)
+    rgb = read_image(path, bits=bits)
     if rgb.shape[:2] != (height, width):
         rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_LINEAR)
     return rgb.astype(np.float32) / 255.0
@@ -80,7 +90,8 @@ class Predictions:
     scores: (N,) float32 image anomaly scores; maps: (N, H, W) float32 anomaly maps at the
     model input resolution (``image_size``); labels: (N,) int64 0 good / 1 defective;
     gt_masks: (N, H, W) bool ground truth resized (nearest) to the map resolution;
-    mask_known: (N,) bool, False for a defective image without a mask file.
+    mask_known: (N,) bool, False for a defective image without a mask file; ``bits``: the
+    significant bits the 16-bit images among ``paths`` were read at (``image_bits``).
     """
 
     scores: np.ndarray
@@ -90,6 +101,7 @@ class Predictions:
     mask_known: np.ndarray
     defect_types: tuple[str, ...]
     paths: tuple[str, ...]
+    bits: int = DEFAULT_SOURCE_BITS
 
     def __post_init__(self) -> None:
         n = len(self.scores)

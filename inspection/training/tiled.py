@@ -27,10 +27,9 @@ import torch
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
-from inspection.core.bundle import Preprocessing
 from inspection.core.config import to_mapping
 from inspection.core.errors import ConfigError
-from inspection.core.images import read_image, read_mask
+from inspection.core.images import DEFAULT_SOURCE_BITS, read_image, read_mask
 from inspection.core.outputs import RawOutputs
 from inspection.core.registry import FitFigures, ModelRecord, Registry
 from inspection.core.roi import RoiSpec
@@ -46,6 +45,7 @@ from inspection.training.train import (
     evaluation_splits,
     fit_loaders,
     package_versions,
+    station_preprocessing,
     training_roi_extra,
 )
 
@@ -63,19 +63,24 @@ class TileDataset(TorchDataset):
     image: (3, th, tw) float32 in [0, 1]; gt_mask: (th, tw) bool; gt_label: 1 when the tile
     holds defect pixels. With ``roi``, tiles holding no ROI pixel are left out and
     ``training_roi`` holds each kept tile's ROI mask. The last decoded image is cached, so
-    read the dataset in order.
+    read the dataset in order. ``bits``: significant bits of 16-bit images (``image_bits``).
     """
 
     def __init__(
-        self, samples: Sequence[Sample], tiling: TilingSpec, roi: RoiSpec | None = None
+        self,
+        samples: Sequence[Sample],
+        tiling: TilingSpec,
+        roi: RoiSpec | None = None,
+        bits: int = DEFAULT_SOURCE_BITS,
     ) -> None:
         self.samples = list(samples)
         self.tiling = tiling
+        self.bits = bits
         self.total_tiles = 0
         self._index: list[tuple[int, int]] = []
         masks: dict[str, np.ndarray] = {}
         for number, sample in enumerate(self.samples):
-            grid = tiling.grid(*read_image(sample.path).shape[:2])
+            grid = tiling.grid(*read_image(sample.path, bits=bits).shape[:2])
             self.total_tiles += len(grid)
             tiles = range(len(grid))
             if roi is not None:
@@ -93,7 +98,7 @@ class TileDataset(TorchDataset):
         """(N, 3, th, tw) float32 image tiles and (N, th, tw) bool mask tiles of a sample."""
         if self._cached is None or self._cached[0] != number:
             sample = self.samples[number]
-            image = read_image(sample.path)
+            image = read_image(sample.path, bits=self.bits)
             grid = self.tiling.grid(*image.shape[:2])
             height, width = grid.size
             if image.shape[:2] != grid.size:
@@ -120,12 +125,16 @@ class TileDataset(TorchDataset):
 
 
 def tile_loader(
-    samples: Sequence[Sample], tiling: TilingSpec, batch_size: int, roi: RoiSpec | None = None
+    samples: Sequence[Sample],
+    tiling: TilingSpec,
+    batch_size: int,
+    roi: RoiSpec | None = None,
+    bits: int = DEFAULT_SOURCE_BITS,
 ) -> DataLoader:
     from anomalib.data import ImageBatch
 
     return DataLoader(
-        TileDataset(samples, tiling, roi),
+        TileDataset(samples, tiling, roi, bits),
         batch_size=batch_size,
         shuffle=False,  # image-major order keeps the one-image cache hot
         num_workers=0,
@@ -140,16 +149,17 @@ def predict_tiled(
     *,
     batch_size: int = 16,
     roi: RoiSpec | None = None,
+    bits: int = DEFAULT_SOURCE_BITS,
 ) -> RawOutputs:
     """Run the torch model over every tile of ``samples`` (with ``roi``: every tile holding
     an ROI pixel, as the station does) and stitch each image back: raw scores (N,) (highest
     tile), stitched raw maps and ground truth (N, h, w) at ``evaluation_size``."""
-    data = TileDataset(samples, tiling)
+    data = TileDataset(samples, tiling, bits=bits)
     scores, maps = [], []
     model.eval()
     for number, sample in enumerate(data.samples):
         images, _ = data.tiles_of(number)
-        grid = tiling.grid(*read_image(sample.path).shape[:2])
+        grid = tiling.grid(*read_image(sample.path, bits=bits).shape[:2])
         if roi is not None:
             kept = grid.inside(roi)
             images = images[[grid.origins.index(origin) for origin in kept.origins]]
@@ -180,8 +190,9 @@ def fit_tiles(
 ) -> tuple[Any, float, TileDataset]:
     """Seeded anomalib ``Engine.fit`` on the tiles (with ``roi``: only the tiles and patches
     inside it); returns (model, seconds, the training tiles)."""
-    train_loader = tile_loader(train_samples, tiling, config.batch_size, roi)
-    validation_loader = tile_loader(validation, tiling, config.batch_size, roi)
+    bits = config.image_bits
+    train_loader = tile_loader(train_samples, tiling, config.batch_size, roi, bits)
+    validation_loader = tile_loader(validation, tiling, config.batch_size, roi, bits)
     tiles = train_loader.dataset
     masks = tiles.training_roi if roi is not None else None
     if roi is not None and masks is None:
@@ -227,13 +238,14 @@ def train_tiled(
         config, tiling, dataset.train_samples, validation, weights, progress=progress, roi=roi
     )
     tiles = len(tile_data)
-    calibration = predict_tiled(model, validation, tiling, roi=roi).calibrate(
+    bits = config.image_bits
+    calibration = predict_tiled(model, validation, tiling, roi=roi, bits=bits).calibrate(
         config.operating_point
     )
     fit = FitFigures(fit_seconds=round(fit_seconds, 2), train_tiles=tiles)
     metrics: dict[str, Any] = fit.to_mapping()
     if evaluate:
-        outputs = predict_tiled(model, test, tiling, roi=roi)
+        outputs = predict_tiled(model, test, tiling, roi=roi, bits=bits)
         measured, _ = outputs.measure(calibration)
         judged = replace(measured, calibration=calibration)
         metrics = {**judged.to_mapping(), **replace(fit, test_images=len(test)).to_mapping()}
@@ -248,9 +260,7 @@ def train_tiled(
         write_files=lambda directory: torch.save(state, directory / CHECKPOINT_FILE),
         weights=weights.record(),
         extra={
-            "preprocessing": to_mapping(
-                Preprocessing(tuple(config.image_size), weights.mean, weights.std)
-            ),
+            "preprocessing": to_mapping(station_preprocessing(config, weights)),
             "normalization": to_mapping(calibration.normalization),
             "segmentation": to_mapping(calibration.segmentation),
             "splits": to_mapping(_split_record(dataset, validation, test)),

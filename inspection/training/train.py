@@ -140,7 +140,7 @@ def make_loader(
 
     generator = torch.Generator().manual_seed(config.seed)
     return DataLoader(
-        SampleDataset(samples, config.image_size),
+        SampleDataset(samples, config.image_size, config.image_bits),
         batch_size=config.batch_size,
         shuffle=shuffle,
         num_workers=config.num_workers,
@@ -337,7 +337,7 @@ def train_model(
     good_scores = calibration_good_scores(model, config, dataset.train_samples, masks)
     calibration = calibrate_predictions(validated, config.operating_point, good_scores)
     normalization, segmentation = calibration.normalization, calibration.segmentation
-    predictions = predict(model, test, image_size=config.image_size)
+    predictions = predict(model, test, image_size=config.image_size, bits=config.image_bits)
     context = None
     if config.global_context:
         context, normalization, predictions = _fit_global_context(
@@ -366,9 +366,7 @@ def train_model(
         write_files=write_files,
         weights=weights.record(),
         extra={
-            "preprocessing": to_mapping(
-                Preprocessing(tuple(config.image_size), weights.mean, weights.std)
-            ),
+            "preprocessing": to_mapping(station_preprocessing(config, weights)),
             "normalization": to_mapping(normalization),
             "segmentation": to_mapping(segmentation),
             "splits": to_mapping(_split_record(dataset, validation, test)),
@@ -409,7 +407,7 @@ def predict_validation(
 ) -> tuple[Predictions, BlurChoice | None]:
     """Predictions on the validation split, after a ``map_peak`` model's
     ``image_score_blur`` is set on them (``training.image_score.choose_blur``)."""
-    validated = predict(model, validation, image_size=config.image_size)
+    validated = predict(model, validation, image_size=config.image_size, bits=config.image_bits)
     head = getattr(model.model, "map_peak", None)
     if head is None:
         return validated, None
@@ -476,6 +474,7 @@ def station_preprocessing(config: ModelConfig, weights: ResolvedWeights) -> Prep
         mean=tuple(weights.mean),
         std=tuple(weights.std),
         resize="bilinear",
+        source_bits=config.image_bits,
     )
 
 

@@ -1,0 +1,55 @@
+"""Stations decode 16-bit files at their bundle's ``preprocessing.source_bits``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+
+from inspection.core.bundle import Preprocessing
+from inspection.runtime.camera import CameraOptions, source_bits
+from inspection.runtime.paths import iter_paths
+
+TWELVE_BIT = (np.arange(96 * 96, dtype=np.uint16).reshape(96, 96) % 4096).astype(np.uint16)
+
+
+@dataclass
+class SeeingInspector:
+    """Records the images it is given; refuses each (a string outcome: no result needed)."""
+
+    metadata: object
+    camera: CameraOptions = field(default_factory=CameraOptions)
+    seen: list[np.ndarray] = field(default_factory=list)
+
+    def inspect_batch(self, images: list[np.ndarray]) -> list[str]:
+        self.seen.extend(images)
+        return ["seen"] * len(images)
+
+
+def _metadata(bits: int) -> object:
+    prep = Preprocessing((64, 64), (0.5,) * 3, (0.25,) * 3, source_bits=bits)
+    return SimpleNamespace(preprocessing=prep, tiling=None)
+
+
+def test_source_bits_is_the_bundles_and_16_without_metadata() -> None:
+    assert source_bits(SeeingInspector(_metadata(12))) == 12
+    assert source_bits(SeeingInspector(_metadata(16))) == 16
+    assert source_bits(object()) == 16
+
+
+def test_a_12_bit_frame_under_a_12_bit_bundle_is_seen_as_its_8_bit_equivalent(
+    tmp_path: Path,
+) -> None:
+    deep, eight = tmp_path / "deep.png", tmp_path / "eight.png"
+    cv2.imwrite(str(deep), TWELVE_BIT)
+    cv2.imwrite(str(eight), (TWELVE_BIT >> 4).astype(np.uint8))
+    twelve = SeeingInspector(_metadata(12))
+    list(iter_paths(twelve, [deep, eight]))
+    assert np.array_equal(twelve.seen[0], twelve.seen[1])
+    assert twelve.seen[0].max() == 255
+    old = SeeingInspector(_metadata(16))  # a bundle without the setting: the high byte
+    list(iter_paths(old, [deep]))
+    assert old.seen[0].max() == 15
