@@ -50,7 +50,7 @@ def test_the_model_config_takes_the_products_bits(tmp_path: Path) -> None:
     config = load_model_config("patchcore", product="widget", directory=tmp_path)
     assert (config.image_bits, config.batch_size) == (12, 3)
     assert load_model_config("patchcore").image_bits == 16
-    with pytest.raises(ConfigError, match="image_bits: .*integer from 8 to 16"):
+    with pytest.raises(ConfigError, match=r"image_bits: .*integer from 8 to 16"):
         load_model_config("patchcore", overrides=["image_bits=20"])
 
 
