@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 os.environ.setdefault("MKL_NUM_THREADS", "2")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Commands read the site this names when --site is not given: a shell's value must not point
+# tests at a real site (tests that need it set it themselves).
+os.environ.pop("INSPECTION_SITE_CONFIG", None)
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

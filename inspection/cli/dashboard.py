@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 
+from inspection.cli._site import site_option
 from inspection.core.config import SiteConfig, load_site_config
 from inspection.core.errors import ConfigError
 
@@ -48,12 +49,7 @@ def dashboard_env(site: Path | None) -> dict[str, str]:
     return env
 
 
-SITE_OPTION = typer.Option(
-    None,
-    "--site",
-    envvar="INSPECTION_SITE_CONFIG",
-    help="Site config YAML (default: configs/site.yaml).",
-)
+SITE_OPTION = site_option()
 PORT_OPTION = typer.Option(8501, "--port", help="Port to serve on.")
 HOST_OPTION = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback by default).")
 

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 import typer
 from rich.console import Console
 
+from inspection.cli._site import announce_env_site, site_from_env, site_option
+
 if TYPE_CHECKING:
     from inspection.store.store import Store
 
@@ -21,15 +23,13 @@ db_app = typer.Typer(help="Results database schema (Alembic migrations).", no_ar
 STATION_OPTION = typer.Option(
     None, "--config", "-c", help="Station config YAML whose store to use."
 )
-SITE_OPTION = typer.Option(
-    None, "--site", help="Site config YAML whose store to use (default: configs/site.yaml)."
-)
+SITE_OPTION = site_option("Site config YAML whose store to use", announce=False)
 
 
 @db_app.command("upgrade")
-def upgrade(config: Path = STATION_OPTION, site: Path = SITE_OPTION) -> None:
+def upgrade(ctx: typer.Context, config: Path = STATION_OPTION, site: Path = SITE_OPTION) -> None:
     """Bring the schema to the newest revision (safe to repeat; replicas serialise)."""
-    store = _store(config, site)
+    store = _store(config, site, site_from_env(ctx))
     before = store.schema_revision()
     store.migrate()
     after = store.schema_revision()
@@ -40,11 +40,11 @@ def upgrade(config: Path = STATION_OPTION, site: Path = SITE_OPTION) -> None:
 
 
 @db_app.command("status")
-def status(config: Path = STATION_OPTION, site: Path = SITE_OPTION) -> None:
+def status(ctx: typer.Context, config: Path = STATION_OPTION, site: Path = SITE_OPTION) -> None:
     """Print the schema revision; exit 1 when an upgrade is needed."""
     from inspection.store.store import schema_head
 
-    store = _store(config, site)
+    store = _store(config, site, site_from_env(ctx))
     current, head = store.schema_revision(), schema_head()
     console.print(f"database revision: {current or 'empty'}; this version needs: {head}")
     if current != head:
@@ -52,11 +52,15 @@ def status(config: Path = STATION_OPTION, site: Path = SITE_OPTION) -> None:
         raise typer.Exit(1)
 
 
-def _store(config: Path | None, site: Path | None) -> Store:
+def _store(config: Path | None, site: Path | None, from_env: bool = False) -> Store:
+    """The store of the station ``config`` or of the ``site`` (``from_env``: the site came from
+    ``INSPECTION_SITE_CONFIG``, which ``--config`` overrides)."""
     from inspection.store.store import Store
 
     if config is not None and site is not None:
-        raise typer.BadParameter("give --config (a station) or --site, not both")
+        if not from_env:
+            raise typer.BadParameter("give --config (a station) or --site, not both")
+        site = None  # --config names the store; INSPECTION_SITE_CONFIG only sets a default
     if config is not None:
         from inspection.service.config import load_station_config
 
@@ -64,6 +68,8 @@ def _store(config: Path | None, site: Path | None) -> Store:
         return Store(station.core.store_url, station.core.blob_dir)
     from inspection.core.config import load_site_config
 
+    if site is not None and from_env:
+        announce_env_site(site)
     site_config = load_site_config(site)
     return Store(site_config.store_url, site_config.blob_dir)
 

@@ -10,12 +10,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from inspection.cli._site import site_option
 from inspection.cli.console import configs_line, log_dir, quiet_logs, verbose_requested
 from inspection.cli.operating import subset_miss_text
 from inspection.core.bundle import PRECISIONS
 from inspection.core.config import load_site_config
 from inspection.core.export_gate import BundleFigures, GateTolerances
 
+SITE_OPTION = site_option()
 console = Console()
 TOLERANCE_NAMES = tuple(f.name for f in fields(GateTolerances))
 
@@ -84,7 +86,7 @@ def export_command(
         Path | None,
         typer.Option("--dataset", help="Dataset folder (default: the training one)."),
     ] = None,
-    site: str = typer.Option(None, "--site", help="Site config YAML (default: configs/site.yaml)."),
+    site: str = SITE_OPTION,
 ) -> None:
     """Export, calibrate on its own validation outputs, gate against FP32, and register.
 

@@ -13,11 +13,14 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
+from inspection.cli._site import site_option
+
 if TYPE_CHECKING:
     from inspection.runtime.paths import FoundFile, PathOutcome
     from inspection.runtime.tiled import Predictor
 
 
+SITE_OPTION = site_option()
 console = Console()
 FORMATS = ("csv", "json")
 INPUT_CHECKS = ("refuse", "warn", "off")  # core.input_domain.INPUT_CHECKS (imported lazily)
@@ -95,7 +98,7 @@ def inspect_command(
     allow_unsigned: bool = typer.Option(
         False, "--allow-unsigned", help="Skip the signature check (development only)."
     ),
-    site: str = typer.Option(None, "--site", help="Site config YAML (default: configs/site.yaml)."),
+    site: str = SITE_OPTION,
     input_check: str = typer.Option(
         "refuse",
         "--input-check",

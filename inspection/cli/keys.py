@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
+from inspection.cli._site import site_option
+
 if TYPE_CHECKING:
     from inspection.core.config import SiteConfig
 
@@ -22,9 +24,7 @@ STATION_CONFIGS = (Path("configs/station.yaml"), Path("configs/line.yaml"))
 """The shipped station and line configs (``site_station_configs`` finds a site's)."""
 
 
-SITE_OPTION = typer.Option(
-    None, "--site", help="Site config YAML (default: configs/site.yaml): keys beside its registry."
-)
+SITE_OPTION = site_option("Site config YAML, keys beside its registry")
 
 
 def _site_keys(site: str | None) -> Path:

@@ -8,12 +8,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from inspection.cli._site import site_option
 from inspection.core.config import load_site_config
 from inspection.core.registry import Registry
 
 models_app = typer.Typer(help="Browse the model registry.", no_args_is_help=True)
 console = Console()
-SITE_OPTION = typer.Option(None, "--site", help="Site config YAML (default: configs/site.yaml).")
+SITE_OPTION = site_option()
 
 
 def _registry(site: str | None) -> Registry:

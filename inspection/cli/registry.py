@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import typer
 
+from inspection.cli._site import site_option
+
+SITE_OPTION = site_option()
+
 registry_app = typer.Typer(help="The central model registry over HTTP.", no_args_is_help=True)
 
 
 @registry_app.command("serve")
 def serve(
-    site: str = typer.Option(None, "--site", help="Site config YAML (default: configs/site.yaml)."),
+    site: str = SITE_OPTION,
     host: str = typer.Option("127.0.0.1", help="Bind address (0.0.0.0 to serve the plant LAN)."),
     port: int = typer.Option(8700, min=1, max=65535, help="Port."),
 ) -> None:

@@ -9,10 +9,11 @@ import typer
 from rich.console import Console
 
 from inspection.cli._signals import Terminated, stop_on_signals, terminate_as_interrupt
+from inspection.cli._site import site_option
 
 console = Console()
 log = logging.getLogger(__name__)
-SITE_OPTION = typer.Option(None, "--site", help="Site config YAML (default: configs/site.yaml).")
+SITE_OPTION = site_option()
 CONFIG_OPTION = typer.Option(
     None, "--config", help="Retrain config YAML (default: configs/retrain.yaml)."
 )

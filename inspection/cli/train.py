@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from inspection.cli._site import site_option
 from inspection.cli.console import (
     StepProgress,
     configs_line,
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
 console = Console()
 log = logging.getLogger(__name__)
 
-SITE_OPTION = typer.Option(None, "--site", help="Site config YAML (default: configs/site.yaml).")
+SITE_OPTION = site_option()
 DATA_OPTION = typer.Option(None, "--data", help="Dataset folder or spec (default: product's).")
 CONFIG_OPTION = typer.Option(None, "--config", help="YAML of model config overrides.")
 SET_OPTION = typer.Option(

@@ -16,17 +16,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from inspection.cli._site import site_option
+
 if TYPE_CHECKING:
     from inspection.store.store import Store
 
 console = Console()
 users_app = typer.Typer(help="Dashboard logins (reviewers and admins).", no_args_is_help=True)
-SITE_OPTION = typer.Option(
-    None,
-    "--site",
-    envvar="INSPECTION_SITE_CONFIG",
-    help="Site config YAML whose store holds the users (default: configs/site.yaml).",
-)
+SITE_OPTION = site_option("Site config YAML whose store holds the users")
 NameArg = Annotated[str, typer.Argument(help="Login name, e.g. j.smith.")]
 
 

@@ -211,6 +211,9 @@ class SiteConfig:
 
 
 DEFAULT_SITE_CONFIG = Path("configs/site.yaml")
+SITE_CONFIG_ENV = "INSPECTION_SITE_CONFIG"
+"""Environment variable naming the site file of every command that takes ``--site`` (which
+wins over it) and of the dashboard; unset or empty: ``DEFAULT_SITE_CONFIG``."""
 CHECKOUT_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 """The ``configs/`` of the checkout the package runs from: the shipped model defaults."""
 

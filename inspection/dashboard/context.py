@@ -6,12 +6,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from inspection.core.config import SiteConfig, load_site_config
+from inspection.core.config import SITE_CONFIG_ENV, SiteConfig, load_site_config
 from inspection.core.registry import Registry
 from inspection.store.store import Store
 
 LOOPBACK: tuple[str, ...] = ("127.0.0.1", "localhost", "::1")
-SITE_ENV = "INSPECTION_SITE_CONFIG"
+SITE_ENV = SITE_CONFIG_ENV
 """Environment variable naming the site YAML the dashboard opens (default configs/site.yaml)."""
 
 

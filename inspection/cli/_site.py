@@ -1,0 +1,57 @@
+"""``--site``, the option of every command that works on a site: the site YAML given, else
+the file named by ``INSPECTION_SITE_CONFIG`` (``core.config.SITE_CONFIG_ENV``), else
+``configs/site.yaml`` of the working directory when present.
+
+    site: str = site_option()                          # in a command's signature
+    site: str = site_option("Site config YAML whose store holds the users")
+
+``--site`` wins over the variable. A site taken from the variable is said on stderr
+(``site config: <file> (from INSPECTION_SITE_CONFIG)``), so a command never works on another
+site than the operator thinks unannounced.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from inspection.core.config import DEFAULT_SITE_CONFIG, SITE_CONFIG_ENV
+
+err_console = Console(stderr=True)
+
+
+def site_option(what: str = "Site config YAML", *, announce: bool = True) -> Any:
+    """The ``--site`` option; ``what`` starts its help text (the default is appended).
+    ``announce=False``: the command says itself which site it used (``announce_env_site``)."""
+    return typer.Option(
+        None,
+        "--site",
+        envvar=SITE_CONFIG_ENV,
+        show_envvar=True,
+        callback=_announce if announce else None,
+        help=f"{what} (default: ${SITE_CONFIG_ENV}, else {DEFAULT_SITE_CONFIG}).",
+    )
+
+
+def _announce(ctx: typer.Context, param: typer.CallbackParam, value: Any) -> Any:
+    if value is not None and param.name and site_from_env(ctx, param.name):
+        announce_env_site(value)
+    return value
+
+
+def announce_env_site(site: object) -> None:
+    """Say on stderr that the site file came from ``INSPECTION_SITE_CONFIG``."""
+    err_console.print(
+        f"[dim]site config: {escape(str(site))} (from {SITE_CONFIG_ENV})[/]",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def site_from_env(ctx: typer.Context, name: str = "site") -> bool:
+    """Whether the command's ``--site`` value came from ``INSPECTION_SITE_CONFIG`` (not given)."""
+    source = ctx.get_parameter_source(name)  # typer's own click: compare the enum by name
+    return getattr(source, "name", None) == "ENVIRONMENT"
