@@ -17,6 +17,14 @@ OUT_DIR_OPTION = typer.Option(Path("datasets"), "--out", help="Folder to write p
 SEED_OPTION = typer.Option(0, "--seed", min=0, help="Random seed; same seed, same bytes.")
 DATASET_ARG = typer.Argument(..., help="MVTec-style product folder or a folder-spec .yaml.")
 JSON_OPTION = typer.Option(None, "--json", help="Also write the report as JSON here.")
+IMAGE_BITS_OPTION = typer.Option(
+    None,
+    "--image-bits",
+    min=8,
+    max=16,
+    help="The product's image_bits (products/<product>.yaml): 16-bit images are checked "
+    "against it instead of being warned about as 12-bit data.",
+)
 DATASETS_ARG = typer.Argument(..., help="Dataset folders or folder-spec .yaml files.")
 REPORT_DIR_OPTION = typer.Option(Path("reports/data"), "--out", help="Report folder.")
 SHEET_OPTION = typer.Option(Path("reports/data/demo_samples.png"), "--out", help="PNG to write.")
@@ -92,6 +100,7 @@ def hires(
 def check(
     path: Path = DATASET_ARG,
     json_out: Path | None = JSON_OPTION,
+    image_bits: int | None = IMAGE_BITS_OPTION,
 ) -> None:
     """Validate a dataset; exit 0 when it is usable, 1 when problems were found."""
     from inspection.data.check import check_dataset
@@ -102,7 +111,9 @@ def check(
     dataset = load_dataset(path)
     with file_progress() as progress:
         task = progress.add_task(f"reading {dataset.name}", total=len(dataset.samples))
-        report = check_dataset(dataset, on_file=lambda _path: progress.advance(task))
+        report = check_dataset(
+            dataset, on_file=lambda _path: progress.advance(task), image_bits=image_bits
+        )
     _print_report(report)
     if json_out is not None:
         json_out.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")

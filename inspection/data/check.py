@@ -23,6 +23,7 @@ from PIL import Image
 
 from inspection.core.errors import ImageDecodeError
 from inspection.core.images import (
+    DEFAULT_SOURCE_BITS,
     IMAGE_SUFFIXES,
     SIXTEEN_BIT_MODES,
     decode_image,
@@ -118,28 +119,36 @@ class _Image:
 
 
 def check_dataset(
-    dataset: Dataset, *, on_file: Callable[[Path], None] | None = None
+    dataset: Dataset,
+    *,
+    on_file: Callable[[Path], None] | None = None,
+    image_bits: int | None = None,
 ) -> CheckReport:
-    """Check every sample of ``dataset``; ``on_file`` is called after each image (progress)."""
+    """Check every sample of ``dataset``; ``on_file`` is called after each image (progress).
+
+    ``image_bits``: what the product's config declares (``products/<product>.yaml``; None:
+    nothing, read as 16). Undeclared, 16-bit images below 12 bits are named with the setting
+    to add; declared, 16-bit images with values above ``2**image_bits - 1`` are named."""
+    bits = image_bits if image_bits is not None else DEFAULT_SOURCE_BITS
     problems: list[Problem] = []
     sizes: dict[Path, tuple[int, int]] = {}
     modes: Counter[str] = Counter()
     coverage: dict[str, list[float]] = defaultdict(list)
-    narrow: list[Path] = []
+    peaks: dict[Path, int] = {}
     train_hashes: dict[str, Path] = {}
     test_hashes: list[tuple[str, Path]] = []
     masks_expected = bool(dataset.unmatched_masks) or any(s.mask_path for s in dataset.samples)
 
     for sample in dataset.samples:
-        image = _read(sample.path, "image")
+        image = _read(sample.path, "image", bits)
         if image.problem is not None:
             problems.append(Problem(sample.path, image.problem, "unreadable"))
         else:
             height, width = image.array.shape[:2]
             sizes[sample.path] = (width, height)
             modes[image.mode] += 1
-            if image.peak is not None and image.peak < NARROW_16_BIT:
-                narrow.append(sample.path)
+            if image.peak is not None:
+                peaks[sample.path] = image.peak
             digest = _content_hash(image.array)
             if sample.split == "train":
                 train_hashes.setdefault(digest, sample.path)
@@ -155,7 +164,7 @@ def check_dataset(
     ]
     problems += _duplicates(train_hashes, test_hashes, dataset.root)
     problems += _mixed_sizes(sizes)
-    problems += _narrow_16_bit(narrow, dataset.root)
+    problems += _bit_depth(peaks, bits, dataset)
     problems += _ignored(dataset)
     problems += _dataset_findings(dataset)
     return CheckReport(
@@ -170,13 +179,13 @@ def check_dataset(
     )
 
 
-def _read(path: Path, what: str) -> _Image:
+def _read(path: Path, what: str, bits: int) -> _Image:
     try:
         data = path.read_bytes()
     except OSError as exc:
         return _Image(problem=f"{what}: cannot read file ({exc.strerror or exc})")
     try:
-        array = decode_image(data, name=what)
+        array = decode_image(data, name=what, bits=bits)
         with Image.open(io.BytesIO(data)) as handle:
             mode = handle.mode
             peak = int(np.asarray(handle).max()) if mode in SIXTEEN_BIT_MODES else None
@@ -267,17 +276,42 @@ def listed(names: Sequence[str], limit: int = LISTED, sep: str = ", ") -> str:
     return sep.join(names[:limit]) + more
 
 
-def _narrow_16_bit(paths: list[Path], root: Path) -> list[Problem]:
-    """One warning naming the 16-bit images whose values stay below 12 bits."""
-    if not paths:
+def _bit_depth(peaks: dict[Path, int], bits: int, dataset: Dataset) -> list[Problem]:
+    """16-bit images read at ``bits`` (``core.images.narrow_to_8_bits``): at 16, those below
+    12 bits (nearly black); below 16, those with values above ``2**bits - 1`` (clipped)."""
+    if bits == DEFAULT_SOURCE_BITS:
+        narrow = {p: peak for p, peak in peaks.items() if peak < NARROW_16_BIT}
+        return _narrow_16_bit(narrow, dataset)
+    over = [p for p, peak in peaks.items() if peak >= 2**bits]
+    if not over:
         return []
+    needed = max(peaks[p] for p in over).bit_length()
+    message = (
+        f"{len(over)} 16-bit image(s) use more than the declared image_bits: {bits} (values "
+        f"above {2**bits - 1}, up to {needed} bits): "
+        f"{listed([_relative(p, dataset.root) for p in over])}. Their brighter pixels clip "
+        f"to 255; set image_bits: {needed} in products/{dataset.name}.yaml if the camera "
+        "writes that many bits"
+    )
+    return [Problem(dataset.root, message, "over_image_bits", "warning")]
+
+
+def _narrow_16_bit(peaks: dict[Path, int], dataset: Dataset) -> list[Problem]:
+    """One warning naming the 16-bit images whose values stay below 12 bits, and the
+    ``image_bits`` their highest value needs."""
+    if not peaks:
+        return []
+    root, paths = dataset.root, list(peaks)
+    needed = max(8, max(peaks.values()).bit_length())
     message = (
         f"{len(paths)} 16-bit image(s) use fewer than 12 bits (all values below "
         f"{NARROW_16_BIT}, e.g. 12-bit camera data): "
         f"{listed([_relative(p, root) for p in paths])}. They are read at 8 bits by "
         "taking the high byte, which leaves at most 16 grey levels and loses almost all "
-        "contrast; export the camera images as 8-bit or as full-range 16-bit (scaled to "
-        "0..65535)"
+        f"contrast; set image_bits: {needed} (the camera's bit depth) in "
+        f"products/{dataset.name}.yaml "
+        "so training and every station read them at full contrast, or export the camera "
+        "images as 8-bit or as full-range 16-bit (scaled to 0..65535)"
     )
     return [Problem(root, message, "narrow_16_bit", "warning")]
 

@@ -297,3 +297,39 @@ def test_many_problems_at_once_do_not_stop_the_check(tiny_product: Path, tmp_pat
         "mask_not_binary",
         "mixed_sizes",
     } <= codes
+
+
+def _twelve_bit_brick(tiny_product: Path, tmp_path: Path, peak_extra: int = 0) -> Path:
+    root = shutil.copytree(tiny_product, tmp_path / "brick")
+    ramp = np.tile(np.arange(128, dtype=np.uint16), (128, 1)) * 32  # 0..4064: 12-bit data
+    for index in range(3):
+        Image.fromarray(ramp + 31).save(root / f"train/good/{index:03d}.png")  # peak 4095
+    if peak_extra:
+        Image.fromarray(ramp + peak_extra).save(root / "train/good/003.png")
+    return root
+
+
+def test_the_12_bit_warning_names_the_setting_to_add(tiny_product: Path, tmp_path: Path) -> None:
+    root = _twelve_bit_brick(tiny_product, tmp_path)
+    [warning] = check_dataset(load_dataset(root)).warnings
+    assert warning.code == "narrow_16_bit"
+    assert "set image_bits: 12 (the camera's bit depth) in products/brick.yaml" in warning.message
+    assert check_dataset(load_dataset(root), image_bits=16).warnings == (warning,)
+
+
+def test_a_product_declaring_its_bits_gets_no_warning(tiny_product: Path, tmp_path: Path) -> None:
+    root = _twelve_bit_brick(tiny_product, tmp_path)
+    report = check_dataset(load_dataset(root), image_bits=12)
+    assert report.ok and report.warnings == ()
+
+
+def test_images_using_more_bits_than_declared_are_named(tiny_product: Path, tmp_path: Path) -> None:
+    root = _twelve_bit_brick(tiny_product, tmp_path, peak_extra=8000)  # peak 12064: 14 bits
+    report = check_dataset(load_dataset(root), image_bits=12)
+    [warning] = report.warnings
+    assert (warning.code, warning.path) == ("over_image_bits", root.resolve())
+    assert warning.message == (
+        "1 16-bit image(s) use more than the declared image_bits: 12 (values above 4095, up "
+        "to 14 bits): train/good/003.png. Their brighter pixels clip to 255; set "
+        "image_bits: 14 in products/brick.yaml if the camera writes that many bits"
+    )

@@ -75,3 +75,18 @@ def test_demo_unknown_product_is_a_dataset_error(tmp_path: Path) -> None:
     result = runner.invoke(app, ["data", "demo", "--out", str(tmp_path), "--products", "tiles"])
     assert isinstance(result.exception, DatasetError)
     assert "valid products: brick, grass, gravel" in str(result.exception)
+
+
+def test_check_takes_the_products_image_bits(tiny_product: Path, tmp_path: Path) -> None:
+    import shutil
+
+    import numpy as np
+    from PIL import Image
+
+    root = shutil.copytree(tiny_product, tmp_path / "brick")
+    Image.fromarray(np.full((128, 128), 4095, np.uint16)).save(root / "train/good/000.png")
+    env = {"COLUMNS": "300"}
+    undeclared = runner.invoke(app, ["data", "check", str(root)], env=env)
+    assert "set image_bits: 12" in " ".join(undeclared.output.split())
+    declared = runner.invoke(app, ["data", "check", str(root), "--image-bits", "12"], env=env)
+    assert declared.exit_code == 0 and "image_bits" not in declared.output
