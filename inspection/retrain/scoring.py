@@ -69,6 +69,7 @@ def evaluate_bundles(
     Pixel metrics use maps and masks resized to the first bundle's input size; items
     without pixel truth (reviewed defects) are left out of them.
     """
+    from inspection.runtime.camera import source_bits
     from inspection.runtime.tiled import load_inspector
 
     if not items:
@@ -76,17 +77,19 @@ def evaluate_bundles(
     inspectors = {role: load_inspector(path) for role, path in bundles.items()}
     roles = list(inspectors)
     height, width = inspectors[roles[0]].metadata.preprocessing.input_size
-    first = read_image(items[0].path)
-    for inspector in inspectors.values():
+    bits = {role: source_bits(inspector) for role, inspector in inspectors.items()}
+    for role, inspector in inspectors.items():
+        first = read_image(items[0].path, bits=bits[role])
         for _ in range(warmup):
             inspector.inspect(first)
     scores = {role: [] for role in roles}
     maps = {role: [] for role in roles}
     latencies = {role: [] for role in roles}
     for index, item in enumerate(items):
-        image = read_image(item.path)
+        # Each bundle reads 16-bit images at the bit depth it was trained on (``source_bits``).
+        images = {depth: read_image(item.path, bits=depth) for depth in set(bits.values())}
         for role in roles if index % 2 == 0 else roles[::-1]:
-            result = inspectors[role].inspect(image)
+            result = inspectors[role].inspect(images[bits[role]])
             scores[role].append(result.score)
             latencies[role].append(result.latency_ms)
             maps[role].append(
