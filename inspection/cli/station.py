@@ -102,7 +102,10 @@ PRODUCTS_OPTION = typer.Option(
     None, "--product", "-p", help="Product(s) to tune (default: the station config's products)."
 )
 IMAGES_OPTION = typer.Option(
-    None, "--images", help="Folder of part images to time on (default: a synthetic part)."
+    None,
+    "--images",
+    help="Folder of part images to time on (default: a synthetic part of the size the bundle "
+    "serves: a tiled bundle's training image size; an aligned bundle's own reference).",
 )
 
 

@@ -34,6 +34,7 @@ from inspection.core.tiling import TileGrid, TilingSpec, cut, stitch
 from inspection.core.types import AffineMatrix, InspectionResult
 from inspection.runtime.camera import CameraOptions
 from inspection.runtime.inspector import Inspector, RawImageOutputs
+from inspection.runtime.model import BundleModel
 from inspection.runtime.preprocess import check_image, preprocess
 
 TileMode = Literal["batch", "async"]
@@ -93,6 +94,11 @@ class TiledInspector:
     @property
     def bundle_dir(self) -> Path:
         return self.inspector.bundle_dir
+
+    @property
+    def model(self) -> BundleModel:
+        """The compiled bundle every tile runs through (``Inspector.model``)."""
+        return self.inspector.model
 
     @property
     def threshold(self) -> float:

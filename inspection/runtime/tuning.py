@@ -28,11 +28,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from inspection.core.bundle import BundleMetadata, read_bundle_metadata
 from inspection.core.config import from_mapping, to_mapping
-from inspection.core.errors import BundleError, RegistryError
+from inspection.core.errors import BundleError, ImageDecodeError, RegistryError
+from inspection.core.images import read_image
 from inspection.core.registry import Registry, check_name, utc_now
 from inspection.core.signing import verify_signed_bundle
 from inspection.runtime.hardware import CpuInfo, cpu_info, load_1m
 from inspection.runtime.inspector import Inspector
+from inspection.runtime.tiled import Predictor, TiledInspector, load_inspector
 
 log = logging.getLogger(__name__)
 
@@ -242,6 +244,41 @@ def probe_image(height: int, width: int) -> np.ndarray:
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
+def probe_images(bundle_dir: Path, meta: BundleMetadata) -> tuple[list[np.ndarray], str]:
+    """Images of the size the station serves the bundle, to time it on, and what they are.
+
+    - an aligned bundle: its alignment reference (full size, and it aligns: a synthetic part
+      would be refused as not alignable);
+    - a tiled bundle: a synthetic part (``probe_image``) of its training images' size, the
+      largest in its input domain (``core.input_domain``), else of its ROI's reference image
+      (``core.roi``): the station cuts the full image into tiles. A tiled bundle recording
+      neither gets one tile's worth of image, and the note says so;
+    - any other bundle: a synthetic part at the model input size (it is resized to that).
+    """
+    if meta.alignment is not None:
+        try:
+            reference = read_image(bundle_dir / meta.alignment.file)
+        except (ImageDecodeError, OSError) as exc:
+            raise BundleError(f"{bundle_dir}: alignment reference unreadable: {exc}") from exc
+        height, width = reference.shape[:2]
+        return [reference], f"its alignment reference ({width}x{height} px)"
+    tiling = meta.tiling
+    if tiling is None:
+        height, width = meta.preprocessing.input_size
+        return [probe_image(height, width)], f"a synthetic {width}x{height} px part (model input)"
+    if meta.input_domain is not None:
+        height, width = meta.input_domain.height[1], meta.input_domain.width[1]
+        what = "its largest training image, tiled"
+    elif meta.roi is not None:
+        height, width = meta.roi.reference_size
+        what = "its ROI's reference image, tiled"
+    else:
+        height = max(1, round(tiling.tile_size[0] / tiling.scale))
+        width = max(1, round(tiling.tile_size[1] / tiling.scale))
+        what = "ONE tile: the bundle records no image size; time it with --images"
+    return [probe_image(height, width)], f"a synthetic {width}x{height} px part ({what})"
+
+
 MEASUREMENT_ROUNDS = 5
 """Bundles are timed in this many interleaved rounds (see ``measure_bundles``)."""
 
@@ -254,7 +291,10 @@ def measure_bundles(
     throughput_images: int = 24,
     rounds: int = MEASUREMENT_ROUNDS,
 ) -> list[PrecisionMeasurement]:
-    """Time ``Inspector.inspect`` (batch 1) and the async queue of every (bundle, gate).
+    """Time ``inspect`` (batch 1) and the async queue of every (bundle, gate), each loaded as
+    the station serves it (``runtime.tiled.load_inspector``: a tiled bundle as a
+    ``TiledInspector``, each image one batch of its tiles, with no queue across images; its
+    throughput is the sequential one).
 
     The bundles take turns: ``rounds`` rounds, each running every bundle's share of the
     latency samples and ``throughput_images`` through its queue. A machine whose speed drifts
@@ -262,18 +302,18 @@ def measure_bundles(
     two close precisions is not decided by when each happened to be measured.
     """
     rounds = max(1, min(rounds, samples))
-    # The probe images are synthetic (``probe_image``, at the model input size): timed, never
-    # held against the bundle's input domain, whose aspect ratio they need not share.
-    latency = [Inspector.from_bundle(path, input_check="off") for path, _ in bundles]
+    # The probe images are synthetic (``probe_images``): timed, never held against the
+    # bundle's input domain, whose aspect ratio they need not share.
+    latency = [load_inspector(path, input_check="off") for path, _ in bundles]
     queued = [
-        Inspector.from_bundle(path, performance_hint="THROUGHPUT", input_check="off")
-        for path, _ in bundles
+        _queued(path, inspector) for (path, _), inspector in zip(bundles, latency, strict=True)
     ]
     stream = [images[i % len(images)] for i in range(throughput_images)]
     for inspector, fast in zip(latency, queued, strict=True):
         for image in images[:3]:
             inspector.inspect(image)  # warm-up: first inferences allocate
-        fast.inspect_many(stream[:4])
+        if fast is not None:
+            fast.inspect_many(stream[:4])
     latencies: list[list[float]] = [[] for _ in bundles]
     busy_seconds = [0.0 for _ in bundles]
     for round_index in range(rounds):
@@ -281,12 +321,17 @@ def measure_bundles(
         for index, inspector in enumerate(latency):
             latencies[index] += _latencies(inspector, images, share)
         for index, fast in enumerate(queued):
+            if fast is None:
+                continue
             start = time.perf_counter()
             fast.inspect_many(stream)
             busy_seconds[index] += time.perf_counter() - start
     return [
         _executed(
-            inspector, _measurement(inspector.metadata, gate, times, rounds * len(stream) / busy)
+            inspector,
+            _measurement(
+                inspector.metadata, gate, times, rounds * len(stream) / busy if busy else 0.0
+            ),
         )
         for inspector, (_, gate), times, busy in zip(
             latency, bundles, latencies, busy_seconds, strict=True
@@ -294,7 +339,15 @@ def measure_bundles(
     ]
 
 
-def _executed(inspector: Inspector, measured: PrecisionMeasurement) -> PrecisionMeasurement:
+def _queued(path: Path, inspector: Predictor) -> Inspector | None:
+    """The bundle for the async queue (OpenVINO's THROUGHPUT hint); None for a tiled bundle,
+    which the station runs one image (a batch of tiles) at a time."""
+    if isinstance(inspector, TiledInspector):
+        return None
+    return Inspector.from_bundle(path, performance_hint="THROUGHPUT", input_check="off")
+
+
+def _executed(inspector: Predictor, measured: PrecisionMeasurement) -> PrecisionMeasurement:
     """``measured`` with what OpenVINO executed and the golden check's worst drift."""
     from inspection.runtime.golden import executed_kernels, executed_precision
 
@@ -319,7 +372,7 @@ def golden_gate(bundle_dir: Path) -> tuple[bool, str]:
     return check.passed, check.message()
 
 
-def _latencies(inspector: Inspector, images: Sequence[np.ndarray], count: int) -> list[float]:
+def _latencies(inspector: Predictor, images: Sequence[np.ndarray], count: int) -> list[float]:
     """Batch-1 ``inspect`` latencies (ms) of ``count`` images, cycling through ``images``."""
     times = []
     for index in range(count):
@@ -376,8 +429,8 @@ def tune_product(
     if not gated:
         raise BundleError(f"{product}: no bundle of the live model passed its gates on this CPU")
     if images is None:
-        height, width = candidates[0][2].preprocessing.input_size
-        images = [probe_image(height, width)]
+        images, what = probe_images(candidates[0][1], candidates[0][2])
+        say(f"timing on {what}")
     names = ", ".join(f"{bundle_id} ({meta.precision})" for bundle_id, _, meta, _ in gated)
     say(f"measuring {names} in {MEASUREMENT_ROUNDS} interleaved rounds")
     timed = [(path, gate) for _, path, _, gate in gated]

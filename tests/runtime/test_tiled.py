@@ -24,6 +24,7 @@ from inspection.core.bundle import (
 )
 from inspection.core.calibration import Normalization
 from inspection.core.errors import BundleError
+from inspection.core.input_domain import InputDomain
 from inspection.core.roi import RoiSpec, RoiTraining
 from inspection.core.tiling import TilingSpec
 from inspection.runtime.tiled import TiledInspector
@@ -47,6 +48,7 @@ def _write_bundle(
     tiling: TilingSpec | None = SPEC,
     roi: RoiSpec | None = None,
     training_roi: RoiTraining | None = None,
+    input_domain: InputDomain | None = None,
 ) -> Path:
     target.mkdir(parents=True)
     ov.save_model(_model(), target / "model.xml")
@@ -62,6 +64,7 @@ def _write_bundle(
         tiling=tiling,
         roi=roi,
         training_roi=training_roi,
+        input_domain=input_domain,
     )
     write_bundle_metadata(target, metadata)
     return target

@@ -12,7 +12,9 @@ import pytest
 
 from inspection.core.bundle import read_bundle_metadata, write_bundle_metadata
 from inspection.core.export_gate import ExportRecord
+from inspection.core.input_domain import InputDomain
 from inspection.core.registry import Registry
+from inspection.core.roi import RoiSpec
 from inspection.runtime.hardware import CpuInfo, cpu_info, parse_cpuinfo
 from inspection.runtime.tuning import (
     PrecisionMeasurement,
@@ -24,6 +26,8 @@ from inspection.runtime.tuning import (
     served_bundle_id,
     tune_product,
 )
+from tests.runtime.test_tiled import SPEC as TILED_SPEC
+from tests.runtime.test_tiled import _write_bundle as _write_tiled_bundle
 
 if TYPE_CHECKING:
     from click.testing import Result
@@ -315,3 +319,79 @@ def test_bf16_is_exported_gated_and_tuned_where_the_cpu_has_it(
         assert any("bf16" in kernel for kernel in measured["bf16"].kernels)
         assert measured["bf16"].golden_drift is not None and measured["bf16"].golden_drift < 1e-3
     assert measured["fp32"].executed_precision == "f32"
+
+
+_DOMAIN = InputDomain(
+    colour="colour", channel_spread=(10.0, 20.0), height=(120, 200), width=(96, 160),
+    aspect=(0.8, 0.8), images=4, colour_images=4,
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("setup", "size", "said"),
+    [
+        ({"input_domain": _DOMAIN}, (200, 160), "160x200 px part (its largest training image"),
+        ({"roi": RoiSpec((180, 140))}, (180, 140), "140x180 px part (its ROI's reference image"),
+        ({}, (64, 64), "64x64 px part (ONE tile: the bundle records no image size"),
+    ],
+    ids=["input-domain", "roi", "nothing-recorded"],
+)
+def test_a_tiled_bundle_is_timed_on_full_images_as_the_station_serves_it(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    setup: dict[str, object],
+    size: tuple[int, int],
+    said: str,
+) -> None:
+    """Each timed image runs every tile of the size the station sees (SPEC: scale 0.5,
+    32 px tiles every 16 px); it was one tile of a model-input-sized probe."""
+    from inspection.runtime.tiled import TiledInspector
+
+    bundle = _write_tiled_bundle(tmp_path / "bundle", **setup)  # type: ignore[arg-type]
+    registry = Registry(tmp_path / "registry")
+    registry.add_bundle("hires", bundle, "v0001-fp32")
+    registry.promote("hires", "v0001-fp32", actor="tests", reason="initial")
+    tiles: list[int] = []
+    infer_tiles = TiledInspector.infer_tiles
+
+    def counting(self: TiledInspector, batch):
+        tiles.append(len(batch))
+        return infer_tiles(self, batch)
+
+    monkeypatch.setattr(TiledInspector, "infer_tiles", counting)
+    notes: list[str] = []
+
+    record = tune_product(registry, "hires", samples=5, progress=notes.append, write=False)
+
+    assert any(said in note for note in notes), notes
+    expected = len(TILED_SPEC.grid(*size))
+    assert tiles and set(tiles) == {expected}
+    assert (expected > 1) == ("ONE tile" not in said)
+    (measured,) = record.measurements
+    assert measured.p50_ms > 0 and measured.throughput_ips > 0
+
+
+def test_an_aligned_bundle_is_timed_on_its_own_reference(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A synthetic part is refused by alignment (another size, nothing to register): the tune
+    stopped with AlignmentError. The reference is full size and aligns."""
+    from PIL import Image
+
+    from inspection.core.alignment import AlignmentSpec
+
+    bundle = _write_tiled_bundle(tmp_path / "bundle")
+    Image.fromarray(probe_image(200, 160)).save(bundle / "reference.png")
+    meta = read_bundle_metadata(bundle)
+    write_bundle_metadata(
+        bundle, dataclasses.replace(meta, alignment=AlignmentSpec(working_size=64))
+    )
+    registry = Registry(tmp_path / "registry")
+    registry.add_bundle("hires", bundle, "v0001-fp32")
+    registry.promote("hires", "v0001-fp32", actor="tests", reason="initial")
+    notes: list[str] = []
+
+    record = tune_product(registry, "hires", samples=5, progress=notes.append, write=False)
+
+    assert "timing on its alignment reference (160x200 px)" in notes
+    assert record.measurements[0].p50_ms > 0
