@@ -85,10 +85,12 @@ LEAK_CODE = "train_test_duplicate"
 inflates every held-out figure and the threshold calibrated on them."""
 
 
-def checked_dataset(path: Path, *, allow_duplicates: bool = False) -> Dataset:
+def checked_dataset(
+    path: Path, *, allow_duplicates: bool = False, image_bits: int | None = None
+) -> Dataset:
     """The dataset at ``path`` after ``inspection data check``'s checks: unreadable files and
     train/test duplicates refuse it (``DatasetError`` listing them); other findings are printed
-    as a summary and training goes on."""
+    as a summary and training goes on. ``image_bits``: the product's declared bit depth."""
     from inspection.data.check import check_dataset, listed
     from inspection.data.dataset import load_dataset
 
@@ -96,7 +98,9 @@ def checked_dataset(path: Path, *, allow_duplicates: bool = False) -> Dataset:
     dataset.check_readable()  # header probe: all unreadable files in one error, at once
     with file_progress() as progress:
         task = progress.add_task(f"checking {dataset.name}", total=len(dataset.samples))
-        report = check_dataset(dataset, on_file=lambda _path: progress.advance(task))
+        report = check_dataset(
+            dataset, on_file=lambda _path: progress.advance(task), image_bits=image_bits
+        )
     leaks = [p for p in report.errors if p.code == LEAK_CODE]
     if leaks and not allow_duplicates:
         copies = listed([f"{p.path}: {p.message}" for p in leaks], sep="; ")
@@ -177,7 +181,9 @@ def train_command(
     if auto and (config is not None or overrides):
         raise typer.BadParameter("--auto chooses the config: drop --config and --set")
     dataset = checked_dataset(
-        _dataset_path(site_config, product, data), allow_duplicates=allow_duplicates
+        _dataset_path(site_config, product, data),
+        allow_duplicates=allow_duplicates,
+        image_bits=product_config.image_bits,
     )
     if auto:
         budget_s = budget or product_config.auto_budget_s

@@ -197,3 +197,23 @@ def test_cli_train_then_evaluate(tiny_product: Path, tmp_path: Path) -> None:
         (tmp_path / "reports/brick/v0001-patchcore/evaluate/metrics.json").read_text()
     )
     assert evaluated["overall"]["image_auroc"] == pytest.approx(trained["overall"]["image_auroc"])
+
+
+def test_checked_dataset_reads_at_the_products_declared_bits(
+    tiny_product: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``inspection train`` checks the data at the product's ``image_bits``: 12-bit images
+    are no finding when the product declares 12 (it used to print 'set image_bits: 12')."""
+    from PIL import Image
+
+    from inspection.cli.train import checked_dataset
+
+    product = tmp_path / "brick"
+    shutil.copytree(tiny_product, product)
+    for path in (product / "train" / "good").glob("*.png"):
+        grey = np.asarray(Image.open(path).convert("L"), dtype=np.uint16) * 16  # 0..4080
+        Image.fromarray(grey).save(path)
+    checked_dataset(product)
+    assert "set image_bits: 12" in " ".join(capsys.readouterr().out.split())
+    checked_dataset(product, image_bits=12)
+    assert "image_bits" not in capsys.readouterr().out
