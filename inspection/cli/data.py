@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from inspection.cli._site import site_option
 from inspection.cli.console import file_progress
 
 data_app = typer.Typer(help="Datasets: demo generator, validation, previews.", no_args_is_help=True)
@@ -22,11 +23,13 @@ IMAGE_BITS_OPTION = typer.Option(
     "--image-bits",
     min=8,
     max=16,
-    help="The product's image_bits (products/<product>.yaml): 16-bit images are checked "
-    "against it instead of being warned about as 12-bit data.",
+    help="The product's image_bits: 16-bit images are checked against it instead of being "
+    "warned about as 12-bit data (default: image_bits of products/<folder name>.yaml in the "
+    "site's configs, if that file exists).",
 )
 DATASETS_ARG = typer.Argument(..., help="Dataset folders or folder-spec .yaml files.")
 REPORT_DIR_OPTION = typer.Option(Path("reports/data"), "--out", help="Report folder.")
+SITE_OPTION = site_option("Site config YAML; its configs folder holds products/<product>.yaml")
 SHEET_OPTION = typer.Option(Path("reports/data/demo_samples.png"), "--out", help="PNG to write.")
 
 
@@ -101,6 +104,7 @@ def check(
     path: Path = DATASET_ARG,
     json_out: Path | None = JSON_OPTION,
     image_bits: int | None = IMAGE_BITS_OPTION,
+    site: Path | None = SITE_OPTION,
 ) -> None:
     """Validate a dataset; exit 0 when it is usable, 1 when problems were found."""
     from inspection.data.check import check_dataset
@@ -109,6 +113,8 @@ def check(
     if json_out is not None:
         _ready_to_write(json_out, "--json")  # before the check: a bad path must not cost it
     dataset = load_dataset(path)
+    if image_bits is None:
+        image_bits = _declared_image_bits(dataset.name, site)
     with file_progress() as progress:
         task = progress.add_task(f"reading {dataset.name}", total=len(dataset.samples))
         report = check_dataset(
@@ -119,6 +125,20 @@ def check(
         json_out.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
     if not report.ok:
         raise typer.Exit(1)
+
+
+def _declared_image_bits(product: str, site: Path | None) -> int | None:
+    """``image_bits`` of ``products/<product>.yaml`` in the site's configs folder; None when
+    the product has no config file there (a config error is one line naming the file)."""
+    from inspection.core.config import load_site_config
+    from inspection.training.config import load_product_config
+
+    configs = load_site_config(site).configs
+    if not (configs / "products" / f"{product}.yaml").is_file():
+        return None
+    bits = load_product_config(product, configs).image_bits
+    console.print(f"image_bits: {bits} (products/{product}.yaml in {configs})", highlight=False)
+    return bits
 
 
 @data_app.command("sheet")

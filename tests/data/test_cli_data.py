@@ -13,7 +13,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from inspection.cli import app
-from inspection.core.errors import DatasetError
+from inspection.core.errors import ConfigError, DatasetError
 
 runner = CliRunner()
 
@@ -90,3 +90,27 @@ def test_check_takes_the_products_image_bits(tiny_product: Path, tmp_path: Path)
     assert "set image_bits: 12" in " ".join(undeclared.output.split())
     declared = runner.invoke(app, ["data", "check", str(root), "--image-bits", "12"], env=env)
     assert declared.exit_code == 0 and "image_bits" not in declared.output
+
+
+def test_check_reads_image_bits_from_the_sites_product_config(
+    tiny_product: Path, tmp_path: Path
+) -> None:
+    """A product that declares image_bits: 12 was told to 'set image_bits: 12' by data check
+    unless --image-bits was given too."""
+    import numpy as np
+
+    root = shutil.copytree(tiny_product, tmp_path / "cam12")
+    Image.fromarray(np.full((128, 128), 4095, np.uint16)).save(root / "train/good/000.png")
+    site = tmp_path / "site" / "site.yaml"
+    (site.parent / "products").mkdir(parents=True)
+    site.write_text("{}\n", encoding="utf-8")
+    (site.parent / "products" / "cam12.yaml").write_text("image_bits: 12\n", encoding="utf-8")
+    env = {"COLUMNS": "300"}
+    result = runner.invoke(app, ["data", "check", str(root), "--site", str(site)], env=env)
+    said = " ".join(result.output.split())
+    assert result.exit_code == 0, said
+    assert "image_bits: 12 (products/cam12.yaml" in said and "set image_bits" not in said
+    (site.parent / "products" / "cam12.yaml").write_text("image_bits: 7\n", encoding="utf-8")
+    bad = runner.invoke(app, ["data", "check", str(root), "--site", str(site)], env=env)
+    assert isinstance(bad.exception, ConfigError)  # main() prints it as one line
+    assert "cam12.yaml: image_bits" in str(bad.exception)
