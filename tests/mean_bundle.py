@@ -44,7 +44,7 @@ def write_mean_bundle(
 ) -> Path:
     """Write the mean-channel bundle to ``target``; ``fields`` are further ``BundleMetadata``
     fields (tiling, ROI, alignment, input domain, …)."""
-    target.mkdir(parents=True)
+    target.mkdir(parents=True, exist_ok=True)
     ov.save_model(mean_channel_model(input_size), target / "model.xml")
     metadata = BundleMetadata(
         schema_version=BUNDLE_SCHEMA_VERSION,

@@ -15,20 +15,14 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import openvino as ov
-import openvino.opset13 as ops
 import pytest
 from PIL import Image
 
 from inspection.core.alignment import AlignmentSpec
 from inspection.core.bundle import (
-    BUNDLE_SCHEMA_VERSION,
-    BundleMetadata,
-    Preprocessing,
     read_bundle_metadata,
     write_bundle_metadata,
 )
-from inspection.core.calibration import Normalization
 from inspection.core.errors import InputDomainError
 from inspection.core.images import read_image
 from inspection.core.input_domain import InputDomain
@@ -38,6 +32,7 @@ from inspection.runtime.camera import CameraOptions
 from inspection.runtime.inspector import Inspector
 from inspection.runtime.paths import inspect_paths
 from inspection.runtime.tiled import TiledInspector
+from tests.mean_bundle import write_mean_bundle
 
 INPUT = (32, 32)
 SIDE = 128
@@ -53,16 +48,6 @@ COLOUR = InputDomain(
 GREY = dataclasses.replace(COLOUR, colour="grey", channel_spread=(0.0, 0.0))
 MIXED = dataclasses.replace(COLOUR, colour="mixed", channel_spread=(0.0, 40.0))
 HALF = RoiSpec((SIDE, SIDE), include=(((0, 0), (SIDE / 2, 0), (SIDE / 2, SIDE), (0, SIDE)),))
-
-
-def _model() -> ov.Model:
-    image = ops.parameter([-1, 3, *INPUT], np.float32, name="image")
-    amap = ops.reduce_mean(image, np.array([1]), keep_dims=True)
-    score = ops.reduce_max(amap, np.array([1, 2, 3]), keep_dims=False)
-    model = ov.Model([score, amap], [image], "mean_channels")
-    model.outputs[0].get_tensor().set_names({"pred_score"})
-    model.outputs[1].get_tensor().set_names({"anomaly_map"})
-    return model
 
 
 def _part(height: int = SIDE, width: int = SIDE, seed: int = 0) -> np.ndarray:
@@ -83,24 +68,12 @@ def _grey(image: np.ndarray) -> np.ndarray:
 
 def _bundle(target: Path, domain: InputDomain | None, **fields: object) -> Path:
     """A bundle of the mean-channel model; ``fields`` add tiling, ROI or alignment."""
-    target.mkdir(parents=True)
-    ov.save_model(_model(), target / "model.xml")
     if fields.get("alignment") is not None:
+        target.mkdir(parents=True)
         Image.fromarray(_part()).save(target / "reference.png")
-    metadata = BundleMetadata(
-        schema_version=BUNDLE_SCHEMA_VERSION,
-        bundle_id="v0001-fp32",
-        product="part",
-        model_kind="patchcore",
-        model_version="part/v0001",
-        precision="fp32",
-        preprocessing=Preprocessing(INPUT, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
-        normalization=Normalization(0.5, 0.5, 0.0, 1.0, 0.0, 1.0),  # identity on [0, 1]
-        input_domain=domain,
-        **fields,  # type: ignore[arg-type]
+    return write_mean_bundle(
+        target, input_size=INPUT, product="part", input_domain=domain, **fields
     )
-    write_bundle_metadata(target, metadata)
-    return target
 
 
 PATHS = {

@@ -11,36 +11,18 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import openvino as ov
-import openvino.opset13 as ops
 import pytest
 
-from inspection.core.bundle import (
-    BUNDLE_SCHEMA_VERSION,
-    BundleMetadata,
-    Preprocessing,
-    verify_bundle,
-    write_bundle_metadata,
-)
-from inspection.core.calibration import Normalization
+from inspection.core.bundle import verify_bundle
 from inspection.core.errors import BundleError
 from inspection.core.input_domain import InputDomain
 from inspection.core.roi import RoiSpec, RoiTraining
 from inspection.core.tiling import TilingSpec
 from inspection.runtime.tiled import TiledInspector
+from tests.mean_bundle import write_mean_bundle
 
 TILE = (32, 32)
 SPEC = TilingSpec(TILE, (16, 16), scale=0.5, blend="mean")
-
-
-def _model() -> ov.Model:
-    image = ops.parameter([-1, 3, *TILE], np.float32, name="image")
-    amap = ops.reduce_mean(image, np.array([1]), keep_dims=True)
-    score = ops.reduce_max(amap, np.array([1, 2, 3]), keep_dims=False)
-    model = ov.Model([score, amap], [image], "mean_channels")
-    model.outputs[0].get_tensor().set_names({"pred_score"})
-    model.outputs[1].get_tensor().set_names({"anomaly_map"})
-    return model
 
 
 def _write_bundle(
@@ -50,24 +32,10 @@ def _write_bundle(
     training_roi: RoiTraining | None = None,
     input_domain: InputDomain | None = None,
 ) -> Path:
-    target.mkdir(parents=True)
-    ov.save_model(_model(), target / "model.xml")
-    metadata = BundleMetadata(
-        schema_version=BUNDLE_SCHEMA_VERSION,
-        bundle_id="v0001-fp32",
-        product="hires",
-        model_kind="patchcore",
-        model_version="hires/v0001",
-        precision="fp32",
-        preprocessing=Preprocessing(TILE, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
-        normalization=Normalization(0.5, 0.5, 0.0, 1.0, 0.0, 1.0),  # identity on [0, 1]
-        tiling=tiling,
-        roi=roi,
-        training_roi=training_roi,
-        input_domain=input_domain,
-    )
-    write_bundle_metadata(target, metadata)
-    return target
+    return write_mean_bundle(
+        target, input_size=TILE, product="hires", tiling=tiling, roi=roi,
+        training_roi=training_roi, input_domain=input_domain,
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
