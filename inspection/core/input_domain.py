@@ -22,6 +22,8 @@ means nothing. The bundle records its training images' colour and sizes (``Input
   smallest training shorter side *and*, for a bundle that resizes the whole image, below the
   model input's shorter side (an image at least as large as the input carries every pixel the
   model looks at). A tiled bundle sees native-resolution tiles, so only the first limit holds.
+  An image as long as the station's working side (``work_side``) is not held to it: it may be
+  the station's own reduced copy of a full camera frame.
 
 The bundle's own images are never refused: export measures sizes on every training, validation
 and test image of the version (from the file headers), so all lie inside the recorded ranges,
@@ -136,10 +138,18 @@ class InputDomain:
         return low / (1 + ASPECT_TOLERANCE), high * (1 + ASPECT_TOLERANCE)
 
     def problems(
-        self, image: np.ndarray, *, input_size: tuple[int, int], tiled: bool
+        self,
+        image: np.ndarray,
+        *,
+        input_size: tuple[int, int],
+        tiled: bool,
+        work_side: int | None = None,
     ) -> tuple[str, ...]:
         """Why (H, W, 3) uint8 RGB ``image`` is outside this domain (empty: it is inside),
-        each saying what the bundle expects and what the image is."""
+        each saying what the bundle expects and what the image is. ``work_side``: the longer
+        side a station reduces larger camera images to (``CameraOptions.work_side``; None:
+        none): an image that long may be such a copy, whose shorter side says nothing of the
+        camera's, so its size is not held against the training images'."""
         height, width = image.shape[:2]
         found = []
         if self.colour == "colour":
@@ -159,7 +169,8 @@ class InputDomain:
                 "to the model input would distort the part"
             )
         least = self.min_side(input_size, tiled=tiled)
-        if min(height, width) < least:
+        working_copy = work_side is not None and max(height, width) >= work_side
+        if min(height, width) < least and not working_copy:
             trained = min(self.height[0], self.width[0])
             found.append(
                 f"image is {width}x{height}, shorter side {min(height, width)} px, but the bundle "

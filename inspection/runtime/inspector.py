@@ -214,8 +214,13 @@ class Inspector:
         if domain is None or self.input_check == "off":
             return ()
         meta = self.metadata
+        input_size, tiled = meta.preprocessing.input_size, meta.tiling is not None
         problems = domain.problems(
-            image, input_size=meta.preprocessing.input_size, tiled=meta.tiling is not None
+            image,
+            input_size=input_size,
+            tiled=tiled,
+            # what ``runtime.camera.decode_side`` reduces a larger camera image to
+            work_side=None if tiled else self.camera.work_side(input_size),
         )
         if problems and self.input_check == "refuse":
             raise InputDomainError("; ".join(problems))

@@ -163,6 +163,20 @@ def test_the_size_limit_is_at_most_the_model_input_unless_tiled() -> None:
     assert "needs at least 1024 px" in large.problems(image, input_size=(256, 256), tiled=True)[0]
 
 
+def test_a_copy_reduced_to_the_working_side_is_not_held_to_the_size_limit() -> None:
+    """A station judges a reduced copy of a large camera frame (``runtime.camera``): its shorter
+    side says nothing of the camera's; anything shorter than the working side still is."""
+    large = dataclasses.replace(
+        COLOUR, height=(2048, 2048), width=(2448, 2448), aspect=(1.195, 1.196)
+    )
+    copy = _colourful(857, 1024)  # a 2448x2048 frame reduced to a 1024 px longer side
+    assert "needs at least 1024 px" in large.problems(copy, input_size=(1024, 1024), tiled=False)[0]
+    assert large.problems(copy, input_size=(1024, 1024), tiled=False, work_side=1024) == ()
+    thumbnail = _colourful(214, 256)
+    problems = large.problems(thumbnail, input_size=(1024, 1024), tiled=False, work_side=1024)
+    assert "shorter side 214 px, but the bundle needs at least 1024 px" in problems[0]
+
+
 @pytest.mark.parametrize("mode", ["grey", "mixed"])
 def test_only_a_clearly_colour_bundle_refuses_grey(mode: str) -> None:
     domain = dataclasses.replace(

@@ -205,6 +205,22 @@ def test_camera_reduced_files_are_checked_and_converted_too(tmp_path: Path) -> N
         assert outcomes[0].ok and outcomes[3].ok
 
 
+def test_a_training_sized_file_reduced_to_the_working_side_is_judged(tmp_path: Path) -> None:
+    """A file as large as the training images, decoded reduced to a working side at the model
+    input (``runtime.paths``), was refused as too small: 600x720 read as 213x256 under a 256 px
+    input. A file smaller than the working side is still held to the size limit."""
+    domain = dataclasses.replace(COLOUR, height=(600, 600), width=(720, 720), aspect=(1.2, 1.2))
+    bundle = write_mean_bundle(
+        tmp_path / "bundle", input_size=(256, 256), product="part", input_domain=domain
+    )
+    inspector = Inspector.from_bundle(bundle, camera=CameraOptions(work_max_side=256))
+    Image.fromarray(_part(600, 720)).save(tmp_path / "a-frame.png")
+    Image.fromarray(_part(100, 120)).save(tmp_path / "b-thumbnail.png")
+    frame, thumbnail = inspect_paths(inspector, sorted(tmp_path.glob("*.png")))
+    assert frame.ok and frame.result.camera_size == (600, 720), frame.error
+    assert thumbnail.refused and "shorter side 100 px" in (thumbnail.error or "")
+
+
 # ------------------------------------------------ what export recorded (real bundle)
 pytest_slow = pytest.mark.slow
 
