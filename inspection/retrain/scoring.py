@@ -67,14 +67,16 @@ def evaluate_bundles(
     """Run every bundle in ``bundles`` (role -> bundle folder) on ``items``.
 
     Pixel metrics use maps and masks resized to the first bundle's input size; items
-    without pixel truth (reviewed defects) are left out of them.
+    without pixel truth (reviewed defects) are left out of them. Every bundle judges every
+    item, inside its input domain or not (``input_check="off"``): a station set to ``warn``
+    stores, and reviewers label, images the champion would refuse.
     """
     from inspection.runtime.camera import source_bits
     from inspection.runtime.tiled import load_inspector
 
     if not items:
         raise BundleError("the evaluation set is empty; nothing to compare the bundles on")
-    inspectors = {role: load_inspector(path) for role, path in bundles.items()}
+    inspectors = {role: load_inspector(path, input_check="off") for role, path in bundles.items()}
     roles = list(inspectors)
     height, width = inspectors[roles[0]].metadata.preprocessing.input_size
     bits = {role: source_bits(inspector) for role, inspector in inspectors.items()}
