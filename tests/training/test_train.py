@@ -199,6 +199,42 @@ def test_cli_train_then_evaluate(tiny_product: Path, tmp_path: Path) -> None:
     assert evaluated["overall"]["image_auroc"] == pytest.approx(trained["overall"]["image_auroc"])
 
 
+def test_cli_evaluate_reads_the_images_at_the_versions_image_bits(
+    tiny_product: Path, tmp_path: Path
+) -> None:
+    """``inspection evaluate`` read every image at 16 bits: a version trained on 12-bit images
+    was re-evaluated on near-black ones and reported other figures than training did."""
+    import cv2
+
+    product = tmp_path / "data" / "brick"
+    for source in tiny_product.rglob("*.png"):
+        target = product / source.relative_to(tiny_product)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if "ground_truth" in source.parts:
+            shutil.copyfile(source, target)
+        else:  # the image as a 12-bit camera writes it: grey, values 0..4095 in 16 bits
+            grey = cv2.imread(str(source), cv2.IMREAD_GRAYSCALE).astype(np.uint16) << 4
+            cv2.imwrite(str(target), grey)
+    site = tmp_path / "site.yaml"
+    site.write_text(
+        f"registry_dir: {tmp_path / 'registry'}\nreports_dir: {tmp_path / 'reports'}\n",
+        encoding="utf-8",
+    )
+    runner = CliRunner()
+    args = ["train", "-p", "brick", "-m", "patchcore", "--data", str(product)]
+    args += [item for override in [*TINY, "image_bits=12"] for item in ("--set", override)]
+    result = runner.invoke(app, [*args, "--site", str(site)])
+    assert result.exit_code == 0, result.output
+    reports = tmp_path / "reports/brick/v0001-patchcore"
+    trained = json.loads((reports / "metrics.json").read_text())
+
+    result = runner.invoke(app, ["evaluate", "brick", "v0001", "--site", str(site)])
+    assert result.exit_code == 0, result.output
+    evaluated = json.loads((reports / "evaluate/metrics.json").read_text())
+    for key in ("image_auroc", "pixel_auroc", "false_reject_rate", "miss_rate"):
+        assert evaluated["overall"][key] == pytest.approx(trained["overall"][key]), key
+
+
 def test_checked_dataset_reads_at_the_products_declared_bits(
     tiny_product: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
