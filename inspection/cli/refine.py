@@ -74,7 +74,7 @@ def evaluate(
     from inspection.refine.evaluate import evaluate_refiners
     from inspection.refine.factory import build_refiner
     from inspection.refine.report import write_report
-    from inspection.runtime.inspector import Inspector
+    from inspection.runtime.tiled import load_inspector
 
     refine_config = load_refine_config(config)
     refiners = {name: build_refiner(refine_config, name) for name in _split(methods)}
@@ -88,11 +88,12 @@ def evaluate(
             latency_only.append(sam.name)
     samples = [s for s in load_dataset(dataset).test_samples]
     samples = samples[:limit] if limit > 0 else samples
-    inspector = Inspector.from_bundle(bundle)
+    inspector = load_inspector(bundle)  # a TiledInspector for a tiled bundle
     with tqdm(total=len(samples), desc="refine evaluate", unit="img") as bar:
         results = evaluate_refiners(
-            inspector, samples, refiners, latency_only=latency_only, on_image=bar.update
-        )
+            inspector, samples, refiners, latency_only=latency_only, on_image=bar.update,
+            bits=inspector.metadata.preprocessing.source_bits,
+        )  # fmt: skip
     report = {
         "setup": {"bundle": str(bundle), "dataset": str(dataset), "methods": list(refiners)},
         "products": {dataset.name: results},

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from inspection.core.images import read_image, read_mask
+from inspection.core.images import DEFAULT_SOURCE_BITS, read_image, read_mask
 from inspection.core.types import InspectionResult
 from inspection.refine.base import MaskRefiner
 from inspection.refine.budget import budget_size, shrink_mask, shrink_result
@@ -67,6 +67,7 @@ def evaluate_refiners(
     on_image: Callable[[], None] | None = None,
     with_aupro: bool = True,
     max_side: int | None = None,
+    bits: int = DEFAULT_SOURCE_BITS,
 ) -> dict[str, Any]:
     """Compare the raw mask with each refiner on labelled samples.
 
@@ -74,13 +75,15 @@ def evaluate_refiners(
     latency is reported. ``with_aupro=False`` skips AUPRO (None), the slowest figure. With
     ``max_side``, larger images are judged at full size, then the image, the result and the
     ground truth are resized to that longer side for refining and scoring
-    (``refine.budget``). Returns a JSON-ready dict (see ``reports/refine/results.json``).
+    (``refine.budget``). ``bits``: significant bits of 16-bit images, as the bundle reads them
+    (its ``preprocessing.source_bits``). Returns a JSON-ready dict (see
+    ``reports/refine/results.json``).
     """
     latency_only = set(latency_only)
     runs = {name: _MethodRun([], [], [], [], {}) for name in ("raw", *refiners)}
     gts, labels, types, ng = [], [], [], []
     for sample in samples:
-        image = read_image(sample.path)
+        image = read_image(sample.path, bits=bits)
         raw = inspector.inspect(image)
         gt = read_gt(sample, image.shape[:2])
         size = budget_size(image.shape, max_side)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from inspection.core.images import DEFAULT_SOURCE_BITS
 from inspection.core.refinement import DEFAULT_MIN_GAIN, RefinementChoice, choose_method
 from inspection.refine.config import RefineConfig
 from inspection.refine.evaluate import LabelledImage, MapSource, evaluate_refiners
@@ -33,18 +34,22 @@ def choose_refiner(
     min_gain: float = DEFAULT_MIN_GAIN,
     split: str = "validation",
     max_side: int | None = CHOICE_MAX_SIDE,
+    bits: int = DEFAULT_SOURCE_BITS,
 ) -> tuple[RefinementChoice, dict[str, Any]]:
     """(the choice, the full ``evaluate_refiners`` result it was made from).
 
     Only defective samples with a ground-truth mask are measured; with none, the choice is
-    "none" (nothing shows that refinement helps).
+    "none" (nothing shows that refinement helps). ``bits``: significant bits of 16-bit
+    images (the bundle's ``preprocessing.source_bits``).
     """
     defective = [s for s in samples if s.label == 1 and s.mask_path is not None]
     config = config or RefineConfig()
     if not defective:
         return RefinementChoice("none", split=split, min_gain=min_gain, max_side=max_side), {}
     refiners = {name: build_refiner(config, name) for name in candidates}
-    results = evaluate_refiners(inspector, defective, refiners, with_aupro=False, max_side=max_side)
+    results = evaluate_refiners(
+        inspector, defective, refiners, with_aupro=False, max_side=max_side, bits=bits
+    )
     pixel_f1 = {
         name: entry["quality"]["defective_images"]["f1"]
         for name, entry in results["methods"].items()

@@ -72,7 +72,7 @@ from inspection.runtime.hardware import cpu_info
 from inspection.runtime.inspector import Inspector
 from inspection.runtime.preprocess import normalize_score, preprocess
 from inspection.runtime.recalibration import run_samples
-from inspection.runtime.tiled import TiledInspector, tiled_outputs
+from inspection.runtime.tiled import TiledInspector, load_inspector, tiled_outputs
 from inspection.training.bundle_calibration import calibrate_bundle
 from inspection.training.convert import SCORE_OUTPUT, convert_torch_model
 from inspection.training.global_context import refit_on_outputs
@@ -238,14 +238,14 @@ def _refinement(
     bundle_dir: Path, splits: ExportSplits, say: Progress, refine: RefineConfig
 ) -> RefinementChoice:
     """The mask refiner that helps this calibrated bundle on the validation split (or none)."""
-    inspector = Inspector.from_bundle(bundle_dir)
-    source = TiledInspector(inspector) if inspector.metadata.tiling is not None else inspector
+    source = load_inspector(bundle_dir)
     defective = sum(s.label == 1 and s.mask_path is not None for s in splits.validation)
     say(
         f"choosing the mask refiner on {defective} defective validation images "
         f"(longer side <= {CHOICE_MAX_SIDE} px)"
     )
-    choice, _ = choose_refiner(source, splits.validation, config=refine)
+    bits = source.metadata.preprocessing.source_bits  # 16-bit images read as training did
+    choice, _ = choose_refiner(source, splits.validation, config=refine, bits=bits)
     say(f"mask refinement: {choice.describe()}")
     return choice
 

@@ -70,6 +70,27 @@ def test_no_labelled_defects_means_no_refiner(tmp_path: Path) -> None:
     assert choice.method == "none" and choice.images == 0 and results == {}
 
 
+def test_12_bit_images_are_measured_as_the_bundle_reads_them(tmp_path: Path) -> None:
+    """The choice read every image at 16 bits (the high byte: near black for 12-bit camera
+    files), so an export of an ``image_bits: 12`` product chose on images it never serves."""
+    samples, maps = blob_samples(tmp_path, threshold=0.2)
+    deep, grey_maps = [], StoredMaps()
+    for sample in samples:
+        image = cv2.cvtColor(cv2.imread(str(sample.path)), cv2.COLOR_BGR2RGB)
+        grey = image[..., 0]  # the 12-bit file's 8-bit reading, replicated as a grey file is
+        grey_maps.results[np.repeat(grey[..., None], 3, axis=2).tobytes()] = maps.results[
+            image.tobytes()
+        ]
+        path = sample.path.with_name(f"{sample.path.stem}-12bit.png")
+        cv2.imwrite(str(path), grey.astype(np.uint16) << 4)
+        deep.append(Sample(path, 1, "blob", sample.mask_path))
+    config = RefineConfig(classical=ClassicalConfig(sure_bg_fraction=0.9))
+    choice, _ = choose_refiner(grey_maps, deep, config=config, bits=12)
+    assert choice.images == 3 and choice.method != "none"
+    with pytest.raises(KeyError):  # read at 16 bits: images no bundle of the product sees
+        choose_refiner(grey_maps, deep, config=config)
+
+
 @pytest.mark.slow
 def test_export_records_the_choice_and_the_station_applies_it(fp32_bundle: Path) -> None:
     inspector = Inspector.from_bundle(fp32_bundle, refiner="bundle")
