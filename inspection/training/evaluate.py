@@ -25,6 +25,7 @@ from inspection.core.calibration import (
     normalize_scores,
 )
 from inspection.core.export_gate import measure
+from inspection.core.images import DEFAULT_SOURCE_BITS
 from inspection.core.metrics import EvaluationMetrics, aupro, judge_all
 from inspection.core.segmentation import select_segmentation
 from inspection.core.verdict import Segmentation
@@ -42,7 +43,7 @@ def predict(
     *,
     image_size: tuple[int, int] | None = None,
     batch_size: int = 8,
-    bits: int = 16,
+    bits: int = DEFAULT_SOURCE_BITS,
 ) -> Predictions:
     """Run ``model`` (an anomalib module, e.g. from ``load_trained_model``) on samples.
 

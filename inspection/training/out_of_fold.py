@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from inspection.core.images import DEFAULT_SOURCE_BITS
 from inspection.data.dataset import Sample
 from inspection.training.augment import with_views
 from inspection.training.coreset import seed_selection, select_coreset
@@ -50,7 +51,7 @@ def out_of_fold_scores(
     seed: int = 0,
     roi: TrainingRoi | None = None,
     batch_size: int = 8,
-    bits: int = 16,
+    bits: int = DEFAULT_SOURCE_BITS,
 ) -> np.ndarray:
     """(N,) float64 raw image scores of ``samples`` (the training images), each from a bank
     fitted without its fold. ``model``: the trained anomalib ``Patchcore`` (its bank is put
@@ -78,7 +79,10 @@ def out_of_fold_scores(
 
 
 def model_inputs(
-    model: Any, samples: Sequence[Sample], image_size: tuple[int, int], bits: int = 16
+    model: Any,
+    samples: Sequence[Sample],
+    image_size: tuple[int, int],
+    bits: int = DEFAULT_SOURCE_BITS,
 ) -> torch.Tensor:
     """(N, 3, H, W) float32: the samples (16-bit ones at ``bits``) through the model's
     pre-processor."""

@@ -30,6 +30,7 @@ from anomalib.models.components import MultiVariateGaussian
 from sklearn.covariance import OAS, LedoitWolf
 from threadpoolctl import threadpool_limits  # a scikit-learn dependency
 
+from inspection.core.images import DEFAULT_SOURCE_BITS
 from inspection.data.dataset import Sample
 from inspection.training.config import COVARIANCE_ESTIMATORS
 from inspection.training.out_of_fold import fold_of, model_inputs
@@ -83,7 +84,7 @@ def padim_out_of_fold_scores(
     image_size: tuple[int, int],
     seed: int = 0,
     batch_size: int = 8,
-    bits: int = 16,
+    bits: int = DEFAULT_SOURCE_BITS,
 ) -> np.ndarray:
     """(N,) float64 raw image scores of ``samples`` (the training images), each from Gaussians
     fitted without its fold, with the served model's covariance estimator. ``model``: the
