@@ -188,11 +188,10 @@ def run(config: Path = LINE_OPTION) -> None:
     """
     from inspection.line.config import load_line_config
     from inspection.line.station import LineStation
-    from inspection.station.config import check_registry_dir, with_config_folder
+    from inspection.station.config import check_registry_dir
 
     logging.getLogger("asyncua").setLevel(logging.WARNING)  # logs every request at INFO
-    # refine.yaml beside the line config, whatever the working directory
-    line_config = with_config_folder(load_line_config(config), config)
+    line_config = load_line_config(config)  # refine.yaml beside it, whatever the working dir
     check_registry_dir(line_config.core)
     announce_signatures(line_config.core, console)
     station = LineStation.build(line_config)

@@ -9,7 +9,12 @@ from typing import Literal
 from inspection.core.config import from_mapping, read_yaml
 from inspection.core.errors import ConfigError, RegistryError
 from inspection.core.registry import check_name
-from inspection.station.config import StationCoreConfig, check_moved_keys, check_port
+from inspection.station.config import (
+    StationCoreConfig,
+    check_moved_keys,
+    check_port,
+    with_config_folder,
+)
 
 
 @dataclass(frozen=True)
@@ -180,7 +185,9 @@ class LineConfig:
 
 
 def load_line_config(path: str | Path) -> LineConfig:
-    """Read and validate a line-station YAML file; unknown keys raise ``ConfigError`` by name."""
+    """Read and validate a line-station YAML file; unknown keys raise ``ConfigError`` by name.
+    The station's configs (``refine.yaml``) are those beside the file (``core.configs_dir``),
+    as ``service.config.load_station_config`` reads a station file."""
     data = read_yaml(path)
     check_moved_keys(data, str(path))
-    return from_mapping(LineConfig, data, where=str(path))
+    return with_config_folder(from_mapping(LineConfig, data, where=str(path)), path)

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from inspection.cli import app
 from inspection.core.config import from_mapping
 from inspection.core.errors import ConfigError
+from inspection.line.config import load_line_config
 from inspection.refine.config import RefineConfig
 from inspection.runtime.inspector import Inspector
 from inspection.service.config import load_station_config
@@ -109,6 +110,19 @@ def test_a_station_reads_the_refine_yaml_beside_its_config_file(
     with caplog.at_level(logging.INFO, logger="inspection.station.core"):
         assert station_refine_config(core).classical.margin_px == expected
     assert said in caplog.text
+
+
+def test_a_line_config_reads_the_refine_yaml_beside_it_as_a_station_config_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``load_line_config`` gives the same configs folder ``load_station_config`` does (only
+    ``station run`` applied it, by hand, after loading)."""
+    config = _plant(tmp_path, monkeypatch, {"work": 7, "etc": 5})
+    line = tmp_path / "etc" / "line.yaml"
+    line.write_text("station_id: line1\ncamera: {kind: file, path: images}\n" + config.read_text())
+    core = load_line_config(line).core
+    assert core.configs == tmp_path / "etc"
+    assert station_refine_config(core).classical.margin_px == 5
 
 
 def test_core_configs_dir_names_another_folder(
