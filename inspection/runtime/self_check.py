@@ -50,6 +50,8 @@ class LiveCheck:
     reference: BundleFigures
     decision: GateDecision
     unreadable: int = 0
+    refused: int = 0
+    """Parts the bundle refused (outside its input domain, or not alignable): no verdict."""
     miss: dict[str, KindMiss] = field(default_factory=dict)
     """Miss rate per defect kind at the bundle's operating point (empty: no defects given)."""
     operating: ThresholdChoice | None = None
@@ -57,7 +59,7 @@ class LiveCheck:
 
     @property
     def passed(self) -> bool:
-        return self.decision.passed and not self.unreadable
+        return self.decision.passed and not self.unreadable and not self.refused
 
     def line_concerns(
         self, max_false_reject: float | None = None, max_miss: float | None = None
@@ -99,6 +101,8 @@ class LiveCheck:
             text += " (" + "; ".join(f"{m.kind} {m.missed}/{m.n}" for m in self.miss.values()) + ")"
         if self.unreadable:
             text += f", {self.unreadable} unreadable image(s)"
+        if self.refused:
+            text += f", {self.refused} part(s) refused as unlike the training images or unaligned"
         return text if self.passed else f"{text}: {self.decision.message('station check')}"
 
 
@@ -149,7 +153,9 @@ def check_live_bundle(
     miss = miss_by_kind(
         [not o.result.is_defective for o in bad_outcomes], [kinds[o.path] for o in bad_outcomes]
     )
+    refused = sum(o.refused for o in outcomes)
     return LiveCheck(
-        inspector.model_version, figures, reference, decision, len(outcomes) - len(judged),
+        inspector.model_version, figures, reference, decision,
+        unreadable=len(outcomes) - len(judged) - refused, refused=refused,
         miss=miss, operating=None if calibration is None else calibration.operating,
     )  # fmt: skip

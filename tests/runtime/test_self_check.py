@@ -92,3 +92,20 @@ def test_not_line_ready_names_the_kinds_missed_beyond_the_bound() -> None:
     assert LiveCheck("p/v0001", many, many, decision, miss=miss, operating=choice).line_concerns()[
         0
     ] == ("rejects 3/42 good parts")
+
+
+@pytest.mark.slow
+def test_a_part_the_bundle_refuses_fails_the_check_by_name(
+    fp32_bundle: Path, trained_patchcore, tmp_path: Path
+) -> None:
+    """A refused part (here a grey copy under a colour-trained bundle) has no verdict: it was
+    counted as 'unreadable'; the check names it as refused."""
+    from PIL import Image
+
+    parts = _parts(trained_patchcore)
+    grey = tmp_path / "grey.png"
+    Image.open(parts[0].path).convert("L").save(grey)
+    check = check_live_bundle(fp32_bundle, [*parts, LabelledPath(grey, parts[0].label)])
+    assert (check.refused, check.unreadable) == (1, 0)
+    assert not check.passed
+    assert "1 part(s) refused as unlike the training images" in check.summary()
