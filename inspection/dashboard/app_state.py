@@ -315,7 +315,8 @@ def queue_page(site: str, query: queries.QueueQuery, page: int, page_size: int) 
 
 @st.cache_data(ttl=300, show_spinner=False, max_entries=256)
 def views(site: str, row: queries.QueueRow) -> review.Views:
-    return review.load_views(_open(site).store, row)
+    opened = _open(site)
+    return review.load_views(opened.store, row, opened.registry)
 
 
 @st.cache_data(ttl=DATA_TTL_S, show_spinner=False)

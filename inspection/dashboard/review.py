@@ -9,8 +9,9 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from inspection.core.errors import ImageDecodeError
-from inspection.core.images import decode_image
+from inspection.core.errors import ImageDecodeError, RegistryError
+from inspection.core.images import DEFAULT_SOURCE_BITS, decode_image
+from inspection.core.registry import Registry, VersionRef
 from inspection.store import queries
 from inspection.store.models import Review
 from inspection.store.store import Store, StoreError
@@ -89,10 +90,13 @@ class Views:
     missing: tuple[str, ...]
 
 
-def load_views(store: Store, row: queries.QueueRow) -> Views:
-    """The inspected image, its anomaly overlay (stored, else drawn from the map) and mask outline."""
+def load_views(store: Store, row: queries.QueueRow, registry: Registry | None = None) -> Views:
+    """The inspected image, its anomaly overlay (stored, else drawn from the map) and mask
+    outline. The image is read at the bit depth its model was trained on (``registry``: where
+    to look it up; a 12-bit upload stored as sent would show near black at the default)."""
     missing: list[str] = []
-    image = _blob_image(store, row.image_sha, "image", missing)
+    bits = image_bits(registry, row.model_version) if registry is not None else DEFAULT_SOURCE_BITS
+    image = _blob_image(store, row.image_sha, "image", missing, bits)
     overlay = _blob_image(store, row.overlay_sha, "overlay", missing)
     if overlay is None and image is not None and row.map_sha:
         anomaly_map = _blob_map(store, row.map_sha, missing)
@@ -106,12 +110,24 @@ def load_views(store: Store, row: queries.QueueRow) -> Views:
     return Views(image, overlay, mask, tuple(missing))
 
 
-def _blob_image(store: Store, sha: str | None, what: str, missing: list[str]) -> np.ndarray | None:
+def image_bits(registry: Registry, model_version: str) -> int:
+    """The ``image_bits`` the model version ``<product>/<version>`` was trained with (the
+    default when the version is gone or unreadable: the image still shows)."""
+    try:
+        ref = VersionRef.parse(model_version)
+        return registry.version(ref.product, ref.version).preprocessing().source_bits
+    except (RegistryError, ValueError, OSError):
+        return DEFAULT_SOURCE_BITS
+
+
+def _blob_image(
+    store: Store, sha: str | None, what: str, missing: list[str], bits: int = DEFAULT_SOURCE_BITS
+) -> np.ndarray | None:
     if not sha:
         missing.append(what)
         return None
     try:
-        return decode_image(store.blobs.get(sha), name=f"{what} blob {sha[:12]}")
+        return decode_image(store.blobs.get(sha), name=f"{what} blob {sha[:12]}", bits=bits)
     except (FileNotFoundError, ImageDecodeError):
         missing.append(what)
         return None

@@ -326,3 +326,33 @@ def test_tuning_frame_marks_the_served_bundle(tmp_path: Path) -> None:
     assert frame[frame["served"]]["bundle"].tolist() == ["v0001-fp32"]
     assert frame["p50_ms"].tolist() == [19.3, 11.3]
     assert "VNNI no" in frame["cpu"].iloc[0]
+
+
+def test_the_review_image_is_read_at_its_models_bit_depth(tmp_path: Path) -> None:
+    """A 12-bit upload stored as sent showed near black (values 0..15) in the review panel."""
+    import io
+
+    from PIL import Image
+
+    from inspection.core.bundle import Preprocessing
+    from inspection.core.config import to_mapping
+
+    store = Store.migrated(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "blobs")
+    registry = Registry(tmp_path / "registry")
+    prep = Preprocessing((32, 32), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), source_bits=12)
+    registry.create_version(
+        "p", model_kind="patchcore", config={}, dataset={}, metrics={}, packages={},
+        extra={"preprocessing": to_mapping(prep)},
+    )  # fmt: skip
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((8, 8), 2048, np.uint16)).save(buffer, "PNG")
+    sha = store.blobs.put(buffer.getvalue(), ".png")
+    store.add_inspection(
+        created_at=T0, product="p", station_id="s1", score=0.9, threshold=0.5, verdict="NG",
+        model_version="p/v0001", bundle_id="v0001-fp32", latency_ms=1.0, width=8, height=8,
+        image_sha=sha,
+    )  # fmt: skip
+    row = queries.review_queue(store, queries.QueueQuery(product="p"))[0]
+    assert int(review.load_views(store, row, registry).image.max()) == 128  # 2048 >> 4
+    assert int(review.load_views(store, row).image.max()) == 8  # the 16-bit default: >> 8
+    assert review.image_bits(registry, "p/v0009") == 16  # a version gone: the default
