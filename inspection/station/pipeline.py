@@ -179,6 +179,7 @@ class Pipeline:
         model = self.models.get(product)  # NoLiveModel when none is loaded
         decode_start = time.perf_counter()
         options = self.bounds.options(product)
+        name = source_name or "upload"
         try:
             decoded = decode_reduced(
                 data,
@@ -187,13 +188,12 @@ class Pipeline:
                 max_pixels=self.max_pixels,
                 max_side=self.max_side,
                 formats=self.formats,
-                name=source_name or "upload",
+                name=name,
             )
         except ImageDecodeError as exc:
             raise BadImage(str(exc)) from exc
         image = decoded.image
         decode_ms = _ms(decode_start)
-        name = source_name or "upload"
         try:
             result = model.inspect(image, started=decode_start)
         except AlignmentError as exc:
@@ -202,9 +202,7 @@ class Pipeline:
             log.warning("%s: %s refused: %s", product, name, exc)
             self._input_domain(product, "refused")
             raise InputOutOfDomain(str(exc)) from exc
-        if result.input_warnings:
-            problems = "; ".join(result.input_warnings)
-            log.warning("%s: %s judged outside its input domain: %s", product, name, problems)
+        if result.input_warnings:  # each already logged by ``Inspector.admit``
             self._input_domain(product, "warned")
         result = with_camera_size(result, decoded.source_size, image.shape[:2])
         encode_start = time.perf_counter()
