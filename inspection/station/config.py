@@ -22,7 +22,7 @@ from PIL import Image
 from inspection.core.config import configs_folder, folder_of
 from inspection.core.errors import ConfigError, RegistryError
 from inspection.core.images import DEFAULT_MAX_SIDE, STATION_FORMATS
-from inspection.core.input_domain import INPUT_CHECKS, InputCheck
+from inspection.core.input_domain import InputCheck, input_check_mode
 from inspection.core.registry import check_name
 from inspection.core.signing import PUBLIC_KEY_FILE, SigningError, load_public_key
 from inspection.runtime.camera import BoundsConfig
@@ -76,11 +76,10 @@ class StationCoreConfig:
     (``with_config_folder``), whatever the working directory."""
 
     def __post_init__(self) -> None:
-        if self.input_check not in INPUT_CHECKS:
-            raise ConfigError(
-                f"core: input_check must be one of {', '.join(INPUT_CHECKS)}, got "
-                f"{self.input_check!r}"
-            )
+        try:
+            input_check_mode(self.input_check)
+        except ValueError as exc:
+            raise ConfigError(f"core: {exc}") from exc
         if not self.products:
             raise ConfigError("core: 'products' must list at least one product")
         for product in self.products:
