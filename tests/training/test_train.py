@@ -177,25 +177,32 @@ def test_checked_dataset_summarises_other_findings_and_goes_on(
     assert "training goes on" in said
 
 
-def test_cli_train_then_evaluate(tiny_product: Path, tmp_path: Path) -> None:
+def _train_then_evaluate(
+    data: Path, tmp_path: Path, overrides: list[str]
+) -> tuple[dict, dict, str]:
+    """``inspection train`` brick from ``data`` into a site under ``tmp_path``, then
+    ``inspection evaluate`` the version: (training metrics, evaluation metrics, train output)."""
     site = tmp_path / "site.yaml"
     site.write_text(
         f"registry_dir: {tmp_path / 'registry'}\nreports_dir: {tmp_path / 'reports'}\n",
         encoding="utf-8",
     )
     runner = CliRunner()
-    args = ["train", "-p", "brick", "-m", "patchcore", "--data", str(tiny_product)]
-    args += [item for override in TINY for item in ("--set", override)]
-    result = runner.invoke(app, [*args, "--site", str(site)])
-    assert result.exit_code == 0, result.output
-    assert "registered brick/v0001" in result.output
-    trained = json.loads((tmp_path / "reports/brick/v0001-patchcore/metrics.json").read_text())
-
+    args = ["train", "-p", "brick", "-m", "patchcore", "--data", str(data)]
+    args += [item for override in overrides for item in ("--set", override)]
+    trained_run = runner.invoke(app, [*args, "--site", str(site)])
+    assert trained_run.exit_code == 0, trained_run.output
+    reports = tmp_path / "reports/brick/v0001-patchcore"
+    trained = json.loads((reports / "metrics.json").read_text())
     result = runner.invoke(app, ["evaluate", "brick", "v0001", "--site", str(site)])
     assert result.exit_code == 0, result.output
-    evaluated = json.loads(
-        (tmp_path / "reports/brick/v0001-patchcore/evaluate/metrics.json").read_text()
-    )
+    evaluated = json.loads((reports / "evaluate/metrics.json").read_text())
+    return trained, evaluated, trained_run.output
+
+
+def test_cli_train_then_evaluate(tiny_product: Path, tmp_path: Path) -> None:
+    trained, evaluated, said = _train_then_evaluate(tiny_product, tmp_path, TINY)
+    assert "registered brick/v0001" in said
     assert evaluated["overall"]["image_auroc"] == pytest.approx(trained["overall"]["image_auroc"])
 
 
@@ -215,22 +222,7 @@ def test_cli_evaluate_reads_the_images_at_the_versions_image_bits(
         else:  # the image as a 12-bit camera writes it: grey, values 0..4095 in 16 bits
             grey = cv2.imread(str(source), cv2.IMREAD_GRAYSCALE).astype(np.uint16) << 4
             cv2.imwrite(str(target), grey)
-    site = tmp_path / "site.yaml"
-    site.write_text(
-        f"registry_dir: {tmp_path / 'registry'}\nreports_dir: {tmp_path / 'reports'}\n",
-        encoding="utf-8",
-    )
-    runner = CliRunner()
-    args = ["train", "-p", "brick", "-m", "patchcore", "--data", str(product)]
-    args += [item for override in [*TINY, "image_bits=12"] for item in ("--set", override)]
-    result = runner.invoke(app, [*args, "--site", str(site)])
-    assert result.exit_code == 0, result.output
-    reports = tmp_path / "reports/brick/v0001-patchcore"
-    trained = json.loads((reports / "metrics.json").read_text())
-
-    result = runner.invoke(app, ["evaluate", "brick", "v0001", "--site", str(site)])
-    assert result.exit_code == 0, result.output
-    evaluated = json.loads((reports / "evaluate/metrics.json").read_text())
+    trained, evaluated, _ = _train_then_evaluate(product, tmp_path, [*TINY, "image_bits=12"])
     for key in ("image_auroc", "pixel_auroc", "false_reject_rate", "miss_rate"):
         assert evaluated["overall"][key] == pytest.approx(trained["overall"][key]), key
 
