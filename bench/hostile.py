@@ -33,7 +33,7 @@ from typing import Any
 import httpx
 import psutil
 import yaml
-from _report import save_report
+from _report import cpu_description, load_average, save_report
 from load import free_port  # the sibling script; run as `python bench/hostile.py`
 from PIL import Image
 
@@ -516,6 +516,7 @@ def main() -> None:
     probe.start()
     barrage = Barrage(station, images)
     rng = random.Random(14)
+    load_before = load_average()
     started = time.perf_counter()
     for step in (
         barrage.auth,
@@ -551,6 +552,8 @@ def main() -> None:
     )
     log_text = station.log_path.read_text(errors="replace")
     report = {
+        "cpu": cpu_description(),
+        "load_1_5_15": {"before": load_before, "after": load_average()},
         "hostile_requests": hostile,
         "classes": {
             cls: {str(k): v for k, v in sorted(c.items())} for cls, c in barrage.results.items()
@@ -591,7 +594,8 @@ def markdown(r: dict[str, Any]) -> str:
         f"- cross-station reads: {r['cross_station']['succeeded']}/{r['cross_station']['attempts']} succeeded",
         f"- burst of 24 concurrent valid uploads: {r['burst_24_concurrent']} (503 = load shed with Retry-After, deliberate)",
         f"- tracebacks in the server log: {r['tracebacks_in_server_log']}",
-        f"- wall time {r['seconds']} s",
+        f"- wall time {r['seconds']} s; CPU {r['cpu']}; load (1/5/15 min) before "
+        f"{r['load_1_5_15']['before']}, after {r['load_1_5_15']['after']}",
         "",
         "| class | statuses |",
         "|---|---|",
