@@ -249,11 +249,11 @@ def probe_images(bundle_dir: Path, meta: BundleMetadata) -> tuple[list[np.ndarra
 
     - an aligned bundle: its alignment reference (full size, and it aligns: a synthetic part
       would be refused as not alignable);
-    - a tiled bundle: a synthetic part (``probe_image``) of its training images' size, the
-      largest in its input domain (``core.input_domain``), else of its ROI's reference image
-      (``core.roi``): the station cuts the full image into tiles. A tiled bundle recording
-      neither gets one tile's worth of image, and the note says so;
-    - any other bundle: a synthetic part at the model input size (it is resized to that).
+    - any other bundle: a synthetic part (``probe_image``) of its training images' size, the
+      largest in its input domain (``core.input_domain``): the station decodes, checks and
+      resizes an image of that size, and a tiled bundle cuts it into tiles. Else, for a tiled
+      bundle, of its ROI's reference image (``core.roi``); a tiled bundle recording neither
+      gets one tile's worth of image, a plain one the model input size, and the note says so.
     """
     if meta.alignment is not None:
         try:
@@ -263,12 +263,13 @@ def probe_images(bundle_dir: Path, meta: BundleMetadata) -> tuple[list[np.ndarra
         height, width = reference.shape[:2]
         return [reference], f"its alignment reference ({width}x{height} px)"
     tiling = meta.tiling
-    if tiling is None:
-        height, width = meta.preprocessing.input_size
-        return [probe_image(height, width)], f"a synthetic {width}x{height} px part (model input)"
+    tiled = ", tiled" if tiling is not None else ""
     if meta.input_domain is not None:
         height, width = meta.input_domain.height[1], meta.input_domain.width[1]
-        what = "its largest training image, tiled"
+        what = f"its largest training image{tiled}"
+    elif tiling is None:
+        height, width = meta.preprocessing.input_size
+        what = "model input: the bundle records no image size; time it with --images"
     elif meta.roi is not None:
         height, width = meta.roi.reference_size
         what = "its ROI's reference image, tiled"

@@ -371,6 +371,47 @@ def test_a_tiled_bundle_is_timed_on_full_images_as_the_station_serves_it(
     assert measured.p50_ms > 0 and measured.throughput_ips > 0
 
 
+@pytest.mark.parametrize(
+    ("setup", "size", "said"),
+    [
+        ({"input_domain": _DOMAIN}, (200, 160), "160x200 px part (its largest training image)"),
+        ({}, (32, 32), "32x32 px part (model input: the bundle records no image size"),
+    ],
+    ids=["input-domain", "nothing-recorded"],
+)
+def test_a_plain_bundle_is_timed_on_images_of_its_training_size(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    setup: dict[str, object],
+    size: tuple[int, int],
+    said: str,
+) -> None:
+    """The station decodes, checks and resizes a camera-sized image before inference; the
+    tune timed a model-input-sized probe, which skips that work."""
+    from inspection.runtime.inspector import Inspector
+    from tests.mean_bundle import write_mean_bundle
+
+    bundle = write_mean_bundle(tmp_path / "bundle", input_size=(32, 32), product="plain", **setup)
+    registry = Registry(tmp_path / "registry")
+    registry.add_bundle("plain", bundle, "v0001-fp32")
+    registry.promote("plain", "v0001-fp32", actor="tests", reason="initial")
+    shapes: set[tuple[int, ...]] = set()
+    inspect = Inspector.inspect
+
+    def recording(self: Inspector, image, *args, **kwargs):
+        shapes.add(image.shape)
+        return inspect(self, image, *args, **kwargs)
+
+    monkeypatch.setattr(Inspector, "inspect", recording)
+    notes: list[str] = []
+
+    record = tune_product(registry, "plain", samples=5, progress=notes.append, write=False)
+
+    assert any(said in note for note in notes), notes
+    assert shapes == {(*size, 3)}
+    assert record.measurements[0].p50_ms > 0
+
+
 def test_an_aligned_bundle_is_timed_on_its_own_reference(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
