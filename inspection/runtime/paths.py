@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -142,24 +142,64 @@ def find_files(paths: Iterable[str | Path], *, exclude: Iterable[Path] = ()) -> 
 def _image_files(root: Path, skip: list[Path]) -> list[Path]:
     """Image files under ``root``, sorted; folder symlinks followed, each real folder once.
 
-    A folder reachable without symlinks is listed under that path, never under an alias."""
-    direct = {folder for folder, _, _ in os.walk(root)}
-    direct_real = {Path(folder).resolve() for folder in direct}
-    seen: set[Path] = set()
-    files: list[Path] = []
-    for folder, dirs, names in os.walk(root, followlinks=True):
-        real = Path(folder).resolve()
-        alias = folder not in direct and real in direct_real
-        if alias or real in seen or (folder != str(root) and _is_under(real, skip)):
-            dirs.clear()
-            continue
-        seen.add(real)
-        dirs.sort()  # two links to one folder: the first in sorted order is searched
-        for name in names:
-            file = Path(folder, name)
-            if file.suffix.lower() in IMAGE_SUFFIXES and file.is_file():
-                files.append(file)
-    return sorted(files)
+    A folder reachable without symlinks is listed under that path, never under an alias: the
+    folders reachable without symlinks are read first (noting the folder symlinks in them),
+    then each symlink is followed in the order a sorted depth-first walk meets it. Every
+    folder is read once; a folder already read or excluded is not read again."""
+    walk = _Walk(root, skip)
+    walk.folders(root, follow=False)
+    for link in sorted(walk.links, key=lambda path: path.parts):  # sorted depth-first order
+        walk.folders(link, follow=True)
+    return sorted(walk.files)
+
+
+@dataclass
+class _Walk:
+    """What ``_image_files`` found so far: image files, folder symlinks not followed yet,
+    and the real paths of the folders read."""
+
+    root: Path
+    skip: list[Path]
+    files: list[Path] = field(default_factory=list)
+    links: list[Path] = field(default_factory=list)
+    seen: set[Path] = field(default_factory=set)
+
+    def folders(self, top: Path, *, follow: bool) -> None:
+        """Read ``top`` and the folders below it, depth-first in sorted order; ``follow``:
+        into folder symlinks too (else they are noted in ``links``)."""
+        stack = [top]
+        while stack:
+            folder = stack.pop()
+            real = folder.resolve()
+            if real in self.seen or (folder != self.root and _is_under(real, self.skip)):
+                continue
+            self.seen.add(real)
+            below = self._read(folder, follow)
+            stack += sorted(below, reverse=True)
+
+    def _read(self, folder: Path, follow: bool) -> list[Path]:
+        """Note the image files of ``folder``; its subfolders to walk (as ``os.walk`` does:
+        an unreadable folder or entry is passed over)."""
+        below = []
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            return []
+        for entry in entries:
+            path = Path(entry.path)
+            if _is(entry.is_dir):
+                (below if follow or not entry.is_symlink() else self.links).append(path)
+            elif path.suffix.lower() in IMAGE_SUFFIXES and _is(entry.is_file):
+                self.files.append(path)
+        return below
+
+
+def _is(test: Callable[[], bool]) -> bool:
+    """``DirEntry.is_dir`` / ``is_file`` (symlinks followed), False when it cannot tell."""
+    try:
+        return test()
+    except OSError:
+        return False
 
 
 def _is_under(path: Path, folders: list[Path]) -> bool:
