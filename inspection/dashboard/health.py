@@ -20,7 +20,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from inspection.core.bundle import read_bundle_metadata
 from inspection.core.errors import BundleError, ConfigError, RegistryError
+from inspection.core.images import DEFAULT_SOURCE_BITS
 from inspection.core.operating_point import (
     KindMiss,
     OperatingPoint,
@@ -222,7 +224,8 @@ def kind_table(health: ModelHealth) -> pd.DataFrame:
 @dataclass(frozen=True)
 class Outcome:
     """One held-out image at the live threshold; ``path`` None when the image is not on disk,
-    ``mask`` its ground-truth defect mask when the dataset has one."""
+    ``mask`` its ground-truth defect mask when the dataset has one; ``bits``: the significant
+    bits its 16-bit file is read at (the live bundle's ``source_bits``)."""
 
     name: str
     kind: str
@@ -230,6 +233,7 @@ class Outcome:
     outcome: str
     path: Path | None
     mask: Path | None = None
+    bits: int = DEFAULT_SOURCE_BITS
 
 
 def outcomes(
@@ -243,6 +247,7 @@ def outcomes(
     if threshold is None:
         threshold = current_threshold_value(registry, product, bundle_id)
     names = data.names or tuple(f"#{i}" for i in range(len(data.scores)))
+    bits = source_bits(registry, product, bundle_id)
     folder = Path(datasets_dir) / product / data.split
     truth = Path(datasets_dir) / product / "ground_truth"
     result = []
@@ -261,20 +266,34 @@ def outcomes(
                 outcome,
                 path if path.is_file() else None,
                 mask if mask.is_file() else None,
+                bits,
             )
         )
     worst_first = {"missed": 1, "passed": 1, "false_alarm": -1, "caught": -1}
     return sorted(result, key=lambda o: (o.outcome, o.kind, worst_first[o.outcome] * o.score))
 
 
+def source_bits(registry: Registry, product: str, bundle_id: str | None) -> int:
+    """The significant bits the bundle reads 16-bit images at (its ``source_bits``, the
+    product's ``image_bits`` at training); the default when it is gone or unreadable."""
+    if bundle_id is None:
+        return DEFAULT_SOURCE_BITS
+    try:
+        bundle = read_bundle_metadata(registry.bundle_dir(product, bundle_id))
+    except (BundleError, RegistryError):
+        return DEFAULT_SOURCE_BITS
+    return bundle.preprocessing.source_bits
+
+
 def picture(example: Outcome) -> np.ndarray | None:
-    """The example's image ((H, W, 3) uint8 RGB) with its ground-truth defect outlined in red."""
+    """The example's image ((H, W, 3) uint8 RGB, read at ``example.bits``) with its
+    ground-truth defect outlined in red."""
     from inspection.core.images import read_image, read_mask
     from inspection.dashboard.review import outline
 
     if example.path is None:
         return None
-    image = read_image(example.path)
+    image = read_image(example.path, bits=example.bits)
     if example.mask is None:
         return image
     return outline(image, read_mask(example.mask, image.shape[:2]))

@@ -42,10 +42,11 @@ def products_with_reference(
 
 
 def reference_image(config: ProductConfig) -> np.ndarray | None:
-    """The product's reference image ((H, W, 3) uint8 RGB), None when the file is missing."""
+    """The product's reference image ((H, W, 3) uint8 RGB, a 16-bit file read at the product's
+    ``image_bits``), None when the file is missing."""
     if config.reference is None or not Path(config.reference).is_file():
         return None
-    return read_image(config.reference)
+    return read_image(config.reference, bits=config.image_bits)
 
 
 def overlay(image: np.ndarray, roi: RoiSpec | None, max_side: int = 1024) -> np.ndarray:

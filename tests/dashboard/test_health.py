@@ -89,3 +89,35 @@ def test_golden_verdict_per_station_cpu(drift, tolerance, verdict) -> None:
     from inspection.dashboard.models import golden_verdict
 
     assert golden_verdict(drift, tolerance) == verdict
+
+
+def test_held_out_pictures_are_read_at_the_live_bundles_bits(tmp_path: Path) -> None:
+    """A 12-bit camera's held-out images (values <= 4095 in 16 bits) showed near black on the
+    Defect kinds page: they were read at the default high byte, not at the bundle's bits."""
+    from PIL import Image
+
+    from inspection.core.validation_scores import ValidationScores, write_validation_scores
+    from tests.mean_bundle import write_mean_bundle
+
+    registry = Registry(tmp_path / "registry")
+    for bits in (12, 16):
+        bundle = tmp_path / f"bundle{bits}"
+        bundle.mkdir()
+        scores = ValidationScores((0.1, 0.9), (0, 1), "test", ("good", "crack"), ("a.png", "b.png"))
+        write_validation_scores(bundle, scores)
+        write_mean_bundle(bundle, input_size=(8, 8), product=f"p{bits}", source_bits=bits)
+        registry.add_bundle(f"p{bits}", bundle, "v0001-fp32")
+        registry.promote(f"p{bits}", "v0001-fp32", actor="test", reason="test")
+        folder = tmp_path / "datasets" / f"p{bits}" / "test" / "good"
+        folder.mkdir(parents=True)
+        Image.fromarray(np.full((8, 8), 2048, np.uint16)).save(folder / "a.png")
+
+    def shown(product: str) -> tuple[int, int]:
+        example = next(
+            o for o in health.outcomes(registry, product, tmp_path / "datasets") if o.path
+        )
+        return example.bits, int(health.picture(example).max())
+
+    assert shown("p12") == (12, 128)  # 2048 >> 4
+    assert shown("p16") == (16, 8)  # the high byte, as before
+    assert health.source_bits(registry, "p12", "v0009-fp32") == 16  # a bundle gone: the default

@@ -110,3 +110,19 @@ def test_a_polygon_that_is_not_a_box_keeps_the_json_editor() -> None:
         '{"reference_size": [10, 10], "include": [[[0,0],[9,0],[5,9]]], "exclude": []}'
     )
     assert roi.boxes_of(spec) is None
+
+
+@pytest.mark.parametrize(("bits", "shown"), [(12, 128), (16, 8)])
+def test_the_reference_image_is_read_at_the_products_image_bits(
+    tmp_path: Path, bits: int, shown: int
+) -> None:
+    """A 12-bit camera's reference (values <= 4095 in 16 bits) showed near black under the ROI
+    editor: it was read at the default high byte, not at the product's image_bits."""
+    from PIL import Image
+
+    from inspection.training.config import ProductConfig
+
+    reference = tmp_path / "reference.png"
+    Image.fromarray(np.full((8, 8), 2048, np.uint16)).save(reference)
+    config = ProductConfig(reference=reference, image_bits=bits)
+    assert int(roi.reference_image(config).max()) == shown  # 2048 >> (bits - 8)
