@@ -28,6 +28,8 @@ import numpy as np
 from inspection.core.calibration import Normalization
 from inspection.core.config import to_mapping
 from inspection.core.errors import BundleError
+from inspection.core.operating_point import OperatingPoint, choose_threshold, conformal_bound
+from inspection.core.threshold import check_threshold, is_ng
 
 GOLDEN_DIR = "golden"
 """Folder of the golden images inside a bundle."""
@@ -204,7 +206,11 @@ class Recalibration:
     ``operating``: the bundle's operating point it was re-calibrated at (its description);
     ``n_good``/``n_defective``: the images used; ``false_reject_bound``: the guaranteed
     false-reject rate of the new threshold (budget policy); ``miss``: the share of the
-    folder's defective images below it (None without defects).
+    folder's defective images below it (None without defects). ``good_before``: the bundle's
+    normalised scores of its labelled good validation parts as exported
+    (``validation_scores.json``; empty when it ships none); ``good_after``: the normalised
+    scores of this station's good images under the new calibration. Both carry a registry
+    threshold across (``carry``); neither is in ``summary``.
     """
 
     bundle: str
@@ -216,6 +222,14 @@ class Recalibration:
     after: CalibrationPoint
     false_reject_bound: float | None = None
     miss: float | None = None
+    good_before: tuple[float, ...] = ()
+    good_after: tuple[float, ...] = ()
+
+    def carry(self, number: int, value: float) -> ThresholdCarry:
+        """Threshold version ``number`` (``value``, set on the export calibration) carried to
+        this calibration (``carry_threshold``)."""
+        carried, how = carry_threshold(value, self.good_before, self.good_after)
+        return ThresholdCarry(number, float(value), carried, how)
 
     def summary(self) -> dict[str, object]:
         return {
@@ -228,6 +242,70 @@ class Recalibration:
             "false_reject_bound": self.false_reject_bound,
             "miss": self.miss,
         }
+
+
+@dataclass(frozen=True)
+class ThresholdCarry:
+    """A registry threshold version across a re-calibration: ``value`` (normalised, set on the
+    bundle's export calibration) is served here as ``carried``; None: it cannot be carried
+    and ``how`` says why."""
+
+    number: int
+    value: float
+    carried: float | None
+    how: str
+
+    def summary(self) -> dict[str, object]:
+        """The JSON-ready view (``/healthz``'s ``golden.threshold_carried``, the dashboard)."""
+        return {"version": self.number, "from": self.value, "to": self.carried, "how": self.how}
+
+
+def carry_threshold(
+    value: float, good_before: Sequence[float], good_after: Sequence[float]
+) -> tuple[float | None, str]:
+    """(threshold, how) or (None, why not): a normalised threshold ``value`` set on a bundle's
+    export calibration, re-derived on a re-calibration at the false-reject budget it held.
+
+    A threshold version records only a value. What it means for good parts is its split-
+    conformal level on the bundle's (G,) normalised ``good_before`` scores: rejecting r of
+    them, it guarantees a new good part is rejected with probability <= (r + 1) / (G + 1)
+    (``core.operating_point``). The carried threshold is the one that budget sets on the
+    (G',) normalised ``good_after`` scores of the station (``choose_threshold``, the rule
+    re-calibration and export use): the same rank when G' = G. Not carried when the value lies
+    above every good score (they do not say how far above), rejects more than half of them,
+    or the station holds too few good images for the budget.
+    """
+    before = np.asarray(good_before, dtype=np.float64)
+    after = np.asarray(good_after, dtype=np.float64)
+    if before.size == 0:
+        return None, (
+            "the bundle ships no labelled good validation scores (validation_scores.json) to "
+            "tell which false-reject budget it meant"
+        )
+    n, rejected = int(before.size), int(is_ng(before, value).sum())
+    if rejected == 0:
+        return None, (
+            f"it lies above all {n} good validation scores of the bundle, which do not tell how "
+            "far above the good parts it was meant to sit"
+        )
+    budget = conformal_bound(n, n - rejected)
+    if budget > 0.5:
+        return None, f"it rejects {rejected} of the bundle's {n} good validation parts"
+    choice = choose_threshold(after, OperatingPoint(budget=budget))
+    if not choice.sufficient:
+        return None, (
+            f"the false-reject budget it held ({budget:.2%}) needs {choice.n_needed} good "
+            f"images here, the station's folder holds {after.size}"
+        )
+    try:
+        carried = check_threshold(choice.threshold)
+    except ValueError as exc:
+        return None, f"the budget it held ({budget:.2%}) gives no threshold here: {exc}"
+    return carried, (
+        f"re-derived at the false-reject budget it held, {budget:.2%} ({rejected} of the "
+        f"bundle's {n} good validation parts at or above it), on this station's {after.size} "
+        f"re-calibrated good images (above the {choice.rank}-th)"
+    )
 
 
 GoldenOutcome = Literal["passed", "recalibrated", "refused", "unchecked"]

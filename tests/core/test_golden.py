@@ -11,11 +11,13 @@ from inspection.core.golden import (
     GoldenImage,
     GoldenOutputs,
     MapSummary,
+    carry_threshold,
     compare_golden,
     golden_outputs,
     golden_scales,
     summarize_map,
 )
+from inspection.core.operating_point import OperatingPoint, choose_threshold
 
 NORM = Normalization(
     image_threshold_raw=2.0, pixel_threshold_raw=1.5,
@@ -98,3 +100,52 @@ def test_nan_outputs_are_refused() -> None:
 def test_bad_records_and_outputs_are_rejected(build, error) -> None:
     with pytest.raises(ValueError, match=error):
         build()
+
+
+# ------------------------------------------------- a threshold across re-calibration
+def _budget_value(good: np.ndarray, budget: float) -> float:
+    return choose_threshold(good, OperatingPoint(budget=budget)).threshold
+
+
+def test_a_threshold_set_at_a_budget_keeps_its_rank_on_as_many_station_scores() -> None:
+    """Same count of good scores: the carried threshold rejects the same number of them as the
+    value did on the bundle's, i.e. the threshold the same budget sets on the station's."""
+    before = np.sort(RNG.uniform(0.0, 0.45, 40))
+    after = RNG.uniform(0.1, 0.6, 40)  # another scale: the station's re-calibrated scores
+    value = _budget_value(before, 0.1)
+    carried, how = carry_threshold(value, before, after)
+    assert carried == pytest.approx(_budget_value(after, 0.1))
+    assert int((after >= carried).sum()) == int((before >= value).sum()) == 3
+    assert "re-derived at the false-reject budget it held, 9.76% (3 of the bundle's 40" in how
+
+
+def test_the_carried_threshold_keeps_the_guarantee_it_held_on_more_station_scores() -> None:
+    before = RNG.uniform(0.0, 0.45, 6)
+    after = RNG.uniform(0.2, 0.7, 30)
+    value = _budget_value(before, 0.3)  # rejects 1 of 6: P(reject) <= 2 / 7
+    carried, _ = carry_threshold(value, before, after)
+    assert carried is not None
+    rejected = int((after >= carried).sum())
+    assert rejected == 7  # above the 23rd of 30 = ceil(31 * 5 / 7)
+    assert (rejected + 1) / 31 <= 2 / 7
+    assert np.sort(after)[22] < carried < np.sort(after)[23]
+
+
+@pytest.mark.parametrize(
+    ("value", "before", "after", "why"),
+    [
+        (0.5, (), np.linspace(0.1, 0.6, 30), "ships no labelled good validation scores"),
+        (0.8, np.linspace(0.1, 0.45, 6), np.linspace(0.1, 0.6, 30), "above all 6 good"),
+        (0.2, np.linspace(0.1, 0.45, 6), np.linspace(0.1, 0.6, 30), "rejects 4 of the bundle's 6"),
+        (
+            0.44,
+            np.linspace(0.1, 0.45, 40),
+            np.linspace(0.1, 0.6, 10),
+            "needs 13 good images here, the station's folder holds 10",
+        ),
+    ],
+)
+def test_a_threshold_that_cannot_be_carried_says_why(value, before, after, why) -> None:
+    carried, how = carry_threshold(value, before, after)
+    assert carried is None
+    assert why in how
