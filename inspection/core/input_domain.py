@@ -16,14 +16,20 @@ means nothing. The bundle records its training images' colour and sizes (``Input
   Anything between (``"mixed"``: faint colour, or grey and colour images together) is
   neither converted nor refused.
 - **aspect ratio** (width / height): refused outside the measured range by more than
-  ``ASPECT_TOLERANCE`` (15 %) either way: resizing to the model input would distort the part
-  beyond what training showed.
-- **size**: refused when the shorter side is below ``MIN_SIDE_FRACTION`` (half) of the
-  smallest training shorter side *and*, for a bundle that resizes the whole image, below the
-  model input's shorter side (an image at least as large as the input carries every pixel the
-  model looks at). A tiled bundle sees native-resolution tiles, so only the first limit holds.
-  An image as long as the station's working side (``work_side``) is not held to it: it may be
-  the station's own reduced copy of a full camera frame.
+  ``aspect_tolerance`` (default ``ASPECT_TOLERANCE``, 15 %) either way: resizing to the model
+  input would distort the part beyond what training showed.
+- **size**: refused when the shorter side is below ``min_side_fraction`` (default
+  ``MIN_SIDE_FRACTION``, half) of the smallest training shorter side *and*, for a bundle that
+  resizes the whole image, below the model input's shorter side (an image at least as large as
+  the input carries every pixel the model looks at). A tiled bundle sees native-resolution
+  tiles, so only the first limit holds. An image as long as the station's working side
+  (``work_side``) is not held to it: it may be the station's own reduced copy of a full camera
+  frame.
+
+The two tolerances are the product's (``DomainTolerance``: the ``input_domain:`` section of
+``configs/products/<product>.yaml``, for textures and parts cut to varying lengths), recorded
+in the bundle at export (``InputDomain.tolerance``), so every station applies the bundle's own;
+a bundle recorded before they could be set reads with the defaults.
 
 The bundle's own images are never refused: export measures sizes on every training, validation
 and test image of the version (from the file headers), so all lie inside the recorded ranges,
@@ -39,7 +45,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -61,14 +67,60 @@ CLEAR_COLOUR_SPREAD = 4.0
 """A bundle is trained on colour images when every measured image spreads at least this much
 (four times the grey limit: no colour part of such a product is taken for grey)."""
 ASPECT_TOLERANCE = 0.15
-"""How far (relative) an image's width / height may lie outside the training range: a 5:4
-camera under a 4:3-trained bundle passes (6.7 %), 16:9 (33 %) does not."""
+"""How far (relative) an image's width / height may lie outside the training range by
+default: a 5:4 camera under a 4:3-trained bundle passes (6.7 %), 16:9 (33 %) does not."""
+MAX_ASPECT_TOLERANCE = 1.0
+"""The loosest aspect tolerance a product may set: half to twice the training range."""
 MIN_SIDE_FRACTION = 0.5
-"""An image's shorter side may be down to this fraction of the smallest training one."""
+"""By default an image's shorter side may be down to this fraction of the smallest training one."""
 COLOUR_SAMPLE = 64
 """Training images measured for colour at export (evenly spread over the sorted list)."""
 _PICKED_SIDE = 128
 _CELLS_SIDE = 32
+
+
+@dataclass(frozen=True)
+class DomainTolerance:
+    """How far a product's images may lie outside its training images' before a station
+    refuses them (``configs/products/<product>.yaml``, ``input_domain:``).
+
+    - ``aspect_tolerance``: relative margin on each side of the training aspect range, 0 to
+      ``MAX_ASPECT_TOLERANCE`` (0.4: 40 %, for parts cut to varying lengths).
+    - ``min_side_fraction``: the shortest accepted shorter side, as a fraction (above 0, at
+      most 1) of the smallest training one.
+    """
+
+    aspect_tolerance: float = ASPECT_TOLERANCE
+    min_side_fraction: float = MIN_SIDE_FRACTION
+
+    def __post_init__(self) -> None:
+        aspect, side = self.aspect_tolerance, self.min_side_fraction
+        if not (_is_number(aspect) and 0 <= aspect <= MAX_ASPECT_TOLERANCE):
+            raise ValueError(
+                f"aspect_tolerance: must be from 0 to {MAX_ASPECT_TOLERANCE:g} (0 % to "
+                f"{_percent(MAX_ASPECT_TOLERANCE)} beyond the training aspect range), got "
+                f"{aspect!r}"
+            )
+        if not (_is_number(side) and 0 < side <= 1):
+            raise ValueError(
+                "min_side_fraction: must be above 0 and at most 1 (of the smallest training "
+                f"image's shorter side), got {side!r}"
+            )
+
+    def describe(self) -> str:
+        """E.g. ``aspect within 40 %, shorter side down to 50 %``."""
+        return (
+            f"aspect within {_percent(self.aspect_tolerance)}, shorter side down to "
+            f"{_percent(self.min_side_fraction)}"
+        )
+
+
+def _percent(fraction: float) -> str:
+    return f"{fraction * 100:.3g} %"
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True)
@@ -81,6 +133,8 @@ class InputDomain:
     - ``height``, ``width``: (smallest, largest) in pixels; ``aspect``: (lowest, highest)
       width / height; over ``images`` images.
     - ``colour_images``: how many of them were measured for colour.
+    - ``tolerance``: how far an image may lie outside them (the product's ``DomainTolerance``;
+      the defaults for a bundle recorded before it could be set).
     """
 
     colour: ColourMode
@@ -90,6 +144,7 @@ class InputDomain:
     aspect: tuple[float, float]
     images: int
     colour_images: int
+    tolerance: DomainTolerance = field(default_factory=DomainTolerance)
 
     def __post_init__(self) -> None:
         if self.colour not in get_args(ColourMode):
@@ -120,22 +175,28 @@ class InputDomain:
             )
 
     def describe(self) -> str:
-        """One line: colour mode and spread, width x height ranges, how many images."""
-        return (
+        """One line: colour mode and spread, width x height ranges, how many images, and the
+        tolerance when it is not the default."""
+        text = (
             f"{self.colour} images (channel spread {_span(self.channel_spread, '.1f')}), "
             f"{_span(self.width, 'd')} x {_span(self.height, 'd')} px, aspect "
             f"{_span(self.aspect, '.2f')}, over {self.images} images"
         )
+        if self.tolerance != DomainTolerance():
+            text += f"; accepted: {self.tolerance.describe()}"
+        return text
 
     def min_side(self, input_size: tuple[int, int], *, tiled: bool) -> int:
         """The smallest shorter side (px) accepted for a model of ``input_size`` (h, w)."""
-        limit = math.ceil(MIN_SIDE_FRACTION * min(self.height[0], self.width[0]))
+        fraction = self.tolerance.min_side_fraction
+        limit = math.ceil(fraction * min(self.height[0], self.width[0]))
         return limit if tiled else min(limit, *input_size)
 
     def aspect_range(self) -> tuple[float, float]:
         """(lowest, highest) width / height accepted."""
         low, high = self.aspect
-        return low / (1 + ASPECT_TOLERANCE), high * (1 + ASPECT_TOLERANCE)
+        margin = 1 + self.tolerance.aspect_tolerance
+        return low / margin, high * margin
 
     def problems(
         self,
@@ -221,9 +282,14 @@ def evenly(paths: Sequence[Path], count: int) -> list[Path]:
     return [ordered[i] for i in sorted(set(picks.tolist()))]
 
 
-def measure_input_domain(size_paths: Sequence[Path], colour_paths: Sequence[Path]) -> InputDomain:
+def measure_input_domain(
+    size_paths: Sequence[Path],
+    colour_paths: Sequence[Path],
+    tolerance: DomainTolerance | None = None,
+) -> InputDomain:
     """The domain of image files: sizes from the headers of ``size_paths``, colour from the
-    decoded ``colour_paths`` (a subset; ``ImageDecodeError`` names an unreadable file)."""
+    decoded ``colour_paths`` (a subset; ``ImageDecodeError`` names an unreadable file), with
+    the product's ``tolerance`` (None: the defaults)."""
     if not size_paths or not colour_paths:
         raise ValueError("an input domain needs at least one image to measure")
     sizes = [probe_image(path) for path in size_paths]  # (width, height)
@@ -239,6 +305,7 @@ def measure_input_domain(size_paths: Sequence[Path], colour_paths: Sequence[Path
         aspect=(_round_down(min(aspects)), _round_up(max(aspects))),
         images=len(sizes),
         colour_images=len(spreads),
+        tolerance=tolerance or DomainTolerance(),
     )
 
 

@@ -33,6 +33,7 @@ from inspection.core.config import (
 from inspection.core.errors import ConfigError
 from inspection.core.global_context import GLOBAL_COMPONENTS
 from inspection.core.images import DEFAULT_SOURCE_BITS, check_source_bits
+from inspection.core.input_domain import DomainTolerance
 from inspection.core.operating_point import OperatingPoint
 from inspection.core.roi import RoiSpec
 from inspection.core.tiling import TilingSpec
@@ -210,6 +211,9 @@ class ProductConfig:
     """Significant bits of the camera's 16-bit images (12: values 0..4095), applied by training
     and, through the bundle's ``preprocessing.source_bits``, by every station
     (``core.images.narrow_to_8_bits``); 16: the high byte. 8-bit images are unaffected."""
+    input_domain: DomainTolerance = field(default_factory=DomainTolerance)
+    """How far the station accepts images unlike the training images (``aspect_tolerance``,
+    ``min_side_fraction``; ``core.input_domain``), recorded in each bundle at export."""
 
     def __post_init__(self) -> None:
         _check(self.auto_budget_s > 0, "auto_budget_s", "must be positive seconds")

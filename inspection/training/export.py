@@ -14,7 +14,8 @@ pixel AUROC, AUPRO and region recall stay within ``GateTolerances`` of an FP32 b
 calibrated the same way, and no NG verdict lacks a region. Last, its golden outputs are
 recorded (``runtime.golden``): raw outputs on a few validation images, checked at every load.
 First of all, the colour and sizes of the version's images are recorded as the bundle's input
-domain (``core.input_domain``), which the station holds every image against.
+domain (``core.input_domain``), with the product's tolerance, which the station holds every
+image against.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from inspection.core.golden import GOLDEN_IMAGES
 from inspection.core.images import read_image
 from inspection.core.input_domain import (
     COLOUR_SAMPLE,
+    DomainTolerance,
     InputDomain,
     evenly,
     measure_input_domain,
@@ -296,6 +298,7 @@ def export_model(
     progress: Progress | None = None,
     extra_files: Mapping[str, Path] | None = None,
     knn_rank: int | None = None,
+    domain_tolerance: DomainTolerance | None = None,
 ) -> ExportResult:
     """Convert, (quantise), save, calibrate, measure and gate one bundle in ``out_dir``.
 
@@ -307,13 +310,15 @@ def export_model(
     parameters) and checksummed like the model. ``knn_rank`` (a PatchCore config's): the
     converted graph's kNN GEMM goes on the bank's top-k principal directions first
     (``low_rank_knn``), so every figure, the gate and the golden outputs are of that graph.
+    ``domain_tolerance``: the product's (``products/<product>.yaml``, ``input_domain:``),
+    recorded in the measured input domain (None: the defaults).
     """
     out_dir = Path(out_dir)
     if out_dir.exists():
         raise BundleError(f"{out_dir} already exists; refusing to overwrite a bundle")
     say = progress or log.info
     if base.input_domain is None:
-        domain = input_domain_of(splits)
+        domain = input_domain_of(splits, domain_tolerance)
         base = replace(base, input_domain=domain)
         say(f"input domain: {domain.describe()}")
     say(f"converting {base.model_kind} to OpenVINO")
@@ -376,15 +381,15 @@ def export_model(
     return ExportResult(meta.bundle_id, out_dir, meta)
 
 
-def input_domain_of(splits: ExportSplits) -> InputDomain:
+def input_domain_of(splits: ExportSplits, tolerance: DomainTolerance | None = None) -> InputDomain:
     """The colour and sizes of the version's images (``core.input_domain``): sizes of every
     training, validation and test image (headers only), colour of up to ``COLOUR_SAMPLE``
     training images and of every validation and test image, so that none of the bundle's own
-    images lies outside the domain it records."""
+    images lies outside the domain it records; with the product's ``tolerance``."""
     held_out = list(dict.fromkeys(s.path for s in (*splits.validation, *splits.test)))
     sizes = list(dict.fromkeys([*splits.train_images, *held_out]))
     colour = list(dict.fromkeys([*evenly(splits.train_images, COLOUR_SAMPLE), *held_out]))
-    return measure_input_domain(sizes, colour)
+    return measure_input_domain(sizes, colour, tolerance)
 
 
 def low_rank_knn(model: ov.Model, meta: BundleMetadata, rank: int, say: Progress) -> BundleMetadata:

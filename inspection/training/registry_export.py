@@ -80,7 +80,8 @@ class RegistryExport:
     """Who promotes it, as recorded in the registry's history."""
     configs_dir: Path | None = None
     """The site's configs folder (``SiteConfig.configs``), whose ``products/<product>.yaml``
-    gives the bundle its ROI, alignment and units; None: ``core.config.default_configs_dir()``."""
+    gives the bundle its ROI, alignment, units and input-domain tolerance; None:
+    ``core.config.default_configs_dir()``."""
 
 
 def export_bundle(
@@ -123,6 +124,7 @@ def export_bundle(
             progress=progress,
             extra_files=_context_files(record) | part_files,
             knn_rank=_knn_rank(record),
+            domain_tolerance=load_product_config(product, source.configs_dir).input_domain,
         )
         if signing_key is not None:
             sign_bundle(result.bundle_dir, signing_key)

@@ -15,8 +15,10 @@ from PIL import Image
 
 from inspection.core.bundle import read_bundle_metadata
 from inspection.core.config import from_mapping, to_mapping
+from inspection.core.errors import ConfigError
 from inspection.core.images import grey_replicated, read_image
 from inspection.core.input_domain import (
+    DomainTolerance,
     InputDomain,
     channel_spread,
     colour_mode,
@@ -78,6 +80,39 @@ def test_the_domain_round_trips_through_its_json_mapping() -> None:
     assert COLOUR.describe() == (
         "colour images (channel spread 20.0-40.0), 256 x 256 px, aspect 1.00, over 30 images"
     )
+
+
+def test_a_domain_recorded_before_its_tolerance_reads_with_the_defaults() -> None:
+    """Bundles exported before a product could set its tolerance hold these keys only."""
+    data = to_mapping(COLOUR)
+    assert data.pop("tolerance") == {"aspect_tolerance": 0.15, "min_side_fraction": 0.5}
+    old = from_mapping(InputDomain, json.loads(json.dumps(data)), where="input_domain")
+    assert old.tolerance == DomainTolerance() and old.aspect_range() == COLOUR.aspect_range()
+    loose = dataclasses.replace(COLOUR, tolerance=DomainTolerance(0.4, 0.25))
+    assert from_mapping(InputDomain, to_mapping(loose), where="input_domain") == loose
+    assert loose.describe().endswith("; accepted: aspect within 40 %, shorter side down to 25 %")
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"aspect_tolerance": -0.1}, "aspect_tolerance: must be from 0 to 1 (0 % to 100 % beyond "
+         "the training aspect range), got -0.1"),
+        ({"aspect_tolerance": 1.5}, "aspect_tolerance: must be from 0 to 1"),
+        ({"aspect_tolerance": float("inf")}, "aspect_tolerance: must be from 0 to 1"),
+        ({"min_side_fraction": 0}, "min_side_fraction: must be above 0 and at most 1 (of the "
+         "smallest training image's shorter side), got 0"),
+        ({"min_side_fraction": 1.2}, "min_side_fraction: must be above 0 and at most 1"),
+    ],
+)  # fmt: skip
+def test_a_tolerance_out_of_range_is_refused_naming_the_key(values: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        DomainTolerance(**values)
+    with pytest.raises(ConfigError, match=re.escape(f"p.yaml.input_domain: {message}")):
+        from_mapping(DomainTolerance, values, where="p.yaml.input_domain")
+    assert DomainTolerance(0.0, 1.0) != DomainTolerance(1.0, 0.01)  # both ends are allowed
+    with pytest.raises(ValueError, match="aspect_tolerance: must be from 0 to 1"):
+        DomainTolerance(aspect_tolerance=True)
 
 
 def test_bundles_written_before_the_record_load_without_one() -> None:
@@ -175,6 +210,27 @@ def test_a_copy_reduced_to_the_working_side_is_not_held_to_the_size_limit() -> N
     thumbnail = _colourful(214, 256)
     problems = large.problems(thumbnail, input_size=(1024, 1024), tiled=False, work_side=1024)
     assert "shorter side 214 px, but the bundle needs at least 1024 px" in problems[0]
+
+
+def test_the_domains_own_tolerance_sets_the_aspect_and_size_limits() -> None:
+    """A product of parts cut to varying lengths accepts 40 % beyond its training aspect
+    range; one that sets a quarter accepts smaller images; the defaults refuse both."""
+    loose = dataclasses.replace(COLOUR, tolerance=DomainTolerance(0.4, 0.25))
+    strict = dataclasses.replace(COLOUR, tolerance=DomainTolerance(0.0, 1.0))
+    assert loose.aspect_range() == pytest.approx((1 / 1.4, 1.4))
+    longer, small = _colourful(256, 350), _colourful(100, 100)  # aspect 1.37; 100 px
+    for image, default_refusal in ((longer, "accepted 0.87-1.15"), (small, "at least 128 px")):
+        assert loose.problems(image, input_size=(64, 64), tiled=True) == ()
+        assert default_refusal in COLOUR.problems(image, input_size=(64, 64), tiled=True)[0]
+    refused = loose.problems(_colourful(256, 400), input_size=(64, 64), tiled=True)
+    assert refused == (
+        "image is 400x256 (aspect 1.56) but the bundle was trained on aspect 1.00 (accepted "
+        "0.71-1.40): resizing it to the model input would distort the part",
+    )
+    tiny = loose.problems(_colourful(63, 63), input_size=(64, 64), tiled=True)
+    assert "needs at least 64 px" in tiny[0]  # a quarter of 256
+    assert strict.problems(_colourful(256, 257), input_size=(256, 256), tiled=False) != ()
+    assert strict.min_side((512, 512), tiled=True) == 256
 
 
 @pytest.mark.parametrize("mode", ["grey", "mixed"])

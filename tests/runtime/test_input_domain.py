@@ -25,7 +25,7 @@ from inspection.core.bundle import (
 )
 from inspection.core.errors import InputDomainError
 from inspection.core.images import read_image
-from inspection.core.input_domain import InputDomain
+from inspection.core.input_domain import DomainTolerance, InputDomain
 from inspection.core.roi import RoiSpec
 from inspection.core.tiling import TilingSpec
 from inspection.runtime.camera import CameraOptions
@@ -129,6 +129,23 @@ def test_images_like_the_training_images_are_judged(tmp_path: Path, path: str) -
     if path in ("plain", "roi", "tiled"):  # alignment needs the reference's own frame
         for image in (_part(2 * SIDE, 2 * SIDE), _part(SIDE // 2, SIDE // 2), _part(SIDE, 140)):
             assert inspector.inspect(image).verdict in ("OK", "NG")
+
+
+@pytest.mark.parametrize("path", ["plain", "tiled"])
+def test_the_bundles_own_tolerance_decides(tmp_path: Path, path: str) -> None:
+    """A bundle of a product cut to varying lengths (aspect within 40 %, shorter side down to a
+    quarter) judges what a bundle with the default tolerance refuses, and refuses beyond it."""
+    large = dataclasses.replace(COLOUR, height=(4 * SIDE,) * 2, width=(4 * SIDE,) * 2)
+    loose = dataclasses.replace(large, tolerance=DomainTolerance(0.4, 0.25))
+    inspector = _inspector(tmp_path / "loose", loose, path)
+    default = _inspector(tmp_path / "default", large, path)
+    longer, small = _part(4 * SIDE, 680), _part(SIDE, SIDE)  # aspect 1.33; a quarter the side
+    for image in (longer, small) if path == "tiled" else (longer,):  # plain: above its input
+        assert inspector.inspect(image).verdict in ("OK", "NG")
+        with pytest.raises(InputDomainError):
+            default.inspect(image)
+    with pytest.raises(InputDomainError, match=re.escape("(accepted 0.71-1.40)")):
+        inspector.inspect(_part(4 * SIDE, 760))
 
 
 def test_warn_judges_and_records_the_problem(tmp_path: Path, caplog) -> None:
