@@ -64,7 +64,8 @@ class MetricRule:
 
 @dataclass(frozen=True)
 class GatePolicy:
-    """What a challenger must match: metric rules plus a p50 latency budget.
+    """What a challenger must match: metric rules plus a p50 latency budget. The default is
+    the shipped ``configs/retrain.yaml``'s gate (a test holds them equal).
 
     ``latency_tolerance`` is the allowed relative p50 slowdown (0.25 = up to 25 % slower);
     ``None`` disables the latency check.
@@ -75,6 +76,9 @@ class GatePolicy:
             MetricRule("image_auroc", 0.01),
             MetricRule("image_f1", 0.02),
             MetricRule("aupro", 0.02, required=False),
+            # at each bundle's own operating point: good parts rejected, defects missed
+            MetricRule("false_reject_rate", 0.02, required=False),
+            MetricRule("miss_rate", 0.02, required=False),
         )
     )
     latency_tolerance: float | None = 0.25

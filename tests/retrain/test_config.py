@@ -64,3 +64,14 @@ def test_audit_file_names_the_file(tmp_path: Path) -> None:
     path.write_text("keep_work_dirs: -1\nwarmup: -3\npoll_seconds: -5\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=rf"^{path}: keep_work_dirs must be at least 1"):
         load_retrain_config(path)
+
+
+def test_the_default_gate_is_the_shipped_one() -> None:
+    """A policy built in code (no config file) gates what configs/retrain.yaml gates, the
+    operating-point rates included: it left them out, so a challenger rejecting more good parts
+    was promoted."""
+    from inspection.retrain.gate import GatePolicy
+
+    shipped = load_retrain_config(Path(__file__).parents[2] / "configs" / "retrain.yaml").gate
+    assert shipped == GatePolicy()
+    assert {"false_reject_rate", "miss_rate"} <= {rule.name for rule in shipped.metrics}
