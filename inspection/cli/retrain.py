@@ -15,7 +15,7 @@ console = Console()
 log = logging.getLogger(__name__)
 SITE_OPTION = site_option()
 CONFIG_OPTION = typer.Option(
-    None, "--config", help="Retrain config YAML (default: configs/retrain.yaml)."
+    None, "--config", help="Retrain config YAML (default: retrain.yaml beside the site config)."
 )
 
 SET_OPTION = typer.Option(
@@ -35,7 +35,10 @@ def _configs(site: str | None, config: str | None):  # -> (SiteConfig, RetrainCo
     if site_config.retrain:
         where = f"{site or DEFAULT_SITE_CONFIG}.retrain"
         retrain_config_from_mapping(site_config.retrain, where=where)
-    return site_config, load_retrain_config(config, site_config.retrain or None)
+    retrain_config = load_retrain_config(
+        config, site_config.retrain or None, configs_dir=site_config.configs
+    )
+    return site_config, retrain_config
 
 
 def retrain(
@@ -174,7 +177,7 @@ def scheduler(
     ),
     cpus_per_task: float = typer.Option(1.0, "--cpus-per-task", help="CPU budget per job (--ray)."),
 ) -> None:
-    """Retrain products on their cron schedules (configs/retrain.yaml), one at a time."""
+    """Retrain products on their cron schedules (retrain.yaml), one at a time."""
     from inspection.retrain.fleet import FleetOptions, retrain_one
     from inspection.retrain.pipeline import retrain_product
     from inspection.retrain.scheduler import Scheduler

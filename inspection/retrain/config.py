@@ -1,4 +1,5 @@
-"""Retraining settings from ``configs/retrain.yaml``: schedules, gate policy, retries."""
+"""Retraining settings from ``retrain.yaml`` beside the site config: schedules, gate policy,
+retries."""
 
 from __future__ import annotations
 
@@ -7,11 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from inspection.core.config import deep_merge, from_mapping, read_yaml
+from inspection.core.config import configs_folder, deep_merge, from_mapping, read_yaml
 from inspection.core.errors import ConfigError
 from inspection.retrain.gate import GatePolicy
 
-DEFAULT_RETRAIN_CONFIG = Path("configs/retrain.yaml")
+RETRAIN_CONFIG_FILE = "retrain.yaml"
 ReviewedSince = Literal["champion", "latest_version", "all"]
 
 
@@ -110,15 +111,20 @@ def retrain_config_from_mapping(
 
 
 def load_retrain_config(
-    path: str | Path | None = None, overrides: dict[str, Any] | None = None
+    path: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    *,
+    configs_dir: Path | None = None,
 ) -> RetrainConfig:
-    """Read ``path`` (default ``configs/retrain.yaml`` when present) and merge ``overrides``."""
+    """Read ``path`` and merge ``overrides``. Without a path: ``retrain.yaml`` in the site's
+    configs folder (``configs_dir``; ``core.config.configs_folder``) when present, else the
+    built-in defaults (no schedules; the shipped file's gate)."""
     if path is None:
-        data = read_yaml(DEFAULT_RETRAIN_CONFIG) if DEFAULT_RETRAIN_CONFIG.is_file() else {}
-        where = str(DEFAULT_RETRAIN_CONFIG)
+        path = configs_folder(configs_dir) / RETRAIN_CONFIG_FILE
+        data = read_yaml(path) if path.is_file() else {}
     else:
-        data, where = read_yaml(path), str(path)
-    return retrain_config_from_mapping(deep_merge(data, overrides or {}), where)
+        data = read_yaml(path)
+    return retrain_config_from_mapping(deep_merge(data, overrides or {}), str(path))
 
 
 def _check_schedule(expression: str, where: str) -> None:

@@ -62,3 +62,22 @@ def test_retrain_command_blames_the_site_file(tmp_path: Path) -> None:
     )
     assert isinstance(result.exception, ConfigError), result.output
     assert str(result.exception).startswith(f"{site}.retrain: unknown key(s) 'gaet'")
+
+
+def test_retrain_yaml_is_read_beside_the_site_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Like products/ and refine.yaml: it was read from ./configs of the working directory, so
+    a second site (or a job started elsewhere) ran on another site's gate and schedules."""
+    site_dir = tmp_path / "plant2"
+    site_dir.mkdir()
+    site = _write(site_dir / "site.yaml", {})
+    _write(site_dir / "retrain.yaml", {"warmup": 5, "products": {"widget": {}}})
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "configs").mkdir(parents=True)
+    _write(elsewhere / "configs" / "retrain.yaml", {"warmup": 1})
+    monkeypatch.chdir(elsewhere)
+
+    _, retrain = _configs(site, None)
+
+    assert (retrain.warmup, list(retrain.products)) == (5, ["widget"])
