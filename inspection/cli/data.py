@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -11,6 +13,9 @@ from rich.table import Table
 
 from inspection.cli._site import site_option
 from inspection.cli.console import file_progress
+
+if TYPE_CHECKING:
+    from inspection.data.dataset import Dataset
 
 data_app = typer.Typer(help="Datasets: demo generator, validation, previews.", no_args_is_help=True)
 console = Console()
@@ -28,6 +33,15 @@ IMAGE_BITS_OPTION = typer.Option(
     "site's configs, if that file exists).",
 )
 DATASETS_ARG = typer.Argument(..., help="Dataset folders or folder-spec .yaml files.")
+PREVIEW_BITS_OPTION = typer.Option(
+    None,
+    "--image-bits",
+    min=8,
+    max=16,
+    help="Significant bits of the 16-bit images of every dataset given (12: a 12-bit camera's "
+    "0..4095); default: each product's image_bits in products/<folder name>.yaml of the "
+    "site's configs, else 16 (the high byte).",
+)
 REPORT_DIR_OPTION = typer.Option(Path("reports/data"), "--out", help="Report folder.")
 SITE_OPTION = site_option("Site config YAML; its configs folder holds products/<product>.yaml")
 SHEET_OPTION = typer.Option(Path("reports/data/demo_samples.png"), "--out", help="PNG to write.")
@@ -147,6 +161,8 @@ def sheet(
     out: Path = SHEET_OPTION,
     n_good: int = typer.Option(2, "--good", min=0, help="Good images per row."),
     tile: int = typer.Option(160, "--tile", min=32, help="Tile side in pixels."),
+    image_bits: int | None = PREVIEW_BITS_OPTION,
+    site: Path | None = SITE_OPTION,
 ) -> None:
     """Draw a contact sheet: per dataset, good images and one per defect with mask outlines."""
     from PIL import Image
@@ -156,7 +172,8 @@ def sheet(
 
     _ready_to_write(out, "--out")
     datasets = [load_dataset(p) for p in paths]
-    Image.fromarray(contact_sheet(datasets, n_good=n_good, tile=tile)).save(out)
+    bits = _image_bits_by_name(datasets, image_bits, site)
+    Image.fromarray(contact_sheet(datasets, n_good=n_good, tile=tile, image_bits=bits)).save(out)
     console.print(f"wrote [bold]{out}[/]")
 
 
@@ -164,6 +181,8 @@ def sheet(
 def summary(
     paths: list[Path] = DATASETS_ARG,
     out: Path = REPORT_DIR_OPTION,
+    image_bits: int | None = PREVIEW_BITS_OPTION,
+    site: Path | None = SITE_OPTION,
 ) -> None:
     """Write summary.json and summary.md (counts, mask coverage, trivial baselines)."""
     from inspection.data.dataset import load_dataset
@@ -171,12 +190,24 @@ def summary(
 
     _ready_to_write(out, "--out", folder=True)
     datasets = [load_dataset(p) for p in paths]
-    result = summarise(datasets)
+    result = summarise(datasets, _image_bits_by_name(datasets, image_bits, site))
     (out / "summary.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     names = " ".join(str(p) for p in paths)
     title = f"# Datasets\n\nWritten by `inspection data summary {names} --out {out}`.\n\n"
     (out / "summary.md").write_text(title + summary_markdown(result), encoding="utf-8")
     console.print(f"wrote [bold]{out / 'summary.md'}[/] and summary.json")
+
+
+def _image_bits_by_name(
+    datasets: Sequence[Dataset], image_bits: int | None, site: Path | None
+) -> dict[str, int]:
+    """Per dataset name: ``image_bits`` when given, else the product's declared one; a
+    dataset with neither is left out (its 16-bit images read at the default)."""
+    declared = {
+        d.name: image_bits if image_bits is not None else _declared_image_bits(d.name, site)
+        for d in datasets
+    }
+    return {name: bits for name, bits in declared.items() if bits is not None}
 
 
 def _ready_to_write(path: Path, hint: str, *, folder: bool = False) -> None:

@@ -7,12 +7,12 @@ brightness standard deviation) and report the image-level AUROC of that score. V
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
 from inspection.core.errors import ImageDecodeError
-from inspection.core.images import read_image
+from inspection.core.images import DEFAULT_SOURCE_BITS, read_image
 from inspection.data.check import check_dataset
 from inspection.data.dataset import Dataset
 
@@ -32,12 +32,13 @@ def auroc(negatives: Sequence[float], positives: Sequence[float]) -> float:
     return float(greater + 0.5 * ties)
 
 
-def baseline_aurocs(dataset: Dataset) -> dict[str, float]:
-    """Image-level AUROC of each trivial baseline on the test split (unreadable images skipped)."""
+def baseline_aurocs(dataset: Dataset, bits: int = DEFAULT_SOURCE_BITS) -> dict[str, float]:
+    """Image-level AUROC of each trivial baseline on the test split (unreadable images skipped);
+    ``bits``: the significant bits 16-bit images are read at (the product's ``image_bits``)."""
     scores: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in BASELINES}
     for sample in dataset.test_samples:
         try:
-            image = read_image(sample.path)
+            image = read_image(sample.path, bits=bits)
         except ImageDecodeError:
             continue
         for name, score in BASELINES.items():
@@ -45,11 +46,19 @@ def baseline_aurocs(dataset: Dataset) -> dict[str, float]:
     return {name: auroc(neg, pos) for name, (neg, pos) in scores.items()}
 
 
-def summarise(datasets: Sequence[Dataset]) -> dict:
-    """``{name: {"check": <CheckReport.to_dict()>, "baselines": {...}}}`` for each dataset."""
+def summarise(datasets: Sequence[Dataset], image_bits: Mapping[str, int] | None = None) -> dict:
+    """``{name: {"check": <CheckReport.to_dict()>, "baselines": {...}}}`` for each dataset.
+
+    ``image_bits``: per dataset name, the product's declared ``image_bits`` (the check holds
+    16-bit images against it and the baselines read them at it); a name not in it: none."""
+    bits = image_bits or {}
+    return {d.name: _summary(d, bits.get(d.name)) for d in datasets}
+
+
+def _summary(dataset: Dataset, bits: int | None) -> dict:
     return {
-        d.name: {"check": check_dataset(d).to_dict(), "baselines": baseline_aurocs(d)}
-        for d in datasets
+        "check": check_dataset(dataset, image_bits=bits).to_dict(),
+        "baselines": baseline_aurocs(dataset, DEFAULT_SOURCE_BITS if bits is None else bits),
     }
 
 

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from inspection.cli import app
 from inspection.data.dataset import load_mvtec
-from inspection.data.summary import auroc, baseline_aurocs
+from inspection.data.summary import auroc, baseline_aurocs, summarise
 
 
 @pytest.mark.parametrize(
@@ -46,3 +46,28 @@ def test_summary_command_writes_json_and_markdown(tiny_product: Path, tmp_path: 
     assert data["brick"]["check"]["counts"]["train"] == {"good": 24}
     markdown = (tmp_path / "summary.md").read_text()
     assert "| brick | 24 | 6 | 12 | crack 3, hole 3, scratch 3, stain 3 | 0 |" in markdown
+
+
+def test_summary_reads_a_12_bit_dataset_at_its_image_bits(
+    twelve_bit_pair: tuple[Path, Path],
+) -> None:
+    """The summary's check and baselines read 16-bit images at the default high byte: a
+    12-bit product was told to set image_bits it had, and its baselines were measured on
+    near-black images."""
+    grey, twelve = (load_mvtec(root) for root in twelve_bit_pair)
+    declared = summarise([twelve], {twelve.name: 12})[twelve.name]
+    assert declared["baselines"] == baseline_aurocs(grey)
+    assert not [p for p in declared["check"]["problems"] if p["code"] == "narrow_16_bit"]
+    undeclared = summarise([twelve])[twelve.name]
+    assert [p["code"] for p in undeclared["check"]["problems"]] == ["narrow_16_bit"]
+
+
+def test_summary_command_takes_image_bits(
+    twelve_bit_pair: tuple[Path, Path], tmp_path: Path
+) -> None:
+    _, twelve = twelve_bit_pair
+    args = ["data", "summary", str(twelve), "--out", str(tmp_path), "--image-bits", "12"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "summary.json").read_text())
+    assert data[twelve.name]["check"]["problems"] == []
