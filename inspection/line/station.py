@@ -23,6 +23,7 @@ from inspection.station.core import StationCore
 from inspection.station.live import InspectorLoader, default_loader
 from inspection.station.metrics import HandshakeMetrics, OutboxMetrics
 from inspection.station.pipeline import OutboxBuilder
+from inspection.station.stages import input_domain_counter
 from inspection.store.models import OutboxEntry
 from inspection.store.outbox import Outbox
 
@@ -58,11 +59,18 @@ class LineStation:
     @classmethod
     def build(cls, config: LineConfig, *, loader: InspectorLoader = default_loader) -> LineStation:
         """Open the store (upgrading its schema, as ``serve`` does), camera and sinks; models
-        load on ``start``."""
-        core = StationCore.build(config.core, loader=loader, outbox=outbox_builder(config))
-        camera = open_camera(config.camera)
+        load on ``start``. The metrics registry counts triggers, warm runs, the outbox and
+        images outside their bundle's input domain (``inspection_input_domain_total``)."""
         registry = CollectorRegistry()
         metrics = HandshakeMetrics(registry)
+        input_domain = input_domain_counter(registry)  # as the HTTP station counts them
+        core = StationCore.build(
+            config.core,
+            loader=loader,
+            outbox=outbox_builder(config),
+            on_input_domain=lambda product, outcome: input_domain.labels(product, outcome).inc(),
+        )
+        camera = open_camera(config.camera)
         handler = TriggerHandler(
             camera,
             core.pipeline,

@@ -39,14 +39,7 @@ class StageMetrics:
             ["reason"],
             registry=registry,
         )
-        self.input_domain = Counter(
-            "inspection_input_domain",
-            "Images unlike their bundle's training images (grey under a colour bundle, far "
-            "smaller, another aspect ratio) by product and outcome: refused (no verdict) or "
-            "warned (judged anyway, input_check: warn).",
-            ["product", "outcome"],
-            registry=registry,
-        )
+        self.input_domain = input_domain_counter(registry)
 
     def observe(self, product: str, timings_ms: Mapping[str, float]) -> None:
         """Count one stored inspection's stages and whether its refinement was skipped."""
@@ -59,3 +52,16 @@ class StageMetrics:
     def count_input_domain(self, product: str, outcome: str) -> None:
         """Count one image outside its bundle's input domain (``Pipeline.on_input_domain``)."""
         self.input_domain.labels(product, outcome).inc()
+
+
+def input_domain_counter(registry: CollectorRegistry) -> Counter:
+    """``inspection_input_domain_total`` on ``registry``: the HTTP station's (``StageMetrics``)
+    and the line station's (``line.station``), fed by ``Pipeline.on_input_domain``."""
+    return Counter(
+        "inspection_input_domain",
+        "Images unlike their bundle's training images (grey under a colour bundle, far "
+        "smaller, another aspect ratio) by product and outcome: refused (no verdict) or "
+        "warned (judged anyway, input_check: warn).",
+        ["product", "outcome"],
+        registry=registry,
+    )

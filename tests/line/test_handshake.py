@@ -113,3 +113,33 @@ def test_start_up_warns_about_an_empty_camera_and_a_product_without_a_model(
         assert camera.startswith("file camera: no images under") and "NO_IMAGE" in camera
     finally:
         station.stop()
+
+
+@pytest.mark.parametrize("input_check", ["refuse", "warn"])
+def test_images_outside_the_input_domain_are_counted_on_the_line(
+    tmp_path: Path, fp32_bundle: Path, tiny_product: Path, input_check: str
+) -> None:
+    """A mono frame under the colour bundle: answered OUT_OF_DOMAIN and counted as refused (or
+    judged and counted as warned), on the line's metrics as on the HTTP station's."""
+    from PIL import Image
+
+    camera = camera_folder(tmp_path, tiny_product, count=1)
+    Image.open(camera / "000.png").convert("L").save(camera / "001.png")
+    config = line_config(tmp_path, fp32_bundle, camera, loop=False, input_check=input_check)
+    station = LineStation.build(config)
+    station.core.models.refresh()
+    try:
+        good = station.handler.handle(Trigger("d-1"), source="opcua")
+        grey = station.handler.handle(Trigger("d-2"), source="opcua")
+    finally:
+        station.stop()
+    assert good.error_code == ErrorCode.NONE
+    if input_check == "refuse":
+        assert grey.error_code == ErrorCode.OUT_OF_DOMAIN and "grey image" in grey.message
+    else:
+        assert grey.error_code == ErrorCode.NONE and grey.verdict in ("OK", "NG")
+    outcome = "refused" if input_check == "refuse" else "warned"
+    count = station.registry.get_sample_value(
+        "inspection_input_domain_total", {"product": "brick", "outcome": outcome}
+    )
+    assert count == 1.0
