@@ -218,7 +218,9 @@ def events_frame(registry: Registry, product: str) -> pd.DataFrame:
 def golden_outcome_frame(registry: Registry, product: str) -> pd.DataFrame:
     """Each station CPU's last golden check at load: passed, recalibrated (drifted, fitted
     again on the station's validation images; raw image threshold before -> after) or refused
-    (and why), with the worst drift in normalised units."""
+    (and why), with the worst drift in normalised units, and what became of the registry's
+    threshold version on a re-calibrated bundle (carried across, not applied, applied as set;
+    ``station.live``)."""
     rows = []
     for record in read_golden_outcomes(registry, product):
         recal = record.get("recalibration") or {}
@@ -236,11 +238,14 @@ def golden_outcome_frame(registry: Registry, product: str) -> pd.DataFrame:
                 "validation_images": (
                     f"{recal['n_good']} good + {recal['n_defective']} defective" if recal else ""
                 ),
+                "registry_threshold": _registry_threshold(record),
                 "note": "; ".join(
                     str(note)
                     for note in (
                         record.get("refusal", "") or recal.get("operating_point", ""),
                         record.get("threshold_not_applied", ""),
+                        record.get("threshold_applied_as_set", ""),
+                        (record.get("threshold_carried") or {}).get("how", ""),
                     )
                     if note
                 ),
@@ -248,3 +253,14 @@ def golden_outcome_frame(registry: Registry, product: str) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def _registry_threshold(record: dict[str, Any]) -> str:
+    """What a re-calibrated bundle serves of the registry's threshold version: 'v1 0.8000 →
+    0.6123 (carried)', 'not applied' or 'applied as set' (the note says why); '' otherwise."""
+    carried = record.get("threshold_carried")
+    if isinstance(carried, dict):
+        return f"v{carried['version']} {carried['from']:.4f} → {carried['to']:.4f} (carried)"
+    if record.get("threshold_not_applied"):
+        return "not applied"
+    return "applied as set" if record.get("threshold_applied_as_set") else ""

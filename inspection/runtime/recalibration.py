@@ -6,6 +6,9 @@ then the bundle is run on them here, on this CPU and precision, and its normalis
 thresholds are fitted again on its own outputs, at the operating point it was exported with
 (``core.calibration.calibrate``, the same code export uses). The bundle on disk (signed) is not
 changed; the new calibration lives in the loaded model and is reported (``core.golden``).
+The record keeps the bundle's exported good validation scores and the station's re-calibrated
+ones, so a registry threshold version set on the export calibration can be carried across at
+the false-reject budget it held (``core.golden.carry_threshold``, applied by ``station.live``).
 
 Folder layout (MVTec AD): ``<folder>/good/*.png`` and optionally ``<folder>/<defect>/*.png``
 with masks at ``<folder>/ground_truth/<defect>/<stem>_mask.png``; or a whole MVTec product
@@ -26,13 +29,14 @@ from typing import Any, Protocol
 import numpy as np
 
 from inspection.core.bundle import BundleMetadata
-from inspection.core.calibration import calibrate
-from inspection.core.errors import ConfigError
+from inspection.core.calibration import calibrate, normalize_scores
+from inspection.core.errors import BundleError, ConfigError
 from inspection.core.golden import CalibrationPoint, GoldenCheck, GoldenDriftError, Recalibration
 from inspection.core.images import list_images, read_image
 from inspection.core.operating_point import OperatingPoint, n_needed
 from inspection.core.outputs import LabelledImage, RawOutputs
 from inspection.core.registry import Registry, check_name, utc_now
+from inspection.core.validation_scores import read_validation_scores
 from inspection.data.dataset import GOOD, MASK_SUFFIX, Sample
 from inspection.runtime.hardware import CpuInfo, cpu_info
 from inspection.runtime.model import BundleModel
@@ -109,6 +113,7 @@ def recalibrate(model: BundleModel, check: GoldenCheck, folder: str | Path) -> R
     )  # fmt: skip
     choice = calibration.operating
     model.metadata = meta.calibrated(calibration)
+    good_after = normalize_scores(outputs.scores[outputs.labels == 0], calibration.normalization)
     record = Recalibration(
         bundle=check.bundle,
         folder=str(folder),
@@ -119,6 +124,8 @@ def recalibrate(model: BundleModel, check: GoldenCheck, folder: str | Path) -> R
         after=CalibrationPoint.of(calibration.normalization),
         false_reject_bound=choice.false_reject_bound if choice else None,
         miss=choice.calibration_miss if choice else None,
+        good_before=_exported_good_scores(model.bundle_dir),
+        good_after=tuple(float(s) for s in good_after),
     )
     log.warning(
         "%s; re-calibrated on %d good + %d defective images of %s at %s: raw image threshold "
@@ -126,6 +133,22 @@ def recalibrate(model: BundleModel, check: GoldenCheck, folder: str | Path) -> R
         record.operating, record.before.image_threshold_raw, record.after.image_threshold_raw,
     )  # fmt: skip
     return record
+
+
+def _exported_good_scores(bundle_dir: Path) -> tuple[float, ...]:
+    """The bundle's normalised scores of its labelled good validation parts, as exported
+    (empty when it ships none, hand-seeded ones or unreadable ones: a registry threshold is
+    then not carried across, ``core.golden.carry_threshold``)."""
+    try:
+        scores = read_validation_scores(bundle_dir)
+    except BundleError as exc:
+        log.warning(
+            "%s: validation scores unreadable, thresholds are not carried: %s", bundle_dir, exc
+        )
+        return ()
+    if scores is None or scores.seeded:
+        return ()
+    return tuple(s for s, label in zip(scores.scores, scores.labels, strict=True) if label == 0)
 
 
 def _operating_point(meta: BundleMetadata, check: GoldenCheck) -> OperatingPoint:

@@ -299,18 +299,11 @@ class LiveModels:
         except Exception as exc:
             self._reject(product, served, bundle_dir, exc)
             return
-        recalibration = getattr(inspector, "recalibration", None)
         self._golden[product] = golden_status(
-            served, getattr(inspector, "golden", None), recalibration
+            served, getattr(inspector, "golden", None), getattr(inspector, "recalibration", None)
         )
-        if recalibration is not None:
-            # Fitted on this CPU: served at its operating point's threshold. A registry threshold
-            # set for the old calibration is not applied (said on /healthz and in the log);
-            # later threshold versions are.
-            value = inspector.threshold
-            if threshold is not None:
-                self._golden[product]["threshold_not_applied"] = _not_applied(threshold, value)
-                log.warning("%s: %s", product, self._golden[product]["threshold_not_applied"])
+        if threshold is not None:
+            value = self._across_recalibration(product, served, inspector, threshold, later=False)
         record_golden_outcome(self.registry, product, self._golden[product])
         model = LiveModel(
             product=product,
@@ -366,11 +359,56 @@ class LiveModels:
             self._problems[current.product] = f"threshold v{threshold.number} rejected: {exc}"
             log.error("%s: %s", current.product, self._problems[current.product])
             return
-        self._swap(replace(current, threshold=threshold.value, threshold_number=threshold.number))
-        golden = self._golden.get(current.product, {})
-        if golden.pop("threshold_not_applied", None) is not None:
-            record_golden_outcome(self.registry, current.product, golden)
-        log.info("%s: threshold now %.4f (v%d)", current.product, threshold.value, threshold.number)
+        product, served = current.product, current.served_bundle_id
+        value = self._across_recalibration(
+            product, served, current.inspector, threshold, later=True
+        )
+        self._swap(replace(current, threshold=value, threshold_number=threshold.number))
+        if self._golden.get(product, {}).get("bundle_id") == served:
+            record_golden_outcome(self.registry, product, self._golden[product])
+        log.info("%s: threshold now %.4f (v%d)", current.product, value, threshold.number)
+
+    def _across_recalibration(
+        self,
+        product: str,
+        served: str,
+        inspector: InspectorLike,
+        threshold: ThresholdVersion,
+        *,
+        later: bool,
+    ) -> float:
+        """The threshold to serve for registry version ``threshold`` on bundle ``served``.
+
+        A bundle re-calibrated on this CPU scores on a new scale; the version was set on its
+        export calibration's. It is carried across at the false-reject budget it held
+        (``Recalibration.carry``). When it cannot be, a version the bundle loaded with is not
+        applied (the re-calibrated operating point serves) and one set ``later`` is applied as
+        set. ``golden.threshold_carried`` / ``threshold_not_applied`` /
+        ``threshold_applied_as_set`` (``/healthz``, the dashboard) and the log say which.
+        """
+        recalibration = getattr(inspector, "recalibration", None)
+        if recalibration is None:
+            return threshold.value
+        golden = self._golden.get(product, {})
+        if golden.get("bundle_id") != served:  # the last check was of a refused bundle
+            golden = {}
+        for key in THRESHOLD_NOTES:
+            golden.pop(key, None)
+        carry = recalibration.carry(threshold.number, threshold.value)
+        if carry.carried is not None:
+            golden["threshold_carried"] = carry.summary()
+            log.warning(
+                "%s: threshold v%d %.4f served as %.4f after re-calibrating on this CPU, %s",
+                product, carry.number, carry.value, carry.carried, carry.how,
+            )  # fmt: skip
+            return carry.carried
+        if later:
+            golden["threshold_applied_as_set"] = _applied_as_set(threshold, carry.how)
+            log.warning("%s: %s", product, golden["threshold_applied_as_set"])
+            return threshold.value
+        golden["threshold_not_applied"] = _not_applied(threshold, inspector.threshold, carry.how)
+        log.warning("%s: %s", product, golden["threshold_not_applied"])
+        return inspector.threshold
 
     def _swap(self, model: LiveModel) -> None:
         with self._swap_lock:
@@ -403,12 +441,25 @@ class LiveModels:
             self.refresh()
 
 
-def _not_applied(threshold: ThresholdVersion, served: float) -> str:
+THRESHOLD_NOTES = ("threshold_carried", "threshold_not_applied", "threshold_applied_as_set")
+"""What ``golden`` says of the registry threshold of a re-calibrated bundle (one of them)."""
+
+
+def _applied_as_set(threshold: ThresholdVersion, why: str) -> str:
+    """Why a re-calibrated bundle serves a later registry threshold version uncarried."""
+    return (
+        f"threshold v{threshold.number} ({threshold.value:.4f}) is applied as set: it is newer "
+        f"than the bundle's re-calibration on this CPU and cannot be carried across it: {why}"
+    )
+
+
+def _not_applied(threshold: ThresholdVersion, served: float, why: str) -> str:
     """Why a re-calibrated bundle does not serve the registry's threshold version."""
     return (
         f"threshold v{threshold.number} ({threshold.value:.4f}) was set for the bundle's export "
-        f"calibration and is not applied after re-calibrating on this CPU; serving the "
-        f"re-calibrated operating point ({served:.4f}). Set a new threshold to override it"
+        f"calibration and cannot be carried across its re-calibration on this CPU: {why}; "
+        f"serving the re-calibrated operating point ({served:.4f}). A threshold version set "
+        "later is applied (carried across when it can be)"
     )
 
 

@@ -47,7 +47,13 @@ def test_a_drifting_bundle_is_recalibrated_on_the_stations_images(
     assert read_bundle_metadata(bundle).normalization == before
     # At the new threshold the station's good parts are rejected within the budget's bound.
     samples = validation_samples(folder)
-    verdicts = [inspector.inspect(read_image(s.path)).verdict for s in samples]
+    results = [inspector.inspect(read_image(s.path)) for s in samples]
+    verdicts = [r.verdict for r in results]
+    # What carries a registry threshold across: the bundle's exported good validation scores
+    # and the served (re-calibrated) scores of the station's good images.
+    assert len(record.good_before) == 4
+    served_good = [r.score for r, s in zip(results, samples, strict=True) if s.label == 0]
+    assert np.allclose(sorted(record.good_after), sorted(served_good), atol=1e-5)
     good = np.array([v == "NG" for v, s in zip(verdicts, samples, strict=True) if s.label == 0])
     assert good.mean() <= record.false_reject_bound + 1 / len(good)
     bad = [v for v, s in zip(verdicts, samples, strict=True) if s.label == 1]

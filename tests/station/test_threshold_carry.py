@@ -1,0 +1,124 @@
+"""A quality engineer's threshold across a station's golden re-calibration: a registry version
+set at a false-reject budget on the bundle's validation scores (the dashboard's Thresholds
+page) is re-derived at that budget on the station's re-calibrated outputs; one that cannot be
+carried is not applied and is named, as is what became of every later version."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from inspection.core.images import read_image
+from inspection.core.registry import Registry
+from inspection.core.threshold import is_ng
+from inspection.dashboard import thresholds
+from inspection.dashboard.models import golden_outcome_frame
+from inspection.refine.config import RefineConfig
+from inspection.runtime.recalibration import validation_samples
+from inspection.station.live import LiveModel, LiveModels, station_loader
+from tests.golden_helpers import drifting_bundle, station_folder
+
+pytestmark = pytest.mark.slow
+
+PRODUCT, LIVE = "brick", "v0001-fp32"
+
+
+@pytest.fixture
+def site(tmp_path: Path, fp32_bundle: Path, tiny_product: Path) -> tuple[Registry, LiveModels]:
+    """A registry whose live bundle drifts on this CPU, and a station holding 30 good (and the
+    defective) validation images of the product, so it re-calibrates the bundle at load."""
+    registry = Registry(tmp_path / "registry")
+    registry.add_bundle(PRODUCT, drifting_bundle(fp32_bundle, tmp_path), LIVE)
+    registry.promote(PRODUCT, LIVE, actor="tests", reason="drifts on this CPU")
+    folder = station_folder(tiny_product, tmp_path)
+    loader = station_loader(RefineConfig(method="none"), {PRODUCT: folder})
+    return registry, LiveModels(registry, (PRODUCT,), loader=loader)
+
+
+def _validation(registry: Registry) -> thresholds.LabelledScores:
+    data = thresholds.read_validation_scores(registry.bundle_dir(PRODUCT, LIVE))
+    assert data is not None and data.n_good == 4
+    return data
+
+
+def _set_at_budget(registry: Registry, budget: float) -> float:
+    """What the Thresholds page's 'Use this budget' and save do."""
+    suggestion, _ = thresholds.suggest_for_budget(_validation(registry), budget)
+    saved = thresholds.save_threshold(
+        registry, PRODUCT, suggestion.threshold, actor="qe", reason=f"{budget:.0%} budget"
+    )
+    return saved.value
+
+
+def _station_good_scores(model: LiveModel) -> np.ndarray:
+    """The served (re-calibrated, normalised) scores of the station's 30 good images."""
+    folder = Path(model.inspector.recalibration.folder)  # type: ignore[attr-defined]
+    goods = [s.path for s in validation_samples(folder) if s.label == 0]
+    return np.sort([model.inspect(read_image(path)).score for path in goods])
+
+
+def test_a_threshold_set_at_a_budget_is_re_derived_at_it_on_the_stations_outputs(
+    site: tuple[Registry, LiveModels],
+) -> None:
+    registry, models = site
+    value = _set_at_budget(registry, 0.40)  # k = ceil(5 * 0.6) = 3: rejects 1 of 4 good
+    good_before = _validation(registry)
+    assert int(is_ng(good_before.scores[good_before.labels == 0], value).sum()) == 1
+    models.refresh()
+    model = models.get(PRODUCT)
+    golden = models.status()[PRODUCT]["golden"]
+    assert golden["outcome"] == "recalibrated"
+    # 1 of 4 rejected guarantees P(reject) <= 2/5; on 30 good images that budget puts the
+    # threshold above the ceil(31 * 3/5) = 19th: 11 of the station's 30 are rejected.
+    good = _station_good_scores(model)
+    assert good[18] < model.threshold < good[19]
+    assert int(is_ng(good, model.threshold).sum()) == 11
+    assert model.threshold != pytest.approx(value) and model.threshold_number == 1
+    carried = golden["threshold_carried"]
+    assert carried == {
+        "version": 1, "from": value, "to": model.threshold,
+        "how": carried["how"],
+    }  # fmt: skip
+    assert "held, 40.00% (1 of the bundle's 4 good" in carried["how"]
+    assert "threshold_not_applied" not in golden
+    frame = golden_outcome_frame(registry, PRODUCT)
+    assert frame["registry_threshold"].iloc[0] == (
+        f"v1 {value:.4f} → {model.threshold:.4f} (carried)"
+    )
+    assert "re-derived at the false-reject budget" in frame["note"].iloc[0]
+
+
+def test_a_threshold_that_cannot_be_carried_is_not_applied_and_later_ones_are(
+    site: tuple[Registry, LiveModels],
+) -> None:
+    registry, models = site
+    data = _validation(registry)
+    assert data.scores[data.labels == 0].max() < 0.8  # above every good part: no budget
+    registry.set_threshold(PRODUCT, 0.8, actor="qe", reason="looser")
+    models.refresh()
+    model = models.get(PRODUCT)
+    golden = models.status()[PRODUCT]["golden"]
+    assert model.threshold == model.inspector.threshold == 0.5  # the re-calibrated point
+    note = golden["threshold_not_applied"]
+    assert note.startswith("threshold v1 (0.8000) was set for the bundle's export calibration")
+    assert "above all 4 good validation scores" in note
+    assert "threshold_carried" not in golden
+    assert golden_outcome_frame(registry, PRODUCT)["registry_threshold"].iloc[0] == "not applied"
+
+    value = _set_at_budget(registry, 0.40)  # a later version: carried across
+    models.refresh()
+    golden = models.status()[PRODUCT]["golden"]
+    assert golden["threshold_carried"]["from"] == value
+    assert models.get(PRODUCT).threshold == golden["threshold_carried"]["to"] != value
+    assert "threshold_not_applied" not in golden
+
+    registry.set_threshold(PRODUCT, 0.9, actor="qe", reason="set for the re-calibration")
+    models.refresh()  # later and not carriable: applied as set, and said so
+    golden = models.status()[PRODUCT]["golden"]
+    assert models.get(PRODUCT).threshold == 0.9
+    assert "threshold v3 (0.9000) is applied as set" in golden["threshold_applied_as_set"]
+    assert "threshold_carried" not in golden
+    frame = golden_outcome_frame(registry, PRODUCT)
+    assert frame["registry_threshold"].iloc[0] == "applied as set"
