@@ -14,6 +14,7 @@ from rich.progress import track
 from rich.table import Table
 
 from inspection.cli._site import site_option
+from inspection.core.input_domain import input_check_mode  # light: numpy and OpenCV, no OpenVINO
 
 if TYPE_CHECKING:
     from inspection.runtime.paths import FoundFile, PathOutcome
@@ -23,7 +24,6 @@ if TYPE_CHECKING:
 SITE_OPTION = site_option()
 console = Console()
 FORMATS = ("csv", "json")
-INPUT_CHECKS = ("refuse", "warn", "off")  # core.input_domain.INPUT_CHECKS (imported lazily)
 CSV_FIELDS = (
     "path",
     "verdict",
@@ -117,11 +117,10 @@ def inspect_command(
 
     if fmt not in FORMATS:
         raise typer.BadParameter(f"must be one of {', '.join(FORMATS)}", param_hint="--format")
-    if input_check not in INPUT_CHECKS:
-        raise typer.BadParameter(
-            f"must be one of {', '.join(INPUT_CHECKS)}, got {input_check!r}",
-            param_hint="--input-check",
-        )
+    try:
+        check = input_check_mode(input_check)  # the rule the Inspector and station configs use
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--input-check") from exc
     if overlays and out is None:
         raise typer.BadParameter("--overlays needs --out DIR", param_hint="--overlays")
     refine_config = refine_config_in(load_site_config(site).configs) if refine else None
@@ -134,7 +133,7 @@ def inspect_command(
         threshold=threshold,
         refiner="bundle" if refine else None,
         camera=CameraOptions(work_max_side=work_side, latency_budget_ms=budget_ms),
-        input_check=input_check,  # type: ignore[arg-type]  # checked above
+        input_check=check,
         refine=refine_config,
     )
     found = find_files(paths, exclude=[out / "overlays"] if out is not None else [])

@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -240,6 +242,17 @@ def test_only_a_clearly_colour_bundle_refuses_grey(mode: str) -> None:
     )
     grey = _grey(_colourful(256, 256))
     assert domain.problems(grey, input_size=(256, 256), tiled=False) == ()
+
+
+def test_the_module_imports_no_runtime_or_training_stack() -> None:
+    """The CLI imports it at start-up (``inspection inspect --input-check``): numpy and OpenCV
+    only, no OpenVINO, torch or SciPy."""
+    code = (
+        "import sys, inspection.core.input_domain; "
+        "print([m for m in ('openvino', 'torch', 'scipy', 'sklearn') if m in sys.modules])"
+    )
+    ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert ran.stdout.strip() == "[]"
 
 
 def test_input_check_modes() -> None:

@@ -112,5 +112,23 @@ def test_refused_files_get_one_line_each_and_the_rest_is_judged(fp32_bundle, fol
     mono = next(r for r in rows if r["path"].endswith("mono.png"))
     assert mono["verdict"] in ("OK", "NG") and mono["warning"].startswith("grey image")
     assert "0 refused, 1 errors; 2 judged despite an input warning" in warned.output
-    bad = CliRunner().invoke(app, ["inspect", str(fp32_bundle), str(folder), "--input-check", "x"])
+    bad = CliRunner().invoke(
+        app, ["inspect", str(fp32_bundle), str(folder), "--input-check", "x"],
+        env={"COLUMNS": "300"},
+    )  # fmt: skip
     assert bad.exit_code == 2 and "must be one of refuse, warn, off" in bad.output
+
+
+def test_a_bad_input_check_gets_the_core_rules_message(tmp_path: Path) -> None:
+    """``--input-check`` is checked by ``core.input_domain.input_check_mode`` (no copy of the
+    modes in the CLI), before any bundle is read."""
+    from inspection.core.input_domain import input_check_mode
+
+    with pytest.raises(ValueError) as core:
+        input_check_mode("maybe")
+    bad = CliRunner().invoke(
+        app,
+        ["inspect", str(tmp_path / "no-bundle"), str(tmp_path), "--input-check", "maybe"],
+        env={"COLUMNS": "300"},
+    )
+    assert bad.exit_code == 2 and str(core.value) in bad.output, bad.output
