@@ -200,51 +200,6 @@ class CalibrationPoint:
 
 
 @dataclass(frozen=True)
-class Recalibration:
-    """A drifting bundle re-calibrated on this station's own validation images.
-
-    ``operating``: the bundle's operating point it was re-calibrated at (its description);
-    ``n_good``/``n_defective``: the images used; ``false_reject_bound``: the guaranteed
-    false-reject rate of the new threshold (budget policy); ``miss``: the share of the
-    folder's defective images below it (None without defects). ``good_before``: the bundle's
-    normalised scores of its labelled good validation parts as exported
-    (``validation_scores.json``; empty when it ships none); ``good_after``: the normalised
-    scores of this station's good images under the new calibration. Both carry a registry
-    threshold across (``carry``); neither is in ``summary``.
-    """
-
-    bundle: str
-    folder: str
-    operating: str
-    n_good: int
-    n_defective: int
-    before: CalibrationPoint
-    after: CalibrationPoint
-    false_reject_bound: float | None = None
-    miss: float | None = None
-    good_before: tuple[float, ...] = ()
-    good_after: tuple[float, ...] = ()
-
-    def carry(self, number: int, value: float) -> ThresholdCarry:
-        """Threshold version ``number`` (``value``, set on the export calibration) carried to
-        this calibration (``carry_threshold``)."""
-        carried, how = carry_threshold(value, self.good_before, self.good_after)
-        return ThresholdCarry(number, float(value), carried, how)
-
-    def summary(self) -> dict[str, object]:
-        return {
-            "folder": self.folder,
-            "operating_point": self.operating,
-            "n_good": self.n_good,
-            "n_defective": self.n_defective,
-            "before": to_mapping(self.before),
-            "after": to_mapping(self.after),
-            "false_reject_bound": self.false_reject_bound,
-            "miss": self.miss,
-        }
-
-
-@dataclass(frozen=True)
 class ThresholdCarry:
     """A registry threshold version across a re-calibration: ``value`` (normalised, set on the
     bundle's export calibration) is served here as ``carried``; None: it cannot be carried
@@ -291,6 +246,8 @@ def carry_threshold(
     budget = conformal_bound(n, n - rejected)
     if budget > 0.5:
         return None, f"it rejects {rejected} of the bundle's {n} good validation parts"
+    if after.size == 0:
+        return None, "the station's re-calibration used no good images"
     choice = choose_threshold(after, OperatingPoint(budget=budget))
     if not choice.sufficient:
         return None, (
@@ -306,6 +263,51 @@ def carry_threshold(
         f"bundle's {n} good validation parts at or above it), on this station's {after.size} "
         f"re-calibrated good images (above the {choice.rank}-th)"
     )
+
+
+@dataclass(frozen=True)
+class Recalibration:
+    """A drifting bundle re-calibrated on this station's own validation images.
+
+    ``operating``: the bundle's operating point it was re-calibrated at (its description);
+    ``n_good``/``n_defective``: the images used; ``false_reject_bound``: the guaranteed
+    false-reject rate of the new threshold (budget policy); ``miss``: the share of the
+    folder's defective images below it (None without defects). ``good_before``: the bundle's
+    normalised scores of its labelled good validation parts as exported
+    (``validation_scores.json``; empty when it ships none); ``good_after``: the normalised
+    scores of this station's good images under the new calibration. Both carry a registry
+    threshold across (``carry``); neither is in ``summary``.
+    """
+
+    bundle: str
+    folder: str
+    operating: str
+    n_good: int
+    n_defective: int
+    before: CalibrationPoint
+    after: CalibrationPoint
+    false_reject_bound: float | None = None
+    miss: float | None = None
+    good_before: tuple[float, ...] = ()
+    good_after: tuple[float, ...] = ()
+
+    def carry(self, number: int, value: float) -> ThresholdCarry:
+        """Threshold version ``number`` (``value``, set on the export calibration) carried to
+        this calibration (``carry_threshold``)."""
+        carried, how = carry_threshold(value, self.good_before, self.good_after)
+        return ThresholdCarry(number, float(value), carried, how)
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "folder": self.folder,
+            "operating_point": self.operating,
+            "n_good": self.n_good,
+            "n_defective": self.n_defective,
+            "before": to_mapping(self.before),
+            "after": to_mapping(self.after),
+            "false_reject_bound": self.false_reject_bound,
+            "miss": self.miss,
+        }
 
 
 GoldenOutcome = Literal["passed", "recalibrated", "refused", "unchecked"]
