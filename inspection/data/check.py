@@ -26,7 +26,8 @@ from inspection.core.images import (
     DEFAULT_SOURCE_BITS,
     IMAGE_SUFFIXES,
     SIXTEEN_BIT_MODES,
-    decode_image,
+    DecodedImage,
+    decode_reduced,
     defect_pixels,
     is_binary_mask,
     mask_levels,
@@ -114,8 +115,9 @@ class _Image:
     array: np.ndarray | None = None
     mode: str | None = None
     problem: str | None = None
-    peak: int | None = None
-    """The largest raw value of a 16-bit grey image (None for other modes)."""
+    bits_used: int | None = None
+    """A 16-bit grey image's bits in use: the bit length of its largest raw value, at least
+    ``bits - 8`` (``_bits_used``); None for other modes."""
 
 
 def check_dataset(
@@ -134,7 +136,7 @@ def check_dataset(
     sizes: dict[Path, tuple[int, int]] = {}
     modes: Counter[str] = Counter()
     coverage: dict[str, list[float]] = defaultdict(list)
-    peaks: dict[Path, int] = {}
+    used: dict[Path, int] = {}
     train_hashes: dict[str, Path] = {}
     test_hashes: list[tuple[str, Path]] = []
     masks_expected = bool(dataset.unmatched_masks) or any(s.mask_path for s in dataset.samples)
@@ -147,8 +149,8 @@ def check_dataset(
             height, width = image.array.shape[:2]
             sizes[sample.path] = (width, height)
             modes[image.mode] += 1
-            if image.peak is not None:
-                peaks[sample.path] = image.peak
+            if image.bits_used is not None:
+                used[sample.path] = image.bits_used
             digest = _content_hash(image.array)
             if sample.split == "train":
                 train_hashes.setdefault(digest, sample.path)
@@ -164,7 +166,7 @@ def check_dataset(
     ]
     problems += _duplicates(train_hashes, test_hashes, dataset.root)
     problems += _mixed_sizes(sizes)
-    problems += _bit_depth(peaks, bits, dataset)
+    problems += _bit_depth(used, bits, dataset)
     problems += _ignored(dataset)
     problems += _dataset_findings(dataset)
     return CheckReport(
@@ -185,15 +187,26 @@ def _read(path: Path, what: str, bits: int) -> _Image:
     except OSError as exc:
         return _Image(problem=f"{what}: cannot read file ({exc.strerror or exc})")
     try:
-        array = decode_image(data, name=what, bits=bits)
-        with Image.open(io.BytesIO(data)) as handle:
+        decoded = decode_reduced(data, name=what, bits=bits)
+        with Image.open(io.BytesIO(data)) as handle:  # the header: the file's mode
             mode = handle.mode
-            peak = int(np.asarray(handle).max()) if mode in SIXTEEN_BIT_MODES else None
+            used = _bits_used(decoded, handle, bits) if mode in SIXTEEN_BIT_MODES else None
     except ImageDecodeError as exc:
         return _Image(problem=str(exc))
     except Exception as exc:  # a decoder bug must not stop the whole check
         return _Image(problem=f"{what}: cannot decode ({type(exc).__name__}: {exc})")
-    return _Image(array=array, mode=mode, peak=peak)
+    return _Image(array=decoded.image, mode=mode, bits_used=used)
+
+
+def _bits_used(decoded: DecodedImage, handle: Image.Image, bits: int) -> int:
+    """The bits a 16-bit grey image uses, from its decoding at ``bits``: the bit length of
+    its largest raw value, at least ``bits - 8`` (values below ``2**(bits - 8)`` all read
+    as 0). The decoded top 8 of ``bits`` bits (``narrow_to_8_bits``) give it exactly; only
+    an image with values above ``2**bits - 1`` (clipped) has its pixels read again, for its
+    peak."""
+    if decoded.clipped_pixels:
+        return int(np.asarray(handle).max()).bit_length()
+    return max(bits - 8, int(decoded.image.max()).bit_length() + bits - 8)
 
 
 def _check_mask(sample: Sample, image: _Image, coverage: dict[str, list[float]]) -> list[Problem]:
@@ -276,16 +289,17 @@ def listed(names: Sequence[str], limit: int = LISTED, sep: str = ", ") -> str:
     return sep.join(names[:limit]) + more
 
 
-def _bit_depth(peaks: dict[Path, int], bits: int, dataset: Dataset) -> list[Problem]:
-    """16-bit images read at ``bits`` (``core.images.narrow_to_8_bits``): at 16, those below
-    12 bits (nearly black); below 16, those with values above ``2**bits - 1`` (clipped)."""
+def _bit_depth(used: dict[Path, int], bits: int, dataset: Dataset) -> list[Problem]:
+    """16-bit images read at ``bits`` (``core.images.narrow_to_8_bits``) by the bits they
+    use: at 16, those below 12 bits (nearly black); below 16, those with values above
+    ``2**bits - 1`` (clipped)."""
     if bits == DEFAULT_SOURCE_BITS:
-        narrow = {p: peak for p, peak in peaks.items() if peak < NARROW_16_BIT}
+        narrow = {p: n for p, n in used.items() if 2**n <= NARROW_16_BIT}
         return _narrow_16_bit(narrow, dataset)
-    over = [p for p, peak in peaks.items() if peak >= 2**bits]
+    over = [p for p, n in used.items() if n > bits]
     if not over:
         return []
-    needed = max(peaks[p] for p in over).bit_length()
+    needed = max(used[p] for p in over)
     message = (
         f"{len(over)} 16-bit image(s) use more than the declared image_bits: {bits} (values "
         f"above {2**bits - 1}, up to {needed} bits): "
@@ -296,13 +310,13 @@ def _bit_depth(peaks: dict[Path, int], bits: int, dataset: Dataset) -> list[Prob
     return [Problem(dataset.root, message, "over_image_bits", "warning")]
 
 
-def _narrow_16_bit(peaks: dict[Path, int], dataset: Dataset) -> list[Problem]:
+def _narrow_16_bit(used: dict[Path, int], dataset: Dataset) -> list[Problem]:
     """One warning naming the 16-bit images whose values stay below 12 bits, and the
     ``image_bits`` their highest value needs."""
-    if not peaks:
+    if not used:
         return []
-    root, paths = dataset.root, list(peaks)
-    needed = max(8, max(peaks.values()).bit_length())
+    root, paths = dataset.root, list(used)
+    needed = max(8, *used.values())
     message = (
         f"{len(paths)} 16-bit image(s) use fewer than 12 bits (all values below "
         f"{NARROW_16_BIT}, e.g. 12-bit camera data): "

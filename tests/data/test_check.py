@@ -333,3 +333,50 @@ def test_images_using_more_bits_than_declared_are_named(tiny_product: Path, tmp_
         "to 14 bits): train/good/003.png. Their brighter pixels clip to 255; set "
         "image_bits: 14 in products/brick.yaml if the camera writes that many bits"
     )
+
+
+@pytest.mark.parametrize("bits", [16, 12, 10])
+@pytest.mark.parametrize("peak", [0, 100, 255, 256, 1023, 1024, 4095, 4096, 12064, 65535])
+def test_bit_depth_findings_follow_the_largest_raw_value(
+    tiny_product: Path, tmp_path: Path, bits: int, peak: int
+) -> None:
+    """The bits an image uses are read from its one decoding (exactly, as from its largest
+    raw value): the finding and the image_bits it names are those of the raw peak."""
+    root = shutil.copytree(tiny_product, tmp_path / "brick")
+    ramp = np.linspace(0, peak, 128 * 128).round().astype(np.uint16).reshape(128, 128)
+    Image.fromarray(ramp).save(root / "train/good/000.png")
+    report = check_dataset(load_dataset(root), image_bits=bits)
+    found = {p.code: p.message for p in report.warnings}
+    if bits == 16 and peak < 4096:
+        needed = max(8, peak.bit_length())
+        assert f"set image_bits: {needed} (the camera's bit depth)" in found.pop("narrow_16_bit")
+    if bits < 16 and peak >= 2**bits:
+        needed = peak.bit_length()
+        assert f"up to {needed} bits" in found.pop("over_image_bits")
+    assert found == {}
+
+
+def test_each_image_is_decoded_once(
+    tiny_product: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """16-bit images were decoded twice (once to read them, once more for their peak): a
+    12-bit camera's dataset took 1.6 times as long to check as its 8-bit copy."""
+    from PIL import ImageFile
+
+    root = shutil.copytree(tiny_product, tmp_path / "brick")
+    ramp = np.tile(np.arange(128, dtype=np.uint16), (128, 1)) * 32  # 12-bit data
+    for path in (root / "train" / "good").glob("*.png"):
+        Image.fromarray(ramp).save(path)
+    dataset = load_dataset(root)
+    loaded: list[str] = []
+    load = ImageFile.ImageFile.load
+
+    def counted(image: ImageFile.ImageFile) -> object:
+        if image.tile:  # pixels still to decode (a loaded image has none)
+            loaded.append(image.mode)
+        return load(image)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", counted)
+    report = check_dataset(dataset, image_bits=12)
+    assert report.ok and report.channels["I;16"] == len(dataset.train_samples)
+    assert loaded.count("I;16") == len(dataset.train_samples)
