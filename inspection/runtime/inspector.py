@@ -231,9 +231,10 @@ class Inspector:
     def prepare(self, image: np.ndarray) -> Prepared:
         """(H, W, 3) uint8 RGB ``image`` admitted (``admit``), then as the model takes it:
         in the training images' colour and aligned (``BundleModel.align``). Every inspection
-        path (``inspect*``, ``runtime.tiled``) starts here."""
+        path (``inspect*``, ``runtime.tiled``) starts here; ``image`` is checked once
+        (``check_image``), before both."""
         warnings = self.admit(check_image(image))
-        aligned, alignment = self.model.align(image)
+        aligned, alignment = self.model.align_checked(image)
         return Prepared(aligned, alignment, warnings)
 
     # ---------------------------------------------------------------- inspecting

@@ -186,8 +186,13 @@ class BundleModel:
         carries as ``alignment`` (``None`` without alignment): in the training images' colour
         (``to_model_colour``), then registered to the bundle's reference. Raises
         ``AlignmentError`` when it cannot be registered: an error, never a verdict. Every path
-        into the model (``Inspector``, tiles, golden recording, re-calibration) comes here."""
-        check_image(image)
+        into the model (``Inspector`` and tiles through ``align_checked``, golden recording,
+        re-calibration) comes here."""
+        return self.align_checked(check_image(image))
+
+    def align_checked(self, image: np.ndarray) -> tuple[np.ndarray, AffineMatrix | None]:
+        """``align`` of an image already through ``preprocess.check_image`` (``Inspector.prepare``
+        checks it once, before its input-domain check)."""
         image = self.to_model_colour(image)
         if self._aligner is None:
             return image, None

@@ -148,6 +148,34 @@ def test_the_bundles_own_tolerance_decides(tmp_path: Path, path: str) -> None:
         inspector.inspect(_part(4 * SIDE, 760))
 
 
+@pytest.mark.parametrize("path", PATHS)
+def test_prepare_checks_the_image_once(
+    tmp_path: Path, path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``Inspector.prepare`` checks the camera image once, before the input-domain check and
+    alignment (``BundleModel.align_checked``), and still refuses a malformed one first."""
+    from inspection.runtime import inspector as inspector_module
+    from inspection.runtime import model as model_module
+    from inspection.runtime.preprocess import check_image
+
+    loaded = _inspector(tmp_path, COLOUR, path)
+    inspector = loaded.inspector if isinstance(loaded, TiledInspector) else loaded
+    checked: list[tuple[int, ...]] = []
+
+    def counted(image: np.ndarray) -> np.ndarray:
+        checked.append(image.shape)
+        return check_image(image)
+
+    for module in (inspector_module, model_module):
+        monkeypatch.setattr(module, "check_image", counted)
+    ready = inspector.prepare(_part())
+    assert checked == [(SIDE, SIDE, 3)] and ready.image.shape == (SIDE, SIDE, 3)
+    with pytest.raises(ValueError, match=re.escape("image must be (H, W, 3) uint8 RGB")):
+        inspector.prepare(_part().astype(np.float32))
+    assert inspector.model.align(_part())[0].shape == (SIDE, SIDE, 3)  # align still checks
+    assert len(checked) == 3
+
+
 def test_warn_judges_and_records_the_problem(tmp_path: Path, caplog) -> None:
     inspector = _inspector(tmp_path, COLOUR, input_check="warn")
     with caplog.at_level(logging.WARNING, "inspection.runtime.inspector"):
