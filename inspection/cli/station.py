@@ -135,7 +135,7 @@ def tune(
     announce_signatures(station_config.core, console)
     public_key = pinned_key(station_config.core)  # siblings that fail it are never loaded
     registry = Registry(station_config.core.registry_dir)
-    probe = [read_image(p) for p in expand_paths([images])][:16] if images else None
+    probe = [read_image(p) for p in expand_paths([images])[:16]] if images else None
     if images and not probe:
         raise typer.BadParameter(f"no images in {images}", param_hint="--images")
     cpu = cpu_info()

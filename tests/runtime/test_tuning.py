@@ -198,6 +198,25 @@ def test_station_tune_cli_prints_and_records_the_choice(
     assert "VNNI" in result.output
 
 
+def test_station_tune_cli_decodes_only_the_images_it_times(
+    fp32_bundle: Path, tmp_path: Path
+) -> None:
+    """--images times the first 16 images of a folder; it decoded every image in it first, so a
+    camera's archive took minutes and one bad file anywhere stopped the tune."""
+    from PIL import Image
+
+    _registry(tmp_path, {"v0001-fp32": fp32_bundle})
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for index in range(16):
+        Image.fromarray(probe_image(32, 32)).save(folder / f"{index:02d}.png")
+    (folder / "99-truncated.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+
+    result = _station_tune(tmp_path, "--samples", "5", "--images", str(folder))
+
+    assert result.exit_code == 0, result.output
+
+
 def test_station_tune_cli_needs_a_live_bundle(tmp_path: Path) -> None:
     (tmp_path / "registry").mkdir()  # an existing, empty registry (a missing one: own error)
     result = _station_tune(tmp_path)
