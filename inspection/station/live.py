@@ -389,26 +389,34 @@ class LiveModels:
         recalibration = getattr(inspector, "recalibration", None)
         if recalibration is None:
             return threshold.value
-        golden = self._golden.get(product, {})
-        if golden.get("bundle_id") != served:  # the last check was of a refused bundle
-            golden = {}
-        for key in THRESHOLD_NOTES:
-            golden.pop(key, None)
         carry = recalibration.carry(threshold.number, threshold.value)
         if carry.carried is not None:
-            golden["threshold_carried"] = carry.summary()
+            self._note_threshold(product, served, "threshold_carried", carry.summary())
             log.warning(
                 "%s: threshold v%d %.4f served as %.4f after re-calibrating on this CPU, %s",
                 product, carry.number, carry.value, carry.carried, carry.how,
             )  # fmt: skip
             return carry.carried
         if later:
-            golden["threshold_applied_as_set"] = _applied_as_set(threshold, carry.how)
-            log.warning("%s: %s", product, golden["threshold_applied_as_set"])
+            note = _applied_as_set(threshold, carry.how)
+            self._note_threshold(product, served, "threshold_applied_as_set", note)
+            log.warning("%s: %s", product, note)
             return threshold.value
-        golden["threshold_not_applied"] = _not_applied(threshold, inspector.threshold, carry.how)
-        log.warning("%s: %s", product, golden["threshold_not_applied"])
+        note = _not_applied(threshold, inspector.threshold, carry.how)
+        self._note_threshold(product, served, "threshold_not_applied", note)
+        log.warning("%s: %s", product, note)
         return inspector.threshold
+
+    def _note_threshold(self, product: str, served: str, key: str, note: object) -> None:
+        """The golden status of bundle ``served`` with ``key`` (one of ``THRESHOLD_NOTES``)
+        as the only note on its registry threshold. The status is replaced, never changed in
+        place: ``status()`` hands it to requests that may be serialising it. The status of
+        another bundle (the last check was of a refused one) is left as it is."""
+        golden = self._golden.get(product)
+        if golden is None or golden.get("bundle_id") != served:
+            return
+        kept = {name: value for name, value in golden.items() if name not in THRESHOLD_NOTES}
+        self._golden[product] = {**kept, key: note}
 
     def _swap(self, model: LiveModel) -> None:
         with self._swap_lock:

@@ -101,7 +101,7 @@ def test_a_threshold_that_cannot_be_carried_is_not_applied_and_later_ones_are(
     model = models.get(PRODUCT)
     golden = models.status()[PRODUCT]["golden"]
     assert model.threshold == model.inspector.threshold == 0.5  # the re-calibrated point
-    note = golden["threshold_not_applied"]
+    shown, note = golden, golden["threshold_not_applied"]
     assert note.startswith("threshold v1 (0.8000) was set for the bundle's export calibration")
     assert "above all 4 good validation scores" in note
     assert "threshold_carried" not in golden
@@ -113,6 +113,8 @@ def test_a_threshold_that_cannot_be_carried_is_not_applied_and_later_ones_are(
     assert golden["threshold_carried"]["from"] == value
     assert models.get(PRODUCT).threshold == golden["threshold_carried"]["to"] != value
     assert "threshold_not_applied" not in golden
+    # A status already handed to a /healthz request is replaced, never changed under it.
+    assert shown["threshold_not_applied"] == note and "threshold_carried" not in shown
 
     registry.set_threshold(PRODUCT, 0.9, actor="qe", reason="set for the re-calibration")
     models.refresh()  # later and not carriable: applied as set, and said so
