@@ -28,7 +28,12 @@ import numpy as np
 from inspection.core.calibration import Normalization
 from inspection.core.config import to_mapping
 from inspection.core.errors import BundleError
-from inspection.core.operating_point import OperatingPoint, choose_threshold, conformal_bound
+from inspection.core.operating_point import (
+    MAX_BUDGET,
+    OperatingPoint,
+    choose_threshold,
+    conformal_bound,
+)
 from inspection.core.threshold import check_threshold, is_ng
 
 GOLDEN_DIR = "golden"
@@ -227,8 +232,9 @@ def carry_threshold(
     (``core.operating_point``). The carried threshold is the one that budget sets on the
     (G',) normalised ``good_after`` scores of the station (``choose_threshold``, the rule
     re-calibration and export use): the same rank when G' = G. Not carried when the value lies
-    above every good score (they do not say how far above), rejects more than half of them,
-    or the station holds too few good images for the budget.
+    above every good score (they do not say how far above), when the budget it held is above
+    ``MAX_BUDGET`` (it rejects about half of them or more), or when the station holds too few
+    good images for the budget.
     """
     before = np.asarray(good_before, dtype=np.float64)
     after = np.asarray(good_after, dtype=np.float64)
@@ -244,8 +250,12 @@ def carry_threshold(
             "far above the good parts it was meant to sit"
         )
     budget = conformal_bound(n, n - rejected)
-    if budget > 0.5:
-        return None, f"it rejects {rejected} of the bundle's {n} good validation parts"
+    if budget > MAX_BUDGET:
+        return None, (
+            f"it rejects {rejected} of the bundle's {n} good validation parts: the false-reject "
+            f"budget that holds, {budget:.2%}, is above the {MAX_BUDGET:.0%} an operating point "
+            "may set"
+        )
     if after.size == 0:
         return None, "the station's re-calibration used no good images"
     choice = choose_threshold(after, OperatingPoint(budget=budget))

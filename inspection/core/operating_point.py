@@ -42,6 +42,8 @@ from inspection.core.errors import ConfigError
 Policy = Literal["false_reject_budget", "f1", "max_miss"]
 POLICIES: tuple[str, ...] = ("false_reject_budget", "f1", "max_miss")
 DEFAULT_BUDGET = 0.01
+MAX_BUDGET = 0.5
+"""The largest false-reject budget an operating point may set."""
 DEFAULT_MISS_BOUND = 0.10
 """A defect kind missing more than this share at the operating point is named NOT LINE-READY."""
 BUDGET_TEST_LEVEL = 0.05
@@ -71,8 +73,10 @@ class OperatingPoint:
             raise ConfigError(
                 f"operating_point.policy: {self.policy!r} is none of {', '.join(POLICIES)}"
             )
-        if not 0.0 < self.budget <= 0.5:
-            raise ConfigError(f"operating_point.budget: must be in (0, 0.5], got {self.budget}")
+        if not 0.0 < self.budget <= MAX_BUDGET:
+            raise ConfigError(
+                f"operating_point.budget: must be in (0, {MAX_BUDGET}], got {self.budget}"
+            )
         if not 0.0 <= self.max_miss < 1.0:
             raise ConfigError(f"operating_point.max_miss: must be in [0, 1), got {self.max_miss}")
         if not 0.0 <= self.miss_bound <= 1.0:

@@ -137,6 +137,13 @@ def test_the_carried_threshold_keeps_the_guarantee_it_held_on_more_station_score
         (0.5, (), np.linspace(0.1, 0.6, 30), "ships no labelled good validation scores"),
         (0.8, np.linspace(0.1, 0.45, 6), np.linspace(0.1, 0.6, 30), "above all 6 good"),
         (0.2, np.linspace(0.1, 0.45, 6), np.linspace(0.1, 0.6, 30), "rejects 4 of the bundle's 6"),
+        (
+            0.3,  # half of them: (3 + 1) / 7 > 50 %
+            np.linspace(0.1, 0.45, 6),
+            np.linspace(0.1, 0.6, 30),
+            "rejects 3 of the bundle's 6 good validation parts: the false-reject budget that "
+            "holds, 57.14%, is above the 50% an operating point may set",
+        ),
         (0.4, np.linspace(0.1, 0.45, 6), (), "used no good images"),
         (
             0.44,
