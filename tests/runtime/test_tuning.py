@@ -112,12 +112,18 @@ def _gated_copy(source: Path, target: Path, drop: float) -> Path:
     return target
 
 
-def _registry(tmp_path: Path, bundles: dict[str, Path], live: str = "v0001-fp32") -> Registry:
-    """A registry holding ``bundles`` (bundle id -> folder) of brick, with ``live`` promoted."""
+def _registry(
+    tmp_path: Path,
+    bundles: dict[str, Path],
+    live: str = "v0001-fp32",
+    product: str = "brick",
+) -> Registry:
+    """A registry holding ``bundles`` (bundle id -> folder) of ``product``, with ``live``
+    promoted."""
     registry = Registry(tmp_path / "registry")
     for bundle_id, folder in bundles.items():
-        registry.add_bundle("brick", folder, bundle_id)
-    registry.promote("brick", live, actor="tests", reason="initial")
+        registry.add_bundle(product, folder, bundle_id)
+    registry.promote(product, live, actor="tests", reason="initial")
     return registry
 
 
@@ -367,9 +373,7 @@ def test_a_tiled_bundle_is_timed_on_full_images_as_the_station_serves_it(
     from inspection.runtime.tiled import TiledInspector
 
     bundle = _write_tiled_bundle(tmp_path / "bundle", **setup)  # type: ignore[arg-type]
-    registry = Registry(tmp_path / "registry")
-    registry.add_bundle("hires", bundle, "v0001-fp32")
-    registry.promote("hires", "v0001-fp32", actor="tests", reason="initial")
+    registry = _registry(tmp_path, {"v0001-fp32": bundle}, product="hires")
     tiles: list[int] = []
     infer_tiles = TiledInspector.infer_tiles
 
@@ -411,9 +415,7 @@ def test_a_plain_bundle_is_timed_on_images_of_its_training_size(
     from tests.mean_bundle import write_mean_bundle
 
     bundle = write_mean_bundle(tmp_path / "bundle", input_size=(32, 32), product="plain", **setup)
-    registry = Registry(tmp_path / "registry")
-    registry.add_bundle("plain", bundle, "v0001-fp32")
-    registry.promote("plain", "v0001-fp32", actor="tests", reason="initial")
+    registry = _registry(tmp_path, {"v0001-fp32": bundle}, product="plain")
     shapes: set[tuple[int, ...]] = set()
     inspect = Inspector.inspect
 
@@ -446,9 +448,7 @@ def test_an_aligned_bundle_is_timed_on_its_own_reference(
     write_bundle_metadata(
         bundle, dataclasses.replace(meta, alignment=AlignmentSpec(working_size=64))
     )
-    registry = Registry(tmp_path / "registry")
-    registry.add_bundle("hires", bundle, "v0001-fp32")
-    registry.promote("hires", "v0001-fp32", actor="tests", reason="initial")
+    registry = _registry(tmp_path, {"v0001-fp32": bundle}, product="hires")
     notes: list[str] = []
 
     record = tune_product(registry, "hires", samples=5, progress=notes.append, write=False)
