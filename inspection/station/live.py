@@ -364,7 +364,9 @@ class LiveModels:
             product, served, current.inspector, threshold, later=True
         )
         self._swap(replace(current, threshold=value, threshold_number=threshold.number))
-        if self._golden.get(product, {}).get("bundle_id") == served:
+        recalibrated = getattr(current.inspector, "recalibration", None) is not None
+        if recalibrated and self._golden.get(product, {}).get("bundle_id") == served:
+            # its note on the registry threshold changed; no golden check ran
             record_golden_outcome(self.registry, product, self._golden[product])
         log.info("%s: threshold now %.4f (v%d)", current.product, value, threshold.number)
 

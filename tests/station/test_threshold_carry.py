@@ -16,7 +16,7 @@ from inspection.core.threshold import is_ng
 from inspection.dashboard import thresholds
 from inspection.dashboard.models import golden_outcome_frame
 from inspection.refine.config import RefineConfig
-from inspection.runtime.recalibration import validation_samples
+from inspection.runtime.recalibration import golden_outcome_path, validation_samples
 from inspection.station.live import LiveModel, LiveModels, station_loader
 from tests.golden_helpers import drifting_bundle, station_folder
 
@@ -124,3 +124,22 @@ def test_a_threshold_that_cannot_be_carried_is_not_applied_and_later_ones_are(
     assert "threshold_carried" not in golden
     frame = golden_outcome_frame(registry, PRODUCT)
     assert frame["registry_threshold"].iloc[0] == "applied as set"
+
+
+def test_a_threshold_change_on_a_bundle_that_passed_its_golden_check_records_no_check(
+    tmp_path: Path, fp32_bundle: Path
+) -> None:
+    """The registry's golden outcome of this CPU is the last check at load: a new threshold
+    version of a bundle that passed (nothing to carry) does not write it again."""
+    registry = Registry(tmp_path / "registry")
+    registry.add_bundle(PRODUCT, fp32_bundle, LIVE)
+    registry.promote(PRODUCT, LIVE, actor="tests", reason="passes on this CPU")
+    models = LiveModels(registry, (PRODUCT,), loader=station_loader(RefineConfig(method="none")))
+    models.refresh()
+    recorded = golden_outcome_path(registry, PRODUCT)
+    assert models.status()[PRODUCT]["golden"]["outcome"] == "passed" and recorded.is_file()
+    recorded.unlink()
+    registry.set_threshold(PRODUCT, 0.6, actor="qe", reason="tighter")
+    models.refresh()
+    assert models.get(PRODUCT).threshold == 0.6
+    assert not recorded.exists()
