@@ -15,7 +15,9 @@ console = Console()
 log = logging.getLogger(__name__)
 SITE_OPTION = site_option()
 CONFIG_OPTION = typer.Option(
-    None, "--config", help="Retrain config YAML (default: retrain.yaml beside the site config)."
+    None,
+    "--config",
+    help="Retrain config YAML (default: retrain.yaml in the site's configs folder).",
 )
 
 SET_OPTION = typer.Option(
