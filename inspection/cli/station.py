@@ -122,7 +122,6 @@ def tune(
     ``inspection serve`` serves the recorded choice (shown in /healthz, /metrics and the
     dashboard's Models page); a later promotion makes the record stale until tuned again.
     """
-    from inspection.core.images import read_image
     from inspection.core.registry import Registry
     from inspection.runtime.hardware import cpu_info
     from inspection.runtime.paths import expand_paths
@@ -135,7 +134,7 @@ def tune(
     announce_signatures(station_config.core, console)
     public_key = pinned_key(station_config.core)  # siblings that fail it are never loaded
     registry = Registry(station_config.core.registry_dir)
-    probe = [read_image(p) for p in expand_paths([images])[:16]] if images else None
+    probe = expand_paths([images])[:16] if images else None
     if images and not probe:
         raise typer.BadParameter(f"no images in {images}", param_hint="--images")
     cpu = cpu_info()

@@ -402,7 +402,7 @@ def tune_product(
     registry: Registry,
     product: str,
     *,
-    images: Sequence[np.ndarray] | None = None,
+    images: Sequence[Path] | None = None,
     samples: int = 40,
     progress: Progress | None = None,
     write: bool = True,
@@ -411,6 +411,9 @@ def tune_product(
     """Check every gated bundle's golden outputs on this CPU, time those that pass, choose,
     and record.
 
+    ``images``: files to time on, read at the bundle's ``source_bits`` as the station reads
+    them (a 12-bit camera's frames read at 16 bits are near black: an aligned bundle refuses
+    them); None: ``probe_images``.
     ``public_key``: the pinned site key; bundles that fail its check are never loaded.
     """
     say = progress or (lambda message: None)
@@ -430,12 +433,15 @@ def tune_product(
     if not gated:
         raise BundleError(f"{product}: no bundle of the live model passed its gates on this CPU")
     if images is None:
-        images, what = probe_images(candidates[0][1], candidates[0][2])
+        probes, what = probe_images(candidates[0][1], candidates[0][2])
         say(f"timing on {what}")
+    else:
+        bits = candidates[0][2].preprocessing.source_bits
+        probes = [read_image(path, bits=bits) for path in images]
     names = ", ".join(f"{bundle_id} ({meta.precision})" for bundle_id, _, meta, _ in gated)
     say(f"measuring {names} in {MEASUREMENT_ROUNDS} interleaved rounds")
     timed = [(path, gate) for _, path, _, gate in gated]
-    measured = measure_bundles(timed, list(images), samples=samples)
+    measured = measure_bundles(timed, probes, samples=samples)
     chosen = choose_fastest(measured)
     record = TuningRecord(
         schema_version=TUNING_SCHEMA,

@@ -433,6 +433,39 @@ def test_a_plain_bundle_is_timed_on_images_of_its_training_size(
     assert record.measurements[0].p50_ms > 0
 
 
+def test_timing_images_are_read_at_the_bundles_bits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``station tune --images`` read a 12-bit camera's frames at 16 bits (near black: an
+    aligned bundle refused them); the station reads them at the bundle's ``source_bits``."""
+    import numpy as np
+    from PIL import Image
+
+    from inspection.runtime.inspector import Inspector
+    from tests.mean_bundle import write_mean_bundle
+
+    bundle = write_mean_bundle(
+        tmp_path / "bundle", input_size=(32, 32), product="mono", source_bits=12
+    )
+    registry = Registry(tmp_path / "registry")
+    registry.add_bundle("mono", bundle, "v0001-fp32")
+    registry.promote("mono", "v0001-fp32", actor="tests", reason="initial")
+    frame = tmp_path / "frame.png"
+    Image.fromarray(np.full((40, 40), 4095, dtype=np.uint16)).save(frame)
+    brightest: set[int] = set()
+    inspect = Inspector.inspect
+
+    def recording(self: Inspector, image, *args, **kwargs):
+        brightest.add(int(image.max()))
+        return inspect(self, image, *args, **kwargs)
+
+    monkeypatch.setattr(Inspector, "inspect", recording)
+
+    tune_product(registry, "mono", images=[frame], samples=5, write=False)
+
+    assert brightest == {255}  # 4095 of 12 bits; at 16 bits it read as 15
+
+
 def test_an_aligned_bundle_is_timed_on_its_own_reference(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
