@@ -20,7 +20,7 @@ from typing import Any, Literal, TypeVar, get_args
 from inspection.core.alignment import AlignmentSpec
 from inspection.core.calibration import Calibration, Normalization
 from inspection.core.config import from_mapping, to_mapping
-from inspection.core.errors import BundleError, ConfigError
+from inspection.core.errors import BundleError, ConfigError, UnknownKeyError
 from inspection.core.export_gate import ExportRecord
 from inspection.core.fingerprint import sha256_file
 from inspection.core.golden import GoldenOutputs
@@ -274,8 +274,17 @@ def read_versioned_metadata(
         )
     try:
         return from_mapping(cls, _upgrade_legacy_keys(cls, data), where=str(path))
+    except UnknownKeyError as exc:
+        raise BundleError(f"{exc}. {NEWER_RELEASE}") from exc
     except ConfigError as exc:
         raise BundleError(str(exc)) from exc
+
+
+NEWER_RELEASE = (
+    "Likely exported by a newer release of inspection, which records fields this one does "
+    "not know: upgrade this station before its exporting host (docs/deployment.md, "
+    "'Upgrading a plant')"
+)
 
 
 _FIELDS_ONCE_IN_EXTRA = ("inference_precision", "global_context")

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from inspection.core.errors import ConfigError
+from inspection.core.errors import ConfigError, UnknownKeyError
 
 T = TypeVar("T")
 
@@ -57,7 +57,7 @@ def from_mapping(cls: type[T], data: Mapping[str, Any] | None, where: str = "con
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ConfigError(
+        raise UnknownKeyError(
             f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; "
             f"valid keys: {', '.join(sorted(fields))}"
         )

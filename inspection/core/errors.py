@@ -11,6 +11,10 @@ class ConfigError(InspectionError, ValueError):
     """A configuration file or value is wrong; the message names the key."""
 
 
+class UnknownKeyError(ConfigError):
+    """A file holds keys its type does not have: a typo, or a file from a newer release."""
+
+
 class DatasetError(InspectionError):
     """A dataset folder cannot be used; the message names the file."""
 

@@ -110,3 +110,24 @@ def test_bundles_with_export_gate_records_read(tmp_path: Path) -> None:
     scores = read_validation_scores(bundles / "v0001-int8")
     assert scores is not None and scores.split == "test"
     assert len(scores.scores) == len(scores.names) == len(scores.defect_types) == 12
+
+
+def test_a_bundle_from_a_newer_release_is_refused_with_the_upgrade_order(tmp_path: Path) -> None:
+    """A field this release does not know (here nested, as new fields usually arrive) is
+    refused, and the message says what to do: upgrade the station first."""
+    import json
+
+    from inspection.core.errors import BundleError
+
+    bundle = shutil.copytree(FIXTURE / "brick" / "bundles" / "v0001-fp32", tmp_path / "b")
+    path = bundle / "metadata.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["preprocessing"]["colour_profile"] = "sRGB"
+    path.write_text(json.dumps(data), encoding="utf-8")
+
+    with pytest.raises(BundleError) as info:
+        read_bundle_metadata(bundle)
+
+    message = str(info.value)
+    assert "unknown key(s) 'colour_profile'" in message
+    assert "newer release" in message and "upgrade this station before" in message
