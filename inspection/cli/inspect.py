@@ -142,7 +142,7 @@ def inspect_command(
         raise typer.Exit(1)
     overlay_dir = out / "overlays" if overlays and out is not None else None
     rows = _inspect(inspector, found, overlay_dir)
-    _print_table(rows, inspector.model_version)
+    _print_table(rows, inspector.model_version, display_names(found))
     if out is not None:
         target = _write_rows(rows, out, fmt)
         console.print(f"results: {target}")
@@ -246,13 +246,23 @@ def _row(outcome: PathOutcome, model: str, overlay: Path | None) -> dict:
     return row
 
 
-def _print_table(rows: list[dict], model: str) -> None:
+def display_names(found: list[FoundFile]) -> list[str]:
+    """Table names: each file's path below its folder argument when those are unique in the
+    run (``dent/part_005.png``), else the paths as given (the results file keeps full paths)."""
+    relative = [file.relative for file in found]
+    if len(set(relative)) == len(relative):
+        return relative
+    return [str(file.path) for file in found]
+
+
+def _print_table(rows: list[dict], model: str, names: list[str]) -> None:
     table = Table("file", "verdict", "score", "regions", "latency ms", "error", title=model)
-    for row in rows:
+    table.columns[0].overflow = "fold"  # wrapped, never cut: the name's tail tells files apart
+    for row, name in zip(rows, names, strict=True):
         verdict = row["verdict"]
         style = {"NG": "bold red", "OK": "green"}.get(verdict, "")
         table.add_row(
-            row["path"],
+            name,
             f"[{style}]{verdict}[/]" if style else "-",
             f"{row['score']:.4f}" if row["score"] != "" else "-",
             str(row["regions"]),

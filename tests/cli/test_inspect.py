@@ -7,12 +7,13 @@ import csv
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 from typer.testing import CliRunner, Result
 
 from inspection.cli import app
-from inspection.cli.inspect import MAX_OVERLAY_NAME, overlay_paths
+from inspection.cli.inspect import MAX_OVERLAY_NAME, display_names, overlay_paths
 from inspection.runtime.paths import FoundFile
 
 
@@ -110,3 +111,28 @@ def test_overlays_of_colliding_names_all_survive_and_reruns_skip_them(
     assert sorted(p.name for p in (out / "overlays").iterdir()) == sorted(
         Path(p).name for p in overlays
     )
+
+
+def test_the_table_tells_files_of_a_deep_folder_apart(tmp_path: Path) -> None:
+    """At 80 columns, ``data/washer/test/dent/part_005.png`` was cut to ``data/washer/test/de…``
+    on every row: the one missed part could not be found without the results file."""
+    from tests.mean_bundle import write_mean_bundle
+
+    bundle = write_mean_bundle(tmp_path / "bundle", input_size=(32, 32), product="washer")
+    folder = tmp_path / "plant_data" / "washer_category" / "test"
+    names = ["dent/part_004.png", "dent/part_005.png", "scratch/part_004.png"]
+    for name in names:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((64, 64, 3), 40, np.uint8)).save(folder / name)
+    args = ["inspect", str(bundle), str(folder), "--allow-unsigned", "--input-check", "off"]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    assert all(name in result.output for name in names), result.output
+
+
+def test_the_table_shows_full_paths_when_names_below_the_folders_repeat() -> None:
+    found = [
+        FoundFile(Path("a/good/0.png"), "good/0.png"),
+        FoundFile(Path("b/good/0.png"), "good/0.png"),
+    ]
+    assert display_names(found) == ["a/good/0.png", "b/good/0.png"]
