@@ -38,6 +38,7 @@ from inspection.core.config import from_mapping, to_mapping
 from inspection.core.errors import ConfigError, RegistryError
 from inspection.core.fingerprint import sha256_file
 from inspection.core.metrics import EvaluationMetrics
+from inspection.core.operating_point import MAX_BUDGET
 from inspection.core.roi import RoiTraining
 from inspection.core.signing import bundle_digest
 from inspection.core.threshold import check_threshold
@@ -354,6 +355,13 @@ class ModelRecord:
 
 @dataclass(frozen=True)
 class ThresholdVersion:
+    """One threshold version: ``value`` normalised, in (0, 1), for ``bundle_id`` (None: any).
+
+    ``budget``: the false-reject budget the value was chosen for (the dashboard's budget
+    control), in (0, ``MAX_BUDGET``]; a station that re-calibrates the bundle re-derives the
+    threshold at it (``core.golden.carry_threshold``). None: set by value (older versions too).
+    """
+
     product: str
     number: int
     value: float
@@ -361,6 +369,14 @@ class ThresholdVersion:
     reason: str
     created_at: str
     bundle_id: str | None = None
+    budget: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.budget is not None and not 0.0 < self.budget <= MAX_BUDGET:
+            raise ConfigError(
+                f"threshold v{self.number}: the false-reject budget must be in "
+                f"(0, {MAX_BUDGET}], got {self.budget}"
+            )
 
 
 @dataclass(frozen=True)
@@ -604,9 +620,17 @@ class Registry:
 
     # --------------------------------------------------------------- thresholds
     def set_threshold(
-        self, product: str, value: float, *, actor: str, reason: str, bundle_id: str | None = None
+        self,
+        product: str,
+        value: float,
+        *,
+        actor: str,
+        reason: str,
+        bundle_id: str | None = None,
+        budget: float | None = None,
     ) -> ThresholdVersion:
-        """Append a new threshold version (normalised score space, 0 < value < 1)."""
+        """Append a new threshold version (normalised score space, 0 < value < 1); ``budget``:
+        the false-reject budget it was chosen for, when it was (``ThresholdVersion``)."""
         try:
             value = check_threshold(value)
         except ValueError as exc:
@@ -615,11 +639,18 @@ class Registry:
             raise RegistryError("a threshold change needs who (actor) and why (reason)")
         with self._lock(product):
             number = len(self.threshold_history(product)) + 1
-            version = ThresholdVersion(
-                product, number, float(value), actor, reason, utc_now(), bundle_id
-            )
+            try:
+                version = ThresholdVersion(
+                    product, number, float(value), actor, reason, utc_now(), bundle_id,
+                    None if budget is None else float(budget),
+                )  # fmt: skip
+            except ConfigError as exc:
+                raise RegistryError(str(exc)) from exc
             _append_jsonl(self._product_dir(product) / "thresholds.jsonl", asdict(version))
-            self._append_event(product, "threshold", actor=actor, reason=reason, value=float(value))
+            self._append_event(
+                product, "threshold", actor=actor, reason=reason, value=float(value),
+                budget=version.budget,
+            )  # fmt: skip
         return version
 
     def threshold_history(self, product: str) -> list[ThresholdVersion]:

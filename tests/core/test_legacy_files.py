@@ -48,6 +48,7 @@ def test_a_registry_written_by_the_first_release_reads(tmp_path: Path) -> None:
     assert live is not None and (live.bundle_id, live.actor) == ("v0001-fp32", "qa")
     [threshold] = registry.threshold_history("brick")
     assert (threshold.value, threshold.bundle_id) == (0.42, "v0001-fp32")
+    assert threshold.budget is None  # set by value: carried by its rank (core.golden)
     assert [e["action"] for e in registry.events("brick")] == ["promote", "threshold"]
 
 

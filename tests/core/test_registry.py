@@ -154,6 +154,20 @@ def test_thresholds_are_versioned_with_who_and_why(tmp_path: Path) -> None:
         registry.set_threshold("brick", 0.5, actor=" ", reason="y")
 
 
+def test_a_threshold_records_the_budget_it_was_chosen_for(tmp_path: Path) -> None:
+    registry = Registry(tmp_path)
+    registry.set_threshold("brick", 0.6, actor="alice", reason="by hand")
+    registry.set_threshold("brick", 0.7, actor="alice", reason="1 % budget", budget=0.01)
+    assert [t.budget for t in registry.threshold_history("brick")] == [None, 0.01]
+    assert [e["budget"] for e in registry.events("brick")] == [None, 0.01]
+    row = json.loads((tmp_path / "brick" / "thresholds.jsonl").read_text().splitlines()[-1])
+    assert row["budget"] == 0.01
+    for budget in (0.0, 0.6):
+        with pytest.raises(RegistryError, match=r"budget must be in \(0, 0.5\], got"):
+            registry.set_threshold("brick", 0.5, actor="x", reason="y", budget=budget)
+    assert len(registry.threshold_history("brick")) == 2
+
+
 @pytest.mark.parametrize("name", ["../etc", "", "a/b", "-x", "x" * 65])
 def test_bad_product_names_are_rejected(tmp_path: Path, name: str) -> None:
     with pytest.raises(RegistryError, match="invalid product name"):
