@@ -221,23 +221,28 @@ class ThresholdCarry:
 
 
 def carry_threshold(
-    value: float, good_before: Sequence[float], good_after: Sequence[float]
+    value: float,
+    good_before: Sequence[float],
+    good_after: Sequence[float],
+    budget: float | None = None,
 ) -> tuple[float | None, str]:
     """(threshold, how) or (None, why not): a normalised threshold ``value`` set on a bundle's
-    export calibration, re-derived on a re-calibration at the false-reject budget it held.
+    export calibration, re-derived on a re-calibration at the false-reject budget it meant.
 
-    A threshold version records only a value. What it means for good parts is its split-
-    conformal level on the bundle's (G,) normalised ``good_before`` scores: rejecting r of
-    them, it guarantees a new good part is rejected with probability <= (r + 1) / (G + 1)
-    (``core.operating_point``). The carried threshold is the one that budget sets on the
-    (G',) normalised ``good_after`` scores of the station (``choose_threshold``, the rule
-    re-calibration and export use): the same rank when G' = G. Not carried when the value lies
-    above every good score (they do not say how far above), when the budget it held is above
-    ``MAX_BUDGET`` (it rejects about half of them or more), or when the station holds too few
+    A version that records its ``budget`` (set with the dashboard's budget control) meant
+    that one. Otherwise the budget is inferred from the value's split-conformal level on the
+    bundle's (G,) normalised ``good_before`` scores: rejecting r of them, it guarantees a new
+    good part is rejected with probability <= (r + 1) / (G + 1) (``core.operating_point``);
+    not carried when the value lies above every good score (they do not say how far above)
+    or when that budget is above ``MAX_BUDGET`` (it rejects about half of them or more).
+    The carried threshold is the one the budget sets on the (G',) normalised ``good_after``
+    scores of the station (``choose_threshold``, the rule re-calibration and export use): for
+    an inferred budget, the same rank when G' = G. Not carried when the station holds too few
     good images for the budget.
     """
+    if budget is not None:
+        return _at_budget(good_after, budget, f"it was set at, {budget:.2%}")
     before = np.asarray(good_before, dtype=np.float64)
-    after = np.asarray(good_after, dtype=np.float64)
     if before.size == 0:
         return None, (
             "the bundle ships no labelled good validation scores (validation_scores.json) to "
@@ -249,28 +254,40 @@ def carry_threshold(
             f"it lies above all {n} good validation scores of the bundle, which do not tell how "
             "far above the good parts it was meant to sit"
         )
-    budget = conformal_bound(n, n - rejected)
-    if budget > MAX_BUDGET:
+    held = conformal_bound(n, n - rejected)
+    if held > MAX_BUDGET:
         return None, (
             f"it rejects {rejected} of the bundle's {n} good validation parts: the false-reject "
-            f"budget that holds, {budget:.2%}, is above the {MAX_BUDGET:.0%} an operating point "
+            f"budget that holds, {held:.2%}, is above the {MAX_BUDGET:.0%} an operating point "
             "may set"
         )
+    return _at_budget(
+        good_after,
+        held,
+        f"it held, {held:.2%} ({rejected} of the bundle's {n} good validation parts at or "
+        "above it)",
+    )
+
+
+def _at_budget(good_after: Sequence[float], budget: float, which: str) -> tuple[float | None, str]:
+    """(threshold, how) or (None, why not): the threshold the false-reject ``budget`` sets on
+    the station's (G',) normalised ``good_after`` scores; ``which`` names the budget
+    ("it was set at, 1.00%")."""
+    after = np.asarray(good_after, dtype=np.float64)
     if after.size == 0:
         return None, "the station's re-calibration used no good images"
     choice = choose_threshold(after, OperatingPoint(budget=budget))
     if not choice.sufficient:
         return None, (
-            f"the false-reject budget it held ({budget:.2%}) needs {choice.n_needed} good "
-            f"images here, the station's folder holds {after.size}"
+            f"the false-reject budget {which}: it needs {choice.n_needed} good images here, "
+            f"the station's folder holds {after.size}"
         )
     try:
         carried = check_threshold(choice.threshold)
     except ValueError as exc:
-        return None, f"the budget it held ({budget:.2%}) gives no threshold here: {exc}"
+        return None, f"the false-reject budget {which}: it gives no threshold here ({exc})"
     return carried, (
-        f"re-derived at the false-reject budget it held, {budget:.2%} ({rejected} of the "
-        f"bundle's {n} good validation parts at or above it), on this station's {after.size} "
+        f"re-derived at the false-reject budget {which}, on this station's {after.size} "
         f"re-calibrated good images (above the {choice.rank}-th)"
     )
 
@@ -301,10 +318,11 @@ class Recalibration:
     good_before: tuple[float, ...] = ()
     good_after: tuple[float, ...] = ()
 
-    def carry(self, number: int, value: float) -> ThresholdCarry:
-        """Threshold version ``number`` (``value``, set on the export calibration) carried to
-        this calibration (``carry_threshold``)."""
-        carried, how = carry_threshold(value, self.good_before, self.good_after)
+    def carry(self, number: int, value: float, budget: float | None = None) -> ThresholdCarry:
+        """Threshold version ``number`` (``value``, set on the export calibration, at the
+        false-reject ``budget`` when it records one) carried to this calibration
+        (``carry_threshold``)."""
+        carried, how = carry_threshold(value, self.good_before, self.good_after, budget)
         return ThresholdCarry(number, float(value), carried, how)
 
     def summary(self) -> dict[str, object]:

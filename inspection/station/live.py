@@ -382,16 +382,17 @@ class LiveModels:
         """The threshold to serve for registry version ``threshold`` on bundle ``served``.
 
         A bundle re-calibrated on this CPU scores on a new scale; the version was set on its
-        export calibration's. It is carried across at the false-reject budget it held
-        (``Recalibration.carry``). When it cannot be, a version the bundle loaded with is not
-        applied (the re-calibrated operating point serves) and one set ``later`` is applied as
-        set. ``golden.threshold_carried`` / ``threshold_not_applied`` /
+        export calibration's. It is carried across at the false-reject budget it was set at
+        (recorded with it) or, when it records none, the one it held on the bundle's
+        validation scores (``Recalibration.carry``). When it cannot be, a version the bundle
+        loaded with is not applied (the re-calibrated operating point serves) and one set
+        ``later`` is applied as set. ``golden.threshold_carried`` / ``threshold_not_applied`` /
         ``threshold_applied_as_set`` (``/healthz``, the dashboard) and the log say which.
         """
         recalibration = getattr(inspector, "recalibration", None)
         if recalibration is None:
             return threshold.value
-        carry = recalibration.carry(threshold.number, threshold.value)
+        carry = recalibration.carry(threshold.number, threshold.value, threshold.budget)
         if carry.carried is not None:
             self._note_threshold(product, served, "threshold_carried", carry.summary())
             log.warning(

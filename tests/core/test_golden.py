@@ -131,6 +131,33 @@ def test_the_carried_threshold_keeps_the_guarantee_it_held_on_more_station_score
     assert np.sort(after)[22] < carried < np.sort(after)[23]
 
 
+@pytest.mark.parametrize("before", [np.linspace(0.1, 0.45, 4), np.empty(0)])
+def test_a_threshold_set_at_a_budget_is_re_derived_at_it_above_every_good_score(before) -> None:
+    """A 5 % budget on 4 good validation scores puts the value above all of them (the common
+    case: fewer good parts than the budget needs); the version records its budget, so it is
+    re-derived at it. The validation scores are not needed."""
+    value = _budget_value(np.linspace(0.1, 0.45, 4), 0.05)
+    after = RNG.uniform(0.1, 0.6, 30)
+    assert carry_threshold(value, before, after)[0] is None  # by its rank: no budget to tell
+    carried, how = carry_threshold(value, before, after, budget=0.05)
+    assert carried == pytest.approx(_budget_value(after, 0.05)) and carried > after.max()
+    assert how == (
+        "re-derived at the false-reject budget it was set at, 5.00%, on this station's 30 "
+        "re-calibrated good images (above the 30-th)"
+    )
+    carried, _ = carry_threshold(value, before, after, budget=0.2)  # above the 25th of 30
+    assert int((after >= carried).sum()) == 5
+
+
+def test_a_threshold_set_at_a_budget_the_station_cannot_hold_is_not_carried() -> None:
+    carried, how = carry_threshold(0.9, np.linspace(0.1, 0.45, 4), RNG.uniform(0, 1, 30), 0.01)
+    assert carried is None
+    assert how == (
+        "the false-reject budget it was set at, 1.00%: it needs 99 good images here, the "
+        "station's folder holds 30"
+    )
+
+
 @pytest.mark.parametrize(
     ("value", "before", "after", "why"),
     [
