@@ -241,6 +241,19 @@ def suggest_for_miss_rate(data: LabelledScores, target: float) -> Tradeoff:
     return tradeoff(data, applied_value(data, max(feasible, key=lambda r: r.threshold).threshold))
 
 
+@dataclass(frozen=True)
+class BudgetPick:
+    """What the false-reject-budget control put on the slider: ``value`` (as it would be
+    saved) and the ``budget`` it was chosen for (``suggest_for_budget``)."""
+
+    value: float
+    budget: float
+
+    @classmethod
+    def of(cls, suggestion: Tradeoff, choice: ThresholdChoice) -> BudgetPick:
+        return cls(suggestion.threshold, choice.budget)
+
+
 def suggest_for_budget(data: LabelledScores, budget: float) -> tuple[Tradeoff, ThresholdChoice]:
     """The operating point's false-reject budget (``core.operating_point``, split-conformal on
     the labelled good scores): the trade-off at the saved value and the policy's choice."""
@@ -311,14 +324,20 @@ def save_threshold(
     actor: str,
     reason: str,
     bundle_id: str | None = None,
+    picked: BudgetPick | None = None,
 ) -> ThresholdVersion:
-    """Create a new threshold version (who, when, why) that the stations pick up."""
+    """Create a new threshold version (who, when, why) that the stations pick up. ``picked``:
+    what the budget control last chose; the version records its budget when ``value`` is the
+    value it chose (a station re-calibrating the bundle re-derives the threshold at it)."""
+    saved = round(float(value), SAVED_DECIMALS)
+    at_pick = picked is not None and saved == round(picked.value, SAVED_DECIMALS)
     return registry.set_threshold(
         product,
-        round(float(value), SAVED_DECIMALS),
+        saved,
         actor=actor.strip(),
         reason=reason.strip(),
         bundle_id=bundle_id,
+        budget=picked.budget if at_pick else None,
     )
 
 

@@ -183,6 +183,24 @@ def test_suggestions() -> None:
         )
 
 
+def test_a_save_records_the_budget_only_at_the_value_the_budget_control_chose(
+    tmp_path: Path,
+) -> None:
+    registry = Registry(tmp_path)
+    suggestion, choice = thresholds.suggest_for_budget(LABELLED, 0.05)
+    pick = thresholds.BudgetPick.of(suggestion, choice)
+    assert pick == thresholds.BudgetPick(suggestion.threshold, 0.05)
+    saved = thresholds.save_threshold(
+        registry, "p", suggestion.threshold, actor="qe", reason="5 % budget", picked=pick
+    )
+    assert (saved.value, saved.budget) == (suggestion.threshold, 0.05)
+    moved = suggestion.threshold - 0.0001  # the slider moved by hand after the pick
+    saved = thresholds.save_threshold(registry, "p", moved, actor="qe", reason="x", picked=pick)
+    assert saved.budget is None
+    saved = thresholds.save_threshold(registry, "p", suggestion.threshold, actor="qe", reason="x")
+    assert saved.budget is None
+
+
 def test_expected_ng() -> None:
     histogram = np.zeros(100, dtype=np.int64)
     histogram[[10, 40, 55, 90]] = [50, 30, 15, 5]

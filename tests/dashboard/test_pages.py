@@ -217,6 +217,33 @@ def test_a_suggestion_applies_exactly_what_it_quotes(seeded_site, site_env, butt
     assert metrics["Defects missed"] == f"{quoted.miss_rate:.1%}"
 
 
+def test_a_save_at_the_budget_controls_value_records_the_budget(seeded_site, site_env) -> None:
+    """Saved as the budget control chose it: the version records the budget (a station that
+    re-calibrates the bundle re-derives the threshold at it); moved by hand: none."""
+    site_env(seeded_site)
+    registry = Registry(load_site_config(seeded_site).registry_dir)
+    at = _open("thresholds", user="alice", role="admin")
+    at.button(key="use_budget").click().run()
+    at.text_input(key="th_reason").set_value("1 % budget")
+    at.button(key="th_save").click().run()
+    assert not at.exception and not _errors(at), _errors(at)
+    saved = registry.current_threshold("brick")
+    quoted = thresholds.suggest_for_budget(_brick_scores(seeded_site), 0.01)[0]
+    assert (saved.value, saved.budget) == (quoted.threshold, 0.01)
+    assert any("(false-reject budget 1.0%)" in m.value for m in at.success)
+    assert _frame_with(at, "budget")["budget"].tolist()[0] == "1.0%"
+
+    at.button(key="use_budget").click().run()
+    at.slider(key="th_value_brick").set_value(0.62).run()  # by hand, then back by hand
+    at.slider(key="th_value_brick").set_value(quoted.threshold).run()
+    at.text_input(key="th_reason").set_value("by hand")
+    at.button(key="th_save").click().run()
+    assert not at.exception and not _errors(at), _errors(at)
+    saved = registry.current_threshold("brick")
+    assert (saved.value, saved.budget) == (quoted.threshold, None)
+    assert _frame_with(at, "budget")["budget"].tolist()[:2] == ["", "1.0%"]
+
+
 def test_review_label_reaches_the_store(seeded_site, site_env) -> None:
     site_env(seeded_site)
     at = _open("review", user="bob", role="reviewer")

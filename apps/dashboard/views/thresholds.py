@@ -87,12 +87,19 @@ current = thresholds.current_threshold_value(board.registry, product, bundle_id)
 live_health = app_state.model_health(site, product)
 panels.health_alarm(live_health)
 slider_key = f"th_value_{product}"
+pick_key = f"th_budget_pick_{product}"
 st.session_state.setdefault(slider_key, round(current, thresholds.SAVED_DECIMALS))
 
 
-def _use(value: float) -> None:
-    """Put a suggestion's exact value (the one it quoted) on the slider."""
+def _use(value: float, pick: thresholds.BudgetPick | None = None) -> None:
+    """Put a suggestion's exact value (the one it quoted) on the slider; ``pick``: the budget
+    control's choice, recorded by a save of that value."""
     st.session_state[slider_key] = value
+    st.session_state[pick_key] = pick
+
+
+def _moved_by_hand() -> None:
+    st.session_state[pick_key] = None
 
 
 budget_default = health.operating_point(product, board.site.configs).budget
@@ -126,7 +133,10 @@ with st.container(border=True):
                 )
             )
             st.button(
-                "Use this budget", on_click=_use, args=(by_budget.threshold,), key="use_budget"
+                "Use this budget",
+                on_click=_use,
+                args=(by_budget.threshold, thresholds.BudgetPick.of(by_budget, choice)),
+                key="use_budget",
             )
         else:
             st.caption("A budget needs labelled good parts.")
@@ -138,6 +148,7 @@ value = st.slider(
     step=0.0001,
     format="%.4f",
     key=slider_key,
+    on_change=_moved_by_hand,
 )
 
 now = app_state.now_minute()
@@ -259,15 +270,17 @@ def _save() -> None:
             actor=who,
             reason=st.session_state.get("th_reason", ""),
             bundle_id=bundle_id,
+            picked=st.session_state.get(pick_key),
         )
     except InspectionError as exc:
         st.session_state["th_message"] = ("error", str(exc))
         return
     app_state.invalidate()
+    at_budget = "" if version.budget is None else f" (false-reject budget {version.budget:.1%})"
     st.session_state["th_message"] = (
         "success",
-        f"Saved threshold version {version.number} = {version.value:.4f} for {product}; "
-        "stations pick it up on their next refresh.",
+        f"Saved threshold version {version.number} = {version.value:.4f}{at_budget} for "
+        f"{product}; stations pick it up on their next refresh.",
     )
 
 
@@ -295,6 +308,7 @@ if history:
                 {
                     "version": h.number,
                     "value": h.value,
+                    "budget": "" if h.budget is None else f"{h.budget:.1%}",
                     "who": h.actor,
                     "when": h.created_at,
                     "why": h.reason,
