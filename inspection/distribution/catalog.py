@@ -41,6 +41,8 @@ class CatalogEntry:
     manifest: ArchiveManifest
     threshold: float | None = None
     threshold_bundle_id: str | None = None
+    threshold_budget: float | None = None
+    """The false-reject budget the threshold was chosen for (``ThresholdVersion.budget``)."""
     alternatives: tuple[ArchiveManifest, ...] = ()
     """The other bundles of the live model version that passed their export gate (e.g. the
     FP16 and INT8 of an FP32 live bundle): the station measures them and serves the fastest."""
@@ -125,6 +127,7 @@ def live_entry(registry: Registry, product: str) -> CatalogEntry | None:
         manifest=manifest,
         threshold=threshold.value if threshold else None,
         threshold_bundle_id=threshold.bundle_id if threshold else None,
+        threshold_budget=threshold.budget if threshold else None,
         alternatives=_alternatives(registry, product, state.bundle_id),
     )
 

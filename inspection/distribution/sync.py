@@ -308,11 +308,15 @@ def _fetch_alternatives(
 
 
 def _sync_threshold(registry: Registry, entry: CatalogEntry) -> None:
-    """Mirror the central threshold when it differs from the local one."""
+    """Mirror the central threshold (value and the budget it was chosen for) when it differs
+    from the local one."""
     if entry.threshold is None:
         return
     current = registry.current_threshold(entry.product)
-    if current is not None and current.value == entry.threshold:
+    if current is not None and (current.value, current.budget) == (
+        entry.threshold,
+        entry.threshold_budget,
+    ):
         return
     registry.set_threshold(
         entry.product,
@@ -320,6 +324,7 @@ def _sync_threshold(registry: Registry, entry: CatalogEntry) -> None:
         actor=SYNC_ACTOR,
         reason="threshold of the central registry",
         bundle_id=entry.threshold_bundle_id,
+        budget=entry.threshold_budget,
     )
 
 

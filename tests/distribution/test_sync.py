@@ -51,16 +51,23 @@ def test_unknown_products_and_bundles_are_404(central: Central) -> None:
 
 
 def test_sync_pulls_verifies_and_mirrors_the_threshold(central: Central, tmp_path: Path) -> None:
-    central.registry.set_threshold(PRODUCT, 0.6, actor="qa", reason="fewer false alarms")
+    central.registry.set_threshold(
+        PRODUCT, 0.6, actor="qa", reason="fewer false alarms", budget=0.05
+    )
     local = Registry(tmp_path / "station" / "registry")
     source = HttpSource(central.url, central.token)
     [outcome] = sync_once(source, local.root, [PRODUCT])
     assert (outcome.status, outcome.live) == ("updated", V1), outcome.detail
     assert local.live(PRODUCT).actor == "station-sync"
-    assert local.current_threshold(PRODUCT).value == 0.6
+    mirrored = local.current_threshold(PRODUCT)
+    assert (mirrored.value, mirrored.budget) == (0.6, 0.05)  # a re-calibration needs the budget
     [again] = sync_once(source, local.root, [PRODUCT])
-    assert again.status == "current"
+    assert again.status == "current" and len(local.threshold_history(PRODUCT)) == 1
     assert list((local.root / ".incoming").iterdir()) == []
+    central.registry.set_threshold(PRODUCT, 0.6, actor="qa", reason="the same value, by hand")
+    sync_once(source, local.root, [PRODUCT])
+    mirrored = local.current_threshold(PRODUCT)
+    assert (mirrored.number, mirrored.value, mirrored.budget) == (2, 0.6, None)
 
 
 def test_corrupt_download_is_refused_and_the_station_keeps_serving(
