@@ -90,6 +90,40 @@ def test_a_threshold_set_at_a_budget_is_re_derived_at_it_on_the_stations_outputs
     assert "re-derived at the false-reject budget" in frame["note"].iloc[0]
 
 
+@pytest.mark.parametrize(("budget", "rank"), [(0.05, 30), (0.10, 28)])
+def test_a_threshold_saved_at_a_budget_above_every_good_part_is_carried_at_it(
+    site: tuple[Registry, LiveModels], budget: float, rank: int
+) -> None:
+    """The common case: the bundle's 4 good validation parts are too few for the budget, so
+    the value the dashboard saves lies above all of them and its rank says nothing; the
+    version records its budget and is re-derived at it on the station's 30 good images."""
+    registry, models = site
+    data = _validation(registry)
+    suggestion, choice = thresholds.suggest_for_budget(data, budget)
+    assert not choice.sufficient
+    version = thresholds.save_threshold(
+        registry, PRODUCT, suggestion.threshold, actor="qe", reason=f"{budget:.0%} budget",
+        picked=thresholds.BudgetPick.of(suggestion, choice),
+    )  # fmt: skip
+    assert version.budget == budget
+    assert not is_ng(data.scores[data.labels == 0], version.value).any()
+    models.refresh()
+    model = models.get(PRODUCT)
+    golden = models.status()[PRODUCT]["golden"]
+    carried = golden["threshold_carried"]
+    assert (carried["from"], carried["to"]) == (version.value, model.threshold)
+    assert carried["how"] == (
+        f"re-derived at the false-reject budget it was set at, {budget:.2%}, on this station's "
+        f"30 re-calibrated good images (above the {rank}-th)"
+    )
+    assert "threshold_not_applied" not in golden
+    good = _station_good_scores(model)  # above the ceil(31 (1 - budget))-th of 30
+    assert int(is_ng(good, model.threshold).sum()) == 30 - rank
+    assert golden_outcome_frame(registry, PRODUCT)["registry_threshold"].iloc[0] == (
+        f"v1 {version.value:.4f} → {model.threshold:.4f} (carried)"
+    )
+
+
 def test_a_threshold_that_cannot_be_carried_is_not_applied_and_later_ones_are(
     site: tuple[Registry, LiveModels],
 ) -> None:
