@@ -646,7 +646,10 @@ class Registry:
                 )  # fmt: skip
             except ConfigError as exc:
                 raise RegistryError(str(exc)) from exc
-            _append_jsonl(self._product_dir(product) / "thresholds.jsonl", asdict(version))
+            row = asdict(version)
+            if version.budget is None:  # unset: a line an earlier release still reads
+                del row["budget"]
+            _append_jsonl(self._product_dir(product) / "thresholds.jsonl", row)
             self._append_event(
                 product, "threshold", actor=actor, reason=reason, value=float(value),
                 budget=version.budget,

@@ -48,7 +48,12 @@ class CatalogEntry:
     FP16 and INT8 of an FP32 live bundle): the station measures them and serves the fastest."""
 
     def to_mapping(self) -> dict[str, Any]:
-        return to_mapping(self)
+        """The JSON view; ``threshold_budget`` only when set, so a station of an earlier
+        release still reads an entry that uses no budget."""
+        data = to_mapping(self)
+        if self.threshold_budget is None:
+            del data["threshold_budget"]
+        return data
 
 
 def entry_from_mapping(data: Any, where: str = "catalog entry") -> CatalogEntry:

@@ -160,8 +160,12 @@ def test_a_threshold_records_the_budget_it_was_chosen_for(tmp_path: Path) -> Non
     registry.set_threshold("brick", 0.7, actor="alice", reason="1 % budget", budget=0.01)
     assert [t.budget for t in registry.threshold_history("brick")] == [None, 0.01]
     assert [e["budget"] for e in registry.events("brick")] == [None, 0.01]
-    row = json.loads((tmp_path / "brick" / "thresholds.jsonl").read_text().splitlines()[-1])
-    assert row["budget"] == 0.01
+    first, last = (
+        json.loads(line)
+        for line in (tmp_path / "brick" / "thresholds.jsonl").read_text().splitlines()
+    )
+    assert last["budget"] == 0.01
+    assert "budget" not in first  # unset: the line an earlier release wrote, and still reads
     for budget in (0.0, 0.6):
         with pytest.raises(RegistryError, match=r"budget must be in \(0, 0.5\], got"):
             registry.set_threshold("brick", 0.5, actor="x", reason="y", budget=budget)

@@ -68,6 +68,10 @@ def test_sync_pulls_verifies_and_mirrors_the_threshold(central: Central, tmp_pat
     sync_once(source, local.root, [PRODUCT])
     mirrored = local.current_threshold(PRODUCT)
     assert (mirrored.number, mirrored.value, mirrored.budget) == (2, 0.6, None)
+    headers = {"Authorization": f"Bearer {central.token}"}
+    entry = httpx.get(f"{central.url}/v1/catalog/{PRODUCT}", headers=headers).json()
+    assert entry["threshold"] == 0.6
+    assert "threshold_budget" not in entry  # unset: an entry earlier releases still read
 
 
 def test_corrupt_download_is_refused_and_the_station_keeps_serving(
