@@ -219,7 +219,7 @@ def golden_outcome_frame(registry: Registry, product: str) -> pd.DataFrame:
     """Each station CPU's last golden check at load: passed, recalibrated (drifted, fitted
     again on the station's validation images; raw image threshold before -> after) or refused
     (and why), with the worst drift in normalised units, and what became of the registry's
-    threshold version on a re-calibrated bundle (carried across, not applied, applied as set;
+    threshold version on a re-calibrated bundle (carried across or not applied;
     ``station.live``)."""
     rows = []
     for record in read_golden_outcomes(registry, product):
@@ -244,7 +244,6 @@ def golden_outcome_frame(registry: Registry, product: str) -> pd.DataFrame:
                     for note in (
                         record.get("refusal", "") or recal.get("operating_point", ""),
                         record.get("threshold_not_applied", ""),
-                        record.get("threshold_applied_as_set", ""),
                         (record.get("threshold_carried") or {}).get("how", ""),
                     )
                     if note
@@ -257,10 +256,8 @@ def golden_outcome_frame(registry: Registry, product: str) -> pd.DataFrame:
 
 def _registry_threshold(record: dict[str, Any]) -> str:
     """What a re-calibrated bundle serves of the registry's threshold version: 'v1 0.8000 →
-    0.6123 (carried)', 'not applied' or 'applied as set' (the note says why); '' otherwise."""
+    0.6123 (carried)' or 'not applied' (the note says why); '' otherwise."""
     carried = record.get("threshold_carried")
     if isinstance(carried, dict):
         return f"v{carried['version']} {carried['from']:.4f} → {carried['to']:.4f} (carried)"
-    if record.get("threshold_not_applied"):
-        return "not applied"
-    return "applied as set" if record.get("threshold_applied_as_set") else ""
+    return "not applied" if record.get("threshold_not_applied") else ""

@@ -303,7 +303,7 @@ class LiveModels:
             served, getattr(inspector, "golden", None), getattr(inspector, "recalibration", None)
         )
         if threshold is not None:
-            value = self._across_recalibration(product, served, inspector, threshold, later=False)
+            value = self._across_recalibration(product, served, inspector, threshold)
         record_golden_outcome(self.registry, product, self._golden[product])
         model = LiveModel(
             product=product,
@@ -360,9 +360,7 @@ class LiveModels:
             log.error("%s: %s", current.product, self._problems[current.product])
             return
         product, served = current.product, current.served_bundle_id
-        value = self._across_recalibration(
-            product, served, current.inspector, threshold, later=True
-        )
+        value = self._across_recalibration(product, served, current.inspector, threshold)
         self._swap(replace(current, threshold=value, threshold_number=threshold.number))
         recalibrated = getattr(current.inspector, "recalibration", None) is not None
         if recalibrated and self._golden.get(product, {}).get("bundle_id") == served:
@@ -376,18 +374,16 @@ class LiveModels:
         served: str,
         inspector: InspectorLike,
         threshold: ThresholdVersion,
-        *,
-        later: bool,
     ) -> float:
         """The threshold to serve for registry version ``threshold`` on bundle ``served``.
 
         A bundle re-calibrated on this CPU scores on a new scale; the version was set on its
         export calibration's. It is carried across at the false-reject budget it was set at
         (recorded with it) or, when it records none, the one it held on the bundle's
-        validation scores (``Recalibration.carry``). When it cannot be, a version the bundle
-        loaded with is not applied (the re-calibrated operating point serves) and one set
-        ``later`` is applied as set. ``golden.threshold_carried`` / ``threshold_not_applied`` /
-        ``threshold_applied_as_set`` (``/healthz``, the dashboard) and the log say which.
+        validation scores (``Recalibration.carry``). When it cannot be, it is not applied and
+        the re-calibrated operating point serves, whether the version came before the load or
+        after it, so a restart never changes the threshold served. ``golden.threshold_carried``
+        / ``threshold_not_applied`` (``/healthz``, the dashboard) and the log say which.
         """
         recalibration = getattr(inspector, "recalibration", None)
         if recalibration is None:
@@ -400,11 +396,6 @@ class LiveModels:
                 product, carry.number, carry.value, carry.carried, carry.how,
             )  # fmt: skip
             return carry.carried
-        if later:
-            note = _applied_as_set(threshold, carry.how)
-            self._note_threshold(product, served, "threshold_applied_as_set", note)
-            log.warning("%s: %s", product, note)
-            return threshold.value
         note = _not_applied(threshold, inspector.threshold, carry.how)
         self._note_threshold(product, served, "threshold_not_applied", note)
         log.warning("%s: %s", product, note)
@@ -452,16 +443,8 @@ class LiveModels:
             self.refresh()
 
 
-THRESHOLD_NOTES = ("threshold_carried", "threshold_not_applied", "threshold_applied_as_set")
+THRESHOLD_NOTES = ("threshold_carried", "threshold_not_applied")
 """What ``golden`` says of the registry threshold of a re-calibrated bundle (one of them)."""
-
-
-def _applied_as_set(threshold: ThresholdVersion, why: str) -> str:
-    """Why a re-calibrated bundle serves a later registry threshold version uncarried."""
-    return (
-        f"threshold v{threshold.number} ({threshold.value:.4f}) is applied as set: it is newer "
-        f"than the bundle's re-calibration on this CPU and cannot be carried across it: {why}"
-    )
 
 
 def _not_applied(threshold: ThresholdVersion, served: float, why: str) -> str:
@@ -469,8 +452,8 @@ def _not_applied(threshold: ThresholdVersion, served: float, why: str) -> str:
     return (
         f"threshold v{threshold.number} ({threshold.value:.4f}) was set for the bundle's export "
         f"calibration and cannot be carried across its re-calibration on this CPU: {why}; "
-        f"serving the re-calibrated operating point ({served:.4f}). A threshold version set "
-        "later is applied (carried across when it can be)"
+        f"serving the re-calibrated operating point ({served:.4f}). Save the threshold at a "
+        "false-reject budget (Thresholds page) to have it re-derived here"
     )
 
 

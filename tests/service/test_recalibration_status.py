@@ -38,10 +38,12 @@ def test_recalibrated_or_refused_on_healthz_metrics_and_dashboard(
             assert "v1 (0.8000)" in golden_outcome_frame(registry, PRODUCT)["note"].iloc[0]
             served.station.models.refresh()
             assert served.ops("/healthz").json()["products"][PRODUCT]["threshold"] == 0.5
-            registry.set_threshold(PRODUCT, 0.6, actor="tests", reason="set after re-calibrating")
+            registry.set_threshold(PRODUCT, 0.6, actor="tests", reason="a 10 % budget", budget=0.10)
             served.station.models.refresh()
             after = served.ops("/healthz").json()["products"][PRODUCT]
-            assert after["threshold"] == 0.6
+            carried = after["golden"]["threshold_carried"]
+            assert (carried["version"], carried["from"]) == (2, 0.6)
+            assert after["threshold"] == carried["to"] not in (0.5, 0.6)
             assert "threshold_not_applied" not in after["golden"]
         else:
             assert "threshold_not_applied" not in golden
@@ -54,6 +56,6 @@ def test_recalibrated_or_refused_on_healthz_metrics_and_dashboard(
         assert recal["before"]["image_threshold_raw"] != recal["after"]["image_threshold_raw"]
     frame = golden_outcome_frame(registry, PRODUCT)
     assert frame["outcome"].tolist() == [outcome]
-    if with_images:  # the note went once the newer threshold applied
+    if with_images:  # the note went once the newer threshold was carried
         assert "not applied" not in frame["note"].iloc[0]
     assert bool(frame["threshold_raw_after"].notna().all()) is with_images

@@ -124,7 +124,7 @@ def test_a_threshold_saved_at_a_budget_above_every_good_part_is_carried_at_it(
     )
 
 
-def test_a_threshold_that_cannot_be_carried_is_not_applied_and_later_ones_are(
+def test_a_threshold_that_cannot_be_carried_is_not_applied_before_or_after_the_load(
     site: tuple[Registry, LiveModels],
 ) -> None:
     registry, models = site
@@ -151,13 +151,14 @@ def test_a_threshold_that_cannot_be_carried_is_not_applied_and_later_ones_are(
     assert shown["threshold_not_applied"] == note and "threshold_carried" not in shown
 
     registry.set_threshold(PRODUCT, 0.9, actor="qe", reason="set for the re-calibration")
-    models.refresh()  # later and not carriable: applied as set, and said so
+    models.refresh()  # later and not carriable: not applied, as at load (so after a restart)
     golden = models.status()[PRODUCT]["golden"]
-    assert models.get(PRODUCT).threshold == 0.9
-    assert "threshold v3 (0.9000) is applied as set" in golden["threshold_applied_as_set"]
+    assert models.get(PRODUCT).threshold == model.inspector.threshold == 0.5
+    assert golden["threshold_not_applied"].startswith("threshold v3 (0.9000) was set for")
+    assert "Save the threshold at a false-reject budget" in golden["threshold_not_applied"]
     assert "threshold_carried" not in golden
     frame = golden_outcome_frame(registry, PRODUCT)
-    assert frame["registry_threshold"].iloc[0] == "applied as set"
+    assert frame["registry_threshold"].iloc[0] == "not applied"
 
 
 def test_a_threshold_change_on_a_bundle_that_passed_its_golden_check_records_no_check(
