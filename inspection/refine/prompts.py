@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from skimage.feature import peak_local_max
 
 from inspection.refine.config import PromptConfig
 
@@ -87,29 +86,28 @@ def pad_box(
 def positive_points(
     anomaly_map: np.ndarray, region: np.ndarray, config: PromptConfig
 ) -> tuple[tuple[int, int], ...]:
-    """Up to ``num_positive`` local maxima of the map inside ``region``, highest first, as (x, y).
+    """Up to ``num_positive`` local maxima of the map inside ``region``, highest first, as (x, y),
+    each at least ``peak_min_distance`` (Chebyshev) from the points before it.
 
-    The region's global maximum is always first, even on a plateau.
+    The region's global maximum is always first, even on a plateau. Local maxima are pixels
+    equal to the map's maximum over their (2 * distance + 1) square; they are taken greedily
+    and the search stops at ``num_positive``, so a saturated map (a black frame judged NG over
+    the whole image: every pixel a maximum) costs one sort, not skimage's spacing of each
+    maximum against the others (30 s at 512 px).
     """
     if config.num_positive <= 0:
         return ()
     scores = np.where(region, anomaly_map, -1.0).astype(np.float32)
     top_y, top_x = np.unravel_index(int(np.argmax(scores)), scores.shape)
     points = [(int(top_x), int(top_y))]
-    peaks = peak_local_max(
-        scores,
-        min_distance=max(1, config.peak_min_distance),
-        labels=region.astype(np.int32),
-        num_peaks=config.num_positive + 1,
-        exclude_border=False,
-    )
-    for y, x in peaks:
-        point = (int(x), int(y))
-        far = all(
-            max(abs(point[0] - px), abs(point[1] - py)) >= config.peak_min_distance
-            for px, py in points
-        )
-        if far and len(points) < config.num_positive:
+    distance = max(1, config.peak_min_distance)
+    window = np.ones((2 * distance + 1, 2 * distance + 1), np.uint8)
+    ys, xs = np.nonzero(region & (scores == cv2.dilate(scores, window)))
+    for index in np.argsort(-scores[ys, xs], kind="stable"):  # ties in raster order
+        if len(points) >= config.num_positive:
+            break
+        point = (int(xs[index]), int(ys[index]))
+        if all(max(abs(point[0] - x), abs(point[1] - y)) >= distance for x, y in points):
             points.append(point)
     return tuple(points)
 
