@@ -121,18 +121,23 @@ def check(
     site: Path | None = SITE_OPTION,
 ) -> None:
     """Validate a dataset; exit 0 when it is usable, 1 when problems were found."""
+    from inspection.core.config import load_site_config
     from inspection.data.check import check_dataset
     from inspection.data.dataset import load_dataset
 
     if json_out is not None:
         _ready_to_write(json_out, "--json")  # before the check: a bad path must not cost it
     dataset = load_dataset(path)
+    product_file = load_site_config(site).configs / "products" / f"{dataset.name}.yaml"
     if image_bits is None:
         image_bits = _declared_image_bits(dataset.name, site)
     with file_progress() as progress:
         task = progress.add_task(f"reading {dataset.name}", total=len(dataset.samples))
         report = check_dataset(
-            dataset, on_file=lambda _path: progress.advance(task), image_bits=image_bits
+            dataset,
+            on_file=lambda _path: progress.advance(task),
+            image_bits=image_bits,
+            product_file=product_file,
         )
     _print_report(report)
     if json_out is not None:

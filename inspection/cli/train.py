@@ -86,11 +86,16 @@ inflates every held-out figure and the threshold calibrated on them."""
 
 
 def checked_dataset(
-    path: Path, *, allow_duplicates: bool = False, image_bits: int | None = None
+    path: Path,
+    *,
+    allow_duplicates: bool = False,
+    image_bits: int | None = None,
+    product_file: Path | None = None,
 ) -> Dataset:
     """The dataset at ``path`` after ``inspection data check``'s checks: unreadable files and
     train/test duplicates refuse it (``DatasetError`` listing them); other findings are printed
-    as a summary and training goes on. ``image_bits``: the product's declared bit depth."""
+    as a summary and training goes on. ``image_bits``: the product's declared bit depth;
+    ``product_file``: its config file, which the bit-depth findings tell to edit."""
     from inspection.data.check import check_dataset, listed
     from inspection.data.dataset import load_dataset
 
@@ -99,7 +104,10 @@ def checked_dataset(
     with file_progress() as progress:
         task = progress.add_task(f"checking {dataset.name}", total=len(dataset.samples))
         report = check_dataset(
-            dataset, on_file=lambda _path: progress.advance(task), image_bits=image_bits
+            dataset,
+            on_file=lambda _path: progress.advance(task),
+            image_bits=image_bits,
+            product_file=product_file,
         )
     leaks = [p for p in report.errors if p.code == LEAK_CODE]
     if leaks and not allow_duplicates:
@@ -184,6 +192,7 @@ def train_command(
         _dataset_path(site_config, product, data),
         allow_duplicates=allow_duplicates,
         image_bits=product_config.image_bits,
+        product_file=site_config.configs / "products" / f"{product}.yaml",
     )
     if auto:
         budget_s = budget or product_config.auto_budget_s

@@ -125,12 +125,15 @@ def check_dataset(
     *,
     on_file: Callable[[Path], None] | None = None,
     image_bits: int | None = None,
+    product_file: Path | None = None,
 ) -> CheckReport:
     """Check every sample of ``dataset``; ``on_file`` is called after each image (progress).
 
     ``image_bits``: what the product's config declares (``products/<product>.yaml``; None:
     nothing, read as 16). Undeclared, 16-bit images below 12 bits are named with the setting
-    to add; declared, 16-bit images with values above ``2**image_bits - 1`` are named."""
+    to add; declared, 16-bit images with values above ``2**image_bits - 1`` are named.
+    ``product_file``: the config file those findings tell to edit (default
+    ``products/<dataset name>.yaml``); ``train --product`` names its own product's."""
     bits = image_bits if image_bits is not None else DEFAULT_SOURCE_BITS
     problems: list[Problem] = []
     sizes: dict[Path, tuple[int, int]] = {}
@@ -166,7 +169,8 @@ def check_dataset(
     ]
     problems += _duplicates(train_hashes, test_hashes, dataset.root)
     problems += _mixed_sizes(sizes)
-    problems += _bit_depth(used, bits, dataset)
+    target = product_file or Path("products") / f"{dataset.name}.yaml"
+    problems += _bit_depth(used, bits, dataset.root, target)
     problems += _ignored(dataset)
     problems += _dataset_findings(dataset)
     return CheckReport(
@@ -289,13 +293,13 @@ def listed(names: Sequence[str], limit: int = LISTED, sep: str = ", ") -> str:
     return sep.join(names[:limit]) + more
 
 
-def _bit_depth(used: dict[Path, int], bits: int, dataset: Dataset) -> list[Problem]:
+def _bit_depth(used: dict[Path, int], bits: int, root: Path, target: Path) -> list[Problem]:
     """16-bit images read at ``bits`` (``core.images.narrow_to_8_bits``) by the bits they
     use: at 16, those below 12 bits (nearly black); below 16, those with values above
     ``2**bits - 1`` (clipped)."""
     if bits == DEFAULT_SOURCE_BITS:
         narrow = {p: n for p, n in used.items() if 2**n <= NARROW_16_BIT}
-        return _narrow_16_bit(narrow, dataset)
+        return _narrow_16_bit(narrow, root, target)
     over = [p for p, n in used.items() if n > bits]
     if not over:
         return []
@@ -303,27 +307,25 @@ def _bit_depth(used: dict[Path, int], bits: int, dataset: Dataset) -> list[Probl
     message = (
         f"{len(over)} 16-bit image(s) use more than the declared image_bits: {bits} (values "
         f"above {2**bits - 1}, up to {needed} bits): "
-        f"{listed([_relative(p, dataset.root) for p in over])}. Their brighter pixels clip "
-        f"to 255; set image_bits: {needed} in products/{dataset.name}.yaml if the camera "
-        "writes that many bits"
+        f"{listed([_relative(p, root) for p in over])}. Their brighter pixels clip "
+        f"to 255; set image_bits: {needed} in {target} if the camera writes that many bits"
     )
-    return [Problem(dataset.root, message, "over_image_bits", "warning")]
+    return [Problem(root, message, "over_image_bits", "warning")]
 
 
-def _narrow_16_bit(used: dict[Path, int], dataset: Dataset) -> list[Problem]:
+def _narrow_16_bit(used: dict[Path, int], root: Path, target: Path) -> list[Problem]:
     """One warning naming the 16-bit images whose values stay below 12 bits, and the
-    ``image_bits`` their highest value needs."""
+    ``image_bits`` their highest value needs (set in ``target``)."""
     if not used:
         return []
-    root, paths = dataset.root, list(used)
+    paths = list(used)
     needed = max(8, *used.values())
     message = (
         f"{len(paths)} 16-bit image(s) use fewer than 12 bits (all values below "
         f"{NARROW_16_BIT}, e.g. 12-bit camera data): "
         f"{listed([_relative(p, root) for p in paths])}. They are read at 8 bits by "
         "taking the high byte, which leaves at most 16 grey levels and loses almost all "
-        f"contrast; set image_bits: {needed} (the camera's bit depth) in "
-        f"products/{dataset.name}.yaml "
+        f"contrast; set image_bits: {needed} (the camera's bit depth) in {target} "
         "so training and every station read them at full contrast, or export the camera "
         "images as 8-bit or as full-range 16-bit (scaled to 0..65535)"
     )

@@ -317,6 +317,16 @@ def test_the_12_bit_warning_names_the_setting_to_add(tiny_product: Path, tmp_pat
     assert check_dataset(load_dataset(root), image_bits=16).warnings == (warning,)
 
 
+def test_the_12_bit_warning_names_the_product_file_it_is_given(
+    tiny_product: Path, tmp_path: Path
+) -> None:
+    """``train --product line3 --data .../brick`` reads products/line3.yaml, not brick.yaml."""
+    root = _twelve_bit_brick(tiny_product, tmp_path)
+    target = tmp_path / "site" / "products" / "line3.yaml"
+    [warning] = check_dataset(load_dataset(root), product_file=target).warnings
+    assert f"set image_bits: 12 (the camera's bit depth) in {target} so" in warning.message
+
+
 def test_a_product_declaring_its_bits_gets_no_warning(tiny_product: Path, tmp_path: Path) -> None:
     root = _twelve_bit_brick(tiny_product, tmp_path)
     report = check_dataset(load_dataset(root), image_bits=12)
