@@ -11,7 +11,13 @@ from rich.console import Console
 from rich.table import Table
 
 from inspection.cli._site import site_option
-from inspection.cli.console import configs_line, log_dir, quiet_logs, verbose_requested
+from inspection.cli.console import (
+    configs_line,
+    log_dir,
+    print_table,
+    quiet_logs,
+    verbose_requested,
+)
 from inspection.cli.operating import subset_miss_text
 from inspection.core.bundle import PRECISIONS
 from inspection.core.config import load_site_config
@@ -147,7 +153,7 @@ def export_command(
     table.add_row(f"{product}/{result.bundle_id}", *_figures(gate.figures))
     if result.metadata.precision != "fp32":
         table.add_row("FP32 reference", *_figures(gate.reference_fp32))
-    console.print(table)
+    print_table(console, table)  # uncut in a log or pipe too
     calibration = result.metadata.output_calibration
     if calibration is not None and calibration.operating is not None:
         console.print(f"operating point: {calibration.operating.describe()}")

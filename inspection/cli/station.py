@@ -21,6 +21,7 @@ from rich.table import Table
 
 from inspection.cli._security import announce_signatures
 from inspection.cli._signals import stop_on_signals
+from inspection.cli.console import print_table
 
 if TYPE_CHECKING:
     from inspection.station.config import StationCoreConfig
@@ -160,7 +161,7 @@ def tune(
                 m.bundle_id, m.precision, m.executed_precision or "?", drift, f"{m.p50_ms:.1f}",
                 f"{m.p95_ms:.1f}", f"{m.throughput_ips:.0f}", m.gate_note, served,
             )  # fmt: skip
-        console.print(table)
+        print_table(console, table)  # uncut in a log or pipe too
         console.print(
             f"{product}: serving [bold]{record.chosen_bundle_id}[/] (load {record.load_1m}); "
             f"recorded in {tuning_path(registry, product, cpu)}"

@@ -202,6 +202,8 @@ def test_station_tune_cli_prints_and_records_the_choice(
     assert record is not None
     assert f"brick: serving {record.chosen_bundle_id}" in result.output
     assert "VNNI" in result.output
+    # the table is not cut at 80 columns off a terminal (it read "v0001…", "preci…", "serv…")
+    assert all(f" {name} " in result.output for name in ("v0001-fp32", "precision", "served"))
 
 
 def test_station_tune_cli_decodes_only_the_images_it_times(
