@@ -51,7 +51,8 @@ def render_overlay(
     cv2.drawContours(overlay, contours, -1, _CONTOUR_RGB, thickness)
     scale = max(0.35, min(image.shape[:2]) / 400)
     text = f"{result.verdict} {result.score:.3f}"
-    origin = (4, int(16 * scale) + 4)
+    (_, height), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness + 2)
+    origin = (4, height + 4 + thickness)  # the glyphs' top, outline included, inside the image
     cv2.putText(overlay, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thickness + 2)
     cv2.putText(
         overlay,
