@@ -188,21 +188,22 @@ def train_command(
     auto = auto or product_config.auto
     if auto and (config is not None or overrides):
         raise typer.BadParameter("--auto chooses the config: drop --config and --set")
+    # before the dataset check: a typo in --model or --set answers at once
+    model_config = None if auto else load_model_config(
+        model, product=product, config_file=config, overrides=overrides,
+        directory=site_config.configs,
+    )  # fmt: skip
     dataset = checked_dataset(
         _dataset_path(site_config, product, data),
         allow_duplicates=allow_duplicates,
         image_bits=product_config.image_bits,
         product_file=site_config.configs / "products" / f"{product}.yaml",
     )
-    if auto:
+    if model_config is None:
         budget_s = budget or product_config.auto_budget_s
         console.print(configs_line(site_config), soft_wrap=True, highlight=False)
         _train_auto(site_config, product, dataset, budget_s)
         return
-    model_config = load_model_config(
-        model, product=product, config_file=config, overrides=overrides,
-        directory=site_config.configs,
-    )  # fmt: skip
     _print_configs(site_config, model)
     # torch and anomalib load here, after the arguments and the images are checked
     from inspection.training.evaluate import write_report
