@@ -156,7 +156,10 @@ def export_command(
     print_table(console, table)  # uncut in a log or pipe too
     calibration = result.metadata.output_calibration
     if calibration is not None and calibration.operating is not None:
-        console.print(f"operating point: {calibration.operating.describe()}")
+        console.print(
+            f"operating point: {calibration.operating.describe()} (raw scores; 0.5 on the "
+            "normalised scale that inspect, stations and the dashboard show)"
+        )
     if gate.figures.n_defective == 0:
         console.print("miss rates unknown: the product has no defect images (good-only)")
     else:

@@ -177,3 +177,6 @@ def test_cli_int8_8bit_weights_flag_reaches_the_bundle(trained_patchcore, tmp_pa
     meta = verify_bundle(registry / "brick" / "bundles" / "v0001-int8")
     assert meta.quantization_set is not None
     assert meta.quantization_set.seven_bit_weights is False
+    # the operating point is printed in raw scores; inspect and stations show 0.5 for it
+    said = " ".join(result.output.split())
+    assert "(raw scores; 0.5 on the normalised scale that inspect" in said
