@@ -119,6 +119,29 @@ class _ClipLog:
 _CLIPS = _ClipLog()
 
 
+class _DarkLog:
+    """Warns once per process of a 16-bit image whose every value lies below one 8-bit level
+    at its declared bits: it reads as a black frame (e.g. 8-bit values saved in a 16-bit file
+    under the default ``image_bits`` 16)."""
+
+    def __init__(self) -> None:
+        self.warned = False
+
+    def record(self, name: str, bits: int, peak: int) -> None:
+        if self.warned or not 0 < peak < 1 << (bits - 8):
+            return
+        self.warned = True
+        log.warning(
+            "%s: a 16-bit image whose values all lie below %d (highest %d) reads as black at "
+            "%d bits: its camera writes fewer significant bits than declared; set image_bits "
+            "in the product's config (products/<product>.yaml). Later ones are not logged",
+            name, 1 << (bits - 8), peak, bits,
+        )  # fmt: skip
+
+
+_DARK = _DarkLog()
+
+
 def clipped_images() -> int:
     """Images decoded in this process with values above their declared bits (clipped)."""
     return _CLIPS.images
@@ -175,7 +198,7 @@ def decode_reduced(
     if image.mode in ("RGB", "L") and target is not None and image.size != target:
         image.thumbnail(target, Image.Resampling.BILINEAR, reducing_gap=2.0)
         return DecodedImage(to_rgb_uint8(image), source)
-    rgb, clipped = _to_rgb(image, bits)
+    rgb, clipped = _to_rgb(image, bits, name)
     _CLIPS.record(name, bits, clipped)
     if target is None or image.size == target:
         return DecodedImage(rgb, source, clipped)
@@ -353,14 +376,17 @@ def is_binary_mask(levels: np.ndarray) -> bool:
 
 def to_rgb_uint8(image: Image.Image, *, bits: int = DEFAULT_SOURCE_BITS) -> np.ndarray:
     """Convert any PIL image mode to (H, W, 3) uint8 RGB (``bits``: ``narrow_to_8_bits``)."""
-    return _to_rgb(image, bits)[0]
+    return _to_rgb(image, bits, "image")[0]
 
 
-def _to_rgb(image: Image.Image, bits: int) -> tuple[np.ndarray, int]:
+def _to_rgb(image: Image.Image, bits: int, name: str) -> tuple[np.ndarray, int]:
     """(H, W, 3) uint8 RGB and the number of clipped values (16-bit grey only)."""
     mode = image.mode
     if mode in SIXTEEN_BIT_MODES:
-        gray, clipped = narrow_to_8_bits(np.asarray(image, dtype=np.uint16), bits)
+        values = np.asarray(image, dtype=np.uint16)
+        gray, clipped = narrow_to_8_bits(values, bits)
+        if not gray.any():
+            _DARK.record(name, bits, int(values.max()))
         return np.repeat(gray[:, :, None], 3, axis=2), clipped
     return _to_rgb_8(image), 0
 

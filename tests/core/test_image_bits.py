@@ -118,3 +118,32 @@ def test_bits_outside_8_to_16_are_refused(bits: object) -> None:
         check_source_bits(bits)
     with pytest.raises(ValueError, match="an integer from 8 to 16"):
         decode_image(_encode(TWELVE_BIT), bits=bits)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("values", "bits", "warned"),
+    [
+        (np.full((32, 32), 200, np.uint16), 16, True),  # 8-bit values in a 16-bit file
+        (np.full((32, 32), 200, np.uint16), 8, False),  # declared: read as they are
+        (np.zeros((32, 32), np.uint16), 16, False),  # a truly black frame: nothing to say
+        (TWELVE_BIT, 12, False),
+    ],
+    ids=["8-bit-values-at-16", "declared-8", "black", "12-bit-at-12"],
+)
+def test_a_16_bit_image_that_reads_as_black_is_named_once(
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    values: np.ndarray,
+    bits: int,
+    warned: bool,
+) -> None:
+    """It was judged as a black frame (NG) with no word of why at the station."""
+    monkeypatch.setattr(images, "_DARK", images._DarkLog())
+    with caplog.at_level(logging.WARNING, logger="inspection.core.images"):
+        for _ in range(2):
+            decode_image(_encode(values), name="cam1.png", bits=bits)
+    said = [r.getMessage() for r in caplog.records if "reads as black" in r.getMessage()]
+    assert len(said) == (1 if warned else 0)
+    if warned:
+        assert said[0].startswith("cam1.png: a 16-bit image whose values all lie below 256")
+        assert "set image_bits" in said[0]
