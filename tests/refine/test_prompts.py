@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -103,16 +102,12 @@ def test_bad_config_is_rejected_by_name(tmp_path: Path, text: str, message: str)
 def test_a_saturated_map_gives_spaced_points_without_searching_every_maximum() -> None:
     """A black frame judged NG over the whole image: the clipped map is 1.0 on most of it, so
     every such pixel is a local maximum. skimage's peak_local_max spaced all of them against
-    each other (4 s on this map, 20-30 s per 512 px frame of a real bundle) before the refiner
-    even ran; three points are all the prompt needs."""
+    each other (20-30 s per 512 px frame of a real bundle; docs/measurements.md) before the
+    refiner even ran. The greedy pick takes the maxima in raster order and stops at three."""
     yy, xx = np.mgrid[0:640, 0:640]
     amap = np.clip(1.6 - np.hypot(yy - 320, xx - 320) / 380, 0, 1).astype(np.float32)
     config = PromptConfig(num_positive=3, peak_min_distance=3)
-    start = time.perf_counter()
     (prompt,) = prompts_from_map(amap, amap > 0.5, config)
-    assert time.perf_counter() - start < 1.0
-    assert len(prompt.positive) == 3
+    # the plateau's first pixel, then the next ones at least 3 px (Chebyshev) from those before
+    assert prompt.positive == ((320, 92), (299, 93), (302, 93))
     assert all(amap[y, x] == 1.0 for x, y in prompt.positive)
-    for i, (x0, y0) in enumerate(prompt.positive):
-        for x1, y1 in prompt.positive[i + 1 :]:
-            assert max(abs(x0 - x1), abs(y0 - y1)) >= 3
