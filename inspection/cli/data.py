@@ -124,13 +124,15 @@ def check(
     from inspection.core.config import load_site_config
     from inspection.data.check import check_dataset
     from inspection.data.dataset import load_dataset
+    from inspection.training.config import product_config_path
 
     if json_out is not None:
         _ready_to_write(json_out, "--json")  # before the check: a bad path must not cost it
     dataset = load_dataset(path)
-    product_file = load_site_config(site).configs / "products" / f"{dataset.name}.yaml"
+    configs = load_site_config(site).configs
+    product_file = product_config_path(dataset.name, configs)
     if image_bits is None:
-        image_bits = _declared_image_bits(dataset.name, site)
+        image_bits = _declared_image_bits(dataset.name, configs)
     with file_progress() as progress:
         task = progress.add_task(f"reading {dataset.name}", total=len(dataset.samples))
         report = check_dataset(
@@ -146,14 +148,13 @@ def check(
         raise typer.Exit(1)
 
 
-def _declared_image_bits(product: str, site: Path | None) -> int | None:
-    """``image_bits`` of ``products/<product>.yaml`` in the site's configs folder; None when
-    the product has no config file there (a config error is one line naming the file)."""
-    from inspection.core.config import load_site_config
-    from inspection.training.config import load_product_config
+def _declared_image_bits(product: str, configs: Path) -> int | None:
+    """``image_bits`` of ``products/<product>.yaml`` in the site's configs folder ``configs``;
+    None when the product has no config file there (a config error is one line naming the
+    file)."""
+    from inspection.training.config import load_product_config, product_config_path
 
-    configs = load_site_config(site).configs
-    if not (configs / "products" / f"{product}.yaml").is_file():
+    if not product_config_path(product, configs).is_file():
         return None
     bits = load_product_config(product, configs).image_bits
     console.print(f"image_bits: {bits} (products/{product}.yaml in {configs})", highlight=False)
@@ -208,10 +209,12 @@ def _image_bits_by_name(
 ) -> dict[str, int]:
     """Per dataset name: ``image_bits`` when given, else the product's declared one; a
     dataset with neither is left out (its 16-bit images read at the default)."""
-    declared = {
-        d.name: image_bits if image_bits is not None else _declared_image_bits(d.name, site)
-        for d in datasets
-    }
+    if image_bits is not None:
+        return {d.name: image_bits for d in datasets}
+    from inspection.core.config import load_site_config
+
+    configs = load_site_config(site).configs
+    declared = {d.name: _declared_image_bits(d.name, configs) for d in datasets}
     return {name: bits for name, bits in declared.items() if bits is not None}
 
 

@@ -181,7 +181,11 @@ def train_command(
     if not product:
         raise typer.BadParameter("give --product (or --update <product> to add images)")
     from inspection.core.registry import Registry
-    from inspection.training.config import load_model_config, load_product_config
+    from inspection.training.config import (
+        load_model_config,
+        load_product_config,
+        product_config_path,
+    )
 
     site_config = load_site_config(site)
     product_config = load_product_config(product, site_config.configs)
@@ -197,7 +201,7 @@ def train_command(
         _dataset_path(site_config, product, data),
         allow_duplicates=allow_duplicates,
         image_bits=product_config.image_bits,
-        product_file=site_config.configs / "products" / f"{product}.yaml",
+        product_file=product_config_path(product, site_config.configs),
     )
     if model_config is None:
         budget_s = budget or product_config.auto_budget_s
