@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from inspection.cli._site import site_option
@@ -21,10 +24,13 @@ from inspection.cli.console import (
 from inspection.cli.operating import subset_miss_text
 from inspection.core.bundle import PRECISIONS
 from inspection.core.config import load_site_config
-from inspection.core.export_gate import BundleFigures, GateTolerances
+from inspection.core.export_gate import BundleFigures, GateRefusal, GateTolerances
 
 SITE_OPTION = site_option()
 console = Console()
+err_console = Console(stderr=True)
+EXIT_GATE_REFUSED = 3
+"""Exit code of an export the gate refused (a measured outcome; 2 is a usage or setup error)."""
 TOLERANCE_NAMES = tuple(f.name for f in fields(GateTolerances))
 
 
@@ -71,7 +77,9 @@ def export_command(
     ),
     tolerance: list[str] = TOLERANCE_OPTION,
     force: bool = typer.Option(
-        False, "--force", help="Register even if the gate refuses the bundle."
+        False,
+        "--force",
+        help=f"Register even if the gate refuses the bundle (else exit code {EXIT_GATE_REFUSED}).",
     ),
     promote: bool = typer.Option(False, "--promote", help="Make the new bundle live."),
     allow_unsigned: bool = typer.Option(
@@ -98,6 +106,9 @@ def export_command(
 
     The bundle is signed with the site key when this machine holds it (``inspection keys
     init``); ``--promote`` refuses to make an unsigned bundle live unless ``--allow-unsigned``.
+
+    Exit codes: 0 registered, 2 a usage or setup error, 3 the gate refused the bundle (not
+    registered; --force registers it anyway).
     """
     from inspection.core.registry import Registry
     from inspection.core.signing import site_keys_dir, site_signing_key
@@ -126,6 +137,7 @@ def export_command(
     with (
         quiet_logs(log_dir(site_config), "export", verbose=verbose_requested(False)) as log_file,
         console.status("exporting") as status,
+        _gate_refusal_exits(log_file),
     ):
         result = export_bundle(
             registry,
@@ -175,6 +187,19 @@ def export_command(
         console.print("[bold red]UNSIGNED[/]: this site has no signing key; stations refuse it")
     if log_file is not None:
         console.print(f"library logs and warnings: {log_file}", soft_wrap=True, highlight=False)
+
+
+@contextmanager
+def _gate_refusal_exits(log_file: Path | None) -> Iterator[None]:
+    """A ``GateRefusal`` ends the command with one line and ``EXIT_GATE_REFUSED``."""
+    try:
+        yield
+    except GateRefusal as exc:
+        line = f"[bold red]export gate:[/] {escape(str(exc))}"
+        err_console.print(line, highlight=False, soft_wrap=True)
+        if log_file is not None:
+            err_console.print(f"library logs and warnings: {log_file}", highlight=False)
+        raise typer.Exit(EXIT_GATE_REFUSED) from exc
 
 
 GATE_COLUMNS = {

@@ -33,3 +33,27 @@ def test_the_gate_table_is_not_cut_off_a_terminal(
     result = CliRunner().invoke(app, args, env={"COLUMNS": "80"})
     assert result.exit_code == 0, result.output
     assert " brick/v0001-fp32 " in result.output and " region recall " in result.output
+
+
+def test_a_gate_refusal_exits_3_not_2_with_its_one_line(capsys: pytest.CaptureFixture) -> None:
+    """A refused bundle is a measured outcome, told apart from a usage error (exit code 2)."""
+    import typer
+
+    from inspection.cli.export import EXIT_GATE_REFUSED, _gate_refusal_exits
+    from inspection.core.export_gate import GateRefusal, GateTolerances, check_gate
+    from tests.core.test_export_gate import FP32, INT8
+
+    decision = check_gate(INT8, FP32, GateTolerances())
+    with pytest.raises(typer.Exit) as exited, _gate_refusal_exits(Path("var/logs/export.log")):
+        raise GateRefusal(decision.message("brick/v0001-int8") + "; not registering it")
+    assert exited.value.exit_code == EXIT_GATE_REFUSED == 3
+    said = " ".join(capsys.readouterr().err.split())
+    assert said.startswith("export gate: brick/v0001-int8 refused: miss_rate 0.125 vs FP32 0.000")
+    assert "library logs and warnings: var/logs/export.log" in said
+
+
+def test_export_help_names_its_exit_codes() -> None:
+    help_text = CliRunner().invoke(app, ["export", "--help"], env={"COLUMNS": "200"}).output
+    said = " ".join(help_text.split())
+    assert "Exit codes: 0 registered, 2 a usage or setup error, 3 the gate refused" in said
+    assert "(else exit code 3)" in said
