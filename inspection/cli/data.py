@@ -133,6 +133,7 @@ def check(
     product_file = product_config_path(dataset.name, configs)
     if image_bits is None:
         image_bits = _declared_image_bits(dataset.name, configs)
+    budget = _product_budget(dataset.name, configs)
     with file_progress() as progress:
         task = progress.add_task(f"reading {dataset.name}", total=len(dataset.samples))
         report = check_dataset(
@@ -140,6 +141,7 @@ def check(
             on_file=lambda _path: progress.advance(task),
             image_bits=image_bits,
             product_file=product_file,
+            budget=budget,
         )
     _print_report(report)
     if json_out is not None:
@@ -159,6 +161,14 @@ def _declared_image_bits(product: str, configs: Path) -> int | None:
     bits = load_product_config(product, configs).image_bits
     console.print(f"image_bits: {bits} (products/{product}.yaml in {configs})", highlight=False)
     return bits
+
+
+def _product_budget(product: str, configs: Path) -> float:
+    """The false-reject budget ``train --product <product>`` sets its threshold at (PatchCore's
+    operating point after ``products/<product>.yaml`` in the site's configs folder)."""
+    from inspection.training.config import load_model_config
+
+    return load_model_config("patchcore", product=product, directory=configs).operating_point.budget
 
 
 @data_app.command("sheet")

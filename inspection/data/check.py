@@ -5,7 +5,7 @@ finding becomes a ``Problem`` (file, message, code). Errors (a bad file, fewer t
 test images, which training refuses) make ``CheckReport.ok`` false; warnings (no masks at
 all, no defective test images, 16-bit images holding 12-bit data, ignored folders and files)
 are reported, naming what the product lacks or loses, but do not; ``budget_note`` says when
-the good images are too few for the default false-reject budget's guarantee.
+the good images are too few for the product's false-reject budget's guarantee.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ class CheckReport:
     coverage: dict[str, Coverage]
     problems: tuple[Problem, ...] = field(default=())
     budget_note: str | None = None
-    """Set when the good images are too few for the default false-reject budget's guarantee."""
+    """Set when the good images are too few for the product's false-reject budget's guarantee."""
 
     @property
     def errors(self) -> tuple[Problem, ...]:
@@ -126,6 +126,7 @@ def check_dataset(
     on_file: Callable[[Path], None] | None = None,
     image_bits: int | None = None,
     product_file: Path | None = None,
+    budget: float = DEFAULT_BUDGET,
 ) -> CheckReport:
     """Check every sample of ``dataset``; ``on_file`` is called after each image (progress).
 
@@ -133,7 +134,8 @@ def check_dataset(
     nothing, read as 16). Undeclared, 16-bit images below 12 bits are named with the setting
     to add; declared, 16-bit images with values above ``2**image_bits - 1`` are named.
     ``product_file``: the config file those findings tell to edit (default
-    ``products/<dataset name>.yaml``); ``train --product`` names its own product's."""
+    ``products/<dataset name>.yaml``); ``train --product`` names its own product's.
+    ``budget``: the product's false-reject budget, which ``budget_note`` measures against."""
     bits = image_bits if image_bits is not None else DEFAULT_SOURCE_BITS
     problems: list[Problem] = []
     sizes: dict[Path, tuple[int, int]] = {}
@@ -181,7 +183,7 @@ def check_dataset(
         channels=dict(modes.most_common()),
         coverage={k: _coverage(v) for k, v in sorted(coverage.items())},
         problems=tuple(problems),
-        budget_note=budget_note(dataset),
+        budget_note=budget_note(dataset, budget, target),
     )
 
 
@@ -390,19 +392,23 @@ def _dataset_findings(dataset: Dataset) -> list[Problem]:
     return problems
 
 
-def budget_note(dataset: Dataset) -> str | None:
-    """Too few good calibration images for the default false-reject budget's guarantee
-    (a note, not a problem: the threshold is then above every good score and says so)."""
+def budget_note(
+    dataset: Dataset, budget: float = DEFAULT_BUDGET, product_file: Path | None = None
+) -> str | None:
+    """Too few good calibration images for the false-reject ``budget``'s guarantee (a note,
+    not a problem: the threshold is then above every good score and says so);
+    ``product_file``: where the budget is raised."""
     # PatchCore: every training image (out of fold) + the validation share of test/good
     test_good = sum(s.label == 0 for s in dataset.test_samples)
     n_good = len(dataset.train_samples) + round(VALIDATION_SHARE * test_good)
-    needed = n_needed(DEFAULT_BUDGET)
+    needed = n_needed(budget)
     if n_good >= needed:
         return None
+    where = f"operating_point.budget in {product_file}" if product_file else "the budget"
     return (
         f"about {n_good} good calibration images (train/good + {VALIDATION_SHARE:.0%} of "
-        f"test/good): the {DEFAULT_BUDGET:.0%} false-reject budget needs {needed} for its "
-        f"guarantee; the bound is then 1/{n_good + 1} (add good images or raise the budget)"
+        f"test/good): the {budget:.1%} false-reject budget needs {needed} for its "
+        f"guarantee; the bound is then 1/{n_good + 1} (add good images, or raise {where})"
     )
 
 

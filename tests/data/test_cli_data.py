@@ -114,3 +114,28 @@ def test_check_reads_image_bits_from_the_sites_product_config(
     bad = runner.invoke(app, ["data", "check", str(root), "--site", str(site)], env=env)
     assert isinstance(bad.exception, ConfigError)  # main() prints it as one line
     assert "cam12.yaml: image_bits" in str(bad.exception)
+
+
+def test_check_measures_the_budget_note_against_the_products_budget(
+    tiny_product: Path, tmp_path: Path
+) -> None:
+    """A product set to a 5 % budget (19 good calibration images needed, 26 here) was told
+    its 1 % default needs 99 and to 'raise the budget', which it had done."""
+    root = shutil.copytree(tiny_product, tmp_path / "bracket")
+    site = tmp_path / "site" / "site.yaml"
+    (site.parent / "products").mkdir(parents=True)
+    site.write_text("{}\n", encoding="utf-8")
+    env = {"COLUMNS": "300"}
+    default = runner.invoke(app, ["data", "check", str(root), "--site", str(site)], env=env)
+    said = " ".join(default.output.split())
+    assert default.exit_code == 0, said
+    assert "the 1.0% false-reject budget needs 99" in said
+    assert f"raise operating_point.budget in {site.parent / 'products' / 'bracket.yaml'}" in said
+    products = site.parent / "products" / "bracket.yaml"
+    products.write_text("operating_point: {budget: 0.05}\n", encoding="utf-8")
+    raised = runner.invoke(app, ["data", "check", str(root), "--site", str(site)], env=env)
+    assert raised.exit_code == 0, raised.output
+    assert "note:" not in raised.output and "false-reject budget" not in raised.output
+    products.write_text("operating_point: {budget: 0.03}\n", encoding="utf-8")  # needs 33
+    short = runner.invoke(app, ["data", "check", str(root), "--site", str(site)], env=env)
+    assert "the 3.0% false-reject budget needs 33" in " ".join(short.output.split())
