@@ -43,7 +43,12 @@ TABLE_WIDTH = 120  # columns a table gets where the output has no terminal width
 
 def log_dir(site: SiteConfig) -> Path:
     """``var/logs`` next to the site's registry (``var/registry``)."""
-    return Path(site.registry_dir).parent / "logs"
+    return logs_beside(site.registry_dir)
+
+
+def logs_beside(registry_dir: str | Path) -> Path:
+    """``logs`` next to a registry folder (a station's ``core.registry_dir`` too)."""
+    return Path(registry_dir).parent / "logs"
 
 
 def configs_line(site: SiteConfig) -> str:
@@ -61,14 +66,23 @@ def verbose_requested(flag: bool) -> bool:
 
 @contextmanager
 def quiet_logs(log_dir: Path, name: str, *, verbose: bool = False) -> Iterator[Path | None]:
-    """Send INFO logs and warnings to a log file for the block; yields its path (None: verbose)."""
+    """Send INFO logs and warnings to a log file for the block; yields its path (None: verbose,
+    or the file cannot be written: then INFO logs and library warnings are dropped, said once
+    on the screen)."""
     if verbose:
         yield None
         return
-    log_dir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     path = log_dir / f"{name}-{stamp}.log"
-    file_handler = logging.FileHandler(path, encoding="utf-8")
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        file_handler: logging.Handler = logging.FileHandler(path, encoding="utf-8")
+    except OSError as exc:  # a read-only working directory must not stop the command
+        logging.getLogger(__name__).warning(
+            "cannot write the log file %s (%s): INFO logs are not kept; -v shows them",
+            path, exc.strerror or exc,
+        )  # fmt: skip
+        file_handler, path = logging.NullHandler(), None
     file_handler.setFormatter(logging.Formatter(LOG_FORMAT))
     file_handler.setLevel(logging.INFO)
     root = logging.getLogger()

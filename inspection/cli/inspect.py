@@ -14,9 +14,11 @@ from rich.progress import track
 from rich.table import Table
 
 from inspection.cli._site import site_option
+from inspection.cli.console import log_dir, quiet_logs, verbose_requested
 from inspection.core.input_domain import input_check_mode  # light: numpy and OpenCV, no OpenVINO
 
 if TYPE_CHECKING:
+    from inspection.core.config import SiteConfig
     from inspection.runtime.paths import FoundFile, PathOutcome
     from inspection.runtime.tiled import Predictor
 
@@ -123,29 +125,34 @@ def inspect_command(
         raise typer.BadParameter(str(exc), param_hint="--input-check") from exc
     if overlays and out is None:
         raise typer.BadParameter("--overlays needs --out DIR", param_hint="--overlays")
-    refine_config = refine_config_in(load_site_config(site).configs) if refine else None
+    site_config = load_site_config(site)
+    refine_config = refine_config_in(site_config.configs) if refine else None
     if out is not None:
         _prepare_out(out)  # before the batch: a bad --out must not cost the results
-    _check_signature(bundle, public_key, site, allow_unsigned=allow_unsigned)
-    inspector = load_inspector(  # a TiledInspector for a tiled bundle
-        bundle,
-        device=device,
-        threshold=threshold,
-        refiner="bundle" if refine else None,
-        camera=CameraOptions(work_max_side=work_side, latency_budget_ms=budget_ms),
-        input_check=check,
-        refine=refine_config,
-    )
-    found = find_files(paths, exclude=[out / "overlays"] if out is not None else [])
-    if not found:
-        console.print("[yellow]no image files found[/]")
-        raise typer.Exit(1)
-    overlay_dir = out / "overlays" if overlays and out is not None else None
-    rows = _inspect(inspector, found, overlay_dir)
+    _check_signature(bundle, public_key, site_config, allow_unsigned=allow_unsigned)
+    # the screen shows the results; INFO logs (bundle loaded, golden check) go to a log file
+    with quiet_logs(log_dir(site_config), "inspect", verbose=verbose_requested(False)) as logs:
+        inspector = load_inspector(  # a TiledInspector for a tiled bundle
+            bundle,
+            device=device,
+            threshold=threshold,
+            refiner="bundle" if refine else None,
+            camera=CameraOptions(work_max_side=work_side, latency_budget_ms=budget_ms),
+            input_check=check,
+            refine=refine_config,
+        )
+        found = find_files(paths, exclude=[out / "overlays"] if out is not None else [])
+        if not found:
+            console.print("[yellow]no image files found[/]")
+            raise typer.Exit(1)
+        overlay_dir = out / "overlays" if overlays and out is not None else None
+        rows = _inspect(inspector, found, overlay_dir)
     _print_table(rows, inspector.model_version, display_names(found))
     if out is not None:
         target = _write_rows(rows, out, fmt)
         console.print(f"results: {target}")
+    if logs is not None:
+        console.print(f"logs: {logs}", soft_wrap=True, highlight=False)
     if all(row["error"] for row in rows):
         raise typer.Exit(1)  # nothing could be inspected
 
@@ -168,16 +175,15 @@ def _inspect(inspector: Predictor, found: list[FoundFile], overlay_dir: Path | N
 
 
 def _check_signature(
-    bundle: Path, public_key: Path | None, site: str | None, *, allow_unsigned: bool
+    bundle: Path, public_key: Path | None, site: SiteConfig, *, allow_unsigned: bool
 ) -> None:
     """Refuse a bundle not signed by the pinned key (given, or the site's when it has one)."""
-    from inspection.core.config import load_site_config
     from inspection.core.signing import load_public_key, site_public_key, verify_signed_bundle
 
     if allow_unsigned:
         console.print("[bold red]--allow-unsigned: the bundle's signature is NOT checked[/]")
         return
-    key = public_key or site_public_key(load_site_config(site).registry_dir)
+    key = public_key or site_public_key(site.registry_dir)
     if key is None:
         console.print(
             "[yellow]no site signing key (inspection keys init) and no --public-key: the "

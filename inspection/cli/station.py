@@ -21,9 +21,11 @@ from rich.table import Table
 
 from inspection.cli._security import announce_signatures
 from inspection.cli._signals import stop_on_signals
-from inspection.cli.console import print_table
+from inspection.cli.console import logs_beside, print_table, quiet_logs, verbose_requested
 
 if TYPE_CHECKING:
+    from inspection.core.registry import Registry
+    from inspection.runtime.hardware import CpuInfo
     from inspection.station.config import StationCoreConfig
     from inspection.store.outbox import SinkBacklog
 
@@ -126,7 +128,6 @@ def tune(
     from inspection.core.registry import Registry
     from inspection.runtime.hardware import cpu_info
     from inspection.runtime.paths import expand_paths
-    from inspection.runtime.tuning import tune_product, tuning_path
     from inspection.service.config import load_station_config
     from inspection.station.config import check_registry_dir, pinned_key
 
@@ -140,16 +141,35 @@ def tune(
         raise typer.BadParameter(f"no images in {images}", param_hint="--images")
     cpu = cpu_info()
     console.print(f"CPU: {cpu.summary()}; OpenVINO {cpu.openvino}: {', '.join(cpu.capabilities)}")
-    for product in products or station_config.core.products:
-        with console.status(f"{product}: measuring") as status:
-            record = tune_product(
-                registry,
-                product,
-                images=probe,
-                samples=samples,
-                progress=lambda message, s=status: _note(s, message),
-                public_key=public_key,
-            )
+    # the screen shows the steps and tables; INFO logs (each bundle loaded) go to a log file
+    logs = logs_beside(station_config.core.registry_dir)
+    with quiet_logs(logs, "tune", verbose=verbose_requested(False)) as log_file:
+        for product in products or station_config.core.products:
+            _tune_one(registry, product, probe, samples, public_key, cpu)
+    if log_file is not None:
+        console.print(f"logs: {log_file}", soft_wrap=True, highlight=False)
+
+
+def _tune_one(
+    registry: Registry,
+    product: str,
+    probe: list[Path] | None,
+    samples: int,
+    public_key: Path | None,
+    cpu: CpuInfo,
+) -> None:
+    """Tune one product, print its table and what it serves."""
+    from inspection.runtime.tuning import tune_product, tuning_path
+
+    with console.status(f"{product}: measuring") as status:
+        record = tune_product(
+            registry,
+            product,
+            images=probe,
+            samples=samples,
+            progress=lambda message, s=status: _note(s, message),
+            public_key=public_key,
+        )
         table = Table(
             "bundle", "precision", "executed", "golden drift", "p50 ms", "p95 ms", "img/s",
             "gate", "served",

@@ -45,6 +45,17 @@ def test_quiet_logs_sends_info_and_warnings_to_the_file_and_restores(tmp_path: P
         lightning.removeHandler(banner)
 
 
+def test_an_unwritable_log_folder_does_not_stop_the_command(tmp_path: Path) -> None:
+    blocked = tmp_path / "logs"
+    blocked.write_text("a file where the log folder should be")
+    root = logging.getLogger()
+    handlers = list(root.handlers)
+    with quiet_logs(blocked, "inspect") as path:
+        logging.getLogger("inspection.x").info("an info line")
+    assert path is None
+    assert root.handlers == handlers  # restored
+
+
 def test_verbose_writes_no_log_file(tmp_path: Path) -> None:
     with quiet_logs(tmp_path / "logs", "train", verbose=True) as path:
         assert path is None

@@ -49,6 +49,11 @@ def test_inspect_folder_writes_csv_and_overlays(fp32_bundle, folder, tmp_path) -
     overlays = sorted((out / "overlays").glob("*.png"))
     assert len(overlays) == 3
     assert read_image(overlays[0]).shape == (128, 128, 3)
+    # INFO logs (bundle loaded, golden check) go to the site's log file, not the results table
+    assert "loaded bundle" not in result.output
+    (log_file,) = (tmp_path / "var" / "logs").glob("inspect-*.log")
+    assert "loaded bundle" in log_file.read_text(encoding="utf-8")
+    assert f"logs: {log_file.relative_to(tmp_path)}" in result.output.replace("\n", "")
 
 
 def test_inspect_json_and_threshold(fp32_bundle, folder, tmp_path) -> None:
