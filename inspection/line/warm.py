@@ -6,7 +6,9 @@ and preprocesses, and only then does the part's inference start. A warm run
 caches; if it ends long before the part's inference starts, the cores fall asleep again. With
 ``timing: learned`` the start is delayed so the warm run ends about ``margin_ms`` before the
 part's inference is due, using running means of this line's trigger-to-inference lead
-(capture + decode + preprocess) and of the inference time; ``timing: trigger`` starts at once.
+(capture + decode + preprocess) and of the warm run's own duration (it starts cold, so it
+takes longer than a part's inference; the part's inference time until a warm run was timed);
+``timing: trigger`` starts at once.
 Either way the part's inference cancels a warm run still in flight.
 """
 
@@ -31,6 +33,9 @@ class Warmable(Protocol):
 
     def warm(self, idle_ms: float) -> str: ...
 
+    @property
+    def warm_run_ms(self) -> float | None: ...
+
 
 class TriggerWarmer:
     """Starts (or schedules) the warm run of each trigger; thread-safe."""
@@ -41,6 +46,7 @@ class TriggerWarmer:
         self._lock = threading.Lock()
         self._lead_ms: dict[str, float] = {}
         self._infer_ms: dict[str, float] = {}
+        self._warm_run_ms: dict[str, float] = {}
 
     def on_trigger(self, product: str, inspector: object) -> None:
         """Start the warm run now or schedule it (returns at once)."""
@@ -64,13 +70,21 @@ class TriggerWarmer:
         if self.config.timing != "learned":
             return 0.0
         with self._lock:
-            lead, infer = self._lead_ms.get(product), self._infer_ms.get(product)
-        if lead is None or infer is None:
+            lead = self._lead_ms.get(product)
+            run = self._warm_run_ms.get(product, self._infer_ms.get(product))
+        if lead is None or run is None:
             return 0.0
-        return max(0.0, lead - infer - self.config.margin_ms)
+        return max(0.0, lead - run - self.config.margin_ms)
 
-    def learn(self, product: str, capture_ms: float, stages_ms: Mapping[str, float]) -> None:
-        """Update the running means with one inspected part's stage times."""
+    def learn(
+        self,
+        product: str,
+        capture_ms: float,
+        stages_ms: Mapping[str, float],
+        warm_run_ms: float | None = None,
+    ) -> None:
+        """Update the running means with one inspected part's stage times; ``warm_run_ms``:
+        the inspector's own running mean of its warm runs (``Inspector.warm_run_ms``)."""
         if "infer" not in stages_ms:
             return
         lead = capture_ms + stages_ms.get("decode", 0.0) + stages_ms.get("preprocess", 0.0)
@@ -78,6 +92,8 @@ class TriggerWarmer:
             for means, value in ((self._lead_ms, lead), (self._infer_ms, stages_ms["infer"])):
                 old = means.get(product)
                 means[product] = value if old is None else old + EMA_WEIGHT * (value - old)
+            if warm_run_ms is not None:
+                self._warm_run_ms[product] = warm_run_ms
 
     def _warm(self, product: str, inspector: Warmable) -> None:
         self._report(product, inspector.warm(self.config.idle_ms))

@@ -204,6 +204,11 @@ class Inspector:
         inference ended within ``idle_ms`` (``BundleModel.warm``; never delays ``inspect``)."""
         return self.model.warm(idle_ms)
 
+    @property
+    def warm_run_ms(self) -> float | None:
+        """Running mean of this bundle's warm runs (they start cold; None: none timed)."""
+        return self.model.warm_stats.run_ms
+
     # ----------------------------------------------------------------- admitting
     def admit(self, image: np.ndarray) -> tuple[str, ...]:
         """Hold (H, W, 3) uint8 RGB ``image`` against the bundle's input domain

@@ -25,6 +25,8 @@ import openvino as ov
 WarmOutcome = Literal["started", "recent", "busy", "disabled"]
 """What a trigger did: started a warm run, or skipped it (last inference recent, an
 inference or warm run in flight, warm-up disabled)."""
+RUN_MS_WEIGHT = 0.2
+"""Weight of the newest finished warm run in ``WarmStats.run_ms``."""
 
 
 @dataclass
@@ -36,6 +38,19 @@ class WarmStats:
     cancelled: int = 0
     cancel_wait_ms: float = 0.0
     """Total time real inferences waited for a cancelled warm run to stop."""
+    run_ms: float | None = None
+    """Running mean of a warm run's own duration (None: none timed yet). A warm run starts
+    cold, so it takes longer than a part's back-to-back inference; a cancelled one counts
+    with the time it had run, a lower bound."""
+
+    def time_run(self, ms: float, *, lower_bound: bool = False) -> None:
+        """Fold one warm run's duration into ``run_ms``."""
+        if self.run_ms is None:
+            self.run_ms = ms
+        elif lower_bound:
+            self.run_ms = max(self.run_ms, ms)
+        else:
+            self.run_ms += RUN_MS_WEIGHT * (ms - self.run_ms)
 
 
 class WarmRequest:
@@ -49,6 +64,7 @@ class WarmRequest:
         self._request = request
         self._input: np.ndarray | None = None
         self._running = False
+        self._started_at = 0.0
         self.last_end = 0.0
         """``perf_counter`` time the last real inference ended (0: never)."""
         self.stats = WarmStats()
@@ -65,6 +81,7 @@ class WarmRequest:
             self._input = np.zeros(shape, dtype=np.float32)
         self._request.start_async({0: self._input}, share_inputs=True)
         self._running = True
+        self._started_at = time.perf_counter()
         self.stats.started += 1
         return "started"
 
@@ -82,6 +99,7 @@ class WarmRequest:
         self._running = False
         self.stats.cancelled += 1
         self.stats.cancel_wait_ms += (time.perf_counter() - started) * 1e3
+        self.stats.time_run((started - self._started_at) * 1e3, lower_bound=True)
 
     def _done(self) -> bool:
         return self._request.wait_for(0)
@@ -91,3 +109,4 @@ class WarmRequest:
         if self._running:
             self._running = False
             self.stats.finished += 1
+            self.stats.time_run(self._request.latency)  # the request's last run: the warm one

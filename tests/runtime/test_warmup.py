@@ -11,6 +11,7 @@ import numpy as np
 from inspection.core.images import read_image
 from inspection.runtime.inspector import Inspector
 from inspection.runtime.preprocess import preprocess
+from inspection.runtime.warmup import RUN_MS_WEIGHT, WarmStats
 
 
 def _tensor(inspector: Inspector, tiny_product: Path) -> np.ndarray:
@@ -32,6 +33,19 @@ def test_a_warm_run_leaves_the_parts_outputs_unchanged(
     np.testing.assert_array_equal(warmed.maps, cold.maps)
     stats = model.warm_stats
     assert stats.started == 1 and stats.finished + stats.cancelled == 1
+    assert stats.run_ms is not None and stats.run_ms > 0  # timed, finished or cancelled
+    assert inspector.warm_run_ms == stats.run_ms
+
+
+def test_warm_run_times_are_a_running_mean_and_a_cancelled_one_a_lower_bound() -> None:
+    stats = WarmStats()
+    stats.time_run(6.0)
+    stats.time_run(4.0)
+    assert stats.run_ms == 6.0 + RUN_MS_WEIGHT * (4.0 - 6.0)
+    stats.time_run(3.0, lower_bound=True)  # cancelled after 3 ms: says nothing new
+    assert stats.run_ms == 6.0 + RUN_MS_WEIGHT * (4.0 - 6.0)
+    stats.time_run(9.0, lower_bound=True)  # cancelled after 9 ms: the run takes longer
+    assert stats.run_ms == 9.0
 
 
 def test_a_warm_run_is_skipped_while_the_last_inference_is_recent(
