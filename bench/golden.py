@@ -8,7 +8,8 @@ bundle's own pinned precision, as a station does at load: passed or refused, wor
 OpenVINO executed. For every FP32 bundle also: the same graph run with
 ``INFERENCE_PRECISION_HINT=bf16`` (a copy of the bundle with its pin changed), i.e. how far an
 FP32 bundle's outputs move when a CPU runs it in bf16, the drift the golden check exists to
-catch. Writes ``reports/runtime/golden.json`` and ``golden.md``. Not a test.
+catch. Writes ``<out>/golden.json`` and ``golden.md`` (``reports/runtime/amx`` and
+``reports/runtime/epyc-avx2`` hold the runs so far). Not a test.
 """
 
 from __future__ import annotations

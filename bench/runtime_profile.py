@@ -10,7 +10,9 @@ per-layer times into stages: backbone, feature pooling, kNN distance + minimum, 
 map head, input reorder. Proportions hold up under some load; absolute figures do not, so
 the report also gives CPU time per inference with one thread (``getrusage``), which other
 jobs on the machine disturb much less than wall time. Also checks that both graphs give
-the same outputs. Writes ``reports/runtime/profile.json`` and ``profile.md``.
+the same outputs. ``--what-if-hint bf16`` also profiles the served graph at that precision
+hint instead of the bundle's pinned one (an INT8 bundle's float layers, the kNN head among them,
+in bf16 on AMX). Writes ``reports/runtime/profile.json`` and ``profile.md``.
 """
 
 from __future__ import annotations
@@ -183,7 +185,10 @@ def _knn_request(bank: np.ndarray, x: np.ndarray, precision: str) -> Any:
     return request
 
 
-def run(bundle: Path, runs: int) -> dict[str, Any]:
+def run(bundle: Path, runs: int, what_if_hint: str | None = None) -> dict[str, Any]:
+    """Profile the bundle's graph as served before and now, at 1 and all threads;
+    ``what_if_hint``: also the served graph at that ``INFERENCE_PRECISION_HINT`` instead of the
+    bundle's pinned one (e.g. an INT8 bundle's float layers in bf16), all threads."""
     from inspection.core.bundle import read_bundle_metadata
 
     meta = read_bundle_metadata(bundle)
@@ -203,6 +208,9 @@ def run(bundle: Path, runs: int) -> dict[str, Any]:
         for served, model in graphs.items():
             label = f"{'served now' if served else 'served before'}, {threads} thread(s)"
             report["graphs"][label] = profile(model, threads, runs, x, meta.inference_precision)
+    if what_if_hint:
+        label = f"served now, {os.cpu_count()} thread(s), {what_if_hint} hint (what-if)"
+        report["graphs"][label] = profile(graphs[True], os.cpu_count() or 1, runs, x, what_if_hint)
     knn_input = _knn_input_shape(graphs[True])
     if knn_input is not None:
         report["bank_scan"] = {"patches": knn_input[0], "dim": knn_input[1],
@@ -265,7 +273,7 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
     checks = ", ".join(f"{k} {v:.1e}" for k, v in report["output_check"].items())
     lines += ["", f"Outputs before vs now (1 thread): {checks}.", ""]
     lines += _bank_scan_lines(report.get("bank_scan"))
-    last = list(graphs)[-1]
+    last = [label for label in graphs if "what-if" not in label][-1]
     lines += [f"Top layers, {last}:", "", "| layer | ms |", "|---|---|"]
     lines += [f"| `{k}` | {v:.3f} |" for k, v in graphs[last]["top_layers_ms"].items()]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -295,8 +303,12 @@ def main() -> None:
     parser.add_argument("--bundle", required=True, help="A PatchCore bundle folder.")
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--out", default=str(ROOT / "reports" / "runtime"))
+    parser.add_argument(
+        "--what-if-hint", choices=["f32", "bf16", "f16"],
+        help="Also profile the served graph at this inference precision (not the bundle's).",
+    )  # fmt: skip
     args = parser.parse_args()
-    report = run(Path(args.bundle), args.runs)
+    report = run(Path(args.bundle), args.runs, args.what_if_hint)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "profile.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
