@@ -102,6 +102,7 @@ def _export_whole_graph(registry: Any, record: Any, site: Any, target: Path) -> 
     import shutil
     from dataclasses import replace
 
+    from inspection.core.signing import sign_bundle, site_signing_key
     from inspection.data.dataset import load_dataset
     from inspection.training.export import ExportOptions, export_model
     from inspection.training.registry_export import base_metadata, export_splits
@@ -121,17 +122,23 @@ def _export_whole_graph(registry: Any, record: Any, site: Any, target: Path) -> 
         )
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copytree(result.bundle_dir, target)
+    key = site_signing_key(registry.root)
+    if key is not None:  # signed like the site's own bundles: `inspection inspect` checks it
+        sign_bundle(target, key)
 
 
 # ---------------------------------------------------------------------- measuring
 def inspect_cli(bundle: Path, test_dir: Path) -> dict[str, int]:
     """``inspection inspect`` on every test image: rejected good, missed, NG without region."""
     with tempfile.TemporaryDirectory() as out:
-        subprocess.run(
+        done = subprocess.run(
             [sys.executable, "-m", "inspection", "inspect", str(bundle), str(test_dir),
              "--out", out, "--format", "json"],
-            check=True, capture_output=True, text=True, cwd=ROOT,
+            capture_output=True, text=True, cwd=ROOT,
         )  # fmt: skip
+        if done.returncode != 0:
+            said = (done.stderr or done.stdout).strip().splitlines()[-1:]
+            raise RuntimeError(f"inspection inspect {bundle} exited {done.returncode}: {said}")
         rows = json.loads((Path(out) / "results.json").read_text())
     judged = [r for r in rows if not r["error"]]
     good = [r for r in judged if Path(r["path"]).parent.name == "good"]
