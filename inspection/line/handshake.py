@@ -220,8 +220,7 @@ class TriggerHandler:
             return self._error(request_id, product, ErrorCode.INTERNAL, repr(exc))
         row = outcome.row
         if outcome.created:
-            warm_run_ms = getattr(live.inspector, "warm_run_ms", None)  # None: not warmable
-            self.warmer.learn(product, capture_ms, outcome.timings_ms, warm_run_ms)
+            self.warmer.learn(product, capture_ms, outcome.timings_ms)
         return Answer(
             request_id=request_id,
             error_code=ErrorCode.NONE,

@@ -46,7 +46,6 @@ class TriggerWarmer:
         self._lock = threading.Lock()
         self._lead_ms: dict[str, float] = {}
         self._infer_ms: dict[str, float] = {}
-        self._warm_run_ms: dict[str, float] = {}
 
     def on_trigger(self, product: str, inspector: object) -> None:
         """Start the warm run now or schedule it (returns at once)."""
@@ -56,7 +55,7 @@ class TriggerWarmer:
         if not isinstance(inspector, Warmable):  # e.g. tiled: tiles run as batches
             self._report(product, "unsupported")
             return
-        delay_s = self.delay_ms(product) / 1e3
+        delay_s = self.delay_ms(product, inspector.warm_run_ms) / 1e3
         if delay_s <= 0:
             self._warm(product, inspector)
             return
@@ -64,27 +63,22 @@ class TriggerWarmer:
         timer.daemon = True
         timer.start()
 
-    def delay_ms(self, product: str) -> float:
+    def delay_ms(self, product: str, warm_run_ms: float | None = None) -> float:
         """How long after the trigger to start the warm run (0 with ``timing: trigger`` or
-        before the first part of ``product`` was timed)."""
+        before the first part of ``product`` was timed). ``warm_run_ms``: the live inspector's
+        own running mean of its warm runs (``Inspector.warm_run_ms``); None: the parts'
+        inference time stands in for it."""
         if self.config.timing != "learned":
             return 0.0
         with self._lock:
-            lead = self._lead_ms.get(product)
-            run = self._warm_run_ms.get(product, self._infer_ms.get(product))
+            lead, infer = self._lead_ms.get(product), self._infer_ms.get(product)
+        run = warm_run_ms if warm_run_ms is not None else infer
         if lead is None or run is None:
             return 0.0
         return max(0.0, lead - run - self.config.margin_ms)
 
-    def learn(
-        self,
-        product: str,
-        capture_ms: float,
-        stages_ms: Mapping[str, float],
-        warm_run_ms: float | None = None,
-    ) -> None:
-        """Update the running means with one inspected part's stage times; ``warm_run_ms``:
-        the inspector's own running mean of its warm runs (``Inspector.warm_run_ms``)."""
+    def learn(self, product: str, capture_ms: float, stages_ms: Mapping[str, float]) -> None:
+        """Update the running means with one inspected part's stage times."""
         if "infer" not in stages_ms:
             return
         lead = capture_ms + stages_ms.get("decode", 0.0) + stages_ms.get("preprocess", 0.0)
@@ -92,8 +86,6 @@ class TriggerWarmer:
             for means, value in ((self._lead_ms, lead), (self._infer_ms, stages_ms["infer"])):
                 old = means.get(product)
                 means[product] = value if old is None else old + EMA_WEIGHT * (value - old)
-            if warm_run_ms is not None:
-                self._warm_run_ms[product] = warm_run_ms
 
     def _warm(self, product: str, inspector: Warmable) -> None:
         self._report(product, inspector.warm(self.config.idle_ms))

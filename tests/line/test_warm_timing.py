@@ -32,10 +32,9 @@ def test_learned_timing_uses_the_warm_runs_own_duration_once_timed() -> None:
     """A warm run starts cold and takes longer than a part's inference; timed by the part's
     inference it would still be running when the part comes, and be cancelled."""
     warmer = TriggerWarmer(WarmConfig(timing="learned", margin_ms=1.0))
-    warmer.learn("brick", 20.0, PART, warm_run_ms=7.0)
-    assert warmer.delay_ms("brick") == pytest.approx(22.2 - 7.0 - 1.0)
-    warmer.learn("brick", 20.0, PART)  # an inspector that does not time them: kept
-    assert warmer.delay_ms("brick") == pytest.approx(22.2 - 7.0 - 1.0)
+    warmer.learn("brick", 20.0, PART)
+    assert warmer.delay_ms("brick", warm_run_ms=7.0) == pytest.approx(22.2 - 7.0 - 1.0)
+    assert warmer.delay_ms("brick", warm_run_ms=None) == pytest.approx(22.2 - 4.0 - 1.0)
 
 
 def test_a_lead_shorter_than_the_inference_starts_at_once() -> None:
