@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -16,6 +17,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -31,6 +33,9 @@ class OutboxEntry:
     key: str
     payload: str
 
+
+SHA_COLUMNS: tuple[str, ...] = ("image_sha", "map_sha", "mask_sha", "overlay_sha")
+"""The inspection columns that name a blob."""
 
 REQUEST_KEY_LENGTH = 160
 """Stored idempotency keys are ``<station id (<= 64)>/<request id (<= 80)>``."""
@@ -77,6 +82,10 @@ class Inspection(Base):
     review_defect_type: Mapped[str | None] = mapped_column(String(64))
     reviewed_by: Mapped[str | None] = mapped_column(String(64))
     reviewed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    audit_sample: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """Chosen at write time into the random audit sample (kept with its blobs by retention)."""
+    blobs_pruned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    """Set when retention removed this row's blobs; its ``*_sha`` fields then name no file."""
 
     reviews: Mapped[list[Review]] = relationship(back_populates="inspection", order_by="Review.id")
 
@@ -86,6 +95,8 @@ class Inspection(Base):
         Index("ix_inspections_station_created", "station_id", "created_at"),
         Index("ix_inspections_verdict_created", "verdict", "created_at"),
         Index("ix_inspections_review", "product", "review_label", "reviewed_at"),
+        Index("ix_inspections_blobs_held", "product", "blobs_pruned_at", "created_at"),
+        *(Index(f"ix_inspections_{c}", c) for c in SHA_COLUMNS),
     )
 
 
@@ -162,4 +173,5 @@ class OutboxMessage(Base):
     __table_args__ = (
         UniqueConstraint("key", "sink", name="uq_outbox_key_sink"),
         Index("ix_outbox_pending", "sink", "delivered_at", "next_attempt_at"),
+        Index("ix_outbox_delivered", "delivered_at"),
     )
