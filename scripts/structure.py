@@ -1,0 +1,129 @@
+"""Measure the code's shape for ``docs/architecture.md``'s before/after table.
+
+    python scripts/structure.py [--root .] [--out reports/structure] [--name after]
+
+Lines per package (``wc -l`` of ``*.py``), bench files and lines, function-local imports
+(``import`` statements inside a function body; those of ``inspection`` modules counted apart),
+the largest files and classes, and the public members of ``Inspector``, ``BundleModel`` and
+``Registry``. Writes ``<out>/<name>.json`` and ``<out>/<name>.md``. Torch-free, quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+from collections import Counter
+from pathlib import Path
+
+TREES = ("inspection", "bench", "apps", "scripts")
+CLASSES = ("Inspector", "BundleModel", "Registry")
+
+
+def lines(path: Path) -> int:
+    return len(path.read_text(encoding="utf-8").splitlines())
+
+
+def function_local_imports(tree: ast.AST) -> tuple[int, int]:
+    """Each import statement once, if any enclosing node is a function."""
+    total = project = 0
+
+    def visit(node: ast.AST, inside: bool) -> None:
+        nonlocal total, project
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.Import | ast.ImportFrom) and inside:
+                total += 1
+                if isinstance(child, ast.ImportFrom):
+                    project += child.level > 0 or (child.module or "").startswith("inspection")
+                else:
+                    project += any(a.name.startswith("inspection") for a in child.names)
+            func = isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef)
+            visit(child, inside or func)
+
+    visit(tree, False)
+    return total, project
+
+
+def measure(root: Path) -> dict:
+    files = {p: lines(p) for t in TREES for p in sorted((root / t).rglob("*.py"))}
+    packages: Counter[str] = Counter()
+    for path, n in files.items():
+        parts = path.relative_to(root).parts
+        key = "/".join(parts[:2]) if parts[0] == "inspection" and len(parts) > 2 else parts[0]
+        packages[key] += n
+    local = [0, 0]
+    classes: list[tuple[str, int]] = []
+    members: dict[str, list[str]] = {}
+    for path in files:
+        if path.relative_to(root).parts[0] != "inspection":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        total, project = function_local_imports(tree)
+        local[0] += total
+        local[1] += project
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef):
+                size = (node.end_lineno or node.lineno) - node.lineno + 1
+                classes.append((f"{path.relative_to(root)}:{node.name}", size))
+                if node.name in CLASSES:
+                    members[node.name] = sorted(
+                        {
+                            n.name
+                            for n in node.body
+                            if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)
+                            and not n.name.startswith("_")
+                        }
+                    )
+    bench = [p for p in files if p.relative_to(root).parts[0] == "bench"]
+    largest = sorted(files.items(), key=lambda kv: -kv[1])[:8]
+    return {
+        "total_lines": sum(files.values()),
+        "lines_per_package": dict(sorted(packages.items())),
+        "bench_files": len(bench),
+        "bench_lines": sum(files[p] for p in bench),
+        "function_local_imports": local[0],
+        "function_local_project_imports": local[1],
+        "largest_files": [[str(p.relative_to(root)), n] for p, n in largest],
+        "largest_classes": sorted(classes, key=lambda kv: -kv[1])[:6],
+        "public_members": {k: (len(v), v) for k, v in sorted(members.items())},
+    }
+
+
+def markdown(name: str, m: dict) -> str:
+    out = [
+        f"# Code structure: {name}",
+        "",
+        f"Lines of `{' '.join(TREES)}`: **{m['total_lines']}**",
+        "",
+    ]
+    out += ["| package | lines |", "|---|---|"]
+    out += [f"| {k} | {v} |" for k, v in m["lines_per_package"].items()]
+    out += ["", f"bench: {m['bench_files']} files, {m['bench_lines']} lines", ""]
+    out += [
+        f"function-local imports in inspection/: {m['function_local_imports']} "
+        f"({m['function_local_project_imports']} of project modules)",
+        "",
+        "largest files: " + ", ".join(f"{p} {n}" for p, n in m["largest_files"]),
+        "",
+        "largest classes: " + ", ".join(f"{p} {n}" for p, n in m["largest_classes"]),
+        "",
+    ]
+    out += [f"public members of {k}: {n}" for k, (n, _) in m["public_members"].items()]
+    return "\n".join(out) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", type=Path, default=Path("."))
+    parser.add_argument("--out", type=Path, default=Path("reports/structure"))
+    parser.add_argument("--name", default="after")
+    args = parser.parse_args()
+    m = measure(args.root)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{args.name}.json").write_text(json.dumps(m, indent=2) + "\n", encoding="utf-8")
+    (args.out / f"{args.name}.md").write_text(markdown(args.name, m), encoding="utf-8")
+    print(markdown(args.name, m))
+
+
+if __name__ == "__main__":
+    main()
