@@ -80,7 +80,7 @@ DEFAULT_GRID: tuple[Candidate, ...] = (
     Candidate("stfpm", "stfpm"),
     Candidate("padim", "padim"),
 )
-"""Ordered by what paid on held-out data in ``bench/hard_surfaces.py`` (``reports/hard_surfaces``):
+"""Ordered by what paid on held-out data in the hard-surfaces ablation (``reports/hard_surfaces/summary.md``):
 right after the default, 2x input with the stride-32 layer added to the default pair -- the
 held-out best of the scale and layer levers on grass (0.613 -> 0.737) and gravel (0.773 ->
 0.908), ahead of 2x alone (0.696, 0.763) and 1.5x (0.679, 0.799) -- so a budget of about two

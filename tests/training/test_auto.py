@@ -138,7 +138,7 @@ def test_scale_candidates_multiply_the_configured_input_in_steps_of_32() -> None
     assert scaled(base, 1.5).image_size[0] % 32 == 0
     with pytest.raises(ValueError, match=f"above {MAX_INPUT_SIDE}"):
         scaled(base, MAX_INPUT_SIDE / side * 2)
-    # the default config first, then what paid most in bench/hard_surfaces.py (2x input with
+    # the default config first, then what paid most in reports/hard_surfaces (2x input with
     # layers 2+4+6, served with the rank-128 kNN head), the bank's views, then the scales alone
     assert [c.scale for c in DEFAULT_GRID[:5]] == [1.0, 2.0, 1.0, 1.5, 2.0]
     assert tiny(DEFAULT_GRID[2]).bank_augment == ("hflip", "vflip", "rot90")
