@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
+from scipy.stats import binom
 
 from inspection.core.bootstrap import Interval, rate_interval
 from inspection.core.config import from_mapping, to_mapping
@@ -293,23 +294,21 @@ def within_budget(
     rejected: int, n_good: int, budget: float, level: float = BUDGET_TEST_LEVEL
 ) -> bool:
     """Whether ``rejected`` of ``n_good`` held-out good parts is plausible at a false-reject
-    rate of ``budget``: P(X >= rejected), X ~ Binomial(n_good, budget), is at least ``level``."""
+    rate of ``budget``: P(X >= rejected), X ~ Binomial(n_good, budget), is at least ``level``
+    (exact binomial tail, ``scipy.stats.binom``, for any n)."""
     if not 0 <= rejected <= n_good:
         raise ValueError(f"need 0 <= rejected <= n_good, got {rejected} of {n_good}")
-    if rejected == 0:
-        return True
-    tail = sum(
-        math.comb(n_good, i) * budget**i * (1.0 - budget) ** (n_good - i)
-        for i in range(rejected, n_good + 1)
-    )
-    return tail >= level
+    return bool(binom.sf(rejected - 1, n_good, budget) >= level)
 
 
 def allowed_rejects(n_good: int, budget: float, level: float = BUDGET_TEST_LEVEL) -> int:
     """The most rejects among ``n_good`` held-out good parts ``within_budget`` accepts."""
-    allowed = 0
+    # the tail's inverse is a float estimate: settle the boundary on within_budget itself
+    allowed = min(max(int(binom.isf(level, n_good, budget)), 0), n_good)
     while allowed < n_good and within_budget(allowed + 1, n_good, budget, level):
         allowed += 1
+    while allowed > 0 and not within_budget(allowed, n_good, budget, level):
+        allowed -= 1
     return allowed
 
 

@@ -74,3 +74,27 @@ def _gate(**changes: Any) -> dict[str, Any]:
 def test_a_malformed_export_record_is_refused_by_name(metrics: dict, error: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(error)):
         ExportRecord.from_metrics(metrics)
+
+
+@pytest.mark.parametrize(("rejected", "passed"), [(0, True), (17, True), (40, False)])
+def test_the_budget_check_of_the_gate_holds_past_a_thousand_good_parts(
+    rejected: int, passed: bool
+) -> None:
+    """1,100 held-out good parts at a 1 % budget (the float binomial sum overflowed from 1030)."""
+    import numpy as np
+
+    from inspection.core.calibration import Calibration, Normalization
+    from inspection.core.export_gate import with_budget
+    from inspection.core.operating_point import OperatingPoint, choose_threshold
+    from inspection.core.verdict import Segmentation
+
+    choice = choose_threshold(np.arange(1100.0), OperatingPoint(budget=0.01))
+    calibration = Calibration(
+        Normalization(0.3, 0.5, 0.0, 1.0, 0.0, 1.0), Segmentation.global_threshold(0.5),
+        operating=choice,
+    )  # fmt: skip
+    figures = replace(FP32, false_reject_rate=rejected / 1100, n_good=1100)
+    decision = with_budget(check_gate(figures, FP32, GateTolerances()), figures, calibration)
+    assert decision.passed == passed
+    text = f"false reject {rejected}/1100 good at budget 1.0% (allowed 17)"
+    assert text in (decision.checks if passed else decision.failures)

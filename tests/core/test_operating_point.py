@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+import math
+from fractions import Fraction
+
 import numpy as np
 import pytest
 
 from inspection.core.bootstrap import rate_interval
 from inspection.core.errors import ConfigError
 from inspection.core.operating_point import (
+    BUDGET_TEST_LEVEL,
     OperatingPoint,
     ThresholdChoice,
     choose_threshold,
@@ -190,3 +194,34 @@ def test_allowed_rejects_follow_the_binomial_test(n: int, budget: float, allowed
 
     assert allowed_rejects(n, budget) == allowed
     assert within_budget(allowed, n, budget) and not within_budget(allowed + 1, n, budget)
+
+
+def _exact_tail(rejected: int, n: int, budget: Fraction) -> Fraction:
+    """P(X >= rejected), X ~ Binomial(n, budget), in exact rational arithmetic."""
+    return 1 - sum(math.comb(n, i) * budget**i * (1 - budget) ** (n - i) for i in range(rejected))
+
+
+@pytest.mark.parametrize("budget", [Fraction(1, 100), Fraction(1, 20)])
+def test_the_budget_test_is_exact_at_a_thousand_good_parts(budget: Fraction) -> None:
+    from inspection.core.operating_point import allowed_rejects, within_budget
+
+    n, level = 1000, Fraction(BUDGET_TEST_LEVEL)
+    allowed = allowed_rejects(n, float(budget))
+    assert _exact_tail(allowed, n, budget) >= level > _exact_tail(allowed + 1, n, budget)
+    assert within_budget(allowed, n, float(budget))
+    assert not within_budget(allowed + 1, n, float(budget))
+
+
+@pytest.mark.parametrize("n", [1030, 10**5, 10**7])
+def test_the_budget_test_holds_at_any_volume(n: int) -> None:
+    """No OverflowError at any n (math.comb on floats raised from n = 1030); the allowed
+    count sits where the normal approximation of the binomial puts it at large n."""
+    from inspection.core.operating_point import allowed_rejects, within_budget
+
+    budget = 0.01
+    allowed = allowed_rejects(n, budget)
+    assert within_budget(0, n, budget) and within_budget(allowed, n, budget)
+    assert not within_budget(allowed + 1, n, budget)
+    assert not within_budget(n, n, budget)
+    mean, sd = n * budget, math.sqrt(n * budget * (1 - budget))
+    assert abs(allowed - (mean + 1.6449 * sd)) <= 0.05 * sd + 2

@@ -94,6 +94,25 @@ def test_not_line_ready_names_the_kinds_missed_beyond_the_bound() -> None:
     ] == ("rejects 3/42 good parts")
 
 
+def test_the_budget_concern_holds_past_a_thousand_good_parts() -> None:
+    """The station check's binomial test at 1,100 good parts (it overflowed from 1030)."""
+    import numpy as np
+
+    from inspection.core.export_gate import BundleFigures, GateTolerances, check_gate
+    from inspection.core.operating_point import OperatingPoint, choose_threshold
+    from inspection.runtime.self_check import LiveCheck
+
+    choice = choose_threshold(np.arange(1100.0), OperatingPoint(budget=0.01))
+    for rejected, concerns in ((0, []), (17, []), (18, ["rejects 18/1100 good parts"])):
+        figures = BundleFigures(
+            false_reject_rate=rejected / 1100, miss_rate=0.0, image_auroc=None, pixel_auroc=None,
+            aupro=None, region_recall=None, ng_without_region=0, n_good=1100, n_defective=0,
+        )  # fmt: skip
+        decision = check_gate(figures, figures, GateTolerances())
+        check = LiveCheck("p/v0001", figures, figures, decision, operating=choice)
+        assert check.line_concerns() == concerns
+
+
 @pytest.mark.slow
 def test_a_part_the_bundle_refuses_fails_the_check_by_name(
     fp32_bundle: Path, trained_patchcore, tmp_path: Path
