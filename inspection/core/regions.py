@@ -44,6 +44,7 @@ def extract_regions(
             continue
         ry, rx, scores = ys[begin:end], xs[begin:end], values[begin:end]
         peak = int(np.argmax(scores))
+        length, width = _extent(rx, ry)
         regions.append(
             DefectRegion(
                 box=(int(rx.min()), int(ry.min()), int(rx.max()) + 1, int(ry.max()) + 1),
@@ -51,9 +52,22 @@ def extract_regions(
                 peak=(int(rx[peak]), int(ry[peak])),
                 max_score=float(scores[peak]),
                 mean_score=float(scores.mean()),
+                length=length,
+                width=width,
             )
         )
     return tuple(sorted(regions, key=lambda r: r.area, reverse=True))
+
+
+def _extent(xs: np.ndarray, ys: np.ndarray) -> tuple[float, float]:
+    """(length, width) in pixels of the region with pixel coordinates ``xs``, ``ys``: the sides
+    of the minimum-area rotated rectangle around the pixel centres, plus one pixel each (a
+    single pixel measures 1 x 1, a 10-pixel horizontal line 10 x 1)."""
+    if len(xs) == 1:
+        return 1.0, 1.0
+    points = np.column_stack([xs, ys]).astype(np.float32)
+    (_, _), (a, b), _ = cv2.minAreaRect(points)
+    return float(max(a, b)) + 1.0, float(min(a, b)) + 1.0
 
 
 def region_hits(

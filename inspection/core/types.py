@@ -38,7 +38,13 @@ class DefectRegion:
     area_mm2: float | None = None
     """Area in mm² when the product has a pixel size (``core.units``)."""
     length_mm: float | None = None
-    """Bounding-box diagonal in mm when the product has a pixel size."""
+    """``length`` in mm when the product has a pixel size."""
+    length: float | None = None
+    """Long side of the region's minimum-area rotated rectangle, pixels (a crack's length)."""
+    width: float | None = None
+    """Short side of that rectangle, pixels (a crack's width); None: not measured."""
+    width_mm: float | None = None
+    """``width`` in mm when the product has a pixel size."""
 
     def __post_init__(self) -> None:
         _check_box(self.box)
@@ -47,8 +53,9 @@ class DefectRegion:
 
     def to_dict(self) -> dict:
         sizes = {} if self.area_mm2 is None else {"area_mm2": round(float(self.area_mm2), 4)}
-        if self.length_mm is not None:
-            sizes["length_mm"] = round(float(self.length_mm), 3)
+        for name in ("length", "width", "length_mm", "width_mm"):
+            if getattr(self, name) is not None:
+                sizes[name] = round(float(getattr(self, name)), 3)
         return {
             "box": list(self.box),
             "area": int(self.area),
@@ -236,5 +243,10 @@ def scale_regions(
             min(target[0] - 1, int((region.peak[1] + 0.5) * sy)),
         )
         area = max(1, round(region.area * sx * sy))
-        scaled.append(dataclasses.replace(region, box=box, peak=peak, area=area))
+        side = np.sqrt(sx * sy)  # exact for the usual uniform scale
+        length = None if region.length is None else region.length * side
+        width = None if region.width is None else region.width * side
+        scaled.append(
+            dataclasses.replace(region, box=box, peak=peak, area=area, length=length, width=width)
+        )
     return tuple(scaled)

@@ -2,8 +2,8 @@
 
 ``mm_per_pixel`` is the pixel pitch on the part at the reference image's width
 (``reference_width``); an image of another width (a downscaled copy) scales it. Region area is
-``pixels * mm_per_pixel²``; region length is the diagonal of its bounding box (an upper bound
-of the longest chord, exact for a straight scratch along the diagonal, within √2 otherwise).
+``pixels * mm_per_pixel²``; region length and width are the sides of its minimum-area rotated
+rectangle (``core.regions``; a region measured before that: its bounding-box diagonal, no width).
 ``min_defect_area_mm2``: regions smaller than this do not make an NG (``core.verdict``).
 """
 
@@ -57,7 +57,13 @@ def with_sizes(
         dataclasses.replace(
             r,
             area_mm2=r.area * pitch**2,
-            length_mm=math.hypot(r.box[2] - r.box[0], r.box[3] - r.box[1]) * pitch,
+            length_mm=(
+                r.length
+                if r.length is not None
+                else math.hypot(r.box[2] - r.box[0], r.box[3] - r.box[1])
+            )
+            * pitch,
+            width_mm=None if r.width is None else r.width * pitch,
         )
         for r in regions
     )

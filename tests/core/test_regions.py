@@ -24,6 +24,8 @@ def _reference(anomaly_map: np.ndarray, mask: np.ndarray, min_area: int) -> list
             int(np.argmax(np.where(inside, crop, -np.inf))), crop.shape
         )
         values = crop[inside]
+        points = np.argwhere(labels == label)[:, ::-1].astype(np.float32)
+        sides = cv2.minAreaRect(points)[1] if area > 1 else (0.0, 0.0)
         regions.append(
             DefectRegion(
                 box=(x, y, x + w, y + h),
@@ -31,6 +33,8 @@ def _reference(anomaly_map: np.ndarray, mask: np.ndarray, min_area: int) -> list
                 peak=(x + int(peak_x), y + int(peak_y)),
                 max_score=float(values.max()),
                 mean_score=float(values.mean()),
+                length=float(max(sides)) + 1.0,
+                width=float(min(sides)) + 1.0,
             )
         )
     return sorted(regions, key=lambda r: r.area, reverse=True)

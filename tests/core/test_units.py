@@ -9,7 +9,8 @@ import pytest
 
 from inspection.core.config import from_mapping
 from inspection.core.errors import ConfigError
-from inspection.core.types import DefectRegion, InspectionResult
+from inspection.core.regions import extract_regions
+from inspection.core.types import DefectRegion, InspectionResult, scale_regions
 from inspection.core.units import PhysicalUnits, with_sizes
 from inspection.core.verdict import Segmentation, judge
 
@@ -34,6 +35,38 @@ def test_sizes_in_mm_scale_with_image_width() -> None:
     assert half.area_mm2 == pytest.approx(4 * full.area_mm2)
     assert with_sizes([region], None, 2048) == (region,)
     assert full.to_dict()["length_mm"] == pytest.approx(2.5)
+
+
+@pytest.mark.parametrize(
+    ("pixels", "length", "width"),
+    [
+        ([(5, 5)], 1.0, 1.0),  # one pixel
+        ([(x, 10) for x in range(3, 13)], 10.0, 1.0),  # a 10-pixel horizontal line
+        ([(10, y) for y in range(0, 20)], 20.0, 1.0),  # a 20-pixel vertical line
+        ([(x, y) for x in range(4) for y in range(7)], 7.0, 4.0),  # a 4 x 7 block
+        ([(i, i) for i in range(30)], 29 * math.sqrt(2) + 1, 1.0),  # a diagonal line
+    ],
+)
+def test_regions_measure_length_and_width(pixels: list, length: float, width: float) -> None:
+    mask = np.zeros((40, 40), bool)
+    for x, y in pixels:
+        mask[y, x] = True
+    (region,) = extract_regions(mask.astype(np.float32), mask)
+    assert region.length == pytest.approx(length, abs=0.05)
+    assert region.width == pytest.approx(width, abs=0.05)
+    (sized,) = with_sizes([region], PhysicalUnits(mm_per_pixel=0.1, reference_width=40), 40)
+    assert sized.length_mm == pytest.approx(0.1 * region.length)
+    assert sized.width_mm == pytest.approx(0.1 * region.width)
+    assert sized.to_dict()["width"] == pytest.approx(width, abs=0.05)
+
+
+def test_scaled_regions_keep_their_measurements_in_target_pixels() -> None:
+    mask = np.zeros((32, 32), bool)
+    mask[8, 2:12] = True
+    regions = extract_regions(mask.astype(np.float32), mask)
+    (scaled,) = scale_regions(regions, (32, 32), (128, 128))
+    assert scaled.length == pytest.approx(4 * regions[0].length)
+    assert scaled.width == pytest.approx(4 * regions[0].width)
 
 
 def test_min_area_px() -> None:
