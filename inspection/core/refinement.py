@@ -24,6 +24,8 @@ class RefinementChoice:
     ``"raw"`` (the judged mask); ``images``: how many defective images that pooled.
     ``max_side``: images with a longer side above it were measured resized to it
     (``refine.budget``); None: all at full resolution (also every choice made before it).
+    ``region_iou``: mean per-image IoU on the same images, per candidate and ``"raw"``; a
+    refiner that lowers it is not chosen ({}: a choice made before it was measured).
     """
 
     method: RefinerMethod
@@ -32,6 +34,7 @@ class RefinementChoice:
     pixel_f1: dict[str, float] = field(default_factory=dict)
     min_gain: float = DEFAULT_MIN_GAIN
     max_side: int | None = None
+    region_iou: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.method not in REFINER_METHODS:
@@ -62,8 +65,12 @@ class RefinementChoice:
         if not self.pixel_f1:
             return f"{self.method}: no labelled defects on the {self.split} split to measure"
         figures = ", ".join(f"{name} {f1:.3f}" for name, f1 in self.pixel_f1.items())
+        if self.region_iou:
+            figures += "; mean image IoU " + ", ".join(
+                f"{name} {iou:.3f}" for name, iou in self.region_iou.items()
+            )
         if self.method == "none":
-            why = f"no refiner beat the raw mask by >= {self.min_gain:.3f}"
+            why = f"no refiner beat the raw mask by >= {self.min_gain:.3f} without losing IoU"
         else:
             why = f"+{self.gain:.3f} over raw (needs >= {self.min_gain:.3f})"
         where = f" (longer side <= {self.max_side} px)" if self.max_side else ""
@@ -74,18 +81,30 @@ class RefinementChoice:
 
 
 def choose_method(
-    pixel_f1: dict[str, float | None], *, min_gain: float = DEFAULT_MIN_GAIN
+    pixel_f1: dict[str, float | None],
+    *,
+    min_gain: float = DEFAULT_MIN_GAIN,
+    region_iou: dict[str, float | None] | None = None,
 ) -> RefinerMethod:
-    """The candidate with the highest pixel F1 if it beats ``pixel_f1["raw"]`` by ``min_gain``.
+    """The candidate with the highest pixel F1 if it beats ``pixel_f1["raw"]`` by ``min_gain``
+    and, when ``region_iou`` is given, does not lower the raw mask's mean image IoU.
 
     ``None`` figures (nothing to measure) never win; without a raw figure the answer is "none".
     """
     raw = pixel_f1.get("raw")
     if raw is None:
         return "none"
+    iou = region_iou or {}
+
+    def keeps_iou(name: str) -> bool:
+        if not iou:
+            return True
+        mine, base = iou.get(name), iou.get("raw")
+        return mine is not None and (base is None or mine >= base)
+
     best, best_f1 = "none", raw + min_gain
     for name, f1 in pixel_f1.items():
-        if name != "raw" and f1 is not None and f1 >= best_f1 and f1 > raw:
+        if name != "raw" and f1 is not None and f1 >= best_f1 and f1 > raw and keeps_iou(name):
             best, best_f1 = name, f1
     if best not in REFINER_METHODS:
         raise ValueError(f"unknown refiner {best!r}; valid: {', '.join(REFINER_METHODS)}")

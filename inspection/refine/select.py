@@ -3,7 +3,8 @@
 Used by the export (each bundle's ``metadata.refinement``) and by ``bench/refine.py``: the raw
 judged mask and each candidate refiner are scored on the split's defective images (pooled
 pixel F1, refining NG results only, as on the line); the best candidate wins only if it beats
-the raw mask by ``min_gain``. Images whose longer side exceeds ``max_side`` are measured
+the raw mask by ``min_gain`` and does not lower its mean image IoU (a refiner that trades
+region shapes for pooled pixels is not kept). Images whose longer side exceeds ``max_side`` are measured
 resized to it (``refine.budget``); the station still refines at full resolution.
 """
 
@@ -55,7 +56,12 @@ def choose_refiner(
         for name, entry in results["methods"].items()
     }
     measured = {name: round(float(f1), 4) for name, f1 in pixel_f1.items() if f1 is not None}
-    method = choose_method(measured, min_gain=min_gain)
+    iou = {
+        name: round(float(entry["quality"]["mean_image_iou"]), 4)
+        for name, entry in results["methods"].items()
+        if entry["quality"]["mean_image_iou"] is not None
+    }
+    method = choose_method(measured, min_gain=min_gain, region_iou=iou)
     choice = RefinementChoice(
         method,
         split=split,
@@ -63,5 +69,6 @@ def choose_refiner(
         pixel_f1=measured,
         min_gain=min_gain,
         max_side=max_side,
+        region_iou=iou,
     )
     return choice, results

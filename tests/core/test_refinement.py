@@ -26,6 +26,21 @@ def test_choose_method_table(pixel_f1, min_gain, expected) -> None:
 
 
 @pytest.mark.parametrize(
+    ("region_iou", "expected"),
+    [
+        ({"raw": 0.30, "grabcut": 0.35, "random_walker": 0.31}, "grabcut"),
+        ({"raw": 0.30, "grabcut": 0.25, "random_walker": 0.31}, "random_walker"),  # IoU lost
+        ({"raw": 0.30, "grabcut": 0.29, "random_walker": 0.20}, "none"),  # both lose IoU
+        ({"raw": 0.30, "random_walker": 0.31}, "random_walker"),  # grabcut not measured
+        ({}, "grabcut"),  # a choice without IoU figures: pixel F1 alone
+    ],
+)
+def test_a_refiner_that_lowers_region_iou_is_not_kept(region_iou, expected) -> None:
+    pixel_f1 = {"raw": 0.40, "grabcut": 0.46, "random_walker": 0.42}
+    assert choose_method(pixel_f1, min_gain=0.01, region_iou=region_iou) == expected
+
+
+@pytest.mark.parametrize(
     ("kwargs", "message"),
     [
         ({"method": "watershed"}, "refiner method must be one of"),
@@ -52,7 +67,10 @@ def test_choice_round_trips_through_bundle_metadata(fp32_bundle) -> None:
 
     meta = read_bundle_metadata(fp32_bundle)
     choice = RefinementChoice(
-        "random_walker", images=3, pixel_f1={"raw": 0.3, "random_walker": 0.5}
+        "random_walker",
+        images=3,
+        pixel_f1={"raw": 0.3, "random_walker": 0.5},
+        region_iou={"raw": 0.2, "random_walker": 0.4},
     )
     data = to_mapping(BundleMetadata(**{**meta.__dict__, "refinement": choice}))
     assert from_mapping(BundleMetadata, data).refinement == choice

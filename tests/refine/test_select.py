@@ -55,6 +55,8 @@ def test_a_refiner_that_helps_is_chosen_with_its_figures(tmp_path: Path) -> None
     assert choice.images == 3 and choice.split == "validation"
     assert choice.gain is not None and choice.gain >= choice.min_gain
     assert choice.pixel_f1[choice.method] == max(choice.pixel_f1.values())
+    assert choice.region_iou[choice.method] >= choice.region_iou["raw"]
+    assert set(choice.region_iou) == set(choice.pixel_f1)
     assert results["methods"]["raw"]["quality"]["aupro"] is None  # skipped: not needed
 
 
