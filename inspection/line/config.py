@@ -18,18 +18,40 @@ from inspection.station.config import (
 
 
 @dataclass(frozen=True)
+class LinkSecurity:
+    """How the links to the PLC, the broker and the MES are protected (secure by default).
+
+    ``sign_and_encrypt`` / ``sign``: OPC UA Basic256Sha256 in that message mode with
+    application certificates checked against a trust list (both ways); MQTT over TLS with a
+    password per user and per-station ACLs; webhooks signed with HMAC-SHA256; each result
+    signed with the station's Ed25519 key. ``none``: all of it in plaintext, which the
+    station announces at start-up (log, ``station status``, ``inspection_line_insecure``).
+    Certificates, passwords and keys live in ``pki_dir``, made on first use
+    (``inspection.line.pki``)."""
+
+    mode: Literal["sign_and_encrypt", "sign", "none"] = "sign_and_encrypt"
+    pki_dir: Path = Path("var/line-pki")
+
+    @property
+    def on(self) -> bool:
+        return self.mode != "none"
+
+
+@dataclass(frozen=True)
 class SinkConfig:
     """Where results go. ``kind`` picks the fields that apply:
 
     - ``mqtt``: ``host``, ``port``, ``topic`` (``{station_id}`` is filled in), QoS 1.
     - ``opcua``: ``endpoint`` and ``node_id`` of a String variable that receives the JSON.
-    - ``webhook``: ``url`` that gets a JSON POST with an ``Idempotency-Key`` header.
+    - ``webhook``: ``url`` that gets a JSON POST with an ``Idempotency-Key`` header (and,
+      security on, ``X-Inspection-Timestamp`` / ``X-Inspection-Signature``: see
+      ``inspection.line.security.verify_webhook``).
     """
 
     name: str
     kind: Literal["mqtt", "opcua", "webhook"]
     host: str = "127.0.0.1"
-    port: int = 1883
+    port: int = 8883
     topic: str = "inspection/{station_id}/result"
     endpoint: str | None = None
     node_id: str | None = None
@@ -93,7 +115,7 @@ class MqttTriggerConfig:
 
     enabled: bool = False
     host: str = "127.0.0.1"
-    port: int = 1883
+    port: int = 8883
     topic_prefix: str = "inspection/{station_id}"
 
     def __post_init__(self) -> None:
@@ -161,6 +183,7 @@ class LineConfig:
     opcua: OpcUaTriggerConfig = field(default_factory=OpcUaTriggerConfig)
     mqtt: MqttTriggerConfig = field(default_factory=MqttTriggerConfig)
     warm_on_trigger: WarmConfig = field(default_factory=WarmConfig)
+    security: LinkSecurity = field(default_factory=LinkSecurity)
 
     def __post_init__(self) -> None:
         try:

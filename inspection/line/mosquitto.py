@@ -1,8 +1,17 @@
-"""A private Mosquitto and an MQTT results collector: the line station's counterparts for
-tests, benches (``bench/line.py``) and a local soft-PLC run (``scripts/softplc_local.sh``)."""
+"""A Mosquitto configured for the line and an MQTT results collector: the line station's
+counterparts for tests, benches (``bench/line.py``), a local soft-PLC run
+(``scripts/softplc_local.py``) and ``scripts/services.sh``.
+
+Security on (``LinkSecurity``), the broker listens with TLS only (the PKI folder's CA and
+broker certificate), refuses anonymous clients, and checks every user's password and the
+per-station ACL (``acl_text``). ``python -m inspection.line.mosquitto --help`` writes such
+a configuration for a site's stations.
+"""
 
 from __future__ import annotations
 
+import argparse
+import os
 import shutil
 import signal
 import socket
@@ -14,9 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
+from inspection.line.config import LinkSecurity
+from inspection.line.pki import LinePki
+from inspection.line.security import MES_USER, PLC_USER, mqtt_client
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+TOPIC_PREFIX = "inspection/{station_id}"
 
 
 def free_port() -> int:
@@ -35,21 +48,111 @@ def wait_port(port: int, timeout_s: float = 10.0) -> None:
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout_s} s")
 
 
-class Broker:
-    """A private Mosquitto on a free loopback port that a test may stop and start again."""
+def acl_text(topic_prefix: str = TOPIC_PREFIX) -> str:
+    """Mosquitto ACL: a station (user = its station id) reads its own triggers and product
+    selection and writes its own state, answers and results, nothing of another station;
+    the PLC writes triggers and reads answers; the MES reads results."""
+    own = topic_prefix.replace("{station_id}", "%u")
+    every = topic_prefix.replace("{station_id}", "+")
+    lines = [f"pattern read {own}/{leaf}" for leaf in ("trigger", "product")]
+    lines += [f"pattern write {own}/{leaf}" for leaf in ("state", "answer", "result")]
+    lines += [f"user {PLC_USER}"] + [
+        f"topic write {every}/{leaf}" for leaf in ("trigger", "product")
+    ]
+    lines += [f"topic read {every}/{leaf}" for leaf in ("state", "answer")]
+    lines += [f"user {MES_USER}", f"topic read {every}/result"]
+    return "\n".join(lines) + "\n"
 
-    def __init__(self, workdir: Path, *, persistent: bool = False) -> None:
+
+def broker_config(
+    folder: Path,
+    port: int,
+    *,
+    security: LinkSecurity,
+    stations: tuple[str, ...] = (),
+    persistent: bool = False,
+    user: str | None = None,
+) -> Path:
+    """Write ``mosquitto.conf`` (and, security on, the broker's certificate, key, password and
+    ACL files) to ``folder`` for a broker on 127.0.0.1:``port`` serving ``stations``; returns
+    the conf path. ``user``: the account Mosquitto runs as when started by root (it drops to
+    ``mosquitto`` otherwise); the folder and its files are given to it."""
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # set_tcp_nodelay: small QoS 1 messages leave at once instead of waiting on Nagle's
+    # algorithm (issue #29 measured trigger -> answer p95 88 ms without, 44 ms with it).
+    lines = [f"listener {port} 127.0.0.1", "set_tcp_nodelay true"]
+    if user is not None:
+        lines.append(f"user {user}")
+    if security.on:
+        lines += _secure_lines(folder, LinePki(security.pki_dir), stations)
+    else:
+        lines.append("allow_anonymous true")
+    if persistent:  # sessions and queued messages survive a restart (saved on every change)
+        lines += [f"persistence true\npersistence_location {folder}/", "autosave_interval 1"]
+        lines.append("autosave_on_changes true")
+    else:
+        lines.append("persistence false")
+    conf = folder / "mosquitto.conf"
+    conf.write_text("\n".join(lines) + "\n")
+    if user is not None and os.geteuid() == 0:
+        for path in (folder, *folder.iterdir()):
+            shutil.chown(path, user)
+    return conf
+
+
+def _secure_lines(folder: Path, pki: LinePki, stations: tuple[str, ...]) -> list[str]:
+    broker = pki.identity("broker", "urn:inspection:broker", server=True)
+    for source, name in ((pki.ca_file, "ca.pem"), (broker.certificate, "broker.pem")):
+        shutil.copyfile(source, folder / name)
+    _write_private(folder / "broker-key.pem", broker.private_key.read_text())
+    users = (*stations, PLC_USER, MES_USER)
+    _write_private(folder / "passwd", "".join(f"{u}:{pki.secret(f'mqtt-{u}')}\n" for u in users))
+    subprocess.run(
+        [MOSQUITTO_PASSWD, "-U", str(folder / "passwd")], check=True, capture_output=True
+    )
+    (folder / "acl").write_text(acl_text())
+    return [
+        f"cafile {folder / 'ca.pem'}",
+        f"certfile {folder / 'broker.pem'}",
+        f"keyfile {folder / 'broker-key.pem'}",
+        "tls_version tlsv1.2",
+        "allow_anonymous false",
+        f"password_file {folder / 'passwd'}",
+        f"acl_file {folder / 'acl'}",
+    ]
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+
+
+class Broker:
+    """A private Mosquitto on a free loopback port that a test may stop and start again;
+    security on unless ``security`` says ``none`` (users: ``stations``, plc, mes)."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        persistent: bool = False,
+        security: LinkSecurity | None = None,
+        stations: tuple[str, ...] = (),
+    ) -> None:
         if not Path(MOSQUITTO).exists():
             raise FileNotFoundError(f"{MOSQUITTO} not found: scripts/services.sh installs it")
         self.port = free_port()
-        self.conf = workdir / "mosquitto.conf"
-        # set_tcp_nodelay: small QoS 1 messages leave at once instead of waiting on Nagle's
-        # algorithm (issue #29 measured trigger -> answer p95 88 ms without, 44 ms with it).
-        conf = f"listener {self.port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n"
-        if persistent:  # sessions and queued messages survive a restart (saved on every change)
-            conf += f"persistence true\npersistence_location {workdir}/\nautosave_interval 1\n"
-            conf += "autosave_on_changes true\n"
-        self.conf.write_text(conf)
+        self.security = security or LinkSecurity(pki_dir=workdir / "pki")
+        # Run by root, the broker keeps root's rights to read the test's private temp folder.
+        self.conf = broker_config(
+            workdir,
+            self.port,
+            security=self.security,
+            stations=stations,
+            persistent=persistent,
+            user="root" if os.geteuid() == 0 else None,
+        )
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -67,21 +170,21 @@ class Broker:
 
 @dataclass
 class Collector:
-    """Subscribes to ``topic`` and keeps every message (QoS 1, so nothing acknowledged is lost)."""
+    """Subscribes to ``topic`` as the MES and keeps every message (QoS 1, so nothing
+    acknowledged is lost)."""
 
     port: int
     topic: str
+    security: LinkSecurity
     messages: list[bytes] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._lock = threading.Condition()
         self._subscribed = threading.Event()
-        self.client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
-            client_id=f"collector-{uuid.uuid4().hex[:8]}",
+        self.client = mqtt_client(
+            self.security, MES_USER, client_id=f"collector-{uuid.uuid4().hex[:8]}",
             clean_session=False,
-            protocol=mqtt.MQTTv311,
-        )
+        )  # fmt: skip
         self.client.reconnect_delay_set(min_delay=1, max_delay=2)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
@@ -90,11 +193,13 @@ class Collector:
         if not self._subscribed.wait(10):
             raise TimeoutError(f"collector could not subscribe to {self.topic}")
 
-    def _on_connect(self, client: mqtt.Client, *_: Any) -> None:
+    def _on_connect(self, client: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        if reason.is_failure:
+            return
         client.subscribe(self.topic, qos=1)
         self._subscribed.set()
 
-    def _on_message(self, _client: Any, _userdata: Any, message: mqtt.MQTTMessage) -> None:
+    def _on_message(self, _client: Any, _userdata: Any, message: Any) -> None:
         with self._lock:
             self.messages.append(message.payload)
             self._lock.notify_all()
@@ -107,3 +212,25 @@ class Collector:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def main() -> None:
+    """Write a secure broker configuration for the stations of ``--config`` line files."""
+    from inspection.line.config import load_line_config
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--config", action="append", default=[], help="line.yaml (repeatable)")
+    parser.add_argument("--port", type=int, default=8883)
+    parser.add_argument("--dir", type=Path, required=True, help="where to write the files")
+    parser.add_argument("--user", default=None, help="account the broker runs as (root starts it)")
+    args = parser.parse_args()
+    configs = [load_line_config(path) for path in args.config]
+    if not configs:
+        parser.error("give at least one --config")
+    security = configs[0].security
+    stations = tuple(sorted({config.station_id for config in configs}))
+    print(broker_config(args.dir, args.port, security=security, stations=stations, user=args.user))
+
+
+if __name__ == "__main__":
+    main()

@@ -24,7 +24,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from inspection.core.errors import InspectionError
-from inspection.line.config import MqttTriggerConfig
+from inspection.line.config import LinkSecurity, MqttTriggerConfig
 from inspection.line.handshake import (
     Answer,
     ErrorCode,
@@ -33,6 +33,7 @@ from inspection.line.handshake import (
     TriggerHandler,
     claimed_request_id,
 )
+from inspection.line.security import mqtt_client
 
 log = logging.getLogger(__name__)
 CONNECT_WAIT_S = 5.0
@@ -49,8 +50,10 @@ class MqttHandshake:
         handler: TriggerHandler,
         *,
         station_id: str,
+        security: LinkSecurity,
         on_answer: AnswerCallback | None = None,
     ) -> None:
+        """Logs in as ``station_id`` over TLS unless ``security`` says ``none``."""
         self.config = config
         self.handler = handler
         self.on_answer = on_answer
@@ -60,11 +63,11 @@ class MqttHandshake:
         self._away = False  # a warning that the broker is away was logged
         self._queue: queue.Queue[mqtt.MQTTMessage | None] = queue.Queue()
         self._worker: threading.Thread | None = None
-        self._client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
+        self._client = mqtt_client(
+            security,
+            station_id,
             client_id=f"inspection-station-{station_id}",
             clean_session=False,
-            protocol=mqtt.MQTTv311,
             manual_ack=True,
         )
         self._client.reconnect_delay_set(min_delay=1, max_delay=5)

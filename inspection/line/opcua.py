@@ -25,8 +25,9 @@ from typing import Any
 
 from asyncua import Client, ua
 
-from inspection.line.config import OpcUaTriggerConfig
+from inspection.line.config import LinkSecurity, OpcUaTriggerConfig
 from inspection.line.handshake import Answer, Trigger, TriggerHandler
+from inspection.line.security import secure_opcua_client
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +82,16 @@ class OpcUaHandshake:
         config: OpcUaTriggerConfig,
         handler: TriggerHandler,
         *,
+        station_id: str,
+        security: LinkSecurity,
         on_answer: Callable[[Answer, float], None] | None = None,
     ) -> None:
+        """Security on: Basic256Sha256 with the station's certificate, the PLC's checked
+        against the trust list (``security.secure_opcua_client``)."""
         self.config = config
         self.handler = handler
+        self.station_id = station_id
+        self.security = security
         self.on_answer = on_answer  # (answer, seconds from the trigger edge to Done)
         self.connected = threading.Event()
         self._thread: threading.Thread | None = None
@@ -125,6 +132,7 @@ class OpcUaHandshake:
     async def _session(self) -> None:
         assert self._stop is not None
         client = Client(self.config.endpoint, timeout=5)
+        await secure_opcua_client(client, self.security, self.station_id)
         await client.connect()
         try:
             ns = await client.get_namespace_index(self.config.namespace)

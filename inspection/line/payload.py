@@ -2,18 +2,30 @@
 
 One JSON object per inspection. ``request_id`` is the idempotency key: a consumer that sees
 the same ``(station_id, request_id)`` twice is looking at a redelivery of the same result.
+
+Security on, the station signs each payload with its Ed25519 key: ``signer`` is the key's id
+(``core.signing.key_id``) and ``signature`` the base64 signature of the payload's canonical
+JSON (``to_json``: sorted keys, no spaces) with ``signature`` set to ``""``. A MES checks it
+with ``ResultPayload.from_json(text).verify(public_key)`` and the station's public key
+(``<pki_dir>/signing/<station_id>.pub``); ``bundle_id`` names the signed bundle that judged.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Literal
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
 from inspection.core.config import from_mapping, to_mapping
 from inspection.core.errors import ConfigError, InspectionError
+from inspection.core.signing import key_id
 from inspection.core.types import VERDICTS
 
 RESULT_SCHEMA = "inspection.result/1"
@@ -57,6 +69,8 @@ class ResultPayload:
     image_height: int
     timings_ms: dict[str, float] = field(default_factory=dict)
     images: dict[str, str] = field(default_factory=dict)
+    signer: str = ""
+    signature: str = ""
     schema: str = RESULT_SCHEMA
 
     def __post_init__(self) -> None:
@@ -72,6 +86,26 @@ class ResultPayload:
 
     def to_json(self) -> str:
         return json.dumps(to_mapping(self), sort_keys=True, separators=(",", ":"))
+
+    def signed(self, private_key: Ed25519PrivateKey) -> ResultPayload:
+        """This payload signed by ``private_key`` (the station's)."""
+        unsigned = replace(self, signer=key_id(private_key.public_key()), signature="")
+        signature = private_key.sign(unsigned.to_json().encode())
+        return replace(unsigned, signature=base64.b64encode(signature).decode())
+
+    def verify(self, public_key: Ed25519PublicKey) -> None:
+        """Raise ``PayloadError`` unless ``public_key`` signed exactly this payload."""
+        if not self.signature:
+            raise PayloadError(f"result {self.request_id}: not signed")
+        if self.signer != key_id(public_key):
+            raise PayloadError(
+                f"result {self.request_id}: signed by key {self.signer!r}, not {key_id(public_key)}"
+            )
+        try:
+            signature = base64.b64decode(self.signature, validate=True)
+            public_key.verify(signature, replace(self, signature="").to_json().encode())
+        except (InvalidSignature, binascii.Error) as exc:
+            raise PayloadError(f"result {self.request_id}: bad signature") from exc
 
     @classmethod
     def from_json(cls, text: str | bytes) -> ResultPayload:

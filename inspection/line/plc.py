@@ -1,7 +1,8 @@
 """The PLC's side of one handshake, as a client: ``inspection station trigger`` for commissioning.
 
-``opcua_trigger`` writes the PLC server's signals as the PLC program would; ``mqtt_trigger``
-publishes a trigger and waits for the answer with the same request id.
+``opcua_trigger`` writes the PLC server's signals as the PLC program would (with the station's
+certificate); ``mqtt_trigger`` publishes a trigger as the ``plc`` MQTT user and waits for the
+answer with the same request id.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from asyncua.sync import Client
 from inspection.line.config import LineConfig
 from inspection.line.handshake import Answer, ErrorCode, ResultCode
 from inspection.line.opcua import signal_node_id, variant
+from inspection.line.security import PLC_USER, mqtt_client, secure_opcua_client
 from inspection.line.softplc import HandshakeTimeout
 
 
@@ -34,7 +36,7 @@ def mqtt_trigger(
             got.append(answer)
             done.set()
 
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+    client = mqtt_client(config.security, PLC_USER)
     client.on_message = on_message
     client.connect(config.mqtt.host, config.mqtt.port)
     client.subscribe(f"{prefix}/answer", qos=1)
@@ -54,6 +56,7 @@ def opcua_trigger(
     config: LineConfig, *, request_id: str, product: str, part_id: str, timeout_s: float
 ) -> Answer:
     client = Client(config.opcua.endpoint, timeout=timeout_s)
+    client.tloop.post(secure_opcua_client(client.aio_obj, config.security, config.station_id))
     client.connect()
     try:
         ns = client.get_namespace_index(config.opcua.namespace)

@@ -13,10 +13,10 @@ import urllib.error
 import urllib.request
 from typing import Protocol
 
-import paho.mqtt.client as mqtt
-
 from inspection.core.errors import InspectionError
-from inspection.line.config import SinkConfig
+from inspection.line.config import LinkSecurity, SinkConfig
+from inspection.line.pki import LinePki
+from inspection.line.security import mqtt_client, secure_opcua_client, webhook_headers
 
 log = logging.getLogger(__name__)
 
@@ -43,15 +43,23 @@ class MqttSink:
     """
 
     def __init__(
-        self, name: str, host: str, port: int, topic: str, *, timeout_s: float = 5.0
+        self,
+        name: str,
+        host: str,
+        port: int,
+        topic: str,
+        *,
+        security: LinkSecurity,
+        user: str,
+        timeout_s: float = 5.0,
     ) -> None:
         self.name = name
         self.topic = topic
         self.timeout_s = timeout_s
         self._connected = threading.Event()
-        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+        self._client = mqtt_client(security, user)
         self._client.reconnect_delay_set(min_delay=1, max_delay=5)
-        self._client.on_connect = lambda *_a: self._connected.set()
+        self._client.on_connect = lambda *a: None if a[3].is_failure else self._connected.set()
         self._client.on_disconnect = lambda *_a: self._connected.clear()
         self._client.connect_async(host, port, keepalive=15)
         self._client.loop_start()
@@ -80,11 +88,22 @@ class MqttSink:
 class OpcUaSink:
     """Writes the payload to a String variable on an OPC UA server (e.g. the MES gateway)."""
 
-    def __init__(self, name: str, endpoint: str, node_id: str, *, timeout_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        name: str,
+        endpoint: str,
+        node_id: str,
+        *,
+        security: LinkSecurity,
+        station_id: str,
+        timeout_s: float = 5.0,
+    ) -> None:
         self.name = name
         self.endpoint = endpoint
         self.node_id = node_id
         self.timeout_s = timeout_s
+        self.security = security
+        self.station_id = station_id
         self._client = None
         self._node = None
 
@@ -105,8 +124,9 @@ class OpcUaSink:
             from asyncua.sync import Client  # as above: only with an OPC UA sink
 
             client = Client(self.endpoint, timeout=self.timeout_s)
+            self._client = client  # dropped (its thread stopped) if what follows fails
+            client.tloop.post(secure_opcua_client(client.aio_obj, self.security, self.station_id))
             client.connect()
-            self._client = client
             self._node = client.get_node(self.node_id)
         return self._node
 
@@ -124,20 +144,21 @@ class OpcUaSink:
 
 
 class WebhookSink:
-    """POSTs the payload as JSON; any 2xx answer is the acknowledgement."""
+    """POSTs the payload as JSON; any 2xx answer is the acknowledgement. With a ``secret``,
+    each delivery is signed (``inspection.line.security.webhook_headers``)."""
 
-    def __init__(self, name: str, url: str, *, timeout_s: float = 5.0) -> None:
+    def __init__(self, name: str, url: str, *, secret: str | None, timeout_s: float = 5.0) -> None:
         self.name = name
         self.url = url
+        self.secret = secret
         self.timeout_s = timeout_s
 
     def deliver(self, key: str, payload: str) -> None:
-        request = urllib.request.Request(
-            self.url,
-            data=payload.encode(),
-            method="POST",
-            headers={"Content-Type": "application/json", "Idempotency-Key": key},
-        )
+        body = payload.encode()
+        headers = {"Content-Type": "application/json", "Idempotency-Key": key}
+        if self.secret is not None:
+            headers |= webhook_headers(self.secret, body)
+        request = urllib.request.Request(self.url, data=body, method="POST", headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
                 status = response.status
@@ -154,14 +175,19 @@ class WebhookSink:
         return None
 
 
-def build_sink(config: SinkConfig, *, station_id: str) -> Sink:
-    """The sink ``config`` describes; topics get ``{station_id}`` filled in."""
+def build_sink(config: SinkConfig, *, station_id: str, security: LinkSecurity) -> Sink:
+    """The sink ``config`` describes; topics get ``{station_id}`` filled in. Security on, MQTT
+    logs in as the station over TLS, OPC UA uses the station's certificate, webhooks are
+    signed with ``<pki_dir>/secrets/webhook-<name>`` (made on first use; give it to the MES)."""
     if config.kind == "mqtt":
         topic = config.topic.format(station_id=station_id)
-        return MqttSink(config.name, config.host, config.port, topic, timeout_s=config.timeout_s)
+        return MqttSink(config.name, config.host, config.port, topic, security=security,
+                        user=station_id, timeout_s=config.timeout_s)  # fmt: skip
     if config.kind == "opcua":
         endpoint, node_id = config.endpoint or "", config.node_id or ""  # checked by SinkConfig
-        return OpcUaSink(config.name, endpoint, node_id, timeout_s=config.timeout_s)
+        return OpcUaSink(config.name, endpoint, node_id, security=security,
+                         station_id=station_id, timeout_s=config.timeout_s)  # fmt: skip
     if config.kind == "webhook":
-        return WebhookSink(config.name, config.url or "", timeout_s=config.timeout_s)
+        secret = LinePki(security.pki_dir).secret(f"webhook-{config.name}") if security.on else None
+        return WebhookSink(config.name, config.url or "", secret=secret, timeout_s=config.timeout_s)
     raise ValueError(f"unknown sink kind {config.kind!r}; use mqtt, opcua or webhook")

@@ -15,8 +15,13 @@ from asyncua import ua
 from asyncua.sync import Server
 
 from inspection.core.errors import InspectionError
+from inspection.line.config import LinkSecurity
 from inspection.line.handshake import ErrorCode, ResultCode
 from inspection.line.opcua import DEFAULTS, SIGNALS, signal_node_id, variant
+from inspection.line.pki import LinePki
+from inspection.line.security import trust_list_validator
+
+PLC_URI = "urn:inspection:softplc"
 
 
 class HandshakeTimeout(InspectionError):
@@ -36,12 +41,17 @@ class PlcAnswer:
 
 
 class SoftPlc:
-    """An asyncua server exposing ``<prefix>.<Signal>`` variables under ``namespace``."""
+    """An asyncua server exposing ``<prefix>.<Signal>`` variables under ``namespace``.
+
+    Security on, it offers only Basic256Sha256 (Sign, SignAndEncrypt) with its certificate
+    ``plc`` from the PKI folder and admits only clients whose certificate the trust list's CA
+    signed: an unsigned, self-signed or foreign station is refused (``BadCertificateUntrusted``)."""
 
     def __init__(
         self,
         endpoint: str,
         *,
+        security: LinkSecurity,
         namespace: str = "urn:inspection:plc",
         prefix: str = "Station",
         scan_s: float = 0.001,
@@ -51,6 +61,8 @@ class SoftPlc:
         self.server = Server()
         self.server.set_endpoint(endpoint)
         self.server.set_server_name("inspection soft PLC")
+        if security.on:
+            self._secure(LinePki(security.pki_dir))
         index = self.server.register_namespace(namespace)
         station = self.server.nodes.objects.add_object(ua.NodeId(prefix, index), prefix)
         self.nodes: dict[str, Any] = {}
@@ -60,6 +72,20 @@ class SoftPlc:
             )
             node.set_writable()
             self.nodes[name] = node
+
+    def _secure(self, pki: LinePki) -> None:
+        identity = pki.identity("plc", PLC_URI, server=True)
+        self.server.set_application_uri(PLC_URI)
+        self.server.set_security_policy(
+            [
+                ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,
+                ua.SecurityPolicyType.Basic256Sha256_Sign,
+            ]
+        )
+        self.server.load_certificate(str(identity.certificate))
+        self.server.load_private_key(str(identity.private_key))
+        validator = self.server.tloop.post(trust_list_validator(pki, peer="client"))
+        self.server.aio_obj.set_certificate_validator(validator)
 
     def start(self) -> None:
         self.server.start()

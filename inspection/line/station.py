@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from inspection.core.errors import ConfigError
 from inspection.line.camera import Camera, FileSequenceCamera, open_camera
@@ -17,7 +17,9 @@ from inspection.line.handshake import Answer, ErrorCode, TriggerHandler
 from inspection.line.mqtt import MqttHandshake
 from inspection.line.opcua import OpcUaHandshake
 from inspection.line.payload import payload_of
+from inspection.line.pki import LinePki
 from inspection.line.publisher import Publisher
+from inspection.line.security import insecure_notice
 from inspection.line.sinks import Sink, build_sink
 from inspection.station.core import StationCore
 from inspection.station.live import InspectorLoader, default_loader
@@ -31,10 +33,15 @@ log = logging.getLogger(__name__)
 
 
 def outbox_builder(config: LineConfig) -> OutboxBuilder:
-    """One outbox message per configured sink, all carrying the same ``inspection.result/1``."""
+    """One outbox message per configured sink, all carrying the same ``inspection.result/1``,
+    signed with the station's key unless link security is off."""
+    security = config.security
+    key = LinePki(security.pki_dir).signing_key(config.station_id) if security.on else None
 
     def build(fields: Mapping[str, Any], timings: Mapping[str, float]) -> Sequence[OutboxEntry]:
         payload = payload_of(fields, timings_ms=timings, image_base_url=config.image_base_url)
+        if key is not None:
+            payload = payload.signed(key)
         text = payload.to_json()
         return [OutboxEntry(sink.name, payload.request_id, text) for sink in config.sinks]
 
@@ -63,6 +70,11 @@ class LineStation:
         images outside their bundle's input domain (``inspection_input_domain_total``)."""
         registry = CollectorRegistry()
         metrics = HandshakeMetrics(registry)
+        Gauge(
+            "inspection_line_insecure",
+            "1 when the line links run without security",
+            registry=registry,
+        ).set(0 if config.security.on else 1)
         input_domain = input_domain_counter(registry)  # as the HTTP station counts them
         core = StationCore.build(
             config.core,
@@ -80,7 +92,10 @@ class LineStation:
             warm=config.warm_on_trigger,
             on_warm=lambda product, outcome: metrics.warmups.labels(product, outcome).inc(),
         )
-        sinks = {s.name: build_sink(s, station_id=config.station_id) for s in config.sinks}
+        sinks = {
+            s.name: build_sink(s, station_id=config.station_id, security=config.security)
+            for s in config.sinks
+        }
         publisher = Publisher(
             Outbox(core.store), sinks, config.publisher, metrics=OutboxMetrics(registry)
         )
@@ -89,13 +104,18 @@ class LineStation:
         )  # fmt: skip
         if config.opcua.enabled:
             station.opcua = OpcUaHandshake(
-                config.opcua, handler, on_answer=lambda a, s: station.answered(a, s, "opcua")
+                config.opcua,
+                handler,
+                station_id=config.station_id,
+                security=config.security,
+                on_answer=lambda a, s: station.answered(a, s, "opcua"),
             )
         if config.mqtt.enabled:
             station.mqtt = MqttHandshake(
                 config.mqtt,
                 handler,
                 station_id=config.station_id,
+                security=config.security,
                 on_answer=lambda a, s: station.answered(a, s, "mqtt"),
             )
         return station
@@ -115,9 +135,12 @@ class LineStation:
                 handshake.start()
 
     def startup_warnings(self) -> list[str]:
-        """Problems a commissioning engineer must see at start (each also answers triggers
-        with an error code): products without a usable live model, an empty file camera."""
-        warnings = [
+        """Problems a commissioning engineer must see at start: line links without security
+        (``security.mode: none``), and what answers triggers with an error code: products
+        without a usable live model, an empty file camera."""
+        notice = insecure_notice(self.config.security)
+        warnings = [notice] if notice else []
+        warnings += [
             f"product {product!r}: no live model ({state['problem']}); its triggers are "
             "answered NO_MODEL"
             for product, state in self.core.models.status().items()
@@ -131,8 +154,15 @@ class LineStation:
         return warnings
 
     def status(self) -> dict[str, Any]:
-        """Live models per product and the signature policy (the pinned key's id)."""
-        return {"products": self.core.models.status(), "signatures": self.core.signatures()}
+        """Live models per product, the signature policy (the pinned key's id) and the line
+        links' security (``insecure`` carries the start-up announcement when off)."""
+        security = self.config.security
+        links = {"mode": security.mode, "insecure": insecure_notice(security)}
+        return {
+            "products": self.core.models.status(),
+            "signatures": self.core.signatures(),
+            "link_security": links,
+        }
 
     def stop(self) -> None:
         """Stop taking triggers, finish in-flight work, flush what the sinks take now."""

@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 from inspection.core.registry import Registry
-from inspection.line.config import CameraConfig, LineConfig
+from inspection.line.config import CameraConfig, LineConfig, LinkSecurity
 from inspection.station.config import CORE_KEYS, StationCoreConfig
 
 
@@ -41,6 +41,7 @@ def line_config(
         "station_id": "cam-1",
         "camera": CameraConfig(kind="file", path=camera, loop=loop),
         "inspect_timeout_s": 10.0,
+        "security": LinkSecurity(pki_dir=root / "pki"),
     }
     values |= {key: value for key, value in overrides.items() if key not in CORE_KEYS}
     return LineConfig(core=StationCoreConfig(**core), **values)

@@ -12,12 +12,12 @@ from inspection.line import mqtt as line_mqtt
 from inspection.line.config import MqttTriggerConfig
 from inspection.line.mqtt import MqttHandshake
 
-from .helpers import Broker, free_port, private_broker
+from .helpers import Broker, free_port, private_broker, secure
 
 
-def _handshake(port: int) -> MqttHandshake:
+def _handshake(port: int, root: Path) -> MqttHandshake:
     config = MqttTriggerConfig(enabled=True, port=port)
-    return MqttHandshake(config, handler=None, station_id="cam-1")  # type: ignore[arg-type]
+    return MqttHandshake(config, handler=None, station_id="cam-1", security=secure(root))  # type: ignore[arg-type]
 
 
 def _warned(caplog: pytest.LogCaptureFixture, text: str, timeout_s: float = 10.0) -> bool:
@@ -30,11 +30,11 @@ def _warned(caplog: pytest.LogCaptureFixture, text: str, timeout_s: float = 10.0
 
 
 def test_an_unreachable_broker_is_named_at_start(
-    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setattr(line_mqtt, "CONNECT_WAIT_S", 0.5)
     port = free_port()  # nothing listens there
-    handshake = _handshake(port)
+    handshake = _handshake(port, tmp_path)
     with caplog.at_level(logging.WARNING, logger="inspection.line.mqtt"):
         handshake.start()
         try:
@@ -52,7 +52,7 @@ def test_a_lost_broker_is_warned_and_its_return_noted(
 ) -> None:
     broker: Broker = private_broker(tmp_path)
     broker.start()
-    handshake = _handshake(broker.port)
+    handshake = _handshake(broker.port, tmp_path)
     with caplog.at_level(logging.INFO, logger="inspection.line.mqtt"):
         handshake.start()
         try:

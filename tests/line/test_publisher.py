@@ -14,12 +14,14 @@ import pytest
 
 from inspection.line.config import PublisherConfig, SinkConfig
 from inspection.line.payload import ResultPayload
+from inspection.line.pki import LinePki
 from inspection.line.publisher import Publisher, backoff_s
+from inspection.line.security import WebhookSignatureError, verify_webhook
 from inspection.line.sinks import DeliveryError, MqttSink, WebhookSink, build_sink
 from inspection.store.outbox import Outbox
 from inspection.store.store import Store
 
-from .helpers import Broker, Collector
+from .helpers import Broker, Collector, secure
 from .records import entries, inspection_fields
 
 FAST = PublisherConfig(batch=20, poll_s=0.05, backoff_initial_s=0.1, backoff_max_s=0.5)
@@ -50,8 +52,12 @@ def test_backoff_doubles_and_is_capped() -> None:
 def test_mqtt_results_survive_a_broker_outage(broker: Broker, tmp_path: Path) -> None:
     store = _store_with(tmp_path, 10, ("mqtt",))
     outbox = Outbox(store)
-    collector = Collector(broker.port, "line/results")
-    sink = MqttSink("mqtt", "127.0.0.1", broker.port, "line/results", timeout_s=2.0)
+    topic = "inspection/cam-1/result"  # the station may write only its own topics
+    collector = Collector(broker.port, topic, secure(tmp_path))
+    sink = MqttSink(
+        "mqtt", "127.0.0.1", broker.port, topic, security=secure(tmp_path), user="cam-1",
+        timeout_s=2.0,
+    )  # fmt: skip
     publisher = Publisher(outbox, {"mqtt": sink}, FAST)
     publisher.start()
     try:
@@ -84,7 +90,9 @@ def test_mqtt_sink_refuses_fast_without_a_broker(
 
     port = free_port()
     with caplog.at_level("WARNING", logger="inspection.line.sinks"):
-        sink = MqttSink("mqtt", "127.0.0.1", port, "t", timeout_s=0.2)
+        sink = MqttSink(
+            "mqtt", "127.0.0.1", port, "t", security=secure(tmp_path), user="cam-1", timeout_s=0.2
+        )
     assert f"MQTT broker 127.0.0.1:{port} not reachable" in caplog.text
     with pytest.raises(DeliveryError, match="not connected"):
         sink.deliver("k", "{}")
@@ -93,15 +101,15 @@ def test_mqtt_sink_refuses_fast_without_a_broker(
 
 class _Hook(BaseHTTPRequestHandler):
     fail_first = 2
-    seen: ClassVar[list[tuple[str, dict]]] = []
+    seen: ClassVar[list[tuple[str, bytes, dict[str, str]]]] = []
 
     def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        body = self.rfile.read(int(self.headers["Content-Length"]))
         if _Hook.fail_first > 0:
             _Hook.fail_first -= 1
             self.send_response(503)
         else:
-            _Hook.seen.append((self.headers["Idempotency-Key"], body))
+            _Hook.seen.append((self.headers["Idempotency-Key"], body, dict(self.headers)))
             self.send_response(204)
         self.end_headers()
 
@@ -119,11 +127,12 @@ def hook_url() -> Iterator[str]:
     server.shutdown()
 
 
-def test_webhook_retries_server_errors_and_sends_the_idempotency_key(
+def test_webhook_retries_server_errors_and_sends_signed_bodies_with_the_idempotency_key(
     hook_url: str, tmp_path: Path
 ) -> None:
     store = _store_with(tmp_path, 3, ("hook",))
-    sink = build_sink(SinkConfig(name="hook", kind="webhook", url=hook_url), station_id="cam-1")
+    config = SinkConfig(name="hook", kind="webhook", url=hook_url)
+    sink = build_sink(config, station_id="cam-1", security=secure(tmp_path))
     assert isinstance(sink, WebhookSink)
     publisher = Publisher(Outbox(store), {"hook": sink}, FAST)
     publisher.start()
@@ -131,14 +140,25 @@ def test_webhook_retries_server_errors_and_sends_the_idempotency_key(
         _wait(lambda: len(_Hook.seen) == 3)
     finally:
         publisher.stop()
-    assert [key for key, _ in _Hook.seen] == ["req-00000", "req-00001", "req-00002"]
-    assert all(body["request_id"] == key for key, body in _Hook.seen)
+    assert [key for key, _, _ in _Hook.seen] == ["req-00000", "req-00001", "req-00002"]
+    assert all(json.loads(body)["request_id"] == key for key, body, _ in _Hook.seen)
+    secret = LinePki(tmp_path / "pki").secret("webhook-hook")  # what the receiver was given
+    for _, body, headers in _Hook.seen:
+        verify_webhook(secret, body, headers)
+        with pytest.raises(WebhookSignatureError, match="does not match"):
+            verify_webhook(secret, body.replace(b'"NG"', b'"OK"'), headers)
+        with pytest.raises(WebhookSignatureError, match="does not match"):
+            verify_webhook("another secret", body, headers)
+        with pytest.raises(WebhookSignatureError, match="s off"):
+            verify_webhook(secret, body, headers, now=time.time() + 3600)  # a replay an hour on
+    with pytest.raises(WebhookSignatureError, match="no signature"):
+        verify_webhook(secret, body, {})
     store.engine.dispose()
 
 
 def test_webhook_unreachable_is_a_delivery_error() -> None:
     from .helpers import free_port
 
-    sink = WebhookSink("hook", f"http://127.0.0.1:{free_port()}/x", timeout_s=1.0)
+    sink = WebhookSink("hook", f"http://127.0.0.1:{free_port()}/x", secret=None, timeout_s=1.0)
     with pytest.raises(DeliveryError, match="unreachable"):
         sink.deliver("k", "{}")

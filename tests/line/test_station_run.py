@@ -6,8 +6,6 @@ import json
 import threading
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
-
 from inspection.line.config import (
     MqttTriggerConfig,
     OpcUaTriggerConfig,
@@ -16,26 +14,28 @@ from inspection.line.config import (
 )
 from inspection.line.handshake import Answer, ErrorCode, ResultCode
 from inspection.line.payload import ResultPayload
+from inspection.line.pki import LinePki
+from inspection.line.security import PLC_USER, mqtt_client
 from inspection.line.softplc import SoftPlc
 from inspection.line.station import LineStation
 
-from .helpers import Broker, Collector, free_port
+from .helpers import Broker, Collector, free_port, secure
 from .station_env import camera_folder, line_config
 
 
 class _AnswerClient:
     """The MES/PLC side of the MQTT handshake: publishes triggers, collects answers."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, root: Path) -> None:
         self.answers: list[Answer] = []
         self._got = threading.Condition()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+        self.client = mqtt_client(secure(root), PLC_USER)
         self.client.on_message = self._on_message
         self.client.connect("127.0.0.1", port)
         self.client.subscribe("inspection/cam-1/answer", qos=1)
         self.client.loop_start()
 
-    def _on_message(self, _c, _u, message: mqtt.MQTTMessage) -> None:
+    def _on_message(self, _c, _u, message) -> None:
         with self._got:
             self.answers.append(Answer.from_json(message.payload))
             self._got.notify_all()
@@ -56,7 +56,7 @@ def test_station_answers_the_plc_over_opcua_and_mqtt_and_publishes_results(
     broker: Broker, tmp_path: Path, fp32_bundle: Path, tiny_product: Path
 ) -> None:
     endpoint = f"opc.tcp://127.0.0.1:{free_port()}/plc"
-    plc = SoftPlc(endpoint)
+    plc = SoftPlc(endpoint, security=secure(tmp_path))
     plc.start()
     config = line_config(
         tmp_path,
@@ -67,10 +67,10 @@ def test_station_answers_the_plc_over_opcua_and_mqtt_and_publishes_results(
         sinks=(SinkConfig(name="mes", kind="mqtt", port=broker.port),),
         publisher=PublisherConfig(poll_s=0.05, backoff_initial_s=0.1, backoff_max_s=0.5),
     )
-    results = Collector(broker.port, "inspection/cam-1/result")
+    results = Collector(broker.port, "inspection/cam-1/result", secure(tmp_path))
     station = LineStation.build(config)
     station.start()
-    answers = _AnswerClient(broker.port)
+    answers = _AnswerClient(broker.port, tmp_path)
     try:
         assert station.opcua is not None and station.opcua.connected.wait(10)
         assert plc.read("Ready") is True
@@ -101,8 +101,12 @@ def test_station_answers_the_plc_over_opcua_and_mqtt_and_publishes_results(
         station.stop()
         results.close()
         plc.stop()
-    keys = sorted(ResultPayload.from_json(m).request_id for m in delivered)
-    assert keys == sorted(["o-1", made_up.request_id, "m-1"])
+    payloads = [ResultPayload.from_json(m) for m in delivered]
+    assert sorted(p.request_id for p in payloads) == sorted(["o-1", made_up.request_id, "m-1"])
+    station_key = LinePki(tmp_path / "pki").signing_key("cam-1").public_key()
+    for payload in payloads:  # each result names its bundle and carries the station's signature
+        assert payload.bundle_id == "v0001-fp32"
+        payload.verify(station_key)
     triggers = station.metrics.triggers
     assert triggers.labels("opcua", "NO_MODEL")._value.get() == 1
     assert triggers.labels("mqtt", "BAD_TRIGGER")._value.get() == 2

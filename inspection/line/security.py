@@ -1,0 +1,144 @@
+"""Secure line links: MQTT over TLS with a password, OPC UA Basic256Sha256 with a trust list,
+signed webhooks. ``LinkSecurity.mode: none`` turns all of it off (announced at start-up).
+
+MQTT users (the broker's ACL, ``inspection.line.mosquitto.acl_text``): each station logs in
+as its ``station_id`` and may only read its own ``trigger`` / ``product`` and write its own
+``state`` / ``answer`` / ``result``; ``plc`` writes triggers and reads answers; ``mes``
+reads results.
+
+A webhook receiver checks a delivery with ``verify_webhook(secret, body, headers)``: the
+signature is HMAC-SHA256 over ``<timestamp>.<body>`` with the sink's secret
+(``<pki_dir>/secrets/webhook-<sink name>``), and the timestamp must be within 5 minutes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+
+import paho.mqtt.client as mqtt
+
+from inspection.core.errors import InspectionError
+from inspection.line.config import LinkSecurity
+from inspection.line.pki import LinePki
+
+log = logging.getLogger(__name__)
+PLC_USER, MES_USER = "plc", "mes"
+TIMESTAMP_HEADER, SIGNATURE_HEADER = "X-Inspection-Timestamp", "X-Inspection-Signature"
+WEBHOOK_TOLERANCE_S = 300.0
+
+
+class WebhookSignatureError(InspectionError):
+    """A webhook delivery's signature is missing, stale or wrong: the receiver drops it."""
+
+
+def station_uri(station_id: str) -> str:
+    """The OPC UA application URI of a station (in its certificate)."""
+    return f"urn:inspection:station:{station_id}"
+
+
+def insecure_notice(security: LinkSecurity) -> str | None:
+    """The start-up announcement of plaintext links, or ``None`` when security is on."""
+    if security.on:
+        return None
+    return (
+        "LINE LINKS INSECURE (security.mode: none): OPC UA without signing or encryption, "
+        "MQTT without TLS or passwords, webhooks and results unsigned; anyone on the network "
+        "can read them or forge a PLC answer"
+    )
+
+
+def mqtt_client(
+    security: LinkSecurity, user: str, *, client_id: str | None = None, **options: object
+) -> mqtt.Client:
+    """A paho client (MQTT 3.1.1) that, security on, speaks TLS against the local CA and logs
+    in as ``user`` with its password from the PKI folder."""
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2,
+        client_id=client_id or f"{user}-{uuid.uuid4().hex[:8]}",
+        protocol=mqtt.MQTTv311,
+        **options,  # type: ignore[arg-type]
+    )
+    if security.on:
+        pki = LinePki(security.pki_dir)
+        client.tls_set(ca_certs=str(pki.ca_file))
+        client.username_pw_set(user, pki.secret(f"mqtt-{user}"))
+    return client
+
+
+async def secure_opcua_client(client: object, security: LinkSecurity, station_id: str) -> None:
+    """Set up an asyncua ``Client`` (before ``connect``): Basic256Sha256 in the configured mode
+    with the station's certificate, and the server's certificate checked against the trust
+    list (an untrusted PLC is refused as an untrusted station is refused by the PLC)."""
+    if not security.on:
+        return
+    from asyncua import ua
+    from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
+
+    pki = LinePki(security.pki_dir)
+    identity = pki.identity(f"station-{station_id}", station_uri(station_id))
+    client.application_uri = identity.uri  # type: ignore[attr-defined]
+    mode = (
+        ua.MessageSecurityMode.Sign
+        if security.mode == "sign"
+        else ua.MessageSecurityMode.SignAndEncrypt
+    )
+    await client.set_security(  # type: ignore[attr-defined]
+        SecurityPolicyBasic256Sha256,
+        str(identity.certificate),
+        str(identity.private_key),
+        mode=mode,
+    )
+    client.certificate_validator = await trust_list_validator(pki, peer="server")  # type: ignore[attr-defined]
+
+
+async def trust_list_validator(pki: LinePki, *, peer: str) -> object:
+    """An asyncua certificate validator: time, URI, key usage, and signed by a certificate of
+    the trust list (``pki.trusted_dir``)."""
+    from asyncua.crypto.truststore import TrustStore
+    from asyncua.crypto.validator import CertificateValidator, CertificateValidatorOptions
+
+    store = TrustStore([pki.trusted_dir], [])
+    await store.load()
+    role = (
+        CertificateValidatorOptions.PEER_SERVER
+        if peer == "server"
+        else CertificateValidatorOptions.PEER_CLIENT
+    )
+    return CertificateValidator(CertificateValidatorOptions.TRUSTED_VALIDATION | role, store)
+
+
+def webhook_headers(secret: str, body: bytes, *, now: float | None = None) -> dict[str, str]:
+    """The signature headers of one webhook delivery."""
+    stamp = str(int(now if now is not None else time.time()))
+    return {TIMESTAMP_HEADER: stamp, SIGNATURE_HEADER: "sha256=" + _mac(secret, stamp, body)}
+
+
+def verify_webhook(
+    secret: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    *,
+    now: float | None = None,
+    tolerance_s: float = WEBHOOK_TOLERANCE_S,
+) -> None:
+    """Raise ``WebhookSignatureError`` unless ``body`` carries a valid, fresh signature.
+    ``headers`` as received (looked up case-insensitively)."""
+    lower = {key.lower(): value for key, value in headers.items()}
+    stamp = lower.get(TIMESTAMP_HEADER.lower(), "")
+    signature = lower.get(SIGNATURE_HEADER.lower(), "")
+    if not stamp.isdigit() or not signature.startswith("sha256="):
+        raise WebhookSignatureError("webhook: no signature or timestamp header")
+    age = (now if now is not None else time.time()) - int(stamp)
+    if abs(age) > tolerance_s:
+        raise WebhookSignatureError(f"webhook: timestamp {age:.0f} s off (> {tolerance_s:g} s)")
+    if not hmac.compare_digest(signature.removeprefix("sha256="), _mac(secret, stamp, body)):
+        raise WebhookSignatureError("webhook: signature does not match the body")
+
+
+def _mac(secret: str, stamp: str, body: bytes) -> str:
+    return hmac.new(secret.encode(), stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
