@@ -58,9 +58,9 @@ def run_roles(
     """Train and export every role per product of ``args.products``; one JSON row per
     (product, role) in ``args.out/results.json`` (rows already there are kept, not re-run).
     ``record_extra(record)``: the lever's own entries for the row."""
+    from inspection.core.product_config import load_model_config
     from inspection.core.registry import Registry
     from inspection.data.dataset import load_dataset
-    from inspection.training.config import load_model_config
     from inspection.training.train import train_model
 
     report = previous_report(args.out, "results")

@@ -45,10 +45,10 @@ import torch
 from _report import previous_report, save_report
 
 from inspection.core.metrics import aupro, image_auroc, pixel_auroc
+from inspection.core.product_config import load_model_config
 from inspection.core.registry import Registry
 from inspection.data.dataset import load_dataset
 from inspection.training.backbones import resolve_weights
-from inspection.training.config import load_model_config
 from inspection.training.coreset import coverage_radius, select_coreset
 from inspection.training.evaluate import predict
 from inspection.training.train import (

@@ -30,11 +30,11 @@ from _report import previous_report, save_report
 from inspection.core.bootstrap import auroc_interval
 from inspection.core.export_gate import ExportRecord
 from inspection.core.images import read_image
+from inspection.core.product_config import load_model_config
 from inspection.core.registry import Registry
 from inspection.data.dataset import load_dataset
 from inspection.runtime.inspector import Inspector
 from inspection.runtime.preprocess import preprocess
-from inspection.training.config import load_model_config
 from inspection.training.export import ExportOptions
 from inspection.training.registry_export import export_bundle, held_out_test_samples
 from inspection.training.train import train_model

@@ -40,13 +40,13 @@ from inspection.core.bundle import verify_bundle
 from inspection.core.config import to_mapping
 from inspection.core.images import read_image
 from inspection.core.outputs import RawOutputs
+from inspection.core.product_config import load_model_config
 from inspection.core.registry import Registry
 from inspection.core.tiling import TilingSpec
 from inspection.data.dataset import load_dataset
 from inspection.runtime.inspector import Inspector
 from inspection.runtime.preprocess import preprocess
 from inspection.runtime.tiled import TiledInspector, evaluation_size, tiled_outputs
-from inspection.training.config import load_model_config
 from inspection.training.export import ExportOptions, LabelledSample
 from inspection.training.registry_export import (
     RegistryExport,

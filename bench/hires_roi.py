@@ -29,11 +29,11 @@ from _report import save_report
 
 from inspection.core.bundle import read_bundle_metadata, write_bundle_metadata
 from inspection.core.images import read_image
+from inspection.core.product_config import load_model_config, load_product_config
 from inspection.core.registry import Registry
 from inspection.data.dataset import load_dataset
 from inspection.data.hires import render_plate
 from inspection.runtime.inspector import Inspector
-from inspection.training.config import load_model_config, load_product_config
 from inspection.training.export import ExportOptions, run_bundle
 from inspection.training.registry_export import RegistryExport, export_bundle, export_splits
 from inspection.training.train import train

@@ -41,9 +41,9 @@ from inspection.core.operating_point import (
     choose_threshold,
     miss_at,
 )
+from inspection.core.product_config import load_model_config, model_config_from_mapping
 from inspection.core.registry import ModelRecord, Registry
 from inspection.data.dataset import load_dataset
-from inspection.training.config import load_model_config, model_config_from_mapping
 from inspection.training.evaluate import predict
 from inspection.training.train import evaluation_splits, load_trained_model, train_model
 

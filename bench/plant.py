@@ -235,9 +235,9 @@ def fleet(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
 def champions(workdir: Path, products: list[str], size: int) -> Path:
     """A registry with an INT8 champion per demo product, plus the datasets."""
+    from inspection.core.product_config import load_model_config
     from inspection.data.demo import write_demo_product
     from inspection.retrain.demo import train_champion
-    from inspection.training.config import load_model_config
 
     root = workdir / "template"
     registry = Registry(root / "registry")

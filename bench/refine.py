@@ -62,7 +62,7 @@ STATIC_NOTES = (
 def prepare_product(work: Path, product: str, args: argparse.Namespace) -> tuple[Path, list, list]:
     """(bundle dir, held-out test samples, validation samples) for ``product``, training and
     exporting if needed."""
-    from inspection.training.config import load_model_config
+    from inspection.core.product_config import load_model_config
     from inspection.training.export import ExportOptions
     from inspection.training.registry_export import (
         export_bundle,

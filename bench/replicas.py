@@ -78,9 +78,9 @@ def drop_database(admin_url: str, name: str) -> None:
 
 def tiny_registry(workdir: Path, product: str) -> Path:
     """A registry with one live FP32 bundle: PatchCore (128 px) trained on a demo product."""
+    from inspection.core.product_config import model_config_from_mapping
     from inspection.data.dataset import load_dataset
     from inspection.data.demo import write_demo_product
-    from inspection.training.config import model_config_from_mapping
     from inspection.training.export import ExportOptions
     from inspection.training.registry_export import RegistryExport, export_bundle
     from inspection.training.train import train

@@ -290,8 +290,8 @@ def ensure_dataset(product: str, datasets: Path) -> Path:
 
 
 def ensure_version(registry: Any, product: str, kind: str, dataset_dir: Path) -> Any:
+    from inspection.core.product_config import load_model_config
     from inspection.data.dataset import load_dataset
-    from inspection.training.config import load_model_config
     from inspection.training.train import train
 
     for record in reversed(registry.versions(product)):

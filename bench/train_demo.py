@@ -20,9 +20,9 @@ from pathlib import Path
 from _report import save_report
 
 from inspection.core.config import to_mapping
+from inspection.core.product_config import load_model_config
 from inspection.core.registry import Registry
 from inspection.data.dataset import load_dataset
-from inspection.training.config import load_model_config
 from inspection.training.train import package_versions, train_model
 
 RUNS = (

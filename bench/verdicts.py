@@ -33,10 +33,10 @@ from _report import cpu_description, save_report
 
 from inspection.core.calibration import normalize_maps, normalize_scores
 from inspection.core.metrics import EvaluationMetrics, compute_metrics, judge_all, threshold_masks
+from inspection.core.product_config import load_model_config
 from inspection.core.registry import Registry
 from inspection.core.verdict import judge
 from inspection.data.dataset import load_dataset
-from inspection.training.config import load_model_config
 from inspection.training.train import evaluation_splits, train_model
 
 TIMING_REPEATS = 3

@@ -99,8 +99,8 @@ def trained_patchcore(
     tiny_product: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> TrainedProduct:
     """A tiny PatchCore (64 px) trained on ``tiny_product`` into a fresh registry."""
+    from inspection.core.product_config import model_config_from_mapping
     from inspection.data.dataset import load_dataset
-    from inspection.training.config import model_config_from_mapping
     from inspection.training.train import train
 
     registry = Registry(tmp_path_factory.mktemp("registry"))

@@ -122,9 +122,9 @@ def check(
 ) -> None:
     """Validate a dataset; exit 0 when it is usable, 1 when problems were found."""
     from inspection.core.config import load_site_config
+    from inspection.core.product_config import product_config_path
     from inspection.data.check import check_dataset
     from inspection.data.dataset import load_dataset
-    from inspection.training.config import product_config_path
 
     if json_out is not None:
         _ready_to_write(json_out, "--json")  # before the check: a bad path must not cost it
@@ -154,7 +154,7 @@ def _declared_image_bits(product: str, configs: Path) -> int | None:
     """``image_bits`` of ``products/<product>.yaml`` in the site's configs folder ``configs``;
     None when the product has no config file there (a config error is one line naming the
     file)."""
-    from inspection.training.config import load_product_config, product_config_path
+    from inspection.core.product_config import load_product_config, product_config_path
 
     if not product_config_path(product, configs).is_file():
         return None
@@ -166,7 +166,7 @@ def _declared_image_bits(product: str, configs: Path) -> int | None:
 def _product_budget(product: str, configs: Path) -> float:
     """The false-reject budget ``train --product <product>`` sets its threshold at (PatchCore's
     operating point after ``products/<product>.yaml`` in the site's configs folder)."""
-    from inspection.training.config import load_model_config
+    from inspection.core.product_config import load_model_config
 
     return load_model_config("patchcore", product=product, directory=configs).operating_point.budget
 

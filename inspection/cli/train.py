@@ -72,7 +72,7 @@ def _offline() -> None:
 
 
 def _dataset_path(site: SiteConfig, product: str, data: Path | None) -> Path:
-    from inspection.training.config import load_product_config
+    from inspection.core.product_config import load_product_config
 
     if data is not None:
         return data
@@ -180,12 +180,12 @@ def train_command(
         return
     if not product:
         raise typer.BadParameter("give --product (or --update <product> to add images)")
-    from inspection.core.registry import Registry
-    from inspection.training.config import (
+    from inspection.core.product_config import (
         load_model_config,
         load_product_config,
         product_config_path,
     )
+    from inspection.core.registry import Registry
 
     site_config = load_site_config(site)
     product_config = load_product_config(product, site_config.configs)
@@ -309,9 +309,9 @@ def evaluate_command(
 ) -> None:
     """Re-evaluate a registered version on its held-out test split and write a report."""
     _offline()
+    from inspection.core.product_config import model_config_from_mapping
     from inspection.core.registry import Registry
     from inspection.data.dataset import load_dataset
-    from inspection.training.config import model_config_from_mapping
     from inspection.training.evaluate import metrics_of_predictions, predict, write_report
     from inspection.training.train import evaluation_splits, load_trained_model
 
@@ -372,8 +372,8 @@ def step_data(ctx: DemoContext) -> None:
 
 def step_train(ctx: DemoContext) -> None:
     """Train every model on every product, evaluate, write the reports, register."""
+    from inspection.core.product_config import load_model_config, load_product_config
     from inspection.data.dataset import load_dataset
-    from inspection.training.config import load_model_config, load_product_config
     from inspection.training.evaluate import write_report
     from inspection.training.train import train_model
 
@@ -594,7 +594,7 @@ def _run_demo(ctx: DemoContext, skip: str, log_file: Path | None) -> None:
 
 def _print_configs(site: SiteConfig, kind: str) -> None:
     """The configs folder train reads, and where the model defaults came from when not there."""
-    from inspection.training.config import model_defaults_path
+    from inspection.core.product_config import model_defaults_path
 
     line = configs_line(site)
     defaults = model_defaults_path(kind, site.configs)

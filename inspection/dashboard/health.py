@@ -121,7 +121,7 @@ def operating_point(product: str, configs_dir: Path | None = None) -> OperatingP
     """The product's configured operating point (``operating_point:`` in its config in
     ``configs_dir``, the site's configs folder), else the default false-reject budget."""
     try:
-        from inspection.training.config import load_product_config
+        from inspection.core.product_config import load_product_config
 
         point = getattr(load_product_config(product, configs_dir), "operating_point", None)
     except (ConfigError, OSError):

@@ -19,9 +19,9 @@ import yaml
 from inspection.core.config import default_configs_dir, from_mapping
 from inspection.core.errors import ConfigError, RegistryError
 from inspection.core.images import read_image
+from inspection.core.product_config import ProductConfig, load_product_config, product_config_path
 from inspection.core.registry import Registry
 from inspection.core.roi import RoiSpec
-from inspection.training.config import ProductConfig, load_product_config, product_config_path
 
 INCLUDE_RGB = (40, 200, 80)
 EXCLUDE_RGB = (230, 50, 50)

@@ -23,7 +23,7 @@ def challenger_config(
 ) -> Any:
     """The champion's ``ModelConfig`` with ``--set``-style ``overrides`` (and a full ``replace``)."""
     from inspection.core.config import deep_merge
-    from inspection.training.config import model_config_from_mapping, parse_override
+    from inspection.core.product_config import model_config_from_mapping, parse_override
 
     data: dict[str, Any] = dict(source.config)
     for item in overrides:
@@ -44,8 +44,8 @@ def train_challenger(
 ) -> ModelRecord:
     """Train on the run's MVTec folder and register a new immutable version; the ROI is the
     product's in ``configs_dir`` (the site's configs folder)."""
+    from inspection.core.product_config import load_product_config
     from inspection.data.dataset import load_dataset
-    from inspection.training.config import load_product_config
     from inspection.training.train import train
 
     return train(

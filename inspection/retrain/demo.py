@@ -27,7 +27,7 @@ from inspection.retrain.config import load_retrain_config
 from inspection.retrain.pipeline import RetrainResult, retrain_product
 
 if TYPE_CHECKING:
-    from inspection.training.config import ModelConfig
+    from inspection.core.product_config import ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +63,8 @@ def run_demo(
     config_file: Path | None = None,
 ) -> tuple[RetrainResult, dict]:
     """Run the whole demo under ``out``; returns the retrain result and timings/counts."""
+    from inspection.core.product_config import load_model_config
     from inspection.data.demo import write_demo_product
-    from inspection.training.config import load_model_config
 
     site = SiteConfig(
         registry_dir=out / "registry",

@@ -24,7 +24,7 @@ VIEWS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "vflip": lambda images: images.flip(-2),
     "rot90": lambda images: images.rot90(1, (-2, -1)),
 }
-"""Each view of a (N, C, H, W) batch, by its name in ``training.config.BANK_VIEWS`` (rot90
+"""Each view of a (N, C, H, W) batch, by its name in ``core.product_config.BANK_VIEWS`` (rot90
 needs square images; ``ModelConfig`` checks both)."""
 
 

@@ -35,10 +35,10 @@ from inspection.core.bootstrap import auroc_gain_interval, auroc_interval
 from inspection.core.config import to_mapping
 from inspection.core.errors import InspectionError
 from inspection.core.metrics import image_auroc
+from inspection.core.product_config import ModelConfig, load_model_config, model_config_from_mapping
 from inspection.core.registry import Registry
 from inspection.data.dataset import Dataset
 from inspection.training.backbones import resolve_weights
-from inspection.training.config import ModelConfig, load_model_config, model_config_from_mapping
 from inspection.training.evaluate import predict
 
 logger = logging.getLogger(__name__)
@@ -334,7 +334,7 @@ def train_winner(
 ) -> Any:
     """Train and register the winner with the search in its lineage; the ``TrainOutcome``.
     ``configs_dir``: the site's configs folder (the product's ROI)."""
-    from inspection.training.config import load_product_config
+    from inspection.core.product_config import load_product_config
     from inspection.training.train import train_model
 
     config = model_config_from_mapping(search_result.winner_config, where="auto search winner")

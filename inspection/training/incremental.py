@@ -26,12 +26,12 @@ from inspection.core.calibration import Calibration, Normalization, calibrate
 from inspection.core.config import to_mapping
 from inspection.core.errors import ConfigError, DatasetError, RegistryError
 from inspection.core.fingerprint import relative_name, sha256_file
+from inspection.core.product_config import ModelConfig, model_config_from_mapping
 from inspection.core.registry import FitFigures, Lineage, ModelRecord, Registry
 from inspection.core.roi import RoiSpec, RoiTraining
 from inspection.data.dataset import GOOD, Dataset, Sample, load_dataset
 from inspection.training.augment import views
 from inspection.training.backbones import channels_last
-from inspection.training.config import ModelConfig, model_config_from_mapping
 from inspection.training.coreset import (
     all_cores,
     coreset_size,

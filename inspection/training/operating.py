@@ -20,9 +20,9 @@ import numpy as np
 from inspection.core.calibration import Calibration, calibrate
 from inspection.core.fingerprint import relative_name
 from inspection.core.operating_point import OperatingPoint
+from inspection.core.product_config import ModelConfig
 from inspection.core.registry import GoodScores
 from inspection.data.dataset import Dataset, Sample
-from inspection.training.config import ModelConfig
 from inspection.training.roi import TrainingRoi
 from inspection.training.samples import Predictions
 

@@ -31,8 +31,8 @@ from sklearn.covariance import OAS, LedoitWolf
 from threadpoolctl import threadpool_limits  # a scikit-learn dependency
 
 from inspection.core.images import DEFAULT_SOURCE_BITS
+from inspection.core.product_config import COVARIANCE_ESTIMATORS
 from inspection.data.dataset import Sample
-from inspection.training.config import COVARIANCE_ESTIMATORS
 from inspection.training.out_of_fold import fold_of, model_inputs
 
 logger = logging.getLogger(__name__)

@@ -19,15 +19,15 @@ import openvino as ov
 from inspection.core.bundle import BUNDLE_SCHEMA_VERSION, BundleMetadata, OutputNames, Precision
 from inspection.core.errors import BundleError
 from inspection.core.fingerprint import relative_name, sha256_file
-from inspection.core.registry import ModelRecord, Registry
-from inspection.core.signing import sign_bundle, site_signing_key
-from inspection.data.dataset import load_dataset
-from inspection.training.bundle_calibration import record_operating_point
-from inspection.training.config import (
+from inspection.core.product_config import (
     load_product_config,
     model_config_from_mapping,
     product_config_path,
 )
+from inspection.core.registry import ModelRecord, Registry
+from inspection.core.signing import sign_bundle, site_signing_key
+from inspection.data.dataset import load_dataset
+from inspection.training.bundle_calibration import record_operating_point
 from inspection.training.convert import MAP_OUTPUT, POOLED_OUTPUT, SCORE_OUTPUT
 from inspection.training.export import (
     ExportOptions,

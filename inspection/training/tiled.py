@@ -31,13 +31,13 @@ from inspection.core.config import to_mapping
 from inspection.core.errors import ConfigError
 from inspection.core.images import DEFAULT_SOURCE_BITS, read_image, read_mask
 from inspection.core.outputs import RawOutputs
+from inspection.core.product_config import ModelConfig
 from inspection.core.registry import FitFigures, ModelRecord, Registry
 from inspection.core.roi import RoiSpec
 from inspection.core.tiling import TilingSpec, cut, stitch
 from inspection.data.dataset import Dataset, Sample
 from inspection.runtime.tiled import evaluation_size
 from inspection.training.backbones import ResolvedWeights, resolve_weights
-from inspection.training.config import ModelConfig
 from inspection.training.roi import TrainingRoi
 from inspection.training.train import (
     CHECKPOINT_FILE,

@@ -37,6 +37,7 @@ from inspection.core.config import to_mapping
 from inspection.core.errors import ConfigError, DatasetError
 from inspection.core.fingerprint import relative_name
 from inspection.core.metrics import EvaluationMetrics
+from inspection.core.product_config import ModelConfig, model_config_from_mapping
 from inspection.core.registry import DataSplits, FitFigures, ModelRecord, Registry
 from inspection.core.roi import RoiSpec, RoiTraining
 from inspection.data.dataset import MIN_TEST_GOOD, Dataset, Sample
@@ -49,7 +50,6 @@ from inspection.training.backbones import (
     no_pretrained_download,
     resolve_weights,
 )
-from inspection.training.config import ModelConfig, model_config_from_mapping
 from inspection.training.evaluate import metrics_of_predictions, predict
 from inspection.training.global_context import (
     CONTEXT_FILE,

@@ -348,8 +348,8 @@ def test_roi_page_reads_the_sites_own_product_configs(seed, tmp_path, site_env) 
 def test_roi_page_on_a_plate_site(seed, tmp_path, site_env, open_mode) -> None:
     import shutil
 
+    from inspection.core.product_config import load_product_config
     from inspection.store.store import Store
-    from inspection.training.config import load_product_config
 
     site = seed.write_site(tmp_path / "plate-site", ["plate"])
     (site.parent / "products").mkdir()

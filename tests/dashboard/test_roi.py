@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from inspection.core.errors import ConfigError, RegistryError
+from inspection.core.product_config import load_product_config
 from inspection.core.registry import Registry
 from inspection.core.roi import RoiSpec
 from inspection.dashboard import roi
-from inspection.training.config import load_product_config
 
 SQUARE = ((10.0, 10.0), (90.0, 10.0), (90.0, 90.0), (10.0, 90.0))
 PRODUCT_YAML = """# a product with comments that must survive
@@ -120,7 +120,7 @@ def test_the_reference_image_is_read_at_the_products_image_bits(
     editor: it was read at the default high byte, not at the product's image_bits."""
     from PIL import Image
 
-    from inspection.training.config import ProductConfig
+    from inspection.core.product_config import ProductConfig
 
     reference = tmp_path / "reference.png"
     Image.fromarray(np.full((8, 8), 2048, np.uint16)).save(reference)

@@ -87,7 +87,7 @@ def test_cli_writes_the_product(tmp_path: Path) -> None:
 
 
 def test_product_config_roi_is_the_generated_one() -> None:
-    from inspection.training.config import load_product_config
+    from inspection.core.product_config import load_product_config
 
     config = load_product_config("plate")
     assert config.data == Path("datasets/plate")
@@ -101,7 +101,7 @@ def test_product_config_roi_is_the_generated_one() -> None:
 
 
 def test_plate_defects_reach_the_minimum_defect_area() -> None:
-    from inspection.training.config import load_product_config
+    from inspection.core.product_config import load_product_config
 
     units = load_product_config("plate").units
     assert units is not None and units.min_area_px(2048) == pytest.approx(40.0)

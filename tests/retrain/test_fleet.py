@@ -70,8 +70,8 @@ def test_ray_fleet_retrains_through_the_registry(tmp_path: Path, tiny_product: P
     """One tiny product retrained in a Ray worker, one failing product beside it."""
     import ray
 
+    from inspection.core.product_config import load_model_config
     from inspection.retrain.demo import train_champion
-    from inspection.training.config import load_model_config
 
     address = _ray_head()
     site = scratch_site(tmp_path, tiny_product.parent)

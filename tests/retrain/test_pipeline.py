@@ -45,8 +45,8 @@ class DrillCrash(RuntimeError):
 @pytest.fixture(scope="module")
 def champion_template(tiny_product: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A registry whose live bundle is a weak champion (random-init backbone, INT8)."""
+    from inspection.core.product_config import load_model_config
     from inspection.retrain.demo import train_champion
-    from inspection.training.config import load_model_config
 
     root = tmp_path_factory.mktemp("champion") / "registry"
     config = load_model_config("patchcore", overrides=[*SIZE, "backbone.weights=random"])

@@ -18,9 +18,9 @@ COMPONENTS = ["features", "colour", "frequency"]
 
 @pytest.fixture(scope="module")
 def weave_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Registry, Path, Path]:
+    from inspection.core.product_config import model_config_from_mapping
     from inspection.data.dataset import load_dataset
     from inspection.data.demo import write_demo_product
-    from inspection.training.config import model_config_from_mapping
     from inspection.training.export import ExportOptions
     from inspection.training.registry_export import export_bundle
     from inspection.training.train import train

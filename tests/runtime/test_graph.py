@@ -201,9 +201,9 @@ def test_every_upsampled_layer_map_before_a_product_becomes_matmuls(ov_precision
 def test_a_knn_rank_bundle_serves_and_checks_its_projected_graph(
     tiny_product: Path, fp32_bundle: Path, tmp_path: Path
 ) -> None:
+    from inspection.core.product_config import model_config_from_mapping
     from inspection.core.registry import Registry
     from inspection.data.dataset import load_dataset
-    from inspection.training.config import model_config_from_mapping
     from inspection.training.export import ExportOptions
     from inspection.training.registry_export import RegistryExport, export_bundle
     from inspection.training.train import train

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from inspection.core.errors import ConfigError
+from inspection.core.product_config import BANK_VIEWS, model_config_from_mapping
 from inspection.core.roi import RoiSpec
 from inspection.data.dataset import load_dataset
 from inspection.training.augment import VIEWS, views, with_views
 from inspection.training.backbones import resolve_weights
-from inspection.training.config import BANK_VIEWS, model_config_from_mapping
 from inspection.training.out_of_fold import _embeddings, model_inputs
 from inspection.training.roi import TrainingRoi
 from inspection.training.train import fit

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from inspection.core.config import deep_merge
+from inspection.core.product_config import ModelConfig, model_config_from_mapping, parse_override
 from inspection.core.registry import Registry
 from inspection.training.auto import (
     GLOBAL,
@@ -19,7 +20,6 @@ from inspection.training.auto import (
     train_winner,
     write_search_report,
 )
-from inspection.training.config import ModelConfig, model_config_from_mapping, parse_override
 from tests.conftest import TINY_PATCHCORE
 
 GRID = (

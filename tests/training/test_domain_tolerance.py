@@ -13,8 +13,8 @@ import pytest
 from inspection.core.bundle import read_bundle_metadata
 from inspection.core.errors import ConfigError
 from inspection.core.input_domain import DomainTolerance
+from inspection.core.product_config import load_product_config
 from inspection.core.registry import Registry
-from inspection.training.config import load_product_config
 from tests.conftest import TrainedProduct
 
 

@@ -38,9 +38,9 @@ def good_only(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.slow
 def test_good_only_product_trains_exports_and_serves(good_only: Path, tmp_path: Path) -> None:
+    from inspection.core.product_config import model_config_from_mapping
     from inspection.data.dataset import load_dataset
     from inspection.runtime.self_check import LabelledPath, check_live_bundle
-    from inspection.training.config import model_config_from_mapping
     from inspection.training.export import ExportOptions
     from inspection.training.registry_export import (
         RegistryExport,

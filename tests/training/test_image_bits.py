@@ -12,9 +12,9 @@ import pytest
 from inspection.core.bundle import Preprocessing
 from inspection.core.config import from_mapping, to_mapping
 from inspection.core.errors import ConfigError
+from inspection.core.product_config import load_model_config, load_product_config
 from inspection.data.dataset import Sample
 from inspection.training.backbones import ResolvedWeights
-from inspection.training.config import load_model_config, load_product_config
 from inspection.training.samples import SampleDataset, load_image
 from inspection.training.train import station_preprocessing
 

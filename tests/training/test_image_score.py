@@ -14,9 +14,9 @@ import torch
 from scipy.ndimage import gaussian_filter
 
 from inspection.core.errors import ConfigError
+from inspection.core.product_config import model_config_from_mapping
 from inspection.core.registry import Registry
 from inspection.data.dataset import load_dataset
-from inspection.training.config import model_config_from_mapping
 from inspection.training.image_score import (
     BLUR_CANDIDATES,
     POOL,

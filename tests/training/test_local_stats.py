@@ -15,9 +15,9 @@ import pytest
 import torch
 from anomalib.models.image.patchcore.torch_model import PatchcoreModel
 
+from inspection.core.product_config import model_config_from_mapping
 from inspection.core.registry import ModelRecord, Registry
 from inspection.data.dataset import Dataset, load_dataset
-from inspection.training.config import model_config_from_mapping
 from inspection.training.local_stats import (
     MAX_PIXEL_LOSS,
     MIN_GAIN,

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
+from inspection.core.product_config import model_config_from_mapping
 from inspection.core.roi import RoiSpec
 from inspection.core.tiling import TilingSpec
 from inspection.data.dataset import Sample
 from inspection.training.backbones import resolve_weights
-from inspection.training.config import model_config_from_mapping
 from inspection.training.roi import TrainingRoi, centres, feature_grid, masked_stfpm_loss
 from inspection.training.tiled import TileDataset, tile_key
 from inspection.training.train import build_model, fit

@@ -8,10 +8,10 @@ import torch
 
 from inspection.core.errors import ConfigError
 from inspection.core.images import read_image
+from inspection.core.product_config import model_config_from_mapping
 from inspection.core.registry import Registry
 from inspection.core.tiling import TilingSpec, cut
 from inspection.data.dataset import load_dataset
-from inspection.training.config import model_config_from_mapping
 from inspection.training.tiled import TileDataset, check_tiling, train_tiled
 
 

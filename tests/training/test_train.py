@@ -16,9 +16,9 @@ import pytest
 from typer.testing import CliRunner
 
 from inspection.cli import app
+from inspection.core.product_config import MODEL_KINDS, load_model_config
 from inspection.core.registry import Registry
 from inspection.data.dataset import load_dataset
-from inspection.training.config import MODEL_KINDS, load_model_config
 from inspection.training.evaluate import predict, write_report
 from inspection.training.train import (
     CHECKPOINT_FILE,

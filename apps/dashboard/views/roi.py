@@ -8,8 +8,8 @@ from PIL import Image
 from streamlit_drawable_canvas import st_canvas
 
 from inspection.core.errors import InspectionError
+from inspection.core.product_config import load_product_config
 from inspection.dashboard import app_state, roi
-from inspection.training.config import load_product_config
 
 site = app_state.site_key()
 board = app_state.dashboard()

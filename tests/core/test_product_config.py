@@ -8,7 +8,7 @@ import pytest
 
 from inspection.core.config import CHECKOUT_CONFIGS
 from inspection.core.errors import ConfigError
-from inspection.training.config import (
+from inspection.core.product_config import (
     MODEL_KINDS,
     ModelConfig,
     load_model_config,
@@ -163,7 +163,7 @@ def test_parse_override_needs_key_and_value(item: str) -> None:
 
 
 def test_unknown_global_component_is_rejected() -> None:
-    from inspection.training.config import model_config_from_mapping
+    from inspection.core.product_config import model_config_from_mapping
 
     with pytest.raises(ConfigError, match=r"global_context.*unknown components \['shape'\]"):
         model_config_from_mapping({"kind": "patchcore", "global_context": ["colour", "shape"]})
