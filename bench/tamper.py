@@ -18,6 +18,7 @@ served the tampered bundle.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -34,6 +35,7 @@ from _report import load_average, save_report
 
 from inspection.core.bundle import read_bundle_metadata, write_bundle_metadata
 from inspection.core.registry import Registry
+from inspection.line.config import load_line_config
 from inspection.line.mosquitto import Broker, free_port, wait_port
 from inspection.line.softplc import SoftPlc
 
@@ -126,12 +128,14 @@ def station_run_cli(site: Path, product: str) -> dict[str, Any]:
     """``inspection station run`` on the shipped line.yaml, its PLC and broker local."""
     work = site / "line-run"
     work.mkdir()
-    broker = Broker(work)
+    config = yaml.safe_load((site / "configs" / "line.yaml").read_text())
+    security = load_line_config(site / "configs" / "line.yaml").security  # the station's PKI
+    security = dataclasses.replace(security, pki_dir=site / security.pki_dir)
+    broker = Broker(work, security=security, stations=(config["station_id"],))
     broker.start()
     endpoint = f"opc.tcp://127.0.0.1:{free_port()}/plc"
-    plc = SoftPlc(endpoint)
+    plc = SoftPlc(endpoint, security=security)
     plc.start()
-    config = yaml.safe_load((site / "configs" / "line.yaml").read_text())
     config["opcua"] |= {"enabled": True, "endpoint": endpoint}
     config["mqtt"] |= {"enabled": True, "port": broker.port}
     config["sinks"] = [s | {"port": broker.port} for s in config["sinks"] if s["kind"] == "mqtt"]

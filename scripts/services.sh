@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install and start what the test suite talks to: a PostgreSQL server (store tests) and
-# headless Chromium + chromedriver (dashboard browser test), and Mosquitto on 127.0.0.1:1883
-# (line-station MQTT sinks and handshake). Idempotent; needs root for apt.
+# headless Chromium + chromedriver (dashboard browser test), and Mosquitto on 127.0.0.1:8883
+# (line-station MQTT sinks and handshake, TLS with passwords and ACLs). Idempotent; needs root for apt.
 set -euo pipefail
 
 PG_USER=inspection
@@ -43,18 +43,27 @@ su postgres -c "psql -qtAc \"select 1 from pg_database where datname='$PG_DB'\""
   || su postgres -c "createdb -O $PG_USER $PG_DB"
 echo "services: PostgreSQL ready at postgresql+psycopg://$PG_USER:***@127.0.0.1:5432/$PG_DB"
 
-# Mosquitto for the line station (tests start their own private brokers from the same binary).
+# Mosquitto for the line station (tests start their own private brokers from the same binary):
+# TLS only on 127.0.0.1:8883, no anonymous clients, a password per user and per-station ACLs,
+# written by the project's own code from configs/line.yaml (certificates and passwords are
+# made on first use in its security.pki_dir, var/line-pki: nothing secret is committed).
 # set_tcp_nodelay: QoS 1 answers leave at once (Nagle's algorithm otherwise delays them).
 # persistence false: a development broker; a consumer that reconnects after a broker restart
 # misses what was queued for it (docs/line-integration.md, "Results and delivery guarantees").
-if ! (exec 3<>/dev/tcp/127.0.0.1/1883) 2>/dev/null; then
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+if [ -x "$ROOT/.venv/bin/python" ] && ! (exec 3<>/dev/tcp/127.0.0.1/8883) 2>/dev/null; then
   conf_dir=/tmp/inspection-mosquitto
-  mkdir -p "$conf_dir"
-  printf 'listener 1883 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\npersistence false\n' >"$conf_dir/mosquitto.conf"
-  /usr/sbin/mosquitto -d -c "$conf_dir/mosquitto.conf"
-  for _ in $(seq 1 20); do (exec 3<>/dev/tcp/127.0.0.1/1883) 2>/dev/null && break; sleep 0.25; done
+  mosquitto_user=$(id -un mosquitto 2>/dev/null || id -un)
+  conf=$(cd "$ROOT" && .venv/bin/python -m inspection.line.mosquitto --config configs/line.yaml \
+    --port 8883 --dir "$conf_dir" --user "$mosquitto_user")
+  /usr/sbin/mosquitto -d -c "$conf"
+  for _ in $(seq 1 20); do (exec 3<>/dev/tcp/127.0.0.1/8883) 2>/dev/null && break; sleep 0.25; done
 fi
-echo "services: Mosquitto ready at mqtt://127.0.0.1:1883"
+if (exec 3<>/dev/tcp/127.0.0.1/8883) 2>/dev/null; then
+  echo "services: Mosquitto ready at mqtts://127.0.0.1:8883 (TLS, passwords, per-station ACLs)"
+else
+  echo "services: no Mosquitto on 8883 (make install first); the line station cannot reach it" >&2
+fi
 
 # Ray head for the retraining fleet (`inspection retrain --all --ray 127.0.0.1:6390`) and its
 # test. Two CPUs are what this machine has; a plant's head advertises its own.
@@ -63,7 +72,7 @@ echo "services: Mosquitto ready at mqtt://127.0.0.1:1883"
 # The owner is the ray script's path *and* its inode and mtime: a checkout deleted and cloned
 # again at the same path has a new environment, and the old head's workers would die loading
 # the deleted one's libraries.
-RAY_BIN="$(cd "$(dirname "$0")/.." && pwd)/.venv/bin/ray"
+RAY_BIN="$ROOT/.venv/bin/ray"
 RAY_OWNER=/tmp/inspection-ray-head.owner
 ray_up() { (exec 3<>/dev/tcp/127.0.0.1/6390) 2>/dev/null; }
 # The head runs with token authentication (without it, anyone who reaches its port runs code

@@ -48,10 +48,11 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="softplc-") as scratch:
         workdir = Path(scratch)
-        broker = Broker(workdir)
+        source = load_line_config(args.config)  # the same link security as the station's
+        broker = Broker(workdir, security=source.security, stations=(source.station_id,))
         broker.start()
         endpoint = f"opc.tcp://127.0.0.1:{free_port()}/plc"
-        plc = SoftPlc(endpoint)
+        plc = SoftPlc(endpoint, security=source.security)
         plc.start()
         config_path = local_config(args.config, workdir, broker.port, endpoint)
         station = subprocess.Popen(
