@@ -46,6 +46,7 @@ from inspection.core.retrain_report import (  # noqa: E402
     write_retrain_report,
 )
 from inspection.dashboard.review import heat_overlay  # noqa: E402
+from inspection.store import rollups  # noqa: E402
 from inspection.store.models import Inspection  # noqa: E402
 from inspection.store.store import Store  # noqa: E402
 
@@ -165,7 +166,8 @@ def seed_inspections(
     seed: int = 0,
     batch: int = 5000,
 ) -> None:
-    """Insert ``n`` inspections spread over the last ``days`` (bulk insert, one transaction/batch)."""
+    """Insert ``n`` inspections spread over the last ``days`` (bulk insert, one transaction/batch),
+    then rebuild the rollups from them."""
     now = now or datetime.now(timezone.utc)
     rng = np.random.default_rng(seed)
     pairs = [(p, s) for p, stations in STATIONS.items() if p in pictures for s in stations]
@@ -212,6 +214,8 @@ def seed_inspections(
             rows = []
     if rows:
         _insert(store, rows)
+    with store.session() as session:  # bulk inserts skip the write path's rollup update
+        rollups.rebuild(session)
 
 
 def _insert(store: Store, rows: list[dict]) -> None:

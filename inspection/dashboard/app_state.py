@@ -309,8 +309,14 @@ def validation_scores(
 
 
 @st.cache_data(ttl=DATA_TTL_S, show_spinner=False)
-def queue_page(site: str, query: queries.QueueQuery, page: int, page_size: int) -> review.QueuePage:
-    return review.queue_page(_open(site).store, query, page=page, page_size=page_size)
+def queue_page(
+    site: str,
+    query: queries.QueueQuery,
+    after: queries.QueueCursor | None,
+    page: int,
+    page_size: int,
+) -> review.QueuePage:
+    return review.queue_page(_open(site).store, query, page_size=page_size, after=after, page=page)
 
 
 @st.cache_data(ttl=300, show_spinner=False, max_entries=256)

@@ -28,25 +28,47 @@ OUTLINE_RGB = (255, 40, 40)
 
 @dataclass(frozen=True)
 class QueuePage:
+    """Page ``page`` (0-based) of the queue; ``total`` is counted up to
+    ``queries.QUEUE_COUNT_CAP``; ``next`` continues after its last row (None: the last page)."""
+
     rows: list[queries.QueueRow]
     total: int
     page: int
     page_size: int
+    next: queries.QueueCursor | None = None
 
     @property
     def pages(self) -> int:
         return max(1, -(-self.total // self.page_size))
 
+    @property
+    def counted_all(self) -> bool:
+        return self.total < queries.QUEUE_COUNT_CAP
 
-def queue_page(store: Store, query: queries.QueueQuery, *, page: int, page_size: int) -> QueuePage:
-    """Page ``page`` (0-based) of the queue; a page past the end is clamped to the last one."""
+    def describe(self) -> str:
+        """'1,234 inspections · page 3 of 62' (or 'more than 10,000 ...')."""
+        if self.counted_all:
+            return f"{self.total:,} inspections · page {self.page + 1} of {self.pages}"
+        return f"more than {self.total:,} inspections · page {self.page + 1}"
+
+
+def queue_page(
+    store: Store,
+    query: queries.QueueQuery,
+    *,
+    page_size: int,
+    after: queries.QueueCursor | None = None,
+    page: int = 0,
+) -> QueuePage:
+    """The ``page_size`` rows after cursor ``after`` (keyset paging); ``page`` is only the
+    number shown (how many pages the caller stepped through)."""
     if page_size < 1:
         raise StoreError(f"page size must be at least 1, got {page_size}")
-    total = queries.count_review_queue(store, query)
-    last = max(0, -(-total // page_size) - 1)
-    page = min(max(page, 0), last)
-    rows = queries.review_queue(store, query, limit=page_size, offset=page * page_size)
-    return QueuePage(rows, total, page, page_size)
+    rows = queries.review_queue(store, query, limit=page_size + 1, after=after)
+    more = len(rows) > page_size
+    rows = rows[:page_size]
+    following = queries.cursor_after(rows[-1], query.order) if more else None
+    return QueuePage(rows, queries.count_review_queue(store, query), page, page_size, following)
 
 
 def page_frame(page: QueuePage) -> pd.DataFrame:

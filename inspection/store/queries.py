@@ -1,7 +1,9 @@
 """SQL aggregations for the review dashboard: counts, rates and histograms computed in the database.
 
-Every function selects only the columns it needs and aggregates with ``GROUP BY`` so the
-dashboard stays fast with hundreds of thousands of inspections. Works on SQLite and PostgreSQL.
+Counts, rates and histograms read the hourly rollups (``store.rollups``), never the results
+table, so a page costs the same at a thousand results or ten million; windows count whole UTC
+hours. The review queue pages by keyset over indexed columns and counts up to a cap; reviewed
+parts (few) are read live through the label index. Works on SQLite and PostgreSQL.
 Times are UTC; SQLite returns naive datetimes, which are read as UTC.
 """
 
@@ -13,9 +15,11 @@ from datetime import datetime, timezone
 from typing import Any, Literal
 
 import numpy as np
-from sqlalchemy import Float, Integer, and_, case, cast, func, or_, select
+from sqlalchemy import and_, func, literal, or_, select, tuple_
 
-from inspection.store.models import Inspection, Review
+from inspection.store import rollups
+from inspection.store.models import REVIEW_LABELS, Inspection, Review
+from inspection.store.rollups import HourlyRollup, ScoreRollup
 from inspection.store.store import Store, StoreError
 
 Period = Literal["hour", "day"]
@@ -133,24 +137,34 @@ def _time_filters(product: str | None, station_id: str | None, since, until) -> 
     return conditions
 
 
-def _bucket(store: Store, period: Period) -> Any:
+def _rollup_filters(table: Any, product: str | None, station_id: str | None, since, until):
+    """Conditions on a rollup table; ``since``/``until`` count the whole hours they fall in."""
+    conditions = []
+    if product:
+        conditions.append(table.product == product)
+    if station_id:
+        conditions.append(table.station_id == station_id)
+    if since is not None:
+        conditions.append(table.hour >= rollups.hour_of(since))
+    if until is not None:
+        conditions.append(table.hour < rollups.hour_of(until))
+    return conditions
+
+
+def _bucket(store: Store, period: Period, column: Any) -> Any:
     if period not in PERIODS:
         raise StoreError(f"period must be one of {list(PERIODS)}, got {period!r}")
     if store.engine.dialect.name == "sqlite":  # stored as 'YYYY-MM-DD HH:MM:SS.ffffff' text
         length, padding = _SQLITE_BUCKETS[period]
-        return func.substr(Inspection.created_at, 1, length).concat(padding)
-    return func.date_trunc(period, Inspection.created_at)
-
-
-def _ng() -> Any:
-    return func.sum(case((Inspection.verdict == "NG", 1), else_=0))
+        return func.substr(column, 1, length).concat(padding)
+    return func.date_trunc(period, column)
 
 
 def distinct_values(store: Store, column: Literal["product", "station_id"]) -> list[str]:
-    """Sorted distinct products or stations that have inspections."""
+    """Sorted distinct products or stations that have inspections (read from the rollups)."""
     if column not in ("product", "station_id"):
         raise StoreError(f"column must be 'product' or 'station_id', got {column!r}")
-    attribute = getattr(Inspection, column)
+    attribute = getattr(HourlyRollup, column)
     with store.session() as session:
         return sorted(v for v in session.scalars(select(attribute).distinct()) if v)
 
@@ -164,20 +178,23 @@ def volume_over_time(
     product: str | None = None,
     station_id: str | None = None,
 ) -> list[VolumeRow]:
-    """Inspections, NG count, mean score and mean latency per time bucket, product and station."""
-    bucket = _bucket(store, period).label("bucket")
+    """Inspections, NG count, mean score and mean latency per time bucket, product and station
+    (from ``rollup_hourly``: whole UTC hours)."""
+    r = HourlyRollup
+    bucket = _bucket(store, period, r.hour).label("bucket")
+    total = func.sum(r.total)
     query = (
         select(
             bucket,
-            Inspection.product,
-            Inspection.station_id,
-            func.count().label("total"),
-            _ng().label("ng"),
-            func.avg(Inspection.score),
-            func.avg(Inspection.latency_ms),
+            r.product,
+            r.station_id,
+            total,
+            func.sum(r.ng),
+            func.sum(r.score_sum) / total,
+            func.sum(r.latency_sum) / total,
         )
-        .where(*_time_filters(product, station_id, since, until))
-        .group_by(bucket, Inspection.product, Inspection.station_id)
+        .where(*_rollup_filters(r, product, station_id, since, until))
+        .group_by(bucket, r.product, r.station_id)
         .order_by(bucket)
     )
     with store.session() as session:
@@ -191,42 +208,68 @@ def volume_over_time(
 def station_health(
     store: Store, *, since: datetime | None = None, product: str | None = None
 ) -> list[StationRow]:
-    """Per station and product: volume, NG, reviewed count, first/last seen, latency, model."""
-    reviewed = func.sum(case((Inspection.review_label.is_not(None), 1), else_=0))
+    """Per station and product: volume, NG, reviewed count, first/last seen, latency, model
+    (from ``rollup_hourly``; the reviewed count through the label index)."""
+    r = HourlyRollup
+    total = func.sum(r.total)
     query = (
         select(
-            Inspection.station_id,
-            Inspection.product,
-            func.count(),
-            _ng(),
-            reviewed,
-            func.min(Inspection.created_at),
-            func.max(Inspection.created_at),
-            func.avg(Inspection.latency_ms),
-            func.max(Inspection.latency_ms),
-            func.max(Inspection.model_version),
+            r.station_id,
+            r.product,
+            total,
+            func.sum(r.ng),
+            func.min(r.first_seen),
+            func.max(r.last_seen),
+            func.sum(r.latency_sum) / total,
+            func.max(r.latency_max),
         )
-        .where(*_time_filters(product, None, since, None))
-        .group_by(Inspection.station_id, Inspection.product)
-        .order_by(Inspection.station_id, Inspection.product)
+        .where(*_rollup_filters(r, product, None, since, None))
+        .group_by(r.station_id, r.product)
+        .order_by(r.station_id, r.product)
     )
     with store.session() as session:
         rows = session.execute(query).all()
+        reviewed = _reviewed_counts(session, since, product)
+        models = _newest_models(session, since, product)
     return [
         StationRow(
             station_id=s,
             product=p,
             total=int(t),
             ng=int(n or 0),
-            reviewed=int(r or 0),
+            reviewed=reviewed.get((s, p), 0),
             first_seen=as_utc(first),
             last_seen=as_utc(last),
             mean_latency_ms=float(mean or 0.0),
             max_latency_ms=float(peak or 0.0),
-            model_version=model or "",
+            model_version=models.get((s, p), ""),
         )
-        for s, p, t, n, r, first, last, mean, peak, model in rows
+        for s, p, t, n, first, last, mean, peak in rows
     ]
+
+
+def _reviewed_counts(session: Any, since: datetime | None, product: str | None) -> dict:
+    """{(station, product): reviewed inspections since ``since``} (label index range scans)."""
+    conditions = [Inspection.review_label.in_(REVIEW_LABELS)]
+    conditions += _time_filters(product, None, since and rollups.hour_of(since), None)
+    query = (
+        select(Inspection.station_id, Inspection.product, func.count())
+        .where(*conditions)
+        .group_by(Inspection.station_id, Inspection.product)
+    )
+    return {(s, p): int(n) for s, p, n in session.execute(query)}
+
+
+def _newest_models(session: Any, since: datetime | None, product: str | None) -> dict:
+    """{(station, product): the model version of its newest rollup hour}."""
+    r = HourlyRollup
+    query = select(r.station_id, r.product, r.model_version).where(
+        *_rollup_filters(r, product, None, since, None)
+    )
+    newest = {}
+    for station, name, model in session.execute(query.order_by(r.hour)):
+        newest[station, name] = model
+    return newest
 
 
 def score_histogram(
@@ -240,28 +283,31 @@ def score_histogram(
 ) -> np.ndarray:
     """Counts of scores in ``bins`` equal bins over [0, 1]: (bins,) int64; 1.0 goes in the last.
 
+    Read from ``rollup_scores`` (whole UTC hours), so ``bins`` must divide ``rollups.BINS``.
     ``exclude_labels``: leave out inspections whose review label is one of these (e.g.
-    ``("defect",)`` to compare production with good parts only).
+    ``("defect",)`` to compare production with good parts only); they are read live.
     """
-    if not 1 <= bins <= 10_000:
-        raise StoreError(f"bins must be between 1 and 10000, got {bins}")
-    scaled = Inspection.score * bins
-    if store.engine.dialect.name == "sqlite":
-        index = cast(scaled, Integer)  # truncation == floor for the non-negative scores stored
-    else:
-        index = cast(func.floor(cast(scaled, Float)), Integer)
-    index = index.label("bin")
-    conditions = list(_time_filters(product, None, since, until))
-    if exclude_labels:
-        conditions.append(
-            or_(Inspection.review_label.is_(None), Inspection.review_label.not_in(exclude_labels))
-        )
-    query = select(index, func.count()).where(*conditions).group_by(index)
-    counts = np.zeros(bins, dtype=np.int64)
+    if not 1 <= bins <= rollups.BINS or rollups.BINS % bins:
+        raise StoreError(f"bins must divide {rollups.BINS}, got {bins}")
+    fine = np.zeros(rollups.BINS, dtype=np.int64)
+    r = ScoreRollup
+    query = (
+        select(r.bin, func.sum(r.count))
+        .where(*_rollup_filters(r, product, None, since, until))
+        .group_by(r.bin)
+    )
+    excluded = select(Inspection.score).where(
+        Inspection.review_label.in_(list(exclude_labels)),
+        *_time_filters(product, None, since and rollups.hour_of(since), None),
+        *([Inspection.created_at < rollups.hour_of(until)] if until is not None else []),
+    )
     with store.session() as session:
         for bin_index, count in session.execute(query):
-            counts[min(max(int(bin_index), 0), bins - 1)] += int(count)
-    return counts
+            fine[bin_index] += int(count)
+        if exclude_labels:
+            for score in session.scalars(excluded):
+                fine[rollups.bin_of(float(score))] -= 1
+    return np.maximum(fine, 0).reshape(bins, -1).sum(axis=1)
 
 
 def labelled_scores(store: Store, product: str) -> list[tuple[float, str]]:
@@ -271,18 +317,6 @@ def labelled_scores(store: Store, product: str) -> list[tuple[float, str]]:
     )
     with store.session() as session:
         return [(float(s), str(label)) for s, label in session.execute(query)]
-
-
-def label_counts(store: Store, product: str | None = None) -> dict[str, int]:
-    """How many inspections carry each latest review label."""
-    query = select(Inspection.review_label, func.count()).where(
-        Inspection.review_label.is_not(None)
-    )
-    if product:
-        query = query.where(Inspection.product == product)
-    with store.session() as session:
-        rows = session.execute(query.group_by(Inspection.review_label)).all()
-    return {str(label): int(count) for label, count in rows}
 
 
 def defect_types(store: Store, product: str | None = None) -> list[str]:
@@ -296,7 +330,9 @@ def defect_types(store: Store, product: str | None = None) -> list[str]:
         return sorted(v for v in session.scalars(query) if v)
 
 
-def _queue_conditions(query: QueueQuery) -> list[Any]:
+def _queue_conditions(query: QueueQuery, lowest: float | None) -> list[Any]:
+    """``lowest``: the lowest score an NG or borderline part can have (from the rollups'
+    thresholds), a range the score index answers; ``None`` when nothing is stored."""
     conditions = _time_filters(query.product, query.station_id, query.since, None)
     ng = Inspection.verdict == "NG"
     borderline = and_(
@@ -308,6 +344,10 @@ def _queue_conditions(query: QueueQuery) -> list[Any]:
         conditions.append(borderline)
     elif query.kind == "ng_or_borderline":
         conditions.append(or_(ng, borderline))
+    if query.kind != "all" and lowest is not None:
+        conditions.append(
+            Inspection.score >= lowest - (0.0 if query.kind == "ng" else query.margin)
+        )
     if query.status == "unreviewed":
         conditions.append(Inspection.review_label.is_(None))
     elif query.status == "reviewed":
@@ -315,47 +355,82 @@ def _queue_conditions(query: QueueQuery) -> list[Any]:
     return conditions
 
 
-_QUEUE_ORDER = {
-    "score_desc": (Inspection.score.desc(), Inspection.id),
-    "newest": (Inspection.created_at.desc(), Inspection.id),
-    "oldest": (Inspection.created_at.asc(), Inspection.id),
-    "closest_to_threshold": (func.abs(Inspection.score - Inspection.threshold), Inspection.id),
-}
+def _lowest_threshold(session: Any, query: QueueQuery) -> float | None:
+    r = HourlyRollup
+    conditions = _rollup_filters(r, query.product, query.station_id, query.since, None)
+    return session.scalar(select(func.min(r.threshold_min)).where(*conditions))
+
+
+@dataclass(frozen=True)
+class QueueCursor:
+    """Where a queue page ended: the last row's sort key and id. The next page starts after
+    it (keyset pagination: page 1000 costs what page 1 does)."""
+
+    key: float | datetime
+    id: str
+
+
+def _sort_key(order: QueueOrder) -> Any:
+    return {
+        "score_desc": Inspection.score,
+        "newest": Inspection.created_at,
+        "oldest": Inspection.created_at,
+        "closest_to_threshold": func.abs(Inspection.score - Inspection.threshold),
+    }[order]
+
+
+_DESCENDING = ("score_desc", "newest")
+
+
+def cursor_after(row: QueueRow, order: QueueOrder) -> QueueCursor:
+    """The cursor that continues a queue ordered by ``order`` after ``row``."""
+    key = {
+        "score_desc": row.score,
+        "newest": row.created_at,
+        "oldest": row.created_at,
+        "closest_to_threshold": abs(row.score - row.threshold),
+    }[order]
+    return QueueCursor(key, row.id)
 
 
 def review_queue(
-    store: Store, query: QueueQuery, *, limit: int = 20, offset: int = 0
+    store: Store, query: QueueQuery, *, limit: int = 20, after: QueueCursor | None = None
 ) -> list[QueueRow]:
-    """One page of the review queue."""
-    if limit < 1 or offset < 0:
-        raise StoreError(f"page needs limit >= 1 and offset >= 0, got {limit} and {offset}")
+    """One page of the review queue: ``limit`` rows after ``after`` (from the start: None)."""
+    if limit < 1:
+        raise StoreError(f"a queue page needs limit >= 1, got {limit}")
+    key = _sort_key(query.order)
+    descending = query.order in _DESCENDING
     columns = [getattr(Inspection, name) for name in QueueRow.__dataclass_fields__]
-    statement = (
-        select(*columns)
-        .where(*_queue_conditions(query))
-        .order_by(*_QUEUE_ORDER[query.order])
-        .limit(limit)
-        .offset(offset)
+    statement = select(*columns).order_by(
+        *((key.desc(), Inspection.id.desc()) if descending else (key, Inspection.id))
     )
+    if after is not None:
+        position = tuple_(key, Inspection.id)
+        bound = tuple_(literal(after.key, key.type), literal(after.id))
+        statement = statement.where(position < bound if descending else position > bound)
     with store.session() as session:
-        rows = session.execute(statement).all()
+        conditions = _queue_conditions(query, _lowest_threshold(session, query))
+        rows = session.execute(statement.where(*conditions).limit(limit)).all()
     return [QueueRow(*row[:1], as_utc(row[1]), *row[2:]) for row in rows]
 
 
-def count_review_queue(store: Store, query: QueueQuery) -> int:
-    """How many inspections the queue holds in total (for paging)."""
-    statement = select(func.count()).select_from(Inspection).where(*_queue_conditions(query))
+QUEUE_COUNT_CAP = 10_000
+"""The queue counts its rows up to this many; beyond, pages say 'more than'."""
+
+
+def count_review_queue(store: Store, query: QueueQuery, *, cap: int = QUEUE_COUNT_CAP) -> int:
+    """How many inspections the queue holds, counted up to ``cap`` (O(cap), not O(table))."""
     with store.session() as session:
-        return int(session.scalar(statement) or 0)
+        conditions = _queue_conditions(query, _lowest_threshold(session, query))
+        capped = select(Inspection.id).where(*conditions).limit(cap).subquery()
+        return int(session.scalar(select(func.count()).select_from(capped)) or 0)
 
 
 def daily_volume(store: Store, product: str, *, since: datetime, until: datetime) -> float:
-    """Mean inspections per day of ``product`` in [since, until)."""
+    """Mean inspections per day of ``product`` in [since, until) (whole UTC hours, rollups)."""
     days = max((until - since).total_seconds() / 86400.0, 1e-9)
-    statement = (
-        select(func.count())
-        .select_from(Inspection)
-        .where(*_time_filters(product, None, since, until))
-    )
+    r = HourlyRollup
+    statement = select(func.sum(r.total)).where(*_rollup_filters(r, product, None, since, until))
     with store.session() as session:
         return int(session.scalar(statement) or 0) / days

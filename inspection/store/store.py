@@ -14,14 +14,22 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event, func, or_, select, text
+from sqlalchemy import Connection, Engine, create_engine, event, func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from inspection.core.errors import ConfigError, InspectionError
+from inspection.store import rollups
 from inspection.store.blobs import BlobStore
-from inspection.store.models import REVIEW_LABELS, Inspection, OutboxEntry, OutboxMessage, Review
+from inspection.store.models import (
+    REVIEW_LABELS,
+    Inspection,
+    OutboxEntry,
+    OutboxMessage,
+    Review,
+    utcnow,
+)
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Replicas sharing one PostgreSQL migrate under this advisory lock, one after another.
@@ -229,10 +237,12 @@ class Store:
         A repeated ``request_id`` returns the row stored the first time (idempotent retries).
         """
         fields.setdefault("id", uuid.uuid4().hex)
+        fields.setdefault("created_at", utcnow())
         row = Inspection(**fields)
         try:
             with self.session() as session:
                 session.add(row)
+                rollups.record(session, row)  # the dashboard's hourly aggregates, same commit
                 session.add_all(
                     OutboxMessage(inspection_id=row.id, key=e.key, sink=e.sink, payload=e.payload)
                     for e in outbox
@@ -250,16 +260,16 @@ class Store:
             return session.scalar(select(Inspection).where(Inspection.request_id == request_id))
 
     def station_has_blob(self, station_id: str, sha: str) -> bool:
-        """Whether any inspection of ``station_id`` refers to blob ``sha``."""
+        """Whether any inspection of ``station_id`` refers to blob ``sha``: one probe of each
+        sha column's index (migration 0006), never a table scan."""
         columns = (Inspection.image_sha, Inspection.map_sha, Inspection.mask_sha)
         columns += (Inspection.overlay_sha,)
-        query = (
-            select(Inspection.id)
-            .where(Inspection.station_id == station_id, or_(*(c == sha for c in columns)))
-            .limit(1)
-        )
+        probes = [
+            select(Inspection.id).where(column == sha, Inspection.station_id == station_id).limit(1)
+            for column in columns
+        ]
         with self.session() as session:
-            return session.scalar(query) is not None
+            return any(session.scalar(probe) is not None for probe in probes)
 
     def get_inspection(self, inspection_id: str) -> Inspection:
         with self.session() as session:

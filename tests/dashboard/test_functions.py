@@ -83,7 +83,9 @@ def test_review_queue_kinds_status_and_paging(store: Store) -> None:
     assert ids(queries.QueueQuery(product="p", kind="borderline", margin=0.3)) == [0.45, 0.2]
     both = queries.QueueQuery(product="p")
     assert queries.count_review_queue(store, both) == 4
-    assert ids(both, limit=2, offset=2) == [0.55, 0.45]
+    first = queries.review_queue(store, both, limit=2)
+    after = queries.cursor_after(first[-1], both.order)
+    assert ids(both, limit=2, after=after) == [0.55, 0.45]
     top = queries.review_queue(store, both, limit=1)[0]
     review.submit(store, top.id, label="defect", reviewer="ann", defect_type=" crack ")
     assert queries.count_review_queue(store, both) == 3
@@ -127,14 +129,14 @@ def test_bad_queue_queries(kwargs, message) -> None:
         ),
         (
             lambda s: queries.score_histogram(s, "p", bins=0),
-            "bins must be between 1 and 10000, got 0",
+            "bins must divide 100, got 0",
         ),
         (
             lambda s: queries.review_queue(s, queries.QueueQuery(), limit=0),
-            "page needs limit >= 1 and offset >= 0, got 0 and 0",
+            "a queue page needs limit >= 1, got 0",
         ),
         (
-            lambda s: review.queue_page(s, queries.QueueQuery(), page=0, page_size=0),
+            lambda s: review.queue_page(s, queries.QueueQuery(), page_size=0),
             "page size must be at least 1, got 0",
         ),
         (
@@ -149,9 +151,25 @@ def test_bad_store_calls(store: Store, call, message) -> None:
     assert str(info.value) == message
 
 
-def test_queue_page_clamps_past_the_end(store: Store) -> None:
-    page = review.queue_page(store, queries.QueueQuery(product="p"), page=99, page_size=3)
-    assert (page.page, page.pages, len(page.rows), page.total) == (1, 2, 1, 4)
+@pytest.mark.parametrize("order", queries.QUEUE_ORDERS)
+def test_keyset_pages_walk_the_whole_queue_once(store: Store, order: str) -> None:
+    query = queries.QueueQuery(product="p", kind="all", order=order)
+    everything = [r.id for r in queries.review_queue(store, query, limit=100)]
+    seen, after = [], None
+    for number in range(10):
+        page = review.queue_page(store, query, page_size=2, after=after, page=number)
+        seen += [r.id for r in page.rows]
+        if page.next is None:
+            break
+        after = page.next
+    assert seen == everything and len(seen) == 6
+    assert (page.page, page.pages, page.total, page.counted_all) == (2, 3, 6, True)
+
+
+def test_queue_count_stops_at_the_cap(store: Store) -> None:
+    query = queries.QueueQuery(product="p", kind="all")
+    assert queries.count_review_queue(store, query, cap=4) == 4
+    assert queries.count_review_queue(store, query) == 6
 
 
 LABELLED = thresholds.LabelledScores(

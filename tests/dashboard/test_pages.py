@@ -278,10 +278,12 @@ def test_review_paging(seeded_site, site_env) -> None:
     site_env(seeded_site)
     at = _open("review")
     first_page = at.dataframe[0].value["id"].tolist()
-    at.number_input(key="rv_page").set_value(2).run()
+    at.button(key="rv_next_page").click().run()
     assert not at.exception
     second_page = at.dataframe[0].value["id"].tolist()
     assert second_page and not set(first_page) & set(second_page)
+    at.button(key="rv_prev_page").click().run()
+    assert at.dataframe[0].value["id"].tolist() == first_page
 
 
 def test_models_promote_and_rollback_with_audit(seeded_site, site_env) -> None:

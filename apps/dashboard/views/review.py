@@ -52,10 +52,14 @@ query = QueueQuery(
 )
 filters_key = (query, page_size)
 if st.session_state.get("rv_filters") != filters_key:  # new filters: back to the start
-    st.session_state.update(rv_filters=filters_key, rv_page=1, rv_cursor=0)
-st.session_state.setdefault("rv_page", 1)  # widget state is dropped while on other pages
+    st.session_state.update(rv_filters=filters_key, rv_starts=[None], rv_cursor=0)
+st.session_state.setdefault("rv_starts", [None])  # where each page starts (keyset cursors)
+starts = st.session_state["rv_starts"]
 
-page = app_state.queue_page(site, query, st.session_state["rv_page"] - 1, page_size)
+page = app_state.queue_page(site, query, starts[-1], len(starts) - 1, page_size)
+if not page.rows and len(starts) > 1:  # everything after this cursor was labelled: step back
+    st.session_state.update(rv_starts=starts[:-1], rv_cursor=0)
+    st.rerun()
 if page.total == 0:
     st.info(
         "Nothing to review with these filters. NG and borderline inspections land here as "
@@ -70,14 +74,20 @@ cursor = min(st.session_state.get("rv_cursor", 0), len(page.rows) - 1)
 row = page.rows[cursor]
 
 
+def _turn(step: int, cursor: int = 0) -> None:
+    """Go to the next (1) or previous (-1) page, to item ``cursor`` on it."""
+    if step > 0 and page.next is not None:
+        st.session_state.update(rv_starts=[*starts, page.next], rv_cursor=cursor)
+    elif step < 0 and len(starts) > 1:
+        st.session_state.update(rv_starts=starts[:-1], rv_cursor=cursor)
+
+
 def _move(step: int) -> None:
     position = st.session_state.get("rv_cursor", 0) + step
     if 0 <= position < len(page.rows):
         st.session_state["rv_cursor"] = position
-    elif position >= len(page.rows) and page.page + 1 < page.pages:
-        st.session_state.update(rv_page=page.page + 2, rv_cursor=0)
-    elif position < 0 and page.page > 0:
-        st.session_state.update(rv_page=page.page, rv_cursor=page.page_size - 1)
+    else:
+        _turn(step, 0 if step > 0 else page.page_size - 1)
 
 
 def _label(label: str, inspection_id: str) -> None:
@@ -112,7 +122,7 @@ def _label(label: str, inspection_id: str) -> None:
 
 
 st.caption(
-    f"{page.total:,} inspections · page {page.page + 1} of {page.pages} · "
+    f"{page.describe()} · "
     f"item {cursor + 1} of {len(page.rows)} on this page · "
     "keys: **D** defect, **F** false alarm, **G** good, **U** unsure, **N**/**P** next/previous"
 )
@@ -181,8 +191,13 @@ with st.expander("Audit trail of this inspection"):
         st.dataframe(trail, hide_index=True, width="stretch")
 
 st.subheader("This page")
-goto = st.columns([1, 1, 4])
-goto[0].number_input("Page", 1, page.pages, key="rv_page")
+turn = st.columns([1, 1, 4])
+turn[0].button(
+    "◀ Previous page", key="rv_prev_page", on_click=_turn, args=(-1,), disabled=len(starts) == 1
+)
+turn[1].button(
+    "Next page ▶", key="rv_next_page", on_click=_turn, args=(1,), disabled=page.next is None
+)
 selection = st.dataframe(
     review.page_frame(page),
     hide_index=True,

@@ -1,0 +1,205 @@
+"""Hourly rollups of the results: what every dashboard page reads instead of the results table.
+
+Two tables, one row per hour and key, so a page reads O(hours x stations) rows at any volume:
+
+- ``rollup_hourly`` per (hour, product, station): inspections, NG, score and latency sums,
+  latency peak, lowest threshold, first/last inspection time and the newest model version;
+- ``rollup_scores`` per (hour, product, score bin): a ``BINS``-bin score histogram over [0, 1].
+
+``record`` adds one inspection in the writer's own transaction (``Store.add_inspection``), so
+a rollup never disagrees with the rows it counts: both commit or neither. Rollups only ever
+grow; review labels are not in them (reviews are few and read live through an index), and
+retention may delete result rows while their hour keeps counting them. ``rebuild`` recomputes
+everything from the results table with one ``INSERT ... SELECT ... GROUP BY`` per table: the
+backfill of an existing store (migration 0007) and of bulk-inserted test stores.
+
+Hours are UTC; SQLite stores them as ``'YYYY-MM-DD HH:00:00.000000'`` text like every
+SQLAlchemy datetime, PostgreSQL as ``timestamptz``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    String,
+    case,
+    cast,
+    delete,
+    func,
+    insert,
+    select,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from inspection.store.models import Base, Inspection
+
+BINS = 100
+"""Score bins of ``rollup_scores`` over [0, 1]; a score of 1.0 goes in the last bin."""
+
+
+class HourlyRollup(Base):
+    """Inspections of one product at one station in one UTC hour."""
+
+    __tablename__ = "rollup_hourly"
+
+    hour: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    product: Mapped[str] = mapped_column(String(64), primary_key=True)
+    station_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    total: Mapped[int] = mapped_column(Integer)
+    ng: Mapped[int] = mapped_column(Integer)
+    score_sum: Mapped[float] = mapped_column(Float)
+    latency_sum: Mapped[float] = mapped_column(Float)
+    latency_max: Mapped[float] = mapped_column(Float)
+    threshold_min: Mapped[float] = mapped_column(Float)
+    first_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    model_version: Mapped[str] = mapped_column(String(128))
+    """The model version of the newest inspection of the hour."""
+
+
+class ScoreRollup(Base):
+    """How many inspections of one product in one UTC hour scored in one bin."""
+
+    __tablename__ = "rollup_scores"
+
+    hour: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    product: Mapped[str] = mapped_column(String(64), primary_key=True)
+    bin: Mapped[int] = mapped_column(Integer, primary_key=True)
+    count: Mapped[int] = mapped_column(Integer)
+
+
+# The review queue's keyset pages and the reviewed-in-a-window lookups (migration 0007).
+Index("ix_inspections_score_id", Inspection.score, Inspection.id)
+Index("ix_inspections_created_id", Inspection.created_at, Inspection.id)
+Index(
+    "ix_inspections_label_created",
+    Inspection.review_label,
+    Inspection.created_at,
+    Inspection.product,
+    Inspection.station_id,
+)
+
+
+def hour_of(moment: datetime) -> datetime:
+    """The UTC hour ``moment`` falls in (naive means UTC)."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(timezone.utc)
+    return moment.replace(minute=0, second=0, microsecond=0, tzinfo=timezone.utc)
+
+
+def bin_of(score: float) -> int:
+    """The histogram bin of a score in [0, 1] (out-of-range scores go to the end bins)."""
+    return min(max(int(score * BINS), 0), BINS - 1)
+
+
+def record(session: Session, row: Inspection) -> None:
+    """Add ``row`` (``created_at`` set) to its hour's rollups inside ``session``'s transaction."""
+    insert_ = sqlite.insert if session.get_bind().dialect.name == "sqlite" else postgresql.insert
+    greatest, least = _extremes(session.get_bind().dialect.name)
+    hour = hour_of(row.created_at)
+    hourly = insert_(HourlyRollup).values(
+        hour=hour,
+        product=row.product,
+        station_id=row.station_id,
+        total=1,
+        ng=int(row.verdict == "NG"),
+        score_sum=row.score,
+        latency_sum=row.latency_ms,
+        latency_max=row.latency_ms,
+        threshold_min=row.threshold,
+        first_seen=row.created_at,
+        last_seen=row.created_at,
+        model_version=row.model_version,
+    )
+    new, old = hourly.excluded, HourlyRollup
+    session.execute(
+        hourly.on_conflict_do_update(
+            index_elements=["hour", "product", "station_id"],
+            set_={
+                "total": old.total + 1,
+                "ng": old.ng + new.ng,
+                "score_sum": old.score_sum + new.score_sum,
+                "latency_sum": old.latency_sum + new.latency_sum,
+                "latency_max": greatest(old.latency_max, new.latency_max),
+                "threshold_min": least(old.threshold_min, new.threshold_min),
+                "first_seen": least(old.first_seen, new.first_seen),
+                "last_seen": greatest(old.last_seen, new.last_seen),
+                "model_version": case(
+                    (new.last_seen >= old.last_seen, new.model_version), else_=old.model_version
+                ),
+            },
+        )
+    )
+    scores = insert_(ScoreRollup).values(
+        hour=hour, product=row.product, bin=bin_of(row.score), count=1
+    )
+    session.execute(
+        scores.on_conflict_do_update(
+            index_elements=["hour", "product", "bin"],
+            set_={"count": ScoreRollup.count + 1},
+        )
+    )
+
+
+def _extremes(dialect: str) -> tuple[Any, Any]:
+    """Two-argument max and min: SQLite's scalar ``max``/``min``, PostgreSQL's ``greatest``."""
+    if dialect == "sqlite":
+        return func.max, func.min
+    return func.greatest, func.least
+
+
+def hour_expression(dialect: str, column: Any) -> Any:
+    """SQL for the UTC hour of a datetime column, in the form the dialect stores datetimes."""
+    if dialect == "sqlite":
+        return func.substr(column, 1, 13).concat(":00:00.000000")
+    return func.timezone("UTC", func.date_trunc("hour", func.timezone("UTC", column)))
+
+
+def bin_expression(dialect: str, score: Any) -> Any:
+    """SQL for ``bin_of(score)``."""
+    scaled = score * BINS
+    greatest, least = _extremes(dialect)
+    if dialect == "sqlite":
+        index = cast(scaled, Integer)  # truncation == floor for the non-negative scores stored
+    else:
+        index = cast(func.floor(cast(scaled, Float)), Integer)
+    return least(greatest(index, 0), BINS - 1)
+
+
+def rebuild(connection: Connection | Session) -> None:
+    """Recompute both rollup tables from every stored inspection, inside ``connection``'s
+    transaction. About a minute per few million rows; run once per store (migration 0007)."""
+    bind = connection.get_bind() if isinstance(connection, Session) else connection
+    dialect = bind.dialect.name
+    hour = hour_expression(dialect, Inspection.created_at).label("hour")
+    connection.execute(delete(HourlyRollup))
+    connection.execute(delete(ScoreRollup))
+    hourly = select(
+        hour,
+        Inspection.product,
+        Inspection.station_id,
+        func.count(),
+        func.sum(case((Inspection.verdict == "NG", 1), else_=0)),
+        func.sum(Inspection.score),
+        func.sum(Inspection.latency_ms),
+        func.max(Inspection.latency_ms),
+        func.min(Inspection.threshold),
+        func.min(Inspection.created_at),
+        func.max(Inspection.created_at),
+        func.max(Inspection.model_version),  # the backfill cannot tell the newest cheaply
+    ).group_by(hour, Inspection.product, Inspection.station_id)
+    columns = [c.name for c in HourlyRollup.__table__.columns]
+    connection.execute(insert(HourlyRollup).from_select(columns, hourly))
+    bin_ = bin_expression(dialect, Inspection.score).label("bin")
+    scores = select(hour, Inspection.product, bin_, func.count()).group_by(
+        hour, Inspection.product, bin_
+    )
+    connection.execute(insert(ScoreRollup).from_select(["hour", "product", "bin", "count"], scores))
