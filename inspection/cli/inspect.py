@@ -20,7 +20,7 @@ from inspection.core.input_domain import input_check_mode  # light: numpy and Op
 if TYPE_CHECKING:
     from inspection.core.config import SiteConfig
     from inspection.runtime.paths import FoundFile, PathOutcome
-    from inspection.runtime.tiled import Predictor
+    from inspection.runtime.predictor import Predictor
 
 
 SITE_OPTION = site_option()
@@ -115,7 +115,7 @@ def inspect_command(
     from inspection.refine.config import refine_config_in
     from inspection.runtime.camera import CameraOptions
     from inspection.runtime.paths import find_files
-    from inspection.runtime.tiled import load_inspector
+    from inspection.runtime.predictor import load_inspector
 
     if fmt not in FORMATS:
         raise typer.BadParameter(f"must be one of {', '.join(FORMATS)}", param_hint="--format")

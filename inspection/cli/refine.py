@@ -74,7 +74,7 @@ def evaluate(
     from inspection.refine.evaluate import evaluate_refiners
     from inspection.refine.factory import build_refiner
     from inspection.refine.report import write_report
-    from inspection.runtime.tiled import load_inspector
+    from inspection.runtime.predictor import load_inspector
 
     refine_config = load_refine_config(config)
     refiners = {name: build_refiner(refine_config, name) for name in _split(methods)}

@@ -265,7 +265,15 @@ def read_versioned_metadata(
     ``BundleError`` naming the file.
     """
     data = read_metadata_json(bundle_dir, what=what)
-    path = Path(bundle_dir) / METADATA_FILE
+    return parse_versioned_metadata(
+        data, Path(bundle_dir) / METADATA_FILE, cls, schema_version, what
+    )
+
+
+def parse_versioned_metadata(
+    data: dict[str, Any], path: str | Path, cls: type[T], schema_version: int, what: str
+) -> T:
+    """An already-read ``metadata.json`` mapping as ``cls`` (``read_versioned_metadata``)."""
     version = data.get("schema_version")
     if version != schema_version:
         raise BundleError(

@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import cv2
 import numpy as np
@@ -154,8 +155,9 @@ class GlobalContext:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> GlobalContext:
-        with np.load(Path(path), allow_pickle=False) as data:
+    def load(cls, path: str | Path | BinaryIO) -> GlobalContext:
+        """Read a saved context from a file path or an open binary file (verified bytes)."""
+        with np.load(path, allow_pickle=False) as data:
             gaussians = {
                 name: Gaussian(data[f"{name}.mean"], data[f"{name}.precision"])
                 for name in GLOBAL_COMPONENTS

@@ -15,21 +15,26 @@ import base64
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from inspection.core.bundle import (
+    BUNDLE_SCHEMA_VERSION,
     METADATA_FILE,
     SIGNATURE_FILE,
+    BundleMetadata,
+    parse_versioned_metadata,
     read_metadata_json,
     verify_checksums,
 )
 from inspection.core.errors import BundleError, InspectionError
-from inspection.core.fingerprint import sha256_file
+from inspection.core.fingerprint import sha256_bytes, sha256_file
 
 SIGNATURE_SCHEMA_VERSION = 1
 PRIVATE_KEY_FILE = "site-signing.key"
@@ -124,12 +129,21 @@ def _load(path: str | Path, *, private: bool) -> object:
 def bundle_manifest(bundle_dir: str | Path) -> bytes:
     """Canonical bytes that a signature covers: metadata.json's sha256 and every file's."""
     bundle_dir = Path(bundle_dir)
-    files = read_metadata_json(bundle_dir).get("files")
+    files = _listed_files(read_metadata_json(bundle_dir))
+    return _manifest(sha256_file(bundle_dir / METADATA_FILE), files)
+
+
+def _listed_files(metadata: Mapping[str, Any]) -> dict[str, str]:
+    files = metadata.get("files")
     if not isinstance(files, dict) or not files:
         raise BundleError("the bundle's metadata lists no checksummed files")
+    return files
+
+
+def _manifest(metadata_sha256: str, files: Mapping[str, str]) -> bytes:
     manifest = {
         "schema_version": SIGNATURE_SCHEMA_VERSION,
-        "metadata_sha256": sha256_file(bundle_dir / METADATA_FILE),
+        "metadata_sha256": metadata_sha256,
         "files": dict(sorted(files.items())),
     }
     return json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode("utf-8")
@@ -161,16 +175,78 @@ def verify_signed_bundle(bundle_dir: str | Path, public_key: Ed25519PublicKey) -
     """Check the signature with the pinned key, then every file; returns the bundle digest.
 
     Raises ``BundleError`` saying what is wrong (unsigned, other key, tampered, corrupt file).
+    A check only: what loads must be the bytes checked, so loaders use ``read_verified``.
     """
+    return read_verified(bundle_dir, public_key).digest
+
+
+@dataclass(frozen=True)
+class VerifiedBundle:
+    """A bundle read once into memory and checked there: loading from ``files`` compiles
+    exactly the bytes that were verified, whatever happens to the folder afterwards.
+
+    ``files``: every file ``metadata.json`` lists, by relative name (files it does not list
+    are never read); ``digest``: sha256 of the manifest (``bundle_digest``); ``signed_by``:
+    the key id whose signature was checked, None when no key was given (checksums only).
+    """
+
+    directory: Path
+    metadata: BundleMetadata
+    files: Mapping[str, bytes]
+    digest: str
+    signed_by: str | None = None
+
+    def file(self, name: str) -> bytes:
+        """The verified bytes of a listed file; ``BundleError`` for one the metadata omits."""
+        if name not in self.files:
+            raise BundleError(f"{self.directory}: metadata lists no checksum for {name}")
+        return self.files[name]
+
+
+def read_verified(
+    bundle_dir: str | Path, public_key: Ed25519PublicKey | None = None
+) -> VerifiedBundle:
+    """Read ``metadata.json``, the signature and every listed file once, then check them in
+    memory: the signature with ``public_key`` (skipped when None), every checksum, and that
+    the model, weights and golden images are listed. ``BundleError`` says what is wrong."""
     bundle_dir = Path(bundle_dir)
-    signature = _read_signature(bundle_dir)
+    raw = _read_bytes(bundle_dir, METADATA_FILE)
+    data = _json_object(raw, bundle_dir / METADATA_FILE)
+    signature = _read_signature(bundle_dir) if public_key is not None else None
+    listed = _listed_files(data)
+    manifest = _manifest(sha256_bytes(raw), listed)
+    if public_key is not None and signature is not None:
+        _check_signature(signature, public_key, manifest)
+    files = {name: _read_bytes(bundle_dir, name) for name in sorted(listed)}
+    for name, content in files.items():
+        actual = sha256_bytes(content)
+        if actual != listed[name]:
+            raise BundleError(
+                f"{bundle_dir}: checksum mismatch for {name} (expected {str(listed[name])[:12]}…, "
+                f"got {actual[:12]}…): the bundle is corrupt"
+            )
+    metadata = parse_versioned_metadata(
+        data, bundle_dir / METADATA_FILE, BundleMetadata, BUNDLE_SCHEMA_VERSION, "model bundle"
+    )
+    golden = metadata.golden.files if metadata.golden is not None else ()
+    for name in (metadata.model_file, metadata.weights_file, *golden):
+        if name not in files:
+            raise BundleError(f"{bundle_dir}: metadata lists no checksum for {name}")
+    signed_by = key_id(public_key) if public_key is not None else None
+    return VerifiedBundle(
+        bundle_dir, metadata, files, hashlib.sha256(manifest).hexdigest(), signed_by
+    )
+
+
+def _check_signature(
+    signature: dict[str, object], public_key: Ed25519PublicKey, manifest: bytes
+) -> None:
     expected = key_id(public_key)
     if signature.get("key_id") != expected:
         raise BundleError(
             f"the bundle is signed by key {str(signature.get('key_id'))[:16]!r}, not by this "
             f"site's key {expected!r}; re-sign it with 'inspection bundle sign'"
         )
-    manifest = bundle_manifest(bundle_dir)
     try:
         public_key.verify(base64.b64decode(str(signature.get("signature", ""))), manifest)
     except (InvalidSignature, ValueError) as exc:
@@ -178,8 +254,33 @@ def verify_signed_bundle(bundle_dir: str | Path, public_key: Ed25519PublicKey) -
             "bad bundle signature: metadata.json or the file checksums were changed after "
             "signing; the bundle is refused"
         ) from exc
-    verify_checksums(bundle_dir, read_metadata_json(bundle_dir)["files"], ())
-    return hashlib.sha256(manifest).hexdigest()
+
+
+def _read_bytes(bundle_dir: Path, name: str) -> bytes:
+    path = bundle_dir / name
+    if Path(name).is_absolute() or ".." in Path(name).parts:
+        raise BundleError(f"{bundle_dir}: metadata lists a file outside the bundle: {name!r}")
+    if not path.is_file():
+        what = (
+            "not a model bundle (no metadata.json)"
+            if name == METADATA_FILE
+            else f"file {name} is missing"
+        )
+        raise BundleError(f"{bundle_dir}: {what}")
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise BundleError(f"{bundle_dir}: cannot read {name}: {exc.strerror or exc}") from exc
+
+
+def _json_object(raw: bytes, path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{path}: unreadable metadata: {exc}") from exc
+    if not isinstance(data, dict):
+        raise BundleError(f"{path}: metadata is not a JSON object")
+    return data
 
 
 def _read_signature(bundle_dir: Path) -> dict[str, object]:

@@ -101,7 +101,7 @@ def _inspect_and_review(
 ) -> dict[str, int]:
     """Inspect fresh line images with the live bundle, store them, review from ground truth."""
     from inspection.data.demo import write_demo_product
-    from inspection.runtime.tiled import load_inspector
+    from inspection.runtime.predictor import load_inspector
     from inspection.store.store import Store
 
     line = write_demo_product(

@@ -72,7 +72,7 @@ def evaluate_bundles(
     stores, and reviewers label, images the champion would refuse.
     """
     from inspection.runtime.camera import source_bits
-    from inspection.runtime.tiled import load_inspector
+    from inspection.runtime.predictor import load_inspector
 
     if not items:
         raise BundleError("the evaluation set is empty; nothing to compare the bundles on")

@@ -33,7 +33,7 @@ from inspection.core.golden import (
     compare_golden,
     golden_outputs,
 )
-from inspection.core.images import read_image
+from inspection.core.images import decode_reduced, read_image
 from inspection.runtime.hardware import cpu_info
 from inspection.runtime.model import BundleModel
 from inspection.runtime.preprocess import preprocess
@@ -98,10 +98,8 @@ def golden_images(model: BundleModel) -> list[np.ndarray]:
         return []
     images = []
     for file in golden.files:
-        if file not in model.metadata.files:
-            raise BundleError(f"{model.bundle_dir}: metadata lists no checksum for {file}")
         try:
-            images.append(read_image(model.bundle_dir / file))
+            images.append(decode_reduced(model.verified.file(file), name=file).image)
         except ImageDecodeError as exc:
             raise BundleError(f"{model.bundle_dir}: unreadable golden image: {exc}") from exc
     return images

@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
 import numpy as np
 
@@ -32,10 +32,8 @@ from inspection.core.types import AffineMatrix, InspectionResult
 from inspection.core.units import with_sizes
 from inspection.core.verdict import judge
 from inspection.refine.base import MaskRefiner
-from inspection.refine.config import RefineConfig
-from inspection.refine.factory import bundle_refiner
 from inspection.runtime.camera import CameraOptions, RefineGate, bounded_image
-from inspection.runtime.golden import GoldenDriftError, check_golden
+from inspection.runtime.loader import load_bundle
 from inspection.runtime.model import BundleModel, Finished
 from inspection.runtime.preprocess import (
     check_image,
@@ -44,7 +42,6 @@ from inspection.runtime.preprocess import (
     preprocess,
     resize_map,
 )
-from inspection.runtime.recalibration import recalibrate
 from inspection.runtime.warmup import WarmOutcome
 
 log = logging.getLogger(__name__)
@@ -131,52 +128,25 @@ class Inspector:
         cls,
         path: str | Path,
         *,
-        device: str = "CPU",
-        refiner: MaskRefiner | Literal["bundle"] | None = None,
         threshold: float | None = None,
-        performance_hint: str = "LATENCY",
-        num_threads: int | None = None,
-        optimize: bool = True,
         camera: CameraOptions | None = None,
-        golden: bool = True,
-        validation: str | Path | None = None,
         input_check: InputCheck = "refuse",
-        refine: RefineConfig | None = None,
+        **options: Any,
     ) -> Inspector:
-        """Verify the bundle's checksums and compile it (``BundleModel.load``), then, with
-        ``golden``, run its golden images on this CPU (``runtime.golden.check_golden``): a
-        bundle drifting beyond its stated tolerance raises ``GoldenDriftError``, unless
-        ``validation`` names a folder of this station's validation images for its product:
-        then it is re-calibrated on them (``runtime.recalibration``; refused with the reason
-        when that cannot be done sanely) and ``recalibration`` records the before/after.
-
-        ``refiner="bundle"`` refines NG masks with the refiner the bundle's
-        ``metadata.refinement`` chose, seeded from ``refine`` (the site's ``refine.yaml``, read
-        once when the command starts: ``refine.config.refine_config_in``; None: the defaults);
-        ``None``: no refinement. ``input_check``: see ``Inspector``.
-        """
-        model = BundleModel.load(
-            path,
-            device=device,
-            performance_hint=performance_hint,
-            num_threads=num_threads,
-            optimize=optimize,
-        )
-        check = check_golden(model) if golden else None
-        recalibration = None
-        if check is not None and not check.passed:
-            if validation is None:
-                raise GoldenDriftError(check)
-            recalibration = recalibrate(model, check, validation)
-        elif check is not None:
-            log.info("%s", check.message())
-        if refiner == "bundle":
-            refiner = _bundle_refiner(model.metadata, refine)
+        """The bundle verified, compiled and checked (``runtime.loader.load_bundle``: the
+        signature with ``public_key`` on the bytes compiled, the golden check, re-calibration
+        on ``validation``, the ``refiner``; ``options`` are its keywords) as an ``Inspector``;
+        ``threshold``, ``camera``, ``input_check``: see ``Inspector``."""
+        loaded = load_bundle(path, **options)
         inspector = cls(
-            model, refiner=refiner, threshold=threshold, camera=camera, input_check=input_check
+            loaded.model,
+            refiner=loaded.refiner,
+            threshold=threshold,
+            camera=camera,
+            input_check=input_check,
         )
-        inspector.golden = check
-        inspector.recalibration = recalibration
+        inspector.golden = loaded.golden
+        inspector.recalibration = loaded.recalibration
         return inspector
 
     # ---------------------------------------------------------------- properties
@@ -394,14 +364,6 @@ class Inspector:
             latency_ms=(time.perf_counter() - raw.start) * 1e3,
             timings_ms={**result.timings_ms, **timings},
         )
-
-
-def _bundle_refiner(metadata: BundleMetadata, refine: RefineConfig | None) -> MaskRefiner | None:
-    """The bundle's measured refiner choice, seeded from the station's refine config."""
-    refiner = bundle_refiner(metadata, refine)
-    if refiner is not None and metadata.refinement is not None:
-        log.info("%s refines NG masks: %s", metadata.bundle_id, metadata.refinement.describe())
-    return refiner
 
 
 __all__ = ["Inspector", "Prepared", "RawImageOutputs"]

@@ -9,6 +9,7 @@ bundle's own outputs), the tiled runtime and the benches use it directly. Never 
 
 from __future__ import annotations
 
+import io
 import logging
 import threading
 import time
@@ -18,12 +19,13 @@ from pathlib import Path
 
 import numpy as np
 import openvino as ov
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from inspection.core.bundle import BundleMetadata, verify_bundle
 from inspection.core.errors import BundleError, ImageDecodeError
 from inspection.core.global_context import GlobalContext, fuse, images_of_input
-from inspection.core.images import grey_replicated, read_image
+from inspection.core.images import decode_reduced, grey_replicated
 from inspection.core.roi import apply_roi, apply_roi_batch
+from inspection.core.signing import VerifiedBundle, read_verified
 from inspection.core.types import AffineMatrix
 from inspection.runtime.alignment import Aligner
 from inspection.runtime.graph import optimize_graph
@@ -76,15 +78,17 @@ class BundleModel:
     def __init__(
         self,
         compiled: ov.CompiledModel,
-        metadata: BundleMetadata,
+        verified: VerifiedBundle,
         *,
-        bundle_dir: Path,
         batched: Callable[[], ov.CompiledModel] | None = None,
     ) -> None:
-        """``compiled`` serves batches of one; ``batched`` compiles (on first use) the model
-        for other batch sizes when ``compiled`` has a static batch of one."""
-        self.metadata = metadata
-        self.bundle_dir = bundle_dir
+        """``compiled`` serves batches of one, compiled from ``verified`` (the bundle's bytes
+        as checked); ``batched`` compiles (on first use) the model for other batch sizes when
+        ``compiled`` has a static batch of one."""
+        self.verified = verified
+        self.metadata = verified.metadata
+        self.bundle_dir = bundle_dir = verified.directory
+        metadata = self.metadata
         self._compiled = compiled
         names = metadata.output_names
         try:
@@ -96,8 +100,8 @@ class BundleModel:
             ) from exc
         self._score_index = _output_index(compiled, names.score)
         self._map_index = _output_index(compiled, names.map)
-        self._context, self._pooled_index = _global_context(compiled, metadata, bundle_dir)
-        self._aligner = _aligner(metadata, bundle_dir)
+        self._context, self._pooled_index = _global_context(compiled, verified)
+        self._aligner = _aligner(verified)
         self._request = compiled.create_infer_request()
         self._compile_batched = batched
         self._batched: ov.CompiledModel | None = None
@@ -114,8 +118,11 @@ class BundleModel:
         performance_hint: str = "LATENCY",
         num_threads: int | None = None,
         optimize: bool = True,
+        public_key: Ed25519PublicKey | None = None,
     ) -> BundleModel:
-        """Verify the bundle's checksums, then compile its IR on ``device``.
+        """Read the bundle once into memory, verify it there (its signature with
+        ``public_key``, when given, and every checksum: ``core.signing.read_verified``), then
+        compile those very bytes on ``device``: a file swapped after the check is never loaded.
 
         ``optimize`` applies output-preserving graph rewrites first (``runtime.graph``: the
         anomaly-map head as two matmuls, the nearest-neighbour minimum before the square
@@ -127,7 +134,8 @@ class BundleModel:
             raise ValueError(
                 f"performance_hint must be one of {PERFORMANCE_HINTS}, got {performance_hint!r}"
             )
-        metadata = verify_bundle(bundle_dir)
+        verified = read_verified(bundle_dir, public_key)
+        metadata = verified.metadata
         core = ov.Core()
         if device not in core.available_devices and device != "AUTO":
             raise BundleError(
@@ -140,7 +148,10 @@ class BundleModel:
         if num_threads:
             config["INFERENCE_NUM_THREADS"] = int(num_threads)
         try:
-            model = core.read_model(bundle_dir / metadata.model_file)
+            model = core.read_model(
+                model=verified.file(metadata.model_file),
+                weights=ov.Tensor(np.frombuffer(verified.file(metadata.weights_file), np.uint8)),
+            )
             batched = None
             if optimize:
                 optimize_graph(model)
@@ -152,7 +163,7 @@ class BundleModel:
         except RuntimeError as exc:
             raise BundleError(f"{bundle_dir}: OpenVINO cannot load the model: {exc}") from exc
         log.info("loaded bundle %s on %s (%s)", metadata.bundle_id, device, performance_hint)
-        return cls(compiled, metadata, bundle_dir=bundle_dir, batched=batched)
+        return cls(compiled, verified, batched=batched)
 
     # ---------------------------------------------------------------- properties
     @property
@@ -333,18 +344,16 @@ def _deferred_compile(
     return compile_now
 
 
-def _aligner(metadata: BundleMetadata, bundle_dir: Path) -> Aligner | None:
-    """The bundle's aligner (its checksummed reference image), or None without alignment."""
-    spec = metadata.alignment
+def _aligner(verified: VerifiedBundle) -> Aligner | None:
+    """The bundle's aligner (its verified reference image), or None without alignment."""
+    spec = verified.metadata.alignment
     if spec is None:
         return None
-    if spec.file not in metadata.files:
-        raise BundleError(f"{bundle_dir}: metadata lists no checksum for {spec.file}")
     try:
-        reference = read_image(bundle_dir / spec.file)
+        reference = decode_reduced(verified.file(spec.file), name=spec.file).image
     except ImageDecodeError as exc:
-        raise BundleError(f"{bundle_dir}: unreadable alignment reference: {exc}") from exc
-    return Aligner(reference, spec, metadata.roi)
+        raise BundleError(f"{verified.directory}: unreadable alignment reference: {exc}") from exc
+    return Aligner(reference, spec, verified.metadata.roi)
 
 
 def _output_index(compiled: ov.CompiledModel, name: str) -> int:
@@ -356,9 +365,11 @@ def _output_index(compiled: ov.CompiledModel, name: str) -> int:
 
 
 def _global_context(
-    compiled: ov.CompiledModel, metadata: BundleMetadata, bundle_dir: Path
+    compiled: ov.CompiledModel, verified: VerifiedBundle
 ) -> tuple[GlobalContext | None, int | None]:
-    """The bundle's global-context model and the index of its pooled-features output."""
+    """The bundle's global-context model (from its verified bytes) and the index of its
+    pooled-features output."""
+    metadata, bundle_dir = verified.metadata, verified.directory
     spec = metadata.global_context
     if spec is None:
         return None, None
@@ -367,10 +378,8 @@ def _global_context(
         raise BundleError(
             f"{bundle_dir}: global_context needs a file (and a pooled output for its layers)"
         )
-    if spec.file not in metadata.files:
-        raise BundleError(f"{bundle_dir}: metadata lists no checksum for {spec.file}")
     try:
-        context = GlobalContext.load(bundle_dir / spec.file)
+        context = GlobalContext.load(io.BytesIO(verified.file(spec.file)))
     except (OSError, ValueError, KeyError) as exc:
         raise BundleError(f"{bundle_dir}: unreadable global-context file: {exc}") from exc
     return context, (_output_index(compiled, pooled) if spec.layers else None)

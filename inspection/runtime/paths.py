@@ -16,7 +16,7 @@ from inspection.core.errors import AlignmentError, ImageDecodeError, InputDomain
 from inspection.core.images import IMAGE_SUFFIXES, DecodedImage, read_reduced
 from inspection.core.types import InspectionResult
 from inspection.runtime.camera import decode_side, source_bits, with_camera_size
-from inspection.runtime.tiled import Predictor
+from inspection.runtime.predictor import Predictor
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from inspection.core.operating_point import (
     within_budget,
 )
 from inspection.runtime.paths import inspect_paths
-from inspection.runtime.tiled import load_inspector
+from inspection.runtime.predictor import load_inspector
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -218,18 +218,6 @@ class TiledInspector:
     def inspect_batch(self, images: Sequence[np.ndarray]) -> list[InspectionResult]:
         """Judge full-resolution images one after another (each is a batch of tiles)."""
         return [self.inspect(image) for image in images]
-
-
-Predictor = Inspector | TiledInspector
-"""What judges files of a bundle (``load_inspector``; ``runtime.paths``)."""
-
-
-def load_inspector(path: str | Path, **kwargs: Any) -> Predictor:
-    """The predictor a bundle needs: ``TiledInspector`` (batch mode) for a tiled bundle, else
-    ``Inspector``; keywords as ``Inspector.from_bundle``. What stations and the CLI load: a tiled
-    bundle run by a plain ``Inspector`` squeezes the whole image into one tile."""
-    inspector = Inspector.from_bundle(path, **kwargs)
-    return inspector if inspector.metadata.tiling is None else TiledInspector(inspector)
 
 
 def evaluation_size(size: tuple[int, int], max_side: int = 512) -> tuple[int, int]:

@@ -34,7 +34,8 @@ from inspection.core.registry import Registry, check_name, utc_now
 from inspection.core.signing import verify_signed_bundle
 from inspection.runtime.hardware import CpuInfo, cpu_info, load_1m
 from inspection.runtime.inspector import Inspector
-from inspection.runtime.tiled import Predictor, TiledInspector, load_inspector
+from inspection.runtime.predictor import Predictor, load_inspector
+from inspection.runtime.tiled import TiledInspector
 
 log = logging.getLogger(__name__)
 
@@ -293,7 +294,7 @@ def measure_bundles(
     rounds: int = MEASUREMENT_ROUNDS,
 ) -> list[PrecisionMeasurement]:
     """Time ``inspect`` (batch 1) and the async queue of every (bundle, gate), each loaded as
-    the station serves it (``runtime.tiled.load_inspector``: a tiled bundle as a
+    the station serves it (``runtime.predictor.load_inspector``: a tiled bundle as a
     ``TiledInspector``, each image one batch of its tiles, with no queue across images; its
     throughput is the sequential one).
 

@@ -18,9 +18,9 @@ from inspection.core.registry import Registry
 from inspection.core.signing import key_id
 from inspection.refine.config import REFINE_CONFIG_NAME, RefineConfig, load_refine_config
 from inspection.runtime.camera import bounded_loader
+from inspection.runtime.predictor import Predictor
 from inspection.station.config import StationCoreConfig, check_registry_dir, pinned_key
 from inspection.station.live import (
-    InspectorLike,
     InspectorLoader,
     LiveModel,
     LiveModels,
@@ -29,6 +29,7 @@ from inspection.station.live import (
     station_loader,
 )
 from inspection.station.pipeline import InputDomainHook, OutboxBuilder, Pipeline
+from inspection.store.retention import load_retention
 from inspection.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ class StationCore:
         public_key = pinned_key(config)
         if loader is default_loader:
             refine = refine if refine is not None else station_refine_config(config)
-            loader = station_loader(refine, config.validation_images)
+            loader = station_loader(refine, config.validation_images, public_key)
         store = store or Store.migrated(config.store_url, config.blob_dir)
         registry = Registry(config.registry_dir)
         models = LiveModels(
@@ -92,6 +93,7 @@ class StationCore:
             outbox=outbox,
             bounds=config.bounds,
             on_input_domain=on_input_domain,
+            retention=load_retention(config.configs),
         )
         return cls(
             config, store, models, pipeline, None if public_key is None else key_id(public_key)
@@ -138,12 +140,11 @@ def station_refine_config(config: StationCoreConfig) -> RefineConfig:
 
 def _checking(loader: InspectorLoader, input_check: InputCheck) -> InspectorLoader:
     """``loader`` whose inspectors hold images to their bundle's input domain as ``input_check``
-    says (inspectors without an ``input_check`` attribute are returned as loaded)."""
+    says."""
 
-    def load(bundle_dir: Path) -> InspectorLike:
+    def load(bundle_dir: Path) -> Predictor:
         inspector = loader(bundle_dir)
-        if hasattr(inspector, "input_check"):
-            inspector.input_check = input_check  # type: ignore[attr-defined]
+        inspector.input_check = input_check
         return inspector
 
     return load

@@ -1,8 +1,8 @@
 """Live models per product, hot-swapped from the registry without dropping requests.
 
 A background poller reads each product's live bundle and threshold from the registry.
-A new bundle is loaded completely (checksums verified by ``Inspector.from_bundle``)
-before the reference is swapped; requests already running keep the model they started
+A new bundle is loaded completely (read once, verified with the pinned key and compiled
+from the verified bytes by ``runtime.predictor.load_inspector``) before the reference is swapped; requests already running keep the model they started
 with. A bundle that fails to load is rejected with a logged reason and the previous
 model keeps serving.
 """
@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -23,60 +23,51 @@ from inspection.core.bundle import read_bundle_metadata
 from inspection.core.errors import BundleError, RegistryError
 from inspection.core.golden import GoldenDriftError, golden_status
 from inspection.core.registry import LiveState, Registry, ThresholdVersion
-from inspection.core.signing import verify_signed_bundle
+from inspection.core.signing import key_id, verify_signed_bundle
 from inspection.core.threshold import check_threshold
 from inspection.core.types import InspectionResult
 from inspection.refine.config import RefineConfig
+from inspection.runtime.predictor import Predictor, load_inspector
 from inspection.runtime.recalibration import record_golden_outcome
-from inspection.runtime.tiled import load_inspector
 from inspection.runtime.tuning import TuningRecord, gated_candidates, read_tuning, tune_product
 from inspection.station.errors import NoLiveModel
 
 log = logging.getLogger(__name__)
 
 
-class InspectorLike(Protocol):
-    """What the service needs of ``inspection.runtime.inspector.Inspector``.
-
-    ``inspect`` must be safe to call from several threads at once (the Inspector
-    serialises its OpenVINO infer request internally).
-    """
-
-    @property
-    def model_version(self) -> str: ...
-
-    @property
-    def threshold(self) -> float: ...
-
-    def inspect(
-        self, image: np.ndarray, *, threshold: float | None = None, started: float | None = None
-    ) -> InspectionResult: ...
-
-
-InspectorLoader = Callable[[Path], InspectorLike]
+InspectorLoader = Callable[[Path], Predictor]
+"""Bundle folder -> loaded predictor (``runtime.predictor.load_inspector``)."""
 
 
 def default_loader(
-    bundle_dir: Path, validation: Path | None = None, refine: RefineConfig | None = None
-) -> InspectorLike:
-    """``runtime.tiled.load_inspector`` (OpenVINO, torch-free: a ``TiledInspector`` for a tiled
-    bundle, else ``Inspector.from_bundle``), refining NG masks with the refiner
-    the bundle's validation measurement chose, seeded from ``refine`` (the station's refine
-    config, read once at start; None: the defaults); ``validation``: the station's validation
-    images of the bundle's product, to re-calibrate it on when its golden outputs drift."""
-    return load_inspector(bundle_dir, refiner="bundle", validation=validation, refine=refine)
+    bundle_dir: Path,
+    validation: Path | None = None,
+    refine: RefineConfig | None = None,
+    public_key: Ed25519PublicKey | None = None,
+) -> Predictor:
+    """``runtime.predictor.load_inspector`` (OpenVINO, torch-free; the signature checked with
+    ``public_key`` on the bytes it compiles), refining NG masks with the refiner the bundle's
+    validation measurement chose, seeded from ``refine`` (the station's refine config, read
+    once at start; None: the defaults); ``validation``: the station's validation images of the
+    bundle's product, to re-calibrate it on when its golden outputs drift."""
+    return load_inspector(
+        bundle_dir, refiner="bundle", validation=validation, refine=refine, public_key=public_key
+    )
 
 
 def station_loader(
-    refine: RefineConfig, validation_images: Mapping[str, Path] | None = None
+    refine: RefineConfig,
+    validation_images: Mapping[str, Path] | None = None,
+    public_key: Ed25519PublicKey | None = None,
 ) -> InspectorLoader:
-    """``default_loader`` seeded with the station's ``refine`` config, given the station's
-    validation folder of each bundle's product (``validation_images``) when it has one."""
+    """``default_loader`` seeded with the station's ``refine`` config and pinned key, given the
+    station's validation folder of each bundle's product (``validation_images``) when it has
+    one."""
     folders = dict(validation_images or {})
 
-    def load(bundle_dir: Path) -> InspectorLike:
+    def load(bundle_dir: Path) -> Predictor:
         product = read_bundle_metadata(bundle_dir).product if folders else None
-        return default_loader(bundle_dir, folders.get(product or ""), refine)
+        return default_loader(bundle_dir, folders.get(product or ""), refine, public_key)
 
     return load
 
@@ -165,7 +156,7 @@ class LiveModel:
     model_version: str
     threshold: float
     threshold_number: int | None
-    inspector: InspectorLike
+    inspector: Predictor
     served_bundle_id: str = ""
     """The bundle actually running: the live one or its measured-fastest sibling."""
     precision: str = ""
@@ -293,8 +284,8 @@ class LiveModels:
             metadata = read_bundle_metadata(bundle_dir)
             if metadata.product != product:
                 raise BundleError(f"the bundle was exported for product {metadata.product!r}")
-            self._check_signature(product, served, bundle_dir)
             inspector = self._loader(bundle_dir)
+            self._check_loaded(product, served, inspector)
             value = inspector.threshold if threshold is None else check_threshold(threshold.value)
         except Exception as exc:
             self._reject(product, served, bundle_dir, exc)
@@ -352,6 +343,19 @@ class LiveModels:
         if self._public_key is not None:
             check_signature(self.registry, product, served, self._public_key)
 
+    def _check_loaded(self, product: str, served: str, inspector: Predictor) -> None:
+        """With a pinned site key: the bytes compiled were verified with it (the loader read
+        the bundle once and checked that copy) and, for the live bundle, their digest is the
+        one recorded at promotion. A loader that did not check the signature is refused."""
+        if self._public_key is None:
+            return
+        verified = inspector.model.verified
+        if verified.signed_by != key_id(self._public_key):
+            raise BundleError(
+                "the loader did not verify the bundle's signature with the pinned key"
+            )
+        _check_promoted(self.registry.live(product), served, verified.digest)
+
     def _set_threshold(self, current: LiveModel, threshold: ThresholdVersion) -> None:
         try:
             check_threshold(threshold.value)
@@ -372,7 +376,7 @@ class LiveModels:
         self,
         product: str,
         served: str,
-        inspector: InspectorLike,
+        inspector: Predictor,
         threshold: ThresholdVersion,
     ) -> float:
         """The threshold to serve for registry version ``threshold`` on bundle ``served``.
@@ -471,13 +475,18 @@ def check_signature(
     """The bundle's digest when it is signed by ``public_key`` and, if it is the live one,
     unchanged since promotion; ``BundleError`` saying what is wrong otherwise."""
     digest = verify_signed_bundle(registry.bundle_dir(product, bundle_id), public_key)
-    state = registry.live(product)
+    _check_promoted(registry.live(product), bundle_id, digest)
+    return digest
+
+
+def _check_promoted(state: LiveState | None, bundle_id: str, digest: str) -> None:
+    """``BundleError`` when ``bundle_id`` is the live bundle and ``digest`` is not the one
+    recorded at its promotion."""
     if state is not None and state.bundle_id == bundle_id and state.digest not in (None, digest):
         raise BundleError(
             f"bundle digest {digest[:12]}… differs from {state.digest[:12]}… recorded at "
             "promotion: the bundle changed after it was promoted"
         )
-    return digest
 
 
 def bundle_signature_status(

@@ -72,9 +72,10 @@ from inspection.runtime.golden import golden_sources, record_golden
 from inspection.runtime.graph import fold_patch_distances, project_patch_distances
 from inspection.runtime.hardware import cpu_info
 from inspection.runtime.inspector import Inspector
+from inspection.runtime.predictor import load_inspector
 from inspection.runtime.preprocess import normalize_score, preprocess
 from inspection.runtime.recalibration import run_samples
-from inspection.runtime.tiled import TiledInspector, load_inspector, tiled_outputs
+from inspection.runtime.tiled import TiledInspector, tiled_outputs
 from inspection.training.bundle_calibration import calibrate_bundle
 from inspection.training.convert import SCORE_OUTPUT, convert_torch_model
 from inspection.training.global_context import refit_on_outputs

@@ -156,7 +156,7 @@ def test_stations_and_the_cli_load_a_tiled_bundle_as_tiled(bundle: Path, tmp_pat
     tiles see at half resolution averaged away."""
     from inspection.runtime.inspector import Inspector
     from inspection.runtime.paths import inspect_paths
-    from inspection.runtime.tiled import load_inspector
+    from inspection.runtime.predictor import load_inspector
     from inspection.station.live import default_loader
 
     part = _part((100, 80, 103, 83), size=(400, 320))  # 3x3 px bright spot
