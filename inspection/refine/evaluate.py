@@ -11,7 +11,6 @@ For the raw mask (map > threshold) this is a monotone transform of the map itsel
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -21,11 +20,10 @@ from typing import Any, Protocol
 import numpy as np
 
 from inspection.core.images import DEFAULT_SOURCE_BITS, read_image, read_mask
+from inspection.core.metrics import aupro
 from inspection.core.types import InspectionResult
 from inspection.refine.base import MaskRefiner
 from inspection.refine.budget import budget_size, shrink_mask, shrink_result
-
-log = logging.getLogger(__name__)
 
 
 class LabelledImage(Protocol):
@@ -176,13 +174,8 @@ def _quality(
 
 
 def _aupro(maps: list[np.ndarray], gts: list[np.ndarray]) -> float | None:
-    """AUPRO via the training side's metric (torch); None on a torch-free station."""
+    """AUPRO of the maps; None when their shapes differ or no image has a defect pixel."""
     if not maps or len({m.shape for m in maps}) != 1 or not any(g.any() for g in gts):
-        return None
-    try:
-        from inspection.core.metrics import aupro
-    except ImportError:  # station without torch/anomalib
-        log.warning("AUPRO needs the training extras (torch, anomalib); reporting None")
         return None
     return aupro(np.stack(maps), np.stack(gts))
 

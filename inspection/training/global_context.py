@@ -289,12 +289,3 @@ def fit_model_context(
         "image_max": float(fused.max()),
     }
     return FittedContext(context, tuple(components), stats, selection.validation_auroc)
-
-
-def f1_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
-    """The score threshold with the best F1 on (scores, labels)."""
-    from sklearn.metrics import precision_recall_curve
-
-    precision, recall, thresholds = precision_recall_curve(labels, scores)
-    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
-    return float(thresholds[int(np.argmax(f1[:-1]))])
