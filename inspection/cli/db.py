@@ -1,12 +1,17 @@
-"""``inspection db``: the results database's schema, upgraded explicitly.
+"""``inspection db``: the results database's schema, upgraded explicitly; ``inspection store``:
+what it keeps.
 
 Opening a store never migrates it. ``inspection db upgrade`` does (``serve`` also upgrades at
 start-up, and ``make demo`` at set-up); ``inspection db status`` tells whether it is needed.
-The database is the station's (``--config``) or, with ``--site``, the central site's.
+``inspection store prune`` enforces ``retention.yaml`` (a separate group: it deletes results
+and files, which schema commands never do). The database is the station's (``--config``) or,
+with ``--site``, the central site's.
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,10 +25,12 @@ if TYPE_CHECKING:
 
 console = Console()
 db_app = typer.Typer(help="Results database schema (Alembic migrations).", no_args_is_help=True)
+store_app = typer.Typer(help="What the results store keeps (retention.yaml).", no_args_is_help=True)
 STATION_OPTION = typer.Option(
     None, "--config", "-c", help="Station config YAML whose store to use."
 )
 SITE_OPTION = site_option("Site config YAML whose store to use", announce=False)
+REPORT_OPTION = typer.Option(None, "--report", help="Also write the run's figures as JSON.")
 
 
 @db_app.command("upgrade")
@@ -52,7 +59,55 @@ def status(ctx: typer.Context, config: Path = STATION_OPTION, site: Path = SITE_
         raise typer.Exit(1)
 
 
+@store_app.command("prune")
+def prune(
+    ctx: typer.Context,
+    config: Path = STATION_OPTION,
+    site: Path = SITE_OPTION,
+    report: Path = REPORT_OPTION,
+) -> None:
+    """Delete what retention.yaml no longer keeps, in short batches (safe while serving).
+
+    Rows lose their blobs first and are deleted later; inspections a retraining run used are
+    never touched; blob files no row references are removed. Writes the storage gauges."""
+    from inspection.store import retention as kept
+
+    target = _target(config, site, site_from_env(ctx))
+    target.store.check_schema()
+    retention = kept.load_retention(target.configs)
+    protected = kept.training_references(target.registry_dir, target.products)
+    done = kept.prune(target.store, retention, protected=protected)
+    metrics = retention.metrics_file or target.store.blobs.root.parent / "storage.prom"
+    kept.write_metrics(done, metrics)
+    if report is not None:
+        report.write_text(json.dumps(done.to_dict(), indent=2) + "\n", encoding="utf-8")
+    console.print(
+        f"pruned in {done.seconds:.1f} s: {done.stripped} rows lost their blobs, "
+        f"{done.rows_deleted} rows and {done.outbox_deleted} delivered messages deleted, "
+        f"{done.files_removed} files ({done.bytes_removed / 1e6:.1f} MB) removed; "
+        f"now {done.used_bytes / 1e9:.2f} GB in {done.blob_files} blobs + database"
+        f"{'' if done.budget_bytes is None else f' of {done.budget_bytes / 1e9:.2f} GB'}"
+        f"; gauges: {metrics}"
+    )
+    if done.alarm:
+        console.print("[red]storage alarm: past the alarm fraction of the disk budget[/red]")
+
+
+@dataclass(frozen=True)
+class _Target:
+    """A store with the configs folder, registry and products of its station or site."""
+
+    store: Store
+    configs: Path
+    registry_dir: Path
+    products: tuple[str, ...]
+
+
 def _store(config: Path | None, site: Path | None, from_env: bool = False) -> Store:
+    return _target(config, site, from_env).store
+
+
+def _target(config: Path | None, site: Path | None, from_env: bool = False) -> _Target:
     """The store of the station ``config`` or of the ``site`` (``from_env``: the site came from
     ``INSPECTION_SITE_CONFIG``, which ``--config`` overrides)."""
     from inspection.store.store import Store
@@ -64,15 +119,18 @@ def _store(config: Path | None, site: Path | None, from_env: bool = False) -> St
     if config is not None:
         from inspection.service.config import load_station_config
 
-        station = load_station_config(config)
-        return Store(station.core.store_url, station.core.blob_dir)
+        core = load_station_config(config).core
+        store = Store(core.store_url, core.blob_dir)
+        return _Target(store, core.configs, core.registry_dir, tuple(core.products))
     from inspection.core.config import load_site_config
 
     if site is not None and from_env:
         announce_env_site(site)
     site_config = load_site_config(site)
-    return Store(site_config.store_url, site_config.blob_dir)
+    store = Store(site_config.store_url, site_config.blob_dir)
+    return _Target(store, site_config.configs, site_config.registry_dir, site_config.products)
 
 
 def register(app: typer.Typer) -> None:
     app.add_typer(db_app, name="db")
+    app.add_typer(store_app, name="store")

@@ -15,6 +15,7 @@ An image the live bundle refuses (``InputOutOfDomain``: unlike its training imag
 from __future__ import annotations
 
 import logging
+import random
 import re
 import time
 import uuid
@@ -45,6 +46,7 @@ from inspection.station.errors import (
 from inspection.station.live import LiveModels
 from inspection.station.render import encode_jpeg, encode_map, encode_mask, image_extension
 from inspection.store.models import Inspection, OutboxEntry
+from inspection.store.retention import RetentionConfig
 from inspection.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -132,6 +134,7 @@ class Pipeline:
         outbox: OutboxBuilder | None = None,
         bounds: BoundsConfig | None = None,
         on_input_domain: InputDomainHook | None = None,
+        retention: RetentionConfig | None = None,
     ) -> None:
         self.store = store
         self.models = models
@@ -141,6 +144,9 @@ class Pipeline:
         self.outbox = outbox
         self.bounds = bounds or BoundsConfig()
         self.on_input_domain = on_input_domain
+        self.retention = retention or RetentionConfig()
+        """What a part stores (good parts: overlay, map) and the audit-sample rate."""
+        self._draw = random.Random()
 
     def check_product(self, product: str | None) -> str:
         if not product:
@@ -206,14 +212,20 @@ class Pipeline:
             self._input_domain(product, "warned")
         result = with_camera_size(result, decoded.source_size, image.shape[:2])
         encode_start = time.perf_counter()
-        overlay = render_overlay(image, result, max_side=self.bounds.overlay_max_side)
+        rate = self.retention.audit_rate
+        audit = rate > 0 and self._draw.random() < 1 / rate
+        keep = self.retention.policy(product)
+        good = result.verdict == "OK"
         copy = stored_copy(decoded, keep_original=self.bounds.keep_originals)
         encoded = {
             "image_sha": (data, image_extension(data)) if copy is None else (copy, ".png"),
-            "map_sha": (encode_map(result.anomaly_map), ".png"),
             "mask_sha": (encode_mask(result.mask), ".png"),
-            "overlay_sha": (encode_jpeg(overlay), ".jpg"),
         }
+        if not good or audit or keep.good_map:
+            encoded["map_sha"] = (encode_map(result.anomaly_map), ".png")
+        if not good or keep.good_overlay:
+            overlay = render_overlay(image, result, max_side=self.bounds.overlay_max_side)
+            encoded["overlay_sha"] = (encode_jpeg(overlay), ".jpg")
         stages = {"decode": decode_ms, **result.timings_ms, "encode": _ms(encode_start)}
         fields = {
             "id": uuid.uuid4().hex,
@@ -235,6 +247,7 @@ class Pipeline:
             "regions": [region.to_dict() for region in result.camera_regions],
             "width": int(decoded.source_size[1]),
             "height": int(decoded.source_size[0]),
+            "audit_sample": audit,
         } | {column: sha256_bytes(blob) for column, (blob, _ext) in encoded.items()}
         outbox: Sequence[OutboxEntry] = ()
         if self.outbox is not None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from inspection.core.fingerprint import sha256_bytes
@@ -12,8 +14,17 @@ from inspection.core.fingerprint import sha256_bytes
 _EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".npy", ".bin"}
 
 
+TRASH = ".trash"
+"""Folder under the root where retention moves a blob before unlinking it (crash-safe GC)."""
+
+
 class BlobStore:
-    """Stores bytes under ``<root>/<sha[:2]>/<sha><ext>``; writes are atomic and fsynced."""
+    """Stores bytes under ``<root>/<sha[:2]>/<sha><ext>``; writes are atomic and fsynced.
+
+    Garbage collection (``store.retention``) moves a file into ``<root>/.trash`` first,
+    re-checks that no row uses it and that it was not written or re-used (``put`` refreshes
+    the file's time) within a grace period, and only then unlinks it; otherwise it goes back.
+    """
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
@@ -23,7 +34,8 @@ class BlobStore:
         ext = ext.lower() if ext.lower() in _EXTENSIONS else ".bin"
         sha = sha256_bytes(data)
         target = self._path(sha, ext)
-        if target.exists():
+        with contextlib.suppress(FileNotFoundError):
+            os.utime(target)  # re-used: fresh for the collector's grace check
             return sha
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
@@ -62,6 +74,48 @@ class BlobStore:
 
     def get(self, sha: str) -> bytes:
         return self.path(sha).read_bytes()
+
+    def files(self) -> Iterator[tuple[str, int]]:
+        """(sha, size in bytes) of every stored blob, one folder listing at a time; leftovers
+        of interrupted writes (``.tmp-*`` older than a day) are removed on the way."""
+        for folder in sorted(self.root.glob("[0-9a-f][0-9a-f]")):
+            for entry in list(os.scandir(folder)):
+                try:
+                    stat = entry.stat()
+                except FileNotFoundError:  # removed since the listing
+                    continue
+                if not entry.name.startswith(".tmp-"):
+                    yield entry.name.split(".", 1)[0], stat.st_size
+                elif time.time() - stat.st_mtime > 86400:
+                    Path(entry.path).unlink(missing_ok=True)
+
+    def trash(self, shas: list[str]) -> list[Path]:
+        """Move the files of ``shas`` into the trash; returns everything in the trash
+        (including files a crashed collector left there)."""
+        bin_ = self.root / TRASH
+        bin_.mkdir(parents=True, exist_ok=True)
+        for sha in shas:
+            with contextlib.suppress(FileNotFoundError):
+                source = self.path(sha)
+                os.replace(source, bin_ / source.name)
+        return sorted(bin_.iterdir())
+
+    def empty_trash(
+        self, trashed: list[Path], in_use: Callable[[list[str]], set[str]], grace_s: float
+    ) -> tuple[int, int]:
+        """Unlink trashed files no row uses (``in_use``) and untouched for ``grace_s``;
+        put the others back. Returns (files, bytes) unlinked."""
+        shas = [path.name.split(".", 1)[0] for path in trashed]
+        used = in_use(shas) if shas else set()
+        removed = freed = 0
+        for sha, path in zip(shas, trashed, strict=True):
+            stat = path.stat()
+            if sha in used or time.time() - stat.st_mtime < grace_s:
+                os.replace(path, self._path(sha, path.suffix))  # same bytes if re-written
+            else:
+                path.unlink()
+                removed, freed = removed + 1, freed + stat.st_size
+        return removed, freed
 
     def _path(self, sha: str, ext: str) -> Path:
         return self.root / sha[:2] / f"{sha}{ext}"

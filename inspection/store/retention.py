@@ -1,0 +1,432 @@
+"""Retention: which results and blobs are kept, for how long, and the prune that enforces it.
+
+Per part (``KeepPolicy``, per product over the site defaults of ``configs/retention.yaml``):
+
+- ordinary good parts keep their blobs (image, map, mask) ``blob_days``;
+- NG, reviewed and audit-sample parts keep theirs ``kept_blob_days`` (``None``: forever);
+- every result row (blobs gone) is kept ``row_days`` (``None``: forever), never less than
+  its blobs; a row with an undelivered outbox message is never deleted;
+- inspections a retraining run used (``training_references``) are never touched.
+
+``prune`` works in short transactions of ``batch_size`` rows, pausing between them so a
+station's writes are never held up by more than one batch. Rows are changed first (blobs
+marked as gone, then rows deleted), files removed after the commit, so a crash can leave
+unreferenced files but never a row pointing at a missing file; the sweep at the end of every
+run removes files no row references (``BlobStore.discard`` re-checks each under its grace).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Collection, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import and_, delete, exists, func, or_, select, tuple_, update
+from sqlalchemy.orm import Session
+
+from inspection.core.config import deep_merge, from_mapping, read_yaml, to_mapping
+from inspection.core.errors import ConfigError
+from inspection.store.models import Inspection, OutboxMessage, Review
+from inspection.store.store import Store, sqlite_file
+
+log = logging.getLogger(__name__)
+_BLOB_COLUMNS = (Inspection.map_sha, Inspection.mask_sha, Inspection.overlay_sha)
+RETENTION_CONFIG_NAME = "retention.yaml"
+GB = 1024**3
+
+
+@dataclass(frozen=True)
+class KeepPolicy:
+    """How long one product's results are kept (days; ``None`` = forever) and what a good
+    part stores. ``good_overlay`` / ``good_map``: store the overlay JPEG / 8-bit anomaly-map
+    PNG of OK parts (audit-sample parts always keep their map)."""
+
+    blob_days: float = 7.0
+    kept_blob_days: float | None = 90.0
+    row_days: float | None = 365.0
+    good_overlay: bool = False
+    good_map: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("blob_days", "kept_blob_days", "row_days"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ConfigError(f"{name}: must be >= 0 days, got {value}")
+        longest_blobs = _days(self.kept_blob_days)
+        if _days(self.row_days) < max(longest_blobs, self.blob_days):
+            raise ConfigError(
+                f"row_days: result rows must be kept at least as long as their blobs "
+                f"(blob_days {self.blob_days}, kept_blob_days {self.kept_blob_days}), "
+                f"got {self.row_days}"
+            )
+        if longest_blobs < self.blob_days:
+            raise ConfigError(
+                f"kept_blob_days: NG/reviewed/audit parts must be kept at least as long as "
+                f"good ones (blob_days {self.blob_days}), got {self.kept_blob_days}"
+            )
+
+
+def _days(value: float | None) -> float:
+    """Days, with ``None`` (forever) as infinity."""
+    return float("inf") if value is None else value
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    """``configs/retention.yaml``: site defaults, per-product overrides, the prune's pace and
+    the disk budget. ``audit_rate``: 1 in N parts is drawn into the audit sample at write time
+    (0: none). ``grace_minutes``: blob files younger than this are never removed (a write in
+    flight). ``disk_budget_gb``: the site's budget for database + blobs; the alarm is raised
+    at ``alarm_fraction`` of it."""
+
+    default: KeepPolicy = KeepPolicy()
+    products: dict[str, dict[str, Any]] = field(default_factory=dict)
+    audit_rate: int = 500
+    outbox_days: float = 7.0
+    batch_size: int = 500
+    pause_seconds: float = 0.05
+    grace_minutes: float = 60.0
+    disk_budget_gb: float | None = None
+    alarm_fraction: float = 0.8
+    metrics_file: Path | None = None
+    """Prometheus text file the prune writes its storage gauges to (node_exporter textfile
+    collector); ``None``: ``storage.prom`` beside the blob folder."""
+
+    def __post_init__(self) -> None:
+        if self.audit_rate < 0:
+            raise ConfigError(f"audit_rate: 1 in N parts, N >= 0; got {self.audit_rate}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size: must be >= 1, got {self.batch_size}")
+        if not 0 < self.alarm_fraction <= 1:
+            raise ConfigError(f"alarm_fraction: must be in (0, 1], got {self.alarm_fraction}")
+        if self.disk_budget_gb is not None and self.disk_budget_gb <= 0:
+            raise ConfigError(f"disk_budget_gb: must be > 0, got {self.disk_budget_gb}")
+        for product in self.products:
+            self.policy(product)  # a bad override fails at load, naming the product
+
+    def policy(self, product: str) -> KeepPolicy:
+        """The product's policy: its override merged onto ``default``."""
+        override = self.products.get(product)
+        if not override:
+            return self.default
+        merged = deep_merge(to_mapping(self.default), override)
+        return from_mapping(KeepPolicy, merged, f"products.{product}")
+
+
+def load_retention(configs_dir: Path) -> RetentionConfig:
+    """``<configs_dir>/retention.yaml``; the defaults when there is none."""
+    path = Path(configs_dir) / RETENTION_CONFIG_NAME
+    if not path.is_file():
+        return RetentionConfig()
+    return from_mapping(RetentionConfig, read_yaml(path), str(path))
+
+
+def training_references(registry_dir: Path, products: Iterable[str]) -> frozenset[str]:
+    """Inspection ids any recorded retraining run used or will retry (never pruned)."""
+    from inspection.core.registry import Registry
+    from inspection.core.retrain_report import RetrainEvent
+
+    registry = Registry(registry_dir)
+    ids: set[str] = set()
+    for product in products:
+        for event in registry.events(product):
+            if event.get("action") == "retrain":
+                run = RetrainEvent.from_event(event, f"{product} retrain event")
+                ids.update(run.reviewed_good_ids, run.skipped_review_ids)
+    return frozenset(ids)
+
+
+@dataclass
+class PruneReport:
+    """What one prune run did, and the storage it left."""
+
+    stripped: int = 0
+    """Rows whose blobs were removed (the row kept)."""
+    rows_deleted: int = 0
+    outbox_deleted: int = 0
+    files_removed: int = 0
+    bytes_removed: int = 0
+    blob_bytes: int = 0
+    blob_files: int = 0
+    database_bytes: int | None = None
+    budget_bytes: int | None = None
+    alarm: bool = False
+    seconds: float = 0.0
+
+    @property
+    def used_bytes(self) -> int:
+        return self.blob_bytes + (self.database_bytes or 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self) | {"used_bytes": self.used_bytes}
+
+
+@dataclass(frozen=True)
+class _Pass:
+    """One selection of rows to process in keyset batches."""
+
+    where: Any
+    act: Callable[[Session, list[Any]], int]
+
+
+def prune(
+    store: Store,
+    config: RetentionConfig,
+    *,
+    protected: Collection[str] = frozenset(),
+    now: datetime | None = None,
+    on_batch: Callable[[str, int], None] | None = None,
+) -> PruneReport:
+    """Enforce ``config`` on ``store`` once (see module doc). ``protected``: inspection ids
+    never touched (``training_references``). ``on_batch(step, n)`` is told of each batch."""
+    started = time.perf_counter()
+    now = now or datetime.now(timezone.utc)
+    report = PruneReport()
+    grace = config.grace_minutes * 60.0
+    report.files_removed, report.bytes_removed = _discard(store, [], grace)  # a crash's leftovers
+    for product in _products(store):
+        policy = config.policy(product)
+        for step, pass_ in _passes(product, policy, now, frozenset(protected)).items():
+            done = _run_pass(store, pass_, config, lambda n, s=step: on_batch and on_batch(s, n))
+            if step == "rows":
+                report.rows_deleted += done
+            else:
+                report.stripped += done
+    report.outbox_deleted = _prune_outbox(store, config, now - timedelta(days=config.outbox_days))
+    removed, freed = _sweep(store, config, report)
+    report.files_removed += removed
+    report.bytes_removed += freed
+    report.database_bytes = database_bytes(store)
+    _check_budget(report, config)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _passes(
+    product: str, policy: KeepPolicy, now: datetime, protected: frozenset[str]
+) -> dict[str, _Pass]:
+    """Strip ordinary good parts, strip kept parts, delete old rows (in this order)."""
+    kept = or_(
+        Inspection.verdict == "NG",
+        Inspection.review_label.is_not(None),
+        Inspection.audit_sample.is_(True),
+    )
+    holding = and_(Inspection.product == product, Inspection.blobs_pruned_at.is_(None))
+    passes = {"strip": _Pass(and_(holding, _older(now, policy.blob_days), ~kept), _strip(now))}
+    if policy.kept_blob_days is not None:
+        passes["strip_kept"] = _Pass(
+            and_(holding, _older(now, policy.kept_blob_days), kept), _strip(now)
+        )
+    if policy.row_days is not None:
+        undelivered = exists().where(
+            OutboxMessage.inspection_id == Inspection.id, OutboxMessage.delivered_at.is_(None)
+        )
+        passes["rows"] = _Pass(
+            and_(
+                Inspection.product == product,
+                Inspection.blobs_pruned_at.is_not(None),
+                _older(now, policy.row_days),
+                ~undelivered,
+            ),
+            _delete_rows,
+        )
+    return {step: _Pass(_not_protected(p.where, protected), p.act) for step, p in passes.items()}
+
+
+def _older(now: datetime, days: float) -> Any:
+    return Inspection.created_at < now - timedelta(days=days)
+
+
+def _not_protected(where: Any, protected: frozenset[str]) -> Any:
+    return and_(where, Inspection.id.not_in(protected)) if protected else where
+
+
+def _run_pass(
+    store: Store, pass_: _Pass, config: RetentionConfig, told: Callable[[int], Any]
+) -> int:
+    """Process rows matching ``pass_.where`` oldest first, one short transaction per batch."""
+    done = 0
+    for batch in _keyset_batches(store, pass_.where, config.batch_size):
+        with store.session() as session:
+            count = pass_.act(session, batch)
+        done += count
+        told(count)
+        time.sleep(config.pause_seconds)
+    return done
+
+
+def _keyset_batches(store: Store, where: Any, size: int) -> Iterator[list[Any]]:
+    """Rows (id, created_at and sha columns) in (created_at, id) order, ``size`` at a time;
+    each batch is read in its own short transaction, after the previous one was acted on."""
+    columns = (Inspection.id, Inspection.created_at, Inspection.image_sha, Inspection.map_sha)
+    columns += (Inspection.mask_sha, Inspection.overlay_sha)
+    order = (Inspection.created_at, Inspection.id)
+    last: tuple[datetime, str] | None = None
+    while True:
+        query = select(*columns).where(where)
+        if last is not None:
+            query = query.where(tuple_(*order) > tuple_(*last))
+        with store.session() as session:
+            rows = list(session.execute(query.order_by(*order).limit(size)))
+        if not rows:
+            return
+        yield rows
+        last = (rows[-1].created_at, rows[-1].id)
+
+
+def _strip(now: datetime) -> Callable[[Session, list[Any]], int]:
+    """Mark the rows' blobs gone (map/mask/overlay cleared; image_sha kept as fingerprint).
+    Their files are removed by the sweep of this run, after this commit."""
+
+    def act(session: Session, rows: list[Any]) -> int:
+        ids = [row.id for row in rows]
+        session.execute(
+            update(Inspection)
+            .where(Inspection.id.in_(ids), Inspection.blobs_pruned_at.is_(None))
+            .values(blobs_pruned_at=now, map_sha=None, mask_sha=None, overlay_sha=None)
+        )
+        return len(ids)
+
+    return act
+
+
+def _delete_rows(session: Session, rows: list[Any]) -> int:
+    """Delete the rows with their reviews and (delivered) outbox messages."""
+    ids = [row.id for row in rows]
+    session.execute(delete(Review).where(Review.inspection_id.in_(ids)))
+    session.execute(delete(OutboxMessage).where(OutboxMessage.inspection_id.in_(ids)))
+    session.execute(delete(Inspection).where(Inspection.id.in_(ids)))
+    return len(ids)
+
+
+def _prune_outbox(store: Store, config: RetentionConfig, cutoff: datetime) -> int:
+    """Delete outbox messages delivered before ``cutoff``, in batches."""
+    deleted = 0
+    while True:
+        with store.session() as session:
+            ids = list(
+                session.scalars(
+                    select(OutboxMessage.id)
+                    .where(OutboxMessage.delivered_at < cutoff)
+                    .limit(config.batch_size)
+                )
+            )
+            session.execute(delete(OutboxMessage).where(OutboxMessage.id.in_(ids)))
+        if not ids:
+            return deleted
+        deleted += len(ids)
+        time.sleep(config.pause_seconds)
+
+
+def _products(store: Store) -> list[str]:
+    with store.session() as session:
+        return sorted(session.scalars(select(Inspection.product).distinct()))
+
+
+def referenced(session: Session, shas: Iterable[str]) -> set[str]:
+    """The shas some row still points at (a pruned row's ``image_sha`` does not count);
+    one indexed probe per sha column (migration 0006), never a table scan."""
+    found = set()
+    for sha in shas:
+        probes = [
+            exists().where(Inspection.image_sha == sha, Inspection.blobs_pruned_at.is_(None)),
+            *(exists().where(column == sha) for column in _BLOB_COLUMNS),
+        ]
+        if session.scalar(select(or_(*probes))):
+            found.add(sha)
+    return found
+
+
+def _sweep(store: Store, config: RetentionConfig, report: PruneReport) -> tuple[int, int]:
+    """Remove every blob file no row references; count what stays in ``report``."""
+    removed = freed = 0
+    grace = config.grace_minutes * 60.0
+    for chunk in _chunks(store.blobs.files(), config.batch_size):
+        with store.session() as session:
+            used = referenced(session, (sha for sha, _size in chunk))
+        unused = [sha for sha, _size in chunk if sha not in used]
+        gone, gone_bytes = _discard(store, unused, grace)
+        removed, freed = removed + gone, freed + gone_bytes
+        report.blob_files += sum(1 for _ in chunk) - gone
+        report.blob_bytes += sum(size for _sha, size in chunk) - gone_bytes
+    return removed, freed
+
+
+def _discard(store: Store, shas: list[str], grace_s: float) -> tuple[int, int]:
+    """Move ``shas`` (plus anything left in the trash) aside, then unlink those no row
+    references and not written within ``grace_s``; the rest go back (count, bytes)."""
+    trashed = store.blobs.trash(shas)
+
+    def still_used(candidates: list[str]) -> set[str]:
+        with store.session() as session:
+            return referenced(session, candidates)
+
+    return store.blobs.empty_trash(trashed, still_used, grace_s)
+
+
+def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    chunk: list[Any] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def database_bytes(store: Store) -> int | None:
+    """Size of the database: its SQLite files, or PostgreSQL's ``pg_database_size``."""
+    path = sqlite_file(store.url)
+    if path is not None:
+        files = (path, path.with_name(path.name + "-wal"))
+        return sum(f.stat().st_size for f in files if f.exists())
+    if store.engine.dialect.name == "postgresql":
+        with store.session() as session:
+            size = func.pg_database_size(func.current_database())
+            return int(session.scalar(select(size)) or 0)
+    return None
+
+
+def _check_budget(report: PruneReport, config: RetentionConfig) -> None:
+    """Raise the alarm (log) when storage passes ``alarm_fraction`` of the budget."""
+    if config.disk_budget_gb is None:
+        return
+    report.budget_bytes = int(config.disk_budget_gb * GB)
+    report.alarm = report.used_bytes >= config.alarm_fraction * report.budget_bytes
+    if report.alarm:
+        log.warning(
+            "storage alarm: %.2f GB used of the %.2f GB budget (alarm at %.0f %%); shorten "
+            "retention in %s or add disk",
+            report.used_bytes / GB,
+            config.disk_budget_gb,
+            config.alarm_fraction * 100,
+            RETENTION_CONFIG_NAME,
+        )
+
+
+def write_metrics(report: PruneReport, path: Path) -> None:
+    """Storage gauges in Prometheus text format (node_exporter's textfile collector)."""
+    from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+
+    registry = CollectorRegistry()
+    gauges = {
+        "inspection_storage_used_bytes": ("Database plus blob bytes", report.used_bytes),
+        "inspection_storage_blob_bytes": ("Blob file bytes", report.blob_bytes),
+        "inspection_storage_budget_bytes": ("Disk budget (0: none)", report.budget_bytes or 0),
+        "inspection_storage_alarm": ("1 when usage passed the alarm fraction", int(report.alarm)),
+        "inspection_prune_rows_deleted": ("Rows the last prune deleted", report.rows_deleted),
+        "inspection_prune_files_removed": (
+            "Blob files the last prune removed",
+            report.files_removed,
+        ),
+    }
+    for name, (help_text, value) in gauges.items():
+        Gauge(name, help_text, registry=registry).set(value)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_to_textfile(str(path), registry)
