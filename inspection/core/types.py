@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -12,6 +13,9 @@ from inspection.core.threshold import VERDICTS, Verdict, verdict_of
 
 AffineMatrix = tuple[float, float, float, float, float, float]
 """A (2, 3) affine transform, row-major."""
+
+Progress = Callable[[str], None]
+"""Receives one human-readable line per step of a long job (tuning, export, retraining)."""
 
 
 def _check_box(box: tuple[int, int, int, int]) -> None:

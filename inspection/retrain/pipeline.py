@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
@@ -23,6 +23,7 @@ from inspection.core.errors import ConfigError, DatasetError
 from inspection.core.registry import ModelRecord, Registry, utc_now
 from inspection.core.retrain_report import RetrainEvent
 from inspection.core.signing import site_keys_dir, site_public_key
+from inspection.core.types import Progress
 from inspection.data.check import listed
 from inspection.refine.config import RefineConfig, refine_config_in
 from inspection.retrain import adapters
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
     from inspection.store.store import Store
 
 log = logging.getLogger(__name__)
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)

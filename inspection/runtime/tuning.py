@@ -19,7 +19,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -32,6 +32,7 @@ from inspection.core.errors import BundleError, ImageDecodeError, RegistryError
 from inspection.core.images import read_image
 from inspection.core.registry import Registry, check_name, utc_now
 from inspection.core.signing import verify_signed_bundle
+from inspection.core.types import Progress
 from inspection.runtime.hardware import CpuInfo, cpu_info, load_1m
 from inspection.runtime.inspector import Inspector
 from inspection.runtime.predictor import Predictor, load_inspector
@@ -45,8 +46,6 @@ GATE_TOLERANCE = 0.01
 CHOICE_MARGIN = 0.05
 """A lower precision must be this much faster (p50) than a higher one to be chosen."""
 _PRECISION_RANK = {"fp32": 0, "fp16": 1, "bf16": 2, "int8": 3}  # higher = lower precision
-
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)

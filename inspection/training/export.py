@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -65,6 +65,7 @@ from inspection.core.operating_point import OperatingPoint
 from inspection.core.outputs import RawOutputs
 from inspection.core.refinement import RefinementChoice
 from inspection.core.registry import GoodScores, utc_now
+from inspection.core.types import Progress
 from inspection.core.validation_scores import ValidationScores, write_validation_scores
 from inspection.refine.config import RefineConfig
 from inspection.refine.select import CHOICE_MAX_SIDE, choose_refiner
@@ -83,7 +84,6 @@ from inspection.training.global_context import refit_on_outputs
 log = logging.getLogger(__name__)
 
 DEFAULT_CALIBRATION_SIZE = 64
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)

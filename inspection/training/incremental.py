@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -29,6 +29,7 @@ from inspection.core.fingerprint import relative_name, sha256_file
 from inspection.core.product_config import ModelConfig, model_config_from_mapping
 from inspection.core.registry import FitFigures, Lineage, ModelRecord, Registry
 from inspection.core.roi import RoiSpec, RoiTraining
+from inspection.core.types import Progress
 from inspection.data.dataset import GOOD, Dataset, Sample, load_dataset
 from inspection.training.augment import views
 from inspection.training.backbones import channels_last
@@ -50,7 +51,6 @@ from inspection.training.train import (
 )
 
 log = logging.getLogger(__name__)
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
