@@ -63,6 +63,7 @@ def test_mqtt_results_survive_a_broker_outage(broker: Broker, tmp_path: Path) ->
     try:
         received = collector.wait_for(10)
         assert len(received) == 10
+        _wait(lambda: outbox.backlog()["mqtt"].pending == 0)  # the last PUBACK may trail it
         broker.kill()
         for i in range(10, 20):  # results stored while the broker is away wait in the outbox
             fields = inspection_fields(i)
