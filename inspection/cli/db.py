@@ -74,21 +74,12 @@ def prune(
 
     target = _target(config, site, site_from_env(ctx))
     target.store.check_schema()
-    retention = kept.load_retention(target.configs)
-    protected = kept.training_references(target.registry_dir, target.products)
-    done = kept.prune(target.store, retention, protected=protected)
-    metrics = retention.metrics_file or target.store.blobs.root.parent / "storage.prom"
-    kept.write_metrics(done, metrics)
+    done, metrics = kept.prune_configured(
+        target.store, target.configs, target.registry_dir, target.products
+    )
     if report is not None:
         report.write_text(json.dumps(done.to_dict(), indent=2) + "\n", encoding="utf-8")
-    console.print(
-        f"pruned in {done.seconds:.1f} s: {done.stripped} rows lost their blobs, "
-        f"{done.rows_deleted} rows and {done.outbox_deleted} delivered messages deleted, "
-        f"{done.files_removed} files ({done.bytes_removed / 1e6:.1f} MB) removed; "
-        f"now {done.used_bytes / 1e9:.2f} GB in {done.blob_files} blobs + database"
-        f"{'' if done.budget_bytes is None else f' of {done.budget_bytes / 1e9:.2f} GB'}"
-        f"; gauges: {metrics}"
-    )
+    console.print(f"{done.summary()}; gauges: {metrics}")
     if done.alarm:
         console.print("[red]storage alarm: past the alarm fraction of the disk budget[/red]")
 

@@ -96,8 +96,14 @@ class RetentionConfig:
     metrics_file: Path | None = None
     """Prometheus text file the prune writes its storage gauges to (node_exporter textfile
     collector); ``None``: ``storage.prom`` beside the blob folder."""
+    prune_schedule: str = "17 * * * *"
+    """Cron schedule on which ``inspection scheduler`` runs the prune (local time)."""
 
     def __post_init__(self) -> None:
+        from croniter import croniter
+
+        if not croniter.is_valid(self.prune_schedule):
+            raise ConfigError(f"prune_schedule: not a cron schedule: {self.prune_schedule!r}")
         if self.audit_rate < 0:
             raise ConfigError(f"audit_rate: 1 in N parts, N >= 0; got {self.audit_rate}")
         if self.batch_size < 1:
@@ -164,6 +170,16 @@ class PruneReport:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self) | {"used_bytes": self.used_bytes}
+
+    def summary(self) -> str:
+        budget = "" if self.budget_bytes is None else f" of {self.budget_bytes / 1e9:.2f} GB"
+        return (
+            f"pruned in {self.seconds:.1f} s: {self.stripped} rows lost their blobs, "
+            f"{self.rows_deleted} rows and {self.outbox_deleted} delivered messages deleted, "
+            f"{self.files_removed} files ({self.bytes_removed / 1e6:.1f} MB) removed; now "
+            f"{self.used_bytes / 1e9:.2f} GB{budget} in {self.blob_files} blobs + database"
+            f"{'; STORAGE ALARM' if self.alarm else ''}"
+        )
 
 
 @dataclass(frozen=True)
@@ -408,6 +424,18 @@ def _check_budget(report: PruneReport, config: RetentionConfig) -> None:
             config.alarm_fraction * 100,
             RETENTION_CONFIG_NAME,
         )
+
+
+def prune_configured(
+    store: Store, configs_dir: Path, registry_dir: Path, products: Iterable[str]
+) -> tuple[PruneReport, Path]:
+    """One prune as configured: ``<configs_dir>/retention.yaml``, the registry's training
+    references protected, the gauges written; returns the report and the gauges' file."""
+    config = load_retention(configs_dir)
+    report = prune(store, config, protected=training_references(registry_dir, products))
+    metrics = config.metrics_file or store.blobs.root.parent / "storage.prom"
+    write_metrics(report, metrics)
+    return report, metrics
 
 
 def write_metrics(report: PruneReport, path: Path) -> None:

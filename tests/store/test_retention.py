@@ -189,3 +189,50 @@ def test_prune_killed_mid_run_leaves_no_dangling_row_and_the_next_run_no_orphan(
     assert not (store.blobs.root / ".trash").exists() or not any(
         (store.blobs.root / ".trash").iterdir()
     )
+
+
+def test_store_prune_command_prunes_and_writes_the_gauges(tmp_path: Path) -> None:
+    import yaml
+    from typer.testing import CliRunner
+
+    from inspection.cli import app
+
+    (tmp_path / "registry").mkdir()
+    core = {
+        "store_url": f"sqlite:///{tmp_path / 'station.db'}",
+        "blob_dir": str(tmp_path / "blobs"),
+        "registry_dir": str(tmp_path / "registry"),
+        "products": ["brick"],
+        "allow_unsigned_bundles": True,
+    }
+    config = tmp_path / "station.yaml"
+    config.write_text(yaml.safe_dump({"core": core}), encoding="utf-8")
+    retention = {"default": {"blob_days": 1}, "disk_budget_gb": 1e-9, "grace_minutes": 0}
+    (tmp_path / "retention.yaml").write_text(yaml.safe_dump(retention), encoding="utf-8")
+    store = Store.migrated(core["store_url"], core["blob_dir"])
+    old = _add(store, "good-old", 3)
+    _add(store, "good-new", 0, created_at=datetime.now(timezone.utc))
+
+    result = CliRunner().invoke(app, ["store", "prune", "--config", str(config)])
+
+    assert result.exit_code == 0, result.output
+    assert "1 rows lost their blobs" in result.output and "storage alarm" in result.output
+    assert store.get_inspection(old.id).blobs_pruned_at is not None
+    gauges = (tmp_path / "storage.prom").read_text(encoding="utf-8")
+    assert "inspection_storage_alarm 1.0" in gauges
+
+
+def test_the_scheduler_runs_housekeeping_on_its_own_schedule(tmp_path: Path) -> None:
+    from inspection.retrain.config import RetrainConfig
+    from inspection.retrain.scheduler import Housekeeping, Scheduler
+
+    runs: list[int] = []
+    prune_job = Housekeeping("store prune", "0 * * * *", lambda: runs.append(1))
+    scheduler = Scheduler(
+        RetrainConfig(work_dir=tmp_path), lambda _p: None, housekeeping=(prune_job,)
+    )
+    start = datetime(2026, 6, 1, 10, 30).astimezone()
+    scheduler.run_due(start)  # never ran: due at once
+    scheduler.run_due(start + timedelta(minutes=20))  # 10:50, before 11:00
+    scheduler.run_due(start + timedelta(minutes=31))  # 11:01
+    assert len(runs) == 2
