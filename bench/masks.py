@@ -1,0 +1,134 @@
+"""Masks you can measure with: pixel operating points, guided maps and sizes on held-out data.
+
+    heavy .venv/bin/python bench/masks.py prepare [--products brick,grass,...]
+    heavy .venv/bin/python bench/masks.py evaluate
+    heavy --alone .venv/bin/python bench/masks.py cost
+
+``prepare``: per product, the demo data at the CLI defaults (``inspection data demo``), a
+PatchCore version at the project's defaults and its FP32 bundle, then the bundle's raw outputs
+on the version's validation and held-out test splits (the station's inference path,
+``training.export.run_bundle``) and the test images at the map size, cached in
+``var/bench-masks/<product>.npz``. ``evaluate`` (numpy only): every pixel-operating-point
+strategy of ``_mask_strategies.py`` calibrated on VALIDATION, judged on TEST through the one
+verdict rule; the image threshold is the bundle's own in every row, so verdicts cannot move.
+``cost``: station cost of the map post-processing in ms. Reports go to ``reports/masks/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+DEMO = ("brick", "grass", "gravel")
+EVALUATION = ("part", "tissue", "weave")
+WORK = Path("var/bench-masks")
+log = logging.getLogger("bench.masks")
+
+
+def prepare(product: str, work: Path) -> Path:
+    """Train, export and run ``product``; returns the cache file (kept if present)."""
+    from inspection.core.bundle import read_bundle_metadata
+    from inspection.core.images import read_image
+    from inspection.core.product_config import load_model_config
+    from inspection.core.registry import Registry
+    from inspection.data.dataset import load_dataset
+    from inspection.data.demo import demo_test_counts, write_demo_product
+    from inspection.training.export import ExportOptions, run_bundle
+    from inspection.training.registry_export import export_bundle, split_samples
+    from inspection.training.train import train
+
+    cache = work / f"{product}.npz"
+    if cache.is_file():
+        return cache
+    data_root = work / "datasets"
+    if not (data_root / product).is_dir():
+        good, per_defect = demo_test_counts(product)
+        write_demo_product(data_root, product, seed=0, n_train=60, n_test_good=good,
+                           n_test_per_defect=per_defect, size=256)  # fmt: skip
+    dataset = load_dataset(data_root / product)
+    registry = Registry(work / "registry")
+    if product not in registry.products() or not registry.versions(product):
+        train(load_model_config("patchcore", product=product), dataset, product=product,
+              registry=registry, progress=False)  # fmt: skip
+    record = registry.latest_version(product)
+    bundles = [b for b in registry.bundle_ids(product) if b.endswith("fp32")]
+    if not bundles:
+        bundles = [export_bundle(registry, product, ExportOptions(precision="fp32")).bundle_id]
+    bundle = registry.bundle_dir(product, bundles[-1])
+    meta = read_bundle_metadata(bundle)
+    arrays: dict[str, np.ndarray] = {}
+    for split in ("validation", "test"):
+        samples = split_samples(record, dataset, split)
+        raw = run_bundle(bundle, samples)
+        h, w = raw.maps.shape[1:]
+        arrays |= {
+            f"{split}_scores": raw.scores,
+            f"{split}_maps": raw.maps,
+            f"{split}_labels": raw.labels,
+            f"{split}_masks": raw.masks,
+            f"{split}_known": raw.mask_known,
+            f"{split}_types": np.asarray(raw.defect_types),
+            f"{split}_images": np.stack([_resized(read_image(s.path), (h, w)) for s in samples]),
+        }
+    norm = meta.normalization
+    arrays["normalization"] = np.asarray(
+        [
+            norm.image_threshold_raw,
+            norm.pixel_threshold_raw,
+            norm.image_min,
+            norm.image_max,
+            norm.pixel_min,
+            norm.pixel_max,
+        ]
+    )
+    seg = meta.segmentation
+    arrays["segmentation"] = np.asarray(
+        [
+            seg.kind == "adaptive",
+            seg.seed_level,
+            seg.floor,
+            seg.relative_level,
+            seg.min_area_fraction,
+        ]
+    )
+    arrays["bundle"] = np.asarray(str(bundle))
+    work.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(cache, **arrays)
+    return cache
+
+
+def _resized(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    import cv2
+
+    if image.shape[:2] == size:
+        return image
+    return cv2.resize(image, size[::-1], interpolation=cv2.INTER_AREA)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("phase", choices=["prepare", "evaluate", "cost"])
+    parser.add_argument("--products", default=",".join(DEMO + EVALUATION))
+    parser.add_argument("--work", type=Path, default=WORK)
+    parser.add_argument("--out", type=Path, default=Path("reports/masks"))
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    products = [p for p in args.products.split(",") if p]
+    if args.phase == "prepare":
+        for product in products:
+            log.info("%s -> %s", product, prepare(product, args.work))
+        return
+    from _mask_strategies import cost, evaluate
+
+    (evaluate if args.phase == "evaluate" else cost)(products, args.work, args.out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
