@@ -270,6 +270,10 @@ def evaluate(products: list[str], work: Path, out: Path) -> None:
         entry = {
             "before_segmentation": seg.describe(),
             "pixel_threshold_raw": base.pixel_threshold_raw,
+            "images": {
+                split: {"good": int((d.labels == 0).sum()), "defective": int((d.labels == 1).sum())}
+                for split, d in (("validation", val), ("test", test))
+            },
         }
         for alt, (strategy, g) in alternatives.items():
             after = test_figures(val, test, base, seg, strategy, g)
@@ -408,13 +412,19 @@ def markdown(report: dict, demo: tuple[str, ...], evaluation: tuple[str, ...]) -
                 cells = " | ".join(_cell(figs, k) for k in FIGURES)
                 lines.append(f"| {product} | {subset} | {cells} |")
     lines += ["", "## Overall pixel F1 per product (all held-out images)", "",
-              "| product | family | before | after | verdicts unchanged | after: segmentation |",
-              "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+              "| product | family | validation good/defective | test good/defective | before | after "
+              "| after, no guidance | verdicts unchanged | after: segmentation |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
     for product, entry in report["products"].items():
         figs = entry["chosen"]["subsets"]["all"]
         family = "demo" if product in demo else "evaluation"
+        counts = entry.get("images", {})
+        val, test = (counts.get(k, {}) for k in ("validation", "test"))
+        plain = entry.get("chosen, no guidance", entry["chosen"])["subsets"]["all"]["after"]
         lines.append(
-            f"| {product} | {family} | {figs['before']['pixel_f1']:.3f} | {figs['after']['pixel_f1']:.3f} "
+            f"| {product} | {family} | {val.get('good', '?')}/{val.get('defective', '?')} "
+            f"| {test.get('good', '?')}/{test.get('defective', '?')} "
+            f"| {figs['before']['pixel_f1']:.3f} | {figs['after']['pixel_f1']:.3f} | {plain['pixel_f1']:.3f} "
             f"| {entry['chosen']['verdicts_unchanged']} | {entry['chosen'].get('_segmentation', '')} |"
         )
     products = list(report["products"])
@@ -438,4 +448,49 @@ def markdown(report: dict, demo: tuple[str, ...], evaluation: tuple[str, ...]) -
                 ]
             )
             lines.append(f"\nMean over the {name} family's products: pixel F1 {b:.3f} -> {a:.3f}.")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _findings(report, evaluation)) + "\n"
+
+
+def _findings(report: dict, evaluation: tuple[str, ...]) -> list[str]:
+    """What the figures say, for the decision: is the validation choice adopted?"""
+    current = "f1 + selected (current)"
+    loko = report["validation_loko"]
+    lines = ["", "## Findings", ""]
+    lines.append(
+        f"- Validation (leave-one-kind-out) chose **{report['chosen']['label']}**: mean "
+        f"{loko[report['chosen']['label']]['mean']:.3f} vs the current rule's {loko[current]['mean']:.3f}."
+    )
+    for alt in ("chosen", "chosen, no guidance"):
+        worse = []
+        for product, entry in report["products"].items():
+            if alt not in entry:
+                continue
+            delta = entry[alt]["subsets"]["all"]["intervals"]["delta_pixel_f1"]
+            figs = entry[alt]["subsets"]["all"]
+            if figs["after"]["pixel_f1"] < figs["before"]["pixel_f1"]:
+                worse.append(
+                    f"{product} {figs['before']['pixel_f1']:.3f} -> {figs['after']['pixel_f1']:.3f}"
+                    f" (Δ [{delta[0]:+.3f}, {delta[1]:+.3f}])"
+                )
+        verdict = (
+            "products below their current figure: " + "; ".join(worse)
+            if worse
+            else "no product below its current figure"
+        )
+        lines.append(f"- Held-out test, {alt}: {verdict}.")
+    present = [p for p in evaluation if p in report["products"]]
+    before = np.mean(
+        [report["products"][p]["chosen"]["subsets"]["all"]["before"]["pixel_f1"] for p in present]
+    )
+    lines.append(
+        f"- Evaluation family (never tuned on) pixel F1 at the current rule: {before:.3f} "
+        f"(mean over {', '.join(present)}); target 0.75 {'met' if before >= 0.75 else 'NOT met'}."
+    )
+    unchanged = all(
+        e[a]["verdicts_unchanged"]
+        for e in report["products"].values()
+        for a in e
+        if isinstance(e[a], dict)
+    )
+    lines.append(f"- Image verdicts identical in every row: {unchanged}.")
+    return lines
