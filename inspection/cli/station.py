@@ -214,6 +214,7 @@ def run(config: Path = LINE_OPTION) -> None:
     line_config = load_line_config(config)  # refine.yaml beside it, whatever the working dir
     check_registry_dir(line_config.core)
     announce_signatures(line_config.core, console)
+    _announce_links(line_config.security)
     station = LineStation.build(line_config)
     stop = stop_on_signals()
     station.start()
@@ -258,6 +259,7 @@ def status(config: Path = LINE_OPTION) -> None:
                 str(entry.delivered if entry else 0),
             )  # fmt: skip
         console.print(table)
+    _announce_links(line_config.security)
     public_key = pinned_key(core)
     if public_key is None:
         console.print("[bold red]bundle signatures: NOT checked (allow_unsigned_bundles: true)[/]")
@@ -275,6 +277,19 @@ def status(config: Path = LINE_OPTION) -> None:
         check = bundle_signature_status(registry, product, live.bundle_id, public_key)
         colour = "green" if check.startswith(("signed", "not checked")) else "red"
         console.print(f"{product}: live bundle {live.bundle_id} [{colour}]{check}[/]")
+
+
+def _announce_links(security) -> None:  # security: LinkSecurity
+    """The line links' security on one line; loud when it is off (``security.mode: none``)."""
+    from inspection.line.security import insecure_notice
+
+    notice = insecure_notice(security)
+    if notice:
+        console.print(f"[bold red]WARNING: {escape(notice)}[/]", soft_wrap=True)
+    else:
+        console.print(
+            f"line links: {security.mode} (certificates and secrets in {security.pki_dir})"
+        )
 
 
 def _backlog(core: StationCoreConfig) -> dict[str, SinkBacklog] | None:

@@ -89,3 +89,16 @@ def test_station_status_does_not_migrate_an_empty_database(tmp_path: Path) -> No
     assert "has no schema" in result.output and "inspection db upgrade" in result.output
     with sqlite3.connect(db) as connection:
         assert connection.execute("SELECT name FROM sqlite_master").fetchall() == []
+
+
+def test_station_status_names_the_link_security_and_shouts_when_it_is_off(tmp_path: Path) -> None:
+    path = _status_config(tmp_path)
+    secured = CliRunner().invoke(app, ["station", "status", "-c", str(path)], terminal_width=400)
+    assert "line links: sign_and_encrypt (certificates and secrets in var/line-pki)" in (
+        secured.output
+    )
+    config = yaml.safe_load(path.read_text()) | {"security": {"mode": "none"}}
+    path.write_text(yaml.safe_dump(config))
+    off = CliRunner().invoke(app, ["station", "status", "-c", str(path)], terminal_width=400)
+    assert off.exit_code == 0, off.output
+    assert "WARNING: LINE LINKS INSECURE (security.mode: none)" in off.output
