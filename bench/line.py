@@ -11,14 +11,19 @@ its results go to an MQTT sink that a collector reads. Phases:
    the same RequestId. Every stored inspection's result must reach the collector at least
    once; duplicates are counted by request id.
 
+Both phases run twice: with the line links secured (the default: OPC UA Basic256Sha256
+SignAndEncrypt with certificates and a trust list, MQTT over TLS with passwords and ACLs,
+results signed, every delivered signature checked) and with ``security: none``.
+
 Writes ``reports/line/line.json`` and ``reports/line/summary.md``.
 
-    python bench/line.py --registry var/registry --product brick --triggers 500 --fault 600
+    heavy --alone python bench/line.py --registry var/registry --product brick --triggers 300 --fault 300
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import shutil
@@ -34,7 +39,9 @@ from typing import Any
 import numpy as np
 import paho.mqtt.client as mqtt
 import yaml
-from _report import save_report
+from _report import cpu_description, load_average, save_report
+from asyncua import Client
+from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 from load import signature_policy  # the sibling bench script
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,9 +50,12 @@ sys.path.insert(0, str(ROOT))
 
 from inspection.core.bundle import read_bundle_metadata  # noqa: E402
 from inspection.core.registry import Registry  # noqa: E402
+from inspection.line.config import LinkSecurity  # noqa: E402
 from inspection.line.handshake import Answer  # noqa: E402
 from inspection.line.mosquitto import Broker, Collector, free_port  # noqa: E402
-from inspection.line.payload import ResultPayload  # noqa: E402
+from inspection.line.payload import PayloadError, ResultPayload  # noqa: E402
+from inspection.line.pki import LinePki  # noqa: E402
+from inspection.line.security import PLC_USER, mqtt_client, station_uri  # noqa: E402
 from inspection.line.softplc import HandshakeTimeout, SoftPlc  # noqa: E402
 
 REPORTS = ROOT / "reports" / "line"
@@ -87,17 +97,17 @@ class Station:
 class MqttPlc:
     """Triggers over MQTT and the answers, matched by request id."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, security: LinkSecurity) -> None:
         self.prefix = f"inspection/{STATION_ID}"
         self.answers: dict[str, tuple[Answer, float]] = {}
         self._cv = threading.Condition()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+        self.client = mqtt_client(security, PLC_USER)
         self.client.on_message = self._on_message
         self.client.connect("127.0.0.1", port)
         self.client.subscribe(f"{self.prefix}/answer", qos=1)
         self.client.loop_start()
 
-    def _on_message(self, _c: Any, _u: Any, message: mqtt.MQTTMessage) -> None:
+    def _on_message(self, _c: Any, _u: Any, message: Any) -> None:
         answer = Answer.from_json(message.payload)
         with self._cv:
             self.answers[answer.request_id] = (answer, time.perf_counter())
@@ -114,7 +124,9 @@ class MqttPlc:
         return answer, at - started
 
 
-def prepare(args: argparse.Namespace, work: Path, broker_port: int, endpoint: str) -> Path:
+def prepare(
+    args: argparse.Namespace, work: Path, broker_port: int, endpoint: str, security: LinkSecurity
+) -> Path:
     source = Registry(args.registry)
     bundle_dir = source.live_bundle_dir(args.product)
     registry = Registry(work / "registry")
@@ -138,6 +150,7 @@ def prepare(args: argparse.Namespace, work: Path, broker_port: int, endpoint: st
         "mqtt": {"enabled": True, "port": broker_port},
         "sinks": [{"name": "mes", "kind": "mqtt", "port": broker_port, "timeout_s": 2.0}],
         "publisher": {"poll_s": 0.2, "backoff_initial_s": 0.2, "backoff_max_s": 2.0},
+        "security": {"mode": security.mode, "pki_dir": str(security.pki_dir)},
     }
     path = work / "line.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -181,23 +194,29 @@ def stored_request_ids(db: Path, prefix: str) -> list[str]:
     return [r[0].split("/", 1)[1] for r in rows]
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    work = Path(args.workdir)
+def run(args: argparse.Namespace, mode: str) -> dict[str, Any]:
+    """Both phases with link security ``mode`` (sign_and_encrypt or none)."""
+    work = Path(args.workdir) / mode
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    broker = Broker(work, persistent=True)
+    security = LinkSecurity(mode=mode, pki_dir=work / "pki")  # type: ignore[arg-type]
+    broker = Broker(work, persistent=True, security=security, stations=(STATION_ID,))
     broker.start()
     endpoint = f"opc.tcp://127.0.0.1:{free_port()}/plc"
-    plc = SoftPlc(endpoint, scan_s=args.scan_ms / 1000.0)
+    plc = SoftPlc(endpoint, security=security, scan_s=args.scan_ms / 1000.0)
     plc.start()
-    config_path = prepare(args, work, broker.port, endpoint)
-    results = Collector(broker.port, f"inspection/{STATION_ID}/result")
+    config_path = prepare(args, work, broker.port, endpoint, security)
+    results = Collector(broker.port, f"inspection/{STATION_ID}/result", security)
     station = Station(config_path, work / "station.log")
     station.start()
     startup_s = wait_ready(plc)
-    mqtt_plc = MqttPlc(broker.port)
-    report: dict[str, Any] = {"startup_s": round(startup_s, 2)}
+    mqtt_plc = MqttPlc(broker.port, security)
+    report: dict[str, Any] = {"security": mode, "startup_s": round(startup_s, 2)}
     try:
+        report["outsiders"] = {
+            "mqtt_anonymous_fake_answer": forged_answer(broker.port, security, mqtt_plc),
+            "opcua_untrusted_client": untrusted_opcua(plc.endpoint, security, work),
+        }
         for i in range(5):  # warm-up, not counted
             plc.trigger(request_id=f"w-{i}")
         opcua = [plc.trigger(request_id=f"o-{i}").seconds for i in range(args.triggers)]
@@ -213,12 +232,74 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         report["latency"]["model"] = percentiles(inference)
         verdicts = Counter(p.verdict for p in payloads if p.request_id.startswith(("o-", "m-")))
         report["latency"]["verdicts"] = dict(verdicts)
+        report["signatures"] = signature_check(payloads, security)
     finally:
         station.stop()
         results.close()
         plc.stop()
         broker.kill()
     return report
+
+
+def forged_answer(port: int, security: LinkSecurity, plc: MqttPlc) -> str:
+    """An MQTT client without credentials publishes an "OK" answer for the station: what the
+    PLC sees."""
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+    if security.on:
+        client.tls_set(ca_certs=str(LinePki(security.pki_dir).ca_file))
+    connack: list[str] = []
+    client.on_connect = lambda _c, _u, _f, reason, _p: connack.append(str(reason))
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    deadline = time.monotonic() + 5
+    while not connack and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if connack[:1] == ["Success"]:
+        fake = Answer("forged-1", 0, product="x", verdict="OK", score=0.0).to_json()
+        client.publish(f"{plc.prefix}/answer", fake, qos=1).wait_for_publish(5)
+        time.sleep(1.0)
+    client.disconnect()
+    client.loop_stop()
+    if "forged-1" in plc.answers:
+        return "DELIVERED to the PLC"
+    return f"refused (CONNACK: {connack[0] if connack else 'none'})"
+
+
+def untrusted_opcua(endpoint: str, security: LinkSecurity, work: Path) -> str:
+    """An OPC UA client whose certificate the site CA did not sign (no certificate at all
+    when security is off, as a plaintext client) reads the PLC's server state."""
+
+    async def attempt() -> str:
+        client = Client(endpoint, timeout=5)
+        if security.on:
+            rogue = LinePki(work / "rogue").identity("station-x", station_uri("x"))
+            client.application_uri = rogue.uri
+            await client.set_security(
+                SecurityPolicyBasic256Sha256, str(rogue.certificate), str(rogue.private_key)
+            )
+        async with client:
+            await client.nodes.server_state.read_value()
+        return "CONNECTED and read the PLC"
+
+    try:
+        return asyncio.run(attempt())
+    except Exception as exc:  # asyncua raises its status codes as many types
+        return f"refused ({type(exc).__name__}: {str(exc)[:80]})"
+
+
+def signature_check(payloads: list[ResultPayload], security: LinkSecurity) -> dict[str, int]:
+    """Every delivered result checked with the station's public key, as a MES would."""
+    if not security.on:
+        return {"checked": 0, "valid": 0, "unsigned": sum(not p.signature for p in payloads)}
+    key = LinePki(security.pki_dir).signing_key(STATION_ID).public_key()
+    valid = 0
+    for payload in payloads:
+        try:
+            payload.verify(key)
+            valid += 1
+        except PayloadError:
+            pass
+    return {"checked": len(payloads), "valid": valid, "unsigned": 0}
 
 
 def fault_run(
@@ -273,48 +354,72 @@ def fault_run(
     }
 
 
+LABELS = {
+    "model": "model alone (preprocess + infer + postprocess)",
+    "opcua": "OPC UA: Trigger rises -> Done seen by the PLC",
+    "mqtt": "MQTT: trigger published -> answer received",
+}
+
+
 def write(report: dict[str, Any], args: argparse.Namespace) -> None:
     save_report(REPORTS, "line", report)
-    lat, fault = report["latency"], report["fault"]
+    env = report["environment"]
+    runs = report["runs"]
     lines = [
-        "# Line station: PLC handshake latency and delivery under faults",
+        "# Line station: PLC handshake latency and delivery under faults, security on and off",
         "",
-        f"Measured with `bench/line.py` on {report['environment']['cpus']} shared cores "
-        f"(load average {report['environment']['load_before']} before, "
-        f"{report['environment']['load_after']} after). Bundle `{report['bundle']}` "
-        f"({report['precision']}), images {report['images']}, soft PLC = asyncua server "
-        f"(scan {args.scan_ms} ms), subscription publishing interval {args.sampling_ms} ms, "
-        "private Mosquitto, station = `inspection station run` subprocess, SQLite store.",
+        f"Measured with `heavy --alone python bench/line.py` on {env['cpu']} (load "
+        f"{env['load_before']} before, {env['load_after']} after). Bundle `{report['bundle']}` "
+        f"({report['precision']}) of `{report['product']}`, images {report['images']}, soft PLC "
+        f"= asyncua server (scan {args.scan_ms} ms), subscription publishing interval "
+        f"{args.sampling_ms} ms, private Mosquitto, station = `inspection station run` "
+        "subprocess, SQLite store.",
+        "",
+        "Security on = `security.mode: sign_and_encrypt`: OPC UA Basic256Sha256 SignAndEncrypt "
+        "with CA-signed application certificates checked against a trust list both ways; MQTT "
+        "over TLS 1.2 with a password per user and per-station ACLs; results signed (Ed25519) "
+        "and each delivered signature checked here. Security off = `security.mode: none`.",
         "",
         "## Trigger to result",
         "",
-        "| path | n | p50 ms | p99 ms | max ms |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        "| path | security | n | p50 ms | p99 ms | max ms |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
     ]
-    for name, label in (
-        ("model", "model alone (preprocess + infer + postprocess)"),
-        ("opcua", "OPC UA: Trigger rises -> Done seen by the PLC"),
-        ("mqtt", "MQTT: trigger published -> answer received"),
-    ):
-        row = lat[name]
-        lines.append(
-            f"| {label} | {row['n']} | {row['p50_ms']} | {row['p99_ms']} | {row['max_ms']} |"
-        )
-    lines += [
-        "",
-        f"Verdicts in the latency runs: {lat['verdicts']}.",
-        "",
-        "## Fault run",
-        "",
-        f"- {fault['triggers']} triggers over OPC UA; " + "; ".join(fault["events"]),
-        f"- PLC retries of unanswered triggers (same RequestId): {fault['plc_retries']}",
-        f"- stored inspections {fault['stored']} (unique request ids {fault['stored_unique']}); "
-        f"delivered to the MES collector: {fault['delivered_unique']} unique, "
-        f"{fault['delivered_messages']} messages",
-        f"- **lost {fault['lost']}**, duplicates {fault['duplicates']} (identified by request id)",
-        f"- run {fault['run_s']} s; outbox drained {fault['drain_after_run_s']} s after the last trigger",
-    ]
-    (REPORTS / "summary.md").write_text("\n".join(lines) + "\n")
+    for name, label in LABELS.items():
+        for mode, run_ in runs.items():
+            row = run_["latency"][name]
+            lines.append(
+                f"| {label} | {mode} | {row['n']} | {row['p50_ms']} | {row['p99_ms']} | "
+                f"{row['max_ms']} |"
+            )
+    lines += ["", "## Outsiders", "", "| attempt | security | outcome |", "| --- | --- | --- |"]
+    for mode, run_ in runs.items():
+        outsiders = run_["outsiders"]
+        lines += [
+            f"| MQTT client without credentials publishes an OK answer | {mode} | "
+            f"{outsiders['mqtt_anonymous_fake_answer']} |",
+            f"| OPC UA client without a trusted certificate | {mode} | "
+            f"{outsiders['opcua_untrusted_client']} |",
+        ]
+    lines += ["", "## Fault run", ""]
+    for mode, run_ in runs.items():
+        fault, sig = run_["fault"], run_["signatures"]
+        lines += [
+            f"**security {mode}** (station start-up {run_['startup_s']} s; verdicts in the "
+            f"latency runs {run_['latency']['verdicts']}; result signatures valid "
+            f"{sig['valid']}/{sig['checked']})",
+            "",
+            f"- {fault['triggers']} triggers over OPC UA; " + "; ".join(fault["events"]),
+            f"- PLC retries of unanswered triggers (same RequestId): {fault['plc_retries']}",
+            f"- stored inspections {fault['stored']} (unique request ids "
+            f"{fault['stored_unique']}); delivered to the MES collector: "
+            f"{fault['delivered_unique']} unique, {fault['delivered_messages']} messages",
+            f"- **lost {fault['lost']}**, duplicates {fault['duplicates']} (by request id)",
+            f"- run {fault['run_s']} s; outbox drained {fault['drain_after_run_s']} s after the "
+            "last trigger",
+            "",
+        ]
+    (REPORTS / "summary.md").write_text("\n".join(lines))
 
 
 def main() -> None:
@@ -327,18 +432,25 @@ def main() -> None:
     parser.add_argument("--sampling-ms", type=float, default=10.0)
     parser.add_argument("--scan-ms", type=float, default=1.0)
     parser.add_argument("--workdir", default="/tmp/inspection-line-bench")
+    parser.add_argument(
+        "--security", choices=("both", "on", "off"), default="both", help="Link security runs."
+    )
     args = parser.parse_args()
-    load_before = round(os.getloadavg()[0], 2)
+    load_before = load_average()
     bundle_dir = Registry(args.registry).live_bundle_dir(args.product)
-    report = run(args)
-    report |= {
+    modes = {"on": "sign_and_encrypt", "off": "none"}
+    chosen = ("on", "off") if args.security == "both" else (args.security,)
+    report = {
+        "runs": {name: run(args, modes[name]) for name in chosen},
         "bundle": bundle_dir.name,
+        "product": args.product,
         "precision": read_bundle_metadata(bundle_dir).precision,
         "images": args.images or f"datasets/{args.product}/test",
+        "command": " ".join(["python", *sys.argv]),
         "environment": {
-            "cpus": os.cpu_count(),
+            "cpu": cpu_description(),
             "load_before": load_before,
-            "load_after": round(os.getloadavg()[0], 2),
+            "load_after": load_average(),
         },
     }
     write(report, args)
