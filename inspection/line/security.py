@@ -19,12 +19,17 @@ import logging
 import time
 import uuid
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
 
 from inspection.core.errors import InspectionError
 from inspection.line.config import LinkSecurity
 from inspection.line.pki import LinePki
+
+if TYPE_CHECKING:  # asyncua takes ~0.5 s to import: only where OPC UA is used
+    from asyncua import Client as OpcUaClient
+    from asyncua.crypto.validator import CertificateValidator
 
 log = logging.getLogger(__name__)
 PLC_USER, MES_USER = "plc", "mes"
@@ -53,7 +58,7 @@ def insecure_notice(security: LinkSecurity) -> str | None:
 
 
 def mqtt_client(
-    security: LinkSecurity, user: str, *, client_id: str | None = None, **options: object
+    security: LinkSecurity, user: str, *, client_id: str | None = None, **options: Any
 ) -> mqtt.Client:
     """A paho client (MQTT 3.1.1) that, security on, speaks TLS against the local CA and logs
     in as ``user`` with its password from the PKI folder."""
@@ -61,7 +66,7 @@ def mqtt_client(
         mqtt.CallbackAPIVersion.VERSION2,
         client_id=client_id or f"{user}-{uuid.uuid4().hex[:8]}",
         protocol=mqtt.MQTTv311,
-        **options,  # type: ignore[arg-type]
+        **options,
     )
     if security.on:
         pki = LinePki(security.pki_dir)
@@ -70,7 +75,7 @@ def mqtt_client(
     return client
 
 
-async def secure_opcua_client(client: object, security: LinkSecurity, station_id: str) -> None:
+async def secure_opcua_client(client: OpcUaClient, security: LinkSecurity, station_id: str) -> None:
     """Set up an asyncua ``Client`` (before ``connect``): Basic256Sha256 in the configured mode
     with the station's certificate, and the server's certificate checked against the trust
     list (an untrusted PLC is refused as an untrusted station is refused by the PLC)."""
@@ -81,22 +86,23 @@ async def secure_opcua_client(client: object, security: LinkSecurity, station_id
 
     pki = LinePki(security.pki_dir)
     identity = pki.identity(f"station-{station_id}", station_uri(station_id))
-    client.application_uri = identity.uri  # type: ignore[attr-defined]
+    client.application_uri = identity.uri
     mode = (
         ua.MessageSecurityMode.Sign
         if security.mode == "sign"
         else ua.MessageSecurityMode.SignAndEncrypt
     )
-    await client.set_security(  # type: ignore[attr-defined]
+    await client.set_security(
         SecurityPolicyBasic256Sha256,
         str(identity.certificate),
         str(identity.private_key),
         mode=mode,
     )
-    client.certificate_validator = await trust_list_validator(pki, peer="server")  # type: ignore[attr-defined]
+    validator = await trust_list_validator(pki, peer="server")
+    client.certificate_validator = validator.validate
 
 
-async def trust_list_validator(pki: LinePki, *, peer: str) -> object:
+async def trust_list_validator(pki: LinePki, *, peer: str) -> CertificateValidator:
     """An asyncua certificate validator: time, URI, key usage, and signed by a certificate of
     the trust list (``pki.trusted_dir``)."""
     from asyncua.crypto.truststore import TrustStore

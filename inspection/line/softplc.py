@@ -85,7 +85,7 @@ class SoftPlc:
         self.server.load_certificate(str(identity.certificate))
         self.server.load_private_key(str(identity.private_key))
         validator = self.server.tloop.post(trust_list_validator(pki, peer="client"))
-        self.server.aio_obj.set_certificate_validator(validator)
+        self.server.aio_obj.set_certificate_validator(validator.validate)
 
     def start(self) -> None:
         self.server.start()
