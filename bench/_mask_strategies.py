@@ -109,6 +109,31 @@ def capped_selected(val: Split, base: Normalization) -> tuple[Normalization, Seg
     return norm, _selected(val, norm)
 
 
+def kind_balanced_threshold(val: Split, levels: int = 256) -> float:
+    """The raw level maximising the MEAN over defect kinds of each kind's pixel F1 (its
+    defective images with the good ones): a large kind cannot outvote a thin one."""
+    known = val.known
+    values = val.maps[known]
+    grid = np.unique(np.quantile(values[val.masks[known]], np.linspace(0.0, 0.999, levels)))
+    good = val.labels[known] == 0
+    good_pred = np.stack([(val.maps[known][good] >= t).sum() for t in grid]) if good.any() else 0
+    curves = []
+    for kind in sorted(set(val.types[(val.labels == 1) & known].tolist())):
+        mine = (val.types[known] == kind) & ~good
+        maps, masks = val.maps[known][mine], val.masks[known][mine]
+        pos, neg = maps[masks], maps[~masks]
+        tp = len(pos) - np.searchsorted(np.sort(pos), grid)
+        fp = len(neg) - np.searchsorted(np.sort(neg), grid) + good_pred
+        curves.append(2 * tp / np.maximum(2 * tp + fp + (len(pos) - tp), 1))
+    return float(grid[int(np.argmax(np.mean(curves, axis=0)))])
+
+
+def kind_balanced_selected(val: Split, base: Normalization) -> tuple[Normalization, Segmentation]:
+    """Kind-balanced F1 pixel threshold, segmentation selected on the defects."""
+    norm = _norm(base, val.maps, kind_balanced_threshold(val))
+    return norm, _selected(val, norm)
+
+
 def good_hysteresis(quantile: float, relative: float) -> Callable:
     """Good statistics only: seed at the good level (0.5), grow to the good pixels' quantile."""
 
@@ -126,6 +151,7 @@ STRATEGIES: dict[str, Callable] = {
     "f1 + selected (current)": f1_selected,
     "good level + selected": good_selected,
     "min(f1, good) + selected": capped_selected,
+    "kind-balanced f1 + selected": kind_balanced_selected,
     **{
         f"good hysteresis q0.999 rel{r}": good_hysteresis(0.999, r)
         for r in (0.25, 0.5, 0.6, 0.7, 0.8)
