@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 
 from inspection.cli._signals import Terminated, stop_on_signals, terminate_as_interrupt
 from inspection.cli._site import site_option
+
+if TYPE_CHECKING:
+    from inspection.core.config import SiteConfig
+    from inspection.retrain.scheduler import Housekeeping
+    from inspection.store.retention import PruneReport
 
 console = Console()
 log = logging.getLogger(__name__)
@@ -192,7 +198,7 @@ def scheduler(
             return retrain_one(product, site_config, retrain_config, options)
         return retrain_product(product, site=site_config, config=retrain_config, actor=actor)
 
-    runner = Scheduler(retrain_config, job)
+    runner = Scheduler(retrain_config, job, housekeeping=(_store_prune(site_config),))
     if once:
         with terminate_as_interrupt():
             outcomes = runner.run_due()
@@ -206,6 +212,22 @@ def scheduler(
     stop = stop_on_signals()
     runner.run_forever(stop)
     console.print("scheduler stopped")
+
+
+def _store_prune(site_config: SiteConfig) -> Housekeeping:
+    """The site store's retention prune as a scheduler job (``retention.yaml``'s schedule)."""
+    from inspection.retrain.scheduler import Housekeeping
+    from inspection.store.retention import load_retention, prune_configured
+    from inspection.store.store import Store
+
+    def job() -> PruneReport:
+        store = Store(site_config.store_url, site_config.blob_dir)
+        store.check_schema()
+        args = (site_config.configs, site_config.registry_dir, site_config.products)
+        return prune_configured(store, *args)[0]
+
+    schedule = load_retention(site_config.configs).prune_schedule  # a bad file stops the start
+    return Housekeeping("store prune", schedule, job)
 
 
 def register(app: typer.Typer) -> None:

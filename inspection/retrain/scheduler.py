@@ -80,8 +80,33 @@ def next_fire(schedule: str, after: datetime) -> datetime:
     return croniter(schedule, after).get_next(datetime)
 
 
+@dataclass
+class Housekeeping:
+    """A site job run beside the retrains on its own cron ``schedule`` (the store prune):
+    due at once after start; a failure is logged and waits for the next fire time."""
+
+    name: str
+    schedule: str
+    job: Callable[[], Any]
+    last_run: datetime | None = None
+
+    def next_due(self) -> datetime | None:
+        return None if self.last_run is None else next_fire(self.schedule, self.last_run)
+
+    def run_if_due(self, now: datetime) -> None:
+        when = self.next_due()
+        if when is not None and when > now:
+            return
+        self.last_run = now
+        try:
+            log.info("%s: %s", self.name, _describe(self.job()))
+        except Exception as exc:
+            log.error("%s failed; next try at the next fire time: %s", self.name, exc)
+
+
 class Scheduler:
-    """Runs ``run_job(product)`` for each enabled product when its schedule is due.
+    """Runs ``run_job(product)`` for each enabled product when its schedule is due, and the
+    ``housekeeping`` jobs on theirs.
 
     A product that never ran under this state file is due at once.
     """
@@ -93,9 +118,11 @@ class Scheduler:
         *,
         state_path: str | Path | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        housekeeping: tuple[Housekeeping, ...] = (),
     ) -> None:
         self.config = config
         self.run_job = run_job
+        self.housekeeping = housekeeping
         self.state_path = Path(state_path or config.work_dir / STATE_FILE)
         self._sleep = sleep
 
@@ -166,7 +193,10 @@ class Scheduler:
     def run_due(self, now: datetime | None = None) -> list[JobOutcome]:
         """Run every job due at ``now`` (default: the current local time), in name order."""
         now = now or _now()
-        return [self.run_product(product, now) for product in self.due(now)]
+        outcomes = [self.run_product(product, now) for product in self.due(now)]
+        for job in self.housekeeping:
+            job.run_if_due(now)
+        return outcomes
 
     def run_forever(self, stop: threading.Event | None = None) -> None:
         """Loop: run due jobs, then sleep until the next fire time (at most ``poll_seconds``)."""
@@ -177,6 +207,7 @@ class Scheduler:
         while not stop.is_set():
             self.run_due()
             upcoming = [t for p in self.products() if (t := self.next_due(p)) is not None]
+            upcoming += [t for job in self.housekeeping if (t := job.next_due()) is not None]
             wait = self.config.poll_seconds
             if upcoming:
                 wait = min(wait, max(0.0, (min(upcoming) - _now()).total_seconds()))
