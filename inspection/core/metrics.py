@@ -194,7 +194,7 @@ class SubsetMetrics:
     ng_without_region: int | None = None
     miss_low: float | None = None
     miss_high: float | None = None
-    """Bootstrap interval of ``miss_rate`` (``core.bootstrap.rate_interval``, 95 %)."""
+    """Exact (Clopper-Pearson) 95 % interval of ``miss_rate`` (``core.bootstrap.rate_interval``)."""
 
     def figures(self) -> dict[str, float]:
         """The recorded figures by name (the undefined ones left out)."""

@@ -20,8 +20,13 @@ Why 1 %: operators bypass a station above roughly 8-10 % false alarms, and every
 costs a manual re-check; 1 % keeps re-checks rare while staying reachable with ~100 good
 calibration scores (n >= 99), which out-of-fold training scores provide on day one.
 
-Miss rates per defect kind at a threshold come with bootstrap intervals (``KindMiss``);
-``lacking_kinds`` names the kinds whose miss rate exceeds ``miss_bound`` (NOT LINE-READY).
+Miss rates per defect kind at a threshold come with exact 95 % (Clopper-Pearson) intervals
+(``KindMiss``). A kind is line-ready only when the data show it is missed at most
+``miss_bound``: ``lacking_kinds`` names the kinds whose interval reaches above ``miss_bound``
+(NOT LINE-READY), whether they miss too often or were too few to show it (a kind with no
+miss needs ``defects_needed`` images: 36 at 10 %). The good-part budget is the other way
+round: ``within_budget`` refuses only rejects the budget makes implausible (a one-sided
+exact binomial test), since a false reject costs a re-check and a miss ships a defect.
 Everything here is torch-free and used by training calibration, export calibration and its
 gate, retrain scoring, the station self-check and the dashboard.
 """
@@ -36,7 +41,7 @@ from typing import Any, Literal
 import numpy as np
 from scipy.stats import binom
 
-from inspection.core.bootstrap import Interval, rate_interval
+from inspection.core.bootstrap import Interval, count_interval, rate_interval
 from inspection.core.config import from_mapping, to_mapping
 from inspection.core.errors import ConfigError
 
@@ -315,7 +320,7 @@ def allowed_rejects(n_good: int, budget: float, level: float = BUDGET_TEST_LEVEL
 # ------------------------------------------------------------------- miss rates
 @dataclass(frozen=True)
 class KindMiss:
-    """One defect kind's miss rate at a threshold: ``missed`` of ``n`` with an interval."""
+    """One defect kind's miss rate at a threshold: ``missed`` of ``n`` with its exact interval."""
 
     kind: str
     n: int
@@ -329,17 +334,6 @@ class KindMiss:
     def to_mapping(self) -> dict[str, Any]:
         return {"n": self.n, "missed": self.missed, **self.interval.to_dict()}
 
-    @classmethod
-    def from_mapping(cls, kind: str, data: Mapping[str, Any]) -> KindMiss:
-        try:
-            interval = Interval(
-                float(data["value"]), float(data["low"]), float(data["high"]),
-                float(data["level"]), int(data["resamples"]),
-            )  # fmt: skip
-            return cls(kind, int(data["n"]), int(data["missed"]), interval)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ConfigError(f"miss_by_kind.{kind}: malformed ({exc!r})") from exc
-
     def __str__(self) -> str:
         return f"{self.kind} {self.missed}/{self.n} missed, {self.interval}"
 
@@ -348,9 +342,7 @@ def miss_by_kind(
     missed: np.ndarray,
     kinds: Sequence[str],
     *,
-    resamples: int = 2000,
     level: float = 0.95,
-    seed: int = 0,
 ) -> dict[str, KindMiss]:
     """Per defect kind: (M,) bool ``missed`` of M defective images with their M ``kinds``."""
     missed = np.asarray(missed, dtype=bool).reshape(-1)
@@ -360,7 +352,7 @@ def miss_by_kind(
     result = {}
     for kind in sorted({str(k) for k in names}):
         hits = missed[names == kind]
-        interval = rate_interval(hits, resamples=resamples, level=level, seed=seed)
+        interval = rate_interval(hits, level=level)
         result[kind] = KindMiss(kind, int(hits.size), int(hits.sum()), interval)
     return result
 
@@ -370,18 +362,34 @@ def miss_at(
     labels: np.ndarray,
     kinds: Sequence[str],
     threshold: float,
-    **bootstrap: Any,
+    *,
+    level: float = 0.95,
 ) -> dict[str, KindMiss]:
     """``miss_by_kind`` of the defective images among (N,) raw scores at ``threshold``."""
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     bad = np.asarray(labels).astype(bool).reshape(-1)
     names = [k for k, b in zip(kinds, bad, strict=True) if b]
-    return miss_by_kind(scores[bad] < threshold, names, **bootstrap)
+    return miss_by_kind(scores[bad] < threshold, names, level=level)
 
 
 def lacking_kinds(miss: Mapping[str, KindMiss], bound: float) -> tuple[str, ...]:
-    """Defect kinds whose miss rate at the operating point exceeds ``bound`` (sorted)."""
-    return tuple(sorted(k for k, m in miss.items() if m.rate > bound + 1e-12))
+    """Defect kinds not shown to be missed at most ``bound`` at the operating point: the upper
+    end of their miss-rate interval is above ``bound`` (sorted)."""
+    return tuple(sorted(k for k, m in miss.items() if m.interval.high > bound + 1e-12))
+
+
+def defects_needed(bound: float, level: float = 0.95) -> int | None:
+    """The fewest images of a defect kind that, none missed, show a miss rate <= ``bound``
+    (the exact interval's upper end, 1 - ((1 - level) / 2) ** (1 / n)); None when ``bound``
+    is 0 (no finite sample shows it)."""
+    if bound <= 0.0:
+        return None
+    n = max(1, math.ceil(math.log((1.0 - level) / 2.0) / math.log1p(-min(bound, 0.5)) - 1e-9))
+    while n > 1 and count_interval(0, n - 1, level=level).high <= bound + 1e-12:
+        n -= 1
+    while count_interval(0, n, level=level).high > bound + 1e-12:
+        n += 1
+    return n
 
 
 # --------------------------------------------------------------- curve, pixels

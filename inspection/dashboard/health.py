@@ -3,10 +3,11 @@
 Measured, never assumed: the live bundle's labelled held-out scores (``validation_scores.json``,
 written at export) are scored at the product's live threshold (the current threshold version,
 else the bundle's own). From them come the reject rate of good parts and the miss rate of each
-defect kind, with sample sizes and bootstrap intervals (``core.operating_point``). A bundle is
-NOT LINE-READY when it rejects more good parts than the operating point's budget allows (the
-export gate's and station check's binomial test, ``within_budget``) or misses more of a defect
-kind than ``miss_bound``.
+defect kind, with sample sizes and exact 95 % intervals (``core.operating_point``). A bundle
+is NOT LINE-READY when it rejects more good parts than the operating point's budget allows (the
+export gate's and station check's binomial test, ``within_budget``) or when a defect kind is
+not shown to be missed at most ``miss_bound``: the upper end of its miss-rate interval is
+above it (``lacking_kinds``; too few images of a kind to show it counts too).
 
 ``outcomes`` lists every held-out image with what the live threshold did to it, for the
 per-defect-kind confusion table and the examples of misses and false alarms.
@@ -27,6 +28,7 @@ from inspection.core.operating_point import (
     KindMiss,
     OperatingPoint,
     allowed_rejects,
+    defects_needed,
     lacking_kinds,
     miss_at,
     within_budget,
@@ -92,12 +94,17 @@ class ModelHealth:
                 f"{self.point.budget:.1%} budget allows at most {allowed} of {self.n_good}"
             )
         by_kind = {k.kind: k for k in self.kinds}
-        for kind in lacking_kinds(by_kind, self.point.miss_bound):
+        bound = self.point.miss_bound
+        for kind in lacking_kinds(by_kind, bound):
             k = by_kind[kind]
-            reasons.append(
-                f"misses {k.missed}/{k.n} {kind} ({k.rate:.1%}), above the "
-                f"{self.point.miss_bound:.0%} bound"
+            text = (
+                f"misses {k.missed}/{k.n} {kind} ({k.rate:.1%}; 95% interval up to "
+                f"{k.interval.high:.1%}), not shown to be within the {bound:.0%} bound"
             )
+            needed = defects_needed(bound)
+            if k.rate <= bound and needed is not None:
+                text += f": that takes at least {needed} {kind} images with no miss"
+            reasons.append(text)
         return tuple(reasons)
 
     @property
@@ -163,7 +170,7 @@ def model_health(
     labels = np.asarray(data.labels, dtype=np.int8)
     kinds = _kinds(data)
     good = labels == 0
-    miss = miss_at(scores, labels, kinds, threshold, resamples=1000) if (~good).any() else {}
+    miss = miss_at(scores, labels, kinds, threshold) if (~good).any() else {}
     return _replace(
         base,
         split=data.split,

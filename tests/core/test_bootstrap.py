@@ -3,7 +3,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from inspection.core.bootstrap import auroc_gain_interval, auroc_interval
+from inspection.core.bootstrap import (
+    auroc_gain_interval,
+    auroc_interval,
+    count_interval,
+    rate_interval,
+)
 
 
 def test_interval_brackets_the_estimate_and_narrows_with_data() -> None:
@@ -49,3 +54,32 @@ def test_paired_gain_cancels_the_shared_split_and_sees_a_real_gain() -> None:
     assert gain.value == pytest.approx(expected) and gain.low > 0.0
     with pytest.raises(ValueError, match="shapes differ"):
         auroc_gain_interval(better[:-1], reference, labels)
+
+
+@pytest.mark.parametrize(
+    ("k", "n", "low", "high"),
+    # Clopper-Pearson 95 %: the parametric bootstrap gave [0, 0.30] for 1 of 10
+    [
+        (1, 10, 0.00253, 0.44502),
+        (0, 5, 0.0, 0.52182),
+        (5, 5, 0.47818, 1.0),
+        (20, 1000, 0.01226, 0.03072),
+    ],
+)
+def test_rate_interval_is_the_exact_one(k: int, n: int, low: float, high: float) -> None:
+    interval = rate_interval(np.r_[np.ones(k, bool), np.zeros(n - k, bool)])
+    assert (interval.value, interval.resamples) == (k / n, 0)
+    assert (interval.low, interval.high) == (
+        pytest.approx(low, abs=5e-5),
+        pytest.approx(high, abs=5e-5),
+    )
+
+
+def test_rate_interval_narrows_with_data_and_refuses_nothing_or_nonsense() -> None:
+    assert count_interval(200, 1000).high - count_interval(200, 1000).low < 0.06
+    assert count_interval(2, 10).high - count_interval(2, 10).low > 0.4
+    assert count_interval(3, 10**7).high < 1e-6  # any n
+    with pytest.raises(ValueError, match="at least one"):
+        rate_interval(np.zeros(0, bool))
+    with pytest.raises(ValueError, match="0 <= k <= n"):
+        count_interval(11, 10)

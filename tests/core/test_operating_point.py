@@ -6,7 +6,6 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from inspection.core.bootstrap import rate_interval
 from inspection.core.errors import ConfigError
 from inspection.core.operating_point import (
     BUDGET_TEST_LEVEL,
@@ -15,6 +14,7 @@ from inspection.core.operating_point import (
     choose_threshold,
     conformal_bound,
     conformal_rank,
+    defects_needed,
     good_map_threshold,
     lacking_kinds,
     miss_at,
@@ -126,30 +126,35 @@ def test_choice_round_trips_through_a_mapping() -> None:
 
 
 def test_miss_by_kind_counts_and_bounds_each_kind() -> None:
-    kinds = ["crack"] * 10 + ["stain"] * 5
-    missed = np.r_[np.ones(3, bool), np.zeros(7, bool), np.zeros(5, bool)]
-    miss = miss_by_kind(missed, kinds, resamples=500)
+    kinds = ["crack"] * 10 + ["stain"] * 5 + ["dent"] * 36
+    missed = np.r_[np.ones(3, bool), np.zeros(7, bool), np.zeros(5, bool), np.zeros(36, bool)]
+    miss = miss_by_kind(missed, kinds)
     assert (miss["crack"].missed, miss["crack"].n) == (3, 10)
     assert miss["crack"].interval.low < 0.3 < miss["crack"].interval.high
-    # no miss in 5: the interval is the exact one, not the collapsed [0, 0]
-    assert miss["stain"].rate == 0.0 and miss["stain"].interval.high > 0.4
-    assert lacking_kinds(miss, 0.1) == ("crack",)
-    assert lacking_kinds(miss, 0.3) == ()
+    assert miss["stain"].rate == 0.0 and miss["stain"].interval.high > 0.5
+    # line-ready on the interval: 0 of 36 shows <= 10 % (upper end 9.7 %), 0 of 5 does not
+    assert lacking_kinds(miss, 0.1) == ("crack", "stain")
+    assert lacking_kinds(miss, 0.7) == ()
+
+
+@pytest.mark.parametrize(
+    ("bound", "needed"), [(0.0, None), (0.01, 368), (0.05, 72), (0.1, 36), (0.5, 6), (1.0, 1)]
+)
+def test_defects_needed_is_the_fewest_images_that_show_the_bound(
+    bound: float, needed: int | None
+) -> None:
+    assert defects_needed(bound) == needed
+    if needed is not None:
+        at, below = (miss_by_kind(np.zeros(n, bool), ["a"] * n) for n in (needed, needed - 1))
+        assert lacking_kinds(at, bound) == ()
+        assert needed == 1 or lacking_kinds(below, bound) == ("a",)
 
 
 def test_miss_at_uses_the_verdict_rule() -> None:
     scores = np.array([0.1, 0.5, 0.49, 0.7])
     labels = np.array([0, 1, 1, 1])
-    miss = miss_at(scores, labels, ["good", "a", "a", "b"], 0.5, resamples=50)
+    miss = miss_at(scores, labels, ["good", "a", "a", "b"], 0.5)
     assert (miss["a"].missed, miss["b"].missed) == (1, 0)
-
-
-def test_rate_interval_narrows_with_data() -> None:
-    small = rate_interval(np.r_[np.ones(2, bool), np.zeros(8, bool)], resamples=500)
-    large = rate_interval(np.r_[np.ones(200, bool), np.zeros(800, bool)], resamples=500)
-    assert large.high - large.low < small.high - small.low
-    with pytest.raises(ValueError, match="at least one"):
-        rate_interval(np.zeros(0, bool))
 
 
 def test_operating_curve_trades_rejects_for_misses() -> None:
