@@ -112,17 +112,54 @@ def markdown(name: str, m: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+def compare(before: dict, after: dict) -> str:
+    """A before/after markdown table of the figures ``docs/architecture.md`` shows."""
+    rows = [("lines (inspection, bench, apps, scripts)", "total_lines")]
+    rows += [
+        (f"lines: {k}", f"pkg:{k}")
+        for k in sorted(set(before["lines_per_package"]) | set(after["lines_per_package"]))
+    ]
+    rows += [
+        ("bench files", "bench_files"),
+        ("bench lines", "bench_lines"),
+        ("function-local imports (of project modules)", "function_local_imports"),
+    ]
+
+    def value(m: dict, key: str) -> str:
+        if key.startswith("pkg:"):
+            return str(m["lines_per_package"].get(key[4:], 0))
+        if key == "function_local_imports":
+            return f"{m[key]} ({m['function_local_project_imports']})"
+        return str(m[key])
+
+    out = ["| figure | before | after |", "|---|---|---|"]
+    out += [f"| {label} | {value(before, key)} | {value(after, key)} |" for label, key in rows]
+    for name in CLASSES:
+        b, a = before["public_members"].get(name, [0]), after["public_members"].get(name, [0])
+        out.append(f"| public members of `{name}` | {b[0]} | {a[0]} |")
+
+    def top(m: dict, key: str) -> str:
+        return ", ".join(f"`{p.split('/')[-1]}` {n}" for p, n in m[key][:4])
+
+    for label, key in (("largest files", "largest_files"), ("largest classes", "largest_classes")):
+        out.append(f"| {label} | {top(before, key)} | {top(after, key)} |")
+    return "\n".join(out) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=Path("."))
     parser.add_argument("--out", type=Path, default=Path("reports/structure"))
     parser.add_argument("--name", default="after")
+    parser.add_argument("--compare", type=Path, help="an earlier run's JSON: print before/after")
     args = parser.parse_args()
     m = measure(args.root)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{args.name}.json").write_text(json.dumps(m, indent=2) + "\n", encoding="utf-8")
     (args.out / f"{args.name}.md").write_text(markdown(args.name, m), encoding="utf-8")
     print(markdown(args.name, m))
+    if args.compare:
+        print(compare(json.loads(args.compare.read_text(encoding="utf-8")), m))
 
 
 if __name__ == "__main__":
