@@ -370,7 +370,8 @@ def write(report: dict[str, Any], args: argparse.Namespace) -> None:
         "",
         f"Measured with `heavy --alone python bench/line.py` on {env['cpu']} (load "
         f"{env['load_before']} before, {env['load_after']} after). Bundle `{report['bundle']}` "
-        f"({report['precision']}) of `{report['product']}`, images {report['images']}, soft PLC "
+        f"({report['precision']}) of `{report['product']}`, bundle signatures "
+        f"{report['bundle_signatures']}, images {report['images']}, soft PLC "
         f"= asyncua server (scan {args.scan_ms} ms), subscription publishing interval "
         f"{args.sampling_ms} ms, private Mosquitto, station = `inspection station run` "
         "subprocess, SQLite store.",
@@ -446,6 +447,9 @@ def main() -> None:
         "product": args.product,
         "precision": read_bundle_metadata(bundle_dir).precision,
         "images": args.images or f"datasets/{args.product}/test",
+        "bundle_signatures": "checked against the site key"
+        if "bundle_public_key" in signature_policy(args.registry)
+        else "not checked (the source registry's site has no key)",
         "command": " ".join(["python", *sys.argv]),
         "environment": {
             "cpu": cpu_description(),
