@@ -288,6 +288,7 @@ def evaluate(products: list[str], work: Path, out: Path) -> None:
     report["validation_loko"] = rows
     report["chosen"] = {"label": label, "strategy": name,
                         "guidance": None if guidance is None else [guidance.radius, guidance.eps]}  # fmt: skip
+    save_report(out, "evaluation", report, default=float)  # the choice, kept if a later step fails
     alternatives = {"chosen": (STRATEGIES[name], guidance)}
     if guidance is not None:
         alternatives["chosen, no guidance"] = (STRATEGIES[name], None)
@@ -314,11 +315,7 @@ def evaluate(products: list[str], work: Path, out: Path) -> None:
         report["products"][product] = entry
         print(
             product,
-            {
-                k: v["subsets"]["all"]["after"]["pixel_f1"]
-                for k, v in entry.items()
-                if isinstance(v, dict)
-            },
+            {alt: entry[alt]["subsets"]["all"]["after"]["pixel_f1"] for alt in alternatives},
             flush=True,
         )
     report["test_of_every_candidate"] = {
@@ -339,6 +336,16 @@ def _p50(run: Callable[[], object], repeats: int = 300) -> dict[str, float]:
         times.append(1e3 * (time.perf_counter() - start))
     kept = times[repeats // 6 :]  # the first runs warm caches
     return {"p50_ms": float(np.median(kept)), "p95_ms": float(np.percentile(kept, 95))}
+
+
+def rewrite(products: list[str], work: Path, out: Path) -> None:
+    """``evaluation.md`` again from ``evaluation.json`` (no computation)."""
+    import json
+
+    from masks import DEMO, EVALUATION
+
+    report = json.loads((out / "evaluation.json").read_text(encoding="utf-8"))
+    (out / "evaluation.md").write_text(markdown(report, DEMO, EVALUATION), encoding="utf-8")
 
 
 def cost(products: list[str], work: Path, out: Path) -> None:
@@ -512,11 +519,26 @@ def _findings(report: dict, evaluation: tuple[str, ...]) -> list[str]:
         f"- Evaluation family (never tuned on) pixel F1 at the current rule: {before:.3f} "
         f"(mean over {', '.join(present)}); target 0.75 {'met' if before >= 0.75 else 'NOT met'}."
     )
+    adopted = not any(
+        e["chosen"]["subsets"]["all"]["after"]["pixel_f1"]
+        < e["chosen"]["subsets"]["all"]["before"]["pixel_f1"]
+        for e in report["products"].values()
+    )
+    lines.append(
+        "- Decision: the validation choice replaces the product's rule only if no product falls "
+        "below its current figure on held-out test: "
+        + (
+            "**adopted**."
+            if adopted
+            else "**not adopted**; the station keeps the pooled-F1 "
+            "pixel threshold with the segmentation selected per product (`core.calibration`)."
+        )
+    )
     unchanged = all(
         e[a]["verdicts_unchanged"]
         for e in report["products"].values()
-        for a in e
-        if isinstance(e[a], dict)
+        for a in ("chosen", "chosen, no guidance")
+        if a in e
     )
     lines.append(f"- Image verdicts identical in every row: {unchanged}.")
     return lines

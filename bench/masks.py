@@ -2,7 +2,8 @@
 
     heavy .venv/bin/python bench/masks.py prepare [--products brick,grass,...]
     heavy .venv/bin/python bench/masks.py evaluate
-    heavy --alone .venv/bin/python bench/masks.py cost
+    heavy --alone .venv/bin/python bench/masks.py cost --products brick
+    .venv/bin/python bench/masks.py report          # evaluation.md again from evaluation.json
 
 ``prepare``: per product, the demo data at the CLI defaults (``inspection data demo``), a
 PatchCore version at the project's defaults and its FP32 bundle, then the bundle's raw outputs
@@ -114,7 +115,7 @@ def _resized(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("phase", choices=["prepare", "evaluate", "cost"])
+    parser.add_argument("phase", choices=["prepare", "evaluate", "cost", "report"])
     parser.add_argument("--products", default=",".join(DEMO + EVALUATION))
     parser.add_argument("--work", type=Path, default=WORK)
     parser.add_argument("--out", type=Path, default=Path("reports/masks"))
@@ -125,9 +126,10 @@ def main() -> None:
         for product in products:
             log.info("%s -> %s", product, prepare(product, args.work))
         return
-    from _mask_strategies import cost, evaluate
+    from _mask_strategies import cost, evaluate, rewrite
 
-    (evaluate if args.phase == "evaluate" else cost)(products, args.work, args.out)
+    phases = {"evaluate": evaluate, "cost": cost, "report": rewrite}
+    phases[args.phase](products, args.work, args.out)
 
 
 if __name__ == "__main__":
