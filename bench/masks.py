@@ -4,6 +4,7 @@
     heavy .venv/bin/python bench/masks.py evaluate
     heavy --alone .venv/bin/python bench/masks.py cost --products brick
     .venv/bin/python bench/masks.py report          # evaluation.md again from evaluation.json
+    heavy .venv/bin/python bench/masks.py refiners  # refiner kept per bundle, held-out figures
 
 ``prepare``: per product, the demo data at the CLI defaults (``inspection data demo``), a
 PatchCore version at the project's defaults and its FP32 bundle, then the bundle's raw outputs
@@ -105,6 +106,77 @@ def prepare(product: str, work: Path) -> Path:
     return cache
 
 
+def refiners(products: list[str], work: Path, out: Path) -> None:
+    """Per bundle: the refiner ``choose_refiner`` keeps on validation (as the export does) and
+    raw vs each refiner on the held-out test split (pooled pixel F1, mean image IoU, ms)."""
+    from _report import cpu_description, load_average, save_report
+
+    from inspection.core.registry import Registry
+    from inspection.data.dataset import load_dataset
+    from inspection.refine.evaluate import evaluate_refiners
+    from inspection.refine.factory import build_refiner
+    from inspection.refine.select import CANDIDATES, choose_refiner
+    from inspection.runtime.inspector import Inspector
+    from inspection.training.registry_export import split_samples
+
+    registry = Registry(work / "registry")
+    report: dict = {"cpu": cpu_description(), "load_before": load_average(), "products": {}}
+    lines = [
+        "# Refiners per bundle: kept only where they earn their place",
+        "",
+        "Chosen on each bundle's VALIDATION split by `refine.select.choose_refiner` (the export's "
+        "rule: pooled pixel F1 gain >= 0.01 over the raw mask and mean image IoU not lower); "
+        "held-out TEST figures below played no part. Defective images only; refiners run on NG "
+        "results as on the line. Produced by `bench/masks.py refiners`.",
+        "",
+        "| product | kept | method | test pixel F1 | test mean image IoU | p50 ms per NG |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for product in products:
+        record = registry.latest_version(product)
+        dataset = load_dataset(work / "datasets" / product)
+        bundle = registry.bundle_dir(
+            product, [b for b in registry.bundle_ids(product) if b.endswith("fp32")][-1]
+        )
+        inspector = Inspector.from_bundle(bundle)
+        choice, _ = choose_refiner(inspector, split_samples(record, dataset, "validation"))
+        test = [s for s in split_samples(record, dataset, "test") if s.label == 1 and s.mask_path]
+        methods = {name: build_refiner(None, name) for name in CANDIDATES}
+        result = evaluate_refiners(inspector, test, methods, with_aupro=False)
+        figures = {
+            name: {
+                "pixel_f1": entry["quality"]["defective_images"]["f1"],
+                "mean_image_iou": entry["quality"]["mean_image_iou"],
+                "p50_ms": entry.get("latency", {}).get("p50_ms"),
+            }
+            for name, entry in result["methods"].items()
+        }
+        report["products"][product] = {
+            "choice": choice.describe(),
+            "method": choice.method,
+            "test": figures,
+        }
+        for name, f in figures.items():
+            kept = (
+                "**yes**"
+                if name == choice.method or (name == "raw" and choice.method == "none")
+                else ""
+            )
+            ms = "-" if f["p50_ms"] is None else f"{f['p50_ms']:.1f}"
+            lines.append(
+                f"| {product} | {kept} | {name} | {f['pixel_f1']:.3f} | {f['mean_image_iou']:.3f} | {ms} |"
+            )
+        log.info("%s: %s", product, choice.describe())
+    report["load_after"] = load_average()
+    lines += [
+        "",
+        f"CPU: {report['cpu']}; load {report['load_before']} -> {report['load_after']}.",
+        "",
+    ]
+    lines += [f"- {p}: {e['choice']}" for p, e in report["products"].items()]
+    save_report(out, "refiners", report, "\n".join(lines) + "\n")
+
+
 def _resized(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     import cv2
 
@@ -115,13 +187,15 @@ def _resized(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("phase", choices=["prepare", "evaluate", "cost", "report"])
+    parser.add_argument("phase", choices=["prepare", "evaluate", "cost", "report", "refiners"])
     parser.add_argument("--products", default=",".join(DEMO + EVALUATION))
     parser.add_argument("--work", type=Path, default=WORK)
     parser.add_argument("--out", type=Path, default=Path("reports/masks"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     products = [p for p in args.products.split(",") if p]
+    if args.phase == "refiners":
+        return refiners(products, args.work, args.out)
     if args.phase == "prepare":
         for product in products:
             log.info("%s -> %s", product, prepare(product, args.work))
