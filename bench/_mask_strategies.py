@@ -417,7 +417,8 @@ def markdown(report: dict, demo: tuple[str, ...], evaluation: tuple[str, ...]) -
         "[bootstrap 95 % of after] (Δ: paired bootstrap 95 % of after - before; 1000 "
         "resamples of images, good and defective separately). Pixel F1/IoU pooled over the "
         "subset's images (good ones included, as `core.metrics`); area error: median over "
-        "defective images of |predicted - true| / true defect area.",
+        "detected (NG) defective images of |predicted - true| / true defect area (a missed "
+        "defect has no region to measure; its miss shows in region recall).",
         "",
         "## Choice on validation (leave-one-kind-out pixel F1, demo products)",
         "",
