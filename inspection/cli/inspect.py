@@ -18,6 +18,8 @@ from inspection.cli.console import log_dir, quiet_logs, verbose_requested
 from inspection.core.input_domain import input_check_mode  # light: numpy and OpenCV, no OpenVINO
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     from inspection.core.config import SiteConfig
     from inspection.runtime.paths import FoundFile, PathOutcome
     from inspection.runtime.predictor import Predictor
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
 
 SITE_OPTION = site_option()
 console = Console()
+errors = Console(stderr=True)
 FORMATS = ("csv", "json")
 CSV_FIELDS = (
     "path",
@@ -93,12 +96,22 @@ def inspect_command(
         typer.Option(
             "--public-key",
             envvar="INSPECTION_BUNDLE_PUBLIC_KEY",
-            help="Pinned key: refuse the bundle unless it is signed with it (default: the "
-            "site's var/keys/site-signing.pub when it exists).",
+            help="Pinned key: refuse the bundle unless it is signed with it (default: the key "
+            "the station config pins, core.bundle_public_key).",
+        ),
+    ] = None,
+    station_config: Annotated[
+        Path | None,
+        typer.Option(
+            "--station-config",
+            help="Station config whose pinned key checks the bundle (default: station.yaml "
+            "in the site's configs folder).",
         ),
     ] = None,
     allow_unsigned: bool = typer.Option(
-        False, "--allow-unsigned", help="Skip the signature check (development only)."
+        False,
+        "--allow-unsigned",
+        help="Load a bundle without checking its signature (development only; announced).",
     ),
     site: str = SITE_OPTION,
     input_check: str = typer.Option(
@@ -129,7 +142,7 @@ def inspect_command(
     refine_config = refine_config_in(site_config.configs) if refine else None
     if out is not None:
         _prepare_out(out)  # before the batch: a bad --out must not cost the results
-    _check_signature(bundle, public_key, site_config, allow_unsigned=allow_unsigned)
+    key = _pinned_key(public_key, station_config, site_config, allow_unsigned=allow_unsigned)
     # the screen shows the results; INFO logs (bundle loaded, golden check) go to a log file
     with quiet_logs(log_dir(site_config), "inspect", verbose=verbose_requested(False)) as logs:
         inspector = load_inspector(  # a TiledInspector for a tiled bundle
@@ -140,6 +153,7 @@ def inspect_command(
             camera=CameraOptions(work_max_side=work_side, latency_budget_ms=budget_ms),
             input_check=check,
             refine=refine_config,
+            public_key=key,  # checked on the very bytes that are compiled
         )
         found = find_files(paths, exclude=[out / "overlays"] if out is not None else [])
         if not found:
@@ -174,23 +188,49 @@ def _inspect(inspector: Predictor, found: list[FoundFile], overlay_dir: Path | N
     return rows
 
 
-def _check_signature(
-    bundle: Path, public_key: Path | None, site: SiteConfig, *, allow_unsigned: bool
-) -> None:
-    """Refuse a bundle not signed by the pinned key (given, or the site's when it has one)."""
-    from inspection.core.signing import load_public_key, site_public_key, verify_signed_bundle
+def _pinned_key(
+    given: Path | None,
+    station_config: Path | None,
+    site: SiteConfig,
+    *,
+    allow_unsigned: bool,
+) -> Ed25519PublicKey | None:
+    """The key the bundle must be signed with: ``--public-key``, else the one the station
+    config pins. Fails closed: no key stops the command (``typer.Exit(2)``) unless
+    ``--allow-unsigned``, which is announced on stderr and returns None (checksums only)."""
+    from inspection.core.signing import SigningError, load_public_key
 
     if allow_unsigned:
-        console.print("[bold red]--allow-unsigned: the bundle's signature is NOT checked[/]")
-        return
-    key = public_key or site_public_key(site.registry_dir)
-    if key is None:
-        console.print(
-            "[yellow]no site signing key (inspection keys init) and no --public-key: the "
-            "bundle's signature is not checked, only its checksums[/]"
+        errors.print("[bold red]--allow-unsigned: the bundle's signature is NOT checked[/]")
+        return None
+    path = given or _station_key(station_config or site.configs / "station.yaml")
+    if path is None:
+        errors.print(
+            "refused: no pinned key to check the bundle's signature with. Pin one in the "
+            "station config (core.bundle_public_key; 'inspection keys init' writes it), pass "
+            "--public-key, or --allow-unsigned for development",
+            soft_wrap=True,
         )
-        return
-    verify_signed_bundle(bundle, load_public_key(key))
+        raise typer.Exit(2)
+    try:
+        return load_public_key(path)
+    except SigningError as exc:
+        errors.print(f"refused: {exc}", soft_wrap=True)
+        raise typer.Exit(2) from exc
+
+
+def _station_key(config: Path) -> Path | None:
+    """The key file the station config at ``config`` pins (None: no config or no key)."""
+    from inspection.core.errors import ConfigError
+    from inspection.service.config import load_station_config
+
+    if not config.is_file():
+        return None
+    try:
+        return load_station_config(config).core.bundle_public_key
+    except ConfigError as exc:
+        errors.print(f"[yellow]{config}: {exc}[/]", soft_wrap=True)
+        return None
 
 
 def _prepare_out(out: Path) -> None:

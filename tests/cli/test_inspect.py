@@ -98,7 +98,15 @@ def test_overlays_of_colliding_names_all_survive_and_reruns_skip_them(
     Image.open(sources[1]).save(folder / "lineA" / "cam1" / "000.jpg")
     shutil.copy(sources[2], folder / "lineB" / "cam1" / "000.png")
     out = folder / "results"
-    args = ["inspect", str(fp32_bundle), str(folder), "--out", str(out), "--overlays"]
+    args = [
+        "inspect",
+        str(fp32_bundle),
+        str(folder),
+        "--allow-unsigned",
+        "--out",
+        str(out),
+        "--overlays",
+    ]
 
     for _ in range(2):  # the second run must not judge the first run's overlays
         result = CliRunner().invoke(app, args)

@@ -36,7 +36,16 @@ def folder(tiny_product: Path, tmp_path: Path) -> Path:
 def test_inspect_folder_writes_csv_and_overlays(fp32_bundle, folder, tmp_path) -> None:
     out = tmp_path / "out"
     result = CliRunner().invoke(
-        app, ["inspect", str(fp32_bundle), str(folder), "--out", str(out), "--overlays"]
+        app,
+        [
+            "inspect",
+            str(fp32_bundle),
+            str(folder),
+            "--allow-unsigned",
+            "--out",
+            str(out),
+            "--overlays",
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "4 files" in result.output and "1 errors" in result.output
@@ -60,7 +69,7 @@ def test_inspect_json_and_threshold(fp32_bundle, folder, tmp_path) -> None:
     out = tmp_path / "out"
     result = CliRunner().invoke(
         app,
-        ["inspect", str(fp32_bundle), str(folder), "--out", str(out), "-f", "json",
+        ["inspect", str(fp32_bundle), str(folder), "--allow-unsigned", "--out", str(out), "-f", "json",
          "--threshold", "0.001"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -81,13 +90,17 @@ def test_inspect_json_and_threshold(fp32_bundle, folder, tmp_path) -> None:
     ],
 )
 def test_inspect_rejects_bad_options(fp32_bundle, folder, args, message) -> None:
-    result = CliRunner().invoke(app, ["inspect", str(fp32_bundle), str(folder), *args])
+    result = CliRunner().invoke(
+        app, ["inspect", str(fp32_bundle), str(folder), "--allow-unsigned", *args]
+    )
     assert result.exit_code == 2 and message in result.output
 
 
 def test_inspect_fails_when_nothing_could_be_read(fp32_bundle, tmp_path) -> None:
     (tmp_path / "a.png").write_bytes(b"")
-    result = CliRunner().invoke(app, ["inspect", str(fp32_bundle), str(tmp_path / "a.png")])
+    result = CliRunner().invoke(
+        app, ["inspect", str(fp32_bundle), str(tmp_path / "a.png"), "--allow-unsigned"]
+    )
     assert result.exit_code == 1 and "empty file" in result.output
 
 
@@ -99,7 +112,9 @@ def test_refused_files_get_one_line_each_and_the_rest_is_judged(fp32_bundle, fol
     Image.open(first).resize((8, 8)).save(folder / "thumb.png")
     out = tmp_path / "out"
     result = CliRunner().invoke(
-        app, ["inspect", str(fp32_bundle), str(folder), "--out", str(out)], env={"COLUMNS": "300"}
+        app,
+        ["inspect", str(fp32_bundle), str(folder), "--allow-unsigned", "--out", str(out)],
+        env={"COLUMNS": "300"},
     )
     assert result.exit_code == 0, result.output
     refused = [line for line in result.output.splitlines() if line.startswith("refused ")]
@@ -109,7 +124,7 @@ def test_refused_files_get_one_line_each_and_the_rest_is_judged(fp32_bundle, fol
     rows = list(csv.DictReader((out / "results.csv").read_text(encoding="utf-8").splitlines()))
     assert sum(1 for r in rows if r["verdict"] in ("OK", "NG")) == 3
     warned = CliRunner().invoke(
-        app, ["inspect", str(fp32_bundle), str(folder), "--input-check", "warn", "-f", "json",
+        app, ["inspect", str(fp32_bundle), str(folder), "--allow-unsigned", "--input-check", "warn", "-f", "json",
               "--out", str(out)],
     )  # fmt: skip
     assert warned.exit_code == 0, warned.output
@@ -118,7 +133,7 @@ def test_refused_files_get_one_line_each_and_the_rest_is_judged(fp32_bundle, fol
     assert mono["verdict"] in ("OK", "NG") and mono["warning"].startswith("grey image")
     assert "0 refused, 1 errors; 2 judged despite an input warning" in warned.output
     bad = CliRunner().invoke(
-        app, ["inspect", str(fp32_bundle), str(folder), "--input-check", "x"],
+        app, ["inspect", str(fp32_bundle), str(folder), "--allow-unsigned", "--input-check", "x"],
         env={"COLUMNS": "300"},
     )  # fmt: skip
     assert bad.exit_code == 2 and "must be one of refuse, warn, off" in bad.output
