@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from inspection.cli.console import os_error_line
 from inspection.core.errors import InspectionError
 
 app = typer.Typer(
@@ -81,11 +82,3 @@ def _fail(message: str) -> NoReturn:
     """Print ``error: <message>`` on one line (no markup, no wrapping) and exit 2."""
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     sys.exit(2)
-
-
-def os_error_line(exc: OSError) -> str:
-    """``<file>: <reason>`` (both files of a rename or link); ``str(exc)`` without a file."""
-    if exc.filename is None:
-        return str(exc)
-    names = [str(exc.filename)] + ([] if exc.filename2 is None else [str(exc.filename2)])
-    return f"{' -> '.join(names)}: {exc.strerror or exc}"

@@ -205,3 +205,11 @@ def print_table(console: Console, table: Table, *, width: int = TABLE_WIDTH) -> 
         console.print(table)
         return
     Console(file=console.file, width=width, color_system=None, force_terminal=False).print(table)
+
+
+def os_error_line(exc: OSError) -> str:
+    """``<file>: <reason>`` (both files of a rename or link); ``str(exc)`` without a file."""
+    if exc.filename is None:
+        return str(exc)
+    names = [str(exc.filename)] + ([] if exc.filename2 is None else [str(exc.filename2)])
+    return f"{' -> '.join(names)}: {exc.strerror or exc}"

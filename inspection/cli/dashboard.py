@@ -40,6 +40,7 @@ def streamlit_command(app: Path, *, host: str, port: int) -> list[str]:
 
 def dashboard_env(site: Path | None) -> dict[str, str]:
     """Environment for the dashboard process: site config and an importable ``inspection``."""
+    # deferred: alembic, sqlalchemy
     from inspection.dashboard.context import SITE_ENV
 
     env = dict(os.environ)
@@ -60,6 +61,7 @@ def check_bind(host: str, users: int, *, open_on_localhost: bool = False) -> str
     Every address but loopback always needs a login (``inspection users add``); loopback
     skips it only when the site config sets ``dashboard_open_on_localhost: true``.
     """
+    # deferred: alembic, sqlalchemy
     from inspection.dashboard.context import LOOPBACK
 
     if host in LOOPBACK and open_on_localhost:
@@ -75,6 +77,7 @@ def check_bind(host: str, users: int, *, open_on_localhost: bool = False) -> str
 
 
 def _user_count(site: SiteConfig) -> int:
+    # deferred: alembic, sqlalchemy
     from inspection.store.store import Store
     from inspection.store.users import list_users
 

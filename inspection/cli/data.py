@@ -8,11 +8,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
+from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
 from inspection.cli._site import site_option
 from inspection.cli.console import file_progress
+from inspection.core.config import load_site_config
+from inspection.core.product_config import (
+    load_model_config,
+    load_product_config,
+    product_config_path,
+)
+from inspection.data.check import check_dataset
+from inspection.data.dataset import load_dataset
+from inspection.data.demo import demo_image_count, write_demo
+from inspection.data.hires import PlateCounts, write_plate
+from inspection.data.preview import contact_sheet
+from inspection.data.summary import summarise, summary_markdown
 
 if TYPE_CHECKING:
     from inspection.data.dataset import Dataset
@@ -72,7 +85,6 @@ def demo(
     ),
 ) -> None:
     """Write the deterministic demo products (MVTec AD layout) from scikit-image textures."""
-    from inspection.data.demo import demo_image_count, write_demo
 
     names = [p.strip() for p in products.split(",") if p.strip()]
     total = demo_image_count(names, n_train, n_test_good, n_per_defect)
@@ -102,7 +114,6 @@ def hires(
     n_per_defect: int = typer.Option(5, "--per-defect", min=0, help="Test images per defect type."),
 ) -> None:
     """Write the high-resolution ``plate`` product (MVTec layout + reference.png)."""
-    from inspection.data.hires import PlateCounts, write_plate
 
     counts = PlateCounts(n_train, n_test_good, n_per_defect)
     with file_progress() as progress:
@@ -121,10 +132,6 @@ def check(
     site: Path | None = SITE_OPTION,
 ) -> None:
     """Validate a dataset; exit 0 when it is usable, 1 when problems were found."""
-    from inspection.core.config import load_site_config
-    from inspection.core.product_config import product_config_path
-    from inspection.data.check import check_dataset
-    from inspection.data.dataset import load_dataset
 
     if json_out is not None:
         _ready_to_write(json_out, "--json")  # before the check: a bad path must not cost it
@@ -154,7 +161,6 @@ def _declared_image_bits(product: str, configs: Path) -> int | None:
     """``image_bits`` of ``products/<product>.yaml`` in the site's configs folder ``configs``;
     None when the product has no config file there (a config error is one line naming the
     file)."""
-    from inspection.core.product_config import load_product_config, product_config_path
 
     if not product_config_path(product, configs).is_file():
         return None
@@ -166,7 +172,6 @@ def _declared_image_bits(product: str, configs: Path) -> int | None:
 def _product_budget(product: str, configs: Path) -> float:
     """The false-reject budget ``train --product <product>`` sets its threshold at (PatchCore's
     operating point after ``products/<product>.yaml`` in the site's configs folder)."""
-    from inspection.core.product_config import load_model_config
 
     return load_model_config("patchcore", product=product, directory=configs).operating_point.budget
 
@@ -181,10 +186,6 @@ def sheet(
     site: Path | None = SITE_OPTION,
 ) -> None:
     """Draw a contact sheet: per dataset, good images and one per defect with mask outlines."""
-    from PIL import Image
-
-    from inspection.data.dataset import load_dataset
-    from inspection.data.preview import contact_sheet
 
     _ready_to_write(out, "--out")
     datasets = [load_dataset(p) for p in paths]
@@ -201,8 +202,6 @@ def summary(
     site: Path | None = SITE_OPTION,
 ) -> None:
     """Write summary.json and summary.md (counts, mask coverage, trivial baselines)."""
-    from inspection.data.dataset import load_dataset
-    from inspection.data.summary import summarise, summary_markdown
 
     _ready_to_write(out, "--out", folder=True)
     datasets = [load_dataset(p) for p in paths]
@@ -221,7 +220,6 @@ def _image_bits_by_name(
     dataset with neither is left out (its 16-bit images read at the default)."""
     if image_bits is not None:
         return {d.name: image_bits for d in datasets}
-    from inspection.core.config import load_site_config
 
     configs = load_site_config(site).configs
     declared = {d.name: _declared_image_bits(d.name, configs) for d in datasets}

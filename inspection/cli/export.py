@@ -25,6 +25,9 @@ from inspection.cli.operating import subset_miss_text
 from inspection.core.bundle import PRECISIONS
 from inspection.core.config import load_site_config
 from inspection.core.export_gate import BundleFigures, GateRefusal, GateTolerances
+from inspection.core.registry import Registry
+from inspection.core.signing import site_keys_dir, site_signing_key
+from inspection.refine.config import refine_config_in
 
 SITE_OPTION = site_option()
 console = Console()
@@ -110,9 +113,6 @@ def export_command(
     Exit codes: 0 registered, 2 a usage or setup error, 3 the gate refused the bundle (not
     registered; --force registers it anyway).
     """
-    from inspection.core.registry import Registry
-    from inspection.core.signing import site_keys_dir, site_signing_key
-    from inspection.refine.config import refine_config_in
 
     if precision not in PRECISIONS:
         raise typer.BadParameter(
@@ -130,6 +130,7 @@ def export_command(
             param_hint="--promote",
         )
     # torch and OpenVINO load here, after the arguments are checked: a mistake costs no wait
+    # deferred: torch (the training side)
     from inspection.training.export import ExportOptions
     from inspection.training.registry_export import RegistryExport, export_bundle
 

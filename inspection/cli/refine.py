@@ -9,6 +9,12 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from inspection.data.dataset import load_dataset
+from inspection.refine.config import load_refine_config
+from inspection.refine.evaluate import evaluate_refiners
+from inspection.refine.factory import build_refiner
+from inspection.refine.report import write_report
+
 refine_app = typer.Typer(help="Defect-mask refinement (SAM, GrabCut).", no_args_is_help=True)
 console = Console()
 
@@ -33,7 +39,7 @@ def export_sam(
 ) -> None:
     """Export SAM's image encoder and mask decoder to an OpenVINO refiner bundle (needs torch)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from inspection.refine.config import load_refine_config
+    # deferred: torch (the training side)
     from inspection.training.sam_export import export_sam_bundle
 
     sam = load_refine_config(config).sam
@@ -67,19 +73,16 @@ def evaluate(
     limit: Annotated[int, typer.Option(help="Use at most this many test images (0 = all).")] = 0,
 ) -> None:
     """Pixel F1 / IoU / AUPRO of the raw mask vs each refiner, and their added latency."""
+    # deferred: tqdm, openvino
     from tqdm import tqdm
 
-    from inspection.data.dataset import load_dataset
-    from inspection.refine.config import load_refine_config
-    from inspection.refine.evaluate import evaluate_refiners
-    from inspection.refine.factory import build_refiner
-    from inspection.refine.report import write_report
     from inspection.runtime.predictor import load_inspector
 
     refine_config = load_refine_config(config)
     refiners = {name: build_refiner(refine_config, name) for name in _split(methods)}
     latency_only: list[str] = []
     if sam_bundle is not None:
+        # deferred: openvino
         from inspection.refine.sam import SamRefiner
 
         sam = SamRefiner.from_bundle(sam_bundle, config=refine_config)

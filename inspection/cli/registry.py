@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from inspection.cli._site import site_option
+from inspection.core.config import load_site_config
 
 SITE_OPTION = site_option()
 
@@ -18,9 +19,9 @@ def serve(
     port: int = typer.Option(8700, min=1, max=65535, help="Port."),
 ) -> None:
     """Serve live bundles per product to stations (bearer tokens from `inspection tokens`)."""
+    # deferred: uvicorn, alembic, fastapi, sqlalchemy, starlette
     import uvicorn
 
-    from inspection.core.config import load_site_config
     from inspection.distribution.server import create_catalog_app
     from inspection.store.store import Store
 

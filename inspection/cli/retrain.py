@@ -11,6 +11,10 @@ from rich.console import Console
 
 from inspection.cli._signals import Terminated, stop_on_signals, terminate_as_interrupt
 from inspection.cli._site import site_option
+from inspection.cli.console import os_error_line
+from inspection.core.config import DEFAULT_SITE_CONFIG, load_site_config
+from inspection.core.errors import InspectionError, RegistryError
+from inspection.core.registry import Registry
 
 if TYPE_CHECKING:
     from inspection.core.config import SiteConfig
@@ -36,7 +40,7 @@ def _configs(site: str | None, config: str | None):  # -> (SiteConfig, RetrainCo
 
     The section is checked on its own first, so its errors name the site file.
     """
-    from inspection.core.config import DEFAULT_SITE_CONFIG, load_site_config
+    # deferred: torch (the training side)
     from inspection.retrain.config import load_retrain_config, retrain_config_from_mapping
 
     site_config = load_site_config(site)
@@ -80,7 +84,7 @@ def retrain(
 
 
 def _retrain_one(product, site_config, retrain_config, actor, overrides) -> None:
-    from inspection.core.errors import InspectionError
+    # deferred: torch (the training side)
     from inspection.retrain.lock import RetrainBusy
     from inspection.retrain.pipeline import retrain_product
 
@@ -107,8 +111,6 @@ def _retrain_one(product, site_config, retrain_config, actor, overrides) -> None
         )
         raise typer.Exit(143 if isinstance(exc, Terminated) else 130) from exc
     except OSError as exc:  # a folder that is read-only, full or gone: no traceback
-        from inspection.cli import os_error_line
-
         log.debug("retrain of %s failed", product, exc_info=True)
         console.print(
             f"[bold red]retrain failed, the champion stays live:[/] {os_error_line(exc)} "
@@ -126,7 +128,7 @@ def _retrain_one(product, site_config, retrain_config, actor, overrides) -> None
 
 
 def _retrain_all(site_config, retrain_config, ray_address, cpus_per_task, actor, overrides) -> None:
-    from inspection.core.registry import Registry
+    # deferred: torch (the training side)
     from inspection.retrain.fleet import FleetOptions, run_fleet
 
     products = list(site_config.products) or Registry(site_config.registry_dir).products()
@@ -160,9 +162,6 @@ def rollback(
     site: str = SITE_OPTION,
 ) -> None:
     """Make the previously live bundle live again (recorded with who and why)."""
-    from inspection.core.config import load_site_config
-    from inspection.core.errors import RegistryError
-    from inspection.core.registry import Registry
 
     if not actor.strip() or not reason.strip():
         raise RegistryError("a rollback needs who (--actor) and why (--reason)")
@@ -186,6 +185,7 @@ def scheduler(
     cpus_per_task: float = typer.Option(1.0, "--cpus-per-task", help="CPU budget per job (--ray)."),
 ) -> None:
     """Retrain products on their cron schedules (retrain.yaml), one at a time."""
+    # deferred: torch (the training side)
     from inspection.retrain.fleet import FleetOptions, retrain_one
     from inspection.retrain.pipeline import retrain_product
     from inspection.retrain.scheduler import Scheduler
@@ -216,6 +216,7 @@ def scheduler(
 
 def _store_prune(site_config: SiteConfig) -> Housekeeping:
     """The site store's retention prune as a scheduler job (``retention.yaml``'s schedule)."""
+    # deferred: torch (the training side), alembic, sqlalchemy
     from inspection.retrain.scheduler import Housekeeping
     from inspection.store.retention import load_retention, prune_configured
     from inspection.store.store import Store

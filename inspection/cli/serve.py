@@ -14,6 +14,8 @@ from rich.console import Console
 from rich.table import Table
 
 from inspection.cli._security import announce_signatures
+from inspection.service.config import load_station_config
+from inspection.station.config import check_registry_dir
 
 if TYPE_CHECKING:
     from inspection.service.watch import WatchFolder
@@ -37,11 +39,10 @@ def serve(
     port: int = typer.Option(None, min=1, max=65535, help="Port (default: from the config)."),
 ) -> None:
     """Run the HTTP inspection API (plus the watch folder when the config enables it)."""
+    # deferred: uvicorn, alembic, fastapi, openvino, prometheus_client, sqlalchemy, starlette
     import uvicorn
 
     from inspection.service.app import create_app
-    from inspection.service.config import load_station_config
-    from inspection.station.config import check_registry_dir
 
     station_config = load_station_config(config)
     check_registry_dir(station_config.core)
@@ -61,10 +62,9 @@ def watch(
     once: bool = typer.Option(False, "--once", help="Process what is there now, then exit."),
 ) -> None:
     """Inspect files dropped into the watch folder, without the HTTP API."""
-    from inspection.service.config import load_station_config
+    # deferred: alembic, openvino, prometheus_client, sqlalchemy
     from inspection.service.station import Station
     from inspection.service.watch import WatchFolder
-    from inspection.station.config import check_registry_dir
 
     station_config = load_station_config(config)
     check_registry_dir(station_config.core)
@@ -110,6 +110,7 @@ def create(
     config: Path = CONFIG_OPTION,
 ) -> None:
     """Issue a token. It is printed once and never stored in clear."""
+    # deferred: alembic, sqlalchemy
     from inspection.store.tokens import create_token
 
     token, info = create_token(_store(config, first_use=True), station, label, role=role)
@@ -124,6 +125,7 @@ def list_(
     config: Path = CONFIG_OPTION,
 ) -> None:
     """List tokens (ids, stations, labels, state); secrets are never shown."""
+    # deferred: alembic, sqlalchemy
     from inspection.store.tokens import list_tokens
 
     table = Table("id", "name", "role", "label", "created", "state")
@@ -146,6 +148,7 @@ def revoke(
     config: Path = CONFIG_OPTION,
 ) -> None:
     """Revoke a token; requests using it get 401 from then on."""
+    # deferred: alembic, sqlalchemy
     from inspection.store.tokens import revoke_token
 
     info = revoke_token(_store(config), token_id)
@@ -156,7 +159,7 @@ def _store(config: Path, *, first_use: bool = False) -> Store:
     """The station's store, never migrated here: ``first_use`` (creating a token) creates the
     schema in an empty database; otherwise the schema must already be this version's
     (``inspection db upgrade`` moves it)."""
-    from inspection.service.config import load_station_config
+    # deferred: alembic, sqlalchemy
     from inspection.store.store import Store
 
     station_config = load_station_config(config)

@@ -22,6 +22,19 @@ from rich.table import Table
 from inspection.cli._security import announce_signatures
 from inspection.cli._signals import stop_on_signals
 from inspection.cli.console import logs_beside, print_table, quiet_logs, verbose_requested
+from inspection.core.registry import Registry
+from inspection.core.signing import key_id
+from inspection.distribution.sync import (
+    HttpSource,
+    PathSource,
+    SourceUnreachable,
+    sync_forever,
+    sync_once,
+)
+from inspection.line.config import load_line_config
+from inspection.runtime.hardware import cpu_info
+from inspection.service.config import load_station_config
+from inspection.station.config import check_registry_dir, pinned_key
 
 if TYPE_CHECKING:
     from inspection.core.registry import Registry
@@ -58,15 +71,6 @@ def sync(
     naming it) or did not finish for some product; ``--watch`` keeps retrying, with a warning
     once per outage.
     """
-    from inspection.distribution.sync import (
-        HttpSource,
-        PathSource,
-        SourceUnreachable,
-        sync_forever,
-        sync_once,
-    )
-    from inspection.service.config import load_station_config
-    from inspection.station.config import pinned_key
 
     station_config = load_station_config(config)
     announce_signatures(station_config.core, console)
@@ -125,11 +129,8 @@ def tune(
     ``inspection serve`` serves the recorded choice (shown in /healthz, /metrics and the
     dashboard's Models page); a later promotion makes the record stale until tuned again.
     """
-    from inspection.core.registry import Registry
-    from inspection.runtime.hardware import cpu_info
+    # deferred: openvino
     from inspection.runtime.paths import expand_paths
-    from inspection.service.config import load_station_config
-    from inspection.station.config import check_registry_dir, pinned_key
 
     station_config = load_station_config(config)
     check_registry_dir(station_config.core)
@@ -159,6 +160,7 @@ def _tune_one(
     cpu: CpuInfo,
 ) -> None:
     """Tune one product, print its table and what it serves."""
+    # deferred: openvino
     from inspection.runtime.tuning import tune_product, tuning_path
 
     with console.status(f"{product}: measuring") as status:
@@ -206,9 +208,8 @@ def run(config: Path = LINE_OPTION) -> None:
     Results wait in the store's outbox until every sink acknowledged them, so a broker or
     PLC outage, or a restart of this process, loses none. Stop with Ctrl-C or SIGTERM.
     """
-    from inspection.line.config import load_line_config
+    # deferred: alembic, asyncua, openvino, paho, prometheus_client, sqlalchemy
     from inspection.line.station import LineStation
-    from inspection.station.config import check_registry_dir
 
     logging.getLogger("asyncua").setLevel(logging.WARNING)  # logs every request at INFO
     line_config = load_line_config(config)  # refine.yaml beside it, whatever the working dir
@@ -237,10 +238,7 @@ def run(config: Path = LINE_OPTION) -> None:
 def status(config: Path = LINE_OPTION) -> None:
     """Outbox backlog per sink (waiting, oldest, delivered), the pinned signing key, and each
     product's live bundle with its signature check."""
-    from inspection.core.registry import Registry
-    from inspection.core.signing import key_id
-    from inspection.line.config import load_line_config
-    from inspection.station.config import check_registry_dir, pinned_key
+    # deferred: openvino
     from inspection.station.live import bundle_signature_status
 
     line_config = load_line_config(config)
@@ -281,6 +279,7 @@ def status(config: Path = LINE_OPTION) -> None:
 
 def _announce_links(security) -> None:  # security: LinkSecurity
     """The line links' security on one line; loud when it is off (``security.mode: none``)."""
+    # deferred: asyncua, paho (the line extras)
     from inspection.line.security import insecure_notice
 
     notice = insecure_notice(security)
@@ -295,6 +294,7 @@ def _announce_links(security) -> None:  # security: LinkSecurity
 def _backlog(core: StationCoreConfig) -> dict[str, SinkBacklog] | None:
     """The outbox backlog per sink, read without migrating (or creating) the database;
     ``None``, said on the console, when there is no database or not this version's schema."""
+    # deferred: sqlalchemy, alembic
     from inspection.store.outbox import Outbox
     from inspection.store.store import Store, StoreError, sqlite_file
 
@@ -331,7 +331,7 @@ def trigger(
     timeout: float = typer.Option(10.0, "--timeout", help="Seconds to wait for the answer."),
 ) -> None:
     """Fire one trigger at a running station and print its answer (commissioning check)."""
-    from inspection.line.config import load_line_config
+    # deferred: alembic, asyncua, openvino, paho, sqlalchemy
     from inspection.line.plc import mqtt_trigger, opcua_trigger
 
     line_config = load_line_config(config)

@@ -16,6 +16,7 @@ from rich.console import Console
 from inspection.core.config import SiteConfig
 from inspection.core.images import list_images
 from inspection.core.registry import ModelRecord, Registry
+from inspection.data.dataset import load_dataset
 
 console = Console()
 
@@ -30,7 +31,7 @@ def update_command(
     data: Path | None,
 ) -> ModelRecord:
     """Run the incremental update and print what changed; returns the new version."""
-    from inspection.data.dataset import load_dataset
+    # deferred: torch (the training side)
     from inspection.training.evaluate import write_report
     from inspection.training.incremental import update_patchcore
 
@@ -72,6 +73,7 @@ def update_command(
 
 def reviewed_good(site: SiteConfig, since: ModelRecord) -> list[Path]:
     """Blob files of ``product``'s inspections reviewed good after ``since`` was created."""
+    # deferred: alembic, sqlalchemy
     from inspection.store.store import Store
 
     store = Store(site.store_url, site.blob_dir)

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from inspection.cli._site import site_option
+from inspection.core.config import load_site_config
 
 if TYPE_CHECKING:
     from inspection.store.store import Store
@@ -39,6 +40,7 @@ def add(
     site: Path = SITE_OPTION,
 ) -> None:
     """Create a dashboard user; the password is stored only as an Argon2id hash."""
+    # deferred: alembic, sqlalchemy
     from inspection.store.users import add_user
 
     if password_stdin:
@@ -52,6 +54,7 @@ def add(
 @users_app.command("list")
 def list_(site: Path = SITE_OPTION) -> None:
     """Show every dashboard user, its role, last login and lockout state."""
+    # deferred: alembic, sqlalchemy
     from inspection.store.users import list_users
 
     table = Table("name", "role", "created", "last login", "failed", "locked until")
@@ -70,6 +73,7 @@ def list_(site: Path = SITE_OPTION) -> None:
 @users_app.command("remove")
 def remove(name: NameArg, site: Path = SITE_OPTION) -> None:
     """Delete a dashboard user; an open session of that user ends on its next click."""
+    # deferred: alembic, sqlalchemy
     from inspection.store.users import remove_user
 
     remove_user(_store(site), name)
@@ -77,7 +81,7 @@ def remove(name: NameArg, site: Path = SITE_OPTION) -> None:
 
 
 def _store(site: Path | None) -> Store:
-    from inspection.core.config import load_site_config
+    # deferred: alembic, sqlalchemy
     from inspection.store.store import Store
 
     config = load_site_config(site)

@@ -34,6 +34,7 @@ METRICS_SCHEMA = 1
 def image_auroc(scores: np.ndarray, labels: np.ndarray) -> float | None:
     """AUROC of (N,) scores against (N,) 0/1 labels; None with a single class."""
     # scikit-learn is a station/train extra, not a dependency of the base (core) install.
+    # deferred: sklearn
     from sklearn.metrics import roc_auc_score
 
     labels = np.asarray(labels).astype(bool).reshape(-1)

@@ -216,6 +216,7 @@ def _renderer(product: str, size: int) -> Renderer:
 
 def load_texture(spec: TextureSpec) -> np.ndarray:
     """The product's photo as (512, 512, 3) float32 RGB in [0, 255]."""
+    # deferred: skimage
     from skimage import data  # local: keeps `import inspection.data` light
 
     photo = getattr(data, spec.source)().astype(np.float32)

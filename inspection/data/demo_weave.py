@@ -17,7 +17,7 @@ change alters every pixel), the gap of the missing thread for the last.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -70,7 +70,6 @@ def defect_params(params: WeaveParams, kind: str, rng: np.random.Generator) -> W
 
 
 def _replace(params: WeaveParams, **changes: object) -> WeaveParams:
-    from dataclasses import replace
 
     return replace(params, **changes)
 

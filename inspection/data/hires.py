@@ -33,6 +33,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from inspection.core.errors import DatasetError
 from inspection.data.demo import ALPHA_CUTOFF, prepare_folder
@@ -367,6 +368,7 @@ def render_plate(
     size: int, seed: tuple[int, ...], kind: str | None, *, jitter: bool = True
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """One sample: (size, size, 3) uint8 RGB and, for a defect, its (size, size) uint8 0/255 mask."""
+    # deferred: skimage
     from skimage import data  # local: keeps `import inspection.data` light
 
     if kind is not None and kind not in DEFECTS:
@@ -438,7 +440,6 @@ def write_plate(
 
 
 def _write(path: Path, array: np.ndarray) -> None:
-    from PIL import Image
 
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(array).save(path, format="PNG", compress_level=WRITE_COMPRESSION)

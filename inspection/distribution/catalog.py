@@ -141,6 +141,7 @@ def _alternatives(
     registry: Registry, product: str, live_bundle_id: str
 ) -> tuple[ArchiveManifest, ...]:
     """Manifests of the live version's other bundles that passed their export gate."""
+    # deferred: openvino, skimage
     from inspection.runtime.tuning import gated_candidates
 
     return tuple(

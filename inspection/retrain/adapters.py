@@ -10,9 +10,16 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from inspection.core.config import deep_merge
 from inspection.core.errors import RegistryError
 from inspection.core.export_gate import ExportRecord
+from inspection.core.product_config import (
+    load_product_config,
+    model_config_from_mapping,
+    parse_override,
+)
 from inspection.core.registry import ModelRecord, Registry
+from inspection.data.dataset import load_dataset
 from inspection.refine.config import RefineConfig
 
 log = logging.getLogger(__name__)
@@ -22,8 +29,6 @@ def challenger_config(
     source: ModelRecord, overrides: Iterable[str] = (), replace: Mapping[str, Any] | None = None
 ) -> Any:
     """The champion's ``ModelConfig`` with ``--set``-style ``overrides`` (and a full ``replace``)."""
-    from inspection.core.config import deep_merge
-    from inspection.core.product_config import model_config_from_mapping, parse_override
 
     data: dict[str, Any] = dict(source.config)
     for item in overrides:
@@ -44,8 +49,7 @@ def train_challenger(
 ) -> ModelRecord:
     """Train on the run's MVTec folder and register a new immutable version; the ROI is the
     product's in ``configs_dir`` (the site's configs folder)."""
-    from inspection.core.product_config import load_product_config
-    from inspection.data.dataset import load_dataset
+    # deferred: torch (the training side)
     from inspection.training.train import train
 
     return train(
@@ -58,7 +62,7 @@ def update_challenger(
     registry: Registry, champion: ModelRecord, images: list[Path], dataset_root: Path
 ) -> ModelRecord:
     """The champion's PatchCore bank plus ``images``' patches, as a new version (lineage)."""
-    from inspection.data.dataset import load_dataset
+    # deferred: torch (the training side)
     from inspection.training.incremental import update_patchcore
 
     outcome = update_patchcore(
@@ -83,6 +87,7 @@ def export_int8(
     The INT8 accuracy check is not enforced here (``force``): the gate judges the INT8
     bundle itself against the champion, and the report shows the FP32 -> INT8 drop.
     """
+    # deferred: torch (the training side)
     from inspection.training.export import ExportOptions
     from inspection.training.registry_export import RegistryExport, export_bundle
 

@@ -128,6 +128,7 @@ def load_retrain_config(
 
 
 def _check_schedule(expression: str, where: str) -> None:
+    # deferred: croniter (optional)
     from croniter import croniter
 
     if not croniter.is_valid(expression):

@@ -22,9 +22,13 @@ from typing import TYPE_CHECKING
 
 from inspection.core.config import SiteConfig
 from inspection.core.images import read_image
+from inspection.core.product_config import load_model_config
 from inspection.core.registry import Registry
+from inspection.data.dataset import load_dataset
+from inspection.data.demo import write_demo_product
 from inspection.retrain.config import load_retrain_config
 from inspection.retrain.pipeline import RetrainResult, retrain_product
+from inspection.store.store import Store
 
 if TYPE_CHECKING:
     from inspection.core.product_config import ModelConfig
@@ -37,7 +41,7 @@ def train_champion(
 ) -> str:
     """Train ``config`` on the dataset at ``data`` and promote its INT8 bundle as the live
     champion (export gate forced: a demo or test champion need not be good). Its bundle id."""
-    from inspection.data.dataset import load_dataset
+    # deferred: torch (the training side)
     from inspection.training.export import ExportOptions
     from inspection.training.registry_export import RegistryExport, export_bundle
     from inspection.training.train import train
@@ -63,8 +67,6 @@ def run_demo(
     config_file: Path | None = None,
 ) -> tuple[RetrainResult, dict]:
     """Run the whole demo under ``out``; returns the retrain result and timings/counts."""
-    from inspection.core.product_config import load_model_config
-    from inspection.data.demo import write_demo_product
 
     site = SiteConfig(
         registry_dir=out / "registry",
@@ -100,9 +102,8 @@ def _inspect_and_review(
     site: SiteConfig, registry: Registry, product: str, size: int, n_good: int, n_defect: int
 ) -> dict[str, int]:
     """Inspect fresh line images with the live bundle, store them, review from ground truth."""
-    from inspection.data.demo import write_demo_product
+    # deferred: openvino
     from inspection.runtime.predictor import load_inspector
-    from inspection.store.store import Store
 
     line = write_demo_product(
         site.datasets_dir.parent / "line", product, seed=1, n_train=n_good, n_test_good=0,

@@ -23,6 +23,7 @@ from inspection.core.config import SiteConfig
 from inspection.core.errors import InspectionError
 from inspection.core.registry import Registry
 from inspection.retrain.config import RetrainConfig
+from inspection.retrain.lock import RetrainBusy
 
 log = logging.getLogger(__name__)
 FleetStatus = Literal["promoted", "kept", "skipped", "failed"]
@@ -70,7 +71,6 @@ def retrain_one(
 ) -> FleetOutcome:
     """One product through the fleet (the scheduler's job); raises when the task failed, so
     retry policies apply, and ``RetrainBusy`` when another run holds the product."""
-    from inspection.retrain.lock import RetrainBusy
 
     [outcome] = run_fleet([product], site, config, options)
     if outcome.status == "skipped":
@@ -84,7 +84,7 @@ def retrain_task(
     product: str, site: SiteConfig, config: RetrainConfig, options: FleetOptions
 ) -> FleetOutcome:
     """Retrain one product (in a Ray worker or in-process); never raises."""
-    from inspection.retrain.lock import RetrainBusy
+    # deferred: alembic, skimage, sqlalchemy
     from inspection.retrain.pipeline import retrain_product
 
     _limit_threads(options.cpus_per_task)
@@ -134,6 +134,7 @@ def _run_on_ray(
     options: FleetOptions,
     report: Callable[[FleetOutcome], None],
 ) -> list[FleetOutcome]:
+    # deferred: ray (optional)
     import ray
     from ray.exceptions import RayError
 
@@ -168,6 +169,7 @@ def connect_ray(address: str) -> None:
     ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``); see docs/security.md's Ray fleet row.
     """
     os.environ.setdefault(RAY_AUTH_MODE, "token")
+    # deferred: ray (optional)
     import ray
     from ray._raylet import Config
 
@@ -259,6 +261,7 @@ def _limit_threads(cpus: float) -> None:
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[name] = str(threads)
     try:
+        # deferred: torch
         import torch
     except ImportError:
         return

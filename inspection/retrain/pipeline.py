@@ -25,12 +25,16 @@ from inspection.core.retrain_report import RetrainEvent
 from inspection.core.signing import site_keys_dir, site_public_key
 from inspection.core.types import Progress
 from inspection.data.check import listed
+from inspection.data.dataset import load_dataset
 from inspection.refine.config import RefineConfig, refine_config_in
 from inspection.retrain import adapters
 from inspection.retrain.assemble import RunData, assemble_run_data
 from inspection.retrain.config import RetrainConfig
 from inspection.retrain.gate import Decision, decide
 from inspection.retrain.lock import retrain_lock
+from inspection.retrain.report import write_report
+from inspection.retrain.scoring import evaluate_bundles
+from inspection.store.store import Store
 
 if TYPE_CHECKING:
     from inspection.store.store import Store
@@ -169,7 +173,6 @@ def _retrain(run: _Run, ctx: _Context) -> RetrainResult:
 
 def _assemble(run: _Run, ctx: _Context, champion: ModelRecord | None) -> RunData:
     """The run's MVTec folder: original data plus reviewed images since ``reviewed_since``."""
-    from inspection.data.dataset import load_dataset
 
     since = _since(ctx.registry, run.product, ctx.config, champion)
     carry_over = _skipped_last_run(ctx.registry, run.product)
@@ -269,7 +272,6 @@ def _export(run: _Run, ctx: _Context, record: ModelRecord, data: RunData) -> str
 def _evaluate(
     run: _Run, ctx: _Context, bundles: Mapping[str, Path], data: RunData
 ) -> dict[str, Any]:
-    from inspection.retrain.scoring import evaluate_bundles
 
     run.stage = "evaluate"
     ctx.say(f"evaluating {' and '.join(bundles)} on {len(data.eval_items)} images")
@@ -285,7 +287,6 @@ def _report(
     evaluations: Mapping[str, Any],
     data: RunData,
 ) -> Path:
-    from inspection.retrain.report import write_report
 
     run.stage = "report"
     report_dir = Path(ctx.site.reports_dir) / "retrain" / run.product / run.run_id
@@ -438,7 +439,6 @@ def _reviews_read_until(registry: Registry, product: str, version: str) -> datet
 def _open_store(site: SiteConfig, store: Store | ReviewSource | None) -> Store | None:
     if store is not ReviewSource.SITE:
         return store
-    from inspection.store.store import Store
 
     opened = Store(site.store_url, site.blob_dir)
     opened.check_schema()

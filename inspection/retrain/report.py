@@ -133,9 +133,11 @@ def _skipped_lines(skipped: Mapping[str, str]) -> list[str]:
 
 
 def _plot_roc(path: Path, evaluations: Mapping[str, BundleEvaluation], labels: np.ndarray) -> None:
+    # deferred: matplotlib
     import matplotlib
 
     matplotlib.use("Agg")
+    # deferred: matplotlib, sklearn
     import matplotlib.pyplot as plt
     from sklearn.metrics import roc_auc_score, roc_curve
 
@@ -160,9 +162,11 @@ def _plot_roc(path: Path, evaluations: Mapping[str, BundleEvaluation], labels: n
 def _plot_scores(
     path: Path, evaluations: Mapping[str, BundleEvaluation], labels: np.ndarray
 ) -> None:
+    # deferred: matplotlib
     import matplotlib
 
     matplotlib.use("Agg")
+    # deferred: matplotlib
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(evaluations), figsize=(4.5 * len(evaluations), 3.5))

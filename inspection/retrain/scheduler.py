@@ -75,6 +75,7 @@ def run_with_retries(
 
 def next_fire(schedule: str, after: datetime) -> datetime:
     """The first time strictly after ``after`` that matches the cron ``schedule``."""
+    # deferred: croniter (optional)
     from croniter import croniter
 
     return croniter(schedule, after).get_next(datetime)

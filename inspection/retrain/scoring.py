@@ -71,6 +71,7 @@ def evaluate_bundles(
     item, inside its input domain or not (``input_check="off"``): a station set to ``warn``
     stores, and reviewers label, images the champion would refuse.
     """
+    # deferred: skimage, openvino
     from inspection.runtime.camera import source_bits
     from inspection.runtime.predictor import load_inspector
 
