@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from _report import (
     cpu_description,
+    export_precisions,
     interleaved_rounds,
     load_average,
     percent,
@@ -98,22 +99,17 @@ def run_roles(
 
 def export_figures(registry: Any, product: str, version: str) -> dict[str, Any]:
     """FP32 and INT8 bundles of ``version`` with the figures at their own operating point."""
-    from inspection.training.export import ExportOptions
-    from inspection.training.registry_export import RegistryExport, export_bundle
-
-    bundles = {}
-    for precision in PRECISIONS:
-        result = export_bundle(
-            registry, product, ExportOptions(precision=precision, force=True),
-            RegistryExport(version=version),
-        )  # fmt: skip
-        bundles[precision] = {
+    return {
+        precision: {
             "bundle": str(result.bundle_dir),
             "gate_passed": bool(result.gate.passed),
             "image_threshold": result.metadata.image_threshold,
             **operating_figures(result.metrics),
         }
-    return bundles
+        for precision, result in export_precisions(
+            registry, product, version, PRECISIONS, force=True
+        ).items()
+    }
 
 
 def operating_figures(metrics: Mapping[str, Any]) -> dict[str, Any]:

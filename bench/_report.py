@@ -1,4 +1,5 @@
-"""What the bench scripts share at the end of a run: the load to record and the report files.
+"""The bench harness: the machine and load to record, timed rounds, the FP32 + INT8 export of a
+registered version, and the JSON + markdown report files.
 
 Imported as a sibling module (``from _report import save_report``): the scripts run as
 ``python bench/<name>.py``, which puts ``bench/`` first on ``sys.path``.
@@ -15,13 +16,42 @@ from pathlib import Path
 from typing import Any
 
 
+def lscpu(field: str) -> str:
+    """One field of ``lscpu`` (``"Model name"``, ``"Flags"``: the whole ISA); "" if unknown."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+    return next((ln.split(":", 1)[1].strip() for ln in out.splitlines()
+                 if ln.startswith(f"{field}:")), "")  # fmt: skip
+
+
 def cpu_description() -> str:
     """``lscpu``'s model name, the core count and the ISA flags that decide OpenVINO's kernels."""
-    out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-    model = next((ln.split(":", 1)[1].strip() for ln in out.splitlines()
-                  if ln.startswith("Model name")), "?")  # fmt: skip
-    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile") if f in out]
-    return f"{model} ({os.cpu_count()} cores; {' '.join(isa)})"
+    flags = lscpu("Flags").split()
+    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile") if f in flags]
+    return f"{lscpu('Model name') or '?'} ({os.cpu_count()} cores; {' '.join(isa)})"
+
+
+def export_precisions(
+    registry: Any, product: str, version: str, precisions: tuple[str, ...] = ("fp32", "int8"),
+    *, force: bool = False,
+) -> dict[str, Any]:  # fmt: skip
+    """``{precision: ExportResult}``: ``version`` exported once per precision exactly as
+    ``inspection export`` does; ``force`` keeps a bundle its gate refused, to measure it."""
+    # deferred: torch (the training side), only for the benches that export
+    from inspection.training.export import ExportOptions
+    from inspection.training.registry_export import RegistryExport, export_bundle
+
+    return {
+        precision: export_bundle(
+            registry,
+            product,
+            ExportOptions(precision=precision, force=force),
+            RegistryExport(version=version),
+        )
+        for precision in precisions
+    }
 
 
 def percent(value: float | None) -> str:

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _report import load_average, save_report
+from _report import export_precisions, load_average, save_report
 
 from inspection.core.config import load_site_config
 from inspection.core.operating_point import (
@@ -102,12 +102,7 @@ def good_only(data: Path, product: str, scratch: Path) -> dict[str, Any]:
     import shutil
 
     from inspection.runtime.self_check import LabelledPath, check_live_bundle
-    from inspection.training.export import ExportOptions
-    from inspection.training.registry_export import (
-        RegistryExport,
-        export_bundle,
-        held_out_test_samples,
-    )
+    from inspection.training.registry_export import held_out_test_samples
 
     root = scratch / "datasets" / f"{product}_good_only"
     shutil.copytree(data / product / "train" / "good", root / "train" / "good")
@@ -119,10 +114,7 @@ def good_only(data: Path, product: str, scratch: Path) -> dict[str, Any]:
     record = outcome.record
     held_out = [LabelledPath(s.path, 0) for s in held_out_test_samples(record, dataset)]
     bundles = []
-    for precision in ("fp32", "int8"):
-        result = export_bundle(
-            registry, product, ExportOptions(precision=precision), RegistryExport(record.version)
-        )
+    for result in export_precisions(registry, product, record.version).values():
         check = check_live_bundle(result.bundle_dir, held_out)
         choice = result.metadata.output_calibration.operating
         bundles.append(

@@ -38,6 +38,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from _peaks import limit_ms, precision_peaks  # noqa: E402
+from _report import lscpu  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -550,17 +551,6 @@ def machine_limit(bundle: Path, gflops: float) -> dict[str, Any]:
     }
 
 
-def _lscpu_flags() -> str:
-    """``lscpu``'s Flags line (the whole ISA, as the issue asks to record)."""
-    try:
-        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return ""
-    return next(
-        (ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("Flags")), ""
-    )
-
-
 def machine_report() -> dict[str, Any]:
     from dataclasses import asdict
 
@@ -576,7 +566,7 @@ def machine_report() -> dict[str, Any]:
         "matmul_gflops": measured_gflops(),
         "precision_peaks": precision_peaks(),
         "bf16": "yes" if info.has_bf16 else "not available",
-        "lscpu_flags": _lscpu_flags(),
+        "lscpu_flags": lscpu("Flags"),
         "load_1m_start": load_1m(),
     }
 
