@@ -14,7 +14,10 @@ on the same validation images, must be above 0 (``validation_gain``). A validati
 few dozen images moves AUROC by several hundredths; a leader inside that spread has been seen
 to lose on held-out data (``reports/global/auto.md``).
 
-The budget caps the search: a candidate starts only if the time used so far plus its
+Every candidate is fitted on the same seeded subsample of at most ``SEARCH_IMAGES`` training
+images (the cheap path: a 300-image product's whole grid fits the default budget; the ranking of
+configurations, not the last few hundredths, is what the search needs); the winner is then
+trained on all of them. The budget caps the search: a candidate starts only if the time used so far plus its
 estimated cost (the longest completed candidate of the same kind, else of any kind, times the
 ratio of input areas: a 2x candidate costs ~4-6 default ones) stays within the budget; the rest are listed as skipped. The winner is then trained again by
 ``train_model`` and registered with the whole search in its record (``extra.auto_search``).
@@ -37,7 +40,7 @@ from inspection.core.errors import InspectionError
 from inspection.core.metrics import image_auroc
 from inspection.core.product_config import ModelConfig, load_model_config, model_config_from_mapping
 from inspection.core.registry import Registry
-from inspection.data.dataset import Dataset
+from inspection.data.dataset import Dataset, Sample
 from inspection.training.backbones import resolve_weights
 from inspection.training.evaluate import predict
 
@@ -96,6 +99,8 @@ grass or gravel, here or there). PaDiM last: a Gaussian per grid cell, for
 aligned parts (``reports/padim``: the aligned ``part`` 0.806 -> 0.997); on textures it loses.
 Every PatchCore candidate carries the product's ``local_statistics`` (``auto`` by default: the
 fused colour-statistics model where its own validation check keeps it)."""
+SEARCH_IMAGES = 60
+"""Training images each candidate is fitted on (a seeded subsample when there are more)."""
 MAX_INPUT_SIDE = 768
 """Scale candidates whose input side would exceed this are skipped (station cost ~ side^2)."""
 
@@ -128,6 +133,13 @@ class SearchResult:
     winner: str
     winner_config: dict[str, Any] = field(default_factory=dict)
     candidates: tuple[CandidateResult, ...] = field(default_factory=tuple)
+    search_images: int = 0
+    """Training images each candidate was fitted on (``SEARCH_IMAGES``); 0: not recorded."""
+
+    @property
+    def scored(self) -> int:
+        """Candidates that finished within the budget."""
+        return sum(r.status == "done" for r in self.candidates)
 
     def lineage(self) -> dict[str, Any]:
         """The record entry of the winner (``extra.auto_search``)."""
@@ -171,29 +183,42 @@ class Evaluation:
     """The validation images' (paths, scores, labels) the candidate was judged on."""
 
 
-def evaluate_candidate(config: ModelConfig, dataset: Dataset) -> Evaluation:
-    """Fit ``config``; its validation image AUROC (and scores) and held-out test interval."""
+def search_subsample(dataset: Dataset, seed: int = 0) -> list[Sample]:
+    """The training images every candidate is fitted on: all, or a seeded ``SEARCH_IMAGES``."""
+    train = list(dataset.train_samples)
+    if len(train) <= SEARCH_IMAGES:
+        return train
+    picked = np.random.default_rng(seed).choice(len(train), SEARCH_IMAGES, replace=False)
+    return [train[i] for i in sorted(picked)]
+
+
+def evaluate_candidate(
+    config: ModelConfig, dataset: Dataset, train: Sequence[Sample] | None = None
+) -> Evaluation:
+    """Fit ``config`` on ``train`` (default: every training image); its validation image AUROC
+    (and scores) and held-out test interval."""
+    from inspection.training.operating import calibrate_predictions
     from inspection.training.train import (
         _fit_global_context,
         _fit_local_statistics,
         evaluation_splits,
         fit,
-        normalization_stats,
         predict_validation,
     )
 
     validation, test = evaluation_splits(config, dataset)
+    train = list(dataset.train_samples if train is None else train)
     weights = resolve_weights(
         config.backbone.name, config.backbone.weights, config.backbone.weights_file
     )
-    model, _ = fit(config, dataset.train_samples, validation, weights, progress=False)
-    _fit_local_statistics(model, config, dataset.train_samples, validation, None)
+    model, _ = fit(config, train, validation, weights, progress=False)
+    _fit_local_statistics(model, config, train, validation, None)
     judged, _ = predict_validation(model, config, validation)
     tested = predict(model, test, image_size=config.image_size, bits=config.image_bits)
     if config.global_context:
         fitted, _, tested = _fit_global_context(
-            model, config, weights, dataset.train_samples, validation, tested,
-            normalization_stats(model),
+            model, config, weights, train, validation, tested,
+            calibrate_predictions(judged, config.operating_point, None).normalization,
         )  # fmt: skip
         if fitted.context.components:
             judged = _fused(model, config, weights, fitted.context, judged)
@@ -233,6 +258,7 @@ def search(
     if budget_s <= 0:
         raise ValueError(f"the search budget must be positive seconds, got {budget_s}")
     started = time.perf_counter()
+    train = search_subsample(dataset)
     results: list[CandidateResult] = []
     reference: Evaluation | None = None  # the default's (the grid's first candidate)
     for index, candidate in enumerate(grid):
@@ -243,22 +269,31 @@ def search(
                 candidate, "skipped", note=f"budget: {elapsed:.0f} s used, ~{estimate:.0f} s more"
             )
         else:
-            result, evaluation = _run(candidate, configure, dataset, reference)
+            result, evaluation = _run(candidate, configure, dataset, train, reference)
             reference = evaluation if index == 0 else reference
         results.append(result)
         if on_candidate is not None:
             on_candidate(result)
     winner = choose(results)
+    scored = sum(r.status == "done" for r in results)
+    logger.info("auto: %d of %d candidates scored in %.0f s on %d of %d training images",
+                scored, len(results), time.perf_counter() - started, len(train),
+                len(dataset.train_samples))  # fmt: skip
     config = configure(next(c for c in grid if c.name == winner))
-    return SearchResult(product, budget_s, RULE, winner, to_mapping(config), tuple(results))
+    return SearchResult(product, budget_s, RULE, winner, to_mapping(config), tuple(results),
+                        search_images=len(train))  # fmt: skip
 
 
 def _run(
-    candidate: Candidate, configure: Configure, dataset: Dataset, reference: Evaluation | None
+    candidate: Candidate,
+    configure: Configure,
+    dataset: Dataset,
+    train: Sequence[Sample],
+    reference: Evaluation | None,
 ) -> tuple[CandidateResult, Evaluation | None]:
     start = time.perf_counter()
     try:
-        evaluation = evaluate_candidate(configure(candidate), dataset)
+        evaluation = evaluate_candidate(configure(candidate), dataset, train)
     except (InspectionError, RuntimeError, ValueError, OSError) as exc:  # not the whole search
         logger.warning("auto: candidate %s failed: %s", candidate.name, exc)
         failed = _result(candidate, "failed", time.perf_counter() - start, note=str(exc)[:200])

@@ -32,6 +32,7 @@ from typing import Any
 
 import timm
 import torch
+from anomalib.models.components.filters.blur import GaussianBlur2d
 from torch import nn
 
 from inspection.core.config import to_mapping
@@ -345,3 +346,30 @@ def channels_last(module: nn.Module) -> Iterator[None]:
         yield
     finally:
         module.to(memory_format=torch.contiguous_format)
+
+
+class SeparableGaussianBlur2d(GaussianBlur2d):
+    """anomalib's ``GaussianBlur2d`` (same kernel buffer, same state dict) run as a 1 x K then
+    a K x 1 pass: its normalised K x K Gaussian is their outer product, so the maps are the same
+    up to float rounding at 2K instead of K^2 multiplies per pixel (K = 33 for PatchCore's map
+    blur, ~15 % of a default ``train`` before)."""
+
+    def forward(self, input_tensor: torch.Tensor) -> torch.Tensor:
+        channels = self.channels
+        kernel = self.kernel[:1]  # (1, 1, K, K): its row and column sums are the 1-D factors
+        row = kernel.sum(2, keepdim=True).expand(channels, -1, -1, -1)
+        column = kernel.sum(3, keepdim=True).expand(channels, -1, -1, -1)
+        padded = nn.functional.pad(input_tensor, self.padding_shape, mode=self.border_type)
+        return nn.functional.conv2d(
+            nn.functional.conv2d(padded, row, groups=channels), column, groups=channels
+        )
+
+
+def separate_blurs(module: nn.Module) -> int:
+    """Make every same-size ``GaussianBlur2d`` in ``module`` a ``SeparableGaussianBlur2d``.
+    In-process only: a bundle is traced from a model rebuilt by ``load_trained_model`` (whose
+    blur ``runtime.graph`` separates in the graph). Returns how many."""
+    blurs = [m for m in module.modules() if type(m) is GaussianBlur2d and m.padding == "same"]
+    for blur in blurs:
+        blur.__class__ = SeparableGaussianBlur2d
+    return len(blurs)

@@ -89,13 +89,22 @@ def project(embedding: torch.Tensor) -> torch.Tensor:
 
 def select_coreset(embedding: torch.Tensor, ratio: float, cap_rows: int | None = None) -> Coreset:
     """Greedy k-center over (n, d) float rows, anomalib's projection and random start."""
+    features, k, start = prepare_selection(embedding, ratio, cap_rows)
+    return greedy_k_center(features, k, start=start)
+
+
+def prepare_selection(
+    embedding: torch.Tensor, ratio: float, cap_rows: int | None = None
+) -> tuple[torch.Tensor, int, int]:
+    """What ``select_coreset`` draws before its greedy loop: (projected rows, k, first pick).
+    It consumes the global RNGs (``seed_selection``); the loop that follows does not."""
     if embedding.ndim != 2 or embedding.shape[0] == 0:
         raise ValueError(f"embedding must be (n, d) with n > 0, got {tuple(embedding.shape)}")
     k = coreset_size(embedding.shape[0], ratio, cap_rows)
     with torch.no_grad(), all_cores():
         features = project(embedding)
         start = int(torch.randint(high=features.shape[0], size=(1,)).squeeze())
-        return greedy_k_center(features, k, start=start)
+    return features, k, start
 
 
 def greedy_k_center(

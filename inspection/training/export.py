@@ -82,6 +82,8 @@ from inspection.training.convert import SCORE_OUTPUT, convert_torch_model
 from inspection.training.global_context import refit_on_outputs
 
 log = logging.getLogger(__name__)
+Measured = tuple[EvaluationMetrics, BundleFigures]
+"""A calibrated bundle's (metrics, gate figures) on the test split."""
 
 DEFAULT_CALIBRATION_SIZE = 64
 
@@ -101,6 +103,9 @@ class ExportResult:
     bundle_id: str
     bundle_dir: Path
     metadata: BundleMetadata
+    measured: Measured | None = None
+    """The bundle's own figures on the test split: an FP32 bundle's are the reference a
+    lower-precision export of the same version is gated against (``export_model``)."""
 
     @property
     def metrics(self) -> dict[str, Any]:
@@ -300,6 +305,7 @@ def export_model(
     extra_files: Mapping[str, Path] | None = None,
     knn_rank: int | None = None,
     domain_tolerance: DomainTolerance | None = None,
+    reference: Measured | None = None,
 ) -> ExportResult:
     """Convert, (quantise), save, calibrate, measure and gate one bundle in ``out_dir``.
 
@@ -312,7 +318,9 @@ def export_model(
     converted graph's kNN GEMM goes on the bank's top-k principal directions first
     (``low_rank_knn``), so every figure, the gate and the golden outputs are of that graph.
     ``domain_tolerance``: the product's (``products/<product>.yaml``, ``input_domain:``),
-    recorded in the measured input domain (None: the defaults).
+    recorded in the measured input domain (None: the defaults). ``reference``: the FP32
+    bundle of the same version and splits already measured (``ExportResult.measured``); else a
+    non-FP32 export calibrates and measures one itself.
     """
     out_dir = Path(out_dir)
     if out_dir.exists():
@@ -327,8 +335,7 @@ def export_model(
     fp32_model = convert_torch_model(torch_model, base.preprocessing.input_size, pooled_layers)
     if knn_rank is not None:
         base = low_rank_knn(fp32_model, base, knn_rank, say)
-    reference: tuple[EvaluationMetrics, BundleFigures] | None = None
-    if options.precision != "fp32":
+    if options.precision != "fp32" and reference is None:
         with tempfile.TemporaryDirectory(prefix="fp32-reference-") as scratch:
             ref_meta = replace(base, precision="fp32")
             cal_meta, outputs = _calibrated_bundle(
@@ -379,7 +386,7 @@ def export_model(
     meta = replace(meta, metrics=recorded)
     meta = record_golden(out_dir, meta, golden_sources(_labelled(splits.validation), GOLDEN_IMAGES))
     write_bundle_metadata(out_dir, meta)
-    return ExportResult(meta.bundle_id, out_dir, meta)
+    return ExportResult(meta.bundle_id, out_dir, meta, (metrics, figures))
 
 
 def input_domain_of(splits: ExportSplits, tolerance: DomainTolerance | None = None) -> InputDomain:

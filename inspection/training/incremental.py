@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from inspection.core.calibration import Calibration, Normalization, calibrate
+from inspection.core.calibration import Calibration, calibrate
 from inspection.core.config import to_mapping
 from inspection.core.errors import ConfigError, DatasetError, RegistryError
 from inspection.core.fingerprint import relative_name, sha256_file
@@ -48,6 +48,7 @@ from inspection.training.train import (
     load_trained_model,
     make_loader,
     package_versions,
+    set_post_processor,
 )
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,7 @@ def update_patchcore(
         calibration = _calibrate(
             predict(model, validation, image_size=config.image_size, bits=config.image_bits)
         )
-        _set_post_processor(model, calibration.normalization)
+        set_post_processor(model, calibration.normalization)
     say(f"measuring on {len(test)} test images")
     with _timed(stages, "evaluate"):
         predictions = predict(model, test, image_size=config.image_size, bits=config.image_bits)
@@ -278,21 +279,6 @@ def _calibrate(validation: Predictions) -> Calibration:
         validation.defect_types,
         mask_known=validation.mask_known,
     )
-
-
-def _set_post_processor(model: Any, norm: Normalization) -> None:
-    """Keep ``model.pt``'s post-processor consistent with the recorded normalisation."""
-    post = model.post_processor
-    values = {
-        "_image_threshold": norm.image_threshold_raw,
-        "_pixel_threshold": norm.pixel_threshold_raw,
-        "image_min": norm.image_min,
-        "image_max": norm.image_max,
-        "pixel_min": norm.pixel_min,
-        "pixel_max": norm.pixel_max,
-    }
-    for name, value in values.items():
-        getattr(post, name).fill_(float(value))
 
 
 def _register(

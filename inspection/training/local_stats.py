@@ -53,6 +53,12 @@ MAX_PIXEL_LOSS = 0.01
 """Validation pixel AUROC the fusion may lose and still be kept (``auto``): every NG shows its
 region, so a better verdict must not come with worse regions."""
 MIN_STD = 1e-6
+PROXY_IMAGES = 60
+PROXY = (
+    f"auto decides first on a statistics bank of at most {PROXY_IMAGES} training images and "
+    "the good validation images' standardisers alone; the whole bank and the training images' "
+    "out-of-fold statistics are fitted only for a kept model"
+)
 FUSION = (
     "max of the two parts, each standardised to (score - median) / (largest - median) of its "
     "good scores: the good validation images, plus the training images' out-of-fold scores "
@@ -81,6 +87,9 @@ class LocalStatsHead(DynamicBufferMixin, torch.nn.Module):
         # (location, scale) of: PatchCore image score, statistics image score, PatchCore map
         # peak, statistics map peak, on good images (``fit_local_statistics``).
         self.register_buffer("standardisers", torch.tensor([0.0, 1.0] * 4))
+        self.fold_banks: list[torch.Tensor] = []
+        """Training only: the out-of-fold banks ``side_out_of_fold`` selected, reused by the
+        calibration's out-of-fold scores (``training.out_of_fold``) so they are selected once."""
         pad = (WINDOW - STRIDE) // 2
         self.pool = torch.nn.AvgPool2d(WINDOW, STRIDE, pad, count_include_pad=False)
 
@@ -205,24 +214,43 @@ def fit_local_statistics(
     good = labels == 0
     if good.sum() < 2:
         return LocalStatsChoice(mode, False, "fewer than 2 good validation images")
-    rows = _fit_bank(head, train_images, ratio, cap_rows, seed, train_paths, roi)
-    extra = side_out_of_fold(inner, train_images, rows, folds, ratio, cap_rows, seed)
-    main, side = _validation_outputs(inner, validation_images)
-    standardisers = [
-        *_location_scale(main.scores[good]),
-        *_location_scale(np.concatenate([side.scores[good], extra[0]])),
-        *_location_scale(main.peaks[good]),
-        *_location_scale(np.concatenate([side.peaks[good], extra[1]])),
-    ]
-    head.standardisers = torch.tensor(standardisers, dtype=torch.float32)
+    main = _outputs(inner.main_outputs, validation_images)
     known = np.ones(len(labels), bool) if mask_known is None else np.asarray(mask_known, bool)
-    evidence = _validation_evidence(
-        standardisers, labels, main, side, validation_masks, known, inner.peak_scored
+
+    def judged(
+        side: _Outputs, extra: tuple[np.ndarray, np.ndarray]
+    ) -> tuple[list[float], dict[str, float]]:
+        standardisers = _standardisers(main, side, good, extra)
+        evidence = _validation_evidence(
+            standardisers, labels, main, side, validation_masks, known, inner.peak_scored
+        )
+        return standardisers, evidence
+
+    some = _proxy_images(len(train_images), seed) if mode == "auto" else None
+    if some is not None:  # auto: decide on the cheap proxy first (``PROXY``)
+        paths = [train_paths[i] for i in some] if train_paths else ()
+        rows = _fit_bank(head, train_images[some], ratio, cap_rows, seed, paths, roi)
+        side = _outputs(inner.side_outputs, validation_images)
+        _, evidence = judged(side, (np.empty(0), np.empty(0)))
+        kept, reason = _decide(mode, evidence)
+        if not kept:
+            head.bank = torch.empty(0)
+            logger.info("local statistics: off (%s; %s; validation AUROC %s)", reason, PROXY,
+                        evidence)  # fmt: skip
+            cells = sum(len(r) for r in rows)
+            return LocalStatsChoice(mode, False, reason, 0, cells, evidence)
+    if some is None or len(some) < len(train_images):  # the whole model, every training image
+        rows = _fit_bank(head, train_images, ratio, cap_rows, seed, train_paths, roi)
+        side = _outputs(inner.side_outputs, validation_images)
+    extra, head.fold_banks = side_out_of_fold(
+        inner, train_images, rows, folds, ratio, cap_rows, seed
     )
+    standardisers, evidence = judged(side, extra)
+    head.standardisers = torch.tensor(standardisers, dtype=torch.float32)
     kept, reason = _decide(mode, evidence)
     bank_rows = int(head.bank.shape[0])
     if not kept:
-        head.bank = torch.empty(0)
+        head.bank, head.fold_banks = torch.empty(0), []
     logger.info("local statistics: %s (%s; validation AUROC %s)",
                 "kept" if kept else "off", reason, evidence)  # fmt: skip
     cells = sum(len(r) for r in rows)
@@ -238,24 +266,24 @@ def side_out_of_fold(
     ratio: float,
     cap_rows: int | None,
     seed: int,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[tuple[np.ndarray, np.ndarray], list[torch.Tensor]]:
     """(scores, map peaks) of the statistics part on each training image, from a bank fitted
     on the other folds (``training.out_of_fold``'s folds): good images it has not seen, which
     show its tail (a colour seen in a single training image is an alarm for every other).
-    Empty with fewer than 2 folds or images per fold."""
-    from inspection.training.out_of_fold import fold_bank, fold_of
+    Empty with fewer than 2 folds or images per fold. Also returns the fold banks, which the
+    calibration's out-of-fold scores reuse (``out_of_fold.out_of_fold_scores``)."""
+    from inspection.training.out_of_fold import fold_banks, fold_of
 
     if folds < 2 or len(images) < 2 * folds:
-        return np.empty(0), np.empty(0)
+        return (np.empty(0), np.empty(0)), []
     head = inner.local_stats
     trained = head.bank
     assignment = fold_of(len(images), folds, seed)
     scores, peaks = np.empty(len(images)), np.empty(len(images))
+    banks = fold_banks(rows, assignment, ratio, cap_rows, seed)
     try:
         for fold in range(folds):
-            seed_selection(seed + fold)
-            rest = np.flatnonzero(assignment != fold)
-            head.bank = fold_bank([rows[i] for i in rest], ratio, cap_rows)
+            head.bank = banks[fold]
             held = np.flatnonzero(assignment == fold)
             with torch.no_grad():
                 out = inner.side_outputs(images[held])
@@ -263,7 +291,7 @@ def side_out_of_fold(
             peaks[held] = out.anomaly_map.flatten(1).amax(1).double().numpy()
     finally:
         head.bank = trained
-    return scores, peaks
+    return (scores, peaks), banks
 
 
 def _fit_bank(
@@ -300,19 +328,33 @@ class _Outputs:
         return self.maps.reshape(len(self.maps), -1).max(1).astype(np.float64)
 
 
-def _validation_outputs(inner: FusedPatchcoreModel, images: torch.Tensor) -> tuple[_Outputs, ...]:
-    """(PatchCore's, the statistics model's) unfused outputs on the images."""
+def _outputs(part: Any, images: torch.Tensor) -> _Outputs:
+    """One part's (``main_outputs`` or ``side_outputs``) unfused outputs on the images."""
     with torch.no_grad():
-        batches = images.split(8)
-        main = [inner.main_outputs(batch) for batch in batches]
-        side = [inner.side_outputs(batch) for batch in batches]
+        batches = [part(batch) for batch in images.split(8)]
+    scores = torch.cat([b.pred_score.reshape(-1) for b in batches]).double().numpy()
+    maps = torch.cat([b.anomaly_map.flatten(0, 1) for b in batches]).float().numpy()
+    return _Outputs(scores, maps)
 
-    def outputs(parts: list[InferenceBatch]) -> _Outputs:
-        scores = torch.cat([p.pred_score.reshape(-1) for p in parts]).double().numpy()
-        maps = torch.cat([p.anomaly_map.flatten(0, 1) for p in parts]).float().numpy()
-        return _Outputs(scores, maps)
 
-    return outputs(main), outputs(side)
+def _proxy_images(count: int, seed: int) -> np.ndarray:
+    """Indices of the training images the proxy fits on: all, or a seeded ``PROXY_IMAGES``."""
+    if count <= PROXY_IMAGES:
+        return np.arange(count)
+    return np.sort(np.random.default_rng(seed).choice(count, PROXY_IMAGES, replace=False))
+
+
+def _standardisers(
+    main: _Outputs, side: _Outputs, good: np.ndarray, extra: tuple[np.ndarray, np.ndarray]
+) -> list[float]:
+    """Both parts' (location, scale) of image scores and map peaks on the good validation
+    images; ``extra``: the statistics part's out-of-fold (scores, peaks) of training images."""
+    return [
+        *_location_scale(main.scores[good]),
+        *_location_scale(np.concatenate([side.scores[good], extra[0]])),
+        *_location_scale(main.peaks[good]),
+        *_location_scale(np.concatenate([side.peaks[good], extra[1]])),
+    ]
 
 
 def _location_scale(values: np.ndarray) -> tuple[float, float]:

@@ -14,7 +14,9 @@ too, so neither of its parts has seen the image it scores.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -23,7 +25,13 @@ import torch
 from inspection.core.images import DEFAULT_SOURCE_BITS
 from inspection.data.dataset import Sample
 from inspection.training.augment import with_views
-from inspection.training.coreset import seed_selection, select_coreset
+from inspection.training.coreset import (
+    greedy_k_center,
+    prepare_selection,
+    seed_selection,
+    select_coreset,
+    threads,
+)
 from inspection.training.roi import TrainingRoi, per_image_rows
 from inspection.training.samples import SampleDataset
 
@@ -58,22 +66,26 @@ def out_of_fold_scores(
     back afterwards); ``roi``: the training ROI, applied to the fold banks as in training."""
     inner = model.model
     images = model_inputs(model, samples, image_size, bits)
-    rows = _embeddings(inner, images, samples, roi, batch_size, getattr(model, "bank_augment", ()))
+    rows = _fit_rows(model, samples, roi, images.shape[-2:]) or _embeddings(
+        inner, images, samples, roi, batch_size, getattr(model, "bank_augment", ())
+    )
     assignment = fold_of(len(samples), folds, seed)
-    side = _local_stats_rows(inner, images, samples, roi, batch_size)
+    side_banks = _local_stats_fold_banks(inner, images, samples, roi, batch_size, folds)
     trained_banks = _banks(inner)
+    banks = fold_banks(rows, assignment, ratio, cap_rows, seed)
     scores = np.empty(len(samples), dtype=np.float64)
     try:
         for fold in range(folds):
             rest = np.flatnonzero(assignment != fold)
-            seed_selection(seed + fold)
-            inner.memory_bank = fold_bank([rows[i] for i in rest], ratio, cap_rows)
-            if side:
-                inner.local_stats.bank = fold_bank([side[i] for i in rest], ratio, cap_rows)
+            inner.memory_bank = banks[fold]
+            if side_banks:
+                inner.local_stats.bank = side_banks[fold](rest, ratio, cap_rows)
             held = np.flatnonzero(assignment == fold)
             scores[held] = _score(inner, images[held], batch_size)
     finally:
         _restore_banks(inner, trained_banks)
+        if side_banks:
+            inner.local_stats.fold_banks = []  # used once: the memory goes back
     logger.info("out-of-fold scores of %d training images (%d folds)", len(samples), folds)
     return scores
 
@@ -98,6 +110,31 @@ def fold_bank(rows: list[torch.Tensor], ratio: float, cap_rows: int | None) -> t
     return others[select_coreset(others, ratio, cap_rows).indices].contiguous()
 
 
+def fold_banks(
+    rows: Sequence[torch.Tensor],
+    assignment: np.ndarray,
+    ratio: float,
+    cap_rows: int | None,
+    seed: int,
+) -> list[torch.Tensor]:
+    """Every fold's bank: the coreset of the other folds' ``rows`` (one tensor per image;
+    ``assignment``: each image's fold), seeded ``seed + fold``. Two folds are selected at once:
+    the greedy loop runs on one core, so the other core takes the next fold (the seeded draws
+    before each loop are taken one at a time, so the banks are the same as one by one)."""
+    draws = threading.Lock()
+
+    def bank(fold: int) -> torch.Tensor:
+        others = torch.cat([rows[i] for i in np.flatnonzero(assignment != fold)])
+        with draws:
+            seed_selection(seed + fold)
+            features, k, start = prepare_selection(others, ratio, cap_rows)
+        return others[greedy_k_center(features, k, start=start).indices].contiguous()
+
+    folds = int(assignment.max()) + 1
+    with threads(1), ThreadPoolExecutor(2) as pool:
+        return list(pool.map(bank, range(folds)))
+
+
 def _banks(inner: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
     head = getattr(inner, "local_stats", None)
     return inner.memory_bank, head.bank if head is not None else None
@@ -109,19 +146,41 @@ def _restore_banks(inner: Any, banks: tuple[torch.Tensor, torch.Tensor | None]) 
         inner.local_stats.bank = banks[1]
 
 
-def _local_stats_rows(
+def _local_stats_fold_banks(
     inner: Any,
     images: torch.Tensor,
     samples: Sequence[Sample],
     roi: TrainingRoi | None,
     batch_size: int,
-) -> list[torch.Tensor]:
-    """Per image, its z-scored local-statistics cells (``training.local_stats``), when the
-    model fuses them; [] otherwise. The fold's statistics bank is built from these."""
+    folds: int,
+) -> list[Callable[[np.ndarray, float, int | None], torch.Tensor]]:
+    """Per fold, how to get its local-statistics bank (``training.local_stats``) when the model
+    fuses them ([] otherwise): the banks its fit already selected on the same folds, else a
+    coreset of the other folds' z-scored cells."""
     head = getattr(inner, "local_stats", None)
     if head is None or not head.enabled:
         return []
-    return per_image_rows(head.rows, images, batch_size, roi, [s.path for s in samples])
+    if len(head.fold_banks) == folds:
+        return [lambda *_, bank=bank: bank for bank in head.fold_banks]
+    side = per_image_rows(head.rows, images, batch_size, roi, [s.path for s in samples])
+    return [lambda rest, ratio, cap: fold_bank([side[i] for i in rest], ratio, cap)] * folds
+
+
+def _fit_rows(
+    model: Any, samples: Sequence[Sample], roi: TrainingRoi | None, size: Sequence[int]
+) -> list[torch.Tensor]:
+    """Per image, the patch rows its fit collected (``Patchcore.train_rows``), ROI applied as
+    in ``_embeddings``; [] when the fit did not see every sample (then they are computed)."""
+    kept = getattr(model, "train_rows", {})
+    if not all(str(s.path) in kept for s in samples):
+        return []
+    rows = [kept[str(s.path)] for s in samples]
+    if roi is not None:
+        rows = [
+            r[roi.keep_rows([str(s.path)], r, tuple(size))]
+            for r, s in zip(rows, samples, strict=True)
+        ]
+    return [r.contiguous() for r in rows]
 
 
 def _embeddings(

@@ -58,6 +58,10 @@ class Patchcore(AnomalibPatchcore):
         self.training_roi: TrainingRoi | None = None
         self.patches_seen = 0
         self.patches_kept = 0
+        self.train_rows: dict[str, torch.Tensor] = {}
+        """Training only: each training image's patch rows (before the ROI; its
+        ``bank_augment`` views' appended), as the out-of-fold scores need them
+        (``training.out_of_fold``): the backbone runs once over the training images."""
 
     def training_step(self, batch: Any, *args: Any, **kwargs: Any) -> Any:
         """Collect the batch's patch embeddings (only those inside the ROI, when one is set),
@@ -65,6 +69,7 @@ class Patchcore(AnomalibPatchcore):
         loss = super().training_step(batch, *args, **kwargs)
         store = self.model.embedding_store
         embedding = store[-1]
+        own = [embedding]  # the batch's rows before the ROI, then each view's
         self.patches_seen += embedding.shape[0]
         if self.training_roi is not None:
             if self.bank_augment:
@@ -78,8 +83,12 @@ class Patchcore(AnomalibPatchcore):
         with torch.no_grad():
             for view in views(batch.image, self.bank_augment):
                 self.model(view)  # in training mode the model appends the view's embedding
+                own.append(store[-1])
                 self.patches_seen += store[-1].shape[0]
                 self.patches_kept += store[-1].shape[0]
+        paths = batch.image_path
+        rows = torch.cat([e.reshape(len(paths), -1, e.shape[-1]) for e in own], 1)
+        self.train_rows.update(zip(map(str, paths), rows, strict=True))
         return loss
 
     def fit(self) -> None:

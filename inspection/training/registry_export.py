@@ -34,6 +34,7 @@ from inspection.training.export import (
     ExportResult,
     ExportSplits,
     LabelledSample,
+    Measured,
     Progress,
     export_model,
 )
@@ -91,6 +92,7 @@ def export_bundle(
     source: RegistryExport | None = None,
     *,
     progress: Progress | None = None,
+    reference: Measured | None = None,
 ) -> ExportResult:
     """Export a registered version and add the bundle to the registry.
 
@@ -98,7 +100,8 @@ def export_bundle(
     against FP32; with ``accuracy_control`` NNCF's image-AUROC budget is
     ``tolerances.image_auroc``); ``source`` picks the version and whether to promote it.
     When the site holds its signing key (``core.signing.site_keys_dir``) the bundle is signed
-    before it enters the registry, so a promoted bundle is a signed one.
+    before it enters the registry, so a promoted bundle is a signed one. ``reference``: the
+    same version's FP32 export's ``measured`` (the gate's reference, not measured again).
     """
     signing_key = site_signing_key(registry.root)
     source = source or RegistryExport()
@@ -125,6 +128,7 @@ def export_bundle(
             extra_files=_context_files(record) | part_files,
             knn_rank=_knn_rank(record),
             domain_tolerance=load_product_config(product, source.configs_dir).input_domain,
+            reference=reference,
         )
         if signing_key is not None:
             sign_bundle(result.bundle_dir, signing_key)

@@ -198,6 +198,7 @@ def fit_tiles(
     if roi is not None and masks is None:
         raise ConfigError("the ROI holds no training tile: check the product's roi polygons")
     model, seconds = fit_loaders(config, weights, train_loader, validation_loader, progress, masks)
+    model.train_rows = {}  # no out-of-fold scores over tiles: the fit's rows are not needed
     return model, seconds, tiles
 
 

@@ -16,13 +16,14 @@ on CPU, evaluates it on the held-out test split and writes an immutable registry
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import shutil
 import tempfile
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,7 @@ from inspection.training.backbones import (
     feature_layers,
     no_pretrained_download,
     resolve_weights,
+    separate_blurs,
 )
 from inspection.training.evaluate import metrics_of_predictions, predict
 from inspection.training.global_context import (
@@ -283,6 +285,23 @@ def load_trained_model(record: ModelRecord) -> Any:
 # -------------------------------------------------------------------------- training
 
 
+class StageClock:
+    """Wall seconds per named stage of one training run (``train stages: {...}`` in the log)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        """Charge the time since the previous lap to ``stage``."""
+        now = time.perf_counter()
+        self.seconds[stage] = round(self.seconds.get(stage, 0.0) + now - self._last, 2)
+        self._last = now
+
+    def log(self) -> None:
+        logger.info("train stages: %s", json.dumps(self.seconds))
+
+
 @dataclass
 class TrainOutcome:
     """What ``train_model`` produced: the record plus in-memory results for reports."""
@@ -291,6 +310,7 @@ class TrainOutcome:
     model: Any
     predictions: Any  # inspection.training.evaluate.Predictions on the held-out test split
     metrics: EvaluationMetrics
+    clock: StageClock = field(default_factory=StageClock)
 
 
 def train(
@@ -323,6 +343,7 @@ def train_model(
 
     ``lineage``: extra record entries on how this config was chosen (e.g. ``auto_search``).
     ``roi``: the product's ROI; patches outside it are left out of training (``training.roi``)."""
+    clock = StageClock()
     validation, test = evaluation_splits(config, dataset)
     fingerprint = dataset.fingerprint()
     weights = resolve_weights(
@@ -332,11 +353,17 @@ def train_model(
     model, fit_seconds = fit(
         config, dataset.train_samples, validation, weights, progress=progress, roi=masks
     )
+    clock.lap("fit")
     local_stats = _fit_local_statistics(model, config, dataset.train_samples, validation, masks)
+    clock.lap("local_statistics")
     validated, blur = predict_validation(model, config, validation)
+    clock.lap("validation")
     good_scores = calibration_good_scores(model, config, dataset.train_samples, masks)
+    model.train_rows = {}  # the fit's rows served the out-of-fold scores: free them
+    clock.lap("out_of_fold")
     calibration = calibrate_predictions(validated, config.operating_point, good_scores)
     normalization, segmentation = calibration.normalization, calibration.segmentation
+    clock.lap("calibration")
     predictions = predict(model, test, image_size=config.image_size, bits=config.image_bits)
     context = None
     if config.global_context:
@@ -346,6 +373,8 @@ def train_model(
         if context.context.components:  # fused scores: the threshold was chosen on them
             calibration = dataclasses.replace(calibration, normalization=normalization)
     metrics = metrics_of_predictions(predictions, calibration)
+    clock.lap("evaluation")
+    set_post_processor(model, normalization)
     state = model.state_dict()
 
     def write_files(directory: Path) -> None:
@@ -383,7 +412,8 @@ def train_model(
         },
     )
     logger.info("registered %s (%s)", record.model_version, config.kind)
-    return TrainOutcome(record, model, predictions, metrics)
+    clock.lap("registry")
+    return TrainOutcome(record, model, predictions, metrics, clock)
 
 
 def _fit_local_statistics(
@@ -489,18 +519,18 @@ def fit(
 ) -> tuple[Any, float]:
     """Seeded anomalib ``Engine.fit`` on CPU; returns (model in eval mode, seconds).
 
-    Validation at the end of fitting sets the post-processor's thresholds and min-max.
+    No validation loop: the calibration (``training.operating``) sets the thresholds and
+    normalisation from the validation predictions, once (``set_post_processor``).
     """
     train_loader = make_loader(train_samples, config, shuffle=True)
-    validation_loader = make_loader(validation, config)
-    return fit_loaders(config, weights, train_loader, validation_loader, progress, roi)
+    return fit_loaders(config, weights, train_loader, None, progress, roi)
 
 
 def fit_loaders(
     config: ModelConfig,
     weights: ResolvedWeights,
     train_loader: DataLoader,
-    validation_loader: DataLoader,
+    validation_loader: DataLoader | None,
     progress: bool = True,
     roi: TrainingRoi | None = None,
 ) -> tuple[Any, float]:
@@ -515,6 +545,7 @@ def fit_loaders(
     lightning.seed_everything(config.seed, workers=True, verbose=False)
     torch.use_deterministic_algorithms(True, warn_only=True)
     model = build_model(config, weights)
+    separate_blurs(model.model)  # the trained model's in-process predictions, not its export
     model.training_roi = roi
     run_dir = Path(tempfile.mkdtemp(prefix="inspection-train-"))
     try:
@@ -561,23 +592,19 @@ def training_roi_extra(
     return {"training_roi": to_mapping(record)}
 
 
-def normalization_stats(model: Any) -> Normalization:
-    """Raw thresholds and min/max from anomalib's post-processor (set on the validation split)."""
+def set_post_processor(model: Any, norm: Normalization) -> None:
+    """Keep ``model.pt``'s post-processor consistent with the recorded normalisation."""
     post = model.post_processor
-    stats = {
-        "image_threshold_raw": float(post.image_threshold),
-        "pixel_threshold_raw": float(post.pixel_threshold),
-        "image_min": float(post.image_min),
-        "image_max": float(post.image_max),
-        "pixel_min": float(post.pixel_min),
-        "pixel_max": float(post.pixel_max),
+    values = {
+        "_image_threshold": norm.image_threshold_raw,
+        "_pixel_threshold": norm.pixel_threshold_raw,
+        "image_min": norm.image_min,
+        "image_max": norm.image_max,
+        "pixel_min": norm.pixel_min,
+        "pixel_max": norm.pixel_max,
     }
-    missing = [name for name, value in stats.items() if not np.isfinite(value)]
-    if missing:
-        raise RuntimeError(
-            f"post-processor statistics {missing} were not computed: validation did not run"
-        )
-    return Normalization(**stats)
+    for name, value in values.items():
+        getattr(post, name).fill_(float(value))
 
 
 def package_versions() -> dict[str, str]:

@@ -30,3 +30,18 @@ def test_demo_screen_is_readable_and_logs_go_to_a_file(tiny_product: Path, tmp_p
     for chatter in ("GPU available", "litlogger", "FutureWarning", "Trainer.fit"):
         assert chatter not in result.output, chatter
     assert "registered brick/v0001" in logs[0].read_text()
+
+
+def test_demo_plan_trains_stfpm_on_brick_only_unless_models_are_given() -> None:
+    from inspection.cli.demo import plan_models
+
+    assert plan_models(["brick", "grass", "gravel"], None) == {
+        "brick": ("patchcore", "stfpm"),
+        "grass": ("patchcore",),
+        "gravel": ("patchcore",),
+    }
+    assert plan_models(["weave"], None) == {"weave": ("patchcore",)}
+    assert plan_models(["brick", "grass"], "stfpm, padim") == {
+        "brick": ("stfpm", "padim"),
+        "grass": ("stfpm", "padim"),
+    }

@@ -163,3 +163,17 @@ def test_channels_last_gives_the_same_outputs_and_restores_the_layout() -> None:
             inside = net(image)
     assert torch.allclose(inside, expected, atol=1e-5)
     assert all(p.is_contiguous() for p in net.parameters())
+
+
+def test_separated_blur_gives_the_same_maps_and_state_dict() -> None:
+    from anomalib.models.image.patchcore.anomaly_map import AnomalyMapGenerator
+
+    from inspection.training.backbones import SeparableGaussianBlur2d, separate_blurs
+
+    head = AnomalyMapGenerator(sigma=4)
+    maps = torch.rand(3, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    expected, keys = head(maps, (256, 256)), set(head.state_dict())
+    assert separate_blurs(head) == 1 and type(head.blur) is SeparableGaussianBlur2d
+    assert set(head.state_dict()) == keys  # a checkpoint loads either way
+    torch.testing.assert_close(head(maps, (256, 256)), expected, rtol=1e-5, atol=1e-6)
+    assert separate_blurs(head) == 0  # already separated

@@ -92,3 +92,19 @@ def test_lazy_updates_keep_the_full_scan_picks(
     if min_sq is not None:
         exact = torch.minimum(exact, min_sq)
     assert lazy.radius == pytest.approx(float(exact.max().sqrt()), rel=1e-4)
+
+
+def test_fold_banks_selected_two_at_a_time_are_the_one_by_one_banks() -> None:
+    from inspection.training.coreset import seed_selection
+    from inspection.training.out_of_fold import fold_bank, fold_banks, fold_of
+
+    rows = list(clustered(2000, 24, seed=5).split(100))  # 20 images of 100 rows
+    assignment = fold_of(len(rows), 5, seed=0)
+    together = fold_banks(rows, assignment, 0.05, None, seed=7)
+    assert len(together) == 5
+    for fold, bank in enumerate(together):
+        seed_selection(7 + fold)
+        others = [rows[i] for i in np.flatnonzero(assignment != fold)]
+        assert torch.equal(bank, fold_bank(others, 0.05, None))
+        held = torch.cat([rows[i] for i in np.flatnonzero(assignment == fold)])
+        assert not (held[:, None, :] == bank[None]).all(-1).any()  # never its own fold's rows

@@ -18,6 +18,7 @@ from anomalib.models.image.patchcore.torch_model import PatchcoreModel
 from inspection.core.product_config import model_config_from_mapping
 from inspection.core.registry import ModelRecord, Registry
 from inspection.data.dataset import Dataset, load_dataset
+from inspection.training.backbones import separate_blurs
 from inspection.training.local_stats import (
     MAX_PIXEL_LOSS,
     MIN_GAIN,
@@ -201,6 +202,7 @@ def test_fused_model_is_anomalib_patchcore_without_a_bank_and_the_max_of_z_with_
 ) -> None:
     inner = copy.deepcopy(trained.inner).eval()
     plain = _plain(inner)
+    separate_blurs(plain)  # as the trained model's (training.backbones.separate_blurs)
     images = trained.test_images()
     with torch.no_grad():
         unfused = plain(images)
@@ -277,7 +279,8 @@ def test_out_of_fold_training_scores_join_the_statistics_standardiser(trained: T
     head = inner.local_stats
     trained_bank = head.bank.clone()
     rows = [head.cells(image[None]).flatten(2).transpose(1, 2)[0] for image in train]
-    scores, peaks = side_out_of_fold(inner, train, rows, 2, 0.1, None, 0)
+    (scores, peaks), banks = side_out_of_fold(inner, train, rows, 2, 0.1, None, 0)
+    assert len(banks) == 2 and len(head.fold_banks) == 2  # the fit kept its own, for reuse
     assert torch.equal(head.bank, trained_bank)  # put back
     good = validation[labels == 0]
     with torch.no_grad():
@@ -323,6 +326,7 @@ def test_auto_is_off_when_patchcore_alone_already_separates_validation(trained: 
     gain = choice.validation_auroc["fused"] - choice.validation_auroc["patchcore"]
     assert choice.reason == f"auto: validation image AUROC {gain:+.3f} (< +{MIN_GAIN})"
     assert choice.cells > 0  # fitted, then dropped
+    assert inner.local_stats.fold_banks == []  # refused before its out-of-fold banks were paid
 
 
 @slow
@@ -364,6 +368,7 @@ def test_checkpoint_rebuilds_the_fused_model(trained: Trained) -> None:
     assert isinstance(loaded, FusedPatchcoreModel) and loaded.local_stats.enabled
     images = trained.test_images()
     inner = trained.inner.eval()
+    separate_blurs(loaded)  # as the trained model's (training.backbones.separate_blurs)
     with torch.no_grad():
         expected, got = inner(images), loaded(images)
     torch.testing.assert_close(got.pred_score, expected.pred_score, rtol=0, atol=0)

@@ -1,0 +1,345 @@
+"""``inspection demo``: the README main job, from demo data to a checked live bundle.
+
+It runs the steps in ``DEMO_STEPS`` in order; each is a function of a ``DemoContext``. Steps
+whose modules are not installed are skipped with a log line. ``DEMO_PLAN`` says which model
+trains on which product: PatchCore on every product (its bundle is exported, gated, served and
+checked), STFPM on brick only (it shows the second model family training and being compared at
+~40 s a product; on grass and gravel it scored below PatchCore and was never the one exported).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+from rich.table import Table
+
+from inspection.cli.console import (
+    StepProgress,
+    configs_line,
+    log_dir,
+    print_table,
+    quiet_logs,
+    summary_table,
+    verbose_requested,
+)
+from inspection.cli.operating import kind_miss_text, operating_text
+from inspection.cli.train import (
+    SET_OPTION,
+    SITE_OPTION,
+    VERBOSE_OPTION,
+    _closing_rows,
+    _offline,
+    _print_log_file,
+    _print_metrics,
+    _report_dir,
+    console,
+)
+from inspection.core.config import SiteConfig, load_site_config
+from inspection.core.errors import BundleError, RegistryError
+
+if TYPE_CHECKING:
+    from inspection.core.registry import ModelRecord
+    from inspection.refine.config import RefineConfig
+
+log = logging.getLogger(__name__)
+
+DEMO_PLAN: dict[str, tuple[str, ...]] = {
+    "brick": ("patchcore", "stfpm"),
+    "grass": ("patchcore",),
+    "gravel": ("patchcore",),
+}
+"""The models the demo trains per product (``--models`` trains the same ones on every product)."""
+DEFAULT_MODELS = ("patchcore",)
+"""A product outside ``DEMO_PLAN`` (``--products``) trains these."""
+
+
+@dataclass
+class DemoContext:
+    """State shared by the demo steps."""
+
+    site: SiteConfig
+    products: list[str]
+    models: dict[str, tuple[str, ...]]  # per product, the kinds it trains (``plan_models``)
+    overrides: list[str] = field(default_factory=list)  # --set, applied to every model
+    results: list[ModelRecord] = field(default_factory=list)  # the trained versions
+    checks: list[Any] = field(default_factory=list)  # runtime.self_check.LiveCheck per product
+    notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # shown loudly, not fatal
+    failures: list[str] = field(default_factory=list)  # make the demo exit non-zero
+    verbose: bool = False  # raw library output (Lightning progress bars, INFO logs)
+    refine: RefineConfig | None = None  # the site's refine.yaml, read at start (export step)
+
+    @property
+    def registry(self) -> Any:
+        from inspection.core.registry import Registry
+
+        return Registry(self.site.registry_dir)
+
+
+def plan_models(products: list[str], models: str | None) -> dict[str, tuple[str, ...]]:
+    """Per product, the kinds to train: ``models`` (comma-separated) on every product when
+    given, else ``DEMO_PLAN``'s (``DEFAULT_MODELS`` for a product it does not name)."""
+    chosen = tuple(m.strip() for m in (models or "").split(",") if m.strip())
+    return {p: chosen or DEMO_PLAN.get(p, DEFAULT_MODELS) for p in products}
+
+
+def step_data(ctx: DemoContext) -> None:
+    """Write the demo products (MVTec AD layout) that are not there yet."""
+    from inspection.data.demo import write_demo
+
+    missing = [p for p in ctx.products if not (ctx.site.datasets_dir / p / "train").is_dir()]
+    if not missing:
+        console.print(f"demo data present in {ctx.site.datasets_dir}")
+        return
+    with console.status(f"writing demo data for {', '.join(missing)}"):
+        write_demo(ctx.site.datasets_dir, missing)
+    console.print(f"wrote demo data: {', '.join(missing)} in {ctx.site.datasets_dir}")
+
+
+def step_train(ctx: DemoContext) -> None:
+    """Train every model on every product, evaluate, write the reports, register."""
+    from inspection.core.product_config import load_model_config, load_product_config
+    from inspection.data.dataset import load_dataset
+    from inspection.training.evaluate import write_report
+    from inspection.training.train import train_model
+
+    total = sum(len(ctx.models[p]) for p in ctx.products)
+    configs = ctx.site.configs
+    console.print(configs_line(ctx.site), soft_wrap=True, highlight=False)
+    with StepProgress(console, "train", total) as progress:
+        for product in ctx.products:
+            dataset = load_dataset(ctx.site.datasets_dir / product)
+            for kind in ctx.models[product]:
+                progress.task(f"{product}: {kind} ({len(dataset.train_samples)} images)")
+                config = load_model_config(
+                    kind, product=product, overrides=ctx.overrides, directory=configs
+                )
+                outcome = train_model(
+                    config, dataset, product=product, registry=ctx.registry,
+                    progress=ctx.verbose, roi=load_product_config(product, configs).roi,
+                )  # fmt: skip
+                write_report(
+                    _report_dir(ctx.site, outcome.record), outcome.predictions, outcome.metrics
+                )
+                ctx.results.append(outcome.record)
+                progress.done()
+
+
+def demo_precisions() -> tuple[str, ...]:
+    """FP32 and INT8, plus bf16 where this CPU executes it (the tuner then measures all)."""
+    from inspection.runtime.hardware import cpu_info
+
+    return ("fp32", "int8") if cpu_info().unavailable("bf16") else ("fp32", "bf16", "int8")
+
+
+def step_export(ctx: DemoContext) -> None:
+    """Export each product's best model (image AUROC) to FP32, INT8 (and bf16) bundles, then serve
+    the precision that is fastest on this CPU among those that passed the accuracy gate. The
+    FP32 bundle's figures are the others' gate reference (not calibrated and measured again)."""
+    try:
+        from inspection.core.export_gate import GateRefusal
+        from inspection.training.export import ExportOptions
+        from inspection.training.registry_export import RegistryExport, export_bundle
+    except ImportError as exc:
+        log.info("export step skipped: %s", exc)
+        return
+    from inspection.refine.config import RefineConfig
+    from inspection.runtime.tuning import promote_fastest
+
+    signing_key = _site_signing_key(ctx)
+    for product in ctx.products:
+        records = [r for r in ctx.results if r.product == product]
+        if not records:
+            continue
+        best = max(records, key=lambda r: r.evaluation().image_auroc or 0.0)
+        exported, fp32 = [], None  # fp32: the FP32 bundle's figures, the others' gate reference
+        for precision in demo_precisions():
+            with console.status(f"{product}: exporting {best.version} ({precision})") as status:
+                try:
+                    result = export_bundle(
+                        ctx.registry,
+                        product,
+                        ExportOptions(precision=precision, refine=ctx.refine or RefineConfig()),
+                        RegistryExport(version=best.version, configs_dir=ctx.site.configs),
+                        progress=lambda message, s=status: s.update(message),
+                        reference=fp32,
+                    )
+                except (GateRefusal, BundleError, RegistryError) as exc:
+                    # A refused INT8 bundle leaves the FP32 one live: noted, not fatal.
+                    ctx.notes.append(f"{product} {precision} export not registered: {exc}")
+                    continue
+            exported.append(result.bundle_id)
+            fp32 = result.measured if precision == "fp32" else fp32
+            auroc = result.metadata.evaluation().image_auroc
+            shown = "n/a" if auroc is None else f"{auroc:.3f}"
+            ctx.notes.append(f"{product}: bundle {result.bundle_id} image AUROC {shown}")
+        if not exported:
+            continue
+        ctx.registry.promote(product, exported[0], actor="demo", reason="inspection demo")
+        with console.status(f"{product}: timing the gated bundles on this CPU") as status:
+            record = promote_fastest(
+                ctx.registry,
+                product,
+                actor="demo",
+                progress=status.update,
+                public_key=signing_key.public_key(),
+            )
+        timings = ", ".join(f"{m.precision} {m.p50_ms:.1f} ms" for m in record.measurements)
+        ctx.notes.append(
+            f"{product}: live bundle {record.chosen_bundle_id} (fastest gated here: {timings})"
+        )
+
+
+def _site_signing_key(ctx: DemoContext) -> Any:
+    """The site's Ed25519 signing key (``<var>/keys``), created on the first run and pinned
+    in the station and line configs beside the site config. ``export_bundle`` signs each
+    bundle with it before the bundle enters the registry."""
+    from inspection.cli.keys import pin_in_configs, site_station_configs
+    from inspection.core.signing import (
+        PRIVATE_KEY_FILE,
+        PUBLIC_KEY_FILE,
+        init_keys,
+        load_private_key,
+        site_keys_dir,
+    )
+
+    folder = site_keys_dir(ctx.site.registry_dir)
+    if not (folder / PRIVATE_KEY_FILE).is_file():
+        keys = init_keys(folder)
+        ctx.notes.append(f"created the site signing key {keys.private}")
+    ctx.notes.extend(pin_in_configs(folder / PUBLIC_KEY_FILE, site_station_configs(ctx.site)))
+    return load_private_key(folder / PRIVATE_KEY_FILE)
+
+
+def step_inspect(ctx: DemoContext) -> None:
+    """Judge each product's labelled parts with its live bundle on the torch-free runtime.
+
+    The live bundle must judge them as its export gate measured (false-reject and miss rates
+    within tolerance of FP32, no NG without a region); otherwise the demo fails at the end.
+    """
+    try:
+        from inspection.runtime.self_check import LabelledPath, check_live_bundle
+    except ImportError as exc:
+        log.info("inspect step skipped: %s", exc)
+        return
+    from inspection.data.dataset import load_dataset
+    from inspection.training.registry_export import held_out_test_samples
+
+    for product in ctx.products:
+        live = ctx.registry.live(product)
+        if live is None:
+            continue
+        bundle_dir = ctx.registry.live_bundle_dir(product)
+        record = ctx.registry.bundle_record(product, live.bundle_id)
+        dataset = load_dataset(ctx.site.datasets_dir / product)
+        held_out = held_out_test_samples(record, dataset)
+        parts = [LabelledPath(s.path, s.label, s.defect_type) for s in held_out]
+        with console.status(f"{product}: judging {len(parts)} held-out parts with the live bundle"):
+            try:
+                check = check_live_bundle(bundle_dir, parts)
+            except BundleError as exc:
+                ctx.failures.append(f"{product}: live bundle unusable: {exc}")
+                continue
+        ctx.notes.append(f"station check {check.summary()}")
+        ctx.checks.append(check)
+        if concerns := check.line_concerns():
+            op = check.operating
+            budget = op is not None and op.policy == "false_reject_budget"
+            point = f" at its {op.budget:.1%} false-reject budget" if budget else ""
+            ctx.warnings.append(
+                f"{product}: the live bundle{point} {' and '.join(concerns)} on held-out "
+                "parts; the model does not separate these well enough for a line (see its "
+                "report)"
+            )
+        if not check.passed:
+            ctx.failures.append(f"{product}: live bundle misjudges its parts: {check.summary()}")
+
+
+DemoStep = Callable[[DemoContext], None]
+# The README main job, in order. Append steps here (export and inspect come from other modules).
+DEMO_STEPS: list[tuple[str, DemoStep]] = [
+    ("data", step_data),
+    ("train", step_train),
+    ("export", step_export),
+    ("inspect", step_inspect),
+]
+
+
+def demo_command(
+    products: str = typer.Option(",".join(DEMO_PLAN), "--products", help="Comma-separated."),
+    models: str = typer.Option(
+        None, "--models", help="Comma-separated, on every product (default: DEMO_PLAN)."
+    ),
+    skip: str = typer.Option("", "--skip", help="Steps to skip, e.g. export,inspect."),
+    overrides: list[str] = SET_OPTION,
+    site: str = SITE_OPTION,
+    verbose: bool = VERBOSE_OPTION,
+) -> None:
+    """Main job: demo data -> train PatchCore (+ STFPM on brick) -> evaluate -> export -> inspect."""
+    from inspection.refine.config import refine_config_in
+
+    _offline()
+    site_config = load_site_config(site)
+    products_list = [p.strip() for p in products.split(",") if p.strip()]
+    ctx = DemoContext(
+        site_config,
+        products_list,
+        plan_models(products_list, models),
+        list(overrides),
+        verbose=verbose_requested(verbose),
+        refine=refine_config_in(site_config.configs),  # a bad key stops the demo before work
+    )
+    with quiet_logs(log_dir(ctx.site), "demo", verbose=ctx.verbose) as log_file:
+        _run_demo(ctx, skip, log_file)
+
+
+def _run_demo(ctx: DemoContext, skip: str, log_file: Path | None) -> None:
+    skipped = {s.strip() for s in skip.split(",") if s.strip()}
+    started = time.perf_counter()
+    for name, step in DEMO_STEPS:
+        if name in skipped:
+            console.print(f"[dim]step {name}: skipped (--skip)[/]")
+            continue
+        step_start = time.perf_counter()
+        step(ctx)
+        console.print(f"[green]step {name} done[/] in {time.perf_counter() - step_start:.0f} s")
+    if ctx.results:
+        _print_metrics([(r, r.evaluation()) for r in ctx.results])
+    for note in ctx.notes:
+        console.print(f"- {note}")
+    if ctx.checks:
+        print_table(console, station_check_table(ctx.checks))
+    title = f"demo finished in {time.perf_counter() - started:.0f} s"
+    print_table(console, summary_table(title, _closing_rows(ctx.site, log_file, ctx.results)))
+    _print_log_file(log_file)
+    for warning in ctx.warnings:
+        console.print(f"[bold yellow]NOT LINE-READY[/] {warning}")
+    if ctx.failures:
+        for failure in ctx.failures:
+            console.print(f"[bold red]FAILED[/] {failure}")
+        raise typer.Exit(1)
+
+
+def station_check_table(checks: list[Any]) -> Table:
+    """Live bundles on held-out parts through the station runtime: operating point, good
+    parts rejected, miss per defect kind with its 95 % interval."""
+    table = Table("live bundle", "operating point", "good rejected", "miss per defect kind")
+    for check in checks:
+        f, op = check.figures, check.operating
+        table.add_row(
+            check.bundle,
+            operating_text(op),
+            f"{f.rejected_good()}/{f.n_good}",
+            kind_miss_text(check.miss) if check.miss else "unknown (no defective parts)",
+        )
+    return table
+
+
+def register(app: typer.Typer) -> None:
+    app.command("demo")(demo_command)
