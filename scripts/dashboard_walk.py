@@ -234,8 +234,9 @@ def browser() -> Iterator[object]:
         shutil.rmtree(profile, ignore_errors=True)
 
 
-def settle(driver, timeout: float = 60, quiet: float = 0.8) -> None:
-    """Wait until Streamlit finished its script run and the page stopped changing."""
+def settle(driver, timeout: float = 60, quiet: float = 0.8) -> float:
+    """Wait until Streamlit finished its script run and the page stopped changing; returns
+    when (``time.monotonic()``) it last changed."""
     from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
 
@@ -251,7 +252,7 @@ def settle(driver, timeout: float = 60, quiet: float = 0.8) -> None:
         if busy or snapshot != last:
             last, since = snapshot, time.monotonic()
         elif time.monotonic() - since >= quiet:
-            return
+            return since
         time.sleep(0.2)
     raise WalkError(f"the page did not settle within {timeout} s")
 
@@ -307,7 +308,8 @@ def shot(driver, shots: Path, name: str, walk: Walk) -> None:
     walk.shots.append(path)
 
 
-def open_page(driver, title: str) -> None:
+def open_page(driver, title: str, timeout: float = 60) -> float:
+    """Click the sidebar link ``title``; returns when the page last changed (``settle``)."""
     from selenium.webdriver.common.by import By
 
     links = driver.find_elements(By.CSS_SELECTOR, '[data-testid="stSidebarNavLink"]')
@@ -315,8 +317,8 @@ def open_page(driver, title: str) -> None:
     if link is None:
         raise WalkError(f"no sidebar link {title!r}")
     link.click()
-    wait_text(driver, "h1", title)
-    settle(driver)
+    wait_text(driver, "h1", title, timeout=timeout)
+    return settle(driver, timeout=timeout)
 
 
 def sign_in(driver, name: str, password: str) -> None:

@@ -52,6 +52,8 @@ from inspection.store.store import Store  # noqa: E402
 
 STATIONS = {"brick": ["line1-cam1", "line1-cam2"], "grass": ["line2-cam1"]}
 DEFECT_RATE = 0.06
+AUDIT_EVERY = 200
+"""One part in this many is in the random audit sample (``Inspection.audit_sample``)."""
 SEEDED_NOTE = "seeded demo data, not model output"
 
 
@@ -67,15 +69,17 @@ class Sample:
     size: int
 
 
-def write_site(root: Path, products: list[str]) -> Path:
-    """Write ``root/site.yaml`` pointing every path inside ``root``; returns its path."""
+def write_site(root: Path, products: list[str], store_url: str | None = None) -> Path:
+    """Write ``root/site.yaml`` pointing every path inside ``root`` (the store: ``store_url``,
+    default a SQLite file there); returns its path."""
     root.mkdir(parents=True, exist_ok=True)
+    store_url = store_url or f"sqlite:///{root / 'inspection.db'}"
     site = root / "site.yaml"
     site.write_text(
         "\n".join(
             [
                 f"registry_dir: {root / 'registry'}",
-                f"store_url: sqlite:///{root / 'inspection.db'}",
+                f"store_url: {store_url}",
                 f"blob_dir: {root / 'blobs'}",
                 f"reports_dir: {root / 'reports'}",
                 f"datasets_dir: {root / 'datasets'}",
@@ -164,10 +168,11 @@ def seed_inspections(
     days: float = 6.5,
     now: datetime | None = None,
     seed: int = 0,
-    batch: int = 5000,
+    batch: int = 20_000,
 ) -> None:
-    """Insert ``n`` inspections spread over the last ``days`` (bulk insert, one transaction/batch),
-    then rebuild the rollups from them."""
+    """Insert ``n`` inspections spread over the last ``days`` through the real schema (bulk
+    ``INSERT`` of ``batch`` rows per transaction), then rebuild the rollups from them. One in
+    ``AUDIT_EVERY`` is flagged ``audit_sample`` (the station's random audit sample)."""
     now = now or datetime.now(timezone.utc)
     rng = np.random.default_rng(seed)
     pairs = [(p, s) for p, stations in STATIONS.items() if p in pictures for s in stations]
@@ -175,44 +180,50 @@ def seed_inspections(
     which = rng.integers(0, len(pairs), n)
     defective = rng.random(n) < DEFECT_RATE
     # grass drifts: its good parts score higher over the last two days (seeded on purpose)
-    drifting = np.array([pairs[k][0] == "grass" for k in which]) & (age < 2 * 86400)
+    drifting = np.array([pairs[k][0] == "grass" for k in range(len(pairs))])[which]
+    drifting &= age < 2 * 86400
     scores = np.clip(seeded_scores(rng, n, defective) + 0.08 * (drifting & ~defective), 0, 1)
     latency = rng.gamma(9.0, 4.0, n)
-    rows = []
-    for i in range(n):
-        product, station = pairs[which[i]]
-        score = float(scores[i])
-        pool = [s for s in pictures[product] if (s.defect is not None) == bool(defective[i])]
-        sample = pool[int(rng.integers(0, len(pool)))]
-        rows.append(
-            {
-                "id": uuid.uuid4().hex,
-                "created_at": now - timedelta(seconds=float(age[i])),
-                "product": product,
-                "station_id": station,
-                "part_id": f"P{1_000_000 + i}",
-                "source": "import",
-                "source_name": SEEDED_NOTE,
-                "score": score,
-                "threshold": 0.5,
-                "verdict": "NG" if score >= 0.5 else "OK",
-                "model_version": f"{product}/v0002",
-                "bundle_id": "v0002-int8",
-                "latency_ms": float(latency[i]),
-                "mask_source": "sam" if sample.mask_sha else "raw",
-                "regions": [],
-                "width": sample.size,
-                "height": sample.size,
-                "image_sha": sample.image_sha,
-                "map_sha": sample.map_sha,
-                "mask_sha": sample.mask_sha,
-                "overlay_sha": sample.overlay_sha,
-            }
-        )
-        if len(rows) >= batch:
-            _insert(store, rows)
-            rows = []
-    if rows:
+    audit = rng.random(n) < 1.0 / AUDIT_EVERY
+    pools = {
+        (p, bad): [s for s in pictures[p] if (s.defect is not None) == bad]
+        for p in pictures
+        for bad in (False, True)
+    }
+    picks = rng.random(n)
+    for start in range(0, n, batch):
+        rows = []
+        for i in range(start, min(start + batch, n)):
+            product, station = pairs[which[i]]
+            score = float(scores[i])
+            pool = pools[product, bool(defective[i])]
+            sample = pool[int(picks[i] * len(pool))]
+            rows.append(
+                {
+                    "id": uuid.uuid4().hex,
+                    "created_at": now - timedelta(seconds=float(age[i])),
+                    "product": product,
+                    "station_id": station,
+                    "part_id": f"P{1_000_000 + i}",
+                    "source": "import",
+                    "source_name": SEEDED_NOTE,
+                    "score": score,
+                    "threshold": 0.5,
+                    "verdict": "NG" if score >= 0.5 else "OK",
+                    "model_version": f"{product}/v0002",
+                    "bundle_id": "v0002-int8",
+                    "latency_ms": float(latency[i]),
+                    "mask_source": "sam" if sample.mask_sha else "raw",
+                    "regions": [],
+                    "width": sample.size,
+                    "height": sample.size,
+                    "image_sha": sample.image_sha,
+                    "map_sha": sample.map_sha,
+                    "mask_sha": sample.mask_sha,
+                    "overlay_sha": sample.overlay_sha,
+                    "audit_sample": bool(audit[i]),
+                }
+            )
         _insert(store, rows)
     with store.session() as session:  # bulk inserts skip the write path's rollup update
         rollups.rebuild(session)
@@ -225,12 +236,18 @@ def _insert(store: Store, rows: list[dict]) -> None:
         session.execute(insert(Inspection), rows)
 
 
-def seed_reviews(store: Store, n: int, *, seed: int = 0) -> int:
-    """Label up to ``n`` of the oldest NG/borderline inspections like a reviewer would."""
+def seed_reviews(store: Store, n: int, *, audits: int = 0, seed: int = 0) -> int:
+    """Label up to ``n`` of the oldest NG/borderline inspections like a reviewer would (a
+    biased sample: only high scores), and up to ``audits`` random audit-sample parts."""
+    from sqlalchemy import select
+
     from inspection.store.queries import QueueQuery, review_queue
 
     rng = np.random.default_rng(seed)
-    rows = review_queue(store, QueueQuery(order="oldest"), limit=n)
+    rows = review_queue(store, QueueQuery(order="oldest"), limit=n) if n else []
+    picked = select(Inspection).where(Inspection.audit_sample, Inspection.review_label.is_(None))
+    with store.session() as session:
+        rows += list(session.scalars(picked.order_by(Inspection.created_at).limit(audits)))
     for row in rows:
         is_defect = row.mask_sha is not None
         if is_defect:
@@ -348,18 +365,21 @@ def seed_site(
     *,
     inspections: int = 2000,
     reviews: int = 150,
+    audits: int = 0,
     products: tuple[str, ...] = ("brick", "grass"),
     pictures_each: int = 6,
     size: int = 192,
     registry: bool = True,
+    store_url: str | None = None,
 ) -> Path:
-    """Seed everything under ``root``; returns the site YAML path."""
+    """Seed everything under ``root`` (the store at ``store_url``, default SQLite in ``root``);
+    returns the site YAML path."""
     root = Path(root).resolve()
-    site = write_site(root, list(products))
-    store = Store.migrated(f"sqlite:///{root / 'inspection.db'}", root / "blobs")
+    site = write_site(root, list(products), store_url)
+    store = Store.migrated(store_url or f"sqlite:///{root / 'inspection.db'}", root / "blobs")
     pictures = {p: seed_pictures(store, p, pictures_each, size) for p in products}
     seed_inspections(store, pictures, inspections)
-    seed_reviews(store, reviews)
+    seed_reviews(store, reviews, audits=audits)
     if registry:
         reg = Registry(root / "registry")
         for product in products:
@@ -370,10 +390,12 @@ def seed_site(
 
 
 def add_admin(site: Path, name: str, password: str) -> None:
-    """Create the admin login of a seeded site (its store is at ``site``'s folder)."""
+    """Create the admin login of a seeded site (its store as ``site`` names it)."""
+    from inspection.core.config import load_site_config
     from inspection.store.users import add_user
 
-    store = Store(f"sqlite:///{site.parent / 'inspection.db'}", site.parent / "blobs")
+    config = load_site_config(site)
+    store = Store(config.store_url, config.blob_dir)
     add_user(store, name, "admin", password)
     store.engine.dispose()
 
@@ -385,6 +407,8 @@ def main() -> None:
     parser.add_argument("root", type=Path, help="empty folder for the demo site")
     parser.add_argument("--inspections", type=int, default=5000)
     parser.add_argument("--reviews", type=int, default=300)
+    parser.add_argument("--audits", type=int, default=0, help="audit-sample parts to label")
+    parser.add_argument("--store-url", help="an empty database (default: SQLite in ROOT)")
     parser.add_argument("--user", default="admin", help="admin login to create (default admin)")
     parser.add_argument(
         "--password-stdin", action="store_true", help="read its password from stdin"
@@ -394,7 +418,13 @@ def main() -> None:
         parser.error(f"{args.root} is not empty; pick a new folder")
     password = sys.stdin.readline().rstrip("\r\n") if args.password_stdin else None
     password = password or secrets.token_urlsafe(12)
-    site = seed_site(args.root, inspections=args.inspections, reviews=args.reviews)
+    site = seed_site(
+        args.root,
+        inspections=args.inspections,
+        reviews=args.reviews,
+        audits=args.audits,
+        store_url=args.store_url,
+    )
     add_admin(site, args.user, password)
     print(f"seeded {args.inspections} inspections; open with:")
     print(f"  INSPECTION_SITE_CONFIG={site} inspection dashboard")

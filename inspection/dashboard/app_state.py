@@ -302,6 +302,11 @@ def reviewed_scores(site: str, product: str) -> thresholds.LabelledScores:
 
 
 @st.cache_data(ttl=DATA_TTL_S, show_spinner=False)
+def audit_scores(site: str, product: str) -> thresholds.LabelledScores:
+    return thresholds.audit_scores(_open(site).store, product)
+
+
+@st.cache_data(ttl=DATA_TTL_S, show_spinner=False)
 def validation_scores(
     site: str, product: str, bundle_id: str | None
 ) -> thresholds.LabelledScores | None:

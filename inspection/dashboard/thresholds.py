@@ -1,23 +1,32 @@
 """Threshold trade-offs: labelled scores, ROC/PR curves, error rates and suggestions.
 
 Scores are normalised image scores in [0, 1]; a part is NG when ``score >= threshold``.
-Label 1 means defective, 0 good. Two sources of labelled scores:
+Label 1 means defective, 0 good. Three sources of labelled scores:
 
 - *validation*: ``validation_scores.json`` next to a bundle's ``metadata.json``, written at
   export from the bundle's own scores on the product's labelled test split and read as
   ``core.validation_scores.ValidationScores``;
-- *reviewed*: store rows whose latest review label is ``defect`` (1) or ``false_alarm``/``good``
-  (0); ``unsure`` is left out.
+- *audit sample*: reviewed parts of the station's random audit sample
+  (``Inspection.audit_sample``, chosen at write time whatever the score): an unbiased sample
+  of production;
+- *reviewed*: every reviewed store row, ``defect`` (1) or ``false_alarm``/``good`` (0);
+  ``unsure`` is left out. BIASED: reviewers see NG and borderline parts, so its good parts
+  are the high-scoring ones (a 1 % budget on them rejected 56-60 % of production's good
+  parts, issue #41). It is flagged ``biased`` and never feeds a budget suggestion.
+
+Thresholds come from the core's rule (``core.operating_point.choose_threshold``): the
+false-reject budget, F1 and target-miss suggestions here only quote its choice.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from inspection.core.bootstrap import Interval, count_interval
 from inspection.core.bundle import VALIDATION_SCORES_FILE
 from inspection.core.errors import BundleError, RegistryError
 from inspection.core.operating_point import (
@@ -46,6 +55,8 @@ class LabelledScores:
     labels: np.ndarray
     source: str
     kinds: tuple[str, ...] = ()
+    biased: bool = False
+    """Selected by score (reviews of NG/borderline parts): rates on it are not production's."""
 
     @property
     def n_defect(self) -> int:
@@ -91,6 +102,7 @@ def combine(parts: list[LabelledScores], source: str) -> LabelledScores:
         np.concatenate([p.labels for p in parts]).astype(np.int8),
         source,
         kinds,
+        any(p.biased for p in parts),
     )
 
 
@@ -136,19 +148,37 @@ def validation_scores(
 
 
 def reviewed_scores(store: Store, product: str) -> LabelledScores:
-    """Scores of reviewed inspections: ``defect`` → 1, ``false_alarm``/``good`` → 0."""
-    pairs = [
+    """Scores of reviewed inspections: ``defect`` → 1, ``false_alarm``/``good`` → 0 (biased)."""
+    return _labelled(queries.labelled_scores(store, product), "reviewed results", biased=True)
+
+
+def audit_scores(store: Store, product: str) -> LabelledScores:
+    """Reviewed parts of the random audit sample: ``defect`` → 1, ``false_alarm``/``good`` → 0."""
+    pairs = queries.labelled_scores(store, product, audit_only=True)
+    return _labelled(pairs, f"random audit sample ({len(pairs)} reviewed parts)", biased=False)
+
+
+def _labelled(pairs: list[tuple[float, str]], source: str, *, biased: bool) -> LabelledScores:
+    kept = [
         (score, 1 if label in DEFECT_LABELS else 0)
-        for score, label in queries.labelled_scores(store, product)
+        for score, label in pairs
         if label in DEFECT_LABELS or label in GOOD_LABELS
     ]
-    if not pairs:
-        return empty_scores("reviewed results")
-    scores, labels = zip(*pairs, strict=True)
+    if not kept:
+        return replace(empty_scores(source), biased=biased)
+    scores, labels = zip(*kept, strict=True)
     kinds = tuple("defect (reviewed)" if x else "good" for x in labels)
     return LabelledScores(
-        np.asarray(scores), np.asarray(labels, dtype=np.int8), "reviewed results", kinds
+        np.asarray(scores), np.asarray(labels, dtype=np.int8), source, kinds, biased
     )
+
+
+def reject_interval(data: LabelledScores, threshold: float, level: float = 0.95) -> Interval:
+    """The good-part reject rate at ``threshold`` on ``data``'s good parts, with its exact
+    (Clopper-Pearson) interval: what production's rate is expected within, when ``data`` is
+    an unbiased sample."""
+    good = data.scores[data.labels == 0]
+    return count_interval(int(is_ng(good, threshold).sum()), good.size, level=level)
 
 
 def tradeoff(data: LabelledScores, threshold: float) -> Tradeoff:
@@ -222,23 +252,24 @@ def applied_value(data: LabelledScores, threshold: float) -> float:
 
 
 def suggest_max_f1(data: LabelledScores) -> Tradeoff:
-    """The threshold (at an observed score) with the highest F1, quoted at the saved value."""
-    _need_both(data)
-    best = max(
-        (tradeoff(data, t) for t in _candidates(data)),
-        key=lambda r: (r.f1, -abs(r.threshold - 0.5)),
-    )
-    return tradeoff(data, applied_value(data, best.threshold))
+    """The core's F1 threshold (``choose_threshold``, policy ``f1``), quoted at the saved
+    value."""
+    return _quoted(data, OperatingPoint(policy="f1"))
 
 
 def suggest_for_miss_rate(data: LabelledScores, target: float) -> Tradeoff:
-    """The highest threshold whose miss rate is at most ``target`` (fewest false alarms),
-    quoted at the saved value."""
+    """The core's highest threshold missing at most ``target`` of the defects (policy
+    ``max_miss``: fewest false alarms), quoted at the saved value."""
     if not 0.0 <= target < 1.0:
         raise ValueError(f"target miss rate must be in [0, 1), got {target}")
+    return _quoted(data, OperatingPoint(policy="max_miss", max_miss=target))
+
+
+def _quoted(data: LabelledScores, point: OperatingPoint) -> Tradeoff:
     _need_both(data)
-    feasible = [r for r in (tradeoff(data, t) for t in _candidates(data)) if r.miss_rate <= target]
-    return tradeoff(data, applied_value(data, max(feasible, key=lambda r: r.threshold).threshold))
+    good, bad = data.scores[data.labels == 0], data.scores[data.labels == 1]
+    choice = choose_threshold(good, point, defect_scores=bad)
+    return tradeoff(data, applied_value(data, choice.threshold))
 
 
 @dataclass(frozen=True)
@@ -256,7 +287,14 @@ class BudgetPick:
 
 def suggest_for_budget(data: LabelledScores, budget: float) -> tuple[Tradeoff, ThresholdChoice]:
     """The operating point's false-reject budget (``core.operating_point``, split-conformal on
-    the labelled good scores): the trade-off at the saved value and the policy's choice."""
+    the labelled good scores): the trade-off at the saved value and the policy's choice.
+    ``data`` must be an unbiased sample (held-out split, audit sample), never reviews."""
+    if data.biased:
+        raise ValueError(
+            f"{data.source}: reviewed parts were selected by score (NG/borderline), so their "
+            "good parts are not production's; a budget needs the held-out split or the "
+            "random audit sample"
+        )
     good = data.scores[data.labels == 0]
     if good.size == 0:
         raise ValueError(f"{data.source}: a false-reject budget needs labelled good parts")
@@ -285,11 +323,6 @@ def curve_frame(data: LabelledScores) -> pd.DataFrame:
         ],
         columns=["threshold", "false_reject_rate", "kind", "miss_rate"],
     )
-
-
-def _candidates(data: LabelledScores) -> np.ndarray:
-    """Thresholds worth testing: every observed score, kept inside the registry's (0, 1)."""
-    return np.clip(np.unique(data.scores), 0.001, 0.999)
 
 
 def _need_both(data: LabelledScores) -> None:

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from typing import Any, Literal
 
 import numpy as np
-from sqlalchemy import and_, func, literal, or_, select, tuple_
+from sqlalchemy import and_, func, literal, select, tuple_
 
 from inspection.store import rollups
 from inspection.store.models import REVIEW_LABELS, Inspection, Review
@@ -310,11 +310,16 @@ def score_histogram(
     return np.maximum(fine, 0).reshape(bins, -1).sum(axis=1)
 
 
-def labelled_scores(store: Store, product: str) -> list[tuple[float, str]]:
-    """(score, latest review label) of every reviewed inspection of ``product``."""
+def labelled_scores(
+    store: Store, product: str, *, audit_only: bool = False
+) -> list[tuple[float, str]]:
+    """(score, latest review label) of every reviewed inspection of ``product``; with
+    ``audit_only`` only those of the random audit sample."""
     query = select(Inspection.score, Inspection.review_label).where(
-        Inspection.product == product, Inspection.review_label.is_not(None)
+        Inspection.product == product, Inspection.review_label.in_(REVIEW_LABELS)
     )
+    if audit_only:
+        query = query.where(Inspection.audit_sample)
     with store.session() as session:
         return [(float(s), str(label)) for s, label in session.execute(query)]
 
@@ -334,16 +339,13 @@ def _queue_conditions(query: QueueQuery, lowest: float | None) -> list[Any]:
     """``lowest``: the lowest score an NG or borderline part can have (from the rollups'
     thresholds), a range the score index answers; ``None`` when nothing is stored."""
     conditions = _time_filters(query.product, query.station_id, query.since, None)
-    ng = Inspection.verdict == "NG"
-    borderline = and_(
-        Inspection.verdict == "OK", Inspection.score >= Inspection.threshold - query.margin
-    )
+    near = Inspection.score >= Inspection.threshold - query.margin
     if query.kind == "ng":
-        conditions.append(ng)
+        conditions.append(Inspection.verdict == "NG")
     elif query.kind == "borderline":
-        conditions.append(borderline)
-    elif query.kind == "ng_or_borderline":
-        conditions.append(or_(ng, borderline))
+        conditions.append(and_(Inspection.verdict == "OK", near))
+    elif query.kind == "ng_or_borderline":  # an NG part scores >= its threshold (core rule)
+        conditions.append(near)
     if query.kind != "all" and lowest is not None:
         conditions.append(
             Inspection.score >= lowest - (0.0 if query.kind == "ng" else query.margin)

@@ -78,6 +78,7 @@ class ScoreRollup(Base):
 
 # The review queue's keyset pages and the reviewed-in-a-window lookups (migration 0007).
 Index("ix_inspections_score_id", Inspection.score, Inspection.id)
+Index("ix_inspections_verdict_score", Inspection.verdict, Inspection.score, Inspection.id)
 Index("ix_inspections_created_id", Inspection.created_at, Inspection.id)
 Index(
     "ix_inspections_label_created",
@@ -85,6 +86,8 @@ Index(
     Inspection.created_at,
     Inspection.product,
     Inspection.station_id,
+    sqlite_where=Inspection.review_label.is_not(None),
+    postgresql_where=Inspection.review_label.is_not(None),
 )
 
 

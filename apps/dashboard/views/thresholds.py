@@ -58,24 +58,32 @@ bundle_id = top[1].selectbox(
     key=f"th_bundle_{product}",
 )
 bundle_id = bundle_id if bundles else None
-source = top[2].radio(
-    "Labelled scores", ["Validation + reviewed", "Validation", "Reviewed"], horizontal=True
-)
+SOURCES = ["Held-out + audit sample", "Held-out", "Audit sample", "Reviewed (biased)"]
+source = top[2].radio("Labelled scores", SOURCES, horizontal=True)
 
 validation = app_state.validation_scores(site, product, bundle_id)
-reviewed = app_state.reviewed_scores(site, product)
-parts = []
-if source != "Reviewed" and validation is not None:
-    parts.append(validation)
-if source != "Validation":
-    parts.append(reviewed)
+audit = app_state.audit_scores(site, product)
+unbiased_parts = [p for p in (validation, audit) if p is not None and len(p)]
+parts = {
+    "Held-out + audit sample": unbiased_parts,
+    "Held-out": [validation] if validation is not None else [],
+    "Audit sample": [audit],
+    "Reviewed (biased)": [app_state.reviewed_scores(site, product)],
+}[source]
 data = thresholds.combine([p for p in parts if len(p)], source.lower())
+unbiased = thresholds.combine(unbiased_parts, "held-out + audit sample")
 
-if validation is None:
+if data.biased:
     st.warning(
-        f"Bundle `{bundle_id or 'none'}` ships no `validation_scores.json`, so only reviewed "
-        f"results are used ({reviewed.n_defect} true defects, {reviewed.n_good} good / false "
-        "alarms). Review more parts to sharpen the curves.",
+        "Reviewed parts are a biased sample: reviewers see NG and borderline parts, so the "
+        "good ones among them score high and the rates below overstate production's reject "
+        "rate. The budget suggestion uses the held-out split and the random audit sample only.",
+        icon=":material/warning:",
+    )
+elif validation is None and not len(audit):
+    st.warning(
+        f"Bundle `{bundle_id or 'none'}` ships no `validation_scores.json` and no part of the "
+        "random audit sample is reviewed yet: review audit-sample parts to measure rates.",
         icon=":material/warning:",
     )
 st.caption(
@@ -119,12 +127,15 @@ with st.container(border=True):
         key=f"th_budget_{product}",
     )
     with budget_cols[1]:
-        if (data.labels == 0).any():
-            by_budget, choice = thresholds.suggest_for_budget(data, budget_pct / 100)
+        if (unbiased.labels == 0).any():
+            by_budget, choice = thresholds.suggest_for_budget(unbiased, budget_pct / 100)
+            expected = thresholds.reject_interval(unbiased, by_budget.threshold)
             st.markdown(
                 f"Budget {budget_pct:.1f}% → threshold **{by_budget.threshold:.4f}**: good parts "
-                f"rejected {_pct(by_budget.false_alarm_rate)}, defects missed "
-                f"{_pct(by_budget.miss_rate)} on these {len(data)} labelled parts"
+                f"rejected {_pct(expected.value)} (95% interval {_pct(expected.low)}–"
+                f"{_pct(expected.high)}), defects missed {_pct(by_budget.miss_rate)}, on "
+                f"{unbiased.n_good} good + {unbiased.n_defect} defective parts of "
+                f"{', '.join(p.source for p in unbiased_parts)}"
                 + (
                     ""
                     if choice.sufficient
@@ -139,7 +150,10 @@ with st.container(border=True):
                 key="use_budget",
             )
         else:
-            st.caption("A budget needs labelled good parts.")
+            st.caption(
+                "A budget needs labelled good parts of an unbiased sample: the bundle's "
+                "held-out split or reviewed parts of the random audit sample."
+            )
 
 value = st.slider(
     "Threshold (NG when score ≥ threshold)",

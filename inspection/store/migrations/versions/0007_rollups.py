@@ -2,8 +2,9 @@
 
 ``rollup_hourly`` and ``rollup_scores`` (``inspection.store.rollups``) are filled from the
 stored inspections here (the backfill) and by every later write. The review queue pages by
-(score, id) and (created_at, id); reviewed parts in a time window are found by
-(review_label, created_at).
+(score, id), (verdict, score, id) and (created_at, id); reviewed parts in a time window are found by
+(review_label, created_at), a partial index of reviewed rows only (so "unreviewed" never
+picks it: the queue walks the score index instead).
 
 Revision ID: 0007
 Revises: 0006
@@ -49,11 +50,15 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("hour", "product", "bin"),
     )
     op.create_index("ix_inspections_score_id", "inspections", ["score", "id"])
+    op.create_index("ix_inspections_verdict_score", "inspections", ["verdict", "score", "id"])
     op.create_index("ix_inspections_created_id", "inspections", ["created_at", "id"])
+    reviewed = sa.text("review_label IS NOT NULL")
     op.create_index(
         "ix_inspections_label_created",
         "inspections",
         ["review_label", "created_at", "product", "station_id"],
+        sqlite_where=reviewed,
+        postgresql_where=reviewed,
     )
     rollups.rebuild(op.get_bind())
 
@@ -61,6 +66,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_inspections_label_created", table_name="inspections")
     op.drop_index("ix_inspections_created_id", table_name="inspections")
+    op.drop_index("ix_inspections_verdict_score", table_name="inspections")
     op.drop_index("ix_inspections_score_id", table_name="inspections")
     op.drop_table("rollup_scores")
     op.drop_table("rollup_hourly")
