@@ -16,6 +16,10 @@ from inspection.station.config import (
     with_config_folder,
 )
 
+PLC_USER, MES_USER = "plc", "mes"
+"""MQTT users of the PLC and the MES; a station logs in as its station_id, so these two are
+not station ids (the broker's ACL would grant that station the PLC's or the MES's rights)."""
+
 
 @dataclass(frozen=True)
 class LinkSecurity:
@@ -190,6 +194,11 @@ class LineConfig:
             check_name("station_id", self.station_id)
         except RegistryError as exc:
             raise ConfigError(f"line config: {exc}") from exc
+        if self.station_id in (PLC_USER, MES_USER):
+            raise ConfigError(
+                f"line config: station_id {self.station_id!r} is the MQTT user of the "
+                f"{self.station_id.upper()}; name the station otherwise"
+            )
         default = self.default_product or self.core.products[0]
         if default not in self.core.products:
             raise ConfigError(f"line config: default_product {default!r} is not in products")

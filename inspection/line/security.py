@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import paho.mqtt.client as mqtt
 
 from inspection.core.errors import InspectionError
-from inspection.line.config import LinkSecurity
+from inspection.line.config import MES_USER, PLC_USER, LinkSecurity
 from inspection.line.pki import LinePki
 
 if TYPE_CHECKING:  # asyncua takes ~0.5 s to import: only where OPC UA is used
@@ -32,7 +32,18 @@ if TYPE_CHECKING:  # asyncua takes ~0.5 s to import: only where OPC UA is used
     from asyncua.crypto.validator import CertificateValidator
 
 log = logging.getLogger(__name__)
-PLC_USER, MES_USER = "plc", "mes"
+__all__ = [
+    "MES_USER",
+    "PLC_USER",
+    "WebhookSignatureError",
+    "insecure_notice",
+    "mqtt_client",
+    "secure_opcua_client",
+    "station_uri",
+    "trust_list_validator",
+    "verify_webhook",
+    "webhook_headers",
+]
 TIMESTAMP_HEADER, SIGNATURE_HEADER = "X-Inspection-Timestamp", "X-Inspection-Signature"
 WEBHOOK_TOLERANCE_S = 300.0
 

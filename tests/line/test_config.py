@@ -83,3 +83,27 @@ def test_ports_out_of_range_are_refused_by_key(tmp_path: Path, values: dict, mes
         load_line_config(path)
     path.write_text(yaml.safe_dump(BASE | {"metrics_port": 65535, "mqtt": {"port": 1}}))
     assert load_line_config(path).metrics_port == 65535
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"station_id": "plc"}, "station_id 'plc' is the MQTT user of the PLC"),
+        ({"station_id": "mes"}, "station_id 'mes' is the MQTT user of the MES"),
+        ({"security": {"mode": "off"}}, "security.mode"),
+        ({"security": {"mode": "none", "tls": False}}, "unknown key(s) 'tls'"),
+    ],
+)
+def test_link_security_settings_are_checked(tmp_path: Path, values: dict, message: str) -> None:
+    path = tmp_path / "line.yaml"
+    path.write_text(yaml.safe_dump(BASE | values))
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_line_config(path)
+
+
+def test_link_security_is_on_unless_written_off(tmp_path: Path) -> None:
+    path = tmp_path / "line.yaml"
+    path.write_text(yaml.safe_dump(BASE))
+    assert load_line_config(path).security.mode == "sign_and_encrypt"
+    path.write_text(yaml.safe_dump(BASE | {"security": {"mode": "none"}}))
+    assert not load_line_config(path).security.on
