@@ -338,7 +338,16 @@ def defect_types(store: Store, product: str | None = None) -> list[str]:
 def _queue_conditions(query: QueueQuery, lowest: float | None) -> list[Any]:
     """``lowest``: the lowest score an NG or borderline part can have (from the rollups'
     thresholds), a range the score index answers; ``None`` when nothing is stored."""
-    conditions = _time_filters(query.product, query.station_id, query.since, None)
+    # Product and station are compared through coalesce() so that no index on them competes
+    # with the sort-key index the queue walks (a planner picking (product, created_at) would
+    # sort all of a product's rows for one page).
+    conditions = _time_filters(None, None, query.since, None)
+    for column, value in (
+        (Inspection.product, query.product),
+        (Inspection.station_id, query.station_id),
+    ):
+        if value:
+            conditions.append(func.coalesce(column, "") == value)
     near = Inspection.score >= Inspection.threshold - query.margin
     if query.kind == "ng":
         conditions.append(Inspection.verdict == "NG")
