@@ -402,6 +402,8 @@ FIGURES = (
 
 
 def _cell(entry: dict, key: str) -> str:
+    if key not in entry["after"]:
+        return "-"  # a report written before this figure existed
     b, a = entry["before"][key], entry["after"][key]
     low, high = entry["intervals"][key]
     dlow, dhigh = entry["intervals"][f"delta_{key}"]
@@ -548,17 +550,20 @@ def _findings(report: dict, evaluation: tuple[str, ...]) -> list[str]:
             "pixel threshold with the segmentation selected per product (`core.calibration`)."
         )
     )
-    thin = [
-        f"{p} area {e['chosen']['subsets']['thin kinds']['before']['area_error']:.2f} / length "
-        f"{e['chosen']['subsets']['thin kinds']['before']['length_error']:.2f}"
+    thin = {
+        p: e["chosen"]["subsets"]["thin kinds"]["before"]
         for p, e in report["products"].items()
         if "thin kinds" in e["chosen"]["subsets"]
-    ]
-    lines.append(
-        "- Sizes of thin kinds at the current rule (median relative error, detected defects): "
-        + "; ".join(thin)
-        + ". The mask is several times too wide, so area is not a measurement there; length is."
-    )
+    }
+    if all("length_error" in f for f in thin.values()):
+        lines.append(
+            "- Sizes of thin kinds at the current rule (median relative error over detected "
+            "defects, area / length): "
+            + "; ".join(
+                f"{p} {f['area_error']:.2f} / {f['length_error']:.2f}" for p, f in thin.items()
+            )
+            + "."
+        )
     unchanged = all(
         e[a]["verdicts_unchanged"]
         for e in report["products"].values()
