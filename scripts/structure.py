@@ -139,7 +139,7 @@ def compare(before: dict, after: dict) -> str:
         out.append(f"| public members of `{name}` | {b[0]} | {a[0]} |")
 
     def top(m: dict, key: str) -> str:
-        return ", ".join(f"`{p.split('/')[-1]}` {n}" for p, n in m[key][:4])
+        return ", ".join(f"`{'/'.join(p.split('/')[-2:])}` {n}" for p, n in m[key][:4])
 
     for label, key in (("largest files", "largest_files"), ("largest classes", "largest_classes")):
         out.append(f"| {label} | {top(before, key)} | {top(after, key)} |")
