@@ -18,9 +18,16 @@ TORCH_FREE_PACKAGES = (
     "service",
     "line",
     "distribution",
+    "dashboard",
 )
-# torch-free modules outside those packages (the data CLI runs on machines without torch)
-TORCH_FREE_MODULES = ("inspection.cli.data",)
+# torch-free modules outside those packages (these commands run on machines without torch)
+TORCH_FREE_MODULES = (
+    "inspection.cli.data",
+    "inspection.cli.inspect",
+    "inspection.cli.serve",
+    "inspection.cli.station",
+    "inspection.cli.dashboard",
+)
 FORBIDDEN = ("torch", "anomalib", "lightning", "torchvision", "timm")
 
 
