@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from inspection.core.errors import ConfigError
 from inspection.core.operating_point import MAX_BUDGET
+from inspection.core.signing import verify_record
 
 
 @dataclass(frozen=True)
@@ -15,6 +18,8 @@ class ThresholdVersion:
     ``budget``: the false-reject budget the value was chosen for (the dashboard's budget
     control), in (0, ``MAX_BUDGET``]; a station that re-calibrates the bundle re-derives the
     threshold at it (``core.golden.carry_threshold``). None: set by value (older versions too).
+    Signed by the site key when the machine that sets it holds one: a station with a pinned
+    key serves only signed versions (``verify``).
     """
 
     product: str
@@ -25,6 +30,9 @@ class ThresholdVersion:
     created_at: str
     bundle_id: str | None = None
     budget: float | None = None
+    key_id: str | None = None
+    """The key that signed the version (``core.signing.sign_record``); None: unsigned."""
+    signature: str | None = None
 
     def __post_init__(self) -> None:
         if self.budget is not None and not 0.0 < self.budget <= MAX_BUDGET:
@@ -32,6 +40,19 @@ class ThresholdVersion:
                 f"threshold v{self.number}: the false-reject budget must be in "
                 f"(0, {MAX_BUDGET}], got {self.budget}"
             )
+
+    def verify(self, public_key: Ed25519PublicKey) -> None:
+        """``SigningError`` unless this version is signed by ``public_key``, unchanged."""
+        verify_record(self.row(), public_key, f"threshold v{self.number} of {self.product}")
+
+    def row(self) -> dict[str, object]:
+        """The jsonl row: ``budget`` and the signature only when set (rows of earlier
+        releases read the same)."""
+        row = asdict(self)
+        for key in ("budget", "key_id", "signature"):
+            if row[key] is None:
+                del row[key]
+        return row
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ from inspection.core.model_record import (  # re-exported: importers name them f
     check_name,
     utc_now,
 )
-from inspection.core.signing import bundle_digest
+from inspection.core.signing import bundle_digest, sign_record, site_signing_key
 from inspection.core.threshold import check_threshold
 
 __all__ = [
@@ -308,7 +308,10 @@ class Registry:
         budget: float | None = None,
     ) -> ThresholdVersion:
         """Append a new threshold version (normalised score space, 0 < value < 1); ``budget``:
-        the false-reject budget it was chosen for, when it was (``ThresholdVersion``)."""
+        the false-reject budget it was chosen for, when it was (``ThresholdVersion``). Signed
+        with the site key when this machine holds it: stations pinning the key serve only
+        signed versions."""
+        signing_key = site_signing_key(self.root)
         try:
             value = check_threshold(value)
         except ValueError as exc:
@@ -324,9 +327,10 @@ class Registry:
                 )  # fmt: skip
             except ConfigError as exc:
                 raise RegistryError(str(exc)) from exc
-            row = asdict(version)
-            if version.budget is None:  # unset: a line an earlier release still reads
-                del row["budget"]
+            row = version.row()
+            if signing_key is not None:
+                row = sign_record(row, signing_key)
+                version = from_mapping(ThresholdVersion, row, "signed threshold")
             append_jsonl(self._product_dir(product) / "thresholds.jsonl", row)
             self._append_event(
                 product, "threshold", actor=actor, reason=reason, value=float(value),

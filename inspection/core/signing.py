@@ -297,3 +297,35 @@ def _read_signature(bundle_dir: Path) -> dict[str, object]:
     if not isinstance(data, dict) or data.get("algorithm") != "ed25519":
         raise BundleError(f"{SIGNATURE_FILE} is not an Ed25519 bundle signature")
     return data
+
+
+# ------------------------------------------------------------------ signed decisions
+def record_payload(record: Mapping[str, Any]) -> bytes:
+    """Canonical bytes a decision record's signature covers: every field but the signature."""
+    body = {k: v for k, v in record.items() if k not in ("key_id", "signature")}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode("utf-8")
+
+
+def sign_record(record: Mapping[str, Any], private_key: Ed25519PrivateKey) -> dict[str, Any]:
+    """``record`` with ``key_id`` and an Ed25519 ``signature`` over ``record_payload``."""
+    signature = private_key.sign(record_payload(record))
+    return {
+        **record,
+        "key_id": key_id(private_key.public_key()),
+        "signature": base64.b64encode(signature).decode("ascii"),
+    }
+
+
+def verify_record(record: Mapping[str, Any], public_key: Ed25519PublicKey, what: str) -> None:
+    """``SigningError`` saying why unless ``record`` is signed by ``public_key`` unchanged."""
+    if not record.get("signature"):
+        raise SigningError(f"{what} is not signed; a station with a pinned key refuses it")
+    if record.get("key_id") != key_id(public_key):
+        raise SigningError(
+            f"{what} is signed by key {str(record.get('key_id'))[:16]!r}, not the pinned "
+            f"{key_id(public_key)!r}"
+        )
+    try:
+        public_key.verify(base64.b64decode(str(record["signature"])), record_payload(record))
+    except (InvalidSignature, ValueError) as exc:
+        raise SigningError(f"{what}: bad signature (changed after signing)") from exc

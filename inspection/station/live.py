@@ -23,7 +23,7 @@ from inspection.core.bundle import read_bundle_metadata
 from inspection.core.errors import BundleError, RegistryError
 from inspection.core.golden import GoldenDriftError, golden_status
 from inspection.core.registry import LiveState, Registry, ThresholdVersion
-from inspection.core.signing import key_id, verify_signed_bundle
+from inspection.core.signing import SigningError, key_id, verify_signed_bundle
 from inspection.core.threshold import check_threshold
 from inspection.core.types import InspectionResult
 from inspection.refine.config import RefineConfig
@@ -197,6 +197,7 @@ class LiveModels:
         self._problems: dict[str, str] = {}
         self._rejected: dict[str, str] = {}  # product -> bundle id that failed to load
         self._golden: dict[str, dict[str, object]] = {}  # product -> last golden check
+        self._threshold_refused: dict[str, str | None] = {}  # product -> why newer ones refused
         self._swap_lock = threading.Lock()
         self._refresh_lock = threading.Lock()
         self._stop = threading.Event()
@@ -224,6 +225,7 @@ class LiveModels:
                 "precision": model.precision if model else None,
                 "tuning": model.tuning.summary() if model and model.tuning else None,
                 "golden": self._golden.get(product),
+                "threshold_refused": self._threshold_refused.get(product),
                 "problem": self._problems.get(product),
             }
         return out
@@ -259,14 +261,14 @@ class LiveModels:
         )
         # Bundles are immutable: a rejected one stays rejected until the live pointer moves.
         if changed and self._rejected.get(product) != selection.bundle_id:
-            threshold = _threshold_for(self.registry, product, state.bundle_id)
+            threshold = self._threshold_for(product, state.bundle_id)
             self._load(product, state.bundle_id, selection, threshold)
             return
         self._follow_threshold(product, current)
 
     def _follow_threshold(self, product: str, current: LiveModel | None) -> None:
         if current is not None:
-            threshold = _threshold_for(self.registry, product, current.bundle_id)
+            threshold = self._threshold_for(product, current.bundle_id)
             if threshold is not None and threshold.number != current.threshold_number:
                 self._set_threshold(current, threshold)
 
@@ -355,6 +357,29 @@ class LiveModels:
                 "the loader did not verify the bundle's signature with the pinned key"
             )
         _check_promoted(self.registry.live(product), served, verified.digest)
+
+    def _threshold_for(self, product: str, bundle_id: str) -> ThresholdVersion | None:
+        """The newest threshold version for ``bundle_id`` that this station may serve: with a
+        pinned key, one signed by it; an unsigned or altered newer one is refused (named in
+        ``status()["threshold_refused"]`` and the log) and the last good one keeps serving."""
+        refused = []
+        for version in _threshold_versions(self.registry, product, bundle_id):
+            if self._public_key is not None:
+                try:
+                    version.verify(self._public_key)
+                except SigningError as exc:
+                    refused.append(str(exc))
+                    continue
+            self._note_refused_thresholds(product, refused)
+            return version
+        self._note_refused_thresholds(product, refused)
+        return None
+
+    def _note_refused_thresholds(self, product: str, refused: list[str]) -> None:
+        note = "; ".join(refused) or None
+        if note and note != self._threshold_refused.get(product):
+            log.error("%s: %s; the last good threshold keeps serving", product, note)
+        self._threshold_refused[product] = note
 
     def _set_threshold(self, current: LiveModel, threshold: ThresholdVersion) -> None:
         try:
@@ -502,14 +527,11 @@ def bundle_signature_status(
     return f"signed by the pinned key (digest {digest[:12]}…)"
 
 
-def _threshold_for(registry: Registry, product: str, bundle_id: str) -> ThresholdVersion | None:
-    """The newest threshold version that applies to ``bundle_id`` (or to any bundle)."""
+def _threshold_versions(registry: Registry, product: str, bundle_id: str) -> list[ThresholdVersion]:
+    """The threshold versions that apply to ``bundle_id`` (or to any bundle), newest first."""
     try:
         history = registry.threshold_history(product)
     except (RegistryError, ValueError, TypeError) as exc:
         log.error("%s: unreadable threshold history: %s", product, exc)
-        return None
-    for version in reversed(history):
-        if version.bundle_id in (None, bundle_id):
-            return version
-    return None
+        return []
+    return [v for v in reversed(history) if v.bundle_id in (None, bundle_id)]
