@@ -51,7 +51,8 @@ DEFAULT_BUDGET = 0.01
 MAX_BUDGET = 0.5
 """The largest false-reject budget an operating point may set."""
 DEFAULT_MISS_BOUND = 0.10
-"""A defect kind missing more than this share at the operating point is named NOT LINE-READY."""
+"""A defect kind not shown to miss at most this share at the operating point (the upper end of
+its exact 95 % interval is above it) is named NOT LINE-READY."""
 BUDGET_TEST_LEVEL = 0.05
 """Export gate and station check: a bundle is refused when its rejects among held-out good
 parts would occur with probability below this if its true false-reject rate were the budget
@@ -66,7 +67,8 @@ class OperatingPoint:
 
     ``budget``: share of good parts the line accepts to reject, in (0, 0.5];
     ``max_miss``: the target miss rate of the ``max_miss`` policy, in [0, 1);
-    ``miss_bound``: a defect kind missing more than this at the point is not line-ready.
+    ``miss_bound``: a defect kind not shown (95 % interval) to miss at most this at the point is
+    not line-ready.
     """
 
     policy: Policy = "false_reject_budget"
@@ -134,7 +136,8 @@ class ThresholdChoice:
     n_needed: int | None = None
     good_sources: dict[str, int] | None = None
     miss_bound: float = DEFAULT_MISS_BOUND
-    """The operating point's ``miss_bound``: kinds missed more often are not line-ready."""
+    """The operating point's ``miss_bound``: kinds not shown to be missed at most this often
+    (``lacking_kinds``) are not line-ready."""
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.threshold):
