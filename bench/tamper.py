@@ -13,6 +13,16 @@ Writes ``reports/security/tampered_bundle.json`` and ``.md``; exit code 1 when a
 served the tampered bundle.
 
     python bench/tamper.py --site /work/main --product brick
+
+``--attacks`` needs no demo site: it builds a small signed site in a scratch folder (a tiny
+OpenVINO bundle, a signed threshold of 0.6, a station pinning the key) and puts one attack per
+row to it — forged thresholds, a file swap between the check and the compile, ``inspect``
+without a key — recording what the station served. Writes ``reports/security/attacks.json``
+and ``.md``; exit code 1 unless every row reads "refused, last good kept". Each row is also a
+test (tests/station/test_signed_thresholds.py, tests/runtime/test_verified_load.py,
+tests/cli/test_inspect_keys.py).
+
+    python bench/tamper.py --attacks
 """
 
 from __future__ import annotations
@@ -204,11 +214,216 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# ------------------------------------------------------------ one row per attack
+ATTACK_PRODUCT = "widget"
+GOOD_THRESHOLD = 0.6
+
+
+@dataclasses.dataclass(frozen=True)
+class AttackSite:
+    """A scratch site: registry (its machine holds the site key), a signed live bundle with a
+    signed threshold of 0.6, and a station (``LiveModels``) pinning the key, loaded."""
+
+    root: Path
+    models: Any
+    key: Any
+
+    @property
+    def thresholds(self) -> Path:
+        return self.models.registry.root / ATTACK_PRODUCT / "thresholds.jsonl"
+
+    def last_row(self) -> dict[str, Any]:
+        return json.loads(self.thresholds.read_text(encoding="utf-8").splitlines()[-1])
+
+    def append(self, row: dict[str, Any]) -> None:
+        with self.thresholds.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(row) + "\n")
+
+
+def attack_site(root: Path) -> AttackSite:
+    from inspection.core.signing import (
+        init_keys,
+        load_private_key,
+        load_public_key,
+        sign_bundle,
+        site_keys_dir,
+    )
+    from inspection.refine.config import RefineConfig
+    from inspection.station.live import LiveModels, station_loader
+
+    sys.path.insert(0, str(REPO))  # the tests' tiny hand-built OpenVINO bundle
+    from tests.mean_bundle import write_mean_bundle
+
+    registry = Registry(root / "var" / "registry")
+    keys = init_keys(site_keys_dir(registry.root))
+    bundle = write_mean_bundle(root / "export", input_size=(32, 32), product=ATTACK_PRODUCT)
+    sign_bundle(bundle, load_private_key(keys.private))
+    registry.add_bundle(ATTACK_PRODUCT, bundle, "v0001-fp32")
+    registry.promote(ATTACK_PRODUCT, "v0001-fp32", actor="qa", reason="first")
+    registry.set_threshold(ATTACK_PRODUCT, GOOD_THRESHOLD, actor="qa", reason="validation")
+    key = load_public_key(keys.public)
+    loader = station_loader(RefineConfig(method="none"), public_key=key)
+    models = LiveModels(registry, (ATTACK_PRODUCT,), loader=loader, public_key=key)
+    models.refresh()
+    return AttackSite(root, models, key)
+
+
+def _unsigned_copy(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if k not in ("key_id", "signature")}
+
+
+def appended_threshold(site: AttackSite) -> None:
+    """One line appended to thresholds.jsonl: 0.9999, every defect passes."""
+    site.append({**_unsigned_copy(site.last_row()), "number": 2, "value": 0.9999})
+
+
+def altered_threshold(site: AttackSite) -> None:
+    """The signed version copied with its value raised, signature kept."""
+    site.append({**site.last_row(), "number": 2, "value": 0.9999})
+
+
+def foreign_threshold(site: AttackSite) -> None:
+    """A version signed with a key the attacker made (not the pinned one)."""
+    from inspection.core.signing import init_keys, load_private_key, sign_record
+
+    rogue = load_private_key(init_keys(site.root / "rogue").private)
+    site.append(
+        sign_record({**_unsigned_copy(site.last_row()), "number": 2, "value": 0.9999}, rogue)
+    )
+
+
+def threshold_row(name: str, attack: Any, root: Path) -> dict[str, Any]:
+    site = attack_site(root)
+    attack(site)
+    site.models.refresh()
+    served = site.models.get(ATTACK_PRODUCT).threshold
+    said = site.models.status()[ATTACK_PRODUCT]["threshold_refused"] or ""
+    kept = abs(served - GOOD_THRESHOLD) < 1e-9
+    return _row(name, attack.__doc__, kept and bool(said), f"served {served:.4f}; {said}")
+
+
+def swap_between_verify_and_load(root: Path) -> dict[str, Any]:
+    """The model files replaced by a graph scoring every part 0, after the signature check and
+    before the compile (the race window of a read-twice loader)."""
+    import numpy as np
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    from inspection.runtime import model as model_module
+
+    image = ops.parameter([-1, 3, 32, 32], np.float32, name="image")
+    amap = ops.multiply(ops.reduce_mean(image, np.array([1]), keep_dims=True), np.float32(0.0))
+    score = ops.reduce_max(amap, np.array([1, 2, 3]), keep_dims=False)
+    dark = ov.Model([score, amap], [image], "dark")
+    dark.outputs[0].get_tensor().set_names({"pred_score"})
+    dark.outputs[1].get_tensor().set_names({"anomaly_map"})
+    ov.save_model(dark, root / "dark" / "model.xml")
+    real = model_module.read_verified
+
+    def check_then_swap(path: Path, public_key: Any = None) -> Any:
+        verified = real(path, public_key)
+        for name in ("model.xml", "model.bin"):
+            shutil.copyfile(root / "dark" / name, Path(path) / name)
+        return verified
+
+    model_module.read_verified = check_then_swap
+    try:
+        station = attack_site(root / "site").models  # its first load is the one attacked
+    finally:
+        model_module.read_verified = real
+    bright = np.full((32, 32, 3), 230, np.uint8)
+    result = station.get(ATTACK_PRODUCT).inspect(bright)
+    return _row(
+        "swap between verify and load",
+        swap_between_verify_and_load.__doc__,
+        result.is_defective,
+        f"a bright part scored {result.score:.3f} ({'NG' if result.is_defective else 'OK'}): "
+        "the verified bytes were compiled, not the swapped ones",
+    )
+
+
+def inspect_without_key(root: Path) -> dict[str, Any]:
+    """``inspection inspect`` with no --public-key and a station config that pins no key."""
+    site = attack_site(root)
+    bundle = site.models.registry.bundle_dir(ATTACK_PRODUCT, "v0001-fp32")
+    config = root / "station.yaml"
+    config.write_text(f"core:\n  products: [{ATTACK_PRODUCT}]\n  allow_unsigned_bundles: true\n")
+    import numpy as np
+    from PIL import Image
+
+    Image.fromarray(np.full((32, 32, 3), 40, np.uint8)).save(root / "part.png")
+    done = run(
+        ["inspect", str(bundle), str(root / "part.png"), "--station-config", str(config)], root
+    )
+    refused = done["exit_code"] == 2 and "refused: no pinned key" in done["said"]
+    return _row("missing key for inspect", inspect_without_key.__doc__, refused, done["said"][:200])
+
+
+def _row(attack: str, how: str | None, refused: bool, what: str) -> dict[str, Any]:
+    outcome = "refused, last good kept" if refused else "SERVED"
+    return {"attack": attack, "how": " ".join((how or "").split()), "outcome": outcome,
+            "what": what}  # fmt: skip
+
+
+NOT_YET = (
+    "mirrored threshold from a hostile catalog",
+    "tuning record pointing elsewhere",
+    "gate-refused --force",
+    "replaced key file",
+    "altered refiner",
+    "altered validation scores",
+)
+
+
+def attacks() -> int:
+    """One row per attack (``--attacks``); exit code 1 unless every row was refused."""
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="attacks-") as scratch:
+        root = Path(scratch)
+        for name, attack in (
+            ("appended threshold", appended_threshold),
+            ("altered signed threshold", altered_threshold),
+            ("threshold signed by another key", foreign_threshold),
+        ):
+            rows.append(threshold_row(name, attack, root / attack.__name__))
+        rows.append(swap_between_verify_and_load(root / "swap"))
+        rows.append(inspect_without_key(root / "inspect"))
+    report = {
+        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "load": load_average(),
+        "rows": rows,
+        "not_covered": list(NOT_YET),
+    }
+    lines = [
+        "# Attacks on the chain of custody, one row each",
+        "",
+        f"Written by `python bench/tamper.py --attacks` ({report['when']}, load {report['load']}) "
+        "on a scratch site: a tiny signed bundle, a signed threshold of 0.6, a station pinning "
+        "the site key. Each row is also a test.",
+        "",
+        "| attack | how | station | what it did |",
+        "| --- | --- | --- | --- |",
+        *[
+            f"| {r['attack']} | {r['how']} | {r['outcome']} | {r['what'].replace('|', '/')} |"
+            for r in rows
+        ],
+        "",
+        "Not covered yet (no row, no claim): " + "; ".join(NOT_YET) + ".",
+        "",
+    ]
+    save_report(OUT, "attacks", report, "\n".join(lines))
+    print("\n".join(lines))
+    return 0 if all(r["outcome"] == "refused, last good kept" for r in rows) else 1
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--site", type=Path, default=REPO, help="Folder where make demo ran.")
     parser.add_argument("--product", default="brick")
+    parser.add_argument("--attacks", action="store_true", help="One row per attack (no site).")
     args = parser.parse_args()
+    if args.attacks:
+        return attacks()
     with tempfile.TemporaryDirectory(prefix="tamper-") as scratch:
         site = fresh_site(args.site, Path(scratch))
         registry = Registry(site / "var" / "registry")
