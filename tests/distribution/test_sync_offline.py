@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from inspection import cli
+from inspection.cli import station as cli_station
 from inspection.distribution import sync as sync_module
 from inspection.distribution.sync import (
     PathSource,
@@ -75,7 +76,7 @@ def test_a_product_left_offline_mid_sync_exits_2(
         SyncOutcome("brick", "updated", "v0002-fp32", "v0002-fp32"),
         SyncOutcome("grass", "offline", None, "v0001-fp32", "cannot reach http://c: ReadTimeout"),
     ]
-    monkeypatch.setattr(sync_module, "sync_once", lambda *args, **kwargs: outcomes)
+    monkeypatch.setattr(cli_station, "sync_once", lambda *args, **kwargs: outcomes)
     result = CliRunner().invoke(
         cli.app, ["station", "sync", "--from", "http://c", "-c", str(station)]
     )
