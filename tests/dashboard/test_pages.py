@@ -150,9 +150,9 @@ def _brick_scores(site: Path) -> thresholds.LabelledScores:
     return thresholds.combine(
         [
             thresholds.validation_scores(board.registry, "brick", "v0002-int8"),
-            thresholds.reviewed_scores(board.store, "brick"),
+            thresholds.audit_scores(board.store, "brick"),
         ],
-        "both",
+        "held-out + audit sample",
     )
 
 
