@@ -36,7 +36,10 @@ def test_pages_need_a_login_and_a_right_password(seeded_site, site_env) -> None:
     _sign_in(at, "erin", "not the password")
     assert [e.value for e in at.error] == ["wrong name or password"] and not at.metric
     _sign_in(at, "erin", PASSWORD)
-    assert not at.exception and not at.error
+    # The seeded bundles have too few defect images per kind to bound their miss rates: the
+    # only errors a signed-in page may show are those line-readiness findings.
+    assert not at.exception
+    assert all("NOT LINE-READY" in e.value for e in at.error), [e.value for e in at.error]
     assert at.metric and "Signed in as **erin** (reviewer)" in [m.value for m in at.markdown]
     at.button(key="sign_out").click().run()
     assert [t.value for t in at.title] == ["Sign in"]

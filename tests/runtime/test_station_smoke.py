@@ -7,10 +7,13 @@ one venv under ``~/.cache/inspection`` so reruns only reinstall the package itse
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from inspection.core.signing import init_keys, load_private_key, sign_bundle
 
 pytestmark = pytest.mark.slow
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "station_smoke.sh"
@@ -21,14 +24,20 @@ def test_station_smoke_runs_inspect_without_torch(fp32_bundle, tiny_product, tmp
     if os.environ.get("STATION_SMOKE_FRESH", "") != "1":
         env.setdefault("STATION_VENV", str(Path.home() / ".cache" / "inspection" / "station-venv"))
     out = tmp_path / "out"
+    # inspect fails closed: the station checks a signed copy with the site's public key.
+    keys = init_keys(tmp_path / "keys")
+    bundle = shutil.copytree(fp32_bundle, tmp_path / "bundle")
+    sign_bundle(bundle, load_private_key(keys.private))
     result = subprocess.run(
         [
             "bash",
             str(SCRIPT),
-            str(fp32_bundle),
+            str(bundle),
             str(tiny_product / "test" / "good"),
             "--out",
             str(out),
+            "--public-key",
+            str(keys.public),
         ],
         capture_output=True,
         text=True,
