@@ -254,8 +254,7 @@ def step_inspect(ctx: DemoContext) -> None:
             point = f" at its {op.budget:.1%} false-reject budget" if budget else ""
             ctx.warnings.append(
                 f"{product}: the live bundle{point} {' and '.join(concerns)} on held-out "
-                "parts; the model does not separate these well enough for a line (see its "
-                "report)"
+                "parts (see its report)"
             )
         if not check.passed:
             ctx.failures.append(f"{product}: live bundle misjudges its parts: {check.summary()}")

@@ -71,7 +71,8 @@ def test_a_bundle_as_bad_as_its_fp32_reference_passes_the_gate_but_is_not_line_r
     # no miss in 16 cannot show <= 10 % (95 % interval up to 21 %); none in 40 can (8.8 %)
     few = replace(poor, false_reject_rate=0.0, miss_rate=0.0)
     assert LiveCheck("p/v0001", few, few, check.decision).line_concerns() == [
-        "may miss more than 10% of defects 0/16 (95% up to 21%)"
+        "is not shown to miss at most 10% of defects 0/16 (95% up to 21%): too few held-out "
+        "images (36 of a kind with none missed would show it)"
     ]
     fine = replace(few, n_defective=40)
     assert LiveCheck("p/v0001", fine, fine, check.decision).line_concerns() == []
@@ -96,7 +97,9 @@ def test_not_line_ready_names_the_kinds_missed_beyond_the_bound() -> None:
     # 1 of 42 good is within a 1 % budget; stain 1/41 is under the 10 % bound at 95 % (12.9 %
     # is the interval's upper end: not shown), crack 8/21 is far above it
     assert check.line_concerns() == [
-        "may miss more than 10% of crack 8/21 (95% up to 62%), stain 1/41 (95% up to 13%)"
+        "may miss more than 10% of crack 8/21 (95% up to 62%)",
+        "is not shown to miss at most 10% of stain 1/41 (95% up to 13%): too few held-out "
+        "images (36 of a kind with none missed would show it)",
     ]
     assert "(crack 8/21; stain 1/41)" in check.summary()
     assert (
