@@ -338,6 +338,16 @@ class Registry:
             )  # fmt: skip
         return version
 
+    def mirror_threshold(self, version: ThresholdVersion, *, actor: str) -> None:
+        """Append a threshold version signed elsewhere (the central registry's) unchanged,
+        so a station pinning the site key verifies the original signature."""
+        with self._lock(version.product):
+            append_jsonl(self._product_dir(version.product) / "thresholds.jsonl", version.row())
+            self._append_event(
+                version.product, "threshold", actor=actor, reason=f"mirrored: {version.reason}",
+                value=version.value, budget=version.budget, mirrored_number=version.number,
+            )  # fmt: skip
+
     def threshold_history(self, product: str) -> list[ThresholdVersion]:
         rows = read_jsonl(self._product_dir(product) / "thresholds.jsonl")
         where = f"{product}/thresholds.jsonl"

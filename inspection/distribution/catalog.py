@@ -43,16 +43,20 @@ class CatalogEntry:
     threshold_bundle_id: str | None = None
     threshold_budget: float | None = None
     """The false-reject budget the threshold was chosen for (``ThresholdVersion.budget``)."""
+    threshold_record: dict[str, Any] | None = None
+    """The threshold version as the central registry signed it (its jsonl row): a station
+    mirrors it unchanged and verifies it with its pinned key. None: the version is unsigned."""
     alternatives: tuple[ArchiveManifest, ...] = ()
     """The other bundles of the live model version that passed their export gate (e.g. the
     FP16 and INT8 of an FP32 live bundle): the station measures them and serves the fastest."""
 
     def to_mapping(self) -> dict[str, Any]:
-        """The JSON view; ``threshold_budget`` only when set, so a station of an earlier
-        release still reads an entry that uses no budget."""
+        """The JSON view; ``threshold_budget`` and ``threshold_record`` only when set, so a
+        station of an earlier release still reads an entry that uses neither."""
         data = to_mapping(self)
-        if self.threshold_budget is None:
-            del data["threshold_budget"]
+        for key in ("threshold_budget", "threshold_record"):
+            if data[key] is None:
+                del data[key]
         return data
 
 
@@ -133,6 +137,7 @@ def live_entry(registry: Registry, product: str) -> CatalogEntry | None:
         threshold=threshold.value if threshold else None,
         threshold_bundle_id=threshold.bundle_id if threshold else None,
         threshold_budget=threshold.budget if threshold else None,
+        threshold_record=threshold.row() if threshold and threshold.signature else None,
         alternatives=_alternatives(registry, product, state.bundle_id),
     )
 

@@ -28,6 +28,8 @@ from typing import Literal, Protocol
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from inspection.core.bundle import verify_bundle
+from inspection.core.config import from_mapping
+from inspection.core.decisions import ThresholdVersion
 from inspection.core.errors import BundleError, InspectionError
 from inspection.core.registry import Registry
 from inspection.core.signing import verify_signed_bundle
@@ -309,10 +311,18 @@ def _fetch_alternatives(
 
 def _sync_threshold(registry: Registry, entry: CatalogEntry) -> None:
     """Mirror the central threshold (value and the budget it was chosen for) when it differs
-    from the local one."""
+    from the local one: a signed version unchanged, so the station verifies the central
+    signature with its pinned key (a re-signed or unsigned copy would be refused)."""
     if entry.threshold is None:
         return
     current = registry.current_threshold(entry.product)
+    if entry.threshold_record is not None:
+        signed = from_mapping(ThresholdVersion, entry.threshold_record, "catalog threshold")
+        if signed.product != entry.product or signed.value != entry.threshold:
+            raise BundleError(f"catalog entry of {entry.product}: its threshold record differs")
+        if current is None or current.row() != signed.row():
+            registry.mirror_threshold(signed, actor=SYNC_ACTOR)
+        return
     if current is not None and (current.value, current.budget) == (
         entry.threshold,
         entry.threshold_budget,

@@ -14,7 +14,15 @@ from typer.testing import CliRunner
 from inspection.cli import app
 from inspection.core.bundle import copy_bundle
 from inspection.core.registry import Registry
-from inspection.core.signing import SiteKeys, init_keys, load_private_key, sign_bundle
+from inspection.core.signing import (
+    SigningError,
+    SiteKeys,
+    init_keys,
+    load_private_key,
+    load_public_key,
+    sign_bundle,
+    site_keys_dir,
+)
 from inspection.distribution.catalog import archive_for
 from inspection.distribution.sync import HttpSource, PathSource, sync_forever, sync_once
 from inspection.station.config import pinned_key
@@ -72,6 +80,28 @@ def test_sync_pulls_verifies_and_mirrors_the_threshold(central: Central, tmp_pat
     entry = httpx.get(f"{central.url}/v1/catalog/{PRODUCT}", headers=headers).json()
     assert entry["threshold"] == 0.6
     assert "threshold_budget" not in entry  # unset: an entry earlier releases still read
+
+
+def test_a_signed_central_threshold_is_mirrored_with_its_own_signature(
+    central: Central, tmp_path: Path
+) -> None:
+    """A station pinning the site key verifies the mirrored version; an unsigned one (a
+    hostile or key-less catalog) is mirrored unsigned, so that station refuses it."""
+    keys = init_keys(site_keys_dir(central.registry.root))
+    central.registry.set_threshold(PRODUCT, 0.6, actor="qa", reason="signed", budget=0.05)
+    local = Registry(tmp_path / "station" / "registry")
+    source = HttpSource(central.url, central.token)
+    sync_once(source, local.root, [PRODUCT])
+    mirrored = local.current_threshold(PRODUCT)
+    mirrored.verify(load_public_key(keys.public))
+    assert (mirrored.value, mirrored.budget, mirrored.actor) == (0.6, 0.05, "qa")
+    [again] = sync_once(source, local.root, [PRODUCT])
+    assert again.status == "current" and len(local.threshold_history(PRODUCT)) == 1
+    keys.private.unlink()  # the catalog host lost its key: it records versions unsigned
+    central.registry.set_threshold(PRODUCT, 0.9999, actor="intruder", reason="pass everything")
+    sync_once(source, local.root, [PRODUCT])
+    with pytest.raises(SigningError, match="not signed"):
+        local.current_threshold(PRODUCT).verify(load_public_key(keys.public))
 
 
 def test_corrupt_download_is_refused_and_the_station_keeps_serving(
