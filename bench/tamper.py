@@ -292,6 +292,30 @@ def foreign_threshold(site: AttackSite) -> None:
     )
 
 
+def hostile_catalog(site: AttackSite) -> None:
+    """``station sync`` from a catalog announcing 0.9999 with no signed record."""
+    from inspection.distribution.catalog import live_entry
+    from inspection.distribution.sync import sync_threshold
+
+    entry = live_entry(site.models.registry, ATTACK_PRODUCT)
+    hostile = dataclasses.replace(entry, threshold=0.9999, threshold_record=None)
+    sync_threshold(site.models.registry, hostile)
+
+
+def hostile_catalog_record(site: AttackSite) -> None:
+    """``station sync`` from a catalog whose threshold record (0.9999) is signed by a key of
+    its own."""
+    from inspection.core.signing import init_keys, load_private_key, sign_record
+    from inspection.distribution.catalog import live_entry
+    from inspection.distribution.sync import sync_threshold
+
+    rogue = load_private_key(init_keys(site.root / "rogue").private)
+    record = sign_record({**_unsigned_copy(site.last_row()), "value": 0.9999}, rogue)
+    entry = live_entry(site.models.registry, ATTACK_PRODUCT)
+    hostile = dataclasses.replace(entry, threshold=0.9999, threshold_record=record)
+    sync_threshold(site.models.registry, hostile)
+
+
 def threshold_row(name: str, attack: Any, root: Path) -> dict[str, Any]:
     site = attack_site(root)
     attack(site)
@@ -366,7 +390,6 @@ def _row(attack: str, how: str | None, refused: bool, what: str) -> dict[str, An
 
 
 NOT_YET = (
-    "mirrored threshold from a hostile catalog",
     "tuning record pointing elsewhere",
     "gate-refused --force",
     "replaced key file",
@@ -384,6 +407,8 @@ def attacks() -> int:
             ("appended threshold", appended_threshold),
             ("altered signed threshold", altered_threshold),
             ("threshold signed by another key", foreign_threshold),
+            ("mirrored threshold from a hostile catalog", hostile_catalog),
+            ("hostile catalog's own signed record", hostile_catalog_record),
         ):
             rows.append(threshold_row(name, attack, root / attack.__name__))
         rows.append(swap_between_verify_and_load(root / "swap"))

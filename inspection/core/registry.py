@@ -306,12 +306,13 @@ class Registry:
         reason: str,
         bundle_id: str | None = None,
         budget: float | None = None,
+        sign: bool = True,
     ) -> ThresholdVersion:
         """Append a new threshold version (normalised score space, 0 < value < 1); ``budget``:
         the false-reject budget it was chosen for, when it was (``ThresholdVersion``). Signed
-        with the site key when this machine holds it: stations pinning the key serve only
-        signed versions."""
-        signing_key = site_signing_key(self.root)
+        with the site key when this machine holds it and ``sign``: stations pinning the key
+        serve only signed versions (``sign=False``: a copy of a version nobody signed)."""
+        signing_key = site_signing_key(self.root) if sign else None
         try:
             value = check_threshold(value)
         except ValueError as exc:

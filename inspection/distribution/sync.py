@@ -219,7 +219,7 @@ def _sync_product(
     local = registry.live(product)
     try:
         if local is not None and local.bundle_id == bundle_id:
-            _sync_threshold(registry, entry)
+            sync_threshold(registry, entry)
             detail = _fetch_alternatives(source, registry, entry, public_key)
             return SyncOutcome(product, "current", bundle_id, bundle_id, detail, _since(started))
         if bundle_id in registry.bundle_ids(product):
@@ -233,7 +233,7 @@ def _sync_product(
         registry.promote(
             product, bundle_id, actor=SYNC_ACTOR, reason=f"live on {source.description}"
         )
-        _sync_threshold(registry, entry)
+        sync_threshold(registry, entry)
         detail = "; ".join(
             filter(None, [detail, _fetch_alternatives(source, registry, entry, public_key)])
         )
@@ -309,7 +309,7 @@ def _fetch_alternatives(
     return "; ".join(parts)
 
 
-def _sync_threshold(registry: Registry, entry: CatalogEntry) -> None:
+def sync_threshold(registry: Registry, entry: CatalogEntry) -> None:
     """Mirror the central threshold (value and the budget it was chosen for) when it differs
     from the local one: a signed version unchanged, so the station verifies the central
     signature with its pinned key (a re-signed or unsigned copy would be refused)."""
@@ -335,6 +335,7 @@ def _sync_threshold(registry: Registry, entry: CatalogEntry) -> None:
         reason="threshold of the central registry",
         bundle_id=entry.threshold_bundle_id,
         budget=entry.threshold_budget,
+        sign=False,  # never vouch for what the catalog sent: a keyed station refuses it
     )
 
 

@@ -3,6 +3,7 @@ an appended, altered or foreign-signed version is refused and the last good one 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from inspection.core.signing import (
     sign_record,
     site_keys_dir,
 )
+from inspection.distribution.catalog import live_entry
+from inspection.distribution.sync import sync_threshold
 from inspection.refine.config import RefineConfig
 from inspection.station.live import LiveModels, station_loader
 from tests.mean_bundle import write_mean_bundle
@@ -69,12 +72,33 @@ def _foreign(models: LiveModels) -> None:
     _append(models, sign_record({**row, "number": 2, "value": 0.9999}, rogue))
 
 
+def _hostile_catalog(models: LiveModels) -> None:
+    """``station sync`` from a catalog announcing 0.9999 with no signed record."""
+    entry = live_entry(models.registry, PRODUCT)
+    sync_threshold(
+        models.registry, dataclasses.replace(entry, threshold=0.9999, threshold_record=None)
+    )
+
+
+def _hostile_catalog_record(models: LiveModels) -> None:
+    """``station sync`` from a catalog whose record is signed by a key of its own."""
+    rogue = load_private_key(init_keys(models.registry.root.parent / "rogue").private)
+    row = {k: v for k, v in _last_row(models).items() if k not in ("key_id", "signature")}
+    record = sign_record({**row, "value": 0.9999}, rogue)
+    entry = live_entry(models.registry, PRODUCT)
+    sync_threshold(
+        models.registry, dataclasses.replace(entry, threshold=0.9999, threshold_record=record)
+    )
+
+
 @pytest.mark.parametrize(
     ("attack", "said"),
     [
         (_appended, "is not signed"),
         (_altered, "bad signature"),
         (_foreign, "not the pinned"),
+        (_hostile_catalog, "is not signed"),
+        (_hostile_catalog_record, "not the pinned"),
     ],
 )
 def test_a_forged_threshold_is_refused_and_the_last_good_one_serves(station, attack, said):
