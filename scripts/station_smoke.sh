@@ -44,5 +44,6 @@ PY
 echo "== inspection inspect"
 # The console script imports the installed package (its sys.path has no working directory).
 "$venv/bin/inspection" inspect "$bundle" "$@"
-(cd / && "$venv/bin/python" -c "import sys, inspection.runtime.inspector, inspection.cli.inspect; assert 'torch' not in sys.modules")
+# A serving station also builds its retention settings (croniter validates the prune schedule).
+(cd / && "$venv/bin/python" -c "import sys, inspection.runtime.inspector, inspection.cli.inspect; from inspection.store.retention import RetentionConfig; RetentionConfig(); assert 'torch' not in sys.modules")
 echo "== station smoke test passed"

@@ -46,7 +46,7 @@ from inspection.station.errors import (
 from inspection.station.live import LiveModels
 from inspection.station.render import encode_jpeg, encode_map, encode_mask, image_extension
 from inspection.store.models import Inspection, OutboxEntry
-from inspection.store.retention import RetentionConfig
+from inspection.store.retention import KeepPolicy, RetentionConfig
 from inspection.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -147,6 +147,7 @@ class Pipeline:
         self.retention = retention or RetentionConfig()
         """What a part stores (good parts: overlay, map) and the audit-sample rate."""
         self._draw = random.Random()
+        self._keep: dict[str, KeepPolicy] = {}  # per product, resolved once (not per part)
 
     def check_product(self, product: str | None) -> str:
         if not product:
@@ -214,7 +215,9 @@ class Pipeline:
         encode_start = time.perf_counter()
         rate = self.retention.audit_rate
         audit = rate > 0 and self._draw.random() < 1 / rate
-        keep = self.retention.policy(product)
+        keep = self._keep.get(product) or self._keep.setdefault(
+            product, self.retention.policy(product)
+        )
         good = result.verdict == "OK"
         copy = stored_copy(decoded, keep_original=self.bounds.keep_originals)
         encoded = {
