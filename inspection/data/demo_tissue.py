@@ -4,7 +4,7 @@ The texture is scikit-image's ``immunohistochemistry()`` photo (512x512 RGB, a c
 stained for DAB and haematoxylin), sampled like the other texture products (random crop with
 rescale, flips, rot90, the same photometric finishing). Its defects differ from the demo's
 scratch/crack/hole/stain and are used only to check that the segmentation choices generalise
-(``bench/verdicts.py``); neither the segmentation grid nor any tolerance is set on them:
+(``reports/verdicts``); neither the segmentation grid nor any tolerance is set on them:
 
 - ``cut``: a thin, straight-ish tear where the section is missing (pale slide background);
 - ``colour_shift``: a soft patch whose stain balance swaps (haematoxylin <-> DAB hue);
