@@ -1,8 +1,14 @@
-"""Altair charts for the dashboard pages (pure functions of frames and arrays)."""
+"""Vega-Lite chart specs for the dashboard pages (pure functions of frames and arrays).
+
+Plain dicts for ``st.vega_lite_chart``: building them with Altair cost a page's first visit
+more than a second (importing Altair and compiling its schema validators) for the same JSON.
+Frames go in ``datasets`` (Streamlit sends them as Arrow) and layers name theirs.
+"""
 
 from __future__ import annotations
 
-import altair as alt
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -13,132 +19,164 @@ GOOD_COLOR = "#2e7d32"
 DEFECT_COLOR = "#c62828"
 THRESHOLD_COLOR = "#263238"
 HEIGHT = 240
+TYPES = {"T": "temporal", "Q": "quantitative", "N": "nominal"}
+UNIT = {"domain": [0, 1]}
+
+Spec = dict[str, Any]
 
 
-def volume_chart(frame: pd.DataFrame, period: str) -> alt.Chart:
+def field(shorthand: str, **options: Any) -> dict[str, Any]:
+    """An encoding from Altair-style shorthand: ``field("ng_rate:Q", title="NG rate")``."""
+    name, kind = shorthand.rsplit(":", 1)
+    return {"field": name, "type": TYPES[kind], **options}
+
+
+def chart(data: str, mark: str | dict, encoding: dict[str, Any]) -> Spec:
+    """One layer: ``mark`` drawn from the dataset named ``data``."""
+    return {"data": {"name": data}, "mark": mark, "encoding": encoding}
+
+
+def spec(datasets: dict[str, pd.DataFrame], *layers: Spec, **top: Any) -> Spec:
+    """A whole chart: its datasets, one layer or several, ``HEIGHT`` unless ``top`` says."""
+    body = layers[0] if len(layers) == 1 else {"layer": list(layers)}
+    return {"height": HEIGHT, **top, "datasets": datasets, **body}
+
+
+def volume_chart(frame: pd.DataFrame, period: str) -> Spec:
     """Stacked bars: inspections per bucket, coloured by station."""
-    return (
-        alt.Chart(frame)
-        .mark_bar()
-        .encode(
-            x=alt.X(
-                "bucket:T",
-                title=None,
-                timeUnit="yearmonthdatehours" if period == "hour" else "yearmonthdate",
-            ),
-            y=alt.Y("sum(total):Q", title=f"inspections per {period}"),
-            color=alt.Color("station_id:N", title="station"),
-            tooltip=["bucket:T", "station_id:N", "product:N", "total:Q", "ng:Q"],
-        )
-        .properties(height=HEIGHT)
+    unit = "yearmonthdatehours" if period == "hour" else "yearmonthdate"
+    return spec(
+        {"volume": frame},
+        chart(
+            "volume",
+            "bar",
+            {
+                "x": field("bucket:T", title=None, timeUnit=unit),
+                "y": field("total:Q", aggregate="sum", title=f"inspections per {period}"),
+                "color": field("station_id:N", title="station"),
+                "tooltip": [
+                    field("bucket:T"),
+                    *map(field, ("station_id:N", "product:N", "total:Q", "ng:Q")),
+                ],
+            },
+        ),
     )
 
 
-def ng_rate_chart(frame: pd.DataFrame) -> alt.Chart:
+def ng_rate_chart(frame: pd.DataFrame) -> Spec:
     """NG rate per bucket, one line per product (frame from ``overview.per_product``)."""
-    return (
-        alt.Chart(frame)
-        .mark_line(point=True)
-        .encode(
-            x=alt.X("bucket:T", title=None),
-            y=alt.Y("ng_rate:Q", title="NG rate", axis=alt.Axis(format="%")),
-            color=alt.Color("product:N", title="product"),
-            tooltip=["bucket:T", "product:N", alt.Tooltip("ng_rate:Q", format=".1%"), "total:Q"],
-        )
-        .properties(height=HEIGHT)
+    return spec(
+        {"rate": frame},
+        chart(
+            "rate",
+            {"type": "line", "point": True},
+            {
+                "x": field("bucket:T", title=None),
+                "y": field("ng_rate:Q", title="NG rate", axis={"format": "%"}),
+                "color": field("product:N", title="product"),
+                "tooltip": [
+                    field("bucket:T"),
+                    field("product:N"),
+                    field("ng_rate:Q", format=".1%"),
+                    field("total:Q"),
+                ],
+            },
+        ),
     )
 
 
-def mean_score_chart(frame: pd.DataFrame, reference: dict[str, float]) -> alt.LayerChart:
+def mean_score_chart(frame: pd.DataFrame, reference: dict[str, float]) -> Spec:
     """Mean production score per bucket and product; dashed rules at the validation good mean."""
-    lines = (
-        alt.Chart(frame)
-        .mark_line(point=True)
-        .encode(
-            x=alt.X("bucket:T", title=None),
-            y=alt.Y("mean_score:Q", title="mean score", scale=alt.Scale(domain=[0, 1])),
-            color=alt.Color("product:N", title="product"),
-            tooltip=["bucket:T", "product:N", alt.Tooltip("mean_score:Q", format=".3f")],
-        )
-    )
     rules = pd.DataFrame({"product": list(reference), "mean_score": list(reference.values())})
-    rule = (
-        alt.Chart(rules)
-        .mark_rule(strokeDash=[6, 4])
-        .encode(y="mean_score:Q", color="product:N", tooltip=["product:N", "mean_score:Q"])
+    lines = chart(
+        "scores",
+        {"type": "line", "point": True},
+        {
+            "x": field("bucket:T", title=None),
+            "y": field("mean_score:Q", title="mean score", scale=UNIT),
+            "color": field("product:N", title="product"),
+            "tooltip": [field("bucket:T"), field("product:N"), field("mean_score:Q", format=".3f")],
+        },
     )
-    return (lines + rule).properties(height=HEIGHT)
+    rule = chart(
+        "reference",
+        {"type": "rule", "strokeDash": [6, 4]},
+        {
+            "y": field("mean_score:Q"),
+            "color": field("product:N"),
+            "tooltip": [field("product:N"), field("mean_score:Q")],
+        },
+    )
+    return spec({"scores": frame, "reference": rules}, lines, rule)
 
 
-def drift_chart(drift: Drift) -> alt.Chart:
+def drift_chart(drift: Drift) -> Spec:
     """Production vs reference score histograms (fractions per bin)."""
     edges = np.linspace(0, 1, len(drift.production) + 1)
-    rows = [
-        {"score": f"{edges[i]:.1f}–{edges[i + 1]:.1f}", "fraction": float(v), "set": "production"}
-        for i, v in enumerate(drift.production)
-    ]
-    if drift.reference is not None:
-        rows += [
-            {
-                "score": f"{edges[i]:.1f}–{edges[i + 1]:.1f}",
-                "fraction": float(v),
-                "set": "held-out good",
-            }
-            for i, v in enumerate(drift.reference)
+    labels = [f"{edges[i]:.1f}–{edges[i + 1]:.1f}" for i in range(len(drift.production))]
+    sets = {"production": drift.production, "held-out good": drift.reference}
+    frame = pd.DataFrame(
+        [
+            {"score": label, "fraction": float(value), "set": name}
+            for name, values in sets.items()
+            if values is not None
+            for label, value in zip(labels, values, strict=True)
         ]
-    top = max([r["fraction"] for r in rows] + [0.05])
-    return (
-        alt.Chart(pd.DataFrame(rows))
-        .mark_bar()
-        .encode(
-            x=alt.X("score:N", title="score", sort=None),
-            xOffset="set:N",
-            y=alt.Y(
-                "fraction:Q",
-                title="share of parts",
-                scale=alt.Scale(domain=[0, min(1.0, top * 1.1)]),
-                axis=alt.Axis(format=".0%", tickCount=5),
-            ),
-            color=alt.Color("set:N", title=None, legend=alt.Legend(orient="top")),
-            tooltip=["set:N", "score:N", alt.Tooltip("fraction:Q", format=".1%")],
-        )
-        .properties(height=HEIGHT)
+    )
+    top = max(float(frame["fraction"].max()), 0.05)
+    return spec(
+        {"drift": frame},
+        chart(
+            "drift",
+            "bar",
+            {
+                "x": field("score:N", title="score", sort=None),
+                "xOffset": field("set:N"),
+                "y": field(
+                    "fraction:Q",
+                    title="share of parts",
+                    scale={"domain": [0, min(1.0, top * 1.1)]},
+                    axis={"format": ".0%", "tickCount": 5},
+                ),
+                "color": field("set:N", title=None, legend={"orient": "top"}),
+                "tooltip": [field("set:N"), field("score:N"), field("fraction:Q", format=".1%")],
+            },
+        ),
     )
 
 
-def score_histogram_chart(data: LabelledScores, threshold: float) -> alt.LayerChart:
+def score_histogram_chart(data: LabelledScores, threshold: float) -> Spec:
     """Overlaid score histograms of good and defective parts with the threshold as a rule."""
     frame = pd.DataFrame(
+        {"score": data.scores, "class": np.where(data.labels == 1, "defective", "good")}
+    )
+    colours = {"domain": ["good", "defective"], "range": [GOOD_COLOR, DEFECT_COLOR]}
+    bars = chart(
+        "scores",
+        {"type": "bar", "opacity": 0.6, "binSpacing": 0},
         {
-            "score": data.scores,
-            "class": np.where(data.labels == 1, "defective", "good"),
-        }
+            "x": field("score:Q", bin={"extent": [0, 1], "step": 0.025}, title="anomaly score"),
+            "y": {"aggregate": "count", "type": "quantitative", "stack": None, "title": "parts"},
+            "color": field("class:N", scale=colours, legend={"orient": "top", "title": None}),
+            "tooltip": [
+                field("class:N"),
+                {"aggregate": "count", "type": "quantitative", "title": "parts"},
+            ],
+        },
     )
-    bars = (
-        alt.Chart(frame)
-        .mark_bar(opacity=0.6, binSpacing=0)
-        .encode(
-            x=alt.X("score:Q", bin=alt.Bin(extent=[0, 1], step=0.025), title="anomaly score"),
-            y=alt.Y("count():Q", stack=None, title="parts"),
-            color=alt.Color(
-                "class:N",
-                scale=alt.Scale(domain=["good", "defective"], range=[GOOD_COLOR, DEFECT_COLOR]),
-                legend=alt.Legend(orient="top", title=None),
-            ),
-            tooltip=["class:N", alt.Tooltip("count():Q", title="parts")],
-        )
+    return spec(
+        {"scores": frame, "threshold": pd.DataFrame({"threshold": [threshold]})},
+        bars,
+        _threshold_rule("x"),
     )
-    return (bars + _threshold_rule(threshold, "x")).properties(height=HEIGHT)
 
 
-def _threshold_rule(threshold: float, axis: str) -> alt.Chart:
-    rule = alt.Chart(pd.DataFrame({"threshold": [threshold]})).mark_rule(
-        color=THRESHOLD_COLOR, strokeWidth=2, strokeDash=[5, 3]
-    )
-    return rule.encode(**{axis: "threshold:Q"})
+def _threshold_rule(axis: str) -> Spec:
+    mark = {"type": "rule", "color": THRESHOLD_COLOR, "strokeWidth": 2, "strokeDash": [5, 3]}
+    return chart("threshold", mark, {axis: field("threshold:Q")})
 
 
-def roc_chart(roc: dict, at: Tradeoff) -> alt.LayerChart:
+def roc_chart(roc: dict, at: Tradeoff) -> Spec:
     """ROC curve with the operating point of the current threshold."""
     curve = pd.DataFrame({"false alarm rate": roc["fpr"], "detection rate": roc["tpr"]})
     point = pd.DataFrame(
@@ -149,7 +187,7 @@ def roc_chart(roc: dict, at: Tradeoff) -> alt.LayerChart:
     )
 
 
-def pr_chart(pr: dict, at: Tradeoff) -> alt.LayerChart:
+def pr_chart(pr: dict, at: Tradeoff) -> Spec:
     """Precision-recall curve with the operating point of the current threshold."""
     curve = pd.DataFrame({"recall": pr["recall"], "precision": pr["precision"]})
     point = pd.DataFrame({"recall": [at.recall], "precision": [at.precision]})
@@ -158,55 +196,43 @@ def pr_chart(pr: dict, at: Tradeoff) -> alt.LayerChart:
     )
 
 
-def _curve_with_point(
-    curve: pd.DataFrame, point: pd.DataFrame, x: str, y: str, title: str
-) -> alt.LayerChart:
-    scale = alt.Scale(domain=[0, 1])
-    line = (
-        alt.Chart(curve)
-        .mark_line(interpolate="step-after", color="#1565c0")
-        .encode(x=alt.X(f"{x}:Q", scale=scale), y=alt.Y(f"{y}:Q", scale=scale))
+def _curve_with_point(curve: pd.DataFrame, point: pd.DataFrame, x: str, y: str, title: str) -> Spec:
+    line = chart(
+        "curve",
+        {"type": "line", "interpolate": "step-after", "color": "#1565c0"},
+        {"x": field(f"{x}:Q", scale=UNIT), "y": field(f"{y}:Q", scale=UNIT)},
     )
-    dot = (
-        alt.Chart(point.dropna())
-        .mark_point(size=120, filled=True, color=THRESHOLD_COLOR)
-        .encode(
-            x=f"{x}:Q",
-            y=f"{y}:Q",
-            tooltip=[alt.Tooltip(f"{x}:Q", format=".3f"), alt.Tooltip(f"{y}:Q", format=".3f")],
-        )
+    dot = chart(
+        "point",
+        {"type": "point", "size": 120, "filled": True, "color": THRESHOLD_COLOR},
+        {
+            "x": field(f"{x}:Q"),
+            "y": field(f"{y}:Q"),
+            "tooltip": [field(f"{x}:Q", format=".3f"), field(f"{y}:Q", format=".3f")],
+        },
     )
-    return (line + dot).properties(height=HEIGHT, title=title)
+    return spec({"curve": curve, "point": point.dropna()}, line, dot, title=title)
 
 
-def operating_curve_chart(curve: pd.DataFrame, at: pd.DataFrame) -> alt.LayerChart:
+def operating_curve_chart(curve: pd.DataFrame, at: pd.DataFrame) -> Spec:
     """Miss rate of each defect kind against the reject rate of good parts, over every
     threshold (``thresholds.curve_frame``); ``at`` marks the chosen threshold's point per kind."""
+    percent = {"format": "%"}
     axes = {
-        "x": alt.X(
-            "false_reject_rate:Q",
-            title="good parts rejected",
-            scale=alt.Scale(domain=[0, 1]),
-            axis=alt.Axis(format="%"),
-        ),
-        "y": alt.Y(
-            "miss_rate:Q",
-            title="defects missed",
-            scale=alt.Scale(domain=[0, 1]),
-            axis=alt.Axis(format="%"),
-        ),
-        "color": alt.Color("kind:N", title="defect kind", legend=alt.Legend(orient="top")),
+        "x": field("false_reject_rate:Q", title="good parts rejected", scale=UNIT, axis=percent),
+        "y": field("miss_rate:Q", title="defects missed", scale=UNIT, axis=percent),
+        "color": field("kind:N", title="defect kind", legend={"orient": "top"}),
+        "tooltip": [
+            field("threshold:Q", format=".4f"),
+            field("false_reject_rate:Q", title="good rejected", format=".1%"),
+            field("kind:N"),
+            field("miss_rate:Q", title="missed", format=".1%"),
+        ],
     }
-    tooltip = [
-        alt.Tooltip("threshold:Q", format=".4f"),
-        alt.Tooltip("false_reject_rate:Q", title="good rejected", format=".1%"),
-        "kind:N",
-        alt.Tooltip("miss_rate:Q", title="missed", format=".1%"),
-    ]
-    lines = (
-        alt.Chart(curve)
-        .mark_line(interpolate="step-after")
-        .encode(**axes, tooltip=tooltip, order="threshold:Q")
+    lines = chart(
+        "curve",
+        {"type": "line", "interpolate": "step-after"},
+        {**axes, "order": field("threshold:Q")},
     )
-    dots = alt.Chart(at).mark_point(size=110, filled=True).encode(**axes, tooltip=tooltip)
-    return (lines + dots).properties(height=HEIGHT, title="Operating curve per defect kind")
+    dots = chart("at", {"type": "point", "size": 110, "filled": True}, axes)
+    return spec({"curve": curve, "at": at}, lines, dots, title="Operating curve per defect kind")

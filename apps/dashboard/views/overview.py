@@ -56,10 +56,10 @@ by_product = overview.per_product(frame)
 left, right = st.columns(2)
 with left:
     st.subheader(f"Inspections per {period}")
-    st.altair_chart(charts.volume_chart(frame, period), width="stretch")
+    st.vega_lite_chart(charts.volume_chart(frame, period), width="stretch")
 with right:
     st.subheader("NG rate")
-    st.altair_chart(charts.ng_rate_chart(by_product), width="stretch")
+    st.vega_lite_chart(charts.ng_rate_chart(by_product), width="stretch")
 
 st.subheader("Station health")
 health = app_state.station_health(site, since, now)
@@ -87,7 +87,7 @@ st.caption(
 drifts = [app_state.drift(site, name, since) for name in ([product] if product else products)]
 drifts = [d for d in drifts if d.production_count]
 references = {d.product: d.reference_mean for d in drifts if d.reference_mean is not None}
-st.altair_chart(charts.mean_score_chart(by_product, references), width="stretch")
+st.vega_lite_chart(charts.mean_score_chart(by_product, references), width="stretch")
 for start in range(0, len(drifts), 2):
     for column, item in zip(st.columns(2), drifts[start : start + 2], strict=False):
         with column:
@@ -109,4 +109,4 @@ for start in range(0, len(drifts), 2):
                     f"{item.production_count} production parts vs reference: "
                     f"{item.reference_source}"
                 )
-            st.altair_chart(charts.drift_chart(item), width="stretch")
+            st.vega_lite_chart(charts.drift_chart(item), width="stretch")
