@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from scipy.stats import binom
+from scipy.stats import beta, binom
 
 from inspection.core.bootstrap import Interval, count_interval, rate_interval
 from inspection.core.config import from_mapping, to_mapping
@@ -197,17 +197,54 @@ def conformal_bound(n: int, rank: int) -> float:
     return (n + 1 - min(rank, n)) / (n + 1)
 
 
+def confident_rank(n: int, budget: float, confidence: float) -> int:
+    """The lowest k for which a threshold above the k-th of n good scores rejects at most
+    ``budget`` of good parts with probability ``confidence`` over the draw of the n (n + 1
+    when no k does: too few). The reject rate there is Beta(n + 1 - k, k), so this is the
+    most calibration rejects r = n - k whose one-sided exact (Clopper-Pearson) upper bound
+    at ``confidence`` is at most ``budget``: P(Binomial(n, 1 - budget) >= k) <= 1 - level."""
+    if n < 0 or not 0.0 < budget < 1.0 or not 0.0 < confidence < 1.0:
+        raise ValueError(f"need n >= 0, 0 < budget < 1, 0 < confidence < 1: {n}, {budget}")
+    risk = 1.0 - confidence
+    rank = min(max(int(binom.isf(risk, n, 1.0 - budget)) + 1, 1), n + 1)
+    while rank > 1 and binom.sf(rank - 2, n, 1.0 - budget) <= risk:
+        rank -= 1
+    while rank <= n and binom.sf(rank - 1, n, 1.0 - budget) > risk:
+        rank += 1
+    return rank
+
+
+def confident_bound(n: int, rank: int, confidence: float) -> float:
+    """The reject rate above the ``rank``-th of n good scores is at most this with probability
+    ``confidence`` (the Beta(n + 1 - k, k) quantile; above the largest when rank > n)."""
+    k = min(rank, n)
+    return float(beta.ppf(confidence, n + 1 - k, k))
+
+
+def confident_n_needed(budget: float, confidence: float) -> int:
+    """The fewest good scores for which ``confident_rank`` exists: (1 - budget)^n <= 1 - level
+    (299 at 1 % and 95 %)."""
+    n = max(1, math.floor(math.log(1.0 - confidence) / math.log(1.0 - budget)))
+    while confident_rank(n, budget, confidence) > n:
+        n += 1
+    return n
+
+
 def choose_threshold(
     good_scores: np.ndarray,
     point: OperatingPoint,
     *,
     defect_scores: np.ndarray | None = None,
     good_sources: Mapping[str, int] | None = None,
+    confidence: float | None = None,
 ) -> ThresholdChoice:
     """The raw threshold ``point`` sets on (G,) good and (D,) defective calibration scores.
 
     Good-only (no ``defect_scores``): only ``false_reject_budget`` applies; ``f1`` and
     ``max_miss`` raise ``ConfigError`` saying defect images are needed.
+    ``confidence`` (budget only): instead of the marginal guarantee, keep the budget with
+    this probability for these very calibration scores (``confident_rank``; a higher
+    threshold, and ``false_reject_bound`` is the rate's upper bound at that confidence).
     """
     good = _finite(good_scores, "good_scores")
     bad = _finite(defect_scores, "defect_scores") if defect_scores is not None else np.empty(0)
@@ -224,7 +261,7 @@ def choose_threshold(
         good_sources=dict(good_sources) if good_sources else None, miss_bound=point.miss_bound,
     )  # fmt: skip
     if point.policy == "false_reject_budget":
-        threshold, rank, bound, needed = _budget_threshold(good, point.budget)
+        threshold, rank, bound, needed = _budget_threshold(good, point.budget, confidence)
         common.update(rank=rank, false_reject_bound=round(bound, 6), n_needed=needed)
     elif point.policy == "f1":
         threshold = _f1_threshold(good, bad)
@@ -238,20 +275,28 @@ def choose_threshold(
     )
 
 
-def _budget_threshold(good: np.ndarray, budget: float) -> tuple[float, int, float, int | None]:
+def _budget_threshold(
+    good: np.ndarray, budget: float, confidence: float | None = None
+) -> tuple[float, int, float, int | None]:
     """(threshold, k, bound, n_needed or None): strictly above the k-th smallest good score,
     half-way to the next larger one (any value in between keeps the guarantee; the middle
     leaves room for an exported graph's rounding)."""
     ordered = np.sort(good)
     n = len(ordered)
-    rank = conformal_rank(n, budget)
-    needed = None if rank <= n else n_needed(budget)
+    if confidence is None:
+        rank = conformal_rank(n, budget)
+        bound = conformal_bound(n, rank)
+        needed = None if rank <= n else n_needed(budget)
+    else:
+        rank = confident_rank(n, budget, confidence)
+        bound = confident_bound(n, rank, confidence)
+        needed = None if rank <= n else confident_n_needed(budget, confidence)
     k = min(rank, n)
     at = float(ordered[k - 1])
     above = ordered[ordered > at]
     span = float(ordered[-1] - ordered[0]) or abs(at) or 1.0
     threshold = 0.5 * (at + float(above[0])) if above.size else at + 0.05 * span
-    return threshold, k, conformal_bound(n, rank), needed
+    return threshold, k, bound, needed
 
 
 def _f1_threshold(good: np.ndarray, bad: np.ndarray) -> float:

@@ -44,6 +44,9 @@ from inspection.store.store import Store
 VALIDATION_FILE = VALIDATION_SCORES_FILE
 DEFECT_LABELS = ("defect",)
 GOOD_LABELS = ("false_alarm", "good")
+BUDGET_CONFIDENCE = 0.95
+"""A budget suggestion keeps production's good-part reject rate within the budget with this
+probability over the sample it was chosen on (not only on average over samples)."""
 
 
 @dataclass(frozen=True)
@@ -286,9 +289,11 @@ class BudgetPick:
 
 
 def suggest_for_budget(data: LabelledScores, budget: float) -> tuple[Tradeoff, ThresholdChoice]:
-    """The operating point's false-reject budget (``core.operating_point``, split-conformal on
-    the labelled good scores): the trade-off at the saved value and the policy's choice.
-    ``data`` must be an unbiased sample (held-out split, audit sample), never reviews."""
+    """The operating point's false-reject budget kept with ``BUDGET_CONFIDENCE`` on the
+    labelled good scores (``core.operating_point.choose_threshold``: the most rejects among
+    them whose exact one-sided upper bound is within the budget): the trade-off at the saved
+    value and the core's choice. ``data`` must be an unbiased sample (held-out split, audit
+    sample), never reviews."""
     if data.biased:
         raise ValueError(
             f"{data.source}: reviewed parts were selected by score (NG/borderline), so their "
@@ -299,7 +304,9 @@ def suggest_for_budget(data: LabelledScores, budget: float) -> tuple[Tradeoff, T
     if good.size == 0:
         raise ValueError(f"{data.source}: a false-reject budget needs labelled good parts")
     point = OperatingPoint(policy="false_reject_budget", budget=budget)
-    choice = choose_threshold(good, point, defect_scores=data.scores[data.labels == 1])
+    choice = choose_threshold(
+        good, point, defect_scores=data.scores[data.labels == 1], confidence=BUDGET_CONFIDENCE
+    )
     return tradeoff(data, applied_value(data, choice.threshold)), choice
 
 

@@ -12,6 +12,8 @@ from inspection.core.operating_point import (
     OperatingPoint,
     ThresholdChoice,
     choose_threshold,
+    confident_n_needed,
+    confident_rank,
     conformal_bound,
     conformal_rank,
     defects_needed,
@@ -170,6 +172,41 @@ def test_operating_curve_trades_rejects_for_misses() -> None:
 def test_conformal_bound_is_at_most_the_budget_when_sufficient() -> None:
     for n in (99, 150, 500):
         assert conformal_bound(n, conformal_rank(n, 0.01)) <= 0.01 + 1e-12
+
+
+@pytest.mark.parametrize("n", [10**3, 10**5, 10**7])
+def test_confident_rank_keeps_the_most_rejects_within_the_exact_upper_bound(n: int) -> None:
+    """n - k calibration rejects: their one-sided 95 % Clopper-Pearson bound (the two-sided
+    90 % interval's upper end) is within the budget, one more reject's is not."""
+    from inspection.core.bootstrap import count_interval
+
+    rejects = n - confident_rank(n, 0.01, 0.95)
+    assert count_interval(rejects, n, level=0.90).high <= 0.01
+    assert count_interval(rejects + 1, n, level=0.90).high > 0.01
+
+
+def test_confident_n_needed_is_the_smallest_sufficient_n() -> None:
+    assert confident_n_needed(0.01, 0.95) == 299  # 0.99^299 <= 0.05 < 0.99^298
+    assert confident_rank(299, 0.01, 0.95) == 299
+    assert confident_rank(298, 0.01, 0.95) == 299  # > n: too few
+    choice = choose_threshold(np.arange(100.0), OperatingPoint(budget=0.01), confidence=0.95)
+    assert not choice.sufficient and choice.n_needed == 299 and choice.threshold > 99
+
+
+def test_a_confident_budget_holds_for_most_calibration_draws_where_the_marginal_fails() -> None:
+    """Uniform good scores: the reject rate above t is 1 - t. Over 2,000 calibration sets of
+    500, the confident threshold exceeds the 1 % budget in at most ~5 % of them; the marginal
+    (split-conformal) one only keeps it on average, so in a large share of draws it does not."""
+    rng = np.random.default_rng(7)
+    over = {None: 0, 0.95: 0}
+    for _ in range(2000):
+        good = rng.random(500)
+        for confidence in over:
+            point = OperatingPoint(budget=0.01)
+            threshold = choose_threshold(good, point, confidence=confidence).threshold
+            over[confidence] += 1.0 - threshold > 0.01
+    assert over[0.95] / 2000 <= 0.06
+    assert over[None] / 2000 > 0.25
 
 
 def test_good_map_threshold_is_above_most_good_peaks() -> None:

@@ -114,8 +114,10 @@ budget_default = health.operating_point(product, board.site.configs).budget
 with st.container(border=True):
     st.markdown(
         "**Operating point.** Set the share of good parts the line may reject (the budget): the "
-        "threshold sits just above that share of the labelled good scores (split-conformal, "
-        "`core.operating_point`). Or pick the threshold yourself with the slider."
+        "suggestion is the lowest threshold that keeps production's reject rate within it with "
+        f"{thresholds.BUDGET_CONFIDENCE:.0%} confidence, judged on the unbiased labelled good "
+        "parts (exact one-sided bound, `core.operating_point`). Or pick the threshold yourself "
+        "with the slider."
     )
     budget_cols = st.columns([1, 3])
     budget_pct = budget_cols[0].number_input(
@@ -133,14 +135,16 @@ with st.container(border=True):
             st.markdown(
                 f"Budget {budget_pct:.1f}% → threshold **{by_budget.threshold:.4f}**: good parts "
                 f"rejected {_pct(expected.value)} (95% interval {_pct(expected.low)}–"
-                f"{_pct(expected.high)}), defects missed {_pct(by_budget.miss_rate)}, on "
+                f"{_pct(expected.high)}; at most {_pct(choice.false_reject_bound)} with "
+                f"{thresholds.BUDGET_CONFIDENCE:.0%} confidence), defects missed "
+                f"{_pct(by_budget.miss_rate)}, on "
                 f"{unbiased.n_good} good + {unbiased.n_defect} defective parts of "
                 f"{', '.join(p.source for p in unbiased_parts)}"
                 + (
                     ""
                     if choice.sufficient
-                    else f" (only {choice.n_good} good parts: the "
-                    f"budget needs {choice.n_needed} to be guaranteed)"
+                    else f" (only {choice.n_good} good parts: keeping the budget with "
+                    f"{thresholds.BUDGET_CONFIDENCE:.0%} confidence needs {choice.n_needed})"
                 )
             )
             st.button(
@@ -221,11 +225,11 @@ if data.has_both_classes:
     left, right = st.columns([3, 2])
     curve = thresholds.curve_frame(data)
     point = curve_point(curve, value)
-    left.altair_chart(charts.operating_curve_chart(curve, point), width="stretch")
-    left.altair_chart(charts.score_histogram_chart(data, value), width="stretch")
+    left.vega_lite_chart(charts.operating_curve_chart(curve, point), width="stretch")
+    left.vega_lite_chart(charts.score_histogram_chart(data, value), width="stretch")
     tab_roc, tab_pr = right.tabs(["ROC", "Precision–recall"])
-    tab_roc.altair_chart(charts.roc_chart(thresholds.roc_curve(data), at), width="stretch")
-    tab_pr.altair_chart(charts.pr_chart(thresholds.pr_curve(data), at), width="stretch")
+    tab_roc.vega_lite_chart(charts.roc_chart(thresholds.roc_curve(data), at), width="stretch")
+    tab_pr.vega_lite_chart(charts.pr_chart(thresholds.pr_curve(data), at), width="stretch")
 
     st.subheader("Suggestions")
     st.caption("Each suggestion quotes its rates at exactly the value it puts on the slider.")
@@ -250,7 +254,7 @@ if data.has_both_classes:
         )
         st.button("Use target miss rate", on_click=_use, args=(pick.threshold,), key="use_miss")
 elif len(data):
-    st.altair_chart(charts.score_histogram_chart(data, value), width="stretch")
+    st.vega_lite_chart(charts.score_histogram_chart(data, value), width="stretch")
     st.info("Curves and suggestions need both good and defective labelled parts.")
 else:
     st.info(
