@@ -18,9 +18,10 @@ Three measurements, each written to ``reports/dashboard/scale_<backend>.json`` a
 - *plans*: ``EXPLAIN QUERY PLAN`` (SQLite) or ``EXPLAIN`` (PostgreSQL) of each query a page
   runs, so the indexes used are on record;
 
-plus the Thresholds row: the budget suggestion on the random audit sample, its stated reject
-interval, and the reject rate measured on held-out good parts of the store (seeded truth: a
-defective sample carries a mask) that are not in the audit sample.
+plus the Thresholds row: the budget suggestion on the page's unbiased sample (the held-out
+split + the random audit sample), its stated reject interval and confident bound, and the reject
+rate measured on held-out good parts of the store (seeded truth: a defective sample carries a
+mask) that are not in the audit sample.
 """
 
 from __future__ import annotations
@@ -306,38 +307,57 @@ def browser_times(site: Path, user: str, password: str) -> dict[str, float]:
 
 # ------------------------------------------------------------------------------- thresholds
 def threshold_row(board, budget: float = 0.01) -> dict[str, Any]:
-    """The Thresholds page's budget suggestion on the audit sample vs held-out good parts."""
+    """The Thresholds page's budget suggestion on its default sample (the live bundle's
+    held-out split + the random audit sample) vs held-out good parts of the store; the core's
+    marginal (split-conformal) rule on the same sample beside it, as the page had it before."""
+    from inspection.core.operating_point import OperatingPoint, choose_threshold
+
     store = board.store
-    sample = thresholds.audit_scores(store, PRODUCT)
+    bundle = thresholds.default_bundle(board.registry, PRODUCT)
+    parts = [thresholds.validation_scores(board.registry, PRODUCT, bundle)]
+    parts.append(thresholds.audit_scores(store, PRODUCT))
+    sample = thresholds.combine([p for p in parts if p is not None and len(p)], "unbiased")
     suggestion, choice = thresholds.suggest_for_budget(sample, budget)
-    stated = thresholds.reject_interval(sample, suggestion.threshold)
+    good = sample.scores[sample.labels == 0]
+    marginal = choose_threshold(good, OperatingPoint(budget=budget))
     held_out = (
         Inspection.product == PRODUCT,
         Inspection.mask_sha.is_(None),  # seeded truth: good samples carry no mask
         Inspection.audit_sample.is_(False),
     )
+    rules = {"confident": suggestion.threshold, "marginal (before)": marginal.threshold}
+    measured: dict[str, Any] = {}
     with store.session() as session:
-        n = session.scalar(select(func.count()).where(*held_out))
-        rejected = session.scalar(
-            select(func.count()).where(*held_out, Inspection.score >= suggestion.threshold)
-        )
+        n = int(session.scalar(select(func.count()).where(*held_out)))
+        for rule, threshold in rules.items():
+            stated = thresholds.reject_interval(sample, threshold)
+            rejected = session.scalar(
+                select(func.count()).where(*held_out, Inspection.score >= threshold)
+            )
+            rate = rejected / n
+            measured[rule] = {
+                "threshold": round(threshold, 4),
+                "stated_reject": round(stated.value, 5),
+                "stated_interval_95": [round(stated.low, 5), round(stated.high, 5)],
+                "held_out_rejected": int(rejected),
+                "held_out_reject_rate": round(rate, 5),
+                "within_interval": stated.low <= rate <= stated.high,
+                "within_budget": rate <= budget,
+            }
     reviewed = thresholds.reviewed_scores(store, PRODUCT)
     biased = thresholds.tradeoff(reviewed, suggestion.threshold).false_alarm_rate
-    measured = rejected / n
     return {
         "product": PRODUCT,
         "budget": budget,
-        "sample": sample.source,
-        "n_good_in_sample": sample.n_good,
-        "threshold": suggestion.threshold,
-        "stated_reject": round(stated.value, 5),
-        "stated_interval_95": [round(stated.low, 5), round(stated.high, 5)],
-        "held_out_good": int(n),
-        "held_out_rejected": int(rejected),
-        "held_out_reject_rate": round(measured, 5),
-        "within_interval": stated.low <= measured <= stated.high,
+        "confidence": thresholds.BUDGET_CONFIDENCE,
+        "sample": " + ".join(p.source for p in parts if p is not None and len(p)),
+        "n_good_in_sample": int(sample.n_good),
+        "upper_bound_at_confidence": round(choice.false_reject_bound, 5),
+        "n_needed": choice.n_needed,
+        "marginal_bound": marginal.false_reject_bound,
+        "held_out_good": n,
+        "rules": measured,
         "biased_reviewed_reject_rate_at_same_threshold": round(float(biased), 4),
-        "conformal_bound": choice.false_reject_bound,
     }
 
 
@@ -367,22 +387,37 @@ def _markdown(report: dict[str, Any]) -> str:
         if name in browser:
             lines.append(f"| {name} | - | - | {browser[name]:.2f} |")
     row = report.get("thresholds")
-    if row:
+    if row and "rules" in row:
         lines += [
             "",
-            "## Thresholds: budget on the random audit sample vs held-out good parts",
+            "## Thresholds: budget on the page's unbiased sample vs held-out good parts",
             "",
-            "| product | budget | sample | threshold | stated reject (95 % interval) | "
-            "held-out good parts rejected | reviewed (biased) at same threshold |",
-            "|---|---:|---|---:|---|---|---:|",
-            f"| {row['product']} | {row['budget']:.1%} | {row['sample']}, "
-            f"{row['n_good_in_sample']} good | {row['threshold']:.4f} | "
-            f"{row['stated_reject']:.2%} ({row['stated_interval_95'][0]:.2%}–"
-            f"{row['stated_interval_95'][1]:.2%}) | {row['held_out_rejected']:,} of "
-            f"{row['held_out_good']:,} = {row['held_out_reject_rate']:.2%} "
-            f"({'within' if row['within_interval'] else 'OUTSIDE'}) | "
-            f"{row['biased_reviewed_reject_rate_at_same_threshold']:.1%} |",
+            f"Sample: {row['sample']}, {row['n_good_in_sample']:,} good parts; held-out: "
+            f"{row['held_out_good']:,} good parts of the store outside the audit sample. "
+            f"*confident* (the page now): the lowest threshold whose rejects among the sample's "
+            f"good parts have an exact one-sided {row['confidence']:.0%} upper bound within the "
+            f"budget (bound {row['upper_bound_at_confidence']:.2%}"
+            + ("" if row["n_needed"] is None else f"; too few: {row['n_needed']} needed")
+            + "); *marginal*: split-conformal "
+            f"(bound {row['marginal_bound']:.2%} on average over samples).",
+            "",
+            "| rule | budget | threshold | stated reject (95 % interval) | "
+            "held-out good parts rejected | within interval | within budget |",
+            "|---|---:|---:|---|---|---|---|",
         ]
+        for rule, r in row["rules"].items():
+            low, high = r["stated_interval_95"]
+            lines.append(
+                f"| {rule} | {row['budget']:.1%} | {r['threshold']:.4f} | "
+                f"{r['stated_reject']:.2%} ({low:.2%}–{high:.2%}) | "
+                f"{r['held_out_rejected']:,} = {r['held_out_reject_rate']:.2%} | "
+                f"{'yes' if r['within_interval'] else 'NO'} | "
+                f"{'yes' if r['within_budget'] else 'NO'} |"
+            )
+        lines.append(
+            f"\nReviewed (biased) parts at the confident threshold: "
+            f"{row['biased_reviewed_reject_rate_at_same_threshold']:.1%} rejected."
+        )
     lines += ["", f"Query plans: `plans_{report['backend']}.json`.", ""]
     return "\n".join(lines)
 
