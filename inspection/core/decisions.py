@@ -1,14 +1,79 @@
-"""Decisions that change a verdict, as the registry records them: threshold versions, live pointer."""
+"""Decisions that change a verdict, as signed, versioned records: threshold versions, the live
+pointer, and the generic ``Decision`` (ROI, refiner, a forced gate-refused bundle).
+
+Every record is a flat JSON row carrying who (``actor``), when (``created_at``/``since``), why
+(``reason``) and which bundle, signed with the site key over every other field
+(``core.signing.sign_record``) when the machine writing it holds the key. A station pinning
+the key serves only rows that verify (``refusal``): an unsigned or altered one is refused,
+named in its status, and the last good one keeps serving.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
+from typing import Any, Literal, Protocol, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from inspection.core.errors import ConfigError
 from inspection.core.operating_point import MAX_BUDGET
-from inspection.core.signing import verify_record
+from inspection.core.signing import SigningError, verify_record
+
+DecisionKind = Literal["roi", "refiner", "force"]
+"""``roi``: a product's region of interest (value: ``RoiSpec.to_mapping()``); ``refiner``: the
+SAM refiner bundle a product's NG masks may be refined with (value: ``{"digest": ...}``,
+``core.signing.bundle_digest`` of the refiner folder); ``force``: a bundle the export gate
+refused, registered anyway by an admin (value: ``{"digest": ..., "refusal": ...}``)."""
+REFUSAL_KINDS = ("live", "threshold", "tuning", "gate", "roi", "refiner")
+"""What a station names when it refuses a record (``status()["refused"]``, Prometheus)."""
+
+
+class SignedRow(Protocol):
+    def row(self) -> dict[str, Any]: ...
+
+    @property
+    def what(self) -> str: ...
+
+
+R = TypeVar("R", bound=SignedRow)
+
+
+def refusal(record: SignedRow | Mapping[str, Any], public_key: Ed25519PublicKey | None,
+            what: str | None = None) -> str | None:  # fmt: skip
+    """None when ``record`` may serve (signed by ``public_key`` unchanged, or no key is
+    pinned), else why it is refused."""
+    if public_key is None:
+        return None
+    row = record if isinstance(record, Mapping) else record.row()
+    try:
+        verify_record(row, public_key, what or getattr(record, "what", "record"))
+    except SigningError as exc:
+        return str(exc)
+    return None
+
+
+def newest_trusted(
+    records: Iterable[R], public_key: Ed25519PublicKey | None
+) -> tuple[R | None, list[str]]:
+    """The newest of ``records`` (oldest first) that verifies, and why newer ones were refused."""
+    refused = []
+    for record in reversed(list(records)):
+        why = refusal(record, public_key)
+        if why is None:
+            return record, refused
+        refused.append(why)
+    return None, refused
+
+
+def _row(record: object, optional: tuple[str, ...]) -> dict[str, Any]:
+    """The JSON row of a record dataclass: ``optional`` fields only when set (rows of earlier
+    releases read, and verify, the same)."""
+    row = asdict(record)  # type: ignore[call-overload]
+    for key in optional:
+        if row[key] is None:
+            del row[key]
+    return row
 
 
 @dataclass(frozen=True)
@@ -41,22 +106,23 @@ class ThresholdVersion:
                 f"(0, {MAX_BUDGET}], got {self.budget}"
             )
 
+    @property
+    def what(self) -> str:
+        return f"threshold v{self.number} of {self.product}"
+
     def verify(self, public_key: Ed25519PublicKey) -> None:
         """``SigningError`` unless this version is signed by ``public_key``, unchanged."""
-        verify_record(self.row(), public_key, f"threshold v{self.number} of {self.product}")
+        verify_record(self.row(), public_key, self.what)
 
     def row(self) -> dict[str, object]:
-        """The jsonl row: ``budget`` and the signature only when set (rows of earlier
-        releases read the same)."""
-        row = asdict(self)
-        for key in ("budget", "key_id", "signature"):
-            if row[key] is None:
-                del row[key]
-        return row
+        return _row(self, ("budget", "key_id", "signature"))
 
 
 @dataclass(frozen=True)
 class LiveState:
+    """The live pointer (``live.json``): which bundle the stations serve, signed like the
+    other decisions; ``digest`` binds it to the bundle's exact bytes."""
+
     product: str
     bundle_id: str
     since: str
@@ -64,3 +130,41 @@ class LiveState:
     reason: str
     digest: str | None = None
     """sha256 of the bundle manifest at promotion (``inspection.core.signing.bundle_digest``)."""
+    key_id: str | None = None
+    signature: str | None = None
+
+    @property
+    def what(self) -> str:
+        return f"live pointer of {self.product} ({self.bundle_id})"
+
+    def row(self) -> dict[str, object]:
+        return _row(self, ("key_id", "signature"))
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One version of a ``kind`` of decision for ``product`` (``DecisionKind``): ``value`` (a
+    JSON object), for ``bundle_id`` (None: any bundle of the product), who, when, why."""
+
+    kind: DecisionKind
+    product: str
+    number: int
+    value: dict[str, Any]
+    actor: str
+    reason: str
+    created_at: str
+    bundle_id: str | None = None
+    key_id: str | None = None
+    signature: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.actor.strip() or not self.reason.strip():
+            raise ConfigError(f"a {self.kind} decision needs who (actor) and why (reason)")
+
+    @property
+    def what(self) -> str:
+        target = f" for {self.bundle_id}" if self.bundle_id else ""
+        return f"{self.kind} decision v{self.number} of {self.product}{target}"
+
+    def row(self) -> dict[str, object]:
+        return _row(self, ("bundle_id", "key_id", "signature"))

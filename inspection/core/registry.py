@@ -6,9 +6,11 @@ Layout under the registry root, one folder per product::
     <product>/bundles/<bundle_id>/              immutable exported bundle (see core.bundle)
     <product>/live.json                         which bundle the stations serve
     <product>/thresholds.jsonl                  append-only threshold versions
+    <product>/decisions.jsonl                   append-only ROI, refiner and force decisions
     <product>/events.jsonl                      append-only audit log (promote, rollback, ...)
 
-Every write goes through a per-product file lock and an atomic rename, so a crash
+Decisions (live pointer, thresholds, the ``decisions.jsonl`` kinds) are signed with the site
+key when this machine holds it (``core.decisions``). Every write goes through a per-product file lock and an atomic rename, so a crash
 leaves either the old state or the new one, never half of it.
 """
 
@@ -20,7 +22,6 @@ import re
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from filelock import FileLock
 
 from inspection.core.bundle import read_bundle_metadata, verify_bundle
 from inspection.core.config import from_mapping
-from inspection.core.decisions import LiveState, ThresholdVersion
+from inspection.core.decisions import Decision, DecisionKind, LiveState, ThresholdVersion
 from inspection.core.errors import ConfigError, RegistryError
 from inspection.core.fingerprint import sha256_file
 from inspection.core.jsonl import append_jsonl, read_jsonl, write_json
@@ -53,6 +54,7 @@ __all__ = [
     "BackboneWeights",
     "DataSplits",
     "DatasetRef",
+    "Decision",
     "FitFigures",
     "GoodScores",
     "Lineage",
@@ -65,6 +67,7 @@ __all__ = [
     "utc_now",
 ]
 
+DECISIONS_FILE = "decisions.jsonl"
 _VERSION_RE = re.compile(r"^v(\d{4,})$")
 
 
@@ -237,7 +240,9 @@ class Registry:
         digest = bundle_digest(bundle_dir)
         with self._lock(product):
             previous = self.live(product)
-            state = LiveState(product, bundle_id, utc_now(), actor, reason, digest)
+            state = self._write_live(
+                LiveState(product, bundle_id, utc_now(), actor, reason, digest)
+            )
             self._append_event(
                 product,
                 "promote",
@@ -247,7 +252,6 @@ class Registry:
                 bundle_digest=digest,
                 previous=previous.bundle_id if previous else None,
             )
-            write_json(self._product_dir(product) / "live.json", asdict(state))
         return state
 
     def rollback(self, product: str, *, actor: str, reason: str) -> LiveState:
@@ -267,7 +271,7 @@ class Registry:
             previous_dir = self.bundle_dir(product, previous)
             verify_bundle(previous_dir)
             digest = bundle_digest(previous_dir)
-            state = LiveState(product, previous, utc_now(), actor, reason, digest)
+            state = self._write_live(LiveState(product, previous, utc_now(), actor, reason, digest))
             earlier = _bundle_before(history, previous)
             self._append_event(
                 product,
@@ -279,8 +283,29 @@ class Registry:
                 rolled_back=current.bundle_id,
                 bundle_digest=digest,
             )
-            write_json(self._product_dir(product) / "live.json", asdict(state))
         return state
+
+    def _write_live(self, state: LiveState) -> LiveState:
+        """Write ``live.json`` (signed when this machine holds the site key); under the lock."""
+        row = self._signed(state.row())
+        write_json(self._product_dir(state.product) / "live.json", row)
+        return from_mapping(LiveState, row, "live pointer")
+
+    def mirror_live(self, state: LiveState, *, actor: str) -> None:
+        """Point live at ``state`` signed elsewhere (the central registry's), unchanged, so a
+        station pinning the site key verifies the original signature."""
+        self.bundle_dir(state.product, state.bundle_id)
+        with self._lock(state.product):
+            write_json(self._product_dir(state.product) / "live.json", state.row())
+            self._append_event(
+                state.product, "promote", actor=actor, reason=f"mirrored: {state.reason}",
+                bundle_id=state.bundle_id, bundle_digest=state.digest,
+            )  # fmt: skip
+
+    def _signed(self, row: dict[str, Any]) -> dict[str, Any]:
+        """``row`` signed with the site key when this machine holds it."""
+        signing_key = site_signing_key(self.root)
+        return row if signing_key is None else sign_record(row, signing_key)
 
     def record_event(
         self, product: str, action: str, *, actor: str, reason: str, **details: Any
@@ -357,6 +382,52 @@ class Registry:
     def current_threshold(self, product: str) -> ThresholdVersion | None:
         history = self.threshold_history(product)
         return history[-1] if history else None
+
+    # ---------------------------------------------------------------- decisions
+    def record_decision(
+        self,
+        product: str,
+        kind: DecisionKind,
+        value: Mapping[str, Any],
+        *,
+        actor: str,
+        reason: str,
+        bundle_id: str | None = None,
+    ) -> Decision:
+        """Append the next ``kind`` decision for ``product`` (signed with the site key when this
+        machine holds it) and an audit event saying who and why."""
+        with self._lock(product):
+            number = len(self.decisions(product, kind)) + 1
+            try:
+                decision = Decision(kind, product, number, dict(value), actor.strip(),
+                                    reason.strip(), utc_now(), bundle_id)  # fmt: skip
+            except ConfigError as exc:
+                raise RegistryError(str(exc)) from exc
+            row = self._signed(decision.row())
+            append_jsonl(self._product_dir(product) / DECISIONS_FILE, row)
+            self._append_event(
+                product, kind, actor=decision.actor, reason=decision.reason, bundle_id=bundle_id,
+                number=number, signed=bool(row.get("signature")),
+            )  # fmt: skip
+        return from_mapping(Decision, row, decision.what)
+
+    def mirror_decision(self, decision: Decision, *, actor: str) -> None:
+        """Append a decision signed elsewhere (the central registry's) unchanged, once."""
+        if decision.row() in [d.row() for d in self.decisions(decision.product, decision.kind)]:
+            return
+        with self._lock(decision.product):
+            append_jsonl(self._product_dir(decision.product) / DECISIONS_FILE, decision.row())
+            self._append_event(
+                decision.product, decision.kind, actor=actor, reason=f"mirrored: {decision.reason}",
+                bundle_id=decision.bundle_id, number=decision.number,
+            )  # fmt: skip
+
+    def decisions(self, product: str, kind: DecisionKind | None = None) -> list[Decision]:
+        """The product's decisions of ``kind`` (None: every kind), oldest first."""
+        where = f"{product}/decisions.jsonl"
+        rows = read_jsonl(self._product_dir(product) / DECISIONS_FILE)
+        found = [from_mapping(Decision, row, where) for row in rows]
+        return [d for d in found if kind is None or d.kind == kind]
 
 
 def _bundle_before(history: list[dict[str, Any]], bundle_id: str) -> str | None:
