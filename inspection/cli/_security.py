@@ -8,8 +8,11 @@ from inspection.station.config import UNSIGNED_WARNING, StationCoreConfig
 
 
 def announce_signatures(config: StationCoreConfig, console: Console) -> None:
-    """Loud when unsigned bundles are allowed; otherwise name the pinned key file."""
+    """Loud when unsigned bundles are allowed; otherwise name the keys pinned by fingerprint
+    and what is revoked."""
     if config.allow_unsigned_bundles:
         console.print(f"[bold red]WARNING: {UNSIGNED_WARNING}[/]")
-    else:
-        console.print(f"bundle signatures: required (pinned {config.bundle_public_key})")
+        return
+    pins = ", ".join(f"{p.signs} {p.fingerprint[:23]}…" for p in config.signing_keys)
+    revoked = f"; revoked: {', '.join(config.revoked)}" if config.revoked else ""
+    console.print(f"bundle signatures: required (pinned {pins or 'nothing'}{revoked})")

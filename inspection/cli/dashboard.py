@@ -39,13 +39,19 @@ def streamlit_command(app: Path, *, host: str, port: int) -> list[str]:
 
 
 def dashboard_env(site: Path | None) -> dict[str, str]:
-    """Environment for the dashboard process: site config and an importable ``inspection``."""
+    """Environment for the dashboard process: site config, an importable ``inspection``, and
+    the dashboard's own decision key when the site has one (``core.signing.SIGNING_KEY_ENV``:
+    its decisions are signed with it, never with the site's bundle key)."""
     # deferred: alembic, sqlalchemy
+    from inspection.core.signing import SIGNING_KEY_ENV, dashboard_key_path
     from inspection.dashboard.context import SITE_ENV
 
     env = dict(os.environ)
     if site is not None:
         env[SITE_ENV] = str(site.resolve())
+    own_key = dashboard_key_path(load_site_config(site).registry_dir)
+    if own_key.is_file():
+        env.setdefault(SIGNING_KEY_ENV, str(own_key.resolve()))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
     return env
 

@@ -197,23 +197,17 @@ def step_export(ctx: DemoContext) -> None:
 
 
 def _site_signing_key(ctx: DemoContext) -> Any:
-    """The site's Ed25519 signing key (``<var>/keys``), created on the first run and pinned
-    in the station and line configs beside the site config. ``export_bundle`` signs each
-    bundle with it before the bundle enters the registry."""
-    from inspection.cli.keys import pin_in_configs, site_station_configs
-    from inspection.core.signing import (
-        PRIVATE_KEY_FILE,
-        PUBLIC_KEY_FILE,
-        init_keys,
-        load_private_key,
-        site_keys_dir,
-    )
+    """The site's Ed25519 signing key (``<var>/keys``) and the dashboard's decision key,
+    created on the first run and pinned by fingerprint in the station and line configs beside
+    the site config. ``export_bundle`` signs each bundle with the site key before the bundle
+    enters the registry."""
+    from inspection.cli.keys import ensure_site_keys, pin_in_configs, site_station_configs
+    from inspection.core.signing import PRIVATE_KEY_FILE, load_private_key, site_keys_dir
 
     folder = site_keys_dir(ctx.site.registry_dir)
-    if not (folder / PRIVATE_KEY_FILE).is_file():
-        keys = init_keys(folder)
-        ctx.notes.append(f"created the site signing key {keys.private}")
-    ctx.notes.extend(pin_in_configs(folder / PUBLIC_KEY_FILE, site_station_configs(ctx.site)))
+    pins, notes = ensure_site_keys(folder)
+    ctx.notes.extend(notes)
+    ctx.notes.extend(pin_in_configs(pins, site_station_configs(ctx.site), replace=False))
     return load_private_key(folder / PRIVATE_KEY_FILE)
 
 

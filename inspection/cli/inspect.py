@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     from inspection.core.config import SiteConfig
+    from inspection.core.signing import Keyring
     from inspection.runtime.paths import FoundFile, PathOutcome
     from inspection.runtime.predictor import Predictor
 
@@ -194,43 +195,40 @@ def _pinned_key(
     site: SiteConfig,
     *,
     allow_unsigned: bool,
-) -> Ed25519PublicKey | None:
+) -> Ed25519PublicKey | Keyring | None:
     """The key the bundle must be signed with: ``--public-key``, else the one the station
     config pins. Fails closed: no key stops the command (``typer.Exit(2)``) unless
     ``--allow-unsigned``, which is announced on stderr and returns None (checksums only)."""
+    from inspection.core.errors import ConfigError
     from inspection.core.signing import SigningError, load_public_key
 
     if allow_unsigned:
         errors.print("[bold red]--allow-unsigned: the bundle's signature is NOT checked[/]")
         return None
-    path = given or _station_key(station_config or site.configs / "station.yaml")
-    if path is None:
+    try:
+        key = load_public_key(given) if given else _station_keys(station_config or site.configs)
+    except (SigningError, ConfigError) as exc:
+        errors.print(f"refused: {exc}", soft_wrap=True)
+        raise typer.Exit(2) from exc
+    if key is None:
         errors.print(
             "refused: no pinned key to check the bundle's signature with. Pin one in the "
-            "station config (core.bundle_public_key; 'inspection keys init' writes it), pass "
+            "station config (core.signing_keys; 'inspection keys init' writes it), pass "
             "--public-key, or --allow-unsigned for development",
             soft_wrap=True,
         )
         raise typer.Exit(2)
-    try:
-        return load_public_key(path)
-    except SigningError as exc:
-        errors.print(f"refused: {exc}", soft_wrap=True)
-        raise typer.Exit(2) from exc
+    return key
 
 
-def _station_key(config: Path) -> Path | None:
-    """The key file the station config at ``config`` pins (None: no config or no key)."""
-    from inspection.core.errors import ConfigError
+def _station_keys(config: Path) -> Keyring | None:
+    """The keys the station config at ``config`` (a file, or the folder of station.yaml) pins,
+    each checked against its fingerprint (None: no config, or it allows unsigned bundles)."""
     from inspection.service.config import load_station_config
+    from inspection.station.config import pinned_key
 
-    if not config.is_file():
-        return None
-    try:
-        return load_station_config(config).core.bundle_public_key
-    except ConfigError as exc:
-        errors.print(f"[yellow]{config}: {exc}[/]", soft_wrap=True)
-        return None
+    config = config / "station.yaml" if config.is_dir() else config
+    return pinned_key(load_station_config(config).core) if config.is_file() else None
 
 
 def _prepare_out(out: Path) -> None:

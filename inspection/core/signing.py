@@ -1,7 +1,10 @@
 """Signed bundles: Ed25519 signatures (``cryptography``) over a bundle's whole manifest.
 
-The site's signing key is created once at set-up (``inspection keys init``); stations pin the
-public key in their config. ``signature.json`` in a bundle signs the *manifest*: the sha256 of
+The site's signing key is created once at set-up (``inspection keys init``); stations pin its
+public key *by fingerprint* in their config (``PinnedKey``; a key file whose fingerprint is not
+the pinned one is refused) and verify against a ``Keyring``: the bundle keys (two during a
+rotation), the dashboard's decision key (decision records only, never bundles) and what the
+config revokes (keys, bundles). ``signature.json`` in a bundle signs the *manifest*: the sha256 of
 ``metadata.json`` (thresholds, normalisation, preprocessing, the list of file checksums) and
 the checksum of every listed file. Verifying checks the signature against the pinned key, then
 every file against its checksum, so editing metadata, or rewriting weights together with
@@ -15,10 +18,11 @@ import base64
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -33,12 +37,19 @@ from inspection.core.bundle import (
     read_metadata_json,
     verify_checksums,
 )
-from inspection.core.errors import BundleError, InspectionError
+from inspection.core.errors import BundleError, ConfigError, InspectionError
 from inspection.core.fingerprint import sha256_bytes, sha256_file
 
 SIGNATURE_SCHEMA_VERSION = 1
 PRIVATE_KEY_FILE = "site-signing.key"
 PUBLIC_KEY_FILE = "site-signing.pub"
+DASHBOARD_KEY_FILE = "dashboard/decision-signing.key"
+"""The dashboard's decision key, in the site's keys folder (a sub-folder its service owns)."""
+SIGNING_KEY_ENV = "INSPECTION_SIGNING_KEY"
+"""A private key file this process signs decision records with instead of the site key: the
+dashboard's service sets it to its own key (``inspection dashboard`` does)."""
+KeyUse = Literal["bundles", "decisions"]
+_FINGERPRINT = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 class SigningError(InspectionError):
@@ -52,19 +63,38 @@ class SiteKeys:
     key_id: str
 
 
-def key_id(public_key: Ed25519PublicKey) -> str:
-    """First 16 hex digits of the sha256 of the raw public key (names the key in messages)."""
+def fingerprint(public_key: Ed25519PublicKey) -> str:
+    """``sha256:<64 hex>`` of the raw public key: what a config pins (``PinnedKey``)."""
     raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return hashlib.sha256(raw).hexdigest()[:16]
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def key_id(public_key: Ed25519PublicKey | Keyring) -> str:
+    """First 16 hex digits of the fingerprint (names the key in signatures and messages); a
+    keyring: its bundle keys' ids, comma-separated."""
+    if isinstance(public_key, Keyring):
+        return ", ".join(key_id(k) for k in public_key.bundle_keys)
+    return fingerprint(public_key)[7:23]
 
 
 def init_keys(folder: str | Path, *, force: bool = False) -> SiteKeys:
     """Create the site signing key pair in ``folder`` (private key mode 0600)."""
     folder = Path(folder)
-    private, public = folder / PRIVATE_KEY_FILE, folder / PUBLIC_KEY_FILE
+    return _create_pair(folder / PRIVATE_KEY_FILE, folder / PUBLIC_KEY_FILE, force=force)
+
+
+def init_dashboard_key(site_keys: str | Path, *, force: bool = False) -> SiteKeys:
+    """Create the dashboard's decision key pair in ``<site_keys>/dashboard`` (folder 0700, key
+    0600: give it to the dashboard service's user alone)."""
+    private = Path(site_keys) / DASHBOARD_KEY_FILE
+    private.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return _create_pair(private, private.with_suffix(".pub"), force=force)
+
+
+def _create_pair(private: Path, public: Path, *, force: bool) -> SiteKeys:
     if private.exists() and not force:
-        raise SigningError(f"{private} exists; keep it, or pass --force to replace the site key")
-    folder.mkdir(parents=True, exist_ok=True)
+        raise SigningError(f"{private} exists; keep it, or pass --force to replace the key")
+    private.parent.mkdir(parents=True, exist_ok=True)
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(
         serialization.Encoding.PEM,
@@ -87,8 +117,17 @@ def site_keys_dir(registry_dir: str | Path) -> Path:
     return Path(registry_dir).parent / "keys"
 
 
+def dashboard_key_path(registry_dir: str | Path) -> Path:
+    """The dashboard's private decision key (``init_dashboard_key``)."""
+    return site_keys_dir(registry_dir) / DASHBOARD_KEY_FILE
+
+
 def site_signing_key(registry_dir: str | Path) -> Ed25519PrivateKey | None:
-    """The site's private signing key when this machine holds one (the set-up machine)."""
+    """The key this process signs with: ``INSPECTION_SIGNING_KEY``'s when set (the dashboard's
+    service signs decisions with its own key), else the site's when this machine holds it."""
+    own = os.environ.get(SIGNING_KEY_ENV, "").strip()
+    if own:
+        return load_private_key(own)
     path = site_keys_dir(registry_dir) / PRIVATE_KEY_FILE
     return load_private_key(path) if path.is_file() else None
 
@@ -97,6 +136,112 @@ def site_public_key(registry_dir: str | Path) -> Path | None:
     """The site's public key file when it exists (``inspection keys init`` writes it)."""
     path = site_keys_dir(registry_dir) / PUBLIC_KEY_FILE
     return path if path.is_file() else None
+
+
+def signer_label(registry_dir: str | Path, signer: str | None) -> str:
+    """Who signed a record, for audit views: the site's key file holding key id ``signer``
+    (``dashboard/decision-signing``, ``site-signing``, a rotated ``site-signing-<id>``)."""
+    if not signer:
+        return "unsigned"
+    folder = site_keys_dir(registry_dir)
+    for path in sorted(folder.rglob("*.pub")):
+        try:
+            if key_id(load_public_key(path)) == signer:
+                return f"{path.relative_to(folder).with_suffix('')} ({signer})"
+        except SigningError:
+            continue
+    return f"key {signer} (not this site's)"
+
+
+@dataclass(frozen=True)
+class PinnedKey:
+    """A key a station trusts, pinned by fingerprint in its config (``core.signing_keys``).
+
+    ``path``: the PEM public key file, refused unless it hashes to ``fingerprint`` (a replaced
+    file is not trusted). ``signs``: ``bundles`` (a site key: bundles and decision records) or
+    ``decisions`` (the dashboard's key: thresholds and other decision records, never bundles).
+    """
+
+    fingerprint: str
+    path: Path
+    signs: KeyUse = "bundles"
+
+    def __post_init__(self) -> None:
+        if not _FINGERPRINT.fullmatch(str(self.fingerprint)):
+            raise ConfigError(
+                f"signing_keys: fingerprint must be sha256:<64 hex digits> (`inspection keys "
+                f"show` prints it), got {self.fingerprint!r}"
+            )
+        object.__setattr__(self, "path", Path(self.path))
+
+    def load(self) -> Ed25519PublicKey:
+        """The key in ``path``; ``SigningError`` when its fingerprint is not the pinned one."""
+        key = load_public_key(self.path)
+        if fingerprint(key) != self.fingerprint:
+            raise SigningError(
+                f"{self.path}: fingerprint {fingerprint(key)} is not the pinned "
+                f"{self.fingerprint}: the key file was replaced; it is not trusted (restore it, "
+                "or re-pin after checking with the set-up machine: `inspection keys pin`)"
+            )
+        return key
+
+
+def pin_file(path: str | Path, signs: KeyUse = "bundles") -> PinnedKey:
+    """The key file at ``path`` pinned as found: compare its fingerprint with the set-up
+    machine's (``inspection keys show``) before trusting it."""
+    return PinnedKey(fingerprint(load_public_key(path)), Path(path), signs)
+
+
+@dataclass(frozen=True)
+class Keyring:
+    """What a station trusts: ``bundle_keys`` sign bundles and decision records (two during a
+    rotation), ``decision_keys`` sign decision records only (the dashboard's); ``revoked``:
+    key fingerprints and bundles (``<product>/<bundle_id>``) refused even when validly signed."""
+
+    bundle_keys: tuple[Ed25519PublicKey, ...]
+    decision_keys: tuple[Ed25519PublicKey, ...] = ()
+    revoked: frozenset[str] = frozenset()
+
+    @classmethod
+    def pinned(cls, pins: Iterable[PinnedKey], revoked: Iterable[str] = ()) -> Keyring:
+        """Load every pinned key (``SigningError`` on a replaced file); at least one must sign
+        bundles."""
+        loaded = [(pin.signs, pin.load()) for pin in pins]
+        bundles = tuple(key for signs, key in loaded if signs == "bundles")
+        if not bundles:
+            raise SigningError("no key pinned to sign bundles (signs: bundles)")
+        decisions = tuple(key for signs, key in loaded if signs == "decisions")
+        return cls(bundles, decisions, frozenset(revoked))
+
+    def find(self, signer: object, use: KeyUse) -> Ed25519PublicKey:
+        """The trusted key with id ``signer`` for ``use``; ``SigningError`` saying why not."""
+        keys = self.bundle_keys + (self.decision_keys if use == "decisions" else ())
+        for key in keys:
+            if key_id(key) == signer:
+                if fingerprint(key) in self.revoked:
+                    raise SigningError(f"signed by key {signer}, which is revoked (core.revoked)")
+                return key
+        if any(key_id(key) == signer for key in self.decision_keys):
+            raise SigningError(
+                f"signed by key {signer}, which is pinned for decision records only, not bundles"
+            )
+        pinned = ", ".join(repr(key_id(key)) for key in keys)
+        raise SigningError(
+            f"signed by key {str(signer)[:16]!r}, not by this site's key (not the pinned {pinned})"
+        )
+
+    def check_bundle(self, product: str, bundle_id: str) -> None:
+        """``BundleError`` when the bundle is revoked."""
+        if f"{product}/{bundle_id}" in self.revoked:
+            raise BundleError(f"bundle {product}/{bundle_id} is revoked (core.revoked)")
+
+
+PublicKeys = Ed25519PublicKey | Keyring
+"""What the verify functions accept: one key (a bundle key) or a station's keyring."""
+
+
+def as_keyring(keys: PublicKeys) -> Keyring:
+    return keys if isinstance(keys, Keyring) else Keyring((keys,))
 
 
 def load_private_key(path: str | Path) -> Ed25519PrivateKey:
@@ -171,10 +316,11 @@ def sign_bundle(bundle_dir: str | Path, private_key: Ed25519PrivateKey) -> str:
     return signature["digest"]
 
 
-def verify_signed_bundle(bundle_dir: str | Path, public_key: Ed25519PublicKey) -> str:
-    """Check the signature with the pinned key, then every file; returns the bundle digest.
+def verify_signed_bundle(bundle_dir: str | Path, public_key: PublicKeys) -> str:
+    """Check the signature with the pinned key(s), then every file; returns the bundle digest.
 
-    Raises ``BundleError`` saying what is wrong (unsigned, other key, tampered, corrupt file).
+    Raises ``BundleError`` saying what is wrong (unsigned, other or revoked key, revoked
+    bundle, tampered, corrupt file).
     A check only: what loads must be the bytes checked, so loaders use ``read_verified``.
     """
     return read_verified(bundle_dir, public_key).digest
@@ -203,20 +349,21 @@ class VerifiedBundle:
         return self.files[name]
 
 
-def read_verified(
-    bundle_dir: str | Path, public_key: Ed25519PublicKey | None = None
-) -> VerifiedBundle:
+def read_verified(bundle_dir: str | Path, public_key: PublicKeys | None = None) -> VerifiedBundle:
     """Read ``metadata.json``, the signature and every listed file once, then check them in
-    memory: the signature with ``public_key`` (skipped when None), every checksum, and that
-    the model, weights and golden images are listed. ``BundleError`` says what is wrong."""
+    memory: the signature with ``public_key`` (a key or a station's ``Keyring``; skipped when
+    None), revocations, every checksum, and that the model, weights and golden images are
+    listed. ``BundleError`` says what is wrong."""
     bundle_dir = Path(bundle_dir)
     raw = _read_bytes(bundle_dir, METADATA_FILE)
     data = _json_object(raw, bundle_dir / METADATA_FILE)
-    signature = _read_signature(bundle_dir) if public_key is not None else None
+    keyring = as_keyring(public_key) if public_key is not None else None
+    signature = _read_signature(bundle_dir) if keyring is not None else None
     listed = _listed_files(data)
     manifest = _manifest(sha256_bytes(raw), listed)
-    if public_key is not None and signature is not None:
-        _check_signature(signature, public_key, manifest)
+    signed_by = None
+    if keyring is not None and signature is not None:
+        signed_by = _check_signature(signature, keyring, manifest)
     files = {name: _read_bytes(bundle_dir, name) for name in sorted(listed)}
     for name, content in files.items():
         actual = sha256_bytes(content)
@@ -232,21 +379,19 @@ def read_verified(
     for name in (metadata.model_file, metadata.weights_file, *golden):
         if name not in files:
             raise BundleError(f"{bundle_dir}: metadata lists no checksum for {name}")
-    signed_by = key_id(public_key) if public_key is not None else None
+    if keyring is not None:
+        keyring.check_bundle(metadata.product, metadata.bundle_id)
     return VerifiedBundle(
         bundle_dir, metadata, files, hashlib.sha256(manifest).hexdigest(), signed_by
     )
 
 
-def _check_signature(
-    signature: dict[str, object], public_key: Ed25519PublicKey, manifest: bytes
-) -> None:
-    expected = key_id(public_key)
-    if signature.get("key_id") != expected:
-        raise BundleError(
-            f"the bundle is signed by key {str(signature.get('key_id'))[:16]!r}, not by this "
-            f"site's key {expected!r}; re-sign it with 'inspection bundle sign'"
-        )
+def _check_signature(signature: dict[str, object], keyring: Keyring, manifest: bytes) -> str:
+    """The id of the pinned key that signed ``manifest``; ``BundleError`` saying why not."""
+    try:
+        public_key = keyring.find(signature.get("key_id"), "bundles")
+    except SigningError as exc:
+        raise BundleError(f"the bundle is {exc}; re-sign it with 'inspection bundle sign'") from exc
     try:
         public_key.verify(base64.b64decode(str(signature.get("signature", ""))), manifest)
     except (InvalidSignature, ValueError) as exc:
@@ -254,6 +399,7 @@ def _check_signature(
             "bad bundle signature: metadata.json or the file checksums were changed after "
             "signing; the bundle is refused"
         ) from exc
+    return key_id(public_key)
 
 
 def _read_bytes(bundle_dir: Path, name: str) -> bytes:
@@ -316,15 +462,15 @@ def sign_record(record: Mapping[str, Any], private_key: Ed25519PrivateKey) -> di
     }
 
 
-def verify_record(record: Mapping[str, Any], public_key: Ed25519PublicKey, what: str) -> None:
-    """``SigningError`` saying why unless ``record`` is signed by ``public_key`` unchanged."""
+def verify_record(record: Mapping[str, Any], public_key: PublicKeys, what: str) -> None:
+    """``SigningError`` saying why unless ``record`` is signed, unchanged, by ``public_key`` or
+    a key of the keyring trusted for decision records (not revoked)."""
     if not record.get("signature"):
         raise SigningError(f"{what} is not signed; a station with a pinned key refuses it")
-    if record.get("key_id") != key_id(public_key):
-        raise SigningError(
-            f"{what} is signed by key {str(record.get('key_id'))[:16]!r}, not the pinned "
-            f"{key_id(public_key)!r}"
-        )
+    try:
+        public_key = as_keyring(public_key).find(record.get("key_id"), "decisions")
+    except SigningError as exc:
+        raise SigningError(f"{what} is {exc}") from exc
     try:
         public_key.verify(base64.b64decode(str(record["signature"])), record_payload(record))
     except (InvalidSignature, ValueError) as exc:

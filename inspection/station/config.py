@@ -2,38 +2,42 @@
 
 ``configs/station.yaml`` (HTTP service and watch folder) and ``configs/line.yaml`` (PLC line
 station) each carry one ``core:`` section: which products, where the registry and results
-store are, the image limits, and which bundles may load. Secure by default: a station needs
-the site's public key pinned (``bundle_public_key``) or an explicit
-``allow_unsigned_bundles: true``.
+store are, the image limits, and which bundles may load. Secure by default: a station starts
+only with the site's keys pinned by fingerprint (``signing_keys``, ``revoked``: see
+docs/security.md) or an explicit ``allow_unsigned_bundles: true``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+import yaml
 from PIL import Image
 
-from inspection.core.config import configs_folder, folder_of
+from inspection.core.config import configs_folder, folder_of, from_mapping
 from inspection.core.errors import ConfigError, RegistryError
 from inspection.core.images import DEFAULT_MAX_SIDE, STATION_FORMATS
 from inspection.core.input_domain import InputCheck, input_check_mode
 from inspection.core.registry import check_name
-from inspection.core.signing import PUBLIC_KEY_FILE, SigningError, load_public_key
+from inspection.core.signing import Keyring, PinnedKey, SigningError
 from inspection.runtime.camera import BoundsConfig
 
 log = logging.getLogger(__name__)
 
-SITE_PUBLIC_KEY = Path("var/keys") / PUBLIC_KEY_FILE
-"""Where ``inspection keys init`` writes the site's public key (relative to the site folder)."""
 UNSIGNED_WARNING = (
     "allow_unsigned_bundles: true: bundle signatures are NOT checked; an altered or unsigned "
-    "bundle will be served. Pin bundle_public_key on every production station."
+    "bundle will be served. Pin signing_keys on every production station."
+)
+HOW_TO_PIN = (
+    "run `inspection keys init` on the set-up machine (it pins its keys by fingerprint in the "
+    "station configs beside the site config), or on a station `inspection keys pin KEY.pub "
+    "--expect sha256:... -c CONFIG` with the fingerprint `inspection keys show` prints there"
 )
 
 
@@ -52,8 +56,15 @@ class StationCoreConfig:
     max_side: int = DEFAULT_MAX_SIDE
     image_formats: tuple[str, ...] = STATION_FORMATS
     registry_poll_seconds: float = 2.0
+    signing_keys: tuple[PinnedKey, ...] = ()
+    """The keys this station trusts, by fingerprint (``inspection keys init|pin|rotate``):
+    only bundles a ``signs: bundles`` key signed load; decision records (thresholds, ...) may
+    also be signed by a ``signs: decisions`` key (the dashboard's)."""
+    revoked: tuple[str, ...] = ()
+    """Key fingerprints and bundles (``<product>/<bundle_id>``) refused even when validly
+    signed (``inspection keys revoke``); the last good one keeps serving."""
     bundle_public_key: Path | None = None
-    """The site's pinned signing key (``inspection keys init``): only bundles it signed load."""
+    """Before keys were pinned by fingerprint: a path alone. Refused (``HOW_TO_PIN``)."""
     allow_unsigned_bundles: bool = False
     """``true``: serve bundles without checking signatures (development only; logged loudly)."""
     tune_on_load: bool = True
@@ -107,15 +118,15 @@ class StationCoreConfig:
         if self.registry_poll_seconds <= 0:
             raise ConfigError("core: registry_poll_seconds must be > 0 seconds")
         check_formats(self.image_formats)
-        if self.bundle_public_key is None and not self.allow_unsigned_bundles:
+        if self.bundle_public_key is not None:
             raise ConfigError(
-                "core: bundle_public_key is not set: pin the site's public key "
-                f"(`inspection keys init` writes {SITE_PUBLIC_KEY}), or set "
-                "allow_unsigned_bundles: true to serve unsigned bundles (not for production)"
+                f"core: bundle_public_key pins {self.bundle_public_key} by path only, and a path "
+                "is not trust (whoever writes the file replaces the key). Pin it by "
+                f"fingerprint: {HOW_TO_PIN}"
             )
-        if self.bundle_public_key is not None and self.allow_unsigned_bundles:
+        if self.signing_keys and self.allow_unsigned_bundles:
             raise ConfigError(
-                "core: set either bundle_public_key or allow_unsigned_bundles: true, not both"
+                "core: set either signing_keys or allow_unsigned_bundles: true, not both"
             )
 
     @property
@@ -185,48 +196,102 @@ def check_moved_keys(data: Mapping[str, Any], where: str) -> None:
         )
 
 
-def pin_public_key(config_path: str | Path, public_key: str | Path) -> bool:
-    """Pin ``public_key`` as ``core.bundle_public_key`` in a station or line config file.
+def pinned_key(config: StationCoreConfig) -> Keyring | None:
+    """The keys the station trusts, each file checked against its pinned fingerprint;
+    ``ConfigError`` saying how to pin when none is, or a key file was replaced. ``None`` only
+    with ``allow_unsigned_bundles`` (warned)."""
+    if config.allow_unsigned_bundles:
+        log.warning(UNSIGNED_WARNING)
+        return None
+    if not config.signing_keys:
+        raise ConfigError(
+            "core: no signing key pinned (signing_keys), so no bundle can be trusted: "
+            f"{HOW_TO_PIN}; or allow_unsigned_bundles: true (development only)"
+        )
+    try:
+        return Keyring.pinned(config.signing_keys, config.revoked)
+    except SigningError as exc:
+        raise ConfigError(f"core: signing_keys: {exc}") from exc
 
-    Edits the YAML text so its comments stay; an ``allow_unsigned_bundles`` line in the
-    section is commented out. Returns False when the file pinned that key already.
+
+@dataclass(frozen=True)
+class Trust:
+    """A config file's ``core.signing_keys`` and ``core.revoked``, as written in the file;
+    ``legacy``: a ``bundle_public_key`` path (pinned by path only)."""
+
+    signing_keys: tuple[PinnedKey, ...] = ()
+    revoked: tuple[str, ...] = ()
+    legacy: Path | None = None
+
+
+def read_trust(config_path: str | Path) -> Trust:
+    """The trust lines of a station or line config, read from the YAML alone (a config that
+    the station refuses, e.g. pinned by path only, is read too)."""
+    path = Path(config_path)
+    core = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("core") or {}
+    where = f"{path}: core.signing_keys"
+    pins = tuple(from_mapping(PinnedKey, pin, where) for pin in core.get("signing_keys") or ())
+    legacy = core.get("bundle_public_key")
+    return Trust(pins, tuple(core.get("revoked") or ()), Path(legacy) if legacy else None)
+
+
+_TRUST_KEYS = ("signing_keys", "revoked", "bundle_public_key")
+
+
+def write_trust(config_path: str | Path, trust: Trust) -> bool:
+    """Write ``trust`` as the ``core:`` section's ``signing_keys`` and ``revoked`` (a
+    ``bundle_public_key`` line goes, an ``allow_unsigned_bundles`` one is commented out).
+
+    Edits the YAML text so the file's other lines and comments stay. Returns False when the
+    file said this already.
     """
     path = Path(config_path)
     original = path.read_text(encoding="utf-8")
     lines = original.splitlines(keepends=True)
     start = next((i for i, line in enumerate(lines) if line.split("#")[0].strip() == "core:"), None)
     if start is None:
-        raise ConfigError(f"{path}: no 'core:' section to pin the key in")
+        raise ConfigError(f"{path}: no 'core:' section to pin the keys in")
     end = next(
         (i for i in range(start + 1, len(lines)) if lines[i].strip() and lines[i][0] not in " #"),
         len(lines),
     )
-    seen = False
-    for i in range(start + 1, end):
-        entry, _, comment = lines[i].partition("#")
-        key, _, value = entry.strip().partition(":")
-        if key == "bundle_public_key":
-            seen = True
-            if value.strip() != str(public_key):
-                note = f"  #{comment.rstrip()}" if comment else ""
-                lines[i] = f"  bundle_public_key: {public_key}{note}\n"
-        elif key == "allow_unsigned_bundles":
-            lines[i] = "  # " + lines[i].lstrip()
-    if not seen:
-        lines.insert(start + 1, f"  bundle_public_key: {public_key}\n")
-    text = "".join(lines)
+    kept: list[str] = []
+    at = None
+    dropping = False
+    for i, line in enumerate(lines):
+        indent = len(line) - len(line.lstrip())
+        key = line.split("#")[0].strip().partition(":")[0]
+        in_core = start < i < end
+        if in_core and indent == 2 and key in _TRUST_KEYS:
+            at = len(kept) if at is None else at
+            dropping = True
+            continue
+        if dropping and in_core and (indent > 2 or line.lstrip().startswith("- ")):
+            continue  # the entries, or a comment continuing the dropped line
+        dropping = False
+        if in_core and indent == 2 and key == "allow_unsigned_bundles":
+            line = "  # " + line.lstrip()
+        kept.append(line)
+    block = _trust_lines(trust)
+    at = start + 1 if at is None else at
+    text = "".join(kept[:at] + block + kept[at:])
     if text == original:
         return False
     path.write_text(text, encoding="utf-8")
     return True
 
 
-def pinned_key(config: StationCoreConfig) -> Ed25519PublicKey | None:
-    """The pinned site signing key; ``None`` only with ``allow_unsigned_bundles`` (warned)."""
-    if config.bundle_public_key is None:
-        log.warning(UNSIGNED_WARNING)
-        return None
-    try:
-        return load_public_key(config.bundle_public_key)
-    except SigningError as exc:
-        raise ConfigError(f"core: bundle_public_key: {exc}") from exc
+def _trust_lines(trust: Trust) -> list[str]:
+    def pin(key: PinnedKey) -> str:
+        return (
+            f"    - {{fingerprint: {json.dumps(key.fingerprint)}, "
+            f"path: {json.dumps(str(key.path))}, signs: {key.signs}}}\n"
+        )
+
+    revoked = ", ".join(json.dumps(item) for item in trust.revoked)
+    return [
+        f"  signing_keys:{'' if trust.signing_keys else ' []'}  # by fingerprint, written by "
+        "`inspection keys init|pin|rotate|retire`\n",
+        *(pin(key) for key in trust.signing_keys),
+        f"  revoked: [{revoked}]  # keys (sha256:...), bundles (product/id): `inspection keys revoke`\n",
+    ]

@@ -13,7 +13,13 @@ from typer.testing import CliRunner
 
 from inspection.cli import app
 from inspection.core.errors import BundleError
-from inspection.core.signing import init_keys, load_private_key, sign_bundle
+from inspection.core.signing import (
+    fingerprint,
+    init_keys,
+    load_private_key,
+    load_public_key,
+    sign_bundle,
+)
 from tests.mean_bundle import write_mean_bundle
 
 PRODUCT = "washer"
@@ -32,9 +38,10 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def _station_config(site: Path) -> Path:
     path = site / "station.yaml"
+    pin = fingerprint(load_public_key(site / "keys" / "site-signing.pub"))
     path.write_text(
-        f"core:\n  products: [{PRODUCT}]\n  registry_dir: registry\n"
-        "  bundle_public_key: keys/site-signing.pub\n"
+        f"core:\n  products: [{PRODUCT}]\n  registry_dir: registry\n  signing_keys:\n"
+        f"    - {{fingerprint: '{pin}', path: keys/site-signing.pub}}\n"
     )
     return path
 
@@ -59,10 +66,11 @@ def test_without_a_pinned_key_inspect_refuses(site: Path) -> None:
 
 
 def test_a_pinned_key_file_that_is_missing_refuses(site: Path) -> None:
+    config = _station_config(site)
     (site / "keys" / "site-signing.pub").unlink()
-    result = _inspect(site, "--station-config", str(_station_config(site)))
+    result = _inspect(site, "--station-config", str(config))
     assert result.exit_code == 2
-    assert "refused: cannot read key" in result.output
+    assert "refused: core: signing_keys: cannot read key" in result.output
 
 
 def test_the_station_configs_pinned_key_is_used(site: Path) -> None:
@@ -82,7 +90,28 @@ def test_allow_unsigned_loads_an_altered_bundle_and_says_so(site: Path) -> None:
 
 
 def test_an_unreadable_pinned_key_refuses(site: Path) -> None:
+    config = _station_config(site)
     (site / "keys" / "site-signing.pub").write_text("not a key")
-    result = _inspect(site, "--station-config", str(_station_config(site)))
+    result = _inspect(site, "--station-config", str(config))
     assert result.exit_code == 2
     assert "refused:" in result.output and "not a PEM key" in result.output
+
+
+def test_a_replaced_key_file_refuses(site: Path) -> None:
+    """The attacker's own key written over the pinned file: its fingerprint is not the pin."""
+    config = _station_config(site)
+    rogue = init_keys(site / "rogue")
+    (site / "keys" / "site-signing.pub").write_bytes(rogue.public.read_bytes())
+    sign_bundle(site / "bundle", load_private_key(rogue.private))
+    result = _inspect(site, "--station-config", str(config))
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2 and "the key file was replaced; it is not trusted" in said
+
+
+def test_a_key_pinned_by_path_only_refuses_and_says_how_to_pin(site: Path) -> None:
+    path = site / "station.yaml"
+    path.write_text(f"core:\n  products: [{PRODUCT}]\n  bundle_public_key: keys/site-signing.pub\n")
+    result = _inspect(site, "--station-config", str(path))
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2 and "by path only, and a path is not trust" in said
+    assert "inspection keys pin" in said

@@ -46,7 +46,7 @@ def test_keys_init_pins_the_station_configs_of_the_site_it_is_given(
     cwd, site_b = two_sites
     result = CliRunner().invoke(app, ["keys", "init", "--site", str(site_b)])
     assert result.exit_code == 0, result.output
-    assert "bundle_public_key:" in (site_b.parent / "station.yaml").read_text()
+    assert 'fingerprint: "sha256:' in (site_b.parent / "station.yaml").read_text()
     assert (cwd / "configs" / "station.yaml").read_text() == STATION  # site A's: untouched
 
 

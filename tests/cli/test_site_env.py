@@ -80,7 +80,7 @@ def test_keys_init_follows_the_variable(two_sites: tuple[Path, Path]) -> None:
     env = {SITE_CONFIG_ENV: str(site_b)}
     result = CliRunner().invoke(app, ["keys", "init"], env=env)
     assert result.exit_code == 0, result.output
-    assert "bundle_public_key:" in (site_b.parent / "station.yaml").read_text()
+    assert 'fingerprint: "sha256:' in (site_b.parent / "station.yaml").read_text()
     assert (site_a.parent / "station.yaml").read_text() == STATION  # site A's: untouched
     assert (site_b.parent / "keys").is_dir() and not (site_a.parent / "keys").exists()
 

@@ -67,4 +67,4 @@ def test_the_watch_station_config_of_the_readme_loads() -> None:
 
     config = load_station_config(REPO / "configs" / "station-watch.yaml")
     assert config.watch.enabled and "grass" in config.core.products
-    assert config.core.bundle_public_key is not None  # secure by default, like station.yaml
+    assert not config.core.allow_unsigned_bundles  # secure by default, like station.yaml

@@ -20,6 +20,7 @@ from inspection.core.signing import (
     init_keys,
     load_private_key,
     load_public_key,
+    pin_file,
     sign_bundle,
     site_keys_dir,
 )
@@ -298,7 +299,8 @@ def test_station_sync_cli_checks_the_pinned_key(central: Central, tmp_path: Path
     config = tmp_path / "station.yaml"
     config.write_text(
         f"core:\n  registry_dir: {tmp_path / 'reg'}\n  products: [{PRODUCT}]\n"
-        f"  bundle_public_key: {keys.public}\n"
+        f"  signing_keys: [{{fingerprint: '{pin_file(keys.public).fingerprint}', "
+        f"path: {keys.public}}}]\n"
     )
     token = tmp_path / "token"
     token.write_text(central.token)

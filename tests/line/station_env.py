@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 from inspection.core.registry import Registry
+from inspection.core.signing import pin_file
 from inspection.line.config import CameraConfig, LineConfig, LinkSecurity
 from inspection.station.config import CORE_KEYS, StationCoreConfig
 
@@ -36,6 +37,8 @@ def line_config(
         "registry_poll_seconds": 3600.0,
         "allow_unsigned_bundles": "bundle_public_key" not in overrides,
     }
+    if "bundle_public_key" in overrides:  # the key file given, pinned by its fingerprint
+        overrides["signing_keys"] = (pin_file(overrides.pop("bundle_public_key")),)
     core |= {key: value for key, value in overrides.items() if key in CORE_KEYS}
     values = {
         "station_id": "cam-1",

@@ -262,7 +262,7 @@ def test_station_tune_verifies_siblings_before_loading_them(
     fp32_bundle: Path, fp16_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With a pinned key, a tampered or unsigned sibling is reported and never loaded."""
-    from inspection.core.signing import init_keys
+    from inspection.core.signing import init_keys, pin_file
     from inspection.runtime.inspector import Inspector
 
     keys = init_keys(tmp_path / "keys")
@@ -284,7 +284,11 @@ def test_station_tune_verifies_siblings_before_loading_them(
 
     monkeypatch.setattr(Inspector, "from_bundle", classmethod(spy))
     result = _station_tune(
-        tmp_path, "--samples", "5", config_extra=f"bundle_public_key: {keys.public}"
+        tmp_path,
+        "--samples",
+        "5",
+        config_extra=f"signing_keys: [{{fingerprint: '{pin_file(keys.public).fingerprint}', "
+        f"path: {keys.public}}}]",
     )
 
     assert result.exit_code == 0, result.output

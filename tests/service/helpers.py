@@ -11,6 +11,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from inspection.core.registry import Registry
+from inspection.core.signing import pin_file
 from inspection.service.app import create_app
 from inspection.service.config import StationConfig, WatchConfig
 from inspection.service.station import Station
@@ -95,6 +96,8 @@ def station_config(root: Path, store_url: str | None = None, **overrides: Any) -
         "registry_poll_seconds": 3600.0,
         "allow_unsigned_bundles": "bundle_public_key" not in overrides,
     }
+    if "bundle_public_key" in overrides:  # the key file given, pinned by its fingerprint
+        overrides["signing_keys"] = (pin_file(overrides.pop("bundle_public_key")),)
     core |= {key: value for key, value in overrides.items() if key in CORE_KEYS}
     values: dict[str, Any] = {
         "max_upload_bytes": 300_000,

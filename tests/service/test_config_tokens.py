@@ -31,7 +31,7 @@ def test_shipped_station_config_loads() -> None:
     config = load_station_config(REPO / "configs" / "station.yaml")
     assert isinstance(config, StationConfig)
     assert config.core.products == ("brick",) and config.host == "127.0.0.1"
-    assert config.core.bundle_public_key == Path("var/keys/site-signing.pub")
+    assert config.core.signing_keys == () and not config.core.allow_unsigned_bundles
     assert config.watch.default_product == "brick" and config.watch.enabled is False
 
 
@@ -44,10 +44,14 @@ def test_shipped_station_config_loads() -> None:
         ({"workers": 0}, "workers must be >= 1, got 0"),
         ({"max_upload_bytes": "big"}, "max_upload_bytes: expected an integer, got 'big'"),
         ({"core": {"registry_poll_seconds": 0}}, "registry_poll_seconds must be > 0 seconds"),
-        ({"core": {"allow_unsigned_bundles": False}}, "bundle_public_key is not set: pin the"),
+        ({"core": {"bundle_public_key": "k"}}, "pins k by path only, and a path is not trust"),
         (
-            {"core": {"bundle_public_key": "k"}},
-            "set either bundle_public_key or allow_unsigned_bundles: true, not both",
+            {"core": {"signing_keys": [{"fingerprint": "sha256:" + "a" * 64, "path": "k"}]}},
+            "set either signing_keys or allow_unsigned_bundles: true, not both",
+        ),
+        (
+            {"core": {"signing_keys": [{"fingerprint": "sha256:abc", "path": "k"}]}},
+            "fingerprint must be sha256:<64 hex digits>",
         ),
         ({"products": ["brick"]}, "'products' now belong(s) under 'core:'"),
         ({"watch": {"settle": 1}}, "unknown key(s) 'settle'"),

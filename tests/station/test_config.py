@@ -1,4 +1,4 @@
-"""The station core's config section: pinning the site key into a config file keeps it valid."""
+"""The station core's config section: pinning the site keys into a config file keeps it valid."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from inspection.cli import app
+from inspection.core.signing import PinnedKey, fingerprint, load_public_key
 from inspection.line.config import load_line_config
 from inspection.service.config import load_station_config
-from inspection.station.config import pin_public_key
+from inspection.station.config import Trust, write_trust
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -22,18 +23,24 @@ port: 8081
 """
 
 
+def _pin(fingerprint: str = "sha256:" + "a" * 64, path: str = "keys/site.pub") -> PinnedKey:
+    return PinnedKey(fingerprint, Path(path))
+
+
 def test_pinning_replaces_allow_unsigned_and_keeps_comments(tmp_path: Path) -> None:
     path = tmp_path / "station.yaml"
     path.write_text(UNSIGNED)
     assert load_station_config(path).core.allow_unsigned_bundles
-    assert pin_public_key(path, "keys/site.pub") is True
+    assert write_trust(path, Trust((_pin(),))) is True
     config = load_station_config(path)
-    assert config.core.bundle_public_key == Path("keys/site.pub") and config.port == 8081
+    assert config.core.signing_keys == (_pin(),) and config.port == 8081
     assert not config.core.allow_unsigned_bundles
     assert "# a development station" in path.read_text() and "# no key yet" in path.read_text()
-    assert pin_public_key(path, "keys/site.pub") is False
-    assert pin_public_key(path, "other/site.pub") is True
-    assert load_station_config(path).core.bundle_public_key == Path("other/site.pub")
+    assert write_trust(path, Trust((_pin(),))) is False
+    other = _pin("sha256:" + "b" * 64, "other/site.pub")
+    assert write_trust(path, Trust((other,), ("brick/v0001-fp32",))) is True
+    config = load_station_config(path)
+    assert config.core.signing_keys == (other,) and config.core.revoked == ("brick/v0001-fp32",)
 
 
 def test_keys_init_pins_the_named_configs(tmp_path: Path) -> None:
@@ -45,5 +52,10 @@ def test_keys_init_pins_the_named_configs(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     public = tmp_path / "keys" / "site-signing.pub"
-    assert load_station_config(station).core.bundle_public_key == public
-    assert load_line_config(line).core.bundle_public_key == public
+    dashboard = tmp_path / "keys" / "dashboard" / "decision-signing.pub"
+    expected = (
+        PinnedKey(fingerprint(load_public_key(public)), public, "bundles"),
+        PinnedKey(fingerprint(load_public_key(dashboard)), dashboard, "decisions"),
+    )
+    assert load_station_config(station).core.signing_keys == expected
+    assert load_line_config(line).core.signing_keys == expected

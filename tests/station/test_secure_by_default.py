@@ -15,7 +15,13 @@ from typer.testing import CliRunner
 from inspection.cli import app
 from inspection.core.bundle import read_bundle_metadata, write_bundle_metadata
 from inspection.core.registry import Registry
-from inspection.core.signing import key_id, load_private_key, load_public_key, sign_bundle
+from inspection.core.signing import (
+    fingerprint,
+    key_id,
+    load_private_key,
+    load_public_key,
+    sign_bundle,
+)
 from inspection.line.config import MqttTriggerConfig, OpcUaTriggerConfig, load_line_config
 from inspection.line.handshake import ErrorCode, Trigger
 from inspection.line.station import LineStation
@@ -41,8 +47,9 @@ def site(tmp_path: Path, fp32_bundle: Path, tiny_product: Path, monkeypatch) -> 
     monkeypatch.chdir(tmp_path)
     init = runner.invoke(app, ["keys", "init"])
     assert init.exit_code == 0, _said(init)
-    assert "configs/station.yaml: already pins var/keys/site-signing.pub" in _said(init)
-    assert "configs/line.yaml: already pins var/keys/site-signing.pub" in _said(init)
+    site_key = fingerprint(load_public_key("var/keys/site-signing.pub"))
+    for config in ("station.yaml", "line.yaml", "station-watch.yaml"):
+        assert f"configs/{config}: pinned bundles {site_key[:23]}…, decisions" in _said(init)
     signed = shutil.copytree(fp32_bundle, tmp_path / "export" / LIVE)
     sign_bundle(signed, load_private_key("var/keys/site-signing.key"))
     registry = Registry("var/registry")
@@ -79,7 +86,7 @@ def test_inspect_refuses_a_tampered_live_bundle(site: Path) -> None:
 
 def test_serve_refuses_a_tampered_live_bundle(site: Path) -> None:
     config = load_station_config("configs/station.yaml")
-    assert config.core.bundle_public_key == Path("var/keys/site-signing.pub")
+    assert config.core.signing_keys[0].path == Path("var/keys/site-signing.pub")
     _flip_weights(site)
     with serve(config) as served:
         response = served.inspect(_part(site).read_bytes())
