@@ -42,7 +42,7 @@ sys.path.insert(0, str(REPO))
 
 from inspection.core.bundle import read_bundle_metadata, write_bundle_metadata  # noqa: E402
 from inspection.core.registry import Registry  # noqa: E402
-from inspection.core.signing import init_keys, load_private_key, sign_bundle  # noqa: E402
+from inspection.core.signing import init_keys, load_private_key, pin_file, sign_bundle  # noqa: E402
 from inspection.store.store import Store  # noqa: E402
 from inspection.store.tokens import create_token  # noqa: E402
 
@@ -80,7 +80,12 @@ class Station:
             "registry_dir": str(self.root / "registry"),
             "products": [self.product],
             "registry_poll_seconds": 0.5,
-            "bundle_public_key": str(self.keys.public),
+            "signing_keys": [
+                {
+                    "fingerprint": pin_file(self.keys.public).fingerprint,
+                    "path": str(self.keys.public),
+                }
+            ],
         }
         config = {
             "core": core,
