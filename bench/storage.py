@@ -28,7 +28,7 @@ from _report import cpu_description, load_average, save_report
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
-from replicas import tiny_registry  # noqa: E402
+from _station import tiny_registry  # noqa: E402
 
 from inspection.store.models import SHA_COLUMNS  # noqa: E402
 from inspection.store.retention import RetentionConfig, database_bytes  # noqa: E402

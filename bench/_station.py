@@ -1,0 +1,110 @@
+"""Scratch stations for the benches: a tiny trained bundle, PostgreSQL scratch databases, a
+free loopback port and the signature policy of a copied bundle."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+PG_ADMIN_URL = os.environ.get(
+    "INSPECTION_TEST_PG_URL",
+    "postgresql+psycopg://inspection:inspection@127.0.0.1:5432/inspection_test",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def signature_policy(source_registry: str | Path) -> dict[str, Any]:
+    """The station ``core`` keys for bundles copied from ``source_registry``: its site's
+    public key pinned when the site has one (a demo site does), else unsigned allowed."""
+    from inspection.core.signing import site_public_key
+
+    public = site_public_key(source_registry)
+    if public is None:
+        return {"allow_unsigned_bundles": True}
+    return {"bundle_public_key": str(public.resolve())}
+
+
+def _admin(admin_url: str, sql: str) -> None:
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sa.text(sql))
+    admin.dispose()
+
+
+def create_database(admin_url: str = PG_ADMIN_URL, *, template: str | None = None) -> str:
+    """A fresh database (a copy of ``template`` when given) on the admin URL's server; returns
+    its name (``database_url(name)`` to connect)."""
+    name = f"bench_{uuid.uuid4().hex[:10]}"
+    copy = f' TEMPLATE "{template}"' if template else ""
+    _admin(admin_url, f'CREATE DATABASE "{name}"{copy}')
+    return name
+
+
+def drop_database(name: str, admin_url: str = PG_ADMIN_URL) -> None:
+    _admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def rename_database(old: str, new: str, admin_url: str = PG_ADMIN_URL) -> None:
+    _admin(admin_url, f'ALTER DATABASE "{old}" RENAME TO "{new}"')
+
+
+def database_exists(name: str, admin_url: str = PG_ADMIN_URL) -> bool:
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(admin_url)
+    with admin.connect() as connection:
+        found = connection.execute(
+            sa.text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name}
+        ).first()
+    admin.dispose()
+    return found is not None
+
+
+def database_url(name: str, admin_url: str = PG_ADMIN_URL) -> str:
+    return admin_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+def tiny_registry(workdir: Path, product: str, *, int8: bool = False) -> Path:
+    """A registry with one live bundle: PatchCore (128 px) trained on a demo product (~1 min),
+    exported FP32 and, with ``int8``, INT8 promoted when its gate passes."""
+    from inspection.core.errors import BundleError
+    from inspection.core.product_config import model_config_from_mapping
+    from inspection.core.registry import Registry
+    from inspection.data.dataset import load_dataset
+    from inspection.data.demo import write_demo_product
+    from inspection.training.export import ExportOptions
+    from inspection.training.registry_export import RegistryExport, export_bundle
+    from inspection.training.train import train
+
+    root = workdir / ("source-registry-int8" if int8 else "source-registry")
+    registry = Registry(root)
+    if registry.live(product) is not None:
+        return root
+    data = write_demo_product(
+        workdir / "train-data", product, seed=3, n_train=24, n_test_good=6,
+        n_test_per_defect=3, size=128,
+    )  # fmt: skip
+    config = model_config_from_mapping(
+        {"kind": "patchcore", "image_size": [128, 128], "coreset_sampling_ratio": 0.1},
+        where="bench/_station.py",
+    )
+    record = train(config, load_dataset(data), product=product, registry=registry, progress=False)
+    source = RegistryExport(version=record.version, promote=True)
+    export_bundle(registry, product, ExportOptions(precision="fp32"), source)
+    if int8:
+        try:
+            export_bundle(registry, product, ExportOptions(precision="int8"), source)
+        except BundleError as exc:  # its gate refused it: the FP32 bundle stays live
+            print(f"INT8 export refused, serving FP32: {exc}", flush=True)
+    return root
