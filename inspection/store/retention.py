@@ -345,16 +345,15 @@ def _products(store: Store) -> list[str]:
 
 
 def referenced(session: Session, shas: Iterable[str]) -> set[str]:
-    """The shas some row still points at (a pruned row's ``image_sha`` does not count);
-    one indexed probe per sha column (migration 0006), never a table scan."""
-    found = set()
-    for sha in shas:
-        probes = [
-            exists().where(Inspection.image_sha == sha, Inspection.blobs_pruned_at.is_(None)),
-            *(exists().where(column == sha) for column in _BLOB_COLUMNS),
-        ]
-        if session.scalar(select(or_(*probes))):
-            found.add(sha)
+    """The shas some row still points at (a pruned row's ``image_sha`` does not count): one
+    indexed ``IN`` probe per sha column (migration 0006) per call, never a table scan."""
+    wanted = list(dict.fromkeys(shas))
+    if not wanted:
+        return set()
+    held = Inspection.image_sha.in_(wanted) & Inspection.blobs_pruned_at.is_(None)
+    found = set(session.scalars(select(Inspection.image_sha).where(held).distinct()))
+    for column in _BLOB_COLUMNS:
+        found.update(session.scalars(select(column).where(column.in_(wanted)).distinct()))
     return found
 
 
