@@ -361,9 +361,8 @@ def read_verified(bundle_dir: str | Path, public_key: PublicKeys | None = None) 
     signature = _read_signature(bundle_dir) if keyring is not None else None
     listed = _listed_files(data)
     manifest = _manifest(sha256_bytes(raw), listed)
-    signed_by = None
     if keyring is not None and signature is not None:
-        signed_by = _check_signature(signature, keyring, manifest)
+        _check_signature(signature, keyring, manifest)
     files = {name: _read_bytes(bundle_dir, name) for name in sorted(listed)}
     for name, content in files.items():
         actual = sha256_bytes(content)
@@ -381,13 +380,14 @@ def read_verified(bundle_dir: str | Path, public_key: PublicKeys | None = None) 
             raise BundleError(f"{bundle_dir}: metadata lists no checksum for {name}")
     if keyring is not None:
         keyring.check_bundle(metadata.product, metadata.bundle_id)
+    signed_by = key_id(public_key) if public_key is not None else None
     return VerifiedBundle(
         bundle_dir, metadata, files, hashlib.sha256(manifest).hexdigest(), signed_by
     )
 
 
-def _check_signature(signature: dict[str, object], keyring: Keyring, manifest: bytes) -> str:
-    """The id of the pinned key that signed ``manifest``; ``BundleError`` saying why not."""
+def _check_signature(signature: dict[str, object], keyring: Keyring, manifest: bytes) -> None:
+    """``BundleError`` unless a pinned bundle key signed ``manifest``."""
     try:
         public_key = keyring.find(signature.get("key_id"), "bundles")
     except SigningError as exc:
@@ -399,7 +399,6 @@ def _check_signature(signature: dict[str, object], keyring: Keyring, manifest: b
             "bad bundle signature: metadata.json or the file checksums were changed after "
             "signing; the bundle is refused"
         ) from exc
-    return key_id(public_key)
 
 
 def _read_bytes(bundle_dir: Path, name: str) -> bytes:
