@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import func, select
 
 from inspection.core.errors import ConfigError, UnknownKeyError
+from inspection.store import queries
 from inspection.store.models import SHA_COLUMNS, Inspection, OutboxEntry
 from inspection.store.retention import KeepPolicy, RetentionConfig, prune
 from inspection.store.store import Store
@@ -125,6 +126,25 @@ def test_prune_keeps_what_the_policy_keeps_and_removes_the_rest(
     assert _dangling_and_orphans(store) == ([], [])
     assert (report.stripped, report.rows_deleted) == (4, 1)  # row-expired: both
     assert report.blob_files == len(list(store.blobs.files()))
+
+
+def test_rollups_count_results_seen_after_their_rows_are_deleted(
+    store_url: str, tmp_path: Path
+) -> None:
+    """Rollups are a record of results seen: retention deleting rows leaves the totals, and
+    the pages reading rows (the review queue) show what is left without error."""
+    store = Store.migrated(store_url, tmp_path / "blobs")
+    _add(store, "ng-expired-row", 70, verdict="NG", score=0.9)
+    _add(store, "ng-new", 1, verdict="NG", score=0.8)
+
+    assert prune(store, CONFIG, now=NOW).rows_deleted == 1
+
+    (health,) = queries.station_health(store)
+    assert (health.total, health.ng) == (2, 2)
+    assert sum(row.total for row in queries.volume_over_time(store)) == 2
+    queue = queries.QueueQuery(product="brick")
+    assert [row.id for row in queries.review_queue(store, queue)] == ["ng-new"]
+    assert queries.count_review_queue(store, queue) == 1
 
 
 def test_a_file_written_within_the_grace_period_is_not_swept(tmp_path: Path) -> None:
