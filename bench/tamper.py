@@ -383,6 +383,47 @@ def inspect_without_key(root: Path) -> dict[str, Any]:
     return _row("missing key for inspect", inspect_without_key.__doc__, refused, done["said"][:200])
 
 
+def replaced_key_file(root: Path) -> dict[str, Any]:
+    """The site's key pair in var/keys overwritten with the attacker's, a bundle signed with it
+    promoted; then the station restarts from its pin (``core.signing_keys``: fingerprint)."""
+    from inspection.core.bundle import copy_bundle
+    from inspection.core.signing import (
+        Keyring,
+        PinnedKey,
+        SigningError,
+        fingerprint,
+        init_keys,
+        load_private_key,
+        sign_bundle,
+        site_keys_dir,
+    )
+
+    site = attack_site(root)
+    registry = site.models.registry
+    pin = PinnedKey(fingerprint(site.key), site_keys_dir(registry.root) / "site-signing.pub")
+    rogue = init_keys(site_keys_dir(registry.root), force=True)  # over the site's files
+    source = registry.bundle_dir(ATTACK_PRODUCT, "v0001-fp32")
+    bundle = copy_bundle(source, root / "export" / "v0002-fp32", "v0002-fp32")
+    sign_bundle(bundle, load_private_key(rogue.private))
+    registry.add_bundle(ATTACK_PRODUCT, bundle, "v0002-fp32")
+    registry.promote(ATTACK_PRODUCT, "v0002-fp32", actor="attacker", reason="new key")
+    site.models.refresh()
+    served = site.models.get(ATTACK_PRODUCT).bundle_id
+    problem = site.models.status()[ATTACK_PRODUCT]["problem"] or ""
+    try:
+        Keyring.pinned([pin])
+        restart = "restart: the replaced file was trusted"
+    except SigningError as exc:
+        restart = f"restart refused: {exc}"
+    refused = served == "v0001-fp32" and "restart refused" in restart
+    return _row(
+        "replaced key file",
+        replaced_key_file.__doc__,
+        refused,
+        f"served {served}; {problem[:120]}; {restart[:160]}",
+    )
+
+
 def _row(attack: str, how: str | None, refused: bool, what: str) -> dict[str, Any]:
     outcome = "refused, last good kept" if refused else "SERVED"
     return {"attack": attack, "how": " ".join((how or "").split()), "outcome": outcome,
@@ -392,7 +433,6 @@ def _row(attack: str, how: str | None, refused: bool, what: str) -> dict[str, An
 NOT_YET = (
     "tuning record pointing elsewhere",
     "gate-refused --force",
-    "replaced key file",
     "altered refiner",
     "altered validation scores",
 )
@@ -413,6 +453,7 @@ def attacks() -> int:
             rows.append(threshold_row(name, attack, root / attack.__name__))
         rows.append(swap_between_verify_and_load(root / "swap"))
         rows.append(inspect_without_key(root / "inspect"))
+        rows.append(replaced_key_file(root / "key"))
     report = {
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "load": load_average(),
