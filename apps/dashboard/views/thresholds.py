@@ -11,6 +11,7 @@ import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
 from inspection.core.errors import InspectionError
+from inspection.core.signing import signer_label
 from inspection.dashboard import app_state, charts, health, panels, thresholds
 
 
@@ -331,6 +332,7 @@ if history:
                     "when": h.created_at,
                     "why": h.reason,
                     "bundle": h.bundle_id or "",
+                    "signed by": signer_label(board.registry.root, h.key_id),
                 }
                 for h in reversed(history)
             ]
