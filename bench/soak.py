@@ -356,6 +356,8 @@ class Log:
     """Parts handed out and what each path saw: request id -> answer, latencies, errors."""
 
     total: int
+    deadline: float = float("inf")
+    """``time.monotonic()`` after which no more parts are handed out."""
     handed: int = 0
     http: dict[str, str] = field(default_factory=dict)
     """HTTP request id -> inspection id."""
@@ -368,7 +370,7 @@ class Log:
 
     def next_part(self) -> int | None:
         with self.lock:
-            if self.handed >= self.total:
+            if self.handed >= self.total or time.monotonic() > self.deadline:
                 return None
             self.handed += 1
             return self.handed - 1
@@ -511,9 +513,12 @@ def sample(station: Station, log: Log, since: tuple[int, int]) -> dict[str, Any]
     return window
 
 
-def soak(station: Station, plc: SoftPlc, args: argparse.Namespace) -> dict[str, Any]:
-    """HTTP clients and the PLC share out ``args.parts``; a sample every ``args.window``."""
-    log = Log(args.parts)
+def soak(
+    station: Station, plc: SoftPlc, args: argparse.Namespace, seconds: float
+) -> dict[str, Any]:
+    """HTTP clients and the PLC share out ``args.parts`` (as many as ``seconds`` allow); a
+    sample every ``args.window``."""
+    log = Log(args.parts, time.monotonic() + seconds)
     threads = [
         threading.Thread(target=http_client, args=(station, log)) for _ in range(args.clients)
     ]
@@ -581,8 +586,9 @@ def retention_config(args: argparse.Namespace, prefill: Prefill) -> dict[str, An
     }
 
 
-def run_store(kind: str, args: argparse.Namespace) -> dict[str, Any]:
-    prefill = prefilled(Path(args.workdir), kind, args.prefill, args.prefill_rate)
+def run_store(
+    kind: str, prefill: Prefill, args: argparse.Namespace, seconds: float
+) -> dict[str, Any]:
     root = Path(args.workdir) / f"soak-{kind}"
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
@@ -605,7 +611,7 @@ def run_store(kind: str, args: argparse.Namespace) -> dict[str, Any]:
         station.wait_healthy()
         plc.wait_for("Ready", True, 120.0)
         pruner.start()
-        run = soak(station, plc, args)
+        run = soak(station, plc, args, seconds)
     finally:
         pruner.stop() if pruner.is_alive() else None
         station.stop()
@@ -677,6 +683,15 @@ def markdown(report: dict[str, Any]) -> str:
         f"({run['prefill_span_h']} h at the pre-fill rate, rollups rebuilt; built in "
         f"{run['prefill_build_s']} s, cloned in {run['clone_s']} s).",
         "",
+        *(
+            [
+                f"**Cut short** at {run['parts']:,} of the {report['parts_requested']:,} parts "
+                f"asked for, to end by {report['end_by']} UTC (`--end-by`).",
+                "",
+            ]
+            if run["parts"] < report["parts_requested"]
+            else []
+        ),
         f"Retention: `{json.dumps(run['retention'])}`; prune every {report['prune_every']} s "
         f"as its own process: {len(prunes)} runs, {run['prune_failures']} failed, wall "
         f"{min((p['wall_s'] for p in prunes), default=0)}-"
@@ -723,11 +738,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=3)
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--prune-every", type=float, default=30.0)
-    parser.add_argument("--blob-minutes", type=float, default=1.0)
+    parser.add_argument("--blob-minutes", type=float, default=2.0)
     parser.add_argument("--budget-gb", type=float, default=50.0)
+    parser.add_argument(
+        "--end-by", help="UTC HH:MM: every store's soak is cut short to finish by then"
+    )
     parser.add_argument("--workdir", default="/tmp/inspection-soak")
     parser.add_argument("--out", default=str(REPORTS))
     return parser.parse_args(argv)
+
+
+def time_share(args: argparse.Namespace, stores_left: int) -> float:
+    """Seconds of soak for the next store: an equal share of what is left before
+    ``--end-by`` (3 minutes per store kept for start-up, verification and the report)."""
+    if not args.end_by:
+        return float("inf")
+    now = datetime.now(timezone.utc)
+    hour, minute = (int(x) for x in args.end_by.split(":"))
+    end = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
+    end += timedelta(days=1) if end < now - timedelta(hours=12) else timedelta()
+    return max(60.0, ((end - now).total_seconds() - 180 * stores_left) / stores_left)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -736,9 +766,11 @@ def main(argv: list[str] | None = None) -> None:
     args.registry = args.registry or str(tiny_registry(Path(args.workdir), args.product, int8=True))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
                             capture_output=True, text=True, check=False).stdout.strip()  # fmt: skip
-    for kind in args.stores:
+    workdir = Path(args.workdir)
+    prefills = {k: prefilled(workdir, k, args.prefill, args.prefill_rate) for k in args.stores}
+    for done, kind in enumerate(args.stores):
         load_start = load_average()
-        run = run_store(kind, args)
+        run = run_store(kind, prefills[kind], args, time_share(args, len(args.stores) - done))
         report = {
             "command": "python bench/soak.py " + " ".join(argv or sys.argv[1:]),
             "commit": commit,
@@ -747,6 +779,8 @@ def main(argv: list[str] | None = None) -> None:
             "load_end": load_average(),
             "bundle": Registry(args.registry).live_bundle_dir(args.product).name,
             "clients": args.clients,
+            "parts_requested": args.parts,
+            "end_by": args.end_by,
             "prune_every": args.prune_every,
             "run": run,
         }
