@@ -14,9 +14,11 @@ too, so neither of its parts has seen the image it scores.
 from __future__ import annotations
 
 import logging
+import math
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -65,10 +67,15 @@ def out_of_fold_scores(
     fitted without its fold. ``model``: the trained anomalib ``Patchcore`` (its bank is put
     back afterwards); ``roi``: the training ROI, applied to the fold banks as in training."""
     inner = model.model
-    images = model_inputs(model, samples, image_size, bits)
-    rows = _fit_rows(model, samples, roi, images.shape[-2:]) or _embeddings(
-        inner, images, samples, roi, batch_size, getattr(model, "bank_augment", ())
-    )
+    own = fit_embeddings(model, samples)
+    head = getattr(inner, "local_stats", None)
+    fused = head is not None and head.enabled  # its statistics part reads the pixels
+    images = model_inputs(model, samples, image_size, bits) if fused or own is None else None
+    if own is None:
+        views = getattr(model, "bank_augment", ())
+        rows = _embeddings(inner, images, samples, roi, batch_size, views)
+    else:
+        rows = _fit_rows(model, samples, roi, image_size)
     assignment = fold_of(len(samples), folds, seed)
     side_banks = _local_stats_fold_banks(inner, images, samples, roi, batch_size, folds)
     trained_banks = _banks(inner)
@@ -81,7 +88,9 @@ def out_of_fold_scores(
             if side_banks:
                 inner.local_stats.bank = side_banks[fold](rest, ratio, cap_rows)
             held = np.flatnonzero(assignment == fold)
-            scores[held] = _score(inner, images[held], batch_size)
+            scores[held] = score_images(
+                inner, held, images, own, image_size=image_size, batch_size=batch_size
+            )
     finally:
         _restore_banks(inner, trained_banks)
         if side_banks:
@@ -166,14 +175,84 @@ def _local_stats_fold_banks(
     return [lambda rest, ratio, cap: fold_bank([side[i] for i in rest], ratio, cap)] * folds
 
 
+def fit_embeddings(model: Any, samples: Sequence[Sample]) -> list[torch.Tensor] | None:
+    """Per image, its own (h * w, d) patch embedding as the fit collected it
+    (``Patchcore.train_rows``, before the ROI, without its ``bank_augment`` views' rows);
+    None when the fit did not see every sample (then the backbone runs again)."""
+    kept = getattr(model, "train_rows", {})
+    if not samples or not all(str(s.path) in kept for s in samples):
+        return None
+    views = 1 + len(getattr(model, "bank_augment", ()))
+    return [(rows := kept[str(s.path)])[: len(rows) // views] for s in samples]
+
+
+def score_images(
+    inner: Any,
+    indices: np.ndarray,
+    images: torch.Tensor | None,
+    embeddings: Sequence[torch.Tensor] | None,
+    *,
+    image_size: Sequence[int],
+    batch_size: int = 8,
+) -> np.ndarray:
+    """(len(indices),) float64 image scores of the model ``inner`` as it stands (its bank,
+    heads, fusion). With ``embeddings`` (``fit_embeddings``), its backbone does not run again:
+    each batch's patch embedding is replayed (``replayed_embeddings``); ``images`` (N, 3, H, W)
+    pre-processed are needed only without them, or for a fused statistics part."""
+    from inspection.training.backbones import channels_last
+
+    height, width = image_size
+    inner.eval()
+    scores = []
+    with torch.no_grad(), channels_last(inner):
+        for start in range(0, len(indices), batch_size):
+            batch = indices[start : start + batch_size]
+            if embeddings is None:
+                output = inner(images[batch])
+            else:
+                pixels = images[batch] if images is not None else torch.zeros(1, 3, height, width)
+                pixels = pixels.expand(len(batch), -1, -1, -1)
+                with replayed_embeddings(inner, [embeddings[i] for i in batch], (height, width)):
+                    output = inner(pixels)
+            scores.append(output.pred_score.reshape(-1).double().numpy())
+    return np.concatenate(scores)
+
+
+class _NoFeatures(torch.nn.Module):
+    def forward(self, _images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {}
+
+
+@contextmanager
+def replayed_embeddings(
+    inner: Any, rows: Sequence[torch.Tensor], image_size: Sequence[int]
+) -> Iterator[None]:
+    """Inside, one call of the PatchCore model ``inner`` (anomalib's ``PatchcoreModel.forward``
+    and the heads around it) takes the batch's patch embedding from ``rows`` (per image,
+    (h * w, d) in ``reshape_embedding``'s order) instead of running its backbone: the
+    scores from the kNN on are computed as ever. The embedding grid has the input's aspect."""
+    count, dim = rows[0].shape
+    height = round(math.sqrt(count * image_size[0] / image_size[1]))
+    width = count // height
+    if height * width != count:
+        raise ValueError(f"{count} patch rows are no grid of a {list(image_size)} input")
+    embedding = torch.stack(list(rows)).reshape(len(rows), height, width, dim)
+    extractor = inner.feature_extractor
+    inner.feature_extractor = _NoFeatures()
+    inner.generate_embedding = lambda _features: embedding.permute(0, 3, 1, 2)
+    try:
+        yield
+    finally:
+        inner.feature_extractor = extractor
+        del inner.generate_embedding
+
+
 def _fit_rows(
     model: Any, samples: Sequence[Sample], roi: TrainingRoi | None, size: Sequence[int]
 ) -> list[torch.Tensor]:
-    """Per image, the patch rows its fit collected (``Patchcore.train_rows``), ROI applied as
-    in ``_embeddings``; [] when the fit did not see every sample (then they are computed)."""
-    kept = getattr(model, "train_rows", {})
-    if not all(str(s.path) in kept for s in samples):
-        return []
+    """Per image, the patch rows its fit collected (``Patchcore.train_rows``, its
+    ``bank_augment`` views' included), ROI applied as in ``_embeddings``."""
+    kept = model.train_rows
     rows = [kept[str(s.path)] for s in samples]
     if roi is not None:
         rows = [
@@ -202,15 +281,3 @@ def _embeddings(
 
     rows_of = with_views(embed, bank_views)
     return per_image_rows(rows_of, images, batch_size, roi, [s.path for s in samples])
-
-
-def _score(inner: Any, images: torch.Tensor, batch_size: int) -> np.ndarray:
-    from inspection.training.backbones import channels_last
-
-    inner.eval()
-    scores = []
-    with torch.no_grad(), channels_last(inner):
-        for start in range(0, len(images), batch_size):
-            output = inner(images[start : start + batch_size])
-            scores.append(output.pred_score.reshape(-1).double().numpy())
-    return np.concatenate(scores)
