@@ -77,11 +77,11 @@ def site_station_configs(site: SiteConfig) -> list[Path]:
     return [folder / c.name for c in STATION_CONFIGS if (folder / c.name).is_file()]
 
 
-def _configs(configs: list[Path] | None, site: str | None) -> list[Path]:
+def _configs(configs: list[Path] | None, site: str | None, *, required: bool = True) -> list[Path]:
     from inspection.core.config import load_site_config
 
     found = configs or site_station_configs(load_site_config(site))
-    if not found:
+    if not found and required:
         raise ConfigError("no station config to write: pass --config FILE")
     return found
 
@@ -108,13 +108,11 @@ def pin_in_configs(pins: list[PinnedKey], configs: list[Path], *, replace: bool)
     for config in configs:
         trust = read_trust(config)
         new = {p.fingerprint for p in pins} | {p.path for p in pins}
-        kept = (
-            ()
-            if replace
-            else tuple(
-                p for p in trust.signing_keys if p.fingerprint not in new and p.path not in new
-            )
-        )
+        kept = [
+            p
+            for p in trust.signing_keys
+            if not replace and p.fingerprint not in new and p.path not in new
+        ]
         changed = write_trust(config, Trust((*pins, *kept), trust.revoked))
         said = ", ".join(f"{p.signs} {p.fingerprint[:23]}…" for p in pins)
         notes.append(f"{config}: {'pinned' if changed else 'already pins'} {said}")
@@ -134,7 +132,8 @@ def init(
     """Create the site's bundle key and the dashboard's decision key (once, at set-up; each
     where missing) and pin both by fingerprint in the station configs."""
     pins, notes = ensure_site_keys(folder or _site_keys(site), force=force)
-    for line in notes + pin_in_configs(pins, _configs(configs, site), replace=force):
+    targets = _configs(configs, site, required=False)
+    for line in notes + pin_in_configs(pins, targets, replace=force):
         console.print(line, soft_wrap=True)
     for pin in pins:
         console.print(
