@@ -111,7 +111,8 @@ class StationCore:
         return {
             "required": self.key_id is not None,
             "pinned_key_id": self.key_id,
-            "public_key": str(self.config.bundle_public_key) if self.key_id else None,
+            "pinned": [f"{p.signs} {p.fingerprint}" for p in self.config.signing_keys],
+            "revoked": list(self.config.revoked),
         }
 
 
