@@ -38,7 +38,7 @@ from inspection.core.global_context import (
 )
 from inspection.core.images import read_image
 from inspection.core.metrics import image_auroc
-from inspection.core.operating_point import OperatingPoint, choose_threshold
+from inspection.core.operating_point import OperatingPoint, ThresholdChoice, choose_threshold
 from inspection.runtime.preprocess import preprocess
 from inspection.training.convert import ScoreAndMap, no_chunking
 
@@ -252,6 +252,9 @@ class FittedContext:
     """The model's normalisation with the image fields in fused-score space."""
     validation_auroc: dict[str, float]
     """Validation image AUROC of each component alone, the accepted steps and fused."""
+    operating: ThresholdChoice
+    """How the fused image threshold (``normalization["image_threshold_raw"]``) was chosen:
+    on the fused validation scores alone (with components, the threshold in force)."""
 
 
 def fit_model_context(
@@ -280,12 +283,24 @@ def fit_model_context(
     selection = select_components(fused_scores(every, val)[1], labels)
     context = restrict(every, selection.kept)
     fused, _ = fused_scores(context, val)
+    choice = context_threshold(fused, labels, point or OperatingPoint())
     stats = {
         **normalization,
-        "image_threshold_raw": choose_threshold(
-            fused[labels == 0], point or OperatingPoint(), defect_scores=fused[labels == 1]
-        ).threshold,
+        "image_threshold_raw": choice.threshold,
         "image_min": float(fused.min()),
         "image_max": float(fused.max()),
     }
-    return FittedContext(context, tuple(components), stats, selection.validation_auroc)
+    return FittedContext(context, tuple(components), stats, selection.validation_auroc, choice)
+
+
+def context_threshold(
+    fused: np.ndarray, labels: np.ndarray, point: OperatingPoint
+) -> ThresholdChoice:
+    """The threshold ``point`` sets on (N,) fused validation scores with their (N,) labels:
+    the good ones are its only good calibration scores (training images are in-sample for the
+    Gaussians), recorded as such."""
+    good = labels == 0
+    return choose_threshold(
+        fused[good], point, defect_scores=fused[labels == 1],
+        good_sources={"validation": int(good.sum())},
+    )  # fmt: skip

@@ -371,7 +371,9 @@ def train_model(
             model, config, weights, dataset.train_samples, validation, predictions, normalization
         )
         if context.context.components:  # fused scores: the threshold was chosen on them
-            calibration = dataclasses.replace(calibration, normalization=normalization)
+            calibration = dataclasses.replace(
+                calibration, normalization=normalization, operating=context.operating
+            )
     metrics = metrics_of_predictions(predictions, calibration)
     clock.lap("evaluation")
     set_post_processor(model, normalization)

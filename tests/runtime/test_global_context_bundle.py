@@ -104,3 +104,16 @@ def test_missing_context_file_is_refused(weave_bundle, tmp_path) -> None:
     (copy / "global_context.npz").unlink()
     with pytest.raises(BundleError, match=r"global_context\.npz is missing"):
         Inspector.from_bundle(copy)
+
+
+def test_record_describes_the_threshold_in_force(weave_bundle) -> None:
+    """With components kept, the recorded operating point is the fused threshold applied
+    (chosen on the validation good images alone), not the local model's."""
+    registry, _, _ = weave_bundle
+    record = registry.latest_version("weave")
+    calibration = record.metrics["calibration"]
+    operating, applied = calibration["operating"], record.extra["normalization"]
+    assert record.global_context().components
+    assert operating["threshold"] == pytest.approx(applied["image_threshold_raw"])
+    assert calibration["normalization"]["image_threshold_raw"] == operating["threshold"]
+    assert operating["good_sources"] == {"validation": operating["n_good"]}
