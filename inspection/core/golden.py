@@ -2,19 +2,24 @@
 
 A bundle is calibrated on the CPU that exported it and served on another, where OpenVINO's
 kernels (AVX2, AVX-512 VNNI, AMX) and the precision actually executed may differ. At export,
-``GOLDEN_IMAGES`` small validation images (at the model's input size, under ``golden/`` in the
-bundle, checksummed and signed like the model) are run through the finished bundle and their
-raw image score and a summary of the raw anomaly map are recorded in ``metadata.json``::
+``GOLDEN_IMAGES`` small validation images, good and defective alternating, plus the
+``NEAR_THRESHOLD`` validation images nearest the threshold (``choose_golden``; at the model's
+input size, under ``golden/`` in the bundle, checksummed and signed like the model) are run
+through the finished bundle and their raw image score, its margin to the threshold and a
+summary of the raw anomaly map are recorded in ``metadata.json``::
 
-    GoldenOutputs(images=(GoldenImage("golden/00.png", raw_score=3.1, map_max=3.4, ...), ...),
-                  score_scale=2.0, map_scale=2.5, tolerance=0.01, precision="f32", ...)
+    GoldenOutputs(images=(GoldenImage("golden/00.png", raw_score=3.1, map=..., margin=0.21),
+                  ...), score_scale=2.0, map_scale=2.5, tolerance=0.01, precision="f32", ...)
 
 At load the station runs the same images (``inspection.runtime.golden``) and compares
 (``compare_golden``). Drift is measured in *normalised units*: the raw difference divided by the
 raw span the bundle's normalisation maps to [0, 1] at export (``score_scale``, ``map_scale``);
-0.01 means 1 % of the calibrated score range, so no verdict can flip for a part further than
-that from its threshold. The scales are fixed at export, so later threshold changes (a new
-operating point) do not move the check: it compares RAW outputs.
+0.01 means 1 % of the calibrated score range. **The check speaks in verdicts**: each image's
+score may drift by at most its own margin to the export threshold (and never more than the
+tolerance), so a drift that could flip one golden verdict is refused; the images nearest the
+threshold make that bite where verdicts are closest. The scales and margins are fixed at
+export, so later threshold changes (a new operating point) do not move the check: it compares
+RAW outputs.
 """
 
 from __future__ import annotations
@@ -40,6 +45,11 @@ GOLDEN_DIR = "golden"
 """Folder of the golden images inside a bundle."""
 GOLDEN_IMAGES = 4
 """Images per bundle: the first good and defective validation images, alternating."""
+NEAR_THRESHOLD = 4
+"""Further golden images: the validation images whose served score is nearest the threshold."""
+MIN_MARGIN = 0.002
+"""Nearest-threshold images sit at least this far from it (normalised units): one closer would
+refuse a bundle on any last-bit difference of a kernel."""
 GRID = 4
 """A map summary keeps the mean of each cell of a GRID x GRID grid (and the map's maximum)."""
 NON_FINITE_DRIFT = 1e6
@@ -65,17 +75,24 @@ class MapSummary:
 
 @dataclass(frozen=True)
 class GoldenImage:
-    """One golden image (a PNG file of the bundle) and the raw outputs the bundle gave it."""
+    """One golden image (a PNG file of the bundle) and the raw outputs the bundle gave it.
+
+    ``margin``: |served score - image threshold| / score scale at export (normalised units),
+    how far its score may drift before its verdict flips; None in records made before it.
+    """
 
     file: str
     raw_score: float
     map: MapSummary
+    margin: float | None = None
 
     def __post_init__(self) -> None:
         if not self.file.startswith(f"{GOLDEN_DIR}/"):
             raise ValueError(f"golden image {self.file!r} must be under {GOLDEN_DIR}/")
         if not np.isfinite(self.raw_score):
             raise ValueError(f"golden raw score of {self.file} must be finite")
+        if self.margin is not None and not self.margin >= 0:
+            raise ValueError(f"golden margin of {self.file} must be >= 0, got {self.margin}")
 
 
 @dataclass(frozen=True)
@@ -114,15 +131,22 @@ class GoldenOutputs:
 @dataclass(frozen=True)
 class GoldenDrift:
     """One golden image on the station: drift of its score and of its map summary (normalised
-    units, >= 0)."""
+    units, >= 0); ``allowed``: the score drift it tolerates (its margin, at most the
+    tolerance)."""
 
     file: str
     score: float
     map: float
+    allowed: float = DEFAULT_TOLERANCE
 
     @property
     def worst(self) -> float:
         return max(self.score, self.map)
+
+    @property
+    def may_flip(self) -> bool:
+        """Its score drifted as far as its margin: its verdict could flip."""
+        return self.score > 0 and self.score >= self.allowed
 
 
 @dataclass(frozen=True)
@@ -149,16 +173,26 @@ class GoldenCheck:
         return max(self.drifts, key=lambda d: d.worst).file if self.drifts else ""
 
     @property
+    def flipping(self) -> tuple[GoldenDrift, ...]:
+        """The images whose score drifted as far as their margin to the threshold."""
+        return tuple(d for d in self.drifts if d.may_flip)
+
+    @property
     def passed(self) -> bool:
-        return self.worst_drift <= self.tolerance
+        return self.worst_drift <= self.tolerance and not self.flipping
 
     def message(self) -> str:
         """One line for logs, /healthz and refusals."""
         verdict = "passed" if self.passed else "REFUSED"
+        flips = "".join(
+            f"; {d.file}'s score drifted {d.score:.4g}, its margin to the threshold is "
+            f"{d.allowed:.4g}: its verdict could flip"
+            for d in self.flipping
+        )
         return (
             f"{self.bundle}: golden check {verdict}: worst drift {self.worst_drift:.4g} "
             f"(max {self.tolerance:g}, normalised units) on {self.worst_file}, executed in "
-            f"{self.precision or '?'} (reference {self.reference_precision or '?'})"
+            f"{self.precision or '?'} (reference {self.reference_precision or '?'}){flips}"
         )
 
     def summary(self) -> dict[str, object]:
@@ -169,6 +203,7 @@ class GoldenCheck:
             "tolerance": self.tolerance,
             "worst_image": self.worst_file,
             "images": len(self.drifts),
+            "may_flip": [d.file for d in self.flipping],
             "precision": self.precision,
             "reference_precision": self.reference_precision,
             "kernels": list(self.kernels),
@@ -406,26 +441,47 @@ def golden_scales(normalization: Normalization) -> tuple[float, float]:
     )
 
 
+def golden_margins(served: np.ndarray, normalization: Normalization) -> np.ndarray:
+    """(N,) normalised distance of served raw scores to the image threshold."""
+    threshold = float(normalization.image_threshold_raw)
+    scale = golden_scales(normalization)[0]
+    return np.abs(np.asarray(served, dtype=np.float64) - threshold) / scale
+
+
+def choose_golden(margins: np.ndarray) -> list[int]:
+    """Indices of the golden images among candidates in preference order (good and defective
+    alternating) with their (N,) ``margins``: the first ``GOLDEN_IMAGES``, then the
+    ``NEAR_THRESHOLD`` others nearest the threshold, at least ``MIN_MARGIN`` from it."""
+    first = list(range(min(GOLDEN_IMAGES, len(margins))))
+    rest = [i for i in np.argsort(margins, kind="stable") if i >= GOLDEN_IMAGES]
+    near = [int(i) for i in rest if margins[i] >= MIN_MARGIN][:NEAR_THRESHOLD]
+    return first + near
+
+
 def golden_outputs(
     files: Sequence[str],
     scores: np.ndarray,
     maps: np.ndarray,
     normalization: Normalization,
     *,
+    served: np.ndarray | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
     precision: str = "",
     recorded_on: str = "",
 ) -> GoldenOutputs:
-    """The golden record of ``files`` from their raw ``scores`` (N,) and raw ``maps`` (N, h, w)."""
+    """The golden record of ``files`` from their raw ``scores`` (N,) and raw ``maps`` (N, h, w);
+    ``served`` (N,): the scores the verdicts use (ROI-masked; default ``scores``), whose
+    distance to the threshold is each image's margin."""
     if not len(files) == len(scores) == len(maps):
         raise ValueError(
             f"need one score and one map per golden file, got {len(files)} files, "
             f"{len(scores)} scores, {len(maps)} maps"
         )
     score_scale, map_scale = golden_scales(normalization)
+    margins = golden_margins(scores if served is None else served, normalization)
     images = tuple(
-        GoldenImage(file, float(score), summarize_map(raw_map))
-        for file, score, raw_map in zip(files, scores, maps, strict=True)
+        GoldenImage(file, float(score), summarize_map(raw_map), round(float(margin), 6))
+        for file, score, raw_map, margin in zip(files, scores, maps, margins, strict=True)
     )
     return GoldenOutputs(images, score_scale, map_scale, tolerance, precision, recorded_on)
 
@@ -441,7 +497,7 @@ def compare_golden(
 ) -> GoldenCheck:
     """The station's raw ``scores`` (N,) and ``maps`` (N, h, w) of the golden images vs the
     record: per image, |d score| / score scale and the largest |d| of the map maximum and cell
-    means / map scale."""
+    means / map scale; its score may drift less than its margin (``GoldenDrift.allowed``)."""
     if not len(golden.images) == len(scores) == len(maps):
         raise ValueError(
             f"need outputs for the {len(golden.images)} golden images, got {len(scores)} "
@@ -453,7 +509,8 @@ def compare_golden(
         map_diff = np.abs(here - np.array([image.map.max, *image.map.grid]))
         score_drift = abs(float(score) - image.raw_score) / golden.score_scale
         map_drift = float(map_diff.max()) / golden.map_scale
-        drifts.append(GoldenDrift(image.file, _finite(score_drift), _finite(map_drift)))
+        allowed = golden.tolerance if image.margin is None else min(golden.tolerance, image.margin)
+        drifts.append(GoldenDrift(image.file, _finite(score_drift), _finite(map_drift), allowed))
     return GoldenCheck(
         bundle=bundle,
         drifts=tuple(drifts),

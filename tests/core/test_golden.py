@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from inspection.core.calibration import Normalization
 from inspection.core.golden import (
+    GOLDEN_IMAGES,
     GRID,
+    MIN_MARGIN,
+    NEAR_THRESHOLD,
     GoldenImage,
     GoldenOutputs,
     MapSummary,
     carry_threshold,
+    choose_golden,
     compare_golden,
     golden_outputs,
     golden_scales,
@@ -76,6 +82,49 @@ def test_a_local_change_in_the_map_is_seen_by_its_cell() -> None:
     check = compare_golden(_record(), SCORES, maps)
     assert check.worst_file == FILES[1]
     assert check.worst_drift == pytest.approx(0.1, rel=1e-3)
+
+
+# ------------------------------------------------- verdicts: each image's margin
+def test_each_image_records_its_served_scores_margin_to_the_threshold() -> None:
+    served = SCORES - np.float32(0.1)  # ROI-masked scores, as the verdicts use them
+    record = golden_outputs(FILES, SCORES, MAPS, NORM, served=served)
+    # |served - threshold 2.0| / score scale 2.0
+    assert [image.margin for image in record.images] == pytest.approx([0.45, 0.3], abs=1e-6)
+    assert [image.margin for image in _record().images] == pytest.approx([0.4, 0.35], abs=1e-6)
+
+
+@pytest.mark.parametrize(("shift", "passed"), [(0.008, True), (-0.008, True), (0.012, False)])
+def test_a_drift_larger_than_an_images_margin_is_refused(shift: float, passed: bool) -> None:
+    """1.99 sits 0.005 (normalised) below the threshold 2.0: a raw drift of 0.012 (0.006,
+    within the 1 % tolerance) could flip its verdict and is refused; 0.008 (0.004) is not."""
+    near = np.array([1.99, 2.7], dtype=np.float32)
+    record = golden_outputs(FILES, near, MAPS, NORM)
+    assert record.images[0].margin == pytest.approx(0.005, abs=1e-6)
+    check = compare_golden(record, near + np.array([shift, 0.0], np.float32), MAPS)
+    assert check.worst_drift < check.tolerance  # the old rule would pass them all
+    assert check.passed is passed
+    if not passed:
+        assert [d.file for d in check.flipping] == [FILES[0]]
+        assert "golden/00.png's score drifted 0.006" in check.message()
+        assert "its verdict could flip" in check.message()
+        assert check.summary()["may_flip"] == [FILES[0]]
+
+
+def test_a_record_without_margins_keeps_the_tolerance() -> None:
+    record = _record()
+    old = dataclasses.replace(
+        record, images=tuple(dataclasses.replace(i, margin=None) for i in record.images)
+    )
+    assert compare_golden(old, SCORES + np.float32(0.018), MAPS).passed  # 0.009 < 0.01
+    assert not compare_golden(old, SCORES + np.float32(0.022), MAPS).passed
+
+
+def test_golden_images_are_the_first_ones_then_the_nearest_to_the_threshold() -> None:
+    margins = np.array([0.5, 0.4, 0.3, 0.2, 0.9, MIN_MARGIN / 2, 0.05, 0.01, 0.6, 0.02, 0.03])
+    chosen = choose_golden(margins)
+    assert chosen[:GOLDEN_IMAGES] == list(range(GOLDEN_IMAGES))
+    assert chosen[GOLDEN_IMAGES:] == [7, 9, 10, 6][:NEAR_THRESHOLD]  # 5 is too close to tell
+    assert choose_golden(margins[:3]) == [0, 1, 2]
 
 
 def test_nan_outputs_are_refused() -> None:
