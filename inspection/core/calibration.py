@@ -96,6 +96,7 @@ def calibrate(
     point: OperatingPoint | None = None,
     extra_good_scores: np.ndarray | None = None,
     good_sources: dict[str, int] | None = None,
+    validation_good: bool = True,
 ) -> Calibration:
     """Calibration of one bundle from its raw outputs on the validation split.
 
@@ -105,7 +106,9 @@ def calibrate(
     a mask (left out of pixel figures). ``point``: the operating point (default: a 1 %
     false-reject budget); ``extra_good_scores`` (G,) raw scores of further good images in the
     same space (out-of-fold training scores), used with the validation good ones to set the
-    image threshold; ``good_sources`` names their counts for the record.
+    image threshold; ``good_sources`` names their counts for the record. ``validation_good``
+    False: the validation good scores set no threshold (they fitted a fusion's standardisers),
+    ``extra_good_scores`` alone do.
     """
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     maps = np.asarray(maps, dtype=np.float32)
@@ -122,7 +125,7 @@ def calibrate(
     known = np.ones(n, bool) if mask_known is None else np.asarray(mask_known, dtype=bool)
     point = point or OperatingPoint()
     extra = np.empty(0) if extra_good_scores is None else np.asarray(extra_good_scores, float)
-    good = np.r_[extra.reshape(-1), scores[labels == 0]]
+    good = np.r_[extra.reshape(-1), scores[labels == 0] if validation_good else []]
     sources = good_sources or {"validation": int((labels == 0).sum())}
     choice = choose_threshold(good, point, defect_scores=scores[labels == 1], good_sources=sources)
     image_threshold = choice.threshold

@@ -82,6 +82,9 @@ class GoodScores:
     validation: dict[str, float] = field(default_factory=dict)
     train_full_bank: dict[str, float] = field(default_factory=dict)
     folds: int = 0
+    validation_calibrates: bool = True
+    """False: the good validation scores fitted a fusion's standardisers
+    (``training.local_stats``), so a bundle calibrates on ``out_of_fold`` alone."""
 
 
 @dataclass(frozen=True)

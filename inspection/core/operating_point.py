@@ -59,6 +59,10 @@ parts would occur with probability below this if its true false-reject rate were
 (one-sided binomial test; 42 good parts at 1 % allow 2 rejects, 7 at 1 % allow 1)."""
 BUDGET_GRID: tuple[float, ...] = (0.005, 0.01, 0.02, 0.05)
 """The budgets reports compare (plus the F1 point)."""
+MAX_TRANSFER_RESIDUAL = 0.05
+"""Out-of-fold scores carried into a bundle's score space (``fit_transfer``) calibrate it only
+when the line's largest residual on its pairs is at most this share of the threshold; above,
+they would move the threshold by more than that, and the bundle calibrates without them."""
 
 
 @dataclass(frozen=True)
@@ -138,6 +142,10 @@ class ThresholdChoice:
     miss_bound: float = DEFAULT_MISS_BOUND
     """The operating point's ``miss_bound``: kinds not shown to be missed at most this often
     (``lacking_kinds``) are not line-ready."""
+    transfer_residual: float | None = None
+    """Largest residual of the line carrying out-of-fold scores into this score space, as a
+    share of the threshold (None: none carried); above ``MAX_TRANSFER_RESIDUAL`` they were
+    left out (``good_sources`` says what calibrated)."""
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.threshold):
@@ -498,6 +506,15 @@ class ScoreTransfer:
 
     def apply(self, scores: np.ndarray) -> np.ndarray:
         return self.slope * np.asarray(scores, dtype=np.float64) + self.intercept
+
+    def residual_share(self, threshold: float) -> float:
+        """``max_residual`` as a share of |``threshold``| (inf at a zero threshold)."""
+        return self.max_residual / abs(threshold) if threshold else math.inf
+
+    def holds_at(self, threshold: float) -> bool:
+        """Whether carried scores may set ``threshold``: residual share at most
+        ``MAX_TRANSFER_RESIDUAL``."""
+        return self.residual_share(threshold) <= MAX_TRANSFER_RESIDUAL
 
 
 def fit_transfer(source: np.ndarray, target: np.ndarray) -> ScoreTransfer:

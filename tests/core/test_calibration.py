@@ -212,3 +212,23 @@ def test_f1_policy_keeps_the_old_threshold() -> None:
         scores, maps, labels, masks, ["good"] * 3 + ["a"] * 3, point=OperatingPoint(policy="f1")
     )
     assert calibration.normalization.image_threshold_raw == f1_adaptive_threshold(scores, labels)[0]
+
+
+def test_validation_good_scores_that_fitted_standardisers_set_no_threshold() -> None:
+    """``validation_good`` False: the threshold is the one the extra good scores alone set,
+    however high the validation good scores are."""
+    from inspection.core.operating_point import OperatingPoint, choose_threshold
+
+    rng = np.random.default_rng(6)
+    scores = np.r_[rng.normal(5.0, 0.1, 20), rng.normal(9.0, 0.1, 5)]  # validation, high
+    labels = np.r_[np.zeros(20), np.ones(5)].astype(np.int64)
+    maps = rng.random((25, 16, 16)).astype(np.float32)
+    masks = np.zeros((25, 16, 16), dtype=bool)
+    extra = rng.normal(1.0, 0.1, 120)
+    calibration = calibrate(
+        scores, maps, labels, masks, ["good"] * 20 + ["crack"] * 5, extra_good_scores=extra,
+        good_sources={"out_of_fold_train": 120}, validation_good=False,
+    )  # fmt: skip
+    choice = calibration.operating
+    assert choice.n_good == 120 and choice.good_sources == {"out_of_fold_train": 120}
+    assert choice.threshold == choose_threshold(extra, OperatingPoint()).threshold < 2.0

@@ -9,7 +9,9 @@ import pytest
 from inspection.core.errors import ConfigError
 from inspection.core.operating_point import (
     BUDGET_TEST_LEVEL,
+    MAX_TRANSFER_RESIDUAL,
     OperatingPoint,
+    ScoreTransfer,
     ThresholdChoice,
     choose_threshold,
     confident_n_needed,
@@ -267,3 +269,18 @@ def test_the_budget_test_holds_at_any_volume(n: int) -> None:
     assert not within_budget(n, n, budget)
     mean, sd = n * budget, math.sqrt(n * budget * (1 - budget))
     assert abs(allowed - (mean + 1.6449 * sd)) <= 0.05 * sd + 2
+
+
+@pytest.mark.parametrize(
+    ("residual", "threshold", "holds"),
+    [(0.4, 10.0, True), (0.5, 10.0, True), (0.6, 10.0, False), (0.05, -1.0, True),
+     (0.06, -1.0, False), (0.0, 0.0, False)],
+)  # fmt: skip
+def test_carried_scores_hold_only_with_a_residual_within_the_stated_share(
+    residual: float, threshold: float, holds: bool
+) -> None:
+    transfer = ScoreTransfer(1.0, 0.0, 10, residual)
+    assert MAX_TRANSFER_RESIDUAL == 0.05
+    assert transfer.holds_at(threshold) is holds
+    share = residual / abs(threshold) if threshold else float("inf")
+    assert transfer.residual_share(threshold) == pytest.approx(share)
