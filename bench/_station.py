@@ -79,6 +79,7 @@ def tiny_registry(workdir: Path, product: str, *, int8: bool = False) -> Path:
     """A registry with one live bundle: PatchCore (128 px) trained on a demo product (~1 min),
     exported FP32 and, with ``int8``, INT8 promoted when its gate passes."""
     from inspection.core.errors import BundleError
+    from inspection.core.export_gate import GateRefusal
     from inspection.core.product_config import model_config_from_mapping
     from inspection.core.registry import Registry
     from inspection.data.dataset import load_dataset
@@ -105,6 +106,6 @@ def tiny_registry(workdir: Path, product: str, *, int8: bool = False) -> Path:
     if int8:
         try:
             export_bundle(registry, product, ExportOptions(precision="int8"), source)
-        except BundleError as exc:  # its gate refused it: the FP32 bundle stays live
+        except (BundleError, GateRefusal) as exc:  # refused: the FP32 bundle stays live
             print(f"INT8 export refused, serving FP32: {exc}", flush=True)
     return root
