@@ -217,6 +217,7 @@ def markdown(report: dict[str, Any]) -> str:
 # ------------------------------------------------------------ one row per attack
 ATTACK_PRODUCT = "widget"
 GOOD_THRESHOLD = 0.6
+GOOD_BUNDLE = "v0001-fp32"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -252,18 +253,26 @@ def attack_site(root: Path) -> AttackSite:
     from inspection.station.live import LiveModels, station_loader
 
     sys.path.insert(0, str(REPO))  # the tests' tiny hand-built OpenVINO bundle
+    from inspection.core.validation_scores import ValidationScores, write_validation_scores
+    from inspection.station.live import TunedSelector
     from tests.mean_bundle import write_mean_bundle
 
     registry = Registry(root / "var" / "registry")
     keys = init_keys(site_keys_dir(registry.root))
+    (root / "export").mkdir(parents=True)
+    scores = ValidationScores((0.1, 0.2, 0.9), (0, 0, 1), "test", ("good", "good", "crack"))
+    write_validation_scores(root / "export", scores)
     bundle = write_mean_bundle(root / "export", input_size=(32, 32), product=ATTACK_PRODUCT)
     sign_bundle(bundle, load_private_key(keys.private))
-    registry.add_bundle(ATTACK_PRODUCT, bundle, "v0001-fp32")
-    registry.promote(ATTACK_PRODUCT, "v0001-fp32", actor="qa", reason="first")
+    registry.add_bundle(ATTACK_PRODUCT, bundle, GOOD_BUNDLE)
+    registry.promote(ATTACK_PRODUCT, GOOD_BUNDLE, actor="qa", reason="first")
     registry.set_threshold(ATTACK_PRODUCT, GOOD_THRESHOLD, actor="qa", reason="validation")
     key = load_public_key(keys.public)
     loader = station_loader(RefineConfig(method="none"), public_key=key)
-    models = LiveModels(registry, (ATTACK_PRODUCT,), loader=loader, public_key=key)
+    selector = TunedSelector(registry, tune_on_load=False, public_key=key)
+    models = LiveModels(
+        registry, (ATTACK_PRODUCT,), loader=loader, selector=selector, public_key=key
+    )
     models.refresh()
     return AttackSite(root, models, key)
 
@@ -324,6 +333,125 @@ def threshold_row(name: str, attack: Any, root: Path) -> dict[str, Any]:
     said = site.models.status()[ATTACK_PRODUCT]["threshold_refused"] or ""
     kept = abs(served - GOOD_THRESHOLD) < 1e-9
     return _row(name, attack.__doc__, kept and bool(said), f"served {served:.4f}; {said}")
+
+
+def signed_bundle(site: AttackSite, bundle_id: str, model_version: str, **fields: Any) -> str:
+    """Another bundle of the product, signed with the site key (what an export on the set-up
+    machine writes), added to the registry; ``fields``: ``BundleMetadata`` fields."""
+    from inspection.core.signing import load_private_key, sign_bundle, site_keys_dir
+    from tests.mean_bundle import write_mean_bundle
+
+    folder = write_mean_bundle(
+        site.root / bundle_id, input_size=(32, 32), product=ATTACK_PRODUCT, **fields
+    )
+    meta = read_bundle_metadata(folder)
+    write_bundle_metadata(
+        folder, dataclasses.replace(meta, bundle_id=bundle_id, model_version=model_version)
+    )
+    registry = site.models.registry
+    sign_bundle(folder, load_private_key(site_keys_dir(registry.root) / "site-signing.key"))
+    registry.add_bundle(ATTACK_PRODUCT, folder, bundle_id)
+    return bundle_id
+
+
+def tuning_elsewhere(site: AttackSite) -> None:
+    """This CPU's tuning record rewritten to pick a signed bundle of another model version
+    (an old one, never gated against the live model)."""
+    from inspection.core.config import to_mapping
+    from inspection.runtime.hardware import cpu_info, load_1m
+    from inspection.runtime.tuning import (
+        TUNING_SCHEMA,
+        PrecisionMeasurement,
+        TuningRecord,
+        tuning_path,
+    )
+
+    other = signed_bundle(site, "v0000-fp32", f"{ATTACK_PRODUCT}/v0000")
+    measured = PrecisionMeasurement(other, "fp32", 1.0, 1.0, 100.0, True)
+    record = TuningRecord(
+        TUNING_SCHEMA, ATTACK_PRODUCT, GOOD_BUNDLE, f"{ATTACK_PRODUCT}/v0001", other, "fp32",
+        (measured,), cpu_info(), load_1m(), "2026-01-01T00:00:00+00:00",
+    )  # fmt: skip
+    path = tuning_path(site.models.registry, ATTACK_PRODUCT, cpu_info())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(to_mapping(record)), encoding="utf-8")
+
+
+def gate_refused_forced(site: AttackSite) -> None:
+    """A bundle the export gate refused, registered and promoted (``export --force
+    --promote``) with no signed force record naming it."""
+    from inspection.core.export_gate import BundleFigures, ExportRecord, GateRecord
+
+    figures = BundleFigures(0.2, 0.5, 0.6, None, None, None, 0, n_good=10, n_defective=10)
+    gate = GateRecord(False, figures, figures, failures=("miss rate 50 % > 5 %",), forced=True)
+    bundle = signed_bundle(
+        site, "v0002-int8", f"{ATTACK_PRODUCT}/v0001",
+        metrics=ExportRecord(gate=gate).to_mapping(),
+    )  # fmt: skip
+    site.models.registry.promote(ATTACK_PRODUCT, bundle, actor="someone", reason="forced")
+
+
+def altered_live_pointer(site: AttackSite) -> None:
+    """The signed live.json edited to point at another signed bundle (digest updated too)."""
+    from inspection.core.signing import bundle_digest
+
+    registry = site.models.registry
+    other = signed_bundle(site, "v0002-fp32", f"{ATTACK_PRODUCT}/v0002")
+    live = registry.root / ATTACK_PRODUCT / "live.json"
+    row = json.loads(live.read_text(encoding="utf-8"))
+    row |= {"bundle_id": other, "digest": bundle_digest(registry.bundle_dir(ATTACK_PRODUCT, other))}
+    live.write_text(json.dumps(row), encoding="utf-8")
+
+
+def altered_roi(site: AttackSite) -> None:
+    """The product config's ROI edited to cut out where defects show, so the next export
+    (signed on the set-up machine) carries it, promoted; an unsigned ROI decision appended to
+    match it."""
+    from inspection.core.roi import RoiSpec
+
+    blind = RoiSpec((32, 32), include=(((0.0, 0.0), (8.0, 0.0), (8.0, 8.0), (0.0, 8.0)),))
+    registry = site.models.registry
+    bundle = signed_bundle(site, "v0002-fp32", f"{ATTACK_PRODUCT}/v0002", roi=blind)
+    with (registry.root / ATTACK_PRODUCT / "decisions.jsonl").open("a", encoding="utf-8") as out:
+        out.write(json.dumps({
+            "kind": "roi", "product": ATTACK_PRODUCT, "number": 1, "value": blind.to_mapping(),
+            "actor": "qa", "reason": "looks signed", "created_at": "2026-01-01T00:00:00+00:00",
+        }) + "\n")  # fmt: skip
+    registry.promote(ATTACK_PRODUCT, bundle, actor="someone", reason="new ROI")
+
+
+def served_row(name: str, attack: Any, root: Path) -> dict[str, Any]:
+    """A decision attack on a serving station: it must keep the good bundle at 0.6 and name
+    the refused record in ``status()["refused"]`` (``/healthz``, Prometheus)."""
+    site = attack_site(root)
+    attack(site)
+    site.models.refresh()
+    status = site.models.status()[ATTACK_PRODUCT]
+    kept = status["served_bundle_id"] == GOOD_BUNDLE and status["threshold"] == GOOD_THRESHOLD
+    refused = "; ".join(f"{k}: {v}" for k, v in status["refused"].items())
+    what = f"served {status['served_bundle_id']} at {status['threshold']}; refused {refused}"
+    return _row(name, attack.__doc__, kept and bool(refused), what)
+
+
+def altered_validation_scores(root: Path) -> dict[str, Any]:
+    """The live bundle's validation_scores.json rewritten to flatter the model (every defect
+    scored 1.0, every good part 0.0) and every checksum recomputed: the dashboard's health
+    figures come from it."""
+    from inspection.core.validation_scores import ValidationScores, write_validation_scores
+    from inspection.dashboard.health import model_health
+
+    site = attack_site(root)
+    registry = site.models.registry
+    bundle = registry.bundle_dir(ATTACK_PRODUCT, GOOD_BUNDLE)
+    flattering = ValidationScores((0.0, 0.0, 1.0), (0, 0, 1), "test", ("good", "good", "crack"))
+    write_validation_scores(bundle, flattering)
+    write_bundle_metadata(bundle, read_bundle_metadata(bundle))
+    health = model_health(registry, ATTACK_PRODUCT)
+    refused = "refused" in health.problem and health.n_good == 0
+    return _row(
+        "altered validation scores", altered_validation_scores.__doc__, refused,
+        f"dashboard health: {health.problem[:220]}",
+    )  # fmt: skip
 
 
 def swap_between_verify_and_load(root: Path) -> dict[str, Any]:
@@ -430,12 +558,7 @@ def _row(attack: str, how: str | None, refused: bool, what: str) -> dict[str, An
             "what": what}  # fmt: skip
 
 
-NOT_YET = (
-    "tuning record pointing elsewhere",
-    "gate-refused --force",
-    "altered refiner",
-    "altered validation scores",
-)
+NOT_YET = ("altered refiner",)
 
 
 def attacks() -> int:
@@ -451,6 +574,14 @@ def attacks() -> int:
             ("hostile catalog's own signed record", hostile_catalog_record),
         ):
             rows.append(threshold_row(name, attack, root / attack.__name__))
+        for name, attack in (
+            ("tuning record pointing elsewhere", tuning_elsewhere),
+            ("gate-refused --force (no signed force record)", gate_refused_forced),
+            ("altered live pointer", altered_live_pointer),
+            ("altered ROI", altered_roi),
+        ):
+            rows.append(served_row(name, attack, root / attack.__name__))
+        rows.append(altered_validation_scores(root / "scores"))
         rows.append(swap_between_verify_and_load(root / "swap"))
         rows.append(inspect_without_key(root / "inspect"))
         rows.append(replaced_key_file(root / "key"))

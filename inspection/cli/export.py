@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -26,8 +26,11 @@ from inspection.core.bundle import PRECISIONS
 from inspection.core.config import load_site_config
 from inspection.core.export_gate import BundleFigures, GateRefusal, GateTolerances
 from inspection.core.registry import Registry
-from inspection.core.signing import site_keys_dir, site_signing_key
+from inspection.core.signing import bundle_digest, site_keys_dir, site_signing_key
 from inspection.refine.config import refine_config_in
+
+if TYPE_CHECKING:
+    from inspection.training.export import ExportResult
 
 SITE_OPTION = site_option()
 console = Console()
@@ -82,8 +85,14 @@ def export_command(
     force: bool = typer.Option(
         False,
         "--force",
-        help=f"Register even if the gate refuses the bundle (else exit code {EXIT_GATE_REFUSED}).",
+        help=f"Register even if the gate refuses the bundle (else exit code {EXIT_GATE_REFUSED}); "
+        "needs --actor and --reason, recorded as a signed force decision that stations require "
+        "before they serve a gate-refused bundle.",
     ),
+    actor: str = typer.Option(
+        "", "--actor", help="Who exports (an admin; required with --force), for the audit."
+    ),
+    reason: str = typer.Option("", "--reason", help="Why (required with --force)."),
     promote: bool = typer.Option(False, "--promote", help="Make the new bundle live."),
     allow_unsigned: bool = typer.Option(
         False,
@@ -119,6 +128,12 @@ def export_command(
             f"must be one of {', '.join(PRECISIONS)}", param_hint="--precision"
         )
     tolerances = parse_tolerances(tolerance)
+    if force and (not actor.strip() or not reason.strip()):
+        raise typer.BadParameter(
+            "registering a bundle the gate refuses needs who (--actor, an admin) and why "
+            "(--reason): both are signed into the force record stations check",
+            param_hint="--force",
+        )
     site_config = load_site_config(site)
     refine = refine_config_in(site_config.configs)  # a bad key stops here, before any work
     registry = Registry(site_config.registry_dir)
@@ -155,13 +170,15 @@ def export_command(
             RegistryExport(
                 version=version,
                 dataset_path=dataset,
-                promote=promote,
-                actor="cli",
+                promote=promote and not force,  # a forced one goes live after its record
+                actor=actor.strip() or "cli",
                 configs_dir=site_config.configs,
             ),
             progress=lambda message: status.update(message),
         )
     gate = result.gate
+    if force:
+        _record_force(registry, result, actor, reason, promote=promote)
     table = Table("bundle", *GATE_COLUMNS.values())
     table.add_row(f"{product}/{result.bundle_id}", *_figures(gate.figures))
     if result.metadata.precision != "fp32":
@@ -188,6 +205,27 @@ def export_command(
         console.print("[bold red]UNSIGNED[/]: this site has no signing key; stations refuse it")
     if log_file is not None:
         console.print(f"library logs and warnings: {log_file}", soft_wrap=True, highlight=False)
+
+
+def _record_force(
+    registry: Registry, result: ExportResult, actor: str, reason: str, *, promote: bool
+) -> None:
+    """Record a forced (gate-refused) bundle as a signed ``force`` decision naming its digest,
+    then promote it when asked: a station serves a gate-refused bundle only with that record."""
+    product, bundle_id = result.metadata.product, result.bundle_id
+    if not result.gate.passed:
+        registry.record_decision(
+            product, "force",
+            {"digest": bundle_digest(result.bundle_dir), "refusal": result.gate.refusal()},
+            actor=actor, reason=reason, bundle_id=bundle_id,
+        )  # fmt: skip
+        console.print(
+            f"[bold red]FORCED[/]: {bundle_id} was refused by the export gate; recorded "
+            f"{actor}'s force decision ({reason})",
+            highlight=False,
+        )
+    if promote:
+        registry.promote(product, bundle_id, actor=actor, reason=f"exported, forced: {reason}")
 
 
 @contextmanager

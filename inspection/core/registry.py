@@ -25,11 +25,18 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from filelock import FileLock
 
 from inspection.core.bundle import read_bundle_metadata, verify_bundle
 from inspection.core.config import from_mapping
-from inspection.core.decisions import Decision, DecisionKind, LiveState, ThresholdVersion
+from inspection.core.decisions import (
+    Decision,
+    DecisionKind,
+    LiveState,
+    ThresholdVersion,
+    refusal,
+)
 from inspection.core.errors import ConfigError, RegistryError
 from inspection.core.fingerprint import sha256_file
 from inspection.core.jsonl import append_jsonl, read_jsonl, write_json
@@ -384,6 +391,19 @@ class Registry:
         return history[-1] if history else None
 
     # ---------------------------------------------------------------- decisions
+    def refusals(self, product: str, public_key: Ed25519PublicKey | None) -> dict[str, str]:
+        """Per kind, why the newest record a station pinning ``public_key`` would follow is
+        refused (the live pointer, the newest threshold, the newest decision of each kind);
+        what the dashboard shows beside the stations' own ``status()["refused"]``."""
+        if public_key is None:
+            return {}
+        newest: dict[str, Any] = {"live": self.live(product)}
+        newest["threshold"] = self.current_threshold(product)
+        for decision in self.decisions(product):
+            newest[decision.kind if decision.kind != "force" else "gate"] = decision
+        found = {kind: refusal(r, public_key) for kind, r in newest.items() if r is not None}
+        return {kind: why for kind, why in found.items() if why}
+
     def record_decision(
         self,
         product: str,

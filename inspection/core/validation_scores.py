@@ -6,6 +6,11 @@ checksummed with the bundle::
     {"split": "test", "scores": [0.12, 0.91, ...], "labels": [0, 1, ...],
      "defect_types": ["good", "crack", ...], "names": ["000.png", ...]}
 
+Read from a bundle (a folder with ``metadata.json``) the file is taken from the bundle as
+verified (``core.signing.read_verified``): listed with its checksum and, when the site has a
+public key beside its registry, under the bundle's signature; an altered file is refused
+(``BundleError``), so what the dashboard shows is what export signed.
+
 Hand-made files may instead list ``{"samples": [{"score": 0.12, "label": "good"}, ...]}``
 (labels 0/1 or words: good/ok, defect/ng/anomalous/bad) with an optional ``note``.
 """
@@ -15,10 +20,11 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from inspection.core.bundle import VALIDATION_SCORES_FILE
+from inspection.core.bundle import METADATA_FILE, SIGNATURE_FILE, VALIDATION_SCORES_FILE
 from inspection.core.config import from_mapping, to_mapping
 from inspection.core.errors import BundleError, ConfigError
 
@@ -63,12 +69,13 @@ def write_validation_scores(bundle_dir: str | Path, scores: ValidationScores) ->
 
 
 def read_validation_scores(bundle_dir: str | Path) -> ValidationScores | None:
-    """The bundle's labelled scores; ``None`` when it ships none, ``BundleError`` if unusable."""
+    """The bundle's labelled scores; ``None`` when it ships none, ``BundleError`` if unusable
+    or, in a bundle, not the file its checksums and signature cover."""
     path = Path(bundle_dir) / VALIDATION_SCORES_FILE
     if not path.is_file():
         return None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(_verified_bytes(Path(bundle_dir)).decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BundleError(f"{path}: not JSON ({exc}); {_EXPECTED}") from exc
     try:
@@ -77,6 +84,32 @@ def read_validation_scores(bundle_dir: str | Path) -> ValidationScores | None:
         return from_mapping(ValidationScores, _from_samples(data, str(path)), where=str(path))
     except ConfigError as exc:
         raise BundleError(f"{exc}; {_EXPECTED}") from exc
+
+
+def _verified_bytes(bundle_dir: Path) -> bytes:
+    """The scores file's bytes: of a bundle, as verified with the site key beside its registry
+    (``<registry>/<product>/bundles/<id>``; checksums only when the site has no key)."""
+    if not (bundle_dir / METADATA_FILE).is_file():
+        return (bundle_dir / VALIDATION_SCORES_FILE).read_bytes()  # a hand-made file
+    stamp = tuple(
+        (p / name).stat().st_mtime_ns if (p / name).exists() else 0
+        for p in (bundle_dir,)
+        for name in (METADATA_FILE, SIGNATURE_FILE, VALIDATION_SCORES_FILE)
+    )
+    return _read_checked(bundle_dir.resolve(), stamp)
+
+
+@lru_cache(maxsize=32)
+def _read_checked(bundle_dir: Path, stamp: tuple[int, ...]) -> bytes:
+    """``_verified_bytes`` once per bundle state (``stamp``: the files' modification times)."""
+    from inspection.core.signing import load_public_key, read_verified, site_public_key
+
+    key_file = site_public_key(bundle_dir.parents[2]) if len(bundle_dir.parents) > 2 else None
+    key = load_public_key(key_file) if key_file is not None else None
+    verified = read_verified(bundle_dir, key)
+    if VALIDATION_SCORES_FILE not in verified.files:
+        raise BundleError(f"{bundle_dir}: {VALIDATION_SCORES_FILE} is not covered by the bundle")
+    return verified.files[VALIDATION_SCORES_FILE]
 
 
 def _from_samples(data: Mapping[str, Any], where: str) -> Mapping[str, Any]:

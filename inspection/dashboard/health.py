@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from inspection.core.bundle import read_bundle_metadata
 from inspection.core.errors import BundleError, ConfigError, RegistryError
@@ -34,6 +35,7 @@ from inspection.core.operating_point import (
     within_budget,
 )
 from inspection.core.registry import Registry
+from inspection.core.signing import load_public_key, site_public_key
 from inspection.core.threshold import is_ng
 from inspection.core.validation_scores import ValidationScores, read_validation_scores
 from inspection.dashboard.thresholds import current_threshold_value
@@ -147,6 +149,21 @@ def live_scores(registry: Registry, product: str) -> tuple[str | None, Validatio
         return live.bundle_id, None
 
 
+def _site_key(registry: Registry) -> Ed25519PublicKey | None:
+    """The site's public key beside the registry, when there is one."""
+    path = site_public_key(registry.root)
+    return load_public_key(path) if path is not None else None
+
+
+def _scores_problem(registry: Registry, product: str, bundle_id: str) -> str:
+    """Why the live bundle's labelled scores are not shown: refused, or none shipped."""
+    try:
+        read_validation_scores(registry.bundle_dir(product, bundle_id))
+    except (BundleError, RegistryError) as exc:
+        return f"validation scores of `{bundle_id}` refused: {exc}"
+    return f"`{bundle_id}` ships no labelled held-out scores"
+
+
 def model_health(
     registry: Registry,
     product: str,
@@ -164,8 +181,14 @@ def model_health(
     base = ModelHealth(product, bundle_id, float(threshold), point)
     if bundle_id is None:
         return base
+    refused = registry.refusals(product, _site_key(registry))
+    if refused:
+        listed = "; ".join(f"{kind}: {why}" for kind, why in refused.items())
+        return _replace(
+            base, problem=f"signed records refused (stations keep the last good): {listed}"
+        )
     if data is None:
-        return _replace(base, problem=f"`{bundle_id}` ships no labelled held-out scores")
+        return _replace(base, problem=_scores_problem(registry, product, bundle_id))
     scores = np.asarray(data.scores, dtype=np.float64)
     labels = np.asarray(data.labels, dtype=np.int8)
     kinds = _kinds(data)

@@ -46,6 +46,11 @@ class CatalogEntry:
     threshold_record: dict[str, Any] | None = None
     """The threshold version as the central registry signed it (its jsonl row): a station
     mirrors it unchanged and verifies it with its pinned key. None: the version is unsigned."""
+    live_record: dict[str, Any] | None = None
+    """The live pointer as the central registry signed it (``live.json``): a station mirrors it
+    unchanged. None: unsigned (a keyed station refuses the pointer)."""
+    decisions: tuple[dict[str, Any], ...] = ()
+    """The product's signed decisions (ROI, refiner, force; ``core.decisions``) as rows."""
     alternatives: tuple[ArchiveManifest, ...] = ()
     """The other bundles of the live model version that passed their export gate (e.g. the
     FP16 and INT8 of an FP32 live bundle): the station measures them and serves the fastest."""
@@ -54,8 +59,8 @@ class CatalogEntry:
         """The JSON view; ``threshold_budget`` and ``threshold_record`` only when set, so a
         station of an earlier release still reads an entry that uses neither."""
         data = to_mapping(self)
-        for key in ("threshold_budget", "threshold_record"):
-            if data[key] is None:
+        for key in ("threshold_budget", "threshold_record", "live_record", "decisions"):
+            if data[key] in (None, []):
                 del data[key]
         return data
 
@@ -138,6 +143,8 @@ def live_entry(registry: Registry, product: str) -> CatalogEntry | None:
         threshold_bundle_id=threshold.bundle_id if threshold else None,
         threshold_budget=threshold.budget if threshold else None,
         threshold_record=threshold.row() if threshold and threshold.signature else None,
+        live_record=state.row() if state.signature else None,
+        decisions=tuple(d.row() for d in registry.decisions(product) if d.signature),
         alternatives=_alternatives(registry, product, state.bundle_id),
     )
 

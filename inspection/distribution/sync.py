@@ -4,8 +4,9 @@ A station's ``registry_dir`` is a local copy. ``sync_once`` asks the source (the
 catalog over HTTP, or a shared registry path) for each product's live bundle; a new one is
 downloaded to a staging folder, its archive digest and every file digest are checked, its
 signature is verified against the station's pinned site key (when one is pinned), and only
-then is it added to the local registry and promoted there (atomic rename + live.json
-replace). Archive digests come from the source, so only the signature proves who made a
+then is it added to the local registry and promoted there: the central signed live pointer,
+threshold and decisions (``core.decisions``) are mirrored unchanged, so the station verifies
+the central signatures (it never signs what a catalog sent). Archive digests come from the source, so only the signature proves who made a
 bundle: a bundle that is unsigned, signed by another key or changed after signing is refused. ``inspection serve`` hot-swaps to it on its next registry poll. Any failure
 (network down, corrupt download, bad manifest) leaves the local live bundle as it was: an
 offline station keeps serving its last good bundle. A one-shot sync (``offline_ok=False``) raises
@@ -29,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from inspection.core.bundle import verify_bundle
 from inspection.core.config import from_mapping
-from inspection.core.decisions import ThresholdVersion
+from inspection.core.decisions import Decision, LiveState, ThresholdVersion
 from inspection.core.errors import BundleError, InspectionError
 from inspection.core.registry import Registry
 from inspection.core.signing import verify_signed_bundle
@@ -218,7 +219,9 @@ def _sync_product(
     product, bundle_id = entry.product, entry.bundle_id
     local = registry.live(product)
     try:
+        sync_decisions(registry, entry)
         if local is not None and local.bundle_id == bundle_id:
+            sync_live(registry, entry, source.description)
             sync_threshold(registry, entry)
             detail = _fetch_alternatives(source, registry, entry, public_key)
             return SyncOutcome(product, "current", bundle_id, bundle_id, detail, _since(started))
@@ -230,9 +233,7 @@ def _sync_product(
             detail = f"downloaded {entry.manifest.archive_bytes} bytes, digests verified"
         if public_key is not None:
             detail += ", signature verified"
-        registry.promote(
-            product, bundle_id, actor=SYNC_ACTOR, reason=f"live on {source.description}"
-        )
+        sync_live(registry, entry, source.description)
         sync_threshold(registry, entry)
         detail = "; ".join(
             filter(None, [detail, _fetch_alternatives(source, registry, entry, public_key)])
@@ -307,6 +308,34 @@ def _fetch_alternatives(
     parts = [f"fetched {', '.join(fetched)}"] if fetched else []
     parts += [f"could not fetch {', '.join(failed)}"] if failed else []
     return "; ".join(parts)
+
+
+def sync_live(registry: Registry, entry: CatalogEntry, description: str) -> None:
+    """Point the local registry at the entry's bundle: the central signed live pointer mirrored
+    unchanged (a keyed station verifies its signature), else an unsigned local promotion that
+    a keyed station refuses (the last good model keeps serving)."""
+    if entry.live_record is None:
+        local = registry.live(entry.product)
+        if local is None or local.bundle_id != entry.bundle_id:
+            registry.promote(
+                entry.product, entry.bundle_id, actor=SYNC_ACTOR, reason=f"live on {description}"
+            )
+        return
+    state = from_mapping(LiveState, entry.live_record, "catalog live pointer")
+    if (state.product, state.bundle_id) != (entry.product, entry.bundle_id):
+        raise BundleError(f"catalog entry of {entry.product}: its live record names another bundle")
+    local = registry.live(entry.product)
+    if local is None or local.row() != state.row():
+        registry.mirror_live(state, actor=SYNC_ACTOR)
+
+
+def sync_decisions(registry: Registry, entry: CatalogEntry) -> None:
+    """Mirror the product's signed decisions (ROI, refiner, force) unchanged, once each."""
+    for row in entry.decisions:
+        decision = from_mapping(Decision, row, "catalog decision")
+        if decision.product != entry.product:
+            raise BundleError(f"catalog entry of {entry.product}: a decision of another product")
+        registry.mirror_decision(decision, actor=SYNC_ACTOR)
 
 
 def sync_threshold(registry: Registry, entry: CatalogEntry) -> None:

@@ -28,10 +28,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from inspection.core.bundle import BundleMetadata, read_bundle_metadata
 from inspection.core.config import from_mapping, to_mapping
+from inspection.core.decisions import refusal
 from inspection.core.errors import BundleError, ImageDecodeError, RegistryError
 from inspection.core.images import read_image
 from inspection.core.registry import Registry, check_name, utc_now
-from inspection.core.signing import verify_signed_bundle
+from inspection.core.signing import sign_record, site_signing_key, verify_signed_bundle
 from inspection.core.types import Progress
 from inspection.runtime.hardware import CpuInfo, cpu_info, load_1m
 from inspection.runtime.inspector import Inspector
@@ -90,6 +91,10 @@ class TuningRecord:
     cpu: CpuInfo
     load_1m: float
     measured_at: str
+    key_id: str | None = None
+    """The site key that signed the record (written where the key is held); None: unsigned,
+    a station's own measurement."""
+    signature: str | None = None
 
     def __post_init__(self) -> None:
         if self.schema_version != TUNING_SCHEMA:
@@ -502,11 +507,16 @@ def tuning_path(registry: Registry, product: str, cpu: CpuInfo) -> Path:
 
 
 def write_tuning(registry: Registry, record: TuningRecord) -> Path:
-    """Write ``record`` atomically as this CPU's tuning file for its product."""
+    """Write ``record`` atomically as this CPU's tuning file for its product, signed with the
+    site key when this machine holds it (``core.decisions``)."""
     path = tuning_path(registry, record.product, record.cpu)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(to_mapping(record), indent=2, sort_keys=True), encoding="utf-8")
+    row = {k: v for k, v in to_mapping(record).items() if k not in ("key_id", "signature")}
+    signing_key = site_signing_key(registry.root)
+    if signing_key is not None:
+        row = sign_record(row, signing_key)
+    tmp.write_text(json.dumps(row, indent=2, sort_keys=True), encoding="utf-8")
     os.replace(tmp, path)
     return path
 
@@ -515,10 +525,49 @@ def read_tuning(
     registry: Registry, product: str, cpu: CpuInfo | None = None
 ) -> TuningRecord | None:
     """This CPU's tuning record for ``product``, or None when it has not been tuned."""
+    found = read_tuning_row(registry, product, cpu)
+    return None if found is None else found[0]
+
+
+def read_tuning_row(
+    registry: Registry, product: str, cpu: CpuInfo | None = None
+) -> tuple[TuningRecord, dict[str, object]] | None:
+    """This CPU's tuning record for ``product`` and the JSON row its signature covers."""
     path = tuning_path(registry, product, cpu or cpu_info())
     if not path.is_file():
         return None
-    return from_mapping(TuningRecord, json.loads(path.read_text(encoding="utf-8")), str(path))
+    row = json.loads(path.read_text(encoding="utf-8"))
+    return from_mapping(TuningRecord, row, str(path)), row
+
+
+def tuning_refusal(
+    registry: Registry,
+    record: TuningRecord,
+    row: dict[str, object],
+    public_key: Ed25519PublicKey | None,
+) -> str | None:
+    """Why a station pinning ``public_key`` refuses the tuning record, None when it may serve.
+
+    A signed record must verify unchanged. Whoever wrote it, the choice must be the live bundle
+    or a sibling of the same model version that passes the pinned key and its gates
+    (``gated_candidates``): a record pointing anywhere else is refused. Unsigned records are a
+    station's own measurement (stations hold no private key): bounded by that check.
+    """
+    what = f"tuning record of {record.product} ({record.chosen_bundle_id})"
+    if row.get("signature") and (why := refusal(row, public_key, what)):
+        return why
+    live = registry.live(record.product)
+    if live is None or record.live_bundle_id != live.bundle_id:
+        return None  # stale: not used
+    if record.chosen_bundle_id == live.bundle_id:
+        return None
+    candidates = gated_candidates(registry, record.product, live.bundle_id, public_key=public_key)
+    gate = next((g for b, _, _, g in candidates if b == record.chosen_bundle_id), None)
+    if gate is None:
+        return f"{what} points at a bundle that is not of the live model version"
+    if not gate[0]:
+        return f"{what} points at a bundle that may not serve: {gate[1]}"
+    return None
 
 
 def served_bundle_id(record: TuningRecord | None, live_bundle_id: str) -> str:

@@ -5,6 +5,12 @@ A new bundle is loaded completely (read once, verified with the pinned key and c
 from the verified bytes by ``runtime.predictor.load_inspector``) before the reference is swapped; requests already running keep the model they started
 with. A bundle that fails to load is rejected with a logged reason and the previous
 model keeps serving.
+
+With a pinned key every decision that changes a verdict must verify (``core.decisions``): the
+live pointer, the threshold, the tuning pick, and for the bundle served its ROI, its SAM
+refiner and, when the export gate refused it, the admin's force record. A refused one is named
+in ``status()["refused"]`` (``/healthz``, Prometheus, the dashboard) and the last good one
+keeps serving.
 """
 
 from __future__ import annotations
@@ -19,17 +25,24 @@ from typing import Any
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from inspection.core.bundle import read_bundle_metadata
+from inspection.core.bundle import BundleMetadata, read_bundle_metadata
+from inspection.core.decisions import newest_trusted, refusal
 from inspection.core.errors import BundleError, RegistryError
 from inspection.core.golden import GoldenDriftError, golden_status
 from inspection.core.registry import LiveState, Registry, ThresholdVersion
-from inspection.core.signing import SigningError, key_id, verify_signed_bundle
+from inspection.core.signing import bundle_digest, key_id, verify_signed_bundle
 from inspection.core.threshold import check_threshold
 from inspection.core.types import InspectionResult
 from inspection.refine.config import RefineConfig
 from inspection.runtime.predictor import Predictor, load_inspector
 from inspection.runtime.recalibration import record_golden_outcome
-from inspection.runtime.tuning import TuningRecord, gated_candidates, read_tuning, tune_product
+from inspection.runtime.tuning import (
+    TuningRecord,
+    gated_candidates,
+    read_tuning_row,
+    tune_product,
+    tuning_refusal,
+)
 from inspection.station.errors import NoLiveModel
 
 log = logging.getLogger(__name__)
@@ -78,6 +91,8 @@ class Selection:
 
     bundle_id: str
     tuning: TuningRecord | None = None
+    refused: str | None = None
+    """Why the tuning record on disk was refused (the last good pick serves); None: none."""
 
 
 BundleSelector = Callable[[str, str], Selection]
@@ -109,21 +124,42 @@ class TunedSelector:
         self.tune_on_load = tune_on_load
         self.public_key = public_key
         self._attempted: set[tuple[str, str]] = set()
+        self._accepted: dict[str, TuningRecord] = {}  # product -> last tuning record trusted
+        self._checked: dict[str, tuple[dict[str, object], str | None]] = {}  # row, refusal
 
     def __call__(self, product: str, live_bundle_id: str) -> Selection:
-        try:
-            record = read_tuning(self.registry, product)
-        except (ValueError, OSError) as exc:  # a bad file must not stop serving
-            log.error("%s: unreadable tuning record, serving the live bundle: %s", product, exc)
-            record = None
+        record, refused = self._trusted(product)
         if record is not None and record.live_bundle_id == live_bundle_id:
-            return Selection(record.chosen_bundle_id, record)
+            return Selection(record.chosen_bundle_id, record, refused)
+        if refused is not None:
+            return Selection(live_bundle_id, refused=refused)
         if self.tune_on_load and (product, live_bundle_id) not in self._attempted:
             self._attempted.add((product, live_bundle_id))
             record = self._tune(product, live_bundle_id)
             if record is not None:
                 return Selection(record.chosen_bundle_id, record)
         return Selection(live_bundle_id)
+
+    def _trusted(self, product: str) -> tuple[TuningRecord | None, str | None]:
+        """The tuning record to follow (the last trusted one when the file's is refused) and
+        why the file's was refused. Each new row is checked once (``tuning_refusal``)."""
+        try:
+            found = read_tuning_row(self.registry, product)
+        except (ValueError, OSError) as exc:  # a bad file must not stop serving
+            found, why = None, f"unreadable tuning record: {exc}"
+        else:
+            why = None
+        if found is not None:
+            record, row = found
+            if self._checked.get(product, ({}, None))[0] != row:
+                refused = tuning_refusal(self.registry, record, row, self.public_key)
+                self._checked[product] = (row, refused)
+            why = self._checked[product][1]
+            if why is None:
+                self._accepted[product] = record
+        if why is not None:
+            log.error("%s: %s; the last good pick keeps serving", product, why)
+        return self._accepted.get(product), why
 
     def _tune(self, product: str, live_bundle_id: str) -> TuningRecord | None:
         try:
@@ -141,6 +177,7 @@ class TunedSelector:
             log.exception("%s: self-benchmark failed; serving the live bundle", product)
             return None
         log.info("%s: serving %s (fastest here)", product, record.chosen_bundle_id)
+        self._accepted[product] = record
         return record
 
 
@@ -197,7 +234,7 @@ class LiveModels:
         self._problems: dict[str, str] = {}
         self._rejected: dict[str, str] = {}  # product -> bundle id that failed to load
         self._golden: dict[str, dict[str, object]] = {}  # product -> last golden check
-        self._threshold_refused: dict[str, str | None] = {}  # product -> why newer ones refused
+        self._refused: dict[str, dict[str, str]] = {}  # product -> {kind: why refused}
         self._swap_lock = threading.Lock()
         self._refresh_lock = threading.Lock()
         self._stop = threading.Event()
@@ -225,7 +262,8 @@ class LiveModels:
                 "precision": model.precision if model else None,
                 "tuning": model.tuning.summary() if model and model.tuning else None,
                 "golden": self._golden.get(product),
-                "threshold_refused": self._threshold_refused.get(product),
+                "threshold_refused": self._refused.get(product, {}).get("threshold"),
+                "refused": dict(self._refused.get(product, {})),
                 "problem": self._problems.get(product),
             }
         return out
@@ -248,12 +286,18 @@ class LiveModels:
                 self._problems[product] = "the registry has no live bundle; promote one first"
             return
         current = self._models.get(product)
+        if self._note(product, "live", refusal(state, self._public_key)):
+            if current is None:
+                self._problems[product] = f"live pointer refused: {self._refused[product]['live']}"
+            self._follow_threshold(product, current)
+            return
         pointer_moved = current is None or current.bundle_id != state.bundle_id
         # With a pinned key the promoted bundle must pass before the selector measures siblings.
         if pointer_moved and not self._signed(product, state):
             self._follow_threshold(product, current)
             return
         selection = self._selector(product, state.bundle_id)
+        self._note(product, "tuning", selection.refused)
         changed = (
             current is None
             or current.bundle_id != state.bundle_id
@@ -261,6 +305,9 @@ class LiveModels:
         )
         # Bundles are immutable: a rejected one stays rejected until the live pointer moves.
         if changed and self._rejected.get(product) != selection.bundle_id:
+            if self._decisions_refuse(product, selection.bundle_id):
+                self._follow_threshold(product, current)
+                return
             threshold = self._threshold_for(product, state.bundle_id)
             self._load(product, state.bundle_id, selection, threshold)
             return
@@ -288,6 +335,13 @@ class LiveModels:
                 raise BundleError(f"the bundle was exported for product {metadata.product!r}")
             inspector = self._loader(bundle_dir)
             self._check_loaded(product, served, inspector)
+            verified = getattr(inspector.model, "verified", None)
+            digest = verified.digest if verified is not None else bundle_digest(bundle_dir)
+            refused = self._decision_refusal(product, served, inspector.metadata, digest,
+                                             _refiner_metadata(inspector))  # fmt: skip
+            if refused is not None:
+                self._note(product, *refused)
+                raise BundleError(refused[1])
             value = inspector.threshold if threshold is None else check_threshold(threshold.value)
         except Exception as exc:
             self._reject(product, served, bundle_dir, exc)
@@ -361,25 +415,79 @@ class LiveModels:
     def _threshold_for(self, product: str, bundle_id: str) -> ThresholdVersion | None:
         """The newest threshold version for ``bundle_id`` that this station may serve: with a
         pinned key, one signed by it; an unsigned or altered newer one is refused (named in
-        ``status()["threshold_refused"]`` and the log) and the last good one keeps serving."""
-        refused = []
-        for version in _threshold_versions(self.registry, product, bundle_id):
-            if self._public_key is not None:
-                try:
-                    version.verify(self._public_key)
-                except SigningError as exc:
-                    refused.append(str(exc))
-                    continue
-            self._note_refused_thresholds(product, refused)
-            return version
-        self._note_refused_thresholds(product, refused)
-        return None
+        ``status()["refused"]`` and the log) and the last good one keeps serving."""
+        versions = reversed(_threshold_versions(self.registry, product, bundle_id))
+        version, refused = newest_trusted(versions, self._public_key)
+        self._note(product, "threshold", "; ".join(refused) or None)
+        return version
 
-    def _note_refused_thresholds(self, product: str, refused: list[str]) -> None:
-        note = "; ".join(refused) or None
-        if note and note != self._threshold_refused.get(product):
-            log.error("%s: %s; the last good threshold keeps serving", product, note)
-        self._threshold_refused[product] = note
+    def _note(self, product: str, kind: str, why: str | None) -> str | None:
+        """Record (or clear) why the newest ``kind`` record was refused; returns ``why``."""
+        notes = self._refused.setdefault(product, {})
+        if why is None:
+            notes.pop(kind, None)
+        elif notes.get(kind) != why:
+            log.error("%s: %s; the last good one keeps serving", product, why)
+            notes[kind] = why
+        return why
+
+    def _decisions_refuse(self, product: str, bundle_id: str) -> bool:
+        """Whether the bundle about to load fails its decisions on disk (cheap, before the
+        load; checked again on the verified bytes after it). Not cached: a decision signed
+        later lets it load."""
+        try:
+            bundle_dir = self.registry.bundle_dir(product, bundle_id)
+            metadata = read_bundle_metadata(bundle_dir)
+            refused = self._decision_refusal(
+                product, bundle_id, metadata, bundle_digest(bundle_dir), None
+            )
+        except (BundleError, RegistryError, ValueError, OSError):
+            return False  # the load itself says what is wrong
+        for kind in ("gate", "roi", "refiner"):
+            self._note(product, kind, refused[1] if refused and refused[0] == kind else None)
+        if refused is None:
+            return False
+        keeps = self._models.get(product)
+        self._problems[product] = f"bundle {bundle_id} refused: {refused[1]}" + (
+            f"; still serving {keeps.served_bundle_id}" if keeps else ""
+        )
+        return True
+
+    def _decision_refusal(
+        self,
+        product: str,
+        bundle_id: str,
+        metadata: BundleMetadata,
+        digest: str,
+        refiner: object | None,
+    ) -> tuple[str, str] | None:
+        """(kind, why) when a decision the bundle needs is missing or refused, else None."""
+        trusted = [
+            d for d in self.registry.decisions(product)
+            if d.bundle_id in (None, bundle_id) and refusal(d, self._public_key) is None
+        ]  # fmt: skip
+        gate = _gate_refusal(metadata)
+        forced = [d for d in trusted if d.kind == "force" and d.bundle_id == bundle_id]
+        if gate and not any(d.value.get("digest") == digest for d in forced):
+            return "gate", (
+                f"bundle {bundle_id} was refused by its export gate ({gate}) and no signed force "
+                "record names exactly this bundle"
+            )
+        if self._public_key is None:
+            return None
+        roi = metadata.roi.to_mapping() if metadata.roi is not None else None
+        if roi is not None and not any(d.kind == "roi" and d.value == roi for d in trusted):
+            return "roi", f"bundle {bundle_id}'s ROI is not a signed ROI decision of {product}"
+        if refiner is not None:
+            from inspection.refine.bundle import refiner_digest
+
+            wanted = refiner_digest(refiner)  # type: ignore[arg-type]
+            if not any(d.kind == "refiner" and d.value.get("digest") == wanted for d in trusted):
+                return "refiner", (
+                    f"the SAM refiner bundle (digest {wanted[:12]}…) is not a signed refiner "
+                    f"decision of {product}"
+                )
+        return None
 
     def _set_threshold(self, current: LiveModel, threshold: ThresholdVersion) -> None:
         try:
@@ -484,6 +592,22 @@ def _not_applied(threshold: ThresholdVersion, served: float, why: str) -> str:
         f"serving the re-calibrated operating point ({served:.4f}). Save the threshold at a "
         "false-reject budget (Thresholds page) to have it re-derived here"
     )
+
+
+def _gate_refusal(metadata: BundleMetadata) -> str | None:
+    """Why the export gate refused the bundle; None when it passed or recorded no gate."""
+    try:
+        gate = metadata.export_record().gate
+    except BundleError as exc:
+        return f"unreadable export record: {exc}"
+    return gate.refusal() if gate is not None and not gate.passed else None
+
+
+def _refiner_metadata(inspector: Predictor) -> object | None:
+    """The SAM refiner bundle's metadata of a loaded inspector (None: no SAM refiner)."""
+    refiner = getattr(getattr(inspector, "inspector", inspector), "refiner", None)
+    metadata = getattr(refiner, "metadata", None)
+    return metadata if getattr(metadata, "kind", None) == "sam_refiner" else None
 
 
 def _without_paths(message: str, paths: dict[Path, str]) -> str:

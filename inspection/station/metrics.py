@@ -130,7 +130,8 @@ class ServiceMetrics:
 
 class GoldenCollector(Collector):
     """``inspection_golden_passed`` (1 passed, 0 refused) and ``inspection_golden_worst_drift``
-    (normalised units) of the last golden check per product and bundle."""
+    (normalised units) of the last golden check per product and bundle, and
+    ``inspection_decision_refused`` (1 per product and kind of signed record refused)."""
 
     def __init__(self, models: LiveModels) -> None:
         self.models = models
@@ -153,7 +154,15 @@ class GoldenCollector(Collector):
             "recalibrated (drifted; re-calibrated on the station's validation images) or refused.",
             labels=[*labels, "outcome"],
         )
+        refused = GaugeMetricFamily(
+            "inspection_decision_refused",
+            "1 while the newest record of a kind (live, threshold, tuning, gate, roi, refiner) "
+            "is refused (unsigned, altered or missing); the last good one keeps serving.",
+            labels=["product", "kind"],
+        )
         for product, status in self.models.status().items():
+            for kind in status.get("refused") or {}:
+                refused.add_metric([product, kind], 1.0)
             golden = status.get("golden")
             if not golden or not golden.get("checked"):
                 continue
@@ -164,6 +173,7 @@ class GoldenCollector(Collector):
         yield passed
         yield drift
         yield outcome
+        yield refused
 
 
 _DELIVERY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)

@@ -255,7 +255,7 @@ def test_a_tampered_bundle_is_refused_by_signature_and_the_station_keeps_serving
 ) -> None:
     """The central side announces correct digests for a bundle changed after signing (the
     archive digests prove transport, not origin): the pinned key refuses it over real HTTP."""
-    keys = init_keys(tmp_path / "keys")
+    keys = init_keys(site_keys_dir(central.registry.root))
     central.registry.add_bundle(PRODUCT, _signed(fp32_bundle, tmp_path / "v2", V2, keys), V2)
     central.registry.promote(PRODUCT, V2, actor="qa", reason="signed")
     config = station_config(
@@ -295,7 +295,7 @@ def test_a_tampered_bundle_is_refused_by_signature_and_the_station_keeps_serving
 
 
 def test_station_sync_cli_checks_the_pinned_key(central: Central, tmp_path: Path) -> None:
-    keys = init_keys(tmp_path / "keys")
+    keys = init_keys(site_keys_dir(central.registry.root))
     config = tmp_path / "station.yaml"
     config.write_text(
         f"core:\n  registry_dir: {tmp_path / 'reg'}\n  products: [{PRODUCT}]\n"

@@ -20,6 +20,7 @@ from inspection.core.signing import (
     init_keys,
     load_private_key,
     sign_bundle,
+    site_keys_dir,
 )
 
 from .helpers import PRODUCT, V1, Bundles, serve, station_config
@@ -72,6 +73,13 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> SiteKeys:
     return init_keys(tmp_path_factory.mktemp("site") / "keys")
 
 
+def _keyed_registry(tmp_path: Path, keys: SiteKeys) -> Registry:
+    """A registry on the set-up machine: the site key beside it signs its live pointer."""
+    registry = Registry(tmp_path / "registry")
+    shutil.copytree(keys.private.parent, site_keys_dir(registry.root))
+    return registry
+
+
 def _signed_copy(source: Path, target: Path, bundle_id: str, keys: SiteKeys) -> Path:
     copy_bundle(source, target, bundle_id)
     sign_bundle(target, load_private_key(keys.private))
@@ -83,7 +91,7 @@ def test_tampered_bundles_are_refused_and_the_live_model_keeps_serving(
     case: str, tmp_path: Path, bundles: Bundles, keys: SiteKeys, sample_images: dict[str, bytes]
 ) -> None:
     tamper, message = TAMPERING[case]
-    registry = Registry(tmp_path / "registry")
+    registry = _keyed_registry(tmp_path, keys)
     registry.add_bundle(PRODUCT, _signed_copy(bundles.v1, tmp_path / "v1", V1, keys), V1)
     registry.promote(PRODUCT, V1, actor="tests", reason="initial")
     assert registry.live(PRODUCT).digest == bundle_digest(registry.bundle_dir(PRODUCT, V1))
@@ -119,7 +127,7 @@ def test_tampered_bundles_are_refused_and_the_live_model_keeps_serving(
 def test_an_unsigned_bundle_never_starts_serving(
     tmp_path: Path, bundles: Bundles, keys: SiteKeys, sample_images: dict[str, bytes]
 ) -> None:
-    registry = Registry(tmp_path / "registry")
+    registry = _keyed_registry(tmp_path, keys)
     shutil.copytree(bundles.v1, tmp_path / "v1")
     registry.add_bundle(PRODUCT, tmp_path / "v1", V1)
     registry.promote(PRODUCT, V1, actor="tests", reason="initial")

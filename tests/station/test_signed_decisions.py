@@ -1,0 +1,107 @@
+"""Signed decisions beyond the threshold: the live pointer, the tuning pick, a gate-refused
+bundle's force record, the ROI, the validation scores the dashboard shows. Each attack row of
+``bench/tamper.py --attacks`` is run here and must read "refused, last good kept"; a genuine,
+signed decision lets the same bundle serve."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from prometheus_client import generate_latest
+from typer.testing import CliRunner
+
+from inspection.cli import app
+from inspection.core.signing import bundle_digest
+from inspection.station.metrics import ServiceMetrics
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+@pytest.fixture(scope="module")
+def tamper() -> ModuleType:
+    sys.path.insert(0, str(BENCH))
+    try:
+        spec = importlib.util.spec_from_file_location("bench_tamper", BENCH / "tamper.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["bench_tamper"] = module  # its dataclasses look their module up
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+ROWS = ("tuning_elsewhere", "gate_refused_forced", "altered_live_pointer", "altered_roi")
+
+
+@pytest.mark.parametrize("attack", ROWS)
+def test_an_altered_decision_is_refused_and_the_last_good_keeps_serving(
+    tamper: ModuleType, attack: str, tmp_path: Path
+) -> None:
+    row = tamper.served_row(attack, getattr(tamper, attack), tmp_path)
+    assert row["outcome"] == "refused, last good kept", row["what"]
+
+
+def test_the_refusal_is_exported_to_prometheus(tamper: ModuleType, tmp_path: Path) -> None:
+    site = tamper.attack_site(tmp_path)
+    tamper.altered_live_pointer(site)
+    site.models.refresh()
+    metrics = ServiceMetrics()
+    metrics.watch_golden(site.models)
+    scraped = generate_latest(metrics.registry).decode()
+    assert 'inspection_decision_refused{kind="live",product="widget"} 1.0' in scraped
+
+
+def test_altered_validation_scores_are_refused_by_the_dashboard(
+    tamper: ModuleType, tmp_path: Path
+) -> None:
+    row = tamper.altered_validation_scores(tmp_path)
+    assert row["outcome"] == "refused, last good kept", row["what"]
+
+
+def test_a_signed_force_record_for_exactly_that_bundle_lets_it_serve(
+    tamper: ModuleType, tmp_path: Path
+) -> None:
+    site = tamper.attack_site(tmp_path)
+    tamper.gate_refused_forced(site)
+    registry = site.models.registry
+    digest = bundle_digest(registry.bundle_dir("widget", "v0002-int8"))
+    registry.record_decision(
+        "widget", "force", {"digest": "0" * 64}, actor="admin", reason="other bytes",
+        bundle_id="v0002-int8",
+    )  # fmt: skip
+    site.models.refresh()
+    assert site.models.status()["widget"]["served_bundle_id"] == "v0001-fp32"
+    registry.record_decision(
+        "widget", "force", {"digest": digest}, actor="admin", reason="line stop, accepted risk",
+        bundle_id="v0002-int8",
+    )  # fmt: skip
+    site.models.refresh()
+    status = site.models.status()["widget"]
+    assert status["served_bundle_id"] == "v0002-int8" and "gate" not in status["refused"]
+
+
+def test_a_signed_roi_decision_lets_the_bundle_carrying_it_serve(
+    tamper: ModuleType, tmp_path: Path
+) -> None:
+    from inspection.core.roi import RoiSpec
+
+    site = tamper.attack_site(tmp_path)
+    tamper.altered_roi(site)
+    site.models.refresh()
+    assert site.models.status()["widget"]["served_bundle_id"] == "v0001-fp32"
+    blind = RoiSpec((32, 32), include=(((0.0, 0.0), (8.0, 0.0), (8.0, 8.0), (0.0, 8.0)),))
+    site.models.registry.record_decision(
+        "widget", "roi", blind.to_mapping(), actor="admin", reason="fixture moved"
+    )
+    site.models.refresh()
+    assert site.models.status()["widget"]["served_bundle_id"] == "v0002-fp32"
+
+
+def test_export_force_needs_an_admin_and_a_reason(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["export", "--product", "widget", "--force"])
+    assert result.exit_code == 2 and "--actor" in result.output
