@@ -94,17 +94,28 @@ def test_lazy_updates_keep_the_full_scan_picks(
     assert lazy.radius == pytest.approx(float(exact.max().sqrt()), rel=1e-4)
 
 
-def test_fold_banks_selected_two_at_a_time_are_the_one_by_one_banks() -> None:
+def test_fold_banks_are_unions_of_per_fold_coresets_that_cover_like_one_coreset() -> None:
     from inspection.training.coreset import seed_selection
-    from inspection.training.out_of_fold import fold_bank, fold_banks, fold_of
+    from inspection.training.out_of_fold import fold_banks, fold_of
 
-    rows = list(clustered(2000, 24, seed=5).split(100))  # 20 images of 100 rows
+    rows = list(clustered(4000, 24, seed=5).split(100))  # 40 images of 100 rows
     assignment = fold_of(len(rows), 5, seed=0)
-    together = fold_banks(rows, assignment, 0.05, None, seed=7)
-    assert len(together) == 5
-    for fold, bank in enumerate(together):
+    banks = fold_banks(rows, assignment, 0.05, None, seed=7)
+    assert len(banks) == 5
+    cores = []
+    for fold in range(5):  # one by one: the banks selected two at a time are the same
         seed_selection(7 + fold)
-        others = [rows[i] for i in np.flatnonzero(assignment != fold)]
-        assert torch.equal(bank, fold_bank(others, 0.05, None))
+        own = torch.cat([rows[i] for i in np.flatnonzero(assignment == fold)])
+        cores.append(own[select_coreset(own, 0.05).indices])
+    for fold, bank in enumerate(banks):
+        assert torch.equal(bank, torch.cat([c for g, c in enumerate(cores) if g != fold]))
         held = torch.cat([rows[i] for i in np.flatnonzero(assignment == fold)])
         assert not (held[:, None, :] == bank[None]).all(-1).any()  # never its own fold's rows
+        others = torch.cat([rows[i] for i in np.flatnonzero(assignment != fold)])
+        assert len(bank) == pytest.approx(0.05 * len(others), abs=5)
+        # as good a cover of the other folds' rows as one coreset of them, within 15 %
+        seed_selection(7)
+        single = others[select_coreset(others, 0.05).indices]
+        assert coverage_radius(others, bank) < 1.15 * coverage_radius(others, single)
+    capped = fold_banks(rows, assignment, 0.05, 40, seed=7)
+    assert all(len(bank) == 4 * 10 for bank in capped)  # the cap shared out among 4 folds

@@ -11,7 +11,13 @@ import pytest
 from inspection.core.product_config import model_config_from_mapping
 from inspection.data.dataset import load_dataset
 from inspection.training.backbones import resolve_weights
-from inspection.training.out_of_fold import fit_embeddings, model_inputs, score_images
+from inspection.training.evaluate import predict
+from inspection.training.out_of_fold import (
+    fit_embeddings,
+    model_inputs,
+    score_images,
+    trained_scores,
+)
 from inspection.training.train import fit
 from tests.conftest import TINY_PATCHCORE
 
@@ -37,3 +43,5 @@ def test_replayed_fit_embeddings_score_as_the_backbone_does(
     replayed = score_images(model.model, every, None, embeddings, image_size=size)
     np.testing.assert_allclose(replayed, computed, rtol=1e-4, atol=1e-5)
     assert model.model.feature_extractor(images[:1])  # the backbone is back after the replay
+    predicted = predict(model, samples[:5], image_size=size).scores
+    np.testing.assert_allclose(trained_scores(model, samples[:5], size), predicted, rtol=1e-4)
