@@ -47,8 +47,7 @@ def calibration_good_scores(
 ) -> TrainGoodScores | None:
     """Out-of-fold scores of ``train`` (PatchCore, PaDiM; None for STFPM or
     ``calibration_folds`` 0)."""
-    from inspection.training.evaluate import predict
-    from inspection.training.out_of_fold import out_of_fold_scores
+    from inspection.training.out_of_fold import out_of_fold_scores, trained_scores
     from inspection.training.padim import padim_out_of_fold_scores
 
     folds = config.calibration_folds
@@ -69,8 +68,7 @@ def calibration_good_scores(
             seed=config.seed, roi=roi, batch_size=config.batch_size, bits=config.image_bits,
         )  # fmt: skip
     paired = tuple(sorted(train, key=lambda s: str(s.path))[:FULL_BANK_IMAGES])
-    full = predict(model, paired, image_size=config.image_size, bits=config.image_bits).scores
-    full = full.astype(np.float64)
+    full = trained_scores(model, paired, config.image_size, config.image_bits, config.batch_size)
     return TrainGoodScores(tuple(train), scores, paired, full, folds)
 
 
