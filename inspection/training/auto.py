@@ -15,9 +15,11 @@ few dozen images moves AUROC by several hundredths; a leader inside that spread 
 to lose on held-out data (``reports/global/auto.md``).
 
 Every candidate is fitted on the same seeded subsample of at most ``SEARCH_IMAGES`` training
-images (the cheap path: a 300-image product's whole grid fits the default budget; the ranking of
-configurations, not the last few hundredths, is what the search needs); the winner is then
-trained on all of them. The budget caps the search: a candidate starts only if the time used so far plus its
+images and scored on the validation split only (the cheap path: a 300-image product's whole
+grid fits the default budget; the ranking of configurations, not the last few hundredths, is
+what the search needs). Only the candidates that can still win (the default and those within
+``TIE_MARGIN`` of the best so far) keep their model, and only they are scored on the held-out
+test split, after the choice; the winner is then trained on all the training images. The budget caps the search: a candidate starts only if the time used so far plus its
 estimated cost (the longest completed candidate of the same kind, else of any kind, times the
 ratio of input areas: a 2x candidate costs ~4-6 default ones) stays within the budget; the rest are listed as skipped. The winner is then trained again by
 ``train_model`` and registered with the whole search in its record (``extra.auto_search``).
@@ -115,7 +117,8 @@ class CandidateResult:
     status: Literal["done", "skipped", "failed"]
     validation_auroc: float | None = None
     test_auroc: dict[str, float] | None = None
-    """Held-out test image AUROC with its bootstrap interval (reported, never used to choose)."""
+    """Held-out test image AUROC with its bootstrap interval (reported, never used to choose);
+    measured for the default and the candidates that could win only, else None."""
     validation_gain: dict[str, float] | None = None
     """Validation image AUROC minus the default's (the grid's first candidate), on the same
     images, with its paired bootstrap interval; None for the default itself."""
@@ -175,12 +178,13 @@ def scaled(config: ModelConfig, scale: float) -> ModelConfig:
 
 @dataclass(frozen=True)
 class Evaluation:
-    """A fitted candidate's validation AUROC and scores and its held-out test interval."""
+    """A fitted candidate's validation AUROC and scores; its held-out test interval on demand."""
 
     validation_auroc: float
-    test_auroc: dict[str, float]
     validation: tuple[tuple[str, ...], np.ndarray, np.ndarray]
     """The validation images' (paths, scores, labels) the candidate was judged on."""
+    held_out: Callable[[], dict[str, float]]
+    """Its held-out test image AUROC with a bootstrap interval (predicts the test split)."""
 
 
 def search_subsample(dataset: Dataset, seed: int = 0) -> list[Sample]:
@@ -196,7 +200,7 @@ def evaluate_candidate(
     config: ModelConfig, dataset: Dataset, train: Sequence[Sample] | None = None
 ) -> Evaluation:
     """Fit ``config`` on ``train`` (default: every training image); its validation image AUROC
-    (and scores) and held-out test interval."""
+    (and scores); its held-out test interval when asked (``Evaluation.held_out``)."""
     from inspection.training.operating import calibrate_predictions
     from inspection.training.train import (
         _fit_global_context,
@@ -214,19 +218,24 @@ def evaluate_candidate(
     model, _ = fit(config, train, validation, weights, progress=False)
     _fit_local_statistics(model, config, train, validation, None)
     judged, _ = predict_validation(model, config, validation)
-    tested = predict(model, test, image_size=config.image_size, bits=config.image_bits)
+    context = None
     if config.global_context:
-        fitted, _, tested = _fit_global_context(
-            model, config, weights, train, validation, tested,
+        fitted, _, judged = _fit_global_context(
+            model, config, weights, train, validation, judged,
             calibrate_predictions(judged, config.operating_point, None).normalization,
         )  # fmt: skip
-        if fitted.context.components:
-            judged = _fused(model, config, weights, fitted.context, judged)
+        context = fitted.context if fitted.context.components else None
+
+    def held_out() -> dict[str, float]:
+        tested = predict(model, test, image_size=config.image_size, bits=config.image_bits)
+        if context is not None:
+            tested = _fused(model, config, weights, context, tested)
+        return auroc_interval(tested.scores, np.asarray(tested.labels)).to_dict()
+
     labels = np.asarray(judged.labels)
     val_auroc = float(image_auroc(judged.scores, labels) or 0.0)
-    interval = auroc_interval(tested.scores, np.asarray(tested.labels))
     paths = tuple(str(p) for p in judged.paths)
-    return Evaluation(val_auroc, interval.to_dict(), (paths, np.asarray(judged.scores), labels))
+    return Evaluation(val_auroc, (paths, np.asarray(judged.scores), labels), held_out)
 
 
 def _fused(model: Any, config: ModelConfig, weights: Any, context: Any, judged: Any) -> Any:
@@ -260,7 +269,7 @@ def search(
     started = time.perf_counter()
     train = search_subsample(dataset)
     results: list[CandidateResult] = []
-    reference: Evaluation | None = None  # the default's (the grid's first candidate)
+    contenders: dict[int, Evaluation] = {}  # the default and those that may still win
     for index, candidate in enumerate(grid):
         elapsed = time.perf_counter() - started
         estimate = _estimate(results, candidate)
@@ -269,9 +278,11 @@ def search(
                 candidate, "skipped", note=f"budget: {elapsed:.0f} s used, ~{estimate:.0f} s more"
             )
         else:
-            result, evaluation = _run(candidate, configure, dataset, train, reference)
-            reference = evaluation if index == 0 else reference
+            result, evaluation = _run(candidate, configure, dataset, train, contenders.get(0))
+            if evaluation is not None:
+                contenders[index] = evaluation
         results.append(result)
+        contenders = _still_contending(contenders, results)
         if on_candidate is not None:
             on_candidate(result)
     winner = choose(results)
@@ -279,9 +290,22 @@ def search(
     logger.info("auto: %d of %d candidates scored in %.0f s on %d of %d training images",
                 scored, len(results), time.perf_counter() - started, len(train),
                 len(dataset.train_samples))  # fmt: skip
+    for index, evaluation in contenders.items():  # held-out figures, never used to choose
+        results[index] = replace(results[index], test_auroc=evaluation.held_out())
     config = configure(next(c for c in grid if c.name == winner))
     return SearchResult(product, budget_s, RULE, winner, to_mapping(config), tuple(results),
                         search_images=len(train))  # fmt: skip
+
+
+def _still_contending(
+    contenders: dict[int, Evaluation], results: Sequence[CandidateResult]
+) -> dict[int, Evaluation]:
+    """The default's evaluation and those within ``TIE_MARGIN`` of the best validation AUROC so
+    far (the best only rises: one that falls behind cannot win again); the rest free their
+    model."""
+    best = max((results[i].validation_auroc for i in contenders), default=0.0)
+    return {i: e for i, e in contenders.items()
+            if i == 0 or results[i].validation_auroc >= best - TIE_MARGIN}  # fmt: skip
 
 
 def _run(
@@ -303,7 +327,7 @@ def _run(
     logger.info("auto: %s validation AUROC %.3f (%.0f s)", candidate.name, val_auroc, seconds)
     result = replace(
         _result(candidate, "done", seconds), validation_auroc=round(val_auroc, 4),
-        test_auroc=evaluation.test_auroc, validation_gain=_gain(evaluation, reference),
+        validation_gain=_gain(evaluation, reference),
     )  # fmt: skip
     return result, evaluation
 
