@@ -1,18 +1,19 @@
 """Whole-command wall of ``inspection train`` per stage, against plain anomalib fit + test.
 
     python bench/train_wall.py --label after --rows brick60=brick:datasets/brick,...
-        [--anomalib] [--auto weave300=weave:path] [--code /path/to/checkout] [--site site.yaml]
-        [--out reports/training]
+        [--anomalib brick60,weave120] [--auto weave300=weave:path] [--code /path/to/checkout]
+        [--site site.yaml] [--out reports/training]
 
 Each row runs ``python -m inspection train -p <product> --data <path>`` (CLI defaults) as a
 child process and takes its wall clock, as a shell would; the stages come from the command's
 log file (``train stages: {...}``, written by ``training.train``; for code older than that, from
-the log lines' timestamps). ``--anomalib``: per row, plain anomalib (its ``Patchcore`` with
+the log lines' timestamps). ``--anomalib`` (rows named, or all): per row, plain anomalib (its ``Patchcore`` with
 ``KCenterGreedy``, same backbone, layers, image size and coreset ratio) ``Engine.fit`` +
 ``Engine.test`` on the same images, also a child process timed from outside. ``--code``: run
 another checkout's ``inspection`` (e.g. ``git archive`` of an earlier commit: the "before").
 ``--auto``: ``train --auto`` (default budget) and how many candidates it scored.
-Rows are kept per (label, row) in ``<out>/train_wall.json``; ``<out>/train_wall.md`` is rewritten.
+Rows are kept per (label, row) in ``<out>/train_wall.json``, each with the CPU (model, cores,
+vector ISA) it ran on; ``<out>/train_wall.md`` is rewritten.
 """
 
 from __future__ import annotations
@@ -42,11 +43,13 @@ STEM = "train_wall"
 def run_train(product: str, data: str, site: str, code: str | None, *extra: str) -> dict:
     """Wall seconds of one ``inspection train`` and its stages (from its log file)."""
     env = dict(os.environ, **({"PYTHONPATH": code} if code else {}))
+    data, site = str(Path(data).resolve()), str(Path(site).resolve())
     command = [sys.executable, "-m", "inspection", "train", "-p", product, "--data", data,
                "--site", site, *extra]  # fmt: skip
     load = load_average()
     started = time.perf_counter()
-    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    # -m puts the working folder first on sys.path: run in ``code`` so that it is imported
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False, cwd=code)
     wall = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)} exited {done.returncode}:\n{done.stdout[-3000:]}")
@@ -175,11 +178,12 @@ def anomalib_child(product: str, data: str) -> None:
 def markdown(report: dict) -> str:
     lines = [
         "# `inspection train`: whole-command wall per stage\n",
-        f"CPU: {report['cpu']}. Command: `{report['command']}`. Every run under `heavy --alone`"
-        " (nothing else heavy); `load` is the 1/5/15-min load average before each run.\n",
+        f"Last command: `{report['command']}`. Every run under `heavy --alone` (nothing else "
+        "heavy); `load avg` is the 1/5/15-min load average before each run; `load` the stage "
+        "(interpreter, imports, data check).\n",
         "| code | row | images | wall s | " + " | ".join(STAGES) + " | plain anomalib fit+test s "
-        "| ratio | img AUROC | px AUROC | AUPRO | false reject | load avg |",
-        "|" + " --- |" * (len(STAGES) + 11),
+        "| ratio | img AUROC | px AUROC | AUPRO | false reject | CPU | load avg |",
+        "|" + " --- |" * (len(STAGES) + 12),
     ]
     for key in sorted(report["rows"]):
         row = report["rows"][key]
@@ -195,7 +199,7 @@ def markdown(report: dict) -> str:
                 str(fig.get(k) or "-")
                 for k in ("image_auroc", "pixel_auroc", "aupro", "false_reject")
             )
-            + f" | {row['load_before']} |"
+            + f" | {row.get('cpu', report.get('cpu', '-'))} | {row['load_before']} |"
         )
     demo = report.get("demo")
     if demo:
@@ -214,7 +218,13 @@ def main() -> None:
     parser.add_argument("--label", default="after")
     parser.add_argument("--rows", default="", help="name=product:path,...")
     parser.add_argument("--auto", default="", help="name=product:path,... (train --auto)")
-    parser.add_argument("--anomalib", action="store_true")
+    parser.add_argument(
+        "--anomalib",
+        nargs="?",
+        const="all",
+        default="",
+        help="plain anomalib fit+test too: for these rows (default: all)",
+    )
     parser.add_argument("--code", default=None)
     parser.add_argument("--site", default="configs/site.yaml")
     parser.add_argument("--out", type=Path, default=Path("reports/training"))
@@ -225,7 +235,11 @@ def main() -> None:
         anomalib_child(*args.anomalib_child.split(":", 1))
         return
     report = previous_report(args.out, STEM) or {"rows": {}}
-    report |= {"cpu": cpu_description(), "command": " ".join(["python", *sys.argv])}
+    for row in report["rows"].values():  # rows of earlier runs keep the CPU they ran on
+        row.setdefault("cpu", report.get("cpu", "-"))
+    cpu = cpu_description()
+    report |= {"cpu": cpu, "command": " ".join(["python", *sys.argv])}
+    anomalib_rows = set(args.anomalib.split(","))
     if args.demo:
         report["demo"] = run_demo(args.demo)
         print(json.dumps(report["demo"]), flush=True)
@@ -235,9 +249,9 @@ def main() -> None:
             name, target = item.split("=", 1)
             product, data = target.split(":", 1)
             row = run_train(product, data, args.site, args.code, *extra)
-            row |= {"label": args.label, "row": name + (" --auto" if extra else ""),
+            row |= {"label": args.label, "row": name + (" --auto" if extra else ""), "cpu": cpu,
                     "images": len(list(Path(data, "train", "good").iterdir()))}  # fmt: skip
-            if args.anomalib and not extra:
+            if anomalib_rows & {"all", name} and not extra:
                 row["anomalib"] = run_anomalib(product, data)
             report["rows"][f"{args.label}/{row['row']}"] = row
             print(json.dumps(row), flush=True)
