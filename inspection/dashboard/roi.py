@@ -3,7 +3,9 @@
 The ROI lives in ``configs/products/<product>.yaml`` (``core.roi.RoiSpec``). An edit is the
 ROI as JSON (``reference_size``, ``include``, ``exclude``: polygons of [x, y] pixels); it is
 validated like the config loader does, written back into the product file (only the ``roi:``
-block is replaced, comments elsewhere stay) and recorded in the registry's audit log.
+block is replaced, comments elsewhere stay) and recorded as a signed ROI decision
+(``core.decisions``): a station pinning the site key serves a bundle with an ROI only when a
+signed ROI decision of its product carries exactly that ROI.
 """
 
 from __future__ import annotations
@@ -104,7 +106,7 @@ def save_roi(
     directory: Path | None = None,
 ) -> Path:
     """Write ``roi`` into the product's config in ``directory`` (the site's configs folder)
-    and append an ``roi`` audit event."""
+    and record it as the product's next signed ROI decision (with its audit event)."""
     if not actor.strip() or not reason.strip():
         raise RegistryError("an ROI change needs who (your name) and why (a reason)")
     path = product_config_path(product, directory)
@@ -117,10 +119,7 @@ def save_roi(
     if check.roi != roi:
         raise ConfigError(f"{path}: the written ROI does not read back equal; nothing saved")
     path.write_text(updated if updated.endswith("\n") else updated + "\n", encoding="utf-8")
-    registry.record_event(
-        product, "roi", actor=actor.strip(), reason=reason.strip(),
-        include=len(roi.include), exclude=len(roi.exclude),
-    )  # fmt: skip
+    registry.record_decision(product, "roi", roi.to_mapping(), actor=actor, reason=reason)
     return path
 
 
