@@ -420,6 +420,22 @@ def altered_roi(site: AttackSite) -> None:
     registry.promote(ATTACK_PRODUCT, bundle, actor="someone", reason="new ROI")
 
 
+def altered_refiner(site: AttackSite) -> None:
+    """A new signed bundle's refiner choice edited after signing (no refinement -> random
+    walker, with a made-up measurement; checksums recomputed), then promoted: the refiner
+    reshapes every NG region the line and the MES receive."""
+    from inspection.core.refinement import RefinementChoice
+
+    registry = site.models.registry
+    bundle = signed_bundle(site, "v0002-fp32", f"{ATTACK_PRODUCT}/v0002")
+    folder = registry.bundle_dir(ATTACK_PRODUCT, bundle)
+    choice = RefinementChoice("random_walker", pixel_f1={"raw": 0.1, "random_walker": 0.9})
+    write_bundle_metadata(
+        folder, dataclasses.replace(read_bundle_metadata(folder), refinement=choice)
+    )
+    registry.promote(ATTACK_PRODUCT, bundle, actor="someone", reason="better masks")
+
+
 def served_row(name: str, attack: Any, root: Path) -> dict[str, Any]:
     """A decision attack on a serving station: it must keep the good bundle at 0.6 and name
     the refused record in ``status()["refused"]`` (``/healthz``, Prometheus)."""
@@ -428,7 +444,7 @@ def served_row(name: str, attack: Any, root: Path) -> dict[str, Any]:
     site.models.refresh()
     status = site.models.status()[ATTACK_PRODUCT]
     kept = status["served_bundle_id"] == GOOD_BUNDLE and status["threshold"] == GOOD_THRESHOLD
-    refused = "; ".join(f"{k}: {v}" for k, v in status["refused"].items())
+    refused = "; ".join(f"{k}: {v}" for k, v in status["refused"].items()) or status["problem"]
     what = f"served {status['served_bundle_id']} at {status['threshold']}; refused {refused}"
     return _row(name, attack.__doc__, kept and bool(refused), what)
 
@@ -558,9 +574,6 @@ def _row(attack: str, how: str | None, refused: bool, what: str) -> dict[str, An
             "what": what}  # fmt: skip
 
 
-NOT_YET = ("altered refiner",)
-
-
 def attacks() -> int:
     """One row per attack (``--attacks``); exit code 1 unless every row was refused."""
     rows = []
@@ -579,6 +592,7 @@ def attacks() -> int:
             ("gate-refused --force (no signed force record)", gate_refused_forced),
             ("altered live pointer", altered_live_pointer),
             ("altered ROI", altered_roi),
+            ("altered refiner", altered_refiner),
         ):
             rows.append(served_row(name, attack, root / attack.__name__))
         rows.append(altered_validation_scores(root / "scores"))
@@ -589,7 +603,6 @@ def attacks() -> int:
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "load": load_average(),
         "rows": rows,
-        "not_covered": list(NOT_YET),
     }
     lines = [
         "# Attacks on the chain of custody, one row each",
@@ -605,7 +618,6 @@ def attacks() -> int:
             for r in rows
         ],
         "",
-        "Not covered yet (no row, no claim): " + "; ".join(NOT_YET) + ".",
         "",
     ]
     save_report(OUT, "attacks", report, "\n".join(lines))

@@ -1,5 +1,6 @@
 """Decisions that change a verdict, as signed, versioned records: threshold versions, the live
-pointer, and the generic ``Decision`` (ROI, refiner, a forced gate-refused bundle).
+pointer, and the generic ``Decision`` (ROI, a forced gate-refused bundle). A bundle's refiner
+choice is part of its signed metadata (``BundleMetadata.refinement``).
 
 Every record is a flat JSON row carrying who (``actor``), when (``created_at``/``since``), why
 (``reason``) and which bundle, signed with the site key over every other field
@@ -20,13 +21,10 @@ from inspection.core.errors import ConfigError
 from inspection.core.operating_point import MAX_BUDGET
 from inspection.core.signing import SigningError, verify_record
 
-DecisionKind = Literal["roi", "refiner", "force"]
-"""``roi``: a product's region of interest (value: ``RoiSpec.to_mapping()``); ``refiner``: the
-SAM refiner bundle a product's NG masks may be refined with (value: ``{"digest": ...}``,
-``core.signing.bundle_digest`` of the refiner folder); ``force``: a bundle the export gate
-refused, registered anyway by an admin (value: ``{"digest": ..., "refusal": ...}``)."""
-REFUSAL_KINDS = ("live", "threshold", "tuning", "gate", "roi", "refiner")
-"""What a station names when it refuses a record (``status()["refused"]``, Prometheus)."""
+DecisionKind = Literal["roi", "force"]
+"""``roi``: a product's region of interest (value: ``RoiSpec.to_mapping()``); ``force``: a
+bundle the export gate refused, registered anyway by an admin (value: ``{"digest": ...,
+"refusal": ...}``, ``core.signing.bundle_digest`` of exactly that bundle)."""
 
 
 class SignedRow(Protocol):

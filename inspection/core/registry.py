@@ -6,7 +6,7 @@ Layout under the registry root, one folder per product::
     <product>/bundles/<bundle_id>/              immutable exported bundle (see core.bundle)
     <product>/live.json                         which bundle the stations serve
     <product>/thresholds.jsonl                  append-only threshold versions
-    <product>/decisions.jsonl                   append-only ROI, refiner and force decisions
+    <product>/decisions.jsonl                   append-only ROI and force decisions
     <product>/events.jsonl                      append-only audit log (promote, rollback, ...)
 
 Decisions (live pointer, thresholds, the ``decisions.jsonl`` kinds) are signed with the site

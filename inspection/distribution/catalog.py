@@ -50,7 +50,7 @@ class CatalogEntry:
     """The live pointer as the central registry signed it (``live.json``): a station mirrors it
     unchanged. None: unsigned (a keyed station refuses the pointer)."""
     decisions: tuple[dict[str, Any], ...] = ()
-    """The product's signed decisions (ROI, refiner, force; ``core.decisions``) as rows."""
+    """The product's signed decisions (ROI, force; ``core.decisions``) as rows."""
     alternatives: tuple[ArchiveManifest, ...] = ()
     """The other bundles of the live model version that passed their export gate (e.g. the
     FP16 and INT8 of an FP32 live bundle): the station measures them and serves the fastest."""

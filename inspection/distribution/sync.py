@@ -330,7 +330,7 @@ def sync_live(registry: Registry, entry: CatalogEntry, description: str) -> None
 
 
 def sync_decisions(registry: Registry, entry: CatalogEntry) -> None:
-    """Mirror the product's signed decisions (ROI, refiner, force) unchanged, once each."""
+    """Mirror the product's signed decisions (ROI, force) unchanged, once each."""
     for row in entry.decisions:
         decision = from_mapping(Decision, row, "catalog decision")
         if decision.product != entry.product:

@@ -8,8 +8,6 @@ weights were random, so the station can refuse to pretend the masks mean anythin
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -22,7 +20,6 @@ from inspection.core.bundle import (
     verify_checksums,
     write_metadata_json,
 )
-from inspection.core.config import to_mapping
 from inspection.core.errors import BundleError
 
 REFINER_SCHEMA_VERSION = 1
@@ -85,11 +82,3 @@ def verify_refiner_bundle(bundle_dir: str | Path) -> RefinerBundleMetadata:
     ]
     verify_checksums(bundle_dir, metadata.files, required, what="refiner bundle")
     return metadata
-
-
-def refiner_digest(metadata: RefinerBundleMetadata) -> str:
-    """sha256 of the refiner's metadata, file checksums included: one hash that changes with
-    any byte of the refiner bundle. A station pinning the site key runs a SAM refiner only when
-    a signed ``refiner`` decision of the product names it (``core.decisions``)."""
-    canonical = json.dumps(to_mapping(metadata), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()

@@ -7,10 +7,10 @@ with. A bundle that fails to load is rejected with a logged reason and the previ
 model keeps serving.
 
 With a pinned key every decision that changes a verdict must verify (``core.decisions``): the
-live pointer, the threshold, the tuning pick, and for the bundle served its ROI, its SAM
-refiner and, when the export gate refused it, the admin's force record. A refused one is named
-in ``status()["refused"]`` (``/healthz``, Prometheus, the dashboard) and the last good one
-keeps serving.
+live pointer, the threshold, the tuning pick, and for the bundle served its ROI and, when the
+export gate refused it, the admin's force record (its refiner choice is in its signed
+metadata). A refused one is named in ``status()["refused"]`` (``/healthz``, Prometheus, the
+dashboard) and the last good one keeps serving.
 """
 
 from __future__ import annotations
@@ -337,8 +337,7 @@ class LiveModels:
             self._check_loaded(product, served, inspector)
             verified = getattr(inspector.model, "verified", None)
             digest = verified.digest if verified is not None else bundle_digest(bundle_dir)
-            refused = self._decision_refusal(product, served, inspector.metadata, digest,
-                                             _refiner_metadata(inspector))  # fmt: skip
+            refused = self._decision_refusal(product, served, inspector.metadata, digest)
             if refused is not None:
                 self._note(product, *refused)
                 raise BundleError(refused[1])
@@ -439,11 +438,11 @@ class LiveModels:
             bundle_dir = self.registry.bundle_dir(product, bundle_id)
             metadata = read_bundle_metadata(bundle_dir)
             refused = self._decision_refusal(
-                product, bundle_id, metadata, bundle_digest(bundle_dir), None
+                product, bundle_id, metadata, bundle_digest(bundle_dir)
             )
         except (BundleError, RegistryError, ValueError, OSError):
             return False  # the load itself says what is wrong
-        for kind in ("gate", "roi", "refiner"):
+        for kind in ("gate", "roi"):
             self._note(product, kind, refused[1] if refused and refused[0] == kind else None)
         if refused is None:
             return False
@@ -459,7 +458,6 @@ class LiveModels:
         bundle_id: str,
         metadata: BundleMetadata,
         digest: str,
-        refiner: object | None,
     ) -> tuple[str, str] | None:
         """(kind, why) when a decision the bundle needs is missing or refused, else None."""
         trusted = [
@@ -478,15 +476,6 @@ class LiveModels:
         roi = metadata.roi.to_mapping() if metadata.roi is not None else None
         if roi is not None and not any(d.kind == "roi" and d.value == roi for d in trusted):
             return "roi", f"bundle {bundle_id}'s ROI is not a signed ROI decision of {product}"
-        if refiner is not None:
-            from inspection.refine.bundle import refiner_digest
-
-            wanted = refiner_digest(refiner)  # type: ignore[arg-type]
-            if not any(d.kind == "refiner" and d.value.get("digest") == wanted for d in trusted):
-                return "refiner", (
-                    f"the SAM refiner bundle (digest {wanted[:12]}…) is not a signed refiner "
-                    f"decision of {product}"
-                )
         return None
 
     def _set_threshold(self, current: LiveModel, threshold: ThresholdVersion) -> None:
@@ -601,13 +590,6 @@ def _gate_refusal(metadata: BundleMetadata) -> str | None:
     except BundleError as exc:
         return f"unreadable export record: {exc}"
     return gate.refusal() if gate is not None and not gate.passed else None
-
-
-def _refiner_metadata(inspector: Predictor) -> object | None:
-    """The SAM refiner bundle's metadata of a loaded inspector (None: no SAM refiner)."""
-    refiner = getattr(getattr(inspector, "inspector", inspector), "refiner", None)
-    metadata = getattr(refiner, "metadata", None)
-    return metadata if getattr(metadata, "kind", None) == "sam_refiner" else None
 
 
 def _without_paths(message: str, paths: dict[Path, str]) -> str:

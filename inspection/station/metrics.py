@@ -156,7 +156,7 @@ class GoldenCollector(Collector):
         )
         refused = GaugeMetricFamily(
             "inspection_decision_refused",
-            "1 while the newest record of a kind (live, threshold, tuning, gate, roi, refiner) "
+            "1 while the newest record of a kind (live, threshold, tuning, gate, roi) "
             "is refused (unsigned, altered or missing); the last good one keeps serving.",
             labels=["product", "kind"],
         )

@@ -35,7 +35,13 @@ def tamper() -> ModuleType:
         sys.path.remove(str(BENCH))
 
 
-ROWS = ("tuning_elsewhere", "gate_refused_forced", "altered_live_pointer", "altered_roi")
+ROWS = (
+    "tuning_elsewhere",
+    "gate_refused_forced",
+    "altered_live_pointer",
+    "altered_roi",
+    "altered_refiner",
+)
 
 
 @pytest.mark.parametrize("attack", ROWS)
