@@ -111,3 +111,33 @@ def test_a_signed_roi_decision_lets_the_bundle_carrying_it_serve(
 def test_export_force_needs_an_admin_and_a_reason(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["export", "--product", "widget", "--force"])
     assert result.exit_code == 2 and "--actor" in result.output
+
+
+def test_station_sync_mirrors_the_signed_pointer_and_decisions_and_the_station_serves_them(
+    tamper: ModuleType, tmp_path: Path
+) -> None:
+    """A station (no private key) syncing a forced bundle from a shared registry: the central
+    live pointer and force record arrive unchanged, verify with the pinned key and serve."""
+    from inspection.distribution.sync import PathSource, sync_once
+    from inspection.refine.config import RefineConfig
+    from inspection.station.live import LiveModels, station_loader
+
+    site = tamper.attack_site(tmp_path / "central")
+    tamper.gate_refused_forced(site)
+    central = site.models.registry
+    digest = bundle_digest(central.bundle_dir("widget", "v0002-int8"))
+    central.record_decision(
+        "widget", "force", {"digest": digest}, actor="admin", reason="accepted risk",
+        bundle_id="v0002-int8",
+    )  # fmt: skip
+    station_dir = tmp_path / "station" / "registry"
+    (outcome,) = sync_once(PathSource(central.root), station_dir, ["widget"], public_key=site.key)
+    assert outcome.status == "updated", outcome.detail
+    local = LiveModels(
+        type(central)(station_dir), ("widget",), public_key=site.key,
+        loader=station_loader(RefineConfig(method="none"), public_key=site.key),
+    )  # fmt: skip
+    local.refresh()
+    status = local.status()["widget"]
+    assert status["served_bundle_id"] == "v0002-int8" and not status["refused"]
+    assert local.registry.live("widget") == central.live("widget")
