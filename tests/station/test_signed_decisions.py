@@ -52,7 +52,11 @@ def test_an_altered_decision_is_refused_and_the_last_good_keeps_serving(
     assert row["outcome"] == "refused, last good kept", row["what"]
 
 
-def test_the_refusal_is_exported_to_prometheus(tamper: ModuleType, tmp_path: Path) -> None:
+def test_the_refusal_is_shown_on_prometheus_and_the_dashboard(
+    tamper: ModuleType, tmp_path: Path
+) -> None:
+    from inspection.dashboard.health import model_health
+
     site = tamper.attack_site(tmp_path)
     tamper.altered_live_pointer(site)
     site.models.refresh()
@@ -60,6 +64,8 @@ def test_the_refusal_is_exported_to_prometheus(tamper: ModuleType, tmp_path: Pat
     metrics.watch_golden(site.models)
     scraped = generate_latest(metrics.registry).decode()
     assert 'inspection_decision_refused{kind="live",product="widget"} 1.0' in scraped
+    health = model_health(site.models.registry, "widget")
+    assert not health.line_ready and "live: live pointer of widget" in health.problem
 
 
 def test_altered_validation_scores_are_refused_by_the_dashboard(
