@@ -179,6 +179,15 @@ def export_command(
     gate = result.gate
     if force:
         _record_force(registry, result, actor, reason, promote=promote)
+    roi = result.metadata.roi
+    if roi is not None and roi.to_mapping() not in [
+        d.value for d in registry.decisions(product, "roi")
+    ]:
+        console.print(
+            "[bold red]ROI not decided[/]: no ROI decision carries this bundle's ROI (from "
+            "configs/products); stations pinning the site key refuse it until an admin saves "
+            "it on the dashboard's ROI page (a signed ROI decision)"
+        )
     table = Table("bundle", *GATE_COLUMNS.values())
     table.add_row(f"{product}/{result.bundle_id}", *_figures(gate.figures))
     if result.metadata.precision != "fp32":
