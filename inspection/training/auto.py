@@ -27,6 +27,7 @@ ratio of input areas: a 2x candidate costs ~4-6 default ones) stays within the b
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import torch
 
 from inspection.core.bootstrap import auroc_gain_interval, auroc_interval
 from inspection.core.config import to_mapping
@@ -103,6 +105,8 @@ Every PatchCore candidate carries the product's ``local_statistics`` (``auto`` b
 fused colour-statistics model where its own validation check keeps it)."""
 SEARCH_IMAGES = 60
 """Training images each candidate is fitted on (a seeded subsample when there are more)."""
+SHARED_FEATURES_BYTES = 2 * 1024**3
+"""Backbone outputs the search keeps for its later candidates (``SharedFeatures``), at most."""
 MAX_INPUT_SIDE = 768
 """Scale candidates whose input side would exceed this are skipped (station cost ~ side^2)."""
 
@@ -176,6 +180,56 @@ def scaled(config: ModelConfig, scale: float) -> ModelConfig:
     return replace(config, image_size=size)
 
 
+class SharedFeatures:
+    """Backbone outputs shared by the search's candidates: a PatchCore or PaDiM candidate
+    with the same backbone weights and input size as an earlier one (default, global context,
+    PaDiM; 2x after 2x with layers 2+4+6) reads its layers' outputs of each input batch from
+    here instead of running the backbone again, as the same candidate's validation images do
+    a second time. Keyed by backbone, layer and the batch's bytes; up to
+    ``SHARED_FEATURES_BYTES``, then later outputs are computed as ever."""
+
+    def __init__(self, limit: int = SHARED_FEATURES_BYTES) -> None:
+        self.outputs: dict[tuple[str, str, bytes], torch.Tensor] = {}
+        self.limit, self.size, self.hits = limit, 0, 0
+
+    def attach(self, model: Any, backbone: str) -> None:
+        """Route ``model``'s feature extractor (anomalib PatchCore and PaDiM) through here."""
+        inner = model.model
+        if hasattr(inner, "feature_extractor"):
+            inner.feature_extractor = _Remembered(inner.feature_extractor, self, backbone)
+
+    def lookup(self, keys: list[tuple[str, str, bytes]]) -> dict[str, torch.Tensor] | None:
+        if all(key in self.outputs for key in keys):
+            self.hits += 1
+            return {key[1]: self.outputs[key] for key in keys}
+        return None
+
+    def keep(self, keys: list[tuple[str, str, bytes]], outputs: dict[str, torch.Tensor]) -> None:
+        for key in keys:
+            size = outputs[key[1]].numel() * outputs[key[1]].element_size()
+            if key not in self.outputs and self.size + size <= self.limit:
+                self.outputs[key], self.size = outputs[key[1]], self.size + size
+
+
+class _Remembered(torch.nn.Module):
+    """A feature extractor whose outputs per input batch are kept in ``SharedFeatures``."""
+
+    def __init__(self, extractor: Any, shared: SharedFeatures, backbone: str) -> None:
+        super().__init__()
+        self.extractor, self.shared, self.backbone = extractor, shared, backbone
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        digest = hashlib.blake2b(images.detach().contiguous().numpy().tobytes()).digest()
+        digest += repr(tuple(images.shape)).encode()
+        keys = [(self.backbone, layer, digest) for layer in self.extractor.layers]
+        found = self.shared.lookup(keys)
+        if found is not None:
+            return found
+        outputs = self.extractor(images)
+        self.shared.keep(keys, outputs)
+        return outputs
+
+
 @dataclass(frozen=True)
 class Evaluation:
     """A fitted candidate's validation AUROC and scores; its held-out test interval on demand."""
@@ -197,7 +251,10 @@ def search_subsample(dataset: Dataset, seed: int = 0) -> list[Sample]:
 
 
 def evaluate_candidate(
-    config: ModelConfig, dataset: Dataset, train: Sequence[Sample] | None = None
+    config: ModelConfig,
+    dataset: Dataset,
+    train: Sequence[Sample] | None = None,
+    shared: SharedFeatures | None = None,
 ) -> Evaluation:
     """Fit ``config`` on ``train`` (default: every training image); its validation image AUROC
     (and scores); its held-out test interval when asked (``Evaluation.held_out``)."""
@@ -215,7 +272,9 @@ def evaluate_candidate(
     weights = resolve_weights(
         config.backbone.name, config.backbone.weights, config.backbone.weights_file
     )
-    model, _ = fit(config, train, validation, weights, progress=False)
+    backbone = f"{config.backbone.name}:{weights.source}:{weights.sha256}"
+    attach = None if shared is None else (lambda m: shared.attach(m, backbone))
+    model, _ = fit(config, train, validation, weights, progress=False, prepare=attach)
     _fit_local_statistics(model, config, train, validation, None)
     judged, _ = predict_validation(model, config, validation)
     context = None
@@ -268,6 +327,7 @@ def search(
         raise ValueError(f"the search budget must be positive seconds, got {budget_s}")
     started = time.perf_counter()
     train = search_subsample(dataset)
+    shared = SharedFeatures()
     results: list[CandidateResult] = []
     contenders: dict[int, Evaluation] = {}  # the default and those that may still win
     for index, candidate in enumerate(grid):
@@ -278,7 +338,9 @@ def search(
                 candidate, "skipped", note=f"budget: {elapsed:.0f} s used, ~{estimate:.0f} s more"
             )
         else:
-            result, evaluation = _run(candidate, configure, dataset, train, contenders.get(0))
+            result, evaluation = _run(
+                candidate, configure, dataset, (train, shared), contenders.get(0)
+            )
             if evaluation is not None:
                 contenders[index] = evaluation
         results.append(result)
@@ -287,11 +349,12 @@ def search(
             on_candidate(result)
     winner = choose(results)
     scored = sum(r.status == "done" for r in results)
-    logger.info("auto: %d of %d candidates scored in %.0f s on %d of %d training images",
-                scored, len(results), time.perf_counter() - started, len(train),
-                len(dataset.train_samples))  # fmt: skip
+    logger.info("auto: %d of %d candidates scored in %.0f s on %d of %d training images "
+                "(%d backbone passes shared)", scored, len(results), time.perf_counter() - started,
+                len(train), len(dataset.train_samples), shared.hits)  # fmt: skip
     for index, evaluation in contenders.items():  # held-out figures, never used to choose
         results[index] = replace(results[index], test_auroc=evaluation.held_out())
+    shared.outputs.clear()
     config = configure(next(c for c in grid if c.name == winner))
     return SearchResult(product, budget_s, RULE, winner, to_mapping(config), tuple(results),
                         search_images=len(train))  # fmt: skip
@@ -312,12 +375,12 @@ def _run(
     candidate: Candidate,
     configure: Configure,
     dataset: Dataset,
-    train: Sequence[Sample],
+    train: tuple[Sequence[Sample], SharedFeatures],
     reference: Evaluation | None,
 ) -> tuple[CandidateResult, Evaluation | None]:
     start = time.perf_counter()
     try:
-        evaluation = evaluate_candidate(configure(candidate), dataset, train)
+        evaluation = evaluate_candidate(configure(candidate), dataset, *train)
     except (InspectionError, RuntimeError, ValueError, OSError) as exc:  # not the whole search
         logger.warning("auto: candidate %s failed: %s", candidate.name, exc)
         failed = _result(candidate, "failed", time.perf_counter() - start, note=str(exc)[:200])

@@ -324,7 +324,6 @@ def feature_channels(backbone: str) -> dict[str, int]:
     return dict(zip(info.module_name(), info.channels(), strict=True))
 
 
-@functools.cache  # building the network to read its layer table costs ~0.1 s a call
 def _feature_info(backbone: str) -> Any:
     try:
         with no_pretrained_download():

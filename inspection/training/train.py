@@ -518,14 +518,16 @@ def fit(
     *,
     progress: bool = True,
     roi: TrainingRoi | None = None,
+    prepare: Callable[[Any], None] | None = None,
 ) -> tuple[Any, float]:
     """Seeded anomalib ``Engine.fit`` on CPU; returns (model in eval mode, seconds).
 
     No validation loop: the calibration (``training.operating``) sets the thresholds and
     normalisation from the validation predictions, once (``set_post_processor``).
+    ``prepare``: called on the built model before training (``fit_loaders``).
     """
     train_loader = make_loader(train_samples, config, shuffle=True)
-    return fit_loaders(config, weights, train_loader, None, progress, roi)
+    return fit_loaders(config, weights, train_loader, None, progress, roi, prepare)
 
 
 def fit_loaders(
@@ -535,10 +537,13 @@ def fit_loaders(
     validation_loader: DataLoader | None,
     progress: bool = True,
     roi: TrainingRoi | None = None,
+    prepare: Callable[[Any], None] | None = None,
 ) -> tuple[Any, float]:
     """``fit`` on given loaders (whole images or tiles); returns (model in eval mode, seconds).
 
     ``roi``: input masks of the training items; patches outside leave the bank / the loss.
+    ``prepare``: called on the built model before training (the auto search's shared
+    backbone outputs, ``training.auto.SharedFeatures``).
     Lightning writes its checkpoint into a temporary folder that is removed afterwards.
     """
     import lightning
@@ -549,6 +554,8 @@ def fit_loaders(
     model = build_model(config, weights)
     separate_blurs(model.model)  # the trained model's in-process predictions, not its export
     model.training_roi = roi
+    if prepare is not None:
+        prepare(model)
     run_dir = Path(tempfile.mkdtemp(prefix="inspection-train-"))
     try:
         engine = Engine(

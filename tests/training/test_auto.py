@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from inspection.core.config import deep_merge
@@ -169,3 +170,24 @@ def test_a_candidate_is_judged_as_train_would_register_it(
     assert outcome.model.model.local_stats.enabled
     held_out = image_auroc(outcome.predictions.scores, outcome.predictions.labels)
     assert evaluation.held_out()["value"] == pytest.approx(held_out, abs=1e-4)  # rounded
+
+
+def test_candidates_share_backbone_outputs_and_score_as_alone(tiny_product: Path) -> None:
+    """A second candidate on the same backbone and inputs reads the first one's backbone
+    outputs (``SharedFeatures``) and is judged exactly as without them."""
+    from inspection.data.dataset import load_dataset
+    from inspection.training.auto import SharedFeatures, evaluate_candidate
+
+    dataset = load_dataset(tiny_product)
+    config = tiny(GRID[0])
+    alone = evaluate_candidate(config, dataset)
+    shared = SharedFeatures()
+    first = evaluate_candidate(config, dataset, shared=shared)
+    batches = shared.hits  # those one candidate runs twice (none without local statistics)
+    second = evaluate_candidate(config, dataset, shared=shared)
+    assert shared.hits > batches  # the second one's training and validation batches
+    for evaluation in (first, second):
+        np.testing.assert_allclose(evaluation.validation[1], alone.validation[1], rtol=1e-6)
+    none_kept = SharedFeatures(limit=0)
+    evaluate_candidate(config, dataset, shared=none_kept)
+    assert none_kept.hits == 0 and none_kept.size == 0
