@@ -11,8 +11,19 @@ The two are fused by the max of their scores, each standardised on good images s
 median maps to 0 and its **largest good score to 1** (image scores; maps by their peaks): the max
 then alarms when either part passes its own good tail, so at a false-reject budget one part's
 tail does not set the other's threshold. The good images are the validation split's and, for the
-statistics part, the training images scored out of fold (a colour seen in one training image
-only is an alarm for every other: validation alone, a few dozen images, misses that tail).
+statistics part, the training images of the first ``SCALING_FOLDS`` folds scored out of fold (a
+colour seen in one training image only is an alarm for every other: validation alone, a few
+dozen images, misses that tail).
+
+**Disjoint from the threshold's calibration.** Standardisers fitted on the good scores the
+conformal threshold is then set on break its guarantee (two parts, each scaled by its largest
+good score, both land at 1 on the calibration set: simulated at n = 99, 1.51 % realised for a
+stated 1 %, ``bench/conformal_mc.py``). So the images that fit them (``standardiser_images``:
+the good validation images and the scaling folds' training images) set no threshold: a fused
+model calibrates on the other folds' out-of-fold scores alone (``training.operating``,
+``training.bundle_calibration``), and the product path keeps the fusion only with
+``calibration_folds`` >= 2 (and neither a global context nor an ROI).
+
 The fusion is part of the torch model (``FusedPatchcoreModel``), so the exported graph, its
 calibration on its own outputs, the export gate and the golden outputs all see the fused
 outputs, and a station needs nothing new.
@@ -53,6 +64,9 @@ MAX_PIXEL_LOSS = 0.01
 """Validation pixel AUROC the fusion may lose and still be kept (``auto``): every NG shows its
 region, so a better verdict must not come with worse regions."""
 MIN_STD = 1e-6
+SCALING_FOLDS = 1
+"""Out-of-fold folds whose training images fit the statistics part's standardiser (with the
+good validation images); the other folds' images are the fused model's calibration set."""
 PROXY_IMAGES = 60
 PROXY = (
     f"auto decides first on a statistics bank of at most {PROXY_IMAGES} training images and "
@@ -61,8 +75,9 @@ PROXY = (
 )
 FUSION = (
     "max of the two parts, each standardised to (score - median) / (largest - median) of its "
-    "good scores: the good validation images, plus the training images' out-of-fold scores "
-    "for the statistics part"
+    f"good scores: the good validation images, plus the out-of-fold scores of the first "
+    f"{SCALING_FOLDS} fold's training images for the statistics part; none of them calibrates "
+    "the threshold"
 )
 
 
@@ -178,7 +193,8 @@ class LocalStatsChoice:
     """Image AUROC on the validation split: ``patchcore``, ``local_statistics``, ``fused``;
     pixel AUROC: ``pixel_patchcore``, ``pixel_fused``."""
     good_for_scale: int = 0
-    """Good scores each part's standardiser saw (validation good + out-of-fold training)."""
+    """Good scores the statistics part's standardiser saw (validation good + the scaling
+    folds' out-of-fold training images)."""
     window_px: int = WINDOW
     fusion: str = FUSION
 
@@ -203,8 +219,9 @@ def fit_local_statistics(
     pre-processed training images, standardise both parts on good images (``standardisers``),
     and keep it (``mode`` on, or auto and it helps on validation) or leave the bank empty.
 
-    ``folds`` >= 2: the training images' out-of-fold statistics scores join the good
-    validation images' in the statistics part's standardiser (``side_out_of_fold``).
+    ``folds`` >= 2: the out-of-fold statistics scores of the training images in the first
+    ``SCALING_FOLDS`` folds (``standardiser_images``) join the good validation images' in the
+    statistics part's standardiser (``side_out_of_fold``).
     ``validation_masks``: (N, H, W) bool ground truth (all False for good images); rows of defect
     images without a mask file are left out (``mask_known``, (N,) bool). With them ``auto``
     also refuses a fusion that worsens validation pixel AUROC."""
@@ -245,6 +262,9 @@ def fit_local_statistics(
     extra, head.fold_banks = side_out_of_fold(
         inner, train_images, rows, folds, ratio, cap_rows, seed
     )
+    if len(extra[0]):  # only the scaling folds' images fit the standardisers
+        scaling = standardiser_images(len(train_images), folds, seed)
+        extra = (extra[0][scaling], extra[1][scaling])
     standardisers, evidence = judged(side, extra)
     head.standardisers = torch.tensor(standardisers, dtype=torch.float32)
     kept, reason = _decide(mode, evidence)
@@ -344,16 +364,38 @@ def _proxy_images(count: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(count, PROXY_IMAGES, replace=False))
 
 
+def standardiser_images(count: int, folds: int, seed: int) -> np.ndarray:
+    """(count,) bool: the training images whose out-of-fold scores fit the standardisers (the
+    first ``SCALING_FOLDS`` of ``training.out_of_fold``'s seeded folds); none with fewer than
+    2 folds or images per fold. They, and the good validation images, set no threshold."""
+    from inspection.training.out_of_fold import fold_of
+
+    if folds < 2 or count < 2 * folds:
+        return np.zeros(count, dtype=bool)
+    return fold_of(count, folds, seed) < SCALING_FOLDS
+
+
+def fit_standardisers(main_good: np.ndarray, side_good: np.ndarray) -> tuple[float, ...]:
+    """(location, scale) of PatchCore's then the statistics part's (G,) good values (image
+    scores or map peaks): what ``fuse_parts`` and the fused graph apply."""
+    return (*_location_scale(main_good), *_location_scale(side_good))
+
+
+def fuse_parts(main: np.ndarray, side: np.ndarray, standardisers: Sequence[float]) -> np.ndarray:
+    """The fused score of both parts' raw values, as ``FusedPatchcoreModel.forward`` computes
+    it: the max of each standardised by its (location, scale) of ``fit_standardisers``."""
+    s = standardisers
+    return np.maximum((np.asarray(main) - s[0]) / s[1], (np.asarray(side) - s[2]) / s[3])
+
+
 def _standardisers(
     main: _Outputs, side: _Outputs, good: np.ndarray, extra: tuple[np.ndarray, np.ndarray]
 ) -> list[float]:
     """Both parts' (location, scale) of image scores and map peaks on the good validation
     images; ``extra``: the statistics part's out-of-fold (scores, peaks) of training images."""
     return [
-        *_location_scale(main.scores[good]),
-        *_location_scale(np.concatenate([side.scores[good], extra[0]])),
-        *_location_scale(main.peaks[good]),
-        *_location_scale(np.concatenate([side.peaks[good], extra[1]])),
+        *fit_standardisers(main.scores[good], np.concatenate([side.scores[good], extra[0]])),
+        *fit_standardisers(main.peaks[good], np.concatenate([side.peaks[good], extra[1]])),
     ]
 
 
@@ -380,17 +422,17 @@ def _validation_evidence(
     s = standardisers
     if peak_scored:  # the image score is the (fused) map's peak
         main_scores, side_scores = main.peaks, side.peaks
-        fused = np.maximum((main.peaks - s[4]) / s[5], (side.peaks - s[6]) / s[7])
+        fused = fuse_parts(main.peaks, side.peaks, s[4:])
     else:
         main_scores, side_scores = main.scores, side.scores
-        fused = np.maximum((main.scores - s[0]) / s[1], (side.scores - s[2]) / s[3])
+        fused = fuse_parts(main.scores, side.scores, s[:4])
     evidence = {
         name: round(float(image_auroc(scores, labels)), 4)
         for name, scores in (("patchcore", main_scores), ("local_statistics", side_scores),
                              ("fused", fused))
     }  # fmt: skip
     if masks is not None and masks[known].any():
-        fused_maps = np.maximum((main.maps - s[4]) / s[5], (side.maps - s[6]) / s[7])
+        fused_maps = fuse_parts(main.maps, side.maps, s[4:])
         for name, maps in (("pixel_patchcore", main.maps), ("pixel_fused", fused_maps)):
             evidence[name] = round(float(pixel_auroc(maps[known], masks[known])), 4)
     return evidence
@@ -421,17 +463,24 @@ def fit_for_model(
     validation: Sequence[Sample],
     roi: TrainingRoi | None = None,
 ) -> LocalStatsChoice:
-    """``fit_local_statistics`` for a trained anomalib ``Patchcore`` and its ``ModelConfig``."""
+    """``fit_local_statistics`` for a trained anomalib ``Patchcore`` and its ``ModelConfig``;
+    off when no calibration set apart from the standardisers' would remain
+    (``_no_disjoint_calibration``)."""
     from inspection.training.out_of_fold import model_inputs
     from inspection.training.samples import load_mask, mask_known
 
+    mode = config.local_statistics_mode
+    reason = _no_disjoint_calibration(config, len(train), roi)
+    if reason:
+        logger.info("local statistics: off (%s)", reason)
+        return LocalStatsChoice(mode, False, reason)
     size = tuple(config.image_size)
     return fit_local_statistics(
         model.model,
         model_inputs(model, train, size, config.image_bits),
         model_inputs(model, validation, size, config.image_bits),
         np.asarray([s.label for s in validation]),
-        mode=config.local_statistics_mode,
+        mode=mode,
         ratio=config.coreset_sampling_ratio,
         cap_rows=config.memory_bank_max,
         seed=config.seed,
@@ -441,3 +490,18 @@ def fit_for_model(
         train_paths=[str(s.path) for s in train],
         roi=roi,
     )
+
+
+def _no_disjoint_calibration(config: Any, train_images: int, roi: TrainingRoi | None) -> str:
+    """Why a fused model would have no good calibration scores apart from the images that fit
+    its standardisers ('' when it has): no out-of-fold folds; a global context, whose
+    threshold is set on the good validation images; an ROI, whose bundle cannot take the
+    (whole-image) out-of-fold scores (``training.bundle_calibration``)."""
+    folds = config.calibration_folds
+    if folds < 2 or train_images < 2 * folds:
+        return "needs calibration_folds >= 2 and 2 training images per fold (a calibration set apart from its standardisers')"
+    if config.global_context:
+        return "not with a global context: its threshold is set on the good validation images, which fit the standardisers"
+    if roi is not None:
+        return "not with an ROI: the out-of-fold scores (whole images) cannot calibrate an ROI-masked bundle"
+    return ""

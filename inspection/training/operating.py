@@ -5,6 +5,8 @@
 the torch-free ``core.calibration.calibrate`` on the validation predictions with those scores.
 ``good_score_record``: what the registry keeps so each exported bundle can carry the
 out-of-fold scores into its own score space (``core.operating_point.fit_transfer``).
+A model fusing local statistics calibrates only on good scores its standardisers did not see
+(``training.local_stats.standardiser_images``): the other folds' out-of-fold scores.
 """
 
 from __future__ import annotations
@@ -33,13 +35,18 @@ FULL_BANK_IMAGES = 32
 
 @dataclass(frozen=True)
 class TrainGoodScores:
-    """Raw torch scores of training images: out-of-fold (N,) and by the full bank (M,)."""
+    """Raw torch scores of training images: out-of-fold (N,) and by the full bank (M,).
+    ``calibrates`` (N,) bool: the out-of-fold scores that may set the threshold;
+    ``validation_calibrates``: whether the good validation scores may (both False where they
+    fitted a fusion's standardisers)."""
 
     samples: tuple[Sample, ...]
     out_of_fold: np.ndarray
     full_bank_samples: tuple[Sample, ...]
     full_bank: np.ndarray
     folds: int
+    calibrates: np.ndarray
+    validation_calibrates: bool = True
 
 
 def calibration_good_scores(
@@ -47,6 +54,7 @@ def calibration_good_scores(
 ) -> TrainGoodScores | None:
     """Out-of-fold scores of ``train`` (PatchCore, PaDiM; None for STFPM or
     ``calibration_folds`` 0)."""
+    from inspection.training.local_stats import standardiser_images
     from inspection.training.out_of_fold import out_of_fold_scores, trained_scores
     from inspection.training.padim import padim_out_of_fold_scores
 
@@ -69,21 +77,27 @@ def calibration_good_scores(
         )  # fmt: skip
     paired = tuple(sorted(train, key=lambda s: str(s.path))[:FULL_BANK_IMAGES])
     full = trained_scores(model, paired, config.image_size, config.image_bits, config.batch_size)
-    return TrainGoodScores(tuple(train), scores, paired, full, folds)
+    head = getattr(model.model, "local_stats", None)
+    fused = head is not None and head.enabled
+    scaling = standardiser_images(len(train), folds, config.seed) if fused else None
+    calibrates = np.ones(len(train), bool) if scaling is None else ~scaling
+    return TrainGoodScores(tuple(train), scores, paired, full, folds, calibrates, not fused)
 
 
 def calibrate_predictions(
     validation: Predictions, point: OperatingPoint, good: TrainGoodScores | None
 ) -> Calibration:
-    """The calibration ``point`` sets on validation predictions plus out-of-fold scores."""
-    extra = None if good is None else good.out_of_fold
-    sources = {"validation": int((validation.labels == 0).sum())}
-    if good is not None:
-        sources["out_of_fold_train"] = len(good.out_of_fold)
+    """The calibration ``point`` sets on validation predictions plus out-of-fold scores
+    (those ``good`` says may calibrate)."""
+    extra = None if good is None else good.out_of_fold[good.calibrates]
+    with_validation = good is None or good.validation_calibrates
+    sources = {"validation": int((validation.labels == 0).sum())} if with_validation else {}
+    if extra is not None:
+        sources["out_of_fold_train"] = len(extra)
     calibration = calibrate(
         validation.scores, validation.maps, validation.labels, validation.gt_masks,
         validation.defect_types, mask_known=validation.mask_known, point=point,
-        extra_good_scores=extra, good_sources=sources,
+        extra_good_scores=extra, good_sources=sources, validation_good=with_validation,
     )  # fmt: skip
     if calibration.operating is not None:
         logger.info("operating point: %s", calibration.operating.describe())
@@ -93,7 +107,8 @@ def calibrate_predictions(
 def good_score_record(
     dataset: Dataset, good: TrainGoodScores | None, validation: Predictions, folds: int
 ) -> GoodScores:
-    """The registry's ``good_scores`` entry (paths relative to the dataset root)."""
+    """The registry's ``good_scores`` entry (paths relative to the dataset root): the
+    out-of-fold scores that may calibrate (``TrainGoodScores.calibrates``)."""
 
     def rel(path: str | Path) -> str:
         return relative_name(path, dataset.root)
@@ -103,9 +118,11 @@ def good_score_record(
     }
     if good is None:
         return GoodScores(validation=val)
+    calibrating = zip(good.samples, good.out_of_fold, good.calibrates, strict=True)
     return GoodScores(
-        out_of_fold={rel(s.path): round(float(v), 6) for s, v in zip(good.samples, good.out_of_fold, strict=True)},
+        out_of_fold={rel(s.path): round(float(v), 6) for s, v, keep in calibrating if keep},
         validation=val,
         train_full_bank={rel(s.path): round(float(v), 6) for s, v in zip(good.full_bank_samples, good.full_bank, strict=True)},
         folds=folds,
+        validation_calibrates=good.validation_calibrates,
     )  # fmt: skip

@@ -27,10 +27,13 @@ from inspection.training.local_stats import (
     FusedPatchcoreModel,
     LocalStatsHead,
     _decide,
+    fit_for_model,
     fit_local_statistics,
     side_out_of_fold,
+    standardiser_images,
 )
 from inspection.training.out_of_fold import fold_of, model_inputs, out_of_fold_scores
+from inspection.training.roi import TrainingRoi
 from inspection.training.train import (
     CHECKPOINT_FILE,
     TrainOutcome,
@@ -269,7 +272,9 @@ def test_on_keeps_the_bank_and_standardises_on_the_good_validation_images(
 
 
 @slow
-def test_out_of_fold_training_scores_join_the_statistics_standardiser(trained: Trained) -> None:
+def test_scaling_folds_out_of_fold_scores_join_the_statistics_standardiser(
+    trained: Trained,
+) -> None:
     validation, labels = trained.validation()
     inner = copy.deepcopy(trained.inner).eval()
     train = trained.inputs(trained.dataset.train_samples)
@@ -283,6 +288,9 @@ def test_out_of_fold_training_scores_join_the_statistics_standardiser(trained: T
     assert len(banks) == 2 and len(head.fold_banks) == 2  # the fit kept its own, for reuse
     assert torch.equal(head.bank, trained_bank)  # put back
     good = validation[labels == 0]
+    scaling = standardiser_images(len(train), 2, 0)
+    assert 0 < scaling.sum() < len(train)  # the first fold only
+    scores, peaks = scores[scaling], peaks[scaling]
     with torch.no_grad():
         side = inner.side_outputs(good)
     for index, (validation_good, out_of_fold) in zip(
@@ -295,7 +303,44 @@ def test_out_of_fold_training_scores_join_the_statistics_standardiser(trained: T
         location, scale = head.standardisers[index : index + 2].tolist()
         assert location == pytest.approx(median, rel=1e-4)
         assert scale == pytest.approx(values.max() - median, rel=1e-4)
-    assert choice.good_for_scale == len(good) + len(train)
+    assert choice.good_for_scale == len(good) + scaling.sum()
+
+
+@slow
+def test_the_images_that_fit_the_standardisers_set_no_threshold(trained: Trained) -> None:
+    """Training and the registry (for bundles) calibrate a fused model on the other folds'
+    out-of-fold scores alone: not the good validation images nor the scaling fold."""
+    from inspection.core.fingerprint import relative_name
+
+    record, samples = trained.outcome.record, trained.dataset.train_samples
+    config = record.config
+    scaling = standardiser_images(len(samples), config["calibration_folds"], config["seed"])
+    assert 0 < scaling.sum() < len(samples)
+    operating = record.metrics["calibration"]["operating"]
+    assert operating["good_sources"] == {"out_of_fold_train": int((~scaling).sum())}
+    assert operating["n_good"] == int((~scaling).sum())
+    good = record.good_scores()
+    assert not good.validation_calibrates
+    root = trained.dataset.root
+    calibrating = [s for s, fit in zip(samples, scaling, strict=True) if not fit]
+    assert set(good.out_of_fold) == {relative_name(s.path, root) for s in calibrating}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "roi", "reason"),
+    [
+        ({"calibration_folds": 0}, None, "needs calibration_folds >= 2"),
+        ({"global_context": ["colour"]}, None, "not with a global context"),
+        ({}, TrainingRoi(every=np.ones(SIZE, bool)), "not with an ROI"),
+    ],
+)
+def test_the_product_path_fuses_only_with_a_calibration_set_of_its_own(
+    tiny_product: Path, overrides: dict[str, Any], roi: TrainingRoi | None, reason: str
+) -> None:
+    config = model_config_from_mapping({**TINY_PATCHCORE, "local_statistics": True, **overrides})
+    samples = load_dataset(tiny_product).train_samples
+    choice = fit_for_model(None, config, samples, samples, roi)  # decided before any model
+    assert not choice.kept and choice.reason.startswith(reason)
 
 
 @slow
