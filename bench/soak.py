@@ -578,6 +578,7 @@ def retention_config(args: argparse.Namespace, prefill: Prefill) -> dict[str, An
     now, so rows age out at the pre-fill's rate while the soak runs."""
     minutes = args.blob_minutes / 1440
     row_days = (datetime.now(timezone.utc) - prefill.oldest).total_seconds() / 86400 - 1e-4
+    row_days = max(row_days, 3 * minutes)  # a short pre-fill: rows at least as long as blobs
     return {
         "default": {"blob_days": minutes, "kept_blob_days": 3 * minutes, "row_days": row_days},
         "outbox_days": minutes,
