@@ -82,6 +82,29 @@ class ClassicalConfig:
 
 
 @dataclass(frozen=True)
+class GuidedConfig:
+    """The guided refiner's filter (``refine.guided``): window radius as a fraction of the
+    image's shorter side (1/32: 8 px at 256 px, one patch stride of a 256 px PatchCore input),
+    at least 1 px; ``eps`` > 0, how much grey-level contrast (on [0, 1], squared) counts as an
+    edge; ``relative_level`` in [0, 1): a region is cut at its raw level plus this share of the
+    way up to its peak on the guided map (0: at its raw level)."""
+
+    radius_fraction: float = 1 / 32
+    eps: float = 1e-3
+    relative_level: float = 0.25
+
+    def __post_init__(self) -> None:
+        if not 0 < self.radius_fraction <= 0.5:
+            raise ValueError(
+                f"guided radius_fraction must be in (0, 0.5], got {self.radius_fraction}"
+            )
+        if not self.eps > 0:
+            raise ValueError(f"guided eps must be > 0, got {self.eps}")
+        if not 0 <= self.relative_level < 1:
+            raise ValueError(f"guided relative_level must be in [0, 1), got {self.relative_level}")
+
+
+@dataclass(frozen=True)
 class SamConfig:
     """The SAM refiner: a bundle exported by ``inspection refine export-sam``.
 
@@ -105,10 +128,11 @@ class RefineConfig:
     """``method``: which refiner ``build_refiner`` makes; "auto" = SAM when a bundle is
     configured, else GrabCut."""
 
-    method: Literal["auto", "none", "grabcut", "random_walker", "sam"] = "auto"
+    method: Literal["auto", "none", "grabcut", "random_walker", "guided", "sam"] = "auto"
     prompts: PromptConfig = field(default_factory=PromptConfig)
     guards: GuardConfig = field(default_factory=GuardConfig)
     classical: ClassicalConfig = field(default_factory=ClassicalConfig)
+    guided: GuidedConfig = field(default_factory=GuidedConfig)
     sam: SamConfig = field(default_factory=SamConfig)
 
 

@@ -13,6 +13,7 @@ from inspection.core.types import InspectionResult
 from inspection.refine.base import MaskRefiner
 from inspection.refine.classical import ClassicalRefiner
 from inspection.refine.config import RefineConfig
+from inspection.refine.guided import GuidedRefiner
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,10 @@ def _build_grabcut(config: RefineConfig) -> MaskRefiner:
 
 def _build_random_walker(config: RefineConfig) -> MaskRefiner:
     return ClassicalRefiner("random_walker", config)
+
+
+def _build_guided(config: RefineConfig) -> MaskRefiner:
+    return GuidedRefiner(config)
 
 
 def _build_sam(config: RefineConfig) -> MaskRefiner:
@@ -70,6 +75,7 @@ REFINERS: dict[str, Callable[[RefineConfig], MaskRefiner]] = {
     "none": _build_none,
     "grabcut": _build_grabcut,
     "random_walker": _build_random_walker,
+    "guided": _build_guided,
     "sam": _build_sam,
 }
 

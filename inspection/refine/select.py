@@ -19,7 +19,7 @@ from inspection.refine.config import RefineConfig
 from inspection.refine.evaluate import LabelledImage, MapSource, evaluate_refiners
 from inspection.refine.factory import build_refiner
 
-CANDIDATES: tuple[str, ...] = ("grabcut", "random_walker")
+CANDIDATES: tuple[str, ...] = ("grabcut", "random_walker", "guided")
 CHOICE_MAX_SIDE = 512
 """Pixel budget of the choice. On the 2048 px plate's 6 defective validation images the choice
 took 10 s at 512 px, 75 s at 1024 px and over 10 min at full size (``reports/hires``); 256 px
