@@ -16,11 +16,13 @@ served the tampered bundle.
 
 ``--attacks`` needs no demo site: it builds a small signed site in a scratch folder (a tiny
 OpenVINO bundle, a signed threshold of 0.6, a station pinning the key) and puts one attack per
-row to it — forged thresholds, a file swap between the check and the compile, ``inspect``
-without a key — recording what the station served. Writes ``reports/security/attacks.json``
-and ``.md``; exit code 1 unless every row reads "refused, last good kept". Each row is also a
-test (tests/station/test_signed_thresholds.py, tests/runtime/test_verified_load.py,
-tests/cli/test_inspect_keys.py).
+row to it — forged thresholds, live pointer, tuning pick, ROI and refiner, a gate-refused bundle
+without its force record, altered validation scores, a file swap between the check and the
+compile, ``inspect`` without a key — recording what the station served. Writes
+``reports/security/attacks.json`` and ``.md``; exit code 1 unless every row reads "refused,
+last good kept". Each row is also a test (tests/station/test_signed_thresholds.py,
+tests/station/test_signed_decisions.py, tests/runtime/test_verified_load.py,
+tests/cli/test_inspect_keys.py, tests/station/test_key_custody.py).
 
     python bench/tamper.py --attacks
 """
