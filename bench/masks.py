@@ -1,19 +1,19 @@
-"""Masks you can measure with: pixel operating points, guided maps and sizes on held-out data.
+"""Masks you can measure with: the refiner each bundle keeps, and sizes, on held-out data.
 
     heavy .venv/bin/python bench/masks.py prepare [--products brick,grass,...]
     heavy .venv/bin/python bench/masks.py evaluate
     heavy --alone .venv/bin/python bench/masks.py cost --products brick
     .venv/bin/python bench/masks.py report          # evaluation.md again from evaluation.json
-    heavy .venv/bin/python bench/masks.py refiners  # refiner kept per bundle, held-out figures
+    heavy .venv/bin/python bench/masks.py refiners  # the export's own choice, through an Inspector
 
 ``prepare``: per product, the demo data at the CLI defaults (``inspection data demo``), a
 PatchCore version at the project's defaults and its FP32 bundle, then the bundle's raw outputs
 on the version's validation and held-out test splits (the station's inference path,
 ``training.export.run_bundle``) and the test images at the map size, cached in
-``var/bench-masks/<product>.npz``. ``evaluate`` (numpy only): every pixel-operating-point
-strategy of ``_mask_strategies.py`` calibrated on VALIDATION, judged on TEST through the one
-verdict rule; the image threshold is the bundle's own in every row, so verdicts cannot move.
-``cost``: station cost of the map post-processing in ms. Reports go to ``reports/masks/``.
+``var/bench-masks/<product>.npz``. ``evaluate`` (``_mask_strategies.py``): the refiner kept on
+VALIDATION by the export's rule, before and after the guided refiner joined the candidates,
+judged on TEST with the bundle's own pixel operating point, so verdicts cannot move.
+``cost``: station cost of the mask steps in ms. Reports go to ``reports/masks/``.
 """
 
 from __future__ import annotations
