@@ -185,7 +185,8 @@ def markdown(report: dict) -> str:
         "| ratio | img AUROC | px AUROC | AUPRO | false reject | CPU | load avg |",
         "|" + " --- |" * (len(STAGES) + 12),
     ]
-    for key in sorted(report["rows"]):
+    by_row = sorted(report["rows"], key=lambda k: (report["rows"][k]["row"], k))
+    for key in by_row:  # each row's runs side by side: a per-stage profile, before and after
         row = report["rows"][key]
         stages = row.get("stages", {})
         plain = row.get("anomalib", {}).get("wall_s")
