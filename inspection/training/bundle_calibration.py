@@ -4,12 +4,20 @@ The bundle scores the version's validation images itself. The out-of-fold traini
 the version recorded (``core.registry.GoodScores``) are the torch model's; they are carried
 into the bundle's own score space by a line fitted on images both scored (the validation
 images and some training images scored by the full bank, ``core.operating_point.fit_transfer``)
-and join the bundle's own validation good scores in ``core.calibration.calibrate``.
-A bundle with a global context (fused scores) calibrates on its validation scores alone.
+and join the bundle's own validation good scores in ``core.calibration.calibrate``. The line's
+residual is gated: above ``MAX_TRANSFER_RESIDUAL`` of the threshold the carried scores are
+left out and the bundle calibrates on its own validation good scores alone (recorded in
+``ThresholdChoice.transfer_residual`` and ``good_sources``); a bundle that has none to
+calibrate on (local statistics) is refused. A bundle masked to an ROI never takes them: the
+torch scores are of the whole image, its own of the ROI (two different statistics).
+A bundle with a global context (fused scores) calibrates on its validation scores alone; one
+whose good validation scores fitted its local-statistics standardisers
+(``GoodScores.validation_calibrates`` False) on the carried out-of-fold scores alone.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,8 +26,14 @@ from typing import Protocol
 import numpy as np
 
 from inspection.core.calibration import Calibration, calibrate
+from inspection.core.errors import BundleError
 from inspection.core.fingerprint import relative_name
-from inspection.core.operating_point import OperatingPoint, fit_transfer
+from inspection.core.operating_point import (
+    MAX_TRANSFER_RESIDUAL,
+    OperatingPoint,
+    ScoreTransfer,
+    fit_transfer,
+)
 from inspection.core.outputs import RawOutputs
 from inspection.core.registry import GoodScores
 
@@ -44,20 +58,53 @@ def calibrate_bundle(
     dataset_root: Path,
     *,
     fused: bool = False,
+    roi: bool = False,
     make_sample: Callable[[Path], _Labelled] | None = None,
 ) -> Calibration:
     """The bundle's ``Calibration``: ``run`` runs it on labelled samples (``run_bundle``);
-    ``make_sample`` builds a good sample of a training image path (for the score pairs)."""
+    ``make_sample`` builds a good sample of a training image path (for the score pairs);
+    ``roi``: the bundle masks its outputs to an ROI."""
     outputs = run(validation)
-    extra, sources = None, {"validation": int((outputs.labels == 0).sum())}
-    if good_scores.out_of_fold and not fused and make_sample is not None:
-        extra = _transferred(run, validation, outputs, good_scores, dataset_root, make_sample)
-        sources["out_of_fold_train"] = len(extra)
-    return calibrate(
-        outputs.scores, outputs.maps, outputs.labels, outputs.masks, outputs.defect_types,
-        mask_known=outputs.mask_known, point=point, extra_good_scores=extra,
-        good_sources=sources,
-    )  # fmt: skip
+    with_validation = fused or good_scores.validation_calibrates
+
+    def calibrated(extra: np.ndarray | None) -> Calibration:
+        sources = {"validation": int((outputs.labels == 0).sum())} if with_validation else {}
+        if extra is not None:
+            sources["out_of_fold_train"] = len(extra)
+        return calibrate(
+            outputs.scores, outputs.maps, outputs.labels, outputs.masks, outputs.defect_types,
+            mask_known=outputs.mask_known, point=point, extra_good_scores=extra,
+            good_sources=sources, validation_good=with_validation,
+        )  # fmt: skip
+
+    if not good_scores.out_of_fold or fused or make_sample is None:
+        return calibrated(None)
+    if roi:
+        log.warning("the out-of-fold scores are of whole images, the bundle's of its ROI: left out")
+        return calibrated(None)
+    oof, transfer = _transferred(run, validation, outputs, good_scores, dataset_root, make_sample)
+    calibration = calibrated(oof)
+    if transfer is None:
+        return calibration
+    share = transfer.residual_share(calibration.normalization.image_threshold_raw)
+    if not transfer.holds_at(calibration.normalization.image_threshold_raw):
+        why = (
+            f"the out-of-fold scores do not carry to this bundle: the line's residual is "
+            f"{share:.1%} of the threshold (at most {MAX_TRANSFER_RESIDUAL:.0%})"
+        )
+        if not with_validation:
+            raise BundleError(f"{why}, and its good validation scores fitted its standardisers")
+        log.warning("%s: calibrating on the bundle's own good validation scores alone", why)
+        calibration = calibrated(None)
+    return _with_residual(calibration, share)
+
+
+def _with_residual(calibration: Calibration, share: float) -> Calibration:
+    """``calibration`` whose operating record names the transfer residual share."""
+    if calibration.operating is None:
+        return calibration
+    operating = dataclasses.replace(calibration.operating, transfer_residual=round(share, 6))
+    return dataclasses.replace(calibration, operating=operating)
 
 
 def _transferred(
@@ -67,8 +114,9 @@ def _transferred(
     good: GoodScores,
     root: Path,
     make_sample: Callable[[Path], _Labelled],
-) -> np.ndarray:
-    """The out-of-fold torch scores in this bundle's score space."""
+) -> tuple[np.ndarray, ScoreTransfer | None]:
+    """The out-of-fold torch scores in this bundle's score space and the line that carried
+    them (None: no image was scored by both, they are used as they are)."""
     source, target = [], []
     for sample, own in zip(validation, outputs.scores, strict=True):
         rel = relative_name(sample.path, root)
@@ -85,13 +133,13 @@ def _transferred(
         log.warning(
             "no image scored by both the torch model and the bundle: out-of-fold scores used as they are"
         )
-        return oof
+        return oof, None
     transfer = fit_transfer(np.asarray(source), np.asarray(target))
     log.info(
         "out-of-fold scores carried to the bundle: x %.4f %+.4f on %d pairs (max residual %.4g)",
         transfer.slope, transfer.intercept, transfer.n_pairs, transfer.max_residual,
     )  # fmt: skip
-    return transfer.apply(oof)
+    return transfer.apply(oof), transfer
 
 
 def record_operating_point(record: object) -> OperatingPoint:
