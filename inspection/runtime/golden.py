@@ -1,7 +1,7 @@
 """Golden outputs on the station: record them at export, check them at every load.
 
     golden = record_golden(bundle_dir, metadata, validation_paths)   # export, last step
-    check = verify_golden(model)     # at load: GoldenDriftError if drift > tolerance
+    check = verify_golden(model)     # at load: GoldenDriftError if a verdict could flip
 
 The check runs the bundle's golden images (``core.golden``) through the compiled model exactly
 as it will serve (this CPU, the bundle's pinned inference precision, batch of one) and compares
@@ -30,7 +30,9 @@ from inspection.core.golden import (
     GoldenCheck,
     GoldenDriftError,
     GoldenOutputs,
+    choose_golden,
     compare_golden,
+    golden_margins,
     golden_outputs,
 )
 from inspection.core.images import decode_reduced, read_image
@@ -77,15 +79,17 @@ def at_input_size(image: np.ndarray, prep: Preprocessing) -> np.ndarray:
     return cv2.resize(image, (width, height), interpolation=interpolation)
 
 
-def run_golden(model: BundleModel, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def run_golden(
+    model: BundleModel, images: Sequence[np.ndarray], *, masked: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """(h, w, 3) uint8 golden images -> raw scores (N,) and raw maps (N, h', w') float32, one
-    image per inference (the station's batch of one), fused as served. Not ROI-masked: a
-    region of interest is a part setting that may change after export; the check is about
-    the graph's numerics on this CPU."""
+    image per inference (the station's batch of one), fused as served. Not ROI-masked unless
+    ``masked`` (the served scores, for margins): a region of interest is a part setting that
+    may change after export; the check is about the graph's numerics on this CPU."""
     scores, maps = [], []
     for image in images:
         batch = preprocess(image, model.metadata.preprocessing)[None]
-        raw = model.fuse(batch, model.run(batch), masked=False)
+        raw = model.fuse(batch, model.run(batch), masked=masked)
         scores.append(raw.scores[0])
         maps.append(raw.maps[0])
     return np.asarray(scores, dtype=np.float32), np.stack(maps).astype(np.float32)
@@ -142,19 +146,26 @@ def record_golden(
     *,
     tolerance: float = DEFAULT_TOLERANCE,
 ) -> BundleMetadata:
-    """Write ``sources`` (aligned, at the model input size) as the bundle's golden PNGs and
-    return ``metadata`` with the bundle's raw outputs on them. The caller re-writes
+    """Write golden images chosen among the candidate ``sources`` (good and defective
+    alternating, ``golden_sources``; ``core.golden.choose_golden`` adds those nearest the
+    threshold) as the bundle's golden PNGs (aligned, at the model input size) and return
+    ``metadata`` with the bundle's raw outputs and margins on them. The caller re-writes
     ``metadata.json`` so the images are checksummed (and signed) with the bundle."""
     bundle_dir = Path(bundle_dir)
     model = BundleModel.load(bundle_dir)
-    folder = bundle_dir / GOLDEN_DIR
-    folder.mkdir(exist_ok=True)
+    prep = metadata.preprocessing
+    candidates = [
+        at_input_size(model.align(read_image(path, bits=prep.source_bits))[0], prep)
+        for path in sources
+    ]
+    served = run_golden(model, candidates, masked=True)[0]
+    chosen = choose_golden(golden_margins(served, metadata.normalization))
+    (bundle_dir / GOLDEN_DIR).mkdir(exist_ok=True)
     files, images = [], []
-    for index, path in enumerate(sources):
-        aligned = model.align(read_image(path, bits=metadata.preprocessing.source_bits))[0]
-        image = at_input_size(aligned, metadata.preprocessing)
+    for index, candidate in enumerate(chosen):
         file = f"{GOLDEN_DIR}/{index:02d}.png"
-        if not cv2.imwrite(str(bundle_dir / file), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
+        rgb = cv2.cvtColor(candidates[candidate], cv2.COLOR_RGB2BGR)
+        if not cv2.imwrite(str(bundle_dir / file), rgb):
             raise BundleError(f"{bundle_dir}: cannot write golden image {file}")
         files.append(file)
         images.append(read_image(bundle_dir / file))  # exactly what a station will read
@@ -164,6 +175,7 @@ def record_golden(
         scores,
         maps,
         metadata.normalization,
+        served=run_golden(model, images, masked=True)[0],
         tolerance=tolerance,
         precision=executed_precision(model.compiled),
         recorded_on=cpu_info().summary(),

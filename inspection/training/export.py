@@ -51,7 +51,6 @@ from inspection.core.export_gate import (
     with_budget,
 )
 from inspection.core.fingerprint import fingerprint_files
-from inspection.core.golden import GOLDEN_IMAGES
 from inspection.core.images import read_image
 from inspection.core.input_domain import (
     COLOUR_SAMPLE,
@@ -231,7 +230,7 @@ def _calibrated_bundle(
     calibration = calibrate_bundle(
         lambda samples: run_bundle(target, samples), splits.validation, splits.operating_point,
         splits.good_scores, splits.dataset_root, fused=meta.global_context is not None,
-        make_sample=lambda path: LabelledSample(path, 0, "good"),
+        roi=meta.roi is not None, make_sample=lambda path: LabelledSample(path, 0, "good"),
     )  # fmt: skip
     meta = meta.calibrated(calibration)
     write_bundle_metadata(target, meta)
@@ -384,7 +383,9 @@ def export_model(
         record = ExportRecord(gate=gate, reference_fp32=reference[0], image_auroc_drop=drop)
     recorded = {**metrics.to_mapping(), **record.to_mapping()}
     meta = replace(meta, metrics=recorded)
-    meta = record_golden(out_dir, meta, golden_sources(_labelled(splits.validation), GOLDEN_IMAGES))
+    # golden images: the first validation images and those nearest the threshold
+    candidates = golden_sources(_labelled(splits.validation), len(splits.validation))
+    meta = record_golden(out_dir, meta, candidates)
     write_bundle_metadata(out_dir, meta)
     return ExportResult(meta.bundle_id, out_dir, meta, (metrics, figures))
 

@@ -7,14 +7,15 @@ import dataclasses
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from inspection.core.bundle import read_bundle_metadata, verify_bundle, write_bundle_metadata
 from inspection.core.errors import BundleError
-from inspection.core.golden import GOLDEN_IMAGES
+from inspection.core.golden import GOLDEN_IMAGES, MIN_MARGIN, NEAR_THRESHOLD, golden_margins
 from inspection.core.signing import sign_bundle, verify_signed_bundle
-from inspection.runtime.golden import GoldenDriftError, check_golden
+from inspection.runtime.golden import GoldenDriftError, check_golden, golden_images, run_golden
 from inspection.runtime.inspector import Inspector
 from inspection.runtime.model import BundleModel
 from tests.golden_helpers import perturb_weights
@@ -32,10 +33,25 @@ def _copy(bundle: Path, tmp_path: Path) -> Path:
 def test_every_export_records_signed_golden_outputs(fp32_bundle: Path) -> None:
     meta = verify_bundle(fp32_bundle)
     golden = meta.golden
-    assert golden is not None and len(golden.images) == GOLDEN_IMAGES
+    assert golden is not None and len(golden.images) > GOLDEN_IMAGES
+    assert len(golden.images) <= GOLDEN_IMAGES + NEAR_THRESHOLD
     assert golden.precision == "f32" and golden.tolerance > 0
     for file in golden.files:
         assert (fp32_bundle / file).is_file() and file in meta.files
+
+
+def test_golden_margins_are_the_served_scores_distance_to_the_threshold(
+    fp32_bundle: Path,
+) -> None:
+    """The images added after the first ones are the validation images nearest the threshold
+    (not closer than MIN_MARGIN); each margin is its served score's distance to it."""
+    model = BundleModel.load(fp32_bundle)
+    golden, norm = model.metadata.golden, model.metadata.normalization
+    served = run_golden(model, golden_images(model), masked=True)[0]
+    margins = np.array([image.margin for image in golden.images])
+    np.testing.assert_allclose(margins, golden_margins(served, norm), atol=1e-5)
+    near = margins[GOLDEN_IMAGES:]
+    assert near.size and (near >= MIN_MARGIN).all()
 
 
 def test_the_golden_check_passes_at_load_on_this_cpu(fp32_bundle: Path) -> None:
