@@ -279,7 +279,7 @@ def browser_times(site: Path, user: str, password: str) -> dict[str, float]:
             streamlit_command(walk.REPO / "apps/dashboard/app.py", host="127.0.0.1", port=port),
             env=dashboard_env(site), stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
-    times: dict[str, float] = {}
+    times: dict[str, float | str] = {}
     try:
         walk._wait_healthy(url, server, log)
         with walk.browser() as driver:
@@ -298,11 +298,15 @@ def browser_times(site: Path, user: str, password: str) -> dict[str, float]:
             time.sleep(DATA_TTL_S + 1)  # the pages' cached reads expire: a later visit's cost
             for title in AGAIN:
                 start = time.monotonic()
-                times[f"{title} {AGAIN_NOTE}"] = walk.open_page(driver, title, timeout=300) - start
+                try:
+                    times[f"{title} {AGAIN_NOTE}"] = walk.open_page(driver, title, 60) - start
+                except walk.WalkError as exc:  # on record, not a crash that loses the rest
+                    times[f"{title} {AGAIN_NOTE}: failed"] = str(exc)[:300]
+                    driver.save_screenshot(str(log.with_suffix(".png")))
     finally:
         server.terminate()
         server.wait(timeout=30)
-    return {k: round(v, 3) for k, v in times.items()}
+    return {k: round(v, 3) if isinstance(v, float) else v for k, v in times.items()}
 
 
 # ------------------------------------------------------------------------------- thresholds
@@ -386,6 +390,7 @@ def _markdown(report: dict[str, Any]) -> str:
     for name in ("Regions of interest", *(f"{t} {AGAIN_NOTE}" for t in AGAIN)):
         if name in browser:
             lines.append(f"| {name} | - | - | {browser[name]:.2f} |")
+    lines += [f"\n**{k}**: {v}" for k, v in browser.items() if k.endswith(": failed")]
     row = report.get("thresholds")
     if row and "rules" in row:
         lines += [
