@@ -27,7 +27,6 @@ ratio of input areas: a 2x candidate costs ~4-6 default ones) stays within the b
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -36,7 +35,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import torch
 
 from inspection.core.bootstrap import auroc_gain_interval, auroc_interval
 from inspection.core.config import to_mapping
@@ -47,6 +45,7 @@ from inspection.core.registry import Registry
 from inspection.data.dataset import Dataset, Sample
 from inspection.training.backbones import resolve_weights
 from inspection.training.evaluate import predict
+from inspection.training.shared_features import SharedFeatures
 
 logger = logging.getLogger(__name__)
 
@@ -105,8 +104,6 @@ Every PatchCore candidate carries the product's ``local_statistics`` (``auto`` b
 fused colour-statistics model where its own validation check keeps it)."""
 SEARCH_IMAGES = 60
 """Training images each candidate is fitted on (a seeded subsample when there are more)."""
-SHARED_FEATURES_BYTES = 2 * 1024**3
-"""Backbone outputs the search keeps for its later candidates (``SharedFeatures``), at most."""
 MAX_INPUT_SIDE = 768
 """Scale candidates whose input side would exceed this are skipped (station cost ~ side^2)."""
 
@@ -178,56 +175,6 @@ def scaled(config: ModelConfig, scale: float) -> ModelConfig:
     if max(size) > MAX_INPUT_SIDE:
         raise ValueError(f"input {list(size)} above {MAX_INPUT_SIDE} px: not tried")
     return replace(config, image_size=size)
-
-
-class SharedFeatures:
-    """Backbone outputs shared by the search's candidates: a PatchCore or PaDiM candidate
-    with the same backbone weights and input size as an earlier one (default, global context,
-    PaDiM; 2x after 2x with layers 2+4+6) reads its layers' outputs of each input batch from
-    here instead of running the backbone again, as the same candidate's validation images do
-    a second time. Keyed by backbone, layer and the batch's bytes; up to
-    ``SHARED_FEATURES_BYTES``, then later outputs are computed as ever."""
-
-    def __init__(self, limit: int = SHARED_FEATURES_BYTES) -> None:
-        self.outputs: dict[tuple[str, str, bytes], torch.Tensor] = {}
-        self.limit, self.size, self.hits = limit, 0, 0
-
-    def attach(self, model: Any, backbone: str) -> None:
-        """Route ``model``'s feature extractor (anomalib PatchCore and PaDiM) through here."""
-        inner = model.model
-        if hasattr(inner, "feature_extractor"):
-            inner.feature_extractor = _Remembered(inner.feature_extractor, self, backbone)
-
-    def lookup(self, keys: list[tuple[str, str, bytes]]) -> dict[str, torch.Tensor] | None:
-        if all(key in self.outputs for key in keys):
-            self.hits += 1
-            return {key[1]: self.outputs[key] for key in keys}
-        return None
-
-    def keep(self, keys: list[tuple[str, str, bytes]], outputs: dict[str, torch.Tensor]) -> None:
-        for key in keys:
-            size = outputs[key[1]].numel() * outputs[key[1]].element_size()
-            if key not in self.outputs and self.size + size <= self.limit:
-                self.outputs[key], self.size = outputs[key[1]], self.size + size
-
-
-class _Remembered(torch.nn.Module):
-    """A feature extractor whose outputs per input batch are kept in ``SharedFeatures``."""
-
-    def __init__(self, extractor: Any, shared: SharedFeatures, backbone: str) -> None:
-        super().__init__()
-        self.extractor, self.shared, self.backbone = extractor, shared, backbone
-
-    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        digest = hashlib.blake2b(images.detach().contiguous().numpy().tobytes()).digest()
-        digest += repr(tuple(images.shape)).encode()
-        keys = [(self.backbone, layer, digest) for layer in self.extractor.layers]
-        found = self.shared.lookup(keys)
-        if found is not None:
-            return found
-        outputs = self.extractor(images)
-        self.shared.keep(keys, outputs)
-        return outputs
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,7 @@ from inspection.training.operating import (
 )
 from inspection.training.roi import TrainingRoi
 from inspection.training.samples import Predictions, SampleDataset
+from inspection.training.shared_features import shared_backbone
 
 logger = logging.getLogger(__name__)
 
@@ -354,10 +355,11 @@ def train_model(
         config, dataset.train_samples, validation, weights, progress=progress, roi=masks
     )
     clock.lap("fit")
-    local_stats = _fit_local_statistics(model, config, dataset.train_samples, validation, masks)
-    clock.lap("local_statistics")
-    validated, blur = predict_validation(model, config, validation)
-    clock.lap("validation")
+    with shared_backbone(model):  # the validation images' backbone pass serves both
+        local_stats = _fit_local_statistics(model, config, dataset.train_samples, validation, masks)
+        clock.lap("local_statistics")
+        validated, blur = predict_validation(model, config, validation)
+        clock.lap("validation")
     good_scores = calibration_good_scores(model, config, dataset.train_samples, masks)
     model.train_rows = {}  # the fit's rows served the out-of-fold scores: free them
     clock.lap("out_of_fold")
