@@ -239,8 +239,9 @@ def fit_local_statistics(
     ) -> tuple[list[float], dict[str, float]]:
         standardisers = _standardisers(main, side, good, extra)
         evidence = _validation_evidence(
-            standardisers, labels, main, side, validation_masks, known, inner.peak_scored
-        )
+            standardisers, labels, main, side, validation_masks, known, inner.peak_scored,
+            pixels_need_gain=mode == "auto",
+        )  # fmt: skip
         return standardisers, evidence
 
     some = _proxy_images(len(train_images), seed) if mode == "auto" else None
@@ -413,10 +414,13 @@ def _validation_evidence(
     masks: np.ndarray | None,
     known: np.ndarray,
     peak_scored: bool = False,
+    pixels_need_gain: bool = False,
 ) -> dict[str, float]:
     """Validation image AUROC of PatchCore, the statistics model and their fusion as the graph
     computes it (``peak_scored``: image scores are map peaks, before any blur), and pixel AUROC of PatchCore and the fusion on the images whose ``masks``
-    (N, H, W) are ``known``; {} without defect images."""
+    (N, H, W) are ``known``; {} without defect images. ``pixels_need_gain`` (auto): pixel AUROC
+    only when the image gain would keep the fusion (``_decide`` checks it second; two sorts of
+    every validation pixel are most of the decision's cost)."""
     if labels.min() == labels.max():
         return {}
     s = standardisers
@@ -431,7 +435,8 @@ def _validation_evidence(
         for name, scores in (("patchcore", main_scores), ("local_statistics", side_scores),
                              ("fused", fused))
     }  # fmt: skip
-    if masks is not None and masks[known].any():
+    gained = evidence["fused"] - evidence["patchcore"] >= MIN_GAIN or not pixels_need_gain
+    if masks is not None and masks[known].any() and gained:
         fused_maps = fuse_parts(main.maps, side.maps, s[4:])
         for name, maps in (("pixel_patchcore", main.maps), ("pixel_fused", fused_maps)):
             evidence[name] = round(float(pixel_auroc(maps[known], masks[known])), 4)

@@ -537,3 +537,23 @@ def test_an_incremental_update_extends_the_statistics_bank(
     with torch.no_grad():
         side_after = child.side_outputs(trained.inputs(sample)).pred_score.item()
     assert side_after < 0.5 * side_before
+
+
+def test_auto_pays_for_pixel_auroc_only_when_the_image_gain_would_keep_it() -> None:
+    from inspection.training.local_stats import _Outputs, _validation_evidence
+
+    rng = np.random.default_rng(3)
+    labels = np.repeat([0, 1], 4)
+    masks = np.zeros((8, 16, 16), bool)
+    masks[4:, 4:8, 4:8] = True
+    main = _Outputs(rng.normal(size=8), rng.random((8, 16, 16)).astype(np.float32))
+    same = _Outputs(main.scores.copy(), main.maps.copy())  # fusing it gains nothing
+    known = np.ones(8, bool)
+
+    def evidence(need_gain: bool) -> dict[str, float]:
+        return _validation_evidence([0.0, 1.0] * 4, labels, main, same, masks, known,
+                                    pixels_need_gain=need_gain)  # fmt: skip
+
+    assert "pixel_fused" not in evidence(True)  # refused on images: no pixel sort paid
+    assert {"pixel_patchcore", "pixel_fused"} <= set(evidence(False))
+    assert _decide("auto", evidence(True))[0] is _decide("auto", evidence(False))[0] is False
