@@ -64,7 +64,7 @@ def evaluate(
     dataset: Annotated[Path, typer.Option("--dataset", help="MVTec-style product folder.")],
     methods: Annotated[
         str, typer.Option(help="Comma-separated refiners.")
-    ] = "grabcut,random_walker",
+    ] = "grabcut,random_walker,guided",
     sam_bundle: Annotated[
         Path | None, typer.Option("--sam-bundle", help="SAM refiner bundle to include.")
     ] = None,
