@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from inspection.core.images import read_image
+from inspection.core.operating_point import OperatingPoint, choose_threshold
 from inspection.core.registry import Registry
 from inspection.core.threshold import is_ng
 from inspection.dashboard import thresholds
@@ -44,10 +45,15 @@ def _validation(registry: Registry) -> thresholds.LabelledScores:
 
 
 def _set_at_budget(registry: Registry, budget: float) -> float:
-    """What the Thresholds page's 'Use this budget' and save do."""
-    suggestion, _ = thresholds.suggest_for_budget(_validation(registry), budget)
+    """A version saved at the budget's split-conformal rank among the bundle's good scores
+    (export calibration's rule; the Thresholds page now suggests at 95 % confidence, which
+    on 4 good parts lies above all of them), without recording the budget."""
+    data = _validation(registry)
+    good = data.scores[data.labels == 0]
+    choice = choose_threshold(good, OperatingPoint(budget=budget))
+    value = thresholds.applied_value(data, choice.threshold)
     saved = thresholds.save_threshold(
-        registry, PRODUCT, suggestion.threshold, actor="qe", reason=f"{budget:.0%} budget"
+        registry, PRODUCT, value, actor="qe", reason=f"{budget:.0%} budget"
     )
     return saved.value
 
