@@ -60,9 +60,10 @@ parts would occur with probability below this if its true false-reject rate were
 BUDGET_GRID: tuple[float, ...] = (0.005, 0.01, 0.02, 0.05)
 """The budgets reports compare (plus the F1 point)."""
 MAX_TRANSFER_RESIDUAL = 0.05
-"""Out-of-fold scores carried into a bundle's score space (``fit_transfer``) calibrate it only
-when the line's largest residual on its pairs is at most this share of the threshold; above,
-they would move the threshold by more than that, and the bundle calibrates without them."""
+"""Out-of-fold scores carried into a bundle's score space (``fit_transfer``) keep the bound
+only when the line's largest residual on its pairs is at most this share of the threshold;
+above, they may move the threshold by more than that and the bound is announced as not
+guaranteed (``training.bundle_calibration``)."""
 
 
 @dataclass(frozen=True)
@@ -144,8 +145,8 @@ class ThresholdChoice:
     (``lacking_kinds``) are not line-ready."""
     transfer_residual: float | None = None
     """Largest residual of the line carrying out-of-fold scores into this score space, as a
-    share of the threshold (None: none carried); above ``MAX_TRANSFER_RESIDUAL`` they were
-    left out (``good_sources`` says what calibrated)."""
+    share of the threshold (None: none carried); above ``MAX_TRANSFER_RESIDUAL`` the bound is
+    not guaranteed (``bound_guaranteed``)."""
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.threshold):
@@ -157,6 +158,12 @@ class ThresholdChoice:
     def sufficient(self) -> bool:
         """False when the good scores were too few to guarantee the budget."""
         return self.n_needed is None
+
+    @property
+    def bound_guaranteed(self) -> bool:
+        """False when carried scores set the threshold through a line whose residual is above
+        ``MAX_TRANSFER_RESIDUAL`` of it."""
+        return self.transfer_residual is None or self.transfer_residual <= MAX_TRANSFER_RESIDUAL
 
     def describe(self) -> str:
         if self.policy != "false_reject_budget":

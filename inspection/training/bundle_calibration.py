@@ -5,11 +5,12 @@ the version recorded (``core.registry.GoodScores``) are the torch model's; they 
 into the bundle's own score space by a line fitted on images both scored (the validation
 images and some training images scored by the full bank, ``core.operating_point.fit_transfer``)
 and join the bundle's own validation good scores in ``core.calibration.calibrate``. The line's
-residual is gated: above ``MAX_TRANSFER_RESIDUAL`` of the threshold the carried scores are
-left out and the bundle calibrates on its own validation good scores alone (recorded in
-``ThresholdChoice.transfer_residual`` and ``good_sources``); a bundle that has none to
-calibrate on (local statistics) is refused. A bundle masked to an ROI never takes them: the
-torch scores are of the whole image, its own of the ROI (two different statistics).
+largest residual, as a share of the threshold, is recorded (``ThresholdChoice.transfer_residual``)
+and above ``MAX_TRANSFER_RESIDUAL`` the bound is announced as not guaranteed. It is not
+enforced: leaving the carried scores out (validation alone) took brick INT8's held-out false
+rejects from 0 to 2 of 7 and refused grass INT8 (local statistics, residual 54 %), measured
+on the demo. A bundle masked to an ROI never takes them: the torch scores are of the whole
+image, its own of the ROI (two different statistics).
 A bundle with a global context (fused scores) calibrates on its validation scores alone; one
 whose good validation scores fitted its local-statistics standardisers
 (``GoodScores.validation_calibrates`` False) on the carried out-of-fold scores alone.
@@ -26,7 +27,6 @@ from typing import Protocol
 import numpy as np
 
 from inspection.core.calibration import Calibration, calibrate
-from inspection.core.errors import BundleError
 from inspection.core.fingerprint import relative_name
 from inspection.core.operating_point import (
     MAX_TRANSFER_RESIDUAL,
@@ -88,14 +88,11 @@ def calibrate_bundle(
         return calibration
     share = transfer.residual_share(calibration.normalization.image_threshold_raw)
     if not transfer.holds_at(calibration.normalization.image_threshold_raw):
-        why = (
-            f"the out-of-fold scores do not carry to this bundle: the line's residual is "
-            f"{share:.1%} of the threshold (at most {MAX_TRANSFER_RESIDUAL:.0%})"
-        )
-        if not with_validation:
-            raise BundleError(f"{why}, and its good validation scores fitted its standardisers")
-        log.warning("%s: calibrating on the bundle's own good validation scores alone", why)
-        calibration = calibrated(None)
+        log.warning(
+            "the out-of-fold scores carry to this bundle with a residual of %.1f%% of the "
+            "threshold (more than %.0f%%): its false-reject bound is not guaranteed",
+            100 * share, 100 * MAX_TRANSFER_RESIDUAL,
+        )  # fmt: skip
     return _with_residual(calibration, share)
 
 
