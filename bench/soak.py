@@ -528,9 +528,10 @@ def soak(
         thread.start()
     windows: list[dict[str, Any]] = []
     since = (0, 0)
-    while any(t.is_alive() for t in threads):
+    while any(t.is_alive() for t in threads) or log.acked > sum(since):
         time.sleep(0.5)
-        if log.acked >= (len(windows) + 1) * args.window:
+        finished = not any(t.is_alive() for t in threads)
+        if log.acked >= (len(windows) + 1) * args.window or finished:  # the last may be short
             window = sample(station, log, since)
             window["at_s"] = round(time.perf_counter() - started, 1)
             since = (since[0] + window["http_n"], since[1] + window["plc_n"])
