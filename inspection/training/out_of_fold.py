@@ -146,6 +146,8 @@ def fold_banks(
     ratio: float,
     cap_rows: int | None,
     seed: int,
+    *,
+    composable: bool = True,
 ) -> list[torch.Tensor]:
     """Every fold's bank, from one coreset per fold: a fold's bank is the union of the other
     folds' coresets (``rows``: one tensor per image; ``assignment``: each image's fold; fold
@@ -154,8 +156,13 @@ def fold_banks(
     k-center coresets covers the union of their parts (a composable coreset), and each fold's rows
     are selected once, not once per other fold: ~1/16 of the greedy work of one coreset per bank
     at 5 folds. Two folds are selected at once (the greedy loop runs on one core; the seeded
-    draws before each loop are taken one at a time, so the result is the same as one by one)."""
+    draws before each loop are taken one at a time, so the result is the same as one by one).
+    ``composable`` False: one coreset of the other folds' rows per bank, seeded ``seed + f``
+    (the local-statistics part: its fold scores fit a standardiser's tail, which the union's
+    looser cover moved, grass held-out image AUROC 0.855 -> 0.807; its 6-number rows are cheap)."""
     folds = int(assignment.max()) + 1
+    if not composable:
+        return _whole_fold_banks(rows, assignment, ratio, cap_rows, seed)
     cap = None if cap_rows is None else max(1, cap_rows // (folds - 1))
     draws = threading.Lock()
 
@@ -169,6 +176,27 @@ def fold_banks(
     with threads(1), ThreadPoolExecutor(2) as pool:
         cores = list(pool.map(coreset, range(folds)))
     return [torch.cat(cores[:fold] + cores[fold + 1 :]).contiguous() for fold in range(folds)]
+
+
+def _whole_fold_banks(
+    rows: Sequence[torch.Tensor],
+    assignment: np.ndarray,
+    ratio: float,
+    cap_rows: int | None,
+    seed: int,
+) -> list[torch.Tensor]:
+    """Per fold, the coreset of the other folds' rows (``fold_banks`` with ``composable`` False)."""
+    draws = threading.Lock()
+
+    def bank(fold: int) -> torch.Tensor:
+        others = torch.cat([rows[i] for i in np.flatnonzero(assignment != fold)])
+        with draws:
+            seed_selection(seed + fold)
+            features, k, start = prepare_selection(others, ratio, cap_rows)
+        return others[greedy_k_center(features, k, start=start).indices].contiguous()
+
+    with threads(1), ThreadPoolExecutor(2) as pool:
+        return list(pool.map(bank, range(int(assignment.max()) + 1)))
 
 
 def _banks(inner: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -200,7 +228,7 @@ def _local_stats_fold_banks(
     if len(head.fold_banks) == int(assignment.max()) + 1:
         return head.fold_banks
     side = per_image_rows(head.rows, images, batch_size, roi, [s.path for s in samples])
-    return fold_banks(side, assignment, *selection)
+    return fold_banks(side, assignment, *selection, composable=False)
 
 
 def fit_embeddings(model: Any, samples: Sequence[Sample]) -> list[torch.Tensor] | None:
