@@ -7,7 +7,8 @@ map locally as a linear function of the grey image, ``q = a * I + b`` over each
 a high blob stays high, the surface around it falls), while flat windows keep the map's local
 mean. Each raw region is then cut again at the level it was segmented at, on the sharpened map;
 the guard rails (``refine.guards``) keep the raw region when the cut is implausible. Box filters
-only (torch-free, no opencv-contrib): about 1.5 ms per 256 px NG image (``reports/masks``).
+only (torch-free, no opencv-contrib), on a window around each region; ``bench/masks.py cost``
+measures it.
 """
 
 from __future__ import annotations
