@@ -24,9 +24,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from inspection.core.bundle import METADATA_FILE, SIGNATURE_FILE, VALIDATION_SCORES_FILE
+from inspection.core.bundle import (
+    METADATA_FILE,
+    SIGNATURE_FILE,
+    VALIDATION_SCORES_FILE,
+    read_metadata_json,
+)
 from inspection.core.config import from_mapping, to_mapping
 from inspection.core.errors import BundleError, ConfigError
+from inspection.core.fingerprint import sha256_bytes
 
 LABEL_WORDS = {"good": 0, "ok": 0, "defect": 1, "ng": 1, "anomalous": 1, "bad": 1}
 _EXPECTED = "expected {'scores': [...], 'labels': [0|1, ...]}"
@@ -88,7 +94,7 @@ def read_validation_scores(bundle_dir: str | Path) -> ValidationScores | None:
 
 def _verified_bytes(bundle_dir: Path) -> bytes:
     """The scores file's bytes: of a bundle, as verified with the site key beside its registry
-    (``<registry>/<product>/bundles/<id>``; checksums only when the site has no key)."""
+    (``<registry>/<product>/bundles/<id>``); with no site key, its own listed checksum."""
     if not (bundle_dir / METADATA_FILE).is_file():
         return (bundle_dir / VALIDATION_SCORES_FILE).read_bytes()  # a hand-made file
     stamp = tuple(
@@ -105,8 +111,13 @@ def _read_checked(bundle_dir: Path, stamp: tuple[int, ...]) -> bytes:
     from inspection.core.signing import load_public_key, read_verified, site_public_key
 
     key_file = site_public_key(bundle_dir.parents[2]) if len(bundle_dir.parents) > 2 else None
-    key = load_public_key(key_file) if key_file is not None else None
-    verified = read_verified(bundle_dir, key)
+    if key_file is None:  # no site key: the file's own checksum, as the metadata lists it
+        raw = (bundle_dir / VALIDATION_SCORES_FILE).read_bytes()
+        listed = read_metadata_json(bundle_dir).get("files") or {}
+        if listed.get(VALIDATION_SCORES_FILE, sha256_bytes(raw)) != sha256_bytes(raw):
+            raise BundleError(f"{bundle_dir}: checksum mismatch for {VALIDATION_SCORES_FILE}")
+        return raw
+    verified = read_verified(bundle_dir, load_public_key(key_file))
     if VALIDATION_SCORES_FILE not in verified.files:
         raise BundleError(f"{bundle_dir}: {VALIDATION_SCORES_FILE} is not covered by the bundle")
     return verified.files[VALIDATION_SCORES_FILE]
