@@ -19,7 +19,11 @@ from inspection.refine.config import RefineConfig
 from inspection.refine.evaluate import LabelledImage, MapSource, evaluate_refiners
 from inspection.refine.factory import build_refiner
 
-CANDIDATES: tuple[str, ...] = ("grabcut", "random_walker", "guided")
+CANDIDATES: tuple[str, ...] = ("grabcut", "random_walker")
+"""The export's default choice. ``guided`` (``refine.guided``) is opt-in: held out it raised
+pixel F1 on brick and part but lost region recall (1.000 -> 0.875, 0.688 -> 0.500; stains and
+burrs without image edges shrink), and a refiner must not lose found defects
+(``reports/masks/evaluation.md``)."""
 CHOICE_MAX_SIDE = 512
 """Pixel budget of the choice. On the 2048 px plate's 6 defective validation images the choice
 took 10 s at 512 px, 75 s at 1024 px and over 10 min at full size (``reports/hires``); 256 px
