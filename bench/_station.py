@@ -25,12 +25,13 @@ def free_port() -> int:
 def signature_policy(source_registry: str | Path) -> dict[str, Any]:
     """The station ``core`` keys for bundles copied from ``source_registry``: its site's
     public key pinned when the site has one (a demo site does), else unsigned allowed."""
-    from inspection.core.signing import site_public_key
+    from inspection.core.signing import pin_file, site_public_key
 
     public = site_public_key(source_registry)
     if public is None:
         return {"allow_unsigned_bundles": True}
-    return {"bundle_public_key": str(public.resolve())}
+    pin = pin_file(public.resolve())
+    return {"signing_keys": [{"fingerprint": pin.fingerprint, "path": str(pin.path)}]}
 
 
 def _admin(admin_url: str, sql: str) -> None:

@@ -34,7 +34,7 @@ import httpx
 import psutil
 import yaml
 from _report import cpu_description, load_average, save_report
-from load import free_port  # the sibling script; run as `python bench/hostile.py`
+from _station import free_port  # the benches' helpers; run as `python bench/hostile.py`
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]

@@ -40,9 +40,9 @@ import numpy as np
 import paho.mqtt.client as mqtt
 import yaml
 from _report import cpu_description, load_average, save_report
+from _station import signature_policy  # the benches' scratch-station helpers
 from asyncua import Client
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
-from load import signature_policy  # the sibling bench script
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -448,7 +448,7 @@ def main() -> None:
         "precision": read_bundle_metadata(bundle_dir).precision,
         "images": args.images or f"datasets/{args.product}/test",
         "bundle_signatures": "checked against the site key"
-        if "bundle_public_key" in signature_policy(args.registry)
+        if "signing_keys" in signature_policy(args.registry)
         else "not checked (the source registry's site has no key)",
         "command": " ".join(["python", *sys.argv]),
         "environment": {
