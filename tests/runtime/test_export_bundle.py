@@ -171,7 +171,7 @@ def test_cli_int8_8bit_weights_flag_reaches_the_bundle(trained_patchcore, tmp_pa
     site.write_text(f"registry_dir: {registry}\n")
     result = CliRunner().invoke(app, [
         "export", "--product", "brick", "--precision", "int8", "--int8-8bit-weights",
-        "--force", "--site", str(site),
+        "--force", "--actor", "qa-admin", "--reason", "8-bit weights test", "--site", str(site),
     ])  # fmt: skip
     assert result.exit_code == 0, result.output[-2000:]
     meta = verify_bundle(registry / "brick" / "bundles" / "v0001-int8")
