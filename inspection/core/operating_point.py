@@ -60,10 +60,13 @@ parts would occur with probability below this if its true false-reject rate were
 BUDGET_GRID: tuple[float, ...] = (0.005, 0.01, 0.02, 0.05)
 """The budgets reports compare (plus the F1 point)."""
 MAX_TRANSFER_RESIDUAL = 0.05
-"""Out-of-fold scores carried into a bundle's score space (``fit_transfer``) keep the bound
-only when the line's largest residual on its pairs is at most this share of the threshold;
-above, they may move the threshold by more than that and the bound is announced as not
-guaranteed (``training.bundle_calibration``)."""
+"""Out-of-fold scores carried into a bundle's score space (``fit_transfer``) are used as they
+are only when the line's largest residual on its good pairs is at most this share of the
+threshold's margin, its distance above the median good calibration score
+(``ScoreTransfer.residual_share``): the margin is what a carried score's error eats into,
+while |threshold| is no scale (with local statistics fused it sits near 0). Above, the
+threshold is raised by that residual (``ThresholdChoice.transfer_raise``,
+``training.bundle_calibration``)."""
 
 
 @dataclass(frozen=True)
@@ -144,9 +147,15 @@ class ThresholdChoice:
     """The operating point's ``miss_bound``: kinds not shown to be missed at most this often
     (``lacking_kinds``) are not line-ready."""
     transfer_residual: float | None = None
-    """Largest residual of the line carrying out-of-fold scores into this score space, as a
-    share of the threshold (None: none carried); above ``MAX_TRANSFER_RESIDUAL`` the bound is
-    not guaranteed (``bound_guaranteed``)."""
+    """Largest residual of the line carrying out-of-fold scores into this score space, on its
+    good pairs, as a share of the threshold's margin above the median good calibration score
+    (``ScoreTransfer.residual_share``; None: none carried). Bundles exported before this rule
+    recorded it as a share of |threshold|, on all pairs, and were never raised."""
+    transfer_raise: float | None = None
+    """Raw amount the carried scores were raised by before the threshold was set, because
+    ``transfer_residual`` was above ``MAX_TRANSFER_RESIDUAL``: the line's largest good-pair
+    residual, so the bound holds for every part whose bundle score lies within that residual
+    of the line (None: carried as they are)."""
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.threshold):
@@ -162,8 +171,10 @@ class ThresholdChoice:
     @property
     def bound_guaranteed(self) -> bool:
         """False when carried scores set the threshold through a line whose residual is above
-        ``MAX_TRANSFER_RESIDUAL`` of it."""
-        return self.transfer_residual is None or self.transfer_residual <= MAX_TRANSFER_RESIDUAL
+        ``MAX_TRANSFER_RESIDUAL`` of its margin and the threshold was not raised by it."""
+        if self.transfer_residual is None or self.transfer_raise is not None:
+            return True
+        return self.transfer_residual <= MAX_TRANSFER_RESIDUAL
 
     def describe(self) -> str:
         if self.policy != "false_reject_budget":
@@ -177,6 +188,10 @@ class ThresholdChoice:
             f"budget {self.budget:.1%}: threshold {self.threshold:.4g} above the {self.rank}-th "
             f"of {self.n_good} good scores, false reject <= {self.false_reject_bound:.2%}"
         )
+        if self.transfer_raise is not None:
+            text += (
+                f" (carried scores raised by {self.transfer_raise:.3g}, their transfer residual)"
+            )
         if not self.sufficient:
             text += f" (too few good scores for the budget: {self.n_needed} needed)"
         return text
@@ -514,14 +529,11 @@ class ScoreTransfer:
     def apply(self, scores: np.ndarray) -> np.ndarray:
         return self.slope * np.asarray(scores, dtype=np.float64) + self.intercept
 
-    def residual_share(self, threshold: float) -> float:
-        """``max_residual`` as a share of |``threshold``| (inf at a zero threshold)."""
-        return self.max_residual / abs(threshold) if threshold else math.inf
-
-    def holds_at(self, threshold: float) -> bool:
-        """Whether carried scores may set ``threshold``: residual share at most
-        ``MAX_TRANSFER_RESIDUAL``."""
-        return self.residual_share(threshold) <= MAX_TRANSFER_RESIDUAL
+    def residual_share(self, threshold: float, good_scores: np.ndarray) -> float:
+        """``max_residual`` as a share of ``threshold``'s margin above the median of
+        ``good_scores`` (the good calibration scores it was set on; inf without a margin)."""
+        margin = threshold - float(np.median(good_scores))
+        return self.max_residual / margin if margin > 0 else math.inf
 
 
 def fit_transfer(source: np.ndarray, target: np.ndarray) -> ScoreTransfer:

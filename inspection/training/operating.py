@@ -38,7 +38,7 @@ class TrainGoodScores:
     """Raw torch scores of training images: out-of-fold (N,) and by the full bank (M,).
     ``calibrates`` (N,) bool: the out-of-fold scores that may set the threshold;
     ``validation_calibrates``: whether the good validation scores may (both False where they
-    fitted a fusion's standardisers)."""
+    fitted a fusion's standardisers); ``roi_masked``: scored through the ROI of whole images."""
 
     samples: tuple[Sample, ...]
     out_of_fold: np.ndarray
@@ -47,6 +47,7 @@ class TrainGoodScores:
     folds: int
     calibrates: np.ndarray
     validation_calibrates: bool = True
+    roi_masked: bool = False
 
 
 def calibration_good_scores(
@@ -76,12 +77,15 @@ def calibration_good_scores(
             seed=config.seed, roi=roi, batch_size=config.batch_size, bits=config.image_bits,
         )  # fmt: skip
     paired = tuple(sorted(train, key=lambda s: str(s.path))[:FULL_BANK_IMAGES])
-    full = trained_scores(model, paired, config.image_size, config.image_bits, config.batch_size)
+    full = trained_scores(
+        model, paired, config.image_size, config.image_bits, config.batch_size, roi=roi
+    )
     head = getattr(model.model, "local_stats", None)
     fused = head is not None and head.enabled
     scaling = standardiser_images(len(train), folds, config.seed) if fused else None
     calibrates = np.ones(len(train), bool) if scaling is None else ~scaling
-    return TrainGoodScores(tuple(train), scores, paired, full, folds, calibrates, not fused)
+    masked = roi is not None and roi.spec is not None
+    return TrainGoodScores(tuple(train), scores, paired, full, folds, calibrates, not fused, masked)
 
 
 def calibrate_predictions(
@@ -125,4 +129,5 @@ def good_score_record(
         train_full_bank={rel(s.path): round(float(v), 6) for s, v in zip(good.full_bank_samples, good.full_bank, strict=True)},
         folds=folds,
         validation_calibrates=good.validation_calibrates,
+        roi_masked=good.roi_masked,
     )  # fmt: skip

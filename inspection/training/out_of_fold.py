@@ -9,7 +9,9 @@ trained one (so, if anything, a little high: a conservative threshold). The embe
 the fit's (replayed, not computed again); each fold costs one coreset selection of its own rows
 and one kNN pass. A model
 fusing local statistics (``training.local_stats``) gets its statistics bank from the other folds
-too, so neither of its parts has seen the image it scores.
+too, so neither of its parts has seen the image it scores. With the ROI of whole images
+(``TrainingRoi.spec``) every score is masked to it as the bundle masks its own
+(``core.roi.apply_roi``): the scores an ROI bundle carries are of the same statistic.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import numpy as np
 import torch
 
 from inspection.core.images import DEFAULT_SOURCE_BITS
+from inspection.core.roi import RoiSpec, apply_roi_batch
 from inspection.data.dataset import Sample
 from inspection.training.augment import with_views
 from inspection.training.coreset import (
@@ -87,8 +90,9 @@ def out_of_fold_scores(
                 inner.local_stats.bank = side_banks[fold]
             held = np.flatnonzero(assignment == fold)
             scores[held] = score_images(
-                inner, held, images, own, image_size=image_size, batch_size=batch_size
-            )
+                inner, held, images, own, image_size=image_size, batch_size=batch_size,
+                roi=roi.spec if roi is not None else None,
+            )  # fmt: skip
     finally:
         _restore_banks(inner, trained_banks)
         if side_banks:
@@ -103,13 +107,16 @@ def trained_scores(
     image_size: tuple[int, int],
     bits: int = DEFAULT_SOURCE_BITS,
     batch_size: int = 8,
+    roi: TrainingRoi | None = None,
 ) -> np.ndarray:
     """(N,) float64 scores of training ``samples`` by the trained model (its whole bank), from
-    the fit's embeddings where it kept them (``fit_embeddings``), else a backbone pass."""
+    the fit's embeddings where it kept them (``fit_embeddings``), else a backbone pass; masked
+    to ``roi``'s spec as ``out_of_fold_scores`` are."""
     own, images = _scoring_inputs(model, samples, image_size, bits)
     indices = np.arange(len(samples))
+    spec = roi.spec if roi is not None else None
     return score_images(
-        model.model, indices, images, own, image_size=image_size, batch_size=batch_size
+        model.model, indices, images, own, image_size=image_size, batch_size=batch_size, roi=spec
     )
 
 
@@ -250,9 +257,11 @@ def score_images(
     *,
     image_size: Sequence[int],
     batch_size: int = 8,
+    roi: RoiSpec | None = None,
 ) -> np.ndarray:
     """(len(indices),) float64 image scores of the model ``inner`` as it stands (its bank,
-    heads, fusion). With ``embeddings`` (``fit_embeddings``), its backbone does not run again:
+    heads, fusion), masked to ``roi`` as a bundle masks its outputs (``apply_roi_batch``).
+    With ``embeddings`` (``fit_embeddings``), its backbone does not run again:
     each batch's patch embedding is replayed (``replayed_embeddings``); ``images`` (N, 3, H, W)
     pre-processed are needed only without them, or for a fused statistics part."""
     from inspection.training.backbones import channels_last
@@ -270,7 +279,11 @@ def score_images(
                 pixels = pixels.expand(len(batch), -1, -1, -1)
                 with replayed_embeddings(inner, [embeddings[i] for i in batch], (height, width)):
                     output = inner(pixels)
-            scores.append(output.pred_score.reshape(-1).double().numpy())
+            batch_scores = output.pred_score.reshape(-1).double().numpy()
+            if roi is not None:
+                maps = output.anomaly_map.reshape(len(batch), *output.anomaly_map.shape[-2:])
+                batch_scores, _ = apply_roi_batch(batch_scores, maps.float().numpy(), roi)
+            scores.append(batch_scores)
     return np.concatenate(scores)
 
 

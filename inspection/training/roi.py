@@ -5,10 +5,13 @@ centre of the cell in input pixels, lies inside the ROI (``core.roi``). PatchCor
 other patches out of its memory bank; STFPM leaves them out of its loss
 (``masked_stfpm_loss``). Masks are looked up by each training item's ``image_path``, so one
 ``TrainingRoi`` serves whole images (one mask for all) and tiles (a mask per tile key).
+Scores and maps of whole images are masked as a bundle masks its outputs (``masked_predictions``,
+``core.roi.apply_roi``), so the torch model's calibration scores and its ROI bundles' agree.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 
@@ -16,28 +19,34 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from inspection.core.roi import RoiSpec
+from inspection.core.roi import RoiSpec, apply_roi_batch
+from inspection.training.samples import Predictions
 
 
 class TrainingRoi:
     """Input-resolution ROI masks of training items: (H, W) bool, True inside.
 
     ``masks`` by ``image_path``; ``every``: the mask of any path not listed (whole images,
-    which all share the input size and the reference frame).
+    which all share the input size and the reference frame); ``spec``: the ROI of whole
+    images, whose scores are masked to it (``core.roi.apply_roi``; None for tiles).
     """
 
     def __init__(
-        self, masks: Mapping[str, np.ndarray] | None = None, every: np.ndarray | None = None
+        self,
+        masks: Mapping[str, np.ndarray] | None = None,
+        every: np.ndarray | None = None,
+        spec: RoiSpec | None = None,
     ) -> None:
         if not masks and every is None:
             raise ValueError("a TrainingRoi needs per-item masks or one mask for every item")
         self.masks = dict(masks or {})
         self.every = every
+        self.spec = spec
 
     @classmethod
     def whole_image(cls, roi: RoiSpec, image_size: tuple[int, int]) -> TrainingRoi:
         """Every item is a whole image resized to ``image_size`` (height, width)."""
-        return cls(every=np.array(roi.mask(*image_size)))
+        return cls(every=np.array(roi.mask(*image_size)), spec=roi)
 
     def input_mask(self, path: str) -> np.ndarray:
         mask = self.masks.get(path, self.every)
@@ -62,6 +71,15 @@ class TrainingRoi:
     def inside_fraction(self) -> float:
         masks = list(self.masks.values()) or [self.every]
         return float(np.mean([m.mean() for m in masks if m is not None]))
+
+
+def masked_predictions(predictions: Predictions, roi: RoiSpec | None) -> Predictions:
+    """``predictions`` of whole images with scores and maps masked to ``roi`` exactly as a
+    bundle masks its outputs (``core.roi.apply_roi_batch``; unchanged when ``roi`` is None)."""
+    if roi is None:
+        return predictions
+    scores, maps = apply_roi_batch(predictions.scores, predictions.maps, roi)
+    return dataclasses.replace(predictions, scores=scores, maps=maps)
 
 
 def centres(mask: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -71,7 +71,7 @@ from inspection.training.operating import (
 from inspection.training.operating import (
     good_score_record as _good_score_record,
 )
-from inspection.training.roi import TrainingRoi
+from inspection.training.roi import TrainingRoi, masked_predictions
 from inspection.training.samples import Predictions, SampleDataset
 from inspection.training.shared_features import shared_backbone
 
@@ -359,6 +359,7 @@ def train_model(
         local_stats = _fit_local_statistics(model, config, dataset.train_samples, validation, masks)
         clock.lap("local_statistics")
         validated, blur = predict_validation(model, config, validation)
+        validated = masked_predictions(validated, roi)  # as the ROI bundle scores
         clock.lap("validation")
     good_scores = calibration_good_scores(model, config, dataset.train_samples, masks)
     model.train_rows = {}  # the fit's rows served the out-of-fold scores: free them
@@ -367,6 +368,7 @@ def train_model(
     normalization, segmentation = calibration.normalization, calibration.segmentation
     clock.lap("calibration")
     predictions = predict(model, test, image_size=config.image_size, bits=config.image_bits)
+    predictions = masked_predictions(predictions, roi)
     context = None
     if config.global_context:
         context, normalization, predictions = _fit_global_context(

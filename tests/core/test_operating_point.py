@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import math
 from fractions import Fraction
 
@@ -272,15 +273,27 @@ def test_the_budget_test_holds_at_any_volume(n: int) -> None:
 
 
 @pytest.mark.parametrize(
-    ("residual", "threshold", "holds"),
-    [(0.4, 10.0, True), (0.5, 10.0, True), (0.6, 10.0, False), (0.05, -1.0, True),
-     (0.06, -1.0, False), (0.0, 0.0, False)],
+    ("residual", "threshold", "good", "share"),
+    [(0.5, 12.0, (9.0, 10.0, 11.0), 0.25), (0.1, 12.0, (9.0, 10.0, 11.0), 0.05),
+     (0.05, 0.1, (-0.2, -0.1, 0.0), 0.25), (0.05, -9.0, (-11.0, -10.0, -9.5), 0.05),
+     (0.01, 10.0, (9.0, 10.0, 11.0), float("inf"))],
 )  # fmt: skip
-def test_carried_scores_hold_only_with_a_residual_within_the_stated_share(
-    residual: float, threshold: float, holds: bool
+def test_the_residual_is_a_share_of_the_thresholds_margin_above_the_good_scores(
+    residual: float, threshold: float, good: tuple[float, ...], share: float
 ) -> None:
+    """The share is of threshold - median good score, whatever |threshold| is (0.05 at a
+    threshold of 0.1 was 50 % of it); no margin (threshold at the median): inf."""
     transfer = ScoreTransfer(1.0, 0.0, 10, residual)
-    assert MAX_TRANSFER_RESIDUAL == 0.05
-    assert transfer.holds_at(threshold) is holds
-    share = residual / abs(threshold) if threshold else float("inf")
-    assert transfer.residual_share(threshold) == pytest.approx(share)
+    assert transfer.residual_share(threshold, np.array(good)) == pytest.approx(share)
+
+
+def test_a_raised_threshold_keeps_the_bound_guaranteed() -> None:
+    choice = ThresholdChoice(
+        1.0, "false_reject_budget", 0.01, 0.05, 99, rank=99, false_reject_bound=0.01
+    )
+    assert dataclasses.replace(choice, transfer_residual=MAX_TRANSFER_RESIDUAL).bound_guaranteed
+    above = dataclasses.replace(choice, transfer_residual=0.3)
+    assert not above.bound_guaranteed
+    raised = dataclasses.replace(above, transfer_raise=0.2)
+    assert raised.bound_guaranteed
+    assert "raised by 0.2" in raised.describe()
