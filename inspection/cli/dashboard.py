@@ -18,7 +18,8 @@ APP = REPO_ROOT / "apps" / "dashboard" / "app.py"
 
 
 def streamlit_command(app: Path, *, host: str, port: int) -> list[str]:
-    """The ``streamlit run`` command line for ``app`` on ``host:port`` (headless, no telemetry)."""
+    """The ``streamlit run`` command line for ``app`` on ``host:port`` (headless, no telemetry,
+    no file watcher: a served dashboard does not re-import its code when a source file changes)."""
     return [
         sys.executable,
         "-m",
@@ -34,7 +35,8 @@ def streamlit_command(app: Path, *, host: str, port: int) -> list[str]:
         "--browser.gatherUsageStats",
         "false",
         "--client.toolbarMode",
-        "minimal",
+        "minimal",        "--server.fileWatcherType",
+        "none",
     ]
 
 

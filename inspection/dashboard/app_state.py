@@ -82,16 +82,25 @@ def invalidate() -> None:
 
 def user_name() -> str:
     """The name recorded with a write: the signed-in user's, or the typed one (open mode)."""
-    identity = st.session_state.get(IDENTITY_KEY)
-    if isinstance(identity, Identity):
+    identity = current()
+    if identity is not None:
         return identity.name
     return str(st.session_state.get(USER_KEY, "")).strip()
 
 
 def current() -> Identity | None:
     """Who this session acts as (``signed_in()`` ran first), ``None`` before login."""
-    identity = st.session_state.get(IDENTITY_KEY)
-    return identity if isinstance(identity, Identity) else None
+    kept = st.session_state.get(IDENTITY_KEY)
+    return Identity(*kept) if isinstance(kept, tuple) else None
+
+
+def _keep(identity: Identity) -> Identity:
+    """Hold ``identity`` in the session as plain (name, role): an ``Identity`` instance would
+    stop matching its class once Streamlit re-imports changed source modules (a file watcher
+    event), and the tab would show the login form; its cookie cannot help, as
+    ``st.context.cookies`` holds what the tab sent before the login set it."""
+    st.session_state[IDENTITY_KEY] = (identity.name, identity.role)
+    return identity
 
 
 def acting_as(roles: tuple[str, ...]) -> str | None:
@@ -133,8 +142,7 @@ def identify(board: Dashboard) -> Identity | None:
     Every run re-reads the user, so a removed user or a changed role takes effect at once.
     """
     if login_free(board.site, st.get_option("server.address")):
-        st.session_state[IDENTITY_KEY] = Identity(user_name_typed(), "admin")
-        return st.session_state[IDENTITY_KEY]
+        return _keep(Identity(user_name_typed(), "admin"))
     identity, since = current(), st.session_state.get(LOGIN_AT_KEY)
     name = None
     if identity is not None and since is not None:
@@ -155,8 +163,7 @@ def identify(board: Dashboard) -> Identity | None:
         for key in (IDENTITY_KEY, LOGIN_AT_KEY):
             st.session_state.pop(key, None)
         return None
-    st.session_state[IDENTITY_KEY] = live
-    return live
+    return _keep(live)
 
 
 def signed_in(board: Dashboard, identity: Identity | None) -> Identity:
@@ -164,7 +171,7 @@ def signed_in(board: Dashboard, identity: Identity | None) -> Identity:
     stop the run when there is none."""
     if login_free(board.site, st.get_option("server.address")):
         user_box()
-        return st.session_state[IDENTITY_KEY]
+        return current()
     pending = st.session_state.pop(COOKIE_KEY, None)
     if pending is not None:  # set after a login, cleared after a sign-out
         token, max_age = pending
@@ -224,7 +231,7 @@ def _login_form(board: Dashboard) -> None:
     except InspectionError as exc:
         st.error(str(exc))
         return
-    st.session_state[IDENTITY_KEY] = identity
+    _keep(identity)
     st.session_state[LOGIN_AT_KEY] = datetime.now(timezone.utc)
     st.session_state.pop(SIGNED_OUT_KEY, None)
     token = sessions.issue_token(_secret(board), identity.name)

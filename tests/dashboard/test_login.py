@@ -3,6 +3,7 @@ sessions that end when the account goes, and the open-on-localhost switch."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,20 @@ def test_pages_need_a_login_and_a_right_password(seeded_site, site_env) -> None:
     assert at.metric and "Signed in as **erin** (reviewer)" in [m.value for m in at.markdown]
     at.button(key="sign_out").click().run()
     assert [t.value for t in at.title] == ["Sign in"]
+
+
+def test_a_source_reload_keeps_the_login(seeded_site, site_env, monkeypatch) -> None:
+    """Streamlit's file watcher drops every watched module (all of ``inspection``) when a
+    source file changes, so the next run imports fresh classes: the tab stays signed in (its
+    cookie cannot carry it: the tab's connection predates the login that set it)."""
+    site_env(seeded_site)
+    add_user(_store(seeded_site), "erin", "reviewer", PASSWORD)
+    at = _sign_in(AppTest.from_file(str(APP), default_timeout=TIMEOUT).run(), "erin", PASSWORD)
+    for name in [m for m in sys.modules if m.split(".")[0] == "inspection"]:
+        monkeypatch.delitem(sys.modules, name)  # restored after the test
+    at.run()
+    assert not at.exception and [t.value for t in at.title] != ["Sign in"]
+    assert "Signed in as **erin** (reviewer)" in [m.value for m in at.markdown]
 
 
 def test_repeated_failures_lock_the_login(seeded_site, site_env) -> None:

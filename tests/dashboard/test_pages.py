@@ -18,7 +18,6 @@ from inspection.core.registry import Registry
 from inspection.dashboard import thresholds
 from inspection.dashboard.context import SITE_ENV, open_dashboard
 from inspection.store.store import InspectionFilter, Store
-from inspection.store.tokens import Identity
 from inspection.store.users import add_user, user_identity
 
 APP = Path(__file__).resolve().parents[2] / "apps" / "dashboard" / "app.py"
@@ -42,7 +41,7 @@ def _open(page: str, *, user: str | None = "dana", role: str = "reviewer") -> Ap
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
     if user is not None:
         _ensure_user(user, role)
-        at.session_state["identity"] = Identity(user, role)
+        at.session_state["identity"] = (user, role)  # as app_state keeps it
         at.session_state["login_at"] = datetime.now(timezone.utc)
     at.switch_page(PAGES[page]).run()
     assert not at.exception, [e.value for e in at.exception]
