@@ -35,7 +35,8 @@ def streamlit_command(app: Path, *, host: str, port: int) -> list[str]:
         "--browser.gatherUsageStats",
         "false",
         "--client.toolbarMode",
-        "minimal",        "--server.fileWatcherType",
+        "minimal",
+        "--server.fileWatcherType",
         "none",
     ]
 
