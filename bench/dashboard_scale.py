@@ -13,8 +13,9 @@ Three measurements, each written to ``reports/dashboard/scale_<backend>.json`` a
 - *browser* (``--browser``): headless Chromium signs in and opens each page through the
   sidebar; a page's time runs from the click until the page last changed (Streamlit's cache
   is cold: each page's first visit; Overview's includes the sign-in and the first script run
-  of a new session); the review queue's *Next page* is timed, and Overview and Thresholds
-  once more after their cached reads expired;
+  of a new session); the review queue's *Next page* from page 1, its *Go to page*
+  ``DEEP_PAGE`` and *Next page* from there are timed, and Overview and Thresholds once more
+  after their cached reads expired;
 - *plans*: ``EXPLAIN QUERY PLAN`` (SQLite) or ``EXPLAIN`` (PostgreSQL) of each query a page
   runs, so the indexes used are on record;
 
@@ -66,25 +67,13 @@ def _median(fn: Callable[[], object], repeats: int) -> float:
     return statistics.median(runs)
 
 
-def _deep_cursor(store, query: queries.QueueQuery) -> queries.QueueCursor | None:
-    """Where page ``DEEP_PAGE`` starts (walked page by page, not timed); a shorter queue's
-    last page."""
-    start = None
-    for _ in range(DEEP_PAGE - 1):
-        rows = queries.review_queue(store, query, limit=21, after=start)
-        if len(rows) <= 20:
-            break
-        start = queries.cursor_after(rows[19], query.order)
-    return start
-
-
 def after_workloads(board) -> dict[str, Callable[[], object]]:
     """What each page computes on one uncached run (default filters), with this code."""
     store, registry = board.store, board.registry
     now = datetime.now(timezone.utc)
     week = now - timedelta(days=7)
     query = queries.QueueQuery()
-    deep = _deep_cursor(store, query)
+    deep = review.page_start(store, query, DEEP_PAGE - 1, 20)
     sha = store.list_inspections(limit=1)[0]
 
     def overview_page() -> None:
@@ -130,6 +119,9 @@ def after_workloads(board) -> dict[str, Callable[[], object]]:
         "Thresholds": thresholds_page,
         "Review queue page 1": review_page(None),
         f"Review queue page {DEEP_PAGE}": review_page(deep),
+        f"Review queue: go to page {DEEP_PAGE}": lambda: review_page(
+            review.page_start(store, query, DEEP_PAGE - 1, 20)
+        )(),
         "Models": lambda: (
             model_views.bundle_table(registry, PRODUCT),
             model_views.events_frame(registry, PRODUCT),
@@ -295,6 +287,7 @@ def browser_times(site: Path, user: str, password: str) -> dict[str, float]:
             start = time.monotonic()
             walk.button(driver, "Next page").click()
             times["Review queue: Next page"] = walk.settle(driver, timeout=300) - start
+            times.update(_deep_pages(driver))
             time.sleep(DATA_TTL_S + 1)  # the pages' cached reads expire: a later visit's cost
             for title in AGAIN:
                 start = time.monotonic()
@@ -307,6 +300,25 @@ def browser_times(site: Path, user: str, password: str) -> dict[str, float]:
         server.terminate()
         server.wait(timeout=30)
     return {k: round(v, 3) if isinstance(v, float) else v for k, v in times.items()}
+
+
+def _deep_pages(driver) -> dict[str, float]:
+    """Seconds for *Go to page* ``DEEP_PAGE`` and then *Next page* (keyset) from it."""
+    import dashboard_walk as walk
+    from selenium.webdriver.common.keys import Keys
+
+    caption, times = '[data-testid="stCaptionContainer"]', {}
+    goto = walk.labelled_input(driver, "Go to page")
+    goto.send_keys(Keys.CONTROL, "a")
+    start = time.monotonic()
+    goto.send_keys(str(DEEP_PAGE), Keys.ENTER)
+    walk.wait_text(driver, caption, f"page {DEEP_PAGE}", timeout=300)
+    times[f"Review queue: go to page {DEEP_PAGE}"] = walk.settle(driver, timeout=300) - start
+    start = time.monotonic()
+    walk.button(driver, "Next page").click()
+    walk.wait_text(driver, caption, f"page {DEEP_PAGE + 1}", timeout=300)
+    times[f"Review queue: Next page at page {DEEP_PAGE}"] = walk.settle(driver, 300) - start
+    return times
 
 
 # ------------------------------------------------------------------------------- thresholds
@@ -381,13 +393,14 @@ def _markdown(report: dict[str, Any]) -> str:
         before = report.get("python_before", {}).get(name)
         shown = "Review queue" if name == "Review queue page 1" else name
         in_browser = browser.get(shown)
-        if name.startswith(f"Review queue page {DEEP_PAGE}"):
-            in_browser = browser.get("Review queue: Next page")
+        if name.startswith(f"Review queue page {DEEP_PAGE}"):  # keyset: Next page from it
+            in_browser = browser.get(f"Review queue: Next page at page {DEEP_PAGE}")
         lines.append(
             f"| {name} | {'-' if before is None else f'{before:.3f}'} | {seconds:.3f} | "
             f"{'-' if in_browser is None else f'{in_browser:.2f}'} |"
         )
-    for name in ("Regions of interest", *(f"{t} {AGAIN_NOTE}" for t in AGAIN)):
+    extra = ("Review queue: Next page", "Regions of interest")
+    for name in (*extra, *(f"{t} {AGAIN_NOTE}" for t in AGAIN)):
         if name in browser:
             lines.append(f"| {name} | - | - | {browser[name]:.2f} |")
     lines += [f"\n**{k}**: {v}" for k, v in browser.items() if k.endswith(": failed")]

@@ -331,6 +331,13 @@ def queue_page(
     return review.queue_page(_open(site).store, query, page_size=page_size, after=after, page=page)
 
 
+@st.cache_data(ttl=DATA_TTL_S, show_spinner=False)
+def page_start(
+    site: str, query: queries.QueueQuery, page: int, page_size: int
+) -> queries.QueueCursor | None:
+    return review.page_start(_open(site).store, query, page, page_size)
+
+
 @st.cache_data(ttl=300, show_spinner=False, max_entries=256)
 def views(site: str, row: queries.QueueRow) -> review.Views:
     opened = _open(site)

@@ -71,6 +71,17 @@ def queue_page(
     return QueuePage(rows, queries.count_review_queue(store, query), page, page_size, following)
 
 
+def page_start(
+    store: Store, query: queries.QueueQuery, page: int, page_size: int
+) -> queries.QueueCursor | None:
+    """Where page ``page`` (0-based) starts, for a jump to it: the cursor after the row before
+    it; ``None`` for the first page and past the end."""
+    if page < 1:
+        return None
+    rows = queries.review_queue(store, query, limit=2, skip=page * page_size - 1)
+    return queries.cursor_after(rows[0], query.order) if len(rows) == 2 else None
+
+
 def page_frame(page: QueuePage) -> pd.DataFrame:
     """The page as a table: time, product, station, part, score, threshold, verdict, label."""
     return pd.DataFrame(

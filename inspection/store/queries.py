@@ -405,11 +405,18 @@ def cursor_after(row: QueueRow, order: QueueOrder) -> QueueCursor:
 
 
 def review_queue(
-    store: Store, query: QueueQuery, *, limit: int = 20, after: QueueCursor | None = None
+    store: Store,
+    query: QueueQuery,
+    *,
+    limit: int = 20,
+    after: QueueCursor | None = None,
+    skip: int = 0,
 ) -> list[QueueRow]:
-    """One page of the review queue: ``limit`` rows after ``after`` (from the start: None)."""
-    if limit < 1:
-        raise StoreError(f"a queue page needs limit >= 1, got {limit}")
+    """One page of the review queue: ``limit`` rows after ``after`` (from the start: None),
+    ``skip`` rows further on (a jump to a page: it reads ``skip`` index entries; keep paging
+    with ``after``)."""
+    if limit < 1 or skip < 0:
+        raise StoreError(f"a queue page needs limit >= 1 and skip >= 0, got {limit}, {skip}")
     key = _sort_key(query.order)
     descending = query.order in _DESCENDING
     columns = [getattr(Inspection, name) for name in QueueRow.__dataclass_fields__]
@@ -422,7 +429,7 @@ def review_queue(
         statement = statement.where(position < bound if descending else position > bound)
     with store.session() as session:
         conditions = _queue_conditions(query, _lowest_threshold(session, query))
-        rows = session.execute(statement.where(*conditions).limit(limit)).all()
+        rows = session.execute(statement.where(*conditions).offset(skip).limit(limit)).all()
     return [QueueRow(*row[:1], as_utc(row[1]), *row[2:]) for row in rows]
 
 

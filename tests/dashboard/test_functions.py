@@ -133,7 +133,7 @@ def test_bad_queue_queries(kwargs, message) -> None:
         ),
         (
             lambda s: queries.review_queue(s, queries.QueueQuery(), limit=0),
-            "a queue page needs limit >= 1, got 0",
+            "a queue page needs limit >= 1 and skip >= 0, got 0, 0",
         ),
         (
             lambda s: review.queue_page(s, queries.QueueQuery(), page_size=0),
@@ -164,6 +164,10 @@ def test_keyset_pages_walk_the_whole_queue_once(store: Store, order: str) -> Non
         after = page.next
     assert seen == everything and len(seen) == 6
     assert (page.page, page.pages, page.total, page.counted_all) == (2, 3, 6, True)
+    jumped = [review.page_start(store, query, n, page_size=2) for n in range(4)]
+    firsts = [review.queue_page(store, query, page_size=2, after=c).rows for c in jumped[:3]]
+    assert [rows[0].id for rows in firsts] == everything[::2]  # a jump lands where paging does
+    assert jumped[0] is None and jumped[3] is None  # the first page, and past the end
 
 
 def test_queue_count_stops_at_the_cap(store: Store) -> None:

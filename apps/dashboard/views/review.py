@@ -55,6 +55,11 @@ if st.session_state.get("rv_filters") != filters_key:  # new filters: back to th
     st.session_state.update(rv_filters=filters_key, rv_starts=[None], rv_cursor=0)
 st.session_state.setdefault("rv_starts", [None])  # where each page starts (keyset cursors)
 starts = st.session_state["rv_starts"]
+if starts[-1] is None and len(starts) > 1:  # reached by "Go to page": where it starts
+    starts[-1] = app_state.page_start(site, query, len(starts) - 1, page_size)
+    if starts[-1] is None:  # past the end: the first page
+        st.session_state.update(rv_starts=[None], rv_cursor=0)
+        st.rerun()
 
 page = app_state.queue_page(site, query, starts[-1], len(starts) - 1, page_size)
 if not page.rows and len(starts) > 1:  # everything after this cursor was labelled: step back
@@ -80,6 +85,10 @@ def _turn(step: int, cursor: int = 0) -> None:
         st.session_state.update(rv_starts=[*starts, page.next], rv_cursor=cursor)
     elif step < 0 and len(starts) > 1:
         st.session_state.update(rv_starts=starts[:-1], rv_cursor=cursor)
+
+
+def _go_to() -> None:
+    st.session_state.update(rv_starts=[None] * st.session_state["rv_goto"], rv_cursor=0)
 
 
 def _move(step: int) -> None:
@@ -197,6 +206,13 @@ turn[0].button(
 )
 turn[1].button(
     "Next page ▶", key="rv_next_page", on_click=_turn, args=(1,), disabled=page.next is None
+)
+turn[2].number_input(
+    "Go to page",
+    min_value=1,
+    step=1,
+    key="rv_goto",
+    on_change=_go_to,
 )
 selection = st.dataframe(
     review.page_frame(page),
