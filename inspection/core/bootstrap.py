@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import binomtest
 
 
 @dataclass(frozen=True)
@@ -83,6 +82,8 @@ def count_interval(k: int, n: int, *, level: float = 0.95) -> Interval:
         raise ValueError("a rate needs at least one observation")
     if not 0 <= k <= n or not 0.0 < level < 1.0:
         raise ValueError(f"need 0 <= k <= n and 0 < level < 1, got k={k}, n={n}, level={level}")
+    from scipy.stats import binomtest  # deferred: scipy.stats costs ~1 s at every CLI start
+
     ci = binomtest(k, n).proportion_ci(confidence_level=level, method="exact")
     return Interval(k / n, float(ci.low), float(ci.high), level, resamples=0)
 

@@ -39,7 +39,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from scipy.stats import beta, binom
 
 from inspection.core.bootstrap import Interval, count_interval, rate_interval
 from inspection.core.config import from_mapping, to_mapping
@@ -235,6 +234,8 @@ def confident_rank(n: int, budget: float, confidence: float) -> int:
     at ``confidence`` is at most ``budget``: P(Binomial(n, 1 - budget) >= k) <= 1 - level."""
     if n < 0 or not 0.0 < budget < 1.0 or not 0.0 < confidence < 1.0:
         raise ValueError(f"need n >= 0, 0 < budget < 1, 0 < confidence < 1: {n}, {budget}")
+    from scipy.stats import binom  # deferred: scipy.stats costs ~1 s at every CLI start
+
     risk = 1.0 - confidence
     rank = min(max(int(binom.isf(risk, n, 1.0 - budget)) + 1, 1), n + 1)
     while rank > 1 and binom.sf(rank - 2, n, 1.0 - budget) <= risk:
@@ -247,6 +248,8 @@ def confident_rank(n: int, budget: float, confidence: float) -> int:
 def confident_bound(n: int, rank: int, confidence: float) -> float:
     """The reject rate above the ``rank``-th of n good scores is at most this with probability
     ``confidence`` (the Beta(n + 1 - k, k) quantile; above the largest when rank > n)."""
+    from scipy.stats import beta  # deferred: scipy.stats costs ~1 s at every CLI start
+
     k = min(rank, n)
     return float(beta.ppf(confidence, n + 1 - k, k))
 
@@ -381,11 +384,15 @@ def within_budget(
     (exact binomial tail, ``scipy.stats.binom``, for any n)."""
     if not 0 <= rejected <= n_good:
         raise ValueError(f"need 0 <= rejected <= n_good, got {rejected} of {n_good}")
+    from scipy.stats import binom  # deferred: scipy.stats costs ~1 s at every CLI start
+
     return bool(binom.sf(rejected - 1, n_good, budget) >= level)
 
 
 def allowed_rejects(n_good: int, budget: float, level: float = BUDGET_TEST_LEVEL) -> int:
     """The most rejects among ``n_good`` held-out good parts ``within_budget`` accepts."""
+    from scipy.stats import binom  # deferred: scipy.stats costs ~1 s at every CLI start
+
     # the tail's inverse is a float estimate: settle the boundary on within_budget itself
     allowed = min(max(int(binom.isf(level, n_good, budget)), 0), n_good)
     while allowed < n_good and within_budget(allowed + 1, n_good, budget, level):
