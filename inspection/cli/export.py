@@ -22,6 +22,7 @@ from inspection.cli.console import (
     verbose_requested,
 )
 from inspection.cli.operating import subset_miss_text
+from inspection.cli.users import ADMIN_PASSWORD_ENV, authenticated_admin
 from inspection.core.bundle import PRECISIONS
 from inspection.core.config import load_site_config
 from inspection.core.export_gate import BundleFigures, GateRefusal, GateTolerances
@@ -86,11 +87,14 @@ def export_command(
         False,
         "--force",
         help=f"Register even if the gate refuses the bundle (else exit code {EXIT_GATE_REFUSED}); "
-        "needs --actor and --reason, recorded as a signed force decision that stations require "
-        "before they serve a gate-refused bundle.",
+        "needs --actor (an admin, logged in) and --reason, recorded as a signed force decision "
+        "that stations require before they serve a gate-refused bundle.",
     ),
     actor: str = typer.Option(
-        "", "--actor", help="Who exports (an admin; required with --force), for the audit."
+        "",
+        "--actor",
+        help="Who exports. With --force: an admin of the site's dashboard users, whose password "
+        f"is asked on the terminal or read from {ADMIN_PASSWORD_ENV} (CI).",
     ),
     reason: str = typer.Option("", "--reason", help="Why (required with --force)."),
     promote: bool = typer.Option(False, "--promote", help="Make the new bundle live."),
@@ -119,8 +123,8 @@ def export_command(
     The bundle is signed with the site key when this machine holds it (``inspection keys
     init``); ``--promote`` refuses to make an unsigned bundle live unless ``--allow-unsigned``.
 
-    Exit codes: 0 registered, 2 a usage or setup error, 3 the gate refused the bundle (not
-    registered; --force registers it anyway).
+    Exit codes: 0 registered, 2 a usage or setup error (--force without an admin logged in),
+    3 the gate refused the bundle (not registered; --force registers it anyway).
     """
 
     if precision not in PRECISIONS:
@@ -135,6 +139,8 @@ def export_command(
             param_hint="--force",
         )
     site_config = load_site_config(site)
+    if force:
+        actor = authenticated_admin(site_config, actor.strip(), "--actor")
     refine = refine_config_in(site_config.configs)  # a bad key stops here, before any work
     registry = Registry(site_config.registry_dir)
     signed = site_signing_key(registry.root) is not None

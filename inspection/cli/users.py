@@ -4,10 +4,13 @@ Users live in the results database of the site given by ``--site`` (else the
 ``INSPECTION_SITE_CONFIG`` environment variable, else configs/site.yaml), passwords as Argon2id
 hashes. The first command on a new site creates the database schema.
 ``add`` asks for the password twice without echo; scripts pipe it with ``--password-stdin``.
+Commands that need an admin (``export --force``) log one in with ``authenticated_admin``.
 """
 
 from __future__ import annotations
 
+import getpass
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -17,11 +20,13 @@ from rich.console import Console
 from rich.table import Table
 
 from inspection.cli._site import site_option
-from inspection.core.config import load_site_config
+from inspection.core.config import SiteConfig, load_site_config
 
 if TYPE_CHECKING:
     from inspection.store.store import Store
 
+ADMIN_PASSWORD_ENV = "INSPECTION_ADMIN_PASSWORD"
+"""The admin's password for a command run without a terminal (CI); a terminal asks for it."""
 console = Console()
 users_app = typer.Typer(help="Dashboard logins (reviewers and admins).", no_args_is_help=True)
 SITE_OPTION = site_option("Site config YAML whose store holds the users")
@@ -80,11 +85,45 @@ def remove(name: NameArg, site: Path = SITE_OPTION) -> None:
     console.print(f"removed {name!r}")
 
 
+def authenticated_admin(config: SiteConfig, name: str, param_hint: str) -> str:
+    """``name`` once it is logged in as an admin of the site's user store (the dashboard's
+    logins, Argon2id, lockout after repeated failures): the password comes from
+    ``ADMIN_PASSWORD_ENV``, else is asked without echo on a terminal. Anything else (no
+    password to read, a wrong one, an unknown or locked name, a reviewer) is a
+    ``typer.BadParameter`` naming ``param_hint``."""
+    # deferred: alembic, sqlalchemy
+    from inspection.store.users import LoginError, authenticate
+
+    password = os.environ.get(ADMIN_PASSWORD_ENV)
+    if password is None:
+        if not sys.stdin.isatty():
+            raise typer.BadParameter(
+                f"{name!r} must log in as an admin: no terminal to ask the password on; set "
+                f"{ADMIN_PASSWORD_ENV} (CI) or run the command in a terminal",
+                param_hint=param_hint,
+            )
+        password = getpass.getpass(f"password of admin {name!r}: ")
+    try:
+        identity = authenticate(_store_of(config), name, password)
+    except LoginError as exc:
+        raise typer.BadParameter(f"{name!r}: {exc}", param_hint=param_hint) from exc
+    if identity.role != "admin":
+        raise typer.BadParameter(
+            f"{name!r} is a {identity.role}, not an admin ('inspection users add NAME --role "
+            "admin')",
+            param_hint=param_hint,
+        )
+    return identity.name
+
+
 def _store(site: Path | None) -> Store:
+    return _store_of(load_site_config(site))
+
+
+def _store_of(config: SiteConfig) -> Store:
     # deferred: alembic, sqlalchemy
     from inspection.store.store import Store
 
-    config = load_site_config(site)
     store = Store(config.store_url, config.blob_dir)
     store.ensure_schema()  # first use creates the schema; an older one needs 'db upgrade'
     return store

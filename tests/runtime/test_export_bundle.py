@@ -156,19 +156,32 @@ def test_export_signs_with_the_site_key_before_promoting(trained_patchcore, tmp_
 
 
 @pytest.mark.slow
-def test_cli_int8_8bit_weights_flag_reaches_the_bundle(trained_patchcore, tmp_path) -> None:
-    """``--int8-8bit-weights`` opts out of 7-bit weights, and the bundle records it."""
+def test_cli_int8_8bit_weights_flag_reaches_the_bundle(
+    trained_patchcore, tmp_path, monkeypatch
+) -> None:
+    """``--int8-8bit-weights`` opts out of 7-bit weights, and the bundle records it. Forced by
+    the site's admin, logged in: a refused bundle's signed force record names that admin."""
     import shutil
 
     from typer.testing import CliRunner
 
     from inspection.cli import app
+    from inspection.cli.users import ADMIN_PASSWORD_ENV
+    from inspection.core.decisions import refusal
+    from inspection.core.registry import Registry
+    from inspection.core.signing import init_keys, load_public_key
+    from inspection.store.store import Store
+    from inspection.store.users import add_user
 
-    registry = tmp_path / "registry"
+    registry = tmp_path / "var" / "registry"
     product = trained_patchcore.registry.root / "brick"
     shutil.copytree(product, registry / "brick", ignore=shutil.ignore_patterns("bundles"))
+    keys = init_keys(tmp_path / "var" / "keys")
+    db = f"sqlite:///{tmp_path / 'site.db'}"
+    add_user(Store.migrated(db, tmp_path / "blobs"), "qa-admin", "admin", "correct horse battery")
     site = tmp_path / "site.yaml"
-    site.write_text(f"registry_dir: {registry}\n")
+    site.write_text(f"registry_dir: {registry}\nstore_url: {db}\nblob_dir: {tmp_path / 'blobs'}\n")
+    monkeypatch.setenv(ADMIN_PASSWORD_ENV, "correct horse battery")
     result = CliRunner().invoke(app, [
         "export", "--product", "brick", "--precision", "int8", "--int8-8bit-weights",
         "--force", "--actor", "qa-admin", "--reason", "8-bit weights test", "--site", str(site),
@@ -180,3 +193,9 @@ def test_cli_int8_8bit_weights_flag_reaches_the_bundle(trained_patchcore, tmp_pa
     # the operating point is printed in raw scores; inspect and stations show 0.5 for it
     said = " ".join(result.output.split())
     assert "(raw scores; 0.5 on the normalised scale that inspect" in said
+    forced = Registry(registry).decisions("brick", "force")
+    gate = meta.export_record().gate
+    assert gate is not None and len(forced) == (0 if gate.passed else 1), said
+    for decision in forced:
+        assert (decision.actor, decision.bundle_id) == ("qa-admin", "v0001-int8")
+        assert refusal(decision, load_public_key(keys.public)) is None

@@ -1,6 +1,6 @@
 """A real bundle's calibration with out-of-fold scores carried into its score space: the
-carrying line's residual recorded, the bound not guaranteed when it is too large; none carried
-into an ROI-masked bundle."""
+carrying line's residual recorded, the carried scores raised by it when it is above the gate;
+an ROI bundle carries scores masked by the same ROI, never whole-image ones."""
 
 from __future__ import annotations
 
@@ -40,23 +40,26 @@ def test_carried_scores_calibrate_when_the_line_fits(
     assert operating.transfer_residual <= MAX_TRANSFER_RESIDUAL
 
 
-def test_a_line_that_does_not_fit_is_recorded_and_the_bound_not_guaranteed(
+def test_a_line_that_does_not_fit_raises_the_carried_scores_by_its_residual(
     trained_patchcore: TrainedProduct, fp32_bundle: Path
 ) -> None:
-    """The torch scores of the paired images shuffled and scaled: the line links nothing, its
-    residual share is recorded, far above the gate, and the bound is not guaranteed."""
+    """The torch scores of the paired training images shuffled and scaled: the line links
+    nothing, its residual share is far above the gate, and every carried score is raised by
+    the residual before the threshold is set (the bound then holds within it)."""
     good = trained_patchcore.record.good_scores()
-    names = sorted(good.validation)
-    shuffled = np.random.default_rng(0).permutation([good.validation[n] for n in names])
+    names = sorted(good.train_full_bank)
+    shuffled = np.random.default_rng(0).permutation([good.train_full_bank[n] for n in names])
     scrambled = {
         name: float(value) * (3.0 if index % 2 else 0.3)
         for index, (name, value) in enumerate(zip(names, shuffled, strict=True))
     }
-    bad = dataclasses.replace(good, validation=scrambled, train_full_bank={})
+    bad = dataclasses.replace(good, train_full_bank=scrambled)
     operating = _calibrate(trained_patchcore, fp32_bundle, bad).operating
     assert operating.transfer_residual > MAX_TRANSFER_RESIDUAL
-    assert not operating.bound_guaranteed
-    assert _calibrate(trained_patchcore, fp32_bundle, good).operating.bound_guaranteed
+    assert operating.transfer_raise is not None and operating.transfer_raise > 0
+    assert operating.bound_guaranteed and "raised by" in operating.describe()
+    fitting = _calibrate(trained_patchcore, fp32_bundle, good).operating
+    assert fitting.bound_guaranteed and fitting.transfer_raise is None
 
 
 def test_an_roi_masked_bundle_takes_no_whole_image_scores(
@@ -66,3 +69,39 @@ def test_an_roi_masked_bundle_takes_no_whole_image_scores(
     operating = _calibrate(trained_patchcore, fp32_bundle, good, roi=True).operating
     assert set(operating.good_sources) == {"validation"}
     assert operating.transfer_residual is None
+
+
+def test_an_roi_bundle_carries_scores_masked_by_the_same_roi(
+    tiny_product: Path, tmp_path: Path
+) -> None:
+    """Trained with an ROI, the version's torch scores are masked as its bundle masks its own:
+    the FP32 ROI bundle takes the out-of-fold scores, through a line within the gate."""
+    from inspection.core.product_config import model_config_from_mapping
+    from inspection.core.registry import Registry
+    from inspection.core.roi import RoiSpec
+    from inspection.training.export import ExportOptions
+    from inspection.training.registry_export import RegistryExport, export_bundle
+    from inspection.training.train import train_model
+    from tests.conftest import TINY_PATCHCORE
+
+    roi = RoiSpec((128, 128), include=(((0, 0), (80, 0), (80, 128), (0, 128)),))
+    registry = Registry(tmp_path / "registry")
+    config = model_config_from_mapping(TINY_PATCHCORE, where="tests TINY_PATCHCORE")
+    record = train_model(
+        config, load_dataset(tiny_product), product="brick", registry=registry, progress=False,
+        roi=roi,
+    ).record  # fmt: skip
+    good = record.good_scores()
+    assert good.roi_masked and good.out_of_fold
+    configs = tmp_path / "configs" / "products"
+    configs.mkdir(parents=True)
+    (configs / "brick.yaml").write_text(
+        "roi:\n  reference_size: [128, 128]\n  include:\n    - [[0, 0], [80, 0], [80, 128], [0, 128]]\n"
+    )
+    source = RegistryExport(version=record.version, configs_dir=configs.parent)
+    result = export_bundle(registry, "brick", ExportOptions(precision="fp32"), source)
+    assert result.metadata.roi == roi
+    operating = result.metadata.output_calibration.operating
+    assert operating.good_sources["out_of_fold_train"] == len(good.out_of_fold)
+    assert operating.transfer_residual <= MAX_TRANSFER_RESIDUAL
+    assert operating.transfer_raise is None
