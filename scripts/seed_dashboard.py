@@ -371,15 +371,16 @@ def seed_site(
     size: int = 192,
     registry: bool = True,
     store_url: str | None = None,
+    seed: int = 0,
 ) -> Path:
-    """Seed everything under ``root`` (the store at ``store_url``, default SQLite in ``root``);
-    returns the site YAML path."""
+    """Seed everything under ``root`` (the store at ``store_url``, default SQLite in ``root``;
+    ``seed`` draws the inspections and reviews); returns the site YAML path."""
     root = Path(root).resolve()
     site = write_site(root, list(products), store_url)
     store = Store.migrated(store_url or f"sqlite:///{root / 'inspection.db'}", root / "blobs")
     pictures = {p: seed_pictures(store, p, pictures_each, size) for p in products}
-    seed_inspections(store, pictures, inspections)
-    seed_reviews(store, reviews, audits=audits)
+    seed_inspections(store, pictures, inspections, seed=seed)
+    seed_reviews(store, reviews, audits=audits, seed=seed)
     if registry:
         reg = Registry(root / "registry")
         for product in products:
