@@ -12,6 +12,7 @@ import typer
 from inspection.cli._site import site_option
 from inspection.core.config import SiteConfig, load_site_config
 from inspection.core.errors import ConfigError
+from inspection.core.signing import SIGNING_KEY_ENV, dashboard_key_path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 APP = REPO_ROOT / "apps" / "dashboard" / "app.py"
@@ -45,8 +46,7 @@ def dashboard_env(site: Path | None) -> dict[str, str]:
     """Environment for the dashboard process: site config, an importable ``inspection``, and
     the dashboard's own decision key when the site has one (``core.signing.SIGNING_KEY_ENV``:
     its decisions are signed with it, never with the site's bundle key)."""
-    # deferred: alembic, sqlalchemy
-    from inspection.core.signing import SIGNING_KEY_ENV, dashboard_key_path
+    # deferred: pulls SQLAlchemy and Alembic (0.6 s), not needed for --help
     from inspection.dashboard.context import SITE_ENV
 
     env = dict(os.environ)
@@ -70,7 +70,7 @@ def check_bind(host: str, users: int, *, open_on_localhost: bool = False) -> str
     Every address but loopback always needs a login (``inspection users add``); loopback
     skips it only when the site config sets ``dashboard_open_on_localhost: true``.
     """
-    # deferred: alembic, sqlalchemy
+    # deferred: pulls SQLAlchemy and Alembic (0.6 s), not needed for --help
     from inspection.dashboard.context import LOOPBACK
 
     if host in LOOPBACK and open_on_localhost:
@@ -86,7 +86,7 @@ def check_bind(host: str, users: int, *, open_on_localhost: bool = False) -> str
 
 
 def _user_count(site: SiteConfig) -> int:
-    # deferred: alembic, sqlalchemy
+    # deferred: pulls SQLAlchemy and Alembic (0.6 s), not needed for --help
     from inspection.store.store import Store
     from inspection.store.users import list_users
 

@@ -19,6 +19,8 @@ import typer
 from rich.console import Console
 
 from inspection.cli._site import announce_env_site, site_from_env, site_option
+from inspection.core.config import load_site_config
+from inspection.service.config import load_station_config
 
 if TYPE_CHECKING:
     from inspection.store.store import Store
@@ -49,6 +51,7 @@ def upgrade(ctx: typer.Context, config: Path = STATION_OPTION, site: Path = SITE
 @db_app.command("status")
 def status(ctx: typer.Context, config: Path = STATION_OPTION, site: Path = SITE_OPTION) -> None:
     """Print the schema revision; exit 1 when an upgrade is needed."""
+    # deferred: pulls SQLAlchemy and Alembic (0.6 s), not needed for --help
     from inspection.store.store import schema_head
 
     store = _store(config, site, site_from_env(ctx))
@@ -70,6 +73,7 @@ def prune(
 
     Rows lose their blobs first and are deleted later; inspections a retraining run used are
     never touched; blob files no row references are removed. Writes the storage gauges."""
+    # deferred: pulls SQLAlchemy and Alembic (0.6 s), not needed for --help
     from inspection.store import retention as kept
 
     target = _target(config, site, site_from_env(ctx))
@@ -101,6 +105,7 @@ def _store(config: Path | None, site: Path | None, from_env: bool = False) -> St
 def _target(config: Path | None, site: Path | None, from_env: bool = False) -> _Target:
     """The store of the station ``config`` or of the ``site`` (``from_env``: the site came from
     ``INSPECTION_SITE_CONFIG``, which ``--config`` overrides)."""
+    # deferred: pulls SQLAlchemy and Alembic (0.6 s), not needed for --help
     from inspection.store.store import Store
 
     if config is not None and site is not None:
@@ -108,12 +113,9 @@ def _target(config: Path | None, site: Path | None, from_env: bool = False) -> _
             raise typer.BadParameter("give --config (a station) or --site, not both")
         site = None  # --config names the store; INSPECTION_SITE_CONFIG only sets a default
     if config is not None:
-        from inspection.service.config import load_station_config
-
         core = load_station_config(config).core
         store = Store(core.store_url, core.blob_dir)
         return _Target(store, core.configs, core.registry_dir, tuple(core.products))
-    from inspection.core.config import load_site_config
 
     if site is not None and from_env:
         announce_env_site(site)

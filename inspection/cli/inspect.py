@@ -15,13 +15,19 @@ from rich.table import Table
 
 from inspection.cli._site import site_option
 from inspection.cli.console import log_dir, quiet_logs, verbose_requested
+from inspection.core.config import SiteConfig, load_site_config
+from inspection.core.errors import ConfigError
 from inspection.core.input_domain import input_check_mode  # light: numpy and OpenCV, no OpenVINO
+from inspection.core.signing import Keyring, SigningError, load_public_key
+from inspection.refine.config import refine_config_in
+from inspection.runtime.camera import CameraOptions
+from inspection.runtime.overlays import render_overlay, write_rgb_png
+from inspection.service.config import load_station_config
+from inspection.station.config import pinned_key
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-    from inspection.core.config import SiteConfig
-    from inspection.core.signing import Keyring
     from inspection.runtime.paths import FoundFile, PathOutcome
     from inspection.runtime.predictor import Predictor
 
@@ -125,9 +131,7 @@ def inspect_command(
 ) -> None:
     """Inspect images with a bundle; unreadable and refused files are listed as errors, never
     abort the batch."""
-    from inspection.core.config import load_site_config
-    from inspection.refine.config import refine_config_in
-    from inspection.runtime.camera import CameraOptions
+    # deferred: runtime.paths and predictor pull OpenVINO (0.3 s), not needed for --help
     from inspection.runtime.paths import find_files
     from inspection.runtime.predictor import load_inspector
 
@@ -174,6 +178,7 @@ def inspect_command(
 
 def _inspect(inspector: Predictor, found: list[FoundFile], overlay_dir: Path | None) -> list[dict]:
     """One result row per file, in order; overlays written into ``overlay_dir`` when given."""
+    # deferred: pulls OpenVINO (0.3 s), not needed for --help
     from inspection.runtime.paths import iter_paths
 
     targets = overlay_paths(found, overlay_dir) if overlay_dir else [None] * len(found)
@@ -199,9 +204,6 @@ def _pinned_key(
     """The key the bundle must be signed with: ``--public-key``, else the one the station
     config pins. Fails closed: no key stops the command (``typer.Exit(2)``) unless
     ``--allow-unsigned``, which is announced on stderr and returns None (checksums only)."""
-    from inspection.core.errors import ConfigError
-    from inspection.core.signing import SigningError, load_public_key
-
     if allow_unsigned:
         errors.print("[bold red]--allow-unsigned: the bundle's signature is NOT checked[/]")
         return None
@@ -224,9 +226,6 @@ def _pinned_key(
 def _station_keys(config: Path) -> Keyring | None:
     """The keys the station config at ``config`` (a file, or the folder of station.yaml) pins,
     each checked against its fingerprint (None: no config, or it allows unsigned bundles)."""
-    from inspection.service.config import load_station_config
-    from inspection.station.config import pinned_key
-
     config = config / "station.yaml" if config.is_dir() else config
     return pinned_key(load_station_config(config).core) if config.is_file() else None
 
@@ -284,8 +283,6 @@ def _row(outcome: PathOutcome, model: str, overlay: Path | None) -> dict:
     if result.input_warnings:
         row["warning"] = "; ".join(result.input_warnings)
     if overlay is not None and outcome.image is not None:
-        from inspection.runtime.overlays import render_overlay, write_rgb_png
-
         row["overlay"] = str(write_rgb_png(overlay, render_overlay(outcome.image, result)))
     return row
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.console import Console
 
 from inspection.cli._site import site_option
+from inspection.core.bundle import verify_bundle
+from inspection.core.config import SiteConfig, load_site_config
 from inspection.core.errors import ConfigError
 from inspection.core.signing import (
     DASHBOARD_KEY_FILE,
@@ -28,12 +30,12 @@ from inspection.core.signing import (
     load_private_key,
     load_public_key,
     pin_file,
+    sign_bundle,
     site_keys_dir,
+    verify_signed_bundle,
 )
-from inspection.station.config import Trust, read_trust, write_trust
-
-if TYPE_CHECKING:
-    from inspection.core.config import SiteConfig
+from inspection.service.config import load_station_config
+from inspection.station.config import Trust, pinned_key, read_trust, write_trust
 
 console = Console()
 keys_app = typer.Typer(
@@ -65,8 +67,6 @@ ConfigsOption = Annotated[
 
 def _site_keys(site: str | None) -> Path:
     """The site's key folder: ``keys/`` beside its registry, where export and retrain look."""
-    from inspection.core.config import load_site_config
-
     return site_keys_dir(load_site_config(site).registry_dir)
 
 
@@ -78,8 +78,6 @@ def site_station_configs(site: SiteConfig) -> list[Path]:
 
 
 def _configs(configs: list[Path] | None, site: str | None, *, required: bool = True) -> list[Path]:
-    from inspection.core.config import load_site_config
-
     found = configs or site_station_configs(load_site_config(site))
     if not found and required:
         raise ConfigError("no station config to write: pass --config FILE")
@@ -272,8 +270,6 @@ def sign(
     site: str | None = SITE_OPTION,
 ) -> None:
     """Sign a bundle (metadata.json and every checksummed file) with the site key."""
-    from inspection.core.signing import sign_bundle
-
     digest = sign_bundle(bundle, load_private_key(key or _site_keys(site) / PRIVATE_KEY_FILE))
     console.print(f"signed {bundle.name}: digest {digest}")
 
@@ -292,12 +288,6 @@ def verify(
     site: str | None = SITE_OPTION,
 ) -> None:
     """Check a bundle's signature against the pinned keys and every file's checksum."""
-    from inspection.core.bundle import verify_bundle
-    from inspection.core.config import load_site_config
-    from inspection.core.signing import verify_signed_bundle
-    from inspection.service.config import load_station_config
-    from inspection.station.config import pinned_key
-
     if public_key is not None:
         keys = load_public_key(public_key)
     else:

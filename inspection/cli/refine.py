@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from tqdm import tqdm
 
 from inspection.data.dataset import load_dataset
 from inspection.refine.config import load_refine_config
@@ -73,16 +74,14 @@ def evaluate(
     limit: Annotated[int, typer.Option(help="Use at most this many test images (0 = all).")] = 0,
 ) -> None:
     """Pixel F1 / IoU / AUPRO of the raw mask vs each refiner, and their added latency."""
-    # deferred: tqdm, openvino
-    from tqdm import tqdm
-
+    # deferred: pulls OpenVINO (0.3 s), not needed for --help
     from inspection.runtime.predictor import load_inspector
 
     refine_config = load_refine_config(config)
     refiners = {name: build_refiner(refine_config, name) for name in _split(methods)}
     latency_only: list[str] = []
     if sam_bundle is not None:
-        # deferred: openvino
+        # deferred: pulls OpenVINO (0.3 s), only with --sam-bundle
         from inspection.refine.sam import SamRefiner
 
         sam = SamRefiner.from_bundle(sam_bundle, config=refine_config)

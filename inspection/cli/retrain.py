@@ -15,10 +15,13 @@ from inspection.cli.console import os_error_line
 from inspection.core.config import DEFAULT_SITE_CONFIG, load_site_config
 from inspection.core.errors import InspectionError, RegistryError
 from inspection.core.registry import Registry
+from inspection.retrain.config import load_retrain_config, retrain_config_from_mapping
+from inspection.retrain.fleet import FleetOptions, retrain_one, run_fleet
+from inspection.retrain.lock import RetrainBusy
+from inspection.retrain.scheduler import Housekeeping, Scheduler
 
 if TYPE_CHECKING:
     from inspection.core.config import SiteConfig
-    from inspection.retrain.scheduler import Housekeeping
     from inspection.store.retention import PruneReport
 
 console = Console()
@@ -40,9 +43,6 @@ def _configs(site: str | None, config: str | None):  # -> (SiteConfig, RetrainCo
 
     The section is checked on its own first, so its errors name the site file.
     """
-    # deferred: torch (the training side)
-    from inspection.retrain.config import load_retrain_config, retrain_config_from_mapping
-
     site_config = load_site_config(site)
     if site_config.retrain:
         where = f"{site or DEFAULT_SITE_CONFIG}.retrain"
@@ -84,8 +84,7 @@ def retrain(
 
 
 def _retrain_one(product, site_config, retrain_config, actor, overrides) -> None:
-    # deferred: torch (the training side)
-    from inspection.retrain.lock import RetrainBusy
+    # deferred: pulls SQLAlchemy and Alembic (0.6 s), not needed for --help
     from inspection.retrain.pipeline import retrain_product
 
     try:
@@ -128,9 +127,6 @@ def _retrain_one(product, site_config, retrain_config, actor, overrides) -> None
 
 
 def _retrain_all(site_config, retrain_config, ray_address, cpus_per_task, actor, overrides) -> None:
-    # deferred: torch (the training side)
-    from inspection.retrain.fleet import FleetOptions, run_fleet
-
     products = list(site_config.products) or Registry(site_config.registry_dir).products()
     if not products:
         console.print("no products: list them under 'products' in the site config")
@@ -185,10 +181,8 @@ def scheduler(
     cpus_per_task: float = typer.Option(1.0, "--cpus-per-task", help="CPU budget per job (--ray)."),
 ) -> None:
     """Retrain products on their cron schedules (retrain.yaml), one at a time."""
-    # deferred: torch (the training side)
-    from inspection.retrain.fleet import FleetOptions, retrain_one
+    # deferred: pulls SQLAlchemy and Alembic (0.6 s), not needed for --help
     from inspection.retrain.pipeline import retrain_product
-    from inspection.retrain.scheduler import Scheduler
 
     site_config, retrain_config = _configs(site, config)
     options = FleetOptions(ray_address, cpus_per_task, actor)
@@ -216,8 +210,7 @@ def scheduler(
 
 def _store_prune(site_config: SiteConfig) -> Housekeeping:
     """The site store's retention prune as a scheduler job (``retention.yaml``'s schedule)."""
-    # deferred: torch (the training side), alembic, sqlalchemy
-    from inspection.retrain.scheduler import Housekeeping
+    # deferred: pulls SQLAlchemy and Alembic (0.6 s), not needed for --help
     from inspection.store.retention import load_retention, prune_configured
     from inspection.store.store import Store
 

@@ -33,6 +33,7 @@ from inspection.core.bundle import (
 from inspection.core.config import from_mapping, to_mapping
 from inspection.core.errors import BundleError, ConfigError
 from inspection.core.fingerprint import sha256_bytes
+from inspection.core.signing import load_public_key, read_verified, site_public_key
 
 LABEL_WORDS = {"good": 0, "ok": 0, "defect": 1, "ng": 1, "anomalous": 1, "bad": 1}
 _EXPECTED = "expected {'scores': [...], 'labels': [0|1, ...]}"
@@ -108,8 +109,6 @@ def _verified_bytes(bundle_dir: Path) -> bytes:
 @lru_cache(maxsize=32)
 def _read_checked(bundle_dir: Path, stamp: tuple[int, ...]) -> bytes:
     """``_verified_bytes`` once per bundle state (``stamp``: the files' modification times)."""
-    from inspection.core.signing import load_public_key, read_verified, site_public_key
-
     key_file = site_public_key(bundle_dir.parents[2]) if len(bundle_dir.parents) > 2 else None
     if key_file is None:  # no site key: the file's own checksum, as the metadata lists it
         raw = (bundle_dir / VALIDATION_SCORES_FILE).read_bytes()

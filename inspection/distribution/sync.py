@@ -77,6 +77,7 @@ class HttpSource:
     """The central catalog (``inspection registry serve``) with a station bearer token."""
 
     def __init__(self, url: str, token: str, *, timeout_s: float = 30.0) -> None:
+        # deferred: httpx (0.2 s), only for an HTTP source (cli.station imports this at --help)
         import httpx
 
         if not token:
@@ -100,6 +101,7 @@ class HttpSource:
         }
 
     def download(self, entry: CatalogEntry, target: Path) -> None:
+        # deferred: httpx (0.2 s), only for an HTTP source (cli.station imports this at --help)
         import httpx
 
         path = f"/v1/bundles/{entry.product}/{entry.bundle_id}/archive"
@@ -121,6 +123,7 @@ class HttpSource:
             raise SourceUnreachable(_unreachable(self.description, exc)) from exc
 
     def _get(self, path: str, **kwargs: object):  # -> httpx.Response
+        # deferred: httpx (0.2 s), only for an HTTP source (cli.station imports this at --help)
         import httpx
 
         try:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from inspection.line.config import LinkSecurity
+from inspection.line.config import LinkSecurity, load_line_config
 from inspection.line.pki import LinePki
 from inspection.line.security import MES_USER, PLC_USER, mqtt_client
 
@@ -217,8 +217,6 @@ class Collector:
 
 def main() -> None:
     """Write a secure broker configuration for the stations of ``--config`` line files."""
-    from inspection.line.config import load_line_config
-
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--config", action="append", default=[], help="line.yaml (repeatable)")
     parser.add_argument("--port", type=int, default=8883)

@@ -92,6 +92,7 @@ async def secure_opcua_client(client: OpcUaClient, security: LinkSecurity, stati
     list (an untrusted PLC is refused as an untrusted station is refused by the PLC)."""
     if not security.on:
         return
+    # deferred: asyncua (0.5 s), only for an OPC UA link (line.sinks imports this module)
     from asyncua import ua
     from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 
@@ -116,6 +117,7 @@ async def secure_opcua_client(client: OpcUaClient, security: LinkSecurity, stati
 async def trust_list_validator(pki: LinePki, *, peer: str) -> CertificateValidator:
     """An asyncua certificate validator: time, URI, key usage, and signed by a certificate of
     the trust list (``pki.trusted_dir``)."""
+    # deferred: asyncua (0.5 s), only for an OPC UA link
     from asyncua.crypto.truststore import TrustStore
     from asyncua.crypto.validator import CertificateValidator, CertificateValidatorOptions
 

@@ -22,6 +22,7 @@ from inspection.core.images import read_image, read_mask
 from inspection.core.metrics import EvaluationMetrics, compute_metrics, judge_all
 from inspection.retrain.assemble import EvalItem
 from inspection.retrain.gate import GATEABLE_METRICS, LATENCY_KEY
+from inspection.runtime.camera import source_bits
 
 log = logging.getLogger(__name__)
 GATE_KEYS = GATEABLE_METRICS
@@ -71,8 +72,7 @@ def evaluate_bundles(
     item, inside its input domain or not (``input_check="off"``): a station set to ``warn``
     stores, and reviewers label, images the champion would refuse.
     """
-    # deferred: skimage, openvino
-    from inspection.runtime.camera import source_bits
+    # deferred: pulls OpenVINO (0.3 s), only when bundles are scored
     from inspection.runtime.predictor import load_inspector
 
     if not items:

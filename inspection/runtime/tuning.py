@@ -34,8 +34,10 @@ from inspection.core.images import read_image
 from inspection.core.registry import Registry, check_name, utc_now
 from inspection.core.signing import sign_record, site_signing_key, verify_signed_bundle
 from inspection.core.types import Progress
+from inspection.runtime.golden import check_golden, executed_kernels, executed_precision
 from inspection.runtime.hardware import CpuInfo, cpu_info, load_1m
 from inspection.runtime.inspector import Inspector
+from inspection.runtime.model import BundleModel
 from inspection.runtime.predictor import Predictor, load_inspector
 from inspection.runtime.tiled import TiledInspector
 
@@ -355,8 +357,6 @@ def _queued(path: Path, inspector: Predictor) -> Inspector | None:
 
 def _executed(inspector: Predictor, measured: PrecisionMeasurement) -> PrecisionMeasurement:
     """``measured`` with what OpenVINO executed and the golden check's worst drift."""
-    from inspection.runtime.golden import executed_kernels, executed_precision
-
     compiled = inspector.model.compiled
     check = inspector.golden
     return replace(
@@ -369,9 +369,6 @@ def _executed(inspector: Predictor, measured: PrecisionMeasurement) -> Precision
 
 def golden_gate(bundle_dir: Path) -> tuple[bool, str]:
     """Run the bundle's golden check on this CPU before it is timed: (passed, note)."""
-    from inspection.runtime.golden import check_golden
-    from inspection.runtime.model import BundleModel
-
     check = check_golden(BundleModel.load(bundle_dir))
     if check is None:
         return True, "no golden outputs (older bundle, not checked)"

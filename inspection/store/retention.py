@@ -26,11 +26,15 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from croniter import croniter
+from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 from sqlalchemy import and_, delete, exists, func, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from inspection.core.config import deep_merge, from_mapping, read_yaml, to_mapping
 from inspection.core.errors import ConfigError
+from inspection.core.registry import Registry
+from inspection.core.retrain_report import RetrainEvent
 from inspection.store.models import Inspection, OutboxMessage, Review
 from inspection.store.store import Store, sqlite_file
 
@@ -100,8 +104,6 @@ class RetentionConfig:
     """Cron schedule on which ``inspection scheduler`` runs the prune (local time)."""
 
     def __post_init__(self) -> None:
-        from croniter import croniter
-
         if not croniter.is_valid(self.prune_schedule):
             raise ConfigError(f"prune_schedule: not a cron schedule: {self.prune_schedule!r}")
         if self.audit_rate < 0:
@@ -134,9 +136,6 @@ def load_retention(configs_dir: Path) -> RetentionConfig:
 
 def training_references(registry_dir: Path, products: Iterable[str]) -> frozenset[str]:
     """Inspection ids any recorded retraining run used or will retry (never pruned)."""
-    from inspection.core.registry import Registry
-    from inspection.core.retrain_report import RetrainEvent
-
     registry = Registry(registry_dir)
     ids: set[str] = set()
     for product in products:
@@ -439,8 +438,6 @@ def prune_configured(
 
 def write_metrics(report: PruneReport, path: Path) -> None:
     """Storage gauges in Prometheus text format (node_exporter's textfile collector)."""
-    from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
-
     registry = CollectorRegistry()
     gauges = {
         "inspection_storage_used_bytes": ("Database plus blob bytes", report.used_bytes),

@@ -28,6 +28,7 @@ class ScoreAndMap:
         """(score (N,), map (N, 1, h, w)[, pooled (N, D)]): with ``pooled_layers`` a third
         output averages those backbone feature maps per channel, taken from the same forward
         pass by a hook on the feature extractor (no second backbone run)."""
+        # deferred: torch (2 s), only to trace; export imports this module for OpenVINO work too
         import torch
 
         class ScoreAndMap(torch.nn.Module):
@@ -77,6 +78,7 @@ def no_chunking() -> Iterator[None]:
     """PatchCore splits big nearest-neighbour searches into a Python loop; tracing would freeze
     the loop at the traced batch size, so export with one chunk (dynamic batch stays valid)."""
     try:
+        # deferred: anomalib (5 s on top of torch), only to patch PatchCore
         from anomalib.models.image.patchcore import torch_model as patchcore
     except ImportError:  # pragma: no cover - anomalib is a training dependency
         yield
@@ -94,6 +96,7 @@ def convert_torch_model(
 ) -> ov.Model:
     """Convert the eval-mode torch model to OpenVINO with input (?, 3, h, w) and named outputs
     (``pooled_features`` too when ``pooled_layers`` are given)."""
+    # deferred: torch (2 s), only to trace; export imports this module for OpenVINO work too
     import torch
 
     height, width = input_size

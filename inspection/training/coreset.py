@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 
@@ -72,14 +73,13 @@ def all_cores() -> AbstractContextManager[None]:
 def seed_selection(value: int) -> None:
     """Seed what a selection draws from: torch (the start row) and numpy's global RNG
     (anomalib's sparse projection matrix), so a seeded selection repeats exactly."""
-    import numpy as np
-
     torch.manual_seed(value)
     np.random.seed(value)
 
 
 def project(embedding: torch.Tensor) -> torch.Tensor:
     """anomalib's sparse random projection of (n, d) rows (consumes torch's RNG like anomalib)."""
+    # deferred: anomalib (5 s on top of torch), only for the projected greedy coreset
     from anomalib.models.components.dimensionality_reduction import SparseRandomProjection
 
     projector = SparseRandomProjection(eps=0.9)

@@ -215,6 +215,7 @@ def model_outputs(
     batch_size: int = 8,
 ) -> ModelOutputs:
     """Run the exact graph the bundle exports (score, map, pooled) on station-preprocessed images."""
+    # deferred: torch (2 s), only for a torch model's outputs
     import torch
 
     wrapper = ScoreAndMap.wrap(torch_model.eval(), layers)

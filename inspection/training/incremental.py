@@ -41,6 +41,7 @@ from inspection.training.coreset import (
     select_coreset,
 )
 from inspection.training.evaluate import metrics_of_predictions, predict
+from inspection.training.out_of_fold import model_inputs
 from inspection.training.roi import TrainingRoi, per_image_rows
 from inspection.training.samples import Predictions
 from inspection.training.train import (
@@ -259,7 +260,6 @@ def _extend_local_statistics(
     head = getattr(model.model, "local_stats", None)
     if head is None or not head.enabled:
         return
-    from inspection.training.out_of_fold import model_inputs
 
     size = tuple(config.image_size)
     samples = [Sample(p, "train", 0, GOOD) for p in images]

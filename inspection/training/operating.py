@@ -25,6 +25,9 @@ from inspection.core.operating_point import OperatingPoint
 from inspection.core.product_config import ModelConfig
 from inspection.core.registry import GoodScores
 from inspection.data.dataset import Dataset, Sample
+from inspection.training.local_stats import standardiser_images
+from inspection.training.out_of_fold import out_of_fold_scores, trained_scores
+from inspection.training.padim import padim_out_of_fold_scores
 from inspection.training.roi import TrainingRoi
 from inspection.training.samples import Predictions
 
@@ -55,10 +58,6 @@ def calibration_good_scores(
 ) -> TrainGoodScores | None:
     """Out-of-fold scores of ``train`` (PatchCore, PaDiM; None for STFPM or
     ``calibration_folds`` 0)."""
-    from inspection.training.local_stats import standardiser_images
-    from inspection.training.out_of_fold import out_of_fold_scores, trained_scores
-    from inspection.training.padim import padim_out_of_fold_scores
-
     folds = config.calibration_folds
     if config.kind not in ("patchcore", "padim") or folds < 2:
         return None

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import openvino as ov
 import torch
 from torch import nn
 
@@ -30,6 +31,7 @@ from inspection.refine.bundle import (
     RefinerBundleMetadata,
     write_refiner_metadata,
 )
+from inspection.training.quantize import import_nncf
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +44,15 @@ def _build_vit_t() -> nn.Module:
     with warnings.catch_warnings():  # mobile_sam re-registers timm's TinyViT names on import
         warnings.simplefilter("ignore", UserWarning)
         warnings.simplefilter("ignore", FutureWarning)
-        from mobile_sam import sam_model_registry  # PyPI: mobilesam-mirror
+        # deferred: optional package (PyPI: mobilesam-mirror), only for vit_t
+        from mobile_sam import sam_model_registry
 
     return sam_model_registry["vit_t"](checkpoint=None)
 
 
 def _build_vit_b() -> nn.Module:
-    from segment_anything import sam_model_registry  # PyPI: segment-anything
+    # deferred: optional package (PyPI: segment-anything), only for vit_b
+    from segment_anything import sam_model_registry
 
     return sam_model_registry["vit_b"](checkpoint=None)
 
@@ -184,8 +188,6 @@ def export_sam_bundle(
     overwrite: bool = False,
 ) -> Path:
     """Build SAM and write a refiner bundle (encoder.xml/.bin, decoder.xml/.bin, metadata.json)."""
-    import openvino as ov
-
     if precision not in PRECISIONS or precision == "bf16":
         valid = ", ".join(p for p in PRECISIONS if p != "bf16")
         raise ValueError(
@@ -203,8 +205,6 @@ def export_sam_bundle(
     out_dir.mkdir(parents=True, exist_ok=True)
     encoder, decoder = convert_sam(model)
     if precision == "int8":
-        from inspection.training.quantize import import_nncf
-
         nncf = import_nncf()
         encoder, decoder = nncf.compress_weights(encoder), nncf.compress_weights(decoder)
     fp16 = precision == "fp16"
@@ -231,8 +231,6 @@ def export_sam_bundle(
 
 def convert_sam(model: nn.Module):
     """Convert encoder and decoder to ``openvino.Model`` with named inputs/outputs."""
-    import openvino as ov
-
     encoder_example = torch.zeros(1, 3, INPUT_SIZE, INPUT_SIZE)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)

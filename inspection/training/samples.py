@@ -43,6 +43,7 @@ class SampleDataset(TorchDataset):
         return len(self.samples)
 
     def __getitem__(self, index: int) -> Any:
+        # deferred: anomalib (5 s on top of torch), only when items are built
         from anomalib.data import ImageItem
         from torchvision.tv_tensors import Image, Mask
 

@@ -24,8 +24,10 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
+from anomalib.data import ImageBatch, ImageItem
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
+from torchvision.tv_tensors import Image, Mask
 
 from inspection.core.config import to_mapping
 from inspection.core.errors import ConfigError
@@ -109,9 +111,6 @@ class TileDataset(TorchDataset):
         return self._cached[1], self._cached[2]
 
     def __getitem__(self, index: int) -> Any:
-        from anomalib.data import ImageItem
-        from torchvision.tv_tensors import Image, Mask
-
         number, tile = self._index[index]
         images, masks = self.tiles_of(number)
         sample = self.samples[number]
@@ -131,8 +130,6 @@ def tile_loader(
     roi: RoiSpec | None = None,
     bits: int = DEFAULT_SOURCE_BITS,
 ) -> DataLoader:
-    from anomalib.data import ImageBatch
-
     return DataLoader(
         TileDataset(samples, tiling, roi, bits),
         batch_size=batch_size,
