@@ -123,8 +123,8 @@ def export_command(
     The bundle is signed with the site key when this machine holds it (``inspection keys
     init``); ``--promote`` refuses to make an unsigned bundle live unless ``--allow-unsigned``.
 
-    Exit codes: 0 registered, 2 a usage or setup error (--force without an admin logged in),
-    3 the gate refused the bundle (not registered; --force registers it anyway).
+    Exit codes: 0 registered, 2 a usage or setup error, 3 the gate refused the bundle (not
+    registered; --force, by an admin logged in, registers it anyway).
     """
 
     if precision not in PRECISIONS:
