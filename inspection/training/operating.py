@@ -83,7 +83,8 @@ def calibration_good_scores(
     fused = head is not None and head.enabled
     scaling = standardiser_images(len(train), folds, config.seed) if fused else None
     calibrates = np.ones(len(train), bool) if scaling is None else ~scaling
-    masked = roi is not None and roi.spec is not None
+    # PaDiM's out-of-fold scores (training.padim) are of whole images: an ROI bundle skips them
+    masked = config.kind == "patchcore" and roi is not None and roi.spec is not None
     return TrainGoodScores(tuple(train), scores, paired, full, folds, calibrates, not fused, masked)
 
 
