@@ -25,7 +25,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from filelock import FileLock
 
 from inspection.core.bundle import read_bundle_metadata, verify_bundle
@@ -35,7 +34,6 @@ from inspection.core.decisions import (
     DecisionKind,
     LiveState,
     ThresholdVersion,
-    refusal,
 )
 from inspection.core.errors import ConfigError, RegistryError
 from inspection.core.fingerprint import sha256_file
@@ -298,16 +296,37 @@ class Registry:
         write_json(self._product_dir(state.product) / "live.json", row)
         return from_mapping(LiveState, row, "live pointer")
 
-    def mirror_live(self, state: LiveState, *, actor: str) -> None:
-        """Point live at ``state`` signed elsewhere (the central registry's), unchanged, so a
-        station pinning the site key verifies the original signature."""
-        self.bundle_dir(state.product, state.bundle_id)
-        with self._lock(state.product):
-            write_json(self._product_dir(state.product) / "live.json", state.row())
-            self._append_event(
-                state.product, "promote", actor=actor, reason=f"mirrored: {state.reason}",
-                bundle_id=state.bundle_id, bundle_digest=state.digest,
-            )  # fmt: skip
+    def mirror(self, record: LiveState | ThresholdVersion | Decision, *, actor: str) -> None:
+        """Store a live pointer, threshold version or decision signed elsewhere (the central
+        registry's) unchanged, so a station pinning the site key verifies the original
+        signature; a decision already held is not stored twice."""
+        product, reason = record.product, f"mirrored: {record.reason}"
+        held = self.decisions(product, record.kind) if isinstance(record, Decision) else []
+        if record.row() in [d.row() for d in held]:
+            return
+        if isinstance(record, LiveState):
+            self.bundle_dir(product, record.bundle_id)  # the bundle is held before it goes live
+        with self._lock(product):
+            folder = self._product_dir(product)
+            match record:
+                case LiveState():
+                    write_json(folder / "live.json", record.row())
+                    self._append_event(
+                        product, "promote", actor=actor, reason=reason,
+                        bundle_id=record.bundle_id, bundle_digest=record.digest,
+                    )  # fmt: skip
+                case ThresholdVersion():
+                    append_jsonl(folder / "thresholds.jsonl", record.row())
+                    self._append_event(
+                        product, "threshold", actor=actor, reason=reason, value=record.value,
+                        budget=record.budget, mirrored_number=record.number,
+                    )  # fmt: skip
+                case Decision():
+                    append_jsonl(folder / DECISIONS_FILE, record.row())
+                    self._append_event(
+                        product, record.kind, actor=actor, reason=reason,
+                        bundle_id=record.bundle_id, number=record.number,
+                    )  # fmt: skip
 
     def _signed(self, row: dict[str, Any]) -> dict[str, Any]:
         """``row`` signed with the site key when this machine holds it."""
@@ -371,16 +390,6 @@ class Registry:
             )  # fmt: skip
         return version
 
-    def mirror_threshold(self, version: ThresholdVersion, *, actor: str) -> None:
-        """Append a threshold version signed elsewhere (the central registry's) unchanged,
-        so a station pinning the site key verifies the original signature."""
-        with self._lock(version.product):
-            append_jsonl(self._product_dir(version.product) / "thresholds.jsonl", version.row())
-            self._append_event(
-                version.product, "threshold", actor=actor, reason=f"mirrored: {version.reason}",
-                value=version.value, budget=version.budget, mirrored_number=version.number,
-            )  # fmt: skip
-
     def threshold_history(self, product: str) -> list[ThresholdVersion]:
         rows = read_jsonl(self._product_dir(product) / "thresholds.jsonl")
         where = f"{product}/thresholds.jsonl"
@@ -391,19 +400,6 @@ class Registry:
         return history[-1] if history else None
 
     # ---------------------------------------------------------------- decisions
-    def refusals(self, product: str, public_key: Ed25519PublicKey | None) -> dict[str, str]:
-        """Per kind, why the newest record a station pinning ``public_key`` would follow is
-        refused (the live pointer, the newest threshold, the newest decision of each kind);
-        what the dashboard shows beside the stations' own ``status()["refused"]``."""
-        if public_key is None:
-            return {}
-        newest: dict[str, Any] = {"live": self.live(product)}
-        newest["threshold"] = self.current_threshold(product)
-        for decision in self.decisions(product):
-            newest[decision.kind if decision.kind != "force" else "gate"] = decision
-        found = {kind: refusal(r, public_key) for kind, r in newest.items() if r is not None}
-        return {kind: why for kind, why in found.items() if why}
-
     def record_decision(
         self,
         product: str,
@@ -430,17 +426,6 @@ class Registry:
                 number=number, signed=bool(row.get("signature")),
             )  # fmt: skip
         return from_mapping(Decision, row, decision.what)
-
-    def mirror_decision(self, decision: Decision, *, actor: str) -> None:
-        """Append a decision signed elsewhere (the central registry's) unchanged, once."""
-        if decision.row() in [d.row() for d in self.decisions(decision.product, decision.kind)]:
-            return
-        with self._lock(decision.product):
-            append_jsonl(self._product_dir(decision.product) / DECISIONS_FILE, decision.row())
-            self._append_event(
-                decision.product, decision.kind, actor=actor, reason=f"mirrored: {decision.reason}",
-                bundle_id=decision.bundle_id, number=decision.number,
-            )  # fmt: skip
 
     def decisions(self, product: str, kind: DecisionKind | None = None) -> list[Decision]:
         """The product's decisions of ``kind`` (None: every kind), oldest first."""

@@ -23,6 +23,7 @@ import pandas as pd
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from inspection.core.bundle import read_bundle_metadata
+from inspection.core.decisions import refusal
 from inspection.core.errors import BundleError, ConfigError, RegistryError
 from inspection.core.images import DEFAULT_SOURCE_BITS
 from inspection.core.operating_point import (
@@ -149,6 +150,22 @@ def live_scores(registry: Registry, product: str) -> tuple[str | None, Validatio
         return live.bundle_id, None
 
 
+def _refusals(
+    registry: Registry, product: str, public_key: Ed25519PublicKey | None
+) -> dict[str, str]:
+    """Per kind, why the newest record a station pinning ``public_key`` would follow is
+    refused (the live pointer, the newest threshold, the newest decision of each kind);
+    shown beside the stations' own ``status()["refused"]``."""
+    if public_key is None:
+        return {}
+    newest: dict[str, object] = {"live": registry.live(product)}
+    newest["threshold"] = registry.current_threshold(product)
+    for decision in registry.decisions(product):
+        newest[decision.kind if decision.kind != "force" else "gate"] = decision
+    found = {kind: refusal(r, public_key) for kind, r in newest.items() if r is not None}
+    return {kind: why for kind, why in found.items() if why}
+
+
 def _site_key(registry: Registry) -> Ed25519PublicKey | None:
     """The site's public key beside the registry, when there is one."""
     path = site_public_key(registry.root)
@@ -181,7 +198,7 @@ def model_health(
     base = ModelHealth(product, bundle_id, float(threshold), point)
     if bundle_id is None:
         return base
-    refused = registry.refusals(product, _site_key(registry))
+    refused = _refusals(registry, product, _site_key(registry))
     if refused:
         listed = "; ".join(f"{kind}: {why}" for kind, why in refused.items())
         return _replace(

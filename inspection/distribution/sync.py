@@ -329,7 +329,7 @@ def sync_live(registry: Registry, entry: CatalogEntry, description: str) -> None
         raise BundleError(f"catalog entry of {entry.product}: its live record names another bundle")
     local = registry.live(entry.product)
     if local is None or local.row() != state.row():
-        registry.mirror_live(state, actor=SYNC_ACTOR)
+        registry.mirror(state, actor=SYNC_ACTOR)
 
 
 def sync_decisions(registry: Registry, entry: CatalogEntry) -> None:
@@ -338,7 +338,7 @@ def sync_decisions(registry: Registry, entry: CatalogEntry) -> None:
         decision = from_mapping(Decision, row, "catalog decision")
         if decision.product != entry.product:
             raise BundleError(f"catalog entry of {entry.product}: a decision of another product")
-        registry.mirror_decision(decision, actor=SYNC_ACTOR)
+        registry.mirror(decision, actor=SYNC_ACTOR)
 
 
 def sync_threshold(registry: Registry, entry: CatalogEntry) -> None:
@@ -353,7 +353,7 @@ def sync_threshold(registry: Registry, entry: CatalogEntry) -> None:
         if signed.product != entry.product or signed.value != entry.threshold:
             raise BundleError(f"catalog entry of {entry.product}: its threshold record differs")
         if current is None or current.row() != signed.row():
-            registry.mirror_threshold(signed, actor=SYNC_ACTOR)
+            registry.mirror(signed, actor=SYNC_ACTOR)
         return
     if current is not None and (current.value, current.budget) == (
         entry.threshold,
