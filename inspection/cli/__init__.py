@@ -8,10 +8,13 @@ and station commands never import torch.
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import logging
+import os
 import pkgutil
 import sys
+import threading
 import warnings
 from typing import NoReturn
 
@@ -71,11 +74,31 @@ def main() -> None:
     quiet_import_noise(sys.argv[1:])
     try:
         app()
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            _exit_fast(exc.code or 0)
+        raise
     except InspectionError as exc:
         _fail(str(exc))
     except OSError as exc:  # safety net: a file that cannot be read or written
         logging.getLogger(__name__).debug("uncaught OSError", exc_info=True)
         _fail(os_error_line(exc))
+
+
+def _exit_fast(code: int) -> None:
+    """Once torch is loaded, end the process without the interpreter's teardown of its modules
+    (~2 s on a 2-core AVX2 EPYC), only when this ``main`` is the program (``python -m
+    inspection``, the ``inspection`` script; never a caller such as a test). What comes before
+    the teardown still runs, in the interpreter's order: non-daemon threads are waited for
+    (thread pools finish their work), then atexit handlers (log files, temporary folders)."""
+    entry = getattr(sys.modules.get("__main__"), "main", None) is main
+    if not entry or "torch" not in sys.modules:
+        return
+    threading._shutdown()  # type: ignore[attr-defined]
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _fail(message: str) -> NoReturn:
