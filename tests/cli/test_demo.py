@@ -45,3 +45,14 @@ def test_demo_plan_trains_stfpm_on_brick_only_unless_models_are_given() -> None:
         "brick": ("stfpm", "padim"),
         "grass": ("stfpm", "padim"),
     }
+
+
+def test_demo_quantizes_the_first_product_only() -> None:
+    """INT8 (and bf16 where the CPU runs it) beside FP32 on the first product, FP32 elsewhere."""
+    from inspection.cli.demo import demo_precisions
+
+    products = ["brick", "grass", "gravel"]
+    assert demo_precisions("brick", products)[0] == "fp32"
+    assert "int8" in demo_precisions("brick", products)
+    assert demo_precisions("grass", products) == demo_precisions("gravel", products) == ("fp32",)
+    assert "int8" in demo_precisions("grass", ["grass"])
