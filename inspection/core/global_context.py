@@ -32,8 +32,6 @@ import numpy as np
 from inspection.core.bundle import Preprocessing
 
 COLOUR, FREQUENCY, FEATURES, LOCAL = "colour", "frequency", "features", "local"
-IMAGE_COMPONENTS: tuple[str, ...] = (COLOUR, FREQUENCY)
-"""Components computed from the image itself (no model output needed)."""
 GLOBAL_COMPONENTS: tuple[str, ...] = (FEATURES, COLOUR, FREQUENCY)
 STATS_SIZE = 128
 """Side (px) the image is resized to before colour and frequency statistics."""

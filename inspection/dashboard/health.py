@@ -42,9 +42,6 @@ from inspection.core.validation_scores import ValidationScores, read_validation_
 from inspection.dashboard.thresholds import current_threshold_value
 
 GOOD = "good"
-OUTCOMES = ("missed", "false_alarm", "caught", "passed")
-"""What the threshold did to a held-out image: a defect passed OK (missed), a good part flagged
-NG (false_alarm), a defect flagged NG (caught), a good part passed OK (passed)."""
 
 
 @dataclass(frozen=True)

@@ -518,14 +518,6 @@ def write_tuning(registry: Registry, record: TuningRecord) -> Path:
     return path
 
 
-def read_tuning(
-    registry: Registry, product: str, cpu: CpuInfo | None = None
-) -> TuningRecord | None:
-    """This CPU's tuning record for ``product``, or None when it has not been tuned."""
-    found = read_tuning_row(registry, product, cpu)
-    return None if found is None else found[0]
-
-
 def read_tuning_row(
     registry: Registry, product: str, cpu: CpuInfo | None = None
 ) -> tuple[TuningRecord, dict[str, object]] | None:

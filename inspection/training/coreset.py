@@ -216,16 +216,3 @@ class _LazyGreedy(_FullScan):
             nearest = product.min(dim=1).values.clamp_(min=0.0)
             self.best[stale] = torch.minimum(self.best[stale], nearest)
         self.seen[rows] = picked
-
-
-def coverage_radius(
-    embedding: torch.Tensor, centers: torch.Tensor, block_rows: int = 8192
-) -> float:
-    """Largest distance from any (n, d) row to its nearest of (k, d) ``centers`` (blocked)."""
-    worst = 0.0
-    with torch.no_grad(), all_cores():
-        for begin in range(0, embedding.shape[0], block_rows):
-            block = embedding[begin : begin + block_rows].float()
-            nearest = torch.cdist(block, centers.float()).min(dim=1).values
-            worst = max(worst, float(nearest.max()))
-    return worst

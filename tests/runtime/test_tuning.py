@@ -22,7 +22,7 @@ from inspection.runtime.tuning import (
     gate_status,
     measure_bundles,
     probe_image,
-    read_tuning,
+    read_tuning_row,
     served_bundle_id,
     tune_product,
 )
@@ -157,7 +157,7 @@ def test_tune_measures_gated_siblings_and_records_the_fastest(
     assert measured == {"v0001-fp32", "v0001-fp16"}
     assert any("v0001-int8: not measured" in n for n in notes)
     assert record.chosen_bundle_id == choose_fastest(record.measurements).bundle_id
-    assert read_tuning(registry, "brick") == record
+    assert read_tuning_row(registry, "brick")[0] == record
     assert served_bundle_id(record, "v0001-fp32") == record.chosen_bundle_id
     # a later promotion makes the record stale: the new live bundle is served as is
     assert served_bundle_id(record, "v0002-fp32") == "v0002-fp32"
@@ -198,7 +198,7 @@ def test_station_tune_cli_prints_and_records_the_choice(
     result = _station_tune(tmp_path, "--samples", "5")
 
     assert result.exit_code == 0, result.output
-    record = read_tuning(registry, "brick")
+    record = read_tuning_row(registry, "brick")[0]
     assert record is not None
     assert f"brick: serving {record.chosen_bundle_id}" in result.output
     assert "VNNI" in result.output
@@ -245,7 +245,7 @@ def test_promote_fastest_makes_the_measured_choice_live(
 
     assert registry.live("brick").bundle_id == record.chosen_bundle_id
     assert record.live_bundle_id == record.chosen_bundle_id
-    assert read_tuning(registry, "brick") == record
+    assert read_tuning_row(registry, "brick")[0] == record
     if record.chosen_bundle_id != "v0001-fp16":
         assert "fastest gated precision on this CPU" in registry.events("brick")[-1]["reason"]
 
@@ -295,7 +295,7 @@ def test_station_tune_verifies_siblings_before_loading_them(
     assert set(loaded) == {"v0001-fp32"}
     said = " ".join(result.output.split())
     assert "bad bundle signature" in said and "the bundle is not signed" in said
-    record = read_tuning(registry, "brick")
+    record = read_tuning_row(registry, "brick")[0]
     assert [m.bundle_id for m in record.measurements] == ["v0001-fp32"]
     assert record.chosen_bundle_id == "v0001-fp32"
 

@@ -11,7 +11,7 @@ from inspection.runtime.tuning import (
     TUNING_SCHEMA,
     PrecisionMeasurement,
     TuningRecord,
-    read_tuning,
+    read_tuning_row,
     write_tuning,
 )
 
@@ -84,7 +84,7 @@ def test_station_tunes_on_load_and_serves_its_measured_choice(
     registry = _two_precisions(tmp_path, fp32_bundle, fp16_bundle)
     with serve(station_config(tmp_path)) as served:
         product = served.ops("/healthz").json()["products"][PRODUCT]
-    record = read_tuning(registry, PRODUCT)
+    record = read_tuning_row(registry, PRODUCT)[0]
     assert record is not None and record.live_bundle_id == V1
     assert {m.bundle_id for m in record.measurements} == {V1, FP16}
     assert product["served_bundle_id"] == record.chosen_bundle_id

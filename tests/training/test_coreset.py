@@ -9,10 +9,14 @@ import torch
 from inspection.training.coreset import (
     _LazyGreedy,
     coreset_size,
-    coverage_radius,
     greedy_k_center,
     select_coreset,
 )
+
+
+def coverage_radius(embedding: torch.Tensor, centers: torch.Tensor) -> float:
+    """Largest distance from any (n, d) row to its nearest of (k, d) ``centers``."""
+    return float(torch.cdist(embedding.float(), centers.float()).min(dim=1).values.max())
 
 
 def clustered(n: int, d: int, seed: int) -> torch.Tensor:

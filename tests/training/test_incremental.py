@@ -14,9 +14,9 @@ from inspection.cli import app
 from inspection.core.errors import ConfigError
 from inspection.core.fingerprint import sha256_file
 from inspection.core.registry import Registry
-from inspection.training.coreset import coverage_radius
 from inspection.training.incremental import _check_parent, extend_bank
 from inspection.training.train import load_trained_model
+from tests.training.test_coreset import coverage_radius
 
 pytestmark = pytest.mark.slow
 
