@@ -30,14 +30,14 @@ services:
 	bash scripts/services.sh
 
 lint: install
-	$(PYTHON) -m ruff check inspection apps tests bench
-	$(PYTHON) -m ruff format --check inspection apps tests bench
+	$(PYTHON) -m ruff check inspection apps tests bench scripts
+	$(PYTHON) -m ruff format --check inspection apps tests bench scripts
 	$(VENV)/bin/lint-imports --no-cache
 
 # pytest exits 5 when it collects nothing: that is a failure here, like any other.
 # lint-imports: the layer, torch-boundary and no-cycle contracts of pyproject.toml.
 test: install services
-	$(PYTHON) -m ruff check inspection apps tests bench
+	$(PYTHON) -m ruff check inspection apps tests bench scripts
 	$(VENV)/bin/lint-imports --no-cache
 	$(PYTHON) -m pytest; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
