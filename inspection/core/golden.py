@@ -34,6 +34,7 @@ from inspection.core.calibration import Normalization
 from inspection.core.config import to_mapping
 from inspection.core.errors import BundleError
 from inspection.core.operating_point import (
+    BUDGET_CONFIDENCE,
     MAX_BUDGET,
     OperatingPoint,
     choose_threshold,
@@ -265,7 +266,7 @@ def carry_threshold(
     export calibration, re-derived on a re-calibration at the false-reject budget it meant.
 
     A version that records its ``budget`` (set with the dashboard's budget control) meant
-    that one. Otherwise the budget is inferred from the value's split-conformal level on the
+    that one, kept with ``BUDGET_CONFIDENCE`` as the page keeps it. Otherwise the budget is inferred from the value's split-conformal level on the
     bundle's (G,) normalised ``good_before`` scores: rejecting r of them, it guarantees a new
     good part is rejected with probability <= (r + 1) / (G + 1) (``core.operating_point``);
     not carried when the value lies above every good score (they do not say how far above)
@@ -275,8 +276,10 @@ def carry_threshold(
     an inferred budget, the same rank when G' = G. Not carried when the station holds too few
     good images for the budget.
     """
-    if budget is not None:
-        return _at_budget(good_after, budget, f"it was set at, {budget:.2%}")
+    if budget is not None:  # saved on the Thresholds page: kept as the page keeps it
+        return _at_budget(
+            good_after, budget, f"it was set at, {budget:.2%}", confidence=BUDGET_CONFIDENCE
+        )
     before = np.asarray(good_before, dtype=np.float64)
     if before.size == 0:
         return None, (
@@ -304,14 +307,16 @@ def carry_threshold(
     )
 
 
-def _at_budget(good_after: Sequence[float], budget: float, which: str) -> tuple[float | None, str]:
+def _at_budget(
+    good_after: Sequence[float], budget: float, which: str, confidence: float | None = None
+) -> tuple[float | None, str]:
     """(threshold, how) or (None, why not): the threshold the false-reject ``budget`` sets on
-    the station's (G',) normalised ``good_after`` scores; ``which`` names the budget
-    ("it was set at, 1.00%")."""
+    the station's (G',) normalised ``good_after`` scores (kept with ``confidence``, else on
+    average: ``choose_threshold``); ``which`` names the budget ("it was set at, 1.00%")."""
     after = np.asarray(good_after, dtype=np.float64)
     if after.size == 0:
         return None, "the station's re-calibration used no good images"
-    choice = choose_threshold(after, OperatingPoint(budget=budget))
+    choice = choose_threshold(after, OperatingPoint(budget=budget), confidence=confidence)
     if not choice.sufficient:
         return None, (
             f"the false-reject budget {which}: it needs {choice.n_needed} good images here, "

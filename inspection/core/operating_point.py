@@ -52,6 +52,10 @@ MAX_BUDGET = 0.5
 DEFAULT_MISS_BOUND = 0.10
 """A defect kind not shown to miss at most this share at the operating point (the upper end of
 its exact 95 % interval is above it) is named NOT LINE-READY."""
+BUDGET_CONFIDENCE = 0.95
+"""A budget saved on the dashboard keeps production's good-part reject rate within it with this
+probability over the sample it was chosen on (``choose_threshold(confidence=)``): the Thresholds
+page's suggestion and a station re-deriving the saved budget (``core.golden``) use this rule."""
 BUDGET_TEST_LEVEL = 0.05
 """Export gate and station check: a bundle is refused when its rejects among held-out good
 parts would occur with probability below this if its true false-reject rate were the budget

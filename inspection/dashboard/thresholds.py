@@ -30,6 +30,7 @@ from inspection.core.bootstrap import Interval, count_interval
 from inspection.core.bundle import VALIDATION_SCORES_FILE
 from inspection.core.errors import BundleError, RegistryError
 from inspection.core.operating_point import (
+    BUDGET_CONFIDENCE,
     OperatingPoint,
     ThresholdChoice,
     choose_threshold,
@@ -44,9 +45,6 @@ from inspection.store.store import Store
 VALIDATION_FILE = VALIDATION_SCORES_FILE
 DEFECT_LABELS = ("defect",)
 GOOD_LABELS = ("false_alarm", "good")
-BUDGET_CONFIDENCE = 0.95
-"""A budget suggestion keeps production's good-part reject rate within the budget with this
-probability over the sample it was chosen on (not only on average over samples)."""
 
 
 @dataclass(frozen=True)
