@@ -266,8 +266,9 @@ def carry_threshold(
     export calibration, re-derived on a re-calibration at the false-reject budget it meant.
 
     A version that records its ``budget`` (set with the dashboard's budget control) meant
-    that one, kept with ``BUDGET_CONFIDENCE`` as the page keeps it. Otherwise the budget is inferred from the value's split-conformal level on the
-    bundle's (G,) normalised ``good_before`` scores: rejecting r of them, it guarantees a new
+    that one, kept with ``BUDGET_CONFIDENCE`` as the page keeps it. Otherwise the budget is
+    inferred from the value's split-conformal level on the bundle's (G,) normalised
+    ``good_before`` scores: rejecting r of them, it guarantees a new
     good part is rejected with probability <= (r + 1) / (G + 1) (``core.operating_point``);
     not carried when the value lies above every good score (they do not say how far above)
     or when that budget is above ``MAX_BUDGET`` (it rejects about half of them or more).
