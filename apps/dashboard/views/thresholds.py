@@ -224,7 +224,7 @@ if abs(value - current) > 1e-9:
 
 if data.has_both_classes:
     left, right = st.columns([3, 2])
-    curve = thresholds.curve_frame(data)
+    curve = app_state.curve_frame(data)
     point = curve_point(curve, value)
     left.vega_lite_chart(charts.operating_curve_chart(curve, point), width="stretch")
     left.vega_lite_chart(charts.score_histogram_chart(data, value), width="stretch")
@@ -234,7 +234,7 @@ if data.has_both_classes:
 
     st.subheader("Suggestions")
     st.caption("Each suggestion quotes its rates at exactly the value it puts on the slider.")
-    best = thresholds.suggest_max_f1(data)
+    best = app_state.suggest_max_f1(data)
     left, right = st.columns(2)
     with left:
         st.markdown(
@@ -247,7 +247,7 @@ if data.has_both_classes:
         target = st.number_input(
             "Target miss rate (%)", 0.0, 50.0, value=1.0, step=0.5, key="th_target"
         )
-        pick = thresholds.suggest_for_miss_rate(data, target / 100)
+        pick = app_state.suggest_for_miss_rate(data, target / 100)
         st.markdown(
             f"Highest threshold with misses ≤ {target:.1f}%: **{pick.threshold:.4f}** "
             f"(good parts rejected {_pct(pick.false_alarm_rate)}, defects missed "
