@@ -34,6 +34,20 @@ def signature_policy(source_registry: str | Path) -> dict[str, Any]:
     return {"signing_keys": [{"fingerprint": pin.fingerprint, "path": str(pin.path)}]}
 
 
+def serve_live_copy(
+    source_registry: str | Path, product: str, registry_dir: Path, reason: str
+) -> Path:
+    """Copy ``product``'s live bundle of ``source_registry`` into a registry at
+    ``registry_dir`` and make it live there; the source bundle's folder."""
+    from inspection.core.registry import Registry
+
+    bundle_dir = Registry(source_registry).live_bundle_dir(product)
+    registry = Registry(registry_dir)
+    registry.add_bundle(product, bundle_dir, bundle_dir.name)
+    registry.promote(product, bundle_dir.name, actor="bench", reason=reason)
+    return bundle_dir
+
+
 def _admin(admin_url: str, sql: str) -> None:
     import sqlalchemy as sa
 

@@ -40,7 +40,7 @@ import numpy as np
 import paho.mqtt.client as mqtt
 import yaml
 from _report import cpu_description, load_average, save_report
-from _station import signature_policy  # the benches' scratch-station helpers
+from _station import serve_live_copy, signature_policy  # scratch-station helpers
 from asyncua import Client
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 
@@ -127,11 +127,7 @@ class MqttPlc:
 def prepare(
     args: argparse.Namespace, work: Path, broker_port: int, endpoint: str, security: LinkSecurity
 ) -> Path:
-    source = Registry(args.registry)
-    bundle_dir = source.live_bundle_dir(args.product)
-    registry = Registry(work / "registry")
-    registry.add_bundle(args.product, bundle_dir, bundle_dir.name)
-    registry.promote(args.product, bundle_dir.name, actor="bench", reason="line bench")
+    serve_live_copy(args.registry, args.product, work / "registry", "line bench")
     config = {
         "station_id": STATION_ID,
         "core": {

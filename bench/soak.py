@@ -55,6 +55,7 @@ from _station import (
     drop_database,
     free_port,
     rename_database,
+    serve_live_copy,
     signature_policy,
     tiny_registry,
 )
@@ -288,11 +289,7 @@ def prepare(args: argparse.Namespace, kind: str, store_url: str, plc_endpoint: s
     """Registry with the source's live bundle, ``station.yaml`` (HTTP) and ``line.yaml`` (PLC)
     on one store, a station token, the camera folder and the demo images."""
     root = Path(args.workdir) / f"soak-{kind}"
-    source = Registry(args.registry)
-    bundle_dir = source.live_bundle_dir(args.product)
-    registry = Registry(root / "registry")
-    registry.add_bundle(args.product, bundle_dir, bundle_dir.name)
-    registry.promote(args.product, bundle_dir.name, actor="bench", reason="soak")
+    serve_live_copy(args.registry, args.product, root / "registry", "soak")
     core = {
         "store_url": store_url,
         "blob_dir": str(root / "blobs"),
