@@ -11,7 +11,8 @@ the log lines' timestamps). ``--anomalib`` (rows named, or all): per row, plain 
 ``KCenterGreedy``, same backbone, layers, image size and coreset ratio) ``Engine.fit`` +
 ``Engine.test`` on the same images, also a child process timed from outside. ``--code``: run
 another checkout's ``inspection`` (e.g. ``git archive`` of an earlier commit: the "before").
-``--auto``: ``train --auto`` (default budget) and how many candidates it scored.
+``--auto``: ``train --auto`` (default budget) and how many candidates it scored. ``--demo``:
+``make demo`` in a fresh copy of the tree (``make install`` done there).
 Rows are kept per (label, row) in ``<out>/train_wall.json``, each with the CPU (model, cores,
 vector ISA) it ran on; ``<out>/train_wall.md`` is rewritten.
 """
@@ -113,13 +114,12 @@ def scored_of(stdout: str) -> int | None:
     return int(found.group(1)) if found else None
 
 
-def run_demo(site: str) -> dict:
-    """Wall seconds of ``inspection demo`` (a fresh site: its data is written too) and of
-    each step, as the command prints them."""
+def run_demo(folder: str) -> dict:
+    """Wall seconds of ``make demo`` in ``folder`` (a fresh copy of the tree, ``make install``
+    done: its data is written too) and of each step, as the command prints them."""
     load = load_average()
     started = time.perf_counter()
-    command = [sys.executable, "-m", "inspection", "demo", "--site", site]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    done = subprocess.run(["make", "demo"], capture_output=True, text=True, check=False, cwd=folder)
     wall = time.perf_counter() - started
     steps = dict(re.findall(r"step (\w+) done in (\d+) s", done.stdout))
     return {"label": "demo", "row": "make demo", "wall_s": round(wall, 1), "load_before": load,
@@ -204,8 +204,8 @@ def markdown(report: dict) -> str:
         )
     demo = report.get("demo")
     if demo:
-        lines.append(f"\n`inspection demo` on a fresh site (data, train, export, inspect): "
-                     f"{demo['wall_s']} s wall, steps {demo['steps']} s, exit code "
+        lines.append(f"\n`make demo` in a fresh copy of the tree (data, train, export, inspect; "
+                     f"{demo['label']}, {demo.get('cpu', '-')}): {demo['wall_s']} s wall, steps {demo['steps']} s, exit code "
                      f"{demo['exit_code']}, load before {demo['load_before']}.")  # fmt: skip
     autos = [r for r in report["rows"].values() if r.get("scored") is not None]
     for row in autos:
@@ -229,7 +229,7 @@ def main() -> None:
     parser.add_argument("--code", default=None)
     parser.add_argument("--site", default="configs/site.yaml")
     parser.add_argument("--out", type=Path, default=Path("reports/training"))
-    parser.add_argument("--demo", default=None, help="a fresh site's site.yaml: time the demo")
+    parser.add_argument("--demo", default=None, help="a fresh copy of the tree: time make demo")
     parser.add_argument("--anomalib-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.anomalib_child:
@@ -242,7 +242,7 @@ def main() -> None:
     report |= {"cpu": cpu, "command": " ".join(["python", *sys.argv])}
     anomalib_rows = set(args.anomalib.split(","))
     if args.demo:
-        report["demo"] = run_demo(args.demo)
+        report["demo"] = run_demo(args.demo) | {"label": args.label, "cpu": cpu}
         print(json.dumps(report["demo"]), flush=True)
         save_report(args.out, STEM, report, markdown(report))
     for spec, extra in ((args.rows, ()), (args.auto, ("--auto",))):
