@@ -205,7 +205,8 @@ def markdown(report: dict) -> str:
     demo = report.get("demo")
     if demo:
         lines.append(f"\n`make demo` in a fresh copy of the tree (data, train, export, inspect; "
-                     f"{demo['label']}, {demo.get('cpu', '-')}): {demo['wall_s']} s wall, steps {demo['steps']} s, exit code "
+                     f"{demo['label']}, {demo.get('cpu', '-')}): {demo['wall_s']} s wall, "
+                     f"steps {demo['steps']} s, exit code "
                      f"{demo['exit_code']}, load before {demo['load_before']}.")  # fmt: skip
     autos = [r for r in report["rows"].values() if r.get("scored") is not None]
     for row in autos:
