@@ -8,6 +8,7 @@ from pathlib import Path
 
 from inspection.core.config import SITE_CONFIG_ENV, SiteConfig, load_site_config
 from inspection.core.registry import Registry
+from inspection.store.queries import distinct_values
 from inspection.store.store import Store
 
 LOOPBACK: tuple[str, ...] = ("127.0.0.1", "localhost", "::1")
@@ -26,8 +27,6 @@ class Dashboard:
     @property
     def products(self) -> list[str]:
         """Products known to the site config, the registry or the store, sorted."""
-        from inspection.store.queries import distinct_values
-
         names = set(self.site.products) | set(self.registry.products())
         names |= set(distinct_values(self.store, "product"))
         return sorted(names)

@@ -15,7 +15,7 @@ per-defect-kind confusion table and the examples of misses and false alarms.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from inspection.core.bundle import read_bundle_metadata
 from inspection.core.decisions import refusal
 from inspection.core.errors import BundleError, ConfigError, RegistryError
-from inspection.core.images import DEFAULT_SOURCE_BITS
+from inspection.core.images import DEFAULT_SOURCE_BITS, read_image, read_mask
 from inspection.core.operating_point import (
     KindMiss,
     OperatingPoint,
@@ -35,10 +35,12 @@ from inspection.core.operating_point import (
     miss_at,
     within_budget,
 )
+from inspection.core.product_config import load_product_config
 from inspection.core.registry import Registry
 from inspection.core.signing import load_public_key, site_public_key
 from inspection.core.threshold import is_ng
 from inspection.core.validation_scores import ValidationScores, read_validation_scores
+from inspection.dashboard.review import outline
 from inspection.dashboard.thresholds import current_threshold_value
 
 GOOD = "good"
@@ -128,8 +130,6 @@ def operating_point(product: str, configs_dir: Path | None = None) -> OperatingP
     """The product's configured operating point (``operating_point:`` in its config in
     ``configs_dir``, the site's configs folder), else the default false-reject budget."""
     try:
-        from inspection.core.product_config import load_product_config
-
         point = getattr(load_product_config(product, configs_dir), "operating_point", None)
     except (ConfigError, OSError):
         point = None
@@ -198,29 +198,23 @@ def model_health(
     refused = _refusals(registry, product, _site_key(registry))
     if refused:
         listed = "; ".join(f"{kind}: {why}" for kind, why in refused.items())
-        return _replace(
+        return replace(
             base, problem=f"signed records refused (stations keep the last good): {listed}"
         )
     if data is None:
-        return _replace(base, problem=_scores_problem(registry, product, bundle_id))
+        return replace(base, problem=_scores_problem(registry, product, bundle_id))
     scores = np.asarray(data.scores, dtype=np.float64)
     labels = np.asarray(data.labels, dtype=np.int8)
     kinds = _kinds(data)
     good = labels == 0
     miss = miss_at(scores, labels, kinds, threshold) if (~good).any() else {}
-    return _replace(
+    return replace(
         base,
         split=data.split,
         n_good=int(good.sum()),
         rejected_good=int(is_ng(scores[good], threshold).sum()),
         kinds=tuple(miss[k] for k in sorted(miss)),
     )
-
-
-def _replace(health: ModelHealth, **changes: object) -> ModelHealth:
-    from dataclasses import replace
-
-    return replace(health, **changes)
 
 
 def _kinds(data: ValidationScores) -> list[str]:
@@ -332,9 +326,6 @@ def source_bits(registry: Registry, product: str, bundle_id: str | None) -> int:
 def picture(example: Outcome) -> np.ndarray | None:
     """The example's image ((H, W, 3) uint8 RGB, read at ``example.bits``) with its
     ground-truth defect outlined in red."""
-    from inspection.core.images import read_image, read_mask
-    from inspection.dashboard.review import outline
-
     if example.path is None:
         return None
     image = read_image(example.path, bits=example.bits)

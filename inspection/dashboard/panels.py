@@ -6,6 +6,7 @@ from urllib.parse import urlencode
 
 import streamlit as st
 
+from inspection.core.operating_point import n_needed
 from inspection.dashboard import health
 
 DEFECTS_PAGE = "defects"
@@ -44,8 +45,6 @@ def health_alarm(item: health.ModelHealth, *, compact: bool = False) -> None:
 
 def caveats(item: health.ModelHealth) -> list[str]:
     """Sample-size caveats: too few good parts to check the budget, or small defect kinds."""
-    from inspection.core.operating_point import n_needed
-
     notes = []
     needed = n_needed(item.point.budget)
     if item.known and item.n_good < needed:

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from inspection.core.bootstrap import Interval, count_interval
-from inspection.core.bundle import VALIDATION_SCORES_FILE
+from inspection.core.bundle import VALIDATION_SCORES_FILE, read_bundle_metadata
 from inspection.core.errors import BundleError, RegistryError
 from inspection.core.operating_point import (
     BUDGET_CONFIDENCE,
@@ -205,6 +205,7 @@ def tradeoff(data: LabelledScores, threshold: float) -> Tradeoff:
 
 def roc_curve(data: LabelledScores) -> dict[str, np.ndarray | float]:
     """ROC: ``fpr``, ``tpr``, ``thresholds`` (M,) float64 and ``auc``; needs both classes."""
+    # deferred: scikit-learn (0.8 s), only when a curve is drawn
     from sklearn.metrics import roc_auc_score
     from sklearn.metrics import roc_curve as sk_roc_curve
 
@@ -220,6 +221,7 @@ def roc_curve(data: LabelledScores) -> dict[str, np.ndarray | float]:
 
 def pr_curve(data: LabelledScores) -> dict[str, np.ndarray | float]:
     """Precision-recall: ``precision``, ``recall`` (M,), ``thresholds`` (M-1,) and ``ap``."""
+    # deferred: scikit-learn (0.8 s), only when a curve is drawn
     from sklearn.metrics import average_precision_score, precision_recall_curve
 
     _need_both(data)
@@ -385,8 +387,6 @@ def current_threshold_value(registry: Registry, product: str, bundle_id: str | N
     if current is not None:
         return current.value
     if bundle_id is not None:
-        from inspection.core.bundle import read_bundle_metadata
-
         try:
             return float(
                 read_bundle_metadata(registry.bundle_dir(product, bundle_id)).image_threshold
