@@ -3,7 +3,8 @@
     python scripts/structure.py [--root .] [--out reports/structure] [--name after]
 
 Lines per package (``wc -l`` of ``*.py``), bench files and lines, function-local imports
-(``import`` statements inside a function body; those of ``inspection`` modules counted apart),
+(``import`` statements inside a function body; those of ``inspection`` modules and those with
+no reason comment counted apart),
 the largest files and classes, and the public members of ``Inspector``, ``BundleModel`` and
 ``Registry``. Writes ``<out>/<name>.json`` and ``<out>/<name>.md``. Torch-free, quick.
 """
@@ -24,15 +25,26 @@ def lines(path: Path) -> int:
     return len(path.read_text(encoding="utf-8").splitlines())
 
 
-def function_local_imports(tree: ast.AST) -> tuple[int, int]:
-    """Each import statement once, if any enclosing node is a function."""
-    total = project = 0
+def function_local_imports(tree: ast.AST, source: list[str]) -> tuple[int, int, int]:
+    """Each import statement once, if any enclosing node is a function: (all, of project
+    modules, without a reason: no comment on its line or above its block of imports)."""
+    total = project = unexplained = 0
+
+    def explained(line: int) -> bool:
+        """A comment on the statement's line, or above its block of imports (blank lines
+        between isort's groups belong to the block)."""
+        above = line - 2
+        block = ("from ", "import ", ")")
+        while above >= 0 and (not source[above].strip() or source[above].strip().startswith(block)):
+            above -= 1
+        return "#" in source[line - 1] or (above >= 0 and source[above].strip().startswith("#"))
 
     def visit(node: ast.AST, inside: bool) -> None:
-        nonlocal total, project
+        nonlocal total, project, unexplained
         for child in ast.iter_child_nodes(node):
             if isinstance(child, ast.Import | ast.ImportFrom) and inside:
                 total += 1
+                unexplained += not explained(child.lineno)
                 if isinstance(child, ast.ImportFrom):
                     project += child.level > 0 or (child.module or "").startswith("inspection")
                 else:
@@ -41,7 +53,7 @@ def function_local_imports(tree: ast.AST) -> tuple[int, int]:
             visit(child, inside or func)
 
     visit(tree, False)
-    return total, project
+    return total, project, unexplained
 
 
 def measure(root: Path) -> dict:
@@ -51,16 +63,16 @@ def measure(root: Path) -> dict:
         parts = path.relative_to(root).parts
         key = "/".join(parts[:2]) if parts[0] == "inspection" and len(parts) > 2 else parts[0]
         packages[key] += n
-    local = [0, 0]
+    local = [0, 0, 0]
     classes: list[tuple[str, int]] = []
     members: dict[str, list[str]] = {}
     for path in files:
         if path.relative_to(root).parts[0] != "inspection":
             continue
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        total, project = function_local_imports(tree)
-        local[0] += total
-        local[1] += project
+        source = path.read_text(encoding="utf-8")
+        tree = ast.parse(source)
+        counts = function_local_imports(tree, source.splitlines())
+        local = [a + b for a, b in zip(local, counts, strict=True)]
         for node in ast.walk(tree):
             if isinstance(node, ast.ClassDef):
                 size = (node.end_lineno or node.lineno) - node.lineno + 1
@@ -83,6 +95,7 @@ def measure(root: Path) -> dict:
         "bench_lines": sum(files[p] for p in bench),
         "function_local_imports": local[0],
         "function_local_project_imports": local[1],
+        "function_local_imports_without_reason": local[2],
         "largest_files": [[str(p.relative_to(root)), n] for p, n in largest],
         "largest_classes": sorted(classes, key=lambda kv: -kv[1])[:6],
         "public_members": {k: (len(v), v) for k, v in sorted(members.items())},
@@ -101,7 +114,8 @@ def markdown(name: str, m: dict) -> str:
     out += ["", f"bench: {m['bench_files']} files, {m['bench_lines']} lines", ""]
     out += [
         f"function-local imports in inspection/: {m['function_local_imports']} "
-        f"({m['function_local_project_imports']} of project modules)",
+        f"({m['function_local_project_imports']} of project modules, "
+        f"{m['function_local_imports_without_reason']} without a reason comment)",
         "",
         "largest files: " + ", ".join(f"{p} {n}" for p, n in m["largest_files"]),
         "",
@@ -123,6 +137,10 @@ def compare(before: dict, after: dict) -> str:
         ("bench files", "bench_files"),
         ("bench lines", "bench_lines"),
         ("function-local imports (of project modules)", "function_local_imports"),
+        (
+            "function-local imports without a reason comment",
+            "function_local_imports_without_reason",
+        ),
     ]
 
     def value(m: dict, key: str) -> str:
@@ -130,7 +148,7 @@ def compare(before: dict, after: dict) -> str:
             return str(m["lines_per_package"].get(key[4:], 0))
         if key == "function_local_imports":
             return f"{m[key]} ({m['function_local_project_imports']})"
-        return str(m[key])
+        return str(m.get(key, "not counted"))
 
     out = ["| figure | before | after |", "|---|---|---|"]
     out += [f"| {label} | {value(before, key)} | {value(after, key)} |" for label, key in rows]

@@ -108,7 +108,8 @@ def parse_cpuinfo(text: str) -> tuple[str, tuple[str, ...]]:
 
 def openvino_capabilities() -> tuple[str, tuple[str, ...]]:
     """(OpenVINO version, CPU optimisation capabilities); ("", ()) without OpenVINO."""
-    try:  # the dashboard and the data tools report the CPU without the station extra
+    try:
+        # deferred: OpenVINO (0.3 s) is optional here: the dashboard and data tools report the CPU
         import openvino as ov
     except ImportError:
         return "", ()

@@ -34,6 +34,7 @@ def import_nncf() -> ModuleType:
     # With a CUDA toolkit but no GPU, torch warns "No CUDA runtime is found" through its own
     # screen handler when nncf loads torch's extension helpers: noise on a CPU machine.
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    # deferred: nncf pulls torch (2 s), only to quantize
     import nncf
 
     nncf_logger = logging.getLogger("nncf")
