@@ -508,13 +508,19 @@ def operating_curve(
         raise ValueError(f"{bad.size} defect scores but {len(names)} kinds")
     if thresholds is None:
         thresholds = np.unique(np.r_[good, bad, np.inf])
+    at = np.asarray(thresholds, dtype=np.float64)
     kinds = sorted({str(k) for k in names})
-    points = []
-    for t in np.asarray(thresholds, dtype=np.float64):
-        fr = float((good >= t).mean()) if good.size else 0.0
-        miss = {k: float((bad[names == k] < t).mean()) for k in kinds}
-        points.append(CurvePoint(float(t), fr, miss))
-    return tuple(points)
+    # rejects and misses at every threshold at once: counts below t in sorted scores
+    below_good = np.searchsorted(np.sort(good), at, side="left")
+    fr = (good.size - below_good) / good.size if good.size else np.zeros(at.size)
+    miss = {}
+    for k in kinds:
+        scores = np.sort(bad[names.astype(str) == k])
+        miss[k] = np.searchsorted(scores, at, side="left") / scores.size
+    return tuple(
+        CurvePoint(float(t), float(fr[i]), {k: float(miss[k][i]) for k in kinds})
+        for i, t in enumerate(at)
+    )
 
 
 def good_map_threshold(good_map_peaks: np.ndarray, budget: float) -> float:
