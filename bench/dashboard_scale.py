@@ -15,8 +15,8 @@ Three measurements, each written to ``reports/dashboard/scale_<backend>.json`` a
   is cold: each page's first visit; Overview's includes the sign-in and the first script run
   of a new session); the review queue's *Next page* from page 1, its *Go to page*
   ``DEEP_PAGE`` and *Next page* from there are timed, Overview and Thresholds once more after
-  their cached reads expired, and Overview after a browser reload (a new session its cookie
-  signs in);
+  their cached reads expired, and Overview opened again (a new session its cookie signs
+  in);
 - *plans*: ``EXPLAIN QUERY PLAN`` (SQLite) or ``EXPLAIN`` (PostgreSQL) of each query a page
   runs, so the indexes used are on record;
 
@@ -248,7 +248,7 @@ def plans(board) -> dict[str, list[str]]:
 DATA_TTL_S = 15  # inspection.dashboard.app_state.DATA_TTL_S (not imported: it needs streamlit)
 AGAIN = ("Overview", "Thresholds")
 AGAIN_NOTE = "(visited again, cache expired)"
-RELOAD = "Overview (browser reload: new session, signed in by its cookie)"
+RELOAD = "Overview (opened again in the browser: a new session its cookie signs in)"
 PAGES = [
     "Thresholds",
     "Review queue",
@@ -299,7 +299,7 @@ def browser_times(site: Path, user: str, password: str) -> dict[str, float]:
                     times[f"{title} {AGAIN_NOTE}: failed"] = str(exc)[:300]
                     driver.save_screenshot(str(log.with_suffix(".png")))
             start = time.monotonic()  # a new session, signed in by the cookie: the day's first
-            driver.refresh()
+            driver.get(url)
             walk.wait_text(driver, "h1", "Overview", timeout=300)
             times[RELOAD] = walk.settle(driver, timeout=300) - start
     finally:
