@@ -18,11 +18,13 @@ served the tampered bundle.
 OpenVINO bundle, a signed threshold of 0.6, a station pinning the key) and puts one attack per
 row to it — forged thresholds, live pointer, tuning pick, ROI and refiner, a gate-refused bundle
 without its force record, altered validation scores, a file swap between the check and the
-compile, ``inspect`` without a key — recording what the station served. Writes
+compile, ``inspect`` without a key, a replaced key file, an altered SAM refiner bundle (a
+random-init MobileSAM export: needs torch) — recording what the station served. Writes
 ``reports/security/attacks.json`` and ``.md``; exit code 1 unless every row reads "refused,
 last good kept". Each row is also a test (tests/station/test_signed_thresholds.py,
 tests/station/test_signed_decisions.py, tests/runtime/test_verified_load.py,
-tests/cli/test_inspect_keys.py, tests/station/test_key_custody.py).
+tests/cli/test_inspect_keys.py, tests/station/test_key_custody.py,
+tests/refine/test_sam_signature.py).
 
     python bench/tamper.py --attacks
 """
@@ -570,6 +572,47 @@ def replaced_key_file(root: Path) -> dict[str, Any]:
     )
 
 
+def altered_sam_refiner(root: Path, exported: Path | None = None) -> dict[str, Any]:
+    """A SAM refiner bundle signed with the site key (a random-init MobileSAM export) whose
+    encoder weights were overwritten and every checksum recomputed, then loaded with the
+    station's pinned key (SAM reshapes every NG region the line and the MES receive)."""
+    import warnings
+
+    from inspection.core.errors import BundleError
+    from inspection.core.signing import load_private_key, sign_bundle, site_keys_dir
+    from inspection.refine.bundle import read_refiner_metadata, write_refiner_metadata
+    from inspection.refine.config import RefineConfig, SamConfig
+    from inspection.refine.factory import build_refiner
+
+    site = attack_site(root / "site")
+    sam = root / "mobile_sam"
+    if exported is None:
+        from inspection.training.sam_export import export_sam_bundle  # torch: the export side
+
+        export_sam_bundle(sam, backend="vit_t", random_init=True)
+    else:
+        shutil.copytree(exported, sam)
+    key = site_keys_dir(site.models.registry.root) / "site-signing.key"
+    sign_bundle(sam, load_private_key(key))
+    config = RefineConfig(method="sam", sam=SamConfig(bundle=sam, allow_random_weights=True))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # random weights: said in the row
+        genuine = build_refiner(config, public_key=site.key).name
+        metadata = read_refiner_metadata(sam)
+        encoder = sam / Path(metadata.encoder_file).with_suffix(".bin")
+        data = bytearray(encoder.read_bytes())
+        data[len(data) // 4 : len(data) // 2] = bytes(len(data) // 2 - len(data) // 4)
+        encoder.write_bytes(bytes(data))
+        write_refiner_metadata(sam, metadata)  # every checksum recomputed
+        try:
+            said = f"loaded as {build_refiner(config, public_key=site.key).name}"
+        except BundleError as exc:
+            said = f"refused: {' '.join(str(exc).split())}"
+    refused = genuine == "sam-random" and "bad bundle signature" in said
+    what = f"the signed export loaded ({genuine}); after the swap: {said[:200]}"
+    return _row("altered SAM refiner bundle", altered_sam_refiner.__doc__, refused, what)
+
+
 def _row(attack: str, how: str | None, refused: bool, what: str) -> dict[str, Any]:
     outcome = "refused, last good kept" if refused else "SERVED"
     return {"attack": attack, "how": " ".join((how or "").split()), "outcome": outcome,
@@ -601,6 +644,7 @@ def attacks() -> int:
         rows.append(swap_between_verify_and_load(root / "swap"))
         rows.append(inspect_without_key(root / "inspect"))
         rows.append(replaced_key_file(root / "key"))
+        rows.append(altered_sam_refiner(root / "sam"))
     report = {
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "load": load_average(),

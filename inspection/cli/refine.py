@@ -10,6 +10,9 @@ import typer
 from rich.console import Console
 from tqdm import tqdm
 
+from inspection.cli._site import site_option
+from inspection.core.config import load_site_config
+from inspection.core.signing import key_id, sign_bundle, site_keys_dir, site_signing_key
 from inspection.data.dataset import load_dataset
 from inspection.refine.config import load_refine_config
 from inspection.refine.evaluate import evaluate_refiners
@@ -37,9 +40,13 @@ def export_sam(
     ] = None,
     config: Annotated[Path | None, typer.Option("--config", help="Refine config YAML.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing bundle folder.")] = False,
+    site: str | None = site_option("Site config YAML, its signing key beside its registry"),
 ) -> None:
-    """Export SAM's image encoder and mask decoder to an OpenVINO refiner bundle (needs torch)."""
+    """Export SAM's image encoder and mask decoder to an OpenVINO refiner bundle (needs torch),
+    signed with the site key when this machine holds it (stations pinning a key refuse an
+    unsigned or altered one)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    registry_dir = load_site_config(site).registry_dir
     # deferred: torch (the training side)
     from inspection.training.sam_export import export_sam_bundle
 
@@ -56,6 +63,16 @@ def export_sam(
         )
     if random_init:
         console.print("[bold yellow]warning:[/] RANDOM weights: use this bundle for latency only")
+    key = site_signing_key(registry_dir)
+    if key is None:
+        console.print(
+            f"[bold yellow]not signed:[/] no site key in {site_keys_dir(registry_dir)}; stations "
+            "pinning a key refuse it until 'inspection bundle sign' signs it"
+        )
+    else:
+        console.print(
+            f"signed with key {key_id(key.public_key())}: digest {sign_bundle(bundle, key)}"
+        )
     console.print(f"wrote {bundle}")
 
 

@@ -354,23 +354,8 @@ def read_verified(bundle_dir: str | Path, public_key: PublicKeys | None = None) 
     memory: the signature with ``public_key`` (a key or a station's ``Keyring``; skipped when
     None), revocations, every checksum, and that the model, weights and golden images are
     listed. ``BundleError`` says what is wrong."""
+    data, files, digest, signed_by = read_verified_files(bundle_dir, public_key)
     bundle_dir = Path(bundle_dir)
-    raw = _read_bytes(bundle_dir, METADATA_FILE)
-    data = _json_object(raw, bundle_dir / METADATA_FILE)
-    keyring = as_keyring(public_key) if public_key is not None else None
-    signature = _read_signature(bundle_dir) if keyring is not None else None
-    listed = _listed_files(data)
-    manifest = _manifest(sha256_bytes(raw), listed)
-    if keyring is not None and signature is not None:
-        _check_signature(signature, keyring, manifest)
-    files = {name: _read_bytes(bundle_dir, name) for name in sorted(listed)}
-    for name, content in files.items():
-        actual = sha256_bytes(content)
-        if actual != listed[name]:
-            raise BundleError(
-                f"{bundle_dir}: checksum mismatch for {name} (expected {str(listed[name])[:12]}…, "
-                f"got {actual[:12]}…): the bundle is corrupt"
-            )
     metadata = parse_versioned_metadata(
         data, bundle_dir / METADATA_FILE, BundleMetadata, BUNDLE_SCHEMA_VERSION, "model bundle"
     )
@@ -378,12 +363,34 @@ def read_verified(bundle_dir: str | Path, public_key: PublicKeys | None = None) 
     for name in (metadata.model_file, metadata.weights_file, *golden):
         if name not in files:
             raise BundleError(f"{bundle_dir}: metadata lists no checksum for {name}")
-    if keyring is not None:
-        keyring.check_bundle(metadata.product, metadata.bundle_id)
+    if public_key is not None:
+        as_keyring(public_key).check_bundle(metadata.product, metadata.bundle_id)
+    return VerifiedBundle(bundle_dir, metadata, files, digest, signed_by)
+
+
+def read_verified_files(
+    bundle_dir: str | Path, public_key: PublicKeys | None = None, what: str = "model bundle"
+) -> tuple[dict[str, Any], dict[str, bytes], str, str | None]:
+    """Any signed bundle (a model bundle, a SAM refiner bundle) read once and checked in
+    memory: (``metadata.json`` parsed, every listed file's bytes, the digest, the key id that
+    signed it or None when ``public_key`` is None: checksums only)."""
+    bundle_dir = Path(bundle_dir)
+    raw = _read_bytes(bundle_dir, METADATA_FILE, what)
+    data = _json_object(raw, bundle_dir / METADATA_FILE)
+    listed = _listed_files(data)
+    manifest = _manifest(sha256_bytes(raw), listed)
+    if public_key is not None:
+        _check_signature(_read_signature(bundle_dir), as_keyring(public_key), manifest)
+    files = {name: _read_bytes(bundle_dir, name, what) for name in sorted(listed)}
+    for name, content in files.items():
+        actual = sha256_bytes(content)
+        if actual != listed[name]:
+            raise BundleError(
+                f"{bundle_dir}: checksum mismatch for {name} (expected {str(listed[name])[:12]}…, "
+                f"got {actual[:12]}…): the {what} is corrupt"
+            )
     signed_by = key_id(public_key) if public_key is not None else None
-    return VerifiedBundle(
-        bundle_dir, metadata, files, hashlib.sha256(manifest).hexdigest(), signed_by
-    )
+    return data, files, hashlib.sha256(manifest).hexdigest(), signed_by
 
 
 def _check_signature(signature: dict[str, object], keyring: Keyring, manifest: bytes) -> None:
@@ -401,13 +408,13 @@ def _check_signature(signature: dict[str, object], keyring: Keyring, manifest: b
         ) from exc
 
 
-def _read_bytes(bundle_dir: Path, name: str) -> bytes:
+def _read_bytes(bundle_dir: Path, name: str, what: str) -> bytes:
     path = bundle_dir / name
     if Path(name).is_absolute() or ".." in Path(name).parts:
         raise BundleError(f"{bundle_dir}: metadata lists a file outside the bundle: {name!r}")
     if not path.is_file():
         what = (
-            "not a model bundle (no metadata.json)"
+            f"not a {what} (no metadata.json)"
             if name == METADATA_FILE
             else f"file {name} is missing"
         )

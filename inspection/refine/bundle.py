@@ -3,11 +3,14 @@
 A refiner bundle is a folder written by ``inspection.training.sam_export`` and read by
 ``inspection.refine.sam`` on the station. ``metadata.json`` carries everything the station
 needs (input size, pixel mean/std, resize rule, tensor names, checksums) and says whether the
-weights were random, so the station can refuse to pretend the masks mean anything.
+weights were random, so the station can refuse to pretend the masks mean anything. Like a
+model bundle it is signed with the site key (``signature.json``, ``core.signing``): a station
+pinning a key verifies it in memory and compiles only those bytes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -15,12 +18,13 @@ from typing import Literal
 from inspection.core.bundle import (
     METADATA_FILE,
     Precision,
+    parse_versioned_metadata,
     read_metadata_json,
     read_versioned_metadata,
-    verify_checksums,
     write_metadata_json,
 )
 from inspection.core.errors import BundleError
+from inspection.core.signing import PublicKeys, read_verified_files
 
 REFINER_SCHEMA_VERSION = 1
 SamBackend = Literal["vit_t", "vit_b"]
@@ -72,13 +76,39 @@ def read_refiner_metadata(bundle_dir: str | Path) -> RefinerBundleMetadata:
     return read_versioned_metadata(bundle_dir, RefinerBundleMetadata, REFINER_SCHEMA_VERSION, what)
 
 
-def verify_refiner_bundle(bundle_dir: str | Path) -> RefinerBundleMetadata:
-    """Read the metadata and check every listed file's sha256 before anything loads it."""
-    metadata = read_refiner_metadata(bundle_dir)
-    required = [
-        rel
-        for xml in (metadata.encoder_file, metadata.decoder_file)
-        for rel in (xml, str(Path(xml).with_suffix(".bin")))
-    ]
-    verify_checksums(bundle_dir, metadata.files, required, what="refiner bundle")
-    return metadata
+@dataclass(frozen=True)
+class VerifiedRefiner:
+    """A refiner bundle read once into memory and checked there (``verify_refiner_bundle``):
+    compiling from ``files`` compiles exactly the bytes that were verified. ``signed_by``: the
+    key id whose signature was checked, None when no key was given (checksums only)."""
+
+    directory: Path
+    metadata: RefinerBundleMetadata
+    files: Mapping[str, bytes]
+    digest: str
+    signed_by: str | None = None
+
+    def model(self, xml: str) -> tuple[bytes, bytes]:
+        """(IR xml, weights) of the model ``xml`` names, as verified."""
+        return self.files[xml], self.files[str(Path(xml).with_suffix(".bin"))]
+
+
+def verify_refiner_bundle(
+    bundle_dir: str | Path, public_key: PublicKeys | None = None
+) -> VerifiedRefiner:
+    """Read the bundle once and check it in memory before anything loads it: the signature
+    with ``public_key`` (a station's keyring; None: checksums only), every listed file's
+    sha256, and that both models are listed. ``BundleError`` says what is wrong."""
+    what = "SAM refiner bundle"
+    data, files, digest, signed_by = read_verified_files(bundle_dir, public_key, what)
+    path = Path(bundle_dir) / METADATA_FILE
+    if data.get("kind") != "sam_refiner":
+        raise BundleError(f"{path}: not a {what} (kind is not 'sam_refiner')")
+    metadata = parse_versioned_metadata(
+        data, path, RefinerBundleMetadata, REFINER_SCHEMA_VERSION, what
+    )
+    for xml in (metadata.encoder_file, metadata.decoder_file):
+        for name in (xml, str(Path(xml).with_suffix(".bin"))):
+            if name not in files:
+                raise BundleError(f"{bundle_dir}: metadata lists no checksum for {name}")
+    return VerifiedRefiner(Path(bundle_dir), metadata, files, digest, signed_by)

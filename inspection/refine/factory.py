@@ -9,6 +9,7 @@ import numpy as np
 
 from inspection.core.bundle import BundleMetadata
 from inspection.core.errors import ConfigError, WeightsError
+from inspection.core.signing import PublicKeys
 from inspection.core.types import InspectionResult
 from inspection.refine.base import MaskRefiner
 from inspection.refine.bundle import read_refiner_metadata
@@ -28,23 +29,23 @@ class RawRefiner:
         return result
 
 
-def _build_none(config: RefineConfig) -> MaskRefiner:
+def _build_none(config: RefineConfig, keys: PublicKeys | None) -> MaskRefiner:
     return RawRefiner()
 
 
-def _build_grabcut(config: RefineConfig) -> MaskRefiner:
+def _build_grabcut(config: RefineConfig, keys: PublicKeys | None) -> MaskRefiner:
     return ClassicalRefiner("grabcut", config)
 
 
-def _build_random_walker(config: RefineConfig) -> MaskRefiner:
+def _build_random_walker(config: RefineConfig, keys: PublicKeys | None) -> MaskRefiner:
     return ClassicalRefiner("random_walker", config)
 
 
-def _build_guided(config: RefineConfig) -> MaskRefiner:
+def _build_guided(config: RefineConfig, keys: PublicKeys | None) -> MaskRefiner:
     return GuidedRefiner(config)
 
 
-def _build_sam(config: RefineConfig) -> MaskRefiner:
+def _build_sam(config: RefineConfig, keys: PublicKeys | None) -> MaskRefiner:
     # deferred: pulls OpenVINO (0.3 s), only for the SAM refiner (cli.refine imports this at --help)
     from inspection.refine.sam import SamRefiner
 
@@ -61,17 +62,18 @@ def _build_sam(config: RefineConfig) -> MaskRefiner:
             f"SAM refiner bundle {config.sam.bundle} was exported with random weights; re-export "
             "from a real checkpoint, or set refine.sam.allow_random_weights: true (benchmarks only)"
         )
-    return SamRefiner.from_bundle(config.sam.bundle, config=config)
+    return SamRefiner.from_bundle(config.sam.bundle, config=config, public_key=keys)
 
 
-def _build_auto(config: RefineConfig) -> MaskRefiner:
+def _build_auto(config: RefineConfig, keys: PublicKeys | None) -> MaskRefiner:
     if config.sam.bundle is not None:
-        return _build_sam(config)
+        return _build_sam(config, keys)
     log.info("no SAM refiner bundle configured: refining masks with GrabCut")
-    return _build_grabcut(config)
+    return _build_grabcut(config, keys)
 
 
-REFINERS: dict[str, Callable[[RefineConfig], MaskRefiner]] = {
+REFINERS: dict[str, Callable[[RefineConfig, PublicKeys | None], MaskRefiner]] = {
+    # keys: what the SAM refiner bundle must be signed by (None: checksums only)
     "auto": _build_auto,
     "none": _build_none,
     "grabcut": _build_grabcut,
@@ -81,23 +83,32 @@ REFINERS: dict[str, Callable[[RefineConfig], MaskRefiner]] = {
 }
 
 
-def build_refiner(config: RefineConfig | None = None, method: str | None = None) -> MaskRefiner:
-    """The refiner named by ``method`` (default ``config.method``); unknown → ValueError."""
+def build_refiner(
+    config: RefineConfig | None = None,
+    method: str | None = None,
+    public_key: PublicKeys | None = None,
+) -> MaskRefiner:
+    """The refiner named by ``method`` (default ``config.method``); unknown → ValueError.
+    ``public_key``: a station's pinned key(s); a SAM refiner bundle not signed by them, or
+    altered since, is refused (``BundleError``) before anything compiles."""
     config = config or RefineConfig()
     name = method or config.method
     if name not in REFINERS:
         raise ValueError(f"unknown refiner {name!r}; valid: {', '.join(sorted(REFINERS))}")
-    return REFINERS[name](config)
+    return REFINERS[name](config, public_key)
 
 
 def bundle_refiner(
-    metadata: BundleMetadata, config: RefineConfig | None = None
+    metadata: BundleMetadata,
+    config: RefineConfig | None = None,
+    public_key: PublicKeys | None = None,
 ) -> MaskRefiner | None:
-    """The refiner a bundle's ``metadata.refinement`` chose (seeded by ``config``), or None.
+    """The refiner a bundle's ``metadata.refinement`` chose (seeded by ``config``, verified
+    with ``public_key`` as ``build_refiner``), or None.
 
     None when the bundle records no choice (older bundles) or chose "none".
     """
     choice = metadata.refinement
     if choice is None or choice.method == "none":
         return None
-    return build_refiner(config, choice.method)
+    return build_refiner(config, choice.method, public_key)

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 import openvino as ov
 
+from inspection.core.signing import PublicKeys
 from inspection.core.types import InspectionResult
 from inspection.refine.bundle import RefinerBundleMetadata, verify_refiner_bundle
 from inspection.refine.config import RefineConfig
@@ -97,10 +98,14 @@ class SamRefiner:
         budget_ms: float | None = None,
         config: RefineConfig | None = None,
         num_threads: int | None = None,
+        public_key: PublicKeys | None = None,
     ) -> SamRefiner:
-        """Verify checksums, compile both models for CPU and warn loudly on random weights."""
+        """Read the bundle once, verify it in memory (the signature with ``public_key``, a
+        station's pinned keyring; None: checksums only), compile both models for CPU from
+        those bytes and warn loudly on random weights."""
         config = config or RefineConfig()
-        metadata = verify_refiner_bundle(path)
+        verified = verify_refiner_bundle(path, public_key)
+        metadata = verified.metadata
         if metadata.random_weights:
             message = (
                 f"SAM refiner bundle {path} has RANDOM WEIGHTS: its masks are meaningless. "
@@ -116,11 +121,17 @@ class SamRefiner:
         }
         if threads > 0:
             properties["INFERENCE_NUM_THREADS"] = threads
-        path = Path(path)
-        encoder = core.compile_model(path / metadata.encoder_file, "CPU", properties)
-        decoder = core.compile_model(path / metadata.decoder_file, "CPU", properties)
+        encoder, decoder = (
+            _compile(core, *verified.model(xml), properties)
+            for xml in (metadata.encoder_file, metadata.decoder_file)
+        )
         budget = config.sam.budget_ms if budget_ms is None else budget_ms
-        log.info("loaded SAM refiner %s (%s, %s)", path, metadata.backend, metadata.precision)
+        signed = (
+            f"signed by {verified.signed_by}" if verified.signed_by else "signature not checked"
+        )
+        log.info(
+            "loaded SAM refiner %s (%s, %s; %s)", path, metadata.backend, metadata.precision, signed
+        )
         return cls(encoder, decoder, metadata, config, budget)
 
     def set_image(self, image: np.ndarray) -> None:
@@ -230,6 +241,14 @@ class SamRefiner:
 
     def _over_budget(self, start: float) -> bool:
         return (time.perf_counter() - start) * 1e3 > self.budget_ms
+
+
+def _compile(
+    core: ov.Core, xml: bytes, weights: bytes, properties: dict[str, object]
+) -> ov.CompiledModel:
+    """Compile an IR from verified bytes in memory (never re-read from the folder)."""
+    model = core.read_model(model=xml, weights=ov.Tensor(np.frombuffer(weights, np.uint8)))
+    return core.compile_model(model, "CPU", properties)
 
 
 def _sam_inputs(prompt: RegionPrompt) -> tuple[np.ndarray, np.ndarray]:

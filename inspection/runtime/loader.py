@@ -74,7 +74,7 @@ def load_bundle(
     )
     check, recalibration = _golden(model, validation) if golden else (None, None)
     if refiner == "bundle":
-        refiner = _bundle_refiner(model.metadata, refine)
+        refiner = _bundle_refiner(model.metadata, refine, public_key)
     return LoadedBundle(model, check, recalibration, refiner)
 
 
@@ -92,9 +92,12 @@ def _golden(
     return check, recalibrate(model, check, validation)
 
 
-def _bundle_refiner(metadata: BundleMetadata, refine: RefineConfig | None) -> MaskRefiner | None:
-    """The bundle's measured refiner choice, seeded from the station's refine config."""
-    refiner = bundle_refiner(metadata, refine)
+def _bundle_refiner(
+    metadata: BundleMetadata, refine: RefineConfig | None, public_key: Ed25519PublicKey | None
+) -> MaskRefiner | None:
+    """The bundle's measured refiner choice, seeded from the station's refine config (a SAM
+    refiner bundle verified with the pinned key, as the model bundle)."""
+    refiner = bundle_refiner(metadata, refine, public_key)
     if refiner is not None and metadata.refinement is not None:
         log.info("%s refines NG masks: %s", metadata.bundle_id, metadata.refinement.describe())
     return refiner
