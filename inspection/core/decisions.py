@@ -108,10 +108,6 @@ class ThresholdVersion:
     def what(self) -> str:
         return f"threshold v{self.number} of {self.product}"
 
-    def verify(self, public_key: Ed25519PublicKey) -> None:
-        """``SigningError`` unless this version is signed by ``public_key``, unchanged."""
-        verify_record(self.row(), public_key, self.what)
-
     def row(self) -> dict[str, object]:
         return _row(self, ("budget", "key_id", "signature"))
 

@@ -60,8 +60,6 @@ BUDGET_TEST_LEVEL = 0.05
 """Export gate and station check: a bundle is refused when its rejects among held-out good
 parts would occur with probability below this if its true false-reject rate were the budget
 (one-sided binomial test; 42 good parts at 1 % allow 2 rejects, 7 at 1 % allow 1)."""
-BUDGET_GRID: tuple[float, ...] = (0.005, 0.01, 0.02, 0.05)
-"""The budgets reports compare (plus the F1 point)."""
 MAX_TRANSFER_RESIDUAL = 0.05
 """Out-of-fold scores carried into a bundle's score space (``fit_transfer``) are used as they
 are only when the line's largest residual on its good pairs is at most this share of the

@@ -55,7 +55,6 @@ BUNDLED_PACKAGES: dict[str, tuple[str, str, str]] = {
     for n in (0, 1, 2)
 }
 IMAGENET_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-WEIGHT_MODES = ("auto", "bundled", "random", "hub")
 HUB_HOST = ("huggingface.co", 443)
 
 

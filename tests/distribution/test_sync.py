@@ -23,6 +23,7 @@ from inspection.core.signing import (
     pin_file,
     sign_bundle,
     site_keys_dir,
+    verify_record,
 )
 from inspection.distribution.catalog import archive_for
 from inspection.distribution.sync import HttpSource, PathSource, sync_forever, sync_once
@@ -94,7 +95,7 @@ def test_a_signed_central_threshold_is_mirrored_with_its_own_signature(
     source = HttpSource(central.url, central.token)
     sync_once(source, local.root, [PRODUCT])
     mirrored = local.current_threshold(PRODUCT)
-    mirrored.verify(load_public_key(keys.public))
+    verify_record(mirrored.row(), load_public_key(keys.public), mirrored.what)
     assert (mirrored.value, mirrored.budget, mirrored.actor) == (0.6, 0.05, "qa")
     [again] = sync_once(source, local.root, [PRODUCT])
     assert again.status == "current" and len(local.threshold_history(PRODUCT)) == 1
@@ -102,7 +103,8 @@ def test_a_signed_central_threshold_is_mirrored_with_its_own_signature(
     central.registry.set_threshold(PRODUCT, 0.9999, actor="intruder", reason="pass everything")
     sync_once(source, local.root, [PRODUCT])
     with pytest.raises(SigningError, match="not signed"):
-        local.current_threshold(PRODUCT).verify(load_public_key(keys.public))
+        latest = local.current_threshold(PRODUCT)
+        verify_record(latest.row(), load_public_key(keys.public), latest.what)
 
 
 def test_corrupt_download_is_refused_and_the_station_keeps_serving(
