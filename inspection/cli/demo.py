@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import typer
 from rich.table import Table
@@ -31,6 +31,7 @@ from inspection.cli.console import (
     summary_table,
     verbose_requested,
 )
+from inspection.cli.keys import ensure_site_keys, pin_in_configs, site_station_configs
 from inspection.cli.operating import kind_miss_text, operating_text
 from inspection.cli.train import (
     SET_OPTION,
@@ -45,10 +46,14 @@ from inspection.cli.train import (
 )
 from inspection.core.config import SiteConfig, load_site_config
 from inspection.core.errors import BundleError, RegistryError
-
-if TYPE_CHECKING:
-    from inspection.core.registry import ModelRecord
-    from inspection.refine.config import RefineConfig
+from inspection.core.export_gate import GateRefusal
+from inspection.core.product_config import load_model_config, load_product_config
+from inspection.core.registry import ModelRecord, Registry
+from inspection.core.signing import PRIVATE_KEY_FILE, load_private_key, site_keys_dir
+from inspection.data.dataset import load_dataset
+from inspection.data.demo import write_demo
+from inspection.refine.config import RefineConfig, refine_config_in
+from inspection.runtime.hardware import cpu_info
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +85,6 @@ class DemoContext:
 
     @property
     def registry(self) -> Any:
-        from inspection.core.registry import Registry
-
         return Registry(self.site.registry_dir)
 
 
@@ -94,8 +97,6 @@ def plan_models(products: list[str], models: str | None) -> dict[str, tuple[str,
 
 def step_data(ctx: DemoContext) -> None:
     """Write the demo products (MVTec AD layout) that are not there yet."""
-    from inspection.data.demo import write_demo
-
     missing = [p for p in ctx.products if not (ctx.site.datasets_dir / p / "train").is_dir()]
     if not missing:
         console.print(f"demo data present in {ctx.site.datasets_dir}")
@@ -107,8 +108,7 @@ def step_data(ctx: DemoContext) -> None:
 
 def step_train(ctx: DemoContext) -> None:
     """Train every model on every product, evaluate, write the reports, register."""
-    from inspection.core.product_config import load_model_config, load_product_config
-    from inspection.data.dataset import load_dataset
+    # deferred: torch, anomalib, lightning, timm (~7 s), spared by the demo's other steps and --help
     from inspection.training.evaluate import write_report
     from inspection.training.train import train_model
 
@@ -137,8 +137,6 @@ def step_train(ctx: DemoContext) -> None:
 def demo_precisions(product: str, products: list[str]) -> tuple[str, ...]:
     """The first product: FP32 and INT8, plus bf16 where this CPU executes it (the tuner then
     measures all); the others: FP32 (the demo's time budget; ``inspection export`` does any)."""
-    from inspection.runtime.hardware import cpu_info
-
     if product != products[0]:
         return ("fp32",)
     return ("fp32", "int8") if cpu_info().unavailable("bf16") else ("fp32", "bf16", "int8")
@@ -149,13 +147,14 @@ def step_export(ctx: DemoContext) -> None:
     the precision that is fastest on this CPU among those that passed the accuracy gate. The
     FP32 bundle's figures are the others' gate reference (not calibrated and measured again)."""
     try:
-        from inspection.core.export_gate import GateRefusal
+        # deferred: torch, anomalib, openvino, nncf (~8 s), spared by --help; absent without
+        # the training extra
         from inspection.training.export import ExportOptions
         from inspection.training.registry_export import RegistryExport, export_bundle
     except ImportError as exc:
         log.info("export step skipped: %s", exc)
         return
-    from inspection.refine.config import RefineConfig
+    # deferred: openvino (~0.2 s), spared by --help and the other commands
     from inspection.runtime.tuning import promote_fastest
 
     signing_key = _site_signing_key(ctx)
@@ -207,9 +206,6 @@ def _site_signing_key(ctx: DemoContext) -> Any:
     created on the first run and pinned by fingerprint in the station and line configs beside
     the site config. ``export_bundle`` signs each bundle with the site key before the bundle
     enters the registry."""
-    from inspection.cli.keys import ensure_site_keys, pin_in_configs, site_station_configs
-    from inspection.core.signing import PRIVATE_KEY_FILE, load_private_key, site_keys_dir
-
     folder = site_keys_dir(ctx.site.registry_dir)
     pins, notes = ensure_site_keys(folder)
     ctx.notes.extend(notes)
@@ -224,11 +220,12 @@ def step_inspect(ctx: DemoContext) -> None:
     within tolerance of FP32, no NG without a region); otherwise the demo fails at the end.
     """
     try:
+        # deferred: openvino (~0.2 s), spared by --help; absent without the runtime extra
         from inspection.runtime.self_check import LabelledPath, check_live_bundle
     except ImportError as exc:
         log.info("inspect step skipped: %s", exc)
         return
-    from inspection.data.dataset import load_dataset
+    # deferred: torch, anomalib, openvino (~8 s), spared by --help and the other commands
     from inspection.training.registry_export import held_out_test_samples
 
     for product in ctx.products:
@@ -282,8 +279,6 @@ def demo_command(
 ) -> None:
     """Main job: demo data -> train PatchCore (+ STFPM on brick) -> evaluate -> export (INT8 on
     the first product) -> inspect."""
-    from inspection.refine.config import refine_config_in
-
     _offline()
     site_config = load_site_config(site)
     products_list = [p.strip() for p in products.split(",") if p.strip()]

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
+from rich.progress import Progress
 from rich.table import Table
 
 from inspection.cli._site import site_option
@@ -23,13 +24,22 @@ from inspection.cli.console import (
     verbose_requested,
 )
 from inspection.cli.operating import operating_text, subset_miss_text
+from inspection.cli.update import update_command
 from inspection.core.config import SiteConfig, load_site_config
 from inspection.core.errors import DatasetError
+from inspection.core.product_config import (
+    load_model_config,
+    load_product_config,
+    model_config_from_mapping,
+    model_defaults_path,
+    product_config_path,
+)
+from inspection.core.registry import ModelRecord, Registry
+from inspection.data.check import check_dataset, listed
+from inspection.data.dataset import Dataset, load_dataset
 
 if TYPE_CHECKING:
     from inspection.core.metrics import EvaluationMetrics
-    from inspection.core.registry import ModelRecord
-    from inspection.data.dataset import Dataset
 
 console = Console()
 log = logging.getLogger(__name__)
@@ -62,8 +72,6 @@ def _offline() -> None:
 
 
 def _dataset_path(site: SiteConfig, product: str, data: Path | None) -> Path:
-    from inspection.core.product_config import load_product_config
-
     if data is not None:
         return data
     configured = load_product_config(product, site.configs).data
@@ -86,9 +94,6 @@ def checked_dataset(
     train/test duplicates refuse it (``DatasetError`` listing them); other findings are printed
     as a summary and training goes on. ``image_bits``: the product's declared bit depth;
     ``product_file``: its config file, which the bit-depth findings tell to edit."""
-    from inspection.data.check import check_dataset, listed
-    from inspection.data.dataset import load_dataset
-
     dataset = load_dataset(path)
     dataset.check_readable()  # header probe: all unreadable files in one error, at once
     with file_progress() as progress:
@@ -161,8 +166,6 @@ def train_command(
     """
     _offline()
     if update:
-        from inspection.cli.update import update_command
-
         update_command(
             load_site_config(site), update, images=images, reviewed=reviewed, parent=parent,
             data=data,
@@ -170,12 +173,6 @@ def train_command(
         return
     if not product:
         raise typer.BadParameter("give --product (or --update <product> to add images)")
-    from inspection.core.product_config import (
-        load_model_config,
-        load_product_config,
-        product_config_path,
-    )
-    from inspection.core.registry import Registry
 
     site_config = load_site_config(site)
     product_config = load_product_config(product, site_config.configs)
@@ -199,7 +196,7 @@ def train_command(
         _train_auto(site_config, product, dataset, budget_s)
         return
     _print_configs(site_config, model)
-    # torch and anomalib load here, after the arguments and the images are checked
+    # deferred: torch, anomalib, lightning, timm (~7 s), after the arguments and images are checked
     from inspection.training.evaluate import write_report
     from inspection.training.train import train_model
 
@@ -236,6 +233,7 @@ def _train_tiled(
     config: Any, product_config: Any, dataset: Any, product: str, registry: Any
 ) -> None:
     """The product's ``tiling`` is set: one model over every tile (``training.tiled``)."""
+    # deferred: torch, anomalib, openvino (~8 s), spared by --help and the other commands
     from inspection.training.tiled import train_tiled
 
     tiling = product_config.tiling
@@ -253,38 +251,32 @@ def _train_tiled(
 
 def _train_auto(site_config: SiteConfig, product: str, dataset: Dataset, budget_s: float) -> None:
     """``train --auto``: search, report every candidate, train and register the winner."""
-    from rich.progress import Progress
-
-    from inspection.core.registry import Registry
-    from inspection.training.auto import (
-        DEFAULT_GRID,
-        product_configure,
-        search,
-        train_winner,
-        write_search_report,
-    )
+    # deferred: torch, anomalib, lightning, timm (~7 s), spared by --help and the other commands
+    from inspection.training import auto
     from inspection.training.evaluate import write_report
 
-    console.print(f"auto search on {product}: {len(DEFAULT_GRID)} candidates, {budget_s:.0f} s")
+    console.print(
+        f"auto search on {product}: {len(auto.DEFAULT_GRID)} candidates, {budget_s:.0f} s"
+    )
     with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("candidates", total=len(DEFAULT_GRID))
+        task = progress.add_task("candidates", total=len(auto.DEFAULT_GRID))
 
         def on_candidate(result: Any) -> None:
             progress.advance(task)
             score = "" if result.validation_auroc is None else f" {result.validation_auroc:.3f}"
             console.print(f"  {result.name}: {result.status}{score} ({result.seconds:.0f} s)")
 
-        result = search(
+        result = auto.search(
             product, dataset, budget_s=budget_s, on_candidate=on_candidate,
-            configure=product_configure(product, site_config.configs),
+            configure=auto.product_configure(product, site_config.configs),
         )  # fmt: skip
-    summary = write_search_report(site_config.reports_dir / product / "auto", result)
+    summary = auto.write_search_report(site_config.reports_dir / product / "auto", result)
     console.print(
         f"{result.scored} of {len(result.candidates)} candidates scored, each fitted on "
         f"{result.search_images} of {len(dataset.train_samples)} training images"
     )
     console.print(f"winner: [bold]{result.winner}[/] ({result.rule}); search: {summary}")
-    outcome = train_winner(
+    outcome = auto.train_winner(
         result, dataset, Registry(site_config.registry_dir), configs_dir=site_config.configs
     )
     report = write_report(
@@ -305,9 +297,7 @@ def evaluate_command(
 ) -> None:
     """Re-evaluate a registered version on its held-out test split and write a report."""
     _offline()
-    from inspection.core.product_config import model_config_from_mapping
-    from inspection.core.registry import Registry
-    from inspection.data.dataset import load_dataset
+    # deferred: torch, anomalib, lightning, timm (~7 s), spared by --help and the other commands
     from inspection.training.evaluate import metrics_of_predictions, predict, write_report
     from inspection.training.train import evaluation_splits, load_trained_model
 
@@ -332,8 +322,6 @@ def evaluate_command(
 
 def _print_configs(site: SiteConfig, kind: str) -> None:
     """The configs folder train reads, and where the model defaults came from when not there."""
-    from inspection.core.product_config import model_defaults_path
-
     line = configs_line(site)
     defaults = model_defaults_path(kind, site.configs)
     if defaults is None:

@@ -27,6 +27,7 @@ ratio of input areas: a 2x candidate costs ~4-6 default ones) stays within the b
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -35,17 +36,34 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from inspection.core.bootstrap import auroc_gain_interval, auroc_interval
 from inspection.core.config import to_mapping
 from inspection.core.errors import InspectionError
 from inspection.core.metrics import image_auroc
-from inspection.core.product_config import ModelConfig, load_model_config, model_config_from_mapping
+from inspection.core.product_config import (
+    ModelConfig,
+    load_model_config,
+    load_product_config,
+    model_config_from_mapping,
+)
 from inspection.core.registry import Registry
 from inspection.data.dataset import Dataset, Sample
 from inspection.training.backbones import resolve_weights
 from inspection.training.evaluate import predict
+from inspection.training.global_context import fused_scores, model_outputs
+from inspection.training.operating import calibrate_predictions
 from inspection.training.shared_features import SharedFeatures
+from inspection.training.train import (
+    _fit_global_context,
+    _fit_local_statistics,
+    evaluation_splits,
+    fit,
+    predict_validation,
+    station_preprocessing,
+    train_model,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -205,15 +223,6 @@ def evaluate_candidate(
 ) -> Evaluation:
     """Fit ``config`` on ``train`` (default: every training image); its validation image AUROC
     (and scores); its held-out test interval when asked (``Evaluation.held_out``)."""
-    from inspection.training.operating import calibrate_predictions
-    from inspection.training.train import (
-        _fit_global_context,
-        _fit_local_statistics,
-        evaluation_splits,
-        fit,
-        predict_validation,
-    )
-
     validation, test = evaluation_splits(config, dataset)
     train = list(dataset.train_samples if train is None else train)
     weights = resolve_weights(
@@ -246,9 +255,6 @@ def evaluate_candidate(
 
 def _fused(model: Any, config: ModelConfig, weights: Any, context: Any, judged: Any) -> Any:
     """``judged`` with the global context's fused image scores (as the test images get)."""
-    from inspection.training.global_context import fused_scores, model_outputs
-    from inspection.training.train import station_preprocessing
-
     prep = station_preprocessing(config, weights)
     paths = [Path(p) for p in judged.paths]
     fused, _ = fused_scores(
@@ -403,9 +409,6 @@ def train_winner(
 ) -> Any:
     """Train and register the winner with the search in its lineage; the ``TrainOutcome``.
     ``configs_dir``: the site's configs folder (the product's ROI)."""
-    from inspection.core.product_config import load_product_config
-    from inspection.training.train import train_model
-
     config = model_config_from_mapping(search_result.winner_config, where="auto search winner")
     return train_model(
         config, dataset, product=search_result.product, registry=registry,
@@ -416,8 +419,6 @@ def train_winner(
 
 def write_search_report(out_dir: Path, result: SearchResult) -> Path:
     """``search.json``, ``search.md`` (every candidate) and ``search.png`` under ``out_dir``."""
-    import json
-
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "search.json").write_text(json.dumps(to_mapping(result), indent=2), encoding="utf-8")
     lines = [
@@ -458,13 +459,9 @@ def _settings(result: CandidateResult) -> str:
 
 
 def _plot(path: Path, result: SearchResult) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     done = [r for r in result.candidates if r.status == "done"]
-    fig, ax = plt.subplots(figsize=(8, 0.5 * max(len(done), 2) + 1.2))
+    fig = Figure(figsize=(8, 0.5 * max(len(done), 2) + 1.2))
+    ax = fig.subplots()
     y = np.arange(len(done))
     ax.barh(y - 0.2, [r.validation_auroc for r in done], 0.4, label="validation (chooses)")
     test = [r.test_auroc or {} for r in done]
@@ -481,4 +478,3 @@ def _plot(path: Path, result: SearchResult) -> None:
     ax.legend(loc="lower left")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)

@@ -33,6 +33,7 @@ from typing import Any
 import timm
 import torch
 from anomalib.models.components.filters.blur import GaussianBlur2d
+from safetensors.torch import load_file
 from torch import nn
 
 from inspection.core.config import to_mapping
@@ -231,8 +232,6 @@ def _full_model(backbone: str) -> nn.Module:
 def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
             data = load_file(str(path))
         else:
             data = torch.load(path, map_location="cpu", weights_only=True)

@@ -39,6 +39,7 @@ from inspection.core.operating_point import (
     fit_transfer,
 )
 from inspection.core.outputs import RawOutputs
+from inspection.core.product_config import model_config_from_mapping
 from inspection.core.registry import GoodScores
 
 log = logging.getLogger(__name__)
@@ -157,7 +158,5 @@ def _transferred(
 def record_operating_point(record: object) -> OperatingPoint:
     """The operating point a registered version was trained with (its ``config``; versions
     recorded before operating points: the default)."""
-    from inspection.core.product_config import model_config_from_mapping
-
     config = model_config_from_mapping(record.config, where=f"{record.model_version} config")  # type: ignore[attr-defined]
     return config.operating_point

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from inspection.core.calibration import (
     Calibration,
@@ -30,6 +31,8 @@ from inspection.core.metrics import EvaluationMetrics, aupro, judge_all
 from inspection.core.segmentation import select_segmentation
 from inspection.core.verdict import Segmentation
 from inspection.data.dataset import Dataset, Sample
+from inspection.training.backbones import channels_last
+from inspection.training.plots import save_plots
 from inspection.training.samples import Predictions, SampleDataset, mask_known
 
 logger = logging.getLogger(__name__)
@@ -51,8 +54,6 @@ def predict(
     the size in the model's pre-processor; ``bits``: significant bits of 16-bit images (the
     config's ``image_bits``).
     """
-    import torch
-
     samples = list(data.test_samples if isinstance(data, Dataset) else data)
     if not samples:
         raise ValueError("predict: no samples to run on")
@@ -60,7 +61,6 @@ def predict(
     if len(size) != 2:
         raise ValueError("predict: give image_size; the model's pre-processor has no Resize")
     dataset = SampleDataset(samples, (int(size[0]), int(size[1])), bits)
-    from inspection.training.backbones import channels_last
 
     scores, maps, masks = [], [], []
     model.eval()
@@ -151,8 +151,6 @@ def judged_masks(predictions: Predictions, metrics: EvaluationMetrics) -> np.nda
 
 def write_report(out_dir: str | Path, predictions: Predictions, metrics: EvaluationMetrics) -> Path:
     """Write ``metrics.json`` and the PNG plots into ``out_dir``; returns ``out_dir``."""
-    from inspection.training.plots import save_plots
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(

@@ -51,7 +51,9 @@ from inspection.core.metrics import image_auroc, pixel_auroc
 from inspection.data.dataset import Sample
 from inspection.training.coreset import seed_selection, select_coreset
 from inspection.training.image_score import MapPeakHead
+from inspection.training.out_of_fold import fold_banks, fold_of, model_inputs
 from inspection.training.roi import TrainingRoi, per_image_rows
+from inspection.training.samples import load_mask, mask_known
 
 logger = logging.getLogger(__name__)
 
@@ -293,8 +295,6 @@ def side_out_of_fold(
     show its tail (a colour seen in a single training image is an alarm for every other).
     Empty with fewer than 2 folds or images per fold. Also returns the fold banks, which the
     calibration's out-of-fold scores reuse (``out_of_fold.out_of_fold_scores``)."""
-    from inspection.training.out_of_fold import fold_banks, fold_of
-
     if folds < 2 or len(images) < 2 * folds:
         return (np.empty(0), np.empty(0)), []
     head = inner.local_stats
@@ -369,8 +369,6 @@ def standardiser_images(count: int, folds: int, seed: int) -> np.ndarray:
     """(count,) bool: the training images whose out-of-fold scores fit the standardisers (the
     first ``SCALING_FOLDS`` of ``training.out_of_fold``'s seeded folds); none with fewer than
     2 folds or images per fold. They, and the good validation images, set no threshold."""
-    from inspection.training.out_of_fold import fold_of
-
     if folds < 2 or count < 2 * folds:
         return np.zeros(count, dtype=bool)
     return fold_of(count, folds, seed) < SCALING_FOLDS
@@ -471,9 +469,6 @@ def fit_for_model(
     """``fit_local_statistics`` for a trained anomalib ``Patchcore`` and its ``ModelConfig``;
     off when no calibration set apart from the standardisers' would remain
     (``_no_disjoint_calibration``)."""
-    from inspection.training.out_of_fold import model_inputs
-    from inspection.training.samples import load_mask, mask_known
-
     mode = config.local_statistics_mode
     reason = _no_disjoint_calibration(config, len(train), roi)
     if reason:

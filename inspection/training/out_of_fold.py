@@ -31,6 +31,7 @@ from inspection.core.images import DEFAULT_SOURCE_BITS
 from inspection.core.roi import RoiSpec, apply_roi_batch
 from inspection.data.dataset import Sample
 from inspection.training.augment import with_views
+from inspection.training.backbones import channels_last
 from inspection.training.coreset import (
     greedy_k_center,
     prepare_selection,
@@ -264,8 +265,6 @@ def score_images(
     With ``embeddings`` (``fit_embeddings``), its backbone does not run again:
     each batch's patch embedding is replayed (``replayed_embeddings``); ``images`` (N, 3, H, W)
     pre-processed are needed only without them, or for a fused statistics part."""
-    from inspection.training.backbones import channels_last
-
     height, width = image_size
     inner.eval()
     scores = []

@@ -28,9 +28,15 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import lightning
 import numpy as np
 import torch
+from anomalib.data import ImageBatch
+from anomalib.engine import Engine
+from anomalib.models import Padim
+from anomalib.pre_processing import PreProcessor
 from torch.utils.data import DataLoader
+from torchvision.transforms.v2 import Compose, Normalize, Resize
 
 from inspection.core.bundle import GlobalContextSpec, Preprocessing
 from inspection.core.calibration import Normalization
@@ -71,9 +77,12 @@ from inspection.training.operating import (
 from inspection.training.operating import (
     good_score_record as _good_score_record,
 )
+from inspection.training.padim import PadimGaussian
+from inspection.training.patchcore import Patchcore
 from inspection.training.roi import TrainingRoi, masked_predictions
 from inspection.training.samples import Predictions, SampleDataset
 from inspection.training.shared_features import shared_backbone
+from inspection.training.stfpm import Stfpm
 
 logger = logging.getLogger(__name__)
 
@@ -139,8 +148,6 @@ def evaluation_splits(config: ModelConfig, dataset: Dataset) -> tuple[list[Sampl
 def make_loader(
     samples: Sequence[Sample], config: ModelConfig, *, shuffle: bool = False
 ) -> DataLoader:
-    from anomalib.data import ImageBatch
-
     generator = torch.Generator().manual_seed(config.seed)
     return DataLoader(
         SampleDataset(samples, config.image_size, config.image_bits),
@@ -156,9 +163,6 @@ def make_loader(
 
 
 def _pre_processor(config: ModelConfig, weights: ResolvedWeights) -> Any:
-    from anomalib.pre_processing import PreProcessor
-    from torchvision.transforms.v2 import Compose, Normalize, Resize
-
     transform = Compose(
         [
             Resize(list(config.image_size), antialias=True),
@@ -169,8 +173,6 @@ def _pre_processor(config: ModelConfig, weights: ResolvedWeights) -> Any:
 
 
 def _build_patchcore(config: ModelConfig, weights: ResolvedWeights) -> Any:
-    from inspection.training.patchcore import Patchcore
-
     with no_pretrained_download():
         model = Patchcore(
             backbone=config.backbone.name,
@@ -191,8 +193,6 @@ def _build_patchcore(config: ModelConfig, weights: ResolvedWeights) -> Any:
 
 
 def _build_stfpm(config: ModelConfig, weights: ResolvedWeights) -> Any:
-    from inspection.training.stfpm import Stfpm
-
     with no_pretrained_download():  # anomalib asks timm for a pretrained teacher
         model = Stfpm(
             backbone=config.backbone.name,
@@ -210,10 +210,6 @@ def _build_padim(config: ModelConfig, weights: ResolvedWeights) -> Any:
     layer's map, Mahalanobis distance at inspection. ``n_features`` None keeps every channel;
     anomalib requires the number for backbones it has no default for. ``covariance``: the
     estimator of each cell's covariance (``training.padim.PadimGaussian``)."""
-    from anomalib.models import Padim
-
-    from inspection.training.padim import PadimGaussian
-
     channels = sum(
         feature_channels(config.backbone.name)[layer] for layer in config.backbone.layers
     )
@@ -550,9 +546,6 @@ def fit_loaders(
     backbone outputs, ``training.auto.SharedFeatures``).
     Lightning writes its checkpoint into a temporary folder that is removed afterwards.
     """
-    import lightning
-    from anomalib.engine import Engine
-
     lightning.seed_everything(config.seed, workers=True, verbose=False)
     torch.use_deterministic_algorithms(True, warn_only=True)
     model = build_model(config, weights)
