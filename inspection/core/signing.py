@@ -360,9 +360,7 @@ def read_verified(bundle_dir: str | Path, public_key: PublicKeys | None = None) 
         data, bundle_dir / METADATA_FILE, BundleMetadata, BUNDLE_SCHEMA_VERSION, "model bundle"
     )
     golden = metadata.golden.files if metadata.golden is not None else ()
-    for name in (metadata.model_file, metadata.weights_file, *golden):
-        if name not in files:
-            raise BundleError(f"{bundle_dir}: metadata lists no checksum for {name}")
+    require_listed(bundle_dir, files, (metadata.model_file, metadata.weights_file, *golden))
     if public_key is not None:
         as_keyring(public_key).check_bundle(metadata.product, metadata.bundle_id)
     return VerifiedBundle(bundle_dir, metadata, files, digest, signed_by)
@@ -391,6 +389,13 @@ def read_verified_files(
             )
     signed_by = key_id(public_key) if public_key is not None else None
     return data, files, hashlib.sha256(manifest).hexdigest(), signed_by
+
+
+def require_listed(bundle_dir: Path, files: Mapping[str, bytes], names: Iterable[str]) -> None:
+    """``BundleError`` unless every one of ``names`` is among the verified ``files``."""
+    for name in names:
+        if name not in files:
+            raise BundleError(f"{bundle_dir}: metadata lists no checksum for {name}")
 
 
 def _check_signature(signature: dict[str, object], keyring: Keyring, manifest: bytes) -> None:

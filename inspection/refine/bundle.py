@@ -24,7 +24,7 @@ from inspection.core.bundle import (
     write_metadata_json,
 )
 from inspection.core.errors import BundleError
-from inspection.core.signing import PublicKeys, read_verified_files
+from inspection.core.signing import PublicKeys, read_verified_files, require_listed
 
 REFINER_SCHEMA_VERSION = 1
 SamBackend = Literal["vit_t", "vit_b"]
@@ -67,13 +67,19 @@ def write_refiner_metadata(bundle_dir: str | Path, metadata: RefinerBundleMetada
     return write_metadata_json(bundle_dir, metadata)
 
 
+WHAT = "SAM refiner bundle"
+
+
 def read_refiner_metadata(bundle_dir: str | Path) -> RefinerBundleMetadata:
     """Parse and validate ``metadata.json``; anything wrong raises ``BundleError``."""
-    what = "SAM refiner bundle"
-    if read_metadata_json(bundle_dir, what=what).get("kind") != "sam_refiner":
+    _check_kind(read_metadata_json(bundle_dir, what=WHAT), bundle_dir)
+    return read_versioned_metadata(bundle_dir, RefinerBundleMetadata, REFINER_SCHEMA_VERSION, WHAT)
+
+
+def _check_kind(data: Mapping[str, object], bundle_dir: str | Path) -> None:
+    if data.get("kind") != "sam_refiner":
         path = Path(bundle_dir) / METADATA_FILE
-        raise BundleError(f"{path}: not a {what} (kind is not 'sam_refiner')")
-    return read_versioned_metadata(bundle_dir, RefinerBundleMetadata, REFINER_SCHEMA_VERSION, what)
+        raise BundleError(f"{path}: not a {WHAT} (kind is not 'sam_refiner')")
 
 
 @dataclass(frozen=True)
@@ -90,7 +96,7 @@ class VerifiedRefiner:
 
     def model(self, xml: str) -> tuple[bytes, bytes]:
         """(IR xml, weights) of the model ``xml`` names, as verified."""
-        return self.files[xml], self.files[str(Path(xml).with_suffix(".bin"))]
+        return self.files[xml], self.files[_weights_of(xml)]
 
 
 def verify_refiner_bundle(
@@ -99,16 +105,16 @@ def verify_refiner_bundle(
     """Read the bundle once and check it in memory before anything loads it: the signature
     with ``public_key`` (a station's keyring; None: checksums only), every listed file's
     sha256, and that both models are listed. ``BundleError`` says what is wrong."""
-    what = "SAM refiner bundle"
-    data, files, digest, signed_by = read_verified_files(bundle_dir, public_key, what)
-    path = Path(bundle_dir) / METADATA_FILE
-    if data.get("kind") != "sam_refiner":
-        raise BundleError(f"{path}: not a {what} (kind is not 'sam_refiner')")
+    data, files, digest, signed_by = read_verified_files(bundle_dir, public_key, WHAT)
+    _check_kind(data, bundle_dir)
     metadata = parse_versioned_metadata(
-        data, path, RefinerBundleMetadata, REFINER_SCHEMA_VERSION, what
+        data, Path(bundle_dir) / METADATA_FILE, RefinerBundleMetadata, REFINER_SCHEMA_VERSION, WHAT
     )
-    for xml in (metadata.encoder_file, metadata.decoder_file):
-        for name in (xml, str(Path(xml).with_suffix(".bin"))):
-            if name not in files:
-                raise BundleError(f"{bundle_dir}: metadata lists no checksum for {name}")
+    models = (metadata.encoder_file, metadata.decoder_file)
+    require_listed(Path(bundle_dir), files, (n for xml in models for n in (xml, _weights_of(xml))))
     return VerifiedRefiner(Path(bundle_dir), metadata, files, digest, signed_by)
+
+
+def _weights_of(xml: str) -> str:
+    """The weights file beside an OpenVINO IR ``xml``."""
+    return str(Path(xml).with_suffix(".bin"))
