@@ -143,7 +143,7 @@ def calibrate(
         pixel_min=float(min(maps.min(), pixel_threshold)),
         pixel_max=float(max(maps.max(), pixel_threshold)),
     )
-    segmentation = _segmentation(norm, maps, masks, labels, defect_types, known)
+    segmentation = calibrated_segmentation(norm, maps, masks, labels, defect_types, known)
     return Calibration(
         normalization=norm,
         segmentation=segmentation,
@@ -187,7 +187,7 @@ def _minmax(raw: np.ndarray, threshold: float, low: float, high: float) -> np.nd
     return np.clip(shifted, 0.0, 1.0).astype(np.float32)
 
 
-def _segmentation(
+def calibrated_segmentation(
     norm: Normalization,
     maps: np.ndarray,
     masks: np.ndarray,

@@ -9,12 +9,16 @@ station applies it to an NG image (``verdict.ng_mask``: segmented regions plus t
 region) and scored by the **mean over defect types** of (region recall + pixel F1) / 2,
 minus a small penalty for candidate regions on good images. Pooled pixel F1 alone never
 decides: a large, strong defect type cannot outvote a thin or faint one.
+
+Then, with the chosen segmentation, ``peak_level`` (the region drawn around the peak of a faint
+NG image, whose map stays below ``floor``) is chosen from ``PEAK_LEVELS`` by the same
+objective; ties keep the half-maximum (0.5).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -24,6 +28,7 @@ from inspection.core.verdict import Segmentation, ng_mask, segment
 GOOD_PIXEL_QUANTILES = (0.99, 0.999, 0.9999)
 GOOD_PEAK_QUANTILES = (0.5, 0.9)
 RELATIVE_LEVELS = (0.0, 0.25, 0.5)
+PEAK_LEVELS = (0.5, 0.6, 0.7, 0.8, 0.9)
 GOOD_REGION_PENALTY = 0.1
 """Objective points lost per unit share of good images with a candidate region."""
 
@@ -123,6 +128,9 @@ def select_segmentation(
         return Segmentation.global_threshold(0.5)
     grid = candidates(good_maps, fallback=maps[~masks])
     scored = score_candidates(maps, masks, defect_types, good_maps, grid)
+    best = max(scored, key=lambda c: c.objective).segmentation
+    faint = [replace(best, peak_level=level) for level in PEAK_LEVELS]
+    scored = score_candidates(maps, masks, defect_types, good_maps, faint)
     return max(scored, key=lambda c: c.objective).segmentation
 
 

@@ -45,6 +45,9 @@ class Segmentation:
       ``floor + relative_level * (region peak - floor)``, i.e. relative to its own peak.
     - ``min_area_fraction``: regions smaller than this share of the image are dropped
       (never the forced region around the peak of an NG image).
+    - ``peak_level``: in (0, 1); an NG image whose peak stays below ``floor`` (a faint
+      defect) gets the connected area at or above ``median + peak_level * (peak - median)``
+      around its peak (0.5: the peak's half-maximum).
     """
 
     kind: SegmentationKind = "global"
@@ -52,6 +55,7 @@ class Segmentation:
     floor: float = 0.5
     relative_level: float = 0.0
     min_area_fraction: float = 0.0
+    peak_level: float = 0.5
 
     def __post_init__(self) -> None:
         if self.kind not in SEGMENTATION_KINDS:
@@ -70,6 +74,8 @@ class Segmentation:
             raise ValueError(f"relative_level must be in [0, 1), got {self.relative_level}")
         if not 0.0 <= self.min_area_fraction < 1.0:
             raise ValueError(f"min_area_fraction must be in [0, 1), got {self.min_area_fraction}")
+        if not 0.0 < self.peak_level < 1.0:
+            raise ValueError(f"peak_level must be in (0, 1), got {self.peak_level}")
         if self.kind == "global" and (self.floor != self.seed_level or self.relative_level != 0):
             raise ValueError(
                 "a global segmentation is one pixel threshold: floor must equal seed_level "
@@ -83,11 +89,12 @@ class Segmentation:
         return cls(kind="global", seed_level=level, floor=level)
 
     def describe(self) -> str:
+        faint = f"; faint peak at {self.peak_level:.2f}" if self.peak_level != 0.5 else ""
         if self.kind == "global":
-            return f"global pixel threshold {self.seed_level:.3f}"
+            return f"global pixel threshold {self.seed_level:.3f}{faint}"
         return (
             f"adaptive: seeds >= {self.seed_level:.3f}, grow to >= {self.floor:.3f} "
-            f"+ {self.relative_level:.2f} x (region peak - floor)"
+            f"+ {self.relative_level:.2f} x (region peak - floor){faint}"
         )
 
 
@@ -179,7 +186,7 @@ def peak_region(
     """(H, W) bool: the connected area around ``peak`` ((y, x)) that produced an NG score.
 
     Grown like any region when the peak is above ``floor``; otherwise (a weak or flat map)
-    down to half-way between the image's median and its peak, relative to the image itself.
+    down to ``peak_level`` of the way from the image's median to its peak.
     """
     amap = np.asarray(anomaly_map, dtype=np.float32)
     top = float(amap[peak])
@@ -189,7 +196,7 @@ def peak_region(
         median = float(
             np.median(amap[:: max(1, amap.shape[0] // 64), :: max(1, amap.shape[1] // 64)])
         )
-        level = median + 0.5 * (top - median)
+        level = median + segmentation.peak_level * (top - median)
     above = (amap >= min(level, top)).astype(np.uint8)
     _, labels = cv2.connectedComponents(above, connectivity=8)
     return labels == labels[peak]

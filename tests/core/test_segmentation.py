@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import cv2
 import numpy as np
 import pytest
 
 from inspection.core.metrics import compute_metrics, judge_all
-from inspection.core.segmentation import candidates, select_segmentation
-from inspection.core.verdict import Segmentation
+from inspection.core.segmentation import PEAK_LEVELS, candidates, select_segmentation
+from inspection.core.verdict import Segmentation, ng_mask
 from tests.core.test_metrics import blob_set
 
 
@@ -41,3 +44,44 @@ def test_select_segmentation_validates_shapes_and_handles_no_defects() -> None:
         select_segmentation(maps, np.zeros((2, 8, 8), bool), ["a"], maps)
     empty = select_segmentation(maps, np.zeros((2, 8, 8), bool), ["a", "b"], maps)
     assert empty == Segmentation.global_threshold(0.5)
+
+
+def speck_set(rng: np.random.Generator, n_good: int = 6, n_bad: int = 8, size: int = 48):
+    """Maps as a stride-8 patch model draws them: 'hole' discs that fill their mask, and
+    faint 'speck's (2 x 2 px) that come out as wide blurred blobs peaking far below 0.5."""
+    maps = rng.uniform(0.0, 0.02, (n_good + n_bad, size, size)).astype(np.float32)
+    masks = np.zeros(maps.shape, bool)
+    types = []
+    for i in range(n_good, n_good + n_bad):
+        y, x = (int(v) for v in rng.integers(12, size - 12, 2))
+        blob = np.zeros((size, size), np.float32)
+        if i % 2:
+            cv2.circle(masks[i].view(np.uint8), (x, y), 6, 1, -1)
+            blob[masks[i]] = 0.9
+            types.append("hole")
+        else:
+            masks[i, y : y + 2, x : x + 2] = True
+            blob[y, x] = 1.0
+            blob = cv2.GaussianBlur(blob, (0, 0), 4.0)
+            blob *= 0.15 / blob.max()
+            types.append("speck")
+        maps[i] = np.maximum(maps[i], blob)
+    return maps[n_good:], masks[n_good:], types, maps[:n_good]
+
+
+def test_faint_small_defects_get_a_tighter_peak_region_wide_ones_keep_half_maximum() -> None:
+    maps, masks, types, good = speck_set(np.random.default_rng(0))
+    tight = select_segmentation(maps, masks, types, good)
+    assert tight.peak_level == max(PEAK_LEVELS) and tight.floor > 0.15  # specks fall back
+    specks = np.array(types) == "speck"
+    f1 = {}
+    for seg in (tight, replace(tight, peak_level=0.5)):
+        predicted = np.stack([ng_mask(m, seg) for m in maps[specks]])
+        f1[seg.peak_level] = (
+            2 * (predicted & masks[specks]).sum() / (predicted.sum() + masks[specks].sum())
+        )
+    assert f1[tight.peak_level] > 2 * f1[0.5]
+    # the same maps, with each speck as wide as its blob's half-maximum: 0.5 stays
+    wide = masks.copy()
+    wide[specks] = maps[specks] >= 0.5 * maps[specks].max(axis=(1, 2), keepdims=True)
+    assert select_segmentation(maps, wide, types, good).peak_level == 0.5

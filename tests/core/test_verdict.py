@@ -30,8 +30,10 @@ def random_map(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
 
 
 def random_segmentation(rng: np.random.Generator) -> Segmentation:
+    peak_level = rng.uniform(0.05, 0.95)
     if rng.random() < 0.4:
-        return Segmentation.global_threshold(rng.uniform(0, 1))
+        level = rng.uniform(0, 1)
+        return Segmentation(seed_level=level, floor=level, peak_level=peak_level)
     seed = rng.uniform(0, 1)
     return Segmentation(
         kind="adaptive",
@@ -39,6 +41,7 @@ def random_segmentation(rng: np.random.Generator) -> Segmentation:
         floor=rng.uniform(0, seed),
         relative_level=rng.uniform(0, 0.9),
         min_area_fraction=rng.choice([0.0, 0.001, 0.01]),
+        peak_level=peak_level,
     )
 
 
@@ -90,6 +93,23 @@ def test_weak_map_still_gives_the_ng_a_region_at_its_peak() -> None:
     assert judged.regions[0].box == (20, 10, 23, 13) and judged.regions[0].peak == (20, 10)
 
 
+def test_a_faint_ng_region_is_cut_at_peak_level_between_median_and_peak() -> None:
+    """Below the floor, the peak's region keeps the pixels at or above median + peak_level x
+    (peak - median): 0.5 is the half-maximum, higher levels draw it tighter round the peak."""
+    amap = np.zeros((64, 64), np.float32)
+    amap[32, 32] = 1.0
+    amap = cv2.GaussianBlur(amap, (0, 0), 4)
+    amap *= 0.3 / amap.max()  # a faint defect: its peak stays below the threshold
+    median, top = float(np.median(amap)), float(amap.max())
+    areas = {}
+    for level in (0.5, 0.9):
+        judged = judge(0.9, 0.5, amap, Segmentation(peak_level=level))
+        assert judged.verdict == "NG" and judged.regions[0].peak == (32, 32)
+        np.testing.assert_array_equal(judged.mask, amap >= median + level * (top - median))
+        areas[level] = judged.regions[0].area
+    assert areas[0.9] < areas[0.5] / 3
+
+
 def test_adaptive_grows_from_seed_relative_to_region_peak() -> None:
     amap = np.zeros((40, 40), np.float32)
     amap[5:15, 5:15] = 0.4  # shoulder of the strong defect
@@ -120,6 +140,8 @@ def test_ok_reports_candidates_not_defects() -> None:
         ({"kind": "adaptive", "seed_level": 0.3, "floor": 0.5}, "must not exceed"),
         ({"kind": "adaptive", "relative_level": 1.0}, "relative_level"),
         ({"seed_level": 1.5, "floor": 0.5}, "seed_level must be in"),
+        ({"peak_level": 1.0}, "peak_level"),
+        ({"peak_level": 0.0}, "peak_level"),
     ],
 )
 def test_bad_segmentation_is_rejected(fields: dict, message: str) -> None:
@@ -148,7 +170,9 @@ def test_result_rejects_verdicts_that_break_the_rule() -> None:
 
 
 def test_segmentation_round_trips_through_bundle_metadata() -> None:
-    seg = Segmentation(kind="adaptive", seed_level=0.6, floor=0.4, relative_level=0.3)
+    seg = Segmentation(
+        kind="adaptive", seed_level=0.6, floor=0.4, relative_level=0.3, peak_level=0.8
+    )
     base = {
         "schema_version": 1, "bundle_id": "v0001-fp32", "product": "p", "model_kind": "patchcore",
         "model_version": "v0001", "precision": "fp32",
