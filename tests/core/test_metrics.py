@@ -19,6 +19,7 @@ from inspection.core.metrics import (
     judge_all,
     pixel_auroc,
     pixel_figures,
+    sorted_pixels,
     threshold_masks,
 )
 from inspection.core.regions import region_hits
@@ -88,6 +89,9 @@ def test_compute_metrics_per_defect_and_mapping_round_trip() -> None:
     assert before.per_defect["strong"].region_recall == 1.0
     assert before.overall.ng_without_region == 3  # faint parts are NG but have no region
     assert before.overall.false_reject_rate == 0.0 and before.overall.miss_rate == 0.0
+    faint = (labels == 0) | (np.array(types) == "faint")  # its pixels in one sort
+    figures = before.per_defect["faint"].pixel_auroc, before.per_defect["faint"].aupro
+    assert figures == pytest.approx(pixel_figures(maps[faint], masks[faint]), abs=1e-12)
     adaptive = Segmentation(kind="adaptive", seed_level=0.3, floor=0.25, relative_level=0.0)
     after = compute_metrics(
         scores, labels, maps, masks, types, judge_all(scores, maps, 0.3, adaptive),
@@ -181,6 +185,28 @@ def test_pixel_auroc_equals_scikit_learn_with_ties(levels: int | None) -> None:
     maps[masks] += 0.2
     expected = roc_auc_score(masks.reshape(-1), maps.reshape(-1).astype(np.float64))
     assert pixel_figures(maps, masks)[0] == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize("levels", [2, 9, None])
+def test_good_pixels_sorted_apart_give_the_same_figures(levels: int | None) -> None:
+    """Good images' pixels given as sorted ``negatives`` (sorted once for every subset) give the
+    figures of all images in one sort, ties across both parts included."""
+    rng = np.random.default_rng(levels or 1)
+    maps = rng.random((7, 20, 20)).astype(np.float32)
+    if levels is not None:
+        maps = np.round(maps * levels) / levels
+    masks = np.zeros(maps.shape, bool)
+    masks[3:] = rng.random((4, 20, 20)) < 0.15
+    maps[masks] += 0.3
+    whole = pixel_figures(maps, masks)
+    apart = pixel_figures(maps[3:], masks[3:], negatives=sorted_pixels(maps[:3]))
+    assert apart == pytest.approx(whole, abs=1e-12)
+    bad_only = pixel_figures(
+        maps[3:], np.ones((4, 20, 20), bool), negatives=sorted_pixels(maps[:3])
+    )
+    assert bad_only[0] is not None  # the negatives alone make two classes
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        pixel_figures(maps[3:], masks[3:], negatives=np.array([0.0, np.nan], np.float32))
 
 
 def test_pixel_figures_refuse_non_finite_maps_and_mismatched_shapes() -> None:
