@@ -21,6 +21,7 @@ THRESHOLD_COLOR = "#263238"
 HEIGHT = 240
 TYPES = {"T": "temporal", "Q": "quantitative", "N": "nominal"}
 UNIT = {"domain": [0, 1]}
+HISTOGRAM_BINS = 40
 
 Spec = dict[str, Any]
 
@@ -146,29 +147,56 @@ def drift_chart(drift: Drift) -> Spec:
 
 
 def score_histogram_chart(data: LabelledScores, threshold: float) -> Spec:
-    """Overlaid score histograms of good and defective parts with the threshold as a rule."""
+    """Overlaid score histograms of good and defective parts with the threshold as a rule
+    (binned here: the browser gets ``HISTOGRAM_BINS`` rows per class, not every score)."""
+    edges = np.linspace(0, 1, HISTOGRAM_BINS + 1)
+    classes = {"good": data.labels == 0, "defective": data.labels == 1}
     frame = pd.DataFrame(
-        {"score": data.scores, "class": np.where(data.labels == 1, "defective", "good")}
+        [
+            {"start": edges[i], "end": edges[i + 1], "class": name, "parts": int(count)}
+            for name, chosen in classes.items()
+            for i, count in enumerate(np.histogram(data.scores[chosen], bins=edges)[0])
+            if count
+        ],
+        columns=["start", "end", "class", "parts"],
     )
     colours = {"domain": ["good", "defective"], "range": [GOOD_COLOR, DEFECT_COLOR]}
     bars = chart(
         "scores",
         {"type": "bar", "opacity": 0.6, "binSpacing": 0},
         {
-            "x": field("score:Q", bin={"extent": [0, 1], "step": 0.025}, title="anomaly score"),
-            "y": {"aggregate": "count", "type": "quantitative", "stack": None, "title": "parts"},
+            "x": field("start:Q", bin={"binned": True, "step": 1 / HISTOGRAM_BINS},
+                       scale=UNIT, title="anomaly score"),
+            "x2": {"field": "end"},
+            "y": field("parts:Q", stack=None, title="parts"),
             "color": field("class:N", scale=colours, legend={"orient": "top", "title": None}),
-            "tooltip": [
-                field("class:N"),
-                {"aggregate": "count", "type": "quantitative", "title": "parts"},
-            ],
+            "tooltip": [field("class:N"), field("start:Q", title="from", format=".3f"),
+                        field("parts:Q")],
         },
-    )
+    )  # fmt: skip
     return spec(
         {"scores": frame, "threshold": pd.DataFrame({"threshold": [threshold]})},
         bars,
         _threshold_rule("x"),
     )
+
+
+def step_corners(frame: pd.DataFrame, x: str, y: str, by: str | None = None) -> pd.DataFrame:
+    """``frame`` (in drawing order, per ``by`` group) without repeated points and the points
+    inside a horizontal or vertical run: a step line through the corners left draws the same
+    path, and the browser gets tens of rows instead of one per labelled score."""
+    if by is not None:
+        groups = [step_corners(group, x, y) for _, group in frame.groupby(by, sort=False)]
+        return pd.concat(groups) if groups else frame
+    xs, ys = frame[x].to_numpy(), frame[y].to_numpy()
+    moved = np.r_[True, (xs[1:] != xs[:-1]) | (ys[1:] != ys[:-1])]
+    frame, xs, ys = frame[moved], xs[moved], ys[moved]
+    if len(frame) < 3:
+        return frame
+    inside = ((xs[1:-1] == xs[:-2]) & (xs[1:-1] == xs[2:])) | (
+        (ys[1:-1] == ys[:-2]) & (ys[1:-1] == ys[2:])
+    )
+    return frame[np.r_[True, ~inside, True]]
 
 
 def _threshold_rule(axis: str) -> Spec:
@@ -211,7 +239,8 @@ def _curve_with_point(curve: pd.DataFrame, point: pd.DataFrame, x: str, y: str, 
             "tooltip": [field(f"{x}:Q", format=".3f"), field(f"{y}:Q", format=".3f")],
         },
     )
-    return spec({"curve": curve, "point": point.dropna()}, line, dot, title=title)
+    corners = step_corners(curve, x, y)
+    return spec({"curve": corners, "point": point.dropna()}, line, dot, title=title)
 
 
 def operating_curve_chart(curve: pd.DataFrame, at: pd.DataFrame) -> Spec:
@@ -235,4 +264,5 @@ def operating_curve_chart(curve: pd.DataFrame, at: pd.DataFrame) -> Spec:
         {**axes, "order": field("threshold:Q")},
     )
     dots = chart("at", {"type": "point", "size": 110, "filled": True}, axes)
-    return spec({"curve": curve, "at": at}, lines, dots, title="Operating curve per defect kind")
+    corners = step_corners(curve, "false_reject_rate", "miss_rate", by="kind")
+    return spec({"curve": corners, "at": at}, lines, dots, title="Operating curve per defect kind")
