@@ -93,16 +93,26 @@ def select_coreset(embedding: torch.Tensor, ratio: float, cap_rows: int | None =
     return greedy_k_center(features, k, start=start)
 
 
+def select_few_dims(embedding: torch.Tensor, ratio: float, cap_rows: int | None = None) -> Coreset:
+    """``select_coreset`` for rows of a few numbers (the local statistics' 6): greedy on the
+    rows themselves, in full scans. anomalib's projection would raise them to the hundreds of
+    dimensions its distortion bound asks for (272 at 61 k rows), a 5x dearer loop for an
+    approximation of distances the rows give exactly; lazy updates pay off only with many."""
+    features, k, start = prepare_selection(embedding, ratio, cap_rows, projected=False)
+    return greedy_k_center(features, k, start=start, lazy=False)
+
+
 def prepare_selection(
-    embedding: torch.Tensor, ratio: float, cap_rows: int | None = None
+    embedding: torch.Tensor, ratio: float, cap_rows: int | None = None, *, projected: bool = True
 ) -> tuple[torch.Tensor, int, int]:
-    """What ``select_coreset`` draws before its greedy loop: (projected rows, k, first pick).
-    It consumes the global RNGs (``seed_selection``); the loop that follows does not."""
+    """What ``select_coreset`` draws before its greedy loop: (projected rows, k, first pick);
+    ``projected`` False: the rows as they are (``select_few_dims``). It consumes the global
+    RNGs (``seed_selection``); the loop that follows does not."""
     if embedding.ndim != 2 or embedding.shape[0] == 0:
         raise ValueError(f"embedding must be (n, d) with n > 0, got {tuple(embedding.shape)}")
     k = coreset_size(embedding.shape[0], ratio, cap_rows)
     with torch.no_grad(), all_cores():
-        features = project(embedding)
+        features = project(embedding) if projected else embedding.float().contiguous()
         start = int(torch.randint(high=features.shape[0], size=(1,)).squeeze())
     return features, k, start
 

@@ -49,7 +49,7 @@ from anomalib.models.image.patchcore.torch_model import PatchcoreModel
 
 from inspection.core.metrics import image_auroc, pixel_auroc
 from inspection.data.dataset import Sample
-from inspection.training.coreset import seed_selection, select_coreset
+from inspection.training.coreset import seed_selection, select_few_dims
 from inspection.training.image_score import MapPeakHead
 from inspection.training.out_of_fold import fold_banks, fold_of, model_inputs
 from inspection.training.roi import TrainingRoi, per_image_rows
@@ -333,7 +333,7 @@ def _fit_bank(
     per_image = per_image_rows(head.rows, images, 8, roi, paths)
     every = torch.cat(per_image).contiguous()
     seed_selection(seed)
-    head.bank = every[select_coreset(every, ratio, cap_rows).indices].contiguous()
+    head.bank = every[select_few_dims(every, ratio, cap_rows).indices].contiguous()
     return per_image
 
 

@@ -11,6 +11,7 @@ from inspection.training.coreset import (
     coreset_size,
     greedy_k_center,
     select_coreset,
+    select_few_dims,
 )
 
 
@@ -98,6 +99,19 @@ def test_lazy_updates_keep_the_full_scan_picks(
     assert lazy.radius == pytest.approx(float(exact.max().sqrt()), rel=1e-4)
 
 
+def test_few_dims_selection_is_the_greedy_of_the_rows_themselves() -> None:
+    """No projection: each pick is the row farthest from the picks before it, in the rows' own
+    space, and the radius is the exact cover of the rows."""
+    rows = clustered(3000, 6, seed=3)
+    seed(0)
+    picked = select_few_dims(rows, 0.01)
+    assert len(picked.indices) == 30
+    for step in range(1, 30):
+        nearest = torch.cdist(rows, rows[picked.indices[:step]]).min(dim=1).values
+        assert float(nearest[picked.indices[step]]) == pytest.approx(float(nearest.max()), rel=1e-5)
+    assert picked.radius == pytest.approx(coverage_radius(rows, rows[picked.indices]), rel=1e-5)
+
+
 def test_fold_banks_are_unions_of_per_fold_coresets_that_cover_like_one_coreset() -> None:
     from inspection.training.coreset import seed_selection
     from inspection.training.out_of_fold import fold_banks, fold_of
@@ -125,6 +139,6 @@ def test_fold_banks_are_unions_of_per_fold_coresets_that_cover_like_one_coreset(
     for fold, bank in enumerate(whole):  # one coreset of the other folds' rows per bank
         seed_selection(7 + fold)
         others = torch.cat([rows[i] for i in np.flatnonzero(assignment != fold)])
-        assert torch.equal(bank, others[select_coreset(others, 0.05).indices])
+        assert torch.equal(bank, others[select_few_dims(others, 0.05).indices])
     capped = fold_banks(rows, assignment, 0.05, 40, seed=7)
     assert all(len(bank) == 4 * 10 for bank in capped)  # the cap shared out among 4 folds
