@@ -10,10 +10,12 @@
 PatchCore version at the project's defaults and its FP32 bundle, then the bundle's raw outputs
 on the version's validation and held-out test splits (the station's inference path,
 ``training.export.run_bundle``) and the test images at the map size, cached in
-``var/bench-masks/<product>.npz``. ``evaluate`` (``_mask_strategies.py``): the refiner kept on
-VALIDATION by the export's rule, before and after the guided refiner joined the candidates,
-judged on TEST with the bundle's own pixel operating point, so verdicts cannot move.
-``cost``: station cost of the mask steps in ms. Reports go to ``reports/masks/``.
+``var/bench-masks/<product>.npz``. ``evaluate`` (``_mask_strategies.py``): the segmentation
+calibration selects on VALIDATION (before: as the bundle was exported; after: with the
+faint-peak level chosen too) and the refiner kept on validation by the export's rule on top,
+judged on TEST at the bundle's own verdicts, which cannot move, with the ceiling no pixel rule
+can pass at those verdicts. ``cost``: station cost of the mask steps in ms. Reports go to
+``reports/masks/``.
 """
 
 from __future__ import annotations
