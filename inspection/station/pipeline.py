@@ -257,7 +257,8 @@ class Pipeline:
             timings = {**(timings_ms or {}), "inference_ms": fields["latency_ms"]}
             outbox = self.outbox(fields, timings | {"pipeline_ms": _ms(started)})
         stored = time.perf_counter()
-        created = [sha for blob, ext in encoded.values() if (sha := self._put_new(blob, ext))]
+        puts = [self.store.blobs.put_new(blob, ext) for blob, ext in encoded.values()]
+        created = [sha for sha, new in puts if new]
         try:
             row = self.store.add_inspection(outbox=outbox, **fields)
             if row.id != fields["id"]:  # a concurrent request with this id committed first
@@ -277,12 +278,6 @@ class Pipeline:
         for sha in created:
             if sha not in keep:
                 self.store.blobs.delete(sha)
-
-    def _put_new(self, data: bytes, ext: str) -> str | None:
-        """Store a blob; its sha when this call created it (``None``: it existed already)."""
-        existed = self.store.blobs.exists(sha256_bytes(data))
-        sha = self.store.blobs.put(data, ext)
-        return None if existed else sha
 
     def _served(self) -> str:
         return ", ".join(self.models.products)

@@ -31,14 +31,22 @@ class BlobStore:
 
     def put(self, data: bytes, ext: str = ".bin") -> str:
         """Store ``data`` (idempotent) and return its sha256."""
+        return self.put_new(data, ext)[0]
+
+    def put_new(self, data: bytes, ext: str = ".bin") -> tuple[str, bool]:
+        """Store ``data`` (idempotent): its sha256 and whether this call created its file
+        (``False``: the file was there already, only its time refreshed)."""
         ext = ext.lower() if ext.lower() in _EXTENSIONS else ".bin"
         sha = sha256_bytes(data)
         target = self._path(sha, ext)
         with contextlib.suppress(FileNotFoundError):
             os.utime(target)  # re-used: fresh for the collector's grace check
-            return sha
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+            return sha, False
+        try:
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        except FileNotFoundError:  # the folder's first blob
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
@@ -48,7 +56,7 @@ class BlobStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        return sha
+        return sha, True
 
     def path(self, sha: str) -> Path:
         """The file holding blob ``sha``; ``FileNotFoundError`` when absent."""

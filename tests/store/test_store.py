@@ -94,6 +94,15 @@ def test_blobs_are_content_addressed(tmp_path: Path) -> None:
         store.blobs.path("0" * 64)
 
 
+def test_put_new_tells_whether_it_wrote_the_file(tmp_path: Path) -> None:
+    """What the pipeline removes again when its row cannot be committed: only files it wrote."""
+    store = Store.migrated(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "blobs")
+    sha, created = store.blobs.put_new(b"mask-bytes", ".png")
+    assert created and store.blobs.get(sha) == b"mask-bytes"
+    assert store.blobs.put_new(b"mask-bytes", ".png") == (sha, False)
+    assert [name for name, _size in store.blobs.files()] == [sha]
+
+
 def test_longest_accepted_inputs_fit_their_columns(store_url: str, tmp_path: Path) -> None:
     """Every input the service accepts is storable on PostgreSQL too (which enforces lengths)."""
     from inspection.station.pipeline import check_part_id, check_request_id, stored_request_id
