@@ -81,6 +81,10 @@ class StationCoreConfig:
     colour-trained bundle, far smaller, another aspect ratio): ``refuse`` them (an error, never
     a verdict; the default), ``warn`` (judge them, log and count a warning) or ``"off"``
     (quoted: YAML reads a bare off as false)."""
+    inference_threads: int | None = None
+    """OpenVINO threads per inference; None: OpenVINO's choice (every core). ``1`` when several
+    station processes (``serve`` and a line station) share a few cores: on 2 cores each
+    inference then costs about half the CPU (no threads waiting on each other)."""
     configs_dir: Path | None = None
     """The station's own configs (``refine.yaml``, the mask refiners' settings). Default: the
     folder of the station or line config file the section was read from
@@ -115,6 +119,8 @@ class StationCoreConfig:
         object.__setattr__(
             self, "validation_images", {k: Path(v) for k, v in self.validation_images.items()}
         )
+        if self.inference_threads is not None and self.inference_threads < 1:
+            raise ConfigError(f"core: inference_threads must be >= 1, got {self.inference_threads}")
         if self.registry_poll_seconds <= 0:
             raise ConfigError("core: registry_poll_seconds must be > 0 seconds")
         check_formats(self.image_formats)

@@ -71,7 +71,9 @@ class StationCore:
         public_key = pinned_key(config)
         if loader is default_loader:
             refine = refine if refine is not None else station_refine_config(config)
-            loader = station_loader(refine, config.validation_images, public_key)
+            loader = station_loader(
+                refine, config.validation_images, public_key, config.inference_threads
+            )
         store = store or Store.migrated(config.store_url, config.blob_dir)
         registry = Registry(config.registry_dir)
         models = LiveModels(

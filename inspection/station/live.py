@@ -57,30 +57,35 @@ def default_loader(
     validation: Path | None = None,
     refine: RefineConfig | None = None,
     public_key: Ed25519PublicKey | None = None,
+    num_threads: int | None = None,
 ) -> Predictor:
     """``runtime.predictor.load_inspector`` (OpenVINO, torch-free; the signature checked with
     ``public_key`` on the bytes it compiles), refining NG masks with the refiner the bundle's
     validation measurement chose, seeded from ``refine`` (the station's refine config, read
     once at start; None: the defaults); ``validation``: the station's validation images of the
-    bundle's product, to re-calibrate it on when its golden outputs drift."""
+    bundle's product, to re-calibrate it on when its golden outputs drift; ``num_threads``:
+    OpenVINO threads per inference (None: OpenVINO's choice)."""
     return load_inspector(
-        bundle_dir, refiner="bundle", validation=validation, refine=refine, public_key=public_key
-    )
+        bundle_dir, refiner="bundle", validation=validation, refine=refine,
+        public_key=public_key, num_threads=num_threads,
+    )  # fmt: skip
 
 
 def station_loader(
     refine: RefineConfig,
     validation_images: Mapping[str, Path] | None = None,
     public_key: Ed25519PublicKey | None = None,
+    num_threads: int | None = None,
 ) -> InspectorLoader:
-    """``default_loader`` seeded with the station's ``refine`` config and pinned key, given the
-    station's validation folder of each bundle's product (``validation_images``) when it has
-    one."""
+    """``default_loader`` seeded with the station's ``refine`` config, pinned key and threads
+    per inference, given the station's validation folder of each bundle's product
+    (``validation_images``) when it has one."""
     folders = dict(validation_images or {})
 
     def load(bundle_dir: Path) -> Predictor:
         product = read_bundle_metadata(bundle_dir).product if folders else None
-        return default_loader(bundle_dir, folders.get(product or ""), refine, public_key)
+        folder = folders.get(product or "")
+        return default_loader(bundle_dir, folder, refine, public_key, num_threads)
 
     return load
 
