@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -270,9 +271,20 @@ class Station:
         raise RuntimeError("serve not healthy")
 
     def rss_mb(self, name: str) -> float:
+        return round(sum(p.memory_info().rss for p in self._tree(name)) / 1e6, 1)
+
+    def cpu_s(self) -> dict[str, float]:
+        """CPU seconds so far: serve, the line station, this process (HTTP clients, soft PLC)
+        and the waited-for children (every finished prune run)."""
+        own, children = psutil.Process().cpu_times(), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return {
+            name: sum(p.cpu_times().user + p.cpu_times().system for p in self._tree(name))
+            for name in ("serve", "line")
+        } | {"bench": own.user + own.system, "prune": children.ru_utime + children.ru_stime}
+
+    def _tree(self, name: str) -> list[psutil.Process]:
         process = psutil.Process(self.processes[name].pid)
-        tree = [process, *process.children(recursive=True)]
-        return round(sum(p.memory_info().rss for p in tree) / 1e6, 1)
+        return [process, *process.children(recursive=True)]
 
     def stop(self) -> None:
         for process in self.processes.values():
@@ -295,6 +307,7 @@ def prepare(args: argparse.Namespace, kind: str, store_url: str, plc_endpoint: s
         "blob_dir": str(root / "blobs"),
         "registry_dir": str(root / "registry"),
         "products": [args.product],
+        "inference_threads": args.inference_threads,
     } | signature_policy(args.registry)
     port = free_port()
     station = {"core": core, "host": "127.0.0.1", "port": port, "workers": 1}
@@ -479,9 +492,12 @@ def count_rows(store: Store) -> int:
         return int(session.scalar(select(func.count()).select_from(Inspection)) or 0)
 
 
-def sample(station: Station, log: Log, since: tuple[int, int]) -> dict[str, Any]:
-    """One window: latency per path since ``since`` (indexes into the latency lists), both
-    processes' RSS, disk, rows, load average."""
+def sample(
+    station: Station, log: Log, since: tuple[int, int], cpu: dict[str, float]
+) -> dict[str, Any]:
+    """One window: latency per path since ``since`` (indexes into the latency lists), CPU ms
+    per part since the ``cpu`` seconds (``Station.cpu_s``), both processes' RSS, disk, rows,
+    load average."""
     store = Store(station.store_url, station.root / "blobs")
     try:
         rows = count_rows(store)
@@ -502,6 +518,11 @@ def sample(station: Station, log: Log, since: tuple[int, int]) -> dict[str, Any]
         "blob_mb": round(blobs / 1e6, 1),
         "rows": rows,
         "load": load_average(),
+    }
+    parts = max(1, len(http) + len(plc))
+    window["cpu_ms_per_part"] = {
+        name: round((seconds - cpu[name]) * 1000 / parts, 1)
+        for name, seconds in station.cpu_s().items()
     }
     for name, values in (("http", http), ("plc", plc)):
         array = np.asarray(values or [np.nan])
@@ -524,12 +545,13 @@ def soak(
     for thread in threads:
         thread.start()
     windows: list[dict[str, Any]] = []
-    since = (0, 0)
+    since, cpu = (0, 0), station.cpu_s()
     while any(t.is_alive() for t in threads) or log.acked > sum(since):
         time.sleep(0.5)
         finished = not any(t.is_alive() for t in threads)
         if log.acked >= (len(windows) + 1) * args.window or finished:  # the last may be short
-            window = sample(station, log, since)
+            window = sample(station, log, since, cpu)
+            cpu = station.cpu_s()
             window["at_s"] = round(time.perf_counter() - started, 1)
             since = (since[0] + window["http_n"], since[1] + window["plc_n"])
             windows.append(window)
@@ -676,6 +698,8 @@ def markdown(report: dict[str, Any]) -> str:
         "(per window below; the CPU was shared with other jobs: relative figures matter).",
         "",
         f"Bundle `{report['bundle']}`; {run['parts']:,} parts in {run['seconds']} s "
+        f"(**{run['parts'] / run['seconds']:.1f} parts/s**; {report.get('image_size', '?')} px "
+        "images) "
         f"({v['acknowledged_http']:,} over HTTP from {report['clients']} clients, "
         f"{v['acknowledged_plc']:,} over the PLC handshake: OPC UA SignAndEncrypt, results "
         f"signed and delivered to TLS MQTT) against {run['prefill_rows']:,} pre-filled results "
@@ -712,17 +736,31 @@ def markdown(report: dict[str, Any]) -> str:
         f"{run['windows'][-1]['rows']:,} |",
         f"| client events | {run['events'] or 'none'} |",
         "",
-        "| parts | s | HTTP p50/p99 ms | PLC p50/p99 ms | RSS HTTP/line MB | disk MB (blobs) "
-        "| rows | load |",
-        "|---|---|---|---|---|---|---|---|",
+        "CPU ms per part: serve (HTTP), line station (PLC path: inspection, OPC UA client, "
+        "signing, outbox to MQTT), bench (HTTP clients and the soft PLC's OPC UA server), "
+        "prune runs.",
+        "",
+        "| parts | s | parts/s | HTTP p50/p99 ms | PLC p50/p99 ms | CPU ms/part serve / line / "
+        "bench / prune | RSS HTTP/line MB | disk MB (blobs) | rows | load |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [
-        f"| {w['parts']:,} | {w['at_s']} | {w['http_p50_ms']} / {w['http_p99_ms']} | "
-        f"{w['plc_p50_ms']} / {w['plc_p99_ms']} | {w['rss_http_mb']} / {w['rss_line_mb']} | "
-        f"{w['disk_mb']} ({w['blob_mb']}) | {w['rows']:,} | {w['load']} |"
-        for w in run["windows"]
+        f"| {w['parts']:,} | {w['at_s']} | {rate} | {w['http_p50_ms']} / {w['http_p99_ms']} | "
+        f"{w['plc_p50_ms']} / {w['plc_p99_ms']} | {' / '.join(map(str, cpu.values()))} | "
+        f"{w['rss_http_mb']} / {w['rss_line_mb']} | {w['disk_mb']} ({w['blob_mb']}) | "
+        f"{w['rows']:,} | {w['load']} |"
+        for w, rate in zip(run["windows"], window_rates(run["windows"]), strict=True)
+        if (cpu := w.get("cpu_ms_per_part", {}))
     ]
     return "\n".join(lines) + "\n"
+
+
+def window_rates(windows: list[dict[str, Any]]) -> list[float]:
+    """Parts per second of each window."""
+    parts = [0, *(w["parts"] for w in windows)]
+    at = [0.0, *(w["at_s"] for w in windows)]
+    return [round((parts[i + 1] - parts[i]) / max(at[i + 1] - at[i], 1e-9), 1)
+            for i in range(len(windows))]  # fmt: skip
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -736,6 +774,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--window", type=int, default=2_000)
     parser.add_argument("--clients", type=int, default=3)
     parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument(
+        "--inference-threads", type=int, default=1,
+        help="OpenVINO threads per inference in serve and the line station (core setting)",
+    )  # fmt: skip
     parser.add_argument("--prune-every", type=float, default=30.0)
     parser.add_argument("--blob-minutes", type=float, default=2.0)
     parser.add_argument("--budget-gb", type=float, default=50.0)
@@ -778,6 +820,7 @@ def main(argv: list[str] | None = None) -> None:
             "load_end": load_average(),
             "bundle": Registry(args.registry).live_bundle_dir(args.product).name,
             "clients": args.clients,
+            "image_size": args.image_size,
             "parts_requested": args.parts,
             "end_by": args.end_by,
             "prune_every": args.prune_every,
