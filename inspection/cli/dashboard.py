@@ -20,11 +20,12 @@ APP = REPO_ROOT / "apps" / "dashboard" / "app.py"
 
 def streamlit_command(app: Path, *, host: str, port: int) -> list[str]:
     """The ``streamlit run`` command line for ``app`` on ``host:port`` (headless, no telemetry,
-    no file watcher: a served dashboard does not re-import its code when a source file changes)."""
+    no file watcher: a served dashboard does not re-import its code when a source file changes),
+    through ``inspection.dashboard.serve``: the pages' imports are done before a browser comes."""
     return [
         sys.executable,
         "-m",
-        "streamlit",
+        "inspection.dashboard.serve",
         "run",
         str(app),
         "--server.address",
