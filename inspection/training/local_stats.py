@@ -475,11 +475,18 @@ def fit_for_model(
         logger.info("local statistics: off (%s)", reason)
         return LocalStatsChoice(mode, False, reason)
     size = tuple(config.image_size)
+    validation_images = model_inputs(model, validation, size, config.image_bits)
+    labels = np.asarray([s.label for s in validation])
+    if mode == "auto":  # decided before the training images are even read
+        full = no_room_to_gain(model.model, validation_images, labels)
+        if full:
+            logger.info("local statistics: off (%s)", full)
+            return LocalStatsChoice(mode, False, full)
     return fit_local_statistics(
         model.model,
         model_inputs(model, train, size, config.image_bits),
-        model_inputs(model, validation, size, config.image_bits),
-        np.asarray([s.label for s in validation]),
+        validation_images,
+        labels,
         mode=mode,
         ratio=config.coreset_sampling_ratio,
         cap_rows=config.memory_bank_max,
@@ -490,6 +497,22 @@ def fit_for_model(
         train_paths=[str(s.path) for s in train],
         roi=roi,
     )
+
+
+def no_room_to_gain(
+    inner: FusedPatchcoreModel, validation_images: torch.Tensor, labels: np.ndarray
+) -> str:
+    """Why ``auto`` cannot keep the fusion whatever the statistics model does ('' when it
+    can): PatchCore's own validation image AUROC (as ``_validation_evidence`` rounds it) leaves
+    less than ``MIN_GAIN`` below 1. Its backbone outputs serve the validation scores next
+    (``shared_backbone``), so the check costs a kNN pass."""
+    if labels.min() == labels.max():
+        return ""  # ``_decide``'s own reason follows
+    main = _outputs(inner.main_outputs, validation_images)
+    auroc = round(float(image_auroc(main.peaks if inner.peak_scored else main.scores, labels)), 4)
+    if 1 - auroc >= MIN_GAIN:
+        return ""
+    return f"auto: PatchCore's validation image AUROC {auroc} leaves less than +{MIN_GAIN} to gain"
 
 
 def _no_disjoint_calibration(config: Any, train_images: int, roi: TrainingRoi | None) -> str:

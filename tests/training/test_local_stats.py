@@ -29,6 +29,7 @@ from inspection.training.local_stats import (
     _decide,
     fit_for_model,
     fit_local_statistics,
+    no_room_to_gain,
     side_out_of_fold,
     standardiser_images,
 )
@@ -372,6 +373,12 @@ def test_auto_is_off_when_patchcore_alone_already_separates_validation(trained: 
     assert choice.reason == f"auto: validation image AUROC {gain:+.3f} (< +{MIN_GAIN})"
     assert choice.cells > 0  # fitted, then dropped
     assert inner.local_stats.fold_banks == []  # refused before its out-of-fold banks were paid
+    # the product path (``fit_for_model``) sees it before reading a training image
+    reason = no_room_to_gain(trained.inner, images, labels)
+    assert (
+        reason
+        == f"auto: PatchCore's validation image AUROC 1.0 leaves less than +{MIN_GAIN} to gain"
+    )
 
 
 @slow
@@ -386,6 +393,7 @@ def test_auto_keeps_it_when_it_finds_what_patchcore_misses(trained: Trained) -> 
     inner, choice = _fit(trained, torch.cat([good, defects]), labels, "auto")
     auroc = choice.validation_auroc
     assert auroc["patchcore"] < 1.0 and auroc["fused"] >= auroc["patchcore"] + MIN_GAIN
+    assert no_room_to_gain(trained.inner, torch.cat([good, defects]), labels) == ""
     assert choice.kept and inner.local_stats.enabled and choice.bank_rows > 0
     gain = auroc["fused"] - auroc["patchcore"]
     assert choice.reason == f"auto: validation image AUROC +{gain:.3f} (>= {MIN_GAIN})"
