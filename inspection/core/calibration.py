@@ -143,7 +143,7 @@ def calibrate(
         pixel_min=float(min(maps.min(), pixel_threshold)),
         pixel_max=float(max(maps.max(), pixel_threshold)),
     )
-    segmentation = calibrated_segmentation(norm, maps, masks, labels, defect_types, known)
+    segmentation = calibrated_segmentation(norm, scores, maps, masks, labels, defect_types, known)
     return Calibration(
         normalization=norm,
         segmentation=segmentation,
@@ -189,14 +189,15 @@ def _minmax(raw: np.ndarray, threshold: float, low: float, high: float) -> np.nd
 
 def calibrated_segmentation(
     norm: Normalization,
+    scores: np.ndarray,
     maps: np.ndarray,
     masks: np.ndarray,
     labels: np.ndarray,
     defect_types: Sequence[str],
     known: np.ndarray,
 ) -> Segmentation:
-    """The segmentation selected on these normalised maps (global 0.5 without defective or
-    good images to choose on)."""
+    """The segmentation selected on these normalised maps, the faint-peak level on the images
+    ``scores`` judges NG (global 0.5 without defective or good images to choose on)."""
     normalised = normalize_maps(maps, norm)
     defective = (labels == 1) & known
     if not defective.any() or not (labels == 0).any():
@@ -206,4 +207,5 @@ def calibrated_segmentation(
         masks[defective],
         [t for t, keep in zip(defect_types, defective, strict=True) if keep],
         normalised[labels == 0],
+        ng=normalize_scores(scores, norm)[defective] >= 0.5,
     )

@@ -12,7 +12,8 @@ decides: a large, strong defect type cannot outvote a thin or faint one.
 
 Then, with the chosen segmentation, ``peak_level`` (the region drawn around the peak of a faint
 NG image, whose map stays below ``floor``) is chosen from ``PEAK_LEVELS`` by the same
-objective; ties keep the half-maximum (0.5).
+objective on those faint images alone (the ones judged NG, when the caller knows which);
+without any, or on ties, it stays at the half-maximum (0.5).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from inspection.core.verdict import Segmentation, ng_mask, segment
 GOOD_PIXEL_QUANTILES = (0.99, 0.999, 0.9999)
 GOOD_PEAK_QUANTILES = (0.5, 0.9)
 RELATIVE_LEVELS = (0.0, 0.25, 0.5)
-PEAK_LEVELS = (0.5, 0.6, 0.7, 0.8, 0.9)
+PEAK_LEVELS = (0.5, 0.3, 0.4, 0.6, 0.7, 0.8, 0.9)
+"""Faint-peak levels (``Segmentation.peak_level``); the half-maximum first, so ties keep it."""
 GOOD_REGION_PENALTY = 0.1
 """Objective points lost per unit share of good images with a candidate region."""
 
@@ -109,12 +111,15 @@ def select_segmentation(
     masks: np.ndarray,
     defect_types: Sequence[str],
     good_maps: np.ndarray,
+    ng: np.ndarray | None = None,
 ) -> Segmentation:
     """The product's segmentation, chosen on its validation split.
 
     maps (M, H, W) float32 in [0, 1]: normalised maps of the defective images with masks;
-    masks (M, H, W) bool; defect_types (M,); good_maps (G, H, W) float32 in [0, 1]. Ties go to
-    the earlier (simpler) candidate; without defective maps, the global threshold 0.5.
+    masks (M, H, W) bool; defect_types (M,); good_maps (G, H, W) float32 in [0, 1]; ``ng``
+    (M,) bool: the images judged NG at the image threshold, the only ones the station draws a
+    faint peak's region for (None: all). Ties go to the earlier (simpler) candidate; without
+    defective maps, the global threshold 0.5.
     """
     maps = np.asarray(maps, dtype=np.float32)
     masks = np.asarray(masks).astype(bool)
@@ -129,8 +134,13 @@ def select_segmentation(
     grid = candidates(good_maps, fallback=maps[~masks])
     scored = score_candidates(maps, masks, defect_types, good_maps, grid)
     best = max(scored, key=lambda c: c.objective).segmentation
-    faint = [replace(best, peak_level=level) for level in PEAK_LEVELS]
-    scored = score_candidates(maps, masks, defect_types, good_maps, faint)
+    judged = np.ones(len(maps), bool) if ng is None else np.asarray(ng, dtype=bool)
+    faint = judged & (maps.reshape(len(maps), -1).max(axis=1) <= best.floor)
+    if not faint.any():
+        return best
+    levels = [replace(best, peak_level=level) for level in PEAK_LEVELS]
+    types = [t for t, keep in zip(defect_types, faint, strict=True) if keep]
+    scored = score_candidates(maps[faint], masks[faint], types, good_maps, levels)
     return max(scored, key=lambda c: c.objective).segmentation
 
 

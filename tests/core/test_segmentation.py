@@ -85,3 +85,6 @@ def test_faint_small_defects_get_a_tighter_peak_region_wide_ones_keep_half_maxim
     wide = masks.copy()
     wide[specks] = maps[specks] >= 0.5 * maps[specks].max(axis=(1, 2), keepdims=True)
     assert select_segmentation(maps, wide, types, good).peak_level == 0.5
+    # only the faint images judged NG choose (the station draws no region on an OK image)
+    holes_only = np.array(types) == "hole"
+    assert select_segmentation(maps, masks, types, good, ng=holes_only).peak_level == 0.5

@@ -22,7 +22,13 @@ def test_the_bundle_carries_what_its_validation_outputs_select(
     samples = split_samples(tp.record, load_dataset(tp.dataset_root), "validation")
     raw = run_bundle(fp32_bundle, samples)
     selected = calibrated_segmentation(
-        meta.normalization, raw.maps, raw.masks, raw.labels, raw.defect_types, raw.mask_known
+        meta.normalization,
+        raw.scores,
+        raw.maps,
+        raw.masks,
+        raw.labels,
+        raw.defect_types,
+        raw.mask_known,
     )
     assert selected.peak_level in PEAK_LEVELS
     assert meta.segmentation == selected == meta.output_calibration.segmentation
