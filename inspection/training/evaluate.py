@@ -121,6 +121,7 @@ def select_for_model(validation: Predictions, normalization: Normalization) -> S
         validation.gt_masks[defective],
         [t for t, keep in zip(validation.defect_types, defective, strict=True) if keep],
         maps[validation.labels == 0],
+        ng=normalize_scores(validation.scores, normalization)[defective] >= 0.5,
     )
 
 
