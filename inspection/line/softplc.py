@@ -94,7 +94,13 @@ class SoftPlc:
         self.server.stop()
 
     def read(self, signal: str) -> Any:
-        return self.nodes[signal].read_value()
+        """The signal's value, read from the server's memory in the caller's thread as a PLC
+        reads its own: ~1 us of CPU, where a hop through the server's event loop took ~100 us
+        (at a 1 ms scan, a few ms of CPU per cycle taken from the station under test)."""
+        space = self.server.aio_obj.iserver.aspace
+        return space.read_attribute_value(
+            self.nodes[signal].nodeid, ua.AttributeIds.Value
+        ).Value.Value
 
     def write(self, signal: str, value: Any) -> None:
         self.nodes[signal].write_value(variant(signal, value))
