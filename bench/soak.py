@@ -688,6 +688,7 @@ def markdown(report: dict[str, Any]) -> str:
     run = report["run"]
     v, rss, p99 = run["verification"], run["rss_growth_after_warmup"], run["p99_end_over_start"]
     blob_mb = [w["blob_mb"] for w in run["windows"][1:]] or [0]
+    rate = run["parts"] / run["seconds"]
     prunes = run["prune_runs"]
     lines = [
         f"# Soak on {run['store']} (bench/soak.py)",
@@ -698,8 +699,8 @@ def markdown(report: dict[str, Any]) -> str:
         "(per window below; the CPU was shared with other jobs: relative figures matter).",
         "",
         f"Bundle `{report['bundle']}`; {run['parts']:,} parts in {run['seconds']} s "
-        f"(**{run['parts'] / run['seconds']:.1f} parts/s**; {report.get('image_size', '?')} px "
-        "images) "
+        f"(**{rate:.1f} parts/s**, so 200,000 parts take {200_000 / rate / 3600:.2f} h per "
+        f"store; {report.get('image_size', '?')} px images) "
         f"({v['acknowledged_http']:,} over HTTP from {report['clients']} clients, "
         f"{v['acknowledged_plc']:,} over the PLC handshake: OPC UA SignAndEncrypt, results "
         f"signed and delivered to TLS MQTT) against {run['prefill_rows']:,} pre-filled results "
