@@ -200,9 +200,8 @@ def _whole_fold_banks(
         others = torch.cat([rows[i] for i in np.flatnonzero(assignment != fold)])
         with draws:
             seed_selection(seed + fold)
-            features, k, start = prepare_selection(others, ratio, cap_rows, projected=False)
-        # the statistics' 6-number rows, as ``coreset.select_few_dims`` selects them
-        return others[greedy_k_center(features, k, start=start, lazy=False).indices].contiguous()
+            features, k, start = prepare_selection(others, ratio, cap_rows)
+        return others[greedy_k_center(features, k, start=start).indices].contiguous()
 
     with threads(1), ThreadPoolExecutor(2) as pool:
         return list(pool.map(bank, range(int(assignment.max()) + 1)))

@@ -139,6 +139,6 @@ def test_fold_banks_are_unions_of_per_fold_coresets_that_cover_like_one_coreset(
     for fold, bank in enumerate(whole):  # one coreset of the other folds' rows per bank
         seed_selection(7 + fold)
         others = torch.cat([rows[i] for i in np.flatnonzero(assignment != fold)])
-        assert torch.equal(bank, others[select_few_dims(others, 0.05).indices])
+        assert torch.equal(bank, others[select_coreset(others, 0.05).indices])
     capped = fold_banks(rows, assignment, 0.05, 40, seed=7)
     assert all(len(bank) == 4 * 10 for bank in capped)  # the cap shared out among 4 folds
