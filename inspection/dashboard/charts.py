@@ -22,6 +22,9 @@ HEIGHT = 240
 TYPES = {"T": "temporal", "Q": "quantitative", "N": "nominal"}
 UNIT = {"domain": [0, 1]}
 HISTOGRAM_BINS = 40
+CANVAS = {"embedOptions": {"renderer": "canvas"}}
+"""Streamlit draws small charts as SVG: ~130 DOM nodes each (every tick, label and bar), which
+the browser lays out and styles again on each change of the page; a canvas is one node."""
 
 Spec = dict[str, Any]
 
@@ -38,9 +41,10 @@ def chart(data: str, mark: str | dict, encoding: dict[str, Any]) -> Spec:
 
 
 def spec(datasets: dict[str, pd.DataFrame], *layers: Spec, **top: Any) -> Spec:
-    """A whole chart: its datasets, one layer or several, ``HEIGHT`` unless ``top`` says."""
+    """A whole chart: its datasets, one layer or several, ``HEIGHT`` unless ``top`` says; drawn
+    on a canvas (``CANVAS``)."""
     body = layers[0] if len(layers) == 1 else {"layer": list(layers)}
-    return {"height": HEIGHT, **top, "datasets": datasets, **body}
+    return {"height": HEIGHT, **top, "datasets": datasets, **body, "usermeta": CANVAS}
 
 
 def volume_chart(frame: pd.DataFrame, period: str) -> Spec:

@@ -16,6 +16,7 @@ per-defect-kind confusion table and the examples of misses and false alarms.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import cache, cached_property
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,7 @@ from inspection.dashboard.review import outline
 from inspection.dashboard.thresholds import current_threshold_value
 
 GOOD = "good"
+_defects_needed = cache(defects_needed)  # a search over exact intervals, the same few bounds
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,7 @@ class ModelHealth:
     def known(self) -> bool:
         return self.bundle_id is not None and not self.problem and self.n_good > 0
 
-    @property
+    @cached_property  # a page asks for it several times; each asks SciPy for intervals
     def reasons(self) -> tuple[str, ...]:
         """Why the bundle is not line-ready, one sentence each (empty: line-ready)."""
         if self.bundle_id is None:
@@ -103,7 +105,7 @@ class ModelHealth:
                 f"misses {k.missed}/{k.n} {kind} ({k.rate:.1%}; 95% interval up to "
                 f"{k.interval.high:.1%}), not shown to be within the {bound:.0%} bound"
             )
-            needed = defects_needed(bound)
+            needed = _defects_needed(bound)
             if k.rate <= bound and needed is not None:
                 text += f": that takes at least {needed} {kind} images with no miss"
             reasons.append(text)
