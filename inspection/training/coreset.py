@@ -77,14 +77,28 @@ def seed_selection(value: int) -> None:
     np.random.seed(value)
 
 
+FEW_DIMS = 16
+"""Rows of at most this many numbers (the local statistics' 6) are not raised to the projection's
+hundreds of dimensions (272 at 61 k rows): the greedy runs on their own dimensions, on the
+same distances (``project``), in full scans (lazy updates pay off only with many dimensions):
+~1/3 of the time, the same picks but for float rounding of near-ties."""
+
+
 def project(embedding: torch.Tensor) -> torch.Tensor:
-    """anomalib's sparse random projection of (n, d) rows (consumes torch's RNG like anomalib)."""
+    """anomalib's sparse random projection of (n, d) rows (consumes torch's RNG like anomalib);
+    at most ``FEW_DIMS`` columns: rows with the same distances as the projected ones, in d."""
     # deferred: anomalib (5 s on top of torch), only for the projected greedy coreset
     from anomalib.models.components.dimensionality_reduction import SparseRandomProjection
 
     projector = SparseRandomProjection(eps=0.9)
     projector.fit(embedding)
-    return projector.transform(embedding).float().contiguous()
+    if embedding.shape[1] > FEW_DIMS:
+        return projector.transform(embedding).float().contiguous()
+    # the projected rows' distances in the rows' own few dimensions: |P(x - y)|^2 =
+    # (x - y)^T P^T P (x - y) = |F^T (x - y)|^2 with F = V sqrt(W) of P^T P = V W V^T
+    matrix = projector.sparse_random_matrix.double()
+    values, vectors = torch.linalg.eigh(matrix.T @ matrix)
+    return (embedding.double() @ (vectors * values.clamp_min(0).sqrt())).float().contiguous()
 
 
 def select_coreset(embedding: torch.Tensor, ratio: float, cap_rows: int | None = None) -> Coreset:
@@ -93,26 +107,16 @@ def select_coreset(embedding: torch.Tensor, ratio: float, cap_rows: int | None =
     return greedy_k_center(features, k, start=start)
 
 
-def select_few_dims(embedding: torch.Tensor, ratio: float, cap_rows: int | None = None) -> Coreset:
-    """``select_coreset`` for rows of a few numbers (the local statistics' 6): greedy on the
-    rows themselves, in full scans. anomalib's projection would raise them to the hundreds of
-    dimensions its distortion bound asks for (272 at 61 k rows), a 5x dearer loop for an
-    approximation of distances the rows give exactly; lazy updates pay off only with many."""
-    features, k, start = prepare_selection(embedding, ratio, cap_rows, projected=False)
-    return greedy_k_center(features, k, start=start, lazy=False)
-
-
 def prepare_selection(
-    embedding: torch.Tensor, ratio: float, cap_rows: int | None = None, *, projected: bool = True
+    embedding: torch.Tensor, ratio: float, cap_rows: int | None = None
 ) -> tuple[torch.Tensor, int, int]:
-    """What ``select_coreset`` draws before its greedy loop: (projected rows, k, first pick);
-    ``projected`` False: the rows as they are (``select_few_dims``). It consumes the global
-    RNGs (``seed_selection``); the loop that follows does not."""
+    """What ``select_coreset`` draws before its greedy loop: (projected rows, k, first pick).
+    It consumes the global RNGs (``seed_selection``); the loop that follows does not."""
     if embedding.ndim != 2 or embedding.shape[0] == 0:
         raise ValueError(f"embedding must be (n, d) with n > 0, got {tuple(embedding.shape)}")
     k = coreset_size(embedding.shape[0], ratio, cap_rows)
     with torch.no_grad(), all_cores():
-        features = project(embedding) if projected else embedding.float().contiguous()
+        features = project(embedding)
         start = int(torch.randint(high=features.shape[0], size=(1,)).squeeze())
     return features, k, start
 
@@ -123,7 +127,7 @@ def greedy_k_center(
     *,
     start: int | None,
     min_sq: torch.Tensor | None = None,
-    lazy: bool = True,
+    lazy: bool | None = None,
 ) -> Coreset:
     """``k`` greedy farthest-point picks over (n, d) float32 ``features``.
 
@@ -132,9 +136,11 @@ def greedy_k_center(
     bank), so new picks only cover what those do not; defaults to +inf (no prior centers).
 
     ``lazy`` (see ``_LazyGreedy``) and the full scan (``lazy=False``, anomalib's arithmetic as
-    one matrix-vector product per pick) make the same picks up to float rounding of near-ties.
+    one matrix-vector product per pick) make the same picks up to float rounding of near-ties;
+    ``None``: lazy above ``FEW_DIMS`` columns.
     """
     n = features.shape[0]
+    lazy = features.shape[1] > FEW_DIMS if lazy is None else lazy
     if not 1 <= k <= n:
         raise ValueError(f"cannot pick {k} centers from {n} rows")
     with torch.no_grad(), threads(1):

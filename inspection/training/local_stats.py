@@ -49,7 +49,7 @@ from anomalib.models.image.patchcore.torch_model import PatchcoreModel
 
 from inspection.core.metrics import image_auroc, pixel_auroc
 from inspection.data.dataset import Sample
-from inspection.training.coreset import seed_selection, select_coreset, select_few_dims
+from inspection.training.coreset import seed_selection, select_coreset
 from inspection.training.image_score import MapPeakHead
 from inspection.training.out_of_fold import fold_banks, fold_of, model_inputs
 from inspection.training.roi import TrainingRoi, per_image_rows
@@ -71,10 +71,9 @@ SCALING_FOLDS = 1
 good validation images); the other folds' images are the fused model's calibration set."""
 PROXY_IMAGES = 60
 PROXY = (
-    f"auto decides first on a statistics bank of at most {PROXY_IMAGES} training images, "
-    "selected on their 6 numbers as they are (``coreset.select_few_dims``), and the good "
-    "validation images' standardisers alone; the whole bank (selected as PatchCore's) and the "
-    "training images' out-of-fold statistics are fitted only for a kept model"
+    f"auto decides first on a statistics bank of at most {PROXY_IMAGES} training images and "
+    "the good validation images' standardisers alone; the whole bank and the training images' "
+    "out-of-fold statistics are fitted only for a kept model"
 )
 FUSION = (
     "max of the two parts, each standardised to (score - median) / (largest - median) of its "
@@ -250,7 +249,7 @@ def fit_local_statistics(
     some = _proxy_images(len(train_images), seed) if mode == "auto" else None
     if some is not None:  # auto: decide on the cheap proxy first (``PROXY``)
         paths = [train_paths[i] for i in some] if train_paths else ()
-        rows = _fit_bank(head, train_images[some], ratio, cap_rows, seed, paths, roi, cheap=True)
+        rows = _fit_bank(head, train_images[some], ratio, cap_rows, seed, paths, roi)
         side = _outputs(inner.side_outputs, validation_images)
         _, evidence = judged(side, (np.empty(0), np.empty(0)))
         kept, reason = _decide(mode, evidence)
@@ -260,9 +259,9 @@ def fit_local_statistics(
                         evidence)  # fmt: skip
             cells = sum(len(r) for r in rows)
             return LocalStatsChoice(mode, False, reason, 0, cells, evidence)
-    # the whole model, every training image
-    rows = _fit_bank(head, train_images, ratio, cap_rows, seed, train_paths, roi)
-    side = _outputs(inner.side_outputs, validation_images)
+    if some is None or len(some) < len(train_images):  # the whole model, every training image
+        rows = _fit_bank(head, train_images, ratio, cap_rows, seed, train_paths, roi)
+        side = _outputs(inner.side_outputs, validation_images)
     extra, head.fold_banks = side_out_of_fold(
         inner, train_images, rows, folds, ratio, cap_rows, seed
     )
@@ -324,12 +323,9 @@ def _fit_bank(
     seed: int,
     paths: Sequence[str],
     roi: TrainingRoi | None,
-    *,
-    cheap: bool = False,
 ) -> list[torch.Tensor]:
     """Z-score the training cells and put their coreset in the bank; returns each image's
-    z-scored cells (rows inside the ROI). ``cheap``: selected on the rows themselves
-    (``PROXY``), else after PatchCore's projection."""
+    z-scored cells (rows inside the ROI)."""
     with torch.no_grad():
         raw = torch.cat([head.raw_cells(b) for b in images.split(8)])
         head.shift = raw.mean((0, 2, 3), keepdim=True)
@@ -337,8 +333,7 @@ def _fit_bank(
     per_image = per_image_rows(head.rows, images, 8, roi, paths)
     every = torch.cat(per_image).contiguous()
     seed_selection(seed)
-    select = select_few_dims if cheap else select_coreset
-    head.bank = every[select(every, ratio, cap_rows).indices].contiguous()
+    head.bank = every[select_coreset(every, ratio, cap_rows).indices].contiguous()
     return per_image
 
 

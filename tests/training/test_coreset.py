@@ -11,7 +11,6 @@ from inspection.training.coreset import (
     coreset_size,
     greedy_k_center,
     select_coreset,
-    select_few_dims,
 )
 
 
@@ -99,17 +98,22 @@ def test_lazy_updates_keep_the_full_scan_picks(
     assert lazy.radius == pytest.approx(float(exact.max().sqrt()), rel=1e-4)
 
 
-def test_few_dims_selection_is_the_greedy_of_the_rows_themselves() -> None:
-    """No projection: each pick is the row farthest from the picks before it, in the rows' own
-    space, and the radius is the exact cover of the rows."""
-    rows = clustered(3000, 6, seed=3)
+def test_rows_of_few_numbers_pick_as_their_projection_would() -> None:
+    """6-number rows (local statistics): the greedy in their own 6 dimensions on the projected
+    distances picks as the greedy on anomalib's 272-dimensional projection does."""
+    from anomalib.models.components.dimensionality_reduction import SparseRandomProjection
+
+    rows = clustered(6000, 6, seed=3)
     seed(0)
-    picked = select_few_dims(rows, 0.01)
-    assert len(picked.indices) == 30
-    for step in range(1, 30):
-        nearest = torch.cdist(rows, rows[picked.indices[:step]]).min(dim=1).values
-        assert float(nearest[picked.indices[step]]) == pytest.approx(float(nearest.max()), rel=1e-5)
-    assert picked.radius == pytest.approx(coverage_radius(rows, rows[picked.indices]), rel=1e-5)
+    ours = select_coreset(rows, 0.01)
+    seed(0)
+    projector = SparseRandomProjection(eps=0.9).fit(rows)
+    projected = projector.transform(rows).float()
+    assert projected.shape[1] > 200
+    start = int(torch.randint(high=len(rows), size=(1,)).squeeze())
+    reference = greedy_k_center(projected, 60, start=start, lazy=False)
+    assert torch.equal(ours.indices, reference.indices)
+    assert ours.radius == pytest.approx(reference.radius, rel=1e-4)
 
 
 def test_fold_banks_are_unions_of_per_fold_coresets_that_cover_like_one_coreset() -> None:
