@@ -259,8 +259,45 @@ PAGES = [
 ]
 
 
-def browser_times(site: Path, user: str, password: str) -> dict[str, float]:
-    """Seconds from click to the page's last change, per page, in headless Chromium."""
+MESSAGES_JS = """
+const Native = window.WebSocket;
+window.__messages = [];
+window.WebSocket = class extends Native {
+  constructor(...args) {
+    super(...args);
+    this.addEventListener("message", (e) => window.__messages.push(
+      [Date.now() / 1000, e.data.byteLength ?? e.data.size ?? e.data.length]));
+  }
+};
+"""
+"""Records when each websocket message from the server arrived and its size."""
+
+
+class Walk:
+    """Times steps in Chromium: seconds from the action to the page's last change, and of
+    them the part until the server's last message arrived (its script run finished), with the
+    bytes it sent; the rest is the browser drawing."""
+
+    def __init__(self, driver) -> None:
+        self.driver, self.times, self.messages = driver, {}, {}
+        driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": MESSAGES_JS})
+
+    def step(self, name: str, action: Callable[[], float]) -> None:
+        """``action`` acts and returns ``time.monotonic()`` of the page's last change."""
+        start, wall = time.monotonic(), time.time()
+        seconds = action() - start
+        self.times[name] = round(seconds, 3)
+        arrived = self.driver.execute_script("return window.__messages || []")
+        mine = [(t, size) for t, size in arrived if wall <= t <= wall + seconds + 0.05]
+        self.messages[name] = {
+            "last_message_s": round(max((t for t, _ in mine), default=wall) - wall, 3),
+            "kb": round(sum(size for _, size in mine) / 1024, 1),
+        }
+
+
+def browser_times(site: Path, user: str, password: str) -> tuple[dict, dict]:
+    """Seconds from click to the page's last change, per page, in headless Chromium; and per
+    step when the server's last message arrived and how much it sent."""
     import dashboard_walk as walk
 
     from inspection.cli.dashboard import dashboard_env, streamlit_command
@@ -273,58 +310,70 @@ def browser_times(site: Path, user: str, password: str) -> dict[str, float]:
             streamlit_command(walk.REPO / "apps/dashboard/app.py", host="127.0.0.1", port=port),
             env=dashboard_env(site), stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
-    times: dict[str, float | str] = {}
     try:
         walk._wait_healthy(url, server, log)
         with walk.browser() as driver:
+            timer = Walk(driver)
             driver.get(url)
             walk.sign_in(driver, user, password)
-            start = time.monotonic()
-            walk.wait_text(driver, "h1", "Overview", timeout=300)
-            times["Overview"] = walk.settle(driver, timeout=300) - start
+
+            def overview() -> float:
+                walk.wait_text(driver, "h1", "Overview", timeout=300)
+                return walk.settle(driver, timeout=300)
+
+            timer.step("Overview", overview)
             for title in PAGES:
-                start = time.monotonic()
-                times[title] = walk.open_page(driver, title, timeout=300) - start
+                timer.step(title, lambda title=title: walk.open_page(driver, title, timeout=300))
             walk.open_page(driver, "Review queue", timeout=300)
-            start = time.monotonic()
-            walk.button(driver, "Next page").click()
-            times["Review queue: Next page"] = walk.settle(driver, timeout=300) - start
-            times.update(_deep_pages(driver))
+
+            def next_page() -> float:
+                walk.button(driver, "Next page").click()
+                return walk.settle(driver, timeout=300)
+
+            timer.step("Review queue: Next page", next_page)
+            _deep_pages(driver, timer)
             time.sleep(DATA_TTL_S + 1)  # the pages' cached reads expire: a later visit's cost
             for title in AGAIN:
-                start = time.monotonic()
                 try:
-                    times[f"{title} {AGAIN_NOTE}"] = walk.open_page(driver, title, 60) - start
+                    timer.step(
+                        f"{title} {AGAIN_NOTE}", lambda t=title: walk.open_page(driver, t, 60)
+                    )
                 except walk.WalkError as exc:  # on record, not a crash that loses the rest
-                    times[f"{title} {AGAIN_NOTE}: failed"] = str(exc)[:300]
+                    timer.times[f"{title} {AGAIN_NOTE}: failed"] = str(exc)[:300]
                     driver.save_screenshot(str(log.with_suffix(".png")))
-            start = time.monotonic()  # a new session, signed in by the cookie: the day's first
-            driver.get(url)
-            walk.wait_text(driver, "h1", "Overview", timeout=300)
-            times[RELOAD] = walk.settle(driver, timeout=300) - start
+
+            def reopen() -> float:  # a new session, signed in by the cookie: the day's first
+                driver.get(url)
+                return overview()
+
+            timer.step(RELOAD, reopen)
     finally:
         server.terminate()
         server.wait(timeout=30)
-    return {k: round(v, 3) if isinstance(v, float) else v for k, v in times.items()}
+    return timer.times, timer.messages
 
 
-def _deep_pages(driver) -> dict[str, float]:
-    """Seconds for *Go to page* ``DEEP_PAGE`` and then *Next page* (keyset) from it."""
+def _deep_pages(driver, timer: Walk) -> None:
+    """Times *Go to page* ``DEEP_PAGE`` and then *Next page* (keyset) from it."""
     import dashboard_walk as walk
     from selenium.webdriver.common.keys import Keys
 
-    caption, times = '[data-testid="stCaptionContainer"]', {}
+    caption = '[data-testid="stCaptionContainer"]'
     goto = walk.labelled_input(driver, "Go to page")
     goto.send_keys(Keys.CONTROL, "a")
-    start = time.monotonic()
-    goto.send_keys(str(DEEP_PAGE), Keys.ENTER)
-    walk.wait_text(driver, caption, f"page {DEEP_PAGE}", timeout=300)
-    times[f"Review queue: go to page {DEEP_PAGE}"] = walk.settle(driver, timeout=300) - start
-    start = time.monotonic()
-    walk.button(driver, "Next page").click()
-    walk.wait_text(driver, caption, f"page {DEEP_PAGE + 1}", timeout=300)
-    times[f"Review queue: Next page at page {DEEP_PAGE}"] = walk.settle(driver, 300) - start
-    return times
+
+    def go() -> float:
+        goto.send_keys(str(DEEP_PAGE), Keys.ENTER)
+        walk.wait_text(driver, caption, f"page {DEEP_PAGE}", timeout=300)
+        return walk.settle(driver, timeout=300)
+
+    def next_page() -> float:
+        walk.button(driver, "Next page").click()
+        walk.wait_text(driver, caption, f"page {DEEP_PAGE + 1}", timeout=300)
+        return walk.settle(driver, 300)
+
+    timer.step(f"Review queue: go to page {DEEP_PAGE}", go)
+    timer.step(f"Review queue: Next page at page {DEEP_PAGE}", next_page)
 
 
 # ------------------------------------------------------------------------------- thresholds
@@ -391,25 +440,44 @@ def _markdown(report: dict[str, Any]) -> str:
         f"Store filled by `scripts/seed_dashboard.py` (bulk INSERT through the real schema, "
         f"rollups rebuilt): {report['inspections']:,} results, {report['reviews']:,} reviewed.",
         "",
-        "| page | before: Python (s) | after: Python (s) | after: Chromium (s) |",
-        "|---|---:|---:|---:|",
+        "| page | before: Python (s) | after: Python (s) | before: Chromium (s) | "
+        "after: Chromium (s) | of it until the server's last message (s) | sent (KB) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     browser = report.get("browser", {})
+    rows = {}  # label: (python before, python after, browser key)
     for name, seconds in report["python_after"].items():
-        before = report.get("python_before", {}).get(name)
         shown = "Review queue" if name == "Review queue page 1" else name
-        in_browser = browser.get(shown)
         if name.startswith(f"Review queue page {DEEP_PAGE}"):  # keyset: Next page from it
-            in_browser = browser.get(f"Review queue: Next page at page {DEEP_PAGE}")
+            shown = f"Review queue: Next page at page {DEEP_PAGE}"
         label = "Overview (Chromium: sign-in + first visit)" if name == "Overview" else name
-        lines.append(
-            f"| {label} | {'-' if before is None else f'{before:.3f}'} | {seconds:.3f} | "
-            f"{'-' if in_browser is None else f'{in_browser:.2f}'} |"
-        )
+        rows[label] = (report.get("python_before", {}).get(name), seconds, shown)
     extra = ("Review queue: Next page", "Regions of interest")
     for name in (*extra, *(f"{t} {AGAIN_NOTE}" for t in AGAIN), RELOAD):
         if name in browser:
-            lines.append(f"| {name} | - | - | {browser[name]:.2f} |")
+            rows[name] = (None, None, name)
+    for label, (before, after, shown) in rows.items():
+        message = report.get("browser_messages", {}).get(shown, {})
+        cells = [
+            before,
+            after,
+            report.get("browser_before", {}).get(shown),
+            browser.get(shown),
+            message.get("last_message_s"),
+            message.get("kb"),
+        ]
+        formats = (".3f", ".3f", ".2f", ".2f", ".2f", ".1f")
+        shown_cells = [
+            "-" if c is None else f"{c:{f}}" for c, f in zip(cells, formats, strict=True)
+        ]
+        lines.append(f"| {label} | " + " | ".join(shown_cells) + " |")
+    lines.append(
+        f"\n*before: Chromium*: measured {report.get('browser_before_at', '-')}; *until the "
+        "server's last message*: from the action until the last websocket message of the "
+        "script run arrived (server: script run and sending); the rest of the page's time is "
+        "the browser drawing it. Page budget: "
+        f"{report['budget_s']} s."
+    )
     lines += [f"\n**{k}**: {v}" for k, v in browser.items() if k.endswith(": failed")]
     row = report.get("thresholds")
     if row and "rules" in row:
@@ -476,8 +544,13 @@ def main() -> None:
         }
         print(report["python_before"], flush=True)
     if args.browser:
-        report["browser"] = browser_times(args.site, args.user, args.password)
-        print(report["browser"], flush=True)
+        if "browser_before" not in report:  # the first run's pages stay the before column
+            report["browser_before"] = report.get("browser", {})
+            report["browser_before_at"] = report.get("measured_at")
+        report["browser"], report["browser_messages"] = browser_times(
+            args.site, args.user, args.password
+        )
+        print(report["browser"], report["browser_messages"], flush=True)
     report["thresholds"] = threshold_row(board)
     report["load_after"] = load_average()
     report["measured_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
