@@ -13,8 +13,10 @@ served on loopback skips the login; there the typed name is recorded.
 
 from __future__ import annotations
 
+import json
 import threading
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -236,6 +238,7 @@ def _login_form(board: Dashboard) -> None:
         submitted = st.form_submit_button("Sign in", type="primary")
     if not submitted:
         st.caption("Accounts are created by an admin: `inspection users add NAME --role reviewer`.")
+        st.html(_preload_script(), unsafe_allow_javascript=True)
         return
     try:
         identity = users.authenticate(board.store, name.strip(), password)
@@ -248,6 +251,19 @@ def _login_form(board: Dashboard) -> None:
     token = sessions.issue_token(_secret(board), identity.name)
     st.session_state[COOKIE_KEY] = (token, SESSION_HOURS * 3600)
     st.rerun()
+
+
+PRELOADED = ("ArrowVegaLiteChart", "DataFrame", "Metric", "Selectbox", "Button", "Radio", "Slider")
+"""Streamlit's browser code for the first pages' elements, which it loads on first use: the
+charts' and tables' ~2 MB of JavaScript, fetched and compiled after the sign-in otherwise."""
+
+
+@st.cache_resource(show_spinner=False)
+def _preload_script() -> str:
+    """A ``<script>`` that loads ``PRELOADED`` while the login form waits for the user."""
+    folder = Path(st.__file__).parent / "static" / "static" / "js"
+    files = [f.name for name in PRELOADED for f in sorted(folder.glob(f"{name}.*.js"))[:1]]
+    return f"<script>{json.dumps(files)}.forEach(f => import(`./static/js/${{f}}`))</script>"
 
 
 def _account_box(identity: Identity) -> None:
