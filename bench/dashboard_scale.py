@@ -439,6 +439,7 @@ def _markdown(report: dict[str, Any]) -> str:
         f"CPU {report['cpu']}; load before {report['load_before']}, after {report['load_after']}.",
         f"Store filled by `scripts/seed_dashboard.py` (bulk INSERT through the real schema, "
         f"rollups rebuilt): {report['inspections']:,} results, {report['reviews']:,} reviewed.",
+        f"Command: `heavy --alone python {report.get('command', 'bench/dashboard_scale.py')}`.",
         "",
         "| page | before: Python (s) | after: Python (s) | before: Chromium (s) | "
         "after: Chromium (s) | of it until the server's last message (s) | sent (KB) |",
@@ -555,6 +556,7 @@ def main() -> None:
     report["load_after"] = load_average()
     report["measured_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     report["budget_s"] = BUDGET_S
+    report["command"] = " ".join(["bench/dashboard_scale.py", *sys.argv[1:]])
     save_report(args.out, stem, report, _markdown(report))
     save_report(args.out, f"plans_{backend}", plans(board))
     print(_markdown(report))
