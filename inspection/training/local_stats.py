@@ -108,7 +108,12 @@ class LocalStatsHead(DynamicBufferMixin, torch.nn.Module):
         """Training only: the out-of-fold banks ``side_out_of_fold`` selected, reused by the
         calibration's out-of-fold scores (``training.out_of_fold``) so they are selected once."""
         pad = (WINDOW - STRIDE) // 2
-        self.pool = torch.nn.AvgPool2d(WINDOW, STRIDE, pad, count_include_pad=False)
+        # a WINDOW x WINDOW mean over the pixels inside the image, as a column then a row mean
+        # (the inside of a window is a rectangle: the same mean at 2 x WINDOW adds, not WINDOW^2)
+        self.pool = torch.nn.Sequential(
+            torch.nn.AvgPool2d((WINDOW, 1), (STRIDE, 1), (pad, 0), count_include_pad=False),
+            torch.nn.AvgPool2d((1, WINDOW), (1, STRIDE), (0, pad), count_include_pad=False),
+        )
 
     @property
     def enabled(self) -> bool:
@@ -138,7 +143,7 @@ class LocalStatsHead(DynamicBufferMixin, torch.nn.Module):
         squared = (
             rows.pow(2).sum(-1, keepdim=True) - 2 * rows @ self.bank.T + self.bank.pow(2).sum(-1)
         )
-        nearest = squared.clamp_min(0).sqrt().amin(-1)
+        nearest = squared.amin(-1).clamp_min(0).sqrt()  # monotone: one root per cell
         return nearest.reshape(-1, 1, height, width)
 
 
@@ -343,10 +348,19 @@ class _Outputs:
 
     scores: np.ndarray  # (N,) float64
     maps: np.ndarray  # (N, H, W) float32
+    kept: dict[str, float] = field(default_factory=dict, compare=False)
 
     @property
     def peaks(self) -> np.ndarray:
         return self.maps.reshape(len(self.maps), -1).max(1).astype(np.float64)
+
+    def pixel_auroc(self, masks: np.ndarray, known: np.ndarray) -> float:
+        """Pixel AUROC of the ``known`` images' maps, rounded as evidence; computed once (a fit
+        judges PatchCore's same outputs on the same masks twice: proxy, then whole model)."""
+        if "pixel_auroc" not in self.kept:
+            figure = pixel_auroc(self.maps[known], masks[known])
+            self.kept["pixel_auroc"] = round(float(figure), 4)
+        return self.kept["pixel_auroc"]
 
 
 def _outputs(part: Any, images: torch.Tensor) -> _Outputs:
@@ -435,9 +449,9 @@ def _validation_evidence(
     }  # fmt: skip
     gained = evidence["fused"] - evidence["patchcore"] >= MIN_GAIN or not pixels_need_gain
     if masks is not None and masks[known].any() and gained:
-        fused_maps = fuse_parts(main.maps, side.maps, s[4:])
-        for name, maps in (("pixel_patchcore", main.maps), ("pixel_fused", fused_maps)):
-            evidence[name] = round(float(pixel_auroc(maps[known], masks[known])), 4)
+        fused = _Outputs(fused, fuse_parts(main.maps, side.maps, s[4:]))
+        evidence["pixel_patchcore"] = main.pixel_auroc(masks, known)
+        evidence["pixel_fused"] = fused.pixel_auroc(masks, known)
     return evidence
 
 
