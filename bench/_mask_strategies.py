@@ -210,7 +210,8 @@ def _runs(on: dict[str, Split], norm: Normalization, seg: Segmentation, refiners
 def evaluate(products: list[str], work: Path, out: Path) -> None:
     from masks import DEMO, EVALUATION
 
-    report: dict = {"cpu": cpu_description(), "load_before": load_average(), "products": {}}
+    report: dict = {"cpu": cpu_description(), "load_before": load_average(), "work": str(work),
+                    "products": {}}  # fmt: skip
     refiners = _refiners()
     for product in products:
         val, test, norm, seg = load(work, product)
@@ -357,7 +358,8 @@ def markdown(report: dict, demo: tuple[str, ...], evaluation: tuple[str, ...]) -
         "# Masks you can measure with: held-out figures, the segmentation and refiner each bundle keeps",
         "",
         "Produced by `bench/masks.py` (`prepare`, `evaluate`, `cost`). Each product: the demo "
-        "data at the CLI defaults (seed 0, 256 px, 60 train images), PatchCore at the project's "
+        f"data at the CLI defaults (256 px, 60 train images; cache `{report.get('work', 'var/bench-masks')}`: "
+        "seed 0, or the `--seed` it was prepared with), PatchCore at the project's "
         "defaults, its FP32 bundle run through the station inference path on the version's "
         "validation and held-out test splits. Every row judges with the bundle's own "
         "normalisation and image threshold, so image verdicts cannot move (checked: "

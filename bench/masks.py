@@ -1,6 +1,6 @@
 """Masks you can measure with: the refiner each bundle keeps, and sizes, on held-out data.
 
-    heavy .venv/bin/python bench/masks.py prepare [--products brick,grass,...]
+    heavy .venv/bin/python bench/masks.py prepare [--products brick,grass,...] [--seed 0 --work ...]
     heavy .venv/bin/python bench/masks.py evaluate
     heavy --alone .venv/bin/python bench/masks.py cost --products brick
     .venv/bin/python bench/masks.py report          # evaluation.md again from evaluation.json
@@ -36,7 +36,7 @@ WORK = Path("var/bench-masks")
 log = logging.getLogger("bench.masks")
 
 
-def prepare(product: str, work: Path) -> Path:
+def prepare(product: str, work: Path, seed: int = 0) -> Path:
     """Train, export and run ``product``; returns the cache file (kept if present)."""
     from inspection.core.bundle import read_bundle_metadata
     from inspection.core.images import read_image
@@ -54,7 +54,7 @@ def prepare(product: str, work: Path) -> Path:
     data_root = work / "datasets"
     if not (data_root / product).is_dir():
         good, per_defect = demo_test_counts(product)
-        write_demo_product(data_root, product, seed=0, n_train=60, n_test_good=good,
+        write_demo_product(data_root, product, seed=seed, n_train=60, n_test_good=good,
                            n_test_per_defect=per_defect, size=256)  # fmt: skip
     dataset = load_dataset(data_root / product)
     registry = Registry(work / "registry")
@@ -193,6 +193,7 @@ def main() -> None:
     parser.add_argument("--products", default=",".join(DEMO + EVALUATION))
     parser.add_argument("--work", type=Path, default=WORK)
     parser.add_argument("--out", type=Path, default=Path("reports/masks"))
+    parser.add_argument("--seed", type=int, default=0, help="prepare: the demo data's seed")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     products = [p for p in args.products.split(",") if p]
@@ -200,7 +201,7 @@ def main() -> None:
         return refiners(products, args.work, args.out)
     if args.phase == "prepare":
         for product in products:
-            log.info("%s -> %s", product, prepare(product, args.work))
+            log.info("%s -> %s", product, prepare(product, args.work, args.seed))
         return
     from _mask_strategies import cost, evaluate, rewrite
 
