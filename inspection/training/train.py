@@ -553,7 +553,21 @@ def fit_loaders(
     if prepare is not None:
         prepare(model)
     if config.kind == "patchcore" and validation_loader is None:
-        return model, _collect_bank(model, train_loader)
+        seconds = _collect_bank(model, train_loader)
+    else:
+        seconds = _fit_with_engine(model, config, train_loader, validation_loader, progress)
+    model.training_roi = None  # training only: a trained model carries no masks
+    return model.eval(), seconds
+
+
+def _fit_with_engine(
+    model: Any,
+    config: ModelConfig,
+    train_loader: DataLoader,
+    validation_loader: DataLoader | None,
+    progress: bool,
+) -> float:
+    """STFPM's and PaDiM's training through anomalib's ``Engine``; returns the seconds."""
     # deferred: anomalib's Engine (~1 s of imports on a 2-core AVX2 EPYC) trains STFPM and PaDiM
     from anomalib.engine import Engine
 
@@ -580,15 +594,14 @@ def fit_loaders(
         seconds = time.perf_counter() - started
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
-    model.training_roi = None  # training only: a trained model carries no masks
-    return model.eval(), seconds
+    return seconds
 
 
 def _collect_bank(model: Any, loader: DataLoader) -> float:
     """PatchCore's one training epoch without lightning's ``Trainer``, which adds nothing to it
     (no optimiser, no validation): each batch through the pre-processor's transform (its
     ``on_train_batch_start``) into ``training_step`` (embeddings collected), then ``fit`` (the
-    coreset, ``on_train_epoch_end``). Returns the seconds; the model is left in eval mode."""
+    coreset, ``on_train_epoch_end``). Returns the seconds."""
     started = time.perf_counter()
     model.train()
     with torch.no_grad(), channels_last(model.model):
@@ -596,8 +609,6 @@ def _collect_bank(model: Any, loader: DataLoader) -> float:
             batch.image, batch.gt_mask = model.pre_processor.transform(batch.image, batch.gt_mask)
             model.training_step(batch, index)
         model.on_train_epoch_end()
-    model.training_roi = None  # training only: a trained model carries no masks
-    model.eval()
     return time.perf_counter() - started
 
 
