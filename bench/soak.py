@@ -700,7 +700,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"Command: `{report['command']}` (commit {report['commit']})",
         "",
         f"CPU: {report['cpu']}; load at start {report['load_start']}, end {report['load_end']} "
-        "(per window below; the CPU was shared with other jobs: relative figures matter).",
+        "(per window below; it counts the soak's own processes: clients, serve, line station, "
+        "soft PLC, prune runs and the database server).",
         "",
         f"Bundle `{report['bundle']}`; {run['parts']:,} parts in {run['seconds']} s "
         f"(**{rate:.1f} parts/s**, so 200,000 parts take {200_000 / rate / 3600:.2f} h per "
