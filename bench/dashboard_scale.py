@@ -3,6 +3,8 @@
     python scripts/seed_dashboard.py /tmp/site5m --inspections 5000000 --reviews 3000 \
         --audits 3000 [--store-url postgresql+psycopg://...]
     heavy --alone python bench/dashboard_scale.py --site /tmp/site5m/site.yaml --before --browser
+    heavy --alone python bench/dashboard_scale.py --site /tmp/site5m/site.yaml --only-browser \
+        --code HEAD      # this session's before column, then the same without --code: after
 
 Three measurements, each written to ``reports/dashboard/scale_<backend>.json`` and ``.md``:
 
@@ -10,13 +12,17 @@ Three measurements, each written to ``reports/dashboard/scale_<backend>.json`` a
   functions around them), median of ``--repeats``; ``--before`` also times the same pages'
   store reads with the queries of commit ``BEFORE`` (scans of the results table, offset
   paging) on the same store;
-- *browser* (``--browser``): headless Chromium signs in and opens each page through the
-  sidebar; a page's time runs from the click until the page last changed (Streamlit's cache
-  is cold: each page's first visit; Overview's includes the sign-in and the first script run
-  of a new session); the review queue's *Next page* from page 1, its *Go to page*
-  ``DEEP_PAGE`` and *Next page* from there are timed, Overview and Thresholds once more after
-  their cached reads expired, and Overview opened again (a new session its cookie signs
-  in);
+- *browser* (``--browser``, or ``--only-browser`` keeping the report's other rows): headless
+  Chromium signs in and opens each page through the sidebar, ``--walks`` times per instrument
+  (``--settle``: ``text``, the old poll of the page's text; ``dom``, the new in-page record of
+  the action and of the paint after the last DOM mutation, ``dashboard_walk.DRAWN_JS``), each
+  walk against a fresh server (Streamlit's cache is cold: each page's first visit; Overview's
+  includes the sign-in and the first script run of a new session); the review queue's *Next
+  page* from page 1, its *Go to page* ``DEEP_PAGE`` and *Next page* from there are timed,
+  Overview and Thresholds once more after their cached reads expired, and Overview opened
+  again (a new session its cookie signs in). ``--code REV`` walks the app of commit ``REV``
+  (``git archive`` of ``apps/`` and ``inspection/``) and files it as the *before* column, so
+  before and after are measured in one session;
 - *plans*: ``EXPLAIN QUERY PLAN`` (SQLite) or ``EXPLAIN`` (PostgreSQL) of each query a page
   runs, so the indexes used are on record;
 
@@ -33,6 +39,7 @@ import importlib.util
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
@@ -249,6 +256,7 @@ DATA_TTL_S = 15  # inspection.dashboard.app_state.DATA_TTL_S (not imported: it n
 AGAIN = ("Overview", "Thresholds")
 AGAIN_NOTE = "(visited again, cache expired)"
 RELOAD = "Overview (opened again in the browser: a new session its cookie signs in)"
+SIGN_IN = "Overview (Chromium: sign-in + first visit)"
 PAGES = [
     "Thresholds",
     "Review queue",
@@ -257,6 +265,13 @@ PAGES = [
     "Retraining",
     "Regions of interest",
 ]
+METHODS = {
+    "text": "the main area's text polled every 0.2 s, timed from before the Python side acts "
+    "(its element look-ups by WebDriver included)",
+    "dom": "from the click or Enter in the page to the paint after its last DOM mutation, on "
+    "the page's clock (`scripts/dashboard_walk.py` DRAWN_JS)",
+}
+"""The instruments (``dashboard_walk.settle`` methods): the old one, and the new."""
 
 
 MESSAGES_JS = """
@@ -274,30 +289,50 @@ window.WebSocket = class extends Native {
 
 
 class Walk:
-    """Times steps in Chromium: seconds from the action to the page's last change, and of
-    them the part until the server's last message arrived (its script run finished), with the
-    bytes it sent; the rest is the browser drawing."""
+    """Times steps in Chromium: seconds from the action to the page's last change (``method``
+    of ``dashboard_walk.settle``), and of them the part until the server's last message arrived
+    (its script run finished), the bytes it sent and the browser's long tasks in between."""
 
-    def __init__(self, driver) -> None:
-        self.driver, self.times, self.messages = driver, {}, {}
+    def __init__(self, driver, method: str) -> None:
+        import dashboard_walk as walk
+
+        self.driver, self.method, self.steps = driver, method, {}
         driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": MESSAGES_JS})
+        walk.watch(driver)
 
-    def step(self, name: str, action: Callable[[], float]) -> None:
-        """``action`` acts and returns ``time.monotonic()`` of the page's last change."""
+    def step(self, name: str, action: Callable[[str], float], acted_after: float = 0) -> None:
+        """``action(method)`` acts and returns ``time.monotonic()`` of the page's last change;
+        ``acted_after``: the wall time after which the page's action was, when before the
+        step's (the sign-in's Enter)."""
         start, wall = time.monotonic(), time.time()
-        seconds = action() - start
-        self.times[name] = round(seconds, 3)
-        arrived = self.driver.execute_script("return window.__messages || []")
-        mine = [(t, size) for t, size in arrived if wall <= t <= wall + seconds + 0.05]
-        self.messages[name] = {
-            "last_message_s": round(max((t for t, _ in mine), default=wall) - wall, 3),
+        end = action(self.method)
+        seconds = end - start
+        seen = self.driver.execute_script("return [window.__drawn, window.__messages || []]")
+        drawn, arrived = seen[0] or {}, seen[1]
+        origin, end_wall = wall, wall + seconds  # "text": Python's action to its poll's sight
+        if self.method == "dom":  # the page's own clock, from its click or Enter
+            origin = max(drawn.get("action", 0) / 1000, acted_after or wall - 0.05)
+            end_wall = max(drawn["changed"], drawn["drawn"]) / 1000
+            seconds = end_wall - origin
+        mine = [(t, size) for t, size in arrived if origin <= t <= end_wall + 0.05]
+        busy = sum(
+            max(0.0, min(begin + ms, end_wall * 1000) - max(begin, origin * 1000))
+            for begin, ms in drawn.get("long", [])
+        )
+        self.steps[name] = {
+            "s": round(seconds, 3),
+            "last_message_s": round(max((t for t, _ in mine), default=origin) - origin, 3),
             "kb": round(sum(size for _, size in mine) / 1024, 1),
+            "long_tasks_s": round(busy / 1000, 3),
         }
+        print(f"  {name}: {self.steps[name]}", flush=True)
 
 
-def browser_times(site: Path, user: str, password: str) -> tuple[dict, dict]:
-    """Seconds from click to the page's last change, per page, in headless Chromium; and per
-    step when the server's last message arrived and how much it sent."""
+def browser_times(
+    site: Path, user: str, password: str, method: str, app_root: Path = REPO
+) -> dict[str, dict[str, float]]:
+    """Per step, in headless Chromium against the app of the checkout ``app_root``: seconds
+    from the action to the page's last change (``Walk``), the server's last message, bytes."""
     import dashboard_walk as walk
 
     from inspection.cli.dashboard import dashboard_env, streamlit_command
@@ -305,30 +340,34 @@ def browser_times(site: Path, user: str, password: str) -> tuple[dict, dict]:
     port = walk.free_port()
     url = f"http://127.0.0.1:{port}"
     log = Path("/tmp") / f"dashboard-scale-{port}.log"
+    env = dashboard_env(site)
+    env["PYTHONPATH"] = str(app_root)  # its own `inspection`, not this checkout's
+    command = streamlit_command(app_root / "apps/dashboard/app.py", host="127.0.0.1", port=port)
     with open(log, "w") as out:
         server = subprocess.Popen(
-            streamlit_command(walk.REPO / "apps/dashboard/app.py", host="127.0.0.1", port=port),
-            env=dashboard_env(site), stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            command, env=env, cwd=app_root, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
         )  # fmt: skip
     try:
         walk._wait_healthy(url, server, log)
         with walk.browser() as driver:
-            timer = Walk(driver)
+            timer = Walk(driver, method)
             driver.get(url)
+            typed = time.time()
             walk.sign_in(driver, user, password)
 
-            def overview() -> float:
+            def overview(method: str) -> float:
                 walk.wait_text(driver, "h1", "Overview", timeout=300)
-                return walk.settle(driver, timeout=300)
+                return walk.settle(driver, timeout=300, method=method)
 
-            timer.step("Overview", overview)
+            timer.step(SIGN_IN, overview, acted_after=typed)
             for title in PAGES:
-                timer.step(title, lambda title=title: walk.open_page(driver, title, timeout=300))
+                timer.step(title, lambda m, t=title: walk.open_page(driver, t, 300, m))
             walk.open_page(driver, "Review queue", timeout=300)
 
-            def next_page() -> float:
+            def next_page(method: str) -> float:
                 walk.button(driver, "Next page").click()
-                return walk.settle(driver, timeout=300)
+                return walk.settle(driver, timeout=300, method=method)
 
             timer.step("Review queue: Next page", next_page)
             _deep_pages(driver, timer)
@@ -336,21 +375,21 @@ def browser_times(site: Path, user: str, password: str) -> tuple[dict, dict]:
             for title in AGAIN:
                 try:
                     timer.step(
-                        f"{title} {AGAIN_NOTE}", lambda t=title: walk.open_page(driver, t, 60)
+                        f"{title} {AGAIN_NOTE}", lambda m, t=title: walk.open_page(driver, t, 60, m)
                     )
                 except walk.WalkError as exc:  # on record, not a crash that loses the rest
-                    timer.times[f"{title} {AGAIN_NOTE}: failed"] = str(exc)[:300]
+                    timer.steps[f"{title} {AGAIN_NOTE}: failed"] = {"error": str(exc)[:300]}
                     driver.save_screenshot(str(log.with_suffix(".png")))
 
-            def reopen() -> float:  # a new session, signed in by the cookie: the day's first
+            def reopen(method: str) -> float:  # a new session, signed in by the cookie
                 driver.get(url)
-                return overview()
+                return overview(method)
 
             timer.step(RELOAD, reopen)
     finally:
         server.terminate()
         server.wait(timeout=30)
-    return timer.times, timer.messages
+    return timer.steps
 
 
 def _deep_pages(driver, timer: Walk) -> None:
@@ -362,15 +401,15 @@ def _deep_pages(driver, timer: Walk) -> None:
     goto = walk.labelled_input(driver, "Go to page")
     goto.send_keys(Keys.CONTROL, "a")
 
-    def go() -> float:
+    def go(method: str) -> float:
         goto.send_keys(str(DEEP_PAGE), Keys.ENTER)
         walk.wait_text(driver, caption, f"page {DEEP_PAGE}", timeout=300)
-        return walk.settle(driver, timeout=300)
+        return walk.settle(driver, timeout=300, method=method)
 
-    def next_page() -> float:
+    def next_page(method: str) -> float:
         walk.button(driver, "Next page").click()
         walk.wait_text(driver, caption, f"page {DEEP_PAGE + 1}", timeout=300)
-        return walk.settle(driver, 300)
+        return walk.settle(driver, 300, method=method)
 
     timer.step(f"Review queue: go to page {DEEP_PAGE}", go)
     timer.step(f"Review queue: Next page at page {DEEP_PAGE}", next_page)
@@ -432,6 +471,67 @@ def threshold_row(board, budget: float = 0.01) -> dict[str, Any]:
     }
 
 
+def _range(values: list[float], fmt: str = ".2f") -> str:
+    """'1.23' or '1.23–1.41' (min–max of the runs), bold when a run is over the budget."""
+    if not values:
+        return "-"
+    low, high = min(values), max(values)
+    text = f"{low:{fmt}}" if low == high else f"{low:{fmt}}–{high:{fmt}}"
+    return f"**{text}**" if high > BUDGET_S else text
+
+
+def _chromium(report: dict[str, Any], code: str, method: str, step: str, field: str = "s"):
+    runs = report.get("chromium", {}).get(code, {}).get("runs", {}).get(method, [])
+    return [run["steps"][step][field] for run in runs if field in run["steps"].get(step, {})]
+
+
+def _page_table(report: dict[str, Any]) -> list[str]:
+    """One row per page: Python before/after the rollups; Chromium before/after this
+    session's changes, each with the old and the new instrument (min–max of the runs)."""
+    python_rows = {  # Chromium step: Python workload
+        SIGN_IN: "Overview",
+        "Review queue": "Review queue page 1",
+        f"Review queue: Next page at page {DEEP_PAGE}": f"Review queue page {DEEP_PAGE}",
+    }
+    steps = [SIGN_IN, *PAGES, "Review queue: Next page", f"Review queue: go to page {DEEP_PAGE}"]
+    steps += [f"Review queue: Next page at page {DEEP_PAGE}"]
+    steps += [*(f"{t} {AGAIN_NOTE}" for t in AGAIN), RELOAD]
+    python = [n for n in report.get("python_after", {}) if n not in python_rows.values()]
+    lines = [
+        "| page | Python before rollups (s) | Python now (s) | Chromium before: old "
+        "instrument (s) | before: new instrument (s) | after: old instrument (s) | after: new "
+        "instrument (s) | of it until the server's last message (s) | of it browser long "
+        "tasks (s) | sent (KB) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for step in steps + [n for n in python if n not in steps]:
+        work = python_rows.get(step, step)
+        cells = [
+            _seconds(report.get("python_before", {}).get(work), ".3f"),
+            _seconds(report.get("python_after", {}).get(work), ".3f"),
+            *(_range(_chromium(report, c, m, step)) for c in ("before", "after")
+              for m in ("text", "dom")),
+            _range(_chromium(report, "after", "dom", step, "last_message_s")),
+            _range(_chromium(report, "after", "dom", step, "long_tasks_s")),
+            _range(_chromium(report, "after", "dom", step, "kb"), ".1f").strip("*"),
+        ]  # fmt: skip
+        lines.append(f"| {step} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _seconds(value: float | None, fmt: str) -> str:
+    return "-" if value is None else f"{value:{fmt}}"
+
+
+def _runs_note(report: dict[str, Any]) -> list[str]:
+    lines = []
+    for code, entry in report.get("chromium", {}).items():
+        for method, runs in entry.get("runs", {}).items():
+            at = ", ".join(f"{r['at'][11:16]} (load {r['load']})" for r in runs)
+            lines.append(f"- *{code}* ({entry['code']}), {method}: {len(runs)} walks at {at}")
+    return lines
+
+
 def _markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# Dashboard at {report['inspections']:,} results ({report['backend']})",
@@ -441,45 +541,27 @@ def _markdown(report: dict[str, Any]) -> str:
         f"rollups rebuilt): {report['inspections']:,} results, {report['reviews']:,} reviewed.",
         f"Command: `heavy --alone python {report.get('command', 'bench/dashboard_scale.py')}`.",
         "",
-        "| page | before: Python (s) | after: Python (s) | before: Chromium (s) | "
-        "after: Chromium (s) | of it until the server's last message (s) | sent (KB) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        *_page_table(report),
+        "",
+        "*Python*: one uncached run of the page's reads and computations, before the rollups "
+        f"(`{BEFORE}`'s queries) and now. *Chromium*: headless, a fresh server per walk, "
+        "min–max over the walks (bold: a walk over the budget); "
+        + f"*old instrument*: {METHODS['text']}; *new instrument*: {METHODS['dom']}"
+        + ". *until the server's last message*: from the action until the script run's last "
+        "websocket message arrived; *long tasks*: the browser's main thread busy in tasks over "
+        "50 ms in between (scripts, style, layout). Page budget: "
+        f"{report['budget_s']} s. Walks:",
+        *_runs_note(report),
     ]
-    browser = report.get("browser", {})
-    rows = {}  # label: (python before, python after, browser key)
-    for name, seconds in report["python_after"].items():
-        shown = "Review queue" if name == "Review queue page 1" else name
-        if name.startswith(f"Review queue page {DEEP_PAGE}"):  # keyset: Next page from it
-            shown = f"Review queue: Next page at page {DEEP_PAGE}"
-        label = "Overview (Chromium: sign-in + first visit)" if name == "Overview" else name
-        rows[label] = (report.get("python_before", {}).get(name), seconds, shown)
-    extra = ("Review queue: Next page", "Regions of interest")
-    for name in (*extra, *(f"{t} {AGAIN_NOTE}" for t in AGAIN), RELOAD):
-        if name in browser:
-            rows[name] = (None, None, name)
-    for label, (before, after, shown) in rows.items():
-        message = report.get("browser_messages", {}).get(shown, {})
-        cells = [
-            before,
-            after,
-            report.get("browser_before", {}).get(shown),
-            browser.get(shown),
-            message.get("last_message_s"),
-            message.get("kb"),
-        ]
-        formats = (".3f", ".3f", ".2f", ".2f", ".2f", ".1f")
-        shown_cells = [
-            "-" if c is None else f"{c:{f}}" for c, f in zip(cells, formats, strict=True)
-        ]
-        lines.append(f"| {label} | " + " | ".join(shown_cells) + " |")
-    lines.append(
-        f"\n*before: Chromium*: measured {report.get('browser_before_at', '-')}; *until the "
-        "server's last message*: from the action until the last websocket message of the "
-        "script run arrived (server: script run and sending); the rest of the page's time is "
-        "the browser drawing it. Page budget: "
-        f"{report['budget_s']} s."
-    )
-    lines += [f"\n**{k}**: {v}" for k, v in browser.items() if k.endswith(": failed")]
+    failed = {
+        step: info["error"]
+        for entry in report.get("chromium", {}).values()
+        for runs in entry.get("runs", {}).values()
+        for run in runs
+        for step, info in run["steps"].items()
+        if "error" in info
+    }
+    lines += [f"\n**{k}**: {v}" for k, v in failed.items()]
     row = report.get("thresholds")
     if row and "rules" in row:
         lines += [
@@ -516,12 +598,69 @@ def _markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def chromium_walks(args, report: dict[str, Any]) -> None:
+    """``args.walks`` walks per instrument (interleaved) against the app of ``args.code``
+    (default: this working tree, the *after* column), filed under ``report['chromium']``:
+    added to the runs of the same code, replacing those of other code."""
+    code = "before" if args.code else "after"
+    with tempfile.TemporaryDirectory(prefix="dashboard-code-") as tmp:
+        root, label = REPO, _describe("HEAD") + (" + working tree" if _dirty() else "")
+        if args.code:
+            root, label = Path(tmp), _describe(args.code)
+            archive = subprocess.run(
+                ["git", "archive", args.code, "apps", "inspection"],
+                cwd=REPO, capture_output=True, check=True,
+            ).stdout  # fmt: skip
+            subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+        runs: dict[str, list] = {method: [] for method in args.settle}
+        for _ in range(args.walks):
+            for method in args.settle:
+                at, load = datetime.now(timezone.utc).isoformat(timespec="seconds"), load_average()
+                print(f"walk: {code} ({label}), {method}, load {load}", flush=True)
+                steps = browser_times(args.site, args.user, args.password, method, root)
+                runs[method].append({"at": at, "load": load, "steps": steps})
+    earlier = report.setdefault("chromium", {}).get(code, {})
+    kept = earlier.get("runs", {}) if earlier.get("code") == label else {}
+    runs = {m: kept.get(m, []) + runs.get(m, []) for m in METHODS if m in kept or m in runs}
+    report["chromium"][code] = {"code": label, "runs": runs}
+    for key in ("browser", "browser_messages", "browser_before", "browser_before_at"):
+        report.pop(key, None)  # the earlier single-walk figures (git keeps them)
+
+
+APP_CODE = ("apps", "inspection/dashboard")
+"""The dashboard's own code: a walk is labelled with the last commit that changed it."""
+
+
+def _describe(rev: str) -> str:
+    done = subprocess.run(
+        ["git", "log", "-1", "--format=%h", rev, "--", *APP_CODE],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return done.stdout.strip()
+
+
+def _dirty() -> bool:
+    done = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", *APP_CODE], cwd=REPO)
+    return done.returncode != 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--site", type=Path, required=True, help="a seeded site's YAML")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--before", action="store_true", help="also time the old queries")
     parser.add_argument("--browser", action="store_true", help="also time pages in Chromium")
+    parser.add_argument("--walks", type=int, default=2, help="Chromium walks per instrument")
+    parser.add_argument(
+        "--settle", nargs="+", choices=list(METHODS), default=list(METHODS),
+        help="the instruments that time the walks (dashboard_walk.settle)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--code", metavar="REV", help="walk the app of commit REV, filed as the before column"
+    )
+    parser.add_argument(
+        "--only-browser", action="store_true", help="keep the report's other rows as they are"
+    )
     parser.add_argument("--user", default="admin")
     parser.add_argument("--password", default="dashboard-bench-pw")
     parser.add_argument("--out", type=Path, default=REPO / "reports" / "dashboard")
@@ -530,12 +669,30 @@ def main() -> None:
     backend = board.store.engine.dialect.name
     stem = f"scale_{backend}"
     report = previous_report(args.out, stem)
+    report.update(backend=backend, cpu=cpu_description(), load_before=load_average())
+    if not args.only_browser:
+        python_rows(board, args, report)
+    if args.browser or args.only_browser:
+        chromium_walks(args, report)
+    if not args.only_browser:
+        report["thresholds"] = threshold_row(board)
+    report["load_after"] = load_average()
+    report["measured_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    report["budget_s"] = BUDGET_S
+    report["command"] = " ".join(["bench/dashboard_scale.py", *sys.argv[1:]])
+    save_report(args.out, stem, report, _markdown(report))
+    if not args.only_browser:
+        save_report(args.out, f"plans_{backend}", plans(board))
+    print(_markdown(report))
+
+
+def python_rows(board, args, report: dict[str, Any]) -> None:
+    """The store's size, and each page's reads and computations timed in this process."""
     with board.store.session() as session:
         report["inspections"] = int(session.scalar(select(func.count(Inspection.id))))
         report["reviews"] = int(
             session.scalar(select(func.count()).where(Inspection.review_label.is_not(None)))
         )
-    report.update(backend=backend, cpu=cpu_description(), load_before=load_average())
     work = after_workloads(board)
     report["python_after"] = {k: round(_median(f, args.repeats), 4) for k, f in work.items()}
     print(report["python_after"], flush=True)
@@ -544,22 +701,6 @@ def main() -> None:
             k: round(_median(f, 1), 3) for k, f in before_workloads(board).items()
         }
         print(report["python_before"], flush=True)
-    if args.browser:
-        if "browser_before" not in report:  # the first run's pages stay the before column
-            report["browser_before"] = report.get("browser", {})
-            report["browser_before_at"] = report.get("measured_at")
-        report["browser"], report["browser_messages"] = browser_times(
-            args.site, args.user, args.password
-        )
-        print(report["browser"], report["browser_messages"], flush=True)
-    report["thresholds"] = threshold_row(board)
-    report["load_after"] = load_average()
-    report["measured_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    report["budget_s"] = BUDGET_S
-    report["command"] = " ".join(["bench/dashboard_scale.py", *sys.argv[1:]])
-    save_report(args.out, stem, report, _markdown(report))
-    save_report(args.out, f"plans_{backend}", plans(board))
-    print(_markdown(report))
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -234,18 +234,76 @@ def browser() -> Iterator[object]:
         shutil.rmtree(profile, ignore_errors=True)
 
 
-def settle(driver, timeout: float = 60, quiet: float = 0.8) -> float:
-    """Wait until Streamlit finished its script run and the page stopped changing; returns
-    when (``time.monotonic()``) it last changed."""
+DRAWN_JS = """
+(() => {
+  if (window.__drawn) return;
+  const seen = window.__drawn = {action: performance.timeOrigin, changed: Date.now(),
+                                 drawn: Date.now(), long: []};
+  new MutationObserver(() => {
+    seen.changed = Date.now();  // after the frame that shows it: painted
+    requestAnimationFrame(() => setTimeout(() => { seen.drawn = Date.now(); }, 0));
+  }).observe(document, {subtree: true, childList: true, characterData: true, attributes: true});
+  addEventListener("click", () => { seen.action = Date.now(); }, true);
+  addEventListener("keydown", (e) => { if (e.key === "Enter") seen.action = Date.now(); }, true);
+  try {
+    new PerformanceObserver((list) => list.getEntries().forEach((e) => seen.long.push(
+      [performance.timeOrigin + e.startTime, e.duration]))).observe({type: "longtask"});
+  } catch (e) {}
+})();
+"""
+"""Records in the page, on the page's clock (``Date.now()``, ms): ``action``, the last click or
+Enter key (a new document: when its navigation started); ``changed``, the last DOM mutation;
+``drawn``, when the frame after it was painted; ``long``, the main thread's long tasks (start,
+ms). Reading these costs the page nothing; the ``text`` poll lays the whole page out."""
+BUSY_CSS = '[data-testid="stStatusWidget"], [data-stale="true"], [data-testid="stSkeleton"]'
+"""Streamlit's script run is not finished while one of these shows."""
+
+
+def watch(driver) -> None:
+    """Install ``DRAWN_JS`` in the open page and every document the driver opens later."""
+    driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": DRAWN_JS})
+    driver.execute_script(DRAWN_JS)
+
+
+def settle(driver, timeout: float = 60, quiet: float = 0.8, method: str = "dom") -> float:
+    """Wait until Streamlit finished its script run and the page stopped changing for
+    ``quiet`` s; returns when (``time.monotonic()``) it last changed.
+
+    ``method`` "dom": when the page last painted a DOM mutation (``DRAWN_JS``, installed here
+    if ``watch`` did not); "text": the earlier instrument, a poll of the main area's text every
+    0.2 s, whose reads lay the page out (0.3-0.4 s of browser time on a big page) and which
+    sees a change up to a poll late."""
+    if method == "text":
+        return _settle_text(driver, timeout, quiet)
+    if method != "dom":
+        raise ValueError(f"method must be 'dom' or 'text', got {method!r}")
+    probe = f"""const seen = window.__drawn;
+        return seen && [!!document.querySelector('{BUSY_CSS}'),
+                        Math.max(seen.changed, seen.drawn), Date.now()];"""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = driver.execute_script(probe)
+        except Exception:  # a navigation in between: ask again
+            state = None
+        if state is None:
+            with suppress(Exception):
+                driver.execute_script(DRAWN_JS)
+        elif not state[0] and state[2] - state[1] >= quiet * 1000:
+            return time.monotonic() - (state[2] - state[1]) / 1000
+        time.sleep(0.1)
+    raise WalkError(f"the page did not settle within {timeout} s")
+
+
+def _settle_text(driver, timeout: float, quiet: float) -> float:
     from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
 
-    busy_css = '[data-testid="stStatusWidget"], [data-stale="true"], [data-testid="stSkeleton"]'
     deadline = time.monotonic() + timeout
     last, since = None, time.monotonic()
     while time.monotonic() < deadline:
         try:
-            busy = bool(driver.find_elements(By.CSS_SELECTOR, busy_css))
+            busy = bool(driver.find_elements(By.CSS_SELECTOR, BUSY_CSS))
             snapshot = driver.find_element(By.CSS_SELECTOR, '[data-testid="stMain"]').text
         except (StaleElementReferenceException, Exception):
             busy, snapshot = True, None
@@ -308,7 +366,7 @@ def shot(driver, shots: Path, name: str, walk: Walk) -> None:
     walk.shots.append(path)
 
 
-def open_page(driver, title: str, timeout: float = 60) -> float:
+def open_page(driver, title: str, timeout: float = 60, method: str = "dom") -> float:
     """Click the sidebar link ``title``; returns when the page last changed (``settle``)."""
     from selenium.webdriver.common.by import By
 
@@ -318,7 +376,7 @@ def open_page(driver, title: str, timeout: float = 60) -> float:
         raise WalkError(f"no sidebar link {title!r}")
     link.click()
     wait_text(driver, "h1", title, timeout=timeout)
-    return settle(driver, timeout=timeout)
+    return settle(driver, timeout=timeout, method=method)
 
 
 def sign_in(driver, name: str, password: str) -> None:
