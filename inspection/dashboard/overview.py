@@ -19,6 +19,7 @@ WINDOWS: dict[str, tuple[timedelta | None, queries.Period]] = {
     "Last 30 days": (timedelta(days=30), "day"),
     "All time": (None, "day"),
 }
+DEFAULT_WINDOW = "Last 7 days"
 STALE_AFTER = timedelta(hours=1)
 DRIFT_BINS = 10
 PSI_WARN = 0.1

@@ -19,7 +19,12 @@ if ready:
     st.caption(f"Line-ready at their live thresholds: {', '.join(ready)} (see Models).")
 stations = app_state.stations(site)
 left, middle, right = st.columns([2, 2, 2])
-window_name = left.selectbox("Window", list(overview.WINDOWS), index=1, key="ov_window")
+window_name = left.selectbox(
+    "Window",
+    list(overview.WINDOWS),
+    index=list(overview.WINDOWS).index(overview.DEFAULT_WINDOW),
+    key="ov_window",
+)
 product = middle.selectbox("Product", ["All products", *products], key="ov_product")
 station = right.selectbox("Station", ["All stations", *stations], key="ov_station")
 product = None if product == "All products" else product
