@@ -12,7 +12,6 @@ from inspection.core.errors import ConfigError, WeightsError
 from inspection.core.signing import PublicKeys
 from inspection.core.types import InspectionResult
 from inspection.refine.base import MaskRefiner
-from inspection.refine.bundle import read_refiner_metadata
 from inspection.refine.classical import ClassicalRefiner
 from inspection.refine.config import RefineConfig
 from inspection.refine.guided import GuidedRefiner
@@ -54,15 +53,13 @@ def _build_sam(config: RefineConfig, keys: PublicKeys | None) -> MaskRefiner:
             "refine.method is 'sam' but refine.sam.bundle is not set: export one with "
             "`inspection refine export-sam --checkpoint <weights> --out <dir>` and set its path"
         )
-    if (
-        read_refiner_metadata(config.sam.bundle).random_weights
-        and not config.sam.allow_random_weights
-    ):
+    refiner = SamRefiner.from_bundle(config.sam.bundle, config=config, public_key=keys)
+    if refiner.metadata.random_weights and not config.sam.allow_random_weights:
         raise WeightsError(
             f"SAM refiner bundle {config.sam.bundle} was exported with random weights; re-export "
             "from a real checkpoint, or set refine.sam.allow_random_weights: true (benchmarks only)"
         )
-    return SamRefiner.from_bundle(config.sam.bundle, config=config, public_key=keys)
+    return refiner
 
 
 def _build_auto(config: RefineConfig, keys: PublicKeys | None) -> MaskRefiner:

@@ -143,7 +143,8 @@ def test_corrupt_bundle_is_refused(sam_bundle: Path, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_registry_refuses_random_weights_unless_allowed(sam_bundle: Path) -> None:
-    with pytest.raises(WeightsError, match="exported with random weights"):
+    refused = pytest.raises(WeightsError, match="exported with random weights")
+    with refused, pytest.warns(UserWarning, match="RANDOM WEIGHTS"):  # verified, then refused
         build_refiner(RefineConfig(method="sam", sam=SamConfig(bundle=sam_bundle)))
     allowed = SamConfig(bundle=sam_bundle, allow_random_weights=True)
     with pytest.warns(UserWarning, match="RANDOM WEIGHTS"):
