@@ -34,6 +34,7 @@ import timm
 import torch
 from anomalib.models.components.filters.blur import GaussianBlur2d
 from safetensors.torch import load_file
+from timm.models.efficientnet import EfficientNetFeatures
 from torch import nn
 
 from inspection.core.config import to_mapping
@@ -361,6 +362,35 @@ class SeparableGaussianBlur2d(GaussianBlur2d):
         return nn.functional.conv2d(
             nn.functional.conv2d(padded, row, groups=channels), column, groups=channels
         )
+
+
+class ShortEfficientNetFeatures(EfficientNetFeatures):
+    """timm's EfficientNet feature extractor (same modules, same state dict) that stops after its
+    deepest output stage: timm's runs every block, and the ones past it feed no output (blocks 5
+    and 6 of tf_efficientnet_lite0 for layers blocks.2 and blocks.4). Same outputs."""
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.bn1(self.conv_stem(x))
+        features = [x] if 0 in self._stage_out_idx else []
+        for stage, block in enumerate(self.blocks[: max(self._stage_out_idx)], start=1):
+            x = block(x)
+            if stage in self._stage_out_idx:
+                features.append(x)
+        return features
+
+
+def shorten_backbones(module: nn.Module) -> int:
+    """Make every plain timm ``EfficientNetFeatures`` in ``module`` a ``ShortEfficientNetFeatures``
+    (in-process only, as ``separate_blurs``: a bundle is traced from a model rebuilt by
+    ``load_trained_model``). Returns how many."""
+    found = [
+        m
+        for m in module.modules()
+        if type(m) is EfficientNetFeatures and m.feature_hooks is None and not m.grad_checkpointing
+    ]
+    for extractor in found:
+        extractor.__class__ = ShortEfficientNetFeatures
+    return len(found)
 
 
 def separate_blurs(module: nn.Module) -> int:

@@ -138,15 +138,17 @@ def metrics_of_predictions(predictions: Predictions, calibration: Calibration) -
     )
 
 
-def judged_masks(predictions: Predictions, metrics: EvaluationMetrics) -> np.ndarray | None:
-    """(N, H, W) bool masks the station draws, at the calibration the metrics were judged at
-    (None for metrics written before it was recorded)."""
+def judged_masks(
+    predictions: Predictions, metrics: EvaluationMetrics, rows: Sequence[int]
+) -> np.ndarray | None:
+    """(len(rows), H, W) bool masks the station draws on those images, at the calibration the
+    metrics were judged at (None for metrics written before it was recorded)."""
     calibration = metrics.calibration
     if calibration is None:
         return None
     norm = calibration.normalization
-    scores = normalize_scores(predictions.scores, norm)
-    maps = normalize_maps(predictions.maps, norm)
+    scores = normalize_scores(predictions.scores[rows], norm)
+    maps = normalize_maps(predictions.maps[rows], norm)
     return judge_all(scores, maps, 0.5, calibration.segmentation).masks
 
 
@@ -158,6 +160,6 @@ def write_report(out_dir: str | Path, predictions: Predictions, metrics: Evaluat
         json.dumps(metrics.to_mapping(), indent=2, sort_keys=True, default=str),
         encoding="utf-8",
     )
-    save_plots(out_dir, predictions, metrics, judged_masks(predictions, metrics))
+    save_plots(out_dir, predictions, metrics, lambda rows: judged_masks(predictions, metrics, rows))
     logger.info("report written to %s", out_dir)
     return out_dir

@@ -37,7 +37,7 @@ pixel AUROC falls by at most ``MAX_PIXEL_LOSS`` (test images never take part). E
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +49,7 @@ from anomalib.models.image.patchcore.torch_model import PatchcoreModel
 
 from inspection.core.metrics import image_auroc, pixel_auroc
 from inspection.data.dataset import Sample
+from inspection.training.backbones import channels_last
 from inspection.training.coreset import seed_selection, select_coreset
 from inspection.training.image_score import MapPeakHead
 from inspection.training.out_of_fold import fold_banks, fold_of, model_inputs
@@ -206,9 +207,29 @@ class LocalStatsChoice:
     fusion: str = FUSION
 
 
+class LazyImages:
+    """(N, 3, H, W) pre-processed images read when first indexed: ``[indices]`` reads those,
+    ``[:]`` all of them (kept). ``auto`` decides on a proxy of a few training images
+    (``PROXY``): the others are read only for a kept model."""
+
+    def __init__(self, count: int, read: Callable[[Sequence[int]], torch.Tensor]) -> None:
+        self.count, self.read = count, read
+        self.every: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, key: slice | np.ndarray) -> torch.Tensor:
+        if self.every is None and isinstance(key, slice) and key == slice(None):
+            self.every = self.read(range(self.count))
+        if self.every is not None:
+            return self.every[key]
+        return self.read(np.arange(self.count)[key].tolist())
+
+
 def fit_local_statistics(
     inner: FusedPatchcoreModel,
-    train_images: torch.Tensor,
+    train_images: torch.Tensor | LazyImages,
     validation_images: torch.Tensor,
     validation_labels: np.ndarray,
     *,
@@ -223,8 +244,9 @@ def fit_local_statistics(
     roi: TrainingRoi | None = None,
 ) -> LocalStatsChoice:
     """Fit the statistics model of a trained PatchCore ``inner`` on its (N, 3, H, W)
-    pre-processed training images, standardise both parts on good images (``standardisers``),
-    and keep it (``mode`` on, or auto and it helps on validation) or leave the bank empty.
+    pre-processed training images (a tensor or ``LazyImages``), standardise both parts on good
+    images (``standardisers``), and keep it (``mode`` on, or auto and it helps on validation) or
+    leave the bank empty.
 
     ``folds`` >= 2: the out-of-fold statistics scores of the training images in the first
     ``SCALING_FOLDS`` folds (``standardiser_images``) join the good validation images' in the
@@ -264,14 +286,13 @@ def fit_local_statistics(
                         evidence)  # fmt: skip
             cells = sum(len(r) for r in rows)
             return LocalStatsChoice(mode, False, reason, 0, cells, evidence)
-    if some is None or len(some) < len(train_images):  # the whole model, every training image
-        rows = _fit_bank(head, train_images, ratio, cap_rows, seed, train_paths, roi)
+    images = train_images[:]
+    if some is None or len(some) < len(images):  # the whole model, every training image
+        rows = _fit_bank(head, images, ratio, cap_rows, seed, train_paths, roi)
         side = _outputs(inner.side_outputs, validation_images)
-    extra, head.fold_banks = side_out_of_fold(
-        inner, train_images, rows, folds, ratio, cap_rows, seed
-    )
+    extra, head.fold_banks = side_out_of_fold(inner, images, rows, folds, ratio, cap_rows, seed)
     if len(extra[0]):  # only the scaling folds' images fit the standardisers
-        scaling = standardiser_images(len(train_images), folds, seed)
+        scaling = standardiser_images(len(images), folds, seed)
         extra = (extra[0][scaling], extra[1][scaling])
     standardisers, evidence = judged(side, extra)
     head.standardisers = torch.tensor(standardisers, dtype=torch.float32)
@@ -491,26 +512,31 @@ def fit_for_model(
     size = tuple(config.image_size)
     validation_images = model_inputs(model, validation, size, config.image_bits)
     labels = np.asarray([s.label for s in validation])
-    if mode == "auto":  # decided before the training images are even read
-        full = no_room_to_gain(model.model, validation_images, labels)
-        if full:
-            logger.info("local statistics: off (%s)", full)
-            return LocalStatsChoice(mode, False, full)
-    return fit_local_statistics(
-        model.model,
-        model_inputs(model, train, size, config.image_bits),
-        validation_images,
-        labels,
-        mode=mode,
-        ratio=config.coreset_sampling_ratio,
-        cap_rows=config.memory_bank_max,
-        seed=config.seed,
-        folds=config.calibration_folds,
-        validation_masks=np.stack([load_mask(s, size) for s in validation]),
-        mask_known=np.array([mask_known(s) for s in validation]),
-        train_paths=[str(s.path) for s in train],
-        roi=roi,
-    )
+
+    def read(indices: Sequence[int]) -> torch.Tensor:
+        return model_inputs(model, [train[i] for i in indices], size, config.image_bits)
+
+    with channels_last(model.model):  # the validation images' backbone pass (then shared)
+        if mode == "auto":  # decided before the training images are even read
+            full = no_room_to_gain(model.model, validation_images, labels)
+            if full:
+                logger.info("local statistics: off (%s)", full)
+                return LocalStatsChoice(mode, False, full)
+        return fit_local_statistics(
+            model.model,
+            LazyImages(len(train), read),
+            validation_images,
+            labels,
+            mode=mode,
+            ratio=config.coreset_sampling_ratio,
+            cap_rows=config.memory_bank_max,
+            seed=config.seed,
+            folds=config.calibration_folds,
+            validation_masks=np.stack([load_mask(s, size) for s in validation]),
+            mask_known=np.array([mask_known(s) for s in validation]),
+            train_paths=[str(s.path) for s in train],
+            roi=roi,
+        )
 
 
 def no_room_to_gain(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,14 @@ GRID_ROWS = 8
 
 
 def save_plots(
-    out_dir: Path, predictions: Predictions, metrics: EvaluationMetrics, masks: np.ndarray | None
+    out_dir: Path,
+    predictions: Predictions,
+    metrics: EvaluationMetrics,
+    masks: Callable[[list[int]], np.ndarray | None],
 ) -> list[Path]:
-    """Write roc.png, score_histogram.png and examples.png into ``out_dir``; ``masks`` are the
-    judged (N, H, W) masks the station would draw, or ``None`` when unknown."""
+    """Write roc.png, score_histogram.png and examples.png into ``out_dir``; ``masks(rows)``:
+    the judged (len(rows), H, W) masks the station would draw of those images, or ``None``
+    when unknown."""
     return [
         plot_roc(out_dir / "roc.png", predictions, metrics),
         plot_histogram(out_dir / "score_histogram.png", predictions, metrics.image_threshold),
@@ -64,19 +69,22 @@ def plot_histogram(path: Path, predictions: Predictions, threshold: float | None
     return _save(fig, path)
 
 
-def plot_examples(path: Path, predictions: Predictions, masks: np.ndarray | None) -> Path:
-    """Rows of image | anomaly map | judged mask (the station's verdict rule; blank when
-    unknown) | ground truth, defects first."""
+def plot_examples(
+    path: Path, predictions: Predictions, masks: Callable[[list[int]], np.ndarray | None]
+) -> Path:
+    """Rows of image | anomaly map | judged mask (the station's verdict rule, ``masks(rows)``;
+    blank when unknown) | ground truth, defects first."""
     rows = _example_rows(predictions)
+    judged = masks(rows)
     fig, axes = plt.subplots(len(rows), 4, figsize=(8, 2.1 * len(rows)), squeeze=False)
     vmin, vmax = float(predictions.maps.min()), float(predictions.maps.max())
     size = predictions.maps.shape[1:]
-    for row, index in zip(axes, rows, strict=True):
+    for number, (row, index) in enumerate(zip(axes, rows, strict=True)):
         anomaly_map = predictions.maps[index]
         panels = [
             load_image(Path(predictions.paths[index]), size, predictions.bits),
             anomaly_map,
-            masks[index] if masks is not None else np.zeros(size, bool),
+            judged[number] if judged is not None else np.zeros(size, bool),
             predictions.gt_masks[index],
         ]
         for ax, panel, kwargs in zip(

@@ -56,6 +56,7 @@ from inspection.training.backbones import (
     no_pretrained_download,
     resolve_weights,
     separate_blurs,
+    shorten_backbones,
 )
 from inspection.training.evaluate import metrics_of_predictions, predict
 from inspection.training.global_context import (
@@ -549,6 +550,7 @@ def fit_loaders(
     torch.use_deterministic_algorithms(True, warn_only=True)
     model = build_model(config, weights)
     separate_blurs(model.model)  # the trained model's in-process predictions, not its export
+    shorten_backbones(model.model)
     model.training_roi = roi
     if prepare is not None:
         prepare(model)

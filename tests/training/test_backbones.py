@@ -165,6 +165,27 @@ def test_channels_last_gives_the_same_outputs_and_restores_the_layout() -> None:
     assert all(p.is_contiguous() for p in net.parameters())
 
 
+@pytest.mark.parametrize("layers", [["blocks.2", "blocks.4"], ["blocks.1"], ["blocks.6"]])
+def test_short_extractor_gives_the_same_features_and_state_dict(layers: list[str]) -> None:
+    from anomalib.models.components.feature_extractors import TimmFeatureExtractor
+
+    from inspection.training.backbones import ShortEfficientNetFeatures, shorten_backbones
+
+    torch.manual_seed(0)
+    with no_pretrained_download():
+        extractor = TimmFeatureExtractor(BUNDLED_BACKBONE, layers, pre_trained=False).eval()
+    image = torch.rand(2, 3, 64, 64)
+    keys = set(extractor.state_dict())
+    with torch.no_grad():
+        expected = extractor(image)
+        assert shorten_backbones(extractor) == 1
+        short = extractor(image)
+    assert type(extractor.feature_extractor) is ShortEfficientNetFeatures
+    assert list(short) == list(expected) == layers
+    assert all(torch.equal(short[k], expected[k]) for k in layers)
+    assert set(extractor.state_dict()) == keys  # checkpoints keep every block
+
+
 def test_separated_blur_gives_the_same_maps_and_state_dict() -> None:
     from anomalib.models.image.patchcore.anomaly_map import AnomalyMapGenerator
 

@@ -25,6 +25,7 @@ from inspection.training.local_stats import (
     STRIDE,
     WINDOW,
     FusedPatchcoreModel,
+    LazyImages,
     LocalStatsHead,
     _decide,
     fit_for_model,
@@ -141,6 +142,22 @@ def test_decision(mode: str, evidence: dict[str, float], kept: bool, reason: str
 
 
 # -------------------------------------------------------------- a tiny model that keeps it
+
+
+def test_lazy_images_read_what_is_indexed_and_all_of_them_once() -> None:
+    every = torch.arange(5 * 3, dtype=torch.float32).reshape(5, 3, 1, 1)
+    asked: list[list[int]] = []
+
+    def read(indices: Any) -> torch.Tensor:
+        asked.append(list(indices))
+        return every[list(indices)]
+
+    images = LazyImages(5, read)
+    assert len(images) == 5 and asked == []
+    assert torch.equal(images[np.array([3, 1])], every[[3, 1]])
+    assert asked == [[3, 1]]
+    assert torch.equal(images[:], every) and torch.equal(images[np.array([4])], every[[4]])
+    assert asked == [[3, 1], [0, 1, 2, 3, 4]]  # all read once, then kept
 
 
 @dataclasses.dataclass(frozen=True)
