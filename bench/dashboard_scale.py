@@ -274,31 +274,13 @@ METHODS = {
 """The instruments (``dashboard_walk.settle`` methods): the old one, and the new."""
 
 
-MESSAGES_JS = """
-const Native = window.WebSocket;
-window.__messages = [];
-window.WebSocket = class extends Native {
-  constructor(...args) {
-    super(...args);
-    this.addEventListener("message", (e) => window.__messages.push(
-      [Date.now() / 1000, e.data.byteLength ?? e.data.size ?? e.data.length]));
-  }
-};
-"""
-"""Records when each websocket message from the server arrived and its size."""
-
-
 class Walk:
     """Times steps in Chromium: seconds from the action to the page's last change (``method``
     of ``dashboard_walk.settle``), and of them the part until the server's last message arrived
     (its script run finished), the bytes it sent and the browser's long tasks in between."""
 
     def __init__(self, driver, method: str) -> None:
-        import dashboard_walk as walk
-
-        self.driver, self.method, self.steps = driver, method, {}
-        driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": MESSAGES_JS})
-        walk.watch(driver)
+        self.driver, self.method, self.steps = driver, method, {}  # walk.browser() watches
 
     def step(self, name: str, action: Callable[[str], float], acted_after: float = 0) -> None:
         """``action(method)`` acts and returns ``time.monotonic()`` of the page's last change;
@@ -307,8 +289,8 @@ class Walk:
         start, wall = time.monotonic(), time.time()
         end = action(self.method)
         seconds = end - start
-        seen = self.driver.execute_script("return [window.__drawn, window.__messages || []]")
-        drawn, arrived = seen[0] or {}, seen[1]
+        drawn = self.driver.execute_script("return window.__drawn") or {}
+        arrived = drawn.get("messages", [])
         origin, end_wall = wall, wall + seconds  # "text": Python's action to its poll's sight
         if self.method == "dom":  # the page's own clock, from its click or Enter
             origin = max(drawn.get("action", 0) / 1000, acted_after or wall - 0.05)

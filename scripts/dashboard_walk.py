@@ -227,6 +227,7 @@ def browser() -> Iterator[object]:
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(60)
+    watch(driver)
     try:
         yield driver
     finally:
@@ -238,7 +239,7 @@ DRAWN_JS = """
 (() => {
   if (window.__drawn) return;
   const seen = window.__drawn = {action: performance.timeOrigin, changed: Date.now(),
-                                 drawn: Date.now(), long: []};
+                                 drawn: Date.now(), long: [], messages: [], running: false};
   new MutationObserver(() => {
     seen.changed = Date.now();  // after the frame that shows it: painted
     requestAnimationFrame(() => setTimeout(() => { seen.drawn = Date.now(); }, 0));
@@ -249,12 +250,45 @@ DRAWN_JS = """
     new PerformanceObserver((list) => list.getEntries().forEach((e) => seen.long.push(
       [performance.timeOrigin + e.startTime, e.duration]))).observe({type: "longtask"});
   } catch (e) {}
+  const kind = (data) => {  // ForwardMsg's top-level fields: 4 new_session, 6 script_finished
+    const bytes = new Uint8Array(data);
+    let i = 0;
+    const varint = () => {
+      let value = 0, shift = 0, byte;
+      do { byte = bytes[i++]; value += (byte & 0x7f) * 2 ** shift; shift += 7; } while (byte & 0x80);
+      return value;
+    };
+    while (i < bytes.length) {
+      const tag = varint(), field = Math.floor(tag / 8), wire = tag & 7;
+      if (field === 4 || field === 6) return field;
+      const skip = wire === 0 ? (varint(), 0) : wire === 2 ? varint() : {1: 8, 5: 4}[wire];
+      if (skip === undefined) return 0;
+      i += skip;  // after varint() moved i: `i += varint()` would read i first
+    }
+    return 0;
+  };
+  const Native = window.WebSocket;
+  window.WebSocket = class extends Native {
+    constructor(...args) {
+      super(...args);
+      this.addEventListener("message", (e) => {
+        seen.messages.push([Date.now() / 1000, e.data.byteLength ?? e.data.size ?? 0]);
+        if (e.data instanceof ArrayBuffer) {
+          const field = kind(e.data);
+          if (field) seen.running = field === 4;
+        }
+      });
+    }
+  };
 })();
 """
 """Records in the page, on the page's clock (``Date.now()``, ms): ``action``, the last click or
 Enter key (a new document: when its navigation started); ``changed``, the last DOM mutation;
 ``drawn``, when the frame after it was painted; ``long``, the main thread's long tasks (start,
-ms). Reading these costs the page nothing; the ``text`` poll lays the whole page out."""
+ms); ``messages``, each websocket message from the server (s, bytes); ``running``, between a
+script run's start (``new_session``) and its ``script_finished``. Installed before the page's
+own code (``watch``) it sees the server's runs; installed later, only the page. Reading these
+costs the page nothing; the ``text`` poll lays the whole page out."""
 BUSY_CSS = '[data-testid="stStatusWidget"], [data-stale="true"], [data-testid="stSkeleton"]'
 """Streamlit's script run is not finished while one of these shows."""
 
@@ -269,8 +303,9 @@ def settle(driver, timeout: float = 60, quiet: float = 0.8, method: str = "dom")
     """Wait until Streamlit finished its script run and the page stopped changing for
     ``quiet`` s; returns when (``time.monotonic()``) it last changed.
 
-    ``method`` "dom": when the page last painted a DOM mutation (``DRAWN_JS``, installed here
-    if ``watch`` did not); "text": the earlier instrument, a poll of the main area's text every
+    ``method`` "dom": when the page last painted a DOM mutation, once the server's script run
+    finished (``DRAWN_JS``; installed here if ``watch`` did not: then Streamlit's running
+    indicator, shown after 0.5 s, is all it knows of the server); "text": the earlier instrument, a poll of the main area's text every
     0.2 s, whose reads lay the page out (0.3-0.4 s of browser time on a big page) and which
     sees a change up to a poll late."""
     if method == "text":
@@ -278,7 +313,7 @@ def settle(driver, timeout: float = 60, quiet: float = 0.8, method: str = "dom")
     if method != "dom":
         raise ValueError(f"method must be 'dom' or 'text', got {method!r}")
     probe = f"""const seen = window.__drawn;
-        return seen && [!!document.querySelector('{BUSY_CSS}'),
+        return seen && [seen.running || !!document.querySelector('{BUSY_CSS}'),
                         Math.max(seen.changed, seen.drawn), Date.now()];"""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

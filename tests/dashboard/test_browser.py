@@ -80,6 +80,7 @@ def browser() -> Iterator[object]:
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(60)
+    walk_module().watch(driver)  # settle() then knows when the server's script run finished
     try:
         yield driver
     finally:
