@@ -59,16 +59,19 @@ def queue_page(
     page_size: int,
     after: queries.QueueCursor | None = None,
     page: int = 0,
+    total: int | None = None,
 ) -> QueuePage:
     """The ``page_size`` rows after cursor ``after`` (keyset paging); ``page`` is only the
-    number shown (how many pages the caller stepped through)."""
+    number shown (how many pages the caller stepped through); ``total``: the queue's count
+    when the caller has it (it does not change from page to page), else counted here."""
     if page_size < 1:
         raise StoreError(f"page size must be at least 1, got {page_size}")
     rows = queries.review_queue(store, query, limit=page_size + 1, after=after)
     more = len(rows) > page_size
     rows = rows[:page_size]
     following = queries.cursor_after(rows[-1], query.order) if more else None
-    return QueuePage(rows, queries.count_review_queue(store, query), page, page_size, following)
+    total = queries.count_review_queue(store, query) if total is None else total
+    return QueuePage(rows, total, page, page_size, following)
 
 
 def page_start(
