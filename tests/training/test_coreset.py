@@ -81,11 +81,16 @@ def test_bad_sizes(n: int, ratio: float, cap: int | None, message: str) -> None:
         coreset_size(n, ratio, cap)
 
 
-@pytest.mark.parametrize("prior, batch", [(False, 32), (True, 32), (False, 1), (True, 1)])
+@pytest.mark.parametrize(
+    "prior, batch, pool",
+    [(False, 32, 8192), (True, 32, 8192), (False, 1, 8192), (True, 1, 8192), (False, 32, 64),
+     (True, 32, 64), (False, 1, 256)],
+)  # fmt: skip
 def test_lazy_updates_keep_the_full_scan_picks(
-    prior: bool, batch: int, monkeypatch: pytest.MonkeyPatch
+    prior: bool, batch: int, pool: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(_LazyGreedy, "BATCH", batch)  # 1: the second round runs on most picks
+    monkeypatch.setattr(_LazyGreedy, "POOL", pool)  # below 6000: searched among a pool
     features = clustered(6000, 12, seed=5)
     min_sq = torch.rand(6000) * 4.0 if prior else None
     full = greedy_k_center(features, 300, start=0, min_sq=min_sq, lazy=False)
