@@ -81,8 +81,7 @@ def page_start(
     it; ``None`` for the first page and past the end."""
     if page < 1:
         return None
-    rows = queries.review_queue(store, query, limit=2, skip=page * page_size - 1)
-    return queries.cursor_after(rows[0], query.order) if len(rows) == 2 else None
+    return queries.queue_anchor(store, query, page * page_size - 1)
 
 
 def page_frame(page: QueuePage) -> pd.DataFrame:

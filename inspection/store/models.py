@@ -18,6 +18,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -94,7 +95,15 @@ class Inspection(Base):
         Index("ix_inspections_product_created", "product", "created_at"),
         Index("ix_inspections_station_created", "station_id", "created_at"),
         Index("ix_inspections_verdict_created", "verdict", "created_at"),
-        Index("ix_inspections_review", "product", "review_label", "reviewed_at"),
+        Index(  # reviewed rows only: the Thresholds page's scores from the index (0008)
+            "ix_inspections_reviewed",
+            "product",
+            "review_label",
+            "audit_sample",
+            "score",
+            sqlite_where=text("review_label IS NOT NULL"),
+            postgresql_where=text("review_label IS NOT NULL"),
+        ),
         Index("ix_inspections_blobs_held", "product", "blobs_pruned_at", "created_at"),
         *(Index(f"ix_inspections_{c}", c) for c in SHA_COLUMNS),
     )

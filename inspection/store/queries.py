@@ -2,8 +2,8 @@
 
 Counts, rates and histograms read the hourly rollups (``store.rollups``), never the results
 table, so a page costs the same at a thousand results or ten million; windows count whole UTC
-hours. The review queue pages by keyset over indexed columns and counts up to a cap; reviewed
-parts (few) are read live through the label index. Works on SQLite and PostgreSQL.
+hours. The review queue pages by keyset over an index that also holds its filters' columns
+and counts up to a cap; reviewed parts (few) are read live through partial indexes of them. Works on SQLite and PostgreSQL.
 Times are UTC; SQLite returns naive datetimes, which are read as UTC.
 """
 
@@ -338,9 +338,9 @@ def defect_types(store: Store, product: str | None = None) -> list[str]:
 def _queue_conditions(query: QueueQuery, lowest: float | None) -> list[Any]:
     """``lowest``: the lowest score an NG or borderline part can have (from the rollups'
     thresholds), a range the score index answers; ``None`` when nothing is stored."""
-    # Product and station are compared through coalesce() so that no index on them competes
-    # with the sort-key index the queue walks (a planner picking (product, created_at) would
-    # sort all of a product's rows for one page).
+    # Product, station and verdict are compared through coalesce() so that no index on them
+    # competes with the sort-key index the queue walks (a planner picking (product, created_at)
+    # or (verdict, created_at) would sort all of their rows for one page).
     conditions = _time_filters(None, None, query.since, None)
     for column, value in (
         (Inspection.product, query.product),
@@ -349,10 +349,11 @@ def _queue_conditions(query: QueueQuery, lowest: float | None) -> list[Any]:
         if value:
             conditions.append(func.coalesce(column, "") == value)
     near = Inspection.score >= Inspection.threshold - query.margin
+    verdict = func.coalesce(Inspection.verdict, "")
     if query.kind == "ng":
-        conditions.append(Inspection.verdict == "NG")
+        conditions.append(verdict == "NG")
     elif query.kind == "borderline":
-        conditions.append(and_(Inspection.verdict == "OK", near))
+        conditions.append(and_(verdict == "OK", near))
     elif query.kind == "ng_or_borderline":  # an NG part scores >= its threshold (core rule)
         conditions.append(near)
     if query.kind != "all" and lowest is not None:
@@ -404,33 +405,47 @@ def cursor_after(row: QueueRow, order: QueueOrder) -> QueueCursor:
     return QueueCursor(key, row.id)
 
 
+def _queue_order(order: QueueOrder) -> tuple[Any, Any]:
+    key = _sort_key(order)
+    return (key.desc(), Inspection.id.desc()) if order in _DESCENDING else (key, Inspection.id)
+
+
 def review_queue(
-    store: Store,
-    query: QueueQuery,
-    *,
-    limit: int = 20,
-    after: QueueCursor | None = None,
-    skip: int = 0,
+    store: Store, query: QueueQuery, *, limit: int = 20, after: QueueCursor | None = None
 ) -> list[QueueRow]:
-    """One page of the review queue: ``limit`` rows after ``after`` (from the start: None),
-    ``skip`` rows further on (a jump to a page: it reads ``skip`` index entries; keep paging
-    with ``after``)."""
-    if limit < 1 or skip < 0:
-        raise StoreError(f"a queue page needs limit >= 1 and skip >= 0, got {limit}, {skip}")
+    """One page of the review queue: ``limit`` rows after ``after`` (from the start: None)."""
+    if limit < 1:
+        raise StoreError(f"a queue page needs limit >= 1, got {limit}")
     key = _sort_key(query.order)
-    descending = query.order in _DESCENDING
     columns = [getattr(Inspection, name) for name in QueueRow.__dataclass_fields__]
-    statement = select(*columns).order_by(
-        *((key.desc(), Inspection.id.desc()) if descending else (key, Inspection.id))
-    )
+    statement = select(*columns).order_by(*_queue_order(query.order))
     if after is not None:
         position = tuple_(key, Inspection.id)
         bound = tuple_(literal(after.key, key.type), literal(after.id))
-        statement = statement.where(position < bound if descending else position > bound)
+        statement = statement.where(
+            position < bound if query.order in _DESCENDING else position > bound
+        )
     with store.session() as session:
         conditions = _queue_conditions(query, _lowest_threshold(session, query))
-        rows = session.execute(statement.where(*conditions).offset(skip).limit(limit)).all()
+        rows = session.execute(statement.where(*conditions).limit(limit)).all()
     return [QueueRow(*row[:1], as_utc(row[1]), *row[2:]) for row in rows]
+
+
+def queue_anchor(store: Store, query: QueueQuery, position: int) -> QueueCursor | None:
+    """The cursor after the queue's row at 0-based ``position`` (a jump to the page after it),
+    ``None`` unless a row follows it. It reads sort keys and ids only: in score order the
+    queue index holds them and the filters' columns, so the ``position`` rows it skips cost
+    index entries, not table pages (migration 0008)."""
+    if position < 0:
+        raise StoreError(f"a queue position must be >= 0, got {position}")
+    statement = select(_sort_key(query.order), Inspection.id).order_by(*_queue_order(query.order))
+    with store.session() as session:
+        conditions = _queue_conditions(query, _lowest_threshold(session, query))
+        rows = session.execute(statement.where(*conditions).offset(position).limit(2)).all()
+    if len(rows) < 2:
+        return None
+    key, row_id = rows[0]
+    return QueueCursor(as_utc(key) if query.order in ("newest", "oldest") else float(key), row_id)
 
 
 QUEUE_COUNT_CAP = 10_000

@@ -78,9 +78,18 @@ class ScoreRollup(Base):
     count: Mapped[int] = mapped_column(Integer)
 
 
-# The review queue's keyset pages and the reviewed-in-a-window lookups (migration 0007).
-Index("ix_inspections_score_id", Inspection.score, Inspection.id)
-Index("ix_inspections_verdict_score", Inspection.verdict, Inspection.score, Inspection.id)
+# The review queue's keyset pages, its filters evaluated on the index (migration 0008), and
+# the reviewed-in-a-window lookups (0007).
+Index(
+    "ix_inspections_queue",
+    Inspection.score,
+    Inspection.id,
+    Inspection.threshold,
+    Inspection.verdict,
+    Inspection.review_label,
+    Inspection.product,
+    Inspection.station_id,
+)
 Index("ix_inspections_created_id", Inspection.created_at, Inspection.id)
 Index(
     "ix_inspections_label_created",

@@ -133,7 +133,7 @@ def test_bad_queue_queries(kwargs, message) -> None:
         ),
         (
             lambda s: queries.review_queue(s, queries.QueueQuery(), limit=0),
-            "a queue page needs limit >= 1 and skip >= 0, got 0, 0",
+            "a queue page needs limit >= 1, got 0",
         ),
         (
             lambda s: review.queue_page(s, queries.QueueQuery(), page_size=0),
