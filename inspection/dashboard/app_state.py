@@ -462,31 +462,38 @@ def events_frame(site: str, product: str) -> pd.DataFrame:
     return models.events_frame(_open(site).registry, product)
 
 
+def read_overview(site: str) -> None:
+    """Run the Overview's reads at its default filters (what a sign-in opens) through the
+    page's cached functions, in the page's order reversed: a page run that starts meanwhile
+    meets it once at most. The one list of them: ``warm_overview`` and the server's warm-up
+    (``serve``) call it."""
+    now = now_minute()
+    since, period = overview.window(overview.DEFAULT_WINDOW, now)
+    names = products(site)
+    for product in names:
+        drift(site, product, since)
+    station_health(site, since, now)
+    volume(site, "hour", since, None, None)
+    volume(site, period, since, None, None)
+    stations(site)
+    for product in names:
+        model_health(site, product).reasons  # noqa: B018  (SciPy's intervals, computed once)
+
+
 _warming = threading.Lock()
 
 
 def warm_overview(site: str) -> None:
-    """Start the Overview's reads at its default filters (what a sign-in opens) on another
-    thread, into the cache its first run reads: the login form calls it while the password hash
-    is checked. It draws and sends nothing, so a failed login discloses nothing; at most one
-    runs at a time, and its O(rollup) reads cost a fraction of the hash an attempt pays."""
+    """``read_overview`` on another thread, into the cache the Overview's first run reads: the
+    login form calls it while the password hash is checked. It draws and sends nothing, so a
+    failed login discloses nothing; at most one runs at a time, and its O(rollup) reads cost a
+    fraction of the hash an attempt pays."""
     if not _warming.acquire(blocking=False):
         return
 
     def run() -> None:
         try:
-            now = now_minute()
-            since, period = overview.window(overview.DEFAULT_WINDOW, now)
-            names = products(site)
-            # The page's order reversed: a page run that starts early meets it once at most.
-            for product in names:
-                drift(site, product, since)
-            station_health(site, since, now)
-            volume(site, "hour", since, None, None)
-            volume(site, period, since, None, None)
-            stations(site)
-            for product in names:
-                model_health(site, product)
+            read_overview(site)
         except Exception:  # the page itself reads again and shows what went wrong
             logging.getLogger(__name__).exception("Overview warm-up failed")
         finally:

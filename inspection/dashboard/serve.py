@@ -18,41 +18,29 @@ from __future__ import annotations
 import gc
 import logging
 import sys
-from datetime import datetime, timedelta, timezone
 
 
 def warm_up() -> None:
-    """Import every module a page runs with; run the Overview's reads once on the site's store
-    (the engine the pages share), keeping no result."""
+    """Import every module a page runs with; run the Overview's default reads once on the
+    site's store (``app_state.read_overview``: the engine the pages share), keeping no result."""
     import scipy.stats  # noqa: F401
     import sklearn.metrics  # noqa: F401
     import streamlit  # noqa: F401  (creates the logger silenced below)
 
     checks = logging.getLogger("streamlit.runtime.caching.cache_data_api")
     level = checks.level
-    checks.setLevel(logging.ERROR)  # "No runtime found" from each @st.cache_data at import
+    checks.setLevel(logging.ERROR)  # "No runtime found" from each @st.cache_data before it runs
     try:
         from inspection.dashboard import app_state, charts, panels, roi  # noqa: F401
+
+        try:
+            app_state.read_overview(app_state.site_key())
+        except Exception as exc:  # a bad site config or a store down: its page says why
+            logging.getLogger(__name__).info("dashboard warm-up skipped the store: %s", exc)
+        app_state.invalidate()  # the runtime's caches start empty: the pages read fresh data
     finally:
         checks.setLevel(level)
-    try:
-        _read_overview(app_state)
-    except Exception as exc:  # a bad site config or a store down: its page says why
-        logging.getLogger(__name__).info("dashboard warm-up skipped the store: %s", exc)
     gc.freeze()  # see the module docstring: Streamlit's collection after every run
-
-
-def _read_overview(app_state) -> None:
-    from inspection.dashboard import health, overview
-
-    board = app_state._open(app_state.site_key())
-    now = datetime.now(timezone.utc)
-    since = now - timedelta(days=7)
-    overview.volume_frame(board.store, period="hour", since=since)
-    overview.station_frame(board.store, since=since, now=now)
-    for product in board.products:
-        overview.drift(board.store, board.registry, product, since=since)
-        health.model_health(board.registry, product, configs_dir=board.site.configs).reasons  # noqa: B018
 
 
 if __name__ == "__main__":
