@@ -71,8 +71,8 @@ def pixel_figures(
     Both curves are read at the last pixel of each distinct map value, so the order of equal
     values does not matter and an unstable sort gives the exact figures: pixel AUROC is the
     trapezoid under (FPR, TPR) over distinct values (scikit-learn's ``roc_auc_score``), AUPRO
-    as ``aupro`` says. A 512 px test set of 126 images (33 M pixels) takes ~6 s instead of
-    ~25 s for scikit-learn's AUROC and a stable sort. (None, None) with a single class.
+    as ``aupro`` says. Only the defect pixels are argsorted (they carry region weights); the
+    others are plain-sorted and counted as ``negatives`` are. (None, None) with a single class.
 
     ``negatives``: ascending map values of more pixels outside any defect (good images'),
     counted as if their images were in ``maps``; a caller measuring several subsets that
@@ -87,20 +87,22 @@ def pixel_figures(
         raise ValueError(f"maps {maps.shape} and masks {masks.shape} differ in shape")
     if not masks.any() or (masks.all() and not len(extra)):
         return None, None
-    flat = maps.reshape(-1)
+    flat, defect = maps.reshape(-1), masks.reshape(-1)
     if not np.isfinite(flat).all() or (len(extra) and not np.isfinite(extra[[0, -1]]).all()):
         raise ValueError("anomaly maps contain NaN or infinite values")
-    order = np.argsort(-flat)
-    values, defect = flat[order], masks.reshape(-1)[order]
+    # the other pixels join ``extra``: a plain float32 sort is ~7x faster than an argsort
+    order = np.argsort(-flat[defect])
+    values = flat[defect][order]
     last_of_value = np.r_[values[1:] != values[:-1], True]
     rising = values[last_of_value][::-1]  # ascending keys: numpy's fast searchsorted
-    above = len(extra) - np.searchsorted(extra, rising, side="right")[::-1]
-    at_or_above = len(extra) - np.searchsorted(extra, rising, side="left")[::-1]
+    sorted_negatives = (extra, np.sort(flat[~defect]))
+    above = sum(len(a) - np.searchsorted(a, rising, side="right") for a in sorted_negatives)
+    at_or_above = sum(len(a) - np.searchsorted(a, rising, side="left") for a in sorted_negatives)
     curves = []  # false positives, true positives, region overlap: before and at each value
     for own, more in (
-        (np.cumsum(~defect, dtype=np.int64)[last_of_value], (above, at_or_above)),
-        (np.cumsum(defect, dtype=np.int64)[last_of_value], (0, 0)),
-        (np.cumsum(_region_weights(masks).reshape(-1)[order])[last_of_value], (0, 0)),
+        (np.zeros(len(rising), np.int64), (above[::-1], at_or_above[::-1])),
+        (np.flatnonzero(last_of_value) + 1, (0, 0)),
+        (np.cumsum(_region_weights(masks).reshape(-1)[defect][order])[last_of_value], (0, 0)),
     ):
         curve = np.zeros(2 * len(own) + 2, own.dtype)
         curve[3:-1:2] = own[:-1]
@@ -109,7 +111,7 @@ def pixel_figures(
         curve[-1] = own[-1]
         curves.append(curve)
     negative, positive, overlap = curves
-    negative[-1] += len(extra)  # the negatives below the smallest value of ``maps``
+    negative[-1] = sum(len(a) for a in sorted_negatives)  # every negative, the lowest too
     fpr = negative / negative[-1]
     auroc = float(np.trapezoid(positive / positive[-1], fpr))
     return auroc, _area_to_limit(fpr, overlap, fpr_limit)
