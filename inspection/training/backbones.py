@@ -32,8 +32,17 @@ from typing import Any
 
 import timm
 import torch
+from anomalib.models.components.feature_extractors import TimmFeatureExtractor
 from anomalib.models.components.filters.blur import GaussianBlur2d
 from safetensors.torch import load_file
+from timm.layers import BatchNormAct2d, Conv2dSame
+from timm.layers.conv2d_same import conv2d_same
+from timm.models._efficientnet_blocks import (
+    ConvBnAct,
+    DepthwiseSeparableConv,
+    EdgeResidual,
+    InvertedResidual,
+)
 from timm.models.efficientnet import EfficientNetFeatures
 from torch import nn
 
@@ -401,3 +410,99 @@ def separate_blurs(module: nn.Module) -> int:
     for blur in blurs:
         blur.__class__ = SeparableGaussianBlur2d
     return len(blurs)
+
+
+def in_process(module: nn.Module) -> None:
+    """The trained model's in-process forms (``separate_blurs``, ``shorten_backbones``,
+    ``fold_batchnorms``): same state dict, same outputs up to float rounding. A bundle is
+    traced from a model rebuilt by ``load_trained_model``, without them."""
+    separate_blurs(module)
+    shorten_backbones(module)
+    fold_batchnorms(module)
+
+
+FOLDED_PAIRS: dict[type, tuple[tuple[str, str], ...]] = {
+    EfficientNetFeatures: (("conv_stem", "bn1"),),
+    ShortEfficientNetFeatures: (("conv_stem", "bn1"),),
+    ConvBnAct: (("conv", "bn1"),),
+    DepthwiseSeparableConv: (("conv_s2d", "bn_s2d"), ("conv_dw", "bn1"), ("conv_pw", "bn2")),
+    InvertedResidual: (
+        ("conv_s2d", "bn_s2d"),
+        ("conv_pw", "bn1"),
+        ("conv_dw", "bn2"),
+        ("conv_pwl", "bn3"),
+    ),
+    EdgeResidual: (("conv_exp", "bn1"), ("conv_pwl", "bn2")),
+}
+"""(convolution, the batch norm right after it in the block's forward) of timm's EfficientNet."""
+
+
+def _folded(conv: nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """``conv``'s weight and bias with its batch norm's running statistics and affine folded in."""
+    norm = conv.__dict__["folded_norm"]
+    scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
+    bias = norm.bias - norm.running_mean * scale
+    if conv.bias is not None:
+        bias = bias + conv.bias * scale
+    return conv.weight * scale.reshape(-1, 1, 1, 1), bias
+
+
+class FoldedConv2d(nn.Conv2d):
+    """A convolution that applies the batch norm after it (``fold_batchnorms``); the batch norm
+    then only activates. Folded at each call, from the parameters as they are: same state dict,
+    never stale. A norm in training mode (batch statistics) is not folded."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.__dict__["folded_norm"].training:
+            return super().forward(x)
+        weight, bias = _folded(self)
+        return nn.functional.conv2d(
+            x, weight, bias, self.stride, self.padding, self.dilation, self.groups
+        )
+
+
+class FoldedConv2dSame(Conv2dSame):
+    """``FoldedConv2d`` of timm's TensorFlow-like 'same' convolution."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.__dict__["folded_norm"].training:
+            return super().forward(x)
+        weight, bias = _folded(self)
+        return conv2d_same(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+class ActivationOnly(BatchNormAct2d):
+    """timm's ``BatchNormAct2d`` whose normalisation its convolution applies (``fold_batchnorms``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            return super().forward(x)
+        return self.act(self.drop(x))
+
+
+FOLDED_CONVS: dict[type, type] = {nn.Conv2d: FoldedConv2d, Conv2dSame: FoldedConv2dSame}
+
+
+def fold_batchnorms(module: nn.Module) -> int:
+    """In every frozen timm EfficientNet of ``module`` (anomalib's ``TimmFeatureExtractor``
+    without gradients: PatchCore's, PaDiM's, STFPM's teacher), each batch norm is applied by
+    the convolution before it (``FoldedConv2d``, ``ActivationOnly``): a quarter of a forward on
+    the 2-core AVX2 target was the batch norms' own pass over every feature map. In-process
+    only, as ``separate_blurs``; same state dict, features equal up to float rounding.
+    Returns how many batch norms were folded."""
+    folded = 0
+    for extractor in module.modules():
+        if not isinstance(extractor, TimmFeatureExtractor) or extractor.requires_grad:
+            continue
+        for block in extractor.modules():
+            for conv_name, norm_name in FOLDED_PAIRS.get(type(block), ()):
+                conv, norm = getattr(block, conv_name, None), getattr(block, norm_name, None)
+                if type(conv) not in FOLDED_CONVS or type(norm) is not BatchNormAct2d:
+                    continue
+                if not norm.affine or norm.running_mean is None:
+                    continue
+                conv.__dict__["folded_norm"] = norm  # not a submodule: the state dict stays
+                conv.__class__ = FOLDED_CONVS[type(conv)]
+                norm.__class__ = ActivationOnly
+                folded += 1
+    return folded

@@ -53,10 +53,9 @@ from inspection.training.backbones import (
     channels_last,
     feature_channels,
     feature_layers,
+    in_process,
     no_pretrained_download,
     resolve_weights,
-    separate_blurs,
-    shorten_backbones,
 )
 from inspection.training.evaluate import metrics_of_predictions, predict
 from inspection.training.global_context import (
@@ -549,8 +548,7 @@ def fit_loaders(
     lightning.seed_everything(config.seed, workers=True, verbose=False)
     torch.use_deterministic_algorithms(True, warn_only=True)
     model = build_model(config, weights)
-    separate_blurs(model.model)  # the trained model's in-process predictions, not its export
-    shorten_backbones(model.model)
+    in_process(model.model)  # the trained model's in-process predictions, not its export
     model.training_roi = roi
     if prepare is not None:
         prepare(model)

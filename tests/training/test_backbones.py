@@ -198,3 +198,39 @@ def test_separated_blur_gives_the_same_maps_and_state_dict() -> None:
     assert set(head.state_dict()) == keys  # a checkpoint loads either way
     torch.testing.assert_close(head(maps, (256, 256)), expected, rtol=1e-5, atol=1e-6)
     assert separate_blurs(head) == 0  # already separated
+
+
+def test_folded_batchnorms_give_the_same_features_and_state_dict(bundled) -> None:
+    from anomalib.models.components.feature_extractors import TimmFeatureExtractor
+
+    from inspection.training.backbones import (
+        ActivationOnly,
+        channels_last,
+        fold_batchnorms,
+        in_process,
+    )
+
+    with no_pretrained_download():
+        extractor = TimmFeatureExtractor(
+            BUNDLED_BACKBONE, ["blocks.2", "blocks.4"], pre_trained=False
+        )
+        student = TimmFeatureExtractor(
+            BUNDLED_BACKBONE, ["blocks.2"], pre_trained=False, requires_grad=True
+        )
+    apply_weights(extractor.feature_extractor, bundled)  # real running statistics to fold
+    extractor.eval()
+    image = torch.rand(2, 3, 96, 96, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    state = {k: v.clone() for k, v in extractor.state_dict().items()}
+    with torch.no_grad():
+        expected = extractor(image)
+        in_process(extractor)
+        with channels_last(extractor):
+            folded = extractor(image)
+    norms = [m for m in extractor.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and all(type(m) is ActivationOnly for m in norms)  # every one folded
+    for layer in expected:
+        torch.testing.assert_close(folded[layer], expected[layer], rtol=1e-4, atol=1e-4)
+    assert extractor.state_dict().keys() == state.keys()
+    assert all(torch.equal(v, state[k]) for k, v in extractor.state_dict().items())
+    assert fold_batchnorms(extractor) == 0  # already folded
+    assert fold_batchnorms(student) == 0  # a trained backbone keeps its batch norms

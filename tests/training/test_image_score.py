@@ -190,7 +190,7 @@ def test_checkpoint_and_exported_graph_keep_the_score(
     reloaded = load_trained_model(trained.record).model
     with torch.no_grad():
         expected = trained.model.model(images).pred_score
-        # the trained model's blur runs separated (training.backbones.separate_blurs): rounding
+        # the trained model runs its in-process forms (training.backbones.in_process): rounding
         torch.testing.assert_close(reloaded(images).pred_score, expected, rtol=1e-5, atol=1e-5)
     compiled = compile_at(convert_torch_model(copy.deepcopy(reloaded).eval(), (64, 64)), "f32")
     # standardised scores are differences of distances: f32 rounding is absolute on their scale

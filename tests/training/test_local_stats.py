@@ -18,7 +18,7 @@ from anomalib.models.image.patchcore.torch_model import PatchcoreModel
 from inspection.core.product_config import model_config_from_mapping
 from inspection.core.registry import ModelRecord, Registry
 from inspection.data.dataset import Dataset, load_dataset
-from inspection.training.backbones import separate_blurs
+from inspection.training.backbones import in_process
 from inspection.training.local_stats import (
     MAX_PIXEL_LOSS,
     MIN_GAIN,
@@ -223,7 +223,7 @@ def test_fused_model_is_anomalib_patchcore_without_a_bank_and_the_max_of_z_with_
 ) -> None:
     inner = copy.deepcopy(trained.inner).eval()
     plain = _plain(inner)
-    separate_blurs(plain)  # as the trained model's (training.backbones.separate_blurs)
+    in_process(plain)  # as the trained model's (training.backbones.in_process)
     images = trained.test_images()
     with torch.no_grad():
         unfused = plain(images)
@@ -438,7 +438,7 @@ def test_checkpoint_rebuilds_the_fused_model(trained: Trained) -> None:
     assert isinstance(loaded, FusedPatchcoreModel) and loaded.local_stats.enabled
     images = trained.test_images()
     inner = trained.inner.eval()
-    separate_blurs(loaded)  # as the trained model's (training.backbones.separate_blurs)
+    in_process(loaded)  # as the trained model's (training.backbones.in_process)
     with torch.no_grad():
         expected, got = inner(images), loaded(images)
     torch.testing.assert_close(got.pred_score, expected.pred_score, rtol=0, atol=0)
