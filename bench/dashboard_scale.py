@@ -36,12 +36,14 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -274,18 +276,44 @@ METHODS = {
 """The instruments (``dashboard_walk.settle`` methods): the old one, and the new."""
 
 
+PROFILED = (SIGN_IN, f"Overview {AGAIN_NOTE}", RELOAD)
+"""The steps a ``--profile`` walk samples the page's JavaScript in (``dashboard_walk.cpu_profile``)."""
+
+
 class Walk:
     """Times steps in Chromium: seconds from the action to the page's last change (``method``
     of ``dashboard_walk.settle``), and of them the part until the server's last message arrived
-    (its script run finished), the bytes it sent and the browser's long tasks in between."""
+    (its script run finished), the bytes it sent and the browser's long tasks in between;
+    ``profile``: also the page's CPU profile of the ``PROFILED`` steps (slower: not timed)."""
 
-    def __init__(self, driver, method: str) -> None:
+    def __init__(self, driver, method: str, profile: bool = False) -> None:
         self.driver, self.method, self.steps = driver, method, {}  # walk.browser() watches
+        self.profile, self._profiling = profile, False
+
+    @contextmanager
+    def profiled(self, name: str) -> Iterator[None]:
+        """The page's CPU profile over the block, filed under step ``name`` (outermost wins)."""
+        if not self.profile or self._profiling or name not in PROFILED:
+            yield
+            return
+        import dashboard_walk as walk
+
+        self._profiling = True
+        try:
+            with walk.cpu_profile(self.driver) as found:
+                yield
+        finally:
+            self._profiling = False
+        self.steps.setdefault(name, {})["profile"] = found
 
     def step(self, name: str, action: Callable[[str], float], acted_after: float = 0) -> None:
         """``action(method)`` acts and returns ``time.monotonic()`` of the page's last change;
         ``acted_after``: the wall time after which the page's action was, when before the
         step's (the sign-in's Enter)."""
+        with self.profiled(name):
+            self._step(name, action, acted_after)
+
+    def _step(self, name: str, action: Callable[[str], float], acted_after: float) -> None:
         start, wall = time.monotonic(), time.time()
         end = action(self.method)
         seconds = end - start
@@ -301,7 +329,7 @@ class Walk:
             max(0.0, min(begin + ms, end_wall * 1000) - max(begin, origin * 1000))
             for begin, ms in drawn.get("long", [])
         )
-        self.steps[name] = {
+        self.steps[name] = self.steps.get(name, {}) | {
             "s": round(seconds, 3),
             "last_message_s": round(max((t for t, _ in mine), default=origin) - origin, 3),
             "kb": round(sum(size for _, size in mine) / 1024, 1),
@@ -311,8 +339,8 @@ class Walk:
 
 
 def browser_times(
-    site: Path, user: str, password: str, method: str, app_root: Path = REPO
-) -> dict[str, dict[str, float]]:
+    site: Path, user: str, password: str, method: str, app_root: Path = REPO, profile=False
+) -> dict[str, dict[str, Any]]:
     """Per step, in headless Chromium against the app of the checkout ``app_root``: seconds
     from the action to the page's last change (``Walk``), the server's last message, bytes."""
     import dashboard_walk as walk
@@ -333,16 +361,19 @@ def browser_times(
     try:
         walk._wait_healthy(url, server, log)
         with walk.browser() as driver:
-            timer = Walk(driver, method)
+            timer = Walk(driver, method, profile)
             driver.get(url)
-            typed = time.time()
-            walk.sign_in(driver, user, password)
 
             def overview(method: str) -> float:
                 walk.wait_text(driver, "h1", "Overview", timeout=300)
                 return walk.settle(driver, timeout=300, method=method)
 
-            timer.step(SIGN_IN, overview, acted_after=typed)
+            walk.wait_text(driver, "h1", "Sign in")
+            walk.settle(driver)  # the login form drawn before the profile starts
+            with timer.profiled(SIGN_IN):
+                typed = time.time()
+                walk.sign_in(driver, user, password)
+                timer.step(SIGN_IN, overview, acted_after=typed)
             for title in PAGES:
                 timer.step(title, lambda m, t=title: walk.open_page(driver, t, 300, m))
             walk.open_page(driver, "Review queue", timeout=300)
@@ -467,9 +498,19 @@ def _chromium(report: dict[str, Any], code: str, method: str, step: str, field: 
     return [run["steps"][step][field] for run in runs if field in run["steps"].get(step, {})]
 
 
+COLUMNS = {
+    "before": "before",
+    "previous": "previous after",
+    "after": "now",
+    "cold": "now, after the OS page cache was dropped",
+}
+"""The Chromium columns (``report['chromium']`` keys), in table order."""
+INSTRUMENTS = {"text": "old instrument", "dom": "new instrument"}
+
+
 def _page_table(report: dict[str, Any]) -> list[str]:
-    """One row per page: Python before/after the rollups; Chromium before/after this
-    session's changes, each with the old and the new instrument (min–max of the runs)."""
+    """One row per page: Python before/after the rollups; Chromium per code walked (before,
+    the previous after, now, now cold), each with the instruments it was walked with."""
     python_rows = {  # Chromium step: Python workload
         SIGN_IN: "Overview",
         "Review queue": "Review queue page 1",
@@ -479,25 +520,66 @@ def _page_table(report: dict[str, Any]) -> list[str]:
     steps += [f"Review queue: Next page at page {DEEP_PAGE}"]
     steps += [*(f"{t} {AGAIN_NOTE}" for t in AGAIN), RELOAD]
     python = [n for n in report.get("python_after", {}) if n not in python_rows.values()]
+    chromium = report.get("chromium", {})
+    walked = [
+        (code, method)
+        for code in COLUMNS
+        for method in INSTRUMENTS
+        if chromium.get(code, {}).get("runs", {}).get(method)
+    ]
+    headers = [
+        f"Chromium {COLUMNS[c]} ({chromium[c]['code']}): {INSTRUMENTS[m]} (s)" for c, m in walked
+    ]
+    headers += [
+        "now: of it until the server's last message (s)",
+        "now: of it browser long tasks (s)",
+        "sent (KB)",
+    ]
     lines = [
-        "| page | Python before rollups (s) | Python now (s) | Chromium before: old "
-        "instrument (s) | before: new instrument (s) | after: old instrument (s) | after: new "
-        "instrument (s) | of it until the server's last message (s) | of it browser long "
-        "tasks (s) | sent (KB) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| page | Python before rollups (s) | Python now (s) | " + " | ".join(headers) + " |",
+        "|---|" + "---:|" * (2 + len(headers)),
     ]
     for step in steps + [n for n in python if n not in steps]:
         work = python_rows.get(step, step)
         cells = [
             _seconds(report.get("python_before", {}).get(work), ".3f"),
             _seconds(report.get("python_after", {}).get(work), ".3f"),
-            *(_range(_chromium(report, c, m, step)) for c in ("before", "after")
-              for m in ("text", "dom")),
+            *(_range(_chromium(report, c, m, step)) for c, m in walked),
             _range(_chromium(report, "after", "dom", step, "last_message_s")),
             _range(_chromium(report, "after", "dom", step, "long_tasks_s")),
             _range(_chromium(report, "after", "dom", step, "kb"), ".1f").strip("*"),
-        ]  # fmt: skip
+        ]
         lines.append(f"| {step} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _profile_lines(report: dict[str, Any]) -> list[str]:
+    """Where the browser's busy time went in the profiled steps of one ``--profile`` walk."""
+    entry = report.get("profile")
+    if not entry:
+        return []
+    lines = [
+        "",
+        "## Where the browser's time goes (CPU profile of one walk)",
+        "",
+        f"One walk of {entry['code']} at {entry['at'][11:16]} (load {entry['load']}) with the "
+        "page's JavaScript sampled every 0.25 ms (CDP `Profiler`; its times are slower and not "
+        "in the table above). Self time per script (Streamlit's chunks; `(program)`: the "
+        "browser's own work: style, layout, paint, parsing) and the largest functions:",
+        "",
+        "| step | busy (ms) | by script (ms) | largest functions (ms) |",
+        "|---|---:|---|---|",
+    ]
+    for name, step in entry["steps"].items():
+        found = step.get("profile")
+        if not found:
+            continue
+        if "error" in found:
+            lines.append(f"| {name} | - | {found['error']} | |")
+            continue
+        scripts = ", ".join(f"{k} {v:.0f}" for k, v in list(found["by_script"].items())[:8])
+        functions = ", ".join(f"{k} {v:.0f}" for k, v in list(found["by_function"].items())[:6])
+        lines.append(f"| {name} | {found['busy_ms']:.0f} | {scripts} | {functions} |")
     return lines
 
 
@@ -576,6 +658,7 @@ def _markdown(report: dict[str, Any]) -> str:
             f"\nReviewed (biased) parts at the confident threshold: "
             f"{row['biased_reviewed_reject_rate_at_same_threshold']:.1%} rejected."
         )
+    lines += _profile_lines(report)
     lines += ["", f"Query plans: `plans_{report['backend']}.json`.", ""]
     return "\n".join(lines)
 
@@ -583,8 +666,10 @@ def _markdown(report: dict[str, Any]) -> str:
 def chromium_walks(args, report: dict[str, Any]) -> None:
     """``args.walks`` walks per instrument (interleaved) against the app of ``args.code``
     (default: this working tree, the *after* column), filed under ``report['chromium']``:
-    added to the runs of the same code, replacing those of other code."""
-    code = "before" if args.code else "after"
+    added to the runs of the same code; runs of other code move to *previous* (after) or are
+    replaced (before). ``--cold``: each walk after the OS page cache was dropped, filed as
+    *cold*; ``--profile``: one untimed walk with CPU profiles, filed as ``report['profile']``."""
+    code = "before" if args.code else "cold" if args.cold else "after"
     with tempfile.TemporaryDirectory(prefix="dashboard-code-") as tmp:
         root, label = REPO, _describe("HEAD") + (" + working tree" if _dirty() else "")
         if args.code:
@@ -594,19 +679,35 @@ def chromium_walks(args, report: dict[str, Any]) -> None:
                 cwd=REPO, capture_output=True, check=True,
             ).stdout  # fmt: skip
             subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+        if args.profile:
+            at, load = datetime.now(timezone.utc).isoformat(timespec="seconds"), load_average()
+            steps = browser_times(args.site, args.user, args.password, "dom", root, profile=True)
+            report["profile"] = {"code": label, "at": at, "load": load, "steps": steps}
+            return
         runs: dict[str, list] = {method: [] for method in args.settle}
         for _ in range(args.walks):
             for method in args.settle:
+                if args.cold:
+                    drop_page_cache()
                 at, load = datetime.now(timezone.utc).isoformat(timespec="seconds"), load_average()
                 print(f"walk: {code} ({label}), {method}, load {load}", flush=True)
                 steps = browser_times(args.site, args.user, args.password, method, root)
                 runs[method].append({"at": at, "load": load, "steps": steps})
-    earlier = report.setdefault("chromium", {}).get(code, {})
+    chromium = report.setdefault("chromium", {})
+    earlier = chromium.get(code, {})
+    if code == "after" and earlier.get("runs") and earlier.get("code") != label:
+        chromium["previous"] = earlier  # the column this code is compared with
     kept = earlier.get("runs", {}) if earlier.get("code") == label else {}
     runs = {m: kept.get(m, []) + runs.get(m, []) for m in METHODS if m in kept or m in runs}
-    report["chromium"][code] = {"code": label, "runs": runs}
-    for key in ("browser", "browser_messages", "browser_before", "browser_before_at"):
-        report.pop(key, None)  # the earlier single-walk figures (git keeps them)
+    chromium[code] = {"code": label, "runs": runs}
+
+
+def drop_page_cache() -> None:
+    """Write the page cache back and drop it (``vm.drop_caches = 1``, root only): the store's
+    file pages are read from the disk again, as after a reboot. PostgreSQL's own shared buffers
+    stay as they are."""
+    os.sync()
+    Path("/proc/sys/vm/drop_caches").write_text("1\n")
 
 
 APP_CODE = ("apps", "inspection/dashboard")
@@ -643,6 +744,13 @@ def main() -> None:
     parser.add_argument(
         "--only-browser", action="store_true", help="keep the report's other rows as they are"
     )
+    parser.add_argument(
+        "--cold", action="store_true", help="drop the OS page cache before each walk (root)"
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="one untimed walk with the page's CPU profiles"
+    )
+    parser.add_argument("--plans", action="store_true", help="write the query plans too")
     parser.add_argument("--user", default="admin")
     parser.add_argument("--password", default="dashboard-bench-pw")
     parser.add_argument("--out", type=Path, default=REPO / "reports" / "dashboard")
@@ -663,7 +771,7 @@ def main() -> None:
     report["budget_s"] = BUDGET_S
     report["command"] = " ".join(["bench/dashboard_scale.py", *sys.argv[1:]])
     save_report(args.out, stem, report, _markdown(report))
-    if not args.only_browser:
+    if args.plans or not args.only_browser:
         save_report(args.out, f"plans_{backend}", plans(board))
     print(_markdown(report))
 

@@ -299,6 +299,53 @@ def watch(driver) -> None:
     driver.execute_script(DRAWN_JS)
 
 
+@contextmanager
+def cpu_profile(driver, interval_us: int = 250) -> Iterator[dict]:
+    """Sample the page's JavaScript over the block (CDP ``Profiler``); the yielded dict gets
+    its ``profile_summary`` (an error's text instead, e.g. when a navigation ended it)."""
+    found: dict = {}
+    driver.execute_cdp_cmd("Profiler.enable", {})
+    driver.execute_cdp_cmd("Profiler.setSamplingInterval", {"interval": interval_us})
+    driver.execute_cdp_cmd("Profiler.start", {})
+    try:
+        yield found
+    finally:
+        try:
+            found.update(profile_summary(driver.execute_cdp_cmd("Profiler.stop", {})["profile"]))
+            driver.execute_cdp_cmd("Profiler.disable", {})
+        except Exception as exc:  # on record, not a crash that loses the walk
+            found["error"] = str(exc)[:300]
+
+
+def profile_summary(profile: dict, top: int = 12) -> dict:
+    """Self time (ms) of a CDP CPU profile: ``busy_ms`` (all but idle), per script (Streamlit's
+    chunk names without their hash; ``(program)``: the browser's own work such as style,
+    layout and paint; ``(garbage collector)``) and the ``top`` functions."""
+    nodes = {node["id"]: node["callFrame"] for node in profile["nodes"]}
+    deltas = [*profile["timeDeltas"][1:], 0]
+    by_script: dict[str, float] = {}
+    by_function: dict[str, float] = {}
+    for node_id, micros in zip(profile["samples"], deltas, strict=True):
+        frame = nodes[node_id]
+        name = frame["functionName"] or "(anonymous)"
+        if name == "(idle)":
+            continue
+        script = re.sub(r"\.[\w-]{6,}\.js$", "", frame["url"].rsplit("/", 1)[-1]) or name
+        by_script[script] = by_script.get(script, 0.0) + micros / 1000
+        label = f"{name} ({script})" if script != name else name
+        by_function[label] = by_function.get(label, 0.0) + micros / 1000
+    return {
+        "busy_ms": round(sum(by_script.values()), 1),
+        "by_script": _ranked(by_script),
+        "by_function": _ranked(by_function, top),
+    }
+
+
+def _ranked(table: dict[str, float], top: int | None = None) -> dict[str, float]:
+    ordered = sorted(table.items(), key=lambda item: -item[1])[:top]
+    return {key: round(value, 1) for key, value in ordered}
+
+
 def settle(driver, timeout: float = 60, quiet: float = 0.8, method: str = "dom") -> float:
     """Wait until Streamlit finished its script run and the page stopped changing for
     ``quiet`` s; returns when (``time.monotonic()``) it last changed.
