@@ -23,8 +23,8 @@ Three measurements, each written to ``reports/dashboard/scale_<backend>.json`` a
   again (a new session its cookie signs in). ``--code REV`` walks the app of commit ``REV``
   (``git archive`` of ``apps/`` and ``inspection/``) and files it as the *before* column, so
   before and after are measured in one session;
-- *plans*: ``EXPLAIN QUERY PLAN`` (SQLite) or ``EXPLAIN`` (PostgreSQL) of each query a page
-  runs, so the indexes used are on record;
+- *plans*: ``EXPLAIN QUERY PLAN`` (SQLite) or ``EXPLAIN (ANALYZE, BUFFERS)`` (PostgreSQL) of
+  each query a page runs, so the indexes used (and PostgreSQL's heap fetches) are on record;
 
 plus the Thresholds row: the budget suggestion on the page's unbiased sample (the held-out
 split + the random audit sample), its stated reject interval and confident bound, and the reject
@@ -228,8 +228,8 @@ def plans(board) -> dict[str, list[str]]:
     try:
         for name, work in after_workloads(board).items():
             if (
-                name == "Review queue page 1"
-                or name in ("Overview", "Thresholds")
+                name in ("Overview", "Thresholds", "Review queue page 1")
+                or name == f"Review queue: go to page {DEEP_PAGE}"
                 or "blob" in name
             ):
                 work()
@@ -244,8 +244,9 @@ def plans(board) -> dict[str, list[str]]:
             if key in result:
                 continue
             cursor = raw.cursor()
-            cursor.execute(
-                ("EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN ") + statement, parameters
+            cursor.execute(  # PostgreSQL's run too: rows, heap fetches, buffers read
+                ("EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN (ANALYZE, BUFFERS) ") + statement,
+                parameters,
             )
             rows = cursor.fetchall()
             result[key] = [str(row[-1] if sqlite else row[0]) for row in rows]
