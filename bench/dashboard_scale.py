@@ -667,8 +667,8 @@ def _markdown(report: dict[str, Any]) -> str:
 def chromium_walks(args, report: dict[str, Any]) -> None:
     """``args.walks`` walks per instrument (interleaved) against the app of ``args.code``
     (default: this working tree, the *after* column), filed under ``report['chromium']``:
-    added to the runs of the same code; runs of other code move to *previous* (after) or are
-    replaced (before). ``--cold``: each walk after the OS page cache was dropped, filed as
+    added to the runs of the same code; runs of other code move to *previous* (after, unless
+    ``--keep-previous``) or are replaced. ``--cold``: each walk after the OS page cache was dropped, filed as
     *cold*; ``--profile``: one untimed walk with CPU profiles, filed as ``report['profile']``."""
     code = "before" if args.code else "cold" if args.cold else "after"
     with tempfile.TemporaryDirectory(prefix="dashboard-code-") as tmp:
@@ -696,7 +696,8 @@ def chromium_walks(args, report: dict[str, Any]) -> None:
                 runs[method].append({"at": at, "load": load, "steps": steps})
     chromium = report.setdefault("chromium", {})
     earlier = chromium.get(code, {})
-    if code == "after" and earlier.get("runs") and earlier.get("code") != label:
+    moved = code == "after" and earlier.get("runs") and earlier.get("code") != label
+    if moved and not args.keep_previous:
         chromium["previous"] = earlier  # the column this code is compared with
     kept = earlier.get("runs", {}) if earlier.get("code") == label else {}
     runs = {m: kept.get(m, []) + runs.get(m, []) for m in METHODS if m in kept or m in runs}
@@ -752,6 +753,10 @@ def main() -> None:
         "--profile", action="store_true", help="one untimed walk with the page's CPU profiles"
     )
     parser.add_argument("--plans", action="store_true", help="write the query plans too")
+    parser.add_argument(
+        "--keep-previous", action="store_true",
+        help="keep the 'previous after' column; other code's after runs are dropped (git has them)",
+    )  # fmt: skip
     parser.add_argument("--user", default="admin")
     parser.add_argument("--password", default="dashboard-bench-pw")
     parser.add_argument("--out", type=Path, default=REPO / "reports" / "dashboard")
