@@ -98,7 +98,8 @@ def plot_examples(
         for column, panel in enumerate(panels):
             left = column * (width + GAP)
             mosaic[top : top + height, left : left + width] = panel
-    fig, ax = plt.subplots(figsize=(8, 2.1 * len(rows)))
+    # 8 in wide, 87 % of it for the mosaic; 0.4 in above it for the column titles, 0.05 below
+    fig, ax = plt.subplots(figsize=(8, 8 * 0.87 * mosaic.shape[0] / mosaic.shape[1] + 0.45))
     ax.imshow(mosaic)
     columns = ["image", "anomaly map", "predicted mask", "ground truth"]
     ax.set_xticks([c * (width + GAP) + width / 2 for c in range(4)], columns, fontsize=9)
@@ -111,7 +112,9 @@ def plot_examples(
     ax.tick_params(length=0)
     for spine in ax.spines.values():
         spine.set_visible(False)
-    return _save(fig, path)
+    fig.subplots_adjust(left=0.12, right=0.99, bottom=0.05 / fig.get_figheight(),
+                        top=1 - 0.4 / fig.get_figheight())  # fmt: skip
+    return _save(fig, path, tight=False)
 
 
 def _example_rows(predictions: Predictions) -> list[int]:
@@ -128,8 +131,10 @@ def _example_rows(predictions: Predictions) -> list[int]:
     return rows
 
 
-def _save(fig: Any, path: Path) -> Path:
-    fig.tight_layout()
+def _save(fig: Any, path: Path, *, tight: bool = True) -> Path:
+    """``tight``: lay the axes out by a first draw (the mosaic sets its margins itself)."""
+    if tight:
+        fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
