@@ -85,24 +85,74 @@ def pixel_figures(
     extra = np.empty(0, np.float32) if negatives is None else np.asarray(negatives, np.float32)
     if maps.shape != masks.shape:
         raise ValueError(f"maps {maps.shape} and masks {masks.shape} differ in shape")
-    if not masks.any() or (masks.all() and not len(extra)):
-        return None, None
-    flat, defect = maps.reshape(-1), masks.reshape(-1)
-    if not np.isfinite(flat).all() or (len(extra) and not np.isfinite(extra[[0, -1]]).all()):
-        raise ValueError("anomaly maps contain NaN or infinite values")
-    # the other pixels join ``extra``: a plain float32 sort is ~7x faster than an argsort
-    order = np.argsort(-flat[defect])
-    values = flat[defect][order]
+    defects = DefectPixels.of(maps, masks)
+    return defects.figures(np.ones(len(maps), bool), maps, masks, extra, fpr_limit)
+
+
+@dataclass(frozen=True)
+class DefectPixels:
+    """The defect pixels of N maps, by descending map value: ``values``, the ``images`` they
+    are in, 1 / the area of their 8-connected ground-truth region (``inverse_areas``);
+    ``regions``: (N,) regions per image. Argsorted once: a subset of the images keeps their
+    order by a selection (``figures``), as per-defect-type metrics need."""
+
+    values: np.ndarray
+    images: np.ndarray
+    inverse_areas: np.ndarray
+    regions: np.ndarray
+
+    @classmethod
+    def of(cls, maps: np.ndarray, masks: np.ndarray) -> DefectPixels:
+        """Of (N, H, W) float32 maps (finite, else ``ValueError``) and bool masks."""
+        if not np.isfinite(maps).all():
+            raise ValueError("anomaly maps contain NaN or infinite values")
+        inverse_areas, regions = _inverse_areas(masks)
+        defect = masks.reshape(-1)
+        values = maps.reshape(-1)[defect]
+        order = np.argsort(-values)
+        images = np.repeat(np.arange(len(masks)), masks.reshape(len(masks), -1).sum(1))
+        return cls(values[order], images[order], inverse_areas[defect][order], regions)
+
+    def figures(
+        self,
+        keep: np.ndarray,
+        maps: np.ndarray,
+        masks: np.ndarray,
+        negatives: np.ndarray,
+        fpr_limit: float = AUPRO_FPR_LIMIT,
+    ) -> tuple[float | None, float | None]:
+        """``pixel_figures`` of the images ``keep`` (N,) bool selects (``maps``, ``masks``: all
+        N, as ``of`` took them), with more ``negatives`` (ascending)."""
+        if len(negatives) and not np.isfinite(negatives[[0, -1]]).all():
+            raise ValueError("anomaly maps contain NaN or infinite values")
+        kept = keep[self.images]
+        values = self.values[kept]
+        if not len(values) or (len(values) == masks[keep].size and not len(negatives)):
+            return None, None
+        weights = self.inverse_areas[kept] / int(self.regions[keep].sum())
+        own = np.sort(maps[keep][~masks[keep]])  # a plain float32 sort: ~7x an argsort
+        return _curve_figures(values, weights, (negatives, own), fpr_limit)
+
+
+def _curve_figures(
+    values: np.ndarray,
+    weights: np.ndarray,
+    negatives: Sequence[np.ndarray],
+    fpr_limit: float,
+) -> tuple[float, float]:
+    """(pixel AUROC, AUPRO) of the defect pixels' ``values`` (descending) with their region
+    ``weights`` (summing to 1) against the ascending arrays of ``negatives``. Each distinct
+    value adds two points: everything above it, then everything at or above it (between two,
+    only negatives move: the curves run flat)."""
     last_of_value = np.r_[values[1:] != values[:-1], True]
     rising = values[last_of_value][::-1]  # ascending keys: numpy's fast searchsorted
-    sorted_negatives = (extra, np.sort(flat[~defect]))
-    above = sum(len(a) - np.searchsorted(a, rising, side="right") for a in sorted_negatives)
-    at_or_above = sum(len(a) - np.searchsorted(a, rising, side="left") for a in sorted_negatives)
+    above = sum(len(a) - np.searchsorted(a, rising, side="right") for a in negatives)[::-1]
+    at_or_above = sum(len(a) - np.searchsorted(a, rising, side="left") for a in negatives)[::-1]
     curves = []  # false positives, true positives, region overlap: before and at each value
     for own, more in (
-        (np.zeros(len(rising), np.int64), (above[::-1], at_or_above[::-1])),
+        (np.zeros(len(rising), np.int64), (above, at_or_above)),
         (np.flatnonzero(last_of_value) + 1, (0, 0)),
-        (np.cumsum(_region_weights(masks).reshape(-1)[defect][order])[last_of_value], (0, 0)),
+        (np.cumsum(weights)[last_of_value], (0, 0)),
     ):
         curve = np.zeros(2 * len(own) + 2, own.dtype)
         curve[3:-1:2] = own[:-1]
@@ -111,7 +161,7 @@ def pixel_figures(
         curve[-1] = own[-1]
         curves.append(curve)
     negative, positive, overlap = curves
-    negative[-1] = sum(len(a) for a in sorted_negatives)  # every negative, the lowest too
+    negative[-1] = sum(len(a) for a in negatives)  # every negative, the lowest too
     fpr = negative / negative[-1]
     auroc = float(np.trapezoid(positive / positive[-1], fpr))
     return auroc, _area_to_limit(fpr, overlap, fpr_limit)
@@ -122,10 +172,11 @@ def sorted_pixels(maps: np.ndarray) -> np.ndarray:
     return np.sort(np.asarray(maps, dtype=np.float32).reshape(-1))
 
 
-def _region_weights(masks: np.ndarray) -> np.ndarray:
-    """Per pixel, 1 / (area of its 8-connected ground-truth region) / (number of regions)."""
+def _inverse_areas(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per pixel of (N, H, W) bool masks, 1 / (area of its 8-connected region) (0 outside), and
+    (N,) the regions of each image."""
     weights = np.zeros(masks.shape, dtype=np.float64)
-    n_regions = 0
+    regions = np.zeros(len(masks), dtype=np.int64)
     for i in range(len(masks)):
         if not masks[i].any():
             continue
@@ -135,8 +186,8 @@ def _region_weights(masks: np.ndarray) -> np.ndarray:
         area = stats[:, cv2.CC_STAT_AREA].astype(np.float64)
         inside = labels > 0
         weights[i][inside] = 1.0 / area[labels[inside]]
-        n_regions += count - 1
-    return weights / n_regions
+        regions[i] = count - 1
+    return weights.reshape(-1), regions
 
 
 def _area_to_limit(fpr: np.ndarray, pro: np.ndarray, fpr_limit: float) -> float:
@@ -363,12 +414,15 @@ def compute_metrics(
     known = np.ones(n, bool) if mask_known is None else np.asarray(mask_known, dtype=bool)
     pixels = None if maps is None else (np.asarray(maps), np.asarray(gt_masks).astype(bool))
     good = labels == 0
-    # every subset holds all good images: their pixels are sorted once, not once per subset
+    # every subset holds all good images: their pixels are sorted once, not once per subset;
+    # the other images' defect pixels are argsorted once, each subset selects its own
     clean = good & known
     if pixels is not None:
         clean &= ~pixels[1].reshape(n, -1).any(1)
     negatives = None if pixels is None else sorted_pixels(pixels[0][clean])
-    data = _Data(scores, labels, pixels, judged, known, clean, negatives)
+    data = _Data(
+        scores, labels, pixels, judged, known, clean, negatives, _rest(pixels, known & ~clean)
+    )
     per_defect = {
         str(t): _subset(data, good | (types == t)) for t in sorted(set(types[labels == 1]))
     }
@@ -391,6 +445,24 @@ class _Data:
     """(N,) bool: the good images with known (empty) masks, in every subset."""
     negatives: np.ndarray | None
     """Their pixels' map values, ascending (``sorted_pixels``)."""
+    rest: _Rest | None
+    """The other images with known masks, any subset's pixel figures draw on."""
+
+
+@dataclass(frozen=True)
+class _Rest:
+    images: np.ndarray
+    """(N,) bool: which of the N images."""
+    maps: np.ndarray
+    masks: np.ndarray
+    defects: DefectPixels
+
+
+def _rest(pixels: tuple[np.ndarray, np.ndarray] | None, images: np.ndarray) -> _Rest | None:
+    if pixels is None or not pixels[1][images].any():
+        return None
+    maps, masks = pixels[0][images].astype(np.float32), pixels[1][images]
+    return _Rest(images, maps, masks, DefectPixels.of(maps, masks))
 
 
 def _rate(hits: np.ndarray) -> float | None:
@@ -434,8 +506,10 @@ def _pixel_figures(data: _Data, select: np.ndarray) -> dict[str, Any]:
     fp, fn = int(predicted.sum()) - tp, int(truth.sum()) - tp
     hits = [region_hits(p, t) for p, t in zip(predicted, truth, strict=True)]
     found, total = sum(h[0] for h in hits), sum(h[1] for h in hits)
-    rest = select & ~data.clean  # the clean images are ``data.negatives``
-    auroc, pro = pixel_figures(data.pixels[0][rest], data.pixels[1][rest], negatives=data.negatives)
+    rest = data.rest  # has a defect pixel: ``truth`` has one; the clean are ``data.negatives``
+    assert rest is not None and data.negatives is not None
+    keep = (select & ~data.clean)[rest.images]
+    auroc, pro = rest.defects.figures(keep, rest.maps, rest.masks, data.negatives)
     return dict(
         pixel_auroc=auroc,
         aupro=pro,
