@@ -6,6 +6,7 @@ import importlib
 import logging
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -78,13 +79,13 @@ TRAINING_MODULES = ("inspection.training.train", "inspection.training.evaluate")
 (~6 s on a 2-core AVX2 EPYC)."""
 
 
-def _preload_training() -> threading.Thread:
-    """Import ``TRAINING_MODULES`` on a thread while the caller checks the dataset (decoding
-    and hashing, which release the GIL, on its reader threads). Join it before importing any
-    of them: a failed import is raised there again, by the caller's own import."""
+def _preload_training(modules: Sequence[str] = TRAINING_MODULES) -> threading.Thread:
+    """Import ``modules`` on a thread while the caller checks the dataset (decoding and
+    hashing, which release the GIL, on its reader threads). Join it before importing any of
+    them: a failed import is raised there again, by the caller's own import."""
 
     def load() -> None:
-        for name in TRAINING_MODULES:
+        for name in modules:
             try:
                 importlib.import_module(name)
             except Exception:  # the caller's import raises it, with its traceback
@@ -113,13 +114,17 @@ def checked_dataset(
     allow_duplicates: bool = False,
     image_bits: int | None = None,
     product_file: Path | None = None,
+    import_meanwhile: Sequence[str] = (),
 ) -> Dataset:
     """The dataset at ``path`` after ``inspection data check``'s checks: unreadable files and
     train/test duplicates refuse it (``DatasetError`` listing them); other findings are printed
     as a summary and training goes on. ``image_bits``: the product's declared bit depth;
-    ``product_file``: its config file, which the bit-depth findings tell to edit."""
+    ``product_file``: its config file, which the bit-depth findings tell to edit;
+    ``import_meanwhile``: modules imported while the images are read (``_preload_training``),
+    once every file proved readable."""
     dataset = load_dataset(path)
     dataset.check_readable()  # header probe: all unreadable files in one error, at once
+    loading = _preload_training(import_meanwhile)
     with file_progress() as progress:
         task = progress.add_task(f"checking {dataset.name}", total=len(dataset.samples))
         report = check_dataset(
@@ -137,6 +142,7 @@ def checked_dataset(
             "pass --allow-duplicates"
         )
     _print_findings(path, [p for p in report.problems if p.code != LEAK_CODE or allow_duplicates])
+    loading.join()
     return dataset
 
 
@@ -208,14 +214,13 @@ def train_command(
         model, product=product, config_file=config, overrides=overrides,
         directory=site_config.configs,
     )  # fmt: skip
-    preload = _preload_training()
     dataset = checked_dataset(
         _dataset_path(site_config, product, data),
         allow_duplicates=allow_duplicates,
         image_bits=product_config.image_bits,
         product_file=product_config_path(product, site_config.configs),
+        import_meanwhile=TRAINING_MODULES,
     )
-    preload.join()
     if model_config is None:
         budget_s = budget or product_config.auto_budget_s
         console.print(configs_line(site_config), soft_wrap=True, highlight=False)
