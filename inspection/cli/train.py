@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
-import threading
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -74,28 +71,6 @@ def _offline() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-TRAINING_MODULES = ("inspection.training.train", "inspection.training.evaluate")
-"""What a train imports before its first step: torch, torchvision, lightning, anomalib, timm
-(~6 s on a 2-core AVX2 EPYC)."""
-
-
-def _preload_training(modules: Sequence[str] = TRAINING_MODULES) -> threading.Thread:
-    """Import ``modules`` on a thread while the caller checks the dataset (decoding and
-    hashing, which release the GIL, on its reader threads). Join it before importing any of
-    them: a failed import is raised there again, by the caller's own import."""
-
-    def load() -> None:
-        for name in modules:
-            try:
-                importlib.import_module(name)
-            except Exception:  # the caller's import raises it, with its traceback
-                return
-
-    thread = threading.Thread(target=load, name="preload-training", daemon=True)
-    thread.start()
-    return thread
-
-
 def _dataset_path(site: SiteConfig, product: str, data: Path | None) -> Path:
     if data is not None:
         return data
@@ -114,17 +89,13 @@ def checked_dataset(
     allow_duplicates: bool = False,
     image_bits: int | None = None,
     product_file: Path | None = None,
-    import_meanwhile: Sequence[str] = (),
 ) -> Dataset:
     """The dataset at ``path`` after ``inspection data check``'s checks: unreadable files and
     train/test duplicates refuse it (``DatasetError`` listing them); other findings are printed
     as a summary and training goes on. ``image_bits``: the product's declared bit depth;
-    ``product_file``: its config file, which the bit-depth findings tell to edit;
-    ``import_meanwhile``: modules imported while the images are read (``_preload_training``),
-    once every file proved readable."""
+    ``product_file``: its config file, which the bit-depth findings tell to edit."""
     dataset = load_dataset(path)
     dataset.check_readable()  # header probe: all unreadable files in one error, at once
-    loading = _preload_training(import_meanwhile)
     with file_progress() as progress:
         task = progress.add_task(f"checking {dataset.name}", total=len(dataset.samples))
         report = check_dataset(
@@ -142,7 +113,6 @@ def checked_dataset(
             "pass --allow-duplicates"
         )
     _print_findings(path, [p for p in report.problems if p.code != LEAK_CODE or allow_duplicates])
-    loading.join()
     return dataset
 
 
@@ -219,7 +189,6 @@ def train_command(
         allow_duplicates=allow_duplicates,
         image_bits=product_config.image_bits,
         product_file=product_config_path(product, site_config.configs),
-        import_meanwhile=TRAINING_MODULES,
     )
     if model_config is None:
         budget_s = budget or product_config.auto_budget_s
@@ -227,7 +196,7 @@ def train_command(
         _train_auto(site_config, product, dataset, budget_s)
         return
     _print_configs(site_config, model)
-    # deferred: torch, anomalib, lightning, timm (~6 s), loaded while the images were checked
+    # deferred: torch, anomalib, lightning, timm (~7 s), after the arguments and images are checked
     from inspection.training.evaluate import write_report
     from inspection.training.train import train_model
 

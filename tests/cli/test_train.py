@@ -4,8 +4,6 @@ tells a product trained under another name."""
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -54,19 +52,3 @@ def test_the_bit_depth_finding_names_the_trained_products_file(
     assert result.exit_code == 0, result.output
     said = " ".join(result.output.split())  # the console wraps long lines
     assert "set image_bits: 12 (the camera's bit depth) in site/products/line3.yaml so" in said
-
-
-def test_the_training_stack_is_imported_while_the_dataset_is_checked() -> None:
-    """A fresh interpreter: the preload thread imports what ``train`` needs, and the caller
-    goes on meanwhile (it joins before its own imports)."""
-    code = (
-        "import sys\n"
-        "from inspection.cli.train import TRAINING_MODULES, _preload_training\n"
-        "thread = _preload_training()\n"
-        "assert thread.is_alive() and 'inspection.training.evaluate' not in sys.modules\n"
-        "thread.join()\n"
-        "assert all(name in sys.modules for name in TRAINING_MODULES), 'not imported'\n"
-        "assert 'torch' in sys.modules and 'anomalib' in sys.modules\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
