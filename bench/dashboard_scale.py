@@ -588,19 +588,23 @@ def _profile_lines(report: dict[str, Any]) -> list[str]:
 
 
 def _fetch_lines(report: dict[str, Any]) -> list[str]:
-    """What the page fetched during each Overview step of the *now* walks (``walk.loads``)."""
+    """What the page fetched during each Overview step of the *now* walks and the profiled one
+    (``walk.loads``)."""
     runs = report.get("chromium", {}).get("after", {}).get("runs", {}).get("dom", [])
+    profiled = report.get("profile", {})
+    labelled = [("", run["steps"]) for run in runs]
+    labelled += [(f" (profiled, {profiled['code']})", profiled["steps"])] if profiled else []
     rows = [
-        (name, step["s"], step["fetched"])
-        for run in runs
-        for name, step in run["steps"].items()
+        (name + label, step["s"], step["fetched"])
+        for label, steps in labelled
+        for name, step in steps.items()
         if name.startswith("Overview") and "n" in step.get("fetched", {})
     ]
     if not rows:
         return []
     lines = [
         "",
-        "## What the Overview steps fetched (now, new instrument)",
+        "## What the Overview steps fetched (now, new instrument; the profiled walk)",
         "",
         "Resource Timing entries started between the action and the last change: scripts "
         "(Streamlit's lazily loaded chunks), fonts, styles, images; KB decoded.",
