@@ -609,11 +609,13 @@ def _fetch_lines(report: dict[str, Any]) -> list[str]:
         "Resource Timing entries started between the action and the last change: scripts "
         "(Streamlit's lazily loaded chunks), fonts, styles, images; KB decoded.",
         "",
-        "| step | s | fetches | KB | last ended (s) | scripts, fonts, styles (KB) |",
+        "| step | s | fetches | KB | last ended (s) | largest scripts, fonts, styles (KB) |",
         "|---|---:|---:|---:|---:|---|",
     ]
     for name, seconds, found in rows:
-        files = ", ".join(f"{k} {v}" for k, v in found["files"].items()) or "-"
+        largest = sorted(found["files"].items(), key=lambda item: -item[1])
+        files = ", ".join(f"{k} {v}" for k, v in largest[:8]) or "-"
+        files += f" and {len(largest) - 8} more" if len(largest) > 8 else ""
         lines.append(
             f"| {name} | {seconds:.2f} | {found['n']} | {found['kb']:.0f} | "
             f"{found['last_end_s']:.2f} | {files} |"
