@@ -315,6 +315,8 @@ class Walk:
             self._step(name, action, acted_after)
 
     def _step(self, name: str, action: Callable[[str], float], acted_after: float) -> None:
+        import dashboard_walk as walk
+
         start, wall = time.monotonic(), time.time()
         end = action(self.method)
         seconds = end - start
@@ -335,6 +337,7 @@ class Walk:
             "last_message_s": round(max((t for t, _ in mine), default=origin) - origin, 3),
             "kb": round(sum(size for _, size in mine) / 1024, 1),
             "long_tasks_s": round(busy / 1000, 3),
+            "fetched": walk.loads(self.driver, origin * 1000, end_wall * 1000),
         }
         print(f"  {name}: {self.steps[name]}", flush=True)
 
@@ -584,6 +587,42 @@ def _profile_lines(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _fetch_lines(report: dict[str, Any]) -> list[str]:
+    """What the page fetched during each Overview step of the *now* walks and the profiled one
+    (``walk.loads``)."""
+    runs = report.get("chromium", {}).get("after", {}).get("runs", {}).get("dom", [])
+    profiled = report.get("profile", {})
+    labelled = [("", run["steps"]) for run in runs]
+    labelled += [(f" (profiled, {profiled['code']})", profiled["steps"])] if profiled else []
+    rows = [
+        (name + label, step["s"], step["fetched"])
+        for label, steps in labelled
+        for name, step in steps.items()
+        if name.startswith("Overview") and "n" in step.get("fetched", {})
+    ]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "## What the Overview steps fetched (now, new instrument; the profiled walk)",
+        "",
+        "Resource Timing entries started between the action and the last change: scripts "
+        "(Streamlit's lazily loaded chunks), fonts, styles, images; KB decoded.",
+        "",
+        "| step | s | fetches | KB | last ended (s) | largest scripts, fonts, styles (KB) |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for name, seconds, found in rows:
+        largest = sorted(found["files"].items(), key=lambda item: -item[1])
+        files = ", ".join(f"{k} {v}" for k, v in largest[:8]) or "-"
+        files += f" and {len(largest) - 8} more" if len(largest) > 8 else ""
+        lines.append(
+            f"| {name} | {seconds:.2f} | {found['n']} | {found['kb']:.0f} | "
+            f"{found['last_end_s']:.2f} | {files} |"
+        )
+    return lines
+
+
 def _seconds(value: float | None, fmt: str) -> str:
     return "-" if value is None else f"{value:{fmt}}"
 
@@ -660,6 +699,7 @@ def _markdown(report: dict[str, Any]) -> str:
             f"{row['biased_reviewed_reject_rate_at_same_threshold']:.1%} rejected."
         )
     lines += _profile_lines(report)
+    lines += _fetch_lines(report)
     lines += ["", f"Query plans: `plans_{report['backend']}.json`.", ""]
     return "\n".join(lines)
 

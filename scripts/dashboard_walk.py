@@ -346,6 +346,37 @@ def _ranked(table: dict[str, float], top: int | None = None) -> dict[str, float]
     return {key: round(value, 1) for key, value in ordered}
 
 
+RESOURCES_JS = """return performance.getEntriesByType("resource").map((e) => [e.name,
+    e.initiatorType, performance.timeOrigin + e.startTime, performance.timeOrigin + e.responseEnd,
+    e.decodedBodySize]);"""
+"""The page's fetches so far: (url, initiator, start, end on the page's clock in ms, bytes)."""
+
+
+def loads(driver, origin_ms: float, end_ms: float) -> dict:
+    """``load_summary`` of what the open page fetched between ``origin_ms`` and ``end_ms``."""
+    try:
+        return load_summary(driver.execute_script(RESOURCES_JS), origin_ms, end_ms)
+    except Exception as exc:  # on record, not a crash that loses the walk
+        return {"error": str(exc)[:300]}
+
+
+def load_summary(entries: list, origin_ms: float, end_ms: float) -> dict:
+    """Fetches started in [origin, end]: how many, their decoded KB, when the last one ended (s
+    after origin) and the scripts/fonts among them (chunk names without their hash, KB)."""
+    mine = [e for e in entries if origin_ms <= e[2] <= end_ms]
+    named = {
+        re.sub(r"\.[\w-]{6,}\.(js|woff2?|css)$", r".\1", url.rsplit("/", 1)[-1]): round(kb / 1024)
+        for url, _, _, _, kb in mine
+        if re.search(r"\.(js|woff2?|css)$", url)
+    }
+    return {
+        "n": len(mine),
+        "kb": round(sum(e[4] for e in mine) / 1024, 1),
+        "last_end_s": round((max((e[3] for e in mine), default=origin_ms) - origin_ms) / 1000, 3),
+        "files": named,
+    }
+
+
 def settle(driver, timeout: float = 60, quiet: float = 0.8, method: str = "dom") -> float:
     """Wait until Streamlit finished its script run and the page stopped changing for
     ``quiet`` s; returns when (``time.monotonic()``) it last changed.

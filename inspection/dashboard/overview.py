@@ -204,3 +204,57 @@ def drift(store: Store, registry: Registry, product: str, *, since: datetime | N
         psi,
         len(good),
     )
+
+
+def drift_line(item: Drift) -> str:
+    """One markdown line: a product's drift verdict and what it compared."""
+    head = f"**{item.product}**"
+    if item.psi is None:
+        return (
+            f"{head} — no held-out scores to compare against (the live bundle ships no "
+            f"`validation_scores.json`): {item.production_count:,} production parts only"
+        )
+    if not item.enough:
+        return (
+            f"{head} — not enough data (PSI {item.psi:.3f}): {item.production_count:,} "
+            f"production parts vs {item.reference_count} reference good parts"
+        )
+    return (
+        f"{head} — PSI {item.psi:.3f} ({item.status}): {item.production_count:,} production "
+        f"parts vs {item.reference_source}"
+    )
+
+
+STATION_COLUMNS = {
+    "station_id": "station",
+    "product": "product",
+    "status": "status",
+    "last_seen": "last seen",
+    "total": "inspections",
+    "ng_rate": "NG rate",
+    "reviewed": "reviewed",
+    "mean_latency_ms": "mean latency",
+    "max_latency_ms": "max latency",
+    "model_version": "model",
+}
+
+
+def station_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """``station_frame`` as text for a static table: readable headers, units in the cells."""
+    if frame.empty:
+        return frame
+    shown = pd.DataFrame(
+        {
+            "station_id": frame["station_id"],
+            "product": frame["product"],
+            "status": frame["status"],
+            "last_seen": pd.to_datetime(frame["last_seen"], utc=True).dt.strftime("%Y-%m-%d %H:%M"),
+            "total": frame["total"].map("{:,}".format),
+            "ng_rate": frame["ng_rate"].map("{:.1%}".format),
+            "reviewed": frame["reviewed"].map("{:,}".format),
+            "mean_latency_ms": frame["mean_latency_ms"].map("{:.0f} ms".format),
+            "max_latency_ms": frame["max_latency_ms"].map("{:.0f} ms".format),
+            "model_version": frame["model_version"].fillna("—").astype(str),
+        }
+    )
+    return shown.rename(columns=STATION_COLUMNS).reset_index(drop=True)

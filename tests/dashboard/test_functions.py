@@ -76,6 +76,34 @@ def test_station_health_and_histogram(store: Store) -> None:
     assert histogram.tolist() == [0, 1, 1, 0, 1, 1, 0, 0, 0, 2]  # 0.9 and 1.0 share the last bin
 
 
+def test_station_table_is_text_with_units(store: Store) -> None:
+    now = T0 + timedelta(days=1, minutes=30)
+    table = overview.station_table(overview.station_frame(store, since=None, now=now))
+    first = table.iloc[0].to_dict()
+    assert list(table.columns) == list(overview.STATION_COLUMNS.values())
+    assert first["station"] == "s1" and first["status"] == "silent 24 h"
+    assert first["last seen"] == "2025-03-01 08:20"
+    assert (first["inspections"], first["NG rate"], first["mean latency"]) == (
+        "3",
+        "33.3%",
+        "10 ms",
+    )
+    assert table["station"].tolist() == ["s1", "s1", "s2"] and table.iloc[2]["status"] == "online"
+
+
+def test_drift_line_says_the_verdict_or_why_there_is_none() -> None:
+    flat = np.full(overview.DRIFT_BINS, 0.1)
+    make = lambda count, psi, ref: overview.Drift(  # noqa: E731
+        "p", flat, count, 0.2, flat if psi is not None else None, "validation, 60 good parts",
+        0.2, psi, ref,
+    )  # fmt: skip
+    assert "PSI 0.300 (drifted): 1,200 production parts vs validation, 60" in overview.drift_line(
+        make(1200, 0.3, 60)
+    )
+    assert "not enough data (PSI 0.010)" in overview.drift_line(make(1200, 0.01, 10))
+    assert "no held-out scores" in overview.drift_line(make(1200, None, 0))
+
+
 def test_review_queue_kinds_status_and_paging(store: Store) -> None:
     ids = lambda q, **kw: [r.score for r in queries.review_queue(store, q, **kw)]  # noqa: E731
     assert ids(queries.QueueQuery(product="p", kind="ng")) == [1.0, 0.9, 0.55]

@@ -37,14 +37,14 @@ def test_pages_need_a_login_and_a_right_password(seeded_site, site_env) -> None:
     _sign_in(at, "erin", "not the password")
     assert [e.value for e in at.error] == ["wrong name or password"] and not at.metric
     # The sign-in warms the Overview's reads while the hash is checked: none of it is drawn.
-    assert not at.dataframe and not at.get("vega_lite_chart")
+    assert not at.table and not at.get("vega_lite_chart")
     _sign_in(at, "erin", PASSWORD)
     # The seeded bundles have too few defect images per kind to bound their miss rates: the
     # only errors a signed-in page may show are those line-readiness findings.
     assert not at.exception
     assert all("NOT LINE-READY" in e.value for e in at.error), [e.value for e in at.error]
     assert at.metric and "Signed in as **erin** (reviewer)" in [m.value for m in at.markdown]
-    assert at.dataframe and at.get("vega_lite_chart")
+    assert at.table and at.get("vega_lite_chart")
     at.button(key="sign_out").click().run()
     assert [t.value for t in at.title] == ["Sign in"]
 

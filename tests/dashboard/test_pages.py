@@ -130,12 +130,12 @@ def test_overview_counts_and_station_health(seeded_site, site_env) -> None:
     store = _store(seeded_site)
     ng = store.count_inspections(InspectionFilter(verdict="NG"))
     assert metrics["NG"] == f"{ng:,}"
-    assert at.dataframe[0].value["station_id"].tolist() == [
-        "line1-cam1",
-        "line1-cam2",
-        "line2-cam1",
-    ]
+    assert at.table[0].value["station"].tolist() == ["line1-cam1", "line1-cam2", "line2-cam1"]
     assert any("PSI" in md.value for md in at.markdown)
+    # The score charts draw only when asked: the first paint has volume and NG rate.
+    assert len(at.get("vega_lite_chart")) == 2
+    at.toggle(key="ov_drift_charts").set_value(True).run()
+    assert len(at.get("vega_lite_chart")) > 2 and not at.exception
 
     at.selectbox(key="ov_product").set_value("grass").run()
     assert not at.exception

@@ -27,3 +27,17 @@ def test_profile_summary_adds_self_time_by_script_and_function() -> None:
     assert summary["by_function"]["render (ArrowVegaLiteChart)"] == 5.0
     assert summary["by_function"]["(anonymous) (index)"] == 0.5
     assert summary["busy_ms"] == 5.9  # the idle samples left out
+
+
+def test_load_summary_keeps_the_steps_fetches_and_names_chunks() -> None:
+    base = "http://127.0.0.1:8501/static/"
+    entries = [
+        [base + "js/index.B1x2y3_z.js", "script", 900.0, 950.0, 480 * 1024],  # before the step
+        [base + "js/embed.CX5AQgxi.js", "script", 1100.0, 1300.0, 760 * 1024],
+        [base + "media/SourceSansVF-Upright.ttf.BsWL4Kly.woff2", "css", 1200.0, 1250.0, 2048],
+        ["http://127.0.0.1:8501/_stcore/health", "fetch", 1400.0, 1410.0, 2],
+    ]
+    found = walk_module().load_summary(entries, 1000.0, 2000.0)
+    assert found["n"] == 3 and found["last_end_s"] == 0.41
+    assert found["files"] == {"embed.js": 760, "SourceSansVF-Upright.ttf.woff2": 2}
+    assert found["kb"] == 762.0
