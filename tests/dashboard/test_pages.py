@@ -92,8 +92,8 @@ def _errors(at: AppTest) -> list[str]:
 
 
 def _frame_with(at: AppTest, column: str):
-    """The first dataframe on the page with ``column``."""
-    frames = [d.value for d in at.dataframe]
+    """The first table or dataframe on the page with ``column``."""
+    frames = [d.value for d in [*at.table, *at.dataframe]]
     return next(f for f in frames if column in f.columns)
 
 
@@ -180,6 +180,12 @@ def test_threshold_slider_shows_tradeoffs_and_save_creates_a_version(seeded_site
     assert current.bundle_id == "v0002-int8"
     # the same run already shows the saved value: no stale "current" line or deltas
     assert any("Current threshold: **0.6200**" in c.value for c in at.caption)
+    newest = _frame_with(at, "who").iloc[0]  # the history, newest version first
+    assert (newest["version"], newest["value"], newest["who"]) == (
+        current.number,
+        "0.6200",
+        "alice",
+    )
     assert all(not m.delta for m in at.metric if m.label == "Good parts rejected"), [
         (m.label, m.delta) for m in at.metric
     ]

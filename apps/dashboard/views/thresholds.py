@@ -320,23 +320,25 @@ if message:
 
 history = board.registry.threshold_history(product)
 if history:
+    # A static table, not the data grid: the grid's first mount costs the page ~0.2 s.
+    recent = len(history) <= 10 or not st.toggle(f"All {len(history)} versions", key="th_all")
+    shown = history[-10:] if recent else history
     st.markdown("**History**")
-    st.dataframe(
+    st.table(
         pd.DataFrame(
             [
                 {
                     "version": h.number,
-                    "value": h.value,
+                    "value": f"{h.value:.4f}",
                     "budget": "" if h.budget is None else f"{h.budget:.1%}",
                     "who": h.actor,
-                    "when": h.created_at,
+                    "when": h.created_at[:16].replace("T", " "),
                     "why": h.reason,
                     "bundle": h.bundle_id or "",
                     "signed by": signer_label(board.registry.root, h.key_id),
                 }
-                for h in reversed(history)
+                for h in reversed(shown)
             ]
         ),
         hide_index=True,
-        width="stretch",
     )
