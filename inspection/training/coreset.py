@@ -92,7 +92,10 @@ def project(embedding: torch.Tensor) -> torch.Tensor:
     from anomalib.models.components.dimensionality_reduction import SparseRandomProjection
 
     projector = SparseRandomProjection(eps=0.9)
-    projector.fit(embedding)
+    projector.n_components = int(projector._johnson_lindenstrauss_min_dim(embedding.shape[0], 0.9))
+    projector.sparse_random_matrix = sparse_random_matrix(
+        projector.n_components, embedding.shape[1]
+    )
     if embedding.shape[1] >= projector.n_components:
         return projector.transform(embedding).float().contiguous()
     # the projected rows' distances in the rows' own dimensions: |P(x - y)|^2 =
@@ -103,6 +106,32 @@ def project(embedding: torch.Tensor) -> torch.Tensor:
     if embedding.shape[1] <= FEW_DIMS:
         return (embedding.double() @ factor).float().contiguous()
     return (embedding.float() @ factor.float()).contiguous()  # as anomalib's float32 transform
+
+
+def sparse_random_matrix(n_components: int, n_features: int) -> torch.Tensor:
+    """anomalib's ``SparseRandomProjection._sparse_random_matrix``, the same draws from the same
+    generators (torch's binomials, numpy's global state through scikit-learn's sampling), without
+    the two ``torch.distributions.Binomial`` built and validated per row (~0.1 s a projection)."""
+    from sklearn.utils.random import sample_without_replacement
+
+    real = torch.get_default_dtype()  # what Binomial makes of plain numbers (broadcast_all)
+    one, half = torch.tensor(1, dtype=real), torch.tensor(0.5, dtype=real)
+
+    def signs(shape: tuple[int, ...]) -> torch.Tensor:
+        return torch.binomial(one.expand(shape), half.expand(shape)) * 2 - 1
+
+    density = 1 / np.sqrt(n_features)
+    if density == 1:
+        return 1 / np.sqrt(n_components) * signs((n_components, n_features))
+    total, probs = torch.tensor(n_features, dtype=real), torch.tensor(density, dtype=real)
+    components = torch.zeros((n_components, n_features), dtype=torch.float32)
+    for row in range(n_components):
+        count = torch.binomial(total, probs)
+        columns = sample_without_replacement(n_population=n_features, n_samples=count)
+        columns = torch.tensor(columns, dtype=torch.int32)
+        components[row, columns] = signs(tuple(columns.shape))
+    components *= np.sqrt(1 / density) / np.sqrt(n_components)
+    return components
 
 
 def select_coreset(embedding: torch.Tensor, ratio: float, cap_rows: int | None = None) -> Coreset:

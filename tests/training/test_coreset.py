@@ -11,6 +11,7 @@ from inspection.training.coreset import (
     coreset_size,
     greedy_k_center,
     select_coreset,
+    sparse_random_matrix,
 )
 
 
@@ -29,6 +30,21 @@ def clustered(n: int, d: int, seed: int) -> torch.Tensor:
 def seed(value: int) -> None:
     torch.manual_seed(value)
     np.random.seed(value)  # anomalib's projection draws column indices from numpy
+
+
+@pytest.mark.parametrize("n, d", [(61440, 152), (5000, 6), (100, 1)])
+def test_projection_matrix_is_anomalibs_draw_for_draw(n: int, d: int) -> None:
+    from anomalib.models.components import SparseRandomProjection
+
+    seed(5)
+    reference = SparseRandomProjection(eps=0.9).fit(torch.zeros(n, d))
+    after_reference = torch.rand(4), np.random.rand(4)
+    seed(5)
+    matrix = sparse_random_matrix(reference.n_components, d)
+    assert torch.equal(matrix, reference.sparse_random_matrix)
+    after = torch.rand(4), np.random.rand(4)  # the generators are left where anomalib leaves them
+    assert torch.equal(after[0], after_reference[0])
+    assert np.array_equal(after[1], after_reference[1])
 
 
 @pytest.mark.parametrize("n, d, ratio", [(1500, 48, 0.04), (3000, 24, 0.02)])
