@@ -103,6 +103,7 @@ def checked_dataset(
             on_file=lambda _path: progress.advance(task),
             image_bits=image_bits,
             product_file=product_file,
+            keep_decoded=True,  # the training reads them from there: each image decoded once
         )
     leaks = [p for p in report.errors if p.code == LEAK_CODE]
     if leaks and not allow_duplicates:

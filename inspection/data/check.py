@@ -36,6 +36,7 @@ from inspection.core.images import (
 )
 from inspection.core.operating_point import DEFAULT_BUDGET, n_needed
 from inspection.data.dataset import GOOD, MIN_TEST_GOOD, Dataset, Sample
+from inspection.data.decoded import KEPT
 
 Severity = Literal["error", "warning"]
 VALIDATION_SHARE = 0.3
@@ -131,6 +132,7 @@ def check_dataset(
     image_bits: int | None = None,
     product_file: Path | None = None,
     budget: float = DEFAULT_BUDGET,
+    keep_decoded: bool = False,
 ) -> CheckReport:
     """Check every sample of ``dataset``; ``on_file`` is called after each image (progress).
 
@@ -139,7 +141,8 @@ def check_dataset(
     to add; declared, 16-bit images with values above ``2**image_bits - 1`` are named.
     ``product_file``: the config file those findings tell to edit (default
     ``products/<dataset name>.yaml``); ``train --product`` names its own product's.
-    ``budget``: the product's false-reject budget, which ``budget_note`` measures against."""
+    ``budget``: the product's false-reject budget, which ``budget_note`` measures against.
+    ``keep_decoded``: the decoded images go to ``data.decoded.KEPT`` (a training follows)."""
     bits = image_bits if image_bits is not None else DEFAULT_SOURCE_BITS
     problems: list[Problem] = []
     sizes: dict[Path, tuple[int, int]] = {}
@@ -149,6 +152,7 @@ def check_dataset(
     train_hashes: dict[str, Path] = {}
     test_hashes: list[tuple[str, Path]] = []
     masks_expected = bool(dataset.unmatched_masks) or any(s.mask_path for s in dataset.samples)
+    KEPT.clear()
 
     # decoding dominates and releases the GIL: files are read READERS at a time, in order
     with ThreadPoolExecutor(READERS) as pool:
@@ -163,6 +167,8 @@ def check_dataset(
                 if image.bits_used is not None:
                     used[sample.path] = image.bits_used
                 digest = _content_hash(image.array)
+                if keep_decoded:
+                    KEPT.keep(sample.path, bits, image.array)
                 if sample.split == "train":
                     train_hashes.setdefault(digest, sample.path)
                 else:

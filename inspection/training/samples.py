@@ -18,6 +18,7 @@ from torch.utils.data import Dataset as TorchDataset
 
 from inspection.core.images import DEFAULT_SOURCE_BITS, read_image, read_mask
 from inspection.data.dataset import Sample
+from inspection.data.decoded import KEPT
 
 
 class SampleDataset(TorchDataset):
@@ -65,7 +66,8 @@ def load_image(
     """Read (16-bit images at ``bits`` significant bits) and resize to (H, W, 3) float32 RGB
     in [0, 1] (bilinear)."""
     height, width = image_size
-    rgb = read_image(path, bits=bits)
+    rgb = KEPT.take(Path(path), bits)  # the dataset check's decoding, if it kept it
+    rgb = read_image(path, bits=bits) if rgb is None else rgb
     if rgb.shape[:2] != (height, width):
         rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_LINEAR)
     return rgb.astype(np.float32) / 255.0

@@ -1,0 +1,59 @@
+"""Images the dataset check decoded, handed on to the training that follows in the process.
+
+``inspection train`` decodes every image in its dataset check, before torch loads; the
+training then reads the same files. ``keep`` stores the check's arrays (the decoding of
+``core.images.read_image``, at the same significant bits), ``take`` hands each over once: each
+image is decoded once. An array is keyed by the file's path, size and modification time (a
+file changed since is decoded again) and nothing is kept past ``BUDGET_BYTES``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+BUDGET_BYTES = 1 << 30
+"""Decoded bytes kept at most (weave300's 480 images at 256 px: 94 MB)."""
+
+_Key = tuple[Path, int, int, int]
+
+
+def _key(path: Path, bits: int) -> _Key | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return path, bits, stat.st_size, stat.st_mtime_ns
+
+
+class DecodedImages:
+    """Decoded arrays by file (path, size, modification time) and significant bits."""
+
+    def __init__(self, budget_bytes: int = BUDGET_BYTES) -> None:
+        self._arrays: dict[_Key, np.ndarray] = {}
+        self._left = budget_bytes
+
+    def keep(self, path: Path, bits: int, array: np.ndarray) -> None:
+        """Keep ``array``, ``path`` decoded at ``bits``, unless the budget is spent."""
+        key = _key(path, bits)
+        if key is not None and array.nbytes <= self._left:
+            self._arrays[key] = array
+            self._left -= array.nbytes
+
+    def take(self, path: Path, bits: int) -> np.ndarray | None:
+        """The kept decoding of ``path`` at ``bits`` (once: it is no longer kept), or None."""
+        key = _key(path, bits)
+        array = None if key is None else self._arrays.pop(key, None)
+        if array is not None:
+            self._left += array.nbytes
+        return array
+
+    def clear(self) -> None:
+        """Drop every kept array."""
+        while self._arrays:
+            self._left += self._arrays.popitem()[1].nbytes
+
+
+KEPT = DecodedImages()
+"""The process's: filled by ``check_dataset(keep_decoded=True)``, read by the training."""

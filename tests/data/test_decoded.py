@@ -1,0 +1,50 @@
+"""The dataset check's decoded images handed on to the training: read_image's arrays, once."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from inspection.core.images import read_image
+from inspection.data.check import check_dataset
+from inspection.data.dataset import load_dataset
+from inspection.data.decoded import KEPT, DecodedImages
+
+
+def test_the_check_keeps_what_read_image_decodes(twelve_bit_pair: tuple[Path, Path]) -> None:
+    _, twelve = twelve_bit_pair
+    dataset = load_dataset(twelve)
+    check_dataset(dataset, image_bits=12, keep_decoded=True)
+    try:
+        for sample in dataset.samples:
+            kept = KEPT.take(sample.path, 12)
+            assert kept is not None
+            assert np.array_equal(kept, read_image(sample.path, bits=12))
+            assert KEPT.take(sample.path, 12) is None  # handed over once
+        assert KEPT.take(dataset.samples[0].path, 16) is None  # other bits: decoded again
+    finally:
+        KEPT.clear()
+
+
+def test_nothing_is_kept_unless_asked(tiny_product: Path) -> None:
+    dataset = load_dataset(tiny_product)
+    check_dataset(dataset)
+    assert all(KEPT.take(s.path, 16) is None for s in dataset.samples)
+
+
+def test_a_file_changed_since_or_past_the_budget_is_not_handed_over(
+    tiny_product: Path, tmp_path: Path
+) -> None:
+    root = shutil.copytree(tiny_product, tmp_path / "copy")
+    first, second = sorted((root / "train" / "good").iterdir())[:2]
+    array = read_image(first)
+    kept = DecodedImages(budget_bytes=array.nbytes)
+    kept.keep(first, 16, array)
+    kept.keep(second, 16, read_image(second))  # over the budget
+    assert kept.take(second, 16) is None
+    stat = first.stat()
+    os.utime(first, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))
+    assert kept.take(first, 16) is None
