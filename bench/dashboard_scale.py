@@ -506,7 +506,7 @@ COLUMNS = {
     "before": "before",
     "previous": "previous after",
     "after": "now",
-    "cold": "now, after the OS page cache was dropped",
+    "cold": "now, cold (OS page cache dropped; PostgreSQL restarted)",
 }
 """The Chromium columns (``report['chromium']`` keys), in table order."""
 INSTRUMENTS = {"text": "old instrument", "dom": "new instrument"}
@@ -708,8 +708,9 @@ def chromium_walks(args, report: dict[str, Any]) -> None:
     """``args.walks`` walks per instrument (interleaved) against the app of ``args.code``
     (default: this working tree, the *after* column), filed under ``report['chromium']``:
     added to the runs of the same code; runs of other code move to *previous* (after, unless
-    ``--keep-previous``) or are replaced. ``--cold``: each walk after the OS page cache was dropped, filed as
-    *cold*; ``--profile``: one untimed walk with CPU profiles, filed as ``report['profile']``."""
+    ``--keep-previous``) or are replaced. ``--cold``: each walk after the OS page cache was
+    dropped (and PostgreSQL restarted), filed as *cold*; ``--profile``: one untimed walk with
+    CPU profiles, filed as ``report['profile']``."""
     code = "before" if args.code else "cold" if args.cold else "after"
     with tempfile.TemporaryDirectory(prefix="dashboard-code-") as tmp:
         root, label = REPO, _describe("HEAD") + (" + working tree" if _dirty() else "")
@@ -729,7 +730,7 @@ def chromium_walks(args, report: dict[str, Any]) -> None:
         for _ in range(args.walks):
             for method in args.settle:
                 if args.cold:
-                    drop_page_cache()
+                    drop_page_cache(restart_postgres=report["backend"] == "postgresql")
                 at, load = datetime.now(timezone.utc).isoformat(timespec="seconds"), load_average()
                 print(f"walk: {code} ({label}), {method}, load {load}", flush=True)
                 steps = browser_times(args.site, args.user, args.password, method, root)
@@ -744,10 +745,14 @@ def chromium_walks(args, report: dict[str, Any]) -> None:
     chromium[code] = {"code": label, "runs": runs}
 
 
-def drop_page_cache() -> None:
+def drop_page_cache(restart_postgres: bool) -> None:
     """Write the page cache back and drop it (``vm.drop_caches = 1``, root only): the store's
-    file pages are read from the disk again, as after a reboot. PostgreSQL's own shared buffers
-    stay as they are."""
+    file pages are read from the disk again, as after a reboot. ``restart_postgres``: the local
+    PostgreSQL cluster (``scripts/services.sh``'s) restarts first, its shared buffers empty too."""
+    if restart_postgres:
+        listed = subprocess.run(["pg_lsclusters", "-h"], capture_output=True, text=True, check=True)
+        version, name = listed.stdout.split()[:2]
+        subprocess.run(["pg_ctlcluster", version, name, "restart"], check=True)
     os.sync()
     Path("/proc/sys/vm/drop_caches").write_text("1\n")
 
@@ -787,7 +792,9 @@ def main() -> None:
         "--only-browser", action="store_true", help="keep the report's other rows as they are"
     )
     parser.add_argument(
-        "--cold", action="store_true", help="drop the OS page cache before each walk (root)"
+        "--cold",
+        action="store_true",
+        help="cold walks: PostgreSQL restarted, page cache dropped (root)",
     )
     parser.add_argument(
         "--profile", action="store_true", help="one untimed walk with the page's CPU profiles"
