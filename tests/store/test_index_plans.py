@@ -1,5 +1,6 @@
 """The review queue's count, page jump and the Thresholds page's reviewed scores are answered
-from index pages alone (migration 0008), on SQLite and PostgreSQL: checked with EXPLAIN."""
+from index pages alone (migration 0008), on SQLite and PostgreSQL: checked with EXPLAIN. On
+PostgreSQL autovacuum keeps the visibility map current by changed rows (migration 0009)."""
 
 from __future__ import annotations
 
@@ -121,3 +122,16 @@ def test_the_anchor_lands_where_paging_does(filled: Store) -> None:
         assert anchor == queries.cursor_after(rows[position], query.order)
         assert queries.review_queue(filled, query, limit=1, after=anchor)[0] == rows[position + 1]
     assert queries.queue_anchor(filled, query, len(rows) - 1) is None  # nothing follows
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)  # autovacuum is PostgreSQL's
+def test_postgres_vacuums_the_results_by_changed_rows(store_url: str, tmp_path: Path) -> None:
+    store = Store.migrated(store_url, tmp_path / "blobs")
+    with store.engine.connect() as connection:
+        options = connection.exec_driver_sql(
+            "SELECT reloptions FROM pg_class WHERE relname = 'inspections'"
+        ).scalar_one()
+    store.engine.dispose()
+    assert "autovacuum_vacuum_scale_factor=0" in options, options
+    assert "autovacuum_vacuum_threshold=2000" in options, options
