@@ -143,28 +143,27 @@ def _curve_figures(
     """(pixel AUROC, AUPRO) of the defect pixels' ``values`` (descending) with their region
     ``weights`` (summing to 1) against the ascending arrays of ``negatives``. Each distinct
     value adds two points: everything above it, then everything at or above it (between two,
-    only negatives move: the curves run flat)."""
+    only negatives move: the curves run flat). The AUROC sums those trapezoids per distinct
+    value; the AUPRO's curve is built only as far as ``fpr_limit``."""
     last_of_value = np.r_[values[1:] != values[:-1], True]
     rising = values[last_of_value][::-1]  # ascending keys: numpy's fast searchsorted
     above = sum(len(a) - np.searchsorted(a, rising, side="right") for a in negatives)[::-1]
     at_or_above = sum(len(a) - np.searchsorted(a, rising, side="left") for a in negatives)[::-1]
-    curves = []  # false positives, true positives, region overlap: before and at each value
-    for own, more in (
-        (np.zeros(len(rising), np.int64), (above, at_or_above)),
-        (np.flatnonzero(last_of_value) + 1, (0, 0)),
-        (np.cumsum(weights)[last_of_value], (0, 0)),
-    ):
-        curve = np.zeros(2 * len(own) + 2, own.dtype)
-        curve[3:-1:2] = own[:-1]
-        curve[1:-1:2] += more[0]
-        curve[2:-1:2] = own + more[1]
-        curve[-1] = own[-1]
-        curves.append(curve)
-    negative, positive, overlap = curves
-    negative[-1] = sum(len(a) for a in negatives)  # every negative, the lowest too
-    fpr = negative / negative[-1]
-    auroc = float(np.trapezoid(positive / positive[-1], fpr))
-    return auroc, _area_to_limit(fpr, overlap, fpr_limit)
+    total = sum(len(a) for a in negatives)
+    found = np.flatnonzero(last_of_value) + 1  # defect pixels at or above each value
+    before = np.r_[0, found[:-1]]
+    # trapezoids: at each value (negatives and positives move), then flat to the next value
+    rising_area = (at_or_above - above) * (before + found) / 2
+    flat_area = (np.r_[above[1:], total] - at_or_above) * found
+    auroc = float((rising_area.sum() + flat_area.sum()) / (total * found[-1]))
+    # the (fpr, overlap) points as far as the first beyond the limit: 0, then two per value
+    end = min(int(np.searchsorted(at_or_above / total, fpr_limit, side="right")) + 1, len(found))
+    overlap = np.cumsum(weights)[last_of_value][:end]
+    fpr, pro = np.zeros(2 * end + 2, np.int64), np.zeros(2 * end + 2)
+    fpr[1:-1:2], fpr[2:-1:2] = above[:end], at_or_above[:end]
+    pro[3:-1:2], pro[2:-1:2] = overlap[:-1], overlap
+    fpr[-1], pro[-1] = (total if end == len(found) else above[end]), overlap[-1]
+    return auroc, _area_to_limit(fpr / total, pro, fpr_limit)
 
 
 def sorted_pixels(maps: np.ndarray) -> np.ndarray:

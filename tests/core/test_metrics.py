@@ -187,6 +187,40 @@ def test_pixel_auroc_equals_scikit_learn_with_ties(levels: int | None) -> None:
     assert pixel_figures(maps, masks)[0] == pytest.approx(expected, abs=1e-12)
 
 
+def threshold_sweep_aupro(maps: np.ndarray, masks: np.ndarray, limit: float) -> float:
+    """AUPRO by brute force: (fpr, mean region overlap) at every distinct map value, from
+    (0, 0), trapezoids up to ``limit`` (interpolated there), over ``limit``."""
+    weights = np.zeros(masks.shape)
+    regions = 0
+    for image, mask in enumerate(masks):
+        count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), 8)
+        weights[image][labels > 0] = 1.0 / stats[labels[labels > 0], cv2.CC_STAT_AREA]
+        regions += count - 1
+    fpr, pro = [0.0], [0.0]
+    for value in np.unique(maps)[::-1]:
+        fpr.append(float((maps[~masks] >= value).mean()))
+        pro.append(float(weights[masks & (maps >= value)].sum() / regions))
+    end = int(np.searchsorted(fpr, limit, side="right"))
+    if end < len(fpr):
+        pro = [*pro[:end], float(np.interp(limit, fpr[end - 1 : end + 1], pro[end - 1 : end + 1]))]
+        fpr = [*fpr[:end], limit]
+    return float(np.trapezoid(pro, fpr) / limit)
+
+
+@pytest.mark.parametrize("levels", [3, 17, None])
+@pytest.mark.parametrize("limit", [0.3, 0.02, 1.0])
+def test_aupro_equals_a_threshold_sweep_with_ties(levels: int | None, limit: float) -> None:
+    """The curve built only as far as the limit gives the whole sweep's area."""
+    rng = np.random.default_rng(levels or 2)
+    maps = rng.random((5, 20, 20)).astype(np.float32)
+    if levels is not None:
+        maps = np.round(maps * levels) / levels
+    masks = rng.random(maps.shape) < 0.08  # many small regions
+    maps[masks] += 0.25
+    expected = threshold_sweep_aupro(maps, masks, limit)
+    assert aupro(maps, masks, fpr_limit=limit) == pytest.approx(expected, abs=1e-12)
+
+
 @pytest.mark.parametrize("levels", [2, 9, None])
 def test_good_pixels_sorted_apart_give_the_same_figures(levels: int | None) -> None:
     """Good images' pixels given as sorted ``negatives`` (sorted once for every subset) give the
