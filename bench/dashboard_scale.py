@@ -506,7 +506,7 @@ COLUMNS = {
     "before": "before",
     "previous": "previous after",
     "after": "now",
-    "cold": "now, cold (OS page cache dropped; PostgreSQL restarted)",
+    "cold": "now, cold (OS page cache dropped, a PostgreSQL server restarted)",
 }
 """The Chromium columns (``report['chromium']`` keys), in table order."""
 INSTRUMENTS = {"text": "old instrument", "dom": "new instrument"}
