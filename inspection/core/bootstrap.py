@@ -111,13 +111,28 @@ def auroc_gain_interval(
     good, bad = np.flatnonzero(~labels), np.flatnonzero(labels)
     value = _mann_whitney(scores, good, bad) - _mann_whitney(reference, good, bad)
     rng = np.random.default_rng(seed)
-    gains = np.empty(resamples)
-    for index in range(resamples):
-        g, b = rng.choice(good, good.size), rng.choice(bad, bad.size)
-        gains[index] = _mann_whitney(scores, g, b) - _mann_whitney(reference, g, b)
+    # rng.choice(good, good.size)'s draws, as positions: the same stream, half the calls' cost
+    draws = [(rng.integers(0, good.size, good.size), rng.integers(0, bad.size, bad.size))
+             for _ in range(resamples)]  # fmt: skip
+    goods, bads = good[np.stack([g for g, _ in draws])], bad[np.stack([b for _, b in draws])]
+    gains = _mann_whitney_rows(scores, goods, bads) - _mann_whitney_rows(reference, goods, bads)
     tail = (1.0 - level) / 2.0
     low, high = np.quantile(gains, [tail, 1.0 - tail])
     return Interval(float(value), float(low), float(high), level, resamples)
+
+
+def _mann_whitney_rows(scores: np.ndarray, goods: np.ndarray, bads: np.ndarray) -> np.ndarray:
+    """``_mann_whitney`` of each resample: (R,) of (R, G) ``goods`` and (R, B) ``bads``
+    indices, the same arithmetic in blocks of resamples (~4 M comparisons a block)."""
+    pairs = goods.shape[1] * bads.shape[1]
+    step = max(1, 4_000_000 // pairs)
+    aurocs = np.empty(len(goods))
+    for start in range(0, len(goods), step):
+        g = scores[goods[start : start + step]][:, None, :]
+        b = scores[bads[start : start + step]][:, :, None]
+        greater, equal = (b > g).sum(axis=(1, 2)), (b == g).sum(axis=(1, 2))
+        aurocs[start : start + step] = (greater + 0.5 * equal) / pairs
+    return aurocs
 
 
 def _mann_whitney(scores: np.ndarray, good: np.ndarray, bad: np.ndarray) -> float:

@@ -83,3 +83,23 @@ def test_rate_interval_narrows_with_data_and_refuses_nothing_or_nonsense() -> No
         rate_interval(np.zeros(0, bool))
     with pytest.raises(ValueError, match="0 <= k <= n"):
         count_interval(11, 10)
+
+
+def test_gain_interval_is_the_per_resample_loop_with_ties() -> None:
+    """The resamples' AUROCs in blocks: the same draws and figures as one resample at a time."""
+    from inspection.core.bootstrap import _mann_whitney
+
+    rng = np.random.default_rng(4)
+    labels = rng.random(70) < 0.4
+    scores = np.round(rng.normal(labels * 0.6, 1.0) * 4) / 4  # coarse: many ties
+    reference = np.round(rng.normal(labels * 0.3, 1.0) * 4) / 4
+    draws = np.random.default_rng(9)
+    good, bad = np.flatnonzero(~labels), np.flatnonzero(labels)
+    gains = []
+    for _ in range(300):
+        g, b = draws.choice(good, good.size), draws.choice(bad, bad.size)
+        gains.append(_mann_whitney(scores, g, b) - _mann_whitney(reference, g, b))
+    tail = (1.0 - 0.95) / 2.0  # as the function computes it (not exactly 0.025)
+    low, high = np.quantile(gains, [tail, 1.0 - tail])
+    interval = auroc_gain_interval(scores, reference, labels, resamples=300, seed=9)
+    assert (interval.low, interval.high) == (low, high)
