@@ -91,37 +91,13 @@ def save_report(
     return path
 
 
-def timed_rounds(
-    run: Callable[[Any], Any], images: list, rounds: int = 3, per_round: int = 20
-) -> dict[str, Any]:
-    """p50 milliseconds of ``run(image)`` per round (3 warm-up calls first): the median of
-    the rounds' p50s and their range, since this host's speed drifts between rounds."""
-    import numpy as np
-
-    for image in images[:3]:
-        run(image)
-    p50s = []
-    for _ in range(rounds):
-        times = []
-        for index in range(per_round):
-            started = time.perf_counter()
-            run(images[index % len(images)])
-            times.append((time.perf_counter() - started) * 1e3)
-        p50s.append(float(np.median(times)))
-    return {
-        "p50_ms": round(float(np.median(p50s)), 2),
-        "p50_range_ms": [round(min(p50s), 2), round(max(p50s), 2)],
-        "rounds": rounds,
-        "per_round": per_round,
-    }
-
-
 def interleaved_rounds(
     runs: dict[str, tuple[Callable[[Any], Any], list]], rounds: int = 5, per_round: int = 20
 ) -> dict[str, dict[str, Any]]:
-    """``timed_rounds`` for several ``{key: (run, images)}`` at once, their rounds taken in
-    turn (round 1 of each, then round 2 of each, ...): the host's drift lands on every key
-    alike, so keys compare fairly."""
+    """p50 milliseconds of each ``{key: (run, images)}`` per round (3 warm-up calls first),
+    the rounds taken in turn (round 1 of each, then round 2 of each, ...): the host's drift
+    lands on every key alike, so keys compare fairly. Per key: the median of its rounds' p50s
+    and their range."""
     import numpy as np
 
     for run, images in runs.values():
