@@ -20,9 +20,8 @@ import logging
 import math
 import threading
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -83,8 +82,7 @@ def out_of_fold_scores(
         inner, images, samples, roi, batch_size, assignment, (ratio, cap_rows, seed)
     )
     trained_banks = _banks(inner)
-    banks = _early_banks(model, samples, (folds, ratio, cap_rows, seed))
-    banks = banks or fold_banks(rows, assignment, ratio, cap_rows, seed)
+    banks = fold_banks(rows, assignment, ratio, cap_rows, seed)
     scores = np.empty(len(samples), dtype=np.float64)
     try:
         for fold in range(folds):
@@ -170,94 +168,22 @@ def fold_banks(
     ``composable`` False: one coreset of the other folds' rows per bank, seeded ``seed + f``
     (the local-statistics part: its fold scores fit a standardiser's tail, which the union's
     looser cover moved, grass held-out image AUROC 0.855 -> 0.807; its 6-number rows are cheap)."""
+    folds = int(assignment.max()) + 1
     if not composable:
         return _whole_fold_banks(rows, assignment, ratio, cap_rows, seed)
-    owns, draws = _fold_draws(rows, assignment, ratio, cap_rows, seed)
-    with threads(1):
-        return _greedy_fold_banks(owns, draws, workers=2)
-
-
-def _fold_draws(
-    rows: Sequence[torch.Tensor],
-    assignment: np.ndarray,
-    ratio: float,
-    cap_rows: int | None,
-    seed: int,
-) -> tuple[list[torch.Tensor], list[tuple[torch.Tensor, int, int]]]:
-    """``fold_banks``' per fold rows and seeded draws (``prepare_selection``), one fold after
-    the other; the global generators are then put back as they were."""
-    folds = int(assignment.max()) + 1
     cap = None if cap_rows is None else max(1, cap_rows // (folds - 1))
-    owns = [torch.cat([rows[i] for i in np.flatnonzero(assignment == f)]) for f in range(folds)]
-    draws = []
-    numpy_state = np.random.get_state()
-    with torch.random.fork_rng():
-        for fold, own in enumerate(owns):
-            seed_selection(seed + fold)
-            draws.append(prepare_selection(own, max(ratio, 1 / len(own)), cap))
-    np.random.set_state(numpy_state)
-    return owns, draws
-
-
-def _greedy_fold_banks(
-    owns: list[torch.Tensor], draws: list[tuple[torch.Tensor, int, int]], workers: int
-) -> list[torch.Tensor]:
-    """``fold_banks`` from ``_fold_draws``: each fold's greedy loop on one of ``workers``."""
+    draws = threading.Lock()
 
     def coreset(fold: int) -> torch.Tensor:
-        features, k, start = draws[fold]
-        return owns[fold][greedy_k_center(features, k, start=start).indices]
+        own = torch.cat([rows[i] for i in np.flatnonzero(assignment == fold)])
+        with draws:
+            seed_selection(seed + fold)
+            features, k, start = prepare_selection(own, max(ratio, 1 / len(own)), cap)
+        return own[greedy_k_center(features, k, start=start).indices]
 
-    with ThreadPoolExecutor(workers) as pool:
-        cores = list(pool.map(coreset, range(len(owns))))
-    return [torch.cat(cores[:fold] + cores[fold + 1 :]).contiguous() for fold in range(len(owns))]
-
-
-@dataclass(frozen=True)
-class EarlyFoldBanks:
-    """``fold_banks`` begun during the fit (``begin_fold_banks``), for these training images,
-    folds and selection."""
-
-    paths: tuple[str, ...]
-    selection: tuple[int, float, int | None, int]
-    """(folds, ratio, cap_rows, seed)."""
-    banks: Future[list[torch.Tensor]]
-
-
-def begin_fold_banks(
-    model: Any,
-    samples: Sequence[Sample],
-    *,
-    folds: int,
-    image_size: tuple[int, int],
-    ratio: float,
-    cap_rows: int | None,
-    seed: int,
-) -> None:
-    """Begin the out-of-fold banks of ``out_of_fold_scores`` while the fit's own greedy loop
-    runs on one core (``Patchcore.before_greedy``): their seeded draws now (the generators put
-    back), their greedy loops on a thread, one fold after the other; kept in
-    ``model.early_fold_banks`` until ``out_of_fold_scores`` takes them. The same banks."""
-    if fit_embeddings(model, samples) is None:
-        return  # the fit did not see them all: out_of_fold_scores selects its own
-    rows = _fit_rows(model, samples, model.training_roi, image_size)
-    owns, draws = _fold_draws(rows, fold_of(len(samples), folds, seed), ratio, cap_rows, seed)
-    worker = ThreadPoolExecutor(1, thread_name_prefix="fold-banks")
-    banks = worker.submit(_greedy_fold_banks, owns, draws, 1)
-    worker.shutdown(wait=False)
-    paths = tuple(str(s.path) for s in samples)
-    model.early_fold_banks = EarlyFoldBanks(paths, (folds, ratio, cap_rows, seed), banks)
-
-
-def _early_banks(
-    model: Any, samples: Sequence[Sample], selection: tuple[int, float, int | None, int]
-) -> list[torch.Tensor] | None:
-    """The banks ``begin_fold_banks`` began for these images and selection (taken once)."""
-    early = getattr(model, "early_fold_banks", None)
-    model.early_fold_banks = None
-    if early is None or early.paths != tuple(str(s.path) for s in samples):
-        return None
-    return early.banks.result() if early.selection == selection else None
+    with threads(1), ThreadPoolExecutor(2) as pool:
+        cores = list(pool.map(coreset, range(folds)))
+    return [torch.cat(cores[:fold] + cores[fold + 1 :]).contiguous() for fold in range(folds)]
 
 
 def _whole_fold_banks(

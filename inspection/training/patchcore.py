@@ -13,7 +13,7 @@ ROI are dropped as they are collected, so they never reach the coreset or the ba
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -21,7 +21,7 @@ from anomalib.models import Patchcore as AnomalibPatchcore
 
 from inspection.core.errors import ConfigError
 from inspection.training.augment import views
-from inspection.training.coreset import greedy_k_center, prepare_selection
+from inspection.training.coreset import select_coreset
 from inspection.training.image_score import MapPeakHead, MapPeakPatchcoreModel
 from inspection.training.local_stats import FusedPatchcoreModel
 from inspection.training.roi import TrainingRoi
@@ -58,10 +58,6 @@ class Patchcore(AnomalibPatchcore):
         self.training_roi: TrainingRoi | None = None
         self.patches_seen = 0
         self.patches_kept = 0
-        self.before_greedy: Callable[[Any], None] | None = None
-        """Training only: called with this model in ``fit`` once the bank's seeded draws are
-        taken, before its greedy loop (one core): e.g. the out-of-fold banks begun on the other
-        (``training.out_of_fold.begin_fold_banks``)."""
         self.train_rows: dict[str, torch.Tensor] = {}
         """Training only: each training image's patch rows (before the ROI; its
         ``bank_augment`` views' appended), as the out-of-fold scores need them
@@ -104,13 +100,7 @@ class Patchcore(AnomalibPatchcore):
         store.clear()
         if embedding.shape[0] == 0:
             raise RuntimeError("the ROI keeps no training patch: check the product's roi polygons")
-        features, k, start = prepare_selection(
-            embedding, self.coreset_sampling_ratio, self.memory_bank_max
-        )
-        hook, self.before_greedy = self.before_greedy, None  # once: training only
-        if hook is not None:
-            hook(self)
-        coreset = greedy_k_center(features, k, start=start)
+        coreset = select_coreset(embedding, self.coreset_sampling_ratio, self.memory_bank_max)
         self.model.memory_bank = embedding[coreset.indices].contiguous()
         logger.info(
             "memory bank: %d of %d patches (coverage radius %.3f in projected space)",

@@ -76,7 +76,6 @@ from inspection.training.operating import (
 from inspection.training.operating import (
     good_score_record as _good_score_record,
 )
-from inspection.training.out_of_fold import begin_fold_banks
 from inspection.training.padim import PadimGaussian
 from inspection.training.patchcore import Patchcore
 from inspection.training.roi import TrainingRoi, masked_predictions
@@ -348,9 +347,8 @@ def train_model(
     )
     masks = None if roi is None else TrainingRoi.whole_image(roi, tuple(config.image_size))
     model, fit_seconds = fit(
-        config, dataset.train_samples, validation, weights, progress=progress, roi=masks,
-        prepare=_early_fold_banks(config, dataset.train_samples),
-    )  # fmt: skip
+        config, dataset.train_samples, validation, weights, progress=progress, roi=masks
+    )
     clock.lap("fit")
     with shared_backbone(model):  # the validation images' backbone pass serves both
         local_stats = _fit_local_statistics(model, config, dataset.train_samples, validation, masks)
@@ -417,23 +415,6 @@ def train_model(
     logger.info("registered %s (%s)", record.model_version, config.kind)
     clock.lap("registry")
     return TrainOutcome(record, model, predictions, metrics, clock)
-
-
-def _early_fold_banks(config: ModelConfig, train: Sequence[Sample]) -> Callable[[Any], None] | None:
-    """PatchCore's out-of-fold banks (``calibration_good_scores``) begun on the other core
-    while its fit's greedy loop runs on one (``out_of_fold.begin_fold_banks``)."""
-    folds = config.calibration_folds
-    if config.kind != "patchcore" or folds < 2 or len(train) < 2 * folds:
-        return None
-
-    def begin(model: Any) -> None:
-        model.before_greedy = lambda fitted: begin_fold_banks(
-            fitted, train, folds=folds, image_size=config.image_size,
-            ratio=config.coreset_sampling_ratio, cap_rows=config.memory_bank_max,
-            seed=config.seed,
-        )  # fmt: skip
-
-    return begin
 
 
 def _fit_local_statistics(

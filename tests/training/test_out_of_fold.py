@@ -45,29 +45,3 @@ def test_replayed_fit_embeddings_score_as_the_backbone_does(
     assert model.model.feature_extractor(images[:1])  # the backbone is back after the replay
     predicted = predict(model, samples[:5], image_size=size).scores
     np.testing.assert_allclose(trained_scores(model, samples[:5], size), predicted, rtol=1e-4)
-
-
-@pytest.mark.slow
-def test_fold_banks_begun_during_the_fit_score_as_those_selected_after(tiny_product: Path) -> None:
-    import torch
-
-    from inspection.training.operating import calibration_good_scores
-    from inspection.training.train import _early_fold_banks
-
-    config = model_config_from_mapping(TINY_PATCHCORE)
-    samples = load_dataset(tiny_product).train_samples
-    weights = resolve_weights(config.backbone.name, config.backbone.weights, None)
-    runs = []
-    for prepare in (None, _early_fold_banks(config, samples)):
-        model, _ = fit(config, samples, [], weights, progress=False, prepare=prepare)
-        generators = torch.get_rng_state(), np.random.get_state()[1].copy()
-        began = getattr(model, "early_fold_banks", None) is not None
-        good = calibration_good_scores(model, config, samples, None)
-        assert good is not None and getattr(model, "early_fold_banks", None) is None
-        runs.append((began, generators, good.out_of_fold, model.model.memory_bank))
-    (began_after, *after), (began_during, *during) = runs
-    assert not began_after and began_during
-    assert torch.equal(after[0][0], during[0][0])  # the fit's generators are left as they were
-    assert np.array_equal(after[0][1], during[0][1])
-    np.testing.assert_array_equal(during[1], after[1])  # the same banks score the same
-    assert torch.equal(during[2], after[2])
