@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from inspection.core.errors import ConfigError
 from inspection.core.operating_point import MAX_BUDGET
-from inspection.core.signing import SigningError, verify_record
+from inspection.core.signing import PublicKeys, SigningError, verify_record
 
 DecisionKind = Literal["roi", "force"]
 """``roi``: a product's region of interest (value: ``RoiSpec.to_mapping()``); ``force``: a
@@ -37,7 +37,7 @@ class SignedRow(Protocol):
 R = TypeVar("R", bound=SignedRow)
 
 
-def refusal(record: SignedRow | Mapping[str, Any], public_key: Ed25519PublicKey | None,
+def refusal(record: SignedRow | Mapping[str, Any], public_key: PublicKeys | None,
             what: str | None = None) -> str | None:  # fmt: skip
     """None when ``record`` may serve (signed by ``public_key`` unchanged, or no key is
     pinned), else why it is refused."""

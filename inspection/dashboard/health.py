@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from inspection.core.bundle import read_bundle_metadata
 from inspection.core.decisions import refusal
@@ -38,7 +37,13 @@ from inspection.core.operating_point import (
 )
 from inspection.core.product_config import load_product_config
 from inspection.core.registry import Registry
-from inspection.core.signing import load_public_key, site_public_key
+from inspection.core.signing import (
+    Keyring,
+    PublicKeys,
+    dashboard_key_path,
+    load_public_key,
+    site_public_key,
+)
 from inspection.core.threshold import is_ng
 from inspection.core.validation_scores import ValidationScores, read_validation_scores
 from inspection.dashboard.review import outline
@@ -149,9 +154,7 @@ def live_scores(registry: Registry, product: str) -> tuple[str | None, Validatio
         return live.bundle_id, None
 
 
-def _refusals(
-    registry: Registry, product: str, public_key: Ed25519PublicKey | None
-) -> dict[str, str]:
+def _refusals(registry: Registry, product: str, public_key: PublicKeys | None) -> dict[str, str]:
     """Per kind, why the newest record a station pinning ``public_key`` would follow is
     refused (the live pointer, the newest threshold, the newest decision of each kind);
     shown beside the stations' own ``status()["refused"]``."""
@@ -165,10 +168,16 @@ def _refusals(
     return {kind: why for kind, why in found.items() if why}
 
 
-def _site_key(registry: Registry) -> Ed25519PublicKey | None:
-    """The site's public key beside the registry, when there is one."""
-    path = site_public_key(registry.root)
-    return load_public_key(path) if path is not None else None
+def _site_keyring(registry: Registry) -> Keyring | None:
+    """What the site's stations pin, from its keys folder beside the registry: the site key
+    (bundles and decision records) and the dashboard's decision key when the site has one
+    (``inspection keys init`` pins both); None when the site signs nothing."""
+    site = site_public_key(registry.root)
+    if site is None:
+        return None
+    dashboard = dashboard_key_path(registry.root).with_suffix(".pub")
+    decisions = (load_public_key(dashboard),) if dashboard.is_file() else ()
+    return Keyring((load_public_key(site),), decisions)
 
 
 def _scores_problem(registry: Registry, product: str, bundle_id: str) -> str:
@@ -197,7 +206,7 @@ def model_health(
     base = ModelHealth(product, bundle_id, float(threshold), point)
     if bundle_id is None:
         return base
-    refused = _refusals(registry, product, _site_key(registry))
+    refused = _refusals(registry, product, _site_keyring(registry))
     if refused:
         listed = "; ".join(f"{kind}: {why}" for kind, why in refused.items())
         return replace(

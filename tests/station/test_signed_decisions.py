@@ -147,3 +147,27 @@ def test_station_sync_mirrors_the_signed_pointer_and_decisions_and_the_station_s
     status = local.status()["widget"]
     assert status["served_bundle_id"] == "v0002-int8" and not status["refused"]
     assert local.registry.live("widget") == central.live("widget")
+
+
+def test_the_dashboard_trusts_its_own_decision_key_as_the_stations_do(
+    tamper: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from inspection.core.signing import (
+        SIGNING_KEY_ENV,
+        dashboard_key_path,
+        init_dashboard_key,
+        init_keys,
+        site_keys_dir,
+    )
+    from inspection.dashboard.health import model_health
+
+    site = tamper.attack_site(tmp_path)
+    registry = site.models.registry
+    init_dashboard_key(site_keys_dir(registry.root))  # `inspection keys init` pins it (decisions)
+    monkeypatch.setenv(SIGNING_KEY_ENV, str(dashboard_key_path(registry.root)))
+    registry.set_threshold("widget", 0.6, actor="admin", reason="the dashboard's budget")
+    assert "refused" not in model_health(registry, "widget").problem
+    stranger = init_keys(tmp_path / "elsewhere")  # a key the site never made
+    monkeypatch.setenv(SIGNING_KEY_ENV, str(stranger.private))
+    registry.set_threshold("widget", 0.7, actor="mallory", reason="not this site's key")
+    assert "threshold: threshold v" in model_health(registry, "widget").problem
