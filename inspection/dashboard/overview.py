@@ -98,6 +98,21 @@ def kpis(frame: pd.DataFrame, hourly: pd.DataFrame) -> Kpis:
     return Kpis(total, ng, ng / total, int(hourly["total"].sum()) / active_hours)
 
 
+STATION_COLUMNS = {
+    "station_id": "station",
+    "product": "product",
+    "status": "status",
+    "last_seen": "last seen",
+    "total": "inspections",
+    "ng_rate": "NG rate",
+    "reviewed": "reviewed",
+    "mean_latency_ms": "mean latency",
+    "max_latency_ms": "max latency",
+    "model_version": "model",
+}
+"""``station_frame``'s columns, in order, with the headers ``station_table`` shows."""
+
+
 def station_frame(
     store: Store, *, since: datetime | None, now: datetime | None = None
 ) -> pd.DataFrame:
@@ -112,19 +127,7 @@ def station_frame(
         "online" if now - seen <= STALE_AFTER else f"silent {_ago(now - seen)}"
         for seen in frame["last_seen"]
     ]
-    columns = [
-        "station_id",
-        "product",
-        "status",
-        "last_seen",
-        "total",
-        "ng_rate",
-        "reviewed",
-        "mean_latency_ms",
-        "max_latency_ms",
-        "model_version",
-    ]
-    return frame[columns]
+    return frame[list(STATION_COLUMNS)]
 
 
 def _ago(delta: timedelta) -> str:
@@ -225,36 +228,17 @@ def drift_line(item: Drift) -> str:
     )
 
 
-STATION_COLUMNS = {
-    "station_id": "station",
-    "product": "product",
-    "status": "status",
-    "last_seen": "last seen",
-    "total": "inspections",
-    "ng_rate": "NG rate",
-    "reviewed": "reviewed",
-    "mean_latency_ms": "mean latency",
-    "max_latency_ms": "max latency",
-    "model_version": "model",
-}
-
-
 def station_table(frame: pd.DataFrame) -> pd.DataFrame:
     """``station_frame`` as text for a static table: readable headers, units in the cells."""
     if frame.empty:
         return frame
-    shown = pd.DataFrame(
-        {
-            "station_id": frame["station_id"],
-            "product": frame["product"],
-            "status": frame["status"],
-            "last_seen": pd.to_datetime(frame["last_seen"], utc=True).dt.strftime("%Y-%m-%d %H:%M"),
-            "total": frame["total"].map("{:,}".format),
-            "ng_rate": frame["ng_rate"].map("{:.1%}".format),
-            "reviewed": frame["reviewed"].map("{:,}".format),
-            "mean_latency_ms": frame["mean_latency_ms"].map("{:.0f} ms".format),
-            "max_latency_ms": frame["max_latency_ms"].map("{:.0f} ms".format),
-            "model_version": frame["model_version"].fillna("—").astype(str),
-        }
+    shown = frame.assign(
+        last_seen=pd.to_datetime(frame["last_seen"], utc=True).dt.strftime("%Y-%m-%d %H:%M"),
+        total=frame["total"].map("{:,}".format),
+        ng_rate=frame["ng_rate"].map("{:.1%}".format),
+        reviewed=frame["reviewed"].map("{:,}".format),
+        mean_latency_ms=frame["mean_latency_ms"].map("{:.0f} ms".format),
+        max_latency_ms=frame["max_latency_ms"].map("{:.0f} ms".format),
+        model_version=frame["model_version"].fillna("—").astype(str),
     )
     return shown.rename(columns=STATION_COLUMNS).reset_index(drop=True)
