@@ -250,15 +250,3 @@ def images_of_input(batch: np.ndarray, prep: Preprocessing) -> list[np.ndarray]:
         image = np.ascontiguousarray(pixels.transpose(1, 2, 0), dtype=np.float32)
         images.append(image[:, :, ::-1].copy() if prep.color_order == "BGR" else image)
     return images
-
-
-def pool_features(feature_maps: list[np.ndarray]) -> np.ndarray:
-    """Average-pool (N, C_i, h_i, w_i) feature maps per channel and concatenate -> (N, sum C_i)."""
-    if not feature_maps:
-        raise ValueError("pool_features needs at least one feature map")
-    pooled = []
-    for fmap in feature_maps:
-        if fmap.ndim != 4:
-            raise ValueError(f"expected (N, C, h, w) feature maps, got {fmap.shape}")
-        pooled.append(np.asarray(fmap, dtype=np.float64).mean(axis=(2, 3)))
-    return np.concatenate(pooled, axis=1)

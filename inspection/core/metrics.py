@@ -25,7 +25,6 @@ from inspection.core.calibration import Calibration
 from inspection.core.config import from_mapping, to_mapping
 from inspection.core.errors import ConfigError
 from inspection.core.regions import region_hits
-from inspection.core.threshold import is_ng
 from inspection.core.verdict import Segmentation, judge
 
 AUPRO_FPR_LIMIT = 0.3
@@ -238,19 +237,6 @@ def judge_all(
     )
 
 
-def threshold_masks(
-    scores: np.ndarray, maps: np.ndarray, threshold: float, pixel_threshold: float
-) -> JudgedSet:
-    """The old rule, for comparison only: verdict ``score >= threshold`` and, independently,
-    mask ``map >= pixel_threshold`` on every image (NG images may get no region)."""
-    masks = np.asarray(maps) >= pixel_threshold
-    return JudgedSet(
-        ng=np.asarray(is_ng(np.asarray(scores), threshold), dtype=bool),
-        masks=masks,
-        n_regions=np.array([count_regions(m) for m in masks], dtype=np.int64),
-    )
-
-
 @dataclass(frozen=True)
 class SubsetMetrics:
     """Metrics of one subset: all images, or one defect type's images plus the good ones.
@@ -391,7 +377,7 @@ def compute_metrics(
 
     scores (N,) and ``image_threshold`` in one space; labels (N,) 0/1; maps and gt_masks
     (N, H, W) (maps in any monotone space) or both None; ``judged`` from ``judge_all`` (or
-    ``threshold_masks`` for the old rule); images whose ``mask_known`` is False are left out
+    the old rule: ``tests/core/test_metrics.old_rule``); images whose ``mask_known`` is False are left out
     of pixel figures.
     """
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)

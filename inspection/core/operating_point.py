@@ -109,15 +109,6 @@ class OperatingPoint:
         return "F1-optimal"
 
 
-def operating_point_from_mapping(
-    data: Mapping[str, Any] | None, where: str = "operating_point"
-) -> OperatingPoint:
-    """A typed ``OperatingPoint`` from YAML/JSON (unknown keys: ``ConfigError`` naming them)."""
-    if data is not None and not isinstance(data, Mapping):
-        raise ConfigError(f"{where}: expected a mapping, got {data!r}")
-    return from_mapping(OperatingPoint, data, where)
-
-
 @dataclass(frozen=True)
 class ThresholdChoice:
     """The raw image threshold an ``OperatingPoint`` chose on calibration scores.

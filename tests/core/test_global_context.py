@@ -12,7 +12,6 @@ from inspection.core.global_context import (
     colour_statistics,
     frequency_statistics,
     fuse,
-    pool_features,
 )
 
 
@@ -97,10 +96,3 @@ def test_context_validation() -> None:
         GlobalContext(
             {"features": Gaussian(np.zeros(1), np.eye(1))}, {"features": Standardiser(0, 1)}
         )
-
-
-def test_pool_features() -> None:
-    maps = [np.ones((2, 3, 4, 4)), np.full((2, 5, 2, 2), 2.0)]
-    pooled = pool_features(maps)
-    assert pooled.shape == (2, 8)
-    np.testing.assert_allclose(pooled[0, 3:], 2.0)

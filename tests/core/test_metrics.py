@@ -14,13 +14,14 @@ from inspection.core.calibration import Calibration, Normalization
 from inspection.core.errors import ConfigError
 from inspection.core.metrics import (
     EvaluationMetrics,
+    JudgedSet,
     aupro,
     compute_metrics,
+    count_regions,
     judge_all,
     pixel_auroc,
     pixel_figures,
     sorted_pixels,
-    threshold_masks,
 )
 from inspection.core.regions import region_hits
 from inspection.core.verdict import Segmentation
@@ -79,9 +80,19 @@ def test_region_hits_needs_thirty_percent_overlap() -> None:
     assert region_hits(predicted, np.zeros_like(truth)) == (0, 0)
 
 
+def old_rule(
+    scores: np.ndarray, maps: np.ndarray, threshold: float, pixel_threshold: float
+) -> JudgedSet:
+    """The rule before adaptive segmentation: verdict ``score >= threshold`` and, independently,
+    mask ``map >= pixel_threshold`` on every image (NG images may get no region)."""
+    masks = maps >= pixel_threshold
+    regions = np.array([count_regions(m) for m in masks], dtype=np.int64)
+    return JudgedSet(ng=scores >= threshold, masks=masks, n_regions=regions)
+
+
 def test_compute_metrics_per_defect_and_mapping_round_trip() -> None:
     scores, labels, maps, masks, types = blob_set(np.random.default_rng(1))
-    old = threshold_masks(scores, maps, 0.3, 0.5)
+    old = old_rule(scores, maps, 0.3, 0.5)
     before = compute_metrics(
         scores, labels, maps, masks, types, old, image_threshold=0.3, segmentation="global 0.5"
     )

@@ -7,6 +7,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
+from inspection.core.config import from_mapping
 from inspection.core.errors import ConfigError
 from inspection.core.operating_point import (
     BUDGET_TEST_LEVEL,
@@ -26,7 +27,6 @@ from inspection.core.operating_point import (
     miss_by_kind,
     n_needed,
     operating_curve,
-    operating_point_from_mapping,
 )
 
 
@@ -113,11 +113,11 @@ def test_f1_policy_matches_the_old_rule() -> None:
 )
 def test_operating_point_config_is_checked(data: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        operating_point_from_mapping(data)
+        from_mapping(OperatingPoint, data, "operating_point")
 
 
 def test_default_operating_point_is_a_one_percent_budget() -> None:
-    point = operating_point_from_mapping(None)
+    point = from_mapping(OperatingPoint, None, "operating_point")
     assert (point.policy, point.budget) == ("false_reject_budget", 0.01)
 
 
