@@ -60,9 +60,7 @@ def auroc_interval(
         raise ValueError(f"need 0 < level < 1 and resamples >= 1, got {level}, {resamples}")
     rng = np.random.default_rng(seed)
     good, bad = np.flatnonzero(~labels), np.flatnonzero(labels)
-    ranks = np.empty(resamples)
-    for index in range(resamples):
-        ranks[index] = _mann_whitney(scores, rng.choice(good, good.size), rng.choice(bad, bad.size))
+    (ranks,) = _resampled_aurocs((scores,), good, bad, resamples, rng)
     tail = (1.0 - level) / 2.0
     low, high = np.quantile(ranks, [tail, 1.0 - tail])
     return Interval(value, float(low), float(high), level, resamples)
@@ -111,14 +109,29 @@ def auroc_gain_interval(
     good, bad = np.flatnonzero(~labels), np.flatnonzero(labels)
     value = _mann_whitney(scores, good, bad) - _mann_whitney(reference, good, bad)
     rng = np.random.default_rng(seed)
-    # rng.choice(good, good.size)'s draws, as positions: the same stream, half the calls' cost
-    draws = [(rng.integers(0, good.size, good.size), rng.integers(0, bad.size, bad.size))
-             for _ in range(resamples)]  # fmt: skip
-    goods, bads = good[np.stack([g for g, _ in draws])], bad[np.stack([b for _, b in draws])]
-    gains = _mann_whitney_rows(scores, goods, bads) - _mann_whitney_rows(reference, goods, bads)
+    resampled, resampled_reference = _resampled_aurocs(
+        (scores, reference), good, bad, resamples, rng
+    )
+    gains = resampled - resampled_reference
     tail = (1.0 - level) / 2.0
     low, high = np.quantile(gains, [tail, 1.0 - tail])
     return Interval(float(value), float(low), float(high), level, resamples)
+
+
+def _resampled_aurocs(
+    parts: tuple[np.ndarray, ...],
+    good: np.ndarray,
+    bad: np.ndarray,
+    resamples: int,
+    rng: np.random.Generator,
+) -> list[np.ndarray]:
+    """(R,) AUROCs of each score array of ``parts`` on the same ``resamples`` stratified
+    resamples: per resample, ``rng.choice(good, good.size)`` then ``rng.choice(bad, bad.size)``,
+    drawn as positions (the same stream, half the calls' cost)."""
+    draws = [(rng.integers(0, good.size, good.size), rng.integers(0, bad.size, bad.size))
+             for _ in range(resamples)]  # fmt: skip
+    goods, bads = good[np.stack([g for g, _ in draws])], bad[np.stack([b for _, b in draws])]
+    return [_mann_whitney_rows(scores, goods, bads) for scores in parts]
 
 
 def _mann_whitney_rows(scores: np.ndarray, goods: np.ndarray, bads: np.ndarray) -> np.ndarray:
