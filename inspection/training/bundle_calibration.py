@@ -15,7 +15,8 @@ leaving them out: validation alone took brick INT8's held-out false rejects from
 and refused grass INT8 on the demo (reports/statistics/transfer_gate.md measures the raise).
 A bundle masked to an ROI takes them only when the version scored them through the same ROI
 (``GoodScores.roi_masked``; the torch scores of whole images are another statistic).
-A bundle with a global context (fused scores) calibrates on its validation scores alone; one
+A bundle with a global context (fused scores) calibrates on its good validation scores and
+the training images' out-of-fold fused scores in its own space (``fused_out_of_fold``); one
 whose good validation scores fitted its local-statistics standardisers
 (``GoodScores.validation_calibrates`` False) on the carried out-of-fold scores alone.
 """
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -32,6 +33,7 @@ import numpy as np
 
 from inspection.core.calibration import Calibration, calibrate
 from inspection.core.fingerprint import relative_name
+from inspection.core.global_context import GlobalContext
 from inspection.core.operating_point import (
     MAX_TRANSFER_RESIDUAL,
     OperatingPoint,
@@ -41,6 +43,12 @@ from inspection.core.operating_point import (
 from inspection.core.outputs import RawOutputs
 from inspection.core.product_config import model_config_from_mapping
 from inspection.core.registry import GoodScores
+from inspection.training.global_context import (
+    ModelOutputs,
+    TrainOutOfFold,
+    component_vectors,
+    out_of_fold_fused,
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +71,14 @@ def calibrate_bundle(
     dataset_root: Path,
     *,
     fused: bool = False,
+    fused_train_good: np.ndarray | None = None,
     roi: bool = False,
     make_sample: Callable[[Path], _Labelled] | None = None,
 ) -> Calibration:
     """The bundle's ``Calibration``: ``run`` runs it on labelled samples (``run_bundle``);
     ``make_sample`` builds a good sample of a training image path (for the score pairs);
-    ``roi``: the bundle masks its outputs to an ROI."""
+    ``roi``: the bundle masks its outputs to an ROI; ``fused``: its scores are a global
+    context's, ``fused_train_good`` the training images' out-of-fold ones among them."""
     outputs = run(validation)
     with_validation = fused or good_scores.validation_calibrates
 
@@ -82,7 +92,9 @@ def calibrate_bundle(
             good_sources=sources, validation_good=with_validation,
         )  # fmt: skip
 
-    if not good_scores.out_of_fold or fused or make_sample is None:
+    if fused:
+        return calibrated(fused_train_good)
+    if not good_scores.out_of_fold or make_sample is None:
         return calibrated(None)
     if roi and not good_scores.roi_masked:
         log.warning("the out-of-fold scores are of whole images, the bundle's of its ROI: left out")
@@ -153,6 +165,33 @@ def _transferred(
         transfer.slope, transfer.intercept, transfer.n_pairs, transfer.max_residual,
     )  # fmt: skip
     return transfer.apply(oof), transfer
+
+
+def fused_out_of_fold(
+    context: GlobalContext,
+    train: ModelOutputs,
+    train_names: Sequence[str],
+    validation_local: Mapping[str, float],
+    good: GoodScores,
+) -> np.ndarray:
+    """The training images' out-of-fold fused scores in a fused bundle's space.
+
+    ``train``: the bundle's outputs of the training images (relative ``train_names``);
+    ``validation_local``: its local raw scores of the good validation images by relative name.
+    The version's out-of-fold torch local scores are carried by a line fitted on the good
+    images both scored and raised by its largest residual (the fused threshold has no margin
+    to gate it on), then fused with the bundle's own out-of-fold component distances."""
+    row = {name: index for index, name in enumerate(train_names)}
+    pairs = [(good.validation[n], v) for n, v in validation_local.items() if n in good.validation]
+    pairs += [(v, train.local_raw[row[n]]) for n, v in good.train_full_bank.items() if n in row]
+    names = [name for name in good.out_of_fold if name in row]
+    local = np.asarray([good.out_of_fold[name] for name in names], dtype=np.float64)
+    if pairs:
+        transfer = fit_transfer(*(np.asarray(side) for side in zip(*pairs, strict=True)))
+        local = transfer.apply(local) + transfer.max_residual
+    vectors = component_vectors(context.components, train.images, train.pooled)
+    rows = np.asarray([row[name] for name in names], dtype=int)
+    return out_of_fold_fused(context, vectors, TrainOutOfFold(rows, local))
 
 
 def record_operating_point(record: object) -> OperatingPoint:

@@ -50,7 +50,8 @@ from inspection.core.export_gate import (
     check_gate,
     with_budget,
 )
-from inspection.core.fingerprint import fingerprint_files
+from inspection.core.fingerprint import fingerprint_files, relative_name
+from inspection.core.global_context import FEATURES, images_of_input
 from inspection.core.images import read_image
 from inspection.core.input_domain import (
     COLOUR_SAMPLE,
@@ -76,9 +77,9 @@ from inspection.runtime.predictor import load_inspector
 from inspection.runtime.preprocess import normalize_score, preprocess
 from inspection.runtime.recalibration import run_samples
 from inspection.runtime.tiled import TiledInspector, tiled_outputs
-from inspection.training.bundle_calibration import calibrate_bundle
+from inspection.training.bundle_calibration import calibrate_bundle, fused_out_of_fold
 from inspection.training.convert import SCORE_OUTPUT, convert_torch_model
-from inspection.training.global_context import refit_on_outputs
+from inspection.training.global_context import ModelOutputs, refit_on_outputs
 
 log = logging.getLogger(__name__)
 Measured = tuple[EvaluationMetrics, BundleFigures]
@@ -221,16 +222,18 @@ def _calibrated_bundle(
     """Save ``model`` (with ``extra_files``), calibrate it on its own validation outputs (and,
     with ``refine``, pick its mask refiner there, seeded from it), run it on the test split."""
     _save_bundle(model, target, meta, meta.precision == "fp16", extra_files)
+    fused_good = None
     if meta.global_context is not None:
         say(f"fitting the global context on the {meta.precision} bundle's own outputs")
-        _refit_context(target, meta, splits)
+        fused_good = _refit_context(target, meta, splits)
     say(
         f"calibrating the {meta.precision} bundle on its {len(splits.validation)} validation images"
     )
     calibration = calibrate_bundle(
         lambda samples: run_bundle(target, samples), splits.validation, splits.operating_point,
         splits.good_scores, splits.dataset_root, fused=meta.global_context is not None,
-        roi=meta.roi is not None, make_sample=lambda path: LabelledSample(path, 0, "good"),
+        fused_train_good=fused_good, roi=meta.roi is not None,
+        make_sample=lambda path: LabelledSample(path, 0, "good"),
     )  # fmt: skip
     meta = meta.calibrated(calibration)
     write_bundle_metadata(target, meta)
@@ -257,28 +260,53 @@ def _refinement(
     return choice
 
 
-def _refit_context(target: Path, meta: BundleMetadata, splits: ExportSplits) -> None:
-    """Re-fit the bundle's global context on its own graph's outputs (``refit_on_outputs``)
-    and re-write the metadata so the file's checksum is the new one's."""
+def _refit_context(target: Path, meta: BundleMetadata, splits: ExportSplits) -> np.ndarray | None:
+    """Re-fit the bundle's global context on its own graph's outputs (``refit_on_outputs``),
+    re-write the metadata so the file's checksum is the new one's, and return the training
+    images' out-of-fold fused scores in the bundle's space (``fused_out_of_fold``; None when
+    the version recorded no out-of-fold scores)."""
     spec = meta.global_context
     if spec is None:
-        return
+        return None
     inspector = Inspector.from_bundle(target)
-    train_pooled = _outputs_of(inspector, splits.train_images, meta)[1] if spec.layers else None
-    goods = [s.path for s in splits.validation if s.label == 0]
-    local = _outputs_of(inspector, goods, meta)[0]
     context = inspector.model.context
     if context is None:  # pragma: no cover - from_bundle loads it when the spec is set
         raise BundleError(f"{target}: the global context did not load")
-    refit_on_outputs(context, train_pooled, local).save(target / spec.file)
+    out_of_fold = splits.good_scores.out_of_fold
+    statistics = bool(out_of_fold) and any(name != FEATURES for name in context.components)
+    train = None
+    if spec.layers or out_of_fold:
+        train = _outputs_of(inspector, splits.train_images, meta, images=statistics)
+    goods = [s.path for s in splits.validation if s.label == 0]
+    validation = _outputs_of(inspector, goods, meta)
+    refitted = refit_on_outputs(
+        context, train.pooled if spec.layers and train else None, validation.local_raw
+    )
+    refitted.save(target / spec.file)
     write_bundle_metadata(target, meta)
+    if train is None or not out_of_fold:
+        return None
+
+    def names(paths: Sequence[Path]) -> list[str]:
+        return [relative_name(path, splits.dataset_root) for path in paths]
+
+    return fused_out_of_fold(
+        refitted, train, names(splits.train_images),
+        dict(zip(names(goods), validation.local_raw, strict=True)), splits.good_scores,
+    )  # fmt: skip
 
 
 def _outputs_of(
-    inspector: Inspector, paths: Sequence[Path], meta: BundleMetadata, batch_size: int = 8
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Local raw scores (N,) and pooled features (N, D) of the bundle graph on ``paths``."""
-    scores, pooled = [], []
+    inspector: Inspector,
+    paths: Sequence[Path],
+    meta: BundleMetadata,
+    batch_size: int = 8,
+    *,
+    images: bool = False,
+) -> ModelOutputs:
+    """Local raw scores (N,), pooled features (N, D; D = 0 without) and, with ``images``, the
+    images as the graph saw them, of the bundle graph on ``paths``."""
+    scores, pooled, seen = [], [], []
     for start in range(0, len(paths), batch_size):
         batch = np.stack(
             [
@@ -288,9 +316,11 @@ def _outputs_of(
         )
         outputs = inspector.model.run(batch)
         scores.append(outputs.scores.astype(np.float64))
-        if outputs.pooled is not None:
-            pooled.append(outputs.pooled.astype(np.float64))
-    return np.concatenate(scores), (np.concatenate(pooled) if pooled else None)
+        features = outputs.pooled if outputs.pooled is not None else np.zeros((len(batch), 0))
+        pooled.append(features.astype(np.float64))
+        if images:
+            seen.extend(images_of_input(batch, meta.preprocessing))
+    return ModelOutputs(np.concatenate(scores), np.concatenate(pooled), seen)
 
 
 def export_model(

@@ -62,6 +62,7 @@ from inspection.training.global_context import (
     CONTEXT_FILE,
     FUSION_RULE,
     FittedContext,
+    TrainOutOfFold,
     fit_model_context,
     fused_scores,
     model_outputs,
@@ -70,6 +71,7 @@ from inspection.training.image_score import BlurChoice, choose_blur
 from inspection.training.local_stats import LocalStatsChoice
 from inspection.training.local_stats import fit_for_model as fit_local_statistics_for
 from inspection.training.operating import (
+    TrainGoodScores,
     calibrate_predictions,
     calibration_good_scores,
 )
@@ -367,8 +369,9 @@ def train_model(
     context = None
     if config.global_context:
         context, normalization, predictions = _fit_global_context(
-            model, config, weights, dataset.train_samples, validation, predictions, normalization
-        )
+            model, config, weights, dataset.train_samples, validation, predictions, normalization,
+            good_scores,
+        )  # fmt: skip
         if context.context.components:  # fused scores: the threshold was chosen on them
             calibration = dataclasses.replace(
                 calibration, normalization=normalization, operating=context.operating
@@ -458,9 +461,11 @@ def _fit_global_context(
     validation: Sequence[Sample],
     predictions: Any,
     normalization: Normalization,
+    good_scores: TrainGoodScores | None = None,
 ) -> tuple[FittedContext, Normalization, Any]:
     """Fit the global context; test predictions get fused scores (maps stay local) when a
-    component was kept on validation, else they stay the local model's."""
+    component was kept on validation, else they stay the local model's. ``good_scores``: the
+    training images' out-of-fold scores, for the fused threshold."""
     prep = station_preprocessing(config, weights)
     layers = config.backbone.layers
     fitted = fit_model_context(
@@ -472,6 +477,7 @@ def _fit_global_context(
         validation,
         to_mapping(normalization),
         config.operating_point,
+        _context_out_of_fold(good_scores),
     )
     if not fitted.context.components:
         logger.info("global context: no component helped on validation; the model stays local")
@@ -484,6 +490,14 @@ def _fit_global_context(
     }
     fused_normalization = dataclasses.replace(normalization, **fused_stats)
     return fitted, fused_normalization, dataclasses.replace(predictions, scores=scores)
+
+
+def _context_out_of_fold(good: TrainGoodScores | None) -> TrainOutOfFold | None:
+    """The out-of-fold scores that may calibrate, as the fused threshold takes them (none
+    when they were scored through an ROI: the context scores whole images)."""
+    if good is None or good.roi_masked:
+        return None
+    return TrainOutOfFold(np.flatnonzero(good.calibrates), good.out_of_fold[good.calibrates])
 
 
 def _context_record(fitted: FittedContext) -> dict[str, Any]:

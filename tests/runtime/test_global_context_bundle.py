@@ -108,7 +108,8 @@ def test_missing_context_file_is_refused(weave_bundle, tmp_path) -> None:
 
 def test_record_describes_the_threshold_in_force(weave_bundle) -> None:
     """With components kept, the recorded operating point is the fused threshold applied
-    (chosen on the validation good images alone), not the local model's."""
+    (chosen on the good validation images and the training images' out-of-fold fused
+    scores), not the local model's."""
     registry, _, _ = weave_bundle
     record = registry.latest_version("weave")
     calibration = record.metrics["calibration"]
@@ -116,4 +117,39 @@ def test_record_describes_the_threshold_in_force(weave_bundle) -> None:
     assert record.global_context().components
     assert operating["threshold"] == pytest.approx(applied["image_threshold_raw"])
     assert calibration["normalization"]["image_threshold_raw"] == operating["threshold"]
-    assert operating["good_sources"] == {"validation": operating["n_good"]}
+    sources = operating["good_sources"]
+    assert sources["out_of_fold_train"] == len(record.good_scores().out_of_fold) > 0
+    assert sum(sources.values()) == operating["n_good"] > sources["validation"]
+
+
+def test_bundle_threshold_takes_the_out_of_fold_fused_scores(weave_bundle) -> None:
+    """The bundle's own fused threshold is set on its good validation scores and every
+    training image's out-of-fold fused score in its space, as many as the version recorded."""
+    from inspection.training.global_context import (
+        TrainOutOfFold,
+        component_vectors,
+        fused_scores,
+        model_outputs,
+        out_of_fold_fused,
+    )
+    from inspection.training.train import load_trained_model
+
+    registry, bundle_dir, root = weave_bundle
+    record = registry.latest_version("weave")
+    inspector = Inspector.from_bundle(bundle_dir)
+    operating = inspector.metadata.output_calibration.operating
+    good = record.good_scores()
+    assert operating.good_sources["out_of_fold_train"] == len(good.out_of_fold)
+    assert operating.n_good == operating.good_sources["validation"] + len(good.out_of_fold)
+    # the fused scores of unseen training images sit above their in-sample ones
+    context = inspector.model.context
+    paths = sorted((root / "train" / "good").glob("*.png"))
+    outputs = model_outputs(
+        load_trained_model(record).model, paths, inspector.metadata.preprocessing,
+        context.feature_layers,
+    )  # fmt: skip
+    vectors = component_vectors(context.components, outputs.images, outputs.pooled)
+    rows = np.arange(len(paths))
+    unseen = out_of_fold_fused(context, vectors, TrainOutOfFold(rows, outputs.local_raw))
+    seen, _ = fused_scores(context, outputs)
+    assert np.median(unseen) > np.median(seen)
