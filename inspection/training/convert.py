@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from typing import Any
-
-import openvino as ov
+from typing import TYPE_CHECKING, Any
 
 from inspection.core.errors import BundleError
+
+if TYPE_CHECKING:
+    import openvino as ov
 
 SCORE_OUTPUT, MAP_OUTPUT, POOLED_OUTPUT = "pred_score", "anomaly_map", "pooled_features"
 
@@ -96,7 +97,9 @@ def convert_torch_model(
 ) -> ov.Model:
     """Convert the eval-mode torch model to OpenVINO with input (?, 3, h, w) and named outputs
     (``pooled_features`` too when ``pooled_layers`` are given)."""
-    # deferred: torch (2 s), only to trace; export imports this module for OpenVINO work too
+    # deferred: torch (2 s) and openvino (0.3 s), only to convert; training imports this
+    # module for ``ScoreAndMap`` and export for OpenVINO work too
+    import openvino as ov
     import torch
 
     height, width = input_size
