@@ -35,7 +35,13 @@ from inspection.core.signing import (
     verify_signed_bundle,
 )
 from inspection.service.config import load_station_config
-from inspection.station.config import Trust, pinned_key, read_trust, write_trust
+from inspection.station.config import (
+    Trust,
+    pinned_key,
+    read_trust,
+    station_configs_in,
+    write_trust,
+)
 
 console = Console()
 keys_app = typer.Typer(
@@ -43,14 +49,6 @@ keys_app = typer.Typer(
 )
 bundle_app = typer.Typer(help="Sign and verify model bundles.", no_args_is_help=True)
 BundleArg = Annotated[Path, typer.Argument(help="Bundle folder (with metadata.json).")]
-
-
-STATION_CONFIGS = (
-    Path("configs/station.yaml"),
-    Path("configs/line.yaml"),
-    Path("configs/station-watch.yaml"),
-)
-"""The shipped station and line configs (``site_station_configs`` finds a site's)."""
 
 
 SITE_OPTION = site_option("Site config YAML, keys beside its registry")
@@ -73,8 +71,7 @@ def _site_keys(site: str | None) -> Path:
 def site_station_configs(site: SiteConfig) -> list[Path]:
     """The site's station and line configs that exist, in its configs folder (``./configs``
     without a site file: never the checkout's, which belongs to no site)."""
-    folder = site.configs_dir or Path("configs")
-    return [folder / c.name for c in STATION_CONFIGS if (folder / c.name).is_file()]
+    return station_configs_in(site.configs_dir or Path("configs"))
 
 
 def _configs(configs: list[Path] | None, site: str | None, *, required: bool = True) -> list[Path]:

@@ -40,6 +40,7 @@ from inspection.core.registry import Registry
 from inspection.core.signing import (
     Keyring,
     PublicKeys,
+    SigningError,
     dashboard_key_path,
     load_public_key,
     site_public_key,
@@ -48,6 +49,7 @@ from inspection.core.threshold import is_ng
 from inspection.core.validation_scores import ValidationScores, read_validation_scores
 from inspection.dashboard.review import outline
 from inspection.dashboard.thresholds import current_threshold_value
+from inspection.station.config import read_trust, station_configs_in
 
 GOOD = "good"
 _defects_needed = cache(defects_needed)  # a search over exact intervals, the same few bounds
@@ -168,10 +170,41 @@ def _refusals(registry: Registry, product: str, public_key: PublicKeys | None) -
     return {kind: why for kind, why in found.items() if why}
 
 
+def _station_keyrings(
+    registry: Registry, configs_dir: Path | None
+) -> dict[str, Keyring | SigningError | None]:
+    """What each station config in the site's configs folder pins, by file name (during a key
+    rotation the old key too, until ``keys retire``; a replaced key file is the error the
+    station itself stops on); without such a config, the site's key files."""
+    keyrings: dict[str, Keyring | SigningError | None] = {}
+    for path in station_configs_in(configs_dir) if configs_dir else []:
+        try:
+            trust = read_trust(path)
+            if trust.signing_keys:
+                keyrings[path.name] = Keyring.pinned(trust.signing_keys, trust.revoked)
+        except (ConfigError, SigningError, OSError) as exc:
+            keyrings[path.name] = SigningError(str(exc))
+    return keyrings or {"site keys": _site_keyring(registry)}
+
+
+def _station_refusals(registry: Registry, product: str, configs_dir: Path | None) -> dict[str, str]:
+    """Per kind, why a station of the site would refuse the newest record (``_refusals``),
+    naming the config that pins the keys when it is not the site's key files."""
+    refused: dict[str, str] = {}
+    for where, keyring in _station_keyrings(registry, configs_dir).items():
+        named = "" if where == "site keys" else f" ({where})"
+        if isinstance(keyring, SigningError):
+            refused.setdefault("keys", f"{keyring}{named}")
+            continue
+        for kind, why in _refusals(registry, product, keyring).items():
+            refused.setdefault(kind, f"{why}{named}")
+    return refused
+
+
 def _site_keyring(registry: Registry) -> Keyring | None:
-    """What the site's stations pin, from its keys folder beside the registry: the site key
-    (bundles and decision records) and the dashboard's decision key when the site has one
-    (``inspection keys init`` pins both); None when the site signs nothing."""
+    """What the site's stations pin by default, from its keys folder beside the registry: the
+    site key (bundles and decision records) and the dashboard's decision key when the site has
+    one (``inspection keys init`` pins both); None when the site signs nothing."""
     site = site_public_key(registry.root)
     if site is None:
         return None
@@ -206,7 +239,7 @@ def model_health(
     base = ModelHealth(product, bundle_id, float(threshold), point)
     if bundle_id is None:
         return base
-    refused = _refusals(registry, product, _site_keyring(registry))
+    refused = _station_refusals(registry, product, configs_dir)
     if refused:
         listed = "; ".join(f"{kind}: {why}" for kind, why in refused.items())
         return replace(

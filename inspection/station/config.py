@@ -220,6 +220,15 @@ def pinned_key(config: StationCoreConfig) -> Keyring | None:
         raise ConfigError(f"core: signing_keys: {exc}") from exc
 
 
+STATION_CONFIG_NAMES = ("station.yaml", "line.yaml", "station-watch.yaml")
+"""The station and line configs a site keeps in its configs folder (``keys`` pins in them)."""
+
+
+def station_configs_in(folder: Path) -> list[Path]:
+    """The station and line configs that exist in ``folder``."""
+    return [folder / name for name in STATION_CONFIG_NAMES if (folder / name).is_file()]
+
+
 @dataclass(frozen=True)
 class Trust:
     """A config file's ``core.signing_keys`` and ``core.revoked``, as written in the file;

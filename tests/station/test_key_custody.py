@@ -123,6 +123,23 @@ def test_rotation_two_keys_verify_until_the_old_one_is_retired(site: Path) -> No
     assert f"not the pinned '{new_id}'" in _problem(models)
 
 
+def test_the_dashboard_reads_the_stations_pins_through_a_rotation(site: Path) -> None:
+    """Mid-rotation the old key's records (here the live pointer) still verify on the
+    stations, so the dashboard shows no refusal; once the key is retired they are refused
+    there, and the dashboard says so, naming the config."""
+    from inspection.dashboard.health import model_health
+
+    def problem() -> str:
+        return model_health(Registry("var/registry"), PRODUCT, configs_dir=Path("configs")).problem
+
+    old = fingerprint(load_public_key(KEYS / PUBLIC_KEY_FILE))
+    assert "refused" not in problem()
+    _cli("keys", "rotate")
+    assert "refused" not in problem()
+    _cli("keys", "retire", old)
+    assert "signed records refused" in problem() and "(station.yaml)" in problem()
+
+
 def test_retiring_the_last_bundle_key_is_refused(site: Path) -> None:
     only = fingerprint(load_public_key(KEYS / PUBLIC_KEY_FILE))
     result = runner.invoke(app, ["keys", "retire", only])
