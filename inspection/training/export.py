@@ -272,7 +272,9 @@ def _refit_context(target: Path, meta: BundleMetadata, splits: ExportSplits) -> 
     context = inspector.model.context
     if context is None:  # pragma: no cover - from_bundle loads it when the spec is set
         raise BundleError(f"{target}: the global context did not load")
-    out_of_fold = splits.good_scores.out_of_fold
+    good = splits.good_scores
+    # an ROI bundle's local scores are of its ROI: whole-image torch scores are another statistic
+    out_of_fold = good.out_of_fold if meta.roi is None or good.roi_masked else {}
     statistics = bool(out_of_fold) and any(name != FEATURES for name in context.components)
     train = None
     if spec.layers or out_of_fold:
@@ -292,7 +294,7 @@ def _refit_context(target: Path, meta: BundleMetadata, splits: ExportSplits) -> 
 
     return fused_out_of_fold(
         refitted, train, names(splits.train_images),
-        dict(zip(names(goods), validation.local_raw, strict=True)), splits.good_scores,
+        dict(zip(names(goods), validation.local_raw, strict=True)), good,
     )  # fmt: skip
 
 
