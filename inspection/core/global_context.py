@@ -21,7 +21,7 @@ components' z-scores; the component reaching it "drove" the verdict.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -114,18 +114,8 @@ class GlobalContext:
 
         ``images``: (H, W, 3) uint8 RGB; ``pooled``: (N, D) pooled backbone features.
         """
-        out: dict[str, np.ndarray] = {}
-        for name in self.components:
-            if name == FEATURES:
-                if pooled is None:
-                    raise ValueError("the features component needs pooled backbone features")
-                vectors = pooled
-            else:
-                if images is None:
-                    raise ValueError(f"the {name} component needs the images")
-                vectors = np.stack([IMAGE_STATISTICS[name](image) for image in images])
-            out[name] = self.gaussians[name].distance(vectors)
-        return out
+        vectors = component_vectors(self.components, images, pooled)
+        return {name: self.gaussians[name].distance(v) for name, v in vectors.items()}
 
     def z_scores(
         self, distances: Mapping[str, np.ndarray], local_raw: np.ndarray | None = None
@@ -232,6 +222,30 @@ def _polar_grid() -> tuple[np.ndarray, np.ndarray]:
 
 
 IMAGE_STATISTICS = {COLOUR: colour_statistics, FREQUENCY: frequency_statistics}
+
+
+def component_vectors(
+    names: Sequence[str],
+    images: Sequence[np.ndarray] | None = None,
+    pooled: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """(N, D) vectors of each named component: the (N, D) ``pooled`` backbone features for
+    ``features``, the statistics of the N (H, W, 3) ``images`` for colour and frequency."""
+    out: dict[str, np.ndarray] = {}
+    for name in names:
+        if name == FEATURES:
+            if pooled is None:
+                raise ValueError("the features component needs pooled backbone features")
+            out[name] = np.asarray(pooled)
+        elif name in IMAGE_STATISTICS:
+            if images is None:
+                raise ValueError(f"the {name} component needs the images")
+            out[name] = np.stack([IMAGE_STATISTICS[name](image) for image in images])
+        else:
+            raise ValueError(
+                f"unknown component {name!r}; valid: {FEATURES}, {list(IMAGE_STATISTICS)}"
+            )
+    return out
 
 
 def images_of_input(batch: np.ndarray, prep: Preprocessing) -> list[np.ndarray]:

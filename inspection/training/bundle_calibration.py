@@ -33,7 +33,7 @@ import numpy as np
 
 from inspection.core.calibration import Calibration, calibrate
 from inspection.core.fingerprint import relative_name
-from inspection.core.global_context import GlobalContext
+from inspection.core.global_context import GlobalContext, component_vectors
 from inspection.core.operating_point import (
     MAX_TRANSFER_RESIDUAL,
     OperatingPoint,
@@ -46,7 +46,6 @@ from inspection.core.registry import GoodScores
 from inspection.training.global_context import (
     ModelOutputs,
     TrainOutOfFold,
-    component_vectors,
     out_of_fold_fused,
 )
 

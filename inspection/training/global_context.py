@@ -34,12 +34,12 @@ from sklearn.covariance import LedoitWolf
 from inspection.core.bundle import Preprocessing
 from inspection.core.global_context import (
     FEATURES,
-    IMAGE_STATISTICS,
     LOCAL,
     PARAMS_FILE,
     Gaussian,
     GlobalContext,
     Standardiser,
+    component_vectors,
     fuse,
     images_of_input,
 )
@@ -88,16 +88,6 @@ class TrainOutOfFold:
     local_raw: np.ndarray
 
 
-def component_vectors(
-    components: Sequence[str], images: Sequence[np.ndarray], pooled: np.ndarray | None
-) -> dict[str, np.ndarray]:
-    """(N, D) vectors of each component: pooled features, or the images' statistics."""
-    return {
-        name: np.asarray(pooled) if name == FEATURES else image_vectors(images, name)
-        for name in components
-    }
-
-
 def out_of_fold_fused(
     context: GlobalContext, vectors: Mapping[str, np.ndarray], train: TrainOutOfFold
 ) -> np.ndarray:
@@ -117,11 +107,6 @@ def fit_standardiser(values: np.ndarray) -> Standardiser:
     return Standardiser(float(values.mean()), max(float(values.std(ddof=1)), MIN_STD))
 
 
-def image_vectors(images: Sequence[np.ndarray], component: str) -> np.ndarray:
-    """(N, D) statistics of ``component`` (colour or frequency) of (H, W, 3) uint8 images."""
-    return np.stack([IMAGE_STATISTICS[component](image) for image in images])
-
-
 def fit_global_context(
     components: Sequence[str],
     train_images: Sequence[np.ndarray],
@@ -138,17 +123,7 @@ def fit_global_context(
     """
     gaussians: dict[str, Gaussian] = {}
     standardisers: dict[str, Standardiser] = {}
-    for name in components:
-        if name == FEATURES:
-            if train_pooled is None:
-                raise ValueError("the features component needs pooled train features")
-            vectors = np.asarray(train_pooled, dtype=np.float64)
-        elif name in IMAGE_STATISTICS:
-            vectors = image_vectors(train_images, name)
-        else:
-            raise ValueError(
-                f"unknown component {name!r}; valid: {FEATURES}, {list(IMAGE_STATISTICS)}"
-            )
+    for name, vectors in component_vectors(components, train_images, train_pooled).items():
         gaussians[name] = fit_gaussian(vectors)
         standardisers[name] = fit_standardiser(out_of_fold_distances(vectors))
     if validation_local_raw is not None:

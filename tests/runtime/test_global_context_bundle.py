@@ -125,9 +125,9 @@ def test_record_describes_the_threshold_in_force(weave_bundle) -> None:
 def test_bundle_threshold_takes_the_out_of_fold_fused_scores(weave_bundle) -> None:
     """The bundle's own fused threshold is set on its good validation scores and every
     training image's out-of-fold fused score in its space, as many as the version recorded."""
+    from inspection.core.global_context import component_vectors
     from inspection.training.global_context import (
         TrainOutOfFold,
-        component_vectors,
         fused_scores,
         model_outputs,
         out_of_fold_fused,
