@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 import pytest
 from hypothesis import settings
 
-from inspection.core.registry import ModelRecord, Registry
+from inspection.core.model_record import ModelRecord
+from inspection.core.registry import Registry
 
 if TYPE_CHECKING:
     from inspection.training.export import ExportResult

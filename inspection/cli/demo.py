@@ -47,8 +47,9 @@ from inspection.cli.train import (
 from inspection.core.config import SiteConfig, load_site_config
 from inspection.core.errors import BundleError, RegistryError
 from inspection.core.export_gate import GateRefusal
+from inspection.core.model_record import ModelRecord
 from inspection.core.product_config import load_model_config, load_product_config
-from inspection.core.registry import ModelRecord, Registry
+from inspection.core.registry import Registry
 from inspection.core.signing import PRIVATE_KEY_FILE, load_private_key, site_keys_dir
 from inspection.data.dataset import load_dataset
 from inspection.data.demo import write_demo

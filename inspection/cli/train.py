@@ -27,6 +27,7 @@ from inspection.cli.operating import operating_text, subset_miss_text
 from inspection.cli.update import update_command
 from inspection.core.config import SiteConfig, load_site_config
 from inspection.core.errors import DatasetError
+from inspection.core.model_record import ModelRecord
 from inspection.core.product_config import (
     load_model_config,
     load_product_config,
@@ -34,7 +35,7 @@ from inspection.core.product_config import (
     model_defaults_path,
     product_config_path,
 )
-from inspection.core.registry import ModelRecord, Registry
+from inspection.core.registry import Registry
 from inspection.data.check import check_dataset, listed
 from inspection.data.dataset import Dataset, load_dataset
 

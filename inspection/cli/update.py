@@ -15,7 +15,8 @@ from rich.console import Console
 
 from inspection.core.config import SiteConfig
 from inspection.core.images import list_images
-from inspection.core.registry import ModelRecord, Registry
+from inspection.core.model_record import ModelRecord
+from inspection.core.registry import Registry
 from inspection.data.dataset import load_dataset
 
 console = Console()

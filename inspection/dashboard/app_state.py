@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from inspection.core.decisions import LiveState
 from inspection.core.errors import InspectionError
-from inspection.core.registry import LiveState
 from inspection.dashboard import (
     health,
     models,

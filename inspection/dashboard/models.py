@@ -7,8 +7,9 @@ from typing import Any
 import pandas as pd
 
 from inspection.core.bundle import read_bundle_metadata
+from inspection.core.decisions import LiveState
 from inspection.core.errors import BundleError, RegistryError
-from inspection.core.registry import LiveState, Registry
+from inspection.core.registry import Registry
 from inspection.runtime.recalibration import read_golden_outcomes
 from inspection.runtime.tuning import read_tunings
 

@@ -11,7 +11,8 @@ import pandas as pd
 
 from inspection.core.errors import ImageDecodeError, RegistryError
 from inspection.core.images import DEFAULT_SOURCE_BITS, decode_image
-from inspection.core.registry import Registry, VersionRef
+from inspection.core.model_record import VersionRef
+from inspection.core.registry import Registry
 from inspection.store import queries
 from inspection.store.models import Review
 from inspection.store.store import Store, StoreError

@@ -28,6 +28,7 @@ import pandas as pd
 
 from inspection.core.bootstrap import Interval, count_interval
 from inspection.core.bundle import VALIDATION_SCORES_FILE, read_bundle_metadata
+from inspection.core.decisions import ThresholdVersion
 from inspection.core.errors import BundleError, RegistryError
 from inspection.core.operating_point import (
     BUDGET_CONFIDENCE,
@@ -36,7 +37,7 @@ from inspection.core.operating_point import (
     choose_threshold,
     operating_curve,
 )
-from inspection.core.registry import Registry, ThresholdVersion
+from inspection.core.registry import Registry
 from inspection.core.threshold import is_ng
 from inspection.core.validation_scores import read_validation_scores as read_scores_file
 from inspection.store import queries

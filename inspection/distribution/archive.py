@@ -19,7 +19,7 @@ from inspection.core.bundle import read_bundle_metadata, verify_bundle, verify_c
 from inspection.core.config import from_mapping, to_mapping
 from inspection.core.errors import BundleError, ConfigError, InspectionError
 from inspection.core.fingerprint import sha256_file
-from inspection.core.registry import check_name
+from inspection.core.model_record import check_name
 
 MANIFEST_SCHEMA_VERSION = 1
 ARCHIVE_SUFFIX = ".tar"

@@ -18,7 +18,8 @@ from filelock import FileLock
 
 from inspection.core.config import from_mapping, to_mapping
 from inspection.core.errors import BundleError, InspectionError
-from inspection.core.registry import Registry, check_name
+from inspection.core.model_record import check_name
+from inspection.core.registry import Registry
 from inspection.distribution.archive import (
     ARCHIVE_SUFFIX,
     ArchiveManifest,

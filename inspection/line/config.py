@@ -8,7 +8,7 @@ from typing import Literal
 
 from inspection.core.config import from_mapping, read_yaml
 from inspection.core.errors import ConfigError, RegistryError
-from inspection.core.registry import check_name
+from inspection.core.model_record import check_name
 from inspection.station.config import (
     StationCoreConfig,
     check_moved_keys,

@@ -13,12 +13,13 @@ from typing import Any
 from inspection.core.config import deep_merge
 from inspection.core.errors import RegistryError
 from inspection.core.export_gate import ExportRecord
+from inspection.core.model_record import ModelRecord
 from inspection.core.product_config import (
     load_product_config,
     model_config_from_mapping,
     parse_override,
 )
-from inspection.core.registry import ModelRecord, Registry
+from inspection.core.registry import Registry
 from inspection.data.dataset import load_dataset
 from inspection.refine.config import RefineConfig
 

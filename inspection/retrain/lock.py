@@ -10,7 +10,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from inspection.core.errors import InspectionError
-from inspection.core.registry import check_name
+from inspection.core.model_record import check_name
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 from inspection.core.bundle import SIGNATURE_FILE
 from inspection.core.config import SiteConfig
 from inspection.core.errors import ConfigError, DatasetError
-from inspection.core.registry import ModelRecord, Registry, utc_now
+from inspection.core.model_record import ModelRecord, utc_now
+from inspection.core.registry import Registry
 from inspection.core.retrain_report import RetrainEvent
 from inspection.core.signing import site_keys_dir, site_public_key
 from inspection.core.types import Progress

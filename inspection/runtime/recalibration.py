@@ -34,9 +34,10 @@ from inspection.core.calibration import calibrate, normalize_scores
 from inspection.core.errors import BundleError, ConfigError
 from inspection.core.golden import CalibrationPoint, GoldenCheck, GoldenDriftError, Recalibration
 from inspection.core.images import list_images, read_image
+from inspection.core.model_record import check_name, utc_now
 from inspection.core.operating_point import OperatingPoint, n_needed
 from inspection.core.outputs import LabelledImage, RawOutputs
-from inspection.core.registry import Registry, check_name, utc_now
+from inspection.core.registry import Registry
 from inspection.core.validation_scores import read_validation_scores
 from inspection.data.dataset import GOOD, MASK_SUFFIX, Sample
 from inspection.runtime.hardware import CpuInfo, cpu_info

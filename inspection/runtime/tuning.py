@@ -31,7 +31,8 @@ from inspection.core.config import from_mapping, to_mapping
 from inspection.core.decisions import refusal
 from inspection.core.errors import BundleError, ImageDecodeError, RegistryError
 from inspection.core.images import read_image
-from inspection.core.registry import Registry, check_name, utc_now
+from inspection.core.model_record import check_name, utc_now
+from inspection.core.registry import Registry
 from inspection.core.signing import sign_record, site_signing_key, verify_signed_bundle
 from inspection.core.types import Progress
 from inspection.runtime.golden import check_golden, executed_kernels, executed_precision

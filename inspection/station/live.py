@@ -26,10 +26,10 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from inspection.core.bundle import BundleMetadata, read_bundle_metadata
-from inspection.core.decisions import newest_trusted, refusal
+from inspection.core.decisions import LiveState, ThresholdVersion, newest_trusted, refusal
 from inspection.core.errors import BundleError, RegistryError
 from inspection.core.golden import GoldenDriftError, golden_status
-from inspection.core.registry import LiveState, Registry, ThresholdVersion
+from inspection.core.registry import Registry
 from inspection.core.signing import bundle_digest, key_id, verify_signed_bundle
 from inspection.core.threshold import check_threshold
 from inspection.core.types import InspectionResult

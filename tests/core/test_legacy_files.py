@@ -16,7 +16,8 @@ import pytest
 
 from inspection.core.bundle import read_bundle_metadata, verify_bundle
 from inspection.core.errors import RegistryError
-from inspection.core.registry import BackboneWeights, DatasetRef, FitFigures, Registry
+from inspection.core.model_record import BackboneWeights, DatasetRef, FitFigures
+from inspection.core.registry import Registry
 from inspection.core.validation_scores import read_validation_scores
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "registry_v1"

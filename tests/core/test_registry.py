@@ -14,7 +14,8 @@ from inspection.core.bundle import (
     write_bundle_metadata,
 )
 from inspection.core.errors import BundleError, RegistryError
-from inspection.core.registry import DatasetRef, FitFigures, Registry
+from inspection.core.model_record import DatasetRef, FitFigures
+from inspection.core.registry import Registry
 
 
 def _fake_bundle(directory: Path, bundle_id: str) -> Path:

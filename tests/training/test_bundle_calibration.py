@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from inspection.core.model_record import GoodScores
 from inspection.core.operating_point import MAX_TRANSFER_RESIDUAL
-from inspection.core.registry import GoodScores
 from inspection.data.dataset import load_dataset
 from inspection.training.bundle_calibration import calibrate_bundle, record_operating_point
 from inspection.training.export import LabelledSample, run_bundle

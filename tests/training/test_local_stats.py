@@ -15,8 +15,9 @@ import pytest
 import torch
 from anomalib.models.image.patchcore.torch_model import PatchcoreModel
 
+from inspection.core.model_record import ModelRecord
 from inspection.core.product_config import model_config_from_mapping
-from inspection.core.registry import ModelRecord, Registry
+from inspection.core.registry import Registry
 from inspection.data.dataset import Dataset, load_dataset
 from inspection.training.backbones import in_process
 from inspection.training.local_stats import (

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from inspection.core.errors import ConfigError
+from inspection.core.model_record import ModelRecord
 from inspection.core.product_config import load_model_config, model_config_from_mapping
-from inspection.core.registry import ModelRecord, Registry
+from inspection.core.registry import Registry
 
 pytestmark = pytest.mark.slow
 
