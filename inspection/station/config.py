@@ -63,6 +63,11 @@ class StationCoreConfig:
     revoked: tuple[str, ...] = ()
     """Key fingerprints and bundles (``<product>/<bundle_id>``) refused even when validly
     signed (``inspection keys revoke``); the last good one keeps serving."""
+    trust_file: Path | None = None
+    """A file holding ``signing_keys`` and ``revoked`` in a ``core:`` section, relative to the
+    config's folder (the shipped configs name ``site-trust.yaml``, which git ignores): the
+    ``inspection keys`` commands and ``make demo`` write the pins there, so the configs stay as
+    written. Its pins replace the config's own, which must then be empty."""
     bundle_public_key: Path | None = None
     """Before keys were pinned by fingerprint: a path alone. Refused (``HOW_TO_PIN``)."""
     allow_unsigned_bundles: bool = False
@@ -153,10 +158,23 @@ C = TypeVar("C", bound=HasCore)
 def with_config_folder(config: C, config_file: str | Path) -> C:
     """``config`` as read from ``config_file``: unless its ``core.configs_dir`` names a folder,
     the station's configs are those beside the file (``core.config.folder_of``), as a site
-    file's are (``SiteConfig.configs_dir``)."""
-    if config.core.configs_dir is not None:
-        return config
-    core = dataclasses.replace(config.core, configs_dir=folder_of(config_file))
+    file's are (``SiteConfig.configs_dir``); the pins of its ``trust_file`` when it names one."""
+    core = config.core
+    if core.configs_dir is None:
+        core = dataclasses.replace(core, configs_dir=folder_of(config_file))
+    if core.trust_file is not None:
+        if core.signing_keys or core.revoked:
+            raise ConfigError(
+                f"{config_file}: core: pins and revocations live in trust_file "
+                f"{core.trust_file}; move signing_keys and revoked there"
+            )
+        trust = read_trust(config_file)
+        core = dataclasses.replace(
+            core,
+            trust_file=trust_path(config_file),
+            signing_keys=trust.signing_keys,
+            revoked=trust.revoked,
+        )
     return dataclasses.replace(config, core=core)  # type: ignore[type-var]
 
 
@@ -239,29 +257,50 @@ class Trust:
     legacy: Path | None = None
 
 
-def read_trust(config_path: str | Path) -> Trust:
-    """The trust lines of a station or line config, read from the YAML alone (a config that
-    the station refuses, e.g. pinned by path only, is read too)."""
+def _core_section(path: Path) -> dict[str, Any]:
+    return (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("core") or {}
+
+
+def trust_path(config_path: str | Path) -> Path:
+    """The file holding a config's pins: its ``core.trust_file`` (relative to the config's
+    folder) when it names one, else the config itself."""
     path = Path(config_path)
-    core = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("core") or {}
+    named = _core_section(path).get("trust_file")
+    return path.parent / named if named else path
+
+
+def read_trust(config_path: str | Path) -> Trust:
+    """The trust lines of a station or line config (from its ``trust_file`` when it names
+    one; none while that file does not exist yet), read from the YAML alone (a config that
+    the station refuses, e.g. pinned by path only, is read too)."""
+    path = trust_path(config_path)
+    if not path.is_file():
+        return Trust()
+    core = _core_section(path)
     where = f"{path}: core.signing_keys"
     pins = tuple(from_mapping(PinnedKey, pin, where) for pin in core.get("signing_keys") or ())
     legacy = core.get("bundle_public_key")
     return Trust(pins, tuple(core.get("revoked") or ()), Path(legacy) if legacy else None)
 
 
+TRUST_FILE_HEADER = (
+    "# The keys this site's stations trust, by fingerprint, and what is revoked: written by\n"
+    "# `inspection keys init|pin|rotate|retire|revoke` (and `make demo`); see docs/security.md.\n"
+    "core:\n"
+)
 _TRUST_KEYS = ("signing_keys", "revoked", "bundle_public_key")
 
 
 def write_trust(config_path: str | Path, trust: Trust) -> bool:
-    """Write ``trust`` as the ``core:`` section's ``signing_keys`` and ``revoked`` (a
-    ``bundle_public_key`` line goes, an ``allow_unsigned_bundles`` one is commented out).
+    """Write ``trust`` as the ``core:`` section's ``signing_keys`` and ``revoked`` of the
+    config's ``trust_path`` (a ``bundle_public_key`` line goes, an ``allow_unsigned_bundles``
+    one is commented out).
 
     Edits the YAML text so the file's other lines and comments stay. Returns False when the
     file said this already.
     """
-    path = Path(config_path)
-    original = path.read_text(encoding="utf-8")
+    path = trust_path(config_path)
+    original = path.read_text(encoding="utf-8") if path.is_file() else TRUST_FILE_HEADER
     lines = original.splitlines(keepends=True)
     start = next((i for i, line in enumerate(lines) if line.split("#")[0].strip() == "core:"), None)
     if start is None:

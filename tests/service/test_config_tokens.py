@@ -27,11 +27,15 @@ from inspection.store.tokens import (
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_shipped_station_config_loads() -> None:
-    config = load_station_config(REPO / "configs" / "station.yaml")
+def test_shipped_station_config_loads(tmp_path: Path) -> None:
+    """The file as shipped, without the pins a site (or ``make demo``) writes beside it."""
+    shipped = tmp_path / "station.yaml"
+    shipped.write_text((REPO / "configs" / "station.yaml").read_text(), encoding="utf-8")
+    config = load_station_config(shipped)
     assert isinstance(config, StationConfig)
     assert config.core.products == ("brick",) and config.host == "127.0.0.1"
     assert config.core.signing_keys == () and not config.core.allow_unsigned_bundles
+    assert config.core.trust_file == tmp_path / "site-trust.yaml"
     assert config.watch.default_product == "brick" and config.watch.enabled is False
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from inspection.cli import app
+from inspection.core.errors import ConfigError
 from inspection.core.signing import PinnedKey, fingerprint, load_public_key
 from inspection.line.config import load_line_config
 from inspection.service.config import load_station_config
@@ -46,7 +48,8 @@ def test_pinning_replaces_allow_unsigned_and_keeps_comments(tmp_path: Path) -> N
 def test_keys_init_pins_the_named_configs(tmp_path: Path) -> None:
     station, line = tmp_path / "station.yaml", tmp_path / "line.yaml"
     station.write_text(UNSIGNED)
-    line.write_text((REPO / "configs" / "line.yaml").read_text())
+    shipped = (REPO / "configs" / "line.yaml").read_text()
+    line.write_text(shipped)
     result = CliRunner().invoke(
         app, ["keys", "init", "--dir", str(tmp_path / "keys"), "-c", str(station), "-c", str(line)]
     )
@@ -59,3 +62,17 @@ def test_keys_init_pins_the_named_configs(tmp_path: Path) -> None:
     )
     assert load_station_config(station).core.signing_keys == expected
     assert load_line_config(line).core.signing_keys == expected
+    # the shipped config names its trust file: the pins went there, the config is as shipped
+    assert (
+        line.read_text() == shipped and "signing_keys" in (tmp_path / "site-trust.yaml").read_text()
+    )
+
+
+def test_a_config_with_a_trust_file_keeps_no_pins_of_its_own(tmp_path: Path) -> None:
+    path = tmp_path / "station.yaml"
+    path.write_text(
+        "core:\n  products: [brick]\n  trust_file: trust.yaml\n  signing_keys:\n"
+        f"    - {{fingerprint: {_pin().fingerprint}, path: keys/site.pub}}\n"
+    )
+    with pytest.raises(ConfigError, match=r"live in trust_file trust\.yaml; move signing_keys"):
+        load_station_config(path)
