@@ -38,13 +38,22 @@ def serve_live_copy(
     source_registry: str | Path, product: str, registry_dir: Path, reason: str
 ) -> Path:
     """Copy ``product``'s live bundle of ``source_registry`` into a registry at
-    ``registry_dir`` and make it live there; the source bundle's folder."""
+    ``registry_dir`` and make it live there; the source bundle's folder. A source that signs
+    (a demo site) gives its signed live pointer and decisions, copied as signed (``mirror``),
+    so a station pinning the site key serves them; an unsigned source is promoted here."""
     from inspection.core.registry import Registry
 
-    bundle_dir = Registry(source_registry).live_bundle_dir(product)
+    source = Registry(source_registry)
+    bundle_dir = source.live_bundle_dir(product)
     registry = Registry(registry_dir)
     registry.add_bundle(product, bundle_dir, bundle_dir.name)
-    registry.promote(product, bundle_dir.name, actor="bench", reason=reason)
+    live = source.live(product)
+    if live is None or not live.signature:
+        registry.promote(product, bundle_dir.name, actor="bench", reason=reason)
+        return bundle_dir
+    registry.mirror(live, actor="bench")
+    for record in (*source.threshold_history(product), *source.decisions(product)):
+        registry.mirror(record, actor="bench")
     return bundle_dir
 
 

@@ -51,7 +51,7 @@ sys.path.insert(0, str(ROOT))
 from inspection.core.bundle import read_bundle_metadata  # noqa: E402
 from inspection.core.registry import Registry  # noqa: E402
 from inspection.line.config import LinkSecurity  # noqa: E402
-from inspection.line.handshake import Answer  # noqa: E402
+from inspection.line.handshake import Answer, ErrorCode  # noqa: E402
 from inspection.line.mosquitto import Broker, Collector, free_port  # noqa: E402
 from inspection.line.payload import PayloadError, ResultPayload  # noqa: E402
 from inspection.line.pki import LinePki  # noqa: E402
@@ -213,8 +213,12 @@ def run(args: argparse.Namespace, mode: str) -> dict[str, Any]:
             "mqtt_anonymous_fake_answer": forged_answer(broker.port, security, mqtt_plc),
             "opcua_untrusted_client": untrusted_opcua(plc.endpoint, security, work),
         }
-        for i in range(5):  # warm-up, not counted
-            plc.trigger(request_id=f"w-{i}")
+        warm = [plc.trigger(request_id=f"w-{i}") for i in range(5)]  # warm-up, not counted
+        if all(a.error_code != ErrorCode.NONE for a in warm):
+            raise SystemExit(
+                f"line bench: the station judged no part ({warm[-1].error_code.name}: "
+                f"{warm[-1].message}); see {work / 'station.log'}"
+            )
         opcua = [plc.trigger(request_id=f"o-{i}").seconds for i in range(args.triggers)]
         over_mqtt = [mqtt_plc.trigger(f"m-{i}")[1] for i in range(args.triggers)]
         report["latency"] = {"opcua": percentiles(opcua), "mqtt": percentiles(over_mqtt)}
