@@ -31,6 +31,13 @@ from inspection.training.train import (
 
 pytestmark = pytest.mark.slow
 TINY = ["image_size=[64, 64]", "max_epochs=1", "batch_size=8"]
+EVALUATION_TOLERANCE = 1e-4
+"""How far a re-evaluation may sit from training's figures on the same images. On AVX-512
+CPUs oneDNN picks its convolution kernels by the batch's shape, so training's and evaluation's
+passes over the same images differ in the last bits, and a few near-tied pixels swap ranks:
+pixel AUROC 7.0e-7 apart on a Xeon with AVX-512 (identical on AVX2-only EPYCs). Reading the
+12-bit images at 16 bits (the bug the image-bits test catches) moved pixel AUROC by 0.21, image
+AUROC by 0.09 and the false-reject rate by 1.0: over 900x this tolerance."""
 
 
 @pytest.fixture(autouse=True)
@@ -203,7 +210,9 @@ def _train_then_evaluate(
 def test_cli_train_then_evaluate(tiny_product: Path, tmp_path: Path) -> None:
     trained, evaluated, said = _train_then_evaluate(tiny_product, tmp_path, TINY)
     assert "registered brick/v0001" in said
-    assert evaluated["overall"]["image_auroc"] == pytest.approx(trained["overall"]["image_auroc"])
+    assert evaluated["overall"]["image_auroc"] == pytest.approx(
+        trained["overall"]["image_auroc"], abs=EVALUATION_TOLERANCE
+    )
 
 
 def test_cli_evaluate_reads_the_images_at_the_versions_image_bits(
@@ -224,7 +233,9 @@ def test_cli_evaluate_reads_the_images_at_the_versions_image_bits(
             cv2.imwrite(str(target), grey)
     trained, evaluated, _ = _train_then_evaluate(product, tmp_path, [*TINY, "image_bits=12"])
     for key in ("image_auroc", "pixel_auroc", "false_reject_rate", "miss_rate"):
-        assert evaluated["overall"][key] == pytest.approx(trained["overall"][key]), key
+        assert evaluated["overall"][key] == pytest.approx(
+            trained["overall"][key], abs=EVALUATION_TOLERANCE
+        ), key
 
 
 def test_checked_dataset_reads_at_the_products_declared_bits(
