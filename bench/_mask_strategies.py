@@ -37,6 +37,8 @@ from inspection.core.verdict import Segmentation, judge
 from inspection.refine.base import MaskRefiner
 from inspection.refine.factory import build_refiner
 
+DEMO = ("brick", "grass", "gravel")
+EVALUATION = ("part", "tissue", "weave")  # untuned: no choice of the masks was made on these
 REFINERS = ("grabcut", "random_walker", "guided")
 """The refiners an export can keep (besides none)."""
 THIN = ("crack", "scratch", "cut", "thread", "burr", "line")
@@ -208,8 +210,6 @@ def _runs(on: dict[str, Split], norm: Normalization, seg: Segmentation, refiners
 
 
 def evaluate(products: list[str], work: Path, out: Path) -> None:
-    from masks import DEMO, EVALUATION
-
     report: dict = {"cpu": cpu_description(), "load_before": load_average(), "work": str(work),
                     "products": {}}  # fmt: skip
     refiners = _refiners()
@@ -256,8 +256,6 @@ def evaluate(products: list[str], work: Path, out: Path) -> None:
 def rewrite(products: list[str], work: Path, out: Path) -> None:
     """``evaluation.md`` again from ``evaluation.json`` (no computation)."""
     import json
-
-    from masks import DEMO, EVALUATION
 
     report = json.loads((out / "evaluation.json").read_text(encoding="utf-8"))
     (out / "evaluation.md").write_text(markdown(report, DEMO, EVALUATION), encoding="utf-8")

@@ -27,11 +27,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from _mask_strategies import DEMO, EVALUATION, cost, evaluate, rewrite
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-DEMO = ("brick", "grass", "gravel")
-EVALUATION = ("part", "tissue", "weave")
 WORK = Path("var/bench-masks")
 log = logging.getLogger("bench.masks")
 
@@ -203,8 +202,6 @@ def main() -> None:
         for product in products:
             log.info("%s -> %s", product, prepare(product, args.work, args.seed))
         return
-    from _mask_strategies import cost, evaluate, rewrite
-
     phases = {"evaluate": evaluate, "cost": cost, "report": rewrite}
     phases[args.phase](products, args.work, args.out)
 

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import argparse
 import ast
+import graphlib
 import json
 from collections import Counter
 from pathlib import Path
 
 TREES = ("inspection", "bench", "apps", "scripts")
-CLASSES = ("Inspector", "BundleModel", "Registry")
+CLASSES = ("Inspector", "BundleModel", "Registry", "LiveModels")
 
 
 def lines(path: Path) -> int:
@@ -56,6 +57,51 @@ def function_local_imports(tree: ast.AST, source: list[str]) -> tuple[int, int, 
     return total, project, unexplained
 
 
+def module_name(root: Path, path: Path) -> str:
+    """``inspection.core.registry`` for a package file; ``bench._report`` for a bench script
+    (the benches import each other by bare name, ``from _report import ...``)."""
+    parts = path.relative_to(root).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported(tree: ast.AST, folder: str) -> set[str]:
+    """Every module an import statement names (at any depth), bare names read as ``folder``'s."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names |= {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
+    return names | {f"{folder}.{n}" for n in names}
+
+
+def import_cycle(root: Path, trees: dict[Path, ast.AST]) -> list[str]:
+    """One import cycle among the project's modules (imports inside functions count too), or
+    ``[]`` when there is none."""
+    modules = {module_name(root, p): p for p in trees}
+    graph = {
+        name: imported(trees[path], name.split(".")[0]) & modules.keys() - {name}
+        for name, path in modules.items()
+    }
+    # a package's own __init__ importing its modules is no cycle of the graph's kind
+    graph = {k: {v for v in vs if not v.startswith(k + ".")} for k, vs in graph.items()}
+    try:
+        graphlib.TopologicalSorter(graph).prepare()
+    except graphlib.CycleError as exc:
+        return list(exc.args[1])
+    return []
+
+
+def any_per_thousand(trees: dict[Path, ast.AST], files: dict[Path, int]) -> float:
+    """``Any`` in annotations and code of ``inspection/``, per 1,000 lines."""
+    count = sum(
+        isinstance(node, ast.Name) and node.id == "Any"
+        for tree in trees.values()
+        for node in ast.walk(tree)
+    )
+    return round(1000 * count / max(sum(files[p] for p in trees), 1), 1)
+
+
 def measure(root: Path) -> dict:
     files = {p: lines(p) for t in TREES for p in sorted((root / t).rglob("*.py"))}
     packages: Counter[str] = Counter()
@@ -63,6 +109,8 @@ def measure(root: Path) -> dict:
         parts = path.relative_to(root).parts
         key = "/".join(parts[:2]) if parts[0] == "inspection" and len(parts) > 2 else parts[0]
         packages[key] += n
+    trees = {p: ast.parse(p.read_text(encoding="utf-8")) for p in files}
+    package = {p: t for p, t in trees.items() if p.relative_to(root).parts[0] == "inspection"}
     local = [0, 0, 0]
     classes: list[tuple[str, int]] = []
     members: dict[str, list[str]] = {}
@@ -70,7 +118,7 @@ def measure(root: Path) -> dict:
         if path.relative_to(root).parts[0] != "inspection":
             continue
         source = path.read_text(encoding="utf-8")
-        tree = ast.parse(source)
+        tree = trees[path]
         counts = function_local_imports(tree, source.splitlines())
         local = [a + b for a, b in zip(local, counts, strict=True)]
         for node in ast.walk(tree):
@@ -99,6 +147,8 @@ def measure(root: Path) -> dict:
         "largest_files": [[str(p.relative_to(root)), n] for p, n in largest],
         "largest_classes": sorted(classes, key=lambda kv: -kv[1])[:6],
         "public_members": {k: (len(v), v) for k, v in sorted(members.items())},
+        "any_per_1000_lines": any_per_thousand(package, files),
+        "import_cycle": import_cycle(root, trees),
     }
 
 
@@ -123,6 +173,8 @@ def markdown(name: str, m: dict) -> str:
         "",
     ]
     out += [f"public members of {k}: {n}" for k, (n, _) in m["public_members"].items()]
+    out += ["", f"`Any` per 1,000 lines of inspection/: {m['any_per_1000_lines']}"]
+    out += [f"import cycle: {' -> '.join(m['import_cycle']) or 'none'}"]
     return "\n".join(out) + "\n"
 
 
@@ -141,6 +193,8 @@ def compare(before: dict, after: dict) -> str:
             "function-local imports without a reason comment",
             "function_local_imports_without_reason",
         ),
+        ("`Any` per 1,000 lines of inspection/", "any_per_1000_lines"),
+        ("import cycle", "import_cycle"),
     ]
 
     def value(m: dict, key: str) -> str:
@@ -148,6 +202,8 @@ def compare(before: dict, after: dict) -> str:
             return str(m["lines_per_package"].get(key[4:], 0))
         if key == "function_local_imports":
             return f"{m[key]} ({m['function_local_project_imports']})"
+        if key == "import_cycle" and key in m:
+            return " → ".join(f"`{n}`" for n in m[key]) or "none"
         return str(m.get(key, "not counted"))
 
     out = ["| figure | before | after |", "|---|---|---|"]
