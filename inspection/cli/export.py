@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -25,13 +25,11 @@ from inspection.cli.operating import subset_miss_text
 from inspection.cli.users import ADMIN_PASSWORD_ENV, authenticated_admin
 from inspection.core.bundle import PRECISIONS
 from inspection.core.config import load_site_config
+from inspection.core.errors import BundleError
 from inspection.core.export_gate import BundleFigures, GateRefusal, GateTolerances
 from inspection.core.registry import Registry
-from inspection.core.signing import bundle_digest, site_keys_dir, site_signing_key
+from inspection.core.signing import require_site_key, site_signing_key
 from inspection.refine.config import refine_config_in
-
-if TYPE_CHECKING:
-    from inspection.training.export import ExportResult
 
 SITE_OPTION = site_option()
 console = Console()
@@ -144,16 +142,20 @@ def export_command(
     refine = refine_config_in(site_config.configs)  # a bad key stops here, before any work
     registry = Registry(site_config.registry_dir)
     signed = site_signing_key(registry.root) is not None
-    if promote and not signed and not allow_unsigned:
-        raise typer.BadParameter(
-            f"this site has no signing key in {site_keys_dir(registry.root)}: stations refuse "
-            "unsigned bundles. Run 'inspection keys init' first, or pass --allow-unsigned",
-            param_hint="--promote",
-        )
+    if promote:
+        try:
+            require_site_key(registry.root, allow_unsigned=allow_unsigned)
+        except BundleError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--promote") from exc
     # torch and OpenVINO load here, after the arguments are checked: a mistake costs no wait
     # deferred: torch (the training side)
     from inspection.training.export import ExportOptions
-    from inspection.training.registry_export import RegistryExport, export_bundle
+    from inspection.training.registry_export import (
+        RegistryExport,
+        export_bundle,
+        record_force,
+        roi_decided,
+    )
 
     console.print(configs_line(site_config), soft_wrap=True, highlight=False)
     with (
@@ -183,12 +185,13 @@ def export_command(
             progress=lambda message: status.update(message),
         )
     gate = result.gate
-    if force:
-        _record_force(registry, result, actor, reason, promote=promote)
-    roi = result.metadata.roi
-    if roi is not None and roi.to_mapping() not in [
-        d.value for d in registry.decisions(product, "roi")
-    ]:
+    if force and record_force(registry, result, actor=actor, reason=reason, promote=promote):
+        console.print(
+            f"[bold red]FORCED[/]: {result.bundle_id} was refused by the export gate; recorded "
+            f"{actor}'s force decision ({reason})",
+            highlight=False,
+        )
+    if not roi_decided(registry, result):
         console.print(
             "[bold red]ROI not decided[/]: no ROI decision carries this bundle's ROI (from "
             "configs/products); stations pinning the site key refuse it until an admin saves "
@@ -220,27 +223,6 @@ def export_command(
         console.print("[bold red]UNSIGNED[/]: this site has no signing key; stations refuse it")
     if log_file is not None:
         console.print(f"library logs and warnings: {log_file}", soft_wrap=True, highlight=False)
-
-
-def _record_force(
-    registry: Registry, result: ExportResult, actor: str, reason: str, *, promote: bool
-) -> None:
-    """Record a forced (gate-refused) bundle as a signed ``force`` decision naming its digest,
-    then promote it when asked: a station serves a gate-refused bundle only with that record."""
-    product, bundle_id = result.metadata.product, result.bundle_id
-    if not result.gate.passed:
-        registry.record_decision(
-            product, "force",
-            {"digest": bundle_digest(result.bundle_dir), "refusal": result.gate.refusal()},
-            actor=actor, reason=reason, bundle_id=bundle_id,
-        )  # fmt: skip
-        console.print(
-            f"[bold red]FORCED[/]: {bundle_id} was refused by the export gate; recorded "
-            f"{actor}'s force decision ({reason})",
-            highlight=False,
-        )
-    if promote:
-        registry.promote(product, bundle_id, actor=actor, reason=f"exported, forced: {reason}")
 
 
 @contextmanager

@@ -132,6 +132,16 @@ def site_signing_key(registry_dir: str | Path) -> Ed25519PrivateKey | None:
     return load_private_key(path) if path.is_file() else None
 
 
+def require_site_key(registry_dir: str | Path, *, allow_unsigned: bool) -> None:
+    """Refuse, before any work, to promote a bundle from a site without a signing key (the
+    stations pinning one refuse an unsigned bundle), unless ``allow_unsigned`` (development)."""
+    if site_signing_key(registry_dir) is None and not allow_unsigned:
+        raise BundleError(
+            f"this site has no signing key in {site_keys_dir(registry_dir)}: stations refuse "
+            "unsigned bundles. Run 'inspection keys init' first, or pass --allow-unsigned"
+        )
+
+
 def site_public_key(registry_dir: str | Path) -> Path | None:
     """The site's public key file when it exists (``inspection keys init`` writes it)."""
     path = site_keys_dir(registry_dir) / PUBLIC_KEY_FILE

@@ -25,7 +25,7 @@ from inspection.core.product_config import (
     product_config_path,
 )
 from inspection.core.registry import ModelRecord, Registry
-from inspection.core.signing import sign_bundle, site_signing_key
+from inspection.core.signing import bundle_digest, sign_bundle, site_signing_key
 from inspection.data.dataset import load_dataset
 from inspection.training.bundle_calibration import record_operating_point
 from inspection.training.convert import MAP_OUTPUT, POOLED_OUTPUT, SCORE_OUTPUT
@@ -144,6 +144,33 @@ def export_bundle(
         reason = f"exported {options.precision}"
         registry.promote(product, result.bundle_id, actor=source.actor, reason=reason)
     return replace(result, bundle_dir=target)
+
+
+def record_force(
+    registry: Registry, result: ExportResult, *, actor: str, reason: str, promote: bool
+) -> bool:
+    """A gate-refused bundle registered by an admin: record a signed ``force`` decision naming
+    its digest (a station serves a gate-refused bundle only with it), then promote it when
+    asked. Returns whether the gate had refused it (a decision was recorded)."""
+    product, bundle_id = result.metadata.product, result.bundle_id
+    refused = not result.gate.passed
+    if refused:
+        registry.record_decision(
+            product, "force",
+            {"digest": bundle_digest(result.bundle_dir), "refusal": result.gate.refusal()},
+            actor=actor, reason=reason, bundle_id=bundle_id,
+        )  # fmt: skip
+    if promote:
+        registry.promote(product, bundle_id, actor=actor, reason=f"exported, forced: {reason}")
+    return refused
+
+
+def roi_decided(registry: Registry, result: ExportResult) -> bool:
+    """Whether a signed ROI decision carries the bundle's ROI (or it has none): stations
+    pinning the site key refuse it until an admin saves that ROI on the dashboard."""
+    roi = result.metadata.roi
+    decided = [d.value for d in registry.decisions(result.metadata.product, "roi")]
+    return roi is None or roi.to_mapping() in decided
 
 
 def _export_dataset(record: ModelRecord, path: Path | None) -> Any:
