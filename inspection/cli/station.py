@@ -239,7 +239,7 @@ def status(config: Path = LINE_OPTION) -> None:
     """Outbox backlog per sink (waiting, oldest, delivered), the pinned signing key, and each
     product's live bundle with its signature check."""
     # deferred: openvino
-    from inspection.station.live import bundle_signature_status
+    from inspection.station.trust import bundle_signature_status
 
     line_config = load_line_config(config)
     check_registry_dir(line_config.core)

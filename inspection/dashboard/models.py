@@ -221,7 +221,7 @@ def golden_outcome_frame(registry: Registry, product: str) -> pd.DataFrame:
     again on the station's validation images; raw image threshold before -> after) or refused
     (and why), with the worst drift in normalised units, and what became of the registry's
     threshold version on a re-calibrated bundle (carried across or not applied;
-    ``station.live``)."""
+    ``station.thresholds``)."""
     rows = []
     for record in read_golden_outcomes(registry, product):
         recal = record.get("recalibration") or {}

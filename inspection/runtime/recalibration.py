@@ -9,7 +9,7 @@ changed; the new calibration lives in the loaded model and is reported (``core.g
 The record keeps the bundle's exported good validation scores and the station's re-calibrated
 ones, so a registry threshold version set on the export calibration can be carried across at
 the false-reject budget it was set at, or else the one it held among the bundle's good parts
-(``core.golden.carry_threshold``, applied by ``station.live``).
+(``core.golden.carry_threshold``, applied by ``station.thresholds``).
 
 Folder layout (MVTec AD): ``<folder>/good/*.png`` and optionally ``<folder>/<defect>/*.png``
 with masks at ``<folder>/ground_truth/<defect>/<stem>_mask.png``; or a whole MVTec product

@@ -2,15 +2,11 @@
 
 A background poller reads each product's live bundle and threshold from the registry.
 A new bundle is loaded completely (read once, verified with the pinned key and compiled
-from the verified bytes by ``runtime.predictor.load_inspector``) before the reference is swapped; requests already running keep the model they started
-with. A bundle that fails to load is rejected with a logged reason and the previous
-model keeps serving.
-
-With a pinned key every decision that changes a verdict must verify (``core.decisions``): the
-live pointer, the threshold, the tuning pick, and for the bundle served its ROI and, when the
-export gate refused it, the admin's force record (its refiner choice is in its signed
-metadata). A refused one is named in ``status()["refused"]`` (``/healthz``, Prometheus, the
-dashboard) and the last good one keeps serving.
+from the verified bytes by ``runtime.predictor.load_inspector``) before the reference is
+swapped; requests already running keep the model they started with. A bundle that fails to
+load is rejected with a logged reason and the previous model keeps serving. What may serve
+(signatures, signed decisions) is ``station.trust``'s rule; the threshold served,
+across a re-calibration on this CPU, ``station.thresholds``'.
 """
 
 from __future__ import annotations
@@ -25,17 +21,15 @@ from typing import Any
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from inspection.core.bundle import BundleMetadata, read_bundle_metadata
-from inspection.core.decisions import LiveState, ThresholdVersion, newest_trusted, refusal
-from inspection.core.errors import BundleError, RegistryError
-from inspection.core.golden import GoldenDriftError, golden_status
+from inspection.core.bundle import read_bundle_metadata
+from inspection.core.decisions import ThresholdVersion
+from inspection.core.errors import BundleError
+from inspection.core.golden import GoldenDriftError
 from inspection.core.registry import Registry
-from inspection.core.signing import bundle_digest, key_id, verify_signed_bundle
 from inspection.core.threshold import check_threshold
 from inspection.core.types import InspectionResult
 from inspection.refine.config import RefineConfig
 from inspection.runtime.predictor import Predictor, load_inspector
-from inspection.runtime.recalibration import record_golden_outcome
 from inspection.runtime.tuning import (
     TuningRecord,
     gated_candidates,
@@ -44,6 +38,8 @@ from inspection.runtime.tuning import (
     tuning_refusal,
 )
 from inspection.station.errors import NoLiveModel
+from inspection.station.thresholds import Thresholds
+from inspection.station.trust import Trust, without_paths
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +211,9 @@ class LiveModel:
 
 
 class LiveModels:
-    """Holds the live model of every served product and keeps it in step with the registry."""
+    """Holds the live model of every served product and keeps it in step with the registry:
+    polls, loads and swaps; ``trust`` (``station.trust``) decides what may serve and
+    ``thresholds`` (``station.thresholds``) at which threshold."""
 
     def __init__(
         self,
@@ -231,15 +229,14 @@ class LiveModels:
         key (and unchanged since promotion) load."""
         self.registry = registry
         self.products = tuple(products)
+        self.trust = Trust(registry, public_key)
+        self.thresholds = Thresholds(registry, self.trust)
         self._loader = loader
-        self._public_key = public_key
         self._selector = selector
         self._on_change = on_change
         self._models: dict[str, LiveModel] = {}
         self._problems: dict[str, str] = {}
         self._rejected: dict[str, str] = {}  # product -> bundle id that failed to load
-        self._golden: dict[str, dict[str, object]] = {}  # product -> last golden check
-        self._refused: dict[str, dict[str, str]] = {}  # product -> {kind: why refused}
         self._swap_lock = threading.Lock()
         self._refresh_lock = threading.Lock()
         self._stop = threading.Event()
@@ -258,6 +255,7 @@ class LiveModels:
         out = {}
         for product in self.products:
             model = self._models.get(product)
+            refused = self.trust.refused(product)
             out[product] = {
                 "loaded": model is not None,
                 "bundle_id": model.bundle_id if model else None,
@@ -266,9 +264,9 @@ class LiveModels:
                 "served_bundle_id": model.served_bundle_id if model else None,
                 "precision": model.precision if model else None,
                 "tuning": model.tuning.summary() if model and model.tuning else None,
-                "golden": self._golden.get(product),
-                "threshold_refused": self._refused.get(product, {}).get("threshold"),
-                "refused": dict(self._refused.get(product, {})),
+                "golden": self.thresholds.golden(product),
+                "threshold_refused": refused.get("threshold"),
+                "refused": refused,
                 "problem": self._problems.get(product),
             }
         return out
@@ -291,18 +289,18 @@ class LiveModels:
                 self._problems[product] = "the registry has no live bundle; promote one first"
             return
         current = self._models.get(product)
-        if self._note(product, "live", refusal(state, self._public_key)):
+        if why := self.trust.live_refusal(product, state):
             if current is None:
-                self._problems[product] = f"live pointer refused: {self._refused[product]['live']}"
+                self._problems[product] = f"live pointer refused: {why}"
             self._follow_threshold(product, current)
             return
         pointer_moved = current is None or current.bundle_id != state.bundle_id
         # With a pinned key the promoted bundle must pass before the selector measures siblings.
-        if pointer_moved and not self._signed(product, state):
+        if pointer_moved and not self._signed(product, state.bundle_id):
             self._follow_threshold(product, current)
             return
         selection = self._selector(product, state.bundle_id)
-        self._note(product, "tuning", selection.refused)
+        self.trust.note(product, "tuning", selection.refused)
         changed = (
             current is None
             or current.bundle_id != state.bundle_id
@@ -313,16 +311,27 @@ class LiveModels:
             if self._decisions_refuse(product, selection.bundle_id):
                 self._follow_threshold(product, current)
                 return
-            threshold = self._threshold_for(product, state.bundle_id)
+            threshold = self.thresholds.newest(product, state.bundle_id)
             self._load(product, state.bundle_id, selection, threshold)
             return
         self._follow_threshold(product, current)
 
     def _follow_threshold(self, product: str, current: LiveModel | None) -> None:
-        if current is not None:
-            threshold = self._threshold_for(product, current.bundle_id)
-            if threshold is not None and threshold.number != current.threshold_number:
-                self._set_threshold(current, threshold)
+        if current is None:
+            return
+        threshold = self.thresholds.newest(product, current.bundle_id)
+        if threshold is None or threshold.number == current.threshold_number:
+            return
+        try:
+            check_threshold(threshold.value)
+        except ValueError as exc:
+            self._problems[product] = f"threshold v{threshold.number} rejected: {exc}"
+            log.error("%s: %s", product, self._problems[product])
+            return
+        served, inspector = current.served_bundle_id, current.inspector
+        value = self.thresholds.moved(product, served, inspector, threshold)
+        self._swap(replace(current, threshold=value, threshold_number=threshold.number))
+        log.info("%s: threshold now %.4f (v%d)", product, value, threshold.number)
 
     def _load(
         self,
@@ -339,23 +348,13 @@ class LiveModels:
             if metadata.product != product:
                 raise BundleError(f"the bundle was exported for product {metadata.product!r}")
             inspector = self._loader(bundle_dir)
-            self._check_loaded(product, served, inspector)
-            verified = getattr(inspector.model, "verified", None)
-            digest = verified.digest if verified is not None else bundle_digest(bundle_dir)
-            refused = self._decision_refusal(product, served, inspector.metadata, digest)
-            if refused is not None:
-                self._note(product, *refused)
-                raise BundleError(refused[1])
-            value = inspector.threshold if threshold is None else check_threshold(threshold.value)
+            self.trust.check_loaded(product, served, inspector, bundle_dir)
+            if threshold is not None:
+                check_threshold(threshold.value)
         except Exception as exc:
             self._reject(product, served, bundle_dir, exc)
             return
-        self._golden[product] = golden_status(
-            served, getattr(inspector, "golden", None), getattr(inspector, "recalibration", None)
-        )
-        if threshold is not None:
-            value = self._across_recalibration(product, served, inspector, threshold)
-        record_golden_outcome(self.registry, product, self._golden[product])
+        value = self.thresholds.loaded(product, served, inspector, threshold)
         model = LiveModel(
             product=product,
             bundle_id=bundle_id,
@@ -370,178 +369,44 @@ class LiveModels:
         self._swap(model)
         log.info("%s: now serving bundle %s (%s)", product, served, model.model_version)
 
-    def _signed(self, product: str, state: LiveState) -> bool:
+    def _signed(self, product: str, bundle_id: str) -> bool:
         """Whether the promoted bundle passes the signature check; rejects it otherwise."""
-        if self._public_key is None:
+        if self.trust.public_key is None:
             return True
-        if self._rejected.get(product) == state.bundle_id:
+        if self._rejected.get(product) == bundle_id:
             return False
-        bundle_dir = self.registry.root / product / "bundles" / state.bundle_id
+        bundle_dir = self.registry.root / product / "bundles" / bundle_id
         try:
-            bundle_dir = self.registry.bundle_dir(product, state.bundle_id)
-            self._check_signature(product, state.bundle_id, bundle_dir)
+            bundle_dir = self.registry.bundle_dir(product, bundle_id)
+            self.trust.check_bundle(product, bundle_id)
         except Exception as exc:
-            self._reject(product, state.bundle_id, bundle_dir, exc)
+            self._reject(product, bundle_id, bundle_dir, exc)
             return False
+        return True
+
+    def _decisions_refuse(self, product: str, bundle_id: str) -> bool:
+        """Whether the bundle about to load fails its decisions on disk (not cached: a
+        decision signed later lets it load)."""
+        why = self.trust.refusal_before_load(product, bundle_id)
+        if why is None:
+            return False
+        keeps = self._models.get(product)
+        self._problems[product] = f"bundle {bundle_id} refused: {why}" + (
+            f"; still serving {keeps.served_bundle_id}" if keeps else ""
+        )
         return True
 
     def _reject(self, product: str, bundle_id: str, bundle_dir: Path, exc: Exception) -> None:
         self._rejected[product] = bundle_id
         if isinstance(exc, GoldenDriftError):
-            self._golden[product] = golden_status(bundle_id, exc.check, refusal=exc.reason)
-            record_golden_outcome(self.registry, product, self._golden[product])
+            self.thresholds.drifted(product, bundle_id, exc)
         keeps = self._models.get(product)
-        detail = _without_paths(str(exc), {bundle_dir: "", self.registry.root: "<registry>"})
+        detail = without_paths(str(exc), {bundle_dir: "", self.registry.root: "<registry>"})
         reason = f"bundle {bundle_id} rejected: {detail}"
         if keeps is not None:
             reason += f"; still serving {keeps.served_bundle_id}"
         self._problems[product] = reason
         log.error("%s: %s", product, reason)
-
-    def _check_signature(self, product: str, served: str, bundle_dir: Path) -> None:
-        """With a pinned site key: a valid signature, and the digest recorded at promotion."""
-        if self._public_key is not None:
-            check_signature(self.registry, product, served, self._public_key)
-
-    def _check_loaded(self, product: str, served: str, inspector: Predictor) -> None:
-        """With a pinned site key: the bytes compiled were verified with it (the loader read
-        the bundle once and checked that copy) and, for the live bundle, their digest is the
-        one recorded at promotion. A loader that did not check the signature is refused."""
-        if self._public_key is None:
-            return
-        verified = inspector.model.verified
-        if verified.signed_by != key_id(self._public_key):
-            raise BundleError(
-                "the loader did not verify the bundle's signature with the pinned key"
-            )
-        _check_promoted(self.registry.live(product), served, verified.digest)
-
-    def _threshold_for(self, product: str, bundle_id: str) -> ThresholdVersion | None:
-        """The newest threshold version for ``bundle_id`` that this station may serve: with a
-        pinned key, one signed by it; an unsigned or altered newer one is refused (named in
-        ``status()["refused"]`` and the log) and the last good one keeps serving."""
-        versions = reversed(_threshold_versions(self.registry, product, bundle_id))
-        version, refused = newest_trusted(versions, self._public_key)
-        self._note(product, "threshold", "; ".join(refused) or None)
-        return version
-
-    def _note(self, product: str, kind: str, why: str | None) -> str | None:
-        """Record (or clear) why the newest ``kind`` record was refused; returns ``why``."""
-        notes = self._refused.setdefault(product, {})
-        if why is None:
-            notes.pop(kind, None)
-        elif notes.get(kind) != why:
-            log.error("%s: %s; the last good one keeps serving", product, why)
-            notes[kind] = why
-        return why
-
-    def _decisions_refuse(self, product: str, bundle_id: str) -> bool:
-        """Whether the bundle about to load fails its decisions on disk (cheap, before the
-        load; checked again on the verified bytes after it). Not cached: a decision signed
-        later lets it load."""
-        try:
-            bundle_dir = self.registry.bundle_dir(product, bundle_id)
-            metadata = read_bundle_metadata(bundle_dir)
-            refused = self._decision_refusal(
-                product, bundle_id, metadata, bundle_digest(bundle_dir)
-            )
-        except (BundleError, RegistryError, ValueError, OSError):
-            return False  # the load itself says what is wrong
-        for kind in ("gate", "roi"):
-            self._note(product, kind, refused[1] if refused and refused[0] == kind else None)
-        if refused is None:
-            return False
-        keeps = self._models.get(product)
-        self._problems[product] = f"bundle {bundle_id} refused: {refused[1]}" + (
-            f"; still serving {keeps.served_bundle_id}" if keeps else ""
-        )
-        return True
-
-    def _decision_refusal(
-        self,
-        product: str,
-        bundle_id: str,
-        metadata: BundleMetadata,
-        digest: str,
-    ) -> tuple[str, str] | None:
-        """(kind, why) when a decision the bundle needs is missing or refused, else None."""
-        trusted = [
-            d for d in self.registry.decisions(product)
-            if d.bundle_id in (None, bundle_id) and refusal(d, self._public_key) is None
-        ]  # fmt: skip
-        gate = _gate_refusal(metadata)
-        forced = [d for d in trusted if d.kind == "force" and d.bundle_id == bundle_id]
-        if gate and not any(d.value.get("digest") == digest for d in forced):
-            return "gate", (
-                f"bundle {bundle_id} was refused by its export gate ({gate}) and no signed force "
-                "record names exactly this bundle"
-            )
-        if self._public_key is None:
-            return None
-        roi = metadata.roi.to_mapping() if metadata.roi is not None else None
-        if roi is not None and not any(d.kind == "roi" and d.value == roi for d in trusted):
-            return "roi", f"bundle {bundle_id}'s ROI is not a signed ROI decision of {product}"
-        return None
-
-    def _set_threshold(self, current: LiveModel, threshold: ThresholdVersion) -> None:
-        try:
-            check_threshold(threshold.value)
-        except ValueError as exc:
-            self._problems[current.product] = f"threshold v{threshold.number} rejected: {exc}"
-            log.error("%s: %s", current.product, self._problems[current.product])
-            return
-        product, served = current.product, current.served_bundle_id
-        value = self._across_recalibration(product, served, current.inspector, threshold)
-        self._swap(replace(current, threshold=value, threshold_number=threshold.number))
-        recalibrated = getattr(current.inspector, "recalibration", None) is not None
-        if recalibrated and self._golden.get(product, {}).get("bundle_id") == served:
-            # its note on the registry threshold changed; no golden check ran
-            record_golden_outcome(self.registry, product, self._golden[product])
-        log.info("%s: threshold now %.4f (v%d)", current.product, value, threshold.number)
-
-    def _across_recalibration(
-        self,
-        product: str,
-        served: str,
-        inspector: Predictor,
-        threshold: ThresholdVersion,
-    ) -> float:
-        """The threshold to serve for registry version ``threshold`` on bundle ``served``.
-
-        A bundle re-calibrated on this CPU scores on a new scale; the version was set on its
-        export calibration's. It is carried across at the false-reject budget it was set at
-        (recorded with it) or, when it records none, the one it held on the bundle's
-        validation scores (``Recalibration.carry``). When it cannot be, it is not applied and
-        the re-calibrated operating point serves, whether the version came before the load or
-        after it, so a restart never changes the threshold served. ``golden.threshold_carried``
-        / ``threshold_not_applied`` (``/healthz``, the dashboard) and the log say which.
-        """
-        recalibration = getattr(inspector, "recalibration", None)
-        if recalibration is None:
-            return threshold.value
-        carry = recalibration.carry(threshold.number, threshold.value, threshold.budget)
-        if carry.carried is not None:
-            self._note_threshold(product, served, "threshold_carried", carry.summary())
-            log.warning(
-                "%s: threshold v%d %.4f served as %.4f after re-calibrating on this CPU, %s",
-                product, carry.number, carry.value, carry.carried, carry.how,
-            )  # fmt: skip
-            return carry.carried
-        note = _not_applied(threshold, inspector.threshold, carry.how)
-        self._note_threshold(product, served, "threshold_not_applied", note)
-        log.warning("%s: %s", product, note)
-        return inspector.threshold
-
-    def _note_threshold(self, product: str, served: str, key: str, note: object) -> None:
-        """The golden status of bundle ``served`` with ``key`` (one of ``THRESHOLD_NOTES``)
-        as the only note on its registry threshold. The status is replaced, never changed in
-        place: ``status()`` hands it to requests that may be serialising it. The status of
-        another bundle (the last check was of a refused one) is left as it is."""
-        golden = self._golden.get(product)
-        if golden is None or golden.get("bundle_id") != served:
-            return
-        kept = {name: value for name, value in golden.items() if name not in THRESHOLD_NOTES}
-        self._golden[product] = {**kept, key: note}
 
     def _swap(self, model: LiveModel) -> None:
         with self._swap_lock:
@@ -572,77 +437,3 @@ class LiveModels:
     def _poll(self, interval_s: float) -> None:
         while not self._stop.wait(interval_s):
             self.refresh()
-
-
-THRESHOLD_NOTES = ("threshold_carried", "threshold_not_applied")
-"""What ``golden`` says of the registry threshold of a re-calibrated bundle (one of them)."""
-
-
-def _not_applied(threshold: ThresholdVersion, served: float, why: str) -> str:
-    """Why a re-calibrated bundle does not serve the registry's threshold version."""
-    return (
-        f"threshold v{threshold.number} ({threshold.value:.4f}) was set for the bundle's export "
-        f"calibration and cannot be carried across its re-calibration on this CPU: {why}; "
-        f"serving the re-calibrated operating point ({served:.4f}). Save the threshold at a "
-        "false-reject budget (Thresholds page) to have it re-derived here"
-    )
-
-
-def _gate_refusal(metadata: BundleMetadata) -> str | None:
-    """Why the export gate refused the bundle; None when it passed or recorded no gate."""
-    try:
-        gate = metadata.export_record().gate
-    except BundleError as exc:
-        return f"unreadable export record: {exc}"
-    return gate.refusal() if gate is not None and not gate.passed else None
-
-
-def _without_paths(message: str, paths: dict[Path, str]) -> str:
-    """``message`` with local folders replaced, so API clients never learn registry paths."""
-    for path, shown in paths.items():
-        for form in {str(path.resolve()), str(path)}:
-            message = message.replace(form + ": ", shown).replace(form, shown or ".")
-    return message
-
-
-def check_signature(
-    registry: Registry, product: str, bundle_id: str, public_key: Ed25519PublicKey
-) -> str:
-    """The bundle's digest when it is signed by ``public_key`` and, if it is the live one,
-    unchanged since promotion; ``BundleError`` saying what is wrong otherwise."""
-    digest = verify_signed_bundle(registry.bundle_dir(product, bundle_id), public_key)
-    _check_promoted(registry.live(product), bundle_id, digest)
-    return digest
-
-
-def _check_promoted(state: LiveState | None, bundle_id: str, digest: str) -> None:
-    """``BundleError`` when ``bundle_id`` is the live bundle and ``digest`` is not the one
-    recorded at its promotion."""
-    if state is not None and state.bundle_id == bundle_id and state.digest not in (None, digest):
-        raise BundleError(
-            f"bundle digest {digest[:12]}… differs from {state.digest[:12]}… recorded at "
-            "promotion: the bundle changed after it was promoted"
-        )
-
-
-def bundle_signature_status(
-    registry: Registry, product: str, bundle_id: str, public_key: Ed25519PublicKey | None
-) -> str:
-    """One line for status pages: whether a station with ``public_key`` would load the bundle."""
-    if public_key is None:
-        return "not checked (allow_unsigned_bundles: true)"
-    try:
-        digest = check_signature(registry, product, bundle_id, public_key)
-    except (BundleError, RegistryError) as exc:
-        return f"REFUSED: {_without_paths(str(exc), {registry.root: '<registry>'})}"
-    return f"signed by the pinned key (digest {digest[:12]}…)"
-
-
-def _threshold_versions(registry: Registry, product: str, bundle_id: str) -> list[ThresholdVersion]:
-    """The threshold versions that apply to ``bundle_id`` (or to any bundle), newest first."""
-    try:
-        history = registry.threshold_history(product)
-    except (RegistryError, ValueError, TypeError) as exc:
-        log.error("%s: unreadable threshold history: %s", product, exc)
-        return []
-    return [v for v in reversed(history) if v.bundle_id in (None, bundle_id)]
