@@ -40,6 +40,7 @@ from inspection.station.config import (
     pinned_key,
     read_trust,
     station_configs_in,
+    trust_files,
     write_trust,
 )
 
@@ -75,10 +76,11 @@ def site_station_configs(site: SiteConfig) -> list[Path]:
 
 
 def _configs(configs: list[Path] | None, site: str | None, *, required: bool = True) -> list[Path]:
+    """The files holding the pins of the named configs (default: the site's), each once."""
     found = configs or site_station_configs(load_site_config(site))
     if not found and required:
         raise ConfigError("no station config to write: pass --config FILE")
-    return found
+    return trust_files(found)
 
 
 def ensure_site_keys(folder: Path, *, force: bool = False) -> tuple[list[PinnedKey], list[str]]:
@@ -100,7 +102,7 @@ def pin_in_configs(pins: list[PinnedKey], configs: list[Path], *, replace: bool)
     """Pin ``pins`` in each config: the only pins (``replace``: a new site identity), else
     added beside the pins there (one of the same path or fingerprint is replaced)."""
     notes = []
-    for config in configs:
+    for config in trust_files(configs):
         trust = read_trust(config)
         new = {p.fingerprint for p in pins} | {p.path for p in pins}
         kept = [

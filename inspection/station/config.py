@@ -265,8 +265,13 @@ def trust_path(config_path: str | Path) -> Path:
     """The file holding a config's pins: its ``core.trust_file`` (relative to the config's
     folder) when it names one, else the config itself."""
     path = Path(config_path)
-    named = _core_section(path).get("trust_file")
+    named = _core_section(path).get("trust_file") if path.is_file() else None
     return path.parent / named if named else path
+
+
+def trust_files(configs: list[Path]) -> list[Path]:
+    """The files holding ``configs``' pins, each once (the shipped configs share one)."""
+    return list(dict.fromkeys(trust_path(config) for config in configs))
 
 
 def read_trust(config_path: str | Path) -> Trust:

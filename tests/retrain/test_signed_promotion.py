@@ -12,6 +12,7 @@ from inspection.core.bundle import SIGNATURE_FILE
 from inspection.core.signing import PRIVATE_KEY_FILE, init_keys, site_keys_dir
 from inspection.retrain.gate import Decision
 from inspection.retrain.pipeline import _prune_run_dirs, unsigned_refusal
+from inspection.station.config import trust_path
 
 REPO = Path(__file__).resolve().parents[2]
 PASSED = Decision(promote=True, reasons=["image_auroc: 0.99 vs 0.98"])
@@ -73,4 +74,4 @@ def test_keys_init_writes_beside_the_site_registry(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert (tmp_path / "srv" / "keys" / PRIVATE_KEY_FILE).is_file()
-    assert str(tmp_path / "srv" / "keys" / "site-signing.pub") in station.read_text()
+    assert str(tmp_path / "srv" / "keys" / "site-signing.pub") in trust_path(station).read_text()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 from pathlib import Path
+from shutil import ignore_patterns
 
 import pytest
 from typer.testing import CliRunner
@@ -26,6 +27,7 @@ from inspection.line.config import MqttTriggerConfig, OpcUaTriggerConfig, load_l
 from inspection.line.handshake import ErrorCode, Trigger
 from inspection.line.station import LineStation
 from inspection.service.config import load_station_config
+from inspection.station.config import read_trust
 
 from ..service.helpers import serve
 
@@ -43,13 +45,17 @@ def _said(result: object) -> str:
 def site(tmp_path: Path, fp32_bundle: Path, tiny_product: Path, monkeypatch) -> Path:
     """A fresh site in ``tmp_path`` (the working directory): the repository's configs,
     ``inspection keys init`` (defaults), the session's bundle signed and promoted."""
-    shutil.copytree(REPO / "configs", tmp_path / "configs")
+    # as committed: not the trust file a site (or `make demo`) writes beside them
+    shutil.copytree(REPO / "configs", tmp_path / "configs", ignore=ignore_patterns("site-trust.*"))
     monkeypatch.chdir(tmp_path)
     init = runner.invoke(app, ["keys", "init"])
     assert init.exit_code == 0, _said(init)
     site_key = fingerprint(load_public_key("var/keys/site-signing.pub"))
+    # the three configs name one trust file: written once
+    assert f"configs/site-trust.yaml: pinned bundles {site_key[:23]}…, decisions" in _said(init)
     for config in ("station.yaml", "line.yaml", "station-watch.yaml"):
-        assert f"configs/{config}: pinned bundles {site_key[:23]}…, decisions" in _said(init)
+        pins = read_trust(tmp_path / "configs" / config).signing_keys
+        assert [p.fingerprint for p in pins][:1] == [site_key], config
     signed = shutil.copytree(fp32_bundle, tmp_path / "export" / LIVE)
     sign_bundle(signed, load_private_key("var/keys/site-signing.key"))
     registry = Registry("var/registry")
