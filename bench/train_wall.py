@@ -150,7 +150,8 @@ def anomalib_child(product: str, data: str) -> None:
     from inspection.core.product_config import load_model_config
     from inspection.data.dataset import load_dataset
     from inspection.training.backbones import apply_weights, no_pretrained_download, resolve_weights
-    from inspection.training.train import _pre_processor, evaluation_splits, make_loader
+    from inspection.training.models.common import pre_processor
+    from inspection.training.train import evaluation_splits, make_loader
 
     config = load_model_config("patchcore", product=product)
     dataset = load_dataset(Path(data))
@@ -161,7 +162,7 @@ def anomalib_child(product: str, data: str) -> None:
         model = Patchcore(backbone=config.backbone.name, layers=list(config.backbone.layers),
                           pre_trained=False, coreset_sampling_ratio=config.coreset_sampling_ratio,
                           num_neighbors=config.num_neighbors,
-                          pre_processor=_pre_processor(config, weights), visualizer=False)  # fmt: skip
+                          pre_processor=pre_processor(config, weights), visualizer=False)  # fmt: skip
     apply_weights(model.model.feature_extractor.feature_extractor, weights)
     engine = Engine(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
                     default_root_dir=f"/tmp/anomalib-{os.getpid()}")  # fmt: skip

@@ -84,7 +84,7 @@ class GoodScores:
     folds: int = 0
     validation_calibrates: bool = True
     """False: the good validation scores fitted a fusion's standardisers
-    (``training.local_stats``), so a bundle calibrates on ``out_of_fold`` alone."""
+    (``training.models.patchcore.local_stats``), so a bundle calibrates on ``out_of_fold`` alone."""
     roi_masked: bool = False
     """True: every score is of the version's training ROI (``core.roi.apply_roi``), as its
     ROI bundles' are; False: of whole images, which an ROI bundle does not carry."""

@@ -40,7 +40,7 @@ from inspection.core.tiling import TilingSpec
 from inspection.core.units import PhysicalUnits
 
 MODEL_KINDS = ("patchcore", "stfpm", "padim")
-# PaDiM's covariance per grid cell (training.padim): anomalib's sample covariance + 0.01 I,
+# PaDiM's covariance per grid cell (training.models.padim.gaussian): anomalib's sample covariance + 0.01 I,
 # or scikit-learn's shrinkage estimators (LedoitWolf, OAS) toward a scaled identity.
 COVARIANCE_ESTIMATORS = ("ridge", "ledoit_wolf", "oas")
 IMAGE_SCORES = ("patch", "map_peak")
@@ -92,10 +92,10 @@ class ModelConfig:
     # PatchCore serving: the exported kNN GEMM on the bank's top-k principal directions
     # (runtime.graph.project_patch_distances; the bundle's own figures measure it); None: exact.
     knn_rank: int | None = None
-    # PatchCore: a local colour-statistics model fused into the graph (training.local_stats):
+    # PatchCore: a local colour-statistics model fused into the graph (training.models.patchcore.local_stats):
     # false | true | auto (kept only when it helps on the validation split).
     local_statistics: bool | Literal["auto"] = False
-    # PatchCore image score (training.image_score): "patch", anomalib's largest patch distance,
+    # PatchCore image score (training.models.patchcore.image_score): "patch", anomalib's largest patch distance,
     # or "map_peak", the peak of the anomaly map after an extra Gaussian blur of sigma
     # ``image_score_blur`` (a fraction of the map side; 0: none; auto: chosen on validation).
     image_score: str = "patch"
@@ -118,7 +118,7 @@ class ModelConfig:
     # How the image threshold is set (core.operating_point): a false-reject budget by default.
     operating_point: OperatingPoint = field(default_factory=OperatingPoint)
     # PatchCore: score every training image with a bank fitted on the other folds, for more
-    # good calibration scores (training.out_of_fold); 0 = validation good images only.
+    # good calibration scores (training.models.patchcore.out_of_fold); 0 = validation good images only.
     calibration_folds: int = 5
     # Significant bits of the product's 16-bit images (core.images.narrow_to_8_bits); set from
     # the product's ``image_bits`` (``load_model_config``), recorded as the bundle's source_bits.

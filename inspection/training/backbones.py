@@ -49,7 +49,7 @@ from torch import nn
 from inspection.core.config import to_mapping
 from inspection.core.errors import WeightsError
 from inspection.core.fingerprint import sha256_file
-from inspection.core.registry import BackboneWeights
+from inspection.core.model_record import BackboneWeights
 
 logger = logging.getLogger(__name__)
 

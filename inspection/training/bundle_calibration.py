@@ -34,6 +34,7 @@ import numpy as np
 from inspection.core.calibration import Calibration, calibrate
 from inspection.core.fingerprint import relative_name
 from inspection.core.global_context import GlobalContext, component_vectors
+from inspection.core.model_record import GoodScores
 from inspection.core.operating_point import (
     MAX_TRANSFER_RESIDUAL,
     OperatingPoint,
@@ -42,7 +43,6 @@ from inspection.core.operating_point import (
 )
 from inspection.core.outputs import RawOutputs
 from inspection.core.product_config import model_config_from_mapping
-from inspection.core.registry import GoodScores
 from inspection.training.global_context import (
     ModelOutputs,
     TrainOutOfFold,

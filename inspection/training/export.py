@@ -61,10 +61,10 @@ from inspection.core.input_domain import (
     measure_input_domain,
 )
 from inspection.core.metrics import EvaluationMetrics
+from inspection.core.model_record import GoodScores, utc_now
 from inspection.core.operating_point import OperatingPoint
 from inspection.core.outputs import RawOutputs
 from inspection.core.refinement import RefinementChoice
-from inspection.core.registry import GoodScores, utc_now
 from inspection.core.types import Progress
 from inspection.core.validation_scores import ValidationScores, write_validation_scores
 from inspection.refine.config import RefineConfig

@@ -26,22 +26,23 @@ from inspection.core.calibration import Calibration, calibrate
 from inspection.core.config import to_mapping
 from inspection.core.errors import ConfigError, DatasetError, RegistryError
 from inspection.core.fingerprint import relative_name, sha256_file
+from inspection.core.model_record import FitFigures, Lineage, ModelRecord
 from inspection.core.product_config import ModelConfig, model_config_from_mapping
-from inspection.core.registry import FitFigures, Lineage, ModelRecord, Registry
+from inspection.core.registry import Registry
 from inspection.core.roi import RoiSpec, RoiTraining
 from inspection.core.types import Progress
 from inspection.data.dataset import GOOD, Dataset, Sample, load_dataset
 from inspection.training.augment import views
 from inspection.training.backbones import channels_last
-from inspection.training.coreset import (
+from inspection.training.evaluate import metrics_of_predictions, predict
+from inspection.training.models.patchcore.coreset import (
     all_cores,
     coreset_size,
     greedy_k_center,
     project,
     select_coreset,
 )
-from inspection.training.evaluate import metrics_of_predictions, predict
-from inspection.training.out_of_fold import model_inputs
+from inspection.training.models.patchcore.out_of_fold import model_inputs
 from inspection.training.roi import TrainingRoi, per_image_rows
 from inspection.training.samples import Predictions
 from inspection.training.train import (
@@ -255,7 +256,7 @@ def _embeddings(
 def _extend_local_statistics(
     model: Any, images: Sequence[Path], config: ModelConfig, trained: RoiTraining | None
 ) -> None:
-    """Extend a fused local-statistics bank (``training.local_stats``) with the new images'
+    """Extend a fused local-statistics bank (``training.models.patchcore.local_stats``) with the new images'
     cells, as the PatchCore bank: a colour the line has since shown good stops alarming."""
     head = getattr(model.model, "local_stats", None)
     if head is None or not head.enabled:

@@ -1,12 +1,12 @@
 """Training's side of the operating point: good calibration scores and the calibration.
 
 ``calibration_good_scores``: out-of-fold scores of the training images (PatchCore with
-``calibration_folds`` >= 2, ``training.out_of_fold``; PaDiM, ``training.padim``), else none. ``calibrate_predictions``:
+``calibration_folds`` >= 2, ``training.models.patchcore.out_of_fold``; PaDiM, ``training.models.padim.gaussian``), else none. ``calibrate_predictions``:
 the torch-free ``core.calibration.calibrate`` on the validation predictions with those scores.
 ``good_score_record``: what the registry keeps so each exported bundle can carry the
 out-of-fold scores into its own score space (``core.operating_point.fit_transfer``).
 A model fusing local statistics calibrates only on good scores its standardisers did not see
-(``training.local_stats.standardiser_images``): the other folds' out-of-fold scores.
+(``training.models.patchcore.local_stats.standardiser_images``): the other folds' out-of-fold scores.
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ import numpy as np
 
 from inspection.core.calibration import Calibration, calibrate
 from inspection.core.fingerprint import relative_name
+from inspection.core.model_record import GoodScores
 from inspection.core.operating_point import OperatingPoint
 from inspection.core.product_config import ModelConfig
-from inspection.core.registry import GoodScores
 from inspection.data.dataset import Dataset, Sample
-from inspection.training.local_stats import standardiser_images
-from inspection.training.out_of_fold import out_of_fold_scores, trained_scores
-from inspection.training.padim import padim_out_of_fold_scores
+from inspection.training.models.padim.gaussian import padim_out_of_fold_scores
+from inspection.training.models.patchcore.local_stats import standardiser_images
+from inspection.training.models.patchcore.out_of_fold import out_of_fold_scores, trained_scores
 from inspection.training.roi import TrainingRoi
 from inspection.training.samples import Predictions
 
@@ -83,7 +83,7 @@ def calibration_good_scores(
     fused = head is not None and head.enabled
     scaling = standardiser_images(len(train), folds, config.seed) if fused else None
     calibrates = np.ones(len(train), bool) if scaling is None else ~scaling
-    # PaDiM's out-of-fold scores (training.padim) are of whole images: an ROI bundle skips them
+    # PaDiM's out-of-fold scores (training.models.padim.gaussian) are of whole images: an ROI bundle skips them
     masked = config.kind == "patchcore" and roi is not None and roi.spec is not None
     return TrainGoodScores(tuple(train), scores, paired, full, folds, calibrates, not fused, masked)
 

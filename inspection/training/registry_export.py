@@ -19,12 +19,13 @@ import openvino as ov
 from inspection.core.bundle import BUNDLE_SCHEMA_VERSION, BundleMetadata, OutputNames, Precision
 from inspection.core.errors import BundleError
 from inspection.core.fingerprint import relative_name, sha256_file
+from inspection.core.model_record import ModelRecord
 from inspection.core.product_config import (
     load_product_config,
     model_config_from_mapping,
     product_config_path,
 )
-from inspection.core.registry import ModelRecord, Registry
+from inspection.core.registry import Registry
 from inspection.core.signing import bundle_digest, sign_bundle, site_signing_key
 from inspection.data.dataset import load_dataset
 from inspection.training.bundle_calibration import record_operating_point

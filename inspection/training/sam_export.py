@@ -25,7 +25,7 @@ from torch import nn
 from inspection.core.bundle import PRECISIONS
 from inspection.core.errors import BundleError, WeightsError
 from inspection.core.fingerprint import sha256_file
-from inspection.core.registry import utc_now
+from inspection.core.model_record import utc_now
 from inspection.refine.bundle import (
     REFINER_SCHEMA_VERSION,
     RefinerBundleMetadata,

@@ -32,9 +32,10 @@ from torchvision.tv_tensors import Image, Mask
 from inspection.core.config import to_mapping
 from inspection.core.errors import ConfigError
 from inspection.core.images import DEFAULT_SOURCE_BITS, read_image, read_mask
+from inspection.core.model_record import FitFigures, ModelRecord
 from inspection.core.outputs import RawOutputs
 from inspection.core.product_config import ModelConfig
-from inspection.core.registry import FitFigures, ModelRecord, Registry
+from inspection.core.registry import Registry
 from inspection.core.roi import RoiSpec
 from inspection.core.tiling import TilingSpec, cut, stitch
 from inspection.data.dataset import Dataset, Sample

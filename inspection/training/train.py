@@ -32,29 +32,23 @@ import lightning
 import numpy as np
 import torch
 from anomalib.data import ImageBatch
-from anomalib.models import Padim
-from anomalib.pre_processing import PreProcessor
 from torch.utils.data import DataLoader
-from torchvision.transforms.v2 import Compose, Normalize, Resize
 
 from inspection.core.bundle import GlobalContextSpec, Preprocessing
 from inspection.core.calibration import Normalization
 from inspection.core.config import to_mapping
-from inspection.core.errors import ConfigError, DatasetError
+from inspection.core.errors import DatasetError
 from inspection.core.fingerprint import relative_name
 from inspection.core.metrics import EvaluationMetrics
+from inspection.core.model_record import DataSplits, FitFigures, ModelRecord
 from inspection.core.product_config import ModelConfig, model_config_from_mapping
-from inspection.core.registry import DataSplits, FitFigures, ModelRecord, Registry
+from inspection.core.registry import Registry
 from inspection.core.roi import RoiSpec, RoiTraining
 from inspection.data.dataset import MIN_TEST_GOOD, Dataset, Sample
 from inspection.training.backbones import (
     ResolvedWeights,
-    apply_weights,
     channels_last,
-    feature_channels,
-    feature_layers,
     in_process,
-    no_pretrained_download,
     resolve_weights,
 )
 from inspection.training.evaluate import metrics_of_predictions, predict
@@ -67,9 +61,13 @@ from inspection.training.global_context import (
     fused_scores,
     model_outputs,
 )
-from inspection.training.image_score import BlurChoice, choose_blur
-from inspection.training.local_stats import LocalStatsChoice
-from inspection.training.local_stats import fit_for_model as fit_local_statistics_for
+from inspection.training.models import build_model
+from inspection.training.models.patchcore import collect_bank
+from inspection.training.models.patchcore.image_score import BlurChoice, choose_blur
+from inspection.training.models.patchcore.local_stats import LocalStatsChoice
+from inspection.training.models.patchcore.local_stats import (
+    fit_for_model as fit_local_statistics_for,
+)
 from inspection.training.operating import (
     TrainGoodScores,
     calibrate_predictions,
@@ -78,12 +76,9 @@ from inspection.training.operating import (
 from inspection.training.operating import (
     good_score_record as _good_score_record,
 )
-from inspection.training.padim import PadimGaussian
-from inspection.training.patchcore import Patchcore
 from inspection.training.roi import TrainingRoi, masked_predictions
 from inspection.training.samples import Predictions, SampleDataset
 from inspection.training.shared_features import shared_backbone
-from inspection.training.stfpm import Stfpm
 
 logger = logging.getLogger(__name__)
 
@@ -161,107 +156,6 @@ def make_loader(
 
 
 # -------------------------------------------------------------------------- models
-
-
-def _pre_processor(config: ModelConfig, weights: ResolvedWeights) -> Any:
-    transform = Compose(
-        [
-            Resize(list(config.image_size), antialias=True),
-            Normalize(mean=list(weights.mean), std=list(weights.std)),
-        ]
-    )
-    return PreProcessor(transform=transform)
-
-
-def _build_patchcore(config: ModelConfig, weights: ResolvedWeights) -> Any:
-    with no_pretrained_download():
-        model = Patchcore(
-            backbone=config.backbone.name,
-            layers=list(config.backbone.layers),
-            pre_trained=False,
-            coreset_sampling_ratio=config.coreset_sampling_ratio,
-            num_neighbors=config.num_neighbors,
-            memory_bank_max=config.memory_bank_max,
-            local_statistics=config.local_statistics_mode != "off",
-            image_score=config.image_score,
-            bank_augment=config.bank_augment,
-            pre_processor=_pre_processor(config, weights),
-            evaluator=False,
-            visualizer=False,
-        )
-    apply_weights(model.model.feature_extractor.feature_extractor, weights)
-    return model
-
-
-def _build_stfpm(config: ModelConfig, weights: ResolvedWeights) -> Any:
-    with no_pretrained_download():  # anomalib asks timm for a pretrained teacher
-        model = Stfpm(
-            backbone=config.backbone.name,
-            layers=list(config.backbone.layers),
-            pre_processor=_pre_processor(config, weights),
-            evaluator=False,
-            visualizer=False,
-        )
-    apply_weights(model.model.teacher_model.feature_extractor, weights)  # student stays random
-    return model
-
-
-def _build_padim(config: ModelConfig, weights: ResolvedWeights) -> Any:
-    """anomalib's PaDiM: one Gaussian (mean, inverse covariance) per grid cell of the first
-    layer's map, Mahalanobis distance at inspection. ``n_features`` None keeps every channel;
-    anomalib requires the number for backbones it has no default for. ``covariance``: the
-    estimator of each cell's covariance (``training.padim.PadimGaussian``)."""
-    channels = sum(
-        feature_channels(config.backbone.name)[layer] for layer in config.backbone.layers
-    )
-    n_features = config.n_features or channels
-    if n_features > channels:
-        raise ConfigError(
-            f"n_features: {n_features} exceeds the {channels} channels of "
-            f"{list(config.backbone.layers)} in {config.backbone.name}"
-        )
-    with no_pretrained_download():
-        model = Padim(
-            backbone=config.backbone.name,
-            layers=list(config.backbone.layers),
-            pre_trained=False,
-            n_features=n_features,
-            pre_processor=_pre_processor(config, weights),
-            evaluator=False,
-            visualizer=False,
-        )
-    apply_weights(model.model.feature_extractor.feature_extractor, weights)
-    model.model.gaussian = PadimGaussian(config.covariance)
-    return model
-
-
-MODEL_BUILDERS: dict[str, Callable[[ModelConfig, ResolvedWeights], Any]] = {
-    "patchcore": _build_patchcore,
-    "stfpm": _build_stfpm,
-    "padim": _build_padim,
-}
-
-
-def build_model(config: ModelConfig, weights: ResolvedWeights) -> Any:
-    """An untrained anomalib model of ``config.kind`` with ``weights`` in its backbone."""
-    builder = MODEL_BUILDERS.get(config.kind)
-    if builder is None:
-        raise ValueError(
-            f"unknown model kind {config.kind!r}; valid kinds: {', '.join(MODEL_BUILDERS)}"
-        )
-    check_layers(config)
-    return builder(config, weights)
-
-
-def check_layers(config: ModelConfig) -> None:
-    """anomalib silently drops unknown layer names; we refuse them with the valid ones."""
-    available = feature_layers(config.backbone.name)
-    unknown = [layer for layer in config.backbone.layers if layer not in available]
-    if unknown:
-        valid = ", ".join(f"{name} (stride {stride})" for name, stride in available.items())
-        raise ConfigError(
-            f"backbone.layers: {unknown} not in {config.backbone.name}; valid layers: {valid}"
-        )
 
 
 def load_trained_model(record: ModelRecord) -> Any:
@@ -427,7 +321,7 @@ def _fit_local_statistics(
     validation: Sequence[Sample],
     roi: TrainingRoi | None,
 ) -> LocalStatsChoice | None:
-    """Fit the fused local-statistics model (``training.local_stats``) where the config asks."""
+    """Fit the fused local-statistics model (``training.models.patchcore.local_stats``) where the config asks."""
     if config.kind != "patchcore" or config.local_statistics_mode == "off":
         return None
     started = time.perf_counter()
@@ -440,7 +334,7 @@ def predict_validation(
     model: Any, config: ModelConfig, validation: Sequence[Sample]
 ) -> tuple[Predictions, BlurChoice | None]:
     """Predictions on the validation split, after a ``map_peak`` model's
-    ``image_score_blur`` is set on them (``training.image_score.choose_blur``)."""
+    ``image_score_blur`` is set on them (``training.models.patchcore.image_score.choose_blur``)."""
     validated = predict(model, validation, image_size=config.image_size, bits=config.image_bits)
     head = getattr(model.model, "map_peak", None)
     if head is None:
@@ -567,7 +461,7 @@ def fit_loaders(
     if prepare is not None:
         prepare(model)
     if config.kind == "patchcore" and validation_loader is None:
-        seconds = _collect_bank(model, train_loader)
+        seconds = collect_bank(model, train_loader)
     else:
         seconds = _fit_with_engine(model, config, train_loader, validation_loader, progress)
     model.training_roi = None  # training only: a trained model carries no masks
@@ -609,21 +503,6 @@ def _fit_with_engine(
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
     return seconds
-
-
-def _collect_bank(model: Any, loader: DataLoader) -> float:
-    """PatchCore's one training epoch without lightning's ``Trainer``, which adds nothing to it
-    (no optimiser, no validation): each batch through the pre-processor's transform (its
-    ``on_train_batch_start``) into ``training_step`` (embeddings collected), then ``fit`` (the
-    coreset, ``on_train_epoch_end``). Returns the seconds."""
-    started = time.perf_counter()
-    model.train()
-    with torch.no_grad(), channels_last(model.model):
-        for index, batch in enumerate(loader):
-            batch.image, batch.gt_mask = model.pre_processor.transform(batch.image, batch.gt_mask)
-            model.training_step(batch, index)
-        model.on_train_epoch_end()
-    return time.perf_counter() - started
 
 
 def training_roi_extra(

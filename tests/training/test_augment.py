@@ -15,7 +15,7 @@ from inspection.core.roi import RoiSpec
 from inspection.data.dataset import load_dataset
 from inspection.training.augment import VIEWS, views, with_views
 from inspection.training.backbones import resolve_weights
-from inspection.training.out_of_fold import _embeddings, model_inputs
+from inspection.training.models.patchcore.out_of_fold import _embeddings, model_inputs
 from inspection.training.roi import TrainingRoi
 from inspection.training.train import fit
 from tests.conftest import TINY_PATCHCORE

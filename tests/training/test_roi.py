@@ -15,9 +15,10 @@ from inspection.core.roi import RoiSpec
 from inspection.core.tiling import TilingSpec
 from inspection.data.dataset import Sample
 from inspection.training.backbones import resolve_weights
+from inspection.training.models import build_model
 from inspection.training.roi import TrainingRoi, centres, feature_grid, masked_stfpm_loss
 from inspection.training.tiled import TileDataset, tile_key
-from inspection.training.train import build_model, fit
+from inspection.training.train import fit
 
 SIZE = 64
 LEFT_HALF = RoiSpec((SIZE, SIZE), include=(((0, 0), (28, 0), (28, SIZE), (0, SIZE)),))

@@ -20,10 +20,9 @@ from inspection.core.product_config import MODEL_KINDS, load_model_config
 from inspection.core.registry import Registry
 from inspection.data.dataset import load_dataset
 from inspection.training.evaluate import predict, write_report
+from inspection.training.models import MODEL_BUILDERS, build_model
 from inspection.training.train import (
     CHECKPOINT_FILE,
-    MODEL_BUILDERS,
-    build_model,
     evaluation_splits,
     load_trained_model,
     train_model,

@@ -8,7 +8,7 @@ image then has a score from a bank that never saw it, slightly fewer images stro
 trained one (so, if anything, a little high: a conservative threshold). The embeddings are
 the fit's (replayed, not computed again); each fold costs one coreset selection of its own rows
 and one kNN pass. A model
-fusing local statistics (``training.local_stats``) gets its statistics bank from the other folds
+fusing local statistics (``training.models.patchcore.local_stats``) gets its statistics bank from the other folds
 too, so neither of its parts has seen the image it scores. With the ROI of whole images
 (``TrainingRoi.spec``) every score is masked to it as the bundle masks its own
 (``core.roi.apply_roi``): the scores an ROI bundle carries are of the same statistic.
@@ -32,7 +32,7 @@ from inspection.core.roi import RoiSpec, apply_roi_batch
 from inspection.data.dataset import Sample
 from inspection.training.augment import with_views
 from inspection.training.backbones import channels_last
-from inspection.training.coreset import (
+from inspection.training.models.patchcore.coreset import (
     greedy_k_center,
     prepare_selection,
     seed_selection,
@@ -227,7 +227,7 @@ def _local_stats_fold_banks(
     assignment: np.ndarray,
     selection: tuple[float, int | None, int],
 ) -> list[torch.Tensor]:
-    """Per fold, its local-statistics bank (``training.local_stats``) when the model fuses
+    """Per fold, its local-statistics bank (``training.models.patchcore.local_stats``) when the model fuses
     them ([] otherwise): the banks its fit already selected on the same folds, else
     ``fold_banks`` of the z-scored cells (``selection``: ratio, cap, seed)."""
     head = getattr(inner, "local_stats", None)

@@ -2,10 +2,10 @@
 
 ``Patchcore`` keeps anomalib's model (feature extractor, pooling, scoring, post-processing)
 and replaces only what ``fit()`` does with the embeddings collected during the training
-epoch: ``inspection.training.coreset.select_coreset`` instead of anomalib's ``KCenterGreedy``,
+epoch: ``inspection.training.models.patchcore.coreset.select_coreset`` instead of anomalib's ``KCenterGreedy``,
 with the bank capped at ``memory_bank_max`` rows. With ``local_statistics`` its torch model is
-``training.local_stats.FusedPatchcoreModel`` (fitted after training, see ``train``); with
-``image_score: map_peak`` it is scored by ``training.image_score.MapPeakHead``. With
+``training.models.patchcore.local_stats.FusedPatchcoreModel`` (fitted after training, see ``train``); with
+``image_score: map_peak`` it is scored by ``training.models.patchcore.image_score.MapPeakHead``. With
 ``training_roi`` set (``training.roi.TrainingRoi``), patches whose receptive-field centre lies outside the product's
 ROI are dropped as they are collected, so they never reach the coreset or the bank.
 """
@@ -21,9 +21,9 @@ from anomalib.models import Patchcore as AnomalibPatchcore
 
 from inspection.core.errors import ConfigError
 from inspection.training.augment import views
-from inspection.training.coreset import select_coreset
-from inspection.training.image_score import MapPeakHead, MapPeakPatchcoreModel
-from inspection.training.local_stats import FusedPatchcoreModel
+from inspection.training.models.patchcore.coreset import select_coreset
+from inspection.training.models.patchcore.image_score import MapPeakHead, MapPeakPatchcoreModel
+from inspection.training.models.patchcore.local_stats import FusedPatchcoreModel
 from inspection.training.roi import TrainingRoi
 
 logger = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ class Patchcore(AnomalibPatchcore):
         self.train_rows: dict[str, torch.Tensor] = {}
         """Training only: each training image's patch rows (before the ROI; its
         ``bank_augment`` views' appended), as the out-of-fold scores need them
-        (``training.out_of_fold``): the backbone runs once over the training images."""
+        (``training.models.patchcore.out_of_fold``): the backbone runs once over the training images."""
 
     def training_step(self, batch: Any, *args: Any, **kwargs: Any) -> Any:
         """Collect the batch's patch embeddings (only those inside the ROI, when one is set),

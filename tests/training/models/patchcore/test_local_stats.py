@@ -1,4 +1,4 @@
-"""Local colour statistics fused into PatchCore (``training.local_stats``): the statistics
+"""Local colour statistics fused into PatchCore (``training.models.patchcore.local_stats``): the statistics
 against numpy, the fusion against anomalib's own model, fitting and its decision, the checkpoint,
 the out-of-fold banks and the exported graph."""
 
@@ -20,7 +20,7 @@ from inspection.core.product_config import model_config_from_mapping
 from inspection.core.registry import Registry
 from inspection.data.dataset import Dataset, load_dataset
 from inspection.training.backbones import in_process
-from inspection.training.local_stats import (
+from inspection.training.models.patchcore.local_stats import (
     MAX_PIXEL_LOSS,
     MIN_GAIN,
     STRIDE,
@@ -35,7 +35,11 @@ from inspection.training.local_stats import (
     side_out_of_fold,
     standardiser_images,
 )
-from inspection.training.out_of_fold import fold_of, model_inputs, out_of_fold_scores
+from inspection.training.models.patchcore.out_of_fold import (
+    fold_of,
+    model_inputs,
+    out_of_fold_scores,
+)
 from inspection.training.roi import TrainingRoi
 from inspection.training.train import (
     CHECKPOINT_FILE,
@@ -566,7 +570,7 @@ def test_an_incremental_update_extends_the_statistics_bank(
 
 
 def test_auto_pays_for_pixel_auroc_only_when_the_image_gain_would_keep_it() -> None:
-    from inspection.training.local_stats import _Outputs, _validation_evidence
+    from inspection.training.models.patchcore.local_stats import _Outputs, _validation_evidence
 
     rng = np.random.default_rng(3)
     labels = np.repeat([0, 1], 4)

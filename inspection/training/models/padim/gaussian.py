@@ -9,7 +9,7 @@ kind of model the station serves.
 A PaDiM model scores its own training images low (each shaped the Gaussians), and only the
 good validation images are left to set the threshold: on ``part`` 18 of them, whose largest
 score let 7 of 42 held-out good parts through as NG (``reports/padim``). As for PatchCore
-(``training.out_of_fold``), the N training images are split into the same seeded folds; each
+(``training.models.patchcore.out_of_fold``), the N training images are split into the same seeded folds; each
 fold is scored by Gaussians fitted on the other folds' embeddings (a ``PadimGaussian`` with
 the served model's estimator), through the trained model's own anomaly-map head. The embeddings are computed once; a fold costs one Gaussian fit (one D x D inverse per
 grid cell) and one Mahalanobis pass. Fewer images per Gaussian than the trained model's: if
@@ -33,7 +33,7 @@ from threadpoolctl import threadpool_limits  # a scikit-learn dependency
 from inspection.core.images import DEFAULT_SOURCE_BITS
 from inspection.core.product_config import COVARIANCE_ESTIMATORS
 from inspection.data.dataset import Sample
-from inspection.training.out_of_fold import fold_of, model_inputs
+from inspection.training.models.patchcore.out_of_fold import fold_of, model_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def padim_out_of_fold_scores(
 ) -> np.ndarray:
     """(N,) float64 raw image scores of ``samples`` (the training images), each from Gaussians
     fitted without its fold, with the served model's covariance estimator. ``model``: the
-    trained anomalib ``Padim`` built by ``training.train.build_model`` (left unchanged)."""
+    trained anomalib ``Padim`` built by ``training.models.build_model`` (left unchanged)."""
     inner = model.model
     covariance = served_covariance(inner)
     inputs = model_inputs(model, samples, image_size, bits)
@@ -114,7 +114,7 @@ def served_covariance(inner: Any) -> str:
     if not isinstance(gaussian, PadimGaussian):
         raise RuntimeError(
             "this PaDiM model's Gaussians are anomalib's own; build it with "
-            "training.train.build_model so its covariance estimator is known"
+            "training.models.build_model so its covariance estimator is known"
         )
     return gaussian.covariance
 

@@ -90,8 +90,8 @@ def test_covariance_config_is_validated(mapping: dict, message: str) -> None:
 @pytest.mark.parametrize("covariance", ["ridge", "ledoit_wolf", "oas"])
 def test_every_estimator_builds_its_gaussian(covariance: str) -> None:
     from inspection.training.backbones import resolve_weights
-    from inspection.training.padim import served_covariance
-    from inspection.training.train import build_model
+    from inspection.training.models import build_model
+    from inspection.training.models.padim.gaussian import served_covariance
 
     config = model_config_from_mapping({**TINY_PADIM, "covariance": covariance}, where="test")
     model = build_model(config, resolve_weights(config.backbone.name, "random"))
@@ -103,7 +103,7 @@ def test_ridge_is_anomalibs_own_gaussian() -> None:
     import torch
     from anomalib.models.components import MultiVariateGaussian
 
-    from inspection.training.padim import PadimGaussian
+    from inspection.training.models.padim.gaussian import PadimGaussian
 
     embeddings = torch.randn(12, 6, 3, 3, generator=torch.Generator().manual_seed(0))
     ours, theirs = PadimGaussian("ridge"), MultiVariateGaussian()
@@ -118,17 +118,17 @@ def test_out_of_fold_refuses_a_gaussian_of_unknown_estimator() -> None:
 
     from anomalib.models.components import MultiVariateGaussian
 
-    from inspection.training.padim import PadimGaussian, served_covariance
+    from inspection.training.models.padim.gaussian import PadimGaussian, served_covariance
 
     with pytest.raises(ValueError, match="unknown covariance estimator 'lw'; valid: ridge"):
         PadimGaussian("lw")
-    with pytest.raises(RuntimeError, match=r"build it with training\.train\.build_model"):
+    with pytest.raises(RuntimeError, match=r"build it with training\.models\.build_model"):
         served_covariance(SimpleNamespace(gaussian=MultiVariateGaussian()))
 
 
 def test_more_features_than_channels_is_refused_with_the_count() -> None:
     from inspection.training.backbones import resolve_weights
-    from inspection.training.train import build_model
+    from inspection.training.models import build_model
 
     config = load_model_config("padim", overrides=["n_features=200"])
     with pytest.raises(ConfigError, match=r"n_features: 200 exceeds the 152 channels of"):
@@ -161,8 +161,8 @@ def test_trained_padim_records_its_gaussians(padim: TrainedPadim) -> None:
 def _train_embeddings(padim: TrainedPadim):
     """(model, train samples, (N, D, h, w) embeddings) of the trained tiny PaDiM."""
     from inspection.data.dataset import load_dataset
-    from inspection.training.out_of_fold import model_inputs
-    from inspection.training.padim import padim_embeddings
+    from inspection.training.models.padim.gaussian import padim_embeddings
+    from inspection.training.models.patchcore.out_of_fold import model_inputs
     from inspection.training.train import load_trained_model
 
     model = load_trained_model(padim.record)
@@ -203,8 +203,8 @@ def test_out_of_fold_gaussians_use_the_served_estimator(padim: TrainedPadim) -> 
     from anomalib.models.components import MultiVariateGaussian
     from sklearn.covariance import LedoitWolf
 
-    from inspection.training.out_of_fold import fold_of
-    from inspection.training.padim import padim_scores
+    from inspection.training.models.padim.gaussian import padim_scores
+    from inspection.training.models.patchcore.out_of_fold import fold_of
 
     model, train, embeddings = _train_embeddings(padim)
     root = padim.dataset_root.resolve()
@@ -230,8 +230,8 @@ def test_out_of_fold_head_reproduces_the_model_scores(padim: TrainedPadim) -> No
     a training image scores higher from Gaussians that never saw it."""
     from inspection.data.dataset import load_dataset
     from inspection.training.evaluate import predict
-    from inspection.training.out_of_fold import model_inputs
-    from inspection.training.padim import padim_embeddings, padim_scores
+    from inspection.training.models.padim.gaussian import padim_embeddings, padim_scores
+    from inspection.training.models.patchcore.out_of_fold import model_inputs
     from inspection.training.train import load_trained_model
 
     model = load_trained_model(padim.record)

@@ -1,4 +1,4 @@
-"""PatchCore's image score as the peak of its (blurred) anomaly map (``training.image_score``):
+"""PatchCore's image score as the peak of its (blurred) anomaly map (``training.models.patchcore.image_score``):
 the head against numpy, ``auto``'s choice on validation, the config, and a trained model's
 score, checkpoint and exported graph."""
 
@@ -17,7 +17,7 @@ from inspection.core.errors import ConfigError
 from inspection.core.product_config import model_config_from_mapping
 from inspection.core.registry import Registry
 from inspection.data.dataset import load_dataset
-from inspection.training.image_score import (
+from inspection.training.models.patchcore.image_score import (
     BLUR_CANDIDATES,
     POOL,
     MapPeakHead,
@@ -161,7 +161,7 @@ def trained(
 
 
 def _images(outcome: TrainOutcome, product: Path) -> torch.Tensor:
-    from inspection.training.out_of_fold import model_inputs
+    from inspection.training.models.patchcore.out_of_fold import model_inputs
 
     return model_inputs(outcome.model, load_dataset(product).test_samples[:6], (64, 64))
 

@@ -1,4 +1,4 @@
-"""Out-of-fold scores (``training.out_of_fold``): the fit's patch embeddings replayed score the
+"""Out-of-fold scores (``training.models.patchcore.out_of_fold``): the fit's patch embeddings replayed score the
 training images as a backbone pass over them does."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from inspection.core.product_config import model_config_from_mapping
 from inspection.data.dataset import load_dataset
 from inspection.training.backbones import resolve_weights
 from inspection.training.evaluate import predict
-from inspection.training.out_of_fold import (
+from inspection.training.models.patchcore.out_of_fold import (
     fit_embeddings,
     model_inputs,
     score_images,

@@ -50,9 +50,9 @@ from anomalib.models.image.patchcore.torch_model import PatchcoreModel
 from inspection.core.metrics import image_auroc, pixel_auroc
 from inspection.data.dataset import Sample
 from inspection.training.backbones import channels_last
-from inspection.training.coreset import seed_selection, select_coreset
-from inspection.training.image_score import MapPeakHead
-from inspection.training.out_of_fold import fold_banks, fold_of, model_inputs
+from inspection.training.models.patchcore.coreset import seed_selection, select_coreset
+from inspection.training.models.patchcore.image_score import MapPeakHead
+from inspection.training.models.patchcore.out_of_fold import fold_banks, fold_of, model_inputs
 from inspection.training.roi import TrainingRoi, per_image_rows
 from inspection.training.samples import load_mask, mask_known
 
@@ -107,7 +107,7 @@ class LocalStatsHead(DynamicBufferMixin, torch.nn.Module):
         self.register_buffer("standardisers", torch.tensor([0.0, 1.0] * 4))
         self.fold_banks: list[torch.Tensor] = []
         """Training only: the out-of-fold banks ``side_out_of_fold`` selected, reused by the
-        calibration's out-of-fold scores (``training.out_of_fold``) so they are selected once."""
+        calibration's out-of-fold scores (``training.models.patchcore.out_of_fold``) so they are selected once."""
         pad = (WINDOW - STRIDE) // 2
         # a WINDOW x WINDOW mean over the pixels inside the image, as a column then a row mean
         # (the inside of a window is a rectangle: the same mean at 2 x WINDOW adds, not WINDOW^2)
@@ -317,7 +317,7 @@ def side_out_of_fold(
     seed: int,
 ) -> tuple[tuple[np.ndarray, np.ndarray], list[torch.Tensor]]:
     """(scores, map peaks) of the statistics part on each training image, from a bank fitted
-    on the other folds (``training.out_of_fold``'s folds): good images it has not seen, which
+    on the other folds (``training.models.patchcore.out_of_fold``'s folds): good images it has not seen, which
     show its tail (a colour seen in a single training image is an alarm for every other).
     Empty with fewer than 2 folds or images per fold. Also returns the fold banks, which the
     calibration's out-of-fold scores reuse (``out_of_fold.out_of_fold_scores``)."""
@@ -402,7 +402,7 @@ def _proxy_images(count: int, seed: int) -> np.ndarray:
 
 def standardiser_images(count: int, folds: int, seed: int) -> np.ndarray:
     """(count,) bool: the training images whose out-of-fold scores fit the standardisers (the
-    first ``SCALING_FOLDS`` of ``training.out_of_fold``'s seeded folds); none with fewer than
+    first ``SCALING_FOLDS`` of ``training.models.patchcore.out_of_fold``'s seeded folds); none with fewer than
     2 folds or images per fold. They, and the good validation images, set no threshold."""
     if folds < 2 or count < 2 * folds:
         return np.zeros(count, dtype=bool)

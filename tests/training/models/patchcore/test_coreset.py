@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from inspection.training.coreset import (
+from inspection.training.models.patchcore.coreset import (
     _LazyGreedy,
     coreset_size,
     greedy_k_center,
@@ -140,8 +140,8 @@ def test_rows_of_fewer_numbers_than_the_projection_pick_as_their_projection_woul
 
 
 def test_fold_banks_are_unions_of_per_fold_coresets_that_cover_like_one_coreset() -> None:
-    from inspection.training.coreset import seed_selection
-    from inspection.training.out_of_fold import fold_banks, fold_of
+    from inspection.training.models.patchcore.coreset import seed_selection
+    from inspection.training.models.patchcore.out_of_fold import fold_banks, fold_of
 
     rows = list(clustered(4000, 24, seed=5).split(100))  # 40 images of 100 rows
     assignment = fold_of(len(rows), 5, seed=0)

@@ -1,0 +1,45 @@
+"""PaDiM: one Gaussian per grid cell of the backbone's feature map, Mahalanobis scores."""
+
+from __future__ import annotations
+
+from anomalib.models import Padim
+
+from inspection.core.errors import ConfigError
+from inspection.core.product_config import ModelConfig
+from inspection.training.backbones import (
+    ResolvedWeights,
+    apply_weights,
+    feature_channels,
+    no_pretrained_download,
+)
+from inspection.training.models.common import pre_processor
+from inspection.training.models.padim.gaussian import PadimGaussian
+
+
+def build(config: ModelConfig, weights: ResolvedWeights) -> Padim:
+    """anomalib's PaDiM: one Gaussian (mean, inverse covariance) per grid cell of the first
+    layer's map, Mahalanobis distance at inspection. ``n_features`` None keeps every channel;
+    anomalib requires the number for backbones it has no default for. ``covariance``: the
+    estimator of each cell's covariance (``PadimGaussian``)."""
+    channels = sum(
+        feature_channels(config.backbone.name)[layer] for layer in config.backbone.layers
+    )
+    n_features = config.n_features or channels
+    if n_features > channels:
+        raise ConfigError(
+            f"n_features: {n_features} exceeds the {channels} channels of "
+            f"{list(config.backbone.layers)} in {config.backbone.name}"
+        )
+    with no_pretrained_download():
+        model = Padim(
+            backbone=config.backbone.name,
+            layers=list(config.backbone.layers),
+            pre_trained=False,
+            n_features=n_features,
+            pre_processor=pre_processor(config, weights),
+            evaluator=False,
+            visualizer=False,
+        )
+    apply_weights(model.model.feature_extractor.feature_extractor, weights)
+    model.model.gaussian = PadimGaussian(config.covariance)
+    return model

@@ -1,0 +1,54 @@
+"""PatchCore: a memory bank of backbone patch features, nearest-neighbour scores."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from torch.utils.data import DataLoader
+
+from inspection.core.product_config import ModelConfig
+from inspection.training.backbones import (
+    ResolvedWeights,
+    apply_weights,
+    channels_last,
+    no_pretrained_download,
+)
+from inspection.training.models.common import pre_processor
+from inspection.training.models.patchcore.lightning_model import Patchcore
+
+
+def build(config: ModelConfig, weights: ResolvedWeights) -> Patchcore:
+    """An untrained ``Patchcore`` of ``config`` with ``weights`` in its feature extractor."""
+    with no_pretrained_download():
+        model = Patchcore(
+            backbone=config.backbone.name,
+            layers=list(config.backbone.layers),
+            pre_trained=False,
+            coreset_sampling_ratio=config.coreset_sampling_ratio,
+            num_neighbors=config.num_neighbors,
+            memory_bank_max=config.memory_bank_max,
+            local_statistics=config.local_statistics_mode != "off",
+            image_score=config.image_score,
+            bank_augment=config.bank_augment,
+            pre_processor=pre_processor(config, weights),
+            evaluator=False,
+            visualizer=False,
+        )
+    apply_weights(model.model.feature_extractor.feature_extractor, weights)
+    return model
+
+
+def collect_bank(model: Patchcore, loader: DataLoader) -> float:
+    """PatchCore's one training epoch without lightning's ``Trainer``, which adds nothing to it
+    (no optimiser, no validation): each batch through the pre-processor's transform (its
+    ``on_train_batch_start``) into ``training_step`` (embeddings collected), then ``fit`` (the
+    coreset, ``on_train_epoch_end``). Returns the seconds."""
+    started = time.perf_counter()
+    model.train()
+    with torch.no_grad(), channels_last(model.model):
+        for index, batch in enumerate(loader):
+            batch.image, batch.gt_mask = model.pre_processor.transform(batch.image, batch.gt_mask)
+            model.training_step(batch, index)
+        model.on_train_epoch_end()
+    return time.perf_counter() - started
