@@ -17,7 +17,7 @@ results signed, every delivered signature checked) and with ``security: none``.
 
 Writes ``reports/line/line.json`` and ``reports/line/summary.md``.
 
-    heavy --alone python bench/line.py --registry var/registry --product brick --triggers 300 --fault 300
+    python bench/line.py --registry var/registry --product brick --triggers 300 --fault 300
 """
 
 from __future__ import annotations
@@ -368,7 +368,7 @@ def write(report: dict[str, Any], args: argparse.Namespace) -> None:
     lines = [
         "# Line station: PLC handshake latency and delivery under faults, security on and off",
         "",
-        f"Measured with `heavy --alone python bench/line.py` on {env['cpu']} (load "
+        f"Measured with `{report['command']}` on {env['cpu']} (load "
         f"{env['load_before']} before, {env['load_after']} after). Bundle `{report['bundle']}` "
         f"({report['precision']}) of `{report['product']}`, bundle signatures "
         f"{report['bundle_signatures']}, images {report['images']}, soft PLC "

@@ -48,16 +48,27 @@ def run_train(product: str, data: str, site: str, code: str | None, *extra: str)
     command = [sys.executable, "-m", "inspection", "train", "-p", product, "--data", data,
                "--site", site, *extra]  # fmt: skip
     load = load_average()
-    started = time.perf_counter()
     # -m puts the working folder first on sys.path: run in ``code`` so that it is imported
-    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False, cwd=code)
-    wall = time.perf_counter() - started
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} exited {done.returncode}:\n{done.stdout[-3000:]}")
-    log_file = re.search(r"library logs and warnings: (\S+)", done.stdout)
+    stdout, code_, wall, peak = measured(command, env=env, cwd=code)
+    if code_ != 0:
+        raise SystemExit(f"{' '.join(command)} exited {code_}:\n{stdout[-3000:]}")
+    log_file = re.search(r"library logs and warnings: (\S+)", stdout)
     log = Path(log_file.group(1)).read_text(encoding="utf-8") if log_file else ""
-    return {"wall_s": round(wall, 1), "load_before": load, "stages": stages_of(log, wall),
-            "figures": figures_of(done.stdout), "scored": scored_of(done.stdout)}  # fmt: skip
+    return {"wall_s": round(wall, 1), "peak_rss_gb": peak, "load_before": load,
+            "stages": stages_of(log, wall), "figures": figures_of(stdout),
+            "scored": scored_of(stdout)}  # fmt: skip
+
+
+def measured(command: list[str], **popen: Any) -> tuple[str, int, float, float]:
+    """Run ``command``: (stdout, exit code, wall seconds, peak RSS in GB of that process and
+    the children it waited for, from its own ``wait4`` rusage, not this process's)."""
+    started = time.perf_counter()
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, **popen) as child:
+        stdout = child.stdout.read() if child.stdout else ""
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - started
+    return stdout, child.returncode, wall, round(usage.ru_maxrss / 1024**2, 2)
 
 
 MARKERS = (
@@ -130,14 +141,12 @@ def run_demo(folder: str) -> dict:
 def run_anomalib(product: str, data: str) -> dict:
     """Wall seconds of plain anomalib fit + test (a child process, like ``run_train``)."""
     load = load_average()
-    started = time.perf_counter()
     command = [sys.executable, __file__, "--anomalib-child", f"{product}:{data}"]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    wall = time.perf_counter() - started
-    if done.returncode != 0:
-        raise SystemExit(f"plain anomalib exited {done.returncode}:\n{done.stderr[-3000:]}")
-    return {"wall_s": round(wall, 1), "load_before": load,
-            **json.loads(done.stdout.strip().splitlines()[-1])}  # fmt: skip
+    stdout, code, wall, peak = measured(command)
+    if code != 0:
+        raise SystemExit(f"plain anomalib exited {code}:\n{stdout[-3000:]}")
+    return {"wall_s": round(wall, 1), "peak_rss_gb": peak, "load_before": load,
+            **json.loads(stdout.strip().splitlines()[-1])}  # fmt: skip
 
 
 def anomalib_child(product: str, data: str) -> None:
@@ -182,9 +191,11 @@ def markdown(report: dict) -> str:
         f"Last command: `{report['command']}`. Every run under `heavy --alone` (nothing else "
         "heavy); `load avg` is the 1/5/15-min load average before each run; `load` the stage "
         "(interpreter, imports, data check).\n",
-        "| code | row | images | wall s | " + " | ".join(STAGES) + " | plain anomalib fit+test s "
-        "| ratio | img AUROC | px AUROC | AUPRO | false reject | CPU | load avg |",
-        "|" + " --- |" * (len(STAGES) + 12),
+        "| code | row | images | wall s | peak RSS GB | "
+        + " | ".join(STAGES)
+        + " | plain anomalib fit+test s | ratio | img AUROC | px AUROC | AUPRO | false reject "
+        "| CPU | load avg |",
+        "|" + " --- |" * (len(STAGES) + 13),
     ]
     by_row = sorted(report["rows"], key=lambda k: (report["rows"][k]["row"], k))
     for key in by_row:  # each row's runs side by side: a per-stage profile, before and after
@@ -195,6 +206,7 @@ def markdown(report: dict) -> str:
         fig = row.get("figures", {})
         lines.append(
             f"| {row['label']} | {row['row']} | {row.get('images', '-')} | {row['wall_s']} | "
+            f"{row.get('peak_rss_gb', '-')} | "
             + " | ".join(str(stages.get(s, "-")) for s in STAGES)
             + f" | {plain or '-'} | {ratio} | "
             + " | ".join(
