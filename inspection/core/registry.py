@@ -9,52 +9,31 @@ Layout under the registry root, one folder per product::
     <product>/decisions.jsonl                   append-only ROI and force decisions
     <product>/events.jsonl                      append-only audit log (promote, rollback, ...)
 
-Decisions (live pointer, thresholds, the ``decisions.jsonl`` kinds) are signed with the site
-key when this machine holds it (``core.decisions``). Every write goes through a per-product file lock and an atomic rename, so a crash
-leaves either the old state or the new one, never half of it.
+``Registry`` is the one door to it: versions and bundles are ``core.version_store``'s, the
+signed records (live pointer, thresholds, decisions) and the audit log
+``core.decision_journal``'s. Every write goes through a per-product file lock and an atomic
+rename, so a crash leaves either the old state or the new one, never half of it.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import re
-import shutil
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
-
-from inspection.core.bundle import read_bundle_metadata, verify_bundle
-from inspection.core.config import from_mapping
-from inspection.core.decisions import (
-    Decision,
-    DecisionKind,
-    LiveState,
-    ThresholdVersion,
-)
-from inspection.core.errors import ConfigError, RegistryError
-from inspection.core.fingerprint import sha256_file
-from inspection.core.jsonl import append_jsonl, read_jsonl, write_json
+from inspection.core.decision_journal import DecisionJournal
+from inspection.core.decisions import Decision, DecisionKind, LiveState, ThresholdVersion
 from inspection.core.model_record import (  # the noqa names: inspection/training/'s, until it moves
-    RECORD_FILE,
     BackboneWeights,  # noqa: F401
     DataSplits,  # noqa: F401
     FitFigures,  # noqa: F401
     GoodScores,  # noqa: F401
     Lineage,  # noqa: F401
     ModelRecord,
-    VersionRef,
-    check_name,
-    utc_now,
+    check_name,  # noqa: F401
+    utc_now,  # noqa: F401
 )
-from inspection.core.signing import bundle_digest, sign_record, site_signing_key
-from inspection.core.threshold import check_threshold
-
-DECISIONS_FILE = "decisions.jsonl"
-_VERSION_RE = re.compile(r"^v(\d{4,})$")
+from inspection.core.version_store import VersionStore
 
 
 class Registry:
@@ -62,24 +41,13 @@ class Registry:
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
+        self.store = VersionStore(self.root)
+        self.journal = DecisionJournal(self.store)
 
-    # ----------------------------------------------------------------- products
+    # ------------------------------------------------------- versions + bundles
     def products(self) -> list[str]:
-        if not self.root.is_dir():
-            return []
-        return sorted(
-            p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")
-        )
+        return self.store.products()
 
-    def _product_dir(self, product: str) -> Path:
-        return self.root / check_name("product", product)
-
-    def _lock(self, product: str) -> FileLock:
-        directory = self._product_dir(product)
-        directory.mkdir(parents=True, exist_ok=True)
-        return FileLock(str(directory / ".lock"), timeout=60)
-
-    # ----------------------------------------------------------------- versions
     def create_version(
         self,
         product: str,
@@ -93,242 +61,63 @@ class Registry:
         weights: Mapping[str, Any] | None = None,
         extra: Mapping[str, Any] | None = None,
     ) -> ModelRecord:
-        """Create the next immutable version; ``write_files(dir)`` puts artefacts in it."""
-        with self._lock(product):
-            versions_dir = self._product_dir(product) / "versions"
-            versions_dir.mkdir(parents=True, exist_ok=True)
-            version = f"v{self._next_number(versions_dir):04d}"
-            staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=versions_dir))
-            try:
-                if write_files is not None:
-                    write_files(staging)
-                files = {
-                    p.relative_to(staging).as_posix(): sha256_file(p)
-                    for p in sorted(staging.rglob("*"))
-                    if p.is_file()
-                }
-                record = {
-                    "product": product,
-                    "version": version,
-                    "model_kind": model_kind,
-                    "created_at": utc_now(),
-                    "config": dict(config),
-                    "dataset": dict(dataset),
-                    "metrics": dict(metrics),
-                    "packages": dict(packages),
-                    "weights": dict(weights or {}),
-                    "files": files,
-                    "extra": dict(extra or {}),
-                }
-                write_json(staging / RECORD_FILE, record)
-                os.rename(staging, versions_dir / version)
-            except BaseException:
-                shutil.rmtree(staging, ignore_errors=True)
-                raise
-        return self.version(product, version)
+        """``VersionStore.create_version``: the next immutable version of ``product``."""
+        return self.store.create_version(
+            product, model_kind=model_kind, config=config, dataset=dataset, metrics=metrics,
+            packages=packages, write_files=write_files, weights=weights, extra=extra,
+        )  # fmt: skip
 
     def versions(self, product: str) -> list[ModelRecord]:
-        versions_dir = self._product_dir(product) / "versions"
-        if not versions_dir.is_dir():
-            return []
-        names = sorted(p.name for p in versions_dir.iterdir() if _VERSION_RE.match(p.name))
-        return [self.version(product, name) for name in names]
+        return self.store.versions(product)
 
     def version(self, product: str, version: str) -> ModelRecord:
-        path = self._product_dir(product) / "versions" / version
-        record_file = path / RECORD_FILE
-        if not record_file.is_file():
-            known = [r.name for r in (path.parent.iterdir() if path.parent.is_dir() else [])]
-            raise RegistryError(
-                f"no model version {product}/{version}; known: {', '.join(sorted(known)) or 'none'}"
-            )
-        data = json.loads(record_file.read_text(encoding="utf-8"))
-        return from_mapping(ModelRecord, {**data, "path": path}, str(record_file))
+        return self.store.version(product, version)
 
     def latest_version(self, product: str) -> ModelRecord:
-        records = self.versions(product)
-        if not records:
-            raise RegistryError(f"product {product!r} has no trained model versions yet")
-        return records[-1]
+        return self.store.latest_version(product)
 
-    @staticmethod
-    def _next_number(versions_dir: Path) -> int:
-        numbers = [
-            int(m.group(1)) for p in versions_dir.iterdir() if (m := _VERSION_RE.match(p.name))
-        ]
-        return max(numbers, default=0) + 1
-
-    # ------------------------------------------------------------------ bundles
     def add_bundle(self, product: str, source_dir: str | Path, bundle_id: str) -> Path:
         """Copy a verified bundle folder into the registry; an existing id is never overwritten."""
-        check_name("bundle", bundle_id)
-        verify_bundle(source_dir)
-        with self._lock(product):
-            bundles_dir = self._product_dir(product) / "bundles"
-            bundles_dir.mkdir(parents=True, exist_ok=True)
-            target = bundles_dir / bundle_id
-            if target.exists():
-                raise RegistryError(
-                    f"bundle {product}/{bundle_id} already exists; bundles are immutable"
-                )
-            staging = Path(tempfile.mkdtemp(prefix=f".{bundle_id}-", dir=bundles_dir))
-            try:
-                shutil.copytree(source_dir, staging, dirs_exist_ok=True)
-                os.rename(staging, target)
-            except BaseException:
-                shutil.rmtree(staging, ignore_errors=True)
-                raise
-        return target
+        return self.store.add_bundle(product, source_dir, bundle_id)
 
     def bundle_ids(self, product: str) -> list[str]:
-        bundles_dir = self._product_dir(product) / "bundles"
-        if not bundles_dir.is_dir():
-            return []
-        return sorted(
-            p.name for p in bundles_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
-        )
+        return self.store.bundle_ids(product)
 
     def bundle_dir(self, product: str, bundle_id: str) -> Path:
-        path = self._product_dir(product) / "bundles" / check_name("bundle", bundle_id)
-        if not path.is_dir():
-            known = ", ".join(self.bundle_ids(product)) or "none"
-            raise RegistryError(f"no bundle {product}/{bundle_id}; known: {known}")
-        return path
+        return self.store.bundle_dir(product, bundle_id)
 
     def bundle_record(self, product: str, bundle_id: str) -> ModelRecord:
         """The model version a bundle was exported from (named in its metadata)."""
-        ref = VersionRef.parse(
-            read_bundle_metadata(self.bundle_dir(product, bundle_id)).model_version
-        )
-        if ref.product != product:
-            raise RegistryError(
-                f"bundle {product}/{bundle_id} was exported from {ref}, another product"
-            )
-        return self.version(product, ref.version)
+        return self.store.bundle_record(product, bundle_id)
 
-    # --------------------------------------------------------- live + audit log
+    # ------------------------------------------------------------ signed records
     def live(self, product: str) -> LiveState | None:
-        path = self._product_dir(product) / "live.json"
-        if not path.is_file():
-            return None
-        return from_mapping(LiveState, json.loads(path.read_text(encoding="utf-8")), str(path))
+        return self.journal.live(product)
 
     def live_bundle_dir(self, product: str) -> Path:
-        state = self.live(product)
-        if state is None:
-            raise RegistryError(f"product {product!r} has no live bundle; promote one first")
-        return self.bundle_dir(product, state.bundle_id)
+        return self.journal.live_bundle_dir(product)
 
     def promote(self, product: str, bundle_id: str, *, actor: str, reason: str) -> LiveState:
         """Make ``bundle_id`` the live bundle (after checking its files) and log who and why."""
-        bundle_dir = self.bundle_dir(product, bundle_id)
-        verify_bundle(bundle_dir)
-        digest = bundle_digest(bundle_dir)
-        with self._lock(product):
-            previous = self.live(product)
-            state = self._write_live(
-                LiveState(product, bundle_id, utc_now(), actor, reason, digest)
-            )
-            self._append_event(
-                product,
-                "promote",
-                actor=actor,
-                reason=reason,
-                bundle_id=bundle_id,
-                bundle_digest=digest,
-                previous=previous.bundle_id if previous else None,
-            )
-        return state
+        return self.journal.promote(product, bundle_id, actor=actor, reason=reason)
 
     def rollback(self, product: str, *, actor: str, reason: str) -> LiveState:
         """Go back to the bundle that was live before the current one."""
-        with self._lock(product):
-            current = self.live(product)
-            if current is None:
-                raise RegistryError(f"product {product!r} has no live bundle to roll back")
-            history = [e for e in self.events(product) if e["action"] in ("promote", "rollback")]
-            # From the event that made the *live* bundle live, not the newest event: a crash
-            # between an event and live.json leaves an event for a bundle that never went live.
-            previous = _bundle_before(history, current.bundle_id)
-            if not previous:
-                raise RegistryError(
-                    f"product {product!r} has no earlier live bundle to roll back to"
-                )
-            previous_dir = self.bundle_dir(product, previous)
-            verify_bundle(previous_dir)
-            digest = bundle_digest(previous_dir)
-            state = self._write_live(LiveState(product, previous, utc_now(), actor, reason, digest))
-            earlier = _bundle_before(history, previous)
-            self._append_event(
-                product,
-                "rollback",
-                actor=actor,
-                reason=reason,
-                bundle_id=previous,
-                previous=earlier,
-                rolled_back=current.bundle_id,
-                bundle_digest=digest,
-            )
-        return state
-
-    def _write_live(self, state: LiveState) -> LiveState:
-        """Write ``live.json`` (signed when this machine holds the site key); under the lock."""
-        row = self._signed(state.row())
-        write_json(self._product_dir(state.product) / "live.json", row)
-        return from_mapping(LiveState, row, "live pointer")
+        return self.journal.rollback(product, actor=actor, reason=reason)
 
     def mirror(self, record: LiveState | ThresholdVersion | Decision, *, actor: str) -> None:
-        """Store a live pointer, threshold version or decision signed elsewhere (the central
-        registry's) unchanged, so a station pinning the site key verifies the original
-        signature; a decision already held is not stored twice."""
-        product, reason = record.product, f"mirrored: {record.reason}"
-        held = self.decisions(product, record.kind) if isinstance(record, Decision) else []
-        if record.row() in [d.row() for d in held]:
-            return
-        if isinstance(record, LiveState):
-            self.bundle_dir(product, record.bundle_id)  # the bundle is held before it goes live
-        with self._lock(product):
-            folder = self._product_dir(product)
-            match record:
-                case LiveState():
-                    write_json(folder / "live.json", record.row())
-                    self._append_event(
-                        product, "promote", actor=actor, reason=reason,
-                        bundle_id=record.bundle_id, bundle_digest=record.digest,
-                    )  # fmt: skip
-                case ThresholdVersion():
-                    append_jsonl(folder / "thresholds.jsonl", record.row())
-                    self._append_event(
-                        product, "threshold", actor=actor, reason=reason, value=record.value,
-                        budget=record.budget, mirrored_number=record.number,
-                    )  # fmt: skip
-                case Decision():
-                    append_jsonl(folder / DECISIONS_FILE, record.row())
-                    self._append_event(
-                        product, record.kind, actor=actor, reason=reason,
-                        bundle_id=record.bundle_id, number=record.number,
-                    )  # fmt: skip
-
-    def _signed(self, row: dict[str, Any]) -> dict[str, Any]:
-        """``row`` signed with the site key when this machine holds it."""
-        signing_key = site_signing_key(self.root)
-        return row if signing_key is None else sign_record(row, signing_key)
+        """Store a record signed elsewhere unchanged (``DecisionJournal.mirror``)."""
+        self.journal.mirror(record, actor=actor)
 
     def record_event(
         self, product: str, action: str, *, actor: str, reason: str, **details: Any
     ) -> None:
-        """Append an audit event (e.g. a retrain decision) under the product lock."""
-        with self._lock(product):
-            self._append_event(product, action, actor=actor, reason=reason, **details)
+        """Append an audit event (e.g. a retrain decision); ``details``: its other fields."""
+        self.journal.record_event(product, action, actor=actor, reason=reason, **details)
 
     def events(self, product: str) -> list[dict[str, Any]]:
-        return read_jsonl(self._product_dir(product) / "events.jsonl")
+        return self.journal.events(product)
 
-    def _append_event(self, product: str, action: str, **details: Any) -> None:
-        event = {"at": utc_now(), "product": product, "action": action, **details}
-        append_jsonl(self._product_dir(product) / "events.jsonl", event)
-
-    # --------------------------------------------------------------- thresholds
     def set_threshold(
         self,
         product: str,
@@ -340,47 +129,18 @@ class Registry:
         budget: float | None = None,
         sign: bool = True,
     ) -> ThresholdVersion:
-        """Append a new threshold version (normalised score space, 0 < value < 1); ``budget``:
-        the false-reject budget it was chosen for, when it was (``ThresholdVersion``). Signed
-        with the site key when this machine holds it and ``sign``: stations pinning the key
-        serve only signed versions (``sign=False``: a copy of a version nobody signed)."""
-        signing_key = site_signing_key(self.root) if sign else None
-        try:
-            value = check_threshold(value)
-        except ValueError as exc:
-            raise RegistryError(str(exc)) from exc
-        if not actor.strip() or not reason.strip():
-            raise RegistryError("a threshold change needs who (actor) and why (reason)")
-        with self._lock(product):
-            number = len(self.threshold_history(product)) + 1
-            try:
-                version = ThresholdVersion(
-                    product, number, float(value), actor, reason, utc_now(), bundle_id,
-                    None if budget is None else float(budget),
-                )  # fmt: skip
-            except ConfigError as exc:
-                raise RegistryError(str(exc)) from exc
-            row = version.row()
-            if signing_key is not None:
-                row = sign_record(row, signing_key)
-                version = from_mapping(ThresholdVersion, row, "signed threshold")
-            append_jsonl(self._product_dir(product) / "thresholds.jsonl", row)
-            self._append_event(
-                product, "threshold", actor=actor, reason=reason, value=float(value),
-                budget=version.budget,
-            )  # fmt: skip
-        return version
+        """Append a new threshold version (``DecisionJournal.set_threshold``)."""
+        return self.journal.set_threshold(
+            product, value, actor=actor, reason=reason, bundle_id=bundle_id, budget=budget,
+            sign=sign,
+        )  # fmt: skip
 
     def threshold_history(self, product: str) -> list[ThresholdVersion]:
-        rows = read_jsonl(self._product_dir(product) / "thresholds.jsonl")
-        where = f"{product}/thresholds.jsonl"
-        return [from_mapping(ThresholdVersion, row, where) for row in rows]
+        return self.journal.threshold_history(product)
 
     def current_threshold(self, product: str) -> ThresholdVersion | None:
-        history = self.threshold_history(product)
-        return history[-1] if history else None
+        return self.journal.current_threshold(product)
 
-    # ---------------------------------------------------------------- decisions
     def record_decision(
         self,
         product: str,
@@ -391,34 +151,11 @@ class Registry:
         reason: str,
         bundle_id: str | None = None,
     ) -> Decision:
-        """Append the next ``kind`` decision for ``product`` (signed with the site key when this
-        machine holds it) and an audit event saying who and why."""
-        with self._lock(product):
-            number = len(self.decisions(product, kind)) + 1
-            try:
-                decision = Decision(kind, product, number, dict(value), actor.strip(),
-                                    reason.strip(), utc_now(), bundle_id)  # fmt: skip
-            except ConfigError as exc:
-                raise RegistryError(str(exc)) from exc
-            row = self._signed(decision.row())
-            append_jsonl(self._product_dir(product) / DECISIONS_FILE, row)
-            self._append_event(
-                product, kind, actor=decision.actor, reason=decision.reason, bundle_id=bundle_id,
-                number=number, signed=bool(row.get("signature")),
-            )  # fmt: skip
-        return from_mapping(Decision, row, decision.what)
+        """Append the next signed ``kind`` decision (``DecisionJournal.record_decision``)."""
+        return self.journal.record_decision(
+            product, kind, value, actor=actor, reason=reason, bundle_id=bundle_id
+        )
 
     def decisions(self, product: str, kind: DecisionKind | None = None) -> list[Decision]:
         """The product's decisions of ``kind`` (None: every kind), oldest first."""
-        where = f"{product}/decisions.jsonl"
-        rows = read_jsonl(self._product_dir(product) / DECISIONS_FILE)
-        found = [from_mapping(Decision, row, where) for row in rows]
-        return [d for d in found if kind is None or d.kind == kind]
-
-
-def _bundle_before(history: list[dict[str, Any]], bundle_id: str) -> str | None:
-    """The bundle that was live just before ``bundle_id`` last became live."""
-    for event in reversed(history):
-        if event.get("bundle_id") == bundle_id:
-            return event.get("previous")
-    return None
+        return self.journal.decisions(product, kind)
