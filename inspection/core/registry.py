@@ -23,15 +23,9 @@ from typing import Any
 
 from inspection.core.decision_journal import DecisionJournal
 from inspection.core.decisions import Decision, DecisionKind, LiveState, ThresholdVersion
-from inspection.core.model_record import (  # the noqa names: inspection/training/'s, until it moves
-    BackboneWeights,  # noqa: F401
-    DataSplits,  # noqa: F401
-    FitFigures,  # noqa: F401
-    GoodScores,  # noqa: F401
-    Lineage,  # noqa: F401
+from inspection.core.model_record import (
     ModelRecord,
-    check_name,  # noqa: F401
-    utc_now,  # noqa: F401
+    check_name,  # noqa: F401  (station/config.py's, to move)
 )
 from inspection.core.version_store import VersionStore
 
