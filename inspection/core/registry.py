@@ -23,10 +23,7 @@ from typing import Any
 
 from inspection.core.decision_journal import DecisionJournal
 from inspection.core.decisions import Decision, DecisionKind, LiveState, ThresholdVersion
-from inspection.core.model_record import (
-    ModelRecord,
-    check_name,  # noqa: F401  (station/config.py's, to move)
-)
+from inspection.core.model_record import ModelRecord
 from inspection.core.version_store import VersionStore
 
 

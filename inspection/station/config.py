@@ -24,7 +24,7 @@ from inspection.core.config import configs_folder, folder_of, from_mapping
 from inspection.core.errors import ConfigError, RegistryError
 from inspection.core.images import DEFAULT_MAX_SIDE, STATION_FORMATS
 from inspection.core.input_domain import InputCheck, input_check_mode
-from inspection.core.registry import check_name
+from inspection.core.model_record import check_name
 from inspection.core.signing import Keyring, PinnedKey, SigningError
 from inspection.runtime.camera import BoundsConfig
 
