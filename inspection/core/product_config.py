@@ -89,6 +89,9 @@ class ModelConfig:
     coreset_sampling_ratio: float = 0.01
     num_neighbors: int = 9
     memory_bank_max: int | None = 8192  # rows; the coreset ratio shrinks past it (None: no cap)
+    # PatchCore: the training images' patch rows held as float32 up to this many GB; past it
+    # as float16, the bank selected group by group (training.models.patchcore.lightning_model).
+    rows_budget_gb: float = 0.5
     # PatchCore serving: the exported kNN GEMM on the bank's top-k principal directions
     # (runtime.graph.project_patch_distances; the bundle's own figures measure it); None: exact.
     knn_rank: int | None = None
@@ -138,6 +141,9 @@ class ModelConfig:
         _check(0.0 < self.coreset_sampling_ratio <= 1.0, "coreset_sampling_ratio",
                "must be in (0, 1]")  # fmt: skip
         _check(self.num_neighbors >= 1, "num_neighbors", "must be at least 1")
+        _check(
+            self.rows_budget_gb > 0, "rows_budget_gb", f"must be > 0 GB, got {self.rows_budget_gb}"
+        )
         _check(self.memory_bank_max is None or self.memory_bank_max >= 1, "memory_bank_max",
                "must be at least 1 row, or null for no cap")  # fmt: skip
         _check(self.knn_rank is None or self.knn_rank >= 1, "knn_rank",

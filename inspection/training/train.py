@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import resource
 import shutil
 import tempfile
 import time
@@ -178,20 +179,24 @@ def load_trained_model(record: ModelRecord) -> Any:
 
 
 class StageClock:
-    """Wall seconds per named stage of one training run (``train stages: {...}`` in the log)."""
+    """Wall seconds per named stage of one training run (``train stages: {...}`` in the log),
+    and the process's peak RSS when each ended (``train peak RSS GB: {...}``)."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        self.peak_gb: dict[str, float] = {}
         self._last = time.perf_counter()
 
     def lap(self, stage: str) -> None:
         """Charge the time since the previous lap to ``stage``."""
         now = time.perf_counter()
         self.seconds[stage] = round(self.seconds.get(stage, 0.0) + now - self._last, 2)
+        self.peak_gb[stage] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 2)
         self._last = now
 
     def log(self) -> None:
         logger.info("train stages: %s", json.dumps(self.seconds))
+        logger.info("train peak RSS GB: %s", json.dumps(self.peak_gb))
 
 
 @dataclass
@@ -458,6 +463,7 @@ def fit_loaders(
     model = build_model(config, weights)
     in_process(model.model)  # the trained model's in-process predictions, not its export
     model.training_roi = roi
+    model.expected_images = len(train_loader.dataset)  # PatchCore: rows within its budget?
     if prepare is not None:
         prepare(model)
     if config.kind == "patchcore" and validation_loader is None:

@@ -16,7 +16,7 @@ from inspection.core.fingerprint import sha256_file
 from inspection.core.registry import Registry
 from inspection.training.incremental import _check_parent, extend_bank
 from inspection.training.train import load_trained_model
-from tests.training.test_coreset import coverage_radius
+from tests.training.models.patchcore.test_coreset import coverage_radius
 
 pytestmark = pytest.mark.slow
 

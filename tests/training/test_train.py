@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from inspection.cli import app
@@ -118,6 +119,33 @@ def test_same_seed_same_scores(tiny_product: Path, tmp_path: Path) -> None:
     ]
     np.testing.assert_array_equal(runs[0].predictions.scores, runs[1].predictions.scores)
     assert [r.record.version for r in runs] == ["v0001", "v0002"]
+
+
+def test_rows_past_the_budget_are_held_as_float16_and_grouped(
+    tiny_product: Path, tmp_path: Path
+) -> None:
+    """Past ``rows_budget_gb`` a PatchCore fit holds its rows as float16 and selects its bank
+    group by group: a bank of the same size, out-of-fold scores for every training image, and
+    test scores that rank as the float32 fit's (measured: correlation 0.973, pixel AUROC
+    0.885 vs 0.872 on the tiny set; a bank of one group's rows alone falls far below)."""
+    dataset = load_dataset(tiny_product)
+    runs = {}
+    for budget in ("0.5", "0.0003"):  # 0.3 MB: about four groups of the 0.66 MB of rows
+        overrides = [*TINY, "coreset_sampling_ratio=0.1", f"rows_budget_gb={budget}"]
+        runs[budget] = train_model(
+            load_model_config("patchcore", overrides=overrides), dataset, product="brick",
+            registry=Registry(tmp_path / budget), progress=False,
+        )  # fmt: skip
+    exact, grouped = runs["0.5"], runs["0.0003"]
+    assert not exact.model.compact and grouped.model.compact
+    bank, reference = grouped.model.model.memory_bank, exact.model.model.memory_bank
+    assert bank.dtype == torch.float32 and bank.shape == reference.shape
+    good = grouped.record.good_scores().out_of_fold
+    assert len(good) == len(dataset.train_samples) and np.all(np.isfinite(list(good.values())))
+    scores = exact.predictions.scores, grouped.predictions.scores
+    assert np.corrcoef(*scores)[0, 1] >= 0.9
+    pixel = exact.metrics.overall.pixel_auroc, grouped.metrics.overall.pixel_auroc
+    assert abs(pixel[0] - pixel[1]) <= 0.05
 
 
 def _train_in_subprocess(product: Path, tmp_path: Path) -> str:

@@ -31,6 +31,7 @@ def build(config: ModelConfig, weights: ResolvedWeights) -> Patchcore:
             local_statistics=config.local_statistics_mode != "off",
             image_score=config.image_score,
             bank_augment=config.bank_augment,
+            rows_budget_gb=config.rows_budget_gb,
             pre_processor=pre_processor(config, weights),
             evaluator=False,
             visualizer=False,

@@ -21,13 +21,16 @@ tie; the coverage radius stays the same within a few percent (tests pin it).
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,7 @@ def project(embedding: torch.Tensor) -> torch.Tensor:
     # deferred: anomalib (5 s on top of torch), only for the projected greedy coreset
     from anomalib.models.components.dimensionality_reduction import SparseRandomProjection
 
+    embedding = embedding.float()  # float16 rows of a large fit (none copied when float32)
     projector = SparseRandomProjection(eps=0.9)
     projector.n_components = int(projector._johnson_lindenstrauss_min_dim(embedding.shape[0], 0.9))
     projector.sparse_random_matrix = sparse_random_matrix(
@@ -138,6 +142,40 @@ def select_coreset(embedding: torch.Tensor, ratio: float, cap_rows: int | None =
     """Greedy k-center over (n, d) float rows, anomalib's projection and random start."""
     features, k, start = prepare_selection(embedding, ratio, cap_rows)
     return greedy_k_center(features, k, start=start)
+
+
+def grouped_coreset_rows(
+    chunks: Sequence[torch.Tensor], ratio: float, cap_rows: int | None, budget_bytes: int
+) -> torch.Tensor:
+    """(k, d) float32 rows chosen from (n_i, d) row ``chunks`` (float16 or float32) in bounded
+    memory: a coreset of each group of chunks (as float32 with its projection, at most
+    ``budget_bytes`` together), then one of the union of those coresets, ``k`` as one coreset
+    of all n rows would keep. A union of k-center coresets covers the union of their groups (a
+    composable coreset: the cover radius at most twice the groups' own)."""
+    n, dim = sum(len(c) for c in chunks), chunks[0].shape[1]
+    if n == 0:
+        raise RuntimeError("the ROI keeps no training patch: check the product's roi polygons")
+    k = coreset_size(n, ratio, cap_rows)
+    group_rows = max(k, budget_bytes // (2 * 4 * dim))
+    cores: list[torch.Tensor] = []
+    group: list[torch.Tensor] = []
+    for index, chunk in enumerate(chunks):
+        group.append(chunk)
+        if sum(len(c) for c in group) >= group_rows or index == len(chunks) - 1:
+            rows = torch.cat(group).float()
+            size = coreset_size(len(rows), max(ratio, 1 / len(rows)), cap_rows)  # small last one
+            cores.append(rows[select_coreset(rows, 1.0, size).indices])
+            group = []
+    union = torch.cat(cores)
+    k = min(k, len(union))
+    features, _, first = prepare_selection(union, 1.0, k)
+    coreset = greedy_k_center(features, k, start=first)
+    logger.info(
+        "memory bank: %d of %d patches, from the coresets of %d groups (%d rows; coverage "
+        "radius of their union %.3f in projected space)",
+        k, n, len(cores), len(union), coreset.radius,
+    )  # fmt: skip
+    return union[coreset.indices].contiguous()
 
 
 def prepare_selection(

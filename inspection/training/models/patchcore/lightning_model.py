@@ -8,6 +8,15 @@ with the bank capped at ``memory_bank_max`` rows. With ``local_statistics`` its 
 ``image_score: map_peak`` it is scored by ``training.models.patchcore.image_score.MapPeakHead``. With
 ``training_roi`` set (``training.roi.TrainingRoi``), patches whose receptive-field centre lies outside the product's
 ROI are dropped as they are collected, so they never reach the coreset or the bank.
+
+Memory: the training images' patch rows are held for the coreset and for the out-of-fold
+scores (``train_rows``). While they fit in ``rows_budget_gb`` as float32 the bank is one
+coreset of all of them, as anomalib selects it. Past the budget (a plant's thousands of
+images) they are held as float16, and the bank is selected group by group: a coreset of each
+group of rows (float32 rows and their projection within the budget), then one of the union
+of those coresets. A union of k-center coresets covers the union of their groups (a
+composable coreset, as ``out_of_fold.fold_banks`` builds its fold banks), so memory grows
+with the images by half as much and the selection's by none.
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ from anomalib.models import Patchcore as AnomalibPatchcore
 
 from inspection.core.errors import ConfigError
 from inspection.training.augment import views
-from inspection.training.models.patchcore.coreset import select_coreset
+from inspection.training.models.patchcore.coreset import grouped_coreset_rows, select_coreset
 from inspection.training.models.patchcore.image_score import MapPeakHead, MapPeakPatchcoreModel
 from inspection.training.models.patchcore.local_stats import FusedPatchcoreModel
 from inspection.training.roi import TrainingRoi
@@ -39,6 +48,7 @@ class Patchcore(AnomalibPatchcore):
         local_statistics: bool = False,
         image_score: str = "patch",
         bank_augment: Sequence[str] = (),
+        rows_budget_gb: float = 0.5,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -54,6 +64,11 @@ class Patchcore(AnomalibPatchcore):
             if local_statistics and map_peak:
                 self.model.map_peak = MapPeakHead()
         self.memory_bank_max = memory_bank_max
+        self.rows_budget_bytes = int(rows_budget_gb * 1024**3)
+        self.expected_images = 0
+        """Training images the epoch will see (set by the trainer): with the first batch's
+        rows per image, whether they fit the budget as float32 (``compact``)."""
+        self.compact = False
         self.bank_augment = tuple(bank_augment)
         self.training_roi: TrainingRoi | None = None
         self.patches_seen = 0
@@ -88,6 +103,13 @@ class Patchcore(AnomalibPatchcore):
                 self.patches_kept += store[-1].shape[0]
         paths = batch.image_path
         rows = torch.cat([e.reshape(len(paths), -1, e.shape[-1]) for e in own], 1)
+        if not self.train_rows:
+            self.compact = self.expected_images * rows[0].nbytes > self.rows_budget_bytes
+        if self.compact:  # float16 from here on, one copy: the batch's float32 rows are freed
+            rows = rows.half()
+            whole = self.training_roi is None and len(own) == 1
+            new = [rows.reshape(-1, rows.shape[-1])] if whole else store[-len(own) :]
+            store[-len(own) :] = [e.half() for e in new]
         self.train_rows.update(zip(map(str, paths), rows, strict=True))
         return loss
 
@@ -96,6 +118,13 @@ class Patchcore(AnomalibPatchcore):
         store = self.model.embedding_store
         if not store:
             raise RuntimeError("no training embeddings collected: run the training epoch first")
+        if self.compact:
+            self.model.memory_bank = grouped_coreset_rows(
+                list(store), self.coreset_sampling_ratio, self.memory_bank_max,
+                self.rows_budget_bytes,
+            )  # fmt: skip
+            store.clear()
+            return
         embedding = torch.vstack(store)
         store.clear()
         if embedding.shape[0] == 0:

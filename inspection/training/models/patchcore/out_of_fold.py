@@ -179,7 +179,7 @@ def fold_banks(
         with draws:
             seed_selection(seed + fold)
             features, k, start = prepare_selection(own, max(ratio, 1 / len(own)), cap)
-        return own[greedy_k_center(features, k, start=start).indices]
+        return own[greedy_k_center(features, k, start=start).indices].float()  # float16 rows
 
     with threads(1), ThreadPoolExecutor(2) as pool:
         cores = list(pool.map(coreset, range(folds)))
@@ -304,7 +304,7 @@ def replayed_embeddings(
     width = count // height
     if height * width != count:
         raise ValueError(f"{count} patch rows are no grid of a {list(image_size)} input")
-    embedding = torch.stack(list(rows)).reshape(len(rows), height, width, dim)
+    embedding = torch.stack(list(rows)).float().reshape(len(rows), height, width, dim)
     extractor = inner.feature_extractor
     inner.feature_extractor = _NoFeatures()
     inner.generate_embedding = lambda _features: embedding.permute(0, 3, 1, 2)

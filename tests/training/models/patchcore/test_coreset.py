@@ -169,3 +169,22 @@ def test_fold_banks_are_unions_of_per_fold_coresets_that_cover_like_one_coreset(
         assert torch.equal(bank, others[select_coreset(others, 0.05).indices])
     capped = fold_banks(rows, assignment, 0.05, 40, seed=7)
     assert all(len(bank) == 4 * 10 for bank in capped)  # the cap shared out among 4 folds
+
+
+@pytest.mark.parametrize("seed_", [0, 1, 2])
+def test_grouped_coreset_covers_as_one_coreset_does(seed_: int) -> None:
+    """A plant's rows in groups (float16, bounded memory): the union of the groups' coresets,
+    reduced to one coreset's k, covers all rows within 10 % of one coreset of them all
+    (measured 0.996-1.021 on these; the composable bound is 2x). The rows are sorted so each
+    group holds other clusters: a group left out would leave whole clusters uncovered."""
+    from inspection.training.models.patchcore.coreset import grouped_coreset_rows
+
+    rows = clustered(40000, 152, seed_)
+    rows = rows[torch.argsort(rows[:, 0])]
+    seed(seed_)
+    exact = rows[select_coreset(rows, 0.01).indices]
+    seed(seed_)
+    chunks = list(rows.half().split(1000))
+    bank = grouped_coreset_rows(chunks, 0.01, None, budget_bytes=10_000 * 152 * 8)
+    assert bank.dtype == torch.float32 and bank.shape == exact.shape
+    assert coverage_radius(rows, bank) <= 1.10 * coverage_radius(rows, exact)
