@@ -27,6 +27,7 @@ from rich.progress import (
     MofNCompleteColumn,
     Progress,
     SpinnerColumn,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -136,7 +137,8 @@ class StepProgress:
     """One progress display for a step of ``total`` tasks: ``with StepProgress(...) as p:``.
 
     ``p.task(text)`` names the task under way; ``p.update(text)`` shows a message from inside
-    it (e.g. an export's stage); ``p.done()`` counts it finished.
+    it (e.g. an export's stage); ``p.stage(name, done, total)`` a long stage's own bar and time
+    remaining; ``p.done()`` counts it finished.
     """
 
     def __init__(self, console: Console, title: str, total: int) -> None:
@@ -147,11 +149,13 @@ class StepProgress:
             BarColumn(bar_width=24),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
+            TimeRemainingColumn(),
             TextColumn("{task.description}"),
             console=console,
             transient=False,
         )
         self._task = self._progress.add_task("", total=total, title=title)
+        self._stage: TaskID | None = None
 
     def __enter__(self) -> StepProgress:
         self._progress.start()
@@ -171,6 +175,13 @@ class StepProgress:
 
     def update(self, text: str) -> None:
         self._progress.update(self._task, description=text)
+
+    def stage(self, name: str, done: int, total: int) -> None:
+        """Show ``done`` of ``total`` units of a long stage (e.g. feature batches) with its
+        time remaining, on a line under the step's (``training.train.StageProgress``)."""
+        if self._stage is None:
+            self._stage = self._progress.add_task(name, total=total, title="")
+        self._progress.update(self._stage, description=name, completed=done, total=total)
 
     def done(self) -> None:
         self._progress.advance(self._task)

@@ -217,7 +217,7 @@ def train_command(
         )
         outcome = train_model(
             model_config, dataset, product=product, registry=Registry(site_config.registry_dir),
-            progress=verbose, roi=product_config.roi,
+            progress=verbose, roi=product_config.roi, stages=progress.stage,
         )  # fmt: skip
         write_report(_report_dir(site_config, outcome.record), outcome.predictions, outcome.metrics)
         outcome.clock.lap("report")

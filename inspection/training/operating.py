@@ -12,7 +12,7 @@ A model fusing local statistics calibrates only on good scores its standardisers
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,10 +54,14 @@ class TrainGoodScores:
 
 
 def calibration_good_scores(
-    model: Any, config: ModelConfig, train: Sequence[Sample], roi: TrainingRoi | None
+    model: Any,
+    config: ModelConfig,
+    train: Sequence[Sample],
+    roi: TrainingRoi | None,
+    stages: Callable[[str, int, int], None] | None = None,
 ) -> TrainGoodScores | None:
     """Out-of-fold scores of ``train`` (PatchCore, PaDiM; None for STFPM or
-    ``calibration_folds`` 0)."""
+    ``calibration_folds`` 0); ``stages`` is told of each PatchCore fold scored."""
     folds = config.calibration_folds
     if config.kind not in ("patchcore", "padim") or folds < 2:
         return None
@@ -74,6 +78,7 @@ def calibration_good_scores(
             model, train, folds=folds, image_size=config.image_size,
             ratio=config.coreset_sampling_ratio, cap_rows=config.memory_bank_max,
             seed=config.seed, roi=roi, batch_size=config.batch_size, bits=config.image_bits,
+            stages=stages,
         )  # fmt: skip
     paired = tuple(sorted(train, key=lambda s: str(s.path))[:FULL_BANK_IMAGES])
     full = trained_scores(

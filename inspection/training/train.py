@@ -178,6 +178,10 @@ def load_trained_model(record: ModelRecord) -> Any:
 # -------------------------------------------------------------------------- training
 
 
+StageProgress = Callable[[str, int, int], None]
+"""Called with (stage, done, total) as a long stage advances (``cli.console.StepProgress.stage``)."""
+
+
 class StageClock:
     """Wall seconds per named stage of one training run (``train stages: {...}`` in the log),
     and the process's peak RSS when each ended (``train peak RSS GB: {...}``)."""
@@ -235,11 +239,13 @@ def train_model(
     progress: bool = True,
     lineage: Mapping[str, Any] | None = None,
     roi: RoiSpec | None = None,
+    stages: StageProgress | None = None,
 ) -> TrainOutcome:
     """``train`` that also returns the model and test predictions (for reports).
 
     ``lineage``: extra record entries on how this config was chosen (e.g. ``auto_search``).
-    ``roi``: the product's ROI; patches outside it are left out of training (``training.roi``)."""
+    ``roi``: the product's ROI; patches outside it are left out of training (``training.roi``).
+    ``stages``: told how the long stages advance (feature batches, out-of-fold folds)."""
     clock = StageClock()
     validation, test = evaluation_splits(config, dataset)
     fingerprint = dataset.fingerprint()
@@ -248,8 +254,9 @@ def train_model(
     )
     masks = None if roi is None else TrainingRoi.whole_image(roi, tuple(config.image_size))
     model, fit_seconds = fit(
-        config, dataset.train_samples, validation, weights, progress=progress, roi=masks
-    )
+        config, dataset.train_samples, validation, weights, progress=progress, roi=masks,
+        stages=stages,
+    )  # fmt: skip
     clock.lap("fit")
     with shared_backbone(model):  # the validation images' backbone pass serves both
         local_stats = _fit_local_statistics(model, config, dataset.train_samples, validation, masks)
@@ -257,7 +264,7 @@ def train_model(
         validated, blur = predict_validation(model, config, validation)
         validated = masked_predictions(validated, roi)  # as the ROI bundle scores
         clock.lap("validation")
-    good_scores = calibration_good_scores(model, config, dataset.train_samples, masks)
+    good_scores = calibration_good_scores(model, config, dataset.train_samples, masks, stages)
     model.train_rows = {}  # the fit's rows served the out-of-fold scores: free them
     clock.lap("out_of_fold")
     calibration = calibrate_predictions(validated, config.operating_point, good_scores)
@@ -431,6 +438,7 @@ def fit(
     progress: bool = True,
     roi: TrainingRoi | None = None,
     prepare: Callable[[Any], None] | None = None,
+    stages: StageProgress | None = None,
 ) -> tuple[Any, float]:
     """Seeded anomalib ``Engine.fit`` on CPU; returns (model in eval mode, seconds).
 
@@ -439,7 +447,7 @@ def fit(
     ``prepare``: called on the built model before training (``fit_loaders``).
     """
     train_loader = make_loader(train_samples, config, shuffle=True)
-    return fit_loaders(config, weights, train_loader, None, progress, roi, prepare)
+    return fit_loaders(config, weights, train_loader, None, progress, roi, prepare, stages)
 
 
 def fit_loaders(
@@ -450,6 +458,7 @@ def fit_loaders(
     progress: bool = True,
     roi: TrainingRoi | None = None,
     prepare: Callable[[Any], None] | None = None,
+    stages: StageProgress | None = None,
 ) -> tuple[Any, float]:
     """``fit`` on given loaders (whole images or tiles); returns (model in eval mode, seconds).
 
@@ -467,7 +476,7 @@ def fit_loaders(
     if prepare is not None:
         prepare(model)
     if config.kind == "patchcore" and validation_loader is None:
-        seconds = collect_bank(model, train_loader)
+        seconds = collect_bank(model, train_loader, stages)
     else:
         seconds = _fit_with_engine(model, config, train_loader, validation_loader, progress)
     model.training_roi = None  # training only: a trained model carries no masks

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import torch
 from torch.utils.data import DataLoader
@@ -40,16 +41,25 @@ def build(config: ModelConfig, weights: ResolvedWeights) -> Patchcore:
     return model
 
 
-def collect_bank(model: Patchcore, loader: DataLoader) -> float:
+def collect_bank(
+    model: Patchcore,
+    loader: DataLoader,
+    stages: Callable[[str, int, int], None] | None = None,
+) -> float:
     """PatchCore's one training epoch without lightning's ``Trainer``, which adds nothing to it
     (no optimiser, no validation): each batch through the pre-processor's transform (its
     ``on_train_batch_start``) into ``training_step`` (embeddings collected), then ``fit`` (the
-    coreset, ``on_train_epoch_end``). Returns the seconds."""
+    coreset, ``on_train_epoch_end``). Returns the seconds; ``stages`` is told of each batch
+    (``training.train.StageProgress``)."""
     started = time.perf_counter()
     model.train()
     with torch.no_grad(), channels_last(model.model):
         for index, batch in enumerate(loader):
             batch.image, batch.gt_mask = model.pre_processor.transform(batch.image, batch.gt_mask)
             model.training_step(batch, index)
+            if stages is not None:
+                stages("features", index + 1, len(loader))
+        if stages is not None:
+            stages("memory bank", 0, 1)
         model.on_train_epoch_end()
     return time.perf_counter() - started

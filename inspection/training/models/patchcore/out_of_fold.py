@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
@@ -66,10 +66,12 @@ def out_of_fold_scores(
     roi: TrainingRoi | None = None,
     batch_size: int = 8,
     bits: int = DEFAULT_SOURCE_BITS,
+    stages: Callable[[str, int, int], None] | None = None,
 ) -> np.ndarray:
     """(N,) float64 raw image scores of ``samples`` (the training images), each from a bank
     fitted without its fold. ``model``: the trained anomalib ``Patchcore`` (its bank is put
-    back afterwards); ``roi``: the training ROI, applied to the fold banks as in training."""
+    back afterwards); ``roi``: the training ROI, applied to the fold banks as in training;
+    ``stages``: told of each fold scored."""
     inner = model.model
     own, images = _scoring_inputs(model, samples, image_size, bits)
     if own is None:
@@ -94,6 +96,8 @@ def out_of_fold_scores(
                 inner, held, images, own, image_size=image_size, batch_size=batch_size,
                 roi=roi.spec if roi is not None else None,
             )  # fmt: skip
+            if stages is not None:
+                stages("out-of-fold scores", fold + 1, folds)
     finally:
         _restore_banks(inner, trained_banks)
         if side_banks:
