@@ -34,6 +34,7 @@ from inspection.training.augment import with_views
 from inspection.training.backbones import channels_last
 from inspection.training.models.patchcore.coreset import (
     greedy_k_center,
+    grouped_coreset_rows,
     prepare_selection,
     seed_selection,
     threads,
@@ -84,7 +85,8 @@ def out_of_fold_scores(
         inner, images, samples, roi, batch_size, assignment, (ratio, cap_rows, seed)
     )
     trained_banks = _banks(inner)
-    banks = fold_banks(rows, assignment, ratio, cap_rows, seed)
+    budget = getattr(model, "rows_budget_bytes", None) if getattr(model, "compact", False) else None
+    banks = fold_banks(rows, assignment, ratio, cap_rows, seed, budget_bytes=budget)
     scores = np.empty(len(samples), dtype=np.float64)
     try:
         for fold in range(folds):
@@ -160,6 +162,7 @@ def fold_banks(
     seed: int,
     *,
     composable: bool = True,
+    budget_bytes: int | None = None,
 ) -> list[torch.Tensor]:
     """Every fold's bank, from one coreset per fold: a fold's bank is the union of the other
     folds' coresets (``rows``: one tensor per image; ``assignment``: each image's fold; fold
@@ -171,7 +174,9 @@ def fold_banks(
     draws before each loop are taken one at a time, so the result is the same as one by one).
     ``composable`` False: one coreset of the other folds' rows per bank, seeded ``seed + f``
     (the local-statistics part: its fold scores fit a standardiser's tail, which the union's
-    looser cover moved, grass held-out image AUROC 0.855 -> 0.807; its 6-number rows are cheap)."""
+    looser cover moved, grass held-out image AUROC 0.855 -> 0.807; its 6-number rows are cheap).
+    ``budget_bytes`` (a fit past its rows budget, float16 rows): each fold's coreset is selected
+    group by group within it (``grouped_coreset_rows``), one fold at a time."""
     if not composable:
         return _whole_fold_banks(rows, assignment, ratio, cap_rows, seed)
     folds = int(assignment.max()) + 1
@@ -179,13 +184,18 @@ def fold_banks(
     draws = threading.Lock()
 
     def coreset(fold: int) -> torch.Tensor:
+        if budget_bytes is not None:
+            chunks = [rows[i] for i in np.flatnonzero(assignment == fold)]
+            seed_selection(seed + fold)
+            n = sum(len(c) for c in chunks)
+            return grouped_coreset_rows(chunks, max(ratio, 1 / n), cap, budget_bytes)
         own = torch.cat([rows[i] for i in np.flatnonzero(assignment == fold)])
         with draws:
             seed_selection(seed + fold)
             features, k, start = prepare_selection(own, max(ratio, 1 / len(own)), cap)
         return own[greedy_k_center(features, k, start=start).indices].float()  # float16 rows
 
-    with threads(1), ThreadPoolExecutor(2) as pool:
+    with threads(1), ThreadPoolExecutor(2 if budget_bytes is None else 1) as pool:
         cores = list(pool.map(coreset, range(folds)))
     return [torch.cat(cores[:fold] + cores[fold + 1 :]).contiguous() for fold in range(folds)]
 
