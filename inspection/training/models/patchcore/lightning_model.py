@@ -69,6 +69,8 @@ class Patchcore(AnomalibPatchcore):
         """Training images the epoch will see (set by the trainer): with the first batch's
         rows per image, whether they fit the budget as float32 (``compact``)."""
         self.compact = False
+        self._block: torch.Tensor | None = None  # compact: every image's float16 rows
+        self._held = 0  # images in it so far
         self.bank_augment = tuple(bank_augment)
         self.training_roi: TrainingRoi | None = None
         self.patches_seen = 0
@@ -105,8 +107,14 @@ class Patchcore(AnomalibPatchcore):
         rows = torch.cat([e.reshape(len(paths), -1, e.shape[-1]) for e in own], 1)
         if not self.train_rows:
             self.compact = self.expected_images * rows[0].nbytes > self.rows_budget_bytes
+            if self.compact:  # one float16 block for every image's rows: no heap holes
+                shape = (self.expected_images, *rows.shape[1:])
+                self._block, self._held = torch.empty(shape, dtype=torch.float16), 0
         if self.compact:  # float16 from here on, one copy: the batch's float32 rows are freed
-            rows = rows.half()
+            end = self._held + len(rows)
+            fits = self._block is not None and end <= len(self._block)
+            rows = self._block[self._held : end].copy_(rows) if fits else rows.half()
+            self._held = end
             whole = self.training_roi is None and len(own) == 1
             new = [rows.reshape(-1, rows.shape[-1])] if whole else store[-len(own) :]
             store[-len(own) :] = [e.half() for e in new]
@@ -118,6 +126,7 @@ class Patchcore(AnomalibPatchcore):
         store = self.model.embedding_store
         if not store:
             raise RuntimeError("no training embeddings collected: run the training epoch first")
+        self._block = None  # the rows stay in ``train_rows`` until the out-of-fold scores
         if self.compact:
             self.model.memory_bank = grouped_coreset_rows(
                 list(store), self.coreset_sampling_ratio, self.memory_bank_max,
