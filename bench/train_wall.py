@@ -188,7 +188,7 @@ def anomalib_child(product: str, data: str) -> None:
 def markdown(report: dict) -> str:
     lines = [
         "# `inspection train`: whole-command wall per stage\n",
-        f"Last command: `{report['command']}`. Every run under `heavy --alone` (nothing else "
+        f"Last command: `{report['command']}`. Each run alone on the machine (nothing else "
         "heavy); `load avg` is the 1/5/15-min load average before each run; `load` the stage "
         "(interpreter, imports, data check).\n",
         "| code | row | images | wall s | peak RSS GB | "

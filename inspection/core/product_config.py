@@ -91,7 +91,7 @@ class ModelConfig:
     memory_bank_max: int | None = 8192  # rows; the coreset ratio shrinks past it (None: no cap)
     # PatchCore: the training images' patch rows held as float32 up to this many GB; past it
     # as float16, the bank selected group by group (training.models.patchcore.lightning_model).
-    rows_budget_gb: float = 0.5
+    rows_budget_gb: float = 0.25
     # PatchCore serving: the exported kNN GEMM on the bank's top-k principal directions
     # (runtime.graph.project_patch_distances; the bundle's own figures measure it); None: exact.
     knn_rank: int | None = None

@@ -48,7 +48,7 @@ class Patchcore(AnomalibPatchcore):
         local_statistics: bool = False,
         image_score: str = "patch",
         bank_augment: Sequence[str] = (),
-        rows_budget_gb: float = 0.5,
+        rows_budget_gb: float = 0.25,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
