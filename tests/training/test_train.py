@@ -237,6 +237,7 @@ def _train_then_evaluate(
 def test_cli_train_then_evaluate(tiny_product: Path, tmp_path: Path) -> None:
     trained, evaluated, said = _train_then_evaluate(tiny_product, tmp_path, TINY)
     assert "registered brick/v0001" in said
+    assert "out-of-fold scores" in said  # the long stages' own bar (StepProgress.stage)
     assert evaluated["overall"]["image_auroc"] == pytest.approx(
         trained["overall"]["image_auroc"], abs=EVALUATION_TOLERANCE
     )

@@ -1,0 +1,37 @@
+"""The benches' scratch station (bench/_station.py) on a signed site, as `make demo` leaves it:
+the copied live pointer and thresholds keep the site's signatures, so a station pinning the
+site key serves them (a pointer the bench signed itself, or not at all, would be refused)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from inspection.core.registry import Registry
+from inspection.core.signing import init_keys, load_public_key, site_keys_dir, verify_record
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def test_a_scratch_copy_keeps_the_sites_signed_records(fp32_bundle: Path, tmp_path: Path) -> None:
+    sys.path.insert(0, str(BENCH))
+    try:
+        from _station import serve_live_copy, signature_policy
+    finally:
+        sys.path.remove(str(BENCH))
+    site = Registry(tmp_path / "site" / "registry")
+    keys = init_keys(site_keys_dir(site.root))
+    site.add_bundle("brick", fp32_bundle, fp32_bundle.name)
+    site.promote("brick", fp32_bundle.name, actor="demo", reason="first")
+    site.set_threshold("brick", 0.6, actor="alice", reason="line trial")
+
+    serve_live_copy(site.root, "brick", tmp_path / "scratch", "test")
+
+    scratch = Registry(tmp_path / "scratch")
+    public = load_public_key(keys.public)
+    live, threshold = scratch.live("brick"), scratch.current_threshold("brick")
+    assert live is not None and live.row() == site.live("brick").row()  # type: ignore[union-attr]
+    verify_record(live.row(), public, "live pointer")
+    assert threshold is not None and threshold.value == 0.6
+    verify_record(threshold.row(), public, "threshold")
+    assert "signing_keys" in signature_policy(site.root)  # the station pins the site key
