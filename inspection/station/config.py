@@ -168,12 +168,10 @@ def with_config_folder(config: C, config_file: str | Path) -> C:
                 f"{config_file}: core: pins and revocations live in trust_file "
                 f"{core.trust_file}; move signing_keys and revoked there"
             )
-        trust = read_trust(config_file)
+        path = folder_of(config_file) / core.trust_file
+        trust = _trust_in(path)
         core = dataclasses.replace(
-            core,
-            trust_file=trust_path(config_file),
-            signing_keys=trust.signing_keys,
-            revoked=trust.revoked,
+            core, trust_file=path, signing_keys=trust.signing_keys, revoked=trust.revoked
         )
     return dataclasses.replace(config, core=core)  # type: ignore[type-var]
 
@@ -278,7 +276,11 @@ def read_trust(config_path: str | Path) -> Trust:
     """The trust lines of a station or line config (from its ``trust_file`` when it names
     one; none while that file does not exist yet), read from the YAML alone (a config that
     the station refuses, e.g. pinned by path only, is read too)."""
-    path = trust_path(config_path)
+    return _trust_in(trust_path(config_path))
+
+
+def _trust_in(path: Path) -> Trust:
+    """The trust lines of the file at ``path`` (none while it does not exist)."""
     if not path.is_file():
         return Trust()
     core = _core_section(path)

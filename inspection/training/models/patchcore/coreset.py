@@ -109,7 +109,7 @@ def project(embedding: torch.Tensor) -> torch.Tensor:
     factor = vectors * values.clamp_min(0).sqrt()
     if embedding.shape[1] <= FEW_DIMS:
         return (embedding.double() @ factor).float().contiguous()
-    return (embedding.float() @ factor.float()).contiguous()  # as anomalib's float32 transform
+    return (embedding @ factor.float()).contiguous()  # as anomalib's float32 transform
 
 
 def sparse_random_matrix(n_components: int, n_features: int) -> torch.Tensor:
