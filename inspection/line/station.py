@@ -82,6 +82,7 @@ class LineStation:
             outbox=outbox_builder(config),
             on_input_domain=lambda product, outcome: input_domain.labels(product, outcome).inc(),
         )
+        core.watch_forwarding(registry)
         camera = open_camera(config.camera)
         handler = TriggerHandler(
             camera,

@@ -47,6 +47,7 @@ class Station:
             on_input_domain=metrics.stages.count_input_domain,
         )
         metrics.watch_golden(core.models)
+        core.watch_forwarding(metrics.registry)
         station = cls(config, core, metrics)
         if config.watch.enabled if with_watch is None else with_watch:
             station.watcher = WatchFolder(config.watch, core.pipeline, on_file=station._watched)

@@ -42,6 +42,26 @@ HOW_TO_PIN = (
 
 
 @dataclass(frozen=True)
+class CentralConfig:
+    """Where the station forwards its results after committing them locally
+    (``store.forward``): the central PostgreSQL as this station's own role
+    (``inspection db station-role``) and the central blob folder, mounted here."""
+
+    url: str
+    blob_dir: Path
+    batch: int = 200
+    alarm_after_seconds: float = 300.0
+    """Raise the backlog alarm (metrics, ``station status``) when the oldest result waiting
+    for the central store is older than this."""
+
+    def __post_init__(self) -> None:
+        if not self.url.startswith("postgresql"):
+            raise ConfigError("core: central.url must be a postgresql+psycopg:// URL")
+        if self.batch < 1 or self.alarm_after_seconds <= 0:
+            raise ConfigError("core: central.batch must be >= 1, alarm_after_seconds > 0")
+
+
+@dataclass(frozen=True)
 class StationCoreConfig:
     """What every station front door shares: products, registry, store, limits, signatures.
 
@@ -51,6 +71,8 @@ class StationCoreConfig:
     products: tuple[str, ...]
     store_url: str = "sqlite:///var/inspection.db"
     blob_dir: Path = Path("var/blobs")
+    central: CentralConfig | None = None
+    """The central store the station forwards to; ``None``: ``store_url`` is the only store."""
     registry_dir: Path = Path("var/registry")
     max_pixels: int = 25_000_000
     max_side: int = DEFAULT_MAX_SIDE

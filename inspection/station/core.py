@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+
 from inspection.core.config import default_configs_dir
 from inspection.core.input_domain import InputCheck
 from inspection.core.registry import Registry
@@ -28,7 +30,9 @@ from inspection.station.live import (
     default_loader,
     station_loader,
 )
+from inspection.station.metrics import ForwardCollector
 from inspection.station.pipeline import InputDomainHook, OutboxBuilder, Pipeline
+from inspection.store.forward import Forwarder
 from inspection.store.retention import load_retention
 from inspection.store.store import Store
 
@@ -45,6 +49,8 @@ class StationCore:
     pipeline: Pipeline
     key_id: str | None
     """The pinned site key's id; ``None`` when unsigned bundles are allowed."""
+    forwarder: Forwarder | None = None
+    """Forwards the committed results to ``config.central``; ``None`` without one."""
 
     @classmethod
     def build(
@@ -96,17 +102,30 @@ class StationCore:
             bounds=config.bounds,
             on_input_domain=on_input_domain,
             retention=load_retention(config.configs),
+            forward=config.central is not None,
         )
-        return cls(
-            config, store, models, pipeline, None if public_key is None else key_id(public_key)
-        )
+        central, forwarder = config.central, None
+        if central is not None:
+            forwarder = Forwarder(store, central.url, central.blob_dir, batch=central.batch)
+        signer = None if public_key is None else key_id(public_key)
+        return cls(config, store, models, pipeline, signer, forwarder)
 
     def start(self) -> None:
-        """Load the live models now, then follow the registry in the background."""
+        """Load the live models now, then follow the registry and forward in the background."""
         self.models.start(self.config.registry_poll_seconds)
+        if self.forwarder is not None:
+            self.forwarder.start()
 
     def stop(self) -> None:
         self.models.stop()
+        if self.forwarder is not None:
+            self.forwarder.stop()
+
+    def watch_forwarding(self, registry: CollectorRegistry) -> None:
+        """Export the central backlog to ``registry`` when the station forwards."""
+        if self.forwarder is not None and self.config.central is not None:
+            alarm_s = self.config.central.alarm_after_seconds
+            registry.register(ForwardCollector(self.forwarder, alarm_s))
 
     def signatures(self) -> dict[str, Any]:
         """What the status pages show about bundle signatures."""

@@ -6,11 +6,12 @@ import contextlib
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from inspection.station.live import LiveModel, LiveModels
 from inspection.station.stages import StageMetrics
+from inspection.store.forward import Forwarder, backlog
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -174,6 +175,34 @@ class GoldenCollector(Collector):
         yield drift
         yield outcome
         yield refused
+
+
+class ForwardCollector(Collector):
+    """The central backlog, read from the local store at every scrape:
+    ``inspection_forward_backlog_rows``, ``_bytes``, ``_oldest_seconds``, ``_alarm`` (1 when
+    the oldest is older than ``alarm_after_s``), ``_rate`` (rows/s over the last minute) and
+    ``inspection_forwarded_total`` (rows this process forwarded)."""
+
+    def __init__(self, forwarder: Forwarder, alarm_after_s: float) -> None:
+        self.forwarder, self.alarm_after_s = forwarder, alarm_after_s
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        waiting = backlog(self.forwarder.local)
+        gauges = {
+            "backlog_rows": ("Results committed here, not yet in the central store.", waiting.rows),
+            "backlog_bytes": ("Bytes of the waiting results' blobs.", waiting.bytes),
+            "oldest_seconds": ("Age of the oldest waiting result.", waiting.oldest_age_s or 0),
+            "alarm": (
+                f"1 while the oldest waiting result is older than {self.alarm_after_s:g} s.",
+                float(waiting.alarm(self.alarm_after_s)),
+            ),
+            "rate": ("Results forwarded per second over the last minute.", waiting.rate_per_s),
+        }
+        for name, (doc, value) in gauges.items():
+            yield GaugeMetricFamily(f"inspection_forward_{name}", doc, value=value)
+        yield CounterMetricFamily(
+            "inspection_forwarded", "Results this process forwarded.", self.forwarder.forwarded
+        )
 
 
 _DELIVERY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)

@@ -45,6 +45,7 @@ from inspection.station.errors import (
 )
 from inspection.station.live import LiveModels
 from inspection.station.render import encode_jpeg, encode_map, encode_mask, image_extension
+from inspection.store.forward import central_entry
 from inspection.store.models import Inspection, OutboxEntry
 from inspection.store.retention import KeepPolicy, RetentionConfig
 from inspection.store.store import Store
@@ -135,6 +136,7 @@ class Pipeline:
         bounds: BoundsConfig | None = None,
         on_input_domain: InputDomainHook | None = None,
         retention: RetentionConfig | None = None,
+        forward: bool = False,
     ) -> None:
         self.store = store
         self.models = models
@@ -146,6 +148,8 @@ class Pipeline:
         self.on_input_domain = on_input_domain
         self.retention = retention or RetentionConfig()
         """What a part stores (good parts: overlay, map) and the audit-sample rate."""
+        self.forward = forward
+        """Each new row also waits in the outbox for the central store (``store.forward``)."""
         self._draw = random.Random()
         self._keep: dict[str, KeepPolicy] = {}  # per product, resolved once (not per part)
 
@@ -256,6 +260,9 @@ class Pipeline:
         if self.outbox is not None:
             timings = {**(timings_ms or {}), "inference_ms": fields["latency_ms"]}
             outbox = self.outbox(fields, timings | {"pipeline_ms": _ms(started)})
+        if self.forward:
+            size = sum(len(blob) for blob, _ext in encoded.values())
+            outbox = [*outbox, central_entry(key or fields["id"], size)]
         stored = time.perf_counter()
         puts = [self.store.blobs.put_new(blob, ext) for blob, ext in encoded.values()]
         created = [sha for sha, new in puts if new]

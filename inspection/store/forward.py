@@ -1,0 +1,248 @@
+"""Store and forward: a station commits each result locally, answers, then forwards it centrally.
+
+A station with a central store configured writes one outbox message for the sink ``central``
+with every inspection, in the inspection's own local transaction (``central_entry``; its payload
+is the bytes of the row's blobs, what ``backlog`` sums). ``Forwarder`` sends those rows to the
+central PostgreSQL oldest first, a batch at a time:
+
+1. the batch's blobs are copied into the central blob folder; content-addressed, so a blob
+   already there is not sent again;
+2. the rows go in one central transaction, ``INSERT ... ON CONFLICT DO NOTHING`` (rows are
+   unique by id and by ``<station>/<request id>``), and only the rows it inserted are added
+   to the central rollups;
+3. the messages are marked delivered locally, only after that commit.
+
+A crash (``kill -9`` of either side) before 3 forwards the batch again, which inserts
+nothing: 0 lost, 0 duplicated. The station connects as its own PostgreSQL role, which row-level
+security lets write only the rows of its own station ids (``grant_station``).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import BigInteger, Engine, cast, create_engine, func, select, text, update
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from inspection.core.errors import ConfigError
+from inspection.store import rollups
+from inspection.store.blobs import BlobStore
+from inspection.store.models import SHA_COLUMNS, Inspection, OutboxEntry, OutboxMessage
+from inspection.store.store import Store
+
+log = logging.getLogger(__name__)
+
+CENTRAL = "central"
+"""The outbox sink of the rows waiting for the central store."""
+STATION_GROUP = "inspection_station"
+"""The PostgreSQL group role of every station's login role (``grant_station``)."""
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+_COLUMNS = [column.key for column in Inspection.__table__.columns]
+
+
+def central_entry(key: str, blob_bytes: int) -> OutboxEntry:
+    """The outbox message that makes an inspection wait for the central store."""
+    return OutboxEntry(CENTRAL, key, str(blob_bytes))
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """What waits for the central store: rows, their blobs' bytes, the oldest one's age, and
+    the rows forwarded in the last minute per second."""
+
+    rows: int
+    bytes: int
+    oldest_age_s: float | None
+    rate_per_s: float
+
+    def alarm(self, after_s: float) -> bool:
+        return self.oldest_age_s is not None and self.oldest_age_s > after_s
+
+
+def backlog(store: Store, now: datetime | None = None) -> Backlog:
+    """The station's central backlog (one indexed read of the pending messages)."""
+    now = now or datetime.now(timezone.utc)
+    waiting = OutboxMessage.sink == CENTRAL, OutboxMessage.delivered_at.is_(None)
+    pending = select(
+        func.count(),
+        func.coalesce(func.sum(cast(OutboxMessage.payload, BigInteger)), 0),
+        func.min(OutboxMessage.created_at),
+    ).where(*waiting)
+    recent = select(func.count()).where(
+        OutboxMessage.sink == CENTRAL, OutboxMessage.delivered_at >= now - timedelta(minutes=1)
+    )
+    with store.session() as session:
+        rows, size, oldest = session.execute(pending).one()
+        moved = session.scalar(recent) or 0
+    age = None if oldest is None else (now - _utc(oldest)).total_seconds()
+    return Backlog(int(rows), int(size), age, moved / 60.0)
+
+
+class Forwarder:
+    """Forwards ``local``'s results to the central store (``central_url``, PostgreSQL) and its
+    blobs into ``central_blobs``; ``start()``/``stop()`` run it in a thread."""
+
+    def __init__(
+        self, local: Store, central_url: str, central_blobs: Path, *, batch: int = 200
+    ) -> None:
+        self.local = local
+        self.batch = batch
+        self.blobs = BlobStore(central_blobs)
+        # a host that does not answer fails the batch within seconds, not TCP's minutes; naive
+        # datetimes (SQLite's) are UTC
+        options = {"connect_timeout": 5, "tcp_user_timeout": 15_000, "options": "-c timezone=UTC"}
+        self.engine: Engine = create_engine(central_url, pool_pre_ping=True, connect_args=options)
+        self.forwarded = 0
+        """Rows marked forwarded by this process (a Prometheus counter)."""
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def forward_once(self) -> int:
+        """Forward the oldest batch; returns how many rows it marked forwarded (0: nothing
+        waits). Raises SQLAlchemy's or the file system's error when the central side fails."""
+        query = (
+            select(OutboxMessage.id, Inspection)
+            .join(Inspection, Inspection.id == OutboxMessage.inspection_id)
+            .where(OutboxMessage.sink == CENTRAL, OutboxMessage.delivered_at.is_(None))
+            .order_by(OutboxMessage.id)
+            .limit(self.batch)
+        )
+        with self.local.session() as session:
+            batch = session.execute(query).all()
+        if not batch:
+            return 0
+        rows = [self._with_blobs(row) for _, row in batch]
+        with Session(self.engine) as central, central.begin():
+            insert = postgresql.insert(Inspection).values(rows).on_conflict_do_nothing()
+            inserted = set(central.scalars(insert.returning(Inspection.id)))
+            for _, row in batch:
+                if row.id in inserted:
+                    rollups.record(central, row)
+        ids = [message_id for message_id, _ in batch]
+        with self.local.session() as session:
+            session.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.id.in_(ids))
+                .values(delivered_at=datetime.now(timezone.utc))
+            )
+        self.forwarded += len(ids)
+        return len(ids)
+
+    def _with_blobs(self, row: Inspection) -> dict[str, Any]:
+        """The row's central values, after its blobs are in the central folder; a blob gone
+        locally (local retention) marks the central row's blobs pruned."""
+        values = {key: getattr(row, key) for key in _COLUMNS}
+        if row.blobs_pruned_at is None:
+            for sha in filter(None, (getattr(row, column) for column in SHA_COLUMNS)):
+                if self.blobs.exists(sha):
+                    continue
+                try:
+                    path = self.local.blobs.path(sha)
+                except FileNotFoundError:
+                    values["blobs_pruned_at"] = datetime.now(timezone.utc)
+                    continue
+                self.blobs.put(path.read_bytes(), path.suffix)
+        return values
+
+    def drain(self) -> int:
+        """Forward batches until nothing waits; returns the rows forwarded."""
+        total = 0
+        while moved := self.forward_once():
+            total += moved
+        return total
+
+    def run(self, idle_s: float = 1.0, max_wait_s: float = 30.0) -> None:
+        """Forward until ``stop()``: at once while a full batch moved, after ``idle_s`` when
+        the backlog is empty, backing off to ``max_wait_s`` while the central side fails."""
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                moved = self.forward_once()
+            except (SQLAlchemyError, OSError) as exc:
+                if not failures:
+                    log.warning("central store: %s; results wait locally", _first_line(exc))
+                failures, moved = failures + 1, 0
+            else:
+                if failures:
+                    log.info("central store reachable again; forwarding the backlog")
+                failures = 0
+            wait = min(max_wait_s, 2.0**failures) if failures else idle_s
+            self._stop.wait(0 if moved == self.batch else wait)
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self.run, name="forward", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+        self.engine.dispose()
+
+
+def grant_station(central: Store, station: str, writes: tuple[str, ...] = ()) -> str:
+    """Create (or re-key) PostgreSQL login role ``station`` for its forwarder; returns its new
+    password. Row-level security lets it read and write only rows whose station id is its own
+    or one of ``writes`` (roles it is made a member of); other roles see no change. Run by the
+    central tables' owner, which needs ``CREATEROLE``. Safe to repeat."""
+    for name in (station, *writes):
+        if not _NAME.match(name):
+            raise ConfigError(f"station role {name!r}: use 1-63 letters, digits, '.', '_', '-'")
+    password = secrets.token_urlsafe(24)  # [A-Za-z0-9_-]: safe inside quotes
+    own = (
+        "station_id IN (SELECT rolname FROM pg_roles "
+        "WHERE pg_has_role(current_user, oid, 'MEMBER'))"
+    )
+    statements = [
+        f"DO $$BEGIN CREATE ROLE {STATION_GROUP} NOLOGIN; "
+        "EXCEPTION WHEN duplicate_object THEN NULL; END$$",
+        f"GRANT USAGE ON SCHEMA public TO {STATION_GROUP}",
+        f"GRANT SELECT, INSERT ON inspections TO {STATION_GROUP}",
+        f"GRANT SELECT, INSERT, UPDATE ON rollup_hourly, rollup_scores TO {STATION_GROUP}",
+    ]
+    for table in ("inspections", "rollup_hourly"):
+        statements += [
+            f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY",
+            f"DROP POLICY IF EXISTS everyone ON {table}",
+            f"CREATE POLICY everyone ON {table} USING (true) WITH CHECK (true)",
+            f"DROP POLICY IF EXISTS own_station ON {table}",
+            f"CREATE POLICY own_station ON {table} AS RESTRICTIVE TO {STATION_GROUP} "
+            f"USING ({own}) WITH CHECK ({own})",
+        ]
+    statements += [
+        f'DO $$BEGIN CREATE ROLE "{station}" LOGIN; '
+        "EXCEPTION WHEN duplicate_object THEN NULL; END$$",
+        f"ALTER ROLE \"{station}\" LOGIN PASSWORD '{password}'",
+        f'GRANT {STATION_GROUP} TO "{station}"',
+    ]
+    for name in writes:
+        statements += [
+            f'DO $$BEGIN CREATE ROLE "{name}" NOLOGIN; '
+            "EXCEPTION WHEN duplicate_object THEN NULL; END$$",
+            f'GRANT "{name}" TO "{station}"',
+        ]
+    with central.engine.begin() as connection:
+        for statement in statements:
+            connection.execute(text(statement))
+    return password
+
+
+def _utc(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes; they are UTC."""
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
+
+
+def _first_line(exc: BaseException) -> str:
+    cause = getattr(exc, "orig", None) or exc
+    return (str(cause).strip().splitlines() or [type(exc).__name__])[0]

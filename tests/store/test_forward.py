@@ -1,0 +1,191 @@
+"""Store and forward against a real PostgreSQL: outage, drain in order, idempotency, kill -9,
+and row-level security of a station's own role."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from inspection.store.forward import Forwarder, backlog, central_entry, grant_station
+from inspection.store.rollups import HourlyRollup
+from inspection.store.store import Store
+from tests.conftest import PG_ADMIN_URL, _drop_postgres_database, _fresh_postgres_database
+
+pytestmark = pytest.mark.postgres
+DOWN_URL = "postgresql+psycopg://nobody:pw@127.0.0.1:1/central"
+
+
+@dataclass
+class Central:
+    store: Store
+    """The central store as its owner (what the dashboard reads)."""
+    station: str
+    url: str
+    """The central store as the station's own role."""
+    blob_dir: Path
+
+
+@pytest.fixture
+def central(tmp_path: Path) -> Iterator[Central]:
+    url, name = _fresh_postgres_database()
+    store = Store.migrated(url, tmp_path / "central-blobs")
+    station = f"line-{uuid.uuid4().hex[:8]}"
+    password = grant_station(store, station, writes=(f"{station}-watch",))
+    station_url = url.replace("inspection:inspection@", f"{station}:{password}@")
+    yield Central(store, station, station_url, tmp_path / "central-blobs")
+    store.engine.dispose()
+    _drop_postgres_database(name)
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        for role in (station, f"{station}-watch"):
+            connection.execute(sa.text(f'DROP ROLE IF EXISTS "{role}"'))
+    admin.dispose()
+
+
+def _local(tmp_path: Path, station: str, parts: int, start: int = 0) -> Store:
+    """A station's local SQLite store holding ``parts`` results waiting for the central one."""
+    store = Store.migrated(f"sqlite:///{tmp_path / 'local.db'}", tmp_path / "blobs")
+    for i in range(start, start + parts):
+        image = f"image {i}".encode()
+        key = f"{station}/r{i:04d}"
+        store.add_inspection(
+            outbox=[central_entry(key, len(image))],
+            request_id=key,
+            product="brick",
+            station_id=station,
+            score=0.7,
+            threshold=0.5,
+            verdict="NG",
+            model_version="brick/v0001",
+            bundle_id="v0001",
+            latency_ms=10.0,
+            width=8,
+            height=8,
+            image_sha=store.blobs.put(image, ".png"),
+        )
+    return store
+
+
+def _central_keys(central: Central) -> list[str]:
+    with central.store.session() as session:
+        return list(session.scalars(sa.text("SELECT request_id FROM inspections ORDER BY 1")))
+
+
+def _rollup_total(central: Central) -> int:
+    with central.store.session() as session:
+        return session.scalar(sa.select(sa.func.coalesce(sa.func.sum(HourlyRollup.total), 0)))
+
+
+def test_central_down_keeps_results_local_then_drains_in_order(
+    central: Central, tmp_path: Path
+) -> None:
+    local = _local(tmp_path, central.station, 5)
+    down = Forwarder(local, DOWN_URL, central.blob_dir)
+    with pytest.raises(OperationalError):
+        down.forward_once()
+    waiting = backlog(local)
+    assert (waiting.rows, waiting.bytes) == (5, sum(len(f"image {i}") for i in range(5)))
+    assert waiting.oldest_age_s is not None and waiting.oldest_age_s >= 0
+    assert waiting.alarm(after_s=3600) is False and waiting.alarm(after_s=-1) is True
+
+    forwarder = Forwarder(local, central.url, central.blob_dir, batch=2)
+    assert forwarder.forward_once() == 2
+    keys = [f"{central.station}/r{i:04d}" for i in range(5)]
+    assert _central_keys(central) == keys[:2]  # oldest first
+    assert forwarder.drain() == 3
+    assert _central_keys(central) == keys
+    assert _rollup_total(central) == 5
+    for row in local.list_inspections():
+        assert central.store.blobs.get(row.image_sha) == local.blobs.get(row.image_sha)
+    done = backlog(local)
+    assert (done.rows, done.bytes, done.oldest_age_s) == (0, 0, None)
+    assert done.rate_per_s == pytest.approx(5 / 60)
+    forwarder.stop()
+
+
+def test_a_batch_forwarded_again_inserts_and_counts_nothing_twice(
+    central: Central, tmp_path: Path
+) -> None:
+    """A crash between the central commit and the local mark forwards the batch again."""
+    local = _local(tmp_path, central.station, 4)
+    forwarder = Forwarder(local, central.url, central.blob_dir)
+    assert forwarder.drain() == 4
+    with local.session() as session:  # as if the marks never committed
+        session.execute(sa.text("UPDATE outbox_messages SET delivered_at = NULL"))
+    assert backlog(local).rows == 4
+    assert forwarder.drain() == 4
+    assert len(_central_keys(central)) == 4
+    assert _rollup_total(central) == 4
+    assert backlog(local).rows == 0
+    forwarder.stop()
+
+
+_KILLED_FORWARDER = """
+import sys
+from pathlib import Path
+from inspection.store.forward import Forwarder
+from inspection.store.store import Store
+local = Store(sys.argv[1], sys.argv[2])
+forwarder = Forwarder(local, sys.argv[3], Path(sys.argv[4]), batch=5)
+forwarder.forward_once()
+print("forwarding", flush=True)
+forwarder.drain()
+"""
+
+
+def test_kill_9_mid_backlog_loses_and_doubles_nothing(central: Central, tmp_path: Path) -> None:
+    local = _local(tmp_path, central.station, 400)
+    child = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_FORWARDER, local.url, str(tmp_path / "blobs"),
+         central.url, str(central.blob_dir)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    assert child.stdout is not None and child.stdout.readline() == "forwarding\n"
+    time.sleep(0.05)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait(timeout=30)
+    left = backlog(local).rows
+    assert 0 < left < 400, "the kill must land mid-backlog"
+    forwarder = Forwarder(local, central.url, central.blob_dir)
+    assert forwarder.drain() == left
+    keys = _central_keys(central)
+    assert keys == sorted({f"{central.station}/r{i:04d}" for i in range(400)})
+    assert _rollup_total(central) == 400
+    forwarder.stop()
+
+
+def test_a_station_role_writes_and_reads_only_its_own_rows(
+    central: Central, tmp_path: Path
+) -> None:
+    other = f"other-{uuid.uuid4().hex[:6]}"
+    central.store.add_inspection(  # a row of another station, written centrally
+        product="brick", station_id=other, score=0.1, threshold=0.5, verdict="OK",
+        model_version="m", bundle_id="b", latency_ms=1.0, width=8, height=8, image_sha="a" * 64,
+    )  # fmt: skip
+    mine = _local(tmp_path / "mine", f"{central.station}-watch", 2)  # a station id it was given
+    forwarder = Forwarder(mine, central.url, central.blob_dir)
+    assert forwarder.drain() == 2
+    with forwarder.engine.connect() as connection:  # the other station's row is invisible
+        stations = connection.scalars(sa.text("SELECT DISTINCT station_id FROM inspections"))
+        assert list(stations) == [f"{central.station}-watch"]
+    forwarder.stop()
+
+    intruder = _local(tmp_path / "intruder", other, 1)
+    forwarder = Forwarder(intruder, central.url, central.blob_dir)
+    with pytest.raises(DBAPIError, match="row-level security"):
+        forwarder.forward_once()
+    assert backlog(intruder).rows == 1
+    assert len(_central_keys(central)) == 3  # the other station's own row and the two
+    forwarder.stop()
