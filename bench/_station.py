@@ -51,9 +51,9 @@ def serve_live_copy(
     if live is None or not live.signature:
         registry.promote(product, bundle_dir.name, actor="bench", reason=reason)
         return bundle_dir
-    registry.mirror(live, actor="bench")
+    registry.journal.mirror(live, actor="bench")
     for record in (*source.threshold_history(product), *source.decisions(product)):
-        registry.mirror(record, actor="bench")
+        registry.journal.mirror(record, actor="bench")
     return bundle_dir
 
 

@@ -96,10 +96,6 @@ class Registry:
         """Go back to the bundle that was live before the current one."""
         return self.journal.rollback(product, actor=actor, reason=reason)
 
-    def mirror(self, record: LiveState | ThresholdVersion | Decision, *, actor: str) -> None:
-        """Store a record signed elsewhere unchanged (``DecisionJournal.mirror``)."""
-        self.journal.mirror(record, actor=actor)
-
     def record_event(
         self, product: str, action: str, *, actor: str, reason: str, **details: Any
     ) -> None:
@@ -128,9 +124,6 @@ class Registry:
 
     def threshold_history(self, product: str) -> list[ThresholdVersion]:
         return self.journal.threshold_history(product)
-
-    def current_threshold(self, product: str) -> ThresholdVersion | None:
-        return self.journal.current_threshold(product)
 
     def record_decision(
         self,
