@@ -33,6 +33,9 @@ STATION_OPTION = typer.Option(
 )
 SITE_OPTION = site_option("Site config YAML whose store to use", announce=False)
 REPORT_OPTION = typer.Option(None, "--report", help="Also write the run's figures as JSON.")
+WRITES_OPTION = typer.Option(
+    None, "--writes", help="Another station id whose rows it forwards (its watch folder's)."
+)
 
 
 @db_app.command("upgrade")
@@ -60,6 +63,35 @@ def status(ctx: typer.Context, config: Path = STATION_OPTION, site: Path = SITE_
     if current != head:
         console.print("run 'inspection db upgrade'")
         raise typer.Exit(1)
+
+
+@db_app.command("station-role")
+def station_role(
+    ctx: typer.Context,
+    station: str = typer.Argument(..., help="The station's id: its PostgreSQL login role."),
+    writes: list[str] = WRITES_OPTION,
+    config: Path = STATION_OPTION,
+    site: Path = SITE_OPTION,
+) -> None:
+    """Create (or re-key) the central store's login role of a forwarding station; row-level
+    security lets it read and write only its own stations' rows. Run as the tables' owner
+    (which needs CREATEROLE); prints the new password once."""
+    # deferred: pulls SQLAlchemy and Alembic (0.6 s), not needed for --help
+    from inspection.store.forward import grant_station
+
+    store = _store(config, site, site_from_env(ctx))
+    store.check_schema()
+    password = grant_station(store, station, tuple(writes or ()))
+    url = store.engine.url.set(username=station, password="PASSWORD")
+    console.print(
+        f"role {station} may write rows of {', '.join([station, *(writes or ())])}; its password:"
+    )
+    print(password)
+    console.print(
+        f"[dim]Put it in the station's core.central.url, e.g. "
+        f"{url.render_as_string(hide_password=False)}; it cannot be shown again.[/]",
+        soft_wrap=True,
+    )
 
 
 @store_app.command("prune")

@@ -4,6 +4,7 @@ inspection station sync --from http://central:8700   # pull the live bundles
 inspection station tune                              # time FP32/FP16/INT8 here, serve the fastest
 inspection station run --config configs/line.yaml    # PLC-driven: camera -> inspect -> sinks
 inspection station status --config configs/line.yaml # outbox backlog per sink, live models
+inspection station forward --config configs/station.yaml # the central backlog (--drain: send it)
 inspection station trigger --via mqtt                # fire one trigger as the PLC would
 """
 
@@ -246,6 +247,8 @@ def status(config: Path = LINE_OPTION) -> None:
     core = line_config.core
     backlog = _backlog(core)
     if backlog is not None:
+        _print_central(core)
+    if backlog is not None:
         table = Table("sink", "waiting", "oldest s", "delivered")
         for sink in line_config.sinks:
             entry = backlog.get(sink.name)
@@ -311,6 +314,54 @@ def _backlog(core: StationCoreConfig) -> dict[str, SinkBacklog] | None:
         return None
     finally:
         store.engine.dispose()
+
+
+@station_app.command("forward")
+def forward(
+    config: Path = CONFIG_OPTION,
+    drain: bool = typer.Option(False, "--drain", help="Forward until nothing waits, then exit."),
+) -> None:
+    """The results waiting for the central store (rows, bytes, oldest, rate, alarm); with
+    ``--drain`` forward them now (``inspection serve`` forwards in the background anyway)."""
+    # deferred: sqlalchemy, alembic
+    from inspection.store.forward import Forwarder
+    from inspection.store.store import Store
+
+    core = load_station_config(config).core
+    if core.central is None:
+        raise typer.BadParameter(f"{config}: core.central is not set; nothing is forwarded")
+    if drain:
+        store = Store(core.store_url, core.blob_dir)
+        store.check_schema()
+        forwarder = Forwarder(store, core.central.url, core.central.blob_dir)
+        try:
+            console.print(f"forwarded {forwarder.drain()} results")
+        finally:
+            forwarder.stop()
+    _print_central(core)
+
+
+def _print_central(core: StationCoreConfig) -> None:
+    """One line: the central backlog, loud past ``central.alarm_after_seconds``."""
+    # deferred: sqlalchemy, alembic
+    from inspection.store.forward import backlog
+    from inspection.store.store import Store
+
+    if core.central is None:
+        return
+    store = Store(core.store_url, core.blob_dir)
+    try:
+        waiting = backlog(store)
+    finally:
+        store.engine.dispose()
+    oldest = "-" if waiting.oldest_age_s is None else f"{waiting.oldest_age_s:.0f} s"
+    alarm = waiting.alarm(core.central.alarm_after_seconds)
+    console.print(
+        f"{'[bold red]ALARM[/] ' if alarm else ''}central backlog: {waiting.rows} results, "
+        f"{waiting.bytes / 1e6:.1f} MB, oldest {oldest}, forwarding "
+        f"{waiting.rate_per_s:.1f}/s (alarm after {core.central.alarm_after_seconds:g} s)",
+        highlight=False,
+    )
 
 
 def _say_no_outbox(reason: str) -> None:

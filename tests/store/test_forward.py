@@ -15,8 +15,11 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+import yaml
 from sqlalchemy.exc import DBAPIError, OperationalError
+from typer.testing import CliRunner
 
+from inspection.cli import app
 from inspection.store.forward import Forwarder, backlog, central_entry, grant_station
 from inspection.store.rollups import HourlyRollup
 from inspection.store.store import Store
@@ -134,6 +137,9 @@ def test_a_batch_forwarded_again_inserts_and_counts_nothing_twice(
 _KILLED_FORWARDER = """
 import sys
 from pathlib import Path
+from typer.testing import CliRunner
+
+from inspection.cli import app
 from inspection.store.forward import Forwarder
 from inspection.store.store import Store
 local = Store(sys.argv[1], sys.argv[2])
@@ -189,3 +195,23 @@ def test_a_station_role_writes_and_reads_only_its_own_rows(
     assert backlog(intruder).rows == 1
     assert len(_central_keys(central)) == 3  # the other station's own row and the two
     forwarder.stop()
+
+
+def test_the_documented_commands_rekey_the_role_and_drain(central: Central, tmp_path: Path) -> None:
+    """``inspection db station-role`` (as the owner), then ``inspection station forward``."""
+    owner = tmp_path / "central.yaml"
+    local = _local(tmp_path, central.station, 3)
+    core = {"products": ["brick"], "registry_dir": str(tmp_path), "allow_unsigned_bundles": True}
+    owner.write_text(yaml.safe_dump({"core": core | {"store_url": central.store.url}}))
+    result = CliRunner().invoke(app, ["db", "station-role", central.station, "-c", str(owner)])
+    assert result.exit_code == 0, result.output
+    password = result.output.splitlines()[1]
+    url = central.store.engine.url.set(username=central.station, password=password)
+    station = tmp_path / "station.yaml"
+    core |= {"store_url": local.url, "blob_dir": str(tmp_path / "blobs")}
+    core["central"] = {"url": url.render_as_string(False), "blob_dir": str(central.blob_dir)}
+    station.write_text(yaml.safe_dump({"core": core}))
+    result = CliRunner().invoke(app, ["station", "forward", "-c", str(station), "--drain"])
+    assert result.exit_code == 0, result.output
+    assert "forwarded 3 results" in result.output and "central backlog: 0 results" in result.output
+    assert len(_central_keys(central)) == 3
