@@ -199,13 +199,6 @@ def _area_to_limit(fpr: np.ndarray, pro: np.ndarray, fpr_limit: float) -> float:
     return float(np.trapezoid(pro, fpr) / fpr_limit)
 
 
-def count_regions(mask: np.ndarray) -> int:
-    """Number of 8-connected regions of an (H, W) bool mask."""
-    if not mask.any():
-        return 0
-    return cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)[0] - 1
-
-
 @dataclass(frozen=True)
 class JudgedSet:
     """The verdict rule applied to N images: ng (N,) bool, masks (N, H, W) bool, regions (N,)."""

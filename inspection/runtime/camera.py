@@ -194,10 +194,6 @@ class RefineGate:
         self._ns_per_pixel = float(prior_ns_per_pixel)
         self._lock = threading.Lock()
 
-    @property
-    def ns_per_pixel(self) -> float:
-        return self._ns_per_pixel
-
     def predict_ms(self, result: InspectionResult) -> float:
         """Predicted refinement time of ``result`` in ms."""
         return refine_pixels(result) * self._ns_per_pixel / 1e6

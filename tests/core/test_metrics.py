@@ -17,7 +17,6 @@ from inspection.core.metrics import (
     JudgedSet,
     aupro,
     compute_metrics,
-    count_regions,
     judge_all,
     pixel_auroc,
     pixel_figures,
@@ -86,7 +85,9 @@ def old_rule(
     """The rule before adaptive segmentation: verdict ``score >= threshold`` and, independently,
     mask ``map >= pixel_threshold`` on every image (NG images may get no region)."""
     masks = maps >= pixel_threshold
-    regions = np.array([count_regions(m) for m in masks], dtype=np.int64)
+    regions = np.array(
+        [cv2.connectedComponents(m.astype(np.uint8), connectivity=8)[0] - 1 for m in masks]
+    )
     return JudgedSet(ng=scores >= threshold, masks=masks, n_regions=regions)
 
 

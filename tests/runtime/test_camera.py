@@ -149,7 +149,7 @@ def test_refine_gate_skips_refinement_that_would_exceed_the_budget() -> None:
     refined = gate.refine(refiner, image, result, started=time.perf_counter(), budget_ms=None)
     assert "refine_skipped" not in refined.timings_ms and refined.mask_source == "grabcut"
     assert refined.timings_ms["refine"] > 0
-    assert gate.ns_per_pixel != RefineGate().ns_per_pixel  # learned from the run
+    assert gate.predict_ms(result) != RefineGate().predict_ms(result)  # learned from the run
 
 
 def test_overlay_of_a_camera_image_is_bounded(wide: np.ndarray) -> None:
