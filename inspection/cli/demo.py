@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
@@ -56,6 +56,11 @@ from inspection.data.demo import write_demo
 from inspection.refine.config import RefineConfig, refine_config_in
 from inspection.runtime.hardware import cpu_info
 
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from inspection.runtime.self_check import LiveCheck
+
 log = logging.getLogger(__name__)
 
 DEMO_PLAN: dict[str, tuple[str, ...]] = {
@@ -77,7 +82,7 @@ class DemoContext:
     models: dict[str, tuple[str, ...]]  # per product, the kinds it trains (``plan_models``)
     overrides: list[str] = field(default_factory=list)  # --set, applied to every model
     results: list[ModelRecord] = field(default_factory=list)  # the trained versions
-    checks: list[Any] = field(default_factory=list)  # runtime.self_check.LiveCheck per product
+    checks: list[LiveCheck] = field(default_factory=list)  # one per product
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # shown loudly, not fatal
     failures: list[str] = field(default_factory=list)  # make the demo exit non-zero
@@ -85,7 +90,7 @@ class DemoContext:
     refine: RefineConfig | None = None  # the site's refine.yaml, read at start (export step)
 
     @property
-    def registry(self) -> Any:
+    def registry(self) -> Registry:
         return Registry(self.site.registry_dir)
 
 
@@ -202,7 +207,7 @@ def step_export(ctx: DemoContext) -> None:
         )
 
 
-def _site_signing_key(ctx: DemoContext) -> Any:
+def _site_signing_key(ctx: DemoContext) -> Ed25519PrivateKey:
     """The site's Ed25519 signing key (``<var>/keys``) and the dashboard's decision key,
     created on the first run and pinned by fingerprint in the station and line configs beside
     the site config. ``export_bundle`` signs each bundle with the site key before the bundle
@@ -322,7 +327,7 @@ def _run_demo(ctx: DemoContext, skip: str, log_file: Path | None) -> None:
         raise typer.Exit(1)
 
 
-def station_check_table(checks: list[Any]) -> Table:
+def station_check_table(checks: list[LiveCheck]) -> Table:
     """Live bundles on held-out parts through the station runtime: operating point, good
     parts rejected, miss per defect kind with its 95 % interval."""
     table = Table("live bundle", "operating point", "good rejected", "miss per defect kind")

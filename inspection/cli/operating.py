@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from inspection.core.metrics import EvaluationMetrics
+from inspection.core.operating_point import KindMiss, ThresholdChoice
 
 
-def operating_text(choice: Any) -> str:
+def operating_text(choice: ThresholdChoice | None) -> str:
     """``ThresholdChoice`` in a table cell (n, guaranteed bound, what is lacking)."""
     if choice is None:
         return "F1 (recorded before operating points)"
@@ -17,7 +16,7 @@ def operating_text(choice: Any) -> str:
     return text if choice.sufficient else f"{text}\n({choice.n_needed} good needed)"
 
 
-def kind_miss_text(miss: dict[str, Any]) -> str:
+def kind_miss_text(miss: dict[str, KindMiss]) -> str:
     """One line per defect kind: missed/n, rate and its interval."""
     return "\n".join(
         f"{m.kind} {m.missed}/{m.n} = {m.rate:.0%} [{m.interval.low:.0%}-{m.interval.high:.0%}]"
