@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+CLI = [sys.executable, "-m", "inspection"]
+"""The ``inspection`` command, run by this interpreter."""
 PG_ADMIN_URL = os.environ.get(
     "INSPECTION_TEST_PG_URL",
     "postgresql+psycopg://inspection:inspection@127.0.0.1:5432/inspection_test",

@@ -66,6 +66,8 @@ BEFORE = "e9d15b2~1"
 """The commit whose queries scanned the results table (the 'before' column)."""
 PRODUCT = "brick"
 DEEP_PAGE = 1000
+PLANNED = ("Overview", "Thresholds", "Review queue page 1", f"Review queue: go to page {DEEP_PAGE}")
+"""The workloads whose queries ``plans`` explains (and every blob check)."""
 
 
 def _median(fn: Callable[[], object], repeats: int) -> float:
@@ -227,11 +229,7 @@ def plans(board) -> dict[str, list[str]]:
     event.listen(store.engine, "before_cursor_execute", capture)
     try:
         for name, work in after_workloads(board).items():
-            if (
-                name in ("Overview", "Thresholds", "Review queue page 1")
-                or name == f"Review queue: go to page {DEEP_PAGE}"
-                or "blob" in name
-            ):
+            if name in PLANNED or "blob" in name:
                 work()
     finally:
         event.remove(store.engine, "before_cursor_execute", capture)

@@ -40,7 +40,7 @@ import numpy as np
 import paho.mqtt.client as mqtt
 import yaml
 from _report import cpu_description, load_average, save_report
-from _station import serve_live_copy, signature_policy  # scratch-station helpers
+from _station import CLI, serve_live_copy, signature_policy  # scratch-station helpers
 from asyncua import Client
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 
@@ -72,15 +72,7 @@ class Station:
 
     def start(self) -> None:
         env = os.environ | {"PYTHONPATH": str(ROOT)}
-        command = [
-            sys.executable,
-            "-m",
-            "inspection",
-            "station",
-            "run",
-            "-c",
-            str(self.config_path),
-        ]
+        command = [*CLI, "station", "run", "-c", str(self.config_path)]
         self.process = subprocess.Popen(command, stdout=self.log, stderr=self.log, env=env)
 
     def kill(self) -> None:

@@ -21,6 +21,7 @@ can pass at those verdicts. ``cost``: station cost of the mask steps in ms. Repo
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -80,27 +81,10 @@ def prepare(product: str, work: Path, seed: int = 0) -> Path:
             f"{split}_types": np.asarray(raw.defect_types),
             f"{split}_images": np.stack([_resized(read_image(s.path), (h, w)) for s in samples]),
         }
-    norm = meta.normalization
-    arrays["normalization"] = np.asarray(
-        [
-            norm.image_threshold_raw,
-            norm.pixel_threshold_raw,
-            norm.image_min,
-            norm.image_max,
-            norm.pixel_min,
-            norm.pixel_max,
-        ]
-    )
+    arrays["normalization"] = np.asarray(dataclasses.astuple(meta.normalization))
     seg = meta.segmentation
-    arrays["segmentation"] = np.asarray(
-        [
-            seg.kind == "adaptive",
-            seg.seed_level,
-            seg.floor,
-            seg.relative_level,
-            seg.min_area_fraction,
-        ]
-    )
+    levels = (seg.seed_level, seg.floor, seg.relative_level, seg.min_area_fraction)
+    arrays["segmentation"] = np.asarray([seg.kind == "adaptive", *levels])
     arrays["bundle"] = np.asarray(str(bundle))
     work.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(cache, **arrays)

@@ -54,6 +54,7 @@ import psutil
 import yaml
 from _report import cpu_description, load_average, save_report
 from _station import (
+    CLI,
     create_database,
     database_exists,
     database_url,
@@ -257,7 +258,7 @@ class Station:
         log = open(self.root / f"{name}.log", "ab")  # noqa: SIM115 - kept by Popen
         env = os.environ | {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2"}
         self.processes[name] = subprocess.Popen(
-            [sys.executable, "-m", "inspection", *command], cwd=REPO, stdout=log,
+            [*CLI, *command], cwd=REPO, stdout=log,
             stderr=subprocess.STDOUT, env=env,
         )  # fmt: skip
 
@@ -470,8 +471,7 @@ class Pruner(threading.Thread):
         while not self._stop_event.wait(self.every):
             started = time.perf_counter()
             done = subprocess.run(
-                [sys.executable, "-m", "inspection", "store", "prune", "--config", str(config),
-                 "--report", str(report)],
+                [*CLI, "store", "prune", "--config", str(config), "--report", str(report)],
                 cwd=REPO, capture_output=True, text=True, check=False,
             )  # fmt: skip
             self.failures += done.returncode != 0

@@ -34,6 +34,8 @@ from inspection.store.models import SHA_COLUMNS  # noqa: E402
 from inspection.store.retention import RetentionConfig, database_bytes  # noqa: E402
 
 REPORTS = REPO / "reports" / "storage"
+WINDOWS = ("blob_days", "kept_blob_days", "row_days")
+"""The retention windows the report records."""
 SETTINGS: dict[str, dict[str, Any]] = {
     "before (everything)": {"good_overlay": True, "good_map": True},
     "default (no good overlay)": {"good_overlay": False, "good_map": True},
@@ -205,11 +207,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "bundle": Registry(args.registry).live(args.product).bundle_id,
         "ng_rate": args.ng_rate,
         "rates": args.rates,
-        "retention": {
-            k: v
-            for k, v in vars(retention.default).items()
-            if k in ("blob_days", "kept_blob_days", "row_days")
-        }
+        "retention": {k: getattr(retention.default, k) for k in WINDOWS}
         | {"audit_rate": retention.audit_rate},
         "settings": settings,
         "cpu": cpu_description(),

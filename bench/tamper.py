@@ -46,6 +46,7 @@ from typing import Any
 import httpx
 import yaml
 from _report import load_average, save_report
+from _station import CLI
 
 from inspection.core.bundle import read_bundle_metadata, write_bundle_metadata
 from inspection.core.registry import Registry
@@ -55,7 +56,6 @@ from inspection.line.softplc import SoftPlc
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "reports" / "security"
-CLI = [sys.executable, "-m", "inspection"]
 
 
 def fresh_site(source: Path, work: Path) -> Path:

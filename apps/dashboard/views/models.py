@@ -7,6 +7,9 @@ import streamlit as st
 from inspection.core.errors import InspectionError
 from inspection.dashboard import app_state, models, panels
 
+TEXT_COLUMNS = ("live", "version", "bundle", "precision", "model", "created", "golden", "problem")
+"""The bundle table's columns that are not figures."""
+
 site = app_state.site_key()
 board = app_state.dashboard()
 st.title("Models")
@@ -43,17 +46,7 @@ st.dataframe(
         **{
             c: st.column_config.NumberColumn(c, format="%d" if models.is_count(c) else "%.3f")
             for c in table.columns
-            if c
-            not in (
-                "live",
-                "version",
-                "bundle",
-                "precision",
-                "model",
-                "created",
-                "golden",
-                "problem",
-            )
+            if c not in TEXT_COLUMNS
         },
     },
 )
