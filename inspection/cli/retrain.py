@@ -62,6 +62,12 @@ def retrain(
         None, "--ray", help="Ray cluster (host:port or 'auto'): one task per product (--all)."
     ),
     cpus_per_task: float = typer.Option(1.0, "--cpus-per-task", help="CPU budget per product."),
+    memory_gb: float = typer.Option(
+        None,
+        "--memory-gb",
+        help="Memory budget per product's task (--ray; retrain.yaml's "
+        "memory_gb per product overrides it): past it that product fails alone.",
+    ),
     site: str = SITE_OPTION,
     config: str = CONFIG_OPTION,
     actor: str = typer.Option("cli", "--actor", help="Who starts this run (audit log)."),
@@ -76,9 +82,12 @@ def retrain(
         raise typer.BadParameter("give either --product NAME or --all")
     if ray_address and not all_products:
         raise typer.BadParameter("--ray fans out several products: use it with --all")
+    if memory_gb is not None and not ray_address:
+        raise typer.BadParameter("--memory-gb budgets each product's Ray task: use it with --ray")
     site_config, retrain_config = _configs(site, config)
     if all_products:
-        _retrain_all(site_config, retrain_config, ray_address, cpus_per_task, actor, overrides)
+        options = FleetOptions(ray_address, cpus_per_task, actor, tuple(overrides), memory_gb)
+        _retrain_all(site_config, retrain_config, options)
         return
     _retrain_one(product, site_config, retrain_config, actor, overrides)
 
@@ -126,14 +135,17 @@ def _retrain_one(product, site_config, retrain_config, actor, overrides) -> None
         console.print(f"  - {reason}")
 
 
-def _retrain_all(site_config, retrain_config, ray_address, cpus_per_task, actor, overrides) -> None:
+def _retrain_all(site_config, retrain_config, options: FleetOptions) -> None:
     products = list(site_config.products) or Registry(site_config.registry_dir).products()
     if not products:
         console.print("no products: list them under 'products' in the site config")
         raise typer.Exit(2)
-    options = FleetOptions(ray_address, cpus_per_task, actor, tuple(overrides))
-    where = f"Ray at {ray_address}" if ray_address else "this process, one after another"
-    console.print(f"retraining {', '.join(products)} on {where} ({cpus_per_task:g} CPU each)")
+    where = options.ray_address and f"Ray at {options.ray_address}"
+    budget = f", {options.memory_gb:g} GB" if options.memory_gb else ""
+    console.print(
+        f"retraining {', '.join(products)} on {where or 'this process, one after another'} "
+        f"({options.cpus_per_task:g} CPU{budget} each)"
+    )
     colours = {"promoted": "green", "kept": "yellow", "skipped": "yellow", "failed": "bold red"}
     started = time.perf_counter()
     outcomes = run_fleet(
@@ -141,10 +153,7 @@ def _retrain_all(site_config, retrain_config, ray_address, cpus_per_task, actor,
         site_config,
         retrain_config,
         options,
-        on_outcome=lambda o: console.print(
-            f"[{colours[o.status]}]{o.product}: {o.status}[/] in {o.seconds:.0f} s "
-            f"({o.where or 'lost worker'}): {o.detail}"
-        ),
+        on_outcome=lambda o: console.print(o.summary(), style=colours[o.status], markup=False),
     )
     console.print(f"{len(outcomes)} products in {time.perf_counter() - started:.0f} s")
     if any(outcome.status == "failed" for outcome in outcomes):

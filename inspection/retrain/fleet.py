@@ -10,12 +10,15 @@ promotion is the last registry write of a run. A lost worker cannot write its ow
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
 import os
+import resource
 import socket
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -33,21 +36,30 @@ FleetStatus = Literal["promoted", "kept", "skipped", "failed"]
 class FleetOptions:
     """``ray_address``: ``None`` runs products one after another in this process;
     ``"auto"`` or ``host:port`` fans them out on that Ray cluster. ``cpus_per_task`` is
-    both the Ray resource request and the task's torch/OpenMP thread count."""
+    both the Ray resource request and the task's torch/OpenMP thread count.
+    ``memory_gb``: each Ray task's memory budget (a product's ``memory_gb`` in retrain.yaml
+    overrides it): Ray's memory request, and the worker's data-segment limit
+    (``RLIMIT_DATA``), so a product that outgrows it fails alone with an error saying so."""
 
     ray_address: str | None = None
     cpus_per_task: float = 1.0
     actor: str = "fleet"
     overrides: tuple[str, ...] = ()
+    memory_gb: float | None = None
 
     def __post_init__(self) -> None:
         if self.cpus_per_task <= 0:
             raise InspectionError(f"cpus per task must be > 0, got {self.cpus_per_task}")
+        if self.memory_gb is not None and self.memory_gb <= 0:
+            raise InspectionError(f"memory per task must be > 0 GB, got {self.memory_gb}")
+        if self.memory_gb is not None and self.ray_address is None:
+            raise InspectionError("a memory budget per task needs --ray (a worker per product)")
 
 
 @dataclass(frozen=True)
 class FleetOutcome:
-    """One product's result as the driver saw it (``where`` = host:pid of the worker)."""
+    """One product's result as the driver saw it (``where`` = host:pid of the worker;
+    ``peak_rss_gb``: that worker's peak resident memory, Ray tasks only)."""
 
     product: str
     status: FleetStatus
@@ -55,10 +67,13 @@ class FleetOutcome:
     seconds: float
     challenger_bundle: str | None = None
     where: str = ""
+    peak_rss_gb: float | None = None
 
     def summary(self) -> str:
+        peak = f", peak {self.peak_rss_gb:.2f} GB" if self.peak_rss_gb is not None else ""
+        where = self.where or "lost worker"
         return (
-            f"{self.product}: {self.status} in {self.seconds:.0f} s ({self.where}): {self.detail}"
+            f"{self.product}: {self.status} in {self.seconds:.0f} s ({where}{peak}): {self.detail}"
         )
 
 
@@ -88,22 +103,35 @@ def retrain_task(
     from inspection.retrain.pipeline import retrain_product
 
     _limit_threads(options.cpus_per_task)
-    where = f"{socket.gethostname()}:{os.getpid()}"
+    budget = memory_budget_gb(product, config, options)
+    if budget is not None:  # a fresh worker per task (max_calls=1): the limit dies with it
+        resource.setrlimit(resource.RLIMIT_DATA, (int(budget * 1e9), resource.RLIM_INFINITY))
+    outcome = partial(FleetOutcome, product, where=f"{socket.gethostname()}:{os.getpid()}")
     started = time.perf_counter()
     try:
         result = retrain_product(
             product, site=site, config=config, actor=options.actor, overrides=options.overrides
         )
     except RetrainBusy as exc:
-        return FleetOutcome(product, "skipped", str(exc), _since(started), where=where)
+        return outcome("skipped", str(exc), _since(started))
     except Exception as exc:  # recorded as a failed retrain event by retrain_product
         log.exception("retrain of %s failed", product)
         detail = f"{type(exc).__name__}: {exc}"
-        return FleetOutcome(product, "failed", detail, _since(started), where=where)
+        if budget is not None and _out_of_memory(exc):
+            detail = f"ran out of {_budget_hint(product, budget)}: {detail}"
+        return outcome("failed", detail, _since(started), peak_rss_gb=_peak_rss_gb(options))
     status: FleetStatus = "promoted" if result.status == "promoted" else "kept"
-    return FleetOutcome(
-        product, status, result.summary(), _since(started), result.challenger_bundle, where
-    )
+    return outcome(
+        status, result.summary(), _since(started), result.challenger_bundle,
+        peak_rss_gb=_peak_rss_gb(options),
+    )  # fmt: skip
+
+
+def memory_budget_gb(product: str, config: RetrainConfig, options: FleetOptions) -> float | None:
+    """The product's own ``memory_gb`` (retrain.yaml) or the fleet's; ``None``: no budget."""
+    if options.ray_address is None:
+        return None
+    return config.job(product).memory_gb or options.memory_gb
 
 
 def run_fleet(
@@ -139,9 +167,14 @@ def _run_on_ray(
     from ray.exceptions import RayError
 
     connect_ray(options.ray_address)
-    task = ray.remote(num_cpus=options.cpus_per_task, max_retries=0)(retrain_task)
+    # a fresh worker per task: its peak memory is the task's own, its memory limit dies with it
+    task = ray.remote(num_cpus=options.cpus_per_task, max_retries=0, max_calls=1)(retrain_task)
     started = time.perf_counter()
-    pending = {task.remote(p, site, config, options): p for p in products}
+    pending = {}
+    for product in products:
+        budget = memory_budget_gb(product, config, options)
+        request = task.options(memory=int(budget * 1e9)) if budget else task
+        pending[request.remote(product, site, config, options)] = product
     outcomes = []
     while pending:
         [ready], _ = ray.wait(list(pending), num_returns=1)
@@ -150,6 +183,8 @@ def _run_on_ray(
             outcome = ray.get(ready)
         except RayError as exc:  # the worker died (OOM, kill -9, node lost)
             detail = f"worker lost: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+            if budget := memory_budget_gb(product, config, options):  # may have ended it
+                detail += f" (a worker may die when it runs out of {_budget_hint(product, budget)})"
             outcome = FleetOutcome(product, "failed", detail, _since(started))
             _record_lost_worker(site, product, options.actor, detail)
         outcomes.append(outcome)
@@ -266,6 +301,33 @@ def _limit_threads(cpus: float) -> None:
     except ImportError:
         return
     torch.set_num_threads(threads)
+
+
+def _budget_hint(product: str, budget: float) -> str:
+    return (
+        f"its memory budget of {budget:g} GB (raise memory_gb for {product} in retrain.yaml, "
+        "or --memory-gb)"
+    )
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) is an allocation refused: numpy's ``MemoryError``,
+    torch's "can't allocate memory", an ``OSError`` with ENOMEM."""
+    while exc is not None:
+        if isinstance(exc, MemoryError) or "allocate memory" in str(exc):
+            return True
+        if isinstance(exc, OSError) and exc.errno == errno.ENOMEM:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _peak_rss_gb(options: FleetOptions) -> float | None:
+    """This worker's peak resident memory (Linux reports KiB); ``None`` in-process, where the
+    driver's own peak would hide the product's."""
+    if options.ray_address is None:
+        return None
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 2)
 
 
 def _since(started: float) -> float:

@@ -67,7 +67,8 @@ def _ray_head() -> str:
 
 @pytest.mark.slow
 def test_ray_fleet_retrains_through_the_registry(tmp_path: Path, tiny_product: Path) -> None:
-    """One tiny product retrained in a Ray worker, one failing product beside it."""
+    """Three products in Ray workers: one retrained, one without a model, one past its memory
+    budget (``memory_gb`` in retrain.yaml); each fails alone."""
     import ray
 
     from inspection.core.product_config import load_model_config
@@ -77,14 +78,19 @@ def test_ray_fleet_retrains_through_the_registry(tmp_path: Path, tiny_product: P
     site = scratch_site(tmp_path, tiny_product.parent)
     registry = Registry(site.registry_dir)
     config = load_model_config("patchcore", overrides=SIZE)
-    champion = train_champion(
-        config, tiny_product, product="brick", registry=registry, actor="test"
-    )
+    champions = {
+        product: train_champion(config, tiny_product, product=product, registry=registry,
+                                actor="test")
+        for product in ("brick", "twin")
+    }  # fmt: skip
     Store.migrated(site.store_url, site.blob_dir).engine.dispose()  # no reviews yet
+    twin = {"dataset": str(tiny_product), "memory_gb": 0.05}  # less than a worker holds idle
+    retrain_config = retrain_config_from_mapping(
+        {"gate": GATE, "work_dir": str(tmp_path / "work"), "warmup": 1, "products": {"twin": twin}}
+    )
+    options = FleetOptions(address, 1.0, "fleet-test", memory_gb=4.0)
     try:
-        outcomes = run_fleet(
-            ["brick", "ghost"], site, _config(tmp_path), FleetOptions(address, 1.0, "fleet-test")
-        )
+        outcomes = run_fleet(["brick", "ghost", "twin"], site, retrain_config, options)
     finally:
         ray.shutdown()
         shutil.rmtree(tmp_path / "work", ignore_errors=True)
@@ -94,9 +100,17 @@ def test_ray_fleet_retrains_through_the_registry(tmp_path: Path, tiny_product: P
     brick = by_product["brick"]
     assert brick.status == "promoted", brick.detail  # the gate tolerates anything here
     assert not brick.where.endswith(f":{os.getpid()}"), "the task ran in the driver"
-    assert registry.live("brick").bundle_id == brick.challenger_bundle != champion
+    assert 0.2 < brick.peak_rss_gb < 4.0, brick.peak_rss_gb  # its own worker's peak, in budget
+    assert registry.live("brick").bundle_id == brick.challenger_bundle != champions["brick"]
     [event] = [e for e in registry.events("brick") if e["action"] == "retrain"]
     assert (event["status"], event["actor"]) == ("promoted", "fleet-test")
+    twin_outcome = by_product["twin"]
+    assert twin_outcome.status == "failed", twin_outcome.detail
+    # a worker that cannot allocate raises MemoryError, or dies when Ray's own threads cannot
+    assert "its memory budget of 0.05 GB" in twin_outcome.detail, twin_outcome.detail
+    assert registry.live("twin").bundle_id == champions["twin"]
+    statuses = {e["status"] for e in registry.events("twin") if e["action"] == "retrain"}
+    assert statuses == {"failed"}
 
 
 @pytest.mark.slow
@@ -131,6 +145,7 @@ def test_the_fleet_driver_says_how_to_get_a_token(
         ([], "either --product NAME or --all"),
         (["--product", "brick", "--all"], "either --product NAME or --all"),
         (["--product", "brick", "--ray", "auto"], "use it with --all"),
+        (["--all", "--memory-gb", "4"], "use it with --ray"),
     ],
 )
 def test_retrain_cli_rejects_ambiguous_targets(args: list[str], expected: str) -> None:
