@@ -145,7 +145,7 @@ def test_the_fleet_driver_says_how_to_get_a_token(
         ([], "either --product NAME or --all"),
         (["--product", "brick", "--all"], "either --product NAME or --all"),
         (["--product", "brick", "--ray", "auto"], "use it with --all"),
-        (["--all", "--memory-gb", "4"], "use it with --ray"),
+        (["--all", "--memory-gb", "4"], "budgets each"),
     ],
 )
 def test_retrain_cli_rejects_ambiguous_targets(args: list[str], expected: str) -> None:
