@@ -41,7 +41,6 @@ from typing import Any, Literal
 import numpy as np
 
 from inspection.core.bootstrap import Interval, count_interval, rate_interval
-from inspection.core.config import from_mapping, to_mapping
 from inspection.core.errors import ConfigError
 
 Policy = Literal["false_reject_budget", "f1", "max_miss"]
@@ -187,15 +186,6 @@ class ThresholdChoice:
         if not self.sufficient:
             text += f" (too few good scores for the budget: {self.n_needed} needed)"
         return text
-
-    def to_mapping(self) -> dict[str, Any]:
-        return to_mapping(self)
-
-    @classmethod
-    def from_mapping(
-        cls, data: Mapping[str, Any], where: str = "threshold_choice"
-    ) -> ThresholdChoice:
-        return from_mapping(cls, data, where)
 
 
 def conformal_rank(n: int, budget: float) -> int:

@@ -7,7 +7,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from inspection.core.config import from_mapping
+from inspection.core.config import from_mapping, to_mapping
 from inspection.core.errors import ConfigError
 from inspection.core.operating_point import (
     BUDGET_TEST_LEVEL,
@@ -127,7 +127,7 @@ def test_choice_round_trips_through_a_mapping() -> None:
         OperatingPoint(),
         good_sources={"out_of_fold_train": 150, "validation": 50},
     )
-    assert ThresholdChoice.from_mapping(choice.to_mapping()) == choice
+    assert from_mapping(ThresholdChoice, to_mapping(choice)) == choice
 
 
 def test_miss_by_kind_counts_and_bounds_each_kind() -> None:
