@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from importlib import metadata
 from pathlib import Path
 
@@ -146,6 +147,22 @@ def test_rows_past_the_budget_are_held_as_float16_and_grouped(
     assert np.corrcoef(*scores)[0, 1] >= 0.9
     pixel = exact.metrics.overall.pixel_auroc, grouped.metrics.overall.pixel_auroc
     assert abs(pixel[0] - pixel[1]) <= 0.05
+
+
+def test_rows_past_the_budget_live_in_an_unlinked_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The float16 row block is a shared file mapping (page cache, not the process's own
+    memory) whose file has no name left: nothing to clean up after a crash."""
+    from inspection.training.models.patchcore.lightning_model import row_block
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    block = row_block((3, 64, 8))
+    block[1] = 2.5
+    assert block.dtype == torch.float16 and block.shape == (3, 64, 8)
+    assert float(block[1].float().mean()) == 2.5 and list(tmp_path.iterdir()) == []
+    maps = Path("/proc/self/maps").read_text(encoding="utf-8")
+    assert f"{tmp_path}/inspection-rows-" in maps and "(deleted)" in maps
 
 
 def _train_in_subprocess(product: Path, tmp_path: Path) -> str:
