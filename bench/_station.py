@@ -1,10 +1,9 @@
-"""Scratch stations for the benches: a tiny trained bundle, PostgreSQL scratch databases, a
-free loopback port and the signature policy of a copied bundle."""
+"""Scratch stations for the benches: a tiny trained bundle, PostgreSQL scratch databases and
+the signature policy of a copied bundle."""
 
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import uuid
 from pathlib import Path
@@ -17,12 +16,6 @@ PG_ADMIN_URL = os.environ.get(
     "INSPECTION_TEST_PG_URL",
     "postgresql+psycopg://inspection:inspection@127.0.0.1:5432/inspection_test",
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def signature_policy(source_registry: str | Path) -> dict[str, Any]:

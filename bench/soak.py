@@ -59,7 +59,6 @@ from _station import (
     database_exists,
     database_url,
     drop_database,
-    free_port,
     rename_database,
     serve_live_copy,
     signature_policy,
@@ -74,7 +73,7 @@ from sqlalchemy import func, select, text  # noqa: E402
 from inspection.core.registry import Registry  # noqa: E402
 from inspection.line.config import LinkSecurity  # noqa: E402
 from inspection.line.handshake import ResultCode  # noqa: E402
-from inspection.line.mosquitto import Broker  # noqa: E402
+from inspection.line.mosquitto import Broker, free_port  # noqa: E402
 from inspection.line.softplc import HandshakeTimeout, SoftPlc  # noqa: E402
 from inspection.store import rollups  # noqa: E402
 from inspection.store.models import Inspection  # noqa: E402
