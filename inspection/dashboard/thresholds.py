@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from inspection.core.bootstrap import Interval, count_interval
-from inspection.core.bundle import VALIDATION_SCORES_FILE, read_bundle_metadata
+from inspection.core.bundle import read_bundle_metadata
 from inspection.core.decisions import ThresholdVersion
 from inspection.core.errors import BundleError, RegistryError
 from inspection.core.operating_point import (
@@ -43,7 +43,6 @@ from inspection.core.validation_scores import read_validation_scores as read_sco
 from inspection.store import queries
 from inspection.store.store import Store
 
-VALIDATION_FILE = VALIDATION_SCORES_FILE
 DEFECT_LABELS = ("defect",)
 GOOD_LABELS = ("false_alarm", "good")
 

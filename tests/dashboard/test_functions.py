@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from inspection.core.bundle import VALIDATION_SCORES_FILE
 from inspection.core.errors import BundleError, RegistryError
 from inspection.core.registry import Registry
 from inspection.dashboard import models, overview, retraining, review, thresholds
@@ -271,7 +272,7 @@ def test_expected_ng() -> None:
     ],
 )
 def test_bad_validation_scores(tmp_path: Path, content: str, message: str) -> None:
-    (tmp_path / thresholds.VALIDATION_FILE).write_text(content)
+    (tmp_path / VALIDATION_SCORES_FILE).write_text(content)
     with pytest.raises(BundleError, match=None) as info:
         thresholds.read_validation_scores(tmp_path)
     assert message in str(info.value)
@@ -279,7 +280,7 @@ def test_bad_validation_scores(tmp_path: Path, content: str, message: str) -> No
 
 def test_validation_scores_both_layouts(tmp_path: Path) -> None:
     assert thresholds.read_validation_scores(tmp_path) is None
-    (tmp_path / thresholds.VALIDATION_FILE).write_text(
+    (tmp_path / VALIDATION_SCORES_FILE).write_text(
         json.dumps(
             {"samples": [{"score": 0.2, "label": "good"}, {"score": 0.8, "label": "defect"}]}
         )
