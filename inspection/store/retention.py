@@ -6,7 +6,13 @@ Per part (``KeepPolicy``, per product over the site defaults of ``configs/retent
 - NG, reviewed and audit-sample parts keep theirs ``kept_blob_days`` (``None``: forever);
 - every result row (blobs gone) is kept ``row_days`` (``None``: forever), never less than
   its blobs; a row with an undelivered outbox message is never deleted;
-- inspections a retraining run used (``training_references``) are never touched.
+- inspections a retraining run used (``training_references``) are never touched;
+- a part still waiting for the central store (``store.forward``) keeps its blobs whatever
+  their age, until it is forwarded. When storage passes ``disk_budget_gb`` anyway (a long
+  outage), ``over_budget: drop_good_images`` strips ordinary good parts' blobs, oldest first
+  and waiting or not, until it is back under; every row and NG/reviewed/audit blob stays. Each
+  drop is counted (``dropped``, of them ``dropped_waiting``) and logged as an alarm;
+  ``over_budget: alarm`` drops nothing.
 
 ``prune`` works in short transactions of ``batch_size`` rows, pausing between them so a
 station's writes are never held up by more than one batch. Rows are changed first (blobs
@@ -24,7 +30,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from croniter import croniter
 from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
@@ -35,6 +41,7 @@ from inspection.core.config import deep_merge, from_mapping, read_yaml, to_mappi
 from inspection.core.errors import ConfigError
 from inspection.core.registry import Registry
 from inspection.core.retrain_report import RetrainEvent
+from inspection.store.forward import CENTRAL
 from inspection.store.models import Inspection, OutboxMessage, Review
 from inspection.store.store import Store, sqlite_file
 
@@ -102,6 +109,9 @@ class RetentionConfig:
     collector); ``None``: ``storage.prom`` beside the blob folder."""
     prune_schedule: str = "17 * * * *"
     """Cron schedule on which ``inspection scheduler`` runs the prune (local time)."""
+    over_budget: Literal["drop_good_images", "alarm"] = "drop_good_images"
+    """Past ``disk_budget_gb``: strip ordinary good parts' blobs (oldest first, also those
+    waiting for the central store) until under it, or only raise the alarm."""
 
     def __post_init__(self) -> None:
         if not croniter.is_valid(self.prune_schedule):
@@ -161,6 +171,10 @@ class PruneReport:
     database_bytes: int | None = None
     budget_bytes: int | None = None
     alarm: bool = False
+    dropped: int = 0
+    """Good parts whose blobs went to get back under the budget (``over_budget``)."""
+    dropped_waiting: int = 0
+    """Of ``dropped``, those still waiting for the central store: they arrive without blobs."""
     seconds: float = 0.0
 
     @property
@@ -178,6 +192,7 @@ class PruneReport:
             f"{self.files_removed} files ({self.bytes_removed / 1e6:.1f} MB) removed; now "
             f"{self.used_bytes / 1e9:.2f} GB{budget} in {self.blob_files} blobs + database"
             f"{'; STORAGE ALARM' if self.alarm else ''}"
+            f"{f'; over budget: {self.dropped} good parts lost their blobs' if self.dropped else ''}"
         )
 
 
@@ -213,10 +228,13 @@ def prune(
             else:
                 report.stripped += done
     report.outbox_deleted = _prune_outbox(store, config, now - timedelta(days=config.outbox_days))
-    removed, freed = _sweep(store, config, report)
-    report.files_removed += removed
-    report.bytes_removed += freed
+    _sweep(store, config, report)
     report.database_bytes = database_bytes(store)
+    if config.over_budget == "drop_good_images" and _over_budget(
+        store, report, config, protected, now
+    ):
+        report.blob_bytes = report.blob_files = 0
+        _sweep(store, config, report)
     _check_budget(report, config)
     report.seconds = time.perf_counter() - started
     return report
@@ -231,7 +249,9 @@ def _passes(
         Inspection.review_label.is_not(None),
         Inspection.audit_sample.is_(True),
     )
-    holding = and_(Inspection.product == product, Inspection.blobs_pruned_at.is_(None))
+    holding = and_(
+        Inspection.product == product, Inspection.blobs_pruned_at.is_(None), ~_waiting_central()
+    )
     passes = {"strip": _Pass(and_(holding, _older(now, policy.blob_days), ~kept), _strip(now))}
     if policy.kept_blob_days is not None:
         passes["strip_kept"] = _Pass(
@@ -251,6 +271,63 @@ def _passes(
             _delete_rows,
         )
     return {step: _Pass(_not_protected(p.where, protected), p.act) for step, p in passes.items()}
+
+
+def _waiting_central() -> Any:
+    """Rows still waiting for the central store: one uncorrelated read of the pending
+    messages (``ix_outbox_pending``), not a probe per row."""
+    pending = OutboxMessage.sink == CENTRAL, OutboxMessage.delivered_at.is_(None)
+    return Inspection.id.in_(select(OutboxMessage.inspection_id).where(*pending))
+
+
+def _over_budget(
+    store: Store,
+    report: PruneReport,
+    config: RetentionConfig,
+    protected: Collection[str],
+    now: datetime,
+) -> bool:
+    """Strip ordinary good parts' blobs, oldest first, until the bytes they free bring
+    storage under ``disk_budget_gb``; count them. Returns whether anything was stripped."""
+    if config.disk_budget_gb is None:
+        return False
+    excess = report.used_bytes - config.disk_budget_gb * GB
+    ordinary = and_(
+        Inspection.blobs_pruned_at.is_(None),
+        Inspection.verdict == "OK",
+        Inspection.review_label.is_(None),
+        Inspection.audit_sample.is_(False),
+    )
+    where = _not_protected(ordinary, frozenset(protected))
+    for batch in _keyset_batches(store, where, config.batch_size) if excess > 0 else ():
+        # image, map and overlay: a good part's all-zero mask is shared, it frees nothing
+        shas = {sha for row in batch for sha in (row.image_sha, row.map_sha, row.overlay_sha)}
+        shas.discard(None)
+        excess -= sum(_size(store, sha) for sha in shas)
+        ids = [row.id for row in batch]
+        with store.session() as session:
+            waiting = session.scalar(
+                select(func.count()).where(Inspection.id.in_(ids), _waiting_central())
+            )
+            _strip(now)(session, batch)
+        report.dropped += len(ids)
+        report.dropped_waiting += int(waiting or 0)
+        if excess <= 0:
+            break
+    if report.dropped:
+        log.warning(
+            "storage over its %.2f GB budget: %d good parts lost their blobs (%d of them not "
+            "yet in the central store); every row and NG image is kept",
+            config.disk_budget_gb, report.dropped, report.dropped_waiting,
+        )  # fmt: skip
+    return report.dropped > 0
+
+
+def _size(store: Store, sha: str) -> int:
+    try:
+        return store.blobs.path(sha).stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 def _older(now: datetime, days: float) -> Any:
@@ -356,8 +433,8 @@ def referenced(session: Session, shas: Iterable[str]) -> set[str]:
     return found
 
 
-def _sweep(store: Store, config: RetentionConfig, report: PruneReport) -> tuple[int, int]:
-    """Remove every blob file no row references; count what stays in ``report``."""
+def _sweep(store: Store, config: RetentionConfig, report: PruneReport) -> None:
+    """Remove every blob file no row references; count what goes and stays in ``report``."""
     removed = freed = 0
     grace = config.grace_minutes * 60.0
     for chunk in _chunks(store.blobs.files(), config.batch_size):
@@ -368,7 +445,8 @@ def _sweep(store: Store, config: RetentionConfig, report: PruneReport) -> tuple[
         removed, freed = removed + gone, freed + gone_bytes
         report.blob_files += sum(1 for _ in chunk) - gone
         report.blob_bytes += sum(size for _sha, size in chunk) - gone_bytes
-    return removed, freed
+    report.files_removed += removed
+    report.bytes_removed += freed
 
 
 def _discard(store: Store, shas: list[str], grace_s: float) -> tuple[int, int]:
@@ -448,6 +526,10 @@ def write_metrics(report: PruneReport, path: Path) -> None:
         "inspection_prune_files_removed": (
             "Blob files the last prune removed",
             report.files_removed,
+        ),
+        "inspection_storage_budget_dropped": (
+            "Good parts whose blobs the last prune dropped to keep the budget",
+            report.dropped,
         ),
     }
     for name, (help_text, value) in gauges.items():

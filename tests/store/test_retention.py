@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import signal
@@ -16,6 +17,7 @@ from sqlalchemy import func, select
 
 from inspection.core.errors import ConfigError, UnknownKeyError
 from inspection.store import queries
+from inspection.store.forward import central_entry
 from inspection.store.models import SHA_COLUMNS, Inspection, OutboxEntry
 from inspection.store.retention import KeepPolicy, RetentionConfig, prune
 from inspection.store.store import Store
@@ -126,6 +128,39 @@ def test_prune_keeps_what_the_policy_keeps_and_removes_the_rest(
     assert _dangling_and_orphans(store) == ([], [])
     assert (report.stripped, report.rows_deleted) == (4, 1)  # row-expired: both
     assert report.blob_files == len(list(store.blobs.files()))
+
+
+def test_parts_waiting_for_central_keep_their_blobs_until_the_budget_drops_good_ones(
+    tmp_path: Path,
+) -> None:
+    """Forwarding first; past the disk budget the good parts' blobs go, counted, rows stay."""
+    store = Store.migrated(f"sqlite:///{tmp_path / 'local.db'}", tmp_path / "blobs")
+    for name, verdict in (("good-waiting", "OK"), ("ng-waiting", "NG")):
+        _add(store, name, 10, verdict=verdict, outbox=[central_entry(name, 1)])
+    _add(store, "good-sent", 10)
+    prune(store, CONFIG, now=NOW)
+    assert _holding(store) == {"good-waiting", "ng-waiting"}  # good-sent: by age, as before
+
+    alarm_only = dataclasses.replace(CONFIG, disk_budget_gb=1e-9, over_budget="alarm")
+    report = prune(store, alarm_only, now=NOW)
+    assert (report.dropped, report.alarm, _holding(store)) == (
+        0,
+        True,
+        {"good-waiting", "ng-waiting"},
+    )
+
+    report = prune(store, dataclasses.replace(alarm_only, over_budget="drop_good_images"), now=NOW)
+    assert (report.dropped, report.dropped_waiting, report.alarm) == (1, 1, True)
+    assert _holding(store) == {"ng-waiting"}
+    assert store.count_inspections() == 3
+    assert _dangling_and_orphans(store) == ([], [])
+
+
+def _holding(store: Store) -> set[str]:
+    with store.session() as session:
+        return set(
+            session.scalars(select(Inspection.id).where(Inspection.blobs_pruned_at.is_(None)))
+        )
 
 
 def test_rollups_count_results_seen_after_their_rows_are_deleted(
