@@ -234,7 +234,7 @@ def _add_routes(app: FastAPI, station: Station) -> None:
     @app.get("/healthz", tags=["ops"])
     def healthz(request: Request) -> JSONResponse:
         """200 ``ok`` or 503 ``degraded``; monitor and admin tokens also see per-product models,
-        the store and the watch folder."""
+        the store, the watch folder and the central backlog."""
         products = station.models.status()
         try:
             with station.store.engine.connect() as connection:
@@ -250,6 +250,7 @@ def _add_routes(app: FastAPI, station: Station) -> None:
                 "products": products,
                 "store": {"ok": store_ok, "problem": store_problem},
                 "watch": station.watch_status(),
+                "central": station.core.central_status(),
                 "signatures": station.core.signatures(),
             }
         return JSONResponse(body, status_code=200 if ok else 503)

@@ -6,6 +6,7 @@ Every front door builds on ``StationCore.build``: the HTTP service and its watch
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from inspection.station.live import (
 )
 from inspection.station.metrics import ForwardCollector
 from inspection.station.pipeline import InputDomainHook, OutboxBuilder, Pipeline
-from inspection.store.forward import Forwarder
+from inspection.store.forward import Forwarder, backlog
 from inspection.store.retention import load_retention
 from inspection.store.store import Store
 
@@ -126,6 +127,15 @@ class StationCore:
         if self.forwarder is not None and self.config.central is not None:
             alarm_s = self.config.central.alarm_after_seconds
             registry.register(ForwardCollector(self.forwarder, alarm_s))
+
+    def central_status(self) -> dict[str, Any] | None:
+        """The central backlog (``store.forward.Backlog``) and its alarm; ``None`` without a
+        central store."""
+        if self.config.central is None:
+            return None
+        waiting = backlog(self.store)
+        alarm = waiting.alarm(self.config.central.alarm_after_seconds)
+        return dataclasses.asdict(waiting) | {"alarm": alarm}
 
     def signatures(self) -> dict[str, Any]:
         """What the status pages show about bundle signatures."""

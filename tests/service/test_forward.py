@@ -22,6 +22,8 @@ def test_a_station_answers_and_stores_locally_while_central_is_down(
         assert [answer.status_code for answer in answers] == [201, 201]
         assert served.station.store.count_inspections() == 2
         metrics = served.ops("/metrics").text
+        central_status = served.ops("/healthz").json()["central"]
     assert "inspection_forward_backlog_rows 2.0" in metrics
     assert "inspection_forward_alarm 0.0" in metrics
+    assert central_status["rows"] == 2 and central_status["alarm"] is False
     assert not (tmp_path / "central-blobs").exists()
