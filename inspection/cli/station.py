@@ -38,7 +38,6 @@ from inspection.service.config import load_station_config
 from inspection.station.config import check_registry_dir, pinned_key
 
 if TYPE_CHECKING:
-    from inspection.core.registry import Registry
     from inspection.runtime.hardware import CpuInfo
     from inspection.station.config import StationCoreConfig
     from inspection.store.outbox import SinkBacklog
