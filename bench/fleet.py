@@ -67,7 +67,7 @@ def run(work: Path, ray: str, memory_gb: float) -> dict:
                "--memory-gb", str(memory_gb), "--site", str(work / "site.yaml"),
                "--config", str(work / "retrain.yaml"), "--actor", "bench"]  # fmt: skip
     load = load_average()
-    stdout, code, wall, _ = measured(command)
+    stdout, code, wall, _, _ = measured(command)
     print(stdout, flush=True)
     outcomes = [m.groupdict() for line in stdout.splitlines() if (m := OUTCOME.match(line))]
     return {"command": " ".join(command[1:]), "exit_code": code, "wall_s": round(wall, 1),

@@ -29,6 +29,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -49,26 +50,47 @@ def run_train(product: str, data: str, site: str, code: str | None, *extra: str)
                "--site", site, *extra]  # fmt: skip
     load = load_average()
     # -m puts the working folder first on sys.path: run in ``code`` so that it is imported
-    stdout, code_, wall, peak = measured(command, env=env, cwd=code)
+    stdout, code_, wall, peak, anon = measured(command, env=env, cwd=code)
     if code_ != 0:
         raise SystemExit(f"{' '.join(command)} exited {code_}:\n{stdout[-3000:]}")
     log_file = re.search(r"library logs and warnings: (\S+)", stdout)
     log = Path(log_file.group(1)).read_text(encoding="utf-8") if log_file else ""
-    return {"wall_s": round(wall, 1), "peak_rss_gb": peak, "load_before": load,
-            "stages": stages_of(log, wall), "figures": figures_of(stdout),
+    return {"wall_s": round(wall, 1), "peak_rss_gb": peak, "peak_anon_gb": anon,
+            "load_before": load, "stages": stages_of(log, wall), "figures": figures_of(stdout),
             "scored": scored_of(stdout)}  # fmt: skip
 
 
-def measured(command: list[str], **popen: Any) -> tuple[str, int, float, float]:
+def measured(command: list[str], **popen: Any) -> tuple[str, int, float, float, float]:
     """Run ``command``: (stdout, exit code, wall seconds, peak RSS in GB of that process and
-    the children it waited for, from its own ``wait4`` rusage, not this process's)."""
+    the children it waited for, from its own ``wait4`` rusage, not this process's; and the
+    peak of its anonymous resident memory, ``RssAnon`` sampled every 0.2 s: what it holds
+    itself, without the file pages the kernel may write out and drop)."""
     started = time.perf_counter()
+    anon = [0]
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, **popen) as child:
+        sampler = threading.Thread(target=_sample_anon, args=(child.pid, anon), daemon=True)
+        sampler.start()
         stdout = child.stdout.read() if child.stdout else ""
         _, status, usage = os.wait4(child.pid, 0)
         child.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - started
-    return stdout, child.returncode, wall, round(usage.ru_maxrss / 1024**2, 2)
+    sampler.join()
+    peak, peak_anon = usage.ru_maxrss / 1024**2, anon[0] / 1024**2
+    return stdout, child.returncode, wall, round(peak, 2), round(peak_anon, 2)
+
+
+def _sample_anon(pid: int, peak: list[int]) -> None:
+    """Keep ``peak[0]`` at the largest ``RssAnon`` (KiB) of ``pid`` until it has exited."""
+    path = Path(f"/proc/{pid}/status")
+    while True:
+        try:
+            found = re.search(r"^RssAnon:\s+(\d+) kB", path.read_text(), re.MULTILINE)
+        except OSError:
+            return
+        if found is None:  # exited (a zombie has no memory lines)
+            return
+        peak[0] = max(peak[0], int(found.group(1)))
+        time.sleep(0.2)
 
 
 MARKERS = (
@@ -142,7 +164,7 @@ def run_anomalib(product: str, data: str) -> dict:
     """Wall seconds of plain anomalib fit + test (a child process, like ``run_train``)."""
     load = load_average()
     command = [sys.executable, __file__, "--anomalib-child", f"{product}:{data}"]
-    stdout, code, wall, peak = measured(command)
+    stdout, code, wall, peak, _ = measured(command)
     if code != 0:
         raise SystemExit(f"plain anomalib exited {code}:\n{stdout[-3000:]}")
     return {"wall_s": round(wall, 1), "peak_rss_gb": peak, "load_before": load,
@@ -191,11 +213,11 @@ def markdown(report: dict) -> str:
         f"Last command: `{report['command']}`. Each run alone on the machine (nothing else "
         "heavy); `load avg` is the 1/5/15-min load average before each run; `load` the stage "
         "(interpreter, imports, data check).\n",
-        "| code | row | images | wall s | peak RSS GB | "
+        "| code | row | images | wall s | peak RSS GB | peak anon GB | "
         + " | ".join(STAGES)
         + " | plain anomalib fit+test s | ratio | img AUROC | px AUROC | AUPRO | false reject "
         "| CPU | load avg |",
-        "|" + " --- |" * (len(STAGES) + 13),
+        "|" + " --- |" * (len(STAGES) + 14),
     ]
     by_row = sorted(report["rows"], key=lambda k: (report["rows"][k]["row"], k))
     for key in by_row:  # each row's runs side by side: a per-stage profile, before and after
@@ -206,7 +228,7 @@ def markdown(report: dict) -> str:
         fig = row.get("figures", {})
         lines.append(
             f"| {row['label']} | {row['row']} | {row.get('images', '-')} | {row['wall_s']} | "
-            f"{row.get('peak_rss_gb', '-')} | "
+            f"{row.get('peak_rss_gb', '-')} | {row.get('peak_anon_gb', '-')} | "
             + " | ".join(str(stages.get(s, "-")) for s in STAGES)
             + f" | {plain or '-'} | {ratio} | "
             + " | ".join(

@@ -5,13 +5,14 @@ Two backends behind the one-method ``Camera`` protocol:
 - ``FileSequenceCamera``: the images under a folder in name order (tests, demos, replays).
 - ``GenICamCamera``: a GenICam/GigE Vision/USB3 Vision camera through ``harvesters``
   (``pip install 'inspection[genicam]'``). Harvesters talks to the camera through the
-  vendor's GenTL producer (a ``.cti`` file shipped with the vendor SDK); without it there
-  is no camera to open, so this backend is never faked in tests.
+  vendor's GenTL producer (a ``.cti`` file shipped with the vendor SDK); the tests use the
+  virtual cameras of the ``genicam`` wheel's producer (``viky.cti``), never a fake.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ import numpy as np
 from inspection.core.errors import InspectionError
 from inspection.core.images import IMAGE_SUFFIXES
 from inspection.line.config import CameraConfig
+
+log = logging.getLogger(__name__)
 
 
 class CaptureError(InspectionError):
@@ -90,11 +93,15 @@ class FileSequenceCamera:
 
 
 class GenICamCamera:
-    """A GenICam camera via harvesters: software trigger if the device has one, else the
-    next frame of its free-running stream. Mono8 frames become RGB; frames are PNG-encoded.
+    """A GenICam camera via harvesters, set up from ``CameraConfig``: trigger mode (a software
+    trigger per capture, or the newest frame of a free-running stream), exposure, gain and any
+    other SFNC feature by name. Mono8 frames become RGB; frames are PNG-encoded.
+
+    A failed capture (timeout, camera unplugged) drops the device; the next capture opens it
+    again, so one trigger answers "no image" and none gets a stale or another part's frame.
     """
 
-    def __init__(self, cti: str | Path, *, device: str | None = None, timeout_s: float = 2.0):
+    def __init__(self, config: CameraConfig) -> None:
         try:
             from harvesters.core import Harvester  # the optional genicam extra
         except ImportError as exc:
@@ -102,41 +109,65 @@ class GenICamCamera:
                 "GenICam camera needs harvesters: pip install 'inspection[genicam]' "
                 "(and the camera vendor's GenTL producer, a .cti file)"
             ) from exc
-        if not Path(cti).is_file():
-            raise CaptureError(f"GenICam camera: GenTL producer {cti} not found")
-        self.timeout_s = timeout_s
+        if config.cti is None or not Path(config.cti).is_file():
+            raise CaptureError(f"GenICam camera: GenTL producer {config.cti} not found")
+        self.config = config
         self._lock = threading.Lock()
         self._harvester = Harvester()
-        self._harvester.add_file(str(cti))
+        self._harvester.add_file(str(config.cti))
+        self._acquirer: Any = None
+        try:
+            self._open()
+        except CaptureError:
+            self._harvester.reset()
+            raise
+
+    def _open(self) -> None:
         self._harvester.update()
         if not self._harvester.device_info_list:
-            self._harvester.reset()
-            raise CaptureError(f"GenICam camera: no device found through {cti}")
-        selector: dict[str, Any] = {"serial_number": device} if device else {}
-        self._acquirer = self._harvester.create(selector or 0)
-        self._software_trigger = self._enable_software_trigger()
-        self._acquirer.start()
-
-    def _enable_software_trigger(self) -> bool:
-        nodes = self._acquirer.remote_device.node_map
+            raise CaptureError(f"GenICam camera: no device found through {self.config.cti}")
+        device = self.config.device
+        self._acquirer = self._harvester.create({"serial_number": device} if device else 0)
         try:
-            nodes.TriggerSelector.value = "FrameStart"
-            nodes.TriggerMode.value = "On"
-            nodes.TriggerSource.value = "Software"
-        except Exception:  # GenApi raises per-vendor types; the device then free-runs
-            return False
-        return True
+            _set_features(self._acquirer.remote_device.node_map, self.config.genicam_features())
+            if self.config.trigger == "free_run":  # a trigger takes the newest frame
+                nodes = self._acquirer.remote_device.node_map
+                if nodes.has_node("TriggerMode"):
+                    nodes.TriggerMode.value = "Off"
+                stream = self._acquirer.data_streams[0].node_map
+                stream.StreamBufferHandlingMode.value = "NewestOnly"
+            self._acquirer.start()
+        except Exception:
+            self._drop()
+            raise
+
+    def _drop(self) -> None:
+        acquirer, self._acquirer = self._acquirer, None
+        try:
+            acquirer.stop()
+            acquirer.destroy()
+        except Exception:  # a device already gone cannot be stopped cleanly
+            log.debug("GenICam camera: closing a failed device", exc_info=True)
 
     def capture(self) -> Frame:
         started = time.perf_counter()
         with self._lock:
             try:
-                if self._software_trigger:
+                if self._acquirer is None:
+                    self._open()
+                if self.config.trigger == "software":
                     self._acquirer.remote_device.node_map.TriggerSoftware.execute()
-                with self._acquirer.fetch(timeout=self.timeout_s) as buffer:
+                with self._acquirer.fetch(timeout=self.config.timeout_s) as buffer:
                     image = _component_rgb(buffer.payload.components[0])
+            except CaptureError:
+                raise
             except Exception as exc:  # harvesters/GenTL timeouts and device errors
-                raise CaptureError(f"GenICam camera: no frame: {exc}") from exc
+                if self._acquirer is not None:
+                    self._drop()
+                raise CaptureError(
+                    f"GenICam camera: no frame ({type(exc).__name__}: {exc}); the device is "
+                    "opened again on the next trigger"
+                ) from exc
         ok, png = cv2.imencode(".png", np.ascontiguousarray(image[:, :, ::-1]))  # cv2 wants BGR
         if not ok:
             raise CaptureError("GenICam camera: the frame could not be PNG-encoded")
@@ -144,14 +175,30 @@ class GenICamCamera:
         return Frame(data, f"genicam-{time.time_ns()}.png", (time.perf_counter() - started) * 1e3)
 
     def close(self) -> None:
-        self._acquirer.stop()
-        self._acquirer.destroy()
-        self._harvester.reset()
+        with self._lock:
+            if self._acquirer is not None:
+                self._drop()
+            self._harvester.reset()
+
+
+def _set_features(nodes: Any, features: dict[str, Any]) -> None:
+    """Write each SFNC feature in order; ``CaptureError`` naming the first one the device lacks
+    or refuses."""
+    for name, value in features.items():
+        if not nodes.has_node(name):
+            raise CaptureError(
+                f"GenICam camera: the device has no feature {name!r} (SFNC name); remove it "
+                "or the setting that needs it from the camera config"
+            )
+        try:
+            getattr(nodes, name).value = value
+        except Exception as exc:  # GenApi raises per-vendor types
+            raise CaptureError(f"GenICam camera: {name} = {value!r} refused: {exc}") from exc
 
 
 def _component_rgb(component: Any) -> np.ndarray:
     """(H, W, 3) uint8 RGB copy of a harvesters image component (Mono8 or RGB8)."""
-    channels = component.num_components_per_pixel
+    channels = int(component.num_components_per_pixel)  # harvesters reports a float
     array = np.asarray(component.data).reshape(component.height, component.width, channels)
     if array.dtype != np.uint8:
         array = (array >> max(0, array.dtype.itemsize * 8 - 8)).astype(np.uint8)
@@ -165,6 +212,5 @@ def open_camera(config: CameraConfig) -> Camera:
     if config.kind == "file":
         return FileSequenceCamera(config.path or Path("."), loop=config.loop)
     if config.kind == "genicam":
-        cti = config.cti or Path(".")
-        return GenICamCamera(cti, device=config.device, timeout_s=config.timeout_s)
+        return GenICamCamera(config)
     raise ValueError(f"unknown camera kind {config.kind!r}; use file or genicam")

@@ -129,7 +129,11 @@ class MqttTriggerConfig:
 @dataclass(frozen=True)
 class CameraConfig:
     """``file``: images of ``path`` in name order (``loop`` restarts); ``genicam``: a
-    GenICam camera through harvesters and the vendor's GenTL producer (``cti``)."""
+    GenICam camera through harvesters and the vendor's GenTL producer (``cti``), ``device``
+    its serial number (default: the first). ``trigger``: ``software`` fires the camera per
+    part, ``free_run`` takes the newest frame of its stream. ``exposure_us``/``gain_db`` set
+    SFNC ``ExposureTime``/``Gain``; ``features``: other SFNC features by name, set in order
+    (e.g. ``PixelFormat: Mono8``). ``timeout_s``: how long a capture waits for its frame."""
 
     kind: Literal["file", "genicam"] = "file"
     path: Path | None = None
@@ -137,6 +141,10 @@ class CameraConfig:
     cti: Path | None = None
     device: str | None = None
     timeout_s: float = 2.0
+    trigger: Literal["software", "free_run"] = "software"
+    exposure_us: float | None = None
+    gain_db: float | None = None
+    features: dict[str, str | int | float | bool] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.kind == "file" and self.path is None:
@@ -145,6 +153,15 @@ class CameraConfig:
             raise ConfigError("camera: kind 'genicam' needs 'cti' (the vendor's GenTL producer)")
         if self.timeout_s <= 0:
             raise ConfigError(f"camera: timeout_s must be > 0, got {self.timeout_s}")
+        if self.exposure_us is not None and self.exposure_us <= 0:
+            raise ConfigError(f"camera: exposure_us must be > 0, got {self.exposure_us}")
+
+    def genicam_features(self) -> dict[str, str | int | float | bool]:
+        """The SFNC features to write, in order: trigger mode, exposure, gain, the rest."""
+        trigger = {"TriggerSelector": "FrameStart", "TriggerMode": "On",
+                   "TriggerSource": "Software"} if self.trigger == "software" else {}  # fmt: skip
+        optional = {"ExposureTime": self.exposure_us, "Gain": self.gain_db}
+        return trigger | {k: v for k, v in optional.items() if v is not None} | self.features
 
 
 @dataclass(frozen=True)
