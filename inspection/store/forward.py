@@ -124,9 +124,7 @@ class Forwarder:
         with Session(self.engine) as central, central.begin():
             insert = postgresql.insert(Inspection).values(rows).on_conflict_do_nothing()
             inserted = set(central.scalars(insert.returning(Inspection.id)))
-            for _, row in batch:
-                if row.id in inserted:
-                    rollups.record(central, row)
+            rollups.record(central, [row for _, row in batch if row.id in inserted])
         ids = [message_id for message_id, _ in batch]
         with self.local.session() as session:
             session.execute(

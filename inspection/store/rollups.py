@@ -6,7 +6,7 @@ Two tables, one row per hour and key, so a page reads O(hours x stations) rows a
   latency peak, lowest threshold, first/last inspection time and the newest model version;
 - ``rollup_scores`` per (hour, product, score bin): a ``BINS``-bin score histogram over [0, 1].
 
-``record`` adds one inspection in the writer's own transaction (``Store.add_inspection``), so
+``record`` adds inspections in the writer's own transaction (``Store.add_inspection``), so
 a rollup never disagrees with the rows it counts: both commit or neither. Rollups only ever
 grow; review labels are not in them (reviews are few and read live through an index), and
 retention may delete result rows while their hour keeps counting them. ``rebuild`` recomputes
@@ -19,6 +19,8 @@ SQLAlchemy datetime, PostgreSQL as ``timestamptz``.
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from functools import cache
 from typing import Any
@@ -114,52 +116,66 @@ def bin_of(score: float) -> int:
     return min(max(int(score * BINS), 0), BINS - 1)
 
 
-def record(session: Session, row: Inspection) -> None:
-    """Add ``row`` (``created_at`` set) to its hour's rollups inside ``session``'s transaction."""
+def record(session: Session, rows: Sequence[Inspection]) -> None:
+    """Add ``rows`` (``created_at`` set) to their hours' rollups inside ``session``'s
+    transaction: one upsert per (hour, product, station) and per (hour, product, bin)."""
+    if not rows:
+        return
     hourly, scores = _upserts(session.get_bind().dialect.name)
-    hour = hour_of(row.created_at)
-    session.execute(
-        hourly,
-        {
-            "hour": hour,
-            "product": row.product,
-            "station_id": row.station_id,
-            "ng": int(row.verdict == "NG"),
-            "score": row.score,
-            "latency": row.latency_ms,
-            "threshold": row.threshold,
-            "created_at": row.created_at,
-            "model_version": row.model_version,
-        },
-    )
-    session.execute(scores, {"hour": hour, "product": row.product, "bin": bin_of(row.score)})
+    groups: dict[tuple[Any, ...], dict[str, Any]] = {}
+    bins: Counter[tuple[datetime, str, int]] = Counter()
+    for row in rows:
+        hour = hour_of(row.created_at)
+        ng, at = int(row.verdict == "NG"), row.created_at
+        group = groups.get((hour, row.product, row.station_id))
+        if group is None:
+            groups[(hour, row.product, row.station_id)] = {
+                "hour": hour, "product": row.product, "station_id": row.station_id,
+                "total": 1, "ng": ng, "score": row.score, "latency": row.latency_ms,
+                "latency_max": row.latency_ms, "threshold": row.threshold,
+                "first_seen": at, "last_seen": at, "model_version": row.model_version,
+            }  # fmt: skip
+        else:
+            group["total"], group["ng"] = group["total"] + 1, group["ng"] + ng
+            group["score"] += row.score
+            group["latency"] += row.latency_ms
+            group["latency_max"] = max(group["latency_max"], row.latency_ms)
+            group["threshold"] = min(group["threshold"], row.threshold)
+            group["first_seen"] = min(group["first_seen"], at)
+            if at >= group["last_seen"]:
+                group["last_seen"], group["model_version"] = at, row.model_version
+        bins[(hour, row.product, bin_of(row.score))] += 1
+    session.execute(hourly, list(groups.values()))
+    counts = [{"hour": h, "product": p, "bin": b, "count": n} for (h, p, b), n in bins.items()]
+    session.execute(scores, counts)
 
 
 @cache
 def _upserts(dialect: str) -> tuple[Any, Any]:
     """The two upserts ``record`` runs, built once per dialect with bound parameters (building
-    them per inspection cost more CPU than the rest of the store write)."""
+    them per inspection cost more CPU than the rest of the store write); each adds a group's
+    sums to its row."""
     insert_ = sqlite.insert if dialect == "sqlite" else postgresql.insert
     greatest, least = _extremes(dialect)
     hourly = insert_(HourlyRollup).values(
         hour=bindparam("hour"),
         product=bindparam("product"),
         station_id=bindparam("station_id"),
-        total=1,
+        total=bindparam("total"),
         ng=bindparam("ng"),
         score_sum=bindparam("score"),
         latency_sum=bindparam("latency"),
-        latency_max=bindparam("latency"),
+        latency_max=bindparam("latency_max"),
         threshold_min=bindparam("threshold"),
-        first_seen=bindparam("created_at"),
-        last_seen=bindparam("created_at"),
+        first_seen=bindparam("first_seen"),
+        last_seen=bindparam("last_seen"),
         model_version=bindparam("model_version"),
     )
     new, old = hourly.excluded, HourlyRollup
     hourly = hourly.on_conflict_do_update(
         index_elements=["hour", "product", "station_id"],
         set_={
-            "total": old.total + 1,
+            "total": old.total + new.total,
             "ng": old.ng + new.ng,
             "score_sum": old.score_sum + new.score_sum,
             "latency_sum": old.latency_sum + new.latency_sum,
@@ -173,10 +189,14 @@ def _upserts(dialect: str) -> tuple[Any, Any]:
         },
     )
     scores = insert_(ScoreRollup).values(
-        hour=bindparam("hour"), product=bindparam("product"), bin=bindparam("bin"), count=1
+        hour=bindparam("hour"),
+        product=bindparam("product"),
+        bin=bindparam("bin"),
+        count=bindparam("count"),
     )
     scores = scores.on_conflict_do_update(
-        index_elements=["hour", "product", "bin"], set_={"count": ScoreRollup.count + 1}
+        index_elements=["hour", "product", "bin"],
+        set_={"count": ScoreRollup.count + scores.excluded["count"]},
     )
     return hourly, scores
 

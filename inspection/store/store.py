@@ -242,7 +242,7 @@ class Store:
         try:
             with self.session() as session:
                 session.add(row)
-                rollups.record(session, row)  # the dashboard's hourly aggregates, same commit
+                rollups.record(session, [row])  # the dashboard's hourly aggregates, same commit
                 session.add_all(
                     OutboxMessage(inspection_id=row.id, key=e.key, sink=e.sink, payload=e.payload)
                     for e in outbox

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from inspection.store import queries, rollups
 from inspection.store.rollups import HourlyRollup, ScoreRollup
@@ -107,3 +107,19 @@ def test_station_blob_check(filled: Store) -> None:
     assert filled.station_has_blob("s1", sha)
     assert not filled.station_has_blob("s2", sha)
     assert not filled.station_has_blob("s1", "f" * 64)
+
+
+def test_rollups_recorded_in_batches_equal_those_recorded_one_by_one(filled: Store) -> None:
+    """The forwarder records a batch at once (``store.forward``), its rows in any order."""
+    written = _snapshot(filled)
+    rows = sorted(filled.list_inspections(limit=1000), key=lambda row: row.id)
+    with filled.session() as session:
+        session.execute(delete(HourlyRollup))
+        session.execute(delete(ScoreRollup))
+        for start in range(0, len(rows), 50):
+            rollups.record(session, rows[start : start + 50])
+        newest = select(HourlyRollup.model_version).where(
+            HourlyRollup.station_id == "s1", HourlyRollup.hour == T0
+        )
+        assert session.scalar(newest) == "v1"
+    assert _snapshot(filled) == written
