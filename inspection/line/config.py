@@ -113,6 +113,45 @@ class OpcUaTriggerConfig:
 
 
 @dataclass(frozen=True)
+class S7Config:
+    """PLC handshake over Siemens S7 (``inspection.line.registers``): the signals in data
+    block ``db`` of the PLC at ``host`` (``rack``/``slot`` of its CPU), polled every
+    ``poll_ms``. No authentication or encryption (docs/security.md)."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 102
+    rack: int = 0
+    slot: int = 1
+    db: int = 100
+    poll_ms: float = 10.0
+
+    def __post_init__(self) -> None:
+        check_port("s7: port", self.port)
+        if self.poll_ms <= 0:
+            raise ConfigError(f"s7: poll_ms must be > 0, got {self.poll_ms}")
+
+
+@dataclass(frozen=True)
+class ModbusConfig:
+    """PLC handshake over Modbus TCP (``inspection.line.registers``): the signals in the
+    holding registers from ``address`` of unit ``unit`` at ``host``, polled every
+    ``poll_ms``. No authentication or encryption (docs/security.md)."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 502
+    unit: int = 1
+    address: int = 0
+    poll_ms: float = 10.0
+
+    def __post_init__(self) -> None:
+        check_port("modbus: port", self.port)
+        if self.poll_ms <= 0:
+            raise ConfigError(f"modbus: poll_ms must be > 0, got {self.poll_ms}")
+
+
+@dataclass(frozen=True)
 class MqttTriggerConfig:
     """Handshake over MQTT: triggers on ``<topic_prefix>/trigger``, answers on ``.../answer``
     (see ``inspection.line.mqtt``). Independent of the mqtt result sinks."""
@@ -203,6 +242,8 @@ class LineConfig:
     publisher: PublisherConfig = field(default_factory=PublisherConfig)
     opcua: OpcUaTriggerConfig = field(default_factory=OpcUaTriggerConfig)
     mqtt: MqttTriggerConfig = field(default_factory=MqttTriggerConfig)
+    s7: S7Config = field(default_factory=S7Config)
+    modbus: ModbusConfig = field(default_factory=ModbusConfig)
     warm_on_trigger: WarmConfig = field(default_factory=WarmConfig)
     security: LinkSecurity = field(default_factory=LinkSecurity)
 

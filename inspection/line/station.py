@@ -19,6 +19,7 @@ from inspection.line.opcua import OpcUaHandshake
 from inspection.line.payload import payload_of
 from inspection.line.pki import LinePki
 from inspection.line.publisher import Publisher
+from inspection.line.registers import RegisterHandshake
 from inspection.line.security import insecure_notice
 from inspection.line.sinks import Sink, build_sink
 from inspection.station.core import StationCore
@@ -62,6 +63,7 @@ class LineStation:
     registry: CollectorRegistry
     opcua: OpcUaHandshake | None = None
     mqtt: MqttHandshake | None = None
+    registers: tuple[RegisterHandshake, ...] = ()
 
     @classmethod
     def build(cls, config: LineConfig, *, loader: InspectorLoader = default_loader) -> LineStation:
@@ -119,6 +121,13 @@ class LineStation:
                 security=config.security,
                 on_answer=lambda a, s: station.answered(a, s, "mqtt"),
             )
+        station.registers = tuple(
+            RegisterHandshake(
+                plc, handler, on_answer=lambda a, s, via=via: station.answered(a, s, via)
+            )
+            for via, plc in (("s7", config.s7), ("modbus", config.modbus))
+            if plc.enabled
+        )
         return station
 
     def start(self) -> None:
@@ -131,7 +140,7 @@ class LineStation:
         for warning in self.startup_warnings():
             log.warning(warning)
         self.publisher.start()
-        for handshake in (self.opcua, self.mqtt):
+        for handshake in (self.opcua, self.mqtt, *self.registers):
             if handshake is not None:
                 handshake.start()
 
@@ -167,7 +176,7 @@ class LineStation:
 
     def stop(self) -> None:
         """Stop taking triggers, finish in-flight work, flush what the sinks take now."""
-        for handshake in (self.opcua, self.mqtt):
+        for handshake in (self.opcua, self.mqtt, *self.registers):
             if handshake is not None:
                 handshake.stop()
         self.handler.close()

@@ -1,0 +1,214 @@
+"""PLC handshake over Siemens S7 or Modbus TCP: the OPC UA handshake's signals in one block
+of PLC memory that the station polls, for PLCs without an OPC UA server.
+
+The station is a client of the PLC (``python-snap7`` for S7, ``pymodbus`` for Modbus TCP) and
+reads and writes one block: an S7 data block (``db``, byte offsets below) or the Modbus
+holding registers from ``address`` (register = address + offset / 2). Integers are 16-bit,
+``Score`` a 32-bit IEEE float, both big-endian as S7 stores them; strings are S7
+``STRING[n]`` (max length byte, length byte, then the characters), so the same bytes serve a
+Modbus master. The PLC writes only its own fields, the station only its own.
+
+======  ===============  =============  ============================================
+offset  signal           type           written by
+======  ===============  =============  ============================================
+0       Trigger          INT (0/1)      PLC: rises for each part
+2       Ready            INT (0/1)      station: connected and serving
+4       Busy             INT (0/1)      station
+6       Done             INT (0/1)      station: the answer below is complete
+8       Result           INT            station: 0 none, 1 OK, 2 NG, 3 error
+10      ErrorCode        INT            station (``handshake.ErrorCode``)
+12      Score            REAL           station
+16      Product          STRING[30]     PLC (empty: the selected product)
+48      PartId           STRING[30]     PLC
+80      RequestId        STRING[30]     PLC (empty: the station makes one up)
+112     AnswerRequestId  STRING[30]     station
+144     Message          STRING[62]     station
+======  ===============  =============  ============================================
+
+The cycle is the OPC UA one (docs/line-integration.md): Trigger rises -> Busy=1, Done=0 ->
+inspect -> answer fields -> Busy=0, Done=1 -> Trigger falls -> Done=0, Result=0. Neither
+protocol authenticates or encrypts: anyone who reaches the PLC port can write a trigger
+(docs/security.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from inspection.line.config import ModbusConfig, S7Config
+from inspection.line.handshake import Answer, Trigger, TriggerHandler
+
+log = logging.getLogger(__name__)
+
+BLOCK_BYTES = 208
+STATUS = (2, 16)  # Ready .. Score: the station's fixed fields
+ANSWER = (112, 208)  # AnswerRequestId, Message
+STRINGS = {"Product": (16, 30), "PartId": (48, 30), "RequestId": (80, 30),
+           "AnswerRequestId": (112, 30), "Message": (144, 62)}  # fmt: skip
+
+
+class BlockLink(Protocol):
+    """The PLC memory block: read ``size`` bytes at ``offset``, write bytes at ``offset``."""
+
+    def read(self, offset: int, size: int) -> bytes: ...
+
+    def write(self, offset: int, data: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class S7Link:
+    """One S7 data block through ``python-snap7``."""
+
+    def __init__(self, config: S7Config) -> None:
+        # deferred: snap7, only on stations that speak S7
+        import snap7
+
+        self.db = config.db
+        self.client = snap7.client.Client()
+        self.client.connect(config.host, config.rack, config.slot, config.port)
+
+    def read(self, offset: int, size: int) -> bytes:
+        return bytes(self.client.db_read(self.db, offset, size))
+
+    def write(self, offset: int, data: bytes) -> None:
+        self.client.db_write(self.db, offset, bytearray(data))
+
+    def close(self) -> None:
+        self.client.disconnect()
+
+
+class ModbusLink:
+    """Holding registers from ``address`` through ``pymodbus`` (two bytes per register)."""
+
+    def __init__(self, config: ModbusConfig) -> None:
+        # deferred: pymodbus, only on stations that speak Modbus
+        from pymodbus.client import ModbusTcpClient
+
+        self.address, self.unit = config.address, config.unit
+        self.client = ModbusTcpClient(config.host, port=config.port, timeout=2)
+        if not self.client.connect():
+            raise ConnectionError(f"no Modbus TCP server at {config.host}:{config.port}")
+
+    def read(self, offset: int, size: int) -> bytes:
+        count = size // 2  # at most 125 registers per request: the block is 104
+        reply = self.client.read_holding_registers(
+            self.address + offset // 2, count=count, device_id=self.unit
+        )
+        if reply.isError():
+            raise ConnectionError(f"Modbus read of {count} registers: {reply}")
+        return struct.pack(f">{count}H", *reply.registers)
+
+    def write(self, offset: int, data: bytes) -> None:
+        words = list(struct.unpack(f">{len(data) // 2}H", data))
+        reply = self.client.write_registers(self.address + offset // 2, words, device_id=self.unit)
+        if reply.isError():
+            raise ConnectionError(f"Modbus write of {len(words)} registers: {reply}")
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def s7_string(text: str, capacity: int) -> bytes:
+    """``text`` as S7 ``STRING[capacity]`` (cut to fit; non-ASCII replaced)."""
+    data = text.encode("ascii", "replace")[:capacity]
+    return bytes([capacity, len(data)]) + data.ljust(capacity, b"\0")
+
+
+def read_string(block: bytes, name: str) -> str:
+    offset, capacity = STRINGS[name]
+    length = min(block[offset + 1], capacity)
+    return block[offset + 2 : offset + 2 + length].decode("ascii", "replace")
+
+
+def status_bytes(*, ready: bool, busy: bool, done: bool, answer: Answer | None = None) -> bytes:
+    """Offsets 2..15: Ready, Busy, Done, Result, ErrorCode, Score."""
+    result, code, score = (0, 0, 0.0) if answer is None else (
+        int(answer.result), int(answer.error_code), float(answer.score or 0.0)
+    )  # fmt: skip
+    return struct.pack(">5hf", ready, busy, done, result, code, score)
+
+
+class RegisterHandshake:
+    """Polls the PLC block every ``poll_ms`` in its own thread; reconnects while the PLC is
+    away. ``via`` (``s7`` or ``modbus``) names the protocol in stored rows and metrics."""
+
+    def __init__(
+        self,
+        config: S7Config | ModbusConfig,
+        handler: TriggerHandler,
+        *,
+        on_answer: Callable[[Answer, float], None] | None = None,
+    ) -> None:
+        self.config, self.handler = config, handler
+        self.via = "s7" if isinstance(config, S7Config) else "modbus"
+        self.on_answer = on_answer
+        self.connected = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=f"{self.via}-handshake", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+            self._thread = None
+
+    def _run(self) -> None:
+        delay = 0.5
+        while not self._stop.is_set():
+            try:
+                link = (
+                    S7Link(self.config) if isinstance(self.config, S7Config)
+                    else ModbusLink(self.config)
+                )  # fmt: skip
+            except Exception as exc:  # PLC down or unreachable: try again
+                log.warning("%s handshake with %s: %s", self.via, self.config.host, exc)
+                self._stop.wait(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            delay = 0.5
+            try:
+                self._serve(link)
+            except Exception as exc:  # the connection broke mid-cycle: reconnect
+                log.warning("%s handshake with %s: %s", self.via, self.config.host, exc)
+            finally:
+                self.connected.clear()
+                link.close()
+
+    def _serve(self, link: BlockLink) -> None:
+        link.write(STATUS[0], status_bytes(ready=True, busy=False, done=False))
+        self.connected.set()
+        log.info("%s handshake: connected to %s:%d", self.via, self.config.host, self.config.port)
+        high = False
+        while not self._stop.wait(self.config.poll_ms / 1000):
+            block = link.read(0, BLOCK_BYTES)
+            trigger = struct.unpack_from(">h", block)[0] != 0
+            if trigger and not high:
+                self._cycle(link, block)
+            elif not trigger and high:
+                link.write(STATUS[0], status_bytes(ready=True, busy=False, done=False))
+            high = trigger
+        link.write(STATUS[0], status_bytes(ready=False, busy=False, done=False))
+
+    def _cycle(self, link: BlockLink, block: bytes) -> None:
+        started = time.perf_counter()
+        link.write(STATUS[0], status_bytes(ready=True, busy=True, done=False))
+        product, part_id, request_id = (
+            read_string(block, name) for name in ("Product", "PartId", "RequestId")
+        )
+        trigger = Trigger(request_id or None, product or None, part_id or None)
+        answer = self.handler.handle(trigger, source=self.via)
+        texts = [(answer.request_id, "AnswerRequestId"), (answer.message, "Message")]
+        link.write(ANSWER[0], b"".join(s7_string(t, STRINGS[n][1]) for t, n in texts))
+        link.write(STATUS[0], status_bytes(ready=True, busy=False, done=True, answer=answer))
+        if self.on_answer is not None:
+            self.on_answer(answer, time.perf_counter() - started)
