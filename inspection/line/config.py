@@ -166,6 +166,20 @@ class MqttTriggerConfig:
 
 
 @dataclass(frozen=True)
+class MachineVisionConfig:
+    """OPC 40100 (OPC UA for Machine Vision) server mode: the station serves a VisionSystem
+    at ``opc.tcp://<host>:<port>/inspection`` (``inspection.line.machine_vision``), secured
+    as ``security`` says. Independent of the OPC UA handshake, where the station is a client."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 4843
+
+    def __post_init__(self) -> None:
+        check_port("machine_vision: port", self.port)
+
+
+@dataclass(frozen=True)
 class CameraConfig:
     """``file``: images of ``path`` in name order (``loop`` restarts); ``genicam``: a
     GenICam camera through harvesters and the vendor's GenTL producer (``cti``), ``device``
@@ -242,6 +256,7 @@ class LineConfig:
     publisher: PublisherConfig = field(default_factory=PublisherConfig)
     opcua: OpcUaTriggerConfig = field(default_factory=OpcUaTriggerConfig)
     mqtt: MqttTriggerConfig = field(default_factory=MqttTriggerConfig)
+    machine_vision: MachineVisionConfig = field(default_factory=MachineVisionConfig)
     s7: S7Config = field(default_factory=S7Config)
     modbus: ModbusConfig = field(default_factory=ModbusConfig)
     warm_on_trigger: WarmConfig = field(default_factory=WarmConfig)

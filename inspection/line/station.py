@@ -14,6 +14,7 @@ from inspection.core.errors import ConfigError
 from inspection.line.camera import Camera, FileSequenceCamera, open_camera
 from inspection.line.config import LineConfig
 from inspection.line.handshake import Answer, ErrorCode, TriggerHandler
+from inspection.line.machine_vision import VisionSystemServer
 from inspection.line.mqtt import MqttHandshake
 from inspection.line.opcua import OpcUaHandshake
 from inspection.line.payload import payload_of
@@ -63,6 +64,7 @@ class LineStation:
     registry: CollectorRegistry
     opcua: OpcUaHandshake | None = None
     mqtt: MqttHandshake | None = None
+    machine_vision: VisionSystemServer | None = None
     registers: tuple[RegisterHandshake, ...] = ()
 
     @classmethod
@@ -113,6 +115,15 @@ class LineStation:
                 security=config.security,
                 on_answer=lambda a, s: station.answered(a, s, "opcua"),
             )
+        if config.machine_vision.enabled:
+            station.machine_vision = VisionSystemServer(
+                config.machine_vision,
+                handler,
+                core.store,
+                station_id=config.station_id,
+                security=config.security,
+                on_answer=lambda a, s: station.answered(a, s, "opcua-40100"),
+            )
         if config.mqtt.enabled:
             station.mqtt = MqttHandshake(
                 config.mqtt,
@@ -140,7 +151,7 @@ class LineStation:
         for warning in self.startup_warnings():
             log.warning(warning)
         self.publisher.start()
-        for handshake in (self.opcua, self.mqtt, *self.registers):
+        for handshake in (self.opcua, self.mqtt, self.machine_vision, *self.registers):
             if handshake is not None:
                 handshake.start()
 
@@ -176,7 +187,7 @@ class LineStation:
 
     def stop(self) -> None:
         """Stop taking triggers, finish in-flight work, flush what the sinks take now."""
-        for handshake in (self.opcua, self.mqtt, *self.registers):
+        for handshake in (self.opcua, self.mqtt, self.machine_vision, *self.registers):
             if handshake is not None:
                 handshake.stop()
         self.handler.close()

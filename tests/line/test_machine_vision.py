@@ -1,0 +1,203 @@
+"""OPC 40100 server mode against real clients, security on: asyncua (here) and node-opcua
+(``node/machine_vision_client.mjs``), an implementation nobody here wrote. Browse to the
+VisionSystem, prepare a recipe, run a single job, receive ResultReady, read the result and
+check it against the store; an untrusted client is refused."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from asyncua import Client, ua
+from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
+
+from inspection.core.signing import load_public_key
+from inspection.line.config import MachineVisionConfig
+from inspection.line.machine_vision import MV_URI, RESULT_READY_EVENT, VISION_SYSTEM_TYPE
+from inspection.line.payload import ResultPayload
+from inspection.line.pki import LinePki
+from inspection.line.security import trust_list_validator
+from inspection.line.station import LineStation
+
+from .helpers import free_port, secure
+from .station_env import camera_folder, line_config
+
+NODE_DIR = Path(__file__).parent / "node"
+
+
+@pytest.fixture
+def station(tmp_path: Path, fp32_bundle: Path, tiny_product: Path):
+    camera = camera_folder(tmp_path, tiny_product, count=4)
+    config = MachineVisionConfig(enabled=True, port=free_port())
+    built = LineStation.build(line_config(tmp_path, fp32_bundle, camera, machine_vision=config))
+    built.start()
+    yield built
+    built.stop()
+
+
+def _endpoint(station: LineStation) -> str:
+    assert station.machine_vision is not None
+    return station.machine_vision.endpoint
+
+
+async def _mes(endpoint: str, pki: LinePki) -> Client:
+    """A MES client with a certificate the site's CA signed (``pki``), trusting the station."""
+    client = Client(endpoint, timeout=10)
+    identity = pki.identity("mes", "urn:inspection:mes")
+    client.application_uri = identity.uri
+    await client.set_security(
+        SecurityPolicyBasic256Sha256, str(identity.certificate), str(identity.private_key)
+    )
+    client.certificate_validator = (await trust_list_validator(pki, peer="server")).validate
+    return client
+
+
+class _Events:
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue = asyncio.Queue()
+
+    def event_notification(self, event) -> None:
+        self.queue.put_nowait(event)
+
+
+def _job_arguments(meas_id: str, part_id: str = "") -> list:
+    """StartSingleJob / StartContinuous inputs: MeasId, PartId, RecipeId, ProductId (empty:
+    the prepared recipe), Parameters."""
+    return [
+        ua.MeasIdDataType(Id=meas_id),
+        ua.PartIdDataType(Id=part_id),
+        ua.RecipeIdExternalDataType(Id=""),
+        ua.ProductIdDataType(Id=""),
+        ua.Variant([], ua.VariantType.Variant),
+    ]
+
+
+async def _flow(endpoint: str, pki: LinePki) -> dict:
+    client = await _mes(endpoint, pki)
+    async with client:
+        await client.load_data_type_definitions()
+        mv = await client.get_namespace_index(MV_URI)
+        systems = [
+            node
+            for node in await client.nodes.objects.get_children()
+            if await node.read_type_definition() == ua.NodeId(VISION_SYSTEM_TYPE, mv)
+        ]
+        assert len(systems) == 1, "one VisionSystemType object under Objects"
+        system = systems[0]
+        machine = await system.get_child(f"{mv}:VisionStateMachine")
+        automatic = await machine.get_child(f"{mv}:AutomaticModeStateMachine")
+        recipes = await system.get_child(f"{mv}:RecipeManagement")
+        results = await system.get_child(f"{mv}:ResultManagement")
+
+        async def states() -> tuple[str, str]:
+            values = [
+                await (await m.get_child("0:CurrentState")).read_value()
+                for m in (machine, automatic)
+            ]
+            return values[0].Text, values[1].Text
+
+        assert await states() == ("Preoperational", "")
+        await machine.call_method(f"{mv}:SelectModeAutomatic")
+        assert await states() == ("Operational", "Initialized")
+        internal, completed, error = await recipes.call_method(
+            f"{mv}:PrepareRecipe",
+            ua.RecipeIdExternalDataType(Id="brick"),
+            ua.RecipeIdInternalDataType(Id=""),
+        )
+        assert (completed, error, internal.Id) == (True, 0, "brick")
+        assert internal.Version == "v0001-fp32"  # the live bundle
+        assert await states() == ("Operational", "Ready")
+
+        events = _Events()
+        subscription = await client.create_subscription(20, events)
+        await subscription.subscribe_events(system, ua.NodeId(RESULT_READY_EVENT, mv))
+        job, _error = await automatic.call_method(
+            f"{mv}:StartSingleJob", *_job_arguments("m-1", "part-1")
+        )
+        event = await asyncio.wait_for(events.queue.get(), 30)
+        _handle, result, _error = await results.call_method(
+            f"{mv}:GetResultById", event.ResultId, ua.Variant(1000, ua.VariantType.Int32)
+        )
+        after_job = await states()
+        await automatic.call_method(f"{mv}:StartContinuous", *_job_arguments("c-1"))
+        continuous = [await asyncio.wait_for(events.queue.get(), 30) for _ in range(2)]
+        await automatic.call_method(f"{mv}:Stop", ua.Variant(0, ua.VariantType.Int32), "test")
+        after_stop = await states()
+        with pytest.raises(ua.UaStatusCodeError, match="BadNotFound"):
+            await recipes.call_method(
+                f"{mv}:PrepareRecipe",
+                ua.RecipeIdExternalDataType(Id="gravel"),
+                ua.RecipeIdInternalDataType(Id=""),
+            )
+        await machine.call_method(f"{mv}:Halt", ua.Variant(0, ua.VariantType.Int32), "test")
+        with pytest.raises(ua.UaStatusCodeError, match="BadInvalidState"):
+            await automatic.call_method(f"{mv}:StartSingleJob", *_job_arguments("m-2"))
+        halted = await states()
+        await machine.call_method(f"{mv}:Reset", ua.Variant(0, ua.VariantType.Int32), "test")
+        return {
+            "job": job.Id,
+            "event": (event.ResultId.Id, event.ResultState, event.JobId.Id),
+            "result": result,
+            "continuous": [e.JobId.Id for e in continuous],
+            "states": (after_job, after_stop, halted, await states()),
+        }
+
+
+def _check_against_store(station: LineStation, result_id: str, state: int, content: str) -> None:
+    row = station.core.store.get_inspection(result_id)
+    payload = ResultPayload.from_json(content)
+    payload.verify(load_public_key(station.config.security.pki_dir / "signing" / "cam-1.pub"))
+    assert (payload.inspection_id, payload.verdict) == (row.id, row.verdict)
+    assert (payload.bundle_id, payload.score) == (row.bundle_id, round(row.score, 6))
+    assert len(payload.regions) == len(row.regions)
+    assert state == {"OK": 1, "NG": 2}[row.verdict]
+
+
+def test_asyncua_client_runs_a_job_and_reads_the_signed_result(
+    station: LineStation, tmp_path: Path
+) -> None:
+    seen = asyncio.run(_flow(_endpoint(station), LinePki(secure(tmp_path).pki_dir)))
+    result_id, state, job = seen["event"]
+    assert job == seen["job"] == "m-1"
+    result = seen["result"]
+    assert (result.ResultId.Id, result.ResultState, result.MeasId.Id) == (result_id, state, "m-1")
+    _check_against_store(station, result_id, state, result.ResultContent[0].Value)
+    row = station.core.store.get_inspection(result_id)
+    assert (row.request_id, row.part_id, row.source) == ("cam-1/m-1", "part-1", "opcua-40100")
+    assert seen["continuous"] == ["c-1", "c-1"]  # one job, a result per part
+    assert seen["states"] == (
+        ("Operational", "Ready"),
+        ("Operational", "Ready"),
+        ("Halted", ""),
+        ("Preoperational", ""),
+    )
+
+
+async def _server_state(connect) -> int:
+    async with await connect() as client:
+        return await client.nodes.server_state.read_value()
+
+
+def test_untrusted_and_plain_clients_are_refused(station: LineStation, tmp_path: Path) -> None:
+    endpoint = _endpoint(station)
+
+    async def trusted() -> Client:
+        return await _mes(endpoint, LinePki(secure(tmp_path).pki_dir))
+
+    async def foreign() -> Client:  # a certificate the site's CA did not sign
+        client = await _mes(endpoint, LinePki(secure(tmp_path).pki_dir))
+        identity = LinePki(tmp_path / "rogue").identity("mes", "urn:inspection:mes")
+        await client.set_security(
+            SecurityPolicyBasic256Sha256, str(identity.certificate), str(identity.private_key)
+        )
+        return client
+
+    async def plain() -> Client:  # security policy None
+        return Client(endpoint, timeout=10)
+
+    assert asyncio.run(_server_state(trusted)) == 0
+    with pytest.raises(ua.UaStatusCodeError, match="BadCertificateUntrusted"):
+        asyncio.run(_server_state(foreign))
+    with pytest.raises(ua.UaError, match="No matching endpoints"):
+        asyncio.run(_server_state(plain))
