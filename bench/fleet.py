@@ -18,6 +18,7 @@ import inspection  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch loads
 
 # isort: on
 import argparse
+import os
 import re
 import sys
 from pathlib import Path
@@ -67,7 +68,7 @@ def run(work: Path, ray: str, memory_gb: float) -> dict:
                "--memory-gb", str(memory_gb), "--site", str(work / "site.yaml"),
                "--config", str(work / "retrain.yaml"), "--actor", "bench"]  # fmt: skip
     load = load_average()
-    stdout, code, wall, _, _ = measured(command)
+    stdout, code, wall, _, _ = measured(command, env={**os.environ, "COLUMNS": "1000"})
     print(stdout, flush=True)
     outcomes = [m.groupdict() for line in stdout.splitlines() if (m := OUTCOME.match(line))]
     return {"command": " ".join(command[1:]), "exit_code": code, "wall_s": round(wall, 1),

@@ -13,6 +13,7 @@ import dataclasses
 import errno
 import logging
 import os
+import re
 import resource
 import socket
 import time
@@ -192,6 +193,7 @@ def _run_on_ray(
     return outcomes
 
 
+OUT_OF_MEMORY = re.compile(r"allocate( \d+ bytes of)? memory", re.IGNORECASE)
 RAY_AUTH_MODE = "RAY_AUTH_MODE"
 RAY_DEFAULT_TOKEN = Path("~/.ray/auth_token")
 
@@ -312,9 +314,10 @@ def _budget_hint(product: str, budget: float) -> str:
 
 def _out_of_memory(exc: BaseException) -> bool:
     """Whether ``exc`` (or what caused it) is an allocation refused: numpy's ``MemoryError``,
-    torch's "can't allocate memory", an ``OSError`` with ENOMEM."""
+    torch's "can't allocate memory", OpenVINO's "Failed to allocate N bytes of memory", an
+    ``OSError`` with ENOMEM."""
     while exc is not None:
-        if isinstance(exc, MemoryError) or "allocate memory" in str(exc):
+        if isinstance(exc, MemoryError) or OUT_OF_MEMORY.search(str(exc)):
             return True
         if isinstance(exc, OSError) and exc.errno == errno.ENOMEM:
             return True
