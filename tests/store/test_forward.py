@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -215,3 +216,39 @@ def test_the_documented_commands_rekey_the_role_and_drain(central: Central, tmp_
     assert result.exit_code == 0, result.output
     assert "forwarded 3 results" in result.output and "central backlog: 0 results" in result.output
     assert len(_central_keys(central)) == 3
+
+
+def test_the_central_side_killed_mid_batch_loses_and_doubles_nothing(
+    central: Central, tmp_path: Path
+) -> None:
+    """The forwarder's central session dies inside its batch transaction (as when PostgreSQL
+    is killed): nothing of the batch is kept centrally or marked locally; the next try sends it."""
+    local = _local(tmp_path, central.station, 6)
+    forwarder = Forwarder(local, central.url, central.blob_dir, batch=6)
+    failed: list[BaseException] = []
+
+    def forward() -> None:
+        try:
+            forwarder.forward_once()
+        except OperationalError as exc:
+            failed.append(exc)
+
+    with central.store.engine.connect() as locker:  # the batch's INSERT waits on this lock
+        locker.execute(sa.text("LOCK TABLE inspections IN ACCESS EXCLUSIVE MODE"))
+        worker = threading.Thread(target=forward)
+        worker.start()
+        time.sleep(0.5)
+        with forwarder.engine.connect() as own:  # a role may end its own sessions
+            own.execute(
+                sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE usename = current_user AND pid <> pg_backend_pid()"
+                )
+            )
+        worker.join(timeout=30)
+        locker.rollback()
+    assert len(failed) == 1
+    assert backlog(local).rows == 6 and _central_keys(central) == []
+    assert forwarder.drain() == 6
+    assert len(_central_keys(central)) == 6 and _rollup_total(central) == 6
+    forwarder.stop()
