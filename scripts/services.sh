@@ -66,6 +66,21 @@ else
   echo "services: no Mosquitto on 8883 (make install first); the line station cannot reach it" >&2
 fi
 
+# node-opcua for the OPC 40100 interoperability test (tests/line/test_machine_vision.py): an
+# OPC UA client nobody here wrote, pinned by tests/line/node/package-lock.json, installed into
+# tests/line/node/node_modules (git-ignored). Without node/npm that test skips.
+NODE_DIR="$ROOT/tests/line/node"
+if command -v npm >/dev/null 2>&1; then
+  if [ -d "$NODE_DIR/node_modules/node-opcua" ] \
+    || npm ci --prefix "$NODE_DIR" --no-audit --no-fund --loglevel=error >/dev/null; then
+    echo "services: node-opcua ready in tests/line/node/node_modules"
+  else
+    echo "services: npm ci failed in tests/line/node; the interoperability test retries it" >&2
+  fi
+else
+  echo "services: no node/npm; the node-opcua interoperability test will skip" >&2
+fi
+
 # Ray head for the retraining fleet (`inspection retrain --all --ray 127.0.0.1:6390`) and its
 # test. Two CPUs are what this machine has; a plant's head advertises its own.
 # A head started from another checkout's environment (another Python build) refuses this

@@ -33,7 +33,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import make_dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,7 @@ from inspection.line.handshake import Answer, Trigger, TriggerHandler
 from inspection.line.payload import payload_of
 from inspection.line.pki import LinePki
 from inspection.line.security import station_uri, trust_list_validator
+from inspection.station.errors import RequestRefused
 from inspection.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,25 @@ EVENT_FIELDS = {  # ResultReadyEventType's fields that this station fills, as Re
     "InternalRecipeId": _ID, "InternalConfigurationId": _ID, "IsPartial": ua.VariantType.Boolean,
     "CreationTime": ua.VariantType.DateTime, "ResultContent": ua.VariantType.Variant,
 }  # fmt: skip
+
+
+BINARY_IDS = {  # BinaryIdBaseDataType's subtypes: (DataType, its Default Binary encoding)
+    "RecipeIdExternalDataType": (3002, 5002),
+    "RecipeIdInternalDataType": (3013, 5268),
+    "ConfigurationIdDataType": (3008, 5090),
+}
+
+
+def _register_binary_ids(mv: int) -> None:
+    """Give each BinaryIdBaseDataType subtype its own class. asyncua 2.1 makes the three
+    (no fields of their own) aliases of the base: a value then travels under the base's
+    encoding, and one a client sends under the subtype's (node-opcua does) is not decoded."""
+    for name, (type_id, encoding) in BINARY_IDS.items():
+        subtype = make_dataclass(
+            name, [], bases=(ua.BinaryIdBaseDataType,),
+            namespace={"data_type": ua.NodeId(type_id, mv)},
+        )  # fmt: skip
+        ua.register_extension_object(name, ua.NodeId(encoding, mv), subtype, ua.NodeId(type_id, mv))
 
 
 def _ok(*values: ua.Variant) -> list[ua.Variant]:
@@ -152,6 +172,7 @@ class VisionSystemServer:
         await server.import_xml(NODESET)
         await server.load_data_type_definitions()
         mv = await server.get_namespace_index(MV_URI)
+        _register_binary_ids(mv)
         idx = await server.register_namespace(station_uri(self.station_id))
         self.mv = mv
 
@@ -262,11 +283,12 @@ class VisionSystemServer:
             return BAD_STATE
         product = getattr(external.Value, "Id", "")
         try:
-            self.handler.select_product(product)
+            self.handler.pipeline.check_product(product)
             bundle = self.handler.pipeline.models.get(product).bundle_id
-        except Exception as exc:  # not served here, or no live model: the recipe is unknown
+        except RequestRefused as exc:  # not served here, or no live model: no such recipe
             log.warning("OPC 40100 PrepareRecipe %r refused: %s", product, exc)
             return ua.StatusCode(ua.StatusCodes.BadNotFound)
+        self.handler.select_product(product)
         self._prepared = product
         if self._state == "Operational":
             await self._set(mode="Ready")

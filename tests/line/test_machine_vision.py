@@ -6,14 +6,22 @@ check it against the store; an untrusted client is refused."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import shutil
+import subprocess
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from asyncua import Client, ua
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 
+from inspection.core.errors import ConfigError
 from inspection.core.signing import load_public_key
-from inspection.line.config import MachineVisionConfig
+from inspection.line.config import LinkSecurity, MachineVisionConfig
 from inspection.line.machine_vision import MV_URI, RESULT_READY_EVENT, VISION_SYSTEM_TYPE
 from inspection.line.payload import ResultPayload
 from inspection.line.pki import LinePki
@@ -124,12 +132,13 @@ async def _flow(endpoint: str, pki: LinePki) -> dict:
         continuous = [await asyncio.wait_for(events.queue.get(), 30) for _ in range(2)]
         await automatic.call_method(f"{mv}:Stop", ua.Variant(0, ua.VariantType.Int32), "test")
         after_stop = await states()
-        with pytest.raises(ua.UaStatusCodeError, match="BadNotFound"):
-            await recipes.call_method(
-                f"{mv}:PrepareRecipe",
-                ua.RecipeIdExternalDataType(Id="gravel"),
-                ua.RecipeIdInternalDataType(Id=""),
-            )
+        for unknown in ("gravel", "grass"):  # not served here; served without a live model
+            with pytest.raises(ua.UaStatusCodeError, match="BadNotFound"):
+                await recipes.call_method(
+                    f"{mv}:PrepareRecipe",
+                    ua.RecipeIdExternalDataType(Id=unknown),
+                    ua.RecipeIdInternalDataType(Id=""),
+                )
         await machine.call_method(f"{mv}:Halt", ua.Variant(0, ua.VariantType.Int32), "test")
         with pytest.raises(ua.UaStatusCodeError, match="BadInvalidState"):
             await automatic.call_method(f"{mv}:StartSingleJob", *_job_arguments("m-2"))
@@ -166,6 +175,7 @@ def test_asyncua_client_runs_a_job_and_reads_the_signed_result(
     row = station.core.store.get_inspection(result_id)
     assert (row.request_id, row.part_id, row.source) == ("cam-1/m-1", "part-1", "opcua-40100")
     assert seen["continuous"] == ["c-1", "c-1"]  # one job, a result per part
+    assert station.handler.product == "brick"  # refused recipes left the selection alone
     assert seen["states"] == (
         ("Operational", "Ready"),
         ("Operational", "Ready"),
@@ -201,3 +211,98 @@ def test_untrusted_and_plain_clients_are_refused(station: LineStation, tmp_path:
         asyncio.run(_server_state(foreign))
     with pytest.raises(ua.UaError, match="No matching endpoints"):
         asyncio.run(_server_state(plain))
+
+
+def test_without_link_security_the_endpoint_is_plain(
+    tmp_path: Path, fp32_bundle: Path, tiny_product: Path
+) -> None:
+    camera = camera_folder(tmp_path, tiny_product, count=1)
+    config = line_config(
+        tmp_path, fp32_bundle, camera,
+        machine_vision=MachineVisionConfig(enabled=True, port=free_port()),
+        security=LinkSecurity(mode="none", pki_dir=tmp_path / "pki"),
+    )  # fmt: skip
+    station = LineStation.build(config)
+    station.start()
+    try:
+
+        async def plain() -> Client:
+            return Client(_endpoint(station), timeout=10)
+
+        assert asyncio.run(_server_state(plain)) == 0
+    finally:
+        station.stop()
+
+
+def test_the_section_is_checked_by_key() -> None:
+    with pytest.raises(ConfigError, match=r"machine_vision: port must be in 1\.\.65535, got 0"):
+        MachineVisionConfig(port=0)
+
+
+def _node_client() -> list[str]:
+    """The node-opcua client's command; node-opcua is installed into ``node/node_modules``
+    (git-ignored) by ``scripts/services.sh``, or here when missing. Skips without node/npm."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        pytest.skip("node/npm not installed: no node-opcua interoperability test")
+    if not (NODE_DIR / "node_modules" / "node-opcua").is_dir():
+        subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund", "--prefix", str(NODE_DIR)],
+            check=True, capture_output=True, timeout=600,
+        )  # fmt: skip
+    return [node, str(NODE_DIR / "machine_vision_client.mjs")]
+
+
+def _empty_crl(pki: LinePki, path: Path) -> Path:
+    """The site CA's (empty) revocation list, DER: node-opcua refuses a CA-signed certificate
+    whose CA has none (the line PKI publishes no CRL yet: docs/line-integration.md)."""
+    ca = x509.load_pem_x509_certificate(pki.ca_file.read_bytes())
+    key = serialization.load_pem_private_key((pki.root / "ca.key").read_bytes(), password=None)
+    now = datetime.now(timezone.utc)
+    crl = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca.subject)
+        .last_update(now - timedelta(minutes=5))
+        .next_update(now + timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    path.write_bytes(crl.public_bytes(serialization.Encoding.DER))
+    return path
+
+
+def _run_node(command: list[str], *args: str) -> dict:
+    done = subprocess.run(
+        [*command, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=os.environ | {"NODE_NO_WARNINGS": "1"},
+    )
+    lines = done.stdout.strip().splitlines()
+    assert lines, f"node-opcua client printed nothing; stderr: {done.stderr[-2000:]}"
+    return json.loads(lines[-1])
+
+
+def test_node_opcua_client_runs_a_job_and_an_untrusted_one_is_refused(
+    station: LineStation, tmp_path: Path
+) -> None:
+    command = _node_client()
+    pki = LinePki(secure(tmp_path).pki_dir)
+    identity = pki.identity("mes-node", "urn:inspection:mes-node")
+    site = [str(pki.trusted_dir / "ca.der"), str(_empty_crl(pki, tmp_path / "ca.crl"))]
+    seen = _run_node(
+        command, _endpoint(station), str(tmp_path / "node-pki"), *site,
+        str(identity.certificate), str(identity.private_key), identity.uri,
+    )  # fmt: skip
+    assert "error" not in seen, seen["error"]
+    assert seen["recipe"] == {"id": "brick", "version": "v0001-fp32", "completed": True}
+    event, result = seen["event"], seen["result"]
+    assert seen["job"] == event["jobId"] == result["measId"] == "n-1"
+    assert (result["resultId"], result["resultState"]) == (event["resultId"], event["resultState"])
+    _check_against_store(station, result["resultId"], result["resultState"], result["content"])
+    row = station.core.store.get_inspection(result["resultId"])
+    assert (row.part_id, row.source) == ("node-part", "opcua-40100")
+
+    # its own self-signed certificate (the site's CA did not sign it): the station refuses it
+    refused = _run_node(command, _endpoint(station), str(tmp_path / "node-untrusted"), *site)
+    assert refused["connected"] is False and "BadCertificateUntrusted" in refused["error"], refused

@@ -1,0 +1,177 @@
+// An independent OPC 40100 client (node-opcua) for tests/line/test_machine_vision.py.
+//
+//   node machine_vision_client.mjs <endpoint> <pki folder> <ca.der> <crl.der> [<cert.pem> <key.pem> <uri>]
+//
+// The site's CA is trusted (the station's certificate is checked against it). With a client
+// certificate (signed by that CA): browse to the
+// VisionSystem, select automatic mode, prepare the recipe "brick", subscribe to ResultReady
+// events, start a single job, wait for its event, read the result with GetResultById, print
+// one JSON line. Without: connect with a self-signed certificate node-opcua makes itself and
+// print whether the station let it in. node-opcua checks revocation: a CA without its CRL
+// fails (BadCertificateRevocationUnknown), so the CA's CRL is given too.
+import { readFileSync } from "node:fs";
+import {
+  AttributeIds,
+  ClientMonitoredItem,
+  DataType,
+  MessageSecurityMode,
+  NodeId,
+  OPCUACertificateManager,
+  OPCUAClient,
+  SecurityPolicy,
+  TimestampsToReturn,
+  VariantArrayType,
+  constructEventFilter,
+} from "node-opcua";
+
+const MV_URI = "http://opcfoundation.org/UA/MachineVision";
+const [endpoint, pkiFolder, caFile, crlFile, certificateFile, privateKeyFile, applicationUri] =
+  process.argv.slice(2);
+const trusted = Boolean(certificateFile);
+
+const certificateManager = new OPCUACertificateManager({
+  rootFolder: pkiFolder,
+  automaticallyAcceptUnknownCertificate: false,
+});
+await certificateManager.initialize();
+const ca = readFileSync(caFile);
+await certificateManager.trustCertificate(ca);
+await certificateManager.addIssuer(ca);
+await certificateManager.addRevocationList(readFileSync(crlFile));
+const client = OPCUAClient.create({
+  applicationName: "node-opcua MES",
+  applicationUri: applicationUri || "urn:inspection:node-opcua-untrusted",
+  securityMode: MessageSecurityMode.SignAndEncrypt,
+  securityPolicy: SecurityPolicy.Basic256Sha256,
+  clientCertificateManager: certificateManager,
+  ...(trusted ? { certificateFile, privateKeyFile } : {}),
+  endpointMustExist: false,
+  connectionStrategy: { maxRetry: 0, initialDelay: 100, maxDelay: 200 },
+});
+
+function done(result) {
+  process.stdout.write(`${JSON.stringify(result)}\n`);
+}
+
+async function probe() {
+  try {
+    await client.connect(endpoint);
+    const session = await client.createSession();
+    await session.read({ nodeId: "ns=0;i=2259", attributeId: AttributeIds.Value });
+    await session.close();
+    return { connected: true };
+  } catch (error) {
+    return { connected: false, error: String(error.message || error) };
+  } finally {
+    await client.disconnect();
+  }
+}
+
+async function flow() {
+  await client.connect(endpoint);
+  const session = await client.createSession();
+  try {
+    const namespaces = await session.readNamespaceArray();
+    const mv = namespaces.indexOf(MV_URI);
+    const id = (value) => new NodeId(NodeId.NodeIdType.NUMERIC, value, mv);
+    const child = async (parent, name) => {
+      const browsed = await session.browse(parent);
+      const found = browsed.references.find(
+        (r) => r.browseName.name === name && r.browseName.namespaceIndex === mv,
+      );
+      if (!found) throw new Error(`${parent.toString()} has no ${mv}:${name}`);
+      return found.nodeId;
+    };
+    const objects = await session.browse("ns=0;i=85");
+    const systems = objects.references.filter(
+      (r) => r.typeDefinition.toString() === id(1003).toString(),
+    );
+    if (systems.length !== 1) throw new Error(`${systems.length} VisionSystemType objects`);
+    const system = systems[0].nodeId;
+    const machine = await child(system, "VisionStateMachine");
+    const automatic = await child(machine, "AutomaticModeStateMachine");
+    const recipes = await child(system, "RecipeManagement");
+    const results = await child(system, "ResultManagement");
+    const struct = async (type, fields) => ({
+      dataType: DataType.ExtensionObject,
+      value: await session.constructExtensionObject(id(type), fields),
+    });
+    const call = async (object, method, inputArguments = []) => {
+      const result = await session.call({
+        objectId: object,
+        methodId: await child(object, method),
+        inputArguments,
+      });
+      if (result.statusCode.isNot && result.statusCode.name !== "Good") {
+        throw new Error(`${method}: ${result.statusCode.name}`);
+      }
+      return result.outputArguments.map((v) => v.value);
+    };
+
+    await call(machine, "SelectModeAutomatic");
+    const [internal, completed] = await call(recipes, "PrepareRecipe", [
+      await struct(3002, { id: "brick" }),
+      await struct(3013, { id: "" }),
+    ]);
+
+    const subscription = await session.createSubscription2({
+      requestedPublishingInterval: 20,
+      requestedMaxKeepAliveCount: 20,
+      publishingEnabled: true,
+    });
+    const fields = ["EventType", `${mv}:ResultId`, `${mv}:ResultState`, `${mv}:JobId`];
+    const item = ClientMonitoredItem.create(
+      subscription,
+      { nodeId: system, attributeId: AttributeIds.EventNotifier },
+      { queueSize: 10, filter: constructEventFilter(fields) },
+      TimestampsToReturn.Neither,
+    );
+    const event = new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error("no ResultReady event in 30 s")), 30000);
+      item.on("changed", (values) => {
+        clearTimeout(timer);
+        resolve(values.map((v) => v.value));
+      });
+    });
+    const [job] = await call(automatic, "StartSingleJob", [
+      await struct(3015, { id: "n-1" }),
+      await struct(3004, { id: "node-part" }),
+      await struct(3002, { id: "" }),
+      await struct(3003, { id: "" }),
+      { dataType: DataType.Variant, arrayType: VariantArrayType.Array, value: [] },
+    ]);
+    const [eventType, resultId, resultState, eventJob] = await event;
+    const [, result] = await call(results, "GetResultById", [
+      await struct(3021, { id: resultId.id }),
+      { dataType: DataType.Int32, value: 1000 },
+    ]);
+    await subscription.terminate();
+    return {
+      recipe: { id: internal.id, version: internal.version, completed },
+      job: job.id,
+      event: {
+        type: eventType.toString(),
+        resultId: resultId.id,
+        resultState,
+        jobId: eventJob.id,
+      },
+      result: {
+        resultId: result.resultId.id,
+        resultState: result.resultState,
+        measId: result.measId.id,
+        content: result.resultContent[0].value,
+      },
+    };
+  } finally {
+    await session.close();
+    await client.disconnect();
+  }
+}
+
+try {
+  done(trusted ? await flow() : await probe());
+  process.exit(0);
+} catch (error) {
+  done({ error: String(error.stack || error) });
+  process.exit(1);
+}
