@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -217,6 +218,27 @@ class CameraConfig:
         return trigger | {k: v for k, v in optional.items() if v is not None} | self.features
 
 
+_VIEW_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
+
+
+@dataclass(frozen=True)
+class ViewConfig:
+    """One camera of a part judged by several (``LineConfig.views``): its frames are inspected
+    as ``product`` (that product's bundle, ROI and threshold) and stored with request id
+    ``<trigger's request id>.<name>``."""
+
+    name: str
+    camera: CameraConfig
+    product: str
+
+    def __post_init__(self) -> None:
+        if not _VIEW_NAME_RE.match(self.name):
+            raise ConfigError(
+                f"view name {self.name!r} is invalid: use 1-32 letters, digits, '_' or '-', "
+                "starting with a letter or digit"
+            )
+
+
 @dataclass(frozen=True)
 class WarmConfig:
     """Warm-on-trigger (``runtime.warmup``): on each trigger, while the camera exposes, one
@@ -243,11 +265,13 @@ class WarmConfig:
 class LineConfig:
     """One line station: camera -> inspect -> store (+ outbox) -> sinks, driven by the PLC.
 
-    ``core`` is the station core section shared with ``configs/station.yaml``."""
+    ``core`` is the station core section shared with ``configs/station.yaml``. One ``camera``,
+    or several ``views`` of each part (each camera with its own product), never both."""
 
     station_id: str
-    camera: CameraConfig
     core: StationCoreConfig
+    camera: CameraConfig | None = None
+    views: tuple[ViewConfig, ...] = ()
     default_product: str | None = None
     inspect_timeout_s: float = 5.0
     image_base_url: str = ""
@@ -278,10 +302,24 @@ class LineConfig:
         names = [sink.name for sink in self.sinks]
         if len(set(names)) != len(names):
             raise ConfigError(f"line config: sink names must be unique, got {names}")
+        self._check_views()
         if self.inspect_timeout_s <= 0:
             raise ConfigError("line config: inspect_timeout_s must be > 0")
         if self.metrics_port is not None:
             check_port("line config: metrics_port", self.metrics_port)
+
+    def _check_views(self) -> None:
+        if (self.camera is None) == (not self.views):
+            raise ConfigError("line config: give either 'camera' or 'views' (several cameras)")
+        names = [view.name for view in self.views]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"line config: view names must be unique, got {names}")
+        for view in self.views:
+            if view.product not in self.core.products:
+                raise ConfigError(
+                    f"line config: view {view.name!r}: product {view.product!r} is not in "
+                    f"products {list(self.core.products)}"
+                )
 
     @property
     def product(self) -> str:

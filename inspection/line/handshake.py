@@ -4,6 +4,11 @@ A ``Trigger`` from the line becomes capture -> inspect -> store (+ outbox) and c
 as an ``Answer``: OK/NG with the score, or an ``ErrorCode`` saying why there is no verdict.
 The answer is due within ``timeout_s``; an inspection that overruns is answered ``TIMEOUT``
 but keeps running, and its result is still stored and published through the outbox.
+
+A station with several ``View``s of each part (top, side) captures them all on one trigger,
+inspects each with its own product, stores each as its own row (request id
+``<request id>.<view>``, part id the trigger's or else its request id) and answers once for
+the part: NG if any view is NG, else an error if any view has none, else OK (``part_answer``).
 """
 
 from __future__ import annotations
@@ -12,9 +17,10 @@ import json
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import IntEnum
 from typing import Literal
 
@@ -103,8 +109,30 @@ def claimed_request_id(payload: str | bytes) -> str:
 
 
 @dataclass(frozen=True)
+class ViewResult:
+    """One view of a part in its ``Answer``: a verdict and score, or an error code."""
+
+    view: str
+    error_code: int
+    product: str | None = None
+    verdict: Literal["OK", "NG"] | None = None
+    score: float | None = None
+    inspection_id: str | None = None
+    message: str = ""
+
+    def summary(self) -> str:
+        """``top NG 0.710`` or ``side NO_IMAGE``."""
+        if self.verdict is None:
+            return f"{self.view} {ErrorCode(self.error_code).name}"
+        return f"{self.view} {self.verdict} {self.score:.3f}"
+
+
+@dataclass(frozen=True)
 class Answer:
-    """What the station tells the PLC for one trigger (``inspection.answer/1`` over MQTT)."""
+    """What the station tells the PLC for one trigger (``inspection.answer/1`` over MQTT).
+
+    A part seen by several views carries each in ``views`` (in the configured order); its
+    ``score`` and ``inspection_id`` are then None (each view has its own)."""
 
     request_id: str
     error_code: int
@@ -114,6 +142,7 @@ class Answer:
     score: float | None = None
     inspection_id: str | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
+    views: tuple[ViewResult, ...] = ()
     schema: str = ANSWER_SCHEMA
 
     def __post_init__(self) -> None:
@@ -136,6 +165,45 @@ class Answer:
         return from_mapping(cls, json.loads(text), where=ANSWER_SCHEMA)
 
 
+def part_answer(request_id: str, views: Sequence[tuple[str, Answer]], handled_ms: float) -> Answer:
+    """The one answer for a part from its views' answers: NG if any view is NG, else an error
+    (the first failed view's code, its message naming the view) if any view has no verdict,
+    else OK. ``message`` starts with every view's summary (``top NG 0.710, side OK 0.120``)."""
+    results = tuple(
+        ViewResult(name, a.error_code, a.product, a.verdict, a.score, a.inspection_id, a.message)
+        for name, a in views
+    )
+    summary = ", ".join(result.summary() for result in results)
+    timings = {"handled_ms": round(handled_ms, 3)}
+    failed = [r for r in results if r.verdict is None]
+    if failed and not any(r.verdict == "NG" for r in results):
+        first = failed[0]
+        message = f"{summary}; view {first.view}: {first.message}"
+        return Answer(request_id, first.error_code, message, timings_ms=timings, views=results)
+    verdict = "NG" if any(r.verdict == "NG" for r in results) else "OK"
+    return Answer(request_id, 0, summary, verdict=verdict, timings_ms=timings, views=results)
+
+
+@dataclass(frozen=True)
+class View:
+    """A camera and the product its frames are inspected as; ``name`` ``""`` with ``product``
+    None: the single camera of a station without views (the trigger's or selected product)."""
+
+    name: str
+    camera: Camera
+    product: str | None = None
+
+
+@dataclass(frozen=True)
+class _Shot:
+    """One view of one trigger: what to capture with, inspect as and store under."""
+
+    camera: Camera
+    request_id: str
+    product: str
+    part_id: str | None
+
+
 _REFUSAL_CODES: dict[type[RequestRefused], ErrorCode] = {
     BadImage: ErrorCode.BAD_IMAGE,
     UnknownProduct: ErrorCode.UNKNOWN_PRODUCT,
@@ -156,12 +224,12 @@ class TriggerHandler:
     """Turns triggers into answers: capture, run the pipeline, classify failures.
 
     Thread-safe; the OPC UA and MQTT handshakes share one handler (and so one selected
-    product and one camera).
+    product and the same cameras). Named ``views`` are captured and inspected concurrently.
     """
 
     def __init__(
         self,
-        camera: Camera,
+        views: Sequence[View],
         pipeline: Pipeline,
         *,
         station_id: str,
@@ -171,14 +239,19 @@ class TriggerHandler:
         warm: WarmConfig | None = None,
         on_warm: WarmHook | None = None,
     ) -> None:
-        """``warm``: warm-on-trigger settings (default ``WarmConfig()``: on)."""
-        self.camera = camera
+        """``views``: one unnamed ``View`` (one camera) or named views with their products;
+        ``warm``: warm-on-trigger settings (default ``WarmConfig()``: on)."""
+        single = len(views) == 1 and not views[0].name
+        if not views or not (single or all(v.name and v.product for v in views)):
+            raise ValueError(f"expected one unnamed camera or named views with products: {views}")
+        self.views = tuple(views)
         self.warmer = TriggerWarmer(warm or WarmConfig(), on_warm)
         self.pipeline = pipeline
         self.station_id = station_id
         self.timeout_s = timeout_s
         self._product = product
         self._lock = threading.Lock()
+        workers = max(workers, len(self.views))
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="trigger")
         self.select_product(product)
 
@@ -186,8 +259,13 @@ class TriggerHandler:
     def product(self) -> str:
         return self._product
 
+    @property
+    def per_view(self) -> bool:
+        """Whether a part is judged from named views (each with its own product)."""
+        return bool(self.views[0].name)
+
     def select_product(self, product: str) -> None:
-        """The PLC switches the product for the following triggers."""
+        """The PLC switches the product for the following triggers (ignored by named views)."""
         if product not in self.pipeline.models.products:
             served = ", ".join(self.pipeline.models.products)
             raise TriggerError(f"product {product!r} is not served here; served: {served}")
@@ -197,18 +275,57 @@ class TriggerHandler:
     def handle(self, trigger: Trigger, *, source: str) -> Answer:
         """Capture, inspect and store one part; never raises (errors become error codes)."""
         started = time.perf_counter()
+        deadline = started + self.timeout_s
         request_id = trigger.request_id or uuid.uuid4().hex[:20]
-        product = trigger.product or self.product
+        if not self.per_view:
+            shot = _Shot(self.views[0].camera, request_id, trigger.product or self.product,
+                         trigger.part_id)  # fmt: skip
+            job = self._start(shot, source)
+            return job if isinstance(job, Answer) else self._finish(shot, job, started, deadline)
+        if trigger.product:
+            products = ", ".join(f"{v.name}: {v.product}" for v in self.views)
+            message = f"each view is judged as its own product ({products}); send none"
+            return self._error(request_id, trigger.product, ErrorCode.BAD_TRIGGER, message)
+        part_id = trigger.part_id or request_id
+        shots = [
+            (v.name, _Shot(v.camera, f"{request_id}.{v.name}", v.product or "", part_id))
+            for v in self.views
+        ]
+        for name, shot in shots:  # refuse the part before any camera fires
+            if (refusal := self._refusal(shot)) is not None:
+                message = f"view {name}: {refusal.message}"
+                return replace(refusal, request_id=request_id, message=message)
+        jobs = [(name, shot, self._start(shot, source)) for name, shot in shots]
+        answers = [
+            (name, job if isinstance(job, Answer) else self._finish(shot, job, started, deadline))
+            for name, shot, job in jobs
+        ]
+        return part_answer(request_id, answers, (time.perf_counter() - started) * 1000.0)
+
+    def _refusal(self, shot: _Shot) -> Answer | None:
+        """The error answer for a shot the station cannot take (bad id, product, no model)."""
         try:
-            check_request_id(request_id)
-            self.pipeline.check_product(product)
-            live = self.pipeline.models.get(product)  # no live model: do not fire the camera
+            check_request_id(shot.request_id)
+            self.pipeline.check_product(shot.product)
+            self.pipeline.models.get(shot.product)  # no live model: do not fire the camera
         except RequestRefused as exc:
-            return self._error(request_id, product, _refusal_code(exc), str(exc))
-        self.warmer.on_trigger(product, live.inspector)  # while the camera exposes
-        future = self._executor.submit(self._inspect, trigger, request_id, product, source)
+            return self._error(shot.request_id, shot.product, _refusal_code(exc), str(exc))
+        return None
+
+    def _start(self, shot: _Shot, source: str) -> Answer | Future[tuple[Outcome, float]]:
+        """Warm the model and submit capture + inspection, or the refusal."""
+        if (refusal := self._refusal(shot)) is not None:
+            return refusal
+        self.warmer.on_trigger(shot.product, self.pipeline.models.get(shot.product).inspector)
+        return self._executor.submit(self._inspect, shot, source)
+
+    def _finish(
+        self, shot: _Shot, future: Future[tuple[Outcome, float]], started: float, deadline: float
+    ) -> Answer:
+        """Wait for the shot's inspection until ``deadline``; its answer."""
+        request_id, product = shot.request_id, shot.product
         try:
-            outcome, capture_ms = future.result(timeout=self.timeout_s)
+            outcome, capture_ms = future.result(timeout=max(0.0, deadline - time.perf_counter()))
         except FutureTimeout:
             message = f"no verdict within {self.timeout_s} s; the result follows via the outbox"
             return self._error(request_id, product, ErrorCode.TIMEOUT, message)
@@ -235,19 +352,17 @@ class TriggerHandler:
             },
         )
 
-    def _inspect(
-        self, trigger: Trigger, request_id: str, product: str, source: str
-    ) -> tuple[Outcome, float]:
-        key = stored_request_id(self.station_id, request_id)
+    def _inspect(self, shot: _Shot, source: str) -> tuple[Outcome, float]:
+        key = stored_request_id(self.station_id, shot.request_id)
         if (existing := self.pipeline.store.find_by_request_id(key or "")) is not None:
             return Outcome(existing, False, 0.0), 0.0  # a retried trigger: no new capture
-        frame = self.camera.capture()
+        frame = shot.camera.capture()
         outcome = self.pipeline.run(
             frame.data,
-            product=product,
+            product=shot.product,
             station_id=self.station_id,
-            part_id=trigger.part_id,
-            request_id=request_id,
+            part_id=shot.part_id,
+            request_id=shot.request_id,
             source=source,
             source_name=frame.name,
             timings_ms={"capture_ms": frame.capture_ms},
@@ -259,4 +374,7 @@ class TriggerHandler:
         return Answer(request_id, int(code or ErrorCode.INTERNAL), message, product=product)
 
     def close(self) -> None:
+        """Finish the inspections in flight and close every camera."""
         self._executor.shutdown(wait=True)
+        for view in self.views:
+            view.camera.close()

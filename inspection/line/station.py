@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, Gauge, start_http_server
 from inspection.core.errors import ConfigError
 from inspection.line.camera import Camera, FileSequenceCamera, open_camera
 from inspection.line.config import LineConfig
-from inspection.line.handshake import Answer, ErrorCode, TriggerHandler
+from inspection.line.handshake import Answer, ErrorCode, TriggerHandler, View
 from inspection.line.machine_vision import VisionSystemServer
 from inspection.line.mqtt import MqttHandshake
 from inspection.line.opcua import OpcUaHandshake
@@ -56,7 +56,6 @@ class LineStation:
 
     config: LineConfig
     core: StationCore
-    camera: Camera
     handler: TriggerHandler
     publisher: Publisher
     sinks: dict[str, Sink]
@@ -87,9 +86,8 @@ class LineStation:
             on_input_domain=lambda product, outcome: input_domain.labels(product, outcome).inc(),
         )
         core.watch_forwarding(registry)
-        camera = open_camera(config.camera)
         handler = TriggerHandler(
-            camera,
+            open_views(config),
             core.pipeline,
             station_id=config.station_id,
             product=config.product,
@@ -104,9 +102,7 @@ class LineStation:
         publisher = Publisher(
             Outbox(core.store), sinks, config.publisher, metrics=OutboxMetrics(registry)
         )
-        station = cls(
-            config, core, camera, handler, publisher, sinks, metrics, registry,
-        )  # fmt: skip
+        station = cls(config, core, handler, publisher, sinks, metrics, registry)
         if config.opcua.enabled:
             station.opcua = OpcUaHandshake(
                 config.opcua,
@@ -167,11 +163,12 @@ class LineStation:
             for product, state in self.core.models.status().items()
             if not state["loaded"]
         ]
-        if isinstance(self.camera, FileSequenceCamera) and not self.camera.files:
-            warnings.append(
-                f"file camera: no images under {self.camera.folder}; every trigger is answered "
-                "NO_IMAGE"
-            )
+        warnings += [
+            f"file camera{f' of view {view.name!r}' if view.name else ''}: no images under "
+            f"{view.camera.folder}; every trigger is answered NO_IMAGE"
+            for view in self.handler.views
+            if isinstance(view.camera, FileSequenceCamera) and not view.camera.files
+        ]
         return warnings
 
     def status(self) -> dict[str, Any]:
@@ -196,8 +193,12 @@ class LineStation:
         for sink in self.sinks.values():
             sink.close()
         self.core.stop()
-        self.camera.close()
         self.core.store.engine.dispose()
+
+    @property
+    def camera(self) -> Camera:
+        """The camera of a station without views (the first view's otherwise)."""
+        return self.handler.views[0].camera
 
     def answered(self, answer: Answer, seconds: float, via: str) -> None:
         """Count the answer and let the publisher deliver its outbox rows right away."""
@@ -205,6 +206,13 @@ class LineStation:
         self.metrics.triggers.labels(via, result).inc()
         self.metrics.latency.labels(via).observe(seconds)
         self.publisher.wake()
+
+
+def open_views(config: LineConfig) -> list[View]:
+    """The configured views, each with its camera opened; one unnamed view for ``camera``."""
+    if config.camera is not None:
+        return [View("", open_camera(config.camera))]
+    return [View(v.name, open_camera(v.camera), v.product) for v in config.views]
 
 
 def serve_metrics(port: int, registry: CollectorRegistry) -> None:
