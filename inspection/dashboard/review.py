@@ -237,3 +237,29 @@ def audit_frame(store: Store, inspection_id: str) -> pd.DataFrame:
         ],
         columns=["at", "reviewer", "label", "defect type", "note"],
     )
+
+
+def part_frame(store: Store, row: queries.QueueRow) -> pd.DataFrame:
+    """Every view of ``row``'s part (same part id and station; several cameras per part):
+    view (its request id), product, verdict, score, threshold, id. Empty without a part id or
+    when the part has no other view."""
+    columns = ["view", "product", "verdict", "score", "threshold", "id"]
+    if not row.part_id:
+        return pd.DataFrame(columns=columns)
+    views = queries.part_views(store, row.station_id, row.part_id, row.created_at)
+    if len(views) < 2:
+        return pd.DataFrame(columns=columns)
+    return pd.DataFrame(
+        [
+            {
+                "view": (request_id or "").split("/", 1)[-1],
+                "product": view.product,
+                "verdict": view.verdict,
+                "score": view.score,
+                "threshold": view.threshold,
+                "id": view.id,
+            }
+            for request_id, view in views
+        ],
+        columns=columns,
+    )

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
 import numpy as np
-from sqlalchemy import and_, func, literal, select, tuple_
+from sqlalchemy import Select, and_, func, literal, select, tuple_
 
 from inspection.store import rollups
 from inspection.store.models import REVIEW_LABELS, Inspection, Review
@@ -467,3 +467,41 @@ def daily_volume(store: Store, product: str, *, since: datetime, until: datetime
     statement = select(func.sum(r.total)).where(*_rollup_filters(r, product, None, since, until))
     with store.session() as session:
         return int(session.scalar(statement) or 0) / days
+
+
+PART_WINDOW = timedelta(hours=1)
+"""How far apart in time the views of one part may be stored (``part_views``)."""
+
+
+def part_views(
+    store: Store,
+    station_id: str,
+    part_id: str,
+    around: datetime,
+    *,
+    window: timedelta = PART_WINDOW,
+) -> list[tuple[str | None, QueueRow]]:
+    """(stored request id, row) of every inspection of part ``part_id`` at ``station_id``
+    stored within ``window`` of ``around``, oldest first: the views of one part judged by
+    several cameras (``inspection.line``). The time window keeps the read on the (station,
+    time) index; a part's views are stored within seconds of each other."""
+    with store.session() as session:
+        rows = session.execute(part_views_statement(station_id, part_id, around, window)).all()
+    return [(row[0], QueueRow(row[1], as_utc(row[2]), *row[3:])) for row in rows]
+
+
+def part_views_statement(
+    station_id: str, part_id: str, around: datetime, window: timedelta
+) -> Select:
+    """The SELECT of ``part_views`` (its plan is checked by the tests)."""
+    columns = [getattr(Inspection, name) for name in QueueRow.__dataclass_fields__]
+    return (
+        select(Inspection.request_id, *columns)
+        .where(
+            Inspection.station_id == station_id,
+            Inspection.created_at >= around - window,
+            Inspection.created_at <= around + window,
+            Inspection.part_id == part_id,
+        )
+        .order_by(Inspection.created_at, Inspection.request_id)
+    )

@@ -192,6 +192,11 @@ with panel:
     if message:
         (st.success if message[0] == "success" else st.error)(message[1])
 
+part = review.part_frame(board.store, row)
+if not part.empty:  # several cameras judged this part: each view's result
+    st.markdown(f"**Views of part `{row.part_id}`**")
+    st.dataframe(part, hide_index=True, width="stretch")
+
 with st.expander("Audit trail of this inspection"):
     trail = review.audit_frame(board.store, row.id)
     if trail.empty:
