@@ -212,7 +212,15 @@ def open_views(config: LineConfig) -> list[View]:
     """The configured views, each with its camera opened; one unnamed view for ``camera``."""
     if config.camera is not None:
         return [View("", open_camera(config.camera))]
-    return [View(v.name, open_camera(v.camera), v.product) for v in config.views]
+    views: list[View] = []
+    try:
+        for view in config.views:
+            views.append(View(view.name, open_camera(view.camera), view.product))
+    except Exception:  # a camera that does not open: close those opened before it
+        for opened in views:
+            opened.camera.close()
+        raise
+    return views
 
 
 def serve_metrics(port: int, registry: CollectorRegistry) -> None:
