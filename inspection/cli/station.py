@@ -332,7 +332,10 @@ def forward(
     if drain:
         store = Store(core.store_url, core.blob_dir)
         store.check_schema()
-        forwarder = Forwarder(store, core.central.url, core.central.blob_dir)
+        central = core.central
+        forwarder = Forwarder(
+            store, central.url, central.blob_dir, alarm_after_s=central.alarm_after_seconds
+        )
         try:
             console.print(f"forwarded {forwarder.drain()} results")
         finally:

@@ -107,7 +107,13 @@ class StationCore:
         )
         central, forwarder = config.central, None
         if central is not None:
-            forwarder = Forwarder(store, central.url, central.blob_dir, batch=central.batch)
+            forwarder = Forwarder(
+                store,
+                central.url,
+                central.blob_dir,
+                batch=central.batch,
+                alarm_after_s=central.alarm_after_seconds,
+            )
         signer = None if public_key is None else key_id(public_key)
         return cls(config, store, models, pipeline, signer, forwarder)
 

@@ -15,6 +15,10 @@ central PostgreSQL oldest first, a batch at a time:
 A crash (``kill -9`` of either side) before 3 forwards the batch again, which inserts
 nothing: 0 lost, 0 duplicated. The station connects as its own PostgreSQL role, which row-level
 security lets write only the rows of its own station ids (``grant_station``).
+
+Every few seconds, whether or not anything waits, the forwarder also upserts its ``backlog``
+into the central ``station_backlog`` under its role's name (``report``): the dashboard's
+view of each station's backlog, which otherwise lives only in the station's local store.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import logging
 import re
 import secrets
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -36,7 +41,13 @@ from sqlalchemy.orm import Session
 from inspection.core.errors import ConfigError
 from inspection.store import rollups
 from inspection.store.blobs import BlobStore
-from inspection.store.models import SHA_COLUMNS, Inspection, OutboxEntry, OutboxMessage
+from inspection.store.models import (
+    SHA_COLUMNS,
+    Inspection,
+    OutboxEntry,
+    OutboxMessage,
+    StationBacklog,
+)
 from inspection.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -47,6 +58,8 @@ STATION_GROUP = "inspection_station"
 """The PostgreSQL group role of every station's login role (``grant_station``)."""
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _COLUMNS = [column.key for column in Inspection.__table__.columns]
+REPORT_EVERY_S = 5.0
+"""How often ``Forwarder.run`` reports the backlog to the central ``station_backlog``."""
 
 
 def central_entry(key: str, blob_bytes: int) -> OutboxEntry:
@@ -92,10 +105,18 @@ class Forwarder:
     blobs into ``central_blobs``; ``start()``/``stop()`` run it in a thread."""
 
     def __init__(
-        self, local: Store, central_url: str, central_blobs: Path, *, batch: int = 200
+        self,
+        local: Store,
+        central_url: str,
+        central_blobs: Path,
+        *,
+        batch: int = 200,
+        alarm_after_s: float | None = None,
     ) -> None:
         self.local = local
         self.batch = batch
+        self.alarm_after_s = alarm_after_s
+        """The station's backlog alarm setting, reported with the backlog for the dashboard."""
         self.blobs = BlobStore(central_blobs)
         # a host that does not answer fails the batch within seconds, not TCP's minutes; naive
         # datetimes (SQLite's) are UTC
@@ -105,6 +126,7 @@ class Forwarder:
         """Rows marked forwarded by this process (a Prometheus counter)."""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._report_refused = False
 
     def forward_once(self) -> int:
         """Forward the oldest batch; returns how many rows it marked forwarded (0: nothing
@@ -151,17 +173,51 @@ class Forwarder:
                 self.blobs.put(path.read_bytes(), path.suffix)
         return values
 
+    def report(self) -> bool:
+        """Upsert this station's ``backlog`` into the central ``station_backlog``, keyed by the
+        central role's name (row-level security: its own row only). Returns False, logging the
+        first refusal, when it cannot be sent (a central schema or a role from before the table):
+        forwarding goes on without it."""
+        try:
+            waiting = backlog(self.local)
+            values = {
+                "backlog_rows": waiting.rows,
+                "backlog_bytes": waiting.bytes,
+                "oldest_age_s": waiting.oldest_age_s,
+                "rate_per_s": waiting.rate_per_s,
+                "alarm_after_s": self.alarm_after_s,
+                "reported_at": func.now(),
+            }
+            insert = postgresql.insert(StationBacklog).values(
+                station_id=func.current_user(), **values
+            )
+            upsert = insert.on_conflict_do_update(
+                index_elements=[StationBacklog.station_id],
+                set_={key: insert.excluded[key] for key in values},
+            )
+            with Session(self.engine) as central, central.begin():
+                central.execute(upsert)
+        except SQLAlchemyError as exc:
+            if not self._report_refused:
+                log.warning("backlog report not sent to the central store: %s", _first_line(exc))
+            self._report_refused = True
+            return False
+        self._report_refused = False
+        return True
+
     def drain(self) -> int:
-        """Forward batches until nothing waits; returns the rows forwarded."""
+        """Forward batches until nothing waits, then ``report``; returns the rows forwarded."""
         total = 0
         while moved := self.forward_once():
             total += moved
+        self.report()
         return total
 
     def run(self, idle_s: float = 1.0, max_wait_s: float = 30.0) -> None:
         """Forward until ``stop()``: at once while a full batch moved, after ``idle_s`` when
-        the backlog is empty, backing off to ``max_wait_s`` while the central side fails."""
-        failures = 0
+        the backlog is empty, backing off to ``max_wait_s`` while the central side fails;
+        ``report`` the backlog every ``REPORT_EVERY_S`` while the central side answers."""
+        failures, reported = 0, float("-inf")
         while not self._stop.is_set():
             try:
                 moved = self.forward_once()
@@ -173,6 +229,9 @@ class Forwarder:
                 if failures:
                     log.info("central store reachable again; forwarding the backlog")
                 failures = 0
+                if time.monotonic() - reported >= REPORT_EVERY_S:
+                    self.report()
+                    reported = time.monotonic()
             wait = min(max_wait_s, 2.0**failures) if failures else idle_s
             self._stop.wait(0 if moved == self.batch else wait)
 
@@ -192,7 +251,8 @@ class Forwarder:
 def grant_station(central: Store, station: str, writes: tuple[str, ...] = ()) -> str:
     """Create (or re-key) PostgreSQL login role ``station`` for its forwarder; returns its new
     password. Row-level security lets it read and write only rows whose station id is its own
-    or one of ``writes`` (roles it is made a member of); other roles see no change. Run by the
+    or one of ``writes`` (roles it is made a member of): results, rollups and its backlog
+    report (``station_backlog``); other roles see no change. Run by the
     central tables' owner, which needs ``CREATEROLE``. Safe to repeat."""
     for name in (station, *writes):
         if not _NAME.match(name):
@@ -208,8 +268,9 @@ def grant_station(central: Store, station: str, writes: tuple[str, ...] = ()) ->
         f"GRANT USAGE ON SCHEMA public TO {STATION_GROUP}",
         f"GRANT SELECT, INSERT ON inspections TO {STATION_GROUP}",
         f"GRANT SELECT, INSERT, UPDATE ON rollup_hourly, rollup_scores TO {STATION_GROUP}",
+        f"GRANT SELECT, INSERT, UPDATE ON station_backlog TO {STATION_GROUP}",
     ]
-    for table in ("inspections", "rollup_hourly"):
+    for table in ("inspections", "rollup_hourly", "station_backlog"):
         statements += [
             f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY",
             f"DROP POLICY IF EXISTS everyone ON {table}",

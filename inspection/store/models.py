@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -184,3 +185,22 @@ class OutboxMessage(Base):
         Index("ix_outbox_pending", "sink", "delivered_at", "next_attempt_at"),
         Index("ix_outbox_delivered", "delivered_at"),
     )
+
+
+class StationBacklog(Base):
+    """What a forwarding station last reported of its central backlog (``store.forward``): one
+    row per station role, upserted by its forwarder every few seconds, so the table never
+    holds more rows than there are stations. ``reported_at`` is the central clock."""
+
+    __tablename__ = "station_backlog"
+
+    station_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    backlog_rows: Mapped[int] = mapped_column(BigInteger)
+    backlog_bytes: Mapped[int] = mapped_column(BigInteger)
+    oldest_age_s: Mapped[float | None] = mapped_column(Float)
+    """The oldest waiting result's age when reported; None: nothing waits."""
+    rate_per_s: Mapped[float] = mapped_column(Float)
+    """Rows forwarded per second over the minute before the report."""
+    alarm_after_s: Mapped[float | None] = mapped_column(Float)
+    """The station's ``central.alarm_after_seconds``; None: not told (the dashboard's default)."""
+    reported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -21,7 +21,13 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from typer.testing import CliRunner
 
 from inspection.cli import app
-from inspection.store.forward import Forwarder, backlog, central_entry, grant_station
+from inspection.store.forward import (
+    STATION_GROUP,
+    Forwarder,
+    backlog,
+    central_entry,
+    grant_station,
+)
 from inspection.store.rollups import HourlyRollup
 from inspection.store.store import Store
 from tests.conftest import PG_ADMIN_URL, _drop_postgres_database, _fresh_postgres_database
@@ -251,4 +257,87 @@ def test_the_central_side_killed_mid_batch_loses_and_doubles_nothing(
     assert backlog(local).rows == 6 and _central_keys(central) == []
     assert forwarder.drain() == 6
     assert len(_central_keys(central)) == 6 and _rollup_total(central) == 6
+    forwarder.stop()
+
+
+def _reports(central: Central) -> dict[str, sa.Row]:
+    with central.store.session() as session:
+        rows = session.execute(sa.text("SELECT * FROM station_backlog")).all()
+    return {row.station_id: row for row in rows}
+
+
+def test_the_forwarder_reports_its_backlog_row_and_updates_it(
+    central: Central, tmp_path: Path
+) -> None:
+    local = _local(tmp_path, central.station, 3)
+    forwarder = Forwarder(local, central.url, central.blob_dir, batch=2, alarm_after_s=60)
+    assert forwarder.report() is True
+    first = _reports(central)[central.station]  # keyed by the station's own role
+    assert (first.backlog_rows, first.backlog_bytes) == (
+        3,
+        sum(len(f"image {i}") for i in range(3)),
+    )
+    assert first.oldest_age_s >= 0 and first.rate_per_s == 0 and first.alarm_after_s == 60
+    assert forwarder.forward_once() == 2 and forwarder.report() is True
+    second = _reports(central)[central.station]
+    assert (second.backlog_rows, second.backlog_bytes) == (1, len("image 2"))
+    assert second.rate_per_s == pytest.approx(2 / 60) and second.reported_at > first.reported_at
+    assert forwarder.drain() == 1  # drain reports at its end
+    done = _reports(central)
+    assert list(done) == [central.station]  # one row per station, updated in place
+    assert (done[central.station].backlog_rows, done[central.station].oldest_age_s) == (0, None)
+    forwarder.stop()
+
+
+def test_the_running_forwarder_reports_when_nothing_waits(central: Central, tmp_path: Path) -> None:
+    local = _local(tmp_path, central.station, 0)
+    forwarder = Forwarder(local, central.url, central.blob_dir)
+    forwarder.start()
+    try:
+        deadline = time.monotonic() + 10
+        while central.station not in _reports(central) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        forwarder.stop()
+    row = _reports(central)[central.station]
+    assert (row.backlog_rows, row.backlog_bytes, row.oldest_age_s) == (0, 0, None)
+
+
+def test_a_station_role_writes_only_its_own_backlog_row(central: Central) -> None:
+    other = f"other-{uuid.uuid4().hex[:6]}"
+    with central.store.engine.begin() as owner:  # another station's report
+        owner.execute(
+            sa.text("INSERT INTO station_backlog VALUES (:s, 7, 70, 9.0, 0.5, 300, now())"),
+            {"s": other},
+        )
+    engine = sa.create_engine(central.url)
+    with engine.begin() as connection:  # its own row: allowed, and the other stays unseen
+        connection.execute(
+            sa.text("INSERT INTO station_backlog VALUES (current_user, 0, 0, NULL, 0, NULL, now())")
+        )
+        seen = connection.scalars(sa.text("SELECT station_id FROM station_backlog"))
+        assert list(seen) == [central.station]
+        changed = connection.execute(
+            sa.text("UPDATE station_backlog SET backlog_rows = 0 WHERE station_id = :s"),
+            {"s": other},
+        )
+        assert changed.rowcount == 0
+    with pytest.raises(DBAPIError, match="row-level security"), engine.begin() as connection:
+        connection.execute(
+            sa.text("INSERT INTO station_backlog VALUES (:s, 0, 0, NULL, 0, NULL, now())"),
+            {"s": other},
+        )
+    engine.dispose()
+    assert _reports(central)[other].backlog_rows == 7
+
+
+def test_a_refused_report_leaves_forwarding_alone(central: Central, tmp_path: Path) -> None:
+    """A station role granted before ``station_backlog`` existed (a rolling upgrade)."""
+    with central.store.engine.begin() as owner:
+        owner.execute(sa.text(f"REVOKE ALL ON station_backlog FROM {STATION_GROUP}"))
+    local = _local(tmp_path, central.station, 2)
+    forwarder = Forwarder(local, central.url, central.blob_dir)
+    assert forwarder.report() is False
+    assert forwarder.drain() == 2 and len(_central_keys(central)) == 2
+    assert _reports(central) == {}
     forwarder.stop()
