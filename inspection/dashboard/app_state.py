@@ -319,6 +319,11 @@ def station_health(site: str, since: datetime | None, now: datetime) -> pd.DataF
 
 
 @st.cache_data(ttl=DATA_TTL_S, show_spinner=False)
+def station_backlog(site: str) -> pd.DataFrame:
+    return overview.backlog_frame(_open(site).store)
+
+
+@st.cache_data(ttl=DATA_TTL_S, show_spinner=False)
 def drift(site: str, product: str, since: datetime | None) -> overview.Drift:
     board = _open(site)
     return overview.drift(board.store, board.registry, product, since=since)
@@ -473,6 +478,7 @@ def read_overview(site: str) -> None:
     for product in names:
         drift(site, product, since)
     station_health(site, since, now)
+    station_backlog(site)
     volume(site, "hour", since, None, None)
     volume(site, period, since, None, None)
     stations(site)

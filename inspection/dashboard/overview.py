@@ -1,8 +1,9 @@
-"""Overview figures: volume, NG rate and throughput over time, station health, score drift."""
+"""Overview figures: volume, NG rate and throughput over time, station health, each forwarding
+station's central backlog, score drift."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -128,6 +129,82 @@ def station_frame(
         for seen in frame["last_seen"]
     ]
     return frame[list(STATION_COLUMNS)]
+
+
+BACKLOG_ALARM_AFTER_S = 300.0
+"""The backlog alarm of a station whose report does not carry its own
+``central.alarm_after_seconds`` (that setting's default)."""
+SILENT_REPORT_AFTER = timedelta(minutes=2)
+"""A forwarding station reports every few seconds (``store.forward.REPORT_EVERY_S``) while the
+central store answers it; not heard from for longer than this, it is alarmed."""
+BACKLOG_COLUMNS = {
+    "station_id": "station",
+    "alarm": "alarm",
+    "rows": "waiting",
+    "bytes": "bytes",
+    "oldest_age_s": "oldest",
+    "rate_per_s": "forwarded",
+    "reported_at": "last heard",
+}
+"""``backlog_frame``'s columns, in order, with the headers ``backlog_table`` shows."""
+
+
+def backlog_alarm(row: queries.BacklogRow, now: datetime) -> str:
+    """Why a forwarding station is alarmed ('' when it is not): its oldest waiting result is
+    older than its alarm setting (``BACKLOG_ALARM_AFTER_S`` when it sent none), or it has not
+    reported for longer than ``SILENT_REPORT_AFTER``."""
+    silent = now - row.reported_at
+    if silent > SILENT_REPORT_AFTER:
+        return f"not heard for {_duration(silent.total_seconds())}"
+    limit = BACKLOG_ALARM_AFTER_S if row.alarm_after_s is None else row.alarm_after_s
+    if row.oldest_age_s is not None and row.oldest_age_s > limit:
+        return f"oldest waiting {_duration(row.oldest_age_s)} (alarm after {_duration(limit)})"
+    return ""
+
+
+def backlog_frame(store: Store, *, now: datetime | None = None) -> pd.DataFrame:
+    """Each forwarding station's last backlog report (rows, blob bytes, oldest age in s, rows
+    forwarded per s, when it was heard) with ``alarm`` (``backlog_alarm``)."""
+    now = now or datetime.now(timezone.utc)
+    rows = queries.station_backlogs(store)
+    frame = pd.DataFrame(
+        [r.__dict__ for r in rows], columns=[f.name for f in fields(queries.BacklogRow)]
+    )
+    frame["alarm"] = [backlog_alarm(row, now) for row in rows]
+    return frame[list(BACKLOG_COLUMNS)]
+
+
+def backlog_table(frame: pd.DataFrame, now: datetime) -> pd.DataFrame:
+    """``backlog_frame`` as text for a static table: a marker on alarmed stations, units."""
+    if frame.empty:
+        return frame.rename(columns=BACKLOG_COLUMNS)
+    heard = pd.to_datetime(frame["reported_at"], utc=True)
+    shown = frame.assign(
+        alarm=frame["alarm"].map(lambda why: f"⚠ {why}" if why else "ok"),
+        rows=frame["rows"].map("{:,}".format),
+        bytes=frame["bytes"].map(_size),
+        oldest_age_s=frame["oldest_age_s"].map(lambda s: "—" if pd.isna(s) else _duration(s)),
+        rate_per_s=frame["rate_per_s"].map("{:.1f}/s".format),
+        reported_at=[
+            f"{at:%Y-%m-%d %H:%M:%S} ({_duration((now - at).total_seconds())} ago)" for at in heard
+        ],
+    )
+    return shown.rename(columns=BACKLOG_COLUMNS).reset_index(drop=True)
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(seconds, 0.0)
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
+def _size(count: float) -> str:
+    for unit in ("B", "kB", "MB"):
+        if count < 1000:
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1000
+    return f"{count:,.1f} GB"
 
 
 def _ago(delta: timedelta) -> str:

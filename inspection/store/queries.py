@@ -18,7 +18,7 @@ import numpy as np
 from sqlalchemy import Select, and_, func, literal, select, tuple_
 
 from inspection.store import rollups
-from inspection.store.models import REVIEW_LABELS, Inspection, Review
+from inspection.store.models import REVIEW_LABELS, Inspection, Review, StationBacklog
 from inspection.store.rollups import HourlyRollup, ScoreRollup
 from inspection.store.store import Store, StoreError
 
@@ -60,6 +60,19 @@ class StationRow:
     mean_latency_ms: float
     max_latency_ms: float
     model_version: str
+
+
+@dataclass(frozen=True)
+class BacklogRow:
+    """A forwarding station's last report of its central backlog (``station_backlog``)."""
+
+    station_id: str
+    rows: int
+    bytes: int
+    oldest_age_s: float | None
+    rate_per_s: float
+    alarm_after_s: float | None
+    reported_at: datetime
 
 
 @dataclass(frozen=True)
@@ -505,3 +518,23 @@ def part_views_statement(
         )
         .order_by(Inspection.created_at, Inspection.request_id)
     )
+
+
+def station_backlogs(store: Store) -> list[BacklogRow]:
+    """Every forwarding station's last backlog report, by station id (one row per station)."""
+    b = StationBacklog
+    query = select(
+        b.station_id,
+        b.backlog_rows,
+        b.backlog_bytes,
+        b.oldest_age_s,
+        b.rate_per_s,
+        b.alarm_after_s,
+        b.reported_at,
+    ).order_by(b.station_id)
+    with store.session() as session:
+        rows = session.execute(query).all()
+    return [
+        BacklogRow(s, int(n), int(size), age, float(rate), alarm, as_utc(at))
+        for s, n, size, age, rate, alarm, at in rows
+    ]

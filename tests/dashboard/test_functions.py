@@ -15,6 +15,7 @@ from inspection.core.errors import BundleError, RegistryError
 from inspection.core.registry import Registry
 from inspection.dashboard import models, overview, retraining, review, thresholds
 from inspection.store import queries
+from inspection.store.models import StationBacklog
 from inspection.store.store import Store, StoreError
 
 T0 = datetime(2025, 3, 1, 8, 0, tzinfo=timezone.utc)
@@ -425,3 +426,51 @@ def test_the_review_image_is_read_at_its_models_bit_depth(tmp_path: Path) -> Non
     assert int(review.load_views(store, row, registry).image.max()) == 128  # 2048 >> 4
     assert int(review.load_views(store, row).image.max()) == 8  # the 16-bit default: >> 8
     assert review.image_bits(registry, "p/v0009") == 16  # a version gone: the default
+
+
+def _report(store: Store, station: str, **values) -> None:
+    row = {"backlog_rows": 0, "backlog_bytes": 0, "oldest_age_s": None, "rate_per_s": 0.0}
+    with store.session() as session:
+        session.add(StationBacklog(station_id=station, **(row | values)))
+
+
+def test_backlog_frame_lists_each_station_with_its_alarm(store: Store) -> None:
+    now = T0 + timedelta(hours=2)
+    _report(store, "quiet", reported_at=now - timedelta(seconds=5))
+    _report(  # past its own setting (60 s), well within the default
+        store, "late", backlog_rows=1200, backlog_bytes=25_000_000, oldest_age_s=90.0,
+        rate_per_s=2.5, alarm_after_s=60.0, reported_at=now - timedelta(seconds=3),
+    )  # fmt: skip
+    _report(  # no setting reported: the dashboard's default
+        store, "unset", backlog_rows=3, oldest_age_s=overview.BACKLOG_ALARM_AFTER_S + 1,
+        reported_at=now,
+    )  # fmt: skip
+    _report(store, "silent", reported_at=now - overview.SILENT_REPORT_AFTER - timedelta(minutes=1))
+    frame = overview.backlog_frame(store, now=now)
+    assert list(frame.columns) == list(overview.BACKLOG_COLUMNS)
+    alarms = dict(zip(frame["station_id"], frame["alarm"], strict=True))
+    assert alarms == {
+        "late": "oldest waiting 90 s (alarm after 60 s)",
+        "quiet": "",
+        "silent": "not heard for 3 min",
+        "unset": "oldest waiting 5 min (alarm after 5 min)",
+    }
+    late = frame.set_index("station_id").loc["late"]
+    assert (late["rows"], late["bytes"], late["rate_per_s"]) == (1200, 25_000_000, 2.5)
+
+    table = overview.backlog_table(frame, now).set_index("station")
+    assert list(table.columns) == list(overview.BACKLOG_COLUMNS.values())[1:]
+    assert table.loc["late"].to_dict() == {
+        "alarm": "⚠ oldest waiting 90 s (alarm after 60 s)",
+        "waiting": "1,200",
+        "bytes": "25.0 MB",
+        "oldest": "90 s",
+        "forwarded": "2.5/s",
+        "last heard": "2025-03-01 09:59:57 (3 s ago)",
+    }
+    assert (table.loc["quiet", "alarm"], table.loc["quiet", "oldest"]) == ("ok", "—")
+
+
+def test_backlog_frame_of_a_store_no_station_reports_to(store: Store) -> None:
+    frame = overview.backlog_frame(store)
+    assert frame.empty and list(frame.columns) == list(overview.BACKLOG_COLUMNS)

@@ -17,6 +17,7 @@ from inspection.core.config import load_site_config
 from inspection.core.registry import Registry
 from inspection.dashboard import thresholds
 from inspection.dashboard.context import SITE_ENV, open_dashboard
+from inspection.store.models import StationBacklog
 from inspection.store.store import InspectionFilter, Store
 from inspection.store.users import add_user, user_identity
 
@@ -141,6 +142,34 @@ def test_overview_counts_and_station_health(seeded_site, site_env) -> None:
     assert not at.exception
     grass = {m.label: m.value for m in at.metric}["Inspections"]
     assert 0 < int(grass.replace(",", "")) < 600
+
+
+def test_overview_lists_forwarding_stations_and_alarms_a_late_backlog(
+    seeded_site, site_env
+) -> None:
+    store = _store(seeded_site)
+    now = datetime.now(timezone.utc)
+    with store.session() as session:
+        for station, oldest in [("line1-pc", None), ("line2-pc", 900.0)]:
+            session.add(
+                StationBacklog(
+                    station_id=station, backlog_rows=0 if oldest is None else 4_000,
+                    backlog_bytes=0 if oldest is None else 80_000_000, oldest_age_s=oldest,
+                    rate_per_s=0.0, alarm_after_s=300.0, reported_at=now,
+                )
+            )  # fmt: skip
+    store.engine.dispose()
+    site_env(seeded_site)
+    at = _open("overview")
+    alarms = [e.value for e in at.error if "forwarding backlog alarm" in e.value]
+    assert alarms == [
+        "**Station line2-pc: forwarding backlog alarm** — oldest waiting 15 min (alarm after 5 min)"
+    ]
+    backlog = at.table[1].value
+    assert backlog["station"].tolist() == ["line1-pc", "line2-pc"]
+    assert backlog["alarm"].tolist() == ["ok", "⚠ oldest waiting 15 min (alarm after 5 min)"]
+    assert backlog["waiting"].tolist() == ["0", "4,000"]
+    assert backlog["bytes"].tolist() == ["0 B", "80.0 MB"]
 
 
 def _brick_scores(site: Path) -> thresholds.LabelledScores:

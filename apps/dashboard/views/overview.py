@@ -1,6 +1,9 @@
-"""Overview: volume, NG rate and throughput per station and product; station health; drift."""
+"""Overview: volume, NG rate and throughput per station and product; station health and
+forwarding backlogs; drift."""
 
 from __future__ import annotations
+
+from datetime import datetime, timezone
 
 import streamlit as st
 
@@ -17,6 +20,12 @@ for item in health:  # alarms first: a model that is not line-ready is the news
 ready = [h.product for h in health if h.bundle_id is not None and h.line_ready]
 if ready:
     st.caption(f"Line-ready at their live thresholds: {', '.join(ready)} (see Models).")
+backlogs = app_state.station_backlog(site)
+for station_id, why in zip(backlogs["station_id"], backlogs["alarm"], strict=True):
+    if why:  # a station's results not reaching this store: nothing below shows them yet
+        st.error(
+            f"**Station {station_id}: forwarding backlog alarm** — {why}", icon=":material/error:"
+        )
 stations = app_state.stations(site)
 left, middle, right = st.columns([2, 2, 2])
 window_name = left.selectbox(
@@ -69,6 +78,17 @@ with right:
 st.subheader("Station health")
 # A static table, not the data grid: its script chunk and canvas were a share of the first paint.
 st.table(overview.station_table(app_state.station_health(site, since, now)), hide_index=True)
+
+if not backlogs.empty:
+    st.subheader("Forwarding stations")
+    st.table(overview.backlog_table(backlogs, datetime.now(timezone.utc)), hide_index=True)
+    st.caption(
+        "Each line PC's results waiting in its own store for this one, as it last reported "
+        "(every few seconds). Alarm: the oldest waiting result is older than the station's "
+        "`central.alarm_after_seconds` (default "
+        f"{overview.BACKLOG_ALARM_AFTER_S:g} s), or no report for "
+        f"{overview.SILENT_REPORT_AFTER.total_seconds():g} s."
+    )
 
 st.subheader("Score drift")
 drifts = [app_state.drift(site, name, since) for name in ([product] if product else products)]
