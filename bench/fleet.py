@@ -33,8 +33,11 @@ OUTCOME = re.compile(
 )
 
 
-def build_site(work: Path, products: dict[str, tuple[str, int, int]]) -> None:
-    """Datasets, champions, ``site.yaml`` and ``retrain.yaml`` under ``work`` (once)."""
+def build_site(
+    work: Path, products: dict[str, tuple[str, int, int]], budgets: dict[str, float]
+) -> None:
+    """Datasets, champions, ``site.yaml`` and ``retrain.yaml`` (with each product's own
+    ``memory_gb`` in ``budgets``) under ``work``; champions and datasets only once."""
     # deferred: the training side, set-up only
     from inspection.core.product_config import load_model_config
     from inspection.core.registry import Registry
@@ -52,7 +55,9 @@ def build_site(work: Path, products: dict[str, tuple[str, int, int]]) -> None:
             config = load_model_config("patchcore", product=name)
             train_champion(config, data, product=name, registry=registry, actor="bench")
             print(f"champion of {name} ready", flush=True)
-        jobs[name] = {"dataset": str(data)}
+        jobs[name] = {"dataset": str(data)} | (
+            {"memory_gb": budgets[name]} if name in budgets else {}
+        )
     site = {"registry_dir": str(work / "registry"), "store_url": f"sqlite:///{work / 'site.db'}",
             "blob_dir": str(work / "blobs"), "reports_dir": str(work / "reports"),
             "datasets_dir": str(work / "datasets"), "products": list(products)}  # fmt: skip
@@ -104,30 +109,18 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     products: dict = {f"{kind}-s{seed}": (kind, int(seed), args.train)
                       for seed in args.seeds.split(",") for kind in args.kinds.split(",")}  # fmt: skip
-    big = None
+    budgets = {}
     if args.big:
         kind, images, budget = args.big.split(":")
-        big = f"{kind}-big"
-        products[big] = (kind, 9, int(images), float(budget))
+        products[f"{kind}-big"] = (kind, 9, int(images))
+        budgets[f"{kind}-big"] = float(budget)
     args.work.mkdir(parents=True, exist_ok=True)
-    build_site(args.work, {k: v[:3] for k, v in products.items()})
-    _budget(args.work, big, products)
+    build_site(args.work, products, budgets)
     report = {"argv": " ".join(argv or sys.argv[1:]) or "defaults", "cpu": cpu_description(),
-              "memory_gb": args.memory_gb,
-              "budgets": {big: products[big][3]} if big else {},
+              "memory_gb": args.memory_gb, "budgets": budgets,
               **run(args.work, args.ray, args.memory_gb)}  # fmt: skip
     save_report(args.out, "fleet", report, markdown(report))
     return report
-
-
-def _budget(work: Path, big: str | None, products: dict) -> None:
-    """The big product's own ``memory_gb`` in retrain.yaml."""
-    if big is None:
-        return
-    path = work / "retrain.yaml"
-    retrain = yaml.safe_load(path.read_text(encoding="utf-8"))
-    retrain["products"][big]["memory_gb"] = products[big][3]
-    path.write_text(yaml.safe_dump(retrain), encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -46,8 +46,7 @@ from inspection.line.handshake import Answer, Trigger, TriggerHandler
 log = logging.getLogger(__name__)
 
 BLOCK_BYTES = 208
-STATUS = (2, 16)  # Ready .. Score: the station's fixed fields
-ANSWER = (112, 208)  # AnswerRequestId, Message
+STATUS = 2  # offset of Ready .. Score: the station's fixed fields
 STRINGS = {"Product": (16, 30), "PartId": (48, 30), "RequestId": (80, 30),
            "AnswerRequestId": (112, 30), "Message": (144, 62)}  # fmt: skip
 
@@ -185,7 +184,7 @@ class RegisterHandshake:
                 link.close()
 
     def _serve(self, link: BlockLink) -> None:
-        link.write(STATUS[0], status_bytes(ready=True, busy=False, done=False))
+        link.write(STATUS, status_bytes(ready=True, busy=False, done=False))
         self.connected.set()
         log.info("%s handshake: connected to %s:%d", self.via, self.config.host, self.config.port)
         high = False
@@ -195,20 +194,21 @@ class RegisterHandshake:
             if trigger and not high:
                 self._cycle(link, block)
             elif not trigger and high:
-                link.write(STATUS[0], status_bytes(ready=True, busy=False, done=False))
+                link.write(STATUS, status_bytes(ready=True, busy=False, done=False))
             high = trigger
-        link.write(STATUS[0], status_bytes(ready=False, busy=False, done=False))
+        link.write(STATUS, status_bytes(ready=False, busy=False, done=False))
 
     def _cycle(self, link: BlockLink, block: bytes) -> None:
         started = time.perf_counter()
-        link.write(STATUS[0], status_bytes(ready=True, busy=True, done=False))
+        link.write(STATUS, status_bytes(ready=True, busy=True, done=False))
         product, part_id, request_id = (
             read_string(block, name) for name in ("Product", "PartId", "RequestId")
         )
         trigger = Trigger(request_id or None, product or None, part_id or None)
         answer = self.handler.handle(trigger, source=self.via)
         texts = [(answer.request_id, "AnswerRequestId"), (answer.message, "Message")]
-        link.write(ANSWER[0], b"".join(s7_string(t, STRINGS[n][1]) for t, n in texts))
-        link.write(STATUS[0], status_bytes(ready=True, busy=False, done=True, answer=answer))
+        answer_at = STRINGS["AnswerRequestId"][0]  # Message follows it
+        link.write(answer_at, b"".join(s7_string(t, STRINGS[n][1]) for t, n in texts))
+        link.write(STATUS, status_bytes(ready=True, busy=False, done=True, answer=answer))
         if self.on_answer is not None:
             self.on_answer(answer, time.perf_counter() - started)
