@@ -1,32 +1,23 @@
 """Golden outputs: a bundle's own raw outputs on a few images, to check on the station's CPU.
 
-A bundle is calibrated on the CPU that exported it and served on another, where OpenVINO's
-kernels (AVX2, AVX-512 VNNI, AMX) and the precision actually executed may differ. At export,
-``GOLDEN_IMAGES`` small validation images, good and defective alternating, plus the
-``NEAR_THRESHOLD`` validation images nearest the threshold (``choose_golden``; at the model's
-input size, under ``golden/`` in the bundle, checksummed and signed like the model) are run
-through the finished bundle and their raw image score, its margin to the threshold and a
-summary of the raw anomaly map are recorded in ``metadata.json``::
+A bundle is calibrated on the CPU that exported it and served on another, whose OpenVINO kernels
+(AVX2, AVX-512 VNNI, AMX) and executed precision may differ. At export a few validation images
+(``choose_golden``: good and defective alternating, plus those nearest the threshold) are stored
+under ``golden/`` in the bundle, and their raw score, margin to the threshold and map summary
+are recorded in ``metadata.json`` (``GoldenOutputs``). At load the station runs them again
+(``inspection.runtime.golden``) and compares (``compare_golden``).
 
-    GoldenOutputs(images=(GoldenImage("golden/00.png", raw_score=3.1, map=..., margin=0.21),
-                  ...), score_scale=2.0, map_scale=2.5, tolerance=0.01, precision="f32", ...)
-
-At load the station runs the same images (``inspection.runtime.golden``) and compares
-(``compare_golden``). Drift is measured in *normalised units*: the raw difference divided by the
-raw span the bundle's normalisation maps to [0, 1] at export (``score_scale``, ``map_scale``);
-0.01 means 1 % of the calibrated score range. **The check speaks in verdicts**: each image's
-score may drift by at most its own margin to the export threshold (and never more than the
-tolerance), so a drift that could flip one golden verdict is refused; the images nearest the
-threshold make that bite where verdicts are closest. The scales and margins are fixed at
-export, so later threshold changes (a new operating point) do not move the check: it compares
-RAW outputs.
+Drift is in *normalised units*: the raw difference over the raw span the export normalisation
+maps to [0, 1] (0.01: 1 % of the calibrated range). Each image's score may drift at most its own
+margin to the export threshold (never more than the tolerance), so a drift that could flip a
+golden verdict is refused. Scales and margins are fixed at export: a later threshold change does
+not move the check, which compares RAW outputs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 
@@ -76,11 +67,9 @@ class MapSummary:
 
 @dataclass(frozen=True)
 class GoldenImage:
-    """One golden image (a PNG file of the bundle) and the raw outputs the bundle gave it.
-
-    ``margin``: |served score - image threshold| / score scale at export (normalised units),
-    how far its score may drift before its verdict flips; None in records made before it.
-    """
+    """One golden image (a PNG of the bundle) and its raw outputs; ``margin``: |served score -
+    image threshold| / score scale at export, how far its score may drift before its verdict
+    flips (None in older records)."""
 
     file: str
     raw_score: float
@@ -100,11 +89,9 @@ class GoldenImage:
 class GoldenOutputs:
     """The golden record of a bundle (``BundleMetadata.golden``).
 
-    ``score_scale``/``map_scale``: raw units per normalised unit at export (> 0);
-    ``tolerance``: the largest drift (normalised units) a station accepts; ``precision``: the
-    inference precision the reference outputs were computed in (OpenVINO's
-    ``INFERENCE_PRECISION_HINT`` of the compiled model, e.g. ``f32``, ``bf16``);
-    ``recorded_on``: the CPU (model and ISA) that computed them.
+    ``score_scale``/``map_scale``: raw units per normalised unit at export (> 0); ``tolerance``:
+    the largest drift a station accepts; ``precision``: OpenVINO's executed inference precision
+    of the reference outputs (``f32``, ``bf16``); ``recorded_on``: the CPU that computed them.
     """
 
     images: tuple[GoldenImage, ...]
@@ -131,9 +118,8 @@ class GoldenOutputs:
 
 @dataclass(frozen=True)
 class GoldenDrift:
-    """One golden image on the station: drift of its score and of its map summary (normalised
-    units, >= 0); ``allowed``: the score drift it tolerates (its margin, at most the
-    tolerance)."""
+    """One golden image on the station: drift of its score and map summary (normalised units);
+    ``allowed``: the score drift it tolerates (its margin, at most the tolerance)."""
 
     file: str
     score: float
@@ -152,11 +138,8 @@ class GoldenDrift:
 
 @dataclass(frozen=True)
 class GoldenCheck:
-    """Outcome of running a bundle's golden images on this station.
-
-    ``precision``: the inference precision OpenVINO executed here; ``kernels``: the CPU kernel
-    families it chose (e.g. ``brgemm_avx512_amx_bf16``), i.e. the ISA actually executed.
-    """
+    """Outcome of running a bundle's golden images here: ``precision`` OpenVINO executed and
+    the CPU ``kernels`` it chose (e.g. ``brgemm_avx512_amx_bf16``: the ISA actually run)."""
 
     bundle: str
     drifts: tuple[GoldenDrift, ...]
@@ -263,19 +246,16 @@ def carry_threshold(
     budget: float | None = None,
 ) -> tuple[float | None, str]:
     """(threshold, how) or (None, why not): a normalised threshold ``value`` set on a bundle's
-    export calibration, re-derived on a re-calibration at the false-reject budget it meant.
+    export calibration, re-derived after a re-calibration at the false-reject budget it meant.
 
-    A version that records its ``budget`` (set with the dashboard's budget control) meant
-    that one, kept with ``BUDGET_CONFIDENCE`` as the page keeps it. Otherwise the budget is
-    inferred from the value's split-conformal level on the bundle's (G,) normalised
-    ``good_before`` scores: rejecting r of them, it guarantees a new
-    good part is rejected with probability <= (r + 1) / (G + 1) (``core.operating_point``);
-    not carried when the value lies above every good score (they do not say how far above)
-    or when that budget is above ``MAX_BUDGET`` (it rejects about half of them or more).
-    The carried threshold is the one the budget sets on the (G',) normalised ``good_after``
-    scores of the station (``choose_threshold``, the rule re-calibration and export use): for
-    an inferred budget, the same rank when G' = G. Not carried when the station holds too few
-    good images for the budget.
+    Args:
+        budget: the budget the version records (set on the dashboard), kept with
+            ``BUDGET_CONFIDENCE``; None: inferred from the value's split-conformal level on
+            the bundle's (G,) normalised ``good_before`` scores (rejecting r of them bounds a
+            good part's rejection by (r + 1) / (G + 1)). Not carried when the value lies above
+            every good score or that budget exceeds ``MAX_BUDGET``.
+        good_after: the station's (G',) normalised good scores, on which the budget sets the
+            carried threshold (``choose_threshold``); too few for the budget: not carried.
     """
     if budget is not None:  # saved on the Thresholds page: kept as the page keeps it
         return _at_budget(
@@ -337,14 +317,12 @@ def _at_budget(
 class Recalibration:
     """A drifting bundle re-calibrated on this station's own validation images.
 
-    ``operating``: the bundle's operating point it was re-calibrated at (its description);
-    ``n_good``/``n_defective``: the images used; ``false_reject_bound``: the guaranteed
-    false-reject rate of the new threshold (budget policy); ``miss``: the share of the
-    folder's defective images below it (None without defects). ``good_before``: the bundle's
-    normalised scores of its labelled good validation parts as exported
-    (``validation_scores.json``; empty when it ships none); ``good_after``: the normalised
-    scores of this station's good images under the new calibration. Both carry a registry
-    threshold across (``carry``); neither is in ``summary``.
+    ``operating``: the operating point used (its description); ``false_reject_bound``: the
+    new threshold's guaranteed false-reject rate (budget policy); ``miss``: the share of
+    defective images below it (None without defects). ``good_before``: the bundle's exported
+    normalised scores of its good validation parts (``validation_scores.json``; may be empty);
+    ``good_after``: this station's good images under the new calibration. Both carry a
+    registry threshold across (``carry``); neither is in ``summary``.
     """
 
     bundle: str
@@ -360,9 +338,8 @@ class Recalibration:
     good_after: tuple[float, ...] = ()
 
     def carry(self, number: int, value: float, budget: float | None = None) -> ThresholdCarry:
-        """Threshold version ``number`` (``value``, set on the export calibration, at the
-        false-reject ``budget`` when it records one) carried to this calibration
-        (``carry_threshold``)."""
+        """Threshold version ``number`` (``value`` on the export calibration, at ``budget`` if
+        it records one) carried to this calibration (``carry_threshold``)."""
         carried, how = carry_threshold(value, self.good_before, self.good_after, budget)
         return ThresholdCarry(number, float(value), carried, how)
 
@@ -379,26 +356,21 @@ class Recalibration:
         }
 
 
-GoldenOutcome = Literal["passed", "recalibrated", "refused", "unchecked"]
-
-
 def golden_status(
     bundle_id: str,
     check: GoldenCheck | None,
     recalibration: Recalibration | None = None,
     refusal: str = "",
 ) -> dict[str, object]:
-    """What ``/healthz`` and the dashboard show of the last golden check of a product's
-    bundle: ``checked`` False for a bundle without golden outputs; ``outcome`` passed,
-    recalibrated (drifted, re-calibrated on the station's validation images), refused or
-    unchecked; ``recalibration`` the before/after of a re-calibration; ``refusal`` why a
+    """What ``/healthz`` and the dashboard show of a product's last golden check: ``outcome``
+    passed, recalibrated, refused or unchecked (no golden outputs); ``refusal``: why a
     drifting bundle was not re-calibrated."""
     if check is None:
         return {
             "bundle_id": bundle_id, "checked": False, "passed": None, "worst_drift": None,
             "outcome": "unchecked",
         }  # fmt: skip
-    outcome: GoldenOutcome = "passed" if check.passed else "refused"
+    outcome = "passed" if check.passed else "refused"
     if recalibration is not None:
         outcome = "recalibrated"
     status: dict[str, object] = {
@@ -475,9 +447,8 @@ def golden_outputs(
     precision: str = "",
     recorded_on: str = "",
 ) -> GoldenOutputs:
-    """The golden record of ``files`` from their raw ``scores`` (N,) and raw ``maps`` (N, h, w);
-    ``served`` (N,): the scores the verdicts use (ROI-masked; default ``scores``), whose
-    distance to the threshold is each image's margin."""
+    """The golden record of ``files`` from their raw ``scores`` (N,) and ``maps`` (N, h, w);
+    ``served`` (N,): the scores verdicts use (ROI-masked; default ``scores``), for margins."""
     if not len(files) == len(scores) == len(maps):
         raise ValueError(
             f"need one score and one map per golden file, got {len(files)} files, "
@@ -502,8 +473,8 @@ def compare_golden(
     kernels: Sequence[str] = (),
 ) -> GoldenCheck:
     """The station's raw ``scores`` (N,) and ``maps`` (N, h, w) of the golden images vs the
-    record: per image, |d score| / score scale and the largest |d| of the map maximum and cell
-    means / map scale; its score may drift less than its margin (``GoldenDrift.allowed``)."""
+    record: per image |d score| / score scale and the largest |d| of the map summary / map
+    scale."""
     if not len(golden.images) == len(scores) == len(maps):
         raise ValueError(
             f"need outputs for the {len(golden.images)} golden images, got {len(scores)} "

@@ -9,12 +9,15 @@ Torch-free; reads ``/proc/cpuinfo`` (Linux) and asks OpenVINO's CPU plugin.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import platform
 import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+
+from inspection.core.model_record import check_name
 
 # The instruction sets that decide whether INT8/BF16 pays: VNNI makes INT8 dot products one
 # instruction; AMX adds tile matrix units. Without them INT8 convolutions are emulated with
@@ -136,3 +139,22 @@ def cpu_info() -> CpuInfo:
 def load_1m() -> float:
     """The 1-minute load average (other jobs skew every timing: record it next to figures)."""
     return round(os.getloadavg()[0], 2)
+
+
+def cpu_record_path(root: Path, product: str, kind: str, cpu: CpuInfo | None = None) -> Path:
+    """``<registry root>/<product>/<kind>/<cpu key>.json``: a record a station keeps per CPU
+    (``tuning``, ``golden``); ``cpu`` defaults to this one."""
+    return root / check_name("product", product) / kind / f"{(cpu or cpu_info()).key}.json"
+
+
+def read_cpu_records(root: Path, product: str, kind: str) -> list[tuple[Path, object]]:
+    """Every CPU's ``kind`` record of ``product`` as (file, parsed JSON), sorted by file;
+    unreadable files skipped."""
+    folder = root / check_name("product", product) / kind
+    records = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            records.append((path, json.loads(path.read_text(encoding="utf-8"))))
+        except (ValueError, OSError):
+            continue
+    return records

@@ -20,9 +20,7 @@ an operating point that needs defects without any, a tiled bundle, or non-finite
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -34,13 +32,14 @@ from inspection.core.calibration import calibrate, normalize_scores
 from inspection.core.errors import BundleError, ConfigError
 from inspection.core.golden import CalibrationPoint, GoldenCheck, GoldenDriftError, Recalibration
 from inspection.core.images import list_images, read_image
-from inspection.core.model_record import check_name, utc_now
+from inspection.core.jsonl import write_json
+from inspection.core.model_record import utc_now
 from inspection.core.operating_point import OperatingPoint, n_needed
 from inspection.core.outputs import LabelledImage, RawOutputs
 from inspection.core.registry import Registry
 from inspection.core.validation_scores import read_validation_scores
 from inspection.data.dataset import GOOD, MASK_SUFFIX, Sample
-from inspection.runtime.hardware import CpuInfo, cpu_info
+from inspection.runtime.hardware import CpuInfo, cpu_info, cpu_record_path, read_cpu_records
 from inspection.runtime.model import BundleModel
 from inspection.runtime.preprocess import preprocess
 
@@ -197,8 +196,7 @@ def _enough_images(
 # ------------------------------------------------------------------------ records
 def golden_outcome_path(registry: Registry, product: str, cpu: CpuInfo | None = None) -> Path:
     """Where a station writes the last golden outcome of a product on its CPU."""
-    cpu = cpu or cpu_info()
-    return registry.root / check_name("product", product) / "golden" / f"{cpu.key}.json"
+    return cpu_record_path(registry.root, product, "golden", cpu)
 
 
 def record_golden_outcome(registry: Registry, product: str, status: Mapping[str, Any]) -> None:
@@ -207,25 +205,15 @@ def record_golden_outcome(registry: Registry, product: str, status: Mapping[str,
     if not status.get("checked"):
         return
     path = golden_outcome_path(registry, product)
-    record = {"cpu": cpu_info().summary(), "checked_at": utc_now(), **status}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(record, indent=2, sort_keys=True), encoding="utf-8")
-        os.replace(tmp, path)
+        write_json(path, {"cpu": cpu_info().summary(), "checked_at": utc_now(), **status})
     except OSError as exc:  # a read-only registry must not stop the station serving
         log.warning("cannot record the golden outcome of %s: %s", product, exc)
 
 
 def read_golden_outcomes(registry: Registry, product: str) -> list[dict[str, Any]]:
     """Every station CPU's last golden outcome of ``product`` (unreadable files skipped)."""
-    folder = registry.root / check_name("product", product) / "golden"
-    records = []
-    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (ValueError, OSError):
-            continue
-        if isinstance(data, dict):
-            records.append(data)
+    records = [r for _, r in read_cpu_records(registry.root, product, "golden")]
+    records = [r for r in records if isinstance(r, dict)]
     return sorted(records, key=lambda r: str(r.get("checked_at", "")), reverse=True)

@@ -1,23 +1,16 @@
 """Precision chosen by measurement: time every gated bundle of the live model on this CPU.
 
-A model version may be exported to several bundles (``v0003-fp32``, ``-fp16``, ``-int8``).
-Which one is fastest depends on the CPU (INT8 pays with VNNI/AMX, often not on plain AVX2),
-so the station measures each bundle that passed the accuracy gate and serves the fastest.
-The choice and its figures are kept as a typed ``TuningRecord`` in the registry::
-
-    <product>/tuning/<cpu key>.json
-
-    record = tune_product(registry, "brick")        # measure, choose, write
-    record.chosen_bundle_id                          # e.g. "v0003-fp32"
-
-Torch-free (station side).
+A model version may be exported to several bundles (``v0003-fp32``, ``-fp16``, ``-int8``);
+which is fastest depends on the CPU (INT8 pays with VNNI/AMX, often not on plain AVX2). The
+station times each bundle that passed the accuracy gate, serves the fastest and keeps the
+choice as a ``TuningRecord`` in ``<registry>/<product>/tuning/<cpu key>.json``
+(``tune_product``). Torch-free.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -31,12 +24,19 @@ from inspection.core.config import from_mapping, to_mapping
 from inspection.core.decisions import refusal
 from inspection.core.errors import BundleError, ImageDecodeError, RegistryError
 from inspection.core.images import read_image
-from inspection.core.model_record import check_name, utc_now
+from inspection.core.jsonl import write_json
+from inspection.core.model_record import utc_now
 from inspection.core.registry import Registry
 from inspection.core.signing import sign_record, site_signing_key, verify_signed_bundle
 from inspection.core.types import Progress
 from inspection.runtime.golden import check_golden, executed_kernels, executed_precision
-from inspection.runtime.hardware import CpuInfo, cpu_info, load_1m
+from inspection.runtime.hardware import (
+    CpuInfo,
+    cpu_info,
+    cpu_record_path,
+    load_1m,
+    read_cpu_records,
+)
 from inspection.runtime.inspector import Inspector
 from inspection.runtime.model import BundleModel
 from inspection.runtime.predictor import Predictor, load_inspector
@@ -174,13 +174,9 @@ def candidate_bundles(
     *,
     public_key: Ed25519PublicKey | None = None,
 ) -> list[tuple[str, Path, BundleMetadata, str]]:
-    """The live bundle and every other bundle exported from the same model version, each with
-    its signature problem ('' when trusted).
-
-    With the pinned site key, every candidate's signature and files are verified before it is
-    timed or served: a live bundle that fails raises ``BundleError``; a sibling that fails is
-    kept with the reason, so it is reported and never measured.
-    """
+    """The live bundle and its siblings of the same model version, each with its signature
+    problem under the pinned ``public_key`` ('' when trusted): a live bundle that fails
+    raises ``BundleError``; a failing sibling is kept with the reason and never measured."""
     live_dir = registry.bundle_dir(product, live_bundle_id)
     problem = signature_problem(live_dir, public_key)
     if problem:
@@ -218,26 +214,24 @@ def gated_candidates(
     *,
     public_key: Ed25519PublicKey | None = None,
 ) -> list[tuple[str, Path, BundleMetadata, tuple[bool, str]]]:
-    """``candidate_bundles`` with each one's gate status; a bundle failing the signature check
-    never passes, nor does a precision this CPU cannot execute natively (bf16 without
-    AVX512_BF16/AMX); the live bundle always passes otherwise (someone promoted it), with the
-    gate's own verdict kept in the note."""
+    """``candidate_bundles`` with each one's gate status (passed, note). A bundle failing the
+    signature check or of a precision this CPU cannot run natively never passes; the live
+    bundle otherwise always does (someone promoted it), the gate's verdict kept in the note."""
     candidates = candidate_bundles(registry, product, live_bundle_id, public_key=public_key)
     trusted = [c for c in candidates if not c[3]]
     fp32 = next((m for _, _, m, _ in trusted if m.precision == "fp32"), None)
     fp32_auroc = _image_auroc(fp32) if fp32 is not None else None
     out = []
     for bundle_id, path, meta, problem in candidates:
-        if problem:
-            out.append((bundle_id, path, meta, (False, f"signature refused: {problem}")))
-            continue
-        gate = gate_status(meta, fp32_auroc)
         unavailable = cpu_info().unavailable(meta.precision)
-        if unavailable:
-            out.append((bundle_id, path, meta, (False, unavailable)))
-            continue
-        if bundle_id == live_bundle_id and not gate[0]:
-            gate = (True, f"live bundle, promoted by hand ({gate[1]})")
+        if problem:
+            gate = (False, f"signature refused: {problem}")
+        elif unavailable:
+            gate = (False, unavailable)
+        else:
+            gate = gate_status(meta, fp32_auroc)
+            if bundle_id == live_bundle_id and not gate[0]:
+                gate = (True, f"live bundle, promoted by hand ({gate[1]})")
         out.append((bundle_id, path, meta, gate))
     return out
 
@@ -253,16 +247,10 @@ def probe_image(height: int, width: int) -> np.ndarray:
 
 
 def probe_images(bundle_dir: Path, meta: BundleMetadata) -> tuple[list[np.ndarray], str]:
-    """Images of the size the station serves the bundle, to time it on, and what they are.
-
-    - an aligned bundle: its alignment reference (full size, and it aligns: a synthetic part
-      would be refused as not alignable);
-    - any other bundle: a synthetic part (``probe_image``) of its training images' size, the
-      largest in its input domain (``core.input_domain``): the station decodes, checks and
-      resizes an image of that size, and a tiled bundle cuts it into tiles. Else, for a tiled
-      bundle, of its ROI's reference image (``core.roi``); a tiled bundle recording neither
-      gets one tile's worth of image, a plain one the model input size, and the note says so.
-    """
+    """Images of the size the station serves the bundle, to time it on, and what they are:
+    an aligned bundle's alignment reference (a synthetic part would not align); else a
+    synthetic part (``probe_image``) of its largest training image (``core.input_domain``),
+    else of a tiled bundle's ROI reference, else one tile or the model input (noted)."""
     if meta.alignment is not None:
         try:
             reference = read_image(bundle_dir / meta.alignment.file)
@@ -301,14 +289,12 @@ def measure_bundles(
     rounds: int = MEASUREMENT_ROUNDS,
 ) -> list[PrecisionMeasurement]:
     """Time ``inspect`` (batch 1) and the async queue of every (bundle, gate), each loaded as
-    the station serves it (``runtime.predictor.load_inspector``: a tiled bundle as a
-    ``TiledInspector``, each image one batch of its tiles, with no queue across images; its
-    throughput is the sequential one).
+    the station serves it (``load_inspector``; a tiled bundle has no queue: its throughput is
+    the sequential one).
 
-    The bundles take turns: ``rounds`` rounds, each running every bundle's share of the
-    latency samples and ``throughput_images`` through its queue. A machine whose speed drifts
-    (other jobs, a shared virtual host) then slows all of them alike, and the choice between
-    two close precisions is not decided by when each happened to be measured.
+    The bundles take turns over ``rounds`` rounds, each running every bundle's share of the
+    ``samples`` and ``throughput_images`` through its queue, so a machine whose speed drifts
+    slows all of them alike and does not decide between two close precisions.
     """
     rounds = max(1, min(rounds, samples))
     # The probe images are synthetic (``probe_images``): timed, never held against the
@@ -412,12 +398,13 @@ def tune_product(
     public_key: Ed25519PublicKey | None = None,
 ) -> TuningRecord:
     """Check every gated bundle's golden outputs on this CPU, time those that pass, choose,
-    and record.
+    and record (``write``).
 
-    ``images``: files to time on, read at the bundle's ``source_bits`` as the station reads
-    them (a 12-bit camera's frames read at 16 bits are near black: an aligned bundle refuses
-    them); None: ``probe_images``.
-    ``public_key``: the pinned site key; bundles that fail its check are never loaded.
+    Args:
+        images: files to time on, read at the bundle's ``source_bits`` as the station reads
+            them; None: ``probe_images``.
+        samples: batch-1 latency samples per bundle.
+        public_key: the pinned site key; bundles that fail its check are never loaded.
     """
     say = progress or (lambda message: None)
     state = registry.live(product)
@@ -500,8 +487,8 @@ def _image_auroc(meta: BundleMetadata) -> float | None:
 
 
 # ------------------------------------------------------------------------ storage
-def tuning_path(registry: Registry, product: str, cpu: CpuInfo) -> Path:
-    return registry.root / check_name("product", product) / "tuning" / f"{cpu.key}.json"
+def tuning_path(registry: Registry, product: str, cpu: CpuInfo | None = None) -> Path:
+    return cpu_record_path(registry.root, product, "tuning", cpu)
 
 
 def write_tuning(registry: Registry, record: TuningRecord) -> Path:
@@ -509,13 +496,9 @@ def write_tuning(registry: Registry, record: TuningRecord) -> Path:
     site key when this machine holds it (``core.decisions``)."""
     path = tuning_path(registry, record.product, record.cpu)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
     row = {k: v for k, v in to_mapping(record).items() if k not in ("key_id", "signature")}
     signing_key = site_signing_key(registry.root)
-    if signing_key is not None:
-        row = sign_record(row, signing_key)
-    tmp.write_text(json.dumps(row, indent=2, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, path)
+    write_json(path, row if signing_key is None else sign_record(row, signing_key))
     return path
 
 
@@ -523,7 +506,7 @@ def read_tuning_row(
     registry: Registry, product: str, cpu: CpuInfo | None = None
 ) -> tuple[TuningRecord, dict[str, object]] | None:
     """This CPU's tuning record for ``product`` and the JSON row its signature covers."""
-    path = tuning_path(registry, product, cpu or cpu_info())
+    path = tuning_path(registry, product, cpu)
     if not path.is_file():
         return None
     row = json.loads(path.read_text(encoding="utf-8"))
@@ -536,12 +519,9 @@ def tuning_refusal(
     row: dict[str, object],
     public_key: Ed25519PublicKey | None,
 ) -> str | None:
-    """Why a station pinning ``public_key`` refuses the tuning record, None when it may serve.
-
-    A signed record must verify unchanged. Whoever wrote it, the choice must be the live bundle
-    or a sibling of the same model version that passes the pinned key and its gates
-    (``gated_candidates``): a record pointing anywhere else is refused. Unsigned records are a
-    station's own measurement (stations hold no private key): bounded by that check.
+    """Why a station pinning ``public_key`` refuses the tuning record (its JSON ``row``), None
+    when it may serve. A signed record must verify unchanged; signed or not (a station's own
+    measurement), its choice must be the live bundle or a gated sibling (``gated_candidates``).
     """
     what = f"tuning record of {record.product} ({record.chosen_bundle_id})"
     if row.get("signature") and (why := refusal(row, public_key, what)):
@@ -569,12 +549,10 @@ def served_bundle_id(record: TuningRecord | None, live_bundle_id: str) -> str:
 
 def read_tunings(registry: Registry, product: str) -> list[TuningRecord]:
     """Every CPU's tuning record for ``product`` (unreadable files are skipped), newest first."""
-    folder = registry.root / check_name("product", product) / "tuning"
     records = []
-    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+    for path, data in read_cpu_records(registry.root, product, "tuning"):
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
             records.append(from_mapping(TuningRecord, data, str(path)))
-        except (ValueError, OSError):  # ConfigError is a ValueError too
+        except ValueError:  # ConfigError is a ValueError too
             continue
     return sorted(records, key=lambda r: r.measured_at, reverse=True)
