@@ -1,7 +1,8 @@
 """The ``inspection`` command. Each module in this package adds its commands.
 
-A command module defines ``register(app: typer.Typer) -> None``; modules are found
-automatically, so adding a command group never edits this file. Heavy imports
+A command module's ``typer.Typer`` objects are found automatically (a named one is a command
+group, a nameless one's commands stand at the top level; a module with ``register(app)`` calls
+it instead), so adding a command group never edits this file. Heavy imports
 (torch, anomalib, openvino) stay inside the command functions so ``--help`` is fast
 and station commands never import torch.
 """
@@ -48,6 +49,12 @@ def _register_commands() -> None:
         register = getattr(module, "register", None)
         if register is not None:
             register(app)
+            continue
+        for value in vars(module).values():
+            if isinstance(value, typer.Typer) and value.info.name:
+                app.add_typer(value)
+            elif isinstance(value, typer.Typer):  # before every group in --help, as app.command
+                app.registered_commands += value.registered_commands
 
 
 @app.callback()

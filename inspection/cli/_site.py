@@ -7,7 +7,7 @@ the file named by ``INSPECTION_SITE_CONFIG`` (``core.config.SITE_CONFIG_ENV``), 
 
 ``--site`` wins over the variable. A site taken from the variable is said on stderr
 (``site config: <file> (from INSPECTION_SITE_CONFIG)``), so a command never works on another
-site than the operator thinks unannounced.
+site than the operator thinks unannounced. ``group`` makes a module's command group.
 """
 
 from __future__ import annotations
@@ -34,6 +34,11 @@ def site_option(what: str = "Site config YAML", *, announce: bool = True) -> Any
         callback=_announce if announce else None,
         help=f"{what} (default: ${SITE_CONFIG_ENV}, else {DEFAULT_SITE_CONFIG}).",
     )
+
+
+def group(name: str, help: str) -> typer.Typer:
+    """A command group ``inspection <name> ...`` (found by ``inspection.cli``)."""
+    return typer.Typer(name=name, help=help, no_args_is_help=True)
 
 
 def _announce(ctx: typer.Context, param: typer.CallbackParam, value: Any) -> Any:

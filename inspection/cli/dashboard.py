@@ -16,6 +16,7 @@ from inspection.core.signing import SIGNING_KEY_ENV, dashboard_key_path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 APP = REPO_ROOT / "apps" / "dashboard" / "app.py"
+commands = typer.Typer()
 
 
 def streamlit_command(app: Path, *, host: str, port: int) -> list[str]:
@@ -99,6 +100,7 @@ def _user_count(site: SiteConfig) -> int:
         store.engine.dispose()
 
 
+@commands.command("dashboard")
 def dashboard(
     site: Path = SITE_OPTION,
     port: int = PORT_OPTION,
@@ -125,7 +127,3 @@ def dashboard(
     except KeyboardInterrupt:
         return
     raise typer.Exit(completed.returncode)
-
-
-def register(app: typer.Typer) -> None:
-    app.command("dashboard")(dashboard)

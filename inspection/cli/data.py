@@ -12,7 +12,7 @@ from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
-from inspection.cli._site import site_option
+from inspection.cli._site import group, site_option
 from inspection.cli.console import file_progress
 from inspection.core.config import load_site_config
 from inspection.core.product_config import (
@@ -30,7 +30,7 @@ from inspection.data.summary import summarise, summary_markdown
 if TYPE_CHECKING:
     from inspection.data.dataset import Dataset
 
-data_app = typer.Typer(help="Datasets: demo generator, validation, previews.", no_args_is_help=True)
+data_app = group("data", "Datasets: demo generator, validation, previews.")
 console = Console()
 OUT_DIR_OPTION = typer.Option(Path("datasets"), "--out", help="Folder to write products into.")
 SEED_OPTION = typer.Option(0, "--seed", min=0, help="Random seed; same seed, same bytes.")
@@ -292,7 +292,3 @@ def _relative(path: Path, root: Path) -> str:
         return path.relative_to(root).as_posix() or "."
     except ValueError:
         return str(path)
-
-
-def register(app: typer.Typer) -> None:
-    app.add_typer(data_app, name="data")

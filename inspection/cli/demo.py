@@ -62,6 +62,7 @@ if TYPE_CHECKING:
     from inspection.runtime.self_check import LiveCheck
 
 log = logging.getLogger(__name__)
+commands = typer.Typer()
 
 DEMO_PLAN: dict[str, tuple[str, ...]] = {
     "brick": ("patchcore", "stfpm"),
@@ -273,6 +274,7 @@ DEMO_STEPS: list[tuple[str, DemoStep]] = [
 ]
 
 
+@commands.command("demo")
 def demo_command(
     products: str = typer.Option(",".join(DEMO_PLAN), "--products", help="Comma-separated."),
     models: str = typer.Option(
@@ -340,7 +342,3 @@ def station_check_table(checks: list[LiveCheck]) -> Table:
             kind_miss_text(check.miss) if check.miss else "unknown (no defective parts)",
         )
     return table
-
-
-def register(app: typer.Typer) -> None:
-    app.command("demo")(demo_command)

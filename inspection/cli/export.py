@@ -32,6 +32,7 @@ from inspection.core.signing import require_site_key, site_signing_key
 from inspection.refine.config import refine_config_in
 
 SITE_OPTION = site_option()
+commands = typer.Typer()
 console = Console()
 err_console = Console(stderr=True)
 EXIT_GATE_REFUSED = 3
@@ -69,6 +70,7 @@ TOLERANCE_OPTION = typer.Option(
 )
 
 
+@commands.command("export")
 def export_command(
     product: str = typer.Option(..., "--product", "-p", help="Product name."),
     version: str = typer.Option(
@@ -259,7 +261,3 @@ def _figures(figures: BundleFigures) -> list[str]:
 
 def _fmt(value: object) -> str:
     return f"{value:.4f}" if isinstance(value, (int, float)) else "-"
-
-
-def register(app: typer.Typer) -> None:
-    app.command("export")(export_command)

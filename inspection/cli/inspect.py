@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 
 SITE_OPTION = site_option()
+commands = typer.Typer()
 console = Console()
 errors = Console(stderr=True)
 FORMATS = ("csv", "json")
@@ -65,6 +66,7 @@ def _check_budget(value: float | None) -> float | None:
     return value
 
 
+@commands.command("inspect")
 def inspect_command(
     bundle: Annotated[Path, typer.Argument(help="Bundle folder (with metadata.json).")],
     paths: Annotated[
@@ -332,7 +334,3 @@ def _write_rows(rows: list[dict], out: Path, fmt: str) -> Path:
         writer.writeheader()
         writer.writerows(rows)
     return target
-
-
-def register(app: typer.Typer) -> None:
-    app.command("inspect")(inspect_command)

@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from inspection.cli._site import site_option
+from inspection.cli._site import group, site_option
 from inspection.core.bundle import verify_bundle
 from inspection.core.config import SiteConfig, load_site_config
 from inspection.core.errors import ConfigError
@@ -45,10 +45,8 @@ from inspection.station.config import (
 )
 
 console = Console()
-keys_app = typer.Typer(
-    help="The site's Ed25519 signing keys, pinned by fingerprint.", no_args_is_help=True
-)
-bundle_app = typer.Typer(help="Sign and verify model bundles.", no_args_is_help=True)
+keys_app = group("keys", "The site's Ed25519 signing keys, pinned by fingerprint.")
+bundle_app = group("bundle", "Sign and verify model bundles.")
 BundleArg = Annotated[Path, typer.Argument(help="Bundle folder (with metadata.json).")]
 
 
@@ -295,8 +293,3 @@ def verify(
     digest = verify_signed_bundle(bundle, keys) if keys is not None else "(not checked)"
     metadata = verify_bundle(bundle)
     console.print(f"[green]ok[/]: {metadata.bundle_id} ({metadata.model_version}) digest {digest}")
-
-
-def register(app: typer.Typer) -> None:
-    app.add_typer(keys_app, name="keys")
-    app.add_typer(bundle_app, name="bundle")

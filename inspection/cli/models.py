@@ -8,11 +8,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from inspection.cli._site import site_option
+from inspection.cli._site import group, site_option
 from inspection.core.config import load_site_config
 from inspection.core.registry import Registry
 
-models_app = typer.Typer(help="Browse the model registry.", no_args_is_help=True)
+models_app = group("models", "Browse the model registry.")
 console = Console()
 SITE_OPTION = site_option()
 
@@ -69,7 +69,3 @@ def show_model(
 
 def _fmt(value: object) -> str:
     return f"{value:.3f}" if isinstance(value, (int, float)) else "-"
-
-
-def register(app: typer.Typer) -> None:
-    app.add_typer(models_app, name="models")

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from tqdm import tqdm
 
-from inspection.cli._site import site_option
+from inspection.cli._site import group, site_option
 from inspection.core.config import load_site_config
 from inspection.core.signing import key_id, sign_bundle, site_keys_dir, site_signing_key
 from inspection.data.dataset import load_dataset
@@ -19,7 +19,7 @@ from inspection.refine.evaluate import evaluate_refiners
 from inspection.refine.factory import build_refiner
 from inspection.refine.report import write_report
 
-refine_app = typer.Typer(help="Defect-mask refinement (SAM, GrabCut).", no_args_is_help=True)
+refine_app = group("refine", "Defect-mask refinement (SAM, GrabCut).")
 console = Console()
 
 
@@ -123,7 +123,3 @@ def evaluate(
 
 def _split(methods: str) -> list[str]:
     return [m.strip() for m in methods.split(",") if m.strip()]
-
-
-def register(app: typer.Typer) -> None:
-    app.add_typer(refine_app, name="refine")

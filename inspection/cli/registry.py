@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import typer
 
-from inspection.cli._site import site_option
+from inspection.cli._site import group, site_option
 from inspection.core.config import load_site_config
 
 SITE_OPTION = site_option()
 
-registry_app = typer.Typer(help="The central model registry over HTTP.", no_args_is_help=True)
+registry_app = group("registry", "The central model registry over HTTP.")
 
 
 @registry_app.command("serve")
@@ -29,7 +29,3 @@ def serve(
     store = Store.migrated(site_config.store_url, site_config.blob_dir)  # like serve
     app = create_catalog_app(site_config.registry_dir, store)
     uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
-
-
-def register(app: typer.Typer) -> None:
-    app.add_typer(registry_app, name="registry")

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from inspection.store.retention import PruneReport
 
 console = Console()
+commands = typer.Typer()
 log = logging.getLogger(__name__)
 SITE_OPTION = site_option()
 CONFIG_OPTION = typer.Option(
@@ -53,6 +54,7 @@ def _configs(site: str | None, config: str | None):  # -> (SiteConfig, RetrainCo
     return site_config, retrain_config
 
 
+@commands.command("retrain")
 def retrain(
     product: str = typer.Option(None, "--product", "-p", help="Product to retrain."),
     all_products: bool = typer.Option(
@@ -160,6 +162,7 @@ def _retrain_all(site_config, retrain_config, options: FleetOptions) -> None:
         raise typer.Exit(2)
 
 
+@commands.command("rollback")
 def rollback(
     product: str = typer.Option(..., "--product", "-p", help="Product to roll back."),
     actor: str = typer.Option(..., "--actor", help="Who rolls back (audit log)."),
@@ -179,6 +182,7 @@ def rollback(
     )
 
 
+@commands.command("scheduler")
 def scheduler(
     site: str = SITE_OPTION,
     config: str = CONFIG_OPTION,
@@ -231,9 +235,3 @@ def _store_prune(site_config: SiteConfig) -> Housekeeping:
 
     schedule = load_retention(site_config.configs).prune_schedule  # a bad file stops the start
     return Housekeeping("store prune", schedule, job)
-
-
-def register(app: typer.Typer) -> None:
-    app.command("retrain")(retrain)
-    app.command("rollback")(rollback)
-    app.command("scheduler")(scheduler)

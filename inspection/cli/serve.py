@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from inspection.cli._security import announce_signatures
+from inspection.cli._site import group
 from inspection.service.config import load_station_config
 from inspection.station.config import check_registry_dir
 
@@ -27,12 +28,13 @@ CONFIG_OPTION = typer.Option(
 )
 # Alembic logs every plugin it sets up at INFO on each start; operators need none of it.
 logging.getLogger("alembic").setLevel(logging.WARNING)
-tokens_app = typer.Typer(
-    help="API tokens for stations, reviewers, admins and monitors (stored hashed).",
-    no_args_is_help=True,
+commands = typer.Typer()
+tokens_app = group(
+    "tokens", "API tokens for stations, reviewers, admins and monitors (stored hashed)."
 )
 
 
+@commands.command("serve")
 def serve(
     config: Path = CONFIG_OPTION,
     host: str = typer.Option(None, help="Bind address (default: from the config)."),
@@ -57,6 +59,7 @@ def serve(
     )
 
 
+@commands.command("watch")
 def watch(
     config: Path = CONFIG_OPTION,
     once: bool = typer.Option(False, "--once", help="Process what is there now, then exit."),
@@ -169,9 +172,3 @@ def _store(config: Path, *, first_use: bool = False) -> Store:
     else:
         store.check_schema()
     return store
-
-
-def register(app: typer.Typer) -> None:
-    app.command("serve")(serve)
-    app.command("watch")(watch)
-    app.add_typer(tokens_app, name="tokens")

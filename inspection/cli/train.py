@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from inspection.core.metrics import EvaluationMetrics
 
 console = Console()
+commands = typer.Typer()
 log = logging.getLogger(__name__)
 
 SITE_OPTION = site_option()
@@ -137,6 +138,7 @@ def _report_dir(site: SiteConfig, record: Any) -> Path:
 # --------------------------------------------------------------------------- train
 
 
+@commands.command("train")
 def train_command(
     product: str = typer.Option(None, "--product", "-p", help="Product name, e.g. brick."),
     model: str = typer.Option(
@@ -291,6 +293,7 @@ def _train_auto(site_config: SiteConfig, product: str, dataset: Dataset, budget_
 # ------------------------------------------------------------------------ evaluate
 
 
+@commands.command("evaluate")
 def evaluate_command(
     product: str = typer.Argument(..., help="Product name."),
     version: str = typer.Argument(None, help="Model version, e.g. v0002 (default: latest)."),
@@ -390,8 +393,3 @@ def operating_table(rows: list[tuple[ModelRecord, EvaluationMetrics]]) -> Table:
 
 def _fmt(value: object, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "-"
-
-
-def register(app: typer.Typer) -> None:
-    app.command("train")(train_command)
-    app.command("evaluate")(evaluate_command)

@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from inspection.cli._site import site_option
+from inspection.cli._site import group, site_option
 from inspection.core.config import SiteConfig, load_site_config
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 ADMIN_PASSWORD_ENV = "INSPECTION_ADMIN_PASSWORD"
 """The admin's password for a command run without a terminal (CI); a terminal asks for it."""
 console = Console()
-users_app = typer.Typer(help="Dashboard logins (reviewers and admins).", no_args_is_help=True)
+users_app = group("users", "Dashboard logins (reviewers and admins).")
 SITE_OPTION = site_option("Site config YAML whose store holds the users")
 NameArg = Annotated[str, typer.Argument(help="Login name, e.g. j.smith.")]
 
@@ -127,7 +127,3 @@ def _store_of(config: SiteConfig) -> Store:
     store = Store(config.store_url, config.blob_dir)
     store.ensure_schema()  # first use creates the schema; an older one needs 'db upgrade'
     return store
-
-
-def register(app: typer.Typer) -> None:
-    app.add_typer(users_app, name="users")
