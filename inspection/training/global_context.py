@@ -1,24 +1,14 @@
 """Fit the global-context model (``inspection.core.global_context``) on normal images.
 
-Each component's Gaussian is fitted on all training images with scikit-learn's Ledoit-Wolf
-shrinkage (few normal images, many dimensions). Its **normal scale** comes from out-of-fold
-distances: the training images are split into folds, each fold is scored by a Gaussian fitted
-on the others, so the standardiser sees the distances of *unseen* good images (a Gaussian
-scored on its own fitting images gives an over-tight scale and false alarms on new good
-parts). The local model's raw score is standardised on the good validation images.
-
-Fusion (``select_components``): the fused score is the max of z-scores over ``local`` and
-the global components kept by greedy forward selection on the validation split: starting
-from ``local`` alone, the component that raises validation image AUROC most is added while
-the gain is at least ``MIN_GAIN``; a component that does not help is dropped. Test images
-never take part in the choice.
-
-Threshold (``context_threshold``): the operating point is set on fused scores of good images
-the model has not seen: the good validation images and, given the local model's out-of-fold
-scores of the training images, those images fused with their out-of-fold component distances
-(``out_of_fold_fused``). Validation alone left 18 good scores on a 300-image weave, too few
-for a 1 % budget's bound: the threshold sat at their maximum and 3 of 42 held-out good parts
-were rejected.
+Each component's Gaussian is fitted on all training images with Ledoit-Wolf shrinkage (few
+normal images, many dimensions); its normal scale comes from out-of-fold distances, so the
+standardiser sees *unseen* good images (a Gaussian scored on its own fitting images gives an
+over-tight scale and false alarms). The local model's raw score is standardised on the good
+validation images. ``select_components`` keeps, by greedy forward selection on validation
+image AUROC, the components that add at least ``MIN_GAIN``; test images never take part.
+``context_threshold`` sets the operating point on fused scores of good images the model has not
+seen: the good validation images and the training images fused out of fold (validation alone
+left 18 good scores on a 300-image weave, and 3 of 42 held-out good parts were rejected).
 """
 
 from __future__ import annotations
@@ -116,11 +106,8 @@ def fit_global_context(
     validation_local_raw: np.ndarray | None = None,
 ) -> GlobalContext:
     """Fit each component on the training (normal) images, standardised on out-of-fold ones.
-
-    ``train_pooled``: (N, D) pooled backbone features of the training images (for
-    ``features``); ``validation_local_raw``: the local model's raw scores of the good
-    validation images (standardises ``local``).
-    """
+    ``train_pooled``: (N, D) pooled backbone features of the training images (``features``);
+    ``validation_local_raw``: the local raw scores of the good validation images."""
     gaussians: dict[str, Gaussian] = {}
     standardisers: dict[str, Standardiser] = {}
     for name, vectors in component_vectors(components, train_images, train_pooled).items():
@@ -142,10 +129,8 @@ class Selection:
 
 
 def select_components(z_scores: Mapping[str, np.ndarray], labels: np.ndarray) -> Selection:
-    """Greedy forward selection of global components on validation z-scores (see module doc).
-
-    ``z_scores`` must hold ``local``; ties and gains below ``MIN_GAIN`` keep the smaller set.
-    """
+    """Greedy forward selection of global components on validation z-scores (which must hold
+    ``local``); ties and gains below ``MIN_GAIN`` keep the smaller set."""
     if LOCAL not in z_scores:
         raise ValueError("select_components needs the local z-scores")
 
@@ -182,14 +167,10 @@ def restrict(context: GlobalContext, kept: Sequence[str]) -> GlobalContext:
 def refit_on_outputs(
     context: GlobalContext, train_pooled: np.ndarray | None, validation_good_local: np.ndarray
 ) -> GlobalContext:
-    """``context`` with the model-dependent parts re-fitted on a bundle's own outputs.
-
-    A quantised graph's pooled features and local scores differ from the FP32 ones the
-    context was fitted on; a Mahalanobis model with a tight normal scale turns that shift
-    into false alarms. The ``features`` Gaussian and its out-of-fold scale are fitted again
-    on ``train_pooled`` (N, D), the local scale on the good validation images' raw scores;
-    colour and frequency (computed from the same input pixels) stay as they are.
-    """
+    """``context`` with the model-dependent parts re-fitted on a bundle's own outputs (a
+    quantised graph's features shift; a tight Mahalanobis scale turns that into false alarms):
+    the ``features`` Gaussian and scale on ``train_pooled`` (N, D), the local scale on the good
+    validation images' raw scores. Colour and frequency stay as they are."""
     gaussians = dict(context.gaussians)
     standardisers = dict(context.standardisers)
     if FEATURES in gaussians:
@@ -267,9 +248,7 @@ class FittedContext:
     validation_auroc: dict[str, float]
     """Validation image AUROC of each component alone, the accepted steps and fused."""
     operating: ThresholdChoice
-    """How the fused image threshold (``normalization["image_threshold_raw"]``) was chosen:
-    on the fused good validation scores and the training images' out-of-fold fused ones
-    (with components, the threshold in force)."""
+    """How the fused image threshold (``normalization["image_threshold_raw"]``) was chosen."""
 
 
 def fit_model_context(
@@ -284,9 +263,8 @@ def fit_model_context(
     train_out_of_fold: TrainOutOfFold | None = None,
 ) -> FittedContext:
     """Fit the global context of a trained model, keep the components that help on the
-    validation split, and re-derive the image threshold and min/max in fused space (the
-    threshold by the operating point ``point``, on the fused good validation scores and, given
-    the local model's ``train_out_of_fold`` scores, the training images' out-of-fold fused ones)."""
+    validation split, and re-derive the image threshold (by ``point``; ``context_threshold``)
+    and min/max in fused space."""
     train = model_outputs(torch_model, train_paths, prep, layers)
     val = model_outputs(torch_model, [s.path for s in validation], prep, layers)
     labels = np.asarray([s.label for s in validation], dtype=int)
@@ -321,8 +299,7 @@ def context_threshold(
     train_good: np.ndarray | None = None,
 ) -> ThresholdChoice:
     """The threshold ``point`` sets on (N,) fused validation scores with their (N,) labels and
-    the training images' out-of-fold fused scores ``train_good`` (``out_of_fold_fused``; a
-    training image's in-sample score would sit below an unseen part's)."""
+    the training images' out-of-fold fused scores ``train_good`` (``out_of_fold_fused``)."""
     good = fused[labels == 0]
     sources = {"validation": len(good)}
     if train_good is not None:

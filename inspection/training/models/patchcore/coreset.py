@@ -1,22 +1,13 @@
 """Greedy k-center coreset selection for PatchCore memory banks, vectorised in torch.
 
-Same result definition as anomalib's ``KCenterGreedy``: the embedding is projected with
-anomalib's ``SparseRandomProjection(eps=0.9)``, the first center is drawn with ``torch.randint``
-right after (so a run seeded like anomalib's, torch and numpy as ``lightning.seed_everything``
-does, projects and starts exactly as anomalib's would), and each step keeps the patch
-farthest from the centers kept so far, ``k = int(n * ratio)`` steps in all.
-
-What differs is the arithmetic: anomalib allocates and reduces an (n, d) difference matrix per
-pick, a pass over all n rows each time. Here distances are ``|x - c|^2 = |x|^2 - 2 x.c + |c|^2``
-and updated lazily (``_LazyGreedy``): each pick brings up to date only the rows whose stale
-upper bound could still make them the farthest, in matrix products over the picks they have not
-seen. The result is the full scan's (exact, not approximate). The loop runs on one thread: when
-the other core is busy, a second OpenMP thread costs ~5x (measured); the projection uses all.
-Float rounding may break near-ties differently, so the picks can drift from anomalib's after a
-tie; the coverage radius stays the same within a few percent (tests pin it).
-
-``cap_rows`` bounds the bank (``memory_bank_max``): the coreset size is
-``min(int(n * ratio), cap_rows)``, i.e. the effective ratio shrinks as training sets grow.
+Same result as anomalib's ``KCenterGreedy``: anomalib's ``SparseRandomProjection(eps=0.9)``, the
+first center drawn with ``torch.randint`` right after (a run seeded as ``lightning.seed_everything``
+does projects and starts exactly as anomalib's), then ``k = int(n * ratio)`` farthest-point picks.
+Only the arithmetic differs: anomalib reduces an (n, d) difference matrix per pick; here
+distances are ``|x|^2 - 2 x.c + |c|^2``, updated lazily (``_LazyGreedy``), exactly. The loop runs
+on one thread (a second OpenMP thread beside a busy core costs ~5x, measured). Float rounding
+may break near-ties differently; the coverage radius stays within a few percent (tests pin it).
+``cap_rows`` (``memory_bank_max``) caps k.
 """
 
 from __future__ import annotations
@@ -35,11 +26,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Coreset:
-    """Selected rows of an (n, d) embedding.
-
-    ``indices``: (k,) int64 into the embedding, in selection order; ``radius``: coverage
-    radius in the projected space (largest distance from any row to its nearest kept row).
-    """
+    """``indices``: (k,) int64 rows of an (n, d) embedding, in selection order; ``radius``:
+    the largest projected distance from any row to its nearest kept row."""
 
     indices: torch.Tensor
     radius: float
@@ -202,13 +190,10 @@ def greedy_k_center(
 ) -> Coreset:
     """``k`` greedy farthest-point picks over (n, d) float32 ``features``.
 
-    ``start``: the first pick (``None`` to begin from the farthest row given ``min_sq``).
-    ``min_sq``: (n,) squared distances to centers chosen earlier (e.g. an existing memory
-    bank), so new picks only cover what those do not; defaults to +inf (no prior centers).
-
-    ``lazy`` (see ``_LazyGreedy``) and the full scan (``lazy=False``, anomalib's arithmetic as
-    one matrix-vector product per pick) make the same picks up to float rounding of near-ties;
-    ``None``: lazy above ``FEW_DIMS`` columns.
+    ``start``: the first pick (``None``: the farthest row given ``min_sq``). ``min_sq``: (n,)
+    squared distances to centers chosen earlier (an existing bank; default +inf).
+    ``lazy``: ``_LazyGreedy`` or the full scan (the same picks up to near-ties); ``None``: lazy
+    above ``FEW_DIMS`` columns.
     """
     n = features.shape[0]
     lazy = features.shape[1] > FEW_DIMS if lazy is None else lazy
@@ -251,16 +236,11 @@ class _LazyGreedy(_FullScan):
     """Greedy k-center that updates only the rows that could be the next pick.
 
     ``best`` holds, per row, the squared distance to the nearest of its first ``seen`` picks:
-    an upper bound of its true distance, which only shrinks as picks are folded in. The next
-    pick is the row with the largest true distance; so the rows with the largest bounds are
-    brought up to date (one matrix product over the picks they have not seen) until the
-    largest updated distance is at least every other row's bound (two rounds: the top bounds,
-    then every bound above their largest true distance). No bound below it can hide a farther
-    row, so the pick is exactly the full scan's. The first pick is folded into
-    every row (one full scan); later picks touch a few hundred rows each instead of all n,
-    as matrix products (compute-bound) instead of one memory-bound pass per pick. The search
-    for those rows runs among the ``POOL`` highest bounds while that is enough (``farthest``):
-    weave300's 307 k rows, 3072 picks: 12.7 -> 10.1 s, the same rows kept (near-ties aside).
+    an upper bound that only shrinks. The rows of the largest bounds are brought up to date (a
+    matrix product over the picks they have not seen) until the largest true distance is at
+    least every other row's bound, so the pick is exactly the full scan's, at a few hundred
+    rows per pick instead of all n. The search runs among the ``POOL`` highest bounds while
+    that is enough (``farthest``): 307 k rows, 3072 picks: 12.7 -> 10.1 s.
     """
 
     BATCH = 32  # top bounds brought up to date first
@@ -286,10 +266,9 @@ class _LazyGreedy(_FullScan):
         self.seen[index] = pick + 1
 
     def farthest(self, picked: int) -> int:
-        """The row farthest from the picks so far, searched among the ``POOL`` rows of the
-        highest bounds when it is at least as far as the pool's floor (every row outside has
-        a bound at or below it, and bounds only shrink), else among all rows (and the pool
-        refilled): the same row as a search of all n, at O(pool) per pick."""
+        """The row farthest from the picks so far: from the ``POOL`` rows of the highest bounds
+        when it is at least the pool's floor (every row outside is bounded by it), else from
+        all rows, refilling the pool."""
         if self.best.shape[0] <= self.POOL:
             return self._farthest_among(None, picked)
         if self.pool is not None:

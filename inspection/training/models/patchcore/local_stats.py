@@ -2,36 +2,24 @@
 
 PatchCore's CNN patches are blind to defects that change a surface's colour or contrast more
 than its texture (a stain on grass, a faded patch of cloth). This model describes each cell of
-a stride-8 grid by the per-channel mean and standard deviation of the pixels in a ``WINDOW`` px
-square around it, relative to the whole image's (so lighting that varies from part to part is
-not a defect), 6 numbers z-scored on the training cells, and scores a cell by
-its distance to the nearest training cell (a coreset bank, like PatchCore's).
+a stride-8 grid by the per-channel mean and std of the pixels in a ``WINDOW`` px square around
+it, relative to the whole image's (lighting that varies from part to part is no defect),
+z-scored on the training cells, and scores a cell by its distance to the nearest training cell
+(a coreset bank, like PatchCore's).
 
-The two are fused by the max of their scores, each standardised on good images so that its
-median maps to 0 and its **largest good score to 1** (image scores; maps by their peaks): the max
-then alarms when either part passes its own good tail, so at a false-reject budget one part's
-tail does not set the other's threshold. The good images are the validation split's and, for the
-statistics part, the training images of the first ``SCALING_FOLDS`` folds scored out of fold (a
-colour seen in one training image only is an alarm for every other: validation alone, a few
-dozen images, misses that tail).
+Fusion: the max of both scores, each standardised on good images so that its median maps to 0
+and its largest good score to 1 (images by their scores, maps by their peaks): at a false-reject
+budget one part's tail does not set the other's threshold. The good images are the validation
+split's and, for the statistics part, the training images of the first ``SCALING_FOLDS`` folds
+scored out of fold (a colour seen in one training image only alarms for every other).
+Standardisers fitted on the images a conformal threshold is set on break its guarantee (1.51 %
+realised for a stated 1 %, ``bench/conformal_mc.py``), so those images set no threshold: the
+fusion is kept only with ``calibration_folds`` >= 2, no global context and no ROI.
 
-**Disjoint from the threshold's calibration.** Standardisers fitted on the good scores the
-conformal threshold is then set on break its guarantee (two parts, each scaled by its largest
-good score, both land at 1 on the calibration set: simulated at n = 99, 1.51 % realised for a
-stated 1 %, ``bench/conformal_mc.py``). So the images that fit them (``standardiser_images``:
-the good validation images and the scaling folds' training images) set no threshold: a fused
-model calibrates on the other folds' out-of-fold scores alone (``training.operating``,
-``training.bundle_calibration``), and the product path keeps the fusion only with
-``calibration_folds`` >= 2 (and neither a global context nor an ROI).
-
-The fusion is part of the torch model (``FusedPatchcoreModel``), so the exported graph, its
-calibration on its own outputs, the export gate and the golden outputs all see the fused
-outputs, and a station needs nothing new.
-
-``local_statistics`` (``ModelConfig``): false; true; ``auto`` keeps the model only when the
-fused validation image AUROC beats PatchCore's alone by at least ``MIN_GAIN`` and validation
-pixel AUROC falls by at most ``MAX_PIXEL_LOSS`` (test images never take part). Evidence:
-``reports/local_stats`` (product path), ``reports/hard_surfaces`` (the bench lever).
+The fusion is part of the torch model (``FusedPatchcoreModel``): the exported graph, its
+calibration, the export gate and the golden outputs all see it; a station needs nothing new.
+``local_statistics: auto`` keeps it only when it adds ``MIN_GAIN`` validation image AUROC and
+loses at most ``MAX_PIXEL_LOSS`` pixel AUROC (``reports/local_stats``, ``reports/hard_surfaces``).
 """
 
 from __future__ import annotations
@@ -105,9 +93,7 @@ class LocalStatsHead(DynamicBufferMixin, torch.nn.Module):
         # (location, scale) of: PatchCore image score, statistics image score, PatchCore map
         # peak, statistics map peak, on good images (``fit_local_statistics``).
         self.register_buffer("standardisers", torch.tensor([0.0, 1.0] * 4))
-        self.fold_banks: list[torch.Tensor] = []
-        """Training only: the out-of-fold banks ``side_out_of_fold`` selected, reused by the
-        calibration's out-of-fold scores (``training.models.patchcore.out_of_fold``) so they are selected once."""
+        self.fold_banks: list[torch.Tensor] = []  # training only: reused by the out-of-fold scores
         pad = (WINDOW - STRIDE) // 2
         # a WINDOW x WINDOW mean over the pixels inside the image, as a column then a row mean
         # (the inside of a window is a rectangle: the same mean at 2 x WINDOW adds, not WINDOW^2)
@@ -208,9 +194,8 @@ class LocalStatsChoice:
 
 
 class LazyImages:
-    """(N, 3, H, W) pre-processed images read when first indexed: ``[indices]`` reads those,
-    ``[:]`` all of them (kept). ``auto`` decides on a proxy of a few training images
-    (``PROXY``): the others are read only for a kept model."""
+    """(N, 3, H, W) pre-processed images read when indexed (``[:]`` reads and keeps all):
+    ``auto`` decides on a proxy of a few (``PROXY``), the rest are read for a kept model."""
 
     def __init__(self, count: int, read: Callable[[Sequence[int]], torch.Tensor]) -> None:
         self.count, self.read = count, read
@@ -244,16 +229,12 @@ def fit_local_statistics(
     roi: TrainingRoi | None = None,
 ) -> LocalStatsChoice:
     """Fit the statistics model of a trained PatchCore ``inner`` on its (N, 3, H, W)
-    pre-processed training images (a tensor or ``LazyImages``), standardise both parts on good
-    images (``standardisers``), and keep it (``mode`` on, or auto and it helps on validation) or
-    leave the bank empty.
+    pre-processed training images, standardise both parts on good images, and keep it
+    (``mode`` on, or auto and it helps on validation) or leave the bank empty.
 
-    ``folds`` >= 2: the out-of-fold statistics scores of the training images in the first
-    ``SCALING_FOLDS`` folds (``standardiser_images``) join the good validation images' in the
-    statistics part's standardiser (``side_out_of_fold``).
-    ``validation_masks``: (N, H, W) bool ground truth (all False for good images); rows of defect
-    images without a mask file are left out (``mask_known``, (N,) bool). With them ``auto``
-    also refuses a fusion that worsens validation pixel AUROC."""
+    ``folds`` >= 2: the first ``SCALING_FOLDS`` folds' out-of-fold statistics scores join the
+    statistics part's standardiser. ``validation_masks``: (N, H, W) bool ground truth, used
+    where ``mask_known`` ((N,) bool); with them ``auto`` also refuses worse pixel AUROC."""
     head = inner.local_stats
     head.bank = torch.empty(0)
     labels = np.asarray(validation_labels, dtype=int)
@@ -316,11 +297,9 @@ def side_out_of_fold(
     cap_rows: int | None,
     seed: int,
 ) -> tuple[tuple[np.ndarray, np.ndarray], list[torch.Tensor]]:
-    """(scores, map peaks) of the statistics part on each training image, from a bank fitted
-    on the other folds (``training.models.patchcore.out_of_fold``'s folds): good images it has not seen, which
-    show its tail (a colour seen in a single training image is an alarm for every other).
-    Empty with fewer than 2 folds or images per fold. Also returns the fold banks, which the
-    calibration's out-of-fold scores reuse (``out_of_fold.out_of_fold_scores``)."""
+    """(scores, map peaks) of the statistics part on each training image from a bank fitted on
+    the other folds (``out_of_fold``'s), empty with fewer than 2 folds or images per fold; and
+    the fold banks, which ``out_of_fold.out_of_fold_scores`` reuses."""
     if folds < 2 or len(images) < 2 * folds:
         return (np.empty(0), np.empty(0)), []
     head = inner.local_stats
@@ -376,8 +355,7 @@ class _Outputs:
         return self.maps.reshape(len(self.maps), -1).max(1).astype(np.float64)
 
     def pixel_auroc(self, masks: np.ndarray, known: np.ndarray) -> float:
-        """Pixel AUROC of the ``known`` images' maps, rounded as evidence; computed once (a fit
-        judges PatchCore's same outputs on the same masks twice: proxy, then whole model)."""
+        """Pixel AUROC of the ``known`` images' maps, rounded; computed once per outputs."""
         if "pixel_auroc" not in self.kept:
             figure = pixel_auroc(self.maps[known], masks[known])
             self.kept["pixel_auroc"] = round(float(figure), 4)
@@ -402,8 +380,7 @@ def _proxy_images(count: int, seed: int) -> np.ndarray:
 
 def standardiser_images(count: int, folds: int, seed: int) -> np.ndarray:
     """(count,) bool: the training images whose out-of-fold scores fit the standardisers (the
-    first ``SCALING_FOLDS`` of ``training.models.patchcore.out_of_fold``'s seeded folds); none with fewer than
-    2 folds or images per fold. They, and the good validation images, set no threshold."""
+    first ``SCALING_FOLDS`` seeded folds; none with fewer than 2 folds or images per fold)."""
     if folds < 2 or count < 2 * folds:
         return np.zeros(count, dtype=bool)
     return fold_of(count, folds, seed) < SCALING_FOLDS
@@ -450,10 +427,10 @@ def _validation_evidence(
     pixels_need_gain: bool = False,
 ) -> dict[str, float]:
     """Validation image AUROC of PatchCore, the statistics model and their fusion as the graph
-    computes it (``peak_scored``: image scores are map peaks, before any blur), and pixel AUROC of PatchCore and the fusion on the images whose ``masks``
-    (N, H, W) are ``known``; {} without defect images. ``pixels_need_gain`` (auto): pixel AUROC
-    only when the image gain would keep the fusion (``_decide`` checks it second; two sorts of
-    every validation pixel are most of the decision's cost)."""
+    computes it (``peak_scored``: image scores are map peaks), and pixel AUROC of PatchCore and
+    the fusion on the ``known`` images' (N, H, W) ``masks``; {} without defect images.
+    ``pixels_need_gain``: pixel AUROC (two sorts of every pixel) only when the image gain
+    would keep the fusion."""
     if labels.min() == labels.max():
         return {}
     s = standardisers
@@ -501,9 +478,7 @@ def fit_for_model(
     validation: Sequence[Sample],
     roi: TrainingRoi | None = None,
 ) -> LocalStatsChoice:
-    """``fit_local_statistics`` for a trained anomalib ``Patchcore`` and its ``ModelConfig``;
-    off when no calibration set apart from the standardisers' would remain
-    (``_no_disjoint_calibration``)."""
+    """``fit_local_statistics`` for a trained anomalib ``Patchcore`` and its ``ModelConfig``."""
     mode = config.local_statistics_mode
     reason = _no_disjoint_calibration(config, len(train), roi)
     if reason:
@@ -543,9 +518,7 @@ def no_room_to_gain(
     inner: FusedPatchcoreModel, validation_images: torch.Tensor, labels: np.ndarray
 ) -> str:
     """Why ``auto`` cannot keep the fusion whatever the statistics model does ('' when it
-    can): PatchCore's own validation image AUROC (as ``_validation_evidence`` rounds it) leaves
-    less than ``MIN_GAIN`` below 1. Its backbone outputs serve the validation scores next
-    (``shared_backbone``), so the check costs a kNN pass."""
+    can): PatchCore's own validation image AUROC leaves less than ``MIN_GAIN`` below 1."""
     if labels.min() == labels.max():
         return ""  # ``_decide``'s own reason follows
     main = _outputs(inner.main_outputs, validation_images)
@@ -557,9 +530,7 @@ def no_room_to_gain(
 
 def _no_disjoint_calibration(config: Any, train_images: int, roi: TrainingRoi | None) -> str:
     """Why a fused model would have no good calibration scores apart from the images that fit
-    its standardisers ('' when it has): no out-of-fold folds; a global context, whose
-    threshold is set on the good validation images; an ROI, whose bundle cannot take the
-    (whole-image) out-of-fold scores (``training.bundle_calibration``)."""
+    its standardisers ('' when it has)."""
     folds = config.calibration_folds
     if folds < 2 or train_images < 2 * folds:
         return "needs calibration_folds >= 2 and 2 training images per fold (a calibration set apart from its standardisers')"

@@ -1,17 +1,11 @@
 """Out-of-fold PatchCore scores of the training images: good calibration scores for free.
 
-A training image scored by the bank it helped build scores low (its own patches are in it),
-so its score says nothing about a new good part. Here the N training images are split into
-k seeded folds; each fold is scored by a bank of the other k - 1 folds' patch embeddings: the
-union of their coresets (``fold_banks``; the same ratio and cap as the trained bank). Every
-image then has a score from a bank that never saw it, slightly fewer images strong than the
-trained one (so, if anything, a little high: a conservative threshold). The embeddings are
-the fit's (replayed, not computed again); each fold costs one coreset selection of its own rows
-and one kNN pass. A model
-fusing local statistics (``training.models.patchcore.local_stats``) gets its statistics bank from the other folds
-too, so neither of its parts has seen the image it scores. With the ROI of whole images
-(``TrainingRoi.spec``) every score is masked to it as the bundle masks its own
-(``core.roi.apply_roi``): the scores an ROI bundle carries are of the same statistic.
+A training image scored by the bank it helped build scores low, which says nothing about a new
+good part. So the N training images are split into k seeded folds, and each fold is scored by a
+bank of the other folds' patch embeddings (``fold_banks``: the union of their coresets, same
+ratio and cap), a little weaker than the trained bank (if anything, a conservative threshold).
+The embeddings are the fit's, replayed; a fused local-statistics part gets its bank from the
+other folds too. With a whole-image ROI every score is masked to it as the bundle masks its own.
 """
 
 from __future__ import annotations
@@ -164,19 +158,14 @@ def fold_banks(
     composable: bool = True,
     budget_bytes: int | None = None,
 ) -> list[torch.Tensor]:
-    """Every fold's bank, from one coreset per fold: a fold's bank is the union of the other
-    folds' coresets (``rows``: one tensor per image; ``assignment``: each image's fold; fold
-    ``f``'s own rows selected at ``ratio``, seeded ``seed + f``; ``cap_rows`` shared out among
-    the other folds), so as many rows as a coreset of the other folds' rows would keep. A union of
-    k-center coresets covers the union of their parts (a composable coreset), and each fold's rows
-    are selected once, not once per other fold: ~1/16 of the greedy work of one coreset per bank
-    at 5 folds. Two folds are selected at once (the greedy loop runs on one core; the seeded
-    draws before each loop are taken one at a time, so the result is the same as one by one).
-    ``composable`` False: one coreset of the other folds' rows per bank, seeded ``seed + f``
-    (the local-statistics part: its fold scores fit a standardiser's tail, which the union's
-    looser cover moved, grass held-out image AUROC 0.855 -> 0.807; its 6-number rows are cheap).
-    ``budget_bytes`` (a fit past its rows budget, float16 rows): each fold's coreset is selected
-    group by group within it (``grouped_coreset_rows``), one fold at a time."""
+    """Every fold's bank: the union of the other folds' coresets (a composable coreset, each
+    fold's rows selected once: ~1/16 of the greedy work at 5 folds). ``rows``: one tensor per
+    image; ``assignment``: each image's fold; fold ``f`` is selected at ``ratio``, seeded
+    ``seed + f``, with ``cap_rows`` shared among the other folds. Two folds are selected at
+    once, their seeded draws one at a time (the same result as one by one).
+    ``composable`` False: one coreset of the other folds' rows per bank (the local-statistics
+    part, whose standardiser's tail the union's looser cover moved: grass 0.855 -> 0.807).
+    ``budget_bytes`` (float16 rows past the rows budget): ``grouped_coreset_rows`` per fold."""
     if not composable:
         return _whole_fold_banks(rows, assignment, ratio, cap_rows, seed)
     folds = int(assignment.max()) + 1
@@ -241,9 +230,9 @@ def _local_stats_fold_banks(
     assignment: np.ndarray,
     selection: tuple[float, int | None, int],
 ) -> list[torch.Tensor]:
-    """Per fold, its local-statistics bank (``training.models.patchcore.local_stats``) when the model fuses
-    them ([] otherwise): the banks its fit already selected on the same folds, else
-    ``fold_banks`` of the z-scored cells (``selection``: ratio, cap, seed)."""
+    """Per fold, its local-statistics bank when the model fuses them ([] otherwise): the banks
+    its fit already selected on the same folds, else ``fold_banks`` of the z-scored cells
+    (``selection``: ratio, cap, seed)."""
     head = getattr(inner, "local_stats", None)
     if head is None or not head.enabled:
         return []
@@ -274,11 +263,10 @@ def score_images(
     batch_size: int = 8,
     roi: RoiSpec | None = None,
 ) -> np.ndarray:
-    """(len(indices),) float64 image scores of the model ``inner`` as it stands (its bank,
-    heads, fusion), masked to ``roi`` as a bundle masks its outputs (``apply_roi_batch``).
-    With ``embeddings`` (``fit_embeddings``), its backbone does not run again:
-    each batch's patch embedding is replayed (``replayed_embeddings``); ``images`` (N, 3, H, W)
-    pre-processed are needed only without them, or for a fused statistics part."""
+    """(len(indices),) float64 image scores of the model ``inner`` as it stands, masked to
+    ``roi`` as a bundle masks its outputs. With ``embeddings`` (``fit_embeddings``) the
+    backbone does not run again (``replayed_embeddings``); ``images`` (N, 3, H, W),
+    pre-processed, are needed only without them or for a fused statistics part."""
     height, width = image_size
     inner.eval()
     scores = []
