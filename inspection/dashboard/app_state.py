@@ -16,30 +16,19 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 
-from inspection.core.decisions import LiveState
 from inspection.core.errors import InspectionError
-from inspection.dashboard import (
-    health,
-    models,
-    overview,
-    retraining,
-    review,
-    sessions,
-    thresholds,
-)
-from inspection.dashboard.context import (
-    Dashboard,
-    login_free,
-    open_dashboard,
-    site_path_from_env,
-)
+from inspection.core.registry import Registry
+from inspection.dashboard import health, models, overview, retraining, review, sessions, thresholds
+from inspection.dashboard.context import Dashboard, login_free, open_dashboard, site_path_from_env
 from inspection.store import queries, users
 from inspection.store.tokens import Identity
 
@@ -53,6 +42,7 @@ COOKIE_KEY = "session_cookie"
 SESSION_HOURS = sessions.SESSION_HOURS
 REVIEWERS = ("reviewer", "admin")
 ADMINS = ("admin",)
+T = TypeVar("T")
 
 
 def _warm_up() -> None:
@@ -294,6 +284,42 @@ def user_box() -> None:
 
 
 # --------------------------------------------------------------------------- cached reads
+def _cached(handle: Literal["store", "registry"], read: Callable[..., T]) -> Callable[..., T]:
+    """``read(<the site's store or registry>, *args)`` as ``f(site, *args)``, cached for
+    ``DATA_TTL_S`` (Streamlit keys a cache by the function's qualified name: ``read``'s)."""
+
+    def cached(site: str, *args: Any) -> T:
+        return read(getattr(_open(site), handle), *args)
+
+    cached.__qualname__ = f"{read.__module__}.{read.__qualname__}"
+    return st.cache_data(ttl=DATA_TTL_S, show_spinner=False)(cached)
+
+
+reviewed_scores = _cached("store", thresholds.reviewed_scores)
+audit_scores = _cached("store", thresholds.audit_scores)
+validation_scores = _cached("registry", thresholds.validation_scores)  # (product, bundle_id)
+# the queue's length (to QUEUE_COUNT_CAP) once per DATA_TTL_S for every page turned: 0.6-0.9 s
+# at the cap on a 5M SQLite store whose pages are cold
+queue_count = _cached("store", queries.count_review_queue)  # (query)
+page_start = _cached("store", review.page_start)  # (query, page, page_size)
+defect_types = _cached("store", queries.defect_types)  # (product or None)
+bundle_table = _cached("registry", models.bundle_table)
+live_state = _cached("registry", Registry.live)
+bundle_ids = _cached("registry", Registry.bundle_ids)
+exported_versions = _cached("registry", models.exported_versions)
+precision_comparison = _cached("registry", models.precision_comparison)  # (product, version)
+tuning_frame = _cached("registry", models.tuning_frame)
+events_frame = _cached("registry", models.events_frame)
+# Pure functions of their arguments: cached by content, without expiry (a page revisit after
+# the store reads expired finds the same scores, hence the same curve and suggestions).
+curve_frame = st.cache_data(show_spinner=False, max_entries=32)(thresholds.curve_frame)
+suggest_max_f1 = st.cache_data(show_spinner=False, max_entries=32)(thresholds.suggest_max_f1)
+suggest_for_miss_rate = st.cache_data(show_spinner=False, max_entries=32)(
+    thresholds.suggest_for_miss_rate
+)
+example_picture = st.cache_data(ttl=300, show_spinner=False, max_entries=128)(health.picture)
+
+
 @st.cache_data(ttl=DATA_TTL_S, show_spinner=False)
 def products(site: str) -> list[str]:
     return _open(site).products
@@ -340,23 +366,6 @@ def daily_volume(site: str, product: str, since: datetime, until: datetime) -> f
 
 
 @st.cache_data(ttl=DATA_TTL_S, show_spinner=False)
-def reviewed_scores(site: str, product: str) -> thresholds.LabelledScores:
-    return thresholds.reviewed_scores(_open(site).store, product)
-
-
-@st.cache_data(ttl=DATA_TTL_S, show_spinner=False)
-def audit_scores(site: str, product: str) -> thresholds.LabelledScores:
-    return thresholds.audit_scores(_open(site).store, product)
-
-
-@st.cache_data(ttl=DATA_TTL_S, show_spinner=False)
-def validation_scores(
-    site: str, product: str, bundle_id: str | None
-) -> thresholds.LabelledScores | None:
-    return thresholds.validation_scores(_open(site).registry, product, bundle_id)
-
-
-@st.cache_data(ttl=DATA_TTL_S, show_spinner=False)
 def queue_page(
     site: str,
     query: queries.QueueQuery,
@@ -374,34 +383,10 @@ def queue_page(
     )
 
 
-@st.cache_data(ttl=DATA_TTL_S, show_spinner=False)
-def queue_count(site: str, query: queries.QueueQuery) -> int:
-    """The queue's length (to ``queries.QUEUE_COUNT_CAP``): one count for every page turned
-    within ``DATA_TTL_S`` (0.6-0.9 s at the cap on a 5M SQLite store whose pages are cold)."""
-    return queries.count_review_queue(_open(site).store, query)
-
-
-@st.cache_data(ttl=DATA_TTL_S, show_spinner=False)
-def page_start(
-    site: str, query: queries.QueueQuery, page: int, page_size: int
-) -> queries.QueueCursor | None:
-    return review.page_start(_open(site).store, query, page, page_size)
-
-
 @st.cache_data(ttl=300, show_spinner=False, max_entries=256)
 def views(site: str, row: queries.QueueRow) -> review.Views:
     opened = _open(site)
     return review.load_views(opened.store, row, opened.registry)
-
-
-@st.cache_data(ttl=DATA_TTL_S, show_spinner=False)
-def defect_types(site: str, product: str | None) -> list[str]:
-    return queries.defect_types(_open(site).store, product)
-
-
-@st.cache_data(ttl=DATA_TTL_S, show_spinner=False)
-def bundle_table(site: str, product: str) -> pd.DataFrame:
-    return models.bundle_table(_open(site).registry, product)
 
 
 @st.cache_data(ttl=DATA_TTL_S, show_spinner=False)
@@ -432,39 +417,8 @@ def model_products(site: str) -> list[str]:
     return [p for p in _open(site).products if registry.versions(p) or registry.bundle_ids(p)]
 
 
-@st.cache_data(ttl=DATA_TTL_S, show_spinner=False)
-def live_state(site: str, product: str) -> LiveState | None:
-    return _open(site).registry.live(product)
-
-
-@st.cache_data(ttl=DATA_TTL_S, show_spinner=False)
-def bundle_ids(site: str, product: str) -> list[str]:
-    return _open(site).registry.bundle_ids(product)
-
-
-@st.cache_data(ttl=DATA_TTL_S, show_spinner=False)
-def exported_versions(site: str, product: str) -> list[str]:
-    """Versions with at least one exported bundle, newest first."""
-    return models.exported_versions(_open(site).registry, product)
-
-
-@st.cache_data(ttl=DATA_TTL_S, show_spinner=False)
-def precision_comparison(site: str, product: str, version: str) -> pd.DataFrame:
-    return models.precision_comparison(_open(site).registry, product, version)
-
-
-@st.cache_data(ttl=DATA_TTL_S, show_spinner=False)
-def tuning_frame(site: str, product: str) -> pd.DataFrame:
-    return models.tuning_frame(_open(site).registry, product)
-
-
 def golden_outcome_frame(site: str, product: str) -> pd.DataFrame:
     return models.golden_outcome_frame(_open(site).registry, product)
-
-
-@st.cache_data(ttl=DATA_TTL_S, show_spinner=False)
-def events_frame(site: str, product: str) -> pd.DataFrame:
-    return models.events_frame(_open(site).registry, product)
 
 
 def read_overview(site: str) -> None:
@@ -506,25 +460,3 @@ def warm_overview(site: str) -> None:
             _warming.release()
 
     threading.Thread(target=run, name="overview-warm-up", daemon=True).start()
-
-
-# Pure functions of their arguments: cached by content, without expiry (a page revisit after
-# the store reads expired finds the same scores, hence the same curve and suggestions).
-@st.cache_data(show_spinner=False, max_entries=32)
-def curve_frame(data: thresholds.LabelledScores) -> pd.DataFrame:
-    return thresholds.curve_frame(data)
-
-
-@st.cache_data(show_spinner=False, max_entries=32)
-def suggest_max_f1(data: thresholds.LabelledScores) -> thresholds.Tradeoff:
-    return thresholds.suggest_max_f1(data)
-
-
-@st.cache_data(show_spinner=False, max_entries=32)
-def suggest_for_miss_rate(data: thresholds.LabelledScores, target: float) -> thresholds.Tradeoff:
-    return thresholds.suggest_for_miss_rate(data, target)
-
-
-@st.cache_data(ttl=300, show_spinner=False, max_entries=128)
-def example_picture(example: health.Outcome) -> np.ndarray | None:
-    return health.picture(example)

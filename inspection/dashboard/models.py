@@ -27,11 +27,7 @@ def bundle_table(registry: Registry, product: str) -> pd.DataFrame:
     bundles = registry.bundle_ids(product)
     for record in registry.versions(product):
         own = [b for b in bundles if b.startswith(f"{record.version}-")]
-        base = {
-            "version": record.version,
-            "model": record.model_kind,
-            "created": record.created_at,
-        }
+        base = {"version": record.version, "model": record.model_kind, "created": record.created_at}
         if not own:
             rows.append(
                 {**base, "bundle": "(not exported)", "precision": "", "live": False, "golden": ""}

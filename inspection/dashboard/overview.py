@@ -50,18 +50,8 @@ def volume_frame(
     rows = queries.volume_over_time(
         store, period=period, since=since, product=product, station_id=station_id
     )
-    frame = pd.DataFrame(
-        [r.__dict__ for r in rows],
-        columns=[
-            "bucket",
-            "product",
-            "station_id",
-            "total",
-            "ng",
-            "mean_score",
-            "mean_latency_ms",
-        ],
-    )
+    columns = [f.name for f in fields(queries.VolumeRow)]
+    frame = pd.DataFrame([r.__dict__ for r in rows], columns=columns)
     frame["bucket"] = pd.to_datetime(frame["bucket"], utc=True)
     frame["ng_rate"] = (frame["ng"] / frame["total"].where(frame["total"] > 0)).fillna(0.0)
     return frame

@@ -133,27 +133,14 @@ def retrain_runs(registry: Registry, reports_dir: Path, product: str) -> list[Re
 def runs_frame(runs: list[RetrainRun], metric: str = "image_auroc") -> pd.DataFrame:
     """Summary table: when, run, decision, champion, challenger and ``metric`` for each."""
     return pd.DataFrame(
-        [
-            {
-                "at": r.at,
-                "run": r.run,
-                "decision": r.decision,
-                "champion": r.champion,
-                "challenger": r.challenger,
-                f"champion {metric}": r.champion_metrics.get(metric),
-                f"challenger {metric}": r.challenger_metrics.get(metric),
-                "reason": r.reason,
-            }
-            for r in runs
-        ],
-        columns=[
-            "at",
-            "run",
-            "decision",
-            "champion",
-            "challenger",
-            f"champion {metric}",
-            f"challenger {metric}",
-            "reason",
-        ],
+        {
+            "at": [r.at for r in runs],
+            "run": [r.run for r in runs],
+            "decision": [r.decision for r in runs],
+            "champion": [r.champion for r in runs],
+            "challenger": [r.challenger for r in runs],
+            f"champion {metric}": [r.champion_metrics.get(metric) for r in runs],
+            f"challenger {metric}": [r.challenger_metrics.get(metric) for r in runs],
+            "reason": [r.reason for r in runs],
+        }
     )

@@ -87,32 +87,19 @@ def page_start(
 
 def page_frame(page: QueuePage) -> pd.DataFrame:
     """The page as a table: time, product, station, part, score, threshold, verdict, label."""
+    rows = page.rows
     return pd.DataFrame(
-        [
-            {
-                "time": r.created_at,
-                "product": r.product,
-                "station": r.station_id,
-                "part": r.part,
-                "score": r.score,
-                "threshold": r.threshold,
-                "verdict": r.verdict,
-                "label": LABELS.get(r.review_label or "", ""),
-                "id": r.id,
-            }
-            for r in page.rows
-        ],
-        columns=[
-            "time",
-            "product",
-            "station",
-            "part",
-            "score",
-            "threshold",
-            "verdict",
-            "label",
-            "id",
-        ],
+        {
+            "time": [r.created_at for r in rows],
+            "product": [r.product for r in rows],
+            "station": [r.station_id for r in rows],
+            "part": [r.part for r in rows],
+            "score": [r.score for r in rows],
+            "threshold": [r.threshold for r in rows],
+            "verdict": [r.verdict for r in rows],
+            "label": [LABELS.get(r.review_label or "", "") for r in rows],
+            "id": [r.id for r in rows],
+        }
     )
 
 
@@ -224,18 +211,15 @@ def submit(
 
 def audit_frame(store: Store, inspection_id: str) -> pd.DataFrame:
     """Every review of one inspection, oldest first: when, who, label, type, note."""
+    reviews = store.reviews_of(inspection_id)
     return pd.DataFrame(
-        [
-            {
-                "at": r.created_at,
-                "reviewer": r.reviewer,
-                "label": LABELS.get(r.label, r.label),
-                "defect type": r.defect_type or "",
-                "note": r.note or "",
-            }
-            for r in store.reviews_of(inspection_id)
-        ],
-        columns=["at", "reviewer", "label", "defect type", "note"],
+        {
+            "at": [r.created_at for r in reviews],
+            "reviewer": [r.reviewer for r in reviews],
+            "label": [LABELS.get(r.label, r.label) for r in reviews],
+            "defect type": [r.defect_type or "" for r in reviews],
+            "note": [r.note or "" for r in reviews],
+        }
     )
 
 

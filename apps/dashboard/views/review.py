@@ -212,13 +212,7 @@ turn[0].button(
 turn[1].button(
     "Next page ▶", key="rv_next_page", on_click=_turn, args=(1,), disabled=page.next is None
 )
-turn[2].number_input(
-    "Go to page",
-    min_value=1,
-    step=1,
-    key="rv_goto",
-    on_change=_go_to,
-)
+turn[2].number_input("Go to page", min_value=1, step=1, key="rv_goto", on_change=_go_to)
 selection = st.dataframe(
     review.page_frame(page),
     hide_index=True,
