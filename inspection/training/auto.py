@@ -1,28 +1,16 @@
 """``inspection train --auto``: a small, bounded search for a product's model config.
 
-Each candidate of ``DEFAULT_GRID`` (model kind, backbone and its layers, input resolution,
-global context on/off) is one set of ``--set`` overrides on the product's config. It is fitted
-on the training images and judged on the **validation split only**; its held-out test image
-AUROC (with a bootstrap interval) is measured too, for the report, and never used to choose.
-
-Selection rule (``choose``): the highest validation image AUROC; a candidate within
-``TIE_MARGIN`` of the best counts as tied, and ties go to the earliest in grid order (the grid
-runs from today's default to the costlier or less conventional options). The default runs
-first, and stays unless the leader's gain over it is beyond validation noise: the lower end of
-the paired stratified bootstrap 95 % interval of (leader - default) validation image AUROC,
-on the same validation images, must be above 0 (``validation_gain``). A validation split of a
-few dozen images moves AUROC by several hundredths; a leader inside that spread has been seen
-to lose on held-out data (``reports/global/auto.md``).
-
-Every candidate is fitted on the same seeded subsample of at most ``SEARCH_IMAGES`` training
-images and scored on the validation split only (the cheap path: a 300-image product's whole
-grid fits the default budget; the ranking of configurations, not the last few hundredths, is
-what the search needs). Only the candidates that can still win (the default and those within
-``TIE_MARGIN`` of the best so far) keep their model, and only they are scored on the held-out
-test split, after the choice; the winner is then trained on all the training images. The budget caps the search: a candidate starts only if the time used so far plus its
-estimated cost (the longest completed candidate of the same kind, else of any kind, times the
-ratio of input areas: a 2x candidate costs ~4-6 default ones) stays within the budget; the rest are listed as skipped. The winner is then trained again by
-``train_model`` and registered with the whole search in its record (``extra.auto_search``).
+Each candidate of ``DEFAULT_GRID`` is a set of ``--set`` overrides (and an input scale) on the
+product's config, fitted on the same seeded subsample of at most ``SEARCH_IMAGES`` training
+images and judged on the **validation split only** (``choose``, ``RULE``): the highest
+validation image AUROC, ties within ``TIE_MARGIN`` to the earliest in grid order, and the
+default (first) stays unless the leader's paired bootstrap 95 % interval of validation gain over
+it is above 0 -- a leader inside validation noise has been seen to lose on held-out data
+(``reports/global/auto.md``). Only the candidates that can still win keep their model and get a
+held-out test AUROC, for the report, after the choice. A candidate starts only if its estimated
+cost (the longest completed one of its kind, scaled by input area) fits the budget; the rest
+are listed as skipped. ``train_winner`` trains the winner on every training image and records
+the search in its version (``extra.auto_search``).
 """
 
 from __future__ import annotations
@@ -50,18 +38,17 @@ from inspection.core.product_config import (
 )
 from inspection.core.registry import Registry
 from inspection.data.dataset import Dataset, Sample
-from inspection.training.backbones import resolve_weights
 from inspection.training.evaluate import predict
-from inspection.training.global_context import fused_scores, model_outputs
 from inspection.training.operating import calibrate_predictions
 from inspection.training.shared_features import SharedFeatures
 from inspection.training.train import (
     _fit_global_context,
     _fit_local_statistics,
+    config_weights,
     evaluation_splits,
     fit,
+    fused_predictions,
     predict_validation,
-    station_preprocessing,
     train_model,
 )
 
@@ -104,22 +91,13 @@ DEFAULT_GRID: tuple[Candidate, ...] = (
     Candidate("stfpm", "stfpm"),
     Candidate("padim", "padim"),
 )
-"""Ordered by what paid on held-out data in the hard-surfaces ablation (``reports/hard_surfaces/summary.md``):
-right after the default, 2x input with the stride-32 layer added to the default pair -- the
-held-out best of the scale and layer levers on grass (0.613 -> 0.737) and gravel (0.773 ->
-0.908), ahead of 2x alone (0.696, 0.763) and 1.5x (0.679, 0.799) -- so a budget of about two
-default fits reaches it. It carries ``knn_rank=128`` (an export-only setting: the search
-measures the exact kNN; the rank-128 head was within paired bootstrap noise of it,
-``reports/hard_surfaces/serving.md``) so that a winner is served at ~75-113 ms, not ~150 ms.
-Then the bank with each training image's mirrored and turned views (``reports/bank_augment``:
-held-out AUROC up on four of six products, e.g. part 0.861 -> 0.988, tissue 0.788 -> 0.881,
-level on weave and brick, at +1.5 ms station p50 and ~4x the fit; not the default, because it
-makes the bank blind to a part's orientation and raised gravel's misses). Then the scale-only
-candidates and the layer alone. Layers 4+6, 192 px and Lite2 were dropped (no held-out gain on
-grass or gravel, here or there). PaDiM last: a Gaussian per grid cell, for
-aligned parts (``reports/padim``: the aligned ``part`` 0.806 -> 0.997); on textures it loses.
-Every PatchCore candidate carries the product's ``local_statistics`` (``auto`` by default: the
-fused colour-statistics model where its own validation check keeps it)."""
+"""Ordered by what paid on held-out data (``reports/hard_surfaces/summary.md``): first 2x input
+with the stride-32 layer (grass 0.613 -> 0.737, gravel 0.773 -> 0.908, ahead of 2x or 1.5x
+alone), carrying ``knn_rank=128`` (export-only, within bootstrap noise of exact kNN,
+``reports/hard_surfaces/serving.md``) so a winner serves at ~75-113 ms, not ~150 ms; then the bank
+of mirrored and turned views (``reports/bank_augment``: up on four of six products, but blind to
+a part's orientation); then scale and layer alone. PaDiM last: for aligned parts only
+(``reports/padim``). Every PatchCore candidate carries the product's ``local_statistics``."""
 SEARCH_IMAGES = 60
 """Training images each candidate is fitted on (a seeded subsample when there are more)."""
 MAX_INPUT_SIDE = 768
@@ -225,9 +203,7 @@ def evaluate_candidate(
     (and scores); its held-out test interval when asked (``Evaluation.held_out``)."""
     validation, test = evaluation_splits(config, dataset)
     train = list(dataset.train_samples if train is None else train)
-    weights = resolve_weights(
-        config.backbone.name, config.backbone.weights, config.backbone.weights_file
-    )
+    weights = config_weights(config)
     backbone = f"{config.backbone.name}:{weights.source}:{weights.sha256}"
     attach = None if shared is None else (lambda m: shared.attach(m, backbone))
     model, _ = fit(config, train, validation, weights, progress=False, prepare=attach)
@@ -244,23 +220,13 @@ def evaluate_candidate(
     def held_out() -> dict[str, float]:
         tested = predict(model, test, image_size=config.image_size, bits=config.image_bits)
         if context is not None:
-            tested = _fused(model, config, weights, context, tested)
+            tested = fused_predictions(model, config, weights, context, tested)
         return auroc_interval(tested.scores, np.asarray(tested.labels)).to_dict()
 
     labels = np.asarray(judged.labels)
     val_auroc = float(image_auroc(judged.scores, labels) or 0.0)
     paths = tuple(str(p) for p in judged.paths)
     return Evaluation(val_auroc, (paths, np.asarray(judged.scores), labels), held_out)
-
-
-def _fused(model: Any, config: ModelConfig, weights: Any, context: Any, judged: Any) -> Any:
-    """``judged`` with the global context's fused image scores (as the test images get)."""
-    prep = station_preprocessing(config, weights)
-    paths = [Path(p) for p in judged.paths]
-    fused, _ = fused_scores(
-        context, model_outputs(model.model, paths, prep, config.backbone.layers)
-    )
-    return replace(judged, scores=fused.astype(np.float32))
 
 
 def search(
@@ -272,9 +238,8 @@ def search(
     configure: Configure | None = None,
     on_candidate: Callable[[CandidateResult], None] | None = None,
 ) -> SearchResult:
-    """Run the grid within ``budget_s`` seconds and choose by ``RULE`` (see module doc).
-
-    ``configure`` turns a candidate into a config (default: ``product_configure``)."""
+    """Run the grid within ``budget_s`` seconds and choose by ``RULE``; ``configure`` turns a
+    candidate into a config (default: ``product_configure``)."""
     configure = configure or product_configure(product)
     if budget_s <= 0:
         raise ValueError(f"the search budget must be positive seconds, got {budget_s}")

@@ -1,13 +1,9 @@
 """Incremental PatchCore update: add new good images' patches to a registered memory bank.
 
-``update_patchcore(registry, product, images)`` loads a registered PatchCore version, extracts
-the patch embeddings of the NEW images only, keeps their greedy k-center coreset (picks only
-cover what the existing bank does not: distances start from the bank, in the same random
-projection), appends it to the bank (``memory_bank_max`` respected: past the cap, the bank and
-the new picks are reduced to the cap together), re-calibrates thresholds, normalisation and
-segmentation on the parent's validation split (``core.calibration.calibrate``) and registers a
-new immutable version with its ``Lineage`` (parent, added image digests). The parent is never
-changed. Export and the station treat the new version as any other.
+``update_patchcore`` extracts the patch embeddings of the NEW images only, appends their greedy
+k-center picks of what the bank does not cover yet (``extend_bank``), re-calibrates on the
+parent's validation split and registers a new version with its ``Lineage``; the parent never
+changes, and export and the station treat the new version as any other.
 """
 
 from __future__ import annotations
@@ -49,7 +45,7 @@ from inspection.training.train import (
     CHECKPOINT_FILE,
     load_trained_model,
     make_loader,
-    package_versions,
+    register_version,
     set_post_processor,
 )
 
@@ -58,11 +54,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class UpdateOutcome:
-    """The new version, its lineage and test figures (``metrics`` as ``train_model`` writes).
-
-    ``seconds``: from the call until the version is registered (test evaluation included; its
-    share is ``metrics["update_stage_seconds"]["evaluate"]``).
-    """
+    """The new version, its lineage and test figures (``metrics`` as ``train_model`` writes);
+    ``seconds``: from the call until the version is registered."""
 
     record: ModelRecord
     lineage: Lineage
@@ -81,11 +74,8 @@ def update_patchcore(
     progress: Progress | None = None,
 ) -> UpdateOutcome:
     """Add ``images`` (good parts) to a PatchCore version's bank as a new version.
-
-    ``version``: the parent (default: the product's latest). ``dataset``: where the parent's
-    validation/test split lives (default: the parent's recorded dataset root); its test images
-    are matched to the recorded split by path relative to its root.
-    """
+    ``version``: the parent (default: the latest). ``dataset``: where the parent's recorded
+    split lives (default: its recorded root), matched by path relative to its root."""
     say = progress or (lambda message: log.info("%s", message))
     started = time.perf_counter()
     stages: dict[str, float] = {}
@@ -147,12 +137,9 @@ def _timed(stages: dict[str, float], name: str) -> Iterator[None]:
 def extend_bank(
     bank: torch.Tensor, new: torch.Tensor, ratio: float, cap_rows: int | None
 ) -> torch.Tensor:
-    """(m, d) bank plus the greedy k-center picks of (n, d) ``new`` rows it does not cover.
-
-    ``int(n * ratio)`` picks, chosen in one random projection of both so that a pick's
-    distance counts the existing bank as already chosen. Past ``cap_rows`` the bank and the
-    picks are reduced together to ``cap_rows`` rows by the same greedy k-center.
-    """
+    """(m, d) bank plus ``int(n * ratio)`` greedy k-center picks of (n, d) ``new`` rows, in one
+    random projection of both (the bank counts as chosen); past ``cap_rows`` both are reduced
+    together by the same greedy k-center."""
     if bank.ndim != 2 or new.ndim != 2 or bank.shape[1] != new.shape[1]:
         raise ValueError(
             f"bank (m, d) and new (n, d) must share d, got {tuple(bank.shape)}, {tuple(new.shape)}"
@@ -291,7 +278,6 @@ def _register(
     calibration: Calibration,
     metrics: dict[str, Any],
 ) -> ModelRecord:
-    state = model.state_dict()
     extra = {
         **parent.extra,
         "normalization": to_mapping(calibration.normalization),
@@ -299,14 +285,14 @@ def _register(
         "train_images": (parent.train_image_count() or 0) + lineage.added_images,
         "lineage": to_mapping(lineage),
     }
-    return registry.create_version(
+    return register_version(
+        registry,
         parent.product,
+        model,
+        dataset,
         model_kind=parent.model_kind,
         config=parent.config,
-        dataset={**dataset.fingerprint(), "root": str(dataset.root)},
         metrics=metrics,
-        packages=package_versions(),
-        write_files=lambda directory: torch.save(state, directory / CHECKPOINT_FILE),
         weights=parent.weights,
         extra=extra,
     )

@@ -1,17 +1,12 @@
 """Tiled training at native resolution: one model over every tile of the training images.
 
-``train_tiled(config, tiling, dataset, product=..., registry=...)`` cuts each good training
-image into the tiles the station will cut (``core.tiling``: the same grid, the same bilinear
-resize to ``tiling.scale``), fits one anomalib model on all of them (a PatchCore bank over
-thousands of tiles is held to ``config.memory_bank_max`` rows by our coreset), then calibrates
-it like an exported bundle is calibrated: on whole validation images, tiles stitched back and
-the image score the highest tile score. The version records ``tiling`` next to its
-preprocessing, so ``export_bundle`` writes it into the bundle's metadata.
-
-anomalib's ``Tiler`` (``anomalib.data.utils.tiler``) cuts the same tiles when the image divides
-evenly, but pads or interpolates the image when it does not; the station never invents pixels
-(its last tile is flush with the edge), so training uses the station's grid and
-``tests/training/test_tiled.py`` pins that both agree where anomalib's applies.
+``train_tiled`` cuts each good training image into the tiles the station cuts (``core.tiling``:
+the same grid and resize), fits one model on all of them, then calibrates it as an exported
+bundle is calibrated: on whole validation images, tiles stitched back, the image score the
+highest tile's. The version records its ``tiling`` for the bundle. anomalib's ``Tiler`` pads or
+interpolates an image that does not divide evenly; the station never invents pixels (its last
+tile is flush with the edge), so training uses the station's grid (``tests/training/test_tiled.py``
+pins that both agree where anomalib's applies).
 """
 
 from __future__ import annotations
@@ -40,16 +35,15 @@ from inspection.core.roi import RoiSpec
 from inspection.core.tiling import TilingSpec, cut, stitch
 from inspection.data.dataset import Dataset, Sample
 from inspection.runtime.tiled import evaluation_size
-from inspection.training.backbones import ResolvedWeights, resolve_weights
+from inspection.training.backbones import ResolvedWeights
 from inspection.training.roi import TrainingRoi
 from inspection.training.train import (
-    CHECKPOINT_FILE,
-    _split_record,
+    config_weights,
     evaluation_splits,
     fit_loaders,
-    package_versions,
-    station_preprocessing,
+    register_version,
     training_roi_extra,
+    version_extra,
 )
 
 logger = logging.getLogger(__name__)
@@ -61,13 +55,10 @@ def tile_key(path: object, tile: int) -> str:
 
 
 class TileDataset(TorchDataset):
-    """Every tile of every sample, image-major, as anomalib ``ImageItem``s.
-
-    image: (3, th, tw) float32 in [0, 1]; gt_mask: (th, tw) bool; gt_label: 1 when the tile
-    holds defect pixels. With ``roi``, tiles holding no ROI pixel are left out and
-    ``training_roi`` holds each kept tile's ROI mask. The last decoded image is cached, so
-    read the dataset in order. ``bits``: significant bits of 16-bit images (``image_bits``).
-    """
+    """Every tile of every sample, image-major, as anomalib ``ImageItem``s (image (3, th, tw)
+    float32 in [0, 1], gt_mask (th, tw) bool). With ``roi``, tiles without an ROI pixel are left
+    out and ``training_roi`` holds the kept tiles' masks. Only the last image is cached: read in
+    order. ``bits``: significant bits of 16-bit images."""
 
     def __init__(
         self,
@@ -230,9 +221,7 @@ def train_tiled(
     pixel and patches outside it are left out (``training.roi``), recorded in the version."""
     check_tiling(config, tiling)
     validation, test = evaluation_splits(config, dataset)
-    weights = resolve_weights(
-        config.backbone.name, config.backbone.weights, config.backbone.weights_file
-    )
+    weights = config_weights(config)
     model, fit_seconds, tile_data = fit_tiles(
         config, tiling, dataset.train_samples, validation, weights, progress=progress, roi=roi
     )
@@ -248,23 +237,18 @@ def train_tiled(
         measured, _ = outputs.measure(calibration)
         judged = replace(measured, calibration=calibration)
         metrics = {**judged.to_mapping(), **replace(fit, test_images=len(test)).to_mapping()}
-    state = model.state_dict()
-    record = registry.create_version(
+    record = register_version(
+        registry,
         product,
+        model,
+        dataset,
         model_kind=config.kind,
         config=to_mapping(config),
-        dataset={**dataset.fingerprint(), "root": str(dataset.root)},
         metrics=metrics,
-        packages=package_versions(),
-        write_files=lambda directory: torch.save(state, directory / CHECKPOINT_FILE),
         weights=weights.record(),
         extra={
-            "preprocessing": to_mapping(station_preprocessing(config, weights)),
-            "normalization": to_mapping(calibration.normalization),
-            "segmentation": to_mapping(calibration.segmentation),
-            "splits": to_mapping(_split_record(dataset, validation, test)),
+            **version_extra(config, weights, dataset, (validation, test), calibration),
             "tiling": to_mapping(tiling),
-            "train_images": len(dataset.train_samples),
             "train_tiles": tiles,
             **training_roi_extra(
                 roi,

@@ -1,16 +1,9 @@
 """Train anomalib PatchCore / STFPM / PaDiM on an ``inspection.data`` Dataset and register a version.
 
-``train(config, dataset, product=..., registry=...)`` fits the model with anomalib's ``Engine``
-on CPU, evaluates it on the held-out test split and writes an immutable registry version:
-
-- ``model.pt``: the LightningModule ``state_dict`` (backbone, memory bank / student / Gaussians,
-  post-processor thresholds and min-max); ``load_trained_model(record)`` rebuilds it from
-  ``record.config`` with no weights download;
-- ``record.config``: the resolved ``ModelConfig``; ``record.dataset``: the fingerprint plus
-  ``root``; ``record.weights``: which backbone weights were used;
-- ``record.preprocessing()`` / ``record.normalization()`` / ``record.splits()``: the typed
-  ``Preprocessing`` / ``Normalization`` an exported bundle needs and the validation/test split
-  (stored in ``record.extra`` through ``to_mapping``).
+A version holds ``model.pt`` (the LightningModule ``state_dict``, rebuilt from ``record.config``
+by ``load_trained_model`` with no weights download), the resolved config, the dataset
+fingerprint, the backbone weights used, and in ``record.extra`` the preprocessing,
+normalisation and validation/test split an exported bundle needs.
 """
 
 from __future__ import annotations
@@ -40,6 +33,7 @@ from inspection.core.calibration import Normalization
 from inspection.core.config import to_mapping
 from inspection.core.errors import DatasetError
 from inspection.core.fingerprint import relative_name
+from inspection.core.global_context import GlobalContext
 from inspection.core.metrics import EvaluationMetrics
 from inspection.core.model_record import DataSplits, FitFigures, ModelRecord
 from inspection.core.product_config import ModelConfig, model_config_from_mapping
@@ -98,11 +92,8 @@ PACKAGES = ("torch", "torchvision", "anomalib", "lightning", "timm", "openvino",
 def split_validation(
     samples: Sequence[Sample], fraction: float, seed: int
 ) -> tuple[list[Sample], list[Sample]]:
-    """Split test samples into (validation, test), stratified by defect type, seeded.
-
-    Each defect type (and "good") gives ``round(n * fraction)`` samples, at least one when it
-    has two or more, to validation. ``fraction == 0`` returns ``([], samples)``.
-    """
+    """Split test samples into (validation, test), stratified by defect type, seeded: each
+    type gives ``round(n * fraction)`` (at least one of two or more) to validation."""
     if fraction <= 0:
         return [], list(samples)
     rng = np.random.default_rng(seed)
@@ -145,25 +136,24 @@ def evaluation_splits(config: ModelConfig, dataset: Dataset) -> tuple[list[Sampl
 def make_loader(
     samples: Sequence[Sample], config: ModelConfig, *, shuffle: bool = False
 ) -> DataLoader:
-    generator = torch.Generator().manual_seed(config.seed)
     return DataLoader(
         SampleDataset(samples, config.image_size, config.image_bits),
         batch_size=config.batch_size,
         shuffle=shuffle,
         num_workers=config.num_workers,
         collate_fn=ImageBatch.collate,
-        generator=generator,
+        generator=torch.Generator().manual_seed(config.seed),
     )
 
 
-# -------------------------------------------------------------------------- models
+def config_weights(config: ModelConfig) -> ResolvedWeights:
+    """The backbone weights ``config`` names (``resolve_weights``)."""
+    backbone = config.backbone
+    return resolve_weights(backbone.name, backbone.weights, backbone.weights_file)
 
 
 def load_trained_model(record: ModelRecord) -> Any:
-    """Rebuild the anomalib model of ``record`` and load its weights; returned in eval mode.
-
-    No download: the backbone is built randomly initialised and overwritten by ``model.pt``.
-    """
+    """Rebuild the anomalib model of ``record`` from ``model.pt`` (no download), in eval mode."""
     config = model_config_from_mapping(record.config, where=f"{record.model_version} config")
     prep = record.preprocessing()
     weights = ResolvedWeights(
@@ -173,9 +163,6 @@ def load_trained_model(record: ModelRecord) -> Any:
     state = torch.load(record.file(CHECKPOINT_FILE), map_location="cpu", weights_only=True)
     model.load_state_dict(state, strict=True)
     return model.eval()
-
-
-# -------------------------------------------------------------------------- training
 
 
 StageProgress = Callable[[str, int, int], None]
@@ -192,7 +179,6 @@ class StageClock:
         self._last = time.perf_counter()
 
     def lap(self, stage: str) -> None:
-        """Charge the time since the previous lap to ``stage``."""
         now = time.perf_counter()
         self.seconds[stage] = round(self.seconds.get(stage, 0.0) + now - self._last, 2)
         self.peak_gb[stage] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 2)
@@ -223,8 +209,7 @@ def train(
     progress: bool = True,
     roi: RoiSpec | None = None,
 ) -> ModelRecord:
-    """Fit, evaluate on the held-out test split and register an immutable version
-    (``roi``: the product's, left out of training; see ``train_model``)."""
+    """Fit, evaluate on the held-out test split and register an immutable version."""
     return train_model(
         config, dataset, product=product, registry=registry, progress=progress, roi=roi
     ).record
@@ -249,9 +234,7 @@ def train_model(
     clock = StageClock()
     validation, test = evaluation_splits(config, dataset)
     fingerprint = dataset.fingerprint()
-    weights = resolve_weights(
-        config.backbone.name, config.backbone.weights, config.backbone.weights_file
-    )
+    weights = config_weights(config)
     masks = None if roi is None else TrainingRoi.whole_image(roi, tuple(config.image_size))
     model, fit_seconds = fit(
         config, dataset.train_samples, validation, weights, progress=progress, roi=masks,
@@ -268,7 +251,7 @@ def train_model(
     model.train_rows = {}  # the fit's rows served the out-of-fold scores: free them
     clock.lap("out_of_fold")
     calibration = calibrate_predictions(validated, config.operating_point, good_scores)
-    normalization, segmentation = calibration.normalization, calibration.segmentation
+    normalization = calibration.normalization
     clock.lap("calibration")
     predictions = predict(model, test, image_size=config.image_size, bits=config.image_bits)
     predictions = masked_predictions(predictions, roi)
@@ -285,34 +268,26 @@ def train_model(
     metrics = metrics_of_predictions(predictions, calibration)
     clock.lap("evaluation")
     set_post_processor(model, normalization)
-    state = model.state_dict()
-
-    def write_files(directory: Path) -> None:
-        torch.save(state, directory / CHECKPOINT_FILE)
-        if context is not None and context.context.components:
-            context.context.save(directory / CONTEXT_FILE)
-
-    record = registry.create_version(
+    fitted = context.context if context is not None and context.context.components else None
+    record = register_version(
+        registry,
         product,
+        model,
+        dataset,
+        None if fitted is None else (lambda directory: fitted.save(directory / CONTEXT_FILE)),
+        fingerprint,
         model_kind=config.kind,
         config=to_mapping(config),
-        dataset={**fingerprint, "root": str(dataset.root)},
+        weights=weights.record(),
         metrics={
             **metrics.to_mapping(),
             **FitFigures(fit_seconds=round(fit_seconds, 2), test_images=len(test)).to_mapping(),
         },
-        packages=package_versions(),
-        write_files=write_files,
-        weights=weights.record(),
         extra={
-            "preprocessing": to_mapping(station_preprocessing(config, weights)),
-            "normalization": to_mapping(normalization),
-            "segmentation": to_mapping(segmentation),
-            "splits": to_mapping(_split_record(dataset, validation, test)),
+            **version_extra(config, weights, dataset, (validation, test), calibration),
             "good_scores": to_mapping(
                 _good_score_record(dataset, good_scores, validated, config.calibration_folds)
             ),
-            "train_images": len(dataset.train_samples),
             "map_resolution": list(config.image_size),
             **({"global_context": _context_record(context)} if context else {}),
             **({"local_statistics": to_mapping(local_stats)} if local_stats else {}),
@@ -372,13 +347,11 @@ def _fit_global_context(
     """Fit the global context; test predictions get fused scores (maps stay local) when a
     component was kept on validation, else they stay the local model's. ``good_scores``: the
     training images' out-of-fold scores, for the fused threshold."""
-    prep = station_preprocessing(config, weights)
-    layers = config.backbone.layers
     fitted = fit_model_context(
         model.model,
         config.global_context,
-        layers,
-        prep,
+        config.backbone.layers,
+        station_preprocessing(config, weights),
         [s.path for s in train_samples],
         validation,
         to_mapping(normalization),
@@ -388,14 +361,28 @@ def _fit_global_context(
     if not fitted.context.components:
         logger.info("global context: no component helped on validation; the model stays local")
         return fitted, normalization, predictions
-    outputs = model_outputs(model.model, [Path(p) for p in predictions.paths], prep, layers)
-    fused, _ = fused_scores(fitted.context, outputs)
-    scores = fused.astype(np.float32)
     fused_stats = {
         k: fitted.normalization[k] for k in ("image_threshold_raw", "image_min", "image_max")
     }
     fused_normalization = dataclasses.replace(normalization, **fused_stats)
-    return fitted, fused_normalization, dataclasses.replace(predictions, scores=scores)
+    fused = fused_predictions(model, config, weights, fitted.context, predictions)
+    return fitted, fused_normalization, fused
+
+
+def fused_predictions(
+    model: Any,
+    config: ModelConfig,
+    weights: ResolvedWeights,
+    context: GlobalContext,
+    predictions: Predictions,
+) -> Predictions:
+    """``predictions`` with the global ``context``'s fused image scores (maps stay local)."""
+    prep = station_preprocessing(config, weights)
+    paths = [Path(p) for p in predictions.paths]
+    fused, _ = fused_scores(
+        context, model_outputs(model.model, paths, prep, config.backbone.layers)
+    )
+    return dataclasses.replace(predictions, scores=fused.astype(np.float32))
 
 
 def _context_out_of_fold(good: TrainGoodScores | None) -> TrainOutOfFold | None:
@@ -440,12 +427,8 @@ def fit(
     prepare: Callable[[Any], None] | None = None,
     stages: StageProgress | None = None,
 ) -> tuple[Any, float]:
-    """Seeded anomalib ``Engine.fit`` on CPU; returns (model in eval mode, seconds).
-
-    No validation loop: the calibration (``training.operating``) sets the thresholds and
-    normalisation from the validation predictions, once (``set_post_processor``).
-    ``prepare``: called on the built model before training (``fit_loaders``).
-    """
+    """``fit_loaders`` on ``train_samples``, without a validation loop (the calibration sets
+    thresholds and normalisation once, from the validation predictions)."""
     train_loader = make_loader(train_samples, config, shuffle=True)
     return fit_loaders(config, weights, train_loader, None, progress, roi, prepare, stages)
 
@@ -460,13 +443,9 @@ def fit_loaders(
     prepare: Callable[[Any], None] | None = None,
     stages: StageProgress | None = None,
 ) -> tuple[Any, float]:
-    """``fit`` on given loaders (whole images or tiles); returns (model in eval mode, seconds).
-
-    ``roi``: input masks of the training items; patches outside leave the bank / the loss.
-    ``prepare``: called on the built model before training (the auto search's shared
-    backbone outputs, ``training.auto.SharedFeatures``).
-    Lightning writes its checkpoint into a temporary folder that is removed afterwards.
-    """
+    """Seeded fit on CPU of whole images or tiles; returns (model in eval mode, seconds).
+    ``roi``: input masks of the training items (patches outside leave the bank / the loss);
+    ``prepare``: called on the built model first (the auto search's ``SharedFeatures``)."""
     lightning.seed_everything(config.seed, workers=True, verbose=False)
     torch.use_deterministic_algorithms(True, warn_only=True)
     model = build_model(config, weights)
@@ -551,6 +530,54 @@ def set_post_processor(model: Any, norm: Normalization) -> None:
     }
     for name, value in values.items():
         getattr(post, name).fill_(float(value))
+
+
+def register_version(
+    registry: Registry,
+    product: str,
+    model: Any,
+    dataset: Dataset,
+    save: Callable[[Path], None] | None = None,
+    fingerprint: Mapping[str, Any] | None = None,
+    **record: Any,
+) -> ModelRecord:
+    """Register ``model``'s state dict as ``model.pt`` of a new version of ``product``, with
+    ``dataset``'s fingerprint (taken now unless given) and the ``Registry.create_version``
+    entries ``record`` (kind, config, metrics, weights, extra); ``save`` writes further files
+    into the version."""
+    state = model.state_dict()
+    fingerprint = fingerprint or dataset.fingerprint()
+
+    def write_files(directory: Path) -> None:
+        torch.save(state, directory / CHECKPOINT_FILE)
+        if save is not None:
+            save(directory)
+
+    return registry.create_version(
+        product,
+        dataset={**fingerprint, "root": str(dataset.root)},
+        packages=package_versions(),
+        write_files=write_files,
+        **record,
+    )
+
+
+def version_extra(
+    config: ModelConfig,
+    weights: ResolvedWeights,
+    dataset: Dataset,
+    splits: tuple[Sequence[Sample], Sequence[Sample]],
+    calibration: Any,
+) -> dict[str, Any]:
+    """The ``extra`` entries every trained version records: preprocessing, normalisation and
+    segmentation (of ``calibration``), its (validation, test) ``splits``, training images."""
+    return {
+        "preprocessing": to_mapping(station_preprocessing(config, weights)),
+        "normalization": to_mapping(calibration.normalization),
+        "segmentation": to_mapping(calibration.segmentation),
+        "splits": to_mapping(_split_record(dataset, *splits)),
+        "train_images": len(dataset.train_samples),
+    }
 
 
 def package_versions() -> dict[str, str]:
