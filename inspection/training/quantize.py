@@ -1,14 +1,10 @@
 """INT8 post-training quantisation of an OpenVINO model with NNCF.
 
-Only the backbone is quantised. The distance head (PatchCore's feature pooling, embedding,
-memory-bank MatMul/sqrt/min/top-k, re-weighting softmax and the map's Gaussian blur; STFPM's
-normalised teacher-student differences and the upsampled product) stays in FP32 through an
-NNCF ``IgnoredScope``: in INT8 the memory-bank distances collapse (brick PatchCore INT8 had
-image AUROC 0.833 and a flat map on its own validation split before this).
-
-Calibration uses good training images preprocessed exactly as the station does
-(``inspection.runtime.preprocess``); accuracy control validates on the labelled validation
-split with image AUROC and lets NNCF revert layers to float until the drop is at most
+Only the backbone is quantised: the distance head (PatchCore's pooling, embedding, memory-bank
+distances, kNN and the map's blur; STFPM's teacher-student differences) stays in FP32 through
+an NNCF ``IgnoredScope`` (in INT8 the bank distances collapse: brick PatchCore had image AUROC
+0.833 and a flat map). Calibration uses good training images preprocessed as the station does;
+accuracy control lets NNCF revert layers until the validation image-AUROC drop is at most
 ``max_drop``.
 """
 
@@ -22,15 +18,14 @@ from types import ModuleType
 import numpy as np
 import openvino as ov
 
+from inspection.core.metrics import image_auroc
+
 log = logging.getLogger(__name__)
 
 
 def import_nncf() -> ModuleType:
-    """``nncf``, with its records handed to the root logger instead of its own stdout handler.
-
-    nncf installs a stdout handler at import (and stops propagation), so its INFO lines would
-    bypass the CLI's log file (``cli.console.quiet_logs``) and fill the screen.
-    """
+    """``nncf``, its records handed to the root logger (its own stdout handler, installed at
+    import, would bypass the CLI's log file and fill the screen)."""
     # With a CUDA toolkit but no GPU, torch warns "No CUDA runtime is found" through its own
     # screen handler when nncf loads torch's extension helpers: noise on a CPU machine.
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
@@ -86,17 +81,6 @@ def ignored_scope(model: ov.Model) -> object:
     return nncf.IgnoredScope(names=names, validate=False)
 
 
-def image_auroc(scores: Sequence[float], labels: Sequence[int]) -> float:
-    """Area under the ROC curve of image scores; NaN when only one class is present."""
-    # deferred: scikit-learn (0.8 s), only to compare accuracy
-    from sklearn.metrics import roc_auc_score
-
-    labels = np.asarray(labels)
-    if labels.min() == labels.max():
-        return float("nan")
-    return float(roc_auc_score(labels, np.asarray(scores, dtype=np.float64)))
-
-
 def _advanced_parameters(nncf: ModuleType, seven_bit_weights: bool) -> object:
     """NNCF's advanced parameters: the overflow fix in every layer, or in the first layer only
     (NNCF's default)."""
@@ -114,15 +98,12 @@ def quantize_int8(
     keep_head_fp32: bool = True,
     seven_bit_weights: bool = True,
 ) -> ov.Model:
-    """Quantise ``model`` to INT8.
+    """Quantise ``model`` to INT8 on ``calibration``, (3, h, w) float32 inputs of good images.
 
-    ``calibration``: (3, h, w) float32 model inputs of good images. With ``validation``
-    ((3, h, w) input, label) pairs, runs ``nncf.quantize_with_accuracy_control`` with an
-    absolute image-AUROC ``max_drop``; otherwise plain ``nncf.quantize``.
-    ``keep_head_fp32=False`` quantises the distance head too (only to measure what it costs).
-    ``seven_bit_weights``: NNCF's overflow fix in every layer, not only the first. CPUs without
-    VNNI (AVX2) multiply u8 activations by s8 weights in pairs summed to int16, which saturates
-    with 8-bit weights; with 7 the bundle computes the same on AVX2, VNNI and AMX stations.
+    With ``validation`` ((3, h, w) input, label) pairs: accuracy control with an absolute
+    image-AUROC ``max_drop``. ``keep_head_fp32=False`` quantises the distance head too (to
+    measure what it costs). ``seven_bit_weights``: NNCF's overflow fix in every layer, so AVX2
+    CPUs (u8 x s8 pairs summed to int16 saturate with 8-bit weights) compute what VNNI and AMX do.
     """
     nncf = import_nncf()
 
@@ -148,8 +129,8 @@ def quantize_int8(
         for tensor, label in items:
             scores.append(float(np.ravel(compiled(tensor)[port])[0]))
             labels.append(int(label))
-        auroc = image_auroc(scores, labels)
-        return (0.0 if np.isnan(auroc) else auroc), scores
+        auroc = image_auroc(np.asarray(scores), np.asarray(labels))
+        return (0.0 if auroc is None else auroc), scores
 
     validation_set = nncf.Dataset(
         [(tensor[None], int(label)) for tensor, label in validation], lambda item: item[0]

@@ -1,9 +1,7 @@
 """Export a registered model version: its bundle metadata, its recorded splits, the registry.
 
-``export_bundle`` loads the version's model and dataset, hands them to
-``training.export.export_model`` (convert, quantise, calibrate, gate) and adds the bundle to
-the registry; it signs the bundle with the site key when the site has one, and only a signed
-bundle is promoted then.
+``export_bundle`` hands the version's model and dataset to ``training.export.export_model`` and
+adds the bundle, signed with the site key when the site has one, to the registry.
 """
 
 from __future__ import annotations
@@ -27,6 +25,7 @@ from inspection.core.product_config import (
 )
 from inspection.core.registry import Registry
 from inspection.core.signing import bundle_digest, sign_bundle, site_signing_key
+from inspection.data.check import listed
 from inspection.data.dataset import load_dataset
 from inspection.training.bundle_calibration import record_operating_point
 from inspection.training.convert import MAP_OUTPUT, POOLED_OUTPUT, SCORE_OUTPUT
@@ -95,14 +94,11 @@ def export_bundle(
     progress: Progress | None = None,
     reference: Measured | None = None,
 ) -> ExportResult:
-    """Export a registered version and add the bundle to the registry.
+    """Export a registered version and add the bundle to the registry, signed when the site
+    holds its signing key (``core.signing.site_keys_dir``).
 
-    ``options`` set the precision, INT8 calibration and the gate (``options.tolerances``
-    against FP32; with ``accuracy_control`` NNCF's image-AUROC budget is
-    ``tolerances.image_auroc``); ``source`` picks the version and whether to promote it.
-    When the site holds its signing key (``core.signing.site_keys_dir``) the bundle is signed
-    before it enters the registry, so a promoted bundle is a signed one. ``reference``: the
-    same version's FP32 export's ``measured`` (the gate's reference, not measured again).
+    ``options``: precision, INT8 calibration and the gate; ``source``: which version, and
+    whether to promote it. ``reference``: the same version's FP32 export's ``measured``.
     """
     signing_key = site_signing_key(registry.root)
     source = source or RegistryExport()
@@ -241,20 +237,15 @@ def _context_files(record: ModelRecord) -> dict[str, Path]:
 
 
 def held_out_test_samples(record: ModelRecord, dataset: Any) -> list[LabelledSample]:
-    """The version's held-out test split (not the validation images that set its thresholds).
-
-    Falls back to the whole test split when the record lists no split.
-    """
+    """The version's held-out test split (not the validation images that set its thresholds)."""
     return split_samples(record, dataset, "test")
 
 
 def split_samples(
     record: ModelRecord, dataset: Any, split: Literal["validation", "test"]
 ) -> list[LabelledSample]:
-    """The labelled images of the version's recorded ``split`` ("validation" or "test").
-
-    A record without splits (older versions) falls back to the whole test split.
-    """
+    """The labelled images of the version's recorded ``split`` (a record without splits:
+    the whole test split)."""
     chosen = set(getattr(record.splits(), split))
     if not chosen:
         log.warning(
@@ -283,8 +274,8 @@ def _require_recorded_content(
     chosen: set[str],
 ) -> None:
     """``BundleError`` when the ``split`` images (or masks) in ``root`` are not the ones the
-    version recorded: calibrating a bundle on other images than its version measured would
-    give it thresholds nobody evaluated. Versions that record no file hashes are not checked."""
+    version recorded (its thresholds would be set on images nobody evaluated); versions that
+    record no file hashes are not checked."""
     recorded: dict[str, str] = record.dataset.get("files") or {}
     if not recorded:
         return
@@ -295,11 +286,8 @@ def _require_recorded_content(
             files[relative_name(sample.mask_path, root)] = sample.mask_path
         changed += [r for r, path in files.items() if recorded.get(r) != sha256_file(path)]
     if changed:
-        listed = ", ".join(changed[:5]) + (
-            f" and {len(changed) - 5} more" if len(changed) > 5 else ""
-        )
         raise BundleError(
             f"{len(changed)} {split} file(s) in {root} are missing or differ from what "
-            f"{record.model_version} was trained and measured on ({listed}): export from the "
+            f"{record.model_version} was trained and measured on ({listed(changed)}): export from the "
             "dataset as it was, or train a new version on this one"
         )

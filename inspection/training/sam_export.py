@@ -63,10 +63,8 @@ SAM_BUILDERS: dict[str, Callable[[], nn.Module]] = {"vit_t": _build_vit_t, "vit_
 def build_sam(
     backend: str, checkpoint: str | Path | None, *, random_init: bool = False
 ) -> nn.Module:
-    """Build a SAM model in eval mode from ``checkpoint``, or with random weights if asked.
-
-    A missing, unreadable, truncated or mismatching checkpoint raises ``WeightsError``.
-    """
+    """Build a SAM model in eval mode from ``checkpoint`` (a bad one raises ``WeightsError``),
+    or with random weights if asked."""
     if backend not in SAM_BUILDERS:
         raise ValueError(
             f"unknown SAM backend {backend!r}; valid: {', '.join(sorted(SAM_BUILDERS))}"
@@ -275,11 +273,9 @@ def _package_versions() -> dict[str, str]:
 def torch_reference(
     model: nn.Module, image_input: np.ndarray, coords: np.ndarray, labels: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Torch outputs for parity checks: embeddings, low-res mask logits, IoU predictions.
-
-    Uses the model's own ``prompt_encoder`` forward (points + box), not the export wrapper.
-    ``coords`` (N, 2) and ``labels`` (N,) in the export convention (2/3 = box corners).
-    """
+    """Torch outputs for parity checks: embeddings, low-res mask logits, IoU predictions, by
+    the model's own prompt encoder (not the export wrapper). ``coords`` (N, 2) and ``labels``
+    (N,) in the export convention (2/3 = box corners)."""
     with torch.no_grad():
         emb = model.image_encoder(torch.from_numpy(image_input))
         is_box = np.isin(labels, (2, 3))
@@ -292,19 +288,11 @@ def torch_reference(
             )
         boxes = torch.from_numpy(coords[is_box].reshape(1, 4)) if is_box.any() else None
         sparse, dense = model.prompt_encoder(points=points, boxes=boxes, masks=None)
-        masks, iou = model.mask_decoder(
-            image_embeddings=emb,
-            image_pe=model.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=True,
-        )
-        # The decoder's forward drops mask 0 with multimask; recompute all four for parity.
+        # the decoder's forward drops mask 0 with multimask: all four, for parity
         all_masks, all_iou = model.mask_decoder.predict_masks(
             image_embeddings=emb,
             image_pe=model.prompt_encoder.get_dense_pe(),
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
         )
-    del masks, iou
     return emb.numpy(), all_masks.numpy(), all_iou.numpy()
