@@ -1,16 +1,10 @@
 """Flipped and rotated copies of the training images in PatchCore's memory bank.
 
-A patch of good surface seen mirrored or turned by 90 degrees is still good surface (texture
-on a line has no preferred side, a part's edge runs either way), but a bank of 60 images holds
-only the orientations those happened to show. ``bank_augment`` (``ModelConfig``) adds each
-training image's views (``VIEWS``) to the patches the coreset is chosen from: in the training
-epoch, in the out-of-fold banks that calibrate the threshold (an image and its views always
-share a fold, so no image is scored against its own mirror) and in ``train --update``. The
-station is unchanged: it scores the part as it is against the bank. Evidence:
-``reports/bank_augment`` (``bench/bank_augment.py``).
-
-A product with an ROI (``training.roi``) keeps patches by where they lie on the part; views
-move them, so the two are refused together.
+Good surface seen mirrored or turned by 90 degrees is still good surface, but a bank of 60
+images holds only the orientations those showed. ``bank_augment`` adds each training image's
+views (``VIEWS``) to the patches the coreset is chosen from: in the training epoch, in the
+out-of-fold banks (an image and its views share a fold) and in ``train --update``; the station
+is unchanged (``reports/bank_augment``). Views move patches, so an ROI refuses them.
 """
 
 from __future__ import annotations

@@ -1,12 +1,9 @@
 """The product's ROI in training: which feature-map patches a model may learn from.
 
-A patch (one cell of a backbone feature map) is kept when its receptive-field centre, the
-centre of the cell in input pixels, lies inside the ROI (``core.roi``). PatchCore leaves the
-other patches out of its memory bank; STFPM leaves them out of its loss
-(``masked_stfpm_loss``). Masks are looked up by each training item's ``image_path``, so one
-``TrainingRoi`` serves whole images (one mask for all) and tiles (a mask per tile key).
-Scores and maps of whole images are masked as a bundle masks its outputs (``masked_predictions``,
-``core.roi.apply_roi``), so the torch model's calibration scores and its ROI bundles' agree.
+A patch is kept when its receptive-field centre lies inside the ROI (``core.roi``): PatchCore
+leaves the others out of its bank, STFPM out of its loss. Masks are looked up by each item's
+``image_path``, so one ``TrainingRoi`` serves whole images and tiles. Whole images' scores and
+maps are masked as a bundle masks its outputs (``masked_predictions``).
 """
 
 from __future__ import annotations
@@ -24,12 +21,9 @@ from inspection.training.samples import Predictions
 
 
 class TrainingRoi:
-    """Input-resolution ROI masks of training items: (H, W) bool, True inside.
-
-    ``masks`` by ``image_path``; ``every``: the mask of any path not listed (whole images,
-    which all share the input size and the reference frame); ``spec``: the ROI of whole
-    images, whose scores are masked to it (``core.roi.apply_roi``; None for tiles).
-    """
+    """Input-resolution ROI masks of training items: (H, W) bool, True inside. ``masks`` by
+    ``image_path``; ``every``: the mask of any other path (whole images); ``spec``: the ROI
+    whole images' scores are masked to (None for tiles)."""
 
     def __init__(
         self,
@@ -108,12 +102,9 @@ def masked_stfpm_loss(
     student: Mapping[str, torch.Tensor],
     keep: Mapping[str, torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """anomalib's STFPM loss (``STFPMLoss``) over kept positions only.
-
-    Per layer: 0.5 * the squared distance of the L2-normalised (B, C, h, w) features, summed
-    over channels and kept positions, divided by the kept positions per image (h * w when all
-    are kept: exactly anomalib's loss); summed over layers. ``keep``: (B, h, w) bool per layer.
-    """
+    """anomalib's STFPM loss over kept positions only (``keep``: (B, h, w) bool per layer):
+    per layer, 0.5 * the squared distance of the L2-normalised features summed over channels
+    and kept positions, divided by the kept positions per image (all kept: anomalib's loss)."""
     total = torch.zeros((), dtype=next(iter(teacher.values())).dtype)
     for layer, teacher_features in teacher.items():
         squared = (F.normalize(teacher_features) - F.normalize(student[layer])) ** 2

@@ -22,13 +22,9 @@ from inspection.data.decoded import KEPT
 
 
 class SampleDataset(TorchDataset):
-    """Samples as anomalib ``ImageItem``s at the model resolution.
-
-    image: (3, H, W) float32 in [0, 1], resized with bilinear interpolation (cv2.INTER_LINEAR,
-    the bundle's ``resize: bilinear``); gt_mask: (H, W) bool, nearest-neighbour resized.
-    Normalisation (mean/std) is the model's pre-processor's job. ``bits``: significant bits
-    of 16-bit images (the product's ``image_bits``, ``core.images.narrow_to_8_bits``).
-    """
+    """Samples as anomalib ``ImageItem``s at the model resolution: image (3, H, W) float32 in
+    [0, 1], bilinear as the bundle's ``resize``; gt_mask (H, W) bool. Normalisation is the
+    pre-processor's. ``bits``: significant bits of 16-bit images (``image_bits``)."""
 
     def __init__(
         self,
@@ -74,10 +70,8 @@ def load_image(
 
 
 def load_mask(sample: Sample, image_size: tuple[int, int]) -> np.ndarray:
-    """Ground truth as (H, W) bool at ``image_size``; all False for good samples.
-
-    A defective sample without a mask file gets an all-False mask; ``mask_known`` tells them apart.
-    """
+    """Ground truth as (H, W) bool at ``image_size``; all False for good samples and for a
+    defective one without a mask file (``mask_known`` tells them apart)."""
     return read_mask(sample.mask_path if sample.label else None, image_size)
 
 
@@ -88,14 +82,10 @@ def mask_known(sample: Sample) -> bool:
 
 @dataclass(frozen=True)
 class Predictions:
-    """Model outputs on N test images, raw (not min-max normalised).
-
-    scores: (N,) float32 image anomaly scores; maps: (N, H, W) float32 anomaly maps at the
-    model input resolution (``image_size``); labels: (N,) int64 0 good / 1 defective;
-    gt_masks: (N, H, W) bool ground truth resized (nearest) to the map resolution;
-    mask_known: (N,) bool, False for a defective image without a mask file; ``bits``: the
-    significant bits the 16-bit images among ``paths`` were read at (``image_bits``).
-    """
+    """Raw model outputs on N test images: scores (N,) float32; maps (N, H, W) float32 at the
+    model input resolution; labels (N,) int64 0 good / 1 defective; gt_masks (N, H, W) bool;
+    mask_known (N,) bool, False for a defective image without a mask file; ``bits``: the
+    significant bits 16-bit images were read at."""
 
     scores: np.ndarray
     maps: np.ndarray

@@ -1,7 +1,6 @@
 """Backbone outputs kept per input batch, so that a second model run on the same images (the
-auto search's candidates; training's validation images, scored by the local-statistics decision
-and then by the model) does not run the backbone again. Outputs are identical: the inputs are
-matched by their bytes."""
+auto search's candidates; training's validation images) does not run the backbone again.
+Inputs are matched by their bytes, so outputs are identical."""
 
 from __future__ import annotations
 
@@ -17,13 +16,9 @@ LIMIT_BYTES = 2 * 1024**3
 
 
 class SharedFeatures:
-    """Backbone outputs shared by model runs on the same input batches. In the auto search (one
-    per process), a PatchCore or PaDiM candidate
-    with the same backbone weights and input size as an earlier one (default, global context,
-    PaDiM; 2x after 2x with layers 2+4+6) reads its layers' outputs of each input batch from
-    here instead of running the backbone again, as the same candidate's validation images do
-    a second time. Keyed by backbone, layer and the batch's bytes; up to ``LIMIT_BYTES``, then
-    later outputs are computed as ever."""
+    """Backbone outputs shared by model runs on the same input batches (a PatchCore or PaDiM
+    candidate with an earlier one's backbone and input size reads them from here), keyed by
+    backbone, layer and the batch's bytes, up to ``LIMIT_BYTES``."""
 
     def __init__(self, limit: int = LIMIT_BYTES) -> None:
         self.outputs: dict[tuple[str, str, bytes], torch.Tensor] = {}

@@ -1,11 +1,7 @@
 """One folder per model kind, as anomalib keeps its models: each holds its builder (``build``)
-and the steps that are its own after the fit.
-
-- ``patchcore/``: the Lightning module with our coreset (``lightning_model``), the coreset,
-  the fused local statistics, the map-peak image score, the out-of-fold calibration scores,
-  and the one training epoch that collects its bank (``collect_bank``).
-- ``stfpm/``: anomalib's STFPM with an ROI-masked loss.
-- ``padim/``: anomalib's PaDiM with a chosen covariance estimator and out-of-fold scores.
+and the steps that are its own after the fit (``patchcore``: coreset, local statistics, image
+score, out-of-fold scores, bank collection; ``stfpm``: ROI-masked loss; ``padim``: covariance
+estimators and out-of-fold scores).
 """
 
 from __future__ import annotations

@@ -1,21 +1,13 @@
 """PaDiM's per-cell Gaussians (``covariance`` estimator) and out-of-fold calibration scores.
 
-``PadimGaussian`` is anomalib's ``MultiVariateGaussian`` with the covariance estimator of the
-config: ``ridge`` is anomalib's own (sample covariance + 0.01 I), ``ledoit_wolf`` / ``oas``
-scikit-learn's shrinkage estimators, fitted per grid cell. The served model and the
-out-of-fold Gaussians below use the same estimator, so the threshold is calibrated on the
-kind of model the station serves.
-
-A PaDiM model scores its own training images low (each shaped the Gaussians), and only the
-good validation images are left to set the threshold: on ``part`` 18 of them, whose largest
-score let 7 of 42 held-out good parts through as NG (``reports/padim``). As for PatchCore
-(``training.models.patchcore.out_of_fold``), the N training images are split into the same seeded folds; each
-fold is scored by Gaussians fitted on the other folds' embeddings (a ``PadimGaussian`` with
-the served model's estimator), through the trained model's own anomaly-map head. The embeddings are computed once; a fold costs one Gaussian fit (one D x D inverse per
-grid cell) and one Mahalanobis pass. Fewer images per Gaussian than the trained model's: if
-anything a little high, a conservative threshold -- with the ridge estimator much higher
-(48 images for 100 dimensions leave most covariance directions to the fixed 0.01 ridge),
-which a shrinkage estimator narrows (``reports/padim``).
+``PadimGaussian`` is anomalib's ``MultiVariateGaussian`` with the config's covariance
+estimator: ``ridge`` (anomalib's, sample covariance + 0.01 I), or scikit-learn's ``ledoit_wolf``
+/ ``oas`` shrinkage per grid cell; the served model and the out-of-fold Gaussians use the same.
+A PaDiM model scores its own training images low, and the good validation images alone set a
+loose threshold (``part``: 7 of 42 held-out good parts NG, ``reports/padim``). So, as for
+PatchCore, each seeded fold of training images is scored by Gaussians fitted on the other
+folds' embeddings (computed once) through the model's own anomaly-map head: if anything a
+little high, a conservative threshold (much higher with ``ridge``, which shrinkage narrows).
 """
 
 from __future__ import annotations
@@ -62,10 +54,9 @@ class PadimGaussian(MultiVariateGaussian):
 
 def shrunk_gaussian(embedding: torch.Tensor, covariance: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean (D, h*w) and inverse covariance (h*w, D, D), float32, of (N, D, h, w) embeddings:
-    scikit-learn's ``covariance`` estimator (``SHRINKAGE``) fitted per grid cell in float64,
-    the h*w inverses taken as one batch. The per-cell fits run with one BLAS thread: their
-    (N, D) products are too small to share, and on a busy 2-core host threaded BLAS made the
-    fit of part's 1024 cells several times slower (``reports/padim``)."""
+    the ``covariance`` estimator (``SHRINKAGE``) per grid cell in float64, inverted as one
+    batch. One BLAS thread: threaded BLAS on such small products made part's 1024 cells
+    several times slower on a busy 2-core host (``reports/padim``)."""
     estimator = SHRINKAGE[covariance]
     n, dims, height, width = embedding.shape
     cells = embedding.detach().reshape(n, dims, height * width).permute(2, 0, 1).double()

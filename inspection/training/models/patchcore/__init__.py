@@ -46,11 +46,9 @@ def collect_bank(
     loader: DataLoader,
     stages: Callable[[str, int, int], None] | None = None,
 ) -> float:
-    """PatchCore's one training epoch without lightning's ``Trainer``, which adds nothing to it
-    (no optimiser, no validation): each batch through the pre-processor's transform (its
-    ``on_train_batch_start``) into ``training_step`` (embeddings collected), then ``fit`` (the
-    coreset, ``on_train_epoch_end``). Returns the seconds; ``stages`` is told of each batch
-    (``training.train.StageProgress``)."""
+    """PatchCore's one training epoch without lightning's ``Trainer`` (no optimiser, no
+    validation): each batch transformed into ``training_step``, then the coreset
+    (``on_train_epoch_end``). Returns the seconds; ``stages`` is told of each batch."""
     started = time.perf_counter()
     model.train()
     with torch.no_grad(), channels_last(model.model):

@@ -1,18 +1,13 @@
 """PatchCore's image score: the peak of its anomaly map, optionally blurred first.
 
-anomalib scores an image by its largest patch distance: one stride-8 cell, unsmoothed, so
-a single odd patch of good texture sets a good part's score. ``image_score: map_peak`` takes
-the peak of the anomaly map instead (anomalib has already blurred it, sigma 4 px), as STFPM
-and PaDiM do. ``image_score_blur`` blurs the map further before its peak (sigma as a fraction
-of the image side), so that evidence spread over a thin, faint or diffuse defect adds up
-while good texture's isolated peaks are averaged away; ``auto`` picks a sigma from
-``BLUR_CANDIDATES`` on the validation split and keeps it only when its paired bootstrap gain
-in validation image AUROC is above 0 at 95 % (``core.bootstrap.auroc_gain_interval``). Only
-the score changes: maps, and so regions, stay as they were.
-
-``MapPeakHead`` is part of the torch model, so the exported graph, its calibration on its own
-outputs, the export gate and the golden outputs all see the same score. Evidence:
-``reports/image_score`` (``bench/image_score.py``).
+anomalib scores an image by its largest patch distance: one unsmoothed stride-8 cell, so a single
+odd patch of good texture sets a good part's score. ``image_score: map_peak`` takes the peak of
+the (already blurred) anomaly map instead, as STFPM and PaDiM do; ``image_score_blur`` blurs it
+further (sigma a fraction of the side) so evidence spread over a faint or diffuse defect adds up;
+``auto`` picks a sigma from ``BLUR_CANDIDATES`` on validation and keeps it only when its paired
+bootstrap gain is above 0 at 95 %. Only the score changes, not maps or regions. ``MapPeakHead``
+is part of the torch model, so the exported graph and everything measured on it see the same
+score (``reports/image_score``).
 """
 
 from __future__ import annotations

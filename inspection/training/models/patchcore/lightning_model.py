@@ -1,24 +1,15 @@
 """anomalib's PatchCore with our coreset selection and a bounded memory bank.
 
-``Patchcore`` keeps anomalib's model (feature extractor, pooling, scoring, post-processing)
-and replaces only what ``fit()`` does with the embeddings collected during the training
-epoch: ``inspection.training.models.patchcore.coreset.select_coreset`` instead of anomalib's ``KCenterGreedy``,
-with the bank capped at ``memory_bank_max`` rows. With ``local_statistics`` its torch model is
-``training.models.patchcore.local_stats.FusedPatchcoreModel`` (fitted after training, see ``train``); with
-``image_score: map_peak`` it is scored by ``training.models.patchcore.image_score.MapPeakHead``. With
-``training_roi`` set (``training.roi.TrainingRoi``), patches whose receptive-field centre lies outside the product's
-ROI are dropped as they are collected, so they never reach the coreset or the bank.
+``Patchcore`` keeps anomalib's model and replaces only ``fit()``: ``coreset.select_coreset``
+instead of ``KCenterGreedy``, the bank capped at ``memory_bank_max`` rows. Its torch model may
+fuse ``local_stats`` and score by ``image_score.MapPeakHead``; with ``training_roi`` set,
+patches whose receptive-field centre lies outside the ROI are dropped as they are collected.
 
-Memory: the training images' patch rows are held for the coreset and for the out-of-fold
-scores (``train_rows``). While they fit in ``rows_budget_gb`` as float32 the bank is one
-coreset of all of them, as anomalib selects it. Past the budget (a plant's thousands of
-images) they are held as float16, and the bank is selected group by group: a coreset of each
-group of rows (float32 rows and their projection within the budget), then one of the union
-of those coresets. A union of k-center coresets covers the union of their groups (a
-composable coreset, as ``out_of_fold.fold_banks`` builds its fold banks). The float16 rows live
-in one file-backed mapping (an unlinked temporary file under ``TMPDIR``): the page cache keeps
-them while memory is free and the kernel writes them out when it is not, so the process's own
-memory stays set by the budget, not by the images (20,000 images at 256 px: 6.2 GB of rows).
+Memory: the patch rows (``train_rows``, also the out-of-fold scores') are float32 while they fit
+``rows_budget_gb``, and the bank is one coreset of all, as anomalib's. Past it (a plant's
+thousands of images) they are float16 in an unlinked file mapping under ``TMPDIR`` (the page
+cache holds them while memory is free; 20,000 images at 256 px: 6.2 GB), and the bank is a
+coreset of the union of per-group coresets (composable, as ``out_of_fold.fold_banks``).
 """
 
 from __future__ import annotations

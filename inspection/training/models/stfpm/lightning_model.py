@@ -1,10 +1,6 @@
-"""anomalib's STFPM whose training loss can leave out positions outside the product's ROI.
-
-``Stfpm`` is anomalib's model (teacher, student, anomaly maps, post-processing) with one change:
-when ``training_roi`` is set (``training.roi.TrainingRoi``), the training step computes
-``masked_stfpm_loss`` over the feature positions whose receptive-field centre lies inside the
-ROI, so the student is never taught the fixture around the part. Without it, the loss is
-anomalib's own.
+"""anomalib's STFPM whose training loss can leave out positions outside the product's ROI:
+with ``training_roi`` set, the loss (``masked_stfpm_loss``) covers only the feature positions
+whose receptive-field centre lies inside it, so the student never learns the fixture.
 """
 
 from __future__ import annotations
