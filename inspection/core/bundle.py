@@ -1,10 +1,8 @@
 """Self-describing model bundles: the contract between export and the line station.
 
-A bundle is a folder with OpenVINO IR files and ``metadata.json``. The metadata
-carries everything the station needs and never guesses: input size, colour order,
-pixel scale, mean/std, the score normalisation, thresholds, precision, the
-calibration set, the colour and sizes of the training images, the bundle's own metrics and
-the sha256 of every file.
+A bundle is a folder with OpenVINO IR files and ``metadata.json``, which carries everything
+the station needs and never guesses (preprocessing, normalisation, thresholds, precision, its
+own metrics, the sha256 of every file).
 """
 
 from __future__ import annotations
@@ -50,13 +48,9 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """How to turn a decoded RGB uint8 image into the model input tensor.
-
-    input = ((resize(image, input_size) * pixel_scale) - mean) / std, laid out NCHW.
-    ``input_size`` is (height, width). ``source_bits``: significant bits of a 16-bit camera
-    image, read at 8 bits by ``core.images.narrow_to_8_bits`` before any of this (the
-    product's ``image_bits`` at training; 16, the high byte, in bundles written before it).
-    """
+    """How to turn a decoded RGB uint8 image into the model input tensor: ((resize(image,
+    input_size (h, w)) * pixel_scale) - mean) / std, NCHW. ``source_bits``: significant bits
+    of a 16-bit camera image (``core.images.narrow_to_8_bits``; 16 in older bundles)."""
 
     input_size: tuple[int, int]
     mean: tuple[float, float, float]
@@ -83,10 +77,9 @@ class OutputNames:
 
 @dataclass(frozen=True)
 class GlobalContextSpec:
-    """A model's global-context component (``core.global_context``): its parameter file
-    (checksummed in a bundle), the backbone layers pooled for it (empty unless ``features``
-    is kept), the components kept out of the ``candidates`` tried, the fusion rule, and the
-    validation image AUROC that chose them. No kept component: the model is local only."""
+    """A model's global-context component (``core.global_context``): its parameter ``file``,
+    the pooled backbone ``layers``, the ``components`` kept of the ``candidates`` tried (none:
+    local only), the ``fusion`` rule and the validation AUROC that chose them."""
 
     components: tuple[str, ...]
     layers: tuple[str, ...]
@@ -106,8 +99,8 @@ class AccuracyControl:
 
 @dataclass(frozen=True)
 class QuantizationSet:
-    """The images an INT8 bundle was quantised on (NNCF post-training calibration): good
-    training images, ``size`` of them, fingerprinted (``sha256`` over ``files``)."""
+    """The good training images an INT8 bundle was quantised on (NNCF), ``sha256`` over
+    ``files``."""
 
     split: str
     label: str
@@ -118,8 +111,8 @@ class QuantizationSet:
     head_fp32: bool | None = None
     """The distance/map head kept in FP32; None: not recorded (older bundles)."""
     seven_bit_weights: bool | None = None
-    """7-bit weights in every layer (no u8 x s8 saturation on CPUs without VNNI); False: only in
-    the first layer; None: not recorded (older bundles, first layer only)."""
+    """7-bit weights in every layer (no u8 x s8 saturation without VNNI); False: the first
+    layer only; None: not recorded (first layer only)."""
 
 
 @dataclass(frozen=True)
@@ -168,9 +161,8 @@ class BundleMetadata:
     """Raw outputs of the bundle on its golden images, checked on the station's CPU at load
     (``core.golden``); None: older bundles, not checked."""
     input_domain: InputDomain | None = None
-    """The colour and sizes of the version's images (``core.input_domain``): a grey-trained
-    bundle converts colour input to grey, and the station refuses images unlike them. None:
-    older bundles, not checked."""
+    """The colour and sizes of the version's images (``core.input_domain``); None: older
+    bundles, not checked."""
     metrics: dict[str, Any] = field(default_factory=dict)
     source_dataset: dict[str, Any] = field(default_factory=dict)
     created_at: str = ""
@@ -259,11 +251,8 @@ def read_metadata_json(bundle_dir: str | Path, what: str = "model bundle") -> di
 def read_versioned_metadata(
     bundle_dir: str | Path, cls: type[T], schema_version: int, what: str
 ) -> T:
-    """``metadata.json`` of a bundle as the frozen type ``cls``, at exactly ``schema_version``.
-
-    A missing or unreadable file, another schema version or an invalid field raises
-    ``BundleError`` naming the file.
-    """
+    """``metadata.json`` of a bundle as the frozen type ``cls``, at exactly ``schema_version``
+    (``BundleError`` naming the file otherwise)."""
     data = read_metadata_json(bundle_dir, what=what)
     return parse_versioned_metadata(
         data, Path(bundle_dir) / METADATA_FILE, cls, schema_version, what
@@ -337,9 +326,8 @@ def verify_checksums(
             )
 
 
-def write_bundle_metadata(bundle_dir: str | Path, metadata: BundleMetadata) -> Path:
-    """Write ``metadata.json``, filling ``files`` with the sha256 of every other file."""
-    return write_metadata_json(bundle_dir, metadata)
+write_bundle_metadata = write_metadata_json
+"""Write a bundle's ``metadata.json``, filling ``files`` with the sha256 of every other file."""
 
 
 def copy_bundle(source: str | Path, target: str | Path, bundle_id: str) -> Path:

@@ -1,15 +1,9 @@
 """The export gate: does a bundle, at ITS OWN thresholds, judge parts as well as FP32 does?
 
-Figures (``BundleFigures``) are measured per bundle on the labelled held-out split at the
-bundle's own calibration, through the one verdict rule (``inspection.core.verdict.judge``)
-and the torch-free metrics (``inspection.core.metrics``): false-reject and miss rates,
-image/pixel AUROC, AUPRO, region recall and the count of NG verdicts without a region. ``check_gate`` compares a candidate with the FP32 reference within
-``GateTolerances`` and names every failed figure.
-
-What an export records beside a bundle's own metrics is one ``ExportRecord``: the
-``GateRecord`` (figures, FP32 reference figures, tolerances, decision) and, for a non-FP32
-bundle, the FP32 reference's metrics and the image-AUROC drop. It is written into and read
-from the bundle's ``metrics`` mapping here and nowhere else.
+``measure`` judges the labelled held-out split at the bundle's own calibration with the one
+verdict rule and the torch-free metrics (``BundleFigures``); ``check_gate`` compares them with
+the FP32 reference within ``GateTolerances`` and names every failed figure. What an export
+records beside a bundle's own metrics is one ``ExportRecord``, read and written here only.
 """
 
 from __future__ import annotations
@@ -86,12 +80,9 @@ class GateDecision:
 
 @dataclass(frozen=True)
 class GateRecord:
-    """The export gate's outcome as a bundle records it (``metrics["gate"]``).
-
-    ``figures``: the bundle's own on the held-out split; ``reference_fp32``: the FP32 bundle's,
-    calibrated the same way (an FP32 bundle is its own reference); ``forced``: registered
-    although refused (``--force``); a station never serves a refused bundle.
-    """
+    """The export gate's outcome as a bundle records it (``metrics["gate"]``): its own
+    ``figures`` vs ``reference_fp32`` (the FP32 bundle's, calibrated alike); ``forced``:
+    registered although refused (``--force``)."""
 
     passed: bool
     figures: BundleFigures
@@ -136,11 +127,8 @@ class GateRecord:
 
 @dataclass(frozen=True)
 class ExportRecord:
-    """What an export adds to a bundle's metrics beside its own ``EvaluationMetrics``.
-
-    ``gate`` None: exported before the gate (such bundles record only ``image_auroc_drop``);
-    ``reference_fp32`` and ``image_auroc_drop`` are None for an FP32 bundle.
-    """
+    """What an export adds to a bundle's metrics beside its own ``EvaluationMetrics``
+    (``gate`` None: exported before the gate; the FP32 fields None for an FP32 bundle)."""
 
     gate: GateRecord | None = None
     reference_fp32: EvaluationMetrics | None = None
@@ -179,11 +167,8 @@ class ExportRecord:
 def check_gate(
     candidate: BundleFigures, reference: BundleFigures, tolerances: GateTolerances
 ) -> GateDecision:
-    """Compare ``candidate`` with the FP32 ``reference``; every figure beyond tolerance fails.
-
-    A figure undefined on the split (None) for either bundle is not compared. NG verdicts
-    without a region fail whatever the reference does.
-    """
+    """Compare ``candidate`` with the FP32 ``reference``; every figure beyond tolerance fails
+    (undefined ones are not compared); an NG verdict without a region always fails."""
     failures, checks = [], []
     for item in fields(tolerances):
         name, tolerance = item.name, getattr(tolerances, item.name)
@@ -211,12 +196,10 @@ def measure(
     *,
     mask_known: np.ndarray | None = None,
 ) -> tuple[EvaluationMetrics, BundleFigures]:
-    """Judge every image at the calibration's thresholds with the one verdict rule, and measure.
-
-    scores (N,) and maps (N, h, w) raw model outputs; masks (N, h, w) bool ground truth.
-    Verdicts and regions come from the normalised outputs exactly as the station judges them;
-    AUROC/AUPRO from the raw ones (normalisation clips, which would create ties).
-    """
+    """Judge every image at the calibration's thresholds with the one verdict rule, and
+    measure: ``scores`` (N,) and ``maps`` (N, h, w) raw outputs, ``masks`` (N, h, w) bool.
+    Verdicts use the normalised outputs as the station does; AUROC/AUPRO the raw ones
+    (normalisation clips, which would create ties)."""
     norm = calibration.normalization
     judged = judge_all(
         normalize_scores(scores, norm), normalize_maps(maps, norm), 0.5, calibration.segmentation

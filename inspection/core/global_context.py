@@ -1,22 +1,12 @@
 """Global-context anomaly score: image-level statistics judged against normal images. Torch-free.
 
-PatchCore and STFPM compare patches; a change that exists only at the level of the whole
-image (thread density, colour cast, misregistered angle) slips through. Here each image is
-described by a few image-level feature vectors ("components"):
-
-- ``features``: the backbone's feature maps average-pooled per channel, several layers
-  concatenated (computed by the model graph; given to ``score_components`` by the caller);
-- ``colour``: per-channel mean and standard deviation of RGB and HSV (12 values);
-- ``frequency``: log power of the grey image's spectrum in radial rings (scale/density) and
-  angular sectors (orientation).
-
-Each component is a Gaussian of normal training images (mean and Ledoit-Wolf shrunk
-precision, fitted in ``inspection.training.global_context``); its score is the Mahalanobis
-distance. Every component, and the local model's raw image score, is standardised by its
-distribution on the **good validation images** (z = (d - mean) / std).
-
-Fusion rule (one function, ``fuse``): the fused z-score is the **maximum** of the
-components' z-scores; the component reaching it "drove" the verdict.
+Patch models miss changes of the whole image (thread density, colour cast, angle), so each
+image is also described by "components": ``features`` (backbone maps average-pooled per
+channel, from the graph), ``colour`` (mean and std of RGB and HSV) and ``frequency`` (log
+spectrum power in radial rings and angular sectors). Each is a Gaussian of normal training
+images (``training.global_context``) scored by Mahalanobis distance and standardised, with the
+local raw score, on the good validation images. ``fuse``: the fused z-score is the maximum;
+the component reaching it "drove" the verdict.
 """
 
 from __future__ import annotations
@@ -81,11 +71,8 @@ class Standardiser:
 
 @dataclass(frozen=True)
 class GlobalContext:
-    """Fitted global-context model: one Gaussian and one standardiser per component.
-
-    ``standardisers`` may also hold ``local`` (the local model's raw image score) so the
-    fused score covers both; ``feature_layers`` names the pooled backbone layers.
-    """
+    """Fitted global-context model: one Gaussian and standardiser per component
+    (``standardisers`` may also hold ``local``); ``feature_layers``: the pooled layers."""
 
     gaussians: Mapping[str, Gaussian]
     standardisers: Mapping[str, Standardiser]

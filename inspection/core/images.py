@@ -1,23 +1,16 @@
 """Decode untrusted image bytes into RGB uint8 arrays, with documented conversions.
 
-Conversions (never silent failures):
-- grayscale, palette and CMYK images are converted to RGB;
-- RGBA / LA images drop their alpha channel (composited onto black);
-- 16-bit grey images are narrowed to 8 bits by the bit-depth rule (``narrow_to_8_bits``):
-  ``min(value >> (bits - 8), 255)`` where ``bits`` is the number of significant bits the
-  camera writes (a product's ``image_bits``, a bundle's ``preprocessing.source_bits``; default
-  16, the high byte). 8-bit images are unaffected by ``bits``. Values above ``2**bits - 1``
-  are clipped to 255, counted (``DecodedImage.clipped_pixels``, ``clipped_images()``) and
-  logged once per process. A 16-bit colour image is read at its high byte by Pillow, so with
-  ``bits`` below 16 it is refused (``ImageDecodeError``) rather than decoded nearly black;
-- 32-bit integer/float images are rescaled over their own full range.
-Masks are read apart (``mask_levels``): their own levels, maximum over colour channels;
-a level above half the mask's highest is defect (``defect_pixels``), whatever the bit depth
-or colour: 0/1 and 0/255 masks read as drawn, and JPEG noise near 0 stays background.
-Errors: empty input, non-image bytes, truncated files, images above ``max_pixels`` or with a
-side above ``max_side`` (decompression bombs, 100000x1 strips) and formats outside ``formats``
-raise ``ImageDecodeError`` with a message that says which. Size limits are checked from the
-header, before any pixel is decoded; formats outside the allow-list never reach their parser.
+- grey, palette and CMYK images become RGB; RGBA / LA are composited onto black;
+- 16-bit grey images are narrowed by the bit-depth rule (``narrow_to_8_bits``) at ``bits``,
+  the significant bits the camera writes (a product's ``image_bits``, a bundle's
+  ``source_bits``; default 16, the high byte); values above ``2**bits - 1`` are clipped to
+  255, counted and logged once. A 16-bit colour image (Pillow keeps its high byte) is refused
+  below 16 bits rather than decoded nearly black;
+- 32-bit integer/float images are rescaled over their own range.
+Masks are read apart (``mask_levels``, ``defect_pixels``): a level above half the highest is
+defect, so 0/1 and 0/255 masks read as drawn and JPEG noise near 0 stays background.
+Empty, non-image, truncated or oversized input (``max_pixels``, ``max_side``, checked from the
+header before decoding) and formats outside ``formats`` raise ``ImageDecodeError`` saying which.
 """
 
 from __future__ import annotations
@@ -60,11 +53,7 @@ def decode_image(
     name: str = "image",
     bits: int = DEFAULT_SOURCE_BITS,
 ) -> np.ndarray:
-    """Decode bytes into an (H, W, 3) uint8 RGB array.
-
-    ``formats`` lists the Pillow format names to try (``None``: every format Pillow knows);
-    ``bits``: significant bits of a 16-bit image (``narrow_to_8_bits``).
-    """
+    """Decode bytes into an (H, W, 3) uint8 RGB array (``decode_reduced`` at full size)."""
     return decode_reduced(
         data, max_pixels=max_pixels, max_side=max_side, formats=formats, name=name, bits=bits
     ).image
@@ -82,14 +71,9 @@ def check_source_bits(bits: object, key: str = "bits") -> int:
 
 
 def narrow_to_8_bits(values: np.ndarray, bits: int = DEFAULT_SOURCE_BITS) -> tuple[np.ndarray, int]:
-    """The bit-depth rule: unsigned integer values holding ``bits`` significant bits ->
-    (same shape uint8 ``min(value >> (bits - 8), 255)``, number of values above
-    ``2**bits - 1``, which read as 255).
-
-    The shift keeps the top 8 of the ``bits`` bits, as a camera in its 8-bit mode does: equal
-    bins of ``2**(bits - 8)`` levels, 0 -> 0 and ``2**bits - 1`` -> 255; ``bits=16`` is the
-    high byte, exactly as before the setting existed.
-    """
+    """The bit-depth rule: unsigned values holding ``bits`` significant bits -> (same shape
+    uint8 ``min(value >> (bits - 8), 255)``, count of values above ``2**bits - 1``). The shift
+    keeps the top 8 bits, as a camera's 8-bit mode does; ``bits=16`` is the high byte."""
     check_source_bits(bits)
     shift = bits - 8
     clipped = int(np.count_nonzero(values >> bits)) if bits < 16 else 0
@@ -149,9 +133,8 @@ def clipped_images() -> int:
 
 @dataclass(frozen=True)
 class DecodedImage:
-    """A decoded image, possibly reduced: ``image`` (h, w, 3) uint8 RGB and the (H, W) size
-    of the encoded image (``source_size``); ``reduced`` is True when (h, w) != (H, W).
-    ``clipped_pixels``: values above the declared bits, read as 255 (``narrow_to_8_bits``)."""
+    """A decoded image, possibly reduced: ``image`` (h, w, 3) uint8 RGB, the encoded (H, W)
+    ``source_size`` and ``clipped_pixels`` (values above the declared bits, read as 255)."""
 
     image: np.ndarray
     source_size: tuple[int, int]
@@ -172,14 +155,16 @@ def decode_reduced(
     name: str = "image",
     bits: int = DEFAULT_SOURCE_BITS,
 ) -> DecodedImage:
-    """Decode bytes, reduced at decode to a longer side of at most ``work_side`` (None: full).
+    """Decode bytes, reduced to a longer side of at most ``work_side`` (None: full size).
 
-    JPEG is decoded at a DCT scale (1/2, 1/4, 1/8) that keeps at least ``work_side`` (Pillow's
-    draft mode), other formats decode fully; then one antialiased resize (Pillow's
-    ``thumbnail``: integer ``reduce`` then bilinear) to the longer side ``work_side``.
-    The limits and errors are those of ``decode_image``; ``max_pixels`` applies to the
-    encoded size, checked from the header before any pixel is decoded. ``bits``: significant
-    bits of a 16-bit image (``narrow_to_8_bits``), applied before the resize.
+    JPEG decodes at a DCT scale keeping at least ``work_side`` (Pillow's draft mode), other
+    formats fully; then one antialiased resize (Pillow's ``thumbnail``).
+
+    Args:
+        max_pixels, max_side: limits of the encoded size, checked from the header.
+        formats: Pillow format names to try (None: every format Pillow knows).
+        name: names the image in errors and logs.
+        bits: significant bits of a 16-bit image (``narrow_to_8_bits``), before the resize.
     """
     if not data:
         raise ImageDecodeError(f"{name}: empty file (0 bytes)")
@@ -290,9 +275,8 @@ def _read_bytes(path: str | Path) -> bytes:
 
 
 def probe_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
-    """(width, height) from the file's header, no pixels decoded: ``ImageDecodeError`` for a
-    file that is not an image, empty, unreadable or over the size limits (a truncated body
-    shows only when decoded)."""
+    """(width, height) from the file's header, no pixels decoded; ``ImageDecodeError`` for a
+    file that is empty, unreadable, not an image or over the size limits."""
     name = str(path)
     try:
         if Path(path).stat().st_size == 0:
@@ -309,12 +293,9 @@ def probe_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tu
 
 
 def read_mask(path: str | Path | None, size: tuple[int, int] | None = None) -> np.ndarray | None:
-    """A ground-truth mask as (H, W) bool (``defect_pixels`` of ``mask_levels``),
-    nearest-resized to ``size``.
-
-    ``size`` is (height, width); ``None`` keeps the file's own size. A ``None`` path gives an
-    all-False mask when ``size`` is known (good images have no mask file), else ``None``.
-    """
+    """A ground-truth mask as (H, W) bool (``defect_pixels``), nearest-resized to ``size``
+    (height, width; None: the file's own). A None path (a good image) gives an all-False mask
+    of ``size``, or None when ``size`` is None too."""
     if path is None:
         return None if size is None else np.zeros(size, dtype=bool)
     mask = defect_pixels(mask_levels(_read_bytes(path), name=str(path))).astype(np.uint8)
@@ -326,11 +307,8 @@ def read_mask(path: str | Path | None, size: tuple[int, int] | None = None) -> n
 def mask_levels(
     data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "mask"
 ) -> np.ndarray:
-    """The (H, W) levels of a mask file, in the file's own dtype (uint8, uint16, ...): the
-    maximum over colour channels (a palette is looked up first); fully transparent pixels
-    are 0. 0/1, 0/255, 16-bit 0/65535 and a green-on-black RGB mask all decode alike.
-    The limits and errors are those of ``decode_image``.
-    """
+    """The (H, W) levels of a mask file in its own dtype: the maximum over colour channels
+    (palettes looked up), fully transparent pixels 0. Limits and errors: ``decode_reduced``'s."""
     if not data:
         raise ImageDecodeError(f"{name}: empty file (0 bytes)")
     with _decoding(name, None):

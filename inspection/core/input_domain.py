@@ -4,41 +4,22 @@ refuses an image unlike them (an error, never a verdict).
     domain = measure_input_domain(size_paths, colour_paths)      # export, from the dataset
     problems = domain.problems(image, input_size=(256, 256), tiled=False)   # station
 
-A model judges whatever it is given: a grey part under a model trained on colour images, an
-8x8 thumbnail, or a 16:9 frame squashed into a square input all get a score, and the score
-means nothing. The bundle records its training images' colour and sizes (``InputDomain``,
-``BundleMetadata.input_domain``) and the station holds every image against them:
+A model scores whatever it is given (a grey part under a colour-trained model, a thumbnail, a
+16:9 frame squashed square) and the score means nothing. So the bundle records its training
+images' colour and sizes and the station holds every image against them:
 
-- **colour**: a bundle whose every measured image was grey (``colour="grey"``) converts
-  colour input to grey exactly as the decoder turns a grey file into RGB
-  (``core.images.grey_replicated``), so a grey file and its colour twin give the same input.
-  A bundle whose every image was clearly colour (``colour="colour"``) refuses a grey image.
-  Anything between (``"mixed"``: faint colour, or grey and colour images together) is
-  neither converted nor refused.
-- **aspect ratio** (width / height): refused outside the measured range by more than
-  ``aspect_tolerance`` (default ``ASPECT_TOLERANCE``, 15 %) either way: resizing to the model
-  input would distort the part beyond what training showed.
-- **size**: refused when the shorter side is below ``min_side_fraction`` (default
-  ``MIN_SIDE_FRACTION``, half) of the smallest training shorter side *and*, for a bundle that
-  resizes the whole image, below the model input's shorter side (an image at least as large as
-  the input carries every pixel the model looks at). A tiled bundle sees native-resolution
-  tiles, so only the first limit holds. An image as long as the station's working side
-  (``work_side``) is not held to it: it may be the station's own reduced copy of a full camera
-  frame.
+- **colour**: an all-grey bundle converts colour input to grey as the decoder turns a grey
+  file into RGB (``core.images.grey_replicated``); an all-clearly-colour bundle refuses a grey
+  image; ``"mixed"`` neither converts nor refuses.
+- **aspect ratio** (width / height): refused beyond ``aspect_tolerance`` outside the range.
+- **size**: refused when the shorter side is below ``min_side_fraction`` of the smallest
+  training one *and*, unless tiled, below the model input's. An image as long as the
+  station's ``work_side`` may be its own reduced copy of a camera frame: not held to it.
 
-The two tolerances are the product's (``DomainTolerance``: the ``input_domain:`` section of
-``configs/products/<product>.yaml``, for textures and parts cut to varying lengths), recorded
-in the bundle at export (``InputDomain.tolerance``), so every station applies the bundle's own;
-a bundle recorded before they could be set reads with the defaults.
-
-The bundle's own images are never refused: export measures sizes on every training, validation
-and test image of the version (from the file headers), so all lie inside the recorded ranges,
-and colour on every validation and test image and up to ``COLOUR_SAMPLE`` training images (the
-rest are the same camera's; a grey one among clearly colour images would need a spread below a
-quarter of the weakest measured one's). The golden images (at the model input size) run straight into the
-compiled model and are not held against the domain. ``channel_spread`` is measured the same way
-at export and on the station (cells averaging 4x4 pixels picked across the image), so the
-station's reduced working copy of a part measures what its full-resolution training image did.
+The tolerances are the product's (``DomainTolerance``), recorded in the bundle at export.
+Export measures sizes on every image of the version and colour on its validation and test
+images and up to ``COLOUR_SAMPLE`` training images, so the bundle's own images are never
+refused; ``channel_spread`` measures a reduced working copy as its full-size original.
 """
 
 from __future__ import annotations
@@ -82,13 +63,9 @@ _CELLS_SIDE = 32
 @dataclass(frozen=True)
 class DomainTolerance:
     """How far a product's images may lie outside its training images' before a station
-    refuses them (``configs/products/<product>.yaml``, ``input_domain:``).
-
-    - ``aspect_tolerance``: relative margin on each side of the training aspect range, 0 to
-      ``MAX_ASPECT_TOLERANCE`` (0.4: 40 %, for parts cut to varying lengths).
-    - ``min_side_fraction``: the shortest accepted shorter side, as a fraction (above 0, at
-      most 1) of the smallest training one.
-    """
+    refuses them (``input_domain:`` of the product config): ``aspect_tolerance``, the relative
+    margin each side of the training aspect range (0 to ``MAX_ASPECT_TOLERANCE``), and
+    ``min_side_fraction`` of the smallest training shorter side (in (0, 1])."""
 
     aspect_tolerance: float = ASPECT_TOLERANCE
     min_side_fraction: float = MIN_SIDE_FRACTION
@@ -125,17 +102,10 @@ def _is_number(value: object) -> bool:
 
 @dataclass(frozen=True)
 class InputDomain:
-    """What a bundle's images were: colour mode, channel spread and sizes.
-
-    - ``colour``: ``"grey"`` (every measured image at most ``GREY_SPREAD``), ``"colour"``
-      (every one at least ``CLEAR_COLOUR_SPREAD``) or ``"mixed"``.
-    - ``channel_spread``: (lowest, highest) ``channel_spread`` of the measured images, levels.
-    - ``height``, ``width``: (smallest, largest) in pixels; ``aspect``: (lowest, highest)
-      width / height; over ``images`` images.
-    - ``colour_images``: how many of them were measured for colour.
-    - ``tolerance``: how far an image may lie outside them (the product's ``DomainTolerance``;
-      the defaults for a bundle recorded before it could be set).
-    """
+    """What a bundle's images were: ``colour`` mode (``colour_mode``) and (lowest, highest)
+    ``channel_spread``, ``height``, ``width`` (px) and ``aspect`` (width / height) over
+    ``images`` images, ``colour_images`` of them measured for colour; ``tolerance``: the
+    product's (defaults for older bundles)."""
 
     colour: ColourMode
     channel_spread: tuple[float, float]
@@ -206,11 +176,14 @@ class InputDomain:
         tiled: bool,
         work_side: int | None = None,
     ) -> tuple[str, ...]:
-        """Why (H, W, 3) uint8 RGB ``image`` is outside this domain (empty: it is inside),
-        each saying what the bundle expects and what the image is. ``work_side``: the longer
-        side a station reduces larger camera images to (``CameraOptions.work_side``; None:
-        none): an image that long may be such a copy, whose shorter side says nothing of the
-        camera's, so its size is not held against the training images'."""
+        """Why (H, W, 3) uint8 RGB ``image`` is outside this domain (empty: inside), each
+        saying what the bundle expects and what the image is.
+
+        Args:
+            input_size: the model input (h, w); tiled: the bundle is tiled (``min_side``).
+            work_side: the longer side the station reduces camera images to (None: none); an
+                image that long may be such a copy, so its size is not checked.
+        """
         height, width = image.shape[:2]
         found = []
         if self.colour == "colour":
@@ -247,10 +220,9 @@ def _span(pair: tuple[float, float], spec: str) -> str:
 
 
 def channel_spread(image: np.ndarray) -> float:
-    """How colourful an (H, W, 3) uint8 image is, in uint8 levels: the mean, over up to 32x32
-    cells each averaging 4x4 pixels picked evenly across the image, of the spread (max - min)
-    of the three channels. 0 for a grey image; sensor noise averages out within a cell, so a
-    scene measures alike at full resolution and on a reduced copy."""
+    """How colourful an (H, W, 3) uint8 image is, in uint8 levels: the mean channel spread
+    (max - min) over up to 32x32 cells each averaging 4x4 pixels picked evenly; 0 for grey.
+    Noise averages out in a cell, so a reduced copy measures as its original."""
     height, width = image.shape[:2]
     picked = cv2.resize(
         image,
@@ -288,8 +260,7 @@ def measure_input_domain(
     tolerance: DomainTolerance | None = None,
 ) -> InputDomain:
     """The domain of image files: sizes from the headers of ``size_paths``, colour from the
-    decoded ``colour_paths`` (a subset; ``ImageDecodeError`` names an unreadable file), with
-    the product's ``tolerance`` (None: the defaults)."""
+    decoded ``colour_paths`` (a subset), with the product's ``tolerance`` (None: defaults)."""
     if not size_paths or not colour_paths:
         raise ValueError("an input domain needs at least one image to measure")
     sizes = [probe_image(path) for path in size_paths]  # (width, height)

@@ -68,35 +68,29 @@ class DataSplits:
 
 @dataclass(frozen=True)
 class GoodScores:
-    """Raw torch-model image scores a version keeps for calibrating its bundles
-    (``extra["good_scores"]``; keys are paths relative to the dataset root).
-
-    ``out_of_fold``: each training image scored by a bank fitted without its fold (``folds``
-    of them; empty when not computed); ``validation``: the validation images;
-    ``train_full_bank``: some training images scored by the trained model itself. A bundle
-    pairs the last two with its own scores of the same images to carry ``out_of_fold`` into
-    its own score space (``core.operating_point.transfer_scores``).
-    """
+    """Raw torch-model image scores a version keeps for calibrating its bundles, keyed by path
+    relative to the dataset root: ``out_of_fold``, training images scored by a bank fitted
+    without their fold (``folds`` of them); ``validation``; ``train_full_bank``, training
+    images scored by the model itself. A bundle pairs the last two with its own scores to
+    carry ``out_of_fold`` into its score space (``core.operating_point.transfer_scores``)."""
 
     out_of_fold: dict[str, float] = field(default_factory=dict)
     validation: dict[str, float] = field(default_factory=dict)
     train_full_bank: dict[str, float] = field(default_factory=dict)
     folds: int = 0
     validation_calibrates: bool = True
-    """False: the good validation scores fitted a fusion's standardisers
-    (``training.models.patchcore.local_stats``), so a bundle calibrates on ``out_of_fold`` alone."""
+    """False: the good validation scores fitted a fusion's standardisers, so a bundle
+    calibrates on ``out_of_fold`` alone."""
     roi_masked: bool = False
-    """True: every score is of the version's training ROI (``core.roi.apply_roi``), as its
-    ROI bundles' are; False: of whole images, which an ROI bundle does not carry."""
+    """True: every score is of the training ROI (``core.roi.apply_roi``), as its ROI
+    bundles' are; False: of whole images."""
 
 
 @dataclass(frozen=True)
 class Lineage:
-    """How a version was derived from a parent version without a full refit.
-
-    ``method``: ``incremental`` (new good images' patches added to the parent's memory bank).
-    ``added_digests``: sha256 of each added image, in the order added.
-    """
+    """How a version was derived from ``parent`` without a full refit: ``method``
+    ``incremental`` (new good images' patches added to its bank); ``added_digests``: sha256
+    of each added image, in order."""
 
     parent: str
     method: str
@@ -115,12 +109,9 @@ class Lineage:
 
 @dataclass(frozen=True)
 class FitFigures:
-    """What training records about the fit beside its metrics (in ``ModelRecord.metrics``).
-
-    ``fit_seconds``: wall time of the fit (an incremental update: of the whole update);
-    ``test_images``: the held-out split measured; ``train_tiles``: tiles fitted (tiled models);
-    ``update_stage_seconds``: an incremental update's stages. None: not recorded.
-    """
+    """What training records about the fit beside its metrics (``ModelRecord.metrics``):
+    wall time, held-out images measured, tiles fitted, an update's stage times (None: not
+    recorded)."""
 
     fit_seconds: float | None = None
     test_images: int | None = None
@@ -140,9 +131,8 @@ class FitFigures:
 
 @dataclass(frozen=True)
 class BackboneWeights:
-    """Where a version's pretrained backbone weights came from (``training.backbones``):
-    ``source`` (``bundled``, ``file``, ``hub`` or ``random``) with a ``detail`` and the sha256,
-    and the ImageNet mean/std its input is normalised with. None: not recorded."""
+    """Where a version's pretrained backbone weights came from (``source``: bundled, file, hub
+    or random) and the mean/std its input is normalised with (None: not recorded)."""
 
     backbone: str | None = None
     source: str | None = None
@@ -155,8 +145,7 @@ class BackboneWeights:
 @dataclass(frozen=True)
 class DatasetRef:
     """The dataset folder a version was trained on and its content fingerprint
-    (``data.Dataset.fingerprint``: name, sha256 over all files, file count). None: not
-    recorded."""
+    (``data.Dataset.fingerprint``; None: not recorded)."""
 
     root: Path | None = None
     sha256: str | None = None
@@ -184,8 +173,7 @@ class ModelRecord:
     """Typed parts already parsed (a record is immutable: each is parsed once)."""
 
     def _once(self, key: str, parse: Callable[[], T]) -> T:
-        """``parse()`` the first time ``key`` is asked for, the same object afterwards; a
-        failure is not kept (it raises again, naming the version)."""
+        """``parse()`` the first time ``key`` is asked for (a failure raises again)."""
         if key not in self._parsed:
             self._parsed[key] = parse()
         return self._parsed[key]
@@ -241,8 +229,7 @@ class ModelRecord:
 
     def calibration(self) -> Calibration:
         """The normalisation and segmentation the version's metrics were judged at (older
-        versions: from its normalisation, with the global threshold when it records no
-        segmentation)."""
+        versions: rebuilt from its normalisation and segmentation)."""
         recorded = self.evaluation().calibration
         if recorded is not None:
             return recorded
@@ -264,8 +251,7 @@ class ModelRecord:
         return self._typed_extra("segmentation", Segmentation)
 
     def global_context(self) -> GlobalContextSpec | None:
-        """The fitted global-context component; ``None`` when the model has none (also when
-        every candidate was dropped on validation: see ``global_context_search``)."""
+        """The fitted global-context component; ``None`` when none was kept."""
         spec = self.global_context_search()
         return spec if spec is not None and spec.components else None
 

@@ -1,18 +1,11 @@
 """Regions of interest (torch-free): include/exclude polygons -> a boolean mask -> masked outputs.
 
-A product's ROI is drawn in pixel coordinates of its reference image (``reference_size``).
-Any image or anomaly map of another size gets the polygons scaled to it, so one spec serves
-the full-resolution camera image, the model's input-size map and a tiled, stitched map.
-
-Inside = (union of ``include``, or the whole image when there is none) minus (union of
-``exclude``). ``apply_roi`` is the one place outputs are masked: the map outside the ROI is set
-to zero and the image score keeps only the share of the model's score that lies inside:
-``score * max(map inside) / max(map)``. The score is unchanged when the map's peak is inside
-(so calibration and the model agree there); a peak outside can no longer raise an NG.
-
-Training uses the same ROI (``training.roi``; recorded as ``RoiTraining``): patches whose
-receptive-field centre lies outside it never enter a PatchCore memory bank or an STFPM loss,
-and tiles with no ROI pixel are neither trained on nor inspected.
+Polygons are in pixels of the product's reference image and scale to any image or map size.
+Inside = (union of ``include``, or everything) minus (union of ``exclude``). ``apply_roi`` is
+the one place outputs are masked: the map outside is zeroed and the score becomes ``score *
+max(map inside) / max(map)``, unchanged when the peak is inside, so a peak outside can no
+longer raise an NG. Training uses the same ROI (``RoiTraining``): patches and tiles outside it
+are neither trained on nor inspected.
 """
 
 from __future__ import annotations

@@ -1,15 +1,11 @@
 """Signed bundles: Ed25519 signatures (``cryptography``) over a bundle's whole manifest.
 
-The site's signing key is created once at set-up (``inspection keys init``); stations pin its
-public key *by fingerprint* in their config (``PinnedKey``; a key file whose fingerprint is not
-the pinned one is refused) and verify against a ``Keyring``: the bundle keys (two during a
-rotation), the dashboard's decision key (decision records only, never bundles) and what the
-config revokes (keys, bundles). ``signature.json`` in a bundle signs the *manifest*: the sha256 of
-``metadata.json`` (thresholds, normalisation, preprocessing, the list of file checksums) and
-the checksum of every listed file. Verifying checks the signature against the pinned key, then
-every file against its checksum, so editing metadata, or rewriting weights together with
-recomputed checksums, is refused. The manifest's sha256 is the bundle digest the registry
-records at promotion.
+The site key is created at set-up (``inspection keys init``); stations pin public keys *by
+fingerprint* (``PinnedKey``) and verify against a ``Keyring``: bundle keys (two during a
+rotation), the dashboard's decision key (decision records only) and revocations.
+``signature.json`` signs the *manifest*: the sha256 of ``metadata.json`` and of every listed
+file, so editing metadata, or weights together with their checksums, is refused. The
+manifest's sha256 is the bundle digest the registry records at promotion.
 """
 
 from __future__ import annotations
@@ -35,7 +31,6 @@ from inspection.core.bundle import (
     BundleMetadata,
     parse_versioned_metadata,
     read_metadata_json,
-    verify_checksums,
 )
 from inspection.core.errors import BundleError, ConfigError, InspectionError
 from inspection.core.fingerprint import sha256_bytes, sha256_file
@@ -165,12 +160,9 @@ def signer_label(registry_dir: str | Path, signer: str | None) -> str:
 
 @dataclass(frozen=True)
 class PinnedKey:
-    """A key a station trusts, pinned by fingerprint in its config (``core.signing_keys``).
-
-    ``path``: the PEM public key file, refused unless it hashes to ``fingerprint`` (a replaced
-    file is not trusted). ``signs``: ``bundles`` (a site key: bundles and decision records) or
-    ``decisions`` (the dashboard's key: thresholds and other decision records, never bundles).
-    """
+    """A key a station trusts, pinned by fingerprint in its config (``core.signing_keys``):
+    ``path``, a PEM public key file refused unless it hashes to ``fingerprint``; ``signs``:
+    ``bundles`` (a site key: bundles and decision records) or ``decisions`` (the dashboard's)."""
 
     fingerprint: str
     path: Path
@@ -312,8 +304,7 @@ def bundle_digest(bundle_dir: str | Path) -> str:
 def sign_bundle(bundle_dir: str | Path, private_key: Ed25519PrivateKey) -> str:
     """Write ``signature.json`` (after checking the checksums); returns the bundle digest."""
     bundle_dir = Path(bundle_dir)
-    files = read_metadata_json(bundle_dir)["files"]
-    verify_checksums(bundle_dir, files, ())
+    read_verified_files(bundle_dir)
     manifest = bundle_manifest(bundle_dir)
     signature = {
         "schema_version": SIGNATURE_SCHEMA_VERSION,
@@ -327,24 +318,16 @@ def sign_bundle(bundle_dir: str | Path, private_key: Ed25519PrivateKey) -> str:
 
 
 def verify_signed_bundle(bundle_dir: str | Path, public_key: PublicKeys) -> str:
-    """Check the signature with the pinned key(s), then every file; returns the bundle digest.
-
-    Raises ``BundleError`` saying what is wrong (unsigned, other or revoked key, revoked
-    bundle, tampered, corrupt file).
-    A check only: what loads must be the bytes checked, so loaders use ``read_verified``.
-    """
+    """Check the signature with the pinned key(s), then every file; returns the bundle digest
+    (``BundleError`` says what is wrong). A check only: loaders use ``read_verified``."""
     return read_verified(bundle_dir, public_key).digest
 
 
 @dataclass(frozen=True)
 class VerifiedBundle:
-    """A bundle read once into memory and checked there: loading from ``files`` compiles
-    exactly the bytes that were verified, whatever happens to the folder afterwards.
-
-    ``files``: every file ``metadata.json`` lists, by relative name (files it does not list
-    are never read); ``digest``: sha256 of the manifest (``bundle_digest``); ``signed_by``:
-    the key id whose signature was checked, None when no key was given (checksums only).
-    """
+    """A bundle read once into memory and checked there, so loading compiles exactly the bytes
+    verified. ``files``: every file ``metadata.json`` lists, by relative name; ``digest``: the
+    manifest's sha256; ``signed_by``: the key id checked, None for checksums only."""
 
     directory: Path
     metadata: BundleMetadata
@@ -354,16 +337,14 @@ class VerifiedBundle:
 
     def file(self, name: str) -> bytes:
         """The verified bytes of a listed file; ``BundleError`` for one the metadata omits."""
-        if name not in self.files:
-            raise BundleError(f"{self.directory}: metadata lists no checksum for {name}")
+        require_listed(self.directory, self.files, (name,))
         return self.files[name]
 
 
 def read_verified(bundle_dir: str | Path, public_key: PublicKeys | None = None) -> VerifiedBundle:
-    """Read ``metadata.json``, the signature and every listed file once, then check them in
-    memory: the signature with ``public_key`` (a key or a station's ``Keyring``; skipped when
-    None), revocations, every checksum, and that the model, weights and golden images are
-    listed. ``BundleError`` says what is wrong."""
+    """Read ``metadata.json``, the signature and every listed file once, then check in memory
+    the signature with ``public_key`` (a key or a ``Keyring``; None: skipped), revocations,
+    every checksum and that the model, weights and golden images are listed."""
     data, files, digest, signed_by = read_verified_files(bundle_dir, public_key)
     bundle_dir = Path(bundle_dir)
     metadata = parse_versioned_metadata(
@@ -379,9 +360,8 @@ def read_verified(bundle_dir: str | Path, public_key: PublicKeys | None = None) 
 def read_verified_files(
     bundle_dir: str | Path, public_key: PublicKeys | None = None, what: str = "model bundle"
 ) -> tuple[dict[str, Any], dict[str, bytes], str, str | None]:
-    """Any signed bundle (a model bundle, a SAM refiner bundle) read once and checked in
-    memory: (``metadata.json`` parsed, every listed file's bytes, the digest, the key id that
-    signed it or None when ``public_key`` is None: checksums only)."""
+    """Any signed bundle (model, SAM refiner) read once and checked in memory: (parsed
+    ``metadata.json``, every listed file's bytes, the digest, the signing key id or None)."""
     bundle_dir = Path(bundle_dir)
     raw = _read_bytes(bundle_dir, METADATA_FILE, what)
     data = _json_object(raw, bundle_dir / METADATA_FILE)

@@ -1,18 +1,11 @@
 """Tiled inspection at native resolution (torch-free): the tile grid, cutting and stitching.
 
-A line camera's 2448×2048 image resized to 256 px makes a 15-pixel scratch two pixels wide.
-With a ``TilingSpec`` the image is resized by ``scale`` (1.0: native), cut into overlapping
-``tile_size`` tiles every ``stride`` pixels, each tile runs through the model at its own input
-size, and the tile maps are stitched back into one map at the (scaled) image size.
-
-Grid: tiles start at 0, stride, 2·stride, … and the last tile of each axis is aligned to the
-image edge, so every pixel is covered and no padding is ever invented.
-
-Stitching: ``mean`` (the default) averages overlapping tiles. A pixel near a tile edge is
-scored from patches whose receptive field the edge cut off (zero padding); averaging it with
-the neighbouring tile's interior view halves that seam artefact, whereas ``max`` keeps the
-worse view everywhere and turns tile seams into false alarms on good parts. ``max`` is there
-for products where a defect seen by one tile only must never be diluted.
+A 2448×2048 image resized to 256 px makes a 15-pixel scratch two pixels wide. With a
+``TilingSpec`` the image is resized by ``scale`` (1.0: native) and cut into ``tile_size``
+tiles every ``stride`` pixels, the last of each axis aligned to the edge (no padding); the
+tile maps are stitched back. ``mean`` stitching (default) averages overlaps, halving the seam
+artefact of a tile edge's cut-off receptive field; ``max`` keeps the worse view (seams become
+false alarms) for products where a defect seen by one tile must never be diluted.
 """
 
 from __future__ import annotations

@@ -98,24 +98,20 @@ class InspectionResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
     candidates: tuple[DefectRegion, ...] = ()
     components: dict[str, float] = field(default_factory=dict)
-    """Per-component z-scores when the bundle fuses a global-context score with the local one
-    (``inspection.core.global_context``): e.g. {"local": 1.2, "colour": 7.5}; empty otherwise."""
+    """Per-component z-scores of a fused score (``core.global_context``), e.g. {"local": 1.2,
+    "colour": 7.5}; empty otherwise."""
     min_defect_area: float | None = None
     """Regions smaller than this many pixels make no NG (``core.verdict``); None: any size."""
     alignment: AffineMatrix | None = None
-    """When the image was aligned to the product's reference first (``runtime.alignment``): the
-    (2, 3) affine matrix, row-major, from reference pixels to camera pixels. ``anomaly_map``,
-    ``mask`` and ``regions`` are then in the reference frame (``frame``), not the camera's."""
+    """The (2, 3) affine from reference to camera pixels when the image was aligned first
+    (``runtime.alignment``); map, mask and regions are then in the reference ``frame``."""
     camera_size: tuple[int, int] | None = None
-    """(H, W) of the full-resolution image of the result's ``frame`` (the camera image, or the
-    aligned one) when map, mask and regions were judged on a reduced working copy of it
-    (``runtime.camera``): every pixel quantity of the result (map, mask, regions,
-    ``min_defect_area``) is then in working pixels; ``camera_regions`` scales the regions to
-    full resolution. None: the result is at full resolution."""
+    """(H, W) of the full-resolution image of the result's ``frame`` when it was judged on a
+    reduced working copy (``runtime.camera``): every pixel quantity is then in working pixels
+    and ``camera_regions`` scales the regions back. None: judged at full resolution."""
     input_warnings: tuple[str, ...] = ()
-    """Why the image lies outside the bundle's input domain (``core.input_domain``: grey under a
-    colour bundle, size, aspect ratio), judged anyway because the station's ``input_check`` is
-    ``warn``; empty: inside the domain, or not checked."""
+    """Why the image lies outside the bundle's input domain (``core.input_domain``), judged
+    anyway under ``input_check: warn``; empty: inside, or not checked."""
 
     def __post_init__(self) -> None:
         if self.alignment is not None and (
@@ -195,7 +191,7 @@ class InspectionResult:
 
     def summary(self) -> dict:
         """JSON-ready fields without the arrays."""
-        return {
+        out: dict[str, object] = {
             "score": round(float(self.score), 6),
             "threshold": float(self.threshold),
             "verdict": self.verdict,
@@ -206,21 +202,15 @@ class InspectionResult:
             "candidates": [region.to_dict() for region in self.candidates],
             "height": int((self.camera_size or self.anomaly_map.shape)[0]),
             "width": int((self.camera_size or self.anomaly_map.shape)[1]),
-            **(
-                {"work_size": [int(v) for v in self.anomaly_map.shape]}
-                if self.camera_size is not None
-                else {}
-            ),
-            **(
-                {
-                    "components": {k: round(float(v), 4) for k, v in self.components.items()},
-                    "driver": self.driver,
-                }
-                if self.components
-                else {}
-            ),
-            **({"input_warnings": list(self.input_warnings)} if self.input_warnings else {}),
         }
+        if self.camera_size is not None:
+            out["work_size"] = [int(v) for v in self.anomaly_map.shape]
+        if self.components:
+            out["components"] = {k: round(float(v), 4) for k, v in self.components.items()}
+            out["driver"] = self.driver
+        if self.input_warnings:
+            out["input_warnings"] = list(self.input_warnings)
+        return out
 
 
 def scale_regions(

@@ -1,18 +1,10 @@
 """A bundle's labelled scores (``validation_scores.json``): export writes, the dashboard reads.
 
-Export writes the bundle's own normalised image scores on the version's held-out split,
-checksummed with the bundle::
-
-    {"split": "test", "scores": [0.12, 0.91, ...], "labels": [0, 1, ...],
-     "defect_types": ["good", "crack", ...], "names": ["000.png", ...]}
-
-Read from a bundle (a folder with ``metadata.json``) the file is taken from the bundle as
-verified (``core.signing.read_verified``): listed with its checksum and, when the site has a
-public key beside its registry, under the bundle's signature; an altered file is refused
-(``BundleError``), so what the dashboard shows is what export signed.
-
-Hand-made files may instead list ``{"samples": [{"score": 0.12, "label": "good"}, ...]}``
-(labels 0/1 or words: good/ok, defect/ng/anomalous/bad) with an optional ``note``.
+Export writes the bundle's normalised image scores on the held-out split (``{"split",
+"scores", "labels", "defect_types", "names"}``), checksummed with the bundle; read from a
+bundle the file is taken as verified (``core.signing.read_verified``, under the signature when
+the site has a public key), so what the dashboard shows is what export signed. Hand-made files
+may list ``{"samples": [{"score": 0.12, "label": "good"}, ...]}`` and a ``note`` instead.
 """
 
 from __future__ import annotations

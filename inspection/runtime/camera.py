@@ -1,17 +1,11 @@
 """Camera resolution without stalls: every per-image stage is bounded by a working size.
 
-A 25 MP camera image carries no more information for a 256 px model than a 1 MP copy, but
-judging, refining and drawing it at full size cost minutes (GrabCut on 25 MP). So:
-
-- the image is reduced once, at decode where the format allows (``core.images.decode_reduced``)
-  or by one area resize here (``working_copy``), to a longer side of ``work_max_side``
-  (never below the model's input size);
-- the verdict, map, mask and regions are computed on that working copy; the result records
-  the camera's (H, W) in ``InspectionResult.camera_size`` and its ``camera_regions`` are
-  the regions in camera pixels;
-- refinement runs only when its predicted cost fits the latency budget
-  (``RefineGate``): otherwise the verdict returns with the judged regions and the skip is
-  recorded in ``timings_ms["refine_skipped"]``.
+A 25 MP image carries no more for a 256 px model than a 1 MP copy, but judging, refining and
+drawing it at full size cost minutes. So the image is reduced once (at decode,
+``core.images.decode_reduced``, or here, ``working_copy``) to a longer side of
+``work_max_side``; the result is judged on that copy and records the camera's size
+(``InspectionResult.camera_size``); refinement runs only when its predicted cost fits the
+latency budget (``RefineGate``), else ``timings_ms["refine_skipped"]`` says so.
 """
 
 from __future__ import annotations
@@ -41,13 +35,9 @@ measured (GrabCut, 2 iterations, on this 2-core Xeon: ~0.5-1.5 µs; taken high o
 
 @dataclass(frozen=True)
 class CameraOptions:
-    """Per-product bounds of an inspection.
-
-    - ``work_max_side``: images with a longer side above it are judged on a copy reduced to it.
-    - ``latency_budget_ms``: the whole inspection (decode included when the caller passes its
-      start) should take at most this long; refinement is skipped when its predicted cost
-      would exceed what is left. None: no budget, refinement always runs.
-    """
+    """Per-product bounds: ``work_max_side``, the longer side of the judged copy;
+    ``latency_budget_ms``, what the whole inspection may take, refinement skipped when its
+    predicted cost would exceed what is left (None: always refined)."""
 
     work_max_side: int = DEFAULT_WORK_MAX_SIDE
     latency_budget_ms: float | None = None
@@ -66,15 +56,9 @@ class CameraOptions:
 
 @dataclass(frozen=True)
 class BoundsConfig:
-    """The station core's ``bounds:`` section: defaults, per-product overrides, stored images.
-
-    - ``work_max_side`` / ``latency_budget_ms``: defaults of every product's ``CameraOptions``;
-      ``products``: per-product options replacing them.
-    - ``keep_originals``: store the uploaded bytes of images that were reduced for
-      inspection; false: store the working copy (PNG) instead. Images already within the
-      working size are always stored as uploaded.
-    - ``overlay_max_side``: longer side of stored overlays.
-    """
+    """The station core's ``bounds:`` section: default ``CameraOptions`` fields, per-product
+    overrides (``products``), ``keep_originals`` (store the upload of a reduced image, else
+    its working copy as PNG) and the stored overlays' longer side."""
 
     work_max_side: int = DEFAULT_WORK_MAX_SIDE
     latency_budget_ms: float | None = None
@@ -109,8 +93,7 @@ def bounded_loader(loader: Callable[[Path], T], config: BoundsConfig) -> Callabl
 
 def decode_side(options: CameraOptions, inspector: object) -> int | None:
     """Longer side to decode uploads at for ``inspector``: the working side for its model's
-    input size; None (full resolution) for a tiled bundle, whose tiles need the camera's
-    pixels; ``options.work_max_side`` for an inspector without bundle metadata."""
+    input; None (full size) for a tiled bundle; ``work_max_side`` without bundle metadata."""
     metadata = getattr(inspector, "metadata", None)
     if getattr(metadata, "tiling", None) is not None:
         return None
@@ -122,9 +105,7 @@ def decode_side(options: CameraOptions, inspector: object) -> int | None:
 
 def source_bits(inspector: object) -> int:
     """Significant bits to decode 16-bit uploads at for ``inspector``: its bundle's
-    ``preprocessing.source_bits`` (the product's ``image_bits`` at training), so a station
-    reads a camera frame as training read its images; 16 (the high byte) for an inspector
-    without bundle metadata."""
+    ``source_bits`` (as training read), 16 without bundle metadata."""
     preprocessing = getattr(getattr(inspector, "metadata", None), "preprocessing", None)
     return getattr(preprocessing, "source_bits", DEFAULT_SOURCE_BITS)
 
@@ -168,10 +149,9 @@ def bounded_image(image: np.ndarray, max_side: int) -> tuple[np.ndarray, tuple[i
 def with_camera_size(
     result: InspectionResult, camera_size: tuple[int, int], inspected_size: tuple[int, int]
 ) -> InspectionResult:
-    """``result`` of a working copy of ``inspected_size`` (h, w) decoded reduced from an image
-    of ``camera_size`` (H, W) (``core.images.decode_reduced``). In the camera frame the
-    result records ``camera_size`` (its ``camera_regions`` scale to it); an aligned result
-    (reference frame) keeps its frame and its alignment matrix is rescaled to camera pixels."""
+    """``result`` of a working copy of ``inspected_size`` (h, w) of a ``camera_size`` (H, W)
+    image: it records ``camera_size``, or, aligned (reference frame), its alignment matrix is
+    rescaled to camera pixels."""
     size = (int(camera_size[0]), int(camera_size[1]))
     if size == tuple(inspected_size):
         return result
@@ -183,12 +163,8 @@ def with_camera_size(
 
 
 class RefineGate:
-    """Decides whether refinement fits the latency budget, from its measured cost.
-
-    The cost model is nanoseconds per pixel of the judged regions' bounding boxes (grown by
-    their crop margins), learned from every refinement this gate ran (an exponential average,
-    starting at ``PRIOR_NS_PER_PIXEL``). Thread-safe.
-    """
+    """Decides whether refinement fits the latency budget: nanoseconds per pixel of the
+    regions' crop windows, an exponential average of every refinement run. Thread-safe."""
 
     def __init__(self, prior_ns_per_pixel: float = PRIOR_NS_PER_PIXEL) -> None:
         self._ns_per_pixel = float(prior_ns_per_pixel)

@@ -3,12 +3,9 @@
     golden = record_golden(bundle_dir, metadata, validation_paths)   # export, last step
     check = verify_golden(model)     # at load: GoldenDriftError if a verdict could flip
 
-The check runs the bundle's golden images (``core.golden``) through the compiled model exactly
-as it will serve (this CPU, the bundle's pinned inference precision, batch of one) and compares
-the raw outputs with the ones recorded at export. It also records what OpenVINO executed here:
-the compiled model's ``INFERENCE_PRECISION_HINT`` and the CPU kernel families of its runtime
-graph (``brgemm_avx512_amx_bf16``, ``jit_avx2_f32``, ...), i.e. the ISA actually used.
-Torch-free.
+The check runs the bundle's golden images (``core.golden``) through the compiled model as it
+will serve (this CPU, pinned precision, batch of one), compares the raw outputs with the
+export's and records what OpenVINO executed (precision, CPU kernel families). Torch-free.
 """
 
 from __future__ import annotations

@@ -1,32 +1,18 @@
-"""Load-time rewrites of a bundle's OpenVINO graph that keep its outputs and cut its cost.
+"""Load-time rewrites of a bundle's OpenVINO graph that keep its outputs and cut its cost
+(``optimize_graph``: every one that applies, in order).
 
-    model = core.read_model(bundle_dir / "model.xml")
-    notes = optimize_graph(model)   # every rewrite below that applies, in order
+- ``linearise_map_heads``: anomalib's map head (upsample, reflect pad, K x K Gaussian blur) is
+  linear and separable, so it becomes ``A @ m @ B.T`` with A (H, h) and B (W, w) read off the
+  exported head by probing it: two small matmuls instead of a 256 x 256 convolution.
+- ``fold_patch_distances``: ``sqrt(max(|x|^2 - 2 x.y + |y|^2, 0))`` over the (patches x bank)
+  matrix, then its minimum: the sqrt, clamp and ``|x|^2`` are monotone per row, so they move
+  after the minimum and the matrix step becomes one GEMM with the bank norms as bias.
+- ``separate_blur_kernels``: a K x K Gaussian becomes 1 x K and K x 1 convolutions.
 
-- ``linearise_map_heads``: anomalib turns PatchCore's (h, w) patch-score map into the image-size
-  anomaly map with an upsample, a reflect pad and a K x K Gaussian blur (K = 33): every step
-  is linear and acts on rows and columns separately, so the whole head is ``A @ m @ B.T`` with
-  A (H, h) and B (W, w), two small matmuls instead of ~0.7 ms of 256 x 256 convolution. A and
-  B are read off the exported head itself by probing it, then checked on a random map.
-- ``fold_patch_distances``: anomalib computes every patch-to-bank distance
-  ``sqrt(max(|x|^2 - 2 x.y + |y|^2, 0))`` over the full (patches x bank) matrix and then takes
-  the minimum; the square root, clamp and ``|x|^2`` are monotone per row, so they move after
-  the minimum and the matrix step becomes one GEMM with the bank norms as bias.
-- ``separate_blur_kernels``: a K x K Gaussian blur left in the graph becomes a 1 x K and a
-  K x 1 convolution (2K instead of K^2 taps).
-
-Each rewrite matches only its exact pattern and leaves anything else as exported, so every
-bundle (old or new, any precision) still loads. Torch-free.
-
-Not a load-time rewrite (it changes outputs, within a measured tolerance), applied at export
-when a product asks for it (``knn_rank`` in its PatchCore config), so that calibration, the
-gate and the golden outputs all see the graph the station serves:
-
-- ``project_patch_distances``: the folded nearest-bank-row GEMM ``x @ W.T`` (W: bank x -2,
-  M x D) on the bank's top-k principal directions, ``(x @ V) @ C.T + x . mean(W)`` with
-  V (D, k) and C = (W - mean) @ V (M, k): D x k + k x M instead of D x M multiply-adds per
-  patch. Norms stay exact; only the part of a patch . bank product outside the bank's
-  k-dimensional subspace is dropped.
+Each matches only its exact pattern, so every bundle (old or new, any precision) still loads.
+``project_patch_distances`` changes outputs (within a measured tolerance): it runs at export
+when a product sets ``knn_rank``, so calibration, the gate and golden outputs see the served
+graph. Torch-free.
 """
 
 from __future__ import annotations
@@ -449,9 +435,10 @@ def _fold_constant(node: ov.Node) -> np.ndarray | None:
 
 # ------------------------------------------------------- low-rank distances
 def project_patch_distances(model: ov.Model, rank: int) -> list[str]:
-    """Put every folded nearest-bank-row GEMM (``fold_patch_distances``) of a bank wider than
-    ``rank`` on the bank's top-``rank`` principal directions, in place (see the module
-    docstring). Changes outputs: export-time only, never in ``optimize_graph``."""
+    """Put every folded nearest-bank-row GEMM ``x @ W.T`` (``fold_patch_distances``; W: M x D)
+    of a bank wider than ``rank`` on its top-``rank`` principal directions, in place:
+    ``(x @ V) @ C.T + x . mean(W)`` with V (D, k), C = (W - mean) @ V, so D x k + k x M
+    instead of D x M multiply-adds per patch. Changes outputs: export-time only."""
     if rank < 1:
         raise ValueError(f"rank must be at least 1, got {rank}")
     notes = []

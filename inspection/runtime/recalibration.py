@@ -1,21 +1,16 @@
 """Re-calibrate a drifting bundle on the station's own validation images.
 
-A bundle whose golden outputs drift on this CPU (``runtime.golden``) is refused, unless the
-station's config names a folder of validation images for its product (``core.validation_images``):
-then the bundle is run on them here, on this CPU and precision, and its normalisation and
-thresholds are fitted again on its own outputs, at the operating point it was exported with
-(``core.calibration.calibrate``, the same code export uses). The bundle on disk (signed) is not
-changed; the new calibration lives in the loaded model and is reported (``core.golden``).
-The record keeps the bundle's exported good validation scores and the station's re-calibrated
-ones, so a registry threshold version set on the export calibration can be carried across at
-the false-reject budget it was set at, or else the one it held among the bundle's good parts
-(``core.golden.carry_threshold``, applied by ``station.thresholds``).
+A bundle whose golden outputs drift on this CPU is refused, unless the station names a folder
+of validation images for its product (``core.validation_images``): then its normalisation and
+thresholds are fitted again on its own outputs here, at its exported operating point, with the
+code export uses (``core.calibration.calibrate``). The signed bundle on disk is not changed.
+The record keeps the exported and re-calibrated good scores, so a registry threshold can be
+carried across (``core.golden.carry_threshold``).
 
-Folder layout (MVTec AD): ``<folder>/good/*.png`` and optionally ``<folder>/<defect>/*.png``
-with masks at ``<folder>/ground_truth/<defect>/<stem>_mask.png``; or a whole MVTec product
-folder, whose ``test`` split is used. A re-calibration is refused (``GoldenDriftError`` with the
-reason) when it cannot be sane: fewer good images than the operating point's budget needs,
-an operating point that needs defects without any, a tiled bundle, or non-finite outputs.
+Folder layout (MVTec AD): ``good/``, optional ``<defect>/`` and ``ground_truth/<defect>/
+<stem>_mask.png``, or a product folder whose ``test`` split is used. ``GoldenDriftError`` with
+the reason when it cannot be sane: too few good images for the budget, no defects where the
+operating point needs them, a tiled bundle, or non-finite outputs.
 """
 
 from __future__ import annotations

@@ -3,13 +3,10 @@
     tiled = TiledInspector.from_bundle("var/registry/hires/bundles/v0001-fp32")
     result = tiled.inspect(read_image("part.png"))   # (H, W, 3) uint8 RGB, e.g. 2448x2048
 
-The bundle's ``tiling`` (``core.tiling.TilingSpec``) drives everything: the image is resized
-to the working size (``scale``), normalised once, cut into tiles, all tiles of the image run as
-one batch (``mode="batch"``) or spread over OpenVINO's ``AsyncInferQueue`` (``mode="async"``)
-(tiles with no ROI pixel are skipped when the bundle was trained with its ROI), the tile maps
-are stitched (``blend``), and the one verdict rule (``core.verdict.judge``) runs on the
-stitched map resized to the original image: regions and areas are in original pixels.
-The raw image score is the highest tile score.
+The bundle's ``tiling`` (``core.tiling.TilingSpec``) drives it: the image is resized by
+``scale``, normalised once and cut into tiles, which run as one batch (``mode="batch"``) or on
+OpenVINO's ``AsyncInferQueue`` (``"async"``); the tile maps are stitched and judged by the one
+verdict rule in original pixels. The raw image score is the highest tile score.
 """
 
 from __future__ import annotations
@@ -32,7 +29,7 @@ from inspection.core.images import read_image
 from inspection.core.input_domain import InputCheck, input_check_mode
 from inspection.core.tiling import TileGrid, TilingSpec, cut, stitch
 from inspection.core.types import AffineMatrix, InspectionResult
-from inspection.runtime.camera import CameraOptions
+from inspection.runtime.camera import CameraOptions, work_size
 from inspection.runtime.inspector import Inspector, RawImageOutputs
 from inspection.runtime.model import BundleModel
 from inspection.runtime.preprocess import check_image, preprocess
@@ -43,10 +40,8 @@ TILE_MODES: tuple[str, ...] = ("batch", "async")
 
 @dataclass(frozen=True)
 class TiledOutputs:
-    """Raw (not normalised) outputs of one image: the highest tile ``score`` and the stitched
-    ``anomaly_map`` ((h, w) float32 at the tiling's working size); ``timings_ms`` per stage;
-    ``image``: the (H, W, 3) uint8 RGB image as inferred (in the bundle's colour, aligned to
-    the reference)."""
+    """Raw outputs of one image: the highest tile ``score``, the stitched (h, w) float32
+    ``anomaly_map`` and ``image``, the (H, W, 3) uint8 RGB image as inferred (aligned)."""
 
     score: float
     anomaly_map: np.ndarray
@@ -203,10 +198,8 @@ class TiledInspector:
     def inspect(
         self, image: np.ndarray, *, threshold: float | None = None, started: float | None = None
     ) -> InspectionResult:
-        """Judge one full-resolution image: the tiles are inferred at full resolution, then
-        map, mask and regions are judged on the inspector's bounded working copy
-        (``runtime.camera``; ``camera_size`` records the full size). ``started``: as for
-        ``Inspector.inspect``."""
+        """Judge one full-resolution image: tiles inferred at full resolution, map and regions
+        judged on the bounded working copy. ``started``: as for ``Inspector.inspect``."""
         start = time.perf_counter() if started is None else started
         raw = self.raw_outputs(image)
         outputs = RawImageOutputs(
@@ -221,10 +214,9 @@ class TiledInspector:
 
 
 def evaluation_size(size: tuple[int, int], max_side: int = 512) -> tuple[int, int]:
-    """The map size at which tiled outputs are calibrated and measured: ``size`` shrunk
+    """The map size at which tiled outputs are calibrated and measured: (h, w) ``size`` shrunk
     (aspect kept) so its long side is at most ``max_side``."""
-    factor = min(1.0, max_side / max(size))
-    return max(1, round(size[0] * factor)), max(1, round(size[1] * factor))
+    return work_size(size, max_side)
 
 
 def tiled_outputs(

@@ -1,15 +1,10 @@
 """Warm-on-trigger: one throw-away inference started when the line's trigger arrives.
 
-On a slow line the cores idle between parts; OpenVINO's worker threads go to sleep and the
-weights leave the caches, so the next part's inference starts cold (paced p50 1.3-1.5x the
-back-to-back p50, ``reports/runtime``). The trigger comes before the image (the camera still
-exposes and transfers), so the station can run one inference of a blank input in that gap.
-
-The warm run never holds up a real part: it runs asynchronously on the part's own infer request
-(so the part finds that request's buffers, not just the weights, in cache; a spare request
-measured slower, ``reports/runtime/epyc-avx512/line_paced_5ms.md``), and the part's inference
-cancels it if it is still running (OpenVINO stops it at the next graph node). It is skipped when the last inference ended less than ``idle_ms`` ago (the
-cores are still warm) or a warm run is already in flight.
+On a slow line idle cores let the next inference start cold (paced p50 1.3-1.5x the
+back-to-back p50, ``reports/runtime``); the trigger comes before the image, so one inference
+of a blank input runs in that gap. It runs asynchronously on the part's own infer request (its
+buffers warm too; a spare request measured slower) and the part's inference cancels it if
+still running. Skipped when the last inference ended under ``idle_ms`` ago or one is in flight.
 """
 
 from __future__ import annotations

@@ -7,13 +7,10 @@ Layout under the watch root::
     done/                inspected files (same relative path)
     failed/              files that cannot be inspected, each with ``<name>.reason.txt``
 
-Exactly once: the request id is the file's content hash plus its name, so a restart
-after a crash (result committed, file not yet moved) finds the stored result instead
-of storing a second one. Files still being written are skipped: names starting with
-``.`` or ``~`` or ending in ``.tmp``/``.part``/``.partial`` are ignored, and a file is
-read only once its size and mtime have been unchanged for ``settle_seconds``.
-Symbolic links are never followed: a linked file goes to ``failed/`` unread and a linked
-product folder is skipped, so nothing outside the watch root is read.
+Exactly once: the request id is the file's content and name hash, so a restart after a crash
+finds the stored result. Files being written are skipped (temporary names; size and mtime not
+yet unchanged for ``settle_seconds``). Symbolic links are never followed: nothing outside the
+watch root is read.
 """
 
 from __future__ import annotations

@@ -1,10 +1,7 @@
-"""The station core's config section (``core:``), embedded by both station configs.
-
-``configs/station.yaml`` (HTTP service and watch folder) and ``configs/line.yaml`` (PLC line
-station) each carry one ``core:`` section: which products, where the registry and results
-store are, the image limits, and which bundles may load. Secure by default: a station starts
-only with the site's keys pinned by fingerprint (``signing_keys``, ``revoked``: see
-docs/security.md) or an explicit ``allow_unsigned_bundles: true``.
+"""The ``core:`` section shared by ``configs/station.yaml`` and ``configs/line.yaml``: products,
+registry, results store, image limits and which bundles may load. Secure by default: a station
+starts only with the site's keys pinned by fingerprint (``signing_keys``; docs/security.md) or
+an explicit ``allow_unsigned_bundles: true``.
 """
 
 from __future__ import annotations
@@ -63,10 +60,7 @@ class CentralConfig:
 
 @dataclass(frozen=True)
 class StationCoreConfig:
-    """What every station front door shares: products, registry, store, limits, signatures.
-
-    Paths are relative to the working directory.
-    """
+    """What every station front door shares (paths relative to the working directory)."""
 
     products: tuple[str, ...]
     store_url: str = "sqlite:///var/inspection.db"
@@ -79,43 +73,35 @@ class StationCoreConfig:
     image_formats: tuple[str, ...] = STATION_FORMATS
     registry_poll_seconds: float = 2.0
     signing_keys: tuple[PinnedKey, ...] = ()
-    """The keys this station trusts, by fingerprint (``inspection keys init|pin|rotate``):
-    only bundles a ``signs: bundles`` key signed load; decision records (thresholds, ...) may
-    also be signed by a ``signs: decisions`` key (the dashboard's)."""
+    """The keys this station trusts, by fingerprint (``inspection keys init|pin|rotate``)."""
     revoked: tuple[str, ...] = ()
     """Key fingerprints and bundles (``<product>/<bundle_id>``) refused even when validly
     signed (``inspection keys revoke``); the last good one keeps serving."""
     trust_file: Path | None = None
-    """A file holding ``signing_keys`` and ``revoked`` in a ``core:`` section, relative to the
-    config's folder (the shipped configs name ``site-trust.yaml``, which git ignores): the
-    ``inspection keys`` commands and ``make demo`` write the pins there, so the configs stay as
-    written. Its pins replace the config's own, which must then be empty."""
+    """A file (relative to the config's folder) whose ``core:`` section holds ``signing_keys``
+    and ``revoked`` instead of this config, which then names none: ``inspection keys`` writes
+    the pins there and the configs stay as written."""
     bundle_public_key: Path | None = None
     """Before keys were pinned by fingerprint: a path alone. Refused (``HOW_TO_PIN``)."""
     allow_unsigned_bundles: bool = False
     """``true``: serve bundles without checking signatures (development only; logged loudly)."""
     tune_on_load: bool = True
-    """Measure the live model's gated bundles (FP32/FP16/INT8) on this CPU when no tuning
-    record exists, and serve the fastest (see ``inspection.runtime.tuning``)."""
+    """Without a tuning record, time the live model's gated bundles here and serve the fastest
+    (``runtime.tuning``)."""
     bounds: BoundsConfig = field(default_factory=BoundsConfig)
     """Working size, latency budget (per product) and stored images (``runtime.camera``)."""
     validation_images: dict[str, Path] = field(default_factory=dict)
-    """Per product, a folder of this station's own validation images (MVTec layout: good/,
-    optional <defect>/ and ground_truth/). A bundle whose golden outputs drift on this CPU is
-    then re-calibrated on them (``runtime.recalibration``) instead of refused."""
+    """Per product, a folder of this station's validation images (MVTec layout) on which a
+    bundle whose golden outputs drift here is re-calibrated (``runtime.recalibration``)."""
     input_check: InputCheck = "refuse"
-    """Images unlike the live bundle's training images (``core.input_domain``: grey under a
-    colour-trained bundle, far smaller, another aspect ratio): ``refuse`` them (an error, never
-    a verdict; the default), ``warn`` (judge them, log and count a warning) or ``"off"``
-    (quoted: YAML reads a bare off as false)."""
+    """Images unlike the bundle's training images (``core.input_domain``): ``refuse`` (an
+    error, never a verdict), ``warn`` (judge, log and count) or ``"off"`` (quoted in YAML)."""
     inference_threads: int | None = None
-    """OpenVINO threads per inference; None: OpenVINO's choice (every core). ``1`` when several
-    station processes (``serve`` and a line station) share a few cores: on 2 cores each
-    inference then costs about half the CPU (no threads waiting on each other)."""
+    """OpenVINO threads per inference; None: OpenVINO's choice (every core). ``1`` suits
+    several station processes sharing a few cores."""
     configs_dir: Path | None = None
-    """The station's own configs (``refine.yaml``, the mask refiners' settings). Default: the
-    folder of the station or line config file the section was read from
-    (``with_config_folder``), whatever the working directory."""
+    """The station's own configs (``refine.yaml``); default: the folder of the config file the
+    section was read from (``with_config_folder``)."""
 
     def __post_init__(self) -> None:
         try:
@@ -178,9 +164,8 @@ C = TypeVar("C", bound=HasCore)
 
 
 def with_config_folder(config: C, config_file: str | Path) -> C:
-    """``config`` as read from ``config_file``: unless its ``core.configs_dir`` names a folder,
-    the station's configs are those beside the file (``core.config.folder_of``), as a site
-    file's are (``SiteConfig.configs_dir``); the pins of its ``trust_file`` when it names one."""
+    """``config`` as read from ``config_file``: its configs folder defaults to the file's, and
+    the pins of its ``trust_file`` (when it names one) are read in."""
     core = config.core
     if core.configs_dir is None:
         core = dataclasses.replace(core, configs_dir=folder_of(config_file))
@@ -199,10 +184,9 @@ def with_config_folder(config: C, config_file: str | Path) -> C:
 
 
 def check_registry_dir(config: StationCoreConfig) -> None:
-    """Refuse to start on a ``registry_dir`` that is not a folder (a typo would otherwise
-    read as "no live bundle" for every product). Checked when a station starts
-    (``StationCore.build``, and the station commands before anything else), not on load:
-    ``inspection station sync`` fills a registry folder that does not exist yet."""
+    """Refuse to start on a ``registry_dir`` that is not a folder (a typo would read as "no
+    live bundle" everywhere). Checked at start, not on load: ``inspection station sync`` fills
+    a registry folder that does not exist yet."""
     if not config.registry_dir.is_dir():
         raise ConfigError(
             f"core: registry_dir {config.registry_dir.resolve()} is not a directory; fix the "
@@ -241,9 +225,8 @@ def check_moved_keys(data: Mapping[str, Any], where: str) -> None:
 
 
 def pinned_key(config: StationCoreConfig) -> Keyring | None:
-    """The keys the station trusts, each file checked against its pinned fingerprint;
-    ``ConfigError`` saying how to pin when none is, or a key file was replaced. ``None`` only
-    with ``allow_unsigned_bundles`` (warned)."""
+    """The keys the station trusts, each checked against its pinned fingerprint (``ConfigError``
+    saying how to pin otherwise); ``None`` only with ``allow_unsigned_bundles`` (warned)."""
     if config.allow_unsigned_bundles:
         log.warning(UNSIGNED_WARNING)
         return None
@@ -295,14 +278,12 @@ def trust_files(configs: list[Path]) -> list[Path]:
 
 
 def read_trust(config_path: str | Path) -> Trust:
-    """The trust lines of a station or line config (from its ``trust_file`` when it names
-    one; none while that file does not exist yet), read from the YAML alone (a config that
-    the station refuses, e.g. pinned by path only, is read too)."""
+    """The trust lines of a station or line config (of its ``trust_file`` when it names one),
+    read from the YAML alone, so a config the station refuses is read too."""
     return _trust_in(trust_path(config_path))
 
 
 def _trust_in(path: Path) -> Trust:
-    """The trust lines of the file at ``path`` (none while it does not exist)."""
     if not path.is_file():
         return Trust()
     core = _core_section(path)
@@ -321,13 +302,9 @@ _TRUST_KEYS = ("signing_keys", "revoked", "bundle_public_key")
 
 
 def write_trust(config_path: str | Path, trust: Trust) -> bool:
-    """Write ``trust`` as the ``core:`` section's ``signing_keys`` and ``revoked`` of the
-    config's ``trust_path`` (a ``bundle_public_key`` line goes, an ``allow_unsigned_bundles``
-    one is commented out).
-
-    Edits the YAML text so the file's other lines and comments stay. Returns False when the
-    file said this already.
-    """
+    """Write ``trust`` into the ``core:`` section of the config's ``trust_path`` (dropping
+    ``bundle_public_key``, commenting out ``allow_unsigned_bundles``), editing the YAML text so
+    other lines and comments stay; False when the file said this already."""
     path = trust_path(config_path)
     original = path.read_text(encoding="utf-8") if path.is_file() else TRUST_FILE_HEADER
     lines = original.splitlines(keepends=True)

@@ -1,12 +1,10 @@
 """Live models per product, hot-swapped from the registry without dropping requests.
 
-A background poller reads each product's live bundle and threshold from the registry.
-A new bundle is loaded completely (read once, verified with the pinned key and compiled
-from the verified bytes by ``runtime.predictor.load_inspector``) before the reference is
-swapped; requests already running keep the model they started with. A bundle that fails to
-load is rejected with a logged reason and the previous model keeps serving. What may serve
-(signatures, signed decisions) is ``station.trust``'s rule; the threshold served,
-across a re-calibration on this CPU, ``station.thresholds``'.
+A poller reads each product's live bundle and threshold; a new bundle is loaded completely
+(verified and compiled by ``runtime.predictor.load_inspector``) before the reference is
+swapped, so running requests keep their model, and one that fails to load is rejected with a
+logged reason while the previous one serves. What may serve is ``station.trust``'s rule; the
+threshold served, ``station.thresholds``'.
 """
 
 from __future__ import annotations
@@ -55,12 +53,15 @@ def default_loader(
     public_key: Ed25519PublicKey | None = None,
     num_threads: int | None = None,
 ) -> Predictor:
-    """``runtime.predictor.load_inspector`` (OpenVINO, torch-free; the signature checked with
-    ``public_key`` on the bytes it compiles), refining NG masks with the refiner the bundle's
-    validation measurement chose, seeded from ``refine`` (the station's refine config, read
-    once at start; None: the defaults); ``validation``: the station's validation images of the
-    bundle's product, to re-calibrate it on when its golden outputs drift; ``num_threads``:
-    OpenVINO threads per inference (None: OpenVINO's choice)."""
+    """``runtime.predictor.load_inspector`` with the refiner the bundle chose.
+
+    Args:
+        validation: the station's validation images of the bundle's product, to re-calibrate
+            it on when its golden outputs drift.
+        refine: the station's refine config seeding the refiner (None: the defaults).
+        public_key: checks the signature on the bytes compiled.
+        num_threads: OpenVINO threads per inference (None: OpenVINO's choice).
+    """
     return load_inspector(
         bundle_dir, refiner="bundle", validation=validation, refine=refine,
         public_key=public_key, num_threads=num_threads,
@@ -73,9 +74,8 @@ def station_loader(
     public_key: Ed25519PublicKey | None = None,
     num_threads: int | None = None,
 ) -> InspectorLoader:
-    """``default_loader`` seeded with the station's ``refine`` config, pinned key and threads
-    per inference, given the station's validation folder of each bundle's product
-    (``validation_images``) when it has one."""
+    """``default_loader`` with the station's settings and, per product, its validation folder
+    (``validation_images``)."""
     folders = dict(validation_images or {})
 
     def load(bundle_dir: Path) -> Predictor:
@@ -106,12 +106,8 @@ def serve_live_bundle(product: str, live_bundle_id: str) -> Selection:
 
 
 class TunedSelector:
-    """Serve this CPU's measured choice among the live model's gated bundles.
-
-    A tuning record (``inspection station tune``) for this CPU and the current live bundle
-    decides. Without one, and when the live model has two or more gated bundles, the
-    station measures them once at load (``tune_on_load``) and records the result.
-    """
+    """Serve this CPU's tuning record's choice (``inspection station tune``) for the live
+    bundle; without one, measure two or more gated bundles once at load (``tune_on_load``)."""
 
     def __init__(
         self,
@@ -184,9 +180,8 @@ class TunedSelector:
 
 @dataclass(frozen=True)
 class LiveModel:
-    """One loaded model and the threshold it is served at. Immutable: a swap (new bundle or
-    new threshold) replaces the whole object, so a request that already holds a
-    ``LiveModel`` finishes with it; the shared inspector is never changed."""
+    """One loaded model and the threshold it is served at. Immutable: a swap replaces the
+    whole object, so a request holding one finishes with it."""
 
     product: str
     bundle_id: str
@@ -211,9 +206,8 @@ class LiveModel:
 
 
 class LiveModels:
-    """Holds the live model of every served product and keeps it in step with the registry:
-    polls, loads and swaps; ``trust`` (``station.trust``) decides what may serve and
-    ``thresholds`` (``station.thresholds``) at which threshold."""
+    """The live model of every served product, kept in step with the registry (poll, load,
+    swap); ``trust`` decides what may serve, ``thresholds`` at which threshold."""
 
     def __init__(
         self,
@@ -225,8 +219,8 @@ class LiveModels:
         selector: BundleSelector = serve_live_bundle,
         public_key: Ed25519PublicKey | None = None,
     ) -> None:
-        """``public_key``: the pinned site signing key; with it, only bundles signed by that
-        key (and unchanged since promotion) load."""
+        """``public_key``: the pinned site key; with it only bundles it signed (and unchanged
+        since promotion) load."""
         self.registry = registry
         self.products = tuple(products)
         self.trust = Trust(registry, public_key)

@@ -1,15 +1,10 @@
 """One inspection end to end: decode, infer, store blobs, commit the result row.
 
-Shared by the HTTP API and the watch folder. Synchronous and thread-safe: the API runs
-it in a worker thread. A result is returned only after the store commit, so anything
-acknowledged is durable. Everything that can fail on the input (validation, decode,
-inference, encoding the mask, map and overlay) runs before the first blob is written;
-blobs are written before the row, so a stored row never points at a missing blob, and
-blobs this call created are removed again when the row cannot be committed.
-
-An image the live bundle refuses (``InputOutOfDomain``: unlike its training images;
-``PartNotAligned``) is an error, never a verdict; one judged with input-domain warnings
-(``input_check: warn``) is logged. Both are reported to ``on_input_domain`` (metrics).
+Shared by every front door; synchronous and thread-safe. A result is returned only after the
+store commit, so anything acknowledged is durable. Everything that can fail on the input runs
+before the first blob is written; blobs are written before the row (a row never points at a
+missing blob) and removed again when the row cannot be committed. An image the bundle refuses
+(``InputOutOfDomain``, ``PartNotAligned``) is an error, never a verdict.
 """
 
 from __future__ import annotations

@@ -37,9 +37,8 @@ class Thresholds:
         return self._golden.get(product)
 
     def newest(self, product: str, bundle_id: str) -> ThresholdVersion | None:
-        """The newest threshold version for ``bundle_id`` that this station may serve: with a
-        pinned key, one signed by it; an unsigned or altered newer one is refused (named in
-        ``status()["refused"]`` and the log) and the last good one keeps serving."""
+        """The newest threshold version for ``bundle_id`` this station may serve
+        (``Trust.newest_threshold``)."""
         versions = reversed(_threshold_versions(self.registry, product, bundle_id))
         return self.trust.newest_threshold(product, versions)
 
@@ -50,9 +49,8 @@ class Thresholds:
         inspector: Predictor,
         threshold: ThresholdVersion | None,
     ) -> float:
-        """Record the golden check of bundle ``served``, just loaded, and return the threshold
-        to serve it at: registry version ``threshold`` across its re-calibration, or the
-        bundle's own when the registry has none for it."""
+        """Record the golden check of bundle ``served``, just loaded, and return its threshold:
+        registry version ``threshold`` across a re-calibration, else the bundle's own."""
         self._golden[product] = golden_status(
             served, getattr(inspector, "golden", None), getattr(inspector, "recalibration", None)
         )
@@ -71,8 +69,7 @@ class Thresholds:
         self, product: str, served: str, inspector: Predictor, threshold: ThresholdVersion
     ) -> float:
         """The value to serve the new registry version ``threshold`` at on the running bundle
-        ``served``; a re-calibrated bundle's golden outcome is recorded again (its note on the
-        registry threshold changed; no golden check ran)."""
+        ``served`` (a re-calibrated bundle's golden outcome is recorded again)."""
         value = self._across_recalibration(product, served, inspector, threshold)
         recalibrated = getattr(inspector, "recalibration", None) is not None
         if recalibrated and (self._golden.get(product) or {}).get("bundle_id") == served:
@@ -88,13 +85,10 @@ class Thresholds:
     ) -> float:
         """The threshold to serve for registry version ``threshold`` on bundle ``served``.
 
-        A bundle re-calibrated on this CPU scores on a new scale; the version was set on its
-        export calibration's. It is carried across at the false-reject budget it was set at
-        (recorded with it) or, when it records none, the one it held on the bundle's
-        validation scores (``Recalibration.carry``). When it cannot be, it is not applied and
-        the re-calibrated operating point serves, whether the version came before the load or
-        after it, so a restart never changes the threshold served. ``golden.threshold_carried``
-        / ``threshold_not_applied`` (``/healthz``, the dashboard) and the log say which.
+        A bundle re-calibrated here scores on a new scale: the version is carried across at
+        its false-reject budget (``Recalibration.carry``) or else not applied, the
+        re-calibrated operating point serving, before or after the load alike (a restart
+        never changes it); the golden status and the log say which.
         """
         recalibration = getattr(inspector, "recalibration", None)
         if recalibration is None:
@@ -113,10 +107,9 @@ class Thresholds:
         return inspector.threshold
 
     def _note(self, product: str, served: str, key: str, note: object) -> None:
-        """The golden status of bundle ``served`` with ``key`` (one of ``THRESHOLD_NOTES``)
-        as the only note on its registry threshold. The status is replaced, never changed in
-        place: ``status()`` hands it to requests that may be serialising it. The status of
-        another bundle (the last check was of a refused one) is left as it is."""
+        """The golden status of bundle ``served`` with ``key`` (of ``THRESHOLD_NOTES``) as its
+        only threshold note; replaced, never changed in place (requests may be serialising
+        it). Another bundle's status is left as it is."""
         golden = self._golden.get(product)
         if golden is None or golden.get("bundle_id") != served:
             return

@@ -1,10 +1,9 @@
 """What a station with a pinned site key trusts: bundle signatures and signed decisions.
 
-With a pinned key every decision that changes a verdict must verify (``core.decisions``): the
-live pointer, the threshold, the tuning pick, and for the bundle served its ROI and, when the
-export gate refused it, the admin's force record (its refiner choice is in its signed
-metadata). ``Trust`` checks them and remembers, per product and kind, why the newest record
-was refused (``LiveModels.status()["refused"]``); the last good one keeps serving.
+Every decision that changes a verdict must verify (``core.decisions``): the live pointer, the
+threshold, the tuning pick, the served bundle's ROI and, when its export gate refused it, the
+force record. ``Trust`` remembers why each kind's newest record was refused; the last good
+one keeps serving.
 """
 
 from __future__ import annotations
@@ -71,8 +70,7 @@ class Trust:
 
     def refusal_before_load(self, product: str, bundle_id: str) -> str | None:
         """Why the bundle about to load fails its decisions on disk (noted as ``gate`` or
-        ``roi``), or None; cheap, checked again on the verified bytes by ``check_loaded``.
-        Unreadable bundles pass: the load itself says what is wrong."""
+        ``roi``), or None; unreadable bundles pass (the load says what is wrong)."""
         try:
             bundle_dir = self.registry.bundle_dir(product, bundle_id)
             metadata = read_bundle_metadata(bundle_dir)
@@ -89,9 +87,8 @@ class Trust:
         self, product: str, served: str, inspector: Predictor, bundle_dir: Path
     ) -> None:
         """``BundleError`` unless the loaded bundle may serve: with a pinned key the bytes
-        compiled were verified with it (the loader read the bundle once and checked that copy)
-        and, for the live bundle, their digest is the one recorded at promotion; and the
-        decisions it needs (force record, ROI) verify, a refused one being noted.
+        compiled were verified with it and, if live, match the digest recorded at promotion;
+        and the decisions it needs (force record, ROI) verify, a refused one being noted.
 
         Args:
             served: the bundle id loaded (the live one or its measured-fastest sibling).
