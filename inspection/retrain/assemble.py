@@ -1,12 +1,9 @@
 """Build a retrain run's data from the original dataset and the reviewed inspections.
 
-Training set (written as an MVTec-style folder under the run folder): the original
-``train/good`` images plus inspections reviewed as ``good``; the original test split and
-masks are copied too, because training holds part of it out to calibrate thresholds.
-Nothing reviewed as ``defect``, ``false_alarm`` or ``unsure`` is written into that folder.
-
-Evaluation set (a list, read in place): the original labelled test split, plus reviewed
-defects (label 1, no mask: excluded from pixel metrics) and false alarms (label 0).
+Training set, an MVTec-style folder under the run folder: the original images plus those
+reviewed as ``good`` (the test split and masks too: training holds part of it out to calibrate).
+Evaluation set, read in place: the original test split, plus reviewed defects (label 1, no mask:
+left out of pixel metrics) and false alarms (label 0).
 """
 
 from __future__ import annotations
@@ -30,10 +27,8 @@ REVIEWED_DEFECT = "reviewed_defect"  # defect type of a reviewed defect without 
 
 @dataclass(frozen=True)
 class EvalItem:
-    """One evaluation image. ``label`` 1 = defective; ``mask_path`` None = no pixel truth.
-
-    ``source`` is ``test`` (the labelled test split) or ``review`` (a reviewed inspection).
-    """
+    """One evaluation image: ``label`` 1 = defective; ``mask_path`` None = no pixel truth;
+    ``source`` ``test`` (the labelled test split) or ``review`` (a reviewed inspection)."""
 
     path: Path
     label: int
@@ -128,12 +123,11 @@ def assemble_run_data(
             else:
                 eval_items.append(EvalItem(path, 0, GOOD, None, "review", row.id))
                 false_alarms.append(row.id)
+    counts = (len(original.train_samples), len(reviewed_good), len(eval_items))
     log.info(
         "run data for %s: %d original + %d reviewed-good training images, %d evaluation images",
         product,
-        len(original.train_samples),
-        len(reviewed_good),
-        len(eval_items),
+        *counts,
     )
     return RunData(
         train_root=root,
@@ -160,11 +154,8 @@ def _reviewed_good(
 
 
 def _copy_samples(samples: tuple[Sample, ...], target: Path, root: Path) -> None:
-    """Copy samples into MVTec layout; train images go straight into ``target``.
-
-    Test images go to ``target/<defect>/`` and their masks to ``ground_truth/<defect>/``.
-    Names are kept unless two sources share one, which then get a numeric prefix.
-    """
+    """Copy samples into MVTec layout: train images into ``target``, test images into
+    ``target/<defect>/``, masks into ``ground_truth/<defect>/``; a clashing name gets a prefix."""
     used: set[Path] = set()
     for index, sample in enumerate(samples):
         folder = target if sample.split == "train" else target / sample.defect_type

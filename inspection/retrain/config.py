@@ -58,15 +58,11 @@ class RetryPolicy:
 class RetrainConfig:
     """Everything ``inspection retrain`` and ``inspection scheduler`` read.
 
-    ``reviewed_since``: which reviewed-good inspections join the original training images.
-    ``champion``: those reviewed after the live champion's version was created, plus the
-    reviewed-good images the champion itself was trained with (so data accumulates over
-    promotions); ``latest_version``: only those reviewed after the newest version;
-    ``all``: every inspection whose latest review is ``good``.
-    ``warmup``: inferences per bundle before latency is measured.
-    ``keep_work_dirs``: run folders (exported training sets) kept per product.
-    ``incremental``: when the champion is PatchCore and the run only adds reviewed-good
-    images, the challenger is the champion's memory bank plus theirs (no full refit).
+    ``reviewed_since``: which reviewed-good inspections join the training images: ``champion``
+    (reviewed since the live version, plus those it was trained with: data accumulates),
+    ``latest_version`` (since the newest version) or ``all``. ``warmup``: inferences before
+    latency is measured. ``keep_work_dirs``: run folders kept per product. ``incremental``:
+    a PatchCore champion plus only new reviewed-good images gets its bank extended, not refit.
     """
 
     products: dict[str, ProductJob] = field(default_factory=dict)

@@ -1,14 +1,7 @@
-"""A reproducible retraining demo: champion, line inspections, reviews, one retrain.
-
-    python -m inspection.retrain.demo --out var/retrain-demo --reports reports
-
-1. writes a demo product with few original training images and trains + promotes an INT8
-   champion;
-2. renders fresh "line" images, inspects them with the live champion through the station
-   ``Inspector`` and stores the results and image blobs in a SQLite store;
-3. reviews them from the known ground truth (good parts -> ``good`` or, if flagged NG,
-   ``false_alarm``; defective parts -> ``defect``; a few -> ``unsure``);
-4. runs ``retrain_product`` and leaves the report under ``<reports>/retrain/<product>/<run>``.
+"""A reproducible retraining demo (``python -m inspection.retrain.demo --out DIR --reports DIR``):
+train and promote an INT8 champion on a demo product with few images, inspect fresh "line"
+images with it into a SQLite store, review them from the known ground truth, and run
+``retrain_product``, whose report lands under ``<reports>/retrain/<product>/<run>``.
 """
 
 from __future__ import annotations
@@ -67,7 +60,6 @@ def run_demo(
     config_file: Path | None = None,
 ) -> tuple[RetrainResult, dict]:
     """Run the whole demo under ``out``; returns the retrain result and timings/counts."""
-
     site = SiteConfig(
         registry_dir=out / "registry",
         store_url=f"sqlite:///{out / 'inspection.db'}",

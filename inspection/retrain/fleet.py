@@ -1,10 +1,8 @@
 """Retrain many products at once: Ray tasks with a CPU budget each, or in-process.
 
-Every task runs the ordinary ``retrain_product`` (same per-product lock, same registry
-writes, same gate), so results, gate decisions and promotions are exactly those of a
-single ``inspection retrain``. A task that raises or whose worker dies never promotes:
-promotion is the last registry write of a run. A lost worker cannot write its own
-``failed`` event, so the driver records it (through the registry, under its lock).
+Every task runs the ordinary ``retrain_product`` (same lock, registry writes and gate), so
+results are exactly those of ``inspection retrain``. A task that raises or whose worker dies
+never promotes (promotion is a run's last write); the driver records a lost worker's failure.
 """
 
 from __future__ import annotations
@@ -35,12 +33,10 @@ FleetStatus = Literal["promoted", "kept", "skipped", "failed"]
 
 @dataclass(frozen=True)
 class FleetOptions:
-    """``ray_address``: ``None`` runs products one after another in this process;
-    ``"auto"`` or ``host:port`` fans them out on that Ray cluster. ``cpus_per_task`` is
-    both the Ray resource request and the task's torch/OpenMP thread count.
-    ``memory_gb``: each Ray task's memory budget (a product's ``memory_gb`` in retrain.yaml
-    overrides it): Ray's memory request, and the worker's data-segment limit
-    (``RLIMIT_DATA``), so a product that outgrows it fails alone with an error saying so."""
+    """``ray_address``: ``None`` runs products one after another in this process, ``"auto"``
+    or ``host:port`` on that Ray cluster. ``cpus_per_task``: the Ray request and the task's
+    thread count. ``memory_gb``: each task's budget (a product's own in retrain.yaml wins), as
+    Ray's request and the worker's ``RLIMIT_DATA``: a product outgrowing it fails alone."""
 
     ray_address: str | None = None
     cpus_per_task: float = 1.0
@@ -87,7 +83,6 @@ def retrain_one(
 ) -> FleetOutcome:
     """One product through the fleet (the scheduler's job); raises when the task failed, so
     retry policies apply, and ``RetrainBusy`` when another run holds the product."""
-
     [outcome] = run_fleet([product], site, config, options)
     if outcome.status == "skipped":
         raise RetrainBusy(outcome.detail)

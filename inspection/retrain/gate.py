@@ -30,14 +30,10 @@ each with its direction: True when a higher value is better. Latency has
 
 @dataclass(frozen=True)
 class MetricRule:
-    """One gated metric. ``tolerance`` is the largest allowed absolute regression, in the
-    metric's own direction (``GATEABLE_METRICS``: a drop of an AUROC, a rise of a miss rate).
-
-    ``required``: when the metric is missing (or NaN) on either side the gate keeps the
-    champion; an optional metric that neither side has (e.g. AUPRO without masks) is skipped.
-    ``higher_is_better`` is the metric's direction; left out, it is taken from
-    ``GATEABLE_METRICS``, and a value that contradicts it is refused.
-    """
+    """One gated metric: ``tolerance`` is the largest allowed absolute regression in its own
+    direction (``higher_is_better``, from ``GATEABLE_METRICS`` when left out; a contradicting
+    value is refused). ``required``: missing (or NaN) on either side keeps the champion; an
+    optional metric neither side has (AUPRO without masks) is skipped."""
 
     name: str
     tolerance: float = 0.0
@@ -64,12 +60,9 @@ class MetricRule:
 
 @dataclass(frozen=True)
 class GatePolicy:
-    """What a challenger must match: metric rules plus a p50 latency budget. The default is
-    the shipped ``configs/retrain.yaml``'s gate (a test holds them equal).
-
-    ``latency_tolerance`` is the allowed relative p50 slowdown (0.25 = up to 25 % slower);
-    ``None`` disables the latency check.
-    """
+    """What a challenger must match: metric rules plus ``latency_tolerance``, the allowed
+    relative p50 slowdown (0.25: 25 %; ``None``: unchecked). The default is the shipped
+    ``configs/retrain.yaml``'s gate (a test holds them equal)."""
 
     metrics: tuple[MetricRule, ...] = field(
         default_factory=lambda: (
@@ -115,11 +108,8 @@ def decide(
     challenger: Mapping[str, float],
     policy: GatePolicy,
 ) -> Decision:
-    """Promote the challenger only if no gated metric regresses beyond its tolerance.
-
-    ``champion`` is ``None`` when no bundle is live yet: the challenger is then promoted
-    if it has every required metric.
-    """
+    """Promote the challenger only if no gated metric regresses beyond its tolerance
+    (``champion`` None, no live bundle yet: if it has every required metric)."""
     if champion is None:
         missing = [
             r.name for r in policy.metrics if r.required and _value(challenger, r.name) is None

@@ -1,21 +1,20 @@
 """One retrain run: assemble data, train a challenger, export INT8, gate, maybe promote.
 
-The registry only changes through its atomic writes: a new version, a new bundle, the
-``retrain`` event, and (only after a passed gate) ``promote``. A failure at any point
-leaves the live bundle as it was and is recorded as a ``retrain`` event with decision
-``failed``; a finished challenger version without a bundle is harmless (never live).
+The registry changes only through its atomic writes (a version, a bundle, the ``retrain``
+event, ``promote`` after a passed gate). A failure leaves the live bundle as it was and is
+recorded as a ``failed`` retrain event; a challenger version without a bundle is never live.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from inspection.core.bundle import SIGNATURE_FILE
 from inspection.core.config import SiteConfig
@@ -36,9 +35,6 @@ from inspection.retrain.lock import retrain_lock
 from inspection.retrain.report import write_report
 from inspection.retrain.scoring import evaluate_bundles
 from inspection.store.store import Store
-
-if TYPE_CHECKING:
-    from inspection.store.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -120,12 +116,9 @@ def retrain_product(
     progress: Progress | None = None,
     train_progress: bool = False,
 ) -> RetrainResult:
-    """Retrain ``product`` under its lock; see the module docstring for the guarantees.
-
-    ``store``: where reviewed images come from (a ``Store``, ``None`` for none, or the
-    site's own store). ``overrides``/``replace_config`` change the challenger's config
-    (default: the champion's). Raises ``RetrainBusy`` if the product is locked.
-    """
+    """Retrain ``product`` under its lock (``RetrainBusy`` if held). ``store``: where reviewed
+    images come from (a ``Store``, ``None``, or the site's own). ``overrides`` /
+    ``replace_config`` change the challenger's config (default: the champion's)."""
     registry = Registry(site.registry_dir)
     _check_trained(registry, product)
     refine = refine_config_in(site.configs)  # a bad key stops the run before anything is done
@@ -174,7 +167,6 @@ def _retrain(run: _Run, ctx: _Context) -> RetrainResult:
 
 def _assemble(run: _Run, ctx: _Context, champion: ModelRecord | None) -> RunData:
     """The run's MVTec folder: original data plus reviewed images since ``reviewed_since``."""
-
     since = _since(ctx.registry, run.product, ctx.config, champion)
     carry_over = _skipped_last_run(ctx.registry, run.product)
     if ctx.config.reviewed_since == "champion":
@@ -216,12 +208,8 @@ def _train(run: _Run, ctx: _Context, source: ModelRecord, data: RunData) -> Mode
 def _incremental(
     run: _Run, ctx: _Context, champion: ModelRecord | None, data: RunData
 ) -> ModelRecord | None:
-    """The challenger as the champion's bank plus the new reviewed-good images, when it can be.
-
-    ``None`` (full training) unless incremental updates are on, the champion is a PatchCore
-    without global context or tiles, the config is unchanged, and the run's training set is
-    exactly the champion's plus new reviewed-good images.
-    """
+    """The challenger as the champion's bank plus the new reviewed-good images, or ``None``
+    (full training) when ``_new_good_images`` finds none to add that way."""
     images = _new_good_images(run, ctx, champion, data)
     if champion is None or not images:
         return None
@@ -273,7 +261,6 @@ def _export(run: _Run, ctx: _Context, record: ModelRecord, data: RunData) -> str
 def _evaluate(
     run: _Run, ctx: _Context, bundles: Mapping[str, Path], data: RunData
 ) -> dict[str, Any]:
-
     run.stage = "evaluate"
     ctx.say(f"evaluating {' and '.join(bundles)} on {len(data.eval_items)} images")
     return evaluate_bundles(dict(bundles), data.eval_items, warmup=ctx.config.warmup)
@@ -288,7 +275,6 @@ def _report(
     evaluations: Mapping[str, Any],
     data: RunData,
 ) -> Path:
-
     run.stage = "report"
     report_dir = Path(ctx.site.reports_dir) / "retrain" / run.product / run.run_id
     write_report(
@@ -316,46 +302,51 @@ def _finish(
             reason=f"retrain {run.run_id}: challenger passed the gate against {run.champion or 'no champion'}",
         )  # fmt: skip
     run.stage = "done"
-    registry.record_event(
-        run.product,
-        "retrain",
-        actor=run.actor,
-        reason="; ".join(decision.reasons),
-        decision="promote" if decision.promote else "keep",
-        status=status,
-        run=run.run_id,
-        champion=run.champion,
+    _record_event(
+        registry,
+        run,
+        "; ".join(decision.reasons),
+        "promote" if decision.promote else "keep",
+        status,
         challenger=bundle,
-        challenger_version=run.challenger_version,
         reasons=decision.reasons,
         metrics={role: e.gate_metrics() for role, e in evaluations.items()},
         report=str(report_dir),
         reviewed_good_ids=list(run.reviewed_good_ids),
-        skipped_review_ids=list(run.skipped_review_ids),
-        reviews_until=run.reviews_until,
     )
 
 
 def _record_failure(registry: Registry, run: _Run, exc: BaseException) -> None:
     """Audit a failed run; never masks the original error."""
+    reason = f"failed during {run.stage}: {type(exc).__name__}: {exc}"
     try:
-        registry.record_event(
-            run.product,
-            "retrain",
-            actor=run.actor,
-            reason=f"failed during {run.stage}: {type(exc).__name__}: {exc}",
-            decision="failed",
-            status="failed",
-            run=run.run_id,
-            stage=run.stage,
-            champion=run.champion,
-            challenger=run.challenger_bundle,
-            challenger_version=run.challenger_version,
-            skipped_review_ids=list(run.skipped_review_ids),
-            reviews_until=run.reviews_until,
-        )
+        _record_event(registry, run, reason, "failed", "failed", stage=run.stage)
     except Exception:  # the registry itself may be what failed
         log.exception("could not record the failed retrain of %s", run.product)
+
+
+def _record_event(
+    registry: Registry, run: _Run, reason: str, decision: str, status: str, **fields: Any
+) -> None:
+    """The run's ``retrain`` audit event (``core.retrain_report.RetrainEvent`` reads it);
+    ``fields`` add to or replace the run's own entries."""
+    entries = {
+        "run": run.run_id,
+        "champion": run.champion,
+        "challenger": run.challenger_bundle,
+        "challenger_version": run.challenger_version,
+        "skipped_review_ids": list(run.skipped_review_ids),
+        "reviews_until": run.reviews_until,
+    }
+    registry.record_event(
+        run.product,
+        "retrain",
+        actor=run.actor,
+        reason=reason,
+        decision=decision,
+        status=status,
+        **(entries | fields),
+    )
 
 
 # ------------------------------------------------------------------------ helpers
@@ -374,10 +365,7 @@ def _champion_reviewed_good(registry: Registry, product: str, champion: str | No
     """Reviewed-good inspection ids the champion was trained with (from its retrain event)."""
     if champion is None:
         return []
-    for event in reversed(registry.events(product)):
-        if event.get("action") != "retrain":
-            continue
-        run = RetrainEvent.from_event(event, f"{product} retrain event")
+    for run in _runs(registry, product):
         if run.status == "promoted" and run.challenger == champion:
             return list(run.reviewed_good_ids)
     return []
@@ -386,12 +374,15 @@ def _champion_reviewed_good(registry: Registry, product: str, champion: str | No
 def _skipped_last_run(registry: Registry, product: str) -> list[str]:
     """Reviewed inspections the last retrain run left out for a missing or unreadable image:
     tried again (a restored blob joins training; a review never vanishes behind the cut-off)."""
+    last = next(_runs(registry, product), None)
+    return [] if last is None else list(last.skipped_review_ids)
+
+
+def _runs(registry: Registry, product: str) -> Iterator[RetrainEvent]:
+    """The product's retrain events, newest first, each read when reached."""
     for event in reversed(registry.events(product)):
         if event.get("action") == "retrain":
-            return list(
-                RetrainEvent.from_event(event, f"{product} retrain event").skipped_review_ids
-            )
-    return []
+            yield RetrainEvent.from_event(event, f"{product} retrain event")
 
 
 def _check_trained(registry: Registry, product: str) -> None:
@@ -430,9 +421,9 @@ def _since(
 def _reviews_read_until(registry: Registry, product: str, version: str) -> datetime | None:
     """When the retrain run that made ``version`` read the reviews; ``None`` when no run
     made it (``inspection train``) or its event predates the field."""
-    for event in reversed(registry.events(product)):
-        if event.get("action") == "retrain" and event.get("challenger_version") == version:
-            until = RetrainEvent.from_event(event, f"{product} retrain event").reviews_until
+    for run in _runs(registry, product):
+        if run.challenger_version == version:
+            until = run.reviews_until
             return None if until is None else datetime.fromisoformat(until)
     return None
 

@@ -133,15 +133,12 @@ def _skipped_lines(skipped: Mapping[str, str]) -> list[str]:
 
 
 def _plot_roc(path: Path, evaluations: Mapping[str, BundleEvaluation], labels: np.ndarray) -> None:
-    # deferred: matplotlib
-    import matplotlib
-
-    matplotlib.use("Agg")
     # deferred: matplotlib, sklearn
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
     from sklearn.metrics import roc_auc_score, roc_curve
 
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    fig = Figure(figsize=(4.5, 4.5))
+    ax = fig.subplots()
     both = 0 < labels.sum() < len(labels)
     for role, evaluation in evaluations.items():
         if not both:
@@ -156,20 +153,16 @@ def _plot_roc(path: Path, evaluations: Mapping[str, BundleEvaluation], labels: n
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def _plot_scores(
     path: Path, evaluations: Mapping[str, BundleEvaluation], labels: np.ndarray
 ) -> None:
     # deferred: matplotlib
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    # deferred: matplotlib
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(evaluations), figsize=(4.5 * len(evaluations), 3.5))
+    fig = Figure(figsize=(4.5 * len(evaluations), 3.5))
+    axes = fig.subplots(1, len(evaluations))
     bins = np.linspace(0, 1, 26)
     for ax, (role, evaluation) in zip(np.atleast_1d(axes), evaluations.items(), strict=True):
         ax.hist(evaluation.scores[labels == 0], bins=bins, alpha=0.6, label="good", color="#2ca02c")
@@ -183,4 +176,3 @@ def _plot_scores(
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)

@@ -1,17 +1,14 @@
 """Cron-style scheduling of retrain jobs with retries and exponential backoff.
 
-The scheduler runs due jobs one after another (training is CPU-heavy), records each
-product's last run in ``<work_dir>/scheduler-state.json`` and sleeps until the next
-fire time. A product whose lock is held elsewhere is skipped with a log line; a failed
-attempt is retried with backoff and, since the pipeline only promotes after a passed
-gate, leaves the champion live.
+Due jobs run one after another (training is CPU-heavy); each product's last run is recorded in
+``<work_dir>/scheduler-state.json``. A locked product is skipped; a failed attempt is retried
+and leaves the champion live (the pipeline promotes only after a passed gate).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from inspection.core.errors import ConfigError, DatasetError
+from inspection.core.jsonl import write_json
 from inspection.retrain.config import RetrainConfig, RetryPolicy
 from inspection.retrain.lock import RetrainBusy
 
@@ -48,10 +46,8 @@ def run_with_retries(
     what: str = "job",
     sleep: Callable[[float], None] = time.sleep,
 ) -> tuple[Any, int]:
-    """Call ``job`` until it returns, at most ``policy.attempts`` times; returns (result, attempts).
-
-    Errors in ``PERMANENT_ERRORS`` are raised at once; the last transient error is re-raised.
-    """
+    """Call ``job`` until it returns, at most ``policy.attempts`` times; returns (result,
+    attempts). ``PERMANENT_ERRORS`` are raised at once, the last transient error re-raised."""
     for attempt in range(1, policy.attempts + 1):
         try:
             return job(), attempt
@@ -106,11 +102,8 @@ class Housekeeping:
 
 
 class Scheduler:
-    """Runs ``run_job(product)`` for each enabled product when its schedule is due, and the
-    ``housekeeping`` jobs on theirs.
-
-    A product that never ran under this state file is due at once.
-    """
+    """Runs ``run_job(product)`` for each enabled product when its schedule is due (at once
+    if it never ran under this state file), and the ``housekeeping`` jobs on theirs."""
 
     def __init__(
         self,
@@ -127,7 +120,6 @@ class Scheduler:
         self.state_path = Path(state_path or config.work_dir / STATE_FILE)
         self._sleep = sleep
 
-    # ------------------------------------------------------------------ state
     def state(self) -> dict[str, dict[str, Any]]:
         if not self.state_path.is_file():
             return {}
@@ -146,11 +138,8 @@ class Scheduler:
             "detail": outcome.detail,
         }
         self.state_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_path.with_name(f".{self.state_path.name}.tmp")
-        tmp.write_text(json.dumps(state, indent=2, sort_keys=True), encoding="utf-8")
-        os.replace(tmp, self.state_path)
+        write_json(self.state_path, state)
 
-    # --------------------------------------------------------------- schedule
     def products(self) -> list[str]:
         return sorted(name for name, job in self.config.products.items() if job.enabled)
 
@@ -169,7 +158,6 @@ class Scheduler:
                 due.append(product)
         return due
 
-    # ------------------------------------------------------------------- runs
     def run_product(self, product: str, now: datetime | None = None) -> JobOutcome:
         """Run one job with retries; never raises for a job failure (it is logged)."""
         started = now or _now()

@@ -1,9 +1,7 @@
 """Score champion and challenger bundles on one evaluation set with the station ``Inspector``.
 
-Both bundles see every image in turn (the order alternates per image), so latency is
-measured under the same machine load. Metrics come from ``core.metrics.compute_metrics`` on
-the normalised scores and maps the station produces, judged by the bundle's own threshold and
-segmentation (``core.verdict``), as the station judges them.
+Both bundles see every image in turn (alternating order), so latency is measured under the same
+load; metrics are judged by each bundle's own threshold and segmentation, as the station judges.
 """
 
 from __future__ import annotations
@@ -25,17 +23,12 @@ from inspection.retrain.gate import GATEABLE_METRICS, LATENCY_KEY
 from inspection.runtime.camera import source_bits
 
 log = logging.getLogger(__name__)
-GATE_KEYS = GATEABLE_METRICS
-"""Gateable figures; the rates are at each bundle's own operating point (lower is better)."""
 
 
 @dataclass(frozen=True)
 class BundleEvaluation:
-    """One bundle's results on the evaluation set.
-
-    ``scores`` (N,) float32 in [0, 1]; ``latencies_ms`` (N,) float64; ``metrics`` overall and
-    per defect type at the bundle's own threshold and segmentation.
-    """
+    """One bundle's results on the evaluation set: ``scores`` (N,) float32 in [0, 1];
+    ``latencies_ms`` (N,) float64; ``metrics`` overall and per defect type."""
 
     role: str
     bundle_id: str
@@ -52,9 +45,10 @@ class BundleEvaluation:
         }
 
     def gate_metrics(self) -> dict[str, float]:
-        """Flat ``{name: value}`` the gate compares; undefined metrics are left out."""
+        """Flat ``{name: value}`` the gate compares (rates at the bundle's own operating point);
+        undefined metrics are left out."""
         figures = self.metrics.overall.figures()
-        flat = {k: figures[k] for k in GATE_KEYS if k in figures}
+        flat = {k: figures[k] for k in GATEABLE_METRICS if k in figures}
         return {**flat, **self.latency()}
 
 
@@ -65,13 +59,9 @@ def evaluate_bundles(
     warmup: int = 2,
     on_image: Callable[[int], None] | None = None,
 ) -> dict[str, BundleEvaluation]:
-    """Run every bundle in ``bundles`` (role -> bundle folder) on ``items``.
-
-    Pixel metrics use maps and masks resized to the first bundle's input size; items
-    without pixel truth (reviewed defects) are left out of them. Every bundle judges every
-    item, inside its input domain or not (``input_check="off"``): a station set to ``warn``
-    stores, and reviewers label, images the champion would refuse.
-    """
+    """Run every bundle in ``bundles`` (role -> bundle folder) on ``items``. Pixel metrics
+    are at the first bundle's input size, without items lacking pixel truth. Every item is
+    judged, in the input domain or not: a ``warn`` station stores images a bundle would refuse."""
     # deferred: pulls OpenVINO (0.3 s), only when bundles are scored
     from inspection.runtime.predictor import load_inspector
 
@@ -100,7 +90,7 @@ def evaluate_bundles(
             )
         if on_image is not None:
             on_image(index)
-    masks = np.stack([_mask(item, (height, width)) for item in items])
+    masks = np.stack([read_mask(item.mask_path, (height, width)) for item in items])
     known = np.array([item.has_pixel_truth for item in items], dtype=bool)
     return {
         role: _evaluation(
@@ -144,8 +134,3 @@ def _evaluation(
         latencies_ms=np.asarray(latencies, dtype=np.float64),
         metrics=metrics,
     )
-
-
-def _mask(item: EvalItem, size: tuple[int, int]) -> np.ndarray:
-    """(H, W) bool ground truth; all False for good images and for unknown masks."""
-    return read_mask(item.mask_path, size)
