@@ -27,11 +27,8 @@ ARCHIVE_SUFFIX = ".tar"
 
 @dataclass(frozen=True)
 class ArchiveManifest:
-    """What a station needs to check a downloaded bundle before it uses it.
-
-    ``files`` maps each path inside the bundle folder (``metadata.json`` included) to its
-    sha256; the archive holds them under ``<bundle_id>/``.
-    """
+    """What a station needs to check a downloaded bundle before it uses it: ``files`` maps
+    each path in the bundle folder to its sha256 (the archive holds them under ``<bundle_id>/``)."""
 
     schema_version: int
     product: str
@@ -70,11 +67,8 @@ def manifest_from_mapping(data: Any, where: str = "archive manifest") -> Archive
 
 
 def pack_bundle(bundle_dir: str | Path, archive_path: str | Path) -> ArchiveManifest:
-    """Verify ``bundle_dir`` and write it as a deterministic tar to ``archive_path``.
-
-    Members are sorted, owned by 0:0 with mtime 0, so the same bundle always gives the
-    same bytes (and the same ``archive_sha256``). The write is atomic (temp + rename).
-    """
+    """Verify ``bundle_dir`` and write it atomically as a deterministic tar to ``archive_path``
+    (members sorted, owned by 0:0, mtime 0: the same bundle always gives the same bytes)."""
     bundle_dir, archive_path = Path(bundle_dir), Path(archive_path)
     metadata = verify_bundle(bundle_dir)
     paths = sorted(p for p in bundle_dir.rglob("*") if p.is_file())
@@ -143,11 +137,8 @@ def unpack_bundle(
     archive_path: str | Path, manifest: ArchiveManifest, target_dir: str | Path
 ) -> Path:
     """Check, unpack and verify an archive; returns the bundle folder under ``target_dir``.
-
-    Order: archive digest, then a safe extraction (no absolute paths, ``..``, links or
-    devices: tarfile's ``data`` filter), then every file against the manifest and the
-    bundle's own ``metadata.json`` checksums, then that the bundle is the one announced.
-    """
+    In order: the archive digest, a safe extraction (no absolute paths, ``..``, links or
+    devices), every file against the manifest and the bundle's own checksums, its identity."""
     check_archive(archive_path, manifest)
     target_dir = Path(target_dir)
     with tarfile.open(archive_path, "r") as tar:

@@ -1,9 +1,8 @@
 """The central catalog: which bundle is live per product, and the archives to fetch it.
 
 ``CatalogEntry`` is the typed answer a station gets (live bundle, since when, the archive
-manifest and the threshold that applies). Archives are packed once per immutable bundle
-and cached beside the registry under ``.archives/<product>/<bundle_id>.tar`` (+ ``.json``).
-``inspection.distribution.server`` serves both over HTTP: ``inspection registry serve``.
+manifest, the threshold that applies). Archives are packed once per immutable bundle and cached
+under ``.archives/<product>/<bundle_id>.tar`` (+ ``.json``); ``distribution.server`` serves both.
 """
 
 from __future__ import annotations
@@ -45,11 +44,10 @@ class CatalogEntry:
     threshold_budget: float | None = None
     """The false-reject budget the threshold was chosen for (``ThresholdVersion.budget``)."""
     threshold_record: dict[str, Any] | None = None
-    """The threshold version as the central registry signed it (its jsonl row): a station
-    mirrors it unchanged and verifies it with its pinned key. None: the version is unsigned."""
+    """The threshold version's signed row, mirrored unchanged by a station (None: unsigned)."""
     live_record: dict[str, Any] | None = None
-    """The live pointer as the central registry signed it (``live.json``): a station mirrors it
-    unchanged. None: unsigned (a keyed station refuses the pointer)."""
+    """The signed live pointer (``live.json``), mirrored unchanged (None: unsigned, refused by
+    a keyed station)."""
     decisions: tuple[dict[str, Any], ...] = ()
     """The product's signed decisions (ROI, force; ``core.decisions``) as rows."""
     alternatives: tuple[ArchiveManifest, ...] = ()
@@ -57,8 +55,8 @@ class CatalogEntry:
     FP16 and INT8 of an FP32 live bundle): the station measures them and serves the fastest."""
 
     def to_mapping(self) -> dict[str, Any]:
-        """The JSON view; ``threshold_budget`` and ``threshold_record`` only when set, so a
-        station of an earlier release still reads an entry that uses neither."""
+        """The JSON view; the optional signed entries only when set (an earlier release's
+        station still reads the entry)."""
         data = to_mapping(self)
         for key in ("threshold_budget", "threshold_record", "live_record", "decisions"):
             if data[key] in (None, []):
@@ -101,11 +99,8 @@ def archive_paths(registry: Registry, product: str, bundle_id: str) -> tuple[Pat
 
 
 def archive_for(registry: Registry, product: str, bundle_id: str) -> tuple[Path, ArchiveManifest]:
-    """The cached archive of a registry bundle, packed on first request (bundles are immutable).
-
-    The manifest is written after the tar, so a crash in between leaves no manifest and the
-    next request packs again. A tar damaged later is served as is: stations refuse it.
-    """
+    """The cached archive of a registry bundle, packed on first request (bundles are
+    immutable); the manifest is written after the tar, so a crash in between packs again."""
     tar_path, manifest_path = archive_paths(registry, product, bundle_id)
     if not manifest_path.is_file():
         bundle_dir = registry.bundle_dir(product, bundle_id)
@@ -127,14 +122,9 @@ def live_entry(registry: Registry, product: str) -> CatalogEntry | None:
     if state is None:
         return None
     _, manifest = archive_for(registry, product, state.bundle_id)
-    threshold = next(
-        (
-            t
-            for t in reversed(registry.threshold_history(product))
-            if t.bundle_id in (None, state.bundle_id)
-        ),
-        None,
-    )
+    history = registry.threshold_history(product)
+    applies = [t for t in history if t.bundle_id in (None, state.bundle_id)]
+    threshold = applies[-1] if applies else None
     return CatalogEntry(
         product=product,
         bundle_id=state.bundle_id,

@@ -1,17 +1,13 @@
 """Station side of bundle distribution: pull the live bundles into the station's registry.
 
-A station's ``registry_dir`` is a local copy. ``sync_once`` asks the source (the central
-catalog over HTTP, or a shared registry path) for each product's live bundle; a new one is
-downloaded to a staging folder, its archive digest and every file digest are checked, its
-signature is verified against the station's pinned site key (when one is pinned), and only
-then is it added to the local registry and promoted there: the central signed live pointer,
-threshold and decisions (``core.decisions``) are mirrored unchanged, so the station verifies
-the central signatures (it never signs what a catalog sent). Archive digests come from the source, so only the signature proves who made a
-bundle: a bundle that is unsigned, signed by another key or changed after signing is refused. ``inspection serve`` hot-swaps to it on its next registry poll. Any failure
-(network down, corrupt download, bad manifest) leaves the local live bundle as it was: an
-offline station keeps serving its last good bundle. A one-shot sync (``offline_ok=False``) raises
-``SourceUnreachable`` naming the source when it cannot be reached; ``sync_forever`` keeps
-polling and warns once per outage.
+``sync_once`` asks the source (the central catalog over HTTP, or a shared registry path) for
+each product's live bundle; a new one is downloaded to a staging folder, its archive and file
+digests checked, its signature verified against the station's pinned site key (when pinned),
+and only then added to the local registry and made live. The central signed live pointer,
+threshold and decisions are mirrored unchanged: the station never signs what a catalog sent,
+and only the signature proves who made a bundle. Any failure leaves the local live bundle as it
+was (an offline station keeps serving its last good one); ``inspection serve`` hot-swaps on its
+next registry poll.
 """
 
 from __future__ import annotations
@@ -183,13 +179,10 @@ def sync_once(
     public_key: Ed25519PublicKey | None = None,
     offline_ok: bool = True,
 ) -> list[SyncOutcome]:
-    """Bring each product's local live bundle in step with the source; never raises for
-    network or bundle problems (they become ``offline``/``failed`` outcomes), except with
-    ``offline_ok=False``: a source that cannot be reached at all then raises
-    ``SourceUnreachable`` naming it (a one-shot sync must not look done).
-
-    ``public_key``: the station's pinned site key; a bundle failing it is never installed.
-    """
+    """Bring each product's local live bundle in step with the source. Network and bundle
+    problems become ``offline``/``failed`` outcomes, except that with ``offline_ok=False`` an
+    unreachable source raises ``SourceUnreachable`` (a one-shot sync must not look done).
+    ``public_key``: the station's pinned site key; a bundle failing it is never installed."""
     registry = Registry(registry_dir)
     products = tuple(products)
     started = time.perf_counter()
@@ -295,13 +288,9 @@ def _fetch_alternatives(
     for manifest in entry.alternatives:
         if manifest.bundle_id in held:
             continue
+        alternative = replace(entry, bundle_id=manifest.bundle_id, manifest=manifest)
         try:
-            _fetch(
-                source,
-                registry,
-                replace(entry, bundle_id=manifest.bundle_id, manifest=manifest),
-                public_key,
-            )
+            _fetch(source, registry, alternative, public_key)
             fetched.append(manifest.bundle_id)
         except (InspectionError, OSError) as exc:
             log.warning(
@@ -355,10 +344,8 @@ def sync_threshold(registry: Registry, entry: CatalogEntry) -> None:
         if current is None or current.row() != signed.row():
             registry.journal.mirror(signed, actor=SYNC_ACTOR)
         return
-    if current is not None and (current.value, current.budget) == (
-        entry.threshold,
-        entry.threshold_budget,
-    ):
+    central = (entry.threshold, entry.threshold_budget)
+    if current is not None and (current.value, current.budget) == central:
         return
     registry.set_threshold(
         entry.product,
@@ -400,12 +387,8 @@ def sync_forever(
     on_outcomes: Callable[[list[SyncOutcome]], None] | None = None,
     public_key: Ed25519PublicKey | None = None,
 ) -> None:
-    """Poll the source every ``interval_s``: a promotion reaches this station within one
-    interval (plus the download), and ``inspection serve`` swaps on its next registry poll.
-
-    A source that cannot be reached is logged as a warning once per outage (and noted when it
-    is back); ``on_outcomes`` then hears nothing until it is reachable again.
-    """
+    """Poll the source every ``interval_s`` until ``stop``. An unreachable source is warned
+    about once per outage (and noted when back); ``on_outcomes`` hears nothing meanwhile."""
     if interval_s <= 0:
         raise InspectionError(f"the sync interval must be > 0 seconds, got {interval_s}")
     products = tuple(products)
