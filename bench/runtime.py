@@ -14,7 +14,7 @@ the report keeps the median run and every run's p50.
 The report also records what the figures depend on: CPU model, ISA flags (AVX2, AVX-512,
 VNNI, AMX), OpenVINO's capability report, threads/streams of each compiled model, the
 1-minute load around every run, and the machine's limit for the model (graph FLOPs at this
-CPU's measured matmul GFLOP/s). Writes ``reports/runtime/runtime.json`` and ``runtime.md``.
+CPU's measured matmul peak of each precision, ``_peaks``). Writes ``reports/runtime/runtime.json`` and ``runtime.md``.
 Not a test: figures depend on the machine.
 """
 
@@ -38,7 +38,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from _peaks import limit_ms, precision_peaks  # noqa: E402
-from _report import lscpu  # noqa: E402
+from _report import lscpu, previous_report, save_report  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -368,7 +368,7 @@ def accuracy(result: dict[str, Any], samples: list[Any]) -> dict[str, float | No
 
 def bench_kind(
     registry: Any, product: str, kind: str, dataset_dir: Path, work: Path, cache: Path,
-    gflops: float, engines: tuple[str, ...], repeat: int, peaks: dict,
+    engines: tuple[str, ...], repeat: int, peaks: dict,
 ) -> dict:  # fmt: skip
     from inspection.data.dataset import load_dataset
     from inspection.training.registry_export import held_out_test_samples
@@ -397,7 +397,7 @@ def bench_kind(
         rows[engine] = merge_runs(results)
         if engine in bundles:
             rows[engine]["gate"] = _gate(bundles, engine)
-    limit = machine_limit(bundles["fp32"], gflops)
+    limit = graph_limit(bundles["fp32"])
     limit["per_engine_ms"] = {
         engine: limit_ms(limit["gflop_served"], peaks, engine) for engine in bundles
     }
@@ -481,25 +481,6 @@ def station_choice(rows: dict[str, dict]) -> dict[str, Any]:
 
 
 # ===================================================================== machine facts
-def measured_gflops(size: int = 1024, repeats: int = 20) -> dict[str, float]:
-    """float32 matmul GFLOP/s of this CPU with 1 thread and with all threads."""
-    from threadpoolctl import threadpool_limits
-
-    rng = np.random.default_rng(0)
-    a = rng.random((size, size), dtype=np.float32)
-    b = rng.random((size, size), dtype=np.float32)
-    out = {}
-    for threads in (1, os.cpu_count() or 1):
-        with threadpool_limits(limits=threads, user_api="blas"):
-            a @ b
-            start = time.perf_counter()
-            for _ in range(repeats):
-                a @ b
-            seconds = (time.perf_counter() - start) / repeats
-        out[f"threads_{threads}"] = round(2 * size**3 / seconds / 1e9, 1)
-    return out
-
-
 def graph_flops(model: Any) -> dict[str, float]:
     """FLOPs (2 x multiply-adds) of a model's convolutions and matmuls, by part:
     ``blur`` (anomaly-map smoothing), ``knn`` (memory-bank distances), ``network`` (the rest)."""
@@ -526,9 +507,9 @@ def graph_flops(model: Any) -> dict[str, float]:
     return parts
 
 
-def machine_limit(bundle: Path, gflops: float) -> dict[str, Any]:
-    """The model's FLOPs at batch 1 (as served, after the load-time rewrites) and the time they
-    take at this CPU's measured matmul rate: the floor a perfectly efficient runtime would hit."""
+def graph_limit(bundle: Path) -> dict[str, Any]:
+    """The model's FLOPs at batch 1, as exported and as served (after the load-time rewrites);
+    ``_peaks.limit_ms`` turns them into each precision's floor at this CPU's measured peak."""
     import openvino as ov
 
     from inspection.core.bundle import read_bundle_metadata
@@ -545,8 +526,6 @@ def machine_limit(bundle: Path, gflops: float) -> dict[str, Any]:
         "gflop_exported": {k: round(v / 1e9, 3) for k, v in exported.items()},
         "gflop_served": {k: round(v / 1e9, 3) for k, v in served.items()},
         "gflop_total": round(total / 1e9, 3),
-        "matmul_gflops": gflops,
-        "limit_ms": round(total / (gflops * 1e9) * 1e3, 2),
         "graph_rewrites": notes,
     }
 
@@ -563,7 +542,6 @@ def machine_report() -> dict[str, Any]:
         "vnni": info.has_vnni,
         "amx": info.has_amx,
         "python": platform.python_version(),
-        "matmul_gflops": measured_gflops(),
         "precision_peaks": precision_peaks(),
         "bf16": "yes" if info.has_bf16 else "not available",
         "lscpu_flags": lscpu("Flags"),
@@ -572,14 +550,13 @@ def machine_report() -> dict[str, Any]:
 
 
 # ========================================================================== report
-def write_markdown(report: dict, path: Path) -> None:
+def markdown(report: dict) -> str:
     machine = report["machine"]
     lines = [
         "# Runtime benchmark: anomalib torch vs OpenVINO bundles, on this machine",
         "",
         f"- CPU: **{machine['summary']}**",
         f"- OpenVINO {machine['openvino']} CPU capabilities: {', '.join(machine['capabilities'])}",
-        f"- float32 matmul (numpy, 1024^3): {machine['matmul_gflops']} GFLOP/s",
         f"- bf16: {machine.get('bf16', '?')}; lscpu flags: `{machine.get('lscpu_flags', '')}`",
         "",
         "Measured matmul peak per precision (OpenVINO, one 2048^3 MatMul on all cores; int8 "
@@ -606,7 +583,7 @@ def write_markdown(report: dict, path: Path) -> None:
     ]
     for kind, data in report["kinds"].items():
         lines += _kind_lines(kind, data)
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return "\n".join(lines) + "\n"
 
 
 def _kind_lines(kind: str, data: dict) -> list[str]:
@@ -653,8 +630,8 @@ def _kind_lines(kind: str, data: dict) -> list[str]:
         "",
         f"- Machine limit: {limit['gflop_total']} GFLOP per image as served (network "
         f"{served['network']}, kNN {served['knn']}, map head {served['blur']}; the exported "
-        f"blur was {exported['blur']}) at {limit['matmul_gflops']} GFLOP/s = "
-        f"**{limit['limit_ms']} ms**; measured FP32 infer p50 "
+        f"blur was {exported['blur']}) at the f32 peak = "
+        f"**{limit['per_engine_ms']['fp32']} ms**; measured FP32 infer p50 "
         f"{data['engines']['fp32']['stages_ms_p50']['infer']:.2f} ms.",
         f"- Station's choice (fastest gated, same rule as `inspection station tune`): "
         f"**{choice['precision']}**, p50 {choice['p50_ms']:.1f} ms "
@@ -738,7 +715,6 @@ def run_parent(args: argparse.Namespace) -> None:
     registry = Registry(args.registry)
     dataset_dir = ensure_dataset(args.product, Path(args.datasets))
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     work = Path(args.registry).parent / "work"
     work.mkdir(parents=True, exist_ok=True)
     if args.prepare_only:  # train and export outside the timed run (e.g. via /work/bin/heavy)
@@ -748,23 +724,20 @@ def run_parent(args: argparse.Namespace) -> None:
             torch_model_file(record, work)
         return
     machine = machine_report()
-    gflops = max(machine["matmul_gflops"].values())
     report: dict[str, Any] = {
         "product": args.product, "machine": machine, "repeat": args.repeat, "kinds": {},
     }  # fmt: skip
-    previous = out / "runtime.json"
-    if args.keep and previous.is_file():  # keep other kinds' figures from an earlier run
-        report["kinds"] = json.loads(previous.read_text())["kinds"]
+    if args.keep:  # keep other kinds' figures from an earlier run
+        report["kinds"] = previous_report(out, "runtime").get("kinds", {})
     with tempfile.TemporaryDirectory(prefix="bench-runtime-") as scratch:
         for kind in args.kinds:
             report["kinds"][kind] = bench_kind(
                 registry, args.product, kind, dataset_dir, Path(scratch) / kind, work,
-                gflops, tuple(args.engines), args.repeat, machine["precision_peaks"],
+                tuple(args.engines), args.repeat, machine["precision_peaks"],
             )  # fmt: skip
             report["load_1m_end"] = load_1m()
-            (out / "runtime.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
-            write_markdown(report, out / "runtime.md")
-    print((out / "runtime.md").read_text())
+            save_report(out, "runtime", report, markdown(report))
+    print(markdown(report))
 
 
 def main() -> None:
