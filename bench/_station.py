@@ -97,6 +97,19 @@ def database_url(name: str, admin_url: str = PG_ADMIN_URL) -> str:
     return admin_url.rsplit("/", 1)[0] + f"/{name}"
 
 
+def demo_test_images(
+    folder: Path, product: str, *, seed: int, good: int, per_defect: int, size: int
+) -> list[Path]:
+    """The test PNGs (good and defective, sorted) of a demo ``product`` written to ``folder``."""
+    from inspection.data.demo import write_demo_product
+
+    test = write_demo_product(
+        folder, product, seed=seed, n_train=1, n_test_good=good, n_test_per_defect=per_defect,
+        size=size,
+    ) / "test"  # fmt: skip
+    return sorted(p for p in test.rglob("*.png") if "ground_truth" not in p.parts)
+
+
 def tiny_registry(workdir: Path, product: str, *, int8: bool = False) -> Path:
     """A registry with one live bundle: PatchCore (128 px) trained on a demo product (~1 min),
     exported FP32 and, with ``int8``, INT8 promoted when its gate passes."""

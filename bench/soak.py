@@ -58,6 +58,7 @@ from _station import (
     create_database,
     database_exists,
     database_url,
+    demo_test_images,
     drop_database,
     rename_database,
     serve_live_copy,
@@ -319,7 +320,11 @@ def prepare(args: argparse.Namespace, kind: str, store_url: str, plc_endpoint: s
     security = LinkSecurity(mode="sign_and_encrypt", pki_dir=root / "pki")
     camera = root / "camera"
     camera.mkdir(parents=True, exist_ok=True)
-    images = demo_images(args)
+    paths = demo_test_images(
+        Path(args.workdir) / "datasets", args.product, seed=11, good=8, per_defect=2,
+        size=args.image_size,
+    )  # fmt: skip
+    images = [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in paths]
     cv2.imwrite(str(camera / "part.png"), images[0])
     line = {
         "station_id": LINE_ID,
@@ -342,18 +347,6 @@ def prepare(args: argparse.Namespace, kind: str, store_url: str, plc_endpoint: s
         root, store_url, args.product, token, port, images, root / "line.yaml",
         camera / "part.png", security,
     )  # fmt: skip
-
-
-def demo_images(args: argparse.Namespace) -> list[np.ndarray]:
-    """The demo product's test images (good and defective) at ``--image-size`` px."""
-    from inspection.data.demo import write_demo_product
-
-    folder = write_demo_product(
-        Path(args.workdir) / "datasets", args.product, seed=11, n_train=1,
-        n_test_good=8, n_test_per_defect=2, size=args.image_size,
-    ) / "test"  # fmt: skip
-    paths = sorted(p for p in folder.rglob("*.png") if "ground_truth" not in p.parts)
-    return [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in paths]
 
 
 def unique_png(base: np.ndarray, n: int) -> bytes:

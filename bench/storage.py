@@ -28,7 +28,7 @@ from _report import cpu_description, load_average, save_report
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
-from _station import tiny_registry  # noqa: E402
+from _station import demo_test_images, tiny_registry  # noqa: E402
 
 from inspection.store.models import SHA_COLUMNS  # noqa: E402
 from inspection.store.retention import RetentionConfig, database_bytes  # noqa: E402
@@ -133,17 +133,6 @@ def per_day(parts: dict, rate: int, ng_rate: float, retention: RetentionConfig) 
     return {"written_gb_per_day": round(written / 1e9, 2), "steady_state_gb": round(held / 1e9, 1)}
 
 
-def demo_images(args: argparse.Namespace) -> list[bytes]:
-    """Distinct demo PNGs: ``--good`` good and ``--defective`` defective ones."""
-    from inspection.data.demo import write_demo_product
-
-    folder = write_demo_product(
-        Path(args.workdir) / "images", args.product, seed=29, n_train=1,
-        n_test_good=args.good, n_test_per_defect=args.defective, size=args.size,
-    ) / "test"  # fmt: skip
-    return [path.read_bytes() for path in sorted(folder.rglob("*.png"))]
-
-
 def markdown(report: dict[str, Any]) -> str:
     lines = [
         "# Storage per part (bench/storage.py)",
@@ -192,7 +181,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     Path(args.workdir).mkdir(parents=True, exist_ok=True)
     args.registry = args.registry or str(tiny_registry(Path(args.workdir), args.product))
-    images = demo_images(args)
+    paths = demo_test_images(
+        Path(args.workdir) / "images", args.product, seed=29, good=args.good,
+        per_defect=args.defective, size=args.size,
+    )  # fmt: skip
+    images = [path.read_bytes() for path in paths]
     retention = RetentionConfig()
     settings = {}
     for name, setting in SETTINGS.items():
