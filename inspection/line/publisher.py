@@ -9,7 +9,6 @@ message. ``wake()`` after a commit makes delivery immediate instead of waiting f
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Mapping
@@ -18,17 +17,10 @@ from datetime import datetime, timezone
 from inspection.line.config import PublisherConfig
 from inspection.line.sinks import DeliveryError, Sink
 from inspection.station.metrics import OutboxMetrics
-from inspection.store.outbox import Outbox, PendingMessage
+from inspection.store.outbox import Outbox, PendingMessage, backoff_s
 
 log = logging.getLogger(__name__)
 __all__ = ["OutboxMetrics", "Publisher", "backoff_s"]
-
-
-def backoff_s(failures: int, config: PublisherConfig) -> float:
-    """Delay before retry number ``failures`` (>= 1): doubling from the initial value, capped,
-    with up to 20 % jitter so many stations do not retry in lockstep."""
-    base = min(config.backoff_max_s, config.backoff_initial_s * 2 ** max(0, failures - 1))
-    return base * (1.0 + 0.2 * random.random())
 
 
 class Publisher:

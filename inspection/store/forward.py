@@ -13,8 +13,16 @@ central PostgreSQL oldest first, a batch at a time:
 3. the messages are marked delivered locally, only after that commit.
 
 A crash (``kill -9`` of either side) before 3 forwards the batch again, which inserts
-nothing: 0 lost, 0 duplicated. The station connects as its own PostgreSQL role, which row-level
+nothing: 0 lost, 0 duplicated. A central side that takes longer than ``timeout_s`` to answer
+(a hung host, a network that drops packets) has its connections cut, and the batch is retried
+(``outbox.backoff_s``). The station connects as its own PostgreSQL role, which row-level
 security lets write only the rows of its own station ids (``grant_station``).
+
+Rows carry the columns the central ``inspections`` table has, read from its catalog after each
+failure, so stations a release apart share one central store: a station one release behind
+leaves a newer column to its default; a station one release ahead leaves out its new column
+while the central store lacks it, and stops at the first row with a value in it
+(``CentralBehind``, retried) until the central store is upgraded.
 
 Every few seconds, whether or not anything waits, the forwarder also upserts its ``backlog``
 into the central ``station_backlog`` under its role's name (``report``): the dashboard's
@@ -26,14 +34,29 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+import socket
 import threading
 import time
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import BigInteger, Engine, cast, create_engine, func, select, text, update
+from sqlalchemy import (
+    BigInteger,
+    Engine,
+    cast,
+    create_engine,
+    event,
+    func,
+    inspect,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -48,6 +71,7 @@ from inspection.store.models import (
     OutboxMessage,
     StationBacklog,
 )
+from inspection.store.outbox import backoff_s
 from inspection.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -60,6 +84,10 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _COLUMNS = [column.key for column in Inspection.__table__.columns]
 REPORT_EVERY_S = 5.0
 """How often ``Forwarder.run`` reports the backlog to the central ``station_backlog``."""
+
+
+class CentralBehind(RuntimeError):
+    """The central store lacks a column a waiting row has a value in: upgrade it first."""
 
 
 def central_entry(key: str, blob_bytes: int) -> OutboxEntry:
@@ -112,9 +140,13 @@ class Forwarder:
         *,
         batch: int = 200,
         alarm_after_s: float | None = None,
+        timeout_s: float = 60.0,
+        backoff_max_s: float = 30.0,
     ) -> None:
         self.local = local
         self.batch = batch
+        self.timeout_s = timeout_s
+        self.backoff_initial_s, self.backoff_max_s = 1.0, backoff_max_s
         self.alarm_after_s = alarm_after_s
         """The station's backlog alarm setting, reported with the backlog for the dashboard."""
         self.blobs = BlobStore(central_blobs)
@@ -122,6 +154,10 @@ class Forwarder:
         # datetimes (SQLite's) are UTC
         options = {"connect_timeout": 5, "tcp_user_timeout": 15_000, "options": "-c timezone=UTC"}
         self.engine: Engine = create_engine(central_url, pool_pre_ping=True, connect_args=options)
+        self._connections: weakref.WeakSet[Any] = weakref.WeakSet()
+        event.listen(self.engine, "connect", lambda dbapi, _: self._connections.add(dbapi))
+        self._columns: set[str] | None = None
+        """The central ``inspections`` columns, read again after each failure."""
         self.forwarded = 0
         """Rows marked forwarded by this process (a Prometheus counter)."""
         self._stop = threading.Event()
@@ -142,8 +178,9 @@ class Forwarder:
             batch = session.execute(query).all()
         if not batch:
             return 0
-        rows = [self._with_blobs(row) for _, row in batch]
-        with Session(self.engine) as central, central.begin():
+        with self._deadline(), Session(self.engine) as central, central.begin():
+            columns = self._central_columns(central)
+            rows = [self._with_blobs(row, columns) for _, row in batch]
             insert = postgresql.insert(Inspection).values(rows).on_conflict_do_nothing()
             inserted = set(central.scalars(insert.returning(Inspection.id)))
             rollups.record(central, [row for _, row in batch if row.id in inserted])
@@ -157,10 +194,22 @@ class Forwarder:
         self.forwarded += len(ids)
         return len(ids)
 
-    def _with_blobs(self, row: Inspection) -> dict[str, Any]:
-        """The row's central values, after its blobs are in the central folder; a blob gone
-        locally (local retention) marks the central row's blobs pruned."""
+    def _central_columns(self, central: Session) -> set[str]:
+        if self._columns is None:
+            found = inspect(central.connection()).get_columns(Inspection.__tablename__)
+            self._columns = {column["name"] for column in found}
+        return self._columns
+
+    def _with_blobs(self, row: Inspection, columns: set[str]) -> dict[str, Any]:
+        """The row's values in the central ``columns``, after its blobs are in the central
+        folder; a blob gone locally (local retention) marks the central row's blobs pruned."""
         values = {key: getattr(row, key) for key in _COLUMNS}
+        newer = sorted(key for key in values.keys() - columns if values[key] is not None)
+        if newer:
+            raise CentralBehind(
+                f"the central store has no column {', '.join(newer)} yet: run `inspection db "
+                "upgrade` on it; the results wait here"
+            )
         if row.blobs_pruned_at is None:
             for sha in filter(None, (getattr(row, column) for column in SHA_COLUMNS)):
                 if self.blobs.exists(sha):
@@ -171,7 +220,28 @@ class Forwarder:
                     values["blobs_pruned_at"] = datetime.now(timezone.utc)
                     continue
                 self.blobs.put(path.read_bytes(), path.suffix)
-        return values
+        return {key: value for key, value in values.items() if key in columns}
+
+    @contextmanager
+    def _deadline(self) -> Iterator[None]:
+        """Cut this forwarder's central connections when the block outlasts ``timeout_s``:
+        libpq has no client-side query timeout, so a central host that stops answering (or a
+        network that drops its packets) would hold the batch forever."""
+        timer = threading.Timer(self.timeout_s, self._cut)
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+        finally:
+            timer.cancel()
+
+    def _cut(self) -> None:
+        log.warning("central store: no answer in %g s; dropping its connections", self.timeout_s)
+        for connection in list(self._connections):
+            with suppress(Exception):  # closed meanwhile
+                fd = connection.pgconn.socket
+                with socket.fromfd(fd, socket.AF_INET, socket.SOCK_STREAM) as sock:
+                    sock.shutdown(socket.SHUT_RDWR)  # libpq reads EOF: the batch fails
 
     def report(self) -> bool:
         """Upsert this station's ``backlog`` into the central ``station_backlog``, keyed by the
@@ -195,7 +265,7 @@ class Forwarder:
                 index_elements=[StationBacklog.station_id],
                 set_={key: insert.excluded[key] for key in values},
             )
-            with Session(self.engine) as central, central.begin():
+            with self._deadline(), Session(self.engine) as central, central.begin():
                 central.execute(upsert)
         except SQLAlchemyError as exc:
             if not self._report_refused:
@@ -213,18 +283,18 @@ class Forwarder:
         self.report()
         return total
 
-    def run(self, idle_s: float = 1.0, max_wait_s: float = 30.0) -> None:
+    def run(self, idle_s: float = 1.0) -> None:
         """Forward until ``stop()``: at once while a full batch moved, after ``idle_s`` when
-        the backlog is empty, backing off to ``max_wait_s`` while the central side fails;
+        the backlog is empty, backing off (``backoff_s``) while the central side fails;
         ``report`` the backlog every ``REPORT_EVERY_S`` while the central side answers."""
         failures, reported = 0, float("-inf")
         while not self._stop.is_set():
             try:
                 moved = self.forward_once()
-            except (SQLAlchemyError, OSError) as exc:
+            except (SQLAlchemyError, OSError, CentralBehind) as exc:
                 if not failures:
                     log.warning("central store: %s; results wait locally", _first_line(exc))
-                failures, moved = failures + 1, 0
+                failures, moved, self._columns = failures + 1, 0, None
             else:
                 if failures:
                     log.info("central store reachable again; forwarding the backlog")
@@ -232,7 +302,7 @@ class Forwarder:
                 if time.monotonic() - reported >= REPORT_EVERY_S:
                     self.report()
                     reported = time.monotonic()
-            wait = min(max_wait_s, 2.0**failures) if failures else idle_s
+            wait = backoff_s(failures, self) if failures else idle_s
             self._stop.wait(0 if moved == self.batch else wait)
 
     def start(self) -> None:

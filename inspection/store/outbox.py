@@ -8,9 +8,10 @@ crash between delivery and marking means a redelivery, identifiable by ``key`` (
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy import func, select, update
 
@@ -39,6 +40,23 @@ class SinkBacklog:
     pending: int
     oldest_age_s: float | None
     delivered: int
+
+
+class Backoff(Protocol):
+    """Retry delays: doubling from ``backoff_initial_s`` up to ``backoff_max_s``."""
+
+    @property
+    def backoff_initial_s(self) -> float: ...
+    @property
+    def backoff_max_s(self) -> float: ...
+
+
+def backoff_s(failures: int, policy: Backoff) -> float:
+    """Delay before retry number ``failures`` (>= 1) of the outbox publisher and the central
+    forwarder: doubling, capped, with up to 20 % jitter so many stations do not retry in
+    lockstep (after a central restart, say)."""
+    base = min(policy.backoff_max_s, policy.backoff_initial_s * 2 ** max(0, failures - 1))
+    return base * (1.0 + 0.2 * random.random())
 
 
 def _utc(value: datetime) -> datetime:
