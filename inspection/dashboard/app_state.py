@@ -4,31 +4,32 @@ Every cached function takes the site key (the site YAML path, '' for the default
 two sites in one process never share cache entries. Writes call ``invalidate()``.
 
 Login: the router calls ``identify()`` and ``signed_in()`` before any page runs. The login form
-(name + password, verified against the Argon2id hash in the store) shows until the session
-holds an ``Identity``; a signed cookie (``sessions``) carries the login across reloads; every
-later run re-reads the user, so a removed user or a changed role takes effect on the next click. Pages ask ``acting_as(ADMINS)`` (or ``REVIEWERS``) for the name
-they write into the audit trail. Only a site with ``dashboard_open_on_localhost: true``
-served on loopback skips the login; there the typed name is recorded.
+(verified against the Argon2id hash in the store) shows until the session holds an
+``Identity``; a signed cookie (``sessions``) carries it across reloads; every run re-reads the
+user, so a removed user or a changed role takes effect on the next click. Pages ask
+``acting_as(ADMINS)`` (or ``REVIEWERS``) for the name they audit a write with. Only a site with
+``dashboard_open_on_localhost: true`` served on loopback skips the login (the typed name).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 
+from inspection.core.config import SiteConfig
 from inspection.core.errors import InspectionError
 from inspection.core.registry import Registry
 from inspection.dashboard import health, models, overview, retraining, review, sessions, thresholds
-from inspection.dashboard.context import Dashboard, login_free, open_dashboard, site_path_from_env
+from inspection.dashboard.context import SITE_ENV, Dashboard, login_free, open_dashboard
 from inspection.store import queries, users
 from inspection.store.tokens import Identity
 
@@ -61,7 +62,8 @@ def _open(site: str) -> Dashboard:
 
 
 def site_key() -> str:
-    return site_path_from_env()
+    """The site YAML named by ``INSPECTION_SITE_CONFIG``, or '' for the default."""
+    return os.environ.get(SITE_ENV, "").strip()
 
 
 def dashboard() -> Dashboard:
@@ -87,9 +89,7 @@ def invalidate() -> None:
 def user_name() -> str:
     """The name recorded with a write: the signed-in user's, or the typed one (open mode)."""
     identity = current()
-    if identity is not None:
-        return identity.name
-    return str(st.session_state.get(USER_KEY, "")).strip()
+    return identity.name if identity is not None else user_name_typed()
 
 
 def current() -> Identity | None:
@@ -109,12 +109,9 @@ def _keep(identity: Identity) -> Identity:
 
 def acting_as(roles: tuple[str, ...]) -> str | None:
     """The name to audit a write with ('' in open mode before a name is typed), or ``None``
-    after showing why when the signed-in role may not.
-
-    ``roles``: ``REVIEWERS`` to label, ``ADMINS`` for thresholds, promotion and rollback.
-    Pages disable the buttons too, but this check is the guard: it reads the user again from
-    the store, because a button's callback runs before the page re-checks who is signed in.
-    """
+    after showing why when the signed-in role may not (``roles``: ``REVIEWERS`` to label,
+    ``ADMINS`` for the rest). The guard, not the disabled buttons: it reads the user again,
+    as a button's callback runs before the page re-checks who is signed in."""
     identity = _live(current())
     if identity is None or not identity.has(*roles):
         role = identity.role if identity else "nobody"
@@ -141,10 +138,8 @@ def _live(identity: Identity | None) -> Identity | None:
 
 def identify(board: Dashboard) -> Identity | None:
     """Who this run acts as, without drawing anything: open mode's typed name, the session's
-    login, or the signed cookie a reload brings (``sessions``); ``None`` means the login form.
-
-    Every run re-reads the user, so a removed user or a changed role takes effect at once.
-    """
+    login, or the signed cookie a reload brings (``sessions``), each read again from the store;
+    ``None`` means the login form."""
     if login_free(board.site, st.get_option("server.address")):
         return _keep(Identity(user_name_typed(), "admin"))
     identity, since = current(), st.session_state.get(LOGIN_AT_KEY)
@@ -156,7 +151,9 @@ def identify(board: Dashboard) -> Identity | None:
             st.session_state[NOTICE_KEY] = "Your session expired; sign in again."
     elif not st.session_state.get(SIGNED_OUT_KEY):
         name = sessions.verify_token(
-            _secret(board), _cookies().get(_cookie()), max_age_s=SESSION_HOURS * 3600
+            _secret(site_key(), board.site),
+            _cookies().get(_cookie()),
+            max_age_s=SESSION_HOURS * 3600,
         )
         if name is not None:  # a reload: the cookie's own time stamp bounds the session
             st.session_state[LOGIN_AT_KEY] = datetime.now(timezone.utc)
@@ -181,7 +178,8 @@ def signed_in(board: Dashboard, identity: Identity | None) -> Identity:
         token, max_age = pending
         st.html(sessions.cookie_script(_cookie(), token, max_age), unsafe_allow_javascript=True)
     if identity is not None:
-        _account_box(identity)
+        st.sidebar.markdown(f"Signed in as **{identity.name}** ({identity.role})")
+        st.sidebar.button("Sign out", key="sign_out", on_click=sign_out)
         return identity
     notice = st.session_state.pop(NOTICE_KEY, None)
     if notice:
@@ -199,13 +197,10 @@ def sign_out() -> None:
     st.session_state[COOKIE_KEY] = ("", 0)
 
 
-def _secret(board: Dashboard) -> str:
-    return _session_secret(site_key(), board)
-
-
 @st.cache_resource(show_spinner=False)
-def _session_secret(site: str, _board: Dashboard) -> str:
-    return sessions.session_secret(_board.site)
+def _secret(site: str, _config: SiteConfig) -> str:
+    """The session secret of the site ``site`` (``site_key()``), read once per process."""
+    return sessions.session_secret(_config)
 
 
 def _cookie() -> str:
@@ -240,7 +235,7 @@ def _login_form(board: Dashboard) -> None:
     _keep(identity)
     st.session_state[LOGIN_AT_KEY] = datetime.now(timezone.utc)
     st.session_state.pop(SIGNED_OUT_KEY, None)
-    token = sessions.issue_token(_secret(board), identity.name)
+    token = sessions.issue_token(_secret(site_key(), board.site), identity.name)
     st.session_state[COOKIE_KEY] = (token, SESSION_HOURS * 3600)
     st.rerun()
 
@@ -260,20 +255,13 @@ def _preload_script() -> str:
     return f"<script>{json.dumps(files)}.forEach(f => import(`./static/js/${{f}}`))</script>"
 
 
-def _account_box(identity: Identity) -> None:
-    st.sidebar.markdown(f"Signed in as **{identity.name}** ({identity.role})")
-    st.sidebar.button("Sign out", key="sign_out", on_click=sign_out)
-
-
 def user_name_typed() -> str:
     return str(st.session_state.get(USER_KEY, "")).strip()
 
 
 def user_box() -> None:
-    """Sidebar field for the name written to reviews, thresholds and promotions (open mode).
-
-    Rendered by the router on every run, so its value survives page switches.
-    """
+    """Sidebar field for the name written to reviews, thresholds and promotions (open mode),
+    drawn by the router on every run so its value survives page switches."""
     st.sidebar.text_input(
         "Your name",
         key=USER_KEY,
@@ -285,11 +273,12 @@ def user_box() -> None:
 
 # --------------------------------------------------------------------------- cached reads
 def _cached(handle: Literal["store", "registry"], read: Callable[..., T]) -> Callable[..., T]:
-    """``read(<the site's store or registry>, *args)`` as ``f(site, *args)``, cached for
-    ``DATA_TTL_S`` (Streamlit keys a cache by the function's qualified name: ``read``'s)."""
+    """``read(<the site's store or registry>, *args, **kwargs)`` as ``f(site, *args,
+    **kwargs)``, cached for ``DATA_TTL_S`` (Streamlit keys a cache by the function's qualified
+    name: ``read``'s; and by the arguments as given: call it the same way to share an entry)."""
 
-    def cached(site: str, *args: Any) -> T:
-        return read(getattr(_open(site), handle), *args)
+    def cached(site: str, *args: Any, **kwargs: Any) -> T:
+        return read(getattr(_open(site), handle), *args, **kwargs)
 
     cached.__qualname__ = f"{read.__module__}.{read.__qualname__}"
     return st.cache_data(ttl=DATA_TTL_S, show_spinner=False)(cached)
@@ -303,6 +292,10 @@ validation_scores = _cached("registry", thresholds.validation_scores)  # (produc
 queue_count = _cached("store", queries.count_review_queue)  # (query)
 page_start = _cached("store", review.page_start)  # (query, page, page_size)
 defect_types = _cached("store", queries.defect_types)  # (product or None)
+volume = _cached("store", overview.volume_frame)
+station_health = _cached("store", overview.station_frame)
+production_histogram = _cached("store", queries.score_histogram)
+daily_volume = _cached("store", queries.daily_volume)
 bundle_table = _cached("registry", models.bundle_table)
 live_state = _cached("registry", Registry.live)
 bundle_ids = _cached("registry", Registry.bundle_ids)
@@ -331,20 +324,6 @@ def stations(site: str) -> list[str]:
 
 
 @st.cache_data(ttl=DATA_TTL_S, show_spinner=False)
-def volume(
-    site: str, period: str, since: datetime | None, product: str | None, station: str | None
-) -> pd.DataFrame:
-    return overview.volume_frame(
-        _open(site).store, period=period, since=since, product=product, station_id=station
-    )
-
-
-@st.cache_data(ttl=DATA_TTL_S, show_spinner=False)
-def station_health(site: str, since: datetime | None, now: datetime) -> pd.DataFrame:
-    return overview.station_frame(_open(site).store, since=since, now=now)
-
-
-@st.cache_data(ttl=DATA_TTL_S, show_spinner=False)
 def station_backlog(site: str) -> pd.DataFrame:
     return overview.backlog_frame(_open(site).store)
 
@@ -353,16 +332,6 @@ def station_backlog(site: str) -> pd.DataFrame:
 def drift(site: str, product: str, since: datetime | None) -> overview.Drift:
     board = _open(site)
     return overview.drift(board.store, board.registry, product, since=since)
-
-
-@st.cache_data(ttl=DATA_TTL_S, show_spinner=False)
-def production_histogram(site: str, product: str, since: datetime) -> np.ndarray:
-    return queries.score_histogram(_open(site).store, product, bins=100, since=since)
-
-
-@st.cache_data(ttl=DATA_TTL_S, show_spinner=False)
-def daily_volume(site: str, product: str, since: datetime, until: datetime) -> float:
-    return queries.daily_volume(_open(site).store, product, since=since, until=until)
 
 
 @st.cache_data(ttl=DATA_TTL_S, show_spinner=False)
@@ -431,10 +400,10 @@ def read_overview(site: str) -> None:
     names = products(site)
     for product in names:
         drift(site, product, since)
-    station_health(site, since, now)
+    station_health(site, since=since, now=now)
     station_backlog(site)
-    volume(site, "hour", since, None, None)
-    volume(site, period, since, None, None)
+    volume(site, period="hour", since=since, product=None, station_id=None)
+    volume(site, period=period, since=since, product=None, station_id=None)
     stations(site)
     for product in names:
         model_health(site, product).reasons  # noqa: B018  (SciPy's intervals, computed once)

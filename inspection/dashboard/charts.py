@@ -68,41 +68,26 @@ def volume_chart(frame: pd.DataFrame, period: str) -> Spec:
     )
 
 
+def _per_product(data: str, y: dict[str, Any], tooltip: list[dict[str, Any]]) -> Spec:
+    """One line per product over the buckets: ``y`` the value, ``tooltip`` what it adds."""
+    encoding = {"x": field("bucket:T", title=None), "y": y}
+    encoding["color"] = field("product:N", title="product")
+    encoding["tooltip"] = [field("bucket:T"), field("product:N"), *tooltip]
+    return chart(data, {"type": "line", "point": True}, encoding)
+
+
 def ng_rate_chart(frame: pd.DataFrame) -> Spec:
     """NG rate per bucket, one line per product (frame from ``overview.per_product``)."""
-    return spec(
-        {"rate": frame},
-        chart(
-            "rate",
-            {"type": "line", "point": True},
-            {
-                "x": field("bucket:T", title=None),
-                "y": field("ng_rate:Q", title="NG rate", axis={"format": "%"}),
-                "color": field("product:N", title="product"),
-                "tooltip": [
-                    field("bucket:T"),
-                    field("product:N"),
-                    field("ng_rate:Q", format=".1%"),
-                    field("total:Q"),
-                ],
-            },
-        ),
-    )
+    y = field("ng_rate:Q", title="NG rate", axis={"format": "%"})
+    tooltip = [field("ng_rate:Q", format=".1%"), field("total:Q")]
+    return spec({"rate": frame}, _per_product("rate", y, tooltip))
 
 
 def mean_score_chart(frame: pd.DataFrame, reference: dict[str, float]) -> Spec:
     """Mean production score per bucket and product; dashed rules at the validation good mean."""
     rules = pd.DataFrame({"product": list(reference), "mean_score": list(reference.values())})
-    lines = chart(
-        "scores",
-        {"type": "line", "point": True},
-        {
-            "x": field("bucket:T", title=None),
-            "y": field("mean_score:Q", title="mean score", scale=UNIT),
-            "color": field("product:N", title="product"),
-            "tooltip": [field("bucket:T"), field("product:N"), field("mean_score:Q", format=".3f")],
-        },
-    )
+    y = field("mean_score:Q", title="mean score", scale=UNIT)
+    lines = _per_product("scores", y, [field("mean_score:Q", format=".3f")])
     rule = chart(
         "reference",
         {"type": "rule", "strokeDash": [6, 4]},

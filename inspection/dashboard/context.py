@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,17 +31,9 @@ class Dashboard:
         return sorted(names)
 
 
-def site_path_from_env() -> str:
-    """The site YAML named by ``INSPECTION_SITE_CONFIG``, or '' for the default."""
-    return os.environ.get(SITE_ENV, "").strip()
-
-
 def open_dashboard(site_path: str | Path | None = None) -> Dashboard:
-    """Open the store and registry of the site at ``site_path``.
-
-    An empty database gets its schema here (first use); an older schema raises ``StoreError``
-    asking for ``inspection db upgrade``.
-    """
+    """Open the store and registry of the site at ``site_path``: an empty database gets its
+    schema here (first use); an older one raises ``StoreError`` asking for ``db upgrade``."""
     site = load_site_config(site_path or None)
     store = Store(site.store_url, site.blob_dir)
     store.ensure_schema()

@@ -107,10 +107,8 @@ def format_comparison(frame: pd.DataFrame) -> pd.DataFrame | object:
 
 
 def precision_comparison(registry: Registry, product: str, version: str) -> pd.DataFrame:
-    """Metrics of one version's bundles side by side (rows: metric, columns: precision).
-
-    Adds ``Δ <p> vs fp32`` columns when an FP32 bundle exists, so INT8 loss is visible.
-    """
+    """Metrics of one version's bundles side by side (rows: metric, columns: precision), with
+    ``Δ <p> vs fp32`` columns when an FP32 bundle exists, so INT8 loss is visible."""
     columns: dict[str, dict[str, float]] = {}
     for bundle_id in registry.bundle_ids(product):
         if not bundle_id.startswith(f"{version}-"):

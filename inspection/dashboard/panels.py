@@ -1,9 +1,12 @@
-"""Streamlit pieces several pages share: the model-health alarm and the per-kind table."""
+"""Streamlit pieces several pages share: the model-health alarm, the per-kind table, tables
+and the note a page stops at when it has nothing to show."""
 
 from __future__ import annotations
 
+from typing import Any, NoReturn
 from urllib.parse import urlencode
 
+import pandas as pd
 import streamlit as st
 
 from inspection.core.operating_point import n_needed
@@ -62,6 +65,22 @@ def caveats(item: health.ModelHealth) -> list[str]:
     return notes
 
 
+def stop_with(note: str, icon: str = ":material/info:") -> NoReturn:
+    """Show ``note`` (what to do first) and end the page's run."""
+    st.info(note, icon=icon)
+    st.stop()
+    raise RuntimeError("unreachable: st.stop() ends the script run")
+
+
+def table(frame: pd.DataFrame, columns: dict[str, Any] | None = None, empty: str = "") -> None:
+    """``frame`` as a full-width grid without its index (``columns``: its column config);
+    ``empty``: the caption shown instead when it has no rows."""
+    if empty and frame.empty:
+        st.caption(empty)
+        return
+    st.dataframe(frame, hide_index=True, width="stretch", column_config=columns)
+
+
 def kind_table(item: health.ModelHealth) -> None:
     """The confusion table by kind, each rate linking to its images."""
     frame = health.kind_table(item)
@@ -72,11 +91,9 @@ def kind_table(item: health.ModelHealth) -> None:
         defects_link(item.product, kind, "false_alarm" if kind == health.GOOD else "missed")
         for kind in frame["kind"]
     ]
-    st.dataframe(
+    table(
         frame,
-        hide_index=True,
-        width="stretch",
-        column_config={
+        {
             "n": st.column_config.NumberColumn("n", format="%d"),
             "NG": st.column_config.NumberColumn("flagged NG", format="%d"),
             "OK": st.column_config.NumberColumn("passed OK", format="%d"),

@@ -1,10 +1,8 @@
 """Retraining runs: champion vs challenger, from this site's registry audit log.
 
-The site's ``retrain`` audit events (as ``retrain/pipeline.py`` writes them) say which runs
-happened here. A run's ``<reports_dir>/retrain/<product>/<run>/report.json`` (a
-:class:`~inspection.core.retrain_report.RetrainReport`) adds its full comparison when present;
-a report whose run is not in this site's log (e.g. one committed to git from another machine)
-is never shown.
+The site's ``retrain`` audit events say which runs happened here; a run's
+``<reports_dir>/retrain/<product>/<run>/report.json`` adds its full comparison when present. A
+report whose run is not in this site's log (e.g. committed from another machine) is never shown.
 """
 
 from __future__ import annotations

@@ -227,23 +227,20 @@ def part_frame(store: Store, row: queries.QueueRow) -> pd.DataFrame:
     """Every view of ``row``'s part (same part id and station; several cameras per part):
     view (its request id), product, verdict, score, threshold, id. Empty without a part id or
     when the part has no other view."""
-    columns = ["view", "product", "verdict", "score", "threshold", "id"]
-    if not row.part_id:
-        return pd.DataFrame(columns=columns)
-    views = queries.part_views(store, row.station_id, row.part_id, row.created_at)
-    if len(views) < 2:
-        return pd.DataFrame(columns=columns)
+    found = (
+        queries.part_views(store, row.station_id, row.part_id, row.created_at)
+        if row.part_id
+        else []
+    )
+    pairs = found if len(found) > 1 else []
+    views = [view for _, view in pairs]
     return pd.DataFrame(
-        [
-            {
-                "view": (request_id or "").split("/", 1)[-1],
-                "product": view.product,
-                "verdict": view.verdict,
-                "score": view.score,
-                "threshold": view.threshold,
-                "id": view.id,
-            }
-            for request_id, view in views
-        ],
-        columns=columns,
+        {
+            "view": [(request_id or "").split("/", 1)[-1] for request_id, _ in pairs],
+            "product": [v.product for v in views],
+            "verdict": [v.verdict for v in views],
+            "score": [v.score for v in views],
+            "threshold": [v.threshold for v in views],
+            "id": [v.id for v in views],
+        }
     )

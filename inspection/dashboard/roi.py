@@ -1,11 +1,9 @@
 """Regions of interest: the reference image with its ROI drawn over it, and audited edits.
 
-The ROI lives in ``configs/products/<product>.yaml`` (``core.roi.RoiSpec``). An edit is the
-ROI as JSON (``reference_size``, ``include``, ``exclude``: polygons of [x, y] pixels); it is
-validated like the config loader does, written back into the product file (only the ``roi:``
-block is replaced, comments elsewhere stay) and recorded as a signed ROI decision
-(``core.decisions``): a station pinning the site key serves a bundle with an ROI only when a
-signed ROI decision of its product carries exactly that ROI.
+The ROI lives in ``configs/products/<product>.yaml`` (``core.roi.RoiSpec``: polygons of [x, y]
+pixels). An edit is validated like the config loader does, replaces only the file's ``roi:``
+block and is recorded as a signed ROI decision: a station pinning the site key serves a bundle
+with an ROI only when a signed ROI decision of its product carries exactly that ROI.
 """
 
 from __future__ import annotations
@@ -194,24 +192,12 @@ def roi_from_boxes(boxes: list[dict[str, float | str]], reference_size: tuple[in
 def canvas_drawing(boxes: list[dict[str, float | str]], scale: float) -> dict:
     """Fabric.js JSON of labelled boxes for the canvas (reference pixels times ``scale``)."""
     colours = {"include": "rgba(40,200,80,0.25)", "exclude": "rgba(230,50,50,0.30)"}
-    return {
-        "version": "5.3.0",
-        "objects": [
-            {
-                "type": "LabeledRect",
-                "label": box["label"],
-                "originX": "left",
-                "originY": "top",
-                "left": float(box["left"]) * scale,
-                "top": float(box["top"]) * scale,
-                "width": float(box["width"]) * scale,
-                "height": float(box["height"]) * scale,
-                "fill": colours[str(box["label"])],
-                "stroke": "#263238",
-                "strokeWidth": 2,
-                "scaleX": 1,
-                "scaleY": 1,
-            }
-            for box in boxes
-        ],
-    }
+    rect = {"type": "LabeledRect", "originX": "left", "originY": "top", "stroke": "#263238"}
+    rect |= {"strokeWidth": 2, "scaleX": 1, "scaleY": 1}
+    sides = ("left", "top", "width", "height")
+    objects = [
+        {**rect, "label": box["label"], "fill": colours[str(box["label"])]}
+        | {side: float(box[side]) * scale for side in sides}
+        for box in boxes
+    ]
+    return {"version": "5.3.0", "objects": objects}

@@ -1,10 +1,8 @@
 """Dashboard sessions that survive a reload: a signed, expiring token kept in a browser cookie.
 
 After a login the page sets a cookie holding an ``itsdangerous`` token (the user's name, signed
-with the site's session secret and time-stamped). A reload opens a new Streamlit session whose
-``st.context.cookies`` carries the token; ``verify_token`` accepts it for ``SESSION_HOURS``,
-after which the login form asks again. The user is looked up again on every run, so removing
-a user ends their sessions. Signing out clears the cookie.
+with the site's session secret and time-stamped); a reload's new Streamlit session reads it
+back from ``st.context.cookies`` for ``SESSION_HOURS``. Signing out clears the cookie.
 
 The secret lives beside the site's blobs (``dashboard-session.key``, mode 0600), created on
 first use; ``INSPECTION_DASHBOARD_SECRET`` overrides it (several dashboard replicas).

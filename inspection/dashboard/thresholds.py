@@ -3,19 +3,16 @@
 Scores are normalised image scores in [0, 1]; a part is NG when ``score >= threshold``.
 Label 1 means defective, 0 good. Three sources of labelled scores:
 
-- *validation*: ``validation_scores.json`` next to a bundle's ``metadata.json``, written at
-  export from the bundle's own scores on the product's labelled test split and read as
-  ``core.validation_scores.ValidationScores``;
-- *audit sample*: reviewed parts of the station's random audit sample
-  (``Inspection.audit_sample``, chosen at write time whatever the score): an unbiased sample
-  of production;
-- *reviewed*: every reviewed store row, ``defect`` (1) or ``false_alarm``/``good`` (0);
-  ``unsure`` is left out. BIASED: reviewers see NG and borderline parts, so its good parts
-  are the high-scoring ones (a 1 % budget on them rejected 56-60 % of production's good
-  parts, issue #41). It is flagged ``biased`` and never feeds a budget suggestion.
+- *validation*: the bundle's own scores on the product's labelled test split, written at
+  export beside its ``metadata.json`` (``core.validation_scores``);
+- *audit sample*: reviewed parts of the station's random audit sample (chosen at write time
+  whatever the score): an unbiased sample of production;
+- *reviewed*: every reviewed store row (``unsure`` left out). BIASED: reviewers see NG and
+  borderline parts, so its good parts are the high-scoring ones (a 1 % budget on them rejected
+  56-60 % of production's good parts, issue #41); it never feeds a budget suggestion.
 
 Thresholds come from the core's rule (``core.operating_point.choose_threshold``): the
-false-reject budget, F1 and target-miss suggestions here only quote its choice.
+suggestions here only quote its choice.
 """
 
 from __future__ import annotations
@@ -211,12 +208,8 @@ def roc_curve(data: LabelledScores) -> dict[str, np.ndarray | float]:
 
     _need_both(data)
     fpr, tpr, thresholds = sk_roc_curve(data.labels, data.scores)
-    return {
-        "fpr": fpr,
-        "tpr": tpr,
-        "thresholds": thresholds,
-        "auc": float(roc_auc_score(data.labels, data.scores)),
-    }
+    auc = float(roc_auc_score(data.labels, data.scores))
+    return {"fpr": fpr, "tpr": tpr, "thresholds": thresholds, "auc": auc}
 
 
 def pr_curve(data: LabelledScores) -> dict[str, np.ndarray | float]:
@@ -226,12 +219,8 @@ def pr_curve(data: LabelledScores) -> dict[str, np.ndarray | float]:
 
     _need_both(data)
     precision, recall, thresholds = precision_recall_curve(data.labels, data.scores)
-    return {
-        "precision": precision,
-        "recall": recall,
-        "thresholds": thresholds,
-        "ap": float(average_precision_score(data.labels, data.scores)),
-    }
+    ap = float(average_precision_score(data.labels, data.scores))
+    return {"precision": precision, "recall": recall, "thresholds": thresholds, "ap": ap}
 
 
 SAVED_DECIMALS = 4

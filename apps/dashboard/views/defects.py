@@ -16,12 +16,10 @@ st.title("Defect kinds")
 
 products = [p for p in app_state.products(site) if board.registry.live(p) is not None]
 if not products:
-    st.info(
+    panels.stop_with(
         "No product has a live bundle yet: `inspection export --product NAME --promote` "
-        "exports one with its labelled held-out scores.",
-        icon=":material/info:",
+        "exports one with its labelled held-out scores."
     )
-    st.stop()
 
 params = st.query_params
 wanted = params.get("product")

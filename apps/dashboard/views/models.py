@@ -16,12 +16,10 @@ st.title("Models")
 
 products = app_state.model_products(site)
 if not products:
-    st.info(
+    panels.stop_with(
         "The registry has no models yet. Train one with `inspection train --product <name>` "
-        "and export bundles with `inspection export`; they appear here with their metrics.",
-        icon=":material/info:",
+        "and export bundles with `inspection export`; they appear here with their metrics."
     )
-    st.stop()
 
 product = st.selectbox("Product", products, key="md_product")
 live = app_state.live_state(site, product)
@@ -37,19 +35,10 @@ else:
     panels.kind_table(item)
 
 table = app_state.bundle_table(site, product)
-st.dataframe(
-    table,
-    hide_index=True,
-    width="stretch",
-    column_config={
-        "live": st.column_config.CheckboxColumn("live"),
-        **{
-            c: st.column_config.NumberColumn(c, format="%d" if models.is_count(c) else "%.3f")
-            for c in table.columns
-            if c not in TEXT_COLUMNS
-        },
-    },
-)
+figures = [c for c in table.columns if c not in TEXT_COLUMNS]
+number = st.column_config.NumberColumn
+columns = {c: number(c, format="%d" if models.is_count(c) else "%.3f") for c in figures}
+panels.table(table, {"live": st.column_config.CheckboxColumn("live"), **columns})
 
 versions = app_state.exported_versions(site, product)
 if versions:
@@ -66,47 +55,35 @@ if versions:
     st.dataframe(models.format_comparison(comparison), width="stretch")
 
 st.subheader("Station speed and golden check: precision chosen by measurement")
-speed = app_state.tuning_frame(site, product)
-if speed.empty:
-    st.caption(
-        "No station has measured this product's bundles yet: stations do it on load when the "
-        "live model has several gated precisions, or run `inspection station tune`."
-    )
-else:
-    st.dataframe(
-        speed,
-        hide_index=True,
-        width="stretch",
-        column_config={
-            "served": st.column_config.CheckboxColumn("served"),
-            "p50_ms": st.column_config.NumberColumn("p50", format="%.1f ms"),
-            "p95_ms": st.column_config.NumberColumn("p95", format="%.1f ms"),
-            "img_per_s": st.column_config.NumberColumn("img/s", format="%.0f"),
-            "golden_drift": st.column_config.NumberColumn(
-                "golden drift",
-                format="%.4f",
-                help="Worst drift of the bundle's golden outputs on that CPU (normalised units).",
-            ),
-        },
-    )
+panels.table(
+    app_state.tuning_frame(site, product),
+    {
+        "served": st.column_config.CheckboxColumn("served"),
+        "p50_ms": number("p50", format="%.1f ms"),
+        "p95_ms": number("p95", format="%.1f ms"),
+        "img_per_s": number("img/s", format="%.0f"),
+        "golden_drift": number(
+            "golden drift",
+            format="%.4f",
+            help="Worst drift of the bundle's golden outputs on that CPU (normalised units).",
+        ),
+    },
+    empty="No station has measured this product's bundles yet: stations do it on load when "
+    "the live model has several gated precisions, or run `inspection station tune`.",
+)
 
 st.subheader("Golden check at load, per station CPU: passed, re-calibrated or refused")
-outcomes = app_state.golden_outcome_frame(site, product)
-if outcomes.empty:
-    st.caption("No station has loaded a bundle of this product with golden outputs yet.")
-else:
-    st.dataframe(
-        outcomes,
-        hide_index=True,
-        width="stretch",
-        column_config={
-            "worst_drift": st.column_config.NumberColumn(
-                "worst drift",
-                format="%.4f",
-                help="Worst drift of the golden outputs on that CPU (normalised units).",
-            ),
-        },
-    )
+panels.table(
+    app_state.golden_outcome_frame(site, product),
+    {
+        "worst_drift": number(
+            "worst drift",
+            format="%.4f",
+            help="Worst drift of the golden outputs on that CPU (normalised units).",
+        )
+    },
+    empty="No station has loaded a bundle of this product with golden outputs yet.",
+)
 
 bundles = app_state.bundle_ids(site, product)
 st.subheader("Change the live bundle")
@@ -142,8 +119,5 @@ if promote or rollback:
         st.error(str(exc))
 
 st.subheader("Audit log")
-events = app_state.events_frame(site, product)
-if events.empty:
-    st.caption("No promotions, rollbacks, threshold changes or retraining runs yet.")
-else:
-    st.dataframe(events, hide_index=True, width="stretch")
+empty = "No promotions, rollbacks, threshold changes or retraining runs yet."
+panels.table(app_state.events_frame(site, product), empty=empty)

@@ -41,20 +41,19 @@ station = None if station == "All stations" else station
 
 now = app_state.now_minute()
 since, period = overview.window(window_name, now)
-frame = app_state.volume(site, period, since, product, station)
+filters = {"since": since, "product": product, "station_id": station}
+frame = app_state.volume(site, period=period, **filters)
 
 if frame.empty:
-    st.info(
+    panels.stop_with(
         "No inspections in this window yet. Stations write results through the inspection "
         "service; they appear here within seconds. After `make demo`: `inspection serve "
         "--config configs/station-watch.yaml`, then copy images into "
         "`var/watch/incoming/<product>/`. Or try a longer window, or open a seeded demo site: "
-        "`python scripts/seed_dashboard.py var/dashboard-demo` (it prints the sign-in).",
-        icon=":material/info:",
+        "`python scripts/seed_dashboard.py var/dashboard-demo` (it prints the sign-in)."
     )
-    st.stop()
 
-hourly = frame if period == "hour" else app_state.volume(site, "hour", since, product, station)
+hourly = frame if period == "hour" else app_state.volume(site, period="hour", **filters)
 kpi = overview.kpis(frame, hourly)
 cols = st.columns(4)
 cols[0].metric("Inspections", f"{kpi.inspections:,}")
@@ -77,7 +76,8 @@ with right:
 
 st.subheader("Station health")
 # A static table, not the data grid: its script chunk and canvas were a share of the first paint.
-st.table(overview.station_table(app_state.station_health(site, since, now)), hide_index=True)
+stations_frame = app_state.station_health(site, since=since, now=now)
+st.table(overview.station_table(stations_frame), hide_index=True)
 
 if not backlogs.empty:
     st.subheader("Forwarding stations")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from inspection.dashboard import app_state, retraining
+from inspection.dashboard import app_state, panels, retraining
 
 site = app_state.site_key()
 board = app_state.dashboard()
@@ -13,25 +13,17 @@ st.title("Retraining")
 products = app_state.products(site)
 runs_by_product = {p: app_state.retrain_runs(site, p) for p in products}
 if not any(runs_by_product.values()):
-    st.info(
+    panels.stop_with(
         "No retraining runs on this site yet. `inspection retrain --product NAME` compares a "
         "challenger trained on newly reviewed parts with the live champion and records the run "
-        "in the site's audit log; runs show up here.",
-        icon=":material/info:",
+        "in the site's audit log; runs show up here."
     )
-    st.stop()
 
 product = st.selectbox("Product", [p for p in products if runs_by_product[p]], key="rt_product")
 runs = runs_by_product[product]
-st.dataframe(
-    retraining.runs_frame(runs),
-    hide_index=True,
-    width="stretch",
-    column_config={
-        "champion image_auroc": st.column_config.NumberColumn(format="%.3f"),
-        "challenger image_auroc": st.column_config.NumberColumn(format="%.3f"),
-    },
-)
+figure = st.column_config.NumberColumn(format="%.3f")
+columns = {"champion image_auroc": figure, "challenger image_auroc": figure}
+panels.table(retraining.runs_frame(runs), columns)
 
 run_id = st.selectbox("Run", [r.run for r in runs], key=f"rt_run_{product}")
 run = next(r for r in runs if r.run == run_id)

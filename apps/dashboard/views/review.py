@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from inspection.core.errors import InspectionError
-from inspection.dashboard import app_state, review
+from inspection.dashboard import app_state, panels, review
 from inspection.store.queries import QueueQuery
 
 KINDS = {
@@ -66,14 +66,13 @@ if not page.rows and len(starts) > 1:  # everything after this cursor was labell
     st.session_state.update(rv_starts=starts[:-1], rv_cursor=0)
     st.rerun()
 if page.total == 0:
-    st.info(
+    panels.stop_with(
         "Nothing to review with these filters. NG and borderline inspections land here as "
         "stations report them (after `make demo`: `inspection serve --config "
         "configs/station-watch.yaml`, then copy images into `var/watch/incoming/<product>/`); "
         "switch *Status* to *Reviewed* to revisit earlier labels.",
         icon=":material/task_alt:",
     )
-    st.stop()
 
 cursor = min(st.session_state.get("rv_cursor", 0), len(page.rows) - 1)
 row = page.rows[cursor]
@@ -195,14 +194,10 @@ with panel:
 part = review.part_frame(board.store, row)
 if not part.empty:  # several cameras judged this part: each view's result
     st.markdown(f"**Views of part `{row.part_id}`**")
-    st.dataframe(part, hide_index=True, width="stretch")
+    panels.table(part)
 
 with st.expander("Audit trail of this inspection"):
-    trail = review.audit_frame(board.store, row.id)
-    if trail.empty:
-        st.caption("Not reviewed yet.")
-    else:
-        st.dataframe(trail, hide_index=True, width="stretch")
+    panels.table(review.audit_frame(board.store, row.id), empty="Not reviewed yet.")
 
 st.subheader("This page")
 turn = st.columns([1, 1, 4])

@@ -9,7 +9,7 @@ from streamlit_drawable_canvas import st_canvas
 
 from inspection.core.errors import InspectionError
 from inspection.core.product_config import load_product_config
-from inspection.dashboard import app_state, roi
+from inspection.dashboard import app_state, panels, roi
 
 site = app_state.site_key()
 board = app_state.dashboard()
@@ -18,13 +18,11 @@ st.title("Regions of interest")
 configs = board.site.configs  # the site's own product configs (INSPECTION_SITE_CONFIG's folder)
 products = roi.products_with_reference(configs, site_products=app_state.products(site))
 if not products:
-    st.info(
+    panels.stop_with(
         "No product of this site names a reference image. Add `reference:` (a good part in the "
         "nominal pose) and `roi:` to `configs/products/<product>.yaml`; `inspection data hires` "
-        "writes the plate's.",
-        icon=":material/info:",
+        "writes the plate's."
     )
-    st.stop()
 
 product = st.selectbox("Product", products, key="roi_product")
 config = load_product_config(product, configs)

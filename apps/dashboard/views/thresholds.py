@@ -37,12 +37,10 @@ st.title("Thresholds")
 
 products = app_state.products(site)
 if not products:
-    st.info(
+    panels.stop_with(
         "No products yet. Train and export a model (`inspection train`, `inspection export`) "
-        "or list products under `products:` in the site config.",
-        icon=":material/info:",
+        "or list products under `products:` in the site config."
     )
-    st.stop()
 
 top = st.columns([2, 2, 3])
 wanted = st.query_params.get("product")  # deep links: thresholds?product=grass
@@ -172,8 +170,8 @@ value = st.slider(
 
 now = app_state.now_minute()
 week_ago = now - timedelta(days=7)
-histogram = app_state.production_histogram(site, product, week_ago)
-per_day = app_state.daily_volume(site, product, week_ago, now)
+histogram = app_state.production_histogram(site, product, bins=100, since=week_ago)
+per_day = app_state.daily_volume(site, product, since=week_ago, until=now)
 share_now, ng_now = thresholds.expected_ng(histogram, value, per_day)
 share_cur, ng_cur = thresholds.expected_ng(histogram, current, per_day)
 at = thresholds.tradeoff(data, value)
