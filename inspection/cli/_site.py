@@ -1,13 +1,8 @@
-"""``--site``, the option of every command that works on a site: the site YAML given, else
-the file named by ``INSPECTION_SITE_CONFIG`` (``core.config.SITE_CONFIG_ENV``), else
-``configs/site.yaml`` of the working directory when present.
-
-    site: str = site_option()                          # in a command's signature
-    site: str = site_option("Site config YAML whose store holds the users")
-
-``--site`` wins over the variable. A site taken from the variable is said on stderr
-(``site config: <file> (from INSPECTION_SITE_CONFIG)``), so a command never works on another
-site than the operator thinks unannounced. ``group`` makes a module's command group.
+"""``--site``, the option of every command that works on a site (``site: str = site_option()``
+in its signature): the site YAML given, else the file named by ``INSPECTION_SITE_CONFIG``, else
+``configs/site.yaml`` of the working directory when present. A site taken from the variable is
+said on stderr, so a command never works on another site than the operator thinks unannounced.
+``group`` makes a module's command group.
 """
 
 from __future__ import annotations

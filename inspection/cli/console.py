@@ -1,15 +1,5 @@
-"""A readable screen for long commands (``inspection demo``, ``inspection train``).
-
-- ``quiet_logs(log_dir, name)``: INFO logs, third-party warnings (FutureWarning & co.) and
-  Lightning's banners go to ``<log_dir>/<name>-<UTC time>.log`` instead of the screen; only
-  WARNING and above still reach the terminal. Everything is restored on exit, so tests and
-  other commands in the same process are unaffected. ``--verbose`` skips it.
-- ``StepProgress``: one rich progress display per step (a bar over its tasks, the current
-  task's message, elapsed time); ``file_progress``: a transient bar over files, on stderr.
-- ``configs_line``: the configs folder a command reads, for its first lines.
-- ``summary_table``: the closing table (what ran, where the reports are, what to open next);
-  ``print_table`` prints tables uncut where stdout is not a terminal (CI logs, pipes).
-"""
+"""A readable screen for long commands (``inspection demo``, ``inspection train``): library
+logs in a file (``quiet_logs``), progress bars, the closing tables printed uncut in CI logs."""
 
 from __future__ import annotations
 
@@ -21,6 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
 
+import typer
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -67,9 +58,10 @@ def verbose_requested(flag: bool) -> bool:
 
 @contextmanager
 def quiet_logs(log_dir: Path, name: str, *, verbose: bool = False) -> Iterator[Path | None]:
-    """Send INFO logs and warnings to a log file for the block; yields its path (None: verbose,
-    or the file cannot be written: then INFO logs and library warnings are dropped, said once
-    on the screen)."""
+    """Send INFO logs, library warnings and Lightning's banners to ``<log_dir>/<name>-<UTC
+    time>.log`` for the block (WARNING and above still reach the screen; all is restored on
+    exit); yields its path (None: verbose, or the file cannot be written: then INFO logs and
+    library warnings are dropped, said once on the screen)."""
     if verbose:
         yield None
         return
@@ -118,27 +110,20 @@ def quiet_logs(log_dir: Path, name: str, *, verbose: bool = False) -> Iterator[P
 
 def _detach(logger: logging.Logger) -> tuple[list[logging.Handler], bool]:
     """Remove a library logger's own handlers; its records go to the root (the log file)."""
-    state = (list(logger.handlers), logger.propagate)
-    for handler in state[0]:
-        logger.removeHandler(handler)
-    logger.propagate = True
+    state = (logger.handlers, logger.propagate)
+    logger.handlers, logger.propagate = [], True
     return state
 
 
 def _reattach(logger: logging.Logger, state: tuple[list[logging.Handler], bool]) -> None:
-    for handler in list(logger.handlers):
-        logger.removeHandler(handler)
-    for handler in state[0]:
-        logger.addHandler(handler)
-    logger.propagate = state[1]
+    logger.handlers, logger.propagate = state
 
 
 class StepProgress:
     """One progress display for a step of ``total`` tasks: ``with StepProgress(...) as p:``.
 
-    ``p.task(text)`` names the task under way; ``p.update(text)`` shows a message from inside
-    it (e.g. an export's stage); ``p.stage(name, done, total)`` a long stage's own bar and time
-    remaining; ``p.done()`` counts it finished.
+    ``p.task(text)`` names the task under way; ``p.stage(name, done, total)`` a long stage's
+    own bar and time remaining; ``p.done()`` counts it finished.
     """
 
     def __init__(self, console: Console, title: str, total: int) -> None:
@@ -171,9 +156,6 @@ class StepProgress:
         self._progress.stop()
 
     def task(self, text: str) -> None:
-        self._progress.update(self._task, description=text)
-
-    def update(self, text: str) -> None:
         self._progress.update(self._task, description=text)
 
     def stage(self, name: str, done: int, total: int) -> None:
@@ -216,6 +198,21 @@ def print_table(console: Console, table: Table, *, width: int = TABLE_WIDTH) -> 
         console.print(table)
         return
     Console(file=console.file, width=width, color_system=None, force_terminal=False).print(table)
+
+
+def ready_to_write(path: Path, hint: str, *, folder: bool = False) -> None:
+    """Create the folder of file ``path`` (``path`` itself when ``folder``), or stop with one
+    line saying why it cannot be written (``hint``: the option that named it)."""
+    if not folder and path.is_dir():
+        raise typer.BadParameter(f"{path} is a folder, not a file", param_hint=hint)
+    target = path if folder else path.parent
+    if target.exists() and not target.is_dir():
+        raise typer.BadParameter(f"{target} is a file, not a folder", param_hint=hint)
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        message = f"cannot create {target}: {exc.strerror}"
+        raise typer.BadParameter(message, param_hint=hint) from exc
 
 
 def os_error_line(exc: OSError) -> str:

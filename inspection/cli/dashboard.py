@@ -23,25 +23,16 @@ def streamlit_command(app: Path, *, host: str, port: int) -> list[str]:
     """The ``streamlit run`` command line for ``app`` on ``host:port`` (headless, no telemetry,
     no file watcher: a served dashboard does not re-import its code when a source file changes),
     through ``inspection.dashboard.serve``: the pages' imports are done before a browser comes."""
-    return [
-        sys.executable,
-        "-m",
-        "inspection.dashboard.serve",
-        "run",
-        str(app),
-        "--server.address",
-        host,
-        "--server.port",
-        str(port),
-        "--server.headless",
-        "true",
-        "--browser.gatherUsageStats",
-        "false",
-        "--client.toolbarMode",
-        "minimal",
-        "--server.fileWatcherType",
-        "none",
-    ]
+    options = {
+        "server.address": host,
+        "server.port": str(port),
+        "server.headless": "true",
+        "browser.gatherUsageStats": "false",
+        "client.toolbarMode": "minimal",
+        "server.fileWatcherType": "none",
+    }
+    flags = [item for name, value in options.items() for item in (f"--{name}", value)]
+    return [sys.executable, "-m", "inspection.dashboard.serve", "run", str(app), *flags]
 
 
 def dashboard_env(site: Path | None) -> dict[str, str]:
@@ -101,11 +92,7 @@ def _user_count(site: SiteConfig) -> int:
 
 
 @commands.command("dashboard")
-def dashboard(
-    site: Path = SITE_OPTION,
-    port: int = PORT_OPTION,
-    host: str = HOST_OPTION,
-) -> None:
+def dashboard(site: Path = SITE_OPTION, port: int = PORT_OPTION, host: str = HOST_OPTION) -> None:
     """Open the review dashboard: overview, thresholds, review queue, models, retraining.
 
     Reviewers and admins sign in (``inspection users add``); reviewers label, admins also

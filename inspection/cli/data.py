@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING
 import typer
 from PIL import Image
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from inspection.cli._site import group, site_option
-from inspection.cli.console import file_progress
+from inspection.cli.console import file_progress, ready_to_write
 from inspection.core.config import load_site_config
 from inspection.core.product_config import (
     load_model_config,
@@ -134,7 +134,7 @@ def check(
     """Validate a dataset; exit 0 when it is usable, 1 when problems were found."""
 
     if json_out is not None:
-        _ready_to_write(json_out, "--json")  # before the check: a bad path must not cost it
+        ready_to_write(json_out, "--json")  # before the check: a bad path must not cost it
     dataset = load_dataset(path)
     configs = load_site_config(site).configs
     product_file = product_config_path(dataset.name, configs)
@@ -187,7 +187,7 @@ def sheet(
 ) -> None:
     """Draw a contact sheet: per dataset, good images and one per defect with mask outlines."""
 
-    _ready_to_write(out, "--out")
+    ready_to_write(out, "--out")
     datasets = [load_dataset(p) for p in paths]
     bits = _image_bits_by_name(datasets, image_bits, site)
     Image.fromarray(contact_sheet(datasets, n_good=n_good, tile=tile, image_bits=bits)).save(out)
@@ -203,7 +203,7 @@ def summary(
 ) -> None:
     """Write summary.json and summary.md (counts, mask coverage, trivial baselines)."""
 
-    _ready_to_write(out, "--out", folder=True)
+    ready_to_write(out, "--out", folder=True)
     datasets = [load_dataset(p) for p in paths]
     result = summarise(datasets, _image_bits_by_name(datasets, image_bits, site))
     (out / "summary.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
@@ -226,34 +226,14 @@ def _image_bits_by_name(
     return {name: bits for name, bits in declared.items() if bits is not None}
 
 
-def _ready_to_write(path: Path, hint: str, *, folder: bool = False) -> None:
-    """Create the folder of file ``path`` (``path`` itself when ``folder``), or stop with one
-    line saying why it cannot be written."""
-    if not folder and path.is_dir():
-        raise typer.BadParameter(f"{path} is a folder, not a file", param_hint=hint)
-    target = path if folder else path.parent
-    if target.exists() and not target.is_dir():
-        raise typer.BadParameter(f"{target} is a file, not a folder", param_hint=hint)
-    try:
-        target.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        message = f"cannot create {target}: {exc.strerror}"
-        raise typer.BadParameter(message, param_hint=hint) from exc
-
-
 def _print_report(report) -> None:
-    counts = Table(title=f"{report.name}: images", title_justify="left")
-    counts.add_column("split")
-    counts.add_column("defect type")
-    counts.add_column("images", justify="right")
+    counts = _table(f"{report.name}: images", "split", "defect type", "images", counts=1)
     for split, per_type in report.counts.items():
         for defect, n in per_type.items():
             counts.add_row(split, defect, str(n))
     console.print(counts)
 
-    sizes = Table(title="image sizes and modes", title_justify="left")
-    sizes.add_column("size (w x h)")
-    sizes.add_column("images", justify="right")
+    sizes = _table("image sizes and modes", "size (w x h)", "images", counts=1)
     for (w, h), n in report.sizes.items():
         sizes.add_row(f"{w}x{h}", str(n))
     for mode, n in report.channels.items():
@@ -261,18 +241,14 @@ def _print_report(report) -> None:
     console.print(sizes)
 
     if report.coverage:
-        cov = Table(title="mask coverage (fraction of defect pixels)", title_justify="left")
-        for name in ("defect type", "masks", "mean", "min", "max"):
-            cov.add_column(name, justify="left" if name == "defect type" else "right")
+        title = "mask coverage (fraction of defect pixels)"
+        cov = _table(title, "defect type", "masks", "mean", "min", "max", counts=4)
         for defect, c in report.coverage.items():
             cov.add_row(defect, str(c.masks), f"{c.mean:.4f}", f"{c.min:.4f}", f"{c.max:.4f}")
         console.print(cov)
 
     if report.problems:
-        table = Table(title=f"{len(report.problems)} problem(s)", title_justify="left")
-        table.add_column("severity")
-        table.add_column("file")
-        table.add_column("problem")
+        table = _table(f"{len(report.problems)} problem(s)", "severity", "file", "problem")
         for problem in report.problems:
             colour = "red" if problem.severity == "error" else "yellow"
             table.add_row(
@@ -285,6 +261,13 @@ def _print_report(report) -> None:
     console.print(f"{report.name}: {verdict}, {len(report.warnings)} warning(s)")
     if report.budget_note:
         console.print(f"[yellow]note:[/] {report.budget_note}")
+
+
+def _table(title: str, *columns: str, counts: int = 0) -> Table:
+    """A left-titled table whose last ``counts`` columns are figures (right-aligned)."""
+    split = len(columns) - counts
+    right = [Column(name, justify="right") for name in columns[split:]]
+    return Table(*columns[:split], *right, title=title, title_justify="left")
 
 
 def _relative(path: Path, root: Path) -> str:

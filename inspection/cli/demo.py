@@ -1,13 +1,10 @@
 """``inspection demo``: the README main job, from demo data to a checked live bundle.
 
-It runs the steps in ``DEMO_STEPS`` in order; each is a function of a ``DemoContext``. Steps
-whose modules are not installed are skipped with a log line. ``DEMO_PLAN`` says which model
-trains on which product: PatchCore on every product (its bundle is exported, gated, served and
-checked), STFPM on brick only (it shows the second model family training and being compared at
-~40 s a product; on grass and gravel it scored below PatchCore and was never the one exported).
-The first product's bundle is exported in FP32 and INT8 (and bf16 where the CPU runs it), gated
-against FP32 and served at the precision timed fastest; the others in FP32 only
-(``demo_precisions``): each INT8 export cost ~30 s of the 5-minute budget on a 2-core AVX2 EPYC.
+It runs ``DEMO_STEPS`` in order, each a function of a ``DemoContext``; a step whose modules
+are not installed is skipped with a log line. STFPM trains on brick only (``DEMO_PLAN``): it
+shows a second model family at ~40 s a product; on grass and gravel it scored below PatchCore
+and was never the one exported. Only the first product is exported beyond FP32
+(``demo_precisions``): each INT8 export cost ~30 s of the 5-minute budget on a 2-core EPYC.
 """
 
 from __future__ import annotations
@@ -265,7 +262,6 @@ def step_inspect(ctx: DemoContext) -> None:
 
 
 DemoStep = Callable[[DemoContext], None]
-# The README main job, in order. Append steps here (export and inspect come from other modules).
 DEMO_STEPS: list[tuple[str, DemoStep]] = [
     ("data", step_data),
     ("train", step_train),

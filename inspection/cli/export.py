@@ -14,14 +14,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from inspection.cli._site import site_option
-from inspection.cli.console import (
-    configs_line,
-    log_dir,
-    print_table,
-    quiet_logs,
-    verbose_requested,
-)
-from inspection.cli.operating import subset_miss_text
+from inspection.cli.console import configs_line, log_dir, print_table, quiet_logs, verbose_requested
+from inspection.cli.operating import fmt, subset_miss_text
 from inspection.cli.users import ADMIN_PASSWORD_ENV, authenticated_admin
 from inspection.core.bundle import PRECISIONS
 from inspection.core.config import load_site_config
@@ -113,8 +107,7 @@ def export_command(
         "every station has VNNI or AMX: CPUs without VNNI (AVX2) saturate them.",
     ),
     dataset: Annotated[
-        Path | None,
-        typer.Option("--dataset", help="Dataset folder (default: the training one)."),
+        Path | None, typer.Option("--dataset", help="Dataset folder (default: the training one).")
     ] = None,
     site: str = SITE_OPTION,
 ) -> None:
@@ -254,10 +247,6 @@ GATE_COLUMNS = {
 def _figures(figures: BundleFigures) -> list[str]:
     """The gated figures; a miss rate without defective parts is unknown ("-"), not 0."""
     return [
-        "-" if name == "miss_rate" and not figures.n_defective else _fmt(getattr(figures, name))
+        "-" if name == "miss_rate" and not figures.n_defective else fmt(getattr(figures, name), 4)
         for name in GATE_COLUMNS
     ]
-
-
-def _fmt(value: object) -> str:
-    return f"{value:.4f}" if isinstance(value, (int, float)) else "-"

@@ -14,7 +14,7 @@ from rich.progress import track
 from rich.table import Table
 
 from inspection.cli._site import site_option
-from inspection.cli.console import log_dir, quiet_logs, verbose_requested
+from inspection.cli.console import log_dir, quiet_logs, ready_to_write, verbose_requested
 from inspection.core.config import SiteConfig, load_site_config
 from inspection.core.errors import ConfigError
 from inspection.core.input_domain import input_check_mode  # light: numpy and OpenCV, no OpenVINO
@@ -148,7 +148,9 @@ def inspect_command(
     site_config = load_site_config(site)
     refine_config = refine_config_in(site_config.configs) if refine else None
     if out is not None:
-        _prepare_out(out)  # before the batch: a bad --out must not cost the results
+        ready_to_write(out, "--out", folder=True)  # before the batch: a bad --out costs nothing
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise typer.BadParameter(f"{out} is not writable", param_hint="--out")
     key = _pinned_key(public_key, station_config, site_config, allow_unsigned=allow_unsigned)
     # the screen shows the results; INFO logs (bundle loaded, golden check) go to a log file
     with quiet_logs(log_dir(site_config), "inspect", verbose=verbose_requested(False)) as logs:
@@ -197,11 +199,7 @@ def _inspect(inspector: Predictor, found: list[FoundFile], overlay_dir: Path | N
 
 
 def _pinned_key(
-    given: Path | None,
-    station_config: Path | None,
-    site: SiteConfig,
-    *,
-    allow_unsigned: bool,
+    given: Path | None, station_config: Path | None, site: SiteConfig, *, allow_unsigned: bool
 ) -> Ed25519PublicKey | Keyring | None:
     """The key the bundle must be signed with: ``--public-key``, else the one the station
     config pins. Fails closed: no key stops the command (``typer.Exit(2)``) unless
@@ -230,20 +228,6 @@ def _station_keys(config: Path) -> Keyring | None:
     each checked against its fingerprint (None: no config, or it allows unsigned bundles)."""
     config = config / "station.yaml" if config.is_dir() else config
     return pinned_key(load_station_config(config).core) if config.is_file() else None
-
-
-def _prepare_out(out: Path) -> None:
-    """Create the results folder, or stop with one line saying why it cannot be used."""
-    if out.exists() and not out.is_dir():
-        raise typer.BadParameter(f"{out} is a file, not a folder", param_hint="--out")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise typer.BadParameter(
-            f"cannot create {out}: {exc.strerror}", param_hint="--out"
-        ) from exc
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise typer.BadParameter(f"{out} is not writable", param_hint="--out")
 
 
 def overlay_paths(found: list[FoundFile], folder: Path) -> list[Path]:

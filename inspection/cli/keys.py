@@ -1,9 +1,7 @@
 """``inspection keys init|show|pin|rotate|retire|revoke`` and ``inspection bundle sign|verify``.
 
-Stations trust keys by fingerprint (``core.signing_keys`` in their configs, see
-docs/security.md): these commands create the site's bundle key and the dashboard's decision
-key, pin them, rotate one (two keys verify until the old one is retired) and revoke a key or
-a bundle (``core.revoked``).
+Stations trust keys by fingerprint (``core.signing_keys`` in their configs, docs/security.md);
+a rotated key verifies until it is retired; ``core.revoked`` refuses a key or a bundle.
 """
 
 from __future__ import annotations
@@ -103,11 +101,9 @@ def pin_in_configs(pins: list[PinnedKey], configs: list[Path], *, replace: bool)
     for config in trust_files(configs):
         trust = read_trust(config)
         new = {p.fingerprint for p in pins} | {p.path for p in pins}
-        kept = [
-            p
-            for p in trust.signing_keys
-            if not replace and p.fingerprint not in new and p.path not in new
-        ]
+        kept = (
+            [] if replace else [p for p in trust.signing_keys if not {p.fingerprint, p.path} & new]
+        )
         changed = write_trust(config, Trust((*pins, *kept), trust.revoked))
         said = ", ".join(f"{p.signs} {p.fingerprint[:23]}…" for p in pins)
         notes.append(f"{config}: {'pinned' if changed else 'already pins'} {said}")
@@ -261,8 +257,7 @@ def revoke(
 def sign(
     bundle: BundleArg,
     key: Annotated[
-        Path | None,
-        typer.Option("--key", help="The private signing key (default: the site's)."),
+        Path | None, typer.Option("--key", help="The private signing key (default: the site's).")
     ] = None,
     site: str | None = SITE_OPTION,
 ) -> None:

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from inspection.cli._site import group, site_option
+from inspection.cli.operating import fmt
 from inspection.core.config import load_site_config
 from inspection.core.registry import Registry
 
@@ -41,9 +42,7 @@ def list_models(
                 record.version,
                 record.model_kind,
                 record.created_at,
-                _fmt(overall.image_auroc),
-                _fmt(overall.pixel_auroc),
-                _fmt(overall.aupro),
+                *(fmt(v) for v in (overall.image_auroc, overall.pixel_auroc, overall.aupro)),
                 live.bundle_id if is_live else "",
             )
     console.print(table)
@@ -65,7 +64,3 @@ def show_model(
         b for b in registry.bundle_ids(product) if b.startswith(record.version + "-")
     ]
     console.print_json(json.dumps(data, default=str))
-
-
-def _fmt(value: object) -> str:
-    return f"{value:.3f}" if isinstance(value, (int, float)) else "-"

@@ -1,9 +1,14 @@
-"""Table cells for the operating point and per-kind miss rates (shared by the CLI commands)."""
+"""Table cells for figures, the operating point and per-kind miss rates (shared by commands)."""
 
 from __future__ import annotations
 
 from inspection.core.metrics import EvaluationMetrics
 from inspection.core.operating_point import KindMiss, ThresholdChoice
+
+
+def fmt(value: object, digits: int = 3) -> str:
+    """A figure with ``digits`` decimals; '-' for a missing one."""
+    return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "-"
 
 
 def operating_text(choice: ThresholdChoice | None) -> str:

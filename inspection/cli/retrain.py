@@ -33,17 +33,14 @@ CONFIG_OPTION = typer.Option(
     "--config",
     help="Retrain config YAML (default: retrain.yaml in the site's configs folder).",
 )
-
 SET_OPTION = typer.Option(
     [], "--set", help="Change the challenger's config, e.g. --set coreset_sampling_ratio=0.05."
 )
 
 
 def _configs(site: str | None, config: str | None):  # -> (SiteConfig, RetrainConfig)
-    """The site config and the retrain config with the site's ``retrain:`` section merged in.
-
-    The section is checked on its own first, so its errors name the site file.
-    """
+    """The site config and the retrain config with the site's ``retrain:`` section merged in
+    (checked on its own first, so its errors name the site file)."""
     site_config = load_site_config(site)
     if site_config.retrain:
         where = f"{site or DEFAULT_SITE_CONFIG}.retrain"

@@ -1,10 +1,10 @@
-"""``inspection serve``, ``inspection watch`` and ``inspection tokens``: the line-station service."""
+"""``inspection serve``, ``inspection watch`` and ``inspection tokens``: the line-station service;
+``inspection registry serve``: the central catalog stations pull live bundles from."""
 
 from __future__ import annotations
 
 import logging
 import signal
-import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,7 +14,8 @@ from rich.console import Console
 from rich.table import Table
 
 from inspection.cli._security import announce_signatures
-from inspection.cli._site import group
+from inspection.cli._site import group, site_option
+from inspection.core.config import load_site_config
 from inspection.service.config import load_station_config
 from inspection.station.config import check_registry_dir
 
@@ -29,6 +30,7 @@ CONFIG_OPTION = typer.Option(
 # Alembic logs every plugin it sets up at INFO on each start; operators need none of it.
 logging.getLogger("alembic").setLevel(logging.WARNING)
 commands = typer.Typer()
+registry_app = group("registry", "The central model registry over HTTP.")
 tokens_app = group(
     "tokens", "API tokens for stations, reviewers, admins and monitors (stored hashed)."
 )
@@ -80,9 +82,8 @@ def watch(
         if once:
             _scan_until_idle(watcher, station_config.watch.settle_seconds)
         else:
-            stopped = threading.Event()
             for sig in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(sig, lambda *_: (stopped.set(), watcher.stop()))
+                signal.signal(sig, lambda *_: watcher.stop())
             console.print(f"watching {watcher.incoming} (Ctrl-C to stop)")
             watcher.run()
     finally:
@@ -96,6 +97,25 @@ def _scan_until_idle(watcher: WatchFolder, settle_seconds: float) -> None:
     time.sleep(settle_seconds)
     while watcher.scan_once():
         time.sleep(settle_seconds)
+
+
+@registry_app.command("serve")
+def serve_registry(
+    site: str = site_option(),
+    host: str = typer.Option("127.0.0.1", help="Bind address (0.0.0.0 to serve the plant LAN)."),
+    port: int = typer.Option(8700, min=1, max=65535, help="Port."),
+) -> None:
+    """Serve live bundles per product to stations (bearer tokens from `inspection tokens`)."""
+    # deferred: uvicorn, alembic, fastapi, sqlalchemy, starlette
+    import uvicorn
+
+    from inspection.distribution.server import create_catalog_app
+    from inspection.store.store import Store
+
+    site_config = load_site_config(site)
+    store = Store.migrated(site_config.store_url, site_config.blob_dir)  # like serve
+    app = create_catalog_app(site_config.registry_dir, store)
+    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
 
 
 @tokens_app.command("create")
@@ -134,14 +154,8 @@ def list_(
     table = Table("id", "name", "role", "label", "created", "state")
     for info in list_tokens(_store(config), station):
         state = "active" if info.active else f"revoked {info.revoked_at:%Y-%m-%d %H:%M}"
-        table.add_row(
-            str(info.id),
-            info.station_id,
-            info.role,
-            info.label or "",
-            f"{info.created_at:%Y-%m-%d}",
-            state,
-        )
+        created = f"{info.created_at:%Y-%m-%d}"
+        table.add_row(str(info.id), info.station_id, info.role, info.label or "", created, state)
     console.print(table)
 
 

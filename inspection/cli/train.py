@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,10 +24,10 @@ from inspection.cli.console import (
     summary_table,
     verbose_requested,
 )
-from inspection.cli.operating import operating_text, subset_miss_text
-from inspection.cli.update import update_command
+from inspection.cli.operating import fmt, operating_text, subset_miss_text
 from inspection.core.config import SiteConfig, load_site_config
 from inspection.core.errors import DatasetError
+from inspection.core.images import list_images
 from inspection.core.model_record import ModelRecord
 from inspection.core.product_config import (
     load_model_config,
@@ -290,6 +291,79 @@ def _train_auto(site_config: SiteConfig, product: str, dataset: Dataset, budget_
     console.print(f"registered {outcome.record.model_version}; report: {report}")
 
 
+# -------------------------------------------------------------------------- update
+# ``train --update <product>``: good images from a folder (``--images DIR``) or from the store
+# (``--reviewed``: reviewed good after the parent version was created) join a PatchCore bank.
+
+
+def update_command(
+    site: SiteConfig,
+    product: str,
+    *,
+    images: Path | None,
+    reviewed: bool,
+    parent: str | None,
+    data: Path | None,
+) -> ModelRecord:
+    """Run the incremental update and print what changed; returns the new version."""
+    # deferred: torch (the training side)
+    from inspection.training.evaluate import write_report
+    from inspection.training.incremental import update_patchcore
+
+    if (images is None) == (not reviewed):
+        raise typer.BadParameter("give exactly one of --images DIR or --reviewed")
+    if images is not None and not images.is_dir():
+        reason = "is not a folder" if images.exists() else "does not exist"
+        raise typer.BadParameter(f"{images} {reason}", param_hint="--images")
+    registry = Registry(site.registry_dir)
+    source = registry.version(product, parent) if parent else registry.latest_version(product)
+    paths = list_images(images) if images is not None else reviewed_good(site, source)
+    if not paths:
+        console.print(
+            f"no new good images for {product} since {source.model_version}: nothing to do"
+        )
+        raise typer.Exit(0)
+    with console.status(f"updating {source.model_version} with {len(paths)} images") as status:
+        outcome = update_patchcore(
+            registry, product, paths, version=source.version,
+            dataset=load_dataset(data) if data else None, progress=status.update,
+        )  # fmt: skip
+    record = outcome.record
+    metrics = record.evaluation()
+    report = write_report(
+        site.reports_dir / product / f"{record.version}-{record.model_kind}",
+        outcome.predictions,
+        metrics,
+    )
+    lineage = outcome.lineage
+    console.print(
+        f"registered {record.model_version} from {source.version} in {outcome.seconds:.1f} s: "
+        f"+{lineage.added_images} images, bank {lineage.bank_rows_before} -> "
+        f"{lineage.bank_rows_after} rows; test image AUROC "
+        f"{metrics.image_auroc}; report: {report}"
+    )
+    console.print(f"next: inspection export --product {product} --version {record.version}")
+    return record
+
+
+def reviewed_good(site: SiteConfig, since: ModelRecord) -> list[Path]:
+    """Blob files of ``product``'s inspections reviewed good after ``since`` was created."""
+    # deferred: alembic, sqlalchemy
+    from inspection.store.store import Store
+
+    store = Store(site.store_url, site.blob_dir)
+    store.check_schema()
+    after = datetime.fromisoformat(since.created_at)
+    rows = store.reviewed(since.product, ["good"], since=after)
+    paths = []
+    for row in rows:
+        try:
+            paths.append(store.blobs.path(row.image_sha))
+        except FileNotFoundError:
+            console.print(f"[yellow]inspection {row.id}: image blob missing, left out[/]")
+    return paths
+
+
 # ------------------------------------------------------------------------ evaluate
 
 
@@ -345,14 +419,13 @@ def _closing_rows(
     site: SiteConfig, log_file: Path | None, records: list[Any]
 ) -> list[tuple[str, str]]:
     reports = sorted({str(_report_dir(site, r)) for r in records})
-    rows = [
+    return [
         ("reports", "\n".join(reports) or str(site.reports_dir)),
         ("", "metrics.json and plots (ROC, score histogram, worst maps) per model"),
         ("model registry", str(site.registry_dir)),
         ("log file", str(log_file) if log_file else "(--verbose: logs were shown above)"),
         ("open next", "inspection dashboard   (review results, models, thresholds)"),
     ]
-    return rows
 
 
 def _print_metrics(rows: list[tuple[ModelRecord, EvaluationMetrics]]) -> None:
@@ -367,10 +440,10 @@ def _print_metrics(rows: list[tuple[ModelRecord, EvaluationMetrics]]) -> None:
         table.add_row(
             record.model_version,
             record.model_kind,
-            *(_fmt(v) for v in (o.image_auroc, o.pixel_auroc, o.aupro, o.image_f1, o.pixel_f1)),
-            _fmt(o.region_recall),
+            *(fmt(v) for v in (o.image_auroc, o.pixel_auroc, o.aupro, o.image_f1, o.pixel_f1)),
+            fmt(o.region_recall),
             "-" if o.ng_without_region is None else str(o.ng_without_region),
-            _fmt(record.fit_figures().fit_seconds, 1),
+            fmt(record.fit_figures().fit_seconds, 1),
         )
     print_table(console, table)
     print_table(console, operating_table(rows))
@@ -389,7 +462,3 @@ def operating_table(rows: list[tuple[ModelRecord, EvaluationMetrics]]) -> Table:
             subset_miss_text(metrics),
         )
     return table  # logs and CI: never let the figures collapse to '1.…'
-
-
-def _fmt(value: object, digits: int = 3) -> str:
-    return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "-"

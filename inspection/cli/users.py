@@ -1,10 +1,8 @@
 """``inspection users add|list|remove``: the dashboard's reviewer and admin logins.
 
-Users live in the results database of the site given by ``--site`` (else the
-``INSPECTION_SITE_CONFIG`` environment variable, else configs/site.yaml), passwords as Argon2id
-hashes. The first command on a new site creates the database schema.
-``add`` asks for the password twice without echo; scripts pipe it with ``--password-stdin``.
-Commands that need an admin (``export --force``) log one in with ``authenticated_admin``.
+Users live in the site's results database (its schema created by the first command on a new
+site), passwords as Argon2id hashes. Commands that need an admin (``export --force``) log one
+in with ``authenticated_admin``.
 """
 
 from __future__ import annotations
