@@ -2,6 +2,12 @@
 
     python scripts/seed_dashboard.py var/dashboard-demo --inspections 5000
     INSPECTION_SITE_CONFIG=var/dashboard-demo/site.yaml inspection dashboard
+    python scripts/seed_dashboard.py /tmp/plant --inspections 50000000 --stations 10 \
+        --days 118 --store-url postgresql+psycopg://...    # a plant's central store
+
+On PostgreSQL the rows go in by ``COPY`` (``copy_inspections``), a million at a time, with the
+results table's indexes built after; rows older than the default retention's blob ages come
+with their blobs already pruned, as a store under retention holds them.
 
 It creates an admin login (``--user``, default ``admin``, with a random password unless
 ``--password-stdin``) and prints the sign-in.
@@ -20,9 +26,11 @@ import io
 import json
 import sys
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -160,6 +168,14 @@ def seeded_scores(rng: np.random.Generator, n: int, defective: np.ndarray, shift
     return np.clip(np.where(defective, bad, good), 0.0, 1.0)
 
 
+def plant_stations(count: int, products: tuple[str, ...]) -> dict[str, list[str]]:
+    """``count`` lines of one camera each, making ``products`` in turn."""
+    lines: dict[str, list[str]] = {product: [] for product in products}
+    for k in range(count):
+        lines[products[k % len(products)]].append(f"line{k + 1:02d}-cam1")
+    return lines
+
+
 def seed_inspections(
     store: Store,
     pictures: dict[str, list[Sample]],
@@ -169,13 +185,14 @@ def seed_inspections(
     now: datetime | None = None,
     seed: int = 0,
     batch: int = 20_000,
+    stations: dict[str, list[str]] = STATIONS,
 ) -> None:
     """Insert ``n`` inspections spread over the last ``days`` through the real schema (bulk
     ``INSERT`` of ``batch`` rows per transaction), then rebuild the rollups from them. One in
     ``AUDIT_EVERY`` is flagged ``audit_sample`` (the station's random audit sample)."""
     now = now or datetime.now(timezone.utc)
     rng = np.random.default_rng(seed)
-    pairs = [(p, s) for p, stations in STATIONS.items() if p in pictures for s in stations]
+    pairs = [(p, s) for p, names in stations.items() if p in pictures for s in names]
     age = np.sort(rng.random(n))[::-1] * days * 86400.0
     which = rng.integers(0, len(pairs), n)
     defective = rng.random(n) < DEFECT_RATE
@@ -227,6 +244,154 @@ def seed_inspections(
         _insert(store, rows)
     with store.session() as session:  # bulk inserts skip the write path's rollup update
         rollups.rebuild(session)
+
+
+COPY_COLUMNS = (
+    "id", "request_id", "created_at", "product", "station_id", "part_id", "source",
+    "source_name", "score", "threshold", "verdict", "model_version", "bundle_id", "latency_ms",
+    "mask_source", "regions", "width", "height", "image_sha", "map_sha", "mask_sha",
+    "overlay_sha", "audit_sample", "blobs_pruned_at",
+)  # fmt: skip
+
+
+def copy_inspections(
+    store: Store,
+    pictures: dict[str, list[Sample]],
+    n: int,
+    *,
+    stations: dict[str, list[str]],
+    days: float,
+    now: datetime,
+    seed: int = 0,
+    chunk: int = 1_000_000,
+) -> None:
+    """``seed_inspections`` for a plant's PostgreSQL: ``n`` rows spread evenly over the last
+    ``days`` by ``COPY``, ``chunk`` rows per transaction, the results table's keys and indexes
+    dropped before and built after; good parts older than ``KeepPolicy.blob_days`` and kept
+    ones older than its ``kept_blob_days`` come with their blobs pruned. Then the rollups, a
+    ``VACUUM ANALYZE`` (the visibility map a running store's autovacuum keeps)."""
+    import psycopg
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pcsv
+    from sqlalchemy import text
+
+    from inspection.store import partitions
+    from inspection.store.retention import KeepPolicy
+
+    rng = np.random.default_rng(seed)
+    pairs = [(p, s) for p, names in stations.items() if p in pictures for s in names]
+    shas = {
+        (p, bad): [s for s in pictures[p] if (s.defect is not None) == bad]
+        for p in pictures
+        for bad in (False, True)
+    }
+    span, policy = days * 86400.0, KeepPolicy()
+    with store.engine.begin() as connection:
+        partitions.ensure(connection, now, since=now - timedelta(days=days))
+    url = store.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(url, autocommit=True) as connection:
+        rebuild = _drop_keys(connection)
+        for start in range(0, n, chunk):
+            size = min(chunk, n - start)
+            index = np.arange(start, start + size)
+            age = span - (index + rng.random(size)) / n * span
+            which = rng.integers(0, len(pairs), size)
+            defective = rng.random(size) < DEFECT_RATE
+            score = seeded_scores(rng, size, defective)
+            audit = rng.random(size) < 1.0 / AUDIT_EVERY
+            kept = (score >= 0.5) | audit
+            after = np.where(kept, policy.kept_blob_days or np.inf, policy.blob_days) * 86400.0
+            pruned = age > after
+            picks = rng.random(size)
+            cols: dict[str, list] = {
+                c: [] for c in ("image_sha", "map_sha", "mask_sha", "overlay_sha")
+            }
+            for i in range(size):
+                product = pairs[which[i]][0]
+                pool = shas[product, bool(defective[i])]
+                sample = pool[int(picks[i] * len(pool))]
+                cols["image_sha"].append(sample.image_sha)
+                gone = pruned[i]
+                cols["map_sha"].append(None if gone else sample.map_sha)
+                cols["mask_sha"].append(None if gone else sample.mask_sha)
+                cols["overlay_sha"].append(None if gone else sample.overlay_sha)
+            created = np.datetime64(now.replace(tzinfo=None), "us") - (age * 1e6).astype(
+                "timedelta64[us]"
+            )
+            station = pc.take(pa.array([s for _, s in pairs]), pa.array(which))
+            product = pc.take(pa.array([p for p, _ in pairs]), pa.array(which))
+            part = pc.binary_join_element_wise("P", pc.cast(pa.array(index), pa.string()), "")
+            raw = rng.bytes(16 * size).hex().encode()
+            table = pa.table(
+                {
+                    "id": pa.array(np.frombuffer(raw, dtype="S32")).cast(pa.string()),
+                    "request_id": pc.binary_join_element_wise(station, part, "/"),
+                    "created_at": pa.array(created).cast(pa.timestamp("us", tz="UTC")),
+                    "product": product,
+                    "station_id": station,
+                    "part_id": part,
+                    "source": pa.array(["import"] * size),
+                    "source_name": pa.array([SEEDED_NOTE] * size),
+                    "score": score,
+                    "threshold": np.full(size, 0.5),
+                    "verdict": np.where(score >= 0.5, "NG", "OK"),
+                    "model_version": pc.binary_join_element_wise(product, "v0002", "/"),
+                    "bundle_id": pa.array(["v0002-int8"] * size),
+                    "latency_ms": rng.gamma(9.0, 4.0, size),
+                    "mask_source": np.where(defective, "sam", "raw"),
+                    "regions": pa.array(["[]"] * size),
+                    "width": np.full(size, pictures[pairs[0][0]][0].size),
+                    "height": np.full(size, pictures[pairs[0][0]][0].size),
+                    **{c: pa.array(v, pa.string()) for c, v in cols.items()},
+                    "audit_sample": audit,
+                    "blobs_pruned_at": pa.array(
+                        created + (np.minimum(after, span) * 1e6).astype("timedelta64[us]"),
+                        mask=~pruned,
+                    ).cast(pa.timestamp("us", tz="UTC")),
+                }
+            )
+            buffer = io.BytesIO()
+            pcsv.write_csv(table, buffer, pcsv.WriteOptions(include_header=False))
+            copy = f"COPY inspections ({', '.join(COPY_COLUMNS)}) FROM STDIN (FORMAT csv)"
+            with connection.transaction(), connection.cursor() as cursor:
+                cursor.execute("SET LOCAL synchronous_commit = off")
+                with cursor.copy(copy) as sink:
+                    sink.write(buffer.getvalue())
+            print(f"copied {start + size:,} of {n:,}", flush=True)
+        rebuild()
+    with store.session() as session:
+        session.execute(text("SET LOCAL work_mem = '256MB'"))
+        rollups.rebuild(session)
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute("VACUUM ANALYZE inspections")
+
+
+def _drop_keys(connection: Any) -> Callable[[], None]:
+    """Drop the results table's keys and indexes; returns what builds them again."""
+    keys = connection.execute(
+        "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+        "WHERE conrelid = 'inspections'::regclass AND contype IN ('p', 'u')"
+    ).fetchall()
+    indexes = connection.execute(
+        "SELECT indexname, indexdef FROM pg_indexes i WHERE tablename = 'inspections' AND "
+        "NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conname = i.indexname)"
+    ).fetchall()
+    for name, _ in indexes:
+        connection.execute(f"DROP INDEX {name}")
+    for name, _ in keys:
+        connection.execute(f"ALTER TABLE inspections DROP CONSTRAINT {name}")
+
+    def rebuild() -> None:
+        connection.execute("SET maintenance_work_mem = '1GB'")
+        for name, definition in keys:
+            connection.execute(f"ALTER TABLE inspections ADD CONSTRAINT {name} {definition}")
+            print(f"built {name}", flush=True)
+        for name, definition in indexes:
+            connection.execute(definition.replace(" ON ONLY ", " ON "))
+            print(f"built {name}", flush=True)
+
+    return rebuild
 
 
 def _insert(store: Store, rows: list[dict]) -> None:
@@ -372,14 +537,24 @@ def seed_site(
     registry: bool = True,
     store_url: str | None = None,
     seed: int = 0,
+    stations: int | None = None,
+    days: float = 6.5,
 ) -> Path:
     """Seed everything under ``root`` (the store at ``store_url``, default SQLite in ``root``;
-    ``seed`` draws the inspections and reviews); returns the site YAML path."""
+    ``seed`` draws the inspections and reviews; ``stations``: that many lines instead of
+    ``STATIONS``, over the last ``days``); returns the site YAML path."""
     root = Path(root).resolve()
     site = write_site(root, list(products), store_url)
     store = Store.migrated(store_url or f"sqlite:///{root / 'inspection.db'}", root / "blobs")
     pictures = {p: seed_pictures(store, p, pictures_each, size) for p in products}
-    seed_inspections(store, pictures, inspections, seed=seed)
+    lines = plant_stations(stations, products) if stations else STATIONS
+    if store.engine.dialect.name == "postgresql":
+        now = datetime.now(timezone.utc)
+        copy_inspections(
+            store, pictures, inspections, stations=lines, days=days, now=now, seed=seed
+        )
+    else:
+        seed_inspections(store, pictures, inspections, days=days, seed=seed, stations=lines)
     seed_reviews(store, reviews, audits=audits, seed=seed)
     if registry:
         reg = Registry(root / "registry")
@@ -410,6 +585,8 @@ def main() -> None:
     parser.add_argument("--reviews", type=int, default=300)
     parser.add_argument("--audits", type=int, default=0, help="audit-sample parts to label")
     parser.add_argument("--store-url", help="an empty database (default: SQLite in ROOT)")
+    parser.add_argument("--stations", type=int, help="lines of one camera each (default: 3)")
+    parser.add_argument("--days", type=float, default=6.5, help="spread over the last days")
     parser.add_argument("--user", default="admin", help="admin login to create (default admin)")
     parser.add_argument(
         "--password-stdin", action="store_true", help="read its password from stdin"
@@ -425,6 +602,8 @@ def main() -> None:
         reviews=args.reviews,
         audits=args.audits,
         store_url=args.store_url,
+        stations=args.stations,
+        days=args.days,
     )
     add_admin(site, args.user, password)
     print(f"seeded {args.inspections} inspections; open with:")

@@ -14,6 +14,12 @@ Per part (``KeepPolicy``, per product over the site defaults of ``configs/retent
   drop is counted (``dropped``, of them ``dropped_waiting``) and logged as an alarm;
   ``over_budget: alarm`` drops nothing.
 
+On a partitioned store (PostgreSQL, ``store.partitions``) ``prune`` first creates the coming
+months' partitions, then drops each month whose whole range is past every product's
+``row_days`` and that holds no protected row and none waiting in an outbox (its reviews and
+outbox messages go with it); the rows of the month that straddles the cutoff, of a month held
+back and of the default partition go by the row pass below.
+
 ``prune`` works in short transactions of ``batch_size`` rows, pausing between them so a
 station's writes are never held up by more than one batch. Rows are changed first (blobs
 marked as gone, then rows deleted), files removed after the commit, so a crash can leave
@@ -34,13 +40,15 @@ from typing import Any, Literal
 
 from croniter import croniter
 from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
-from sqlalchemy import and_, delete, exists, func, or_, select, tuple_, update
+from sqlalchemy import and_, delete, exists, func, or_, select, text, tuple_, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from inspection.core.config import deep_merge, from_mapping, read_yaml, to_mapping
 from inspection.core.errors import ConfigError
 from inspection.core.registry import Registry
 from inspection.core.retrain_report import RetrainEvent
+from inspection.store import partitions
 from inspection.store.forward import CENTRAL
 from inspection.store.models import Inspection, OutboxMessage, Review
 from inspection.store.store import Store, sqlite_file
@@ -163,6 +171,8 @@ class PruneReport:
     stripped: int = 0
     """Rows whose blobs were removed (the row kept)."""
     rows_deleted: int = 0
+    """Rows deleted, those of the dropped partitions included."""
+    partitions_dropped: int = 0
     outbox_deleted: int = 0
     files_removed: int = 0
     bytes_removed: int = 0
@@ -188,7 +198,8 @@ class PruneReport:
         budget = "" if self.budget_bytes is None else f" of {self.budget_bytes / 1e9:.2f} GB"
         return (
             f"pruned in {self.seconds:.1f} s: {self.stripped} rows lost their blobs, "
-            f"{self.rows_deleted} rows and {self.outbox_deleted} delivered messages deleted, "
+            f"{self.rows_deleted} rows ({self.partitions_dropped} whole months) and "
+            f"{self.outbox_deleted} delivered messages deleted, "
             f"{self.files_removed} files ({self.bytes_removed / 1e6:.1f} MB) removed; now "
             f"{self.used_bytes / 1e9:.2f} GB{budget} in {self.blob_files} blobs + database"
             f"{'; STORAGE ALARM' if self.alarm else ''}"
@@ -219,6 +230,7 @@ def prune(
     report = PruneReport()
     grace = config.grace_minutes * 60.0
     report.files_removed, report.bytes_removed = _discard(store, [], grace)  # a crash's leftovers
+    _drop_partitions(store, config, frozenset(protected), now, report)
     for product in _products(store):
         policy = config.policy(product)
         for step, pass_ in _passes(product, policy, now, frozenset(protected)).items():
@@ -271,6 +283,53 @@ def _passes(
             _delete_rows,
         )
     return {step: _Pass(_not_protected(p.where, protected), p.act) for step, p in passes.items()}
+
+
+def _drop_partitions(
+    store: Store,
+    config: RetentionConfig,
+    protected: frozenset[str],
+    now: datetime,
+    report: PruneReport,
+) -> None:
+    """Create the coming months, drop the months past every product's ``row_days`` (module
+    doc); a month whose ``DROP`` waits over 10 s for its lock is left to the next run."""
+    with store.engine.begin() as connection:
+        if not partitions.partitioned(connection):
+            return
+        partitions.ensure(connection, now)
+        months = partitions.partitions(connection)
+    days = [config.policy(product).row_days for product in _products(store)]
+    if not days or None in days:
+        return
+    cutoff = now - timedelta(days=max(d for d in days if d is not None))
+    for month in months:
+        if month.end is None or month.end > cutoff:
+            continue
+        inside = Inspection.created_at >= month.start, Inspection.created_at < month.end
+        waiting = (
+            select(OutboxMessage.id)
+            .join(Inspection, Inspection.id == OutboxMessage.inspection_id)
+            .where(OutboxMessage.delivered_at.is_(None), *inside)
+        )
+        kept = select(Inspection.id).where(Inspection.id.in_(protected), *inside)
+        ids = select(Inspection.id).where(*inside)
+        try:
+            with store.session() as session:
+                if session.scalar(select(exists(waiting))) or (
+                    protected and session.scalar(select(exists(kept)))
+                ):
+                    continue
+                rows = session.scalar(select(func.count()).select_from(Inspection).where(*inside))
+                session.execute(delete(Review).where(Review.inspection_id.in_(ids)))
+                session.execute(delete(OutboxMessage).where(OutboxMessage.inspection_id.in_(ids)))
+                session.execute(text("SET LOCAL lock_timeout = '10s'"))
+                session.execute(text(f'DROP TABLE "{month.name}"'))
+        except OperationalError as exc:
+            log.warning("partition %s kept until the next prune: %s", month.name, exc.orig)
+            continue
+        report.rows_deleted += rows or 0
+        report.partitions_dropped += 1
 
 
 def _waiting_central() -> Any:

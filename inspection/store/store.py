@@ -235,12 +235,22 @@ class Store:
 
         ``outbox`` messages are committed in the same transaction (both or neither).
         A repeated ``request_id`` returns the row stored the first time (idempotent retries).
+        On PostgreSQL, whose partitioned results table is unique by (request id, time) only
+        (migration 0011), writers of one request id take turns under an advisory lock and
+        the second finds the first's row.
         """
         fields.setdefault("id", uuid.uuid4().hex)
         fields.setdefault("created_at", utcnow())
         row = Inspection(**fields)
+        request_id = fields.get("request_id")
         try:
             with self.session() as session:
+                if request_id and session.get_bind().dialect.name == "postgresql":
+                    session.execute(
+                        text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": request_id}
+                    )
+                    if (existing := _by_request_id(session, request_id)) is not None:
+                        return existing
                 session.add(row)
                 rollups.record(session, [row])  # the dashboard's hourly aggregates, same commit
                 session.add_all(
@@ -248,7 +258,6 @@ class Store:
                     for e in outbox
                 )
         except IntegrityError:
-            request_id = fields.get("request_id")
             existing = self.find_by_request_id(request_id) if request_id else None
             if existing is None:
                 raise
@@ -257,7 +266,7 @@ class Store:
 
     def find_by_request_id(self, request_id: str) -> Inspection | None:
         with self.session() as session:
-            return session.scalar(select(Inspection).where(Inspection.request_id == request_id))
+            return _by_request_id(session, request_id)
 
     def station_has_blob(self, station_id: str, sha: str) -> bool:
         """Whether any inspection of ``station_id`` refers to blob ``sha``: one probe of each
@@ -344,6 +353,10 @@ class Store:
             query = query.where(Inspection.reviewed_at > since)
         with self.session() as session:
             return list(session.scalars(query.order_by(Inspection.reviewed_at)))
+
+
+def _by_request_id(session: Session, request_id: str) -> Inspection | None:
+    return session.scalar(select(Inspection).where(Inspection.request_id == request_id))
 
 
 def _reason(exc: OperationalError) -> str:

@@ -1,0 +1,140 @@
+"""Monthly partitions of the central results table (PostgreSQL) and retention by dropping them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy import inspect as sql_inspect
+
+from inspection.store import partitions
+from inspection.store.forward import Forwarder, central_entry
+from inspection.store.models import Inspection, OutboxMessage, Review
+from inspection.store.retention import RetentionConfig, prune
+from inspection.store.rollups import HourlyRollup
+from inspection.store.store import Store
+from tests.conftest import _drop_postgres_database, _fresh_postgres_database
+from tests.store.test_retention import CONFIG, NOW, _add, _dangling_and_orphans
+
+
+@pytest.fixture
+def central(tmp_path: Path) -> Iterator[Store]:
+    url, name = _fresh_postgres_database()
+    store = Store.migrated(url, tmp_path / "central-blobs")
+    yield store
+    store.engine.dispose()
+    _drop_postgres_database(name)
+
+
+def _months(store: Store) -> dict[str, int]:
+    """{partition: rows} of the results table."""
+    with store.engine.begin() as connection:
+        names = [p.name for p in partitions.partitions(connection)]
+        return {n: connection.execute(sa.text(f"SELECT count(*) FROM {n}")).scalar() for n in names}
+
+
+def test_the_keys_hold_the_month_on_postgresql_and_sqlite_is_unchanged(
+    store_url: str, tmp_path: Path
+) -> None:
+    store = Store.migrated(store_url, tmp_path / "blobs")
+    schema = sql_inspect(store.engine)
+    keys = schema.get_pk_constraint("inspections")["constrained_columns"]
+    unique = [u["column_names"] for u in schema.get_unique_constraints("inspections")]
+    foreign = {t: schema.get_foreign_keys(t) for t in ("reviews", "outbox_messages")}
+    with store.engine.connect() as connection:
+        split = partitions.partitioned(connection)
+    if store.engine.dialect.name == "sqlite":
+        assert (split, keys, unique) == (False, ["id"], [["request_id"]])
+        assert all(len(f) == 1 for f in foreign.values())
+    else:
+        assert (split, keys, unique) == (True, ["id", "created_at"], [["request_id", "created_at"]])
+        assert foreign == {"reviews": [], "outbox_messages": []}  # none can point at (id) alone
+
+
+@pytest.mark.postgres
+def test_the_migration_makes_the_coming_months_and_a_default_that_a_month_later_empties(
+    central: Store,
+) -> None:
+    now = datetime.now(timezone.utc)
+    months = [partitions.month_of(now, k) for k in range(partitions.MONTHS_AHEAD + 1)]
+    names = [f"inspections_p{m:%Y%m}" for m in months] + [partitions.DEFAULT]
+    assert list(_months(central)) == names
+    old = NOW - timedelta(days=400)  # no month for it: the default partition takes it
+    _add(central, "old", 400)
+    assert _months(central)[partitions.DEFAULT] == 1
+    with central.engine.begin() as connection:
+        made = partitions.ensure(connection, now, since=old)
+    assert made[0] == f"inspections_p{old:%Y%m}"
+    counts = _months(central)
+    assert (counts[made[0]], counts[partitions.DEFAULT]) == (1, 0)
+    assert central.get_inspection("old").created_at == old
+
+
+@pytest.mark.postgres
+def test_a_result_sent_again_is_stored_once_on_the_partitioned_table(
+    central: Store, tmp_path: Path
+) -> None:
+    local = Store.migrated(f"sqlite:///{tmp_path / 'local.db'}", tmp_path / "blobs")
+    for i, days in enumerate((1, 40, 70)):  # three months
+        key = f"line-1/r{i}"
+        _add(local, key, days, request_id=key, outbox=[central_entry(key, 1)])
+    forwarder = Forwarder(local, central.url, central.blobs.root)
+    assert forwarder.drain() == 3
+    with local.session() as session:  # a crash before the local marks: all sent again
+        session.execute(sa.update(OutboxMessage).values(delivered_at=None))
+    assert forwarder.drain() == 3
+    forwarder.stop()
+    again = central.add_inspection(**_fields(local, "line-1/r1"))  # a direct writer's retry
+    assert again.id == "line-1/r1"
+    with central.session() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(Inspection)) == 3
+        assert session.scalar(sa.select(sa.func.sum(HourlyRollup.total))) == 3
+    assert sum(_months(central).values()) == 3
+
+
+def _fields(store: Store, row_id: str) -> dict:
+    """A new write of ``row_id``'s result: same request id, a new id and time."""
+    row = store.get_inspection(row_id)
+    values = {c.key: getattr(row, c.key) for c in Inspection.__table__.columns}
+    return values | {"id": "retry", "created_at": datetime.now(timezone.utc)}
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("grass_row_days", [60, 400])
+def test_retention_drops_the_months_past_every_products_rows(
+    central: Store, grass_row_days: int
+) -> None:
+    """NOW is 2026-06-01 12:00 and rows are kept 60 days: February and March go whole; rows
+    of April before the cutoff (2026-04-02 12:00) one by one. While grass keeps its rows 400
+    days no month goes whole: the same brick rows go one by one."""
+    with central.engine.begin() as connection:
+        partitions.ensure(connection, NOW, since=datetime(2026, 2, 1, tzinfo=timezone.utc))
+    kept = _add(central, "kept", 2)
+    shared = central.get_inspection("kept").image_sha
+    _add(central, "feb-shared", 110, image_sha=shared)  # its image is also a kept row's
+    reviewed = _add(central, "feb-reviewed", 105, verdict="NG")
+    central.add_review(reviewed.id, label="defect", reviewer="ann")
+    _add(central, "mar", 70)
+    _add(central, "apr-expired", 60.5)
+    _add(central, "apr-kept", 59.5)
+    _add(central, "grass", 20, product="grass")
+    config = RetentionConfig(
+        default=CONFIG.default,
+        products={"grass": {"row_days": grass_row_days}},
+        pause_seconds=0.0,
+        grace_minutes=0.0,
+    )
+    report = prune(central, config, now=NOW)
+    months = _months(central)
+    with central.session() as session:
+        left = set(session.scalars(sa.select(Inspection.id)))
+        reviews = session.scalar(sa.select(sa.func.count()).select_from(Review))
+    dropped = 2 if grass_row_days == 60 else 0
+    assert (report.partitions_dropped, report.rows_deleted) == (dropped, 4)
+    assert len({"inspections_p202602", "inspections_p202603"} & set(months)) == 2 - dropped
+    assert left == {kept.id, "apr-kept", "grass"} and reviews == 0
+    assert central.blobs.exists(shared)
+    assert _dangling_and_orphans(central) == ([], [])
