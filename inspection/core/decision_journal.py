@@ -1,14 +1,8 @@
-"""The registry's signed half: live pointer, thresholds, decisions and the audit log.
-
-    <product>/live.json                         which bundle the stations serve
-    <product>/thresholds.jsonl                  append-only threshold versions
-    <product>/decisions.jsonl                   append-only ROI and force decisions
-    <product>/events.jsonl                      append-only audit log (promote, rollback, ...)
-
-Decisions (live pointer, thresholds, the ``decisions.jsonl`` kinds) are signed with the site
-key when this machine holds it (``core.decisions``). Every write goes through the product's
-file lock (``core.version_store.product_lock``) and an atomic rename or a whole-line append,
-so a crash leaves either the old state or the new one, never half of it.
+"""The registry's signed half, per product: ``live.json`` (which bundle the stations serve),
+append-only ``thresholds.jsonl``, ``decisions.jsonl`` (ROI, force) and the audit log
+``events.jsonl``. Records are signed with the site key when this machine holds it
+(``core.decisions``); every write holds the product's file lock and is an atomic rename or a
+whole-line append, so a crash leaves the old state or the new one.
 """
 
 from __future__ import annotations
@@ -162,10 +156,9 @@ class DecisionJournal:
         budget: float | None = None,
         sign: bool = True,
     ) -> ThresholdVersion:
-        """Append a new threshold version (normalised score space, 0 < value < 1); ``budget``:
-        the false-reject budget it was chosen for, when it was (``ThresholdVersion``). Signed
-        with the site key when this machine holds it and ``sign``: stations pinning the key
-        serve only signed versions (``sign=False``: a copy of a version nobody signed)."""
+        """Append a new threshold version (normalised, 0 < value < 1) for ``bundle_id`` (None:
+        any); ``budget``: the false-reject budget it was chosen for. Signed with the site key
+        when this machine holds it, unless ``sign`` is False (a copy of an unsigned version)."""
         signing_key = site_signing_key(self.root) if sign else None
         try:
             value = check_threshold(value)

@@ -1,12 +1,9 @@
 """Decisions that change a verdict, as signed, versioned records: threshold versions, the live
-pointer, and the generic ``Decision`` (ROI, a forced gate-refused bundle). A bundle's refiner
-choice is part of its signed metadata (``BundleMetadata.refinement``).
+pointer and the generic ``Decision`` (ROI, a forced gate-refused bundle).
 
-Every record is a flat JSON row carrying who (``actor``), when (``created_at``/``since``), why
-(``reason``) and which bundle, signed with the site key over every other field
-(``core.signing.sign_record``) when the machine writing it holds the key. A station pinning
-the key serves only rows that verify (``refusal``): an unsigned or altered one is refused,
-named in its status, and the last good one keeps serving.
+Each is a flat JSON row (who, when, why, which bundle) signed with the site key over every
+other field (``core.signing.sign_record``) when the writing machine holds it. A station
+pinning the key serves only rows that verify (``refusal``); the last good one keeps serving.
 """
 
 from __future__ import annotations
@@ -77,12 +74,8 @@ def _row(record: object, optional: tuple[str, ...]) -> dict[str, Any]:
 @dataclass(frozen=True)
 class ThresholdVersion:
     """One threshold version: ``value`` normalised, in (0, 1), for ``bundle_id`` (None: any).
-
-    ``budget``: the false-reject budget the value was chosen for (the dashboard's budget
-    control), in (0, ``MAX_BUDGET``]; a station that re-calibrates the bundle re-derives the
-    threshold at it (``core.golden.carry_threshold``). None: set by value (older versions too).
-    Signed by the site key when the machine that sets it holds one: a station with a pinned
-    key serves only signed versions (``verify``).
+    ``budget``: the false-reject budget it was chosen for, in (0, ``MAX_BUDGET``], at which a
+    re-calibrating station re-derives it (``core.golden.carry_threshold``); None: set by value.
     """
 
     product: str

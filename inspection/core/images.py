@@ -182,14 +182,14 @@ def decode_reduced(
         image.load()
     if image.mode in ("RGB", "L") and target is not None and image.size != target:
         image.thumbnail(target, Image.Resampling.BILINEAR, reducing_gap=2.0)
-        return DecodedImage(to_rgb_uint8(image), source)
+        return DecodedImage(_to_rgb_8(image), source)
     rgb, clipped = _to_rgb(image, bits, name)
     _CLIPS.record(name, bits, clipped)
     if target is None or image.size == target:
         return DecodedImage(rgb, source, clipped)
     reduced = Image.fromarray(rgb)  # narrowed to 8 bits first, then resized
     reduced.thumbnail(target, Image.Resampling.BILINEAR, reducing_gap=2.0)
-    return DecodedImage(to_rgb_uint8(reduced), source, clipped)
+    return DecodedImage(_to_rgb_8(reduced), source, clipped)
 
 
 def _check_colour_depth(image: Image.Image, bits: int, name: str) -> None:
@@ -352,11 +352,6 @@ def is_binary_mask(levels: np.ndarray) -> bool:
     return bool(len(distinct) == 1 or (len(distinct) == 2 and distinct[0] == 0))
 
 
-def to_rgb_uint8(image: Image.Image, *, bits: int = DEFAULT_SOURCE_BITS) -> np.ndarray:
-    """Convert any PIL image mode to (H, W, 3) uint8 RGB (``bits``: ``narrow_to_8_bits``)."""
-    return _to_rgb(image, bits, "image")[0]
-
-
 def _to_rgb(image: Image.Image, bits: int, name: str) -> tuple[np.ndarray, int]:
     """(H, W, 3) uint8 RGB and the number of clipped values (16-bit grey only)."""
     mode = image.mode
@@ -370,6 +365,7 @@ def _to_rgb(image: Image.Image, bits: int, name: str) -> tuple[np.ndarray, int]:
 
 
 def _to_rgb_8(image: Image.Image) -> np.ndarray:
+    """Any PIL mode but 16-bit grey -> (H, W, 3) uint8 RGB."""
     mode = image.mode
     if mode in ("I", "F"):
         array = np.asarray(image, dtype=np.float64)
@@ -392,7 +388,7 @@ def _to_rgb_8(image: Image.Image) -> np.ndarray:
 def grey_replicated(image: np.ndarray) -> np.ndarray:
     """(H, W, 3) uint8 RGB -> (H, W, 3) uint8 with every channel the image's luma, exactly as
     a colour file decodes to grey (Pillow's ``convert("L")``, ITU-R 601-2) and as a grey file
-    decodes to RGB (``to_rgb_uint8`` replicates it): a grey image is returned unchanged."""
+    decodes to RGB (``_to_rgb`` replicates it): a grey image is returned unchanged."""
     luma = np.asarray(Image.fromarray(np.ascontiguousarray(image), "RGB").convert("L"))
     return cv2.cvtColor(luma, cv2.COLOR_GRAY2RGB)
 

@@ -70,12 +70,8 @@ class RawOutputs:
     def of_samples(
         cls, samples: Sequence[LabelledImage], scores: np.ndarray, maps: np.ndarray
     ) -> RawOutputs:
-        """Outputs on ``samples`` with their labels, defect types and ground truth.
-
-        ``scores`` (N,) and ``maps`` (N, h, w) in sample order; each defective sample's mask
-        file is read at (h, w), a good sample's mask is all False, a defective sample without
-        a mask file is marked unknown.
-        """
+        """Outputs ``scores`` (N,) and ``maps`` (N, h, w) on ``samples`` (in order) with their
+        labels, defect types and masks read at (h, w) (a defective one without: unknown)."""
         height, width = maps.shape[1:]
         return cls(
             scores=np.asarray(scores, dtype=np.float64),

@@ -1,15 +1,8 @@
 """Model training configs: YAML layers loaded into frozen, validated dataclasses (torch-free).
 
-A config is built from, in order (later wins):
-
-1. ``configs/models/<kind>.yaml``            the model's defaults
-2. ``configs/products/<product>.yaml``       its ``models.<kind>`` section (per-product overrides)
-3. ``--config FILE``                         a YAML of ``ModelConfig`` keys
-4. ``--set key=value``                       dotted keys, YAML values (``backbone.weights=random``)
-
-``configs/`` is the site's configs folder (``SiteConfig.configs``: the folder of the site file
-in use, ``--site``); a site without ``models/<kind>.yaml`` uses the checkout's. Unknown keys are
-rejected with their name; an unknown model kind lists the valid ones.
+Later layers win: ``models/<kind>.yaml`` of the site's configs folder (else the checkout's),
+the product's ``products/<product>.yaml`` ``models.<kind>`` section, ``--config FILE`` and
+``--set key=value`` (dotted keys, YAML values). Unknown keys and kinds are refused by name.
 """
 
 from __future__ import annotations
@@ -71,12 +64,9 @@ class BackboneConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Everything needed to rebuild and retrain one model (stored with each registry version).
-
-    ``image_size`` is (height, width) of the model input. ``val_fraction`` of each test
-    defect type (and of the good test images) is held out as the validation split that sets
-    anomalib's thresholds and min-max normalisation; metrics are reported on the rest.
-    """
+    """Everything needed to rebuild and retrain one model (stored with each registry version):
+    ``image_size`` (h, w) of the model input; ``val_fraction`` of each test defect type (and
+    of the good test images) held out as the validation split that calibrates."""
 
     kind: str
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
@@ -89,11 +79,10 @@ class ModelConfig:
     coreset_sampling_ratio: float = 0.01
     num_neighbors: int = 9
     memory_bank_max: int | None = 8192  # rows; the coreset ratio shrinks past it (None: no cap)
-    # PatchCore: the training images' patch rows held as float32 up to this many GB; past it
-    # as float16, the bank selected group by group (training.models.patchcore.lightning_model).
+    # PatchCore: patch rows held as float32 up to this many GB, past it as float16.
     rows_budget_gb: float = 0.25
-    # PatchCore serving: the exported kNN GEMM on the bank's top-k principal directions
-    # (runtime.graph.project_patch_distances; the bundle's own figures measure it); None: exact.
+    # PatchCore: the served kNN on the bank's top-k principal directions
+    # (runtime.graph.project_patch_distances); None: exact.
     knn_rank: int | None = None
     # PatchCore: a local colour-statistics model fused into the graph (training.models.patchcore.local_stats):
     # false | true | auto (kept only when it helps on the validation split).
@@ -108,12 +97,10 @@ class ModelConfig:
     bank_augment: tuple[str, ...] = ()
     # STFPM
     max_epochs: int = 5
-    # PaDiM: backbone channels kept (a seeded random subset, anomalib's ``idx``) per grid cell's
-    # Gaussian; None: every channel of ``backbone.layers``. The bundle holds one D x D inverse
-    # covariance per grid cell, so its size grows with D squared.
+    # PaDiM: backbone channels kept (a seeded random subset) per grid cell's Gaussian; None:
+    # every channel. The bundle's size grows with its square.
     n_features: int | None = None
-    # PaDiM: how each cell's covariance is estimated (``COVARIANCE_ESTIMATORS``), in the served
-    # Gaussians and in the out-of-fold ones that calibrate the threshold alike.
+    # PaDiM: how each cell's covariance is estimated (``COVARIANCE_ESTIMATORS``).
     covariance: str = "ridge"
     # Global context (inspection.core.global_context): components fused with the local score,
     # e.g. [features, colour, frequency]; empty = local score only.
@@ -123,8 +110,7 @@ class ModelConfig:
     # PatchCore: score every training image with a bank fitted on the other folds, for more
     # good calibration scores (training.models.patchcore.out_of_fold); 0 = validation good images only.
     calibration_folds: int = 5
-    # Significant bits of the product's 16-bit images (core.images.narrow_to_8_bits); set from
-    # the product's ``image_bits`` (``load_model_config``), recorded as the bundle's source_bits.
+    # Significant bits of 16-bit images: the product's ``image_bits``, the bundle's source_bits.
     image_bits: int = DEFAULT_SOURCE_BITS
 
     def __post_init__(self) -> None:
@@ -282,7 +268,13 @@ def load_model_config(
     overrides: Iterable[str] = (),
     directory: Path | None = None,
 ) -> ModelConfig:
-    """Merge the config layers (see module docstring) into a validated ``ModelConfig``."""
+    """Merge the config layers (see module docstring) into a validated ``ModelConfig``.
+
+    Args:
+        product: whose ``products/<product>.yaml`` applies (None: none).
+        config_file: a YAML of ``ModelConfig`` keys; overrides: ``key=value`` items.
+        directory: the site's configs folder (None: ``default_configs_dir()``).
+    """
     check_kind(kind)
     base_path = model_defaults_path(kind, directory)
     data: dict[str, Any] = read_yaml(base_path) if base_path is not None else {}

@@ -20,12 +20,9 @@ DEFAULT_MIN_GAIN = 0.01
 class RefinementChoice:
     """``method`` the station runs on NG results ("none": the judged mask as is).
 
-    ``pixel_f1``: pooled pixel F1 on the split's defective images, per candidate and for
-    ``"raw"`` (the judged mask); ``images``: how many defective images that pooled.
-    ``max_side``: images with a longer side above it were measured resized to it
-    (``refine.budget``); None: all at full resolution (also every choice made before it).
-    ``region_iou``: mean per-image IoU on the same images, per candidate and ``"raw"``; a
-    refiner that lowers it is not chosen ({}: a choice made before it was measured).
+    ``pixel_f1`` and ``region_iou`` (mean per image; {} in older choices): per candidate and
+    ``"raw"``, on ``images`` defective validation images, measured resized to ``max_side``
+    (None: full resolution).
     """
 
     method: RefinerMethod

@@ -109,11 +109,8 @@ def write_retrain_report(report: RetrainReport, path: str | Path) -> Path:
 
 @dataclass(frozen=True)
 class RetrainEvent:
-    """A retrain run as the registry's audit log records it (action ``retrain``): written by
-    ``retrain.pipeline`` and ``retrain.fleet`` for every decided or failed run, read by the
-    dashboard for runs without a report and by retraining for the reviewed-good images a
-    promoted champion was trained with. ``metrics``: the flat gate figures by role
-    (``champion``, ``challenger``); non-numeric entries are left out."""
+    """A retrain run as the audit log records it (action ``retrain``), for every decided or
+    failed run; ``metrics``: the flat numeric gate figures by role (champion, challenger)."""
 
     at: str
     run: str | None = None

@@ -1,10 +1,8 @@
 """Physical units (torch-free): pixel size of a product's camera, region sizes in millimetres.
 
-``mm_per_pixel`` is the pixel pitch on the part at the reference image's width
-(``reference_width``); an image of another width (a downscaled copy) scales it. Region area is
-``pixels * mm_per_pixel²``; region length and width are the sides of its minimum-area rotated
-rectangle (``core.regions``; a region measured before that: its bounding-box diagonal, no width).
-``min_defect_area_mm2``: regions smaller than this do not make an NG (``core.verdict``).
+``mm_per_pixel`` is the pitch at ``reference_width`` (another width scales it); areas are
+``pixels * mm_per_pixel²``, lengths and widths the sides of the region's minimum-area rotated
+rectangle (``core.regions``); regions below ``min_defect_area_mm2`` make no NG.
 """
 
 from __future__ import annotations

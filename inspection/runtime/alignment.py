@@ -3,13 +3,11 @@
     aligner = Aligner(reference, AlignmentSpec(), roi)
     aligned = aligner.align(image)          # raises AlignmentError when it cannot
 
-Both images are reduced to ``working_size`` on the long side, converted to grey and compared
-only where the reference's ROI (grown by ``mask_margin``) lies, so the part's edges and holes
-steer the search and fixture clutter does not. The transform found there is scaled to full
-resolution and the image is warped into the reference frame, where the ROI polygons apply.
-
-A failed search, a correlation below ``min_correlation`` or a transform beyond ``max_shift`` /
-``max_rotation`` raises ``AlignmentError``: the caller reports an error, never a verdict.
+Both images are reduced to ``working_size``, made grey and compared only within the
+reference's ROI (grown by ``mask_margin``), so the part steers the search, not fixture clutter;
+the transform is scaled to full resolution and the image warped into the reference frame. A
+failed search or a transform beyond the spec's limits raises ``AlignmentError``: an error,
+never a verdict.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import openvino as ov
 
-from inspection.core.bundle import BundleMetadata, Preprocessing
+from inspection.core.bundle import BundleMetadata
 from inspection.core.errors import BundleError, ImageDecodeError
 from inspection.core.golden import (
     DEFAULT_TOLERANCE,
@@ -35,7 +35,7 @@ from inspection.core.golden import (
 from inspection.core.images import decode_reduced, read_image
 from inspection.runtime.hardware import cpu_info
 from inspection.runtime.model import BundleModel
-from inspection.runtime.preprocess import preprocess
+from inspection.runtime.preprocess import at_input_size, preprocess
 
 log = logging.getLogger(__name__)
 
@@ -65,17 +65,6 @@ def executed_kernels(compiled: ov.CompiledModel) -> tuple[str, ...]:
 
 
 # -------------------------------------------------------------------- running
-def at_input_size(image: np.ndarray, prep: Preprocessing) -> np.ndarray:
-    """(H, W, 3) uint8 -> (h, w, 3) uint8 at the model input size, resized as ``preprocess``
-    resizes (so preprocessing the result is the identity resize)."""
-    height, width = prep.input_size
-    if image.shape[:2] == (height, width):
-        return image
-    shrinking = image.shape[0] >= height and image.shape[1] >= width
-    interpolation = cv2.INTER_AREA if prep.resize == "area" and shrinking else cv2.INTER_LINEAR
-    return cv2.resize(image, (width, height), interpolation=interpolation)
-
-
 def run_golden(
     model: BundleModel, images: Sequence[np.ndarray], *, masked: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable
 
 import numpy as np
 import openvino as ov
@@ -192,12 +193,16 @@ def _zeros(parameter: ov.Node) -> np.ndarray:
 def fold_patch_distances(model: ov.Model) -> list[str]:
     """Move the square root, clamp and query norm of every nearest-bank-row distance after
     its minimum, in place (see the module docstring)."""
-    notes = []
-    for node in model.get_ordered_ops():
-        if node.get_type_name() == "Sqrt":
-            note = _fold_distance(node)
-            if note:
-                notes.append(note)
+    return _rewrite_each(model, "Sqrt", _fold_distance)
+
+
+def _rewrite_each(
+    model: ov.Model, kind: str, rewrite: Callable[[ov.Node], str | None]
+) -> list[str]:
+    """``rewrite`` every ``kind`` node of ``model`` in graph order; the notes of those it
+    changed (the model is validated again when any)."""
+    ops_of_kind = [node for node in model.get_ordered_ops() if node.get_type_name() == kind]
+    notes = [note for node in ops_of_kind if (note := rewrite(node))]
     if notes:
         model.validate_nodes_and_infer_types()
     return notes
@@ -358,17 +363,9 @@ def _constant_equals(port: ov.Output, value: float, modulo: int | None = None) -
 # ------------------------------------------------------------ blur kernels
 def separate_blur_kernels(model: ov.Model) -> list[str]:
     """Replace every separable single-channel K x K convolution by two 1-D ones, in place."""
-    notes = []
-    for node in model.get_ordered_ops():
-        if node.get_type_name() != "Convolution":
-            continue
-        note = _separate(node)
-        if note:
-            notes.append(note)
-    if notes:
-        model.validate_nodes_and_infer_types()
-        for note in notes:
-            log.debug("graph rewrite: %s", note)
+    notes = _rewrite_each(model, "Convolution", _separate)
+    for note in notes:
+        log.debug("graph rewrite: %s", note)
     return notes
 
 
@@ -441,23 +438,14 @@ def project_patch_distances(model: ov.Model, rank: int) -> list[str]:
     instead of D x M multiply-adds per patch. Changes outputs: export-time only."""
     if rank < 1:
         raise ValueError(f"rank must be at least 1, got {rank}")
-    notes = []
-    for node in model.get_ordered_ops():
-        if node.get_type_name() == "TopK" and _is_min_over_last(
-            node, node.get_output_partial_shape(0).rank.get_length()
-        ):
-            note = _project(node, rank)
-            if note:
-                notes.append(note)
-    if notes:
-        model.validate_nodes_and_infer_types()
-    return notes
+    return _rewrite_each(model, "TopK", lambda node: _project(node, rank))
 
 
 def _project(nearest: ov.Node, rank: int) -> str | None:
     """``TopK_min(x @ W.T + b)`` -> ``TopK_min((x @ V) @ C.T + b) + x @ mean(W)``."""
+    axes = nearest.get_output_partial_shape(0).rank.get_length()
     scores = nearest.input_value(0).get_node()
-    if scores.get_type_name() != "Add":
+    if not _is_min_over_last(nearest, axes) or scores.get_type_name() != "Add":
         return None
     sides = [scores.input_value(i) for i in (0, 1)]
     gemms = [s for s in sides if s.get_node().get_type_name() == "MatMul"]

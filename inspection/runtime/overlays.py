@@ -29,14 +29,9 @@ def render_overlay(
     max_side: int = DEFAULT_OVERLAY_MAX_SIDE,
 ) -> np.ndarray:
     """(H, W, 3) uint8 RGB image + its result -> (h, w, 3) uint8 RGB overlay, longer side at
-    most ``max_side``.
-
-    ``image`` is the image the result judged, or (for a result judged on a working copy,
-    ``result.camera_size``) the full camera image, which is reduced first. Drawn in the
-    result's frame (``result.frame``): an aligned result's map, mask and regions lie in the
-    reference frame, so the image is warped there first (the image the model judged). The
-    anomaly map (0 blue .. 1 red) is blended with weight ``alpha``, mask contours are drawn
-    in white and the verdict with its score is written top-left.
+    most ``max_side``: the map (0 blue .. 1 red) blended at ``alpha``, mask contours in white,
+    the verdict and score top-left. ``image``: the judged image or the full camera image
+    (reduced first); an aligned result is drawn on the image warped to its reference frame.
     """
     image, result = _bounded(image, result, max_side)
     heat = cv2.applyColorMap(

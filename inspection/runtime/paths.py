@@ -140,12 +140,9 @@ def find_files(paths: Iterable[str | Path], *, exclude: Iterable[Path] = ()) -> 
 
 
 def _image_files(root: Path, skip: list[Path]) -> list[Path]:
-    """Image files under ``root``, sorted; folder symlinks followed, each real folder once.
-
-    A folder reachable without symlinks is listed under that path, never under an alias: the
-    folders reachable without symlinks are read first (noting the folder symlinks in them),
-    then each symlink is followed in the order a sorted depth-first walk meets it. Every
-    folder is read once; a folder already read or excluded is not read again."""
+    """Image files under ``root``, sorted; folder symlinks followed, each real folder once. The
+    folders reachable without symlinks are read first, so none is listed under an alias;
+    then each symlink in sorted depth-first order."""
     walk = _Walk(root, skip)
     walk.folders(root, follow=False)
     for link in sorted(walk.links, key=lambda path: path.parts):  # sorted depth-first order

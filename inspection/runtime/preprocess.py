@@ -13,8 +13,6 @@ import numpy as np
 
 from inspection.core.bundle import Normalization, Preprocessing
 
-_INTERPOLATION = {"bilinear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA}
-
 
 def check_image(image: object) -> np.ndarray:
     """Reject anything that is not an (H, W, 3) uint8 array, with expected vs got."""
@@ -32,13 +30,7 @@ def check_image(image: object) -> np.ndarray:
 
 def preprocess(image: np.ndarray, prep: Preprocessing) -> np.ndarray:
     """(H, W, 3) uint8 RGB -> (3, h, w) float32 model input, ``(x * scale - mean) / std``."""
-    check_image(image)
-    height, width = prep.input_size
-    if image.shape[:2] != (height, width):
-        interpolation = _INTERPOLATION[prep.resize]
-        if prep.resize == "area" and (image.shape[0] < height or image.shape[1] < width):
-            interpolation = cv2.INTER_LINEAR  # area averaging only makes sense when shrinking
-        image = cv2.resize(image, (width, height), interpolation=interpolation)
+    image = at_input_size(check_image(image), prep)
     # One table lookup per pixel instead of four float passes: the table holds exactly
     # ``(v * scale - mean) / std`` in float32 for every uint8 value v, so results are identical.
     # Each input plane is looked up straight into its model channel (no HWC -> CHW copy).
@@ -48,6 +40,17 @@ def preprocess(image: np.ndarray, prep: Preprocessing) -> np.ndarray:
         model_channel = 2 - channel if prep.color_order == "BGR" else channel
         cv2.LUT(plane, table[channel], dst=chw[model_channel])
     return chw
+
+
+def at_input_size(image: np.ndarray, prep: Preprocessing) -> np.ndarray:
+    """(H, W, 3) uint8 -> (h, w, 3) uint8 at the model input size, by ``prep.resize`` (area
+    averaging only when shrinking both sides, else bilinear)."""
+    height, width = prep.input_size
+    if image.shape[:2] == (height, width):
+        return image
+    shrinking = image.shape[0] >= height and image.shape[1] >= width
+    interpolation = cv2.INTER_AREA if prep.resize == "area" and shrinking else cv2.INTER_LINEAR
+    return cv2.resize(image, (width, height), interpolation=interpolation)
 
 
 @lru_cache(maxsize=32)

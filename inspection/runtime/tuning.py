@@ -322,12 +322,7 @@ def measure_bundles(
             fast.inspect_many(stream)
             busy_seconds[index] += time.perf_counter() - start
     return [
-        _executed(
-            inspector,
-            _measurement(
-                inspector.metadata, gate, times, rounds * len(stream) / busy if busy else 0.0
-            ),
-        )
+        _measurement(inspector, gate, times, rounds * len(stream) / busy if busy else 0.0)
         for inspector, (_, gate), times, busy in zip(
             latency, bundles, latencies, busy_seconds, strict=True
         )
@@ -340,18 +335,6 @@ def _queued(path: Path, inspector: Predictor) -> Inspector | None:
     if isinstance(inspector, TiledInspector):
         return None
     return Inspector.from_bundle(path, performance_hint="THROUGHPUT", input_check="off")
-
-
-def _executed(inspector: Predictor, measured: PrecisionMeasurement) -> PrecisionMeasurement:
-    """``measured`` with what OpenVINO executed and the golden check's worst drift."""
-    compiled = inspector.model.compiled
-    check = inspector.golden
-    return replace(
-        measured,
-        executed_precision=executed_precision(compiled),
-        kernels=executed_kernels(compiled),
-        golden_drift=None if check is None else round(check.worst_drift, 6),
-    )
 
 
 def golden_gate(bundle_dir: Path) -> tuple[bool, str]:
@@ -373,8 +356,11 @@ def _latencies(inspector: Predictor, images: Sequence[np.ndarray], count: int) -
 
 
 def _measurement(
-    meta: BundleMetadata, gate: tuple[bool, str], latencies: list[float], queued_ips: float
+    inspector: Predictor, gate: tuple[bool, str], latencies: list[float], queued_ips: float
 ) -> PrecisionMeasurement:
+    """The timings of ``inspector``'s bundle, with what OpenVINO executed and the golden
+    check's worst drift."""
+    meta, compiled, check = inspector.metadata, inspector.model.compiled, inspector.golden
     sequential = 1e3 / float(np.mean(latencies))
     return PrecisionMeasurement(
         bundle_id=meta.bundle_id,
@@ -384,6 +370,9 @@ def _measurement(
         throughput_ips=round(max(sequential, queued_ips), 1),
         gate_passed=gate[0],
         gate_note=gate[1],
+        executed_precision=executed_precision(compiled),
+        kernels=executed_kernels(compiled),
+        golden_drift=None if check is None else round(check.worst_drift, 6),
     )
 
 

@@ -289,30 +289,22 @@ async def _inspect(
 def inspection_json(row: Inspection) -> dict[str, Any]:
     """The API's view of a stored inspection, with links to its artefacts."""
     base = f"/v1/inspections/{row.id}"
-    client_request_id = row.request_id.split("/", 1)[1] if row.request_id else None
     return {
         "id": row.id,
-        "request_id": client_request_id,
+        "request_id": row.request_id.split("/", 1)[1] if row.request_id else None,
         "created_at": _utc(row.created_at).isoformat() if row.created_at else None,
-        "product": row.product,
-        "station_id": row.station_id,
-        "part_id": row.part_id,
-        "source": row.source,
-        "source_name": row.source_name,
-        "score": row.score,
-        "threshold": row.threshold,
-        "verdict": row.verdict,
-        "model_version": row.model_version,
-        "bundle_id": row.bundle_id,
-        "latency_ms": row.latency_ms,
-        "mask_source": row.mask_source,
-        "width": row.width,
-        "height": row.height,
-        "regions": row.regions,
-        "review_label": row.review_label,
+        **{column: getattr(row, column) for column in _JSON_COLUMNS},
         "links": {name: f"{base}/{name}" for name, col in ARTEFACTS.items() if getattr(row, col)},
         "blobs": {name: getattr(row, col) for name, col in ARTEFACTS.items()},
     }
+
+
+_JSON_COLUMNS = (
+    "product", "station_id", "part_id", "source", "source_name", "score", "threshold",
+    "verdict", "model_version", "bundle_id", "latency_ms", "mask_source", "width", "height",
+    "regions", "review_label",
+)  # fmt: skip
+"""The stored columns the API shows as they are (in this order)."""
 
 
 def _visible_row(store: Store, identity: Identity, inspection_id: str) -> Inspection:

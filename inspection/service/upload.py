@@ -1,10 +1,8 @@
 """Read an image upload (multipart field or raw body) with a hard size limit and deadlines.
 
-Every connection has its own read deadlines (``ReadDeadlines``), checked while waiting for
-each chunk, so a slow client is closed (408, ``Connection: close``) without holding up anyone
-else: the whole body within ``total_s``; no gap between chunks longer than ``idle_s``; after
-``grace_s``, at least ``min_rate`` bytes per second on average. Bytes held while arriving
-count against the station's ``UploadBudget`` (503 when it is full).
+Each connection has its own read deadlines (``ReadDeadlines``: total, idle gap, minimum rate
+after a grace period), so a slow client is closed (408) without holding up anyone else; bytes
+held while arriving count against the station's ``UploadBudget`` (503 when full).
 """
 
 from __future__ import annotations

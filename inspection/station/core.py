@@ -34,7 +34,6 @@ from inspection.station.live import (
 from inspection.station.metrics import ForwardCollector
 from inspection.station.pipeline import InputDomainHook, OutboxBuilder, Pipeline
 from inspection.store.forward import Forwarder, backlog
-from inspection.store.retention import load_retention
 from inspection.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -65,15 +64,17 @@ class StationCore:
         on_input_domain: InputDomainHook | None = None,
         refine: RefineConfig | None = None,
     ) -> StationCore:
-        """Open the store (bringing its schema up to date) and prepare the models, which load
-        on ``start``. Raises ``ConfigError``, before the store is touched, when
-        ``registry_dir`` is not a folder or the pinned key cannot be read.
-        ``on_input_domain``: told of every image refused or judged with a warning for lying
-        outside its bundle's input domain (``core.input_domain``, ``config.input_check``).
-        ``refine``: the config the default loader seeds bundles' mask refiners from; None: the
-        station's ``refine.yaml`` (``station_refine_config``: beside the station config file),
-        read here, so a bad key stops the start in one line (``ConfigError`` naming the file
-        and key) instead of refusing every bundle as it loads."""
+        """Open the store (schema brought up to date) and prepare the models, which load on
+        ``start``; ``ConfigError`` first when ``registry_dir`` or the pinned key is unusable.
+
+        Args:
+            on_change: told of every model swapped in.
+            outbox: builds the outbox messages committed with each result.
+            on_input_domain: told of every image refused or warned about for lying outside
+                its bundle's input domain (``config.input_check``).
+            refine: seeds the bundles' mask refiners; None: ``station_refine_config``, read
+                here so a bad key stops the start instead of refusing every bundle.
+        """
         check_registry_dir(config)
         public_key = pinned_key(config)
         if loader is default_loader:
@@ -93,18 +94,7 @@ class StationCore:
             ),
             public_key=public_key,
         )
-        pipeline = Pipeline(
-            store,
-            models,
-            max_pixels=config.max_pixels,
-            max_side=config.max_side,
-            formats=config.image_formats,
-            outbox=outbox,
-            bounds=config.bounds,
-            on_input_domain=on_input_domain,
-            retention=load_retention(config.configs),
-            forward=config.central is not None,
-        )
+        pipeline = Pipeline(store, models, config, outbox=outbox, on_input_domain=on_input_domain)
         central, forwarder = config.central, None
         if central is not None:
             forwarder = Forwarder(
@@ -155,10 +145,8 @@ class StationCore:
 
 def station_refine_config(config: StationCoreConfig) -> RefineConfig:
     """The station's mask-refiner settings: ``refine.yaml`` of its configs folder
-    (``config.configs``: beside the station or line config file, or ``core.configs_dir``),
-    else, as before that folder was read, of ``core.config.default_configs_dir()`` (``./configs``,
-    else the checkout's), else the defaults. The log names the file read; a bad key raises
-    ``ConfigError`` naming the file and key."""
+    (``config.configs``), else of ``core.config.default_configs_dir()``, else the defaults;
+    the log names the file read (``ConfigError`` naming a bad key)."""
     own = config.configs / REFINE_CONFIG_NAME
     fallback = default_configs_dir() / REFINE_CONFIG_NAME
     if own.is_file():

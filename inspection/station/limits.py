@@ -20,13 +20,9 @@ RETRY_AFTER_SECONDS = 1
 
 
 class AdmissionGate:
-    """Counts requests admitted to inference on one event loop; above ``limit`` raises
-    ``StationBusy``.
-
-    Used only from the event loop thread (no lock needed): the count covers waiting for a
-    worker and inference (decode included), so memory stays bounded by ``limit`` uploads of
-    at most ``max_upload_bytes`` plus one decode per worker.
-    """
+    """Counts requests admitted to inference on one event loop (no lock needed); above
+    ``limit`` raises ``StationBusy``, so memory stays bounded by ``limit`` uploads plus one
+    decode per worker."""
 
     def __init__(self, limit: int) -> None:
         if limit < 1:

@@ -21,15 +21,15 @@ from typing import Any, Literal
 
 from inspection.core.errors import AlignmentError, ImageDecodeError, InputDomainError
 from inspection.core.fingerprint import sha256_bytes
-from inspection.core.images import DEFAULT_MAX_SIDE, STATION_FORMATS, decode_reduced
+from inspection.core.images import decode_reduced
 from inspection.runtime.camera import (
-    BoundsConfig,
     decode_side,
     source_bits,
     stored_copy,
     with_camera_size,
 )
 from inspection.runtime.overlays import render_overlay
+from inspection.station.config import StationCoreConfig
 from inspection.station.errors import (
     BadImage,
     InputOutOfDomain,
@@ -42,7 +42,7 @@ from inspection.station.live import LiveModels
 from inspection.station.render import encode_jpeg, encode_map, encode_mask, image_extension
 from inspection.store.forward import central_entry
 from inspection.store.models import Inspection, OutboxEntry
-from inspection.store.retention import KeepPolicy, RetentionConfig
+from inspection.store.retention import KeepPolicy, load_retention
 from inspection.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -117,34 +117,27 @@ def stored_request_id(station_id: str, request_id: str | None) -> str | None:
 
 
 class Pipeline:
-    """Runs inspections for the products this station serves."""
+    """Runs inspections for the products this station serves, under its ``config``: image
+    limits and formats, bounds, and forwarding (each new row also waits in the outbox for
+    ``config.central``, ``store.forward``)."""
 
     def __init__(
         self,
         store: Store,
         models: LiveModels,
+        config: StationCoreConfig,
         *,
-        max_pixels: int,
-        max_side: int = DEFAULT_MAX_SIDE,
-        formats: tuple[str, ...] = STATION_FORMATS,
         outbox: OutboxBuilder | None = None,
-        bounds: BoundsConfig | None = None,
         on_input_domain: InputDomainHook | None = None,
-        retention: RetentionConfig | None = None,
-        forward: bool = False,
     ) -> None:
         self.store = store
         self.models = models
-        self.max_pixels = max_pixels
-        self.max_side = max_side
-        self.formats = formats
+        self.config = config
+        self.bounds = config.bounds
         self.outbox = outbox
-        self.bounds = bounds or BoundsConfig()
         self.on_input_domain = on_input_domain
-        self.retention = retention or RetentionConfig()
+        self.retention = load_retention(config.configs)
         """What a part stores (good parts: overlay, map) and the audit-sample rate."""
-        self.forward = forward
-        """Each new row also waits in the outbox for the central store (``store.forward``)."""
         self._draw = random.Random()
         self._keep: dict[str, KeepPolicy] = {}  # per product, resolved once (not per part)
 
@@ -191,9 +184,9 @@ class Pipeline:
                 data,
                 work_side=decode_side(options, model.inspector),
                 bits=source_bits(model.inspector),  # the bundle's, as training read its images
-                max_pixels=self.max_pixels,
-                max_side=self.max_side,
-                formats=self.formats,
+                max_pixels=self.config.max_pixels,
+                max_side=self.config.max_side,
+                formats=self.config.image_formats,
                 name=name,
             )
         except ImageDecodeError as exc:
@@ -255,7 +248,7 @@ class Pipeline:
         if self.outbox is not None:
             timings = {**(timings_ms or {}), "inference_ms": fields["latency_ms"]}
             outbox = self.outbox(fields, timings | {"pipeline_ms": _ms(started)})
-        if self.forward:
+        if self.config.central is not None:
             size = sum(len(blob) for blob, _ext in encoded.values())
             outbox = [*outbox, central_entry(key or fields["id"], size)]
         stored = time.perf_counter()
