@@ -82,9 +82,6 @@ def prepare(product: str, work: Path, seed: int = 0) -> Path:
             f"{split}_images": np.stack([_resized(read_image(s.path), (h, w)) for s in samples]),
         }
     arrays["normalization"] = np.asarray(dataclasses.astuple(meta.normalization))
-    seg = meta.segmentation
-    levels = (seg.seed_level, seg.floor, seg.relative_level, seg.min_area_fraction)
-    arrays["segmentation"] = np.asarray([seg.kind == "adaptive", *levels])
     arrays["bundle"] = np.asarray(str(bundle))
     work.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(cache, **arrays)

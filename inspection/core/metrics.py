@@ -7,8 +7,11 @@ subset, are sorted once).
 At the verdict rule (``inspection.core.verdict``): image F1, false-reject and miss rates;
 pixel F1 and IoU of the judged masks, **region recall** (share of ground-truth connected
 components overlapped >= 30 % by the judged mask), false regions per good image and the
-count of NG verdicts without a region. Everything overall and per defect type (that type's
-defective images together with all good images), in one frozen ``EvaluationMetrics``.
+count of NG verdicts without a region; and the masks **where detection is right**: pixel F1,
+mean IoU and median area error over the defective images judged NG (``mask_figures``), so a
+missed part (which carries no region) does not cap the mask figure. Everything overall and
+per defect type (that type's defective images together with all good images), in one frozen
+``EvaluationMetrics``.
 """
 
 from __future__ import annotations
@@ -231,6 +234,69 @@ def judge_all(
 
 
 @dataclass(frozen=True)
+class MaskCounts:
+    """Per image of N judged images, (N,) int64 each: ``ng`` (1: judged NG), ``tp``,
+    ``predicted`` and ``true`` pixels of the judged and ground-truth masks, ground-truth
+    components ``found`` (``region_hits``) of ``total``, and judged ``regions``."""
+
+    ng: np.ndarray
+    tp: np.ndarray
+    predicted: np.ndarray
+    true: np.ndarray
+    found: np.ndarray
+    total: np.ndarray
+    regions: np.ndarray
+
+    def __getitem__(self, rows: np.ndarray) -> MaskCounts:
+        return MaskCounts(*(getattr(self, f.name)[rows] for f in fields(self)))
+
+
+def mask_counts(judged: JudgedSet, truth: np.ndarray) -> MaskCounts:
+    """``MaskCounts`` of ``judged`` against (N, H, W) bool ground-truth masks."""
+    predicted = judged.masks
+    hits = np.array([region_hits(p, t) for p, t in zip(predicted, truth, strict=True)], np.int64)
+    hits = hits.reshape(len(predicted), 2)
+    return MaskCounts(
+        ng=judged.ng.astype(np.int64),
+        tp=(predicted & truth).reshape(len(truth), -1).sum(1),
+        predicted=predicted.reshape(len(predicted), -1).sum(1),
+        true=truth.reshape(len(truth), -1).sum(1),
+        found=hits[:, 0],
+        total=hits[:, 1],
+        regions=judged.n_regions.astype(np.int64),
+    )
+
+
+def mask_figures(counts: MaskCounts, labels: np.ndarray) -> dict[str, float | None]:
+    """The judged masks of N images (``labels`` (N,) 0/1) in one rule, used by training
+    metrics and the benches: over all images, pooled ``pixel_f1``/``pixel_iou`` (an OK part
+    adds its missed pixels), ``region_recall`` and ``false_regions_per_good_image``; over
+    the defective images judged NG only, pooled ``ng_pixel_f1``, ``ng_region_iou`` (mean of
+    each image's IoU) and ``ng_area_error`` (median |predicted - true| / true area). None:
+    undefined (no defect pixel, no good image, no defective image judged NG)."""
+    c, labels = counts, np.asarray(labels)
+    tp, union = int(c.tp.sum()), int(c.predicted.sum() + c.true.sum())
+    right = (labels == 1) & (c.ng == 1) & (c.true > 0)
+    good = labels == 0
+    total = int(c.total.sum())
+    figures: dict[str, float | None] = {
+        "pixel_f1": round(2 * tp / union, 6) if c.true.any() else None,
+        "pixel_iou": round(tp / (union - tp), 6) if c.true.any() else None,
+        "region_recall": round(int(c.found.sum()) / total, 6) if total else None,
+        "false_regions_per_good_image": float(c.regions[good].mean()) if good.any() else None,
+        "ng_pixel_f1": None,
+        "ng_region_iou": None,
+        "ng_area_error": None,
+    }
+    if right.any():
+        tp, predicted, true = c.tp[right], c.predicted[right], c.true[right]
+        figures["ng_pixel_f1"] = round(2 * int(tp.sum()) / int(predicted.sum() + true.sum()), 6)
+        figures["ng_region_iou"] = round(float(np.mean(tp / (predicted + true - tp))), 6)
+        figures["ng_area_error"] = round(float(np.median(np.abs(predicted - true) / true)), 6)
+    return figures
+
+
+@dataclass(frozen=True)
 class SubsetMetrics:
     """Metrics of one subset: all images, or one defect type's images plus the good ones.
 
@@ -257,6 +323,10 @@ class SubsetMetrics:
     miss_low: float | None = None
     miss_high: float | None = None
     """Exact (Clopper-Pearson) 95 % interval of ``miss_rate`` (``core.bootstrap.rate_interval``)."""
+    ng_pixel_f1: float | None = None
+    ng_region_iou: float | None = None
+    ng_area_error: float | None = None
+    """The masks of the defective images judged NG (``mask_figures``)."""
 
     def figures(self) -> dict[str, float]:
         """The recorded figures by name (the undefined ones left out)."""
@@ -398,9 +468,9 @@ def compute_metrics(
     if pixels is not None:
         clean &= ~pixels[1].reshape(n, -1).any(1)
     negatives = None if pixels is None else sorted_pixels(pixels[0][clean])
-    data = _Data(
-        scores, labels, pixels, judged, known, clean, negatives, _rest(pixels, known & ~clean)
-    )
+    counts = None if pixels is None else mask_counts(judged, pixels[1])
+    rest = _rest(pixels, known & ~clean)
+    data = _Data(scores, labels, pixels, judged, known, clean, negatives, rest, counts)
     per_defect = {
         str(t): _subset(data, good | (types == t)) for t in sorted(set(types[labels == 1]))
     }
@@ -425,6 +495,8 @@ class _Data:
     """Their pixels' map values, ascending (``sorted_pixels``)."""
     rest: _Rest | None
     """The other images with known masks, any subset's pixel figures draw on."""
+    counts: MaskCounts | None
+    """Of every image (``mask_counts``; None without maps)."""
 
 
 @dataclass(frozen=True)
@@ -475,25 +547,16 @@ def _pixel_figures(data: _Data, select: np.ndarray) -> dict[str, Any]:
         pixel_auroc=None, aupro=None, pixel_f1=None, pixel_iou=None,
         gt_regions=0, regions_found=0, region_recall=None,
     )  # fmt: skip
-    if data.pixels is None or not select.any():
+    if data.counts is None or not data.counts.true[select].any():
         return empty
-    truth, predicted = data.pixels[1][select], data.judged.masks[select]
-    if not truth.any():
-        return empty
-    tp = int((predicted & truth).sum())
-    fp, fn = int(predicted.sum()) - tp, int(truth.sum()) - tp
-    hits = [region_hits(p, t) for p, t in zip(predicted, truth, strict=True)]
-    found, total = sum(h[0] for h in hits), sum(h[1] for h in hits)
+    counts = data.counts[select]
+    figures = mask_figures(counts, data.labels[select])
+    del figures["false_regions_per_good_image"]  # over every good image, masks known or not
     rest = data.rest  # has a defect pixel: ``truth`` has one; the clean are ``data.negatives``
     assert rest is not None and data.negatives is not None
     keep = (select & ~data.clean)[rest.images]
     auroc, pro = rest.defects.figures(keep, rest.maps, rest.masks, data.negatives)
-    return dict(
-        pixel_auroc=auroc,
-        aupro=pro,
-        pixel_f1=round(2 * tp / max(2 * tp + fp + fn, 1), 6),
-        pixel_iou=round(tp / max(tp + fp + fn, 1), 6),
-        gt_regions=total,
-        regions_found=found,
-        region_recall=round(found / total, 6) if total else None,
+    total = int(counts.total.sum())
+    return figures | dict(
+        pixel_auroc=auroc, aupro=pro, gt_regions=total, regions_found=int(counts.found.sum())
     )

@@ -18,6 +18,8 @@ from inspection.core.metrics import (
     aupro,
     compute_metrics,
     judge_all,
+    mask_counts,
+    mask_figures,
     pixel_auroc,
     pixel_figures,
     sorted_pixels,
@@ -112,9 +114,32 @@ def test_compute_metrics_per_defect_and_mapping_round_trip() -> None:
     assert after.overall.region_recall == 1.0 and after.overall.ng_without_region == 0
     assert after.per_defect["faint"].pixel_f1 == pytest.approx(1.0)
     assert after.overall.false_regions_per_good_image == 0.0
+    assert after.per_defect["faint"].ng_pixel_f1 == pytest.approx(1.0)
     assert EvaluationMetrics.from_mapping(after.to_mapping()) == after
     with pytest.raises(ValueError, match="schema"):
         EvaluationMetrics.from_mapping({**after.to_mapping(), "schema": 99})
+
+
+def test_masks_where_detection_is_right_leave_missed_parts_out() -> None:
+    truth = np.zeros((4, 10, 10), bool)
+    truth[1, :4, :4] = truth[2, :2, :] = truth[3, 5:, 5:] = True  # 16, 20, 25 pixels
+    masks = np.zeros_like(truth)
+    masks[0, 9, 9] = True  # a good part with a false region
+    masks[1, :4, :2] = True  # half the defect: IoU 0.5, area error 0.5
+    masks[2, :2, :] = masks[2, 2, :] = True  # all of it and 10 more: IoU 2/3, area error 0.5
+    # part 3 is missed (judged OK, no region): in the all-image figures only
+    judged = JudgedSet(np.array([True, True, True, False]), masks, np.array([1, 1, 1, 0]))
+    labels = np.array([0, 1, 1, 1])
+    figures = mask_figures(mask_counts(judged, truth), labels)
+    tp, predicted, true = 8 + 20, 1 + 8 + 30, 16 + 20 + 25
+    assert figures["pixel_f1"] == pytest.approx(2 * tp / (predicted + true), abs=1e-6)
+    assert figures["ng_pixel_f1"] == pytest.approx(2 * tp / (38 + 36), abs=1e-6)
+    assert figures["ng_region_iou"] == pytest.approx((0.5 + 2 / 3) / 2, abs=1e-6)
+    assert figures["ng_area_error"] == pytest.approx(0.5)
+    assert figures["region_recall"] == pytest.approx(2 / 3, abs=1e-6)
+    assert figures["false_regions_per_good_image"] == 1.0
+    none_right = mask_figures(mask_counts(judged, truth)[np.array([0, 3])], labels[[0, 3]])
+    assert none_right["ng_pixel_f1"] is None and none_right["pixel_f1"] == 0.0
 
 
 def test_compute_metrics_rejects_mismatched_lengths() -> None:
