@@ -6,10 +6,11 @@
 
 Each row runs ``python -m inspection train -p <product> --data <path>`` (CLI defaults) as a
 child process and takes its wall clock, as a shell would; the stages come from the command's
-log file (``train stages: {...}``, written by ``training.train``; for code older than that, from
-the log lines' timestamps). ``--anomalib`` (rows named, or all): per row, plain anomalib (its ``Patchcore`` with
-``KCenterGreedy``, same backbone, layers, image size and coreset ratio) ``Engine.fit`` +
-``Engine.test`` on the same images, also a child process timed from outside. ``--code``: run
+log file (``train stages: {...}``, written by ``training.train``; for code older than that line,
+``git show c8e87af:bench/train_wall.py`` reads the log lines' timestamps). ``--anomalib`` (rows
+named, or all): per row, plain anomalib (its ``Patchcore`` with ``KCenterGreedy``, same
+backbone, layers, image size and coreset ratio) ``Engine.fit`` + ``Engine.test`` on the same
+images, also a child process timed from outside. ``--code``: run
 another checkout's ``inspection`` (e.g. ``git archive`` of an earlier commit: the "before").
 ``--auto``: ``train --auto`` (default budget) and how many candidates it scored. ``--demo``:
 ``make demo`` in a fresh copy of the tree (``make install`` done there).
@@ -31,7 +32,6 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -93,36 +93,13 @@ def _sample_anon(pid: int, peak: list[int]) -> None:
         time.sleep(0.2)
 
 
-MARKERS = (
-    ("fit", "Training took"),
-    ("local_statistics", "local statistics fitted"),
-    ("validation", "image score blur"),
-    ("out_of_fold", "out-of-fold scores of"),
-    ("calibration", "operating point:"),
-    ("evaluation", "registered "),  # older code: test predictions, metrics and the registry
-    ("report", "report written"),
-)
-"""Older code's log lines that end each stage (it wrote no ``train stages`` line)."""
-
-
 def stages_of(log: str, wall: float) -> dict[str, float]:
-    """``train stages: {...}`` of the log, else (older code) the gaps between the log lines in
-    ``MARKERS``; ``load`` (interpreter, imports, data check) is the wall clock not in a stage."""
+    """``train stages: {...}`` of the log (``{}`` without one); ``load`` (interpreter, imports,
+    data check) is the wall clock not in a stage."""
     found = re.search(r"train stages: (\{.*\})", log)
-    if found:
-        stages = json.loads(found.group(1))
-    else:
-        stamps = {}
-        for line in log.splitlines():
-            for key, marker in MARKERS:
-                if marker in line and key not in stamps:
-                    stamps[key] = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
-        if not stamps or not log:
-            return {}
-        previous = datetime.strptime(log[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
-        stages = {}
-        for key, stamp in sorted(stamps.items(), key=lambda item: item[1]):
-            stages[key], previous = round(stamp - previous, 2), stamp
+    if not found:
+        return {}
+    stages = json.loads(found.group(1))
     return {"load": round(wall - sum(stages.values()), 1), **stages}
 
 
