@@ -1,11 +1,9 @@
 """Validate a dataset file by file: counts, sizes, mask coverage and every problem found.
 
-``check_dataset`` reads every image and mask once and never raises on a bad file; each
-finding becomes a ``Problem`` (file, message, code). Errors (a bad file, fewer than 2 good
-test images, which training refuses) make ``CheckReport.ok`` false; warnings (no masks at
-all, no defective test images, 16-bit images holding 12-bit data, ignored folders and files)
-are reported, naming what the product lacks or loses, but do not; ``budget_note`` says when
-the good images are too few for the product's false-reject budget's guarantee.
+``check_dataset`` reads every image and mask once and never raises on a bad file: each finding
+is a ``Problem``. Errors (a bad file, too few good test images) make ``CheckReport.ok`` false;
+warnings name what the product lacks or loses; ``budget_note`` says when the good images are
+too few for the false-reject budget's guarantee.
 """
 
 from __future__ import annotations
@@ -136,13 +134,11 @@ def check_dataset(
 ) -> CheckReport:
     """Check every sample of ``dataset``; ``on_file`` is called after each image (progress).
 
-    ``image_bits``: what the product's config declares (``products/<product>.yaml``; None:
-    nothing, read as 16). Undeclared, 16-bit images below 12 bits are named with the setting
-    to add; declared, 16-bit images with values above ``2**image_bits - 1`` are named.
-    ``product_file``: the config file those findings tell to edit (default
-    ``products/<dataset name>.yaml``); ``train --product`` names its own product's.
-    ``budget``: the product's false-reject budget, which ``budget_note`` measures against.
-    ``keep_decoded``: the decoded images go to ``data.decoded.KEPT`` (a training follows)."""
+    ``image_bits``: what the product's config declares (None: read as 16; 16-bit images
+    narrower or wider than it are named). ``product_file``: the config those findings tell to
+    edit (default ``products/<dataset name>.yaml``). ``budget``: the product's false-reject
+    budget (``budget_note``). ``keep_decoded``: keep the decoded images for a training that
+    follows (``data.decoded.KEPT``)."""
     bits = image_bits if image_bits is not None else DEFAULT_SOURCE_BITS
     problems: list[Problem] = []
     sizes: dict[Path, tuple[int, int]] = {}
@@ -217,11 +213,8 @@ def _read(path: Path, what: str, bits: int) -> _Image:
 
 
 def _bits_used(decoded: DecodedImage, handle: Image.Image, bits: int) -> int:
-    """The bits a 16-bit grey image uses, from its decoding at ``bits``: the bit length of
-    its largest raw value, at least ``bits - 8`` (values below ``2**(bits - 8)`` all read
-    as 0). The decoded top 8 of ``bits`` bits (``narrow_to_8_bits``) give it exactly; only
-    an image with values above ``2**bits - 1`` (clipped) has its pixels read again, for its
-    peak."""
+    """The bits a 16-bit grey image uses: the bit length of its largest raw value, at least
+    ``bits - 8``, from its decoding at ``bits`` (a clipped image's pixels are read again)."""
     if decoded.clipped_pixels:
         return int(np.asarray(handle).max()).bit_length()
     return max(bits - 8, int(decoded.image.max()).bit_length() + bits - 8)
@@ -308,9 +301,8 @@ def listed(names: Sequence[str], limit: int = LISTED, sep: str = ", ") -> str:
 
 
 def _bit_depth(used: dict[Path, int], bits: int, root: Path, target: Path) -> list[Problem]:
-    """16-bit images read at ``bits`` (``core.images.narrow_to_8_bits``) by the bits they
-    use: at 16, those below 12 bits (nearly black); below 16, those with values above
-    ``2**bits - 1`` (clipped)."""
+    """16-bit images read at ``bits`` by the bits they use: at 16, those below 12 bits (nearly
+    black); below 16, those with values above ``2**bits - 1`` (clipped)."""
     if bits == DEFAULT_SOURCE_BITS:
         narrow = {p: n for p, n in used.items() if 2**n <= NARROW_16_BIT}
         return _narrow_16_bit(narrow, root, target)
@@ -375,15 +367,11 @@ def _dataset_findings(dataset: Dataset) -> list[Problem]:
     problems = []
     defective = [s for s in dataset.samples if s.label == 1]
     if defective and not any(s.mask_path for s in defective) and not dataset.unmatched_masks:
-        problems.append(
-            Problem(
-                dataset.root,
-                "no masks at all: only image-level metrics possible (pixel AUROC, AUPRO and "
-                "region recall unknown)",
-                "no_masks",
-                "warning",
-            )
+        message = (
+            "no masks at all: only image-level metrics possible (pixel AUROC, AUPRO and "
+            "region recall unknown)"
         )
+        problems.append(Problem(dataset.root, message, "no_masks", "warning"))
     test_good = sum(s.label == 0 for s in dataset.test_samples)
     if test_good < MIN_TEST_GOOD:
         message = (
@@ -392,24 +380,19 @@ def _dataset_findings(dataset: Dataset) -> list[Problem]:
         )
         problems.append(Problem(dataset.root, message, "too_few_test_good"))
     if not any(s.label == 1 for s in dataset.test_samples):
-        problems.append(
-            Problem(
-                dataset.root,
-                "test split has no defective images: a good-only product (threshold from the "
-                "false-reject budget; miss rates per defect kind unknown)",
-                "no_test_defects",
-                "warning",
-            )
+        message = (
+            "test split has no defective images: a good-only product (threshold from the "
+            "false-reject budget; miss rates per defect kind unknown)"
         )
+        problems.append(Problem(dataset.root, message, "no_test_defects", "warning"))
     return problems
 
 
 def budget_note(
     dataset: Dataset, budget: float = DEFAULT_BUDGET, product_file: Path | None = None
 ) -> str | None:
-    """Too few good calibration images for the false-reject ``budget``'s guarantee (a note,
-    not a problem: the threshold is then above every good score and says so);
-    ``product_file``: where the budget is raised."""
+    """Too few good calibration images for the false-reject ``budget``'s guarantee (a note: the
+    threshold is then above every good score); ``product_file``: where the budget is raised."""
     # PatchCore: every training image (out of fold) + the validation share of test/good
     test_good = sum(s.label == 0 for s in dataset.test_samples)
     n_good = len(dataset.train_samples) + round(VALIDATION_SHARE * test_good)

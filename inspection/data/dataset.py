@@ -1,10 +1,8 @@
 """Dataset model and readers: the exact MVTec AD layout and custom folders described in YAML.
 
-A ``Dataset`` is a frozen list of ``Sample`` records (image path, split, label, defect type,
-mask path). Readers are strict about folders (a missing one raises ``DatasetError`` naming
-it) and lenient about files: a missing or unmatched mask, a folder without images and
-images loose in ``test/`` are recorded, not raised, so that ``inspection.data.check`` can
-report every problem at once.
+A ``Dataset`` is a frozen list of ``Sample`` records. Readers are strict about folders (a
+missing one raises ``DatasetError`` naming it) and lenient about files: missing or unmatched
+masks, empty folders and loose images are recorded, so ``data.check`` reports all at once.
 
 MVTec AD layout (``load_mvtec``)::
 
@@ -73,12 +71,8 @@ class Sample:
 
 @dataclass(frozen=True)
 class Dataset:
-    """A named set of samples under ``root``.
-
-    ``unmatched_masks`` are mask files for which no image was found, ``empty_dirs`` image
-    folders without images and ``loose_images`` images directly in an MVTec ``test/`` (both
-    ignored); the check reports them.
-    """
+    """A named set of samples under ``root``, with what the check reports: ``unmatched_masks``
+    (no image found for them), ``empty_dirs`` and ``loose_images`` (directly in ``test/``)."""
 
     name: str
     root: Path
@@ -135,10 +129,8 @@ class Dataset:
             )
 
     def fingerprint(self) -> dict:
-        """Content fingerprint over all image and mask files, paths relative to ``root``.
-
-        Returns ``{"name", "sha256", "count", "files": {rel_path: sha256}}``.
-        """
+        """Content fingerprint over all image and mask files, paths relative to ``root``:
+        ``{"name", "sha256", "count", "files": {rel_path: sha256}}``."""
         try:
             result = fingerprint_files(self.files(), self.root)
         except OSError as exc:

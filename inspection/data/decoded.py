@@ -1,10 +1,8 @@
 """Images the dataset check decoded, handed on to the training that follows in the process.
 
-``inspection train`` decodes every image in its dataset check, before torch loads; the
-training then reads the same files. ``keep`` stores the check's arrays (the decoding of
-``core.images.read_image``, at the same significant bits), ``take`` hands each over once: each
-image is decoded once. An array is keyed by the file's path, size and modification time (a
-file changed since is decoded again) and nothing is kept past ``BUDGET_BYTES``.
+``keep`` stores the check's arrays (``core.images.read_image``'s decoding at the same bits),
+``take`` hands each over once, so ``inspection train`` decodes each image once. Arrays are
+keyed by path, size and modification time; nothing is kept past ``BUDGET_BYTES``.
 """
 
 from __future__ import annotations

@@ -1,23 +1,12 @@
 """Deterministic demo datasets in MVTec AD layout, from the texture photos bundled in scikit-image.
 
-Each product is one texture (``skimage.data.brick()``, ``grass()``, ``gravel()``: 512x512
-grayscale photos), tinted to RGB. A sample is a random crop (with rescale), flip/rot90,
-light and contrast jitter and sensor noise. Defective samples carry one of four defects,
-alpha-blended into the texture with soft edges:
-
-- ``scratch``: a thin curved bright or dark line;
-- ``crack``: a branching, jagged dark polyline with a faint lit rim;
-- ``hole``: missing material, a dark irregular blob with inner shading and a bright rim;
-- ``stain``: a soft-edged brownish or oily contamination, texture-modulated.
-
-The ``weave`` product (``demo_weave``) is procedural and its defects are global: thread
-density, colour cast, misregistered angle, a missing thread. The ``tissue`` evaluation product
-(``demo_tissue``: stained tissue; cut, colour shift, smudge, local warp) is for checking that
-choices made on the other products generalise; nothing is tuned on it.
-
-Masks (0/255 PNG) are exactly the pixels the defect altered: blending weights below
-``ALPHA_CUTOFF`` are set to zero, so every non-zero weight is in the mask. Output is
-byte-identical for a given seed (numpy ``Generator`` seeded per sample, PNGs via PIL).
+Each texture product (``brick``, ``grass``, ``gravel``) is a 512 px grayscale photo tinted to
+RGB; a sample is a random crop with rescale, flips/rot90, light and contrast jitter and sensor
+noise. Defects are alpha-blended in with soft edges: ``scratch``, ``crack`` (branching, jagged),
+``hole`` (a dark pit with a lit rim) and ``stain``. ``weave`` (``demo_weave``) has global
+defects; ``tissue`` (``demo_tissue``) and ``part`` (``demo_part``) are evaluation products
+nothing is tuned on. A mask is exactly the pixels its defect altered (blend weights below
+``ALPHA_CUTOFF`` are zeroed); output is byte-identical for a given seed.
 """
 
 from __future__ import annotations
@@ -25,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,9 +68,8 @@ ALL_PRODUCTS: tuple[str, ...] = (
 DEFAULT_TEST_COUNTS = (10, 6)
 """(good, per defect type) test images of a product without its own entry below."""
 TEST_COUNTS: dict[str, tuple[int, int]] = {"weave": (60, 30), "grass": (60, 30), "gravel": (60, 30)}
-"""Larger test splits where held-out differences of ~0.02 AUROC must mean something: 180
-test images (~126 held out after the validation share) instead of 34 for the products whose
-image AUROC is far from 1 (brick is at 1.000 and keeps the small split, for a fast demo)."""
+"""Larger test splits (180 images, ~126 held out) where held-out differences of ~0.02 AUROC
+must mean something; brick, at 1.000, keeps the small split for a fast demo."""
 
 
 def demo_test_counts(
@@ -161,12 +150,8 @@ def write_demo_product(
     size: int,
     on_image: Callable[[Path], None] | None = None,
 ) -> Path:
-    """Write ``root/product`` in MVTec AD layout and return it.
-
-    The images of an earlier run (recorded in its ``MARKER``) are replaced; a folder holding
-    files this function did not write, or any other non-empty folder, is left alone and
-    raises ``DatasetError``.
-    """
+    """Write ``root/product`` in MVTec AD layout and return it (an earlier run's images are
+    replaced, any other folder content raises ``DatasetError``: ``prepare_folder``)."""
     kinds = defect_kinds(product)
     if size < 32:
         raise DatasetError(f"demo image size must be at least 32 px, got {size}")
@@ -176,25 +161,52 @@ def write_demo_product(
     params = {"product": product, "seed": seed, "size": size, "n_train": n_train}
     params |= {"n_test_good": n_test_good, "n_test_per_defect": n_test_per_defect}
     prepare_folder(out, params, kinds)
-    product_id = ALL_PRODUCTS.index(product)
-    jobs: list[tuple[str, str, int]] = [("train", "good", i) for i in range(n_train)]
-    jobs += [("test", "good", i) for i in range(n_test_good)]
-    jobs += [("test", kind, i) for kind in kinds for i in range(n_test_per_defect)]
     render = _renderer(product, size)
-    for split, kind, index in jobs:
-        sample_seed = _sample_seed(seed, product_id, split, kind, index, kinds)
-        image, mask = render(sample_seed, None if kind == "good" else kind)
-        path = out / split / kind / f"{index:03d}.png"
-        _write_png(path, image)
-        if mask is not None:
-            _write_png(out / "ground_truth" / kind / f"{index:03d}_mask.png", mask)
-        if on_image is not None:
-            on_image(path)
-    log.info("wrote demo product %s (%d images) to %s", product, len(jobs), out)
+    stream = ALL_PRODUCTS.index(product)
+    count = write_samples(out, params, kinds, render, stream=stream, on_image=on_image)
+    log.info("wrote demo product %s (%d images) to %s", product, count, out)
     return out
 
 
 Renderer = Callable[[Sequence[int], str | None], tuple[np.ndarray, np.ndarray | None]]
+
+
+def write_samples(
+    out: Path,
+    params: Mapping[str, Any],
+    kinds: Sequence[str],
+    render: Renderer,
+    *,
+    stream: int,
+    workers: int = 1,
+    compression: int = 6,
+    on_image: Callable[[Path], None] | None = None,
+) -> int:
+    """Write ``params``' counts (``n_train``, ``n_test_good``, ``n_test_per_defect`` of each of
+    ``kinds``) of ``render(seed, kind)`` images and masks into ``out`` (MVTec layout), each
+    seeded (``params["seed"]``, ``stream``, split, kind, index); ``workers`` render at once,
+    PNGs at zlib level ``compression``. Returns how many images."""
+    jobs = [("train", "good", i) for i in range(params["n_train"])]
+    jobs += [("test", "good", i) for i in range(params["n_test_good"])]
+    jobs += [("test", kind, i) for kind in kinds for i in range(params["n_test_per_defect"])]
+
+    def run(job: tuple[str, str, int]) -> Path:
+        split, kind, index = job
+        split_id, kind_id = ("train", "test").index(split), ("good", *kinds).index(kind)
+        image, mask = render(
+            (params["seed"], stream, split_id, kind_id, index), None if kind == "good" else kind
+        )
+        path = out / split / kind / f"{index:03d}.png"
+        _write_png(path, image, compression)
+        if mask is not None:
+            _write_png(out / "ground_truth" / kind / f"{index:03d}_mask.png", mask, compression)
+        return path
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for path in pool.map(run, jobs):
+            if on_image is not None:
+                on_image(path)
+    return len(jobs)
 
 
 def _renderer(product: str, size: int) -> Renderer:
@@ -233,11 +245,8 @@ def render_sample(
     kind: str | None,
     defects: Mapping[str, DefectFn] | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """One sample: (size, size, 3) uint8 RGB and, for a defect, its (size, size) uint8 0/255 mask.
-
-    The base, defect and finishing steps use independent generators spawned from ``seed``,
-    so ``kind=None`` with the same seed gives the same image without the defect.
-    """
+    """One sample: (size, size, 3) uint8 RGB and, for a defect, its (size, size) uint8 0/255
+    mask; ``kind=None`` with the same seed gives the same image without the defect."""
     base_rng, defect_rng, finish_rng = (
         np.random.default_rng(s) for s in np.random.SeedSequence(list(seed)).spawn(3)
     )
@@ -420,26 +429,10 @@ def _product_spec(product: str) -> TextureSpec:
     return PRODUCTS[product] if product in PRODUCTS else EVAL_PRODUCTS[product]
 
 
-def _sample_seed(
-    seed: int,
-    product_id: int,
-    split: str,
-    kind: str,
-    index: int,
-    kinds: Sequence[str] = DEFECT_KINDS,
-) -> tuple[int, ...]:
-    split_id = ("train", "test").index(split)
-    kind_id = ("good", *kinds).index(kind)
-    return (seed, product_id, split_id, kind_id, index)
-
-
 def prepare_folder(out: Path, params: dict, kinds: Sequence[str] | None = None) -> None:
-    """Remove a previous demo's images and record the new parameters in ``MARKER``.
-
-    Only files the previous run wrote (named from its ``MARKER``) are removed; a folder
-    without ``MARKER``, or with other files in its splits, raises ``DatasetError`` untouched.
-    ``kinds``: the product's defect types (default: a demo product's, else the folders present).
-    """
+    """Remove a previous demo's images (only the files its ``MARKER`` names: a folder without
+    one, or with other files, raises ``DatasetError`` untouched) and record ``params`` there.
+    ``kinds``: the product's defect types (default: a demo product's, else the folders present)."""
     if out.is_dir() and any(out.iterdir()):
         if not (out / MARKER).is_file():
             raise DatasetError(
@@ -497,7 +490,7 @@ def _previous_names(out: Path, kinds: Sequence[str] | None) -> set[str]:
     return names
 
 
-def _write_png(path: Path, array: np.ndarray) -> None:
+def _write_png(path: Path, array: np.ndarray, compression: int = 6) -> None:
     """Write a PNG deterministically (no timestamps or other metadata)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path, format="PNG", compress_level=6)
+    Image.fromarray(array).save(path, format="PNG", compress_level=compression)

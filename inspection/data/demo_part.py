@@ -1,20 +1,11 @@
 """The ``part`` evaluation product: an aligned machined gear whose defects are small and local.
 
-Each image shows one turned steel gear (12 teeth, a bore and four bolt holes) on a dark
-fixture, in the same nominal pose: shifted by up to ``MAX_SHIFT`` of the image side and
-rotated by up to ``MAX_ROTATION`` degrees. Good parts vary in turning-mark phase and pitch,
-lighting direction and, through ``demo._finish``, light/contrast jitter, an illumination ramp
-and sensor noise. The geometry is drawn at ``SUPERSAMPLE`` times the output size and
-downsampled, so edges are anti-aliased. Defects (nothing in the project is tuned on them):
-
-- ``chip``: a bite of 2.5-5 px radius out of the outline (tooth tip, flank or root);
-- ``burr``: a bump of 2-4 px radius of extra material on the outline;
-- ``speck``: a dark speck of 3-8 px diameter on the face;
-- ``missing_hole``: one bolt hole not drilled (the face continues where it should be).
-
-A chip on one tooth looks like the gap next to it, and an undrilled hole like face material
-elsewhere: patches that are normal *somewhere* on the part but not *there*. Masks are the
-pixels the defect altered (coverage or blend weight changed by at least ``ALPHA_CUTOFF``).
+A turned steel gear (12 teeth, a bore, four bolt holes) on a dark fixture in a nominal pose
+(shift up to ``MAX_SHIFT``, rotation up to ``MAX_ROTATION``), varying in turning marks and
+lighting, drawn at ``SUPERSAMPLE`` times the size and downsampled. Defects, nothing tuned on
+them: ``chip`` and ``burr`` (2-5 px) on the outline, a dark ``speck`` on the face, a
+``missing_hole``: patches normal *somewhere* on the part but not *there*. Masks are the pixels
+whose coverage or blend weight changed by at least ``ALPHA_CUTOFF``.
 """
 
 from __future__ import annotations

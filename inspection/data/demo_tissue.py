@@ -1,20 +1,9 @@
 """The ``tissue`` evaluation product: a stained-tissue photo with defect kinds nothing is tuned on.
 
-The texture is scikit-image's ``immunohistochemistry()`` photo (512x512 RGB, a colon section
-stained for DAB and haematoxylin), sampled like the other texture products (random crop with
-rescale, flips, rot90, the same photometric finishing). Its defects differ from the demo's
-scratch/crack/hole/stain and are used only to check that the segmentation choices generalise
-(``reports/verdicts``); neither the segmentation grid nor any tolerance is set on them:
-
-- ``cut``: a thin, straight-ish tear where the section is missing (pale slide background);
-- ``colour_shift``: a soft patch whose stain balance swaps (haematoxylin <-> DAB hue);
-- ``smudge``: a patch blurred as by a smeared or out-of-focus section;
-- ``warp``: a patch locally displaced (a fold or stretch), texture shifted by a few pixels.
-
-As for the other products, each defect is an alpha blend of the image with a target image;
-blend weights below the generator's cutoff are zeroed, so the mask is exactly the altered
-pixels (for ``smudge`` and ``warp``, pixels whose target equals the image within 1 grey level
-are left out of the mask too: they were not visibly altered).
+scikit-image's ``immunohistochemistry()`` photo, sampled like the texture products. Its
+defects (``cut``, ``colour_shift``, ``smudge``, ``warp``) only check that the segmentation
+choices generalise (``reports/verdicts``). Masks are the altered pixels; for ``smudge`` and
+``warp``, pixels within 1 grey level of the image are left out (not visibly altered).
 """
 
 from __future__ import annotations

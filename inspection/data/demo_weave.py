@@ -1,17 +1,9 @@
 """The ``weave`` demo product: a woven fabric whose defects are global, not local patches.
 
-A plain weave (warp over weft on alternate crossings) is drawn procedurally at twice the
-output size and downsampled. Normal samples vary in phase, thread pitch (±2 %), angle (±1.5°),
-per-thread yarn shade and fibre noise, then get the same light/contrast jitter, illumination
-ramp and sensor noise as the other demo products (``demo._finish``). Defects:
-
-- ``density``: thread pitch 9-14 % finer or coarser everywhere;
-- ``tint``: a colour cast of 6-9 % between two channels (normal jitter is channel-uniform);
-- ``rotation``: the weave is misregistered by 5-9° (normal: within ±1.5°);
-- ``missing_thread``: one warp thread is absent over the full height.
-
-Masks are the pixels the defect altered: the whole image for the first three (a global
-change alters every pixel), the gap of the missing thread for the last.
+A plain weave drawn at twice the size and downsampled; good samples vary in phase, pitch
+(±2 %), angle (±1.5°), yarn shade and fibre noise, then get ``demo._finish``. Defects:
+``density`` (pitch 9-14 % off), ``tint`` (a 6-9 % cast between two channels), ``rotation``
+(5-9°) and ``missing_thread``. The mask of a global defect is the whole image.
 """
 
 from __future__ import annotations
@@ -55,23 +47,18 @@ def defect_params(params: WeaveParams, kind: str, rng: np.random.Generator) -> W
     """``params`` with one global defect of ``kind`` applied."""
     sign = rng.choice((-1.0, 1.0))
     if kind == "density":
-        return _replace(params, pitch=params.pitch * (1.0 + sign * rng.uniform(0.09, 0.14)))
+        return replace(params, pitch=params.pitch * (1.0 + sign * rng.uniform(0.09, 0.14)))
     if kind == "rotation":
-        return _replace(params, angle=params.angle + sign * rng.uniform(5.0, 9.0))
+        return replace(params, angle=params.angle + sign * rng.uniform(5.0, 9.0))
     if kind == "tint":
         cast = rng.uniform(0.06, 0.09)
         up, down = rng.choice(3, size=2, replace=False)
         tint = np.ones(3)
         tint[up], tint[down] = 1.0 + cast / 2, 1.0 - cast / 2
-        return _replace(params, tint=tuple(float(t) for t in tint))
+        return replace(params, tint=tuple(float(t) for t in tint))
     if kind == "missing_thread":
-        return _replace(params, missing_warp=int(rng.integers(-5, 6)))
+        return replace(params, missing_warp=int(rng.integers(-5, 6)))
     raise ValueError(f"unknown weave defect {kind!r}; valid: {', '.join(WEAVE_DEFECT_KINDS)}")
-
-
-def _replace(params: WeaveParams, **changes: object) -> WeaveParams:
-
-    return replace(params, **changes)
 
 
 def render_weave(
@@ -117,10 +104,8 @@ def _profile(f: np.ndarray) -> np.ndarray:
 def render_weave_sample(
     size: int, seed: Sequence[int], kind: str | None
 ) -> tuple[np.ndarray, np.ndarray | None, float]:
-    """One weave sample before finishing: image, its 0/255 mask (None when good), light level.
-
-    The light level is the clean fabric's mean, so the finishing jitter adds no global change.
-    """
+    """One weave sample before finishing: image, its 0/255 mask (None when good), light level
+    (the clean fabric's mean, so the finishing jitter adds no global change)."""
     base_rng, defect_rng, render_rng = (
         np.random.default_rng(s) for s in np.random.SeedSequence(list(seed)).spawn(3)
     )

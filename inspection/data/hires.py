@@ -1,25 +1,14 @@
 """The high-resolution demo product ``plate``: a textured steel plate held in a busy fixture.
 
-Each image (``size`` x ``size``, default 2048) shows one plate lying in a fixed fixture:
-
-- **the part**: a rounded rectangle of blasted steel (the ``gravel`` photo of scikit-image,
-  mirror-tiled at native scale for fine grain plus an upscaled random crop for the coarse
-  grain, low contrast, steel tint) with four through-holes; every plate has its own grain;
-- **the fixture** (outside the part, and seen through its holes): dark anodised aluminium with
-  four fixed locating pins and, varying per image (good images too), printed labels with
-  random text and barcodes, bolts, tapped holes, marker scribbles and stamped lot numbers;
-- **pose jitter**: the plate is shifted by up to ``MAX_SHIFT`` of the image side and rotated
-  by up to ``MAX_ROTATION`` degrees in the fixture, so alignment to the reference matters.
-
-Defective plates carry one small defect on the part, at most 0.1 % of the image area:
-``scratch`` (thin bright or dark curve), ``pit`` (dark irregular hole with a lit rim),
-``stain`` (soft brown or oily patch). Masks (0/255 PNG) are exactly the pixels the defect
-altered: blending weights below ``ALPHA_CUTOFF`` are dropped before the pose warp, and after
-it every pixel interpolated from an altered one is in the mask.
-
-``write_plate`` writes the MVTec layout plus ``reference.png`` (a good plate in the nominal
-pose) whose polygons ``plate_roi(size)`` returns: the part inset by ``ROI_MARGIN``, minus its
-holes. ``configs/products/plate.yaml`` carries ``plate_roi(2048)``.
+Each image (``size`` x ``size``, default 2048) shows one plate of blasted steel (scikit-image's
+``gravel`` photo at two scales, every plate its own grain) with four through-holes, in a dark
+fixture with fixed locating pins and per-image clutter (labels, barcodes, bolts, scribbles, lot
+numbers), shifted by up to ``MAX_SHIFT`` and rotated by up to ``MAX_ROTATION`` degrees, so
+alignment to the reference matters. Defective plates carry one small defect (at most 0.1 % of
+the image): ``scratch``, ``pit`` or ``stain``; its mask is every pixel interpolated from one
+the defect altered (blend weights below ``ALPHA_CUTOFF`` dropped before the pose warp).
+``write_plate`` also writes ``reference.png`` (the nominal pose), whose polygons ``plate_roi``
+returns (``configs/products/plate.yaml`` carries ``plate_roi(2048)``).
 """
 
 from __future__ import annotations
@@ -27,7 +16,6 @@ from __future__ import annotations
 import logging
 import string
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from inspection.core.errors import DatasetError
-from inspection.data.demo import ALPHA_CUTOFF, prepare_folder
+from inspection.data.demo import ALPHA_CUTOFF, prepare_folder, write_samples
 
 log = logging.getLogger(__name__)
 
@@ -100,10 +88,8 @@ def hole_centres(size: int) -> list[tuple[float, float]]:
 
 
 def plate_roi(size: int) -> dict[str, list[list[list[int]]]]:
-    """ROI polygons in reference-image pixels: ``{"include": [...], "exclude": [...]}``.
-
-    Include: the part inset by ``ROI_MARGIN``; exclude: each hole grown by ``ROI_MARGIN``.
-    """
+    """ROI polygons in reference-image pixels: ``{"include": [...], "exclude": [...]}``, the
+    part inset and each hole grown by ``ROI_MARGIN``."""
     include = np.rint(_rounded_rect(size, ROI_MARGIN)).astype(int).tolist()
     radius = (HOLE_RADIUS + ROI_MARGIN) * size
     exclude = [np.rint(_circle(c, radius)).astype(int).tolist() for c in hole_centres(size)]
@@ -399,11 +385,8 @@ def write_plate(
     counts: PlateCounts | None = None,
     on_image: Callable[[Path], None] | None = None,
 ) -> Path:
-    """Write ``root/plate`` (MVTec AD layout + ``reference.png``) and return it.
-
-    A folder written earlier by a demo generator is replaced; any other non-empty folder is
-    left alone and raises ``DatasetError``.
-    """
+    """Write ``root/plate`` (MVTec AD layout + ``reference.png``) and return it; a folder a
+    demo generator did not write raises ``DatasetError`` (``demo.prepare_folder``)."""
     counts = counts or PlateCounts()
     if size < 256:
         raise DatasetError(f"plate image size must be at least 256 px, got {size}")
@@ -414,32 +397,18 @@ def write_plate(
     params |= {"n_test_good": counts.n_test_good, "n_test_per_defect": counts.n_test_per_defect}
     prepare_folder(out, params, PLATE_DEFECT_KINDS)
     reference, _ = render_plate(size, (seed, 99, 0, 0, 0), None, jitter=False)
-    _write(out / "reference.png", reference)
-    jobs = [("train", "good", i) for i in range(counts.n_train)]
-    jobs += [("test", "good", i) for i in range(counts.n_test_good)]
-    jobs += [("test", k, i) for k in PLATE_DEFECT_KINDS for i in range(counts.n_test_per_defect)]
-
-    def run(job: tuple[str, str, int]) -> Path:
-        split, kind, index = job
-        kind_id = ("good", *PLATE_DEFECT_KINDS).index(kind)
-        sample_seed = (seed, 98, ("train", "test").index(split), kind_id, index)
-        image, mask = render_plate(size, sample_seed, None if kind == "good" else kind)
-        path = out / split / kind / f"{index:03d}.png"
-        _write(path, image)
-        if mask is not None:
-            _write(out / "ground_truth" / kind / f"{index:03d}_mask.png", mask)
-        return path
-
-    # numpy, OpenCV and zlib release the GIL: two threads halve the time on two cores
-    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
-        for path in pool.map(run, jobs):
-            if on_image is not None:
-                on_image(path)
-    log.info("wrote %s (%d images, %d px) to %s", PRODUCT, len(jobs), size, out)
+    Image.fromarray(reference).save(
+        out / "reference.png", format="PNG", compress_level=WRITE_COMPRESSION
+    )
+    count = write_samples(
+        out,
+        params,
+        PLATE_DEFECT_KINDS,
+        lambda sample_seed, kind: render_plate(size, tuple(sample_seed), kind),
+        stream=98,
+        workers=WORKERS,  # numpy, OpenCV and zlib release the GIL: two threads, half the time
+        compression=WRITE_COMPRESSION,
+        on_image=on_image,
+    )
+    log.info("wrote %s (%d images, %d px) to %s", PRODUCT, count, size, out)
     return out
-
-
-def _write(path: Path, array: np.ndarray) -> None:
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path, format="PNG", compress_level=WRITE_COMPRESSION)
