@@ -1,7 +1,6 @@
 """Defect-mask refinement (torch-free): prompts from anomaly maps, classical and SAM refiners.
-
-``build_refiner(refine_config_in(site.configs))`` gives a ``MaskRefiner`` for an Inspector.
-The SAM refiner (``inspection.refine.sam``) imports openvino; it is loaded only when asked for.
+``build_refiner(refine_config_in(site.configs))`` gives a ``MaskRefiner`` for an Inspector; the
+SAM refiner (openvino) loads only when asked for.
 """
 
 from inspection.refine.base import MaskRefiner

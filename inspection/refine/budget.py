@@ -1,12 +1,9 @@
 """A pixel budget for measuring refiners: images over it are resized before refining.
 
-Choosing a bundle's refiner (``refine.select``) runs GrabCut / random walker and the guard
-rails on every defective validation image. Their cost grows faster than the pixel count (the
-random walker solves one linear system per crop), so at 2048 px the choice took over ten
-minutes. Under the budget nothing changes; over it the image, the judged result and the ground
-truth are resized to a longer side of ``max_side`` and measured there. Masks are resized by
-"any coverage" (a small pixel is set when any source pixel under it is), so a thin defect
-never vanishes; the raw mask and the ground truth follow the same rule.
+GrabCut and the random walker cost more than linearly in pixels (choosing a 2048 px bundle's
+refiner took over ten minutes), so over the budget the image, the judged result and the ground
+truth are measured at a longer side of ``max_side``. Masks are resized by "any coverage" (a
+small pixel is set when any source pixel under it is), so a thin defect never vanishes.
 """
 
 from __future__ import annotations
@@ -42,12 +39,9 @@ def shrink_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def shrink_result(
     image: np.ndarray, result: InspectionResult, size: tuple[int, int]
 ) -> tuple[np.ndarray, InspectionResult]:
-    """(image (h, w, 3) uint8, result at (h, w)) for an image (H, W, 3) uint8 and its result.
-
-    The map is area-averaged; an NG result's mask is resized by any coverage and its regions
-    re-extracted (its minimum defect area is dropped: the NG stands, as judged at full size);
-    an OK result keeps no candidates. Score, threshold and verdict are unchanged.
-    """
+    """(image (h, w, 3) uint8, result at (h, w)) for an image (H, W, 3) uint8 and its result:
+    the map area-averaged, an NG mask resized by any coverage and its regions re-extracted (no
+    minimum area: the NG stands as judged); score, threshold and verdict unchanged."""
     if image.shape[:2] == size:
         return image, result
     dsize = size[::-1]

@@ -1,11 +1,9 @@
 """The SAM refiner bundle: OpenVINO IR of the image encoder and mask decoder plus metadata.
 
-A refiner bundle is a folder written by ``inspection.training.sam_export`` and read by
-``inspection.refine.sam`` on the station. ``metadata.json`` carries everything the station
-needs (input size, pixel mean/std, resize rule, tensor names, checksums) and says whether the
-weights were random, so the station can refuse to pretend the masks mean anything. Like a
-model bundle it is signed with the site key (``signature.json``, ``core.signing``): a station
-pinning a key verifies it in memory and compiles only those bytes.
+Written by ``inspection.training.sam_export``, read by ``inspection.refine.sam``.
+``metadata.json`` carries everything the station needs and says whether the weights were
+random; like a model bundle it is signed with the site key, and a station pinning a key
+verifies it in memory and compiles only those bytes.
 """
 
 from __future__ import annotations
@@ -32,14 +30,12 @@ SamBackend = Literal["vit_t", "vit_b"]
 
 @dataclass(frozen=True)
 class RefinerBundleMetadata:
-    """What the station needs to run SAM without guessing.
-
-    The encoder input is ((resize_longest(image, input_size) - pixel_mean) / pixel_std),
-    zero-padded at the bottom/right to (input_size, input_size), NCHW float32, RGB in [0, 255].
-    The decoder takes ``point_coords`` (1, N, 2) float32 in input-size pixels and
-    ``point_labels`` (1, N) float32 (1 positive, 0 negative, 2/3 box corners, -1 padding) and
-    returns ``low_res_masks`` (1, 4, 256, 256) logits and ``iou_predictions`` (1, 4).
-    """
+    """What the station needs to run SAM without guessing. The encoder input is
+    ((resize_longest(image, input_size) - pixel_mean) / pixel_std), zero-padded bottom/right to
+    (input_size, input_size), NCHW float32, RGB in [0, 255]. The decoder takes ``point_coords``
+    (1, N, 2) float32 in input-size pixels and ``point_labels`` (1, N) float32 (1 positive,
+    0 negative, 2/3 box corners, -1 padding) and returns ``low_res_masks`` (1, 4, 256, 256)
+    logits and ``iou_predictions`` (1, 4)."""
 
     schema_version: int
     kind: Literal["sam_refiner"]
@@ -62,9 +58,8 @@ class RefinerBundleMetadata:
     files: dict[str, str] = field(default_factory=dict)
 
 
-def write_refiner_metadata(bundle_dir: str | Path, metadata: RefinerBundleMetadata) -> Path:
-    """Write ``metadata.json`` with the sha256 of every other file in the folder."""
-    return write_metadata_json(bundle_dir, metadata)
+write_refiner_metadata = write_metadata_json
+"""Write ``metadata.json`` with the sha256 of every other file in the folder."""
 
 
 WHAT = "SAM refiner bundle"

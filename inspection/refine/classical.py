@@ -12,7 +12,7 @@ from skimage.segmentation import random_walker
 
 from inspection.core.types import InspectionResult
 from inspection.refine.config import ClassicalConfig, RefineConfig
-from inspection.refine.guards import Candidate, merge
+from inspection.refine.guards import Candidate, check_image, merge
 from inspection.refine.prompts import RegionPrompt, prompts_from_map
 
 log = logging.getLogger(__name__)
@@ -34,12 +34,8 @@ def crop_window(region: np.ndarray, config: ClassicalConfig) -> tuple[slice, sli
 def seed_labels(
     anomaly_map: np.ndarray, region: np.ndarray, threshold: float, config: ClassicalConfig
 ) -> np.ndarray:
-    """GrabCut labels (uint8, same shape as the inputs) from the map around one region.
-
-    Sure fg: region pixels with map >= threshold + sure_fg_level * (region max - threshold);
-    probable fg: the rest of the region; probable bg: map >= sure_bg_fraction * threshold
-    outside the region; sure bg: everything else.
-    """
+    """GrabCut labels (uint8, the inputs' shape) around one region, as ``ClassicalConfig``
+    defines them: sure and probable foreground inside it, probable and sure background outside."""
     labels = np.full(anomaly_map.shape, SURE_BG, dtype=np.uint8)
     labels[anomaly_map >= config.sure_bg_fraction * threshold] = PROBABLE_BG
     labels[region] = PROBABLE_FG
@@ -160,7 +156,7 @@ class ClassicalRefiner:
         """Refined copy of an NG ``result``; OK results come back unchanged."""
         if not result.is_defective:
             return result
-        _check_image(image, result)
+        check_image(image, result)
         start = time.perf_counter()
         prompts = prompts_from_map(result.anomaly_map, result.mask, self.config.prompts)
         candidates = [self._candidate(image, result, prompt) for prompt in prompts]
@@ -176,12 +172,3 @@ class ClassicalRefiner:
         level = min(float(result.threshold), float(result.anomaly_map[prompt.region].min()))
         mask = self._segment(image, result.anomaly_map, prompt.region, level, self.config.classical)
         return None if mask is None else Candidate(mask)
-
-
-def _check_image(image: np.ndarray, result: InspectionResult) -> None:
-    expected = (*result.anomaly_map.shape, 3)
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.shape != expected:
-        raise ValueError(
-            f"image must be a {expected} uint8 RGB array matching the anomaly map, got "
-            f"{getattr(image, 'shape', type(image))} {getattr(image, 'dtype', '')}"
-        )

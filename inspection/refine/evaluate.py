@@ -1,12 +1,9 @@
 """Measure refiners against ground truth: pixel F1, IoU and AUPRO of raw vs refined masks.
 
-Anomaly maps come from a model bundle through the station ``Inspector`` (refiner off), so
-every method starts from the same raw result. Each refiner then refines NG results only,
-as on the line; its added latency is measured per defective (NG) image.
-
-AUPRO needs a score map, not a mask: a method's map is ``0.5 * anomaly_map + 0.5 * mask``,
-which ranks its mask pixels above all others and keeps the map's order inside each group.
-For the raw mask (map > threshold) this is a monotone transform of the map itself.
+Maps come from a bundle's ``Inspector`` (refiner off), so every method starts from the same raw
+result, and refines NG results only, as on the line. For AUPRO a method's score map is
+``0.5 * anomaly_map + 0.5 * mask``: its mask pixels above all others, the map's order kept
+inside each group (for the raw mask, a monotone transform of the map).
 """
 
 from __future__ import annotations
@@ -67,16 +64,12 @@ def evaluate_refiners(
     max_side: int | None = None,
     bits: int = DEFAULT_SOURCE_BITS,
 ) -> dict[str, Any]:
-    """Compare the raw mask with each refiner on labelled samples.
+    """Compare the raw mask with each refiner on labelled samples; a JSON-ready dict.
 
-    ``latency_only`` names refiners whose masks mean nothing (random SAM weights): only their
-    latency is reported. ``with_aupro=False`` skips AUPRO (None), the slowest figure. With
-    ``max_side``, larger images are judged at full size, then the image, the result and the
-    ground truth are resized to that longer side for refining and scoring
-    (``refine.budget``). ``bits``: significant bits of 16-bit images, as the bundle reads them
-    (its ``preprocessing.source_bits``). Returns a JSON-ready dict (see
-    ``reports/refine/results.json``).
-    """
+    ``latency_only``: refiners whose masks mean nothing (random SAM weights). ``with_aupro``
+    False skips the slowest figure. ``max_side``: larger images are judged at full size, then
+    refined and scored resized (``refine.budget``). ``bits``: significant bits of 16-bit
+    images, as the bundle reads them."""
     latency_only = set(latency_only)
     runs = {name: _MethodRun([], [], [], [], {}) for name in ("raw", *refiners)}
     gts, labels, types, ng = [], [], [], []

@@ -28,22 +28,6 @@ class RawRefiner:
         return result
 
 
-def _build_none(config: RefineConfig, keys: PublicKeys | None) -> MaskRefiner:
-    return RawRefiner()
-
-
-def _build_grabcut(config: RefineConfig, keys: PublicKeys | None) -> MaskRefiner:
-    return ClassicalRefiner("grabcut", config)
-
-
-def _build_random_walker(config: RefineConfig, keys: PublicKeys | None) -> MaskRefiner:
-    return ClassicalRefiner("random_walker", config)
-
-
-def _build_guided(config: RefineConfig, keys: PublicKeys | None) -> MaskRefiner:
-    return GuidedRefiner(config)
-
-
 def _build_sam(config: RefineConfig, keys: PublicKeys | None) -> MaskRefiner:
     # deferred: pulls OpenVINO (0.3 s), only for the SAM refiner (cli.refine imports this at --help)
     from inspection.refine.sam import SamRefiner
@@ -66,16 +50,16 @@ def _build_auto(config: RefineConfig, keys: PublicKeys | None) -> MaskRefiner:
     if config.sam.bundle is not None:
         return _build_sam(config, keys)
     log.info("no SAM refiner bundle configured: refining masks with GrabCut")
-    return _build_grabcut(config, keys)
+    return ClassicalRefiner("grabcut", config)
 
 
 REFINERS: dict[str, Callable[[RefineConfig, PublicKeys | None], MaskRefiner]] = {
     # keys: what the SAM refiner bundle must be signed by (None: checksums only)
     "auto": _build_auto,
-    "none": _build_none,
-    "grabcut": _build_grabcut,
-    "random_walker": _build_random_walker,
-    "guided": _build_guided,
+    "none": lambda config, keys: RawRefiner(),
+    "grabcut": lambda config, keys: ClassicalRefiner("grabcut", config),
+    "random_walker": lambda config, keys: ClassicalRefiner("random_walker", config),
+    "guided": lambda config, keys: GuidedRefiner(config),
     "sam": _build_sam,
 }
 
@@ -101,10 +85,7 @@ def bundle_refiner(
     public_key: PublicKeys | None = None,
 ) -> MaskRefiner | None:
     """The refiner a bundle's ``metadata.refinement`` chose (seeded by ``config``, verified
-    with ``public_key`` as ``build_refiner``), or None.
-
-    None when the bundle records no choice (older bundles) or chose "none".
-    """
+    with ``public_key`` as ``build_refiner``); None when it records no choice or "none"."""
     choice = metadata.refinement
     if choice is None or choice.method == "none":
         return None

@@ -25,11 +25,8 @@ class GuardDecision:
 
 
 def neighbourhood(region: np.ndarray, config: GuardConfig) -> np.ndarray:
-    """(H, W) bool: ``region`` dilated by max(neighbourhood_px, fraction * longest box side).
-
-    The dilation by a disc is a Euclidean distance transform (linear time, whatever the
-    radius) inside the region's box grown by the radius (the rest stays False), so the cost
-    follows the region, not the image."""
+    """(H, W) bool: ``region`` dilated by a disc of max(neighbourhood_px, fraction * longest box
+    side), as a distance transform inside the grown box: the cost follows the region's size."""
     ys, xs = np.nonzero(region)
     if len(ys) == 0:
         return region.copy()
@@ -51,11 +48,9 @@ def judge(
     config: GuardConfig,
     predicted_iou: float | None = None,
 ) -> GuardDecision:
-    """Accept or reject ``candidate`` ((H, W) bool) as the refinement of ``region`` ((H, W) bool).
-
-    Rejections, checked in order: low predicted IoU, empty, too much outside the
-    neighbourhood, too small or too large versus the raw region, too large versus the image.
-    """
+    """Accept or reject ``candidate`` ((H, W) bool) as the refinement of ``region`` ((H, W)
+    bool): low predicted IoU, empty, too much outside the neighbourhood, too small or large
+    versus the raw region or too large versus the image reject it, in that order."""
     if predicted_iou is not None and predicted_iou < config.min_predicted_iou:
         return GuardDecision(
             False, f"predicted IoU {predicted_iou:.2f} < {config.min_predicted_iou}"
@@ -82,6 +77,16 @@ def judge(
             f"mask covers {image_fraction:.0%} of the image > {config.max_image_fraction:.0%}",
         )
     return GuardDecision(True, "ok", inside)
+
+
+def check_image(image: np.ndarray, result: InspectionResult) -> None:
+    """``ValueError`` unless ``image`` is the (H, W, 3) uint8 RGB image of ``result``'s map."""
+    expected = (*result.anomaly_map.shape, 3)
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.shape != expected:
+        raise ValueError(
+            f"image must be a {expected} uint8 RGB array matching the anomaly map, got "
+            f"{getattr(image, 'shape', type(image))} {getattr(image, 'dtype', '')}"
+        )
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,10 @@
 """The guided refiner: each NG region redrawn on the anomaly map sharpened by the image itself.
 
-PatchCore scores stride-8 patches and its map is blurred (sigma 4 px), so a thin crack comes out
-as a blob. The guided filter (He, Sun & Tang, "Guided Image Filtering", TPAMI 2013) rewrites the
-map locally as a linear function of the grey image, ``q = a * I + b`` over each
-``(2 radius + 1)^2`` window: inside a blob the map follows the image's own edges (a dark crack in
-a high blob stays high, the surface around it falls), while flat windows keep the map's local
-mean. Each raw region is then cut again at the level it was segmented at, on the sharpened map;
-the guard rails (``refine.guards``) keep the raw region when the cut is implausible. Box filters
-only (torch-free, no opencv-contrib), on a window around each region; ``bench/masks.py cost``
-measures it.
+PatchCore's map is blurred stride-8 patches, so a thin crack comes out as a blob. The guided
+filter (He, Sun & Tang, TPAMI 2013) rewrites the map locally as ``q = a * I + b`` of the grey
+image over each ``(2 radius + 1)^2`` window: inside a blob the map follows the image's edges,
+flat windows keep the local mean. Each raw region is cut again at its level on the sharpened
+map; the guard rails keep the raw region when the cut is implausible. Box filters only.
 """
 
 from __future__ import annotations
@@ -20,7 +16,7 @@ import numpy as np
 
 from inspection.core.types import InspectionResult
 from inspection.refine.config import RefineConfig
-from inspection.refine.guards import Candidate, merge
+from inspection.refine.guards import Candidate, check_image, merge
 from inspection.refine.prompts import prompts_from_map
 
 
@@ -35,12 +31,9 @@ def grey_guide(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def guided_map(anomaly_map: np.ndarray, guide: np.ndarray, radius: int, eps: float) -> np.ndarray:
-    """(H, W) float32: ``anomaly_map`` (H, W) filtered with ``guide`` (H, W) float32 in [0, 1]
-    over ``(2 radius + 1)^2`` windows (``radius`` >= 1 px, ``eps`` > 0).
-
-    Any monotone map space works (raw or normalised); the output stays in the input's range
-    up to the filter's small overshoot at strong edges.
-    """
+    """(H, W) float32: ``anomaly_map`` (H, W, raw or normalised) filtered with ``guide`` (H, W)
+    float32 in [0, 1] over ``(2 radius + 1)^2`` windows (``radius`` >= 1 px, ``eps`` > 0); in the
+    input's range up to a small overshoot at strong edges."""
     if anomaly_map.shape != guide.shape:
         raise ValueError(f"guide shape {guide.shape} != anomaly map shape {anomaly_map.shape}")
     p = np.asarray(anomaly_map, dtype=np.float32)
@@ -69,12 +62,8 @@ class GuidedRefiner:
         """Refined copy of an NG ``result``; OK results come back unchanged."""
         if not result.is_defective:
             return result
+        check_image(image, result)
         amap = result.anomaly_map
-        if not isinstance(image, np.ndarray) or image.shape != (*amap.shape, 3):
-            raise ValueError(
-                f"image must be a {(*amap.shape, 3)} uint8 RGB array matching the anomaly map, "
-                f"got {getattr(image, 'shape', type(image))}"
-            )
         start = time.perf_counter()
         guide = grey_guide(image, amap.shape)
         prompts = prompts_from_map(amap, result.mask, self.config.prompts)
@@ -84,11 +73,9 @@ class GuidedRefiner:
         return refined
 
     def _cut(self, amap: np.ndarray, guide: np.ndarray, region: np.ndarray) -> np.ndarray:
-        """(H, W) bool: the region's window of the guided map cut at the level the region was
-        segmented at (an adaptive segmentation or a faint NG's peak region may lie below the
-        image threshold), raised ``relative_level`` of the way to the region's guided peak.
-        The window is what the guard rails can accept (the region's
-        neighbourhood) plus the filter's radius, so the cost follows the region's size."""
+        """(H, W) bool: the region cut on the guided map at the level it was segmented at
+        (possibly below the image threshold), raised ``relative_level`` of the way to its guided
+        peak, within its neighbourhood plus the filter's radius (cost follows the region)."""
         config, guards = self.config.guided, self.config.guards
         radius = max(1, round(config.radius_fraction * min(amap.shape)))
         ys, xs = np.nonzero(region)

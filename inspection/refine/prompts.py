@@ -87,14 +87,9 @@ def positive_points(
     anomaly_map: np.ndarray, region: np.ndarray, config: PromptConfig
 ) -> tuple[tuple[int, int], ...]:
     """Up to ``num_positive`` local maxima of the map inside ``region``, highest first, as (x, y),
-    each at least ``peak_min_distance`` (Chebyshev) from the points before it.
-
-    The region's global maximum is always first, even on a plateau. Local maxima are pixels
-    equal to the map's maximum over their (2 * distance + 1) square; they are taken greedily
-    and the search stops at ``num_positive``, so a saturated map (a black frame judged NG over
-    the whole image: every pixel a maximum) costs one sort, not skimage's spacing of each
-    maximum against the others (30 s at 512 px).
-    """
+    each at least ``peak_min_distance`` (Chebyshev) from the points before it; the global
+    maximum first, even on a plateau. Taken greedily, so a saturated map (every pixel a maximum)
+    costs one sort, not skimage's spacing of each maximum (30 s at 512 px)."""
     if config.num_positive <= 0:
         return ()
     scores = np.where(region, anomaly_map, -1.0).astype(np.float32)

@@ -1,9 +1,8 @@
 """SAM on the line station: OpenVINO image encoder + mask decoder, torch-free.
 
-``SamRefiner.from_bundle(path)`` loads a refiner bundle written by
-``inspection.training.sam_export``; ``set_image(image)`` runs the encoder once, then
-``refine(prompts)`` decodes one mask per region prompt. ``refine_result`` implements the
-``MaskRefiner`` protocol within a time budget, keeping raw regions it had no time for.
+``SamRefiner.from_bundle(path)`` loads a bundle of ``inspection.training.sam_export``;
+``set_image`` runs the encoder once, ``refine(prompts)`` decodes one mask per region prompt;
+``refine_result`` refines within a time budget, keeping raw the regions it had no time for.
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ from inspection.core.signing import PublicKeys
 from inspection.core.types import InspectionResult
 from inspection.refine.bundle import RefinerBundleMetadata, verify_refiner_bundle
 from inspection.refine.config import RefineConfig
-from inspection.refine.guards import Candidate, merge
+from inspection.refine.guards import Candidate, check_image, merge
 from inspection.refine.prompts import RegionPrompt, prompts_from_map
 
 log = logging.getLogger(__name__)
@@ -62,11 +61,8 @@ def preprocess(image: np.ndarray, metadata: RefinerBundleMetadata) -> np.ndarray
 
 
 class SamRefiner:
-    """Torch-free SAM refiner on OpenVINO (CPU).
-
-    ``refine_result`` is thread-safe (one image at a time); ``set_image``/``refine`` keep
-    per-object state, so callers using them directly should not share the object.
-    """
+    """Torch-free SAM refiner on OpenVINO (CPU). ``refine_result`` is thread-safe (one image at
+    a time); ``set_image``/``refine`` keep per-object state: do not share the object for them."""
 
     name = "sam"
 
@@ -200,16 +196,11 @@ class SamRefiner:
         )
 
     def refine_result(self, image: np.ndarray, result: InspectionResult) -> InspectionResult:
-        """Refined copy of an NG ``result`` (OK results unchanged), within ``budget_ms``.
-
-        Regions are decoded largest first; once the budget is spent the rest stay raw.
-        """
+        """Refined copy of an NG ``result`` (OK results unchanged) within ``budget_ms``: regions
+        decoded largest first, the rest raw once the budget is spent."""
         if not result.is_defective:
             return result
-        if image.shape[:2] != result.anomaly_map.shape:
-            raise ValueError(
-                f"image {image.shape[:2]} and anomaly map {result.anomaly_map.shape} differ in size"
-            )
+        check_image(image, result)
         with self._lock:
             return self._refine_locked(image, result)
 

@@ -1,11 +1,9 @@
 """Choose a bundle's mask refiner by measurement on labelled validation images (torch-free).
 
-Used by the export (each bundle's ``metadata.refinement``) and by ``bench/refine.py``: the raw
-judged mask and each candidate refiner are scored on the split's defective images (pooled
-pixel F1, refining NG results only, as on the line); the best candidate wins only if it beats
-the raw mask by ``min_gain`` and does not lower its mean image IoU (a refiner that trades
-region shapes for pooled pixels is not kept). Images whose longer side exceeds ``max_side`` are measured
-resized to it (``refine.budget``); the station still refines at full resolution.
+The raw judged mask and each candidate are scored on the defective images (pooled pixel F1,
+NG results only); the best wins only if it beats raw by ``min_gain`` and keeps its mean image
+IoU. Images over ``max_side`` are measured resized (``refine.budget``); the station still
+refines at full resolution.
 """
 
 from __future__ import annotations
