@@ -1,7 +1,5 @@
-"""The one place where retraining calls the training side (train, export, configs).
-
-Everything here imports torch lazily, so ``inspection.retrain`` itself imports fast.
-"""
+"""The one place where retraining calls the training side (train, export, configs); torch is
+imported lazily, so ``inspection.retrain`` itself imports fast."""
 
 from __future__ import annotations
 
@@ -30,7 +28,6 @@ def challenger_config(
     source: ModelRecord, overrides: Iterable[str] = (), replace: Mapping[str, Any] | None = None
 ) -> Any:
     """The champion's ``ModelConfig`` with ``--set``-style ``overrides`` (and a full ``replace``)."""
-
     data: dict[str, Any] = dict(source.config)
     for item in overrides:
         data = deep_merge(data, parse_override(item))
@@ -82,12 +79,8 @@ def export_int8(
     configs_dir: Path | None = None,
     refine: RefineConfig | None = None,
 ) -> tuple[str, ExportRecord]:
-    """Export ``record`` to an INT8 bundle in the registry; returns (bundle id, what its
-    export recorded: gate, FP32 reference, image-AUROC drop).
-
-    The INT8 accuracy check is not enforced here (``force``): the gate judges the INT8
-    bundle itself against the champion, and the report shows the FP32 -> INT8 drop.
-    """
+    """Export ``record`` to an INT8 bundle in the registry; returns (bundle id, its export
+    record). Forced: the champion/challenger gate judges the INT8 bundle itself."""
     # deferred: torch (the training side)
     from inspection.training.export import ExportOptions
     from inspection.training.registry_export import RegistryExport, export_bundle

@@ -83,12 +83,9 @@ def assemble_run_data(
     since: datetime | None = None,
     carry_over: Collection[str] = (),
 ) -> RunData:
-    """Write ``<run_dir>/dataset/<product>`` and collect the evaluation items.
-
-    Reviewed-good images: those reviewed after ``since`` plus the ``carry_over`` ids (the
-    ones the champion was trained with) whose latest label is still ``good``. Reviewed
-    defects and false alarms are always all used for evaluation. ``store=None``: no reviews.
-    """
+    """Write ``<run_dir>/dataset/<product>`` and collect the evaluation items. Reviewed-good
+    images: reviewed after ``since``, or in ``carry_over``, and still labelled ``good``;
+    reviewed defects and false alarms all evaluate. ``store=None``: no reviews."""
     if not original.train_samples:
         raise DatasetError(f"dataset {original.name!r} has no training images")
     if not original.test_samples:

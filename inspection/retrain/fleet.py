@@ -194,12 +194,9 @@ RAY_DEFAULT_TOKEN = Path("~/.ray/auth_token")
 
 
 def connect_ray(address: str) -> None:
-    """Join the cluster at ``address`` with this package's code on the workers' path.
-
-    Token authentication is on unless ``RAY_AUTH_MODE=disabled`` says otherwise: a Ray head
-    without it runs any code its port receives. The token is Ray's own (``RAY_AUTH_TOKEN``,
-    ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``); see docs/security.md's Ray fleet row.
-    """
+    """Join the cluster at ``address`` with this package's code on the workers' path, with
+    Ray's token authentication unless ``RAY_AUTH_MODE=disabled`` (a head without it runs any
+    code its port receives; docs/security.md)."""
     os.environ.setdefault(RAY_AUTH_MODE, "token")
     # deferred: ray (optional)
     import ray

@@ -114,11 +114,9 @@ class CandidateResult:
     status: Literal["done", "skipped", "failed"]
     validation_auroc: float | None = None
     test_auroc: dict[str, float] | None = None
-    """Held-out test image AUROC with its bootstrap interval (reported, never used to choose);
-    measured for the default and the candidates that could win only, else None."""
+    """Held-out test image AUROC and bootstrap interval, of the candidates that could win."""
     validation_gain: dict[str, float] | None = None
-    """Validation image AUROC minus the default's (the grid's first candidate), on the same
-    images, with its paired bootstrap interval; None for the default itself."""
+    """Validation image AUROC over the default's, paired bootstrap interval; None: default."""
     seconds: float = 0.0
     note: str = ""
     scale: float = 1.0

@@ -42,7 +42,7 @@ from inspection.core.export_gate import (
     with_budget,
 )
 from inspection.core.fingerprint import fingerprint_files, relative_name
-from inspection.core.global_context import FEATURES, images_of_input
+from inspection.core.global_context import FEATURES
 from inspection.core.images import read_image
 from inspection.core.input_domain import (
     COLOUR_SAMPLE,
@@ -70,7 +70,7 @@ from inspection.runtime.recalibration import run_samples
 from inspection.runtime.tiled import TiledInspector, tiled_outputs
 from inspection.training.bundle_calibration import calibrate_bundle, fused_out_of_fold
 from inspection.training.convert import SCORE_OUTPUT, convert_torch_model
-from inspection.training.global_context import ModelOutputs, refit_on_outputs
+from inspection.training.global_context import ModelOutputs, batched_outputs, refit_on_outputs
 
 log = logging.getLogger(__name__)
 Measured = tuple[EvaluationMetrics, BundleFigures]
@@ -95,12 +95,7 @@ class ExportResult:
     bundle_dir: Path
     metadata: BundleMetadata
     measured: Measured | None = None
-    """The bundle's own figures on the test split: an FP32 bundle's are the reference a
-    lower-precision export of the same version is gated against (``export_model``)."""
-
-    @property
-    def metrics(self) -> dict[str, Any]:
-        return self.metadata.metrics
+    """The bundle's own figures on the test split (an FP32 bundle's gate a lower precision)."""
 
     @property
     def gate(self) -> GateRecord:
@@ -175,8 +170,7 @@ class ExportOptions:
     what the gate measured; False: 8 bits past the first layer (NNCF's default), for fleets whose
     every station has VNNI or AMX."""
     refine: RefineConfig = field(default_factory=RefineConfig)
-    """The site's refine config (``refine.config.refine_config_in(site.configs)``, read when
-    the command starts) seeding the mask refiners compared on the validation split."""
+    """The site's refine config, seeding the mask refiners compared on the validation split."""
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -297,21 +291,12 @@ def _outputs_of(
     images: bool = False,
 ) -> ModelOutputs:
     """The bundle graph's outputs on ``paths`` (``ModelOutputs``; images only with ``images``)."""
-    scores, pooled, seen = [], [], []
-    for start in range(0, len(paths), batch_size):
-        batch = np.stack(
-            [
-                preprocess(read_image(p, bits=meta.preprocessing.source_bits), meta.preprocessing)
-                for p in paths[start : start + batch_size]
-            ]
-        )
+
+    def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         outputs = inspector.model.run(batch)
-        scores.append(outputs.scores.astype(np.float64))
-        features = outputs.pooled if outputs.pooled is not None else np.zeros((len(batch), 0))
-        pooled.append(features.astype(np.float64))
-        if images:
-            seen.extend(images_of_input(batch, meta.preprocessing))
-    return ModelOutputs(np.concatenate(scores), np.concatenate(pooled), seen)
+        return outputs.scores, outputs.pooled
+
+    return batched_outputs(run, paths, meta.preprocessing, batch_size, images=images)
 
 
 def export_model(

@@ -13,7 +13,7 @@ left 18 good scores on a 300-image weave, and 3 of 42 held-out good parts were r
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -213,19 +213,37 @@ def model_outputs(
     import torch
 
     wrapper = ScoreAndMap.wrap(torch_model.eval(), layers)
-    scores, pooled, images = [], [], []
+
+    def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        score, *rest = wrapper(torch.from_numpy(batch))
+        return score.numpy(), rest[1].numpy() if layers else None
+
     with no_chunking(), torch.no_grad():
-        for start in range(0, len(paths), batch_size):
-            chunk = paths[start : start + batch_size]
-            batch = np.stack(
-                [preprocess(read_image(p, bits=prep.source_bits), prep) for p in chunk]
-            )
-            score, *rest = wrapper(torch.from_numpy(batch))
-            scores.append(score.numpy().astype(np.float64))
-            features = rest[1].numpy() if layers else np.zeros((len(batch), 0))
-            pooled.append(features.astype(np.float64))
-            images.extend(images_of_input(batch, prep))
-    return ModelOutputs(np.concatenate(scores), np.concatenate(pooled), images)
+        return batched_outputs(run, paths, prep, batch_size)
+
+
+def batched_outputs(
+    run: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]],
+    paths: Sequence[Path],
+    prep: Preprocessing,
+    batch_size: int = 8,
+    *,
+    images: bool = True,
+) -> ModelOutputs:
+    """``run`` (a (B, 3, h, w) station-preprocessed batch -> raw scores (B,) and pooled
+    features (B, D) or None) over ``paths``; the images as the graph saw them with ``images``."""
+    scores, pooled, seen = [], [], []
+    for start in range(0, len(paths), batch_size):
+        chunk = paths[start : start + batch_size]
+        batch = np.stack([preprocess(read_image(p, bits=prep.source_bits), prep) for p in chunk])
+        score, features = run(batch)
+        scores.append(np.asarray(score, np.float64))
+        pooled.append(
+            np.zeros((len(batch), 0)) if features is None else features.astype(np.float64)
+        )
+        if images:
+            seen.extend(images_of_input(batch, prep))
+    return ModelOutputs(np.concatenate(scores), np.concatenate(pooled), seen)
 
 
 def fused_scores(

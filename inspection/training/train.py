@@ -575,7 +575,7 @@ def version_extra(
         "preprocessing": to_mapping(station_preprocessing(config, weights)),
         "normalization": to_mapping(calibration.normalization),
         "segmentation": to_mapping(calibration.segmentation),
-        "splits": to_mapping(_split_record(dataset, *splits)),
+        "splits": to_mapping(DataSplits(*(_names(dataset, samples) for samples in splits))),
         "train_images": len(dataset.train_samples),
     }
 
@@ -590,10 +590,5 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def _split_record(
-    dataset: Dataset, validation: Sequence[Sample], test: Sequence[Sample]
-) -> DataSplits:
-    def rel(samples: Sequence[Sample]) -> tuple[str, ...]:
-        return tuple(sorted(relative_name(s.path, dataset.root) for s in samples))
-
-    return DataSplits(validation=rel(validation), test=rel(test))
+def _names(dataset: Dataset, samples: Sequence[Sample]) -> tuple[str, ...]:
+    return tuple(sorted(relative_name(s.path, dataset.root) for s in samples))

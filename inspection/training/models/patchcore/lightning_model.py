@@ -68,9 +68,7 @@ class Patchcore(AnomalibPatchcore):
                 self.model.map_peak = MapPeakHead()
         self.memory_bank_max = memory_bank_max
         self.rows_budget_bytes = int(rows_budget_gb * 1024**3)
-        self.expected_images = 0
-        """Training images the epoch will see (set by the trainer): with the first batch's
-        rows per image, whether they fit the budget as float32 (``compact``)."""
+        self.expected_images = 0  # set by the trainer: do all rows fit the budget (``compact``)?
         self.compact = False
         self._block: torch.Tensor | None = None  # compact: every image's float16 rows
         self._held = 0  # images in it so far
@@ -79,9 +77,8 @@ class Patchcore(AnomalibPatchcore):
         self.patches_seen = 0
         self.patches_kept = 0
         self.train_rows: dict[str, torch.Tensor] = {}
-        """Training only: each training image's patch rows (before the ROI; its
-        ``bank_augment`` views' appended), as the out-of-fold scores need them
-        (``training.models.patchcore.out_of_fold``): the backbone runs once over the training images."""
+        """Training only: each image's patch rows (before the ROI, views appended), which the
+        out-of-fold scores replay: the backbone runs once over the training images."""
 
     def training_step(self, batch: Any, *args: Any, **kwargs: Any) -> Any:
         """Collect the batch's patch embeddings (only those inside the ROI, when one is set),
