@@ -38,7 +38,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from asyncua import Node, Server, ua
+from asyncua import Client, Node, Server, ua
 from asyncua.common.copy_node_util import copy_node
 from asyncua.common.instantiate_util import instantiate
 
@@ -78,7 +78,7 @@ BINARY_IDS = {  # BinaryIdBaseDataType's subtypes: (DataType, its Default Binary
 }
 
 
-def _register_binary_ids(mv: int) -> None:
+def register_binary_ids(mv: int) -> None:
     """Give each BinaryIdBaseDataType subtype its own class. asyncua 2.1 makes the three
     (no fields of their own) aliases of the base: a value then travels under the base's
     encoding, and one a client sends under the subtype's (node-opcua does) is not decoded."""
@@ -88,6 +88,27 @@ def _register_binary_ids(mv: int) -> None:
             namespace={"data_type": ua.NodeId(type_id, mv)},
         )  # fmt: skip
         ua.register_extension_object(name, ua.NodeId(encoding, mv), subtype, ua.NodeId(type_id, mv))
+
+
+async def load_client_types(client: Client) -> int:
+    """The MachineVision types for an asyncua client in a process without this server; the
+    namespace index. ``load_data_type_definitions`` alone leaves out every structure with a
+    BinaryIdBaseDataType subtype field (``ResultDataType`` among them): load, give the
+    subtypes their classes, load again (asyncua's logs of both, which this settles, muted)."""
+    mv = await client.get_namespace_index(MV_URI)
+    noisy = [
+        logging.getLogger(f"asyncua.{name}") for name in ("common.structures104", "ua.uatypes")
+    ]
+    for logger in noisy:
+        logger.disabled = True
+    try:
+        await client.load_data_type_definitions()
+        register_binary_ids(mv)
+        await client.load_data_type_definitions()
+    finally:
+        for logger in noisy:
+            logger.disabled = False
+    return mv
 
 
 def _ok(*values: ua.Variant) -> list[ua.Variant]:
@@ -172,7 +193,7 @@ class VisionSystemServer:
         await server.import_xml(NODESET)
         await server.load_data_type_definitions()
         mv = await server.get_namespace_index(MV_URI)
-        _register_binary_ids(mv)
+        register_binary_ids(mv)
         idx = await server.register_namespace(station_uri(self.station_id))
         self.mv = mv
 

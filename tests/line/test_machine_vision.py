@@ -1,7 +1,8 @@
-"""OPC 40100 server mode against real clients, security on: asyncua (here) and node-opcua
-(``node/machine_vision_client.mjs``), an implementation nobody here wrote. Browse to the
-VisionSystem, prepare a recipe, run a single job, receive ResultReady, read the result and
-check it against the store; an untrusted client is refused."""
+"""OPC 40100 server mode against real clients, security on: asyncua (this module run as a
+MES process of its own: ``python -m tests.line.test_machine_vision <endpoint> <pki>``) and
+node-opcua (``node/machine_vision_client.mjs``), an implementation nobody here wrote. Browse
+to the VisionSystem, prepare a recipe, run a single job, receive ResultReady, read the result
+and check it against the store; an untrusted client is refused."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -22,7 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from inspection.core.errors import ConfigError
 from inspection.core.signing import load_public_key
 from inspection.line.config import LinkSecurity, MachineVisionConfig
-from inspection.line.machine_vision import MV_URI, RESULT_READY_EVENT, VISION_SYSTEM_TYPE
+from inspection.line.machine_vision import RESULT_READY_EVENT, VISION_SYSTEM_TYPE, load_client_types
 from inspection.line.payload import ResultPayload
 from inspection.line.pki import LinePki
 from inspection.line.security import trust_list_validator
@@ -32,6 +34,7 @@ from .helpers import free_port, secure
 from .station_env import camera_folder, line_config
 
 NODE_DIR = Path(__file__).parent / "node"
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -84,8 +87,7 @@ def _job_arguments(meas_id: str, part_id: str = "") -> list:
 async def _flow(endpoint: str, pki: LinePki) -> dict:
     client = await _mes(endpoint, pki)
     async with client:
-        await client.load_data_type_definitions()
-        mv = await client.get_namespace_index(MV_URI)
+        mv = await load_client_types(client)  # a MES without the server's types in memory
         systems = [
             node
             for node in await client.nodes.objects.get_children()
@@ -144,10 +146,11 @@ async def _flow(endpoint: str, pki: LinePki) -> dict:
             await automatic.call_method(f"{mv}:StartSingleJob", *_job_arguments("m-2"))
         halted = await states()
         await machine.call_method(f"{mv}:Reset", ua.Variant(0, ua.VariantType.Int32), "test")
-        return {
+        return {  # as JSON: tuples become lists
             "job": job.Id,
             "event": (event.ResultId.Id, event.ResultState, event.JobId.Id),
-            "result": result,
+            "result": (result.ResultId.Id, result.ResultState, result.MeasId.Id),
+            "content": result.ResultContent[0].Value,
             "continuous": [e.JobId.Id for e in continuous],
             "states": (after_job, after_stop, halted, await states()),
         }
@@ -166,22 +169,28 @@ def _check_against_store(station: LineStation, result_id: str, state: int, conte
 def test_asyncua_client_runs_a_job_and_reads_the_signed_result(
     station: LineStation, tmp_path: Path
 ) -> None:
-    seen = asyncio.run(_flow(_endpoint(station), LinePki(secure(tmp_path).pki_dir)))
+    """The MES is a process of its own: it has only the types the server describes."""
+    command = [sys.executable, "-m", "tests.line.test_machine_vision", _endpoint(station)]
+    done = subprocess.run(
+        [*command, str(secure(tmp_path).pki_dir)],
+        capture_output=True, text=True, timeout=180, cwd=REPO,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
     result_id, state, job = seen["event"]
     assert job == seen["job"] == "m-1"
-    result = seen["result"]
-    assert (result.ResultId.Id, result.ResultState, result.MeasId.Id) == (result_id, state, "m-1")
-    _check_against_store(station, result_id, state, result.ResultContent[0].Value)
+    assert seen["result"] == [result_id, state, "m-1"]
+    _check_against_store(station, result_id, state, seen["content"])
     row = station.core.store.get_inspection(result_id)
     assert (row.request_id, row.part_id, row.source) == ("cam-1/m-1", "part-1", "opcua-40100")
     assert seen["continuous"] == ["c-1", "c-1"]  # one job, a result per part
     assert station.handler.product == "brick"  # refused recipes left the selection alone
-    assert seen["states"] == (
-        ("Operational", "Ready"),
-        ("Operational", "Ready"),
-        ("Halted", ""),
-        ("Preoperational", ""),
-    )
+    assert seen["states"] == [
+        ["Operational", "Ready"],
+        ["Operational", "Ready"],
+        ["Halted", ""],
+        ["Preoperational", ""],
+    ]
 
 
 async def _server_state(connect) -> int:
@@ -306,3 +315,7 @@ def test_node_opcua_client_runs_a_job_and_an_untrusted_one_is_refused(
     # its own self-signed certificate (the site's CA did not sign it): the station refuses it
     refused = _run_node(command, _endpoint(station), str(tmp_path / "node-untrusted"), *site)
     assert refused["connected"] is False and "BadCertificateUntrusted" in refused["error"], refused
+
+
+if __name__ == "__main__":  # the asyncua MES process: <endpoint> <pki dir> -> JSON line
+    print(json.dumps(asyncio.run(_flow(sys.argv[1], LinePki(Path(sys.argv[2]))))))
