@@ -4,8 +4,12 @@ A real ``inspection station run`` (subprocess) serves the registry's live bundle
 soft PLC (asyncua server in this process) and by MQTT triggers through a private Mosquitto;
 its results go to an MQTT sink that a collector reads. Phases:
 
-1. latency: N triggers over OPC UA (PLC raises Trigger -> sees Done), N over MQTT (trigger
-   published -> answer received); the model's own latency from the same results.
+1. latency, in ``--rounds`` rounds of N / rounds triggers per link, the links taking turns:
+   OPC UA client mode (PLC raises Trigger -> sees Done), OPC 40100 server mode (a MES calls
+   StartSingleJob -> ResultReady event -> result read with GetResultById), MQTT (trigger
+   published -> answer received), S7 and Modbus TCP (the PLC's block in python-snap7's and
+   pymodbus's own servers here; Trigger written -> Done read); the model's own latency from
+   the same results. One station serves all five links at once.
 2. fault: M triggers over OPC UA while the broker is ``kill -9``-ed and restarted and the
    station is ``kill -9``-ed once and restarted; the PLC retries an unanswered trigger with
    the same RequestId. Every stored inspection's result must reach the collector at least
@@ -15,9 +19,13 @@ Both phases run twice: with the line links secured (the default: OPC UA Basic256
 SignAndEncrypt with certificates and a trust list, MQTT over TLS with passwords and ACLs,
 results signed, every delivered signature checked) and with ``security: none``.
 
+3. views (security on only): a station per count of ``--views`` (1, 2, 3 cameras per part,
+   view i judged as the i-th of ``--view-products``), N OPC UA triggers each: trigger to part
+   answer.
+
 Writes ``reports/line/line.json`` and ``reports/line/summary.md``.
 
-    python bench/line.py --registry var/registry --product brick --triggers 300 --fault 300
+    python bench/line.py --registry var/registry --product brick --triggers 500 --fault 600
 """
 
 from __future__ import annotations
@@ -33,16 +41,18 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import paho.mqtt.client as mqtt
 import yaml
-from _report import cpu_description, load_average, save_report
+from _report import cpu_description, load_average, lscpu, save_report
 from _station import CLI, serve_live_copy, signature_policy  # scratch-station helpers
-from asyncua import Client
+from asyncua import Client, ua
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
+from asyncua.sync import ThreadLoop
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -50,9 +60,12 @@ sys.path.insert(0, str(ROOT))
 
 from inspection.core.bundle import read_bundle_metadata  # noqa: E402
 from inspection.core.registry import Registry  # noqa: E402
-from inspection.line.config import LinkSecurity  # noqa: E402
+from inspection.line import registers as regs  # noqa: E402
+from inspection.line import security as link  # noqa: E402
+from inspection.line.config import LinkSecurity, ModbusConfig, S7Config  # noqa: E402
 from inspection.line.handshake import Answer, ErrorCode  # noqa: E402
-from inspection.line.mosquitto import Broker, Collector, free_port  # noqa: E402
+from inspection.line.machine_vision import RESULT_READY_EVENT, load_client_types  # noqa: E402
+from inspection.line.mosquitto import Broker, Collector, free_port, wait_port  # noqa: E402
 from inspection.line.payload import PayloadError, ResultPayload  # noqa: E402
 from inspection.line.pki import LinePki  # noqa: E402
 from inspection.line.security import PLC_USER, mqtt_client, station_uri  # noqa: E402
@@ -116,42 +129,225 @@ class MqttPlc:
         return answer, at - started
 
 
+def thread_loop() -> ThreadLoop:
+    """An event loop in a daemon thread (``post`` runs a coroutine in it and waits)."""
+    loop = ThreadLoop()
+    loop.daemon = True  # a bench that fails leaves no thread keeping it alive
+    loop.start()
+    return loop
+
+
+class RegisterPlc:
+    """A PLC without OPC UA: the library's own server (python-snap7's, pymodbus's) holds the
+    handshake block; this side writes RequestId and Trigger and reads Done every ``scan_s``."""
+
+    def __init__(self, protocol: str, scan_s: float) -> None:
+        self.protocol, self.scan_s, self.port = protocol, scan_s, free_port()
+        self.link: regs.S7Link | regs.ModbusLink | None = None
+        if protocol == "s7":
+            from snap7.server import Server
+            from snap7.type import SrvArea
+
+            self.server, self.block = Server(), bytearray(regs.BLOCK_BYTES)
+            self.server.register_area(SrvArea.DB, 100, self.block)
+            self.server.start_to("127.0.0.1", self.port)
+            return
+        from pymodbus.datastore import ModbusDeviceContext as Device
+        from pymodbus.datastore import ModbusSequentialDataBlock, ModbusServerContext
+        from pymodbus.server import ModbusTcpServer
+
+        device = Device(hr=ModbusSequentialDataBlock(1, [0] * 300))
+        context = ModbusServerContext(devices={1: device}, single=False)
+
+        async def serve() -> ModbusTcpServer:  # made in the loop that serves it
+            server = ModbusTcpServer(context, address=("127.0.0.1", self.port))
+            self.serving = asyncio.create_task(server.serve_forever())
+            return server
+
+        self.loop = thread_loop()
+        self.server = self.loop.post(serve())
+        wait_port(self.port)
+
+    def section(self, poll_ms: float) -> dict[str, Any]:
+        """The station's ``s7:`` / ``modbus:`` section for this PLC."""
+        where = {"db": 100} if self.protocol == "s7" else {"address": 10}
+        return {"enabled": True, "port": self.port, "poll_ms": poll_ms} | where
+
+    def connect(self, timeout_s: float = 60.0) -> None:
+        """Connect, then wait until the station reports Ready."""
+        self.link = (
+            regs.S7Link(S7Config(port=self.port, db=100)) if self.protocol == "s7"
+            else regs.ModbusLink(ModbusConfig(port=self.port, address=10))
+        )  # fmt: skip
+        self._until(2, 1, timeout_s)
+
+    def _until(self, offset: int, value: int, timeout_s: float) -> bytes:
+        assert self.link is not None
+        deadline = time.monotonic() + timeout_s
+        while (block := self.link.read(0, regs.BLOCK_BYTES))[offset + 1] != value:
+            if time.monotonic() > deadline:
+                raise HandshakeTimeout(f"{self.protocol}: offset {offset} never became {value}")
+            time.sleep(self.scan_s)
+        return block
+
+    def trigger(self, request_id: str, timeout_s: float = 10.0) -> float:
+        """One cycle: RequestId, Trigger up -> Done seen (timed), Trigger down -> Done down."""
+        assert self.link is not None
+        self.link.write(
+            regs.STRINGS["RequestId"][0],
+            regs.s7_string(request_id, regs.STRINGS["RequestId"][1]),
+        )
+        started = time.perf_counter()
+        self.link.write(0, b"\0\1")
+        block = self._until(6, 1, timeout_s)
+        seconds = time.perf_counter() - started
+        self.link.write(0, b"\0\0")
+        self._until(6, 0, timeout_s)
+        if regs.read_string(block, "AnswerRequestId") != request_id or block[10:12] != b"\0\0":
+            raise SystemExit(f"{self.protocol}: {request_id} answered {block[:16].hex()}")
+        return seconds
+
+    def stop(self) -> None:
+        if self.link is not None:
+            self.link.close()
+        if self.protocol == "s7":
+            self.server.stop()
+            self.server.destroy()
+        else:
+            self.loop.post(self.server.shutdown())
+            self.loop.stop()
+
+
+class VisionMes:
+    """A MES on the station's OPC 40100 server (security on: SignAndEncrypt with a CA-signed
+    certificate, the station's checked against the trust list): Operational, ``product``'s
+    recipe prepared, ResultReady subscribed. ``job`` runs one single job in its own loop."""
+
+    def __init__(self, endpoint: str, security: LinkSecurity, product: str, period_ms: float):
+        self.loop = thread_loop()
+        self.loop.post(self._open(endpoint, security, product, period_ms))
+
+    async def _open(
+        self, endpoint: str, security: LinkSecurity, product: str, period_ms: float
+    ) -> None:
+        self.client = Client(endpoint, timeout=10)
+        if security.on:
+            pki = LinePki(security.pki_dir)
+            mes = pki.identity("mes", "urn:inspection:mes")
+            self.client.application_uri = mes.uri
+            await self.client.set_security(
+                SecurityPolicyBasic256Sha256, str(mes.certificate), str(mes.private_key)
+            )
+            validator = await link.trust_list_validator(pki, peer="server")
+            self.client.certificate_validator = validator.validate
+        await self.client.connect()
+        mv = self.mv = await load_client_types(self.client)
+        ns = await self.client.get_namespace_index(station_uri(STATION_ID))
+        system = await self.client.nodes.objects.get_child(f"{ns}:VisionSystem")
+        machine = await system.get_child(f"{mv}:VisionStateMachine")
+        self.automatic = await machine.get_child(f"{mv}:AutomaticModeStateMachine")
+        self.results = await system.get_child(f"{mv}:ResultManagement")
+        recipes = await system.get_child(f"{mv}:RecipeManagement")
+        await machine.call_method(f"{mv}:SelectModeAutomatic")
+        recipe = ua.RecipeIdExternalDataType(Id=product)
+        await recipes.call_method(f"{mv}:PrepareRecipe", recipe, ua.RecipeIdInternalDataType(Id=""))
+        self.events: asyncio.Queue[Any] = asyncio.Queue()
+        subscription = await self.client.create_subscription(period_ms, self)
+        await subscription.subscribe_events(system, ua.NodeId(RESULT_READY_EVENT, mv))
+
+    def event_notification(self, event: Any) -> None:
+        self.events.put_nowait(event)
+
+    def job(self, meas_id: str) -> tuple[float, float]:
+        """StartSingleJob -> (seconds to its ResultReady event, to its result read back)."""
+        return self.loop.post(self._job(meas_id))
+
+    async def _job(self, meas_id: str) -> tuple[float, float]:
+        mv, empty = self.mv, ua.Variant([], ua.VariantType.Variant)
+        ids = (ua.MeasIdDataType(Id=meas_id), ua.PartIdDataType(Id=""),
+               ua.RecipeIdExternalDataType(Id=""), ua.ProductIdDataType(Id=""))  # fmt: skip
+        started = time.perf_counter()
+        await self.automatic.call_method(f"{mv}:StartSingleJob", *ids, empty)
+        event = await asyncio.wait_for(self.events.get(), 15)
+        at_event = time.perf_counter()
+        timeout = ua.Variant(1000, ua.VariantType.Int32)
+        _, result, _ = await self.results.call_method(
+            f"{mv}:GetResultById", event.ResultId, timeout
+        )
+        if result.MeasId.Id != meas_id or result.ResultState not in (1, 2):
+            raise SystemExit(f"OPC 40100: job {meas_id} gave {result}")
+        return at_event - started, time.perf_counter() - started
+
+    def close(self) -> None:
+        self.loop.post(self.client.disconnect())
+        self.loop.stop()
+
+
 def prepare(
-    args: argparse.Namespace, work: Path, broker_port: int, endpoint: str, security: LinkSecurity
-) -> Path:
-    serve_live_copy(args.registry, args.product, work / "registry", "line bench")
+    args: argparse.Namespace, work: Path, security: LinkSecurity, links: dict[str, Any],
+    views: tuple[str, ...] = (),
+) -> Path:  # fmt: skip
+    """The station's config: the ``links`` sections, one camera or a view per ``views``
+    product (each camera on its product's images)."""
+    for product in {args.product, *views}:
+        serve_live_copy(args.registry, product, work / "registry", "line bench")
+    images = lambda product: str(Path(args.images or f"datasets/{product}/test"))  # noqa: E731
+    cameras = (
+        {"views": [{"name": f"view{i}", "camera": {"kind": "file", "path": images(product)},
+                    "product": product} for i, product in enumerate(views)]}
+        if views else {"camera": {"kind": "file", "path": images(args.product)}}
+    )  # fmt: skip
     config = {
         "station_id": STATION_ID,
         "core": {
-            "products": [args.product],
+            "products": sorted({args.product, *views}),
             "store_url": f"sqlite:///{work / 'line.db'}",
             "blob_dir": str(work / "blobs"),
             "registry_dir": str(work / "registry"),
         }
         | signature_policy(args.registry),
+        "default_product": args.product,
         "inspect_timeout_s": 5.0,
-        "camera": {
-            "kind": "file",
-            "path": str(Path(args.images or f"datasets/{args.product}/test")),
-        },
-        "opcua": {"enabled": True, "endpoint": endpoint, "sampling_ms": args.sampling_ms},
-        "mqtt": {"enabled": True, "port": broker_port},
-        "sinks": [{"name": "mes", "kind": "mqtt", "port": broker_port, "timeout_s": 2.0}],
         "publisher": {"poll_s": 0.2, "backoff_initial_s": 0.2, "backoff_max_s": 2.0},
         "security": {"mode": security.mode, "pki_dir": str(security.pki_dir)},
     }
     path = work / "line.yaml"
-    path.write_text(yaml.safe_dump(config))
+    path.write_text(yaml.safe_dump(config | cameras | links))
     return path
 
 
-def percentiles(values: list[float]) -> dict[str, float]:
+def percentiles(values: list[float], rounds: int = 1) -> dict[str, Any]:
+    """n, p50, p99 and max in ms; with ``rounds``, each round's p50 (equal slices in order)."""
     ms = np.asarray(values) * 1000.0
-    return {
+    row: dict[str, Any] = {
         "n": len(values),
         "p50_ms": round(float(np.percentile(ms, 50)), 2),
         "p99_ms": round(float(np.percentile(ms, 99)), 2),
         "max_ms": round(float(ms.max()), 2),
+    }
+    if rounds > 1:
+        row["round_p50_ms"] = [round(float(np.median(r)), 2) for r in np.split(ms, rounds)]
+    return row
+
+
+def timed_rounds(
+    args: argparse.Namespace, links: dict[str, tuple[str, Callable[[str], tuple[float, ...]]]]
+) -> dict[str, Any]:
+    """``args.triggers`` per link in ``args.rounds`` rounds, the links taking turns so that a
+    drift of the machine's load spreads over all; request ids ``<prefix><round>-<i>``. A link
+    timing two moments (40100: event, result read) gets a ``<name>_result`` row too."""
+    per_round = args.triggers // args.rounds
+    for prefix, trigger in links.values():
+        for i in range(5):  # warm-up, not counted
+            trigger(f"{prefix}w-{i}")
+    rows: dict[str, list[tuple[float, ...]]] = {name: [] for name in links}
+    for r in range(args.rounds):
+        for name, (prefix, trigger) in links.items():
+            rows[name] += [trigger(f"{prefix}{r}-{i}") for i in range(per_round)]
+    return {
+        name if k == 0 else f"{name}_result": percentiles(list(column), args.rounds)
+        for name, timed in rows.items()
+        for k, column in enumerate(zip(*timed, strict=True))
     }
 
 
@@ -193,44 +389,97 @@ def run(args: argparse.Namespace, mode: str) -> dict[str, Any]:
     endpoint = f"opc.tcp://127.0.0.1:{free_port()}/plc"
     plc = SoftPlc(endpoint, security=security, scan_s=args.scan_ms / 1000.0)
     plc.start()
-    config_path = prepare(args, work, broker.port, endpoint, security)
+    registers = {name: RegisterPlc(name, args.scan_ms / 1000.0) for name in ("s7", "modbus")}
+    vision_port = free_port()
+    links = {
+        "opcua": {"enabled": True, "endpoint": endpoint, "sampling_ms": args.sampling_ms},
+        "machine_vision": {"enabled": True, "port": vision_port},
+        "mqtt": {"enabled": True, "port": broker.port},
+        "sinks": [{"name": "mes", "kind": "mqtt", "port": broker.port, "timeout_s": 2.0}],
+    } | {name: plc_.section(args.poll_ms) for name, plc_ in registers.items()}
+    config_path = prepare(args, work, security, links)
     results = Collector(broker.port, f"inspection/{STATION_ID}/result", security)
     station = Station(config_path, work / "station.log")
     station.start()
     startup_s = wait_ready(plc)
     mqtt_plc = MqttPlc(broker.port, security)
+    vision_endpoint = f"opc.tcp://127.0.0.1:{vision_port}/inspection"
     report: dict[str, Any] = {"security": mode, "startup_s": round(startup_s, 2)}
     try:
-        report["outsiders"] = {
-            "mqtt_anonymous_fake_answer": forged_answer(broker.port, security, mqtt_plc),
-            "opcua_untrusted_client": untrusted_opcua(plc.endpoint, security, work),
-        }
         warm = [plc.trigger(request_id=f"w-{i}") for i in range(5)]  # warm-up, not counted
         if all(a.error_code != ErrorCode.NONE for a in warm):
             raise SystemExit(
                 f"line bench: the station judged no part ({warm[-1].error_code.name}: "
                 f"{warm[-1].message}); see {work / 'station.log'}"
             )
-        opcua = [plc.trigger(request_id=f"o-{i}").seconds for i in range(args.triggers)]
-        over_mqtt = [mqtt_plc.trigger(f"m-{i}")[1] for i in range(args.triggers)]
-        report["latency"] = {"opcua": percentiles(opcua), "mqtt": percentiles(over_mqtt)}
+        for register in registers.values():
+            register.connect()
+        mes = VisionMes(vision_endpoint, security, args.product, args.sampling_ms)
+        report["outsiders"] = {
+            "mqtt_anonymous_fake_answer": forged_answer(broker.port, security, mqtt_plc),
+            "opcua_untrusted_client": untrusted_opcua(plc.endpoint, security, work),
+            "opc40100_untrusted_client": untrusted_opcua(vision_endpoint, security, work),
+        }
+        report["latency"] = timed_rounds(args, {
+            "opcua": ("o", lambda r: (plc.trigger(request_id=r).seconds,)),
+            "opc40100": ("v", mes.job),
+            "mqtt": ("m", lambda r: (mqtt_plc.trigger(r)[1],)),
+            "s7": ("s", lambda r: (registers["s7"].trigger(r),)),
+            "modbus": ("b", lambda r: (registers["modbus"].trigger(r),)),
+        })  # fmt: skip
+        mes.close()
         report["fault"] = fault_run(args, work, plc, broker, station, results)
         payloads = [ResultPayload.from_json(m) for m in results.wait_for(0, 0)]
-        inference = [
-            p.timings_ms["inference_ms"] / 1000.0
-            for p in payloads
-            if p.request_id.startswith(("o-", "m-"))
-        ]
+        timed = [p for p in payloads if p.request_id[:1] in "ovmsb" and p.request_id[1] != "w"]
+        inference = [p.timings_ms["inference_ms"] / 1000.0 for p in timed]
         report["latency"]["model"] = percentiles(inference)
-        verdicts = Counter(p.verdict for p in payloads if p.request_id.startswith(("o-", "m-")))
-        report["latency"]["verdicts"] = dict(verdicts)
+        report["latency"]["verdicts"] = dict(Counter(p.verdict for p in timed))
         report["signatures"] = signature_check(payloads, security)
     finally:
         station.stop()
         results.close()
         plc.stop()
+        for register in registers.values():
+            register.stop()
         broker.kill()
     return report
+
+
+def views_run(args: argparse.Namespace, count: int) -> dict[str, Any]:
+    """``args.triggers`` OPC UA triggers (security on) to a station judging each part from
+    ``count`` views: trigger to part answer, and each view's model latency."""
+    work = Path(args.workdir) / f"views-{count}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    security = LinkSecurity(pki_dir=work / "pki")
+    plc = SoftPlc(f"opc.tcp://127.0.0.1:{free_port()}/plc", security=security,
+                  scan_s=args.scan_ms / 1000.0)  # fmt: skip
+    plc.start()
+    opcua = {"enabled": True, "endpoint": plc.endpoint, "sampling_ms": args.sampling_ms}
+    products = tuple(args.view_products[:count])
+    station = Station(prepare(args, work, security, {"opcua": opcua}, products), work / "log")
+    station.start()
+    try:
+        wait_ready(plc)
+        for i in range(5):  # warm-up, not counted
+            plc.trigger(request_id=f"w-{i}")
+        answers = [plc.trigger(request_id=f"p-{i}") for i in range(args.triggers)]
+    finally:
+        station.stop()
+        plc.stop()
+    with sqlite3.connect(work / "line.db") as connection:
+        rows = connection.execute(
+            "select request_id, latency_ms from inspections where request_id like ?",
+            (f"{STATION_ID}/p-%",),
+        ).fetchall()
+    return {
+        "products": list(products),
+        "part": percentiles([a.seconds for a in answers]),
+        "errors": sum(a.error_code != ErrorCode.NONE for a in answers),
+        "verdicts": dict(Counter(a.result.name for a in answers)),
+        "stored_rows": len(rows),
+        "model_per_view": percentiles([ms / 1000.0 for _, ms in rows]) if rows else {},
+    }
 
 
 def forged_answer(port: int, security: LinkSecurity, plc: MqttPlc) -> str:
@@ -348,9 +597,38 @@ def fault_run(
 
 LABELS = {
     "model": "model alone (preprocess + infer + postprocess)",
-    "opcua": "OPC UA: Trigger rises -> Done seen by the PLC",
+    "opcua": "OPC UA client mode: Trigger rises -> Done seen by the PLC",
+    "opc40100": "OPC 40100 server mode: StartSingleJob called -> ResultReady event received",
+    "opc40100_result": "OPC 40100 server mode: StartSingleJob called -> GetResultById returned",
     "mqtt": "MQTT: trigger published -> answer received",
+    "s7": "S7: Trigger written -> Done read by the PLC",
+    "modbus": "Modbus TCP: Trigger written -> Done read by the PLC",
 }
+NO_SECURITY = ("s7", "modbus")  # the protocols have none (docs/security.md)
+
+
+def latency_rows(runs: dict[str, Any]) -> list[str]:
+    rows = ["| path | security | n | p50 ms | p99 ms | max ms | p50 per round ms |",
+            "| --- | --- | ---: | ---: | ---: | ---: | --- |"]  # fmt: skip
+    for name, label in LABELS.items():
+        for mode, run_ in runs.items():
+            row = run_["latency"][name]
+            security = f"none in the protocol (station {mode})" if name in NO_SECURITY else mode
+            rounds = " / ".join(map(str, row.get("round_p50_ms", [])))
+            rows.append(f"| {label} | {security} | {row['n']} | {row['p50_ms']} | "
+                        f"{row['p99_ms']} | {row['max_ms']} | {rounds} |")  # fmt: skip
+    return rows
+
+
+def views_rows(views: dict[str, Any]) -> list[str]:
+    rows = ["| views per part | products | n | part p50 ms | part p99 ms | max ms | errors | "
+            "model per view p50 / p99 ms |", "| ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |"]  # fmt: skip
+    for count, run_ in views.items():
+        part, model = run_["part"], run_["model_per_view"]
+        rows.append(f"| {count} | {', '.join(run_['products'])} | {part['n']} | "
+                    f"{part['p50_ms']} | {part['p99_ms']} | {part['max_ms']} | {run_['errors']} | "
+                    f"{model.get('p50_ms')} / {model.get('p99_ms')} |")  # fmt: skip
+    return rows
 
 
 def write(report: dict[str, Any], args: argparse.Namespace) -> None:
@@ -358,43 +636,58 @@ def write(report: dict[str, Any], args: argparse.Namespace) -> None:
     env = report["environment"]
     runs = report["runs"]
     lines = [
-        "# Line station: PLC handshake latency and delivery under faults, security on and off",
+        "# Line station: trigger to answer on every PLC link, several cameras per part, "
+        "delivery under faults",
         "",
-        f"Measured with `{report['command']}` on {env['cpu']} (load "
-        f"{env['load_before']} before, {env['load_after']} after). Bundle `{report['bundle']}` "
-        f"({report['precision']}) of `{report['product']}`, bundle signatures "
-        f"{report['bundle_signatures']}, images {report['images']}, soft PLC "
-        f"= asyncua server (scan {args.scan_ms} ms), subscription publishing interval "
-        f"{args.sampling_ms} ms, private Mosquitto, station = `inspection station run` "
-        "subprocess, SQLite store.",
+        f"Measured with `{report['command']}` (run alone: `heavy --alone`) on {env['cpu']}, "
+        f"{env['amx']}; load (`uptime`) {env['load_before']} before, {env['load_after']} after. "
+        f"Bundle `{report['bundle']}` ({report['precision']}) of `{report['product']}`, bundle "
+        f"signatures {report['bundle_signatures']}, images {report['images']}. One station "
+        "(`inspection station run` subprocess, SQLite store) serves all five links at once: "
+        f"soft PLC = asyncua server (scan {args.scan_ms} ms), subscription publishing interval "
+        f"{args.sampling_ms} ms (the PLC's and the MES's), private Mosquitto, S7 and Modbus "
+        "blocks in python-snap7's and pymodbus's own servers in the bench process, polled by "
+        f"the station every {args.poll_ms} ms and by the PLC every {args.scan_ms} ms. Each "
+        f"link gets {args.triggers} triggers in {args.rounds} rounds, the links taking turns; "
+        "the bench's clients and servers share the machine's 2 cores with the station.",
         "",
         "Security on = `security.mode: sign_and_encrypt`: OPC UA Basic256Sha256 SignAndEncrypt "
-        "with CA-signed application certificates checked against a trust list both ways; MQTT "
-        "over TLS 1.2 with a password per user and per-station ACLs; results signed (Ed25519) "
-        "and each delivered signature checked here. Security off = `security.mode: none`.",
+        "with CA-signed application certificates checked against a trust list both ways (the "
+        "PLC's server and the station's OPC 40100 server alike); MQTT over TLS 1.2 with a "
+        "password per user and per-station ACLs; results signed (Ed25519) and each delivered "
+        "signature checked here. Security off = `security.mode: none`. S7 and Modbus TCP "
+        "authenticate and encrypt nothing in either mode.",
         "",
-        "## Trigger to result",
+        "## Trigger to answer, per link",
         "",
-        "| path | security | n | p50 ms | p99 ms | max ms |",
-        "| --- | --- | ---: | ---: | ---: | ---: |",
+        *latency_rows(runs),
+        "",
+        "## Several cameras per part",
+        "",
+        f"A station per row, security on, triggered over OPC UA client mode ({args.triggers} "
+        "parts each); view i judged as the i-th product listed, each camera on that product's "
+        "test images. The same product in several views shares one model (its inferences "
+        "take turns); distinct products' models run concurrently on the 2 cores.",
+        "",
+        *views_rows(report.get("views", {})),
+        "",
+        "## Outsiders",
+        "",
+        "| attempt | security | outcome |",
+        "| --- | --- | --- |",
     ]
-    for name, label in LABELS.items():
-        for mode, run_ in runs.items():
-            row = run_["latency"][name]
-            lines.append(
-                f"| {label} | {mode} | {row['n']} | {row['p50_ms']} | {row['p99_ms']} | "
-                f"{row['max_ms']} |"
-            )
-    lines += ["", "## Outsiders", "", "| attempt | security | outcome |", "| --- | --- | --- |"]
     for mode, run_ in runs.items():
         outsiders = run_["outsiders"]
         lines += [
             f"| MQTT client without credentials publishes an OK answer | {mode} | "
             f"{outsiders['mqtt_anonymous_fake_answer']} |",
-            f"| OPC UA client without a trusted certificate | {mode} | "
+            f"| OPC UA client without a trusted certificate (PLC's server) | {mode} | "
             f"{outsiders['opcua_untrusted_client']} |",
+            f"| OPC UA client without a trusted certificate (station's OPC 40100 server) | "
+            f"{mode} | {outsiders['opc40100_untrusted_client']} |",
         ]
-    lines += ["", "## Fault run", ""]
+    lines += ["", "Anyone who reaches an S7 or Modbus port can write a trigger or an answer "
+              "(docs/security.md); not tried here.", "", "## Fault run", ""]  # fmt: skip
     for mode, run_ in runs.items():
         fault, sig = run_["fault"], run_["signatures"]
         lines += [
@@ -424,6 +717,10 @@ def main() -> None:
     parser.add_argument("--fault", type=int, default=600)
     parser.add_argument("--sampling-ms", type=float, default=10.0)
     parser.add_argument("--scan-ms", type=float, default=1.0)
+    parser.add_argument("--poll-ms", type=float, default=10.0, help="Station's S7/Modbus poll.")
+    parser.add_argument("--rounds", type=int, default=5, help="Links take turns this often.")
+    parser.add_argument("--views", type=int, nargs="*", default=[1, 2, 3])
+    parser.add_argument("--view-products", type=lambda t: t.split(","), default="brick,brick,brick")
     parser.add_argument("--workdir", default="/tmp/inspection-line-bench")
     parser.add_argument(
         "--security", choices=("both", "on", "off"), default="both", help="Link security runs."
@@ -435,6 +732,7 @@ def main() -> None:
     chosen = ("on", "off") if args.security == "both" else (args.security,)
     report = {
         "runs": {name: run(args, modes[name]) for name in chosen},
+        "views": {str(count): views_run(args, count) for count in args.views},
         "bundle": bundle_dir.name,
         "product": args.product,
         "precision": read_bundle_metadata(bundle_dir).precision,
@@ -445,6 +743,7 @@ def main() -> None:
         "command": " ".join(["python", *sys.argv]),
         "environment": {
             "cpu": cpu_description(),
+            "amx": "AMX" if "amx_tile" in lscpu("Flags").split() else "no AMX flags",
             "load_before": load_before,
             "load_after": load_average(),
         },
