@@ -2,16 +2,16 @@
 
     python scripts/seed_dashboard.py /tmp/site5m --inspections 5000000 --reviews 3000 \
         --audits 3000 [--store-url postgresql+psycopg://...]
-    heavy --alone python bench/dashboard_scale.py --site /tmp/site5m/site.yaml --before --browser
+    heavy --alone python bench/dashboard_scale.py --site /tmp/site5m/site.yaml --browser
     heavy --alone python bench/dashboard_scale.py --site /tmp/site5m/site.yaml --only-browser \
         --code HEAD      # this session's before column, then the same without --code: after
 
 Three measurements, each written to ``reports/dashboard/scale_<backend>.json`` and ``.md``:
 
 - *python*: what one uncached script run of each page computes (its store reads and the
-  functions around them), median of ``--repeats``; ``--before`` also times the same pages'
-  store reads with the queries of commit ``BEFORE`` (scans of the results table, offset
-  paging) on the same store;
+  functions around them), median of ``--repeats``; the *before rollups* column (the queries
+  of ``BEFORE``: scans of the results table, offset paging) is the one on record in the
+  report: ``git show c8e87af:bench/dashboard_scale.py`` (``--before``) times it again;
 - *browser* (``--browser``, or ``--only-browser`` keeping the report's other rows): headless
   Chromium signs in and opens each page through the sidebar, ``--walks`` times per instrument
   (``--settle``: ``text``, the old poll of the page's text; ``dom``, the new in-page record of
@@ -29,21 +29,21 @@ Three measurements, each written to ``reports/dashboard/scale_<backend>.json`` a
 plus the Thresholds row: the budget suggestion on the page's unbiased sample (the held-out
 split + the random audit sample), its stated reject interval and confident bound, and the reject
 rate measured on held-out good parts of the store (seeded truth: a defective sample carries a
-mask) that are not in the audit sample.
+mask) that are not in the audit sample. The page's CPU profile and what each Overview step
+fetched were probes: ``--profile`` of ``git show c8e87af:bench/dashboard_scale.py`` (figures
+in ``reports/dashboard/profile_5m.md``).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -63,7 +63,7 @@ from inspection.store.models import Inspection  # noqa: E402
 
 BUDGET_S = 1.5
 BEFORE = "e9d15b2~1"
-"""The commit whose queries scanned the results table (the 'before' column)."""
+"""The commit whose queries scanned the results table (the recorded 'before' column)."""
 PRODUCT = "brick"
 DEEP_PAGE = 1000
 PLANNED = ("Overview", "Thresholds", "Review queue page 1", f"Review queue: go to page {DEEP_PAGE}")
@@ -147,73 +147,6 @@ def after_workloads(board) -> dict[str, Callable[[], object]]:
     }
 
 
-def _old_queries() -> Any:
-    """``inspection/store/queries.py`` as of ``BEFORE``, loaded as a module."""
-    source = subprocess.run(
-        ["git", "show", f"{BEFORE}:inspection/store/queries.py"],
-        cwd=REPO, capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    path = Path("/tmp") / "queries_before.py"
-    path.write_text(source, encoding="utf-8")
-    spec = importlib.util.spec_from_file_location("queries_before", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-def before_workloads(board) -> dict[str, Callable[[], object]]:
-    """The same pages' store reads with the queries of ``BEFORE`` (the rest is unchanged)."""
-    old = _old_queries()
-    store, now = board.store, datetime.now(timezone.utc)
-    week = now - timedelta(days=7)
-    sha = store.list_inspections(limit=1)[0]
-
-    def overview_page() -> None:
-        old.volume_over_time(store, period="day", since=week)
-        old.volume_over_time(store, period="hour", since=week)
-        old.station_health(store, since=week)
-        old.distinct_values(store, "station_id")
-        for product in board.products:
-            old.score_histogram(store, product, since=week, exclude_labels=("defect",))
-
-    def thresholds_page() -> None:
-        old.labelled_scores(store, PRODUCT)
-        old.score_histogram(store, PRODUCT, since=week)
-        old.daily_volume(store, PRODUCT, since=week, until=now)
-
-    def review_page(page: int) -> Callable[[], None]:
-        def run() -> None:
-            old.count_review_queue(store, old.QueueQuery())
-            old.review_queue(store, old.QueueQuery(), limit=20, offset=page * 20)
-
-        return run
-
-    def blob_check() -> None:  # Store.station_has_blob before: one OR over four columns
-        from sqlalchemy import or_
-
-        columns = (Inspection.image_sha, Inspection.map_sha, Inspection.mask_sha)
-        columns += (Inspection.overlay_sha,)
-        with store.session() as session:
-            for value in (sha.image_sha, "f" * 64):
-                session.scalar(
-                    select(Inspection.id)
-                    .where(
-                        Inspection.station_id == sha.station_id,
-                        or_(*(c == value for c in columns)),
-                    )
-                    .limit(1)
-                )
-
-    return {
-        "Overview": overview_page,
-        "Thresholds": thresholds_page,
-        "Review queue page 1": review_page(0),
-        f"Review queue page {DEEP_PAGE}": review_page(DEEP_PAGE - 1),
-        "GET /v1/blobs (station_has_blob, hit + miss)": blob_check,
-    }
-
-
 # ------------------------------------------------------------------------------ query plans
 def plans(board) -> dict[str, list[str]]:
     """The database's plan of each query a page runs (captured from SQLAlchemy's log)."""
@@ -275,46 +208,18 @@ METHODS = {
 """The instruments (``dashboard_walk.settle`` methods): the old one, and the new."""
 
 
-PROFILED = (SIGN_IN, f"Overview {AGAIN_NOTE}", RELOAD)
-"""The steps a ``--profile`` walk samples the page's JavaScript in (``dashboard_walk.cpu_profile``)."""
-
-
 class Walk:
     """Times steps in Chromium: seconds from the action to the page's last change (``method``
     of ``dashboard_walk.settle``), and of them the part until the server's last message arrived
-    (its script run finished), the bytes it sent and the browser's long tasks in between;
-    ``profile``: also the page's CPU profile of the ``PROFILED`` steps (slower: not timed)."""
+    (its script run finished), the bytes it sent and the browser's long tasks in between."""
 
-    def __init__(self, driver, method: str, profile: bool = False) -> None:
+    def __init__(self, driver, method: str) -> None:
         self.driver, self.method, self.steps = driver, method, {}  # walk.browser() watches
-        self.profile, self._profiling = profile, False
-
-    @contextmanager
-    def profiled(self, name: str) -> Iterator[None]:
-        """The page's CPU profile over the block, filed under step ``name`` (outermost wins)."""
-        if not self.profile or self._profiling or name not in PROFILED:
-            yield
-            return
-        import dashboard_walk as walk
-
-        self._profiling = True
-        try:
-            with walk.cpu_profile(self.driver) as found:
-                yield
-        finally:
-            self._profiling = False
-        self.steps.setdefault(name, {})["profile"] = found
 
     def step(self, name: str, action: Callable[[str], float], acted_after: float = 0) -> None:
         """``action(method)`` acts and returns ``time.monotonic()`` of the page's last change;
         ``acted_after``: the wall time after which the page's action was, when before the
         step's (the sign-in's Enter)."""
-        with self.profiled(name):
-            self._step(name, action, acted_after)
-
-    def _step(self, name: str, action: Callable[[str], float], acted_after: float) -> None:
-        import dashboard_walk as walk
-
         start, wall = time.monotonic(), time.time()
         end = action(self.method)
         seconds = end - start
@@ -335,13 +240,12 @@ class Walk:
             "last_message_s": round(max((t for t, _ in mine), default=origin) - origin, 3),
             "kb": round(sum(size for _, size in mine) / 1024, 1),
             "long_tasks_s": round(busy / 1000, 3),
-            "fetched": walk.loads(self.driver, origin * 1000, end_wall * 1000),
         }
         print(f"  {name}: {self.steps[name]}", flush=True)
 
 
 def browser_times(
-    site: Path, user: str, password: str, method: str, app_root: Path = REPO, profile=False
+    site: Path, user: str, password: str, method: str, app_root: Path = REPO
 ) -> dict[str, dict[str, Any]]:
     """Per step, in headless Chromium against the app of the checkout ``app_root``: seconds
     from the action to the page's last change (``Walk``), the server's last message, bytes."""
@@ -363,7 +267,7 @@ def browser_times(
     try:
         walk._wait_healthy(url, server, log)
         with walk.browser() as driver:
-            timer = Walk(driver, method, profile)
+            timer = Walk(driver, method)
             driver.get(url)
 
             def overview(method: str) -> float:
@@ -371,11 +275,10 @@ def browser_times(
                 return walk.settle(driver, timeout=300, method=method)
 
             walk.wait_text(driver, "h1", "Sign in")
-            walk.settle(driver)  # the login form drawn before the profile starts
-            with timer.profiled(SIGN_IN):
-                typed = time.time()
-                walk.sign_in(driver, user, password)
-                timer.step(SIGN_IN, overview, acted_after=typed)
+            walk.settle(driver)  # the login form drawn before the clock starts
+            typed = time.time()
+            walk.sign_in(driver, user, password)
+            timer.step(SIGN_IN, overview, acted_after=typed)
             for title in PAGES:
                 timer.step(title, lambda m, t=title: walk.open_page(driver, t, 300, m))
             walk.open_page(driver, "Review queue", timeout=300)
@@ -555,72 +458,6 @@ def _page_table(report: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _profile_lines(report: dict[str, Any]) -> list[str]:
-    """Where the browser's busy time went in the profiled steps of one ``--profile`` walk."""
-    entry = report.get("profile")
-    if not entry:
-        return []
-    lines = [
-        "",
-        "## Where the browser's time goes (CPU profile of one walk)",
-        "",
-        f"One walk of {entry['code']} at {entry['at'][11:16]} (load {entry['load']}) with the "
-        "page's JavaScript sampled every 0.25 ms (CDP `Profiler`; its times are slower and not "
-        "in the table above). Self time per script (Streamlit's chunks; `(program)`: the "
-        "browser's own work: style, layout, paint, parsing) and the largest functions:",
-        "",
-        "| step | busy (ms) | by script (ms) | largest functions (ms) |",
-        "|---|---:|---|---|",
-    ]
-    for name, step in entry["steps"].items():
-        found = step.get("profile")
-        if not found:
-            continue
-        if "error" in found:
-            lines.append(f"| {name} | - | {found['error']} | |")
-            continue
-        scripts = ", ".join(f"{k} {v:.0f}" for k, v in list(found["by_script"].items())[:8])
-        functions = ", ".join(f"{k} {v:.0f}" for k, v in list(found["by_function"].items())[:6])
-        lines.append(f"| {name} | {found['busy_ms']:.0f} | {scripts} | {functions} |")
-    return lines
-
-
-def _fetch_lines(report: dict[str, Any]) -> list[str]:
-    """What the page fetched during each Overview step of the *now* walks and the profiled one
-    (``walk.loads``)."""
-    runs = report.get("chromium", {}).get("after", {}).get("runs", {}).get("dom", [])
-    profiled = report.get("profile", {})
-    labelled = [("", run["steps"]) for run in runs]
-    labelled += [(f" (profiled, {profiled['code']})", profiled["steps"])] if profiled else []
-    rows = [
-        (name + label, step["s"], step["fetched"])
-        for label, steps in labelled
-        for name, step in steps.items()
-        if name.startswith("Overview") and "n" in step.get("fetched", {})
-    ]
-    if not rows:
-        return []
-    lines = [
-        "",
-        "## What the Overview steps fetched (now, new instrument; the profiled walk)",
-        "",
-        "Resource Timing entries started between the action and the last change: scripts "
-        "(Streamlit's lazily loaded chunks), fonts, styles, images; KB decoded.",
-        "",
-        "| step | s | fetches | KB | last ended (s) | largest scripts, fonts, styles (KB) |",
-        "|---|---:|---:|---:|---:|---|",
-    ]
-    for name, seconds, found in rows:
-        largest = sorted(found["files"].items(), key=lambda item: -item[1])
-        files = ", ".join(f"{k} {v}" for k, v in largest[:8]) or "-"
-        files += f" and {len(largest) - 8} more" if len(largest) > 8 else ""
-        lines.append(
-            f"| {name} | {seconds:.2f} | {found['n']} | {found['kb']:.0f} | "
-            f"{found['last_end_s']:.2f} | {files} |"
-        )
-    return lines
-
-
 def _seconds(value: float | None, fmt: str) -> str:
     return "-" if value is None else f"{value:{fmt}}"
 
@@ -696,8 +533,6 @@ def _markdown(report: dict[str, Any]) -> str:
             f"\nReviewed (biased) parts at the confident threshold: "
             f"{row['biased_reviewed_reject_rate_at_same_threshold']:.1%} rejected."
         )
-    lines += _profile_lines(report)
-    lines += _fetch_lines(report)
     lines += ["", f"Query plans: `plans_{report['backend']}.json`.", ""]
     return "\n".join(lines)
 
@@ -707,8 +542,7 @@ def chromium_walks(args, report: dict[str, Any]) -> None:
     (default: this working tree, the *after* column), filed under ``report['chromium']``:
     added to the runs of the same code; runs of other code move to *previous* (after, unless
     ``--keep-previous``) or are replaced. ``--cold``: each walk after the OS page cache was
-    dropped (and PostgreSQL restarted), filed as *cold*; ``--profile``: one untimed walk with
-    CPU profiles, filed as ``report['profile']``."""
+    dropped (and PostgreSQL restarted), filed as *cold*."""
     code = "before" if args.code else "cold" if args.cold else "after"
     with tempfile.TemporaryDirectory(prefix="dashboard-code-") as tmp:
         root, label = REPO, _describe("HEAD") + (" + working tree" if _dirty() else "")
@@ -719,11 +553,6 @@ def chromium_walks(args, report: dict[str, Any]) -> None:
                 cwd=REPO, capture_output=True, check=True,
             ).stdout  # fmt: skip
             subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
-        if args.profile:
-            at, load = datetime.now(timezone.utc).isoformat(timespec="seconds"), load_average()
-            steps = browser_times(args.site, args.user, args.password, "dom", root, profile=True)
-            report["profile"] = {"code": label, "at": at, "load": load, "steps": steps}
-            return
         runs: dict[str, list] = {method: [] for method in args.settle}
         for _ in range(args.walks):
             for method in args.settle:
@@ -776,7 +605,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--site", type=Path, required=True, help="a seeded site's YAML")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--before", action="store_true", help="also time the old queries")
     parser.add_argument("--browser", action="store_true", help="also time pages in Chromium")
     parser.add_argument("--walks", type=int, default=2, help="Chromium walks per instrument")
     parser.add_argument(
@@ -793,9 +621,6 @@ def main() -> None:
         "--cold",
         action="store_true",
         help="cold walks: PostgreSQL restarted, page cache dropped (root)",
-    )
-    parser.add_argument(
-        "--profile", action="store_true", help="one untimed walk with the page's CPU profiles"
     )
     parser.add_argument("--plans", action="store_true", help="write the query plans too")
     parser.add_argument(
@@ -837,11 +662,6 @@ def python_rows(board, args, report: dict[str, Any]) -> None:
     work = after_workloads(board)
     report["python_after"] = {k: round(_median(f, args.repeats), 4) for k, f in work.items()}
     print(report["python_after"], flush=True)
-    if args.before:
-        report["python_before"] = {
-            k: round(_median(f, 1), 3) for k, f in before_workloads(board).items()
-        }
-        print(report["python_before"], flush=True)
 
 
 if __name__ == "__main__":
