@@ -508,7 +508,7 @@ def forged_answer(port: int, security: LinkSecurity, plc: MqttPlc) -> str:
 
 def untrusted_opcua(endpoint: str, security: LinkSecurity, work: Path) -> str:
     """An OPC UA client whose certificate the site CA did not sign (no certificate at all
-    when security is off, as a plaintext client) reads the PLC's server state."""
+    when security is off, as a plaintext client) reads the server's state."""
 
     async def attempt() -> str:
         client = Client(endpoint, timeout=5)
@@ -520,7 +520,7 @@ def untrusted_opcua(endpoint: str, security: LinkSecurity, work: Path) -> str:
             )
         async with client:
             await client.nodes.server_state.read_value()
-        return "CONNECTED and read the PLC"
+        return "CONNECTED and read its server state"
 
     try:
         return asyncio.run(attempt())
@@ -656,7 +656,9 @@ def write(report: dict[str, Any], args: argparse.Namespace) -> None:
         "PLC's server and the station's OPC 40100 server alike); MQTT over TLS 1.2 with a "
         "password per user and per-station ACLs; results signed (Ed25519) and each delivered "
         "signature checked here. Security off = `security.mode: none`. S7 and Modbus TCP "
-        "authenticate and encrypt nothing in either mode.",
+        "authenticate and encrypt nothing in either mode. The modes run one after the other "
+        "(on first), each with a station of its own; the model alone, which link security does "
+        "not touch, differs between them as much as the links do.",
         "",
         "## Trigger to answer, per link",
         "",
