@@ -145,8 +145,12 @@ def record(session: Session, rows: Sequence[Inspection]) -> None:
             if at >= group["last_seen"]:
                 group["last_seen"], group["model_version"] = at, row.model_version
         bins[(hour, row.product, bin_of(row.score))] += 1
-    session.execute(hourly, list(groups.values()))
-    counts = [{"hour": h, "product": p, "bin": b, "count": n} for (h, p, b), n in bins.items()]
+    # in key order: forwarders of several stations adding to the same rows lock them in one
+    # order, so they wait for each other instead of deadlocking
+    session.execute(hourly, [groups[key] for key in sorted(groups)])
+    counts = [
+        {"hour": h, "product": p, "bin": b, "count": n} for (h, p, b), n in sorted(bins.items())
+    ]
     session.execute(scores, counts)
 
 
