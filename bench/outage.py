@@ -7,7 +7,10 @@ paced (``--pace`` s apart); in the middle of the run the central side fails for
 ``--outage-s`` seconds, as one of two scenarios:
 
 - ``stop``: ``pg_ctl stop -m fast``, then ``pg_ctl start``;
-- ``blackhole``: the relay stops passing bytes and new connections hang (a failed network).
+- ``blackhole``: the relay stops passing bytes and new connections hang (a failed network);
+- ``migrate``: the central store, holding ``--central-rows`` results of another line, is taken
+  back to revision ``--migrate-from`` before the run and ``inspection db upgrade`` runs on it
+  in the middle while the triggers go on (the outage lasts as long as the upgrade).
 
 Recorded: PLC answer p50/p99 before, during and after the outage, error answers, then every
 request id in the central store (lost, duplicated) and the time from recovery until every
@@ -22,6 +25,7 @@ import argparse
 import asyncio
 import shutil
 import sqlite3
+import subprocess
 import sys
 import threading
 import time
@@ -31,7 +35,9 @@ from typing import Any
 import sqlalchemy as sa
 import yaml
 from _report import cpu_description, load_average, previous_report, save_report
-from _station import ScratchPostgres, _admin
+from _station import CLI, ScratchPostgres, _admin
+from alembic import command
+from alembic.config import Config
 from line import STATION_ID, Station, percentiles, prepare, wait_ready
 
 from inspection.line.config import LinkSecurity
@@ -39,7 +45,7 @@ from inspection.line.handshake import ErrorCode
 from inspection.line.mosquitto import Broker, free_port
 from inspection.line.softplc import HandshakeTimeout, SoftPlc
 from inspection.store.forward import grant_station
-from inspection.store.store import Store
+from inspection.store.store import MIGRATIONS_DIR, Store
 
 REPORTS = Path(__file__).resolve().parents[1] / "reports" / "line"
 
@@ -84,6 +90,52 @@ class Relay:
             writer.close()
             return
         await asyncio.gather(self._pump(reader, up_writer), self._pump(up_reader, writer))
+
+
+def take_back(owner_url: str, work: Path, revision: str, rows: int) -> Path:
+    """The central store at ``revision`` holding ``rows`` results of another line; returns the
+    config that ``inspection db upgrade`` upgrades it with."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    engine = sa.create_engine(owner_url)
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, revision)
+        connection.execute(sa.text(FILL), {"n": rows})
+    engine.dispose()
+    site = work / "central.yaml"
+    core = {"products": ["brick"], "registry_dir": str(work / "central-registry"),
+            "allow_unsigned_bundles": True, "store_url": owner_url}  # fmt: skip
+    site.write_text(yaml.safe_dump({"core": core}))
+    return site
+
+
+FILL = """INSERT INTO inspections (id, request_id, created_at, product, station_id, source, score,
+  threshold, verdict, model_version, bundle_id, latency_ms, mask_source, regions, width, height,
+  image_sha, audit_sample)
+SELECT md5(g::text), 'old-line/' || g, now() - g * interval '1 second', 'brick', 'old-line',
+  'api', random(), 0.5, CASE WHEN random() < 0.05 THEN 'NG' ELSE 'OK' END, 'brick/v0001',
+  'v0001', 30, 'raw', '[]', 256, 256, md5(g::text) || md5(g::text), false
+FROM generate_series(1, :n) AS g"""
+
+
+class Upgrade:
+    """``inspection db upgrade`` of the central store in a subprocess."""
+
+    def __init__(self, site: Path) -> None:
+        self.command = [*CLI, "db", "upgrade", "-c", str(site)]
+        self.proc: subprocess.Popen[str] | None = None
+        self.output = ""
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self.command, stdout=subprocess.PIPE, text=True)
+
+    def done(self, _elapsed: float) -> bool:
+        return self.proc is not None and self.proc.poll() is not None
+
+    def wait(self) -> None:
+        assert self.proc is not None
+        self.output = self.proc.communicate()[0].strip()
 
 
 def central_site(work: Path) -> tuple[ScratchPostgres, Relay, str]:
@@ -141,12 +193,20 @@ def scenario(args: argparse.Namespace, name: str) -> dict[str, Any]:
     work.mkdir(parents=True)
     security = LinkSecurity(mode="sign_and_encrypt", pki_dir=work / "pki")
     pg, relay, station_url = central_site(work)
+    if name == "migrate":
+        owner_url = pg.url("inspection", "inspection", "inspection")
+        site = take_back(owner_url, work, args.migrate_from, args.central_rows)
     broker = Broker(work, persistent=True, security=security, stations=(STATION_ID,))
     broker.start()
     plc = SoftPlc(f"opc.tcp://127.0.0.1:{free_port()}/plc", security=security,
                   scan_s=args.scan_ms / 1000.0)  # fmt: skip
     plc.start()
-    config_path = prepare(args, work, broker.port, plc.endpoint, security)
+    links = {
+        "opcua": {"enabled": True, "endpoint": plc.endpoint, "sampling_ms": args.sampling_ms},
+        "mqtt": {"enabled": True, "port": broker.port},
+        "sinks": [{"name": "mes", "kind": "mqtt", "port": broker.port, "timeout_s": 2.0}],
+    }
+    config_path = prepare(args, work, security, links)
     config = yaml.safe_load(config_path.read_text())
     config["core"]["central"] = {"url": station_url, "blob_dir": str(work / "central")}
     config_path.write_text(yaml.safe_dump(config))
@@ -159,12 +219,18 @@ def scenario(args: argparse.Namespace, name: str) -> dict[str, Any]:
             plc.trigger(request_id=f"w-{i}")
         if name == "stop":
             fail, recover = pg.stop, pg.start
-        else:
+        elif name == "blackhole":
             fail, recover = (
                 (lambda: setattr(relay, "paused", True)),
                 (lambda: setattr(relay, "paused", False)),
             )
-        run = drive(args, plc, fail, recover)
+        else:
+            upgrade = Upgrade(site)
+            fail, recover = upgrade.start, upgrade.wait
+        timed = lambda elapsed: elapsed >= args.outage_at + args.outage_s  # noqa: E731
+        run = drive(args, plc, fail, recover, upgrade.done if name == "migrate" else timed)
+        if name == "migrate":
+            run["upgrade"] = upgrade.output
         start = run.pop("start")
         deadline = time.monotonic() + args.drain_timeout_s
         while time.monotonic() < deadline and len(watch.central_ids()) < args.triggers:
@@ -192,8 +258,11 @@ def scenario(args: argparse.Namespace, name: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def drive(args: argparse.Namespace, plc: SoftPlc, fail: Any, recover: Any) -> dict[str, Any]:
-    """The paced triggers, the outage in their middle; answer seconds and errors per phase."""
+def drive(
+    args: argparse.Namespace, plc: SoftPlc, fail: Any, recover: Any, ended: Any
+) -> dict[str, Any]:
+    """The paced triggers, the outage from ``--outage-at`` until ``ended(seconds in)``; answer
+    seconds and errors per phase."""
     seconds: dict[str, list[float]] = {"before": [], "during": [], "after": []}
     errors = dict.fromkeys(seconds, 0)
     retries, events = 0, {}
@@ -203,7 +272,7 @@ def drive(args: argparse.Namespace, plc: SoftPlc, fail: Any, recover: Any) -> di
         if "down" not in events and time.monotonic() - start >= args.outage_at:
             events["down"] = round(time.monotonic() - start, 2)
             fail()
-        if "up" not in events and time.monotonic() - start >= args.outage_at + args.outage_s:
+        if "down" in events and "up" not in events and ended(time.monotonic() - start):
             events["up"] = round(time.monotonic() - start, 2)
             recover()
             events["answered_at_recovery"] = i
@@ -230,17 +299,20 @@ def drive(args: argparse.Namespace, plc: SoftPlc, fail: Any, recover: Any) -> di
 
 def write(report: dict[str, Any]) -> None:
     save_report(REPORTS, "outage", report)
-    env = report["environment"]
     lines = [
         "# Line station with the central store down: PLC answers and store and forward",
         "",
-        f"Measured with `{report['command']}` on {env['cpu']}, a machine shared with a CI run "
-        f"(load {env['load_before']} before, {env['load_after']} after). Station = `inspection "
-        "station run` subprocess (bundle and set-up of `bench/line.py`, security on: OPC UA "
+        *(
+            f"- {name}: `{run['command']}` on {run['environment']['cpu']} (load "
+            f"{run['environment']['load_before']} before, {run['environment']['load_after']} after)"
+            for name, run in report["runs"].items()
+        ),
+        "",
+        "Station = `inspection station run` subprocess (bundle and set-up of `bench/line.py`, security on: OPC UA "
         "Basic256Sha256 SignAndEncrypt), local SQLite store, `core.central` = a PostgreSQL 15 "
         "of the bench's own (`initdb`, `pg_ctl`) as the station's role "
         "(`grant_station`, row-level security), through a TCP relay. The forwarder's batch is "
-        "200 and it retries with a backoff to 30 s.",
+        "200 and it retries with a backoff to 30 s. The machine was shared with other work.",
         "",
         "| scenario | phase | n | p50 ms | p99 ms | max ms | error answers |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
@@ -258,6 +330,7 @@ def write(report: dict[str, Any]) -> None:
             f"(outage {round(ev['up'] - ev['down'], 1) if 'up' in ev else '?'} s); last "
             f"trigger at {ev['last_trigger']} s.",
             "",
+            *([f"- `inspection db upgrade`: {run['upgrade']}"] if "upgrade" in run else []),
             f"- during / before: p50 x{ratio['p50_ms']}, p99 x{ratio['p99_ms']} (target <= 1.1)",
             f"- error answers {sum(run['error_answers'].values())}; PLC retries (no answer in 8 "
             f"s) {run['plc_retries']}",
@@ -273,6 +346,7 @@ def write(report: dict[str, Any]) -> None:
 SCENARIOS = {
     "stop": "`pg_ctl stop -m fast`, later `pg_ctl start`",
     "blackhole": "the relay passes no byte and new connections hang",
+    "migrate": "`inspection db upgrade` of the central store, taken back to an older revision",
 }
 
 
@@ -281,7 +355,7 @@ def main() -> None:
     parser.add_argument("--registry", default="var/registry")
     parser.add_argument("--product", default="brick")
     parser.add_argument("--images", default=None, help="Camera folder (default: demo test set).")
-    parser.add_argument("--scenario", choices=("stop", "blackhole", "both"), default="both")
+    parser.add_argument("--scenario", choices=(*SCENARIOS, "both"), default="both")
     parser.add_argument("--triggers", type=int, default=600)
     parser.add_argument("--pace", type=float, default=1.0, help="Seconds between triggers.")
     parser.add_argument("--outage-at", type=float, default=150.0, help="Seconds into the run.")
@@ -290,16 +364,16 @@ def main() -> None:
     parser.add_argument("--sampling-ms", type=float, default=10.0)
     parser.add_argument("--scan-ms", type=float, default=1.0)
     parser.add_argument("--workdir", default="/tmp/inspection-outage-bench")
+    parser.add_argument("--migrate-from", default="0007", help="migrate: the central revision.")
+    parser.add_argument("--central-rows", type=int, default=2_000_000, help="migrate: its rows.")
     args = parser.parse_args()
-    report = previous_report(REPORTS, "outage") | {
-        "command": " ".join(["python", "bench/outage.py", *sys.argv[1:]]),
-    }
+    report = previous_report(REPORTS, "outage")
     report.setdefault("runs", {})
-    load_before = load_average()
+    command = " ".join(["python", "bench/outage.py", *sys.argv[1:]])
     for name in ("stop", "blackhole") if args.scenario == "both" else (args.scenario,):
-        report["runs"][name] = scenario(args, name)
-        report["environment"] = {"cpu": cpu_description(), "load_before": load_before,
-                                 "load_after": load_average()}  # fmt: skip
+        load_before = load_average()
+        report["runs"][name] = scenario(args, name) | {"command": command, "environment": {
+            "cpu": cpu_description(), "load_before": load_before, "load_after": load_average()}}  # fmt: skip
         write(report)
     print((REPORTS / "outage.md").read_text())
 
