@@ -147,6 +147,12 @@ class ThresholdChoice:
     ``transfer_residual`` was above ``MAX_TRANSFER_RESIDUAL``: the line's largest good-pair
     residual, so the bound holds for every part whose bundle score lies within that residual
     of the line (None: carried as they are)."""
+    n_below_largest: int | None = None
+    """When the threshold had to sit above the largest good score (rank k = n, budget only):
+    the fewest good scores that put it below the largest (199 at 1 %), and ``miss_below_largest``
+    the share of the calibration defects missed there, estimated at the ``k / (n + 1)`` quantile
+    of these good scores (``more_good_estimate``; None: no defects to tell)."""
+    miss_below_largest: float | None = None
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.threshold):
@@ -185,6 +191,12 @@ class ThresholdChoice:
             )
         if not self.sufficient:
             text += f" (too few good scores for the budget: {self.n_needed} needed)"
+        if self.n_below_largest is not None and self.miss_below_largest is not None:
+            text += (
+                f"; it sits above the largest good score, missing {self.calibration_miss:.0%} of "
+                f"the calibration defects: {self.n_below_largest} good images would put it below "
+                f"the largest, missing ~{self.miss_below_largest:.0%} (estimated)"
+            )
         return text
 
 
@@ -279,6 +291,8 @@ def choose_threshold(
     if point.policy == "false_reject_budget":
         threshold, rank, bound, needed = _budget_threshold(good, point.budget, confidence)
         common.update(rank=rank, false_reject_bound=round(bound, 6), n_needed=needed)
+        if rank == good.size and bad.size and confidence is None:
+            common.update(more_good_estimate(good, bad, point.budget))
     elif point.policy == "f1":
         threshold = _f1_threshold(good, bad)
     else:
@@ -313,6 +327,19 @@ def _budget_threshold(
     span = float(ordered[-1] - ordered[0]) or abs(at) or 1.0
     threshold = 0.5 * (at + float(above[0])) if above.size else at + 0.05 * span
     return threshold, k, bound, needed
+
+
+def more_good_estimate(good: np.ndarray, bad: np.ndarray, budget: float) -> dict[str, Any]:
+    """What growing the calibration set buys when the threshold sits above the largest of the
+    (G,) ``good`` scores: ``n_below_largest``, the fewest good scores N whose conformal rank k
+    leaves one above the threshold, and ``miss_below_largest``, the share of the (D,) ``bad``
+    scores below the threshold there, estimated at the k / (N + 1) quantile of ``good``
+    (a plug-in estimate, not a guarantee; ``reports/operating_point/small_n.md`` measures it)."""
+    n = max(n_needed(budget), len(good) + 1)
+    while conformal_rank(n, budget) > n - 1:
+        n += 1
+    level = np.quantile(good, conformal_rank(n, budget) / (n + 1))
+    return {"n_below_largest": n, "miss_below_largest": round(float((bad < level).mean()), 4)}
 
 
 def _f1_threshold(good: np.ndarray, bad: np.ndarray) -> float:

@@ -76,6 +76,25 @@ def test_too_few_good_scores_say_how_many_are_needed() -> None:
     assert "99 needed" in choice.describe()
 
 
+@pytest.mark.parametrize(
+    ("n", "budget", "below"), [(20, 0.01, 199), (150, 0.01, 199), (199, 0.01, None), (60, 0.02, 99)]
+)
+def test_a_threshold_above_the_largest_good_score_says_what_more_good_images_buy(
+    n: int, budget: float, below: int | None
+) -> None:
+    good, bad = np.linspace(0.0, 1.0, n), np.linspace(0.5, 2.0, 40)
+    choice = choose_threshold(good, OperatingPoint(budget=budget), defect_scores=bad)
+    assert choice.n_below_largest == below
+    if choice.n_below_largest is None:  # the threshold already leaves good scores above it
+        assert choice.threshold < good.max() and "below the largest" not in choice.describe()
+        return
+    assert choice.threshold > good.max() and choice.miss_below_largest is not None
+    # the k / (N + 1) quantile of these scores: below the largest, so fewer misses
+    assert choice.miss_below_largest < choice.calibration_miss
+    assert f"{choice.n_below_largest} good images would put it below" in choice.describe()
+    assert from_mapping(ThresholdChoice, to_mapping(choice)) == choice
+
+
 def test_f1_and_max_miss_need_defects() -> None:
     for policy in ("f1", "max_miss"):
         with pytest.raises(ConfigError, match="needs defect images"):
