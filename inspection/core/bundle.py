@@ -239,8 +239,13 @@ def read_metadata_json(bundle_dir: str | Path, what: str = "model bundle") -> di
     path = Path(bundle_dir) / METADATA_FILE
     if not path.is_file():
         raise BundleError(f"{bundle_dir}: not a {what} (no {METADATA_FILE})")
+    return metadata_object(path.read_bytes(), path)
+
+
+def metadata_object(raw: bytes, path: Path) -> dict[str, Any]:
+    """The bytes of ``metadata.json`` at ``path`` parsed; ``BundleError`` unless a JSON object."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(raw.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BundleError(f"{path}: unreadable metadata: {exc}") from exc
     if not isinstance(data, dict):

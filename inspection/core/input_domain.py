@@ -273,19 +273,11 @@ def measure_input_domain(
         channel_spread=(round(min(spreads), 3), round(max(spreads), 3)),
         height=(min(heights), max(heights)),
         width=(min(widths), max(widths)),
-        aspect=(_round_down(min(aspects)), _round_up(max(aspects))),
+        aspect=(math.floor(min(aspects) * 1e6) / 1e6, math.ceil(max(aspects) * 1e6) / 1e6),
         images=len(sizes),
         colour_images=len(spreads),
         tolerance=tolerance or DomainTolerance(),
     )
-
-
-def _round_down(value: float) -> float:
-    return math.floor(value * 1e6) / 1e6
-
-
-def _round_up(value: float) -> float:
-    return math.ceil(value * 1e6) / 1e6
 
 
 def input_check_mode(value: object) -> InputCheck:

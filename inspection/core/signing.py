@@ -29,6 +29,7 @@ from inspection.core.bundle import (
     METADATA_FILE,
     SIGNATURE_FILE,
     BundleMetadata,
+    metadata_object,
     parse_versioned_metadata,
     read_metadata_json,
 )
@@ -364,7 +365,7 @@ def read_verified_files(
     ``metadata.json``, every listed file's bytes, the digest, the signing key id or None)."""
     bundle_dir = Path(bundle_dir)
     raw = _read_bytes(bundle_dir, METADATA_FILE, what)
-    data = _json_object(raw, bundle_dir / METADATA_FILE)
+    data = metadata_object(raw, bundle_dir / METADATA_FILE)
     listed = _listed_files(data)
     manifest = _manifest(sha256_bytes(raw), listed)
     if public_key is not None:
@@ -418,16 +419,6 @@ def _read_bytes(bundle_dir: Path, name: str, what: str) -> bytes:
         return path.read_bytes()
     except OSError as exc:
         raise BundleError(f"{bundle_dir}: cannot read {name}: {exc.strerror or exc}") from exc
-
-
-def _json_object(raw: bytes, path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{path}: unreadable metadata: {exc}") from exc
-    if not isinstance(data, dict):
-        raise BundleError(f"{path}: metadata is not a JSON object")
-    return data
 
 
 def _read_signature(bundle_dir: Path) -> dict[str, object]:

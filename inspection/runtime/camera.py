@@ -2,7 +2,7 @@
 
 A 25 MP image carries no more for a 256 px model than a 1 MP copy, but judging, refining and
 drawing it at full size cost minutes. So the image is reduced once (at decode,
-``core.images.decode_reduced``, or here, ``working_copy``) to a longer side of
+``core.images.decode_reduced``, or here, ``bounded_image``) to a longer side of
 ``work_max_side``; the result is judged on that copy and records the camera's size
 (``InspectionResult.camera_size``); refinement runs only when its predicted cost fits the
 latency budget (``RefineGate``), else ``timings_ms["refine_skipped"]`` says so.
@@ -130,19 +130,13 @@ def work_size(shape: tuple[int, ...], max_side: int) -> tuple[int, int]:
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
-def working_copy(image: np.ndarray, max_side: int) -> np.ndarray:
-    """(H, W, 3) uint8 -> (h, w, 3) uint8 area-resized to a longer side of ``max_side``."""
+def bounded_image(image: np.ndarray, max_side: int) -> tuple[np.ndarray, tuple[int, int] | None]:
+    """(H, W, 3) uint8 -> (its working copy, area-resized to a longer side of ``max_side``;
+    its full (H, W), or None when it needed no reduction)."""
     size = work_size(image.shape, max_side)
     if size == image.shape[:2]:
-        return image
-    return cv2.resize(image, size[::-1], interpolation=cv2.INTER_AREA)
-
-
-def bounded_image(image: np.ndarray, max_side: int) -> tuple[np.ndarray, tuple[int, int] | None]:
-    """(working copy of ``image``, its full (H, W) or None when it needed no reduction)."""
-    small = working_copy(image, max_side)
-    if small is image:
         return image, None
+    small = cv2.resize(image, size[::-1], interpolation=cv2.INTER_AREA)
     return small, (int(image.shape[0]), int(image.shape[1]))
 
 

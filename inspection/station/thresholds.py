@@ -37,9 +37,14 @@ class Thresholds:
         return self._golden.get(product)
 
     def newest(self, product: str, bundle_id: str) -> ThresholdVersion | None:
-        """The newest threshold version for ``bundle_id`` this station may serve
+        """The newest threshold version for ``bundle_id`` (or any bundle) this station may serve
         (``Trust.newest_threshold``)."""
-        versions = reversed(_threshold_versions(self.registry, product, bundle_id))
+        try:
+            history = self.registry.threshold_history(product)
+        except (RegistryError, ValueError, TypeError) as exc:
+            log.error("%s: unreadable threshold history: %s", product, exc)
+            history = []
+        versions = [v for v in history if v.bundle_id in (None, bundle_id)]
         return self.trust.newest_threshold(product, versions)
 
     def loaded(
@@ -125,13 +130,3 @@ def _not_applied(threshold: ThresholdVersion, served: float, why: str) -> str:
         f"serving the re-calibrated operating point ({served:.4f}). Save the threshold at a "
         "false-reject budget (Thresholds page) to have it re-derived here"
     )
-
-
-def _threshold_versions(registry: Registry, product: str, bundle_id: str) -> list[ThresholdVersion]:
-    """The threshold versions that apply to ``bundle_id`` (or to any bundle), newest first."""
-    try:
-        history = registry.threshold_history(product)
-    except (RegistryError, ValueError, TypeError) as exc:
-        log.error("%s: unreadable threshold history: %s", product, exc)
-        return []
-    return [v for v in reversed(history) if v.bundle_id in (None, bundle_id)]
