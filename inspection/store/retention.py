@@ -474,9 +474,18 @@ def _prune_outbox(store: Store, config: RetentionConfig, cutoff: datetime) -> in
         time.sleep(config.pause_seconds)
 
 
+_PRODUCTS = text(
+    "WITH RECURSIVE p(name) AS (SELECT min(product) FROM inspections UNION ALL "
+    "SELECT (SELECT min(product) FROM inspections WHERE product > p.name) FROM p "
+    "WHERE p.name IS NOT NULL) SELECT name FROM p WHERE name IS NOT NULL"
+)
+
+
 def _products(store: Store) -> list[str]:
+    """The stored products, sorted: one probe of the (product, created_at) index per product
+    (``DISTINCT`` reads every row's entry: seconds at 50M rows)."""
     with store.session() as session:
-        return sorted(session.scalars(select(Inspection.product).distinct()))
+        return list(session.scalars(_PRODUCTS))
 
 
 def referenced(session: Session, shas: Iterable[str]) -> set[str]:
