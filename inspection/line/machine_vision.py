@@ -9,6 +9,8 @@ a custom mapping:
   -> Halted; ``Reset`` -> Preoperational. In Operational, ``AutomaticModeStateMachine``:
   Initialized -> (a recipe prepared) Ready -> ``StartSingleJob`` -> SingleExecution -> Ready,
   or ``StartContinuous`` -> ContinuousExecution until ``Stop`` / ``Abort`` (-> Initialized).
+- ``SafetyStateManagement.ReportSafetyState``: while the environment reports its safety
+  triggered, a continuous job stops after the part in flight and no job starts.
 - ``RecipeManagement.PrepareRecipe``: a recipe is a product; its external id is the product
   name, its internal id the product with the live bundle as ``Version``. Preparing selects the
   product for the following jobs, as the PLC's ``Product`` signal does.
@@ -58,6 +60,7 @@ SOURCE = "opcua-40100"
 KEEP_RESULTS = 256
 # NodeIds (namespace MachineVision) of the types and of the states CurrentState.Id names
 VISION_SYSTEM_TYPE, RECIPE_MANAGEMENT_TYPE, RESULT_MANAGEMENT_TYPE = 1003, 1004, 1007
+SAFETY_STATE_MANAGEMENT_TYPE = 1009
 AUTOMATIC_MODE_TYPE, RESULT_READY_EVENT, SELECT_MODE_AUTOMATIC = 1021, 1024, 7095
 STATES = {"Preoperational": 5028, "Halted": 5029, "Error": 5030, "Operational": 5031}
 AUTOMATIC_STATES = {"Initialized": 5056, "Ready": 5057, "SingleExecution": 5058,
@@ -143,6 +146,7 @@ class VisionSystemServer:
         self._prepared: str | None = None
         self._running: asyncio.Task[None] | None = None
         self._continuous = False
+        self._safety_triggered = False
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -212,6 +216,7 @@ class VisionSystemServer:
         automatic = await add(machine, AUTOMATIC_MODE_TYPE, "AutomaticModeStateMachine")
         recipes = await add(system, RECIPE_MANAGEMENT_TYPE, "RecipeManagement")
         results = await add(system, RESULT_MANAGEMENT_TYPE, "ResultManagement")
+        self.safety = await add(system, SAFETY_STATE_MANAGEMENT_TYPE, "SafetyStateManagement")
         select = await copy_node(
             machine,
             server.get_node(ua.NodeId(SELECT_MODE_AUTOMATIC, mv)),
@@ -229,6 +234,7 @@ class VisionSystemServer:
             (recipes, "PrepareRecipe"): self._prepare_recipe,
             (recipes, "UnprepareRecipe"): self._unprepare_recipe,
             (results, "GetResultById"): self._get_result_by_id,
+            (self.safety, "ReportSafetyState"): self._report_safety_state,
         }
         for (parent, name), callback in methods.items():
             node = (
@@ -293,6 +299,21 @@ class VisionSystemServer:
         await self._set("Preoperational", "Initialized")
         return _ok()
 
+    # SafetyStateManagement: the environment's safety (a light curtain, say)
+    async def _report_safety_state(
+        self, _parent: ua.NodeId, triggered: ua.Variant, information: ua.Variant
+    ) -> Any:
+        """Triggered: a continuous job stops after the part in flight and no job starts until
+        the environment reports the safety released."""
+        self._safety_triggered = bool(triggered.Value)
+        values = {"VisionSafetyTriggered": triggered, "VisionSafetyInformation": information}
+        for name, value in values.items():
+            await (await self.safety.get_child(f"{self.mv}:{name}")).write_value(value)
+        if self._safety_triggered and self._mode == "ContinuousExecution":
+            await self._halt_jobs()
+            await self._set(mode="Ready")
+        return _ok()
+
     # RecipeManagement: a recipe is a product with its live bundle
     async def _prepare_recipe(
         self, _parent: ua.NodeId, external: ua.Variant, _internal: Any
@@ -333,7 +354,7 @@ class VisionSystemServer:
         return await self._start(args, continuous=True)
 
     async def _start(self, args: tuple[ua.Variant, ...], *, continuous: bool) -> Any:
-        if self._state != "Operational" or self._mode != "Ready":
+        if self._state != "Operational" or self._mode != "Ready" or self._safety_triggered:
             return BAD_STATE
         meas, part, recipe, product = (getattr(a.Value, "Id", "") or None for a in args[:4])
         job = meas or uuid.uuid4().hex[:20]

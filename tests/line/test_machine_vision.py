@@ -52,14 +52,19 @@ def _endpoint(station: LineStation) -> str:
     return station.machine_vision.endpoint
 
 
-async def _mes(endpoint: str, pki: LinePki) -> Client:
+async def _mes(
+    endpoint: str,
+    pki: LinePki,
+    mode: ua.MessageSecurityMode = ua.MessageSecurityMode.SignAndEncrypt,
+) -> Client:
     """A MES client with a certificate the site's CA signed (``pki``), trusting the station."""
     client = Client(endpoint, timeout=10)
     identity = pki.identity("mes", "urn:inspection:mes")
     client.application_uri = identity.uri
     await client.set_security(
-        SecurityPolicyBasic256Sha256, str(identity.certificate), str(identity.private_key)
-    )
+        SecurityPolicyBasic256Sha256, str(identity.certificate), str(identity.private_key),
+        mode=mode,
+    )  # fmt: skip
     client.certificate_validator = (await trust_list_validator(pki, peer="server")).validate
     return client
 
@@ -134,6 +139,14 @@ async def _flow(endpoint: str, pki: LinePki) -> dict:
         continuous = [await asyncio.wait_for(events.queue.get(), 30) for _ in range(2)]
         await automatic.call_method(f"{mv}:Stop", ua.Variant(0, ua.VariantType.Int32), "test")
         after_stop = await states()
+        safety = await system.get_child(f"{mv}:SafetyStateManagement")
+        await automatic.call_method(f"{mv}:StartContinuous", *_job_arguments("s-1"))
+        await safety.call_method(f"{mv}:ReportSafetyState", True, "light curtain")
+        after_safety = await states()
+        with pytest.raises(ua.UaStatusCodeError, match="BadInvalidState"):
+            await automatic.call_method(f"{mv}:StartSingleJob", *_job_arguments("m-3"))
+        reported = await (await safety.get_child(f"{mv}:VisionSafetyInformation")).read_value()
+        await safety.call_method(f"{mv}:ReportSafetyState", False, "")
         for unknown in ("gravel", "grass"):  # not served here; served without a live model
             with pytest.raises(ua.UaStatusCodeError, match="BadNotFound"):
                 await recipes.call_method(
@@ -153,6 +166,7 @@ async def _flow(endpoint: str, pki: LinePki) -> dict:
             "content": result.ResultContent[0].Value,
             "continuous": [e.JobId.Id for e in continuous],
             "states": (after_job, after_stop, halted, await states()),
+            "safety": (after_safety, reported),
         }
 
 
@@ -185,6 +199,7 @@ def test_asyncua_client_runs_a_job_and_reads_the_signed_result(
     assert (row.request_id, row.part_id, row.source) == ("cam-1/m-1", "part-1", "opcua-40100")
     assert seen["continuous"] == ["c-1", "c-1"]  # one job, a result per part
     assert station.handler.product == "brick"  # refused recipes left the selection alone
+    assert seen["safety"] == [["Operational", "Ready"], "light curtain"]  # continuous stopped
     assert seen["states"] == [
         ["Operational", "Ready"],
         ["Operational", "Ready"],
@@ -239,6 +254,35 @@ def test_without_link_security_the_endpoint_is_plain(
             return Client(_endpoint(station), timeout=10)
 
         assert asyncio.run(_server_state(plain)) == 0
+    finally:
+        station.stop()
+
+
+def test_sign_mode_signs_without_encrypting(
+    tmp_path: Path, fp32_bundle: Path, tiny_product: Path
+) -> None:
+    """``security.mode: sign``: Basic256Sha256 Sign only; a SignAndEncrypt client finds no
+    endpoint of its mode."""
+    camera = camera_folder(tmp_path, tiny_product, count=1)
+    security = LinkSecurity(mode="sign", pki_dir=secure(tmp_path).pki_dir)
+    config = line_config(
+        tmp_path, fp32_bundle, camera,
+        machine_vision=MachineVisionConfig(enabled=True, port=free_port()), security=security,
+    )  # fmt: skip
+    station = LineStation.build(config)
+    station.start()
+    try:
+        pki, endpoint = LinePki(security.pki_dir), _endpoint(station)
+
+        async def signing() -> Client:
+            return await _mes(endpoint, pki, ua.MessageSecurityMode.Sign)
+
+        async def encrypting() -> Client:
+            return await _mes(endpoint, pki)
+
+        assert asyncio.run(_server_state(signing)) == 0
+        with pytest.raises(ua.UaError, match="No matching endpoints"):
+            asyncio.run(_server_state(encrypting))
     finally:
         station.stop()
 
