@@ -34,6 +34,10 @@ from tests.conftest import PG_ADMIN_URL, _drop_postgres_database, _fresh_postgre
 
 pytestmark = pytest.mark.postgres
 DOWN_URL = "postgresql+psycopg://nobody:pw@127.0.0.1:1/central"
+TERMINATE_OWN = (
+    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+    "WHERE usename = current_user AND pid <> pg_backend_pid()"
+)
 
 
 @dataclass
@@ -53,8 +57,13 @@ def central(tmp_path: Path) -> Iterator[Central]:
     station = f"line-{uuid.uuid4().hex[:8]}"
     password = grant_station(store, station, writes=(f"{station}-watch",))
     station_url = url.replace("inspection:inspection@", f"{station}:{password}@")
-    yield Central(store, station, station_url, tmp_path / "central-blobs")
+    made = Central(store, station, station_url, tmp_path / "central-blobs")
+    yield made
     store.engine.dispose()
+    own = sa.create_engine(made.url)  # the owner may not end a station's sessions: a
+    with own.connect() as connection:  # connection cut mid-batch may still be closing
+        connection.execute(sa.text(TERMINATE_OWN))
+    own.dispose()
     _drop_postgres_database(name)
     admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
@@ -214,6 +223,7 @@ def test_the_documented_commands_rekey_the_role_and_drain(central: Central, tmp_
     assert result.exit_code == 0, result.output
     password = result.output.splitlines()[1]
     url = central.store.engine.url.set(username=central.station, password=password)
+    central.url = url.render_as_string(False)  # re-keyed
     station = tmp_path / "station.yaml"
     core |= {"store_url": local.url, "blob_dir": str(tmp_path / "blobs")}
     core["central"] = {"url": url.render_as_string(False), "blob_dir": str(central.blob_dir)}
@@ -245,12 +255,7 @@ def test_the_central_side_killed_mid_batch_loses_and_doubles_nothing(
         worker.start()
         time.sleep(0.5)
         with forwarder.engine.connect() as own:  # a role may end its own sessions
-            own.execute(
-                sa.text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE usename = current_user AND pid <> pg_backend_pid()"
-                )
-            )
+            own.execute(sa.text(TERMINATE_OWN))
         worker.join(timeout=30)
         locker.rollback()
     assert len(failed) == 1

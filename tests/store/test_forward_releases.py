@@ -41,7 +41,8 @@ def test_a_station_one_release_ahead_forwards_to_the_central_store_before_its_up
     password = grant_station(central.store, central.station)
     forwarder.stop()
     url = central.store.engine.url.set(username=central.station, password=password)
-    forwarder = Forwarder(local, url.render_as_string(False), central.blob_dir)
+    central.url = url.render_as_string(False)
+    forwarder = Forwarder(local, central.url, central.blob_dir)
     assert forwarder.report() is True
     forwarder.stop()
 
