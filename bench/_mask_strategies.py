@@ -77,6 +77,31 @@ def load(work: Path, product: str) -> tuple[Split, Split, Normalization, Segment
     )
 
 
+def shifted_map(
+    model, tensor: np.ndarray, step: int, plain: np.ndarray | None = None
+) -> np.ndarray:
+    """(h, w) float32 raw map of (3, h, w) model input ``tensor``: the plain pass (``plain``, its
+    raw map, when already run) and the input moved by ``step`` px in x, y and both (edges
+    reflected) in one batch, each map moved back (edges repeated) and the four averaged."""
+    h, w = tensor.shape[1:]
+    shifts = (
+        ((0, step), (step, 0), (step, step))
+        if plain is not None
+        else ((0, 0), (0, step), (step, 0), (step, step))
+    )
+    padded = np.pad(tensor, ((0, 0), (0, step), (0, step)), mode="reflect")
+    maps = model.infer(np.stack([padded[:, dy : dy + h, dx : dx + w] for dy, dx in shifts])).maps
+    if maps.shape[1:] != (h, w):
+        raise ValueError(
+            f"shifted passes need maps at the input size {(h, w)}, got {maps.shape[1:]}"
+        )
+    back = [
+        np.pad(m, ((dy, 0), (dx, 0)), mode="edge")[:h, :w]
+        for m, (dy, dx) in zip(maps, shifts, strict=True)
+    ]
+    return np.mean(back + ([] if plain is None else [plain]), axis=0).astype(np.float32)
+
+
 # --------------------------------------------------------------- per-image figures
 def _refined(image: np.ndarray, score: float, amap: np.ndarray, judged, refiner: MaskRefiner):
     result = InspectionResult(score=score, threshold=0.5, verdict=judged.verdict,
@@ -202,16 +227,32 @@ def _runs(on: dict[str, Split], norm: Normalization, seg: Segmentation, refiners
     }
 
 
-def evaluate(products: list[str], work: Path, out: Path) -> None:
+AFTER = {
+    "selected": "the segmentation calibration selects now on the same validation outputs, the "
+    "refiner chosen again on top",
+    "shifted": "the maps of shifted passes for the parts judged NG (`bench/masks.py shifted`: the "
+    "input moved by half the feature stride, 4 px, in x, y and both, each map moved back, the four "
+    "averaged; image scores and verdicts from the plain pass), the segmentation selected again on "
+    "the shifted validation maps and the refiner chosen again on top",
+}
+
+
+def evaluate(products: list[str], work: Path, out: Path, variant: str = "selected") -> None:
     report: dict = {"cpu": cpu_description(), "load_before": load_average(), "work": str(work),
-                    "products": {}}  # fmt: skip
+                    "after": AFTER[variant], "products": {}}  # fmt: skip
     refiners = _refiners()
     for product in products:
         val, test, norm, seg = load(work, product)
         on = {"validation": val, "test": test}
-        now = selected(val, norm)
         runs = {"before": _runs(on, norm, seg, refiners)}
-        runs["after"] = runs["before"] if now == seg else _runs(on, norm, now, refiners)
+        if variant == "shifted":
+            maps = np.load(work / f"{product}-shifted.npz")
+            val, test = (dataclasses.replace(d, maps=maps[f"{n}_maps"]) for n, d in on.items())
+            now = selected(val, norm)
+            runs["after"] = _runs({"validation": val, "test": test}, norm, now, refiners)
+        else:
+            now = selected(val, norm)
+            runs["after"] = runs["before"] if now == seg else _runs(on, norm, now, refiners)
         choice = {when: choose(val, r["validation"]) for when, r in runs.items()}
         picked = {w: runs[w]["test"][c["kept"] if c["kept"] != "none" else "raw"] for w, c in choice.items()}  # fmt: skip
         before, after = picked["before"], picked["after"]
@@ -256,75 +297,81 @@ def rewrite(products: list[str], work: Path, out: Path) -> None:
 
 
 # --------------------------------------------------------------- cost
-def _p50(run: Callable[[], object], repeats: int = 300) -> dict[str, float]:
+def cost(products: list[str], work: Path, out: Path) -> None:
+    """Station cost of the shifted passes (``bench/masks.py cost``, under ``heavy --alone``): per
+    product, ``Inspector.inspect`` p50 of the held-out good parts (the path a good part takes,
+    untouched by the passes) and, for the NG parts, the passes' extra (three shifted inputs in
+    one batch, realigned and averaged with the plain map, judged again)."""
+    from inspection.core.images import read_image
+    from inspection.core.registry import Registry
+    from inspection.data.dataset import load_dataset
+    from inspection.runtime.inspector import Inspector
+    from inspection.training.registry_export import split_samples
+
+    report: dict = {"cpu": cpu_description(), "load_before": load_average(), "products": {}}
+    registry = Registry(work / "registry")
+    for product in products:
+        bundle = registry.bundle_dir(product, [b for b in registry.bundle_ids(product) if b.endswith("fp32")][-1])  # fmt: skip
+        samples = split_samples(registry.latest_version(product), load_dataset(work / "datasets" / product), "test")  # fmt: skip
+        images = [read_image(s.path) for s in samples]
+        labels = [s.label for s in samples]
+        report["products"][product] = _product_cost(Inspector.from_bundle(bundle), images, labels)
+        print(product, report["products"][product], flush=True)
+    report["load_after"] = load_average()
+    save_report(out, "cost", report, _cost_markdown(report))
+
+
+def _product_cost(inspector, images: list[np.ndarray], labels: list[int]) -> dict:
+    from inspection.runtime.preprocess import preprocess
+
+    meta = inspector.metadata
+    results = [inspector.inspect(image) for image in images]
+    good = [im for im, label in zip(images, labels, strict=True) if label == 0]
+    ng = [im for im, r in zip(images, results, strict=True) if r.verdict == "NG"]
+
+    tensors = [preprocess(inspector.prepare(im).image, meta.preprocessing) for im in ng]
+    plain = [inspector.model.infer(t[None]).maps[0] for t in tensors]
+
+    def extra(tensor: np.ndarray, plain: np.ndarray) -> None:  # after the plain pass's verdict
+        amap = normalize_maps(shifted_map(inspector.model, tensor, 4, plain), meta.normalization)
+        judge(1.0, 0.5, amap, meta.segmentation_rule)
+
+    return {
+        "good_inspect": _p50(lambda: [inspector.inspect(im) for im in good], 20, len(good)),
+        "ng_shifted_extra": _p50(lambda: [extra(*a) for a in zip(tensors, plain, strict=True)], 20, len(ng)),
+        "plain_pass_of_ng": _p50(lambda: [inspector.inspect(im) for im in ng], 20, len(ng)),
+        "good_parts": len(good), "ng_parts": len(ng),
+    }  # fmt: skip
+
+
+def _p50(run: Callable[[], object], repeats: int, per: int) -> dict[str, float]:
+    """p50/p95 ms per item of ``run`` (``per`` items a call), the first sixth of runs dropped."""
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         run()
-        times.append(1e3 * (time.perf_counter() - start))
-    kept = times[repeats // 6 :]  # the first runs warm caches
+        times.append(1e3 * (time.perf_counter() - start) / max(per, 1))
+    kept = times[repeats // 6 :]
     return {"p50_ms": float(np.median(kept)), "p95_ms": float(np.percentile(kept, 95))}
 
 
-def cost(products: list[str], work: Path, out: Path) -> None:
-    """Station cost (one thread, 256 px maps) per NG held-out image: judge with the bundle's
-    segmentation and with the one selected now, the refiner kept after on top, the regions'
-    length and width (``core.regions._extent``) inside judge; and the export-time selection
-    of the segmentation (once per bundle) on the validation split."""
-    import inspection.core.regions as regions_module
-    import inspection.core.segmentation as segmentation_module
-
-    val, test, norm, seg = load(work, products[0])
-    now = selected(val, norm)
-    scores, maps = normalize_scores(test.scores, norm), normalize_maps(test.maps, norm)
-    ng = [(float(s), m, im) for s, m, im in zip(scores, maps, test.images, strict=True) if s >= 0.5]
-
-    def judge_all(segmentation: Segmentation) -> Callable[[], None]:
-        return lambda: [judge(score, 0.5, m, segmentation) for score, m, _ in ng]
-
-    rows = {}
-    for when, segmentation in (("bundle's segmentation", seg), ("selected now", now)):
-        rows[f"judge, {when} ({segmentation.describe()})"] = _p50(judge_all(segmentation), 60)
-        runs = _runs({"validation": val}, norm, segmentation, _refiners())["validation"]
-        kept = choose(val, runs)["kept"]
-        if kept != "none":
-            refiner = build_refiner(None, kept)
-            pairs = [(item, judge(item[0], 0.5, item[1], segmentation)) for item in ng]
-            rows[f"{kept} refiner kept with the {when} (on top of judge)"] = _p50(
-                lambda r=refiner, p=pairs: [_refined(im, s, m, j, r) for (s, m, im), j in p], 20
-            )
-    measured = regions_module._extent
-    regions_module._extent = lambda xs, ys: (None, None)
-    try:
-        rows["judge, selected now, without length/width"] = _p50(judge_all(now), 60)
-    finally:
-        regions_module._extent = measured
-    rows = {k: {s: v / len(ng) for s, v in r.items()} for k, r in rows.items()}
-
-    def select() -> Segmentation:
-        return selected(val, norm)
-
-    levels = segmentation_module.PEAK_LEVELS
-    segmentation_module.PEAK_LEVELS = (0.5,)
-    try:
-        selection = {"before (half-maximum only)": _p50(select, 6)}
-    finally:
-        segmentation_module.PEAK_LEVELS = levels
-    selection["after (faint-peak level chosen)"] = _p50(select, 6)
-    report = {"cpu": cpu_description(), "load": load_average(), "product": products[0],
-              "map": list(maps.shape[1:]), "ng_images": len(ng), "rows": rows,
-              "selection_at_export": selection}  # fmt: skip
-    lines = [f"# Station cost of the mask steps ({products[0]}, {maps.shape[1]} px maps)", "",
-             f"CPU: {report['cpu']}; load {report['load']}; `heavy --alone`.", "",
-             "| step, per NG image | p50 ms | p95 ms |", "| --- | --- | --- |"]  # fmt: skip
-    lines += [f"| {k} | {v['p50_ms']:.3f} | {v['p95_ms']:.3f} |" for k, v in rows.items()]
-    lines.append(f"\nEach row: all {len(ng)} NG held-out images in one loop, divided by {len(ng)}.")
-    lines.append(
-        f"\nAt export, once per bundle, selecting the segmentation on the {len(val.labels)} "
-        "validation images: " + "; ".join(f"{k} p50 {v['p50_ms']:.0f} ms" for k, v in selection.items()) + "."
-    )  # fmt: skip
-    save_report(out, "cost", report, "\n".join(lines) + "\n")
-    print("\n".join(lines))
+def _cost_markdown(report: dict) -> str:
+    lines = [
+        "# Station cost of the shifted passes for parts judged NG",
+        "",
+        f"`bench/masks.py cost` under `heavy --alone`. CPU: {report['cpu']}; load "
+        f"{report['load_before']} -> {report['load_after']}. One `Inspector` per FP32 bundle "
+        "(256 px, OpenVINO LATENCY hint). Good parts never take the passes: they run only after "
+        "the verdict is NG.",
+        "",
+        "| product | good parts: inspect p50 / p95 ms | NG parts: plain inspect p50 ms | NG parts: shifted passes extra p50 / p95 ms |",
+        "| --- | --- | --- | --- |",
+    ]  # fmt: skip
+    for product, e in report["products"].items():
+        g, n, x = e["good_inspect"], e["plain_pass_of_ng"], e["ng_shifted_extra"]
+        lines.append(f"| {product} | {g['p50_ms']:.2f} / {g['p95_ms']:.2f} ({e['good_parts']}) | {n['p50_ms']:.2f} "
+                     f"| {x['p50_ms']:.2f} / {x['p95_ms']:.2f} ({e['ng_parts']}) |")  # fmt: skip
+    return "\n".join(lines) + "\n"
 
 
 # --------------------------------------------------------------- report

@@ -159,6 +159,40 @@ def refiners(products: list[str], work: Path, out: Path) -> None:
     save_report(out, "refiners", report, "\n".join(lines) + "\n")
 
 
+def shifted(products: list[str], work: Path, step: int = 4) -> None:
+    """Per product, the maps of shifted passes (``_mask_strategies.shifted_map``: the input moved
+    by ``step`` px, half the feature stride, in x, y and both, realigned and averaged with the
+    plain map) of the validation and test images, through the bundle's station model, cached in
+    ``<product>-shifted.npz``."""
+    from _mask_strategies import shifted_map
+
+    from inspection.core.images import read_image
+    from inspection.core.registry import Registry
+    from inspection.data.dataset import load_dataset
+    from inspection.runtime.inspector import Inspector
+    from inspection.runtime.preprocess import preprocess
+    from inspection.training.registry_export import split_samples
+
+    for product in products:
+        registry = Registry(work / "registry")
+        bundle = registry.bundle_dir(
+            product, [b for b in registry.bundle_ids(product) if b.endswith("fp32")][-1]
+        )
+        inspector = Inspector.from_bundle(bundle)
+        record = registry.latest_version(product)
+        dataset = load_dataset(work / "datasets" / product)
+        arrays = {}
+        for split in ("validation", "test"):
+            maps = []
+            for sample in split_samples(record, dataset, split):
+                ready = inspector.prepare(read_image(sample.path))
+                tensor = preprocess(ready.image, inspector.metadata.preprocessing)
+                maps.append(shifted_map(inspector.model, tensor, step))
+            arrays[f"{split}_maps"] = np.stack(maps)
+        np.savez_compressed(work / f"{product}-shifted.npz", **arrays)
+        log.info("%s: shifted maps of %s", product, {k: v.shape for k, v in arrays.items()})
+
+
 def _resized(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     import cv2
 
@@ -169,21 +203,28 @@ def _resized(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("phase", choices=["prepare", "evaluate", "cost", "report", "refiners"])
+    parser.add_argument(
+        "phase", choices=["prepare", "shifted", "evaluate", "cost", "report", "refiners"]
+    )
     parser.add_argument("--products", default=",".join(DEMO + EVALUATION))
     parser.add_argument("--work", type=Path, default=WORK)
     parser.add_argument("--out", type=Path, default=Path("reports/masks"))
     parser.add_argument("--seed", type=int, default=0, help="prepare: the demo data's seed")
+    parser.add_argument("--after", choices=["selected", "shifted"], default="selected")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     products = [p for p in args.products.split(",") if p]
     if args.phase == "refiners":
         return refiners(products, args.work, args.out)
+    if args.phase == "shifted":
+        return shifted(products, args.work)
     if args.phase == "prepare":
         for product in products:
             log.info("%s -> %s", product, prepare(product, args.work, args.seed))
         return
-    phases = {"evaluate": evaluate, "cost": cost, "report": rewrite}
+    if args.phase == "evaluate":
+        return evaluate(products, args.work, args.out, args.after)
+    phases = {"cost": cost, "report": rewrite}
     phases[args.phase](products, args.work, args.out)
 
 
