@@ -17,8 +17,6 @@ in the git history of ``reports/masks/evaluation.md`` (commit 60a98f9) and ``doc
 from __future__ import annotations
 
 import dataclasses
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,31 +73,6 @@ def load(work: Path, product: str) -> tuple[Split, Split, Normalization, Segment
         Normalization(*map(float, data["normalization"])),
         meta.segmentation,
     )
-
-
-def shifted_map(
-    model, tensor: np.ndarray, step: int, plain: np.ndarray | None = None
-) -> np.ndarray:
-    """(h, w) float32 raw map of (3, h, w) model input ``tensor``: the plain pass (``plain``, its
-    raw map, when already run) and the input moved by ``step`` px in x, y and both (edges
-    reflected) in one batch, each map moved back (edges repeated) and the four averaged."""
-    h, w = tensor.shape[1:]
-    shifts = (
-        ((0, step), (step, 0), (step, step))
-        if plain is not None
-        else ((0, 0), (0, step), (step, 0), (step, step))
-    )
-    padded = np.pad(tensor, ((0, 0), (0, step), (0, step)), mode="reflect")
-    maps = model.infer(np.stack([padded[:, dy : dy + h, dx : dx + w] for dy, dx in shifts])).maps
-    if maps.shape[1:] != (h, w):
-        raise ValueError(
-            f"shifted passes need maps at the input size {(h, w)}, got {maps.shape[1:]}"
-        )
-    back = [
-        np.pad(m, ((dy, 0), (dx, 0)), mode="edge")[:h, :w]
-        for m, (dy, dx) in zip(maps, shifts, strict=True)
-    ]
-    return np.mean(back + ([] if plain is None else [plain]), axis=0).astype(np.float32)
 
 
 # --------------------------------------------------------------- per-image figures
@@ -227,32 +200,16 @@ def _runs(on: dict[str, Split], norm: Normalization, seg: Segmentation, refiners
     }
 
 
-AFTER = {
-    "selected": "the segmentation calibration selects now on the same validation outputs, the "
-    "refiner chosen again on top",
-    "shifted": "the maps of shifted passes for the parts judged NG (`bench/masks.py shifted`: the "
-    "input moved by half the feature stride, 4 px, in x, y and both, each map moved back, the four "
-    "averaged; image scores and verdicts from the plain pass), the segmentation selected again on "
-    "the shifted validation maps and the refiner chosen again on top",
-}
-
-
-def evaluate(products: list[str], work: Path, out: Path, variant: str = "selected") -> None:
+def evaluate(products: list[str], work: Path, out: Path) -> None:
     report: dict = {"cpu": cpu_description(), "load_before": load_average(), "work": str(work),
-                    "after": AFTER[variant], "products": {}}  # fmt: skip
+                    "products": {}}  # fmt: skip
     refiners = _refiners()
     for product in products:
         val, test, norm, seg = load(work, product)
         on = {"validation": val, "test": test}
         runs = {"before": _runs(on, norm, seg, refiners)}
-        if variant == "shifted":
-            maps = np.load(work / f"{product}-shifted.npz")
-            val, test = (dataclasses.replace(d, maps=maps[f"{n}_maps"]) for n, d in on.items())
-            now = selected(val, norm)
-            runs["after"] = _runs({"validation": val, "test": test}, norm, now, refiners)
-        else:
-            now = selected(val, norm)
-            runs["after"] = runs["before"] if now == seg else _runs(on, norm, now, refiners)
+        now = selected(val, norm)
+        runs["after"] = runs["before"] if now == seg else _runs(on, norm, now, refiners)
         choice = {when: choose(val, r["validation"]) for when, r in runs.items()}
         picked = {w: runs[w]["test"][c["kept"] if c["kept"] != "none" else "raw"] for w, c in choice.items()}  # fmt: skip
         before, after = picked["before"], picked["after"]
@@ -294,84 +251,6 @@ def rewrite(products: list[str], work: Path, out: Path) -> None:
 
     report = json.loads((out / "evaluation.json").read_text(encoding="utf-8"))
     (out / "evaluation.md").write_text(markdown(report, DEMO, EVALUATION), encoding="utf-8")
-
-
-# --------------------------------------------------------------- cost
-def cost(products: list[str], work: Path, out: Path) -> None:
-    """Station cost of the shifted passes (``bench/masks.py cost``, under ``heavy --alone``): per
-    product, ``Inspector.inspect`` p50 of the held-out good parts (the path a good part takes,
-    untouched by the passes) and, for the NG parts, the passes' extra (three shifted inputs in
-    one batch, realigned and averaged with the plain map, judged again)."""
-    from inspection.core.images import read_image
-    from inspection.core.registry import Registry
-    from inspection.data.dataset import load_dataset
-    from inspection.runtime.inspector import Inspector
-    from inspection.training.registry_export import split_samples
-
-    report: dict = {"cpu": cpu_description(), "load_before": load_average(), "products": {}}
-    registry = Registry(work / "registry")
-    for product in products:
-        bundle = registry.bundle_dir(product, [b for b in registry.bundle_ids(product) if b.endswith("fp32")][-1])  # fmt: skip
-        samples = split_samples(registry.latest_version(product), load_dataset(work / "datasets" / product), "test")  # fmt: skip
-        images = [read_image(s.path) for s in samples]
-        labels = [s.label for s in samples]
-        report["products"][product] = _product_cost(Inspector.from_bundle(bundle), images, labels)
-        print(product, report["products"][product], flush=True)
-    report["load_after"] = load_average()
-    save_report(out, "cost", report, _cost_markdown(report))
-
-
-def _product_cost(inspector, images: list[np.ndarray], labels: list[int]) -> dict:
-    from inspection.runtime.preprocess import preprocess
-
-    meta = inspector.metadata
-    results = [inspector.inspect(image) for image in images]
-    good = [im for im, label in zip(images, labels, strict=True) if label == 0]
-    ng = [im for im, r in zip(images, results, strict=True) if r.verdict == "NG"]
-
-    tensors = [preprocess(inspector.prepare(im).image, meta.preprocessing) for im in ng]
-    plain = [inspector.model.infer(t[None]).maps[0] for t in tensors]
-
-    def extra(tensor: np.ndarray, plain: np.ndarray) -> None:  # after the plain pass's verdict
-        amap = normalize_maps(shifted_map(inspector.model, tensor, 4, plain), meta.normalization)
-        judge(1.0, 0.5, amap, meta.segmentation_rule)
-
-    return {
-        "good_inspect": _p50(lambda: [inspector.inspect(im) for im in good], 20, len(good)),
-        "ng_shifted_extra": _p50(lambda: [extra(*a) for a in zip(tensors, plain, strict=True)], 20, len(ng)),
-        "plain_pass_of_ng": _p50(lambda: [inspector.inspect(im) for im in ng], 20, len(ng)),
-        "good_parts": len(good), "ng_parts": len(ng),
-    }  # fmt: skip
-
-
-def _p50(run: Callable[[], object], repeats: int, per: int) -> dict[str, float]:
-    """p50/p95 ms per item of ``run`` (``per`` items a call), the first sixth of runs dropped."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(1e3 * (time.perf_counter() - start) / max(per, 1))
-    kept = times[repeats // 6 :]
-    return {"p50_ms": float(np.median(kept)), "p95_ms": float(np.percentile(kept, 95))}
-
-
-def _cost_markdown(report: dict) -> str:
-    lines = [
-        "# Station cost of the shifted passes for parts judged NG",
-        "",
-        f"`bench/masks.py cost` under `heavy --alone`. CPU: {report['cpu']}; load "
-        f"{report['load_before']} -> {report['load_after']}. One `Inspector` per FP32 bundle "
-        "(256 px, OpenVINO LATENCY hint). Good parts never take the passes: they run only after "
-        "the verdict is NG.",
-        "",
-        "| product | good parts: inspect p50 / p95 ms | NG parts: plain inspect p50 ms | NG parts: shifted passes extra p50 / p95 ms |",
-        "| --- | --- | --- | --- |",
-    ]  # fmt: skip
-    for product, e in report["products"].items():
-        g, n, x = e["good_inspect"], e["plain_pass_of_ng"], e["ng_shifted_extra"]
-        lines.append(f"| {product} | {g['p50_ms']:.2f} / {g['p95_ms']:.2f} ({e['good_parts']}) | {n['p50_ms']:.2f} "
-                     f"| {x['p50_ms']:.2f} / {x['p95_ms']:.2f} ({e['ng_parts']}) |")  # fmt: skip
-    return "\n".join(lines) + "\n"
 
 
 # --------------------------------------------------------------- report

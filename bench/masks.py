@@ -2,7 +2,6 @@
 
     heavy .venv/bin/python bench/masks.py prepare [--products brick,grass,...] [--seed 0 --work ...]
     heavy .venv/bin/python bench/masks.py evaluate
-    heavy --alone .venv/bin/python bench/masks.py cost --products brick
     .venv/bin/python bench/masks.py report          # evaluation.md again from evaluation.json
     heavy .venv/bin/python bench/masks.py refiners  # the export's own choice, through an Inspector
 
@@ -11,11 +10,11 @@ PatchCore version at the project's defaults and its FP32 bundle, then the bundle
 on the version's validation and held-out test splits (the station's inference path,
 ``training.export.run_bundle``) and the test images at the map size, cached in
 ``var/bench-masks/<product>.npz``. ``evaluate`` (``_mask_strategies.py``): the segmentation
-calibration selects on VALIDATION (before: as the bundle was exported; after: with the
-faint-peak level chosen too) and the refiner kept on validation by the export's rule on top,
-judged on TEST at the bundle's own verdicts, which cannot move, with the ceiling no pixel rule
-can pass at those verdicts. ``cost``: station cost of the mask steps in ms. Reports go to
-``reports/masks/``.
+calibration selects on VALIDATION (before: as the bundle was exported; after: as calibration
+selects now) and the refiner kept on validation by the export's rule on top, judged on TEST at
+the bundle's own verdicts, which cannot move, by ``core.metrics.mask_figures``. Reports go to
+``reports/masks/``. The shifted passes measured for #58 (``reports/masks/shifted.md``) and the
+old ``cost`` phase live in git: ``git show 2ff39c1:bench/masks.py``.
 """
 
 from __future__ import annotations
@@ -28,7 +27,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from _mask_strategies import DEMO, EVALUATION, cost, evaluate, rewrite
+from _mask_strategies import DEMO, EVALUATION, evaluate, rewrite
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -159,40 +158,6 @@ def refiners(products: list[str], work: Path, out: Path) -> None:
     save_report(out, "refiners", report, "\n".join(lines) + "\n")
 
 
-def shifted(products: list[str], work: Path, step: int = 4) -> None:
-    """Per product, the maps of shifted passes (``_mask_strategies.shifted_map``: the input moved
-    by ``step`` px, half the feature stride, in x, y and both, realigned and averaged with the
-    plain map) of the validation and test images, through the bundle's station model, cached in
-    ``<product>-shifted.npz``."""
-    from _mask_strategies import shifted_map
-
-    from inspection.core.images import read_image
-    from inspection.core.registry import Registry
-    from inspection.data.dataset import load_dataset
-    from inspection.runtime.inspector import Inspector
-    from inspection.runtime.preprocess import preprocess
-    from inspection.training.registry_export import split_samples
-
-    for product in products:
-        registry = Registry(work / "registry")
-        bundle = registry.bundle_dir(
-            product, [b for b in registry.bundle_ids(product) if b.endswith("fp32")][-1]
-        )
-        inspector = Inspector.from_bundle(bundle)
-        record = registry.latest_version(product)
-        dataset = load_dataset(work / "datasets" / product)
-        arrays = {}
-        for split in ("validation", "test"):
-            maps = []
-            for sample in split_samples(record, dataset, split):
-                ready = inspector.prepare(read_image(sample.path))
-                tensor = preprocess(ready.image, inspector.metadata.preprocessing)
-                maps.append(shifted_map(inspector.model, tensor, step))
-            arrays[f"{split}_maps"] = np.stack(maps)
-        np.savez_compressed(work / f"{product}-shifted.npz", **arrays)
-        log.info("%s: shifted maps of %s", product, {k: v.shape for k, v in arrays.items()})
-
-
 def _resized(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     import cv2
 
@@ -203,28 +168,21 @@ def _resized(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "phase", choices=["prepare", "shifted", "evaluate", "cost", "report", "refiners"]
-    )
+    parser.add_argument("phase", choices=["prepare", "evaluate", "report", "refiners"])
     parser.add_argument("--products", default=",".join(DEMO + EVALUATION))
     parser.add_argument("--work", type=Path, default=WORK)
     parser.add_argument("--out", type=Path, default=Path("reports/masks"))
     parser.add_argument("--seed", type=int, default=0, help="prepare: the demo data's seed")
-    parser.add_argument("--after", choices=["selected", "shifted"], default="selected")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     products = [p for p in args.products.split(",") if p]
     if args.phase == "refiners":
         return refiners(products, args.work, args.out)
-    if args.phase == "shifted":
-        return shifted(products, args.work)
     if args.phase == "prepare":
         for product in products:
             log.info("%s -> %s", product, prepare(product, args.work, args.seed))
         return
-    if args.phase == "evaluate":
-        return evaluate(products, args.work, args.out, args.after)
-    phases = {"cost": cost, "report": rewrite}
+    phases = {"evaluate": evaluate, "report": rewrite}
     phases[args.phase](products, args.work, args.out)
 
 
