@@ -16,7 +16,7 @@ def test_outbox_rows_commit_with_their_inspection(store_url: str, tmp_path: Path
     store = Store.migrated(store_url, tmp_path / "blobs")
     outbox = Outbox(store)
     fields = inspection_fields(1)
-    store.add_inspection(outbox=entries(fields, ("mqtt", "hook")), **fields)
+    first = store.add_inspection(outbox=entries(fields, ("mqtt", "hook")), **fields)
     due = outbox.due(["mqtt", "hook"])
     assert [(m.sink, m.key) for m in due] == [("mqtt", "req-00001"), ("hook", "req-00001")]
 
@@ -26,7 +26,8 @@ def test_outbox_rows_commit_with_their_inspection(store_url: str, tmp_path: Path
     assert len(outbox.due(["mqtt"])) == 1
 
     # An inspection that fails to insert takes its outbox rows with it (one transaction).
-    bad = inspection_fields(2, id=fields["id"])  # primary key clash
+    # A primary key clash (PostgreSQL's partitioned table keys on (id, created_at): migration 0011).
+    bad = inspection_fields(2, id=first.id, created_at=first.created_at)
     with pytest.raises(IntegrityError):
         store.add_inspection(outbox=entries(bad, ("mqtt",)), **bad)
     assert [m.key for m in outbox.due(["mqtt"])] == ["req-00001"]
