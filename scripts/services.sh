@@ -40,6 +40,7 @@ done
 su postgres -c "psql -qtAc \"select 1 from pg_roles where rolname='$PG_USER'\"" | grep -q 1 \
   || su postgres -c "psql -qc \"create role $PG_USER login password '$PG_PASSWORD' createdb\""
 su postgres -c "psql -qc 'alter role $PG_USER createrole'"  # station roles (tests/store/test_forward.py)
+su postgres -c "psql -qc 'grant pg_signal_backend to $PG_USER'"  # tests drop their databases WITH (FORCE), whoever is still connected
 su postgres -c "psql -qtAc \"select 1 from pg_database where datname='$PG_DB'\"" | grep -q 1 \
   || su postgres -c "createdb -O $PG_USER $PG_DB"
 echo "services: PostgreSQL ready at postgresql+psycopg://$PG_USER:***@127.0.0.1:5432/$PG_DB"
