@@ -104,8 +104,7 @@ class BundleModel:
         self._aligner = _aligner(verified)
         self._request = compiled.create_infer_request()
         self._compile_batched = batched
-        self._batched: ov.CompiledModel | None = None
-        self._batched_request: ov.InferRequest | None = None
+        self._batched_request: ov.InferRequest | None = None  # compiled on first use
         self._lock = threading.Lock()
         self._warm = WarmRequest(compiled, self._request)
 
@@ -176,21 +175,6 @@ class BundleModel:
         """The compiled model serving batches of one (OpenVINO properties, async queues)."""
         return self._compiled
 
-    def compiled_for_batches(self) -> ov.CompiledModel:
-        """The compiled OpenVINO model for any batch size (for callers that keep their own
-        request queues)."""
-        with self._lock:
-            return self._compiled_for(2)
-
-    def _compiled_for(self, count: int) -> ov.CompiledModel:
-        """The compiled model serving batches of ``count`` (call with the lock held)."""
-        if count == 1 or self._compile_batched is None:
-            return self._compiled
-        if self._batched is None:
-            log.info("compiling %s for batches of more than one", self.metadata.bundle_id)
-            self._batched = self._compile_batched()
-        return self._batched
-
     # ------------------------------------------------------- part: alignment, ROI
     def align(self, image: np.ndarray) -> tuple[np.ndarray, AffineMatrix | None]:
         """(H, W, 3) uint8 RGB ``image`` as the model takes it, and the matrix a result
@@ -234,7 +218,8 @@ class BundleModel:
             request = self._request
             if len(batch) != 1 and self._compile_batched is not None:
                 if self._batched_request is None:
-                    self._batched_request = self._compiled_for(len(batch)).create_infer_request()
+                    log.info("compiling %s for batches of more than one", self.metadata.bundle_id)
+                    self._batched_request = self._compile_batched().create_infer_request()
                 request = self._batched_request
             self._warm.stop()  # a warm run still in flight never holds up a real part
             # share_inputs: OpenVINO reads the array in place instead of copying it (the call

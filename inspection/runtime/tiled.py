@@ -4,9 +4,9 @@
     result = tiled.inspect(read_image("part.png"))   # (H, W, 3) uint8 RGB, e.g. 2448x2048
 
 The bundle's ``tiling`` (``core.tiling.TilingSpec``) drives it: the image is resized by
-``scale``, normalised once and cut into tiles, which run as one batch (``mode="batch"``) or on
-OpenVINO's ``AsyncInferQueue`` (``"async"``); the tile maps are stitched and judged by the one
-verdict rule in original pixels. The raw image score is the highest tile score.
+``scale``, normalised once and cut into tiles, which run as one batch; the tile maps are
+stitched and judged by the one verdict rule in original pixels. The raw image score is the
+highest tile score.
 """
 
 from __future__ import annotations
@@ -16,11 +16,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
 import cv2
 import numpy as np
-import openvino as ov
 
 from inspection.core.bundle import BundleMetadata
 from inspection.core.errors import BundleError
@@ -33,9 +32,6 @@ from inspection.runtime.camera import CameraOptions, work_size
 from inspection.runtime.inspector import Inspector, RawImageOutputs
 from inspection.runtime.model import BundleModel
 from inspection.runtime.preprocess import check_image, preprocess
-
-TileMode = Literal["batch", "async"]
-TILE_MODES: tuple[str, ...] = ("batch", "async")
 
 
 @dataclass(frozen=True)
@@ -57,7 +53,7 @@ class TiledOutputs:
 class TiledInspector:
     """Runs a tiled bundle. Build with ``TiledInspector.from_bundle``."""
 
-    def __init__(self, inspector: Inspector, *, mode: TileMode = "batch", jobs: int = 0) -> None:
+    def __init__(self, inspector: Inspector) -> None:
         tiling = inspector.metadata.tiling
         if tiling is None:
             raise BundleError(
@@ -65,22 +61,13 @@ class TiledInspector:
             )
         if inspector.metadata.global_context is not None:
             raise BundleError(f"{inspector.bundle_dir}: tiled bundles carry no global context")
-        if mode not in TILE_MODES:
-            raise ValueError(f"mode must be one of {TILE_MODES}, got {mode!r}")
         self.inspector = inspector
         self.tiling: TilingSpec = tiling
-        self.mode = mode
-        self._jobs = jobs
 
     @classmethod
-    def from_bundle(
-        cls, path: str | Path, *, mode: TileMode = "batch", jobs: int = 0, **kwargs: object
-    ) -> TiledInspector:
-        """Verify and compile the bundle (``Inspector.from_bundle`` keywords pass through;
-        ``mode="async"`` defaults to OpenVINO's THROUGHPUT hint)."""
-        if mode == "async":
-            kwargs.setdefault("performance_hint", "THROUGHPUT")
-        return cls(Inspector.from_bundle(path, **kwargs), mode=mode, jobs=jobs)  # type: ignore[arg-type]
+    def from_bundle(cls, path: str | Path, **options: Any) -> TiledInspector:
+        """Verify and compile the bundle (``options``: as ``Inspector.from_bundle``)."""
+        return cls(Inspector.from_bundle(path, **options))
 
     @property
     def metadata(self) -> BundleMetadata:
@@ -145,35 +132,8 @@ class TiledInspector:
     def infer_tiles(self, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(N, 3, th, tw) tiles -> raw scores (N,) and raw maps (N, th, tw) float32 (no ROI:
         the product's ROI is in whole-image pixels and applies to the stitched map)."""
-        if self.mode == "batch":
-            outputs = self.inspector.model.run(tiles)
-            return outputs.scores, outputs.maps
-        return self._infer_async(tiles)
-
-    def _infer_async(self, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        compiled = self.inspector.model.compiled_for_batches()
-        jobs = self._jobs or int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-        chunks = np.array_split(np.arange(len(tiles)), max(1, min(jobs, len(tiles))))
-        queue = ov.AsyncInferQueue(compiled, len(chunks))
-        names = self.metadata.output_names
-        outputs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-
-        def on_done(request: ov.InferRequest, index: int) -> None:
-            outputs[index] = (
-                request.get_tensor(names.score).data.copy(),
-                request.get_tensor(names.map).data.copy(),
-            )
-
-        queue.set_callback(on_done)
-        for index, chunk in enumerate(chunks):
-            queue.start_async({0: np.ascontiguousarray(tiles[chunk])}, index)
-        queue.wait_all()
-        del queue
-        scores = np.concatenate([outputs[i][0].reshape(-1) for i in range(len(chunks))])
-        maps = np.concatenate(
-            [outputs[i][1].reshape(-1, *tiles.shape[2:]) for i in range(len(chunks))]
-        )
-        return scores.astype(np.float32), maps.astype(np.float32)
+        outputs = self.inspector.model.run(tiles)
+        return outputs.scores, outputs.maps
 
     def raw_outputs(self, image: np.ndarray) -> TiledOutputs:
         """Admit, cut, infer and stitch one (H, W, 3) uint8 RGB image (raw, not normalised);

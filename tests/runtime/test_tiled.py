@@ -87,23 +87,16 @@ def test_regions_are_in_original_image_pixels(bundle: Path) -> None:
     assert {"preprocess", "infer", "stitch", "regions"} <= set(result.timings_ms)
 
 
-def test_a_good_part_is_ok_and_async_matches_batch(bundle: Path) -> None:
+def test_a_good_part_is_ok_and_every_tile_runs(bundle: Path) -> None:
     batch = TiledInspector.from_bundle(bundle)
-    spread = TiledInspector.from_bundle(bundle, mode="async", jobs=3)
     assert batch.inspect(_part((0, 0, 1, 1))).verdict == "OK"
-    image = _part((30, 150, 50, 170))
-    one, other = batch.raw_outputs(image), spread.raw_outputs(image)
-    assert one.tiles == other.tiles == len(SPEC.grid(200, 160))
-    assert one.score == other.score
-    np.testing.assert_array_equal(one.anomaly_map, other.anomaly_map)
+    assert batch.raw_outputs(_part((30, 150, 50, 170))).tiles == len(SPEC.grid(200, 160))
 
 
-def test_untiled_bundle_and_bad_mode_are_refused(tmp_path: Path, bundle: Path) -> None:
+def test_untiled_bundle_is_refused(tmp_path: Path) -> None:
     plain = _write_bundle(tmp_path / "plain", tiling=None)
     with pytest.raises(BundleError, match="has no tiling"):
         TiledInspector.from_bundle(plain)
-    with pytest.raises(ValueError, match="mode must be one of"):
-        TiledInspector.from_bundle(bundle, mode="serial")
 
 
 def test_image_smaller_than_a_tile_is_refused(bundle: Path) -> None:
@@ -118,10 +111,9 @@ def test_metadata_without_tiling_reads_as_none(tmp_path: Path) -> None:
     assert replace(metadata, tiling=SPEC).tiling == SPEC
 
 
-@pytest.mark.parametrize("mode", ["batch", "async"])
-def test_roi_applies_to_the_stitched_map_in_original_pixels(tmp_path: Path, mode: str) -> None:
+def test_roi_applies_to_the_stitched_map_in_original_pixels(tmp_path: Path) -> None:
     left_half = RoiSpec((200, 160), include=(((0, 0), (80, 0), (80, 200), (0, 200)),))
-    tiled = TiledInspector.from_bundle(_write_bundle(tmp_path / "roi", roi=left_half), mode=mode)
+    tiled = TiledInspector.from_bundle(_write_bundle(tmp_path / "roi", roi=left_half))
     outside = tiled.inspect(_part((120, 60, 136, 76)))
     assert outside.verdict == "OK" and not outside.anomaly_map[:, 84:].any()
     inside = tiled.inspect(_part((30, 60, 46, 76)))  # in a tile that also spans the right half
