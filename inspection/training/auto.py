@@ -2,15 +2,11 @@
 
 Each candidate of ``DEFAULT_GRID`` is a set of ``--set`` overrides (and an input scale) on the
 product's config, fitted on the same seeded subsample of at most ``SEARCH_IMAGES`` training
-images and judged on the **validation split only** (``choose``, ``RULE``): the highest
-validation image AUROC, ties within ``TIE_MARGIN`` to the earliest in grid order, and the
-default (first) stays unless the leader's paired bootstrap 95 % interval of validation gain over
-it is above 0 -- a leader inside validation noise has been seen to lose on held-out data
-(``reports/global/auto.md``). Only the candidates that can still win keep their model and get a
-held-out test AUROC, for the report, after the choice. A candidate starts only if its estimated
-cost (the longest completed one of its kind, scaled by input area) fits the budget; the rest
-are listed as skipped. ``train_winner`` trains the winner on every training image and records
-the search in its version (``extra.auto_search``).
+images and chosen on the **validation split only** by ``RULE``: a leader inside validation
+noise of the default has been seen to lose on held-out data (``reports/global/auto.md``). Only
+the candidates that can still win keep their model, for a held-out test AUROC in the report. A
+candidate starts only if its estimated cost (``_estimate``) fits the budget. ``train_winner``
+trains the winner on every training image and records the search (``extra.auto_search``).
 """
 
 from __future__ import annotations
@@ -138,10 +134,6 @@ class SearchResult:
     def scored(self) -> int:
         """Candidates that finished within the budget."""
         return sum(r.status == "done" for r in self.candidates)
-
-    def lineage(self) -> dict[str, Any]:
-        """The record entry of the winner (``extra.auto_search``)."""
-        return {"auto_search": to_mapping(self)}
 
 
 Configure = Callable[[Candidate], ModelConfig]
@@ -328,15 +320,8 @@ def _gain(evaluation: Evaluation, reference: Evaluation | None) -> dict[str, flo
 def _result(
     candidate: Candidate, status: Any, seconds: float = 0.0, note: str = ""
 ) -> CandidateResult:
-    return CandidateResult(
-        candidate.name,
-        candidate.kind,
-        candidate.overrides,
-        status,
-        seconds=round(seconds, 1),
-        note=note,
-        scale=candidate.scale,
-    )
+    return CandidateResult(candidate.name, candidate.kind, candidate.overrides, status,
+                           seconds=round(seconds, 1), note=note, scale=candidate.scale)  # fmt: skip
 
 
 def _estimate(results: Sequence[CandidateResult], candidate: Candidate) -> float:
@@ -375,7 +360,7 @@ def train_winner(
     config = model_config_from_mapping(search_result.winner_config, where="auto search winner")
     return train_model(
         config, dataset, product=search_result.product, registry=registry,
-        progress=progress, lineage=search_result.lineage(),
+        progress=progress, lineage={"auto_search": to_mapping(search_result)},
         roi=load_product_config(search_result.product, configs_dir).roi,
     )  # fmt: skip
 

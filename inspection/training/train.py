@@ -59,17 +59,12 @@ from inspection.training.global_context import (
 from inspection.training.models import build_model
 from inspection.training.models.patchcore import collect_bank
 from inspection.training.models.patchcore.image_score import BlurChoice, choose_blur
-from inspection.training.models.patchcore.local_stats import LocalStatsChoice
-from inspection.training.models.patchcore.local_stats import (
-    fit_for_model as fit_local_statistics_for,
-)
+from inspection.training.models.patchcore.local_stats import LocalStatsChoice, fit_for_model
 from inspection.training.operating import (
     TrainGoodScores,
     calibrate_predictions,
     calibration_good_scores,
-)
-from inspection.training.operating import (
-    good_score_record as _good_score_record,
+    good_score_record,
 )
 from inspection.training.roi import TrainingRoi, masked_predictions
 from inspection.training.samples import Predictions, SampleDataset
@@ -286,7 +281,7 @@ def train_model(
         extra={
             **version_extra(config, weights, dataset, (validation, test), calibration),
             "good_scores": to_mapping(
-                _good_score_record(dataset, good_scores, validated, config.calibration_folds)
+                good_score_record(dataset, good_scores, validated, config.calibration_folds)
             ),
             "map_resolution": list(config.image_size),
             **({"global_context": _context_record(context)} if context else {}),
@@ -312,7 +307,7 @@ def _fit_local_statistics(
     if config.kind != "patchcore" or config.local_statistics_mode == "off":
         return None
     started = time.perf_counter()
-    choice = fit_local_statistics_for(model, config, train_samples, validation, roi)
+    choice = fit_for_model(model, config, train_samples, validation, roi)
     logger.info("local statistics fitted in %.1f s", time.perf_counter() - started)
     return choice
 
@@ -394,15 +389,12 @@ def _context_out_of_fold(good: TrainGoodScores | None) -> TrainOutOfFold | None:
 
 
 def _context_record(fitted: FittedContext) -> dict[str, Any]:
-    spec = GlobalContextSpec(
-        components=fitted.context.components,
-        layers=fitted.context.feature_layers,
-        file=CONTEXT_FILE,
-        fusion=FUSION_RULE,
-        validation_auroc=dict(fitted.validation_auroc),
+    context = fitted.context
+    return to_mapping(GlobalContextSpec(
+        components=context.components, layers=context.feature_layers, file=CONTEXT_FILE,
+        fusion=FUSION_RULE, validation_auroc=dict(fitted.validation_auroc),
         candidates=fitted.candidates,
-    )
-    return to_mapping(spec)
+    ))  # fmt: skip
 
 
 def station_preprocessing(config: ModelConfig, weights: ResolvedWeights) -> Preprocessing:
@@ -519,17 +511,12 @@ def training_roi_extra(
 
 def set_post_processor(model: Any, norm: Normalization) -> None:
     """Keep ``model.pt``'s post-processor consistent with the recorded normalisation."""
-    post = model.post_processor
-    values = {
-        "_image_threshold": norm.image_threshold_raw,
-        "_pixel_threshold": norm.pixel_threshold_raw,
-        "image_min": norm.image_min,
-        "image_max": norm.image_max,
-        "pixel_min": norm.pixel_min,
-        "pixel_max": norm.pixel_max,
-    }
+    values = {"_image_threshold": norm.image_threshold_raw,
+              "_pixel_threshold": norm.pixel_threshold_raw}  # fmt: skip
+    for name in ("image_min", "image_max", "pixel_min", "pixel_max"):
+        values[name] = getattr(norm, name)
     for name, value in values.items():
-        getattr(post, name).fill_(float(value))
+        getattr(model.post_processor, name).fill_(float(value))
 
 
 def register_version(
