@@ -1,11 +1,10 @@
-"""Runtime benchmark on the hardware it runs on: anomalib torch vs OpenVINO FP32/FP16/INT8.
+"""Runtime benchmark on the hardware it runs on: OpenVINO FP32/FP16/BF16/INT8 bundles.
 
     /work/bin/bench python bench/runtime.py [--product brick] [--kinds patchcore stfpm]
 
 For each model kind: train on the demo data (``datasets/<product>``) into a bench registry
-(reused on later runs), export FP32/FP16/INT8 bundles, save the anomalib module with its own
-``to_torch`` export, then measure every engine in its own subprocess on the same held-out
-test images: latency p50/p95 at batch 1 (decoded image in, result out) with its per-stage
+(reused on later runs), export FP32/FP16/BF16/INT8 bundles, then measure every engine in its
+own subprocess on the same held-out test images: latency p50/p95 at batch 1 (decoded image in, result out) with its per-stage
 split (decode, preprocess, infer, postprocess, regions), latency when parts arrive every
 100 ms (paced), best throughput (sequential, batch 8, or the async queue), peak RSS, and
 image/pixel AUROC of the normalised outputs. Every engine runs ``--repeat`` times in rounds;
@@ -15,7 +14,8 @@ The report also records what the figures depend on: CPU model, ISA flags (AVX2, 
 VNNI, AMX), OpenVINO's capability report, threads/streams of each compiled model, the
 1-minute load around every run, and the machine's limit for the model (graph FLOPs at this
 CPU's measured matmul peak of each precision, ``_peaks``). Writes ``reports/runtime/runtime.json`` and ``runtime.md``.
-Not a test: figures depend on the machine.
+Not a test: figures depend on the machine. anomalib's own torch inference, the baseline of the
+reports up to 395388a, is ``git show 395388a:bench/runtime.py`` (engine ``anomalib-torch``).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from _report import lscpu, previous_report, save_report  # noqa: E402
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 log = logging.getLogger("bench.runtime")
-ENGINES = ("anomalib-torch", "fp32", "fp16", "bf16", "int8")
+ENGINES = ("fp32", "fp16", "bf16", "int8")
 THROUGHPUT_IMAGES = 64
 LATENCY_SAMPLES = 64
 BATCH = 8
@@ -210,69 +210,13 @@ def _paced_modes(bundle: Path, inspector: Any, images: list[np.ndarray]) -> dict
     return out
 
 
-def worker_torch(model_path: Path, images: list[np.ndarray]) -> dict[str, Any]:
-    """anomalib's own inference: ``TorchInferencer`` (pre-processor, model, post-processor)."""
-    import torch
-    from anomalib.deploy import TorchInferencer
-
-    torch.set_num_threads(os.cpu_count() or 1)
-    start = time.perf_counter()
-    inferencer = TorchInferencer(path=model_path, device="cpu")
-    load_s = time.perf_counter() - start
-
-    def predict(image: np.ndarray) -> Any:
-        with torch.inference_mode():
-            return inferencer.predict(image)
-
-    outputs = [predict(image) for image in images]
-    latencies = []
-    while len(latencies) < LATENCY_SAMPLES:
-        for image in images:
-            t = time.perf_counter()
-            predict(image)
-            latencies.append((time.perf_counter() - t) * 1e3)
-    rss_serving = _peak_rss_mb()
-    stream = (images * (THROUGHPUT_IMAGES // len(images) + 1))[:THROUGHPUT_IMAGES]
-
-    def batched() -> None:
-        for k in range(0, len(stream), BATCH):
-            tensor = torch.stack(
-                [
-                    torch.from_numpy(i).permute(2, 0, 1).float() / 255.0
-                    for i in stream[k : k + BATCH]
-                ]
-            )
-            with torch.inference_mode():
-                inferencer.model(tensor)
-
-    throughput = {
-        "sequential": _timed(lambda: [predict(i) for i in stream], len(stream)),
-        f"batch{BATCH}": _timed(batched, len(stream)),
-    }
-    return {
-        "load_s": load_s,
-        "latency_ms": _percentiles(latencies),
-        "throughput_ips": throughput,
-        "peak_rss_mb_serving": rss_serving,
-        "peak_rss_mb": _peak_rss_mb(),
-        "torch_imported": True,
-        "scores": [float(o.pred_score.reshape(-1)[0]) for o in outputs],
-        "maps": np.stack(
-            [o.anomaly_map.reshape(o.anomaly_map.shape[-2:]).numpy() for o in outputs]
-        ),
-    }
-
-
 def run_worker(args: argparse.Namespace) -> None:
     from inspection.core.images import read_image
 
     paths = json.loads(Path(args.images).read_text())
     images = [read_image(p) for p in paths]
     load_before = os.getloadavg()[0]
-    if args.engine == "anomalib-torch":
-        result = worker_torch(Path(args.model), images)
-    else:
-        result = worker_openvino(Path(args.model), paths, images)
+    result = worker_openvino(Path(args.model), paths, images)
     # other jobs on the machine skew timings: record the 1-minute load around the run
     result["loadavg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     np.save(Path(args.out).with_suffix(".npy"), result.pop("maps").astype(np.float32))
@@ -327,16 +271,6 @@ def ensure_bundles(registry: Any, record: Any, dataset_dir: Path) -> dict[str, P
     return bundles
 
 
-def torch_model_file(record: Any, folder: Path) -> Path:
-    from inspection.training.train import load_trained_model
-
-    target = folder / f"{record.version}-torch"
-    path = target / "weights" / "torch" / "model.pt"
-    if not path.is_file():
-        path = Path(load_trained_model(record).to_torch(export_root=target))
-    return path
-
-
 def measure(engine: str, model: Path, images_file: Path, scratch: Path) -> dict[str, Any]:
     out = scratch / f"{engine}.json"
     command = [
@@ -344,9 +278,7 @@ def measure(engine: str, model: Path, images_file: Path, scratch: Path) -> dict[
         "--images", str(images_file), "--out", str(out),
     ]  # fmt: skip
     log.info("measuring %s", engine)
-    # anomalib's TorchInferencer unpickles the module; we wrote that file ourselves just above.
-    env = {**os.environ, "TRUST_REMOTE_CODE": "1"}
-    subprocess.run(command, check=True, cwd=ROOT, env=env)
+    subprocess.run(command, check=True, cwd=ROOT)
     result = json.loads(out.read_text())
     result["maps"] = np.load(out.with_suffix(".npy"))
     return result
@@ -367,7 +299,7 @@ def accuracy(result: dict[str, Any], samples: list[Any]) -> dict[str, float | No
 
 
 def bench_kind(
-    registry: Any, product: str, kind: str, dataset_dir: Path, work: Path, cache: Path,
+    registry: Any, product: str, kind: str, dataset_dir: Path, work: Path,
     engines: tuple[str, ...], repeat: int, peaks: dict,
 ) -> dict:  # fmt: skip
     from inspection.data.dataset import load_dataset
@@ -375,16 +307,15 @@ def bench_kind(
 
     record = ensure_version(registry, product, kind, dataset_dir)
     bundles = ensure_bundles(registry, record, dataset_dir)
-    models = {"anomalib-torch": torch_model_file(record, cache), **bundles}
     work.mkdir(parents=True, exist_ok=True)
     samples = held_out_test_samples(record, load_dataset(dataset_dir))
     images_file = work / f"{kind}-images.json"
     images_file.write_text(json.dumps([str(s.path) for s in samples]))
-    engines = tuple(e for e in engines if e in models)
+    engines = tuple(e for e in engines if e in bundles)
     runs: dict[str, list[dict]] = {engine: [] for engine in engines}
     for _ in range(repeat):  # engine after engine, round after round: drift hits all alike
         for engine in engines:
-            result = measure(engine, models[engine], images_file, work)
+            result = measure(engine, bundles[engine], images_file, work)
             if not runs[engine]:  # outputs are deterministic: score them once
                 result.update(accuracy(result, samples))
             del result["maps"], result["scores"]
@@ -394,9 +325,7 @@ def bench_kind(
             runs[engine].append(result)
     rows = {}
     for engine, results in runs.items():
-        rows[engine] = merge_runs(results)
-        if engine in bundles:
-            rows[engine]["gate"] = _gate(bundles, engine)
+        rows[engine] = merge_runs(results) | {"gate": _gate(bundles, engine)}
     limit = graph_limit(bundles["fp32"])
     limit["per_engine_ms"] = {
         engine: limit_ms(limit["gflop_served"], peaks, engine) for engine in bundles
@@ -420,8 +349,7 @@ def merge_runs(results: list[dict]) -> dict:
     row["runs"] = [
         {
             "p50_ms": round(r["latency_ms"]["p50"], 3),
-            "paced_p50_ms": round(r["paced_latency_ms"]["p50"], 3) if "paced_latency_ms" in r
-            else None,
+            "paced_p50_ms": round(r["paced_latency_ms"]["p50"], 3),
             "best_throughput_ips": round(r["best_throughput_ips"], 1),
             "loadavg_1m": r["loadavg_1m"],
         }
@@ -455,7 +383,6 @@ def station_choice(rows: dict[str, dict]) -> dict[str, Any]:
             row["gate"]["note"],
         )
         for engine, row in rows.items()
-        if "gate" in row
     ]
     chosen = choose_fastest(measured)
     fp32 = rows["fp32"]
@@ -472,10 +399,6 @@ def station_choice(rows: dict[str, dict]) -> dict[str, Any]:
         )
         out["int8_vs_fp32_p50"] = round(
             fp32["latency_ms"]["p50"] / rows["int8"]["latency_ms"]["p50"], 2
-        )
-    if "anomalib-torch" in rows:
-        out["chosen_vs_torch_throughput"] = round(
-            chosen.throughput_ips / rows["anomalib-torch"]["best_throughput_ips"], 2
         )
     return out
 
@@ -553,7 +476,7 @@ def machine_report() -> dict[str, Any]:
 def markdown(report: dict) -> str:
     machine = report["machine"]
     lines = [
-        "# Runtime benchmark: anomalib torch vs OpenVINO bundles, on this machine",
+        "# Runtime benchmark: OpenVINO bundles, on this machine",
         "",
         f"- CPU: **{machine['summary']}**",
         f"- OpenVINO {machine['openvino']} CPU capabilities: {', '.join(machine['capabilities'])}",
@@ -647,10 +570,6 @@ def _kind_lines(kind: str, data: dict) -> list[str]:
             f"{choice['int8_vs_fp32_p50']}x"
             + (" — INT8 does not pay on this CPU." if choice["int8_vs_fp32_throughput"] < 1 else "")
         )
-    if "chosen_vs_torch_throughput" in choice:
-        lines.append(
-            f"- Chosen precision vs anomalib torch throughput: {choice['chosen_vs_torch_throughput']}x"
-        )
     return [*lines, ""]
 
 
@@ -715,13 +634,10 @@ def run_parent(args: argparse.Namespace) -> None:
     registry = Registry(args.registry)
     dataset_dir = ensure_dataset(args.product, Path(args.datasets))
     out = Path(args.out)
-    work = Path(args.registry).parent / "work"
-    work.mkdir(parents=True, exist_ok=True)
     if args.prepare_only:  # train and export outside the timed run (e.g. via /work/bin/heavy)
         for kind in args.kinds:
             record = ensure_version(registry, args.product, kind, dataset_dir)
             ensure_bundles(registry, record, dataset_dir)
-            torch_model_file(record, work)
         return
     machine = machine_report()
     report: dict[str, Any] = {
@@ -732,7 +648,7 @@ def run_parent(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-runtime-") as scratch:
         for kind in args.kinds:
             report["kinds"][kind] = bench_kind(
-                registry, args.product, kind, dataset_dir, Path(scratch) / kind, work,
+                registry, args.product, kind, dataset_dir, Path(scratch) / kind,
                 tuple(args.engines), args.repeat, machine["precision_peaks"],
             )  # fmt: skip
             report["load_1m_end"] = load_1m()
