@@ -70,6 +70,7 @@ from inspection.store.models import (
     OutboxEntry,
     OutboxMessage,
     StationBacklog,
+    as_utc,
 )
 from inspection.store.outbox import backoff_s
 from inspection.store.store import Store
@@ -124,7 +125,7 @@ def backlog(store: Store, now: datetime | None = None) -> Backlog:
     with store.session() as session:
         rows, size, oldest = session.execute(pending).one()
         moved = session.scalar(recent) or 0
-    age = None if oldest is None else (now - _utc(oldest)).total_seconds()
+    age = None if oldest is None else (now - as_utc(oldest)).total_seconds()
     return Backlog(int(rows), int(size), age, moved / 60.0)
 
 
@@ -365,11 +366,6 @@ def grant_station(central: Store, station: str, writes: tuple[str, ...] = ()) ->
         for statement in statements:
             connection.execute(text(statement))
     return password
-
-
-def _utc(value: datetime) -> datetime:
-    """SQLite hands back naive datetimes; they are UTC."""
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
 
 
 def _first_line(exc: BaseException) -> str:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy import func, select, update
 
-from inspection.store.models import OutboxMessage
+from inspection.store.models import OutboxMessage, as_utc
 
 if TYPE_CHECKING:
     from inspection.store.store import Store
@@ -59,10 +59,6 @@ def backoff_s(failures: int, policy: Backoff) -> float:
     return base * (1.0 + 0.2 * random.random())
 
 
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
-
-
 class Outbox:
     """Read and settle outbox rows of one store."""
 
@@ -89,7 +85,7 @@ class Outbox:
         with self.store.session() as session:
             return [
                 PendingMessage(
-                    row.id, row.sink, row.key, row.payload, row.attempts, _utc(row.created_at)
+                    row.id, row.sink, row.key, row.payload, row.attempts, as_utc(row.created_at)
                 )
                 for row in session.scalars(query)
             ]
@@ -136,6 +132,6 @@ class Outbox:
         out = {}
         for sink in sorted(set(pending) | set(delivered)):
             count, oldest = pending.get(sink, (0, None))
-            age = (now - _utc(oldest)).total_seconds() if oldest is not None else None
+            age = (now - as_utc(oldest)).total_seconds() if oldest is not None else None
             out[sink] = SinkBacklog(int(count), age, int(delivered.get(sink, 0)))
         return out

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import numpy as np
 from sqlalchemy import Select, and_, func, literal, select, tuple_
 
 from inspection.store import rollups
-from inspection.store.models import REVIEW_LABELS, Inspection, Review, StationBacklog
+from inspection.store.models import REVIEW_LABELS, Inspection, Review, StationBacklog, as_utc
 from inspection.store.rollups import HourlyRollup, ScoreRollup
 from inspection.store.store import Store, StoreError
 
@@ -128,13 +128,6 @@ class QueueRow:
     def part(self) -> str:
         """What names the part: its part id, else the file it came from, else ''."""
         return self.part_id or self.source_name or ""
-
-
-def as_utc(value: datetime | str) -> datetime:
-    """A timezone-aware UTC datetime from a database value (naive means UTC)."""
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
 
 
 def _time_filters(product: str | None, station_id: str | None, since, until) -> list[Any]:

@@ -14,11 +14,11 @@ import hashlib
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 
 from sqlalchemy import select
 
-from inspection.store.models import ApiToken, utcnow
+from inspection.store.models import ApiToken, as_utc, utcnow
 from inspection.store.store import Store, StoreError
 
 TOKEN_PREFIX = "insp_"
@@ -116,18 +116,7 @@ def station_for_token(store: Store, token: str) -> str | None:
 
 
 def _info(row: ApiToken) -> TokenInfo:
+    revoked = row.revoked_at and as_utc(row.revoked_at)
     return TokenInfo(
-        row.id,
-        row.station_id,
-        row.label,
-        _aware(row.created_at),
-        _aware(row.revoked_at),
-        row.role or "station",
+        row.id, row.station_id, row.label, as_utc(row.created_at), revoked, row.role or "station"
     )
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes; they were written in UTC."""
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=timezone.utc)

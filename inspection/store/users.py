@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select
 
 from inspection.core.errors import InspectionError
-from inspection.store.models import DashboardUser, utcnow
+from inspection.store.models import DashboardUser, as_utc, utcnow
 from inspection.store.store import Store, StoreError
 from inspection.store.tokens import Identity
 
@@ -109,7 +109,7 @@ def authenticate(
         if row is None:
             _verify(_DUMMY_HASH, password)
             raise LoginError("wrong name or password")
-        locked = _aware(row.locked_until)
+        locked = row.locked_until and as_utc(row.locked_until)
         if locked is not None and locked > now:
             wait = int((locked - now).total_seconds()) + 1
             raise LoginError(
@@ -149,18 +149,7 @@ def _check_name(name: str) -> None:
 
 
 def _info(row: DashboardUser) -> UserInfo:
+    last_login, locked = (at and as_utc(at) for at in (row.last_login_at, row.locked_until))
     return UserInfo(
-        row.name,
-        row.role,
-        _aware(row.created_at),
-        _aware(row.last_login_at),
-        row.failed_attempts,
-        _aware(row.locked_until),
+        row.name, row.role, as_utc(row.created_at), last_login, row.failed_attempts, locked
     )
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes; they were written in UTC."""
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=timezone.utc)
