@@ -34,6 +34,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+import yaml
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,6 +55,7 @@ from inspection.core.retrain_report import (  # noqa: E402
     write_retrain_report,
 )
 from inspection.dashboard.review import heat_overlay  # noqa: E402
+from inspection.data.demo import PRODUCTS, load_texture, render_sample  # noqa: E402
 from inspection.store import rollups  # noqa: E402
 from inspection.store.models import Inspection  # noqa: E402
 from inspection.store.store import Store  # noqa: E402
@@ -81,39 +83,21 @@ def write_site(root: Path, products: list[str], store_url: str | None = None) ->
     """Write ``root/site.yaml`` pointing every path inside ``root`` (the store: ``store_url``,
     default a SQLite file there); returns its path."""
     root.mkdir(parents=True, exist_ok=True)
-    store_url = store_url or f"sqlite:///{root / 'inspection.db'}"
-    site = root / "site.yaml"
-    site.write_text(
-        "\n".join(
-            [
-                f"registry_dir: {root / 'registry'}",
-                f"store_url: {store_url}",
-                f"blob_dir: {root / 'blobs'}",
-                f"reports_dir: {root / 'reports'}",
-                f"datasets_dir: {root / 'datasets'}",
-                f"products: [{', '.join(products)}]",
-                "",
-            ]
-        ),
-        encoding="utf-8",
-    )
-    return site
+    site = {
+        "registry_dir": str(root / "registry"),
+        "store_url": store_url or f"sqlite:///{root / 'inspection.db'}",
+        "blob_dir": str(root / "blobs"),
+        "reports_dir": str(root / "reports"),
+        "datasets_dir": str(root / "datasets"),
+        "products": products,
+    }
+    (root / "site.yaml").write_text(yaml.safe_dump(site, sort_keys=False), encoding="utf-8")
+    return root / "site.yaml"
 
 
 # ---------------------------------------------------------------------------------- pictures
 def _render(product: str, index: int, defect: str | None, size: int):
     """(image (S, S, 3) uint8, mask (S, S) uint8 0/255 or None) from the demo generator."""
-    try:
-        from inspection.data.demo import PRODUCTS, load_texture, render_sample
-    except ImportError:  # demo generator not available: plain noise texture, clearly fake
-        rng = np.random.default_rng(index)
-        image = (rng.random((size, size, 3)) * 80 + 90).astype(np.uint8)
-        mask = None
-        if defect:
-            mask = np.zeros((size, size), np.uint8)
-            cv2.circle(mask, (size // 2, size // 2), size // 8, 255, -1)
-            image[mask > 0] = 30
-        return image, mask
     spec = PRODUCTS[product]
     texture = _TEXTURES.setdefault(product, load_texture(spec))
     return render_sample(texture, spec, size, (99, sorted(PRODUCTS).index(product), index), defect)
