@@ -100,12 +100,6 @@ def export_command(
     calibration_size: int = typer.Option(
         64, "--calibration-size", min=1, help="INT8 calibration images."
     ),
-    eight_bit_weights: bool = typer.Option(
-        False,
-        "--int8-8bit-weights",
-        help="INT8: 8-bit weights past the first layer (NNCF's default). Only for fleets whose "
-        "every station has VNNI or AMX: CPUs without VNNI (AVX2) saturate them.",
-    ),
     dataset: Annotated[
         Path | None, typer.Option("--dataset", help="Dataset folder (default: the training one).")
     ] = None,
@@ -165,7 +159,6 @@ def export_command(
                 precision=precision,  # type: ignore[arg-type]
                 calibration_size=calibration_size,
                 accuracy_control=accuracy_control,
-                int8_seven_bit_weights=not eight_bit_weights,
                 tolerances=tolerances,
                 force=force,
                 refine=refine,

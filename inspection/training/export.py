@@ -165,10 +165,6 @@ class ExportOptions:
     force: bool = False
     keep_head_fp32: bool = True
     """INT8: keep the distance/map head in FP32 (False only to measure what quantising it costs)."""
-    int8_seven_bit_weights: bool = True
-    """INT8: 7-bit weights in every layer (NNCF's overflow fix), so CPUs without VNNI compute
-    what the gate measured; False: 8 bits past the first layer (NNCF's default), for fleets whose
-    every station has VNNI or AMX."""
     refine: RefineConfig = field(default_factory=RefineConfig)
     """The site's refine config, seeding the mask refiners compared on the validation split."""
 
@@ -462,7 +458,6 @@ def _quantised(
         max_drop=options.tolerances.image_auroc,
         score_output=SCORE_OUTPUT,
         keep_head_fp32=options.keep_head_fp32,
-        seven_bit_weights=options.int8_seven_bit_weights,
     )
     fingerprint = fingerprint_files(calibration_paths, splits.dataset_root)
     control = AccuracyControl(options.tolerances.image_auroc, "validation")
@@ -476,6 +471,6 @@ def _quantised(
             files=tuple(sorted(fingerprint["files"])),
             accuracy_control=control if options.accuracy_control else None,
             head_fp32=options.keep_head_fp32,
-            seven_bit_weights=options.int8_seven_bit_weights,
+            seven_bit_weights=True,
         ),
     )

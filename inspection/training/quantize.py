@@ -81,13 +81,6 @@ def ignored_scope(model: ov.Model) -> object:
     return nncf.IgnoredScope(names=names, validate=False)
 
 
-def _advanced_parameters(nncf: ModuleType, seven_bit_weights: bool) -> object:
-    """NNCF's advanced parameters: the overflow fix in every layer, or in the first layer only
-    (NNCF's default)."""
-    fix = nncf.OverflowFix.ENABLE if seven_bit_weights else nncf.OverflowFix.FIRST_LAYER
-    return nncf.AdvancedQuantizationParameters(overflow_fix=fix)
-
-
 def quantize_int8(
     model: ov.Model,
     calibration: Sequence[np.ndarray],
@@ -96,14 +89,14 @@ def quantize_int8(
     max_drop: float = 0.01,
     score_output: str = "pred_score",
     keep_head_fp32: bool = True,
-    seven_bit_weights: bool = True,
 ) -> ov.Model:
     """Quantise ``model`` to INT8 on ``calibration``, (3, h, w) float32 inputs of good images.
 
     With ``validation`` ((3, h, w) input, label) pairs: accuracy control with an absolute
     image-AUROC ``max_drop``. ``keep_head_fp32=False`` quantises the distance head too (to
-    measure what it costs). ``seven_bit_weights``: NNCF's overflow fix in every layer, so AVX2
-    CPUs (u8 x s8 pairs summed to int16 saturate with 8-bit weights) compute what VNNI and AMX do.
+    measure what it costs). Weights are 7-bit in every layer (NNCF's overflow fix; its default
+    fixes the first layer only), so AVX2 CPUs (u8 x s8 pairs summed to int16 saturate with 8-bit
+    weights) compute what VNNI and AMX do (``reports/int8_weights``).
     """
     nncf = import_nncf()
 
@@ -112,7 +105,7 @@ def quantize_int8(
     calibration_set = nncf.Dataset(list(calibration), lambda item: item[None])
     subset = len(calibration)
     scope = ignored_scope(model) if keep_head_fp32 else nncf.IgnoredScope()
-    advanced = _advanced_parameters(nncf, seven_bit_weights)
+    advanced = nncf.AdvancedQuantizationParameters(overflow_fix=nncf.OverflowFix.ENABLE)
     if validation is None:
         log.info("quantising to INT8 with %d calibration images", subset)
         return nncf.quantize(

@@ -156,11 +156,11 @@ def test_export_signs_with_the_site_key_before_promoting(trained_patchcore, tmp_
 
 
 @pytest.mark.slow
-def test_cli_int8_8bit_weights_flag_reaches_the_bundle(
+def test_cli_int8_export_records_its_weights_and_its_forcing_admin(
     trained_patchcore, tmp_path, monkeypatch
 ) -> None:
-    """``--int8-8bit-weights`` opts out of 7-bit weights, and the bundle records it. Forced by
-    the site's admin, logged in: a refused bundle's signed force record names that admin."""
+    """An INT8 export through the CLI records its 7-bit weights. Forced by the site's admin,
+    logged in: a refused bundle's signed force record names that admin."""
     import shutil
 
     from typer.testing import CliRunner
@@ -183,13 +183,13 @@ def test_cli_int8_8bit_weights_flag_reaches_the_bundle(
     site.write_text(f"registry_dir: {registry}\nstore_url: {db}\nblob_dir: {tmp_path / 'blobs'}\n")
     monkeypatch.setenv(ADMIN_PASSWORD_ENV, "correct horse battery")
     result = CliRunner().invoke(app, [
-        "export", "--product", "brick", "--precision", "int8", "--int8-8bit-weights",
-        "--force", "--actor", "qa-admin", "--reason", "8-bit weights test", "--site", str(site),
+        "export", "--product", "brick", "--precision", "int8",
+        "--force", "--actor", "qa-admin", "--reason", "int8 export test", "--site", str(site),
     ])  # fmt: skip
     assert result.exit_code == 0, result.output[-2000:]
     meta = verify_bundle(registry / "brick" / "bundles" / "v0001-int8")
     assert meta.quantization_set is not None
-    assert meta.quantization_set.seven_bit_weights is False
+    assert meta.quantization_set.seven_bit_weights is True
     # the operating point is printed in raw scores; inspect and stations show 0.5 for it
     said = " ".join(result.output.split())
     assert "(raw scores; 0.5 on the normalised scale that inspect" in said

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
-import pytest
 
 from inspection.training.quantize import distance_head
 
@@ -58,22 +57,17 @@ def _two_convs() -> ov.Model:
     return ov.Model([score], [image], "two_convs")
 
 
-@pytest.mark.parametrize("seven_bit_weights", [True, False])
-def test_int8_weights_fit_seven_bits_in_every_layer_unless_asked(seven_bit_weights: bool) -> None:
+def test_int8_weights_fit_seven_bits_in_every_layer() -> None:
     """7-bit weights (|w| <= 64) cannot saturate the int16 pair sums of AVX2's u8 x s8 kernels;
-    NNCF's default keeps 8 bits past the first layer."""
+    NNCF's default would keep 8 bits past the first layer."""
     from inspection.training.quantize import quantize_int8
 
     rng = np.random.default_rng(1)
     calibration = [rng.normal(size=(3, 16, 16)).astype(np.float32) for _ in range(8)]
-    model = quantize_int8(
-        _two_convs(), calibration, keep_head_fp32=False, seven_bit_weights=seven_bit_weights
-    )
+    model = quantize_int8(_two_convs(), calibration, keep_head_fp32=False)
     weights = [n.get_data() for n in model.get_ordered_ops() if _is_int8_constant(n)]
     assert len(weights) == 2
-    first, second = (int(np.abs(w).max()) for w in weights)
-    assert first <= 64  # NNCF fixes the first layer either way
-    assert (second <= 64) is seven_bit_weights
+    assert all(int(np.abs(w).max()) <= 64 for w in weights)
 
 
 def _is_int8_constant(node: ov.Node) -> bool:
