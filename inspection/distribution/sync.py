@@ -12,12 +12,13 @@ next registry poll.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal, Protocol
@@ -86,7 +87,10 @@ class HttpSource:
         )
 
     def entries(self, products: tuple[str, ...]) -> dict[str, CatalogEntry]:
-        body = self._get("/v1/catalog", params={"product": list(products)}).json()
+        with self._reaching():
+            response = self._client.get("/v1/catalog", params={"product": list(products)})
+        _raise_for_status(response, f"{self.description}/v1/catalog")
+        body = response.json()
         bundles = body.get("bundles") if isinstance(body, dict) else None
         if not isinstance(bundles, dict):
             raise BundleError(f"{self.description}/v1/catalog: no 'bundles' object in the answer")
@@ -97,37 +101,33 @@ class HttpSource:
         }
 
     def download(self, entry: CatalogEntry, target: Path) -> None:
-        # deferred: httpx (0.2 s), only for an HTTP source (cli.station imports this at --help)
-        import httpx
-
         path = f"/v1/bundles/{entry.product}/{entry.bundle_id}/archive"
         limit = entry.manifest.archive_bytes
-        try:
-            with self._client.stream("GET", path) as response:
-                _raise_for_status(response, self.description + path)
-                written = 0
-                with open(target, "wb") as handle:
-                    for chunk in response.iter_bytes(1 << 20):
-                        written += len(chunk)
-                        if written > limit:
-                            raise BundleError(
-                                f"download of {entry.product}/{entry.bundle_id} exceeds the "
-                                f"announced {limit} bytes: refused"
-                            )
-                        handle.write(chunk)
-        except httpx.TransportError as exc:
-            raise SourceUnreachable(_unreachable(self.description, exc)) from exc
+        with self._reaching(), self._client.stream("GET", path) as response:
+            _raise_for_status(response, self.description + path)
+            written = 0
+            with open(target, "wb") as handle:
+                for chunk in response.iter_bytes(1 << 20):
+                    written += len(chunk)
+                    if written > limit:
+                        raise BundleError(
+                            f"download of {entry.product}/{entry.bundle_id} exceeds the "
+                            f"announced {limit} bytes: refused"
+                        )
+                    handle.write(chunk)
 
-    def _get(self, path: str, **kwargs: object):  # -> httpx.Response
+    @contextlib.contextmanager
+    def _reaching(self) -> Iterator[None]:
+        """Transport errors inside as ``SourceUnreachable`` (the station keeps its bundles)."""
         # deferred: httpx (0.2 s), only for an HTTP source (cli.station imports this at --help)
         import httpx
 
         try:
-            response = self._client.get(path, **kwargs)
+            yield
         except httpx.TransportError as exc:
-            raise SourceUnreachable(_unreachable(self.description, exc)) from exc
-        _raise_for_status(response, self.description + path)
-        return response
+            raise SourceUnreachable(
+                f"cannot reach {self.description}: {type(exc).__name__}: {exc}"
+            ) from exc
 
     def close(self) -> None:
         self._client.close()
@@ -154,10 +154,6 @@ class PathSource:
             shutil.copyfile(tar_path, target)
         except OSError as exc:
             raise SourceUnreachable(f"cannot reach {tar_path}: {exc}") from exc
-
-
-def _unreachable(url: str, exc: Exception) -> str:
-    return f"cannot reach {url}: {type(exc).__name__}: {exc}"
 
 
 def _raise_for_status(response, url: str) -> None:  # response: httpx.Response

@@ -85,14 +85,8 @@ class CpuInfo:
 
     def summary(self) -> str:
         """One line for reports: model, cores, ISA, VNNI/AMX."""
-        extras = ", ".join(
-            f"{name} {'yes' if flag else 'no'}"
-            for name, flag in (
-                ("VNNI", self.has_vnni),
-                ("BF16", self.has_bf16),
-                ("AMX", self.has_amx),
-            )
-        )
+        flags = {"VNNI": self.has_vnni, "BF16": self.has_bf16, "AMX": self.has_amx}
+        extras = ", ".join(f"{name} {'yes' if on else 'no'}" for name, on in flags.items())
         return f"{self.model}, {self.cores} cores, ISA {' '.join(self.isa) or '-'} ({extras})"
 
 

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -156,7 +157,7 @@ class BundleModel:
                 optimize_graph(model)
                 single = _batch_of_one(model)
                 if single is not model:
-                    batched = _deferred_compile(core, model, device, config)
+                    batched = partial(core.compile_model, model, device, config)
                 model = single
             compiled = core.compile_model(model, device, config)
         except RuntimeError as exc:
@@ -316,17 +317,6 @@ def _batch_of_one(model: ov.Model) -> ov.Model:
     dims = [ov.Dimension(1), *list(shape)[1:]]
     single.reshape({single.inputs[0]: ov.PartialShape(dims)})
     return single
-
-
-def _deferred_compile(
-    core: ov.Core, model: ov.Model, device: str, config: dict[str, object]
-) -> Callable[[], ov.CompiledModel]:
-    """A function compiling ``model`` when first called (most stations never batch)."""
-
-    def compile_now() -> ov.CompiledModel:
-        return core.compile_model(model, device, config)
-
-    return compile_now
 
 
 def _aligner(verified: VerifiedBundle) -> Aligner | None:

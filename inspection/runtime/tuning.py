@@ -167,22 +167,22 @@ def gate_status(meta: BundleMetadata, fp32_auroc: float | None) -> tuple[bool, s
     return passed, f"image AUROC drop {drop:.4f} vs FP32 ({verdict}, max {GATE_TOLERANCE})"
 
 
-def candidate_bundles(
+def gated_candidates(
     registry: Registry,
     product: str,
     live_bundle_id: str,
     *,
     public_key: Ed25519PublicKey | None = None,
-) -> list[tuple[str, Path, BundleMetadata, str]]:
-    """The live bundle and its siblings of the same model version, each with its signature
-    problem under the pinned ``public_key`` ('' when trusted): a live bundle that fails
-    raises ``BundleError``; a failing sibling is kept with the reason and never measured."""
+) -> list[tuple[str, Path, BundleMetadata, tuple[bool, str]]]:
+    """The live bundle and its siblings of the same model version, each with its gate status
+    (passed, note). A live bundle failing the pinned ``public_key`` raises ``BundleError``; a
+    sibling failing it, or of a precision this CPU cannot run natively, never passes; the live
+    bundle otherwise always does (someone promoted it), the gate's verdict kept in the note."""
     live_dir = registry.bundle_dir(product, live_bundle_id)
-    problem = signature_problem(live_dir, public_key)
-    if problem:
+    if problem := signature_problem(live_dir, public_key):
         raise BundleError(f"live bundle {live_bundle_id} refused: {problem}")
     live_meta = read_bundle_metadata(live_dir)
-    found = [(live_bundle_id, live_dir, live_meta, "")]
+    candidates = [(live_bundle_id, live_dir, live_meta, "")]
     for bundle_id in registry.bundle_ids(product):
         if bundle_id == live_bundle_id:
             continue
@@ -192,34 +192,9 @@ def candidate_bundles(
         except (BundleError, ValueError, OSError):
             continue  # an unreadable bundle is never a candidate
         if meta.model_version == live_meta.model_version:
-            found.append((bundle_id, path, meta, signature_problem(path, public_key)))
-    return found
-
-
-def signature_problem(bundle_dir: Path, public_key: Ed25519PublicKey | None) -> str:
-    """Why the bundle fails the pinned key's check ('' when it passes or no key is pinned)."""
-    if public_key is None:
-        return ""
-    try:
-        verify_signed_bundle(bundle_dir, public_key)
-    except (BundleError, ValueError, OSError) as exc:
-        return str(exc).replace(str(bundle_dir), "<bundle>")
-    return ""
-
-
-def gated_candidates(
-    registry: Registry,
-    product: str,
-    live_bundle_id: str,
-    *,
-    public_key: Ed25519PublicKey | None = None,
-) -> list[tuple[str, Path, BundleMetadata, tuple[bool, str]]]:
-    """``candidate_bundles`` with each one's gate status (passed, note). A bundle failing the
-    signature check or of a precision this CPU cannot run natively never passes; the live
-    bundle otherwise always does (someone promoted it), the gate's verdict kept in the note."""
-    candidates = candidate_bundles(registry, product, live_bundle_id, public_key=public_key)
-    trusted = [c for c in candidates if not c[3]]
-    fp32 = next((m for _, _, m, _ in trusted if m.precision == "fp32"), None)
+            candidates.append((bundle_id, path, meta, signature_problem(path, public_key)))
+    trusted = [meta for _, _, meta, problem in candidates if not problem]
+    fp32 = next((meta for meta in trusted if meta.precision == "fp32"), None)
     fp32_auroc = _image_auroc(fp32) if fp32 is not None else None
     out = []
     for bundle_id, path, meta, problem in candidates:
@@ -234,6 +209,17 @@ def gated_candidates(
                 gate = (True, f"live bundle, promoted by hand ({gate[1]})")
         out.append((bundle_id, path, meta, gate))
     return out
+
+
+def signature_problem(bundle_dir: Path, public_key: Ed25519PublicKey | None) -> str:
+    """Why the bundle fails the pinned key's check ('' when it passes or no key is pinned)."""
+    if public_key is None:
+        return ""
+    try:
+        verify_signed_bundle(bundle_dir, public_key)
+    except (BundleError, ValueError, OSError) as exc:
+        return str(exc).replace(str(bundle_dir), "<bundle>")
+    return ""
 
 
 # ----------------------------------------------------------------------- measurement
