@@ -9,7 +9,6 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from types import TracebackType
 
 import typer
 from rich.console import Console
@@ -103,8 +102,9 @@ def quiet_logs(log_dir: Path, name: str, *, verbose: bool = False) -> Iterator[P
         root.setLevel(saved_level)
         for handler, level in zip(screens, screen_levels, strict=True):
             handler.setLevel(level)
-        for logger_name, state in third_party.items():
-            _reattach(logging.getLogger(logger_name), state)
+        for logger_name, (handlers, propagate) in third_party.items():
+            logger = logging.getLogger(logger_name)
+            logger.handlers, logger.propagate = handlers, propagate
         file_handler.close()
 
 
@@ -113,10 +113,6 @@ def _detach(logger: logging.Logger) -> tuple[list[logging.Handler], bool]:
     state = (logger.handlers, logger.propagate)
     logger.handlers, logger.propagate = [], True
     return state
-
-
-def _reattach(logger: logging.Logger, state: tuple[list[logging.Handler], bool]) -> None:
-    logger.handlers, logger.propagate = state
 
 
 class StepProgress:
@@ -146,12 +142,7 @@ class StepProgress:
         self._progress.start()
         return self
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
         self._progress.update(self._task, description="done" if kind is None else "failed")
         self._progress.stop()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 from PIL import Image
@@ -20,7 +20,7 @@ from inspection.core.product_config import (
     load_product_config,
     product_config_path,
 )
-from inspection.data.check import check_dataset
+from inspection.data.check import CheckReport, check_dataset
 from inspection.data.dataset import load_dataset
 from inspection.data.demo import demo_image_count, write_demo
 from inspection.data.hires import PlateCounts, write_plate
@@ -141,20 +141,21 @@ def check(
     if image_bits is None:
         image_bits = _declared_image_bits(dataset.name, configs)
     budget = _product_budget(dataset.name, configs)
-    with file_progress() as progress:
-        task = progress.add_task(f"reading {dataset.name}", total=len(dataset.samples))
-        report = check_dataset(
-            dataset,
-            on_file=lambda _path: progress.advance(task),
-            image_bits=image_bits,
-            product_file=product_file,
-            budget=budget,
-        )
+    report = check_with_progress(
+        dataset, "reading", image_bits=image_bits, product_file=product_file, budget=budget
+    )
     _print_report(report)
     if json_out is not None:
         json_out.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
     if not report.ok:
         raise typer.Exit(1)
+
+
+def check_with_progress(dataset: Dataset, doing: str, **options: Any) -> CheckReport:
+    """``check_dataset(dataset, **options)`` under a bar over its files (``doing`` names it)."""
+    with file_progress() as progress:
+        task = progress.add_task(f"{doing} {dataset.name}", total=len(dataset.samples))
+        return check_dataset(dataset, on_file=lambda _path: progress.advance(task), **options)
 
 
 def _declared_image_bits(product: str, configs: Path) -> int | None:

@@ -17,19 +17,21 @@ from inspection.cli._site import site_option
 from inspection.cli.console import (
     StepProgress,
     configs_line,
-    file_progress,
     log_dir,
     print_table,
     quiet_logs,
     summary_table,
     verbose_requested,
 )
+from inspection.cli.data import check_with_progress
 from inspection.cli.operating import fmt, operating_text, subset_miss_text
 from inspection.core.config import SiteConfig, load_site_config
 from inspection.core.errors import DatasetError
 from inspection.core.images import list_images
 from inspection.core.model_record import ModelRecord
 from inspection.core.product_config import (
+    ModelConfig,
+    ProductConfig,
     load_model_config,
     load_product_config,
     model_config_from_mapping,
@@ -37,7 +39,7 @@ from inspection.core.product_config import (
     product_config_path,
 )
 from inspection.core.registry import Registry
-from inspection.data.check import check_dataset, listed
+from inspection.data.check import Problem, listed
 from inspection.data.dataset import Dataset, load_dataset
 
 if TYPE_CHECKING:
@@ -99,15 +101,10 @@ def checked_dataset(
     ``product_file``: its config file, which the bit-depth findings tell to edit."""
     dataset = load_dataset(path)
     dataset.check_readable()  # header probe: all unreadable files in one error, at once
-    with file_progress() as progress:
-        task = progress.add_task(f"checking {dataset.name}", total=len(dataset.samples))
-        report = check_dataset(
-            dataset,
-            on_file=lambda _path: progress.advance(task),
-            image_bits=image_bits,
-            product_file=product_file,
-            keep_decoded=True,  # the training reads them from there: each image decoded once
-        )
+    report = check_with_progress(
+        dataset, "checking", image_bits=image_bits, product_file=product_file,
+        keep_decoded=True,  # the training reads them from there: each image decoded once
+    )  # fmt: skip
     leaks = [p for p in report.errors if p.code == LEAK_CODE]
     if leaks and not allow_duplicates:
         copies = listed([f"{p.path}: {p.message}" for p in leaks], sep="; ")
@@ -120,7 +117,7 @@ def checked_dataset(
     return dataset
 
 
-def _print_findings(path: Path, problems: list[Any]) -> None:
+def _print_findings(path: Path, problems: list[Problem]) -> None:
     if not problems:
         return
     errors = sum(p.severity == "error" for p in problems)
@@ -132,7 +129,7 @@ def _print_findings(path: Path, problems: list[Any]) -> None:
         console.print(f"  {problem.severity}: {problem.path}: {problem.message}", highlight=False)
 
 
-def _report_dir(site: SiteConfig, record: Any) -> Path:
+def _report_dir(site: SiteConfig, record: ModelRecord) -> Path:
     return site.reports_dir / record.product / f"{record.version}-{record.model_kind}"
 
 
@@ -196,9 +193,7 @@ def train_command(
         product_file=product_config_path(product, site_config.configs),
     )
     if model_config is None:
-        budget_s = budget or product_config.auto_budget_s
-        console.print(configs_line(site_config), soft_wrap=True, highlight=False)
-        _train_auto(site_config, product, dataset, budget_s)
+        _train_auto(site_config, product, dataset, budget or product_config.auto_budget_s)
         return
     _print_configs(site_config, model)
     # deferred: torch, anomalib, lightning, timm (~7 s), after the arguments and images are checked
@@ -235,14 +230,14 @@ def train_command(
 
 
 def _train_tiled(
-    config: Any, product_config: Any, dataset: Any, product: str, registry: Any
-) -> None:
+    config: ModelConfig, product_config: ProductConfig, dataset: Dataset, product: str,
+    registry: Registry,
+) -> None:  # fmt: skip
     """The product's ``tiling`` is set: one model over every tile (``training.tiled``)."""
     # deferred: torch, anomalib, openvino (~8 s), spared by --help and the other commands
     from inspection.training.tiled import train_tiled
 
     tiling = product_config.tiling
-
     console.print(
         f"tiled: {list(tiling.tile_size)} px tiles, stride {list(tiling.stride)}, "
         f"scale {tiling.scale}, {tiling.blend} blending"
@@ -260,6 +255,7 @@ def _train_auto(site_config: SiteConfig, product: str, dataset: Dataset, budget_
     from inspection.training import auto
     from inspection.training.evaluate import write_report
 
+    console.print(configs_line(site_config), soft_wrap=True, highlight=False)
     console.print(
         f"auto search on {product}: {len(auto.DEFAULT_GRID)} candidates, {budget_s:.0f} s"
     )
@@ -330,11 +326,7 @@ def update_command(
         )  # fmt: skip
     record = outcome.record
     metrics = record.evaluation()
-    report = write_report(
-        site.reports_dir / product / f"{record.version}-{record.model_kind}",
-        outcome.predictions,
-        metrics,
-    )
+    report = write_report(_report_dir(site, record), outcome.predictions, metrics)
     lineage = outcome.lineage
     console.print(
         f"registered {record.model_version} from {source.version} in {outcome.seconds:.1f} s: "
@@ -416,7 +408,7 @@ def _print_log_file(log_file: Path | None) -> None:
 
 
 def _closing_rows(
-    site: SiteConfig, log_file: Path | None, records: list[Any]
+    site: SiteConfig, log_file: Path | None, records: list[ModelRecord]
 ) -> list[tuple[str, str]]:
     reports = sorted({str(_report_dir(site, r)) for r in records})
     return [
