@@ -102,11 +102,8 @@ def export_bundle(
     """
     signing_key = site_signing_key(registry.root)
     source = source or RegistryExport()
-    record = (
-        registry.version(product, source.version)
-        if source.version
-        else registry.latest_version(product)
-    )
+    version = source.version
+    record = registry.version(product, version) if version else registry.latest_version(product)
     base, part_files = with_part_setup(base_metadata(record, options.precision), source.configs_dir)
     if base.bundle_id in registry.bundle_ids(product):
         raise BundleError(
@@ -116,28 +113,20 @@ def export_bundle(
     model = load_trained_model(record)
     with tempfile.TemporaryDirectory(prefix=f"export-{product}-") as scratch:
         result = export_model(
-            model.model,
-            Path(scratch) / base.bundle_id,
-            base=base,
-            splits=export_splits(record, dataset),
-            options=options,
-            progress=progress,
-            extra_files=_context_files(record) | part_files,
-            knn_rank=_knn_rank(record),
+            model.model, Path(scratch) / base.bundle_id, base=base,
+            splits=export_splits(record, dataset), options=options, progress=progress,
+            extra_files=_context_files(record) | part_files, knn_rank=_knn_rank(record),
             domain_tolerance=load_product_config(product, source.configs_dir).input_domain,
             reference=reference,
-        )
+        )  # fmt: skip
         if signing_key is not None:
             sign_bundle(result.bundle_dir, signing_key)
         target = registry.add_bundle(product, result.bundle_dir, result.bundle_id)
     if source.promote:
         if signing_key is None:
-            log.warning(
-                "%s/%s is promoted unsigned (this site has no signing key): stations that pin "
-                "a key refuse it; run 'inspection keys init'",
-                product,
-                result.bundle_id,
-            )
+            log.warning("%s/%s is promoted unsigned (this site has no signing key): stations "
+                        "that pin a key refuse it; run 'inspection keys init'",
+                        product, result.bundle_id)  # fmt: skip
         reason = f"exported {options.precision}"
         registry.promote(product, result.bundle_id, actor=source.actor, reason=reason)
     return replace(result, bundle_dir=target)
@@ -231,9 +220,7 @@ def with_part_setup(
 def _context_files(record: ModelRecord) -> dict[str, Path]:
     """The global-context parameter file of a version (none without a global component)."""
     context = record.global_context()
-    if context is None:
-        return {}
-    return {context.file: record.file(context.file)}
+    return {} if context is None else {context.file: record.file(context.file)}
 
 
 def held_out_test_samples(record: ModelRecord, dataset: Any) -> list[LabelledSample]:

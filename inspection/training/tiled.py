@@ -115,20 +115,12 @@ class TileDataset(TorchDataset):
         )
 
 
-def tile_loader(
-    samples: Sequence[Sample],
-    tiling: TilingSpec,
-    batch_size: int,
-    roi: RoiSpec | None = None,
-    bits: int = DEFAULT_SOURCE_BITS,
+def _tile_loader(
+    samples: Sequence[Sample], tiling: TilingSpec, config: ModelConfig, roi: RoiSpec | None
 ) -> DataLoader:
-    return DataLoader(
-        TileDataset(samples, tiling, roi, bits),
-        batch_size=batch_size,
-        shuffle=False,  # image-major order keeps the one-image cache hot
-        num_workers=0,
-        collate_fn=ImageBatch.collate,
-    )
+    data = TileDataset(samples, tiling, roi, config.image_bits)
+    # unshuffled: image-major order keeps the one-image cache hot
+    return DataLoader(data, config.batch_size, shuffle=False, collate_fn=ImageBatch.collate)
 
 
 def predict_tiled(
@@ -179,9 +171,8 @@ def fit_tiles(
 ) -> tuple[Any, float, TileDataset]:
     """Seeded anomalib ``Engine.fit`` on the tiles (with ``roi``: only the tiles and patches
     inside it); returns (model, seconds, the training tiles)."""
-    bits = config.image_bits
-    train_loader = tile_loader(train_samples, tiling, config.batch_size, roi, bits)
-    validation_loader = tile_loader(validation, tiling, config.batch_size, roi, bits)
+    train_loader = _tile_loader(train_samples, tiling, config, roi)
+    validation_loader = _tile_loader(validation, tiling, config, roi)
     tiles = train_loader.dataset
     masks = tiles.training_roi if roi is not None else None
     if roi is not None and masks is None:
@@ -237,27 +228,15 @@ def train_tiled(
         measured, _ = outputs.measure(calibration)
         judged = replace(measured, calibration=calibration)
         metrics = {**judged.to_mapping(), **replace(fit, test_images=len(test)).to_mapping()}
+    roi_extra = training_roi_extra(roi, tile_data.training_roi, model, tiles_kept=tiles,
+                                   tiles_total=tile_data.total_tiles)  # fmt: skip
     record = register_version(
-        registry,
-        product,
-        model,
-        dataset,
-        model_kind=config.kind,
-        config=to_mapping(config),
-        metrics=metrics,
-        weights=weights.record(),
+        registry, product, model, dataset, model_kind=config.kind, config=to_mapping(config),
+        metrics=metrics, weights=weights.record(),
         extra={
             **version_extra(config, weights, dataset, (validation, test), calibration),
-            "tiling": to_mapping(tiling),
-            "train_tiles": tiles,
-            **training_roi_extra(
-                roi,
-                tile_data.training_roi,
-                model,
-                tiles_kept=tiles,
-                tiles_total=tile_data.total_tiles,
-            ),
+            "tiling": to_mapping(tiling), "train_tiles": tiles, **roi_extra,
         },
-    )
+    )  # fmt: skip
     logger.info("registered %s (%s, tiled %s)", record.model_version, config.kind, tiling)
     return record
