@@ -73,7 +73,7 @@ from inspection.store.models import (
     as_utc,
 )
 from inspection.store.outbox import backoff_s
-from inspection.store.store import Store
+from inspection.store.store import Store, first_line
 
 log = logging.getLogger(__name__)
 
@@ -270,7 +270,7 @@ class Forwarder:
                 central.execute(upsert)
         except SQLAlchemyError as exc:
             if not self._report_refused:
-                log.warning("backlog report not sent to the central store: %s", _first_line(exc))
+                log.warning("backlog report not sent to the central store: %s", first_line(exc))
             self._report_refused = True
             return False
         self._report_refused = False
@@ -294,7 +294,7 @@ class Forwarder:
                 moved = self.forward_once()
             except (SQLAlchemyError, OSError, CentralBehind) as exc:
                 if not failures:
-                    log.warning("central store: %s; results wait locally", _first_line(exc))
+                    log.warning("central store: %s; results wait locally", first_line(exc))
                 failures, moved, self._columns = failures + 1, 0, None
             else:
                 if failures:
@@ -366,8 +366,3 @@ def grant_station(central: Store, station: str, writes: tuple[str, ...] = ()) ->
         for statement in statements:
             connection.execute(text(statement))
     return password
-
-
-def _first_line(exc: BaseException) -> str:
-    cause = getattr(exc, "orig", None) or exc
-    return (str(cause).strip().splitlines() or [type(exc).__name__])[0]

@@ -19,7 +19,7 @@ from sqlalchemy import Select, and_, func, literal, select, tuple_
 
 from inspection.store import rollups
 from inspection.store.models import REVIEW_LABELS, Inspection, Review, StationBacklog, as_utc
-from inspection.store.rollups import HourlyRollup, ScoreRollup
+from inspection.store.rollups import HourlyRollup, ScoreRollup, hour_of
 from inspection.store.store import Store, StoreError
 
 Period = Literal["hour", "day"]
@@ -130,30 +130,26 @@ class QueueRow:
         return self.part_id or self.source_name or ""
 
 
-def _time_filters(product: str | None, station_id: str | None, since, until) -> list[Any]:
-    conditions = []
-    if product:
-        conditions.append(Inspection.product == product)
-    if station_id:
-        conditions.append(Inspection.station_id == station_id)
-    if since is not None:
-        conditions.append(Inspection.created_at >= since)
-    if until is not None:
-        conditions.append(Inspection.created_at < until)
-    return conditions
-
-
-def _rollup_filters(table: Any, product: str | None, station_id: str | None, since, until):
-    """Conditions on a rollup table; ``since``/``until`` count the whole hours they fall in."""
-    conditions = []
-    if product:
-        conditions.append(table.product == product)
+def _filters(
+    table: Any,
+    product: str | None,
+    station_id: str | None,
+    since: datetime | None,
+    until: datetime | None,
+) -> list[Any]:
+    """Conditions on ``inspections`` (``created_at``) or a rollup table (``hour``: ``since`` and
+    ``until`` count the whole hours they fall in)."""
+    if table is Inspection:
+        moment = table.created_at
+    else:
+        moment, since, until = table.hour, since and hour_of(since), until and hour_of(until)
+    conditions = [table.product == product] if product else []
     if station_id:
         conditions.append(table.station_id == station_id)
     if since is not None:
-        conditions.append(table.hour >= rollups.hour_of(since))
+        conditions.append(moment >= since)
     if until is not None:
-        conditions.append(table.hour < rollups.hour_of(until))
+        conditions.append(moment < until)
     return conditions
 
 
@@ -199,7 +195,7 @@ def volume_over_time(
             func.sum(r.score_sum) / total,
             func.sum(r.latency_sum) / total,
         )
-        .where(*_rollup_filters(r, product, station_id, since, until))
+        .where(*_filters(r, product, station_id, since, until))
         .group_by(bucket, r.product, r.station_id)
         .order_by(bucket)
     )
@@ -229,7 +225,7 @@ def station_health(
             func.sum(r.latency_sum) / total,
             func.max(r.latency_max),
         )
-        .where(*_rollup_filters(r, product, None, since, None))
+        .where(*_filters(r, product, None, since, None))
         .group_by(r.station_id, r.product)
         .order_by(r.station_id, r.product)
     )
@@ -257,7 +253,7 @@ def station_health(
 def _reviewed_counts(session: Any, since: datetime | None, product: str | None) -> dict:
     """{(station, product): reviewed inspections since ``since``} (label index range scans)."""
     conditions = [Inspection.review_label.in_(REVIEW_LABELS)]
-    conditions += _time_filters(product, None, since and rollups.hour_of(since), None)
+    conditions += _filters(Inspection, product, None, since and hour_of(since), None)
     query = (
         select(Inspection.station_id, Inspection.product, func.count())
         .where(*conditions)
@@ -270,7 +266,7 @@ def _newest_models(session: Any, since: datetime | None, product: str | None) ->
     """{(station, product): the model version of its newest rollup hour}."""
     r = HourlyRollup
     query = select(r.station_id, r.product, r.model_version).where(
-        *_rollup_filters(r, product, None, since, None)
+        *_filters(r, product, None, since, None)
     )
     newest = {}
     for station, name, model in session.execute(query.order_by(r.hour)):
@@ -299,13 +295,12 @@ def score_histogram(
     r = ScoreRollup
     query = (
         select(r.bin, func.sum(r.count))
-        .where(*_rollup_filters(r, product, None, since, until))
+        .where(*_filters(r, product, None, since, until))
         .group_by(r.bin)
     )
     excluded = select(Inspection.score).where(
         Inspection.review_label.in_(list(exclude_labels)),
-        *_time_filters(product, None, since and rollups.hour_of(since), None),
-        *([Inspection.created_at < rollups.hour_of(until)] if until is not None else []),
+        *_filters(Inspection, product, None, since and hour_of(since), until and hour_of(until)),
     )
     with store.session() as session:
         for bin_index, count in session.execute(query):
@@ -347,7 +342,7 @@ def _queue_conditions(query: QueueQuery, lowest: float | None) -> list[Any]:
     # Product, station and verdict are compared through coalesce() so that no index on them
     # competes with the sort-key index the queue walks (a planner picking (product, created_at)
     # or (verdict, created_at) would sort all of their rows for one page).
-    conditions = _time_filters(None, None, query.since, None)
+    conditions = _filters(Inspection, None, None, query.since, None)
     for column, value in (
         (Inspection.product, query.product),
         (Inspection.station_id, query.station_id),
@@ -375,7 +370,7 @@ def _queue_conditions(query: QueueQuery, lowest: float | None) -> list[Any]:
 
 def _lowest_threshold(session: Any, query: QueueQuery) -> float | None:
     r = HourlyRollup
-    conditions = _rollup_filters(r, query.product, query.station_id, query.since, None)
+    conditions = _filters(r, query.product, query.station_id, query.since, None)
     return session.scalar(select(func.min(r.threshold_min)).where(*conditions))
 
 
@@ -470,7 +465,7 @@ def daily_volume(store: Store, product: str, *, since: datetime, until: datetime
     """Mean inspections per day of ``product`` in [since, until) (whole UTC hours, rollups)."""
     days = max((until - since).total_seconds() / 86400.0, 1e-9)
     r = HourlyRollup
-    statement = select(func.sum(r.total)).where(*_rollup_filters(r, product, None, since, until))
+    statement = select(func.sum(r.total)).where(*_filters(r, product, None, since, until))
     with store.session() as session:
         return int(session.scalar(statement) or 0) / days
 

@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from itertools import islice
 from pathlib import Path
 from typing import Any, Literal
 
@@ -503,18 +504,15 @@ def referenced(session: Session, shas: Iterable[str]) -> set[str]:
 
 def _sweep(store: Store, config: RetentionConfig, report: PruneReport) -> None:
     """Remove every blob file no row references; count what goes and stays in ``report``."""
-    removed = freed = 0
-    grace = config.grace_minutes * 60.0
     for chunk in _chunks(store.blobs.files(), config.batch_size):
         with store.session() as session:
             used = referenced(session, (sha for sha, _size in chunk))
         unused = [sha for sha, _size in chunk if sha not in used]
-        gone, gone_bytes = _discard(store, unused, grace)
-        removed, freed = removed + gone, freed + gone_bytes
-        report.blob_files += sum(1 for _ in chunk) - gone
+        gone, gone_bytes = _discard(store, unused, config.grace_minutes * 60.0)
+        report.files_removed += gone
+        report.bytes_removed += gone_bytes
+        report.blob_files += len(chunk) - gone
         report.blob_bytes += sum(size for _sha, size in chunk) - gone_bytes
-    report.files_removed += removed
-    report.bytes_removed += freed
 
 
 def _discard(store: Store, shas: list[str], grace_s: float) -> tuple[int, int]:
@@ -530,13 +528,8 @@ def _discard(store: Store, shas: list[str], grace_s: float) -> tuple[int, int]:
 
 
 def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    chunk: list[Any] = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
         yield chunk
 
 

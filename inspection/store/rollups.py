@@ -131,16 +131,16 @@ def record(session: Session, rows: Sequence[Inspection]) -> None:
         if group is None:
             groups[(hour, row.product, row.station_id)] = {
                 "hour": hour, "product": row.product, "station_id": row.station_id,
-                "total": 1, "ng": ng, "score": row.score, "latency": row.latency_ms,
-                "latency_max": row.latency_ms, "threshold": row.threshold,
+                "total": 1, "ng": ng, "score_sum": row.score, "latency_sum": row.latency_ms,
+                "latency_max": row.latency_ms, "threshold_min": row.threshold,
                 "first_seen": at, "last_seen": at, "model_version": row.model_version,
             }  # fmt: skip
         else:
             group["total"], group["ng"] = group["total"] + 1, group["ng"] + ng
-            group["score"] += row.score
-            group["latency"] += row.latency_ms
+            group["score_sum"] += row.score
+            group["latency_sum"] += row.latency_ms
             group["latency_max"] = max(group["latency_max"], row.latency_ms)
-            group["threshold"] = min(group["threshold"], row.threshold)
+            group["threshold_min"] = min(group["threshold_min"], row.threshold)
             group["first_seen"] = min(group["first_seen"], at)
             if at >= group["last_seen"]:
                 group["last_seen"], group["model_version"] = at, row.model_version
@@ -161,20 +161,7 @@ def _upserts(dialect: str) -> tuple[Any, Any]:
     sums to its row."""
     insert_ = sqlite.insert if dialect == "sqlite" else postgresql.insert
     greatest, least = _extremes(dialect)
-    hourly = insert_(HourlyRollup).values(
-        hour=bindparam("hour"),
-        product=bindparam("product"),
-        station_id=bindparam("station_id"),
-        total=bindparam("total"),
-        ng=bindparam("ng"),
-        score_sum=bindparam("score"),
-        latency_sum=bindparam("latency"),
-        latency_max=bindparam("latency_max"),
-        threshold_min=bindparam("threshold"),
-        first_seen=bindparam("first_seen"),
-        last_seen=bindparam("last_seen"),
-        model_version=bindparam("model_version"),
-    )
+    hourly = insert_(HourlyRollup).values(_parameters(HourlyRollup))
     new, old = hourly.excluded, HourlyRollup
     hourly = hourly.on_conflict_do_update(
         index_elements=["hour", "product", "station_id"],
@@ -192,17 +179,17 @@ def _upserts(dialect: str) -> tuple[Any, Any]:
             ),
         },
     )
-    scores = insert_(ScoreRollup).values(
-        hour=bindparam("hour"),
-        product=bindparam("product"),
-        bin=bindparam("bin"),
-        count=bindparam("count"),
-    )
+    scores = insert_(ScoreRollup).values(_parameters(ScoreRollup))
     scores = scores.on_conflict_do_update(
         index_elements=["hour", "product", "bin"],
         set_={"count": ScoreRollup.count + scores.excluded["count"]},
     )
     return hourly, scores
+
+
+def _parameters(table: type[Base]) -> dict[str, Any]:
+    """Each column's value from the bound parameter of its name."""
+    return {column.name: bindparam(column.name) for column in table.__table__.columns}
 
 
 def _extremes(dialect: str) -> tuple[Any, Any]:

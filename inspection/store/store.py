@@ -166,7 +166,7 @@ class Store:
             except OperationalError as exc:
                 raise StoreUnavailable(
                     f"results store {self._shown_url()}: upgrading the schema failed: "
-                    f"{_reason(exc)}"
+                    f"{first_line(exc)}"
                 ) from exc
 
     def schema_revision(self) -> str | None:
@@ -184,7 +184,7 @@ class Store:
             return self.engine.connect()
         except OperationalError as exc:
             raise StoreUnavailable(
-                f"results store {self._shown_url()} unreachable: {_reason(exc)}"
+                f"results store {self._shown_url()} unreachable: {first_line(exc)}"
             ) from exc
 
     def _shown_url(self) -> str:
@@ -359,10 +359,10 @@ def _by_request_id(session: Session, request_id: str) -> Inspection | None:
     return session.scalar(select(Inspection).where(Inspection.request_id == request_id))
 
 
-def _reason(exc: OperationalError) -> str:
+def first_line(exc: BaseException) -> str:
     """The driver's first line, without SQLAlchemy's statement and background link."""
-    lines = str(exc.orig if exc.orig is not None else exc).strip().splitlines()
-    return lines[0].strip() if lines else type(exc).__name__
+    cause = getattr(exc, "orig", None) or exc
+    return (str(cause).strip().splitlines() or [type(exc).__name__])[0].strip()
 
 
 def _filtered(query: Any, filters: InspectionFilter) -> Any:

@@ -234,13 +234,9 @@ def test_the_documented_commands_rekey_the_role_and_drain(central: Central, tmp_
     assert len(_central_keys(central)) == 3
 
 
-def test_the_central_side_killed_mid_batch_loses_and_doubles_nothing(
-    central: Central, tmp_path: Path
-) -> None:
-    """The forwarder's central session dies inside its batch transaction (as when PostgreSQL
-    is killed): nothing of the batch is kept centrally or marked locally; the next try sends it."""
-    local = _local(tmp_path, central.station, 6)
-    forwarder = Forwarder(local, central.url, central.blob_dir, batch=6)
+def start_batch(forwarder: Forwarder) -> tuple[threading.Thread, list[BaseException]]:
+    """A started thread forwarding one batch, and the list it puts its ``OperationalError`` in
+    (the central side killed under it)."""
     failed: list[BaseException] = []
 
     def forward() -> None:
@@ -249,10 +245,21 @@ def test_the_central_side_killed_mid_batch_loses_and_doubles_nothing(
         except OperationalError as exc:
             failed.append(exc)
 
+    worker = threading.Thread(target=forward)
+    worker.start()
+    return worker, failed
+
+
+def test_the_central_side_killed_mid_batch_loses_and_doubles_nothing(
+    central: Central, tmp_path: Path
+) -> None:
+    """The forwarder's central session dies inside its batch transaction (as when PostgreSQL
+    is killed): nothing of the batch is kept centrally or marked locally; the next try sends it."""
+    local = _local(tmp_path, central.station, 6)
+    forwarder = Forwarder(local, central.url, central.blob_dir, batch=6)
     with central.store.engine.connect() as locker:  # the batch's INSERT waits on this lock
         locker.execute(sa.text("LOCK TABLE inspections IN ACCESS EXCLUSIVE MODE"))
-        worker = threading.Thread(target=forward)
-        worker.start()
+        worker, failed = start_batch(forwarder)
         time.sleep(0.5)
         with forwarder.engine.connect() as own:  # a role may end its own sessions
             own.execute(sa.text(TERMINATE_OWN))

@@ -12,14 +12,12 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.exc import OperationalError
 
 from inspection.store.forward import Forwarder, backlog, grant_station
 from inspection.store.store import Store
@@ -29,6 +27,7 @@ from tests.store.test_forward import (
     _central_keys,
     _local,
     _rollup_total,
+    start_batch,
 )
 
 PG_BIN = Path(os.environ.get("INSPECTION_PG_BIN", "/usr/lib/postgresql/15/bin"))
@@ -94,18 +93,9 @@ def test_the_postmaster_killed_inside_a_batch_keeps_none_of_it(
     server, central = killable
     local = _local(tmp_path, STATION, 50)
     forwarder = Forwarder(local, central.url, central.blob_dir, batch=50)
-    failed: list[BaseException] = []
-
-    def forward() -> None:
-        try:
-            forwarder.forward_once()
-        except OperationalError as exc:
-            failed.append(exc)
-
     locker = sa.create_engine(server.url()).connect()
     locker.execute(sa.text("LOCK TABLE inspections IN ACCESS EXCLUSIVE MODE"))
-    worker = threading.Thread(target=forward)
-    worker.start()
+    worker, failed = start_batch(forwarder)
     waiting = (
         "SELECT count(*) FROM pg_stat_activity WHERE usename = :u AND wait_event_type = 'Lock'"
     )
