@@ -1,4 +1,5 @@
-"""The bench harness: the machine and load to record, and the JSON + markdown report files.
+"""The bench harness: rounds, what a run's figures depend on (command, commit, CPU with its ISA,
+load), child processes timed from outside, and the JSON + markdown report files.
 
 Imported as a sibling module (``from _report import save_report``): the scripts run as
 ``python bench/<name>.py``, which puts ``bench/`` first on ``sys.path``.
@@ -8,10 +9,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
-from collections.abc import Callable
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+REPO = Path(__file__).resolve().parents[1]
+T = TypeVar("T")
 
 
 def lscpu(field: str) -> str:
@@ -34,6 +43,75 @@ def cpu_description() -> str:
 def load_average() -> str:
     """The 1-, 5- and 15-minute load averages as ``"0.52 0.61 0.70"``, recorded with figures."""
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def command_line(argv: list[str] | None = None) -> str:
+    """``python bench/<name>.py <arguments>``: how this run was started (``argv``: the arguments
+    ``main`` was called with, else the process's)."""
+    script = Path(sys.argv[0]).resolve()
+    name = script.relative_to(REPO) if script.is_relative_to(REPO) else script
+    return " ".join(["python", str(name), *(sys.argv[1:] if argv is None else argv)])
+
+
+def commit() -> str:
+    """The checkout's short commit ("" outside git)."""
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    return done.stdout.strip()
+
+
+@contextmanager
+def recorded(argv: list[str] | None = None) -> Iterator[dict[str, str]]:
+    """What the figures measured in the block depend on: ``command`` (``command_line``),
+    ``commit``, ``cpu`` (``cpu_description``), ``load_before`` and, once the block ends,
+    ``load_after`` (``load_average``)."""
+    env = {"command": command_line(argv), "commit": commit(), "cpu": cpu_description(),
+           "load_before": load_average()}  # fmt: skip
+    yield env
+    env["load_after"] = load_average()
+
+
+def rounds(subjects: Mapping[str, Callable[[int], T]], repeat: int) -> dict[str, list[T]]:
+    """``subject(round)`` of every subject, ``repeat`` rounds in turn (all subjects, then all
+    again), so that a drift of the machine's speed hits them alike."""
+    runs: dict[str, list[T]] = {name: [] for name in subjects}
+    for r in range(repeat):
+        for name, subject in subjects.items():
+            runs[name].append(subject(r))
+    return runs
+
+
+def measured(command: list[str], **popen: Any) -> tuple[str, int, float, float, float]:
+    """Run ``command``: (stdout, exit code, wall seconds, peak RSS in GB of that process and
+    the children it waited for, from its own ``wait4`` rusage, not this process's; and the
+    peak of its anonymous resident memory, ``RssAnon`` sampled every 0.2 s: what it holds
+    itself, without the file pages the kernel may write out and drop)."""
+    started = time.perf_counter()
+    anon = [0]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, **popen) as child:
+        sampler = threading.Thread(target=_sample_anon, args=(child.pid, anon), daemon=True)
+        sampler.start()
+        stdout = child.stdout.read() if child.stdout else ""
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - started
+    sampler.join()
+    peak, peak_anon = usage.ru_maxrss / 1024**2, anon[0] / 1024**2
+    return stdout, child.returncode, wall, round(peak, 2), round(peak_anon, 2)
+
+
+def _sample_anon(pid: int, peak: list[int]) -> None:
+    """Keep ``peak[0]`` at the largest ``RssAnon`` (KiB) of ``pid`` until it has exited."""
+    path = Path(f"/proc/{pid}/status")
+    while True:
+        try:
+            found = re.search(r"^RssAnon:\s+(\d+) kB", path.read_text(), re.MULTILINE)
+        except OSError:
+            return
+        if found is None:  # exited (a zombie has no memory lines)
+            return
+        peak[0] = max(peak[0], int(found.group(1)))
+        time.sleep(0.2)
 
 
 def previous_report(out: Path, stem: str) -> dict[str, Any]:

@@ -24,8 +24,7 @@ import sys
 from pathlib import Path
 
 import yaml
-from _report import cpu_description, load_average, save_report
-from train_wall import measured
+from _report import cpu_description, load_average, measured, save_report
 
 OUTCOME = re.compile(
     r"^(?P<product>\S+): (?P<status>promoted|kept|skipped|failed) in (?P<seconds>\d+) s "
