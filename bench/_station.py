@@ -20,6 +20,32 @@ PG_ADMIN_URL = os.environ.get(
 )
 
 
+class Child:
+    """``inspection <args>`` as a subprocess, started at once, its output appended to ``log``;
+    it can be killed (``kill -9``), started again and stopped. ``env``: variables set for it."""
+
+    def __init__(self, args: list[str], log: Path, **env: str) -> None:
+        self.args, self.log, self.env = args, log.open("ab"), env
+        self.start()
+
+    def start(self) -> None:
+        self.process = subprocess.Popen([*CLI, *self.args], stdout=self.log,
+                                        stderr=subprocess.STDOUT, env=os.environ | self.env)  # fmt: skip
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(10)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM, then SIGKILL if it has not ended within ``timeout`` seconds."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
 def signature_policy(source_registry: str | Path) -> dict[str, Any]:
     """The station ``core`` keys for bundles copied from ``source_registry``: its site's
     public key pinned when the site has one (a demo site does), else unsigned allowed."""

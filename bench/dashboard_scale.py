@@ -8,30 +8,25 @@
 
 Three measurements, each written to ``reports/dashboard/scale_<backend>.json`` and ``.md``:
 
-- *python*: what one uncached script run of each page computes (its store reads and the
-  functions around them), median of ``--repeats``; the *before rollups* column (the queries
-  of ``BEFORE``: scans of the results table, offset paging) is the one on record in the
-  report: ``git show c8e87af:bench/dashboard_scale.py`` (``--before``) times it again;
+- *python*: one uncached script run of each page's store reads and the functions around them,
+  median of ``--repeats``; the *before rollups* column (``BEFORE``'s queries) is on record
+  (``--before`` of ``git show c8e87af:bench/dashboard_scale.py`` timed it);
 - *browser* (``--browser``, or ``--only-browser`` keeping the report's other rows): headless
   Chromium signs in and opens each page through the sidebar, ``--walks`` times per instrument
-  (``--settle``: ``text``, the old poll of the page's text; ``dom``, the new in-page record of
-  the action and of the paint after the last DOM mutation, ``dashboard_walk.DRAWN_JS``), each
-  walk against a fresh server (Streamlit's cache is cold: each page's first visit; Overview's
-  includes the sign-in and the first script run of a new session); the review queue's *Next
-  page* from page 1, its *Go to page* ``DEEP_PAGE`` and *Next page* from there are timed,
-  Overview and Thresholds once more after their cached reads expired, and Overview opened
-  again (a new session its cookie signs in). ``--code REV`` walks the app of commit ``REV``
-  (``git archive`` of ``apps/`` and ``inspection/``) and files it as the *before* column, so
-  before and after are measured in one session;
+  (``--settle``: ``text`` polls the page's text; ``dom`` records the action and the paint after
+  the last DOM mutation in the page, ``dashboard_walk.DRAWN_JS``), each walk against a fresh
+  server (each page's first visit); then the review queue's *Next page*, *Go to page*
+  ``DEEP_PAGE`` and *Next page* from there, Overview and Thresholds again once their cached
+  reads expired, and Overview reopened (a new session its cookie signs in). ``--code REV``
+  walks the app of commit ``REV`` as the *before* column, measured in the same session;
 - *plans*: ``EXPLAIN QUERY PLAN`` (SQLite) or ``EXPLAIN (ANALYZE, BUFFERS)`` (PostgreSQL) of
-  each query a page runs, so the indexes used (and PostgreSQL's heap fetches) are on record;
+  each query a page runs: the indexes used (and PostgreSQL's heap fetches);
 
-plus the Thresholds row: the budget suggestion on the page's unbiased sample (the held-out
-split + the random audit sample), its stated reject interval and confident bound, and the reject
-rate measured on held-out good parts of the store (seeded truth: a defective sample carries a
-mask) that are not in the audit sample. The page's CPU profile and what each Overview step
-fetched were probes: ``--profile`` of ``git show c8e87af:bench/dashboard_scale.py`` (figures
-in ``reports/dashboard/profile_5m.md``).
+plus the Thresholds row: the budget suggestion on the page's unbiased sample (held-out split +
+random audit sample), its stated reject interval and confident bound, against the reject rate
+on held-out good parts of the store outside the audit sample (seeded truth: a defect has a
+mask). The CPU profile probe: ``--profile`` of ``git show c8e87af:bench/dashboard_scale.py``
+(``reports/dashboard/profile_5m.md``).
 """
 
 from __future__ import annotations
@@ -48,7 +43,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from _report import cpu_description, load_average, previous_report, save_report
+from _report import load_average, previous_report, recorded, save_report
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "scripts")]
@@ -478,7 +473,7 @@ def _markdown(report: dict[str, Any]) -> str:
         f"CPU {report['cpu']}; load before {report['load_before']}, after {report['load_after']}.",
         f"Store filled by `scripts/seed_dashboard.py` (bulk INSERT through the real schema, "
         f"rollups rebuilt): {report['inspections']:,} results, {report['reviews']:,} reviewed.",
-        f"Command: `heavy --alone python {report.get('command', 'bench/dashboard_scale.py')}`.",
+        f"Command: `heavy --alone {report['command']}`.",
         "",
         *_page_table(report),
         "",
@@ -634,18 +629,15 @@ def main() -> None:
     board = open_dashboard(args.site)
     backend = board.store.engine.dialect.name
     stem = f"scale_{backend}"
-    report = previous_report(args.out, stem)
-    report.update(backend=backend, cpu=cpu_description(), load_before=load_average())
-    if not args.only_browser:
-        python_rows(board, args, report)
-    if args.browser or args.only_browser:
-        chromium_walks(args, report)
-    if not args.only_browser:
-        report["thresholds"] = threshold_row(board)
-    report["load_after"] = load_average()
-    report["measured_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    report["budget_s"] = BUDGET_S
-    report["command"] = " ".join(["bench/dashboard_scale.py", *sys.argv[1:]])
+    report = previous_report(args.out, stem) | {"backend": backend, "budget_s": BUDGET_S}
+    with recorded() as env:
+        if not args.only_browser:
+            python_rows(board, args, report)
+        if args.browser or args.only_browser:
+            chromium_walks(args, report)
+        if not args.only_browser:
+            report["thresholds"] = threshold_row(board)
+    report |= env | {"measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     save_report(args.out, stem, report, _markdown(report))
     if args.plans or not args.only_browser:
         save_report(args.out, f"plans_{backend}", plans(board))

@@ -33,23 +33,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shutil
 import sqlite3
-import subprocess
 import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from functools import partial
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import paho.mqtt.client as mqtt
 import yaml
-from _report import cpu_description, load_average, lscpu, save_report
-from _station import CLI, serve_live_copy, signature_policy  # scratch-station helpers
+from _report import recorded, rounds, save_report
+from _station import Child, serve_live_copy, signature_policy  # scratch-station helpers
 from asyncua import Client, ua
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 from asyncua.sync import ThreadLoop
@@ -69,34 +69,10 @@ from inspection.line.mosquitto import Broker, Collector, free_port, wait_port  #
 from inspection.line.payload import PayloadError, ResultPayload  # noqa: E402
 from inspection.line.pki import LinePki  # noqa: E402
 from inspection.line.security import PLC_USER, mqtt_client, station_uri  # noqa: E402
-from inspection.line.softplc import HandshakeTimeout, SoftPlc  # noqa: E402
+from inspection.line.softplc import HandshakeTimeout, PlcAnswer, SoftPlc  # noqa: E402
 
 REPORTS = ROOT / "reports" / "line"
 STATION_ID = "bench-1"
-
-
-class Station:
-    """``inspection station run`` as a subprocess that can be killed and restarted."""
-
-    def __init__(self, config_path: Path, log_path: Path) -> None:
-        self.config_path = config_path
-        self.log = log_path.open("ab")
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        env = os.environ | {"PYTHONPATH": str(ROOT)}
-        command = [*CLI, "station", "run", "-c", str(self.config_path)]
-        self.process = subprocess.Popen(command, stdout=self.log, stderr=self.log, env=env)
-
-    def kill(self) -> None:
-        if self.process is not None:
-            self.process.kill()  # SIGKILL
-            self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(30)
 
 
 class MqttPlc:
@@ -340,14 +316,15 @@ def timed_rounds(
     for prefix, trigger in links.values():
         for i in range(5):  # warm-up, not counted
             trigger(f"{prefix}w-{i}")
-    rows: dict[str, list[tuple[float, ...]]] = {name: [] for name in links}
-    for r in range(args.rounds):
-        for name, (prefix, trigger) in links.items():
-            rows[name] += [trigger(f"{prefix}{r}-{i}") for i in range(per_round)]
+
+    def batch(prefix: str, trigger: Callable[[str], tuple[float, ...]], r: int) -> list:
+        return [trigger(f"{prefix}{r}-{i}") for i in range(per_round)]
+
+    runs = rounds({name: partial(batch, *link) for name, link in links.items()}, args.rounds)
     return {
         name if k == 0 else f"{name}_result": percentiles(list(column), args.rounds)
-        for name, timed in rows.items()
-        for k, column in enumerate(zip(*timed, strict=True))
+        for name, batches in runs.items()
+        for k, column in enumerate(zip(*chain.from_iterable(batches), strict=True))
     }
 
 
@@ -357,50 +334,59 @@ def wait_ready(plc: SoftPlc, timeout_s: float = 120.0) -> float:
     return time.monotonic() - started
 
 
-def plc_trigger_retrying(plc: SoftPlc, request_id: str, retries: list[str]) -> None:
+def scratch_plc(
+    args: argparse.Namespace, name: str, mode: str = "sign_and_encrypt"
+) -> tuple[Path, LinkSecurity, SoftPlc]:
+    """A fresh ``<workdir>/<name>``, link security ``mode`` with its PKI there, and a soft PLC
+    started (scanning every ``--scan-ms``)."""
+    work = Path(args.workdir) / name
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    security = LinkSecurity(mode=mode, pki_dir=work / "pki")  # type: ignore[arg-type]
+    plc = SoftPlc(f"opc.tcp://127.0.0.1:{free_port()}/plc", security=security,
+                  scan_s=args.scan_ms / 1000.0)  # fmt: skip
+    plc.start()
+    return work, security, plc
+
+
+def plc_trigger_retrying(plc: SoftPlc, request_id: str, retries: list[str]) -> PlcAnswer:
     """A PLC that gets no Done retries the same RequestId until answered."""
     while True:
         try:
-            plc.trigger(request_id=request_id, timeout_s=8.0)
-            return
+            return plc.trigger(request_id=request_id, timeout_s=8.0)
         except HandshakeTimeout:
             retries.append(request_id)
             plc.write("Trigger", False)
             time.sleep(0.5)
 
 
-def stored_request_ids(db: Path, prefix: str) -> list[str]:
+def stored(db: Path, prefix: str) -> list[tuple[str, float]]:
+    """(request id, model latency ms) of the station's stored inspections whose request id
+    starts with ``prefix``."""
     with sqlite3.connect(db) as connection:
         rows = connection.execute(
-            "select request_id from inspections where request_id like ?",
+            "select request_id, latency_ms from inspections where request_id like ?",
             (f"{STATION_ID}/{prefix}%",),
         ).fetchall()
-    return [r[0].split("/", 1)[1] for r in rows]
+    return [(request_id.split("/", 1)[1], ms) for request_id, ms in rows]
 
 
 def run(args: argparse.Namespace, mode: str) -> dict[str, Any]:
     """Both phases with link security ``mode`` (sign_and_encrypt or none)."""
-    work = Path(args.workdir) / mode
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    security = LinkSecurity(mode=mode, pki_dir=work / "pki")  # type: ignore[arg-type]
+    work, security, plc = scratch_plc(args, mode, mode)
     broker = Broker(work, persistent=True, security=security, stations=(STATION_ID,))
     broker.start()
-    endpoint = f"opc.tcp://127.0.0.1:{free_port()}/plc"
-    plc = SoftPlc(endpoint, security=security, scan_s=args.scan_ms / 1000.0)
-    plc.start()
     registers = {name: RegisterPlc(name, args.scan_ms / 1000.0) for name in ("s7", "modbus")}
     vision_port = free_port()
     links = {
-        "opcua": {"enabled": True, "endpoint": endpoint, "sampling_ms": args.sampling_ms},
+        "opcua": {"enabled": True, "endpoint": plc.endpoint, "sampling_ms": args.sampling_ms},
         "machine_vision": {"enabled": True, "port": vision_port},
         "mqtt": {"enabled": True, "port": broker.port},
         "sinks": [{"name": "mes", "kind": "mqtt", "port": broker.port, "timeout_s": 2.0}],
     } | {name: plc_.section(args.poll_ms) for name, plc_ in registers.items()}
     config_path = prepare(args, work, security, links)
     results = Collector(broker.port, f"inspection/{STATION_ID}/result", security)
-    station = Station(config_path, work / "station.log")
-    station.start()
+    station = Child(["station", "run", "-c", str(config_path)], work / "station.log")
     startup_s = wait_ready(plc)
     mqtt_plc = MqttPlc(broker.port, security)
     vision_endpoint = f"opc.tcp://127.0.0.1:{vision_port}/inspection"
@@ -448,17 +434,11 @@ def run(args: argparse.Namespace, mode: str) -> dict[str, Any]:
 def views_run(args: argparse.Namespace, count: int) -> dict[str, Any]:
     """``args.triggers`` OPC UA triggers (security on) to a station judging each part from
     ``count`` views: trigger to part answer, and each view's model latency."""
-    work = Path(args.workdir) / f"views-{count}"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    security = LinkSecurity(pki_dir=work / "pki")
-    plc = SoftPlc(f"opc.tcp://127.0.0.1:{free_port()}/plc", security=security,
-                  scan_s=args.scan_ms / 1000.0)  # fmt: skip
-    plc.start()
+    work, security, plc = scratch_plc(args, f"views-{count}")
     opcua = {"enabled": True, "endpoint": plc.endpoint, "sampling_ms": args.sampling_ms}
     products = tuple(args.view_products[:count])
-    station = Station(prepare(args, work, security, {"opcua": opcua}, products), work / "log")
-    station.start()
+    config_path = prepare(args, work, security, {"opcua": opcua}, products)
+    station = Child(["station", "run", "-c", str(config_path)], work / "log")
     try:
         wait_ready(plc)
         for i in range(5):  # warm-up, not counted
@@ -467,11 +447,7 @@ def views_run(args: argparse.Namespace, count: int) -> dict[str, Any]:
     finally:
         station.stop()
         plc.stop()
-    with sqlite3.connect(work / "line.db") as connection:
-        rows = connection.execute(
-            "select request_id, latency_ms from inspections where request_id like ?",
-            (f"{STATION_ID}/p-%",),
-        ).fetchall()
+    rows = stored(work / "line.db", "p-")
     return {
         "products": list(products),
         "part": percentiles([a.seconds for a in answers]),
@@ -548,7 +524,7 @@ def fault_run(
     work: Path,
     plc: SoftPlc,
     broker: Broker,
-    station: Station,
+    station: Child,
     results: Collector,
 ) -> dict[str, Any]:
     n = args.fault
@@ -568,28 +544,28 @@ def fault_run(
             station.start()
         plc_trigger_retrying(plc, f"f-{i:04d}", retries)
     run_s = time.monotonic() - started
-    stored = stored_request_ids(work / "line.db", "f-")
+    stored_ids = [request_id for request_id, _ in stored(work / "line.db", "f-")]
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         keys = [ResultPayload.from_json(m).request_id for m in results.wait_for(0, 0)]
         delivered = Counter(k for k in keys if k.startswith("f-"))
-        if set(stored) <= set(delivered):
+        if set(stored_ids) <= set(delivered):
             break
         time.sleep(1.0)
     drained_s = time.monotonic() - started - run_s
-    missing = sorted(set(stored) - set(delivered))
+    missing = sorted(set(stored_ids) - set(delivered))
     return {
         "triggers": n,
         "events": events,
         "plc_retries": len(retries),
-        "stored": len(stored),
-        "stored_unique": len(set(stored)),
+        "stored": len(stored_ids),
+        "stored_unique": len(set(stored_ids)),
         "delivered_unique": len(set(delivered)),
         "delivered_messages": sum(delivered.values()),
         "duplicates": sum(c - 1 for c in delivered.values()),
         "lost": len(missing),
         "missing_examples": missing[:10],
-        "answered_all_triggers": len(set(stored)) == n,
+        "answered_all_triggers": len(set(stored_ids)) == n,
         "run_s": round(run_s, 1),
         "drain_after_run_s": round(drained_s, 1),
     }
@@ -639,8 +615,8 @@ def write(report: dict[str, Any], args: argparse.Namespace) -> None:
         "# Line station: trigger to answer on every PLC link, several cameras per part, "
         "delivery under faults",
         "",
-        f"Measured with `{report['command']}` (run alone: `heavy --alone`) on {env['cpu']}, "
-        f"{env['amx']}; load (`uptime`) {env['load_before']} before, {env['load_after']} after. "
+        f"Measured with `{env['command']}` (run alone: `heavy --alone`) at {env['commit']} on "
+        f"{env['cpu']}; load (`uptime`) {env['load_before']} before, {env['load_after']} after. "
         f"Bundle `{report['bundle']}` ({report['precision']}) of `{report['product']}`, bundle "
         f"signatures {report['bundle_signatures']}, images {report['images']}. One station "
         "(`inspection station run` subprocess, SQLite store) serves all five links at once: "
@@ -728,13 +704,15 @@ def main() -> None:
         "--security", choices=("both", "on", "off"), default="both", help="Link security runs."
     )
     args = parser.parse_args()
-    load_before = load_average()
     bundle_dir = Registry(args.registry).live_bundle_dir(args.product)
     modes = {"on": "sign_and_encrypt", "off": "none"}
     chosen = ("on", "off") if args.security == "both" else (args.security,)
+    with recorded() as env:
+        runs = {name: run(args, modes[name]) for name in chosen}
+        views = {str(count): views_run(args, count) for count in args.views}
     report = {
-        "runs": {name: run(args, modes[name]) for name in chosen},
-        "views": {str(count): views_run(args, count) for count in args.views},
+        "runs": runs,
+        "views": views,
         "bundle": bundle_dir.name,
         "product": args.product,
         "precision": read_bundle_metadata(bundle_dir).precision,
@@ -742,13 +720,7 @@ def main() -> None:
         "bundle_signatures": "checked against the site key"
         if "signing_keys" in signature_policy(args.registry)
         else "not checked (the source registry's site has no key)",
-        "command": " ".join(["python", *sys.argv]),
-        "environment": {
-            "cpu": cpu_description(),
-            "amx": "AMX" if "amx_tile" in lscpu("Flags").split() else "no AMX flags",
-            "load_before": load_before,
-            "load_after": load_average(),
-        },
+        "environment": env,
     }
     write(report, args)
     print((REPORTS / "summary.md").read_text())

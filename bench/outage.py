@@ -7,10 +7,10 @@ paced (``--pace`` s apart); in the middle of the run the central side fails for
 ``--outage-s`` seconds, as one of two scenarios:
 
 - ``stop``: ``pg_ctl stop -m fast``, then ``pg_ctl start``;
-- ``blackhole``: the relay stops passing bytes and new connections hang (a failed network);
-- ``migrate``: the central store, holding ``--central-rows`` results of another line, is taken
-  back to revision ``--migrate-from`` before the run and ``inspection db upgrade`` runs on it
-  in the middle while the triggers go on (the outage lasts as long as the upgrade).
+- ``blackhole``: the relay stops passing bytes and new connections hang (a failed network).
+
+The report's ``migrate`` run (``inspection db upgrade`` of a central store of 2M results in the
+middle of the run) was measured at 1e56cb5: ``git show 395388a:bench/outage.py``.
 
 Recorded: PLC answer p50/p99 before, during and after the outage, error answers, then every
 request id in the central store (lost, duplicated) and the time from recovery until every
@@ -23,29 +23,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 import yaml
-from _report import cpu_description, load_average, previous_report, save_report
-from _station import CLI, ScratchPostgres, _admin
-from alembic import command
-from alembic.config import Config
-from line import STATION_ID, Station, percentiles, prepare, wait_ready
+from _report import previous_report, recorded, save_report
+from _station import Child, ScratchPostgres, _admin
+from line import STATION_ID, percentiles, plc_trigger_retrying, prepare, scratch_plc, wait_ready
 
-from inspection.line.config import LinkSecurity
 from inspection.line.handshake import ErrorCode
 from inspection.line.mosquitto import Broker, free_port
-from inspection.line.softplc import HandshakeTimeout, SoftPlc
+from inspection.line.softplc import SoftPlc
 from inspection.store.forward import grant_station
-from inspection.store.store import MIGRATIONS_DIR, Store
+from inspection.store.store import Store
 
 REPORTS = Path(__file__).resolve().parents[1] / "reports" / "line"
 
@@ -90,52 +85,6 @@ class Relay:
             writer.close()
             return
         await asyncio.gather(self._pump(reader, up_writer), self._pump(up_reader, writer))
-
-
-def take_back(owner_url: str, work: Path, revision: str, rows: int) -> Path:
-    """The central store at ``revision`` holding ``rows`` results of another line; returns the
-    config that ``inspection db upgrade`` upgrades it with."""
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    engine = sa.create_engine(owner_url)
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.downgrade(config, revision)
-        connection.execute(sa.text(FILL), {"n": rows})
-    engine.dispose()
-    site = work / "central.yaml"
-    core = {"products": ["brick"], "registry_dir": str(work / "central-registry"),
-            "allow_unsigned_bundles": True, "store_url": owner_url}  # fmt: skip
-    site.write_text(yaml.safe_dump({"core": core}))
-    return site
-
-
-FILL = """INSERT INTO inspections (id, request_id, created_at, product, station_id, source, score,
-  threshold, verdict, model_version, bundle_id, latency_ms, mask_source, regions, width, height,
-  image_sha, audit_sample)
-SELECT md5(g::text), 'old-line/' || g, now() - g * interval '1 second', 'brick', 'old-line',
-  'api', random(), 0.5, CASE WHEN random() < 0.05 THEN 'NG' ELSE 'OK' END, 'brick/v0001',
-  'v0001', 30, 'raw', '[]', 256, 256, md5(g::text) || md5(g::text), false
-FROM generate_series(1, :n) AS g"""
-
-
-class Upgrade:
-    """``inspection db upgrade`` of the central store in a subprocess."""
-
-    def __init__(self, site: Path) -> None:
-        self.command = [*CLI, "db", "upgrade", "-c", str(site)]
-        self.proc: subprocess.Popen[str] | None = None
-        self.output = ""
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(self.command, stdout=subprocess.PIPE, text=True)
-
-    def done(self, _elapsed: float) -> bool:
-        return self.proc is not None and self.proc.poll() is not None
-
-    def wait(self) -> None:
-        assert self.proc is not None
-        self.output = self.proc.communicate()[0].strip()
 
 
 def central_site(work: Path) -> tuple[ScratchPostgres, Relay, str]:
@@ -188,19 +137,10 @@ class Watch:
 
 
 def scenario(args: argparse.Namespace, name: str) -> dict[str, Any]:
-    work = Path(args.workdir) / name
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    security = LinkSecurity(mode="sign_and_encrypt", pki_dir=work / "pki")
+    work, security, plc = scratch_plc(args, name)
     pg, relay, station_url = central_site(work)
-    if name == "migrate":
-        owner_url = pg.url("inspection", "inspection", "inspection")
-        site = take_back(owner_url, work, args.migrate_from, args.central_rows)
     broker = Broker(work, persistent=True, security=security, stations=(STATION_ID,))
     broker.start()
-    plc = SoftPlc(f"opc.tcp://127.0.0.1:{free_port()}/plc", security=security,
-                  scan_s=args.scan_ms / 1000.0)  # fmt: skip
-    plc.start()
     links = {
         "opcua": {"enabled": True, "endpoint": plc.endpoint, "sampling_ms": args.sampling_ms},
         "mqtt": {"enabled": True, "port": broker.port},
@@ -210,27 +150,17 @@ def scenario(args: argparse.Namespace, name: str) -> dict[str, Any]:
     config = yaml.safe_load(config_path.read_text())
     config["core"]["central"] = {"url": station_url, "blob_dir": str(work / "central")}
     config_path.write_text(yaml.safe_dump(config))
-    station = Station(config_path, work / "station.log")
-    station.start()
+    station = Child(["station", "run", "-c", str(config_path)], work / "station.log")
     try:
         wait_ready(plc)
         watch = Watch(work / "line.db", pg.url("inspection"), "p-")
         for i in range(5):  # warm-up, not counted
             plc.trigger(request_id=f"w-{i}")
         if name == "stop":
-            fail, recover = pg.stop, pg.start
-        elif name == "blackhole":
-            fail, recover = (
-                (lambda: setattr(relay, "paused", True)),
-                (lambda: setattr(relay, "paused", False)),
-            )
+            run = drive(args, plc, pg.stop, pg.start)
         else:
-            upgrade = Upgrade(site)
-            fail, recover = upgrade.start, upgrade.wait
-        timed = lambda elapsed: elapsed >= args.outage_at + args.outage_s  # noqa: E731
-        run = drive(args, plc, fail, recover, upgrade.done if name == "migrate" else timed)
-        if name == "migrate":
-            run["upgrade"] = upgrade.output
+            pause = lambda paused: lambda: setattr(relay, "paused", paused)  # noqa: E731
+            run = drive(args, plc, pause(True), pause(False))
         start = run.pop("start")
         deadline = time.monotonic() + args.drain_timeout_s
         while time.monotonic() < deadline and len(watch.central_ids()) < args.triggers:
@@ -259,31 +189,27 @@ def scenario(args: argparse.Namespace, name: str) -> dict[str, Any]:
 
 
 def drive(
-    args: argparse.Namespace, plc: SoftPlc, fail: Any, recover: Any, ended: Any
+    args: argparse.Namespace, plc: SoftPlc, fail: Callable[[], None], recover: Callable[[], None]
 ) -> dict[str, Any]:
-    """The paced triggers, the outage from ``--outage-at`` until ``ended(seconds in)``; answer
-    seconds and errors per phase."""
+    """The paced triggers, the outage (``fail()`` ... ``recover()``) from ``--outage-at`` for
+    ``--outage-s`` seconds; answer seconds and errors per phase."""
     seconds: dict[str, list[float]] = {"before": [], "during": [], "after": []}
     errors = dict.fromkeys(seconds, 0)
-    retries, events = 0, {}
+    retries: list[str] = []
+    events: dict[str, Any] = {}
     start = time.monotonic()
     for i in range(args.triggers):
         time.sleep(max(0.0, start + i * args.pace - time.monotonic()))
         if "down" not in events and time.monotonic() - start >= args.outage_at:
             events["down"] = round(time.monotonic() - start, 2)
             fail()
-        if "down" in events and "up" not in events and ended(time.monotonic() - start):
+        ended = time.monotonic() - start >= args.outage_at + args.outage_s
+        if "down" in events and "up" not in events and ended:
             events["up"] = round(time.monotonic() - start, 2)
             recover()
             events["answered_at_recovery"] = i
         phase = "before" if "down" not in events else "during" if "up" not in events else "after"
-        while True:
-            try:
-                answer = plc.trigger(request_id=f"p-{i:04d}", timeout_s=8.0)
-                break
-            except HandshakeTimeout:  # the PLC retries the same RequestId
-                retries += 1
-                plc.write("Trigger", False)
+        answer = plc_trigger_retrying(plc, f"p-{i:04d}", retries)
         seconds[phase].append(answer.seconds)
         errors[phase] += answer.error_code != ErrorCode.NONE
     events["last_trigger"] = round(time.monotonic() - start, 2)
@@ -293,7 +219,7 @@ def drive(
         "start": start, "triggers": args.triggers, "pace_s": args.pace, "events_s": events,
         "latency": {phase: percentiles(v) for phase, v in seconds.items() if v},
         "ratio_during_before": {k: round(during[k] / before[k], 2) for k in ("p50_ms", "p99_ms")},
-        "error_answers": errors, "plc_retries": retries,
+        "error_answers": errors, "plc_retries": len(retries),
     }  # fmt: skip
 
 
@@ -346,6 +272,7 @@ def write(report: dict[str, Any]) -> None:
 SCENARIOS = {
     "stop": "`pg_ctl stop -m fast`, later `pg_ctl start`",
     "blackhole": "the relay passes no byte and new connections hang",
+    # a recorded run only (module docstring)
     "migrate": "`inspection db upgrade` of the central store, taken back to an older revision",
 }
 
@@ -355,7 +282,7 @@ def main() -> None:
     parser.add_argument("--registry", default="var/registry")
     parser.add_argument("--product", default="brick")
     parser.add_argument("--images", default=None, help="Camera folder (default: demo test set).")
-    parser.add_argument("--scenario", choices=(*SCENARIOS, "both"), default="both")
+    parser.add_argument("--scenario", choices=("stop", "blackhole", "both"), default="both")
     parser.add_argument("--triggers", type=int, default=600)
     parser.add_argument("--pace", type=float, default=1.0, help="Seconds between triggers.")
     parser.add_argument("--outage-at", type=float, default=150.0, help="Seconds into the run.")
@@ -364,16 +291,13 @@ def main() -> None:
     parser.add_argument("--sampling-ms", type=float, default=10.0)
     parser.add_argument("--scan-ms", type=float, default=1.0)
     parser.add_argument("--workdir", default="/tmp/inspection-outage-bench")
-    parser.add_argument("--migrate-from", default="0007", help="migrate: the central revision.")
-    parser.add_argument("--central-rows", type=int, default=2_000_000, help="migrate: its rows.")
     args = parser.parse_args()
     report = previous_report(REPORTS, "outage")
     report.setdefault("runs", {})
-    command = " ".join(["python", "bench/outage.py", *sys.argv[1:]])
     for name in ("stop", "blackhole") if args.scenario == "both" else (args.scenario,):
-        load_before = load_average()
-        report["runs"][name] = scenario(args, name) | {"command": command, "environment": {
-            "cpu": cpu_description(), "load_before": load_before, "load_after": load_average()}}  # fmt: skip
+        with recorded() as env:
+            run = scenario(args, name)
+        report["runs"][name] = run | {"command": env.pop("command"), "environment": env}
         write(report)
     print((REPORTS / "outage.md").read_text())
 

@@ -32,11 +32,11 @@ About 70 parts/s on 2 AVX2 cores alone (200,000 parts: ~50 min per store).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -52,9 +52,10 @@ import httpx
 import numpy as np
 import psutil
 import yaml
-from _report import cpu_description, load_average, save_report
+from _report import load_average, recorded, save_report
 from _station import (
     CLI,
+    Child,
     create_database,
     database_exists,
     database_url,
@@ -119,35 +120,29 @@ def prefilled(workdir: Path, kind: str, rows: int, rate: float) -> Prefill:
             kind, rows, datetime.fromisoformat(data["oldest"]),
             datetime.fromisoformat(data["newest"]), data["build_seconds"], meta,
         )  # fmt: skip
-        if kind == "sqlite" and found.sqlite_path.is_file():
-            return found
-        if kind == "postgres" and database_exists(found.pg_template):
+        if found.sqlite_path.is_file() if kind == "sqlite" else database_exists(found.pg_template):
             return found
     meta.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     newest = datetime.now(timezone.utc)
-    oldest = newest - timedelta(seconds=rows / rate)
+    made = Prefill(kind, rows, newest - timedelta(seconds=rows / rate), newest, 0.0, meta)
     if kind == "sqlite":
-        path = meta.with_suffix(".db")
-        path.unlink(missing_ok=True)
-        store = Store.migrated(f"sqlite:///{path}", workdir / "prefill" / "no-blobs")
+        made.sqlite_path.unlink(missing_ok=True)
+        url = f"sqlite:///{made.sqlite_path}"
     else:
         name = create_database()
-        store = Store.migrated(database_url(name), workdir / "prefill" / "no-blobs")
+        url = database_url(name)
+    store = Store.migrated(url, workdir / "prefill" / "no-blobs")
     print(f"{kind}: bulk-loading {rows:,} rows", flush=True)
-    bulk_load(store, rows, oldest, newest)
+    bulk_load(store, rows, made.oldest, newest)
     store.engine.dispose()
     if kind == "postgres":
-        template = Prefill(kind, rows, oldest, newest, 0, meta).pg_template
-        drop_database(template)
-        rename_database(name, template)
-    seconds = round(time.perf_counter() - started, 1)
-    meta.write_text(
-        json.dumps(
-            {"oldest": oldest.isoformat(), "newest": newest.isoformat(), "build_seconds": seconds}
-        )
-    )
-    return Prefill(kind, rows, oldest, newest, seconds, meta)
+        drop_database(made.pg_template)
+        rename_database(name, made.pg_template)
+    made = dataclasses.replace(made, build_seconds=round(time.perf_counter() - started, 1))
+    times = {"oldest": made.oldest.isoformat(), "newest": newest.isoformat()}
+    meta.write_text(json.dumps(times | {"build_seconds": made.build_seconds}))
+    return made
 
 
 def bulk_load(store: Store, rows: int, oldest: datetime, newest: datetime) -> None:
@@ -248,24 +243,20 @@ class Station:
     line_config: Path
     camera_file: Path
     security: LinkSecurity
-    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    processes: dict[str, Child] = field(default_factory=dict)
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, name: str, command: list[str]) -> None:
-        log = open(self.root / f"{name}.log", "ab")  # noqa: SIM115 - kept by Popen
-        env = os.environ | {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2"}
-        self.processes[name] = subprocess.Popen(
-            [*CLI, *command], cwd=REPO, stdout=log,
-            stderr=subprocess.STDOUT, env=env,
-        )  # fmt: skip
+        log = self.root / f"{name}.log"
+        self.processes[name] = Child(command, log, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="2")
 
     def wait_healthy(self, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.processes["serve"].poll() is not None:
+            if self.processes["serve"].process.poll() is not None:
                 raise RuntimeError(f"serve exited; see {self.root / 'serve.log'}")
             try:
                 if httpx.get(f"{self.base_url}/healthz", timeout=1.0).status_code == 200:
@@ -288,18 +279,12 @@ class Station:
         } | {"bench": own.user + own.system, "prune": children.ru_utime + children.ru_stime}
 
     def _tree(self, name: str) -> list[psutil.Process]:
-        process = psutil.Process(self.processes[name].pid)
+        process = psutil.Process(self.processes[name].process.pid)
         return [process, *process.children(recursive=True)]
 
     def stop(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.processes.values():
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        for child in self.processes.values():
+            child.stop(timeout=60)
 
 
 def prepare(args: argparse.Namespace, kind: str, store_url: str, plc_endpoint: str) -> Station:
@@ -691,7 +676,7 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"Command: `{report['command']}` (commit {report['commit']})",
         "",
-        f"CPU: {report['cpu']}; load at start {report['load_start']}, end {report['load_end']} "
+        f"CPU: {report['cpu']}; load at start {report['load_before']}, end {report['load_after']} "
         "(per window below; it counts the soak's own processes: clients, serve, line station, "
         "soft PLC, prune runs and the database server).",
         "",
@@ -803,19 +788,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     Path(args.workdir).mkdir(parents=True, exist_ok=True)
     args.registry = args.registry or str(tiny_registry(Path(args.workdir), args.product, int8=True))
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
-                            capture_output=True, text=True, check=False).stdout.strip()  # fmt: skip
     workdir = Path(args.workdir)
     prefills = {k: prefilled(workdir, k, args.prefill, args.prefill_rate) for k in args.stores}
     for done, kind in enumerate(args.stores):
-        load_start = load_average()
-        run = run_store(kind, prefills[kind], args, time_share(args, len(args.stores) - done))
+        with recorded(argv) as env:
+            run = run_store(kind, prefills[kind], args, time_share(args, len(args.stores) - done))
         report = {
-            "command": "python bench/soak.py " + " ".join(argv or sys.argv[1:]),
-            "commit": commit,
-            "cpu": cpu_description(),
-            "load_start": load_start,
-            "load_end": load_average(),
+            **env,
             "bundle": Registry(args.registry).live_bundle_dir(args.product).name,
             "clients": args.clients,
             "image_size": args.image_size,

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from _report import cpu_description, load_average, save_report
+from _report import recorded, save_report
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "bench")]
@@ -158,7 +158,8 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {name} | {good['blob_bytes'] / 1e3:.1f} KB | {ng['blob_bytes'] / 1e3:.1f} KB | "
             f"{good['db_bytes']} B | {days} |"
         )
-    lines += ["", f"CPU: {report['cpu']}; load {report['load']}.", ""]
+    lines += ["", f"CPU: {report['cpu']}; load {report['load_before']} before, "
+              f"{report['load_after']} after.", ""]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -188,10 +189,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     images = [path.read_bytes() for path in paths]
     retention = RetentionConfig()
     settings = {}
-    for name, setting in SETTINGS.items():
-        parts = measure(setting, args, images)
-        days = [per_day(parts, rate, args.ng_rate, retention) for rate in args.rates]
-        settings[name] = {"setting": setting, "parts": parts, "per_day": days}
+    with recorded(argv) as env:
+        for name, setting in SETTINGS.items():
+            parts = measure(setting, args, images)
+            days = [per_day(parts, rate, args.ng_rate, retention) for rate in args.rates]
+            settings[name] = {"setting": setting, "parts": parts, "per_day": days}
     from inspection.core.registry import Registry
 
     report = {
@@ -203,9 +205,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "retention": {k: getattr(retention.default, k) for k in WINDOWS}
         | {"audit_rate": retention.audit_rate},
         "settings": settings,
-        "cpu": cpu_description(),
-        "load": load_average(),
-        "command": "python bench/storage.py " + " ".join(argv or sys.argv[1:]),
+        **env,
     }
     save_report(Path(args.out), "storage", report, markdown(report))
     print(markdown(report))
