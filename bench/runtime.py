@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from _peaks import limit_ms, precision_peaks  # noqa: E402
-from _report import lscpu, previous_report, save_report  # noqa: E402
+from _report import lscpu, previous_report, rounds, save_report  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -123,8 +124,7 @@ def worker_openvino(bundle: Path, paths: list[str], images: list[np.ndarray]) ->
             for name, value in result.timings_ms.items():
                 stages.setdefault(name, []).append(value)
     rss_serving = _peak_rss_mb()
-    paced_modes = _paced_modes(bundle, inspector, images)
-    paced = paced_modes["sleep"]
+    paced_modes = {m: _percentiles(_paced_latencies(inspector, images, m)) for m in PACED_MODES}
     stream = (images * (THROUGHPUT_IMAGES // len(images) + 1))[:THROUGHPUT_IMAGES]
     throughput = {
         "sequential": _timed(lambda: [inspector.inspect(i) for i in stream], len(stream)),
@@ -143,7 +143,7 @@ def worker_openvino(bundle: Path, paths: list[str], images: list[np.ndarray]) ->
     return {
         "load_s": load_s,
         "latency_ms": _percentiles(latencies),
-        "paced_latency_ms": {"hz": PACED_HZ, **paced},
+        "paced_latency_ms": {"hz": PACED_HZ, **paced_modes["sleep"]},
         "paced_modes_ms": paced_modes,
         "executed_precision": executed_precision(inspector.model.compiled),
         "kernels": list(executed_kernels(inspector.model.compiled)),
@@ -160,12 +160,11 @@ def worker_openvino(bundle: Path, paths: list[str], images: list[np.ndarray]) ->
     }
 
 
-PACED_MODES = ("sleep", "busy-wait", "warm-on-trigger", "one-thread")
-"""How the station waits between paced parts: ``sleep`` (the cores idle); ``busy-wait`` (the
-calling thread spins until the part arrives); ``warm-on-trigger`` (the trigger, which comes
-``TRIGGER_LEAD_MS`` before the image as the camera exposes and transfers, runs one warm-up
-inference of the graph); ``one-thread`` (sleeping, on a compile with one inference thread:
-no worker thread to wake)."""
+PACED_MODES = ("sleep", "warm-on-trigger")
+"""How the station waits between paced parts: ``sleep`` (the cores idle); ``warm-on-trigger``
+(the trigger, which comes ``TRIGGER_LEAD_MS`` before the image as the camera exposes and
+transfers, runs one warm-up inference of the graph). The probes ``busy-wait`` and ``one-thread``
+(measured up to fe5e944, not adopted) are ``git show 395388a:bench/runtime.py``."""
 TRIGGER_LEAD_MS = 5.0
 
 
@@ -185,29 +184,11 @@ def _paced_latencies(inspector: Any, images: list[np.ndarray], mode: str = "slee
             if mode == "warm-on-trigger":
                 time.sleep(max(0.0, next_arrival - TRIGGER_LEAD_MS / 1e3 - time.perf_counter()))
                 inspector.model.run(warm)  # the trigger: the image is still being exposed
-            if mode == "busy-wait":
-                while time.perf_counter() < next_arrival:
-                    pass
-            else:
-                time.sleep(max(0.0, next_arrival - time.perf_counter()))
+            time.sleep(max(0.0, next_arrival - time.perf_counter()))
             t = time.perf_counter()
             inspector.inspect(image)
             latencies.append((time.perf_counter() - t) * 1e3)
     return latencies
-
-
-def _paced_modes(bundle: Path, inspector: Any, images: list[np.ndarray]) -> dict[str, dict]:
-    """Paced p50/p95 of every ``PACED_MODES`` entry, and its ratio to back-to-back p50."""
-    from inspection.runtime.inspector import Inspector
-
-    single = Inspector.from_bundle(bundle, num_threads=1)
-    for image in images[:3]:
-        single.inspect(image)
-    out = {}
-    for mode in PACED_MODES:
-        used = single if mode == "one-thread" else inspector
-        out[mode] = _percentiles(_paced_latencies(used, images, mode))
-    return out
 
 
 def run_worker(args: argparse.Namespace) -> None:
@@ -312,20 +293,18 @@ def bench_kind(
     images_file = work / f"{kind}-images.json"
     images_file.write_text(json.dumps([str(s.path) for s in samples]))
     engines = tuple(e for e in engines if e in bundles)
-    runs: dict[str, list[dict]] = {engine: [] for engine in engines}
-    for _ in range(repeat):  # engine after engine, round after round: drift hits all alike
-        for engine in engines:
-            result = measure(engine, bundles[engine], images_file, work)
-            if not runs[engine]:  # outputs are deterministic: score them once
-                result.update(accuracy(result, samples))
-            del result["maps"], result["scores"]
-            best_mode = max(result["throughput_ips"], key=result["throughput_ips"].get)
-            result["best_throughput_ips"] = result["throughput_ips"][best_mode]
-            result["best_throughput_mode"] = best_mode
-            runs[engine].append(result)
-    rows = {}
-    for engine, results in runs.items():
-        rows[engine] = merge_runs(results) | {"gate": _gate(bundles, engine)}
+
+    def run(engine: str, round_: int) -> dict:
+        result = measure(engine, bundles[engine], images_file, work)
+        if round_ == 0:  # outputs are deterministic: score them once
+            result.update(accuracy(result, samples))
+        del result["maps"], result["scores"]
+        best = max(result["throughput_ips"], key=result["throughput_ips"].get)
+        return result | {"best_throughput_ips": result["throughput_ips"][best],
+                         "best_throughput_mode": best}  # fmt: skip
+
+    runs = rounds({engine: partial(run, engine) for engine in engines}, repeat)
+    rows = {e: merge_runs(results) | {"gate": _gate(bundles, e)} for e, results in runs.items()}
     limit = graph_limit(bundles["fp32"])
     limit["per_engine_ms"] = {
         engine: limit_ms(limit["gflop_served"], peaks, engine) for engine in bundles
