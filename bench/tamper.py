@@ -4,16 +4,12 @@ Builds a small signed site in a scratch folder (a tiny OpenVINO bundle, a signed
 0.6, a station pinning the key) and puts one attack per row to it — a forged live pointer,
 tuning pick, ROI and refiner, a gate-refused bundle without its force record, altered
 validation scores, an altered SAM refiner bundle (a random-init MobileSAM export: needs torch)
-— recording what the station served. Writes
-``reports/security/attacks.json`` and ``.md``; exit code 1 unless every row reads "refused,
-last good kept". Each row is also a test (tests/station/test_signed_decisions.py,
-tests/refine/test_sam_signature.py); the forged thresholds, the swap between check and
-compile, ``inspect`` without a key and a replaced key file are tests only
-(tests/station/test_signed_thresholds.py, tests/runtime/test_verified_load.py,
-tests/cli/test_inspect_keys.py, tests/station/test_key_custody.py). A tampered live bundle
-put to ``inspection inspect``, ``serve`` and ``station run`` on a demo site is
-tests/station/test_secure_by_default.py (the bench that ran it as subprocesses:
-``git show c8e87af:bench/tamper.py`` -> ``reports/security/tampered_bundle.md``).
+— recording what the station served. Writes ``reports/security/attacks.json`` and ``.md``;
+exit code 1 unless every row reads "refused, last good kept". Each row is also a test
+(tests/station/test_signed_decisions.py, tests/refine/test_sam_signature.py); other attacks
+are tests only (the forged thresholds, the swap between check and compile, ``inspect``
+without a key, a replaced key file, a tampered live bundle: tests/station, tests/runtime,
+tests/cli; ``git show c8e87af:bench/tamper.py`` wrote ``reports/security/tampered_bundle.md``).
 
     python bench/tamper.py --attacks
 """
