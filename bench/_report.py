@@ -45,28 +45,20 @@ def load_average() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def command_line(argv: list[str] | None = None) -> str:
-    """``python bench/<name>.py <arguments>``: how this run was started (``argv``: the arguments
-    ``main`` was called with, else the process's)."""
-    script = Path(sys.argv[0]).resolve()
-    name = script.relative_to(REPO) if script.is_relative_to(REPO) else script
-    return " ".join(["python", str(name), *(sys.argv[1:] if argv is None else argv)])
-
-
-def commit() -> str:
-    """The checkout's short commit ("" outside git)."""
-    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
-                          capture_output=True, text=True, check=False)  # fmt: skip
-    return done.stdout.strip()
-
-
 @contextmanager
 def recorded(argv: list[str] | None = None) -> Iterator[dict[str, str]]:
-    """What the figures measured in the block depend on: ``command`` (``command_line``),
-    ``commit``, ``cpu`` (``cpu_description``), ``load_before`` and, once the block ends,
-    ``load_after`` (``load_average``)."""
-    env = {"command": command_line(argv), "commit": commit(), "cpu": cpu_description(),
-           "load_before": load_average()}  # fmt: skip
+    """What the figures measured in the block depend on: ``command`` (``python bench/<name>.py``
+    and ``argv``, the arguments ``main`` was called with, else the process's), ``commit``,
+    ``cpu`` (``cpu_description``), ``load_before`` and, once the block ends, ``load_after``."""
+    script = Path(sys.argv[0]).resolve()
+    name = script.relative_to(REPO) if script.is_relative_to(REPO) else script
+    git = ["git", "rev-parse", "--short", "HEAD"]
+    env = {
+        "command": " ".join(["python", str(name), *(sys.argv[1:] if argv is None else argv)]),
+        "commit": subprocess.run(git, cwd=REPO, capture_output=True, text=True).stdout.strip(),
+        "cpu": cpu_description(),
+        "load_before": load_average(),
+    }
     yield env
     env["load_after"] = load_average()
 
