@@ -223,8 +223,7 @@ def drive(
     }  # fmt: skip
 
 
-def write(report: dict[str, Any]) -> None:
-    save_report(REPORTS, "outage", report)
+def markdown(report: dict[str, Any]) -> str:
     lines = [
         "# Line station with the central store down: PLC answers and store and forward",
         "",
@@ -266,7 +265,7 @@ def write(report: dict[str, Any]) -> None:
             f"{run['max_backlog_rows']}); every part answered before recovery central "
             f"**{run['drain_s']} s** after it (this includes the forwarder's retry backoff)",
         ]
-    (REPORTS / "outage.md").write_text("\n".join([*lines, *report.get("notes", []), ""]))
+    return "\n".join([*lines, *report.get("notes", []), ""])
 
 
 SCENARIOS = {
@@ -298,8 +297,8 @@ def main() -> None:
         with recorded() as env:
             run = scenario(args, name)
         report["runs"][name] = run | {"command": env.pop("command"), "environment": env}
-        write(report)
-    print((REPORTS / "outage.md").read_text())
+        save_report(REPORTS, "outage", report, markdown(report))
+    print(markdown(report))
 
 
 if __name__ == "__main__":

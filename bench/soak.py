@@ -242,7 +242,6 @@ class Station:
     images: list[np.ndarray]
     line_config: Path
     camera_file: Path
-    security: LinkSecurity
     processes: dict[str, Child] = field(default_factory=dict)
 
     @property
@@ -302,7 +301,6 @@ def prepare(args: argparse.Namespace, kind: str, store_url: str, plc_endpoint: s
     port = free_port()
     station = {"core": core, "host": "127.0.0.1", "port": port, "workers": 1}
     (root / "station.yaml").write_text(yaml.safe_dump(station), encoding="utf-8")
-    security = LinkSecurity(mode="sign_and_encrypt", pki_dir=root / "pki")
     camera = root / "camera"
     camera.mkdir(parents=True, exist_ok=True)
     paths = demo_test_images(
@@ -322,7 +320,7 @@ def prepare(args: argparse.Namespace, kind: str, store_url: str, plc_endpoint: s
         "mqtt": {"enabled": False},
         "sinks": [{"name": "mes", "kind": "mqtt", "port": args.broker_port}],
         "publisher": {"poll_s": 0.2},
-        "security": {"mode": security.mode, "pki_dir": str(security.pki_dir)},
+        "security": {"mode": "sign_and_encrypt", "pki_dir": str(root / "pki")},
     }
     (root / "line.yaml").write_text(yaml.safe_dump(line), encoding="utf-8")
     store = Store.migrated(store_url, root / "blobs")
@@ -330,7 +328,7 @@ def prepare(args: argparse.Namespace, kind: str, store_url: str, plc_endpoint: s
     store.engine.dispose()
     return Station(
         root, store_url, args.product, token, port, images, root / "line.yaml",
-        camera / "part.png", security,
+        camera / "part.png",
     )  # fmt: skip
 
 
@@ -468,11 +466,6 @@ class Pruner(threading.Thread):
 
 
 # ------------------------------------------------------------------------- measuring
-def count_rows(store: Store) -> int:
-    with store.session() as session:
-        return int(session.scalar(select(func.count()).select_from(Inspection)) or 0)
-
-
 def sample(
     station: Station, log: Log, since: tuple[int, int], cpu: dict[str, float]
 ) -> dict[str, Any]:
@@ -481,7 +474,8 @@ def sample(
     load average."""
     store = Store(station.store_url, station.root / "blobs")
     try:
-        rows = count_rows(store)
+        with store.session() as session:
+            rows = int(session.scalar(select(func.count()).select_from(Inspection)) or 0)
         blobs = sum(size for _sha, size in store.blobs.files())
         db = database_bytes(store) or 0
     finally:
