@@ -50,10 +50,7 @@ def shrink_result(
     mask = shrink_mask(result.mask, size)
     ng = result.is_defective
     return small, dataclasses.replace(
-        result,
-        anomaly_map=amap.astype(np.float32),
-        mask=mask,
+        result, anomaly_map=amap.astype(np.float32), mask=mask, candidates=(),
         regions=extract_regions(amap, mask) if ng else (),
-        candidates=(),
         min_defect_area=None if ng else result.min_defect_area,
-    )
+    )  # fmt: skip

@@ -12,7 +12,7 @@ from skimage.segmentation import random_walker
 
 from inspection.core.types import InspectionResult
 from inspection.refine.config import ClassicalConfig, RefineConfig
-from inspection.refine.guards import Candidate, check_image, merge
+from inspection.refine.guards import Candidate, check_image, grown_box, merge
 from inspection.refine.prompts import RegionPrompt, prompts_from_map
 
 log = logging.getLogger(__name__)
@@ -22,12 +22,7 @@ SURE_BG, SURE_FG, PROBABLE_BG, PROBABLE_FG = cv2.GC_BGD, cv2.GC_FGD, cv2.GC_PR_B
 
 def crop_window(region: np.ndarray, config: ClassicalConfig) -> tuple[slice, slice]:
     """(rows, cols) slices of the region's bounding box grown by the classical margin."""
-    ys, xs = np.nonzero(region)
-    side = max(int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1))
-    margin = max(config.margin_px, round(config.margin_fraction * side))
-    height, width = region.shape
-    rows = slice(max(0, int(ys.min()) - margin), min(height, int(ys.max()) + 1 + margin))
-    cols = slice(max(0, int(xs.min()) - margin), min(width, int(xs.max()) + 1 + margin))
+    rows, cols, _ = grown_box(region, config.margin_px, config.margin_fraction)
     return rows, cols
 
 
@@ -86,13 +81,9 @@ def random_walker_region(
     markers = np.zeros(labels.shape, dtype=np.int32)
     markers[labels == SURE_BG] = 1
     markers[labels == SURE_FG] = 2
-    walked = random_walker(
-        crop.astype(np.float32) / 255.0,
-        markers,
-        beta=config.random_walker_beta,
-        mode="bf",
-        channel_axis=-1,
-    )
+    pixels = crop.astype(np.float32) / 255.0
+    beta = config.random_walker_beta
+    walked = random_walker(pixels, markers, beta=beta, mode="bf", channel_axis=-1)
     return _pasted(region.shape, rows, cols, walked == 2)
 
 

@@ -24,17 +24,24 @@ class GuardDecision:
     mask: np.ndarray | None = None
 
 
+def grown_box(region: np.ndarray, pad_px: int, pad_fraction: float) -> tuple[slice, slice, int]:
+    """(rows, cols) of a non-empty ``region``'s bounding box grown by ``pad = max(pad_px,
+    pad_fraction * its longest side)`` on every side (clipped to the image), and ``pad``."""
+    ys, xs = np.nonzero(region)
+    side = max(int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1))
+    pad = max(pad_px, round(pad_fraction * side))
+    height, width = region.shape
+    rows = slice(max(0, int(ys.min()) - pad), min(height, int(ys.max()) + 1 + pad))
+    cols = slice(max(0, int(xs.min()) - pad), min(width, int(xs.max()) + 1 + pad))
+    return rows, cols, pad
+
+
 def neighbourhood(region: np.ndarray, config: GuardConfig) -> np.ndarray:
     """(H, W) bool: ``region`` dilated by a disc of max(neighbourhood_px, fraction * longest box
     side), as a distance transform inside the grown box: the cost follows the region's size."""
-    ys, xs = np.nonzero(region)
-    if len(ys) == 0:
+    if not region.any():
         return region.copy()
-    side = max(int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1))
-    radius = max(config.neighbourhood_px, round(config.neighbourhood_fraction * side))
-    height, width = region.shape
-    rows = slice(max(0, int(ys.min()) - radius), min(height, int(ys.max()) + 1 + radius))
-    cols = slice(max(0, int(xs.min()) - radius), min(width, int(xs.max()) + 1 + radius))
+    rows, cols, radius = grown_box(region, config.neighbourhood_px, config.neighbourhood_fraction)
     outside = np.ascontiguousarray(~region[rows, cols], dtype=np.uint8)
     distance = cv2.distanceTransform(outside, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
     out = np.zeros_like(region, dtype=bool)
@@ -125,17 +132,10 @@ def merge(
         covered |= prompt.region
     some_raw = len(accepted) < len(prompts) or bool((result.mask & ~covered).any())
     mask_source = "raw" if not accepted else (f"{source}+raw" if some_raw else source)
-    new_timings = {
-        **result.timings_ms,
-        **(timings or {}),
-        "refine_regions": float(len(prompts)),
-        "refine_accepted": float(len(accepted)),
-    }
+    counts = {"refine_regions": float(len(prompts)), "refine_accepted": float(len(accepted))}
     refined = dataclasses.replace(
-        result,
-        mask=mask,
+        result, mask=mask, mask_source=mask_source,
         regions=extract_regions(result.anomaly_map, mask) if accepted else result.regions,
-        mask_source=mask_source,
-        timings_ms=new_timings,
-    )
+        timings_ms={**result.timings_ms, **(timings or {}), **counts},
+    )  # fmt: skip
     return refined, decisions

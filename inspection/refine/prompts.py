@@ -62,13 +62,9 @@ def prompts_from_map(
         x, y, w, h = (int(v) for v in stats[label, :4])
         region = labels == label
         box = pad_box((x, y, x + w, y + h), mask.shape, config)
+        positive = positive_points(anomaly_map, region, config)
         prompts.append(
-            RegionPrompt(
-                region=region,
-                box=box,
-                positive=positive_points(anomaly_map, region, config),
-                negative=negative_points(anomaly_map, box, config),
-            )
+            RegionPrompt(region, box, positive, negative_points(anomaly_map, box, config))
         )
     return tuple(prompts)
 
@@ -122,16 +118,8 @@ def negative_points(
     off = config.negative_offset_px
     left, top, right, bottom = x0 - off, y0 - off, x1 - 1 + off, y1 - 1 + off
     cx, cy = (x0 + x1 - 1) // 2, (y0 + y1 - 1) // 2
-    candidates = [
-        (cx, top),
-        (right, cy),
-        (cx, bottom),
-        (left, cy),
-        (left, top),
-        (right, top),
-        (right, bottom),
-        (left, bottom),
-    ]
+    sides = [(cx, top), (right, cy), (cx, bottom), (left, cy)]
+    candidates = [*sides, (left, top), (right, top), (right, bottom), (left, bottom)]
     scored = [
         (float(anomaly_map[y, x]), index, (x, y))
         for index, (x, y) in enumerate(candidates)

@@ -51,7 +51,6 @@ def render_summary(results: dict[str, Any]) -> str:
                 f"{_f(quality['mean_image_iou'])} | {_f(quality['aupro'])} | "
                 f"{_f(quality['all_images']['f1'])} |"
             )
-    lines += _choice_lines(products)
     lines += [
         "",
         "## Added latency per defective (NG) image on the station",
@@ -70,55 +69,7 @@ def render_summary(results: dict[str, Any]) -> str:
                 f"{_f(lat.get('p50_ms'), 1)} | {_f(lat.get('p95_ms'), 1)} | "
                 f"{_f(lat.get('encoder_mean_ms'), 1)} | {sources} |"
             )
-    sam_rows = [(p, d["sam_latency"]) for p, d in products.items() if d.get("sam_latency")]
-    if sam_rows:
-        lines += [
-            "",
-            "## SAM on the station runtime (OpenVINO CPU, median of repeats on one NG image)",
-            "",
-            "| product | image | regions | encoder ms | decoder + guards ms | total ms | "
-            "load avg |",
-            "| --- | --- | --- | --- | --- | --- | --- |",
-        ]
-        for product, lat in sam_rows:
-            size = "x".join(str(v) for v in lat["image_size"])
-            lines.append(
-                f"| {product} | {size} px | {lat['regions']} | {lat['encoder_ms']:.0f} | "
-                f"{lat['decoder_ms']:.0f} | {lat['total_ms']:.0f} | {lat['load_average_1min']:.1f} |"
-            )
-    notes = results.get("notes", [])
-    if notes:
-        lines += ["", "## Notes", ""] + [f"- {note}" for note in notes]
     return "\n".join(lines) + "\n"
-
-
-def _choice_lines(products: dict[str, Any]) -> list[str]:
-    """Which refiner each product's station runs, its validation evidence and the test check."""
-    rows = [(p, d) for p, d in products.items() if d.get("choice")]
-    if not rows:
-        return []
-    lines = [
-        "",
-        "## Refiner per product (chosen on the validation split, checked on test)",
-        "",
-        "| product | station runs | validation defective images | validation pixel F1 | "
-        "test Δ F1 of the choice | bundle records | why |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for product, data in rows:
-        choice = data["choice"]
-        figures = ", ".join(f"{k} {v:.3f}" for k, v in choice["pixel_f1"].items()) or "-"
-        test_delta = "-"
-        if choice["method"] != "none" and choice["method"] in data["methods"]:
-            raw = data["methods"]["raw"]["quality"]["defective_images"]["f1"]
-            chosen = data["methods"][choice["method"]]["quality"]
-            if chosen is not None:
-                test_delta = _delta(chosen["defective_images"]["f1"], raw)
-        lines.append(
-            f"| {product} | **{choice['method']}** | {choice['images']} | {figures} | "
-            f"{test_delta} | {choice.get('bundle_recorded') or '-'} | {choice['reason']} |"
-        )
-    return lines
 
 
 def _f(value: float | None, digits: int = 3) -> str:

@@ -189,11 +189,8 @@ class SamRefiner:
         height, width = self._image_shape
         new_h, new_w = resized_shape(height, width, size)
         full = cv2.resize(low_res, (size, size), interpolation=cv2.INTER_LINEAR)
-        return cv2.resize(
-            np.ascontiguousarray(full[:new_h, :new_w]),
-            (width, height),
-            interpolation=cv2.INTER_LINEAR,
-        )
+        cropped = np.ascontiguousarray(full[:new_h, :new_w])
+        return cv2.resize(cropped, (width, height), interpolation=cv2.INTER_LINEAR)
 
     def refine_result(self, image: np.ndarray, result: InspectionResult) -> InspectionResult:
         """Refined copy of an NG ``result`` (OK results unchanged) within ``budget_ms``: regions
@@ -246,7 +243,5 @@ def _sam_inputs(prompt: RegionPrompt) -> tuple[np.ndarray, np.ndarray]:
     points, labels = prompt.points_and_labels()
     x0, y0, x1, y1 = prompt.box
     box = np.asarray([[x0, y0], [x1, y1]], dtype=np.float32)
-    return (
-        np.concatenate([points, box]),
-        np.concatenate([labels, np.asarray([2.0, 3.0], dtype=np.float32)]),
-    )
+    corners = np.asarray([2.0, 3.0], dtype=np.float32)
+    return np.concatenate([points, box]), np.concatenate([labels, corners])

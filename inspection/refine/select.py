@@ -53,24 +53,14 @@ def choose_refiner(
     results = evaluate_refiners(
         inspector, defective, refiners, with_aupro=False, max_side=max_side, bits=bits
     )
-    pixel_f1 = {
-        name: entry["quality"]["defective_images"]["f1"]
-        for name, entry in results["methods"].items()
-    }
+    quality = {name: entry["quality"] for name, entry in results["methods"].items()}
+    pixel_f1 = {name: q["defective_images"]["f1"] for name, q in quality.items()}
     measured = {name: round(float(f1), 4) for name, f1 in pixel_f1.items() if f1 is not None}
-    iou = {
-        name: round(float(entry["quality"]["mean_image_iou"]), 4)
-        for name, entry in results["methods"].items()
-        if entry["quality"]["mean_image_iou"] is not None
-    }
+    iou = {name: round(float(q["mean_image_iou"]), 4) for name, q in quality.items()
+           if q["mean_image_iou"] is not None}  # fmt: skip
     method = choose_method(measured, min_gain=min_gain, region_iou=iou)
     choice = RefinementChoice(
-        method,
-        split=split,
-        images=len(defective),
-        pixel_f1=measured,
-        min_gain=min_gain,
-        max_side=max_side,
-        region_iou=iou,
-    )
+        method, split=split, images=len(defective), pixel_f1=measured, min_gain=min_gain,
+        max_side=max_side, region_iou=iou,
+    )  # fmt: skip
     return choice, results
