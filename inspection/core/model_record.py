@@ -27,6 +27,12 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def _known(cls: type, data: Mapping[str, Any]) -> dict[str, Any]:
+    """The items of ``data`` whose keys are fields of the dataclass ``cls``."""
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in data.items() if k in names}
+
+
 def check_name(kind: str, name: str) -> str:
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise RegistryError(
@@ -122,12 +128,6 @@ class FitFigures:
         """The keys to merge into a version's metrics mapping (None fields left out)."""
         return {k: v for k, v in to_mapping(self).items() if v is not None}
 
-    @classmethod
-    def from_metrics(cls, metrics: Mapping[str, Any], where: str = "metrics") -> FitFigures:
-        """Read these keys of a version's metrics; the figures are ``EvaluationMetrics``'."""
-        names = {f.name for f in fields(cls)}
-        return from_mapping(cls, {k: v for k, v in metrics.items() if k in names}, where)
-
 
 @dataclass(frozen=True)
 class BackboneWeights:
@@ -198,13 +198,8 @@ class ModelRecord:
 
     def fit_figures(self) -> FitFigures:
         """Fit time, test-split size, tiles and update stages recorded with the metrics."""
-        return self._once("fit_figures", self._fit_figures)
-
-    def _fit_figures(self) -> FitFigures:
-        try:
-            return FitFigures.from_metrics(self.metrics, f"{self.model_version} metrics")
-        except ConfigError as exc:
-            raise RegistryError(str(exc)) from exc
+        known = _known(FitFigures, self.metrics)
+        return self._once("fit_figures", lambda: self._parse(FitFigures, known, "metrics"))
 
     def backbone_weights(self) -> BackboneWeights:
         """The pretrained weights the version started from (empty for the first release)."""
@@ -212,8 +207,7 @@ class ModelRecord:
 
     def dataset_ref(self) -> DatasetRef:
         """Which dataset folder (``root``; ``path`` in the first release) and content."""
-        names = {f.name for f in fields(DatasetRef)}
-        known = {k: v for k, v in self.dataset.items() if k in names and v is not None}
+        known = {k: v for k, v in _known(DatasetRef, self.dataset).items() if v is not None}
         if "root" not in known and self.dataset.get("path"):
             known["root"] = self.dataset["path"]
         return self._once("dataset", lambda: self._parse(DatasetRef, known, "dataset"))
@@ -246,9 +240,7 @@ class ModelRecord:
 
     def segmentation(self) -> Segmentation | None:
         """The segmentation selected on the validation split; ``None`` for older versions."""
-        if "segmentation" not in self.extra:
-            return None
-        return self._typed_extra("segmentation", Segmentation)
+        return self._recorded("segmentation", Segmentation)
 
     def global_context(self) -> GlobalContextSpec | None:
         """The fitted global-context component; ``None`` when none was kept."""
@@ -257,27 +249,19 @@ class ModelRecord:
 
     def global_context_search(self) -> GlobalContextSpec | None:
         """The recorded global-context choice, kept components or not; ``None``: not tried."""
-        if not self.extra.get("global_context"):
-            return None
-        return self._typed_extra("global_context", GlobalContextSpec)
+        return self._recorded("global_context", GlobalContextSpec, if_set=True)
 
     def lineage(self) -> Lineage | None:
         """The parent this version was derived from; ``None`` for a full training run."""
-        if "lineage" not in self.extra:
-            return None
-        return self._typed_extra("lineage", Lineage)
+        return self._recorded("lineage", Lineage)
 
     def tiling(self) -> TilingSpec | None:
         """The version's tiling (``core.tiling``); None: trained on whole resized images."""
-        if not self.extra.get("tiling"):
-            return None
-        return self._typed_extra("tiling", TilingSpec)
+        return self._recorded("tiling", TilingSpec, if_set=True)
 
     def training_roi(self) -> RoiTraining | None:
         """How training used the product's ROI (``core.roi``); None: it saw every patch."""
-        if not self.extra.get("training_roi"):
-            return None
-        return self._typed_extra("training_roi", RoiTraining)
+        return self._recorded("training_roi", RoiTraining, if_set=True)
 
     def train_image_count(self) -> int | None:
         """How many images the version was trained on; ``None`` when it recorded no count."""
@@ -286,15 +270,17 @@ class ModelRecord:
 
     def good_scores(self) -> GoodScores:
         """Scores kept for bundle calibration; empty for versions that recorded none."""
-        if "good_scores" not in self.extra:
-            return GoodScores()
-        return self._typed_extra("good_scores", GoodScores)
+        return self._recorded("good_scores", GoodScores) or GoodScores()
 
     def splits(self) -> DataSplits:
         """The recorded validation/test split; empty for versions that recorded none."""
-        if "splits" not in self.extra:
-            return DataSplits()
-        return self._typed_extra("splits", DataSplits)
+        return self._recorded("splits", DataSplits) or DataSplits()
+
+    def _recorded(self, key: str, cls: type[T], *, if_set: bool = False) -> T | None:
+        """``extra[key]`` as ``cls`` (``_typed_extra``); None when the version records no
+        ``key`` (``if_set``: or records it empty)."""
+        recorded = self.extra.get(key) if if_set else key in self.extra
+        return self._typed_extra(key, cls) if recorded else None
 
     def _typed_extra(self, key: str, cls: type[T]) -> T:
         """``extra[key]`` validated as ``cls``; a missing or invalid entry names the version."""
