@@ -91,27 +91,19 @@ class Outbox:
             ]
 
     def delivered(self, message_id: int, at: datetime | None = None) -> None:
-        at = at or datetime.now(timezone.utc)
-        with self.store.session() as session:
-            session.execute(
-                update(OutboxMessage)
-                .where(OutboxMessage.id == message_id)
-                .values(delivered_at=at, attempts=OutboxMessage.attempts + 1, last_error=None)
-            )
+        self._attempted(message_id, delivered_at=at or datetime.now(timezone.utc), last_error=None)
 
     def failed(self, message_id: int, error: str, retry_in_s: float) -> None:
         """Count a failed attempt and hold the message back for ``retry_in_s`` seconds."""
         retry_at = datetime.now(timezone.utc) + timedelta(seconds=retry_in_s)
+        self._attempted(message_id, next_attempt_at=retry_at, last_error=error[:2000])
+
+    def _attempted(self, message_id: int, **values: object) -> None:
+        """Count one delivery attempt of the message and set ``values`` on it."""
+        count = OutboxMessage.attempts + 1
         with self.store.session() as session:
-            session.execute(
-                update(OutboxMessage)
-                .where(OutboxMessage.id == message_id)
-                .values(
-                    attempts=OutboxMessage.attempts + 1,
-                    next_attempt_at=retry_at,
-                    last_error=error[:2000],
-                )
-            )
+            update_ = update(OutboxMessage).where(OutboxMessage.id == message_id)
+            session.execute(update_.values(attempts=count, **values))
 
     def backlog(self, now: datetime | None = None) -> dict[str, SinkBacklog]:
         """Per sink: pending count, oldest pending age and delivered count."""

@@ -185,16 +185,9 @@ def volume_over_time(
     r = HourlyRollup
     bucket = _bucket(store, period, r.hour).label("bucket")
     total = func.sum(r.total)
+    means = (func.sum(r.score_sum) / total, func.sum(r.latency_sum) / total)
     query = (
-        select(
-            bucket,
-            r.product,
-            r.station_id,
-            total,
-            func.sum(r.ng),
-            func.sum(r.score_sum) / total,
-            func.sum(r.latency_sum) / total,
-        )
+        select(bucket, r.product, r.station_id, total, func.sum(r.ng), *means)
         .where(*_filters(r, product, station_id, since, until))
         .group_by(bucket, r.product, r.station_id)
         .order_by(bucket)
@@ -214,17 +207,10 @@ def station_health(
     (from ``rollup_hourly``; the reviewed count through the label index)."""
     r = HourlyRollup
     total = func.sum(r.total)
+    seen = (func.min(r.first_seen), func.max(r.last_seen))
+    latency = (func.sum(r.latency_sum) / total, func.max(r.latency_max))
     query = (
-        select(
-            r.station_id,
-            r.product,
-            total,
-            func.sum(r.ng),
-            func.min(r.first_seen),
-            func.max(r.last_seen),
-            func.sum(r.latency_sum) / total,
-            func.max(r.latency_max),
-        )
+        select(r.station_id, r.product, total, func.sum(r.ng), *seen, *latency)
         .where(*_filters(r, product, None, since, None))
         .group_by(r.station_id, r.product)
         .order_by(r.station_id, r.product)
@@ -234,20 +220,10 @@ def station_health(
         reviewed = _reviewed_counts(session, since, product)
         models = _newest_models(session, since, product)
     return [
-        StationRow(
-            station_id=s,
-            product=p,
-            total=int(t),
-            ng=int(n or 0),
-            reviewed=reviewed.get((s, p), 0),
-            first_seen=as_utc(first),
-            last_seen=as_utc(last),
-            mean_latency_ms=float(mean or 0.0),
-            max_latency_ms=float(peak or 0.0),
-            model_version=models.get((s, p), ""),
-        )
+        StationRow(s, p, int(t), int(n or 0), reviewed.get((s, p), 0), as_utc(first),
+                   as_utc(last), float(mean or 0.0), float(peak or 0.0), models.get((s, p), ""))
         for s, p, t, n, first, last, mean, peak in rows
-    ]
+    ]  # fmt: skip
 
 
 def _reviewed_counts(session: Any, since: datetime | None, product: str | None) -> dict:
@@ -511,15 +487,8 @@ def part_views_statement(
 def station_backlogs(store: Store) -> list[BacklogRow]:
     """Every forwarding station's last backlog report, by station id (one row per station)."""
     b = StationBacklog
-    query = select(
-        b.station_id,
-        b.backlog_rows,
-        b.backlog_bytes,
-        b.oldest_age_s,
-        b.rate_per_s,
-        b.alarm_after_s,
-        b.reported_at,
-    ).order_by(b.station_id)
+    columns = (b.backlog_rows, b.backlog_bytes, b.oldest_age_s, b.rate_per_s, b.alarm_after_s)
+    query = select(b.station_id, *columns, b.reported_at).order_by(b.station_id)
     with store.session() as session:
         rows = session.execute(query).all()
     return [

@@ -61,7 +61,11 @@ def lock_seconds(failures: int) -> float:
 
 def add_user(store: Store, name: str, role: str, password: str) -> UserInfo:
     """Create a user (a name is never reused while it exists)."""
-    _check_name(name)
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise StoreError(
+            f"invalid user name {name!r}: letters, digits, '_', '.', '@' or '-', at most 64 "
+            "characters, starting with a letter or digit"
+        )
     if role not in USER_ROLES:
         raise StoreError(f"unknown role {role!r}; use one of {list(USER_ROLES)}")
     if len(password) < MIN_PASSWORD_LENGTH or "\x00" in password:
@@ -138,14 +142,6 @@ def _verify(password_hash: str, password: str) -> bool:
         return _HASHER.verify(password_hash, password)
     except (VerificationError, InvalidHashError):
         return False
-
-
-def _check_name(name: str) -> None:
-    if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise StoreError(
-            f"invalid user name {name!r}: letters, digits, '_', '.', '@' or '-', at most 64 "
-            "characters, starting with a letter or digit"
-        )
 
 
 def _info(row: DashboardUser) -> UserInfo:
