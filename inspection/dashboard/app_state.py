@@ -40,7 +40,6 @@ LOGIN_AT_KEY = "login_at"
 NOTICE_KEY = "login_notice"
 SIGNED_OUT_KEY = "signed_out"
 COOKIE_KEY = "session_cookie"
-SESSION_HOURS = sessions.SESSION_HOURS
 REVIEWERS = ("reviewer", "admin")
 ADMINS = ("admin",)
 T = TypeVar("T")
@@ -145,7 +144,7 @@ def identify(board: Dashboard) -> Identity | None:
     identity, since = current(), st.session_state.get(LOGIN_AT_KEY)
     name = None
     if identity is not None and since is not None:
-        if datetime.now(timezone.utc) - since < timedelta(hours=SESSION_HOURS):
+        if datetime.now(timezone.utc) - since < timedelta(hours=sessions.SESSION_HOURS):
             name = identity.name
         else:
             st.session_state[NOTICE_KEY] = "Your session expired; sign in again."
@@ -153,7 +152,7 @@ def identify(board: Dashboard) -> Identity | None:
         name = sessions.verify_token(
             _secret(site_key(), board.site),
             _cookies().get(_cookie()),
-            max_age_s=SESSION_HOURS * 3600,
+            max_age_s=sessions.SESSION_HOURS * 3600,
         )
         if name is not None:  # a reload: the cookie's own time stamp bounds the session
             st.session_state[LOGIN_AT_KEY] = datetime.now(timezone.utc)
@@ -236,7 +235,7 @@ def _login_form(board: Dashboard) -> None:
     st.session_state[LOGIN_AT_KEY] = datetime.now(timezone.utc)
     st.session_state.pop(SIGNED_OUT_KEY, None)
     token = sessions.issue_token(_secret(site_key(), board.site), identity.name)
-    st.session_state[COOKIE_KEY] = (token, SESSION_HOURS * 3600)
+    st.session_state[COOKIE_KEY] = (token, sessions.SESSION_HOURS * 3600)
     st.rerun()
 
 
@@ -294,6 +293,7 @@ page_start = _cached("store", review.page_start)  # (query, page, page_size)
 defect_types = _cached("store", queries.defect_types)  # (product or None)
 volume = _cached("store", overview.volume_frame)
 station_health = _cached("store", overview.station_frame)
+station_backlog = _cached("store", overview.backlog_frame)
 production_histogram = _cached("store", queries.score_histogram)
 daily_volume = _cached("store", queries.daily_volume)
 bundle_table = _cached("registry", models.bundle_table)
@@ -321,11 +321,6 @@ def products(site: str) -> list[str]:
 @st.cache_data(ttl=DATA_TTL_S, show_spinner=False)
 def stations(site: str) -> list[str]:
     return queries.distinct_values(_open(site).store, "station_id")
-
-
-@st.cache_data(ttl=DATA_TTL_S, show_spinner=False)
-def station_backlog(site: str) -> pd.DataFrame:
-    return overview.backlog_frame(_open(site).store)
 
 
 @st.cache_data(ttl=DATA_TTL_S, show_spinner=False)

@@ -48,7 +48,7 @@ from inspection.core.signing import (
 from inspection.core.threshold import is_ng
 from inspection.core.validation_scores import ValidationScores, read_validation_scores
 from inspection.dashboard.review import outline
-from inspection.dashboard.thresholds import current_threshold_value
+from inspection.dashboard.thresholds import current_threshold_value, kinds_of
 from inspection.station.config import read_trust, station_configs_in
 
 GOOD = "good"
@@ -249,7 +249,7 @@ def model_health(
         return replace(base, problem=_scores_problem(registry, product, bundle_id))
     scores = np.asarray(data.scores, dtype=np.float64)
     labels = np.asarray(data.labels, dtype=np.int8)
-    kinds = _kinds(data)
+    kinds = kinds_of(data)
     good = labels == 0
     miss = miss_at(scores, labels, kinds, threshold) if (~good).any() else {}
     return replace(
@@ -261,45 +261,17 @@ def model_health(
     )
 
 
-def _kinds(data: ValidationScores) -> list[str]:
-    """Each image's kind: its recorded defect type, 'good' for good parts, else 'defect'."""
-    if data.defect_types:
-        return [
-            GOOD if label == 0 else str(kind)
-            for kind, label in zip(data.defect_types, data.labels, strict=True)
-        ]
-    return [GOOD if label == 0 else "defect" for label in data.labels]
-
-
 def kind_table(health: ModelHealth) -> pd.DataFrame:
     """The confusion table by kind at the live threshold: one row for good parts, one per
     defect kind: n, flagged NG, passed OK, the error rate (false alarms or misses) and its
     95 % interval for defect kinds."""
-    rows = []
-    if health.n_good:
-        rows.append(
-            {
-                "kind": GOOD,
-                "n": health.n_good,
-                "NG": health.rejected_good,
-                "OK": health.n_good - health.rejected_good,
-                "error": "false alarm",
-                "rate": health.reject_rate,
-                "95% interval": "",
-            }
-        )
-    for k in health.kinds:
-        rows.append(
-            {
-                "kind": k.kind,
-                "n": k.n,
-                "NG": k.n - k.missed,
-                "OK": k.missed,
-                "error": "missed",
-                "rate": k.rate,
-                "95% interval": f"{k.interval.low:.0%}–{k.interval.high:.0%}",
-            }
-        )
+    n, rejected = health.n_good, health.rejected_good
+    rows = [(GOOD, n, rejected, n - rejected, "false alarm", health.reject_rate, "")] if n else []
+    rows += [
+        (k.kind, k.n, k.n - k.missed, k.missed, "missed", k.rate,
+         f"{k.interval.low:.0%}–{k.interval.high:.0%}")
+        for k in health.kinds
+    ]  # fmt: skip
     return pd.DataFrame(rows, columns=["kind", "n", "NG", "OK", "error", "rate", "95% interval"])
 
 
@@ -333,24 +305,16 @@ def outcomes(
     folder = Path(datasets_dir) / product / data.split
     truth = Path(datasets_dir) / product / "ground_truth"
     result = []
-    for name, kind, score, label in zip(names, _kinds(data), data.scores, data.labels, strict=True):
+    for name, kind, score, label in zip(
+        names, kinds_of(data), data.scores, data.labels, strict=True
+    ):
         flagged = bool(is_ng(np.float64(score), threshold))
         outcome = {(1, False): "missed", (0, True): "false_alarm", (1, True): "caught"}.get(
             (label, flagged), "passed"
         )
-        path = folder / kind / name
-        mask = truth / kind / f"{Path(name).stem}_mask.png"
-        result.append(
-            Outcome(
-                name,
-                kind,
-                float(score),
-                outcome,
-                path if path.is_file() else None,
-                mask if mask.is_file() else None,
-                bits,
-            )
-        )
+        path, mask = folder / kind / name, truth / kind / f"{Path(name).stem}_mask.png"
+        shown = (p if p.is_file() else None for p in (path, mask))
+        result.append(Outcome(name, kind, float(score), outcome, *shown, bits))
     worst_first = {"missed": 1, "passed": 1, "false_alarm": -1, "caught": -1}
     return sorted(result, key=lambda o: (o.outcome, o.kind, worst_first[o.outcome] * o.score))
 

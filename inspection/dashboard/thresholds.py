@@ -36,6 +36,7 @@ from inspection.core.operating_point import (
 )
 from inspection.core.registry import Registry
 from inspection.core.threshold import is_ng
+from inspection.core.validation_scores import ValidationScores
 from inspection.core.validation_scores import read_validation_scores as read_scores_file
 from inspection.store import queries
 from inspection.store.store import Store
@@ -110,17 +111,19 @@ def read_validation_scores(bundle_dir: str | Path) -> LabelledScores | None:
     if data is None:
         return None
     note = f"; {data.note}" if data.note else ""
-    kinds = tuple(
-        "good" if label == 0 else str(kind)
-        for kind, label in zip(
-            data.defect_types or ("defect",) * len(data.labels), data.labels, strict=True
-        )
-    )
     return LabelledScores(
         np.asarray(data.scores, dtype=np.float64),
         np.asarray(data.labels, dtype=np.int8),
         f"held-out ({data.split} split{note})",
-        kinds,
+        kinds_of(data),
+    )
+
+
+def kinds_of(data: ValidationScores) -> tuple[str, ...]:
+    """Each image's kind: its recorded defect type, 'good' for good parts, else 'defect'."""
+    types = data.defect_types or ("defect",) * len(data.labels)
+    return tuple(
+        "good" if label == 0 else str(k) for k, label in zip(types, data.labels, strict=True)
     )
 
 
