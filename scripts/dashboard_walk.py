@@ -331,7 +331,6 @@ def settle(driver, timeout: float = 60, quiet: float = 0.8, method: str = "dom")
 
 
 def _settle_text(driver, timeout: float, quiet: float) -> float:
-    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
 
     deadline = time.monotonic() + timeout
@@ -340,7 +339,7 @@ def _settle_text(driver, timeout: float, quiet: float) -> float:
         try:
             busy = bool(driver.find_elements(By.CSS_SELECTOR, BUSY_CSS))
             snapshot = driver.find_element(By.CSS_SELECTOR, '[data-testid="stMain"]').text
-        except (StaleElementReferenceException, Exception):
+        except Exception:  # a stale element, a navigation: not settled
             busy, snapshot = True, None
         if busy or snapshot != last:
             last, since = snapshot, time.monotonic()

@@ -24,15 +24,16 @@ from inspection.cli._security import announce_signatures
 from inspection.cli._signals import stop_on_signals
 from inspection.cli.console import logs_beside, print_table, quiet_logs, verbose_requested
 from inspection.core.registry import Registry
-from inspection.core.signing import key_id
+from inspection.core.signing import Keyring, key_id
 from inspection.distribution.sync import (
     HttpSource,
     PathSource,
     SourceUnreachable,
+    SyncOutcome,
     sync_forever,
     sync_once,
 )
-from inspection.line.config import load_line_config
+from inspection.line.config import LinkSecurity, load_line_config
 from inspection.runtime.hardware import cpu_info
 from inspection.service.config import load_station_config
 from inspection.station.config import check_registry_dir, pinned_key
@@ -152,13 +153,9 @@ def tune(
 
 
 def _tune_one(
-    registry: Registry,
-    product: str,
-    probe: list[Path] | None,
-    samples: int,
-    public_key: Path | None,
-    cpu: CpuInfo,
-) -> None:
+    registry: Registry, product: str, probe: list[Path] | None, samples: int,
+    public_key: Keyring | None, cpu: CpuInfo,
+) -> None:  # fmt: skip
     """Tune one product, print its table and what it serves."""
     # deferred: openvino
     from inspection.runtime.tuning import tune_product, tuning_path
@@ -219,11 +216,8 @@ def run(config: Path = LINE_OPTION) -> None:
     station = LineStation.build(line_config)
     stop = stop_on_signals()
     station.start()
-    ways = [
-        n
-        for n, on in (("OPC UA", line_config.opcua.enabled), ("MQTT", line_config.mqtt.enabled))
-        if on
-    ]
+    links = {"OPC UA": line_config.opcua.enabled, "MQTT": line_config.mqtt.enabled}
+    ways = [name for name, on in links.items() if on]
     console.print(
         f"station {line_config.station_id}: triggers over {', '.join(ways) or 'nothing'}, "
         f"sinks {', '.join(s.name for s in line_config.sinks) or 'none'} (Ctrl-C to stop)"
@@ -247,7 +241,6 @@ def status(config: Path = LINE_OPTION) -> None:
     backlog = _backlog(core)
     if backlog is not None:
         _print_central(core)
-    if backlog is not None:
         table = Table("sink", "waiting", "oldest s", "delivered")
         for sink in line_config.sinks:
             entry = backlog.get(sink.name)
@@ -279,7 +272,7 @@ def status(config: Path = LINE_OPTION) -> None:
         console.print(f"{product}: live bundle {live.bundle_id} [{colour}]{check}[/]")
 
 
-def _announce_links(security) -> None:  # security: LinkSecurity
+def _announce_links(security: LinkSecurity) -> None:
     """The line links' security on one line; loud when it is off (``security.mode: none``)."""
     # deferred: asyncua, paho (the line extras)
     from inspection.line.security import insecure_notice
@@ -398,7 +391,7 @@ def trigger(
         raise typer.Exit(1)
 
 
-def _print(outcomes) -> None:  # outcomes: list[SyncOutcome]
+def _print(outcomes: list[SyncOutcome]) -> None:
     colours = {"current": "dim", "updated": "green", "not_live": "yellow"}
     for outcome in outcomes:
         colour = colours.get(outcome.status, "red")
