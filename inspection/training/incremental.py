@@ -107,15 +107,13 @@ def update_patchcore(
     with _timed(stages, "evaluate"):
         predictions = predict(model, test, image_size=config.image_size, bits=config.image_bits)
         metrics = metrics_of_predictions(predictions, calibration).to_mapping()
+    rows_after = int(model.model.memory_bank.shape[0])
     lineage = Lineage(
-        parent=parent.version,
-        method="incremental",
-        added_images=len(images),
+        parent=parent.version, method="incremental", added_images=len(images),
         added_digests=tuple(sha256_file(p) for p in images),
-        added_patches=int(model.model.memory_bank.shape[0] - bank.shape[0]),
-        bank_rows_before=int(bank.shape[0]),
-        bank_rows_after=int(model.model.memory_bank.shape[0]),
-    )
+        added_patches=rows_after - int(bank.shape[0]), bank_rows_before=int(bank.shape[0]),
+        bank_rows_after=rows_after,
+    )  # fmt: skip
     # the recorded fit time leaves out the registration; ``seconds`` below includes it
     fit = FitFigures(fit_seconds=round(time.perf_counter() - started, 2), test_images=len(test))
     metrics |= replace(fit, update_stage_seconds=stages).to_mapping()
@@ -258,14 +256,9 @@ def _extend_local_statistics(
     head.bank = extend_bank(head.bank, new, config.coreset_sampling_ratio, config.memory_bank_max)
 
 
-def _calibrate(validation: Predictions) -> Calibration:
+def _calibrate(v: Predictions) -> Calibration:
     return calibrate(
-        validation.scores,
-        validation.maps,
-        validation.labels,
-        validation.gt_masks,
-        validation.defect_types,
-        mask_known=validation.mask_known,
+        v.scores, v.maps, v.labels, v.gt_masks, v.defect_types, mask_known=v.mask_known
     )
 
 
@@ -286,13 +279,6 @@ def _register(
         "lineage": to_mapping(lineage),
     }
     return register_version(
-        registry,
-        parent.product,
-        model,
-        dataset,
-        model_kind=parent.model_kind,
-        config=parent.config,
-        metrics=metrics,
-        weights=parent.weights,
-        extra=extra,
-    )
+        registry, parent.product, model, dataset, model_kind=parent.model_kind,
+        config=parent.config, metrics=metrics, weights=parent.weights, extra=extra,
+    )  # fmt: skip
