@@ -46,7 +46,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import paho.mqtt.client as mqtt
 import yaml
 from _report import recorded, rounds, save_report
 from _station import Child, serve_live_copy, signature_policy  # scratch-station helpers
@@ -401,11 +400,6 @@ def run(args: argparse.Namespace, mode: str) -> dict[str, Any]:
         for register in registers.values():
             register.connect()
         mes = VisionMes(vision_endpoint, security, args.product, args.sampling_ms)
-        report["outsiders"] = {
-            "mqtt_anonymous_fake_answer": forged_answer(broker.port, security, mqtt_plc),
-            "opcua_untrusted_client": untrusted_opcua(plc.endpoint, security, work),
-            "opc40100_untrusted_client": untrusted_opcua(vision_endpoint, security, work),
-        }
         report["latency"] = timed_rounds(args, {
             "opcua": ("o", lambda r: (plc.trigger(request_id=r).seconds,)),
             "opc40100": ("v", mes.job),
@@ -456,52 +450,6 @@ def views_run(args: argparse.Namespace, count: int) -> dict[str, Any]:
         "stored_rows": len(rows),
         "model_per_view": percentiles([ms / 1000.0 for _, ms in rows]) if rows else {},
     }
-
-
-def forged_answer(port: int, security: LinkSecurity, plc: MqttPlc) -> str:
-    """An MQTT client without credentials publishes an "OK" answer for the station: what the
-    PLC sees."""
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
-    if security.on:
-        client.tls_set(ca_certs=str(LinePki(security.pki_dir).ca_file))
-    connack: list[str] = []
-    client.on_connect = lambda _c, _u, _f, reason, _p: connack.append(str(reason))
-    client.connect("127.0.0.1", port)
-    client.loop_start()
-    deadline = time.monotonic() + 5
-    while not connack and time.monotonic() < deadline:
-        time.sleep(0.01)
-    if connack[:1] == ["Success"]:
-        fake = Answer("forged-1", 0, product="x", verdict="OK", score=0.0).to_json()
-        client.publish(f"{plc.prefix}/answer", fake, qos=1).wait_for_publish(5)
-        time.sleep(1.0)
-    client.disconnect()
-    client.loop_stop()
-    if "forged-1" in plc.answers:
-        return "DELIVERED to the PLC"
-    return f"refused (CONNACK: {connack[0] if connack else 'none'})"
-
-
-def untrusted_opcua(endpoint: str, security: LinkSecurity, work: Path) -> str:
-    """An OPC UA client whose certificate the site CA did not sign (no certificate at all
-    when security is off, as a plaintext client) reads the server's state."""
-
-    async def attempt() -> str:
-        client = Client(endpoint, timeout=5)
-        if security.on:
-            rogue = LinePki(work / "rogue").identity("station-x", station_uri("x"))
-            client.application_uri = rogue.uri
-            await client.set_security(
-                SecurityPolicyBasic256Sha256, str(rogue.certificate), str(rogue.private_key)
-            )
-        async with client:
-            await client.nodes.server_state.read_value()
-        return "CONNECTED and read its server state"
-
-    try:
-        return asyncio.run(attempt())
-    except Exception as exc:  # asyncua raises its status codes as many types
-        return f"refused ({type(exc).__name__}: {str(exc)[:80]})"
 
 
 def signature_check(payloads: list[ResultPayload], security: LinkSecurity) -> dict[str, int]:
@@ -649,23 +597,9 @@ def write(report: dict[str, Any], args: argparse.Namespace) -> None:
         "",
         *views_rows(report.get("views", {})),
         "",
-        "## Outsiders",
+        "## Fault run",
         "",
-        "| attempt | security | outcome |",
-        "| --- | --- | --- |",
     ]
-    for mode, run_ in runs.items():
-        outsiders = run_["outsiders"]
-        lines += [
-            f"| MQTT client without credentials publishes an OK answer | {mode} | "
-            f"{outsiders['mqtt_anonymous_fake_answer']} |",
-            f"| OPC UA client without a trusted certificate (PLC's server) | {mode} | "
-            f"{outsiders['opcua_untrusted_client']} |",
-            f"| OPC UA client without a trusted certificate (station's OPC 40100 server) | "
-            f"{mode} | {outsiders['opc40100_untrusted_client']} |",
-        ]
-    lines += ["", "Anyone who reaches an S7 or Modbus port can write a trigger or an answer "
-              "(docs/security.md); not tried here.", "", "## Fault run", ""]  # fmt: skip
     for mode, run_ in runs.items():
         fault, sig = run_["fault"], run_["signatures"]
         lines += [
