@@ -1,34 +1,26 @@
 """A line's operating point: which raw score threshold a product runs at, and what it costs.
 
-The operating point is a product setting (``operating_point:`` in ``configs/products`` or
-``configs/models``), loaded into a frozen ``OperatingPoint``:
+``OperatingPoint`` (``operating_point:`` of a product or model config) has three policies:
 
-- ``false_reject_budget`` (default, ``budget`` 0.01): the image threshold is the lowest score
-  that keeps the share of rejected good parts within ``budget``, with a finite-sample
-  guarantee (split-conformal): with n calibration good scores, the threshold sits just above
-  the k-th smallest, k = ceil((n + 1) (1 - budget)). For a new good part exchangeable with
-  the calibration ones, P(rejected) <= (n + 1 - k) / (n + 1) <= budget (marginally, over
-  calibration draws). When k > n the set is too small for the budget: the threshold goes just
-  above the largest good score, the bound is only 1 / (n + 1) and ``n_needed`` says how many
-  good scores the budget needs. No defect image is needed.
-- ``f1``: the score maximising image F1 on the labelled calibration images (the rule before
-  this module; it calls nearly everything NG when separation is weak).
-- ``max_miss``: the highest threshold that misses at most ``max_miss`` of the calibration
-  defects (needs defect images).
+- ``false_reject_budget`` (default, ``budget`` 0.01), split-conformal: with n good calibration
+  scores the threshold sits just above the k-th smallest, k = ceil((n + 1) (1 - budget)), so
+  a new good part exchangeable with them is rejected with P <= (n + 1 - k) / (n + 1) <= budget
+  (marginally, over calibration draws). When k > n the threshold goes just above the largest
+  good score, the bound is only 1 / (n + 1) and ``n_needed`` says how many good scores the
+  budget needs. No defect image is needed.
+- ``f1``: the score maximising image F1 on the calibration images (it calls nearly everything
+  NG when separation is weak).
+- ``max_miss``: the highest threshold missing at most ``max_miss`` of the calibration defects.
 
-Why 1 %: operators bypass a station above roughly 8-10 % false alarms, and every false reject
-costs a manual re-check; 1 % keeps re-checks rare while staying reachable with ~100 good
-calibration scores (n >= 99), which out-of-fold training scores provide on day one.
+Why 1 %: operators bypass a station above roughly 8-10 % false alarms and every false reject
+costs a re-check; 1 % keeps re-checks rare yet is reachable with ~100 good scores (n >= 99),
+which out-of-fold training scores provide on day one.
 
-Miss rates per defect kind at a threshold come with exact 95 % (Clopper-Pearson) intervals
-(``KindMiss``). A kind is line-ready only when the data show it is missed at most
-``miss_bound``: ``lacking_kinds`` names the kinds whose interval reaches above ``miss_bound``
-(NOT LINE-READY), whether they miss too often or were too few to show it (a kind with no
-miss needs ``defects_needed`` images: 36 at 10 %). The good-part budget is the other way
-round: ``within_budget`` refuses only rejects the budget makes implausible (a one-sided
-exact binomial test), since a false reject costs a re-check and a miss ships a defect.
-Everything here is torch-free and used by training calibration, export calibration and its
-gate, retrain scoring, the station self-check and the dashboard.
+Per defect kind, miss rates come with exact 95 % intervals (``KindMiss``); ``lacking_kinds``
+names the kinds not shown to miss at most ``miss_bound`` (NOT LINE-READY; a kind with no miss
+needs ``defects_needed`` images: 36 at 10 %). The budget is checked the other way round:
+``within_budget`` refuses only rejects the budget makes implausible, since a false reject
+costs a re-check and a miss ships a defect.
 """
 
 from __future__ import annotations
@@ -52,32 +44,25 @@ DEFAULT_MISS_BOUND = 0.10
 """A defect kind not shown to miss at most this share at the operating point (the upper end of
 its exact 95 % interval is above it) is named NOT LINE-READY."""
 BUDGET_CONFIDENCE = 0.95
-"""A budget saved on the dashboard keeps production's good-part reject rate within it with this
-probability over the sample it was chosen on (``choose_threshold(confidence=)``): the Thresholds
-page's suggestion and a station re-deriving the saved budget (``core.golden``) use this rule."""
+"""A budget saved on the dashboard holds with this probability over the sample it was chosen
+on (``choose_threshold(confidence=)``), on the Thresholds page and when a station re-derives
+it (``core.golden``)."""
 BUDGET_TEST_LEVEL = 0.05
 """Export gate and station check: a bundle is refused when its rejects among held-out good
 parts would occur with probability below this if its true false-reject rate were the budget
 (one-sided binomial test; 42 good parts at 1 % allow 2 rejects, 7 at 1 % allow 1)."""
 MAX_TRANSFER_RESIDUAL = 0.05
 """Out-of-fold scores carried into a bundle's score space (``fit_transfer``) are used as they
-are only when the line's largest residual on its good pairs is at most this share of the
-threshold's margin, its distance above the median good calibration score
-(``ScoreTransfer.residual_share``): the margin is what a carried score's error eats into,
-while |threshold| is no scale (with local statistics fused it sits near 0). Above, the
-threshold is raised by that residual (``ThresholdChoice.transfer_raise``,
-``training.bundle_calibration``)."""
+are only when the line's largest good-pair residual is at most this share of the threshold's
+margin above the median good score (``ScoreTransfer.residual_share``; |threshold| is no
+scale: with local statistics fused it sits near 0). Above, the threshold is raised by that
+residual (``ThresholdChoice.transfer_raise``)."""
 
 
 @dataclass(frozen=True)
 class OperatingPoint:
-    """How a product sets its image threshold (see the module docstring).
-
-    ``budget``: share of good parts the line accepts to reject, in (0, 0.5];
-    ``max_miss``: the target miss rate of the ``max_miss`` policy, in [0, 1);
-    ``miss_bound``: a defect kind not shown (95 % interval) to miss at most this at the point is
-    not line-ready.
-    """
+    """How a product sets its image threshold (see the module docstring): ``budget`` in
+    (0, 0.5], ``max_miss`` in [0, 1) (its policy's target), ``miss_bound`` (``lacking_kinds``)."""
 
     policy: Policy = "false_reject_budget"
     budget: float = DEFAULT_BUDGET
@@ -110,16 +95,13 @@ class OperatingPoint:
 
 @dataclass(frozen=True)
 class ThresholdChoice:
-    """The raw image threshold an ``OperatingPoint`` chose on calibration scores.
+    """The raw image threshold (NG when ``score >= threshold``) an ``OperatingPoint`` chose.
 
-    ``threshold``: raw score, NG when ``score >= threshold``. ``n_good``/``n_defective``: the
-    calibration scores used; ``good_sources``: where the good ones came from, e.g.
-    ``{"out_of_fold_train": 240, "validation": 18}``. ``rank``: the conformal rank k
-    (false_reject_budget only). ``false_reject_bound``: the guaranteed marginal false-reject
-    probability (false_reject_budget only; above ``budget`` when n is too small).
-    ``calibration_false_reject``/``calibration_miss``: the rates on the calibration scores
-    themselves (miss None without defects). ``n_needed``: good scores the budget needs, when
-    there were too few (else None).
+    ``good_sources``: where the good scores came from, e.g. ``{"out_of_fold_train": 240,
+    "validation": 18}``. Budget policy only: ``rank`` k and ``false_reject_bound``, the
+    guaranteed false-reject probability (above ``budget`` when n is too small, and then
+    ``n_needed`` good scores are needed). ``calibration_false_reject``/``calibration_miss``:
+    the rates on the calibration scores themselves (miss None without defects).
     """
 
     threshold: float
@@ -135,23 +117,17 @@ class ThresholdChoice:
     n_needed: int | None = None
     good_sources: dict[str, int] | None = None
     miss_bound: float = DEFAULT_MISS_BOUND
-    """The operating point's ``miss_bound``: kinds not shown to be missed at most this often
-    (``lacking_kinds``) are not line-ready."""
     transfer_residual: float | None = None
-    """Largest residual of the line carrying out-of-fold scores into this score space, on its
-    good pairs, as a share of the threshold's margin above the median good calibration score
-    (``ScoreTransfer.residual_share``; None: none carried). Bundles exported before this rule
-    recorded it as a share of |threshold|, on all pairs, and were never raised."""
+    """``ScoreTransfer.residual_share`` of the line that carried out-of-fold scores here (None:
+    none carried). Bundles exported before this rule recorded a share of |threshold|, on all
+    pairs, and were never raised."""
     transfer_raise: float | None = None
-    """Raw amount the carried scores were raised by before the threshold was set, because
-    ``transfer_residual`` was above ``MAX_TRANSFER_RESIDUAL``: the line's largest good-pair
-    residual, so the bound holds for every part whose bundle score lies within that residual
-    of the line (None: carried as they are)."""
+    """Raw amount the carried scores were raised by (``transfer_residual`` above
+    ``MAX_TRANSFER_RESIDUAL``): the line's largest good-pair residual, so the bound holds for
+    every part whose bundle score lies within it of the line (None: carried as they are)."""
     n_below_largest: int | None = None
-    """When the threshold had to sit above the largest good score (rank k = n, budget only):
-    the fewest good scores that put it below the largest (199 at 1 %), and ``miss_below_largest``
-    the share of the calibration defects missed there, estimated at the ``k / (n + 1)`` quantile
-    of these good scores (``more_good_estimate``; None: no defects to tell)."""
+    """Threshold above the largest good score (k = n, budget only): ``more_good_estimate``'s
+    fewest good scores that put it below (199 at 1 %) and miss there (None: no defects)."""
     miss_below_largest: float | None = None
 
     def __post_init__(self) -> None:
@@ -294,7 +270,8 @@ def choose_threshold(
         if rank == good.size and bad.size and confidence is None:
             common.update(more_good_estimate(good, bad, point.budget))
     elif point.policy == "f1":
-        threshold = _f1_threshold(good, bad)
+        labels = np.r_[np.zeros(good.size), np.ones(bad.size)]
+        threshold = f1_adaptive_threshold(np.r_[good, bad], labels)[0]
     else:
         threshold = _max_miss_threshold(bad, point.max_miss)
     return ThresholdChoice(
@@ -330,22 +307,15 @@ def _budget_threshold(
 
 
 def more_good_estimate(good: np.ndarray, bad: np.ndarray, budget: float) -> dict[str, Any]:
-    """What growing the calibration set buys when the threshold sits above the largest of the
-    (G,) ``good`` scores: ``n_below_largest``, the fewest good scores N whose conformal rank k
-    leaves one above the threshold, and ``miss_below_largest``, the share of the (D,) ``bad``
-    scores below the threshold there, estimated at the k / (N + 1) quantile of ``good``
+    """What more good scores buy when the threshold sits above the largest of the (G,) ``good``:
+    ``n_below_largest``, the fewest N whose conformal rank k leaves one above it, and
+    ``miss_below_largest``, the share of (D,) ``bad`` below the k / (N + 1) quantile of ``good``
     (a plug-in estimate, not a guarantee; ``reports/operating_point/small_n.md`` measures it)."""
     n = max(n_needed(budget), len(good) + 1)
     while conformal_rank(n, budget) > n - 1:
         n += 1
     level = np.quantile(good, conformal_rank(n, budget) / (n + 1))
     return {"n_below_largest": n, "miss_below_largest": round(float((bad < level).mean()), 4)}
-
-
-def _f1_threshold(good: np.ndarray, bad: np.ndarray) -> float:
-    scores = np.r_[good, bad]
-    labels = np.r_[np.zeros(good.size), np.ones(bad.size)]
-    return f1_adaptive_threshold(scores, labels)[0]
 
 
 def f1_adaptive_threshold(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
