@@ -63,6 +63,13 @@ def recorded(argv: list[str] | None = None) -> Iterator[dict[str, str]]:
     env["load_after"] = load_average()
 
 
+def seconds(fn: Callable[[], object]) -> float:
+    """Wall seconds of one call of ``fn``."""
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
 def rounds(subjects: Mapping[str, Callable[[int], T]], repeat: int) -> dict[str, list[T]]:
     """``subject(round)`` of every subject, ``repeat`` rounds in turn (all subjects, then all
     again), so that a drift of the machine's speed hits them alike."""

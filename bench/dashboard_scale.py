@@ -43,7 +43,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from _report import load_average, previous_report, recorded, save_report
+from _report import load_average, previous_report, recorded, save_report, seconds
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "scripts")]
@@ -63,15 +63,6 @@ PRODUCT = "brick"
 DEEP_PAGE = 1000
 PLANNED = ("Overview", "Thresholds", "Review queue page 1", f"Review queue: go to page {DEEP_PAGE}")
 """The workloads whose queries ``plans`` explains (and every blob check)."""
-
-
-def _median(fn: Callable[[], object], repeats: int) -> float:
-    runs = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        runs.append(time.perf_counter() - start)
-    return statistics.median(runs)
 
 
 def after_workloads(board) -> dict[str, Callable[[], object]]:
@@ -652,7 +643,10 @@ def python_rows(board, args, report: dict[str, Any]) -> None:
             session.scalar(select(func.count()).where(Inspection.review_label.is_not(None)))
         )
     work = after_workloads(board)
-    report["python_after"] = {k: round(_median(f, args.repeats), 4) for k, f in work.items()}
+    report["python_after"] = {
+        k: round(statistics.median(seconds(f) for _ in range(args.repeats)), 4)
+        for k, f in work.items()
+    }
     print(report["python_after"], flush=True)
 
 

@@ -39,7 +39,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from _peaks import limit_ms, precision_peaks  # noqa: E402
-from _report import lscpu, previous_report, rounds, save_report  # noqa: E402
+from _report import lscpu, previous_report, rounds, save_report, seconds  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -85,12 +85,6 @@ def _percentiles(samples: list[float]) -> dict[str, float]:
     }
 
 
-def _timed(fn, count: int) -> float:
-    start = time.perf_counter()
-    fn()
-    return count / (time.perf_counter() - start)
-
-
 def _ov_properties(compiled: Any) -> dict[str, str]:
     out = {}
     for name in OV_PROPERTIES:
@@ -126,20 +120,17 @@ def worker_openvino(bundle: Path, paths: list[str], images: list[np.ndarray]) ->
     rss_serving = _peak_rss_mb()
     paced_modes = {m: _percentiles(_paced_latencies(inspector, images, m)) for m in PACED_MODES}
     stream = (images * (THROUGHPUT_IMAGES // len(images) + 1))[:THROUGHPUT_IMAGES]
-    throughput = {
-        "sequential": _timed(lambda: [inspector.inspect(i) for i in stream], len(stream)),
-        f"batch{BATCH}": _timed(
-            lambda: [
-                inspector.inspect_batch(stream[k : k + BATCH]) for k in range(0, len(stream), BATCH)
-            ],
-            len(stream),
-        ),
+    batches = [stream[k : k + BATCH] for k in range(0, len(stream), BATCH)]
+    throughput = {  # images per second
+        "sequential": len(stream) / seconds(lambda: [inspector.inspect(i) for i in stream]),
+        f"batch{BATCH}": len(stream)
+        / seconds(lambda: [inspector.inspect_batch(b) for b in batches]),
     }
     fast = Inspector.from_bundle(bundle, performance_hint="THROUGHPUT")
     for jobs in ASYNC_JOBS:  # requests in flight on the THROUGHPUT compile's streams
         fast.inspect_many(stream[:8], jobs=jobs)
         mode = "async" if jobs == 0 else f"async{jobs}"
-        throughput[mode] = _timed(lambda j=jobs: fast.inspect_many(stream, jobs=j), len(stream))
+        throughput[mode] = len(stream) / seconds(lambda j=jobs: fast.inspect_many(stream, jobs=j))
     return {
         "load_s": load_s,
         "latency_ms": _percentiles(latencies),
@@ -271,12 +262,8 @@ def accuracy(result: dict[str, Any], samples: list[Any]) -> dict[str, float | No
 
     maps = result["maps"]
     masks = np.stack([read_mask(s.mask_path, maps.shape[1:]) for s in samples])
-    return {
-        "image_auroc": image_auroc(
-            np.asarray(result["scores"]), np.array([s.label for s in samples])
-        ),
-        "pixel_auroc": pixel_auroc(maps, masks),
-    }
+    scores, labels = np.asarray(result["scores"]), np.array([s.label for s in samples])
+    return {"image_auroc": image_auroc(scores, labels), "pixel_auroc": pixel_auroc(maps, masks)}
 
 
 def bench_kind(
