@@ -81,13 +81,16 @@ def serve_live_copy(
     return bundle_dir
 
 
-def _admin(admin_url: str, sql: str) -> None:
+def _admin(admin_url: str, sql: str, **params: str) -> tuple | None:
+    """Run ``sql`` outside a transaction; its first row, if it returns rows."""
     import sqlalchemy as sa
 
     admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
-        connection.execute(sa.text(sql))
+        result = connection.execute(sa.text(sql), params)
+        row = result.first() if result.returns_rows else None
     admin.dispose()
+    return None if row is None else tuple(row)
 
 
 def create_database(admin_url: str = PG_ADMIN_URL, *, template: str | None = None) -> str:
@@ -108,15 +111,9 @@ def rename_database(old: str, new: str, admin_url: str = PG_ADMIN_URL) -> None:
 
 
 def database_exists(name: str, admin_url: str = PG_ADMIN_URL) -> bool:
-    import sqlalchemy as sa
-
-    admin = sa.create_engine(admin_url)
-    with admin.connect() as connection:
-        found = connection.execute(
-            sa.text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name}
-        ).first()
-    admin.dispose()
-    return found is not None
+    return (
+        _admin(admin_url, "SELECT 1 FROM pg_database WHERE datname = :name", name=name) is not None
+    )
 
 
 def database_url(name: str, admin_url: str = PG_ADMIN_URL) -> str:

@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 import yaml
-from _report import cpu_description, load_average, measured, save_report
+from _report import measured, recorded, save_report
 
 OUTCOME = re.compile(
     r"^(?P<product>\S+): (?P<status>promoted|kept|skipped|failed) in (?P<seconds>\d+) s "
@@ -71,12 +71,11 @@ def run(work: Path, ray: str, memory_gb: float) -> dict:
     command = [sys.executable, "-m", "inspection", "retrain", "--all", "--ray", ray,
                "--memory-gb", str(memory_gb), "--site", str(work / "site.yaml"),
                "--config", str(work / "retrain.yaml"), "--actor", "bench"]  # fmt: skip
-    load = load_average()
     stdout, code, wall, _, _ = measured(command, env={**os.environ, "COLUMNS": "1000"})
     print(stdout, flush=True)
     outcomes = [m.groupdict() for line in stdout.splitlines() if (m := OUTCOME.match(line))]
-    return {"command": " ".join(command[1:]), "exit_code": code, "wall_s": round(wall, 1),
-            "load_before": load, "load_after": load_average(), "outcomes": outcomes}  # fmt: skip
+    return {"retrain": " ".join(command[1:]), "exit_code": code, "wall_s": round(wall, 1),
+            "outcomes": outcomes}  # fmt: skip
 
 
 def markdown(report: dict) -> str:
@@ -85,7 +84,7 @@ def markdown(report: dict) -> str:
             f"{o['detail'][:160].replace('|', '/')} |" for o in report["outcomes"]]  # fmt: skip
     return "\n".join([
         "# The nightly fleet: `inspection retrain --all` on Ray", "",
-        f"> Written by `python bench/fleet.py` ({report['argv']}). CPU: {report['cpu']}. One Ray "
+        f"> Written by `{report['command']}`. CPU: {report['cpu']}. One Ray "
         f"head on this machine (2 CPUs), 1 CPU per task, a fresh worker per task. Load before "
         f"{report['load_before']}, after {report['load_after']}.", "",
         f"Whole command: **{report['wall_s']} s** wall for {len(report['outcomes'])} products, "
@@ -115,9 +114,9 @@ def main(argv: list[str] | None = None) -> dict:
         budgets[f"{kind}-big"] = float(budget)
     args.work.mkdir(parents=True, exist_ok=True)
     build_site(args.work, products, budgets)
-    report = {"argv": " ".join(argv or sys.argv[1:]) or "defaults", "cpu": cpu_description(),
-              "memory_gb": args.memory_gb, "budgets": budgets,
-              **run(args.work, args.ray, args.memory_gb)}  # fmt: skip
+    with recorded(argv) as env:
+        outcome = run(args.work, args.ray, args.memory_gb)
+    report = {**env, "memory_gb": args.memory_gb, "budgets": budgets, **outcome}
     save_report(args.out, "fleet", report, markdown(report))
     return report
 

@@ -142,8 +142,6 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("reports/training"))
     args = parser.parse_args()
     report = previous_report(args.out, STEM) or {"rows": {}}
-    for row in report["rows"].values():  # rows of earlier runs keep the CPU they ran on
-        row.setdefault("cpu", report.get("cpu", "-"))
     cpu = cpu_description()
     report |= {"cpu": cpu, "command": " ".join(["python", *sys.argv])}
     for spec, extra in ((args.rows, ()), (args.auto, ("--auto",))):
