@@ -1,17 +1,15 @@
 """Golden outputs: a bundle's own raw outputs on a few images, to check on the station's CPU.
 
-A bundle is calibrated on the CPU that exported it and served on another, whose OpenVINO kernels
-(AVX2, AVX-512 VNNI, AMX) and executed precision may differ. At export a few validation images
-(``choose_golden``: good and defective alternating, plus those nearest the threshold) are stored
-under ``golden/`` in the bundle, and their raw score, margin to the threshold and map summary
-are recorded in ``metadata.json`` (``GoldenOutputs``). At load the station runs them again
-(``inspection.runtime.golden``) and compares (``compare_golden``).
+A bundle is calibrated on the exporting CPU and served on another, whose OpenVINO kernels (AVX2,
+AVX-512 VNNI, AMX) and executed precision may differ. Export stores a few validation images
+(``choose_golden``) under ``golden/`` and records their raw score, margin to the threshold and
+map summary (``GoldenOutputs``); at load the station runs them again (``runtime.golden``) and
+compares (``compare_golden``).
 
 Drift is in *normalised units*: the raw difference over the raw span the export normalisation
-maps to [0, 1] (0.01: 1 % of the calibrated range). Each image's score may drift at most its own
-margin to the export threshold (never more than the tolerance), so a drift that could flip a
-golden verdict is refused. Scales and margins are fixed at export: a later threshold change does
-not move the check, which compares RAW outputs.
+maps to [0, 1]. Each score may drift at most its own margin to the export threshold (never more
+than the tolerance), so a drift that could flip a golden verdict is refused. Scales and margins
+are fixed at export: a later threshold change does not move the check of RAW outputs.
 """
 
 from __future__ import annotations
@@ -34,11 +32,10 @@ from inspection.core.operating_point import (
 from inspection.core.threshold import check_threshold, is_ng
 
 GOLDEN_DIR = "golden"
-"""Folder of the golden images inside a bundle."""
 GOLDEN_IMAGES = 4
 """Images per bundle: the first good and defective validation images, alternating."""
 NEAR_THRESHOLD = 4
-"""Further golden images: the validation images whose served score is nearest the threshold."""
+"""Further golden images: those whose served score is nearest the threshold."""
 MIN_MARGIN = 0.002
 """Nearest-threshold images sit at least this far from it (normalised units): one closer would
 refuse a bundle on any last-bit difference of a kernel."""
@@ -67,9 +64,8 @@ class MapSummary:
 
 @dataclass(frozen=True)
 class GoldenImage:
-    """One golden image (a PNG of the bundle) and its raw outputs; ``margin``: |served score -
-    image threshold| / score scale at export, how far its score may drift before its verdict
-    flips (None in older records)."""
+    """One golden PNG of the bundle and its raw outputs; ``margin``: |served score - threshold|
+    / score scale at export, the drift that would flip its verdict (None in older records)."""
 
     file: str
     raw_score: float
@@ -225,9 +221,8 @@ class CalibrationPoint:
 
 @dataclass(frozen=True)
 class ThresholdCarry:
-    """A registry threshold version across a re-calibration: ``value`` (normalised, set on the
-    bundle's export calibration) is served here as ``carried``; None: it cannot be carried
-    and ``how`` says why."""
+    """A registry threshold version across a re-calibration: ``value`` (normalised, on the
+    export calibration) is served here as ``carried`` (None: not carried, ``how`` says why)."""
 
     number: int
     value: float
@@ -317,12 +312,10 @@ def _at_budget(
 class Recalibration:
     """A drifting bundle re-calibrated on this station's own validation images.
 
-    ``operating``: the operating point used (its description); ``false_reject_bound``: the
-    new threshold's guaranteed false-reject rate (budget policy); ``miss``: the share of
-    defective images below it (None without defects). ``good_before``: the bundle's exported
-    normalised scores of its good validation parts (``validation_scores.json``; may be empty);
-    ``good_after``: this station's good images under the new calibration. Both carry a
-    registry threshold across (``carry``); neither is in ``summary``.
+    ``operating``: the operating point's description; ``miss``: the share of defective images
+    below the new threshold (None without defects). ``good_before`` (the bundle's exported
+    normalised good scores, ``validation_scores.json``; may be empty) and ``good_after`` (this
+    station's, re-calibrated) carry a registry threshold across (``carry``), not in ``summary``.
     """
 
     bundle: str
@@ -362,9 +355,8 @@ def golden_status(
     recalibration: Recalibration | None = None,
     refusal: str = "",
 ) -> dict[str, object]:
-    """What ``/healthz`` and the dashboard show of a product's last golden check: ``outcome``
-    passed, recalibrated, refused or unchecked (no golden outputs); ``refusal``: why a
-    drifting bundle was not re-calibrated."""
+    """``/healthz``'s and the dashboard's view of a product's last golden check (``outcome``:
+    passed, recalibrated, refused or unchecked); ``refusal``: why it was not re-calibrated."""
     if check is None:
         return {
             "bundle_id": bundle_id, "checked": False, "passed": None, "worst_drift": None,
