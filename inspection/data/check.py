@@ -104,10 +104,7 @@ class CheckReport:
             "channels": self.channels,
             "coverage": {k: vars(v) for k, v in self.coverage.items()},
             "budget_note": self.budget_note,
-            "problems": [
-                {"path": str(p.path), "message": p.message, "code": p.code, "severity": p.severity}
-                for p in self.problems
-            ],
+            "problems": [{**vars(p), "path": str(p.path)} for p in self.problems],
         }
 
 
@@ -256,9 +253,8 @@ def _read_mask(path: Path) -> np.ndarray | str:
 
 def _not_binary(levels: np.ndarray) -> str:
     distinct = np.unique(levels)
-    shown = ", ".join(str(v) for v in distinct[:5].tolist()) + (
-        ", ..." if len(distinct) > 5 else ""
-    )
+    more = ", ..." if len(distinct) > 5 else ""
+    shown = ", ".join(str(v) for v in distinct[:5].tolist()) + more
     return (
         f"mask is not binary: {len(distinct)} distinct values ({shown}); expected 0 for "
         "background and one value (e.g. 255) for defect (training reads values above half "
@@ -340,17 +336,12 @@ def _narrow_16_bit(used: dict[Path, int], root: Path, target: Path) -> list[Prob
 
 def _ignored(dataset: Dataset) -> list[Problem]:
     """Warnings for folders without images and images outside any split folder."""
-    problems = [
-        Problem(
-            folder,
-            f"folder has no images (looked for {', '.join(IMAGE_SUFFIXES)}): ignored, so "
-            f"{'good test images' if folder.name == GOOD else 'this defect type'} will not be "
-            "evaluated",
-            "empty_folder",
-            "warning",
-        )
-        for folder in dataset.empty_dirs
-    ]
+    problems = []
+    for folder in dataset.empty_dirs:
+        what = "good test images" if folder.name == GOOD else "this defect type"
+        message = (f"folder has no images (looked for {', '.join(IMAGE_SUFFIXES)}): ignored, so "
+                   f"{what} will not be evaluated")  # fmt: skip
+        problems.append(Problem(folder, message, "empty_folder", "warning"))
     if dataset.loose_images:
         loose = dataset.loose_images
         message = (

@@ -118,11 +118,8 @@ class Dataset:
                 problems.append(str(exc))
         if problems:
             shown = "\n  ".join(problems[:MAX_LISTED])
-            more = (
-                f"\n  ... and {len(problems) - MAX_LISTED} more"
-                if len(problems) > MAX_LISTED
-                else ""
-            )
+            hidden = len(problems) - MAX_LISTED
+            more = f"\n  ... and {hidden} more" if hidden > 0 else ""
             raise DatasetError(
                 f"dataset {self.name!r}: {len(problems)} of {len(files)} files are not "
                 f"readable images; fix or remove them:\n  {shown}{more}"
@@ -173,7 +170,7 @@ def load_mvtec(root: str | Path) -> Dataset:
             if mask is not None:
                 used_masks.add(mask)
             samples.append(Sample(path, "test", 1, defect, mask))
-    unmatched = [] if not gt_dir.is_dir() else _unused_images(gt_dir, used_masks, recursive=True)
+    unmatched = [] if not gt_dir.is_dir() else _unused_images(gt_dir, used_masks)
     loose = tuple(list_images(test_dir))
     return Dataset(root.name, root, tuple(samples), tuple(unmatched), tuple(empty), loose)
 
@@ -230,7 +227,7 @@ def load_folder_spec(yaml_path: str | Path) -> Dataset:
                 if mask is not None:
                     used_masks.add(mask)
             samples.append(Sample(path, "test", 1, defect, mask))
-    unmatched = [] if mask_dir is None else _unused_images(mask_dir, used_masks, recursive=True)
+    unmatched = [] if mask_dir is None else _unused_images(mask_dir, used_masks)
     dirs = [base, *(s.path.parent for s in samples), *([mask_dir] if mask_dir else [])]
     root = Path(os.path.commonpath([str(d) for d in dirs]))
     return Dataset(spec.name, root, tuple(samples), tuple(unmatched), tuple(empty))
@@ -304,10 +301,9 @@ def _lower_names(folder: Path) -> dict[str, Path]:
     return names
 
 
-def _unused_images(folder: Path, used: set[Path], *, recursive: bool) -> list[Path]:
-    folders = (
-        [folder, *sorted(p for p in folder.rglob("*") if p.is_dir())] if recursive else [folder]
-    )
+def _unused_images(folder: Path, used: set[Path]) -> list[Path]:
+    """Images in ``folder`` and its subfolders that are not in ``used`` (resolved paths)."""
+    folders = [folder, *sorted(p for p in folder.rglob("*") if p.is_dir())]
     return [p.resolve() for f in folders for p in list_images(f) if p.resolve() not in used]
 
 

@@ -110,18 +110,10 @@ def write_demo(
     roots = []
     for product in products:
         good, per_defect = demo_test_counts(product, n_test_good, n_test_per_defect)
-        roots.append(
-            write_demo_product(
-                root,
-                product,
-                seed=seed,
-                n_train=n_train,
-                n_test_good=good,
-                n_test_per_defect=per_defect,
-                size=size,
-                on_image=on_image,
-            )
-        )
+        roots.append(write_demo_product(
+            root, product, seed=seed, n_train=n_train, n_test_good=good,
+            n_test_per_defect=per_defect, size=size, on_image=on_image,
+        ))  # fmt: skip
     return roots
 
 

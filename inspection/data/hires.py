@@ -68,9 +68,8 @@ def _rounded_rect(size: int, inset: float) -> np.ndarray:
     hx, hy = (PART_HALF[0] - inset) * size, (PART_HALF[1] - inset) * size
     r = max(PART_CORNER - inset, 0.005) * size
     points = []
-    for (sx, sy), start in zip(
-        ((1, 1), (-1, 1), (-1, -1), (1, -1)), (0, 90, 180, 270), strict=True
-    ):
+    quadrants = ((1, 1), (-1, 1), (-1, -1), (1, -1))
+    for (sx, sy), start in zip(quadrants, (0, 90, 180, 270), strict=True):
         ox, oy = cx + sx * (hx - r), cy + sy * (hy - r)
         for angle in np.deg2rad(np.arange(start, start + 91, 15)):
             points.append((ox + r * np.cos(angle), oy + r * np.sin(angle)))
@@ -119,9 +118,8 @@ def _part_texture(size: int, tile: np.ndarray, rng: np.random.Generator) -> np.n
     fine = np.tile(tile, (reps, reps))[oy : oy + size, ox : ox + size]
     side = int(tile.shape[0] * rng.uniform(0.35, 0.5))
     y, x = rng.integers(0, tile.shape[0] - side, 2)
-    coarse = cv2.resize(
-        tile[y : y + side, x : x + side], (size, size), interpolation=cv2.INTER_CUBIC
-    )
+    patch = tile[y : y + side, x : x + side]
+    coarse = cv2.resize(patch, (size, size), interpolation=cv2.INTER_CUBIC)
     mean = float(tile.mean())
     grey = 150.0 + 0.22 * (fine - mean) + 0.18 * (coarse - mean)
     return grey[:, :, None] * np.asarray(STEEL_TINT, np.float32)
@@ -160,9 +158,8 @@ def _fixture(size: int, rng: np.random.Generator) -> np.ndarray:
         _bolt(image, _outside_part(size, rng), rng.uniform(0.012, 0.022) * size)
     for _ in range(int(rng.integers(0, 3))):
         centre = _int_point(_outside_part(size, rng))
-        cv2.circle(
-            image, centre, int(rng.uniform(0.008, 0.018) * size), (12, 12, 14), -1, cv2.LINE_AA
-        )
+        radius = int(rng.uniform(0.008, 0.018) * size)
+        cv2.circle(image, centre, radius, (12, 12, 14), -1, cv2.LINE_AA)
     for _ in range(int(rng.integers(1, 4))):
         _label(image, _outside_part(size, rng), size, rng)
     for _ in range(int(rng.integers(0, 3))):
@@ -177,10 +174,8 @@ def _outside_part(size: int, rng: np.random.Generator) -> tuple[float, float]:
     """A random point in the fixture band around the part (pixels)."""
     while True:
         x, y = rng.uniform(0.03, 0.97, 2)
-        if (
-            abs(x - PART_CENTRE[0]) > PART_HALF[0] + 0.05
-            or abs(y - PART_CENTRE[1]) > PART_HALF[1] + 0.05
-        ):
+        dx, dy = abs(x - PART_CENTRE[0]), abs(y - PART_CENTRE[1])
+        if dx > PART_HALF[0] + 0.05 or dy > PART_HALF[1] + 0.05:
             return x * size, y * size
 
 
@@ -289,10 +284,8 @@ def _stain(patch: np.ndarray, rng: np.random.Generator, scale: float):
 
 
 DEFECTS: dict[str, Callable[..., tuple[np.ndarray, np.ndarray]]] = {
-    "pit": _pit,
-    "scratch": _scratch,
-    "stain": _stain,
-}
+    "pit": _pit, "scratch": _scratch, "stain": _stain,
+}  # fmt: skip
 
 
 def _add_defect(part: np.ndarray, kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -311,9 +304,8 @@ def _add_defect(part: np.ndarray, kind: str, size: int, rng: np.random.Generator
     region = part[y0 : y0 + side, x0 : x0 + side]
     alpha, target = DEFECTS[kind](region, rng, scale)
     alpha = np.where(alpha >= ALPHA_CUTOFF, alpha, 0.0).astype(np.float32)
-    part[y0 : y0 + side, x0 : x0 + side] = (
-        region * (1 - alpha[:, :, None]) + target * alpha[:, :, None]
-    )
+    weight = alpha[:, :, None]
+    part[y0 : y0 + side, x0 : x0 + side] = region * (1 - weight) + target * weight
     alpha_full[y0 : y0 + side, x0 : x0 + side] = alpha
     return alpha_full
 
@@ -400,15 +392,9 @@ def write_plate(
     Image.fromarray(reference).save(
         out / "reference.png", format="PNG", compress_level=WRITE_COMPRESSION
     )
-    count = write_samples(
-        out,
-        params,
-        PLATE_DEFECT_KINDS,
-        lambda sample_seed, kind: render_plate(size, tuple(sample_seed), kind),
-        stream=98,
-        workers=WORKERS,  # numpy, OpenCV and zlib release the GIL: two threads, half the time
-        compression=WRITE_COMPRESSION,
-        on_image=on_image,
-    )
+    render = lambda sample_seed, kind: render_plate(size, tuple(sample_seed), kind)  # noqa: E731
+    # numpy, OpenCV and zlib release the GIL: two threads (WORKERS), half the time
+    count = write_samples(out, params, PLATE_DEFECT_KINDS, render, stream=98, workers=WORKERS,
+                          compression=WRITE_COMPRESSION, on_image=on_image)  # fmt: skip
     log.info("wrote %s (%d images, %d px) to %s", PRODUCT, count, size, out)
     return out

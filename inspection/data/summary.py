@@ -52,13 +52,12 @@ def summarise(datasets: Sequence[Dataset], image_bits: Mapping[str, int] | None 
     ``image_bits``: per dataset name, the product's declared ``image_bits`` (the check holds
     16-bit images against it and the baselines read them at it); a name not in it: none."""
     bits = image_bits or {}
-    return {d.name: _summary(d, bits.get(d.name)) for d in datasets}
-
-
-def _summary(dataset: Dataset, bits: int | None) -> dict:
     return {
-        "check": check_dataset(dataset, image_bits=bits).to_dict(),
-        "baselines": baseline_aurocs(dataset, DEFAULT_SOURCE_BITS if bits is None else bits),
+        d.name: {
+            "check": check_dataset(d, image_bits=bits.get(d.name)).to_dict(),
+            "baselines": baseline_aurocs(d, bits.get(d.name, DEFAULT_SOURCE_BITS)),
+        }
+        for d in datasets
     }
 
 
