@@ -41,7 +41,7 @@ WRITES_OPTION = typer.Option(
 @db_app.command("upgrade")
 def upgrade(ctx: typer.Context, config: Path = STATION_OPTION, site: Path = SITE_OPTION) -> None:
     """Bring the schema to the newest revision (safe to repeat; replicas serialise)."""
-    store = _store(config, site, site_from_env(ctx))
+    store = _target(ctx, config, site).store
     before = store.schema_revision()
     store.migrate()
     after = store.schema_revision()
@@ -57,7 +57,7 @@ def status(ctx: typer.Context, config: Path = STATION_OPTION, site: Path = SITE_
     # deferred: pulls SQLAlchemy and Alembic (0.6 s), not needed for --help
     from inspection.store.store import schema_head
 
-    store = _store(config, site, site_from_env(ctx))
+    store = _target(ctx, config, site).store
     current, head = store.schema_revision(), schema_head()
     console.print(f"database revision: {current or 'empty'}; this version needs: {head}")
     if current != head:
@@ -79,7 +79,7 @@ def station_role(
     # deferred: pulls SQLAlchemy and Alembic (0.6 s), not needed for --help
     from inspection.store.forward import grant_station
 
-    store = _store(config, site, site_from_env(ctx))
+    store = _target(ctx, config, site).store
     store.check_schema()
     password = grant_station(store, station, tuple(writes or ()))
     url = store.engine.url.set(username=station, password="PASSWORD")
@@ -108,7 +108,7 @@ def prune(
     # deferred: pulls SQLAlchemy and Alembic (0.6 s), not needed for --help
     from inspection.store import retention as kept
 
-    target = _target(config, site, site_from_env(ctx))
+    target = _target(ctx, config, site)
     target.store.check_schema()
     done, metrics = kept.prune_configured(
         target.store, target.configs, target.registry_dir, target.products
@@ -130,16 +130,13 @@ class _Target:
     products: tuple[str, ...]
 
 
-def _store(config: Path | None, site: Path | None, from_env: bool = False) -> Store:
-    return _target(config, site, from_env).store
-
-
-def _target(config: Path | None, site: Path | None, from_env: bool = False) -> _Target:
-    """The store of the station ``config`` or of the ``site`` (``from_env``: the site came from
-    ``INSPECTION_SITE_CONFIG``, which ``--config`` overrides)."""
+def _target(ctx: typer.Context, config: Path | None, site: Path | None) -> _Target:
+    """The store of the station ``config`` or of the ``site`` (a site from
+    ``INSPECTION_SITE_CONFIG`` gives way to ``--config``)."""
     # deferred: pulls SQLAlchemy and Alembic (0.6 s), not needed for --help
     from inspection.store.store import Store
 
+    from_env = site_from_env(ctx)
     if config is not None and site is not None:
         if not from_env:
             raise typer.BadParameter("give --config (a station) or --site, not both")

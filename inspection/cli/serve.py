@@ -15,6 +15,7 @@ from rich.table import Table
 
 from inspection.cli._security import announce_signatures
 from inspection.cli._site import group, site_option
+from inspection.cli.station import CONFIG_OPTION
 from inspection.core.config import load_site_config
 from inspection.service.config import load_station_config
 from inspection.station.config import check_registry_dir
@@ -24,9 +25,6 @@ if TYPE_CHECKING:
     from inspection.store.store import Store
 
 console = Console()
-CONFIG_OPTION = typer.Option(
-    Path("configs/station.yaml"), "--config", "-c", help="Station config YAML."
-)
 # Alembic logs every plugin it sets up at INFO on each start; operators need none of it.
 logging.getLogger("alembic").setLevel(logging.WARNING)
 commands = typer.Typer()
@@ -179,8 +177,8 @@ def _store(config: Path, *, first_use: bool = False) -> Store:
     # deferred: alembic, sqlalchemy
     from inspection.store.store import Store
 
-    station_config = load_station_config(config)
-    store = Store(station_config.core.store_url, station_config.core.blob_dir)
+    core = load_station_config(config).core
+    store = Store(core.store_url, core.blob_dir)
     if first_use:
         store.ensure_schema()
     else:
