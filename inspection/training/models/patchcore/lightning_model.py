@@ -9,7 +9,7 @@ Memory: the patch rows (``train_rows``, also the out-of-fold scores') are float3
 ``rows_budget_gb``, and the bank is one coreset of all, as anomalib's. Past it (a plant's
 thousands of images) they are float16 in an unlinked file mapping under ``TMPDIR`` (the page
 cache holds them while memory is free; 20,000 images at 256 px: 6.2 GB), and the bank is a
-coreset of the union of per-group coresets (composable, as ``out_of_fold.fold_banks``).
+coreset of the union of per-group coresets (composable, ``coreset.grouped_coreset_rows``).
 """
 
 from __future__ import annotations

@@ -306,7 +306,7 @@ def side_out_of_fold(
     trained = head.bank
     assignment = fold_of(len(images), folds, seed)
     scores, peaks = np.empty(len(images)), np.empty(len(images))
-    banks = fold_banks(rows, assignment, ratio, cap_rows, seed, composable=False)
+    banks = fold_banks(rows, assignment, ratio, cap_rows, seed)
     try:
         for fold in range(folds):
             head.bank = banks[fold]

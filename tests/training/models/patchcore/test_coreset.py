@@ -139,36 +139,27 @@ def test_rows_of_fewer_numbers_than_the_projection_pick_as_their_projection_woul
     assert ours.radius == pytest.approx(reference.radius, rel=1e-4)
 
 
-def test_fold_banks_are_unions_of_per_fold_coresets_that_cover_like_one_coreset() -> None:
-    from inspection.training.models.patchcore.coreset import seed_selection
+def test_fold_banks_are_one_coreset_of_the_other_folds_rows() -> None:
+    from inspection.training.models.patchcore.coreset import grouped_coreset_rows, seed_selection
     from inspection.training.models.patchcore.out_of_fold import fold_banks, fold_of
 
     rows = list(clustered(4000, 24, seed=5).split(100))  # 40 images of 100 rows
     assignment = fold_of(len(rows), 5, seed=0)
     banks = fold_banks(rows, assignment, 0.05, None, seed=7)
-    assert len(banks) == 5
-    cores = []
-    for fold in range(5):  # one by one: the banks selected two at a time are the same
+    grouped = fold_banks([r.half() for r in rows], assignment, 0.05, None, 7, budget_bytes=60_000)
+    assert len(banks) == len(grouped) == 5
+    for fold, bank in enumerate(banks):  # selected two at a time: the one-by-one banks
+        others = [rows[i] for i in np.flatnonzero(assignment != fold)]
         seed_selection(7 + fold)
-        own = torch.cat([rows[i] for i in np.flatnonzero(assignment == fold)])
-        cores.append(own[select_coreset(own, 0.05).indices])
-    for fold, bank in enumerate(banks):
-        assert torch.equal(bank, torch.cat([c for g, c in enumerate(cores) if g != fold]))
+        whole = torch.cat(others)
+        assert torch.equal(bank, whole[select_coreset(whole, 0.05).indices])
         held = torch.cat([rows[i] for i in np.flatnonzero(assignment == fold)])
         assert not (held[:, None, :] == bank[None]).all(-1).any()  # never its own fold's rows
-        others = torch.cat([rows[i] for i in np.flatnonzero(assignment != fold)])
-        assert len(bank) == pytest.approx(0.05 * len(others), abs=5)
-        # as good a cover of the other folds' rows as one coreset of them, within 15 %
-        seed_selection(7)
-        single = others[select_coreset(others, 0.05).indices]
-        assert coverage_radius(others, bank) < 1.15 * coverage_radius(others, single)
-    whole = fold_banks(rows, assignment, 0.05, None, seed=7, composable=False)
-    for fold, bank in enumerate(whole):  # one coreset of the other folds' rows per bank
-        seed_selection(7 + fold)
-        others = torch.cat([rows[i] for i in np.flatnonzero(assignment != fold)])
-        assert torch.equal(bank, others[select_coreset(others, 0.05).indices])
+        seed_selection(7 + fold)  # past the rows budget: as the trained bank is selected
+        expected = grouped_coreset_rows([r.half() for r in others], 0.05, None, 60_000)
+        assert torch.equal(grouped[fold], expected) and len(expected) == len(bank)
     capped = fold_banks(rows, assignment, 0.05, 40, seed=7)
-    assert all(len(bank) == 4 * 10 for bank in capped)  # the cap shared out among 4 folds
+    assert all(len(bank) == 40 for bank in capped)  # the trained bank's cap, whole
 
 
 @pytest.mark.parametrize("seed_", [0, 1, 2])
