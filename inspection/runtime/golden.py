@@ -1,7 +1,7 @@
 """Golden outputs on the station: record them at export, check them at every load.
 
     golden = record_golden(bundle_dir, metadata, validation_paths)   # export, last step
-    check = verify_golden(model)     # at load: GoldenDriftError if a verdict could flip
+    check = check_golden(model)      # at load (runtime.loader): passed, or a verdict could flip
 
 The check runs the bundle's golden images (``core.golden``) through the compiled model as it
 will serve (this CPU, pinned precision, batch of one), compares the raw outputs with the
@@ -10,7 +10,6 @@ export's and records what OpenVINO executed (precision, CPU kernel families). To
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -37,9 +36,7 @@ from inspection.runtime.hardware import cpu_info
 from inspection.runtime.model import BundleModel
 from inspection.runtime.preprocess import at_input_size, preprocess
 
-log = logging.getLogger(__name__)
-
-__all__ = ["GoldenDriftError", "check_golden", "record_golden", "verify_golden"]
+__all__ = ["GoldenDriftError", "check_golden", "record_golden"]
 
 
 # ------------------------------------------------------------------- executed
@@ -110,18 +107,6 @@ def check_golden(model: BundleModel) -> GoldenCheck | None:
         precision=executed_precision(model.compiled),
         kernels=executed_kernels(model.compiled),
     )
-
-
-def verify_golden(model: BundleModel) -> GoldenCheck | None:
-    """``check_golden``, refusing the bundle (``GoldenDriftError``) when it fails."""
-    check = check_golden(model)
-    if check is None:
-        log.info("%s carries no golden outputs: not checked", model.metadata.bundle_id)
-        return None
-    if not check.passed:
-        raise GoldenDriftError(check)
-    log.info("%s", check.message())
-    return check
 
 
 # ------------------------------------------------------------------ recording

@@ -63,23 +63,21 @@ class LiveCheck:
     def passed(self) -> bool:
         return self.decision.passed and not self.unreadable and not self.refused
 
-    def line_concerns(
-        self, max_false_reject: float | None = None, max_miss: float | None = None
-    ) -> list[str]:
+    def line_concerns(self, max_miss: float | None = None) -> list[str]:
         """Absolute shortfalls that no relative gate catches: an FP32 reference that itself
         rejects good parts or misses defects makes a bundle pass the gate and still unfit
-        for a line. Defaults: the operating point's budget (``within_budget``; else 10 %) and its
-        ``miss_bound`` per defect kind (else 10 %, on all defects when kinds are unknown),
-        which the upper end of the kind's exact 95 % miss-rate interval must not exceed. A kind
-        missed at most that often but on too few images to show it is named apart."""
+        for a line. Good parts: within the operating point's budget (``within_budget``; else at
+        most 10 % rejected). ``max_miss`` per defect kind (default: the operating point's
+        ``miss_bound``, else 10 %; all defects as one kind when kinds are unknown) the upper end
+        of the kind's exact 95 % miss-rate interval must not exceed; a kind missed at most that
+        often but on too few images to show it is named apart."""
         f, concerns, op = self.figures, [], self.operating
         if max_miss is None:
             max_miss = op.miss_bound if op is not None else DEFAULT_MISS_BOUND
-        budget = op is not None and op.policy == "false_reject_budget"
-        if max_false_reject is None and budget:
+        if op is not None and op.policy == "false_reject_budget":
             too_many = not within_budget(f.rejected_good(), f.n_good, op.budget)
         else:
-            too_many = f.false_reject_rate > (0.1 if max_false_reject is None else max_false_reject)
+            too_many = f.false_reject_rate > 0.1
         if too_many:
             concerns.append(f"rejects {f.rejected_good()}/{f.n_good} good parts")
         miss = self.miss

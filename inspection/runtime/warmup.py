@@ -31,8 +31,6 @@ class WarmStats:
     started: int = 0
     finished: int = 0
     cancelled: int = 0
-    cancel_wait_ms: float = 0.0
-    """Total time real inferences waited for a cancelled warm run to stop."""
     run_ms: float | None = None
     """Running mean of a warm run's own duration (None: none timed yet). A warm run starts
     cold, so it takes longer than a part's back-to-back inference; a cancelled one counts
@@ -93,7 +91,6 @@ class WarmRequest:
             self._request.wait()
         self._running = False
         self.stats.cancelled += 1
-        self.stats.cancel_wait_ms += (time.perf_counter() - started) * 1e3
         self.stats.time_run((started - self._started_at) * 1e3, lower_bound=True)
 
     def _done(self) -> bool:
