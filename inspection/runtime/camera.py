@@ -169,6 +169,7 @@ class RefineGate:
         return refine_pixels(result) * self._ns_per_pixel / 1e6
 
     def learn(self, pixels: int, elapsed_ms: float) -> None:
+        """Fold one refinement (``refine_pixels`` of its result, its time) into the estimate."""
         if pixels <= 0:
             return
         observed = elapsed_ms * 1e6 / pixels

@@ -333,11 +333,9 @@ def _scaled_matmul(node: ov.Node) -> tuple[ov.Output, np.ndarray, float] | None:
 def _is_squared_norm(node: ov.Node, patches: ov.Output) -> bool:
     """``ReduceSum(Power(patches, 2), last axis, keep_dims)``."""
     power = node.input_value(0).get_node()
-    exponent = (
-        _fold_constant(power.input_value(1).get_node())
-        if power.get_type_name() == "Power"
-        else None
-    )
+    if power.get_type_name() != "Power":
+        return False
+    exponent = _fold_constant(power.input_value(1).get_node())
     return (
         exponent is not None
         and exponent.size == 1

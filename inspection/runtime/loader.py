@@ -1,10 +1,7 @@
 """Loading a bundle: verify -> compile -> golden check -> refiner (torch-free).
 
-``load_bundle`` reads the bundle once into memory and verifies those bytes (signature with the
-pinned key, every checksum), compiles exactly them (``BundleModel.load``), runs the golden
-images on this CPU (re-calibrating on the station's validation images when they drift and a
-folder is given) and builds the refiner the bundle chose. ``Inspector.from_bundle`` and
-``runtime.predictor.load_inspector`` build on it; ``Inspector`` itself only inspects.
+``Inspector.from_bundle`` and ``runtime.predictor.load_inspector`` build on ``load_bundle``;
+``Inspector`` itself only inspects.
 """
 
 from __future__ import annotations

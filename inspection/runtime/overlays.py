@@ -48,16 +48,8 @@ def render_overlay(
     text = f"{result.verdict} {result.score:.3f}"
     (_, height), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness + 2)
     origin = (4, height + 4 + thickness)  # the glyphs' top, outline included, inside the image
-    cv2.putText(overlay, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thickness + 2)
-    cv2.putText(
-        overlay,
-        text,
-        origin,
-        cv2.FONT_HERSHEY_SIMPLEX,
-        scale,
-        _VERDICT_RGB[result.verdict],
-        thickness,
-    )
+    for colour, width in (((0, 0, 0), thickness + 2), (_VERDICT_RGB[result.verdict], thickness)):
+        cv2.putText(overlay, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, colour, width)
     return overlay
 
 

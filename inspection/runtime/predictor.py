@@ -3,9 +3,7 @@
     inspector = load_inspector("var/registry/brick/bundles/v0003-int8", public_key=key)
     result = inspector.inspect(read_image("part.png"))      # (H, W, 3) uint8 RGB
 
-``load_inspector`` loads through ``runtime.loader.load_bundle`` (verify the bytes read once,
-compile those, golden check, refiner) and returns a ``TiledInspector`` for a tiled bundle,
-else an ``Inspector``: what stations, the CLI, export and tuning load.
+``load_inspector`` is what stations, the CLI, export and tuning load a bundle with.
 """
 
 from __future__ import annotations

@@ -194,7 +194,7 @@ def golden_outcome_path(registry: Registry, product: str, cpu: CpuInfo | None = 
     return cpu_record_path(registry.root, product, "golden", cpu)
 
 
-def record_golden_outcome(registry: Registry, product: str, status: Mapping[str, Any]) -> None:
+def record_golden_outcome(registry: Registry, product: str, status: Mapping[str, object]) -> None:
     """Write this CPU's last golden outcome of ``product`` (``core.golden.golden_status``) to
     the registry, for the dashboard's Models page; unchecked bundles are not recorded."""
     if not status.get("checked"):

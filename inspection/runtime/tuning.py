@@ -146,7 +146,8 @@ def choose_fastest(
 
 
 def gate_status(meta: BundleMetadata, fp32_auroc: float | None) -> tuple[bool, str]:
-    """Did this bundle pass the accuracy gate? (passed, why) from its recorded metrics."""
+    """Did this bundle pass the accuracy gate? (passed, why) from its recorded metrics;
+    ``fp32_auroc``: its FP32 sibling's image AUROC, for a record without the drop."""
     if meta.precision == "fp32":
         return True, "fp32 reference"
     try:
@@ -233,10 +234,8 @@ def probe_image(height: int, width: int) -> np.ndarray:
 
 
 def probe_images(bundle_dir: Path, meta: BundleMetadata) -> tuple[list[np.ndarray], str]:
-    """Images of the size the station serves the bundle, to time it on, and what they are:
-    an aligned bundle's alignment reference (a synthetic part would not align); else a
-    synthetic part (``probe_image``) of its largest training image (``core.input_domain``),
-    else of a tiled bundle's ROI reference, else one tile or the model input (noted)."""
+    """Images of the size the station serves the bundle at, to time it on, and what they are
+    (an aligned bundle's reference: a synthetic part, ``probe_image``, would not align)."""
     if meta.alignment is not None:
         try:
             reference = read_image(bundle_dir / meta.alignment.file)
