@@ -214,7 +214,7 @@ def check_formats(formats: tuple[str, ...]) -> None:
 CORE_KEYS = frozenset(StationCoreConfig.__dataclass_fields__)
 
 
-def check_moved_keys(data: Mapping[str, Any], where: str) -> None:
+def check_moved_keys(data: Mapping[str, object], where: str) -> None:
     """Name the top-level keys of a config written before the ``core:`` section existed."""
     moved = sorted(CORE_KEYS & set(data))
     if moved:

@@ -46,26 +46,10 @@ InspectorLoader = Callable[[Path], Predictor]
 """Bundle folder -> loaded predictor (``runtime.predictor.load_inspector``)."""
 
 
-def default_loader(
-    bundle_dir: Path,
-    validation: Path | None = None,
-    refine: RefineConfig | None = None,
-    public_key: Ed25519PublicKey | None = None,
-    num_threads: int | None = None,
-) -> Predictor:
-    """``runtime.predictor.load_inspector`` with the refiner the bundle chose.
-
-    Args:
-        validation: the station's validation images of the bundle's product, to re-calibrate
-            it on when its golden outputs drift.
-        refine: the station's refine config seeding the refiner (None: the defaults).
-        public_key: checks the signature on the bytes compiled.
-        num_threads: OpenVINO threads per inference (None: OpenVINO's choice).
-    """
-    return load_inspector(
-        bundle_dir, refiner="bundle", validation=validation, refine=refine,
-        public_key=public_key, num_threads=num_threads,
-    )  # fmt: skip
+def default_loader(bundle_dir: Path) -> Predictor:
+    """``runtime.predictor.load_inspector`` with the refiner the bundle chose (the default
+    refine config, no pinned key, no re-calibration)."""
+    return load_inspector(bundle_dir, refiner="bundle")
 
 
 def station_loader(
@@ -74,14 +58,23 @@ def station_loader(
     public_key: Ed25519PublicKey | None = None,
     num_threads: int | None = None,
 ) -> InspectorLoader:
-    """``default_loader`` with the station's settings and, per product, its validation folder
-    (``validation_images``)."""
+    """``default_loader`` with the station's settings.
+
+    Args:
+        refine: the station's refine config seeding the refiner.
+        validation_images: per product, the station's validation images, to re-calibrate a
+            bundle on when its golden outputs drift.
+        public_key: checks the signature on the bytes compiled.
+        num_threads: OpenVINO threads per inference (None: OpenVINO's choice).
+    """
     folders = dict(validation_images or {})
 
     def load(bundle_dir: Path) -> Predictor:
         product = read_bundle_metadata(bundle_dir).product if folders else None
-        folder = folders.get(product or "")
-        return default_loader(bundle_dir, folder, refine, public_key, num_threads)
+        return load_inspector(
+            bundle_dir, refiner="bundle", validation=folders.get(product or ""), refine=refine,
+            public_key=public_key, num_threads=num_threads,
+        )  # fmt: skip
 
     return load
 
@@ -190,14 +183,10 @@ class LiveModel:
     threshold: float
     threshold_number: int | None
     inspector: Predictor
-    served_bundle_id: str = ""
+    served_bundle_id: str
     """The bundle actually running: the live one or its measured-fastest sibling."""
-    precision: str = ""
+    precision: str
     tuning: TuningRecord | None = None
-
-    def __post_init__(self) -> None:
-        if not self.served_bundle_id:
-            object.__setattr__(self, "served_bundle_id", self.bundle_id)
 
     def inspect(self, image: np.ndarray, *, started: float | None = None) -> InspectionResult:
         """(H, W, 3) uint8 RGB -> result at this model's threshold; ``started``: the
@@ -219,8 +208,9 @@ class LiveModels:
         selector: BundleSelector = serve_live_bundle,
         public_key: Ed25519PublicKey | None = None,
     ) -> None:
-        """``public_key``: the pinned site key; with it only bundles it signed (and unchanged
-        since promotion) load."""
+        """``on_change`` is told of every model swapped in; ``selector`` picks the bundle to serve
+        for a live pointer; ``public_key``: the pinned site key, with it only bundles it signed
+        (and unchanged since promotion) load."""
         self.registry = registry
         self.products = tuple(products)
         self.trust = Trust(registry, public_key)

@@ -108,8 +108,7 @@ class ServiceMetrics:
             self.swaps.labels(model.product).inc()
         self.live_model.labels(*labels).set(1)
         self._live_labels[model.product] = labels
-        if model.threshold is not None:
-            self.threshold.labels(model.product).set(model.threshold)
+        self.threshold.labels(model.product).set(model.threshold)
         self._served_changed(model)
 
     def _served_changed(self, model: LiveModel) -> None:

@@ -70,6 +70,7 @@ class Outcome:
 
 
 def check_request_id(request_id: str | None) -> str | None:
+    """A client's request id as stored (None when absent); ``InvalidRequest`` when malformed."""
     if request_id is None or request_id == "":
         return None
     if not _REQUEST_ID_RE.match(request_id):
@@ -164,7 +165,11 @@ class Pipeline:
     ) -> Outcome:
         """Inspect ``data`` (encoded image bytes) and commit the result; see module doc.
 
-        ``timings_ms`` (e.g. the capture time) travel with the result to the outbox.
+        Args:
+            request_id: the client's idempotency key (a repeat returns the stored row).
+            source: the front door (``api``, ``watch``, ``opcua``, ``mqtt``); ``source_name``:
+                the file name it gave, if any.
+            timings_ms: times before the pipeline (e.g. capture), sent on to the outbox.
         """
         started = time.perf_counter()
         product = self.check_product(product)
