@@ -56,7 +56,7 @@ class ArchiveManifest:
         return json.dumps(to_mapping(self), indent=2, sort_keys=True)
 
 
-def manifest_from_mapping(data: Any, where: str = "archive manifest") -> ArchiveManifest:
+def manifest_from_mapping(data: object, where: str = "archive manifest") -> ArchiveManifest:
     """Validate a manifest read from JSON; problems raise ``BundleError`` naming ``where``."""
     if not isinstance(data, dict):
         raise BundleError(f"{where}: expected a JSON object, got {type(data).__name__}")

@@ -64,7 +64,7 @@ class CatalogEntry:
         return data
 
 
-def entry_from_mapping(data: Any, where: str = "catalog entry") -> CatalogEntry:
+def entry_from_mapping(data: object, where: str = "catalog entry") -> CatalogEntry:
     """Validate one entry received over HTTP; problems raise ``BundleError`` naming ``where``."""
     if not isinstance(data, dict) or not isinstance(data.get("manifest"), dict):
         raise BundleError(f"{where}: expected an object with a 'manifest' object")

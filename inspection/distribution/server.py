@@ -17,6 +17,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from inspection.core.errors import InspectionError, RegistryError
 from inspection.core.registry import Registry
 from inspection.distribution.catalog import CATALOG_SCHEMA_VERSION, archive_for, live_entry
+from inspection.service.auth import bearer_token
 from inspection.service.errors import RequestError
 from inspection.store.store import Store
 from inspection.store.tokens import station_for_token
@@ -26,10 +27,10 @@ log = logging.getLogger(__name__)
 
 def authenticate(request: Request) -> str:
     """The station id of the request's bearer token; 401 otherwise."""
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = bearer_token(request)
+    if token is None:
         raise RequestError(401, "missing API token: send 'Authorization: Bearer <token>'")
-    station_id = station_for_token(request.app.state.store, token.strip())
+    station_id = station_for_token(request.app.state.store, token)
     if station_id is None:
         raise RequestError(401, "invalid or revoked API token")
     return station_id
@@ -52,8 +53,7 @@ def create_catalog_app(registry_dir: str | Path, store: Store) -> FastAPI:
 def _install_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestError)
     async def _request_error(_request: Request, exc: RequestError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return JSONResponse({"detail": exc.message}, status_code=exc.status, headers=headers)
+        return exc.response()
 
     @app.exception_handler(InspectionError)
     async def _inspection_error(_request: Request, exc: InspectionError) -> JSONResponse:

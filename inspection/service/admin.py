@@ -7,7 +7,8 @@ event log. Messages never contain local paths.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, ParamSpec, TypeVar
 
 from fastapi import Depends, FastAPI
 from pydantic import BaseModel, Field
@@ -23,6 +24,8 @@ from inspection.store.tokens import Identity
 Reviewer = Annotated[Identity, Depends(require(*REVIEWERS, action="labelling results"))]
 Admin = Annotated[Identity, Depends(require(*ADMINS, action="changing models or thresholds"))]
 _TEXT = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"  # no NUL or control characters but tab/newline
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class ReviewIn(BaseModel):
@@ -102,7 +105,7 @@ def add_admin_routes(app: FastAPI, station: Station) -> None:
         )
         return {"product": product, "bundle_id": state.bundle_id, "actor": state.actor}
 
-    def _registry_call(function: Any, *args: Any, **kwargs: Any) -> Any:
+    def _registry_call(function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         try:
             return function(*args, **kwargs)
         except (RegistryError, BundleError) as exc:

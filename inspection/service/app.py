@@ -21,6 +21,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
+from starlette.middleware.base import RequestResponseEndpoint
 from starlette.requests import ClientDisconnect
 
 from inspection.service.admin import add_admin_routes
@@ -28,7 +29,7 @@ from inspection.service.auth import MONITORS, READERS, bearer_identity, require
 from inspection.service.config import StationConfig, read_deadlines
 from inspection.service.errors import RequestError, RequestRefused, http_error
 from inspection.service.station import Station
-from inspection.service.upload import Upload, read_upload
+from inspection.service.upload import TEXT_FIELDS, Upload, read_upload
 from inspection.station.limits import AdmissionGate, UploadBudget
 from inspection.station.live import InspectorLoader, default_loader
 from inspection.station.metrics import ServiceMetrics
@@ -45,24 +46,19 @@ CLIENT_CLOSED = 499  # nginx's code for "client closed the request"; never sent,
 _SHA_RE = re.compile(r"[0-9a-f]{64}")
 MAX_OFFSET = 1_000_000_000  # far beyond any store, far below a 64-bit overflow
 
+_BINARY = {"type": "string", "format": "binary"}
+_FORM = {
+    "type": "object",
+    "required": ["image"],
+    "properties": {"image": _BINARY} | {name: {"type": "string"} for name in TEXT_FIELDS},
+}
 _INSPECT_BODY = {
     "requestBody": {
         "required": True,
         "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["image"],
-                    "properties": {
-                        "image": {"type": "string", "format": "binary"},
-                        "product": {"type": "string"},
-                        "part_id": {"type": "string"},
-                        "request_id": {"type": "string"},
-                    },
-                }
-            },
-            "image/*": {"schema": {"type": "string", "format": "binary"}},
-            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            "multipart/form-data": {"schema": _FORM},
+            "image/*": {"schema": _BINARY},
+            "application/octet-stream": {"schema": _BINARY},
         },
     }
 }
@@ -104,19 +100,14 @@ def create_app(
     return app
 
 
-def _error_response(exc: RequestError) -> JSONResponse:
-    headers = exc.headers | ({"WWW-Authenticate": "Bearer"} if exc.status == 401 else {})
-    return JSONResponse({"detail": exc.message}, status_code=exc.status, headers=headers)
-
-
 def _install_handlers(app: FastAPI, metrics: ServiceMetrics) -> None:
     @app.exception_handler(RequestError)
     async def _request_error(_request: Request, exc: RequestError) -> JSONResponse:
-        return _error_response(exc)
+        return exc.response()
 
     @app.exception_handler(RequestRefused)
     async def _refused(_request: Request, exc: RequestRefused) -> JSONResponse:
-        return _error_response(http_error(exc))
+        return http_error(exc).response()
 
     @app.exception_handler(ClientDisconnect)
     async def _client_gone(request: Request, _exc: ClientDisconnect) -> Response:
@@ -137,7 +128,7 @@ def _install_handlers(app: FastAPI, metrics: ServiceMetrics) -> None:
         return JSONResponse({"detail": str(exc)}, status_code=404)
 
     @app.middleware("http")
-    async def _count(request: Request, call_next: Any) -> Response:
+    async def _count(request: Request, call_next: RequestResponseEndpoint) -> Response:
         started = time.perf_counter()
         status = 500
         try:

@@ -20,20 +20,21 @@ ADMINS = ("admin",)
 MONITORS = ("monitor", "admin")
 
 
+def bearer_token(request: Request) -> str | None:
+    """The request's bearer token; ``None`` without a usable ``Authorization`` header."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
 def bearer_identity(request: Request) -> Identity | None:
     """The identity of the request's bearer token; ``None`` without a usable header."""
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return None
-    return identity_for_token(request.app.state.station.store, token.strip())
+    token = bearer_token(request)
+    return None if token is None else identity_for_token(request.app.state.station.store, token)
 
 
 def authenticate(request: Request) -> Identity:
     """The request's identity; 401 without a valid token."""
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    if bearer_token(request) is None:
         raise RequestError(401, "missing API token: send 'Authorization: Bearer <token>'")
     identity = bearer_identity(request)
     if identity is None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from fastapi.responses import JSONResponse
+
 from inspection.core.errors import InspectionError
 from inspection.station.errors import (
     BadImage,
@@ -24,6 +26,11 @@ class RequestError(InspectionError):
         self.status = status
         self.message = message
         self.headers = headers or {}
+
+    def response(self) -> JSONResponse:
+        """``{"detail": message}`` with the status and headers (a 401 asks for a bearer token)."""
+        headers = self.headers | ({"WWW-Authenticate": "Bearer"} if self.status == 401 else {})
+        return JSONResponse({"detail": self.message}, status_code=self.status, headers=headers)
 
 
 _HTTP_STATUS: dict[type[RequestRefused], int] = {

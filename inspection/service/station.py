@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -14,8 +13,6 @@ from inspection.station.live import InspectorLoader, LiveModels, default_loader
 from inspection.station.metrics import ServiceMetrics
 from inspection.station.pipeline import Outcome, Pipeline
 from inspection.store.store import Store
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
