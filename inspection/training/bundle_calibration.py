@@ -1,24 +1,17 @@
 """Calibrate an exported bundle at its product's operating point, on the bundle's own outputs.
 
-The bundle scores the version's validation images itself. The out-of-fold training scores
-the version recorded (``core.registry.GoodScores``) are the torch model's; they are carried
-into the bundle's own score space by a line fitted on good images both scored (the good
-validation images and some training images scored by the full bank,
-``core.operating_point.fit_transfer``) and join the bundle's own validation good scores in
-``core.calibration.calibrate``. The gate on the carrying line: its largest residual on those
-pairs, as a share of the threshold's margin above the median good score
-(``ScoreTransfer.residual_share``), is recorded (``ThresholdChoice.transfer_residual``); up
-to ``MAX_TRANSFER_RESIDUAL`` the carried scores are used as they are, above it every carried
-score is raised by that residual before the threshold is set (``transfer_raise``), so the
-bound holds for any part whose bundle score lies within the residual of the line. Raising, not
-leaving them out: validation alone took brick INT8's held-out false rejects from 0 to 2 of 7
-and refused grass INT8 on the demo (reports/statistics/transfer_gate.md measures the raise).
-A bundle masked to an ROI takes them only when the version scored them through the same ROI
-(``GoodScores.roi_masked``; the torch scores of whole images are another statistic).
-A bundle with a global context (fused scores) calibrates on its good validation scores and
-the training images' out-of-fold fused scores in its own space (``fused_out_of_fold``); one
-whose good validation scores fitted its local-statistics standardisers
-(``GoodScores.validation_calibrates`` False) on the carried out-of-fold scores alone.
+The bundle scores the version's validation images itself. The version's out-of-fold training
+scores (``core.registry.GoodScores``, the torch model's) join its good validation scores in
+``core.calibration.calibrate`` once carried into the bundle's score space by a line fitted on
+good images both scored (``core.operating_point.fit_transfer``). The line's largest residual, as
+a share of the threshold's margin above the median good score, is recorded
+(``ThresholdChoice.transfer_residual``); above ``MAX_TRANSFER_RESIDUAL`` every carried score is
+first raised by that residual (``transfer_raise``), so the bound holds for any part within the
+residual of the line. Raising, not dropping them: validation alone took brick INT8's held-out
+false rejects from 0 to 2 of 7 and refused grass INT8 (reports/statistics/transfer_gate.md).
+An ROI bundle takes them only when they were scored through the same ROI; a fused bundle
+calibrates on its own out-of-fold fused scores (``fused_out_of_fold``); one whose good
+validation scores fitted its local-statistics standardisers, on the carried scores alone.
 """
 
 from __future__ import annotations
@@ -43,11 +36,7 @@ from inspection.core.operating_point import (
 )
 from inspection.core.outputs import RawOutputs
 from inspection.core.product_config import model_config_from_mapping
-from inspection.training.global_context import (
-    ModelOutputs,
-    TrainOutOfFold,
-    out_of_fold_fused,
-)
+from inspection.training.global_context import ModelOutputs, TrainOutOfFold, out_of_fold_fused
 
 log = logging.getLogger(__name__)
 

@@ -103,17 +103,19 @@ def convert_torch_model(
     height, width = input_size
     wrapper = ScoreAndMap.wrap(torch_model.eval(), pooled_layers)
     with no_chunking(), torch.no_grad():
-        model = ov.convert_model(
-            wrapper,
-            example_input=torch.zeros(1, 3, height, width),
-            input=[(-1, 3, height, width)],
+        example = torch.zeros(1, 3, height, width)
+        model = ov.convert_model(wrapper, example_input=example, input=[(-1, 3, height, width)])
+    names = (SCORE_OUTPUT, MAP_OUTPUT, POOLED_OUTPUT)[: 3 if pooled_layers else 2]
+    if len(model.outputs) != len(names):
+        raise BundleError(
+            f"converted model has {len(model.outputs)} outputs, expected {len(names)}"
         )
-    expected = 3 if pooled_layers else 2
-    if len(model.outputs) != expected:
-        raise BundleError(f"converted model has {len(model.outputs)} outputs, expected {expected}")
-    model.outputs[0].get_tensor().set_names({SCORE_OUTPUT})
-    model.outputs[1].get_tensor().set_names({MAP_OUTPUT})
-    if pooled_layers:
-        model.outputs[2].get_tensor().set_names({POOLED_OUTPUT})
-    model.inputs[0].get_tensor().set_names({"image"})
+    name_ports(model.outputs, names)
+    name_ports(model.inputs, ["image"])
     return model
+
+
+def name_ports(ports: Sequence[Any], names: Sequence[str]) -> None:
+    """Give each OpenVINO port (``model.inputs`` / ``model.outputs``) its tensor name."""
+    for port, name in zip(ports, names, strict=True):
+        port.get_tensor().set_names({name})

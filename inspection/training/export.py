@@ -163,8 +163,6 @@ class ExportOptions:
     accuracy_control: bool = False
     tolerances: GateTolerances = field(default_factory=GateTolerances)
     force: bool = False
-    keep_head_fp32: bool = True
-    """INT8: keep the distance/map head in FP32 (False only to measure what quantising it costs)."""
     refine: RefineConfig = field(default_factory=RefineConfig)
     """The site's refine config, seeding the mask refiners compared on the validation split."""
 
@@ -370,12 +368,14 @@ def export_model(
     )
     record = ExportRecord(gate=gate)
     if reference is not None:
-        drop = _image_auroc_drop(reference[0], metrics)
+        old, new = reference[0].image_auroc, metrics.image_auroc
+        drop = None if old is None or new is None else old - new  # None: a good-only product
         record = ExportRecord(gate=gate, reference_fp32=reference[0], image_auroc_drop=drop)
     recorded = {**metrics.to_mapping(), **record.to_mapping()}
     meta = replace(meta, metrics=recorded)
     # golden images: the first validation images and those nearest the threshold
-    candidates = golden_sources(_labelled(splits.validation), len(splits.validation))
+    labelled = [(Path(s.path), int(s.label)) for s in splits.validation]
+    candidates = golden_sources(labelled, len(labelled))
     meta = record_golden(out_dir, meta, candidates)
     write_bundle_metadata(out_dir, meta)
     return ExportResult(meta.bundle_id, out_dir, meta, (metrics, figures))
@@ -414,17 +414,6 @@ def _bf16_here() -> str:
     return "bf16"
 
 
-def _labelled(samples: Sequence[LabelledSample]) -> list[tuple[Path, int]]:
-    return [(Path(s.path), int(s.label)) for s in samples]
-
-
-def _image_auroc_drop(reference: EvaluationMetrics, metrics: EvaluationMetrics) -> float | None:
-    """None for a good-only product (no image AUROC without defects)."""
-    if reference.image_auroc is None or metrics.image_auroc is None:
-        return None
-    return reference.image_auroc - metrics.image_auroc
-
-
 def _own(meta: BundleMetadata) -> Calibration:
     if meta.output_calibration is None:  # pragma: no cover - set by _calibrated_bundle
         raise BundleError(f"{meta.bundle_id} was not calibrated on its own outputs")
@@ -452,25 +441,14 @@ def _quantised(
         ]
     say(f"quantising to INT8 on {len(calibration)} good training images")
     model = quantize_int8(
-        fp32_model,
-        calibration,
-        validation=validation,
-        max_drop=options.tolerances.image_auroc,
+        fp32_model, calibration, validation=validation, max_drop=options.tolerances.image_auroc,
         score_output=SCORE_OUTPUT,
-        keep_head_fp32=options.keep_head_fp32,
-    )
+    )  # fmt: skip
     fingerprint = fingerprint_files(calibration_paths, splits.dataset_root)
     control = AccuracyControl(options.tolerances.image_auroc, "validation")
-    return model, replace(
-        meta,
-        quantization_set=QuantizationSet(
-            split="train",
-            label="good",
-            size=fingerprint["count"],
-            sha256=fingerprint["sha256"],
-            files=tuple(sorted(fingerprint["files"])),
-            accuracy_control=control if options.accuracy_control else None,
-            head_fp32=options.keep_head_fp32,
-            seven_bit_weights=True,
-        ),
-    )
+    quantization_set = QuantizationSet(
+        split="train", label="good", size=fingerprint["count"], sha256=fingerprint["sha256"],
+        files=tuple(sorted(fingerprint["files"])), head_fp32=True,
+        accuracy_control=control if options.accuracy_control else None, seven_bit_weights=True,
+    )  # fmt: skip
+    return model, replace(meta, quantization_set=quantization_set)

@@ -238,9 +238,8 @@ def batched_outputs(
         batch = np.stack([preprocess(read_image(p, bits=prep.source_bits), prep) for p in chunk])
         score, features = run(batch)
         scores.append(np.asarray(score, np.float64))
-        pooled.append(
-            np.zeros((len(batch), 0)) if features is None else features.astype(np.float64)
-        )
+        features = np.zeros((len(batch), 0)) if features is None else features
+        pooled.append(features.astype(np.float64))
         if images:
             seen.extend(images_of_input(batch, prep))
     return ModelOutputs(np.concatenate(scores), np.concatenate(pooled), seen)
@@ -287,12 +286,9 @@ def fit_model_context(
     val = model_outputs(torch_model, [s.path for s in validation], prep, layers)
     labels = np.asarray([s.label for s in validation], dtype=int)
     every = fit_global_context(
-        components,
-        train.images,
-        train_pooled=train.pooled,
-        feature_layers=layers,
+        components, train.images, train_pooled=train.pooled, feature_layers=layers,
         validation_local_raw=val.local_raw[labels == 0],
-    )
+    )  # fmt: skip
     selection = select_components(fused_scores(every, val)[1], labels)
     context = restrict(every, selection.kept)
     fused, _ = fused_scores(context, val)
@@ -301,12 +297,8 @@ def fit_model_context(
         vectors = component_vectors(context.components, train.images, train.pooled)
         train_good = out_of_fold_fused(context, vectors, train_out_of_fold)
     choice = context_threshold(fused, labels, point or OperatingPoint(), train_good)
-    stats = {
-        **normalization,
-        "image_threshold_raw": choice.threshold,
-        "image_min": float(fused.min()),
-        "image_max": float(fused.max()),
-    }
+    fused_range = {"image_min": float(fused.min()), "image_max": float(fused.max())}
+    stats = {**normalization, "image_threshold_raw": choice.threshold, **fused_range}
     return FittedContext(context, tuple(components), stats, selection.validation_auroc, choice)
 
 

@@ -88,15 +88,14 @@ def quantize_int8(
     validation: Sequence[tuple[np.ndarray, int]] | None = None,
     max_drop: float = 0.01,
     score_output: str = "pred_score",
-    keep_head_fp32: bool = True,
 ) -> ov.Model:
     """Quantise ``model`` to INT8 on ``calibration``, (3, h, w) float32 inputs of good images.
 
     With ``validation`` ((3, h, w) input, label) pairs: accuracy control with an absolute
-    image-AUROC ``max_drop``. ``keep_head_fp32=False`` quantises the distance head too (to
-    measure what it costs). Weights are 7-bit in every layer (NNCF's overflow fix; its default
-    fixes the first layer only), so AVX2 CPUs (u8 x s8 pairs summed to int16 saturate with 8-bit
-    weights) compute what VNNI and AMX do (``reports/int8_weights``).
+    image-AUROC ``max_drop``. The distance head stays FP32 (``ignored_scope``). Weights are
+    7-bit in every layer (NNCF's overflow fix; its default fixes the first layer only), so AVX2
+    CPUs (u8 x s8 pairs summed to int16 saturate with 8-bit weights) compute what VNNI and AMX
+    do (``reports/int8_weights``).
     """
     nncf = import_nncf()
 
@@ -104,7 +103,7 @@ def quantize_int8(
         raise ValueError("INT8 quantisation needs at least one calibration image")
     calibration_set = nncf.Dataset(list(calibration), lambda item: item[None])
     subset = len(calibration)
-    scope = ignored_scope(model) if keep_head_fp32 else nncf.IgnoredScope()
+    scope = ignored_scope(model)
     advanced = nncf.AdvancedQuantizationParameters(overflow_fix=nncf.OverflowFix.ENABLE)
     if validation is None:
         log.info("quantising to INT8 with %d calibration images", subset)

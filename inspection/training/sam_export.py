@@ -31,6 +31,7 @@ from inspection.refine.bundle import (
     RefinerBundleMetadata,
     write_refiner_metadata,
 )
+from inspection.training.convert import name_ports
 from inspection.training.quantize import import_nncf
 
 log = logging.getLogger(__name__)
@@ -209,19 +210,12 @@ def export_sam_bundle(
     ov.save_model(encoder, out_dir / "encoder.xml", compress_to_fp16=fp16)
     ov.save_model(decoder, out_dir / "decoder.xml", compress_to_fp16=fp16)
     metadata = RefinerBundleMetadata(
-        schema_version=REFINER_SCHEMA_VERSION,
-        kind="sam_refiner",
-        backend=backend,  # type: ignore[arg-type]
-        precision=precision,  # type: ignore[arg-type]
-        input_size=INPUT_SIZE,
-        pixel_mean=PIXEL_MEAN,
-        pixel_std=PIXEL_STD,
-        random_weights=random_init,
+        REFINER_SCHEMA_VERSION, "sam_refiner", backend, precision,  # type: ignore[arg-type]
+        INPUT_SIZE, PIXEL_MEAN, PIXEL_STD, random_weights=random_init,
         checkpoint_sha256=sha256_file(checkpoint) if checkpoint else None,
         checkpoint_name=Path(checkpoint).name if checkpoint else None,
-        created_at=utc_now(),
-        package_versions=_package_versions(),
-    )
+        created_at=utc_now(), package_versions=_package_versions(),
+    )  # fmt: skip
     write_refiner_metadata(out_dir, metadata)
     log.info("wrote SAM refiner bundle %s (%s, %s)", out_dir, backend, precision)
     return out_dir
@@ -239,25 +233,16 @@ def convert_sam(model: nn.Module):
             torch.tensor([[[500.0, 400.0], [100.0, 120.0], [700.0, 650.0]]]),
             torch.tensor([[1.0, 2.0, 3.0]]),
         )
+        shapes = [list(embeddings.shape), [1, -1, 2], [1, -1]]
         decoder = ov.convert_model(
-            DecoderForExport(model),
-            example_input=decoder_example,
-            input=[
-                ov.PartialShape(list(embeddings.shape)),
-                ov.PartialShape([1, -1, 2]),
-                ov.PartialShape([1, -1]),
-            ],
-        )
-    _name(encoder.inputs, ["image"])
-    _name(encoder.outputs, ["image_embeddings"])
-    _name(decoder.inputs, ["image_embeddings", "point_coords", "point_labels"])
-    _name(decoder.outputs, ["low_res_masks", "iou_predictions"])
+            DecoderForExport(model), example_input=decoder_example,
+            input=[ov.PartialShape(shape) for shape in shapes],
+        )  # fmt: skip
+    name_ports(encoder.inputs, ["image"])
+    name_ports(encoder.outputs, ["image_embeddings"])
+    name_ports(decoder.inputs, ["image_embeddings", "point_coords", "point_labels"])
+    name_ports(decoder.outputs, ["low_res_masks", "iou_predictions"])
     return encoder, decoder
-
-
-def _name(ports, names: list[str]) -> None:
-    for port, name in zip(ports, names, strict=True):
-        port.get_tensor().set_names({name})
 
 
 def _package_versions() -> dict[str, str]:

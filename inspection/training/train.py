@@ -264,20 +264,12 @@ def train_model(
     clock.lap("evaluation")
     set_post_processor(model, normalization)
     fitted = context.context if context is not None and context.context.components else None
+    save = None if fitted is None else (lambda directory: fitted.save(directory / CONTEXT_FILE))
+    figures = FitFigures(fit_seconds=round(fit_seconds, 2), test_images=len(test))
     record = register_version(
-        registry,
-        product,
-        model,
-        dataset,
-        None if fitted is None else (lambda directory: fitted.save(directory / CONTEXT_FILE)),
-        fingerprint,
-        model_kind=config.kind,
-        config=to_mapping(config),
-        weights=weights.record(),
-        metrics={
-            **metrics.to_mapping(),
-            **FitFigures(fit_seconds=round(fit_seconds, 2), test_images=len(test)).to_mapping(),
-        },
+        registry, product, model, dataset, save, fingerprint, model_kind=config.kind,
+        config=to_mapping(config), weights=weights.record(),
+        metrics={**metrics.to_mapping(), **figures.to_mapping()},
         extra={
             **version_extra(config, weights, dataset, (validation, test), calibration),
             "good_scores": to_mapping(
@@ -290,7 +282,7 @@ def train_model(
             **training_roi_extra(roi, masks, model),
             **dict(lineage or {}),
         },
-    )
+    )  # fmt: skip
     logger.info("registered %s (%s)", record.model_version, config.kind)
     clock.lap("registry")
     return TrainOutcome(record, model, predictions, metrics, clock)
@@ -343,16 +335,10 @@ def _fit_global_context(
     component was kept on validation, else they stay the local model's. ``good_scores``: the
     training images' out-of-fold scores, for the fused threshold."""
     fitted = fit_model_context(
-        model.model,
-        config.global_context,
-        config.backbone.layers,
-        station_preprocessing(config, weights),
-        [s.path for s in train_samples],
-        validation,
-        to_mapping(normalization),
-        config.operating_point,
-        _context_out_of_fold(good_scores),
-    )
+        model.model, config.global_context, config.backbone.layers,
+        station_preprocessing(config, weights), [s.path for s in train_samples], validation,
+        to_mapping(normalization), config.operating_point, _context_out_of_fold(good_scores),
+    )  # fmt: skip
     if not fitted.context.components:
         logger.info("global context: no component helped on validation; the model stays local")
         return fitted, normalization, predictions
@@ -400,12 +386,9 @@ def _context_record(fitted: FittedContext) -> dict[str, Any]:
 def station_preprocessing(config: ModelConfig, weights: ResolvedWeights) -> Preprocessing:
     """The preprocessing an exported bundle applies (as recorded in ``extra.preprocessing``)."""
     return Preprocessing(
-        input_size=tuple(config.image_size),
-        mean=tuple(weights.mean),
-        std=tuple(weights.std),
-        resize="bilinear",
-        source_bits=config.image_bits,
-    )
+        input_size=tuple(config.image_size), mean=tuple(weights.mean), std=tuple(weights.std),
+        resize="bilinear", source_bits=config.image_bits,
+    )  # fmt: skip
 
 
 def fit(
@@ -498,13 +481,9 @@ def training_roi_extra(
     if roi is None or masks is None:
         return {}
     seen = getattr(model, "patches_seen", 0)
-    record = RoiTraining(
-        roi,
-        round(masks.inside_fraction(), 4),
-        patches_kept=getattr(model, "patches_kept", None) if seen else None,
-        patches_total=seen or None,
-        **tiles,
-    )
+    kept = getattr(model, "patches_kept", None) if seen else None
+    record = RoiTraining(roi, round(masks.inside_fraction(), 4), patches_kept=kept,
+                         patches_total=seen or None, **tiles)  # fmt: skip
     logger.info("training ROI: %s", record.describe())
     return {"training_roi": to_mapping(record)}
 
@@ -540,13 +519,9 @@ def register_version(
         if save is not None:
             save(directory)
 
-    return registry.create_version(
-        product,
-        dataset={**fingerprint, "root": str(dataset.root)},
-        packages=package_versions(),
-        write_files=write_files,
-        **record,
-    )
+    dataset_entry = {**fingerprint, "root": str(dataset.root)}
+    return registry.create_version(product, dataset=dataset_entry, packages=package_versions(),
+                                   write_files=write_files, **record)  # fmt: skip
 
 
 def version_extra(

@@ -64,7 +64,7 @@ def test_int8_weights_fit_seven_bits_in_every_layer() -> None:
 
     rng = np.random.default_rng(1)
     calibration = [rng.normal(size=(3, 16, 16)).astype(np.float32) for _ in range(8)]
-    model = quantize_int8(_two_convs(), calibration, keep_head_fp32=False)
+    model = quantize_int8(_two_convs(), calibration)  # no distance head: every layer is INT8
     weights = [n.get_data() for n in model.get_ordered_ops() if _is_int8_constant(n)]
     assert len(weights) == 2
     assert all(int(np.abs(w).max()) <= 64 for w in weights)

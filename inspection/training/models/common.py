@@ -11,10 +11,6 @@ from inspection.training.backbones import ResolvedWeights
 
 def pre_processor(config: ModelConfig, weights: ResolvedWeights) -> PreProcessor:
     """Resize to ``config.image_size`` and normalise with the backbone weights' mean and std."""
-    transform = Compose(
-        [
-            Resize(list(config.image_size), antialias=True),
-            Normalize(mean=list(weights.mean), std=list(weights.std)),
-        ]
-    )
-    return PreProcessor(transform=transform)
+    resize = Resize(list(config.image_size), antialias=True)
+    normalize = Normalize(mean=list(weights.mean), std=list(weights.std))
+    return PreProcessor(transform=Compose([resize, normalize]))
