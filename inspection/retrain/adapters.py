@@ -88,11 +88,7 @@ def export_int8(
     existing = f"{record.version}-int8"
     if existing in registry.bundle_ids(record.product):
         raise RegistryError(f"bundle {record.product}/{existing} exists already")
-    result = export_bundle(
-        registry,
-        record.product,
-        ExportOptions(precision="int8", force=True, refine=refine or RefineConfig()),
-        RegistryExport(version=record.version, dataset_path=dataset_root, configs_dir=configs_dir),
-        progress=progress,
-    )
+    options = ExportOptions(precision="int8", force=True, refine=refine or RefineConfig())
+    source = RegistryExport(record.version, dataset_root, configs_dir=configs_dir)
+    result = export_bundle(registry, record.product, options, source, progress=progress)
     return result.bundle_id, result.metadata.export_record()

@@ -120,21 +120,11 @@ def assemble_run_data(
             else:
                 eval_items.append(EvalItem(path, 0, GOOD, None, "review", row.id))
                 false_alarms.append(row.id)
-    counts = (len(original.train_samples), len(reviewed_good), len(eval_items))
-    log.info(
-        "run data for %s: %d original + %d reviewed-good training images, %d evaluation images",
-        product,
-        *counts,
-    )
-    return RunData(
-        train_root=root,
-        eval_items=tuple(eval_items),
-        original_train=len(original.train_samples),
-        reviewed_good=tuple(reviewed_good),
-        reviewed_defect=tuple(defects),
-        reviewed_false_alarm=tuple(false_alarms),
-        skipped=skipped,
-    )
+    original_train = len(original.train_samples)
+    log.info("run data for %s: %d original + %d reviewed-good training images, %d evaluation "
+             "images", product, original_train, len(reviewed_good), len(eval_items))  # fmt: skip
+    return RunData(root, tuple(eval_items), original_train, tuple(reviewed_good), tuple(defects),
+                   tuple(false_alarms), skipped)  # fmt: skip
 
 
 def _reviewed_good(

@@ -210,11 +210,9 @@ def connect_ray(address: str) -> None:
     package_root = str(Path(__file__).resolve().parents[2])
     python_path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
     try:
+        env = {"env_vars": {"PYTHONPATH": python_path}}
         ray.init(
-            address=address,
-            runtime_env={"env_vars": {"PYTHONPATH": python_path}},
-            log_to_driver=False,
-            logging_level=logging.WARNING,
+            address=address, runtime_env=env, log_to_driver=False, logging_level=logging.WARNING
         )
     except ConnectionError as exc:
         raise InspectionError(
@@ -266,14 +264,10 @@ def absolute_site(site: SiteConfig) -> SiteConfig:
     prefix = "sqlite:///"
     if store_url.startswith(prefix) and not store_url[len(prefix) :].startswith("/"):
         store_url = prefix + str(Path(store_url[len(prefix) :]).resolve())
+    folders = ("registry_dir", "blob_dir", "reports_dir", "datasets_dir")
+    paths = {name: Path(getattr(site, name)).resolve() for name in folders}
     return dataclasses.replace(
-        site,
-        registry_dir=Path(site.registry_dir).resolve(),
-        blob_dir=Path(site.blob_dir).resolve(),
-        reports_dir=Path(site.reports_dir).resolve(),
-        datasets_dir=Path(site.datasets_dir).resolve(),
-        configs_dir=site.configs.resolve(),
-        store_url=store_url,
+        site, **paths, configs_dir=site.configs.resolve(), store_url=store_url
     )
 
 

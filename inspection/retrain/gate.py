@@ -12,17 +12,10 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 LATENCY_KEY = "latency_p50_ms"
-GATEABLE_METRICS: Mapping[str, bool] = MappingProxyType(
-    {
-        "image_auroc": True,
-        "image_f1": True,
-        "pixel_auroc": True,
-        "aupro": True,
-        "pixel_f1": True,
-        "false_reject_rate": False,
-        "miss_rate": False,
-    }
-)
+GATEABLE_METRICS: Mapping[str, bool] = MappingProxyType({
+    "image_auroc": True, "image_f1": True, "pixel_auroc": True, "aupro": True, "pixel_f1": True,
+    "false_reject_rate": False, "miss_rate": False,
+})  # fmt: skip
 """The figures a rule may name (the ones ``scoring.BundleEvaluation.gate_metrics`` provides),
 each with its direction: True when a higher value is better. Latency has
 ``latency_tolerance``."""

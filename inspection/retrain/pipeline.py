@@ -303,17 +303,11 @@ def _finish(
         )  # fmt: skip
     run.stage = "done"
     _record_event(
-        registry,
-        run,
-        "; ".join(decision.reasons),
-        "promote" if decision.promote else "keep",
-        status,
-        challenger=bundle,
-        reasons=decision.reasons,
+        registry, run, "; ".join(decision.reasons), "promote" if decision.promote else "keep",
+        status, challenger=bundle, reasons=decision.reasons,
         metrics={role: e.gate_metrics() for role, e in evaluations.items()},
-        report=str(report_dir),
-        reviewed_good_ids=list(run.reviewed_good_ids),
-    )
+        report=str(report_dir), reviewed_good_ids=list(run.reviewed_good_ids),
+    )  # fmt: skip
 
 
 def _record_failure(registry: Registry, run: _Run, exc: BaseException) -> None:
@@ -338,15 +332,8 @@ def _record_event(
         "skipped_review_ids": list(run.skipped_review_ids),
         "reviews_until": run.reviews_until,
     }
-    registry.record_event(
-        run.product,
-        "retrain",
-        actor=run.actor,
-        reason=reason,
-        decision=decision,
-        status=status,
-        **(entries | fields),
-    )
+    registry.record_event(run.product, "retrain", actor=run.actor, reason=reason,
+                          decision=decision, status=status, **(entries | fields))  # fmt: skip
 
 
 # ------------------------------------------------------------------------ helpers
@@ -355,10 +342,8 @@ def _champion(registry: Registry, run: _Run) -> tuple[ModelRecord | None, Path |
     live = registry.live(run.product)
     if live is None:
         return None, None
-    run.champion = live.bundle_id
-    return registry.bundle_record(run.product, live.bundle_id), registry.bundle_dir(
-        run.product, live.bundle_id
-    )
+    run.champion = bundle = live.bundle_id
+    return registry.bundle_record(run.product, bundle), registry.bundle_dir(run.product, bundle)
 
 
 def _champion_reviewed_good(registry: Registry, product: str, champion: str | None) -> list[str]:
@@ -431,7 +416,6 @@ def _reviews_read_until(registry: Registry, product: str, version: str) -> datet
 def _open_store(site: SiteConfig, store: Store | ReviewSource | None) -> Store | None:
     if store is not ReviewSource.SITE:
         return store
-
     opened = Store(site.store_url, site.blob_dir)
     opened.check_schema()
     return opened

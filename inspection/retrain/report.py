@@ -145,9 +145,8 @@ def _plot_roc(path: Path, evaluations: Mapping[str, BundleEvaluation], labels: n
             break
         fpr, tpr, _ = roc_curve(labels, evaluation.scores)
         auc = roc_auc_score(labels, evaluation.scores)
-        ax.plot(
-            fpr, tpr, color=COLORS.get(role), label=f"{role} {evaluation.bundle_id} ({auc:.3f})"
-        )
+        label = f"{role} {evaluation.bundle_id} ({auc:.3f})"
+        ax.plot(fpr, tpr, color=COLORS.get(role), label=label)
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title="Image ROC")
     ax.legend(loc="lower right", fontsize=8)

@@ -57,14 +57,8 @@ def run_with_retries(
             if attempt == policy.attempts:
                 raise
             delay = policy.delay(attempt)
-            log.warning(
-                "%s failed (attempt %d of %d): %s; retrying in %.1f s",
-                what,
-                attempt,
-                policy.attempts,
-                exc,
-                delay,
-            )
+            log.warning("%s failed (attempt %d of %d): %s; retrying in %.1f s",
+                        what, attempt, policy.attempts, exc, delay)  # fmt: skip
             sleep(delay)
     raise RuntimeError("unreachable")  # pragma: no cover
 
@@ -151,23 +145,16 @@ class Scheduler:
         return next_fire(self.config.job(product).schedule, datetime.fromisoformat(last))
 
     def due(self, now: datetime) -> list[str]:
-        due = []
-        for product in self.products():
-            when = self.next_due(product)
-            if when is None or when <= now:
-                due.append(product)
-        return due
+        return [p for p in self.products() if (when := self.next_due(p)) is None or when <= now]
 
     def run_product(self, product: str, now: datetime | None = None) -> JobOutcome:
         """Run one job with retries; never raises for a job failure (it is logged)."""
         started = now or _now()
         try:
             result, attempts = run_with_retries(
-                lambda: self.run_job(product),
-                self.config.retry,
-                what=f"retrain of {product}",
+                lambda: self.run_job(product), self.config.retry, what=f"retrain of {product}",
                 sleep=self._sleep,
-            )
+            )  # fmt: skip
             outcome = JobOutcome(product, "done", attempts, _describe(result), result)
         except RetrainBusy as exc:
             log.info("skipped: %s", exc)

@@ -114,23 +114,12 @@ def _evaluation(
     map_array = np.stack(maps)
     segmentation = inspector.metadata.segmentation_rule
     judged = judge_all(score_array, map_array, inspector.threshold, segmentation)
+    labels = np.asarray([item.label for item in items], dtype=np.int64)
     metrics = compute_metrics(
-        score_array,
-        np.asarray([item.label for item in items], dtype=np.int64),
-        map_array,
-        masks,
-        [item.defect_type for item in items],
-        judged,
-        image_threshold=inspector.threshold,
-        segmentation=segmentation.describe(),
+        score_array, labels, map_array, masks, [item.defect_type for item in items], judged,
+        image_threshold=inspector.threshold, segmentation=segmentation.describe(),
         mask_known=known,
-    )
-    return BundleEvaluation(
-        role=role,
-        bundle_id=inspector.metadata.bundle_id,
-        model_version=inspector.metadata.model_version,
-        threshold=inspector.threshold,
-        scores=score_array,
-        latencies_ms=np.asarray(latencies, dtype=np.float64),
-        metrics=metrics,
-    )
+    )  # fmt: skip
+    meta = inspector.metadata
+    return BundleEvaluation(role, meta.bundle_id, meta.model_version, inspector.threshold,
+                            score_array, np.asarray(latencies, dtype=np.float64), metrics)  # fmt: skip
