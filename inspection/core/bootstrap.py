@@ -41,29 +41,10 @@ def auroc_interval(
     level: float = 0.95,
     seed: int = 0,
 ) -> Interval:
-    """Image AUROC of (N,) scores vs (N,) 0/1 labels with a stratified percentile bootstrap.
-
-    Good and defective images are resampled separately (with replacement, each class keeping
-    its size), so every resample has both classes.
-    """
-    # scikit-learn is a station/train extra, not a dependency of the base (core) install.
-    from sklearn.metrics import roc_auc_score
-
-    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-    labels = np.asarray(labels).astype(bool).reshape(-1)
-    if scores.shape != labels.shape:
-        raise ValueError(f"scores {scores.shape} and labels {labels.shape} differ in shape")
-    if labels.all() or not labels.any():
-        raise ValueError("AUROC needs good and defective images")
-    value = float(roc_auc_score(labels, scores))
-    if not 0.0 < level < 1.0 or resamples < 1:
-        raise ValueError(f"need 0 < level < 1 and resamples >= 1, got {level}, {resamples}")
-    rng = np.random.default_rng(seed)
-    good, bad = np.flatnonzero(~labels), np.flatnonzero(labels)
-    (ranks,) = _resampled_aurocs((scores,), good, bad, resamples, rng)
-    tail = (1.0 - level) / 2.0
-    low, high = np.quantile(ranks, [tail, 1.0 - tail])
-    return Interval(value, float(low), float(high), level, resamples)
+    """Image AUROC of (N,) scores vs (N,) 0/1 labels with a stratified percentile bootstrap:
+    good and defective images are resampled apart (with replacement, each class keeping its
+    size), so every resample has both classes."""
+    return _bootstrap((scores,), labels, resamples, level, seed)
 
 
 def rate_interval(hits: np.ndarray, *, level: float = 0.95) -> Interval:
@@ -98,23 +79,28 @@ def auroc_gain_interval(
     """Image AUROC of ``scores`` minus that of ``reference`` on the same (N,) images, with a
     paired stratified percentile bootstrap: each resample draws the same good and defective
     images for both, so what the two share (the split's luck) cancels out of the gain."""
-    scores, reference = (np.asarray(s, dtype=np.float64).reshape(-1) for s in (scores, reference))
+    return _bootstrap((scores, reference), labels, resamples, level, seed)
+
+
+def _bootstrap(
+    parts: tuple[np.ndarray, ...], labels: np.ndarray, resamples: int, level: float, seed: int
+) -> Interval:
+    """The AUROC of ``parts[0]`` (minus that of ``parts[1]`` when given) and its percentile
+    interval over the same stratified resamples (ties count 1/2, as scikit-learn's)."""
+    parts = tuple(np.asarray(p, dtype=np.float64).reshape(-1) for p in parts)
     labels = np.asarray(labels).astype(bool).reshape(-1)
-    if not scores.shape == reference.shape == labels.shape:
-        raise ValueError(f"shapes differ: {scores.shape}, {reference.shape}, {labels.shape}")
+    if any(p.shape != labels.shape for p in parts):
+        raise ValueError(f"shapes differ: {[p.shape for p in parts]}, labels {labels.shape}")
     if labels.all() or not labels.any():
         raise ValueError("AUROC needs good and defective images")
     if not 0.0 < level < 1.0 or resamples < 1:
         raise ValueError(f"need 0 < level < 1 and resamples >= 1, got {level}, {resamples}")
     good, bad = np.flatnonzero(~labels), np.flatnonzero(labels)
-    value = _mann_whitney(scores, good, bad) - _mann_whitney(reference, good, bad)
-    rng = np.random.default_rng(seed)
-    resampled, resampled_reference = _resampled_aurocs(
-        (scores, reference), good, bad, resamples, rng
-    )
-    gains = resampled - resampled_reference
+    values = [_mann_whitney(p, good, bad) for p in parts]
+    aurocs = _resampled_aurocs(parts, good, bad, resamples, np.random.default_rng(seed))
+    value, spread = values[0] - sum(values[1:]), aurocs[0] - sum(aurocs[1:])
     tail = (1.0 - level) / 2.0
-    low, high = np.quantile(gains, [tail, 1.0 - tail])
+    low, high = np.quantile(spread, [tail, 1.0 - tail])
     return Interval(float(value), float(low), float(high), level, resamples)
 
 
