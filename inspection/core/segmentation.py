@@ -6,9 +6,14 @@ normalisation) and at high quantiles of good-image map values; adaptive hysteres
 ``floor`` = a high quantile of good-image pixels, ``seed_level`` = 0.5 or a quantile of the
 good images' peaks, and ``relative_level`` in {0, 0.25, 0.5}. Each candidate is applied as the
 station applies it to an NG image (``verdict.ng_mask``: segmented regions plus the peak's
-region) and scored by the **mean over defect types** of (region recall + pixel F1) / 2,
-minus a small penalty for candidate regions on good images. Pooled pixel F1 alone never
-decides: a large, strong defect type cannot outvote a thin or faint one.
+region) and scored per defect kind by (region recall + pixel F1) / 2, minus a small penalty for
+candidate regions on good images; pooled pixel F1 alone never decides.
+
+The level must serve kinds validation has not seen, so it is chosen leave-one-kind-out: three
+nested families (global 0.5 alone; the global thresholds; the whole grid) each choose the
+candidate with the best mean over the other kinds, scored on the kind held out; the family with
+the best mean held-out score (ties: the simpler) then chooses on every kind. A richer family is
+used only where its extra freedom helped a kind it was not chosen on.
 
 Then, with the chosen segmentation, ``peak_level`` (the region drawn around the peak of a faint
 NG image, whose map stays below ``floor``) is chosen from ``PEAK_LEVELS`` by the same
@@ -19,7 +24,7 @@ without any, or on ties, it stays at the half-maximum (0.5).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 
@@ -33,17 +38,6 @@ PEAK_LEVELS = (0.5, 0.3, 0.4, 0.6, 0.7, 0.8, 0.9)
 """Faint-peak levels (``Segmentation.peak_level``); the half-maximum first, so ties keep it."""
 GOOD_REGION_PENALTY = 0.1
 """Objective points lost per unit share of good images with a candidate region."""
-
-
-@dataclass(frozen=True)
-class CandidateScore:
-    """One candidate's figures on the validation split (``objective`` is what is maximised)."""
-
-    segmentation: Segmentation
-    objective: float
-    mean_region_recall: float
-    mean_pixel_f1: float
-    good_with_region: float
 
 
 def candidates(good_maps: np.ndarray, fallback: np.ndarray | None = None) -> list[Segmentation]:
@@ -77,33 +71,60 @@ def candidates(good_maps: np.ndarray, fallback: np.ndarray | None = None) -> lis
     return list(dict.fromkeys(grid))
 
 
-def score_candidates(
+def kind_scores(
     maps: np.ndarray,
     masks: np.ndarray,
     defect_types: Sequence[str],
     good_maps: np.ndarray,
     grid: Sequence[Segmentation],
-) -> list[CandidateScore]:
-    """Figures of every candidate (see the module docstring), in ``grid`` order."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """(C, K) float (region recall + pixel F1) / 2 of each candidate on each defect kind
+    (sorted names) and (C,) its penalty for regions on good images (module docstring)."""
     types = np.asarray(list(defect_types), dtype=object)
     groups = [types == t for t in sorted(set(types.tolist()))]
-    scored = []
-    for seg in grid:
+    scores = np.zeros((len(grid), len(groups)))
+    penalty = np.zeros(len(grid))
+    for row, seg in enumerate(grid):
         predicted = np.stack([ng_mask(m, seg) for m in maps])
-        recalls, f1s = [], []
-        for group in groups:
+        for column, group in enumerate(groups):
             hits = [region_hits(p, t) for p, t in zip(predicted[group], masks[group], strict=True)]
             total = sum(h[1] for h in hits)
-            recalls.append(sum(h[0] for h in hits) / total if total else 1.0)
+            recall = sum(h[0] for h in hits) / total if total else 1.0
             tp = int((predicted[group] & masks[group]).sum())
-            f1s.append(2 * tp / max(int(predicted[group].sum() + masks[group].sum()), 1))
-        with_region = (
-            float(np.mean([segment(m, seg).any() for m in good_maps])) if len(good_maps) else 0.0
-        )
-        recall, f1 = float(np.mean(recalls)), float(np.mean(f1s))
-        objective = (recall + f1) / 2 - GOOD_REGION_PENALTY * with_region
-        scored.append(CandidateScore(seg, objective, recall, f1, with_region))
-    return scored
+            f1 = 2 * tp / max(int(predicted[group].sum() + masks[group].sum()), 1)
+            scores[row, column] = (recall + f1) / 2
+        if len(good_maps):
+            penalty[row] = GOOD_REGION_PENALTY * np.mean([segment(m, seg).any() for m in good_maps])
+    return scores, penalty
+
+
+def held_out_score(scores: np.ndarray, penalty: np.ndarray) -> float:
+    """Leave-one-kind-out: per kind (a column of ``kind_scores``), the candidate with the best
+    mean over the other kinds (ties: the earlier), scored on that kind; their mean."""
+    kinds = scores.shape[1]
+    picks = [int(np.argmax(np.delete(scores, k, 1).mean(1) - penalty)) for k in range(kinds)]
+    return float(np.mean([scores[c, k] - penalty[c] for k, c in enumerate(picks)]))
+
+
+def families(grid: Sequence[Segmentation]) -> dict[str, np.ndarray]:
+    """Nested candidate families of ``grid``, simplest first: indices into it."""
+    every = np.arange(len(grid))
+    return {
+        "global 0.5": every[[s == Segmentation.global_threshold(0.5) for s in grid]],
+        "global": every[[s.kind == "global" for s in grid]],
+        "grid": every,
+    }
+
+
+def choose(grid: Sequence[Segmentation], scores: np.ndarray, penalty: np.ndarray) -> Segmentation:
+    """The candidate of the family with the best ``held_out_score`` (ties: the simpler; one kind:
+    the whole grid) that scores best on every kind (ties: the earlier). ``scores``, ``penalty``:
+    ``kind_scores`` of ``grid``."""
+    nested = [f for f in families(grid).values() if len(f)]
+    if scores.shape[1] > 1:  # max keeps the first (simpler) family on ties
+        nested = [max(nested, key=lambda f: held_out_score(scores[f], penalty[f]))]
+    family = nested[-1]
+    return grid[family[int(np.argmax(scores[family].mean(1) - penalty[family]))]]
 
 
 def select_segmentation(
@@ -118,8 +139,8 @@ def select_segmentation(
     maps (M, H, W) float32 in [0, 1]: normalised maps of the defective images with masks;
     masks (M, H, W) bool; defect_types (M,); good_maps (G, H, W) float32 in [0, 1]; ``ng``
     (M,) bool: the images judged NG at the image threshold, the only ones the station draws a
-    faint peak's region for (None: all). Ties go to the earlier (simpler) candidate; without
-    defective maps, the global threshold 0.5.
+    faint peak's region for (None: all). Chosen by ``choose``; without defective maps, the
+    global threshold 0.5.
     """
     maps = np.asarray(maps, dtype=np.float32)
     masks = np.asarray(masks).astype(bool)
@@ -132,16 +153,15 @@ def select_segmentation(
     if not len(maps) or not masks.any():
         return Segmentation.global_threshold(0.5)
     grid = candidates(good_maps, fallback=maps[~masks])
-    scored = score_candidates(maps, masks, defect_types, good_maps, grid)
-    best = max(scored, key=lambda c: c.objective).segmentation
+    best = choose(grid, *kind_scores(maps, masks, defect_types, good_maps, grid))
     judged = np.ones(len(maps), bool) if ng is None else np.asarray(ng, dtype=bool)
     faint = judged & (maps.reshape(len(maps), -1).max(axis=1) <= best.floor)
     if not faint.any():
         return best
     levels = [replace(best, peak_level=level) for level in PEAK_LEVELS]
     types = [t for t, keep in zip(defect_types, faint, strict=True) if keep]
-    scored = score_candidates(maps[faint], masks[faint], types, good_maps, levels)
-    return max(scored, key=lambda c: c.objective).segmentation
+    scores, penalty = kind_scores(maps[faint], masks[faint], types, good_maps, levels)
+    return levels[int(np.argmax(scores.mean(1) - penalty))]
 
 
 def _level(value: float) -> float:

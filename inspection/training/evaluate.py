@@ -4,7 +4,6 @@
 (``core.verdict.judge`` after normalisation, with the product's segmentation): image/pixel
 AUROC, AUPRO, image F1, false-reject/miss rates, per-defect pixel F1/IoU, region recall,
 false regions per good image, NG-without-region; overall and per defect type.
-``select_for_model`` chooses the segmentation on the validation predictions.
 """
 
 from __future__ import annotations
@@ -21,15 +20,12 @@ import torch
 
 from inspection.core.calibration import (
     Calibration,
-    Normalization,
     normalize_maps,
     normalize_scores,
 )
 from inspection.core.export_gate import measure
 from inspection.core.images import DEFAULT_SOURCE_BITS
 from inspection.core.metrics import EvaluationMetrics, aupro, judge_all
-from inspection.core.segmentation import select_segmentation
-from inspection.core.verdict import Segmentation
 from inspection.data.dataset import Dataset, Sample
 from inspection.training.backbones import channels_last
 from inspection.training.plots import save_plots
@@ -110,19 +106,6 @@ def compute_metrics(
         mask_known=mask_known,
     )  # fmt: skip
     return replace(metrics, calibration=calibration)
-
-
-def select_for_model(validation: Predictions, normalization: Normalization) -> Segmentation:
-    """The segmentation selected on a model's validation predictions (``select_segmentation``)."""
-    maps = normalize_maps(validation.maps, normalization)
-    defective = (validation.labels == 1) & validation.mask_known
-    return select_segmentation(
-        maps[defective],
-        validation.gt_masks[defective],
-        [t for t, keep in zip(validation.defect_types, defective, strict=True) if keep],
-        maps[validation.labels == 0],
-        ng=normalize_scores(validation.scores, normalization)[defective] >= 0.5,
-    )
 
 
 def metrics_of_predictions(predictions: Predictions, calibration: Calibration) -> EvaluationMetrics:

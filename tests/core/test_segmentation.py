@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 
 from inspection.core.metrics import compute_metrics, judge_all
-from inspection.core.segmentation import PEAK_LEVELS, candidates, select_segmentation
+from inspection.core.segmentation import (
+    PEAK_LEVELS,
+    candidates,
+    choose,
+    held_out_score,
+    select_segmentation,
+)
 from inspection.core.verdict import Segmentation, ng_mask
 from tests.core.test_metrics import blob_set
 
@@ -88,3 +94,21 @@ def test_faint_small_defects_get_a_tighter_peak_region_wide_ones_keep_half_maxim
     # only the faint images judged NG choose (the station draws no region on an OK image)
     holes_only = np.array(types) == "hole"
     assert select_segmentation(maps, masks, types, good, ng=holes_only).peak_level == 0.5
+
+
+def test_a_level_that_fits_the_seen_kinds_but_fails_an_unseen_one_is_not_chosen() -> None:
+    """Leave-one-kind-out: the adaptive candidate wins the mean over kinds (0.667 > 0.6) by
+    failing one kind outright; held out, that kind scores 0, so the global 0.5 family (0.6 on
+    every kind) is preferred. Where the adaptive one also serves the held-out kind, it is kept."""
+    adaptive = Segmentation(kind="adaptive", seed_level=0.6, floor=0.3, relative_level=0.25)
+    grid = [Segmentation.global_threshold(0.5), Segmentation.global_threshold(0.4), adaptive]
+    overfit = np.array([[0.6, 0.6, 0.6], [0.5, 0.5, 0.5], [1.0, 1.0, 0.0]])
+    penalty = np.zeros(3)
+    assert overfit.mean(1).argmax() == 2  # what the mean over kinds alone would pick
+    assert held_out_score(overfit, penalty) == pytest.approx(0.4)
+    assert held_out_score(overfit[:1], penalty[:1]) == pytest.approx(0.6)
+    assert choose(grid, overfit, penalty) == Segmentation.global_threshold(0.5)
+    general = overfit.copy()
+    general[2, 2] = 0.7
+    assert choose(grid, general, penalty) == adaptive
+    assert choose(grid, overfit[:, :1], penalty) == adaptive  # one kind: nothing to hold out
