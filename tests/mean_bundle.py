@@ -7,6 +7,8 @@ image a higher score.
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +18,10 @@ import openvino.opset13 as ops
 
 from inspection.core.bundle import (
     BUNDLE_SCHEMA_VERSION,
+    SIGNATURE_FILE,
     BundleMetadata,
     Preprocessing,
+    read_bundle_metadata,
     write_bundle_metadata,
 )
 from inspection.core.calibration import Normalization
@@ -60,4 +64,19 @@ def write_mean_bundle(
         **fields,
     )
     write_bundle_metadata(target, metadata)
+    return target
+
+
+def copy_bundle(source: str | Path, target: str | Path, bundle_id: str) -> Path:
+    """A copy of the bundle at ``source`` in ``target`` under a new ``bundle_id`` (and model
+    version): the same weights standing in for a retrained challenger. The copy is unsigned
+    (the source's signature no longer matches); sign it again."""
+    target = Path(target)
+    shutil.copytree(source, target)
+    (target / SIGNATURE_FILE).unlink(missing_ok=True)
+    metadata = read_bundle_metadata(target)
+    model_version = f"{metadata.product}/{bundle_id.split('-', 1)[0]}"
+    write_bundle_metadata(
+        target, dataclasses.replace(metadata, bundle_id=bundle_id, model_version=model_version)
+    )
     return target

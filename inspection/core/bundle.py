@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -333,21 +332,6 @@ def verify_checksums(
 
 write_bundle_metadata = write_metadata_json
 """Write a bundle's ``metadata.json``, filling ``files`` with the sha256 of every other file."""
-
-
-def copy_bundle(source: str | Path, target: str | Path, bundle_id: str) -> Path:
-    """A copy of the bundle at ``source`` in ``target`` under a new ``bundle_id`` (and model
-    version): the same weights standing in for a retrained challenger in tests and benches.
-    The copy is unsigned (the source's signature no longer matches); sign it again."""
-    target = Path(target)
-    shutil.copytree(source, target)
-    (target / SIGNATURE_FILE).unlink(missing_ok=True)
-    metadata = read_bundle_metadata(target)
-    model_version = f"{metadata.product}/{bundle_id.split('-', 1)[0]}"
-    write_bundle_metadata(
-        target, dataclasses.replace(metadata, bundle_id=bundle_id, model_version=model_version)
-    )
-    return target
 
 
 def read_bundle_metadata(bundle_dir: str | Path) -> BundleMetadata:

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from inspection.cli import app
-from inspection.core.bundle import copy_bundle, read_bundle_metadata, write_bundle_metadata
+from inspection.core.bundle import read_bundle_metadata, write_bundle_metadata
 from inspection.core.registry import Registry
 from inspection.core.signing import (
     SiteKeys,
@@ -22,6 +22,7 @@ from inspection.core.signing import (
     sign_bundle,
     site_keys_dir,
 )
+from tests.mean_bundle import copy_bundle
 
 from .helpers import PRODUCT, V1, Bundles, serve, station_config
 

@@ -12,7 +12,6 @@ from typer.testing import CliRunner
 
 from inspection.cli import app
 from inspection.cli.dashboard import dashboard_env
-from inspection.core.bundle import copy_bundle
 from inspection.core.errors import ConfigError
 from inspection.core.registry import Registry
 from inspection.core.signing import (
@@ -32,7 +31,7 @@ from inspection.refine.config import RefineConfig
 from inspection.service.config import load_station_config
 from inspection.station.config import pinned_key
 from inspection.station.live import LiveModels, station_loader
-from tests.mean_bundle import write_mean_bundle
+from tests.mean_bundle import copy_bundle, write_mean_bundle
 
 PRODUCT = "widget"
 KEYS = Path("var/keys")
