@@ -1,12 +1,11 @@
 """The input domain of a bundle: what its training images looked like, and the rule that
 refuses an image unlike them (an error, never a verdict).
 
-    domain = measure_input_domain(size_paths, colour_paths)      # export, from the dataset
-    problems = domain.problems(image, input_size=(256, 256), tiled=False)   # station
-
 A model scores whatever it is given (a grey part under a colour-trained model, a thumbnail, a
-16:9 frame squashed square) and the score means nothing. So the bundle records its training
-images' colour and sizes and the station holds every image against them:
+16:9 frame squashed square) and the score means nothing. So export records the colour and
+sizes of the version's images (``measure_input_domain``: sizes of all, colour of the held-out
+ones and up to ``COLOUR_SAMPLE`` training ones, so its own images are never refused) and the
+station holds every image against them (``InputDomain.problems``):
 
 - **colour**: an all-grey bundle converts colour input to grey as the decoder turns a grey
   file into RGB (``core.images.grey_replicated``); an all-clearly-colour bundle refuses a grey
@@ -15,11 +14,6 @@ images' colour and sizes and the station holds every image against them:
 - **size**: refused when the shorter side is below ``min_side_fraction`` of the smallest
   training one *and*, unless tiled, below the model input's. An image as long as the
   station's ``work_side`` may be its own reduced copy of a camera frame: not held to it.
-
-The tolerances are the product's (``DomainTolerance``), recorded in the bundle at export.
-Export measures sizes on every image of the version and colour on its validation and test
-images and up to ``COLOUR_SAMPLE`` training images, so the bundle's own images are never
-refused; ``channel_spread`` measures a reduced working copy as its full-size original.
 """
 
 from __future__ import annotations
@@ -55,7 +49,6 @@ MAX_ASPECT_TOLERANCE = 1.0
 MIN_SIDE_FRACTION = 0.5
 """By default an image's shorter side may be down to this fraction of the smallest training one."""
 COLOUR_SAMPLE = 64
-"""Training images measured for colour at export (evenly spread over the sorted list)."""
 _PICKED_SIDE = 128
 _CELLS_SIDE = 32
 
@@ -102,10 +95,9 @@ def _is_number(value: object) -> bool:
 
 @dataclass(frozen=True)
 class InputDomain:
-    """What a bundle's images were: ``colour`` mode (``colour_mode``) and (lowest, highest)
-    ``channel_spread``, ``height``, ``width`` (px) and ``aspect`` (width / height) over
-    ``images`` images, ``colour_images`` of them measured for colour; ``tolerance``: the
-    product's (defaults for older bundles)."""
+    """What a bundle's images were: ``colour`` mode and (lowest, highest) ``channel_spread``,
+    ``height``, ``width`` (px) and ``aspect`` (width / height) over ``images`` images,
+    ``colour_images`` of them measured for colour; ``tolerance`` (defaults in older bundles)."""
 
     colour: ColourMode
     channel_spread: tuple[float, float]
@@ -145,8 +137,6 @@ class InputDomain:
             )
 
     def describe(self) -> str:
-        """One line: colour mode and spread, width x height ranges, how many images, and the
-        tolerance when it is not the default."""
         text = (
             f"{self.colour} images (channel spread {_span(self.channel_spread, '.1f')}), "
             f"{_span(self.width, 'd')} x {_span(self.height, 'd')} px, aspect "
@@ -177,13 +167,8 @@ class InputDomain:
         work_side: int | None = None,
     ) -> tuple[str, ...]:
         """Why (H, W, 3) uint8 RGB ``image`` is outside this domain (empty: inside), each
-        saying what the bundle expects and what the image is.
-
-        Args:
-            input_size: the model input (h, w); tiled: the bundle is tiled (``min_side``).
-            work_side: the longer side the station reduces camera images to (None: none); an
-                image that long may be such a copy, so its size is not checked.
-        """
+        saying what the bundle expects and what the image is. ``input_size``, ``tiled``: see
+        ``min_side``; ``work_side``: the longer side the station reduces camera images to."""
         height, width = image.shape[:2]
         found = []
         if self.colour == "colour":
