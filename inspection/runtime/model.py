@@ -179,8 +179,9 @@ class BundleModel:
     # ------------------------------------------------------- part: alignment, ROI
     def align(self, image: np.ndarray) -> tuple[np.ndarray, AffineMatrix | None]:
         """(H, W, 3) uint8 RGB ``image`` as the model takes it, and the matrix a result
-        carries as ``alignment`` (``None`` without alignment): in the training images' colour
-        (``to_model_colour``), then registered to the bundle's reference. Raises
+        carries as ``alignment`` (``None`` without alignment): grey (``grey_replicated``, as a
+        grey file decodes) when the training images were grey (``metadata.input_domain``), then
+        registered to the bundle's reference. Raises
         ``AlignmentError`` when it cannot be registered: an error, never a verdict. Every path
         into the model (``Inspector`` and tiles through ``align_checked``, golden recording,
         re-calibration) comes here."""
@@ -189,20 +190,13 @@ class BundleModel:
     def align_checked(self, image: np.ndarray) -> tuple[np.ndarray, AffineMatrix | None]:
         """``align`` of an image already through ``preprocess.check_image`` (``Inspector.prepare``
         checks it once, before its input-domain check)."""
-        image = self.to_model_colour(image)
+        domain = self.metadata.input_domain
+        if domain is not None and domain.colour == "grey":
+            image = grey_replicated(image)
         if self._aligner is None:
             return image, None
         aligned, matrix = self._aligner.align_with_matrix(image)
         return aligned, tuple(float(v) for v in matrix.reshape(-1))  # type: ignore[return-value]
-
-    def to_model_colour(self, image: np.ndarray) -> np.ndarray:
-        """(H, W, 3) uint8 RGB ``image`` in the colour the bundle was trained on: grey
-        (``core.images.grey_replicated``, as a grey file decodes) when its training images
-        were grey (``metadata.input_domain``), else unchanged."""
-        domain = self.metadata.input_domain
-        if domain is None or domain.colour != "grey":
-            return image
-        return grey_replicated(image)
 
     def restrict(self, raw_score: float, raw_map: np.ndarray) -> tuple[float, np.ndarray]:
         """One raw output masked to the bundle's ROI (``core.roi.apply_roi``; unchanged

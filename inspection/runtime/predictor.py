@@ -36,9 +36,6 @@ class Predictor(Protocol):
     def metadata(self) -> BundleMetadata: ...
 
     @property
-    def bundle_dir(self) -> Path: ...
-
-    @property
     def model(self) -> BundleModel: ...
 
     @property
@@ -61,7 +58,7 @@ class Predictor(Protocol):
 
 
 def load_inspector(path: str | Path, **options: Any) -> Predictor:
-    """The predictor the bundle at ``path`` needs: ``TiledInspector`` (batch mode) for a tiled
+    """The predictor the bundle at ``path`` needs: ``TiledInspector`` for a tiled
     bundle, else ``Inspector``; ``options`` as ``Inspector.from_bundle`` (``public_key``: the
     pinned site key, checked on the bytes compiled). A tiled bundle run by a plain
     ``Inspector`` squeezes the whole image into one tile."""

@@ -74,12 +74,7 @@ class TiledInspector:
         return self.inspector.metadata
 
     @property
-    def bundle_dir(self) -> Path:
-        return self.inspector.bundle_dir
-
-    @property
     def model(self) -> BundleModel:
-        """The compiled bundle every tile runs through (``Inspector.model``)."""
         return self.inspector.model
 
     @property
@@ -92,7 +87,6 @@ class TiledInspector:
 
     @property
     def golden(self) -> GoldenCheck | None:
-        """The golden check run at load (``Inspector.golden``)."""
         return self.inspector.golden
 
     @property
