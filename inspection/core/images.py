@@ -33,12 +33,9 @@ DEFAULT_MAX_PIXELS = 40_000_000  # ~ 6300 x 6300
 DEFAULT_MAX_SIDE = 16_384  # JPEG overlays cannot exceed 65535 px a side; no camera comes close
 STATION_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "BMP", "TIFF")
 """Pillow format names a station decodes by default (untrusted bytes reach no other parser)."""
-SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
-"""Pillow modes of 16-bit grey images: read at 8 bits by ``narrow_to_8_bits``."""
-DEFAULT_SOURCE_BITS = 16
-"""Significant bits of a 16-bit image unless a product says otherwise: the high byte."""
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")  # 16-bit grey: ``narrow_to_8_bits``
+DEFAULT_SOURCE_BITS = 16  # significant bits of a 16-bit image: the high byte
 SOURCE_BITS_RANGE = (8, 16)
-"""Valid significant bits of a 16-bit image (``check_source_bits``)."""
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -104,9 +101,8 @@ _CLIPS = _ClipLog()
 
 
 class _DarkLog:
-    """Warns once per process of a 16-bit image whose every value lies below one 8-bit level
-    at its declared bits: it reads as a black frame (e.g. 8-bit values saved in a 16-bit file
-    under the default ``image_bits`` 16)."""
+    """Warns once per process of a 16-bit image reading as black at its declared bits (e.g.
+    8-bit values saved in a 16-bit file under the default ``image_bits`` 16)."""
 
     def __init__(self) -> None:
         self.warned = False
@@ -155,17 +151,11 @@ def decode_reduced(
     name: str = "image",
     bits: int = DEFAULT_SOURCE_BITS,
 ) -> DecodedImage:
-    """Decode bytes, reduced to a longer side of at most ``work_side`` (None: full size).
-
-    JPEG decodes at a DCT scale keeping at least ``work_side`` (Pillow's draft mode), other
-    formats fully; then one antialiased resize (Pillow's ``thumbnail``).
-
-    Args:
-        max_pixels, max_side: limits of the encoded size, checked from the header.
-        formats: Pillow format names to try (None: every format Pillow knows).
-        name: names the image in errors and logs.
-        bits: significant bits of a 16-bit image (``narrow_to_8_bits``), before the resize.
-    """
+    """Decode bytes, reduced to a longer side of at most ``work_side`` (None: full size): JPEG
+    at a DCT scale keeping at least ``work_side`` (Pillow's draft mode), other formats fully,
+    then one antialiased resize. ``max_pixels``, ``max_side``: limits checked from the header;
+    ``formats``: Pillow format names to try (None: any); ``name``: for errors and logs;
+    ``bits``: significant bits of a 16-bit image (``narrow_to_8_bits``), before the resize."""
     if not data:
         raise ImageDecodeError(f"{name}: empty file (0 bytes)")
     if work_side is not None and work_side < 1:
@@ -275,8 +265,8 @@ def _read_bytes(path: str | Path) -> bytes:
 
 
 def probe_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
-    """(width, height) from the file's header, no pixels decoded; ``ImageDecodeError`` for a
-    file that is empty, unreadable, not an image or over the size limits."""
+    """(width, height) from the file's header, no pixels decoded (``ImageDecodeError`` as
+    ``decode_reduced``)."""
     name = str(path)
     try:
         if Path(path).stat().st_size == 0:
@@ -327,8 +317,7 @@ def mask_levels(
     return array.max(axis=2)
 
 
-MASK_MODES = ("1", "L", "LA", "RGB", "RGBA", "I", *SIXTEEN_BIT_MODES, "F")
-"""Pillow modes whose pixel values ``mask_levels`` reads as they are."""
+MASK_MODES = ("1", "L", "LA", "RGB", "RGBA", "I", *SIXTEEN_BIT_MODES, "F")  # read as they are
 
 
 def _mask_mode(image: Image.Image) -> Image.Image:
