@@ -32,14 +32,11 @@ from inspection.core.verdict import Segmentation
 
 BUNDLE_SCHEMA_VERSION = 1
 METADATA_FILE = "metadata.json"
-SIGNATURE_FILE = "signature.json"
-"""Ed25519 signature of the bundle manifest (see ``inspection.core.signing``); not checksummed."""
-VALIDATION_SCORES_FILE = "validation_scores.json"
-"""Per-image normalised scores of the bundle on its labelled split (read by the dashboard)."""
+SIGNATURE_FILE = "signature.json"  # not checksummed: it signs the checksums (core.signing)
+VALIDATION_SCORES_FILE = "validation_scores.json"  # core.validation_scores
 Precision = Literal["fp32", "fp16", "bf16", "int8"]
-"""The precision vocabulary of bundles (and of SAM refiner exports): its one definition.
-``bf16``: the FP32 graph executed at OpenVINO's bf16 inference precision (CPUs with
-AVX512_BF16 or AMX-BF16 only)."""
+"""The precision vocabulary of bundles and SAM refiner exports. ``bf16``: the FP32 graph run at
+OpenVINO's bf16 inference precision (CPUs with AVX512_BF16 or AMX-BF16 only)."""
 PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 
 T = TypeVar("T")
@@ -76,9 +73,8 @@ class OutputNames:
 
 @dataclass(frozen=True)
 class GlobalContextSpec:
-    """A model's global-context component (``core.global_context``): its parameter ``file``,
-    the pooled backbone ``layers``, the ``components`` kept of the ``candidates`` tried (none:
-    local only), the ``fusion`` rule and the validation AUROC that chose them."""
+    """A model's global-context component (``core.global_context``): the ``components`` kept
+    of the ``candidates`` tried (none: local only) and the validation AUROC that chose them."""
 
     components: tuple[str, ...]
     layers: tuple[str, ...]
@@ -98,8 +94,7 @@ class AccuracyControl:
 
 @dataclass(frozen=True)
 class QuantizationSet:
-    """The good training images an INT8 bundle was quantised on (NNCF), ``sha256`` over
-    ``files``."""
+    """The good training images an INT8 bundle was quantised on (NNCF)."""
 
     split: str
     label: str
@@ -110,8 +105,8 @@ class QuantizationSet:
     head_fp32: bool | None = None
     """The distance/map head kept in FP32; None: not recorded (older bundles)."""
     seven_bit_weights: bool | None = None
-    """7-bit weights in every layer (no u8 x s8 saturation without VNNI); False: the first
-    layer only; None: not recorded (first layer only)."""
+    """7-bit weights in every layer (no u8 x s8 saturation without VNNI); False or None (not
+    recorded): the first layer only."""
 
 
 @dataclass(frozen=True)
@@ -135,33 +130,25 @@ class BundleMetadata:
     global_context: GlobalContextSpec | None = None
     """The fused image-level component; ``None``: the score is the local one alone."""
     tiling: TilingSpec | None = None
-    """Tiled inspection (``core.tiling``): the model sees ``tiling.tile_size`` tiles of the
-    image at ``tiling.scale``; ``None``: the whole image resized to the input size."""
+    """Tiled inspection (``core.tiling``); None: the whole image resized to the input size."""
     segmentation: Segmentation | None = None
     """How the station draws regions; None (older bundles) = global ``pixel_threshold``."""
     roi: RoiSpec | None = None
     """Where the part is inspected (``core.roi``): outputs outside are masked; None: everywhere."""
     training_roi: RoiTraining | None = None
-    """How training used the ROI (patches outside left out); None: trained on every patch."""
     alignment: AlignmentSpec | None = None
     """Register each image to the bundle's reference file first (``runtime.alignment``)."""
     units: PhysicalUnits | None = None
-    """Pixel size and minimum defect area (``core.units``); None: sizes in pixels only."""
     refinement: RefinementChoice | None = None
-    """The mask refiner the station runs on NG results, chosen on this bundle's own validation
-    outputs; None (older bundles): no refinement."""
+    """The mask refiner run on NG results, chosen on this bundle's outputs; None: none."""
     quantization_set: QuantizationSet | None = None
-    """The images an INT8 bundle was quantised on (None for FP32/FP16); ``calibration`` in
-    bundles written before it was typed."""
     output_calibration: Calibration | None = None
-    """Normalisation and segmentation fitted on this bundle's own validation outputs; when
-    present, ``normalization`` and ``segmentation`` must be exactly its values."""
+    """Fitted on this bundle's own validation outputs; when present, ``normalization`` and
+    ``segmentation`` must be exactly its values."""
     golden: GoldenOutputs | None = None
-    """Raw outputs of the bundle on its golden images, checked on the station's CPU at load
-    (``core.golden``); None: older bundles, not checked."""
+    """Checked on the station's CPU at load (``core.golden``); None: older bundles, unchecked."""
     input_domain: InputDomain | None = None
-    """The colour and sizes of the version's images (``core.input_domain``); None: older
-    bundles, not checked."""
+    """Checked against every image (``core.input_domain``); None: older bundles, unchecked."""
     metrics: dict[str, Any] = field(default_factory=dict)
     source_dataset: dict[str, Any] = field(default_factory=dict)
     created_at: str = ""
@@ -331,7 +318,6 @@ def verify_checksums(
 
 
 write_bundle_metadata = write_metadata_json
-"""Write a bundle's ``metadata.json``, filling ``files`` with the sha256 of every other file."""
 
 
 def read_bundle_metadata(bundle_dir: str | Path) -> BundleMetadata:
