@@ -151,14 +151,14 @@ def _quality(
         float((run.masks[i] & gts[i]).sum() / max((run.masks[i] | gts[i]).sum(), 1))
         for i in defective
     ]
-    per_defect = {}
-    for defect in sorted({types[i] for i in defective}):
-        chosen = [i for i in defective if types[i] == defect]
-        per_defect[defect] = pixel_scores([run.masks[i] for i in chosen], [gts[i] for i in chosen])
+
+    def scores(rows: list[int]) -> dict[str, float | None]:
+        return pixel_scores([run.masks[i] for i in rows], [gts[i] for i in rows])
+
+    kinds = sorted({types[i] for i in defective})
+    per_defect = {kind: scores([i for i in defective if types[i] == kind]) for kind in kinds}
     return {
-        "defective_images": pixel_scores(
-            [run.masks[i] for i in defective], [gts[i] for i in defective]
-        ),
+        "defective_images": scores(defective),
         "all_images": pixel_scores(run.masks, gts),
         "mean_image_iou": float(np.mean(per_image_iou)) if per_image_iou else None,
         "aupro": _aupro(run.maps, gts) if with_aupro else None,
@@ -177,11 +177,8 @@ def _latency(run: _MethodRun) -> dict[str, Any]:
     values = np.asarray(run.refine_ms, dtype=np.float64)
     out: dict[str, Any] = {"ng_images": len(values)}
     if len(values):
-        out.update(
-            mean_ms=float(values.mean()),
-            p50_ms=float(np.percentile(values, 50)),
-            p95_ms=float(np.percentile(values, 95)),
-        )
+        p50, p95 = np.percentile(values, [50, 95])
+        out.update(mean_ms=float(values.mean()), p50_ms=float(p50), p95_ms=float(p95))
     if run.encoder_ms:
         out["encoder_mean_ms"] = float(np.mean(run.encoder_ms))
     return out

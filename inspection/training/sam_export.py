@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 INPUT_SIZE = 1024
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
+UNREADABLE = (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError,
+              zipfile.BadZipFile)  # fmt: skip
+"""What ``torch.load`` raises for a truncated, corrupt or foreign checkpoint file."""
 
 
 def _build_vit_t() -> nn.Module:
@@ -93,14 +96,7 @@ def load_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
         raise WeightsError(f"SAM checkpoint not found: {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (
-        RuntimeError,
-        EOFError,
-        OSError,
-        pickle.UnpicklingError,
-        zipfile.BadZipFile,
-        ValueError,
-    ) as exc:
+    except UNREADABLE as exc:
         raise WeightsError(
             f"SAM checkpoint {path} cannot be read (truncated, corrupt or not a PyTorch file): "
             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
