@@ -2,17 +2,14 @@
 
 An exported model (FP32, FP16 or INT8) scores and maps differently from the torch model it came
 from; inheriting FP32's numbers makes an INT8 bundle reject every good part. So every bundle is
-run on the version's validation split and calibrated here, torch-free, exactly as anomalib's
-post-processor calibrates the torch model:
+calibrated here on its own outputs, as anomalib's post-processor calibrates the torch model:
 
-- image threshold: set by the product's operating point (``core.operating_point``; default a
-  1 % false-reject budget with a split-conformal guarantee on the good scores, plus any
-  ``extra_good_scores`` such as out-of-fold training scores); the policy ``f1`` is the old
-  rule (anomalib ``F1AdaptiveThreshold``);
-- pixel threshold: the raw map value that maximises F1 over all validation pixels; without
-  defect masks (a good-only product) the value above the good maps' peaks at the budget;
-- min/max of the raw scores and raw maps (the normalisation maps each threshold to 0.5);
-- segmentation: chosen on the normalised maps by ``core.segmentation.select_segmentation``.
+- image threshold: the product's operating point (``core.operating_point``) on the good
+  scores, plus any ``extra_good_scores`` such as out-of-fold training scores;
+- pixel threshold: the raw map value maximising F1 over all validation pixels; without defect
+  masks (a good-only product) the value above the good maps' peaks at the budget;
+- min/max of the raw scores and maps (the normalisation maps each threshold to 0.5);
+- segmentation: chosen on the normalised maps (``core.segmentation.select_segmentation``).
 
 Layered one way: ``regions`` <- ``verdict`` <- ``segmentation`` <- ``calibration`` <- ``metrics``.
 """
@@ -57,15 +54,10 @@ class Normalization:
 
 @dataclass(frozen=True)
 class Calibration:
-    """What a bundle's own validation outputs set: normalisation and segmentation.
-
-    Thresholds in normalised space are 0.5 by construction (see ``Normalization``).
-    ``n_good``/``n_defective`` count the validation images; ``image_f1`` and ``pixel_f1`` are
-    the F1 reached at the chosen raw thresholds on them. None: not recorded (training keeps
-    the thresholds anomalib's post-processor set, with the split's counts but no F1).
-    ``operating``: how the image threshold was chosen (policy, budget, n, guaranteed bound);
-    None for calibrations recorded before operating points.
-    """
+    """What a bundle's own validation outputs set: normalisation (thresholds at 0.5) and
+    segmentation. ``image_f1``/``pixel_f1``: reached at the raw thresholds on the validation
+    images (None: not recorded, as training's anomalib thresholds); ``operating``: how the image
+    threshold was chosen (None: recorded before operating points)."""
 
     normalization: Normalization
     segmentation: Segmentation
@@ -100,15 +92,12 @@ def calibrate(
 ) -> Calibration:
     """Calibration of one bundle from its raw outputs on the validation split.
 
-    scores (N,) raw image scores; maps (N, h, w) raw anomaly maps at the model resolution;
-    labels (N,) 0 good / 1 defective (all 0 for a good-only product); masks (N, h, w) bool
-    ground truth at the map resolution; ``mask_known`` (N,) False for defective images without
-    a mask (left out of pixel figures). ``point``: the operating point (default: a 1 %
-    false-reject budget); ``extra_good_scores`` (G,) raw scores of further good images in the
-    same space (out-of-fold training scores), used with the validation good ones to set the
-    image threshold; ``good_sources`` names their counts for the record. ``validation_good``
-    False: the validation good scores set no threshold (they fitted a fusion's standardisers),
-    ``extra_good_scores`` alone do.
+    scores (N,) and maps (N, h, w) raw; labels (N,) 0 good / 1 defective; masks (N, h, w) bool
+    at the map resolution; ``mask_known`` (N,) False for defective images without a mask (left
+    out of pixel figures). ``point`` default: a 1 % false-reject budget. ``extra_good_scores``
+    (G,): raw scores of further good images in the same space, with the validation good ones
+    (none when ``validation_good`` is False: they fitted a fusion's standardisers) setting the
+    image threshold; ``good_sources`` names their counts for the record.
     """
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     maps = np.asarray(maps, dtype=np.float32)

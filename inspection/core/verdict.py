@@ -1,17 +1,13 @@
-"""The one rule that turns a score and an anomaly map into a verdict and defect regions.
+"""The one rule that turns a score and an anomaly map into a verdict and defect regions, used
+by every stage that decides OK/NG or draws regions (station, training, export, retrain,
+dashboard).
 
-Every stage that decides OK/NG or draws regions calls this module: the station runtime,
-training metrics, export evaluation and calibration, retrain scoring and the dashboard.
-
-- ``is_ng(score, threshold)``: NG exactly when ``score >= threshold`` (``core.threshold``, the
-  threshold rule's one home, with ``check_threshold`` and ``verdict_of``).
-- ``judge(...)``: verdict, defect mask and regions of one image. An NG always carries at
-  least one region (the one around the map's peak, which produced the score); an OK carries
-  no defect region and an empty mask. Regions that the segmentation finds on an OK image are
-  returned separately as ``candidates``, never as defects.
-- A minimum defect area (pixels; from a product's ``min_defect_area_mm2``, ``core.units``):
-  a score at or above the threshold whose regions are all smaller is OK, its regions become
-  candidates. Without a minimum, NG exactly when ``score >= threshold``.
+- ``judge(...)``: NG exactly when ``score >= threshold`` (``core.threshold.verdict_of``). An NG
+  always carries at least one region (the one around the map's peak, which produced the
+  score); an OK carries no defect region and an empty mask, and the regions the segmentation
+  finds on it are returned as ``candidates``, never as defects.
+- A minimum defect area (pixels; a product's ``min_defect_area_mm2``, ``core.units``): a score
+  at or above the threshold whose regions are all smaller is OK, its regions candidates.
 
 Segmentation is hysteresis seeded at the map's peaks (``Segmentation``): a region starts at
 every connected area that reaches ``seed_level`` and grows over connected pixels down to a
@@ -116,13 +112,8 @@ def judge(
     *,
     min_area: float | None = None,
 ) -> Judgement:
-    """Verdict of ``score`` against ``threshold`` and the regions of ``anomaly_map``.
-
-    ``anomaly_map``: (H, W) float32 in [0, 1] (normalised). NG: the segmented regions plus,
-    if the peak is not already inside one, the region around the peak. OK: empty mask, the
-    segmented regions become ``candidates``. ``min_area`` (pixels): an NG score whose regions
-    are all smaller is OK, with those regions as candidates.
-    """
+    """Verdict of ``score`` against ``threshold`` and the regions of ``anomaly_map`` ((H, W)
+    float32 in [0, 1], normalised), as the module docstring says; ``min_area`` in pixels."""
     if verdict_of(score, threshold) == "OK":
         mask = segment(anomaly_map, segmentation)
         candidates = extract_regions(anomaly_map, mask) if mask.any() else ()
