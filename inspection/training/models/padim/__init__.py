@@ -12,7 +12,7 @@ from inspection.training.backbones import (
     feature_channels,
     no_pretrained_download,
 )
-from inspection.training.models.common import pre_processor
+from inspection.training.models.common import anomalib_options
 from inspection.training.models.padim.gaussian import PadimGaussian
 
 
@@ -31,15 +31,7 @@ def build(config: ModelConfig, weights: ResolvedWeights) -> Padim:
             f"{list(config.backbone.layers)} in {config.backbone.name}"
         )
     with no_pretrained_download():
-        model = Padim(
-            backbone=config.backbone.name,
-            layers=list(config.backbone.layers),
-            pre_trained=False,
-            n_features=n_features,
-            pre_processor=pre_processor(config, weights),
-            evaluator=False,
-            visualizer=False,
-        )
+        model = Padim(**anomalib_options(config, weights), pre_trained=False, n_features=n_features)
     apply_weights(model.model.feature_extractor.feature_extractor, weights)
     model.model.gaussian = PadimGaussian(config.covariance)
     return model

@@ -15,7 +15,7 @@ from inspection.training.backbones import (
     channels_last,
     no_pretrained_download,
 )
-from inspection.training.models.common import pre_processor
+from inspection.training.models.common import anomalib_options
 from inspection.training.models.patchcore.lightning_model import Patchcore
 
 
@@ -23,8 +23,7 @@ def build(config: ModelConfig, weights: ResolvedWeights) -> Patchcore:
     """An untrained ``Patchcore`` of ``config`` with ``weights`` in its feature extractor."""
     with no_pretrained_download():
         model = Patchcore(
-            backbone=config.backbone.name,
-            layers=list(config.backbone.layers),
+            **anomalib_options(config, weights),
             pre_trained=False,
             coreset_sampling_ratio=config.coreset_sampling_ratio,
             num_neighbors=config.num_neighbors,
@@ -33,9 +32,6 @@ def build(config: ModelConfig, weights: ResolvedWeights) -> Patchcore:
             image_score=config.image_score,
             bank_augment=config.bank_augment,
             rows_budget_gb=config.rows_budget_gb,
-            pre_processor=pre_processor(config, weights),
-            evaluator=False,
-            visualizer=False,
         )
     apply_weights(model.model.feature_extractor.feature_extractor, weights)
     return model

@@ -498,20 +498,13 @@ def fit_for_model(
                 logger.info("local statistics: off (%s)", full)
                 return LocalStatsChoice(mode, False, full)
         return fit_local_statistics(
-            model.model,
-            LazyImages(len(train), read),
-            validation_images,
-            labels,
-            mode=mode,
-            ratio=config.coreset_sampling_ratio,
-            cap_rows=config.memory_bank_max,
-            seed=config.seed,
-            folds=config.calibration_folds,
+            model.model, LazyImages(len(train), read), validation_images, labels, mode=mode,
+            ratio=config.coreset_sampling_ratio, cap_rows=config.memory_bank_max,
+            seed=config.seed, folds=config.calibration_folds,
             validation_masks=np.stack([load_mask(s, size) for s in validation]),
             mask_known=np.array([mask_known(s) for s in validation]),
-            train_paths=[str(s.path) for s in train],
-            roi=roi,
-        )
+            train_paths=[str(s.path) for s in train], roi=roi,
+        )  # fmt: skip
 
 
 def no_room_to_gain(

@@ -4,19 +4,13 @@ from __future__ import annotations
 
 from inspection.core.product_config import ModelConfig
 from inspection.training.backbones import ResolvedWeights, apply_weights, no_pretrained_download
-from inspection.training.models.common import pre_processor
+from inspection.training.models.common import anomalib_options
 from inspection.training.models.stfpm.lightning_model import Stfpm
 
 
 def build(config: ModelConfig, weights: ResolvedWeights) -> Stfpm:
     """An untrained ``Stfpm``: ``weights`` in the teacher, the student random."""
     with no_pretrained_download():  # anomalib asks timm for a pretrained teacher
-        model = Stfpm(
-            backbone=config.backbone.name,
-            layers=list(config.backbone.layers),
-            pre_processor=pre_processor(config, weights),
-            evaluator=False,
-            visualizer=False,
-        )
+        model = Stfpm(**anomalib_options(config, weights))
     apply_weights(model.model.teacher_model.feature_extractor, weights)
     return model
