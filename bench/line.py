@@ -61,13 +61,13 @@ from inspection.core.bundle import read_bundle_metadata  # noqa: E402
 from inspection.core.registry import Registry  # noqa: E402
 from inspection.line import registers as regs  # noqa: E402
 from inspection.line import security as link  # noqa: E402
-from inspection.line.config import LinkSecurity, ModbusConfig, S7Config  # noqa: E402
+from inspection.line.config import PLC_USER, LinkSecurity, ModbusConfig, S7Config  # noqa: E402
 from inspection.line.handshake import Answer, ErrorCode  # noqa: E402
 from inspection.line.machine_vision import RESULT_READY_EVENT, load_client_types  # noqa: E402
 from inspection.line.mosquitto import Broker, Collector, free_port, wait_port  # noqa: E402
 from inspection.line.payload import PayloadError, ResultPayload  # noqa: E402
 from inspection.line.pki import LinePki  # noqa: E402
-from inspection.line.security import PLC_USER, mqtt_client, station_uri  # noqa: E402
+from inspection.line.security import mqtt_client, station_uri  # noqa: E402
 from inspection.line.softplc import HandshakeTimeout, PlcAnswer, SoftPlc  # noqa: E402
 
 REPORTS = ROOT / "reports" / "line"

@@ -15,10 +15,10 @@ import uuid
 import paho.mqtt.client as mqtt
 from asyncua.sync import Client
 
-from inspection.line.config import LineConfig
+from inspection.line.config import PLC_USER, LineConfig
 from inspection.line.handshake import Answer, ErrorCode, ResultCode
 from inspection.line.opcua import signal_node_id, variant
-from inspection.line.security import PLC_USER, mqtt_client, secure_opcua_client
+from inspection.line.security import mqtt_client, secure_opcua_client
 from inspection.line.softplc import HandshakeTimeout
 
 

@@ -20,7 +20,6 @@ from inspection.station.metrics import OutboxMetrics
 from inspection.store.outbox import Outbox, PendingMessage, backoff_s
 
 log = logging.getLogger(__name__)
-__all__ = ["OutboxMetrics", "Publisher", "backoff_s"]
 
 
 class Publisher:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import paho.mqtt.client as mqtt
 
 from inspection.core.errors import InspectionError
-from inspection.line.config import MES_USER, PLC_USER, LinkSecurity
+from inspection.line.config import LinkSecurity
 from inspection.line.pki import LinePki
 
 if TYPE_CHECKING:  # asyncua takes ~0.5 s to import: only where OPC UA is used
@@ -32,18 +32,6 @@ if TYPE_CHECKING:  # asyncua takes ~0.5 s to import: only where OPC UA is used
     from asyncua.crypto.validator import CertificateValidator
 
 log = logging.getLogger(__name__)
-__all__ = [
-    "MES_USER",
-    "PLC_USER",
-    "WebhookSignatureError",
-    "insecure_notice",
-    "mqtt_client",
-    "secure_opcua_client",
-    "station_uri",
-    "trust_list_validator",
-    "verify_webhook",
-    "webhook_headers",
-]
 TIMESTAMP_HEADER, SIGNATURE_HEADER = "X-Inspection-Timestamp", "X-Inspection-Signature"
 WEBHOOK_TOLERANCE_S = 300.0
 
@@ -99,17 +87,10 @@ async def secure_opcua_client(client: OpcUaClient, security: LinkSecurity, stati
     pki = LinePki(security.pki_dir)
     identity = pki.identity(f"station-{station_id}", station_uri(station_id))
     client.application_uri = identity.uri
-    mode = (
-        ua.MessageSecurityMode.Sign
-        if security.mode == "sign"
-        else ua.MessageSecurityMode.SignAndEncrypt
-    )
-    await client.set_security(
-        SecurityPolicyBasic256Sha256,
-        str(identity.certificate),
-        str(identity.private_key),
-        mode=mode,
-    )
+    modes = ua.MessageSecurityMode
+    mode = modes.Sign if security.mode == "sign" else modes.SignAndEncrypt
+    certificate, key = str(identity.certificate), str(identity.private_key)
+    await client.set_security(SecurityPolicyBasic256Sha256, certificate, key, mode=mode)
     validator = await trust_list_validator(pki, peer="server")
     client.certificate_validator = validator.validate
 
@@ -123,12 +104,9 @@ async def trust_list_validator(pki: LinePki, *, peer: str) -> CertificateValidat
 
     store = TrustStore([pki.trusted_dir], [])
     await store.load()
-    role = (
-        CertificateValidatorOptions.PEER_SERVER
-        if peer == "server"
-        else CertificateValidatorOptions.PEER_CLIENT
-    )
-    return CertificateValidator(CertificateValidatorOptions.TRUSTED_VALIDATION | role, store)
+    options = CertificateValidatorOptions
+    role = options.PEER_SERVER if peer == "server" else options.PEER_CLIENT
+    return CertificateValidator(options.TRUSTED_VALIDATION | role, store)
 
 
 def webhook_headers(secret: str, body: bytes, *, now: float | None = None) -> dict[str, str]:

@@ -114,7 +114,7 @@ class OpcUaSink:
             node = self._connected_node()
             node.write_value(ua.Variant(payload, ua.VariantType.String))
         except Exception as exc:  # asyncua raises many types: all mean "not delivered"
-            self._drop()
+            self.close()  # the next delivery connects again
             raise DeliveryError(
                 f"{self.name}: write of {key} to {self.node_id} failed: {exc}"
             ) from exc
@@ -124,13 +124,13 @@ class OpcUaSink:
             from asyncua.sync import Client  # as above: only with an OPC UA sink
 
             client = Client(self.endpoint, timeout=self.timeout_s)
-            self._client = client  # dropped (its thread stopped) if what follows fails
+            self._client = client  # closed (its thread stopped) if what follows fails
             client.tloop.post(secure_opcua_client(client.aio_obj, self.security, self.station_id))
             client.connect()
             self._node = client.get_node(self.node_id)
         return self._node
 
-    def _drop(self) -> None:
+    def close(self) -> None:
         client, self._client, self._node = self._client, None, None
         if client is not None:
             try:
@@ -138,9 +138,6 @@ class OpcUaSink:
             except Exception:  # the server may already be gone
                 log.debug("%s: disconnect after failure also failed", self.name)
             client.tloop.stop()
-
-    def close(self) -> None:
-        self._drop()
 
 
 class WebhookSink:

@@ -15,11 +15,10 @@ from asyncua import Client, ua
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 from prometheus_client import generate_latest
 
-from inspection.line.config import LinkSecurity
+from inspection.line.config import PLC_USER, LinkSecurity
 from inspection.line.payload import PayloadError, ResultPayload, payload_of
 from inspection.line.pki import LinePki
 from inspection.line.security import (
-    PLC_USER,
     insecure_notice,
     mqtt_client,
     secure_opcua_client,

@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 
 from inspection.line.config import (
+    PLC_USER,
     MqttTriggerConfig,
     OpcUaTriggerConfig,
     PublisherConfig,
@@ -15,7 +16,7 @@ from inspection.line.config import (
 from inspection.line.handshake import Answer, ErrorCode, ResultCode
 from inspection.line.payload import ResultPayload
 from inspection.line.pki import LinePki
-from inspection.line.security import PLC_USER, mqtt_client
+from inspection.line.security import mqtt_client
 from inspection.line.softplc import SoftPlc
 from inspection.line.station import LineStation
 
