@@ -76,7 +76,7 @@ def key_id(public_key: Ed25519PublicKey | Keyring) -> str:
 def init_keys(folder: str | Path, *, force: bool = False) -> SiteKeys:
     """Create the site signing key pair in ``folder`` (private key mode 0600)."""
     folder = Path(folder)
-    return _create_pair(folder / PRIVATE_KEY_FILE, folder / PUBLIC_KEY_FILE, force=force)
+    return create_pair(folder / PRIVATE_KEY_FILE, folder / PUBLIC_KEY_FILE, force=force)
 
 
 def init_dashboard_key(site_keys: str | Path, *, force: bool = False) -> SiteKeys:
@@ -84,10 +84,12 @@ def init_dashboard_key(site_keys: str | Path, *, force: bool = False) -> SiteKey
     0600: give it to the dashboard service's user alone)."""
     private = Path(site_keys) / DASHBOARD_KEY_FILE
     private.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return _create_pair(private, private.with_suffix(".pub"), force=force)
+    return create_pair(private, private.with_suffix(".pub"), force=force)
 
 
-def _create_pair(private: Path, public: Path, *, force: bool) -> SiteKeys:
+def create_pair(private: Path, public: Path, *, force: bool) -> SiteKeys:
+    """A new key pair: ``private`` (PEM, mode 0600) and ``public``; an existing key stays
+    unless ``force``."""
     if private.exists() and not force:
         raise SigningError(f"{private} exists; keep it, or pass --force to replace the key")
     private.parent.mkdir(parents=True, exist_ok=True)

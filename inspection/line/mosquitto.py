@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from inspection.line.config import LinkSecurity, load_line_config
-from inspection.line.pki import LinePki
-from inspection.line.security import MES_USER, PLC_USER, mqtt_client
+from inspection.line.config import MES_USER, PLC_USER, LinkSecurity, load_line_config
+from inspection.line.pki import LinePki, write_private
+from inspection.line.security import mqtt_client
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
@@ -105,9 +105,10 @@ def _secure_lines(folder: Path, pki: LinePki, stations: tuple[str, ...]) -> list
     broker = pki.identity("broker", "urn:inspection:broker", server=True)
     for source, name in ((pki.ca_file, "ca.pem"), (broker.certificate, "broker.pem")):
         shutil.copyfile(source, folder / name)
-    _write_private(folder / "broker-key.pem", broker.private_key.read_text())
+    write_private(folder / "broker-key.pem", broker.private_key.read_bytes())
     users = (*stations, PLC_USER, MES_USER)
-    _write_private(folder / "passwd", "".join(f"{u}:{pki.secret(f'mqtt-{u}')}\n" for u in users))
+    passwords = "".join(f"{u}:{pki.secret(f'mqtt-{u}')}\n" for u in users)
+    write_private(folder / "passwd", passwords.encode())
     subprocess.run(
         [MOSQUITTO_PASSWD, "-U", str(folder / "passwd")], check=True, capture_output=True
     )
@@ -121,12 +122,6 @@ def _secure_lines(folder: Path, pki: LinePki, stations: tuple[str, ...]) -> list
         f"password_file {folder / 'passwd'}",
         f"acl_file {folder / 'acl'}",
     ]
-
-
-def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
 
 
 class Broker:

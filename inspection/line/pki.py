@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from inspection.core.signing import load_private_key
+from inspection.core.signing import create_pair, load_private_key
 
 CA_NAME = "inspection line CA (local)"
 DAYS = 825
@@ -78,7 +78,7 @@ class LinePki:
                     private, name, {}, _alt_names(uri), usage
                 )
                 signed = cert_gen.sign_certificate_request(request, ca_cert, ca_key, days=DAYS)
-                _write_private(key, cert_gen.dump_private_key_as_pem(private))
+                write_private(key, cert_gen.dump_private_key_as_pem(private))
                 cert.write_bytes(signed.public_bytes(serialization.Encoding.PEM))
         return Identity(cert, key, uri)
 
@@ -87,30 +87,17 @@ class LinePki:
         path = self.root / "secrets" / user
         with self._locked():
             if not path.exists():
-                _write_private(path, secrets.token_urlsafe(32).encode())
+                write_private(path, secrets.token_urlsafe(32).encode())
         return path.read_text().strip()
 
     def signing_key(self, station_id: str) -> Ed25519PrivateKey:
         """The Ed25519 key ``station_id`` signs its results with; its public half is
         ``signing/<station_id>.pub`` (give that file to the MES)."""
-        private, public = (
-            self.root / "signing" / f"{station_id}.key",
-            self.signing_public(station_id),
-        )
+        private = self.root / "signing" / f"{station_id}.key"
         with self._locked():
             if not private.exists():
-                key = Ed25519PrivateKey.generate()
-                pem = key.private_bytes(
-                    serialization.Encoding.PEM,
-                    serialization.PrivateFormat.PKCS8,
-                    serialization.NoEncryption(),
-                )
-                _write_private(private, pem)
-                public.write_bytes(
-                    key.public_key().public_bytes(
-                        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-                    )
-                )
+                private.parent.mkdir(exist_ok=True, mode=0o700)
+                create_pair(private, self.signing_public(station_id), force=False)
         return load_private_key(private)
 
     def signing_public(self, station_id: str) -> Path:
@@ -124,7 +111,7 @@ class LinePki:
                 ca = cert_gen.generate_self_signed_app_certificate(
                     private, CA_NAME, {}, [], extended=[], days=DAYS
                 )
-                _write_private(key, cert_gen.dump_private_key_as_pem(private))
+                write_private(key, cert_gen.dump_private_key_as_pem(private))
                 cert.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
                 trusted = self.root / "trusted"
                 trusted.mkdir(exist_ok=True)
@@ -159,7 +146,7 @@ def _alt_names(uri: str) -> list[x509.GeneralName]:
     ]
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
     """Write ``data`` readable by its owner only (a new file is never world-readable)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
