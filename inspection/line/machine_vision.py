@@ -37,6 +37,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import make_dataclass, replace
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,7 @@ AUTOMATIC_MODE_TYPE, RESULT_READY_EVENT, SELECT_MODE_AUTOMATIC = 1021, 1024, 709
 STATES = {"Preoperational": 5028, "Halted": 5029, "Error": 5030, "Operational": 5031}
 AUTOMATIC_STATES = {"Initialized": 5056, "Ready": 5057, "SingleExecution": 5058,
                     "ContinuousExecution": 5059}  # fmt: skip
+RUNNING = ("SingleExecution", "ContinuousExecution")
 BAD_STATE = ua.StatusCode(ua.StatusCodes.BadInvalidState)
 _ID = ua.VariantType.ExtensionObject
 EVENT_FIELDS = {  # ResultReadyEventType's fields that this station fills, as ResultDataType's
@@ -227,8 +229,8 @@ class VisionSystemServer:
             (machine, "SelectModeAutomatic"): self._select_mode_automatic,
             (machine, "Halt"): self._halt,
             (machine, "Reset"): self._reset,
-            (automatic, "StartSingleJob"): self._start_single_job,
-            (automatic, "StartContinuous"): self._start_continuous,
+            (automatic, "StartSingleJob"): partial(self._start, continuous=False),
+            (automatic, "StartContinuous"): partial(self._start, continuous=True),
             (automatic, "Stop"): self._stop_jobs,
             (automatic, "Abort"): self._abort,
             (recipes, "PrepareRecipe"): self._prepare_recipe,
@@ -318,10 +320,7 @@ class VisionSystemServer:
     async def _prepare_recipe(
         self, _parent: ua.NodeId, external: ua.Variant, _internal: Any
     ) -> Any:
-        if self._state in ("Halted", "Error") or self._mode in (
-            "SingleExecution",
-            "ContinuousExecution",
-        ):
+        if self._state in ("Halted", "Error") or self._mode in RUNNING:
             return BAD_STATE
         product = getattr(external.Value, "Id", "")
         try:
@@ -347,13 +346,8 @@ class VisionSystemServer:
         return _ok(ua.Variant(ua.RecipeIdInternalDataType(Id="")))
 
     # AutomaticModeStateMachine: jobs
-    async def _start_single_job(self, _parent: ua.NodeId, *args: ua.Variant) -> Any:
-        return await self._start(args, continuous=False)
-
-    async def _start_continuous(self, _parent: ua.NodeId, *args: ua.Variant) -> Any:
-        return await self._start(args, continuous=True)
-
-    async def _start(self, args: tuple[ua.Variant, ...], *, continuous: bool) -> Any:
+    async def _start(self, _parent: ua.NodeId, *args: ua.Variant, continuous: bool) -> Any:
+        """``StartSingleJob`` (one part) or ``StartContinuous`` (parts until stopped)."""
         if self._state != "Operational" or self._mode != "Ready" or self._safety_triggered:
             return BAD_STATE
         meas, part, recipe, product = (getattr(a.Value, "Id", "") or None for a in args[:4])
@@ -365,7 +359,7 @@ class VisionSystemServer:
         return _ok(ua.Variant(ua.JobIdDataType(Id=job)))
 
     async def _stop_jobs(self, _parent: ua.NodeId, *_cause: ua.Variant) -> Any:
-        if self._mode not in ("SingleExecution", "ContinuousExecution"):
+        if self._mode not in RUNNING:
             return BAD_STATE
         await self._halt_jobs()
         await self._set(mode="Ready")

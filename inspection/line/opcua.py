@@ -190,11 +190,8 @@ class OpcUaHandshake:
             Message=answer.message[:500],
         )
         await self._write(client, nodes, Busy=False, Done=True)
-        self._answered(answer, time.perf_counter() - started)
-
-    def _answered(self, answer: Answer, seconds: float) -> None:
         if self.on_answer is not None:
-            self.on_answer(answer, seconds)
+            self.on_answer(answer, time.perf_counter() - started)
 
     @staticmethod
     async def _write(client: Client, nodes: dict[str, Any], **values: Any) -> None:

@@ -4,8 +4,9 @@ the PLC over OPC UA and/or MQTT (``inspection station run --config configs/line.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
@@ -103,35 +104,22 @@ class LineStation:
             Outbox(core.store), sinks, config.publisher, metrics=OutboxMetrics(registry)
         )
         station = cls(config, core, handler, publisher, sinks, metrics, registry)
+        sid, security, counted = config.station_id, config.security, station.counted
         if config.opcua.enabled:
             station.opcua = OpcUaHandshake(
-                config.opcua,
-                handler,
-                station_id=config.station_id,
-                security=config.security,
-                on_answer=lambda a, s: station.answered(a, s, "opcua"),
+                config.opcua, handler, station_id=sid, security=security, on_answer=counted("opcua")
             )
         if config.machine_vision.enabled:
             station.machine_vision = VisionSystemServer(
-                config.machine_vision,
-                handler,
-                core.store,
-                station_id=config.station_id,
-                security=config.security,
-                on_answer=lambda a, s: station.answered(a, s, "opcua-40100"),
-            )
+                config.machine_vision, handler, core.store, station_id=sid, security=security,
+                on_answer=counted("opcua-40100"),
+            )  # fmt: skip
         if config.mqtt.enabled:
             station.mqtt = MqttHandshake(
-                config.mqtt,
-                handler,
-                station_id=config.station_id,
-                security=config.security,
-                on_answer=lambda a, s: station.answered(a, s, "mqtt"),
+                config.mqtt, handler, station_id=sid, security=security, on_answer=counted("mqtt")
             )
         station.registers = tuple(
-            RegisterHandshake(
-                plc, handler, on_answer=lambda a, s, via=via: station.answered(a, s, via)
-            )
+            RegisterHandshake(plc, handler, on_answer=counted(via))
             for via, plc in (("s7", config.s7), ("modbus", config.modbus))
             if plc.enabled
         )
@@ -206,6 +194,10 @@ class LineStation:
         self.metrics.triggers.labels(via, result).inc()
         self.metrics.latency.labels(via).observe(seconds)
         self.publisher.wake()
+
+    def counted(self, via: str) -> Callable[[Answer, float], None]:
+        """The ``on_answer`` of the handshake ``via`` (``answered``)."""
+        return partial(self.answered, via=via)
 
 
 def open_views(config: LineConfig) -> list[View]:
