@@ -274,15 +274,9 @@ def _passes(
         undelivered = exists().where(
             OutboxMessage.inspection_id == Inspection.id, OutboxMessage.delivered_at.is_(None)
         )
-        passes["rows"] = _Pass(
-            and_(
-                Inspection.product == product,
-                Inspection.blobs_pruned_at.is_not(None),
-                _older(now, policy.row_days),
-                ~undelivered,
-            ),
-            _delete_rows,
-        )
+        stripped = Inspection.product == product, Inspection.blobs_pruned_at.is_not(None)
+        old = and_(*stripped, _older(now, policy.row_days), ~undelivered)
+        passes["rows"] = _Pass(old, _delete_rows)
     return {step: _Pass(_not_protected(p.where, protected), p.act) for step, p in passes.items()}
 
 

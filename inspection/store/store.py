@@ -24,6 +24,7 @@ from inspection.store import rollups
 from inspection.store.blobs import BlobStore
 from inspection.store.models import (
     REVIEW_LABELS,
+    SHA_COLUMNS,
     Inspection,
     OutboxEntry,
     OutboxMessage,
@@ -271,11 +272,9 @@ class Store:
     def station_has_blob(self, station_id: str, sha: str) -> bool:
         """Whether any inspection of ``station_id`` refers to blob ``sha``: one probe of each
         sha column's index (migration 0006), never a table scan."""
-        columns = (Inspection.image_sha, Inspection.map_sha, Inspection.mask_sha)
-        columns += (Inspection.overlay_sha,)
         probes = [
             select(Inspection.id).where(column == sha, Inspection.station_id == station_id).limit(1)
-            for column in columns
+            for column in (getattr(Inspection, name) for name in SHA_COLUMNS)
         ]
         with self.session() as session:
             return any(session.scalar(probe) is not None for probe in probes)
@@ -291,10 +290,8 @@ class Store:
         self, filters: InspectionFilter = InspectionFilter(), *, limit: int = 50, offset: int = 0
     ) -> list[Inspection]:
         """Newest first, paged."""
-        query = _filtered(select(Inspection), filters)
-        query = (
-            query.order_by(Inspection.created_at.desc(), Inspection.id).limit(limit).offset(offset)
-        )
+        newest = (Inspection.created_at.desc(), Inspection.id)
+        query = _filtered(select(Inspection), filters).order_by(*newest).limit(limit).offset(offset)
         with self.session() as session:
             return list(session.scalars(query))
 
