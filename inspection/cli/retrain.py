@@ -12,7 +12,7 @@ from rich.console import Console
 from inspection.cli._signals import Terminated, stop_on_signals, terminate_as_interrupt
 from inspection.cli._site import site_option
 from inspection.cli.console import os_error_line
-from inspection.core.config import DEFAULT_SITE_CONFIG, load_site_config
+from inspection.core.config import DEFAULT_SITE_CONFIG, SiteConfig, load_site_config
 from inspection.core.errors import InspectionError, RegistryError
 from inspection.core.registry import Registry
 from inspection.retrain.config import load_retrain_config, retrain_config_from_mapping
@@ -21,7 +21,7 @@ from inspection.retrain.lock import RetrainBusy
 from inspection.retrain.scheduler import Housekeeping, Scheduler
 
 if TYPE_CHECKING:
-    from inspection.core.config import SiteConfig
+    from inspection.retrain.config import RetrainConfig
     from inspection.store.retention import PruneReport
 
 console = Console()
@@ -38,7 +38,7 @@ SET_OPTION = typer.Option(
 )
 
 
-def _configs(site: str | None, config: str | None):  # -> (SiteConfig, RetrainConfig)
+def _configs(site: str | None, config: str | None) -> tuple[SiteConfig, RetrainConfig]:
     """The site config and the retrain config with the site's ``retrain:`` section merged in
     (checked on its own first, so its errors name the site file)."""
     site_config = load_site_config(site)
@@ -91,20 +91,19 @@ def retrain(
     _retrain_one(product, site_config, retrain_config, actor, overrides)
 
 
-def _retrain_one(product, site_config, retrain_config, actor, overrides) -> None:
+def _retrain_one(
+    product: str, site_config: SiteConfig, retrain_config: RetrainConfig, actor: str,
+    overrides: list[str],
+) -> None:  # fmt: skip
     # deferred: pulls SQLAlchemy and Alembic (0.6 s), not needed for --help
     from inspection.retrain.pipeline import retrain_product
 
     try:
         with terminate_as_interrupt(), console.status(f"retraining {product}") as status:
             result = retrain_product(
-                product,
-                site=site_config,
-                config=retrain_config,
-                actor=actor,
-                overrides=overrides,
+                product, site=site_config, config=retrain_config, actor=actor, overrides=overrides,
                 progress=lambda message: status.update(f"{product}: {message}"),
-            )
+            )  # fmt: skip
     except RetrainBusy as exc:
         log.warning("%s", exc)
         console.print(f"[yellow]skipped:[/] {exc}")
@@ -134,7 +133,9 @@ def _retrain_one(product, site_config, retrain_config, actor, overrides) -> None
         console.print(f"  - {reason}")
 
 
-def _retrain_all(site_config, retrain_config, options: FleetOptions) -> None:
+def _retrain_all(
+    site_config: SiteConfig, retrain_config: RetrainConfig, options: FleetOptions
+) -> None:
     products = list(site_config.products) or Registry(site_config.registry_dir).products()
     if not products:
         console.print("no products: list them under 'products' in the site config")
