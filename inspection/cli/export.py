@@ -136,8 +136,7 @@ def export_command(
             require_site_key(registry.root, allow_unsigned=allow_unsigned)
         except BundleError as exc:
             raise typer.BadParameter(str(exc), param_hint="--promote") from exc
-    # torch and OpenVINO load here, after the arguments are checked: a mistake costs no wait
-    # deferred: torch (the training side)
+    # deferred: torch and OpenVINO (the training side), after the arguments are checked
     from inspection.training.export import ExportOptions
     from inspection.training.registry_export import (
         RegistryExport,

@@ -308,7 +308,6 @@ def _print_table(rows: list[dict], model: str, names: list[str]) -> None:
 
 
 def _write_rows(rows: list[dict], out: Path, fmt: str) -> Path:
-    out.mkdir(parents=True, exist_ok=True)
     target = out / f"results.{fmt}"
     if fmt == "json":
         target.write_text(json.dumps(rows, indent=2, default=str), encoding="utf-8")

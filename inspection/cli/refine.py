@@ -95,7 +95,8 @@ def evaluate(
     from inspection.runtime.predictor import load_inspector
 
     refine_config = load_refine_config(config)
-    refiners = {name: build_refiner(refine_config, name) for name in _split(methods)}
+    names = [m.strip() for m in methods.split(",") if m.strip()]
+    refiners = {name: build_refiner(refine_config, name) for name in names}
     latency_only: list[str] = []
     if sam_bundle is not None:
         # deferred: pulls OpenVINO (0.3 s), only with --sam-bundle
@@ -105,7 +106,7 @@ def evaluate(
         refiners[sam.name] = sam
         if sam.metadata.random_weights:
             latency_only.append(sam.name)
-    samples = [s for s in load_dataset(dataset).test_samples]
+    samples = list(load_dataset(dataset).test_samples)
     samples = samples[:limit] if limit > 0 else samples
     inspector = load_inspector(bundle)  # a TiledInspector for a tiled bundle
     with tqdm(total=len(samples), desc="refine evaluate", unit="img") as bar:
@@ -119,7 +120,3 @@ def evaluate(
     }
     summary = write_report(out, report)
     console.print(summary.read_text())
-
-
-def _split(methods: str) -> list[str]:
-    return [m.strip() for m in methods.split(",") if m.strip()]

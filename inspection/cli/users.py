@@ -50,7 +50,7 @@ def add(
         password = sys.stdin.readline().rstrip("\r\n")
     else:
         password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
-    user = add_user(_store(site), name, role, password)
+    user = add_user(_store(load_site_config(site)), name, role, password)
     console.print(f"added {user.role} {user.name!r}")
 
 
@@ -61,7 +61,7 @@ def list_(site: Path = SITE_OPTION) -> None:
     from inspection.store.users import list_users
 
     table = Table("name", "role", "created", "last login", "failed", "locked until")
-    for user in list_users(_store(site)):
+    for user in list_users(_store(load_site_config(site))):
         table.add_row(
             user.name,
             user.role,
@@ -79,7 +79,7 @@ def remove(name: NameArg, site: Path = SITE_OPTION) -> None:
     # deferred: alembic, sqlalchemy
     from inspection.store.users import remove_user
 
-    remove_user(_store(site), name)
+    remove_user(_store(load_site_config(site)), name)
     console.print(f"removed {name!r}")
 
 
@@ -102,7 +102,7 @@ def authenticated_admin(config: SiteConfig, name: str, param_hint: str) -> str:
             )
         password = getpass.getpass(f"password of admin {name!r}: ")
     try:
-        identity = authenticate(_store_of(config), name, password)
+        identity = authenticate(_store(config), name, password)
     except LoginError as exc:
         raise typer.BadParameter(f"{name!r}: {exc}", param_hint=param_hint) from exc
     if identity.role != "admin":
@@ -114,11 +114,7 @@ def authenticated_admin(config: SiteConfig, name: str, param_hint: str) -> str:
     return identity.name
 
 
-def _store(site: Path | None) -> Store:
-    return _store_of(load_site_config(site))
-
-
-def _store_of(config: SiteConfig) -> Store:
+def _store(config: SiteConfig) -> Store:
     # deferred: alembic, sqlalchemy
     from inspection.store.store import Store
 
