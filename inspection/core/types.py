@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 
@@ -28,11 +27,8 @@ def _check_box(box: tuple[int, int, int, int]) -> None:
 
 @dataclass(frozen=True)
 class DefectRegion:
-    """One connected defect region in input-image pixel coordinates.
-
-    ``box`` is (x0, y0, x1, y1) with exclusive upper bounds; ``peak`` is (x, y)
-    of the highest anomaly score inside the region; ``area`` is in pixels.
-    """
+    """One connected defect region in input-image pixels: ``box`` (x0, y0, x1, y1), upper
+    bounds exclusive; ``peak`` (x, y) of its highest anomaly score; ``area`` in pixels."""
 
     box: tuple[int, int, int, int]
     area: int
@@ -40,15 +36,13 @@ class DefectRegion:
     max_score: float
     mean_score: float
     area_mm2: float | None = None
-    """Area in mm² when the product has a pixel size (``core.units``)."""
+    """Area in mm² when the product has a pixel size (``core.units``); likewise the _mm sides."""
     length_mm: float | None = None
-    """``length`` in mm when the product has a pixel size."""
     length: float | None = None
     """Long side of the region's minimum-area rotated rectangle, pixels (a crack's length)."""
     width: float | None = None
     """Short side of that rectangle, pixels (a crack's width); None: not measured."""
     width_mm: float | None = None
-    """``width`` in mm when the product has a pixel size."""
 
     def __post_init__(self) -> None:
         _check_box(self.box)
@@ -104,11 +98,10 @@ class InspectionResult:
     """Regions smaller than this many pixels make no NG (``core.verdict``); None: any size."""
     alignment: AffineMatrix | None = None
     """The (2, 3) affine from reference to camera pixels when the image was aligned first
-    (``runtime.alignment``); map, mask and regions are then in the reference ``frame``."""
+    (``runtime.alignment``); map, mask and regions are then in reference pixels."""
     camera_size: tuple[int, int] | None = None
-    """(H, W) of the full-resolution image of the result's ``frame`` when it was judged on a
-    reduced working copy (``runtime.camera``): every pixel quantity is then in working pixels
-    and ``camera_regions`` scales the regions back. None: judged at full resolution."""
+    """(H, W) at full resolution when judged on a reduced working copy (``runtime.camera``):
+    pixel quantities are then working pixels, ``camera_regions`` scales the regions back."""
     input_warnings: tuple[str, ...] = ()
     """Why the image lies outside the bundle's input domain (``core.input_domain``), judged
     anyway under ``input_check: warn``; empty: inside, or not checked."""
@@ -169,11 +162,6 @@ class InspectionResult:
     @property
     def is_defective(self) -> bool:
         return self.verdict == "NG"
-
-    @property
-    def frame(self) -> Literal["camera", "reference"]:
-        """Pixel frame of map, mask and regions: "reference" after alignment, else "camera"."""
-        return "camera" if self.alignment is None else "reference"
 
     @property
     def camera_regions(self) -> tuple[DefectRegion, ...]:
