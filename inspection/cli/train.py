@@ -58,17 +58,10 @@ SET_OPTION = typer.Option(
 EVAL_DATA_OPTION = typer.Option(
     None, "--data", help="Dataset (default: the one it was trained on)."
 )
-UPDATE_OPTION = typer.Option(
-    None, "--update", help="Add good images to this product's PatchCore bank (no full refit)."
-)
 IMAGES_OPTION = typer.Option(None, "--images", help="With --update: folder of good images.")
-REVIEWED_OPTION = typer.Option(
-    False, "--reviewed", help="With --update: images reviewed good since the parent version."
-)
 VERBOSE_OPTION = typer.Option(
     False, "--verbose", help="Show library logs, warnings and progress bars (else: a log file)."
 )
-PARENT_OPTION = typer.Option(None, "--parent", help="With --update: version (default: latest).")
 
 
 def _offline() -> None:
@@ -152,10 +145,14 @@ def train_command(
     budget: float = typer.Option(
         None, "--budget", min=1, help="Seconds --auto may search (default: the product's)."
     ),
-    update: str = UPDATE_OPTION,
+    update: str = typer.Option(
+        None, "--update", help="Add good images to this product's PatchCore bank (no full refit)."
+    ),
     images: Path = IMAGES_OPTION,
-    reviewed: bool = REVIEWED_OPTION,
-    parent: str = PARENT_OPTION,
+    reviewed: bool = typer.Option(
+        False, "--reviewed", help="With --update: images reviewed good since the parent version."
+    ),
+    parent: str = typer.Option(None, "--parent", help="With --update: version (default: latest)."),
     allow_duplicates: bool = typer.Option(
         False, "--allow-duplicates", help="Train although test images copy training images."
     ),
