@@ -97,10 +97,7 @@ class GlobalContext:
     def distances(
         self, images: list[np.ndarray] | None = None, pooled: np.ndarray | None = None
     ) -> dict[str, np.ndarray]:
-        """Raw Mahalanobis distances per component, each (N,) float64.
-
-        ``images``: (H, W, 3) uint8 RGB; ``pooled``: (N, D) pooled backbone features.
-        """
+        """Raw Mahalanobis distances per component, each (N,) float64 (``component_vectors``)."""
         vectors = component_vectors(self.components, images, pooled)
         return {name: self.gaussians[name].distance(v) for name, v in vectors.items()}
 
@@ -182,11 +179,8 @@ def colour_statistics(image: np.ndarray) -> np.ndarray:
 
 
 def frequency_statistics(image: np.ndarray) -> np.ndarray:
-    """(RADIAL_BINS + ANGULAR_BINS,) float64: log spectral power in rings and in sectors.
-
-    Rings capture scale and density (a finer weave moves power outwards); sectors capture
-    orientation (a rotated pattern moves power between sectors). DC is excluded.
-    """
+    """(RADIAL_BINS + ANGULAR_BINS,) float64: log spectral power (DC excluded) in rings, for
+    scale and density (a finer weave moves power outwards), and in sectors, for orientation."""
     grey = cv2.cvtColor(_small(image), cv2.COLOR_RGB2GRAY).astype(np.float64)
     grey = (grey - grey.mean()) * np.outer(np.hanning(STATS_SIZE), np.hanning(STATS_SIZE))
     power = np.abs(np.fft.fftshift(np.fft.fft2(grey))) ** 2
@@ -236,11 +230,8 @@ def component_vectors(
 
 
 def images_of_input(batch: np.ndarray, prep: Preprocessing) -> list[np.ndarray]:
-    """Undo the normalisation of (N, 3, h, w) model input -> N (h, w, 3) float32 RGB in [0, 1].
-
-    Colour and frequency statistics are taken from the tensor the model sees, so training
-    and the station compute them from the same pixels.
-    """
+    """Undo the normalisation of (N, 3, h, w) model input -> N (h, w, 3) float32 RGB in [0, 1]:
+    training and the station take colour and frequency statistics from the same pixels."""
     if batch.ndim != 4 or batch.shape[1] != 3:
         raise ValueError(f"expected (N, 3, h, w) model input, got {batch.shape}")
     mean = np.asarray(prep.mean, dtype=np.float32)[:, None, None]

@@ -33,8 +33,7 @@ from inspection.core.tiling import TilingSpec
 from inspection.core.units import PhysicalUnits
 
 MODEL_KINDS = ("patchcore", "stfpm", "padim")
-# PaDiM's covariance per grid cell (training.models.padim.gaussian): anomalib's sample covariance + 0.01 I,
-# or scikit-learn's shrinkage estimators (LedoitWolf, OAS) toward a scaled identity.
+# PaDiM's covariance per cell: sample covariance + 0.01 I (anomalib's), LedoitWolf or OAS
 COVARIANCE_ESTIMATORS = ("ridge", "ledoit_wolf", "oas")
 IMAGE_SCORES = ("patch", "map_peak")
 BANK_VIEWS = ("hflip", "vflip", "rot90")
@@ -42,7 +41,7 @@ BANK_VIEWS = ("hflip", "vflip", "rot90")
 
 
 def check_kind(kind: str) -> str:
-    """Return ``kind`` if it is a known model kind, else raise ``ConfigError`` (a ValueError)."""
+    """``kind`` if it is a known model kind, else ``ConfigError`` (a ValueError)."""
     if kind not in MODEL_KINDS:
         raise ConfigError(f"unknown model kind {kind!r}; valid kinds: {', '.join(MODEL_KINDS)}")
     return kind
@@ -79,39 +78,27 @@ class ModelConfig:
     coreset_sampling_ratio: float = 0.01
     num_neighbors: int = 9
     memory_bank_max: int | None = 8192  # rows; the coreset ratio shrinks past it (None: no cap)
-    # PatchCore: patch rows held as float32 up to this many GB, past it as float16.
-    rows_budget_gb: float = 0.25
-    # PatchCore: the served kNN on the bank's top-k principal directions
-    # (runtime.graph.project_patch_distances); None: exact.
-    knn_rank: int | None = None
-    # PatchCore: a local colour-statistics model fused into the graph (training.models.patchcore.local_stats):
-    # false | true | auto (kept only when it helps on the validation split).
+    rows_budget_gb: float = 0.25  # patch rows held as float32 up to this many GB, then float16
+    knn_rank: int | None = None  # served kNN on the bank's top-k principal directions; None: exact
+    # a local colour-statistics model fused into the graph: auto keeps it when it helps
     local_statistics: bool | Literal["auto"] = False
-    # PatchCore image score (training.models.patchcore.image_score): "patch", anomalib's largest patch distance,
-    # or "map_peak", the peak of the anomaly map after an extra Gaussian blur of sigma
-    # ``image_score_blur`` (a fraction of the map side; 0: none; auto: chosen on validation).
+    # "patch", anomalib's largest patch distance, or "map_peak", the map's peak after a Gaussian
+    # blur of sigma ``image_score_blur`` (a fraction of the map side; auto: chosen on validation)
     image_score: str = "patch"
     image_score_blur: float | Literal["auto"] = 0.0
-    # PatchCore: flipped / rotated views of each training image added to the bank's patches
-    # (training.augment.VIEWS: hflip, vflip, rot90); empty: the images as they are.
-    bank_augment: tuple[str, ...] = ()
+    bank_augment: tuple[str, ...] = ()  # views of each training image added to the bank
     # STFPM
     max_epochs: int = 5
-    # PaDiM: backbone channels kept (a seeded random subset) per grid cell's Gaussian; None:
-    # every channel. The bundle's size grows with its square.
+    # PaDiM: a seeded subset of backbone channels per cell (None: all; size grows with its square)
     n_features: int | None = None
-    # PaDiM: how each cell's covariance is estimated (``COVARIANCE_ESTIMATORS``).
     covariance: str = "ridge"
-    # Global context (inspection.core.global_context): components fused with the local score,
-    # e.g. [features, colour, frequency]; empty = local score only.
+    # components fused with the local score (core.global_context); empty: local score only
     global_context: tuple[str, ...] = ()
-    # How the image threshold is set (core.operating_point): a false-reject budget by default.
     operating_point: OperatingPoint = field(default_factory=OperatingPoint)
-    # PatchCore: score every training image with a bank fitted on the other folds, for more
-    # good calibration scores (training.models.patchcore.out_of_fold); 0 = validation good images only.
+    # PatchCore: training images scored by banks fitted on the other folds, for more good
+    # calibration scores (training.models.patchcore.out_of_fold); 0: validation good images only
     calibration_folds: int = 5
-    # Significant bits of 16-bit images: the product's ``image_bits``, the bundle's source_bits.
-    image_bits: int = DEFAULT_SOURCE_BITS
+    image_bits: int = DEFAULT_SOURCE_BITS  # the product's; the bundle's source_bits
 
     def __post_init__(self) -> None:
         check_kind(self.kind)
@@ -201,11 +188,10 @@ class ProductConfig:
     the model config's (a 1 % false-reject budget unless set there)."""
     image_bits: int = DEFAULT_SOURCE_BITS
     """Significant bits of the camera's 16-bit images (12: values 0..4095), applied by training
-    and, through the bundle's ``preprocessing.source_bits``, by every station
-    (``core.images.narrow_to_8_bits``); 16: the high byte. 8-bit images are unaffected."""
+    and, through the bundle's ``preprocessing.source_bits``, by every station; 16: the high
+    byte. 8-bit images are unaffected."""
     input_domain: DomainTolerance = field(default_factory=DomainTolerance)
-    """How far the station accepts images unlike the training images (``aspect_tolerance``,
-    ``min_side_fraction``; ``core.input_domain``), recorded in each bundle at export."""
+    """How far a station accepts images unlike the training ones (``core.input_domain``)."""
 
     def __post_init__(self) -> None:
         _check(self.auto_budget_s > 0, "auto_budget_s", "must be positive seconds")
