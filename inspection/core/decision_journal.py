@@ -159,7 +159,6 @@ class DecisionJournal:
         """Append a new threshold version (normalised, 0 < value < 1) for ``bundle_id`` (None:
         any); ``budget``: the false-reject budget it was chosen for. Signed with the site key
         when this machine holds it, unless ``sign`` is False (a copy of an unsigned version)."""
-        signing_key = site_signing_key(self.root) if sign else None
         try:
             value = check_threshold(value)
         except ValueError as exc:
@@ -175,10 +174,8 @@ class DecisionJournal:
                 )  # fmt: skip
             except ConfigError as exc:
                 raise RegistryError(str(exc)) from exc
-            row = version.row()
-            if signing_key is not None:
-                row = sign_record(row, signing_key)
-                version = from_mapping(ThresholdVersion, row, "signed threshold")
+            row = self._signed(version.row()) if sign else version.row()
+            version = from_mapping(ThresholdVersion, row, "signed threshold")
             append_jsonl(product_dir(self.root, product) / "thresholds.jsonl", row)
             self._append_event(
                 product, "threshold", actor=actor, reason=reason, value=float(value),

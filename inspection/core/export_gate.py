@@ -136,14 +136,10 @@ class ExportRecord:
 
     def to_mapping(self) -> dict[str, Any]:
         """The keys to merge into a bundle's metrics mapping (None fields left out)."""
-        data: dict[str, Any] = {}
-        if self.gate is not None:
-            data["gate"] = to_mapping(self.gate)
-        if self.reference_fp32 is not None:
-            data["reference_fp32"] = self.reference_fp32.to_mapping()
-        if self.image_auroc_drop is not None:
-            data["image_auroc_drop"] = self.image_auroc_drop
-        return data
+        reference = None if self.reference_fp32 is None else self.reference_fp32.to_mapping()
+        data = {"gate": to_mapping(self.gate), "reference_fp32": reference,
+                "image_auroc_drop": self.image_auroc_drop}  # fmt: skip
+        return {k: v for k, v in data.items() if v is not None}
 
     @classmethod
     def from_metrics(cls, metrics: Mapping[str, Any], where: str = "metrics") -> ExportRecord:
@@ -153,10 +149,9 @@ class ExportRecord:
         drop = metrics.get("image_auroc_drop")
         if drop is not None and (isinstance(drop, bool) or not isinstance(drop, (int, float))):
             raise ConfigError(f"{where}.image_auroc_drop: expected a number, got {drop!r}")
-        if reference is not None and not isinstance(reference, Mapping):
-            raise ConfigError(f"{where}.reference_fp32: expected a mapping, got {reference!r}")
-        if gate is not None and not isinstance(gate, Mapping):
-            raise ConfigError(f"{where}.gate: expected a mapping, got {gate!r}")
+        for key, value in (("reference_fp32", reference), ("gate", gate)):
+            if value is not None and not isinstance(value, Mapping):
+                raise ConfigError(f"{where}.{key}: expected a mapping, got {value!r}")
         return cls(
             gate=None if gate is None else from_mapping(GateRecord, gate, f"{where}.gate"),
             reference_fp32=None if reference is None else EvaluationMetrics.from_mapping(reference),
