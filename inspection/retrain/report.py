@@ -45,17 +45,14 @@ def write_report(
     figures = {"roc": "roc.png", "scores": "scores.png"}
     _plot_roc(out_dir / figures["roc"], evaluations, labels)
     _plot_scores(out_dir / figures["scores"], evaluations, labels)
+    champion = evaluations.get("champion")
     report = RetrainReport(
-        run=dict(run),
-        finished_at=str(run.get("finished_at") or ""),
-        decision="promote" if decision.promote else "keep",
-        reasons=tuple(decision.reasons),
+        run=dict(run), finished_at=str(run.get("finished_at") or ""),
+        decision="promote" if decision.promote else "keep", reasons=tuple(decision.reasons),
         challenger=_model_entry(evaluations["challenger"]),
-        champion=_model_entry(evaluations["champion"]) if "champion" in evaluations else None,
-        policy=to_mapping(policy),
-        data=data.summary(),
-        figures=figures,
-    )
+        champion=None if champion is None else _model_entry(champion),
+        policy=to_mapping(policy), data=data.summary(), figures=figures,
+    )  # fmt: skip
     path = write_retrain_report(report, out_dir / "report.json")
     (out_dir / "report.md").write_text(_markdown(report), encoding="utf-8")
     log.info("wrote retrain report %s", path)
@@ -64,13 +61,11 @@ def write_report(
 
 def _model_entry(evaluation: BundleEvaluation) -> ModelEvaluation:
     return ModelEvaluation(
-        bundle_id=evaluation.bundle_id,
-        model_version=evaluation.model_version,
-        threshold=float(evaluation.threshold),
-        metrics=evaluation.gate_metrics(),
+        bundle_id=evaluation.bundle_id, model_version=evaluation.model_version,
+        threshold=float(evaluation.threshold), metrics=evaluation.gate_metrics(),
         full_metrics=json.loads(json.dumps(evaluation.metrics.to_mapping(), default=float)),
         scores=tuple(round(float(s), 6) for s in evaluation.scores),
-    )
+    )  # fmt: skip
 
 
 def _fmt(value: Any, digits: int = 4) -> str:

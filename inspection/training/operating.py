@@ -1,12 +1,10 @@
 """Training's side of the operating point: good calibration scores and the calibration.
 
-``calibration_good_scores``: out-of-fold scores of the training images (PatchCore with
-``calibration_folds`` >= 2, ``training.models.patchcore.out_of_fold``; PaDiM, ``training.models.padim.gaussian``), else none. ``calibrate_predictions``:
-the torch-free ``core.calibration.calibrate`` on the validation predictions with those scores.
-``good_score_record``: what the registry keeps so each exported bundle can carry the
-out-of-fold scores into its own score space (``core.operating_point.fit_transfer``).
+Out-of-fold scores of the training images (PatchCore's ``out_of_fold``, PaDiM's ``gaussian``)
+join the good validation scores that set the threshold; the registry keeps them so that each
+exported bundle can carry them into its own score space (``core.operating_point.fit_transfer``).
 A model fusing local statistics calibrates only on good scores its standardisers did not see
-(``training.models.patchcore.local_stats.standardiser_images``): the other folds' out-of-fold scores.
+(``training.models.patchcore.local_stats.standardiser_images``): the other folds'.
 """
 
 from __future__ import annotations
