@@ -37,12 +37,9 @@ class LabelledImage(Protocol):
 
 @dataclass(frozen=True)
 class RawOutputs:
-    """Raw (not normalised) outputs on N labelled images, at the map resolution.
-
-    scores (N,) float64; maps (N, h, w) float32; labels (N,) int64 0 good / 1 defective;
-    masks (N, h, w) bool ground truth resized (nearest) to the map; mask_known (N,) bool,
-    False for a defective image without a mask file; defect_types N names.
-    """
+    """Raw outputs on N labelled images: scores (N,) float64, maps (N, h, w) float32, labels
+    (N,) int64 0 good / 1 defective, masks (N, h, w) bool resized (nearest) to the map,
+    mask_known (N,) False for a defective image without a mask file, N defect_types."""
 
     scores: np.ndarray
     maps: np.ndarray
@@ -85,8 +82,7 @@ class RawOutputs:
         )
 
     def calibrate(self, point: OperatingPoint | None = None) -> Calibration:
-        """The calibration these outputs set at ``point`` (default: a 1 % false-reject
-        budget) when run on the validation split."""
+        """The calibration these validation outputs set at ``point`` (``calibrate``)."""
         return calibrate(
             self.scores,
             self.maps,

@@ -18,12 +18,9 @@ DEFAULT_MIN_GAIN = 0.01
 
 @dataclass(frozen=True)
 class RefinementChoice:
-    """``method`` the station runs on NG results ("none": the judged mask as is).
-
-    ``pixel_f1`` and ``region_iou`` (mean per image; {} in older choices): per candidate and
-    ``"raw"``, on ``images`` defective validation images, measured resized to ``max_side``
-    (None: full resolution).
-    """
+    """``method`` the station runs on NG results ("none": the judged mask as is), chosen on
+    ``pixel_f1`` and mean image ``region_iou`` ({} in older choices) of each candidate and
+    ``"raw"`` on ``images`` defective validation images resized to ``max_side`` (None: full)."""
 
     method: RefinerMethod
     split: str = "validation"
@@ -84,10 +81,8 @@ def choose_method(
     region_iou: dict[str, float | None] | None = None,
 ) -> RefinerMethod:
     """The candidate with the highest pixel F1 if it beats ``pixel_f1["raw"]`` by ``min_gain``
-    and, when ``region_iou`` is given, does not lower the raw mask's mean image IoU.
-
-    ``None`` figures (nothing to measure) never win; without a raw figure the answer is "none".
-    """
+    and does not lower the raw mask's ``region_iou`` (when given); None figures never win,
+    and without a raw figure the answer is "none"."""
     raw = pixel_f1.get("raw")
     if raw is None:
         return "none"

@@ -1,11 +1,10 @@
 """Regions of interest (torch-free): include/exclude polygons -> a boolean mask -> masked outputs.
 
-Polygons are in pixels of the product's reference image and scale to any image or map size.
-Inside = (union of ``include``, or everything) minus (union of ``exclude``). ``apply_roi`` is
-the one place outputs are masked: the map outside is zeroed and the score becomes ``score *
-max(map inside) / max(map)``, unchanged when the peak is inside, so a peak outside can no
-longer raise an NG. Training uses the same ROI (``RoiTraining``): patches and tiles outside it
-are neither trained on nor inspected.
+Polygons are in pixels of the product's reference image and scale to any size. Inside = (union
+of ``include``, or everything) minus (union of ``exclude``). ``apply_roi`` is the one place
+outputs are masked: the map outside is zeroed and the score becomes ``score * max(map inside) /
+max(map)``, so a peak outside can no longer raise an NG. Training uses the same ROI
+(``RoiTraining``): patches and tiles outside it are neither trained on nor inspected.
 """
 
 from __future__ import annotations
@@ -84,14 +83,10 @@ def _mask(spec: RoiSpec, height: int, width: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class RoiTraining:
-    """How a version's training used its product's ROI (registry record and bundle metadata).
-
-    ``roi``: the spec training masked with (an export refuses a different one);
-    ``inside_fraction``: share of the training input pixels inside it; ``patches_kept`` /
-    ``patches_total``: PatchCore patch embeddings that entered the coreset vs all collected
-    (None for STFPM, whose loss ignores the outside positions); ``tiles_kept`` /
-    ``tiles_total``: training tiles with an ROI pixel vs all (None when not tiled).
-    """
+    """How a version's training used its product's ROI (``roi``; an export refuses another):
+    ``inside_fraction`` of the input pixels; PatchCore patches that entered the coreset of all
+    collected (None for STFPM, whose loss ignores the outside); tiles with an ROI pixel of all
+    (None when not tiled)."""
 
     roi: RoiSpec
     inside_fraction: float
@@ -139,7 +134,7 @@ def apply_roi(raw_score: float, raw_map: np.ndarray, roi: RoiSpec) -> tuple[floa
 def apply_roi_batch(
     raw_scores: np.ndarray, raw_maps: np.ndarray, roi: RoiSpec | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``apply_roi`` over (N,) scores and (N, h, w) maps; unchanged when ``roi`` is None."""
+    """``apply_roi`` over (N,) scores and (N, h, w) maps (``roi`` None: unchanged)."""
     if roi is None:
         return raw_scores, raw_maps
     pairs = [apply_roi(float(s), m, roi) for s, m in zip(raw_scores, raw_maps, strict=True)]
