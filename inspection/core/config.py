@@ -45,11 +45,8 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
 
 
 def from_mapping(cls: type[T], data: Mapping[str, Any] | None, where: str = "config") -> T:
-    """Build the frozen dataclass ``cls`` from ``data``.
-
-    Unknown keys raise ``ConfigError`` naming the key and the valid ones; nested
-    dataclasses, tuples and scalar types are converted and checked.
-    """
+    """Build the frozen dataclass ``cls`` from ``data``: unknown keys raise ``ConfigError``
+    naming the key and the valid ones; nested dataclasses, tuples and scalars are checked."""
     data = dict(data or {})
     if not dataclasses.is_dataclass(cls):
         raise TypeError(f"{cls!r} is not a dataclass")
@@ -225,8 +222,8 @@ def default_configs_dir() -> Path:
 
 
 def folder_of(config_file: str | Path) -> Path:
-    """The configs folder of a config file read from ``config_file`` when the file names none:
-    the file's own folder, whatever the working directory (site, station and line configs)."""
+    """The configs folder of a config file that names none: its own folder, whatever the
+    working directory (site, station and line configs)."""
     return Path(config_file).parent
 
 

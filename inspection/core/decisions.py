@@ -1,9 +1,8 @@
-"""Decisions that change a verdict, as signed, versioned records: threshold versions, the live
-pointer and the generic ``Decision`` (ROI, a forced gate-refused bundle).
-
-Each is a flat JSON row (who, when, why, which bundle) signed with the site key over every
-other field (``core.signing.sign_record``) when the writing machine holds it. A station
-pinning the key serves only rows that verify (``refusal``); the last good one keeps serving.
+"""Decisions that change a verdict as signed, versioned records: threshold versions, the live
+pointer and the generic ``Decision`` (ROI, a forced gate-refused bundle). Each is a flat JSON
+row (who, when, why, which bundle) signed with the site key when the writing machine holds it
+(``core.signing.sign_record``); a station pinning the key serves only rows that verify
+(``refusal``), and the last good one keeps serving.
 """
 
 from __future__ import annotations

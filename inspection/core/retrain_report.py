@@ -1,9 +1,7 @@
-"""The retrain report: one schema, written by retraining and read by the dashboard.
+"""The retrain report (``report.json``), written by retraining and read by the dashboard.
 
-``report.json`` carries ``schema_version``. Version 1 is :class:`RetrainReport` as mapped by
-:func:`inspection.core.config.to_mapping`; files written before the schema existed (no
-``schema_version``) hold the same keys plus a few redundant ones and are read by
-:func:`read_retrain_report` too. Torch-free: the station side and the dashboard read it.
+Schema 1 is ``RetrainReport`` as ``core.config.to_mapping`` maps it; files written before the
+schema (no ``schema_version``) hold the same keys plus a few redundant ones and read too.
 """
 
 from __future__ import annotations

@@ -1,10 +1,9 @@
 """A bundle's labelled scores (``validation_scores.json``): export writes, the dashboard reads.
 
-Export writes the bundle's normalised image scores on the held-out split (``{"split",
-"scores", "labels", "defect_types", "names"}``), checksummed with the bundle; read from a
-bundle the file is taken as verified (``core.signing.read_verified``, under the signature when
-the site has a public key), so what the dashboard shows is what export signed. Hand-made files
-may list ``{"samples": [{"score": 0.12, "label": "good"}, ...]}`` and a ``note`` instead.
+Export writes the bundle's normalised image scores on the held-out split, checksummed with the
+bundle; read from a bundle the file is taken as verified (under the signature when the site has
+a public key), so the dashboard shows what export signed. Hand-made files may list
+``{"samples": [{"score": 0.12, "label": "good"}, ...]}`` and a ``note`` instead.
 """
 
 from __future__ import annotations
@@ -33,12 +32,9 @@ _EXPECTED = "expected {'scores': [...], 'labels': [0|1, ...]}"
 
 @dataclass(frozen=True)
 class ValidationScores:
-    """Normalised image scores in [0, 1] with labels (0 good, 1 defective), one per image.
-
-    ``defect_types`` and ``names``: one per image when recorded (export does), else empty;
-    ``split``: which labelled split the scores are on; ``note``: free text of hand-made files;
-    ``seeded``: demo data written by ``scripts/seed_dashboard.py``, not model output.
-    """
+    """Normalised image scores in [0, 1] with labels (0 good, 1 defective), one per image;
+    ``defect_types`` and ``names`` one per image or empty; ``note``: free text of hand-made
+    files; ``seeded``: demo data of ``scripts/seed_dashboard.py``, not model output."""
 
     scores: tuple[float, ...]
     labels: tuple[int, ...]

@@ -69,12 +69,8 @@ class VersionStore:
         weights: Mapping[str, Any] | None = None,
         extra: Mapping[str, Any] | None = None,
     ) -> ModelRecord:
-        """Create the next immutable version; ``write_files(dir)`` puts artefacts in it.
-
-        Args:
-            config, dataset, metrics, packages, weights, extra: the record's sections
-                (``core.model_record.ModelRecord``), copied as given.
-        """
+        """Create the next immutable version; ``write_files(dir)`` puts artefacts in it; the
+        other arguments are the record's sections (``ModelRecord``), copied as given."""
         with product_lock(self.root, product):
             versions_dir = product_dir(self.root, product) / "versions"
             versions_dir.mkdir(parents=True, exist_ok=True)
