@@ -212,7 +212,7 @@ def _renderer(product: str, size: int) -> Renderer:
             return _finish(image, level, finish_rng), mask
 
         return render_global
-    spec = _product_spec(product)
+    spec = PRODUCTS.get(product) or EVAL_PRODUCTS[product]  # checked by defect_kinds
     texture = load_texture(spec)
     defects = TISSUE_DEFECTS if product in EVAL_PRODUCTS else DEFECTS
     return lambda seed, kind: render_sample(texture, spec, size, seed, kind, defects)
@@ -414,11 +414,6 @@ def _check_product(product: str) -> None:
         raise DatasetError(
             f"unknown demo product {product!r}; valid products: {', '.join(ALL_PRODUCTS)}"
         )
-
-
-def _product_spec(product: str) -> TextureSpec:
-    _check_product(product)
-    return PRODUCTS[product] if product in PRODUCTS else EVAL_PRODUCTS[product]
 
 
 def prepare_folder(out: Path, params: dict, kinds: Sequence[str] | None = None) -> None:
