@@ -1,7 +1,5 @@
-"""How a product's images are registered to its reference image (the spec; torch-free).
-
-The algorithm is ``inspection.runtime.alignment``. The spec travels in the product config and
-the bundle metadata, with the reference image itself a checksummed bundle file.
+"""How a product's images are registered to its reference image: the spec (product config and
+bundle metadata; the reference is a checksummed bundle file). The algorithm: ``runtime.alignment``.
 """
 
 from __future__ import annotations

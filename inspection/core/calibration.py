@@ -38,11 +38,8 @@ OPERATING_POINT_METHOD = "operating-point"
 
 @dataclass(frozen=True)
 class Normalization:
-    """Min-max normalisation of raw model outputs to [0, 1] with the threshold at 0.5.
-
-    normalised = clip((raw - threshold_raw) / (max - min) + 0.5, 0, 1), as anomalib's
-    post-processor does; image scores and anomaly maps each have their own stats.
-    """
+    """Min-max normalisation of raw outputs, as anomalib's post-processor: normalised =
+    clip((raw - threshold_raw) / (max - min) + 0.5, 0, 1), apart for image scores and maps."""
 
     image_threshold_raw: float
     pixel_threshold_raw: float

@@ -204,12 +204,8 @@ class DecisionJournal:
         bundle_id: str | None = None,
     ) -> Decision:
         """Append the next ``kind`` decision for ``product`` (signed with the site key when this
-        machine holds it) and an audit event saying who and why.
-
-        Args:
-            value: what was decided, a JSON object (per kind: ``DecisionKind``).
-            bundle_id: the bundle it is for; None: any bundle of the product.
-        """
+        machine holds it) and an audit event: ``value`` per ``DecisionKind``, for ``bundle_id``
+        (None: any bundle of the product)."""
         with product_lock(self.root, product):
             number = len(self.decisions(product, kind)) + 1
             try:

@@ -1,12 +1,10 @@
 """Global-context anomaly score: image-level statistics judged against normal images. Torch-free.
 
 Patch models miss changes of the whole image (thread density, colour cast, angle), so each
-image is also described by "components": ``features`` (backbone maps average-pooled per
-channel, from the graph), ``colour`` (mean and std of RGB and HSV) and ``frequency`` (log
-spectrum power in radial rings and angular sectors). Each is a Gaussian of normal training
-images (``training.global_context``) scored by Mahalanobis distance and standardised, with the
-local raw score, on the good validation images. ``fuse``: the fused z-score is the maximum;
-the component reaching it "drove" the verdict.
+image is also described by components: ``features`` (backbone maps average-pooled per channel),
+``colour`` and ``frequency``, each a Gaussian of normal training images scored by Mahalanobis
+distance and standardised, with the local raw score, on the good validation images. ``fuse``:
+the fused z-score is the maximum; the component reaching it "drove" the verdict.
 """
 
 from __future__ import annotations

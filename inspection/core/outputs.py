@@ -1,9 +1,5 @@
-"""A model's raw outputs on labelled images, and the two things done with them (torch-free).
-
-Export runs a bundle (``training.export.run_bundle``), tiled training runs the torch model
-over tiles (``training.tiled.predict_tiled``); both hand over ``RawOutputs``, which calibrate
-themselves (``core.calibration.calibrate``) and are measured at a calibration through the one
-verdict rule (``core.export_gate.measure``).
+"""A model's raw outputs on labelled images (export's bundle run, tiled training's torch run),
+which calibrate themselves and are measured at a calibration through the one verdict rule.
 """
 
 from __future__ import annotations

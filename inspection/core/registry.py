@@ -1,9 +1,5 @@
-"""Model registry on disk, one folder per product: the one door to its two halves.
-
-Versions and bundles (``<product>/versions/``, ``bundles/``) are ``core.version_store``'s; the
-signed records (``live.json``, ``thresholds.jsonl``, ``decisions.jsonl``) and the audit log
-(``events.jsonl``) ``core.decision_journal``'s. Every write goes through a per-product file
-lock and an atomic rename or append, so a crash leaves the old state or the new one.
+"""Model registry on disk, one folder per product: the one door to its two halves, versions and
+bundles (``core.version_store``) and the signed records and audit log (``core.decision_journal``).
 """
 
 from __future__ import annotations

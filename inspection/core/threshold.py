@@ -1,12 +1,6 @@
-"""The threshold rule, the one home of the OK/NG decision on a score.
-
-- ``check_threshold``: an image threshold lies strictly between 0 and 1 (normalised scores).
-- ``is_ng``: NG exactly when ``score >= threshold``.
-- ``verdict_of``: that, and (with a minimum defect area) the largest region must reach it.
-
-The ground floor of ``core``: the result record (``core.types``) checks its verdict with it,
-the segmentation rule (``core.verdict``), the registry and every stage use it; it imports
-nothing of the package.
+"""The threshold rule, the one home of the OK/NG decision on a score: NG exactly when ``score
+>= threshold`` (``is_ng``), with a minimum defect area also when the largest region reaches it
+(``verdict_of``). The ground floor of ``core``: it imports nothing of the package.
 """
 
 from __future__ import annotations

@@ -1,11 +1,10 @@
 """Tiled inspection at native resolution (torch-free): the tile grid, cutting and stitching.
 
-A 2448×2048 image resized to 256 px makes a 15-pixel scratch two pixels wide. With a
-``TilingSpec`` the image is resized by ``scale`` (1.0: native) and cut into ``tile_size``
-tiles every ``stride`` pixels, the last of each axis aligned to the edge (no padding); the
-tile maps are stitched back. ``mean`` stitching (default) averages overlaps, halving the seam
-artefact of a tile edge's cut-off receptive field; ``max`` keeps the worse view (seams become
-false alarms) for products where a defect seen by one tile must never be diluted.
+A 2448×2048 image resized to 256 px makes a 15-pixel scratch two pixels wide, so a
+``TilingSpec`` image is cut into tiles at ``scale``, the last of each axis flush with the edge
+(no padding), and the tile maps are stitched back. ``mean`` stitching (default) averages
+overlaps, halving the seam artefact of a tile edge's cut-off receptive field; ``max`` keeps the
+worse view (seams become false alarms) where one tile's defect must never be diluted.
 """
 
 from __future__ import annotations
@@ -24,13 +23,9 @@ BLEND_MODES: tuple[str, ...] = ("mean", "max")
 
 @dataclass(frozen=True)
 class TilingSpec:
-    """How a product's images are tiled; carried by the registry record and the bundle.
-
-    - ``tile_size``: (height, width) of one tile, equal to the model input size;
-    - ``stride``: (dy, dx) between tile origins, at most ``tile_size`` (no gaps);
-    - ``scale``: factor applied to the image before tiling (1.0: native resolution);
-    - ``blend``: how overlapping tile maps are combined (see the module docstring).
-    """
+    """How a product's images are tiled (registry record and bundle): ``tile_size`` (h, w), the
+    model input size; ``stride`` (dy, dx) at most ``tile_size`` (no gaps); ``scale`` applied
+    before tiling (1.0: native); ``blend`` of overlapping tile maps."""
 
     tile_size: tuple[int, int]
     stride: tuple[int, int]
@@ -106,11 +101,8 @@ def axis_starts(length: int, tile: int, stride: int) -> list[int]:
 
 
 def cut(array: np.ndarray, grid: TileGrid, *, channels_first: bool = False) -> np.ndarray:
-    """Tiles of an array at the grid's working size.
-
-    ``array``: (H, W, ...) (or (C, H, W) with ``channels_first``) -> (N, th, tw, ...)
-    (or (N, C, th, tw)), a copy in grid order.
-    """
+    """Tiles of an array at the grid's working size, a copy in grid order: (H, W, ...) ->
+    (N, th, tw, ...), or with ``channels_first`` (C, H, W) -> (N, C, th, tw)."""
     spatial = array.shape[1:3] if channels_first else array.shape[:2]
     if tuple(spatial) != grid.size:
         raise ValueError(f"array is {tuple(spatial)}, the grid expects {grid.size}")
@@ -121,12 +113,8 @@ def cut(array: np.ndarray, grid: TileGrid, *, channels_first: bool = False) -> n
 
 
 def stitch(tile_maps: np.ndarray, grid: TileGrid, blend: BlendMode = "mean") -> np.ndarray:
-    """(N, th, tw) tile maps -> (H, W) float32 map at the grid's working size.
-
-    ``mean`` averages the tiles covering each pixel (accumulated in float64, so a map split by
-    ``cut`` and stitched again comes back exactly); ``max`` keeps the highest. Pixels no tile
-    covers (a grid of the tiles inside an ROI, ``TileGrid.inside``) are 0.
-    """
+    """(N, th, tw) tile maps -> (H, W) float32 map at the grid's working size; ``mean`` sums in
+    float64, so a map ``cut`` and stitched comes back exactly. Pixels no tile covers are 0."""
     tile_maps = np.asarray(tile_maps)
     if tile_maps.shape != (len(grid), *grid.tile_size):
         raise ValueError(f"tile maps must be {(len(grid), *grid.tile_size)}, got {tile_maps.shape}")
