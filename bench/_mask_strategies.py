@@ -214,7 +214,8 @@ def _runs(on: dict[str, Split], norm: Normalization, seg: Segmentation, refiners
 
 def evaluate(products: list[str], work: Path, out: Path) -> None:
     report: dict = {"cpu": cpu_description(), "load_before": load_average(), "work": str(work),
-                    "before": BEFORE, "after": AFTER, "products": {}}  # fmt: skip
+                    "before": "the bundle as exported", "after": "the segmentation calibration "
+                    "selects now on the same validation outputs", "products": {}}  # fmt: skip
     refiners = _refiners()
     for product in products:
         val, test, norm, seg = load(work, product)
@@ -256,6 +257,7 @@ def evaluate(products: list[str], work: Path, out: Path) -> None:
         print(product, entry["segmentation"], {w: c["kept"] for w, c in choice.items()}, flush=True)
         save_report(out, "evaluation", report, default=float)  # kept if a later product fails
     report["load_after"] = load_average()
+    report["notes"] = notes(out)
     save_report(out, "evaluation", report, markdown(report, DEMO, EVALUATION), default=float)
 
 
@@ -264,7 +266,14 @@ def rewrite(products: list[str], work: Path, out: Path) -> None:
     import json
 
     report = json.loads((out / "evaluation.json").read_text(encoding="utf-8"))
+    report["notes"] = notes(out)
     (out / "evaluation.md").write_text(markdown(report, DEMO, EVALUATION), encoding="utf-8")
+
+
+def notes(out: Path) -> str:
+    """The measured findings written by hand (``evaluation_notes.md``), put under the levels."""
+    path = out / "evaluation_notes.md"
+    return path.read_text(encoding="utf-8").strip() if path.is_file() else ""
 
 
 # --------------------------------------------------------------- report
@@ -277,44 +286,6 @@ HEADERS = (
     "false regions per good part", "area error, judged-NG parts", "region recall, all",
 )  # fmt: skip
 TARGET, THIN_TARGET = 0.75, 0.5
-COLLAPSE = (
-    "**Leave-one-kind-out changed one choice.** Validation holds 2 defective parts per kind on "
-    "brick, part and tissue (9 on the others). The families' held-out scores (first table) keep "
-    "the level the mean over kinds chose on all but brick: the whole grid on grass, gravel and "
-    "tissue, the global thresholds on weave, global 0.5 on part. On brick the adaptive candidates "
-    "chosen on three kinds served the fourth worse (held out 0.634 against 0.710 for global "
-    "0.5), so brick moved from adaptive (floor 0.276) to global 0.5; on its test parts judged-NG "
-    "pixel F1 fell 0.528 -> 0.509 (Δ [-0.130, +0.122]) and thin kinds 0.322 -> 0.267 (Δ "
-    "[-0.088, -0.023]), stain rose 0.591 -> 0.679. Nothing moved on the evaluation family.\n\n"
-    "**Why the chosen level collapses to the peaks.** The kinds want levels an order of "
-    "magnitude apart (columns below): part's missing holes and specks 0.50-0.52, its burrs 0.07 "
-    "and chips 0.12; weave's missing threads 0.61, its tint 0.05; tissue's smudges 0.45, its "
-    "cuts 0.87. A kind whose map peaks below the chosen level (part's burrs and chips, weave's "
-    "tint: faint, low-contrast maps) is drawn only as the faint-peak region around its peak "
-    "(judged-NG pixel F1: burr 0.024, tint 0.065), and the level that would draw it (0.05-0.12) "
-    "floods every other kind's parts. A single level, chosen by the mean over kinds or held out, "
-    "cannot serve both; leave-one-kind-out only picks among the levels the grid offers, and it "
-    "found no family that generalises better on the evaluation family. What is left is the map "
-    "(stride-8 patch distances that barely mark a burr or a tint), as the shifted passes found "
-    "(`shifted.md`).\n\n"
-    "**Against the previous report** (its bundles' out-of-fold banks were the union of per-fold "
-    "coresets, which put thresholds above every good score, reports/operating_point/small_n.md): "
-    "at the fixed thresholds more defective parts are judged NG (part 5 -> 11 of 16, tissue 1 -> "
-    "5, gravel 29 -> 34, grass 42 -> 44; brick and weave as they were) and still no good part "
-    "carries a region (none rejected). Evaluation family: judged-NG pixel F1 0.643 -> 0.718 "
-    "(part 0.796 -> 0.704, tissue 0.175 -> 0.490, weave 0.959), all-image 0.492 -> 0.552 (part "
-    "0.683 -> 0.668 [0.477, 0.750], tissue 0.012 -> 0.208, weave 0.780); demo family judged-NG "
-    "0.578 -> 0.567, all-image 0.501 -> 0.500. Part's newly judged parts are its burrs and "
-    "chips, the kinds its maps draw worst."
-)
-BEFORE = (
-    "the bundle as exported by bb05047 (out-of-fold banks fixed; the level chosen by the mean "
-    "over defect kinds on validation)"
-)
-AFTER = (
-    "the segmentation calibration selects now on the same validation outputs (the level of the "
-    "candidate family with the best leave-one-kind-out score, `core.segmentation.choose`)"
-)
 
 
 def _cell(entry: dict, key: str) -> str:
@@ -421,7 +392,8 @@ def _num(value: float) -> str:
 def _levels(report: dict, demo: tuple[str, ...]) -> list[str]:
     """Per product and kind: the level chosen (the floor regions grow to) against the best
     global level in hindsight on judged-NG parts, validation and test."""
-    lines = ["", "## The level chosen against the best level per kind (hindsight)", "", COLLAPSE, "",
+    lines = ["", "## The level chosen against the best level per kind (hindsight)", "",
+             report.get("notes", ""), "",
              "| product | family | kind | level before -> after | best level, validation (F1) "
              "| best level, test (F1) | test judged-NG pixel F1 before -> after |",
              "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
