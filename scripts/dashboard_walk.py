@@ -19,7 +19,6 @@ import argparse
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from inspection.line.mosquitto import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
@@ -118,12 +119,6 @@ def copy_demo(repo: Path, workdir: Path) -> None:
         f'#!/bin/sh\nexec "{sys.executable}" -m inspection "$@"\n', encoding="utf-8"
     )
     (tools / "inspection").chmod(0o755)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextmanager
