@@ -358,13 +358,10 @@ def golden_status(
     """``/healthz``'s and the dashboard's view of a product's last golden check (``outcome``:
     passed, recalibrated, refused or unchecked); ``refusal``: why it was not re-calibrated."""
     if check is None:
-        return {
-            "bundle_id": bundle_id, "checked": False, "passed": None, "worst_drift": None,
-            "outcome": "unchecked",
-        }  # fmt: skip
+        return {"bundle_id": bundle_id, "checked": False, "passed": None, "worst_drift": None,
+                "outcome": "unchecked"}  # fmt: skip
     outcome = "passed" if check.passed else "refused"
-    if recalibration is not None:
-        outcome = "recalibrated"
+    outcome = outcome if recalibration is None else "recalibrated"
     status: dict[str, object] = {
         "bundle_id": bundle_id, "checked": True, **check.summary(), "outcome": outcome,
     }  # fmt: skip

@@ -242,14 +242,10 @@ def choose_threshold(
     good_sources: Mapping[str, int] | None = None,
     confidence: float | None = None,
 ) -> ThresholdChoice:
-    """The raw threshold ``point`` sets on (G,) good and (D,) defective calibration scores.
-
-    Good-only (no ``defect_scores``): only ``false_reject_budget`` applies; ``f1`` and
-    ``max_miss`` raise ``ConfigError`` saying defect images are needed.
-    ``confidence`` (budget only): instead of the marginal guarantee, keep the budget with
-    this probability for these very calibration scores (``confident_rank``; a higher
-    threshold, and ``false_reject_bound`` is the rate's upper bound at that confidence).
-    """
+    """The raw threshold ``point`` sets on (G,) good and (D,) defective calibration scores
+    (without defects only ``false_reject_budget`` applies). ``confidence`` (budget only): keep
+    the budget with this probability for these very scores (``confident_rank``), not only
+    marginally; ``false_reject_bound`` is then the rate's upper bound at that confidence."""
     good = _finite(good_scores, "good_scores")
     bad = _finite(defect_scores, "defect_scores") if defect_scores is not None else np.empty(0)
     if good.size == 0:

@@ -66,19 +66,12 @@ class DefectRegion:
 
 @dataclass(frozen=True)
 class InspectionResult:
-    """The judgement of one image.
-
-    - ``score``: normalised image score in [0, 1]; ``threshold`` in the same space.
-    - ``anomaly_map``: (H, W) float32 in [0, 1], at the input image's resolution.
-    - ``mask``: (H, W) bool, same shape as ``anomaly_map``.
-    - ``regions``: defect regions; ``candidates``: regions found on an OK image, not defects.
-    - ``latency_ms``: wall time of preprocessing + inference + postprocessing.
-    - ``components``: per-component z-scores of a fused score; ``driver`` names the largest.
-
-    The verdict rule of ``inspection.core.verdict`` is enforced: NG exactly when
-    ``score >= threshold``; an NG carries at least one region and a non-empty mask; an OK
-    carries no region and an empty mask.
-    """
+    """The judgement of one image: ``score`` and ``threshold`` normalised, in [0, 1];
+    ``anomaly_map`` (H, W) float32 in [0, 1] at the input resolution and ``mask`` (H, W) bool;
+    ``candidates``: regions found on an OK image, not defects; ``latency_ms``: preprocessing +
+    inference + postprocessing. The verdict rule of ``core.verdict`` is enforced: NG exactly
+    when ``score >= threshold`` (and the minimum area), with at least one region and a
+    non-empty mask; an OK carries no region and an empty mask."""
 
     score: float
     threshold: float

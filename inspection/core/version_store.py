@@ -49,11 +49,7 @@ class VersionStore:
         self.root = root
 
     def products(self) -> list[str]:
-        if not self.root.is_dir():
-            return []
-        return sorted(
-            p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")
-        )
+        return _folders(self.root)
 
     # ----------------------------------------------------------------- versions
     def create_version(
@@ -151,12 +147,7 @@ class VersionStore:
         return target
 
     def bundle_ids(self, product: str) -> list[str]:
-        bundles_dir = product_dir(self.root, product) / "bundles"
-        if not bundles_dir.is_dir():
-            return []
-        return sorted(
-            p.name for p in bundles_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
-        )
+        return _folders(product_dir(self.root, product) / "bundles")
 
     def bundle_dir(self, product: str, bundle_id: str) -> Path:
         path = product_dir(self.root, product) / "bundles" / check_name("bundle", bundle_id)
@@ -175,6 +166,13 @@ class VersionStore:
                 f"bundle {product}/{bundle_id} was exported from {ref}, another product"
             )
         return self.version(product, ref.version)
+
+
+def _folders(parent: Path) -> list[str]:
+    """Names of the folders in ``parent`` (none when it is missing), hidden staging ones left out."""
+    if not parent.is_dir():
+        return []
+    return sorted(p.name for p in parent.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 def _next_number(versions_dir: Path) -> int:
