@@ -85,13 +85,6 @@ def has_demo_site(root: Path) -> bool:
     ).is_dir()
 
 
-def demo_site(repo: Path = REPO) -> Path:
-    """This checkout, when ``make demo`` has run in it."""
-    if not has_demo_site(repo):
-        raise WalkError(f"no demo site in {repo}: run `make demo` first")
-    return repo
-
-
 def build_demo_site(workdir: Path, repo: Path = REPO) -> Path:
     """The README's ``make demo`` step, PatchCore only, run in ``workdir`` with this checkout's
     configs: a clean clone (CI) has no demo site, so the walk makes its own (~2 min)."""
@@ -481,7 +474,9 @@ def walk_first_use(workdir: Path, shots: Path, repo: Path = REPO, demo: Path | N
     this checkout's), screenshots to ``shots``."""
     started = time.monotonic()
     walk = Walk()
-    copy_demo(demo or demo_site(repo), workdir)
+    if demo is None and not has_demo_site(repo):
+        raise WalkError(f"no demo site in {repo}: run `make demo` first")
+    copy_demo(demo or repo, workdir)
     logs = workdir / "logs"
     logs.mkdir()
     lines = readme_lines(repo / "README.md")
