@@ -1,8 +1,7 @@
-"""The registry's signed half, per product: ``live.json`` (which bundle the stations serve),
-append-only ``thresholds.jsonl``, ``decisions.jsonl`` (ROI, force) and the audit log
-``events.jsonl``. Records are signed with the site key when this machine holds it
-(``core.decisions``); every write holds the product's file lock and is an atomic rename or a
-whole-line append, so a crash leaves the old state or the new one.
+"""The registry's signed half, per product: ``live.json``, append-only ``thresholds.jsonl`` and
+``decisions.jsonl`` (signed with the site key when this machine holds it, ``core.decisions``)
+and the audit log ``events.jsonl``. Every write holds the product's file lock and is an atomic
+rename or a whole-line append, so a crash leaves the old state or the new one.
 """
 
 from __future__ import annotations

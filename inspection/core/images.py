@@ -1,16 +1,13 @@
 """Decode untrusted image bytes into RGB uint8 arrays, with documented conversions.
 
 - grey, palette and CMYK images become RGB; RGBA / LA are composited onto black;
-- 16-bit grey images are narrowed by the bit-depth rule (``narrow_to_8_bits``) at ``bits``,
-  the significant bits the camera writes (a product's ``image_bits``, a bundle's
-  ``source_bits``; default 16, the high byte); values above ``2**bits - 1`` are clipped to
-  255, counted and logged once. A 16-bit colour image (Pillow keeps its high byte) is refused
-  below 16 bits rather than decoded nearly black;
+- 16-bit grey images are narrowed at ``bits``, the significant bits the camera writes
+  (``narrow_to_8_bits``; values above ``2**bits - 1`` clip to 255, counted and logged once);
+  a 16-bit colour image is refused below 16 bits rather than decoded nearly black;
 - 32-bit integer/float images are rescaled over their own range.
-Masks are read apart (``mask_levels``, ``defect_pixels``): a level above half the highest is
-defect, so 0/1 and 0/255 masks read as drawn and JPEG noise near 0 stays background.
-Empty, non-image, truncated or oversized input (``max_pixels``, ``max_side``, checked from the
-header before decoding) and formats outside ``formats`` raise ``ImageDecodeError`` saying which.
+Masks are read apart (``defect_pixels``: a level above half the highest is defect, so 0/1 and
+0/255 masks read as drawn). Empty, non-image, truncated or oversized input (checked from the
+header) and formats outside ``formats`` raise ``ImageDecodeError`` saying which.
 """
 
 from __future__ import annotations

@@ -75,10 +75,9 @@ class DataSplits:
 @dataclass(frozen=True)
 class GoodScores:
     """Raw torch-model image scores a version keeps for calibrating its bundles, keyed by path
-    relative to the dataset root: ``out_of_fold``, training images scored by a bank fitted
-    without their fold (``folds`` of them); ``validation``; ``train_full_bank``, training
-    images scored by the model itself. A bundle pairs the last two with its own scores to
-    carry ``out_of_fold`` into its score space (``core.operating_point.transfer_scores``)."""
+    under the dataset root: ``out_of_fold``, training images scored by a bank fitted without
+    their fold; ``train_full_bank``, by the model itself. A bundle pairs the last two kinds with
+    its own scores to carry ``out_of_fold`` into its score space (``fit_transfer``)."""
 
     out_of_fold: dict[str, float] = field(default_factory=dict)
     validation: dict[str, float] = field(default_factory=dict)
@@ -115,9 +114,8 @@ class Lineage:
 
 @dataclass(frozen=True)
 class FitFigures:
-    """What training records about the fit beside its metrics (``ModelRecord.metrics``):
-    wall time, held-out images measured, tiles fitted, an update's stage times (None: not
-    recorded)."""
+    """What training records about the fit beside its metrics (``ModelRecord.metrics``; None:
+    not recorded)."""
 
     fit_seconds: float | None = None
     test_images: int | None = None

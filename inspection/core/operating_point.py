@@ -199,10 +199,8 @@ def conformal_bound(n: int, rank: int) -> float:
 
 def confident_rank(n: int, budget: float, confidence: float) -> int:
     """The lowest k for which a threshold above the k-th of n good scores rejects at most
-    ``budget`` of good parts with probability ``confidence`` over the draw of the n (n + 1
-    when no k does: too few). The reject rate there is Beta(n + 1 - k, k), so this is the
-    most calibration rejects r = n - k whose one-sided exact (Clopper-Pearson) upper bound
-    at ``confidence`` is at most ``budget``: P(Binomial(n, 1 - budget) >= k) <= 1 - level."""
+    ``budget`` with probability ``confidence`` over the draw of the n (n + 1: too few). The
+    reject rate there is Beta(n + 1 - k, k): P(Binomial(n, 1 - budget) >= k) <= 1 - level."""
     if n < 0 or not 0.0 < budget < 1.0 or not 0.0 < confidence < 1.0:
         raise ValueError(f"need n >= 0, 0 < budget < 1, 0 < confidence < 1: {n}, {budget}")
     from scipy.stats import binom  # deferred: scipy.stats costs ~1 s at every CLI start

@@ -254,13 +254,9 @@ def load_model_config(
     overrides: Iterable[str] = (),
     directory: Path | None = None,
 ) -> ModelConfig:
-    """Merge the config layers (see module docstring) into a validated ``ModelConfig``.
-
-    Args:
-        product: whose ``products/<product>.yaml`` applies (None: none).
-        config_file: a YAML of ``ModelConfig`` keys; overrides: ``key=value`` items.
-        directory: the site's configs folder (None: ``default_configs_dir()``).
-    """
+    """Merge the config layers (module docstring) into a validated ``ModelConfig``: ``product``
+    whose YAML applies (None: none), a ``config_file`` of ``ModelConfig`` keys, ``key=value``
+    ``overrides``, in the site's configs ``directory`` (None: ``default_configs_dir()``)."""
     check_kind(kind)
     base_path = model_defaults_path(kind, directory)
     data: dict[str, Any] = read_yaml(base_path) if base_path is not None else {}

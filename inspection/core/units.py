@@ -1,8 +1,7 @@
-"""Physical units (torch-free): pixel size of a product's camera, region sizes in millimetres.
+"""Physical units: pixel size of a product's camera, region sizes in millimetres.
 
-``mm_per_pixel`` is the pitch at ``reference_width`` (another width scales it); areas are
-``pixels * mm_per_pixel²``, lengths and widths the sides of the region's minimum-area rotated
-rectangle (``core.regions``); regions below ``min_defect_area_mm2`` make no NG.
+``mm_per_pixel`` is the pitch at ``reference_width`` (another width scales it); regions below
+``min_defect_area_mm2`` make no NG.
 """
 
 from __future__ import annotations

@@ -174,11 +174,8 @@ def _hysteresis(amap: np.ndarray, seg: Segmentation) -> np.ndarray:
 def peak_region(
     anomaly_map: np.ndarray, segmentation: Segmentation, peak: tuple[int, ...]
 ) -> np.ndarray:
-    """(H, W) bool: the connected area around ``peak`` ((y, x)) that produced an NG score.
-
-    Grown like any region when the peak is above ``floor``; otherwise (a weak or flat map)
-    down to ``peak_level`` of the way from the image's median to its peak.
-    """
+    """(H, W) bool: the connected area around ``peak`` ((y, x)) that produced an NG score, grown
+    like any region above ``floor``, else down to ``peak_level`` from the median to the peak."""
     amap = np.asarray(anomaly_map, dtype=np.float32)
     top = float(amap[peak])
     if top > segmentation.floor:
