@@ -69,13 +69,6 @@ def _offline() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def _dataset_path(site: SiteConfig, product: str, data: Path | None) -> Path:
-    if data is not None:
-        return data
-    configured = load_product_config(product, site.configs).data
-    return configured if configured is not None else site.datasets_dir / product
-
-
 LEAK_CODE = "train_test_duplicate"
 """The ``data check`` finding that refuses training: a test image identical to a training image
 inflates every held-out figure and the threshold calibrated on them."""
@@ -184,7 +177,7 @@ def train_command(
         directory=site_config.configs,
     )  # fmt: skip
     dataset = checked_dataset(
-        _dataset_path(site_config, product, data),
+        data or product_config.data or site_config.datasets_dir / product,
         allow_duplicates=allow_duplicates,
         image_bits=product_config.image_bits,
         product_file=product_config_path(product, site_config.configs),
