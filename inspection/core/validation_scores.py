@@ -86,11 +86,8 @@ def _verified_bytes(bundle_dir: Path) -> bytes:
     (``<registry>/<product>/bundles/<id>``); with no site key, its own listed checksum."""
     if not (bundle_dir / METADATA_FILE).is_file():
         return (bundle_dir / VALIDATION_SCORES_FILE).read_bytes()  # a hand-made file
-    stamp = tuple(
-        (p / name).stat().st_mtime_ns if (p / name).exists() else 0
-        for p in (bundle_dir,)
-        for name in (METADATA_FILE, SIGNATURE_FILE, VALIDATION_SCORES_FILE)
-    )
+    paths = [bundle_dir / name for name in (METADATA_FILE, SIGNATURE_FILE, VALIDATION_SCORES_FILE)]
+    stamp = tuple(path.stat().st_mtime_ns if path.exists() else 0 for path in paths)
     return _read_checked(bundle_dir.resolve(), stamp)
 
 
