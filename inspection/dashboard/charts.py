@@ -50,22 +50,14 @@ def spec(datasets: dict[str, pd.DataFrame], *layers: Spec, **top: Any) -> Spec:
 def volume_chart(frame: pd.DataFrame, period: str) -> Spec:
     """Stacked bars: inspections per bucket, coloured by station."""
     unit = "yearmonthdatehours" if period == "hour" else "yearmonthdate"
-    return spec(
-        {"volume": frame},
-        chart(
-            "volume",
-            "bar",
-            {
-                "x": field("bucket:T", title=None, timeUnit=unit),
-                "y": field("total:Q", aggregate="sum", title=f"inspections per {period}"),
-                "color": field("station_id:N", title="station"),
-                "tooltip": [
-                    field("bucket:T"),
-                    *map(field, ("station_id:N", "product:N", "total:Q", "ng:Q")),
-                ],
-            },
-        ),
-    )
+    tooltip = [field("bucket:T"), *map(field, ("station_id:N", "product:N", "total:Q", "ng:Q"))]
+    encoding = {
+        "x": field("bucket:T", title=None, timeUnit=unit),
+        "y": field("total:Q", aggregate="sum", title=f"inspections per {period}"),
+        "color": field("station_id:N", title="station"),
+        "tooltip": tooltip,
+    }
+    return spec({"volume": frame}, chart("volume", "bar", encoding))
 
 
 def _per_product(data: str, y: dict[str, Any], tooltip: list[dict[str, Any]]) -> Spec:
@@ -88,15 +80,9 @@ def mean_score_chart(frame: pd.DataFrame, reference: dict[str, float]) -> Spec:
     rules = pd.DataFrame({"product": list(reference), "mean_score": list(reference.values())})
     y = field("mean_score:Q", title="mean score", scale=UNIT)
     lines = _per_product("scores", y, [field("mean_score:Q", format=".3f")])
-    rule = chart(
-        "reference",
-        {"type": "rule", "strokeDash": [6, 4]},
-        {
-            "y": field("mean_score:Q"),
-            "color": field("product:N"),
-            "tooltip": [field("product:N"), field("mean_score:Q")],
-        },
-    )
+    tooltip = [field("product:N"), field("mean_score:Q")]
+    encoding = {"y": field("mean_score:Q"), "color": field("product:N"), "tooltip": tooltip}
+    rule = chart("reference", {"type": "rule", "strokeDash": [6, 4]}, encoding)
     return spec({"scores": frame, "reference": rules}, lines, rule)
 
 
@@ -114,25 +100,15 @@ def drift_chart(drift: Drift) -> Spec:
         ]
     )
     top = max(float(frame["fraction"].max()), 0.05)
-    return spec(
-        {"drift": frame},
-        chart(
-            "drift",
-            "bar",
-            {
-                "x": field("score:N", title="score", sort=None),
-                "xOffset": field("set:N"),
-                "y": field(
-                    "fraction:Q",
-                    title="share of parts",
-                    scale={"domain": [0, min(1.0, top * 1.1)]},
-                    axis={"format": ".0%", "tickCount": 5},
-                ),
-                "color": field("set:N", title=None, legend={"orient": "top"}),
-                "tooltip": [field("set:N"), field("score:N"), field("fraction:Q", format=".1%")],
-            },
-        ),
-    )
+    scale, axis = {"domain": [0, min(1.0, top * 1.1)]}, {"format": ".0%", "tickCount": 5}
+    encoding = {
+        "x": field("score:N", title="score", sort=None),
+        "xOffset": field("set:N"),
+        "y": field("fraction:Q", title="share of parts", scale=scale, axis=axis),
+        "color": field("set:N", title=None, legend={"orient": "top"}),
+        "tooltip": [field("set:N"), field("score:N"), field("fraction:Q", format=".1%")],
+    }
+    return spec({"drift": frame}, chart("drift", "bar", encoding))
 
 
 def score_histogram_chart(data: LabelledScores, threshold: float) -> Spec:
@@ -163,11 +139,8 @@ def score_histogram_chart(data: LabelledScores, threshold: float) -> Spec:
                         field("parts:Q")],
         },
     )  # fmt: skip
-    return spec(
-        {"scores": frame, "threshold": pd.DataFrame({"threshold": [threshold]})},
-        bars,
-        _threshold_rule("x"),
-    )
+    rule = pd.DataFrame({"threshold": [threshold]})
+    return spec({"scores": frame, "threshold": rule}, bars, _threshold_rule("x"))
 
 
 def step_corners(frame: pd.DataFrame, x: str, y: str, by: str | None = None) -> pd.DataFrame:

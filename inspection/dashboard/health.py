@@ -145,15 +145,21 @@ def operating_point(product: str, configs_dir: Path | None = None) -> OperatingP
     return point if isinstance(point, OperatingPoint) else OperatingPoint()
 
 
-def live_scores(registry: Registry, product: str) -> tuple[str | None, ValidationScores | None]:
-    """(live bundle id, its labelled held-out scores or None)."""
+def live_scores(
+    registry: Registry, product: str
+) -> tuple[str | None, ValidationScores | None, str]:
+    """(live bundle id, its labelled held-out scores or None, why there are none: refused,
+    or none shipped)."""
     live = registry.live(product)
     if live is None:
-        return None, None
+        return None, None, ""
+    bundle_id = live.bundle_id
     try:
-        return live.bundle_id, read_validation_scores(registry.bundle_dir(product, live.bundle_id))
-    except (BundleError, RegistryError):
-        return live.bundle_id, None
+        data = read_validation_scores(registry.bundle_dir(product, bundle_id))
+    except (BundleError, RegistryError) as exc:
+        return bundle_id, None, f"validation scores of `{bundle_id}` refused: {exc}"
+    shipped = data is not None
+    return bundle_id, data, "" if shipped else f"`{bundle_id}` ships no labelled held-out scores"
 
 
 def _refusals(registry: Registry, product: str, public_key: PublicKeys | None) -> dict[str, str]:
@@ -213,15 +219,6 @@ def _site_keyring(registry: Registry) -> Keyring | None:
     return Keyring((load_public_key(site),), decisions)
 
 
-def _scores_problem(registry: Registry, product: str, bundle_id: str) -> str:
-    """Why the live bundle's labelled scores are not shown: refused, or none shipped."""
-    try:
-        read_validation_scores(registry.bundle_dir(product, bundle_id))
-    except (BundleError, RegistryError) as exc:
-        return f"validation scores of `{bundle_id}` refused: {exc}"
-    return f"`{bundle_id}` ships no labelled held-out scores"
-
-
 def model_health(
     registry: Registry,
     product: str,
@@ -233,7 +230,7 @@ def model_health(
     """Health of the live bundle at the live threshold (or ``threshold``, for what-ifs);
     ``point`` defaults to the product's in ``configs_dir`` (the site's configs folder)."""
     point = point or operating_point(product, configs_dir)
-    bundle_id, data = live_scores(registry, product)
+    bundle_id, data, missing = live_scores(registry, product)
     if threshold is None:
         threshold = current_threshold_value(registry, product, bundle_id)
     base = ModelHealth(product, bundle_id, float(threshold), point)
@@ -246,7 +243,7 @@ def model_health(
             base, problem=f"signed records refused (stations keep the last good): {listed}"
         )
     if data is None:
-        return replace(base, problem=_scores_problem(registry, product, bundle_id))
+        return replace(base, problem=missing)
     scores = np.asarray(data.scores, dtype=np.float64)
     labels = np.asarray(data.labels, dtype=np.int8)
     kinds = kinds_of(data)
@@ -295,7 +292,7 @@ def outcomes(
 ) -> list[Outcome]:
     """Every held-out image of the live bundle with its outcome at the live threshold, worst
     first within each outcome (misses: lowest score; false alarms: highest)."""
-    bundle_id, data = live_scores(registry, product)
+    bundle_id, data, _missing = live_scores(registry, product)
     if data is None:
         return []
     if threshold is None:

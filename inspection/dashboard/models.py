@@ -192,22 +192,13 @@ def _need_who_why(actor: str, reason: str, what: str) -> None:
 
 def events_frame(registry: Registry, product: str) -> pd.DataFrame:
     """The product's audit log, newest first: when, action, who, why, bundle, value."""
+    columns = ["at", "action", "actor", "reason", "bundle", "previous", "value"]
     rows = [
-        {
-            "at": e.get("at", ""),
-            "action": e.get("action", ""),
-            "actor": e.get("actor", ""),
-            "reason": e.get("reason", ""),
-            "bundle": e.get("bundle_id") or "",
-            "previous": e.get("previous") or "",
-            "value": e.get("value"),
-        }
+        (e.get("at", ""), e.get("action", ""), e.get("actor", ""), e.get("reason", ""),
+         e.get("bundle_id") or "", e.get("previous") or "", e.get("value"))
         for e in registry.events(product)
-    ]
-    frame = pd.DataFrame(
-        rows, columns=["at", "action", "actor", "reason", "bundle", "previous", "value"]
-    )
-    return frame.iloc[::-1].reset_index(drop=True)
+    ]  # fmt: skip
+    return pd.DataFrame(rows, columns=columns).iloc[::-1].reset_index(drop=True)
 
 
 def golden_outcome_frame(registry: Registry, product: str) -> pd.DataFrame:

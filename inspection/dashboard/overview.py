@@ -263,16 +263,9 @@ def drift(store: Store, registry: Registry, product: str, *, since: datetime | N
         return Drift(product, production, count, production_mean, None, None, None, None)
     reference = np.histogram(np.clip(good, 0, 1), bins=DRIFT_BINS, range=(0, 1))[0] / len(good)
     psi = population_stability_index(reference, production) if count else None
+    source, mean = f"{validation.source}, {len(good)} good parts", float(good.mean())
     return Drift(
-        product,
-        production,
-        count,
-        production_mean,
-        reference,
-        f"{validation.source}, {len(good)} good parts",
-        float(good.mean()),
-        psi,
-        len(good),
+        product, production, count, production_mean, reference, source, mean, psi, len(good)
     )
 
 

@@ -309,19 +309,12 @@ def curve_frame(data: LabelledScores) -> pd.DataFrame:
     kinds = data.kinds or tuple("good" if x == 0 else "defect" for x in data.labels)
     defect_kinds = [k for k, bad in zip(kinds, ~good, strict=True) if bad]
     points = operating_curve(data.scores[good], data.scores[~good], defect_kinds)
-    return pd.DataFrame(
-        [
-            {
-                "threshold": min(p.threshold, 1.0),
-                "false_reject_rate": p.false_reject_rate,
-                "kind": kind,
-                "miss_rate": rate,
-            }
-            for p in points
-            for kind, rate in p.miss_rate.items()
-        ],
-        columns=["threshold", "false_reject_rate", "kind", "miss_rate"],
-    )
+    rows = [
+        (min(p.threshold, 1.0), p.false_reject_rate, kind, rate)
+        for p in points
+        for kind, rate in p.miss_rate.items()
+    ]
+    return pd.DataFrame(rows, columns=["threshold", "false_reject_rate", "kind", "miss_rate"])
 
 
 def _need_both(data: LabelledScores) -> None:
