@@ -88,8 +88,8 @@ def init_dashboard_key(site_keys: str | Path, *, force: bool = False) -> SiteKey
 
 
 def create_pair(private: Path, public: Path, *, force: bool) -> SiteKeys:
-    """A new key pair: ``private`` (PEM, mode 0600) and ``public``; an existing key stays
-    unless ``force``."""
+    """A new key pair: ``private`` (PEM, mode 0600) and ``public``; refuses to replace an
+    existing key unless ``force``."""
     if private.exists() and not force:
         raise SigningError(f"{private} exists; keep it, or pass --force to replace the key")
     private.parent.mkdir(parents=True, exist_ok=True)
@@ -209,8 +209,7 @@ class Keyring:
 
     @classmethod
     def pinned(cls, pins: Iterable[PinnedKey], revoked: Iterable[str] = ()) -> Keyring:
-        """Load every pinned key (``SigningError`` on a replaced file); at least one must sign
-        bundles."""
+        """Load every pinned key (``SigningError`` on a replaced file); one must sign bundles."""
         loaded = [(pin.signs, pin.load()) for pin in pins]
         bundles = tuple(key for signs, key in loaded if signs == "bundles")
         if not bundles:
@@ -346,8 +345,7 @@ class VerifiedBundle:
 
 def read_verified(bundle_dir: str | Path, public_key: PublicKeys | None = None) -> VerifiedBundle:
     """Read ``metadata.json``, the signature and every listed file once, then check in memory
-    the signature with ``public_key`` (a key or a ``Keyring``; None: skipped), revocations,
-    every checksum and that the model, weights and golden images are listed."""
+    the signature (``public_key`` None: skipped), revocations, checksums and required files."""
     data, files, digest, signed_by = read_verified_files(bundle_dir, public_key)
     bundle_dir = Path(bundle_dir)
     metadata = parse_versioned_metadata(
@@ -410,13 +408,10 @@ def _read_bytes(bundle_dir: Path, name: str, what: str) -> bytes:
     path = bundle_dir / name
     if Path(name).is_absolute() or ".." in Path(name).parts:
         raise BundleError(f"{bundle_dir}: metadata lists a file outside the bundle: {name!r}")
+    if name == METADATA_FILE and not path.is_file():
+        raise BundleError(f"{bundle_dir}: not a {what} (no {METADATA_FILE})")
     if not path.is_file():
-        what = (
-            f"not a {what} (no metadata.json)"
-            if name == METADATA_FILE
-            else f"file {name} is missing"
-        )
-        raise BundleError(f"{bundle_dir}: {what}")
+        raise BundleError(f"{bundle_dir}: file {name} is missing")
     try:
         return path.read_bytes()
     except OSError as exc:

@@ -296,9 +296,8 @@ class LineConfig:
                 f"line config: station_id {self.station_id!r} is the MQTT user of the "
                 f"{self.station_id.upper()}; name the station otherwise"
             )
-        default = self.default_product or self.core.products[0]
-        if default not in self.core.products:
-            raise ConfigError(f"line config: default_product {default!r} is not in products")
+        if self.product not in self.core.products:
+            raise ConfigError(f"line config: default_product {self.product!r} is not in products")
         names = [sink.name for sink in self.sinks]
         if len(set(names)) != len(names):
             raise ConfigError(f"line config: sink names must be unique, got {names}")
