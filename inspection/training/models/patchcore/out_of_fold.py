@@ -2,8 +2,8 @@
 
 A training image scored by the bank it helped build scores low, which says nothing about a new
 good part. So the N training images are split into k seeded folds, and each fold is scored by a
-bank of the other folds' patch embeddings (``fold_banks``: one coreset of them, same ratio
-and cap), a little weaker than the trained bank (if anything, a conservative threshold).
+bank of the other folds' patch embeddings (``fold_banks``: selected as the trained bank is),
+a little weaker than the trained bank (if anything, a conservative threshold).
 The embeddings are the fit's, replayed; a fused local-statistics part gets its bank from the
 other folds too. With a whole-image ROI every score is masked to it as the bundle masks its own.
 """
@@ -31,6 +31,7 @@ from inspection.training.models.patchcore.coreset import (
     grouped_coreset_rows,
     prepare_selection,
     seed_selection,
+    select_coreset,
     threads,
 )
 from inspection.training.roi import TrainingRoi, per_image_rows
@@ -157,28 +158,43 @@ def fold_banks(
     *,
     budget_bytes: int | None = None,
 ) -> list[torch.Tensor]:
-    """Every fold's bank: one coreset of the other folds' rows, selected as the trained bank is
-    (``ratio``, ``cap_rows``; ``grouped_coreset_rows`` for float16 rows past ``budget_bytes``),
-    seeded ``seed + fold``, so a held-out fold scores as a new good part does. ``rows``: one
-    tensor per image; ``assignment``: each image's fold. Not the union of per-fold coresets:
-    it covers the other folds more sparsely and lifted every out-of-fold score above fresh good
-    parts (part: misses at the operating point 33.9 -> 58.9 %, reports/operating_point/).
-    Two folds are selected at once, their seeded draws one at a time (the same banks)."""
+    """Every fold's bank from the other folds' rows, selected as the trained bank is (``ratio``,
+    ``cap_rows``; seeded ``seed + fold``), so a held-out fold scores as a new good part does.
+    ``rows``: one tensor per image; ``assignment``: each image's fold. Below the rows budget
+    (``budget_bytes`` None) the trained bank is one coreset of all rows, so a fold's is one
+    coreset of the others' (two folds at once): a union of per-fold coresets covers them more
+    sparsely and lifted every out-of-fold score above fresh good parts (part: misses 33.9 ->
+    58.9 %, reports/operating_point/). Past it the trained bank is itself a union of group
+    coresets (``grouped_coreset_rows``), so each fold's is selected once and a fold's bank is the
+    others' union, cut to the cap as the trained bank is: one trained bank's greedy, not k - 1."""
+    folds = range(int(assignment.max()) + 1)
+    if budget_bytes is not None:
+        cores = []
+        for fold in folds:
+            seed_selection(seed + fold)
+            own = [rows[i] for i in np.flatnonzero(assignment == fold)]
+            cores.append(grouped_coreset_rows(own, ratio, cap_rows, budget_bytes))
+        return [_union(cores[:fold] + cores[fold + 1 :], cap_rows, seed + fold) for fold in folds]
     draws = threading.Lock()
 
     def bank(fold: int) -> torch.Tensor:
-        chunks = [rows[i] for i in np.flatnonzero(assignment != fold)]
-        if budget_bytes is not None:
-            seed_selection(seed + fold)
-            return grouped_coreset_rows(chunks, ratio, cap_rows, budget_bytes)
-        others = torch.cat(chunks)
+        others = torch.cat([rows[i] for i in np.flatnonzero(assignment != fold)])
         with draws:
             seed_selection(seed + fold)
             features, k, start = prepare_selection(others, ratio, cap_rows)
         return others[greedy_k_center(features, k, start=start).indices].float().contiguous()
 
-    with threads(1), ThreadPoolExecutor(2 if budget_bytes is None else 1) as pool:
-        return list(pool.map(bank, range(int(assignment.max()) + 1)))
+    with threads(1), ThreadPoolExecutor(2) as pool:
+        return list(pool.map(bank, folds))
+
+
+def _union(cores: list[torch.Tensor], cap_rows: int | None, seed: int) -> torch.Tensor:
+    """The union of group coresets, cut to ``cap_rows`` as ``grouped_coreset_rows`` cuts it."""
+    union = torch.cat(cores)
+    if cap_rows is None or len(union) <= cap_rows:
+        return union
+    seed_selection(seed)
+    return union[select_coreset(union, 1.0, cap_rows).indices].contiguous()
 
 
 def _banks(inner: Any) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -139,15 +139,21 @@ def test_rows_of_fewer_numbers_than_the_projection_pick_as_their_projection_woul
     assert ours.radius == pytest.approx(reference.radius, rel=1e-4)
 
 
-def test_fold_banks_are_one_coreset_of_the_other_folds_rows() -> None:
+def test_fold_banks_are_selected_as_the_trained_bank_is() -> None:
     from inspection.training.models.patchcore.coreset import grouped_coreset_rows, seed_selection
     from inspection.training.models.patchcore.out_of_fold import fold_banks, fold_of
 
     rows = list(clustered(4000, 24, seed=5).split(100))  # 40 images of 100 rows
     assignment = fold_of(len(rows), 5, seed=0)
     banks = fold_banks(rows, assignment, 0.05, None, seed=7)
-    grouped = fold_banks([r.half() for r in rows], assignment, 0.05, None, 7, budget_bytes=60_000)
+    halves = [r.half() for r in rows]
+    grouped = fold_banks(halves, assignment, 0.05, None, 7, budget_bytes=60_000)
     assert len(banks) == len(grouped) == 5
+    cores = []  # past the rows budget: each fold's grouped coreset, as the trained bank's groups
+    for fold in range(5):
+        seed_selection(7 + fold)
+        own = [halves[i] for i in np.flatnonzero(assignment == fold)]
+        cores.append(grouped_coreset_rows(own, 0.05, None, 60_000))
     for fold, bank in enumerate(banks):  # selected two at a time: the one-by-one banks
         others = [rows[i] for i in np.flatnonzero(assignment != fold)]
         seed_selection(7 + fold)
@@ -155,11 +161,13 @@ def test_fold_banks_are_one_coreset_of_the_other_folds_rows() -> None:
         assert torch.equal(bank, whole[select_coreset(whole, 0.05).indices])
         held = torch.cat([rows[i] for i in np.flatnonzero(assignment == fold)])
         assert not (held[:, None, :] == bank[None]).all(-1).any()  # never its own fold's rows
-        seed_selection(7 + fold)  # past the rows budget: as the trained bank is selected
-        expected = grouped_coreset_rows([r.half() for r in others], 0.05, None, 60_000)
+        expected = torch.cat(cores[:fold] + cores[fold + 1 :])  # the others' union
         assert torch.equal(grouped[fold], expected) and len(expected) == len(bank)
+        assert not (held.half().float()[:, None, :] == expected[None]).all(-1).any()
     capped = fold_banks(rows, assignment, 0.05, 40, seed=7)
     assert all(len(bank) == 40 for bank in capped)  # the trained bank's cap, whole
+    capped = fold_banks(halves, assignment, 0.05, 40, 7, budget_bytes=60_000)
+    assert all(len(bank) == 40 for bank in capped)  # the union cut to it, as the trained bank
 
 
 @pytest.mark.parametrize("seed_", [0, 1, 2])
