@@ -13,9 +13,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from inspection.cli._security import announce_signatures
 from inspection.cli._site import group, site_option
-from inspection.cli.station import CONFIG_OPTION
+from inspection.cli.station import CONFIG_OPTION, announce_signatures
 from inspection.core.config import load_site_config
 from inspection.service.config import load_station_config
 from inspection.station.config import check_registry_dir

@@ -20,7 +20,6 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from inspection.cli._security import announce_signatures
 from inspection.cli._signals import stop_on_signals
 from inspection.cli.console import logs_beside, print_table, quiet_logs, verbose_requested
 from inspection.core.registry import Registry
@@ -36,7 +35,7 @@ from inspection.distribution.sync import (
 from inspection.line.config import LinkSecurity, load_line_config
 from inspection.runtime.hardware import cpu_info
 from inspection.service.config import load_station_config
-from inspection.station.config import check_registry_dir, pinned_key
+from inspection.station.config import UNSIGNED_WARNING, check_registry_dir, pinned_key
 
 if TYPE_CHECKING:
     from inspection.runtime.hardware import CpuInfo
@@ -52,6 +51,17 @@ CONFIG_OPTION = typer.Option(
 TOKEN_FILE_OPTION = typer.Option(
     None, "--token-file", help=f"File holding the station token (default: ${TOKEN_ENV})."
 )
+
+
+def announce_signatures(config: StationCoreConfig, console: Console) -> None:
+    """What every station command says about bundle signatures when it starts: loud when
+    unsigned bundles are allowed; otherwise the keys pinned by fingerprint and what is revoked."""
+    if config.allow_unsigned_bundles:
+        console.print(f"[bold red]WARNING: {UNSIGNED_WARNING}[/]")
+        return
+    pins = ", ".join(f"{p.signs} {p.fingerprint[:23]}…" for p in config.signing_keys)
+    revoked = f"; revoked: {', '.join(config.revoked)}" if config.revoked else ""
+    console.print(f"bundle signatures: required (pinned {pins or 'nothing'}{revoked})")
 
 
 @station_app.command("sync")
