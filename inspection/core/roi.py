@@ -15,6 +15,8 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from inspection.core.config import to_mapping
+
 Point = tuple[float, float]
 Polygon = tuple[Point, ...]
 _SHIFT = 4  # fixed-point bits for sub-pixel polygon vertices in cv2.fillPoly
@@ -55,11 +57,7 @@ class RoiSpec:
         return _mask(self, int(height), int(width))
 
     def to_mapping(self) -> dict:
-        return {
-            "reference_size": list(self.reference_size),
-            "include": [[list(p) for p in poly] for poly in self.include],
-            "exclude": [[list(p) for p in poly] for poly in self.exclude],
-        }
+        return to_mapping(self)
 
 
 @lru_cache(maxsize=16)

@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -46,6 +46,7 @@ SIGNING_KEY_ENV = "INSPECTION_SIGNING_KEY"
 dashboard's service sets it to its own key (``inspection dashboard`` does)."""
 KeyUse = Literal["bundles", "decisions"]
 _FINGERPRINT = re.compile(r"sha256:[0-9a-f]{64}")
+K = TypeVar("K", Ed25519PrivateKey, Ed25519PublicKey)
 
 
 class SigningError(InspectionError):
@@ -249,30 +250,28 @@ def as_keyring(keys: PublicKeys) -> Keyring:
 
 
 def load_private_key(path: str | Path) -> Ed25519PrivateKey:
-    key = _load(path, private=True)
-    if not isinstance(key, Ed25519PrivateKey):
-        raise SigningError(f"{path}: not an Ed25519 private key")
-    return key
+    return _load(path, Ed25519PrivateKey)
 
 
 def load_public_key(path: str | Path) -> Ed25519PublicKey:
-    key = _load(path, private=False)
-    if not isinstance(key, Ed25519PublicKey):
-        raise SigningError(f"{path}: not an Ed25519 public key")
-    return key
+    return _load(path, Ed25519PublicKey)
 
 
-def _load(path: str | Path, *, private: bool) -> object:
+def _load(path: str | Path, kind: type[K]) -> K:
+    """The PEM key of ``kind`` in ``path``; ``SigningError`` saying what is wrong otherwise."""
+    private = kind is Ed25519PrivateKey
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
         raise SigningError(f"cannot read key {path}: {exc.strerror or exc}") from exc
     try:
-        if private:
-            return serialization.load_pem_private_key(data, password=None)
-        return serialization.load_pem_public_key(data)
+        key = (serialization.load_pem_private_key(data, password=None) if private
+               else serialization.load_pem_public_key(data))  # fmt: skip
     except ValueError as exc:
         raise SigningError(f"{path}: not a PEM key ({exc})") from exc
+    if not isinstance(key, kind):
+        raise SigningError(f"{path}: not an Ed25519 {'private' if private else 'public'} key")
+    return key
 
 
 def bundle_manifest(bundle_dir: str | Path) -> bytes:
