@@ -63,8 +63,7 @@ class Preprocessing:
 
 @dataclass(frozen=True)
 class OutputNames:
-    """The model's output tensors: image ``score`` (N,), anomaly ``map`` (N, 1, h, w) and,
-    for a global-context bundle pooling backbone features, ``pooled`` (N, D)."""
+    """The model's output tensors: score (N,), map (N, 1, h, w), pooled (N, D) (global context)."""
 
     score: str = "pred_score"
     map: str = "anomaly_map"
@@ -186,8 +185,7 @@ class BundleMetadata:
             raise BundleError(f"bundle {self.product}/{self.bundle_id}: {exc}") from exc
 
     def calibrated(self, calibration: Calibration) -> BundleMetadata:
-        """This bundle set to ``calibration``: its normalisation and segmentation, and thresholds
-        at 0.5 of the normalised scale (where the calibration put the operating point)."""
+        """This bundle set to ``calibration`` (thresholds at 0.5, its operating point)."""
         return dataclasses.replace(
             self,
             normalization=calibration.normalization,
@@ -242,8 +240,7 @@ def metadata_object(raw: bytes, path: Path) -> dict[str, Any]:
 def read_versioned_metadata(
     bundle_dir: str | Path, cls: type[T], schema_version: int, what: str
 ) -> T:
-    """``metadata.json`` of a bundle as the frozen type ``cls``, at exactly ``schema_version``
-    (``BundleError`` naming the file otherwise)."""
+    """``metadata.json`` as ``cls``, at exactly ``schema_version`` (else ``BundleError``)."""
     data = read_metadata_json(bundle_dir, what=what)
     return parse_versioned_metadata(
         data, Path(bundle_dir) / METADATA_FILE, cls, schema_version, what

@@ -222,8 +222,7 @@ def default_configs_dir() -> Path:
 
 
 def folder_of(config_file: str | Path) -> Path:
-    """The configs folder of a config file that names none: its own folder, whatever the
-    working directory (site, station and line configs)."""
+    """A config file's configs folder when it names none: its own folder, whatever the cwd."""
     return Path(config_file).parent
 
 
@@ -235,8 +234,7 @@ def configs_folder(configs_dir: Path | None) -> Path:
 
 
 def load_site_config(path: str | Path | None = None) -> SiteConfig:
-    """Load the site config; ``None`` uses configs/site.yaml when present, else defaults.
-    ``configs_dir`` defaults to the file's own folder."""
+    """The site config (None: configs/site.yaml if present, else defaults), in its folder."""
     if path is None:
         if not DEFAULT_SITE_CONFIG.is_file():
             return SiteConfig()

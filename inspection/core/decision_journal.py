@@ -25,8 +25,7 @@ DECISIONS_FILE = "decisions.jsonl"
 
 
 class DecisionJournal:
-    """Reads and writes the signed records of the products under ``store.root``; holds no
-    state. Bundles are looked up in ``store`` (one is held before it goes live)."""
+    """The signed records of the products under ``store.root``; bundles are ``store``'s."""
 
     def __init__(self, store: VersionStore) -> None:
         self.store = store

@@ -35,8 +35,7 @@ R = TypeVar("R", bound=SignedRow)
 
 def refusal(record: SignedRow | Mapping[str, Any], public_key: PublicKeys | None,
             what: str | None = None) -> str | None:  # fmt: skip
-    """None when ``record`` may serve (signed by ``public_key`` unchanged, or no key is
-    pinned), else why it is refused."""
+    """None when ``record`` may serve (verified by ``public_key``, or none pinned), else why not."""
     if public_key is None:
         return None
     row = record if isinstance(record, Mapping) else record.row()
@@ -61,8 +60,7 @@ def newest_trusted(
 
 
 def _row(record: object, optional: tuple[str, ...]) -> dict[str, Any]:
-    """The JSON row of a record dataclass: ``optional`` fields only when set (rows of earlier
-    releases read, and verify, the same)."""
+    """A record's JSON row, ``optional`` fields only when set (so earlier rows verify the same)."""
     row = asdict(record)  # type: ignore[call-overload]
     for key in optional:
         if row[key] is None:

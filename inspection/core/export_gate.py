@@ -143,8 +143,7 @@ class ExportRecord:
 
     @classmethod
     def from_metrics(cls, metrics: Mapping[str, Any], where: str = "metrics") -> ExportRecord:
-        """Read the export's keys of a bundle's ``metrics`` (any release so far; the bundle's
-        own figures are ``EvaluationMetrics.from_mapping``'s). Malformed: ``ConfigError``."""
+        """The export's keys of a bundle's ``metrics`` (any release; malformed: ``ConfigError``)."""
         gate, reference = metrics.get("gate"), metrics.get("reference_fp32")
         drop = metrics.get("image_auroc_drop")
         if drop is not None and (isinstance(drop, bool) or not isinstance(drop, (int, float))):

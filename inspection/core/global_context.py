@@ -69,8 +69,7 @@ class Standardiser:
 
 @dataclass(frozen=True)
 class GlobalContext:
-    """Fitted global-context model: one Gaussian and standardiser per component
-    (``standardisers`` may also hold ``local``); ``feature_layers``: the pooled layers."""
+    """A Gaussian and a standardiser per component (``standardisers`` may also hold ``local``)."""
 
     gaussians: Mapping[str, Gaussian]
     standardisers: Mapping[str, Standardiser]

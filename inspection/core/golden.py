@@ -49,8 +49,7 @@ DEFAULT_TOLERANCE = 0.01
 
 @dataclass(frozen=True)
 class MapSummary:
-    """A raw (h, w) anomaly map summarised: its maximum and its ``GRID`` x ``GRID`` cell means
-    (row-major), float, raw units."""
+    """A raw (h, w) anomaly map's maximum and ``GRID`` x ``GRID`` cell means (row-major)."""
 
     max: float
     grid: tuple[float, ...]
@@ -331,8 +330,7 @@ class Recalibration:
     good_after: tuple[float, ...] = ()
 
     def carry(self, number: int, value: float, budget: float | None = None) -> ThresholdCarry:
-        """Threshold version ``number`` (``value`` on the export calibration, at ``budget`` if
-        it records one) carried to this calibration (``carry_threshold``)."""
+        """Threshold version ``number`` carried to this calibration (``carry_threshold``)."""
         carried, how = carry_threshold(value, self.good_before, self.good_after, budget)
         return ThresholdCarry(number, float(value), carried, how)
 

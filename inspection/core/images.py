@@ -262,8 +262,7 @@ def _read_bytes(path: str | Path) -> bytes:
 
 
 def probe_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
-    """(width, height) from the file's header, no pixels decoded (``ImageDecodeError`` as
-    ``decode_reduced``)."""
+    """(width, height) from the file's header, no pixels decoded (errors: ``decode_reduced``'s)."""
     name = str(path)
     try:
         if Path(path).stat().st_size == 0:

@@ -87,8 +87,7 @@ class GoodScores:
     """False: the good validation scores fitted a fusion's standardisers, so a bundle
     calibrates on ``out_of_fold`` alone."""
     roi_masked: bool = False
-    """True: every score is of the training ROI (``core.roi.apply_roi``), as its ROI
-    bundles' are; False: of whole images."""
+    """True: every score is of the training ROI (``core.roi.apply_roi``); False: whole images."""
 
 
 @dataclass(frozen=True)
@@ -114,8 +113,7 @@ class Lineage:
 
 @dataclass(frozen=True)
 class FitFigures:
-    """What training records about the fit beside its metrics (``ModelRecord.metrics``; None:
-    not recorded)."""
+    """What training records about the fit beside its metrics (None: not recorded)."""
 
     fit_seconds: float | None = None
     test_images: int | None = None
@@ -142,8 +140,7 @@ class BackboneWeights:
 
 @dataclass(frozen=True)
 class DatasetRef:
-    """The dataset folder a version was trained on and its content fingerprint
-    (``data.Dataset.fingerprint``; None: not recorded)."""
+    """The dataset folder a version was trained on and its fingerprint (None: not recorded)."""
 
     root: Path | None = None
     sha256: str | None = None
@@ -220,8 +217,7 @@ class ModelRecord:
         return root
 
     def calibration(self) -> Calibration:
-        """The normalisation and segmentation the version's metrics were judged at (older
-        versions: rebuilt from its normalisation and segmentation)."""
+        """The calibration the version's metrics were judged at (older versions: rebuilt)."""
         recorded = self.evaluation().calibration
         if recorded is not None:
             return recorded
@@ -275,8 +271,7 @@ class ModelRecord:
         return self._recorded("splits", DataSplits) or DataSplits()
 
     def _recorded(self, key: str, cls: type[T], *, if_set: bool = False) -> T | None:
-        """``extra[key]`` as ``cls`` (``_typed_extra``); None when the version records no
-        ``key`` (``if_set``: or records it empty)."""
+        """``extra[key]`` as ``cls``; None when not recorded (``if_set``: or recorded empty)."""
         recorded = self.extra.get(key) if if_set else key in self.extra
         return self._typed_extra(key, cls) if recorded else None
 

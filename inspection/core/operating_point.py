@@ -224,8 +224,7 @@ def confident_bound(n: int, rank: int, confidence: float) -> float:
 
 
 def confident_n_needed(budget: float, confidence: float) -> int:
-    """The fewest good scores for which ``confident_rank`` exists: (1 - budget)^n <= 1 - level
-    (299 at 1 % and 95 %)."""
+    """The fewest good scores for which ``confident_rank`` exists (299 at 1 % and 95 %)."""
     n = max(1, math.floor(math.log(1.0 - confidence) / math.log(1.0 - budget)))
     while confident_rank(n, budget, confidence) > n:
         n += 1
@@ -435,8 +434,7 @@ def miss_at(
 
 
 def lacking_kinds(miss: Mapping[str, KindMiss], bound: float) -> tuple[str, ...]:
-    """Defect kinds not shown to be missed at most ``bound`` at the operating point: the upper
-    end of their miss-rate interval is above ``bound`` (sorted)."""
+    """Defect kinds whose miss-rate interval reaches above ``bound`` (sorted): not line-ready."""
     return tuple(sorted(k for k, m in miss.items() if m.interval.high > bound + 1e-12))
 
 

@@ -184,8 +184,7 @@ class ProductConfig:
     auto_budget_s: float = 240.0
     """Seconds the auto search may use (``--budget`` overrides)."""
     operating_point: OperatingPoint | None = None
-    """The product's operating point (``core.operating_point``) for every model kind; None:
-    the model config's (a 1 % false-reject budget unless set there)."""
+    """For every model kind (``core.operating_point``); None: the model config's."""
     image_bits: int = DEFAULT_SOURCE_BITS
     """Significant bits of the camera's 16-bit images (12: values 0..4095), applied by training
     and, through the bundle's ``preprocessing.source_bits``, by every station; 16: the high
@@ -228,8 +227,7 @@ def product_config_path(product: str, directory: Path | None = None) -> Path:
 
 
 def load_product_config(product: str, directory: Path | None = None) -> ProductConfig:
-    """The product's YAML in ``directory`` (see ``product_config_path``), or an empty
-    ``ProductConfig`` when it has none."""
+    """The product's YAML (``product_config_path``), or an empty ``ProductConfig`` without one."""
     path = product_config_path(product, directory)
     if not path.is_file():
         return ProductConfig()

@@ -133,8 +133,7 @@ class RetrainEvent:
 
     @classmethod
     def from_event(cls, event: Mapping[str, Any], where: str = "event") -> RetrainEvent:
-        """The run's fields of one audit event (the registry's own keys such as ``action``
-        and ``actor``, and details added later, are left to their readers)."""
+        """The run's fields of one audit event (other keys are left to their readers)."""
         names = {f.name for f in fields(cls)} - {"metrics"}
         own = {k: v for k, v in event.items() if k in names and v is not None}
         for key in ("reviewed_good_ids", "skipped_review_ids"):

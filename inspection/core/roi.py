@@ -24,8 +24,7 @@ _SHIFT = 4  # fixed-point bits for sub-pixel polygon vertices in cv2.fillPoly
 
 @dataclass(frozen=True)
 class RoiSpec:
-    """Include/exclude polygons ((x, y) vertices) on a reference image of ``reference_size``
-    (height, width) pixels. No include polygon: the whole image is included."""
+    """Polygons of (x, y) vertices on a ``reference_size`` (h, w) image; no include: everything."""
 
     reference_size: tuple[int, int]
     include: tuple[Polygon, ...] = ()

@@ -77,8 +77,7 @@ class TileGrid:
         return len(self.origins)
 
     def inside(self, roi: RoiSpec) -> TileGrid:
-        """The grid of the tiles holding at least one pixel of ``roi`` (scaled to ``size``);
-        the others see only what the ROI masks away, so they are neither trained nor run."""
+        """The tiles holding a pixel of ``roi``; the others are neither trained nor run."""
         mask = roi.mask(*self.size)
         th, tw = self.tile_size
         kept = tuple((y, x) for y, x in self.origins if mask[y : y + th, x : x + tw].any())

@@ -85,8 +85,7 @@ class InspectionResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
     candidates: tuple[DefectRegion, ...] = ()
     components: dict[str, float] = field(default_factory=dict)
-    """Per-component z-scores of a fused score (``core.global_context``), e.g. {"local": 1.2,
-    "colour": 7.5}; empty otherwise."""
+    """Per-component z-scores of a fused score (``core.global_context``); empty otherwise."""
     min_defect_area: float | None = None
     """Regions smaller than this many pixels make no NG (``core.verdict``); None: any size."""
     alignment: AffineMatrix | None = None
@@ -96,8 +95,7 @@ class InspectionResult:
     """(H, W) at full resolution when judged on a reduced working copy (``runtime.camera``):
     pixel quantities are then working pixels, ``camera_regions`` scales the regions back."""
     input_warnings: tuple[str, ...] = ()
-    """Why the image lies outside the bundle's input domain (``core.input_domain``), judged
-    anyway under ``input_check: warn``; empty: inside, or not checked."""
+    """Why the image lies outside the input domain, judged anyway (``input_check: warn``)."""
 
     def __post_init__(self) -> None:
         if self.alignment is not None and (

@@ -62,8 +62,7 @@ class VersionStore:
         weights: Mapping[str, Any] | None = None,
         extra: Mapping[str, Any] | None = None,
     ) -> ModelRecord:
-        """Create the next immutable version; ``write_files(dir)`` puts artefacts in it; the
-        other arguments are the record's sections (``ModelRecord``), copied as given."""
+        """Create the next immutable version (``write_files(dir)`` puts its artefacts in it)."""
         with product_lock(self.root, product):
             versions_dir = product_dir(self.root, product) / "versions"
             versions_dir.mkdir(parents=True, exist_ok=True)
@@ -166,7 +165,7 @@ class VersionStore:
 
 
 def _folders(parent: Path) -> list[str]:
-    """Names of the folders in ``parent`` (none when it is missing), hidden staging ones left out."""
+    """Names of the folders in ``parent`` (if any), hidden staging ones left out."""
     if not parent.is_dir():
         return []
     return sorted(p.name for p in parent.iterdir() if p.is_dir() and not p.name.startswith("."))
