@@ -1,10 +1,9 @@
 """The ``inspection`` command. Each module in this package adds its commands.
 
 A command module's ``typer.Typer`` objects are found automatically (a named one is a command
-group, a nameless one's commands stand at the top level; a module with ``register(app)`` calls
-it instead), so adding a command group never edits this file. Heavy imports
-(torch, anomalib, openvino) stay inside the command functions so ``--help`` is fast
-and station commands never import torch.
+group, a nameless one's commands stand at the top level), so adding a command group never
+edits this file. Heavy imports (torch, anomalib, openvino) stay inside the command functions
+so ``--help`` is fast and station commands never import torch.
 """
 
 from __future__ import annotations
@@ -46,10 +45,6 @@ def _register_commands() -> None:
         if module_info.name.startswith("_"):
             continue
         module = importlib.import_module(f"{__name__}.{module_info.name}")
-        register = getattr(module, "register", None)
-        if register is not None:
-            register(app)
-            continue
         for value in vars(module).values():
             if isinstance(value, typer.Typer) and value.info.name:
                 app.add_typer(value)

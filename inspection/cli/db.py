@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.console import Console
 
-from inspection.cli._site import announce_env_site, site_from_env, site_option
+from inspection.cli._site import announce_env_site, group, site_from_env, site_option
 from inspection.core.config import load_site_config
 from inspection.service.config import load_station_config
 
@@ -26,8 +26,8 @@ if TYPE_CHECKING:
     from inspection.store.store import Store
 
 console = Console()
-db_app = typer.Typer(help="Results database schema (Alembic migrations).", no_args_is_help=True)
-store_app = typer.Typer(help="What the results store keeps (retention.yaml).", no_args_is_help=True)
+db_app = group("db", "Results database schema (Alembic migrations).")
+store_app = group("store", "What the results store keeps (retention.yaml).")
 STATION_OPTION = typer.Option(
     None, "--config", "-c", help="Station config YAML whose store to use."
 )
@@ -151,8 +151,3 @@ def _target(ctx: typer.Context, config: Path | None, site: Path | None) -> _Targ
     site_config = load_site_config(site)
     store = Store(site_config.store_url, site_config.blob_dir)
     return _Target(store, site_config.configs, site_config.registry_dir, site_config.products)
-
-
-def register(app: typer.Typer) -> None:
-    app.add_typer(db_app, name="db")
-    app.add_typer(store_app, name="store")

@@ -21,6 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from inspection.cli._signals import stop_on_signals
+from inspection.cli._site import group
 from inspection.cli.console import logs_beside, print_table, quiet_logs, verbose_requested
 from inspection.core.registry import Registry
 from inspection.core.signing import Keyring, key_id
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
     from inspection.store.outbox import SinkBacklog
 
 console = Console()
-station_app = typer.Typer(help="Line-station maintenance commands.", no_args_is_help=True)
+station_app = group("station", "Line-station maintenance commands.")
 TOKEN_ENV = "INSPECTION_REGISTRY_TOKEN"
 CONFIG_OPTION = typer.Option(
     Path("configs/station.yaml"), "--config", "-c", help="Station config YAML."
@@ -409,7 +410,3 @@ def _print(outcomes: list[SyncOutcome]) -> None:
             f"[{colour}]{outcome.product}: {outcome.status}[/] live={outcome.live or '-'} "
             f"remote={outcome.remote or '-'} {outcome.detail}"
         )
-
-
-def register(app: typer.Typer) -> None:
-    app.add_typer(station_app, name="station")
