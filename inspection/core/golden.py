@@ -240,16 +240,11 @@ def carry_threshold(
     budget: float | None = None,
 ) -> tuple[float | None, str]:
     """(threshold, how) or (None, why not): a normalised threshold ``value`` set on a bundle's
-    export calibration, re-derived after a re-calibration at the false-reject budget it meant.
-
-    Args:
-        budget: the budget the version records (set on the dashboard), kept with
-            ``BUDGET_CONFIDENCE``; None: inferred from the value's split-conformal level on
-            the bundle's (G,) normalised ``good_before`` scores (rejecting r of them bounds a
-            good part's rejection by (r + 1) / (G + 1)). Not carried when the value lies above
-            every good score or that budget exceeds ``MAX_BUDGET``.
-        good_after: the station's (G',) normalised good scores, on which the budget sets the
-            carried threshold (``choose_threshold``); too few for the budget: not carried.
+    export calibration, re-derived on the station's (G',) normalised ``good_after`` scores at
+    the false-reject budget it meant: ``budget`` as the version records it (kept with
+    ``BUDGET_CONFIDENCE``), else the value's split-conformal level on the bundle's (G,)
+    ``good_before`` scores (rejecting r bounds a good part's rejection by (r + 1) / (G + 1)).
+    Not carried above every good score, past ``MAX_BUDGET`` or with too few good scores.
     """
     if budget is not None:  # saved on the Thresholds page: kept as the page keeps it
         return _at_budget(

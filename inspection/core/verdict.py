@@ -8,11 +8,6 @@ dashboard).
   finds on it are returned as ``candidates``, never as defects.
 - A minimum defect area (pixels; a product's ``min_defect_area_mm2``, ``core.units``): a score
   at or above the threshold whose regions are all smaller is OK, its regions candidates.
-
-Segmentation is hysteresis seeded at the map's peaks (``Segmentation``): a region starts at
-every connected area that reaches ``seed_level`` and grows over connected pixels down to a
-level between ``floor`` and the region's own peak. ``kind="global"`` is the special case of
-one fixed pixel threshold (``floor == seed_level``, ``relative_level == 0``).
 """
 
 from __future__ import annotations
@@ -33,7 +28,8 @@ SEGMENTATION_KINDS: tuple[str, ...] = ("global", "adaptive")
 
 @dataclass(frozen=True)
 class Segmentation:
-    """How a normalised anomaly map ((H, W) float32 in [0, 1]) becomes defect regions.
+    """How a normalised anomaly map ((H, W) float32 in [0, 1]) becomes defect regions: hysteresis
+    seeded at its peaks (``kind="global"``: one fixed pixel threshold, ``floor == seed_level``).
 
     - ``seed_level``: a region must reach this map value (global kind: the pixel threshold).
     - ``floor``: regions never grow below this value (a level normal maps rarely exceed).
