@@ -18,17 +18,13 @@ console = Console()
 SITE_OPTION = site_option()
 
 
-def _registry(site: str | None) -> Registry:
-    return Registry(load_site_config(site).registry_dir)
-
-
 @models_app.command("list")
 def list_models(
     product: str = typer.Option(None, "--product", "-p", help="Only this product."),
     site: str = SITE_OPTION,
 ) -> None:
     """List model versions with their key metrics, and the live bundle per product."""
-    registry = _registry(site)
+    registry = Registry(load_site_config(site).registry_dir)
     table = Table(
         "product", "version", "model", "created", "image AUROC", "pixel AUROC", "AUPRO", "live"
     )
@@ -55,7 +51,7 @@ def show_model(
     site: str = SITE_OPTION,
 ) -> None:
     """Print a version's full record as JSON (config, dataset fingerprint, metrics, packages)."""
-    registry = _registry(site)
+    registry = Registry(load_site_config(site).registry_dir)
     record = registry.version(product, version) if version else registry.latest_version(product)
     data = {k: v for k, v in record.__dict__.items() if k != "path"}
     data["dataset"] = {k: v for k, v in record.dataset.items() if k != "files"}
