@@ -130,15 +130,11 @@ def retrain_runs(registry: Registry, reports_dir: Path, product: str) -> list[Re
 
 def runs_frame(runs: list[RetrainRun], metric: str = "image_auroc") -> pd.DataFrame:
     """Summary table: when, run, decision, champion, challenger and ``metric`` for each."""
-    return pd.DataFrame(
-        {
-            "at": [r.at for r in runs],
-            "run": [r.run for r in runs],
-            "decision": [r.decision for r in runs],
-            "champion": [r.champion for r in runs],
-            "challenger": [r.challenger for r in runs],
-            f"champion {metric}": [r.champion_metrics.get(metric) for r in runs],
-            f"challenger {metric}": [r.challenger_metrics.get(metric) for r in runs],
-            "reason": [r.reason for r in runs],
-        }
-    )
+    columns = ["at", "run", "decision", "champion", "challenger"]
+    columns += [f"champion {metric}", f"challenger {metric}", "reason"]
+    rows = [
+        (r.at, r.run, r.decision, r.champion, r.challenger, r.champion_metrics.get(metric),
+         r.challenger_metrics.get(metric), r.reason)
+        for r in runs
+    ]  # fmt: skip
+    return pd.DataFrame(rows, columns=columns)

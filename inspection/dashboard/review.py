@@ -87,20 +87,13 @@ def page_start(
 
 def page_frame(page: QueuePage) -> pd.DataFrame:
     """The page as a table: time, product, station, part, score, threshold, verdict, label."""
-    rows = page.rows
-    return pd.DataFrame(
-        {
-            "time": [r.created_at for r in rows],
-            "product": [r.product for r in rows],
-            "station": [r.station_id for r in rows],
-            "part": [r.part for r in rows],
-            "score": [r.score for r in rows],
-            "threshold": [r.threshold for r in rows],
-            "verdict": [r.verdict for r in rows],
-            "label": [LABELS.get(r.review_label or "", "") for r in rows],
-            "id": [r.id for r in rows],
-        }
-    )
+    columns = ["time", "product", "station", "part", "score", "threshold", "verdict", "label", "id"]
+    rows = [
+        (r.created_at, r.product, r.station_id, r.part, r.score, r.threshold, r.verdict,
+         LABELS.get(r.review_label or "", ""), r.id)
+        for r in page.rows
+    ]  # fmt: skip
+    return pd.DataFrame(rows, columns=columns)
 
 
 @dataclass(frozen=True)
@@ -211,16 +204,11 @@ def submit(
 
 def audit_frame(store: Store, inspection_id: str) -> pd.DataFrame:
     """Every review of one inspection, oldest first: when, who, label, type, note."""
-    reviews = store.reviews_of(inspection_id)
-    return pd.DataFrame(
-        {
-            "at": [r.created_at for r in reviews],
-            "reviewer": [r.reviewer for r in reviews],
-            "label": [LABELS.get(r.label, r.label) for r in reviews],
-            "defect type": [r.defect_type or "" for r in reviews],
-            "note": [r.note or "" for r in reviews],
-        }
-    )
+    rows = [
+        (r.created_at, r.reviewer, LABELS.get(r.label, r.label), r.defect_type or "", r.note or "")
+        for r in store.reviews_of(inspection_id)
+    ]
+    return pd.DataFrame(rows, columns=["at", "reviewer", "label", "defect type", "note"])
 
 
 def part_frame(store: Store, row: queries.QueueRow) -> pd.DataFrame:
@@ -232,15 +220,8 @@ def part_frame(store: Store, row: queries.QueueRow) -> pd.DataFrame:
         if row.part_id
         else []
     )
-    pairs = found if len(found) > 1 else []
-    views = [view for _, view in pairs]
-    return pd.DataFrame(
-        {
-            "view": [(request_id or "").split("/", 1)[-1] for request_id, _ in pairs],
-            "product": [v.product for v in views],
-            "verdict": [v.verdict for v in views],
-            "score": [v.score for v in views],
-            "threshold": [v.threshold for v in views],
-            "id": [v.id for v in views],
-        }
-    )
+    rows = [
+        ((request_id or "").split("/", 1)[-1], v.product, v.verdict, v.score, v.threshold, v.id)
+        for request_id, v in (found if len(found) > 1 else [])
+    ]
+    return pd.DataFrame(rows, columns=["view", "product", "verdict", "score", "threshold", "id"])
