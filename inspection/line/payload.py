@@ -128,9 +128,7 @@ class ResultPayload:
 
 def client_request_id(stored: str | None, inspection_id: str) -> str:
     """The request id as the client gave it (the store scopes it as ``station/id``)."""
-    if not stored:
-        return inspection_id
-    return stored.split("/", 1)[1] if "/" in stored else stored
+    return stored.split("/", 1)[-1] if stored else inspection_id
 
 
 def payload_of(
