@@ -36,6 +36,7 @@ import cv2
 import numpy as np
 import yaml
 from PIL import Image
+from sqlalchemy import insert, select, text
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -225,7 +226,8 @@ def seed_inspections(
                     "audit_sample": bool(audit[i]),
                 }
             )
-        _insert(store, rows)
+        with store.session() as session:
+            session.execute(insert(Inspection), rows)
     with store.session() as session:  # bulk inserts skip the write path's rollup update
         rollups.rebuild(session)
 
@@ -258,7 +260,6 @@ def copy_inspections(
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.csv as pcsv
-    from sqlalchemy import text
 
     from inspection.store import partitions
     from inspection.store.retention import KeepPolicy
@@ -378,18 +379,9 @@ def _drop_keys(connection: Any) -> Callable[[], None]:
     return rebuild
 
 
-def _insert(store: Store, rows: list[dict]) -> None:
-    from sqlalchemy import insert
-
-    with store.session() as session:
-        session.execute(insert(Inspection), rows)
-
-
 def seed_reviews(store: Store, n: int, *, audits: int = 0, seed: int = 0) -> int:
     """Label up to ``n`` of the oldest NG/borderline inspections like a reviewer would (a
     biased sample: only high scores), and up to ``audits`` random audit-sample parts."""
-    from sqlalchemy import select
-
     from inspection.store.queries import QueueQuery, review_queue
 
     rng = np.random.default_rng(seed)
