@@ -197,7 +197,10 @@ class ProductConfig:
         check_image_bits(self.image_bits)
         if self.alignment is not None and self.reference is None:
             raise ConfigError("alignment: needs a reference image (the 'reference' key)")
-        _check_models(self.models)
+        for kind, section in self.models.items():
+            check_kind(kind)
+            if not isinstance(section, Mapping):
+                raise ConfigError(f"models.{kind}: expected a mapping of ModelConfig keys")
 
 
 def check_image_bits(bits: object) -> None:
@@ -206,13 +209,6 @@ def check_image_bits(bits: object) -> None:
         check_source_bits(bits, "image_bits")
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
-
-
-def _check_models(models: Mapping[str, Any]) -> None:
-    for kind, section in models.items():
-        check_kind(kind)
-        if not isinstance(section, Mapping):
-            raise ConfigError(f"models.{kind}: expected a mapping of ModelConfig keys")
 
 
 def _check(ok: bool, key: str, message: str) -> None:

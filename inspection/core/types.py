@@ -17,14 +17,6 @@ Progress = Callable[[str], None]
 """Receives one human-readable line per step of a long job (tuning, export, retraining)."""
 
 
-def _check_box(box: tuple[int, int, int, int]) -> None:
-    if len(box) != 4:
-        raise ValueError(f"box must be (x0, y0, x1, y1), got {box!r}")
-    x0, y0, x1, y1 = box
-    if x1 <= x0 or y1 <= y0:
-        raise ValueError(f"box must have x1 > x0 and y1 > y0, got {box!r}")
-
-
 @dataclass(frozen=True)
 class DefectRegion:
     """One connected defect region in input-image pixels: ``box`` (x0, y0, x1, y1), upper
@@ -45,7 +37,11 @@ class DefectRegion:
     width_mm: float | None = None
 
     def __post_init__(self) -> None:
-        _check_box(self.box)
+        if len(self.box) != 4:
+            raise ValueError(f"box must be (x0, y0, x1, y1), got {self.box!r}")
+        x0, y0, x1, y1 = self.box
+        if x1 <= x0 or y1 <= y0:
+            raise ValueError(f"box must have x1 > x0 and y1 > y0, got {self.box!r}")
         if self.area <= 0:
             raise ValueError(f"area must be positive, got {self.area}")
 
