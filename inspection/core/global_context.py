@@ -181,7 +181,9 @@ def frequency_statistics(image: np.ndarray) -> np.ndarray:
     grey = cv2.cvtColor(_small(image), cv2.COLOR_RGB2GRAY).astype(np.float64)
     grey = (grey - grey.mean()) * np.outer(np.hanning(STATS_SIZE), np.hanning(STATS_SIZE))
     power = np.abs(np.fft.fftshift(np.fft.fft2(grey))) ** 2
-    radius, angle = _polar_grid()
+    freqs = np.fft.fftshift(np.fft.fftfreq(STATS_SIZE))  # cycles/pixel, as the spectrum
+    fy, fx = np.meshgrid(freqs, freqs, indexing="ij")
+    radius, angle = np.hypot(fx, fy), np.mod(np.arctan2(fy, fx), np.pi)
     valid = (radius > 0) & (radius <= 0.5)
     rings = np.minimum((radius[valid] / 0.5 * RADIAL_BINS).astype(int), RADIAL_BINS - 1)
     sectors = np.minimum((angle[valid] / np.pi * ANGULAR_BINS).astype(int), ANGULAR_BINS - 1)
@@ -190,13 +192,6 @@ def frequency_statistics(image: np.ndarray) -> np.ndarray:
     sector_power = np.bincount(sectors, values, ANGULAR_BINS)
     total = values.sum() + 1e-12
     return np.log(np.concatenate([ring_power, sector_power]) / total + 1e-9)
-
-
-def _polar_grid() -> tuple[np.ndarray, np.ndarray]:
-    """Normalised frequency radius (cycles/pixel) and angle in [0, pi) of the shifted grid."""
-    freqs = np.fft.fftshift(np.fft.fftfreq(STATS_SIZE))
-    fy, fx = np.meshgrid(freqs, freqs, indexing="ij")
-    return np.hypot(fx, fy), np.mod(np.arctan2(fy, fx), np.pi)
 
 
 IMAGE_STATISTICS = {COLOUR: colour_statistics, FREQUENCY: frequency_statistics}

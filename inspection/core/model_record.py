@@ -238,12 +238,8 @@ class ModelRecord:
 
     def global_context(self) -> GlobalContextSpec | None:
         """The fitted global-context component; ``None`` when none was kept."""
-        spec = self.global_context_search()
+        spec = self._recorded("global_context", GlobalContextSpec, if_set=True)
         return spec if spec is not None and spec.components else None
-
-    def global_context_search(self) -> GlobalContextSpec | None:
-        """The recorded global-context choice, kept components or not; ``None``: not tried."""
-        return self._recorded("global_context", GlobalContextSpec, if_set=True)
 
     def lineage(self) -> Lineage | None:
         """The parent this version was derived from; ``None`` for a full training run."""
