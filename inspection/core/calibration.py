@@ -2,14 +2,10 @@
 
 An exported model (FP32, FP16 or INT8) scores and maps differently from the torch model it came
 from; inheriting FP32's numbers makes an INT8 bundle reject every good part. So every bundle is
-calibrated here on its own outputs, as anomalib's post-processor calibrates the torch model:
-
-- image threshold: the product's operating point (``core.operating_point``) on the good
-  scores, plus any ``extra_good_scores`` such as out-of-fold training scores;
-- pixel threshold: the raw map value maximising F1 over all validation pixels; without defect
-  masks (a good-only product) the value above the good maps' peaks at the budget;
-- min/max of the raw scores and maps (the normalisation maps each threshold to 0.5);
-- segmentation: chosen on the normalised maps (``core.segmentation.select_segmentation``).
+calibrated on its own outputs, as anomalib's post-processor calibrates the torch model: the
+image threshold by the product's operating point, the pixel threshold at the best pixel F1
+(without defect masks: above the good maps' peaks at the budget), min/max of the raw outputs
+(each threshold normalises to 0.5) and the segmentation chosen on the normalised maps.
 
 Layered one way: ``regions`` <- ``verdict`` <- ``segmentation`` <- ``calibration`` <- ``metrics``.
 """

@@ -6,10 +6,10 @@ AVX-512 VNNI, AMX) and executed precision may differ. Export stores a few valida
 map summary (``GoldenOutputs``); at load the station runs them again (``runtime.golden``) and
 compares (``compare_golden``).
 
-Drift is in *normalised units*: the raw difference over the raw span the export normalisation
-maps to [0, 1]. Each score may drift at most its own margin to the export threshold (never more
-than the tolerance), so a drift that could flip a golden verdict is refused. Scales and margins
-are fixed at export: a later threshold change does not move the check of RAW outputs.
+Drift is in *normalised units* (the raw difference over the raw span the export normalisation
+maps to [0, 1]); each score may drift at most its own margin to the export threshold (and the
+tolerance), so a drift that could flip a golden verdict is refused. Scales and margins are
+fixed at export: a later threshold change does not move this check of raw outputs.
 """
 
 from __future__ import annotations

@@ -12,15 +12,13 @@
   NG when separation is weak).
 - ``max_miss``: the highest threshold missing at most ``max_miss`` of the calibration defects.
 
-Why 1 %: operators bypass a station above roughly 8-10 % false alarms and every false reject
-costs a re-check; 1 % keeps re-checks rare yet is reachable with ~100 good scores (n >= 99),
-which out-of-fold training scores provide on day one.
+Why 1 %: operators bypass a station above roughly 8-10 % false alarms; 1 % keeps re-checks
+rare yet is reachable with ~100 good scores, which out-of-fold training scores give on day one.
 
-Per defect kind, miss rates come with exact 95 % intervals (``KindMiss``); ``lacking_kinds``
-names the kinds not shown to miss at most ``miss_bound`` (NOT LINE-READY; a kind with no miss
-needs ``defects_needed`` images: 36 at 10 %). The budget is checked the other way round:
-``within_budget`` refuses only rejects the budget makes implausible, since a false reject
-costs a re-check and a miss ships a defect.
+A defect kind not shown (exact 95 % interval, ``KindMiss``) to miss at most ``miss_bound`` is
+NOT LINE-READY (``lacking_kinds``; with no miss it needs ``defects_needed`` images, 36 at 10 %).
+The budget is checked the other way round: ``within_budget`` refuses only rejects the budget
+makes implausible, since a false reject costs a re-check and a miss ships a defect.
 """
 
 from __future__ import annotations
