@@ -113,12 +113,7 @@ class SoftPlc:
             time.sleep(self.scan_s)
 
     def trigger(
-        self,
-        *,
-        request_id: str = "",
-        product: str = "",
-        part_id: str = "",
-        timeout_s: float = 10.0,
+        self, *, request_id: str = "", product: str = "", part_id: str = "", timeout_s: float = 10.0
     ) -> PlcAnswer:
         """One full handshake cycle as a PLC runs it; raises ``HandshakeTimeout``."""
         self.wait_for("Done", False, timeout_s)

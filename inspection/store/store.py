@@ -159,8 +159,7 @@ class Store:
                 with connection.begin():
                     if connection.dialect.name == "postgresql":
                         connection.execute(
-                            text("SELECT pg_advisory_xact_lock(:key)"),
-                            {"key": _MIGRATION_LOCK_KEY},
+                            text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY}
                         )
                     config.attributes["connection"] = connection
                     command.upgrade(config, "head")
