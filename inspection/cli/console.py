@@ -82,7 +82,10 @@ def quiet_logs(log_dir: Path, name: str, *, verbose: bool = False) -> Iterator[P
     # plain console handlers only (pytest's capture handlers are subclasses and stay as they are)
     screens = [h for h in root.handlers if type(h) is logging.StreamHandler]
     screen_levels = [h.level for h in screens]
-    third_party = {n: _detach(logging.getLogger(n)) for n in THIRD_PARTY_LOGGERS}
+    libraries = [logging.getLogger(name) for name in THIRD_PARTY_LOGGERS]
+    library_state = [(library.handlers, library.propagate) for library in libraries]
+    for library in libraries:  # their own handlers off: records go to the root (the log file)
+        library.handlers, library.propagate = [], True
     root.addHandler(file_handler)
     root.setLevel(min(saved_level or logging.INFO, logging.INFO))
     for handler in screens:
@@ -102,17 +105,9 @@ def quiet_logs(log_dir: Path, name: str, *, verbose: bool = False) -> Iterator[P
         root.setLevel(saved_level)
         for handler, level in zip(screens, screen_levels, strict=True):
             handler.setLevel(level)
-        for logger_name, (handlers, propagate) in third_party.items():
-            logger = logging.getLogger(logger_name)
-            logger.handlers, logger.propagate = handlers, propagate
+        for library, (handlers, propagate) in zip(libraries, library_state, strict=True):
+            library.handlers, library.propagate = handlers, propagate
         file_handler.close()
-
-
-def _detach(logger: logging.Logger) -> tuple[list[logging.Handler], bool]:
-    """Remove a library logger's own handlers; its records go to the root (the log file)."""
-    state = (logger.handlers, logger.propagate)
-    logger.handlers, logger.propagate = [], True
-    return state
 
 
 class StepProgress:
