@@ -72,8 +72,7 @@ def _row(record: object, optional: tuple[str, ...]) -> dict[str, Any]:
 class ThresholdVersion:
     """One threshold version: ``value`` normalised, in (0, 1), for ``bundle_id`` (None: any).
     ``budget``: the false-reject budget it was chosen for, in (0, ``MAX_BUDGET``], at which a
-    re-calibrating station re-derives it (``core.golden.carry_threshold``); None: set by value.
-    """
+    re-calibrating station re-derives it (``core.golden.carry_threshold``); None: by value."""
 
     product: str
     number: int
@@ -104,8 +103,7 @@ class ThresholdVersion:
 
 @dataclass(frozen=True)
 class LiveState:
-    """The live pointer (``live.json``): which bundle the stations serve, signed like the
-    other decisions; ``digest`` binds it to the bundle's exact bytes."""
+    """The live pointer (``live.json``), signed; ``digest`` binds it to the bundle's bytes."""
 
     product: str
     bundle_id: str

@@ -40,5 +40,4 @@ class AlignmentError(InspectionError):
 
 
 class InputDomainError(InspectionError):
-    """An image unlike the bundle's training images (grey under a colour bundle, far too small,
-    another aspect ratio; ``core.input_domain``): an error, never a verdict."""
+    """An image unlike the bundle's training images (``core.input_domain``), never a verdict."""

@@ -1,9 +1,8 @@
 """The export gate: does a bundle, at ITS OWN thresholds, judge parts as well as FP32 does?
 
-``measure`` judges the labelled held-out split at the bundle's own calibration with the one
-verdict rule and the torch-free metrics (``BundleFigures``); ``check_gate`` compares them with
-the FP32 reference within ``GateTolerances`` and names every failed figure. What an export
-records beside a bundle's own metrics is one ``ExportRecord``, read and written here only.
+``measure`` judges the held-out split at the bundle's own calibration with the one verdict rule;
+``check_gate`` compares the figures with FP32's within ``GateTolerances``, naming every failure.
+An export records them beside the bundle's metrics as one ``ExportRecord``.
 """
 
 from __future__ import annotations

@@ -36,10 +36,8 @@ def relative_name(path: str | Path, root: str | Path) -> str:
 
 
 def fingerprint_files(paths: Iterable[str | Path], root: str | Path) -> dict:
-    """Fingerprint a set of files: their paths relative to ``root`` and content hashes.
-
-    Returns ``{"sha256": <hash over the sorted list>, "count": n, "files": {rel: sha}}``.
-    """
+    """``{"sha256": <hash over the sorted list>, "count": n, "files": {rel: sha}}`` of files,
+    named relative to ``root``."""
     files = {relative_name(p, root): sha256_file(p) for p in paths}
     digest = hashlib.sha256()
     for rel in sorted(files):

@@ -82,12 +82,9 @@ class GoldenImage:
 
 @dataclass(frozen=True)
 class GoldenOutputs:
-    """The golden record of a bundle (``BundleMetadata.golden``).
-
-    ``score_scale``/``map_scale``: raw units per normalised unit at export (> 0); ``tolerance``:
-    the largest drift a station accepts; ``precision``: OpenVINO's executed inference precision
-    of the reference outputs (``f32``, ``bf16``); ``recorded_on``: the CPU that computed them.
-    """
+    """The golden record of a bundle: ``score_scale``/``map_scale``, raw units per normalised
+    unit at export; ``precision`` OpenVINO executed (``f32``, ``bf16``) on the CPU
+    ``recorded_on``; ``tolerance``: the largest drift a station accepts."""
 
     images: tuple[GoldenImage, ...]
     score_scale: float

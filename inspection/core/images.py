@@ -98,8 +98,7 @@ _CLIPS = _ClipLog()
 
 
 class _DarkLog:
-    """Warns once per process of a 16-bit image reading as black at its declared bits (e.g.
-    8-bit values saved in a 16-bit file under the default ``image_bits`` 16)."""
+    """Warns once per process of a 16-bit image reading as black at its declared bits."""
 
     def __init__(self) -> None:
         self.warned = False

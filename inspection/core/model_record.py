@@ -84,8 +84,7 @@ class GoodScores:
     train_full_bank: dict[str, float] = field(default_factory=dict)
     folds: int = 0
     validation_calibrates: bool = True
-    """False: the good validation scores fitted a fusion's standardisers, so a bundle
-    calibrates on ``out_of_fold`` alone."""
+    """False: the good validation scores fitted a fusion's standardisers; calibrate without."""
     roi_masked: bool = False
     """True: every score is of the training ROI (``core.roi.apply_roi``); False: whole images."""
 

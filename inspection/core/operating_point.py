@@ -39,8 +39,7 @@ DEFAULT_BUDGET = 0.01
 MAX_BUDGET = 0.5
 """The largest false-reject budget an operating point may set."""
 DEFAULT_MISS_BOUND = 0.10
-"""A defect kind not shown to miss at most this share at the operating point (the upper end of
-its exact 95 % interval is above it) is named NOT LINE-READY."""
+"""A defect kind not shown (exact 95 % interval) to miss at most this share: NOT LINE-READY."""
 BUDGET_CONFIDENCE = 0.95
 """A budget saved on the dashboard holds with this probability over the sample it was chosen
 on (``choose_threshold(confidence=)``), on the Thresholds page and when a station re-derives
@@ -310,11 +309,9 @@ def more_good_estimate(good: np.ndarray, bad: np.ndarray, budget: float) -> dict
 
 
 def f1_adaptive_threshold(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    """(threshold, F1): the value of ``scores`` maximising F1 of ``scores >= t`` vs ``labels``.
-
-    As anomalib's ``F1AdaptiveThreshold``: no positives -> the highest score; no negatives ->
-    the lowest score (F1 is then reported for that threshold).
-    """
+    """(threshold, F1): the value of ``scores`` maximising F1 of ``scores >= t`` vs ``labels``,
+    as anomalib's ``F1AdaptiveThreshold`` (no positives: the highest score; none negative: the
+    lowest)."""
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     labels = np.asarray(labels).astype(bool).reshape(-1)
     if len(scores) == 0:
@@ -466,10 +463,8 @@ def operating_curve(
     defect_kinds: Sequence[str],
     thresholds: np.ndarray | None = None,
 ) -> tuple[CurvePoint, ...]:
-    """Reject rate vs per-kind miss rate at each threshold (default: every distinct score).
-
-    good_scores (G,), defect_scores (D,) raw with D ``defect_kinds``; NG when score >= t.
-    """
+    """Reject rate vs per-kind miss rate at each threshold (default: every distinct score) of
+    raw ``good_scores`` (G,) and ``defect_scores`` (D,) with D ``defect_kinds``."""
     good = _finite(good_scores, "good_scores")
     bad = _finite(defect_scores, "defect_scores")
     names = np.asarray(list(defect_kinds), dtype=object)

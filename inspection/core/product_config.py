@@ -217,8 +217,7 @@ def _check(ok: bool, key: str, message: str) -> None:
 
 
 def product_config_path(product: str, directory: Path | None = None) -> Path:
-    """``<directory>/products/<product>.yaml``; ``directory``: the site's configs folder
-    (``SiteConfig.configs``), default ``core.config.default_configs_dir()``."""
+    """``<directory>/products/<product>.yaml`` (``directory`` None: ``default_configs_dir()``)."""
     return (directory or default_configs_dir()) / "products" / f"{product}.yaml"
 
 

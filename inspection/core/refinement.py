@@ -1,8 +1,7 @@
 """Which mask refiner a bundle's station runs, and the validation measurement that chose it.
 
-Refinement (GrabCut, random walker) reshapes the judged regions of an NG result. It helps on
-some textures and hurts on others, so the choice is made per bundle, on that bundle's own
-outputs on the validation split, and carried in its metadata (``BundleMetadata.refinement``).
+Refinement reshapes the judged regions of an NG result; it helps on some textures and hurts on
+others, so each bundle chooses on its own validation outputs (``BundleMetadata.refinement``).
 """
 
 from __future__ import annotations

@@ -1,11 +1,10 @@
 """Signed bundles: Ed25519 signatures (``cryptography``) over a bundle's whole manifest.
 
-The site key is created at set-up (``inspection keys init``); stations pin public keys *by
-fingerprint* (``PinnedKey``) and verify against a ``Keyring``: bundle keys (two during a
-rotation), the dashboard's decision key (decision records only) and revocations.
+Stations pin public keys *by fingerprint* (``PinnedKey``) and verify against a ``Keyring``:
+bundle keys (two during a rotation), the dashboard's decision key and revocations.
 ``signature.json`` signs the *manifest*: the sha256 of ``metadata.json`` and of every listed
-file, so editing metadata, or weights together with their checksums, is refused. The
-manifest's sha256 is the bundle digest the registry records at promotion.
+file, so editing metadata, or weights with their checksums, is refused; its sha256 is the
+bundle digest the registry records at promotion.
 """
 
 from __future__ import annotations
@@ -319,8 +318,7 @@ def sign_bundle(bundle_dir: str | Path, private_key: Ed25519PrivateKey) -> str:
 
 
 def verify_signed_bundle(bundle_dir: str | Path, public_key: PublicKeys) -> str:
-    """Check the signature with the pinned key(s), then every file; returns the bundle digest
-    (``BundleError`` says what is wrong). A check only: loaders use ``read_verified``."""
+    """The bundle digest once ``read_verified`` checks hold (loaders use ``read_verified``)."""
     return read_verified(bundle_dir, public_key).digest
 
 
