@@ -48,9 +48,8 @@ class Normalization:
 @dataclass(frozen=True)
 class Calibration:
     """What a bundle's own validation outputs set: normalisation (thresholds at 0.5) and
-    segmentation. ``image_f1``/``pixel_f1``: reached at the raw thresholds on the validation
-    images (None: not recorded, as training's anomalib thresholds); ``operating``: how the image
-    threshold was chosen (None: recorded before operating points)."""
+    segmentation; ``image_f1``/``pixel_f1`` there (None: not recorded, as in training) and how
+    the image threshold was chosen (``operating``; None: before operating points)."""
 
     normalization: Normalization
     segmentation: Segmentation

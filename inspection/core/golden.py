@@ -301,13 +301,10 @@ def _at_budget(
 
 @dataclass(frozen=True)
 class Recalibration:
-    """A drifting bundle re-calibrated on this station's own validation images.
-
-    ``operating``: the operating point's description; ``miss``: the share of defective images
-    below the new threshold (None without defects). ``good_before`` (the bundle's exported
-    normalised good scores, ``validation_scores.json``; may be empty) and ``good_after`` (this
-    station's, re-calibrated) carry a registry threshold across (``carry``), not in ``summary``.
-    """
+    """A drifting bundle re-calibrated on this station's own validation images; ``miss``: the
+    share of defective images below the new threshold. ``good_before`` (the bundle's exported
+    normalised good scores; may be empty) and ``good_after`` (this station's, re-calibrated)
+    carry a registry threshold across (``carry``), not in ``summary``."""
 
     bundle: str
     folder: str

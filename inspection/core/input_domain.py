@@ -55,10 +55,9 @@ _CELLS_SIDE = 32
 
 @dataclass(frozen=True)
 class DomainTolerance:
-    """How far a product's images may lie outside its training images' before a station
-    refuses them (``input_domain:`` of the product config): ``aspect_tolerance``, the relative
-    margin each side of the training aspect range (0 to ``MAX_ASPECT_TOLERANCE``), and
-    ``min_side_fraction`` of the smallest training shorter side (in (0, 1])."""
+    """How far a product's images may lie outside its training images' (``input_domain:``):
+    ``aspect_tolerance``, the relative margin each side of the training aspect range (0 to
+    ``MAX_ASPECT_TOLERANCE``), and ``min_side_fraction`` of the smallest training shorter side."""
 
     aspect_tolerance: float = ASPECT_TOLERANCE
     min_side_fraction: float = MIN_SIDE_FRACTION

@@ -92,14 +92,11 @@ class OperatingPoint:
 
 @dataclass(frozen=True)
 class ThresholdChoice:
-    """The raw image threshold (NG when ``score >= threshold``) an ``OperatingPoint`` chose.
-
-    ``good_sources``: where the good scores came from, e.g. ``{"out_of_fold_train": 240,
-    "validation": 18}``. Budget policy only: ``rank`` k and ``false_reject_bound``, the
-    guaranteed false-reject probability (above ``budget`` when n is too small, and then
-    ``n_needed`` good scores are needed). ``calibration_false_reject``/``calibration_miss``:
-    the rates on the calibration scores themselves (miss None without defects).
-    """
+    """The raw image threshold (NG when ``score >= threshold``) an ``OperatingPoint`` chose on
+    good scores from ``good_sources`` (e.g. ``{"out_of_fold_train": 240, "validation": 18}``).
+    Budget policy only: ``rank`` k and ``false_reject_bound``, the guaranteed false-reject
+    probability (above ``budget`` when too few: ``n_needed``). ``calibration_false_reject``/
+    ``calibration_miss``: the rates on the calibration scores themselves."""
 
     threshold: float
     policy: Policy

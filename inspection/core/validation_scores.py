@@ -1,8 +1,7 @@
 """A bundle's labelled scores (``validation_scores.json``): export writes, the dashboard reads.
 
-Export writes the bundle's normalised image scores on the held-out split, checksummed with the
-bundle; read from a bundle the file is taken as verified (under the signature when the site has
-a public key), so the dashboard shows what export signed. Hand-made files may list
+The bundle's normalised image scores on the held-out split, read as verified (under the signature
+when the site has a public key): the dashboard shows what export signed. Hand-made files may list
 ``{"samples": [{"score": 0.12, "label": "good"}, ...]}`` and a ``note`` instead.
 """
 
