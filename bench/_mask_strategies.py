@@ -182,6 +182,8 @@ def held_out(val: Split, norm: Normalization) -> dict[str, float]:
     good = maps[val.labels == 0]
     grid = candidates(good, fallback=maps[bad][~val.masks[bad]])
     bad &= normalize_scores(val.scores, norm) >= 0.5
+    if not bad.any():
+        return dict.fromkeys(families(grid), np.nan)
     scores, penalty = kind_scores(maps[bad], val.masks[bad], list(val.types[bad]), good, grid)
     return {name: held_out_score(scores[f], penalty[f]) for name, f in families(grid).items()}
 
@@ -369,7 +371,7 @@ def markdown(report: dict, demo: tuple[str, ...], evaluation: tuple[str, ...]) -
         "",
         "| product | family | validation good/defective | test good/defective | segmentation before -> after "
         "| refiner kept before -> after | test judged-NG pixel F1 raw / grabcut / random walker / guided, after "
-        "| best level (F1) | held-out score: global 0.5 / global / grid | verdicts unchanged |",
+        "| best level (F1) | held-out score on judged-NG parts: global 0.5 / global / grid | verdicts unchanged |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]  # fmt: skip
     methods = ("raw", *REFINERS)
@@ -385,7 +387,7 @@ def markdown(report: dict, demo: tuple[str, ...], evaluation: tuple[str, ...]) -
             f"| {product} | {family} | {val['good']}/{val['defective']} | {test['good']}/{test['defective']} "
             f"| {segs} | {kept['before']['kept']} -> {kept['after']['kept']} "
             f"| {tf1} | {top['level']:.2f} ({top['ng_pixel_f1']:.3f}) "
-            f"| {' / '.join(f'{v:.3f}' for v in e['held_out'].values())} | {e['verdicts_unchanged']} |"
+            f"| {' / '.join(_num(v) for v in e['held_out'].values())} | {e['verdicts_unchanged']} |"
         )  # fmt: skip
     lines += _levels(report, demo)
     for title, family in (
