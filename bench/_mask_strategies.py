@@ -2,12 +2,13 @@
 
 Every row judges with the bundle's own normalisation and image threshold (``core.verdict.judge``),
 so image verdicts cannot move; the segmentation and a refiner only redraw the regions of NG
-results, as on the line. *Before*: the bundle's segmentation as exported, or the one
-``core.segmentation`` as committed at ``--before REV`` selects on the same validation outputs,
-and the refiner the export's rule keeps on VALIDATION (``core.refinement.choose_method``: pooled
-pixel F1 over the defective images up by ``min_gain``, mean image IoU not lower). *After*: the
-segmentation that calibration selects now on those outputs, and the refiner chosen again on
-validation on top of it.
+results, as on the line. *Before*: the bundle's segmentation as exported (faint NG images get
+the peak's half-maximum region) and the refiner the export's rule keeps on VALIDATION
+(``core.refinement.choose_method``: pooled pixel F1 over the defective images up by
+``min_gain``, mean image IoU not lower). *After*: the segmentation that calibration selects now
+on the same validation outputs (``core.segmentation``: the leave-one-kind-out family's level,
+then ``peak_level``), and the refiner chosen again on validation on top of it. ``prepare`` runs
+the tree before the selection changed (``PYTHONPATH``) so *before* is the old rule's choice.
 
 Pixel-threshold rules (good-map level, kind-balanced F1, good-statistics hysteresis, the
 guided filter before calibration) were measured here before and not adopted: the figures are
@@ -17,9 +18,6 @@ in the git history of ``reports/masks/evaluation.md`` (commit 60a98f9) and ``doc
 from __future__ import annotations
 
 import dataclasses
-import subprocess
-import types
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -175,15 +173,11 @@ def best_levels(split: Split, norm: Normalization) -> dict[str, dict[str, float]
 
 
 def held_out(val: Split, norm: Normalization) -> dict[str, float]:
-    """Validation's leave-one-kind-out score of each candidate family (``core.segmentation``),
-    over the defective images judged NG."""
+    """Validation's leave-one-kind-out score of each candidate family (``core.segmentation``)."""
     bad = val.known & (val.labels == 1)
     maps = normalize_maps(val.maps, norm)
     good = maps[val.labels == 0]
     grid = candidates(good, fallback=maps[bad][~val.masks[bad]])
-    bad &= normalize_scores(val.scores, norm) >= 0.5
-    if not bad.any():
-        return dict.fromkeys(families(grid), np.nan)
     scores, penalty = kind_scores(maps[bad], val.masks[bad], list(val.types[bad]), good, grid)
     return {name: held_out_score(scores[f], penalty[f]) for name, f in families(grid).items()}
 
@@ -206,26 +200,6 @@ def selected(val: Split, norm: Normalization) -> Segmentation:
     )
 
 
-def rule_at(revision: str) -> Callable[[Split, Normalization], Segmentation]:
-    """``selected`` with ``select_segmentation`` as committed at ``revision`` (a git rev)."""
-    path = "inspection/core/segmentation.py"
-    show = ["git", "show", f"{revision}:{path}"]
-    source = subprocess.run(show, capture_output=True, text=True, check=True).stdout
-    module = types.ModuleType(f"segmentation_at_{revision}")
-    exec(compile(source, f"{revision}:{path}", "exec"), module.__dict__)
-
-    def select(val: Split, norm: Normalization) -> Segmentation:
-        bad = val.known & (val.labels == 1)
-        maps = normalize_maps(val.maps, norm)
-        ng = normalize_scores(val.scores, norm)[bad] >= 0.5
-        good = maps[val.labels == 0]
-        return module.select_segmentation(
-            maps[bad], val.masks[bad], list(val.types[bad]), good, ng=ng
-        )
-
-    return select
-
-
 def _refiners() -> dict[str, MaskRefiner]:
     return {name: build_refiner(None, name) for name in REFINERS}
 
@@ -238,18 +212,13 @@ def _runs(on: dict[str, Split], norm: Normalization, seg: Segmentation, refiners
     }
 
 
-def evaluate(products: list[str], work: Path, out: Path, before: str | None = None) -> None:
-    """``before``: a git revision whose ``core.segmentation`` selects *before* (None: as exported)."""
+def evaluate(products: list[str], work: Path, out: Path) -> None:
     report: dict = {"cpu": cpu_description(), "load_before": load_average(), "work": str(work),
-                    "before": f"the segmentation `core.segmentation` at {before} selects on the same "
-                    "validation outputs" if before else "the bundle as exported",
-                    "after": "the segmentation calibration selects now on the same validation "
-                    "outputs", "products": {}}  # fmt: skip
+                    "before": "the bundle as exported", "after": "the segmentation calibration "
+                    "selects now on the same validation outputs", "products": {}}  # fmt: skip
     refiners = _refiners()
-    old_rule = rule_at(before) if before else None
     for product in products:
         val, test, norm, seg = load(work, product)
-        seg = old_rule(val, norm) if old_rule else seg
         on = {"validation": val, "test": test}
         runs = {"before": _runs(on, norm, seg, refiners)}
         now = selected(val, norm)
@@ -371,7 +340,7 @@ def markdown(report: dict, demo: tuple[str, ...], evaluation: tuple[str, ...]) -
         "",
         "| product | family | validation good/defective | test good/defective | segmentation before -> after "
         "| refiner kept before -> after | test judged-NG pixel F1 raw / grabcut / random walker / guided, after "
-        "| best level (F1) | held-out score on judged-NG parts: global 0.5 / global / grid | verdicts unchanged |",
+        "| best level (F1) | held-out score: global 0.5 / global / grid | verdicts unchanged |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]  # fmt: skip
     methods = ("raw", *REFINERS)
@@ -387,7 +356,7 @@ def markdown(report: dict, demo: tuple[str, ...], evaluation: tuple[str, ...]) -
             f"| {product} | {family} | {val['good']}/{val['defective']} | {test['good']}/{test['defective']} "
             f"| {segs} | {kept['before']['kept']} -> {kept['after']['kept']} "
             f"| {tf1} | {top['level']:.2f} ({top['ng_pixel_f1']:.3f}) "
-            f"| {' / '.join(_num(v) for v in e['held_out'].values())} | {e['verdicts_unchanged']} |"
+            f"| {' / '.join(f'{v:.3f}' for v in e['held_out'].values())} | {e['verdicts_unchanged']} |"
         )  # fmt: skip
     lines += _levels(report, demo)
     for title, family in (

@@ -1,7 +1,7 @@
 """Masks you can measure with: the refiner each bundle keeps, and sizes, on held-out data.
 
     heavy .venv/bin/python bench/masks.py prepare [--products brick,grass,...] [--seed 0 --work ...]
-    heavy .venv/bin/python bench/masks.py evaluate [--before REV]
+    heavy .venv/bin/python bench/masks.py evaluate
     .venv/bin/python bench/masks.py report          # evaluation.md again from evaluation.json
     heavy .venv/bin/python bench/masks.py refiners  # the export's own choice, through an Inspector
 
@@ -10,8 +10,8 @@ PatchCore version at the project's defaults and its FP32 bundle, then the bundle
 on the version's validation and held-out test splits (the station's inference path,
 ``training.export.run_bundle``) and the test images at the map size, cached in
 ``var/bench-masks/<product>.npz``. ``evaluate`` (``_mask_strategies.py``): the segmentation
-calibration selects on VALIDATION (before: as the bundle was exported, or as the rule at git
-revision ``--before`` selects; after: as calibration selects now) and the refiner kept on validation by the export's rule on top, judged on TEST at
+calibration selects on VALIDATION (before: as the bundle was exported; after: as calibration
+selects now) and the refiner kept on validation by the export's rule on top, judged on TEST at
 the bundle's own verdicts, which cannot move, by ``core.metrics.mask_figures``. Reports go to
 ``reports/masks/``. The shifted passes measured for #58 (``reports/masks/shifted.md``) and the
 old ``cost`` phase live in git: ``git show 2ff39c1:bench/masks.py``.
@@ -173,7 +173,6 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=WORK)
     parser.add_argument("--out", type=Path, default=Path("reports/masks"))
     parser.add_argument("--seed", type=int, default=0, help="prepare: the demo data's seed")
-    parser.add_argument("--before", help="evaluate: the git revision whose rule selects before")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     products = [p for p in args.products.split(",") if p]
@@ -183,9 +182,8 @@ def main() -> None:
         for product in products:
             log.info("%s -> %s", product, prepare(product, args.work, args.seed))
         return
-    if args.phase == "evaluate":
-        return evaluate(products, args.work, args.out, args.before)
-    rewrite(products, args.work, args.out)
+    phases = {"evaluate": evaluate, "report": rewrite}
+    phases[args.phase](products, args.work, args.out)
 
 
 if __name__ == "__main__":

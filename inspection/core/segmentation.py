@@ -6,9 +6,7 @@ normalisation) and at high quantiles of good-image map values; adaptive hysteres
 ``floor`` = a high quantile of good-image pixels, ``seed_level`` = 0.5 or a quantile of the
 good images' peaks, and ``relative_level`` in {0, 0.25, 0.5}. Each candidate is applied as the
 station applies it to an NG image (``verdict.ng_mask``: segmented regions plus the peak's
-region) and scored per defect kind by (region recall + pixel F1) / 2 over the defective images
-judged NG at the image threshold (the station draws no region on a part judged OK, so those
-cannot favour a level; a kind without one contributes nothing), minus a small penalty for
+region) and scored per defect kind by (region recall + pixel F1) / 2, minus a small penalty for
 candidate regions on good images; pooled pixel F1 alone never decides.
 
 The level must serve kinds validation has not seen, so it is chosen leave-one-kind-out: three
@@ -19,8 +17,8 @@ used only where its extra freedom helped a kind it was not chosen on.
 
 Then, with the chosen segmentation, ``peak_level`` (the region drawn around the peak of a faint
 NG image, whose map stays below ``floor``) is chosen from ``PEAK_LEVELS`` by the same
-objective on those faint judged-NG images alone; without any, or on ties, it stays at the
-half-maximum (0.5).
+objective on those faint images alone (the ones judged NG, when the caller knows which);
+without any, or on ties, it stays at the half-maximum (0.5).
 """
 
 from __future__ import annotations
@@ -140,9 +138,9 @@ def select_segmentation(
 
     maps (M, H, W) float32 in [0, 1]: normalised maps of the defective images with masks;
     masks (M, H, W) bool; defect_types (M,); good_maps (G, H, W) float32 in [0, 1]; ``ng``
-    (M,) bool: the images judged NG at the image threshold, the only ones the station draws
-    regions for and so the only ones scored (None: all). Chosen by ``choose``; without a
-    judged-NG defective map, the global threshold 0.5.
+    (M,) bool: the images judged NG at the image threshold, the only ones the station draws a
+    faint peak's region for (None: all). Chosen by ``choose``; without defective maps, the
+    global threshold 0.5.
     """
     maps = np.asarray(maps, dtype=np.float32)
     masks = np.asarray(masks).astype(bool)
@@ -152,17 +150,17 @@ def select_segmentation(
             f"select_segmentation needs maps and masks (M, H, W) and M defect types; got "
             f"{maps.shape}, {masks.shape}, {len(defect_types)} types"
         )
-    grid = candidates(good_maps, fallback=maps[~masks])
-    judged = np.ones(len(maps), bool) if ng is None else np.asarray(ng, dtype=bool)
-    maps, masks, types = maps[judged], masks[judged], np.asarray(defect_types, object)[judged]
     if not len(maps) or not masks.any():
         return Segmentation.global_threshold(0.5)
-    best = choose(grid, *kind_scores(maps, masks, list(types), good_maps, grid))
-    faint = maps.reshape(len(maps), -1).max(axis=1) <= best.floor
+    grid = candidates(good_maps, fallback=maps[~masks])
+    best = choose(grid, *kind_scores(maps, masks, defect_types, good_maps, grid))
+    judged = np.ones(len(maps), bool) if ng is None else np.asarray(ng, dtype=bool)
+    faint = judged & (maps.reshape(len(maps), -1).max(axis=1) <= best.floor)
     if not faint.any():
         return best
     levels = [replace(best, peak_level=level) for level in PEAK_LEVELS]
-    scores, penalty = kind_scores(maps[faint], masks[faint], list(types[faint]), good_maps, levels)
+    types = [t for t, keep in zip(defect_types, faint, strict=True) if keep]
+    scores, penalty = kind_scores(maps[faint], masks[faint], types, good_maps, levels)
     return levels[int(np.argmax(scores.mean(1) - penalty))]
 
 

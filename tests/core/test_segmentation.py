@@ -112,29 +112,3 @@ def test_a_level_that_fits_the_seen_kinds_but_fails_an_unseen_one_is_not_chosen(
     general[2, 2] = 0.7
     assert choose(grid, general, penalty) == adaptive
     assert choose(grid, overfit[:, :1], penalty) == adaptive  # one kind: nothing to hold out
-
-
-def test_parts_judged_ok_do_not_choose_the_level() -> None:
-    """The station draws no region on a part judged OK. Here the judged-NG holes are drawn
-    exactly at 0.5 and flooded by a low level (their halo); the judged-OK parts' two faint
-    stains each are drawn only by the low level. Counted, they would choose it."""
-    rng = np.random.default_rng(5)
-    size, yy, xx = 48, *np.mgrid[:48, :48]
-    good = rng.uniform(0.0, 0.02, (6, size, size)).astype(np.float32)
-    maps = rng.uniform(0.0, 0.02, (6, size, size)).astype(np.float32)
-    masks = np.zeros(maps.shape, bool)
-    ng = np.arange(6) < 2
-    for i in range(6):
-        spots = [(24, 24)] if ng[i] else [(12, 12), (34, 34)]
-        for y, x in spots:
-            distance = np.hypot(yy - y, xx - x)
-            masks[i] |= distance <= (6 if ng[i] else 7)
-            if ng[i]:
-                maps[i][distance <= 12] = 0.1
-            maps[i][distance <= (6 if ng[i] else 7)] = 0.9 if ng[i] else 0.1
-    types, half = ["hole"] * 6, Segmentation.global_threshold(0.5)
-    assert select_segmentation(maps, masks, types, good).floor < 0.1  # all parts counted
-    assert select_segmentation(maps, masks, types, good, ng=ng) == half
-    assert select_segmentation(maps, masks, types, good, ng=~ng).floor < 0.1  # stains only
-    # no part judged NG: nothing to choose on
-    assert select_segmentation(maps, masks, types, good, ng=np.zeros(6, bool)) == half
