@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
@@ -149,6 +150,11 @@ class InspectionResult:
     @property
     def is_defective(self) -> bool:
         return self.verdict == "NG"
+
+    @property
+    def frame(self) -> Literal["camera", "reference"]:
+        """Pixel frame of map, mask and regions: "reference" after alignment, else "camera"."""
+        return "camera" if self.alignment is None else "reference"
 
     @property
     def camera_regions(self) -> tuple[DefectRegion, ...]:
