@@ -33,8 +33,8 @@ def _images(root: Path, name: str, images: list[Path]) -> Path:
 
 def _two_view_config(root: Path, fp32_bundle: Path, tiny_product: Path, **overrides):
     """Views ``top`` (product brick, good parts: score 0, OK) and ``side`` (product side: the
-    same model at threshold 0.001); the side camera sees a defect (NG), a good part, then
-    nothing."""
+    same model at threshold 0.3, between its good (~0.02) and defect (~0.7) scores); the side
+    camera sees a defect (NG), a good part, then nothing."""
     good = sorted((tiny_product / "test" / "good").glob("*.png"))
     defect = sorted(p for p in (tiny_product / "test").rglob("*.png") if p.parent.name != "good")
     views = (
@@ -53,7 +53,7 @@ def _two_view_config(root: Path, fp32_bundle: Path, tiny_product: Path, **overri
     (side / "metadata.json").write_text(json.dumps(metadata | {"product": "side"}))
     registry.add_bundle("side", side, "v0001-fp32")
     registry.promote("side", "v0001-fp32", actor="tests", reason="side view")
-    registry.set_threshold("side", 0.001, actor="tests", reason="a defect is NG", sign=False)
+    registry.set_threshold("side", 0.3, actor="tests", reason="a defect is NG", sign=False)
     return config
 
 
