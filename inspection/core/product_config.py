@@ -1,8 +1,8 @@
-"""Model training configs: YAML layers loaded into frozen, validated dataclasses (torch-free).
+"""Model training configs: YAML layers loaded into frozen, validated dataclasses.
 
-Later layers win: ``models/<kind>.yaml`` of the site's configs folder (else the checkout's),
-the product's ``products/<product>.yaml`` ``models.<kind>`` section, ``--config FILE`` and
-``--set key=value`` (dotted keys, YAML values). Unknown keys and kinds are refused by name.
+Later layers win: ``models/<kind>.yaml`` of the site's configs folder (else the checkout's), the
+product's ``models.<kind>`` section, ``--config FILE`` and ``--set key=value`` (dotted keys, YAML
+values). Unknown keys and kinds are refused by name.
 """
 
 from __future__ import annotations

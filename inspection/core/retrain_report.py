@@ -1,7 +1,6 @@
-"""The retrain report (``report.json``), written by retraining and read by the dashboard.
-
-Schema 1 is ``RetrainReport`` as ``core.config.to_mapping`` maps it; files written before the
-schema (no ``schema_version``) hold the same keys plus a few redundant ones and read too.
+"""The retrain report (``report.json``), written by retraining and read by the dashboard: schema
+1 is ``RetrainReport`` as ``to_mapping`` maps it; files from before it (no ``schema_version``,
+a few redundant keys) read too.
 """
 
 from __future__ import annotations

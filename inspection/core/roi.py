@@ -81,9 +81,8 @@ def _mask(spec: RoiSpec, height: int, width: int) -> np.ndarray:
 @dataclass(frozen=True)
 class RoiTraining:
     """How a version's training used its product's ROI (``roi``; an export refuses another):
-    ``inside_fraction`` of the input pixels; PatchCore patches that entered the coreset of all
-    collected (None for STFPM, whose loss ignores the outside); tiles with an ROI pixel of all
-    (None when not tiled)."""
+    ``inside_fraction`` of the input pixels; PatchCore patches kept of all (None for STFPM,
+    whose loss ignores the outside); tiles with an ROI pixel of all (None: not tiled)."""
 
     roi: RoiSpec
     inside_fraction: float

@@ -65,10 +65,9 @@ class DefectRegion:
 class InspectionResult:
     """The judgement of one image: ``score`` and ``threshold`` normalised, in [0, 1];
     ``anomaly_map`` (H, W) float32 in [0, 1] at the input resolution and ``mask`` (H, W) bool;
-    ``candidates``: regions found on an OK image, not defects; ``latency_ms``: preprocessing +
-    inference + postprocessing. The verdict rule of ``core.verdict`` is enforced: NG exactly
-    when ``score >= threshold`` (and the minimum area), with at least one region and a
-    non-empty mask; an OK carries no region and an empty mask."""
+    ``candidates``: regions found on an OK image, not defects. The verdict rule of
+    ``core.verdict`` is enforced: NG exactly when ``score >= threshold`` (and the minimum area),
+    with a region and a non-empty mask; an OK carries no region and an empty mask."""
 
     score: float
     threshold: float

@@ -1,7 +1,6 @@
-"""The registry's immutable half: model versions (``<product>/versions/<version>/record.json``
-and checkpoint files) and exported bundles (``<product>/bundles/<bundle_id>/``). Each is written
-to a staging folder and renamed into place under the product's file lock (``product_lock``,
-shared with ``core.decision_journal``), so a crash leaves it whole or absent.
+"""The registry's immutable half: model versions (``<product>/versions/<version>/``) and bundles
+(``<product>/bundles/<bundle_id>/``), each written to a staging folder and renamed into place
+under the product's file lock (``product_lock``), so a crash leaves it whole or absent.
 """
 
 from __future__ import annotations
