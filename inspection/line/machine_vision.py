@@ -47,6 +47,7 @@ from asyncua.common.instantiate_util import instantiate
 
 from inspection.line.config import LinkSecurity, MachineVisionConfig
 from inspection.line.handshake import Answer, Trigger, TriggerHandler
+from inspection.line.opcua import LoopThread
 from inspection.line.payload import payload_of
 from inspection.line.pki import LinePki
 from inspection.line.security import station_uri, trust_list_validator
@@ -121,8 +122,10 @@ def _ok(*values: ua.Variant) -> list[ua.Variant]:
     return [*values, ua.Variant(0, ua.VariantType.Int32)]
 
 
-class VisionSystemServer:
+class VisionSystemServer(LoopThread):
     """Serves the VisionSystem in its own thread and event loop (``start`` / ``stop``)."""
+
+    thread_name, wait_s = "opcua-40100", 30.0
 
     def __init__(
         self,
@@ -149,31 +152,16 @@ class VisionSystemServer:
         self._running: asyncio.Task[None] | None = None
         self._continuous = False
         self._safety_triggered = False
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
         self._failed: BaseException | None = None
 
     def start(self) -> None:
         """Serve; raises what stopped the server from starting (a port in use, say)."""
-        ready = threading.Event()
-        self._thread = threading.Thread(
-            target=lambda: asyncio.run(self._main(ready)), name="opcua-40100", daemon=True
-        )
-        self._thread.start()
-        ready.wait(30)
+        super().start()
         if self._failed is not None:
             raise self._failed
 
-    def stop(self) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        if self._thread is not None:
-            self._thread.join(30)
-            self._thread = None
-
     async def _main(self, ready: threading.Event) -> None:
-        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+        assert self._stop is not None
         try:
             server = await self._build()
             await server.start()
@@ -225,8 +213,8 @@ class VisionSystemServer:
             ua.NodeId(f"{machine.nodeid.Identifier}.SelectModeAutomatic", idx),
         )
         self.system, self.machine, self.automatic = system, machine, automatic
+        server.link_method(select[0], self._select_mode_automatic)
         methods = {
-            (machine, "SelectModeAutomatic"): self._select_mode_automatic,
             (machine, "Halt"): self._halt,
             (machine, "Reset"): self._reset,
             (automatic, "StartSingleJob"): partial(self._start, continuous=False),
@@ -239,12 +227,7 @@ class VisionSystemServer:
             (self.safety, "ReportSafetyState"): self._report_safety_state,
         }
         for (parent, name), callback in methods.items():
-            node = (
-                select[0]
-                if name == "SelectModeAutomatic"
-                else await parent.get_child(f"{mv}:{name}")
-            )
-            server.link_method(node, callback)
+            server.link_method(await parent.get_child(f"{mv}:{name}"), callback)
         self.events = await server.get_event_generator(ua.NodeId(RESULT_READY_EVENT, mv), system)
         await self._show_state()
         return server

@@ -74,8 +74,43 @@ class _Changes:
         self.queue.put_nowait(bool(value))
 
 
-class OpcUaHandshake:
+class LoopThread:
+    """Runs ``_main(ready)`` in a daemon thread with its own event loop: ``start`` waits up to
+    ``wait_s`` for ``ready``; ``stop`` sets ``_stop`` on that loop and joins up to ``wait_s``."""
+
+    thread_name = "opcua"
+    wait_s = 10.0
+    _thread: threading.Thread | None = None
+    _loop: asyncio.AbstractEventLoop | None = None
+    _stop: asyncio.Event | None = None
+
+    async def _main(self, ready: threading.Event) -> None:
+        raise NotImplementedError
+
+    async def _run(self, ready: threading.Event) -> None:
+        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+        await self._main(ready)
+
+    def start(self) -> None:
+        ready = threading.Event()
+        self._thread = threading.Thread(
+            target=lambda: asyncio.run(self._run(ready)), name=self.thread_name, daemon=True
+        )
+        self._thread.start()
+        ready.wait(self.wait_s)
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread is not None:
+            self._thread.join(self.wait_s)
+            self._thread = None
+
+
+class OpcUaHandshake(LoopThread):
     """Runs the handshake in its own thread and event loop; reconnects while the PLC is away."""
+
+    thread_name = "opcua-handshake"
 
     def __init__(
         self,
@@ -94,27 +129,9 @@ class OpcUaHandshake:
         self.security = security
         self.on_answer = on_answer  # (answer, seconds from the trigger edge to Done)
         self.connected = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-
-    def start(self) -> None:
-        ready = threading.Event()
-        self._thread = threading.Thread(
-            target=lambda: asyncio.run(self._main(ready)), name="opcua-handshake", daemon=True
-        )
-        self._thread.start()
-        ready.wait(5)
-
-    def stop(self) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        if self._thread is not None:
-            self._thread.join(10)
-            self._thread = None
 
     async def _main(self, ready: threading.Event) -> None:
-        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+        assert self._stop is not None
         ready.set()
         delay = 0.5
         while not self._stop.is_set():
