@@ -50,13 +50,7 @@ class AttackSite:
 
 
 def attack_site(root: Path) -> AttackSite:
-    from inspection.core.signing import (
-        init_keys,
-        load_private_key,
-        load_public_key,
-        sign_bundle,
-        site_keys_dir,
-    )
+    from inspection.core import signing
     from inspection.refine.config import RefineConfig
     from inspection.station.live import LiveModels, station_loader
 
@@ -66,16 +60,16 @@ def attack_site(root: Path) -> AttackSite:
     from tests.mean_bundle import write_mean_bundle
 
     registry = Registry(root / "var" / "registry")
-    keys = init_keys(site_keys_dir(registry.root))
+    keys = signing.init_keys(signing.site_keys_dir(registry.root))
     (root / "export").mkdir(parents=True)
     scores = ValidationScores((0.1, 0.2, 0.9), (0, 0, 1), "test", ("good", "good", "crack"))
     write_validation_scores(root / "export", scores)
     bundle = write_mean_bundle(root / "export", input_size=(32, 32), product=ATTACK_PRODUCT)
-    sign_bundle(bundle, load_private_key(keys.private))
+    signing.sign_bundle(bundle, signing.load_private_key(keys.private))
     registry.add_bundle(ATTACK_PRODUCT, bundle, GOOD_BUNDLE)
     registry.promote(ATTACK_PRODUCT, GOOD_BUNDLE, actor="qa", reason="first")
     registry.set_threshold(ATTACK_PRODUCT, GOOD_THRESHOLD, actor="qa", reason="validation")
-    key = load_public_key(keys.public)
+    key = signing.load_public_key(keys.public)
     loader = station_loader(RefineConfig(method="none"), public_key=key)
     selector = TunedSelector(registry, tune_on_load=False, public_key=key)
     models = LiveModels(
@@ -108,21 +102,16 @@ def tuning_elsewhere(site: AttackSite) -> None:
     """This CPU's tuning record rewritten to pick a signed bundle of another model version
     (an old one, never gated against the live model)."""
     from inspection.core.config import to_mapping
+    from inspection.runtime import tuning
     from inspection.runtime.hardware import cpu_info, load_1m
-    from inspection.runtime.tuning import (
-        TUNING_SCHEMA,
-        PrecisionMeasurement,
-        TuningRecord,
-        tuning_path,
-    )
 
     other = signed_bundle(site, "v0000-fp32", f"{ATTACK_PRODUCT}/v0000")
-    measured = PrecisionMeasurement(other, "fp32", 1.0, 1.0, 100.0, True)
-    record = TuningRecord(
-        TUNING_SCHEMA, ATTACK_PRODUCT, GOOD_BUNDLE, f"{ATTACK_PRODUCT}/v0001", other, "fp32",
+    measured = tuning.PrecisionMeasurement(other, "fp32", 1.0, 1.0, 100.0, True)
+    record = tuning.TuningRecord(
+        tuning.TUNING_SCHEMA, ATTACK_PRODUCT, GOOD_BUNDLE, f"{ATTACK_PRODUCT}/v0001", other, "fp32",
         (measured,), cpu_info(), load_1m(), "2026-01-01T00:00:00+00:00",
     )  # fmt: skip
-    path = tuning_path(site.models.registry, ATTACK_PRODUCT, cpu_info())
+    path = tuning.tuning_path(site.models.registry, ATTACK_PRODUCT, cpu_info())
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(to_mapping(record)), encoding="utf-8")
 
