@@ -12,10 +12,9 @@ Three measurements, each written to ``reports/dashboard/scale_<backend>.json`` a
   median of ``--repeats``; the *before rollups* column (``BEFORE``'s queries) is on record
   (``--before`` of ``git show c8e87af:bench/dashboard_scale.py`` timed it);
 - *browser* (``--browser``, or ``--only-browser`` keeping the report's other rows): headless
-  Chromium signs in and opens each page through the sidebar, ``--walks`` times per instrument
-  (``--settle``: ``text`` polls the page's text; ``dom`` records the action and the paint after
-  the last DOM mutation in the page, ``dashboard_walk.DRAWN_JS``), each walk against a fresh
-  server (each page's first visit); then the review queue's *Next page*, *Go to page*
+  Chromium signs in and opens each page through the sidebar, ``--walks`` times (timed from the
+  action to the paint after the last DOM mutation in the page, ``dashboard_walk.DRAWN_JS``),
+  each walk against a fresh server (each page's first visit); then the review queue's *Next page*, *Go to page*
   ``DEEP_PAGE`` and *Next page* from there, Overview and Thresholds again once their cached
   reads expired, and Overview reopened (a new session its cookie signs in). ``--code REV``
   walks the app of commit ``REV`` as the *before* column, measured in the same session;
@@ -185,37 +184,29 @@ PAGES = [
     "Retraining",
     "Regions of interest",
 ]
-METHODS = {
-    "text": "the main area's text polled every 0.2 s, timed from before the Python side acts "
-    "(its element look-ups by WebDriver included)",
-    "dom": "from the click or Enter in the page to the paint after its last DOM mutation, on "
-    "the page's clock (`scripts/dashboard_walk.py` DRAWN_JS)",
-}
-"""The instruments (``dashboard_walk.settle`` methods): the old one, and the new."""
+RUNS = "dom"
+"""The report's key of the walks (``chromium.<column>.runs``), named for their instrument."""
 
 
 class Walk:
-    """Times steps in Chromium: seconds from the action to the page's last change (``method``
-    of ``dashboard_walk.settle``), and of them the part until the server's last message arrived
-    (its script run finished), the bytes it sent and the browser's long tasks in between."""
+    """Times steps in Chromium, on the page's own clock: seconds from the click or Enter to the
+    page's last change (``dashboard_walk.settle``), and of them the part until the server's last
+    message arrived (its script run finished), the bytes it sent and the browser's long tasks in
+    between."""
 
-    def __init__(self, driver, method: str) -> None:
-        self.driver, self.method, self.steps = driver, method, {}  # walk.browser() watches
+    def __init__(self, driver) -> None:
+        self.driver, self.steps = driver, {}  # walk.browser() watches
 
-    def step(self, name: str, action: Callable[[str], float], acted_after: float = 0) -> None:
-        """``action(method)`` acts and returns ``time.monotonic()`` of the page's last change;
-        ``acted_after``: the wall time after which the page's action was, when before the
-        step's (the sign-in's Enter)."""
-        start, wall = time.monotonic(), time.time()
-        end = action(self.method)
-        seconds = end - start
+    def step(self, name: str, action: Callable[[], float], acted_after: float = 0) -> None:
+        """``action()`` acts and waits for the page to settle; ``acted_after``: the wall time
+        after which the page's action was, when before the step's (the sign-in's Enter)."""
+        wall = time.time()
+        action()
         drawn = self.driver.execute_script("return window.__drawn") or {}
         arrived = drawn.get("messages", [])
-        origin, end_wall = wall, wall + seconds  # "text": Python's action to its poll's sight
-        if self.method == "dom":  # the page's own clock, from its click or Enter
-            origin = max(drawn.get("action", 0) / 1000, acted_after or wall - 0.05)
-            end_wall = max(drawn["changed"], drawn["drawn"]) / 1000
-            seconds = end_wall - origin
+        origin = max(drawn.get("action", 0) / 1000, acted_after or wall - 0.05)
+        end_wall = max(drawn["changed"], drawn["drawn"]) / 1000
+        seconds = end_wall - origin
         mine = [(t, size) for t, size in arrived if origin <= t <= end_wall + 0.05]
         busy = sum(
             max(0.0, min(begin + ms, end_wall * 1000) - max(begin, origin * 1000))
@@ -231,7 +222,7 @@ class Walk:
 
 
 def browser_times(
-    site: Path, user: str, password: str, method: str, app_root: Path = REPO
+    site: Path, user: str, password: str, app_root: Path = REPO
 ) -> dict[str, dict[str, Any]]:
     """Per step, in headless Chromium against the app of the checkout ``app_root``: seconds
     from the action to the page's last change (``Walk``), the server's last message, bytes."""
@@ -253,12 +244,12 @@ def browser_times(
     try:
         walk._wait_healthy(url, server, log)
         with walk.browser() as driver:
-            timer = Walk(driver, method)
+            timer = Walk(driver)
             driver.get(url)
 
-            def overview(method: str) -> float:
+            def overview() -> float:
                 walk.wait_text(driver, "h1", "Overview", timeout=300)
-                return walk.settle(driver, timeout=300, method=method)
+                return walk.settle(driver, timeout=300)
 
             walk.wait_text(driver, "h1", "Sign in")
             walk.settle(driver)  # the login form drawn before the clock starts
@@ -266,12 +257,12 @@ def browser_times(
             walk.sign_in(driver, user, password)
             timer.step(SIGN_IN, overview, acted_after=typed)
             for title in PAGES:
-                timer.step(title, lambda m, t=title: walk.open_page(driver, t, 300, m))
+                timer.step(title, lambda t=title: walk.open_page(driver, t, 300))
             walk.open_page(driver, "Review queue", timeout=300)
 
-            def next_page(method: str) -> float:
+            def next_page() -> float:
                 walk.button(driver, "Next page").click()
-                return walk.settle(driver, timeout=300, method=method)
+                return walk.settle(driver, timeout=300)
 
             timer.step("Review queue: Next page", next_page)
             _deep_pages(driver, timer)
@@ -279,15 +270,15 @@ def browser_times(
             for title in AGAIN:
                 try:
                     timer.step(
-                        f"{title} {AGAIN_NOTE}", lambda m, t=title: walk.open_page(driver, t, 60, m)
+                        f"{title} {AGAIN_NOTE}", lambda t=title: walk.open_page(driver, t, 60)
                     )
                 except walk.WalkError as exc:  # on record, not a crash that loses the rest
                     timer.steps[f"{title} {AGAIN_NOTE}: failed"] = {"error": str(exc)[:300]}
                     driver.save_screenshot(str(log.with_suffix(".png")))
 
-            def reopen(method: str) -> float:  # a new session, signed in by the cookie
+            def reopen() -> float:  # a new session, signed in by the cookie
                 driver.get(url)
-                return overview(method)
+                return overview()
 
             timer.step(RELOAD, reopen)
     finally:
@@ -305,15 +296,15 @@ def _deep_pages(driver, timer: Walk) -> None:
     goto = walk.labelled_input(driver, "Go to page")
     goto.send_keys(Keys.CONTROL, "a")
 
-    def go(method: str) -> float:
+    def go() -> float:
         goto.send_keys(str(DEEP_PAGE), Keys.ENTER)
         walk.wait_text(driver, caption, f"page {DEEP_PAGE}", timeout=300)
-        return walk.settle(driver, timeout=300, method=method)
+        return walk.settle(driver, timeout=300)
 
-    def next_page(method: str) -> float:
+    def next_page() -> float:
         walk.button(driver, "Next page").click()
         walk.wait_text(driver, caption, f"page {DEEP_PAGE + 1}", timeout=300)
-        return walk.settle(driver, 300, method=method)
+        return walk.settle(driver, 300)
 
     timer.step(f"Review queue: go to page {DEEP_PAGE}", go)
     timer.step(f"Review queue: Next page at page {DEEP_PAGE}", next_page)
@@ -384,8 +375,8 @@ def _range(values: list[float], fmt: str = ".2f") -> str:
     return f"**{text}**" if high > BUDGET_S else text
 
 
-def _chromium(report: dict[str, Any], code: str, method: str, step: str, field: str = "s"):
-    runs = report.get("chromium", {}).get(code, {}).get("runs", {}).get(method, [])
+def _chromium(report: dict[str, Any], code: str, step: str, field: str = "s"):
+    runs = report.get("chromium", {}).get(code, {}).get("runs", {}).get(RUNS, [])
     return [run["steps"][step][field] for run in runs if field in run["steps"].get(step, {})]
 
 
@@ -396,12 +387,11 @@ COLUMNS = {
     "cold": "now, cold (OS page cache dropped, a PostgreSQL server restarted)",
 }
 """The Chromium columns (``report['chromium']`` keys), in table order."""
-INSTRUMENTS = {"text": "old instrument", "dom": "new instrument"}
 
 
 def _page_table(report: dict[str, Any]) -> list[str]:
     """One row per page: Python before/after the rollups; Chromium per code walked (before,
-    the previous after, now, now cold), each with the instruments it was walked with."""
+    the previous after, now, now cold)."""
     python_rows = {  # Chromium step: Python workload
         SIGN_IN: "Overview",
         "Review queue": "Review queue page 1",
@@ -412,15 +402,8 @@ def _page_table(report: dict[str, Any]) -> list[str]:
     steps += [*(f"{t} {AGAIN_NOTE}" for t in AGAIN), RELOAD]
     python = [n for n in report.get("python_after", {}) if n not in python_rows.values()]
     chromium = report.get("chromium", {})
-    walked = [
-        (code, method)
-        for code in COLUMNS
-        for method in INSTRUMENTS
-        if chromium.get(code, {}).get("runs", {}).get(method)
-    ]
-    headers = [
-        f"Chromium {COLUMNS[c]} ({chromium[c]['code']}): {INSTRUMENTS[m]} (s)" for c, m in walked
-    ]
+    walked = [code for code in COLUMNS if chromium.get(code, {}).get("runs", {}).get(RUNS)]
+    headers = [f"Chromium {COLUMNS[c]} ({chromium[c]['code']}) (s)" for c in walked]
     headers += [
         "now: of it until the server's last message (s)",
         "now: of it browser long tasks (s)",
@@ -435,10 +418,10 @@ def _page_table(report: dict[str, Any]) -> list[str]:
         cells = [
             _seconds(report.get("python_before", {}).get(work), ".3f"),
             _seconds(report.get("python_after", {}).get(work), ".3f"),
-            *(_range(_chromium(report, c, m, step)) for c, m in walked),
-            _range(_chromium(report, "after", "dom", step, "last_message_s")),
-            _range(_chromium(report, "after", "dom", step, "long_tasks_s")),
-            _range(_chromium(report, "after", "dom", step, "kb"), ".1f").strip("*"),
+            *(_range(_chromium(report, c, step)) for c in walked),
+            _range(_chromium(report, "after", step, "last_message_s")),
+            _range(_chromium(report, "after", step, "long_tasks_s")),
+            _range(_chromium(report, "after", step, "kb"), ".1f").strip("*"),
         ]
         lines.append(f"| {step} | " + " | ".join(cells) + " |")
     return lines
@@ -470,9 +453,10 @@ def _markdown(report: dict[str, Any]) -> str:
         "",
         "*Python*: one uncached run of the page's reads and computations, before the rollups "
         f"(`{BEFORE}`'s queries) and now. *Chromium*: headless, a fresh server per walk, "
-        "min–max over the walks (bold: a walk over the budget); "
-        + f"*old instrument*: {METHODS['text']}; *new instrument*: {METHODS['dom']}"
-        + ". *until the server's last message*: from the action until the script run's last "
+        "min–max over the walks (bold: a walk over the budget), from the click or Enter in the "
+        "page to the paint after its last DOM mutation, on the page's clock "
+        "(`scripts/dashboard_walk.py` DRAWN_JS). *until the server's last message*: from the "
+        "action until the script run's last "
         "websocket message arrived; *long tasks*: the browser's main thread busy in tasks over "
         "50 ms in between (scripts, style, layout). Page budget: "
         f"{report['budget_s']} s. Walks:",
@@ -524,7 +508,7 @@ def _markdown(report: dict[str, Any]) -> str:
 
 
 def chromium_walks(args, report: dict[str, Any]) -> None:
-    """``args.walks`` walks per instrument (interleaved) against the app of ``args.code``
+    """``args.walks`` walks against the app of ``args.code``
     (default: this working tree, the *after* column), filed under ``report['chromium']``:
     added to the runs of the same code; runs of other code move to *previous* (after, unless
     ``--keep-previous``) or are replaced. ``--cold``: each walk after the OS page cache was
@@ -539,23 +523,21 @@ def chromium_walks(args, report: dict[str, Any]) -> None:
                 cwd=REPO, capture_output=True, check=True,
             ).stdout  # fmt: skip
             subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
-        runs: dict[str, list] = {method: [] for method in args.settle}
+        walks = []
         for _ in range(args.walks):
-            for method in args.settle:
-                if args.cold:
-                    drop_page_cache(restart_postgres=report["backend"] == "postgresql")
-                at, load = datetime.now(timezone.utc).isoformat(timespec="seconds"), load_average()
-                print(f"walk: {code} ({label}), {method}, load {load}", flush=True)
-                steps = browser_times(args.site, args.user, args.password, method, root)
-                runs[method].append({"at": at, "load": load, "steps": steps})
+            if args.cold:
+                drop_page_cache(restart_postgres=report["backend"] == "postgresql")
+            at, load = datetime.now(timezone.utc).isoformat(timespec="seconds"), load_average()
+            print(f"walk: {code} ({label}), load {load}", flush=True)
+            steps = browser_times(args.site, args.user, args.password, root)
+            walks.append({"at": at, "load": load, "steps": steps})
     chromium = report.setdefault("chromium", {})
     earlier = chromium.get(code, {})
     moved = code == "after" and earlier.get("runs") and earlier.get("code") != label
     if moved and not args.keep_previous:
         chromium["previous"] = earlier  # the column this code is compared with
     kept = earlier.get("runs", {}) if earlier.get("code") == label else {}
-    runs = {m: kept.get(m, []) + runs.get(m, []) for m in METHODS if m in kept or m in runs}
-    chromium[code] = {"code": label, "runs": runs}
+    chromium[code] = {"code": label, "runs": kept | {RUNS: kept.get(RUNS, []) + walks}}
 
 
 def drop_page_cache(restart_postgres: bool) -> None:
@@ -592,11 +574,7 @@ def main() -> None:
     parser.add_argument("--site", type=Path, required=True, help="a seeded site's YAML")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--browser", action="store_true", help="also time pages in Chromium")
-    parser.add_argument("--walks", type=int, default=2, help="Chromium walks per instrument")
-    parser.add_argument(
-        "--settle", nargs="+", choices=list(METHODS), default=list(METHODS),
-        help="the instruments that time the walks (dashboard_walk.settle)",
-    )  # fmt: skip
+    parser.add_argument("--walks", type=int, default=2, help="Chromium walks")
     parser.add_argument(
         "--code", metavar="REV", help="walk the app of commit REV, filed as the before column"
     )

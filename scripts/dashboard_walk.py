@@ -276,7 +276,7 @@ Enter key (a new document: when its navigation started); ``changed``, the last D
 ms); ``messages``, each websocket message from the server (s, bytes); ``running``, between a
 script run's start (``new_session``) and its ``script_finished``. Installed before the page's
 own code (``watch``) it sees the server's runs; installed later, only the page. Reading these
-costs the page nothing; the ``text`` poll lays the whole page out."""
+costs the page nothing; reading the page's text would lay the whole page out."""
 BUSY_CSS = '[data-testid="stStatusWidget"], [data-stale="true"], [data-testid="stSkeleton"]'
 """Streamlit's script run is not finished while one of these shows."""
 
@@ -287,19 +287,12 @@ def watch(driver) -> None:
     driver.execute_script(DRAWN_JS)
 
 
-def settle(driver, timeout: float = 60, quiet: float = 0.8, method: str = "dom") -> float:
+def settle(driver, timeout: float = 60, quiet: float = 0.8) -> float:
     """Wait until Streamlit finished its script run and the page stopped changing for
-    ``quiet`` s; returns when (``time.monotonic()``) it last changed.
-
-    ``method`` "dom": when the page last painted a DOM mutation, once the server's script run
-    finished (``DRAWN_JS``; installed here if ``watch`` did not: then Streamlit's running
-    indicator, shown after 0.5 s, is all it knows of the server); "text": the earlier instrument, a poll of the main area's text every
-    0.2 s, whose reads lay the page out (0.3-0.4 s of browser time on a big page) and which
-    sees a change up to a poll late."""
-    if method == "text":
-        return _settle_text(driver, timeout, quiet)
-    if method != "dom":
-        raise ValueError(f"method must be 'dom' or 'text', got {method!r}")
+    ``quiet`` s; returns when (``time.monotonic()``) it last changed: when the page last painted
+    a DOM mutation, once the server's script run finished (``DRAWN_JS``; installed here if
+    ``watch`` did not: then Streamlit's running indicator, shown after 0.5 s, is all it knows
+    of the server)."""
     probe = f"""const seen = window.__drawn;
         return seen && [seen.running || !!document.querySelector('{BUSY_CSS}'),
                         Math.max(seen.changed, seen.drawn), Date.now()];"""
@@ -315,25 +308,6 @@ def settle(driver, timeout: float = 60, quiet: float = 0.8, method: str = "dom")
         elif not state[0] and state[2] - state[1] >= quiet * 1000:
             return time.monotonic() - (state[2] - state[1]) / 1000
         time.sleep(0.1)
-    raise WalkError(f"the page did not settle within {timeout} s")
-
-
-def _settle_text(driver, timeout: float, quiet: float) -> float:
-    from selenium.webdriver.common.by import By
-
-    deadline = time.monotonic() + timeout
-    last, since = None, time.monotonic()
-    while time.monotonic() < deadline:
-        try:
-            busy = bool(driver.find_elements(By.CSS_SELECTOR, BUSY_CSS))
-            snapshot = driver.find_element(By.CSS_SELECTOR, '[data-testid="stMain"]').text
-        except Exception:  # a stale element, a navigation: not settled
-            busy, snapshot = True, None
-        if busy or snapshot != last:
-            last, since = snapshot, time.monotonic()
-        elif time.monotonic() - since >= quiet:
-            return since
-        time.sleep(0.2)
     raise WalkError(f"the page did not settle within {timeout} s")
 
 
@@ -388,7 +362,7 @@ def shot(driver, shots: Path, name: str, walk: Walk) -> None:
     walk.shots.append(path)
 
 
-def open_page(driver, title: str, timeout: float = 60, method: str = "dom") -> float:
+def open_page(driver, title: str, timeout: float = 60) -> float:
     """Click the sidebar link ``title``; returns when the page last changed (``settle``)."""
     from selenium.webdriver.common.by import By
 
@@ -398,7 +372,7 @@ def open_page(driver, title: str, timeout: float = 60, method: str = "dom") -> f
         raise WalkError(f"no sidebar link {title!r}")
     link.click()
     wait_text(driver, "h1", title, timeout=timeout)
-    return settle(driver, timeout=timeout, method=method)
+    return settle(driver, timeout=timeout)
 
 
 def sign_in(driver, name: str, password: str) -> None:
