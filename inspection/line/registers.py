@@ -145,7 +145,8 @@ class RegisterHandshake:
         on_answer: Callable[[Answer, float], None] | None = None,
     ) -> None:
         self.config, self.handler = config, handler
-        self.via = "s7" if isinstance(config, S7Config) else "modbus"
+        s7 = isinstance(config, S7Config)
+        self.via, self._link = ("s7", S7Link) if s7 else ("modbus", ModbusLink)
         self.on_answer = on_answer
         self.connected = threading.Event()
         self._stop = threading.Event()
@@ -164,24 +165,20 @@ class RegisterHandshake:
     def _run(self) -> None:
         delay = 0.5
         while not self._stop.is_set():
+            link: BlockLink | None = None
             try:
-                link = (
-                    S7Link(self.config) if isinstance(self.config, S7Config)
-                    else ModbusLink(self.config)
-                )  # fmt: skip
-            except Exception as exc:  # PLC down or unreachable: try again
-                log.warning("%s handshake with %s: %s", self.via, self.config.host, exc)
-                self._stop.wait(delay)
-                delay = min(delay * 2, 5.0)
-                continue
-            delay = 0.5
-            try:
+                link = self._link(self.config)  # type: ignore[arg-type]
+                delay = 0.5
                 self._serve(link)
-            except Exception as exc:  # the connection broke mid-cycle: reconnect
+            except Exception as exc:  # PLC unreachable, or the connection broke mid-cycle
                 log.warning("%s handshake with %s: %s", self.via, self.config.host, exc)
             finally:
                 self.connected.clear()
-                link.close()
+                if link is not None:
+                    link.close()
+            if link is None:  # not even connected: back off before the next try
+                self._stop.wait(delay)
+                delay = min(delay * 2, 5.0)
 
     def _serve(self, link: BlockLink) -> None:
         link.write(STATUS, status_bytes(ready=True, busy=False, done=False))
