@@ -102,9 +102,7 @@ async def load_client_types(client: Client) -> int:
     BinaryIdBaseDataType subtype field (``ResultDataType`` among them): load, give the
     subtypes their classes, load again (asyncua's logs of both, which this settles, muted)."""
     mv = await client.get_namespace_index(MV_URI)
-    noisy = [
-        logging.getLogger(f"asyncua.{name}") for name in ("common.structures104", "ua.uatypes")
-    ]
+    noisy = [logging.getLogger(f"asyncua.{n}") for n in ("common.structures104", "ua.uatypes")]
     for logger in noisy:
         logger.disabled = True
     try:
@@ -237,15 +235,12 @@ class VisionSystemServer(LoopThread):
             server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
             return
         pki = LinePki(self.security.pki_dir)
-        identity = pki.identity(
-            f"station-{self.station_id}-server", station_uri(self.station_id), server=True
-        )
+        uri = station_uri(self.station_id)
+        identity = pki.identity(f"station-{self.station_id}-server", uri, server=True)
+        policy = ua.SecurityPolicyType
+        sign = self.security.mode == "sign"
         server.set_security_policy(
-            [
-                ua.SecurityPolicyType.Basic256Sha256_Sign
-                if self.security.mode == "sign"
-                else ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt
-            ]
+            [policy.Basic256Sha256_Sign if sign else policy.Basic256Sha256_SignAndEncrypt]
         )
         await server.load_certificate(str(identity.certificate))
         await server.load_private_key(str(identity.private_key))
@@ -288,8 +283,6 @@ class VisionSystemServer(LoopThread):
     async def _report_safety_state(
         self, _parent: ua.NodeId, triggered: ua.Variant, information: ua.Variant
     ) -> Any:
-        """Triggered: a continuous job stops after the part in flight and no job starts until
-        the environment reports the safety released."""
         self._safety_triggered = bool(triggered.Value)
         values = {"VisionSafetyTriggered": triggered, "VisionSafetyInformation": information}
         for name, value in values.items():
@@ -330,7 +323,6 @@ class VisionSystemServer(LoopThread):
 
     # AutomaticModeStateMachine: jobs
     async def _start(self, _parent: ua.NodeId, *args: ua.Variant, continuous: bool) -> Any:
-        """``StartSingleJob`` (one part) or ``StartContinuous`` (parts until stopped)."""
         if self._state != "Operational" or self._mode != "Ready" or self._safety_triggered:
             return BAD_STATE
         meas, part, recipe, product = (getattr(a.Value, "Id", "") or None for a in args[:4])
