@@ -285,11 +285,17 @@ class Station:
         for child in self.processes.values():
             child.stop(timeout=60)
 
+    def part_png(self, n: int) -> bytes:
+        """A demo image with its first pixel set from ``n``: every part a distinct blob, as on
+        a line (identical bytes would be stored once)."""
+        image = self.images[n % len(self.images)].copy()
+        image[0, 0] = (n & 255, (n >> 8) & 255, (n >> 16) & 255)
+        return cv2.imencode(".png", image)[1].tobytes()
 
-def prepare(args: argparse.Namespace, kind: str, store_url: str, plc_endpoint: str) -> Station:
+
+def prepare(args: argparse.Namespace, root: Path, store_url: str, plc_endpoint: str) -> Station:
     """Registry with the source's live bundle, ``station.yaml`` (HTTP) and ``line.yaml`` (PLC)
-    on one store, a station token, the camera folder and the demo images."""
-    root = Path(args.workdir) / f"soak-{kind}"
+    on one store under ``root``, a station token, the camera folder and the demo images."""
     serve_live_copy(args.registry, args.product, root / "registry", "soak")
     core = {
         "store_url": store_url,
@@ -332,14 +338,6 @@ def prepare(args: argparse.Namespace, kind: str, store_url: str, plc_endpoint: s
     )  # fmt: skip
 
 
-def unique_png(base: np.ndarray, n: int) -> bytes:
-    """``base`` with its first pixel set from ``n``: every part a distinct blob, as on a line
-    (identical bytes would be stored once)."""
-    image = base.copy()
-    image[0, 0] = (n & 255, (n >> 8) & 255, (n >> 16) & 255)
-    return cv2.imencode(".png", image)[1].tobytes()
-
-
 # ------------------------------------------------------------------------- the drivers
 @dataclass
 class Log:
@@ -380,7 +378,7 @@ def http_client(station: Station, log: Log) -> None:
     with httpx.Client(base_url=station.base_url, timeout=30.0) as client:
         while (n := log.next_part()) is not None:
             request_id = f"http-{n}"
-            image = unique_png(station.images[n % len(station.images)], n)
+            image = station.part_png(n)
             params = {"product": station.product, "request_id": request_id, "part_id": request_id}
             while True:
                 started = time.perf_counter()
@@ -405,9 +403,8 @@ def plc_driver(station: Station, plc: SoftPlc, log: Log) -> None:
     unanswered trigger is retried with the same RequestId, as a PLC does)."""
     while (n := log.next_part()) is not None:
         request_id = f"plc-{n}"
-        data = unique_png(station.images[n % len(station.images)], n)
         scratch = station.camera_file.with_suffix(".tmp")
-        scratch.write_bytes(data)
+        scratch.write_bytes(station.part_png(n))
         os.replace(scratch, station.camera_file)
         while True:
             try:
@@ -512,10 +509,8 @@ def soak(
     """HTTP clients and the PLC share out ``args.parts`` (as many as ``seconds`` allow); a
     sample every ``args.window``."""
     log = Log(args.parts, time.monotonic() + seconds)
-    threads = [
-        threading.Thread(target=http_client, args=(station, log)) for _ in range(args.clients)
-    ]
-    threads.append(threading.Thread(target=plc_driver, args=(station, plc, log)))
+    drivers = [(http_client, (station, log))] * args.clients + [(plc_driver, (station, plc, log))]
+    threads = [threading.Thread(target=target, args=a) for target, a in drivers]
     started = time.perf_counter()
     for thread in threads:
         thread.start()
@@ -597,7 +592,7 @@ def run_store(
     args.broker_port = broker.port
     plc = SoftPlc(f"opc.tcp://127.0.0.1:{free_port()}/plc", security=security)
     plc.start()
-    station = prepare(args, kind, store_url, plc.endpoint)
+    station = prepare(args, root, store_url, plc.endpoint)
     retention = retention_config(args, prefill)
     (root / "retention.yaml").write_text(yaml.safe_dump(retention), encoding="utf-8")
     pruner = Pruner(station, args.prune_every)
@@ -633,9 +628,6 @@ def summary(
     windows, log = run["windows"], run["log"]
     warm, last = windows[min(1, len(windows) - 1)], windows[-1]
 
-    def growth(key: str) -> float:
-        return round(last[key] / warm[key] - 1, 4)
-
     return {
         "store": kind,
         "prefill_rows": prefill.rows,
@@ -646,10 +638,11 @@ def summary(
         "parts": log.acked,
         "seconds": round(run["seconds"], 1),
         "windows": windows,
-        "rss_growth_after_warmup": {"http": growth("rss_http_mb"), "line": growth("rss_line_mb")},
+        "rss_growth_after_warmup": {
+            p: round(last[f"rss_{p}_mb"] / warm[f"rss_{p}_mb"] - 1, 4) for p in ("http", "line")
+        },
         "p99_end_over_start": {
-            "http": round(last["http_p99_ms"] / warm["http_p99_ms"], 2),
-            "plc": round(last["plc_p99_ms"] / warm["plc_p99_ms"], 2),
+            p: round(last[f"{p}_p99_ms"] / warm[f"{p}_p99_ms"], 2) for p in ("http", "plc")
         },
         "prune_runs": pruner.runs,
         "prune_failures": pruner.failures,
@@ -758,9 +751,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--prune-every", type=float, default=30.0)
     parser.add_argument("--blob-minutes", type=float, default=2.0)
     parser.add_argument("--budget-gb", type=float, default=50.0)
-    parser.add_argument(
-        "--end-by", help="UTC HH:MM: every store's soak is cut short to finish by then"
-    )
+    parser.add_argument("--end-by", help="UTC HH:MM: cut every store's soak short to end by then")
     parser.add_argument("--workdir", default="/tmp/inspection-soak")
     parser.add_argument("--out", default=str(REPORTS))
     return parser.parse_args(argv)
@@ -780,23 +771,16 @@ def time_share(args: argparse.Namespace, stores_left: int) -> float:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    Path(args.workdir).mkdir(parents=True, exist_ok=True)
-    args.registry = args.registry or str(tiny_registry(Path(args.workdir), args.product, int8=True))
     workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    args.registry = args.registry or str(tiny_registry(workdir, args.product, int8=True))
     prefills = {k: prefilled(workdir, k, args.prefill, args.prefill_rate) for k in args.stores}
     for done, kind in enumerate(args.stores):
         with recorded(argv) as env:
             run = run_store(kind, prefills[kind], args, time_share(args, len(args.stores) - done))
-        report = {
-            **env,
-            "bundle": Registry(args.registry).live_bundle_dir(args.product).name,
-            "clients": args.clients,
-            "image_size": args.image_size,
-            "parts_requested": args.parts,
-            "end_by": args.end_by,
-            "prune_every": args.prune_every,
-            "run": run,
-        }
+        bundle = Registry(args.registry).live_bundle_dir(args.product).name
+        options = {k: vars(args)[k] for k in ("clients", "image_size", "end_by", "prune_every")}
+        report = env | {"bundle": bundle, "parts_requested": args.parts, **options, "run": run}
         save_report(Path(args.out), f"soak-{kind}", report, markdown(report))
         print(markdown(report), flush=True)
 
