@@ -18,7 +18,6 @@ from inspection.service.auth import ADMINS, REVIEWERS, require
 from inspection.service.errors import RequestError
 from inspection.service.station import Station
 from inspection.store.models import REVIEW_LABELS
-from inspection.store.store import StoreError
 from inspection.store.tokens import Identity
 
 Reviewer = Annotated[Identity, Depends(require(*REVIEWERS, action="labelling results"))]
@@ -58,17 +57,15 @@ def add_admin_routes(app: FastAPI, station: Station) -> None:
 
     @app.post("/v1/inspections/{inspection_id}/review", tags=["review"])
     def review(inspection_id: str, body: ReviewIn, identity: Reviewer) -> dict[str, Any]:
-        """Label a result; the reviewer is the token's identity (audited)."""
-        try:
-            row = station.store.add_review(
-                inspection_id,
-                label=body.label,
-                reviewer=identity.name,
-                defect_type=body.defect_type,
-                note=body.note,
-            )
-        except StoreError as exc:
-            raise RequestError(404, str(exc)) from exc
+        """Label a result; the reviewer is the token's identity (audited). An unknown id is a
+        StoreError, which the app answers with 404."""
+        row = station.store.add_review(
+            inspection_id,
+            label=body.label,
+            reviewer=identity.name,
+            defect_type=body.defect_type,
+            note=body.note,
+        )
         return {"inspection_id": inspection_id, "label": row.label, "reviewer": row.reviewer}
 
     @app.post("/v1/products/{product}/threshold", tags=["admin"])

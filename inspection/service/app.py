@@ -12,7 +12,7 @@ import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime, timezone
+from datetime import datetime
 from functools import partial
 from typing import Annotated, Any
 
@@ -34,7 +34,7 @@ from inspection.station.limits import AdmissionGate, UploadBudget
 from inspection.station.live import InspectorLoader, default_loader
 from inspection.station.metrics import ServiceMetrics
 from inspection.station.pipeline import Outcome
-from inspection.store.models import Inspection
+from inspection.store.models import Inspection, as_utc
 from inspection.store.store import InspectionFilter, Store, StoreError
 from inspection.store.tokens import Identity
 
@@ -191,8 +191,8 @@ def _add_routes(app: FastAPI, station: Station) -> None:
             product=product,
             station_id=station_filter,
             verdict=verdict,
-            since=_utc(since),
-            until=_utc(until),
+            since=since and as_utc(since),
+            until=until and as_utc(until),
         )
         rows = station.store.list_inspections(filters, limit=limit, offset=offset)
         total = station.store.count_inspections(filters)
@@ -283,7 +283,7 @@ def inspection_json(row: Inspection) -> dict[str, Any]:
     return {
         "id": row.id,
         "request_id": row.request_id.split("/", 1)[1] if row.request_id else None,
-        "created_at": _utc(row.created_at).isoformat() if row.created_at else None,
+        "created_at": as_utc(row.created_at).isoformat() if row.created_at else None,
         **{column: getattr(row, column) for column in _JSON_COLUMNS},
         "links": {name: f"{base}/{name}" for name, col in ARTEFACTS.items() if getattr(row, col)},
         "blobs": {name: getattr(row, col) for name, col in ARTEFACTS.items()},
@@ -314,9 +314,3 @@ def _blob_response(store: Store, sha: str) -> FileResponse:
     except FileNotFoundError as exc:  # its message names the blob folder: keep that private
         raise RequestError(404, f"blob {sha} not found") from exc
     return FileResponse(path, media_type=_MEDIA_TYPES.get(path.suffix, "application/octet-stream"))
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
