@@ -239,15 +239,12 @@ def _reviewed_counts(session: Any, since: datetime | None, product: str | None) 
 
 
 def _newest_models(session: Any, since: datetime | None, product: str | None) -> dict:
-    """{(station, product): the model version of its newest rollup hour}."""
+    """{(station, product): the model version of its newest rollup hour} (later hours overwrite)."""
     r = HourlyRollup
     query = select(r.station_id, r.product, r.model_version).where(
         *_filters(r, product, None, since, None)
     )
-    newest = {}
-    for station, name, model in session.execute(query.order_by(r.hour)):
-        newest[station, name] = model
-    return newest
+    return {(s, p): model for s, p, model in session.execute(query.order_by(r.hour))}
 
 
 def score_histogram(
