@@ -269,13 +269,12 @@ def _content_hash(array: np.ndarray) -> str:
 
 
 def _duplicates(train: dict[str, Path], test: list[tuple[str, Path]], root: Path) -> list[Problem]:
-    problems = []
-    for digest, path in test:
-        if digest in train:
-            other = _relative(train[digest], root)
-            message = f"same image content as training image {other}"
-            problems.append(Problem(path, message, "train_test_duplicate"))
-    return problems
+    message = "same image content as training image {}"
+    return [
+        Problem(path, message.format(_relative(train[digest], root)), "train_test_duplicate")
+        for digest, path in test
+        if digest in train
+    ]
 
 
 def _mixed_sizes(sizes: dict[Path, tuple[int, int]]) -> list[Problem]:

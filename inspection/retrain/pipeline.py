@@ -147,7 +147,9 @@ def _retrain(run: _Run, ctx: _Context) -> RetrainResult:
     bundles = {"challenger": ctx.registry.bundle_dir(run.product, bundle_id)}
     if champion_dir is not None:
         bundles = {"champion": champion_dir, **bundles}
-    evaluations = _evaluate(run, ctx, bundles, data)
+    run.stage = "evaluate"
+    ctx.say(f"evaluating {' and '.join(bundles)} on {len(data.eval_items)} images")
+    evaluations = evaluate_bundles(bundles, data.eval_items, warmup=ctx.config.warmup)
     champion_eval = evaluations.get("champion")
     decision = decide(
         champion_eval.gate_metrics() if champion_eval else None,
@@ -256,14 +258,6 @@ def _export(run: _Run, ctx: _Context, record: ModelRecord, data: RunData) -> str
     run.challenger_bundle = bundle_id
     run.int8_image_auroc_drop = export.image_auroc_drop
     return bundle_id
-
-
-def _evaluate(
-    run: _Run, ctx: _Context, bundles: Mapping[str, Path], data: RunData
-) -> dict[str, Any]:
-    run.stage = "evaluate"
-    ctx.say(f"evaluating {' and '.join(bundles)} on {len(data.eval_items)} images")
-    return evaluate_bundles(dict(bundles), data.eval_items, warmup=ctx.config.warmup)
 
 
 def _report(

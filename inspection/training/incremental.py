@@ -99,8 +99,9 @@ def update_patchcore(
     _extend_local_statistics(model, images, config, trained)
     say(f"re-calibrating on {len(validation)} validation images")
     with _timed(stages, "calibrate"):
-        calibration = _calibrate(
-            predict(model, validation, image_size=config.image_size, bits=config.image_bits)
+        v = predict(model, validation, image_size=config.image_size, bits=config.image_bits)
+        calibration = calibrate(
+            v.scores, v.maps, v.labels, v.gt_masks, v.defect_types, mask_known=v.mask_known
         )
         set_post_processor(model, calibration.normalization)
     say(f"measuring on {len(test)} test images")
@@ -254,12 +255,6 @@ def _extend_local_statistics(
     rows = per_image_rows(head.rows, inputs, config.batch_size, masks, [str(p) for p in images])
     new = torch.cat(rows).contiguous()
     head.bank = extend_bank(head.bank, new, config.coreset_sampling_ratio, config.memory_bank_max)
-
-
-def _calibrate(v: Predictions) -> Calibration:
-    return calibrate(
-        v.scores, v.maps, v.labels, v.gt_masks, v.defect_types, mask_known=v.mask_known
-    )
 
 
 def _register(

@@ -117,11 +117,8 @@ def quantize_int8(
     ) -> tuple[float, list[float]]:
         """Image AUROC over ``items`` plus each item's raw score (NNCF ranks layers by them)."""
         port = compiled.output(score_output)
-        scores, labels = [], []
-        for tensor, label in items:
-            scores.append(float(np.ravel(compiled(tensor)[port])[0]))
-            labels.append(int(label))
-        auroc = image_auroc(np.asarray(scores), np.asarray(labels))
+        scores = [float(np.ravel(compiled(tensor)[port])[0]) for tensor, _ in items]
+        auroc = image_auroc(np.asarray(scores), np.asarray([int(label) for _, label in items]))
         return (0.0 if auroc is None else auroc), scores
 
     validation_set = nncf.Dataset(
