@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from functools import partial
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -21,74 +22,62 @@ class ServiceMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter(
+        counter = partial(Counter, registry=self.registry)
+        gauge = partial(Gauge, registry=self.registry)
+        histogram = partial(Histogram, buckets=_LATENCY_BUCKETS, registry=self.registry)
+        self.requests = counter(
             "inspection_http_requests",
             "HTTP requests by route, method and status code.",
             ["route", "method", "status"],
-            registry=self.registry,
         )
-        self.request_latency = Histogram(
+        self.request_latency = histogram(
             "inspection_http_request_duration_seconds",
             "HTTP request wall time by route.",
             ["route"],
-            buckets=_LATENCY_BUCKETS,
-            registry=self.registry,
         )
-        self.inference_latency = Histogram(
+        self.inference_latency = histogram(
             "inspection_inference_duration_seconds",
             "Model latency (preprocess + inference + postprocess) by product.",
             ["product"],
-            buckets=_LATENCY_BUCKETS,
-            registry=self.registry,
         )
-        self.verdicts = Counter(
+        self.verdicts = counter(
             "inspection_verdicts",
             "Stored inspections by product, verdict and source (api, watch).",
             ["product", "verdict", "source"],
-            registry=self.registry,
         )
-        self.live_model = Gauge(
+        self.live_model = gauge(
             "inspection_live_model_info",
             "1 for the bundle each product is served with.",
             ["product", "bundle_id", "model_version"],
-            registry=self.registry,
         )
-        self.served = Gauge(
+        self.served = gauge(
             "inspection_served_bundle_info",
             "1 for the bundle actually running per product (the live one or its measured-"
             "fastest sibling) with its precision.",
             ["product", "bundle_id", "precision"],
-            registry=self.registry,
         )
-        self.tuned_p50 = Gauge(
+        self.tuned_p50 = gauge(
             "inspection_tuned_latency_p50_ms",
             "Self-benchmark on this CPU: batch-1 p50 latency per gated bundle.",
             ["product", "bundle_id", "precision"],
-            registry=self.registry,
         )
-        self.tuned_throughput = Gauge(
+        self.tuned_throughput = gauge(
             "inspection_tuned_throughput_ips",
             "Self-benchmark on this CPU: best throughput (images/s) per gated bundle.",
             ["product", "bundle_id", "precision"],
-            registry=self.registry,
         )
-        self.threshold = Gauge(
+        self.threshold = gauge(
             "inspection_threshold",
             "Live decision threshold (normalised score) per product.",
             ["product"],
-            registry=self.registry,
         )
-        self.swaps = Counter(
-            "inspection_model_swaps",
-            "Models loaded and swapped in, per product.",
-            ["product"],
-            registry=self.registry,
+        self.swaps = counter(
+            "inspection_model_swaps", "Models loaded and swapped in, per product.", ["product"]
         )
-        self.watch_files = Counter(
+        self.watch_files = counter(
             "inspection_watch_files",
             "Watch-folder files by outcome (done, replayed, failed, retry).",
             ["outcome"],
-            registry=self.registry,
         )
         self.stages = StageMetrics(self.registry)
         self._live_labels: dict[str, tuple[str, str, str]] = {}
@@ -212,31 +201,21 @@ class OutboxMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
-        self.backlog = Gauge(
-            "inspection_outbox_backlog",
-            "Results waiting for a sink.",
-            ["sink"],
-            registry=self.registry,
-        )
-        self.oldest = Gauge(
+        counter = partial(Counter, registry=self.registry)
+        gauge = partial(Gauge, registry=self.registry)
+        histogram = partial(Histogram, buckets=_DELIVERY_BUCKETS, registry=self.registry)
+        self.backlog = gauge("inspection_outbox_backlog", "Results waiting for a sink.", ["sink"])
+        self.oldest = gauge(
             "inspection_outbox_oldest_seconds",
             "Age of the oldest undelivered result per sink.",
             ["sink"],
-            registry=self.registry,
         )
-        self.latency = Histogram(
+        self.latency = histogram(
             "inspection_outbox_delivery_seconds",
             "From inspection commit to the sink's acknowledgement.",
             ["sink"],
-            buckets=_DELIVERY_BUCKETS,
-            registry=self.registry,
         )
-        self.failures = Counter(
-            "inspection_outbox_failures",
-            "Failed delivery attempts.",
-            ["sink"],
-            registry=self.registry,
-        )
+        self.failures = counter("inspection_outbox_failures", "Failed delivery attempts.", ["sink"])
 
 
 class HandshakeMetrics:
@@ -244,23 +223,21 @@ class HandshakeMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
-        self.triggers = Counter(
+        counter = partial(Counter, registry=self.registry)
+        histogram = partial(Histogram, buckets=_LATENCY_BUCKETS, registry=self.registry)
+        self.triggers = counter(
             "inspection_triggers",
             "Triggers answered, by handshake and result (OK, NG or the error code name).",
             ["via", "result"],
-            registry=self.registry,
         )
-        self.latency = Histogram(
+        self.latency = histogram(
             "inspection_trigger_duration_seconds",
             "From the trigger to the answer (Done over OPC UA, the answer message over MQTT).",
             ["via"],
-            buckets=_LATENCY_BUCKETS,
-            registry=self.registry,
         )
-        self.warmups = Counter(
+        self.warmups = counter(
             "inspection_trigger_warmups",
             "Warm-on-trigger decisions by product and outcome (started; skipped: recent, busy, "
             "disabled, unsupported).",
             ["product", "outcome"],
-            registry=self.registry,
         )
