@@ -294,11 +294,8 @@ def _find_mask(stem: str, folders: list[Path], index: _MaskIndex) -> Path | None
 
 def _lower_names(folder: Path) -> dict[str, Path]:
     """Lower-cased image file name -> resolved path; of names that differ only in case the
-    first in sorted order wins (the others stay unmatched masks)."""
-    names: dict[str, Path] = {}
-    for path in list_images(folder):
-        names.setdefault(path.name.lower(), path.resolve())
-    return names
+    first in sorted order wins, written last (the others stay unmatched masks)."""
+    return {path.name.lower(): path.resolve() for path in reversed(list_images(folder))}
 
 
 def _unused_images(folder: Path, used: set[Path]) -> list[Path]:
