@@ -303,9 +303,8 @@ def _out_of_memory(exc: BaseException) -> bool:
     torch's "can't allocate memory", OpenVINO's "Failed to allocate N bytes of memory", an
     ``OSError`` with ENOMEM."""
     while exc is not None:
-        if isinstance(exc, MemoryError) or OUT_OF_MEMORY.search(str(exc)):
-            return True
-        if isinstance(exc, OSError) and exc.errno == errno.ENOMEM:
+        enomem = isinstance(exc, OSError) and exc.errno == errno.ENOMEM
+        if enomem or isinstance(exc, MemoryError) or OUT_OF_MEMORY.search(str(exc)):
             return True
         exc = exc.__cause__ or exc.__context__
     return False

@@ -115,14 +115,10 @@ def run_bundle(
         raise BundleError("cannot run a bundle on an empty labelled split")
     inspector = Inspector.from_bundle(bundle_dir)
     if inspector.metadata.tiling is not None:
-        return _run_tiled(TiledInspector(inspector), samples)
+        # stitched raw maps and masks at ``evaluation_size`` of the first image
+        scores, maps, _ = tiled_outputs(TiledInspector(inspector), [s.path for s in samples])
+        return RawOutputs.of_samples(samples, scores, maps)
     return run_samples(inspector.model, samples, batch_size=batch_size)
-
-
-def _run_tiled(tiled: TiledInspector, samples: Sequence[LabelledSample]) -> RawOutputs:
-    """Tiled bundles: stitched raw maps and masks at ``evaluation_size`` of the first image."""
-    scores, maps, _ = tiled_outputs(tiled, [s.path for s in samples])
-    return RawOutputs.of_samples(samples, scores, maps)
 
 
 def _write_validation_scores(
@@ -173,21 +169,6 @@ class ExportOptions:
             raise ValueError(f"calibration_size must be >= 1, got {self.calibration_size}")
 
 
-def _save_bundle(
-    model: ov.Model,
-    target: Path,
-    metadata: BundleMetadata,
-    compress: bool,
-    extra_files: Mapping[str, Path] | None = None,
-) -> Path:
-    target.mkdir(parents=True, exist_ok=True)
-    ov.save_model(model, target / metadata.model_file, compress_to_fp16=compress)
-    for name, source in (extra_files or {}).items():
-        shutil.copyfile(source, target / name)
-    write_bundle_metadata(target, metadata)
-    return target
-
-
 def _calibrated_bundle(
     model: ov.Model,
     target: Path,
@@ -200,7 +181,11 @@ def _calibrated_bundle(
 ) -> tuple[BundleMetadata, RawOutputs]:
     """Save ``model`` (with ``extra_files``), calibrate it on its own validation outputs (with
     ``refine``, choose its mask refiner there), run it on the test split."""
-    _save_bundle(model, target, meta, meta.precision == "fp16", extra_files)
+    target.mkdir(parents=True, exist_ok=True)
+    ov.save_model(model, target / meta.model_file, compress_to_fp16=meta.precision == "fp16")
+    for name, source in (extra_files or {}).items():
+        shutil.copyfile(source, target / name)
+    write_bundle_metadata(target, meta)
     fused_good = None
     if meta.global_context is not None:
         say(f"fitting the global context on the {meta.precision} bundle's own outputs")
