@@ -355,7 +355,7 @@ class TriggerHandler:
     def _inspect(self, shot: _Shot, source: str) -> tuple[Outcome, float]:
         key = stored_request_id(self.station_id, shot.request_id)
         if (existing := self.pipeline.store.find_by_request_id(key or "")) is not None:
-            return Outcome(existing, False, 0.0), 0.0  # a retried trigger: no new capture
+            return Outcome(existing, False), 0.0  # a retried trigger: no new capture
         frame = shot.camera.capture()
         outcome = self.pipeline.run(
             frame.data,

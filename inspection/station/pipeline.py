@@ -63,7 +63,6 @@ class Outcome:
 
     row: Inspection
     created: bool
-    total_ms: float
     timings_ms: Mapping[str, float] = field(default_factory=dict)
     """Per-stage times of this inspection (decode, infer, regions, refine...) and
     ``refine_skipped`` = 1 when the latency budget left no time to refine; empty on replay."""
@@ -179,7 +178,7 @@ class Pipeline:
             raise BadImage("empty upload: the request carried no image bytes")
         digest = sha256_bytes(data)
         if key is not None and (existing := self.store.find_by_request_id(key)) is not None:
-            return Outcome(check_replay(existing, product, digest), False, _ms(started))
+            return Outcome(check_replay(existing, product, digest), False)
         model = self.models.get(product)  # NoLiveModel when none is loaded
         decode_start = time.perf_counter()
         options = self.bounds.options(product)
@@ -268,7 +267,7 @@ class Pipeline:
             raise
         if row.id != fields["id"]:
             self._discard(created, keep={row.image_sha, row.map_sha, row.mask_sha, row.overlay_sha})
-        return Outcome(row, row.id == fields["id"], _ms(started), stages | {"store": _ms(stored)})
+        return Outcome(row, row.id == fields["id"], stages | {"store": _ms(stored)})
 
     def _input_domain(self, product: str, outcome: Literal["refused", "warned"]) -> None:
         if self.on_input_domain is not None:

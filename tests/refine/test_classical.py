@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from inspection.core.errors import ConfigError
-from inspection.refine import MaskRefiner, build_refiner
+from inspection.refine.base import MaskRefiner
 from inspection.refine.classical import ClassicalRefiner, seed_labels
 from inspection.refine.config import ClassicalConfig, RefineConfig, SamConfig
-from inspection.refine.factory import RawRefiner
+from inspection.refine.factory import RawRefiner, build_refiner
 
 from .refine_cases import blurred_blob_case, iou, make_result
 

@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from inspection.refine import build_refiner
 from inspection.refine.config import GuidedConfig, RefineConfig
+from inspection.refine.factory import build_refiner
 from inspection.refine.guided import GuidedRefiner, grey_guide, guided_map
 
 from .refine_cases import blurred_blob_case, iou, make_result

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from inspection.core.errors import BundleError, WeightsError
-from inspection.refine import build_refiner
 from inspection.refine.config import GuardConfig, RefineConfig, SamConfig
+from inspection.refine.factory import build_refiner
 
 from .refine_cases import blurred_blob_case, make_result
 

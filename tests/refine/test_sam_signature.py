@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 from inspection.cli import app
 from inspection.core.errors import BundleError
 from inspection.core.signing import SIGNING_KEY_ENV, init_keys, key_id, load_public_key
-from inspection.refine import build_refiner
 from inspection.refine.bundle import verify_refiner_bundle
 from inspection.refine.config import RefineConfig, SamConfig
+from inspection.refine.factory import build_refiner
 from tests.station.test_signed_decisions import tamper  # noqa: F401 (the bench module fixture)
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:.*RANDOM WEIGHTS:UserWarning")]
