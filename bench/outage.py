@@ -39,7 +39,7 @@ from line import STATION_ID, percentiles, plc_trigger_retrying, prepare, scratch
 from inspection.line.handshake import ErrorCode
 from inspection.line.mosquitto import Broker, free_port
 from inspection.line.softplc import SoftPlc
-from inspection.store.forward import grant_station
+from inspection.store.central_roles import grant_station
 from inspection.store.store import Store
 
 REPORTS = Path(__file__).resolve().parents[1] / "reports" / "line"

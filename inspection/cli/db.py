@@ -77,7 +77,7 @@ def station_role(
     security lets it read and write only its own stations' rows. Run as the tables' owner
     (which needs CREATEROLE); prints the new password once."""
     # deferred: pulls SQLAlchemy and Alembic (0.6 s), not needed for --help
-    from inspection.store.forward import grant_station
+    from inspection.store.central_roles import grant_station
 
     store = _target(ctx, config, site).store
     store.check_schema()

@@ -16,7 +16,7 @@ A crash (``kill -9`` of either side) before 3 forwards the batch again, which in
 nothing: 0 lost, 0 duplicated. A central side that takes longer than ``timeout_s`` to answer
 (a hung host, a network that drops packets) has its connections cut, and the batch is retried
 (``outbox.backoff_s``). The station connects as its own PostgreSQL role, which row-level
-security lets write only the rows of its own station ids (``grant_station``).
+security lets write only the rows of its own station ids (``central_roles.grant_station``).
 
 Rows carry the columns the central ``inspections`` table has, read from its catalog after each
 failure, so stations a release apart share one central store: a station one release behind
@@ -32,8 +32,6 @@ view of each station's backlog, which otherwise lives only in the station's loca
 from __future__ import annotations
 
 import logging
-import re
-import secrets
 import socket
 import threading
 import time
@@ -54,14 +52,12 @@ from sqlalchemy import (
     func,
     inspect,
     select,
-    text,
     update,
 )
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from inspection.core.errors import ConfigError
 from inspection.store import rollups
 from inspection.store.blobs import BlobStore
 from inspection.store.models import (
@@ -79,9 +75,6 @@ log = logging.getLogger(__name__)
 
 CENTRAL = "central"
 """The outbox sink of the rows waiting for the central store."""
-STATION_GROUP = "inspection_station"
-"""The PostgreSQL group role of every station's login role (``grant_station``)."""
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _COLUMNS = [column.key for column in Inspection.__table__.columns]
 REPORT_EVERY_S = 5.0
 """How often ``Forwarder.run`` reports the backlog to the central ``station_backlog``."""
@@ -318,51 +311,3 @@ class Forwarder:
             self._thread = None
         self.engine.dispose()
 
-
-def grant_station(central: Store, station: str, writes: tuple[str, ...] = ()) -> str:
-    """Create (or re-key) PostgreSQL login role ``station`` for its forwarder; returns its new
-    password. Row-level security lets it read and write only rows whose station id is its own
-    or one of ``writes`` (roles it is made a member of): results, rollups and its backlog
-    report (``station_backlog``); other roles see no change. Run by the
-    central tables' owner, which needs ``CREATEROLE``. Safe to repeat."""
-    for name in (station, *writes):
-        if not _NAME.match(name):
-            raise ConfigError(f"station role {name!r}: use 1-63 letters, digits, '.', '_', '-'")
-    password = secrets.token_urlsafe(24)  # [A-Za-z0-9_-]: safe inside quotes
-    own = (
-        "station_id IN (SELECT rolname FROM pg_roles "
-        "WHERE pg_has_role(current_user, oid, 'MEMBER'))"
-    )
-    statements = [
-        f"DO $$BEGIN CREATE ROLE {STATION_GROUP} NOLOGIN; "
-        "EXCEPTION WHEN duplicate_object THEN NULL; END$$",
-        f"GRANT USAGE ON SCHEMA public TO {STATION_GROUP}",
-        f"GRANT SELECT, INSERT ON inspections TO {STATION_GROUP}",
-        f"GRANT SELECT, INSERT, UPDATE ON rollup_hourly, rollup_scores TO {STATION_GROUP}",
-        f"GRANT SELECT, INSERT, UPDATE ON station_backlog TO {STATION_GROUP}",
-    ]
-    for table in ("inspections", "rollup_hourly", "station_backlog"):
-        statements += [
-            f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY",
-            f"DROP POLICY IF EXISTS everyone ON {table}",
-            f"CREATE POLICY everyone ON {table} USING (true) WITH CHECK (true)",
-            f"DROP POLICY IF EXISTS own_station ON {table}",
-            f"CREATE POLICY own_station ON {table} AS RESTRICTIVE TO {STATION_GROUP} "
-            f"USING ({own}) WITH CHECK ({own})",
-        ]
-    statements += [
-        f'DO $$BEGIN CREATE ROLE "{station}" LOGIN; '
-        "EXCEPTION WHEN duplicate_object THEN NULL; END$$",
-        f"ALTER ROLE \"{station}\" LOGIN PASSWORD '{password}'",
-        f'GRANT {STATION_GROUP} TO "{station}"',
-    ]
-    for name in writes:
-        statements += [
-            f'DO $$BEGIN CREATE ROLE "{name}" NOLOGIN; '
-            "EXCEPTION WHEN duplicate_object THEN NULL; END$$",
-            f'GRANT "{name}" TO "{station}"',
-        ]
-    with central.engine.begin() as connection:
-        for statement in statements:
-            connection.execute(text(statement))
-    return password

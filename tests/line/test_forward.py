@@ -15,7 +15,8 @@ from prometheus_client import generate_latest
 from inspection.line.handshake import ErrorCode, Trigger
 from inspection.line.station import LineStation
 from inspection.station.config import CentralConfig
-from inspection.store.forward import backlog, grant_station
+from inspection.store.central_roles import grant_station
+from inspection.store.forward import backlog
 from inspection.store.store import Store
 from tests.conftest import PG_ADMIN_URL, _drop_postgres_database, _fresh_postgres_database
 

@@ -21,13 +21,8 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from typer.testing import CliRunner
 
 from inspection.cli import app
-from inspection.store.forward import (
-    STATION_GROUP,
-    Forwarder,
-    backlog,
-    central_entry,
-    grant_station,
-)
+from inspection.store.central_roles import STATION_GROUP, grant_station
+from inspection.store.forward import Forwarder, backlog, central_entry
 from inspection.store.rollups import HourlyRollup
 from inspection.store.store import Store
 from tests.conftest import PG_ADMIN_URL, _drop_postgres_database, _fresh_postgres_database

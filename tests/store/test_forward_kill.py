@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from inspection.store.forward import Forwarder, backlog, grant_station
+from inspection.store.central_roles import grant_station
+from inspection.store.forward import Forwarder, backlog
 from inspection.store.store import Store
 from tests.store.test_forward import (
     _KILLED_FORWARDER,

@@ -10,7 +10,8 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 
-from inspection.store.forward import CentralBehind, Forwarder, backlog, grant_station
+from inspection.store.central_roles import grant_station
+from inspection.store.forward import CentralBehind, Forwarder, backlog
 from inspection.store.store import MIGRATIONS_DIR, schema_head
 from tests.store.test_forward import Central, _central_keys, _local, _rollup_total, central
 

@@ -4,7 +4,7 @@ A station's backlog lives in its own local store; its forwarder upserts what it 
 blob bytes, the oldest waiting result's age, the forwarding rate, its alarm setting) into
 this table every few seconds, one row per station role. Row-level security confines a
 station's role to its own row; ``inspection db station-role`` grants and confines it
-(``store.forward.grant_station``), as for the results. SQLite gets the table without it.
+(``store.central_roles.grant_station``), as for the results. SQLite gets the table without it.
 
 Revision ID: 0010
 Revises: 0009
