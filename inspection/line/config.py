@@ -114,10 +114,34 @@ class OpcUaTriggerConfig:
 
 
 @dataclass(frozen=True)
-class S7Config:
+class PolledLinkConfig:
+    """What every polled PLC link shares: the block is read every ``poll_ms``; the station
+    counts ``Heartbeat`` up every ``heartbeat_ms`` while it serves, for the PLC to supervise
+    (``inspection.line.registers``); a session that fails before it has served once (a wrong
+    data block, an illegal address) is retried after a doubling, jittered delay from
+    ``backoff_initial_s`` up to ``backoff_max_s`` (``store.outbox.backoff_s``)."""
+
+    poll_ms: float = 10.0
+    heartbeat_ms: float = 250.0
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 30.0
+
+    def _check_polling(self, name: str) -> None:
+        for key in ("poll_ms", "heartbeat_ms"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"{name}: {key} must be > 0, got {getattr(self, key)}")
+        if not 0 < self.backoff_initial_s <= self.backoff_max_s:
+            raise ConfigError(
+                f"{name}: need 0 < backoff_initial_s <= backoff_max_s, got "
+                f"{self.backoff_initial_s} and {self.backoff_max_s}"
+            )
+
+
+@dataclass(frozen=True)
+class S7Config(PolledLinkConfig):
     """PLC handshake over Siemens S7 (``inspection.line.registers``): the signals in data
-    block ``db`` of the PLC at ``host`` (``rack``/``slot`` of its CPU), polled every
-    ``poll_ms``. No authentication or encryption (docs/security.md)."""
+    block ``db`` of the PLC at ``host`` (``rack``/``slot`` of its CPU). No authentication or
+    encryption (docs/security.md)."""
 
     enabled: bool = False
     host: str = "127.0.0.1"
@@ -125,31 +149,27 @@ class S7Config:
     rack: int = 0
     slot: int = 1
     db: int = 100
-    poll_ms: float = 10.0
 
     def __post_init__(self) -> None:
         check_port("s7: port", self.port)
-        if self.poll_ms <= 0:
-            raise ConfigError(f"s7: poll_ms must be > 0, got {self.poll_ms}")
+        self._check_polling("s7")
 
 
 @dataclass(frozen=True)
-class ModbusConfig:
+class ModbusConfig(PolledLinkConfig):
     """PLC handshake over Modbus TCP (``inspection.line.registers``): the signals in the
-    holding registers from ``address`` of unit ``unit`` at ``host``, polled every
-    ``poll_ms``. No authentication or encryption (docs/security.md)."""
+    holding registers from ``address`` of unit ``unit`` at ``host``. No authentication or
+    encryption (docs/security.md)."""
 
     enabled: bool = False
     host: str = "127.0.0.1"
     port: int = 502
     unit: int = 1
     address: int = 0
-    poll_ms: float = 10.0
 
     def __post_init__(self) -> None:
         check_port("modbus: port", self.port)
-        if self.poll_ms <= 0:
-            raise ConfigError(f"modbus: poll_ms must be > 0, got {self.poll_ms}")
+        self._check_polling("modbus")
 
 
 @dataclass(frozen=True)
@@ -274,6 +294,10 @@ class LineConfig:
     views: tuple[ViewConfig, ...] = ()
     default_product: str | None = None
     inspect_timeout_s: float = 5.0
+    retry_window_s: float = 10.0
+    """A trigger repeating a stored request id is a retry (answered from the store) only
+    within this long of the stored row, for the same product, part id and link
+    (``station.pipeline.same_request``); else it is a new part with a reused id."""
     image_base_url: str = ""
     metrics_port: int | None = None
     sinks: tuple[SinkConfig, ...] = ()
@@ -302,8 +326,9 @@ class LineConfig:
         if len(set(names)) != len(names):
             raise ConfigError(f"line config: sink names must be unique, got {names}")
         self._check_views()
-        if self.inspect_timeout_s <= 0:
-            raise ConfigError("line config: inspect_timeout_s must be > 0")
+        for key in ("inspect_timeout_s", "retry_window_s"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"line config: {key} must be > 0, got {getattr(self, key)}")
         if self.metrics_port is not None:
             check_port("line config: metrics_port", self.metrics_port)
 
