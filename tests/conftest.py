@@ -131,6 +131,15 @@ PG_ADMIN_URL = os.environ.get(
 )
 
 
+PG_CA_FILE = Path(os.environ.get("INSPECTION_TEST_PG_CA", "/tmp/inspection-postgres-tls/ca.pem"))
+"""The site CA that signed the test PostgreSQL's certificate (``scripts/services.sh``)."""
+
+
+def verified(url: str) -> str:
+    """``url`` over TLS verified against ``PG_CA_FILE`` (what a station's link uses)."""
+    return f"{url}?sslmode=verify-full&sslrootcert={PG_CA_FILE}"
+
+
 def _fresh_postgres_database() -> tuple[str, str]:
     """Create an empty database for one test; returns (url, name)."""
     import sqlalchemy as sa
