@@ -92,6 +92,8 @@ class Inspection(Base):
     review_defect_type: Mapped[str | None] = mapped_column(String(64))
     reviewed_by: Mapped[str | None] = mapped_column(String(64))
     reviewed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    review_region_sha: Mapped[str | None] = mapped_column(String(64))
+    """The latest review's painted defect region (a mask blob), mirrored like its label."""
     audit_sample: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     """Chosen at write time into the random audit sample (kept with its blobs by retention)."""
     blobs_pruned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -129,6 +131,9 @@ class Review(Base):
     defect_type: Mapped[str | None] = mapped_column(String(64))
     reviewer: Mapped[str] = mapped_column(String(64))
     note: Mapped[str | None] = mapped_column(Text)
+    region_sha: Mapped[str | None] = mapped_column(String(64), index=True)
+    """The defect region the reviewer painted: a (H, W) 0/255 PNG mask blob at the image's size
+    (``None``: no region drawn). Indexed: retention asks whether a blob is still referenced."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     inspection: Mapped[Inspection] = relationship(back_populates="reviews")

@@ -55,7 +55,8 @@ from inspection.store.models import Inspection, OutboxMessage, Review
 from inspection.store.store import Store, sqlite_file
 
 log = logging.getLogger(__name__)
-_BLOB_COLUMNS = (Inspection.map_sha, Inspection.mask_sha, Inspection.overlay_sha)
+_BLOB_COLUMNS = (Inspection.map_sha, Inspection.mask_sha, Inspection.overlay_sha, Review.region_sha)
+"""Columns naming a blob a row holds (a painted review region lives as long as its review)."""
 RETENTION_CONFIG_NAME = "retention.yaml"
 GB = 1024**3
 

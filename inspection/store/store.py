@@ -308,12 +308,18 @@ class Store:
         reviewer: str,
         defect_type: str | None = None,
         note: str | None = None,
+        region_sha: str | None = None,
     ) -> Review:
-        """Record a review label (audit trail) and mirror it on the inspection."""
+        """Record a review label (audit trail) and mirror it on the inspection. ``region_sha``:
+        the mask blob of the defect region the reviewer painted (a ``defect`` label only)."""
         if label not in REVIEW_LABELS:
             raise StoreError(f"review label must be one of {list(REVIEW_LABELS)}, got {label!r}")
         if not reviewer or not reviewer.strip():
             raise StoreError("a review needs the reviewer's name")
+        if region_sha is not None and label != "defect":
+            raise StoreError(f"only a 'defect' review marks a region, got label {label!r}")
+        if region_sha is not None and not self.blobs.exists(region_sha):
+            raise StoreError(f"region blob {region_sha!r} is not in the blob store; put it first")
         with self.session() as session:
             row = session.get(Inspection, inspection_id)
             if row is None:
@@ -324,6 +330,7 @@ class Store:
                 defect_type=defect_type if label == "defect" else None,
                 reviewer=reviewer.strip(),
                 note=note,
+                region_sha=region_sha,
             )
             session.add(review)
             session.flush()
@@ -331,6 +338,7 @@ class Store:
             row.review_defect_type = review.defect_type
             row.reviewed_by = review.reviewer
             row.reviewed_at = review.created_at
+            row.review_region_sha = region_sha
         return review
 
     def reviews_of(self, inspection_id: str) -> list[Review]:
