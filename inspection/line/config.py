@@ -186,15 +186,25 @@ class MqttTriggerConfig:
         check_port("mqtt: port", self.port)
 
 
+OpcRole = Literal["observer", "operator", "engineer", "admin"]
+"""An OPC 40100 client's role; each has the rights of those before it (docs/line-integration.md)."""
+
+
 @dataclass(frozen=True)
 class MachineVisionConfig:
     """OPC 40100 (OPC UA for Machine Vision) server mode: the station serves a VisionSystem
     at ``opc.tcp://<host>:<port>/inspection`` (``inspection.line.machine_vision``), secured
-    as ``security`` says. Independent of the OPC UA handshake, where the station is a client."""
+    as ``security`` says. Independent of the OPC UA handshake, where the station is a client.
+
+    ``users_file``: the clients' names, roles and Argon2id password hashes (default
+    ``<security.pki_dir>/opcua-users.yaml``); ``anonymous``: the role of a session without a
+    user (default: none, the anonymous token is refused)."""
 
     enabled: bool = False
     host: str = "127.0.0.1"
     port: int = 4843
+    users_file: Path | None = None
+    anonymous: OpcRole | None = None
 
     def __post_init__(self) -> None:
         check_port("machine_vision: port", self.port)
