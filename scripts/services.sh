@@ -43,6 +43,25 @@ su postgres -c "psql -qc 'alter role $PG_USER createrole'"  # station roles (tes
 su postgres -c "psql -qc 'grant pg_signal_backend to $PG_USER'"  # tests drop their databases WITH (FORCE), whoever is still connected
 su postgres -c "psql -qtAc \"select 1 from pg_database where datname='$PG_DB'\"" | grep -q 1 \
   || su postgres -c "createdb -O $PG_USER $PG_DB"
+# TLS for the stations' link (verify-full against the site CA): a CA and a server certificate
+# for 127.0.0.1/localhost made by the project's own PKI code (inspection.line.pki) in PG_TLS
+# (nothing committed), copied into the cluster's data directory and switched on by a reload.
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+PG_TLS=/tmp/inspection-postgres-tls
+pg_data=$(su postgres -c "psql -qtAc 'show data_directory'")
+if [ -x "$ROOT/.venv/bin/python" ]; then
+  (cd "$ROOT" && .venv/bin/python -c "from inspection.line.pki import LinePki; \
+LinePki('$PG_TLS').identity('postgres', 'urn:inspection:central-postgres', server=True)")
+  if ! cmp -s "$PG_TLS/postgres.pem" "$pg_data/inspection-server.crt"; then
+    install -o postgres -g postgres -m 0600 "$PG_TLS/postgres.pem" "$pg_data/inspection-server.crt"
+    install -o postgres -g postgres -m 0600 "$PG_TLS/postgres-key.pem" "$pg_data/inspection-server.key"
+  fi
+  su postgres -c "psql -qc \"alter system set ssl = on\" \
+    -c \"alter system set ssl_cert_file = 'inspection-server.crt'\" \
+    -c \"alter system set ssl_key_file = 'inspection-server.key'\" -c 'select pg_reload_conf()'" >/dev/null
+  chmod 0755 "$PG_TLS"; chmod 0644 "$PG_TLS/ca.pem"  # the CA certificate is public; its key stays 0600
+  echo "services: PostgreSQL TLS on; stations verify it with sslmode=verify-full sslrootcert=$PG_TLS/ca.pem"
+fi
 echo "services: PostgreSQL ready at postgresql+psycopg://$PG_USER:***@127.0.0.1:5432/$PG_DB"
 
 # Mosquitto for the line station (tests start their own private brokers from the same binary):
@@ -52,7 +71,6 @@ echo "services: PostgreSQL ready at postgresql+psycopg://$PG_USER:***@127.0.0.1:
 # set_tcp_nodelay: QoS 1 answers leave at once (Nagle's algorithm otherwise delays them).
 # persistence false: a development broker; a consumer that reconnects after a broker restart
 # misses what was queued for it (docs/line-integration.md, "Results and delivery guarantees").
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 if [ -x "$ROOT/.venv/bin/python" ] && ! (exec 3<>/dev/tcp/127.0.0.1/8883) 2>/dev/null; then
   conf_dir=/tmp/inspection-mosquitto
   mosquitto_user=$(id -un mosquitto 2>/dev/null || id -un)

@@ -338,7 +338,12 @@ def forward(
         store.check_schema()
         central = core.central
         forwarder = Forwarder(
-            store, central.url, central.blob_dir, alarm_after_s=central.alarm_after_seconds
+            store,
+            central.url,
+            central.blob_dir,
+            alarm_after_s=central.alarm_after_seconds,
+            ca_file=central.ca_file,
+            allow_plaintext=central.allow_plaintext,
         )
         try:
             console.print(f"forwarded {forwarder.drain()} results")

@@ -50,6 +50,11 @@ class CentralConfig:
     alarm_after_seconds: float = 300.0
     """Raise the backlog alarm (metrics, ``station status``) when the oldest result waiting
     for the central store is older than this."""
+    ca_file: Path | None = None
+    """The site CA (PEM) that signed the central PostgreSQL's certificate: the link is TLS
+    with ``sslmode=verify-full`` (``store.central_link``)."""
+    allow_plaintext: bool = False
+    """``true``: no verified TLS (development only; logged as a warning at each start)."""
 
     def __post_init__(self) -> None:
         if not self.url.startswith("postgresql"):

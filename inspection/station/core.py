@@ -103,6 +103,8 @@ class StationCore:
                 central.blob_dir,
                 batch=central.batch,
                 alarm_after_s=central.alarm_after_seconds,
+                ca_file=central.ca_file,
+                allow_plaintext=central.allow_plaintext,
             )
         signer = None if public_key is None else key_id(public_key)
         return cls(config, store, models, pipeline, signer, forwarder)

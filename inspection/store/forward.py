@@ -60,6 +60,7 @@ from sqlalchemy.orm import Session
 
 from inspection.store import rollups
 from inspection.store.blobs import BlobStore
+from inspection.store.central_link import link_args
 from inspection.store.models import (
     SHA_COLUMNS,
     Inspection,
@@ -123,8 +124,9 @@ def backlog(store: Store, now: datetime | None = None) -> Backlog:
 
 
 class Forwarder:
-    """Forwards ``local``'s results to the central store (``central_url``, PostgreSQL) and its
-    blobs into ``central_blobs``; ``start()``/``stop()`` run it in a thread."""
+    """Forwards ``local``'s results to the central store (``central_url``, PostgreSQL, over TLS
+    verified against ``ca_file`` unless ``allow_plaintext``: ``central_link``) and its blobs
+    into ``central_blobs``; ``start()``/``stop()`` run it in a thread."""
 
     def __init__(
         self,
@@ -136,6 +138,8 @@ class Forwarder:
         alarm_after_s: float | None = None,
         timeout_s: float = 60.0,
         backoff_max_s: float = 30.0,
+        ca_file: Path | None = None,
+        allow_plaintext: bool = False,
     ) -> None:
         self.local = local
         self.batch = batch
@@ -147,6 +151,7 @@ class Forwarder:
         # a host that does not answer fails the batch within seconds, not TCP's minutes; naive
         # datetimes (SQLite's) are UTC
         options = {"connect_timeout": 5, "tcp_user_timeout": 15_000, "options": "-c timezone=UTC"}
+        options |= link_args(central_url, ca_file, allow_plaintext=allow_plaintext)
         self.engine: Engine = create_engine(central_url, pool_pre_ping=True, connect_args=options)
         self._connections: weakref.WeakSet[Any] = weakref.WeakSet()
         event.listen(self.engine, "connect", lambda dbapi, _: self._connections.add(dbapi))
@@ -310,4 +315,3 @@ class Forwarder:
             self._thread.join(timeout=30)
             self._thread = None
         self.engine.dispose()
-
