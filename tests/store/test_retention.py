@@ -193,6 +193,17 @@ def test_a_file_written_within_the_grace_period_is_not_swept(tmp_path: Path) -> 
     assert not store.blobs.exists(in_flight)
 
 
+def test_a_painted_review_region_is_a_referenced_blob(tmp_path: Path) -> None:
+    store = Store.migrated(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "blobs")
+    _add(store, "ng", 1, verdict="NG")
+    region = store.blobs.put(b"painted region", ".png")
+    store.add_review("ng", label="defect", reviewer="alice", region_sha=region)
+    store.add_review("ng", label="defect", reviewer="bob")  # superseded, still in the audit
+    unused = store.blobs.put(b"no row names this", ".png")
+    prune(store, CONFIG, now=NOW)
+    assert store.blobs.exists(region) and not store.blobs.exists(unused)
+
+
 def test_the_disk_budget_alarm_is_raised_before_the_budget_is_reached(tmp_path: Path) -> None:
     store = Store.migrated(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "blobs")
     _add(store, "good-new", 1)

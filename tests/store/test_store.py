@@ -126,3 +126,34 @@ def test_part_ids_that_postgres_cannot_store_are_refused(bad: str) -> None:
     with pytest.raises(InvalidRequest) as caught:
         check_part_id(bad)
     assert http_status(caught.value) == 422
+
+
+def test_a_painted_region_is_audited_with_its_review_and_mirrored(
+    store_url: str, tmp_path: Path
+) -> None:
+    store = Store.migrated(store_url, tmp_path / "blobs")
+    row = store.add_inspection(**_fields())
+    region = store.blobs.put(b"painted mask png", ".png")
+    store.add_review(row.id, label="defect", reviewer="alice", region_sha=region)
+    assert store.get_inspection(row.id).review_region_sha == region
+    store.add_review(row.id, label="defect", reviewer="bob")  # a later review without one
+    assert store.get_inspection(row.id).review_region_sha is None
+    assert [r.region_sha for r in store.reviews_of(row.id)] == [region, None]  # both audited
+
+
+@pytest.mark.parametrize(
+    ("label", "sha", "message"),
+    [
+        ("false_alarm", "put", "only a 'defect' review marks a region, got label 'false_alarm'"),
+        ("defect", "0" * 64, "is not in the blob store; put it first"),
+    ],
+)
+def test_a_region_needs_a_defect_label_and_a_stored_blob(
+    tmp_path: Path, label: str, sha: str, message: str
+) -> None:
+    store = Store.migrated(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "blobs")
+    row = store.add_inspection(**_fields())
+    sha = store.blobs.put(b"mask", ".png") if sha == "put" else sha
+    with pytest.raises(StoreError, match=message):
+        store.add_review(row.id, label=label, reviewer="alice", region_sha=sha)
+    assert store.reviews_of(row.id) == []

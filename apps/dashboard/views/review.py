@@ -1,11 +1,15 @@
-"""Review queue: NG and borderline parts with image, anomaly overlay and mask; one-key labels."""
+"""Review queue: NG and borderline parts with image, anomaly overlay and mask; one-key labels;
+the defect's region painted on a canvas (``streamlit-drawable-canvas``) is saved with a defect."""
 
 from __future__ import annotations
 
+import numpy as np
 import streamlit as st
+from PIL import Image
+from streamlit_drawable_canvas import st_canvas
 
 from inspection.core.errors import InspectionError
-from inspection.dashboard import app_state, panels, review
+from inspection.dashboard import app_state, panels, regions, review
 from inspection.store.queries import QueueQuery
 
 KINDS = {
@@ -98,7 +102,7 @@ def _move(step: int) -> None:
         _turn(step, 0 if step > 0 else page.page_size - 1)
 
 
-def _label(label: str, inspection_id: str) -> None:
+def _label(label: str, inspection_id: str, region: np.ndarray | None = None) -> None:
     if not app_state.may(app_state.REVIEWERS):
         st.session_state["rv_message"] = ("error", "Only reviewer or admin users may label.")
         return
@@ -115,6 +119,7 @@ def _label(label: str, inspection_id: str) -> None:
             reviewer=who,
             defect_type=defect_type,
             note=st.session_state.get("rv_note"),
+            region=region,
         )
     except InspectionError as exc:
         st.session_state["rv_message"] = ("error", str(exc))
@@ -149,6 +154,32 @@ with pictures:
             column.caption(f"No {title.lower()} stored for this inspection.")
         else:
             column.image(image, width="stretch")
+    painted = None
+    if views.image is not None:
+        st.markdown("**Defect region**")
+        st.caption(
+            "Paint over the defect: it starts from the model's region (or the last one "
+            "painted); **True defect** saves what is painted here. The toolbar's edit toggle "
+            "moves or deletes a blob; undo, redo and reset are beside it."
+        )
+        reviewer = app_state.may(app_state.REVIEWERS)
+        brush = st.slider("Brush", 2, 40, 12, key="rv_brush", disabled=not reviewer)
+        size = regions.canvas_size(views.image.shape)
+        start = regions.starting_region(board.store, row.id, row.mask_sha)
+        canvas = st_canvas(
+            background_image=Image.fromarray(views.image),
+            initial_drawing=regions.initial_drawing(start, size),
+            drawing_mode="freedraw",
+            stroke_width=brush,
+            stroke_color=regions.PAINT_RGBA,
+            fill_color=regions.PAINT_RGBA,
+            width=size[0],
+            height=size[1],
+            return_image_data=True,
+            disabled=not reviewer,
+            key=f"rv_canvas_{row.id}",
+        )
+        painted = regions.painted_region(canvas.image_data, start, views.image.shape)
 with panel:
     verdict_color = "red" if row.verdict == "NG" else "orange"
     st.markdown(f"### :{verdict_color}[{row.verdict}] · score {row.score:.3f}")
@@ -179,7 +210,7 @@ with panel:
             review.LABELS[label],
             key=f"rv_btn_{label}",
             on_click=_label,
-            args=(label, row.id),
+            args=(label, row.id, painted),
             shortcut=key,
             type="primary" if label == "defect" else "secondary",
             width="stretch",
