@@ -340,7 +340,7 @@ def reviewed_good(site: SiteConfig, since: ModelRecord) -> list[Path]:
     paths = []
     for row in rows:
         try:
-            paths.append(store.blobs.path(row.image_sha))
+            paths.append(store.blobs.checked_path(row.image_sha))
         except FileNotFoundError:
             console.print(f"[yellow]inspection {row.id}: image blob missing, left out[/]")
     return paths

@@ -162,7 +162,7 @@ def _copy_samples(samples: tuple[Sample, ...], target: Path, root: Path) -> None
 def _blob_image(store: Store, sha: str, inspection_id: str, skipped: dict[str, str]) -> Path | None:
     """The blob file of an inspection's image if it exists and decodes, else None (logged)."""
     try:
-        path = store.blobs.path(sha)
+        path = store.blobs.checked_path(sha)  # a blob altered centrally is never trained on
         read_image(path)
     except (FileNotFoundError, ImageDecodeError) as exc:
         log.warning("inspection %s: image not usable, left out: %s", inspection_id, exc)

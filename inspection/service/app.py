@@ -310,7 +310,7 @@ def _blob_response(store: Store, sha: str) -> FileResponse:
     if not _SHA_RE.fullmatch(sha):
         raise RequestError(404, f"not a blob id: {sha[:80]!r}")
     try:
-        path = store.blobs.path(sha)
-    except FileNotFoundError as exc:  # its message names the blob folder: keep that private
+        path = store.blobs.checked_path(sha)
+    except FileNotFoundError as exc:  # also an altered file; its message names the blob folder
         raise RequestError(404, f"blob {sha} not found") from exc
     return FileResponse(path, media_type=_MEDIA_TYPES.get(path.suffix, "application/octet-stream"))

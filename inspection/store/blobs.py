@@ -1,21 +1,43 @@
-"""Content-addressed blob storage for images, anomaly maps, masks and overlays."""
+"""Content-addressed blob storage for images, anomaly maps, masks and overlays.
+
+A central blob folder is written by every station: a file is created once and never replaced
+(``put`` links it into place, which fails when the name exists), written read-only, in
+fan-out folders with the sticky bit, so a station's account cannot replace or delete another
+account's files (docs/security.md, "Central store"); every read that hands bytes on
+(``get``, ``checked_path``) hashes them and refuses a file whose sha256 is not its name.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from inspection.core.fingerprint import sha256_bytes
+from inspection.core.fingerprint import sha256_bytes, sha256_file
+
+log = logging.getLogger(__name__)
 
 _EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".npy", ".bin"}
 
 
+FOLDER_MODE = 0o1775
+"""Fan-out folders: group-writable for the stations' group, sticky (only a file's owner may
+rename or unlink it)."""
 TRASH = ".trash"
 """Folder under the root where retention moves a blob before unlinking it (crash-safe GC)."""
+
+
+class BlobMismatch(FileNotFoundError):
+    """A blob file whose bytes do not hash to its name: the blob asked for is not there (the
+    file was altered or replaced); refused, logged and counted (``BlobStore.refused``)."""
+
+
+_refused_lock = threading.Lock()
 
 
 class BlobStore:
@@ -25,6 +47,9 @@ class BlobStore:
     re-checks that no row uses it and that it was not written or re-used (``put`` refreshes
     the file's time) within a grace period, and only then unlinks it; otherwise it goes back.
     """
+
+    refused = 0
+    """Blob reads refused in this process because the file's sha256 is not its name."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
@@ -39,23 +64,32 @@ class BlobStore:
         ext = ext.lower() if ext.lower() in _EXTENSIONS else ".bin"
         sha = sha256_bytes(data)
         target = self._path(sha, ext)
-        with contextlib.suppress(FileNotFoundError):
+        try:
             os.utime(target)  # re-used: fresh for the collector's grace check
             return sha, False
+        except PermissionError:  # another account's file: there, and left as it is
+            return sha, False
+        except FileNotFoundError:
+            pass
         try:
             fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
         except FileNotFoundError:  # the folder's first blob
             target.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(PermissionError):  # made by another account meanwhile
+                os.chmod(target.parent, FOLDER_MODE)
             fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.replace(tmp, target)
-        except BaseException:
+            os.chmod(tmp, 0o444)
+            try:
+                os.link(tmp, target)  # create-only: never replaces an existing file
+            except FileExistsError:
+                return sha, False  # written by another writer meanwhile
+        finally:
             Path(tmp).unlink(missing_ok=True)
-            raise
         return sha, True
 
     def path(self, sha: str) -> Path:
@@ -81,7 +115,26 @@ class BlobStore:
             self.path(sha).unlink(missing_ok=True)
 
     def get(self, sha: str) -> bytes:
-        return self.path(sha).read_bytes()
+        """Blob ``sha``'s bytes; ``BlobMismatch`` when the file's sha256 is not ``sha``."""
+        data = self.path(sha).read_bytes()
+        if sha256_bytes(data) != sha:
+            self._refuse(sha, self.path(sha))
+        return data
+
+    def checked_path(self, sha: str) -> Path:
+        """``path(sha)`` after hashing the file (for readers that hand the file on: a
+        retraining set, an HTTP response); ``BlobMismatch`` when its sha256 is not ``sha``."""
+        path = self.path(sha)
+        if sha256_file(path) != sha:
+            self._refuse(sha, path)
+        return path
+
+    def _refuse(self, sha: str, path: Path) -> None:
+        with _refused_lock:
+            BlobStore.refused += 1
+        message = f"blob {path}: its bytes do not hash to its name (altered or replaced); refused"
+        log.error(message)
+        raise BlobMismatch(message)
 
     def files(self) -> Iterator[tuple[str, int]]:
         """(sha, size in bytes) of every stored blob, one folder listing at a time; leftovers
