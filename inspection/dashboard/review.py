@@ -13,6 +13,7 @@ from inspection.core.errors import ImageDecodeError, RegistryError
 from inspection.core.images import DEFAULT_SOURCE_BITS, decode_image
 from inspection.core.model_record import VersionRef
 from inspection.core.registry import Registry
+from inspection.dashboard import regions
 from inspection.store import queries
 from inspection.store.models import Review
 from inspection.store.store import Store, StoreError
@@ -190,8 +191,11 @@ def submit(
     reviewer: str,
     defect_type: str | None = None,
     note: str | None = None,
+    region: np.ndarray | None = None,
 ) -> Review:
-    """Store a review label with the reviewer's name (appended to the audit trail)."""
+    """Store a review label with the reviewer's name (appended to the audit trail);
+    ``region``: the defect region painted, (H, W) bool at the image's size, kept with a
+    ``defect`` label only (other labels mark no region; an empty one is image-level)."""
     defect_type = (defect_type or "").strip() or None
     return store.add_review(
         inspection_id,
@@ -199,16 +203,20 @@ def submit(
         reviewer=reviewer,
         defect_type=defect_type,
         note=(note or "").strip() or None,
+        region_sha=regions.store_region(store, region) if label == "defect" else None,
     )
 
 
 def audit_frame(store: Store, inspection_id: str) -> pd.DataFrame:
-    """Every review of one inspection, oldest first: when, who, label, type, note."""
+    """Every review of one inspection, oldest first: when, who, label, type, note, and the
+    painted region's blob (its first 12 hex digits; empty: none painted)."""
     rows = [
-        (r.created_at, r.reviewer, LABELS.get(r.label, r.label), r.defect_type or "", r.note or "")
+        (r.created_at, r.reviewer, LABELS.get(r.label, r.label), r.defect_type or "",
+         r.note or "", (r.region_sha or "")[:12])
         for r in store.reviews_of(inspection_id)
-    ]
-    return pd.DataFrame(rows, columns=["at", "reviewer", "label", "defect type", "note"])
+    ]  # fmt: skip
+    columns = ["at", "reviewer", "label", "defect type", "note", "region"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def part_frame(store: Store, row: queries.QueueRow) -> pd.DataFrame:
