@@ -166,7 +166,7 @@ def check_dataset(
                     train_hashes.setdefault(digest, sample.path)
                 else:
                     test_hashes.append((digest, sample.path))
-            if sample.label == 1 and masks_expected:
+            if _mask_expected(sample, masks_expected):
                 problems += _check_mask(sample, image, coverage)
             if on_file is not None:
                 on_file(sample.path)
@@ -215,6 +215,14 @@ def _bits_used(decoded: DecodedImage, handle: Image.Image, bits: int) -> int:
     if decoded.clipped_pixels:
         return int(np.asarray(handle).max()).bit_length()
     return max(bits - 8, int(decoded.image.max()).bit_length() + bits - 8)
+
+
+def _mask_expected(sample: Sample, masks_expected: bool) -> bool:
+    """A test defect needs a mask where the dataset has masks; a labelled training defect's is
+    optional (without one it is an image-level label), but checked when there."""
+    if sample.label != 1:
+        return False
+    return sample.mask_path is not None if sample.split == "train" else masks_expected
 
 
 def _check_mask(sample: Sample, image: _Image, coverage: dict[str, list[float]]) -> list[Problem]:

@@ -10,8 +10,12 @@ MVTec AD layout (``load_mvtec``)::
     <product>/test/good/*.png
     <product>/test/<defect>/*.png
     <product>/ground_truth/<defect>/<stem>_mask.png
+    <product>/train/<defect>/*.png                       optional: labelled defects that teach
+    <product>/ground_truth/train/<defect>/<stem>_mask.png  optional: their masks (none: image-level)
 
-File names match in any letter case (``000_mask.PNG``); hidden files (``._x.png``) are skipped.
+A folder under ``train/`` other than ``good`` holds labelled defective training images (a mixed
+model learns from them; ``ground_truth/train`` is not a defect type). Without any, a product
+reads and trains exactly as before. File names match in any letter case (``000_mask.PNG``); hidden files (``._x.png``) are skipped.
 
 Custom folders (``load_folder_spec``), paths relative to the YAML file::
 
@@ -43,11 +47,14 @@ MASK_SUFFIX = "_mask"
 MIN_TEST_GOOD = 2
 """Good test images training needs to calibrate and measure (``data check`` says so too)."""
 MVTEC_LAYOUT = "MVTec layout: train/good, test/<defect>, ground_truth/<defect>/<stem>_mask.png"
+LABELLED_MASKS = "train"
+"""``ground_truth/train/<defect>/``: the masks of labelled defective training images."""
 
 
 @dataclass(frozen=True)
 class Sample:
-    """One image: ``label`` is 0 for good and 1 for defective; ``defect_type`` is "good" for 0."""
+    """One image: ``label`` is 0 for good and 1 for defective; ``defect_type`` is "good" for 0.
+    A ``train`` sample with label 1 is a labelled defect that teaches (its mask optional)."""
 
     path: Path
     split: Split
@@ -65,8 +72,6 @@ class Sample:
                 f"label {self.label} does not match defect_type {self.defect_type!r} "
                 f"(label 0 if and only if defect_type is {GOOD!r})"
             )
-        if self.split == "train" and self.label != 0:
-            raise ValueError(f"{self.path}: training samples must be good (label 0)")
 
 
 @dataclass(frozen=True)
@@ -83,7 +88,13 @@ class Dataset:
 
     @property
     def train_samples(self) -> tuple[Sample, ...]:
-        return tuple(s for s in self.samples if s.split == "train")
+        """The good training images (``train/good``)."""
+        return tuple(s for s in self.samples if s.split == "train" and s.label == 0)
+
+    @property
+    def labelled_samples(self) -> tuple[Sample, ...]:
+        """The labelled defective training images (``train/<defect>``), masked or image-level."""
+        return tuple(s for s in self.samples if s.split == "train" and s.label == 1)
 
     @property
     def test_samples(self) -> tuple[Sample, ...]:
@@ -92,7 +103,7 @@ class Dataset:
     @property
     def defect_types(self) -> tuple[str, ...]:
         """Sorted defect types present in the test split, without "good"."""
-        return tuple(sorted({s.defect_type for s in self.samples if s.label == 1}))
+        return tuple(sorted({s.defect_type for s in self.test_samples if s.label == 1}))
 
     def counts(self) -> dict[str, dict[str, int]]:
         """``{split: {defect_type: n}}``, e.g. ``{"train": {"good": 60}, "test": {...}}``."""
@@ -155,11 +166,15 @@ def load_mvtec(root: str | Path) -> Dataset:
     samples = [Sample(p, "train", 0, GOOD) for p in _images_or_raise(train_dir)]
     used_masks: set[Path] = set()
     masks: _MaskIndex = {}
-    empty = []
-    for defect_dir in sorted(
-        p for p in test_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
-    ):
+    empty: list[Path] = []
+    samples += _labelled(root / "train", gt_dir / LABELLED_MASKS, masks, used_masks, empty)
+    for defect_dir in _subfolders(test_dir):
         defect, images = defect_dir.name, list_images(defect_dir)
+        if defect == LABELLED_MASKS:
+            raise DatasetError(
+                f"{defect_dir}: a test defect type may not be named {LABELLED_MASKS!r} "
+                f"(ground_truth/{LABELLED_MASKS}/ holds the labelled training masks); rename it"
+            )
         if not images:
             empty.append(defect_dir)
         for path in images:
@@ -173,6 +188,31 @@ def load_mvtec(root: str | Path) -> Dataset:
     unmatched = [] if not gt_dir.is_dir() else _unused_images(gt_dir, used_masks)
     loose = tuple(list_images(test_dir))
     return Dataset(root.name, root, tuple(samples), tuple(unmatched), tuple(empty), loose)
+
+
+def _labelled(
+    train_dir: Path, mask_dir: Path, masks: _MaskIndex, used: set[Path], empty: list[Path]
+) -> list[Sample]:
+    """The labelled defects in ``train/<defect>/`` (every folder but ``good``), each with its
+    ``mask_dir/<defect>/<stem>_mask`` when there is one; masks found join ``used``, empty
+    folders ``empty``."""
+    samples = []
+    for folder in _subfolders(train_dir):
+        if folder.name == GOOD:
+            continue
+        images = list_images(folder)
+        if not images:
+            empty.append(folder)
+        for path in images:
+            mask = _find_mask(path.stem, [mask_dir / folder.name], masks)
+            if mask is not None:
+                used.add(mask)
+            samples.append(Sample(path, "train", 1, folder.name, mask))
+    return samples
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 # --- custom folders ----------------------------------------------------------------------------

@@ -7,6 +7,11 @@ noise. Defects are alpha-blended in with soft edges: ``scratch``, ``crack`` (bra
 defects; ``tissue`` (``demo_tissue``) and ``part`` (``demo_part``) are evaluation products
 nothing is tuned on. A mask is exactly the pixels its defect altered (blend weights below
 ``ALPHA_CUTOFF`` are zeroed); output is byte-identical for a given seed.
+
+Labelled defective training images (``train/<defect>``, masks in ``ground_truth/train``) are a
+seeded stream of their own (split id 2), so no test image is ever one of them; ``unlike`` draws
+them ``UNLIKE_SCALE`` times larger at ``UNLIKE_CONTRAST`` of the blend (labels unlike the test).
+Larger test splits only add files after the existing ones: each file's seed is its own index.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import numpy as np
 from PIL import Image
 
 from inspection.core.errors import DatasetError
+from inspection.data.dataset import LABELLED_MASKS
 from inspection.data.demo_part import PART_DEFECT_KINDS, render_part_sample
 from inspection.data.demo_shapes import draw_polyline, irregular_blob, smooth_curve
 from inspection.data.demo_tissue import TISSUE_DEFECT_KINDS, TISSUE_DEFECTS
@@ -67,9 +73,21 @@ ALL_PRODUCTS: tuple[str, ...] = (
 )  # fmt: skip
 DEFAULT_TEST_COUNTS = (10, 6)
 """(good, per defect type) test images of a product without its own entry below."""
-TEST_COUNTS: dict[str, tuple[int, int]] = {"weave": (60, 30), "grass": (60, 30), "gravel": (60, 30)}
-"""Larger test splits (180 images, ~126 held out) where held-out differences of ~0.02 AUROC
-must mean something; brick, at 1.000, keeps the small split for a fast demo."""
+HELD_OUT_PER_DEFECT = 52
+"""Test images per defect type where a kind's miss bound must be shown: 52 leave 36 held out
+(``val_fraction`` 0.3), the fewest whose exact 95 % bound is <= 10 % with none missed."""
+TEST_COUNTS: dict[str, tuple[int, int]] = {
+    name: (60, HELD_OUT_PER_DEFECT) for name in ("weave", "grass", "gravel")
+}
+"""Larger test splits where a kind's miss bound must mean something (the first 30 per defect
+are the files written before; the rest are added after them); brick, at 1.000, keeps the small
+split for a fast demo."""
+LABELLED_COUNTS: dict[str, int] = {name: 20 for name in PRODUCTS}
+"""Labelled defective training images per defect type ``make demo`` writes (none elsewhere)."""
+LABELLED_SPLIT = 2
+"""Split id of the labelled training stream in each image's seed (0 train/good, 1 test)."""
+UNLIKE_SCALE, UNLIKE_CONTRAST = 1.5, 0.6
+"""``unlike`` labelled defects: size factor about their centre, factor on their blend weight."""
 
 
 def demo_test_counts(
@@ -102,17 +120,19 @@ def write_demo(
     n_train: int = 60,
     n_test_good: int | None = None,
     n_test_per_defect: int | None = None,
+    n_labelled: int | None = None,
     on_image: Callable[[Path], None] | None = None,
 ) -> list[Path]:
     """Write one MVTec-style folder per product under ``root``; returns the product folders.
 
-    Test counts left ``None`` take each product's default (``demo_test_counts``)."""
+    Counts left ``None`` take each product's default (``demo_test_counts``, ``LABELLED_COUNTS``)."""
     roots = []
     for product in products:
         good, per_defect = demo_test_counts(product, n_test_good, n_test_per_defect)
+        labelled = LABELLED_COUNTS.get(product, 0) if n_labelled is None else n_labelled
         roots.append(write_demo_product(
             root, product, seed=seed, n_train=n_train, n_test_good=good,
-            n_test_per_defect=per_defect, size=size, on_image=on_image,
+            n_test_per_defect=per_defect, size=size, n_labelled=labelled, on_image=on_image,
         ))  # fmt: skip
     return roots
 
@@ -122,12 +142,14 @@ def demo_image_count(
     n_train: int,
     n_test_good: int | None = None,
     n_test_per_defect: int | None = None,
+    n_labelled: int | None = None,
 ) -> int:
     """How many images ``write_demo`` writes (for progress bars)."""
     total = 0
     for product in products:
         good, per_defect = demo_test_counts(product, n_test_good, n_test_per_defect)
-        total += n_train + good + per_defect * len(defect_kinds(product))
+        labelled = LABELLED_COUNTS.get(product, 0) if n_labelled is None else n_labelled
+        total += n_train + good + (per_defect + labelled) * len(defect_kinds(product))
     return total
 
 
@@ -140,10 +162,14 @@ def write_demo_product(
     n_test_good: int,
     n_test_per_defect: int,
     size: int,
+    n_labelled: int = 0,
+    unlike: bool = False,
     on_image: Callable[[Path], None] | None = None,
 ) -> Path:
     """Write ``root/product`` in MVTec AD layout and return it (an earlier run's images are
-    replaced, any other folder content raises ``DatasetError``: ``prepare_folder``)."""
+    replaced, any other folder content raises ``DatasetError``: ``prepare_folder``).
+    ``n_labelled`` labelled defective training images per defect type, ``unlike`` the test's
+    (``UNLIKE_SCALE``, ``UNLIKE_CONTRAST``; texture products only)."""
     kinds = defect_kinds(product)
     if size < 32:
         raise DatasetError(f"demo image size must be at least 32 px, got {size}")
@@ -152,10 +178,15 @@ def write_demo_product(
     out = Path(root) / product
     params = {"product": product, "seed": seed, "size": size, "n_train": n_train}
     params |= {"n_test_good": n_test_good, "n_test_per_defect": n_test_per_defect}
+    if n_labelled:
+        params |= {"n_labelled": n_labelled, "unlike": unlike}
     prepare_folder(out, params, kinds)
     render = _renderer(product, size)
+    labelled = _renderer(product, size, unlike=True) if unlike else render
     stream = ALL_PRODUCTS.index(product)
-    count = write_samples(out, params, kinds, render, stream=stream, on_image=on_image)
+    count = write_samples(
+        out, params, kinds, render, stream=stream, on_image=on_image, render_labelled=labelled
+    )
     log.info("wrote demo product %s (%d images) to %s", product, count, out)
     return out
 
@@ -173,25 +204,30 @@ def write_samples(
     workers: int = 1,
     compression: int = 6,
     on_image: Callable[[Path], None] | None = None,
+    render_labelled: Renderer | None = None,
 ) -> int:
-    """Write ``params``' counts (``n_train``, ``n_test_good``, ``n_test_per_defect`` of each of
-    ``kinds``) of ``render(seed, kind)`` images and masks into ``out`` (MVTec layout), each
-    seeded (``params["seed"]``, ``stream``, split, kind, index); ``workers`` render at once,
-    PNGs at zlib level ``compression``. Returns how many images."""
+    """Write ``params``' counts (``n_train``, ``n_test_good``, ``n_test_per_defect`` and
+    ``n_labelled`` (default 0) of each of ``kinds``) of ``render(seed, kind)`` images and
+    masks into ``out`` (MVTec layout), each seeded (``params["seed"]``, ``stream``, split,
+    kind, index); labelled ones by ``render_labelled`` (default ``render``); ``workers`` render
+    at once, PNGs at zlib level ``compression``. Returns how many images."""
     jobs = [("train", "good", i) for i in range(params["n_train"])]
     jobs += [("test", "good", i) for i in range(params["n_test_good"])]
     jobs += [("test", kind, i) for kind in kinds for i in range(params["n_test_per_defect"])]
+    jobs += [("labelled", kind, i) for kind in kinds for i in range(params.get("n_labelled", 0))]
 
     def run(job: tuple[str, str, int]) -> Path:
         split, kind, index = job
-        split_id, kind_id = ("train", "test").index(split), ("good", *kinds).index(kind)
-        image, mask = render(
+        split_id = ("train", "test", "labelled").index(split)
+        kind_id = ("good", *kinds).index(kind)
+        draw = (render_labelled or render) if split == "labelled" else render
+        image, mask = draw(
             (params["seed"], stream, split_id, kind_id, index), None if kind == "good" else kind
         )
-        path = out / split / kind / f"{index:03d}.png"
+        path = out / _image_name(split, kind, index)
         _write_png(path, image, compression)
         if mask is not None:
-            _write_png(out / "ground_truth" / kind / f"{index:03d}_mask.png", mask, compression)
+            _write_png(out / _mask_name(split, kind, index), mask, compression)
         return path
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -201,8 +237,23 @@ def write_samples(
     return len(jobs)
 
 
-def _renderer(product: str, size: int) -> Renderer:
-    """``(seed, kind) -> (image, mask)`` for ``product``."""
+def _image_name(split: str, kind: str, index: int) -> str:
+    """Where the generator writes an image of ``split`` ("train", "test" or "labelled")."""
+    folder = "train" if split == "labelled" else split
+    return f"{folder}/{kind}/{index:03d}.png"
+
+
+def _mask_name(split: str, kind: str, index: int) -> str:
+    """Where the generator writes the mask of a defective image of ``split``."""
+    folder = f"ground_truth/{LABELLED_MASKS}" if split == "labelled" else "ground_truth"
+    return f"{folder}/{kind}/{index:03d}_mask.png"
+
+
+def _renderer(product: str, size: int, *, unlike: bool = False) -> Renderer:
+    """``(seed, kind) -> (image, mask)`` for ``product``; ``unlike``: defects drawn unlike the
+    test's (``unlike_defects``; texture products only, ``DatasetError`` for the others)."""
+    if unlike and (product in GLOBAL_PRODUCTS or product in ALIGNED_PRODUCTS):
+        raise DatasetError(f"unlike labelled defects: texture products only, not {product!r}")
     if product in GLOBAL_PRODUCTS or product in ALIGNED_PRODUCTS:
         procedural = render_weave_sample if product in GLOBAL_PRODUCTS else render_part_sample
 
@@ -215,7 +266,28 @@ def _renderer(product: str, size: int) -> Renderer:
     spec = PRODUCTS.get(product) or EVAL_PRODUCTS[product]  # checked by defect_kinds
     texture = load_texture(spec)
     defects = TISSUE_DEFECTS if product in EVAL_PRODUCTS else DEFECTS
+    if unlike:
+        defects = unlike_defects(defects)
     return lambda seed, kind: render_sample(texture, spec, size, seed, kind, defects)
+
+
+def unlike_defects(defects: Mapping[str, DefectFn]) -> dict[str, DefectFn]:
+    """``defects`` drawn ``UNLIKE_SCALE`` times larger about their centre, their blend weight
+    times ``UNLIKE_CONTRAST``: labelled defects that differ from the tested ones."""
+
+    def unlike(draw: DefectFn) -> DefectFn:
+        def defect(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+            alpha, target = draw(image, rng)
+            ys, xs = np.nonzero(alpha)
+            centre = (float(xs.mean()), float(ys.mean())) if len(xs) else (0.0, 0.0)
+            warp = cv2.getRotationMatrix2D(centre, 0.0, UNLIKE_SCALE)
+            height, width = alpha.shape
+            grown = cv2.warpAffine(alpha, warp, (width, height), flags=cv2.INTER_LINEAR)
+            return (grown * UNLIKE_CONTRAST).astype(np.float32), target
+
+        return defect
+
+    return {kind: unlike(draw) for kind, draw in defects.items()}
 
 
 def load_texture(spec: TextureSpec) -> np.ndarray:
@@ -463,6 +535,7 @@ def _previous_names(out: Path, kinds: Sequence[str] | None) -> set[str]:
         n_train, n_good, n_defect = (
             int(params[key]) for key in ("n_train", "n_test_good", "n_test_per_defect")
         )
+        n_labelled = int(params.get("n_labelled", 0))
     except (OSError, ValueError, TypeError, KeyError):
         return set()  # an unreadable marker vouches for no file
     if kinds is None:
@@ -472,8 +545,9 @@ def _previous_names(out: Path, kinds: Sequence[str] | None) -> set[str]:
     names = {f"train/good/{i:03d}.png" for i in range(n_train)}
     names |= {f"test/good/{i:03d}.png" for i in range(n_good)}
     for kind in kinds:
-        names |= {f"test/{kind}/{i:03d}.png" for i in range(n_defect)}
-        names |= {f"ground_truth/{kind}/{i:03d}_mask.png" for i in range(n_defect)}
+        for split, count in (("test", n_defect), ("labelled", n_labelled)):
+            names |= {_image_name(split, kind, i) for i in range(count)}
+            names |= {_mask_name(split, kind, i) for i in range(count)}
     return names
 
 

@@ -390,3 +390,28 @@ def test_each_image_is_decoded_once(
     report = check_dataset(dataset, image_bits=12)
     assert report.ok and report.channels["I;16"] == len(dataset.train_samples)
     assert loaded.count("I;16") == len(dataset.train_samples)
+
+
+def test_labelled_training_defects_are_checked(tiny_product: Path, tmp_path: Path) -> None:
+    """A labelled training image needs no mask, but a mask it has is checked; one that
+    duplicates a test image is an error."""
+    copy = shutil.copytree(tiny_product, tmp_path / "brick")
+    labelled, masks = copy / "train" / "crack", copy / "ground_truth" / "train" / "crack"
+    labelled.mkdir()
+    masks.mkdir(parents=True)
+    Image.new("RGB", (128, 128), (90, 60, 50)).save(labelled / "plain.png")  # image-level
+    Image.new("RGB", (128, 128), (80, 60, 50)).save(labelled / "small.png")
+    Image.new("L", (64, 64), 255).save(masks / "small_mask.png")
+    Image.new("RGB", (128, 128), (70, 60, 50)).save(labelled / "blank.png")
+    Image.new("L", (128, 128), 0).save(masks / "blank_mask.png")
+    shutil.copyfile(copy / "test" / "hole" / "001.png", labelled / "copy.png")
+    (labelled / "broken.png").write_bytes(b"not a png")
+    report = check_dataset(load_dataset(copy))
+    found = {(p.path.name, p.code) for p in report.problems}
+    assert found == {
+        ("small_mask.png", "mask_size"),
+        ("blank_mask.png", "mask_empty"),
+        ("001.png", "train_test_duplicate"),
+        ("broken.png", "unreadable"),
+    }
+    assert not report.ok

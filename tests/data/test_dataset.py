@@ -253,7 +253,6 @@ def test_empty_defect_folder_and_loose_test_images_are_recorded(
         ({"split": "val", "label": 0, "defect_type": "good"}, "split must be 'train' or 'test'"),
         ({"split": "test", "label": 2, "defect_type": "good"}, "label must be 0"),
         ({"split": "test", "label": 0, "defect_type": "crack"}, "does not match defect_type"),
-        ({"split": "train", "label": 1, "defect_type": "crack"}, "training samples must be good"),
     ],
 )
 def test_sample_rejects_inconsistent_fields(kwargs: dict, message: str) -> None:
@@ -286,3 +285,46 @@ def test_check_readable_lists_every_unreadable_file_at_once(tiny_product: Path, 
 
 def test_check_readable_passes_a_good_dataset_and_names_no_file(tiny_product: Path) -> None:
     load_dataset(tiny_product).check_readable()
+
+
+def _with_labelled(tiny_product: Path, tmp_path: Path) -> Path:
+    """A copy of ``tiny_product`` with two labelled training defects: one masked, one not."""
+    copy = shutil.copytree(tiny_product, tmp_path / "brick")
+    (copy / "train" / "crack").mkdir()
+    (copy / "ground_truth" / "train" / "crack").mkdir(parents=True)
+    shutil.copyfile(copy / "test" / "crack" / "000.png", copy / "train" / "crack" / "a.png")
+    shutil.copyfile(copy / "test" / "hole" / "000.png", copy / "train" / "crack" / "b.png")
+    shutil.copyfile(
+        copy / "ground_truth" / "crack" / "000_mask.png",
+        copy / "ground_truth" / "train" / "crack" / "a_mask.png",
+    )
+    return copy
+
+
+def test_labelled_training_defects_are_read_apart_from_the_good_ones(
+    tiny_product: Path, tmp_path: Path
+) -> None:
+    copy = _with_labelled(tiny_product, tmp_path)
+    dataset = load_mvtec(copy)
+    assert len(dataset.train_samples) == 24 and all(s.label == 0 for s in dataset.train_samples)
+    labelled = {s.path.name: s for s in dataset.labelled_samples}
+    assert sorted(labelled) == ["a.png", "b.png"]
+    assert labelled["a.png"].mask_path == (copy / "ground_truth/train/crack/a_mask.png").resolve()
+    assert labelled["b.png"].mask_path is None  # an image-level label
+    assert dataset.defect_types == DEFECTS  # the test split's
+    assert dataset.unmatched_masks == ()
+    assert dataset.counts()["train"] == {"crack": 2, "good": 24}
+    assert "ground_truth/train/crack/a_mask.png" in dataset.fingerprint()["files"]
+
+
+def test_a_product_without_labelled_defects_reads_as_before(tiny_product: Path) -> None:
+    dataset = load_mvtec(tiny_product)
+    assert dataset.labelled_samples == ()
+    assert dataset.samples == tuple(s for s in dataset.samples if s.split == "test" or s.label == 0)
+
+
+def test_a_test_defect_folder_named_train_is_refused(tiny_product: Path, tmp_path: Path) -> None:
+    copy = shutil.copytree(tiny_product, tmp_path / "brick")
+    shutil.copytree(copy / "test" / "crack", copy / "test" / "train")
+    with pytest.raises(DatasetError, match="may not be named 'train'"):
+        load_mvtec(copy)

@@ -105,10 +105,17 @@ def test_unknown_product_lists_valid_ones(tmp_path: Path) -> None:
 
 def test_image_count_matches_files(tmp_path: Path) -> None:
     roots = demo.write_demo(
-        tmp_path, ("brick",), seed=0, size=48, n_train=2, n_test_good=1, n_test_per_defect=1
+        tmp_path,
+        ("brick",),
+        seed=0,
+        size=48,
+        n_train=2,
+        n_test_good=1,
+        n_test_per_defect=1,
+        n_labelled=1,
     )
     written = list(roots[0].glob("t*/*/*.png"))
-    assert len(written) == demo.demo_image_count(["brick"], 2, 1, 1) == 7
+    assert len(written) == demo.demo_image_count(["brick"], 2, 1, 1, 1) == 11
 
 
 def test_same_bytes_from_another_process(tmp_path: Path) -> None:
@@ -244,10 +251,46 @@ def test_tissue_eval_product_has_its_own_defects_and_exact_masks(tmp_path: Path)
 def test_weave_has_a_larger_test_split_than_the_texture_products() -> None:
     from inspection.data.demo import demo_image_count, demo_test_counts
 
-    assert demo_test_counts("brick") == (10, 6) and demo_test_counts("weave") == (60, 30)
-    assert demo_test_counts("grass") == demo_test_counts("gravel") == (60, 30)
-    assert demo_test_counts("weave", 2, None) == (2, 30)
-    assert demo_image_count(["brick", "weave"], n_train=1) == (1 + 10 + 6 * 4) + (1 + 60 + 30 * 4)
+    assert demo_test_counts("brick") == (10, 6) and demo_test_counts("weave") == (60, 52)
+    assert demo_test_counts("grass") == demo_test_counts("gravel") == (60, 52)
+    assert demo_test_counts("weave", 2, None) == (2, 52)
+    # brick gets 20 labelled defects per type, weave none
+    expected = (1 + 10 + (6 + 20) * 4) + (1 + 60 + 52 * 4)
+    assert demo_image_count(["brick", "weave"], n_train=1) == expected
+
+
+def test_labelled_defects_are_a_stream_of_their_own(tmp_path: Path) -> None:
+    """Labelled training defects land in train/<defect> with masks in ground_truth/train, the
+    other files are byte-identical to a run without them, and none equals a test image."""
+    plain = _tree(demo.write_demo_product(tmp_path / "a", "grass", seed=3, **SMALL))
+    out = demo.write_demo_product(tmp_path / "b", "grass", seed=3, n_labelled=2, **SMALL)
+    files = _tree(out)
+    assert {name: files[name] for name in plain} == plain
+    added = sorted(set(files) - set(plain))
+    assert len(added) == 2 * 2 * len(demo.DEFECT_KINDS)
+    assert "train/crack/001.png" in added and "ground_truth/train/crack/001_mask.png" in added
+    tests = {files[n] for n in plain if n.startswith("test/")}
+    assert not tests & {files[n] for n in added}
+    dataset = load_mvtec(out)
+    assert len(dataset.labelled_samples) == 2 * len(demo.DEFECT_KINDS)
+    assert len(dataset.train_samples) == SMALL["n_train"]
+    # a second run replaces its own files, labelled ones included
+    demo.write_demo_product(tmp_path / "b", "grass", seed=3, **SMALL)
+    assert _tree(out) == plain
+
+
+def test_unlike_labelled_defects_are_larger_and_fainter() -> None:
+    """``unlike``: the same defect drawn larger about its centre, at a lower blend weight."""
+    seed, size = (3, 1, 2, 4, 0), 128
+    _, mask = demo._renderer("gravel", size)(seed, "stain")
+    clean, _ = demo._renderer("gravel", size)(seed, None)
+    image, grown = demo._renderer("gravel", size, unlike=True)(seed, "stain")
+    assert mask is not None and grown is not None
+    assert grown.astype(bool).sum() > 1.5 * mask.astype(bool).sum()
+    changed = np.abs(image.astype(int) - clean.astype(int)).max(-1)
+    assert not changed[grown == 0].any()
+    with pytest.raises(DatasetError, match="texture products only"):
+        demo._renderer("weave", size, unlike=True)
 
 
 @pytest.mark.parametrize("kind", demo.ALIGNED_PRODUCTS["part"])
