@@ -69,6 +69,12 @@ class Inspection(Base):
     payload_digest: Mapped[str | None] = mapped_column(String(64))
     """sha256 of the uploaded bytes: a replayed request id must carry the same payload."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    """When the station says it inspected the part (its own clock): the partition key."""
+    received_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=utcnow)
+    """When the store received the row: on PostgreSQL its own clock, set by a trigger whatever
+    the writer sends (migration 0013); retention ages rows by it. ``None``: before 0013."""
+    clock_skewed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """``created_at`` was further from ``received_at`` than the central tolerance: kept, counted."""
     product: Mapped[str] = mapped_column(String(64))
     station_id: Mapped[str] = mapped_column(String(64))
     part_id: Mapped[str | None] = mapped_column(String(128))
@@ -116,6 +122,13 @@ class Inspection(Base):
             postgresql_where=text("review_label IS NOT NULL"),
         ),
         Index("ix_inspections_blobs_held", "product", "blobs_pruned_at", "created_at"),
+        Index(  # the few rows a wrong clock stamped: counted, and guard their month (0013)
+            "ix_inspections_skewed",
+            "station_id",
+            "created_at",
+            sqlite_where=text("clock_skewed"),
+            postgresql_where=text("clock_skewed"),
+        ),
         *(Index(f"ix_inspections_{c}", c) for c in SHA_COLUMNS),
     )
 
@@ -131,6 +144,9 @@ class Review(Base):
     defect_type: Mapped[str | None] = mapped_column(String(64))
     reviewer: Mapped[str] = mapped_column(String(64))
     note: Mapped[str | None] = mapped_column(Text)
+    origin: Mapped[str | None] = mapped_column(String(160), unique=True)
+    """``<station role>/<its review id>`` of a review forwarded from a station (migration 0013);
+    ``None``: made here."""
     region_sha: Mapped[str | None] = mapped_column(String(64), index=True)
     """The defect region the reviewer painted: a (H, W) 0/255 PNG mask blob at the image's size
     (``None``: no region drawn). Indexed: retention asks whether a blob is still referenced."""
@@ -192,6 +208,9 @@ class OutboxMessage(Base):
     next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_error: Mapped[str | None] = mapped_column(Text)
+    quarantined_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    """Set when the sink refused the message for good (``last_error`` says why): it waits
+    aside, counted and alarmed, and the messages after it flow (migration 0013)."""
 
     __table_args__ = (
         UniqueConstraint("key", "sink", name="uq_outbox_key_sink"),
@@ -215,5 +234,7 @@ class StationBacklog(Base):
     rate_per_s: Mapped[float] = mapped_column(Float)
     """Rows forwarded per second over the minute before the report."""
     alarm_after_s: Mapped[float | None] = mapped_column(Float)
+    quarantined: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    """Messages the central store refused for good, parked at the station (migration 0013)."""
     """The station's ``central.alarm_after_seconds``; None: not told (the dashboard's default)."""
     reported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -3,20 +3,31 @@
 ``inspections`` is partitioned by RANGE of ``created_at``, one partition per UTC month
 (``inspections_pYYYYMM``) plus ``inspections_default``, which takes any row no month holds, so
 an insert never fails for want of a partition. ``ensure`` creates the months from the current
-one to ``MONTHS_AHEAD`` after it: the migration runs it, and so does every retention prune
-(``inspection store prune``, hourly under ``inspection scheduler``). A month is made as a plain
-table, filled with whatever the default partition held of its range, then attached, so rows
-that waited in the default partition move into their month. Retention drops whole months
+one to ``MONTHS_AHEAD`` after it: the migration runs it in its transaction, and every retention
+prune (``inspection store prune``, hourly under ``inspection scheduler``) runs ``upkeep``, which
+makes each missing month in a transaction of its own. A month is made as a plain table, filled
+with whatever the default partition held of its range, then attached, so rows that waited in
+the default partition move into their month; the default partition is locked meanwhile, so a
+forwarder's row for that month waits (at most ``LOCK_TIMEOUT``) instead of breaking the attach.
+A month another prune made first is skipped; one that cannot be made is logged and left to the
+next run, and the other months are made all the same. Retention drops whole months
 (``store.retention``).
+
+``created_at`` is the station's clock: a row stamped a year back lands in an old month (or the
+default partition). The central store's own time is ``received_at`` (migration 0013), which
+retention checks before it deletes anything (docs/retention.md).
 """
 
 from __future__ import annotations
 
-import re
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import DBAPIError
+
+log = logging.getLogger(__name__)
 
 TABLE = "inspections"
 DEFAULT = f"{TABLE}_default"
@@ -26,7 +37,11 @@ AUTOVACUUM = (
     "autovacuum_analyze_scale_factor = 0, autovacuum_analyze_threshold = 20000"
 )
 """Migration 0009's settings, per partition: a partitioned table takes no storage parameters."""
-_BOUND = re.compile(r"FROM \('([^']+)'\) TO \('([^']+)'\)")
+LOCK_TIMEOUT = "10s"
+"""How long ``upkeep`` waits for the default partition (and forwarders for it) per month."""
+_BOUND = (
+    "(regexp_match(pg_get_expr(c.relpartbound, c.oid), '{} \\(''([^'']+)''\\)'))[1]::timestamptz"
+)
 
 
 @dataclass(frozen=True)
@@ -49,17 +64,13 @@ def partitioned(connection: Connection) -> bool:
 
 def partitions(connection: Connection) -> list[Partition]:
     """The results table's partitions, oldest month first, the default partition last."""
-    rows = connection.execute(
+    rows = connection.execute(  # bounds parsed by PostgreSQL: Python 3.10 reads no '+00'
         text(
-            "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i "
+            f"SELECT c.relname, {_BOUND.format('FROM')}, {_BOUND.format('TO')} FROM pg_inherits i "
             f"JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = '{TABLE}'::regclass"
         )
     )
-    found = []
-    for name, bound in rows:
-        match = _BOUND.search(bound)
-        start, end = (datetime.fromisoformat(b) for b in match.groups()) if match else (None, None)
-        found.append(Partition(name, start, end))
+    found = [Partition(name, start, end) for name, start, end in rows]
     return sorted(found, key=lambda p: (p.start is None, p.start or datetime.min))
 
 
@@ -73,25 +84,56 @@ def month_of(moment: datetime, months: int = 0) -> datetime:
 def ensure(connection: Connection, now: datetime, since: datetime | None = None) -> list[str]:
     """Create the default partition and every missing month from ``since``'s (default: ``now``'s)
     to ``MONTHS_AHEAD`` after ``now``'s, in ``connection``'s transaction; returns their names."""
-    existing = partitions(connection)
     created = []
-    if not any(p.start is None for p in existing):
+    if not any(p.start is None for p in partitions(connection)):
         connection.execute(
             text(f"CREATE TABLE {DEFAULT} PARTITION OF {TABLE} DEFAULT WITH ({AUTOVACUUM})")
         )
         created.append(DEFAULT)
-    held = {p.start for p in existing}
-    month, last = month_of(since or now), month_of(now, MONTHS_AHEAD)
+    made = (_create(connection, month) for month in missing(connection, now, since))
+    return created + [name for name in made if name]
+
+
+def missing(connection: Connection, now: datetime, since: datetime | None = None) -> list[datetime]:
+    """The first instants of the months from ``since``'s (default: ``now``'s) to
+    ``MONTHS_AHEAD`` after ``now``'s that have no partition."""
+    held = {p.start for p in partitions(connection)}
+    month, last, months = month_of(since or now), month_of(now, MONTHS_AHEAD), []
     while month <= last:
-        if month not in held:
-            created.append(_create(connection, month))
+        months += [] if month in held else [month]
         month = month_of(month, 1)
-    return created
+    return months
 
 
-def _create(connection: Connection, start: datetime) -> str:
-    """Attach month ``start``'s partition, moving its rows out of the default partition."""
+def upkeep(engine: Engine, now: datetime) -> tuple[list[str], list[str]]:
+    """``ensure``'s months, each in a transaction of its own, while forwarders insert: returns
+    (made, failed). A month that fails (its lock not had within ``LOCK_TIMEOUT``, say) is
+    logged and left to the next run; the other months are made all the same."""
+    with engine.begin() as connection:
+        months = missing(connection, now) if partitioned(connection) else []
+    made, failed = [], []
+    for month in months:
+        try:
+            with engine.begin() as connection:
+                connection.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
+                made += [name] if (name := _create(connection, month)) else []
+        except DBAPIError as exc:
+            log.warning(
+                "partition for %s not made, next prune retries: %s", f"{month:%Y-%m}", exc.orig
+            )
+            failed.append(f"{TABLE}_p{month:%Y%m}")
+    return made, failed
+
+
+def _create(connection: Connection, start: datetime) -> str | None:
+    """Attach month ``start``'s partition, moving its rows out of the default partition, which
+    stays locked until the transaction ends (a forwarder's row for the month waits, instead of
+    landing in the default partition between the move and the attach); ``None`` when the month
+    exists by then (another prune made it)."""
     name, end = f"{TABLE}_p{start:%Y%m}", month_of(start, 1)
+    connection.execute(text(f"LOCK TABLE {DEFAULT} IN SHARE ROW EXCLUSIVE MODE"))
+    if connection.execute(text(f"SELECT to_regclass('{name}')")).scalar() is not None:
+        return None
     low, high = f"'{start.isoformat()}'", f"'{end.isoformat()}'"  # DDL takes no parameters
     statements = (
         f"CREATE TABLE {name} (LIKE {TABLE} INCLUDING DEFAULTS) WITH ({AUTOVACUUM})",

@@ -14,11 +14,19 @@ Per part (``KeepPolicy``, per product over the site defaults of ``configs/retent
   drop is counted (``dropped``, of them ``dropped_waiting``) and logged as an alarm;
   ``over_budget: alarm`` drops nothing.
 
+Ages are read by two clocks: a row goes only when both its ``created_at`` (the station's
+clock) and its ``received_at`` (the store's own, migration 0013; ``None`` before it) are past
+the window. A line PC whose clock jumped a year back therefore loses nothing at the central
+store; its rows are flagged ``clock_skewed`` there, kept and counted (``PruneReport.clock_skewed``,
+the ``inspection_clock_skewed_rows`` gauge).
+
 On a partitioned store (PostgreSQL, ``store.partitions``) ``prune`` first creates the coming
-months' partitions, then drops each month whose whole range is past every product's
-``row_days`` and that holds no protected row and none waiting in an outbox (its reviews and
-outbox messages go with it); the rows of the month that straddles the cutoff, of a month held
-back and of the default partition go by the row pass below.
+months' partitions (``partitions.upkeep``: a month that cannot be made is logged and left to
+the next run, the prune goes on), then drops each month whose whole range is past every
+product's ``row_days`` (plus the clock tolerance) and that holds no protected row, none
+waiting in an outbox and no skewed row received within the window (its reviews and outbox
+messages go with it); the rows of the month that straddles the cutoff, of a month held back
+and of the default partition go by the row pass below.
 
 ``prune`` works in short transactions of ``batch_size`` rows, pausing between them so a
 station's writes are never held up by more than one batch. Rows are changed first (blobs
@@ -122,6 +130,9 @@ class RetentionConfig:
     over_budget: Literal["drop_good_images", "alarm"] = "drop_good_images"
     """Past ``disk_budget_gb``: strip ordinary good parts' blobs (oldest first, also those
     waiting for the central store) until under it, or only raise the alarm."""
+    clock_skew_seconds: float = 300.0
+    """A result whose station time is further than this from the central store's receive time
+    is flagged ``clock_skewed`` (PostgreSQL; the prune sets the central tolerance)."""
 
     def __post_init__(self) -> None:
         if not croniter.is_valid(self.prune_schedule):
@@ -134,6 +145,8 @@ class RetentionConfig:
             raise ConfigError(f"alarm_fraction: must be in (0, 1], got {self.alarm_fraction}")
         if self.disk_budget_gb is not None and self.disk_budget_gb <= 0:
             raise ConfigError(f"disk_budget_gb: must be > 0, got {self.disk_budget_gb}")
+        if self.clock_skew_seconds <= 0:
+            raise ConfigError(f"clock_skew_seconds: must be > 0, got {self.clock_skew_seconds}")
         for product in self.products:
             self.policy(product)  # a bad override fails at load, naming the product
 
@@ -175,6 +188,10 @@ class PruneReport:
     rows_deleted: int = 0
     """Rows deleted, those of the dropped partitions included."""
     partitions_dropped: int = 0
+    partitions_failed: int = 0
+    """Months ``partitions.upkeep`` could not make this run (logged; the next run retries)."""
+    clock_skewed: int = 0
+    """Rows held whose station clock was off the store's (``Inspection.clock_skewed``)."""
     outbox_deleted: int = 0
     files_removed: int = 0
     bytes_removed: int = 0
@@ -206,6 +223,8 @@ class PruneReport:
             f"{self.used_bytes / 1e9:.2f} GB{budget} in {self.blob_files} blobs + database"
             f"{'; STORAGE ALARM' if self.alarm else ''}"
             f"{f'; over budget: {self.dropped} good parts lost their blobs' if self.dropped else ''}"
+            f"{f'; {self.clock_skewed} rows with a skewed station clock kept' if self.clock_skewed else ''}"
+            f"{f'; {self.partitions_failed} months not made' if self.partitions_failed else ''}"
         )
 
 
@@ -250,6 +269,9 @@ def prune(
         report.blob_bytes = report.blob_files = 0
         _sweep(store, config, report)
     _check_budget(report, config)
+    with store.session() as session:
+        skewed = select(func.count()).select_from(Inspection).where(Inspection.clock_skewed)
+        report.clock_skewed = int(session.scalar(skewed) or 0)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -293,16 +315,22 @@ def _drop_partitions(
     with store.engine.begin() as connection:
         if not partitions.partitioned(connection):
             return
-        partitions.ensure(connection, now)
+        tolerance = {"s": config.clock_skew_seconds}
+        connection.execute(text("UPDATE central_clock SET skew_tolerance_s = :s"), tolerance)
+    report.partitions_failed = len(partitions.upkeep(store.engine, now)[1])
+    with store.engine.begin() as connection:
         months = partitions.partitions(connection)
     days = [config.policy(product).row_days for product in _products(store)]
     if not days or None in days:
         return
     cutoff = now - timedelta(days=max(d for d in days if d is not None))
     for month in months:
-        if month.end is None or month.end > cutoff:
+        if month.end is None or month.end + timedelta(seconds=config.clock_skew_seconds) > cutoff:
             continue
         inside = Inspection.created_at >= month.start, Inspection.created_at < month.end
+        late = select(Inspection.id).where(
+            *inside, Inspection.clock_skewed, Inspection.received_at >= cutoff
+        )
         waiting = (
             select(OutboxMessage.id)
             .join(Inspection, Inspection.id == OutboxMessage.inspection_id)
@@ -312,7 +340,7 @@ def _drop_partitions(
         ids = select(Inspection.id).where(*inside)
         try:
             with store.session() as session:
-                if session.scalar(select(exists(waiting))) or (
+                if session.scalar(select(exists(waiting) | exists(late))) or (
                     protected and session.scalar(select(exists(kept)))
                 ):
                     continue
@@ -386,7 +414,10 @@ def _size(store: Store, sha: str) -> int:
 
 
 def _older(now: datetime, days: float) -> Any:
-    return Inspection.created_at < now - timedelta(days=days)
+    """Past ``days`` by the station's clock and by the store's (``None``: before 0013)."""
+    cutoff = now - timedelta(days=days)
+    received = or_(Inspection.received_at.is_(None), Inspection.received_at < cutoff)
+    return and_(Inspection.created_at < cutoff, received)
 
 
 def _not_protected(where: Any, protected: frozenset[str]) -> Any:
@@ -586,6 +617,14 @@ def write_metrics(report: PruneReport, path: Path) -> None:
         "inspection_storage_budget_dropped": (
             "Good parts whose blobs the last prune dropped to keep the budget",
             report.dropped,
+        ),
+        "inspection_clock_skewed_rows": (
+            "Rows held whose station clock was off the store's receive time (kept)",
+            report.clock_skewed,
+        ),
+        "inspection_partitions_failed": (
+            "Months the last prune could not make (retried next run)",
+            report.partitions_failed,
         ),
     }
     for name, (help_text, value) in gauges.items():

@@ -16,7 +16,7 @@ from inspection.store.models import Inspection, OutboxMessage, Review
 from inspection.store.retention import RetentionConfig, prune
 from inspection.store.rollups import HourlyRollup
 from inspection.store.store import Store
-from tests.conftest import _drop_postgres_database, _fresh_postgres_database
+from tests.conftest import _drop_postgres_database, _fresh_postgres_database, verified
 from tests.store.test_retention import CONFIG, NOW, _add, _dangling_and_orphans
 
 
@@ -81,7 +81,7 @@ def test_a_result_sent_again_is_stored_once_on_the_partitioned_table(
     for i, days in enumerate((1, 40, 70)):  # three months
         key = f"line-1/r{i}"
         _add(local, key, days, request_id=key, outbox=[central_entry(key, 1)])
-    forwarder = Forwarder(local, central.url, central.blobs.root)
+    forwarder = Forwarder(local, verified(central.url), central.blobs.root)
     assert forwarder.drain() == 3
     with local.session() as session:  # a crash before the local marks: all sent again
         session.execute(sa.update(OutboxMessage).values(delivered_at=None))
