@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from inspection.core.errors import InspectionError
-from inspection.core.images import IMAGE_SUFFIXES
+from inspection.core.images import IMAGE_SUFFIXES, narrow_to_8_bits
 from inspection.line.config import CameraConfig
 
 log = logging.getLogger(__name__)
@@ -93,9 +93,13 @@ class FileSequenceCamera:
 
 
 class GenICamCamera:
-    """A GenICam camera via harvesters, set up from ``CameraConfig``: trigger mode (a software
-    trigger per capture, or the newest frame of a free-running stream), exposure, gain and any
-    other SFNC feature by name. Mono8 frames become RGB; frames are PNG-encoded.
+    """A GenICam camera via harvesters, set up from ``CameraConfig``: trigger mode, exposure,
+    gain and any other SFNC feature by name. Frames of ``PIXEL_FORMATS`` are PNG-encoded as
+    8-bit grey or RGB (``decode_pixels``); another pixel format stops start-up, naming it.
+
+    A frame belongs to its trigger: each capture first discards the frames already delivered
+    (a spurious trigger's, or a free-running stream's), then fires the software trigger, or
+    in ``free_run`` also drops the frame that was exposing or in transfer at the trigger.
 
     A failed capture (timeout, camera unplugged) drops the device; the next capture opens it
     again, so one trigger answers "no image" and none gets a stale or another part's frame.
@@ -128,14 +132,16 @@ class GenICamCamera:
             raise CaptureError(f"GenICam camera: no device found through {self.config.cti}")
         device = self.config.device
         self._acquirer = self._harvester.create({"serial_number": device} if device else 0)
+        nodes = self._acquirer.remote_device.node_map
         try:
-            _set_features(self._acquirer.remote_device.node_map, self.config.genicam_features())
-            if self.config.trigger == "free_run":  # a trigger takes the newest frame
-                nodes = self._acquirer.remote_device.node_map
+            _set_features(nodes, self.config.genicam_features())
+            if self.config.trigger == "free_run":  # keep one buffer: the stream's newest frame
                 if nodes.has_node("TriggerMode"):
                     nodes.TriggerMode.value = "Off"
                 stream = self._acquirer.data_streams[0].node_map
                 stream.StreamBufferHandlingMode.value = "NewestOnly"
+            if nodes.has_node("PixelFormat"):
+                _layout(str(nodes.PixelFormat.value))  # refuse an unknown format at start-up
             self._acquirer.start()
         except Exception:
             self._drop()
@@ -155,10 +161,7 @@ class GenICamCamera:
             try:
                 if self._acquirer is None:
                     self._open()
-                if self.config.trigger == "software":
-                    self._acquirer.remote_device.node_map.TriggerSoftware.execute()
-                with self._acquirer.fetch(timeout=self.config.timeout_s) as buffer:
-                    image = _component_rgb(buffer.payload.components[0])
+                image = self._frame_after_trigger()
             except CaptureError:
                 raise
             except Exception as exc:  # harvesters/GenTL timeouts and device errors
@@ -168,11 +171,29 @@ class GenICamCamera:
                     f"GenICam camera: no frame ({type(exc).__name__}: {exc}); the device is "
                     "opened again on the next trigger"
                 ) from exc
-        ok, png = cv2.imencode(".png", np.ascontiguousarray(image[:, :, ::-1]))  # cv2 wants BGR
+        bgr = image if image.ndim == 2 else np.ascontiguousarray(image[:, :, ::-1])  # cv2's order
+        ok, png = cv2.imencode(".png", bgr)
         if not ok:
             raise CaptureError("GenICam camera: the frame could not be PNG-encoded")
         data = png.tobytes()
         return Frame(data, f"genicam-{time.time_ns()}.png", (time.perf_counter() - started) * 1e3)
+
+    def _frame_after_trigger(self) -> np.ndarray:
+        """``decode_pixels`` of the first frame exposed after this call (see the class doc)."""
+        from genicam.gentl import ACQ_QUEUE_TYPE_LIST  # harvesters' own dependency
+
+        acquirer, deadline = self._acquirer, time.monotonic() + self.config.timeout_s
+        stream = acquirer.data_streams[0]
+        stream.flush_buffer_queue(ACQ_QUEUE_TYPE_LIST.ACQ_QUEUE_OUTPUT_DISCARD)  # frames so far
+        stream.flush_buffer_queue(ACQ_QUEUE_TYPE_LIST.ACQ_QUEUE_UNQUEUED_TO_INPUT)  # refill pool
+        if self.config.trigger == "software":
+            acquirer.remote_device.node_map.TriggerSoftware.execute()
+        else:  # the next frame to arrive was already exposing or in transfer: drop it
+            with acquirer.fetch(timeout=self.config.timeout_s):
+                pass
+        with acquirer.fetch(timeout=max(deadline - time.monotonic(), 1e-3)) as buffer:
+            c = buffer.payload.components[0]
+            return decode_pixels(str(c.data_format), c.data, c.height, c.width)
 
     def close(self) -> None:
         with self._lock:
@@ -196,15 +217,49 @@ def _set_features(nodes: Any, features: dict[str, Any]) -> None:
             raise CaptureError(f"GenICam camera: {name} = {value!r} refused: {exc}") from exc
 
 
-def _component_rgb(component: Any) -> np.ndarray:
-    """(H, W, 3) uint8 RGB copy of a harvesters image component (Mono8 or RGB8)."""
-    channels = int(component.num_components_per_pixel)  # harvesters reports a float
-    array = np.asarray(component.data).reshape(component.height, component.width, channels)
-    if array.dtype != np.uint8:
-        array = (array >> max(0, array.dtype.itemsize * 8 - 8)).astype(np.uint8)
-    if channels == 1:
-        array = np.repeat(array, 3, axis=2)
-    return np.ascontiguousarray(array[:, :, :3])
+_BAYER_TO_RGB = {
+    "RG": cv2.COLOR_BayerRGGB2RGB,
+    "BG": cv2.COLOR_BayerBGGR2RGB,
+    "GR": cv2.COLOR_BayerGRBG2RGB,
+    "GB": cv2.COLOR_BayerGBRG2RGB,
+}
+PIXEL_FORMATS: dict[str, tuple[int, int, int | None]] = {
+    **{f"Mono{bits}": (bits, 1, None) for bits in (8, 10, 12, 14, 16)},
+    **{f"Mono{bits}{packing}": (bits, 1, None) for bits in (10, 12) for packing in ("p", "Packed")},
+    **{
+        f"Bayer{p}{bits}": (bits, 1, code)
+        for p, code in _BAYER_TO_RGB.items()
+        for bits in (8, 10, 12, 16)
+    },
+    "RGB8": (8, 3, None),
+    "BGR8": (8, 3, cv2.COLOR_BGR2RGB),
+    "RGBa8": (8, 4, cv2.COLOR_RGBA2RGB),
+    "BGRa8": (8, 4, cv2.COLOR_BGRA2RGB),
+}
+"""PFNC pixel format -> (significant bits, values per pixel, OpenCV conversion to RGB). Packed
+formats arrive unpacked by harvesters; values are LSB-aligned, as PFNC defines them."""
+
+
+def _layout(pixel_format: str) -> tuple[int, int, int | None]:
+    """``PIXEL_FORMATS[pixel_format]``, or ``CaptureError`` naming the format."""
+    if pixel_format not in PIXEL_FORMATS:
+        raise CaptureError(
+            f"GenICam camera: pixel format {pixel_format!r} is not supported; set PixelFormat "
+            f"(camera features) to one of {', '.join(PIXEL_FORMATS)}"
+        )
+    return PIXEL_FORMATS[pixel_format]
+
+
+def decode_pixels(pixel_format: str, data: np.ndarray, height: int, width: int) -> np.ndarray:
+    """A frame's pixel values (flat, as harvesters delivers them) -> (H, W) uint8 grey or
+    (H, W, 3) uint8 RGB. Values of more than 8 bits keep their top 8 (``narrow_to_8_bits`` at
+    the format's depth: Mono12 4095 -> 255); Bayer mosaics are demosaiced (OpenCV bilinear)."""
+    bits, channels, to_rgb = _layout(pixel_format)
+    shape = (height, width) if channels == 1 else (height, width, channels)
+    values = np.asarray(data).reshape(shape)  # a view of the camera's buffer
+    if bits > 8:
+        values = narrow_to_8_bits(values, bits)[0]
+    return cv2.cvtColor(values, to_rgb) if to_rgb is not None else values.copy()  # own memory
 
 
 def open_camera(config: CameraConfig) -> Camera:

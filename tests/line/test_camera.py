@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import time
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,14 @@ import pytest
 from PIL import Image
 
 from inspection.core.images import decode_image
-from inspection.line.camera import CaptureError, FileSequenceCamera, GenICamCamera, open_camera
+from inspection.line.camera import (
+    PIXEL_FORMATS,
+    CaptureError,
+    FileSequenceCamera,
+    GenICamCamera,
+    decode_pixels,
+    open_camera,
+)
 from inspection.line.config import CameraConfig
 from inspection.line.handshake import ErrorCode, Trigger
 from inspection.line.station import LineStation
@@ -69,8 +77,9 @@ def test_genicam_camera_says_what_is_missing(tmp_path: Path) -> None:
 
 # ------------------------------------------------ GenICam: the genicam wheel's GenTL producer
 def viky(**settings) -> CameraConfig:
-    """The first virtual camera of the ``genicam`` wheel's producer (400 x 400, RGBa8 or
-    Mono8, free-running; no trigger, exposure or gain features)."""
+    """A virtual camera of the ``genicam`` wheel's producer (the first unless ``device``:
+    serial 0/1/2 draws a red/green/blue ball on white; 400 x 400, RGBa8 or Mono8, free-running
+    at ``AcquisitionFrameRate`` 20; no trigger, exposure, gain or buffer timestamps)."""
     pytest.importorskip("harvesters")
     genicam = pytest.importorskip("genicam")
     cti = Path(genicam.__file__).with_name("viky.cti")
@@ -87,6 +96,42 @@ def test_genicam_camera_delivers_frames_with_the_configured_features() -> None:
     assert image.shape == (400, 400, 3)
     assert np.array_equal(image[..., 0], image[..., 2]), "Mono8 became grey RGB"
     assert len({f.name for f in frames}) == 3 and all(f.capture_ms > 0 for f in frames)
+
+
+def test_free_run_never_returns_a_frame_queued_before_the_trigger() -> None:
+    """Between two parts the free-running stream keeps delivering: a plain fetch at a trigger
+    returns the newest queued frame at once, exposed before the trigger. A capture instead
+    discards it and the frame in flight, so it cannot end before one frame period has passed.
+    (The producer gives no buffer timestamps: host arrival times are the clock.)"""
+    period_ms = 200.0
+    camera = GenICamCamera(viky(trigger="free_run", features={"AcquisitionFrameRate": 5.0}))
+    try:
+        camera.capture()
+        time.sleep(0.5)  # the line is idle; frames keep arriving
+        started = time.perf_counter()
+        with camera._acquirer.fetch(timeout=3.0):  # what the capture fetched before #66
+            queued_ms = (time.perf_counter() - started) * 1e3
+        waits = []
+        for _ in range(5):  # more triggers than the stream has buffers: none may be lost
+            time.sleep(0.3)
+            waits.append(camera.capture().capture_ms)
+    finally:
+        camera.close()
+    assert queued_ms < period_ms / 4, f"a plain fetch waited {queued_ms:.1f} ms: nothing queued"
+    assert min(waits) >= 0.75 * period_ms, f"a queued frame came back: {waits}"
+
+
+@pytest.mark.parametrize(("device", "ball"), [("0", (255, 0, 0)), ("2", (0, 0, 255))])
+def test_genicam_colour_frames_keep_their_colours(device: str, ball: tuple[int, ...]) -> None:
+    """RGBa8, the producer's colour format: the red camera's ball is red, the blue's blue."""
+    camera = open_camera(viky(device=device, trigger="free_run", features={"PixelFormat": "RGBa8"}))
+    try:
+        frame = camera.capture()
+    finally:
+        camera.close()
+    image = decode_image(frame.data, name=frame.name)
+    ball_pixels = image[(image != 255).any(axis=2)]
+    assert len(ball_pixels) > 0 and (ball_pixels == ball).all()
 
 
 @pytest.mark.parametrize(
@@ -135,3 +180,88 @@ def test_a_line_station_answers_every_trigger_once_across_an_unplug(
     ]
     assert sorted(row.request_id for row in stored) == [f"cam-1/u-{n}" for n in (0, 1, 3, 4, 5)]
     assert len({row.image_sha for row in stored}) == 5, "a frame was served twice"
+
+
+# ------------------------------------------------ pixel formats the producer cannot deliver
+def _depth_probe(bits: int) -> tuple[list[int], list[int]]:
+    """Values of ``bits`` significant bits and the 8-bit grey each must become."""
+    return [0, 1 << (bits - 1), (1 << bits) - 1, 5 << (bits - 8)], [0, 128, 255, 5]
+
+
+@pytest.mark.parametrize("bits", [8, 10, 12, 14, 16])
+def test_mono_frames_keep_their_top_8_bits(bits: int) -> None:
+    values, grey = _depth_probe(bits)
+    data = np.array(values, np.uint8 if bits == 8 else np.uint16)
+    assert decode_pixels(f"Mono{bits}", data, 1, 4).tolist() == [grey]
+
+
+def _lsb_packed(values: list[int], bits: int) -> np.ndarray:
+    """PFNC ``Mono10p``/``Mono12p``: one little-endian bit stream, pixel after pixel."""
+    stream = sum(value << (bits * n) for n, value in enumerate(values))
+    return np.frombuffer(stream.to_bytes(len(values) * bits // 8, "little"), np.uint8)
+
+
+def _gev_packed(values: list[int], bits: int) -> np.ndarray:
+    """GigE Vision ``Mono10Packed``/``Mono12Packed``: two pixels in three bytes, high bits
+    in bytes 0 and 2, the low bits of both in byte 1."""
+    low, out = bits - 8, []
+    for a, b in zip(values[::2], values[1::2], strict=True):
+        out += [a >> low, (a & ((1 << low) - 1)) | ((b & ((1 << low) - 1)) << 4), b >> low]
+    return np.array(out, np.uint8)
+
+
+@pytest.mark.parametrize("packing", ["p", "Packed"])
+@pytest.mark.parametrize("bits", [10, 12])
+def test_packed_mono_frames_decode_as_harvesters_unpacks_them(bits: int, packing: str) -> None:
+    pfnc = pytest.importorskip("harvesters.util.pfnc")
+    pixel_format = f"Mono{bits}{packing}"
+    values, grey = _depth_probe(bits)
+    raw = (_lsb_packed if packing == "p" else _gev_packed)(values, bits)
+    data = pfnc.Dictionary.get_proxy(symbolic=pixel_format).expand(raw)
+    assert decode_pixels(pixel_format, data, 1, 4).tolist() == [grey]
+
+
+_RGB = (200, 100, 40)
+
+
+def _mosaic(pattern: str, height: int = 6, width: int = 8) -> np.ndarray:
+    """A Bayer mosaic of a scene of colour ``_RGB``; ``pattern``: the colours of the top-left
+    2 x 2 cell, row by row (``RG`` = RGGB)."""
+    cell = {"RG": "RGGB", "BG": "BGGR", "GR": "GRBG", "GB": "GBRG"}[pattern]
+    value = {"R": _RGB[0], "G": _RGB[1], "B": _RGB[2]}
+    tile = np.array([[value[cell[0]], value[cell[1]]], [value[cell[2]], value[cell[3]]]])
+    return np.tile(tile, (height // 2, width // 2))
+
+
+@pytest.mark.parametrize("bits", [8, 12])
+@pytest.mark.parametrize("pattern", ["RG", "BG", "GR", "GB"])
+def test_bayer_frames_are_demosaiced_to_the_scene_colour(pattern: str, bits: int) -> None:
+    data = (_mosaic(pattern) << (bits - 8)).astype(np.uint8 if bits == 8 else np.uint16)
+    image = decode_pixels(f"Bayer{pattern}{bits}", data.ravel(), 6, 8)
+    assert image.shape == (6, 8, 3) and image.dtype == np.uint8
+    assert (image[1:-1, 1:-1] == _RGB).all(), image[2, 2]  # interior: full neighbourhoods
+
+
+@pytest.mark.parametrize(
+    ("pixel_format", "pixel"),
+    [("RGB8", [200, 100, 40]), ("BGR8", [40, 100, 200]),
+     ("RGBa8", [200, 100, 40, 9]), ("BGRa8", [40, 100, 200, 9])],
+)  # fmt: skip
+def test_colour_frames_become_rgb(pixel_format: str, pixel: list[int]) -> None:
+    data = np.array(pixel * 6, np.uint8)
+    image = decode_pixels(pixel_format, data, 2, 3)
+    assert image.shape == (2, 3, 3) and (image == _RGB).all()
+
+
+@pytest.mark.parametrize("pixel_format", ["Mono8", "RGB8"])
+def test_decoded_frames_own_their_memory(pixel_format: str) -> None:
+    """The camera's buffer is queued again after decoding: the image must not follow it."""
+    data = np.full(12 * PIXEL_FORMATS[pixel_format][1], 7, np.uint8)
+    image = decode_pixels(pixel_format, data, 3, 4)
+    data[:] = 0
+    assert (image == 7).all()
+
+
+def test_an_unknown_pixel_format_is_refused_by_name() -> None:
+    with pytest.raises(CaptureError, match=r"pixel format 'YCbCr422_8' is not supported; set "):
+        decode_pixels("YCbCr422_8", np.zeros(8, np.uint8), 2, 2)
