@@ -9,11 +9,17 @@ A station with several ``View``s of each part (top, side) captures them all on o
 inspects each with its own product, stores each as its own row (request id
 ``<request id>.<view>``, part id the trigger's or else its request id) and answers once for
 the part: NG if any view is NG, else an error if any view has none, else OK (``part_answer``).
+
+A trigger repeating a stored request id is answered from the store only when it is the same
+request (``pipeline.same_request``: same product, part id and link, within ``retry_window_s``);
+otherwise the id was reused for a new part (a PLC counter that wrapped): the station logs a
+warning, captures and inspects anew, and stores the row under a fresh key (``<id>~<hex>``).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 import uuid
@@ -40,8 +46,15 @@ from inspection.station.errors import (
     StationBusy,
     UnknownProduct,
 )
-from inspection.station.pipeline import Outcome, Pipeline, check_request_id, stored_request_id
+from inspection.station.pipeline import (
+    Outcome,
+    Pipeline,
+    check_request_id,
+    same_request,
+    stored_request_id,
+)
 
+log = logging.getLogger(__name__)
 ANSWER_SCHEMA = "inspection.answer/1"
 
 
@@ -235,12 +248,14 @@ class TriggerHandler:
         station_id: str,
         product: str,
         timeout_s: float,
+        retry_window_s: float = 10.0,
         workers: int = 2,
         warm: WarmConfig | None = None,
         on_warm: WarmHook | None = None,
     ) -> None:
         """``views``: one unnamed ``View`` (one camera) or named views with their products;
-        ``warm``: warm-on-trigger settings (default ``WarmConfig()``: on)."""
+        ``warm``: warm-on-trigger settings (default ``WarmConfig()``: on); ``retry_window_s``:
+        how long a repeated request id can be a retry (``pipeline.same_request``)."""
         single = len(views) == 1 and not views[0].name
         if not views or not (single or all(v.name and v.product for v in views)):
             raise ValueError(f"expected one unnamed camera or named views with products: {views}")
@@ -249,6 +264,7 @@ class TriggerHandler:
         self.pipeline = pipeline
         self.station_id = station_id
         self.timeout_s = timeout_s
+        self.retry_window_s = retry_window_s
         self._product = product
         self._lock = threading.Lock()
         workers = max(workers, len(self.views))
@@ -353,9 +369,11 @@ class TriggerHandler:
         )
 
     def _inspect(self, shot: _Shot, source: str) -> tuple[Outcome, float]:
-        key = stored_request_id(self.station_id, shot.request_id)
-        if (existing := self.pipeline.store.find_by_request_id(key or "")) is not None:
-            return Outcome(existing, False), 0.0  # a retried trigger: no new capture
+        """Capture and inspect the shot, or answer a retry of a stored request from the store
+        (no new capture); a reused request id gets a new capture under a fresh key."""
+        reused = self._reused(shot, source)
+        if isinstance(reused, Outcome):
+            return reused, 0.0
         frame = shot.camera.capture()
         outcome = self.pipeline.run(
             frame.data,
@@ -366,8 +384,35 @@ class TriggerHandler:
             source=source,
             source_name=frame.name,
             timings_ms={"capture_ms": frame.capture_ms},
+            fresh_key=reused,
         )
         return outcome, frame.capture_ms
+
+    def _reused(self, shot: _Shot, source: str) -> Outcome | bool:
+        """The stored outcome when the shot retries a stored request, else whether its request
+        id was used before (then it is a new part: logged, stored under a fresh key)."""
+        store, key = self.pipeline.store, stored_request_id(self.station_id, shot.request_id)
+        if store.find_by_request_id(key or "") is None:
+            return False
+        window = self.retry_window_s
+        last = self.pipeline.last_request(self.station_id, shot.request_id, window_s=window)
+        if last is not None and same_request(
+            last, product=shot.product, part_id=shot.part_id, source=source, window_s=window
+        ):
+            return Outcome(last, False)
+        earlier = (
+            f"for {last.product} part {last.part_id!r} via {last.source} at {last.created_at}"
+            if last is not None
+            else f"over {window:g} s ago"
+        )
+        log.warning(
+            "request id %r was used before (%s): not a retry of the same product, part and "
+            "link within %g s, so a new part, captured and inspected anew under a fresh key",
+            shot.request_id,
+            earlier,
+            window,
+        )
+        return True
 
     @staticmethod
     def _error(request_id: str, product: str, code: ErrorCode | None, message: str) -> Answer:

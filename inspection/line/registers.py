@@ -23,12 +23,21 @@ offset  signal           type           written by
 80      RequestId        STRING[30]     PLC (empty: the station makes one up)
 112     AnswerRequestId  STRING[30]     station
 144     Message          STRING[62]     station
+208     Heartbeat        INT            station: +1 every ``heartbeat_ms`` while it serves
 ======  ===============  =============  ============================================
 
 The cycle is the OPC UA one (docs/line-integration.md): Trigger rises -> Busy=1, Done=0 ->
 inspect -> answer fields -> Busy=0, Done=1 -> Trigger falls -> Done=0, Result=0. Neither
 protocol authenticates or encrypts: anyone who reaches the PLC port can write a trigger
 (docs/security.md).
+
+Ready alone cannot show a dead station (after ``kill -9`` it stays 1): the PLC supervises
+``Heartbeat``, which the station counts up (wrapping at 65535) from its own thread while the
+poll loop is alive; a count that stands still for 4 x ``heartbeat_ms`` means the station is
+gone or hung (docs/line-integration.md has the PLC side). A session that fails before it has
+served once (a wrong data block, an address beyond the block) is retried after a doubling,
+jittered back-off (``store.outbox.backoff_s``); a session that served and then broke is
+reconnected at once.
 """
 
 from __future__ import annotations
@@ -42,11 +51,14 @@ from typing import Protocol
 
 from inspection.line.config import ModbusConfig, S7Config
 from inspection.line.handshake import Answer, Trigger, TriggerHandler
+from inspection.store.outbox import backoff_s
 
 log = logging.getLogger(__name__)
 
-BLOCK_BYTES = 208
+BLOCK_BYTES = 210
+POLLED_BYTES = 208  # what the station reads each poll: every field but Heartbeat
 STATUS = 2  # offset of Ready .. Score: the station's fixed fields
+HEARTBEAT = 208
 STRINGS = {"Product": (16, 30), "PartId": (48, 30), "RequestId": (80, 30),
            "AnswerRequestId": (112, 30), "Message": (144, 62)}  # fmt: skip
 
@@ -95,7 +107,7 @@ class ModbusLink:
             raise ConnectionError(f"no Modbus TCP server at {config.host}:{config.port}")
 
     def read(self, offset: int, size: int) -> bytes:
-        count = size // 2  # at most 125 registers per request: the block is 104
+        count = size // 2  # at most 125 registers per request: the block is 105
         reply = self.client.read_holding_registers(
             self.address + offset // 2, count=count, device_id=self.unit
         )
@@ -133,9 +145,25 @@ def status_bytes(*, ready: bool, busy: bool, done: bool, answer: Answer | None =
     return struct.pack(">5hf", ready, busy, done, result, code, score)
 
 
+class _Locked:
+    """A ``BlockLink`` shared by the poll loop and the heartbeat thread, one call at a time."""
+
+    def __init__(self, link: BlockLink) -> None:
+        self.link, self.lock = link, threading.Lock()
+
+    def read(self, offset: int, size: int) -> bytes:
+        with self.lock:
+            return self.link.read(offset, size)
+
+    def write(self, offset: int, data: bytes) -> None:
+        with self.lock:
+            self.link.write(offset, data)
+
+
 class RegisterHandshake:
-    """Polls the PLC block every ``poll_ms`` in its own thread; reconnects while the PLC is
-    away. ``via`` (``s7`` or ``modbus``) names the protocol in stored rows and metrics."""
+    """Polls the PLC block every ``poll_ms`` in its own thread and counts ``Heartbeat`` up
+    every ``heartbeat_ms`` in another; reconnects while the PLC is away. ``via`` (``s7`` or
+    ``modbus``) names the protocol in stored rows and metrics."""
 
     def __init__(
         self,
@@ -149,6 +177,8 @@ class RegisterHandshake:
         self.via, self._link = ("s7", S7Link) if s7 else ("modbus", ModbusLink)
         self.on_answer = on_answer
         self.connected = threading.Event()
+        self.beats = 0  # the Heartbeat count last written
+        self._polled = 0.0  # time.monotonic() of the poll loop's last turn
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -163,30 +193,48 @@ class RegisterHandshake:
             self._thread = None
 
     def _run(self) -> None:
-        delay = 0.5
+        failures = 0  # sessions in a row that failed before serving
         while not self._stop.is_set():
             link: BlockLink | None = None
             try:
                 link = self._link(self.config)  # type: ignore[arg-type]
-                delay = 0.5
-                self._serve(link)
-            except Exception as exc:  # PLC unreachable, or the connection broke mid-cycle
+                self._serve(_Locked(link))
+            except Exception as exc:  # PLC unreachable, a wrong block, or the session broke
                 log.warning("%s handshake with %s: %s", self.via, self.config.host, exc)
             finally:
+                served = self.connected.is_set()
                 self.connected.clear()
                 if link is not None:
                     link.close()
-            if link is None:  # not even connected: back off before the next try
-                self._stop.wait(delay)
-                delay = min(delay * 2, 5.0)
+            failures = 0 if served else failures + 1
+            if failures:
+                self._stop.wait(backoff_s(failures, self.config))
 
-    def _serve(self, link: BlockLink) -> None:
+    def _serve(self, link: _Locked) -> None:
+        """One session: a first heartbeat and Ready (an address error surfaces here, before
+        the session counts as served), then poll until stopped or the link fails."""
+        self._beat(link)
         link.write(STATUS, status_bytes(ready=True, busy=False, done=False))
+        link.read(0, POLLED_BYTES)
         self.connected.set()
+        self._polled = time.monotonic()
         log.info("%s handshake: connected to %s:%d", self.via, self.config.host, self.config.port)
+        ended = threading.Event()
+        beating = threading.Thread(
+            target=self._beats, args=(link, ended), name=f"{self.via}-heartbeat", daemon=True
+        )
+        beating.start()
+        try:
+            self._poll(link)
+        finally:
+            ended.set()
+            beating.join()
+
+    def _poll(self, link: _Locked) -> None:
         high = False
         while not self._stop.wait(self.config.poll_ms / 1000):
-            block = link.read(0, BLOCK_BYTES)
+            self._polled = time.monotonic()
+            block = link.read(0, POLLED_BYTES)
             trigger = struct.unpack_from(">h", block)[0] != 0
             if trigger and not high:
                 self._cycle(link, block)
@@ -195,7 +243,25 @@ class RegisterHandshake:
             high = trigger
         link.write(STATUS, status_bytes(ready=False, busy=False, done=False))
 
-    def _cycle(self, link: BlockLink, block: bytes) -> None:
+    def _beats(self, link: _Locked, ended: threading.Event) -> None:
+        """Count Heartbeat up while the poll loop turns: it may stand in one cycle for up to
+        the handler's timeout (its answer is due by then), never longer."""
+        period = self.config.heartbeat_ms / 1000
+        stalled_s = self.handler.timeout_s + period + self.config.poll_ms / 1000
+        while not ended.wait(period):
+            if time.monotonic() - self._polled > stalled_s:
+                continue  # a hung poll loop: let the PLC see the count stand still
+            try:
+                self._beat(link)
+            except Exception as exc:  # the poll loop sees the broken link too and reconnects
+                log.debug("%s heartbeat: %s", self.via, exc)
+                return
+
+    def _beat(self, link: _Locked) -> None:
+        self.beats = (self.beats + 1) % 65536
+        link.write(HEARTBEAT, struct.pack(">H", self.beats))
+
+    def _cycle(self, link: _Locked, block: bytes) -> None:
         started = time.perf_counter()
         link.write(STATUS, status_bytes(ready=True, busy=True, done=False))
         product, part_id, request_id = (

@@ -1,22 +1,28 @@
-"""A software PLC: an OPC UA server with the handshake signals, for commissioning and benches.
+"""A software PLC for commissioning, tests and benches: ``SoftPlc``, an OPC UA server with the
+handshake signals, and ``RegisterPlc``, the S7 data block or Modbus holding registers in
+python-snap7's or pymodbus's own server.
 
-It plays the PLC's part of the handshake against a running station: set PartId/Product/
+Each plays the PLC's part of the handshake against a running station: set PartId/Product/
 RequestId, raise Trigger, wait for Done, read the answer, drop Trigger, wait for Done to
 fall. ``scan_s`` is the PLC's scan cycle (how often it looks at Done).
 """
 
 from __future__ import annotations
 
+import asyncio
+import struct
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from asyncua import ua
-from asyncua.sync import Server
+from asyncua.sync import Server, ThreadLoop
 
 from inspection.core.errors import InspectionError
-from inspection.line.config import LinkSecurity
+from inspection.line import registers as regs
+from inspection.line.config import LinkSecurity, ModbusConfig, S7Config
 from inspection.line.handshake import ErrorCode, ResultCode
+from inspection.line.mosquitto import free_port, wait_port
 from inspection.line.opcua import DEFAULTS, SIGNALS, signal_node_id, variant
 from inspection.line.pki import LinePki
 from inspection.line.security import trust_list_validator
@@ -137,3 +143,105 @@ class SoftPlc:
             self.write("Trigger", False)
         self.wait_for("Done", False, timeout_s)
         return answer
+
+
+class RegisterPlc:
+    """A PLC without OPC UA: the library's own server (python-snap7's, pymodbus's) holds the
+    handshake block (S7 data block 100, or Modbus holding registers from 10 of unit 1), and
+    this side plays the PLC program through a client link, looking every ``scan_s``."""
+
+    DB, ADDRESS = 100, 10
+
+    def __init__(self, protocol: Literal["s7", "modbus"], *, scan_s: float = 0.001) -> None:
+        self.protocol, self.scan_s, self.port = protocol, scan_s, free_port()
+        self.link: regs.S7Link | regs.ModbusLink | None = None
+        if protocol == "s7":
+            from snap7.server import Server as S7Server  # deferred: only S7 PLCs need it
+            from snap7.type import SrvArea
+
+            self.server, self.block = S7Server(), bytearray(regs.BLOCK_BYTES)
+            self.server.register_area(SrvArea.DB, self.DB, self.block)
+            self.server.start_to("127.0.0.1", self.port)
+            return
+        from pymodbus.datastore import ModbusDeviceContext as Device
+        from pymodbus.datastore import ModbusSequentialDataBlock, ModbusServerContext
+        from pymodbus.server import ModbusTcpServer
+
+        device = Device(hr=ModbusSequentialDataBlock(1, [0] * 300))
+        context = ModbusServerContext(devices={1: device}, single=False)
+
+        async def serve() -> ModbusTcpServer:  # made in the loop that serves it
+            server = ModbusTcpServer(context, address=("127.0.0.1", self.port))
+            self.serving = asyncio.create_task(server.serve_forever())
+            return server
+
+        self.loop = ThreadLoop()
+        self.loop.daemon = True
+        self.loop.start()
+        self.server = self.loop.post(serve())
+        wait_port(self.port)
+
+    def config(self, **settings: Any) -> S7Config | ModbusConfig:
+        """The station's ``s7`` / ``modbus`` section for this PLC (``settings`` on top)."""
+        if self.protocol == "s7":
+            return S7Config(**{"enabled": True, "port": self.port, "db": self.DB} | settings)
+        return ModbusConfig(
+            **{"enabled": True, "port": self.port, "address": self.ADDRESS} | settings
+        )
+
+    def connect(self, timeout_s: float = 60.0) -> None:
+        """Connect, then wait until the station reports Ready."""
+        self.link = (regs.S7Link if self.protocol == "s7" else regs.ModbusLink)(self.config())  # type: ignore[arg-type]
+        self._until(2, 1, timeout_s)
+
+    def read(self) -> bytes:
+        if self.link is None:
+            raise RuntimeError("RegisterPlc.connect() first")
+        return self.link.read(0, regs.BLOCK_BYTES)
+
+    def heartbeat(self) -> int:
+        """The station's Heartbeat count as the PLC reads it."""
+        return struct.unpack_from(">H", self.read(), regs.HEARTBEAT)[0]
+
+    def _until(self, offset: int, value: int, timeout_s: float) -> bytes:
+        deadline = time.monotonic() + timeout_s
+        while (block := self.read())[offset + 1] != value:
+            if time.monotonic() > deadline:
+                raise HandshakeTimeout(f"{self.protocol}: offset {offset} never became {value}")
+            time.sleep(self.scan_s)
+        return block
+
+    def trigger(
+        self, request_id: str, *, product: str = "", part_id: str = "", timeout_s: float = 10.0
+    ) -> PlcAnswer:
+        """One cycle: Product, PartId, RequestId, Trigger up -> Done seen (timed), answer read,
+        Trigger down -> Done down; raises ``HandshakeTimeout``."""
+        assert self.link is not None
+        names, values = ("Product", "PartId", "RequestId"), (product, part_id, request_id)
+        fields = (regs.s7_string(v, regs.STRINGS[n][1]) for n, v in zip(names, values, strict=True))
+        self.link.write(regs.STRINGS["Product"][0], b"".join(fields))
+        started = time.perf_counter()
+        self.link.write(0, b"\0\1")
+        block = self._until(6, 1, timeout_s)
+        seconds = time.perf_counter() - started
+        self.link.write(0, b"\0\0")
+        self._until(6, 0, timeout_s)
+        result, code, score = struct.unpack_from(">2hf", block, 8)
+        return PlcAnswer(
+            request_id=regs.read_string(block, "AnswerRequestId"),
+            result=ResultCode(result),
+            error_code=ErrorCode(code),
+            score=score,
+            message=regs.read_string(block, "Message"),
+            seconds=seconds,
+        )
+
+    def stop(self) -> None:
+        if self.link is not None:
+            self.link.close()
+        if self.protocol == "s7":
+            self.server.stop()
+            self.server.destroy()
+        else:
+            self.loop.post(self.server.shutdown())
+            self.loop.stop()

@@ -16,8 +16,10 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
+
+from sqlalchemy import or_, select
 
 from inspection.core.errors import AlignmentError, ImageDecodeError, InputDomainError
 from inspection.core.fingerprint import sha256_bytes
@@ -41,7 +43,7 @@ from inspection.station.errors import (
 from inspection.station.live import LiveModels
 from inspection.station.render import encode_jpeg, encode_map, encode_mask, image_extension
 from inspection.store.forward import central_entry
-from inspection.store.models import Inspection, OutboxEntry
+from inspection.store.models import Inspection, OutboxEntry, as_utc
 from inspection.store.retention import KeepPolicy, load_retention
 from inspection.store.store import Store
 
@@ -111,9 +113,41 @@ def check_replay(existing: Inspection, product: str, digest: str) -> Inspection:
     return existing
 
 
-def stored_request_id(station_id: str, request_id: str | None) -> str | None:
-    """Request ids are scoped per station, so two stations can never collide."""
-    return f"{station_id}/{request_id}" if request_id else None
+REUSED = "~"
+"""Marks a stored key made fresh for a reused client id (never a client id character)."""
+
+
+def stored_request_id(
+    station_id: str, request_id: str | None, *, fresh: bool = False
+) -> str | None:
+    """Request ids are scoped per station, so two stations can never collide. ``fresh``: a
+    new key for a reused id, ``<station>/<id>~<8 hex>`` (``~`` is no client id character, so
+    the key is unique and the client's id stays readable in it)."""
+    if not request_id:
+        return None
+    return f"{station_id}/{request_id}" + (f"{REUSED}{uuid.uuid4().hex[:8]}" if fresh else "")
+
+
+def same_request(
+    row: Inspection, *, product: str, part_id: str | None, source: str, window_s: float
+) -> bool:
+    """Whether a line trigger whose request id is stored as ``row`` repeats that request (a
+    retry, answered from the store) rather than reusing the id for a new part (a 16-bit PLC
+    counter that wrapped): same product, same part id (both None when the PLC gives none),
+    same link, and stored at most ``window_s`` ago on this station's clock.
+
+    The line's rule; the HTTP API's is ``check_replay``: a client there sends the image
+    itself, so the same bytes prove the same request at any age and other bytes are refused
+    (409). A line trigger carries no image: the station captures one, so only the window
+    tells a retry from a reuse. Neither answers an old verdict for a part it does not match.
+    """
+    age = datetime.now(timezone.utc) - as_utc(row.created_at)
+    return (
+        row.product == product
+        and row.part_id == part_id
+        and row.source == source
+        and abs(age) <= timedelta(seconds=window_s)
+    )
 
 
 class Pipeline:
@@ -141,6 +175,24 @@ class Pipeline:
         self._draw = random.Random()
         self._keep: dict[str, KeepPolicy] = {}  # per product, resolved once (not per part)
 
+    def last_request(
+        self, station_id: str, request_id: str, *, window_s: float
+    ) -> Inspection | None:
+        """The newest row stored under this client id (its first key or a fresh one) in the
+        last ``window_s``, ``None`` when there is none: one probe of the station/time index."""
+        key = stored_request_id(station_id, request_id) or ""
+        since = datetime.now(timezone.utc) - timedelta(seconds=window_s)
+        query = (
+            select(Inspection)
+            .where(Inspection.station_id == station_id, Inspection.created_at >= since)
+            .where(or_(Inspection.request_id == key,
+                       Inspection.request_id.startswith(key + REUSED, autoescape=True)))
+            .order_by(Inspection.created_at.desc())
+            .limit(1)
+        )  # fmt: skip
+        with self.store.session() as session:
+            return session.scalar(query)
+
     def check_product(self, product: str | None) -> str:
         if not product:
             raise InvalidRequest(f"missing 'product'; this station serves {self._served()}")
@@ -161,6 +213,7 @@ class Pipeline:
         source: str = "api",
         source_name: str | None = None,
         timings_ms: Mapping[str, float] | None = None,
+        fresh_key: bool = False,
     ) -> Outcome:
         """Inspect ``data`` (encoded image bytes) and commit the result; see module doc.
 
@@ -169,11 +222,13 @@ class Pipeline:
             source: the front door (``api``, ``watch``, ``opcua``, ``mqtt``); ``source_name``:
                 the file name it gave, if any.
             timings_ms: times before the pipeline (e.g. capture), sent on to the outbox.
+            fresh_key: store under a new key (``stored_request_id``): the line reuses an id
+                for a new part (``same_request`` said no).
         """
         started = time.perf_counter()
         product = self.check_product(product)
         part_id = check_part_id(part_id)
-        key = stored_request_id(station_id, check_request_id(request_id))
+        key = stored_request_id(station_id, check_request_id(request_id), fresh=fresh_key)
         if not data:
             raise BadImage("empty upload: the request carried no image bytes")
         digest = sha256_bytes(data)

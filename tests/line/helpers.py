@@ -4,17 +4,30 @@ PKI folder is ``<tmp>/pki`` (made on first use), shared by the broker, PLC and s
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import time
 from pathlib import Path
 
 import pytest
 
-from inspection.line.config import LinkSecurity
+from inspection.core.registry import Registry
+from inspection.line.config import LineConfig, LinkSecurity
 from inspection.line.mosquitto import MOSQUITTO, Broker, Collector, free_port, wait_port
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 STATIONS = ("cam-1", "cam-2")
-__all__ = ["Broker", "Collector", "free_port", "private_broker", "secure", "wait_port"]
+__all__ = [
+    "Broker",
+    "Collector",
+    "free_port",
+    "private_broker",
+    "secure",
+    "serve_until_killed",
+    "two_live_products",
+    "wait_port",
+]
 
 
 def secure(root: Path) -> LinkSecurity:
@@ -30,3 +43,29 @@ def private_broker(workdir: Path, *, persistent: bool = False) -> Broker:
             pytest.fail("mosquitto is not installed in CI: scripts/services.sh installs it")
         pytest.skip("mosquitto not installed; run scripts/services.sh")
     return Broker(workdir, persistent=persistent, security=secure(workdir), stations=STATIONS)
+
+
+def two_live_products(root: Path, fp32_bundle: Path) -> None:
+    """Make ``grass`` live beside ``brick`` (call after ``line_config``), both the same model:
+    brick at threshold 0.3 (a defect, ~0.7, is NG), grass at 0.999 (every part OK), so a verdict
+    shows which product judged it."""
+    registry = Registry(root / "registry")
+    grass = shutil.copytree(fp32_bundle, root / "grass-bundle")
+    metadata = json.loads((grass / "metadata.json").read_text())
+    (grass / "metadata.json").write_text(json.dumps(metadata | {"product": "grass"}))
+    registry.add_bundle("grass", grass, "v0001-fp32")
+    registry.promote("grass", "v0001-fp32", actor="tests", reason="a second live product")
+    for product, value in (("brick", 0.3), ("grass", 0.999)):
+        registry.set_threshold(
+            product, value, actor="tests", reason="verdict by product", sign=False
+        )
+
+
+def serve_until_killed(config: LineConfig) -> None:
+    """A line station process (``multiprocessing`` spawn target): serve until killed."""
+    from inspection.line.station import LineStation
+
+    station = LineStation.build(config)
+    station.start()
+    while True:
+        time.sleep(3600)

@@ -30,8 +30,8 @@ def test_triggers_get_verdicts_then_each_error_code(station: LineStation) -> Non
     row = station.core.store.get_inspection(first.inspection_id or "")
     assert (row.request_id, row.part_id, row.source) == ("cam-1/r-1", "part-1", "opcua")
 
-    # The same request id again (a PLC retrying after a station restart): the stored result.
-    again = handler.handle(Trigger("r-1"), source="opcua")
+    # The same request again (a PLC retrying after a station restart): the stored result.
+    again = handler.handle(Trigger("r-1", None, "part-1"), source="opcua")
     assert again.inspection_id == first.inspection_id
 
     cases = [

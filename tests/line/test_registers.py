@@ -1,125 +1,174 @@
-"""The S7 and Modbus TCP handshakes against the libraries' own servers, the test as the PLC."""
+"""The S7 and Modbus TCP handshakes against the libraries' own servers (python-snap7's,
+pymodbus's), the test as the PLC (``softplc.RegisterPlc``): the cycle, retries and reused
+request ids, the heartbeat a PLC supervises, and the back-off on a wrong data block."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import struct
-import threading
+import itertools
+import logging
+import multiprocessing
+import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
-from inspection.line.config import ModbusConfig, S7Config
 from inspection.line.handshake import ErrorCode, ResultCode
-from inspection.line.mosquitto import free_port, wait_port
-from inspection.line.registers import BLOCK_BYTES, STRINGS, ModbusLink, S7Link, s7_string
+from inspection.line.softplc import RegisterPlc
 from inspection.line.station import LineStation
+from inspection.store.models import Inspection
 
+from .helpers import serve_until_killed, two_live_products
 from .station_env import camera_folder, line_config
 
 
-@pytest.fixture
-def s7_plc() -> Iterator[S7Config]:
-    """A ``python-snap7`` server holding data block 100."""
-    server_module = pytest.importorskip("snap7.server")
-    from snap7.type import SrvArea
-
-    server, block = server_module.Server(), bytearray(BLOCK_BYTES)
-    server.register_area(SrvArea.DB, 100, block)
-    config = S7Config(enabled=True, port=free_port(), db=100, poll_ms=5.0)
-    server.start_to("127.0.0.1", config.port)
-    try:
-        yield config
-    finally:
-        server.stop()
-        server.destroy()
+@pytest.fixture(params=["s7", "modbus"])
+def plc(request: pytest.FixtureRequest) -> Iterator[RegisterPlc]:
+    """The PLC's block in python-snap7's server (data block 100) or pymodbus's (unit 1)."""
+    pytest.importorskip("snap7" if request.param == "s7" else "pymodbus")
+    running = RegisterPlc(request.param)
+    yield running
+    running.stop()
 
 
-@pytest.fixture
-def modbus_plc() -> Iterator[ModbusConfig]:
-    """A ``pymodbus`` TCP server with 200 holding registers for unit 1."""
-    pytest.importorskip("pymodbus")
-    from pymodbus.datastore import (
-        ModbusDeviceContext,
-        ModbusSequentialDataBlock,
-        ModbusServerContext,
-    )
-    from pymodbus.server import ModbusTcpServer
-
-    config = ModbusConfig(enabled=True, port=free_port(), address=10, poll_ms=5.0)
-    device = ModbusDeviceContext(hr=ModbusSequentialDataBlock(1, [0] * 300))
-    context = ModbusServerContext(devices={1: device}, single=False)
-    running: dict = {}
-
-    async def serve() -> None:
-        running["loop"] = asyncio.get_running_loop()
-        running["server"] = ModbusTcpServer(context, address=("127.0.0.1", config.port))
-        await running["server"].serve_forever()
-
-    thread = threading.Thread(target=asyncio.run, args=(serve(),))
-    thread.start()
-    wait_port(config.port)
-    try:
-        yield config
-    finally:
-        shutdown = running["server"].shutdown()
-        asyncio.run_coroutine_threadsafe(shutdown, running["loop"]).result(10)
-        thread.join(10)
+def _station(tmp_path: Path, fp32_bundle: Path, camera: Path, plc: RegisterPlc, **overrides):
+    config = line_config(tmp_path, fp32_bundle, camera, **overrides)
+    return dataclasses.replace(config, **{plc.protocol: plc.config(poll_ms=5.0)})
 
 
-def _cycle(plc: S7Link | ModbusLink, request_id: str, product: str = "") -> dict:
-    """One part, as a PLC program runs it: fields, Trigger up, wait Done, read, Trigger down."""
-    names = ("Product", "PartId", "RequestId")
-    values = (product, f"part-{request_id}", request_id)
-    plc.write(16, b"".join(s7_string(v, STRINGS[n][1]) for n, v in zip(names, values, strict=True)))
-    plc.write(0, struct.pack(">h", 1))
-    block = _until(plc, done=1)
-    plc.write(0, struct.pack(">h", 0))
-    _until(plc, done=0)
-    ready, busy, _, result, code, score = struct.unpack_from(">5hf", block, 2)
-    text = {n: block[o + 2 : o + 2 + block[o + 1]].decode() for n, (o, _) in STRINGS.items()}
-    return {"ready": ready, "busy": busy, "result": result, "error_code": code, "score": score,
-            "request_id": text["AnswerRequestId"], "message": text["Message"]}  # fmt: skip
+def _rows(station: LineStation) -> list[Inspection]:
+    with station.core.store.session() as session:
+        return list(session.scalars(select(Inspection).order_by(Inspection.created_at)))
 
 
-def _until(plc: S7Link | ModbusLink, *, done: int, timeout_s: float = 20.0) -> bytes:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        block = plc.read(0, BLOCK_BYTES)
-        if struct.unpack_from(">h", block, 6)[0] == done:
-            return block
-        time.sleep(0.005)
-    raise AssertionError(f"Done never became {done}")
-
-
-@pytest.mark.parametrize("protocol", ["s7", "modbus"])
 def test_the_plc_handshake_over_s7_and_modbus(
-    protocol: str, request: pytest.FixtureRequest, tmp_path: Path, fp32_bundle: Path,
-    tiny_product: Path,
-) -> None:  # fmt: skip
+    plc: RegisterPlc, tmp_path: Path, fp32_bundle: Path, tiny_product: Path
+) -> None:
     """The OPC UA handshake's cycle and answers, polled from the PLC's own memory."""
-    plc_config = request.getfixturevalue(f"{protocol}_plc")
-    config = line_config(tmp_path, fp32_bundle, camera_folder(tmp_path, tiny_product))
-    station = LineStation.build(dataclasses.replace(config, **{protocol: plc_config}))
+    camera = camera_folder(tmp_path, tiny_product)
+    station = LineStation.build(_station(tmp_path, fp32_bundle, camera, plc))
     station.start()
-    [handshake] = station.registers
-    assert handshake.connected.wait(10), f"the {protocol} handshake never connected"
-    plc = S7Link(plc_config) if protocol == "s7" else ModbusLink(plc_config)
     try:
-        first = _cycle(plc, "r-1")
-        again = _cycle(plc, "r-1")  # a PLC retrying: the stored answer, no second part
-        unknown = _cycle(plc, "r-2", product="gravel")
+        plc.connect(timeout_s=10)
+        first = plc.trigger("r-1", part_id="part-r-1")
+        again = plc.trigger("r-1", part_id="part-r-1")  # a PLC retrying: the stored answer
+        unknown = plc.trigger("r-2", product="gravel")
     finally:
-        plc.close()
         station.stop()
-    row = station.core.store.find_by_request_id("cam-1/r-1")
-    assert first["result"] == int(ResultCode[row.verdict]) and first["error_code"] == 0
-    assert first["score"] == pytest.approx(row.score, rel=1e-6)
-    assert (first["request_id"], first["ready"], first["busy"]) == ("r-1", 1, 0)
-    assert row.source == protocol and row.part_id == "part-r-1"
-    assert again == first
-    assert (unknown["result"], unknown["error_code"]) == (3, ErrorCode.UNKNOWN_PRODUCT)
-    assert "gravel" in unknown["message"]
+    [row] = _rows(station)
+    assert (row.request_id, row.source, row.part_id) == ("cam-1/r-1", plc.protocol, "part-r-1")
+    assert first.result == ResultCode[row.verdict] and first.error_code == ErrorCode.NONE
+    assert first.score == pytest.approx(row.score, rel=1e-6) and first.request_id == "r-1"
+    assert dataclasses.replace(again, seconds=0) == dataclasses.replace(first, seconds=0)
+    assert (unknown.result, unknown.error_code) == (ResultCode.ERROR, ErrorCode.UNKNOWN_PRODUCT)
+    assert "gravel" in unknown.message
+
+
+def test_a_reused_request_id_is_a_new_part_and_a_retry_is_answered_from_the_store(
+    plc: RegisterPlc,
+    tmp_path: Path,
+    fp32_bundle: Path,
+    tiny_product: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A 16-bit request counter that wraps: the id comes back for another part (same or other
+    product, or past the retry window) and gets its own capture, verdict and row; a genuine
+    retry (same product, part and link, within the window) gets the stored answer, no row."""
+    defects = sorted(p for p in (tiny_product / "test").rglob("*.png") if p.parent.name != "good")
+    camera = tmp_path / "defects"
+    camera.mkdir()
+    for n, image in enumerate(defects[:4]):
+        (camera / f"{n:03d}.png").write_bytes(image.read_bytes())
+    config = _station(tmp_path, fp32_bundle, camera, plc, retry_window_s=1.5)
+    two_live_products(tmp_path, fp32_bundle)
+    station = LineStation.build(config)
+    station.start()
+    try:
+        plc.connect(timeout_s=10)
+        brick = plc.trigger("1", product="brick")
+        retry = plc.trigger("1", product="brick")  # the same request again: the store answers
+        with caplog.at_level(logging.WARNING, logger="inspection.line.handshake"):
+            grass = plc.trigger("1", product="grass")  # the counter wrapped: another product
+            other_part = plc.trigger("1", product="grass", part_id="p-2")
+        time.sleep(1.6)  # past the retry window: the same product and part is a new part
+        with caplog.at_level(logging.WARNING, logger="inspection.line.handshake"):
+            stale = plc.trigger("1", product="grass", part_id="p-2")
+    finally:
+        station.stop()
+    rows = _rows(station)
+    assert (brick.result, grass.result) == (ResultCode.NG, ResultCode.OK)  # grass's own verdict
+    assert dataclasses.replace(retry, seconds=0) == dataclasses.replace(brick, seconds=0)
+    assert [(r.product, r.part_id, r.verdict) for r in rows] == [
+        ("brick", None, "NG"), ("grass", None, "OK"), ("grass", "p-2", "OK"),
+        ("grass", "p-2", "OK"),
+    ]  # fmt: skip
+    assert rows[0].request_id == "cam-1/1"
+    assert all(r.request_id.startswith("cam-1/1~") for r in rows[1:])
+    assert len({r.request_id for r in rows}) == 4
+    assert all(a.request_id == "1" for a in (brick, retry, grass, other_part, stale))
+    reused = [r for r in caplog.records if "request id '1' was used before" in r.message]
+    assert len(reused) == 3
+
+
+def test_the_heartbeat_advances_while_the_station_lives_and_stops_when_it_is_killed(
+    plc: RegisterPlc, tmp_path: Path, fp32_bundle: Path, tiny_product: Path
+) -> None:
+    """A station process killed with SIGKILL leaves Ready at 1; its Heartbeat stands still,
+    which the PLC sees within 4 x heartbeat_ms."""
+    camera = camera_folder(tmp_path, tiny_product)
+    config = line_config(tmp_path, fp32_bundle, camera)
+    config = dataclasses.replace(
+        config, **{plc.protocol: plc.config(poll_ms=10.0, heartbeat_ms=100.0)}
+    )
+    process = multiprocessing.get_context("spawn").Process(
+        target=serve_until_killed, args=(config,), daemon=True
+    )
+    process.start()
+    try:
+        plc.connect(timeout_s=60)
+        beats = [plc.heartbeat()]
+        for _ in range(5):
+            time.sleep(0.2)
+            beats.append(plc.heartbeat())
+        os.kill(process.pid, signal.SIGKILL)
+        process.join(10)
+        time.sleep(0.15)
+        after = [plc.heartbeat()]
+        for _ in range(4):
+            time.sleep(0.2)
+            after.append(plc.heartbeat())
+        ready = plc.read()[3]
+    finally:
+        if process.is_alive():
+            process.kill()
+    assert all(b > a for a, b in itertools.pairwise(beats)), beats
+    assert len(set(after)) == 1, after  # stood still after the kill
+    assert ready == 1  # Ready alone still says "serving": the PLC must watch Heartbeat
+
+
+def test_a_wrong_data_block_backs_off_instead_of_reconnecting_at_once(
+    plc: RegisterPlc,
+    tmp_path: Path,
+    fp32_bundle: Path,
+    tiny_product: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A data block the PLC does not have (S7) or registers beyond its memory (Modbus) fail
+    every session; the station retries after 0.1, 0.2, 0.4, 0.8... s (+ up to 20 %), not at
+    once: a handful of attempts in 2 s, where it made hundreds before."""
+    wrong = {"db": 999} if plc.protocol == "s7" else {"address": 5000}
+    config = line_config(tmp_path, fp32_bundle, camera_folder(tmp_path, tiny_product))
+    section = plc.config(poll_ms=5.0, backoff_initial_s=0.1, backoff_max_s=5.0, **wrong)
+    station = LineStation.build(dataclasses.replace(config, **{plc.protocol: section}))
+    with caplog.at_level(logging.WARNING, logger="inspection.line.registers"):
+        station.start()
+        time.sleep(2.0)
+        station.stop()
+    attempts = [r for r in caplog.records if f"{plc.protocol} handshake with" in r.message]
+    assert 3 <= len(attempts) <= 6, [r.message for r in attempts]
+    [handshake] = station.registers
+    assert not handshake.connected.is_set()
