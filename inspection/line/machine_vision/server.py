@@ -1,29 +1,32 @@
-"""OPC 40100 (OPC UA for Machine Vision) server mode: the station as a VisionSystem.
-
-An asyncua server imports the OPC Foundation's MachineVision NodeSet (vendored in
-``nodesets/``; it needs no other companion model) and serves one ``VisionSystemType`` object,
-``VisionSystem``, at ``opc.tcp://<host>:<port>/inspection``. A MES or SCADA browses it without
-a custom mapping:
+"""The VisionSystem: one ``VisionSystemType`` object from the OPC Foundation's MachineVision
+NodeSet (vendored in ``nodesets/``; it needs no other companion model), ``VisionSystem``, at
+``opc.tcp://<host>:<port>/inspection``. A MES or SCADA browses it without a custom mapping:
 
 - ``VisionStateMachine``: Preoperational -> ``SelectModeAutomatic`` -> Operational; ``Halt``
-  -> Halted; ``Reset`` -> Preoperational. In Operational, ``AutomaticModeStateMachine``:
-  Initialized -> (a recipe prepared) Ready -> ``StartSingleJob`` -> SingleExecution -> Ready,
-  or ``StartContinuous`` -> ContinuousExecution until ``Stop`` / ``Abort`` (-> Initialized).
+  (always) -> Halted; ``Reset`` (always) -> Preoperational; a job that raises -> Error (an
+  ``ErrorEventType`` event; ``Reset`` or ``Halt`` leave it). In Operational,
+  ``AutomaticModeStateMachine``: Initialized -> (a recipe prepared) Ready -> ``StartSingleJob``
+  -> SingleExecution -> Ready, or ``StartContinuous`` -> ContinuousExecution until ``Stop`` /
+  ``Abort`` (-> Ready, the recipe kept); ``Stop`` / ``Abort`` elsewhere: ``BadInvalidState``.
 - ``SafetyStateManagement.ReportSafetyState``: while the environment reports its safety
   triggered, a continuous job stops after the part in flight and no job starts.
 - ``RecipeManagement.PrepareRecipe``: a recipe is a product; its external id is the product
   name, its internal id the product with the live bundle as ``Version``. Preparing selects the
-  product for the following jobs, as the PLC's ``Product`` signal does.
-- A job is one ``TriggerHandler.handle`` per part (``MeasId`` = request id, ``PartId`` = part
-  id, ``RecipeId``/``ProductId`` = product); each ends in a ``ResultReadyEventType`` event
-  and a result that ``ResultManagement.GetResultById`` returns while it is among the last
-  ``KEEP_RESULTS``. ``ResultState`` is the PLC's ``Result`` code (1 OK, 2 NG, 3 error);
-  ``ResultContent`` holds one string: the signed ``inspection.result/1`` payload (verdict,
-  score, regions, bundle id, inspection id, signature), or for an error the
-  ``inspection.answer/1`` with its error code.
+  product for the following jobs, as the PLC's ``Product`` signal does. A job's ``RecipeId`` /
+  ``ProductId``, when given, must name the prepared recipe (``BadInvalidArgument``).
+- A job is one ``TriggerHandler.handle(Trigger(MeasId, product, PartId))`` per part: a reused
+  MeasId is answered from the store only under the handler's retry rule (same product and
+  part), otherwise it is a new part with a new ResultId. ``JobId`` is the station's (unique).
+  Each part ends in a ``ResultReadyEventType`` event and a result that
+  ``ResultManagement.GetResultById`` returns while it is among the last ``KEEP_RESULTS``.
+  ``ResultState`` is 1 Completed (OK or NG) or 4 Failed (no verdict: also an ``ErrorEventType``
+  event; the machine returns to Ready). ``ResultContent`` holds one string: the signed
+  ``inspection.result/1`` payload (verdict, score, regions, bundle id, inspection id,
+  signature), or for a failure the ``inspection.answer/1`` with its error code.
 
-Security as the client mode's: Basic256Sha256 in the configured message mode with the
-station's server certificate, and only clients whose certificate the trust list's CA signed.
+Who may call what: ``access`` (a session only on the configured secure channel, checked
+identities, roles observer < operator < engineer < admin; a client stops or aborts only its
+own job unless admin).
 """
 
 from __future__ import annotations
@@ -35,18 +38,47 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import make_dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timezone
 from functools import partial
-from pathlib import Path
 from typing import Any
 
-from asyncua import Client, Node, Server, ua
+from asyncua import Node, Server, ua
 from asyncua.common.copy_node_util import copy_node
 from asyncua.common.instantiate_util import instantiate
+from cryptography import x509
 
 from inspection.line.config import LinkSecurity, MachineVisionConfig
 from inspection.line.handshake import Answer, Trigger, TriggerHandler
+from inspection.line.machine_vision.access import (
+    DENIED,
+    GatedServer,
+    ReadOnlyRuleset,
+    StationUsers,
+    authorize,
+    caller,
+    load_users,
+    refuse,
+)
+from inspection.line.machine_vision.model import (
+    AUTOMATIC_MODE_TYPE,
+    AUTOMATIC_STATES,
+    ERROR_EVENT,
+    EVENT_FIELDS,
+    MV_URI,
+    NODESET,
+    RECIPE_MANAGEMENT_TYPE,
+    RESULT_MANAGEMENT_TYPE,
+    RESULT_READY_EVENT,
+    RUNNING,
+    SAFETY_STATE_MANAGEMENT_TYPE,
+    SELECT_MODE_AUTOMATIC,
+    STATES,
+    VISION_SYSTEM_TYPE,
+    ok,
+    register_binary_ids,
+    result_state,
+)
 from inspection.line.opcua import LoopThread
 from inspection.line.payload import payload_of
 from inspection.line.pki import LinePki
@@ -56,68 +88,10 @@ from inspection.store.store import Store
 
 log = logging.getLogger(__name__)
 
-NODESET = Path(__file__).parent / "nodesets" / "Opc.Ua.MachineVision.NodeSet2.xml"
-MV_URI = "http://opcfoundation.org/UA/MachineVision"
 SOURCE = "opcua-40100"
 KEEP_RESULTS = 256
-# NodeIds (namespace MachineVision) of the types and of the states CurrentState.Id names
-VISION_SYSTEM_TYPE, RECIPE_MANAGEMENT_TYPE, RESULT_MANAGEMENT_TYPE = 1003, 1004, 1007
-SAFETY_STATE_MANAGEMENT_TYPE = 1009
-AUTOMATIC_MODE_TYPE, RESULT_READY_EVENT, SELECT_MODE_AUTOMATIC = 1021, 1024, 7095
-STATES = {"Preoperational": 5028, "Halted": 5029, "Error": 5030, "Operational": 5031}
-AUTOMATIC_STATES = {"Initialized": 5056, "Ready": 5057, "SingleExecution": 5058,
-                    "ContinuousExecution": 5059}  # fmt: skip
-RUNNING = ("SingleExecution", "ContinuousExecution")
 BAD_STATE = ua.StatusCode(ua.StatusCodes.BadInvalidState)
-_ID = ua.VariantType.ExtensionObject
-EVENT_FIELDS = {  # ResultReadyEventType's fields that this station fills, as ResultDataType's
-    "ResultId": _ID, "ResultState": ua.VariantType.Int32, "MeasId": _ID, "JobId": _ID,
-    "InternalRecipeId": _ID, "InternalConfigurationId": _ID, "IsPartial": ua.VariantType.Boolean,
-    "CreationTime": ua.VariantType.DateTime, "ResultContent": ua.VariantType.Variant,
-}  # fmt: skip
-
-
-BINARY_IDS = {  # BinaryIdBaseDataType's subtypes: (DataType, its Default Binary encoding)
-    "RecipeIdExternalDataType": (3002, 5002),
-    "RecipeIdInternalDataType": (3013, 5268),
-    "ConfigurationIdDataType": (3008, 5090),
-}
-
-
-def register_binary_ids(mv: int) -> None:
-    """Give each BinaryIdBaseDataType subtype its own class. asyncua 2.1 makes the three
-    (no fields of their own) aliases of the base: a value then travels under the base's
-    encoding, and one a client sends under the subtype's (node-opcua does) is not decoded."""
-    for name, (type_id, encoding) in BINARY_IDS.items():
-        subtype = make_dataclass(
-            name, [], bases=(ua.BinaryIdBaseDataType,),
-            namespace={"data_type": ua.NodeId(type_id, mv)},
-        )  # fmt: skip
-        ua.register_extension_object(name, ua.NodeId(encoding, mv), subtype, ua.NodeId(type_id, mv))
-
-
-async def load_client_types(client: Client) -> int:
-    """The MachineVision types for an asyncua client in a process without this server; the
-    namespace index. ``load_data_type_definitions`` alone leaves out every structure with a
-    BinaryIdBaseDataType subtype field (``ResultDataType`` among them): load, give the
-    subtypes their classes, load again (asyncua's logs of both, which this settles, muted)."""
-    mv = await client.get_namespace_index(MV_URI)
-    noisy = [logging.getLogger(f"asyncua.{n}") for n in ("common.structures104", "ua.uatypes")]
-    for logger in noisy:
-        logger.disabled = True
-    try:
-        await client.load_data_type_definitions()
-        register_binary_ids(mv)
-        await client.load_data_type_definitions()
-    finally:
-        for logger in noisy:
-            logger.disabled = False
-    return mv
-
-
-def _ok(*values: ua.Variant) -> list[ua.Variant]:
-    """Method outputs ending with the spec's ``Error`` (Int32, 0: none)."""
-    return [*values, ua.Variant(0, ua.VariantType.Int32)]
+BAD_ARGUMENT = ua.StatusCode(ua.StatusCodes.BadInvalidArgument)
 
 
 class VisionSystemServer(LoopThread):
@@ -143,11 +117,13 @@ class VisionSystemServer(LoopThread):
         self.security = security
         self.on_answer = on_answer
         self.endpoint = f"opc.tcp://{config.host}:{config.port}/inspection"
+        self.users_file = config.users_file or security.pki_dir / "opcua-users.yaml"
         self._key = LinePki(security.pki_dir).signing_key(station_id) if security.on else None
         self._results: OrderedDict[str, Any] = OrderedDict()
         self._state, self._mode = "Preoperational", "Initialized"
         self._prepared: str | None = None
         self._running: asyncio.Task[None] | None = None
+        self._owner: str | None = None  # who started the running job
         self._continuous = False
         self._safety_triggered = False
         self._failed: BaseException | None = None
@@ -176,7 +152,7 @@ class VisionSystemServer(LoopThread):
             await server.stop()
 
     async def _build(self) -> Server:
-        server = Server()
+        server = GatedServer()
         await server.init()
         server.set_endpoint(self.endpoint)
         server.set_server_name(f"inspection station {self.station_id} (OPC 40100)")
@@ -227,12 +203,20 @@ class VisionSystemServer(LoopThread):
         for (parent, name), callback in methods.items():
             server.link_method(await parent.get_child(f"{mv}:{name}"), callback)
         self.events = await server.get_event_generator(ua.NodeId(RESULT_READY_EVENT, mv), system)
+        self.errors = await server.get_event_generator(ua.NodeId(ERROR_EVENT, mv), system)
         await self._show_state()
         return server
 
     async def _secure(self, server: Server) -> None:
+        """Channels: Basic256Sha256 in the configured mode (None only with security off).
+        Identities: X509 and UserName with security on, Anonymous where configured."""
+        users, tokens = load_users(self.users_file), []
+        if self.config.anonymous is not None:
+            tokens.append(ua.AnonymousIdentityToken)
         if not self.security.on:
-            server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+            server.set_identity_tokens(tokens)
+            server.iserver.set_user_manager(StationUsers({}, self.config.anonymous, None))
+            server.set_security_policy([ua.SecurityPolicyType.NoSecurity], ReadOnlyRuleset())
             return
         pki = LinePki(self.security.pki_dir)
         uri = station_uri(self.station_id)
@@ -240,12 +224,20 @@ class VisionSystemServer(LoopThread):
         policy = ua.SecurityPolicyType
         sign = self.security.mode == "sign"
         server.set_security_policy(
-            [policy.Basic256Sha256_Sign if sign else policy.Basic256Sha256_SignAndEncrypt]
+            [policy.Basic256Sha256_Sign if sign else policy.Basic256Sha256_SignAndEncrypt],
+            ReadOnlyRuleset(),
         )
+        server.set_identity_tokens([*tokens, ua.UserNameIdentityToken, ua.X509IdentityToken])
+        ca = x509.load_pem_x509_certificate(pki.ca_file.read_bytes())
+        server.iserver.set_user_manager(StationUsers(users, self.config.anonymous, ca))
         await server.load_certificate(str(identity.certificate))
         await server.load_private_key(str(identity.private_key))
         validator = await trust_list_validator(pki, peer="client")
         server.set_certificate_validator(validator.validate)
+        if not users and self.config.anonymous is None:
+            log.warning("OPC 40100: no users in %s and anonymous off: every session is refused "
+                        "(python -m inspection.line.machine_vision.access adds one)",
+                        self.users_file)  # fmt: skip
 
     async def _show_state(self) -> None:
         """Write both state machines' ``CurrentState`` (text and ``Id``)."""
@@ -261,25 +253,36 @@ class VisionSystemServer(LoopThread):
         self._state, self._mode = state or self._state, mode or self._mode
         await self._show_state()
 
+    def _refuse_state(self, what: str) -> ua.StatusCode:
+        refuse(caller(), what, f"in {self._state}/{self._mode}")
+        return BAD_STATE
+
     # VisionStateMachine
+    @authorize("engineer")
     async def _select_mode_automatic(self, _parent: ua.NodeId) -> Any:
         if self._state != "Preoperational":
-            return BAD_STATE
+            return self._refuse_state("SelectModeAutomatic")
         await self._set("Operational", "Ready" if self._prepared else "Initialized")
-        return _ok()
+        return ok()
 
-    async def _halt(self, _parent: ua.NodeId, *_cause: ua.Variant) -> Any:
+    @authorize("admin")
+    async def _halt(self, _parent: ua.NodeId, *cause: ua.Variant) -> Any:
+        """Always executable: jobs end after the part in flight, then Halted."""
+        log.warning("OPC 40100 Halt by %s: %s", caller(), [c.Value for c in cause])
         await self._halt_jobs()
         await self._set("Halted")
-        return _ok()
+        return ok()
 
-    async def _reset(self, _parent: ua.NodeId, *_cause: ua.Variant) -> Any:
-        if self._state not in ("Halted", "Error"):
-            return BAD_STATE
+    @authorize("admin")
+    async def _reset(self, _parent: ua.NodeId, *cause: ua.Variant) -> Any:
+        """Always executable: jobs end after the part in flight, then Preoperational."""
+        log.warning("OPC 40100 Reset by %s: %s", caller(), [c.Value for c in cause])
+        await self._halt_jobs()
         await self._set("Preoperational", "Initialized")
-        return _ok()
+        return ok()
 
     # SafetyStateManagement: the environment's safety (a light curtain, say)
+    @authorize("operator")
     async def _report_safety_state(
         self, _parent: ua.NodeId, triggered: ua.Variant, information: ua.Variant
     ) -> Any:
@@ -290,63 +293,89 @@ class VisionSystemServer(LoopThread):
         if self._safety_triggered and self._mode == "ContinuousExecution":
             await self._halt_jobs()
             await self._set(mode="Ready")
-        return _ok()
+        return ok()
 
     # RecipeManagement: a recipe is a product with its live bundle
+    @authorize("engineer")
     async def _prepare_recipe(
         self, _parent: ua.NodeId, external: ua.Variant, _internal: Any
     ) -> Any:
         if self._state in ("Halted", "Error") or self._mode in RUNNING:
-            return BAD_STATE
+            return self._refuse_state("PrepareRecipe")
         product = getattr(external.Value, "Id", "")
         try:
             self.handler.pipeline.check_product(product)
             bundle = self.handler.pipeline.models.get(product).bundle_id
         except RequestRefused as exc:  # not served here, or no live model: no such recipe
-            log.warning("OPC 40100 PrepareRecipe %r refused: %s", product, exc)
+            refuse(caller(), f"PrepareRecipe {product!r}", str(exc))
             return ua.StatusCode(ua.StatusCodes.BadNotFound)
         self.handler.select_product(product)
         self._prepared = product
         if self._state == "Operational":
             await self._set(mode="Ready")
         internal = ua.RecipeIdInternalDataType(Id=product, Version=bundle)
-        return _ok(ua.Variant(internal), ua.Variant(True, ua.VariantType.Boolean))
+        return ok(ua.Variant(internal), ua.Variant(True, ua.VariantType.Boolean))
 
+    @authorize("engineer")
     async def _unprepare_recipe(
         self, _parent: ua.NodeId, external: ua.Variant, _internal: Any
     ) -> Any:
         if getattr(external.Value, "Id", "") != self._prepared or self._mode != "Ready":
-            return BAD_STATE
+            return self._refuse_state("UnprepareRecipe")
         self._prepared = None
         await self._set(mode="Initialized")
-        return _ok(ua.Variant(ua.RecipeIdInternalDataType(Id="")))
+        return ok(ua.Variant(ua.RecipeIdInternalDataType(Id="")))
 
     # AutomaticModeStateMachine: jobs
+    @authorize("operator")
     async def _start(self, _parent: ua.NodeId, *args: ua.Variant, continuous: bool) -> Any:
         if self._state != "Operational" or self._mode != "Ready" or self._safety_triggered:
-            return BAD_STATE
+            return self._refuse_state("StartSingleJob/StartContinuous")
         meas, part, recipe, product = (getattr(a.Value, "Id", "") or None for a in args[:4])
-        job = meas or uuid.uuid4().hex[:20]
-        trigger = Trigger(job, recipe or product or self._prepared, part)
+        for kind, named in (("RecipeId", recipe), ("ProductId", product)):
+            if named is not None and named != self._prepared:
+                served = named in self.handler.pipeline.models.products
+                why = "is not the prepared recipe" if served else "is not served here"
+                refuse(caller(), f"job with {kind} {named!r}", f"{why} ({self._prepared!r})")
+                return BAD_ARGUMENT
+        job = uuid.uuid4().hex[:20]
+        trigger = Trigger(meas or job, self._prepared, part)
         await self._set(mode="ContinuousExecution" if continuous else "SingleExecution")
-        self._continuous = continuous
-        self._running = asyncio.create_task(self._jobs(trigger))
-        return _ok(ua.Variant(ua.JobIdDataType(Id=job)))
+        who = caller()
+        self._owner, self._continuous = (who.name if who else None), continuous
+        self._running = asyncio.create_task(self._jobs(trigger, job))
+        return ok(ua.Variant(ua.JobIdDataType(Id=job)))
 
+    def _refuse_foreign(self, what: str) -> ua.StatusCode | None:
+        """``BadUserAccessDenied`` unless the caller started the running job or is admin."""
+        who = caller()
+        if who is None or (who.name != self._owner and not who.may("admin")):
+            refuse(who, what, f"the running job is {self._owner!r}'s")
+            return DENIED
+        return None
+
+    @authorize("operator")
     async def _stop_jobs(self, _parent: ua.NodeId, *_cause: ua.Variant) -> Any:
-        if self._mode not in RUNNING:
-            return BAD_STATE
+        """SingleExecution/ContinuousExecution -> Ready after the part in flight."""
+        if self._mode not in RUNNING or self._state != "Operational":
+            return self._refuse_state("Stop")
+        if (denied := self._refuse_foreign("Stop")) is not None:
+            return denied
         await self._halt_jobs()
         await self._set(mode="Ready")
-        return _ok()
+        return ok()
 
+    @authorize("operator")
     async def _abort(self, _parent: ua.NodeId, *_cause: ua.Variant) -> Any:
-        if self._state != "Operational":
-            return BAD_STATE
+        """As ``Stop`` (SingleExecutionToReadyAbort, ContinuousExecutionToReadyAbort): a part
+        in flight is never cut off, its result stays the store's; the recipe is kept."""
+        if self._mode not in RUNNING or self._state != "Operational":
+            return self._refuse_state("Abort")
+        if (denied := self._refuse_foreign("Abort")) is not None:
+            return denied
         await self._halt_jobs()
-        self._prepared = None
-        await self._set(mode="Initialized")
-        return _ok()
+        await self._set(mode="Ready")
+        return ok()
 
     async def _halt_jobs(self) -> None:
         """Stop a continuous job after the part in flight (its result is still reported)."""
@@ -355,20 +384,29 @@ class VisionSystemServer(LoopThread):
             self._continuous = False
             await running
 
-    async def _jobs(self, trigger: Trigger) -> None:
-        """One part, or (continuous) one after another until stopped or an error answer."""
-        count, job = 0, trigger.request_id or ""
+    async def _jobs(self, trigger: Trigger, job: str) -> None:
+        """One part, or (continuous) one after another until stopped or a failed part. A
+        job that raises leaves the machine in Error with an ``ErrorEventType`` event."""
+        count, meas = 0, trigger.request_id or job
         loop = asyncio.get_running_loop()
-        while True:
-            started = time.perf_counter()
-            part = trigger if count == 0 else replace(trigger, request_id=f"{job}-{count}")
-            answer, content = await loop.run_in_executor(None, self._inspect, part)
-            if self.on_answer is not None:
-                self.on_answer(answer, time.perf_counter() - started)
-            await self._report(answer, job, content)
-            count += 1
-            if not (self._continuous and answer.verdict is not None):
-                break
+        try:
+            while True:
+                started = time.perf_counter()
+                part = trigger if count == 0 else replace(trigger, request_id=f"{meas}-{count}")
+                answer, content = await loop.run_in_executor(None, self._inspect, part)
+                if self.on_answer is not None:
+                    self.on_answer(answer, time.perf_counter() - started)
+                await self._report(answer, job, content)
+                count += 1
+                if not (self._continuous and answer.verdict is not None):
+                    break
+        except Exception as exc:  # a store or payload failure: no result to report
+            log.exception("OPC 40100 job %s failed", job)
+            if self._running is asyncio.current_task():
+                self._running = None
+            await self._set("Error")
+            await self.errors.trigger(message=f"job {job} failed: {exc!r}")
+            return
         if self._running is asyncio.current_task():
             self._running = None
             if self._state == "Operational":
@@ -376,12 +414,13 @@ class VisionSystemServer(LoopThread):
 
     # ResultManagement
     async def _report(self, answer: Answer, job: str, content: str) -> None:
-        """Keep the job's result and fire ``ResultReadyEventType``."""
+        """Keep the part's result and fire ``ResultReadyEventType`` (and, for a part without
+        a verdict, ``ErrorEventType``)."""
         now = datetime.now(timezone.utc)
         result = ua.ResultDataType(
-            ResultId=ua.ResultIdDataType(Id=answer.inspection_id or answer.request_id),
+            ResultId=ua.ResultIdDataType(Id=answer.inspection_id or uuid.uuid4().hex),
             IsPartial=False,
-            ResultState=int(answer.result),
+            ResultState=result_state(answer),
             MeasId=ua.MeasIdDataType(Id=answer.request_id),
             ExternalRecipeId=ua.RecipeIdExternalDataType(Id=answer.product or ""),
             InternalRecipeId=ua.RecipeIdInternalDataType(Id=answer.product or ""),
@@ -398,6 +437,11 @@ class VisionSystemServer(LoopThread):
         await self.events.trigger(
             message=f"result {result.ResultId.Id}: {answer.verdict or 'error'}"
         )
+        if answer.verdict is None:
+            await self.errors.trigger(
+                message=f"job {job} part {answer.request_id}: error {answer.error_code} "
+                f"{answer.message}"
+            )
 
     def _inspect(self, trigger: Trigger) -> tuple[Answer, str]:
         """One part (in a worker thread): the answer and the result content, the signed
@@ -410,10 +454,11 @@ class VisionSystemServer(LoopThread):
         payload = payload_of(fields, timings_ms=answer.timings_ms)
         return answer, (payload.signed(self._key) if self._key is not None else payload).to_json()
 
+    @authorize("observer")
     async def _get_result_by_id(
         self, _parent: ua.NodeId, result_id: ua.Variant, _timeout: Any
     ) -> Any:
         result = self._results.get(getattr(result_id.Value, "Id", ""))
         if result is None:
             return ua.StatusCode(ua.StatusCodes.BadNotFound)
-        return _ok(ua.Variant(0, ua.VariantType.UInt32), ua.Variant(result))
+        return ok(ua.Variant(0, ua.VariantType.UInt32), ua.Variant(result))
