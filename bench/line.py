@@ -64,6 +64,7 @@ from inspection.line import security as link  # noqa: E402
 from inspection.line.config import PLC_USER, LinkSecurity, ModbusConfig, S7Config  # noqa: E402
 from inspection.line.handshake import Answer, ErrorCode  # noqa: E402
 from inspection.line.machine_vision import RESULT_READY_EVENT, load_client_types  # noqa: E402
+from inspection.line.machine_vision.access import add_user  # noqa: E402
 from inspection.line.mosquitto import Broker, Collector, free_port, wait_port  # noqa: E402
 from inspection.line.payload import PayloadError, ResultPayload  # noqa: E402
 from inspection.line.pki import LinePki  # noqa: E402
@@ -213,6 +214,8 @@ class VisionMes:
             await self.client.set_security(
                 SecurityPolicyBasic256Sha256, str(mes.certificate), str(mes.private_key)
             )
+            await self.client.load_client_certificate(str(mes.certificate))  # its user: X509
+            await self.client.load_private_key(str(mes.private_key))
             validator = await link.trust_list_validator(pki, peer="server")
             self.client.certificate_validator = validator.validate
         await self.client.connect()
@@ -249,7 +252,7 @@ class VisionMes:
         _, result, _ = await self.results.call_method(
             f"{mv}:GetResultById", event.ResultId, timeout
         )
-        if result.MeasId.Id != meas_id or result.ResultState not in (1, 2):
+        if result.MeasId.Id != meas_id or result.ResultState != 1:  # 1: Completed
             raise SystemExit(f"OPC 40100: job {meas_id} gave {result}")
         return at_event - started, time.perf_counter() - started
 
@@ -379,11 +382,14 @@ def run(args: argparse.Namespace, mode: str) -> dict[str, Any]:
     vision_port = free_port()
     links = {
         "opcua": {"enabled": True, "endpoint": plc.endpoint, "sampling_ms": args.sampling_ms},
-        "machine_vision": {"enabled": True, "port": vision_port},
+        "machine_vision": {"enabled": True, "port": vision_port}
+        | ({} if security.on else {"anonymous": "engineer"}),  # plaintext: no user to check
         "mqtt": {"enabled": True, "port": broker.port},
         "sinks": [{"name": "mes", "kind": "mqtt", "port": broker.port, "timeout_s": 2.0}],
     } | {name: plc_.section(args.poll_ms) for name, plc_ in registers.items()}
     config_path = prepare(args, work, security, links)
+    if security.on:  # the MES below: its certificate as its X509 user, an engineer
+        add_user(security.pki_dir / "opcua-users.yaml", "mes", "engineer", None)
     results = Collector(broker.port, f"inspection/{STATION_ID}/result", security)
     station = Child(["station", "run", "-c", str(config_path)], work / "station.log")
     startup_s = wait_ready(plc)
