@@ -179,7 +179,7 @@ class GenICamCamera:
         return Frame(data, f"genicam-{time.time_ns()}.png", (time.perf_counter() - started) * 1e3)
 
     def _frame_after_trigger(self) -> np.ndarray:
-        """``decode_pixels`` of the first frame exposed after this call (see the class doc)."""
+        """``decode_pixels`` of the frame this trigger calls for (see the class doc)."""
         from genicam.gentl import ACQ_QUEUE_TYPE_LIST  # harvesters' own dependency
 
         acquirer, deadline = self._acquirer, time.monotonic() + self.config.timeout_s

@@ -215,9 +215,10 @@ class CameraConfig:
     """``file``: images of ``path`` in name order (``loop`` restarts); ``genicam``: a
     GenICam camera through harvesters and the vendor's GenTL producer (``cti``), ``device``
     its serial number (default: the first). ``trigger``: ``software`` fires the camera per
-    part, ``free_run`` takes the newest frame of its stream. ``exposure_us``/``gain_db`` set
-    SFNC ``ExposureTime``/``Gain``; ``features``: other SFNC features by name, set in order
-    (e.g. ``PixelFormat: Mono8``). ``timeout_s``: how long a capture waits for its frame."""
+    part, ``free_run`` takes the second frame its stream delivers after the trigger.
+    ``exposure_us``/``gain_db`` set SFNC ``ExposureTime``/``Gain``; ``features``: other SFNC
+    features by name, set in order (e.g. ``PixelFormat: Mono12``). ``timeout_s``: how long a
+    capture waits for its frame."""
 
     kind: Literal["file", "genicam"] = "file"
     path: Path | None = None
