@@ -34,7 +34,10 @@ STATION_OPTION = typer.Option(
 SITE_OPTION = site_option("Site config YAML whose store to use", announce=False)
 REPORT_OPTION = typer.Option(None, "--report", help="Also write the run's figures as JSON.")
 WRITES_OPTION = typer.Option(
-    None, "--writes", help="Another station id whose rows it forwards (its watch folder's)."
+    None,
+    "--writes",
+    help="Another station id whose rows it forwards (its watch folder's): a new id or one an "
+    "earlier --writes made; any other PostgreSQL role is refused.",
 )
 
 
@@ -75,7 +78,8 @@ def station_role(
 ) -> None:
     """Create (or re-key) the central store's login role of a forwarding station; row-level
     security lets it read and write only its own stations' rows. Run as the tables' owner
-    (which needs CREATEROLE); prints the new password once."""
+    (which needs CREATEROLE); prints the new password once (the server gets only its SCRAM
+    verifier)."""
     # deferred: pulls SQLAlchemy and Alembic (0.6 s), not needed for --help
     from inspection.store.central_roles import grant_station
 

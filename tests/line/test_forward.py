@@ -18,7 +18,13 @@ from inspection.station.config import CentralConfig
 from inspection.store.central_roles import grant_station
 from inspection.store.forward import backlog
 from inspection.store.store import Store
-from tests.conftest import PG_ADMIN_URL, _drop_postgres_database, _fresh_postgres_database
+from tests.conftest import (
+    PG_ADMIN_URL,
+    PG_CA_FILE,
+    _drop_postgres_database,
+    _fresh_postgres_database,
+    verified,
+)
 
 from .station_env import camera_folder, line_config
 
@@ -32,12 +38,12 @@ def test_triggers_are_answered_while_central_is_down_and_arrive_once_it_is_back(
     url, name = _fresh_postgres_database()
     central = Store.migrated(url, tmp_path / "central-blobs")
     station_id = f"cam-{uuid.uuid4().hex[:8]}"
-    station_url = url.replace(
-        "inspection:inspection@", f"{station_id}:{grant_station(central, station_id)}@"
+    station_url = verified(
+        url.replace("inspection:inspection@", f"{station_id}:{grant_station(central, station_id)}@")
     )
     try:
         camera = camera_folder(tmp_path, tiny_product, count=3)
-        down = CentralConfig(DOWN_URL, tmp_path / "central-blobs")
+        down = CentralConfig(DOWN_URL, tmp_path / "central-blobs", ca_file=PG_CA_FILE)
         config = line_config(tmp_path, fp32_bundle, camera, station_id=station_id, central=down)
         station = LineStation.build(config)
         station.core.models.refresh()

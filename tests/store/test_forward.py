@@ -25,7 +25,13 @@ from inspection.store.central_roles import STATION_GROUP, grant_station
 from inspection.store.forward import Forwarder, backlog, central_entry
 from inspection.store.rollups import HourlyRollup
 from inspection.store.store import Store
-from tests.conftest import PG_ADMIN_URL, _drop_postgres_database, _fresh_postgres_database
+from tests.conftest import (
+    PG_ADMIN_URL,
+    PG_CA_FILE,
+    _drop_postgres_database,
+    _fresh_postgres_database,
+    verified,
+)
 
 pytestmark = pytest.mark.postgres
 DOWN_URL = "postgresql+psycopg://nobody:pw@127.0.0.1:1/central"
@@ -51,7 +57,7 @@ def central(tmp_path: Path) -> Iterator[Central]:
     store = Store.migrated(url, tmp_path / "central-blobs")
     station = f"line-{uuid.uuid4().hex[:8]}"
     password = grant_station(store, station, writes=(f"{station}-watch",))
-    station_url = url.replace("inspection:inspection@", f"{station}:{password}@")
+    station_url = verified(url.replace("inspection:inspection@", f"{station}:{password}@"))
     made = Central(store, station, station_url, tmp_path / "central-blobs")
     yield made
     store.engine.dispose()
@@ -218,10 +224,14 @@ def test_the_documented_commands_rekey_the_role_and_drain(central: Central, tmp_
     assert result.exit_code == 0, result.output
     password = result.output.splitlines()[1]
     url = central.store.engine.url.set(username=central.station, password=password)
-    central.url = url.render_as_string(False)  # re-keyed
+    central.url = verified(url.render_as_string(False))  # re-keyed
     station = tmp_path / "station.yaml"
     core |= {"store_url": local.url, "blob_dir": str(tmp_path / "blobs")}
-    core["central"] = {"url": url.render_as_string(False), "blob_dir": str(central.blob_dir)}
+    core["central"] = {
+        "url": url.render_as_string(False),
+        "blob_dir": str(central.blob_dir),
+        "ca_file": str(PG_CA_FILE),
+    }
     station.write_text(yaml.safe_dump({"core": core}))
     result = CliRunner().invoke(app, ["station", "forward", "-c", str(station), "--drain"])
     assert result.exit_code == 0, result.output

@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from inspection.store.central_roles import grant_station
 from inspection.store.forward import Forwarder, backlog
 from inspection.store.store import Store
+from tests.conftest import PG_CA_FILE, verified
 from tests.store.test_forward import (
     _KILLED_FORWARDER,
     Central,
@@ -47,9 +48,15 @@ class Postmaster:
         if os.geteuid() == 0:
             shutil.chown(self.dir, "postgres", "postgres")
         self._pg("initdb", "-D", str(self.dir / "data"), "-U", "postgres", "--auth=trust")
+        for name in ("postgres.pem", "postgres-key.pem"):  # the test server's TLS identity
+            shutil.copyfile(PG_CA_FILE.with_name(name), self.dir / "data" / name)
+            os.chmod(self.dir / "data" / name, 0o600)
+            if os.geteuid() == 0:
+                shutil.chown(self.dir / "data" / name, "postgres", "postgres")
         with open(self.dir / "data" / "postgresql.conf", "a", encoding="utf-8") as conf:
             conf.write(f"port = {self.port}\nlisten_addresses = '127.0.0.1'\n"
-                       f"unix_socket_directories = '{self.dir}'\n")  # fmt: skip
+                       f"unix_socket_directories = '{self.dir}'\nssl = on\n"
+                       "ssl_cert_file = 'postgres.pem'\nssl_key_file = 'postgres-key.pem'\n")  # fmt: skip
 
     def _pg(self, tool: str, *args: str) -> None:
         as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
@@ -71,13 +78,15 @@ class Postmaster:
         os.kill(pid, signal.SIGKILL)
 
     def url(self, user: str = "postgres") -> str:
-        return f"postgresql+psycopg://{user}@127.0.0.1:{self.port}/postgres"
+        return verified(f"postgresql+psycopg://{user}@127.0.0.1:{self.port}/postgres")
 
 
 @pytest.fixture
 def killable(tmp_path: Path) -> Iterator[tuple[Postmaster, Central]]:
     if not (PG_BIN / "initdb").exists():
         pytest.skip(f"no PostgreSQL server binaries in {PG_BIN} (INSPECTION_PG_BIN)")
+    if not PG_CA_FILE.exists():
+        pytest.skip(f"no test PostgreSQL TLS identity beside {PG_CA_FILE}: run scripts/services.sh")
     server = Postmaster()
     server.start()
     store = Store.migrated(server.url(), tmp_path / "central-blobs")

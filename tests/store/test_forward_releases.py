@@ -13,6 +13,7 @@ from alembic.config import Config
 from inspection.store.central_roles import grant_station
 from inspection.store.forward import CentralBehind, Forwarder, backlog
 from inspection.store.store import MIGRATIONS_DIR, schema_head
+from tests.conftest import verified
 from tests.store.test_forward import Central, _central_keys, _local, _rollup_total, central
 
 pytestmark = pytest.mark.postgres
@@ -42,7 +43,7 @@ def test_a_station_one_release_ahead_forwards_to_the_central_store_before_its_up
     password = grant_station(central.store, central.station)
     forwarder.stop()
     url = central.store.engine.url.set(username=central.station, password=password)
-    central.url = url.render_as_string(False)
+    central.url = verified(url.render_as_string(False))
     forwarder = Forwarder(local, central.url, central.blob_dir)
     assert forwarder.report() is True
     forwarder.stop()
