@@ -19,6 +19,8 @@ from inspection.core.images import defect_pixels, mask_levels
 from inspection.store.store import Store
 
 CANVAS_WIDTH = 512
+BRUSH = 12
+"""The brush's width (canvas pixels) the page starts with."""
 PAINT_ALPHA = 0.5
 PAINT_RGBA = f"rgba(255, 40, 40, {PAINT_ALPHA})"
 _PAINTED_LEVEL = round(255 * PAINT_ALPHA / 2)

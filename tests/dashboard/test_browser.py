@@ -8,6 +8,7 @@ Without Chromium/chromedriver/selenium the test skips, except in CI (``CI=true``
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import subprocess
@@ -17,6 +18,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from inspection.cli.dashboard import dashboard_env, streamlit_command
@@ -265,3 +267,109 @@ def _reviews_by(store: Store, reviewer: str):
 
     with store.session() as session:
         return list(session.scalars(select(Review).where(Review.reviewer == reviewer)))
+
+
+def test_a_reviewer_paints_the_defect_region_and_it_is_stored(
+    browser, served: str, seeded_site: Path
+) -> None:
+    """Paint a stroke on the review page's canvas with the driver's mouse, confirm NG, and
+    find the stored review's mask painted where the stroke went (in image pixels), on top of
+    the model's region the canvas started from."""
+    from inspection.core.images import defect_pixels, mask_levels
+    from inspection.store.users import add_user
+
+    store = Store(load_site_config(seeded_site).store_url, seeded_site.parent / "blobs")
+    add_user(store, "painter", "reviewer", PASSWORD)
+    driver = browser
+    driver.get(served)
+    _sign_in(driver, "painter", PASSWORD)
+    _wait_text(driver, "h1", "Overview")
+    _settle(driver)
+    _open_page(driver, "Review queue")
+    stroke = paint(driver, [(0.2, 0.3), (0.8, 0.3)])  # across the upper third, left to right
+    _settle(driver)
+    _shot(driver, "review_painted")
+    _button(driver, "True defect").click()
+    _wait_text(driver, '[data-testid="stAlertContentSuccess"]', "True defect recorded")
+    _settle(driver)
+    _no_exception(driver)
+    (saved,) = _reviews_by(store, "painter")
+    inspection = store.get_inspection(saved.inspection_id)
+    assert saved.label == "defect" and inspection.review_region_sha == saved.region_sha
+    region = defect_pixels(mask_levels(store.blobs.get(saved.region_sha)))
+    model = defect_pixels(mask_levels(store.blobs.get(inspection.mask_sha)))
+    assert region.shape == model.shape == (inspection.height, inspection.width)
+    band = _stroke_band(region.shape, stroke, (0.2, 0.8), 0.3)
+    assert region[band["inner"]].mean() > 0.95  # painted along the stroke
+    assert region[model].mean() > 0.95  # the model's region it started from is kept
+    assert not region[~(band["outer"] | _grown(model))].any()  # nothing anywhere else
+    store.engine.dispose()
+
+
+def _stroke_band(shape, stroke: dict[str, float], span: tuple[float, float], at: float) -> dict:
+    """(H, W) bool masks of a horizontal brush stroke from ``span[0]`` to ``span[1]`` of the
+    width at ``at`` of the height: ``inner`` surely painted, ``outer`` at most painted."""
+    height, width = shape
+    half = stroke["brush"] / 2 * height / stroke["height"]  # the brush's half width, in rows
+    rows, columns = np.mgrid[0:height, 0:width]
+    centre, left, right = at * height, span[0] * width, span[1] * width
+    inner = (abs(rows + 0.5 - centre) <= half - 1) & (columns >= left + 1) & (columns < right - 1)
+    reach = half + 2
+    outer = (
+        (abs(rows + 0.5 - centre) <= reach) & (columns >= left - reach) & (columns < right + reach)
+    )
+    return {"inner": inner, "outer": outer}
+
+
+def _grown(mask: np.ndarray, pixels: int = 2) -> np.ndarray:
+    import cv2
+
+    kernel = np.ones((2 * pixels + 1, 2 * pixels + 1), np.uint8)
+    return cv2.dilate(mask.astype(np.uint8), kernel) > 0
+
+
+def _canvas(driver):
+    """The drawing canvas's top layer (fabric.js ``upper-canvas``), inside the component's
+    shadow root when it has one."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def find(d):
+        found = d.execute_script(
+            """const seek = (root) => {
+                 const hit = root.querySelector('canvas.upper-canvas');
+                 if (hit) return hit;
+                 for (const el of root.querySelectorAll('*'))
+                   if (el.shadowRoot) { const deep = seek(el.shadowRoot); if (deep) return deep; }
+                 return null; };
+               return seek(document);"""
+        )
+        return found or False
+
+    return WebDriverWait(driver, 30, poll_frequency=0.25).until(find, "no drawing canvas")
+
+
+def paint(driver, points: list[tuple[float, float]], steps: int = 12) -> dict[str, float]:
+    """Drag the mouse over the canvas through ``points`` (fractions of its width and height);
+    returns the canvas's size and brush (CSS pixels)."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    from inspection.dashboard import regions
+
+    canvas = _canvas(driver)
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", canvas)
+    size = canvas.size
+    brush = float(regions.BRUSH)  # the page's default brush width
+
+    def offset(fx: float, fy: float) -> tuple[int, int]:  # from the element's centre
+        return round((fx - 0.5) * size["width"]), round((fy - 0.5) * size["height"])
+
+    actions = ActionChains(driver, duration=20)
+    actions.move_to_element_with_offset(canvas, *offset(*points[0])).click_and_hold()
+    for (x0, y0), (x1, y1) in itertools.pairwise(points):
+        for step in range(1, steps + 1):
+            t = step / steps
+            actions.move_to_element_with_offset(
+                canvas, *offset(x0 + (x1 - x0) * t, y0 + (y1 - y0) * t)
+            )
+    actions.release().perform()
+    return {"width": size["width"], "height": size["height"], "brush": brush}

@@ -163,7 +163,7 @@ with pictures:
             "moves or deletes a blob; undo, redo and reset are beside it."
         )
         reviewer = app_state.may(app_state.REVIEWERS)
-        brush = st.slider("Brush", 2, 40, 12, key="rv_brush", disabled=not reviewer)
+        brush = st.slider("Brush", 2, 40, regions.BRUSH, key="rv_brush", disabled=not reviewer)
         size = regions.canvas_size(views.image.shape)
         start = regions.starting_region(board.store, row.id, row.mask_sha)
         canvas = st_canvas(
