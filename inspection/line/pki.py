@@ -5,6 +5,10 @@ local CA whose key never leaves this folder (nothing here is committed):
 
 - ``ca.pem`` / ``ca.key``: the CA that signs every certificate below; ``trusted/ca.der`` is
   the OPC UA trust list (a peer whose certificate this CA did not sign is refused).
+- ``crl/ca-crl.der``: the CA's certificate revocation list (DER), signed by the CA, valid for
+  ``CRL_DAYS`` and signed again when half of that has passed or a certificate is revoked
+  (``revoke``). Give it, with ``trusted/ca.der``, to clients that check revocation
+  (node-opcua refuses a CA without one).
 - ``<name>.pem`` / ``<name>-key.pem``: application certificates (RSA 2048, as Basic256Sha256
   needs) for the station (``station-<id>``), the soft PLC (``plc``) and the broker.
 - ``secrets/<user>``: MQTT passwords and webhook HMAC secrets (random, mode 0600).
@@ -24,11 +28,12 @@ import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from asyncua.crypto import cert_gen
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
@@ -36,6 +41,7 @@ from inspection.core.signing import create_pair, load_private_key
 
 CA_NAME = "inspection line CA (local)"
 DAYS = 825
+CRL_DAYS = 30
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,35 @@ class LinePki:
                 write_private(key, cert_gen.dump_private_key_as_pem(private))
                 cert.write_bytes(signed.public_bytes(serialization.Encoding.PEM))
         return Identity(cert, key, uri)
+
+    @property
+    def crl_file(self) -> Path:
+        """The CA's CRL (DER), signed again when missing or past half its validity."""
+        path = self.root / "crl" / "ca-crl.der"  # asyncua loads *.der / *.pem
+        ca_cert, ca_key = self._load_ca()
+        with self._locked():
+            crl = x509.load_der_x509_crl(path.read_bytes()) if path.exists() else None
+            now = datetime.now(timezone.utc)
+            half = timedelta(days=CRL_DAYS / 2)
+            if crl is None or crl.next_update_utc is None or crl.next_update_utc - now < half:
+                _write_crl(path, ca_cert, ca_key, list(crl or []))
+        return path
+
+    def revoke(self, certificate: Path) -> None:
+        """Revoke a certificate this CA signed (a PEM file): its serial joins the CRL, signed
+        at once. Peers checking against ``crl_file`` refuse it from their next load."""
+        revoked = x509.load_pem_x509_certificate(certificate.read_bytes())
+        ca_cert, ca_key = self._load_ca()
+        path = self.crl_file
+        with self._locked():
+            entries = list(x509.load_der_x509_crl(path.read_bytes()))
+            entry = (
+                x509.RevokedCertificateBuilder()
+                .serial_number(revoked.serial_number)
+                .revocation_date(datetime.now(timezone.utc))
+                .build()
+            )
+            _write_crl(path, ca_cert, ca_key, [*entries, entry])
 
     def secret(self, user: str) -> str:
         """The shared secret of ``user`` (an MQTT password, a webhook key), made on first use."""
@@ -144,6 +179,25 @@ def _alt_names(uri: str) -> list[x509.GeneralName]:
         x509.DNSName(socket.gethostname()),
         x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
     ]
+
+
+def _write_crl(
+    path: Path, ca: x509.Certificate, key: object, revoked: list[x509.RevokedCertificate]
+) -> None:
+    now = datetime.now(timezone.utc)
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca.subject)
+        .last_update(now - timedelta(minutes=5))  # peers whose clock is a little behind
+        .next_update(now + timedelta(days=CRL_DAYS))
+    )
+    for entry in revoked:
+        builder = builder.add_revoked_certificate(entry)
+    crl = builder.sign(key, hashes.SHA256())  # type: ignore[arg-type]
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_bytes(crl.public_bytes(serialization.Encoding.DER))
+    temporary.replace(path)  # readers never see half a list
 
 
 def write_private(path: Path, data: bytes) -> None:

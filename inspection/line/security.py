@@ -96,13 +96,13 @@ async def secure_opcua_client(client: OpcUaClient, security: LinkSecurity, stati
 
 
 async def trust_list_validator(pki: LinePki, *, peer: str) -> CertificateValidator:
-    """An asyncua certificate validator: time, URI, key usage, and signed by a certificate of
-    the trust list (``pki.trusted_dir``)."""
+    """An asyncua certificate validator: time, URI, key usage, signed by a certificate of the
+    trust list (``pki.trusted_dir``) and not on the CA's CRL (``pki.crl_file``, as of now)."""
     # deferred: asyncua (0.5 s), only for an OPC UA link
     from asyncua.crypto.truststore import TrustStore
     from asyncua.crypto.validator import CertificateValidator, CertificateValidatorOptions
 
-    store = TrustStore([pki.trusted_dir], [])
+    store = TrustStore([pki.trusted_dir], [pki.crl_file.parent])
     await store.load()
     options = CertificateValidatorOptions
     role = options.PEER_SERVER if peer == "server" else options.PEER_CLIENT
