@@ -1,14 +1,23 @@
 """Build a retrain run's data from the original dataset and the reviewed inspections.
 
-Training set, an MVTec-style folder under the run folder: the original images plus those
-reviewed as ``good`` (the test split and masks too: training holds part of it out to calibrate).
-Evaluation set, read in place: the original test split, plus reviewed defects (label 1, no mask:
-left out of pixel metrics) and false alarms (label 0).
+Training set, an MVTec-style folder under the run folder: the original images (good ones and
+labelled defects) plus those reviewed as ``good``, plus the reviewed defects that teach
+(``teaches``), each in ``train/<type>/review-<id>.png`` with the region its reviewer painted as
+``ground_truth/train/<type>/review-<id>_mask.png`` (none painted: an image-level label). The
+test split and its masks are copied too: training holds part of it out to calibrate.
+
+Evaluation set, read in place: the original test split, false alarms (label 0), and the
+reviewed defects that do not teach (label 1; the painted region is their pixel truth, none:
+left out of pixel metrics). Which reviewed defects teach is a fixed rule of the inspection id
+alone (a seeded hash: ``TEACHING_SHARE`` of them teach), so a defect is on the same side in
+every run: no run evaluates on an image that taught its challenger or an earlier champion.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 import shutil
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -18,11 +27,29 @@ from typing import Any
 
 from inspection.core.errors import DatasetError, ImageDecodeError
 from inspection.core.images import read_image
-from inspection.data.dataset import GOOD, MASK_SUFFIX, Dataset, Sample
+from inspection.data.dataset import GOOD, LABELLED_MASKS, MASK_SUFFIX, Dataset, Sample
 from inspection.store.store import Store
 
 log = logging.getLogger(__name__)
 REVIEWED_DEFECT = "reviewed_defect"  # defect type of a reviewed defect without one given
+TEACHING_SHARE = 0.5
+"""Share of reviewed defects that join training; the others are held out to evaluate."""
+SPLIT_SEED = "inspection.retrain/reviewed-defects/1"
+"""Salt of the hash that splits reviewed defects (changing it moves defects across sides)."""
+
+
+def teaches(inspection_id: str, share: float = TEACHING_SHARE) -> bool:
+    """Whether the reviewed defect ``inspection_id`` joins training (else it evaluates):
+    sha256 of ``SPLIT_SEED`` and the id, read as a number in [0, 1), below ``share``."""
+    digest = hashlib.sha256(f"{SPLIT_SEED}:{inspection_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < share
+
+
+def type_folder(defect_type: str) -> str:
+    """A reviewer's defect type as a folder name: lower case, runs of anything but letters,
+    digits, ``-`` and ``_`` as ``_``; ``good`` or nothing left as ``REVIEWED_DEFECT``."""
+    name = re.sub(r"[^a-z0-9_-]+", "_", defect_type.strip().lower()).strip("_")
+    return REVIEWED_DEFECT if name in ("", GOOD, LABELLED_MASKS) else name
 
 
 @dataclass(frozen=True)
@@ -52,8 +79,15 @@ class RunData:
     original_train: int
     reviewed_good: tuple[str, ...]
     reviewed_defect: tuple[str, ...]
+    """Reviewed defects held out to evaluate."""
     reviewed_false_alarm: tuple[str, ...]
     skipped: dict[str, str] = field(default_factory=dict)
+    teaching_defect: tuple[str, ...] = ()
+    """Reviewed defects in the training set (``teaches``)."""
+    painted: tuple[str, ...] = ()
+    """Of ``teaching_defect``, those whose reviewer painted a region (trained with its mask)."""
+    original_labelled: int = 0
+    """Labelled defective training images of the original dataset."""
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready counts for the report."""
@@ -62,6 +96,9 @@ class RunData:
             "train_images": self.original_train + len(self.reviewed_good),
             "train_original": self.original_train,
             "train_reviewed_good": len(self.reviewed_good),
+            "train_labelled_defects": self.original_labelled + len(self.teaching_defect),
+            "train_reviewed_defect": len(self.teaching_defect),
+            "train_reviewed_defect_painted": len(self.painted),
             "eval_images": len(self.eval_items),
             "eval_test_split": sum(item.source == "test" for item in self.eval_items),
             "eval_reviewed_defect": len(self.reviewed_defect),
@@ -69,6 +106,7 @@ class RunData:
             "eval_with_pixel_truth": sum(item.has_pixel_truth for item in self.eval_items),
             "reviewed_good_ids": list(self.reviewed_good),
             "reviewed_defect_ids": list(self.reviewed_defect),
+            "train_reviewed_defect_ids": list(self.teaching_defect),
             "reviewed_false_alarm_ids": list(self.reviewed_false_alarm),
             "skipped": dict(self.skipped),
         }
@@ -85,7 +123,8 @@ def assemble_run_data(
 ) -> RunData:
     """Write ``<run_dir>/dataset/<product>`` and collect the evaluation items. Reviewed-good
     images: reviewed after ``since``, or in ``carry_over``, and still labelled ``good``;
-    reviewed defects and false alarms all evaluate. ``store=None``: no reviews."""
+    reviewed defects teach or evaluate by ``teaches``; false alarms all evaluate.
+    ``store=None``: no reviews."""
     if not original.train_samples:
         raise DatasetError(f"dataset {original.name!r} has no training images")
     if not original.test_samples:
@@ -94,37 +133,81 @@ def assemble_run_data(
     if root.exists():
         raise DatasetError(f"run folder {root} already exists; each run needs a fresh folder")
     good_dir = root / "train" / GOOD
-    _copy_samples(original.train_samples, good_dir, root)
-    _copy_samples(original.test_samples, root / "test", root)
-    skipped: dict[str, str] = {}
-    reviewed_good: list[str] = []
-    eval_items = [
+    _copy_samples(original.train_samples, good_dir)
+    _copy_samples(original.labelled_samples, root / "train", root / "ground_truth" / LABELLED_MASKS)
+    _copy_samples(original.test_samples, root / "test", root / "ground_truth")
+    reviews = _Reviews(eval_items=[
         EvalItem(s.path, s.label, s.defect_type, s.mask_path, "test") for s in original.test_samples
-    ]
-    defects: list[str] = []
-    false_alarms: list[str] = []
+    ])  # fmt: skip
     if store is not None:
         for row in _reviewed_good(store, product, since, carry_over):
-            path = _blob_image(store, row.image_sha, row.id, skipped)
+            path = _blob_image(store, row.image_sha, row.id, reviews.skipped)
             if path is not None:
                 shutil.copyfile(path, good_dir / f"review-{row.id}{path.suffix.lower()}")
-                reviewed_good.append(row.id)
+                reviews.good.append(row.id)
         for row in store.reviewed(product, ["defect", "false_alarm"]):
-            path = _blob_image(store, row.image_sha, row.id, skipped)
-            if path is None:
-                continue
-            if row.review_label == "defect":
-                defect_type = row.review_defect_type or REVIEWED_DEFECT
-                eval_items.append(EvalItem(path, 1, defect_type, None, "review", row.id))
-                defects.append(row.id)
-            else:
-                eval_items.append(EvalItem(path, 0, GOOD, None, "review", row.id))
-                false_alarms.append(row.id)
+            reviews.add(store, row, root)
     original_train = len(original.train_samples)
-    log.info("run data for %s: %d original + %d reviewed-good training images, %d evaluation "
-             "images", product, original_train, len(reviewed_good), len(eval_items))  # fmt: skip
-    return RunData(root, tuple(eval_items), original_train, tuple(reviewed_good), tuple(defects),
-                   tuple(false_alarms), skipped)  # fmt: skip
+    log.info("run data for %s: %d original + %d reviewed-good training images, %d reviewed "
+             "defects teaching (%d painted), %d evaluation images", product, original_train,
+             len(reviews.good), len(reviews.teaching), len(reviews.painted),
+             len(reviews.eval_items))  # fmt: skip
+    return RunData(root, tuple(reviews.eval_items), original_train, tuple(reviews.good),
+                   tuple(reviews.defects), tuple(reviews.false_alarms), reviews.skipped,
+                   tuple(reviews.teaching), tuple(reviews.painted),
+                   len(original.labelled_samples))  # fmt: skip
+
+
+@dataclass
+class _Reviews:
+    """The reviewed inspections a run collects, by where they went."""
+
+    eval_items: list[EvalItem]
+    good: list[str] = field(default_factory=list)
+    defects: list[str] = field(default_factory=list)
+    false_alarms: list[str] = field(default_factory=list)
+    teaching: list[str] = field(default_factory=list)
+    painted: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def add(self, store: Store, row: Any, root: Path) -> None:
+        """A reviewed defect or false alarm: into training (a defect that ``teaches``, with
+        its painted region as mask) or the evaluation items."""
+        path = _blob_image(store, row.image_sha, row.id, self.skipped)
+        if path is None:
+            return
+        if row.review_label != "defect":
+            self.eval_items.append(EvalItem(path, 0, GOOD, None, "review", row.id))
+            self.false_alarms.append(row.id)
+            return
+        region = _region(store, row)
+        defect_type = row.review_defect_type or REVIEWED_DEFECT
+        if not teaches(row.id):
+            self.eval_items.append(EvalItem(path, 1, defect_type, region, "review", row.id))
+            self.defects.append(row.id)
+            return
+        folder = type_folder(defect_type)
+        name = f"review-{row.id}"
+        (root / "train" / folder).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, root / "train" / folder / f"{name}{path.suffix.lower()}")
+        if region is not None:
+            masks = root / "ground_truth" / LABELLED_MASKS / folder
+            masks.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(region, masks / f"{name}{MASK_SUFFIX}.png")
+            self.painted.append(row.id)
+        self.teaching.append(row.id)
+
+
+def _region(store: Store, row: Any) -> Path | None:
+    """The file of the region the latest reviewer painted; None when none was (or its blob
+    is gone: the defect then counts image-level, logged)."""
+    if not row.review_region_sha:
+        return None
+    try:
+        return store.blobs.path(row.review_region_sha)
+    except FileNotFoundError as exc:
+        log.warning("inspection %s: painted region missing, used image-level: %s", row.id, exc)
+        return None
 
 
 def _reviewed_good(
@@ -140,23 +223,23 @@ def _reviewed_good(
     return older + recent
 
 
-def _copy_samples(samples: tuple[Sample, ...], target: Path, root: Path) -> None:
-    """Copy samples into MVTec layout: train images into ``target``, test images into
-    ``target/<defect>/``, masks into ``ground_truth/<defect>/``; a clashing name gets a prefix."""
+def _copy_samples(samples: tuple[Sample, ...], target: Path, masks: Path | None = None) -> None:
+    """Copy samples into MVTec layout: good training images into ``target``, the others into
+    ``target/<defect>/`` with their masks in ``masks/<defect>/``; a clashing name gets a prefix."""
     used: set[Path] = set()
     for index, sample in enumerate(samples):
-        folder = target if sample.split == "train" else target / sample.defect_type
+        by_type = sample.split == "test" or sample.label == 1
+        folder = target / sample.defect_type if by_type else target
         destination = folder / sample.path.name
         if destination in used:
             destination = folder / f"{index:05d}-{sample.path.name}"
         used.add(destination)
         folder.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(sample.path, destination)
-        if sample.mask_path is not None:
-            masks = root / "ground_truth" / sample.defect_type
-            masks.mkdir(parents=True, exist_ok=True)
+        if sample.mask_path is not None and masks is not None:
+            (masks / sample.defect_type).mkdir(parents=True, exist_ok=True)
             name = f"{destination.stem}{MASK_SUFFIX}{sample.mask_path.suffix}"
-            shutil.copyfile(sample.mask_path, masks / name)
+            shutil.copyfile(sample.mask_path, masks / sample.defect_type / name)
 
 
 def _blob_image(store: Store, sha: str, inspection_id: str, skipped: dict[str, str]) -> Path | None:

@@ -184,6 +184,11 @@ def _assemble(run: _Run, ctx: _Context, champion: ModelRecord | None) -> RunData
     )  # fmt: skip
     run.reviewed_good_ids = tuple(data.reviewed_good)
     run.skipped_review_ids = tuple(data.skipped)
+    if data.teaching_defect or data.reviewed_defect:
+        ctx.say(
+            f"reviewed defects: {len(data.teaching_defect)} teach ({len(data.painted)} with a "
+            f"painted region), {len(data.reviewed_defect)} held out to evaluate"
+        )
     if data.skipped:
         ctx.say(
             f"left out {len(data.skipped)} reviewed inspection(s) whose image is missing or "
@@ -235,6 +240,8 @@ def _new_good_images(
     incremental = ctx.config.incremental and not ctx.overrides and not ctx.replace_config
     if champion is None or not incremental or champion.model_kind != "patchcore":
         return []
+    if data.teaching_defect or data.original_labelled:
+        return []  # labelled defects teach the mixed model: a full fit, never a bank update
     if champion.global_context() is not None or champion.tiling() is not None:
         return []
     known = set(_champion_reviewed_good(ctx.registry, run.product, run.champion))

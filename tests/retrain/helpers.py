@@ -26,11 +26,17 @@ def reviewed_inspection(
     defect_type: str | None = None,
     *,
     reviewer: str = "alice",
+    inspection_id: str | None = None,
+    region: Path | None = None,
 ) -> str:
     """Store an NG inspection of ``image`` (bytes in the blob store), review it unless
-    ``label`` is None, and return its id."""
+    ``label`` is None, and return its id (``inspection_id``: a chosen one); ``region``: a
+    mask file stored as the region its reviewer painted."""
     sha = store.blobs.put(image.read_bytes(), ".png")
+    region_sha = store.blobs.put(region.read_bytes(), ".png") if region is not None else None
+    chosen = {"id": inspection_id} if inspection_id else {}
     row = store.add_inspection(
+        **chosen,
         product="brick",
         station_id="st-1",
         score=0.7,
@@ -44,5 +50,18 @@ def reviewed_inspection(
         image_sha=sha,
     )
     if label is not None:
-        store.add_review(row.id, label=label, reviewer=reviewer, defect_type=defect_type)
+        store.add_review(
+            row.id, label=label, reviewer=reviewer, defect_type=defect_type, region_sha=region_sha
+        )
     return row.id
+
+
+def split_ids(prefix: str, teaching: bool, count: int) -> list[str]:
+    """``count`` inspection ids that ``teaches`` puts on the training (or evaluation) side."""
+    from itertools import count as counter
+    from itertools import islice
+
+    from inspection.retrain.assemble import teaches
+
+    found = (f"{prefix}{n:04d}" for n in counter())
+    return list(islice((i for i in found if teaches(i) == teaching), count))

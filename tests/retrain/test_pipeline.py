@@ -23,7 +23,7 @@ from inspection.retrain.lock import retrain_lock
 from inspection.retrain.pipeline import retrain_product
 from inspection.store.store import Store
 
-from .helpers import reviewed_inspection, scratch_site
+from .helpers import reviewed_inspection, scratch_site, split_ids
 
 pytestmark = pytest.mark.slow
 SIZE = ["image_size=[128, 128]", "coreset_sampling_ratio=0.05"]
@@ -67,7 +67,8 @@ def _config(site: SiteConfig):
 
 
 def _review_some(site: SiteConfig, tmp_path: Path) -> dict[str, list[str]]:
-    """Inspections of fresh demo images, reviewed good / defect / false_alarm / unsure."""
+    """Inspections of fresh demo images, reviewed good / defect / false_alarm / unsure (the
+    defects on the held-out side of ``assemble.teaches``: the champion's kind keeps training)."""
     from inspection.data.demo import write_demo_product
 
     extra = write_demo_product(
@@ -81,9 +82,13 @@ def _review_some(site: SiteConfig, tmp_path: Path) -> dict[str, list[str]]:
     )
     labels["unsure"] = sorted((extra / "test" / "stain").glob("*.png"))
     ids: dict[str, list[str]] = {}
+    held_out = iter(split_ids("defect-", False, len(labels["defect"])))  # evaluate, never teach
     for label, paths in labels.items():
         for path in paths:
-            ids.setdefault(label, []).append(reviewed_inspection(store, path, label, reviewer="qa"))
+            chosen = next(held_out) if label == "defect" else None
+            ids.setdefault(label, []).append(
+                reviewed_inspection(store, path, label, reviewer="qa", inspection_id=chosen)
+            )
     return ids
 
 
@@ -100,6 +105,7 @@ def test_only_the_better_challenger_is_promoted(site: SiteConfig, tmp_path: Path
     data = better.details["data"]
     assert sorted(data["reviewed_good_ids"]) == sorted(ids["good"])
     assert data["eval_reviewed_defect"] == 2 and data["eval_reviewed_false_alarm"] == 2
+    assert data["train_reviewed_defect"] == 0  # ids on the held-out side (_review_some)
     train_dir = Path(data["train_root"]) / "train" / "good"
     assert len(list(train_dir.iterdir())) == data["train_original"] + 3
 
