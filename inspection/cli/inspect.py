@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import track
 from rich.table import Table
 
@@ -122,6 +123,12 @@ def inspect_command(
         "--allow-unsigned",
         help="Load a bundle without checking its signature (development only; announced).",
     ),
+    allow_refused: bool = typer.Option(
+        False,
+        "--allow-refused",
+        help="Run a bundle its export gate refused (it misjudged its held-out parts beyond the "
+        "gate's tolerances; stations refuse it without a signed force record); announced.",
+    ),
     site: str = SITE_OPTION,
     input_check: str = typer.Option(
         "refuse",
@@ -164,6 +171,7 @@ def inspect_command(
             refine=refine_config,
             public_key=key,  # checked on the very bytes that are compiled
         )
+        _check_gate(inspector, allow_refused=allow_refused)
         found = find_files(paths, exclude=[out / "overlays"] if out is not None else [])
         if not found:
             console.print("[yellow]no image files found[/]")
@@ -196,6 +204,28 @@ def _inspect(inspector: Predictor, found: list[FoundFile], overlay_dir: Path | N
             console.print(f"[yellow]refused[/] {outcome.path}: {outcome.error}", soft_wrap=True)
         rows.append(_row(outcome, inspector.model_version, target))
     return rows
+
+
+def _check_gate(inspector: Predictor, *, allow_refused: bool) -> None:
+    """Stop (exit 2) on a bundle its export gate refused, unless ``--allow-refused``, which is
+    announced on stderr: such a bundle judges parts worse than its gate allowed."""
+    # deferred: station.trust pulls OpenVINO, already loaded by the inspector
+    from inspection.station.trust import gate_refusal
+
+    refusal = gate_refusal(inspector.metadata)
+    if refusal is None:
+        return
+    refusal = escape(refusal)
+    metadata = inspector.metadata
+    what = f"{metadata.product}/{metadata.bundle_id} was refused by its export gate"
+    if not allow_refused:
+        errors.print(
+            f"refused: {what}: {refusal}. Stations do not serve it; inspect with a bundle that "
+            "passed, or pass --allow-refused to see what it does",
+            soft_wrap=True,
+        )
+        raise typer.Exit(2)
+    errors.print(f"[bold red]--allow-refused: {what}: {refusal}[/]", soft_wrap=True)
 
 
 def _pinned_key(

@@ -116,7 +116,7 @@ class Trust:
             d for d in self.registry.decisions(product)
             if d.bundle_id in (None, bundle_id) and refusal(d, self.public_key) is None
         ]  # fmt: skip
-        gate = _gate_refusal(metadata)
+        gate = gate_refusal(metadata)
         forced = [d for d in trusted if d.kind == "force" and d.bundle_id == bundle_id]
         if gate and not any(d.value.get("digest") == digest for d in forced):
             return "gate", (
@@ -176,7 +176,7 @@ def _check_promoted(state: LiveState | None, bundle_id: str, digest: str) -> Non
         )
 
 
-def _gate_refusal(metadata: BundleMetadata) -> str | None:
+def gate_refusal(metadata: BundleMetadata) -> str | None:
     """Why the export gate refused the bundle; None when it passed or recorded no gate."""
     try:
         gate = metadata.export_record().gate

@@ -144,3 +144,35 @@ def test_the_table_shows_full_paths_when_names_below_the_folders_repeat() -> Non
         FoundFile(Path("b/good/0.png"), "good/0.png"),
     ]
     assert display_names(found) == ["a/good/0.png", "b/good/0.png"]
+
+
+@pytest.mark.parametrize("passed", [True, False])
+def test_a_gate_refused_bundle_needs_allow_refused(tmp_path: Path, passed: bool) -> None:
+    """A bundle its export gate refused (INT8 missing defects) ran without a word; now it
+    stops with the gate's reason unless ``--allow-refused``, which is announced."""
+    from inspection.core.export_gate import BundleFigures, ExportRecord, GateRecord
+    from tests.mean_bundle import write_mean_bundle
+
+    figures = BundleFigures(0.0, 0.5, 0.9, None, None, None, 0, n_good=6, n_defective=6)
+    failures = () if passed else ("miss rate 0.500 vs FP32 0.000 (tolerance 0.05)",)
+    gate = GateRecord(passed, figures, figures, failures=failures)
+    bundle = write_mean_bundle(
+        tmp_path / "bundle", input_size=(32, 32), product="plain",
+        metrics=ExportRecord(gate=gate).to_mapping(),
+    )  # fmt: skip
+    image = tmp_path / "part.png"
+    Image.fromarray(np.full((32, 32, 3), 40, dtype=np.uint8)).save(image)
+    args = ["inspect", str(bundle), str(image), "--allow-unsigned"]
+
+    plain, allowed = _invoke(args), _invoke([*args, "--allow-refused"])
+
+    assert allowed.exit_code == 0, allowed.output
+    if passed:
+        assert plain.exit_code == 0, plain.output
+        assert "export gate" not in plain.output + allowed.output
+        return
+    assert plain.exit_code == 2 and "1 files" not in plain.output
+    assert "refused: plain/v0001-fp32 was refused by its export gate: miss rate" in plain.output
+    assert "--allow-refused" in plain.output
+    assert "--allow-refused: plain/v0001-fp32 was refused by its export gate" in allowed.output
+    assert "1 files: " in allowed.output
