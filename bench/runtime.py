@@ -592,12 +592,30 @@ def _f(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+def scratch_registry(path: Path) -> Path:
+    """``path`` when it is the bench's own registry: never a site's (its signing key beside it,
+    or the one ``configs/site.yaml`` names), where the bundles exported here with ``force``
+    and no signed force record would sit beside the site's for a station to meet."""
+    from inspection.core.config import load_site_config
+    from inspection.core.signing import PRIVATE_KEY_FILE, site_keys_dir
+
+    site_registry = load_site_config(None).registry_dir
+    if (site_keys_dir(path) / PRIVATE_KEY_FILE).is_file() or (
+        path.resolve() == Path(site_registry).resolve()
+    ):
+        raise SystemExit(
+            f"--registry {path} is a site's registry; the bench exports every precision "
+            "there, forced: give it a scratch folder (default var/bench/registry)"
+        )
+    return path
+
+
 def run_parent(args: argparse.Namespace) -> None:
     from inspection.core.registry import Registry
     from inspection.runtime.hardware import load_1m
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    registry = Registry(args.registry)
+    registry = Registry(scratch_registry(Path(args.registry)))
     dataset_dir = ensure_dataset(args.product, Path(args.datasets))
     out = Path(args.out)
     if args.prepare_only:  # train and export outside the timed run (e.g. via /work/bin/heavy)
@@ -633,7 +651,11 @@ def main() -> None:
     parser.add_argument("--product", default="brick")
     parser.add_argument("--kinds", nargs="+", default=["patchcore", "stfpm"])
     parser.add_argument("--datasets", default=str(ROOT / "datasets"))
-    parser.add_argument("--registry", default=str(ROOT / "var" / "bench" / "registry"))
+    parser.add_argument(
+        "--registry",
+        default=str(ROOT / "var" / "bench" / "registry"),
+        help="The bench's own registry (never a site's: it exports every precision, forced).",
+    )
     parser.add_argument("--out", default=str(ROOT / "reports" / "runtime"))
     parser.add_argument("--engines", nargs="+", default=list(ENGINES), choices=ENGINES)
     parser.add_argument(

@@ -28,7 +28,7 @@ from _report import recorded, save_report
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
-from _station import demo_test_images, tiny_registry  # noqa: E402
+from _station import demo_test_images, serve_live_copy, tiny_registry  # noqa: E402
 
 from inspection.store.models import SHA_COLUMNS  # noqa: E402
 from inspection.store.retention import RetentionConfig, database_bytes  # noqa: E402
@@ -53,11 +53,13 @@ def measure(setting: dict[str, Any], args: argparse.Namespace, images: list[byte
     (root / "configs").mkdir(parents=True)
     retention = {"default": setting, "audit_rate": 0}
     (root / "configs" / "retention.yaml").write_text(yaml.safe_dump(retention), "utf-8")
+    # the station writes golden and tuning records into its registry: a copy, never --registry
+    serve_live_copy(args.registry, args.product, root / "registry", "storage bench")
     config = StationCoreConfig(
         products=(args.product,),
         store_url=f"sqlite:///{root / 'inspection.db'}",
         blob_dir=root / "blobs",
-        registry_dir=Path(args.registry),
+        registry_dir=root / "registry",
         allow_unsigned_bundles=True,
         tune_on_load=False,
         configs_dir=root / "configs",
