@@ -58,18 +58,18 @@ sys.path.insert(0, str(ROOT))
 
 
 from inspection.core.bundle import read_bundle_metadata  # noqa: E402
+from inspection.core.config import to_mapping  # noqa: E402
 from inspection.core.registry import Registry  # noqa: E402
-from inspection.line import registers as regs  # noqa: E402
 from inspection.line import security as link  # noqa: E402
-from inspection.line.config import PLC_USER, LinkSecurity, ModbusConfig, S7Config  # noqa: E402
+from inspection.line.config import PLC_USER, LinkSecurity  # noqa: E402
 from inspection.line.handshake import Answer, ErrorCode  # noqa: E402
 from inspection.line.machine_vision import RESULT_READY_EVENT, load_client_types  # noqa: E402
 from inspection.line.machine_vision.access import add_user  # noqa: E402
-from inspection.line.mosquitto import Broker, Collector, free_port, wait_port  # noqa: E402
+from inspection.line.mosquitto import Broker, Collector, free_port  # noqa: E402
 from inspection.line.payload import PayloadError, ResultPayload  # noqa: E402
 from inspection.line.pki import LinePki  # noqa: E402
 from inspection.line.security import mqtt_client, station_uri  # noqa: E402
-from inspection.line.softplc import HandshakeTimeout, PlcAnswer, SoftPlc  # noqa: E402
+from inspection.line.softplc import HandshakeTimeout, PlcAnswer, RegisterPlc, SoftPlc  # noqa: E402
 
 REPORTS = ROOT / "reports" / "line"
 STATION_ID = "bench-1"
@@ -111,87 +111,6 @@ def thread_loop() -> ThreadLoop:
     loop.daemon = True  # a bench that fails leaves no thread keeping it alive
     loop.start()
     return loop
-
-
-class RegisterPlc:
-    """A PLC without OPC UA: the library's own server (python-snap7's, pymodbus's) holds the
-    handshake block; this side writes RequestId and Trigger and reads Done every ``scan_s``."""
-
-    def __init__(self, protocol: str, scan_s: float) -> None:
-        self.protocol, self.scan_s, self.port = protocol, scan_s, free_port()
-        self.link: regs.S7Link | regs.ModbusLink | None = None
-        if protocol == "s7":
-            from snap7.server import Server
-            from snap7.type import SrvArea
-
-            self.server, self.block = Server(), bytearray(regs.BLOCK_BYTES)
-            self.server.register_area(SrvArea.DB, 100, self.block)
-            self.server.start_to("127.0.0.1", self.port)
-            return
-        from pymodbus.datastore import ModbusDeviceContext as Device
-        from pymodbus.datastore import ModbusSequentialDataBlock, ModbusServerContext
-        from pymodbus.server import ModbusTcpServer
-
-        device = Device(hr=ModbusSequentialDataBlock(1, [0] * 300))
-        context = ModbusServerContext(devices={1: device}, single=False)
-
-        async def serve() -> ModbusTcpServer:  # made in the loop that serves it
-            server = ModbusTcpServer(context, address=("127.0.0.1", self.port))
-            self.serving = asyncio.create_task(server.serve_forever())
-            return server
-
-        self.loop = thread_loop()
-        self.server = self.loop.post(serve())
-        wait_port(self.port)
-
-    def section(self, poll_ms: float) -> dict[str, Any]:
-        """The station's ``s7:`` / ``modbus:`` section for this PLC."""
-        where = {"db": 100} if self.protocol == "s7" else {"address": 10}
-        return {"enabled": True, "port": self.port, "poll_ms": poll_ms} | where
-
-    def connect(self, timeout_s: float = 60.0) -> None:
-        """Connect, then wait until the station reports Ready."""
-        self.link = (
-            regs.S7Link(S7Config(port=self.port, db=100)) if self.protocol == "s7"
-            else regs.ModbusLink(ModbusConfig(port=self.port, address=10))
-        )  # fmt: skip
-        self._until(2, 1, timeout_s)
-
-    def _until(self, offset: int, value: int, timeout_s: float) -> bytes:
-        assert self.link is not None
-        deadline = time.monotonic() + timeout_s
-        while (block := self.link.read(0, regs.BLOCK_BYTES))[offset + 1] != value:
-            if time.monotonic() > deadline:
-                raise HandshakeTimeout(f"{self.protocol}: offset {offset} never became {value}")
-            time.sleep(self.scan_s)
-        return block
-
-    def trigger(self, request_id: str, timeout_s: float = 10.0) -> float:
-        """One cycle: RequestId, Trigger up -> Done seen (timed), Trigger down -> Done down."""
-        assert self.link is not None
-        self.link.write(
-            regs.STRINGS["RequestId"][0],
-            regs.s7_string(request_id, regs.STRINGS["RequestId"][1]),
-        )
-        started = time.perf_counter()
-        self.link.write(0, b"\0\1")
-        block = self._until(6, 1, timeout_s)
-        seconds = time.perf_counter() - started
-        self.link.write(0, b"\0\0")
-        self._until(6, 0, timeout_s)
-        if regs.read_string(block, "AnswerRequestId") != request_id or block[10:12] != b"\0\0":
-            raise SystemExit(f"{self.protocol}: {request_id} answered {block[:16].hex()}")
-        return seconds
-
-    def stop(self) -> None:
-        if self.link is not None:
-            self.link.close()
-        if self.protocol == "s7":
-            self.server.stop()
-            self.server.destroy()
-        else:
-            self.loop.post(self.server.shutdown())
-            self.loop.stop()
 
 
 class VisionMes:
@@ -259,6 +178,19 @@ class VisionMes:
     def close(self) -> None:
         self.loop.post(self.client.disconnect())
         self.loop.stop()
+
+
+def section(plc: RegisterPlc, args: argparse.Namespace) -> dict[str, Any]:
+    """The station's ``s7:`` / ``modbus:`` section for ``plc``, polled every ``--poll-ms``,
+    its Heartbeat counted every ``--heartbeat-ms``."""
+    return to_mapping(plc.config(poll_ms=args.poll_ms, heartbeat_ms=args.heartbeat_ms))
+
+
+def answered(answer: PlcAnswer, request_id: str) -> float:
+    """Seconds from Trigger written to Done read; a wrong id or an error ends the bench."""
+    if answer.request_id != request_id or answer.error_code != ErrorCode.NONE:
+        raise SystemExit(f"register PLC: {request_id} answered {answer}")
+    return answer.seconds
 
 
 def prepare(
@@ -378,7 +310,7 @@ def run(args: argparse.Namespace, mode: str) -> dict[str, Any]:
     work, security, plc = scratch_plc(args, mode, mode)
     broker = Broker(work, persistent=True, security=security, stations=(STATION_ID,))
     broker.start()
-    registers = {name: RegisterPlc(name, args.scan_ms / 1000.0) for name in ("s7", "modbus")}
+    registers = {name: RegisterPlc(name, scan_s=args.scan_ms / 1000.0) for name in ("s7", "modbus")}
     vision_port = free_port()
     links = {
         "opcua": {"enabled": True, "endpoint": plc.endpoint, "sampling_ms": args.sampling_ms},
@@ -386,7 +318,7 @@ def run(args: argparse.Namespace, mode: str) -> dict[str, Any]:
         | ({} if security.on else {"anonymous": "engineer"}),  # plaintext: no user to check
         "mqtt": {"enabled": True, "port": broker.port},
         "sinks": [{"name": "mes", "kind": "mqtt", "port": broker.port, "timeout_s": 2.0}],
-    } | {name: plc_.section(args.poll_ms) for name, plc_ in registers.items()}
+    } | {name: section(plc_, args) for name, plc_ in registers.items()}
     config_path = prepare(args, work, security, links)
     if security.on:  # the MES below: its certificate as its X509 user, an engineer
         add_user(security.pki_dir / "opcua-users.yaml", "mes", "engineer", None)
@@ -410,8 +342,8 @@ def run(args: argparse.Namespace, mode: str) -> dict[str, Any]:
             "opcua": ("o", lambda r: (plc.trigger(request_id=r).seconds,)),
             "opc40100": ("v", mes.job),
             "mqtt": ("m", lambda r: (mqtt_plc.trigger(r)[1],)),
-            "s7": ("s", lambda r: (registers["s7"].trigger(r),)),
-            "modbus": ("b", lambda r: (registers["modbus"].trigger(r),)),
+            "s7": ("s", lambda r: (answered(registers["s7"].trigger(r), r),)),
+            "modbus": ("b", lambda r: (answered(registers["modbus"].trigger(r), r),)),
         })  # fmt: skip
         mes.close()
         report["fault"] = fault_run(args, work, plc, broker, station, results)
@@ -636,6 +568,7 @@ def main() -> None:
     parser.add_argument("--sampling-ms", type=float, default=10.0)
     parser.add_argument("--scan-ms", type=float, default=1.0)
     parser.add_argument("--poll-ms", type=float, default=10.0, help="Station's S7/Modbus poll.")
+    parser.add_argument("--heartbeat-ms", type=float, default=250.0, help="S7/Modbus Heartbeat.")
     parser.add_argument("--rounds", type=int, default=5, help="Links take turns this often.")
     parser.add_argument("--views", type=int, nargs="*", default=[1, 2, 3])
     parser.add_argument("--view-products", type=lambda t: t.split(","), default="brick,brick,brick")
