@@ -29,7 +29,7 @@ from inspection.cli.console import (
     verbose_requested,
 )
 from inspection.cli.keys import ensure_site_keys, pin_in_configs, site_station_configs
-from inspection.cli.operating import kind_miss_text, operating_text
+from inspection.cli.operating import kind_miss_text, not_line_ready, operating_text
 from inspection.cli.train import (
     SET_OPTION,
     SITE_OPTION,
@@ -249,14 +249,8 @@ def step_inspect(ctx: DemoContext) -> None:
                 continue
         ctx.notes.append(f"station check {check.summary()}")
         ctx.checks.append(check)
-        if concerns := check.line_concerns():
-            op = check.operating
-            budget = op is not None and op.policy == "false_reject_budget"
-            point = f" at its {op.budget:.1%} false-reject budget" if budget else ""
-            ctx.warnings.append(
-                f"{product}: the live bundle{point} {' and '.join(concerns)} on held-out "
-                "parts (see its report)"
-            )
+        if warning := not_line_ready(product, check):
+            ctx.warnings.append(warning)
         if not check.passed:
             ctx.failures.append(f"{product}: live bundle misjudges its parts: {check.summary()}")
 

@@ -15,9 +15,9 @@ from rich.table import Table
 
 from inspection.cli._site import site_option
 from inspection.cli.console import configs_line, log_dir, print_table, quiet_logs, verbose_requested
-from inspection.cli.operating import fmt, subset_miss_text
+from inspection.cli.operating import fmt, not_line_ready, subset_miss_text
 from inspection.cli.users import ADMIN_PASSWORD_ENV, authenticated_admin
-from inspection.core.bundle import PRECISIONS
+from inspection.core.bundle import PRECISIONS, BundleMetadata
 from inspection.core.config import load_site_config
 from inspection.core.errors import BundleError
 from inspection.core.export_gate import BundleFigures, GateRefusal, GateTolerances
@@ -204,12 +204,26 @@ def export_command(
     verdict = "passed" if gate.passed else f"FAILED (forced): {gate.refusal()}"
     console.print(f"gate at each bundle's own thresholds: {verdict}")
     console.print(f"bundle: {result.bundle_dir}" + ("  (live)" if promote else ""))
+    _print_line_ready(result.metadata)
     if signed:
         console.print("signed with the site key")
     else:
         console.print("[bold red]UNSIGNED[/]: this site has no signing key; stations refuse it")
     if log_file is not None:
         console.print(f"library logs and warnings: {log_file}", soft_wrap=True, highlight=False)
+
+
+def _print_line_ready(metadata: BundleMetadata) -> None:
+    """The demo's LINE-READY judgement on the held-out figures the export measured: the gate
+    compares a bundle with FP32, so a product FP32 itself misses passes it."""
+    # deferred: pulls OpenVINO (0.3 s), not needed for --help
+    from inspection.runtime.self_check import recorded_check
+
+    bundle = f"bundle {metadata.bundle_id}"
+    if warning := not_line_ready(metadata.product, recorded_check(metadata), bundle):
+        console.print(f"[bold yellow]NOT LINE-READY[/] {escape(warning)}", soft_wrap=True)
+    else:
+        console.print(f"line-ready: {bundle} on the held-out parts the export measured")
 
 
 @contextmanager

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from inspection.core.metrics import EvaluationMetrics
 from inspection.core.operating_point import KindMiss, ThresholdChoice
+
+if TYPE_CHECKING:
+    from inspection.runtime.self_check import LiveCheck
 
 
 def fmt(value: object, digits: int = 3) -> str:
@@ -41,3 +46,15 @@ def subset_miss_text(metrics: EvaluationMetrics) -> str:
         band = "" if subset.miss_low is None else f" [{subset.miss_low:.0%}-{subset.miss_high:.0%}]"
         lines.append(f"{kind} {rate:.0%}{band}")
     return "\n".join(lines)
+
+
+def not_line_ready(product: str, check: LiveCheck, bundle: str = "the live bundle") -> str | None:
+    """Why ``bundle`` of ``product`` is NOT LINE-READY on its held-out parts (``check``), in
+    the one sentence the demo and export print; None when it is line-ready."""
+    concerns = check.line_concerns()
+    if not concerns:
+        return None
+    op = check.operating
+    budget = op is not None and op.policy == "false_reject_budget"
+    point = f" at its {op.budget:.1%} false-reject budget" if budget else ""
+    return f"{product}: {bundle}{point} {' and '.join(concerns)} on held-out parts (see its report)"

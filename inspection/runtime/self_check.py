@@ -18,6 +18,7 @@ from inspection.core.errors import BundleError
 from inspection.core.export_gate import (
     BundleFigures,
     GateDecision,
+    GateRecord,
     GateTolerances,
     check_gate,
     with_budget,
@@ -123,13 +124,35 @@ def _missed(miss: KindMiss) -> str:
 
 def recorded_reference(metadata: BundleMetadata) -> BundleFigures:
     """The FP32 figures the bundle's export gate recorded."""
+    return _recorded_gate(metadata).reference_fp32
+
+
+def _recorded_gate(metadata: BundleMetadata) -> GateRecord:
     gate = metadata.export_record().gate
     if gate is None:
         raise BundleError(
             "the bundle records no export gate (it was not calibrated on its own outputs); "
             "re-export it with this version of inspection"
         )
-    return gate.reference_fp32
+    return gate
+
+
+def recorded_check(metadata: BundleMetadata) -> LiveCheck:
+    """The bundle's held-out figures as its export measured them (its gate's figures, the
+    miss of each defect kind at its operating point), for ``line_concerns`` without a run."""
+    gate = _recorded_gate(metadata)
+    miss = {}
+    for kind, subset in metadata.evaluation().per_defect.items():
+        if subset.n_defective and subset.miss_rate is not None:
+            missed = round(subset.miss_rate * subset.n_defective)
+            interval = count_interval(missed, subset.n_defective)
+            miss[kind] = KindMiss(kind, subset.n_defective, missed, interval)
+    calibration = metadata.output_calibration
+    return LiveCheck(
+        f"{metadata.product}/{metadata.bundle_id}", gate.figures, gate.reference_fp32,
+        GateDecision(gate.passed, gate.failures, ()), miss=miss,
+        operating=None if calibration is None else calibration.operating,
+    )  # fmt: skip
 
 
 def check_live_bundle(

@@ -36,6 +36,41 @@ def test_the_gate_table_is_not_cut_off_a_terminal(
     result = CliRunner().invoke(app, args, env={"COLUMNS": "80"})
     assert result.exit_code == 0, result.output
     assert " brick/v0001-fp32 " in result.output and " region recall " in result.output
+    said = " ".join(result.output.split())  # 3 held-out parts a kind show no 10 % miss bound
+    assert "NOT LINE-READY brick: bundle v0001-fp32 at its 1.0% false-reject budget" in said
+
+
+@pytest.mark.parametrize("crack_missed", [0, 40])
+def test_export_judges_line_readiness_as_the_demo_does(
+    tmp_path: Path, crack_missed: int, capsys: pytest.CaptureFixture
+) -> None:
+    """A bundle that passes its gate (as good as FP32) but misses every crack, FP32 too, was
+    reported "gate passed" only; the demo's NOT LINE-READY sentence now follows it."""
+    from inspection.cli.export import _print_line_ready
+    from inspection.core.bundle import read_bundle_metadata
+    from inspection.core.export_gate import BundleFigures, ExportRecord, GateRecord
+    from tests.mean_bundle import write_mean_bundle
+
+    figures = BundleFigures(0.0, crack_missed / 80, 0.9, None, None, None, 0, 60, 80)
+    kinds = {"crack": (40, crack_missed), "stain": (40, 0)}
+    per_defect = {
+        kind: {"n_good": 60, "n_defective": n, "miss_rate": missed / n}
+        for kind, (n, missed) in kinds.items()
+    }
+    metrics = ExportRecord(gate=GateRecord(True, figures, figures)).to_mapping()
+    bundle = write_mean_bundle(
+        tmp_path / "b", input_size=(32, 32), product="grass",
+        metrics=metrics | {"overall": {"n_good": 60}, "per_defect": per_defect},
+    )  # fmt: skip
+
+    _print_line_ready(read_bundle_metadata(bundle))
+
+    said = " ".join(capsys.readouterr().out.split())
+    if crack_missed:
+        assert said.startswith("NOT LINE-READY grass: bundle v0001-fp32 may miss more than 10%")
+        assert "crack 40/40 (95% up to 100%)" in said and "stain" not in said
+    else:
+        assert said == "line-ready: bundle v0001-fp32 on the held-out parts the export measured"
 
 
 def test_a_gate_refusal_exits_3_not_2_with_its_one_line(capsys: pytest.CaptureFixture) -> None:
