@@ -17,6 +17,7 @@ from inspection.core.errors import BundleError, RegistryError
 from inspection.service.auth import ADMINS, REVIEWERS, require
 from inspection.service.errors import RequestError
 from inspection.service.station import Station
+from inspection.store.forward import CENTRAL_REVIEWS
 from inspection.store.models import REVIEW_LABELS
 from inspection.store.tokens import Identity
 
@@ -57,14 +58,16 @@ def add_admin_routes(app: FastAPI, station: Station) -> None:
 
     @app.post("/v1/inspections/{inspection_id}/review", tags=["review"])
     def review(inspection_id: str, body: ReviewIn, identity: Reviewer) -> dict[str, Any]:
-        """Label a result; the reviewer is the token's identity (audited). An unknown id is a
-        StoreError, which the app answers with 404."""
+        """Label a result; the reviewer is the token's identity (audited); a station that
+        forwards sends it on to the central store. An unknown id is a StoreError, which the
+        app answers with 404."""
         row = station.store.add_review(
             inspection_id,
             label=body.label,
             reviewer=identity.name,
             defect_type=body.defect_type,
             note=body.note,
+            outbox=(CENTRAL_REVIEWS,) if station.config.core.central else (),
         )
         return {"inspection_id": inspection_id, "label": row.label, "reviewer": row.reviewer}
 

@@ -24,6 +24,18 @@ leaves a newer column to its default; a station one release ahead leaves out its
 while the central store lacks it, and stops at the first row with a value in it
 (``CentralBehind``, retried) until the central store is upgraded.
 
+A row the central store refuses for good (a data or integrity error, SQLSTATE class 22 or 23:
+a value too long for its column, a violated constraint) is not a wall: the batch is sent again
+one row at a time, and each refused row's message is quarantined (``quarantined_at``, its
+error in ``last_error``), logged, counted in ``Backlog.quarantined`` and alarmed, while the
+rest flows. ``release`` puts the quarantined messages back once the central side is fixed. A
+connection failure or any other error stays a retry of the whole batch.
+
+Reviews made at the station (``Store.add_review`` with ``outbox=(CENTRAL_REVIEWS,)``) wait in
+the same outbox under ``CENTRAL_REVIEWS`` until their result is central, then go through the
+central function ``forward_review`` (migration 0013), idempotent by ``<role>/<review id>``.
+The central store sets each result's ``received_at`` itself: the station never sends it.
+
 Every few seconds, whether or not anything waits, the forwarder also upserts its ``backlog``
 into the central ``station_backlog`` under its role's name (``report``): the dashboard's
 view of each station's backlog, which otherwise lives only in the station's local store.
@@ -46,26 +58,30 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Engine,
+    Integer,
     cast,
     create_engine,
     event,
     func,
     inspect,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.orm import Session, aliased
 
 from inspection.store import rollups
 from inspection.store.blobs import BlobStore
 from inspection.store.central_link import link_args
+from inspection.store.central_roles import STATION_GROUP
 from inspection.store.models import (
     SHA_COLUMNS,
     Inspection,
     OutboxEntry,
     OutboxMessage,
+    Review,
     StationBacklog,
     as_utc,
 )
@@ -76,7 +92,14 @@ log = logging.getLogger(__name__)
 
 CENTRAL = "central"
 """The outbox sink of the rows waiting for the central store."""
-_COLUMNS = [column.key for column in Inspection.__table__.columns]
+CENTRAL_REVIEWS = "central_reviews"
+"""The outbox sink of the station's reviews waiting for the central store (key: review id)."""
+_SINKS = (CENTRAL, CENTRAL_REVIEWS)
+_OWN = {"received_at", "clock_skewed"}
+"""Columns the central store sets itself (migration 0013's trigger)."""
+_COLUMNS = [column.key for column in Inspection.__table__.columns if column.key not in _OWN]
+_REFUSED = ("22", "23")
+"""SQLSTATE classes of a row refused for good: data exception, integrity constraint violation."""
 REPORT_EVERY_S = 5.0
 """How often ``Forwarder.run`` reports the backlog to the central ``station_backlog``."""
 
@@ -92,35 +115,73 @@ def central_entry(key: str, blob_bytes: int) -> OutboxEntry:
 
 @dataclass(frozen=True)
 class Backlog:
-    """What waits for the central store: rows, their blobs' bytes, the oldest one's age, and
-    the rows forwarded in the last minute per second."""
+    """What waits for the central store: rows (results and reviews), their blobs' bytes, the
+    oldest one's age, the rows forwarded in the last minute per second, and the rows the
+    central store refused for good (quarantined, not counted in ``rows``)."""
 
     rows: int
     bytes: int
     oldest_age_s: float | None
     rate_per_s: float
+    quarantined: int = 0
 
     def alarm(self, after_s: float) -> bool:
-        return self.oldest_age_s is not None and self.oldest_age_s > after_s
+        """Whether the oldest row waits over ``after_s``, or any row is quarantined."""
+        late = self.oldest_age_s is not None and self.oldest_age_s > after_s
+        return late or self.quarantined > 0
 
 
 def backlog(store: Store, now: datetime | None = None) -> Backlog:
-    """The station's central backlog (one indexed read of the pending messages)."""
+    """The station's central backlog (indexed reads of the pending messages)."""
     now = now or datetime.now(timezone.utc)
-    waiting = OutboxMessage.sink == CENTRAL, OutboxMessage.delivered_at.is_(None)
+    waiting = OutboxMessage.sink.in_(_SINKS), OutboxMessage.delivered_at.is_(None)
     pending = select(
         func.count(),
         func.coalesce(func.sum(cast(OutboxMessage.payload, BigInteger)), 0),
         func.min(OutboxMessage.created_at),
-    ).where(*waiting)
+    ).where(*waiting, OutboxMessage.quarantined_at.is_(None))
+    parked = select(func.count()).where(*waiting, OutboxMessage.quarantined_at.is_not(None))
     recent = select(func.count()).where(
-        OutboxMessage.sink == CENTRAL, OutboxMessage.delivered_at >= now - timedelta(minutes=1)
+        OutboxMessage.sink.in_(_SINKS), OutboxMessage.delivered_at >= now - timedelta(minutes=1)
     )
     with store.session() as session:
         rows, size, oldest = session.execute(pending).one()
-        moved = session.scalar(recent) or 0
+        moved, quarantined = session.scalar(recent) or 0, session.scalar(parked) or 0
     age = None if oldest is None else (now - as_utc(oldest)).total_seconds()
-    return Backlog(int(rows), int(size), age, moved / 60.0)
+    return Backlog(int(rows), int(size), age, moved / 60.0, int(quarantined))
+
+
+def quarantined(store: Store) -> list[tuple[str, str, str | None]]:
+    """The quarantined messages, oldest first: (sink, key, the central store's refusal)."""
+    query = (
+        select(OutboxMessage.sink, OutboxMessage.key, OutboxMessage.last_error)
+        .where(OutboxMessage.quarantined_at.is_not(None), OutboxMessage.delivered_at.is_(None))
+        .order_by(OutboxMessage.id)
+    )
+    with store.session() as session:
+        return [tuple(row) for row in session.execute(query)]
+
+
+def release(store: Store) -> int:
+    """Put every quarantined message back in line (the central side was fixed); returns how
+    many. A row refused again is quarantined again."""
+    parked = OutboxMessage.quarantined_at.is_not(None), OutboxMessage.delivered_at.is_(None)
+    with store.session() as session:
+        result = session.execute(update(OutboxMessage).where(*parked).values(quarantined_at=None))
+        return int(result.rowcount or 0)
+
+
+def _due(sink: str) -> tuple[Any, ...]:
+    return (
+        OutboxMessage.sink == sink,
+        OutboxMessage.delivered_at.is_(None),
+        OutboxMessage.quarantined_at.is_(None),
+    )
+
+
+def _refused(exc: DBAPIError) -> bool:
+    """Whether the central store refused the row for good (``_REFUSED``), not failed."""
+    return str(getattr(exc.orig, "sqlstate", None) or "")[:2] in _REFUSED
 
 
 class Forwarder:
@@ -157,46 +218,110 @@ class Forwarder:
         event.listen(self.engine, "connect", lambda dbapi, _: self._connections.add(dbapi))
         self._columns: set[str] | None = None
         """The central ``inspections`` columns, read again after each failure."""
+        self._station = False
+        """Whether the central role is a station's (``STATION_GROUP``), whose rows the central
+        store adds to its rollups itself; the owner's forwarder adds them (``rollups``)."""
         self.forwarded = 0
         """Rows marked forwarded by this process (a Prometheus counter)."""
+        self.quarantined = 0
+        """Rows this process quarantined (the central store refused them)."""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._report_refused = False
 
     def forward_once(self) -> int:
-        """Forward the oldest batch; returns how many rows it marked forwarded (0: nothing
-        waits). Raises SQLAlchemy's or the file system's error when the central side fails."""
-        query = (
+        """Forward the oldest batch of results, then of reviews whose result is central;
+        returns how many rows it settled, forwarded or quarantined (0: nothing waits). Raises
+        SQLAlchemy's or the file system's error when the central side fails."""
+        results = (
             select(OutboxMessage.id, Inspection)
             .join(Inspection, Inspection.id == OutboxMessage.inspection_id)
-            .where(OutboxMessage.sink == CENTRAL, OutboxMessage.delivered_at.is_(None))
+            .where(*_due(CENTRAL))
             .order_by(OutboxMessage.id)
             .limit(self.batch)
         )
+        result = aliased(OutboxMessage)
+        result_waits = select(result.id).where(
+            result.inspection_id == OutboxMessage.inspection_id,
+            result.sink == CENTRAL,
+            result.delivered_at.is_(None),
+        )
+        reviews = (
+            select(OutboxMessage.id, Review)
+            .join(Review, Review.id == cast(OutboxMessage.key, Integer))
+            .where(*_due(CENTRAL_REVIEWS), ~result_waits.exists())
+            .order_by(OutboxMessage.id)
+            .limit(self.batch)
+        )
+        return self._deliver(results, self._insert) + self._deliver(reviews, self._review)
+
+    def _deliver(self, query: Any, send: Any) -> int:
+        """Send ``query``'s (message id, row) batch with ``send(rows)`` in one central
+        transaction; when the central store refuses it for good, row by row, quarantining each
+        refused row's message. Marks the rest delivered; returns the rows settled."""
         with self.local.session() as session:
             batch = session.execute(query).all()
         if not batch:
             return 0
+        refused: dict[int, str] = {}
+        try:
+            send([row for _, row in batch])
+        except DBAPIError as exc:
+            if not _refused(exc):
+                raise
+            for message_id, row in batch:
+                try:
+                    send([row])
+                except DBAPIError as exc:
+                    if not _refused(exc):
+                        raise
+                    refused[message_id] = first_line(exc)
+        self._settle([m for m, _ in batch if m not in refused], refused)
+        return len(batch)
+
+    def _insert(self, rows: list[Inspection]) -> None:
         with self._deadline(), Session(self.engine) as central, central.begin():
             columns = self._central_columns(central)
-            rows = [self._with_blobs(row, columns) for _, row in batch]
-            insert = postgresql.insert(Inspection).values(rows).on_conflict_do_nothing()
+            values = [self._with_blobs(row, columns) for row in rows]
+            insert = postgresql.insert(Inspection).values(values).on_conflict_do_nothing()
             inserted = set(central.scalars(insert.returning(Inspection.id)))
-            rollups.record(central, [row for _, row in batch if row.id in inserted])
-        ids = [message_id for message_id, _ in batch]
+            if not self._station:  # a station's rows: the central trigger adds them (0012)
+                rollups.record(central, [row for row in rows if row.id in inserted])
+
+    def _review(self, reviews: list[Review]) -> None:
+        with self._deadline(), Session(self.engine) as central, central.begin():
+            for r in reviews:
+                fields = (r.id, r.inspection_id, r.label, r.defect_type, r.reviewer, r.note)
+                central.execute(select(func.forward_review(*fields, r.created_at)))
+
+    def _settle(self, delivered: list[int], refused: dict[int, str]) -> None:
+        """Mark ``delivered`` delivered and quarantine ``refused`` ({message id: error})."""
+        now = datetime.now(timezone.utc)
         with self.local.session() as session:
-            session.execute(
-                update(OutboxMessage)
-                .where(OutboxMessage.id.in_(ids))
-                .values(delivered_at=datetime.now(timezone.utc))
-            )
-        self.forwarded += len(ids)
-        return len(ids)
+            if delivered:
+                mark = update(OutboxMessage).where(OutboxMessage.id.in_(delivered))
+                session.execute(mark.values(delivered_at=now))
+            for message_id, error in refused.items():
+                park = update(OutboxMessage).where(OutboxMessage.id == message_id)
+                attempts = OutboxMessage.attempts + 1
+                session.execute(
+                    park.values(quarantined_at=now, last_error=error[:2000], attempts=attempts)
+                )
+                log.error(
+                    "central store refused outbox message %d for good: %s; quarantined at the "
+                    "station (`inspection station forward --release` once fixed), the rest flows",
+                    message_id, error,
+                )  # fmt: skip
+        self.forwarded += len(delivered)
+        self.quarantined += len(refused)
 
     def _central_columns(self, central: Session) -> set[str]:
+        """The central ``inspections`` columns; also learns whether this is a station's role."""
         if self._columns is None:
             found = inspect(central.connection()).get_columns(Inspection.__tablename__)
             self._columns = {column["name"] for column in found}
+            group = f"pg_has_role(current_user, to_regrole('{STATION_GROUP}'), 'MEMBER')"
+            self._station = bool(central.scalar(text(f"SELECT coalesce({group}, false)")))
         return self._columns
 
     def _with_blobs(self, row: Inspection, columns: set[str]) -> dict[str, Any]:
@@ -255,6 +380,7 @@ class Forwarder:
                 "oldest_age_s": waiting.oldest_age_s,
                 "rate_per_s": waiting.rate_per_s,
                 "alarm_after_s": self.alarm_after_s,
+                "quarantined": waiting.quarantined,
                 "reported_at": func.now(),
             }
             insert = postgresql.insert(StationBacklog).values(
@@ -302,7 +428,7 @@ class Forwarder:
                     self.report()
                     reported = time.monotonic()
             wait = backoff_s(failures, self) if failures else idle_s
-            self._stop.wait(0 if moved == self.batch else wait)
+            self._stop.wait(0 if moved >= self.batch else wait)
 
     def start(self) -> None:
         self._stop.clear()

@@ -70,10 +70,11 @@ class Inspection(Base):
     """sha256 of the uploaded bytes: a replayed request id must carry the same payload."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     """When the station says it inspected the part (its own clock): the partition key."""
-    received_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=utcnow)
+    received_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     """When the store received the row: on PostgreSQL its own clock, set by a trigger whatever
-    the writer sends (migration 0013); retention ages rows by it. ``None``: before 0013."""
-    clock_skewed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    the writer sends (migration 0013); retention ages rows by it too. ``None`` (SQLite, a
+    station's one clock; rows from before 0013): aged by ``created_at`` alone."""
+    clock_skewed: Mapped[bool] = mapped_column(Boolean, server_default=false())
     """``created_at`` was further from ``received_at`` than the central tolerance: kept, counted."""
     product: Mapped[str] = mapped_column(String(64))
     station_id: Mapped[str] = mapped_column(String(64))

@@ -7,8 +7,10 @@ one to ``MONTHS_AHEAD`` after it: the migration runs it in its transaction, and 
 prune (``inspection store prune``, hourly under ``inspection scheduler``) runs ``upkeep``, which
 makes each missing month in a transaction of its own. A month is made as a plain table, filled
 with whatever the default partition held of its range, then attached, so rows that waited in
-the default partition move into their month; the default partition is locked meanwhile, so a
-forwarder's row for that month waits (at most ``LOCK_TIMEOUT``) instead of breaking the attach.
+the default partition move into their month. Writes to the results table wait meanwhile (for
+as long as that month's rows take to move: none when months are made ahead, as scheduled);
+without that lock an insert already routed to the default partition fails its partition check
+once the month is attached. The lock is had within ``LOCK_TIMEOUT`` or the month is left.
 A month another prune made first is skipped; one that cannot be made is logged and left to the
 next run, and the other months are made all the same. Retention drops whole months
 (``store.retention``).
@@ -38,7 +40,7 @@ AUTOVACUUM = (
 )
 """Migration 0009's settings, per partition: a partitioned table takes no storage parameters."""
 LOCK_TIMEOUT = "10s"
-"""How long ``upkeep`` waits for the default partition (and forwarders for it) per month."""
+"""How long ``upkeep`` waits for the results table's writers to finish, per month."""
 _BOUND = (
     "(regexp_match(pg_get_expr(c.relpartbound, c.oid), '{} \\(''([^'']+)''\\)'))[1]::timestamptz"
 )
@@ -106,11 +108,19 @@ def missing(connection: Connection, now: datetime, since: datetime | None = None
 
 
 def upkeep(engine: Engine, now: datetime) -> tuple[list[str], list[str]]:
-    """``ensure``'s months, each in a transaction of its own, while forwarders insert: returns
-    (made, failed). A month that fails (its lock not had within ``LOCK_TIMEOUT``, say) is
-    logged and left to the next run; the other months are made all the same."""
+    """The missing months from the first gap after the oldest partition (months a neglected
+    store skipped, or a month an earlier run failed) to ``MONTHS_AHEAD`` after ``now``'s, each in a transaction of its own, while
+    writers insert: returns (made, failed). A month that fails (its lock not had within
+    ``LOCK_TIMEOUT``, a table in its way) is logged and left to the next run; the other months
+    are made all the same."""
     with engine.begin() as connection:
-        months = missing(connection, now) if partitioned(connection) else []
+        if not partitioned(connection):
+            return [], []
+        held = {p.start for p in partitions(connection) if p.start is not None}
+        gap = min(held, default=now)
+        while gap in held:
+            gap = month_of(gap, 1)
+        months = missing(connection, now, since=min(gap, now))
     made, failed = [], []
     for month in months:
         try:
@@ -126,13 +136,14 @@ def upkeep(engine: Engine, now: datetime) -> tuple[list[str], list[str]]:
 
 
 def _create(connection: Connection, start: datetime) -> str | None:
-    """Attach month ``start``'s partition, moving its rows out of the default partition, which
-    stays locked until the transaction ends (a forwarder's row for the month waits, instead of
-    landing in the default partition between the move and the attach); ``None`` when the month
-    exists by then (another prune made it)."""
+    """Attach month ``start``'s partition, moving its rows out of the default partition. The
+    results table is locked against writes until the transaction ends: an insert already
+    routed to the default partition would otherwise fail its partition check once the month
+    is attached; it waits instead. ``None`` when the month is attached by then (another prune
+    made it)."""
     name, end = f"{TABLE}_p{start:%Y%m}", month_of(start, 1)
-    connection.execute(text(f"LOCK TABLE {DEFAULT} IN SHARE ROW EXCLUSIVE MODE"))
-    if connection.execute(text(f"SELECT to_regclass('{name}')")).scalar() is not None:
+    connection.execute(text(f"LOCK TABLE {TABLE} IN SHARE ROW EXCLUSIVE MODE"))
+    if any(p.name == name for p in partitions(connection)):
         return None
     low, high = f"'{start.isoformat()}'", f"'{end.isoformat()}'"  # DDL takes no parameters
     statements = (

@@ -309,9 +309,11 @@ class Store:
         defect_type: str | None = None,
         note: str | None = None,
         region_sha: str | None = None,
+        outbox: Sequence[str] = (),
     ) -> Review:
         """Record a review label (audit trail) and mirror it on the inspection. ``region_sha``:
-        the mask blob of the defect region the reviewer painted (a ``defect`` label only)."""
+        the mask blob of the defect region the reviewer painted (a ``defect`` label only).
+        ``outbox``: sinks the review waits for (key: its id), in the same transaction."""
         if label not in REVIEW_LABELS:
             raise StoreError(f"review label must be one of {list(REVIEW_LABELS)}, got {label!r}")
         if not reviewer or not reviewer.strip():
@@ -334,6 +336,12 @@ class Store:
             )
             session.add(review)
             session.flush()
+            session.add_all(
+                OutboxMessage(
+                    inspection_id=inspection_id, key=str(review.id), sink=sink, payload="0"
+                )
+                for sink in outbox
+            )
             row.review_label = label
             row.review_defect_type = review.defect_type
             row.reviewed_by = review.reviewer
