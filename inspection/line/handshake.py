@@ -267,6 +267,7 @@ class TriggerHandler:
         self.retry_window_s = retry_window_s
         self._product = product
         self._lock = threading.Lock()
+        self._running: dict[tuple[str, str, str | None, str], Future[tuple[Outcome, float]]] = {}
         workers = max(workers, len(self.views))
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="trigger")
         self.select_product(product)
@@ -329,11 +330,23 @@ class TriggerHandler:
         return None
 
     def _start(self, shot: _Shot, source: str) -> Answer | Future[tuple[Outcome, float]]:
-        """Warm the model and submit capture + inspection, or the refusal."""
+        """Warm the model and submit capture + inspection, or the refusal. A retry of a request
+        still being inspected (an answer that timed out) waits for that inspection."""
         if (refusal := self._refusal(shot)) is not None:
             return refusal
-        self.warmer.on_trigger(shot.product, self.pipeline.models.get(shot.product).inspector)
-        return self._executor.submit(self._inspect, shot, source)
+        request = (shot.request_id, shot.product, shot.part_id, source)
+        with self._lock:
+            if (running := self._running.get(request)) is not None:
+                return running
+            self.warmer.on_trigger(shot.product, self.pipeline.models.get(shot.product).inspector)
+            future = self._executor.submit(self._inspect, shot, source)
+            self._running[request] = future
+        future.add_done_callback(lambda _: self._forget(request))
+        return future
+
+    def _forget(self, request: tuple[str, str, str | None, str]) -> None:
+        with self._lock:
+            self._running.pop(request, None)
 
     def _finish(
         self, shot: _Shot, future: Future[tuple[Outcome, float]], started: float, deadline: float

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,17 @@ def test_triggers_get_verdicts_then_each_error_code(station: LineStation) -> Non
         assert message in answer.message
         assert Answer.from_json(answer.to_json()) == answer
     assert station.publisher.outbox.backlog() == {}  # no sinks configured: no outbox rows
+
+
+def test_a_retry_of_a_request_still_being_inspected_waits_for_it(station: LineStation) -> None:
+    """Two triggers of one request at once (a PLC retrying an answer that timed out): one
+    capture, one row, both answered with its verdict."""
+    trigger = Trigger("c-1", None, "part-c")
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(lambda _: station.handler.handle(trigger, source="mqtt"), [0, 1]))
+    assert answers[0].inspection_id is not None and answers[0].error_code == ErrorCode.NONE
+    assert answers[1].inspection_id == answers[0].inspection_id
+    assert station.core.store.count_inspections() == 1
 
 
 def test_plc_selects_the_product(station: LineStation) -> None:
