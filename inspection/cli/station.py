@@ -323,16 +323,26 @@ def _backlog(core: StationCoreConfig) -> dict[str, SinkBacklog] | None:
 def forward(
     config: Path = CONFIG_OPTION,
     drain: bool = typer.Option(False, "--drain", help="Forward until nothing waits, then exit."),
+    release: bool = typer.Option(
+        False, "--release", help="Put the quarantined rows back in line (the central side fixed)."
+    ),
 ) -> None:
-    """The results waiting for the central store (rows, bytes, oldest, rate, alarm); with
-    ``--drain`` forward them now (``inspection serve`` forwards in the background anyway)."""
+    """The results waiting for the central store (rows, bytes, oldest, rate, alarm) and those
+    it refused (quarantined, with its error); with ``--release`` those go back in line, with
+    ``--drain`` forward now (``inspection serve`` forwards in the background anyway)."""
     # deferred: sqlalchemy, alembic
+    from inspection.store import forward as forwarding
     from inspection.store.forward import Forwarder
     from inspection.store.store import Store
 
     core = load_station_config(config).core
     if core.central is None:
         raise typer.BadParameter(f"{config}: core.central is not set; nothing is forwarded")
+    if release:
+        store = Store(core.store_url, core.blob_dir)
+        store.check_schema()
+        console.print(f"released {forwarding.release(store)} quarantined rows")
+        store.engine.dispose()
     if drain:
         store = Store(core.store_url, core.blob_dir)
         store.check_schema()
@@ -355,14 +365,14 @@ def forward(
 def _print_central(core: StationCoreConfig) -> None:
     """One line: the central backlog, loud past ``central.alarm_after_seconds``."""
     # deferred: sqlalchemy, alembic
-    from inspection.store.forward import backlog
+    from inspection.store.forward import backlog, quarantined
     from inspection.store.store import Store
 
     if core.central is None:
         return
     store = Store(core.store_url, core.blob_dir)
     try:
-        waiting = backlog(store)
+        waiting, parked = backlog(store), quarantined(store)
     finally:
         store.engine.dispose()
     oldest = "-" if waiting.oldest_age_s is None else f"{waiting.oldest_age_s:.0f} s"
@@ -370,9 +380,12 @@ def _print_central(core: StationCoreConfig) -> None:
     console.print(
         f"{'[bold red]ALARM[/] ' if alarm else ''}central backlog: {waiting.rows} results, "
         f"{waiting.bytes / 1e6:.1f} MB, oldest {oldest}, forwarding "
-        f"{waiting.rate_per_s:.1f}/s (alarm after {core.central.alarm_after_seconds:g} s)",
+        f"{waiting.rate_per_s:.1f}/s (alarm after {core.central.alarm_after_seconds:g} s); "
+        f"{waiting.quarantined} quarantined",
         highlight=False,
     )
+    for sink, key, error in parked[:20]:
+        console.print(f"  quarantined {sink} {escape(key)}: {escape(error or '')}", highlight=False)
 
 
 def _say_no_outbox(reason: str) -> None:

@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+import yaml
+from typer.testing import CliRunner
 
+from inspection.cli import app
 from inspection.store.forward import (
     CENTRAL_REVIEWS,
     Forwarder,
@@ -18,6 +21,7 @@ from inspection.store.forward import (
 )
 from inspection.store.models import Inspection, Review, StationBacklog
 from inspection.store.store import Store
+from tests.conftest import PG_CA_FILE
 from tests.store import test_forward
 from tests.store.test_forward import Central, _central_keys, _local
 
@@ -63,6 +67,28 @@ def test_one_refused_row_in_a_backlog_of_100_is_quarantined_and_the_rest_flows(
     assert release(local) == 1 and forwarder.drain() == 1
     forwarder.stop()
     assert _central_keys(central) == keys and backlog(local).quarantined == 0
+
+
+def test_the_station_command_shows_and_releases_the_quarantined_rows(
+    central: Central, tmp_path: Path
+) -> None:
+    local = _local(tmp_path, central.station, 3)
+    _refused_at(local, 1, central.station)
+    core = {"products": ["brick"], "registry_dir": str(tmp_path), "allow_unsigned_bundles": True}
+    core |= {"store_url": local.url, "blob_dir": str(tmp_path / "blobs")}
+    url = sa.make_url(central.url).set(query={})  # the CA comes from ca_file
+    core["central"] = {"url": url.render_as_string(False), "blob_dir": str(central.blob_dir)}
+    core["central"]["ca_file"] = str(PG_CA_FILE)
+    station = tmp_path / "station.yaml"
+    station.write_text(yaml.safe_dump({"core": core}))
+    command = ["station", "forward", "-c", str(station)]
+    drained = CliRunner().invoke(app, [*command, "--drain"])
+    assert drained.exit_code == 0, drained.output
+    assert "ALARM" in drained.output and "0 results" in drained.output
+    assert "1 quarantined" in drained.output and f"{central.station}/r0001" in drained.output
+    released = CliRunner().invoke(app, [*command, "--release"])
+    assert "released 1 quarantined rows" in released.output
+    assert "central backlog: 1 results" in released.output and "0 quarantined" in released.output
 
 
 def test_a_connection_failure_is_retried_not_quarantined(central: Central, tmp_path: Path) -> None:
