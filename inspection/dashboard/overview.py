@@ -134,6 +134,7 @@ BACKLOG_COLUMNS = {
     "bytes": "bytes",
     "oldest_age_s": "oldest",
     "rate_per_s": "forwarded",
+    "quarantined": "quarantined",
     "reported_at": "last heard",
 }
 """``backlog_frame``'s columns, in order, with the headers ``backlog_table`` shows."""
@@ -142,10 +143,13 @@ BACKLOG_COLUMNS = {
 def backlog_alarm(row: queries.BacklogRow, now: datetime) -> str:
     """Why a forwarding station is alarmed ('' when it is not): its oldest waiting result is
     older than its alarm setting (``BACKLOG_ALARM_AFTER_S`` when it sent none), or it has not
-    reported for longer than ``SILENT_REPORT_AFTER``."""
+    reported for longer than ``SILENT_REPORT_AFTER``, or the central store refused some of its
+    rows (quarantined at the station: ``inspection station forward`` lists them)."""
     silent = now - row.reported_at
     if silent > SILENT_REPORT_AFTER:
         return f"not heard for {_duration(silent.total_seconds())}"
+    if row.quarantined:
+        return f"{row.quarantined:,} rows refused by the central store, quarantined"
     limit = BACKLOG_ALARM_AFTER_S if row.alarm_after_s is None else row.alarm_after_s
     if row.oldest_age_s is not None and row.oldest_age_s > limit:
         return f"oldest waiting {_duration(row.oldest_age_s)} (alarm after {_duration(limit)})"
@@ -175,6 +179,7 @@ def backlog_table(frame: pd.DataFrame, now: datetime) -> pd.DataFrame:
         bytes=frame["bytes"].map(_size),
         oldest_age_s=frame["oldest_age_s"].map(lambda s: "—" if pd.isna(s) else _duration(s)),
         rate_per_s=frame["rate_per_s"].map("{:.1f}/s".format),
+        quarantined=frame["quarantined"].map("{:,}".format),
         reported_at=[
             f"{at:%Y-%m-%d %H:%M:%S} ({_duration((now - at).total_seconds())} ago)" for at in heard
         ],

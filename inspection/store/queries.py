@@ -73,6 +73,8 @@ class BacklogRow:
     rate_per_s: float
     alarm_after_s: float | None
     reported_at: datetime
+    quarantined: int = 0
+    """Rows the central store refused for good, parked at the station."""
 
 
 @dataclass(frozen=True)
@@ -485,10 +487,10 @@ def station_backlogs(store: Store) -> list[BacklogRow]:
     """Every forwarding station's last backlog report, by station id (one row per station)."""
     b = StationBacklog
     columns = (b.backlog_rows, b.backlog_bytes, b.oldest_age_s, b.rate_per_s, b.alarm_after_s)
-    query = select(b.station_id, *columns, b.reported_at).order_by(b.station_id)
+    query = select(b.station_id, *columns, b.reported_at, b.quarantined).order_by(b.station_id)
     with store.session() as session:
         rows = session.execute(query).all()
     return [
-        BacklogRow(s, int(n), int(size), age, float(rate), alarm, as_utc(at))
-        for s, n, size, age, rate, alarm, at in rows
+        BacklogRow(s, int(n), int(size), age, float(rate), alarm, as_utc(at), int(parked))
+        for s, n, size, age, rate, alarm, at, parked in rows
     ]

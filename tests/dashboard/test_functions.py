@@ -446,11 +446,13 @@ def test_backlog_frame_lists_each_station_with_its_alarm(store: Store) -> None:
         reported_at=now,
     )  # fmt: skip
     _report(store, "silent", reported_at=now - overview.SILENT_REPORT_AFTER - timedelta(minutes=1))
+    _report(store, "parked", quarantined=1, reported_at=now)
     frame = overview.backlog_frame(store, now=now)
     assert list(frame.columns) == list(overview.BACKLOG_COLUMNS)
     alarms = dict(zip(frame["station_id"], frame["alarm"], strict=True))
     assert alarms == {
         "late": "oldest waiting 90 s (alarm after 60 s)",
+        "parked": "1 rows refused by the central store, quarantined",
         "quiet": "",
         "silent": "not heard for 3 min",
         "unset": "oldest waiting 5 min (alarm after 5 min)",
@@ -466,6 +468,7 @@ def test_backlog_frame_lists_each_station_with_its_alarm(store: Store) -> None:
         "bytes": "25.0 MB",
         "oldest": "90 s",
         "forwarded": "2.5/s",
+        "quarantined": "0",
         "last heard": "2025-03-01 09:59:57 (3 s ago)",
     }
     assert (table.loc["quiet", "alarm"], table.loc["quiet", "oldest"]) == ("ok", "—")
