@@ -168,7 +168,8 @@ class GoldenCollector(Collector):
 class ForwardCollector(Collector):
     """The central backlog, read from the local store at every scrape:
     ``inspection_forward_backlog_rows``, ``_bytes``, ``_oldest_seconds``, ``_alarm`` (1 when
-    the oldest is older than ``alarm_after_s``), ``_rate`` (rows/s over the last minute) and
+    the oldest is older than ``alarm_after_s`` or any is quarantined), ``_rate`` (rows/s over
+    the last minute), ``_quarantined`` (rows the central store refused) and
     ``inspection_forwarded_total`` (rows this process forwarded)."""
 
     def __init__(self, forwarder: Forwarder, alarm_after_s: float) -> None:
@@ -185,6 +186,10 @@ class ForwardCollector(Collector):
                 float(waiting.alarm(self.alarm_after_s)),
             ),
             "rate": ("Results forwarded per second over the last minute.", waiting.rate_per_s),
+            "quarantined": (
+                "Results the central store refused for good, parked here (they also alarm).",
+                waiting.quarantined,
+            ),
         }
         for name, (doc, value) in gauges.items():
             yield GaugeMetricFamily(f"inspection_forward_{name}", doc, value=value)

@@ -27,5 +27,7 @@ def test_a_station_answers_and_stores_locally_while_central_is_down(
         central_status = served.ops("/healthz").json()["central"]
     assert "inspection_forward_backlog_rows 2.0" in metrics
     assert "inspection_forward_alarm 0.0" in metrics
+    assert "inspection_forward_quarantined 0.0" in metrics
     assert central_status["rows"] == 2 and central_status["alarm"] is False
+    assert central_status["quarantined"] == 0
     assert not (tmp_path / "central-blobs").exists()
