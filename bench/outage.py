@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import shutil
 import sqlite3
 import threading
 import time
@@ -38,6 +40,7 @@ from line import STATION_ID, percentiles, plc_trigger_retrying, prepare, scratch
 
 from inspection.line.handshake import ErrorCode
 from inspection.line.mosquitto import Broker, free_port
+from inspection.line.pki import LinePki
 from inspection.line.softplc import SoftPlc
 from inspection.store.central_roles import grant_station
 from inspection.store.store import Store
@@ -87,12 +90,33 @@ class Relay:
         await asyncio.gather(self._pump(reader, up_writer), self._pump(up_reader, writer))
 
 
-def central_site(work: Path) -> tuple[ScratchPostgres, Relay, str]:
-    """The central PostgreSQL (migrated, owned by a non-superuser ``inspection`` role) and the
-    station's own forwarding role; returns the server, its relay and the station's URL."""
+def tls(pg: ScratchPostgres, pki_dir: Path) -> Path:
+    """Give ``pg`` a server certificate for 127.0.0.1 from a site CA made by the project's PKI
+    (as ``scripts/services.sh`` does); returns the CA file stations verify it against."""
+    pki = LinePki(pki_dir)
+    identity = pki.identity("postgres", "urn:inspection:central-postgres", server=True)
+    data = pg.data_dir / "data"
+    for source, name in (
+        (identity.certificate, "server.crt"),
+        (identity.private_key, "server.key"),
+    ):
+        shutil.copy(source, data / name)
+        os.chmod(data / name, 0o600)
+        if os.geteuid() == 0:
+            shutil.chown(data / name, "postgres", "postgres")
+    with open(data / "postgresql.conf", "a", encoding="utf-8") as conf:
+        conf.write("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n")
+    return pki.ca_file
+
+
+def central_site(work: Path) -> tuple[ScratchPostgres, Relay, str, Path]:
+    """The central PostgreSQL (TLS, migrated, owned by a non-superuser ``inspection`` role)
+    and the station's own forwarding role; returns the server, its relay, the station's URL
+    and the CA file its link verifies the server against (``sslmode=verify-full``)."""
     pg = ScratchPostgres(
         work.parent / f"{work.name}-pg", free_port()
     ).init()  # the broker 0700s work
+    ca_file = tls(pg, work.parent / f"{work.name}-pg-tls")
     pg.start()
     _admin(pg.url(), "CREATE ROLE inspection LOGIN CREATEROLE PASSWORD 'inspection'")
     _admin(pg.url(), "CREATE DATABASE inspection OWNER inspection")
@@ -101,7 +125,7 @@ def central_site(work: Path) -> tuple[ScratchPostgres, Relay, str]:
     owner.engine.dispose()
     relay = Relay(pg.port)
     url = f"postgresql+psycopg://{STATION_ID}:{password}@127.0.0.1:{relay.port}/inspection"
-    return pg, relay, url
+    return pg, relay, url, ca_file
 
 
 class Watch:
@@ -138,7 +162,7 @@ class Watch:
 
 def scenario(args: argparse.Namespace, name: str) -> dict[str, Any]:
     work, security, plc = scratch_plc(args, name)
-    pg, relay, station_url = central_site(work)
+    pg, relay, station_url, ca_file = central_site(work)
     broker = Broker(work, persistent=True, security=security, stations=(STATION_ID,))
     broker.start()
     links = {
@@ -148,7 +172,8 @@ def scenario(args: argparse.Namespace, name: str) -> dict[str, Any]:
     }
     config_path = prepare(args, work, security, links)
     config = yaml.safe_load(config_path.read_text())
-    config["core"]["central"] = {"url": station_url, "blob_dir": str(work / "central")}
+    central = {"url": station_url, "blob_dir": str(work / "central"), "ca_file": str(ca_file)}
+    config["core"]["central"] = central
     config_path.write_text(yaml.safe_dump(config))
     station = Child(["station", "run", "-c", str(config_path)], work / "station.log")
     try:
