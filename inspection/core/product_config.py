@@ -87,6 +87,9 @@ class ModelConfig:
     image_score: str = "patch"
     image_score_blur: float | Literal["auto"] = 0.0
     bank_augment: tuple[str, ...] = ()  # views of each training image added to the bank
+    # the mixed model (training.models.mixed): a supervised head learned from the labelled
+    # defects (train/<defect>) fused with PatchCore; auto: on where the dataset has them
+    supervised: bool | Literal["auto"] = False
     # STFPM
     max_epochs: int = 5
     # PaDiM: a seeded subset of backbone channels per cell (None: all; size grows with its square)
@@ -143,6 +146,11 @@ class ModelConfig:
                "blurs the map before its peak: needs image_score: map_peak")  # fmt: skip
         _check(not self.bank_augment or self.kind == "patchcore", "bank_augment",
                f"only a patchcore model has a memory bank (this is {self.kind}); remove it")  # fmt: skip
+        _check(self.supervised in (True, False, "auto"), "supervised",
+               f"must be true, false or auto, got {self.supervised!r}")  # fmt: skip
+        _check(self.supervised is False or self.kind == "patchcore", "supervised",
+               f"the mixed model's head fuses with a patchcore model (this is {self.kind}); "
+               "remove it")  # fmt: skip
         unknown_views = [v for v in self.bank_augment if v not in BANK_VIEWS]
         _check(not unknown_views, "bank_augment",
                f"unknown views {unknown_views}; valid: {list(BANK_VIEWS)}")  # fmt: skip

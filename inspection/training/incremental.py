@@ -85,6 +85,7 @@ def update_patchcore(
     with _timed(stages, "load"):
         dataset = dataset or load_dataset(parent.dataset_root())
         validation, test = _recorded_splits(parent, dataset)
+        digests = _check_unseen(registry, parent, dataset, images)
         model = load_trained_model(parent)
     say(f"extracting patches of {len(images)} new images")
     with _timed(stages, "extract"):
@@ -111,7 +112,7 @@ def update_patchcore(
     rows_after = int(model.model.memory_bank.shape[0])
     lineage = Lineage(
         parent=parent.version, method="incremental", added_images=len(images),
-        added_digests=tuple(sha256_file(p) for p in images),
+        added_digests=digests,
         added_patches=rows_after - int(bank.shape[0]), bank_rows_before=int(bank.shape[0]),
         bank_rows_after=rows_after,
     )  # fmt: skip
@@ -181,6 +182,11 @@ def _check_parent(parent: ModelRecord) -> ModelConfig:
         raise ConfigError(
             f"{parent.model_version} was trained on tiles: update it with a full `inspection train`"
         )
+    if parent.config.get("supervised") is True:
+        raise ConfigError(
+            f"{parent.model_version} is a mixed model: its head learned the bank's distances, "
+            "which new bank rows would shift; update it with a full `inspection train`"
+        )
     if CHECKPOINT_FILE not in parent.files:
         raise RegistryError(f"{parent.model_version} has no {CHECKPOINT_FILE} to update")
     return model_config_from_mapping(parent.config, where=f"{parent.model_version} config")
@@ -194,6 +200,42 @@ def _check_images(images: Sequence[Path]) -> list[Path]:
     if missing:
         raise DatasetError(f"images not found: {', '.join(missing[:5])}")
     return paths
+
+
+def _check_unseen(
+    registry: Registry, parent: ModelRecord, dataset: Dataset, images: Sequence[Path]
+) -> tuple[str, ...]:
+    """The sha256 of each new image; ``DatasetError`` naming the files that are one of the
+    parent's held-out images (it would be measured on what it learned) or already in its bank
+    (its training images, and those added by the updates it descends from)."""
+    recorded: dict[str, str] = parent.dataset.get("files") or {}
+    splits = parent.splits()
+    held_out = {recorded[r]: r for r in (*splits.validation, *splits.test) if r in recorded}
+    train = (relative_name(s.path, dataset.root) for s in dataset.train_samples)
+    banked = {recorded[r]: r for r in train if r in recorded} | _added_digests(registry, parent)
+    digests = tuple(sha256_file(p) for p in images)
+    seen = [
+        f"{path} is {held_out[d]} of the held-out split" if d in held_out
+        else f"{path} is already in the bank ({banked[d]})"
+        for path, d in zip(images, digests, strict=True) if d in held_out or d in banked
+    ]  # fmt: skip
+    if seen:
+        raise DatasetError(
+            f"{len(seen)} of the new images are not new to {parent.model_version}: "
+            f"{'; '.join(seen[:5])}{' ...' if len(seen) > 5 else ''}. Add good parts it has "
+            "never seen: a held-out image in the bank makes its test figures meaningless"
+        )
+    return digests
+
+
+def _added_digests(registry: Registry, record: ModelRecord) -> dict[str, str]:
+    """sha256 -> "added in vNNNN" of every image the incremental updates up to ``record``
+    added to its bank."""
+    added: dict[str, str] = {}
+    while (lineage := record.lineage()) is not None and lineage.method == "incremental":
+        added |= dict.fromkeys(lineage.added_digests, f"added in {record.version}")
+        record = registry.version(record.product, lineage.parent)
+    return added
 
 
 def _recorded_splits(parent: ModelRecord, dataset: Dataset) -> tuple[list[Sample], list[Sample]]:

@@ -82,8 +82,8 @@ def calibration_good_scores(
     full = trained_scores(
         model, paired, config.image_size, config.image_bits, config.batch_size, roi=roi
     )
-    head = getattr(model.model, "local_stats", None)
-    fused = head is not None and head.enabled
+    heads = (getattr(model.model, name, None) for name in ("local_stats", "supervised"))
+    fused = any(head is not None and head.enabled for head in heads)  # fitted on good images
     scaling = standardiser_images(len(train), folds, config.seed) if fused else None
     calibrates = np.ones(len(train), bool) if scaling is None else ~scaling
     # PaDiM's out-of-fold scores (training.models.padim.gaussian) are of whole images: an ROI bundle skips them

@@ -57,6 +57,8 @@ from inspection.training.global_context import (
     model_outputs,
 )
 from inspection.training.models import build_model
+from inspection.training.models.mixed import fit_for_model as fit_supervised
+from inspection.training.models.mixed import supervised_config
 from inspection.training.models.patchcore import collect_bank
 from inspection.training.models.patchcore.image_score import BlurChoice, choose_blur
 from inspection.training.models.patchcore.local_stats import LocalStatsChoice, fit_for_model
@@ -227,6 +229,7 @@ def train_model(
     ``roi``: the product's ROI; patches outside it are left out of training (``training.roi``).
     ``stages``: told how the long stages advance (feature batches, out-of-fold folds)."""
     clock = StageClock()
+    config = supervised_config(config, dataset)
     validation, test = evaluation_splits(config, dataset)
     fingerprint = dataset.fingerprint()
     weights = config_weights(config)
@@ -236,6 +239,8 @@ def train_model(
         stages=stages,
     )  # fmt: skip
     clock.lap("fit")
+    supervised = fit_supervised(model, config, dataset, validation, masks)
+    clock.lap("supervised")
     with shared_backbone(model):  # the validation images' backbone pass serves both
         local_stats = _fit_local_statistics(model, config, dataset.train_samples, validation, masks)
         clock.lap("local_statistics")
@@ -279,6 +284,7 @@ def train_model(
             **({"global_context": _context_record(context)} if context else {}),
             **({"local_statistics": to_mapping(local_stats)} if local_stats else {}),
             **({"image_score": to_mapping(blur)} if blur else {}),
+            **({"supervised": to_mapping(supervised)} if supervised else {}),
             **training_roi_extra(roi, masks, model),
             **dict(lineage or {}),
         },

@@ -1,7 +1,8 @@
 """One folder per model kind, as anomalib keeps its models: each holds its builder (``build``)
 and the steps that are its own after the fit (``patchcore``: coreset, local statistics, image
-score, out-of-fold scores, bank collection; ``stfpm``: ROI-masked loss; ``padim``: covariance
-estimators and out-of-fold scores).
+score, out-of-fold scores, bank collection; ``mixed``: PatchCore's supervised head learned
+from labelled defects; ``stfpm``: ROI-masked loss; ``padim``: covariance estimators and
+out-of-fold scores).
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ from typing import Any
 from inspection.core.errors import ConfigError
 from inspection.core.product_config import ModelConfig
 from inspection.training.backbones import ResolvedWeights, feature_layers
-from inspection.training.models import padim, patchcore, stfpm
+from inspection.training.models import mixed, padim, stfpm
 
 MODEL_BUILDERS: dict[str, Callable[[ModelConfig, ResolvedWeights], Any]] = {
-    "patchcore": patchcore.build,
+    "patchcore": mixed.build,  # PatchCore, with the mixed model's head where supervised
     "stfpm": stfpm.build,
     "padim": padim.build,
 }

@@ -480,7 +480,7 @@ def fit_for_model(
 ) -> LocalStatsChoice:
     """``fit_local_statistics`` for a trained anomalib ``Patchcore`` and its ``ModelConfig``."""
     mode = config.local_statistics_mode
-    reason = _no_disjoint_calibration(config, len(train), roi)
+    reason = no_disjoint_calibration(config, len(train), roi)
     if reason:
         logger.info("local statistics: off (%s)", reason)
         return LocalStatsChoice(mode, False, reason)
@@ -521,7 +521,7 @@ def no_room_to_gain(
     return f"auto: PatchCore's validation image AUROC {auroc} leaves less than +{MIN_GAIN} to gain"
 
 
-def _no_disjoint_calibration(config: Any, train_images: int, roi: TrainingRoi | None) -> str:
+def no_disjoint_calibration(config: Any, train_images: int, roi: TrainingRoi | None) -> str:
     """Why a fused model would have no good calibration scores apart from the images that fit
     its standardisers ('' when it has)."""
     folds = config.calibration_folds

@@ -1,0 +1,270 @@
+"""The learning curve of the mixed model: held-out figures against labelled defects per kind.
+
+    heavy .venv/bin/python bench/learning_curve.py run [--products grass,gravel] [--k 0,20]
+        [--variants same,unlike,unseen] [--work var/bench-learning]
+    .venv/bin/python bench/learning_curve.py report   # curve.md again from curve.json
+
+Per product (demo family brick, grass, gravel; evaluation family weave, tissue, part, which
+no choice of the mixed model was tuned on), the demo data at seed 0 with 60 good and 52 per
+defect test images (36 per defect held out) and 20 labelled defects per kind (their own seeded
+stream: ``data.demo``). A run trains the project's PatchCore config (``supervised: auto``) on
+the first k labelled images of each kind (k = 0: plain PatchCore) and reads the held-out
+figures the training records: image AUROC, each kind's miss at the 1 % false-reject budget
+with its exact 95 % interval, judged-NG pixel F1 and the false-reject rate.
+Variants (k = 20 only): ``unlike``, labelled defects drawn 1.5x larger at 0.6 of the blend
+(``data.demo.unlike_defects``; texture products); ``unseen``, one kind left out of the labels
+at a time (its miss against k = 0's). Results append to ``reports/learning/curve.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+REPORTS = Path("reports/learning")
+WORK = Path("var/bench-learning")
+DEMO_FAMILY = ("brick", "grass", "gravel")
+EVALUATION_FAMILY = ("weave", "tissue", "part")
+TEXTURES = ("brick", "grass", "gravel", "tissue")
+KS = (0, 5, 10, 20)
+N_GOOD, N_PER_DEFECT, N_LABELLED = 60, 52, 20
+log = logging.getLogger("bench.learning_curve")
+
+
+def dataset_for(product: str, work: Path, unlike: bool = False) -> Path:
+    """The product's folder (written once; ``unlike``: its labelled defects unlike the test)."""
+    from inspection.data.demo import write_demo_product
+
+    root = work / ("unlike" if unlike else "same")
+    if not (root / product / "train").is_dir():
+        write_demo_product(
+            root, product, seed=0, n_train=60, n_test_good=N_GOOD, n_test_per_defect=N_PER_DEFECT,
+            size=256, n_labelled=N_LABELLED, unlike=unlike,
+        )  # fmt: skip
+    return root / product
+
+
+def labelled_subset(dataset: Any, k: int, leave_out: str | None = None) -> Any:
+    """``dataset`` with the first ``k`` labelled images of each kind (``leave_out``: none of
+    that kind)."""
+    keep = []
+    for sample in dataset.samples:
+        labelled = sample.split == "train" and sample.label == 1
+        if labelled and (sample.defect_type == leave_out or int(sample.path.stem) >= k):
+            continue
+        keep.append(sample)
+    return dataclasses.replace(dataset, samples=tuple(keep))
+
+
+def run_one(product: str, k: int, variant: str, work: Path, leave_out: str | None = None) -> dict:
+    """Train one (product, k, variant) and return its held-out figures."""
+    from inspection.core.product_config import load_model_config, load_product_config
+    from inspection.core.registry import Registry
+    from inspection.data.dataset import load_dataset
+    from inspection.training.train import train_model
+
+    dataset = labelled_subset(
+        load_dataset(dataset_for(product, work, variant == "unlike")), k, leave_out
+    )
+    config = load_model_config("patchcore", product=product)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="learning-registry-") as registry:
+        outcome = train_model(
+            config, dataset, product=product, registry=Registry(Path(registry)), progress=False,
+            roi=load_product_config(product).roi,
+        )  # fmt: skip
+    seconds = time.perf_counter() - started
+    metrics, record = outcome.metrics, outcome.record
+    kinds = {}
+    for kind, subset in sorted(metrics.per_defect.items()):
+        missed = round((subset.miss_rate or 0.0) * (subset.n_defective or 0))
+        kinds[kind] = {
+            "missed": missed, "n": subset.n_defective, "miss": subset.miss_rate,
+            "miss_high": subset.miss_high, "ng_pixel_f1": subset.ng_pixel_f1,
+        }  # fmt: skip
+    overall = metrics.overall
+    return {
+        "product": product, "family": "demo" if product in DEMO_FAMILY else "evaluation",
+        "k": k, "variant": variant, "left_out": leave_out,
+        "image_auroc": overall.image_auroc, "false_reject_rate": overall.false_reject_rate,
+        "ng_pixel_f1": overall.ng_pixel_f1, "pixel_auroc": overall.pixel_auroc,
+        "missed": sum(v["missed"] for v in kinds.values()),
+        "n_defective": overall.n_defective, "n_good": overall.n_good, "kinds": kinds,
+        "supervised": record.extra.get("supervised"),
+        "local_statistics": (record.extra.get("local_statistics") or {}).get("kept"),
+        "train_seconds": round(seconds, 1),
+    }  # fmt: skip
+
+
+def station(work: Path, product: str, samples: int) -> None:
+    """Station cost of the mixed model: train ``product`` at k = 0 and 20, export FP32 (and
+    INT8, gated) bundles, then time ``Inspector.inspect`` (the station path: preprocess,
+    OpenVINO, postprocess, regions) on held-out images, the bundles taking turns image by
+    image. Run it as ``heavy --alone``; writes ``station.json`` and ``station.md``."""
+    import numpy as np
+
+    from inspection.core.images import read_image
+    from inspection.core.product_config import load_model_config, load_product_config
+    from inspection.core.registry import Registry
+    from inspection.data.dataset import load_dataset
+    from inspection.runtime.inspector import Inspector
+    from inspection.training.export import ExportOptions
+    from inspection.training.registry_export import export_bundle
+    from inspection.training.train import train_model
+
+    full = load_dataset(dataset_for(product, work))
+    bundles, gates = {}, {}
+    for k in (0, N_LABELLED):
+        registry = Registry(work / f"station-registry-k{k}")
+        if product not in registry.products() or not registry.versions(product):
+            train_model(load_model_config("patchcore", product=product), labelled_subset(full, k),
+                        product=product, registry=registry, progress=False,
+                        roi=load_product_config(product).roi)  # fmt: skip
+        for precision in ("fp32", "int8"):
+            name = f"k{k}-{precision}"
+            existing = [b for b in registry.bundle_ids(product) if precision in b]
+            if existing:
+                bundles[name] = registry.bundle_dir(product, existing[0])
+                continue
+            try:
+                result = export_bundle(registry, product, ExportOptions(precision=precision))
+            except Exception as exc:  # a gate refusal is a figure here
+                gates[name] = f"refused: {exc}"
+                continue
+            gates[name] = "passed"
+            bundles[name] = result.bundle_dir
+    images = [read_image(s.path) for s in full.test_samples[:samples]]
+    inspectors = {name: Inspector.from_bundle(path) for name, path in bundles.items()}
+    times: dict[str, list[float]] = {name: [] for name in inspectors}
+    for round_ in range(3):
+        for image in images:
+            for name, inspector in inspectors.items():
+                started = time.perf_counter()
+                inspector.inspect(image)
+                if round_:  # the first round warms up
+                    times[name].append((time.perf_counter() - started) * 1000)
+    result = {
+        "product": product, "images": len(images), "gates": gates, "machine": machine(),
+        "p50_ms": {n: round(float(np.median(t)), 3) for n, t in times.items()},
+        "p95_ms": {n: round(float(np.percentile(t, 95)), 3) for n, t in times.items()},
+    }  # fmt: skip
+    (REPORTS / "station.json").write_text(json.dumps(result, indent=1) + "\n")
+    log.info("%s", result)
+
+
+def machine() -> dict[str, str]:
+    """CPU model, its vector ISA and the load (recorded beside the figures)."""
+    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+    flags = next((line for line in lscpu.splitlines() if line.startswith("Flags")), "")
+    model = next((line for line in lscpu.splitlines() if "Model name" in line), "")
+    isa = [name for name in ("avx2", "avx512f", "amx_tile") if f" {name}" in flags]
+    load = subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout
+    return {"cpu": model.split(":", 1)[-1].strip(), "isa": ",".join(isa), "load": load.strip(),
+            "python": platform.python_version()}  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> None:
+    out = REPORTS / "curve.json"
+    rows = json.loads(out.read_text()) if out.is_file() else []
+    done = {(r["product"], r["k"], r["variant"], r["left_out"]) for r in rows}
+    jobs = []
+    for product in args.products.split(","):
+        for variant in args.variants.split(","):
+            if variant == "same":
+                jobs += [(product, k, "same", None) for k in map(int, args.k.split(","))]
+            elif variant == "unlike" and product in TEXTURES:
+                jobs.append((product, N_LABELLED, "unlike", None))
+            elif variant == "unseen":
+                from inspection.data.demo import defect_kinds
+
+                jobs += [(product, N_LABELLED, "unseen", kind) for kind in defect_kinds(product)]
+    for job in jobs:
+        if job in done:
+            continue
+        log.info("training %s k=%d %s (left out: %s)", *job)
+        row = run_one(job[0], job[1], job[2], Path(args.work), job[3])
+        row["machine"] = machine()
+        rows = json.loads(out.read_text()) if out.is_file() else []  # other runs' rows too
+        rows.append(row)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(rows, indent=1) + "\n")
+        log.info("%s", {k: row[k] for k in ("product", "k", "variant", "image_auroc", "missed")})
+    report(rows)
+
+
+def _kind_cell(kind: dict) -> str:
+    return f"{kind['missed']}/{kind['n']} ({kind['miss_high']:.0%})"
+
+
+def report(rows: list[dict]) -> None:
+    """Write curve.md from the rows."""
+    lines = [
+        "# Learning curve: the mixed model against labelled defects per kind (#67)",
+        "",
+        "Written by `bench/learning_curve.py` (see its docstring). Held-out split: 36 images per",
+        "defect kind and 42 good (60 and 52 per kind generated, 30 % to validation). k: labelled",
+        "defective training images per kind (k = 0: PatchCore as before). Miss at the 1 %",
+        "false-reject budget: missed/n (exact 95 % upper bound); LINE-READY needs every kind's",
+        "bound <= 10 %. NG F1: judged-NG pixel F1. FR: held-out false-reject rate.",
+        "",
+    ]
+    for family, products in (
+        ("Demo family", DEMO_FAMILY),
+        ("Evaluation family", EVALUATION_FAMILY),
+    ):
+        lines += [f"## {family}", "", "| product | k | variant | image AUROC | missed | per kind: missed/n (95 % bound) | NG F1 | FR | line-ready |",
+                  "|---|---:|---|---:|---:|---|---:|---:|---|"]  # fmt: skip
+        for row in rows:
+            if row["product"] not in products:
+                continue
+            kinds = ", ".join(f"{k} {_kind_cell(v)}" for k, v in row["kinds"].items())
+            ready = all((v["miss_high"] or 1) <= 0.10 for v in row["kinds"].values())
+            variant = row["variant"] + (f" (no {row['left_out']})" if row["left_out"] else "")
+            lines.append(
+                f"| {row['product']} | {row['k']} | {variant} | {row['image_auroc']:.3f} | "
+                f"{row['missed']}/{row['n_defective']} | {kinds} | {_f(row['ng_pixel_f1'])} | "
+                f"{_f(row['false_reject_rate'])} | {'yes' if ready else 'no'} |"
+            )
+        lines.append("")
+    if rows:
+        m = rows[-1]["machine"]
+        lines += [f"Machine: {m['cpu']} ({m['isa']}); load at the last run: {m['load']}.", ""]
+    (REPORTS / "curve.md").write_text("\n".join(lines))
+
+
+def _f(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("command", choices=("run", "report", "station"))
+    parser.add_argument("--product", default="grass", help="station: the product timed")
+    parser.add_argument("--samples", type=int, default=48, help="station: images timed")
+    parser.add_argument("--products", default=",".join(DEMO_FAMILY + EVALUATION_FAMILY))
+    parser.add_argument("--k", default=",".join(map(str, KS)))
+    parser.add_argument("--variants", default="same")
+    parser.add_argument("--work", default=str(WORK))
+    args = parser.parse_args()
+    if args.command == "report":
+        report(json.loads((REPORTS / "curve.json").read_text()))
+    elif args.command == "station":
+        station(Path(args.work), args.product, args.samples)
+    else:
+        run(args)
+
+
+if __name__ == "__main__":
+    main()

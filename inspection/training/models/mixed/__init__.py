@@ -1,0 +1,325 @@
+"""The mixed model: PatchCore plus a supervised head learned from labelled defects.
+
+PatchCore learns only from good parts; a plant also has the defects its reviewers confirmed.
+With ``supervised: auto`` (``configs/models/patchcore.yaml``) a dataset holding labelled
+defective training images (``train/<defect>``, ``data.dataset``) trains the mixed model: the
+PatchCore bank as ever, then a small per-cell head (``head.SupervisedHead``) on the bank's own
+features and kNN distance, fused into the graph (``head.MixedCore``). Without labelled
+defects nothing changes: the model, its graph and its files are PatchCore's.
+
+What the head learns from (``fit_for_model``):
+- positives: the labelled defects' cells, from their masks (a cell is a defect where the mask
+  covers any of its pixels; the ring of cells around it is left out), or, for an image-level
+  label, the image's most defective-looking cell (multiple-instance: "somewhere in here");
+- negatives: every other cell of the labelled images and every cell of the good training
+  images of the first ``SCALING_FOLDS`` folds, whose kNN distances leave the image's own bank
+  rows out (as a new part sees the bank). Losses are class-balanced.
+Calibration stays honest as for the fused local statistics: those training images and the good
+validation images (which fit the fusion's standardisers) set no threshold; the other folds'
+out-of-fold scores, through the whole mixed graph, do (``training.operating``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from inspection.core.errors import DatasetError
+from inspection.core.metrics import image_auroc
+from inspection.core.product_config import ModelConfig
+from inspection.data.dataset import Dataset, Sample
+from inspection.training.backbones import ResolvedWeights, channels_last
+from inspection.training.models.mixed.head import (
+    SupervisedHead,
+    head_network,
+    mixed_model_class,
+)
+from inspection.training.models.patchcore import build as build_patchcore
+from inspection.training.models.patchcore.lightning_model import Patchcore
+from inspection.training.models.patchcore.local_stats import (
+    FusedPatchcoreModel,
+    fit_standardisers,
+    no_disjoint_calibration,
+    standardiser_images,
+)
+from inspection.training.models.patchcore.out_of_fold import model_inputs
+from inspection.training.roi import TrainingRoi
+from inspection.training.samples import load_mask
+
+logger = logging.getLogger(__name__)
+
+STEPS = 300
+"""Adam steps of the head (seconds on 2 cores)."""
+BATCH = 16
+"""Grids (images) per step, drawn seeded from the labelled and the good ones."""
+LEARNING_RATE = 3e-3
+WEIGHT_DECAY = 1e-4
+MIN_GAIN = 0.01
+"""Validation image AUROC the head must add to be kept (as ``local_statistics: auto``)."""
+FUSION = (
+    "per cell max(kNN distance, a + b * (logit - c) / d): (a, b) and (c, d) the median and "
+    "largest-minus-median of the good validation images' distance and logit peaks"
+)
+
+
+@dataclass(frozen=True)
+class SupervisedChoice:
+    """What the mixed model learned from (for the version's record)."""
+
+    kept: bool
+    reason: str
+    labelled: dict[str, int] = field(default_factory=dict)
+    """Labelled defective training images per defect type."""
+    masked: int = 0
+    """Of them, those with a mask (the rest are image-level labels)."""
+    good_images: int = 0
+    cells: dict[str, int] = field(default_factory=dict)
+    """Training cells: ``positive``, ``negative``, ``image_level`` (images)."""
+    seconds: float = 0.0
+    validation: dict[str, float] = field(default_factory=dict)
+    """On the validation split, of the maps' peaks: image AUROC of ``patchcore`` (the kNN
+    distance alone) and ``mixed``, and ``<name>_missed``: defects at or below the largest
+    good peak."""
+    fusion: str = FUSION
+
+
+def build(config: ModelConfig, weights: ResolvedWeights) -> Patchcore:
+    """PatchCore's builder (``patchcore.build``), whose torch model is the mixed one (an empty
+    head, fitted by ``fit_for_model``) where ``config.supervised`` is true."""
+    model = build_patchcore(config, weights)
+    if config.supervised is not True:
+        return model
+    plain = model.model
+    fused = isinstance(plain, FusedPatchcoreModel)
+    kind = mixed_model_class(fused, getattr(plain, "map_peak", None) is not None)
+    with torch.random.fork_rng():  # seeded training draws as without the head
+        mixed = kind(
+            backbone=plain.backbone, pre_trained=False, layers=plain.layers,
+            num_neighbors=plain.num_neighbors,
+        )  # fmt: skip
+    mixed.feature_extractor = plain.feature_extractor  # its weights applied
+    if fused:  # its map peak head is set apart from its class
+        mixed.map_peak = plain.map_peak
+    model.model = mixed
+    return model
+
+
+def supervised_config(config: Any, dataset: Dataset) -> Any:
+    """``config`` with ``supervised: auto`` resolved: true where ``dataset`` holds labelled
+    defects (else unchanged: PatchCore exactly as without the option)."""
+    labelled = bool(dataset.labelled_samples)
+    if config.supervised is True and not labelled:
+        raise DatasetError(
+            f"supervised: true, but {dataset.name!r} has no labelled defects (train/<defect>/, "
+            "see datasets/README.md); add some or set supervised: auto"
+        )
+    if config.supervised == "auto" and labelled:
+        return dataclasses.replace(config, supervised=True)
+    return config
+
+
+def fit_for_model(
+    model: Any,
+    config: Any,
+    dataset: Dataset,
+    validation: Sequence[Sample],
+    roi: TrainingRoi | None = None,
+) -> SupervisedChoice | None:
+    """Fit the mixed model's head of a trained anomalib ``Patchcore`` (None when ``config``
+    is not supervised); off, with the reason, where calibration could not stay disjoint."""
+    if config.supervised is not True:
+        return None
+    train = dataset.train_samples
+    reason = no_disjoint_calibration(config, len(train), roi)
+    if reason:
+        logger.warning("mixed model: head off (%s)", reason)
+        return SupervisedChoice(False, reason)
+    started = time.perf_counter()
+    inner, size, bits = model.model, tuple(config.image_size), config.image_bits
+    head: SupervisedHead = inner.supervised
+    scaling = standardiser_images(len(train), config.calibration_folds, config.seed)
+    good = [train[i] for i in np.flatnonzero(scaling)]
+    labelled = dataset.labelled_samples
+    with torch.no_grad(), channels_last(inner):
+        good_grid, good_distance = _cells(model, good, size, bits, leave_own_out=True)
+        grid, distance = _cells(model, labelled, size, bits)
+    targets, weights, image_level = _targets(labelled, size, grid.shape[-2:])
+    _set_input_standardisers(head, good_grid, good_distance)
+    counts = _fit_head(
+        head, torch.cat([good_grid, grid]), torch.cat([good_distance, distance]),
+        torch.cat([torch.zeros_like(good_distance), targets]),
+        torch.cat([torch.ones_like(good_distance), weights]),
+        torch.cat([torch.zeros(len(good), dtype=torch.bool), image_level]), config.seed,
+    )  # fmt: skip
+    evidence = _fit_fusion(model, head, validation, size, bits)
+    kept, reason = _decide(evidence, len(labelled))
+    if not kept:
+        inner.supervised = SupervisedHead()  # empty: the model scores as PatchCore
+    kinds = sorted({s.defect_type for s in labelled})
+    choice = SupervisedChoice(
+        kept, reason,
+        labelled={k: sum(s.defect_type == k for s in labelled) for k in kinds},
+        masked=sum(s.mask_path is not None for s in labelled), good_images=len(good),
+        cells=counts, seconds=round(time.perf_counter() - started, 2), validation=evidence,
+    )  # fmt: skip
+    logger.info("mixed model: %s in %.1f s", reason, choice.seconds)
+    return choice
+
+
+def _decide(evidence: dict[str, float], labelled: int) -> tuple[bool, str]:
+    """Keep the head only where validation shows it helps: image AUROC of the maps' peaks up
+    by ``MIN_GAIN`` and no more validation defects missed at the largest good score. A head
+    that learned too little would only add its own false alarms to the good parts' tail."""
+    if not evidence:
+        return True, f"learned from {labelled} labelled defects (no validation defects to judge)"
+    gain = evidence["mixed"] - evidence["patchcore"]
+    more = evidence["mixed_missed"] - evidence["patchcore_missed"]
+    figures = (f"validation AUROC {evidence['patchcore']:.3f} -> {evidence['mixed']:.3f}, missed "
+               f"at the largest good {evidence['patchcore_missed']:.0f} -> "
+               f"{evidence['mixed_missed']:.0f}")  # fmt: skip
+    if gain >= MIN_GAIN and more <= 0:
+        return True, f"learned from {labelled} labelled defects: {figures}"
+    return False, f"off: learned from {labelled} labelled defects, not enough ({figures})"
+
+
+def _cells(
+    model: Any,
+    samples: Sequence[Sample],
+    size: tuple[int, int],
+    bits: int,
+    *,
+    leave_own_out: bool = False,
+    batch_size: int = 16,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(embedding grids (N, C, h, w), kNN distances (N, 1, h, w)) of ``samples``;
+    ``leave_own_out``: training images scored without the bank rows they gave."""
+    inner = model.model
+    grids, distances = [], []
+    for start in range(0, len(samples), batch_size):
+        images = model_inputs(model, samples[start : start + batch_size], size, bits)
+        grid, distance = inner.cells(images.type(inner.memory_bank.dtype))
+        if leave_own_out:
+            distance = _without_own_rows(grid, inner.memory_bank)
+        grids.append(grid.float())
+        distances.append(distance.float())
+    return torch.cat(grids), torch.cat(distances)
+
+
+def _without_own_rows(grid: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
+    """(N, 1, h, w) distance of each cell to the nearest bank row that is not one of its own
+    image's rows (a bank row equal to one of the image's cells came from that image)."""
+    out = []
+    for cells in grid:
+        rows = cells.flatten(1).T.float()  # (h * w, C)
+        squared = torch.cdist(rows, bank.float()).square()
+        own = squared.amin(0) <= 1e-6 * rows.shape[1]
+        squared[:, own] = float("inf")
+        out.append(squared.amin(1).sqrt().reshape(1, *cells.shape[-2:]))
+    return torch.stack(out)
+
+
+def _targets(
+    samples: Sequence[Sample], size: tuple[int, int], cells: Sequence[int]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per labelled image: cell targets (N, 1, h, w) (1 where the mask covers any pixel of
+    the cell), weights (0 on the ring of cells around a defect, and on every cell of an
+    image-level label) and which images are image-level labels (N,) bool."""
+    masks = torch.from_numpy(np.stack([load_mask(s, size) for s in samples])).float()
+    targets = F.adaptive_max_pool2d(masks.unsqueeze(1), tuple(cells))
+    ring = F.max_pool2d(targets, 3, stride=1, padding=1) - targets
+    image_level = torch.tensor([s.mask_path is None for s in samples])
+    weights = 1.0 - ring
+    weights[image_level] = 0.0
+    return targets, weights, image_level
+
+
+def _set_input_standardisers(
+    head: SupervisedHead, grid: torch.Tensor, distance: torch.Tensor
+) -> None:
+    """z-score the head's inputs on the good cells: channels by mean and std, the distance
+    by median and std."""
+    channels = grid.transpose(0, 1).flatten(1)
+    head.shift = channels.mean(1).reshape(1, -1, 1, 1)
+    head.scale = 1.0 / channels.std(1).clamp_min(1e-6).reshape(1, -1, 1, 1)
+    values = distance.flatten()
+    head.standardisers[0] = values.median()
+    head.standardisers[1] = values.std().clamp_min(1e-6)
+
+
+def _fit_head(
+    head: SupervisedHead,
+    grid: torch.Tensor,
+    distance: torch.Tensor,
+    targets: torch.Tensor,
+    weights: torch.Tensor,
+    image_level: torch.Tensor,
+    seed: int,
+) -> dict[str, int]:
+    """Train the head on seeded batches of ``BATCH`` grids: class-balanced BCE per cell, and
+    BCE of each image-level label's largest logit. Returns the cell counts."""
+    inputs = head.inputs(grid, distance).detach()
+    positive = (targets > 0.5) & (weights > 0)
+    negative = (targets < 0.5) & (weights > 0)
+    n_pos, n_neg = int(positive.sum()), int(negative.sum())
+    balance = torch.where(positive, 0.5 / max(n_pos, 1), 0.5 / max(n_neg, 1)) * weights
+    balance = balance * len(inputs)  # per image on average: a batch's mean is the loss
+    generator = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        network = head_network(grid.shape[1])
+    optimiser = torch.optim.Adam(network.parameters(), LEARNING_RATE, weight_decay=WEIGHT_DECAY)
+    for _ in range(STEPS):
+        batch = torch.randint(len(inputs), (BATCH,), generator=generator)
+        optimiser.zero_grad()
+        with torch.enable_grad():
+            logits = network(inputs[batch])
+            cells = F.binary_cross_entropy_with_logits(logits, targets[batch], reduction="none")
+            loss = (cells * balance[batch]).sum() / BATCH
+            bags = image_level[batch]
+            if bags.any():
+                peaks = logits[bags].amax(dim=(1, 2, 3))
+                loss = loss + F.binary_cross_entropy_with_logits(peaks, torch.ones_like(peaks))
+            loss.backward()
+        optimiser.step()
+    head.set_weights(network)
+    return {"positive": n_pos, "negative": n_neg, "image_level": int(image_level.sum())}
+
+
+def _fit_fusion(
+    model: Any,
+    head: SupervisedHead,
+    validation: Sequence[Sample],
+    size: tuple[int, int],
+    bits: int,
+) -> dict[str, float]:
+    """Set the fusion's standardisers on the good validation images' distance and logit
+    peaks; returns the validation evidence of the distance alone (``patchcore``) and of the
+    mixed cells (``mixed``), both as the maps' peaks after anomalib's blur: image AUROC and
+    the defects missed at the largest good peak ({} without validation defects)."""
+    inner = model.model
+    with torch.no_grad(), channels_last(inner):
+        grid, distance = _cells(model, validation, size, bits)
+        logits = head.logits(grid, distance)
+    labels = np.asarray([s.label for s in validation])
+    good = labels == 0
+    distance_peaks = distance.amax(dim=(1, 2, 3)).double().numpy()
+    logit_peaks = logits.amax(dim=(1, 2, 3)).double().numpy()
+    standardisers = fit_standardisers(distance_peaks[good], logit_peaks[good])
+    head.standardisers[2:] = torch.tensor(standardisers, dtype=head.standardisers.dtype)
+    if labels.min() == labels.max():
+        return {}
+    evidence = {}
+    with torch.no_grad():
+        for name, cells in (("patchcore", distance), ("mixed", head.fuse(grid, distance))):
+            peaks = inner.anomaly_map_generator(cells, size).amax(dim=(1, 2, 3)).double().numpy()
+            evidence[name] = round(float(image_auroc(peaks, labels)), 4)
+            evidence[f"{name}_missed"] = float((peaks[~good] <= peaks[good].max()).sum())
+    return evidence

@@ -1,0 +1,130 @@
+"""The mixed model: learned from labelled defects, fused in the graph, exported as one bundle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from inspection.core.errors import DatasetError
+from inspection.core.product_config import model_config_from_mapping
+from inspection.core.registry import Registry
+from inspection.data.dataset import load_dataset
+from inspection.data.demo import write_demo_product
+from inspection.training.models.mixed import _without_own_rows, supervised_config
+from inspection.training.models.mixed.head import MixedCore, SupervisedHead
+from inspection.training.train import TrainOutcome, load_trained_model, train_model
+from tests.conftest import TINY_PATCHCORE
+
+MIXED = {**TINY_PATCHCORE, "supervised": "auto"}
+
+
+@pytest.fixture(scope="module")
+def labelled_product(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small grass product with 3 labelled defects per kind (masked), at 128 px."""
+    root = tmp_path_factory.mktemp("labelled")
+    return write_demo_product(
+        root, "grass", seed=7, n_train=24, n_test_good=8, n_test_per_defect=4, size=128,
+        n_labelled=3,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
+    return Registry(tmp_path_factory.mktemp("registry"))
+
+
+@pytest.fixture(scope="module")
+def mixed(labelled_product: Path, registry: Registry) -> TrainOutcome:
+    config = model_config_from_mapping(MIXED, where="tests MIXED")
+    dataset = load_dataset(labelled_product)
+    return train_model(config, dataset, product="grass", registry=registry, progress=False)
+
+
+def test_labelled_defects_train_the_mixed_model(mixed: TrainOutcome) -> None:
+    record = mixed.record
+    assert record.config["supervised"] is True  # auto resolved: the rebuilt model has the head
+    choice = record.extra["supervised"]
+    assert choice["kept"] and choice["labelled"] == {
+        k: 3 for k in ("crack", "hole", "scratch", "stain")
+    }
+    assert choice["masked"] == 12 and choice["cells"]["positive"] > 0
+    inner = mixed.model.model
+    assert isinstance(inner, MixedCore) and inner.supervised.enabled
+    # the good validation images fitted the fusion: they set no threshold
+    assert record.extra["good_scores"]["validation_calibrates"] is False
+
+
+def test_an_image_that_taught_is_never_held_out(mixed: TrainOutcome) -> None:
+    splits = mixed.record.extra["splits"]
+    evaluated = [*splits["validation"], *splits["test"]]
+    assert evaluated and all(name.startswith("test/") for name in evaluated)
+
+
+def test_the_rebuilt_model_scores_as_the_trained_one(mixed: TrainOutcome) -> None:
+    rebuilt = load_trained_model(mixed.record)
+    assert rebuilt.model.supervised.enabled
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        ours, theirs = mixed.model.model(images), rebuilt.model(images)
+    torch.testing.assert_close(ours.pred_score, theirs.pred_score, rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(ours.anomaly_map, theirs.anomaly_map, rtol=1e-4, atol=1e-3)
+
+
+def test_the_fusion_never_scores_a_cell_below_its_distance(mixed: TrainOutcome) -> None:
+    """An unlabelled kind is still caught by its kNN distance: the head can only add."""
+    head: SupervisedHead = mixed.model.model.supervised
+    channels = head.shift.shape[1]
+    grid, distance = torch.randn(3, channels, 8, 8) * 3, torch.rand(3, 1, 8, 8) * 10
+    assert bool((head.fuse(grid, distance) >= distance).all())
+
+
+def test_a_product_without_labels_trains_plain_patchcore(
+    trained_patchcore: object, tiny_product: Path
+) -> None:
+    config = model_config_from_mapping(MIXED, where="tests MIXED")
+    dataset = load_dataset(tiny_product)
+    assert supervised_config(config, dataset) is config
+    record = trained_patchcore.record  # type: ignore[attr-defined]
+    assert "supervised" not in record.extra
+    model = load_trained_model(record)
+    assert not any("supervised" in name for name in model.state_dict())
+
+
+def test_supervised_true_without_labels_names_the_folder(tiny_product: Path) -> None:
+    config = model_config_from_mapping({**MIXED, "supervised": True}, where="tests")
+    with pytest.raises(DatasetError, match=r"no labelled defects \(train/<defect>/"):
+        supervised_config(config, load_dataset(tiny_product))
+
+
+def test_leave_own_out_distances_skip_the_images_own_bank_rows() -> None:
+    rows = torch.randn(16, 5)
+    other = torch.randn(8, 5) + 10
+    bank = torch.cat([rows[:4], other])  # the image gave 4 of the bank's rows
+    grid = rows.T.reshape(1, 5, 4, 4)
+    distance = _without_own_rows(grid, bank)
+    expected = torch.cdist(rows, other).amin(1).reshape(1, 1, 4, 4)
+    torch.testing.assert_close(distance, expected.unsqueeze(0)[0])
+    assert float(distance.min()) > 0
+
+
+def test_the_bundle_carries_the_head(
+    mixed: TrainOutcome, registry: Registry, labelled_product: Path
+) -> None:
+    """The FP32 export of the mixed version scores as the torch model (one graph)."""
+    from inspection.training.export import ExportOptions, run_bundle
+    from inspection.training.registry_export import RegistryExport, export_bundle
+    from inspection.training.samples import Predictions
+
+    result = export_bundle(
+        registry, "grass", ExportOptions(precision="fp32"),
+        RegistryExport(version=mixed.record.version),
+    )  # fmt: skip
+    predictions: Predictions = mixed.predictions
+    samples = load_dataset(labelled_product).test_samples
+    held = [s for s in samples if str(s.path) in set(map(str, predictions.paths))]
+    raw = run_bundle(result.bundle_dir, held)
+    order = [list(map(str, predictions.paths)).index(str(s.path)) for s in held]
+    np.testing.assert_allclose(raw.scores, predictions.scores[order], rtol=1e-3, atol=1e-3)
