@@ -107,10 +107,13 @@ class OpcUaTriggerConfig:
     namespace: str = "urn:inspection:plc"
     node_prefix: str = "Station"
     sampling_ms: float = 10.0  # subscription publishing interval (the PLC's side may round up)
+    heartbeat_ms: float = 250.0  # ``Heartbeat`` counts up this often while the station serves
 
     def __post_init__(self) -> None:
         if self.sampling_ms < 0:
             raise ConfigError(f"opcua: sampling_ms must be >= 0, got {self.sampling_ms}")
+        if self.heartbeat_ms <= 0:
+            raise ConfigError(f"opcua: heartbeat_ms must be > 0, got {self.heartbeat_ms}")
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@ Signals are variables ``ns=<index of namespace>;s=<prefix>.<Signal>`` on the PLC
   empty: then the selected product / no part id / an id made up by the station).
 - Station writes: ``Ready``, ``Busy``, ``Done`` (Boolean), ``Result`` (Int16: 0 none, 1 OK,
   2 NG, 3 error), ``ErrorCode`` (Int16, ``handshake.ErrorCode``), ``Score`` (Double),
-  ``AnswerRequestId`` and ``Message`` (String).
+  ``AnswerRequestId`` and ``Message`` (String), ``Heartbeat`` (UInt16: +1 every
+  ``heartbeat_ms`` while the station serves; the PLC's watchdog, as in the register map).
 
 Cycle (docs/line-integration.md has the timing): Trigger rises -> Busy=1, Done=0 -> capture,
 inspect, store -> Result/ErrorCode/Score/AnswerRequestId -> Busy=0, Done=1 -> PLC reads and
@@ -46,12 +47,14 @@ STATION_SIGNALS: dict[str, ua.VariantType] = {
     "Score": ua.VariantType.Double,
     "AnswerRequestId": ua.VariantType.String,
     "Message": ua.VariantType.String,
+    "Heartbeat": ua.VariantType.UInt16,
 }
 SIGNALS = PLC_SIGNALS | STATION_SIGNALS
 DEFAULTS: dict[ua.VariantType, Any] = {
     ua.VariantType.Boolean: False,
     ua.VariantType.String: "",
     ua.VariantType.Int16: 0,
+    ua.VariantType.UInt16: 0,
     ua.VariantType.Double: 0.0,
 }
 
@@ -158,6 +161,7 @@ class OpcUaHandshake(LoopThread):
                 for name in SIGNALS
             }
             await self._write(client, nodes, Busy=False, Done=False, Result=0, Ready=True)
+            beating = asyncio.create_task(self._beats(client, nodes["Heartbeat"]))
             queue: asyncio.Queue[bool] = asyncio.Queue()
             subscription = await client.create_subscription(
                 self.config.sampling_ms, _Changes(queue)
@@ -165,10 +169,34 @@ class OpcUaHandshake(LoopThread):
             await subscription.subscribe_data_change(nodes["Trigger"])
             self.connected.set()
             log.info("OPC UA handshake: connected to %s", self.config.endpoint)
-            await self._serve(client, nodes, queue)
+            try:
+                await self._serve(client, nodes, queue)
+            finally:
+                beating.cancel()
             await self._write(client, nodes, Ready=False)
         finally:
             await client.disconnect()
+
+    async def _beats(self, client: Client, node: Any) -> None:
+        """Count ``Heartbeat`` up every ``heartbeat_ms``; a PLC without that variable (a map
+        from before it) is warned about once and gets none."""
+        count = 0
+        while True:
+            count = (count + 1) % 65536
+            try:
+                await client.write_values([node], [variant("Heartbeat", count)])
+            except ua.uaerrors.BadNodeIdUnknown as exc:
+                log.warning(
+                    "OPC UA handshake: cannot write %s (%s): the PLC cannot see a dead station; "
+                    "add it (UInt16) to the PLC's signals",
+                    node.nodeid.to_string(),
+                    exc,
+                )
+                return
+            except Exception as exc:  # the session is gone: _serve sees it and reconnects
+                log.debug("OPC UA heartbeat: %s", exc)
+                return
+            await asyncio.sleep(self.config.heartbeat_ms / 1000)
 
     async def _serve(self, client: Client, nodes: dict[str, Any], queue: asyncio.Queue[bool]):
         assert self._stop is not None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 
 from inspection.line.config import (
@@ -75,12 +76,19 @@ def test_station_answers_the_plc_over_opcua_and_mqtt_and_publishes_results(
     try:
         assert station.opcua is not None and station.opcua.connected.wait(10)
         assert plc.read("Ready") is True
+        beat = plc.read("Heartbeat")
+        time.sleep(0.6)  # the station counts Heartbeat up every 250 ms: the PLC's watchdog
+        assert plc.read("Heartbeat") >= beat + 2
         first = plc.trigger(request_id="o-1", part_id="part-1")
         assert (first.request_id, first.error_code) == ("o-1", ErrorCode.NONE)
         assert first.result in (ResultCode.OK, ResultCode.NG) and first.seconds > 0
         assert plc.read("Done") is False and plc.read("Result") == 0  # reset after Trigger fell
         retry = plc.trigger(request_id="o-1", part_id="part-1")  # the same request: stored
-        assert (retry.result, retry.score, retry.message) == (first.result, first.score, first.message)
+        assert (retry.result, retry.score, retry.message) == (
+            first.result,
+            first.score,
+            first.message,
+        )
         reused = plc.trigger(request_id="o-1", part_id="part-9")  # the id again, a new part
         assert (reused.request_id, reused.error_code) == ("o-1", ErrorCode.NONE)
         made_up = plc.trigger(part_id="part-2")  # no RequestId from the PLC: the station's own
