@@ -313,7 +313,12 @@ def run(args: argparse.Namespace, mode: str) -> dict[str, Any]:
     registers = {name: RegisterPlc(name, scan_s=args.scan_ms / 1000.0) for name in ("s7", "modbus")}
     vision_port = free_port()
     links = {
-        "opcua": {"enabled": True, "endpoint": plc.endpoint, "sampling_ms": args.sampling_ms},
+        "opcua": {
+            "enabled": True,
+            "endpoint": plc.endpoint,
+            "sampling_ms": args.sampling_ms,
+            "heartbeat_ms": args.heartbeat_ms,
+        },
         "machine_vision": {"enabled": True, "port": vision_port}
         | ({} if security.on else {"anonymous": "engineer"}),  # plaintext: no user to check
         "mqtt": {"enabled": True, "port": broker.port},
@@ -568,7 +573,9 @@ def main() -> None:
     parser.add_argument("--sampling-ms", type=float, default=10.0)
     parser.add_argument("--scan-ms", type=float, default=1.0)
     parser.add_argument("--poll-ms", type=float, default=10.0, help="Station's S7/Modbus poll.")
-    parser.add_argument("--heartbeat-ms", type=float, default=250.0, help="S7/Modbus Heartbeat.")
+    parser.add_argument(
+        "--heartbeat-ms", type=float, default=250.0, help="S7/Modbus/OPC UA Heartbeat."
+    )
     parser.add_argument("--rounds", type=int, default=5, help="Links take turns this often.")
     parser.add_argument("--views", type=int, nargs="*", default=[1, 2, 3])
     parser.add_argument("--view-products", type=lambda t: t.split(","), default="brick,brick,brick")
