@@ -101,7 +101,10 @@ def _markdown(report: RetrainReport) -> str:
     lines += [
         "",
         f"Training set: {data['train_original']} original good images + "
-        f"{data['train_reviewed_good']} reviewed good. Evaluation set: {data['eval_images']} "
+        f"{data['train_reviewed_good']} reviewed good; {data['train_labelled_defects']} labelled "
+        f"defects ({data['train_reviewed_defect']} reviewed, "
+        f"{data['train_reviewed_defect_painted']} of them painted). "
+        f"Evaluation set: {data['eval_images']} "
         f"images ({data['eval_test_split']} labelled test split, {data['eval_reviewed_defect']} "
         f"reviewed defects, {data['eval_reviewed_false_alarm']} reviewed false alarms; "
         f"{data['eval_with_pixel_truth']} with pixel ground truth).",
