@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 import yaml
+from alembic import command
+from alembic.config import Config
 from sqlalchemy.exc import DBAPIError, OperationalError
 from typer.testing import CliRunner
 
@@ -24,6 +26,8 @@ from inspection.store import rollups
 from inspection.store.central_link import link_args
 from inspection.store.central_roles import STATION_GROUP, STATION_IDS, grant_station
 from inspection.store.forward import Forwarder
+from inspection.store.models import OutboxMessage
+from inspection.store.store import MIGRATIONS_DIR
 from tests.conftest import PG_CA_FILE
 from tests.store.test_forward import Central, _central_keys, _local, central
 
@@ -82,9 +86,10 @@ def _other_rows(central: Central, other: str) -> None:
 
 
 _ROW = (
-    "INSERT INTO inspections (id, product, station_id, score, threshold, verdict, "
-    "model_version, bundle_id, latency_ms, width, height, image_sha, created_at) VALUES "
-    "(md5(random()::text), 'brick', {who}, 0.1, 0.5, 'OK', 'm', 'b', 1, 8, 8, 'x', now())"
+    "INSERT INTO inspections (id, product, station_id, source, score, threshold, verdict, "
+    "model_version, bundle_id, latency_ms, mask_source, regions, width, height, image_sha, "
+    "created_at) VALUES (md5(random()::text), 'brick', {who}, 'api', 0.1, 0.5, 'OK', 'm', "
+    "'b', 1, 'raw', '[]', 8, 8, 'x', now())"
 )
 DENIED, RLS, OWNER = "permission denied", "row-level security", "must be owner"
 HOSTILE = {  # a station's own SQL, and why PostgreSQL refuses it
@@ -153,17 +158,27 @@ def test_the_central_store_keeps_the_rollups_of_forwarded_rows(
     local = _local(tmp_path, central.station, 30)
     forwarder = Forwarder(local, central.url, central.blob_dir, batch=7)
     assert forwarder.drain() == 30 and len(_central_keys(central)) == 30
+    with local.session() as session:  # every batch sent again, as after a crash
+        session.execute(sa.update(OutboxMessage).values(delivered_at=None))
+    assert forwarder.drain() == 30 and len(_central_keys(central)) == 30
     forwarder.stop()
-    tables = ("rollup_hourly", "rollup_scores")
     with central.store.engine.begin() as owner:
-        kept = {
-            t: owner.execute(sa.text(f"SELECT * FROM {t} ORDER BY 1, 2, 3")).all() for t in tables
-        }
+        kept = _rollups(owner)
         rollups.rebuild(owner)
-        rebuilt = {
-            t: owner.execute(sa.text(f"SELECT * FROM {t} ORDER BY 1, 2, 3")).all() for t in tables
-        }
-    assert kept == rebuilt and sum(row.total for row in kept["rollup_hourly"]) == 30
+        assert kept == _rollups(owner)
+    assert sum(row[3] for row in kept["rollup_hourly"]) == 30
+
+
+def _rollups(owner: sa.Connection) -> dict[str, list[tuple[object, ...]]]:
+    """Both rollup tables, float sums to 9 places (summed in another order)."""
+    tables = ("rollup_hourly", "rollup_scores")
+    return {
+        table: [
+            tuple(round(value, 9) if isinstance(value, float) else value for value in row)
+            for row in owner.execute(sa.text(f"SELECT * FROM {table} ORDER BY 1, 2, 3"))
+        ]
+        for table in tables
+    }
 
 
 def test_the_password_is_never_sent_as_text(central: Central) -> None:
@@ -239,3 +254,24 @@ def test_the_command_refuses_writes_into_a_foreign_role(central: Central, tmp_pa
     assert "--writes 'inspection': an existing role that is not one of this project's" in str(
         result.exception
     )
+
+
+def test_migration_0012_confines_the_roles_an_earlier_release_made(central: Central) -> None:
+    """Down to 0011 (the earlier grants: rollups writable, ids outside the id group), then up:
+    the rollups are closed and the earlier ``--writes`` id still counts as the station's."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    watch = f"{central.station}-watch"
+    with central.store.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0011")
+        connection.execute(sa.text(f'REVOKE {STATION_IDS} FROM "{watch}"'))
+    engine = _station(central)
+    with engine.connect() as connection:
+        connection.execute(sa.text("UPDATE rollup_hourly SET total = 0"))  # allowed before
+    central.store.migrate()
+    with pytest.raises(DBAPIError, match=DENIED), engine.connect() as connection:
+        connection.execute(sa.text("UPDATE rollup_hourly SET total = 0"))
+    with engine.connect() as connection:
+        connection.execute(sa.text(_ROW.format(who=f"'{watch}'")))
+    engine.dispose()
