@@ -207,8 +207,8 @@ def _kind_cell(kind: dict) -> str:
     return f"{kind['missed']}/{kind['n']} ({kind['miss_high']:.0%})"
 
 
-def report(rows: list[dict]) -> None:
-    """Write curve.md from the rows."""
+def report(rows: list[dict], name: str = "curve") -> None:
+    """Write ``<name>.md`` from the rows."""
     lines = [
         "# Learning curve: the mixed model against labelled defects per kind (#67)",
         "",
@@ -237,10 +237,29 @@ def report(rows: list[dict]) -> None:
                 f"{_f(row['false_reject_rate'])} | {'yes' if ready else 'no'} |"
             )
         lines.append("")
+    lines += unseen_lines(rows)
     if rows:
         m = rows[-1]["machine"]
         lines += [f"Machine: {m['cpu']} ({m['isa']}); load at the last run: {m['load']}.", ""]
-    (REPORTS / "curve.md").write_text("\n".join(lines))
+    (REPORTS / f"{name}.md").write_text("\n".join(lines))
+
+
+def unseen_lines(rows: list[dict]) -> list[str]:
+    """The unseen-kinds table: each left-out kind's miss at k = 20 against k = 0's."""
+    base = {(r["product"]): r["kinds"] for r in rows if r["k"] == 0 and r["variant"] == "same"}
+    unseen = [r for r in rows if r["variant"] == "unseen" and r["product"] in base]
+    if not unseen:
+        return []
+    lines = ["## Unseen kinds (k = 20 of the other kinds, none of this one)", "",
+             "| product | kind left out | its miss, k = 0 | its miss, others labelled | no worse |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    for row in unseen:
+        kind = row["left_out"]
+        before, after = base[row["product"]][kind], row["kinds"][kind]
+        overlap = after["missed"] <= before["missed"] or after["miss"] <= before["miss_high"]
+        lines.append(f"| {row['product']} | {kind} | {_kind_cell(before)} | {_kind_cell(after)} "
+                     f"| {'yes' if overlap else 'NO'} |")  # fmt: skip
+    return [*lines, ""]
 
 
 def _f(value: float | None) -> str:
@@ -257,9 +276,10 @@ def main() -> None:
     parser.add_argument("--k", default=",".join(map(str, KS)))
     parser.add_argument("--variants", default="same")
     parser.add_argument("--work", default=str(WORK))
+    parser.add_argument("--name", default="curve", help="report: reports/learning/<name>.json")
     args = parser.parse_args()
     if args.command == "report":
-        report(json.loads((REPORTS / "curve.json").read_text()))
+        report(json.loads((REPORTS / f"{args.name}.json").read_text()), args.name)
     elif args.command == "station":
         station(Path(args.work), args.product, args.samples)
     else:
