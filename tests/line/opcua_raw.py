@@ -18,7 +18,7 @@ from inspection.line.pki import LinePki
 @dataclass(frozen=True)
 class Attempt:
     """One connection's plan: the channel (``pki`` None: SecurityPolicy None; else
-    Basic256Sha256 SignAndEncrypt with certificate ``name`` of ``pki``), whether CreateSession
+    Basic256Sha256 in ``mode`` with certificate ``name`` of ``pki``), whether CreateSession
     repeats the certificate, the identity token (``user`` None: anonymous; ``x509``: the
     certificate), and ``calls`` (object, method, arguments) made in the session."""
 
@@ -28,6 +28,8 @@ class Attempt:
     user: str | None = None
     password: str = ""
     x509: bool = False
+    mode: ua.MessageSecurityMode = ua.MessageSecurityMode.SignAndEncrypt
+    server_certificate: Path | None = None  # None: asked for with GetEndpoints (None channel)
     calls: tuple[tuple[ua.NodeId, ua.NodeId, tuple[Any, ...]], ...] = field(default=())
 
 
@@ -44,7 +46,11 @@ async def attempt(endpoint: str, plan: Attempt, timeout: float = 5.0) -> dict[st
         identity = plan.pki.identity(plan.name, f"urn:inspection:{plan.name}")
         client.application_uri = identity.uri
         await client.set_security(
-            SecurityPolicyBasic256Sha256, str(identity.certificate), str(identity.private_key)
+            SecurityPolicyBasic256Sha256,
+            str(identity.certificate),
+            str(identity.private_key),
+            server_certificate=str(plan.server_certificate) if plan.server_certificate else None,
+            mode=plan.mode,
         )
         if plan.x509:
             await client.load_client_certificate(str(identity.certificate))

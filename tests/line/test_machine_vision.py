@@ -2,47 +2,69 @@
 MES process of its own: ``python -m tests.line.test_machine_vision <endpoint> <pki>``) and
 node-opcua (``node/machine_vision_client.mjs``), an implementation nobody here wrote. Browse
 to the VisionSystem, prepare a recipe, run a single job, receive ResultReady, read the result
-and check it against the store; an untrusted client is refused."""
+and check it against the store; an untrusted client is refused. Raw service calls
+(``opcua_raw``) check that no session, identity or method gets past the gate unchecked."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from asyncua import Client, ua
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 
 from inspection.core.errors import ConfigError
 from inspection.core.signing import load_public_key
 from inspection.line.config import LinkSecurity, MachineVisionConfig
 from inspection.line.machine_vision import RESULT_READY_EVENT, VISION_SYSTEM_TYPE, load_client_types
+from inspection.line.machine_vision.access import add_user, load_users
+from inspection.line.machine_vision.model import ERROR_EVENT
 from inspection.line.payload import ResultPayload
 from inspection.line.pki import LinePki
 from inspection.line.security import trust_list_validator
 from inspection.line.station import LineStation
 
 from .helpers import free_port, secure
+from .opcua_raw import Attempt, attempt, rogue
 from .station_env import camera_folder, line_config
 
 NODE_DIR = Path(__file__).parent / "node"
 REPO = Path(__file__).resolve().parents[2]
+PASSWORD = "a long operator password"
+CAUSE = (ua.Variant(0, ua.VariantType.Int32), ua.Variant("test", ua.VariantType.String))
+
+
+def _users(pki_dir: Path) -> None:
+    """``mes`` and ``mes-node``: certificate users, admin and engineer; ``op-a``/``op-b``:
+    operators, ``eng``: an engineer, with ``PASSWORD``."""
+    users = pki_dir / "opcua-users.yaml"
+    add_user(users, "mes", "admin", None)
+    add_user(users, "mes-node", "engineer", None)
+    for name, role in (("op-a", "operator"), ("op-b", "operator"), ("eng", "engineer")):
+        add_user(users, name, role, PASSWORD)
+
+
+def _build(tmp_path: Path, fp32_bundle: Path, tiny_product: Path, **options) -> LineStation:
+    camera = camera_folder(tmp_path, tiny_product, count=options.pop("count", 4))
+    _users(secure(tmp_path).pki_dir)
+    config = MachineVisionConfig(enabled=True, port=free_port())
+    built = LineStation.build(
+        line_config(tmp_path, fp32_bundle, camera, machine_vision=config, **options)
+    )
+    built.start()
+    return built
 
 
 @pytest.fixture
 def station(tmp_path: Path, fp32_bundle: Path, tiny_product: Path):
-    camera = camera_folder(tmp_path, tiny_product, count=4)
-    config = MachineVisionConfig(enabled=True, port=free_port())
-    built = LineStation.build(line_config(tmp_path, fp32_bundle, camera, machine_vision=config))
-    built.start()
+    built = _build(tmp_path, fp32_bundle, tiny_product)
     yield built
     built.stop()
 
@@ -57,7 +79,8 @@ async def _mes(
     pki: LinePki,
     mode: ua.MessageSecurityMode = ua.MessageSecurityMode.SignAndEncrypt,
 ) -> Client:
-    """A MES client with a certificate the site's CA signed (``pki``), trusting the station."""
+    """A MES client with a certificate the site's CA signed (``pki``), trusting the station;
+    its user is that certificate (``mes``, an admin)."""
     client = Client(endpoint, timeout=10)
     identity = pki.identity("mes", "urn:inspection:mes")
     client.application_uri = identity.uri
@@ -65,6 +88,8 @@ async def _mes(
         SecurityPolicyBasic256Sha256, str(identity.certificate), str(identity.private_key),
         mode=mode,
     )  # fmt: skip
+    await client.load_client_certificate(str(identity.certificate))
+    await client.load_private_key(str(identity.private_key))
     client.certificate_validator = (await trust_list_validator(pki, peer="server")).validate
     return client
 
@@ -139,6 +164,13 @@ async def _flow(endpoint: str, pki: LinePki) -> dict:
         continuous = [await asyncio.wait_for(events.queue.get(), 30) for _ in range(2)]
         await automatic.call_method(f"{mv}:Stop", ua.Variant(0, ua.VariantType.Int32), "test")
         after_stop = await states()
+        with pytest.raises(ua.UaStatusCodeError, match="BadInvalidState"):  # only in a job
+            await automatic.call_method(f"{mv}:Abort", ua.Variant(0, ua.VariantType.Int32), "")
+        with pytest.raises(ua.UaStatusCodeError, match="BadUserAccessDenied"):  # not by clients
+            await (await machine.get_child("0:CurrentState")).write_value(ua.LocalizedText("x"))
+        await machine.call_method(f"{mv}:Reset", ua.Variant(0, ua.VariantType.Int32), "test")
+        after_reset = await states()  # from Operational: Reset is always executable
+        await machine.call_method(f"{mv}:SelectModeAutomatic")  # the recipe is kept: Ready
         safety = await system.get_child(f"{mv}:SafetyStateManagement")
         await automatic.call_method(f"{mv}:StartContinuous", *_job_arguments("s-1"))
         await safety.call_method(f"{mv}:ReportSafetyState", True, "light curtain")
@@ -165,7 +197,7 @@ async def _flow(endpoint: str, pki: LinePki) -> dict:
             "result": (result.ResultId.Id, result.ResultState, result.MeasId.Id),
             "content": result.ResultContent[0].Value,
             "continuous": [e.JobId.Id for e in continuous],
-            "states": (after_job, after_stop, halted, await states()),
+            "states": (after_job, after_stop, after_reset, halted, await states()),
             "safety": (after_safety, reported),
         }
 
@@ -177,7 +209,7 @@ def _check_against_store(station: LineStation, result_id: str, state: int, conte
     assert (payload.inspection_id, payload.verdict) == (row.id, row.verdict)
     assert (payload.bundle_id, payload.score) == (row.bundle_id, round(row.score, 6))
     assert len(payload.regions) == len(row.regions)
-    assert state == {"OK": 1, "NG": 2}[row.verdict]
+    assert state == 1  # ResultStateDataType Completed, OK or NG alike: the verdict is the content
 
 
 def test_asyncua_client_runs_a_job_and_reads_the_signed_result(
@@ -192,17 +224,18 @@ def test_asyncua_client_runs_a_job_and_reads_the_signed_result(
     assert done.returncode == 0, done.stderr[-3000:]
     seen = json.loads(done.stdout.strip().splitlines()[-1])
     result_id, state, job = seen["event"]
-    assert job == seen["job"] == "m-1"
+    assert job == seen["job"] != "m-1"  # the station's job id; the MES's MeasId below
     assert seen["result"] == [result_id, state, "m-1"]
     _check_against_store(station, result_id, state, seen["content"])
     row = station.core.store.get_inspection(result_id)
     assert (row.request_id, row.part_id, row.source) == ("cam-1/m-1", "part-1", "opcua-40100")
-    assert seen["continuous"] == ["c-1", "c-1"]  # one job, a result per part
+    assert len(set(seen["continuous"])) == 1 and len(seen["continuous"]) == 2  # one job
     assert station.handler.product == "brick"  # refused recipes left the selection alone
     assert seen["safety"] == [["Operational", "Ready"], "light curtain"]  # continuous stopped
     assert seen["states"] == [
         ["Operational", "Ready"],
         ["Operational", "Ready"],
+        ["Preoperational", ""],
         ["Halted", ""],
         ["Preoperational", ""],
     ]
@@ -233,7 +266,7 @@ def test_untrusted_and_plain_clients_are_refused(station: LineStation, tmp_path:
     assert asyncio.run(_server_state(trusted)) == 0
     with pytest.raises(ua.UaStatusCodeError, match="BadCertificateUntrusted"):
         asyncio.run(_server_state(foreign))
-    with pytest.raises(ua.UaError, match="No matching endpoints"):
+    with pytest.raises(ua.UaStatusCodeError, match="BadSecurityPolicyRejected"):  # the server
         asyncio.run(_server_state(plain))
 
 
@@ -241,9 +274,9 @@ def test_without_link_security_the_endpoint_is_plain(
     tmp_path: Path, fp32_bundle: Path, tiny_product: Path
 ) -> None:
     camera = camera_folder(tmp_path, tiny_product, count=1)
+    vision = MachineVisionConfig(enabled=True, port=free_port(), anonymous="observer")
     config = line_config(
-        tmp_path, fp32_bundle, camera,
-        machine_vision=MachineVisionConfig(enabled=True, port=free_port()),
+        tmp_path, fp32_bundle, camera, machine_vision=vision,
         security=LinkSecurity(mode="none", pki_dir=tmp_path / "pki"),
     )  # fmt: skip
     station = LineStation.build(config)
@@ -253,7 +286,11 @@ def test_without_link_security_the_endpoint_is_plain(
         async def plain() -> Client:
             return Client(_endpoint(station), timeout=10)
 
-        assert asyncio.run(_server_state(plain)) == 0
+        assert asyncio.run(_server_state(plain)) == 0  # anonymous, as configured
+        machine = ua.NodeId("VisionSystem.VisionStateMachine", 1)
+        halt = (machine, ua.NodeId("VisionSystem.VisionStateMachine.Halt", 1), CAUSE)
+        steps = asyncio.run(attempt(_endpoint(station), Attempt(None, calls=(halt,))))
+        assert _calls_of(steps) == ["Good"] * 4 + ["BadUserAccessDenied"]  # an observer
     finally:
         station.stop()
 
@@ -265,6 +302,7 @@ def test_sign_mode_signs_without_encrypting(
     endpoint of its mode."""
     camera = camera_folder(tmp_path, tiny_product, count=1)
     security = LinkSecurity(mode="sign", pki_dir=secure(tmp_path).pki_dir)
+    _users(security.pki_dir)
     config = line_config(
         tmp_path, fp32_bundle, camera,
         machine_vision=MachineVisionConfig(enabled=True, port=free_port()), security=security,
@@ -306,26 +344,9 @@ def _node_client() -> list[str]:
     return [node, str(NODE_DIR / "machine_vision_client.mjs")]
 
 
-def _empty_crl(pki: LinePki, path: Path) -> Path:
-    """The site CA's (empty) revocation list, DER: node-opcua refuses a CA-signed certificate
-    whose CA has none (the line PKI publishes no CRL yet: docs/line-integration.md)."""
-    ca = x509.load_pem_x509_certificate(pki.ca_file.read_bytes())
-    key = serialization.load_pem_private_key((pki.root / "ca.key").read_bytes(), password=None)
-    now = datetime.now(timezone.utc)
-    crl = (
-        x509.CertificateRevocationListBuilder()
-        .issuer_name(ca.subject)
-        .last_update(now - timedelta(minutes=5))
-        .next_update(now + timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    path.write_bytes(crl.public_bytes(serialization.Encoding.DER))
-    return path
-
-
-def _run_node(command: list[str], *args: str) -> dict:
+def _run_node(command: list[str], **options) -> dict:
     done = subprocess.run(
-        [*command, *args],
+        [*command, json.dumps(options)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -336,29 +357,257 @@ def _run_node(command: list[str], *args: str) -> dict:
     return json.loads(lines[-1])
 
 
-def test_node_opcua_client_runs_a_job_and_an_untrusted_one_is_refused(
+def test_node_opcua_client_runs_a_job_and_bad_ones_are_refused(
     station: LineStation, tmp_path: Path
 ) -> None:
+    """The site CA and the CRL the line PKI publishes are all node-opcua needs."""
     command = _node_client()
     pki = LinePki(secure(tmp_path).pki_dir)
     identity = pki.identity("mes-node", "urn:inspection:mes-node")
-    site = [str(pki.trusted_dir / "ca.der"), str(_empty_crl(pki, tmp_path / "ca.crl"))]
+    site = {"endpoint": _endpoint(station), "ca": str(pki.trusted_dir / "ca.der"),
+            "crl": str(pki.crl_file)}  # fmt: skip
+    trusted = site | {"certificate": str(identity.certificate),
+                      "privateKey": str(identity.private_key), "uri": identity.uri}  # fmt: skip
     seen = _run_node(
-        command, _endpoint(station), str(tmp_path / "node-pki"), *site,
-        str(identity.certificate), str(identity.private_key), identity.uri,
+        command, **trusted, pki=str(tmp_path / "node-pki"), flow=True, user="eng",
+        password=PASSWORD,
     )  # fmt: skip
     assert "error" not in seen, seen["error"]
     assert seen["recipe"] == {"id": "brick", "version": "v0001-fp32", "completed": True}
     event, result = seen["event"], seen["result"]
-    assert seen["job"] == event["jobId"] == result["measId"] == "n-1"
+    assert seen["job"] == event["jobId"]  # the station's job id
+    assert result["measId"] == "n-1"
     assert (result["resultId"], result["resultState"]) == (event["resultId"], event["resultState"])
     _check_against_store(station, result["resultId"], result["resultState"], result["content"])
     row = station.core.store.get_inspection(result["resultId"])
     assert (row.part_id, row.source) == ("node-part", "opcua-40100")
 
-    # its own self-signed certificate (the site's CA did not sign it): the station refuses it
-    refused = _run_node(command, _endpoint(station), str(tmp_path / "node-untrusted"), *site)
-    assert refused["connected"] is False and "BadCertificateUntrusted" in refused["error"], refused
+    probes = {  # each refused: its own self-signed certificate, no user, a wrong password
+        "untrusted": site | {"user": "eng", "password": PASSWORD},
+        "anonymous": trusted,
+        "wrong password": trusted | {"user": "eng", "password": "not the password"},
+    }
+    refusals = {}
+    for name, options in probes.items():
+        probe = _run_node(command, **options, pki=str(tmp_path / f"node-{name}"), flow=False)
+        assert probe["connected"] is False, (name, probe)
+        refusals[name] = probe["error"]
+    assert "BadCertificateUntrusted" in refusals["untrusted"], refusals
+    assert "ANONYMOUS user token policy" in refusals["anonymous"], refusals  # none offered
+    assert "BadUserAccessDenied" in refusals["wrong password"], refusals
+
+
+async def _ids(endpoint: str, pki: LinePki) -> dict[str, ua.NodeId]:
+    """The NodeIds of the VisionSystem's objects and methods, browsed by the admin MES."""
+    async with await _mes(endpoint, pki) as client:
+        mv = await client.get_namespace_index("http://opcfoundation.org/UA/MachineVision")
+        children = await client.nodes.objects.get_children()
+        names = [(await n.read_browse_name()).Name for n in children]
+        system = children[names.index("VisionSystem")]
+        machine = await system.get_child(f"{mv}:VisionStateMachine")
+        automatic = await machine.get_child(f"{mv}:AutomaticModeStateMachine")
+        ids = {"machine": machine.nodeid, "automatic": automatic.nodeid}
+        for parent, name in ((machine, "Halt"), (automatic, "StartContinuous"),
+                             (automatic, "Stop"), (machine, "SelectModeAutomatic")):  # fmt: skip
+            ids[name] = (await parent.get_child(f"{mv}:{name}")).nodeid
+        return ids
+
+
+def _calls_of(attempted: dict[str, str]) -> list[str]:
+    return list(attempted.values())
+
+
+def test_raw_service_calls_get_no_session_identity_or_method_unchecked(
+    station: LineStation, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each service sent whatever the one before answered, as an attacker does."""
+    endpoint, pki = _endpoint(station), LinePki(secure(tmp_path).pki_dir)
+    ids = asyncio.run(_ids(endpoint, pki))
+    halt = (ids["machine"], ids["Halt"], CAUSE)
+    select = (ids["machine"], ids["SelectModeAutomatic"], ())
+    bad_policy, good = "BadSecurityPolicyRejected", "Good"
+    cases = {  # plan -> OpenSecureChannel, GetEndpoints, CreateSession, ActivateSession, Call
+        "None channel": (Attempt(None, calls=(halt,)), [good, good, *[bad_policy] * 3]),
+        "Sign channel (only SignAndEncrypt offered)": (
+            Attempt(pki, mode=ua.MessageSecurityMode.Sign, calls=(halt,),
+                    server_certificate=pki.root / "station-cam-1-server.pem"), [bad_policy]),
+        "anonymous": (Attempt(pki, calls=(halt,)),
+                      [good, good, good, "BadIdentityTokenRejected", "BadUserAccessDenied"]),
+        "wrong password": (Attempt(pki, user="op-a", password="not it", calls=(halt,)),
+                           [good, good, good, "BadUserAccessDenied", "BadUserAccessDenied"]),
+        "unknown user": (Attempt(pki, user="nobody", password=PASSWORD, calls=(halt,)),
+                         [good, good, good, "BadUserAccessDenied", "BadUserAccessDenied"]),
+        "untrusted channel, no certificate in CreateSession": (
+            Attempt(rogue(tmp_path), session_certificate=False, calls=(halt,)),
+            [good, good, "BadCertificateUntrusted", "BadSessionIdInvalid",
+             "BadUserAccessDenied"]),
+        "operator calls Halt": (Attempt(pki, user="op-a", password=PASSWORD, calls=(halt,)),
+                                [good] * 4 + ["BadUserAccessDenied"]),
+        "operator selects the mode": (Attempt(pki, user="op-a", password=PASSWORD,
+                                              calls=(select,)), [good] * 4 + ["BadUserAccessDenied"]),
+        "engineer selects the mode": (Attempt(pki, user="eng", password=PASSWORD,
+                                              calls=(select,)), [good] * 5),
+        "admin (X509 user) halts": (Attempt(pki, x509=True, calls=(halt,)), [good] * 5),
+    }  # fmt: skip
+    seen = {
+        name: _calls_of(asyncio.run(attempt(endpoint, plan))) for name, (plan, _) in cases.items()
+    }
+    assert seen == {name: expected for name, (_, expected) in cases.items()}
+    refusals = [r.getMessage() for r in caplog.records if "OPC 40100 refused" in r.getMessage()]
+    for what in (
+        "service",
+        "ActivateSession",
+        "CreateSession",
+        "OpenSecureChannel",
+        "Halt by op-a",
+    ):
+        assert any(what in message for message in refusals), (what, refusals)
+    assert any("wrong user name or password" in m for m in refusals)
+
+    def op_b(password: str) -> str:
+        plan = Attempt(pki, user="op-b", password=password)
+        return asyncio.run(attempt(endpoint, plan))["ActivateSession"]
+
+    guesses = [op_b(f"guess number {n}") for n in range(5)]
+    assert guesses == ["BadUserAccessDenied"] * 5
+    assert op_b(PASSWORD) == "BadUserAccessDenied"  # locked after 5 failures, for 30 s
+    assert re.search(r"op-b from .*: locked for (29|30) s after 5 failures", caplog.text)
+
+
+def test_a_client_stops_only_its_own_job_unless_admin(station: LineStation, tmp_path: Path) -> None:
+    endpoint, pki = _endpoint(station), LinePki(secure(tmp_path).pki_dir)
+    ids = asyncio.run(_ids(endpoint, pki))
+    asyncio.run(attempt(endpoint, Attempt(pki, x509=True, calls=(
+        (ids["machine"], ids["SelectModeAutomatic"], ()),))))  # fmt: skip
+    asyncio.run(_prepare(endpoint, pki))
+    start = (ids["automatic"], ids["StartContinuous"], _variants(_job_arguments("c-own")))
+    stop = (ids["automatic"], ids["Stop"], CAUSE)
+
+    def run(user: str, *calls: tuple) -> list[str]:
+        plan = Attempt(pki, user=user, password=PASSWORD, calls=calls)
+        return _calls_of(asyncio.run(attempt(endpoint, plan)))[4:]
+
+    assert run("op-a", start) == ["Good"]
+    assert run("op-b", stop) == ["BadUserAccessDenied"]  # another operator's job
+    assert run("op-a", stop) == ["Good"]  # its owner
+    assert run("op-a", start) == ["Good"]
+    admin = Attempt(pki, x509=True, calls=(stop,))
+    assert _calls_of(asyncio.run(attempt(endpoint, admin)))[4:] == ["Good"]  # an admin
+
+
+async def _prepare(endpoint: str, pki: LinePki) -> None:
+    async with await _mes(endpoint, pki) as client:
+        mv = await load_client_types(client)
+        system = await client.nodes.objects.get_child("1:VisionSystem")  # the server URI namespace
+        recipes = await system.get_child(f"{mv}:RecipeManagement")
+        await recipes.call_method(
+            f"{mv}:PrepareRecipe",
+            ua.RecipeIdExternalDataType(Id="brick"),
+            ua.RecipeIdInternalDataType(Id=""),
+        )
+
+
+def _variants(arguments: list) -> tuple:
+    return tuple(a if isinstance(a, ua.Variant) else ua.Variant(a) for a in arguments)
+
+
+async def _jobs(endpoint: str, pki: LinePki, jobs: list[tuple[str, str, str, str]]) -> list:
+    """Each (MeasId, PartId, RecipeId, ProductId) as a single job: its ResultReady event
+    (ResultId, ResultState, MeasId), the status name of a refused call, and the states and
+    ErrorEventType messages after all."""
+    async with await _mes(endpoint, pki) as client:
+        mv = await load_client_types(client)
+        system = await client.nodes.objects.get_child("1:VisionSystem")  # the server URI namespace
+        machine = await system.get_child(f"{mv}:VisionStateMachine")
+        automatic = await machine.get_child(f"{mv}:AutomaticModeStateMachine")
+        recipes = await system.get_child(f"{mv}:RecipeManagement")
+        await machine.call_method(f"{mv}:SelectModeAutomatic")
+        await recipes.call_method(f"{mv}:PrepareRecipe", ua.RecipeIdExternalDataType(Id="brick"),
+                                  ua.RecipeIdInternalDataType(Id=""))  # fmt: skip
+        results, errors = _Events(), _Events()
+        for handler, event_type in ((results, RESULT_READY_EVENT), (errors, ERROR_EVENT)):
+            subscription = await client.create_subscription(20, handler)
+            await subscription.subscribe_events(system, ua.NodeId(event_type, mv))
+        seen: list = []
+        for meas, part, recipe, product in jobs:
+            arguments = [ua.MeasIdDataType(Id=meas), ua.PartIdDataType(Id=part),
+                         ua.RecipeIdExternalDataType(Id=recipe), ua.ProductIdDataType(Id=product),
+                         ua.Variant([], ua.VariantType.Variant)]  # fmt: skip
+            try:
+                await automatic.call_method(f"{mv}:StartSingleJob", *arguments)
+            except ua.UaStatusCodeError as exc:
+                seen.append(ua.StatusCode(exc.code).name)
+                continue
+            event = await asyncio.wait_for(results.queue.get(), 30)
+            seen.append((event.ResultId.Id, event.ResultState, event.MeasId.Id))
+            for _ in range(100):  # back in Ready
+                state = await (await automatic.get_child("0:CurrentState")).read_value()
+                if state.Text == "Ready":
+                    break
+                await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)  # the last ErrorEventType
+        error_events = []
+        while not errors.queue.empty():
+            error_events.append((await errors.queue.get()).Message.Text)
+        state = await (await automatic.get_child("0:CurrentState")).read_value()
+        return [seen, state.Text, error_events]
+
+
+def test_jobs_name_their_recipe_and_a_reused_meas_id_is_a_new_part(
+    station: LineStation, tmp_path: Path
+) -> None:
+    """RecipeId / ProductId must be the prepared recipe; a reused MeasId for another part
+    gets a new ResultId (OPC 40100-1: no assumption about its uniqueness), a true retry
+    (same MeasId, part and product at once) the stored one."""
+    endpoint, pki = _endpoint(station), LinePki(secure(tmp_path).pki_dir)
+    seen, state, errors = asyncio.run(_jobs(endpoint, pki, [
+        ("r-1", "p-1", "", ""), ("r-1", "p-2", "", ""), ("r-1", "p-2", "", ""),
+        ("r-2", "", "grass", ""), ("r-3", "", "", "gravel"), ("r-4", "", "brick", "brick"),
+    ]))  # fmt: skip
+    first, second, retry, recipe, product, named = seen
+    assert [s[1:] for s in (first, second, retry)] == [(1, "r-1")] * 3
+    assert first[0] != second[0] and retry[0] == second[0]
+    rows = {station.core.store.get_inspection(i[0]).part_id for i in (first, second)}
+    assert rows == {"p-1", "p-2"}
+    assert (recipe, product) == ("BadInvalidArgument", "BadInvalidArgument")
+    assert named[1:] == (1, "r-4") and state == "Ready" and errors == []
+
+
+def test_a_failed_part_ends_ready_with_an_error_event(
+    tmp_path: Path, fp32_bundle: Path, tiny_product: Path
+) -> None:
+    """A camera out of images: ResultState 4 (Failed), an ErrorEventType event, Ready."""
+    built = _build(tmp_path, fp32_bundle, tiny_product, count=1, loop=False)
+    try:
+        endpoint, pki = _endpoint(built), LinePki(secure(tmp_path).pki_dir)
+        seen, state, errors = asyncio.run(
+            _jobs(endpoint, pki, [("f-1", "", "", ""), ("f-2", "", "", "")])
+        )
+    finally:
+        built.stop()
+    assert [s[1:] for s in seen] == [(1, "f-1"), (4, "f-2")]
+    assert state == "Ready"
+    assert len(errors) == 1 and "f-2" in errors[0] and "error 1" in errors[0], errors  # NO_IMAGE
+
+
+def test_the_users_file_is_checked_by_key(tmp_path: Path) -> None:
+    users = tmp_path / "users.yaml"
+    add_user(users, "j.smith", "engineer", PASSWORD)
+    add_user(users, "mes-1", "operator", None)
+    loaded = load_users(users)
+    assert (loaded["j.smith"].role, loaded["mes-1"].certificate) == ("engineer", True)
+    assert loaded["j.smith"].password_hash.startswith("$argon2id$")
+    assert oct(users.stat().st_mode & 0o777) == "0o600"
+    with pytest.raises(ConfigError, match="at least 12 characters"):
+        add_user(users, "short", "operator", "too short")
+    for entry, message in (
+        ({"role": "boss", "certificate": True}, "must be one of"),
+        ({"role": "operator"}, "either 'password_hash' or 'certificate: true'"),
+        ({"role": "operator", "certificat": True}, "certificat"),
+    ):
+        users.write_text(json.dumps({"x": entry}))
+        with pytest.raises(ConfigError, match=message):
+            load_users(users)
 
 
 if __name__ == "__main__":  # the asyncua MES process: <endpoint> <pki dir> -> JSON line

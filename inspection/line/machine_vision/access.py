@@ -36,6 +36,7 @@ import functools
 import logging
 import socket
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -61,6 +62,7 @@ from inspection.core.config import from_mapping
 from inspection.core.errors import ConfigError
 from inspection.line.config import OpcRole
 from inspection.line.pki import write_private
+from inspection.store.users import lock_seconds
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +176,7 @@ class StationUsers(UserManager):
         self, users: dict[str, OpcUser], anonymous: OpcRole | None, ca: x509.Certificate | None
     ) -> None:
         self.users, self.anonymous, self.ca = users, anonymous, ca
+        self._failures: dict[str, tuple[int, float]] = {}  # user: failures, locked until
 
     def get_user(
         self, iserver: Any, username: str | None = None, password: str | None = None,
@@ -194,14 +197,21 @@ class StationUsers(UserManager):
         return Caller(UserRole.User, name, station_role=role, peer=request.peer)
 
     def _password(self, name: str, password: str) -> tuple[str, OpcRole | None, str]:
-        user = self.users.get(name)
+        """A known user's repeated failures lock it (as the dashboard's: ``lock_seconds``)."""
+        user, now = self.users.get(name), time.monotonic()
+        failures, locked_until = self._failures.get(name, (0, 0.0))
+        if now < locked_until:
+            return name, None, f"locked for {locked_until - now:.0f} s after {failures} failures"
         try:  # an unknown name costs the same verification as a known one
             _HASHER.verify(user.password_hash if user and user.password_hash else _DUMMY_HASH,
                            password)  # fmt: skip
         except (VerificationError, InvalidHashError):
+            if user is not None:
+                self._failures[name] = (failures + 1, now + lock_seconds(failures + 1))
             return name, None, "wrong user name or password"
         if user is None or user.password_hash is None:
             return name, None, "wrong user name or password"
+        self._failures.pop(name, None)
         return name, user.role, ""
 
     def _certificate(self, der: bytes | None) -> tuple[str, OpcRole | None, str]:

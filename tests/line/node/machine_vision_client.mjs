@@ -1,14 +1,16 @@
 // An independent OPC 40100 client (node-opcua) for tests/line/test_machine_vision.py.
 //
-//   node machine_vision_client.mjs <endpoint> <pki folder> <ca.der> <crl.der> [<cert.pem> <key.pem> <uri>]
+//   node machine_vision_client.mjs '<JSON options>'
 //
-// The site's CA is trusted (the station's certificate is checked against it). With a client
-// certificate (signed by that CA): browse to the
-// VisionSystem, select automatic mode, prepare the recipe "brick", subscribe to ResultReady
-// events, start a single job, wait for its event, read the result with GetResultById, print
-// one JSON line. Without: connect with a self-signed certificate node-opcua makes itself and
+// Options: endpoint, pki (its own PKI folder), ca and crl (the site CA's certificate and its
+// CRL, both DER, as the line PKI publishes them), flow (true: run a job; false: only probe),
+// certificate, privateKey, uri (its certificate signed by the site CA; none: a self-signed one
+// node-opcua makes itself), user and password (a UserName token; none: anonymous).
+// flow: browse to the VisionSystem, select automatic mode, prepare the recipe "brick",
+// subscribe to ResultReady events, start a single job, wait for its event, read the result
+// with GetResultById, print one JSON line. probe: open a session, read the server state and
 // print whether the station let it in. node-opcua checks revocation: a CA without its CRL
-// fails (BadCertificateRevocationUnknown), so the CA's CRL is given too.
+// fails (BadCertificateRevocationUnknown).
 import { readFileSync } from "node:fs";
 import {
   AttributeIds,
@@ -20,31 +22,35 @@ import {
   OPCUAClient,
   SecurityPolicy,
   TimestampsToReturn,
+  UserTokenType,
   VariantArrayType,
   constructEventFilter,
 } from "node-opcua";
 
 const MV_URI = "http://opcfoundation.org/UA/MachineVision";
-const [endpoint, pkiFolder, caFile, crlFile, certificateFile, privateKeyFile, applicationUri] =
-  process.argv.slice(2);
-const trusted = Boolean(certificateFile);
+const options = JSON.parse(process.argv[2]);
+const identity = options.user
+  ? { type: UserTokenType.UserName, userName: options.user, password: options.password }
+  : { type: UserTokenType.Anonymous };
 
 const certificateManager = new OPCUACertificateManager({
-  rootFolder: pkiFolder,
+  rootFolder: options.pki,
   automaticallyAcceptUnknownCertificate: false,
 });
 await certificateManager.initialize();
-const ca = readFileSync(caFile);
+const ca = readFileSync(options.ca);
 await certificateManager.trustCertificate(ca);
 await certificateManager.addIssuer(ca);
-await certificateManager.addRevocationList(readFileSync(crlFile));
+await certificateManager.addRevocationList(readFileSync(options.crl));
 const client = OPCUAClient.create({
   applicationName: "node-opcua MES",
-  applicationUri: applicationUri || "urn:inspection:node-opcua-untrusted",
+  applicationUri: options.uri || "urn:inspection:node-opcua-untrusted",
   securityMode: MessageSecurityMode.SignAndEncrypt,
   securityPolicy: SecurityPolicy.Basic256Sha256,
   clientCertificateManager: certificateManager,
-  ...(trusted ? { certificateFile, privateKeyFile } : {}),
+  ...(options.certificate
+    ? { certificateFile: options.certificate, privateKeyFile: options.privateKey }
+    : {}),
   endpointMustExist: false,
   connectionStrategy: { maxRetry: 0, initialDelay: 100, maxDelay: 200 },
 });
@@ -55,8 +61,8 @@ function done(result) {
 
 async function probe() {
   try {
-    await client.connect(endpoint);
-    const session = await client.createSession();
+    await client.connect(options.endpoint);
+    const session = await client.createSession(identity);
     await session.read({ nodeId: "ns=0;i=2259", attributeId: AttributeIds.Value });
     await session.close();
     return { connected: true };
@@ -68,8 +74,8 @@ async function probe() {
 }
 
 async function flow() {
-  await client.connect(endpoint);
-  const session = await client.createSession();
+  await client.connect(options.endpoint);
+  const session = await client.createSession(identity);
   try {
     const namespaces = await session.readNamespaceArray();
     const mv = namespaces.indexOf(MV_URI);
@@ -169,7 +175,7 @@ async function flow() {
 }
 
 try {
-  done(trusted ? await flow() : await probe());
+  done(options.flow ? await flow() : await probe());
   process.exit(0);
 } catch (error) {
   done({ error: String(error.stack || error) });
