@@ -88,7 +88,8 @@ class ModelConfig:
     image_score_blur: float | Literal["auto"] = 0.0
     bank_augment: tuple[str, ...] = ()  # views of each training image added to the bank
     # the mixed model (training.models.mixed): a supervised head learned from the labelled
-    # defects (train/<defect>) fused with PatchCore; auto: on where the dataset has them
+    # defects (train/<defect>) fused with PatchCore; auto: fitted where the dataset has them,
+    # kept where validation shows it helps; true: always (the dataset must have them)
     supervised: bool | Literal["auto"] = False
     # STFPM
     max_epochs: int = 5

@@ -229,6 +229,7 @@ def train_model(
     ``roi``: the product's ROI; patches outside it are left out of training (``training.roi``).
     ``stages``: told how the long stages advance (feature batches, out-of-fold folds)."""
     clock = StageClock()
+    gate = config.supervised == "auto"  # auto: the head is kept only where it helps
     config = supervised_config(config, dataset)
     validation, test = evaluation_splits(config, dataset)
     fingerprint = dataset.fingerprint()
@@ -239,7 +240,7 @@ def train_model(
         stages=stages,
     )  # fmt: skip
     clock.lap("fit")
-    supervised = fit_supervised(model, config, dataset, validation, masks)
+    supervised = fit_supervised(model, config, dataset, validation, masks, gate=gate)
     clock.lap("supervised")
     with shared_backbone(model):  # the validation images' backbone pass serves both
         local_stats = _fit_local_statistics(model, config, dataset.train_samples, validation, masks)

@@ -132,9 +132,12 @@ def fit_for_model(
     dataset: Dataset,
     validation: Sequence[Sample],
     roi: TrainingRoi | None = None,
+    *,
+    gate: bool = True,
 ) -> SupervisedChoice | None:
     """Fit the mixed model's head of a trained anomalib ``Patchcore`` (None when ``config``
-    is not supervised); off, with the reason, where calibration could not stay disjoint."""
+    is not supervised); off, with the reason, where calibration could not stay disjoint or
+    (``gate``, ``supervised: auto``) where validation does not show it helps (``_decide``)."""
     if config.supervised is not True:
         return None
     train = dataset.train_samples
@@ -160,7 +163,7 @@ def fit_for_model(
         torch.cat([torch.zeros(len(good), dtype=torch.bool), image_level]), config.seed,
     )  # fmt: skip
     evidence = _fit_fusion(model, head, validation, size, bits)
-    kept, reason = _decide(evidence, len(labelled))
+    kept, reason = _decide(evidence, len(labelled)) if gate else (True, "supervised: true")
     if not kept:
         inner.supervised = SupervisedHead()  # empty: the model scores as PatchCore
     kinds = sorted({s.defect_type for s in labelled})

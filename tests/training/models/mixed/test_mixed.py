@@ -13,12 +13,13 @@ from inspection.core.product_config import model_config_from_mapping
 from inspection.core.registry import Registry
 from inspection.data.dataset import load_dataset
 from inspection.data.demo import write_demo_product
-from inspection.training.models.mixed import _without_own_rows, supervised_config
+from inspection.training.models.mixed import _decide, _without_own_rows, supervised_config
 from inspection.training.models.mixed.head import MixedCore, SupervisedHead
 from inspection.training.train import TrainOutcome, load_trained_model, train_model
 from tests.conftest import TINY_PATCHCORE
 
 MIXED = {**TINY_PATCHCORE, "supervised": "auto"}
+ALWAYS = {**TINY_PATCHCORE, "supervised": True}  # the head kept whatever validation says
 
 
 @pytest.fixture(scope="module")
@@ -38,18 +39,20 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
 
 @pytest.fixture(scope="module")
 def mixed(labelled_product: Path, registry: Registry) -> TrainOutcome:
-    config = model_config_from_mapping(MIXED, where="tests MIXED")
+    config = model_config_from_mapping(ALWAYS, where="tests ALWAYS")
     dataset = load_dataset(labelled_product)
     return train_model(config, dataset, product="grass", registry=registry, progress=False)
 
 
 def test_labelled_defects_train_the_mixed_model(mixed: TrainOutcome) -> None:
     record = mixed.record
-    assert record.config["supervised"] is True  # auto resolved: the rebuilt model has the head
+    assert record.config["supervised"] is True
     choice = record.extra["supervised"]
-    assert choice["kept"] and choice["labelled"] == {
-        k: 3 for k in ("crack", "hole", "scratch", "stain")
-    }
+    assert (
+        choice["kept"]
+        and choice["reason"] == "supervised: true"
+        and choice["labelled"] == {k: 3 for k in ("crack", "hole", "scratch", "stain")}
+    )
     assert choice["masked"] == 12 and choice["cells"]["positive"] > 0
     inner = mixed.model.model
     assert isinstance(inner, MixedCore) and inner.supervised.enabled
@@ -128,3 +131,25 @@ def test_the_bundle_carries_the_head(
     raw = run_bundle(result.bundle_dir, held)
     order = [list(map(str, predictions.paths)).index(str(s.path)) for s in held]
     np.testing.assert_allclose(raw.scores, predictions.scores[order], rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("evidence", "kept"),
+    [
+        ({"patchcore": 0.80, "mixed": 0.90, "patchcore_missed": 9, "mixed_missed": 4}, True),
+        ({"patchcore": 0.80, "mixed": 0.805, "patchcore_missed": 9, "mixed_missed": 4}, False),
+        ({"patchcore": 0.80, "mixed": 0.90, "patchcore_missed": 4, "mixed_missed": 5}, False),
+        ({}, True),  # no validation defects: nothing to judge it on
+    ],
+)
+def test_the_head_is_kept_only_where_validation_shows_it_helps(
+    evidence: dict[str, float], kept: bool
+) -> None:
+    decided, reason = _decide(evidence, 12)
+    assert decided is kept
+    assert reason.startswith("learned from 12" if kept else "off: learned from 12")
+
+
+def test_auto_turns_the_head_on_where_labelled_defects_are(labelled_product: Path) -> None:
+    config = model_config_from_mapping(MIXED, where="tests MIXED")
+    assert supervised_config(config, load_dataset(labelled_product)).supervised is True
