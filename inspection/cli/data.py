@@ -15,6 +15,7 @@ from rich.table import Column, Table
 from inspection.cli._site import group, site_option
 from inspection.cli.console import file_progress, ready_to_write
 from inspection.core.config import load_site_config
+from inspection.core.images import SIXTEEN_BIT_MODES
 from inspection.core.product_config import (
     load_model_config,
     load_product_config,
@@ -138,12 +139,15 @@ def check(
     dataset = load_dataset(path)
     configs = load_site_config(site).configs
     product_file = product_config_path(dataset.name, configs)
-    if image_bits is None:
-        image_bits = _declared_image_bits(dataset.name, configs)
+    declared = _declared_image_bits(dataset.name, configs) if image_bits is None else None
     budget = _product_budget(dataset.name, configs)
     report = check_with_progress(
-        dataset, "reading", image_bits=image_bits, product_file=product_file, budget=budget
-    )
+        dataset, "reading", image_bits=image_bits or declared, product_file=product_file,
+        budget=budget,
+    )  # fmt: skip
+    if declared is not None and report.channels.keys() & set(SIXTEEN_BIT_MODES):  # 8-bit: unused
+        where = f"products/{product_file.name} in {configs}"
+        console.print(f"image_bits: {declared} ({where})", highlight=False)
     _print_report(report)
     if json_out is not None:
         json_out.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
@@ -165,9 +169,7 @@ def _declared_image_bits(product: str, configs: Path) -> int | None:
 
     if not product_config_path(product, configs).is_file():
         return None
-    bits = load_product_config(product, configs).image_bits
-    console.print(f"image_bits: {bits} (products/{product}.yaml in {configs})", highlight=False)
-    return bits
+    return load_product_config(product, configs).image_bits
 
 
 def _product_budget(product: str, configs: Path) -> float:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -139,3 +140,22 @@ def test_check_measures_the_budget_note_against_the_products_budget(
     products.write_text("operating_point: {budget: 0.03}\n", encoding="utf-8")  # needs 33
     short = runner.invoke(app, ["data", "check", str(root), "--site", str(site)], env=env)
     assert "the 3.0% false-reject budget needs 33" in " ".join(short.output.split())
+
+
+def test_check_names_image_bits_only_for_16_bit_images(tiny_product: Path, tmp_path: Path) -> None:
+    """``data check`` said 'image_bits: 16' for a product of 8-bit images, whose decoding never
+    uses it; it names the product's image_bits when 16-bit images are there to read with it."""
+    root = shutil.copytree(tiny_product, tmp_path / "cam")
+    site = tmp_path / "site" / "site.yaml"
+    (site.parent / "products").mkdir(parents=True)
+    site.write_text("{}\n", encoding="utf-8")
+    (site.parent / "products" / "cam.yaml").write_text("{}\n", encoding="utf-8")
+    args, env = ["data", "check", str(root), "--site", str(site)], {"COLUMNS": "300"}
+
+    eight = runner.invoke(app, args, env=env)
+    Image.fromarray(np.full((128, 128), 60000, np.uint16)).save(root / "train/good/000.png")
+    sixteen = runner.invoke(app, args, env=env)
+
+    assert eight.exit_code == 0, eight.output
+    assert "image_bits: " not in eight.output
+    assert "image_bits: 16 (products/cam.yaml in " in " ".join(sixteen.output.split())
