@@ -22,6 +22,7 @@ from inspection.core.config import load_site_config
 from inspection.core.errors import BundleError
 from inspection.core.export_gate import BundleFigures, GateRefusal, GateTolerances
 from inspection.core.registry import Registry
+from inspection.core.retrain_report import RetrainEvent
 from inspection.core.signing import require_site_key, site_signing_key
 from inspection.refine.config import refine_config_in
 
@@ -130,6 +131,8 @@ def export_command(
         actor = authenticated_admin(site_config, actor.strip(), "--actor")
     refine = refine_config_in(site_config.configs)  # a bad key stops here, before any work
     registry = Registry(site_config.registry_dir)
+    if version is None:
+        _refuse_kept_out(registry, product)
     signed = site_signing_key(registry.root) is not None
     if promote:
         try:
@@ -224,6 +227,29 @@ def _print_line_ready(metadata: BundleMetadata) -> None:
         console.print(f"[bold yellow]NOT LINE-READY[/] {escape(warning)}", soft_wrap=True)
     else:
         console.print(f"line-ready: {bundle} on the held-out parts the export measured")
+
+
+def _refuse_kept_out(registry: Registry, product: str) -> None:
+    """Without ``--version``, export takes the latest version; when a retrain kept that one out
+    (its challenger, worse than the champion), stop and say which versions to name instead."""
+    versions = registry.versions(product)
+    if not versions:
+        return  # export says there is nothing to export
+    latest = versions[-1].version
+    kept_out = [
+        RetrainEvent.from_event(e, f"{product} retrain event") for e in registry.events(product)
+        if e.get("action") == "retrain" and e.get("challenger_version") == latest
+    ]  # fmt: skip
+    if not any(run.decision == "keep" for run in kept_out):
+        return
+    live = registry.live(product)
+    champion = f"; the live bundle is {live.bundle_id}" if live is not None else ""
+    raise typer.BadParameter(
+        f"the latest version of {product}, {latest}, is the challenger retrain run "
+        f"{kept_out[-1].run} kept out ({kept_out[-1].reason}){champion}: pass --version with "
+        "the version to export (--version " + latest + " to export the challenger anyway)",
+        param_hint="--version",
+    )
 
 
 @contextmanager

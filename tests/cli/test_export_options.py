@@ -95,3 +95,41 @@ def test_export_help_names_its_exit_codes() -> None:
     said = " ".join(help_text.split())
     assert "Exit codes: 0 registered, 2 a usage or setup error, 3 the gate refused" in said
     assert "(else exit code 3)" in said
+
+
+@pytest.mark.parametrize("decision", ["keep", "promote"])
+def test_export_without_version_refuses_a_challenger_retraining_kept_out(
+    tmp_path: Path, decision: str
+) -> None:
+    """After a retrain that kept its champion, ``export --promote`` took the rejected
+    challenger as the latest version; it now stops and names --version."""
+    import json
+
+    from inspection.cli.export import _refuse_kept_out
+    from inspection.core.registry import Registry
+
+    root = shutil.copytree(Path(__file__).parents[1] / "fixtures" / "registry_v2", tmp_path / "r")
+    versions = root / "brick" / "versions"
+    shutil.copytree(versions / "v0001", versions / "v0002")
+    record = json.loads((versions / "v0002" / "record.json").read_text())
+    (versions / "v0002" / "record.json").write_text(json.dumps(record | {"version": "v0002"}))
+    registry = Registry(root)
+    registry.record_event(
+        "brick", "retrain", actor="nightly", reason="image_auroc 0.91 vs 0.97 > tolerance",
+        decision=decision, run="20261127T020000Z", challenger_version="v0002",
+    )  # fmt: skip
+    (tmp_path / "site.yaml").write_text(f"registry_dir: {root}\n", encoding="utf-8")
+    args = ["export", "--product", "brick", "--promote", "--allow-unsigned"]
+
+    if decision == "promote":
+        _refuse_kept_out(registry, "brick")  # the latest version is the promoted one: no stop
+        return
+    result = CliRunner().invoke(
+        app, [*args, "--site", str(tmp_path / "site.yaml")], env={"COLUMNS": "400"}
+    )
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2, said
+    assert (
+        "the latest version of brick, v0002, is the challenger retrain run 20261127T020000Z" in said
+    )
+    assert "kept out (image_auroc 0.91 vs 0.97 > tolerance)" in said and "--version v0002" in said
