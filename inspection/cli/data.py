@@ -13,7 +13,13 @@ from rich.console import Console
 from rich.table import Column, Table
 
 from inspection.cli._site import group, site_option
-from inspection.cli.console import file_progress, ready_to_write
+from inspection.cli.console import (
+    file_progress,
+    log_dir,
+    quiet_logs,
+    ready_to_write,
+    verbose_requested,
+)
 from inspection.core.config import load_site_config
 from inspection.core.images import SIXTEEN_BIT_MODES
 from inspection.core.product_config import (
@@ -89,7 +95,11 @@ def demo(
 
     names = [p.strip() for p in products.split(",") if p.strip()]
     total = demo_image_count(names, n_train, n_test_good, n_per_defect)
-    with file_progress() as progress:
+    logs_to = log_dir(load_site_config(None))
+    with (
+        quiet_logs(logs_to, "data-demo", verbose=verbose_requested(False)) as logs,
+        file_progress() as progress,
+    ):
         task = progress.add_task("writing demo images", total=total)
         roots = write_demo(
             out,
@@ -103,6 +113,8 @@ def demo(
         )
     for root in roots:
         console.print(f"wrote [bold]{root}[/]")
+    if logs is not None and logs.stat().st_size:
+        console.print(f"library logs and warnings: {logs}", soft_wrap=True, highlight=False)
 
 
 @data_app.command("hires")

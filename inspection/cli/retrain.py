@@ -11,7 +11,7 @@ from rich.console import Console
 
 from inspection.cli._signals import Terminated, stop_on_signals, terminate_as_interrupt
 from inspection.cli._site import site_option
-from inspection.cli.console import os_error_line
+from inspection.cli.console import log_dir, os_error_line, quiet_logs, verbose_requested
 from inspection.core.config import DEFAULT_SITE_CONFIG, SiteConfig, load_site_config
 from inspection.core.errors import InspectionError, RegistryError
 from inspection.core.registry import Registry
@@ -84,11 +84,19 @@ def retrain(
     if memory_gb is not None and not ray_address:
         raise typer.BadParameter("--memory-gb budgets each product's Ray task: use it with --ray")
     site_config, retrain_config = _configs(site, config)
-    if all_products:
-        options = FleetOptions(ray_address, cpus_per_task, actor, tuple(overrides), memory_gb)
-        _retrain_all(site_config, retrain_config, options)
-        return
-    _retrain_one(product, site_config, retrain_config, actor, overrides)
+    # the screen shows progress and the decision; INFO logs and library warnings go to a file
+    with quiet_logs(log_dir(site_config), "retrain", verbose=verbose_requested(False)) as logs:
+        try:
+            if all_products:
+                options = FleetOptions(
+                    ray_address, cpus_per_task, actor, tuple(overrides), memory_gb
+                )
+                _retrain_all(site_config, retrain_config, options)
+            else:
+                _retrain_one(product, site_config, retrain_config, actor, overrides)
+        finally:
+            if logs is not None:
+                console.print(f"library logs and warnings: {logs}", soft_wrap=True, highlight=False)
 
 
 def _retrain_one(

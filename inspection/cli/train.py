@@ -309,14 +309,18 @@ def update_command(
             f"no new good images for {product} since {source.model_version}: nothing to do"
         )
         raise typer.Exit(0)
-    with console.status(f"updating {source.model_version} with {len(paths)} images") as status:
+    with (
+        quiet_logs(log_dir(site), "update", verbose=verbose_requested(False)) as log_file,
+        console.status(f"updating {source.model_version} with {len(paths)} images") as status,
+    ):
         outcome = update_patchcore(
             registry, product, paths, version=source.version,
             dataset=load_dataset(data) if data else None, progress=status.update,
         )  # fmt: skip
-    record = outcome.record
-    metrics = record.evaluation()
-    report = write_report(_report_dir(site, record), outcome.predictions, metrics)
+        record = outcome.record
+        metrics = record.evaluation()
+        report = write_report(_report_dir(site, record), outcome.predictions, metrics)
+    _print_log_file(log_file)
     lineage = outcome.lineage
     console.print(
         f"registered {record.model_version} from {source.version} in {outcome.seconds:.1f} s: "

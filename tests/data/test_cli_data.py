@@ -159,3 +159,17 @@ def test_check_names_image_bits_only_for_16_bit_images(tiny_product: Path, tmp_p
     assert eight.exit_code == 0, eight.output
     assert "image_bits: " not in eight.output
     assert "image_bits: 16 (products/cam.yaml in " in " ".join(sixteen.output.split())
+
+
+def test_demo_sends_library_logs_to_a_file(tmp_path: Path) -> None:
+    """``data demo`` poured its INFO logs onto the terminal; like ``train`` it now writes them
+    to ``var/logs`` beside the site's registry and names the file."""
+    args = ["data", "demo", "--out", "d", "--size", "48", "--products", "weave", "--train", "2"]
+    run = subprocess.run(
+        [sys.executable, "-m", "inspection", *args, "--test-good", "1", "--per-defect", "1"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, check=True,
+    )  # fmt: skip
+    (log,) = (tmp_path / "var" / "logs").glob("data-demo-*.log")
+    assert "INFO" not in run.stdout + run.stderr
+    assert "wrote demo product weave" in log.read_text(encoding="utf-8")
+    assert f"library logs and warnings: var/logs/{log.name}" in run.stdout
