@@ -36,12 +36,15 @@ STATION_TABLES = ("inspections", "station_backlog")
 """Tables a station reads and writes: its own rows only."""
 ROLLUP_TABLES = ("rollup_hourly", "rollup_scores")
 """Tables no station reads or writes: the central store keeps them (``ROLLUPS_SQL``)."""
+_MEMBERS = (
+    "SELECT member FROM pg_auth_members WHERE roleid = "
+    "(SELECT oid FROM pg_roles WHERE rolname = '{}')"
+)
 OWN = (
-    "station_id IN (SELECT r.rolname FROM pg_roles r WHERE pg_has_role(current_user, r.oid, "
-    "'MEMBER') AND (r.rolname = current_user AND r.rolcanlogin AND r.oid IN (SELECT member "
-    f"FROM pg_auth_members WHERE roleid = (SELECT oid FROM pg_roles WHERE rolname = "
-    f"'{STATION_GROUP}')) OR r.oid IN (SELECT member FROM pg_auth_members WHERE roleid = "
-    f"(SELECT oid FROM pg_roles WHERE rolname = '{STATION_IDS}'))))"
+    "station_id IN (SELECT r.rolname FROM pg_roles r "
+    "WHERE pg_has_role(current_user, r.oid, 'MEMBER') AND ("
+    f"r.rolname = current_user AND r.rolcanlogin AND r.oid IN ({_MEMBERS.format(STATION_GROUP)})"
+    f" OR r.oid IN ({_MEMBERS.format(STATION_IDS)})))"
 )
 """The station ids ``current_user`` may see and write: its own name if it is a login station,
 and the ids in ``STATION_IDS`` it is a member of."""
@@ -54,7 +57,7 @@ BEGIN
             WHERE g.rolname = '{STATION_GROUP}') THEN
         RETURN NULL;  -- the owner's own writers add to the rollups themselves (store.rollups)
     END IF;
-    INSERT INTO public.rollup_hourly AS old (hour, product, station_id, total, ng, score_sum,
+    INSERT INTO public.rollup_hourly AS kept (hour, product, station_id, total, ng, score_sum,
         latency_sum, latency_max, threshold_min, first_seen, last_seen, model_version)
     SELECT hour, product, station_id, count(*), count(*) FILTER (WHERE verdict = 'NG'),
         sum(score), sum(latency_ms), max(latency_ms), min(threshold), min(created_at),
@@ -63,20 +66,20 @@ BEGIN
           FROM added) a
     GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
     ON CONFLICT (hour, product, station_id) DO UPDATE SET
-        total = old.total + excluded.total, ng = old.ng + excluded.ng,
-        score_sum = old.score_sum + excluded.score_sum,
-        latency_sum = old.latency_sum + excluded.latency_sum,
-        latency_max = greatest(old.latency_max, excluded.latency_max),
-        threshold_min = least(old.threshold_min, excluded.threshold_min),
-        first_seen = least(old.first_seen, excluded.first_seen),
-        last_seen = greatest(old.last_seen, excluded.last_seen),
-        model_version = CASE WHEN excluded.last_seen >= old.last_seen
-                        THEN excluded.model_version ELSE old.model_version END;
-    INSERT INTO public.rollup_scores AS old (hour, product, bin, count)
+        total = kept.total + excluded.total, ng = kept.ng + excluded.ng,
+        score_sum = kept.score_sum + excluded.score_sum,
+        latency_sum = kept.latency_sum + excluded.latency_sum,
+        latency_max = greatest(kept.latency_max, excluded.latency_max),
+        threshold_min = least(kept.threshold_min, excluded.threshold_min),
+        first_seen = least(kept.first_seen, excluded.first_seen),
+        last_seen = greatest(kept.last_seen, excluded.last_seen),
+        model_version = CASE WHEN excluded.last_seen >= kept.last_seen
+                        THEN excluded.model_version ELSE kept.model_version END;
+    INSERT INTO public.rollup_scores AS kept (hour, product, bin, count)
     SELECT date_trunc('hour', created_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', product,
         least(greatest(floor(score * 100)::int, 0), 99), count(*)
     FROM added GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
-    ON CONFLICT (hour, product, bin) DO UPDATE SET count = old.count + excluded.count;
+    ON CONFLICT (hour, product, bin) DO UPDATE SET count = kept.count + excluded.count;
     RETURN NULL;
 END $$;
 DROP TRIGGER IF EXISTS station_rollups ON inspections;

@@ -111,7 +111,7 @@ def test_central_down_keeps_results_local_then_drains_in_order(
     central: Central, tmp_path: Path
 ) -> None:
     local = _local(tmp_path, central.station, 5)
-    down = Forwarder(local, DOWN_URL, central.blob_dir)
+    down = Forwarder(local, verified(DOWN_URL), central.blob_dir)
     with pytest.raises(OperationalError):
         down.forward_once()
     waiting = backlog(local)
