@@ -18,13 +18,17 @@ import threading
 import warnings
 from typing import NoReturn
 
+import click
 import typer
+import typer.core
 from rich.console import Console
 from rich.markup import escape
 
 from inspection.cli.console import os_error_line
 from inspection.core.errors import InspectionError
 
+HELP_MARKUP = "markdown"
+"""How ``--help`` renders docstrings: ``code`` spans as code, never as raw backticks."""
 app = typer.Typer(
     name="inspection",
     help="Industrial visual anomaly inspection: data, training, export, station runtime, "
@@ -32,6 +36,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=HELP_MARKUP,
 )
 err_console = Console(stderr=True)
 
@@ -47,6 +52,7 @@ def _register_commands() -> None:
         module = importlib.import_module(f"{__name__}.{module_info.name}")
         for value in vars(module).values():
             if isinstance(value, typer.Typer) and value.info.name:
+                value.rich_markup_mode = HELP_MARKUP
                 app.add_typer(value)
             elif isinstance(value, typer.Typer):  # before every group in --help, as app.command
                 app.registered_commands += value.registered_commands
@@ -62,6 +68,18 @@ def _root(
     )
 
 
+def _no_flag_types() -> None:
+    """``--help`` shows no ``<bool>`` type beside a flag (typer 0.29 does): a flag takes no
+    value, so the column stays empty, as for ``--help`` itself."""
+    shown = typer.core.TyperOption.display_type_rich
+
+    def display_type_rich(self: typer.core.TyperOption, ctx: click.Context) -> str | None:
+        return None if self.is_flag else shown(self, ctx)
+
+    typer.core.TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_no_flag_types()
 _register_commands()
 
 

@@ -49,7 +49,7 @@ IMAGE_BITS_OPTION = typer.Option(
     min=8,
     max=16,
     help="The product's image_bits: 16-bit images are checked against it instead of being "
-    "warned about as 12-bit data (default: image_bits of products/<folder name>.yaml in the "
+    "warned about as 12-bit data (default: image_bits of `products/<folder name>.yaml` in the "
     "site's configs, if that file exists).",
 )
 DATASETS_ARG = typer.Argument(..., help="Dataset folders or folder-spec .yaml files.")
@@ -59,11 +59,11 @@ PREVIEW_BITS_OPTION = typer.Option(
     min=8,
     max=16,
     help="Significant bits of the 16-bit images of every dataset given (12: a 12-bit camera's "
-    "0..4095); default: each product's image_bits in products/<folder name>.yaml of the "
+    "0..4095); default: each product's image_bits in `products/<folder name>.yaml` of the "
     "site's configs, else 16 (the high byte).",
 )
 REPORT_DIR_OPTION = typer.Option(Path("reports/data"), "--out", help="Report folder.")
-SITE_OPTION = site_option("Site config YAML; its configs folder holds products/<product>.yaml")
+SITE_OPTION = site_option("Site config YAML; its configs folder holds `products/<product>.yaml`")
 SHEET_OPTION = typer.Option(Path("reports/data/demo_samples.png"), "--out", help="PNG to write.")
 
 

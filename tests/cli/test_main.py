@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from typer.testing import CliRunner
 
 from inspection import cli
 from inspection.core.errors import DatasetError
@@ -49,3 +50,29 @@ def _main_raising(
         cli.main()
     assert exit_info.value.code == 2
     return capsys.readouterr().err
+
+
+def _helps() -> dict[str, str]:
+    """The ``--help`` of every command and group, by command line."""
+    from typer.main import get_command
+
+    helps: dict[str, str] = {}
+
+    def walk(command: object, path: list[str]) -> None:
+        result = CliRunner().invoke(cli.app, [*path, "--help"], env={"COLUMNS": "250"})
+        helps[" ".join(path) or "inspection"] = result.output
+        for name, sub in getattr(command, "commands", {}).items():
+            walk(sub, [*path, name])
+
+    walk(get_command(cli.app), [])
+    return helps
+
+
+def test_help_shows_no_flag_types_nor_raw_backticks() -> None:
+    """``--help`` printed ``<bool>`` beside every flag and docstrings' ``code`` with their
+    backticks; a ``<name>`` placeholder outside code would vanish as markup."""
+    helps = _helps()
+    assert len(helps) > 40 and "--update <product> instead adds" in " ".join(helps["train"].split())
+    for command, text in helps.items():
+        assert "<bool>" not in text and "`" not in text, command
+    assert "products/<folder name>.yaml" in " ".join(helps["data check"].split())
