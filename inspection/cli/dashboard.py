@@ -105,7 +105,9 @@ def dashboard(site: Path = SITE_OPTION, port: int = PORT_OPTION, host: str = HOS
     if warning:
         typer.echo(f"note: {warning}")
     if not APP.is_file():
-        raise ConfigError(f"dashboard app not found at {APP}; run from a source checkout")
+        raise ConfigError(
+            f"dashboard app not found at {APP}; reinstall inspection (its wheel has it)"
+        )
     typer.echo(f"dashboard on http://{host}:{port} (Ctrl+C to stop)")
     try:
         completed = subprocess.run(
