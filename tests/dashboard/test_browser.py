@@ -3,19 +3,18 @@
 Signs in through the login form, clicks through every page, labels an inspection in the review queue with a keyboard-free click,
 checks the label reached the store, and saves screenshots to a temporary folder (the README's
 are refreshed on purpose by ``scripts/dashboard_walk.py``).
-Without Chromium/chromedriver/selenium the test skips, except in CI (``CI=true``) where it fails.
+Without Chromium/chromedriver/selenium (the ``browser`` fixture, conftest) the test skips, except in CI (``CI=true``) where it fails.
 """
 
 from __future__ import annotations
 
 import itertools
-import os
-import shutil
 import subprocess
 import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -30,9 +29,6 @@ from tests.line.helpers import free_port
 REPO = Path(__file__).resolve().parents[2]
 SHOTS = Path(tempfile.mkdtemp(prefix="dashboard-shots-"))
 """Never a tracked folder: tests leave the checkout as they found it."""
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 PAGES = [
     "Overview",
     "Thresholds",
@@ -47,62 +43,26 @@ PASSWORD = "browser test password"
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
-def _missing(reason: str) -> None:
-    if IN_CI:
-        pytest.fail(f"browser test cannot run in CI: {reason}")
-    pytest.skip(reason)
-
-
-@pytest.fixture
-def browser() -> Iterator[object]:
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        _missing("selenium is not installed (pip install selenium)")
-    for binary in (CHROMIUM, CHROMEDRIVER):
-        if not Path(binary).is_file():
-            _missing(f"{binary} not found; run scripts/services.sh (apt chromium chromium-driver)")
-    profile = tempfile.mkdtemp(prefix="chromium-profile-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        f"--user-data-dir={profile}",
-        "--window-size=1600,1000",
-        "--force-device-scale-factor=1",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(60)
-    walk_module().watch(driver)  # settle() then knows when the server's script run finished
-    try:
-        yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
-
-
 @pytest.fixture
 def served(seeded_site: Path) -> Iterator[str]:
     """``streamlit run`` of the dashboard on 127.0.0.1 for the seeded site; yields its URL."""
+    with serving(seeded_site) as url:
+        yield url
+
+
+@contextmanager
+def serving(site: Path) -> Iterator[str]:
+    """``streamlit run`` of the dashboard on 127.0.0.1 for ``site`` (its log beside it)."""
     from inspection.cli.dashboard import APP
 
     port = free_port()
-    with (seeded_site.parent / "dashboard.log").open("w+b") as log:  # a tmp site: not tracked
+    with (site.parent / "dashboard.log").open("w+b") as log:  # a tmp site: not tracked
         process = subprocess.Popen(
             streamlit_command(APP, host="127.0.0.1", port=port),
-            env=dashboard_env(seeded_site),
+            env=dashboard_env(site),
             stdout=log,
             stderr=subprocess.STDOUT,
-            cwd=seeded_site.parent,
+            cwd=site.parent,
         )
         try:
             yield _wait_healthy(f"http://127.0.0.1:{port}", process, log)
@@ -222,6 +182,8 @@ def test_click_through_pages_and_review(browser, served: str, seeded_site: Path)
     before = {r.id for r in _reviews_by(store, "browser-bot")}
     assert not before
     _no_exception(driver)
+    _canvas(driver)  # the region canvas reports its background's fit once loaded: a rerun
+    _settle(driver)
     button = _button(driver, "True defect")
     button.click()
     _wait_text(driver, '[data-testid="stAlertContentSuccess"]', "recorded")
