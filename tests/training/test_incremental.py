@@ -11,7 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 from inspection.cli import app
-from inspection.core.errors import ConfigError
+from inspection.core.errors import ConfigError, DatasetError
 from inspection.core.fingerprint import sha256_file
 from inspection.core.registry import Registry
 from inspection.training.incremental import _check_parent, extend_bank
@@ -76,6 +76,36 @@ def test_update_registers_a_child_version_and_leaves_the_parent(
     unchanged = registry.version("brick", parent.version)
     assert unchanged == parent and "lineage" not in unchanged.extra
     assert {name: sha256_file(parent.path / name) for name in parent.files} == parent_files
+
+    again = CliRunner().invoke(app, args)  # the same images once more
+    assert isinstance(again.exception, DatasetError)  # `main` prints it as one error line
+    assert f"is already in the bank (added in {record.version})" in str(again.exception)
+
+
+@pytest.mark.parametrize("split", ["test", "validation", "train"])
+def test_update_refuses_held_out_and_banked_images(
+    registry: Registry, trained_patchcore, tmp_path: Path, split: str
+) -> None:
+    """``train --update`` took test/good images into the bank, then reported test AUROC 1.0 on
+    images it was trained on; a held-out or banked image now refuses the update."""
+    from inspection.training.incremental import update_patchcore
+
+    parent = registry.version("brick", trained_patchcore.record.version)
+    root = trained_patchcore.dataset_root
+    names = getattr(parent.splits(), split, None) or ["train/good/000.png"]
+    copy = tmp_path / "new" / "000.png"  # renamed and moved: found by content
+    copy.parent.mkdir()
+    shutil.copy(root / names[0], copy)
+
+    with pytest.raises(DatasetError) as refused:
+        update_patchcore(registry, "brick", [copy], dataset=None)
+
+    seen = "of the held-out split" if split != "train" else "is already in the bank (train/good/"
+    assert f"1 of the new images are not new to {parent.model_version}: {copy} " in str(
+        refused.value
+    )
+    assert seen in str(refused.value) and names[0] in str(refused.value)
+    assert registry.latest_version("brick").version == parent.version
 
 
 def test_extend_bank_adds_uncovered_picks_and_respects_the_cap() -> None:
