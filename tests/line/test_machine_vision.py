@@ -459,7 +459,7 @@ def test_raw_service_calls_get_no_session_identity_or_method_unchecked(
         "ActivateSession",
         "CreateSession",
         "OpenSecureChannel",
-        "Halt by op-a",
+        "halt by op-a (operator)",
     ):
         assert any(what in message for message in refusals), (what, refusals)
     assert any("wrong user name or password" in m for m in refusals)
