@@ -3,8 +3,9 @@
 A real ``inspection station run`` (subprocess) serves S7 and Modbus TCP (blocks in
 python-snap7's and pymodbus's own servers here), the OPC UA client handshake (the soft PLC) and
 MQTT (a private Mosquitto), security off (the cases are about the handshake, not the wire).
-Products ``brick`` and ``grass`` are the same tiny PatchCore, brick at threshold 0.3 (a defect is
-NG), grass at 0.999 (every part OK), so a verdict shows which product judged it. The camera
+Products ``brick`` and ``grass`` are the same tiny PatchCore, brick at threshold 0.3, grass at
+0.999 (OK unless a defect's score saturates at 1.0); a stored row names the product that
+judged it. The camera
 serves defective parts only. Each case is attempted as a PLC would; the station's own
 store says whether a part was captured and stored.
 
@@ -361,8 +362,10 @@ def write(before: dict[str, Any], now: dict[str, Any], env: dict[str, str], tree
         "PLC side (python-snap7's and pymodbus's servers, the asyncua soft PLC, a private "
         "Mosquitto) is the same. One `inspection station run` subprocess serves S7, Modbus "
         "TCP, the OPC UA client handshake and MQTT at once, security off; products brick "
-        "(threshold 0.3: a defect is NG) and grass (threshold 0.999: OK), one tiny "
-        "PatchCore; the camera serves defective parts only. Retry window 10 s "
+        "(threshold 0.3: a defect is NG) and grass (threshold 0.999: OK unless the score "
+        "saturates at 1.0, as this tiny model's worst defects do), one tiny PatchCore; the "
+        "camera serves defective parts only, so verdicts alone rarely differ: the stored rows "
+        "say which part and product an answer belongs to. Retry window 10 s "
         "(the default `retry_window_s`), heartbeat every 250 ms (the default `heartbeat_ms`).",
         "",
         *table,
