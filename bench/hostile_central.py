@@ -386,6 +386,7 @@ def _password(central, url: str, database: str, station: str) -> dict[str, str]:
     password = _grant(central, station)
     statement = next((s for s in sent if "PASSWORD" in s), "")
     shown = statement[statement.index("PASSWORD") :][:40] if statement else "?"
+    shown = shown.replace(password[:30], "<the cleartext password>")
     outcomes = {
         "password_sent": f"ACCEPTED: sent as text ({shown}...)"
         if any(password in s for s in sent)
