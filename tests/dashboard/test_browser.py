@@ -101,7 +101,10 @@ def _wait_text(driver, css: str, text: str, timeout: float = 60) -> None:
 
     WebDriverWait(
         driver, timeout, poll_frequency=0.25, ignored_exceptions=(StaleElementReferenceException,)
-    ).until(lambda d: any(text in e.text for e in d.find_elements(By.CSS_SELECTOR, css)))
+    ).until(
+        lambda d: any(text in e.text for e in d.find_elements(By.CSS_SELECTOR, css)),
+        f"no {css} showing {text!r} within {timeout} s",
+    )
 
 
 def _open_page(driver, title: str) -> None:

@@ -218,7 +218,8 @@ with panel:
     nav = st.columns(2)
     nav[0].button("◀ Previous", on_click=_move, args=(-1,), shortcut="P", width="stretch")
     nav[1].button("Next ▶", on_click=_move, args=(1,), shortcut="N", width="stretch")
-    message = st.session_state.pop("rv_message", None)
+    # kept until the next label: the region canvas of the next item reruns the page on load
+    message = st.session_state.get("rv_message")
     if message:
         (st.success if message[0] == "success" else st.error)(message[1])
 
