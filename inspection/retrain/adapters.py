@@ -8,7 +8,6 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from inspection.core.bundle import read_bundle_metadata
 from inspection.core.config import deep_merge
 from inspection.core.errors import RegistryError
 from inspection.core.export_gate import ExportRecord
@@ -21,8 +20,6 @@ from inspection.core.product_config import (
 from inspection.core.registry import Registry
 from inspection.data.dataset import load_dataset
 from inspection.refine.config import RefineConfig
-from inspection.retrain.gate import Decision
-from inspection.station.trust import gate_refusal
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +80,7 @@ def export_int8(
     refine: RefineConfig | None = None,
 ) -> tuple[str, ExportRecord]:
     """Export ``record`` to an INT8 bundle in the registry; returns (bundle id, its export
-    record). Registered even when its export gate refuses it, so the run can evaluate and
-    report it; ``export_gate_refusal`` then keeps the champion, as stations would refuse it."""
+    record). Forced: the champion/challenger gate judges the INT8 bundle itself."""
     # deferred: torch (the training side)
     from inspection.training.export import ExportOptions
     from inspection.training.registry_export import RegistryExport, export_bundle
@@ -96,15 +92,3 @@ def export_int8(
     source = RegistryExport(record.version, dataset_root, configs_dir=configs_dir)
     result = export_bundle(registry, record.product, options, source, progress=progress)
     return result.bundle_id, result.metadata.export_record()
-
-
-def export_gate_refusal(decision: Decision, challenger: Path) -> Decision:
-    """``decision``, unless the challenger's own export gate refused it (INT8 beyond FP32's
-    tolerances on this CPU): stations serve such a bundle only with an admin's signed force
-    record, which a scheduled run never has, so the champion stays, saying why."""
-    refusal = gate_refusal(read_bundle_metadata(challenger))
-    if refusal is None:
-        return decision
-    reason = f"challenger refused by its export gate: {refusal}; keeping the champion"
-    log.error(reason)
-    return Decision(promote=False, reasons=[*decision.reasons, reason])

@@ -157,7 +157,6 @@ def _retrain(run: _Run, ctx: _Context) -> RetrainResult:
         ctx.config.gate,
     )
     decision = unsigned_refusal(decision, bundles, ctx.site.registry_dir)
-    decision = adapters.export_gate_refusal(decision, bundles["challenger"])
     status = "promoted" if decision.promote else "kept"
     report_dir = _report(run, ctx, record, status, decision, evaluations, data)
     _finish(ctx.registry, run, decision, evaluations, report_dir, status)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from typer.testing import CliRunner
 
 from inspection.cli import app
@@ -76,40 +75,3 @@ def test_keys_init_writes_beside_the_site_registry(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert (tmp_path / "srv" / "keys" / PRIVATE_KEY_FILE).is_file()
     assert str(tmp_path / "srv" / "keys" / "site-signing.pub") in trust_path(station).read_text()
-
-
-@pytest.mark.parametrize("gate_passed", [True, False])
-def test_a_challenger_its_export_gate_refused_is_never_promoted(
-    tmp_path: Path, gate_passed: bool
-) -> None:
-    """Retraining exported its INT8 challenger forced and promoted it on the champion/challenger
-    gate alone; a station refuses such a bundle without a signed force record. The run now
-    keeps the champion when the station would refuse the challenger, and only then."""
-    from inspection.core.export_gate import BundleFigures, ExportRecord, GateRecord
-    from inspection.core.registry import Registry
-    from inspection.retrain.adapters import export_gate_refusal
-    from inspection.station.trust import Trust
-    from tests.mean_bundle import write_mean_bundle
-
-    fp32 = BundleFigures(0.0, 0.0, 1.0, None, None, None, 0, n_good=6, n_defective=6)
-    int8 = BundleFigures(0.0, 0.5, 0.8, None, None, None, 0, n_good=6, n_defective=6)
-    failures = () if gate_passed else ("miss_rate 0.500 vs FP32 0.000 (tolerance 0.05)",)
-    gate = GateRecord(gate_passed, int8, fp32, failures=failures, forced=not gate_passed)
-    bundle = write_mean_bundle(
-        tmp_path / "challenger", input_size=(32, 32), product="brick",
-        metrics=ExportRecord(gate=gate).to_mapping(),
-    )  # fmt: skip
-    registry = Registry(tmp_path / "registry")
-    registry.add_bundle("brick", bundle, "v0001-fp32")
-    station = Trust(registry, public_key=None).refusal_before_load("brick", "v0001-fp32")
-
-    decision = export_gate_refusal(PASSED, registry.bundle_dir("brick", "v0001-fp32"))
-
-    assert decision.promote is gate_passed is (station is None)
-    if not gate_passed:
-        assert decision.reasons[0] == PASSED.reasons[0]
-        assert decision.reasons[-1] == (
-            "challenger refused by its export gate: miss_rate 0.500 vs FP32 0.000 (tolerance "
-            "0.05); keeping the champion"
-        )
-        assert "refused by its export gate" in station
