@@ -20,6 +20,16 @@ if str(REPO) not in sys.path:  # AppTest runs pages in this process; they import
     sys.path.insert(0, str(REPO))
 
 
+@pytest.fixture(autouse=True)
+def _main_module_restored() -> Iterator[None]:
+    """AppTest leaves the script it ran as ``sys.modules["__main__"]``; a later ``spawn`` child
+    would re-run that page instead of its target (the line heartbeat test's station never
+    started in the full suite)."""
+    main = sys.modules["__main__"]
+    yield
+    sys.modules["__main__"] = main
+
+
 def load_seed_module() -> ModuleType:
     return load_script("seed_dashboard")
 
