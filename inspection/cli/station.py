@@ -23,6 +23,7 @@ from rich.table import Table
 from inspection.cli._signals import stop_on_signals
 from inspection.cli._site import group
 from inspection.cli.console import logs_beside, print_table, quiet_logs, verbose_requested
+from inspection.core.errors import ConfigError
 from inspection.core.registry import Registry
 from inspection.core.signing import Keyring, key_id
 from inspection.distribution.sync import (
@@ -77,8 +78,8 @@ def sync(
 ) -> None:
     """Pull the live bundle of every product in the station config into its local registry.
 
-    Downloads are digest-checked, and signature-checked against the config's
-    ``bundle_public_key``, before they become live; on any failure the station keeps
+    Downloads are digest-checked, and signature-checked against the key the config pins
+    (``core.trust_file``, written by ``inspection keys init``), before they become live; on any failure the station keeps
     its last good bundle. Exit code 2 when a one-shot sync cannot reach the source (one line
     naming it) or did not finish for some product; ``--watch`` keeps retrying, with a warning
     once per outage.
@@ -242,36 +243,34 @@ def run(config: Path = LINE_OPTION) -> None:
 @station_app.command("status")
 def status(config: Path = LINE_OPTION) -> None:
     """Outbox backlog per sink (waiting, oldest, delivered), the pinned signing key, and each
-    product's live bundle with its signature check."""
+    product's live bundle with its signature check. Takes a line config (``configs/line.yaml``)
+    or a serve config (``configs/station.yaml``: no sinks or PLC links)."""
     # deferred: openvino
     from inspection.station.trust import bundle_signature_status
 
-    line_config = load_line_config(config)
-    check_registry_dir(line_config.core)
-    core = line_config.core
+    core, sinks, security = _status_source(config)
+    check_registry_dir(core)
     backlog = _backlog(core)
     if backlog is not None:
         _print_central(core)
         table = Table("sink", "waiting", "oldest s", "delivered")
-        for sink in line_config.sinks:
-            entry = backlog.get(sink.name)
+        for sink in sinks:
+            entry = backlog.get(sink)
             oldest = (
                 f"{entry.oldest_age_s:.1f}" if entry and entry.oldest_age_s is not None else "-"
             )
             table.add_row(
-                sink.name, str(entry.pending if entry else 0), oldest,
+                sink, str(entry.pending if entry else 0), oldest,
                 str(entry.delivered if entry else 0),
             )  # fmt: skip
         console.print(table)
-    _announce_links(line_config.security)
+    if security is not None:
+        _announce_links(security)
     public_key = pinned_key(core)
     if public_key is None:
         console.print("[bold red]bundle signatures: NOT checked (allow_unsigned_bundles: true)[/]")
     else:
-        console.print(
-            f"bundle signatures: required, pinned key {key_id(public_key)} "
-            f"({core.bundle_public_key})"
-        )
+        console.print(f"bundle signatures: required, pinned key {key_id(public_key)}")
     registry = Registry(core.registry_dir)
     for product in core.products:
         live = registry.live(product)
@@ -281,6 +280,22 @@ def status(config: Path = LINE_OPTION) -> None:
         check = bundle_signature_status(registry, product, live.bundle_id, public_key)
         colour = "green" if check.startswith(("signed", "not checked")) else "red"
         console.print(f"{product}: live bundle {live.bundle_id} [{colour}]{check}[/]")
+
+
+def _status_source(
+    path: Path,
+) -> tuple[StationCoreConfig, tuple[str, ...], LinkSecurity | None]:
+    """The station core, sink names and link security of a line config, or the core of a
+    serve config (no sinks, no links); a file that is neither raises the line config's error."""
+    try:
+        line_config = load_line_config(path)
+    except ConfigError as line_error:
+        try:
+            return load_station_config(path).core, (), None
+        except ConfigError:
+            raise line_error from None
+    sinks = tuple(sink.name for sink in line_config.sinks)
+    return line_config.core, sinks, line_config.security
 
 
 def _announce_links(security: LinkSecurity) -> None:
@@ -346,15 +361,7 @@ def forward(
     if drain:
         store = Store(core.store_url, core.blob_dir)
         store.check_schema()
-        central = core.central
-        forwarder = Forwarder(
-            store,
-            central.url,
-            central.blob_dir,
-            alarm_after_s=central.alarm_after_seconds,
-            ca_file=central.ca_file,
-            allow_plaintext=central.allow_plaintext,
-        )
+        forwarder = Forwarder.from_config(store, core.central)
         try:
             console.print(f"forwarded {forwarder.drain()} results")
         finally:

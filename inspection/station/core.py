@@ -95,17 +95,8 @@ class StationCore:
             public_key=public_key,
         )
         pipeline = Pipeline(store, models, config, outbox=outbox, on_input_domain=on_input_domain)
-        central, forwarder = config.central, None
-        if central is not None:
-            forwarder = Forwarder(
-                store,
-                central.url,
-                central.blob_dir,
-                batch=central.batch,
-                alarm_after_s=central.alarm_after_seconds,
-                ca_file=central.ca_file,
-                allow_plaintext=central.allow_plaintext,
-            )
+        central = config.central
+        forwarder = None if central is None else Forwarder.from_config(store, central)
         signer = None if public_key is None else key_id(public_key)
         return cls(config, store, models, pipeline, signer, forwarder)
 

@@ -53,7 +53,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import (
     BigInteger,
@@ -184,6 +184,17 @@ def _refused(exc: DBAPIError) -> bool:
     return str(getattr(exc.orig, "sqlstate", None) or "")[:2] in _REFUSED
 
 
+class CentralSettings(Protocol):
+    """Where and how to forward (``station.config.CentralConfig``)."""
+
+    url: str
+    blob_dir: Path
+    batch: int
+    alarm_after_seconds: float
+    ca_file: Path | None
+    allow_plaintext: bool
+
+
 class Forwarder:
     """Forwards ``local``'s results to the central store (``central_url``, PostgreSQL, over TLS
     verified against ``ca_file`` unless ``allow_plaintext``: ``central_link``) and its blobs
@@ -228,6 +239,19 @@ class Forwarder:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._report_refused = False
+
+    @classmethod
+    def from_config(cls, local: Store, central: CentralSettings) -> Forwarder:
+        """The forwarder of a station's ``core.central`` section."""
+        return cls(
+            local,
+            central.url,
+            central.blob_dir,
+            batch=central.batch,
+            alarm_after_s=central.alarm_after_seconds,
+            ca_file=central.ca_file,
+            allow_plaintext=central.allow_plaintext,
+        )
 
     def forward_once(self) -> int:
         """Forward the oldest batch of results, then of reviews whose result is central;
