@@ -5,17 +5,7 @@ from __future__ import annotations
 from fastapi.responses import JSONResponse
 
 from inspection.core.errors import InspectionError
-from inspection.station.errors import (
-    BadImage,
-    InputOutOfDomain,
-    InvalidRequest,
-    NoLiveModel,
-    PartNotAligned,
-    ReplayConflict,
-    RequestRefused,
-    StationBusy,
-    UnknownProduct,
-)
+from inspection.station.errors import RequestRefused, StationBusy, answer_to
 
 
 class RequestError(InspectionError):
@@ -33,24 +23,9 @@ class RequestError(InspectionError):
         return JSONResponse({"detail": self.message}, status_code=self.status, headers=headers)
 
 
-_HTTP_STATUS: dict[type[RequestRefused], int] = {
-    InvalidRequest: 422,
-    BadImage: 400,
-    UnknownProduct: 404,
-    ReplayConflict: 409,
-    NoLiveModel: 503,
-    StationBusy: 503,
-    PartNotAligned: 422,
-    InputOutOfDomain: 422,
-}
-
-
 def http_status(exc: RequestRefused) -> int:
-    """The HTTP status for a refusal (the most specific class wins)."""
-    for cls in type(exc).__mro__:
-        if cls in _HTTP_STATUS:
-            return _HTTP_STATUS[cls]
-    return 422
+    """The HTTP status for a refusal (``station.errors.REFUSALS``)."""
+    return answer_to(exc).http_status
 
 
 def http_error(exc: RequestRefused) -> RequestError:

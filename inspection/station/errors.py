@@ -1,12 +1,14 @@
 """Why a station refuses a request: the domain errors of the station core.
 
-The pipeline, the watch folder, admission control and the line station raise them; only
-the HTTP layer (``inspection.service.errors.http_status``) turns them into status codes, the
-PLC handshake into error codes, and the watch folder retries exactly the ``transient`` ones.
+The pipeline, the watch folder, admission control and the line station raise them; every
+front door answers one through ``answer_to`` (``REFUSALS``, one table: the HTTP status and
+the PLC error code), and the watch folder retries exactly the ``transient`` ones.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from enum import IntEnum
 from typing import ClassVar
 
 from inspection.core.errors import InspectionError
@@ -63,3 +65,48 @@ class InputOutOfDomain(RequestRefused):
     """The image is unlike the bundle's training images (``core.input_domain``): grey under a
     colour-trained bundle, far smaller, or of another aspect ratio. Never a verdict; the
     station's ``input_check: warn`` judges such images with a warning instead."""
+
+
+class ErrorCode(IntEnum):
+    """Why a trigger got no verdict (written to the PLC as an integer)."""
+
+    NONE = 0
+    NO_IMAGE = 1  # the camera delivered nothing
+    BAD_IMAGE = 2  # the image could not be decoded or is too large
+    NO_MODEL = 3  # the product has no live model on this station
+    TIMEOUT = 4  # no verdict within the takt budget (the result still follows via the outbox)
+    UNKNOWN_PRODUCT = 5  # the PLC selected a product this station does not serve
+    BAD_TRIGGER = 6  # malformed trigger (request id, part id, JSON)
+    NOT_ALIGNED = 7  # the part could not be registered to the product's reference image
+    OUT_OF_DOMAIN = 8  # the image is unlike the bundle's training images (colour, size, aspect)
+    INTERNAL = 9  # anything else; the station log has the details
+
+
+@dataclass(frozen=True)
+class RefusalAnswer:
+    """How each front door answers a refusal: the HTTP status, the PLC error code."""
+
+    http_status: int
+    plc_code: ErrorCode
+
+
+REFUSALS: dict[type[RequestRefused], RefusalAnswer] = {
+    InvalidRequest: RefusalAnswer(422, ErrorCode.BAD_TRIGGER),
+    BadImage: RefusalAnswer(400, ErrorCode.BAD_IMAGE),
+    UnknownProduct: RefusalAnswer(404, ErrorCode.UNKNOWN_PRODUCT),
+    ReplayConflict: RefusalAnswer(409, ErrorCode.BAD_TRIGGER),
+    NoLiveModel: RefusalAnswer(503, ErrorCode.NO_MODEL),
+    StationBusy: RefusalAnswer(503, ErrorCode.TIMEOUT),
+    PartNotAligned: RefusalAnswer(422, ErrorCode.NOT_ALIGNED),
+    InputOutOfDomain: RefusalAnswer(422, ErrorCode.OUT_OF_DOMAIN),
+}
+"""The one refusal table of every front door."""
+
+
+def answer_to(exc: RequestRefused) -> RefusalAnswer:
+    """The answer to a refusal: its most specific class in ``REFUSALS``, else 422 and
+    ``INTERNAL``."""
+    for cls in type(exc).__mro__:
+        if cls in REFUSALS:
+            return REFUSALS[cls]
+    return RefusalAnswer(422, ErrorCode.INTERNAL)
