@@ -25,7 +25,7 @@ from inspection.core.calibration import (
 )
 from inspection.core.export_gate import measure
 from inspection.core.images import DEFAULT_SOURCE_BITS
-from inspection.core.metrics import EvaluationMetrics, aupro, judge_all
+from inspection.core.metrics import EvaluationMetrics, JudgedSet, aupro, judge_all
 from inspection.data.dataset import Dataset, Sample
 from inspection.training.backbones import channels_last
 from inspection.training.plots import save_plots
@@ -121,18 +121,18 @@ def metrics_of_predictions(predictions: Predictions, calibration: Calibration) -
     )
 
 
-def judged_masks(
+def judged_rows(
     predictions: Predictions, metrics: EvaluationMetrics, rows: Sequence[int]
-) -> np.ndarray | None:
-    """(len(rows), H, W) bool masks the station draws on those images, at the calibration the
-    metrics were judged at (None for metrics written before it was recorded)."""
+) -> JudgedSet | None:
+    """The station's verdicts and (len(rows), H, W) bool masks on those images, at the
+    calibration the metrics were judged at (None for metrics written before it was recorded)."""
     calibration = metrics.calibration
     if calibration is None:
         return None
     norm = calibration.normalization
     scores = normalize_scores(predictions.scores[rows], norm)
     maps = normalize_maps(predictions.maps[rows], norm)
-    return judge_all(scores, maps, 0.5, calibration.segmentation).masks
+    return judge_all(scores, maps, 0.5, calibration.segmentation)
 
 
 def write_report(out_dir: str | Path, predictions: Predictions, metrics: EvaluationMetrics) -> Path:
@@ -143,6 +143,6 @@ def write_report(out_dir: str | Path, predictions: Predictions, metrics: Evaluat
         json.dumps(metrics.to_mapping(), indent=2, sort_keys=True, default=str),
         encoding="utf-8",
     )
-    save_plots(out_dir, predictions, metrics, lambda rows: judged_masks(predictions, metrics, rows))
+    save_plots(out_dir, predictions, metrics, lambda rows: judged_rows(predictions, metrics, rows))
     logger.info("report written to %s", out_dir)
     return out_dir

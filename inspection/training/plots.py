@@ -1,4 +1,7 @@
-"""Report figures (matplotlib, Agg backend): ROC, score histogram, example grid."""
+"""Report figures (matplotlib, Agg backend): ROC, score histogram, example grid.
+
+Scores are shown as the CLI, API and dashboard speak them: normalised, NG from 0.5 (raw only
+for metrics recorded without a calibration)."""
 
 from __future__ import annotations
 
@@ -14,28 +17,40 @@ import matplotlib.pyplot as plt
 import numpy as np
 from sklearn.metrics import roc_curve
 
-from inspection.core.metrics import EvaluationMetrics
+from inspection.core.calibration import normalize_scores
+from inspection.core.metrics import EvaluationMetrics, JudgedSet
 from inspection.training.samples import Predictions, load_image
 
 GRID_ROWS = 8
 GAP = 6
 """Pixels of gray between two panels of the example mosaic (white masks stay framed)."""
+NG_AT = 0.5
+"""The normalised threshold every bundle speaks (``core.calibration``)."""
 
 
 def save_plots(
     out_dir: Path,
     predictions: Predictions,
     metrics: EvaluationMetrics,
-    masks: Callable[[list[int]], np.ndarray | None],
+    judged: Callable[[list[int]], JudgedSet | None],
 ) -> list[Path]:
-    """Write roc.png, score_histogram.png and examples.png into ``out_dir``; ``masks(rows)``:
-    the judged (len(rows), H, W) masks the station would draw of those images, or ``None``
-    when unknown."""
+    """Write roc.png, score_histogram.png and examples.png into ``out_dir``; ``judged(rows)``:
+    the station's verdicts and (len(rows), H, W) masks of those images, or ``None`` when
+    unknown."""
     return [
         plot_roc(out_dir / "roc.png", predictions, metrics),
-        plot_histogram(out_dir / "score_histogram.png", predictions, metrics.image_threshold),
-        plot_examples(out_dir / "examples.png", predictions, masks),
+        plot_histogram(out_dir / "score_histogram.png", predictions, metrics),
+        plot_examples(out_dir / "examples.png", predictions, metrics, judged),
     ]
+
+
+def shown_scores(predictions: Predictions, metrics: EvaluationMetrics) -> tuple[np.ndarray, str]:
+    """(N,) image scores as the station reports them (normalised, NG from 0.5) and their axis
+    label; raw scores when the metrics carry no calibration."""
+    if metrics.calibration is None:
+        return predictions.scores, "raw image anomaly score"
+    norm = metrics.calibration.normalization
+    return normalize_scores(predictions.scores, norm), "image anomaly score (NG from 0.5)"
 
 
 def plot_roc(path: Path, predictions: Predictions, metrics: EvaluationMetrics) -> Path:
@@ -57,28 +72,34 @@ def plot_roc(path: Path, predictions: Predictions, metrics: EvaluationMetrics) -
     return _save(fig, path)
 
 
-def plot_histogram(path: Path, predictions: Predictions, threshold: float | None) -> Path:
-    """Raw image scores of good vs defective test images, with the threshold."""
+def plot_histogram(path: Path, predictions: Predictions, metrics: EvaluationMetrics) -> Path:
+    """Image scores of good vs defective test images, with the threshold."""
     fig, ax = plt.subplots(figsize=(6, 4))
-    scores, labels = predictions.scores, predictions.labels
-    bins = np.histogram_bin_edges(scores, bins=20)
+    scores, label = shown_scores(predictions, metrics)
+    labels = predictions.labels
+    threshold = NG_AT if metrics.calibration is not None else metrics.image_threshold
+    bins = np.histogram_bin_edges(np.r_[scores, 0.0, 1.0] if threshold == NG_AT else scores, 20)
     ax.hist(scores[labels == 0], bins=bins, alpha=0.6, label="good", color="tab:green")
     ax.hist(scores[labels == 1], bins=bins, alpha=0.6, label="defective", color="tab:red")
     if threshold is not None:
         ax.axvline(threshold, color="k", linestyle="--", label=f"threshold {threshold:.3g}")
-    ax.set(xlabel="raw image anomaly score", ylabel="images", title="Score distribution")
+    ax.set(xlabel=label, ylabel="images", title="Score distribution")
     ax.legend(fontsize=8)
     return _save(fig, path)
 
 
 def plot_examples(
-    path: Path, predictions: Predictions, masks: Callable[[list[int]], np.ndarray | None]
+    path: Path,
+    predictions: Predictions,
+    metrics: EvaluationMetrics,
+    judge: Callable[[list[int]], JudgedSet | None],
 ) -> Path:
-    """Rows of image | anomaly map | judged mask (the station's verdict rule, ``masks(rows)``;
-    blank when unknown) | ground truth, defects first: one mosaic in one axes (32 axes took
-    ~0.7 s of a report to lay out and draw)."""
+    """Rows of image | anomaly map | judged mask (the station's verdict rule, ``judge(rows)``;
+    blank when unknown) | ground truth, defects first, each row named by its kind, score and
+    verdict (OK/NG, "missed" or "false reject"): one mosaic in one axes (32 axes took ~0.7 s of
+    a report to lay out and draw)."""
     rows = _example_rows(predictions)
-    judged = masks(rows)
+    judged = judge(rows)
     height, width = predictions.maps.shape[1:]
     low, high = float(predictions.maps.min()), float(predictions.maps.max())
     jet = matplotlib.colormaps["jet"]
@@ -87,7 +108,9 @@ def plot_examples(
     )
     for number, index in enumerate(rows):
         heat = (predictions.maps[index] - low) / (high - low or 1.0)
-        judged_mask = judged[number] if judged is not None else np.zeros((height, width), bool)
+        judged_mask = (
+            judged.masks[number] if judged is not None else np.zeros((height, width), bool)
+        )
         panels = [
             load_image(Path(predictions.paths[index]), (height, width), predictions.bits),
             jet(heat)[..., :3],
@@ -104,9 +127,13 @@ def plot_examples(
     columns = ["image", "anomaly map", "predicted mask", "ground truth"]
     ax.set_xticks([c * (width + GAP) + width / 2 for c in range(4)], columns, fontsize=9)
     ax.xaxis.tick_top()
+    scores, _ = shown_scores(predictions, metrics)
     ax.set_yticks(
         [n * (height + GAP) + height / 2 for n in range(len(rows))],
-        [f"{predictions.defect_types[i]}\n{predictions.scores[i]:.3g}" for i in rows],
+        [
+            f"{predictions.defect_types[i]}\n{scores[i]:.3g} {_verdict(predictions, judged, n, i)}"
+            for n, i in enumerate(rows)
+        ],
         fontsize=8,
     )
     ax.tick_params(length=0)
@@ -115,6 +142,17 @@ def plot_examples(
     fig.subplots_adjust(left=0.12, right=0.99, bottom=0.05 / fig.get_figheight(),
                         top=1 - 0.4 / fig.get_figheight())  # fmt: skip
     return _save(fig, path, tight=False)
+
+
+def _verdict(predictions: Predictions, judged: JudgedSet | None, number: int, index: int) -> str:
+    """The row's verdict, and whether it is wrong: "NG", "OK", "OK missed", "NG false reject"."""
+    if judged is None:
+        return ""
+    ng, defective = bool(judged.ng[number]), bool(predictions.labels[index])
+    verdict = "NG" if ng else "OK"
+    if ng != defective:
+        verdict += " false reject" if ng else " missed"
+    return verdict
 
 
 def _example_rows(predictions: Predictions) -> list[int]:
