@@ -58,3 +58,10 @@ def test_the_central_station_config_names_the_central_store() -> None:
     central = load_station_config(REPO / "configs" / "central-station.yaml")
     assert central.core.store_url.startswith("postgresql+psycopg://inspection@")
     assert central.port != load_station_config(REPO / "configs" / "station.yaml").port
+
+
+def test_the_station_configs_listen_on_ports_of_their_own() -> None:
+    """Following the README's blocks starts several stations at once: no two share a port."""
+    configs = ["station.yaml", "station-watch.yaml", "central-station.yaml"]
+    ports = [load_station_config(REPO / "configs" / name).port for name in configs]
+    assert len(set(ports)) == len(ports), dict(zip(configs, ports, strict=True))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -109,10 +108,7 @@ def dashboard(site: Path = SITE_OPTION, port: int = PORT_OPTION, host: str = HOS
             f"dashboard app not found at {APP}; reinstall inspection (its wheel has it)"
         )
     typer.echo(f"dashboard on http://{host}:{port} (Ctrl+C to stop)")
-    try:
-        completed = subprocess.run(
-            streamlit_command(APP, host=host, port=port), env=dashboard_env(site), check=False
-        )
-    except KeyboardInterrupt:
-        return
-    raise typer.Exit(completed.returncode)
+    # Streamlit takes this process's place: stopping it (Ctrl+C, kill, systemd) stops the server,
+    # where a child process kept serving after its parent was killed.
+    command, env = streamlit_command(APP, host=host, port=port), dashboard_env(site)
+    os.execve(command[0], command, env)

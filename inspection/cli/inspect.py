@@ -107,7 +107,7 @@ def inspect_command(
             "--public-key",
             envvar="INSPECTION_BUNDLE_PUBLIC_KEY",
             help="Pinned key: refuse the bundle unless it is signed with it (default: the key "
-            "the station config pins, core.bundle_public_key).",
+            "the station config pins in its trust file, core.trust_file).",
         ),
     ] = None,
     station_config: Annotated[
