@@ -8,7 +8,7 @@ values). Unknown keys and kinds are refused by name.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,7 +32,20 @@ from inspection.core.roi import RoiSpec
 from inspection.core.tiling import TilingSpec
 from inspection.core.units import PhysicalUnits
 
-MODEL_KINDS = ("patchcore", "stfpm", "padim")
+MODEL_KINDS: dict[str, dict[str, str]] = {
+    # each kind (``training.models.KINDS``) with the options it alone reads, and why: another
+    # kind's config leaves them at their default
+    "patchcore": {
+        "image_score": "only a patchcore model chooses its image score",
+        "bank_augment": "only a patchcore model has a memory bank",
+        "supervised": "the mixed model's head fuses with a patchcore model",
+    },
+    "stfpm": {},
+    "padim": {
+        "n_features": "only a padim model keeps a channel subset",
+        "covariance": "only a padim model fits Gaussians",
+    },
+}
 # PaDiM's covariance per cell: sample covariance + 0.01 I (anomalib's), LedoitWolf or OAS
 COVARIANCE_ESTIMATORS = ("ridge", "ledoit_wolf", "oas")
 IMAGE_SCORES = ("patch", "map_peak")
@@ -128,30 +141,19 @@ class ModelConfig:
         _check(self.max_epochs >= 1, "max_epochs", "must be at least 1")
         _check(self.n_features is None or self.n_features >= 1, "n_features",
                "must be at least 1 channel, or null for every channel")  # fmt: skip
-        _check(self.n_features is None or self.kind == "padim", "n_features",
-               f"only a padim model keeps a channel subset (this is {self.kind}); remove it")  # fmt: skip
         _check(self.covariance in COVARIANCE_ESTIMATORS, "covariance",
                f"unknown estimator {self.covariance!r}; valid: {', '.join(COVARIANCE_ESTIMATORS)}")  # fmt: skip
-        _check(self.covariance == "ridge" or self.kind == "padim", "covariance",
-               f"only a padim model fits Gaussians (this is {self.kind}); remove it")  # fmt: skip
         _check(self.local_statistics in (True, False, "auto"), "local_statistics",
                f"must be true, false or auto, got {self.local_statistics!r}")  # fmt: skip
         _check(self.image_score in IMAGE_SCORES, "image_score",
                f"must be one of {', '.join(IMAGE_SCORES)}, got {self.image_score!r}")  # fmt: skip
-        _check(self.image_score == "patch" or self.kind == "patchcore", "image_score",
-               f"only a patchcore model chooses its image score (this is {self.kind}); remove it")  # fmt: skip
         blur = self.image_score_blur
         _check(blur == "auto" or (isinstance(blur, int | float) and 0 <= blur < 0.5),
                "image_score_blur", f"must be auto or a fraction of the side in [0, 0.5), got {blur!r}")  # fmt: skip
         _check(blur in (0, 0.0) or self.image_score == "map_peak", "image_score_blur",
                "blurs the map before its peak: needs image_score: map_peak")  # fmt: skip
-        _check(not self.bank_augment or self.kind == "patchcore", "bank_augment",
-               f"only a patchcore model has a memory bank (this is {self.kind}); remove it")  # fmt: skip
         _check(self.supervised in (True, False, "auto"), "supervised",
                f"must be true, false or auto, got {self.supervised!r}")  # fmt: skip
-        _check(self.supervised is False or self.kind == "patchcore", "supervised",
-               f"the mixed model's head fuses with a patchcore model (this is {self.kind}); "
-               "remove it")  # fmt: skip
         unknown_views = [v for v in self.bank_augment if v not in BANK_VIEWS]
         _check(not unknown_views, "bank_augment",
                f"unknown views {unknown_views}; valid: {list(BANK_VIEWS)}")  # fmt: skip
@@ -162,6 +164,10 @@ class ModelConfig:
         unknown = [c for c in self.global_context if c not in GLOBAL_COMPONENTS]
         _check(not unknown, "global_context",
                f"unknown components {unknown}; valid: {list(GLOBAL_COMPONENTS)}")  # fmt: skip
+        for kind, options in MODEL_KINDS.items():
+            for name, why in options.items():
+                _check(kind == self.kind or getattr(self, name) == _DEFAULTS[name], name,
+                       f"{why} (this is {self.kind}); remove it")  # fmt: skip
 
     @property
     def local_statistics_mode(self) -> str:
@@ -169,6 +175,9 @@ class ModelConfig:
         if self.local_statistics == "auto":
             return "auto"
         return "on" if self.local_statistics else "off"
+
+
+_DEFAULTS = {item.name: item.default for item in fields(ModelConfig)}
 
 
 @dataclass(frozen=True)
