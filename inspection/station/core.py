@@ -33,7 +33,7 @@ from inspection.station.live import (
 )
 from inspection.station.metrics import ForwardCollector
 from inspection.station.pipeline import InputDomainHook, OutboxBuilder, Pipeline
-from inspection.store.forward import Forwarder, backlog
+from inspection.store.forward import Forwarder, backlog, central_outbox
 from inspection.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,8 @@ class StationCore:
 
         Args:
             on_change: told of every model swapped in.
-            outbox: builds the outbox messages committed with each result.
+            outbox: builds the front door's sinks' outbox messages committed with each result;
+                the central store's (``config.central``) follows it, built the same way.
             on_input_domain: told of every image refused or warned about for lying outside
                 its bundle's input domain (``config.input_check``).
             refine: seeds the bundles' mask refiners; None: ``station_refine_config``, read
@@ -94,9 +95,12 @@ class StationCore:
             ),
             public_key=public_key,
         )
-        pipeline = Pipeline(store, models, config, outbox=outbox, on_input_domain=on_input_domain)
-        central = config.central
-        forwarder = None if central is None else Forwarder.from_config(store, central)
+        central, forwarder = config.central, None
+        sinks = [] if outbox is None else [outbox]
+        if central is not None:
+            forwarder = Forwarder.from_config(store, central)
+            sinks.append(central_outbox(store.blobs))
+        pipeline = Pipeline(store, models, config, outbox=sinks, on_input_domain=on_input_domain)
         signer = None if public_key is None else key_id(public_key)
         return cls(config, store, models, pipeline, signer, forwarder)
 

@@ -23,7 +23,8 @@ from sqlalchemy import or_, select
 
 from inspection.core.errors import AlignmentError, ImageDecodeError, InputDomainError
 from inspection.core.fingerprint import sha256_bytes
-from inspection.core.images import decode_reduced
+from inspection.core.images import DecodedImage, decode_reduced
+from inspection.core.types import InspectionResult
 from inspection.runtime.camera import (
     decode_side,
     source_bits,
@@ -40,9 +41,8 @@ from inspection.station.errors import (
     ReplayConflict,
     UnknownProduct,
 )
-from inspection.station.live import LiveModels
+from inspection.station.live import LiveModel, LiveModels
 from inspection.station.render import encode_jpeg, encode_map, encode_mask, image_extension
-from inspection.store.forward import central_entry
 from inspection.store.models import Inspection, OutboxEntry, as_utc
 from inspection.store.retention import KeepPolicy, load_retention
 from inspection.store.store import Store
@@ -150,10 +150,23 @@ def same_request(
     )
 
 
+@dataclass(frozen=True)
+class Request:
+    """A checked request: what the row stores of it (``key``: the stored request id)."""
+
+    product: str
+    station_id: str
+    part_id: str | None
+    key: str | None
+    digest: str
+    source: str
+    source_name: str | None
+
+
 class Pipeline:
     """Runs inspections for the products this station serves, under its ``config``: image
-    limits and formats, bounds, and forwarding (each new row also waits in the outbox for
-    ``config.central``, ``store.forward``)."""
+    limits and formats, bounds; ``outbox``: each sink's builder of the messages committed with
+    a result (the line's sinks, the central store's ``store.forward.central_outbox``)."""
 
     def __init__(
         self,
@@ -161,14 +174,15 @@ class Pipeline:
         models: LiveModels,
         config: StationCoreConfig,
         *,
-        outbox: OutboxBuilder | None = None,
+        outbox: Sequence[OutboxBuilder] = (),
         on_input_domain: InputDomainHook | None = None,
     ) -> None:
         self.store = store
         self.models = models
         self.config = config
         self.bounds = config.bounds
-        self.outbox = outbox
+        self.outbox = tuple(outbox)
+        """Every sink's outbox builder (the line's sinks, the central store): one rule."""
         self.on_input_domain = on_input_domain
         self.retention = load_retention(config.configs)
         """What a part stores (good parts: overlay, map) and the audit-sample rate."""
@@ -226,18 +240,53 @@ class Pipeline:
                 for a new part (``same_request`` said no).
         """
         started = time.perf_counter()
+        request = self._request(
+            data, product, station_id, part_id, request_id, fresh=fresh_key, source=source,
+            source_name=source_name,
+        )  # fmt: skip
+        if request.key is not None and (stored := self.store.find_by_request_id(request.key)):
+            return Outcome(check_replay(stored, request.product, request.digest), False)
+        model = self.models.get(request.product)  # NoLiveModel when none is loaded
+        decoded, result, decode_ms = self._inspect(data, request, model)
+        encode_start = time.perf_counter()
+        encoded, audit = self._encode(data, decoded, result, request.product)
+        stages = {"decode": decode_ms, **result.timings_ms, "encode": _ms(encode_start)}
+        fields = _row(request, model.bundle_id, decoded, result, audit) | {
+            column: sha256_bytes(blob) for column, (blob, _ext) in encoded.items()
+        }
+        timings = {**(timings_ms or {}), "inference_ms": fields["latency_ms"]}
+        return self._commit(request, fields, encoded, timings, stages, started)
+
+    def _request(
+        self,
+        data: bytes,
+        product: str,
+        station_id: str,
+        part_id: str | None,
+        request_id: str | None,
+        *,
+        fresh: bool,
+        source: str,
+        source_name: str | None,
+    ) -> Request:
+        """The request checked before anything runs: product served, ids well formed, bytes
+        present (``InvalidRequest``, ``UnknownProduct``, ``BadImage``)."""
         product = self.check_product(product)
         part_id = check_part_id(part_id)
-        key = stored_request_id(station_id, check_request_id(request_id), fresh=fresh_key)
+        key = stored_request_id(station_id, check_request_id(request_id), fresh=fresh)
         if not data:
             raise BadImage("empty upload: the request carried no image bytes")
-        digest = sha256_bytes(data)
-        if key is not None and (existing := self.store.find_by_request_id(key)) is not None:
-            return Outcome(check_replay(existing, product, digest), False)
-        model = self.models.get(product)  # NoLiveModel when none is loaded
-        decode_start = time.perf_counter()
+        return Request(product, station_id, part_id, key, sha256_bytes(data), source, source_name)
+
+    def _inspect(
+        self, data: bytes, request: Request, model: LiveModel
+    ) -> tuple[DecodedImage, InspectionResult, float]:
+        """Decode within the station's limits and inspect (also the decode time in ms):
+        ``BadImage``, ``PartNotAligned``, ``InputOutOfDomain`` (counted) when the image cannot
+        be judged."""
+        product, name = request.product, request.source_name or "upload"
+        started = time.perf_counter()
         options = self.bounds.options(product)
-        name = source_name or "upload"
         try:
             decoded = decode_reduced(
                 data,
@@ -250,10 +299,9 @@ class Pipeline:
             )
         except ImageDecodeError as exc:
             raise BadImage(str(exc)) from exc
-        image = decoded.image
-        decode_ms = _ms(decode_start)
+        decode_ms = _ms(started)
         try:
-            result = model.inspect(image, started=decode_start)
+            result = model.inspect(decoded.image, started=started)
         except AlignmentError as exc:
             raise PartNotAligned(str(exc)) from exc
         except InputDomainError as exc:
@@ -262,8 +310,15 @@ class Pipeline:
             raise InputOutOfDomain(str(exc)) from exc
         if result.input_warnings:  # each already logged by ``Inspector.admit``
             self._input_domain(product, "warned")
-        result = with_camera_size(result, decoded.source_size, image.shape[:2])
-        encode_start = time.perf_counter()
+        result = with_camera_size(result, decoded.source_size, decoded.image.shape[:2])
+        return decoded, result, decode_ms
+
+    def _encode(
+        self, data: bytes, decoded: DecodedImage, result: InspectionResult, product: str
+    ) -> tuple[dict[str, tuple[bytes, str]], bool]:
+        """The blobs to store ({sha column: (bytes, extension)}) under the retention policy:
+        image and mask always; map and overlay for NG parts, audit samples and what the
+        product keeps of good ones. Also whether this part is an audit sample."""
         rate = self.retention.audit_rate
         audit = rate > 0 and self._draw.random() < 1 / rate
         keep = self._keep.get(product) or self._keep.setdefault(
@@ -278,51 +333,37 @@ class Pipeline:
         if not good or audit or keep.good_map:
             encoded["map_sha"] = (encode_map(result.anomaly_map), ".png")
         if not good or keep.good_overlay:
-            overlay = render_overlay(image, result, max_side=self.bounds.overlay_max_side)
+            overlay = render_overlay(decoded.image, result, max_side=self.bounds.overlay_max_side)
             encoded["overlay_sha"] = (encode_jpeg(overlay), ".jpg")
-        stages = {"decode": decode_ms, **result.timings_ms, "encode": _ms(encode_start)}
-        fields = {
-            "id": uuid.uuid4().hex,
-            "created_at": datetime.now(timezone.utc),
-            "request_id": key,
-            "payload_digest": digest,
-            "product": product,
-            "station_id": station_id,
-            "part_id": part_id,
-            "source": source,
-            "source_name": source_name,
-            "score": float(result.score),
-            "threshold": float(result.threshold),
-            "verdict": result.verdict,
-            "model_version": result.model_version,
-            "bundle_id": model.bundle_id,
-            "latency_ms": float(result.latency_ms),
-            "mask_source": result.mask_source,
-            "regions": [region.to_dict() for region in result.camera_regions],
-            "width": int(decoded.source_size[1]),
-            "height": int(decoded.source_size[0]),
-            "audit_sample": audit,
-        } | {column: sha256_bytes(blob) for column, (blob, _ext) in encoded.items()}
-        outbox: Sequence[OutboxEntry] = ()
-        if self.outbox is not None:
-            timings = {**(timings_ms or {}), "inference_ms": fields["latency_ms"]}
-            outbox = self.outbox(fields, timings | {"pipeline_ms": _ms(started)})
-        if self.config.central is not None:
-            size = sum(len(blob) for blob, _ext in encoded.values())
-            outbox = [*outbox, central_entry(key or fields["id"], size)]
+        return encoded, audit
+
+    def _commit(
+        self,
+        request: Request,
+        fields: dict[str, Any],
+        encoded: Mapping[str, tuple[bytes, str]],
+        timings: Mapping[str, float],
+        stages: Mapping[str, float],
+        started: float,
+    ) -> Outcome:
+        """Write the blobs, then the row with every sink's outbox messages in one transaction;
+        a concurrent request with the same key that committed first wins (its row returned,
+        this call's new blobs removed)."""
+        timings = {**timings, "pipeline_ms": _ms(started)}
         stored = time.perf_counter()
         puts = [self.store.blobs.put_new(blob, ext) for blob, ext in encoded.values()]
         created = [sha for sha, new in puts if new]
         try:
+            outbox = [entry for build in self.outbox for entry in build(fields, timings)]
             row = self.store.add_inspection(outbox=outbox, **fields)
             if row.id != fields["id"]:  # a concurrent request with this id committed first
-                check_replay(row, product, digest)
+                check_replay(row, request.product, request.digest)
         except BaseException:
             self._discard(created, keep=set())
             raise
         if row.id != fields["id"]:
             self._discard(created, keep={row.image_sha, row.map_sha, row.mask_sha, row.overlay_sha})
-        return Outcome(row, row.id == fields["id"], stages | {"store": _ms(stored)})
+        return Outcome(row, row.id == fields["id"], {**stages, "store": _ms(stored)})
 
     def _input_domain(self, product: str, outcome: Literal["refused", "warned"]) -> None:
         if self.on_input_domain is not None:
@@ -335,6 +376,38 @@ class Pipeline:
 
     def _served(self) -> str:
         return ", ".join(self.models.products)
+
+
+def _row(
+    request: Request,
+    bundle_id: str,
+    decoded: DecodedImage,
+    result: InspectionResult,
+    audit: bool,
+) -> dict[str, Any]:
+    """The ``Inspection`` row's fields but its blobs' digests."""
+    return {
+        "id": uuid.uuid4().hex,
+        "created_at": datetime.now(timezone.utc),
+        "request_id": request.key,
+        "payload_digest": request.digest,
+        "product": request.product,
+        "station_id": request.station_id,
+        "part_id": request.part_id,
+        "source": request.source,
+        "source_name": request.source_name,
+        "score": float(result.score),
+        "threshold": float(result.threshold),
+        "verdict": result.verdict,
+        "model_version": result.model_version,
+        "bundle_id": bundle_id,
+        "latency_ms": float(result.latency_ms),
+        "mask_source": result.mask_source,
+        "regions": [region.to_dict() for region in result.camera_regions],
+        "width": int(decoded.source_size[1]),
+        "height": int(decoded.source_size[0]),
+        "audit_sample": audit,
+    }
 
 
 def _ms(started: float) -> float:

@@ -48,7 +48,7 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -111,6 +111,21 @@ class CentralBehind(RuntimeError):
 def central_entry(key: str, blob_bytes: int) -> OutboxEntry:
     """The outbox message that makes an inspection wait for the central store."""
     return OutboxEntry(CENTRAL, key, str(blob_bytes))
+
+
+def central_outbox(
+    blobs: BlobStore,
+) -> Callable[[Mapping[str, Any], Mapping[str, float]], list[OutboxEntry]]:
+    """The central store's outbox builder, as every sink's (``station.pipeline.OutboxBuilder``):
+    one message per result, keyed by its request id (else its id), its payload the bytes of
+    the result's blobs, already in ``blobs`` when it is called."""
+
+    def build(fields: Mapping[str, Any], _timings: Mapping[str, float]) -> list[OutboxEntry]:
+        shas = [fields[column] for column in SHA_COLUMNS if fields.get(column)]
+        size = sum(blobs.path(sha).stat().st_size for sha in shas)
+        return [central_entry(fields["request_id"] or fields["id"], size)]
+
+    return build
 
 
 @dataclass(frozen=True)
