@@ -56,7 +56,7 @@ def attack_site(root: Path) -> AttackSite:
 
     sys.path.insert(0, str(REPO))  # the tests' tiny hand-built OpenVINO bundle
     from inspection.core.validation_scores import ValidationScores, write_validation_scores
-    from inspection.station.live import TunedSelector
+    from inspection.station.selection import TunedSelector
     from tests.mean_bundle import write_mean_bundle
 
     registry = Registry(root / "var" / "registry")

@@ -27,12 +27,12 @@ from inspection.station.live import (
     InspectorLoader,
     LiveModel,
     LiveModels,
-    TunedSelector,
     default_loader,
     station_loader,
 )
 from inspection.station.metrics import ForwardCollector
 from inspection.station.pipeline import InputDomainHook, OutboxBuilder, Pipeline
+from inspection.station.selection import TunedSelector
 from inspection.store.forward import Forwarder, backlog, central_outbox
 from inspection.store.store import Store
 

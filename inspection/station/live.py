@@ -28,14 +28,9 @@ from inspection.core.threshold import check_threshold
 from inspection.core.types import InspectionResult
 from inspection.refine.config import RefineConfig
 from inspection.runtime.predictor import Predictor, load_inspector
-from inspection.runtime.tuning import (
-    TuningRecord,
-    gated_candidates,
-    read_tuning_row,
-    tune_product,
-    tuning_refusal,
-)
+from inspection.runtime.tuning import TuningRecord
 from inspection.station.errors import NoLiveModel
+from inspection.station.selection import BundleSelector, Selection, serve_live_bundle
 from inspection.station.thresholds import Thresholds
 from inspection.station.trust import Trust, without_paths
 
@@ -77,98 +72,6 @@ def station_loader(
         )  # fmt: skip
 
     return load
-
-
-@dataclass(frozen=True)
-class Selection:
-    """Which bundle to serve for a live pointer, and the measurement that chose it (if any)."""
-
-    bundle_id: str
-    tuning: TuningRecord | None = None
-    refused: str | None = None
-    """Why the tuning record on disk was refused (the last good pick serves); None: none."""
-
-
-BundleSelector = Callable[[str, str], Selection]
-"""(product, live bundle id) -> the bundle this station serves."""
-
-
-def serve_live_bundle(product: str, live_bundle_id: str) -> Selection:
-    """No tuning: serve exactly the bundle the registry points at."""
-    return Selection(live_bundle_id)
-
-
-class TunedSelector:
-    """Serve this CPU's tuning record's choice (``inspection station tune``) for the live
-    bundle; without one, measure two or more gated bundles once at load (``tune_on_load``)."""
-
-    def __init__(
-        self,
-        registry: Registry,
-        *,
-        tune_on_load: bool = True,
-        public_key: Ed25519PublicKey | None = None,
-    ) -> None:
-        """``public_key``: the pinned site key; siblings failing it are never measured."""
-        self.registry = registry
-        self.tune_on_load = tune_on_load
-        self.public_key = public_key
-        self._attempted: set[tuple[str, str]] = set()
-        self._accepted: dict[str, TuningRecord] = {}  # product -> last tuning record trusted
-        self._checked: dict[str, tuple[dict[str, object], str | None]] = {}  # row, refusal
-
-    def __call__(self, product: str, live_bundle_id: str) -> Selection:
-        record, refused = self._trusted(product)
-        if record is not None and record.live_bundle_id == live_bundle_id:
-            return Selection(record.chosen_bundle_id, record, refused)
-        if refused is not None:
-            return Selection(live_bundle_id, refused=refused)
-        if self.tune_on_load and (product, live_bundle_id) not in self._attempted:
-            self._attempted.add((product, live_bundle_id))
-            record = self._tune(product, live_bundle_id)
-            if record is not None:
-                return Selection(record.chosen_bundle_id, record)
-        return Selection(live_bundle_id)
-
-    def _trusted(self, product: str) -> tuple[TuningRecord | None, str | None]:
-        """The tuning record to follow (the last trusted one when the file's is refused) and
-        why the file's was refused. Each new row is checked once (``tuning_refusal``)."""
-        try:
-            found = read_tuning_row(self.registry, product)
-        except (ValueError, OSError) as exc:  # a bad file must not stop serving
-            found, why = None, f"unreadable tuning record: {exc}"
-        else:
-            why = None
-        if found is not None:
-            record, row = found
-            if self._checked.get(product, ({}, None))[0] != row:
-                refused = tuning_refusal(self.registry, record, row, self.public_key)
-                self._checked[product] = (row, refused)
-            why = self._checked[product][1]
-            if why is None:
-                self._accepted[product] = record
-        if why is not None:
-            log.error("%s: %s; the last good pick keeps serving", product, why)
-        return self._accepted.get(product), why
-
-    def _tune(self, product: str, live_bundle_id: str) -> TuningRecord | None:
-        try:
-            candidates = gated_candidates(
-                self.registry, product, live_bundle_id, public_key=self.public_key
-            )
-            gated = [c for c in candidates if c[3][0]]
-            if len(gated) < 2:
-                return None  # nothing to choose between
-            log.info("%s: measuring %d gated bundles on this CPU", product, len(gated))
-            record = tune_product(
-                self.registry, product, progress=log.info, public_key=self.public_key
-            )
-        except Exception:
-            log.exception("%s: self-benchmark failed; serving the live bundle", product)
-            return None
-        log.info("%s: serving %s (fastest here)", product, record.chosen_bundle_id)
-        self._accepted[product] = record
-        return record
 
 
 @dataclass(frozen=True)
@@ -325,7 +228,6 @@ class LiveModels:
         threshold: ThresholdVersion | None,
     ) -> None:
         served = selection.bundle_id
-        bundle_dir = self.registry.root / product / "bundles" / served
         try:
             bundle_dir = self.registry.bundle_dir(product, served)
             metadata = read_bundle_metadata(bundle_dir)
@@ -336,7 +238,7 @@ class LiveModels:
             if threshold is not None:
                 check_threshold(threshold.value)
         except Exception as exc:
-            self._reject(product, served, bundle_dir, exc)
+            self._reject(product, served, exc)
             return
         value = self.thresholds.loaded(product, served, inspector, threshold)
         model = LiveModel(
@@ -359,12 +261,11 @@ class LiveModels:
             return True
         if self._rejected.get(product) == bundle_id:
             return False
-        bundle_dir = self.registry.root / product / "bundles" / bundle_id
         try:
-            bundle_dir = self.registry.bundle_dir(product, bundle_id)
+            self.registry.bundle_dir(product, bundle_id)
             self.trust.check_bundle(product, bundle_id)
         except Exception as exc:
-            self._reject(product, bundle_id, bundle_dir, exc)
+            self._reject(product, bundle_id, exc)
             return False
         return True
 
@@ -380,12 +281,14 @@ class LiveModels:
         )
         return True
 
-    def _reject(self, product: str, bundle_id: str, bundle_dir: Path, exc: Exception) -> None:
+    def _reject(self, product: str, bundle_id: str, exc: Exception) -> None:
+        """Keep the previous model serving and say why ``bundle_id`` was refused (registry
+        paths shown as ``<registry>``)."""
         self._rejected[product] = bundle_id
         if isinstance(exc, GoldenDriftError):
             self.thresholds.drifted(product, bundle_id, exc)
         keeps = self._models.get(product)
-        detail = without_paths(str(exc), {bundle_dir: "", self.registry.root: "<registry>"})
+        detail = without_paths(str(exc), {self.registry.root: "<registry>"})
         reason = f"bundle {bundle_id} rejected: {detail}"
         if keeps is not None:
             reason += f"; still serving {keeps.served_bundle_id}"
