@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 from sqlalchemy.exc import SQLAlchemyError
 
+from inspection.core.background import Background
 from inspection.core.errors import InspectionError
 from inspection.service.config import WatchConfig
 from inspection.station.errors import InvalidRequest, RequestRefused
@@ -68,8 +68,7 @@ class WatchFolder:
         self._on_file = on_file
         self._seen: dict[Path, tuple[int, int]] = {}
         self._lock = FileLock(str(config.root / ".watch.lock"))
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._worker = Background("watch-folder", self.run, join_s=60)
         self.counts = {"done": 0, "replayed": 0, "failed": 0, "retry": 0}
 
     # ------------------------------------------------------------------ running
@@ -92,24 +91,19 @@ class WatchFolder:
     def start(self) -> None:
         """Acquire the folder and scan it every ``poll_seconds`` in a daemon thread."""
         self.acquire()
-        self._stop.clear()
-        self._thread = threading.Thread(target=self.run, name="watch-folder", daemon=True)
-        self._thread.start()
+        self._worker.start()
 
     def run(self) -> None:
         """Scan until ``stop()``; call ``acquire()`` first when not using ``start()``."""
-        while not self._stop.is_set():
+        while not self._worker.stopping.is_set():
             try:
                 self.scan_once()
             except Exception:
                 log.exception("watch-folder scan failed; retrying")
-            self._stop.wait(self.config.poll_seconds)
+            self._worker.stopping.wait(self.config.poll_seconds)
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=60)
-            self._thread = None
+        self._worker.stop()
         self.release()
 
     # ----------------------------------------------------------------- scanning
@@ -117,7 +111,7 @@ class WatchFolder:
         """Process every file that is ready now; returns what happened to each."""
         outcomes = []
         for path, product in self._candidates():
-            if self._stop.is_set():
+            if self._worker.stopping.is_set():
                 break
             if self._is_ready(path):
                 outcomes.append(self.process(path, product))

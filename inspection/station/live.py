@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from inspection.core.background import Background
 from inspection.core.bundle import read_bundle_metadata
 from inspection.core.decisions import ThresholdVersion
 from inspection.core.errors import BundleError
@@ -126,8 +127,8 @@ class LiveModels:
         self._rejected: dict[str, str] = {}  # product -> bundle id that failed to load
         self._swap_lock = threading.Lock()
         self._refresh_lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._poller = Background("registry-poller", self._poll)
+        self._interval_s = 1.0
 
     # ------------------------------------------------------------------ queries
     def get(self, product: str) -> LiveModel:
@@ -307,20 +308,11 @@ class LiveModels:
     def start(self, interval_s: float) -> None:
         """Refresh now, then every ``interval_s`` seconds in a daemon thread."""
         self.refresh()
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(
-            target=self._poll, args=(interval_s,), name="registry-poller", daemon=True
-        )
-        self._thread.start()
+        self._interval_s = interval_s
+        self._poller.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-            self._thread = None
+        self._poller.stop()
 
-    def _poll(self, interval_s: float) -> None:
-        while not self._stop.wait(interval_s):
-            self.refresh()
+    def _poll(self) -> None:
+        self._poller.every(self._interval_s, self.refresh)

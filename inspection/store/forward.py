@@ -72,6 +72,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, aliased
 
+from inspection.core.background import Background
 from inspection.store import rollups
 from inspection.store.blobs import BlobStore
 from inspection.store.central_link import link_args
@@ -251,8 +252,7 @@ class Forwarder:
         """Rows marked forwarded by this process (a Prometheus counter)."""
         self.quarantined = 0
         """Rows this process quarantined (the central store refused them)."""
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._worker = Background("forward", self.run)
         self._report_refused = False
 
     @classmethod
@@ -452,7 +452,7 @@ class Forwarder:
         the backlog is empty, backing off (``backoff_s``) while the central side fails;
         ``report`` the backlog every ``REPORT_EVERY_S`` while the central side answers."""
         failures, reported = 0, float("-inf")
-        while not self._stop.is_set():
+        while not self._worker.stopping.is_set():
             try:
                 moved = self.forward_once()
             except (SQLAlchemyError, OSError, CentralBehind) as exc:
@@ -467,16 +467,11 @@ class Forwarder:
                     self.report()
                     reported = time.monotonic()
             wait = backoff_s(failures, self) if failures else idle_s
-            self._stop.wait(0 if moved >= self.batch else wait)
+            self._worker.stopping.wait(0 if moved >= self.batch else wait)
 
     def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self.run, name="forward", daemon=True)
-        self._thread.start()
+        self._worker.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-            self._thread = None
+        self._worker.stop()
         self.engine.dispose()
