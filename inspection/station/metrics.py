@@ -45,6 +45,21 @@ class ServiceMetrics:
             "Stored inspections by product, verdict and source (api, watch).",
             ["product", "verdict", "source"],
         )
+        self._model_gauges(gauge)
+        self.swaps = counter(
+            "inspection_model_swaps", "Models loaded and swapped in, per product.", ["product"]
+        )
+        self.watch_files = counter(
+            "inspection_watch_files",
+            "Watch-folder files by outcome (done, replayed, failed, retry).",
+            ["outcome"],
+        )
+        self.stages = StageMetrics(self.registry)
+        self._live_labels: dict[str, tuple[str, str, str]] = {}
+        self._served_labels: dict[str, list[tuple[str, str, str]]] = {}
+
+    def _model_gauges(self, gauge: partial[Gauge]) -> None:
+        """The live and served bundle, the tuning figures and the threshold per product."""
         self.live_model = gauge(
             "inspection_live_model_info",
             "1 for the bundle each product is served with.",
@@ -71,17 +86,6 @@ class ServiceMetrics:
             "Live decision threshold (normalised score) per product.",
             ["product"],
         )
-        self.swaps = counter(
-            "inspection_model_swaps", "Models loaded and swapped in, per product.", ["product"]
-        )
-        self.watch_files = counter(
-            "inspection_watch_files",
-            "Watch-folder files by outcome (done, replayed, failed, retry).",
-            ["outcome"],
-        )
-        self.stages = StageMetrics(self.registry)
-        self._live_labels: dict[str, tuple[str, str, str]] = {}
-        self._served_labels: dict[str, list[tuple[str, str, str]]] = {}
 
     def watch_golden(self, models: LiveModels) -> None:
         """Export each product's last golden check (``core.golden``), read at every scrape."""
