@@ -5,8 +5,9 @@
 Lines per package (``wc -l`` of ``*.py``), bench files and lines, function-local imports
 (``import`` statements inside a function body; those of ``inspection`` modules and those with
 no reason comment counted apart),
-the largest files and classes, and the public members of ``Inspector``, ``BundleModel`` and
-``Registry``. Writes ``<out>/<name>.json`` and ``<out>/<name>.md``. Torch-free, quick.
+the largest files and classes, the longest function per package, the files that name each
+PLC link (what a new link touches), and the public members of ``Inspector``, ``BundleModel``
+and ``Registry``. Writes ``<out>/<name>.json`` and ``<out>/<name>.md``. Torch-free, quick.
 """
 
 from __future__ import annotations
@@ -92,6 +93,48 @@ def import_cycle(root: Path, trees: dict[Path, ast.AST]) -> list[str]:
     return []
 
 
+def package_of(root: Path, path: Path) -> str:
+    """``inspection/<package>`` for a package file, else its top folder (``bench``...)."""
+    parts = path.relative_to(root).parts
+    return "/".join(parts[:2]) if parts[0] == "inspection" and len(parts) > 2 else parts[0]
+
+
+def longest_functions(root: Path, trees: dict[Path, ast.AST]) -> dict[str, list]:
+    """Per package: its longest function or method, ``[path:name, lines]``."""
+    longest: dict[str, list] = {}
+    for path, tree in trees.items():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                size = (node.end_lineno or node.lineno) - node.lineno + 1
+                key = package_of(root, path)
+                if size > longest.get(key, ["", 0])[1]:
+                    longest[key] = [f"{path.relative_to(root)}:{node.name}", size]
+    return dict(sorted(longest.items()))
+
+
+def link_files(root: Path, trees: dict[Path, ast.AST]) -> dict[str, list[str]]:
+    """Per PLC link registered in ``inspection/line/links.py`` (``LinkKind("<name>", ...)``):
+    the files of ``inspection/`` that name it in a string, its own module and registration
+    included: what adding a link like it touches (each file that switches on its name)."""
+    registry = root / "inspection" / "line" / "links.py"
+    if registry not in trees:
+        return {}
+    names = {
+        node.args[0].value
+        for node in ast.walk(trees[registry])
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "LinkKind"
+        and node.args and isinstance(node.args[0], ast.Constant)
+    }  # fmt: skip
+    named: dict[str, list[str]] = {name: [] for name in sorted(names)}
+    for path, tree in trees.items():
+        if path.relative_to(root).parts[0] != "inspection":
+            continue
+        strings = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant)}
+        for name in names & strings:
+            named[name].append(str(path.relative_to(root)))
+    return named
+
+
 def any_per_thousand(trees: dict[Path, ast.AST], files: dict[Path, int]) -> float:
     """``Any`` in annotations and code of ``inspection/``, per 1,000 lines."""
     count = sum(
@@ -106,9 +149,7 @@ def measure(root: Path) -> dict:
     files = {p: lines(p) for t in TREES for p in sorted((root / t).rglob("*.py"))}
     packages: Counter[str] = Counter()
     for path, n in files.items():
-        parts = path.relative_to(root).parts
-        key = "/".join(parts[:2]) if parts[0] == "inspection" and len(parts) > 2 else parts[0]
-        packages[key] += n
+        packages[package_of(root, path)] += n
     trees = {p: ast.parse(p.read_text(encoding="utf-8")) for p in files}
     package = {p: t for p, t in trees.items() if p.relative_to(root).parts[0] == "inspection"}
     local = [0, 0, 0]
@@ -147,6 +188,8 @@ def measure(root: Path) -> dict:
         "largest_files": [[str(p.relative_to(root)), n] for p, n in largest],
         "largest_classes": sorted(classes, key=lambda kv: -kv[1])[:6],
         "public_members": {k: (len(v), v) for k, v in sorted(members.items())},
+        "longest_functions": longest_functions(root, trees),
+        "link_files": link_files(root, trees),
         "any_per_1000_lines": any_per_thousand(package, files),
         "import_cycle": import_cycle(root, trees),
     }
@@ -173,6 +216,10 @@ def markdown(name: str, m: dict) -> str:
         "",
     ]
     out += [f"public members of {k}: {n}" for k, (n, _) in m["public_members"].items()]
+    out += ["", "| package | longest function | lines |", "|---|---|---|"]
+    out += [f"| {k} | `{f}` | {n} |" for k, (f, n) in m["longest_functions"].items()]
+    out += ["", "| PLC link | files that name it |", "|---|---|"]
+    out += [f"| {k} | {len(v)}: {', '.join(v)} |" for k, v in m["link_files"].items()]
     out += ["", f"`Any` per 1,000 lines of inspection/: {m['any_per_1000_lines']}"]
     out += [f"import cycle: {' -> '.join(m['import_cycle']) or 'none'}"]
     return "\n".join(out) + "\n"
@@ -217,6 +264,21 @@ def compare(before: dict, after: dict) -> str:
 
     for label, key in (("largest files", "largest_files"), ("largest classes", "largest_classes")):
         out.append(f"| {label} | {top(before, key)} | {top(after, key)} |")
+
+    def link(m: dict) -> str:
+        counts = [len(files) for files in m.get("link_files", {}).values()]
+        return f"{min(counts)}–{max(counts)}" if counts else "not counted"
+
+    out.append(
+        f"| files that name a PLC link (what a new link touches) | {link(before)} | {link(after)} |"
+    )
+    for package in sorted(
+        set(before.get("longest_functions", {})) | set(after.get("longest_functions", {}))
+    ):
+        b, a = (m.get("longest_functions", {}).get(package, ["", 0]) for m in (before, after))
+        out.append(
+            f"| longest function: {package} | {b[1] or '-'} | {a[1]} `{a[0].split(':')[-1]}` |"
+        )
     return "\n".join(out) + "\n"
 
 
