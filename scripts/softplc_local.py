@@ -4,7 +4,8 @@ A private Mosquitto and the soft PLC (an OPC UA server) on free loopback ports, 
 ``inspection station run`` on a copy of ``configs/line.yaml`` pointed at both; fires triggers
 over OPC UA and over MQTT, prints every answer, and stops everything. Needs a site with a
 signed live bundle for the config's products (``make demo``) and Mosquitto
-(``scripts/services.sh``). Exit code 1 when a trigger got no verdict.
+(``scripts/services.sh``). Exit code 1 when a trigger got no verdict, 2 when the station
+exited or never became Ready (its last lines printed).
 
     python scripts/softplc_local.py --config configs/line.yaml --triggers 5
 """
@@ -15,6 +16,7 @@ import argparse
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import yaml
@@ -23,12 +25,18 @@ from inspection.line.config import load_line_config
 from inspection.line.handshake import ErrorCode
 from inspection.line.mosquitto import Broker, free_port
 from inspection.line.plc import mqtt_trigger
-from inspection.line.softplc import SoftPlc
+from inspection.line.softplc import HandshakeTimeout, SoftPlc
 
 
 def local_config(source: Path, workdir: Path, broker_port: int, endpoint: str) -> Path:
-    """``source`` with its triggers and MQTT sinks pointed at the local broker and soft PLC."""
+    """``source`` with its triggers and MQTT sinks pointed at the local broker and soft PLC;
+    the files it names beside itself (trust file, configs folder) stay where they are."""
     data = yaml.safe_load(source.read_text(encoding="utf-8"))
+    core = data.setdefault("core", {})
+    beside = source.resolve().parent
+    if core.get("trust_file"):
+        core["trust_file"] = str(beside / core["trust_file"])
+    core["configs_dir"] = str(beside / core.get("configs_dir", "."))
     data["opcua"] = {**data.get("opcua", {}), "enabled": True, "endpoint": endpoint}
     data["mqtt"] = {**data.get("mqtt", {}), "enabled": True, "port": broker_port}
     data["sinks"] = [
@@ -55,12 +63,21 @@ def main() -> int:
         plc = SoftPlc(endpoint, security=source.security)
         plc.start()
         config_path = local_config(args.config, workdir, broker.port, endpoint)
+        log_path = workdir / "station.log"
+        log = log_path.open("w", encoding="utf-8")
         station = subprocess.Popen(
-            [sys.executable, "-m", "inspection", "station", "run", "-c", str(config_path)]
-        )
+            [sys.executable, "-m", "inspection", "station", "run", "-c", str(config_path)],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
         failures = 0
         try:
-            plc.wait_for("Ready", True, timeout_s=60.0)
+            if not wait_ready(plc, station, timeout_s=60.0):
+                tail = "\n".join(log_path.read_text(encoding="utf-8").splitlines()[-15:])
+                state = (
+                    f"exited {station.returncode}" if station.poll() is not None else "not Ready"
+                )
+                print(f"the line station {state} before the first trigger:\n{tail}")
+                return 2
             config = load_line_config(config_path)
             for n in range(args.triggers):
                 answer = plc.trigger(request_id=f"plc-{n}", part_id=f"part-{n}")
@@ -80,9 +97,22 @@ def main() -> int:
         finally:
             station.terminate()
             station.wait(30)
+            log.close()
             plc.stop()
             broker.kill()
     return 1 if failures else 0
+
+
+def wait_ready(plc: SoftPlc, station: subprocess.Popen, timeout_s: float) -> bool:
+    """True once the station says Ready; False at once when it exits, or after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and station.poll() is None:
+        try:
+            plc.wait_for("Ready", True, timeout_s=0.5)
+            return True
+        except HandshakeTimeout:
+            continue
+    return False
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The soft PLC driving a local line station (docs/line-integration.md): run from the repository
-# root of a demo site (`make demo`), with Mosquitto installed (scripts/services.sh).
+# The soft PLC driving a local line station (docs/line-integration.md): run from the root of a
+# demo site (`make demo`; the checkout itself after it), with Mosquitto installed
+# (scripts/services.sh). The site is the working directory: configs/line.yaml and var/ there.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-PYTHON="${PYTHON:-.venv/bin/python}"
-exec "$PYTHON" scripts/softplc_local.py "$@"
+HERE="$(cd "$(dirname "$0")" && pwd)"
+PYTHON="${PYTHON:-$HERE/../.venv/bin/python}"
+exec "$PYTHON" "$HERE/softplc_local.py" "$@"

@@ -1,0 +1,267 @@
+"""Walk the README's first day (CLI and API) exactly as written, in a scratch site.
+
+    python scripts/newcomer_walk.py                       # full size; writes reports/newcomer_walk.md
+    python scripts/newcomer_walk.py --report /tmp/walk.md
+
+The command blocks between ``<!-- walkthrough -->`` and ``<!-- /walkthrough -->`` in README.md
+run in order in one bash shell (``set -euo pipefail``; variables and ``&`` jobs carry from block
+to block) in a temporary folder holding a copy of ``configs/`` and a link to ``scripts/``. The
+only changes: free ports for ``serve`` and ``dashboard``, and the password ``users add`` asks
+for on stdin. A block after ``<!-- needs: mosquitto -->`` needs that broker (scripts/services.sh).
+The log names each step with its time; ``tests/test_readme_walkthrough.py`` runs the same walk
+(at 128 px) and asserts on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+README = REPO / "README.md"
+REPORT = REPO / "reports" / "newcomer_walk.md"
+START, END = "<!-- walkthrough -->", "<!-- /walkthrough -->"
+PASSWORD = "first day password"
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+MARK = "@@walk-block"
+"""The line the walk's shell prints before each block (with the clock), to time the steps."""
+SMALL_BRICK = """\
+data: datasets/brick
+models:
+  patchcore: {image_size: [128, 128]}
+"""
+"""``configs/products/brick.yaml`` of a short walk (the suite's): train at 128 px."""
+
+
+class WalkError(RuntimeError):
+    """The README has no walkthrough section, or its blocks cannot be read."""
+
+
+@dataclass(frozen=True)
+class Block:
+    """One ``bash`` block of the walkthrough: its step (``**N. Title.**``), code and the
+    service it needs (``""``: none)."""
+
+    step: str
+    code: str
+    needs: str = ""
+
+
+@dataclass
+class Walk:
+    """What a walk did: per block its seconds and output, the exit code, the whole log."""
+
+    blocks: list[Block]
+    seconds: list[float] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+    returncode: int | None = None
+    log: str = ""
+    dashboard_stopped: bool | None = None
+    total_seconds: float = 0.0
+
+    @property
+    def failed_block(self) -> Block | None:
+        """The block the shell was in when it failed (None when it ran to the end)."""
+        if self.returncode == 0:
+            return None
+        return self.blocks[max(len(self.outputs) - 1, 0)]
+
+
+def walkthrough_blocks(readme: Path = README) -> list[Block]:
+    """The ``bash`` blocks of the README's walkthrough section, in order."""
+    text = readme.read_text(encoding="utf-8")
+    if text.count(START) != 1 or text.count(END) != 1:
+        raise WalkError(f"{readme}: expected one {START} ... {END} section")
+    section = text.split(START)[1].split(END)[0]
+    blocks, step = [], ""
+    pattern = r"\*\*(\d+\. [^*]+?)\.?\*\*|(<!-- needs: (\w+) -->\n)?```bash\n(.*?)```"
+    for match in re.finditer(pattern, section, re.DOTALL):
+        if match.group(1):
+            step = match.group(1)
+        else:
+            blocks.append(Block(step, match.group(4), match.group(3) or ""))
+    if not blocks:
+        raise WalkError(f"{readme}: the walkthrough has no ```bash block")
+    return blocks
+
+
+def free_port() -> int:
+    """A free loopback port."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def prepare_site(site: Path, *, small: bool) -> dict[str, int]:
+    """A scratch site in ``site``: this checkout's configs (no trust file: ``keys init`` writes
+    it), ``scripts/`` linked, ``serve`` on a free port; ``small``: brick trains at 128 px.
+    Returns the ports ``{"serve": ..., "dashboard": ...}``."""
+    site.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(
+        REPO / "configs", site / "configs", ignore=shutil.ignore_patterns("site-trust.*")
+    )
+    (site / "scripts").symlink_to(REPO / "scripts")
+    ports = {"serve": free_port(), "dashboard": free_port()}
+    station = site / "configs" / "station.yaml"
+    text = re.sub(r"(?m)^port: 8080", f"port: {ports['serve']}", station.read_text())
+    station.write_text(text, encoding="utf-8")
+    if small:
+        (site / "configs" / "products" / "brick.yaml").write_text(SMALL_BRICK, encoding="utf-8")
+    return ports
+
+
+def shell_script(blocks: list[Block], ports: dict[str, int]) -> str:
+    """The blocks as one bash script, each preceded by a ``MARK`` line with the clock (on a
+    line of its own: curl's answer ends without a newline)."""
+    lines = ["set -euo pipefail"]
+    for number, block in enumerate(blocks):
+        code = block.code.replace("127.0.0.1:8080", f"127.0.0.1:{ports['serve']}")
+        code = code.replace("127.0.0.1:8501", f"127.0.0.1:{ports['dashboard']}")
+        code = code.replace(
+            "inspection dashboard", f"inspection dashboard --port {ports['dashboard']}"
+        )
+        lines += [f'printf "\\n{MARK} {number} %s\\n" "$(date +%s.%N)"', code]
+    lines.append(f'printf "\\n{MARK} end %s\\n" "$(date +%s.%N)"')
+    return "\n".join(lines) + "\n"
+
+
+def run_walk(site: Path, blocks: list[Block], ports: dict[str, int], timeout: float) -> Walk:
+    """Run ``blocks`` in ``site``; every process the walk started is stopped at the end."""
+    env = {key: value for key, value in os.environ.items() if key != "INSPECTION_SITE_CONFIG"}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHON"] = sys.executable  # scripts/softplc_local.sh
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    walk = Walk(blocks)
+    log_path = site / "walk.log"
+    started = time.monotonic()
+    with log_path.open("w+", encoding="utf-8") as log:
+        shell = subprocess.Popen(
+            ["bash", "-c", shell_script(blocks, ports)], cwd=site, env=env, text=True,
+            stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        try:
+            shell.communicate(f"{PASSWORD}\n{PASSWORD}\n", timeout=timeout)
+        except subprocess.TimeoutExpired:
+            print(f"the walk took over {timeout:.0f} s: stopped", file=sys.stderr)
+        walk.returncode = shell.poll()
+        walk.total_seconds = time.monotonic() - started
+        if walk.returncode == 0:
+            walk.dashboard_stopped = _stops_serving(ports["dashboard"])
+        _stop_group(shell.pid)
+    walk.log = log_path.read_text(encoding="utf-8", errors="replace")
+    _split_log(walk)
+    return walk
+
+
+def _stops_serving(port: int, within_s: float = 15.0) -> bool:
+    """True once nothing answers on ``port`` (the dashboard after ``kill``)."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1)
+        except OSError:
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def _stop_group(pgid: int) -> None:
+    """SIGTERM, then SIGKILL, to the walk's own process group (its shell and ``&`` jobs)."""
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pgid, signum)
+        except ProcessLookupError:
+            return
+        time.sleep(2)
+
+
+def _split_log(walk: Walk) -> None:
+    """Each block's output and seconds, from the ``MARK`` lines of the log."""
+    marks = list(re.finditer(rf"^{MARK} (\S+) ([\d.]+)$", walk.log, re.MULTILINE))
+    for this, after in zip(marks, [*marks[1:], None], strict=True):
+        if this.group(1) == "end":
+            break
+        end = after.start() if after else len(walk.log)
+        walk.outputs.append(walk.log[this.end() : end].strip())
+        walk.seconds.append(float(after.group(2)) - float(this.group(2)) if after else float("nan"))
+
+
+def runnable(blocks: list[Block]) -> tuple[list[Block], list[str]]:
+    """The blocks this machine can run, and why the others cannot."""
+    missing = {"mosquitto": not Path(MOSQUITTO).is_file()}
+    kept = [block for block in blocks if not missing.get(block.needs, False)]
+    reasons = [f"{block.step}: needs {block.needs}" for block in blocks if block not in kept]
+    return kept, reasons
+
+
+def report(walk: Walk, skipped: list[str], small: bool) -> str:
+    """The walk as markdown: one row per block with its seconds, then each block's output."""
+    sys.path.insert(0, str(REPO / "bench"))
+    from _report import cpu_description, load_average
+
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+    ).stdout.strip()
+    state = "ran to the end" if walk.returncode == 0 else f"FAILED in {walk.failed_block.step}"
+    rows = [
+        f"| {block.step} | `{block.code.strip().splitlines()[0]}` | {seconds:.1f} |"
+        for block, seconds in zip(walk.blocks, walk.seconds, strict=False)
+    ]
+    outputs = [
+        f"### {block.step}\n\n```bash\n{block.code.strip()}\n```\n\n```text\n{_tail(out)}\n```"
+        for block, out in zip(walk.blocks, walk.outputs, strict=False)
+    ]
+    return "\n".join([
+        "# The README's first day, walked as written",
+        "",
+        f"`python scripts/newcomer_walk.py` at {commit}: the README's walkthrough blocks in one "
+        f"shell in a scratch site{' (brick at 128 px)' if small else ''}; {state} in "
+        f"**{walk.total_seconds:.1f} s**. CPU: {cpu_description()}; load after: {load_average()}.",
+        f"The dashboard stopped serving after `kill`: {walk.dashboard_stopped}."
+        + (f" Not run here: {'; '.join(skipped)}." if skipped else ""),
+        "",
+        "| step | first line | seconds |",
+        "|---|---|---|",
+        *rows,
+        "",
+        "## What each block printed (last lines)",
+        "",
+        *outputs,
+        "",
+    ])  # fmt: skip
+
+
+def _tail(output: str, lines: int = 12) -> str:
+    kept = [line for line in output.splitlines() if line.strip()]
+    return "\n".join(kept[-lines:]) or "(nothing)"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--report", type=Path, default=REPORT, help="Markdown log to write.")
+    parser.add_argument("--small", action="store_true", help="Train at 128 px, as the suite.")
+    parser.add_argument("--timeout", type=float, default=900.0, help="Seconds for the whole walk.")
+    args = parser.parse_args()
+    blocks, skipped = runnable(walkthrough_blocks())
+    with tempfile.TemporaryDirectory(prefix="newcomer-") as scratch:
+        ports = prepare_site(Path(scratch), small=args.small)
+        walk = run_walk(Path(scratch), blocks, ports, args.timeout)
+    args.report.write_text(report(walk, skipped, args.small), encoding="utf-8")
+    print(f"{args.report}: {walk.total_seconds:.1f} s, exit {walk.returncode}")
+    return 0 if walk.returncode == 0 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,59 @@
+"""The README's first day runs as written: its walkthrough blocks, in order, in one shell in a
+scratch site (``scripts/newcomer_walk.py``; brick trains at 128 px here). A block that stops
+working fails the suite. The PLC block needs Mosquitto: without it the walk leaves that block out
+locally and fails in CI (``scripts/services.sh`` installs it)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.dashboard.scripts import load_script
+
+REPO = Path(__file__).resolve().parents[1]
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def test_the_walkthrough_is_seven_ordered_steps_with_the_service_block_marked() -> None:
+    walk = load_script("newcomer_walk")
+    blocks = walk.walkthrough_blocks(REPO / "README.md")
+    steps = list(dict.fromkeys(block.step for block in blocks))
+    assert [step.split(".")[0] for step in steps] == [str(n) for n in range(1, 8)], steps
+    code = "\n".join(block.code for block in blocks)
+    for command in ("inspection train", "inspection export", "inspection serve", "curl",
+                    "inspection dashboard", "scripts/softplc_local.sh"):  # fmt: skip
+        assert command in code, f"the walkthrough lost its `{command}` step"
+    assert [block.needs for block in blocks if "softplc" in block.code] == ["mosquitto"]
+    assert "*needs Mosquitto*" in (REPO / "README.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.slow
+def test_readme_walkthrough_runs_as_written(tmp_path: Path) -> None:
+    walk = load_script("newcomer_walk")
+    blocks, skipped = walk.runnable(walk.walkthrough_blocks(REPO / "README.md"))
+    if skipped and IN_CI:
+        pytest.fail(f"{skipped}: run scripts/services.sh")
+    ports = walk.prepare_site(tmp_path / "site", small=True)
+    done = walk.run_walk(tmp_path / "site", blocks, ports, timeout=600)
+
+    assert done.returncode == 0, f"{done.failed_block}\n{done.log[-4000:]}"
+    assert len(done.outputs) == len(blocks)
+    answered = _output_of(done, "curl -sf").splitlines()
+    answer = json.loads(next(line for line in answered if line.startswith('{"id"')))
+    assert answer["product"] == "brick" and answer["verdict"] in ("OK", "NG")
+    assert answer["station_id"] == "line1-cam1" and answer["threshold"] == 0.5
+    assert done.dashboard_stopped, "the dashboard kept serving after `kill` of its process"
+    if not skipped:
+        plc = _output_of(done, "softplc_local.sh")
+        assert len(re.findall(r"^opcua plc-\d: (OK|NG) ", plc, re.MULTILINE)) == 3, plc
+        assert len(re.findall(r"^mqtt  mqtt-\d: (OK|NG)", plc, re.MULTILINE)) == 3, plc
+
+
+def _output_of(done: object, command: str) -> str:
+    """What the block running ``command`` printed (the background jobs' lines mixed in)."""
+    pairs = zip(done.blocks, done.outputs, strict=True)
+    return next(output for block, output in pairs if command in block.code)
