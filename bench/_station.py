@@ -75,9 +75,9 @@ def serve_live_copy(
     if live is None or not live.signature:
         registry.promote(product, bundle_dir.name, actor="bench", reason=reason)
         return bundle_dir
-    registry.journal.mirror(live, actor="bench")
+    registry.mirror(live, actor="bench")
     for record in (*source.threshold_history(product), *source.decisions(product)):
-        registry.journal.mirror(record, actor="bench")
+        registry.mirror(record, actor="bench")
     return bundle_dir
 
 

@@ -13,9 +13,9 @@ from inspection.core.version_store import VersionStore
 class Registry(VersionStore, DecisionJournal):
     """Reads and writes the registry folder; cheap to construct, holds no state. Versions and
     bundles are its ``VersionStore`` methods, the signed records its ``DecisionJournal``
-    methods (the journal looks bundles up in the registry itself)."""
+    methods (the journal looks bundles up in the registry itself); callers call both on it
+    (``registry.promote``, ``registry.bundle_dir``)."""
 
     def __init__(self, root: str | Path) -> None:
         VersionStore.__init__(self, Path(root))
         DecisionJournal.__init__(self, self)
-        self.journal: DecisionJournal = self

@@ -169,7 +169,7 @@ def _refusals(registry: Registry, product: str, public_key: PublicKeys | None) -
     if public_key is None:
         return {}
     newest: dict[str, object] = {"live": registry.live(product)}
-    newest["threshold"] = registry.journal.current_threshold(product)
+    newest["threshold"] = registry.current_threshold(product)
     for decision in registry.decisions(product):
         newest[decision.kind if decision.kind != "force" else "gate"] = decision
     found = {kind: refusal(r, public_key) for kind, r in newest.items() if r is not None}

@@ -368,7 +368,7 @@ def save_threshold(
 
 def current_threshold_value(registry: Registry, product: str, bundle_id: str | None) -> float:
     """The product's current threshold version, else the bundle's own, else 0.5."""
-    current = registry.journal.current_threshold(product)
+    current = registry.current_threshold(product)
     if current is not None:
         return current.value
     if bundle_id is not None:

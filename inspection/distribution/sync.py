@@ -314,7 +314,7 @@ def sync_live(registry: Registry, entry: CatalogEntry, description: str) -> None
         raise BundleError(f"catalog entry of {entry.product}: its live record names another bundle")
     local = registry.live(entry.product)
     if local is None or local.row() != state.row():
-        registry.journal.mirror(state, actor=SYNC_ACTOR)
+        registry.mirror(state, actor=SYNC_ACTOR)
 
 
 def sync_decisions(registry: Registry, entry: CatalogEntry) -> None:
@@ -323,7 +323,7 @@ def sync_decisions(registry: Registry, entry: CatalogEntry) -> None:
         decision = from_mapping(Decision, row, "catalog decision")
         if decision.product != entry.product:
             raise BundleError(f"catalog entry of {entry.product}: a decision of another product")
-        registry.journal.mirror(decision, actor=SYNC_ACTOR)
+        registry.mirror(decision, actor=SYNC_ACTOR)
 
 
 def sync_threshold(registry: Registry, entry: CatalogEntry) -> None:
@@ -332,13 +332,13 @@ def sync_threshold(registry: Registry, entry: CatalogEntry) -> None:
     signature with its pinned key (a re-signed or unsigned copy would be refused)."""
     if entry.threshold is None:
         return
-    current = registry.journal.current_threshold(entry.product)
+    current = registry.current_threshold(entry.product)
     if entry.threshold_record is not None:
         signed = from_mapping(ThresholdVersion, entry.threshold_record, "catalog threshold")
         if signed.product != entry.product or signed.value != entry.threshold:
             raise BundleError(f"catalog entry of {entry.product}: its threshold record differs")
         if current is None or current.row() != signed.row():
-            registry.journal.mirror(signed, actor=SYNC_ACTOR)
+            registry.mirror(signed, actor=SYNC_ACTOR)
         return
     central = (entry.threshold, entry.threshold_budget)
     if current is not None and (current.value, current.budget) == central:

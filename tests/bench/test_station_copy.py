@@ -29,7 +29,7 @@ def test_a_scratch_copy_keeps_the_sites_signed_records(fp32_bundle: Path, tmp_pa
 
     scratch = Registry(tmp_path / "scratch")
     public = load_public_key(keys.public)
-    live, threshold = scratch.live("brick"), scratch.journal.current_threshold("brick")
+    live, threshold = scratch.live("brick"), scratch.current_threshold("brick")
     assert live is not None and live.row() == site.live("brick").row()  # type: ignore[union-attr]
     verify_record(live.row(), public, "live pointer")
     assert threshold is not None and threshold.value == 0.6

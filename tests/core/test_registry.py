@@ -145,7 +145,7 @@ def test_bundles_are_verified_and_never_overwritten(tmp_path: Path) -> None:
 
 def test_thresholds_are_versioned_with_who_and_why(tmp_path: Path) -> None:
     registry = Registry(tmp_path)
-    assert registry.journal.current_threshold("brick") is None
+    assert registry.current_threshold("brick") is None
     registry.set_threshold("brick", 0.6, actor="alice", reason="too many false alarms")
     latest = registry.set_threshold("brick", 0.55, actor="bob", reason="missed a crack")
     assert (latest.number, latest.value, latest.actor) == (2, 0.55, "bob")

@@ -200,9 +200,7 @@ def test_threshold_slider_shows_tradeoffs_and_save_creates_a_version(seeded_site
     at.text_input(key="th_reason").set_value("fewer false alarms on line 1")
     at.button(key="th_save").click().run()
     assert not at.exception and not _errors(at), _errors(at)
-    current = Registry(load_site_config(seeded_site).registry_dir).journal.current_threshold(
-        "brick"
-    )
+    current = Registry(load_site_config(seeded_site).registry_dir).current_threshold("brick")
     assert (current.value, current.actor, current.reason) == (
         0.62,
         "alice",
@@ -263,7 +261,7 @@ def test_a_save_at_the_budget_controls_value_records_the_budget(seeded_site, sit
     at.text_input(key="th_reason").set_value("1 % budget")
     at.button(key="th_save").click().run()
     assert not at.exception and not _errors(at), _errors(at)
-    saved = registry.journal.current_threshold("brick")
+    saved = registry.current_threshold("brick")
     quoted = thresholds.suggest_for_budget(_brick_scores(seeded_site), 0.01)[0]
     assert (saved.value, saved.budget) == (quoted.threshold, 0.01)
     assert any("(false-reject budget 1.0%)" in m.value for m in at.success)
@@ -275,7 +273,7 @@ def test_a_save_at_the_budget_controls_value_records_the_budget(seeded_site, sit
     at.text_input(key="th_reason").set_value("by hand")
     at.button(key="th_save").click().run()
     assert not at.exception and not _errors(at), _errors(at)
-    saved = registry.journal.current_threshold("brick")
+    saved = registry.current_threshold("brick")
     assert (saved.value, saved.budget) == (quoted.threshold, None)
     assert _frame_with(at, "budget")["budget"].tolist()[:2] == ["", "1.0%"]
 

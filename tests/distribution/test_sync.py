@@ -69,14 +69,14 @@ def test_sync_pulls_verifies_and_mirrors_the_threshold(central: Central, tmp_pat
     [outcome] = sync_once(source, local.root, [PRODUCT])
     assert (outcome.status, outcome.live) == ("updated", V1), outcome.detail
     assert local.live(PRODUCT).actor == "station-sync"
-    mirrored = local.journal.current_threshold(PRODUCT)
+    mirrored = local.current_threshold(PRODUCT)
     assert (mirrored.value, mirrored.budget) == (0.6, 0.05)  # a re-calibration needs the budget
     [again] = sync_once(source, local.root, [PRODUCT])
     assert again.status == "current" and len(local.threshold_history(PRODUCT)) == 1
     assert list((local.root / ".incoming").iterdir()) == []
     central.registry.set_threshold(PRODUCT, 0.6, actor="qa", reason="the same value, by hand")
     sync_once(source, local.root, [PRODUCT])
-    mirrored = local.journal.current_threshold(PRODUCT)
+    mirrored = local.current_threshold(PRODUCT)
     assert (mirrored.number, mirrored.value, mirrored.budget) == (2, 0.6, None)
     headers = {"Authorization": f"Bearer {central.token}"}
     entry = httpx.get(f"{central.url}/v1/catalog/{PRODUCT}", headers=headers).json()
@@ -94,7 +94,7 @@ def test_a_signed_central_threshold_is_mirrored_with_its_own_signature(
     local = Registry(tmp_path / "station" / "registry")
     source = HttpSource(central.url, central.token)
     sync_once(source, local.root, [PRODUCT])
-    mirrored = local.journal.current_threshold(PRODUCT)
+    mirrored = local.current_threshold(PRODUCT)
     verify_record(mirrored.row(), load_public_key(keys.public), mirrored.what)
     assert (mirrored.value, mirrored.budget, mirrored.actor) == (0.6, 0.05, "qa")
     [again] = sync_once(source, local.root, [PRODUCT])
@@ -103,7 +103,7 @@ def test_a_signed_central_threshold_is_mirrored_with_its_own_signature(
     central.registry.set_threshold(PRODUCT, 0.9999, actor="intruder", reason="pass everything")
     sync_once(source, local.root, [PRODUCT])
     with pytest.raises(SigningError, match="not signed"):
-        latest = local.journal.current_threshold(PRODUCT)
+        latest = local.current_threshold(PRODUCT)
         verify_record(latest.row(), load_public_key(keys.public), latest.what)
 
 
