@@ -31,6 +31,7 @@ from inspection.data.dataset import GOOD, Dataset, Sample, load_dataset
 from inspection.training.augment import views
 from inspection.training.backbones import channels_last
 from inspection.training.evaluate import metrics_of_predictions, predict
+from inspection.training.models import model_kind
 from inspection.training.models.patchcore.coreset import (
     all_cores,
     coreset_size,
@@ -168,7 +169,7 @@ def _nearest_sq(rows: torch.Tensor, centers: torch.Tensor, block_rows: int = 409
 
 
 def _check_parent(parent: ModelRecord) -> ModelConfig:
-    if parent.model_kind != "patchcore":
+    if not model_kind(parent.model_kind).memory_bank:
         raise ConfigError(
             f"{parent.model_version} is a {parent.model_kind} model: only PatchCore memory banks "
             "can be updated incrementally; retrain it with `inspection train`"

@@ -23,9 +23,9 @@ from inspection.core.model_record import GoodScores
 from inspection.core.operating_point import OperatingPoint
 from inspection.core.product_config import ModelConfig
 from inspection.data.dataset import Dataset, Sample
-from inspection.training.models.padim.gaussian import padim_out_of_fold_scores
+from inspection.training.models import model_kind
 from inspection.training.models.patchcore.local_stats import standardiser_images
-from inspection.training.models.patchcore.out_of_fold import out_of_fold_scores, trained_scores
+from inspection.training.models.patchcore.out_of_fold import trained_scores
 from inspection.training.roi import TrainingRoi
 from inspection.training.samples import Predictions
 
@@ -58,26 +58,16 @@ def calibration_good_scores(
     roi: TrainingRoi | None,
     stages: Callable[[str, int, int], None] | None = None,
 ) -> TrainGoodScores | None:
-    """Out-of-fold scores of ``train`` (PatchCore, PaDiM; None for STFPM or
-    ``calibration_folds`` 0); ``stages`` is told of each PatchCore fold scored."""
+    """Out-of-fold scores of ``train`` (None where the kind has none or for
+    ``calibration_folds`` 0); ``stages`` is told of each fold scored."""
     folds = config.calibration_folds
-    if config.kind not in ("patchcore", "padim") or folds < 2:
+    kind = model_kind(config.kind)
+    if kind.out_of_fold_scores is None or folds < 2:
         return None
     if len(train) < 2 * folds:
         logger.warning("only %d training images: no out-of-fold scores", len(train))
         return None
-    if config.kind == "padim":
-        scores = padim_out_of_fold_scores(
-            model, train, folds=folds, image_size=config.image_size, seed=config.seed,
-            batch_size=config.batch_size, bits=config.image_bits,
-        )  # fmt: skip
-    else:
-        scores = out_of_fold_scores(
-            model, train, folds=folds, image_size=config.image_size,
-            ratio=config.coreset_sampling_ratio, cap_rows=config.memory_bank_max,
-            seed=config.seed, roi=roi, batch_size=config.batch_size, bits=config.image_bits,
-            stages=stages,
-        )  # fmt: skip
+    scores = kind.out_of_fold_scores(model, config, train, roi, stages)
     paired = tuple(sorted(train, key=lambda s: str(s.path))[:FULL_BANK_IMAGES])
     full = trained_scores(
         model, paired, config.image_size, config.image_bits, config.batch_size, roi=roi
@@ -86,8 +76,7 @@ def calibration_good_scores(
     fused = any(head is not None and head.enabled for head in heads)  # fitted on good images
     scaling = standardiser_images(len(train), folds, config.seed) if fused else None
     calibrates = np.ones(len(train), bool) if scaling is None else ~scaling
-    # PaDiM's out-of-fold scores (training.models.padim.gaussian) are of whole images: an ROI bundle skips them
-    masked = config.kind == "patchcore" and roi is not None and roi.spec is not None
+    masked = kind.out_of_fold_sees_roi and roi is not None and roi.spec is not None
     return TrainGoodScores(tuple(train), scores, paired, full, folds, calibrates, not fused, masked)
 
 

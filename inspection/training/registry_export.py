@@ -38,6 +38,7 @@ from inspection.training.export import (
     Progress,
     export_model,
 )
+from inspection.training.models import model_kind
 from inspection.training.train import load_trained_model
 
 log = logging.getLogger(__name__)
@@ -173,7 +174,7 @@ def _export_dataset(record: ModelRecord, path: Path | None) -> Any:
 
 def _knn_rank(record: ModelRecord) -> int | None:
     """The PatchCore ``knn_rank`` of the version's config (None: exact kNN, or not PatchCore)."""
-    if record.model_kind != "patchcore":
+    if not model_kind(record.model_kind).memory_bank:
         return None
     where = f"{record.model_version} config"
     return model_config_from_mapping(record.config, where=where).knn_rank

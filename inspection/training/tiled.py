@@ -36,6 +36,7 @@ from inspection.core.tiling import TilingSpec, cut, stitch
 from inspection.data.dataset import Dataset, Sample
 from inspection.runtime.tiled import evaluation_size
 from inspection.training.backbones import ResolvedWeights
+from inspection.training.models import model_kind
 from inspection.training.roi import TrainingRoi
 from inspection.training.train import (
     config_weights,
@@ -183,11 +184,9 @@ def fit_tiles(
 
 
 def check_tiling(config: ModelConfig, tiling: TilingSpec) -> None:
-    if config.kind == "padim":
-        raise ConfigError(
-            "padim models each grid cell of the whole image with its own Gaussian; tiles from "
-            "different places would share those cells: use patchcore for a tiled product"
-        )
+    refusal = model_kind(config.kind).tiling_refusal
+    if refusal:
+        raise ConfigError(refusal)
     if tuple(config.image_size) != tuple(tiling.tile_size):
         raise ConfigError(
             f"tiling.tile_size {list(tiling.tile_size)} must equal the model image_size "

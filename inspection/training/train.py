@@ -12,10 +12,7 @@ import dataclasses
 import json
 import logging
 import resource
-import shutil
-import tempfile
 import time
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -42,7 +39,6 @@ from inspection.core.roi import RoiSpec, RoiTraining
 from inspection.data.dataset import MIN_TEST_GOOD, Dataset, Sample
 from inspection.training.backbones import (
     ResolvedWeights,
-    channels_last,
     in_process,
     resolve_weights,
 )
@@ -56,12 +52,11 @@ from inspection.training.global_context import (
     fused_scores,
     model_outputs,
 )
-from inspection.training.models import build_model
+from inspection.training.models import build_model, model_kind
 from inspection.training.models.mixed import fit_for_model as fit_supervised
 from inspection.training.models.mixed import supervised_config
-from inspection.training.models.patchcore import collect_bank
 from inspection.training.models.patchcore.image_score import BlurChoice, choose_blur
-from inspection.training.models.patchcore.local_stats import LocalStatsChoice, fit_for_model
+from inspection.training.models.patchcore.local_stats import LocalStatsChoice
 from inspection.training.operating import (
     TrainGoodScores,
     calibrate_predictions,
@@ -75,14 +70,6 @@ from inspection.training.shared_features import shared_backbone
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "model.pt"
-# Lightning warnings that are expected here and would only confuse an operator.
-_EXPECTED_WARNINGS = (
-    ".*configure_optimizers. returned .None.",  # PatchCore has nothing to optimise
-    ".*module\\(s\\) in eval mode",  # frozen backbones and teachers
-    ".*infer the .batch_size.",
-    ".*but have no logger configured",  # we log no training curves
-    ".*isinstance\\(treespec, LeafSpec\\)",
-)
 PACKAGES = ("torch", "torchvision", "anomalib", "lightning", "timm", "openvino", "nncf", "numpy")
 
 
@@ -302,11 +289,13 @@ def _fit_local_statistics(
     validation: Sequence[Sample],
     roi: TrainingRoi | None,
 ) -> LocalStatsChoice | None:
-    """Fit the fused local-statistics model (``training.models.patchcore.local_stats``) where the config asks."""
-    if config.kind != "patchcore" or config.local_statistics_mode == "off":
+    """Fit the fused local-statistics model (``training.models.patchcore.local_stats``) where
+    the kind has one and the config asks."""
+    fit_local = model_kind(config.kind).fit_local_statistics
+    if fit_local is None or config.local_statistics_mode == "off":
         return None
     started = time.perf_counter()
-    choice = fit_for_model(model, config, train_samples, validation, roi)
+    choice = fit_local(model, config, train_samples, validation, roi)
     logger.info("local statistics fitted in %.1f s", time.perf_counter() - started)
     return choice
 
@@ -436,49 +425,10 @@ def fit_loaders(
     model.expected_images = len(train_loader.dataset)  # PatchCore: rows within its budget?
     if prepare is not None:
         prepare(model)
-    if config.kind == "patchcore" and validation_loader is None:
-        seconds = collect_bank(model, train_loader, stages)
-    else:
-        seconds = _fit_with_engine(model, config, train_loader, validation_loader, progress)
+    fit_kind = model_kind(config.kind).fit
+    seconds = fit_kind(model, config, train_loader, validation_loader, progress, stages)
     model.training_roi = None  # training only: a trained model carries no masks
     return model.eval(), seconds
-
-
-def _fit_with_engine(
-    model: Any,
-    config: ModelConfig,
-    train_loader: DataLoader,
-    validation_loader: DataLoader | None,
-    progress: bool,
-) -> float:
-    """STFPM's and PaDiM's training through anomalib's ``Engine``; returns the seconds."""
-    # deferred: anomalib's Engine (~1 s of imports on a 2-core AVX2 EPYC) trains STFPM and PaDiM
-    from anomalib.engine import Engine
-
-    run_dir = Path(tempfile.mkdtemp(prefix="inspection-train-"))
-    try:
-        engine = Engine(
-            default_root_dir=run_dir,
-            logger=False,
-            accelerator="cpu",
-            devices=1,
-            max_epochs=config.max_epochs,
-            # thresholds and min-max come from the last validation (anomalib's post-processor
-            # resets them every validation epoch): earlier epochs' validation is wasted work
-            check_val_every_n_epoch=model.trainer_arguments.get("max_epochs", config.max_epochs),
-            enable_progress_bar=progress,
-            enable_model_summary=False,
-            deterministic="warn",
-        )
-        started = time.perf_counter()
-        with warnings.catch_warnings(), channels_last(model.model):
-            for message in _EXPECTED_WARNINGS:
-                warnings.filterwarnings("ignore", message=message)
-            engine.fit(model, train_dataloaders=train_loader, val_dataloaders=validation_loader)
-        seconds = time.perf_counter() - started
-    finally:
-        shutil.rmtree(run_dir, ignore_errors=True)
-    return seconds
 
 
 def training_roi_extra(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -22,7 +23,8 @@ from inspection.core.product_config import MODEL_KINDS, load_model_config
 from inspection.core.registry import Registry
 from inspection.data.dataset import load_dataset
 from inspection.training.evaluate import predict, write_report
-from inspection.training.models import MODEL_BUILDERS, build_model
+from inspection.training.models import KINDS, build_model
+from inspection.training.models.common import ModelKind
 from inspection.training.train import (
     CHECKPOINT_FILE,
     evaluation_splits,
@@ -46,8 +48,24 @@ def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
-def test_every_config_kind_has_a_builder() -> None:
-    assert set(MODEL_BUILDERS) == set(MODEL_KINDS)
+def test_every_config_kind_is_registered() -> None:
+    assert set(KINDS) == set(MODEL_KINDS) and all(KINDS[name].name == name for name in KINDS)
+
+
+def test_a_kind_registered_once_is_asked_by_training(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A toy kind (STFPM's builder) defined here: training builds it and asks it about tiles."""
+    from inspection.core.errors import ConfigError
+    from inspection.core.tiling import TilingSpec
+    from inspection.training.backbones import resolve_weights
+    from inspection.training.tiled import check_tiling
+
+    toy = ModelKind("toy", KINDS["stfpm"].build, tiling_refusal="toy models see whole images")
+    monkeypatch.setitem(MODEL_KINDS, "toy", {})
+    monkeypatch.setitem(KINDS, "toy", toy)
+    config = dataclasses.replace(load_model_config("stfpm", overrides=TINY), kind="toy")
+    assert build_model(config, resolve_weights(config.backbone.name, "random")) is not None
+    with pytest.raises(ConfigError, match=r"^toy models see whole images$"):
+        check_tiling(config, TilingSpec((64, 64), (64, 64)))
 
 
 def test_unknown_layer_is_refused_with_the_valid_ones() -> None:

@@ -1,36 +1,38 @@
-"""One folder per model kind, as anomalib keeps its models: each holds its builder (``build``)
-and the steps that are its own after the fit (``patchcore``: coreset, local statistics, image
-score, out-of-fold scores, bank collection; ``mixed``: PatchCore's supervised head learned
-from labelled defects; ``stfpm``: ROI-masked loss; ``padim``: covariance estimators and
-out-of-fold scores).
+"""One folder per model kind, as anomalib keeps its models: each defines its ``KIND``
+(``common.ModelKind``: builder, fit, out-of-fold scores and what the kind can do) and holds the
+steps that are its own (``patchcore``: coreset, local statistics, image score, out-of-fold
+scores, bank collection; ``mixed``: PatchCore's supervised head learned from labelled defects,
+the kind ``patchcore``; ``stfpm``: ROI-masked loss; ``padim``: covariance estimators and
+out-of-fold scores). ``KINDS`` registers them by name.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from inspection.core.errors import ConfigError
 from inspection.core.product_config import ModelConfig
 from inspection.training.backbones import ResolvedWeights, feature_layers
 from inspection.training.models import mixed, padim, stfpm
+from inspection.training.models.common import ModelKind
 
-MODEL_BUILDERS: dict[str, Callable[[ModelConfig, ResolvedWeights], Any]] = {
-    "patchcore": mixed.build,  # PatchCore, with the mixed model's head where supervised
-    "stfpm": stfpm.build,
-    "padim": padim.build,
-}
+KINDS: dict[str, ModelKind] = {kind.name: kind for kind in (mixed.KIND, stfpm.KIND, padim.KIND)}
+"""Every model kind by name (``core.product_config.MODEL_KINDS`` holds their own options)."""
+
+
+def model_kind(name: str) -> ModelKind:
+    """The registered kind ``name``, else ``ValueError`` listing the valid ones."""
+    kind = KINDS.get(name)
+    if kind is None:
+        raise ValueError(f"unknown model kind {name!r}; valid kinds: {', '.join(KINDS)}")
+    return kind
 
 
 def build_model(config: ModelConfig, weights: ResolvedWeights) -> Any:
     """An untrained anomalib model of ``config.kind`` with ``weights`` in its backbone."""
-    builder = MODEL_BUILDERS.get(config.kind)
-    if builder is None:
-        raise ValueError(
-            f"unknown model kind {config.kind!r}; valid kinds: {', '.join(MODEL_BUILDERS)}"
-        )
+    kind = model_kind(config.kind)
     check_layers(config)
-    return builder(config, weights)
+    return kind.build(config, weights)
 
 
 def check_layers(config: ModelConfig) -> None:

@@ -37,11 +37,13 @@ from inspection.core.metrics import image_auroc
 from inspection.core.product_config import ModelConfig
 from inspection.data.dataset import Dataset, Sample
 from inspection.training.backbones import ResolvedWeights, channels_last
+from inspection.training.models.common import ModelKind
 from inspection.training.models.mixed.head import (
     SupervisedHead,
     head_network,
     mixed_model_class,
 )
+from inspection.training.models.patchcore import KIND as PATCHCORE
 from inspection.training.models.patchcore import build as build_patchcore
 from inspection.training.models.patchcore.lightning_model import Patchcore
 from inspection.training.models.patchcore.local_stats import (
@@ -110,6 +112,10 @@ def build(config: ModelConfig, weights: ResolvedWeights) -> Patchcore:
         mixed.map_peak = plain.map_peak
     model.model = mixed
     return model
+
+
+KIND: ModelKind = dataclasses.replace(PATCHCORE, build=build)
+"""PatchCore's hooks, its models built with the head (the kind ``patchcore``)."""
 
 
 def supervised_config(config: Any, dataset: Dataset) -> Any:

@@ -12,8 +12,8 @@ from inspection.training.backbones import (
     feature_channels,
     no_pretrained_download,
 )
-from inspection.training.models.common import anomalib_options
-from inspection.training.models.padim.gaussian import PadimGaussian
+from inspection.training.models.common import ModelKind, anomalib_options
+from inspection.training.models.padim.gaussian import PadimGaussian, out_of_fold_scores
 
 
 def build(config: ModelConfig, weights: ResolvedWeights) -> Padim:
@@ -35,3 +35,12 @@ def build(config: ModelConfig, weights: ResolvedWeights) -> Padim:
     apply_weights(model.model.feature_extractor.feature_extractor, weights)
     model.model.gaussian = PadimGaussian(config.covariance)
     return model
+
+
+KIND = ModelKind(
+    "padim",
+    build,
+    out_of_fold_scores=out_of_fold_scores,
+    tiling_refusal="padim models each grid cell of the whole image with its own Gaussian; "
+    "tiles from different places would share those cells: use patchcore for a tiled product",
+)

@@ -22,10 +22,11 @@ from anomalib.models.components import MultiVariateGaussian
 from sklearn.covariance import OAS, LedoitWolf
 from threadpoolctl import threadpool_limits  # a scikit-learn dependency
 
-from inspection.core.images import DEFAULT_SOURCE_BITS
-from inspection.core.product_config import COVARIANCE_ESTIMATORS
+from inspection.core.product_config import COVARIANCE_ESTIMATORS, ModelConfig
 from inspection.data.dataset import Sample
+from inspection.training.models.common import Stages
 from inspection.training.models.patchcore.out_of_fold import fold_of, model_inputs
+from inspection.training.roi import TrainingRoi
 
 logger = logging.getLogger(__name__)
 
@@ -67,24 +68,23 @@ def shrunk_gaussian(embedding: torch.Tensor, covariance: str) -> tuple[torch.Ten
     return mean.contiguous(), torch.linalg.inv(shrunk).float()
 
 
-def padim_out_of_fold_scores(
+def out_of_fold_scores(
     model: Any,
+    config: ModelConfig,
     samples: Sequence[Sample],
-    *,
-    folds: int,
-    image_size: tuple[int, int],
-    seed: int = 0,
-    batch_size: int = 8,
-    bits: int = DEFAULT_SOURCE_BITS,
+    roi: TrainingRoi | None = None,
+    stages: Stages = None,
 ) -> np.ndarray:
-    """(N,) float64 raw image scores of ``samples`` (the training images), each from Gaussians
-    fitted without its fold, with the served model's covariance estimator. ``model``: the
-    trained anomalib ``Padim`` built by ``training.models.build_model`` (left unchanged)."""
+    """(N,) float64 raw image scores of ``samples`` (the training images, whole: ``roi`` and
+    ``stages`` unused), each from Gaussians fitted without its fold of ``config``'s, with the
+    served model's covariance estimator. ``model``: the trained anomalib ``Padim`` built by
+    ``training.models.build_model`` (left unchanged)."""
     inner = model.model
     covariance = served_covariance(inner)
-    inputs = model_inputs(model, samples, image_size, bits)
-    embeddings = padim_embeddings(inner, inputs, batch_size)
-    assignment = fold_of(len(samples), folds, seed)
+    folds, image_size = config.calibration_folds, config.image_size
+    inputs = model_inputs(model, samples, image_size, config.image_bits)
+    embeddings = padim_embeddings(inner, inputs, config.batch_size)
+    assignment = fold_of(len(samples), folds, config.seed)
     scores = np.empty(len(samples), dtype=np.float64)
     for fold in range(folds):
         gaussian = PadimGaussian(covariance)

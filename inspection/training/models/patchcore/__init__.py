@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 import torch
 from torch.utils.data import DataLoader
@@ -15,7 +14,8 @@ from inspection.training.backbones import (
     channels_last,
     no_pretrained_download,
 )
-from inspection.training.models.common import anomalib_options
+from inspection.training.models.common import ModelKind, Stages, anomalib_options, fit_with_engine
+from inspection.training.models.patchcore import local_stats, out_of_fold
 from inspection.training.models.patchcore.lightning_model import Patchcore
 
 
@@ -37,23 +37,40 @@ def build(config: ModelConfig, weights: ResolvedWeights) -> Patchcore:
     return model
 
 
-def collect_bank(
+def fit(
     model: Patchcore,
-    loader: DataLoader,
-    stages: Callable[[str, int, int], None] | None = None,
+    config: ModelConfig,
+    train_loader: DataLoader,
+    validation_loader: DataLoader | None,
+    progress: bool,
+    stages: Stages = None,
 ) -> float:
     """PatchCore's one training epoch without lightning's ``Trainer`` (no optimiser, no
     validation): each batch transformed into ``training_step``, then the coreset
-    (``on_train_epoch_end``). Returns the seconds; ``stages`` is told of each batch."""
+    (``on_train_epoch_end``); with a ``validation_loader`` (tiles), anomalib's ``Engine``.
+    Returns the seconds; ``stages`` is told of each batch."""
+    if validation_loader is not None:
+        return fit_with_engine(model, config, train_loader, validation_loader, progress)
     started = time.perf_counter()
     model.train()
     with torch.no_grad(), channels_last(model.model):
-        for index, batch in enumerate(loader):
+        for index, batch in enumerate(train_loader):
             batch.image, batch.gt_mask = model.pre_processor.transform(batch.image, batch.gt_mask)
             model.training_step(batch, index)
             if stages is not None:
-                stages("features", index + 1, len(loader))
+                stages("features", index + 1, len(train_loader))
         if stages is not None:
             stages("memory bank", 0, 1)
         model.on_train_epoch_end()
     return time.perf_counter() - started
+
+
+KIND = ModelKind(
+    "patchcore",
+    build,
+    fit=fit,
+    out_of_fold_scores=out_of_fold.out_of_fold_scores,
+    out_of_fold_sees_roi=True,
+    fit_local_statistics=local_stats.fit_for_model,
+    memory_bank=True,
+)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from inspection.core.images import DEFAULT_SOURCE_BITS
+from inspection.core.product_config import ModelConfig
 from inspection.core.roi import RoiSpec, apply_roi_batch
 from inspection.data.dataset import Sample
 from inspection.training.augment import with_views
@@ -52,23 +53,18 @@ def fold_of(n: int, folds: int, seed: int) -> np.ndarray:
 
 def out_of_fold_scores(
     model: Any,
+    config: ModelConfig,
     samples: Sequence[Sample],
-    *,
-    folds: int,
-    image_size: tuple[int, int],
-    ratio: float,
-    cap_rows: int | None,
-    seed: int = 0,
     roi: TrainingRoi | None = None,
-    batch_size: int = 8,
-    bits: int = DEFAULT_SOURCE_BITS,
     stages: Callable[[str, int, int], None] | None = None,
 ) -> np.ndarray:
     """(N,) float64 raw image scores of ``samples`` (the training images), each from a bank
-    fitted without its fold. ``model``: the trained anomalib ``Patchcore`` (its bank is put
-    back afterwards); ``roi``: the training ROI, applied to the fold banks as in training;
-    ``stages``: told of each fold scored."""
-    inner = model.model
+    fitted without its fold (``config``'s folds, coreset and batch size). ``model``: the
+    trained anomalib ``Patchcore`` (its bank is put back afterwards); ``roi``: the training
+    ROI, applied to the fold banks as in training; ``stages``: told of each fold scored."""
+    inner, folds, image_size = model.model, config.calibration_folds, config.image_size
+    ratio, cap_rows, seed = config.coreset_sampling_ratio, config.memory_bank_max, config.seed
+    batch_size, bits = config.batch_size, config.image_bits
     own, images = _scoring_inputs(model, samples, image_size, bits)
     if own is None:
         views = getattr(model, "bank_augment", ())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from inspection.core.product_config import ModelConfig
 from inspection.training.backbones import ResolvedWeights, apply_weights, no_pretrained_download
-from inspection.training.models.common import anomalib_options
+from inspection.training.models.common import ModelKind, anomalib_options
 from inspection.training.models.stfpm.lightning_model import Stfpm
 
 
@@ -14,3 +14,6 @@ def build(config: ModelConfig, weights: ResolvedWeights) -> Stfpm:
         model = Stfpm(**anomalib_options(config, weights))
     apply_weights(model.model.teacher_model.feature_extractor, weights)
     return model
+
+
+KIND = ModelKind("stfpm", build)

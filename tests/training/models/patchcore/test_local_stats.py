@@ -490,9 +490,10 @@ def test_out_of_fold_swaps_the_statistics_bank_per_fold_and_restores_both(
 
     hook = inner.register_forward_pre_hook(record_banks)
     try:
-        scores = out_of_fold_scores(
-            model, samples, folds=3, image_size=SIZE, ratio=0.1, cap_rows=None, batch_size=4
+        config = model_config_from_mapping(
+            {**TINY_PATCHCORE, "calibration_folds": 3, "memory_bank_max": None, "batch_size": 4}
         )
+        scores = out_of_fold_scores(model, config, samples)
     finally:
         hook.remove()
 
