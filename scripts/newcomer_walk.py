@@ -1,6 +1,6 @@
 """Walk the README's first day (CLI and API) exactly as written, in a scratch site.
 
-    python scripts/newcomer_walk.py                       # full size; writes reports/newcomer_walk.md
+    python scripts/newcomer_walk.py               # full size: writes reports/newcomer_walk.md
     python scripts/newcomer_walk.py --report /tmp/walk.md
 
 The command blocks between ``<!-- walkthrough -->`` and ``<!-- /walkthrough -->`` in README.md
