@@ -292,8 +292,7 @@ def main() -> None:
         root = Path(scratch)
         built = station(root)
         try:
-            assert built.machine_vision is not None
-            plant = Plant(built.machine_vision.endpoint, LinePki(root / "pki"), root)
+            plant = Plant(built.links["machine_vision"].endpoint, LinePki(root / "pki"), root)
 
             async def run() -> list[dict[str, str]]:
                 async with plant:

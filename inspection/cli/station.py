@@ -35,6 +35,7 @@ from inspection.distribution.sync import (
     sync_once,
 )
 from inspection.line.config import LinkSecurity, load_line_config
+from inspection.line.links import LINKS
 from inspection.runtime.hardware import cpu_info
 from inspection.service.config import load_station_config
 from inspection.station.config import UNSIGNED_WARNING, check_registry_dir, pinned_key
@@ -228,8 +229,7 @@ def run(config: Path = LINE_OPTION) -> None:
     station = LineStation.build(line_config)
     stop = stop_on_signals()
     station.start()
-    links = {"OPC UA": line_config.opcua.enabled, "MQTT": line_config.mqtt.enabled}
-    ways = [name for name, on in links.items() if on]
+    ways = [name for name, section in line_config.links.items() if section.enabled]
     console.print(
         f"station {line_config.station_id}: triggers over {', '.join(ways) or 'nothing'}, "
         f"sinks {', '.join(s.name for s in line_config.sinks) or 'none'} (Ctrl-C to stop)"
@@ -399,27 +399,25 @@ def _say_no_outbox(reason: str) -> None:
     console.print(f"[yellow]outbox: {escape(reason)}[/]", highlight=False, soft_wrap=True)
 
 
+FIRING = [kind for kind in LINKS.values() if kind.trigger]  # the links that fire a trigger
+VIA_HELP = ", ".join(f"{k.name} ({k.trigger_help})" for k in FIRING[:-1])
+VIA_HELP += f" or {FIRING[-1].name} ({FIRING[-1].trigger_help})."
+
+
 @station_app.command("trigger")
 def trigger(
     config: Path = LINE_OPTION,
-    via: str = typer.Option(
-        "mqtt",
-        "--via",
-        help="mqtt (publish a trigger) or opcua (write the PLC's Trigger node, as the PLC would).",
-    ),
+    via: str = typer.Option("mqtt", "--via", help=VIA_HELP),
     product: str = typer.Option("", "--product", "-p", help="Product (default: the selected)."),
     part_id: str = typer.Option("", "--part-id", help="Part id to record with the result."),
     request_id: str = typer.Option("", "--request-id", help="Idempotency key (default: new)."),
     timeout: float = typer.Option(10.0, "--timeout", help="Seconds to wait for the answer."),
 ) -> None:
     """Fire one trigger at a running station and print its answer (commissioning check)."""
-    # deferred: alembic, asyncua, openvino, paho, sqlalchemy
-    from inspection.line.plc import mqtt_trigger, opcua_trigger
-
     line_config = load_line_config(config)
-    if via not in ("mqtt", "opcua"):
-        raise typer.BadParameter("use mqtt or opcua", param_hint="--via")
-    fire = mqtt_trigger if via == "mqtt" else opcua_trigger
+    if via not in (names := [kind.name for kind in FIRING]):
+        raise typer.BadParameter(f"use {', '.join(names[:-1])} or {names[-1]}", param_hint="--via")
+    fire = LINKS[via].load("trigger")  # imports the link's protocol library
     answer = fire(line_config, request_id=request_id, product=product, part_id=part_id,
                   timeout_s=timeout)  # fmt: skip
     console.print_json(answer.to_json())

@@ -5,11 +5,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from inspection.core.config import from_mapping, read_yaml
 from inspection.core.errors import ConfigError, RegistryError
 from inspection.core.model_record import check_name
+from inspection.line.links import LINKS, link_kind
 from inspection.station.config import (
     StationCoreConfig,
     check_moved_keys,
@@ -122,8 +123,11 @@ class PolledLinkConfig:
     counts ``Heartbeat`` up every ``heartbeat_ms`` while it serves, for the PLC to supervise
     (``inspection.line.registers``); a session that fails before it has served once (a wrong
     data block, an illegal address) is retried after a doubling, jittered delay from
-    ``backoff_initial_s`` up to ``backoff_max_s`` (``store.outbox.backoff_s``)."""
+    ``backoff_initial_s`` up to ``backoff_max_s`` (``store.outbox.backoff_s``). The PLC is
+    at ``host``:``port`` (each protocol its own default port)."""
 
+    host: str = "127.0.0.1"
+    port: int = 0
     poll_ms: float = 10.0
     heartbeat_ms: float = 250.0
     backoff_initial_s: float = 0.5
@@ -147,7 +151,6 @@ class S7Config(PolledLinkConfig):
     encryption (docs/security.md)."""
 
     enabled: bool = False
-    host: str = "127.0.0.1"
     port: int = 102
     rack: int = 0
     slot: int = 1
@@ -165,7 +168,6 @@ class ModbusConfig(PolledLinkConfig):
     encryption (docs/security.md)."""
 
     enabled: bool = False
-    host: str = "127.0.0.1"
     port: int = 502
     unit: int = 1
     address: int = 0
@@ -316,11 +318,9 @@ class LineConfig:
     metrics_port: int | None = None
     sinks: tuple[SinkConfig, ...] = ()
     publisher: PublisherConfig = field(default_factory=PublisherConfig)
-    opcua: OpcUaTriggerConfig = field(default_factory=OpcUaTriggerConfig)
-    mqtt: MqttTriggerConfig = field(default_factory=MqttTriggerConfig)
-    machine_vision: MachineVisionConfig = field(default_factory=MachineVisionConfig)
-    s7: S7Config = field(default_factory=S7Config)
-    modbus: ModbusConfig = field(default_factory=ModbusConfig)
+    links: dict[str, Any] = field(default_factory=dict)
+    """The PLC links' sections by name (``opcua``, ``s7``... each a top-level key of the file;
+    ``links.LINKS`` has them all); a link without a section is off."""
     warm_on_trigger: WarmConfig = field(default_factory=WarmConfig)
     security: LinkSecurity = field(default_factory=LinkSecurity)
 
@@ -345,6 +345,9 @@ class LineConfig:
                 raise ConfigError(f"line config: {key} must be > 0, got {getattr(self, key)}")
         if self.metrics_port is not None:
             check_port("line config: metrics_port", self.metrics_port)
+        for name, section in self.links.items():
+            if not isinstance(section, wanted := link_section(name)):
+                raise ConfigError(f"line config: {name}: expected {wanted.__name__}, got {section}")
 
     def _check_views(self) -> None:
         if (self.camera is None) == (not self.views):
@@ -359,10 +362,22 @@ class LineConfig:
                     f"products {list(self.core.products)}"
                 )
 
+    def link(self, name: str) -> Any:
+        """The section of the PLC link ``name``, its defaults (off) when the file has none."""
+        return self.links.get(name) or link_section(name)()
+
     @property
     def product(self) -> str:
         """The product inspected when the trigger names none."""
         return self.default_product or self.core.products[0]
+
+
+def link_section(name: str) -> type:
+    """The config type of the PLC link ``name``; an unknown name is a ``ConfigError``."""
+    try:
+        return link_kind(name).load("section")
+    except ValueError as exc:
+        raise ConfigError(f"line config: {exc}") from exc
 
 
 def load_line_config(path: str | Path) -> LineConfig:
@@ -371,4 +386,10 @@ def load_line_config(path: str | Path) -> LineConfig:
     as ``service.config.load_station_config`` reads a station file."""
     data = read_yaml(path)
     check_moved_keys(data, str(path))
-    return with_config_folder(from_mapping(LineConfig, data, where=str(path)), path)
+    links = {
+        name: from_mapping(link_section(name), data.pop(name), where=f"{path}.{name}")
+        for name in LINKS
+        if name in data
+    }
+    config = from_mapping(LineConfig, data | {"links": links}, where=str(path))
+    return with_config_folder(config, path)

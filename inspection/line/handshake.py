@@ -23,17 +23,17 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from inspection.core.config import from_mapping, to_mapping
 from inspection.core.errors import ConfigError, InspectionError
 from inspection.line.camera import Camera, CaptureError
-from inspection.line.config import WarmConfig
+from inspection.line.config import LinkSecurity, WarmConfig
 from inspection.line.warm import TriggerWarmer, WarmHook
 from inspection.station.errors import (
     BadImage,
@@ -53,6 +53,9 @@ from inspection.station.pipeline import (
     same_request,
     stored_request_id,
 )
+
+if TYPE_CHECKING:
+    from inspection.store.store import Store
 
 log = logging.getLogger(__name__)
 ANSWER_SCHEMA = "inspection.answer/1"
@@ -436,3 +439,15 @@ class TriggerHandler:
         self._executor.shutdown(wait=True)
         for view in self.views:
             view.camera.close()
+
+
+@dataclass(frozen=True)
+class LinkContext:
+    """What a PLC link serves with (``links.LinkKind.serve``): the station's handler, identity,
+    link security and store; ``counted(via)`` is the ``on_answer`` that counts its answers."""
+
+    handler: TriggerHandler
+    station_id: str
+    security: LinkSecurity
+    store: Store
+    counted: Callable[[str], Callable[[Answer, float], None]]

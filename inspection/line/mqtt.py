@@ -18,19 +18,18 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
 
 from inspection.core.errors import InspectionError
-from inspection.line.config import LinkSecurity, MqttTriggerConfig
+from inspection.line.config import MqttTriggerConfig
 from inspection.line.handshake import (
     Answer,
     ErrorCode,
+    LinkContext,
     Trigger,
     TriggerError,
-    TriggerHandler,
     claimed_request_id,
 )
 from inspection.line.security import mqtt_client
@@ -38,25 +37,16 @@ from inspection.line.security import mqtt_client
 log = logging.getLogger(__name__)
 CONNECT_WAIT_S = 5.0
 """How long ``start`` waits for the broker before warning (it keeps retrying after)."""
-AnswerCallback = Callable[[Answer, float], None]
 
 
 class MqttHandshake:
     """Serves triggers from the broker one at a time in a worker thread."""
 
-    def __init__(
-        self,
-        config: MqttTriggerConfig,
-        handler: TriggerHandler,
-        *,
-        station_id: str,
-        security: LinkSecurity,
-        on_answer: AnswerCallback | None = None,
-    ) -> None:
-        """Logs in as ``station_id`` over TLS unless ``security`` says ``none``."""
-        self.config = config
-        self.handler = handler
-        self.on_answer = on_answer
+    def __init__(self, config: MqttTriggerConfig, link: LinkContext) -> None:
+        """The ``mqtt`` link (``links.LinkKind.serve``): logs in as the station over TLS unless
+        its security says ``none``."""
+        station_id, security = link.station_id, link.security
+        self.config, self.handler, self.on_answer = config, link.handler, link.counted("mqtt")
         self.prefix = config.topic_prefix.format(station_id=station_id)
         self.connected = threading.Event()
         self.broker = f"{config.host}:{config.port}"
@@ -152,8 +142,7 @@ class MqttHandshake:
         self._publish("answer", answer.to_json())
         self._client.publish(f"{self.prefix}/state", "ready", qos=1, retain=True)
         self._client.ack(message.mid, message.qos)
-        if self.on_answer is not None:
-            self.on_answer(answer, time.perf_counter() - started)
+        self.on_answer(answer, time.perf_counter() - started)
 
     def _select(self, product: str) -> None:
         """Select ``product``; one this station does not serve is answered on ``answer`` with

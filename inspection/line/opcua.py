@@ -21,13 +21,12 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 from asyncua import Client, ua
 
-from inspection.line.config import LinkSecurity, OpcUaTriggerConfig
-from inspection.line.handshake import Answer, Trigger, TriggerHandler
+from inspection.line.config import OpcUaTriggerConfig
+from inspection.line.handshake import LinkContext, Trigger
 from inspection.line.security import secure_opcua_client
 
 log = logging.getLogger(__name__)
@@ -115,22 +114,13 @@ class OpcUaHandshake(LoopThread):
 
     thread_name = "opcua-handshake"
 
-    def __init__(
-        self,
-        config: OpcUaTriggerConfig,
-        handler: TriggerHandler,
-        *,
-        station_id: str,
-        security: LinkSecurity,
-        on_answer: Callable[[Answer, float], None] | None = None,
-    ) -> None:
-        """Security on: Basic256Sha256 with the station's certificate, the PLC's checked
-        against the trust list (``security.secure_opcua_client``)."""
-        self.config = config
-        self.handler = handler
-        self.station_id = station_id
-        self.security = security
-        self.on_answer = on_answer  # (answer, seconds from the trigger edge to Done)
+    def __init__(self, config: OpcUaTriggerConfig, link: LinkContext) -> None:
+        """The ``opcua`` link (``links.LinkKind.serve``). Security on: Basic256Sha256 with the
+        station's certificate, the PLC's checked against the trust list
+        (``security.secure_opcua_client``)."""
+        self.config, self.handler = config, link.handler
+        self.station_id, self.security = link.station_id, link.security
+        self.on_answer = link.counted("opcua")  # (answer, seconds from the trigger edge to Done)
         self.connected = threading.Event()
 
     async def _main(self, ready: threading.Event) -> None:
@@ -235,8 +225,7 @@ class OpcUaHandshake(LoopThread):
             Message=answer.message[:500],
         )
         await self._write(client, nodes, Busy=False, Done=True)
-        if self.on_answer is not None:
-            self.on_answer(answer, time.perf_counter() - started)
+        self.on_answer(answer, time.perf_counter() - started)
 
     @staticmethod
     async def _write(client: Client, nodes: dict[str, Any], **values: Any) -> None:

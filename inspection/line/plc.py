@@ -25,8 +25,8 @@ from inspection.line.softplc import HandshakeTimeout
 def mqtt_trigger(
     config: LineConfig, *, request_id: str, product: str, part_id: str, timeout_s: float
 ) -> Answer:
-    request_id = request_id or f"cli-{uuid.uuid4().hex[:12]}"
-    prefix = config.mqtt.topic_prefix.format(station_id=config.station_id)
+    request_id, section = request_id or f"cli-{uuid.uuid4().hex[:12]}", config.link("mqtt")
+    prefix = section.topic_prefix.format(station_id=config.station_id)
     got: list[Answer] = []
     done = threading.Event()
 
@@ -38,7 +38,7 @@ def mqtt_trigger(
 
     client = mqtt_client(config.security, PLC_USER)
     client.on_message = on_message
-    client.connect(config.mqtt.host, config.mqtt.port)
+    client.connect(section.host, section.port)
     client.subscribe(f"{prefix}/answer", qos=1)
     client.loop_start()
     try:
@@ -55,13 +55,14 @@ def mqtt_trigger(
 def opcua_trigger(
     config: LineConfig, *, request_id: str, product: str, part_id: str, timeout_s: float
 ) -> Answer:
-    client = Client(config.opcua.endpoint, timeout=timeout_s)
+    section = config.link("opcua")
+    client = Client(section.endpoint, timeout=timeout_s)
     client.tloop.post(secure_opcua_client(client.aio_obj, config.security, config.station_id))
     client.connect()
     try:
-        ns = client.get_namespace_index(config.opcua.namespace)
+        ns = client.get_namespace_index(section.namespace)
         nodes = {
-            name: client.get_node(signal_node_id(ns, config.opcua.node_prefix, name))
+            name: client.get_node(signal_node_id(ns, section.node_prefix, name))
             for name in ("Trigger", "Product", "PartId", "RequestId", "Done", "Result",
                          "ErrorCode", "Score", "AnswerRequestId", "Message")
         }  # fmt: skip

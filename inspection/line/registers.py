@@ -47,10 +47,10 @@ import struct
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
-from inspection.line.config import ModbusConfig, S7Config
-from inspection.line.handshake import Answer, Trigger, TriggerHandler
+from inspection.line.config import ModbusConfig, PolledLinkConfig, S7Config
+from inspection.line.handshake import Answer, LinkContext, Trigger
 from inspection.store.outbox import backoff_s
 
 log = logging.getLogger(__name__)
@@ -125,6 +125,16 @@ class ModbusLink:
         self.client.close()
 
 
+def serve_s7(config: S7Config, link: LinkContext) -> RegisterHandshake:
+    """The station's side of the ``s7`` link (``links.LinkKind.serve``)."""
+    return RegisterHandshake(config, link, "s7", S7Link)
+
+
+def serve_modbus(config: ModbusConfig, link: LinkContext) -> RegisterHandshake:
+    """The station's side of the ``modbus`` link (``links.LinkKind.serve``)."""
+    return RegisterHandshake(config, link, "modbus", ModbusLink)
+
+
 def s7_string(text: str, capacity: int) -> bytes:
     """``text`` as S7 ``STRING[capacity]`` (cut to fit; non-ASCII replaced)."""
     data = text.encode("ascii", "replace")[:capacity]
@@ -162,20 +172,18 @@ class _Locked:
 
 class RegisterHandshake:
     """Polls the PLC block every ``poll_ms`` in its own thread and counts ``Heartbeat`` up
-    every ``heartbeat_ms`` in another; reconnects while the PLC is away. ``via`` (``s7`` or
-    ``modbus``) names the protocol in stored rows and metrics."""
+    every ``heartbeat_ms`` in another; reconnects while the PLC is away. ``via`` names the
+    protocol in stored rows and metrics; ``open_link(config)`` connects to the block."""
 
     def __init__(
         self,
-        config: S7Config | ModbusConfig,
-        handler: TriggerHandler,
-        *,
-        on_answer: Callable[[Answer, float], None] | None = None,
+        config: PolledLinkConfig,
+        link: LinkContext,
+        via: str,
+        open_link: Callable[[Any], BlockLink],
     ) -> None:
-        self.config, self.handler = config, handler
-        s7 = isinstance(config, S7Config)
-        self.via, self._link = ("s7", S7Link) if s7 else ("modbus", ModbusLink)
-        self.on_answer = on_answer
+        self.config, self.handler, self.via, self._link = config, link.handler, via, open_link
+        self.on_answer = link.counted(via)
         self.connected = threading.Event()
         self.beats = 0  # the Heartbeat count last written
         self._polled = 0.0  # time.monotonic() of the poll loop's last turn
@@ -197,7 +205,7 @@ class RegisterHandshake:
         while not self._stop.is_set():
             link: BlockLink | None = None
             try:
-                link = self._link(self.config)  # type: ignore[arg-type]
+                link = self._link(self.config)
                 self._serve(_Locked(link))
             except Exception as exc:  # PLC unreachable, a wrong block, or the session broke
                 log.warning("%s handshake with %s: %s", self.via, self.config.host, exc)
@@ -273,5 +281,4 @@ class RegisterHandshake:
         answer_at = STRINGS["AnswerRequestId"][0]  # Message follows it
         link.write(answer_at, b"".join(s7_string(t, STRINGS[n][1]) for t, n in texts))
         link.write(STATUS, status_bytes(ready=True, busy=False, done=True, answer=answer))
-        if self.on_answer is not None:
-            self.on_answer(answer, time.perf_counter() - started)
+        self.on_answer(answer, time.perf_counter() - started)

@@ -1,11 +1,11 @@
 """A line station wired together: camera -> inspect -> store (+ outbox) -> sinks, driven by
-the PLC over OPC UA and/or MQTT (``inspection station run --config configs/line.yaml``)."""
+the PLC over its links (``links.LINKS``): ``inspection station run --config configs/line.yaml``."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -14,14 +14,11 @@ from prometheus_client import CollectorRegistry, Gauge, start_http_server
 from inspection.core.errors import ConfigError
 from inspection.line.camera import Camera, FileSequenceCamera, open_camera
 from inspection.line.config import LineConfig
-from inspection.line.handshake import Answer, ErrorCode, TriggerHandler, View
-from inspection.line.machine_vision import VisionSystemServer
-from inspection.line.mqtt import MqttHandshake
-from inspection.line.opcua import OpcUaHandshake
+from inspection.line.handshake import Answer, ErrorCode, LinkContext, TriggerHandler, View
+from inspection.line.links import Link, link_kind
 from inspection.line.payload import payload_of
 from inspection.line.pki import LinePki
 from inspection.line.publisher import Publisher
-from inspection.line.registers import RegisterHandshake
 from inspection.line.security import insecure_notice
 from inspection.line.sinks import Sink, build_sink
 from inspection.station.core import StationCore
@@ -62,10 +59,8 @@ class LineStation:
     sinks: dict[str, Sink]
     metrics: HandshakeMetrics
     registry: CollectorRegistry
-    opcua: OpcUaHandshake | None = None
-    mqtt: MqttHandshake | None = None
-    machine_vision: VisionSystemServer | None = None
-    registers: tuple[RegisterHandshake, ...] = ()
+    links: dict[str, Link] = field(default_factory=dict)
+    """The PLC links served, by name (``links.LINKS``)."""
 
     @classmethod
     def build(cls, config: LineConfig, *, loader: InspectorLoader = default_loader) -> LineStation:
@@ -105,25 +100,14 @@ class LineStation:
             Outbox(core.store), sinks, config.publisher, metrics=OutboxMetrics(registry)
         )
         station = cls(config, core, handler, publisher, sinks, metrics, registry)
-        sid, security, counted = config.station_id, config.security, station.counted
-        if config.opcua.enabled:
-            station.opcua = OpcUaHandshake(
-                config.opcua, handler, station_id=sid, security=security, on_answer=counted("opcua")
-            )
-        if config.machine_vision.enabled:
-            station.machine_vision = VisionSystemServer(
-                config.machine_vision, handler, core.store, station_id=sid, security=security,
-                on_answer=counted("opcua-40100"),
-            )  # fmt: skip
-        if config.mqtt.enabled:
-            station.mqtt = MqttHandshake(
-                config.mqtt, handler, station_id=sid, security=security, on_answer=counted("mqtt")
-            )
-        station.registers = tuple(
-            RegisterHandshake(plc, handler, on_answer=counted(via))
-            for via, plc in (("s7", config.s7), ("modbus", config.modbus))
-            if plc.enabled
+        serving = LinkContext(
+            handler, config.station_id, config.security, core.store, station.counted
         )
+        station.links = {
+            name: link_kind(name).load("serve")(section, serving)
+            for name, section in config.links.items()
+            if section.enabled
+        }
         return station
 
     def start(self) -> None:
@@ -136,9 +120,8 @@ class LineStation:
         for warning in self.startup_warnings():
             log.warning(warning)
         self.publisher.start()
-        for handshake in (self.opcua, self.mqtt, self.machine_vision, *self.registers):
-            if handshake is not None:
-                handshake.start()
+        for link in self.links.values():
+            link.start()
 
     def startup_warnings(self) -> list[str]:
         """Problems a commissioning engineer must see at start: line links without security
@@ -173,9 +156,8 @@ class LineStation:
 
     def stop(self) -> None:
         """Stop taking triggers, finish in-flight work, flush what the sinks take now."""
-        for handshake in (self.opcua, self.mqtt, self.machine_vision, *self.registers):
-            if handshake is not None:
-                handshake.stop()
+        for link in self.links.values():
+            link.stop()
         self.handler.close()
         self.publisher.drain_once()
         self.publisher.stop()

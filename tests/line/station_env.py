@@ -5,9 +5,12 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import yaml
+
 from inspection.core.registry import Registry
 from inspection.core.signing import pin_file
 from inspection.line.config import CameraConfig, LineConfig, LinkSecurity
+from inspection.line.links import LINKS
 from inspection.station.config import CORE_KEYS, StationCoreConfig
 
 
@@ -24,7 +27,8 @@ def camera_folder(root: Path, tiny_product: Path, count: int = 4) -> Path:
 def line_config(
     root: Path, fp32_bundle: Path, camera: Path, *, loop: bool = True, **overrides
 ) -> LineConfig:
-    """Serves ``brick`` (live) and ``grass`` (no live model); station id ``cam-1``."""
+    """Serves ``brick`` (live) and ``grass`` (no live model); station id ``cam-1``; a PLC link's
+    section by its name (``opcua=OpcUaTriggerConfig(...)``)."""
     registry = Registry(root / "registry")
     if not registry.bundle_ids("brick"):
         registry.add_bundle("brick", fp32_bundle, "v0001-fp32")
@@ -46,5 +50,19 @@ def line_config(
         "inspect_timeout_s": 10.0,
         "security": LinkSecurity(pki_dir=root / "pki"),
     }
+    values["links"] = {name: overrides.pop(name) for name in list(overrides) if name in LINKS}
     values |= {key: value for key, value in overrides.items() if key not in CORE_KEYS}
     return LineConfig(core=StationCoreConfig(**core), **values)
+
+
+def line_yaml(root: Path, camera: Path, **sections: dict) -> Path:
+    """A line config file serving brick from ``root``'s registry (``line_config`` made it),
+    with ``sections`` (a PLC link's, say) on top."""
+    core = {"products": ["brick"], "store_url": f"sqlite:///{root / 'line.db'}",
+            "blob_dir": str(root / "blobs"), "registry_dir": str(root / "registry"),
+            "allow_unsigned_bundles": True}  # fmt: skip
+    data = {"station_id": "cam-1", "core": core, "camera": {"kind": "file", "path": str(camera)},
+            "security": {"pki_dir": str(root / "pki")}, **sections}  # fmt: skip
+    path = root / "line.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path

@@ -70,8 +70,7 @@ def station(tmp_path: Path, fp32_bundle: Path, tiny_product: Path):
 
 
 def _endpoint(station: LineStation) -> str:
-    assert station.machine_vision is not None
-    return station.machine_vision.endpoint
+    return station.links["machine_vision"].endpoint
 
 
 async def _mes(

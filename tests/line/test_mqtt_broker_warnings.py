@@ -10,6 +10,7 @@ import pytest
 
 from inspection.line import mqtt as line_mqtt
 from inspection.line.config import MqttTriggerConfig
+from inspection.line.handshake import LinkContext
 from inspection.line.mqtt import MqttHandshake
 
 from .helpers import Broker, free_port, private_broker, secure
@@ -17,7 +18,9 @@ from .helpers import Broker, free_port, private_broker, secure
 
 def _handshake(port: int, root: Path) -> MqttHandshake:
     config = MqttTriggerConfig(enabled=True, port=port)
-    return MqttHandshake(config, handler=None, station_id="cam-1", security=secure(root))  # type: ignore[arg-type]
+    uncounted = lambda _via: lambda _answer, _seconds: None  # noqa: E731
+    link = LinkContext(None, "cam-1", secure(root), None, uncounted)  # type: ignore[arg-type]
+    return MqttHandshake(config, link)
 
 
 def _warned(caplog: pytest.LogCaptureFixture, text: str, timeout_s: float = 10.0) -> bool:

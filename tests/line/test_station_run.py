@@ -74,7 +74,7 @@ def test_station_answers_the_plc_over_opcua_and_mqtt_and_publishes_results(
     station.start()
     answers = _AnswerClient(broker.port, tmp_path)
     try:
-        assert station.opcua is not None and station.opcua.connected.wait(10)
+        assert station.links["opcua"].connected.wait(10)
         assert plc.read("Ready") is True
         beat = plc.read("Heartbeat")
         time.sleep(0.6)  # the station counts Heartbeat up every 250 ms: the PLC's watchdog

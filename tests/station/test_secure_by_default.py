@@ -23,7 +23,7 @@ from inspection.core.signing import (
     load_public_key,
     sign_bundle,
 )
-from inspection.line.config import MqttTriggerConfig, OpcUaTriggerConfig, load_line_config
+from inspection.line.config import load_line_config
 from inspection.line.handshake import ErrorCode, Trigger
 from inspection.line.station import LineStation
 from inspection.service.config import load_station_config
@@ -111,9 +111,7 @@ def _line_station() -> LineStation:
     """What ``inspection station run`` builds from the shipped line.yaml (here without its PLC
     and broker connections), with the live models loaded."""
     config = load_line_config("configs/line.yaml")
-    config = dataclasses.replace(
-        config, opcua=OpcUaTriggerConfig(), mqtt=MqttTriggerConfig(), sinks=(), metrics_port=None
-    )
+    config = dataclasses.replace(config, links={}, sinks=(), metrics_port=None)
     station = LineStation.build(config)
     station.core.models.refresh()
     return station

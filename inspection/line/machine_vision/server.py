@@ -37,7 +37,6 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timezone
 from functools import partial
@@ -48,8 +47,8 @@ from asyncua.common.copy_node_util import copy_node
 from asyncua.common.instantiate_util import instantiate
 from cryptography import x509
 
-from inspection.line.config import LinkSecurity, MachineVisionConfig
-from inspection.line.handshake import Answer, Trigger, TriggerHandler
+from inspection.line.config import MachineVisionConfig
+from inspection.line.handshake import Answer, LinkContext, Trigger
 from inspection.line.machine_vision.access import (
     DENIED,
     GatedServer,
@@ -84,7 +83,6 @@ from inspection.line.payload import payload_of
 from inspection.line.pki import LinePki
 from inspection.line.security import station_uri, trust_list_validator
 from inspection.station.errors import RequestRefused
-from inspection.store.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -99,23 +97,13 @@ class VisionSystemServer(LoopThread):
 
     thread_name, wait_s = "opcua-40100", 30.0
 
-    def __init__(
-        self,
-        config: MachineVisionConfig,
-        handler: TriggerHandler,
-        store: Store,
-        *,
-        station_id: str,
-        security: LinkSecurity,
-        on_answer: Callable[[Answer, float], None] | None = None,
-    ) -> None:
-        """``store``: where a job's result row is read from to build its signed payload."""
-        self.config = config
-        self.handler = handler
-        self.store = store
-        self.station_id = station_id
-        self.security = security
-        self.on_answer = on_answer
+    def __init__(self, config: MachineVisionConfig, link: LinkContext) -> None:
+        """The ``machine_vision`` link (``links.LinkKind.serve``); a job's result row is read
+        from ``link.store`` to build its signed payload."""
+        station_id, security = link.station_id, link.security
+        self.config, self.handler, self.store = config, link.handler, link.store
+        self.station_id, self.security = station_id, security
+        self.on_answer = link.counted(SOURCE)
         self.endpoint = f"opc.tcp://{config.host}:{config.port}/inspection"
         self.users_file = config.users_file or security.pki_dir / "opcua-users.yaml"
         self._key = LinePki(security.pki_dir).signing_key(station_id) if security.on else None
@@ -394,8 +382,7 @@ class VisionSystemServer(LoopThread):
                 started = time.perf_counter()
                 part = trigger if count == 0 else replace(trigger, request_id=f"{meas}-{count}")
                 answer, content = await loop.run_in_executor(None, self._inspect, part)
-                if self.on_answer is not None:
-                    self.on_answer(answer, time.perf_counter() - started)
+                self.on_answer(answer, time.perf_counter() - started)
                 await self._report(answer, job, content)
                 count += 1
                 if not (self._continuous and answer.verdict is not None):
