@@ -8,8 +8,9 @@ its results go to an MQTT sink that a collector reads. Phases:
    OPC UA client mode (PLC raises Trigger -> sees Done), OPC 40100 server mode (a MES calls
    StartSingleJob -> ResultReady event -> result read with GetResultById), MQTT (trigger
    published -> answer received), S7 and Modbus TCP (the PLC's block in python-snap7's and
-   pymodbus's own servers here; Trigger written -> Done read); the model's own latency from
-   the same results. One station serves all five links at once.
+   pymodbus's own servers here; Trigger written -> Done read), EtherNet/IP (Logix tags in
+   cpppo's server); the model's own latency from the same results. One station serves all
+   six links at once.
 2. fault: M triggers over OPC UA while the broker is ``kill -9``-ed and restarted and the
    station is ``kill -9``-ed once and restarted; the PLC retries an unanswered trigger with
    the same RequestId. Every stored inspection's result must reach the collector at least
@@ -62,6 +63,7 @@ from inspection.core.config import to_mapping  # noqa: E402
 from inspection.core.registry import Registry  # noqa: E402
 from inspection.line import security as link  # noqa: E402
 from inspection.line.config import PLC_USER, LinkSecurity  # noqa: E402
+from inspection.line.enip import EnipPlc  # noqa: E402
 from inspection.line.handshake import Answer, ErrorCode  # noqa: E402
 from inspection.line.machine_vision import RESULT_READY_EVENT, load_client_types  # noqa: E402
 from inspection.line.machine_vision.access import add_user  # noqa: E402
@@ -310,7 +312,9 @@ def run(args: argparse.Namespace, mode: str) -> dict[str, Any]:
     work, security, plc = scratch_plc(args, mode, mode)
     broker = Broker(work, persistent=True, security=security, stations=(STATION_ID,))
     broker.start()
-    registers = {name: RegisterPlc(name, scan_s=args.scan_ms / 1000.0) for name in ("s7", "modbus")}
+    scan_s = args.scan_ms / 1000.0
+    registers = {name: RegisterPlc(name, scan_s=scan_s) for name in ("s7", "modbus")}  # type: ignore[arg-type]
+    registers["enip"] = EnipPlc(scan_s=scan_s)
     vision_port = free_port()
     links = {
         "opcua": {
@@ -349,11 +353,12 @@ def run(args: argparse.Namespace, mode: str) -> dict[str, Any]:
             "mqtt": ("m", lambda r: (mqtt_plc.trigger(r)[1],)),
             "s7": ("s", lambda r: (answered(registers["s7"].trigger(r), r),)),
             "modbus": ("b", lambda r: (answered(registers["modbus"].trigger(r), r),)),
+            "enip": ("e", lambda r: (answered(registers["enip"].trigger(r), r),)),
         })  # fmt: skip
         mes.close()
         report["fault"] = fault_run(args, work, plc, broker, station, results)
         payloads = [ResultPayload.from_json(m) for m in results.wait_for(0, 0)]
-        timed = [p for p in payloads if p.request_id[:1] in "ovmsb" and p.request_id[1] != "w"]
+        timed = [p for p in payloads if p.request_id[:1] in "ovmsbe" and p.request_id[1] != "w"]
         inference = [p.timings_ms["inference_ms"] / 1000.0 for p in timed]
         report["latency"]["model"] = percentiles(inference)
         report["latency"]["verdicts"] = dict(Counter(p.verdict for p in timed))
@@ -470,8 +475,9 @@ LABELS = {
     "mqtt": "MQTT: trigger published -> answer received",
     "s7": "S7: Trigger written -> Done read by the PLC",
     "modbus": "Modbus TCP: Trigger written -> Done read by the PLC",
+    "enip": "EtherNet/IP (Logix tags): Trigger written -> Done read by the PLC",
 }
-NO_SECURITY = ("s7", "modbus")  # the protocols have none (docs/security.md)
+NO_SECURITY = ("s7", "modbus", "enip")  # the protocols have none (docs/security.md)
 
 
 def latency_rows(runs: dict[str, Any]) -> list[str]:
@@ -510,10 +516,11 @@ def write(report: dict[str, Any], args: argparse.Namespace) -> None:
         f"{env['cpu']}; load (`uptime`) {env['load_before']} before, {env['load_after']} after. "
         f"Bundle `{report['bundle']}` ({report['precision']}) of `{report['product']}`, bundle "
         f"signatures {report['bundle_signatures']}, images {report['images']}. One station "
-        "(`inspection station run` subprocess, SQLite store) serves all five links at once: "
+        "(`inspection station run` subprocess, SQLite store) serves all six links at once: "
         f"soft PLC = asyncua server (scan {args.scan_ms} ms), subscription publishing interval "
         f"{args.sampling_ms} ms (the PLC's and the MES's), private Mosquitto, S7 and Modbus "
-        "blocks in python-snap7's and pymodbus's own servers in the bench process, polled by "
+        "blocks in python-snap7's and pymodbus's own servers in the bench process, Logix tags in "
+        "cpppo's EtherNet/IP server (a subprocess), each polled by "
         f"the station every {args.poll_ms} ms and by the PLC every {args.scan_ms} ms. Each "
         f"link gets {args.triggers} triggers in {args.rounds} rounds, the links taking turns; "
         "the bench's clients and servers share the machine's 2 cores with the station.",
@@ -522,7 +529,7 @@ def write(report: dict[str, Any], args: argparse.Namespace) -> None:
         "with CA-signed application certificates checked against a trust list both ways (the "
         "PLC's server and the station's OPC 40100 server alike); MQTT over TLS 1.2 with a "
         "password per user and per-station ACLs; results signed (Ed25519) and each delivered "
-        "signature checked here. Security off = `security.mode: none`. S7 and Modbus TCP "
+        "signature checked here. Security off = `security.mode: none`. S7, Modbus TCP and EtherNet/IP "
         "authenticate and encrypt nothing in either mode. The modes run one after the other "
         "(on first), each with a station of its own; the model alone, which link security does "
         "not touch, differs between them as much as the links do.",

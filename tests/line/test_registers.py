@@ -1,11 +1,13 @@
-"""The S7 and Modbus TCP handshakes against the libraries' own servers (python-snap7's,
-pymodbus's), the test as the PLC (``softplc.RegisterPlc``): the cycle, retries and reused
-request ids, the heartbeat a PLC supervises, and the back-off on a wrong data block."""
+"""The S7, Modbus TCP and EtherNet/IP handshakes against the libraries' own servers
+(python-snap7's, pymodbus's, cpppo's), the test as the PLC (``softplc.RegisterPlc``): the
+cycle, retries and reused request ids, the heartbeat a PLC supervises, and the back-off on a
+wrong data block (or tag names the PLC does not have)."""
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import logging
 import multiprocessing
 import os
@@ -16,28 +18,40 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
+from typer.testing import CliRunner
 
+from inspection.cli import app
+from inspection.core.config import to_mapping
+from inspection.line.enip import EnipPlc
 from inspection.line.handshake import ErrorCode, ResultCode
 from inspection.line.softplc import RegisterPlc
 from inspection.line.station import LineStation
 from inspection.store.models import Inspection
 
 from .helpers import serve_until_killed, two_live_products
-from .station_env import camera_folder, line_config
+from .station_env import camera_folder, line_config, line_yaml
+
+PLCS = {  # the library that serves the PLC's memory, the PLC, a section it cannot serve
+    "s7": ("snap7", lambda: RegisterPlc("s7"), {"db": 999}),
+    "modbus": ("pymodbus", lambda: RegisterPlc("modbus"), {"address": 5000}),
+    "enip": ("cpppo", EnipPlc, {"tag_prefix": "Missing_"}),
+}
 
 
-@pytest.fixture(params=["s7", "modbus"])
+@pytest.fixture(params=list(PLCS))
 def plc(request: pytest.FixtureRequest) -> Iterator[RegisterPlc]:
-    """The PLC's block in python-snap7's server (data block 100) or pymodbus's (unit 1)."""
-    pytest.importorskip("snap7" if request.param == "s7" else "pymodbus")
-    running = RegisterPlc(request.param)
+    """The PLC's block in python-snap7's server (data block 100), pymodbus's (unit 1), or its
+    tags in cpppo's EtherNet/IP server."""
+    library, make, _ = PLCS[request.param]
+    pytest.importorskip(library)
+    running = make()
     yield running
     running.stop()
 
 
 def _station(tmp_path: Path, fp32_bundle: Path, camera: Path, plc: RegisterPlc, **overrides):
     config = line_config(tmp_path, fp32_bundle, camera, **overrides)
-    return dataclasses.replace(config, **{plc.protocol: plc.config(poll_ms=5.0)})
+    return dataclasses.replace(config, links={plc.protocol: plc.config(poll_ms=5.0)})
 
 
 def _rows(station: LineStation) -> list[Inspection]:
@@ -122,7 +136,7 @@ def test_the_heartbeat_advances_while_the_station_lives_and_stops_when_it_is_kil
     camera = camera_folder(tmp_path, tiny_product)
     config = line_config(tmp_path, fp32_bundle, camera)
     config = dataclasses.replace(
-        config, **{plc.protocol: plc.config(poll_ms=10.0, heartbeat_ms=100.0)}
+        config, links={plc.protocol: plc.config(poll_ms=10.0, heartbeat_ms=100.0)}
     )
     process = multiprocessing.get_context("spawn").Process(
         target=serve_until_killed, args=(config,), daemon=True
@@ -164,15 +178,39 @@ def test_a_wrong_data_block_backs_off_instead_of_reconnecting_at_once(
     """A data block the PLC does not have (S7) or registers beyond its memory (Modbus) fail
     every session; the station retries after 0.1, 0.2, 0.4, 0.8... s (+ up to 20 %), not at
     once: a handful of attempts in 2 s, where it made hundreds before."""
-    wrong = {"db": 999} if plc.protocol == "s7" else {"address": 5000}
+    wrong = PLCS[plc.protocol][2]
     config = line_config(tmp_path, fp32_bundle, camera_folder(tmp_path, tiny_product))
     section = plc.config(poll_ms=5.0, backoff_initial_s=0.1, backoff_max_s=5.0, **wrong)
-    station = LineStation.build(dataclasses.replace(config, **{plc.protocol: section}))
+    station = LineStation.build(dataclasses.replace(config, links={plc.protocol: section}))
     with caplog.at_level(logging.WARNING, logger="inspection.line.registers"):
         station.start()
         time.sleep(2.0)
         station.stop()
     attempts = [r for r in caplog.records if f"{plc.protocol} handshake with" in r.message]
     assert 3 <= len(attempts) <= 6, [r.message for r in attempts]
-    [handshake] = station.registers
+    [handshake] = station.links.values()
     assert not handshake.connected.is_set()
+
+
+def test_station_trigger_via_enip_writes_the_tags_as_the_plc_program_would(
+    tmp_path: Path, fp32_bundle: Path, tiny_product: Path
+) -> None:
+    """``inspection station trigger --via enip`` against a station serving cpppo's tags."""
+    pytest.importorskip("cpppo")
+    plc = EnipPlc()
+    camera = camera_folder(tmp_path, tiny_product)
+    config = line_config(tmp_path, fp32_bundle, camera, enip=plc.config(poll_ms=5.0))
+    station = LineStation.build(config)
+    station.start()
+    try:
+        path = line_yaml(tmp_path, camera, enip=to_mapping(plc.config()))
+        argv = ["station", "trigger", "--via", "enip", "-c", str(path), "--request-id", "c-1"]
+        result = CliRunner().invoke(app, [*argv, "--part-id", "p-1"])
+    finally:
+        station.stop()
+        plc.stop()
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.output)
+    [row] = _rows(station)
+    assert (answer["request_id"], answer["verdict"]) == ("c-1", row.verdict)
+    assert (row.request_id, row.part_id, row.source) == ("cam-1/c-1", "p-1", "enip")

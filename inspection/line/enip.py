@@ -1,0 +1,185 @@
+"""PLC handshake over EtherNet/IP: the S7/Modbus signals as Rockwell Logix controller tags.
+
+The station is a CIP client of the PLC (``pylogix``, which Logix plants use) and polls tags
+``<tag_prefix><Signal>``, the PLC program's controller-scope tags of the types below (a string
+is a SINT array of ASCII, NUL-padded, as Logix programs exchange text with devices; COP it to
+a STRING). The cycle, ``Heartbeat`` (+1 every ``heartbeat_ms``, wrapping at 65535) and the
+back-off after a session that never served are those of ``registers`` (S7/Modbus), which runs
+this link through the same ``BlockLink``: each side reads only the tags the other writes.
+
+=================  =========  ====================================================
+tag                type       written by
+=================  =========  ====================================================
+Trigger            DINT       PLC: 1 for each part, 0 after Done
+Product            SINT[30]   PLC (empty: the selected product)
+PartId             SINT[30]   PLC
+RequestId          SINT[30]   PLC (empty: the station makes one up)
+Ready, Busy, Done  DINT       station
+Result, ErrorCode  DINT       station (0 none, 1 OK, 2 NG, 3 error; ``handshake.ErrorCode``)
+Score              REAL       station
+AnswerRequestId    SINT[30]   station
+Message            SINT[62]   station
+Heartbeat          DINT       station
+=================  =========  ====================================================
+
+CIP in this profile has no authentication or encryption (CIP Security is not supported): anyone
+who reaches port 44818 can write a trigger or read a verdict; keep the PLC and the station in
+one segmented cell network (docs/line-integration.md).
+"""
+
+from __future__ import annotations
+
+import struct
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from inspection.line import registers as regs
+from inspection.line.config import LineConfig, PolledLinkConfig
+from inspection.line.handshake import Answer, LinkContext, ResultCode
+from inspection.line.mosquitto import free_port, wait_port
+from inspection.line.softplc import RegisterPlc
+from inspection.station.config import check_port
+
+SCALARS = {"Trigger": (0, ">h"), "Ready": (2, ">h"), "Busy": (4, ">h"), "Done": (6, ">h"),
+           "Result": (8, ">h"), "ErrorCode": (10, ">h"), "Score": (12, ">f"),
+           "Heartbeat": (regs.HEARTBEAT, ">H")}  # fmt: skip
+"""Each scalar signal's offset and format in the ``registers`` block."""
+PLC_SIGNALS = frozenset({"Trigger", "Product", "PartId", "RequestId"})
+STATION_SIGNALS = (frozenset(SCALARS) | frozenset(regs.STRINGS)) - PLC_SIGNALS
+
+
+@dataclass(frozen=True)
+class EnipConfig(PolledLinkConfig):
+    """The ``enip`` section: the Logix controller at ``host`` (CPU in ``slot`` of its chassis),
+    its tags named ``<tag_prefix><Signal>``. No authentication or encryption."""
+
+    enabled: bool = False
+    port: int = 44818
+    slot: int = 0
+    tag_prefix: str = "Inspection_"
+
+    def __post_init__(self) -> None:
+        check_port("enip: port", self.port)
+        self._check_polling("enip")
+
+
+class EnipLink:
+    """The handshake block as Logix tags (a ``registers.BlockLink``): ``write`` sends the
+    signals a byte range holds; ``read`` fetches the others' signals in one request and
+    answers its own (``own``) from what it last wrote."""
+
+    def __init__(self, config: EnipConfig, own: frozenset[str] = STATION_SIGNALS) -> None:
+        from pylogix import PLC  # deferred: only stations that speak EtherNet/IP need it
+
+        self.prefix, self.own = config.tag_prefix, own
+        self.plc = PLC(config.host, slot=config.slot, port=config.port, timeout=2.0)
+        self.block = bytearray(regs.BLOCK_BYTES)  # the last values read or written
+
+    def _fields(self, offset: int, size: int) -> list[tuple[str, int, int]]:
+        """(signal, offset, tag length: 0 for a scalar) of the signals in the byte range."""
+        fields = [(name, at, 0) for name, (at, _) in SCALARS.items()]
+        fields += [(name, at, capacity) for name, (at, capacity) in regs.STRINGS.items()]
+        return [f for f in fields if offset <= f[1] < offset + size]
+
+    def read(self, offset: int, size: int) -> bytes:
+        wanted = [f for f in self._fields(offset, size) if f[0] not in self.own]
+        tags = [(self._tag(name, n), n) if n else self._tag(name, 0) for name, _, n in wanted]
+        replies = self._checked("read", self.plc.Read(tags)) if tags else []
+        for (name, at, capacity), reply in zip(wanted, replies, strict=True):
+            if capacity:
+                text = (
+                    bytes(v & 0xFF for v in reply.Value).split(b"\0")[0].decode("ascii", "replace")
+                )
+                self.block[at : at + capacity + 2] = regs.s7_string(text, capacity)
+            else:
+                struct.pack_into(SCALARS[name][1], self.block, at, reply.Value)
+        return bytes(self.block[offset : offset + size])
+
+    def write(self, offset: int, data: bytes) -> None:
+        self.block[offset : offset + len(data)] = data
+        scalars, strings = [], []
+        for name, at, capacity in self._fields(offset, len(data)):
+            if capacity:
+                text = regs.read_string(bytes(self.block), name).encode("ascii", "replace")
+                strings.append((self._tag(name, capacity), list(text.ljust(capacity, b"\0"))))
+            else:
+                value = struct.unpack_from(SCALARS[name][1], self.block, at)[0]
+                scalars.append((self._tag(name, 0), value))
+        if scalars:
+            self._checked("write", self.plc.Write(scalars))
+        for tag, values in strings:
+            self._checked("write", [self.plc.Write(tag, values)])
+
+    def _tag(self, name: str, capacity: int) -> str:
+        return f"{self.prefix}{name}[0]" if capacity else f"{self.prefix}{name}"
+
+    @staticmethod
+    def _checked(action: str, replies: Any) -> list[Any]:
+        replies = replies if isinstance(replies, list) else [replies]
+        for reply in replies:
+            if reply.Status != "Success":
+                raise ConnectionError(f"EtherNet/IP {action} of {reply.TagName}: {reply.Status}")
+        return replies
+
+    def close(self) -> None:
+        self.plc.Close()
+
+
+def serve(config: EnipConfig, link: LinkContext) -> regs.RegisterHandshake:
+    """The station's side of the ``enip`` link (``links.LinkKind.serve``)."""
+    return regs.RegisterHandshake(config, link, "enip", EnipLink)
+
+
+class EnipPlc(RegisterPlc):
+    """A Logix PLC for tests and benches: cpppo's EtherNet/IP server (``python -m
+    cpppo.server.enip``) holds the tags, this side plays the PLC program; given ``config``,
+    the real PLC there instead (``inspection station trigger --via enip``)."""
+
+    def __init__(self, config: EnipConfig | None = None, *, scan_s: float = 0.001) -> None:
+        self.protocol, self.scan_s, self.link = "enip", scan_s, None
+        self.process: subprocess.Popen[bytes] | None = None
+        if config is None:
+            self.port = free_port()
+            config = EnipConfig(enabled=True, port=self.port)
+            tags = [f"{config.tag_prefix}{name}=DINT" for name in SCALARS if name != "Score"]
+            tags += [f"{config.tag_prefix}Score=REAL"]
+            tags += [f"{config.tag_prefix}{n}=SINT[{c}]" for n, (_, c) in regs.STRINGS.items()]
+            address = f"--address=127.0.0.1:{self.port}"
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "cpppo.server.enip", address, *tags],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            wait_port(self.port)
+        self.section = config
+
+    def config(self, **settings: Any) -> EnipConfig:  # type: ignore[override]
+        """The station's ``enip`` section for this PLC (``settings`` on top)."""
+        return EnipConfig(**{"enabled": True, "port": self.section.port} | settings)
+
+    def connect(self, timeout_s: float = 60.0) -> None:
+        self.link = EnipLink(self.section, own=PLC_SIGNALS)  # type: ignore[assignment]
+        self._until(2, 1, timeout_s)
+
+    def stop(self) -> None:
+        if self.link is not None:
+            self.link.close()
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(10)
+
+
+def enip_trigger(
+    config: LineConfig, *, request_id: str, product: str, part_id: str, timeout_s: float
+) -> Answer:
+    """One trigger written to the PLC's tags as its program would, and the answer read back."""
+    plc = EnipPlc(config.link("enip"))
+    try:
+        plc.connect(timeout_s)
+        got = plc.trigger(request_id, product=product, part_id=part_id, timeout_s=timeout_s)
+    finally:
+        plc.stop()
+    verdict = {ResultCode.OK: "OK", ResultCode.NG: "NG"}.get(got.result)
+    return Answer(got.request_id, int(got.error_code), got.message, product=product or None,
+                  verdict=verdict, score=got.score if verdict else None)  # type: ignore[arg-type]  # fmt: skip
