@@ -42,8 +42,7 @@ from inspection.cli.train import (
     console,
 )
 from inspection.core.config import SiteConfig, load_site_config
-from inspection.core.errors import BundleError, RegistryError
-from inspection.core.export_gate import GateRefusal
+from inspection.core.errors import BundleError
 from inspection.core.model_record import ModelRecord
 from inspection.core.product_config import load_model_config, load_product_config
 from inspection.core.registry import Registry
@@ -154,7 +153,7 @@ def step_export(ctx: DemoContext) -> None:
         # deferred: torch, anomalib, openvino, nncf (~8 s), spared by --help; absent without
         # the training extra
         from inspection.training.export import ExportOptions
-        from inspection.training.registry_export import RegistryExport, export_bundle
+        from inspection.training.registry_export import RegistryExport, export_gated
     except ImportError as exc:
         log.info("export step skipped: %s", exc)
         return
@@ -167,30 +166,24 @@ def step_export(ctx: DemoContext) -> None:
         if not records:
             continue
         best = max(records, key=lambda r: r.evaluation().image_auroc or 0.0)
-        exported, fp32 = [], None  # fp32: the FP32 bundle's figures, the others' gate reference
-        for precision in demo_precisions(product, ctx.products):
-            with console.status(f"{product}: exporting {best.version} ({precision})") as status:
-                try:
-                    result = export_bundle(
-                        ctx.registry,
-                        product,
-                        ExportOptions(precision=precision, refine=ctx.refine or RefineConfig()),
-                        RegistryExport(version=best.version, configs_dir=ctx.site.configs),
-                        progress=lambda message, s=status: s.update(message),
-                        reference=fp32,
-                    )
-                except (GateRefusal, BundleError, RegistryError) as exc:
-                    # A refused INT8 bundle leaves the FP32 one live: noted, not fatal.
-                    ctx.notes.append(f"{product} {precision} export not registered: {exc}")
-                    continue
-            exported.append(result.bundle_id)
-            fp32 = result.measured if precision == "fp32" else fp32
+        with console.status(f"{product}: exporting {best.version}") as status:
+            gated = export_gated(
+                ctx.registry, product, demo_precisions(product, ctx.products),
+                RegistryExport(version=best.version, configs_dir=ctx.site.configs),
+                ExportOptions(refine=ctx.refine or RefineConfig()), progress=status.update,
+            )  # fmt: skip
+        # A refused INT8 bundle leaves the FP32 one live: noted, not fatal.
+        for precision, why in gated.refused.items():
+            ctx.notes.append(f"{product} {precision} export not registered: {why}")
+        for result in gated.results:
             auroc = result.metadata.evaluation().image_auroc
             shown = "n/a" if auroc is None else f"{auroc:.3f}"
             ctx.notes.append(f"{product}: bundle {result.bundle_id} image AUROC {shown}")
-        if not exported:
+        if not gated.results:
             continue
-        ctx.registry.promote(product, exported[0], actor="demo", reason="inspection demo")
+        ctx.registry.promote(
+            product, gated.results[0].bundle_id, actor="demo", reason="inspection demo"
+        )
         with console.status(f"{product}: timing the gated bundles on this CPU") as status:
             record = promote_fastest(
                 ctx.registry,

@@ -6,11 +6,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from inspection.core.config import deep_merge
-from inspection.core.errors import RegistryError
-from inspection.core.export_gate import ExportRecord
 from inspection.core.model_record import ModelRecord
 from inspection.core.product_config import (
     load_product_config,
@@ -20,6 +18,10 @@ from inspection.core.product_config import (
 from inspection.core.registry import Registry
 from inspection.data.dataset import load_dataset
 from inspection.refine.config import RefineConfig
+from inspection.retrain.config import ChallengerExport
+
+if TYPE_CHECKING:
+    from inspection.training.export import ExportResult
 
 log = logging.getLogger(__name__)
 
@@ -70,25 +72,28 @@ def update_challenger(
     return outcome.record
 
 
-def export_int8(
+def export_challenger(
     registry: Registry,
     record: ModelRecord,
     dataset_root: Path,
+    export: ChallengerExport,
     *,
     progress: Callable[[str], None] | None = None,
     configs_dir: Path | None = None,
     refine: RefineConfig | None = None,
-) -> tuple[str, ExportRecord]:
-    """Export ``record`` to an INT8 bundle in the registry; returns (bundle id, its export
-    record). Forced: the champion/challenger gate judges the INT8 bundle itself."""
+) -> tuple[ExportResult | None, dict[str, str]]:
+    """Export ``record`` as ``inspection demo`` does (``export_gated``: never forced, each
+    precision through its own export gate, signed with the site key when this machine holds
+    it); returns (the challenger: the first of ``export.precisions`` whose gate passed, else
+    None; why each other precision was not registered)."""
     # deferred: torch (the training side)
     from inspection.training.export import ExportOptions
-    from inspection.training.registry_export import RegistryExport, export_bundle
+    from inspection.training.registry_export import RegistryExport, export_gated
 
-    existing = f"{record.version}-int8"
-    if existing in registry.bundle_ids(record.product):
-        raise RegistryError(f"bundle {record.product}/{existing} exists already")
-    options = ExportOptions(precision="int8", force=True, refine=refine or RefineConfig())
-    source = RegistryExport(record.version, dataset_root, configs_dir=configs_dir)
-    result = export_bundle(registry, record.product, options, source, progress=progress)
-    return result.bundle_id, result.metadata.export_record()
+    gated = export_gated(
+        registry, record.product, export.precisions,  # type: ignore[arg-type]
+        RegistryExport(record.version, dataset_root, configs_dir=configs_dir),
+        ExportOptions(tolerances=export.tolerances, refine=refine or RefineConfig()),
+        progress=progress,
+    )  # fmt: skip
+    return gated.preferred(export.precisions), gated.refused

@@ -8,8 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from inspection.core.bundle import PRECISIONS
 from inspection.core.config import configs_folder, deep_merge, from_mapping, read_yaml
 from inspection.core.errors import ConfigError
+from inspection.core.export_gate import GateTolerances
 from inspection.retrain.gate import GatePolicy
 
 RETRAIN_CONFIG_FILE = "retrain.yaml"
@@ -55,6 +57,25 @@ class RetryPolicy:
 
 
 @dataclass(frozen=True)
+class ChallengerExport:
+    """How the challenger is exported: to each of ``precisions``, never forced, each through
+    its own export gate (``tolerances`` against FP32, as ``inspection export --tolerance``);
+    the challenger is the first in this order whose gate passed. None passed: the champion
+    stays ("challenger refused by its export gate")."""
+
+    precisions: tuple[str, ...] = ("int8", "fp32")
+    tolerances: GateTolerances = field(default_factory=GateTolerances)
+
+    def __post_init__(self) -> None:
+        unknown = [p for p in self.precisions if p not in PRECISIONS]
+        if not self.precisions or unknown:
+            raise ValueError(
+                f"precisions must name one or more of {', '.join(PRECISIONS)}, got "
+                f"{list(self.precisions)}"
+            )
+
+
+@dataclass(frozen=True)
 class RetrainConfig:
     """Everything ``inspection retrain`` and ``inspection scheduler`` read.
 
@@ -63,6 +84,7 @@ class RetrainConfig:
     ``latest_version`` (since the newest version) or ``all``. ``warmup``: inferences before
     latency is measured. ``keep_work_dirs``: run folders kept per product. ``incremental``:
     a PatchCore champion plus only new reviewed-good images gets its bank extended, not refit.
+    ``export``: the challenger's precisions and export gate (``ChallengerExport``).
     """
 
     products: dict[str, ProductJob] = field(default_factory=dict)
@@ -74,6 +96,7 @@ class RetrainConfig:
     warmup: int = 2
     poll_seconds: float = 30.0
     incremental: bool = True
+    export: ChallengerExport = field(default_factory=ChallengerExport)
 
     def __post_init__(self) -> None:
         # keep_work_dirs < 1 would prune the run folder of the version just promoted

@@ -5,27 +5,34 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from inspection.core.errors import BundleError
 from inspection.core.registry import Registry
 from inspection.data.dataset import load_dataset
+from inspection.retrain.adapters import export_challenger
+from inspection.retrain.config import ChallengerExport
 
 if TYPE_CHECKING:
     from inspection.core.product_config import ModelConfig
 
 
 def train_champion(
-    config: ModelConfig, data: Path, *, product: str, registry: Registry, actor: str
+    config: ModelConfig,
+    data: Path,
+    *,
+    product: str,
+    registry: Registry,
+    actor: str,
+    export: ChallengerExport | None = None,
 ) -> str:
-    """Train ``config`` on the dataset at ``data`` and promote its INT8 bundle as the live
-    champion (export gate forced: a demo or test champion need not be good). Its bundle id."""
+    """Train ``config`` on the dataset at ``data`` and promote its bundle as the live champion,
+    exported as a challenger is (``export``: INT8 when its gate passes, else FP32; never
+    forced, so a station serves it). Its bundle id."""
     # deferred: torch (the training side)
-    from inspection.training.export import ExportOptions
-    from inspection.training.registry_export import RegistryExport, export_bundle
     from inspection.training.train import train
 
-    train(config, load_dataset(data), product=product, registry=registry, progress=False)
-    return export_bundle(
-        registry,
-        product,
-        ExportOptions(precision="int8", force=True),
-        RegistryExport(promote=True, actor=actor),
-    ).bundle_id
+    record = train(config, load_dataset(data), product=product, registry=registry, progress=False)
+    bundle, refused = export_challenger(registry, record, data, export or ChallengerExport())
+    if bundle is None:
+        raise BundleError(f"no export gate passed {record.model_version}: {refused}")
+    registry.promote(product, bundle.bundle_id, actor=actor, reason="retrain demo champion")
+    return bundle.bundle_id

@@ -1,4 +1,5 @@
-"""One retrain run: assemble data, train a challenger, export INT8, gate, maybe promote.
+"""One retrain run: assemble data, train a challenger, export it through its export gate (INT8
+when that passes, else FP32), gate it against the champion, maybe promote.
 
 The registry changes only through its atomic writes (a version, a bundle, the ``retrain``
 event, ``promote`` after a passed gate). A failure leaves the live bundle as it was and is
@@ -41,7 +42,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RetrainResult:
-    """Outcome of a finished run: ``status`` is ``promoted`` or ``kept``."""
+    """Outcome of a finished run: ``status`` is ``promoted`` or ``kept``; ``challenger_bundle``
+    is empty when no export gate passed the challenger (then no report was written)."""
 
     product: str
     run_id: str
@@ -53,6 +55,8 @@ class RetrainResult:
     details: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> str:
+        if not self.challenger_bundle:  # no export gate passed: nothing was compared
+            return f"{self.product} run {self.run_id}: {self.decision.reasons[-1]}"
         verb = "promoted" if self.status == "promoted" else "kept the champion"
         return (
             f"{self.product} run {self.run_id}: {verb} "
@@ -86,6 +90,8 @@ class _Run:
     reviews_until: str | None = None
     """When the run read the reviews (UTC): later ones are not in its training set."""
     int8_image_auroc_drop: float | None = None
+    export_refused: dict[str, str] = field(default_factory=dict)
+    """Precision -> why its export gate refused the challenger in it (not registered)."""
 
 
 @dataclass(frozen=True)
@@ -144,6 +150,8 @@ def _retrain(run: _Run, ctx: _Context) -> RetrainResult:
         run, ctx, champion_record or ctx.registry.latest_version(run.product), data
     )
     bundle_id = _export(run, ctx, record, data)
+    if bundle_id is None:
+        return _refused_by_export_gate(run, ctx, record, data)
     bundles = {"challenger": ctx.registry.bundle_dir(run.product, bundle_id)}
     if champion_dir is not None:
         bundles = {"champion": champion_dir, **bundles}
@@ -163,7 +171,7 @@ def _retrain(run: _Run, ctx: _Context) -> RetrainResult:
     return RetrainResult(
         run.product, run.run_id, status, bundle_id, run.champion, decision, report_dir,
         {"challenger_version": record.version, "data": data.summary(),
-         "training": run.training},
+         "training": run.training, "export_refused": run.export_refused},
     )  # fmt: skip
 
 
@@ -255,16 +263,46 @@ def _new_good_images(
     return [path for i in new for path in sorted(good_dir.glob(f"review-{i}.*"))]
 
 
-def _export(run: _Run, ctx: _Context, record: ModelRecord, data: RunData) -> str:
+def _export(run: _Run, ctx: _Context, record: ModelRecord, data: RunData) -> str | None:
+    """The challenger's bundle id: the first of ``export.precisions`` its export gate passed
+    (registered and signed as ``inspection export`` does, never forced); None when none did."""
     run.stage = "export"
-    ctx.say(f"exporting {record.model_version} to INT8")
-    bundle_id, export = adapters.export_int8(
-        ctx.registry, record, data.train_root, progress=lambda m: ctx.say(f"export: {m}"),
-        configs_dir=ctx.site.configs, refine=ctx.refine,
+    precisions = ctx.config.export.precisions
+    ctx.say(
+        f"exporting {record.model_version} ({', '.join(precisions)}: the first its gate passes)"
+    )
+    result, run.export_refused = adapters.export_challenger(
+        ctx.registry, record, data.train_root, ctx.config.export,
+        progress=lambda m: ctx.say(f"export: {m}"), configs_dir=ctx.site.configs,
+        refine=ctx.refine,
     )  # fmt: skip
-    run.challenger_bundle = bundle_id
-    run.int8_image_auroc_drop = export.image_auroc_drop
-    return bundle_id
+    for precision, why in run.export_refused.items():
+        ctx.say(f"{precision} not registered: {why}")
+    if result is None:
+        return None
+    run.challenger_bundle = result.bundle_id
+    run.int8_image_auroc_drop = result.metadata.export_record().image_auroc_drop
+    return result.bundle_id
+
+
+def _refused_by_export_gate(
+    run: _Run, ctx: _Context, record: ModelRecord, data: RunData
+) -> RetrainResult:
+    """End a run whose challenger no export gate passed: nothing to promote, the champion
+    stays, and the ``retrain`` event says why (stations refuse such a bundle unforced)."""
+    refused = "; ".join(f"{p}: {why}" for p, why in run.export_refused.items())
+    reason = f"challenger refused by its export gate ({refused}); keeping the champion"
+    log.error("retrain %s/%s: %s", run.product, run.run_id, reason)
+    decision = Decision(promote=False, reasons=[reason])
+    report_dir = Path(ctx.site.reports_dir) / "retrain" / run.product / run.run_id
+    run.stage = "done"
+    _record_event(ctx.registry, run, reason, "keep", "kept", reasons=decision.reasons)
+    ctx.say(f"decision: kept; {reason}")
+    return RetrainResult(
+        run.product, run.run_id, "kept", "", run.champion, decision, report_dir,
+        {"challenger_version": record.version, "data": data.summary(),
+         "training": run.training, "export_refused": run.export_refused},
+    )  # fmt: skip
 
 
 def _report(
@@ -332,6 +370,7 @@ def _record_event(
         "challenger_version": run.challenger_version,
         "skipped_review_ids": list(run.skipped_review_ids),
         "reviews_until": run.reviews_until,
+        "export_refused": run.export_refused,
     }
     registry.record_event(run.product, "retrain", actor=run.actor, reason=reason,
                           decision=decision, status=status, **(entries | fields))  # fmt: skip
@@ -435,6 +474,7 @@ def _run_info(run: _Run, record: ModelRecord, status: str) -> dict[str, Any]:
         "challenger_bundle": run.challenger_bundle,
         "challenger_config": record.config,
         "int8_image_auroc_drop": run.int8_image_auroc_drop,
+        "export_refused": run.export_refused,
         "training": run.training,
     }
 

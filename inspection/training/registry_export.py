@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -15,7 +16,8 @@ from typing import Any, Literal
 import openvino as ov
 
 from inspection.core.bundle import BUNDLE_SCHEMA_VERSION, BundleMetadata, OutputNames, Precision
-from inspection.core.errors import BundleError
+from inspection.core.errors import BundleError, RegistryError
+from inspection.core.export_gate import GateRefusal
 from inspection.core.fingerprint import relative_name, sha256_file
 from inspection.core.model_record import ModelRecord
 from inspection.core.product_config import (
@@ -131,6 +133,52 @@ def export_bundle(
         reason = f"exported {options.precision}"
         registry.promote(product, result.bundle_id, actor=source.actor, reason=reason)
     return replace(result, bundle_dir=target)
+
+
+@dataclass(frozen=True)
+class GatedExports:
+    """What ``export_gated`` registered (FP32 first) and why each other precision was not."""
+
+    results: tuple[ExportResult, ...]
+    refused: dict[str, str]
+    """precision -> why its bundle was not registered (its export gate's refusal, mostly)."""
+
+    def preferred(self, precisions: Sequence[str]) -> ExportResult | None:
+        """The registered bundle of the first of ``precisions`` that has one, else None."""
+        by_precision = {r.metadata.precision: r for r in self.results}
+        return next((by_precision[p] for p in precisions if p in by_precision), None)
+
+
+def export_gated(
+    registry: Registry,
+    product: str,
+    precisions: Sequence[Precision],
+    source: RegistryExport,
+    options: ExportOptions,
+    *,
+    progress: Progress | None = None,
+) -> GatedExports:
+    """Export ``source``'s version to each of ``precisions``, never forced: FP32 first, whose
+    measured figures are the others' gate reference; a bundle its gate refuses (or that this
+    model cannot have, a tiled INT8) is not registered and the others go on. ``options``:
+    calibration, tolerances and refine; its precision and force are set here."""
+    say = progress or log.info
+    results: list[ExportResult] = []
+    refused: dict[str, str] = {}
+    fp32 = None  # the FP32 bundle's figures, the others' gate reference
+    for precision in sorted(dict.fromkeys(precisions), key=lambda p: p != "fp32"):
+        say(f"exporting {source.version or 'the latest version'} ({precision})")
+        try:
+            result = export_bundle(
+                registry, product, replace(options, precision=precision, force=False), source,
+                progress=say, reference=fp32,
+            )  # fmt: skip
+        except (GateRefusal, BundleError, RegistryError) as exc:
+            refused[precision] = str(exc)
+            continue
+        results.append(result)
+        fp32 = result.measured if precision == "fp32" else fp32
+    return GatedExports(tuple(results), refused)
 
 
 def record_force(

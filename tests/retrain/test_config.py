@@ -8,6 +8,7 @@ import pytest
 
 from inspection.core.errors import ConfigError
 from inspection.retrain.config import (
+    ChallengerExport,
     RetrainConfig,
     RetryPolicy,
     load_retrain_config,
@@ -35,6 +36,20 @@ from inspection.retrain.config import (
         (
             {"retry": {"max_delay_s": float("nan")}},
             "retrain.yaml.retry: max_delay_s must be a number >= 0, got nan",
+        ),
+        (
+            {"export": {"precisions": ["int4"]}},
+            "retrain.yaml.export: precisions must name one or more of fp32, fp16, bf16, int8, "
+            "got ['int4']",
+        ),
+        (
+            {"export": {"precisions": []}},
+            "retrain.yaml.export: precisions must name one or more of fp32, fp16, bf16, int8, "
+            "got []",
+        ),
+        (
+            {"export": {"tolerances": {"miss_rate": 2}}},
+            "retrain.yaml.export.tolerances: tolerance miss_rate must be in [0, 1], got 2.0",
         ),
     ],
 )
@@ -72,6 +87,8 @@ def test_the_default_gate_is_the_shipped_one() -> None:
     was promoted."""
     from inspection.retrain.gate import GatePolicy
 
-    shipped = load_retrain_config(Path(__file__).parents[2] / "configs" / "retrain.yaml").gate
+    config = load_retrain_config(Path(__file__).parents[2] / "configs" / "retrain.yaml")
+    shipped = config.gate
     assert shipped == GatePolicy()
     assert {"false_reject_rate", "miss_rate"} <= {rule.name for rule in shipped.metrics}
+    assert config.export == ChallengerExport()  # INT8 when its gate passes, else FP32

@@ -21,7 +21,7 @@ def _write(path: Path, data: dict) -> str:
 @pytest.mark.parametrize(
     ("section", "message"),
     [
-        ({"gaet": {}}, "site.yaml.retrain: unknown key(s) 'gaet'; valid keys: gate,"),
+        ({"gaet": {}}, "site.yaml.retrain: unknown key(s) 'gaet'; valid keys: export, gate,"),
         ({"keep_work_dirs": 0}, "site.yaml.retrain: keep_work_dirs must be at least 1, got 0"),
         (
             {"gate": {"metrics": [{"name": "image_aurok"}]}},

@@ -1,4 +1,5 @@
-"""End-to-end retraining on the ``tiny_product`` fixture: real training, INT8 export and gate.
+"""End-to-end retraining on the ``tiny_product`` fixture: real training, export through the
+export gate (INT8 when it passes, else FP32), the champion/challenger gate, signed bundles.
 
 The champion is deliberately weak (random-init backbone); the "better" challenger uses the
 bundled ImageNet weights, the "worse" one goes back to random init.
@@ -14,19 +15,22 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from inspection.core.bundle import verify_bundle
+from inspection.core.bundle import read_bundle_metadata, verify_bundle
 from inspection.core.config import SiteConfig
 from inspection.core.registry import Registry
 from inspection.core.retrain_report import read_retrain_report
 from inspection.retrain.config import retrain_config_from_mapping
 from inspection.retrain.lock import retrain_lock
-from inspection.retrain.pipeline import retrain_product
+from inspection.retrain.pipeline import RetrainResult, retrain_product
+from inspection.station.trust import gate_refusal
 from inspection.store.store import Store
 
 from .helpers import reviewed_inspection, scratch_site, split_ids
 
 pytestmark = pytest.mark.slow
-SIZE = ["image_size=[128, 128]", "coreset_sampling_ratio=0.05"]
+SIZE = ["image_size=[128, 128]", "coreset_sampling_ratio=0.05", "operating_point.policy=f1"]
+"""F1 sets the threshold: the product has 4 good test parts, and under a 1 % false-reject budget
+one rejected part refuses even the FP32 bundle at its export gate (a coin toss here)."""
 REAL = {"backbone": {"weights": "auto"}}
 RANDOM = {"backbone": {"weights": "random"}}
 GATE = {
@@ -44,11 +48,14 @@ class DrillCrash(RuntimeError):
 
 @pytest.fixture(scope="module")
 def champion_template(tiny_product: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A registry whose live bundle is a weak champion (random-init backbone, INT8)."""
+    """A registry whose live bundle is a weak champion (random-init backbone), signed with the
+    site key kept beside it (``keys/``), as every bundle exported there is."""
     from inspection.core.product_config import load_model_config
+    from inspection.core.signing import init_keys, site_keys_dir
     from inspection.retrain.demo import train_champion
 
     root = tmp_path_factory.mktemp("champion") / "registry"
+    init_keys(site_keys_dir(root))
     config = load_model_config("patchcore", overrides=[*SIZE, "backbone.weights=random"])
     train_champion(config, tiny_product, product="brick", registry=Registry(root), actor="test")
     return root
@@ -57,6 +64,7 @@ def champion_template(tiny_product: Path, tmp_path_factory: pytest.TempPathFacto
 @pytest.fixture
 def site(champion_template: Path, tiny_product: Path, tmp_path: Path) -> SiteConfig:
     shutil.copytree(champion_template, tmp_path / "registry")
+    shutil.copytree(champion_template.parent / "keys", tmp_path / "keys")
     return scratch_site(tmp_path, tiny_product.parent)
 
 
@@ -94,6 +102,7 @@ def _review_some(site: SiteConfig, tmp_path: Path) -> dict[str, list[str]]:
 
 def test_only_the_better_challenger_is_promoted(site: SiteConfig, tmp_path: Path) -> None:
     registry = Registry(site.registry_dir)
+    champion = registry.live("brick").bundle_id
     ids = _review_some(site, tmp_path)
     config = _config(site)
 
@@ -101,7 +110,8 @@ def test_only_the_better_challenger_is_promoted(site: SiteConfig, tmp_path: Path
         "brick", site=site, config=config, actor="alice", overrides=SIZE, replace_config=REAL
     )
     assert better.status == "promoted", better.decision.reasons
-    assert registry.live("brick").bundle_id == better.challenger_bundle == "v0002-int8"
+    assert registry.live("brick").bundle_id == better.challenger_bundle
+    assert better.challenger_bundle == _gated_challenger(registry, better, "v0002")
     data = better.details["data"]
     assert sorted(data["reviewed_good_ids"]) == sorted(ids["good"])
     assert data["eval_reviewed_defect"] == 2 and data["eval_reviewed_false_alarm"] == 2
@@ -114,7 +124,7 @@ def test_only_the_better_challenger_is_promoted(site: SiteConfig, tmp_path: Path
     )
     assert worse.status == "kept", worse.decision.reasons
     assert any("image_auroc" in r and "> tolerance" in r for r in worse.decision.reasons)
-    assert registry.live("brick").bundle_id == "v0002-int8"
+    assert registry.live("brick").bundle_id == better.challenger_bundle
     # reviewed before the champion was made, and carried over from the champion's training set
     assert sorted(worse.details["data"]["reviewed_good_ids"]) == sorted(ids["good"])
 
@@ -127,13 +137,14 @@ def test_only_the_better_challenger_is_promoted(site: SiteConfig, tmp_path: Path
     ]
     assert events[1]["actor"] == "alice" and better.run_id in events[1]["reason"]
     assert (
-        events[3]["challenger"] == "v0003-int8" and events[3]["reasons"] == worse.decision.reasons
+        events[3]["challenger"] == _gated_challenger(registry, worse, "v0003")
+        and events[3]["reasons"] == worse.decision.reasons
     )
 
     report = read_retrain_report(worse.report_dir / "report.json")
     assert (report.decision, report.promote) == ("keep", False)
     assert list(report.reasons) == worse.decision.reasons
-    assert report.champion is not None and report.champion.bundle_id == "v0002-int8"
+    assert report.champion is not None and report.champion.bundle_id == better.challenger_bundle
     assert report.challenger.metrics["image_auroc"] < report.champion.metrics["image_auroc"]
     for name in ("report.md", "roc.png", "scores.png"):
         assert (worse.report_dir / name).stat().st_size > 0
@@ -147,9 +158,95 @@ def test_only_the_better_challenger_is_promoted(site: SiteConfig, tmp_path: Path
          "--site", str(_write_site(site, tmp_path))],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert registry.live("brick").bundle_id == "v0001-int8"
+    assert registry.live("brick").bundle_id == champion
     last = registry.events("brick")[-1]
     assert (last["action"], last["actor"], last["reason"]) == ("rollback", "bob", "line complaint")
+
+
+def _gated_challenger(registry: Registry, result: RetrainResult, version: str) -> str:
+    """The bundle a run must have made its challenger: ``version`` in INT8 when INT8's export
+    gate passed on this CPU (else INT8 is not registered, and FP32 is the challenger), and
+    in either case one whose gate passed."""
+    int8 = f"{version}-int8"
+    refused = "int8" in result.details["export_refused"]
+    assert refused == (int8 not in registry.bundle_ids("brick"))
+    bundle = f"{version}-fp32" if refused else int8
+    assert gate_refusal(read_bundle_metadata(registry.bundle_dir("brick", bundle))) is None
+    return bundle
+
+
+STRICT = {name: 0.0 for name in ("false_reject_rate", "miss_rate", "image_auroc", "pixel_auroc",
+                                 "aupro", "region_recall")}  # fmt: skip
+"""Export gate tolerances of 0: a bundle may fall behind FP32 on no figure at all. FP32 passes
+(it is its own reference); INT8's rounding costs some pixel AUROC or AUPRO on every CPU, so
+its gate refuses it here wherever the test runs."""
+
+
+def _strict_config(site: SiteConfig, precisions: list[str]) -> dict:
+    """A retrain.yaml exporting the challenger to ``precisions`` through the ``STRICT`` export
+    gate; its champion/challenger gate promotes any challenger that has a bundle (what is
+    tested is the export gate)."""
+    return {
+        "products": {"brick": {"schedule": "0 2 * * *"}}, "warmup": 1,
+        "work_dir": str(Path(site.registry_dir).parent / "work"),
+        "gate": {"metrics": [{"name": "image_auroc", "tolerance": 1.0}], "latency_tolerance": None},
+        "export": {"precisions": precisions, "tolerances": STRICT},
+    }  # fmt: skip
+
+
+def test_a_scheduled_retrain_never_leaves_the_station_a_bundle_its_gate_refused(
+    site: SiteConfig, tmp_path: Path
+) -> None:
+    """#70 on a CPU whose INT8 export gate refuses (made so by ``STRICT``). A run that may only
+    export INT8 ends "challenger refused by its export gate" and the champion stays; the
+    scheduled run (``inspection scheduler --once``) falls back to FP32, which the station,
+    pinning the site key and following the registry, swaps in. No bundle a gate refused is
+    ever registered, promoted or served."""
+    import yaml
+
+    from inspection.core.signing import load_public_key, site_keys_dir
+    from inspection.refine.config import RefineConfig
+    from inspection.station.live import LiveModels, station_loader
+
+    registry = Registry(site.registry_dir)
+    champion = registry.live("brick").bundle_id
+    key = load_public_key(site_keys_dir(site.registry_dir) / "site-signing.pub")
+    loader = station_loader(RefineConfig(method="none"), public_key=key)
+    station = LiveModels(registry, ("brick",), loader=loader, public_key=key)
+
+    def serving() -> str:
+        station.refresh()
+        status = station.status()["brick"]
+        assert not status["refused"] and status["problem"] is None, status
+        return status["served_bundle_id"]
+
+    assert serving() == champion
+    _review_some(site, tmp_path)
+
+    int8_only = retrain_config_from_mapping(_strict_config(site, ["int8"]))
+    kept = retrain_product("brick", site=site, config=int8_only, actor="scheduler")
+    assert (kept.status, kept.challenger_bundle) == ("kept", "")
+    reason = kept.decision.reasons[-1]
+    assert reason.startswith("challenger refused by its export gate (int8: ")
+    assert reason.endswith("; keeping the champion") and reason in kept.summary()
+    event = registry.events("brick")[-1]
+    assert (event["action"], event["decision"], event["challenger"]) == ("retrain", "keep", None)
+    assert registry.live("brick").bundle_id == champion and serving() == champion
+
+    config = tmp_path / "retrain.yaml"
+    config.write_text(yaml.safe_dump(_strict_config(site, ["int8", "fp32"])))
+    command = [sys.executable, "-m", "inspection", "scheduler", "--once", "--site",
+               str(_write_site(site, tmp_path)), "--config", str(config)]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    promoted = registry.events("brick")[-1]
+    assert (promoted["action"], promoted["decision"]) == ("retrain", "promote"), promoted
+    challenger = f"{promoted['challenger_version']}-fp32"
+    assert promoted["challenger"] == registry.live("brick").bundle_id == challenger
+    int8 = f"brick/{promoted['challenger_version']}-int8 refused: "
+    assert promoted["export_refused"]["int8"].startswith(int8)  # refused, FP32 went on
+    assert serving() == challenger
+    assert not [b for b in registry.bundle_ids("brick") if b.endswith("-int8") and b != champion]
 
 
 def test_reviewed_good_only_updates_the_patchcore_champion_incrementally(
