@@ -80,10 +80,10 @@ def sync(
     """Pull the live bundle of every product in the station config into its local registry.
 
     Downloads are digest-checked, and signature-checked against the key the config pins
-    (``core.trust_file``, written by ``inspection keys init``), before they become live; on any failure the station keeps
-    its last good bundle. Exit code 2 when a one-shot sync cannot reach the source (one line
-    naming it) or did not finish for some product; ``--watch`` keeps retrying, with a warning
-    once per outage.
+    (``core.trust_file``, written by ``inspection keys init``), before they become live; on
+    any failure the station keeps its last good bundle. Exit code 2 when a one-shot sync
+    cannot reach the source (one line naming it) or did not finish for some product;
+    ``--watch`` keeps retrying, with a warning once per outage.
     """
 
     station_config = load_station_config(config)
