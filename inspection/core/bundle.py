@@ -106,6 +106,8 @@ class QuantizationSet:
     seven_bit_weights: bool | None = None
     """7-bit weights in every layer (no u8 x s8 saturation without VNNI); False or None (not
     recorded): the first layer only."""
+    kept_fp32: tuple[str, ...] = ()
+    """What quantisation left in FP32 and why, one line a part (empty: not recorded)."""
 
 
 @dataclass(frozen=True)

@@ -412,8 +412,10 @@ def _quantised(
     options: ExportOptions,
     say: Progress,
 ) -> tuple[ov.Model, BundleMetadata]:
-    """INT8 model (distance head kept in FP32) and metadata naming its calibration set."""
-    from inspection.training.quantize import quantize_int8  # NNCF (heavy) for INT8 only
+    """INT8 model (distance head and input stem kept in FP32) and metadata naming its
+    calibration set and what it kept in FP32."""
+    # NNCF (heavy) for INT8 only
+    from inspection.training.quantize import STEM_DEPTH, describe_kept, kept_fp32, quantize_int8
 
     prep = meta.preprocessing
     calibration_paths = sorted(splits.train_images)[: options.calibration_size]
@@ -424,10 +426,12 @@ def _quantised(
         validation = [
             (preprocess(read_image(s.path, bits=bits), prep), s.label) for s in splits.validation
         ]
-    say(f"quantising to INT8 on {len(calibration)} good training images")
+    kept = describe_kept(kept_fp32(fp32_model, STEM_DEPTH))
+    say(f"quantising to INT8 on {len(calibration)} good training images; kept in FP32: "
+        + "; ".join(kept))  # fmt: skip
     model = quantize_int8(
         fp32_model, calibration, validation=validation, max_drop=options.tolerances.image_auroc,
-        score_output=SCORE_OUTPUT,
+        score_output=SCORE_OUTPUT, stem_depth=STEM_DEPTH,
     )  # fmt: skip
     fingerprint = fingerprint_files(calibration_paths, splits.dataset_root)
     control = AccuracyControl(options.tolerances.image_auroc, "validation")
@@ -435,5 +439,6 @@ def _quantised(
         split="train", label="good", size=fingerprint["count"], sha256=fingerprint["sha256"],
         files=tuple(sorted(fingerprint["files"])), head_fp32=True,
         accuracy_control=control if options.accuracy_control else None, seven_bit_weights=True,
+        kept_fp32=kept,
     )  # fmt: skip
     return model, replace(meta, quantization_set=quantization_set)

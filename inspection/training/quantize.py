@@ -3,9 +3,11 @@
 Only the backbone is quantised: the distance head (PatchCore's pooling, embedding, memory-bank
 distances, kNN and the map's blur; STFPM's teacher-student differences) stays in FP32 through
 an NNCF ``IgnoredScope`` (in INT8 the bank distances collapse: brick PatchCore had image AUROC
-0.833 and a flat map). Calibration uses good training images preprocessed as the station does;
-accuracy control lets NNCF revert layers until the validation image-AUROC drop is at most
-``max_drop``.
+0.833 and a flat map), and so does the input stem (``input_stem``: per-tensor INT8 there moved
+brick's good scores by up to 1.3 raw, which raised its threshold past two defects; the same in
+exact integer arithmetic, so on every CPU: ``reports/runtime/int8.md``). Calibration uses good
+training images preprocessed as the station does; accuracy control lets NNCF revert layers
+until the validation image-AUROC drop is at most ``max_drop``.
 """
 
 from __future__ import annotations
@@ -69,15 +71,62 @@ def distance_head(model: ov.Model, patterns: Sequence[str] = DISTANCE_HEAD_PATTE
     return sorted(seen)
 
 
-def ignored_scope(model: ov.Model) -> object:
-    """The NNCF ``IgnoredScope`` keeping ``distance_head(model)`` in FP32."""
-    nncf = import_nncf()
+STEM_DEPTH = 2
+"""Convolutions kept in FP32 from the image on: those with at most this many convolutions
+(themselves included) on any path from the input (EfficientNet-lite: the stem and the first
+depthwise convolution; ResNet: ``conv1`` and the first block's first convolution)."""
+CONVOLUTIONS = ("Convolution", "GroupConvolution")
 
-    names = distance_head(model)
-    if not names:
+
+def input_stem(model: ov.Model, depth: int = STEM_DEPTH) -> list[str]:
+    """Friendly names of the convolutions within ``depth`` convolutions of the input, in order."""
+    reached: dict[str, int] = {}  # node name -> most convolutions on a path from the input
+    stem = []
+    for op in model.get_ordered_ops():
+        before = [reached.get(i.get_source_output().get_node().get_friendly_name(), 0)
+                  for i in op.inputs()]  # fmt: skip
+        count = max(before, default=0) + (op.get_type_name() in CONVOLUTIONS)
+        reached[op.get_friendly_name()] = count
+        if op.get_type_name() in CONVOLUTIONS and count <= depth:
+            stem.append(op.get_friendly_name())
+    return stem
+
+
+KEPT_WHY = {
+    "distance head": "INT8 bank distances collapse",
+    "input stem": "per-tensor INT8 there shifts good scores past the threshold",
+}
+"""Why each part of ``kept_fp32`` stays in FP32 (recorded in the bundle)."""
+
+
+def kept_fp32(model: ov.Model, stem_depth: int = STEM_DEPTH) -> dict[str, list[str]]:
+    """Node names INT8 quantisation leaves in FP32: ``distance_head`` and, apart from it, the
+    ``input_stem`` of ``stem_depth`` (0: none), by the part's name in ``KEPT_WHY``."""
+    head = distance_head(model)
+    if not head:
         log.warning(
             "no distance-head node matches %s: quantising the whole graph", DISTANCE_HEAD_PATTERNS
         )
+    stem = [name for name in input_stem(model, stem_depth) if name not in set(head)]
+    return {"distance head": head, "input stem": stem}
+
+
+def describe_kept(kept: dict[str, list[str]]) -> tuple[str, ...]:
+    """One line per non-empty part of ``kept_fp32``: what, how many nodes, why."""
+    return tuple(
+        f"{part}: {len(names)} nodes"
+        + (f" ({', '.join(names)})" if len(names) <= 4 else "")
+        + f": {KEPT_WHY[part]}"
+        for part, names in kept.items()
+        if names
+    )
+
+
+def ignored_scope(model: ov.Model, stem_depth: int = 0) -> object:
+    """The NNCF ``IgnoredScope`` keeping ``kept_fp32(model, stem_depth)`` in FP32."""
+    nncf = import_nncf()
+
+    names = [name for part in kept_fp32(model, stem_depth).values() for name in part]
     return nncf.IgnoredScope(names=names, validate=False)
 
 
@@ -88,11 +137,13 @@ def quantize_int8(
     validation: Sequence[tuple[np.ndarray, int]] | None = None,
     max_drop: float = 0.01,
     score_output: str = "pred_score",
+    stem_depth: int = 0,
 ) -> ov.Model:
     """Quantise ``model`` to INT8 on ``calibration``, (3, h, w) float32 inputs of good images.
 
     With ``validation`` ((3, h, w) input, label) pairs: accuracy control with an absolute
-    image-AUROC ``max_drop``. The distance head stays FP32 (``ignored_scope``). Weights are
+    image-AUROC ``max_drop``. The distance head and the ``input_stem`` of ``stem_depth`` stay
+    FP32 (``ignored_scope``). Weights are
     7-bit in every layer (NNCF's overflow fix; its default fixes the first layer only), so AVX2
     CPUs (u8 x s8 pairs summed to int16 saturate with 8-bit weights) compute what VNNI and AMX
     do (``reports/int8_weights``).
@@ -103,7 +154,7 @@ def quantize_int8(
         raise ValueError("INT8 quantisation needs at least one calibration image")
     calibration_set = nncf.Dataset(list(calibration), lambda item: item[None])
     subset = len(calibration)
-    scope = ignored_scope(model)
+    scope = ignored_scope(model, stem_depth)
     advanced = nncf.AdvancedQuantizationParameters(overflow_fix=nncf.OverflowFix.ENABLE)
     if validation is None:
         log.info("quantising to INT8 with %d calibration images", subset)

@@ -1,10 +1,11 @@
-"""The distance head that INT8 quantisation keeps in FP32."""
+"""What INT8 quantisation keeps in FP32: the distance head and the input stem."""
 
 from __future__ import annotations
 
 import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
+import pytest
 
 from inspection.training.quantize import distance_head
 
@@ -72,3 +73,52 @@ def test_int8_weights_fit_seven_bits_in_every_layer() -> None:
 
 def _is_int8_constant(node: ov.Node) -> bool:
     return node.get_type_name() == "Constant" and node.get_element_type() == ov.Type.i8
+
+
+def _branches() -> ov.Model:
+    """image -> conv a -> depthwise b -> conv c, and image -> conv d: a's and d's depth is 1."""
+    image = ops.parameter([1, 4, 8, 8], np.float32, name="image")
+
+    def conv(x: ov.Node, name: str) -> ov.Node:
+        node = ops.relu(
+            ops.convolution(
+                x, ops.constant(np.ones((4, 4, 1, 1), np.float32)), [1, 1], [0, 0], [0, 0], [1, 1]
+            )
+        )
+        node.input_value(0).get_node().set_friendly_name(name)
+        return node
+
+    depthwise = ops.group_convolution(
+        conv(image, "a"), ops.constant(np.ones((4, 1, 1, 3, 3), np.float32)), [1, 1], [1, 1],
+        [1, 1], [1, 1],
+    )  # fmt: skip
+    depthwise.set_friendly_name("b")
+    return ov.Model([conv(ops.relu(depthwise), "c"), conv(image, "d")], [image], "branches")
+
+
+@pytest.mark.parametrize(
+    ("depth", "expected"),
+    [(0, set()), (1, {"a", "d"}), (2, {"a", "b", "d"}), (3, {"a", "b", "c", "d"})],
+)
+def test_input_stem_is_every_convolution_within_depth_of_the_image(
+    depth: int, expected: set[str]
+) -> None:
+    from inspection.training.quantize import input_stem
+
+    assert set(input_stem(_branches(), depth)) == expected
+
+
+def test_kept_parts_are_described_with_why_and_leave_the_stem_in_float() -> None:
+    from inspection.training.quantize import describe_kept, kept_fp32, quantize_int8
+
+    kept = kept_fp32(_branches(), 2)
+    assert kept["distance head"] == [] and set(kept["input stem"]) == {"a", "b", "d"}
+    (line,) = describe_kept(kept)  # no head in the toy model: one line
+    assert line.startswith("input stem: 3 nodes (") and line.endswith(
+        "per-tensor INT8 there shifts good scores past the threshold"
+    )
+    rng = np.random.default_rng(2)
+    calibration = [rng.normal(size=(4, 8, 8)).astype(np.float32) for _ in range(4)]
+    model = quantize_int8(_branches(), calibration, stem_depth=2)
+    int8_weights = [n for n in model.get_ordered_ops() if _is_int8_constant(n)]
+    assert len(int8_weights) == 1  # conv c alone
