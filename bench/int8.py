@@ -1,0 +1,189 @@
+"""INT8 against FP32 on this CPU, per demo model: the export gate's figures and the station's p50.
+
+    heavy --alone .venv/bin/python bench/int8.py [--registry var/registry]
+
+For brick, grass and gravel PatchCore and brick STFPM (the latest version of each in the
+registry, e.g. the one ``make demo`` left), exports into scratch registries FP32, INT8 as the
+export does now (input stem kept in FP32) and INT8 with the old rule (distance head only),
+each forced so a refused bundle is measured too, and records per bundle: image AUROC, misses
+per defect kind and false rejects at its own operating point, the gate's verdict against FP32,
+the threshold raise of its carried scores, the defects whose verdict differs from FP32's with
+their normalised scores (0.5 = the bundle's threshold), and, for FP32 and INT8, the station's
+p50 per stage (``runtime.py``'s worker, in its own process). Writes ``reports/runtime/int8.md``
+and ``.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from _report import recorded, save_report  # noqa: E402
+from runtime import graph_limit, measure  # noqa: E402
+
+log = logging.getLogger("bench.int8")
+MODELS = (("brick", "patchcore"), ("grass", "patchcore"), ("gravel", "patchcore"),
+          ("brick", "stfpm"))  # fmt: skip
+ENGINES = ("fp32", "int8", "int8-old")
+"""``int8-old``: the rule before issue #69 (distance head kept in FP32, the input stem INT8)."""
+
+
+def scratch_registry(source: Path, target: Path) -> Any:
+    """A registry at ``target`` holding ``source``'s trained versions and no bundle."""
+    from inspection.core.registry import Registry
+
+    for product in sorted({p for p, _ in MODELS}):
+        shutil.copytree(source / product / "versions", target / product / "versions")
+    return Registry(target)
+
+
+def export(registry: Any, product: str, version: str, precision: str, reference: Any = None) -> Any:
+    """A forced export (a refused bundle is registered and measured too); ``reference``: the
+    FP32 bundle's figures (``ExportResult.measured``) a lower precision is gated against."""
+    from inspection.training.export import ExportOptions
+    from inspection.training.registry_export import RegistryExport, export_bundle
+
+    return export_bundle(registry, product, ExportOptions(precision=precision, force=True),
+                         RegistryExport(version=version), reference=reference)  # fmt: skip
+
+
+def figures(meta: Any) -> dict[str, Any]:
+    """Image AUROC, false rejects, misses per kind, gate and threshold raise of a bundle."""
+    metrics, record = meta.evaluation(), meta.export_record()
+    overall = metrics.overall
+    gate = record.gate
+    operating = meta.output_calibration.operating if meta.output_calibration else None
+    return {
+        "image_auroc": overall.image_auroc,
+        "false_rejects": f"{round((overall.false_reject_rate or 0) * overall.n_good)}/{overall.n_good}",
+        "misses": {
+            kind: f"{round((m.miss_rate or 0) * m.n_defective)}/{m.n_defective}"
+            for kind, m in metrics.per_defect.items()
+            if m.n_defective
+        },
+        "gate": "reference"
+        if meta.precision == "fp32"
+        else ("passed" if gate.passed else "REFUSED: " + gate.refusal()),
+        "threshold_raw": metrics.image_threshold,
+        "transfer_raise": operating.transfer_raise if operating else None,
+        "kept_fp32": list(meta.quantization_set.kept_fp32) if meta.quantization_set else [],
+    }
+
+
+def flipped(fp32_dir: Path, other_dir: Path) -> list[str]:
+    """Test images judged differently from FP32: name, kind, normalised scores (0.5 = NG)."""
+    from inspection.core.validation_scores import read_validation_scores
+
+    ref, own = read_validation_scores(fp32_dir), read_validation_scores(other_dir)
+    rows = zip(ref.names, ref.defect_types, ref.labels, ref.scores, own.scores, strict=True)
+    return [f"{kind}/{name} {'defect' if label else 'good'}: FP32 {a:.3f} -> {b:.3f}"
+            for name, kind, label, a, b in rows if (a >= 0.5) != (b >= 0.5)]  # fmt: skip
+
+
+def bench_model(source: Path, scratch: Path, product: str, kind: str) -> dict[str, Any]:
+    from inspection.core.registry import Registry
+    from inspection.data.dataset import load_dataset
+    from inspection.training import quantize
+    from inspection.training.registry_export import held_out_test_samples
+
+    record = next(r for r in reversed(Registry(source).versions(product)) if r.model_kind == kind)
+    rows, dirs, fp32_measured = {}, {}, None
+    for engine in ENGINES:
+        registry = Registry(scratch / ("old" if engine == "int8-old" else "new"))
+        depth = quantize.STEM_DEPTH
+        quantize.STEM_DEPTH = 0 if engine == "int8-old" else depth
+        try:
+            reference = None if engine == "fp32" else fp32_measured
+            result = export(registry, product, record.version, engine.split("-")[0], reference)
+        finally:
+            quantize.STEM_DEPTH = depth
+        fp32_measured = result.measured if engine == "fp32" else fp32_measured
+        dirs[engine] = result.bundle_dir
+        rows[engine] = figures(result.metadata)
+    samples = held_out_test_samples(record, load_dataset(record.dataset_root()))
+    images = scratch / f"{product}-{kind}-images.json"
+    images.write_text(json.dumps([str(s.path) for s in samples]))
+    for engine in ("fp32", "int8"):
+        timed = measure(engine, dirs[engine], images, scratch)
+        rows[engine]["p50_ms"] = timed["latency_ms"]["p50"]
+        rows[engine]["stages_ms_p50"] = timed["stages_ms_p50"]
+        rows[engine]["load"] = timed["loadavg_1m"]
+        rows[engine]["executed"] = timed["executed_precision"]
+    for engine in ENGINES[1:]:
+        rows[engine]["flipped_vs_fp32"] = flipped(dirs["fp32"], dirs[engine])
+    limit = graph_limit(dirs["fp32"])
+    return {"version": record.version, "engines": rows, "limit": limit}
+
+
+def markdown(report: dict[str, Any]) -> str:
+    env = report["env"]
+    lines = [
+        "# INT8 against FP32, per demo model, on one CPU",
+        "",
+        f"CPU: {env['cpu']}. `{env['command']}` at {env['commit']}; 1-minute load "
+        f"{env['load_before']} before, {env['load_after']} after{report.get('note', '')}.",
+        "",
+        "Each bundle is calibrated on its own outputs and judged at its own 1 % operating point on "
+        "the held-out test split; the gate compares it with the FP32 bundle of the same version "
+        "(tolerances unchanged). `int8` keeps the distance head and the input stem in FP32 (the "
+        "export's rule since #69); `int8-old` keeps the distance head only (the rule before). "
+        "p50: `Inspector.inspect` of a decoded image at batch 1 (`bench/runtime.py`'s worker), "
+        "stages as the station records them.",
+        "",
+        "| model | bundle | image AUROC | false rejects | misses per kind | gate | threshold raise "
+        "| p50 ms | p50 per stage (ms) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, data in report["models"].items():
+        for engine, row in data["engines"].items():
+            stages = ", ".join(f"{k} {v:.2f}" for k, v in row.get("stages_ms_p50", {}).items())
+            misses = ", ".join(f"{k} {v}" for k, v in row["misses"].items())
+            auroc = "-" if row["image_auroc"] is None else f"{row['image_auroc']:.3f}"
+            raise_ = "-" if row["transfer_raise"] is None else f"{row['transfer_raise']:.3f}"
+            p50 = f"{row['p50_ms']:.2f}" if "p50_ms" in row else "-"
+            lines.append(f"| {name} {data['version']} | {engine} | {auroc} | {row['false_rejects']} "
+                         f"| {misses} | {row['gate']} | {raise_} | {p50} | {stages or '-'} |")  # fmt: skip
+    lines += [
+        "",
+        "Verdicts that differ from FP32's (normalised scores, 0.5 = the bundle's threshold):",
+        "",
+    ]
+    for name, data in report["models"].items():
+        for engine in ENGINES[1:]:
+            flips = data["engines"][engine]["flipped_vs_fp32"]
+            lines.append(f"- {name} {engine}: {'; '.join(flips) if flips else 'none'}")
+    kept = next((r["kept_fp32"] for d in report["models"].values()
+                 for e, r in d["engines"].items() if e == "int8"), [])  # fmt: skip
+    lines += ["", "Kept in FP32 by the INT8 export (brick PatchCore's record):", ""]
+    lines += [f"- {line}" for line in kept]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--registry", type=Path, default=ROOT / "var" / "registry")
+    parser.add_argument("--out", type=Path, default=ROOT / "reports" / "runtime")
+    parser.add_argument("--models", nargs="*", default=[f"{p}:{k}" for p, k in MODELS])
+    parser.add_argument("--note", default="", help="How it ran, e.g. ' (heavy --alone)'.")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    with tempfile.TemporaryDirectory(prefix="bench-int8-") as tmp, recorded() as env:
+        scratch = Path(tmp)
+        for name in ("new", "old"):
+            scratch_registry(args.registry, scratch / name)
+        pairs = [tuple(m.split(":")) for m in args.models]
+        models = {f"{p} {k}": bench_model(args.registry, scratch, p, k) for p, k in pairs}
+    report = {"env": env, "models": models, "note": args.note}
+    save_report(args.out, "int8", report, markdown(report), default=str)
+
+
+if __name__ == "__main__":
+    main()
