@@ -26,7 +26,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from _report import recorded, save_report  # noqa: E402
+from _report import load_average, recorded, save_report  # noqa: E402
 from runtime import graph_limit, measure  # noqa: E402
 
 log = logging.getLogger("bench.int8")
@@ -175,14 +175,16 @@ def main() -> None:
     parser.add_argument("--note", default="", help="How it ran, e.g. ' (heavy --alone)'.")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    models: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench-int8-") as tmp, recorded() as env:
         scratch = Path(tmp)
         for name in ("new", "old"):
             scratch_registry(args.registry, scratch / name)
-        pairs = [tuple(m.split(":")) for m in args.models]
-        models = {f"{p} {k}": bench_model(args.registry, scratch, p, k) for p, k in pairs}
-    report = {"env": env, "models": models, "note": args.note}
-    save_report(args.out, "int8", report, markdown(report), default=str)
+        for product, kind in (m.split(":") for m in args.models):
+            models[f"{product} {kind}"] = bench_model(args.registry, scratch, product, kind)
+            env["load_after"] = load_average()  # saved after each model: a cut run keeps its rows
+            report = {"env": env, "models": models, "note": args.note}
+            save_report(args.out, "int8", report, markdown(report), default=str)
 
 
 if __name__ == "__main__":
