@@ -178,8 +178,9 @@ def _gated_challenger(registry: Registry, result: RetrainResult, version: str) -
 STRICT = {name: 0.0 for name in ("false_reject_rate", "miss_rate", "image_auroc", "pixel_auroc",
                                  "aupro", "region_recall")}  # fmt: skip
 """Export gate tolerances of 0: a bundle may fall behind FP32 on no figure at all. FP32 passes
-(it is its own reference); INT8's rounding costs some pixel AUROC or AUPRO on every CPU, so
-its gate refuses it here wherever the test runs."""
+(it is its own reference); INT8's rounding costs some figure on the CPUs measured (AVX2 EPYC:
+image AUROC 0.031, pixel AUROC 0.013, AUPRO 0.036), so its gate refuses it there. Where a CPU's
+INT8 matches FP32 on every figure, the test still holds the station to gate-passed bundles."""
 
 
 def _strict_config(site: SiteConfig, precisions: list[str]) -> dict:
@@ -224,11 +225,16 @@ def test_a_scheduled_retrain_never_leaves_the_station_a_bundle_its_gate_refused(
     _review_some(site, tmp_path)
 
     int8_only = retrain_config_from_mapping(_strict_config(site, ["int8"]))
-    kept = retrain_product("brick", site=site, config=int8_only, actor="scheduler")
-    assert (kept.status, kept.challenger_bundle) == ("kept", "")
-    reason = kept.decision.reasons[-1]
+    first = retrain_product("brick", site=site, config=int8_only, actor="scheduler")
+    if first.status != "kept":  # this CPU's INT8 fell behind FP32 on no figure: promoted, gated
+        assert first.challenger_bundle.endswith("-int8") and serving() == first.challenger_bundle
+        bundle_dir = registry.bundle_dir("brick", first.challenger_bundle)
+        assert gate_refusal(read_bundle_metadata(bundle_dir)) is None
+        return
+    assert first.challenger_bundle == ""
+    reason = first.decision.reasons[-1]
     assert reason.startswith("challenger refused by its export gate (int8: ")
-    assert reason.endswith("; keeping the champion") and reason in kept.summary()
+    assert reason.endswith("; keeping the champion") and reason in first.summary()
     event = registry.events("brick")[-1]
     assert (event["action"], event["decision"], event["challenger"]) == ("retrain", "keep", None)
     assert registry.live("brick").bundle_id == champion and serving() == champion
