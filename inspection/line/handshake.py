@@ -35,17 +35,7 @@ from inspection.core.errors import ConfigError, InspectionError
 from inspection.line.camera import Camera, CaptureError
 from inspection.line.config import LinkSecurity, WarmConfig
 from inspection.line.warm import TriggerWarmer, WarmHook
-from inspection.station.errors import (
-    BadImage,
-    InputOutOfDomain,
-    InvalidRequest,
-    NoLiveModel,
-    PartNotAligned,
-    ReplayConflict,
-    RequestRefused,
-    StationBusy,
-    UnknownProduct,
-)
+from inspection.station.errors import ErrorCode, RequestRefused, answer_to
 from inspection.station.pipeline import (
     Outcome,
     Pipeline,
@@ -59,21 +49,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 ANSWER_SCHEMA = "inspection.answer/1"
-
-
-class ErrorCode(IntEnum):
-    """Why a trigger got no verdict (written to the PLC as an integer)."""
-
-    NONE = 0
-    NO_IMAGE = 1  # the camera delivered nothing
-    BAD_IMAGE = 2  # the image could not be decoded or is too large
-    NO_MODEL = 3  # the product has no live model on this station
-    TIMEOUT = 4  # no verdict within the takt budget (the result still follows via the outbox)
-    UNKNOWN_PRODUCT = 5  # the PLC selected a product this station does not serve
-    BAD_TRIGGER = 6  # malformed trigger (request id, part id, JSON)
-    NOT_ALIGNED = 7  # the part could not be registered to the product's reference image
-    OUT_OF_DOMAIN = 8  # the image is unlike the bundle's training images (colour, size, aspect)
-    INTERNAL = 9  # anything else; the station log has the details
 
 
 class ResultCode(IntEnum):
@@ -220,22 +195,6 @@ class _Shot:
     part_id: str | None
 
 
-_REFUSAL_CODES: dict[type[RequestRefused], ErrorCode] = {
-    BadImage: ErrorCode.BAD_IMAGE,
-    UnknownProduct: ErrorCode.UNKNOWN_PRODUCT,
-    InvalidRequest: ErrorCode.BAD_TRIGGER,
-    ReplayConflict: ErrorCode.BAD_TRIGGER,
-    NoLiveModel: ErrorCode.NO_MODEL,
-    StationBusy: ErrorCode.TIMEOUT,
-    PartNotAligned: ErrorCode.NOT_ALIGNED,
-    InputOutOfDomain: ErrorCode.OUT_OF_DOMAIN,
-}
-
-
-def _refusal_code(exc: RequestRefused) -> ErrorCode:
-    return _REFUSAL_CODES.get(type(exc), ErrorCode.INTERNAL)
-
-
 class TriggerHandler:
     """Turns triggers into answers: capture, run the pipeline, classify failures.
 
@@ -329,7 +288,7 @@ class TriggerHandler:
             self.pipeline.check_product(shot.product)
             self.pipeline.models.get(shot.product)  # no live model: do not fire the camera
         except RequestRefused as exc:
-            return self._error(shot.request_id, shot.product, _refusal_code(exc), str(exc))
+            return self._error(shot.request_id, shot.product, answer_to(exc).plc_code, str(exc))
         return None
 
     def _start(self, shot: _Shot, source: str) -> Answer | Future[tuple[Outcome, float]]:
@@ -364,7 +323,7 @@ class TriggerHandler:
         except CaptureError as exc:
             return self._error(request_id, product, ErrorCode.NO_IMAGE, str(exc))
         except RequestRefused as exc:
-            return self._error(request_id, product, _refusal_code(exc), str(exc))
+            return self._error(request_id, product, answer_to(exc).plc_code, str(exc))
         except Exception as exc:  # a bug or a store outage must still answer the PLC
             return self._error(request_id, product, ErrorCode.INTERNAL, repr(exc))
         row = outcome.row
