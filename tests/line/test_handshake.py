@@ -101,12 +101,11 @@ def test_bad_trigger_messages(text: bytes, message: str) -> None:
 
 
 def test_an_unaligned_part_is_an_error_answer_never_a_verdict() -> None:
-    from inspection.line.handshake import _refusal_code
     from inspection.service.errors import http_status
-    from inspection.station.errors import PartNotAligned
+    from inspection.station.errors import PartNotAligned, answer_to
 
     refusal = PartNotAligned("correlation 0.21 < 0.8")
-    code = _refusal_code(refusal)
+    code = answer_to(refusal).plc_code
     assert code == ErrorCode.NOT_ALIGNED and http_status(refusal) == 422
     answer = Answer("r1", int(code), refusal.message, product="plate")
     assert answer.result == ResultCode.ERROR and answer.verdict is None
