@@ -11,10 +11,11 @@ its results go to an MQTT sink that a collector reads. Phases:
    pymodbus's own servers here; Trigger written -> Done read), EtherNet/IP (Logix tags in
    cpppo's server); the model's own latency from the same results. One station serves all
    six links at once.
-2. fault: M triggers over OPC UA while the broker is ``kill -9``-ed and restarted and the
-   station is ``kill -9``-ed once and restarted; the PLC retries an unanswered trigger with
-   the same RequestId. Every stored inspection's result must reach the collector at least
-   once; duplicates are counted by request id.
+2. fault, once per link of ``--fault-via`` (OPC UA and EtherNet/IP by default): M triggers
+   while the broker is ``kill -9``-ed and restarted and the station is ``kill -9``-ed once and
+   restarted; the PLC retries an unanswered trigger with the same RequestId. Every stored
+   inspection's result must reach the collector at least once; duplicates are counted by
+   request id.
 
 Both phases run twice: with the line links secured (the default: OPC UA Basic256Sha256
 SignAndEncrypt with certificates and a trust list, MQTT over TLS with passwords and ACLs,
@@ -285,14 +286,16 @@ def scratch_plc(
     return work, security, plc
 
 
-def plc_trigger_retrying(plc: SoftPlc, request_id: str, retries: list[str]) -> PlcAnswer:
-    """A PLC that gets no Done retries the same RequestId until answered."""
+def plc_trigger_retrying(
+    plc: SoftPlc | RegisterPlc, request_id: str, retries: list[str]
+) -> PlcAnswer:
+    """A PLC that gets no Done (its trigger drops Trigger) retries the same RequestId until
+    answered."""
     while True:
         try:
             return plc.trigger(request_id=request_id, timeout_s=8.0)
         except HandshakeTimeout:
             retries.append(request_id)
-            plc.write("Trigger", False)
             time.sleep(0.5)
 
 
@@ -356,7 +359,9 @@ def run(args: argparse.Namespace, mode: str) -> dict[str, Any]:
             "enip": ("e", lambda r: (answered(registers["enip"].trigger(r), r),)),
         })  # fmt: skip
         mes.close()
-        report["fault"] = fault_run(args, work, plc, broker, station, results)
+        plcs = {"opcua": plc, **registers}
+        report["fault"] = {name: fault_run(args, work, plcs[name], f"f{name}-", broker, station,
+                                           results) for name in args.fault_via}  # fmt: skip
         payloads = [ResultPayload.from_json(m) for m in results.wait_for(0, 0)]
         timed = [p for p in payloads if p.request_id[:1] in "ovmsbe" and p.request_id[1] != "w"]
         inference = [p.timings_ms["inference_ms"] / 1000.0 for p in timed]
@@ -418,11 +423,14 @@ def signature_check(payloads: list[ResultPayload], security: LinkSecurity) -> di
 def fault_run(
     args: argparse.Namespace,
     work: Path,
-    plc: SoftPlc,
+    plc: SoftPlc | RegisterPlc,
+    prefix: str,
     broker: Broker,
     station: Child,
     results: Collector,
 ) -> dict[str, Any]:
+    """``args.fault`` triggers from ``plc`` (request ids ``<prefix><i>``) through broker and
+    station kills: stored, delivered, lost and duplicated."""
     n = args.fault
     retries: list[str] = []
     events: list[str] = []
@@ -438,13 +446,13 @@ def fault_run(
             station.kill()
             events.append(f"station kill -9 before trigger {i}")
             station.start()
-        plc_trigger_retrying(plc, f"f-{i:04d}", retries)
+        plc_trigger_retrying(plc, f"{prefix}{i:04d}", retries)
     run_s = time.monotonic() - started
-    stored_ids = [request_id for request_id, _ in stored(work / "line.db", "f-")]
+    stored_ids = [request_id for request_id, _ in stored(work / "line.db", prefix)]
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         keys = [ResultPayload.from_json(m).request_id for m in results.wait_for(0, 0)]
-        delivered = Counter(k for k in keys if k.startswith("f-"))
+        delivered = Counter(k for k in keys if k.startswith(prefix))
         if set(stored_ids) <= set(delivered):
             break
         time.sleep(1.0)
@@ -551,22 +559,26 @@ def write(report: dict[str, Any], args: argparse.Namespace) -> None:
         "",
     ]
     for mode, run_ in runs.items():
-        fault, sig = run_["fault"], run_["signatures"]
+        sig = run_["signatures"]
         lines += [
             f"**security {mode}** (station start-up {run_['startup_s']} s; verdicts in the "
             f"latency runs {run_['latency']['verdicts']}; result signatures valid "
             f"{sig['valid']}/{sig['checked']})",
             "",
-            f"- {fault['triggers']} triggers over OPC UA; " + "; ".join(fault["events"]),
-            f"- PLC retries of unanswered triggers (same RequestId): {fault['plc_retries']}",
-            f"- stored inspections {fault['stored']} (unique request ids "
-            f"{fault['stored_unique']}); delivered to the MES collector: "
-            f"{fault['delivered_unique']} unique, {fault['delivered_messages']} messages",
-            f"- **lost {fault['lost']}**, duplicates {fault['duplicates']} (by request id)",
-            f"- run {fault['run_s']} s; outbox drained {fault['drain_after_run_s']} s after the "
-            "last trigger",
-            "",
         ]
+        for name, fault in run_["fault"].items():
+            lines += [
+                f"- {fault['triggers']} triggers over {LABELS[name].split(':')[0]}; "
+                + "; ".join(fault["events"]),
+                f"- PLC retries of unanswered triggers (same RequestId): {fault['plc_retries']}",
+                f"- stored inspections {fault['stored']} (unique request ids "
+                f"{fault['stored_unique']}); delivered to the MES collector: "
+                f"{fault['delivered_unique']} unique, {fault['delivered_messages']} messages",
+                f"- **lost {fault['lost']}**, duplicates {fault['duplicates']} (by request id)",
+                f"- run {fault['run_s']} s; outbox drained {fault['drain_after_run_s']} s after the "
+                "last trigger",
+                "",
+            ]
     (REPORTS / "summary.md").write_text("\n".join(lines))
 
 
@@ -577,6 +589,8 @@ def main() -> None:
     parser.add_argument("--images", default=None, help="Camera folder (default: demo test set).")
     parser.add_argument("--triggers", type=int, default=500)
     parser.add_argument("--fault", type=int, default=600)
+    parser.add_argument("--fault-via", nargs="*", default=["opcua", "enip"],
+                        choices=("opcua", "s7", "modbus", "enip"), help="Links of fault runs.")  # fmt: skip
     parser.add_argument("--sampling-ms", type=float, default=10.0)
     parser.add_argument("--scan-ms", type=float, default=1.0)
     parser.add_argument("--poll-ms", type=float, default=10.0, help="Station's S7/Modbus poll.")

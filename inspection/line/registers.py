@@ -56,7 +56,7 @@ from inspection.store.outbox import backoff_s
 log = logging.getLogger(__name__)
 
 BLOCK_BYTES = 210
-POLLED_BYTES = 208  # what the station reads each poll: every field but Heartbeat
+POLLED_BYTES = 208  # what the station reads on a rising Trigger: every field but Heartbeat
 STATUS = 2  # offset of Ready .. Score: the station's fixed fields
 HEARTBEAT = 208
 STRINGS = {"Product": (16, 30), "PartId": (48, 30), "RequestId": (80, 30),
@@ -239,13 +239,13 @@ class RegisterHandshake:
             beating.join()
 
     def _poll(self, link: _Locked) -> None:
+        """Read Trigger every ``poll_ms``; on its rising edge the strings the PLC wrote before it."""
         high = False
         while not self._stop.wait(self.config.poll_ms / 1000):
             self._polled = time.monotonic()
-            block = link.read(0, POLLED_BYTES)
-            trigger = struct.unpack_from(">h", block)[0] != 0
+            trigger = struct.unpack(">h", link.read(0, 2))[0] != 0
             if trigger and not high:
-                self._cycle(link, block)
+                self._cycle(link, link.read(0, POLLED_BYTES))
             elif not trigger and high:
                 link.write(STATUS, status_bytes(ready=True, busy=False, done=False))
             high = trigger

@@ -203,28 +203,33 @@ class RegisterPlc:
         """The station's Heartbeat count as the PLC reads it."""
         return struct.unpack_from(">H", self.read(), regs.HEARTBEAT)[0]
 
-    def _until(self, offset: int, value: int, timeout_s: float) -> bytes:
+    def _until(self, offset: int, value: int, timeout_s: float) -> None:
+        """Read the word at ``offset`` every ``scan_s`` until it holds ``value``."""
+        assert self.link is not None
         deadline = time.monotonic() + timeout_s
-        while (block := self.read())[offset + 1] != value:
+        while self.link.read(offset, 2)[1] != value:
             if time.monotonic() > deadline:
                 raise HandshakeTimeout(f"{self.protocol}: offset {offset} never became {value}")
             time.sleep(self.scan_s)
-        return block
 
     def trigger(
         self, request_id: str, *, product: str = "", part_id: str = "", timeout_s: float = 10.0
     ) -> PlcAnswer:
         """One cycle: Product, PartId, RequestId, Trigger up -> Done seen (timed), answer read,
-        Trigger down -> Done down; raises ``HandshakeTimeout``."""
+        Trigger down -> Done down; raises ``HandshakeTimeout`` (Trigger down, as a PLC that
+        gives up on a part drops it)."""
         assert self.link is not None
         names, values = ("Product", "PartId", "RequestId"), (product, part_id, request_id)
         fields = (regs.s7_string(v, regs.STRINGS[n][1]) for n, v in zip(names, values, strict=True))
         self.link.write(regs.STRINGS["Product"][0], b"".join(fields))
         started = time.perf_counter()
         self.link.write(0, b"\0\1")
-        block = self._until(6, 1, timeout_s)
-        seconds = time.perf_counter() - started
-        self.link.write(0, b"\0\0")
+        try:
+            self._until(6, 1, timeout_s)
+            seconds = time.perf_counter() - started
+            block = self.read()
+        finally:
+            self.link.write(0, b"\0\0")
         self._until(6, 0, timeout_s)
         result, code, score = struct.unpack_from(">2hf", block, 8)
         return PlcAnswer(
