@@ -95,6 +95,30 @@ def walkthrough_blocks(readme: Path = README) -> list[Block]:
     return blocks
 
 
+SHELLS = "bash|sh|shell|console"
+SECTIONS = ("walkthrough", "first-use")
+"""README sections whose blocks a test of their own runs in order (``<!-- walkthrough -->``)."""
+
+
+def command_blocks(doc: Path) -> list[Block]:
+    """Every fenced shell block of ``doc``, each with its mark (``step``): the comment right
+    before its fence (``<!-- run: plant -->``, ``<!-- not run -->``, ``<!-- needs: ... -->``)
+    or the section around it (``walkthrough``, ``first-use``); ``""`` when unmarked."""
+    text = doc.read_text(encoding="utf-8")
+    blocks = []
+    pattern = rf"(?:<!-- ([\w: -]+?) -->\n)?```(?:{SHELLS})\n(.*?)```"
+    for match in re.finditer(pattern, text, re.DOTALL):
+        before = text[: match.start()]
+        opened = {
+            s: before.count(f"<!-- {s} -->") + before.count(f"<!-- /{s} -->") for s in SECTIONS
+        }
+        section = next((s for s in SECTIONS if opened[s] % 2), "")
+        mark = match.group(1) or section
+        needs = mark.removeprefix("needs: ") if mark.startswith("needs: ") else ""
+        blocks.append(Block(section if needs else mark, match.group(2), needs))
+    return blocks
+
+
 def free_port() -> int:
     """A free loopback port."""
     import socket
@@ -122,33 +146,53 @@ def prepare_site(site: Path, *, small: bool) -> dict[str, int]:
     return ports
 
 
-def shell_script(blocks: list[Block], ports: dict[str, int]) -> str:
-    """The blocks as one bash script, each preceded by a ``MARK`` line with the clock (on a
-    line of its own: curl's answer ends without a newline)."""
+def walk_replacements(ports: dict[str, int]) -> dict[str, str]:
+    """What the walk changes in the README's blocks: the free ports of ``prepare_site``."""
+    return {
+        "127.0.0.1:8080": f"127.0.0.1:{ports['serve']}",
+        "127.0.0.1:8501": f"127.0.0.1:{ports['dashboard']}",
+        "inspection dashboard": f"inspection dashboard --port {ports['dashboard']}",
+    }
+
+
+def shell_script(blocks: list[Block], replace: dict[str, str]) -> str:
+    """The blocks as one bash script (each ``replace`` key replaced by its value), each
+    preceded by a ``MARK`` line with the clock (on a line of its own: curl's answer ends
+    without a newline)."""
     lines = ["set -euo pipefail"]
     for number, block in enumerate(blocks):
-        code = block.code.replace("127.0.0.1:8080", f"127.0.0.1:{ports['serve']}")
-        code = code.replace("127.0.0.1:8501", f"127.0.0.1:{ports['dashboard']}")
-        code = code.replace(
-            "inspection dashboard", f"inspection dashboard --port {ports['dashboard']}"
-        )
+        code = block.code
+        for old, new in replace.items():
+            code = code.replace(old, new)
         lines += [f'printf "\\n{MARK} {number} %s\\n" "$(date +%s.%N)"', code]
     lines.append(f'printf "\\n{MARK} end %s\\n" "$(date +%s.%N)"')
     return "\n".join(lines) + "\n"
 
 
-def run_walk(site: Path, blocks: list[Block], ports: dict[str, int], timeout: float) -> Walk:
-    """Run ``blocks`` in ``site``; every process the walk started is stopped at the end."""
+def walk_env() -> dict[str, str]:
+    """The walk's environment: this interpreter's ``inspection`` first on ``PATH``, no site
+    named by the caller's shell, offline."""
     env = {key: value for key, value in os.environ.items() if key != "INSPECTION_SITE_CONFIG"}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["PYTHON"] = sys.executable  # scripts/softplc_local.sh
     env.setdefault("HF_HUB_OFFLINE", "1")
+    return env
+
+
+def run_walk(
+    site: Path, blocks: list[Block], ports: dict[str, int], timeout: float,
+    replace: dict[str, str] | None = None,
+) -> Walk:  # fmt: skip
+    """Run ``blocks`` in ``site`` (``replace``: instead of ``walk_replacements(ports)``);
+    every process the walk started is stopped at the end."""
+    env = walk_env()
     walk = Walk(blocks)
     log_path = site / "walk.log"
     started = time.monotonic()
     with log_path.open("w+", encoding="utf-8") as log:
+        script = shell_script(blocks, replace or walk_replacements(ports))
         shell = subprocess.Popen(
-            ["bash", "-c", shell_script(blocks, ports)], cwd=site, env=env, text=True,
+            ["bash", "-c", script], cwd=site, env=env, text=True,
             stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         try:
@@ -157,7 +201,7 @@ def run_walk(site: Path, blocks: list[Block], ports: dict[str, int], timeout: fl
             print(f"the walk took over {timeout:.0f} s: stopped", file=sys.stderr)
         walk.returncode = shell.poll()
         walk.total_seconds = time.monotonic() - started
-        if walk.returncode == 0:
+        if walk.returncode == 0 and "dashboard" in ports:
             walk.dashboard_stopped = _stops_serving(ports["dashboard"])
         _stop_group(shell.pid)
     walk.log = log_path.read_text(encoding="utf-8", errors="replace")

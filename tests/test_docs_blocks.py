@@ -1,0 +1,249 @@
+"""Every shell block of the README and ``docs/*.md`` runs in ``make test``, or its doc says why not.
+
+``scripts/newcomer_walk.py`` (``command_blocks``) reads each fenced ``bash`` block with its mark:
+the README's ``walkthrough`` and ``first-use`` sections (``tests/test_readme_walkthrough.py``,
+``tests/dashboard/test_first_use.py``) and docs/api.md's requests (``tests/test_api_docs.py``)
+run in tests of their own. Here, in scratch sites through the walk's own shell: ``run: mvtec``
+(the README's own-data block, on a demo folder in the category's place) and ``run: plant``
+(docs/deployment.md: the central host on a fresh test PostgreSQL database, then ``registry
+serve`` and a line PC's ``station sync --watch`` as two processes). ``run: walkthrough`` is a
+copy of a walkthrough block; ``checked: options`` is a list whose commands and options are
+checked against the CLI; ``not run`` says why in the text before it. ``MARKS`` counts the blocks
+per file and mark: a block that loses its mark, or a new unmarked one, fails here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import typer
+
+from inspection.cli import app
+from inspection.core.registry import Registry
+from tests.conftest import _drop_postgres_database, _fresh_postgres_database
+from tests.dashboard.scripts import load_script
+
+REPO = Path(__file__).resolve().parents[1]
+MARKS = {
+    "README.md": {"not run": 1, "walkthrough": 8, "first-use": 1, "checked: options": 1,
+                  "run: mvtec": 1},
+    "docs/api.md": {"": 14},  # every block of the file: tests/test_api_docs.py
+    "docs/deployment.md": {"run: plant": 4, "not run": 1},
+    "docs/line-integration.md": {"run: walkthrough": 1},
+    "docs/masks.md": {"checked: options": 1},
+    "docs/scheduling.md": {"checked: options": 1},
+}  # fmt: skip
+SAYS_WHY = "*not run by `make test`*"
+BOTTLE = "models:\n  patchcore: {image_size: [128, 128]}\n"
+"""``configs/products/bottle.yaml`` of the scratch site: train at 128 px, as the walkthrough."""
+
+
+def _docs() -> list[Path]:
+    return [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+
+
+def _blocks(mark: str, doc: str) -> list[str]:
+    walk = load_script("newcomer_walk")
+    return [block.code for block in walk.command_blocks(REPO / doc) if block.step == mark]
+
+
+def test_every_shell_block_is_marked_and_counted() -> None:
+    walk = load_script("newcomer_walk")
+    found = {}
+    for doc in _docs():
+        if blocks := walk.command_blocks(doc):
+            found[str(doc.relative_to(REPO))] = dict(Counter(block.step for block in blocks))
+    assert found == MARKS
+
+
+def test_a_block_not_run_says_why_in_the_text_before_it() -> None:
+    for doc in _docs():
+        text = doc.read_text(encoding="utf-8")
+        for mark in re.finditer(r"<!-- (not run|checked: options) -->", text):
+            before = text[max(mark.start() - 500, 0) : mark.start()]
+            assert SAYS_WHY in before, f"{doc.name}: a block marked {mark.group(1)!r} must say "
+            f"{SAYS_WHY} and why in the paragraph before it"
+
+
+def test_a_walkthrough_copy_is_a_block_the_walkthrough_runs() -> None:
+    walk = load_script("newcomer_walk")
+    walked = [block.code for block in walk.walkthrough_blocks(REPO / "README.md")]
+    for doc in _docs():
+        for code in _blocks("run: walkthrough", str(doc.relative_to(REPO))):
+            assert code in walked, f"{doc.name}: {code!r} is not a README walkthrough block"
+
+
+def _command_lines(doc: str) -> list[str]:
+    lines = "\n".join(_blocks("checked: options", doc)).replace("\\\n", " ").splitlines()
+    return [line.split("  #")[0] for line in lines if line.startswith("inspection ")]
+
+
+def _unknown_options(line: str) -> list[str]:
+    """The subcommand path and options of ``line`` the CLI does not have."""
+    command = typer.main.get_command(app)  # typer's own click: groups have .commands
+    words = shlex.split(line.replace("[", " ").replace("]", " "))[1:]
+    while hasattr(command, "commands") and words and words[0] in command.commands:
+        command = command.commands[words.pop(0)]
+    if hasattr(command, "commands"):
+        return [f"{line}: {command.name} needs a subcommand"]
+    known = {name for param in command.params for name in getattr(param, "opts", [])}
+    options = [word.split("=")[0] for word in words if word.startswith("-")]
+    return [f"{line}: {option}" for option in options if option not in known]
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/masks.md", "docs/scheduling.md"])
+def test_a_command_list_names_commands_and_options_the_cli_has(doc: str) -> None:
+    lines = _command_lines(doc)
+    assert len(lines) >= 2, f"{doc}: its command list is gone"
+    assert [problem for line in lines for problem in _unknown_options(line)] == []
+
+
+@pytest.mark.slow
+def test_the_readme_own_data_block_runs_as_written(tmp_path: Path) -> None:
+    """On the walkthrough's demo brick, in the category's place."""
+    walk = load_script("newcomer_walk")
+    [block] = [b for b in walk.command_blocks(REPO / "README.md") if b.step == "run: mvtec"]
+    site = tmp_path / "site"
+    ports = walk.prepare_site(site, small=False)
+    (site / "configs" / "products" / "bottle.yaml").write_text(BOTTLE, encoding="utf-8")
+    _run("inspection data demo --products brick --out mvtec_ad", tmp_path)
+    (tmp_path / "mvtec_ad" / "brick").rename(tmp_path / "mvtec_ad" / "bottle")
+    replace = {"/data/mvtec_ad": str(tmp_path / "mvtec_ad")}
+    done = walk.run_walk(site, [block], ports, timeout=600, replace=replace)
+    assert done.returncode == 0, done.log[-4000:]
+    assert (site / "var" / "registry" / "bottle" / "live.json").is_file(), done.log[-4000:]
+
+
+# ---------------------------------------------------------------- docs/deployment.md's plant
+CENTRAL_URL = "postgresql+psycopg://inspection:***@127.0.0.1/inspection"  # site.yaml's, below
+CENTRAL_STATION_URL = "postgresql+psycopg://inspection@127.0.0.1/inspection"  # password: libpq
+
+
+@pytest.fixture
+def central_url(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A fresh database on the test PostgreSQL, its password where libpq finds it."""
+    url, name = _fresh_postgres_database()
+    monkeypatch.setenv("PGPASSWORD", url.split("//")[1].split("@")[0].split(":")[1])
+    yield url
+    _drop_postgres_database(name)
+
+
+def _host(root: Path) -> Path:
+    """A host's working folder: the checkout's configs (no trust file)."""
+    ignore = shutil.ignore_patterns("site-trust.*")
+    shutil.copytree(REPO / "configs", root / "configs", ignore=ignore)
+    return root
+
+
+def _central_host(root: Path, url: str) -> Path:
+    """The central host's folder: ``configs/site.yaml`` as docs/deployment.md writes it and
+    ``configs/central-station.yaml``, both on the test database ``url``."""
+    configs = _host(root) / "configs"
+    text = (REPO / "docs" / "deployment.md").read_text(encoding="utf-8")
+    site = text.split("`configs/site.yaml` on the central host:")[1].split("```yaml\n")[1]
+    site = site.split("```")[0].replace(CENTRAL_URL, url).replace("/srv/inspection", str(root))
+    (configs / "site.yaml").write_text(site, encoding="utf-8")
+    station = configs / "central-station.yaml"
+    no_password = url.replace(f":{os.environ['PGPASSWORD']}@", "@")
+    station.write_text(station.read_text().replace(CENTRAL_STATION_URL, no_password))
+    return root
+
+
+def _run(command: str, cwd: Path) -> str:
+    walk = load_script("newcomer_walk")
+    done = subprocess.run(
+        shlex.split(command), cwd=cwd, env=walk.walk_env(), capture_output=True, text=True
+    )
+    assert done.returncode == 0, f"{command}: {done.stdout}{done.stderr}"
+    return done.stdout
+
+
+def _signed_live_bundle(central: Path, line: Path, bundle: Path) -> None:
+    """What set-up and ``export --promote`` leave (docs/security.md): the site key, pinned on
+    the line PC by fingerprint, and a bundle it signed live in the central registry."""
+    init = _run("inspection keys init --site configs/site.yaml", central)
+    fingerprint = re.search(r"keys pin \S+ --expect (\S+)", init)[1]
+    key = central / "keys" / "site-signing.pub"
+    _run(f"inspection keys pin {key} --expect {fingerprint} -c configs/station.yaml", line)
+    _run(f"inspection bundle sign {bundle} --site configs/site.yaml", central)
+    registry = Registry(central / "registry")
+    registry.add_bundle("brick", bundle, "v0001-fp32")
+    registry.promote("brick", "v0001-fp32", actor="tests", reason="export --promote")
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_the_plant_blocks_run_on_two_hosts(
+    tmp_path: Path, central_url: str, fp32_bundle: Path
+) -> None:
+    walk = load_script("newcomer_walk")
+    central, line = _central_host(tmp_path / "central", central_url), _host(tmp_path / "line")
+    port = walk.free_port()
+    replace = {
+        "/srv/inspection": str(central), "/etc/inspection/": f"{line}/etc/",
+        "central:8700": f"127.0.0.1:{port}", "--port 8700": f"--port {port}",
+    }  # fmt: skip
+    role, setup, serve, sync = _blocks("run: plant", "docs/deployment.md")
+
+    # the central host: its store, the catalog token, the line's role (re-keyed with --writes)
+    done = walk.run_walk(central, [walk.Block("", setup), walk.Block("", role)], {}, 120, replace)
+    assert done.returncode == 0, done.log[-4000:]
+    assert "may write rows of line-07, watch-07" in done.outputs[1]
+    (line / "etc").mkdir()
+    token = re.search(r"^insp_\S+", done.outputs[0], re.MULTILINE)[0]
+    (line / "etc" / "registry.token").write_text(token, encoding="utf-8")
+    _signed_live_bundle(central, line, shutil.copytree(fp32_bundle, tmp_path / "v0001-fp32"))
+
+    # the catalog and the line's sync: two processes, each running until stopped
+    logs = [tmp_path / "serve.log", tmp_path / "sync.log"]
+    processes = [_start(serve, central, replace, logs[0]), _start(sync, line, replace, logs[1])]
+    try:
+        _wait_live(line / "var" / "registry" / "brick" / "live.json", processes, logs)
+    finally:
+        for process in processes:
+            _stop(process)
+    assert "signature verified" in logs[1].read_text()
+
+
+def _wait_live(live: Path, processes: list[subprocess.Popen], logs: list[Path]) -> None:
+    """Until ``live`` names v0001-fp32, both processes running all along."""
+    deadline = time.monotonic() + 120
+    while not (live.is_file() and "v0001-fp32" in live.read_text()):
+        said = "".join(log.read_text() for log in logs)
+        assert all(process.poll() is None for process in processes), f"one ended:\n{said}"
+        assert time.monotonic() < deadline, f"nothing synced within 120 s:\n{said}"
+        time.sleep(0.5)
+    assert all(process.poll() is None for process in processes), "a --watch process ended"
+
+
+def _start(code: str, cwd: Path, replace: dict[str, str], log: Path) -> subprocess.Popen:
+    walk = load_script("newcomer_walk")
+    for old, new in replace.items():
+        code = code.replace(old, new)
+    with log.open("w") as out:
+        return subprocess.Popen(
+            ["bash", "-euo", "pipefail", "-c", code], cwd=cwd, env=walk.walk_env(),
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """SIGTERM to the block's process group, SIGKILL after 30 s."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+    except ProcessLookupError:
+        return
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
