@@ -61,7 +61,7 @@ TOLERANCE_OPTION = typer.Option(
     [],
     "--tolerance",
     help=f"Gate tolerance vs FP32 as NAME=VALUE (repeatable), e.g. aupro=0.05; names: "
-    f"{', '.join(TOLERANCE_NAMES)}. image_auroc is also the accuracy-control budget.",
+    f"{', '.join(TOLERANCE_NAMES)}. INT8 accuracy control holds each to half of it.",
 )
 
 
@@ -75,7 +75,10 @@ def export_command(
         "fp32", "--precision", help="fp32, fp16, bf16 (CPUs with AVX512_BF16 or AMX) or int8."
     ),
     accuracy_control: bool = typer.Option(
-        False, "--accuracy-control", help="INT8: let NNCF keep layers in float to bound the drop."
+        False,
+        "--accuracy-control",
+        help="INT8: NNCF keeps layers in float until every gate figure on the validation split "
+        "is within half its tolerance of FP32's.",
     ),
     tolerance: list[str] = TOLERANCE_OPTION,
     force: bool = typer.Option(

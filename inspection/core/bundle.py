@@ -85,10 +85,13 @@ class GlobalContextSpec:
 
 @dataclass(frozen=True)
 class AccuracyControl:
-    """NNCF accuracy-controlled quantisation: the image-AUROC drop allowed on ``split``."""
+    """NNCF accuracy-controlled quantisation on ``split``: older bundles, the image-AUROC drop
+    allowed; since #69, ``share_of_tolerance``: each export-gate figure may fall behind FP32's
+    by at most this share of its tolerance (``training.int8_control``)."""
 
-    max_image_auroc_drop: float
+    max_image_auroc_drop: float | None = None
     split: str = "validation"
+    share_of_tolerance: float | None = None
 
 
 @dataclass(frozen=True)

@@ -6,21 +6,22 @@ an NNCF ``IgnoredScope`` (in INT8 the bank distances collapse: brick PatchCore h
 0.833 and a flat map), and so does the input stem (``input_stem``: per-tensor INT8 there moved
 brick's good scores by up to 1.3 raw, which raised its threshold past two defects; the same in
 exact integer arithmetic, so on every CPU: ``reports/runtime/int8.md``). Calibration uses good
-training images preprocessed as the station does; accuracy control lets NNCF revert layers
-until the validation image-AUROC drop is at most ``max_drop``.
+training images preprocessed as the station does; accuracy control (``AccuracyTarget``) lets
+NNCF revert layers to FP32 until a validation metric is within its drop of FP32's
+(``training.int8_control``: the export gate's figures).
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 import openvino as ov
-
-from inspection.core.metrics import image_auroc
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,8 @@ def input_stem(model: ov.Model, depth: int = STEM_DEPTH) -> list[str]:
 KEPT_WHY = {
     "distance head": "INT8 bank distances collapse",
     "input stem": "per-tensor INT8 there shifts good scores past the threshold",
+    "accuracy control": "reverted by NNCF until every gate figure on the validation split was "
+    "within half its tolerance of FP32's",
 }
 """Why each part of ``kept_fp32`` stays in FP32 (recorded in the bundle)."""
 
@@ -130,20 +133,29 @@ def ignored_scope(model: ov.Model, stem_depth: int = 0) -> object:
     return nncf.IgnoredScope(names=names, validate=False)
 
 
+@dataclass(frozen=True)
+class AccuracyTarget:
+    """NNCF accuracy control: ``validate`` (an NNCF validation function over indices into
+    ``inputs``, (3, h, w) validation inputs) may drop at most ``max_drop`` from FP32's value;
+    at most ``max_iterations`` layer groups are reverted to FP32 one by one."""
+
+    inputs: Sequence[np.ndarray]
+    validate: Callable[[ov.CompiledModel, Iterable[int]], tuple[float, Any]]
+    max_drop: float
+    max_iterations: int = 12
+
+
 def quantize_int8(
     model: ov.Model,
     calibration: Sequence[np.ndarray],
     *,
-    validation: Sequence[tuple[np.ndarray, int]] | None = None,
-    max_drop: float = 0.01,
-    score_output: str = "pred_score",
+    target: AccuracyTarget | None = None,
     stem_depth: int = 0,
 ) -> ov.Model:
     """Quantise ``model`` to INT8 on ``calibration``, (3, h, w) float32 inputs of good images.
 
-    With ``validation`` ((3, h, w) input, label) pairs: accuracy control with an absolute
-    image-AUROC ``max_drop``. The distance head and the ``input_stem`` of ``stem_depth`` stay
-    FP32 (``ignored_scope``). Weights are
+    With ``target``: NNCF accuracy control (``AccuracyTarget``). The distance head and the
+    ``input_stem`` of ``stem_depth`` stay FP32 (``ignored_scope``). Weights are
     7-bit in every layer (NNCF's overflow fix; its default fixes the first layer only), so AVX2
     CPUs (u8 x s8 pairs summed to int16 saturate with 8-bit weights) compute what VNNI and AMX
     do (``reports/int8_weights``).
@@ -156,38 +168,35 @@ def quantize_int8(
     subset = len(calibration)
     scope = ignored_scope(model, stem_depth)
     advanced = nncf.AdvancedQuantizationParameters(overflow_fix=nncf.OverflowFix.ENABLE)
-    if validation is None:
+    if target is None:
         log.info("quantising to INT8 with %d calibration images", subset)
         return nncf.quantize(
             model, calibration_set, subset_size=subset, ignored_scope=scope,
             advanced_parameters=advanced,
         )  # fmt: skip
-
-    def validate(
-        compiled: ov.CompiledModel, items: Sequence[tuple[np.ndarray, int]]
-    ) -> tuple[float, list[float]]:
-        """Image AUROC over ``items`` plus each item's raw score (NNCF ranks layers by them)."""
-        port = compiled.output(score_output)
-        scores = [float(np.ravel(compiled(tensor)[port])[0]) for tensor, _ in items]
-        auroc = image_auroc(np.asarray(scores), np.asarray([int(label) for _, label in items]))
-        return (0.0 if auroc is None else auroc), scores
-
-    validation_set = nncf.Dataset(
-        [(tensor[None], int(label)) for tensor, label in validation], lambda item: item[0]
-    )
+    inputs = target.inputs
+    validation_set = nncf.Dataset(range(len(inputs)), lambda index: inputs[index][None])
     log.info(
-        "quantising to INT8 with accuracy control (max image-AUROC drop %.3f, %d validation images)",
-        max_drop,
-        len(validation),
+        "quantising to INT8 with accuracy control (max drop %.3f, %d validation images)",
+        target.max_drop, len(inputs),
+    )  # fmt: skip
+    restorer = nncf.AdvancedAccuracyRestorerParameters(
+        max_num_iterations=target.max_iterations, ranking_subset_size=len(inputs)
     )
     return nncf.quantize_with_accuracy_control(
-        model,
-        calibration_set,
-        validation_set,
-        validate,
-        max_drop=max_drop,
-        drop_type=nncf.DropType.ABSOLUTE,
-        subset_size=subset,
-        ignored_scope=scope,
+        model, calibration_set, validation_set, target.validate, max_drop=target.max_drop,
+        drop_type=nncf.DropType.ABSOLUTE, subset_size=subset, ignored_scope=scope,
         advanced_quantization_parameters=advanced,
-    )
+        advanced_accuracy_restorer_parameters=restorer,
+    )  # fmt: skip
+
+
+def float_layers(model: ov.Model) -> list[str]:
+    """Friendly names of the convolutions and matmuls of a quantised ``model`` whose input is
+    not INT8 (no FakeQuantize feeds it), in order."""
+    return [
+        op.get_friendly_name()
+        for op in model.get_ordered_ops()
+        if op.get_type_name() in (*CONVOLUTIONS, "MatMul")
+        and op.input_value(0).get_node().get_type_name() != "FakeQuantize"
+    ]
