@@ -84,13 +84,14 @@ def precision_peaks() -> dict[str, dict]:
 
 def limit_ms(gflop: dict[str, float], peaks: dict[str, dict], engine: str) -> float | None:
     """The floor of ``engine``'s inference at batch 1: its FLOPs at the peak of the precision
-    each part runs in. INT8 bundles keep the kNN and map head in FP32 (``keep_head_fp32``);
-    fp16 bundles run f32 (their bundles pin ``INFERENCE_PRECISION_HINT=f32``)."""
+    each part runs in. INT8 bundles keep the kNN and map head in FP32 (``keep_head_fp32``), and
+    the network's float layers (``network_fp32``: input stem, reverted layers); fp16 bundles
+    run f32 (their bundles pin ``INFERENCE_PRECISION_HINT=f32``)."""
 
     def rate(precision: str) -> float:
         return peaks[precision]["gflops"] * 1e9
 
-    head = gflop["knn"] + gflop["blur"]
+    head = gflop["knn"] + gflop["blur"] + gflop.get("network_fp32", 0.0)
     if engine == "int8" and peaks["int8"]["native"]:
         seconds = gflop["network"] * 1e9 / rate("int8") + head * 1e9 / rate("f32")
     elif engine == "bf16" and peaks["bf16"]["native"]:

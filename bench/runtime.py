@@ -296,6 +296,9 @@ def bench_kind(
     limit["per_engine_ms"] = {
         engine: limit_ms(limit["gflop_served"], peaks, engine) for engine in bundles
     }
+    if "int8" in bundles:  # its float layers (stem, reverted ones) at the f32 peak
+        limit["int8_gflop_served"] = graph_limit(bundles["int8"])["gflop_served"]
+        limit["per_engine_ms"]["int8"] = limit_ms(limit["int8_gflop_served"], peaks, "int8")
     return {
         "model_version": record.model_version,
         "image_size": list(record.preprocessing().input_size),
@@ -372,9 +375,13 @@ def station_choice(rows: dict[str, dict]) -> dict[str, Any]:
 # ===================================================================== machine facts
 def graph_flops(model: Any) -> dict[str, float]:
     """FLOPs (2 x multiply-adds) of a model's convolutions and matmuls, by part:
-    ``blur`` (anomaly-map smoothing), ``knn`` (memory-bank distances), ``network`` (the rest)."""
-    parts = {"network": 0.0, "knn": 0.0, "blur": 0.0}
-    for node in model.get_ordered_ops():
+    ``blur`` (anomaly-map smoothing), ``knn`` (memory-bank distances), ``network`` (the rest);
+    in a quantised model, ``network_fp32``: the network's layers left in float (no
+    FakeQuantize feeds them: the input stem, accuracy control's reverted layers)."""
+    parts = {"network": 0.0, "network_fp32": 0.0, "knn": 0.0, "blur": 0.0}
+    ops = model.get_ordered_ops()
+    quantised = any(node.get_type_name() == "FakeQuantize" for node in ops)
+    for node in ops:
         kind = node.get_type_name()
         if kind not in ("Convolution", "GroupConvolution", "MatMul"):
             continue
@@ -392,6 +399,10 @@ def graph_flops(model: Any) -> dict[str, float]:
         name = node.get_friendly_name()
         map_head = "blur" in name or name.endswith(("/rows", "/linear"))  # runtime.graph's
         part = "blur" if map_head else "knn" if kind == "MatMul" else "network"
+        source = node.input_value(0).get_node().get_type_name()
+        part = (
+            "network_fp32" if part == "network" and quantised and source != "FakeQuantize" else part
+        )
         parts[part] += 2.0 * float(macs)
     return parts
 
@@ -496,9 +507,14 @@ def _kind_lines(kind: str, data: dict) -> list[str]:
         )
     lines += _precision_lines(data)
     stage_names = ("decode", "preprocess", "infer", "postprocess", "regions")
-    lines += ["", "Per-stage p50 (ms) and OpenVINO settings (latency / throughput compile):", ""]
-    lines += ["| engine | " + " | ".join(stage_names) + " | threads, streams, hint |"]
-    lines += ["|---|" + "---|" * (len(stage_names) + 1)]
+    floors = data["limit"].get("per_engine_ms", {})
+    lines += ["", "Per-stage p50 (ms), inference against the machine limit of its precision (its "
+              "floor at this CPU's measured peak) and OpenVINO settings (latency / throughput "
+              "compile):", ""]  # fmt: skip
+    lines += [
+        "| engine | " + " | ".join(stage_names) + " | infer / floor | threads, streams, hint |"
+    ]
+    lines += ["|---|" + "---|" * (len(stage_names) + 2)]
     for engine, row in data["engines"].items():
         if "stages_ms_p50" not in row:
             continue
@@ -510,7 +526,9 @@ def _kind_lines(kind: str, data: dict) -> list[str]:
             f"({thr['OPTIMAL_NUMBER_OF_INFER_REQUESTS']} requests)"
         )
         cells = " | ".join(f"{stages.get(n, 0.0):.2f}" for n in stage_names)
-        lines.append(f"| {engine} | {cells} | {settings} |")
+        floor = floors.get(engine)
+        ratio = "-" if not floor else f"{stages.get('infer', 0.0) / floor:.2f}x of {floor:.2f} ms"
+        lines.append(f"| {engine} | {cells} | {ratio} | {settings} |")
     if data.get("note"):
         lines += ["", f"- **Note:** {data['note']}"]
     limit, choice = data["limit"], data["station_choice"]
