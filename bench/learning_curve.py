@@ -1,7 +1,7 @@
 """The learning curve of the mixed model: held-out figures against labelled defects per kind.
 
     heavy .venv/bin/python bench/learning_curve.py run [--products grass,gravel] [--k 0,20]
-        [--variants same,unlike,unseen] [--work var/bench-learning] [--name curve]
+        [--variants same,unlike,unseen] [--work var/bench-learning] [--name curve] [--seed 0]
     .venv/bin/python bench/learning_curve.py report   # curve.md again from curve.json
 
 Per product (demo family brick, grass, gravel; evaluation family weave, tissue, part, which
@@ -68,8 +68,16 @@ def labelled_subset(dataset: Any, k: int, leave_out: str | None = None) -> Any:
     return dataclasses.replace(dataset, samples=tuple(keep))
 
 
-def run_one(product: str, k: int, variant: str, work: Path, leave_out: str | None = None) -> dict:
-    """Train one (product, k, variant) and return its held-out figures."""
+def run_one(
+    product: str,
+    k: int,
+    variant: str,
+    work: Path,
+    leave_out: str | None = None,
+    seed: int | None = None,
+) -> dict:
+    """Train one (product, k, variant) and return its held-out figures (``seed``: the
+    config's seed instead of its own)."""
     from inspection.core.product_config import load_model_config, load_product_config
     from inspection.core.registry import Registry
     from inspection.data.dataset import load_dataset
@@ -79,6 +87,8 @@ def run_one(product: str, k: int, variant: str, work: Path, leave_out: str | Non
         load_dataset(dataset_for(product, work, variant == "unlike")), k, leave_out
     )
     config = load_model_config("patchcore", product=product)
+    if seed is not None:  # another draw of the validation/held-out split, coreset and head
+        config = dataclasses.replace(config, seed=seed)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="learning-registry-") as registry:
         outcome = train_model(
@@ -104,7 +114,7 @@ def run_one(product: str, k: int, variant: str, work: Path, leave_out: str | Non
         "n_defective": overall.n_defective, "n_good": overall.n_good, "kinds": kinds,
         "supervised": record.extra.get("supervised"),
         "local_statistics": (record.extra.get("local_statistics") or {}).get("kept"),
-        "train_seconds": round(seconds, 1),
+        "train_seconds": round(seconds, 1), "seed": config.seed,
     }  # fmt: skip
 
 
@@ -194,7 +204,7 @@ def run(args: argparse.Namespace) -> None:
         if job in done:
             continue
         log.info("training %s k=%d %s (left out: %s)", *job)
-        row = run_one(job[0], job[1], job[2], Path(args.work), job[3])
+        row = run_one(job[0], job[1], job[2], Path(args.work), job[3], args.seed)
         row["machine"] = machine()
         rows = json.loads(out.read_text()) if out.is_file() else []  # other runs' rows too
         rows.append(row)
@@ -292,6 +302,7 @@ def main() -> None:
     parser.add_argument("--k", default=",".join(map(str, KS)))
     parser.add_argument("--variants", default="same")
     parser.add_argument("--work", default=str(WORK))
+    parser.add_argument("--seed", type=int, help="run: the config's seed (default its own, 0)")
     parser.add_argument(
         "--name", default="curve", help="run, report: reports/learning/<name>.json (and .md)"
     )
