@@ -58,6 +58,14 @@ def train_challenger(
     )  # fmt: skip
 
 
+def memory_bank(kind: str) -> bool:
+    """Whether a model of ``kind`` scores against a bank of good rows, which new good images
+    extend (``update_challenger``) without a full refit."""
+    from inspection.training.models import model_kind  # deferred: torch (the training side)
+
+    return model_kind(kind).memory_bank
+
+
 def update_challenger(
     registry: Registry, champion: ModelRecord, images: list[Path], dataset_root: Path
 ) -> ModelRecord:

@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class RetrainResult:
     """Outcome of a finished run: ``status`` is ``promoted`` or ``kept``; ``challenger_bundle``
-    is empty when no export gate passed the challenger (then no report was written)."""
+    is empty and ``report_dir`` None when no export gate passed the challenger (nothing was
+    compared, no report written)."""
 
     product: str
     run_id: str
@@ -51,7 +52,7 @@ class RetrainResult:
     challenger_bundle: str
     champion_bundle: str | None
     decision: Decision
-    report_dir: Path
+    report_dir: Path | None
     details: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> str:
@@ -246,7 +247,7 @@ def _new_good_images(
     run: _Run, ctx: _Context, champion: ModelRecord | None, data: RunData
 ) -> list[Path]:
     incremental = ctx.config.incremental and not ctx.overrides and not ctx.replace_config
-    if champion is None or not incremental or champion.model_kind != "patchcore":
+    if champion is None or not incremental or not adapters.memory_bank(champion.model_kind):
         return []
     if data.teaching_defect or data.original_labelled:
         return []  # labelled defects teach the mixed model: a full fit, never a bank update
@@ -294,12 +295,11 @@ def _refused_by_export_gate(
     reason = f"challenger refused by its export gate ({refused}); keeping the champion"
     log.error("retrain %s/%s: %s", run.product, run.run_id, reason)
     decision = Decision(promote=False, reasons=[reason])
-    report_dir = Path(ctx.site.reports_dir) / "retrain" / run.product / run.run_id
     run.stage = "done"
     _record_event(ctx.registry, run, reason, "keep", "kept", reasons=decision.reasons)
     ctx.say(f"decision: kept; {reason}")
     return RetrainResult(
-        run.product, run.run_id, "kept", "", run.champion, decision, report_dir,
+        run.product, run.run_id, "kept", "", run.champion, decision, None,
         {"challenger_version": record.version, "data": data.summary(),
          "training": run.training, "export_refused": run.export_refused},
     )  # fmt: skip
