@@ -15,9 +15,10 @@ from streamlit.testing.v1 import AppTest
 
 from inspection.core.config import load_site_config
 from inspection.core.registry import Registry
-from inspection.dashboard import thresholds
+from inspection.dashboard import review, thresholds
 from inspection.dashboard.context import SITE_ENV, open_dashboard
 from inspection.store.models import StationBacklog
+from inspection.store.queries import QueueQuery
 from inspection.store.store import InspectionFilter, Store
 from inspection.store.users import add_user, user_identity
 
@@ -297,6 +298,20 @@ def test_review_label_reaches_the_store(seeded_site, site_env) -> None:
     assert [r.reviewer for r in store.reviews_of(first_id)] == ["bob"]
     caption = next(c.value for c in at.caption if "inspections" in c.value)
     assert int(caption.split(" inspections")[0].replace(",", "")) == total_before - 1
+
+
+def test_labelling_the_last_item_still_says_it_was_recorded(seeded_site, site_env) -> None:
+    site_env(seeded_site)
+    store = _store(seeded_site)
+    pending = review.queue_page(store, QueueQuery(), page_size=10_000).rows
+    for row in pending[1:]:  # everything but one already labelled
+        store.add_review(row.id, label="good", reviewer="carl")
+    at = _open("review", user="bob", role="reviewer")
+    at.button(key="rv_btn_false_alarm").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any("False alarm recorded" in s.value for s in at.success)
+    assert any("Nothing to review" in i.value for i in at.info)
+    assert store.get_inspection(pending[0].id).review_label == "false_alarm"
 
 
 def test_review_needs_a_name(seeded_site, site_env, open_mode) -> None:

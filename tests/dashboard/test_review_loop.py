@@ -139,7 +139,7 @@ def _review_in_chromium(driver, url: str, store: Store, truth: np.ndarray) -> st
     paint(driver, [(columns.min() / SIZE, middle), ((columns.max() + 1) / SIZE, middle)])
     _settle(driver)
     _button(driver, "True defect").click()
-    # the queue is empty after it: the page shows no "recorded" message, so ask the store
+    # the store is the proof here (the emptied queue's message: test_pages.py)
     WebDriverWait(driver, 60, poll_frequency=0.5).until(
         lambda _: _reviews_by(store, "painter"), "the painter's review not stored within 60 s"
     )

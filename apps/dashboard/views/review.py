@@ -46,6 +46,15 @@ with st.expander("More filters"):
     )
     page_size = more[1].selectbox("Items per page", [20, 50, 100], key="rv_page_size")
 
+
+def _show_message() -> None:
+    """The last label's outcome, kept until the next label: the region canvas of the next item
+    reruns the page on load."""
+    message = st.session_state.get("rv_message")
+    if message:
+        (st.success if message[0] == "success" else st.error)(message[1])
+
+
 query = QueueQuery(
     product=None if product == "All products" else product,
     station_id=None if station == "All stations" else station,
@@ -70,6 +79,7 @@ if not page.rows and len(starts) > 1:  # everything after this cursor was labell
     st.session_state.update(rv_starts=starts[:-1], rv_cursor=0)
     st.rerun()
 if page.total == 0:
+    _show_message()  # the last item's label: the queue it emptied still says it was recorded
     panels.stop_with(
         "Nothing to review with these filters. NG and borderline inspections land here as "
         "stations report them (after `make demo`: `inspection serve --config "
@@ -218,10 +228,7 @@ with panel:
     nav = st.columns(2)
     nav[0].button("◀ Previous", on_click=_move, args=(-1,), shortcut="P", width="stretch")
     nav[1].button("Next ▶", on_click=_move, args=(1,), shortcut="N", width="stretch")
-    # kept until the next label: the region canvas of the next item reruns the page on load
-    message = st.session_state.get("rv_message")
-    if message:
-        (st.success if message[0] == "success" else st.error)(message[1])
+    _show_message()
 
 part = review.part_frame(board.store, row)
 if not part.empty:  # several cameras judged this part: each view's result
