@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,12 +49,15 @@ class WalkError(RuntimeError):
 
 @dataclass(frozen=True)
 class Block:
-    """One ``bash`` block of the walkthrough: its step (``**N. Title.**``), code and the
-    service it needs (``""``: none)."""
+    """One shell block of a document: its mark or, in the walkthrough, its step (``**N.
+    Title.**``), code, the service it needs (``""``: none), the section around it and the last
+    numbered step before it."""
 
     step: str
     code: str
     needs: str = ""
+    section: str = ""
+    heading: str = ""
 
 
 @dataclass
@@ -78,18 +81,15 @@ class Walk:
 
 
 def walkthrough_blocks(readme: Path = README) -> list[Block]:
-    """The ``bash`` blocks of the README's walkthrough section, in order."""
+    """The shell blocks of the README's walkthrough section, in order, each named by its step."""
     text = readme.read_text(encoding="utf-8")
     if text.count(START) != 1 or text.count(END) != 1:
         raise WalkError(f"{readme}: expected one {START} ... {END} section")
-    section = text.split(START)[1].split(END)[0]
-    blocks, step = [], ""
-    pattern = r"\*\*(\d+\. [^*]+?)\.?\*\*|(<!-- needs: (\w+) -->\n)?```bash\n(.*?)```"
-    for match in re.finditer(pattern, section, re.DOTALL):
-        if match.group(1):
-            step = match.group(1)
-        else:
-            blocks.append(Block(step, match.group(4), match.group(3) or ""))
+    blocks = [
+        replace(block, step=block.heading)
+        for block in command_blocks(readme)
+        if block.section == "walkthrough"
+    ]
     if not blocks:
         raise WalkError(f"{readme}: the walkthrough has no ```bash block")
     return blocks
@@ -98,6 +98,7 @@ def walkthrough_blocks(readme: Path = README) -> list[Block]:
 SHELLS = "bash|sh|shell|console"
 SECTIONS = ("walkthrough", "first-use")
 """README sections whose blocks a test of their own runs in order (``<!-- walkthrough -->``)."""
+STEP = r"\*\*(\d+\. [^*]+?)\.?\*\*"
 
 
 def command_blocks(doc: Path) -> list[Block]:
@@ -115,7 +116,9 @@ def command_blocks(doc: Path) -> list[Block]:
         section = next((s for s in SECTIONS if opened[s] % 2), "")
         mark = match.group(1) or section
         needs = mark.removeprefix("needs: ") if mark.startswith("needs: ") else ""
-        blocks.append(Block(section if needs else mark, match.group(2), needs))
+        steps = re.findall(STEP, before)
+        heading = steps[-1] if steps else ""
+        blocks.append(Block(section if needs else mark, match.group(2), needs, section, heading))
     return blocks
 
 
