@@ -11,6 +11,7 @@ from inspection.core.config import from_mapping, read_yaml
 from inspection.core.errors import ConfigError, RegistryError
 from inspection.core.model_record import check_name
 from inspection.line.links import LINKS, link_kind
+from inspection.line.payload import SIGNED_RECORD
 from inspection.station.config import (
     StationCoreConfig,
     check_moved_keys,
@@ -337,8 +338,10 @@ class LineConfig:
         if self.product not in self.core.products:
             raise ConfigError(f"line config: default_product {self.product!r} is not in products")
         names = [sink.name for sink in self.sinks]
-        if len(set(names)) != len(names):
-            raise ConfigError(f"line config: sink names must be unique, got {names}")
+        if len(set(names)) != len(names) or SIGNED_RECORD in names:
+            raise ConfigError(
+                f"line config: sink names must be unique and not {SIGNED_RECORD!r}, got {names}"
+            )
         self._check_views()
         for key in ("inspect_timeout_s", "retry_window_s"):
             if getattr(self, key) <= 0:

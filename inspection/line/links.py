@@ -27,16 +27,21 @@ class LinkKind:
     """``section``: the link's config (a frozen dataclass with ``enabled``), the YAML key
     ``name``; ``serve(section, handshake.LinkContext) -> Link``: the station's side;
     ``trigger(line_config, *, request_id, product, part_id, timeout_s) -> Answer``: one
-    trigger as the PLC fires it (``station trigger --via name``, described by ``trigger_help``)."""
+    trigger as the PLC fires it (``station trigger --via name``, described by ``trigger_help``);
+    ``plc(*, scan_s) -> softplc.RegisterPlc``: a memory-block link's PLC for tests and benches;
+    ``reads_payloads``: it serves each result's payload as stored (``payload.SIGNED_RECORD``)."""
 
     name: str
     section: type | str
     serve: Callable[..., Link] | str
     trigger: Callable[..., Any] | str | None = None
     trigger_help: str = ""
+    plc: type | str | None = None
+    reads_payloads: bool = False
 
     def load(self, part: str) -> Any:
-        """``section``, ``serve`` or ``trigger``, imported when given as ``"module:attribute"``."""
+        """``section``, ``serve``, ``trigger`` or ``plc``, imported when given as
+        ``"module:attribute"``."""
         value = getattr(self, part)
         if not isinstance(value, str):
             return value
@@ -55,6 +60,11 @@ def register(kind: LinkKind) -> LinkKind:
     return kind
 
 
+def register_plcs() -> dict[str, type]:
+    """The memory-block links' PLCs for tests and benches (``LinkKind.plc``), by link name."""
+    return {name: kind.load("plc") for name, kind in LINKS.items() if kind.plc is not None}
+
+
 def link_kind(name: str) -> LinkKind:
     """The link ``name``; an unknown one raises ``ValueError`` listing the known."""
     if name not in LINKS:
@@ -69,10 +79,12 @@ for _kind in (  # the built-in links
     LinkKind("opcua", f"{_L}.config:OpcUaTriggerConfig", f"{_L}.opcua:OpcUaHandshake",
              f"{_L}.plc:opcua_trigger", "write the PLC's Trigger node, as the PLC would"),
     LinkKind("machine_vision", f"{_L}.config:MachineVisionConfig",
-             f"{_L}.machine_vision.server:VisionSystemServer"),
-    LinkKind("s7", f"{_L}.config:S7Config", f"{_L}.registers:serve_s7"),
-    LinkKind("modbus", f"{_L}.config:ModbusConfig", f"{_L}.registers:serve_modbus"),
+             f"{_L}.machine_vision.server:VisionSystemServer", reads_payloads=True),
+    LinkKind("s7", f"{_L}.config:S7Config", f"{_L}.registers:serve_s7",
+             plc=f"{_L}.softplc:S7Plc"),
+    LinkKind("modbus", f"{_L}.config:ModbusConfig", f"{_L}.registers:serve_modbus",
+             plc=f"{_L}.softplc:ModbusPlc"),
     LinkKind("enip", f"{_L}.enip:EnipConfig", f"{_L}.enip:serve", f"{_L}.enip:enip_trigger",
-             "write the PLC's Trigger tag, as the PLC program would"),
+             "write the PLC's Trigger tag, as the PLC program would", f"{_L}.enip:EnipPlc"),
 ):  # fmt: skip
     register(_kind)

@@ -16,7 +16,7 @@ from inspection.line.camera import Camera, FileSequenceCamera, open_camera
 from inspection.line.config import LineConfig
 from inspection.line.handshake import Answer, ErrorCode, LinkContext, TriggerHandler, View
 from inspection.line.links import Link, link_kind
-from inspection.line.payload import payload_of
+from inspection.line.payload import SIGNED_RECORD, payload_of
 from inspection.line.pki import LinePki
 from inspection.line.publisher import Publisher
 from inspection.line.security import insecure_notice
@@ -34,16 +34,20 @@ log = logging.getLogger(__name__)
 
 def outbox_builder(config: LineConfig) -> OutboxBuilder:
     """One outbox message per configured sink, all carrying the same ``inspection.result/1``,
-    signed with the station's key unless link security is off."""
+    signed with the station's key unless link security is off; its ``SIGNED_RECORD`` too when
+    a served link reads it (``LinkKind.reads_payloads``)."""
     security = config.security
     key = LinePki(security.pki_dir).signing_key(config.station_id) if security.on else None
+    served = [link_kind(name) for name, section in config.links.items() if section.enabled]
+    records = [SIGNED_RECORD] if any(kind.reads_payloads for kind in served) else []
 
     def build(fields: Mapping[str, Any], timings: Mapping[str, float]) -> Sequence[OutboxEntry]:
         payload = payload_of(fields, timings_ms=timings, image_base_url=config.image_base_url)
         if key is not None:
             payload = payload.signed(key)
         text = payload.to_json()
-        return [OutboxEntry(sink.name, payload.request_id, text) for sink in config.sinks]
+        kept = [OutboxEntry(name, payload.request_id, text, delivered=True) for name in records]
+        return kept + [OutboxEntry(sink.name, payload.request_id, text) for sink in config.sinks]
 
     return build
 

@@ -29,11 +29,13 @@ REVIEW_LABELS: tuple[str, ...] = ("defect", "false_alarm", "good", "unsure")
 
 @dataclass(frozen=True)
 class OutboxEntry:
-    """One message to enqueue with an inspection: ``payload`` (JSON text) for ``sink``."""
+    """One message to enqueue with an inspection: ``payload`` (JSON text) for ``sink``;
+    ``delivered``: kept as delivered when written (a record no sink takes)."""
 
     sink: str
     key: str
     payload: str
+    delivered: bool = False
 
 
 SHA_COLUMNS: tuple[str, ...] = ("image_sha", "map_sha", "mask_sha", "overlay_sha")

@@ -11,14 +11,12 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from sqlalchemy import func, select, update
 
 from inspection.store.models import OutboxMessage, as_utc
-
-if TYPE_CHECKING:
-    from inspection.store.store import Store
+from inspection.store.store import Store, StoreError
 
 
 @dataclass(frozen=True)
@@ -89,6 +87,18 @@ class Outbox:
                 )
                 for row in session.scalars(query)
             ]
+
+    def payload(self, inspection_id: str, sink: str) -> str:
+        """The payload of ``inspection_id``'s message to ``sink``, as written (``StoreError``:
+        none)."""
+        query = select(OutboxMessage.payload).where(
+            OutboxMessage.inspection_id == inspection_id, OutboxMessage.sink == sink
+        )
+        with self.store.session() as session:
+            payload = session.scalar(query)
+        if payload is None:
+            raise StoreError(f"inspection {inspection_id!r} has no outbox message for {sink!r}")
+        return payload
 
     def delivered(self, message_id: int, at: datetime | None = None) -> None:
         self._attempted(message_id, delivered_at=at or datetime.now(timezone.utc), last_error=None)

@@ -253,10 +253,7 @@ class Store:
                         return existing
                 session.add(row)
                 rollups.record(session, [row])  # the dashboard's hourly aggregates, same commit
-                session.add_all(
-                    OutboxMessage(inspection_id=row.id, key=e.key, sink=e.sink, payload=e.payload)
-                    for e in outbox
-                )
+                session.add_all(_outbox_message(row, entry) for entry in outbox)
         except IntegrityError:
             existing = self.find_by_request_id(request_id) if request_id else None
             if existing is None:
@@ -369,6 +366,14 @@ class Store:
 
 def _by_request_id(session: Session, request_id: str) -> Inspection | None:
     return session.scalar(select(Inspection).where(Inspection.request_id == request_id))
+
+
+def _outbox_message(row: Inspection, entry: OutboxEntry) -> OutboxMessage:
+    delivered = row.created_at if entry.delivered else None
+    return OutboxMessage(
+        inspection_id=row.id, key=entry.key, sink=entry.sink, payload=entry.payload,
+        delivered_at=delivered,
+    )  # fmt: skip
 
 
 def first_line(exc: BaseException) -> str:

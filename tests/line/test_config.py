@@ -74,6 +74,10 @@ def test_edge_values_in_range_load(tmp_path: Path, section: str, values: dict) -
             {"sinks": [{"name": "mes", "kind": "mqtt", "port": -1}]},
             "sink 'mes': port must be in 1..65535, got -1",
         ),
+        (  # the station's own record of each signed payload
+            {"sinks": [{"name": "signed", "kind": "webhook", "url": "http://mes.example/r"}]},
+            "sink names must be unique and not 'signed'",
+        ),
     ],
 )
 def test_ports_out_of_range_are_refused_by_key(tmp_path: Path, values: dict, message: str) -> None:

@@ -26,10 +26,11 @@ from inspection.line.config import LinkSecurity, MachineVisionConfig
 from inspection.line.machine_vision import RESULT_READY_EVENT, VISION_SYSTEM_TYPE, load_client_types
 from inspection.line.machine_vision.access import add_user, load_users
 from inspection.line.machine_vision.model import ERROR_EVENT
-from inspection.line.payload import ResultPayload
+from inspection.line.payload import SIGNED_RECORD, ResultPayload
 from inspection.line.pki import LinePki
 from inspection.line.security import trust_list_validator
 from inspection.line.station import LineStation
+from inspection.store.outbox import Outbox
 
 from .helpers import free_port, secure
 from .opcua_raw import Attempt, attempt, rogue
@@ -38,6 +39,7 @@ from .station_env import camera_folder, line_config
 NODE_DIR = Path(__file__).parent / "node"
 REPO = Path(__file__).resolve().parents[2]
 PASSWORD = "a long operator password"
+IMAGES = "https://cam-1.plant.example"  # the sinks' image links: the served payload's too
 CAUSE = (ua.Variant(0, ua.VariantType.Int32), ua.Variant("test", ua.VariantType.String))
 
 
@@ -64,7 +66,7 @@ def _build(tmp_path: Path, fp32_bundle: Path, tiny_product: Path, **options) -> 
 
 @pytest.fixture
 def station(tmp_path: Path, fp32_bundle: Path, tiny_product: Path):
-    built = _build(tmp_path, fp32_bundle, tiny_product)
+    built = _build(tmp_path, fp32_bundle, tiny_product, image_base_url=IMAGES)
     yield built
     built.stop()
 
@@ -202,9 +204,13 @@ async def _flow(endpoint: str, pki: LinePki) -> dict:
 
 
 def _check_against_store(station: LineStation, result_id: str, state: int, content: str) -> None:
+    """The served content is the payload as the station signed and stored it, byte for byte
+    (the sinks' payload, image links and all), never one rebuilt from the row."""
     row = station.core.store.get_inspection(result_id)
+    assert content == Outbox(station.core.store).payload(result_id, SIGNED_RECORD)
     payload = ResultPayload.from_json(content)
     payload.verify(load_public_key(station.config.security.pki_dir / "signing" / "cam-1.pub"))
+    assert payload.images["image"] == f"{IMAGES}/v1/inspections/{row.id}/image"
     assert (payload.inspection_id, payload.verdict) == (row.id, row.verdict)
     assert (payload.bundle_id, payload.score) == (row.bundle_id, round(row.score, 6))
     assert len(payload.regions) == len(row.regions)

@@ -12,36 +12,31 @@ from datetime import datetime, timezone
 from typing import Any
 
 from asyncua import ua
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from inspection.line.handshake import Answer
 from inspection.line.machine_vision.access import authorize
 from inspection.line.machine_vision.model import EVENT_FIELDS, ok, result_state
 from inspection.line.machine_vision.space import VisionSpace
-from inspection.line.payload import payload_of
+from inspection.line.payload import SIGNED_RECORD
+from inspection.store.outbox import Outbox
 from inspection.store.store import Store
 
 KEEP_RESULTS = 256
 
 
 class VisionResults:
-    """The last ``KEEP_RESULTS`` results, by ResultId; ``content`` reads a part's from
-    ``store`` (signed with ``key`` unless None)."""
+    """The last ``KEEP_RESULTS`` results, by ResultId; ``content`` reads a part's payload from
+    ``store`` as the station signed and stored it (``payload.SIGNED_RECORD``)."""
 
-    def __init__(
-        self, space: VisionSpace, store: Store, station_id: str, key: Ed25519PrivateKey | None
-    ) -> None:
-        self.space, self.store, self.station_id, self.key = space, store, station_id, key
+    def __init__(self, space: VisionSpace, store: Store, station_id: str) -> None:
+        self.space, self.outbox, self.station_id = space, Outbox(store), station_id
         self._kept: OrderedDict[str, ua.ResultDataType] = OrderedDict()
 
     def content(self, answer: Answer) -> str:
         """The part's ResultContent (in a worker thread: it reads the store)."""
         if answer.inspection_id is None:
             return answer.to_json()
-        row = self.store.get_inspection(answer.inspection_id)
-        fields = {column.name: getattr(row, column.name) for column in row.__table__.columns}
-        payload = payload_of(fields, timings_ms=answer.timings_ms)
-        return (payload.signed(self.key) if self.key is not None else payload).to_json()
+        return self.outbox.payload(answer.inspection_id, SIGNED_RECORD)
 
     async def report(self, answer: Answer, job: str, content: str) -> None:
         """Keep the part's result and fire ``ResultReadyEventType`` (and, for a part without

@@ -47,7 +47,6 @@ from inspection.line.machine_vision.model import RUNNING, ok
 from inspection.line.machine_vision.results import VisionResults
 from inspection.line.machine_vision.space import VisionSpace, build_space
 from inspection.line.opcua import LoopThread
-from inspection.line.pki import LinePki
 from inspection.station.errors import RequestRefused
 
 log = logging.getLogger(__name__)
@@ -71,8 +70,6 @@ class VisionSystemServer(LoopThread):
         self.on_answer = link.counted(SOURCE)
         self.endpoint = f"opc.tcp://{config.host}:{config.port}/inspection"
         self.users_file = config.users_file or link.security.pki_dir / "opcua-users.yaml"
-        security = link.security
-        self._key = LinePki(security.pki_dir).signing_key(link.station_id) if security.on else None
         self._state, self._mode = "Preoperational", "Initialized"
         self._prepared: str | None = None
         self._running: asyncio.Task[None] | None = None
@@ -93,7 +90,7 @@ class VisionSystemServer(LoopThread):
         try:
             self.space = await build_space(self.config, link.security, link.station_id,
                                            self.users_file)  # fmt: skip
-            self.results = VisionResults(self.space, link.store, link.station_id, self._key)
+            self.results = VisionResults(self.space, link.store, link.station_id)
             await self.space.link(self._methods())
             await self._set()
             await self.space.server.start()
