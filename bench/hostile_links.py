@@ -38,12 +38,13 @@ sys.path.insert(0, str(ROOT))
 
 from bench._report import recorded, save_report  # noqa: E402
 from bench._station import Child, demo_test_images, tiny_registry  # noqa: E402
+from inspection.core.config import to_mapping  # noqa: E402
 from inspection.core.registry import Registry  # noqa: E402
 from inspection.line.config import PLC_USER, LinkSecurity  # noqa: E402
 from inspection.line.handshake import Answer  # noqa: E402
 from inspection.line.mosquitto import Broker, free_port  # noqa: E402
 from inspection.line.security import mqtt_client  # noqa: E402
-from inspection.line.softplc import RegisterPlc, SoftPlc  # noqa: E402
+from inspection.line.softplc import ModbusPlc, RegisterPlc, S7Plc, SoftPlc  # noqa: E402
 
 REPORTS = ROOT / "reports" / "plant"
 STATION_ID = "hl-1"
@@ -143,16 +144,7 @@ class MqttPlc:
 Trigger = Callable[[str, str, str], dict[str, Any]]
 
 
-def register_trigger(plc: RegisterPlc) -> Trigger:
-    def trigger(request_id: str, product: str, part_id: str) -> dict[str, Any]:
-        answer = plc.trigger(request_id, product=product, part_id=part_id)
-        return {"verdict": {1: "OK", 2: "NG"}.get(int(answer.result)),
-                "error": int(answer.error_code), "ms": round(answer.seconds * 1000, 1)}  # fmt: skip
-
-    return trigger
-
-
-def opcua_trigger(plc: SoftPlc) -> Trigger:
+def plc_trigger(plc: SoftPlc | RegisterPlc) -> Trigger:
     def trigger(request_id: str, product: str, part_id: str) -> dict[str, Any]:
         answer = plc.trigger(request_id=request_id, product=product, part_id=part_id)
         return {"verdict": {1: "OK", 2: "NG"}.get(int(answer.result)),
@@ -217,7 +209,7 @@ def kill_case(plc: RegisterPlc, station: Child) -> dict[str, Any]:
 
 def wrong_db_case(work: Path, tree: Path, seconds: float = 10.0) -> dict[str, Any]:
     """A station whose S7 section names data block 999 (the PLC holds 100): its attempts."""
-    plc = RegisterPlc("s7")
+    plc = S7Plc()
     try:
         section = {"enabled": True, "port": plc.port, "db": 999, "poll_ms": 10.0}
         station = start(work, tree, {"s7": section}, "wrong-db.log")
@@ -243,13 +235,12 @@ def run_cases(work: Path, tree: Path) -> dict[str, Any]:
     broker.start()
     soft = SoftPlc(f"opc.tcp://127.0.0.1:{free_port()}/plc", security=OFF)
     soft.start()
-    registers = {name: RegisterPlc(name) for name in ("s7", "modbus")}  # type: ignore[arg-type]
+    registers: dict[str, RegisterPlc] = {"s7": S7Plc(), "modbus": ModbusPlc()}
     links = {
         "opcua": {"enabled": True, "endpoint": soft.endpoint},
         "mqtt": {"enabled": True, "port": broker.port},
-        **{name: {"enabled": True, "port": plc.port, "poll_ms": 10.0} | (
-            {"db": 100} if name == "s7" else {"address": 10}) for name, plc in registers.items()},
-    }  # fmt: skip
+        **{name: to_mapping(plc.config(poll_ms=10.0)) for name, plc in registers.items()},
+    }
     station = start(work, tree, links, "station.log")
     mqtt = None
     try:
@@ -257,8 +248,8 @@ def run_cases(work: Path, tree: Path) -> dict[str, Any]:
             plc.connect(timeout_s=120)
         soft.wait_for("Ready", True, 60)
         mqtt = MqttPlc(broker.port)
-        plcs = {name: register_trigger(plc) for name, plc in registers.items()}
-        plcs |= {"opcua": opcua_trigger(soft), "mqtt": mqtt.trigger}
+        plcs = {name: plc_trigger(plc) for name, plc in registers.items()}
+        plcs |= {"opcua": plc_trigger(soft), "mqtt": mqtt.trigger}
         for name, trigger in plcs.items():  # warm-up: every link answers
             trigger(f"warm-{name}", "brick", "")
         report = reuse_cases(work, plcs)

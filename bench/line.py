@@ -64,8 +64,8 @@ from inspection.core.config import to_mapping  # noqa: E402
 from inspection.core.registry import Registry  # noqa: E402
 from inspection.line import security as link  # noqa: E402
 from inspection.line.config import PLC_USER, LinkSecurity  # noqa: E402
-from inspection.line.enip import EnipPlc  # noqa: E402
 from inspection.line.handshake import Answer, ErrorCode  # noqa: E402
+from inspection.line.links import register_plcs  # noqa: E402
 from inspection.line.machine_vision import RESULT_READY_EVENT, load_client_types  # noqa: E402
 from inspection.line.machine_vision.access import add_user  # noqa: E402
 from inspection.line.mosquitto import Broker, Collector, free_port  # noqa: E402
@@ -189,11 +189,17 @@ def section(plc: RegisterPlc, args: argparse.Namespace) -> dict[str, Any]:
     return to_mapping(plc.config(poll_ms=args.poll_ms, heartbeat_ms=args.heartbeat_ms))
 
 
-def answered(answer: PlcAnswer, request_id: str) -> float:
+def register_round(plc: RegisterPlc, request_id: str) -> tuple[float]:
     """Seconds from Trigger written to Done read; a wrong id or an error ends the bench."""
+    answer = plc.trigger(request_id)
     if answer.request_id != request_id or answer.error_code != ErrorCode.NONE:
-        raise SystemExit(f"register PLC: {request_id} answered {answer}")
-    return answer.seconds
+        raise SystemExit(f"{plc.protocol} PLC: {request_id} answered {answer}")
+    return (answer.seconds,)
+
+
+def timed_id(request_id: str, prefix: str) -> bool:
+    """Whether ``request_id`` is a timed round's (``<prefix><round>-<i>``), not a warm-up's."""
+    return request_id.startswith(prefix) and request_id[len(prefix) : len(prefix) + 1].isdigit()
 
 
 def prepare(
@@ -316,8 +322,7 @@ def run(args: argparse.Namespace, mode: str) -> dict[str, Any]:
     broker = Broker(work, persistent=True, security=security, stations=(STATION_ID,))
     broker.start()
     scan_s = args.scan_ms / 1000.0
-    registers = {name: RegisterPlc(name, scan_s=scan_s) for name in ("s7", "modbus")}  # type: ignore[arg-type]
-    registers["enip"] = EnipPlc(scan_s=scan_s)
+    registers = {name: make(scan_s=scan_s) for name, make in register_plcs().items()}
     vision_port = free_port()
     links = {
         "opcua": {
@@ -350,20 +355,20 @@ def run(args: argparse.Namespace, mode: str) -> dict[str, Any]:
         for register in registers.values():
             register.connect()
         mes = VisionMes(vision_endpoint, security, args.product, args.sampling_ms)
-        report["latency"] = timed_rounds(args, {
+        timed_links = {
             "opcua": ("o", lambda r: (plc.trigger(request_id=r).seconds,)),
             "opc40100": ("v", mes.job),
             "mqtt": ("m", lambda r: (mqtt_plc.trigger(r)[1],)),
-            "s7": ("s", lambda r: (answered(registers["s7"].trigger(r), r),)),
-            "modbus": ("b", lambda r: (answered(registers["modbus"].trigger(r), r),)),
-            "enip": ("e", lambda r: (answered(registers["enip"].trigger(r), r),)),
-        })  # fmt: skip
+        } | {name: (f"{name}-", partial(register_round, register))
+             for name, register in registers.items()}  # fmt: skip
+        report["latency"] = timed_rounds(args, timed_links)
         mes.close()
         plcs = {"opcua": plc, **registers}
         report["fault"] = {name: fault_run(args, work, plcs[name], f"f{name}-", broker, station,
                                            results) for name in args.fault_via}  # fmt: skip
         payloads = [ResultPayload.from_json(m) for m in results.wait_for(0, 0)]
-        timed = [p for p in payloads if p.request_id[:1] in "ovmsbe" and p.request_id[1] != "w"]
+        prefixes = [prefix for prefix, _ in timed_links.values()]
+        timed = [p for p in payloads if any(timed_id(p.request_id, x) for x in prefixes)]
         inference = [p.timings_ms["inference_ms"] / 1000.0 for p in timed]
         report["latency"]["model"] = percentiles(inference)
         report["latency"]["verdicts"] = dict(Counter(p.verdict for p in timed))
@@ -481,11 +486,9 @@ LABELS = {
     "opc40100": "OPC 40100 server mode: StartSingleJob called -> ResultReady event received",
     "opc40100_result": "OPC 40100 server mode: StartSingleJob called -> GetResultById returned",
     "mqtt": "MQTT: trigger published -> answer received",
-    "s7": "S7: Trigger written -> Done read by the PLC",
-    "modbus": "Modbus TCP: Trigger written -> Done read by the PLC",
-    "enip": "EtherNet/IP (Logix tags): Trigger written -> Done read by the PLC",
-}
-NO_SECURITY = ("s7", "modbus", "enip")  # the protocols have none (docs/security.md)
+} | {name: f"{plc.label}: Trigger written -> Done read by the PLC"
+     for name, plc in register_plcs().items()}  # fmt: skip
+NO_SECURITY = tuple(register_plcs())  # the memory-block protocols have none (docs/security.md)
 
 
 def latency_rows(runs: dict[str, Any]) -> list[str]:
@@ -590,7 +593,7 @@ def main() -> None:
     parser.add_argument("--triggers", type=int, default=500)
     parser.add_argument("--fault", type=int, default=600)
     parser.add_argument("--fault-via", nargs="*", default=["opcua", "enip"],
-                        choices=("opcua", "s7", "modbus", "enip"), help="Links of fault runs.")  # fmt: skip
+                        choices=("opcua", *register_plcs()), help="Links of fault runs.")  # fmt: skip
     parser.add_argument("--sampling-ms", type=float, default=10.0)
     parser.add_argument("--scan-ms", type=float, default=1.0)
     parser.add_argument("--poll-ms", type=float, default=10.0, help="Station's S7/Modbus poll.")

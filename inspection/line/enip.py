@@ -38,7 +38,7 @@ from typing import Any
 from inspection.line import registers as regs
 from inspection.line.config import LineConfig, PolledLinkConfig
 from inspection.line.handshake import Answer, LinkContext, ResultCode
-from inspection.line.mosquitto import free_port, wait_port
+from inspection.line.mosquitto import wait_port
 from inspection.line.softplc import RegisterPlc
 from inspection.station.config import check_port
 
@@ -137,34 +137,34 @@ class EnipPlc(RegisterPlc):
     cpppo.server.enip``) holds the tags, this side plays the PLC program; given ``config``,
     the real PLC there instead (``inspection station trigger --via enip``)."""
 
-    def __init__(self, config: EnipConfig | None = None, *, scan_s: float = 0.001) -> None:
-        self.protocol, self.scan_s, self.link = "enip", scan_s, None
-        self.process: subprocess.Popen[bytes] | None = None
-        if config is None:
-            self.port = free_port()
-            config = EnipConfig(enabled=True, port=self.port)
-            tags = [f"{config.tag_prefix}{name}=DINT" for name in SCALARS if name != "Score"]
-            tags += [f"{config.tag_prefix}Score=REAL"]
-            tags += [f"{config.tag_prefix}{n}=SINT[{c}]" for n, (_, c) in regs.STRINGS.items()]
-            address = f"--address=127.0.0.1:{self.port}"
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "cpppo.server.enip", address, *tags],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )  # fmt: skip
-            wait_port(self.port)
-        self.section = config
+    protocol, label = "enip", "EtherNet/IP (Logix tags)"
 
-    def config(self, **settings: Any) -> EnipConfig:  # type: ignore[override]
-        """The station's ``enip`` section for this PLC (``settings`` on top)."""
+    def __init__(self, config: EnipConfig | None = None, *, scan_s: float = 0.001) -> None:
+        self.section, self.process = config, None
+        super().__init__(scan_s=scan_s)
+
+    def serve(self) -> None:
+        if self.section is not None:
+            return
+        self.section = config = EnipConfig(enabled=True, port=self.port)
+        tags = [f"{config.tag_prefix}{name}=DINT" for name in SCALARS if name != "Score"]
+        tags += [f"{config.tag_prefix}Score=REAL"]
+        tags += [f"{config.tag_prefix}{n}=SINT[{c}]" for n, (_, c) in regs.STRINGS.items()]
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "cpppo.server.enip", f"--address=127.0.0.1:{self.port}", *tags],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        wait_port(self.port)
+
+    def config(self, **settings: Any) -> EnipConfig:
+        assert self.section is not None  # set by serve
         return EnipConfig(**{"enabled": True, "port": self.section.port} | settings)
 
-    def connect(self, timeout_s: float = 60.0) -> None:
-        self.link = EnipLink(self.section, own=PLC_SIGNALS)  # type: ignore[assignment]
-        self._until(2, 1, timeout_s)
+    def open_link(self) -> EnipLink:
+        assert self.section is not None
+        return EnipLink(self.section, own=PLC_SIGNALS)
 
-    def stop(self) -> None:
-        if self.link is not None:
-            self.link.close()
+    def shutdown(self) -> None:
         if self.process is not None:
             self.process.kill()
             self.process.wait(10)

@@ -11,6 +11,7 @@ import logging
 import threading
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from typing import Protocol
 
 from inspection.core.errors import InspectionError
@@ -172,19 +173,33 @@ class WebhookSink:
         return None
 
 
+def _mqtt_sink(config: SinkConfig, station_id: str, security: LinkSecurity) -> Sink:
+    topic = config.topic.format(station_id=station_id)
+    return MqttSink(config.name, config.host, config.port, topic, security=security,
+                    user=station_id, timeout_s=config.timeout_s)  # fmt: skip
+
+
+def _opcua_sink(config: SinkConfig, station_id: str, security: LinkSecurity) -> Sink:
+    endpoint, node_id = config.endpoint or "", config.node_id or ""  # checked by SinkConfig
+    return OpcUaSink(config.name, endpoint, node_id, security=security,
+                     station_id=station_id, timeout_s=config.timeout_s)  # fmt: skip
+
+
+def _webhook_sink(config: SinkConfig, _station_id: str, security: LinkSecurity) -> Sink:
+    secret = LinePki(security.pki_dir).secret(f"webhook-{config.name}") if security.on else None
+    return WebhookSink(config.name, config.url or "", secret=secret, timeout_s=config.timeout_s)
+
+
+SINKS: dict[str, Callable[[SinkConfig, str, LinkSecurity], Sink]] = {
+    "mqtt": _mqtt_sink, "opcua": _opcua_sink, "webhook": _webhook_sink,
+}  # fmt: skip
+"""Each sink kind's builder (``SinkConfig.kind``)."""
+
+
 def build_sink(config: SinkConfig, *, station_id: str, security: LinkSecurity) -> Sink:
     """The sink ``config`` describes; topics get ``{station_id}`` filled in. Security on, MQTT
     logs in as the station over TLS, OPC UA uses the station's certificate, webhooks are
     signed with ``<pki_dir>/secrets/webhook-<name>`` (made on first use; give it to the MES)."""
-    if config.kind == "mqtt":
-        topic = config.topic.format(station_id=station_id)
-        return MqttSink(config.name, config.host, config.port, topic, security=security,
-                        user=station_id, timeout_s=config.timeout_s)  # fmt: skip
-    if config.kind == "opcua":
-        endpoint, node_id = config.endpoint or "", config.node_id or ""  # checked by SinkConfig
-        return OpcUaSink(config.name, endpoint, node_id, security=security,
-                         station_id=station_id, timeout_s=config.timeout_s)  # fmt: skip
-    if config.kind == "webhook":
-        secret = LinePki(security.pki_dir).secret(f"webhook-{config.name}") if security.on else None
-        return WebhookSink(config.name, config.url or "", secret=secret, timeout_s=config.timeout_s)
-    raise ValueError(f"unknown sink kind {config.kind!r}; use mqtt, opcua or webhook")
+    if config.kind not in SINKS:
+        raise ValueError(f"unknown sink kind {config.kind!r}; use {', '.join(SINKS)}")
+    return SINKS[config.kind](config, station_id, security)

@@ -1,6 +1,6 @@
 """A software PLC for commissioning, tests and benches: ``SoftPlc``, an OPC UA server with the
-handshake signals, and ``RegisterPlc``, the S7 data block or Modbus holding registers in
-python-snap7's or pymodbus's own server.
+handshake signals, and ``RegisterPlc``s, the S7 data block or Modbus holding registers in
+python-snap7's or pymodbus's own server (``S7Plc``, ``ModbusPlc``).
 
 Each plays the PLC's part of the handshake against a running station: set PartId/Product/
 RequestId, raise Trigger, wait for Done, read the answer, drop Trigger, wait for Done to
@@ -13,7 +13,7 @@ import asyncio
 import struct
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from asyncua import ua
 from asyncua.sync import Server, ThreadLoop
@@ -146,52 +146,38 @@ class SoftPlc:
 
 
 class RegisterPlc:
-    """A PLC without OPC UA: the library's own server (python-snap7's, pymodbus's) holds the
-    handshake block (S7 data block 100, or Modbus holding registers from 10 of unit 1), and
-    this side plays the PLC program through a client link, looking every ``scan_s``."""
+    """A PLC without OPC UA: a protocol library's own server holds the handshake block and this
+    side plays the PLC program through a client link, looking every ``scan_s``. One subclass per
+    protocol (``S7Plc``, ``ModbusPlc``, ``enip.EnipPlc``), registered as its link's ``plc``
+    (``links.LinkKind``): ``serve`` starts the server, ``config`` gives the station's section,
+    ``open_link`` the PLC's client link, ``shutdown`` stops the server."""
 
-    DB, ADDRESS = 100, 10
+    protocol: str
+    """The link's name (``links.LINKS``)."""
+    label: str
+    """The protocol as reports name it."""
 
-    def __init__(self, protocol: Literal["s7", "modbus"], *, scan_s: float = 0.001) -> None:
-        self.protocol, self.scan_s, self.port = protocol, scan_s, free_port()
-        self.link: regs.S7Link | regs.ModbusLink | None = None
-        if protocol == "s7":
-            from snap7.server import Server as S7Server  # deferred: only S7 PLCs need it
-            from snap7.type import SrvArea
+    def __init__(self, *, scan_s: float = 0.001) -> None:
+        self.scan_s, self.port = scan_s, free_port()
+        self.link: regs.BlockLink | None = None
+        self.serve()
 
-            self.server, self.block = S7Server(), bytearray(regs.BLOCK_BYTES)
-            self.server.register_area(SrvArea.DB, self.DB, self.block)
-            self.server.start_to("127.0.0.1", self.port)
-            return
-        from pymodbus.datastore import ModbusDeviceContext as Device
-        from pymodbus.datastore import ModbusSequentialDataBlock, ModbusServerContext
-        from pymodbus.server import ModbusTcpServer
+    def serve(self) -> None:
+        raise NotImplementedError
 
-        device = Device(hr=ModbusSequentialDataBlock(1, [0] * 300))
-        context = ModbusServerContext(devices={1: device}, single=False)
+    def config(self, **settings: Any) -> Any:
+        """The station's section for this PLC (``settings`` on top)."""
+        raise NotImplementedError
 
-        async def serve() -> ModbusTcpServer:  # made in the loop that serves it
-            server = ModbusTcpServer(context, address=("127.0.0.1", self.port))
-            self.serving = asyncio.create_task(server.serve_forever())
-            return server
+    def open_link(self) -> regs.BlockLink:
+        raise NotImplementedError
 
-        self.loop = ThreadLoop()
-        self.loop.daemon = True
-        self.loop.start()
-        self.server = self.loop.post(serve())
-        wait_port(self.port)
-
-    def config(self, **settings: Any) -> S7Config | ModbusConfig:
-        """The station's ``s7`` / ``modbus`` section for this PLC (``settings`` on top)."""
-        if self.protocol == "s7":
-            return S7Config(**{"enabled": True, "port": self.port, "db": self.DB} | settings)
-        return ModbusConfig(
-            **{"enabled": True, "port": self.port, "address": self.ADDRESS} | settings
-        )
+    def shutdown(self) -> None:
+        raise NotImplementedError
 
     def connect(self, timeout_s: float = 60.0) -> None:
         """Connect, then wait until the station reports Ready."""
-        self.link = (regs.S7Link if self.protocol == "s7" else regs.ModbusLink)(self.config())  # type: ignore[arg-type]
+        self.link = self.open_link()
         self._until(2, 1, timeout_s)
 
     def read(self) -> bytes:
@@ -244,9 +230,65 @@ class RegisterPlc:
     def stop(self) -> None:
         if self.link is not None:
             self.link.close()
-        if self.protocol == "s7":
-            self.server.stop()
-            self.server.destroy()
-        else:
-            self.loop.post(self.server.shutdown())
-            self.loop.stop()
+        self.shutdown()
+
+
+class S7Plc(RegisterPlc):
+    """S7 data block ``DB`` in python-snap7's server."""
+
+    protocol, label, DB = "s7", "S7", 100
+
+    def serve(self) -> None:
+        from snap7.server import Server as S7Server  # deferred: only S7 PLCs need it
+        from snap7.type import SrvArea
+
+        self.server, self.block = S7Server(), bytearray(regs.BLOCK_BYTES)
+        self.server.register_area(SrvArea.DB, self.DB, self.block)
+        self.server.start_to("127.0.0.1", self.port)
+
+    def config(self, **settings: Any) -> S7Config:
+        return S7Config(**{"enabled": True, "port": self.port, "db": self.DB} | settings)
+
+    def open_link(self) -> regs.S7Link:
+        return regs.S7Link(self.config())
+
+    def shutdown(self) -> None:
+        self.server.stop()
+        self.server.destroy()
+
+
+class ModbusPlc(RegisterPlc):
+    """Modbus holding registers from ``ADDRESS`` of unit 1 in pymodbus's server."""
+
+    protocol, label, ADDRESS = "modbus", "Modbus TCP", 10
+
+    def serve(self) -> None:
+        from pymodbus.datastore import ModbusDeviceContext as Device
+        from pymodbus.datastore import ModbusSequentialDataBlock, ModbusServerContext
+        from pymodbus.server import ModbusTcpServer
+
+        device = Device(hr=ModbusSequentialDataBlock(1, [0] * 300))
+        context = ModbusServerContext(devices={1: device}, single=False)
+
+        async def serve() -> ModbusTcpServer:  # made in the loop that serves it
+            server = ModbusTcpServer(context, address=("127.0.0.1", self.port))
+            self.serving = asyncio.create_task(server.serve_forever())
+            return server
+
+        self.loop = ThreadLoop()
+        self.loop.daemon = True
+        self.loop.start()
+        self.server = self.loop.post(serve())
+        wait_port(self.port)
+
+    def config(self, **settings: Any) -> ModbusConfig:
+        return ModbusConfig(
+            **{"enabled": True, "port": self.port, "address": self.ADDRESS} | settings
+        )
+
+    def open_link(self) -> regs.ModbusLink:
+        return regs.ModbusLink(self.config())
+
+    def shutdown(self) -> None:
+        self.loop.post(self.server.shutdown())
+        self.loop.stop()
