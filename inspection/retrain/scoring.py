@@ -77,46 +77,47 @@ def evaluate_bundles(
             inspector.inspect(first)
     scores = {role: [] for role in roles}
     maps = {role: [] for role in roles}
+    ranked = {role: [] for role in roles}  # raw maps: pixel AUROC and AUPRO
     latencies = {role: [] for role in roles}
     for index, item in enumerate(items):
         # Each bundle reads 16-bit images at the bit depth it was trained on (``source_bits``).
         images = {depth: read_image(item.path, bits=depth) for depth in set(bits.values())}
         for role in roles if index % 2 == 0 else roles[::-1]:
-            result = inspectors[role].inspect(images[bits[role]])
+            raw = inspectors[role].infer_raw(images[bits[role]])
+            result = inspectors[role].judge_raw(raw)
             scores[role].append(result.score)
             latencies[role].append(result.latency_ms)
-            maps[role].append(
-                cv2.resize(result.anomaly_map, (width, height), interpolation=cv2.INTER_AREA)
-            )
+            for kept, array in ((maps, result.anomaly_map), (ranked, raw.anomaly_map)):
+                kept[role].append(cv2.resize(array, (width, height), interpolation=cv2.INTER_AREA))
         if on_image is not None:
             on_image(index)
     masks = np.stack([read_mask(item.mask_path, (height, width)) for item in items])
     known = np.array([item.has_pixel_truth for item in items], dtype=bool)
-    return {
-        role: _evaluation(
-            role, inspectors[role], scores[role], maps[role], latencies[role], masks, known, items
-        )
-        for role in roles
-    }
+    evaluations = {}
+    for role in roles:
+        outputs = (scores[role], maps[role], ranked[role], latencies[role])
+        evaluations[role] = _evaluation(role, inspectors[role], outputs, masks, known, items)
+    return evaluations
 
 
 def _evaluation(
     role: str,
     inspector: Any,
-    scores: list[float],
-    maps: list[np.ndarray],
-    latencies: list[float],
+    outputs: tuple[list[float], list[np.ndarray], list[np.ndarray], list[float]],
     masks: np.ndarray,
     known: np.ndarray,
     items: Sequence[EvalItem],
 ) -> BundleEvaluation:
+    """``outputs``: per item the station's score, its (judged) map, the raw (ranked) map and
+    the latency."""
+    scores, maps, raw_maps, latencies = outputs
     score_array = np.asarray(scores, dtype=np.float32)
     map_array = np.stack(maps)
     segmentation = inspector.metadata.segmentation_rule
     judged = judge_all(score_array, map_array, inspector.threshold, segmentation)
     labels = np.asarray([item.label for item in items], dtype=np.int64)
     metrics = compute_metrics(
-        score_array, labels, map_array, masks, [item.defect_type for item in items], judged,
+        score_array, labels, np.stack(raw_maps), masks, [item.defect_type for item in items], judged,
         image_threshold=inspector.threshold, segmentation=segmentation.describe(),
         mask_known=known,
     )  # fmt: skip

@@ -221,6 +221,11 @@ class Inspector:
         ``started``: the ``perf_counter`` time the inspection began when the caller did work
         before (decoding); the latency and the latency budget count from it."""
         threshold = self._threshold if threshold is None else check_threshold(threshold)
+        return self.judge_raw(self.infer_raw(image, started=started), threshold=threshold)
+
+    def infer_raw(self, image: np.ndarray, *, started: float | None = None) -> RawImageOutputs:
+        """One (H, W, 3) uint8 RGB image's raw outputs, before ``judge_raw`` (``inspect``
+        is both; ``started`` as there)."""
         start = time.perf_counter()
         ready = self.prepare(image)
         tensor = preprocess(ready.image, self.metadata.preprocessing)
@@ -232,11 +237,10 @@ class Inspector:
             "infer": (inferred - prepared) * 1e3,
         }
         origin = start if started is None else started
-        outputs = RawImageOutputs(
+        return RawImageOutputs(
             ready.image, float(raw.scores[0]), raw.maps[0], origin, timings, raw.components[0],
             ready.alignment, ready.input_warnings,
         )  # fmt: skip
-        return self.judge_raw(outputs, threshold=threshold)
 
     def inspect_batch(self, images: Sequence[np.ndarray]) -> list[InspectionResult]:
         """Judge several images with one batched inference; latency is the per-image share.
