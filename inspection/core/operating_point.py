@@ -52,8 +52,9 @@ MAX_TRANSFER_RESIDUAL = 0.05
 """Out-of-fold scores carried into a bundle's score space (``fit_transfer``) are used as they
 are only when the line's largest good-pair residual is at most this share of the threshold's
 margin above the median good score (``ScoreTransfer.residual_share``; |threshold| is no
-scale: with local statistics fused it sits near 0). Above, the threshold is raised by that
-residual (``ThresholdChoice.transfer_raise``)."""
+scale: with local statistics fused it sits near 0). Above, each carried score stands for its
+sums with every good-pair residual (``convolved``) when the threshold is set, and the rise
+is recorded (``ThresholdChoice.transfer_raise``)."""
 
 
 @dataclass(frozen=True)
@@ -116,9 +117,12 @@ class ThresholdChoice:
     none carried). Bundles exported before this rule recorded a share of |threshold|, on all
     pairs, and were never raised."""
     transfer_raise: float | None = None
-    """Raw amount the carried scores were raised by (``transfer_residual`` above
-    ``MAX_TRANSFER_RESIDUAL``): the line's largest good-pair residual, so the bound holds for
-    every part whose bundle score lies within it of the line (None: carried as they are)."""
+    """Raw amount the threshold sits above the one the carried scores set as they are, because
+    it was set on them convolved with the line's good-pair residuals (``transfer_residual``
+    above ``MAX_TRANSFER_RESIDUAL``; ``convolved``): the bound then holds for a new part whose
+    residual is exchangeable with the pairs' (None: carried as they are). Bundles exported
+    before 28 Nov 2026 recorded the line's largest residual, which every carried score was
+    raised by; the threshold rose by about as much."""
     n_below_largest: int | None = None
     """Threshold above the largest good score (k = n, budget only): ``more_good_estimate``'s
     fewest good scores that put it below (199 at 1 %) and miss there (None: no defects)."""
@@ -138,7 +142,7 @@ class ThresholdChoice:
     @property
     def bound_guaranteed(self) -> bool:
         """False when carried scores set the threshold through a line whose residual is above
-        ``MAX_TRANSFER_RESIDUAL`` of its margin and the threshold was not raised by it."""
+        ``MAX_TRANSFER_RESIDUAL`` of its margin and their residuals were not accounted for."""
         if self.transfer_residual is None or self.transfer_raise is not None:
             return True
         return self.transfer_residual <= MAX_TRANSFER_RESIDUAL
@@ -156,9 +160,7 @@ class ThresholdChoice:
             f"of {self.n_good} good scores, false reject <= {self.false_reject_bound:.2%}"
         )
         if self.transfer_raise is not None:
-            text += (
-                f" (carried scores raised by {self.transfer_raise:.3g}, their transfer residual)"
-            )
+            text += f" (raised by {self.transfer_raise:.3g} for the carried scores' residuals)"
         if not self.sufficient:
             text += f" (too few good scores for the budget: {self.n_needed} needed)"
         if self.n_below_largest is not None and self.miss_below_largest is not None:
@@ -232,12 +234,17 @@ def choose_threshold(
     defect_scores: np.ndarray | None = None,
     good_sources: Mapping[str, int] | None = None,
     confidence: float | None = None,
+    good_weights: np.ndarray | None = None,
 ) -> ThresholdChoice:
     """The raw threshold ``point`` sets on (G,) good and (D,) defective calibration scores
     (without defects only ``false_reject_budget`` applies). ``confidence`` (budget only): keep
     the budget with this probability for these very scores (``confident_rank``), not only
-    marginally; ``false_reject_bound`` is then the rate's upper bound at that confidence."""
+    marginally; ``false_reject_bound`` is then the rate's upper bound at that confidence.
+    ``good_weights`` (G,) > 0 summing to a whole number n (``convolved``; default 1 each): the
+    good images counted, rank k and bound are of n, k reached by cumulative weight."""
     good = _finite(good_scores, "good_scores")
+    weights = _weights(good_weights, good.size)
+    given = None if (weights == 1.0).all() else weights  # unit weights: the plain estimate
     bad = _finite(defect_scores, "defect_scores") if defect_scores is not None else np.empty(0)
     if good.size == 0:
         raise ConfigError("an operating point needs at least one good calibration score")
@@ -248,14 +255,14 @@ def choose_threshold(
         )
     common = dict(
         policy=point.policy, budget=point.budget, max_miss=point.max_miss,
-        n_good=int(good.size), n_defective=int(bad.size),
+        n_good=round(float(weights.sum())), n_defective=int(bad.size),
         good_sources=dict(good_sources) if good_sources else None, miss_bound=point.miss_bound,
     )  # fmt: skip
     if point.policy == "false_reject_budget":
-        threshold, rank, bound, needed = _budget_threshold(good, point.budget, confidence)
+        threshold, rank, bound, needed = _budget_threshold(good, point.budget, confidence, weights)
         common.update(rank=rank, false_reject_bound=round(bound, 6), n_needed=needed)
-        if rank == good.size and bad.size and confidence is None:
-            common.update(more_good_estimate(good, bad, point.budget))
+        if rank == common["n_good"] and bad.size and confidence is None:
+            common.update(more_good_estimate(good, bad, point.budget, given))
     elif point.policy == "f1":
         labels = np.r_[np.zeros(good.size), np.ones(bad.size)]
         threshold = f1_adaptive_threshold(np.r_[good, bad], labels)[0]
@@ -263,20 +270,26 @@ def choose_threshold(
         threshold = _max_miss_threshold(bad, point.max_miss)
     return ThresholdChoice(
         threshold=threshold,
-        calibration_false_reject=round(float((good >= threshold).mean()), 6),
+        calibration_false_reject=round(float(np.average(good >= threshold, weights=weights)), 6),
         calibration_miss=round(float((bad < threshold).mean()), 6) if bad.size else None,
         **common,
     )
 
 
 def _budget_threshold(
-    good: np.ndarray, budget: float, confidence: float | None = None
+    good: np.ndarray,
+    budget: float,
+    confidence: float | None = None,
+    weights: np.ndarray | None = None,
 ) -> tuple[float, int, float, int | None]:
     """(threshold, k, bound, n_needed or None): strictly above the k-th smallest good score,
     half-way to the next larger one (any value in between keeps the guarantee; the middle
-    leaves room for an exported graph's rounding)."""
-    ordered = np.sort(good)
-    n = len(ordered)
+    leaves room for an exported graph's rounding). With ``weights`` (summing to n): above the
+    smallest score at which their cumulative sum reaches k."""
+    order = np.argsort(good, kind="stable")
+    ordered = good[order]
+    cumulative = np.cumsum(np.ones(good.size) if weights is None else weights[order])
+    n = round(float(cumulative[-1]))
     if confidence is None:
         rank = conformal_rank(n, budget)
         bound = conformal_bound(n, rank)
@@ -286,22 +299,30 @@ def _budget_threshold(
         bound = confident_bound(n, rank, confidence)
         needed = None if rank <= n else confident_n_needed(budget, confidence)
     k = min(rank, n)
-    at = float(ordered[k - 1])
+    at = float(ordered[min(int(np.searchsorted(cumulative, k - 1e-9)), good.size - 1)])
     above = ordered[ordered > at]
     span = float(ordered[-1] - ordered[0]) or abs(at) or 1.0
     threshold = 0.5 * (at + float(above[0])) if above.size else at + 0.05 * span
     return threshold, k, bound, needed
 
 
-def more_good_estimate(good: np.ndarray, bad: np.ndarray, budget: float) -> dict[str, Any]:
+def more_good_estimate(
+    good: np.ndarray, bad: np.ndarray, budget: float, weights: np.ndarray | None = None
+) -> dict[str, Any]:
     """What more good scores buy when the threshold sits above the largest of the (G,) ``good``:
     ``n_below_largest``, the fewest N whose conformal rank k leaves one above it, and
     ``miss_below_largest``, the share of (D,) ``bad`` below the k / (N + 1) quantile of ``good``
-    (a plug-in estimate, not a guarantee; ``reports/operating_point/small_n.md`` measures it)."""
-    n = max(n_needed(budget), len(good) + 1)
+    (``weights``: weighted; a plug-in estimate, not a guarantee;
+    ``reports/operating_point/small_n.md`` measures it)."""
+    count = len(good) if weights is None else round(float(np.sum(weights)))
+    n = max(n_needed(budget), count + 1)
     while conformal_rank(n, budget) > n - 1:
         n += 1
-    level = np.quantile(good, conformal_rank(n, budget) / (n + 1))
+    level = conformal_rank(n, budget) / (n + 1)
+    if weights is not None:
+        level = np.quantile(good, level, weights=weights, method="inverted_cdf")
+    else:
+        level = np.quantile(good, level)
     return {"n_below_largest": n, "miss_below_largest": round(float((bad < level).mean()), 4)}
 
 
@@ -335,6 +356,20 @@ def _max_miss_threshold(bad: np.ndarray, max_miss: float) -> float:
     ordered = np.sort(bad)
     allowed = math.floor(round(max_miss * len(ordered), 9))
     return float(ordered[min(allowed, len(ordered) - 1)])
+
+
+def _weights(weights: np.ndarray | None, size: int) -> np.ndarray:
+    """(size,) positive weights summing to a whole number (default: 1 each)."""
+    if weights is None:
+        return np.ones(size)
+    array = _finite(weights, "good_weights")
+    total = float(array.sum())
+    if array.size != size or (array <= 0).any() or abs(total - round(total)) > 1e-6:
+        raise ValueError(
+            f"good_weights: need {size} positive weights summing to a whole number, got "
+            f"{array.size} summing to {total}"
+        )
+    return array
 
 
 def _finite(values: np.ndarray | Sequence[float], name: str) -> np.ndarray:
@@ -497,12 +532,14 @@ def good_map_threshold(good_map_peaks: np.ndarray, budget: float) -> float:
 @dataclass(frozen=True)
 class ScoreTransfer:
     """``target = slope * source + intercept``, fitted by least squares on ``n_pairs`` images
-    scored in both spaces; ``max_residual``: the largest |error| on them (target units)."""
+    scored in both spaces; ``max_residual``: the largest |error| on them (target units);
+    ``residuals``: each pair's target minus the line's prediction."""
 
     slope: float
     intercept: float
     n_pairs: int
     max_residual: float
+    residuals: tuple[float, ...] = ()
 
     def apply(self, scores: np.ndarray) -> np.ndarray:
         return self.slope * np.asarray(scores, dtype=np.float64) + self.intercept
@@ -526,5 +563,22 @@ def fit_transfer(source: np.ndarray, target: np.ndarray) -> ScoreTransfer:
         slope, intercept = 1.0, float(np.median(y - x))
     else:
         slope, intercept = (float(v) for v in np.polyfit(x, y, 1))
-    residual = float(np.abs(slope * x + intercept - y).max())
-    return ScoreTransfer(slope, intercept, int(x.size), residual)
+    residuals = y - (slope * x + intercept)
+    return ScoreTransfer(
+        slope, intercept, int(x.size), float(np.abs(residuals).max()), tuple(residuals.tolist())
+    )
+
+
+def convolved(carried: np.ndarray, residuals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(G * R,) scores and weights standing for (G,) ``carried`` scores whose true values each
+    lie off them by one of (R,) ``residuals`` (signed, ``ScoreTransfer.residuals``), all
+    equally likely: every sum ``carried[j] + residuals[i]`` weighs 1 / R, so a threshold of
+    ``choose_threshold(..., good_weights=)`` counts G good images and its k-th is reached
+    when the expected count of carried scores truly below it is k. The bound is then
+    conformal in the G images, the residuals' distribution a plug-in from their pairs."""
+    carried = _finite(carried, "carried")
+    residual = _finite(residuals, "residuals")
+    if residual.size == 0:
+        raise ValueError("convolved needs at least one residual")
+    sums = (carried[:, None] + residual[None, :]).reshape(-1)
+    return sums, np.full(sums.size, 1.0 / residual.size)

@@ -5,10 +5,16 @@ scores (``core.registry.GoodScores``, the torch model's) join its good validatio
 ``core.calibration.calibrate`` once carried into the bundle's score space by a line fitted on
 good images both scored (``core.operating_point.fit_transfer``). The line's largest residual, as
 a share of the threshold's margin above the median good score, is recorded
-(``ThresholdChoice.transfer_residual``); above ``MAX_TRANSFER_RESIDUAL`` every carried score is
-first raised by that residual (``transfer_raise``), so the bound holds for any part within the
-residual of the line. Raising, not dropping them: validation alone took brick INT8's held-out
-false rejects from 0 to 2 of 7 and refused grass INT8 (reports/statistics/transfer_gate.md).
+(``ThresholdChoice.transfer_residual``). Above ``MAX_TRANSFER_RESIDUAL`` the threshold is set
+on every carried score plus every good-pair residual, each sum weighing 1 / (pairs)
+(``core.operating_point.convolved``), the conformal rank of the carried images' count. The
+assumption: a new good part's residual off the line is exchangeable with the pairs' and
+independent of its torch score, so its bundle score is distributed as that convolution; the
+bound is conformal in the images, the residual distribution a plug-in from the pairs. The
+threshold's rise is recorded (``transfer_raise``). Before, every carried score was raised by
+the single largest |residual|: one good pair decided the threshold (reports/runtime/int8.md).
+Dropping carried scores instead took brick INT8's held-out false rejects from 0 to 2 of 7
+(reports/statistics/transfer_gate.md).
 An ROI bundle takes them only when they were scored through the same ROI; a fused bundle
 calibrates on its own out-of-fold fused scores (``fused_out_of_fold``); one whose good
 validation scores fitted its local-statistics standardisers, on the carried scores alone.
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -70,14 +77,14 @@ def calibrate_bundle(
     outputs = run(validation)
     with_validation = fused or good_scores.validation_calibrates
 
-    def calibrated(extra: np.ndarray | None) -> Calibration:
+    def calibrated(extra: np.ndarray | None, residuals: np.ndarray | None = None) -> Calibration:
         sources = {"validation": int((outputs.labels == 0).sum())} if with_validation else {}
         if extra is not None:
             sources["out_of_fold_train"] = len(extra)
         return calibrate(
             outputs.scores, outputs.maps, outputs.labels, outputs.masks, outputs.defect_types,
             mask_known=outputs.mask_known, point=point, extra_good_scores=extra,
-            good_sources=sources, validation_good=with_validation,
+            good_sources=sources, validation_good=with_validation, extra_residuals=residuals,
         )  # fmt: skip
 
     if fused:
@@ -95,18 +102,22 @@ def calibrate_bundle(
     share = transfer.residual_share(calibration.operating.threshold, good)
     if share <= MAX_TRANSFER_RESIDUAL:
         return _with_transfer(calibration, share, None)
+    raised = calibrated(oof, np.asarray(transfer.residuals))
+    rise = (raised.operating.threshold if raised.operating else math.nan) - (
+        calibration.operating.threshold
+    )
     log.warning(
         "the out-of-fold scores carry to this bundle with a residual of %.1f%% of the "
-        "threshold's margin (more than %.0f%%): each is raised by it (%.4g) before the "
-        "threshold is set",
-        100 * share, 100 * MAX_TRANSFER_RESIDUAL, transfer.max_residual,
+        "threshold's margin (more than %.0f%%): the threshold is set on them convolved with "
+        "the %d pairs' residuals (%+.4g raw)",
+        100 * share, 100 * MAX_TRANSFER_RESIDUAL, transfer.n_pairs, rise,
     )  # fmt: skip
-    raised = calibrated(oof + transfer.max_residual)
-    return _with_transfer(raised, share, transfer.max_residual)
+    return _with_transfer(raised, share, rise)
 
 
 def _with_transfer(calibration: Calibration, share: float, raise_by: float | None) -> Calibration:
-    """``calibration`` whose operating record names the transfer residual share and the raise."""
+    """``calibration`` whose operating record names the transfer residual share and the
+    threshold's rise for the residuals."""
     if calibration.operating is None:
         return calibration
     operating = dataclasses.replace(
