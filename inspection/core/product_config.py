@@ -102,7 +102,8 @@ class ModelConfig:
     bank_augment: tuple[str, ...] = ()  # views of each training image added to the bank
     # the mixed model (training.models.mixed): a supervised head learned from the labelled
     # defects (train/<defect>) fused with PatchCore; auto: fitted where the dataset has them,
-    # kept where validation shows it helps; true: always (the dataset must have them)
+    # kept where it misses fewer defects out of fold (mixed.keep); true: always (the dataset
+    # must have them)
     supervised: bool | Literal["auto"] = False
     # STFPM
     max_epochs: int = 5

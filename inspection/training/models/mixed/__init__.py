@@ -33,11 +33,12 @@ import torch
 import torch.nn.functional as F
 
 from inspection.core.errors import DatasetError
-from inspection.core.metrics import image_auroc
+from inspection.core.operating_point import OperatingPoint
 from inspection.core.product_config import ModelConfig
 from inspection.data.dataset import Dataset, Sample
 from inspection.training.backbones import ResolvedWeights, channels_last
 from inspection.training.models.common import ModelKind
+from inspection.training.models.mixed import keep
 from inspection.training.models.mixed.head import (
     SupervisedHead,
     head_network,
@@ -64,8 +65,6 @@ BATCH = 16
 """Grids (images) per step, drawn seeded from the labelled and the good ones."""
 LEARNING_RATE = 3e-3
 WEIGHT_DECAY = 1e-4
-MIN_GAIN = 0.01
-"""Validation image AUROC the head must add to be kept (as ``local_statistics: auto``)."""
 FUSION = (
     "per cell max(kNN distance, a + b * (logit - c) / d): (a, b) and (c, d) the median and "
     "largest-minus-median of the good validation images' distance and logit peaks"
@@ -86,10 +85,10 @@ class SupervisedChoice:
     cells: dict[str, int] = field(default_factory=dict)
     """Training cells: ``positive``, ``negative``, ``image_level`` (images)."""
     seconds: float = 0.0
-    validation: dict[str, float] = field(default_factory=dict)
-    """On the validation split, of the maps' peaks: image AUROC of ``patchcore`` (the kNN
-    distance alone) and ``mixed``, and ``<name>_missed``: defects at or below the largest
-    good peak."""
+    evidence: dict[str, float] = field(default_factory=dict)
+    """What ``supervised: auto`` decided on (``keep.decide``): ``defects`` and ``good``
+    images judged; of ``patchcore`` (the kNN distance alone) and ``mixed``: ``<name>_missed``
+    and ``<name>_rejected`` at the config's operating point, ``<name>_auroc``."""
     fusion: str = FUSION
 
 
@@ -143,7 +142,8 @@ def fit_for_model(
 ) -> SupervisedChoice | None:
     """Fit the mixed model's head of a trained anomalib ``Patchcore`` (None when ``config``
     is not supervised); off, with the reason, where calibration could not stay disjoint or
-    (``gate``, ``supervised: auto``) where validation does not show it helps (``_decide``)."""
+    (``gate``, ``supervised: auto``) where it does not lower the misses at the false-reject
+    budget on defects it did not learn from (``keep``)."""
     if config.supervised is not True:
         return None
     train = dataset.train_samples
@@ -160,16 +160,16 @@ def fit_for_model(
     with torch.no_grad(), channels_last(inner):
         good_grid, good_distance = _cells(model, good, size, bits, leave_own_out=True)
         grid, distance = _cells(model, labelled, size, bits)
+        checked = _Checked(*_cells(model, validation, size, bits), _labels(validation))
     targets, weights, image_level = _targets(labelled, size, grid.shape[-2:])
-    _set_input_standardisers(head, good_grid, good_distance)
-    counts = _fit_head(
-        head, torch.cat([good_grid, grid]), torch.cat([good_distance, distance]),
-        torch.cat([torch.zeros_like(good_distance), targets]),
-        torch.cat([torch.ones_like(good_distance), weights]),
-        torch.cat([torch.zeros(len(good), dtype=torch.bool), image_level]), config.seed,
-    )  # fmt: skip
-    evidence = _fit_fusion(model, head, validation, size, bits)
-    kept, reason = _decide(evidence, len(labelled)) if gate else (True, "supervised: true")
+    teaching = _Teaching(good_grid, good_distance, grid, distance, targets, weights, image_level)
+    counts = _teach(head, teaching, config.seed)
+    _fit_fusion(head, checked)
+    kept, reason, evidence = True, "supervised: true", {}
+    if gate:
+        judge = _Judge(model, teaching, checked, size, config.seed)
+        kinds = [s.defect_type for s in labelled]
+        kept, reason, evidence = judge.decide(head, kinds, config.operating_point)
     if not kept:
         inner.supervised = SupervisedHead()  # empty: the model scores as PatchCore
     kinds = sorted({s.defect_type for s in labelled})
@@ -177,26 +177,110 @@ def fit_for_model(
         kept, reason,
         labelled={k: sum(s.defect_type == k for s in labelled) for k in kinds},
         masked=sum(s.mask_path is not None for s in labelled), good_images=len(good),
-        cells=counts, seconds=round(time.perf_counter() - started, 2), validation=evidence,
+        cells=counts, seconds=round(time.perf_counter() - started, 2), evidence=evidence,
     )  # fmt: skip
     logger.info("mixed model: %s in %.1f s", reason, choice.seconds)
     return choice
 
 
-def _decide(evidence: dict[str, float], labelled: int) -> tuple[bool, str]:
-    """Keep the head only where validation shows it helps: image AUROC of the maps' peaks up
-    by ``MIN_GAIN`` and no more validation defects missed at the largest good score. A head
-    that learned too little would only add its own false alarms to the good parts' tail."""
-    if not evidence:
-        return True, f"learned from {labelled} labelled defects (no validation defects to judge)"
-    gain = evidence["mixed"] - evidence["patchcore"]
-    more = evidence["mixed_missed"] - evidence["patchcore_missed"]
-    figures = (f"validation AUROC {evidence['patchcore']:.3f} -> {evidence['mixed']:.3f}, missed "
-               f"at the largest good {evidence['patchcore_missed']:.0f} -> "
-               f"{evidence['mixed_missed']:.0f}")  # fmt: skip
-    if gain >= MIN_GAIN and more <= 0:
-        return True, f"learned from {labelled} labelled defects: {figures}"
-    return False, f"off: learned from {labelled} labelled defects, not enough ({figures})"
+@dataclass(frozen=True)
+class _Checked:
+    """The validation images' cells: grids (N, C, h, w), kNN distances (N, 1, h, w), labels
+    (N,) 0/1."""
+
+    grid: torch.Tensor
+    distance: torch.Tensor
+    labels: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Teaching:
+    """What a head learns from: the good images' cells (distances without their own bank
+    rows), the labelled images' cells with their ``_targets``."""
+
+    good_grid: torch.Tensor
+    good_distance: torch.Tensor
+    grid: torch.Tensor
+    distance: torch.Tensor
+    targets: torch.Tensor
+    weights: torch.Tensor
+    image_level: torch.Tensor
+
+    def subset(self, good: np.ndarray, labelled: np.ndarray) -> _Teaching:
+        """The images where the (G,) ``good`` and (L,) ``labelled`` bool masks are true."""
+        g, d = torch.from_numpy(good), torch.from_numpy(labelled)
+        return _Teaching(
+            self.good_grid[g], self.good_distance[g], self.grid[d], self.distance[d],
+            self.targets[d], self.weights[d], self.image_level[d],
+        )  # fmt: skip
+
+
+def _teach(head: SupervisedHead, teaching: _Teaching, seed: int) -> dict[str, int]:
+    """Fit ``head``'s input standardisers and weights on ``teaching``; the cell counts."""
+    t = teaching
+    _set_input_standardisers(head, t.good_grid, t.good_distance)
+    return _fit_head(
+        head, torch.cat([t.good_grid, t.grid]), torch.cat([t.good_distance, t.distance]),
+        torch.cat([torch.zeros_like(t.good_distance), t.targets]),
+        torch.cat([torch.ones_like(t.good_distance), t.weights]),
+        torch.cat([torch.zeros(len(t.good_grid), dtype=torch.bool), t.image_level]), seed,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Judge:
+    """The keep rule's evidence (``keep``): map peaks of the kNN distance alone and of the
+    fused cells, every defect scored by a head it did not teach."""
+
+    model: Any
+    teaching: _Teaching
+    checked: _Checked
+    size: tuple[int, int]
+    seed: int
+
+    def peaks(self, cells: torch.Tensor) -> np.ndarray:
+        """(N,) peaks of the maps of (N, 1, h, w) cells after anomalib's upsampling and blur."""
+        with torch.no_grad():
+            maps = self.model.model.anomaly_map_generator(cells, self.size)
+        return maps.amax(dim=(1, 2, 3)).double().numpy()
+
+    def decide(
+        self, head: SupervisedHead, kinds: list[str], point: OperatingPoint
+    ) -> tuple[bool, str, dict[str, float]]:
+        t, c = self.teaching, self.checked
+        good = c.labels == 0
+        with torch.no_grad():
+            fused = self.peaks(head.fuse(c.grid, c.distance))
+        distance = self.peaks(c.distance)
+        patchcore = keep.Peaks(distance[good], distance[~good])
+        mixed = keep.Peaks(fused[good], fused[~good])
+        folds = keep.cross_fitted(self.fold, len(t.good_grid), kinds)
+        if folds is not None:
+            patchcore = keep.Peaks(
+                np.concatenate([patchcore.good, self.peaks(t.good_distance)]),
+                np.concatenate([patchcore.defect, self.peaks(t.distance)]),
+            )
+            mixed = keep.Peaks(
+                np.concatenate([mixed.good, folds[0]]), np.concatenate([mixed.defect, folds[1]])
+            )
+        return keep.decide(patchcore, mixed, point, len(kinds))
+
+    def fold(self, good: np.ndarray, labelled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A head taught by the ``good`` and ``labelled`` images (bool masks), fused as the
+        model's; its peaks of the images left out."""
+        head = SupervisedHead()
+        _teach(head, self.teaching.subset(good, labelled), self.seed)
+        _fit_fusion(head, self.checked)
+        held = self.teaching.subset(~good, ~labelled)
+        with torch.no_grad():
+            return (
+                self.peaks(head.fuse(held.good_grid, held.good_distance)),
+                self.peaks(head.fuse(held.grid, held.distance)),
+            )
+
+
+def _labels(samples: Sequence[Sample]) -> np.ndarray:
+    return np.asarray([s.label for s in samples], dtype=np.int64)
 
 
 def _cells(
@@ -302,33 +386,13 @@ def _fit_head(
     return {"positive": n_pos, "negative": n_neg, "image_level": int(image_level.sum())}
 
 
-def _fit_fusion(
-    model: Any,
-    head: SupervisedHead,
-    validation: Sequence[Sample],
-    size: tuple[int, int],
-    bits: int,
-) -> dict[str, float]:
+def _fit_fusion(head: SupervisedHead, checked: _Checked) -> None:
     """Set the fusion's standardisers on the good validation images' distance and logit
-    peaks; returns the validation evidence of the distance alone (``patchcore``) and of the
-    mixed cells (``mixed``), both as the maps' peaks after anomalib's blur: image AUROC and
-    the defects missed at the largest good peak ({} without validation defects)."""
-    inner = model.model
-    with torch.no_grad(), channels_last(inner):
-        grid, distance = _cells(model, validation, size, bits)
-        logits = head.logits(grid, distance)
-    labels = np.asarray([s.label for s in validation])
-    good = labels == 0
-    distance_peaks = distance.amax(dim=(1, 2, 3)).double().numpy()
-    logit_peaks = logits.amax(dim=(1, 2, 3)).double().numpy()
-    standardisers = fit_standardisers(distance_peaks[good], logit_peaks[good])
-    head.standardisers[2:] = torch.tensor(standardisers, dtype=head.standardisers.dtype)
-    if labels.min() == labels.max():
-        return {}
-    evidence = {}
+    peaks."""
+    good = checked.labels == 0
     with torch.no_grad():
-        for name, cells in (("patchcore", distance), ("mixed", head.fuse(grid, distance))):
-            peaks = inner.anomaly_map_generator(cells, size).amax(dim=(1, 2, 3)).double().numpy()
-            evidence[name] = round(float(image_auroc(peaks, labels)), 4)
-            evidence[f"{name}_missed"] = float((peaks[~good] <= peaks[good].max()).sum())
-    return evidence
+        logits = head.logits(checked.grid[good], checked.distance[good])
+    distance_peaks = checked.distance[good].amax(dim=(1, 2, 3)).double().numpy()
+    logit_peaks = logits.amax(dim=(1, 2, 3)).double().numpy()
+    standardisers = fit_standardisers(distance_peaks, logit_peaks)
+    head.standardisers[2:] = torch.tensor(standardisers, dtype=head.standardisers.dtype)

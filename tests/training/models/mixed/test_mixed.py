@@ -9,11 +9,12 @@ import pytest
 import torch
 
 from inspection.core.errors import DatasetError
+from inspection.core.operating_point import OperatingPoint
 from inspection.core.product_config import model_config_from_mapping
 from inspection.core.registry import Registry
 from inspection.data.dataset import load_dataset
 from inspection.data.demo import write_demo_product
-from inspection.training.models.mixed import _decide, _without_own_rows, supervised_config
+from inspection.training.models.mixed import _without_own_rows, keep, supervised_config
 from inspection.training.models.mixed.head import MixedCore, SupervisedHead
 from inspection.training.train import TrainOutcome, load_trained_model, train_model
 from tests.conftest import TINY_PATCHCORE
@@ -133,21 +134,79 @@ def test_the_bundle_carries_the_head(
     np.testing.assert_allclose(raw.scores, predictions.scores[order], rtol=1e-3, atol=1e-3)
 
 
+GOOD = np.array([1.0, 2.0, 3.0, 4.0])
+BUDGET, F1 = OperatingPoint(), OperatingPoint(policy="f1")
+
+
 @pytest.mark.parametrize(
-    ("evidence", "kept"),
+    ("point", "patchcore", "mixed", "kept"),
     [
-        ({"patchcore": 0.80, "mixed": 0.90, "patchcore_missed": 9, "mixed_missed": 4}, True),
-        ({"patchcore": 0.80, "mixed": 0.805, "patchcore_missed": 9, "mixed_missed": 4}, False),
-        ({"patchcore": 0.80, "mixed": 0.90, "patchcore_missed": 4, "mixed_missed": 5}, False),
-        ({}, True),  # no validation defects: nothing to judge it on
+        (BUDGET, [2.0, 5.0, 6.0], [5.0, 6.0, 7.0], True),  # 1 -> 0 missed above the largest good
+        (BUDGET, [2.0, 5.0, 6.0], [3.0, 6.0, 7.0], False),  # 1 -> 1: no fewer misses
+        (BUDGET, [5.0, 6.0, 7.0], [2.0, 6.0, 7.0], False),  # 0 -> 1
+        (F1, [3.5, 5.0, 6.0], [5.0, 6.0, 7.0], True),  # a good one rejected (or a miss) -> none
+        (F1, [5.0, 6.0, 7.0], [5.0, 6.0, 7.0], False),  # 0 -> 0
     ],
 )
-def test_the_head_is_kept_only_where_validation_shows_it_helps(
-    evidence: dict[str, float], kept: bool
+def test_the_head_is_kept_only_where_it_errs_less_at_the_operating_point(
+    point: OperatingPoint, patchcore: list[float], mixed: list[float], kept: bool
 ) -> None:
-    decided, reason = _decide(evidence, 12)
+    decided, reason, evidence = keep.decide(
+        keep.Peaks(GOOD, np.array(patchcore)), keep.Peaks(GOOD, np.array(mixed)), point, 12
+    )
     assert decided is kept
     assert reason.startswith("learned from 12" if kept else "off: learned from 12")
+    assert evidence["defects"] == 3 and evidence["good"] == 4
+
+
+def test_nothing_to_judge_keeps_the_head() -> None:
+    empty = keep.Peaks(GOOD, np.zeros(0))
+    decided, reason, _ = keep.decide(empty, empty, BUDGET, 3)
+    assert decided and reason == "learned from 3 labelled defects (no defects to judge it on)"
+
+
+def test_every_fold_holds_each_kind() -> None:
+    kinds = ["crack"] * 4 + ["hole"] * 3
+    ids = keep.fold_ids(kinds)
+    for fold in range(keep.FOLDS):
+        assert {k for k, f in zip(kinds, ids, strict=True) if f == fold} == {"crack", "hole"}
+
+
+def test_a_head_never_judges_the_images_that_taught_it() -> None:
+    kinds = ["crack", "hole"] * 4
+    judged_good, judged_defect = np.zeros(5), np.zeros(8)
+
+    def teach_and_score(good: np.ndarray, defect: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        judged_good[~good] += 1
+        judged_defect[~defect] += 1
+        return np.flatnonzero(~good).astype(float), np.flatnonzero(~defect).astype(float)
+
+    good, defect = keep.cross_fitted(teach_and_score, 5, kinds)
+    assert (judged_good == 1).all() and (judged_defect == 1).all()  # each left out once
+    np.testing.assert_array_equal(good, np.arange(5))  # in order
+    np.testing.assert_array_equal(defect, np.arange(8))
+    assert keep.cross_fitted(teach_and_score, 5, kinds[:2]) is None  # fewer than FOLDS
+
+
+def test_auto_judges_on_the_labelled_defects_out_of_fold(
+    labelled_product: Path, registry: Registry
+) -> None:
+    config = model_config_from_mapping(MIXED, where="tests MIXED")
+    outcome = train_model(
+        config, load_dataset(labelled_product), product="grass-auto", registry=registry,
+        progress=False,
+    )  # fmt: skip
+    choice = outcome.record.extra["supervised"]
+    validation = outcome.record.extra["splits"]["validation"]
+    defects = sum("/good/" not in path for path in validation)
+    evidence = choice["evidence"]
+    assert evidence["defects"] == defects + 12  # validation defects and the labelled ones
+    assert evidence["good"] == len(validation) - defects + choice["good_images"]
+    errors = {
+        n: evidence[f"{n}_missed"] + evidence[f"{n}_rejected"] for n in ("patchcore", "mixed")
+    }
+    kept = errors["mixed"] < errors["patchcore"]
+    assert choice["kept"] is kept and outcome.model.model.supervised.enabled is kept
 
 
 def test_auto_turns_the_head_on_where_labelled_defects_are(labelled_product: Path) -> None:

@@ -1,0 +1,105 @@
+"""The keep rule of ``supervised: auto``: keep the head only where it misses fewer defects.
+
+The rule judges on every defect the run knows, each scored by a head it did not teach:
+- the labelled defects, out of fold: ``FOLDS`` heads, each taught (as the model's head is) by
+  the other folds' labelled defects and good images, score the fold left out;
+- the validation defects, scored by the model's head (no validation image teaches it).
+Against the good images scored the same way: the good training images that teach the head
+(out of fold, their kNN distances without their own bank rows) and the good validation
+images. Both sides are the maps' peaks after anomalib's blur: PatchCore's of the kNN distance
+alone, the mixed model's of the fused cells. Each side is judged at its own operating point,
+the threshold the config's ``operating_point`` sets on these peaks (``choose_threshold``: at
+the false-reject budget, the split-conformal rank of the good peaks), and the head is kept
+where the mixed model makes strictly fewer errors there (defects missed plus good images
+rejected; at the budget, misses): a head that does not lower them at the operating point only
+adds its own false alarms to the good parts' tail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from inspection.core.metrics import image_auroc
+from inspection.core.operating_point import OperatingPoint, choose_threshold
+
+FOLDS = 3
+"""Cross-fitted heads that score the labelled defects (and the good images that teach)."""
+
+
+@dataclass(frozen=True)
+class Peaks:
+    """(G,) good and (D,) defect map peaks of one model, each scored by a head it did not
+    teach."""
+
+    good: np.ndarray
+    defect: np.ndarray
+
+
+def fold_ids(kinds: Sequence[str], folds: int = FOLDS) -> np.ndarray:
+    """(N,) int fold of each of N images, round robin within each kind (every fold holds
+    each kind's share)."""
+    ids = np.zeros(len(kinds), dtype=np.int64)
+    for kind in set(kinds):
+        rows = [i for i, k in enumerate(kinds) if k == kind]
+        ids[rows] = np.arange(len(rows)) % folds
+    return ids
+
+
+def errors(peaks: Peaks, point: OperatingPoint) -> tuple[int, int]:
+    """(defects missed, good images rejected) at the threshold ``point`` sets on ``peaks``."""
+    threshold = choose_threshold(peaks.good, point, defect_scores=peaks.defect).threshold
+    return int((peaks.defect < threshold).sum()), int((peaks.good >= threshold).sum())
+
+
+def decide(
+    patchcore: Peaks, mixed: Peaks, point: OperatingPoint, labelled: int
+) -> tuple[bool, str, dict[str, float]]:
+    """(kept, reason, evidence): the head is kept where ``mixed`` makes fewer errors than
+    ``patchcore`` at ``point`` (module docstring)."""
+    if not len(patchcore.defect) or not len(patchcore.good):
+        return True, f"learned from {labelled} labelled defects (no defects to judge it on)", {}
+    evidence = {"defects": float(len(patchcore.defect)), "good": float(len(patchcore.good))}
+    for name, peaks in (("patchcore", patchcore), ("mixed", mixed)):
+        missed, rejected = errors(peaks, point)
+        labels = np.r_[np.zeros(len(peaks.good)), np.ones(len(peaks.defect))]
+        evidence[f"{name}_auroc"] = round(image_auroc(np.r_[peaks.good, peaks.defect], labels), 4)
+        evidence[f"{name}_missed"], evidence[f"{name}_rejected"] = float(missed), float(rejected)
+    before, after = (
+        evidence[f"{n}_missed"] + evidence[f"{n}_rejected"] for n in ("patchcore", "mixed")
+    )
+    figures = (
+        f"cross-fitted at the {point.policy} operating point: missed "
+        f"{evidence['patchcore_missed']:.0f} -> {evidence['mixed_missed']:.0f} of "
+        f"{len(patchcore.defect)} defects, rejected {evidence['patchcore_rejected']:.0f} -> "
+        f"{evidence['mixed_rejected']:.0f} of {len(patchcore.good)} good; AUROC "
+        f"{evidence['patchcore_auroc']:.3f} -> {evidence['mixed_auroc']:.3f}"
+    )
+    if after < before:
+        return True, f"learned from {labelled} labelled defects: {figures}", evidence
+    return (
+        False,
+        f"off: learned from {labelled} labelled defects, no fewer errors ({figures})",
+        evidence,
+    )
+
+
+def cross_fitted(
+    teach_and_score: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
+    n_good: int,
+    kinds: Sequence[str],
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """((n_good,) good, (len(kinds),) defect) peaks, each scored out of fold:
+    ``teach_and_score(teach_good, teach_defect)`` (bool masks of the images that teach) trains
+    a head and returns its peaks of the images left out (in order). None with fewer than
+    ``FOLDS`` labelled defects or good images."""
+    if len(kinds) < FOLDS or n_good < FOLDS:
+        return None
+    good_fold, defect_fold = np.arange(n_good) % FOLDS, fold_ids(kinds)
+    good, defect = np.zeros(n_good), np.zeros(len(kinds))
+    for fold in range(FOLDS):
+        held_good, held_defect = good_fold == fold, defect_fold == fold
+        good[held_good], defect[held_defect] = teach_and_score(~held_good, ~held_defect)
+    return good, defect
