@@ -1,6 +1,6 @@
 """INT8 against FP32 on this CPU, per demo model: the export gate's figures and the station's p50.
 
-    heavy --alone .venv/bin/python bench/int8.py [--registry var/registry]
+    heavy --alone .venv/bin/python bench/int8.py [--registry var/registry] [--engines fp32 int8]
 
 For brick, grass and gravel PatchCore and brick STFPM (the latest version of each in the
 registry, e.g. the one ``make demo`` left), exports into scratch registries FP32, INT8 as the
@@ -91,7 +91,9 @@ def flipped(fp32_dir: Path, other_dir: Path) -> list[str]:
             for name, kind, label, a, b in rows if (a >= 0.5) != (b >= 0.5)]  # fmt: skip
 
 
-def bench_model(source: Path, scratch: Path, product: str, kind: str) -> dict[str, Any]:
+def bench_model(
+    source: Path, scratch: Path, product: str, kind: str, engines: tuple[str, ...] = ENGINES
+) -> dict[str, Any]:
     import time
 
     from inspection.core.registry import Registry
@@ -100,7 +102,7 @@ def bench_model(source: Path, scratch: Path, product: str, kind: str) -> dict[st
 
     record = next(r for r in reversed(Registry(source).versions(product)) if r.model_kind == kind)
     rows, dirs, fp32_measured = {}, {}, None
-    for engine in ENGINES:
+    for engine in engines:
         registry = Registry(scratch / ("control" if engine == "int8-control" else "new"))
         reference = None if engine == "fp32" else fp32_measured
         start = time.perf_counter()
@@ -117,7 +119,7 @@ def bench_model(source: Path, scratch: Path, product: str, kind: str) -> dict[st
         rows[engine]["stages_ms_p50"] = timed["stages_ms_p50"]
         rows[engine]["load"] = timed["loadavg_1m"]
         rows[engine]["executed"] = timed["executed_precision"]
-    for engine in ENGINES[1:]:
+    for engine in engines[1:]:
         rows[engine]["flipped_vs_fp32"] = flipped(dirs["fp32"], dirs[engine])
     limit = graph_limit(dirs["fp32"])
     return {"version": record.version, "engines": rows, "limit": limit}
@@ -160,7 +162,7 @@ def markdown(report: dict[str, Any]) -> str:
         "",
     ]
     for name, data in report["models"].items():
-        for engine in ENGINES[1:]:
+        for engine in list(data["engines"])[1:]:
             flips = data["engines"][engine]["flipped_vs_fp32"]
             lines.append(f"- {name} {engine}: {'; '.join(flips) if flips else 'none'}")
     lines += ["", "Kept in FP32 by the INT8 export (each bundle's record):", ""]
@@ -175,6 +177,8 @@ def main() -> None:
     parser.add_argument("--registry", type=Path, default=ROOT / "var" / "registry")
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "runtime")
     parser.add_argument("--models", nargs="*", default=[f"{p}:{k}" for p, k in MODELS])
+    parser.add_argument("--engines", nargs="+", default=list(ENGINES), choices=ENGINES,
+                        help="fp32 first (the gate's reference)")  # fmt: skip
     parser.add_argument("--note", default="", help="How it ran, e.g. ' (heavy --alone)'.")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -184,7 +188,9 @@ def main() -> None:
         for name in ("new", "control"):
             scratch_registry(args.registry, scratch / name)
         for product, kind in (m.split(":") for m in args.models):
-            models[f"{product} {kind}"] = bench_model(args.registry, scratch, product, kind)
+            models[f"{product} {kind}"] = bench_model(
+                args.registry, scratch, product, kind, tuple(args.engines)
+            )
             env["load_after"] = load_average()  # saved after each model: a cut run keeps its rows
             report = {"env": env, "models": models, "note": args.note}
             save_report(args.out, "int8", report, markdown(report), default=str)
