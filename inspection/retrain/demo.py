@@ -1,4 +1,4 @@
-"""A demo or test champion for retraining runs (``bench/fleet.py``, ``tests/retrain``)."""
+"""A demo or test champion for retraining runs (``tests/retrain``; the fleet bench: ``git show 8c00a2e:bench/fleet.py``)."""
 
 from __future__ import annotations
 
