@@ -219,6 +219,7 @@ class OutboxMessage(Base):
         UniqueConstraint("key", "sink", name="uq_outbox_key_sink"),
         Index("ix_outbox_pending", "sink", "delivered_at", "next_attempt_at"),
         Index("ix_outbox_delivered", "delivered_at"),
+        Index("ix_outbox_inspection", "inspection_id", "sink"),  # migration 0015
     )
 
 

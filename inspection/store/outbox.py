@@ -89,8 +89,8 @@ class Outbox:
             ]
 
     def payload(self, inspection_id: str, sink: str) -> str:
-        """The payload of ``inspection_id``'s message to ``sink``, as written (``StoreError``:
-        none)."""
+        """The payload of ``inspection_id``'s message to ``sink``, as written: one probe of
+        ``ix_outbox_inspection`` (``StoreError``: none)."""
         query = select(OutboxMessage.payload).where(
             OutboxMessage.inspection_id == inspection_id, OutboxMessage.sink == sink
         )

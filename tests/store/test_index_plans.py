@@ -13,6 +13,8 @@ import pytest
 from sqlalchemy import event
 
 from inspection.store import queries
+from inspection.store.models import OutboxEntry
+from inspection.store.outbox import Outbox
 from inspection.store.store import Store
 
 T0 = datetime(2025, 3, 1, 8, 0, tzinfo=timezone.utc)
@@ -44,14 +46,14 @@ def filled(store_url: str, tmp_path: Path) -> Store:
     store.engine.dispose()
 
 
-def _plans(store: Store, call: Callable[[], object]) -> list[str]:
-    """The plan of each statement on ``inspections`` that ``call`` runs (PostgreSQL's with
+def _plans(store: Store, call: Callable[[], object], table: str = "inspections") -> list[str]:
+    """The plan of each statement on ``table`` that ``call`` runs (PostgreSQL's with
     sequential and bitmap scans off: which index can answer, not which is cheapest at 60 rows;
     a monthly partition's index named as the results table's index it is part of)."""
     captured: list[tuple[str, object]] = []
 
     def capture(conn, cursor, statement, parameters, context, executemany) -> None:
-        if "FROM inspections" in statement:
+        if f"FROM {table}" in statement:
             captured.append((statement, parameters))
 
     event.listen(store.engine, "before_cursor_execute", capture)
@@ -63,7 +65,7 @@ def _plans(store: Store, call: Callable[[], object]) -> list[str]:
     if not sqlite:  # statistics and visibility map, as autovacuum keeps them on a live store
         options = {"isolation_level": "AUTOCOMMIT"}
         with store.engine.connect().execution_options(**options) as connection:
-            connection.exec_driver_sql("VACUUM ANALYZE inspections")
+            connection.exec_driver_sql(f"VACUUM ANALYZE {table}")
     plans = []
     with store.engine.connect() as connection:
         cursor = connection.connection.dbapi_connection.cursor()
@@ -121,6 +123,26 @@ def test_reviewed_scores_read_the_partial_index_only(filled: Store, audit_only: 
         f"COVERING INDEX {index}" if "sqlite" in filled.url else f"Index Only Scan using {index}"
     )
     assert len(plans) == 1 and expected in plans[0], plans
+
+
+def test_a_stored_payload_is_found_through_its_result(filled: Store) -> None:
+    """What the OPC 40100 server serves as a result's content (``Outbox.payload``) is one probe
+    of its messages (migration 0015), not a read of every message to the sink."""
+    ids = []
+    for i in range(20):
+        key = f"r{i}"
+        outbox = [OutboxEntry("signed", key, f"payload {i}", delivered=True),
+                  OutboxEntry("mes", key, f"payload {i}")]  # fmt: skip
+        row = filled.add_inspection(
+            request_id=f"s0/{key}", product="p", station_id="s0", score=0.1, threshold=0.5,
+            verdict="OK", model_version="p/v0001", bundle_id="b", latency_ms=10.0, width=8,
+            height=8, image_sha=f"{i:064d}", outbox=outbox,
+        )  # fmt: skip
+        ids.append(row.id)
+    outbox = Outbox(filled)
+    plans = _plans(filled, lambda: outbox.payload(ids[7], "signed"), table="outbox_messages")
+    assert len(plans) == 1 and "ix_outbox_inspection" in plans[0], plans
+    assert outbox.payload(ids[7], "signed") == "payload 7"
 
 
 def test_the_anchor_lands_where_paging_does(filled: Store) -> None:
