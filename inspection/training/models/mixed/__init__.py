@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +48,7 @@ from inspection.training.models.mixed.head import (
 )
 from inspection.training.models.patchcore import KIND as PATCHCORE
 from inspection.training.models.patchcore import build as build_patchcore
+from inspection.training.models.patchcore.coreset import threads
 from inspection.training.models.patchcore.lightning_model import Patchcore
 from inspection.training.models.patchcore.local_stats import (
     FusedPatchcoreModel,
@@ -61,6 +64,10 @@ logger = logging.getLogger(__name__)
 
 STEPS = 300
 """Adam steps of the head (seconds on 2 cores)."""
+HEADS_AT_ONCE = 2
+"""Heads trained side by side, each on one torch thread: the heads' convolutions are small, and
+a second OpenMP thread beside a busy core costs several times its work (measured:
+``reports/learning/fold_heads.md``)."""
 BATCH = 16
 """Grids (images) per step, drawn seeded from the labelled and the good ones."""
 LEARNING_RATE = 3e-3
@@ -163,13 +170,18 @@ def fit_for_model(
         checked = _Checked(*_cells(model, validation, size, bits), _labels(validation))
     targets, weights, image_level = _targets(labelled, size, grid.shape[-2:])
     teaching = _Teaching(good_grid, good_distance, grid, distance, targets, weights, image_level)
-    counts = _teach(head, teaching, config.seed)
+    judge, kinds = (
+        _Judge(model, teaching, checked, size, config.seed),
+        [s.defect_type for s in labelled],
+    )
+    with threads(1), ThreadPoolExecutor(HEADS_AT_ONCE) as pool:  # the model's and the fold heads
+        taught = pool.submit(_teach, head, teaching, config.seed)
+        folds = keep.cross_fitted(judge.fold, len(good), kinds, pool.map) if gate else None
+        counts = taught.result()
     _fit_fusion(head, checked)
     kept, reason, evidence = True, "supervised: true", {}
     if gate:
-        judge = _Judge(model, teaching, checked, size, config.seed)
-        kinds = [s.defect_type for s in labelled]
-        kept, reason, evidence = judge.decide(head, kinds, config.operating_point)
+        kept, reason, evidence = judge.decide(head, kinds, folds, config.operating_point)
     if not kept:
         inner.supervised = SupervisedHead()  # empty: the model scores as PatchCore
     kinds = sorted({s.defect_type for s in labelled})
@@ -245,8 +257,14 @@ class _Judge:
         return maps.amax(dim=(1, 2, 3)).double().numpy()
 
     def decide(
-        self, head: SupervisedHead, kinds: list[str], point: OperatingPoint
+        self,
+        head: SupervisedHead,
+        kinds: list[str],
+        folds: keep.FoldPeaks | None,
+        point: OperatingPoint,
     ) -> tuple[bool, str, dict[str, float]]:
+        """``keep.decide`` on the validation images (scored by the model's ``head``) and the
+        teaching images' ``folds`` (``keep.cross_fitted`` by ``fold``)."""
         t, c = self.teaching, self.checked
         good = c.labels == 0
         with torch.no_grad():
@@ -254,7 +272,6 @@ class _Judge:
         distance = self.peaks(c.distance)
         patchcore = keep.Peaks(distance[good], distance[~good])
         mixed = keep.Peaks(fused[good], fused[~good])
-        folds = keep.cross_fitted(self.fold, len(t.good_grid), kinds)
         if folds is not None:
             patchcore = keep.Peaks(
                 np.concatenate([patchcore.good, self.peaks(t.good_distance)]),
@@ -365,7 +382,7 @@ def _fit_head(
     balance = torch.where(positive, 0.5 / max(n_pos, 1), 0.5 / max(n_neg, 1)) * weights
     balance = balance * len(inputs)  # per image on average: a batch's mean is the loss
     generator = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng():
+    with _DRAWS, torch.random.fork_rng():  # heads taught side by side draw their seeded init
         torch.manual_seed(seed)
         network = head_network(grid.shape[1])
     optimiser = torch.optim.Adam(network.parameters(), LEARNING_RATE, weight_decay=WEIGHT_DECAY)
@@ -384,6 +401,9 @@ def _fit_head(
         optimiser.step()
     head.set_weights(network)
     return {"positive": n_pos, "negative": n_neg, "image_level": int(image_level.sum())}
+
+
+_DRAWS = threading.Lock()
 
 
 def _fit_fusion(head: SupervisedHead, checked: _Checked) -> None:

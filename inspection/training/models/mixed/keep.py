@@ -17,7 +17,7 @@ adds its own false alarms to the good parts' tail.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -86,20 +86,29 @@ def decide(
     )
 
 
+FoldPeaks = tuple[np.ndarray, np.ndarray]
+Run = Callable[[Callable[[int], FoldPeaks], Iterable[int]], Iterator[FoldPeaks]]
+
+
 def cross_fitted(
-    teach_and_score: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
+    teach_and_score: Callable[[np.ndarray, np.ndarray], FoldPeaks],
     n_good: int,
     kinds: Sequence[str],
-) -> tuple[np.ndarray, np.ndarray] | None:
+    run: Run = map,
+) -> FoldPeaks | None:
     """((n_good,) good, (len(kinds),) defect) peaks, each scored out of fold:
     ``teach_and_score(teach_good, teach_defect)`` (bool masks of the images that teach) trains
-    a head and returns its peaks of the images left out (in order). None with fewer than
+    a head and returns its peaks of the images left out (in order); ``run`` maps it over the
+    folds (``map``, or a thread pool's: the folds are independent). None with fewer than
     ``FOLDS`` labelled defects or good images."""
     if len(kinds) < FOLDS or n_good < FOLDS:
         return None
     good_fold, defect_fold = np.arange(n_good) % FOLDS, fold_ids(kinds)
+
+    def fold(index: int) -> FoldPeaks:
+        return teach_and_score(good_fold != index, defect_fold != index)
+
     good, defect = np.zeros(n_good), np.zeros(len(kinds))
-    for fold in range(FOLDS):
-        held_good, held_defect = good_fold == fold, defect_fold == fold
-        good[held_good], defect[held_defect] = teach_and_score(~held_good, ~held_defect)
+    for index, (held_good, held_defect) in enumerate(run(fold, range(FOLDS))):
+        good[good_fold == index], defect[defect_fold == index] = held_good, held_defect
     return good, defect

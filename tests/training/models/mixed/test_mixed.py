@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +15,17 @@ from inspection.core.product_config import model_config_from_mapping
 from inspection.core.registry import Registry
 from inspection.data.dataset import load_dataset
 from inspection.data.demo import write_demo_product
-from inspection.training.models.mixed import _without_own_rows, keep, supervised_config
+from inspection.training.models.mixed import (
+    HEADS_AT_ONCE,
+    _Checked,
+    _Judge,
+    _Teaching,
+    _without_own_rows,
+    keep,
+    supervised_config,
+)
 from inspection.training.models.mixed.head import MixedCore, SupervisedHead
+from inspection.training.models.patchcore.coreset import threads
 from inspection.training.train import TrainOutcome, load_trained_model, train_model
 from tests.conftest import TINY_PATCHCORE
 
@@ -212,3 +222,31 @@ def test_auto_judges_on_the_labelled_defects_out_of_fold(
 def test_auto_turns_the_head_on_where_labelled_defects_are(labelled_product: Path) -> None:
     config = model_config_from_mapping(MIXED, where="tests MIXED")
     assert supervised_config(config, load_dataset(labelled_product)).supervised is True
+
+
+def test_fold_heads_side_by_side_score_as_one_after_another(mixed: TrainOutcome) -> None:
+    """The keep rule's fold heads, taught side by side on one thread each, give each fold the
+    peaks the same heads taught one after another give (same seeded init and batches)."""
+    channels = mixed.model.model.supervised.shift.shape[1]
+    draw = torch.Generator().manual_seed(0)
+
+    def cells(n: int, shift: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+        grid = torch.randn(n, channels, 8, 8, generator=draw)
+        return grid, torch.rand(n, 1, 8, 8, generator=draw) + shift
+
+    targets = (torch.rand(9, 1, 8, 8, generator=draw) > 0.8).float()
+    teaching = _Teaching(
+        *cells(6),
+        *cells(9, 0.5),
+        targets,
+        torch.ones_like(targets),
+        torch.zeros(9, dtype=torch.bool),
+    )
+    judge = _Judge(mixed.model, teaching, _Checked(*cells(4), np.array([0, 0, 1, 1])), (64, 64), 0)
+    kinds = ["crack", "hole", "stain"] * 3
+    alone = keep.cross_fitted(judge.fold, 6, kinds)
+    with threads(1), ThreadPoolExecutor(HEADS_AT_ONCE) as pool:
+        together = keep.cross_fitted(judge.fold, 6, kinds, pool.map)
+    assert alone is not None and together is not None
+    for one_after_another, side_by_side in zip(alone, together, strict=True):
+        np.testing.assert_allclose(side_by_side, one_after_another, rtol=1e-3, atol=1e-4)
