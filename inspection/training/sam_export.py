@@ -17,7 +17,6 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import openvino as ov
 import torch
 from torch import nn
@@ -249,31 +248,3 @@ def _package_versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             continue
     return versions
-
-
-def torch_reference(
-    model: nn.Module, image_input: np.ndarray, coords: np.ndarray, labels: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Torch outputs for parity checks: embeddings, low-res mask logits, IoU predictions, by
-    the model's own prompt encoder (not the export wrapper). ``coords`` (N, 2) and ``labels``
-    (N,) in the export convention (2/3 = box corners)."""
-    with torch.no_grad():
-        emb = model.image_encoder(torch.from_numpy(image_input))
-        is_box = np.isin(labels, (2, 3))
-        pts = coords[~is_box]
-        points = None
-        if len(pts):
-            points = (
-                torch.from_numpy(pts[None].astype(np.float32)),
-                torch.from_numpy(labels[~is_box][None].astype(np.int64)),
-            )
-        boxes = torch.from_numpy(coords[is_box].reshape(1, 4)) if is_box.any() else None
-        sparse, dense = model.prompt_encoder(points=points, boxes=boxes, masks=None)
-        # the decoder's forward drops mask 0 with multimask: all four, for parity
-        all_masks, all_iou = model.mask_decoder.predict_masks(
-            image_embeddings=emb,
-            image_pe=model.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-        )
-    return emb.numpy(), all_masks.numpy(), all_iou.numpy()

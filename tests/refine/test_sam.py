@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -108,7 +109,7 @@ def test_refine_and_refine_result_within_budget(refiner) -> None:
 def test_openvino_matches_torch_mask_logits(refiner, sam_bundle: Path) -> None:
     from inspection.refine.prompts import prompts_from_map
     from inspection.refine.sam import _sam_inputs, preprocess, resized_shape
-    from inspection.training.sam_export import build_sam, torch_reference
+    from inspection.training.sam_export import build_sam
 
     image, _, result = blurred_blob_case(0.5, size=80)
     (prompt,) = prompts_from_map(result.anomaly_map, result.mask, RefineConfig().prompts)
@@ -118,7 +119,7 @@ def test_openvino_matches_torch_mask_logits(refiner, sam_bundle: Path) -> None:
     new_h, new_w = resized_shape(80, 80, 1024)
     coords = points * np.array([new_w / 80, new_h / 80], np.float32)
     model = build_sam("vit_t", None, random_init=True)  # same seed as the export
-    emb, logits, iou = torch_reference(model, preprocess(image, refiner.metadata), coords, labels)
+    emb, logits, iou = _torch_reference(model, preprocess(image, refiner.metadata), coords, labels)
     assert ov_logits.shape == (4, 256, 256)
     np.testing.assert_allclose(refiner._embeddings, emb, atol=1e-3)
     np.testing.assert_allclose(ov_logits, logits[0], atol=1e-3)
@@ -162,3 +163,33 @@ def test_sam_module_imports_without_torch() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == ""
+
+
+def _torch_reference(
+    model: Any, image_input: np.ndarray, coords: np.ndarray, labels: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Torch outputs for parity checks: embeddings, low-res mask logits, IoU predictions, by
+    the model's own prompt encoder (not the export wrapper). ``coords`` (N, 2) and ``labels``
+    (N,) in the export convention (2/3 = box corners)."""
+    import torch  # deferred: the torch side, as the test's other imports
+
+    with torch.no_grad():
+        emb = model.image_encoder(torch.from_numpy(image_input))
+        is_box = np.isin(labels, (2, 3))
+        pts = coords[~is_box]
+        points = None
+        if len(pts):
+            points = (
+                torch.from_numpy(pts[None].astype(np.float32)),
+                torch.from_numpy(labels[~is_box][None].astype(np.int64)),
+            )
+        boxes = torch.from_numpy(coords[is_box].reshape(1, 4)) if is_box.any() else None
+        sparse, dense = model.prompt_encoder(points=points, boxes=boxes, masks=None)
+        # the decoder's forward drops mask 0 with multimask: all four, for parity
+        all_masks, all_iou = model.mask_decoder.predict_masks(
+            image_embeddings=emb,
+            image_pe=model.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+        )
+    return emb.numpy(), all_masks.numpy(), all_iou.numpy()
