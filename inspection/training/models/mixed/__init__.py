@@ -52,10 +52,13 @@ from inspection.training.models.patchcore.coreset import threads
 from inspection.training.models.patchcore.lightning_model import Patchcore
 from inspection.training.models.patchcore.local_stats import (
     FusedPatchcoreModel,
+    LocalStatsHead,
     fit_standardisers,
+    fuse_parts,
     no_disjoint_calibration,
     standardiser_images,
 )
+from inspection.training.models.patchcore.local_stats import fit_for_model as fit_statistics
 from inspection.training.models.patchcore.out_of_fold import model_inputs
 from inspection.training.roi import TrainingRoi
 from inspection.training.samples import load_mask
@@ -94,8 +97,11 @@ class SupervisedChoice:
     seconds: float = 0.0
     evidence: dict[str, float] = field(default_factory=dict)
     """What ``supervised: auto`` decided on (``keep.decide``): ``defects`` and ``good``
-    images judged; of ``patchcore`` (the kNN distance alone) and ``mixed``: ``<name>_missed``
-    and ``<name>_rejected`` at the config's operating point, ``<name>_auroc``."""
+    images judged; of ``patchcore`` (what the product ships without the head: the kNN
+    distance, fused with the local statistics where they are kept without it,
+    ``local_statistics`` 1) and ``mixed`` (the head's cells, fused with the same statistics):
+    ``<name>_missed`` and ``<name>_rejected`` at the config's operating point,
+    ``<name>_auroc``."""
     fusion: str = FUSION
 
 
@@ -164,6 +170,9 @@ def fit_for_model(
     scaling = standardiser_images(len(train), config.calibration_folds, config.seed)
     good = [train[i] for i in np.flatnonzero(scaling)]
     labelled = dataset.labelled_samples
+    statistics = (
+        _statistics(model, config, train, (validation, labelled, good), roi) if gate else None
+    )
     with torch.no_grad(), channels_last(inner):
         good_grid, good_distance = _cells(model, good, size, bits, leave_own_out=True)
         grid, distance = _cells(model, labelled, size, bits)
@@ -171,7 +180,7 @@ def fit_for_model(
     targets, weights, image_level = _targets(labelled, size, grid.shape[-2:])
     teaching = _Teaching(good_grid, good_distance, grid, distance, targets, weights, image_level)
     judge, kinds = (
-        _Judge(model, teaching, checked, size, config.seed),
+        _Judge(model, teaching, checked, size, config.seed, statistics),
         [s.defect_type for s in labelled],
     )
     with threads(1), ThreadPoolExecutor(HEADS_AT_ONCE) as pool:  # the model's and the fold heads
@@ -249,6 +258,7 @@ class _Judge:
     checked: _Checked
     size: tuple[int, int]
     seed: int
+    statistics: _SidePeaks | None = None
 
     def peaks(self, cells: torch.Tensor) -> np.ndarray:
         """(N,) peaks of the maps of (N, 1, h, w) cells after anomalib's upsampling and blur."""
@@ -280,7 +290,40 @@ class _Judge:
             mixed = keep.Peaks(
                 np.concatenate([mixed.good, folds[0]]), np.concatenate([mixed.defect, folds[1]])
             )
-        return keep.decide(patchcore, mixed, point, len(kinds))
+        kept, reason, evidence = keep.decide(*self.as_shipped(patchcore, mixed), point, len(kinds))
+        if self.statistics is not None and evidence:
+            evidence["local_statistics"] = 1.0
+        return kept, reason, evidence
+
+    def as_shipped(self, patchcore: keep.Peaks, mixed: keep.Peaks) -> tuple[keep.Peaks, keep.Peaks]:
+        """Both sides fused with the local statistics where the product without the head keeps
+        them (``statistics``), each part standardised as the fused graph does (median and
+        largest good peak: the cells' on the good validation images, the statistics' on those
+        and the good teaching images); unchanged without them. The sides list the validation
+        images first, then (cross-fitted) the teaching ones."""
+        side = self.statistics
+        if side is None:
+            return patchcore, mixed
+        good = self.checked.labels == 0
+        n_good = int(good.sum())
+        cross_fitted = len(patchcore.good) > n_good
+        judged = keep.Peaks(
+            np.r_[side.validation[good], side.good] if cross_fitted else side.validation[good],
+            np.r_[side.validation[~good], side.labelled]
+            if cross_fitted
+            else side.validation[~good],
+        )
+        scale_side = np.r_[side.validation[good], side.good]
+        fused = []
+        for cells in (patchcore, mixed):
+            s = fit_standardisers(cells.good[:n_good], scale_side)
+            fused.append(
+                keep.Peaks(
+                    fuse_parts(cells.good, judged.good, s),
+                    fuse_parts(cells.defect, judged.defect, s),
+                )
+            )
+        return fused[0], fused[1]
 
     def fold(self, good: np.ndarray, labelled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """A head taught by the ``good`` and ``labelled`` images (bool masks), fused as the
@@ -294,6 +337,49 @@ class _Judge:
                 self.peaks(head.fuse(held.good_grid, held.good_distance)),
                 self.peaks(head.fuse(held.grid, held.distance)),
             )
+
+
+@dataclass(frozen=True)
+class _SidePeaks:
+    """(N,) map peaks of the local statistics part: of the validation images and the
+    labelled defects (the whole statistics bank), and of the good teaching images (out of
+    fold: the bank of the other folds' images, as the statistics' own standardiser sees them)."""
+
+    validation: np.ndarray
+    labelled: np.ndarray
+    good: np.ndarray
+
+
+def _statistics(
+    model: Any,
+    config: Any,
+    train: Sequence[Sample],
+    judged: tuple[Sequence[Sample], Sequence[Sample], Sequence[Sample]],
+    roi: TrainingRoi | None,
+) -> _SidePeaks | None:
+    """The local statistics the product without the head would fuse (fitted as the
+    ``local_statistics`` option would, on the model before its head), as map peaks of the
+    (validation, labelled, good teaching) images; None where it would not fuse them. The
+    model's statistics are left empty: training fits them again after the head."""
+    inner = model.model
+    if not isinstance(inner, FusedPatchcoreModel) or config.local_statistics_mode == "off":
+        return None
+    try:
+        if not fit_statistics(model, config, train, judged[0], roi).kept:
+            return None
+        stats = inner.local_stats
+        banks = (stats.bank, stats.bank, stats.fold_banks[0])  # the good ones: fold 0's
+        size, bits = tuple(config.image_size), config.image_bits
+        peaks = []
+        with torch.no_grad(), channels_last(inner):
+            for samples, bank in zip(judged, banks, strict=True):
+                stats.bank = bank
+                images = model_inputs(model, samples, size, bits)
+                out = torch.cat([inner.side_outputs(b).anomaly_map for b in images.split(16)])
+                peaks.append(out.flatten(1).amax(1).double().numpy())
+        return _SidePeaks(*peaks)
+    finally:
+        inner.local_stats = LocalStatsHead().train(inner.local_stats.training)
 
 
 def _labels(samples: Sequence[Sample]) -> np.ndarray:

@@ -6,10 +6,12 @@ The rule judges on every defect the run knows, each scored by a head it did not 
 - the validation defects, scored by the model's head (no validation image teaches it).
 Against the good images scored the same way: the good training images that teach the head
 (out of fold, their kNN distances without their own bank rows) and the good validation
-images. Both sides are the maps' peaks after anomalib's blur: PatchCore's of the kNN distance
-alone, the mixed model's of the fused cells. Each side is judged at its own operating point,
-the threshold the config's ``operating_point`` sets on these peaks (``choose_threshold``: at
-the false-reject budget, the split-conformal rank of the good peaks), and the head is kept
+images. Both sides are the maps' peaks after anomalib's blur: PatchCore's of the kNN distance,
+the mixed model's of the fused cells, each fused with the local statistics where the product
+without the head would fuse them (the score it would ship: ``mixed._Judge.as_shipped``). Each
+side is judged at its own operating point, the threshold the config's ``operating_point`` sets
+on these peaks (``choose_threshold``: at the false-reject budget, the split-conformal rank of
+the good peaks), and the head is kept
 where the mixed model makes strictly fewer errors there (defects missed plus good images
 rejected; at the budget, misses): a head that does not lower them at the operating point only
 adds its own false alarms to the good parts' tail.

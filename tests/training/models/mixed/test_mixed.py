@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from inspection.training.models.mixed import (
     HEADS_AT_ONCE,
     _Checked,
     _Judge,
+    _SidePeaks,
     _Teaching,
     _without_own_rows,
     keep,
@@ -250,3 +252,39 @@ def test_fold_heads_side_by_side_score_as_one_after_another(mixed: TrainOutcome)
     assert alone is not None and together is not None
     for one_after_another, side_by_side in zip(alone, together, strict=True):
         np.testing.assert_allclose(side_by_side, one_after_another, rtol=1e-3, atol=1e-4)
+
+
+def test_the_keep_rule_judges_patchcore_with_its_local_statistics() -> None:
+    """Where the product without the head fuses local statistics, the rule's PatchCore side
+    is that fused score: a defect the statistics see is caught by PatchCore too."""
+    labels = np.array([0, 0, 0, 1])
+    checked = _Checked(torch.zeros(4, 1, 1, 1), torch.zeros(4, 1, 1, 1), labels)
+    side = _SidePeaks(np.array([1.0, 1.0, 1.0, 5.0]), np.array([1.0, 5.0]), np.array([1.0, 2.0]))
+    # validation images first, then the cross-fitted teaching ones
+    distance = keep.Peaks(np.array([1.0, 2.0, 3.0, 2.0, 2.0]), np.array([1.5, 1.5, 4.0]))
+    judge = _Judge(None, None, checked, (8, 8), 0, side)
+    patchcore, mixed = judge.as_shipped(distance, distance)
+    # each part standardised on good peaks (median 2, scale 1; median 1, scale 1), then max
+    np.testing.assert_allclose(patchcore.good, [0.0, 0.0, 1.0, 0.0, 1.0])
+    np.testing.assert_allclose(patchcore.defect, [4.0, 0.0, 4.0])
+    np.testing.assert_allclose(mixed.defect, patchcore.defect)
+    assert keep.errors(patchcore, BUDGET) == (1, 0)  # the distance alone: 2 missed
+    assert keep.errors(distance, BUDGET) == (2, 0)
+    alone = dataclasses.replace(judge, statistics=None)
+    assert alone.as_shipped(distance, distance) == (distance, distance)
+
+
+def test_auto_judges_against_patchcore_as_shipped_with_local_statistics(
+    labelled_product: Path, registry: Registry
+) -> None:
+    config = model_config_from_mapping(
+        {**MIXED, "local_statistics": True}, where="tests MIXED + local statistics"
+    )
+    outcome = train_model(
+        config, load_dataset(labelled_product), product="grass-statistics", registry=registry,
+        progress=False,
+    )  # fmt: skip
+    extra = outcome.record.extra
+    assert extra["supervised"]["evidence"]["local_statistics"] == 1.0
+    assert extra["local_statistics"]["kept"]  # fitted again, after the head, as before
+    assert outcome.model.model.local_stats.enabled
