@@ -4,6 +4,7 @@ the signature policy of a copied bundle."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -166,3 +167,47 @@ def tiny_registry(workdir: Path, product: str, *, int8: bool = False) -> Path:
         except (BundleError, GateRefusal) as exc:  # refused: the FP32 bundle stays live
             print(f"INT8 export refused, serving FP32: {exc}", flush=True)
     return root
+
+
+PG_BIN = Path(os.environ.get("INSPECTION_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+
+class ScratchPostgres:
+    """A PostgreSQL server of the bench's own: ``initdb`` in ``data_dir``, run with ``pg_ctl``
+    on ``port`` as the ``postgres`` OS user (when run as root), so a bench can stop and start
+    it without touching the machine's clusters. Superuser ``postgres``, password ``password``
+    over TCP (127.0.0.1 only)."""
+
+    def __init__(self, data_dir: Path, port: int, password: str = "bench") -> None:
+        self.data_dir, self.port, self.password = data_dir, port, password
+
+    def _run(self, tool: str, *args: str) -> None:
+        as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        subprocess.run([*as_postgres, str(PG_BIN / tool), *args], check=True, capture_output=True)
+
+    def init(self) -> ScratchPostgres:
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+        self.data_dir.mkdir(parents=True)
+        secret = self.data_dir / "pwfile"
+        secret.write_text(self.password)
+        if os.geteuid() == 0:
+            shutil.chown(self.data_dir, "postgres", "postgres")
+            shutil.chown(secret, "postgres", "postgres")
+        data = str(self.data_dir / "data")
+        self._run("initdb", "-D", data, "-U", "postgres", f"--pwfile={secret}",
+                  "--auth-local=trust", "--auth-host=scram-sha-256")  # fmt: skip
+        with open(Path(data) / "postgresql.conf", "a", encoding="utf-8") as conf:
+            conf.write(f"port = {self.port}\nlisten_addresses = '127.0.0.1'\n"
+                       f"unix_socket_directories = '{self.data_dir}'\n")  # fmt: skip
+        return self
+
+    def start(self) -> None:
+        log = str(self.data_dir / "server.log")
+        self._run("pg_ctl", "-D", str(self.data_dir / "data"), "-l", log, "-w", "start")
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data_dir / "data"), "-m", "fast", "-w", "stop")
+
+    def url(self, database: str = "postgres", user: str = "postgres", password: str = "") -> str:
+        secret = password or self.password
+        return f"postgresql+psycopg://{user}:{secret}@127.0.0.1:{self.port}/{database}"

@@ -70,7 +70,7 @@ def site(seed, tmp_path: Path) -> Path:
     from inspection.core.product_config import load_model_config
     from inspection.core.signing import init_keys, site_keys_dir
     from inspection.data.demo import write_demo_product
-    from tests.retrain.helpers import train_champion
+    from inspection.retrain.demo import train_champion
 
     path = seed.write_site(tmp_path / "site", [PRODUCT])
     config = load_site_config(path)

@@ -1,7 +1,7 @@
 """OPC UA service calls one at a time, as an attacker sends them: no client library deciding
 for us that an endpoint does not exist. Each step's outcome is recorded ("Good" or the status
 name) and the next step is sent anyway. Used by tests/line/test_machine_vision.py and
-``git show 8c00a2e:bench/hostile_opcua.py``."""
+bench/hostile_opcua.py."""
 
 from __future__ import annotations
 

@@ -1,21 +1,11 @@
-"""Shared by the retrain tests: a scratch site, reviewed inspections in its store, and a live
-champion trained and exported as a challenger is."""
+"""Shared by the retrain tests: a scratch site, and reviewed inspections in its store."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from inspection.core.config import SiteConfig
-from inspection.core.errors import BundleError
-from inspection.core.registry import Registry
-from inspection.data.dataset import load_dataset
-from inspection.retrain.adapters import export_challenger
-from inspection.retrain.config import ChallengerExport
 from inspection.store.store import Store
-
-if TYPE_CHECKING:
-    from inspection.core.product_config import ModelConfig
 
 
 def scratch_site(root: Path, datasets: Path) -> SiteConfig:
@@ -75,26 +65,3 @@ def split_ids(prefix: str, teaching: bool, count: int) -> list[str]:
 
     found = (f"{prefix}{n:04d}" for n in counter())
     return list(islice((i for i in found if teaches(i) == teaching), count))
-
-
-def train_champion(
-    config: ModelConfig,
-    data: Path,
-    *,
-    product: str,
-    registry: Registry,
-    actor: str,
-    export: ChallengerExport | None = None,
-) -> str:
-    """Train ``config`` on the dataset at ``data`` and promote its bundle as the live champion,
-    exported as a challenger is (``export``: INT8 when its gate passes, else FP32; never
-    forced, so a station serves it). Its bundle id."""
-    # deferred: torch (the training side)
-    from inspection.training.train import train
-
-    record = train(config, load_dataset(data), product=product, registry=registry, progress=False)
-    bundle, refused = export_challenger(registry, record, data, export or ChallengerExport())
-    if bundle is None:
-        raise BundleError(f"no export gate passed {record.model_version}: {refused}")
-    registry.promote(product, bundle.bundle_id, actor=actor, reason="retrain demo champion")
-    return bundle.bundle_id

@@ -75,7 +75,7 @@ def test_ray_fleet_retrains_through_the_registry(tmp_path: Path, tiny_product: P
     import ray
 
     from inspection.core.product_config import load_model_config
-    from tests.retrain.helpers import train_champion
+    from inspection.retrain.demo import train_champion
 
     address = _ray_head()
     site = scratch_site(tmp_path, tiny_product.parent)

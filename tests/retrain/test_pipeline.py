@@ -52,7 +52,7 @@ def champion_template(tiny_product: Path, tmp_path_factory: pytest.TempPathFacto
     site key kept beside it (``keys/``), as every bundle exported there is."""
     from inspection.core.product_config import load_model_config
     from inspection.core.signing import init_keys, site_keys_dir
-    from tests.retrain.helpers import train_champion
+    from inspection.retrain.demo import train_champion
 
     root = tmp_path_factory.mktemp("champion") / "registry"
     init_keys(site_keys_dir(root))

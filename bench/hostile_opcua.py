@@ -1,0 +1,316 @@
+"""The hostile plant, OPC 40100 part: attacks on a running station's VisionSystem server, one
+row each, with raw service calls (``tests/line/opcua_raw.py``) and asyncua clients.
+
+A station in a scratch folder (the tests' hand-built mean-channel OpenVINO bundle, a file
+camera, link security on) serves OPC 40100; ``opcua_cases`` puts each attack to it and records
+every step's status. ``--side before`` runs against an older checkout (its ``inspection`` and
+``tests`` on ``PYTHONPATH``, with ``tests/line/opcua_raw.py`` copied in); ``--side now``
+against this one. Both sides are kept in ``reports/plant/hostile_opcua.json``; the table is
+``reports/plant/hostile_opcua.md``. Exit code 1 when a "now" row was not refused or handled.
+
+    git worktree add /tmp/before e60fb7e && cp tests/line/opcua_raw.py /tmp/before/tests/line/
+    PYTHONPATH=/tmp/before python bench/hostile_opcua.py --side before
+    python bench/hostile_opcua.py --side now
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from _report import cpu_description, load_average, previous_report, save_report
+
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # after PYTHONPATH: tests/ helpers
+
+from asyncua import Client, ua
+from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
+
+from inspection.data.demo import write_demo_product
+from inspection.line.config import MachineVisionConfig
+from inspection.line.pki import LinePki
+from inspection.line.security import trust_list_validator
+from inspection.line.station import LineStation
+from tests.line.helpers import free_port
+from tests.line.opcua_raw import Attempt, attempt, rogue
+from tests.line.station_env import camera_folder, line_config
+from tests.mean_bundle import write_mean_bundle
+
+OUT = Path(__file__).resolve().parents[1] / "reports" / "plant"
+PASSWORD = "a long operator password"
+USERS = {"op-a": "operator", "op-b": "operator", "eng": "engineer"}
+Ids = dict[str, ua.NodeId]
+EXPECTED = (
+    "refused",
+    "start accepted (all 5 steps Good); op-b's Stop refused",
+    "accepted (all 5 steps Good); state after: Preoperational",
+    "new ResultId",
+)
+"""How each "now" row starts: refused, or (foreign stop, Reset, reused MeasId) handled."""
+
+
+def station(root: Path) -> LineStation:
+    """A secured station serving OPC 40100 (brick live, grass without a model) with users
+    ``mes`` (certificate, admin), ``op-a``/``op-b`` (operators), ``eng`` (engineer)."""
+    product = write_demo_product(root / "datasets", "brick", seed=7, n_train=4,
+                                 n_test_good=3, n_test_per_defect=1, size=128)  # fmt: skip
+    bundle = write_mean_bundle(root / "bundle", input_size=(128, 128), product="brick")
+    config = line_config(root, bundle, camera_folder(root, product, count=4),
+                         machine_vision=MachineVisionConfig(enabled=True, port=free_port()))  # fmt: skip
+    try:  # absent before #66: any identity was accepted
+        from inspection.line.machine_vision.access import add_user
+    except ImportError:
+        pass
+    else:
+        users = config.security.pki_dir / "opcua-users.yaml"
+        add_user(users, "mes", "admin", None)
+        for name, role in USERS.items():
+            add_user(users, name, role, PASSWORD)
+    built = LineStation.build(config)
+    built.start()
+    return built
+
+
+async def admin(endpoint: str, pki: LinePki) -> Client:
+    """The site's MES: a site-CA certificate as its channel and user (``mes``, admin)."""
+    client = Client(endpoint, timeout=10)
+    identity = pki.identity("mes", "urn:inspection:mes")
+    client.application_uri = identity.uri
+    await client.set_security(
+        SecurityPolicyBasic256Sha256, str(identity.certificate), str(identity.private_key)
+    )
+    await client.load_client_certificate(str(identity.certificate))
+    await client.load_private_key(str(identity.private_key))
+    client.certificate_validator = (await trust_list_validator(pki, peer="server")).validate
+    return client
+
+
+async def node_ids(client: Client) -> tuple[int, Ids]:
+    """The MachineVision namespace and the NodeIds of the objects and methods attacked."""
+    mv = await client.get_namespace_index("http://opcfoundation.org/UA/MachineVision")
+    children = await client.nodes.objects.get_children()
+    names = [(await n.read_browse_name()).Name for n in children]
+    system = children[names.index("VisionSystem")]
+    machine = await system.get_child(f"{mv}:VisionStateMachine")
+    automatic = await machine.get_child(f"{mv}:AutomaticModeStateMachine")
+    recipes = await system.get_child(f"{mv}:RecipeManagement")
+    ids = {"system": system.nodeid, "machine": machine.nodeid, "automatic": automatic.nodeid,
+           "recipes": recipes.nodeid}  # fmt: skip
+    for parent, name in ((machine, "SelectModeAutomatic"), (machine, "Reset"),
+                         (machine, "Halt"), (recipes, "PrepareRecipe"),
+                         (automatic, "StartSingleJob"), (automatic, "StartContinuous"),
+                         (automatic, "Stop"), (automatic, "Abort")):  # fmt: skip
+        ids[name] = (await parent.get_child(f"{mv}:{name}")).nodeid
+    return mv, ids
+
+
+def job_args(meas: str, part: str = "", recipe: str = "", product: str = "") -> tuple:
+    ids = (ua.MeasIdDataType(Id=meas), ua.PartIdDataType(Id=part),
+           ua.RecipeIdExternalDataType(Id=recipe), ua.ProductIdDataType(Id=product))  # fmt: skip
+    return (*(ua.Variant(i) for i in ids), ua.Variant([], ua.VariantType.Variant))
+
+
+CAUSE = (ua.Variant(0, ua.VariantType.Int32), ua.Variant("hostile bench", ua.VariantType.String))
+
+
+class Plant:
+    """The station under attack and an admin session that sets the scene between cases."""
+
+    def __init__(self, endpoint: str, pki: LinePki, root: Path) -> None:
+        self.endpoint, self.pki, self.root = endpoint, pki, root
+
+    async def __aenter__(self) -> Plant:
+        self.client = await admin(self.endpoint, self.pki)
+        await self.client.connect()
+        self.mv, self.ids = await node_ids(self.client)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.client.disconnect()
+
+    def call(self, parent: str, method: str, *args: Any) -> tuple:
+        return (self.ids[parent], self.ids[method], args)
+
+    async def states(self) -> str:
+        texts = []
+        for key in ("machine", "automatic"):
+            node = await self.client.get_node(self.ids[key]).get_child("0:CurrentState")
+            texts.append((await node.read_value()).Text or "-")
+        return "/".join(texts)
+
+    async def ready(self) -> None:
+        """Operational, brick prepared, no job running (waits for a running one)."""
+        for _ in range(100):
+            state = await self.states()
+            if state.endswith("Execution"):
+                await asyncio.sleep(0.1)
+                continue
+            if not state.startswith("Operational"):
+                await self._admin("machine", "Reset", *CAUSE)
+                await self._admin("machine", "SelectModeAutomatic")
+            recipe = (ua.Variant(ua.RecipeIdExternalDataType(Id="brick")),
+                      ua.Variant(ua.RecipeIdInternalDataType(Id="")))  # fmt: skip
+            await self._admin("recipes", "PrepareRecipe", *recipe)
+            return
+        raise TimeoutError("the station stayed in a job for 10 s")
+
+    async def _admin(self, parent: str, method: str, *args: Any) -> str:
+        request = ua.CallMethodRequest(self.ids[parent], self.ids[method], list(args))
+        (result,) = await self.client.uaclient.call([request])
+        return result.StatusCode.name
+
+    def user(self, name: str, *calls: tuple, password: str = PASSWORD) -> Attempt:
+        return Attempt(self.pki, user=name, password=password, calls=calls)
+
+
+def verdict_of(steps: dict[str, str]) -> str:
+    """``refused at <step> (<status>)`` for the first step not Good, else ``accepted``."""
+    for step, status in steps.items():
+        if status != "Good":
+            return f"refused at {step.split(' ')[0]} ({status})"
+    return f"accepted (all {len(steps)} steps Good)"
+
+
+async def _steps(plant: Plant, plan: Attempt) -> str:
+    return verdict_of(await attempt(plant.endpoint, plan))
+
+
+async def opcua_cases(plant: Plant) -> list[dict[str, str]]:
+    """Every OPC 40100 attack, one row each: what it tried and what the station did."""
+    p, rows = plant, []
+
+    async def case(name: str, run: Callable[[], Any]) -> None:
+        await p.ready()
+        rows.append({"case": name, "outcome": str(await run())})
+
+    halt = p.call("machine", "Halt", *CAUSE)
+    single = lambda *a: p.call("automatic", "StartSingleJob", *job_args(*a))  # noqa: E731
+    await case("raw SecurityPolicy None channel: CreateSession, anonymous ActivateSession, Halt",
+               lambda: _steps(p, Attempt(None, calls=(halt,))))  # fmt: skip
+    await case("site-CA client, anonymous token, Halt",
+               lambda: _steps(p, Attempt(p.pki, calls=(halt,))))  # fmt: skip
+    await case("UserName op-a with a wrong password, Halt",
+               lambda: _steps(p, p.user("op-a", halt, password="not the password")))  # fmt: skip
+    await case("operator op-a (right password) calls Halt (admin only)",
+               lambda: _steps(p, p.user("op-a", halt)))  # fmt: skip
+    await case("untrusted certificate, CreateSession without it, anonymous, Halt",
+               lambda: _steps(p, Attempt(rogue(p.root), session_certificate=False,
+                                         calls=(halt,))))  # fmt: skip
+    await case("operator op-b stops op-a's continuous job", lambda: foreign_stop(p))
+    await case("StartSingleJob with RecipeId grass (never prepared; brick is)",
+               lambda: _steps(p, p.user("op-a", single("h-recipe", "", "grass"))))  # fmt: skip
+    await case("StartSingleJob with unknown ProductId gravel",
+               lambda: _steps(p, p.user("op-a", single("h-product", "", "", "gravel"))))  # fmt: skip
+    await case("Abort in Ready", lambda: abort_in_ready(p))
+    await case("Reset in Operational (admin)", lambda: reset_in_operational(p))
+    await case("reused MeasId for a new part", lambda: reused_meas_id(p))
+    return rows
+
+
+async def foreign_stop(p: Plant) -> str:
+    start = p.call("automatic", "StartContinuous", *job_args("h-cont"))
+    started = await attempt(p.endpoint, p.user("op-a", start))
+    stop = p.call("automatic", "Stop", *CAUSE)
+    foreign = await attempt(p.endpoint, p.user("op-b", stop))
+    await attempt(p.endpoint, p.user("op-a", stop))  # the owner ends it
+    return f"start {verdict_of(started)}; op-b's Stop {verdict_of(foreign)}"
+
+
+async def abort_in_ready(p: Plant) -> str:
+    steps = await attempt(p.endpoint, p.user("op-a", p.call("automatic", "Abort", *CAUSE)))
+    return f"{verdict_of(steps)}; state after: {await p.states()}"
+
+
+async def reset_in_operational(p: Plant) -> str:
+    steps = await attempt(p.endpoint, Attempt(p.pki, x509=True,
+                                              calls=(p.call("machine", "Reset", *CAUSE),)))  # fmt: skip
+    return f"{verdict_of(steps)}; state after: {await p.states()}"
+
+
+async def reused_meas_id(p: Plant) -> str:
+    """Two jobs with MeasId h-reuse, parts p-1 then p-2: their ResultIds and states."""
+    events: asyncio.Queue[Any] = asyncio.Queue()
+
+    class Handler:
+        def event_notification(self, event: Any) -> None:
+            events.put_nowait(event)
+
+    subscription = await p.client.create_subscription(20, Handler())
+    await subscription.subscribe_events(p.ids["system"], ua.NodeId(1024, p.mv))
+    seen = []
+    for part in ("p-1", "p-2"):
+        await p.ready()
+        job = p.call("automatic", "StartSingleJob", *job_args("h-reuse", part))
+        steps = await attempt(p.endpoint, Attempt(p.pki, x509=True, calls=(job,)))
+        if verdict_of(steps).startswith("refused"):
+            return f"job for {part} {verdict_of(steps)}"
+        event = await asyncio.wait_for(events.get(), 30)
+        seen.append((event.ResultId.Id, event.ResultState))
+    await subscription.delete()
+    same = (
+        "the same ResultId (old verdict replayed)" if seen[0][0] == seen[1][0] else "new ResultId"
+    )
+    return f"{same}; ResultStates {[s for _, s in seen]}"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    before = {r["case"]: r["outcome"] for r in report.get("before", {}).get("rows", [])}
+    now = report.get("now", {})
+    lines = [
+        "# Hostile plant: OPC 40100 server",
+        "",
+        "Each attack against a running station's VisionSystem (`bench/hostile_opcua.py`; raw",
+        "service calls from `tests/line/opcua_raw.py`: each step sent whatever the one before",
+        "answered). *Before*: the code at "
+        f"{report.get('before', {}).get('commit', '?')}; *now*: {now.get('commit', '?')}.",
+        f"Run on {now.get('cpu', '?')}, load {now.get('load', '?')}.",
+        "",
+        "| case | before | now |",
+        "| --- | --- | --- |",
+    ]
+    for row in now.get("rows", []):
+        lines.append(f"| {row['case']} | {before.get(row['case'], 'not run')} | {row['outcome']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--side", choices=("before", "now"), required=True)
+    args = parser.parse_args()
+    import inspection
+
+    source = Path(inspection.__file__).resolve().parents[1]
+    commit = subprocess.run(["git", "-C", str(source), "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True).stdout.strip()  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="hostile-opcua-") as scratch:
+        root = Path(scratch)
+        built = station(root)
+        try:
+            plant = Plant(built.links["machine_vision"].endpoint, LinePki(root / "pki"), root)
+
+            async def run() -> list[dict[str, str]]:
+                async with plant:
+                    return await opcua_cases(plant)
+
+            started = time.perf_counter()
+            rows = asyncio.run(run())
+        finally:
+            built.stop()
+    report = previous_report(OUT, "hostile_opcua")
+    report[args.side] = {"commit": commit, "rows": rows, "seconds": round(time.perf_counter() - started, 1),
+                         "cpu": cpu_description(), "load": load_average()}  # fmt: skip
+    save_report(OUT, "hostile_opcua", report, markdown(report))
+    for row in rows:
+        print(f"{row['case']}: {row['outcome']}")
+    if args.side == "now" and not all(r["outcome"].startswith(EXPECTED) for r in rows):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

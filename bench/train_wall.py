@@ -1,0 +1,160 @@
+"""Whole-command wall of ``inspection train`` per stage.
+
+    python bench/train_wall.py --label after --rows brick60=brick:datasets/brick,...
+        [--auto weave300=weave:path] [--code /path/to/checkout] [--site site.yaml]
+        [--out reports/training]
+
+Each row runs ``python -m inspection train -p <product> --data <path>`` (CLI defaults) as a
+child process and takes its wall clock, as a shell would; the stages come from the command's
+log file (``train stages: {...}``, written by ``training.train``; for code older than that line,
+``git show c8e87af:bench/train_wall.py`` reads the log lines' timestamps). The rows' *plain
+anomalib fit + test* (anomalib's ``Patchcore``, same backbone, layers, size and coreset ratio,
+a child process timed from outside) were measured up to 151fca1: ``--anomalib`` of
+``git show 395388a:bench/train_wall.py``. ``--code``: run
+another checkout's ``inspection`` (e.g. ``git archive`` of an earlier commit: the "before").
+``--auto``: ``train --auto`` (default budget) and how many candidates it scored. The report's
+``make demo`` row was measured at fa3f666 by ``--demo`` of ``git show 395388a:bench/train_wall.py``.
+Rows are kept per (label, row) in ``<out>/train_wall.json``, each with the CPU (model, cores,
+vector ISA) it ran on; ``<out>/train_wall.md`` is rewritten.
+"""
+
+from __future__ import annotations
+
+# isort: off
+import inspection  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch loads OpenMP)
+
+# isort: on
+import argparse
+import json
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from _report import cpu_description, load_average, measured, previous_report, save_report
+
+STAGES = ("load", "fit", "local_statistics", "validation", "out_of_fold", "calibration",
+          "evaluation", "report", "registry")  # fmt: skip
+STEM = "train_wall"
+
+
+def run_train(product: str, data: str, site: str, code: str | None, *extra: str) -> dict:
+    """Wall seconds of one ``inspection train`` and its stages (from its log file)."""
+    env = dict(os.environ, **({"PYTHONPATH": code} if code else {}))
+    data, site = str(Path(data).resolve()), str(Path(site).resolve())
+    command = [sys.executable, "-m", "inspection", "train", "-p", product, "--data", data,
+               "--site", site, *extra]  # fmt: skip
+    load = load_average()
+    # -m puts the working folder first on sys.path: run in ``code`` so that it is imported
+    stdout, code_, wall, peak, anon = measured(command, env=env, cwd=code)
+    if code_ != 0:
+        raise SystemExit(f"{' '.join(command)} exited {code_}:\n{stdout[-3000:]}")
+    log_file = re.search(r"library logs and warnings: (\S+)", stdout)
+    log = Path(log_file.group(1)).read_text(encoding="utf-8") if log_file else ""
+    return {"wall_s": round(wall, 1), "peak_rss_gb": peak, "peak_anon_gb": anon,
+            "load_before": load, "stages": stages_of(log, wall), "figures": figures_of(stdout),
+            "scored": scored_of(stdout)}  # fmt: skip
+
+
+def stages_of(log: str, wall: float) -> dict[str, float]:
+    """``train stages: {...}`` of the log (``{}`` without one); ``load`` (interpreter, imports,
+    data check) is the wall clock not in a stage."""
+    found = re.search(r"train stages: (\{.*\})", log)
+    if not found:
+        return {}
+    stages = json.loads(found.group(1))
+    return {"load": round(wall - sum(stages.values()), 1), **stages}
+
+
+def figures_of(stdout: str) -> dict[str, Any]:
+    """Image AUROC, pixel AUROC, AUPRO and the false-reject cell of the tables it prints."""
+    figures: dict[str, Any] = {}
+    for line in stdout.splitlines():
+        cells = [c.strip() for c in re.split(r"[\u2502|]", line) if c.strip()]
+        if len(cells) < 3 or not re.fullmatch(r"\S+/v\d+", cells[0]):
+            continue
+        if "image_auroc" not in figures and len(cells) >= 5:
+            values = [float(c) if re.fullmatch(r"\d\.\d+", c) else None for c in cells[2:5]]
+            figures |= dict(zip(("image_auroc", "pixel_auroc", "aupro"), values, strict=True))
+        elif "of" in cells[2]:
+            figures["false_reject"] = cells[2]
+    return figures
+
+
+def scored_of(stdout: str) -> int | None:
+    """``--auto``: how many candidates the search scored."""
+    found = re.search(r"(\d+) of (\d+) candidates scored", stdout)
+    return int(found.group(1)) if found else None
+
+
+# ------------------------------------------------------------------------------ report
+def markdown(report: dict) -> str:
+    lines = [
+        "# `inspection train`: whole-command wall per stage\n",
+        f"Last command: `{report['command']}`. Each run alone on the machine (nothing else "
+        "heavy); `load avg` is the 1/5/15-min load average before each run; `load` the stage "
+        "(interpreter, imports, data check).\n",
+        "| code | row | images | wall s | peak RSS GB | peak anon GB | "
+        + " | ".join(STAGES)
+        + " | plain anomalib fit+test s | ratio | img AUROC | px AUROC | AUPRO | false reject "
+        "| CPU | load avg |",
+        "|" + " --- |" * (len(STAGES) + 14),
+    ]
+    by_row = sorted(report["rows"], key=lambda k: (report["rows"][k]["row"], k))
+    for key in by_row:  # each row's runs side by side: a per-stage profile, before and after
+        row = report["rows"][key]
+        stages = row.get("stages", {})
+        plain = row.get("anomalib", {}).get("wall_s")
+        ratio = f"{plain / row['wall_s']:.1f}x" if plain else "-"
+        fig = row.get("figures", {})
+        lines.append(
+            f"| {row['label']} | {row['row']} | {row.get('images', '-')} | {row['wall_s']} | "
+            f"{row.get('peak_rss_gb', '-')} | {row.get('peak_anon_gb', '-')} | "
+            + " | ".join(str(stages.get(s, "-")) for s in STAGES)
+            + f" | {plain or '-'} | {ratio} | "
+            + " | ".join(
+                str(fig.get(k) or "-")
+                for k in ("image_auroc", "pixel_auroc", "aupro", "false_reject")
+            )
+            + f" | {row.get('cpu', report.get('cpu', '-'))} | {row['load_before']} |"
+        )
+    demo = report.get("demo")
+    if demo:
+        lines.append(f"\n`make demo` in a fresh copy of the tree (data, train, export, inspect; "
+                     f"{demo['label']}, {demo.get('cpu', '-')}): {demo['wall_s']} s wall, "
+                     f"steps {demo['steps']} s, exit code "
+                     f"{demo['exit_code']}, load before {demo['load_before']}.")  # fmt: skip
+    autos = [r for r in report["rows"].values() if r.get("scored") is not None]
+    for row in autos:
+        lines.append(f"\n`--auto` on {row['row']} ({row['label']}): {row['scored']} candidates "
+                     f"scored, wall {row['wall_s']} s, chosen: {row.get('figures')}.")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--label", default="after")
+    parser.add_argument("--rows", default="", help="name=product:path,...")
+    parser.add_argument("--auto", default="", help="name=product:path,... (train --auto)")
+    parser.add_argument("--code", default=None)
+    parser.add_argument("--site", default="configs/site.yaml")
+    parser.add_argument("--out", type=Path, default=Path("reports/training"))
+    args = parser.parse_args()
+    report = previous_report(args.out, STEM) or {"rows": {}}
+    cpu = cpu_description()
+    report |= {"cpu": cpu, "command": " ".join(["python", *sys.argv])}
+    for spec, extra in ((args.rows, ()), (args.auto, ("--auto",))):
+        for item in filter(None, spec.split(",")):
+            name, target = item.split("=", 1)
+            product, data = target.split(":", 1)
+            row = run_train(product, data, args.site, args.code, *extra)
+            row |= {"label": args.label, "row": name + (" --auto" if extra else ""), "cpu": cpu,
+                    "images": len(list(Path(data, "train", "good").iterdir()))}  # fmt: skip
+            report["rows"][f"{args.label}/{row['row']}"] = row
+            print(json.dumps(row), flush=True)
+            save_report(args.out, STEM, report, markdown(report))
+
+
+if __name__ == "__main__":
+    main()
