@@ -11,10 +11,9 @@ the mixed model's of the fused cells, each fused with the local statistics where
 without the head would fuse them (the score it would ship: ``mixed._Judge.as_shipped``). Each
 side is judged at its own operating point, the threshold the config's ``operating_point`` sets
 on these peaks (``choose_threshold``: at the false-reject budget, the split-conformal rank of
-the good peaks), and the head is kept
-where the mixed model makes strictly fewer errors there (defects missed plus good images
-rejected; at the budget, misses): a head that does not lower them at the operating point only
-adds its own false alarms to the good parts' tail.
+the good peaks), and the head is kept where the mixed model makes strictly fewer errors there
+(defects missed plus good images rejected; at the budget, misses): a head that does not lower
+them at the operating point only adds its own false alarms to the good parts' tail.
 """
 
 from __future__ import annotations
