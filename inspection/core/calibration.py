@@ -21,7 +21,6 @@ from inspection.core.operating_point import (
     OperatingPoint,
     ThresholdChoice,
     choose_threshold,
-    convolved,
     f1_adaptive_threshold,
     good_map_threshold,
 )
@@ -82,7 +81,7 @@ def calibrate(
     extra_good_scores: np.ndarray | None = None,
     good_sources: dict[str, int] | None = None,
     validation_good: bool = True,
-    extra_residuals: np.ndarray | None = None,
+    extra_weights: np.ndarray | None = None,
 ) -> Calibration:
     """Calibration of one bundle from its raw outputs on the validation split.
 
@@ -91,9 +90,9 @@ def calibrate(
     out of pixel figures). ``point`` default: a 1 % false-reject budget. ``extra_good_scores``
     (G,): raw scores of further good images in the same space, with the validation good ones
     (none when ``validation_good`` is False: they fitted a fusion's standardisers) setting the
-    image threshold; ``good_sources`` names their counts for the record. ``extra_residuals``
-    (R,): how far the extra scores' true values may lie off them (carried scores' transfer
-    residuals): the threshold is set on each convolved with them (``convolved``).
+    image threshold; ``good_sources`` names their counts for the record. ``extra_weights``
+    (G,): how many good images each extra score counts for (default 1; carried scores convolved
+    with their transfer residuals count 1 / R each, ``core.operating_point.convolved``).
     """
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     maps = np.asarray(maps, dtype=np.float32)
@@ -111,10 +110,7 @@ def calibrate(
     point = point or OperatingPoint()
     extra = np.empty(0) if extra_good_scores is None else np.asarray(extra_good_scores, float)
     own = scores[labels == 0] if validation_good else np.empty(0)
-    weights = None
-    if extra_residuals is not None:
-        extra, carried = convolved(extra.reshape(-1), extra_residuals)
-        weights = np.r_[carried, np.ones(own.size)]
+    weights = None if extra_weights is None else np.r_[extra_weights, np.ones(own.size)]
     good = np.r_[extra.reshape(-1), own]
     sources = good_sources or {"validation": int((labels == 0).sum())}
     choice = choose_threshold(

@@ -188,6 +188,16 @@ def n_needed(budget: float) -> int:
     return n
 
 
+def fewest_below_largest(budget: float) -> int:
+    """The fewest good calibration scores whose conformal rank k leaves one above it, so the
+    threshold sits below the largest good score (199 at 1 %, 39 at 5 %; from ``n_needed``, 99
+    and 19, the bound holds but k = n: the largest)."""
+    n = n_needed(budget) + 1
+    while conformal_rank(n, budget) > n - 1:
+        n += 1
+    return n
+
+
 def conformal_bound(n: int, rank: int) -> float:
     """P(a new exchangeable good score lands above the ``rank``-th of n) = (n + 1 - k) / (n + 1)."""
     return (n + 1 - min(rank, n)) / (n + 1)
@@ -315,9 +325,7 @@ def more_good_estimate(
     (``weights``: weighted; a plug-in estimate, not a guarantee;
     ``reports/operating_point/small_n.md`` measures it)."""
     count = len(good) if weights is None else round(float(np.sum(weights)))
-    n = max(n_needed(budget), count + 1)
-    while conformal_rank(n, budget) > n - 1:
-        n += 1
+    n = max(fewest_below_largest(budget), count + 1)
     level = conformal_rank(n, budget) / (n + 1)
     if weights is not None:
         level = np.quantile(good, level, weights=weights, method="inverted_cdf")

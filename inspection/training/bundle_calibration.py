@@ -16,8 +16,9 @@ the single largest |residual|: one good pair decided the threshold (reports/runt
 Dropping carried scores instead took brick INT8's held-out false rejects from 0 to 2 of 7
 (reports/statistics/transfer_gate.md).
 An ROI bundle takes them only when they were scored through the same ROI; a fused bundle
-calibrates on its own out-of-fold fused scores (``fused_out_of_fold``); one whose good
-validation scores fitted its local-statistics standardisers, on the carried scores alone.
+calibrates on its own out-of-fold fused scores (``fused_out_of_fold``: the local scores carried
+and convolved alike, always); one whose good validation scores fitted its local-statistics
+standardisers, on the carried scores alone.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ from inspection.core.operating_point import (
     MAX_TRANSFER_RESIDUAL,
     OperatingPoint,
     ScoreTransfer,
+    convolved,
+    fewest_below_largest,
     fit_transfer,
 )
 from inspection.core.outputs import RawOutputs
@@ -56,6 +59,9 @@ class _Labelled(Protocol):
 
 
 RunBundle = Callable[[Sequence[_Labelled]], RawOutputs]
+Carried = tuple[np.ndarray, np.ndarray | None]
+"""(G,) good scores carried into a bundle's space and how many images each counts for (None:
+one each; ``convolved``)."""
 
 
 def calibrate_bundle(
@@ -66,29 +72,30 @@ def calibrate_bundle(
     dataset_root: Path,
     *,
     fused: bool = False,
-    fused_train_good: np.ndarray | None = None,
+    fused_train_good: Carried | None = None,
     roi: bool = False,
     make_sample: Callable[[Path], _Labelled] | None = None,
 ) -> Calibration:
     """The bundle's ``Calibration``: ``run`` runs it on labelled samples (``run_bundle``);
     ``make_sample`` builds a good sample of a training image path (for the score pairs);
     ``roi``: the bundle masks its outputs to an ROI; ``fused``: its scores are a global
-    context's, ``fused_train_good`` the training images' out-of-fold ones among them."""
+    context's, ``fused_train_good`` the training images' out-of-fold ones among them
+    (``fused_out_of_fold``)."""
     outputs = run(validation)
     with_validation = fused or good_scores.validation_calibrates
 
-    def calibrated(extra: np.ndarray | None, residuals: np.ndarray | None = None) -> Calibration:
+    def calibrated(extra: np.ndarray | None, weights: np.ndarray | None = None) -> Calibration:
         sources = {"validation": int((outputs.labels == 0).sum())} if with_validation else {}
         if extra is not None:
-            sources["out_of_fold_train"] = len(extra)
+            sources["out_of_fold_train"] = len(extra) if weights is None else round(weights.sum())
         return calibrate(
             outputs.scores, outputs.maps, outputs.labels, outputs.masks, outputs.defect_types,
             mask_known=outputs.mask_known, point=point, extra_good_scores=extra,
-            good_sources=sources, validation_good=with_validation, extra_residuals=residuals,
+            good_sources=sources, validation_good=with_validation, extra_weights=weights,
         )  # fmt: skip
 
     if fused:
-        return calibrated(fused_train_good)
+        return calibrated(*(fused_train_good or (None, None)))
     if not good_scores.out_of_fold or make_sample is None:
         return calibrated(None)
     if roi and not good_scores.roi_masked:
@@ -102,7 +109,7 @@ def calibrate_bundle(
     share = transfer.residual_share(calibration.operating.threshold, good)
     if share <= MAX_TRANSFER_RESIDUAL:
         return _with_transfer(calibration, share, None)
-    raised = calibrated(oof, np.asarray(transfer.residuals))
+    raised = calibrated(*convolved(oof, np.asarray(transfer.residuals)))
     rise = (raised.operating.threshold if raised.operating else math.nan) - (
         calibration.operating.threshold
     )
@@ -172,25 +179,53 @@ def fused_out_of_fold(
     train_names: Sequence[str],
     validation_local: Mapping[str, float],
     good: GoodScores,
-) -> np.ndarray:
+) -> Carried:
     """The training images' out-of-fold fused scores in a fused bundle's space.
 
     ``train``: the bundle's outputs of the training images (relative ``train_names``);
     ``validation_local``: its local raw scores of the good validation images by relative name.
     The version's out-of-fold torch local scores are carried by a line fitted on the good
-    images both scored and raised by its largest residual (the fused threshold has no margin
-    to gate it on), then fused with the bundle's own out-of-fold component distances."""
+    images both scored and each stands for its sums with every signed pair residual, 1 / R
+    each (``convolved``, as ``calibrate_bundle`` carries them; always: the fused threshold
+    has no margin to gate the line on), fused with the bundle's own out-of-fold component
+    distances of that image."""
     row = {name: index for index, name in enumerate(train_names)}
     pairs = [(good.validation[n], v) for n, v in validation_local.items() if n in good.validation]
     pairs += [(v, train.local_raw[row[n]]) for n, v in good.train_full_bank.items() if n in row]
     names = [name for name in good.out_of_fold if name in row]
     local = np.asarray([good.out_of_fold[name] for name in names], dtype=np.float64)
+    rows, weights = np.asarray([row[name] for name in names], dtype=int), None
     if pairs:
         transfer = fit_transfer(*(np.asarray(side) for side in zip(*pairs, strict=True)))
-        local = transfer.apply(local) + transfer.max_residual
+        local, weights = convolved(transfer.apply(local), np.asarray(transfer.residuals))
+        rows = np.repeat(rows, transfer.n_pairs)  # convolved's sums run image by image
     vectors = component_vectors(context.components, train.images, train.pooled)
-    rows = np.asarray([row[name] for name in names], dtype=int)
-    return out_of_fold_fused(context, vectors, TrainOutOfFold(rows, local))
+    return out_of_fold_fused(context, vectors, TrainOutOfFold(rows, local)), weights
+
+
+REFUSAL_OPTIONS = (
+    "--accuracy-control, more INT8 calibration images (--calibration-size), FP16, or --force"
+)
+"""What a refused export may try (its quantisation's options) when its threshold is ranked."""
+_SOURCE_NAMES = {"out_of_fold_train": "out-of-fold training"}
+
+
+def refusal_advice(calibration: Calibration) -> str:
+    """What to do about a bundle its export gate refused, first what ``calibration`` lacks: a
+    threshold that sits above the largest good calibration score (k = n) moves with this
+    precision's score noise on any one good part, and only more good images rank it below."""
+    choice = calibration.operating
+    if choice is None or choice.policy != "false_reject_budget" or choice.rank != choice.n_good:
+        return f"Try {REFUSAL_OPTIONS}."
+    sources = (choice.good_sources or {}).items()
+    named = ", ".join(f"{n} {_SOURCE_NAMES.get(name, name)}" for name, n in sources)
+    return (
+        f"Its threshold sits above the largest of its {choice.n_good} good calibration scores "
+        f"({named}), where this precision's score noise on any one good part moves it: needs "
+        f">= {fewest_below_largest(choice.budget)} good calibration images at a "
+        f"{100 * choice.budget:g} % budget to rank it below the largest; has {choice.n_good}. "
+        f"Add good images to the dataset's train/good and retrain, or try {REFUSAL_OPTIONS}."
+    )
 
 
 def record_operating_point(record: object) -> OperatingPoint:

@@ -68,7 +68,12 @@ from inspection.runtime.predictor import load_inspector
 from inspection.runtime.preprocess import normalize_score, preprocess
 from inspection.runtime.recalibration import run_samples
 from inspection.runtime.tiled import TiledInspector, tiled_outputs
-from inspection.training.bundle_calibration import calibrate_bundle, fused_out_of_fold
+from inspection.training.bundle_calibration import (
+    Carried,
+    calibrate_bundle,
+    fused_out_of_fold,
+    refusal_advice,
+)
 from inspection.training.convert import convert_torch_model
 from inspection.training.global_context import ModelOutputs, batched_outputs, refit_on_outputs
 from inspection.training.int8_control import SHARE_OF_TOLERANCE, GateMetric, usable
@@ -230,10 +235,10 @@ def _refinement(
     return choice
 
 
-def _refit_context(target: Path, meta: BundleMetadata, splits: ExportSplits) -> np.ndarray | None:
+def _refit_context(target: Path, meta: BundleMetadata, splits: ExportSplits) -> Carried | None:
     """Re-fit the bundle's global context on its own graph's outputs (``refit_on_outputs``),
     re-write the metadata (the file's new checksum), and return the training images'
-    out-of-fold fused scores in the bundle's space (None: none recorded)."""
+    out-of-fold fused scores in the bundle's space with their weights (None: none recorded)."""
     spec = meta.global_context
     if spec is None:
         return None
@@ -350,9 +355,7 @@ def export_model(
         if not options.force:
             shutil.rmtree(out_dir, ignore_errors=True)
             raise GateRefusal(
-                decision.message(what)
-                + "; not registering it. Try --accuracy-control, more calibration images "
-                "(--calibration-size), FP16, or --force."
+                f"{decision.message(what)}; not registering it. {refusal_advice(_own(meta))}"
             )
         log.warning("%s (registering: forced)", decision.message(what))
     gate = GateRecord.decided(

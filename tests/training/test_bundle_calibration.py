@@ -145,3 +145,97 @@ def test_one_pair_far_below_the_line_does_not_raise_the_threshold_by_its_distanc
     assert operating.threshold == pytest.approx(expected.threshold)
     assert operating.n_good == len(carried) + own.size
     assert 0 < operating.transfer_raise < transfer.max_residual
+
+
+def test_a_fused_bundle_convolves_its_carried_scores_as_the_plain_path_does() -> None:
+    """A fused bundle's out-of-fold scores: each carried local score, plus each signed pair
+    residual (1 / R each), fused with the image's own component distance. One paired image far
+    below the line, whose |residual| the rule before raised every carried score by, lifts the
+    threshold at the budget by far less than that."""
+    from inspection.core.global_context import component_vectors
+    from inspection.core.operating_point import OperatingPoint, fit_transfer
+    from inspection.training.bundle_calibration import fused_out_of_fold
+    from inspection.training.global_context import (
+        ModelOutputs,
+        TrainOutOfFold,
+        fit_global_context,
+        out_of_fold_fused,
+    )
+
+    rng = np.random.default_rng(0)
+    n = 24
+    images = [rng.random((32, 32, 3), dtype=np.float32) for _ in range(n)]
+    names = [f"train/good/{i:03d}.png" for i in range(n)]
+    torch_full = rng.normal(10.0, 1.0, n)
+    bundle_local = torch_full + rng.normal(0.0, 0.05, n)
+    bundle_local[3] -= 3.0  # the bundle scores one paired image far below the line
+    torch_val = rng.normal(10.0, 1.0, 6)
+    val_names = [f"test/good/{i:03d}.png" for i in range(6)]
+    validation_local = dict(zip(val_names, torch_val + rng.normal(0.0, 0.05, 6), strict=True))
+    good = GoodScores(
+        out_of_fold=dict(zip(names, rng.normal(14.0, 1.0, n), strict=True)),
+        validation=dict(zip(val_names, torch_val, strict=True)),
+        train_full_bank={name: float(torch_full[i]) for i, name in enumerate(names[:8])},
+    )
+    local_val = np.asarray(list(validation_local.values()))
+    context = fit_global_context(["colour"], images, validation_local_raw=local_val)
+    outputs = ModelOutputs(bundle_local, np.empty((n, 0)), images)
+
+    scores, weights = fused_out_of_fold(context, outputs, names, validation_local, good)
+
+    transfer = fit_transfer(np.r_[torch_val, torch_full[:8]], np.r_[local_val, bundle_local[:8]])
+    assert transfer.n_pairs == 14 and -min(transfer.residuals) == transfer.max_residual > 2.0
+    assert scores.shape == weights.shape == (n * 14,) and weights.sum() == pytest.approx(n)
+    vectors = component_vectors(context.components, images)
+    carried = transfer.apply(np.asarray(list(good.out_of_fold.values())))
+
+    def fused(local: np.ndarray) -> np.ndarray:
+        return out_of_fold_fused(context, vectors, TrainOutOfFold(np.arange(n), local))
+
+    for column, residual in enumerate(transfer.residuals):
+        np.testing.assert_allclose(scores.reshape(n, 14)[:, column], fused(carried + residual))
+    point = OperatingPoint()
+    threshold = choose_threshold(scores, point, good_weights=weights).threshold
+    as_they_are = choose_threshold(fused(carried), point).threshold
+    largest = choose_threshold(fused(carried + transfer.max_residual), point).threshold
+    assert as_they_are < threshold < as_they_are + 0.5 * (largest - as_they_are)
+
+
+@pytest.mark.parametrize(
+    ("n_good", "budget", "told"),
+    [
+        (48, 0.01, "needs >= 199 good calibration images at a 1 % budget to rank it below the largest; has 48"),
+        (120, 0.01, "needs >= 199 good calibration images at a 1 % budget to rank it below the largest; has 120"),
+        (38, 0.05, "needs >= 39 good calibration images at a 5 % budget to rank it below the largest; has 38"),
+        (48, 0.05, None),
+        (199, 0.01, None),
+    ],
+)  # fmt: skip
+def test_a_refusal_says_how_many_good_images_rank_the_threshold_below_the_largest(
+    n_good: int, budget: float, told: str | None
+) -> None:
+    """Gravel's INT8 refusal at 1 %: 48 good calibration scores (out of fold; its validation
+    ones fitted the head's standardisers) leave the threshold above the largest, which INT8's
+    score noise on good parts moves; the refusal names the count that ranks it below."""
+    from inspection.core.calibration import calibrate
+    from inspection.core.operating_point import OperatingPoint
+    from inspection.training.bundle_calibration import REFUSAL_OPTIONS, refusal_advice
+
+    rng = np.random.default_rng(1)
+    defects = rng.normal(5.0, 1.0, 4)
+    masks = np.zeros((4, 8, 8), bool)
+    masks[:, 2, 3] = True
+    calibration = calibrate(
+        defects, masks.astype(np.float32), np.ones(4), masks, ["crack"] * 4,
+        point=OperatingPoint(budget=budget), extra_good_scores=rng.normal(0.0, 1.0, n_good),
+        good_sources={"out_of_fold_train": n_good}, validation_good=False,
+    )  # fmt: skip
+    said = refusal_advice(calibration)
+    if told is None:
+        assert said == f"Try {REFUSAL_OPTIONS}."
+        return
+    assert said.startswith(
+        f"Its threshold sits above the largest of its {n_good} good calibration scores "
+        f"({n_good} out-of-fold training)"
+    )
+    assert told in said and "train/good" in said and said.endswith(f"or try {REFUSAL_OPTIONS}.")
