@@ -59,7 +59,7 @@ from inspection.training.models.patchcore.local_stats import (
     standardiser_images,
 )
 from inspection.training.models.patchcore.local_stats import fit_for_model as fit_statistics
-from inspection.training.models.patchcore.out_of_fold import model_inputs
+from inspection.training.models.patchcore.out_of_fold import fold_of, model_inputs
 from inspection.training.roi import TrainingRoi
 from inspection.training.samples import load_mask
 
@@ -75,6 +75,8 @@ BATCH = 16
 """Grids (images) per step, drawn seeded from the labelled and the good ones."""
 LEARNING_RATE = 3e-3
 WEIGHT_DECAY = 1e-4
+_DRAWS = threading.Lock()
+"""Held while a head draws its seeded init (heads are taught side by side)."""
 FUSION = (
     "per cell max(kNN distance, a + b * (logit - c) / d): (a, b) and (c, d) the median and "
     "largest-minus-median of the good validation images' distance and logit peaks"
@@ -170,17 +172,17 @@ def fit_for_model(
     scaling = standardiser_images(len(train), config.calibration_folds, config.seed)
     good = [train[i] for i in np.flatnonzero(scaling)]
     labelled = dataset.labelled_samples
-    statistics = (
-        _statistics(model, config, train, (validation, labelled, good), roi) if gate else None
-    )
+    statistics = _statistics(model, config, train, (validation, labelled), roi) if gate else None
+    others = [train[i] for i in np.flatnonzero(~scaling)] if gate else []
     with torch.no_grad(), channels_last(inner):
         good_grid, good_distance = _cells(model, good, size, bits, leave_own_out=True)
         grid, distance = _cells(model, labelled, size, bits)
         checked = _Checked(*_cells(model, validation, size, bits), _labels(validation))
+        judged = _cells(model, others, size, bits, leave_own_out=True) if others else None
     targets, weights, image_level = _targets(labelled, size, grid.shape[-2:])
     teaching = _Teaching(good_grid, good_distance, grid, distance, targets, weights, image_level)
     judge, kinds = (
-        _Judge(model, teaching, checked, size, config.seed, statistics),
+        _Judge(model, teaching, checked, size, config.seed, statistics, judged, scaling),
         [s.defect_type for s in labelled],
     )
     with threads(1), ThreadPoolExecutor(HEADS_AT_ONCE) as pool:  # the model's and the fold heads
@@ -251,7 +253,10 @@ def _teach(head: SupervisedHead, teaching: _Teaching, seed: int) -> dict[str, in
 @dataclass(frozen=True)
 class _Judge:
     """The keep rule's evidence (``keep``): map peaks of the kNN distance alone and of the
-    fused cells, every defect scored by a head it did not teach."""
+    fused cells on every image the run can score out of fold on both sides: the validation
+    images (the model's head), the labelled defects and the good images that teach (the fold
+    heads), and the other good training images (the model's head, which they did not teach;
+    their distances without their own bank rows)."""
 
     model: Any
     teaching: _Teaching
@@ -259,6 +264,11 @@ class _Judge:
     size: tuple[int, int]
     seed: int
     statistics: _SidePeaks | None = None
+    others: tuple[torch.Tensor, torch.Tensor] | None = None
+    """Cells (grids, distances) of the good training images that do not teach the head."""
+    teaches: np.ndarray | None = None
+    """(T,) bool over the training images: those that teach the head (the rest are
+    ``others``)."""
 
     def peaks(self, cells: torch.Tensor) -> np.ndarray:
         """(N,) peaks of the maps of (N, 1, h, w) cells after anomalib's upsampling and blur."""
@@ -273,57 +283,73 @@ class _Judge:
         folds: keep.FoldPeaks | None,
         point: OperatingPoint,
     ) -> tuple[bool, str, dict[str, float]]:
-        """``keep.decide`` on the validation images (scored by the model's ``head``) and the
-        teaching images' ``folds`` (``keep.cross_fitted`` by ``fold``)."""
-        t, c = self.teaching, self.checked
-        good = c.labels == 0
-        with torch.no_grad():
-            fused = self.peaks(head.fuse(c.grid, c.distance))
-        distance = self.peaks(c.distance)
-        patchcore = keep.Peaks(distance[good], distance[~good])
-        mixed = keep.Peaks(fused[good], fused[~good])
+        """``keep.decide`` on the validation images and the other good training images (scored
+        by the model's ``head``) and the teaching images' ``folds`` (``keep.cross_fitted`` by
+        ``fold``)."""
+        groups = [self._validation(head)]
+        if self.others is not None:
+            groups.append(self._others(head))
         if folds is not None:
-            patchcore = keep.Peaks(
-                np.concatenate([patchcore.good, self.peaks(t.good_distance)]),
-                np.concatenate([patchcore.defect, self.peaks(t.distance)]),
-            )
-            mixed = keep.Peaks(
-                np.concatenate([mixed.good, folds[0]]), np.concatenate([mixed.defect, folds[1]])
-            )
-        kept, reason, evidence = keep.decide(*self.as_shipped(patchcore, mixed), point, len(kinds))
+            groups.append(self._taught(folds))
+        patchcore, mixed, side = (keep.joined(group) for group in zip(*groups, strict=True))
+        kept, reason, evidence = keep.decide(
+            *self.as_shipped(patchcore, mixed, side), point, len(kinds)
+        )
         if self.statistics is not None and evidence:
             evidence["local_statistics"] = 1.0
         return kept, reason, evidence
 
-    def as_shipped(self, patchcore: keep.Peaks, mixed: keep.Peaks) -> tuple[keep.Peaks, keep.Peaks]:
-        """Both sides fused with the local statistics where the product without the head keeps
-        them (``statistics``), each part standardised as the fused graph does (median and
-        largest good peak: the cells' on the good validation images, the statistics' on those
-        and the good teaching images); unchanged without them. The sides list the validation
-        images first, then (cross-fitted) the teaching ones."""
-        side = self.statistics
-        if side is None:
+    def as_shipped(
+        self, patchcore: keep.Peaks, mixed: keep.Peaks, side: keep.Peaks | None
+    ) -> tuple[keep.Peaks, keep.Peaks]:
+        """Both sides fused with the local statistics' peaks ``side`` of the same images where
+        the product without the head keeps them (``statistics``), each part standardised as
+        the fused graph does (median and largest good peak: the cells' on the good validation
+        images, listed first; the statistics' on those and the good teaching images);
+        unchanged without them."""
+        stats = self.statistics
+        if stats is None or side is None:
             return patchcore, mixed
         good = self.checked.labels == 0
+        scale_side = np.r_[stats.validation[good], stats.good[self.teaches]]
         n_good = int(good.sum())
-        cross_fitted = len(patchcore.good) > n_good
-        judged = keep.Peaks(
-            np.r_[side.validation[good], side.good] if cross_fitted else side.validation[good],
-            np.r_[side.validation[~good], side.labelled]
-            if cross_fitted
-            else side.validation[~good],
-        )
-        scale_side = np.r_[side.validation[good], side.good]
-        fused = []
-        for cells in (patchcore, mixed):
-            s = fit_standardisers(cells.good[:n_good], scale_side)
-            fused.append(
-                keep.Peaks(
-                    fuse_parts(cells.good, judged.good, s),
-                    fuse_parts(cells.defect, judged.defect, s),
-                )
+
+        def fused(cells: keep.Peaks) -> keep.Peaks:
+            standardisers = fit_standardisers(cells.good[:n_good], scale_side)
+            return keep.Peaks(
+                fuse_parts(cells.good, side.good, standardisers),
+                fuse_parts(cells.defect, side.defect, standardisers),
             )
-        return fused[0], fused[1]
+
+        return fused(patchcore), fused(mixed)
+
+    def _validation(self, head: SupervisedHead) -> _Group:
+        c, good = self.checked, self.checked.labels == 0
+        with torch.no_grad():
+            fused = self.peaks(head.fuse(c.grid, c.distance))
+        distance, stats = self.peaks(c.distance), self.statistics
+        side = (
+            None if stats is None else keep.Peaks(stats.validation[good], stats.validation[~good])
+        )
+        return (
+            keep.Peaks(distance[good], distance[~good]),
+            keep.Peaks(fused[good], fused[~good]),
+            side,
+        )
+
+    def _others(self, head: SupervisedHead) -> _Group:
+        grid, distance = self.others
+        with torch.no_grad():
+            fused = self.peaks(head.fuse(grid, distance))
+        stats, none = self.statistics, np.zeros(0)
+        side = None if stats is None else keep.Peaks(stats.good[~self.teaches], none)
+        return keep.Peaks(self.peaks(distance), none), keep.Peaks(fused, none), side
+
+    def _taught(self, folds: keep.FoldPeaks) -> _Group:
+        t, stats = self.teaching, self.statistics
+        side = None if stats is None else keep.Peaks(stats.good[self.teaches], stats.labelled)
+        distance = keep.Peaks(self.peaks(t.good_distance), self.peaks(t.distance))
+        return distance, keep.Peaks(*folds), side
 
     def fold(self, good: np.ndarray, labelled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """A head taught by the ``good`` and ``labelled`` images (bool masks), fused as the
@@ -339,11 +365,16 @@ class _Judge:
             )
 
 
+_Group = tuple[keep.Peaks, keep.Peaks, keep.Peaks | None]
+"""One group of judged images: PatchCore's, the mixed model's and the statistics' peaks."""
+
+
 @dataclass(frozen=True)
 class _SidePeaks:
     """(N,) map peaks of the local statistics part: of the validation images and the
-    labelled defects (the whole statistics bank), and of the good teaching images (out of
-    fold: the bank of the other folds' images, as the statistics' own standardiser sees them)."""
+    labelled defects (the whole statistics bank), and of every good training image in order
+    (out of fold: the bank of the other folds' images, as the statistics' own standardiser
+    sees them)."""
 
     validation: np.ndarray
     labelled: np.ndarray
@@ -354,13 +385,14 @@ def _statistics(
     model: Any,
     config: Any,
     train: Sequence[Sample],
-    judged: tuple[Sequence[Sample], Sequence[Sample], Sequence[Sample]],
+    judged: tuple[Sequence[Sample], Sequence[Sample]],
     roi: TrainingRoi | None,
 ) -> _SidePeaks | None:
     """The local statistics the product without the head would fuse (fitted as the
     ``local_statistics`` option would, on the model before its head), as map peaks of the
-    (validation, labelled, good teaching) images; None where it would not fuse them. The
-    model's statistics are left empty: training fits them again after the head."""
+    (validation, labelled) images and of every training image out of fold; None where it would
+    not fuse them. The model's statistics are left empty: training fits them again after the
+    head."""
     inner = model.model
     if not isinstance(inner, FusedPatchcoreModel) or config.local_statistics_mode == "off":
         return None
@@ -368,16 +400,22 @@ def _statistics(
         if not fit_statistics(model, config, train, judged[0], roi).kept:
             return None
         stats = inner.local_stats
-        banks = (stats.bank, stats.bank, stats.fold_banks[0])  # the good ones: fold 0's
         size, bits = tuple(config.image_size), config.image_bits
-        peaks = []
+
+        def peaks(samples: Sequence[Sample], bank: torch.Tensor) -> np.ndarray:
+            stats.bank = bank
+            images = model_inputs(model, samples, size, bits)
+            out = torch.cat([inner.side_outputs(b).anomaly_map for b in images.split(16)])
+            return out.flatten(1).amax(1).double().numpy()
+
+        folds = fold_of(len(train), config.calibration_folds, config.seed)
+        good = np.zeros(len(train))
         with torch.no_grad(), channels_last(inner):
-            for samples, bank in zip(judged, banks, strict=True):
-                stats.bank = bank
-                images = model_inputs(model, samples, size, bits)
-                out = torch.cat([inner.side_outputs(b).anomaly_map for b in images.split(16)])
-                peaks.append(out.flatten(1).amax(1).double().numpy())
-        return _SidePeaks(*peaks)
+            validation, labelled = (peaks(samples, stats.bank) for samples in judged)
+            for fold, bank in enumerate(stats.fold_banks):
+                rows = np.flatnonzero(folds == fold)
+                good[rows] = peaks([train[i] for i in rows], bank)
+        return _SidePeaks(validation, labelled, good)
     finally:
         inner.local_stats = LocalStatsHead().train(inner.local_stats.training)
 
@@ -487,9 +525,6 @@ def _fit_head(
         optimiser.step()
     head.set_weights(network)
     return {"positive": n_pos, "negative": n_neg, "image_level": int(image_level.sum())}
-
-
-_DRAWS = threading.Lock()
 
 
 def _fit_fusion(head: SupervisedHead, checked: _Checked) -> None:

@@ -4,11 +4,16 @@ The rule judges on every defect the run knows, each scored by a head it did not 
 - the labelled defects, out of fold: ``FOLDS`` heads, each taught (as the model's head is) by
   the other folds' labelled defects and good images, score the fold left out;
 - the validation defects, scored by the model's head (no validation image teaches it).
-Against the good images scored the same way: the good training images that teach the head
-(out of fold, their kNN distances without their own bank rows) and the good validation
-images. Both sides are the maps' peaks after anomalib's blur: PatchCore's of the kNN distance,
-the mixed model's of the fused cells, each fused with the local statistics where the product
-without the head would fuse them (the score it would ship: ``mixed._Judge.as_shipped``). Each
+Against every good image the run can score out of fold on both sides: the good validation
+images (the model's head), the good training images that teach the head (the fold heads) and
+all the other good training images (the model's head, which they did not teach); training
+images with their kNN distances without their own bank rows. At a 1 % budget the threshold sits
+at the good images' largest peaks, so the more good images, the more of the head's tail of false
+alarms on good parts shows (judged on the ~30 validation and teaching images alone, grass with 5
+labelled defects per kind kept a head that raised held-out misses: ``reports/learning``). Both
+sides are the maps' peaks after anomalib's blur: PatchCore's of the kNN distance, the mixed
+model's of the fused cells, each fused with the local statistics where the product without the
+head would fuse them (the score it would ship: ``mixed._Judge.as_shipped``). Each
 side is judged at its own operating point, the threshold the config's ``operating_point`` sets
 on these peaks (``choose_threshold``: at the false-reject budget, the split-conformal rank of
 the good peaks), and the head is kept where the mixed model makes strictly fewer errors there
@@ -37,6 +42,14 @@ class Peaks:
 
     good: np.ndarray
     defect: np.ndarray
+
+
+def joined(parts: Iterable[Peaks | None]) -> Peaks | None:
+    """The ``parts``' good and defect peaks, each concatenated in order (None if any is)."""
+    parts = list(parts)
+    if any(part is None for part in parts):
+        return None
+    return Peaks(np.concatenate([p.good for p in parts]), np.concatenate([p.defect for p in parts]))
 
 
 def fold_ids(kinds: Sequence[str], folds: int = FOLDS) -> np.ndarray:

@@ -26,7 +26,7 @@ from inspection.training.models.mixed import (
     keep,
     supervised_config,
 )
-from inspection.training.models.mixed.head import MixedCore, SupervisedHead
+from inspection.training.models.mixed.head import MixedCore, SupervisedHead, head_network
 from inspection.training.models.patchcore.coreset import threads
 from inspection.training.train import TrainOutcome, load_trained_model, train_model
 from tests.conftest import TINY_PATCHCORE
@@ -213,7 +213,8 @@ def test_auto_judges_on_the_labelled_defects_out_of_fold(
     defects = sum("/good/" not in path for path in validation)
     evidence = choice["evidence"]
     assert evidence["defects"] == defects + 12  # validation defects and the labelled ones
-    assert evidence["good"] == len(validation) - defects + choice["good_images"]
+    train = load_dataset(labelled_product).train_samples  # every good one, out of fold
+    assert evidence["good"] == len(validation) - defects + len(train) > choice["good_images"]
     errors = {
         n: evidence[f"{n}_missed"] + evidence[f"{n}_rejected"] for n in ("patchcore", "mixed")
     }
@@ -262,8 +263,9 @@ def test_the_keep_rule_judges_patchcore_with_its_local_statistics() -> None:
     side = _SidePeaks(np.array([1.0, 1.0, 1.0, 5.0]), np.array([1.0, 5.0]), np.array([1.0, 2.0]))
     # validation images first, then the cross-fitted teaching ones
     distance = keep.Peaks(np.array([1.0, 2.0, 3.0, 2.0, 2.0]), np.array([1.5, 1.5, 4.0]))
-    judge = _Judge(None, None, checked, (8, 8), 0, side)
-    patchcore, mixed = judge.as_shipped(distance, distance)
+    judge = _Judge(None, None, checked, (8, 8), 0, side, teaches=np.array([True, True]))
+    judged = keep.Peaks(np.array([1.0, 1.0, 1.0, 1.0, 2.0]), np.array([5.0, 1.0, 5.0]))
+    patchcore, mixed = judge.as_shipped(distance, distance, judged)
     # each part standardised on good peaks (median 2, scale 1; median 1, scale 1), then max
     np.testing.assert_allclose(patchcore.good, [0.0, 0.0, 1.0, 0.0, 1.0])
     np.testing.assert_allclose(patchcore.defect, [4.0, 0.0, 4.0])
@@ -271,7 +273,7 @@ def test_the_keep_rule_judges_patchcore_with_its_local_statistics() -> None:
     assert keep.errors(patchcore, BUDGET) == (1, 0)  # the distance alone: 2 missed
     assert keep.errors(distance, BUDGET) == (2, 0)
     alone = dataclasses.replace(judge, statistics=None)
-    assert alone.as_shipped(distance, distance) == (distance, distance)
+    assert alone.as_shipped(distance, distance, judged) == (distance, distance)
 
 
 def test_auto_judges_against_patchcore_as_shipped_with_local_statistics(
@@ -288,3 +290,44 @@ def test_auto_judges_against_patchcore_as_shipped_with_local_statistics(
     assert extra["supervised"]["evidence"]["local_statistics"] == 1.0
     assert extra["local_statistics"]["kept"]  # fitted again, after the head, as before
     assert outcome.model.model.local_stats.enabled
+
+
+def _channel_zero_head(channels: int) -> SupervisedHead:
+    """A head whose fused cell is max(distance, ReLU(the grid's channel 0))."""
+    head = SupervisedHead()
+    network = head_network(channels)
+    with torch.no_grad():
+        network[0].weight.zero_()[0, 0] = 1.0
+        network[0].bias.zero_()
+        network[2].weight.zero_()[0, 0, 1, 1] = 1.0
+        network[2].bias.zero_()
+    head.set_weights(network)
+    head.shift, head.scale = torch.zeros(1, channels, 1, 1), torch.ones(1, channels, 1, 1)
+    return head
+
+
+def test_the_head_is_judged_on_every_good_training_image(mixed: TrainOutcome) -> None:
+    """A head that raises false alarms on good training images it did not teach is dropped,
+    though the validation images alone (the rule's old good side) would keep it."""
+
+    def cells(distance: float, channel_zero: float, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        grid = torch.zeros(n, 2, 4, 4)
+        grid[:, 0] = channel_zero
+        return grid, torch.full((n, 1, 4, 4), distance)
+
+    # validation: 3 good, and 3 defects the distance misses but the head sees
+    good, defect = cells(1.0, 0.0, 3), cells(0.9, 2.0, 3)
+    checked = _Checked(
+        torch.cat([good[0], defect[0]]),
+        torch.cat([good[1], defect[1]]),
+        np.array([0] * 3 + [1] * 3),
+    )
+    head = _channel_zero_head(2)
+    judge = _Judge(mixed.model, None, checked, (32, 32), 0)
+    kept, _, evidence = judge.decide(head, ["crack"] * 3, None, BUDGET)
+    assert kept and evidence["mixed_missed"] == 0 and evidence["patchcore_missed"] == 3
+    # 4 good training images the head did not teach, where it raises false alarms
+    judge = dataclasses.replace(judge, others=cells(1.0, 3.0, 4))
+    kept, reason, evidence = judge.decide(head, ["crack"] * 3, None, BUDGET)
+    assert not kept and reason.startswith("off")
+    assert evidence["good"] == 7 and evidence["mixed_missed"] == 3
