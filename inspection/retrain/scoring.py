@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -21,6 +21,10 @@ from inspection.core.metrics import EvaluationMetrics, compute_metrics, judge_al
 from inspection.retrain.assemble import EvalItem
 from inspection.retrain.gate import GATEABLE_METRICS, LATENCY_KEY
 from inspection.runtime.camera import source_bits
+
+if TYPE_CHECKING:
+    from inspection.core.types import InspectionResult
+    from inspection.runtime.inspector import RawImageOutputs
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +56,23 @@ class BundleEvaluation:
         return {**flat, **self.latency()}
 
 
+@dataclass
+class _Outputs:
+    """One bundle's per-item results: the station's score, its judged map and the raw
+    (ranked: pixel AUROC and AUPRO) map, both at the evaluation size, and the latency."""
+
+    scores: list[float] = field(default_factory=list)
+    maps: list[np.ndarray] = field(default_factory=list)
+    raw_maps: list[np.ndarray] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+
+    def add(self, raw: RawImageOutputs, result: InspectionResult, size: tuple[int, int]) -> None:
+        self.scores.append(result.score)
+        self.latencies.append(result.latency_ms)
+        for kept, array in ((self.maps, result.anomaly_map), (self.raw_maps, raw.anomaly_map)):
+            kept.append(cv2.resize(array, size, interpolation=cv2.INTER_AREA))
+
+
 def evaluate_bundles(
     bundles: Mapping[str, Path],
     items: Sequence[EvalItem],
@@ -75,52 +96,41 @@ def evaluate_bundles(
         first = read_image(items[0].path, bits=bits[role])
         for _ in range(warmup):
             inspector.inspect(first)
-    scores = {role: [] for role in roles}
-    maps = {role: [] for role in roles}
-    ranked = {role: [] for role in roles}  # raw maps: pixel AUROC and AUPRO
-    latencies = {role: [] for role in roles}
+    outputs = {role: _Outputs() for role in roles}
     for index, item in enumerate(items):
         # Each bundle reads 16-bit images at the bit depth it was trained on (``source_bits``).
         images = {depth: read_image(item.path, bits=depth) for depth in set(bits.values())}
         for role in roles if index % 2 == 0 else roles[::-1]:
             raw = inspectors[role].infer_raw(images[bits[role]])
-            result = inspectors[role].judge_raw(raw)
-            scores[role].append(result.score)
-            latencies[role].append(result.latency_ms)
-            for kept, array in ((maps, result.anomaly_map), (ranked, raw.anomaly_map)):
-                kept[role].append(cv2.resize(array, (width, height), interpolation=cv2.INTER_AREA))
+            outputs[role].add(raw, inspectors[role].judge_raw(raw), (width, height))
         if on_image is not None:
             on_image(index)
     masks = np.stack([read_mask(item.mask_path, (height, width)) for item in items])
     known = np.array([item.has_pixel_truth for item in items], dtype=bool)
     evaluations = {}
     for role in roles:
-        outputs = (scores[role], maps[role], ranked[role], latencies[role])
-        evaluations[role] = _evaluation(role, inspectors[role], outputs, masks, known, items)
+        evaluations[role] = _evaluation(role, inspectors[role], outputs[role], masks, known, items)
     return evaluations
 
 
 def _evaluation(
     role: str,
     inspector: Any,
-    outputs: tuple[list[float], list[np.ndarray], list[np.ndarray], list[float]],
+    outputs: _Outputs,
     masks: np.ndarray,
     known: np.ndarray,
     items: Sequence[EvalItem],
 ) -> BundleEvaluation:
-    """``outputs``: per item the station's score, its (judged) map, the raw (ranked) map and
-    the latency."""
-    scores, maps, raw_maps, latencies = outputs
-    score_array = np.asarray(scores, dtype=np.float32)
-    map_array = np.stack(maps)
+    score_array = np.asarray(outputs.scores, dtype=np.float32)
+    map_array = np.stack(outputs.maps)
     segmentation = inspector.metadata.segmentation_rule
     judged = judge_all(score_array, map_array, inspector.threshold, segmentation)
     labels = np.asarray([item.label for item in items], dtype=np.int64)
     metrics = compute_metrics(
-        score_array, labels, np.stack(raw_maps), masks, [item.defect_type for item in items], judged,
+        score_array, labels, np.stack(outputs.raw_maps), masks, [item.defect_type for item in items], judged,
         image_threshold=inspector.threshold, segmentation=segmentation.describe(),
         mask_known=known,
     )  # fmt: skip
     meta = inspector.metadata
     return BundleEvaluation(role, meta.bundle_id, meta.model_version, inspector.threshold,
-                            score_array, np.asarray(latencies, dtype=np.float64), metrics)  # fmt: skip
+                            score_array, np.asarray(outputs.latencies, dtype=np.float64), metrics)  # fmt: skip
