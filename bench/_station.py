@@ -68,16 +68,16 @@ def serve_live_copy(
     from inspection.core.registry import Registry
 
     source = Registry(source_registry)
-    bundle_dir = source.live_bundle_dir(product)
+    bundle_dir = source.journal.live_bundle_dir(product)
     registry = Registry(registry_dir)
-    registry.add_bundle(product, bundle_dir, bundle_dir.name)
-    live = source.live(product)
+    registry.bundles.add_bundle(product, bundle_dir, bundle_dir.name)
+    live = source.journal.live(product)
     if live is None or not live.signature:
-        registry.promote(product, bundle_dir.name, actor="bench", reason=reason)
+        registry.journal.promote(product, bundle_dir.name, actor="bench", reason=reason)
         return bundle_dir
-    registry.mirror(live, actor="bench")
-    for record in (*source.threshold_history(product), *source.decisions(product)):
-        registry.mirror(record, actor="bench")
+    registry.journal.mirror(live, actor="bench")
+    for record in (*source.journal.threshold_history(product), *source.journal.decisions(product)):
+        registry.journal.mirror(record, actor="bench")
     return bundle_dir
 
 
@@ -148,7 +148,7 @@ def tiny_registry(workdir: Path, product: str, *, int8: bool = False) -> Path:
 
     root = workdir / ("source-registry-int8" if int8 else "source-registry")
     registry = Registry(root)
-    if registry.live(product) is not None:
+    if registry.journal.live(product) is not None:
         return root
     data = write_demo_product(
         workdir / "train-data", product, seed=3, n_train=24, n_test_good=6,

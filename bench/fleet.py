@@ -48,7 +48,7 @@ def build_site(
     jobs = {}
     for name, (kind, seed, n_train) in products.items():
         data = work / "datasets" / name / kind
-        if registry.live(name) is None:
+        if registry.journal.live(name) is None:
             write_demo_product(data.parent, kind, seed=seed, n_train=n_train, n_test_good=10,
                                n_test_per_defect=4, size=256)  # fmt: skip
             config = load_model_config("patchcore", product=name)

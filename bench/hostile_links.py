@@ -55,15 +55,17 @@ HEARTBEAT_AT = 208  # the Heartbeat's byte offset in the register map
 
 def registry(work: Path) -> Path:
     """brick and grass live: one tiny PatchCore, brick at 0.3 and grass at 0.999."""
-    source = Registry(tiny_registry(work, "brick")).live_bundle_dir("brick")
+    source = Registry(tiny_registry(work, "brick")).journal.live_bundle_dir("brick")
     target = Registry(work / "registry")
     for product, threshold in (("brick", 0.3), ("grass", 0.999)):
         bundle = shutil.copytree(source, work / f"{product}-bundle", dirs_exist_ok=True)
         metadata = json.loads((bundle / "metadata.json").read_text())
         (bundle / "metadata.json").write_text(json.dumps(metadata | {"product": product}))
-        target.add_bundle(product, bundle, source.name)
-        target.promote(product, source.name, actor="bench", reason="hostile links")
-        target.set_threshold(product, threshold, actor="bench", reason="hostile links", sign=False)
+        target.bundles.add_bundle(product, bundle, source.name)
+        target.journal.promote(product, source.name, actor="bench", reason="hostile links")
+        target.journal.set_threshold(
+            product, threshold, actor="bench", reason="hostile links", sign=False
+        )
     return work / "registry"
 
 

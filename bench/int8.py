@@ -100,7 +100,9 @@ def bench_model(
     from inspection.data.dataset import load_dataset
     from inspection.training.registry_export import held_out_test_samples
 
-    record = next(r for r in reversed(Registry(source).versions(product)) if r.model_kind == kind)
+    record = next(
+        r for r in reversed(Registry(source).bundles.versions(product)) if r.model_kind == kind
+    )
     rows, dirs, fp32_measured = {}, {}, None
     for engine in engines:
         registry = Registry(scratch / ("control" if engine == "int8-control" else "new"))

@@ -138,15 +138,15 @@ def station(work: Path, product: str, samples: int) -> None:
     bundles, gates = {}, {}
     for k in (0, N_LABELLED):
         registry = Registry(work / f"station-registry-k{k}")
-        if product not in registry.products() or not registry.versions(product):
+        if product not in registry.bundles.products() or not registry.bundles.versions(product):
             train_model(load_model_config("patchcore", product=product), labelled_subset(full, k),
                         product=product, registry=registry, progress=False,
                         roi=load_product_config(product).roi)  # fmt: skip
         for precision in ("fp32", "int8"):
             name = f"k{k}-{precision}"
-            existing = [b for b in registry.bundle_ids(product) if precision in b]
+            existing = [b for b in registry.bundles.bundle_ids(product) if precision in b]
             if existing:
-                bundles[name] = registry.bundle_dir(product, existing[0])
+                bundles[name] = registry.bundles.bundle_dir(product, existing[0])
                 continue
             try:
                 result = export_bundle(registry, product, ExportOptions(precision=precision))

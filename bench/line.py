@@ -608,7 +608,7 @@ def main() -> None:
         "--security", choices=("both", "on", "off"), default="both", help="Link security runs."
     )
     args = parser.parse_args()
-    bundle_dir = Registry(args.registry).live_bundle_dir(args.product)
+    bundle_dir = Registry(args.registry).journal.live_bundle_dir(args.product)
     modes = {"on": "sign_and_encrypt", "off": "none"}
     chosen = ("on", "off") if args.security == "both" else (args.security,)
     with recorded() as env:

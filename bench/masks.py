@@ -57,14 +57,14 @@ def prepare(product: str, work: Path, seed: int = 0) -> Path:
                            n_test_per_defect=per_defect, size=256)  # fmt: skip
     dataset = load_dataset(data_root / product)
     registry = Registry(work / "registry")
-    if product not in registry.products() or not registry.versions(product):
+    if product not in registry.bundles.products() or not registry.bundles.versions(product):
         train(load_model_config("patchcore", product=product), dataset, product=product,
               registry=registry, progress=False)  # fmt: skip
-    record = registry.latest_version(product)
-    bundles = [b for b in registry.bundle_ids(product) if b.endswith("fp32")]
+    record = registry.bundles.latest_version(product)
+    bundles = [b for b in registry.bundles.bundle_ids(product) if b.endswith("fp32")]
     if not bundles:
         bundles = [export_bundle(registry, product, ExportOptions(precision="fp32")).bundle_id]
-    bundle = registry.bundle_dir(product, bundles[-1])
+    bundle = registry.bundles.bundle_dir(product, bundles[-1])
     meta = read_bundle_metadata(bundle)
     arrays: dict[str, np.ndarray] = {}
     for split in ("validation", "test"):
@@ -114,10 +114,10 @@ def refiners(products: list[str], work: Path, out: Path) -> None:
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for product in products:
-        record = registry.latest_version(product)
+        record = registry.bundles.latest_version(product)
         dataset = load_dataset(work / "datasets" / product)
-        bundle = registry.bundle_dir(
-            product, [b for b in registry.bundle_ids(product) if b.endswith("fp32")][-1]
+        bundle = registry.bundles.bundle_dir(
+            product, [b for b in registry.bundles.bundle_ids(product) if b.endswith("fp32")][-1]
         )
         inspector = Inspector.from_bundle(bundle)
         choice, _ = choose_refiner(inspector, split_samples(record, dataset, "validation"))

@@ -211,7 +211,7 @@ def ensure_version(registry: Any, product: str, kind: str, dataset_dir: Path) ->
     from inspection.data.dataset import load_dataset
     from inspection.training.train import train
 
-    for record in reversed(registry.versions(product)):
+    for record in reversed(registry.bundles.versions(product)):
         if record.model_kind == kind:
             log.info("reusing %s (%s)", record.model_version, kind)
             return record
@@ -230,7 +230,7 @@ def ensure_bundles(registry: Any, record: Any, dataset_dir: Path) -> dict[str, P
         if cpu_info().unavailable(precision):
             continue  # reported as "not available" (bf16 without AVX512_BF16/AMX)
         bundle_id = f"{record.version}-{precision}"
-        if bundle_id not in registry.bundle_ids(record.product):
+        if bundle_id not in registry.bundles.bundle_ids(record.product):
             log.info("exporting %s", bundle_id)
             export_bundle(
                 registry,
@@ -239,7 +239,7 @@ def ensure_bundles(registry: Any, record: Any, dataset_dir: Path) -> dict[str, P
                 ExportOptions(precision=precision, force=True),
                 RegistryExport(version=record.version, dataset_path=dataset_dir),
             )
-        bundles[precision] = registry.bundle_dir(record.product, bundle_id)
+        bundles[precision] = registry.bundles.bundle_dir(record.product, bundle_id)
     return bundles
 
 

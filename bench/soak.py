@@ -778,7 +778,7 @@ def main(argv: list[str] | None = None) -> None:
     for done, kind in enumerate(args.stores):
         with recorded(argv) as env:
             run = run_store(kind, prefills[kind], args, time_share(args, len(args.stores) - done))
-        bundle = Registry(args.registry).live_bundle_dir(args.product).name
+        bundle = Registry(args.registry).journal.live_bundle_dir(args.product).name
         options = {k: vars(args)[k] for k in ("clients", "image_size", "end_by", "prune_every")}
         report = env | {"bundle": bundle, "parts_requested": args.parts, **options, "run": run}
         save_report(Path(args.out), f"soak-{kind}", report, markdown(report))

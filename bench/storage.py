@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report = {
         "images": len(images),
         "size": args.size,
-        "bundle": Registry(args.registry).live(args.product).bundle_id,
+        "bundle": Registry(args.registry).journal.live(args.product).bundle_id,
         "ng_rate": args.ng_rate,
         "rates": args.rates,
         "retention": {k: getattr(retention.default, k) for k in WINDOWS}

@@ -66,9 +66,9 @@ def attack_site(root: Path) -> AttackSite:
     write_validation_scores(root / "export", scores)
     bundle = write_mean_bundle(root / "export", input_size=(32, 32), product=ATTACK_PRODUCT)
     signing.sign_bundle(bundle, signing.load_private_key(keys.private))
-    registry.add_bundle(ATTACK_PRODUCT, bundle, GOOD_BUNDLE)
-    registry.promote(ATTACK_PRODUCT, GOOD_BUNDLE, actor="qa", reason="first")
-    registry.set_threshold(ATTACK_PRODUCT, GOOD_THRESHOLD, actor="qa", reason="validation")
+    registry.bundles.add_bundle(ATTACK_PRODUCT, bundle, GOOD_BUNDLE)
+    registry.journal.promote(ATTACK_PRODUCT, GOOD_BUNDLE, actor="qa", reason="first")
+    registry.journal.set_threshold(ATTACK_PRODUCT, GOOD_THRESHOLD, actor="qa", reason="validation")
     key = signing.load_public_key(keys.public)
     loader = station_loader(RefineConfig(method="none"), public_key=key)
     selector = TunedSelector(registry, tune_on_load=False, public_key=key)
@@ -94,7 +94,7 @@ def signed_bundle(site: AttackSite, bundle_id: str, model_version: str, **fields
     )
     registry = site.models.registry
     sign_bundle(folder, load_private_key(site_keys_dir(registry.root) / "site-signing.key"))
-    registry.add_bundle(ATTACK_PRODUCT, folder, bundle_id)
+    registry.bundles.add_bundle(ATTACK_PRODUCT, folder, bundle_id)
     return bundle_id
 
 
@@ -127,7 +127,7 @@ def gate_refused_forced(site: AttackSite) -> None:
         site, "v0002-int8", f"{ATTACK_PRODUCT}/v0001",
         metrics=ExportRecord(gate=gate).to_mapping(),
     )  # fmt: skip
-    site.models.registry.promote(ATTACK_PRODUCT, bundle, actor="someone", reason="forced")
+    site.models.registry.journal.promote(ATTACK_PRODUCT, bundle, actor="someone", reason="forced")
 
 
 def altered_live_pointer(site: AttackSite) -> None:
@@ -138,7 +138,10 @@ def altered_live_pointer(site: AttackSite) -> None:
     other = signed_bundle(site, "v0002-fp32", f"{ATTACK_PRODUCT}/v0002")
     live = registry.root / ATTACK_PRODUCT / "live.json"
     row = json.loads(live.read_text(encoding="utf-8"))
-    row |= {"bundle_id": other, "digest": bundle_digest(registry.bundle_dir(ATTACK_PRODUCT, other))}
+    row |= {
+        "bundle_id": other,
+        "digest": bundle_digest(registry.bundles.bundle_dir(ATTACK_PRODUCT, other)),
+    }
     live.write_text(json.dumps(row), encoding="utf-8")
 
 
@@ -156,7 +159,7 @@ def altered_roi(site: AttackSite) -> None:
             "kind": "roi", "product": ATTACK_PRODUCT, "number": 1, "value": blind.to_mapping(),
             "actor": "qa", "reason": "looks signed", "created_at": "2026-01-01T00:00:00+00:00",
         }) + "\n")  # fmt: skip
-    registry.promote(ATTACK_PRODUCT, bundle, actor="someone", reason="new ROI")
+    registry.journal.promote(ATTACK_PRODUCT, bundle, actor="someone", reason="new ROI")
 
 
 def altered_refiner(site: AttackSite) -> None:
@@ -167,12 +170,12 @@ def altered_refiner(site: AttackSite) -> None:
 
     registry = site.models.registry
     bundle = signed_bundle(site, "v0002-fp32", f"{ATTACK_PRODUCT}/v0002")
-    folder = registry.bundle_dir(ATTACK_PRODUCT, bundle)
+    folder = registry.bundles.bundle_dir(ATTACK_PRODUCT, bundle)
     choice = RefinementChoice("random_walker", pixel_f1={"raw": 0.1, "random_walker": 0.9})
     write_bundle_metadata(
         folder, dataclasses.replace(read_bundle_metadata(folder), refinement=choice)
     )
-    registry.promote(ATTACK_PRODUCT, bundle, actor="someone", reason="better masks")
+    registry.journal.promote(ATTACK_PRODUCT, bundle, actor="someone", reason="better masks")
 
 
 def served_row(name: str, attack: Any, root: Path) -> dict[str, Any]:
@@ -197,7 +200,7 @@ def altered_validation_scores(root: Path) -> dict[str, Any]:
 
     site = attack_site(root)
     registry = site.models.registry
-    bundle = registry.bundle_dir(ATTACK_PRODUCT, GOOD_BUNDLE)
+    bundle = registry.bundles.bundle_dir(ATTACK_PRODUCT, GOOD_BUNDLE)
     flattering = ValidationScores((0.0, 0.0, 1.0), (0, 0, 1), "test", ("good", "good", "crack"))
     write_validation_scores(bundle, flattering)
     write_bundle_metadata(bundle, read_bundle_metadata(bundle))

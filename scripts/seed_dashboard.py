@@ -455,7 +455,7 @@ def _bundle(tmp: Path, product: str, version: str, precision: str, seed: int) ->
 def seed_registry(registry: Registry, product: str, tmp: Path) -> None:
     """Two versions, FP32 and INT8 bundles, a promotion history, a threshold and a retrain run."""
     for number, version in enumerate(("v0001", "v0002")):
-        registry.create_version(
+        registry.bundles.create_version(
             product,
             model_kind="patchcore",
             config={"seeded": True},
@@ -466,10 +466,12 @@ def seed_registry(registry: Registry, product: str, tmp: Path) -> None:
         )
         for precision in ("fp32", "int8"):
             bundle = _bundle(tmp / product, product, version, precision, seed=number)
-            registry.add_bundle(product, bundle, bundle.name)
-    registry.promote(product, "v0001-fp32", actor="seed", reason="first model on the line")
-    registry.promote(product, "v0002-int8", actor="seed", reason="retrained; INT8 2.5x faster")
-    registry.set_threshold(product, 0.5, actor="seed", reason="bundle default")
+            registry.bundles.add_bundle(product, bundle, bundle.name)
+    registry.journal.promote(product, "v0001-fp32", actor="seed", reason="first model on the line")
+    registry.journal.promote(
+        product, "v0002-int8", actor="seed", reason="retrained; INT8 2.5x faster"
+    )
+    registry.journal.set_threshold(product, 0.5, actor="seed", reason="bundle default")
 
 
 def seed_retrain_report(registry: Registry, reports_dir: Path, product: str) -> None:
@@ -485,7 +487,7 @@ def seed_retrain_report(registry: Registry, reports_dir: Path, product: str) -> 
     folder = reports_dir / "retrain" / product / run
     folder.mkdir(parents=True, exist_ok=True)
     write_retrain_report(report, folder / "report.json")
-    registry.record_event(
+    registry.journal.record_event(
         product, "retrain", actor="scheduler", reason=report.reason, run=run, decision="promote"
     )
 

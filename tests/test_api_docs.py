@@ -75,9 +75,11 @@ def site(tmp_path_factory: pytest.TempPathFactory, fp32_bundle: Path, tiny_produ
     root = tmp_path_factory.mktemp("api-docs")
     shutil.copytree(tiny_product, root / "datasets" / "brick")
     registry = Registry(root / "var" / "registry")
-    registry.add_bundle("brick", fp32_bundle, "v0001-fp32")
-    registry.promote("brick", "v0001-fp32", actor="tests", reason="initial")
-    registry.add_bundle("brick", copy_bundle(fp32_bundle, root / "v2", "v0002-fp32"), "v0002-fp32")
+    registry.bundles.add_bundle("brick", fp32_bundle, "v0001-fp32")
+    registry.journal.promote("brick", "v0001-fp32", actor="tests", reason="initial")
+    registry.bundles.add_bundle(
+        "brick", copy_bundle(fp32_bundle, root / "v2", "v0002-fp32"), "v0002-fp32"
+    )
     (root / "configs").mkdir()
     (root / "configs" / "station.yaml").write_text(STATION_YAML.format(port=_free_port()))
     return root

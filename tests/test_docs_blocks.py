@@ -177,8 +177,8 @@ def _signed_live_bundle(central: Path, line: Path, bundle: Path) -> None:
     _run(f"inspection keys pin {key} --expect {fingerprint} -c configs/station.yaml", line)
     _run(f"inspection bundle sign {bundle} --site configs/site.yaml", central)
     registry = Registry(central / "registry")
-    registry.add_bundle("brick", bundle, "v0001-fp32")
-    registry.promote("brick", "v0001-fp32", actor="tests", reason="export --promote")
+    registry.bundles.add_bundle("brick", bundle, "v0001-fp32")
+    registry.journal.promote("brick", "v0001-fp32", actor="tests", reason="export --promote")
 
 
 @pytest.mark.slow

@@ -41,6 +41,6 @@ app_state.signed_in(board, identity)  # the login gate for every page: stops her
 site = app_state.site_key()
 st.sidebar.caption(
     f"Site `{Path(site).name if site else 'configs/site.yaml'}` · "
-    f"{board.store.engine.dialect.name} store · {len(board.registry.products())} products in registry"
+    f"{board.store.engine.dialect.name} store · {len(board.registry.bundles.products())} products in registry"
 )
 page.run()

@@ -181,7 +181,7 @@ def step_export(ctx: DemoContext) -> None:
             ctx.notes.append(f"{product}: bundle {result.bundle_id} image AUROC {shown}")
         if not gated.results:
             continue
-        ctx.registry.promote(
+        ctx.registry.journal.promote(
             product, gated.results[0].bundle_id, actor="demo", reason="inspection demo"
         )
         with console.status(f"{product}: timing the gated bundles on this CPU") as status:
@@ -226,11 +226,11 @@ def step_inspect(ctx: DemoContext) -> None:
     from inspection.training.registry_export import held_out_test_samples
 
     for product in ctx.products:
-        live = ctx.registry.live(product)
+        live = ctx.registry.journal.live(product)
         if live is None:
             continue
-        bundle_dir = ctx.registry.live_bundle_dir(product)
-        record = ctx.registry.bundle_record(product, live.bundle_id)
+        bundle_dir = ctx.registry.journal.live_bundle_dir(product)
+        record = ctx.registry.bundles.bundle_record(product, live.bundle_id)
         dataset = load_dataset(ctx.site.datasets_dir / product)
         held_out = held_out_test_samples(record, dataset)
         parts = [LabelledPath(s.path, s.label, s.defect_type) for s in held_out]

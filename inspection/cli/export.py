@@ -235,17 +235,17 @@ def _print_line_ready(metadata: BundleMetadata) -> None:
 def _refuse_kept_out(registry: Registry, product: str) -> None:
     """Without ``--version``, export takes the latest version; when a retrain kept that one out
     (its challenger, worse than the champion), stop and say which versions to name instead."""
-    versions = registry.versions(product)
+    versions = registry.bundles.versions(product)
     if not versions:
         return  # export says there is nothing to export
     latest = versions[-1].version
     kept_out = [
-        RetrainEvent.from_event(e, f"{product} retrain event") for e in registry.events(product)
+        RetrainEvent.from_event(e, f"{product} retrain event") for e in registry.journal.events(product)
         if e.get("action") == "retrain" and e.get("challenger_version") == latest
     ]  # fmt: skip
     if not any(run.decision == "keep" for run in kept_out):
         return
-    live = registry.live(product)
+    live = registry.journal.live(product)
     champion = f"; the live bundle is {live.bundle_id}" if live is not None else ""
     raise typer.BadParameter(
         f"the latest version of {product}, {latest}, is the challenger retrain run "

@@ -28,9 +28,9 @@ def list_models(
     table = Table(
         "product", "version", "model", "created", "image AUROC", "pixel AUROC", "AUPRO", "live"
     )
-    for name in [product] if product else registry.products():
-        live = registry.live(name)
-        for record in registry.versions(name):
+    for name in [product] if product else registry.bundles.products():
+        live = registry.journal.live(name)
+        for record in registry.bundles.versions(name):
             overall = record.evaluation().overall
             is_live = live is not None and live.bundle_id.startswith(record.version + "-")
             table.add_row(
@@ -52,11 +52,15 @@ def show_model(
 ) -> None:
     """Print a version's full record as JSON (config, dataset fingerprint, metrics, packages)."""
     registry = Registry(load_site_config(site).registry_dir)
-    record = registry.version(product, version) if version else registry.latest_version(product)
+    record = (
+        registry.bundles.version(product, version)
+        if version
+        else registry.bundles.latest_version(product)
+    )
     data = {k: v for k, v in record.__dict__.items() if k != "path"}
     data["dataset"] = {k: v for k, v in record.dataset.items() if k != "files"}
     data["path"] = str(record.path)
     data["bundles"] = [
-        b for b in registry.bundle_ids(product) if b.startswith(record.version + "-")
+        b for b in registry.bundles.bundle_ids(product) if b.startswith(record.version + "-")
     ]
     console.print_json(json.dumps(data, default=str))

@@ -144,7 +144,7 @@ def _retrain_one(
 def _retrain_all(
     site_config: SiteConfig, retrain_config: RetrainConfig, options: FleetOptions
 ) -> None:
-    products = list(site_config.products) or Registry(site_config.registry_dir).products()
+    products = list(site_config.products) or Registry(site_config.registry_dir).bundles.products()
     if not products:
         console.print("no products: list them under 'products' in the site config")
         raise typer.Exit(2)
@@ -180,8 +180,8 @@ def rollback(
     if not actor.strip() or not reason.strip():
         raise RegistryError("a rollback needs who (--actor) and why (--reason)")
     registry = Registry(load_site_config(site).registry_dir)
-    before = registry.live(product)
-    state = registry.rollback(product, actor=actor.strip(), reason=reason.strip())
+    before = registry.journal.live(product)
+    state = registry.journal.rollback(product, actor=actor.strip(), reason=reason.strip())
     console.print(
         f"[green]{product}: live bundle {before.bundle_id if before else '?'} -> "
         f"{state.bundle_id}[/] (by {state.actor}: {state.reason})"

@@ -273,7 +273,7 @@ def status(config: Path = LINE_OPTION) -> None:
         console.print(f"bundle signatures: required, pinned key {key_id(public_key)}")
     registry = Registry(core.registry_dir)
     for product in core.products:
-        live = registry.live(product)
+        live = registry.journal.live(product)
         if live is None:
             console.print(f"{product}: live bundle [red]none[/]")
             continue

@@ -302,7 +302,11 @@ def update_command(
         reason = "is not a folder" if images.exists() else "does not exist"
         raise typer.BadParameter(f"{images} {reason}", param_hint="--images")
     registry = Registry(site.registry_dir)
-    source = registry.version(product, parent) if parent else registry.latest_version(product)
+    source = (
+        registry.bundles.version(product, parent)
+        if parent
+        else registry.bundles.latest_version(product)
+    )
     paths = list_images(images) if images is not None else reviewed_good(site, source)
     if not paths:
         console.print(
@@ -368,7 +372,11 @@ def evaluate_command(
 
     site_config = load_site_config(site)
     registry = Registry(site_config.registry_dir)
-    record = registry.version(product, version) if version else registry.latest_version(product)
+    record = (
+        registry.bundles.version(product, version)
+        if version
+        else registry.bundles.latest_version(product)
+    )
     dataset = load_dataset(data or record.dataset_root())
     if dataset.fingerprint()["sha256"] != record.dataset_ref().sha256:
         console.print("[yellow]warning:[/] the dataset changed since this model was trained")

@@ -4,18 +4,25 @@ bundles (``core.version_store``) and the signed records and audit log (``core.de
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from inspection.core.decision_journal import DecisionJournal
 from inspection.core.version_store import VersionStore
 
 
-class Registry(VersionStore, DecisionJournal):
-    """Reads and writes the registry folder; cheap to construct, holds no state. Versions and
-    bundles are its ``VersionStore`` methods, the signed records its ``DecisionJournal``
-    methods (the journal looks bundles up in the registry itself); callers call both on it
-    (``registry.promote``, ``registry.bundle_dir``)."""
+@dataclass(frozen=True, init=False)
+class Registry:
+    """The registry folder at ``root``; cheap to construct, holds no state but its two halves:
+    ``bundles`` (versions and bundles: ``registry.bundles.bundle_dir``) and ``journal`` (the
+    live pointer, thresholds, decisions and events: ``registry.journal.promote``)."""
+
+    root: Path
+    bundles: VersionStore
+    journal: DecisionJournal
 
     def __init__(self, root: str | Path) -> None:
-        VersionStore.__init__(self, Path(root))
-        DecisionJournal.__init__(self, self)
+        bundles = VersionStore(Path(root))
+        object.__setattr__(self, "root", bundles.root)
+        object.__setattr__(self, "bundles", bundles)
+        object.__setattr__(self, "journal", DecisionJournal(bundles))

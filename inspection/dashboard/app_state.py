@@ -19,6 +19,7 @@ import os
 import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -26,8 +27,9 @@ import pandas as pd
 import streamlit as st
 
 from inspection.core.config import SiteConfig
+from inspection.core.decision_journal import DecisionJournal
 from inspection.core.errors import InspectionError
-from inspection.core.registry import Registry
+from inspection.core.version_store import VersionStore
 from inspection.dashboard import health, models, overview, retraining, review, sessions, thresholds
 from inspection.dashboard.context import SITE_ENV, Dashboard, login_free, open_dashboard
 from inspection.store import queries, users
@@ -43,6 +45,7 @@ COOKIE_KEY = "session_cookie"
 REVIEWERS = ("reviewer", "admin")
 ADMINS = ("admin",)
 T = TypeVar("T")
+_Handle = Literal["store", "registry", "registry.journal", "registry.bundles"]
 
 
 def _warm_up() -> None:
@@ -271,13 +274,14 @@ def user_box() -> None:
 
 
 # --------------------------------------------------------------------------- cached reads
-def _cached(handle: Literal["store", "registry"], read: Callable[..., T]) -> Callable[..., T]:
-    """``read(<the site's store or registry>, *args, **kwargs)`` as ``f(site, *args,
-    **kwargs)``, cached for ``DATA_TTL_S`` (Streamlit keys a cache by the function's qualified
-    name: ``read``'s; and by the arguments as given: call it the same way to share an entry)."""
+def _cached(handle: _Handle, read: Callable[..., T]) -> Callable[..., T]:
+    """``read(<the site's store, registry or one of its halves>, *args, **kwargs)`` as
+    ``f(site, *args, **kwargs)``, cached for ``DATA_TTL_S`` (Streamlit keys a cache by the
+    function's qualified name: ``read``'s; and by the arguments as given: call it the same way
+    to share an entry)."""
 
     def cached(site: str, *args: Any, **kwargs: Any) -> T:
-        return read(getattr(_open(site), handle), *args, **kwargs)
+        return read(attrgetter(handle)(_open(site)), *args, **kwargs)
 
     cached.__qualname__ = f"{read.__module__}.{read.__qualname__}"
     return st.cache_data(ttl=DATA_TTL_S, show_spinner=False)(cached)
@@ -297,8 +301,8 @@ station_backlog = _cached("store", overview.backlog_frame)
 production_histogram = _cached("store", queries.score_histogram)
 daily_volume = _cached("store", queries.daily_volume)
 bundle_table = _cached("registry", models.bundle_table)
-live_state = _cached("registry", Registry.live)
-bundle_ids = _cached("registry", Registry.bundle_ids)
+live_state = _cached("registry.journal", DecisionJournal.live)
+bundle_ids = _cached("registry.bundles", VersionStore.bundle_ids)
 exported_versions = _cached("registry", models.exported_versions)
 precision_comparison = _cached("registry", models.precision_comparison)  # (product, version)
 tuning_frame = _cached("registry", models.tuning_frame)
@@ -378,7 +382,11 @@ def outcomes(site: str, product: str) -> list[health.Outcome]:
 def model_products(site: str) -> list[str]:
     """Products with a trained version or an exported bundle."""
     registry = _open(site).registry
-    return [p for p in _open(site).products if registry.versions(p) or registry.bundle_ids(p)]
+    return [
+        p
+        for p in _open(site).products
+        if registry.bundles.versions(p) or registry.bundles.bundle_ids(p)
+    ]
 
 
 def golden_outcome_frame(site: str, product: str) -> pd.DataFrame:

@@ -26,7 +26,7 @@ class Dashboard:
     @property
     def products(self) -> list[str]:
         """Products known to the site config, the registry or the store, sorted."""
-        names = set(self.site.products) | set(self.registry.products())
+        names = set(self.site.products) | set(self.registry.bundles.products())
         names |= set(distinct_values(self.store, "product"))
         return sorted(names)
 

@@ -150,12 +150,12 @@ def live_scores(
 ) -> tuple[str | None, ValidationScores | None, str]:
     """(live bundle id, its labelled held-out scores or None, why there are none: refused,
     or none shipped)."""
-    live = registry.live(product)
+    live = registry.journal.live(product)
     if live is None:
         return None, None, ""
     bundle_id = live.bundle_id
     try:
-        data = read_validation_scores(registry.bundle_dir(product, bundle_id))
+        data = read_validation_scores(registry.bundles.bundle_dir(product, bundle_id))
     except (BundleError, RegistryError) as exc:
         return bundle_id, None, f"validation scores of `{bundle_id}` refused: {exc}"
     shipped = data is not None
@@ -168,9 +168,9 @@ def _refusals(registry: Registry, product: str, public_key: PublicKeys | None) -
     shown beside the stations' own ``status()["refused"]``."""
     if public_key is None:
         return {}
-    newest: dict[str, object] = {"live": registry.live(product)}
-    newest["threshold"] = registry.current_threshold(product)
-    for decision in registry.decisions(product):
+    newest: dict[str, object] = {"live": registry.journal.live(product)}
+    newest["threshold"] = registry.journal.current_threshold(product)
+    for decision in registry.journal.decisions(product):
         newest[decision.kind if decision.kind != "force" else "gate"] = decision
     found = {kind: refusal(r, public_key) for kind, r in newest.items() if r is not None}
     return {kind: why for kind, why in found.items() if why}
@@ -322,7 +322,7 @@ def source_bits(registry: Registry, product: str, bundle_id: str | None) -> int:
     if bundle_id is None:
         return DEFAULT_SOURCE_BITS
     try:
-        bundle = read_bundle_metadata(registry.bundle_dir(product, bundle_id))
+        bundle = read_bundle_metadata(registry.bundles.bundle_dir(product, bundle_id))
     except (BundleError, RegistryError):
         return DEFAULT_SOURCE_BITS
     return bundle.preprocessing.source_bits

@@ -22,10 +22,10 @@ def order_metrics(keys: set[str]) -> list[str]:
 
 def bundle_table(registry: Registry, product: str) -> pd.DataFrame:
     """One row per exported bundle (and per version not yet exported), newest first."""
-    live = registry.live(product)
+    live = registry.journal.live(product)
     rows = []
-    bundles = registry.bundle_ids(product)
-    for record in registry.versions(product):
+    bundles = registry.bundles.bundle_ids(product)
+    for record in registry.bundles.versions(product):
         own = [b for b in bundles if b.startswith(f"{record.version}-")]
         base = {"version": record.version, "model": record.model_kind, "created": record.created_at}
         if not own:
@@ -38,7 +38,7 @@ def bundle_table(registry: Registry, product: str) -> pd.DataFrame:
                 rows[-1]["problem"] = str(exc)
         for bundle_id in own:
             rows.append({**base, **_bundle_row(registry, product, bundle_id, live)})
-    known_versions = {r.version for r in registry.versions(product)}
+    known_versions = {r.version for r in registry.bundles.versions(product)}
     for bundle_id in bundles:  # bundles whose version record is absent still show up
         if bundle_id.split("-", 1)[0] not in known_versions:
             row = {"version": bundle_id.split("-", 1)[0], "model": "", "created": ""}
@@ -62,7 +62,7 @@ def _bundle_row(
         "live": live is not None and live.bundle_id == bundle_id,
     }
     try:
-        metadata = read_bundle_metadata(registry.bundle_dir(product, bundle_id))
+        metadata = read_bundle_metadata(registry.bundles.bundle_dir(product, bundle_id))
         figures = metadata.evaluation().overall.figures()
     except (BundleError, RegistryError) as exc:
         row["problem"] = str(exc)
@@ -87,7 +87,7 @@ def is_count(metric: str) -> bool:
 
 def exported_versions(registry: Registry, product: str) -> list[str]:
     """Versions with at least one exported bundle, newest first."""
-    versions = {b.split("-", 1)[0] for b in registry.bundle_ids(product)}
+    versions = {b.split("-", 1)[0] for b in registry.bundles.bundle_ids(product)}
     return sorted(versions, reverse=True)
 
 
@@ -110,11 +110,11 @@ def precision_comparison(registry: Registry, product: str, version: str) -> pd.D
     """Metrics of one version's bundles side by side (rows: metric, columns: precision), with
     ``Δ <p> vs fp32`` columns when an FP32 bundle exists, so INT8 loss is visible."""
     columns: dict[str, dict[str, float]] = {}
-    for bundle_id in registry.bundle_ids(product):
+    for bundle_id in registry.bundles.bundle_ids(product):
         if not bundle_id.startswith(f"{version}-"):
             continue
         try:
-            metadata = read_bundle_metadata(registry.bundle_dir(product, bundle_id))
+            metadata = read_bundle_metadata(registry.bundles.bundle_dir(product, bundle_id))
             columns[metadata.precision] = metadata.evaluation().overall.figures()
         except (BundleError, RegistryError):
             continue
@@ -132,7 +132,7 @@ def golden_tolerance(registry: Registry, product: str, bundle_id: str) -> float 
     """The bundle's golden-check tolerance (normalised units); None: it records no golden
     outputs (older bundles) or cannot be read."""
     try:
-        golden = read_bundle_metadata(registry.bundle_dir(product, bundle_id)).golden
+        golden = read_bundle_metadata(registry.bundles.bundle_dir(product, bundle_id)).golden
     except (BundleError, RegistryError):
         return None
     return None if golden is None else golden.tolerance
@@ -148,7 +148,9 @@ def golden_verdict(drift: float | None, tolerance: float | None) -> str:
 def tuning_frame(registry: Registry, product: str) -> pd.DataFrame:
     """Each station CPU's self-benchmark: one row per measured bundle, the served one marked,
     with the bundle's golden check on that CPU (drift in normalised units)."""
-    tolerances = {b: golden_tolerance(registry, product, b) for b in registry.bundle_ids(product)}
+    tolerances = {
+        b: golden_tolerance(registry, product, b) for b in registry.bundles.bundle_ids(product)
+    }
     rows = [
         {
             "served": m.bundle_id == record.chosen_bundle_id,
@@ -176,13 +178,13 @@ def promote(
 ) -> LiveState:
     """Make ``bundle_id`` live; who and why are required and land in the audit log."""
     _need_who_why(actor, reason, "promotion")
-    return registry.promote(product, bundle_id, actor=actor.strip(), reason=reason.strip())
+    return registry.journal.promote(product, bundle_id, actor=actor.strip(), reason=reason.strip())
 
 
 def rollback(registry: Registry, product: str, *, actor: str, reason: str) -> LiveState:
     """Return to the previously live bundle; who and why are required."""
     _need_who_why(actor, reason, "rollback")
-    return registry.rollback(product, actor=actor.strip(), reason=reason.strip())
+    return registry.journal.rollback(product, actor=actor.strip(), reason=reason.strip())
 
 
 def _need_who_why(actor: str, reason: str, what: str) -> None:
@@ -196,7 +198,7 @@ def events_frame(registry: Registry, product: str) -> pd.DataFrame:
     rows = [
         (e.get("at", ""), e.get("action", ""), e.get("actor", ""), e.get("reason", ""),
          e.get("bundle_id") or "", e.get("previous") or "", e.get("value"))
-        for e in registry.events(product)
+        for e in registry.journal.events(product)
     ]  # fmt: skip
     return pd.DataFrame(rows, columns=columns).iloc[::-1].reset_index(drop=True)
 

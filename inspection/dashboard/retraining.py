@@ -115,7 +115,7 @@ def retrain_runs(registry: Registry, reports_dir: Path, product: str) -> list[Re
     report, when present, gives its full comparison."""
     reports = {r.run: r for r in report_runs(reports_dir, product)}
     runs: dict[str, RetrainRun] = {}
-    for index, event in enumerate(registry.events(product)):
+    for index, event in enumerate(registry.journal.events(product)):
         if event.get("action") != "retrain":
             continue
         try:

@@ -132,7 +132,7 @@ def image_bits(registry: Registry, model_version: str) -> int:
     default when the version is gone or unreadable: the image still shows)."""
     try:
         ref = VersionRef.parse(model_version)
-        return registry.version(ref.product, ref.version).preprocessing().source_bits
+        return registry.bundles.version(ref.product, ref.version).preprocessing().source_bits
     except (RegistryError, ValueError, OSError):
         return DEFAULT_SOURCE_BITS
 

@@ -117,7 +117,7 @@ def save_roi(
     if check.roi != roi:
         raise ConfigError(f"{path}: the written ROI does not read back equal; nothing saved")
     path.write_text(updated if updated.endswith("\n") else updated + "\n", encoding="utf-8")
-    registry.record_decision(product, "roi", roi.to_mapping(), actor=actor, reason=reason)
+    registry.journal.record_decision(product, "roi", roi.to_mapping(), actor=actor, reason=reason)
     return path
 
 

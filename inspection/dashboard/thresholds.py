@@ -129,10 +129,10 @@ def kinds_of(data: ValidationScores) -> tuple[str, ...]:
 
 def default_bundle(registry: Registry, product: str) -> str | None:
     """The live bundle, else the newest exported one, else ``None``."""
-    live = registry.live(product)
+    live = registry.journal.live(product)
     if live is not None:
         return live.bundle_id
-    bundles = registry.bundle_ids(product)
+    bundles = registry.bundles.bundle_ids(product)
     return bundles[-1] if bundles else None
 
 
@@ -143,7 +143,7 @@ def validation_scores(
     if bundle_id is None:
         return None
     try:
-        return read_validation_scores(registry.bundle_dir(product, bundle_id))
+        return read_validation_scores(registry.bundles.bundle_dir(product, bundle_id))
     except RegistryError:
         return None
 
@@ -356,7 +356,7 @@ def save_threshold(
     value it chose (a station re-calibrating the bundle re-derives the threshold at it)."""
     saved = round(float(value), SAVED_DECIMALS)
     at_pick = picked is not None and saved == round(picked.value, SAVED_DECIMALS)
-    return registry.set_threshold(
+    return registry.journal.set_threshold(
         product,
         saved,
         actor=actor.strip(),
@@ -368,13 +368,15 @@ def save_threshold(
 
 def current_threshold_value(registry: Registry, product: str, bundle_id: str | None) -> float:
     """The product's current threshold version, else the bundle's own, else 0.5."""
-    current = registry.current_threshold(product)
+    current = registry.journal.current_threshold(product)
     if current is not None:
         return current.value
     if bundle_id is not None:
         try:
             return float(
-                read_bundle_metadata(registry.bundle_dir(product, bundle_id)).image_threshold
+                read_bundle_metadata(
+                    registry.bundles.bundle_dir(product, bundle_id)
+                ).image_threshold
             )
         except (BundleError, RegistryError):
             pass

@@ -103,7 +103,7 @@ def archive_for(registry: Registry, product: str, bundle_id: str) -> tuple[Path,
     immutable); the manifest is written after the tar, so a crash in between packs again."""
     tar_path, manifest_path = archive_paths(registry, product, bundle_id)
     if not manifest_path.is_file():
-        bundle_dir = registry.bundle_dir(product, bundle_id)
+        bundle_dir = registry.bundles.bundle_dir(product, bundle_id)
         tar_path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(manifest_path.with_suffix(".lock")), timeout=120):
             if not manifest_path.is_file():
@@ -118,11 +118,11 @@ def archive_for(registry: Registry, product: str, bundle_id: str) -> tuple[Path,
 
 def live_entry(registry: Registry, product: str) -> CatalogEntry | None:
     """The catalog entry of ``product``'s live bundle, or ``None`` when nothing is live."""
-    state = registry.live(product)
+    state = registry.journal.live(product)
     if state is None:
         return None
     _, manifest = archive_for(registry, product, state.bundle_id)
-    history = registry.threshold_history(product)
+    history = registry.journal.threshold_history(product)
     applies = [t for t in history if t.bundle_id in (None, state.bundle_id)]
     threshold = applies[-1] if applies else None
     return CatalogEntry(
@@ -135,7 +135,7 @@ def live_entry(registry: Registry, product: str) -> CatalogEntry | None:
         threshold_budget=threshold.budget if threshold else None,
         threshold_record=threshold.row() if threshold and threshold.signature else None,
         live_record=state.row() if state.signature else None,
-        decisions=tuple(d.row() for d in registry.decisions(product) if d.signature),
+        decisions=tuple(d.row() for d in registry.journal.decisions(product) if d.signature),
         alternatives=_alternatives(registry, product, state.bundle_id),
     )
 

@@ -64,11 +64,11 @@ def _install_handlers(app: FastAPI) -> None:
 def _add_routes(app: FastAPI, registry: Registry) -> None:
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
-        return {"status": "ok", "products": registry.products()}
+        return {"status": "ok", "products": registry.bundles.products()}
 
     @app.get("/v1/catalog")
     def catalog(station: StationId, products: Products = None) -> dict[str, Any]:
-        wanted = products or registry.products()
+        wanted = products or registry.bundles.products()
         entries = {name: live_entry(registry, name) for name in wanted}
         log.debug("catalog for %s: %s", station, sorted(entries))
         return {

@@ -209,7 +209,7 @@ def _sync_product(
 ) -> SyncOutcome:
     started = time.perf_counter()
     product, bundle_id = entry.product, entry.bundle_id
-    local = registry.live(product)
+    local = registry.journal.live(product)
     try:
         sync_decisions(registry, entry)
         if local is not None and local.bundle_id == bundle_id:
@@ -217,8 +217,8 @@ def _sync_product(
             sync_threshold(registry, entry)
             detail = _fetch_alternatives(source, registry, entry, public_key)
             return SyncOutcome(product, "current", bundle_id, bundle_id, detail, _since(started))
-        if bundle_id in registry.bundle_ids(product):
-            _check(registry.bundle_dir(product, bundle_id), public_key)  # e.g. a rollback
+        if bundle_id in registry.bundles.bundle_ids(product):
+            _check(registry.bundles.bundle_dir(product, bundle_id), public_key)  # e.g. a rollback
             detail = "already held locally"
         else:
             _fetch(source, registry, entry, public_key)
@@ -266,7 +266,7 @@ def _fetch(
         source.download(entry, archive)
         bundle_dir = unpack_bundle(archive, entry.manifest, staging / "unpacked")
         _check(bundle_dir, public_key)
-        registry.add_bundle(entry.product, bundle_dir, entry.bundle_id)
+        registry.bundles.add_bundle(entry.product, bundle_dir, entry.bundle_id)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -279,7 +279,7 @@ def _fetch_alternatives(
 ) -> str:
     """Fetch the live version's other gated precisions not held yet (the station times them
     and serves the fastest); one that fails is logged and skipped, the live one still serves."""
-    held = set(registry.bundle_ids(entry.product))
+    held = set(registry.bundles.bundle_ids(entry.product))
     fetched, failed = [], []
     for manifest in entry.alternatives:
         if manifest.bundle_id in held:
@@ -303,18 +303,18 @@ def sync_live(registry: Registry, entry: CatalogEntry, description: str) -> None
     unchanged (a keyed station verifies its signature), else an unsigned local promotion that
     a keyed station refuses (the last good model keeps serving)."""
     if entry.live_record is None:
-        local = registry.live(entry.product)
+        local = registry.journal.live(entry.product)
         if local is None or local.bundle_id != entry.bundle_id:
-            registry.promote(
+            registry.journal.promote(
                 entry.product, entry.bundle_id, actor=SYNC_ACTOR, reason=f"live on {description}"
             )
         return
     state = from_mapping(LiveState, entry.live_record, "catalog live pointer")
     if (state.product, state.bundle_id) != (entry.product, entry.bundle_id):
         raise BundleError(f"catalog entry of {entry.product}: its live record names another bundle")
-    local = registry.live(entry.product)
+    local = registry.journal.live(entry.product)
     if local is None or local.row() != state.row():
-        registry.mirror(state, actor=SYNC_ACTOR)
+        registry.journal.mirror(state, actor=SYNC_ACTOR)
 
 
 def sync_decisions(registry: Registry, entry: CatalogEntry) -> None:
@@ -323,7 +323,7 @@ def sync_decisions(registry: Registry, entry: CatalogEntry) -> None:
         decision = from_mapping(Decision, row, "catalog decision")
         if decision.product != entry.product:
             raise BundleError(f"catalog entry of {entry.product}: a decision of another product")
-        registry.mirror(decision, actor=SYNC_ACTOR)
+        registry.journal.mirror(decision, actor=SYNC_ACTOR)
 
 
 def sync_threshold(registry: Registry, entry: CatalogEntry) -> None:
@@ -332,18 +332,18 @@ def sync_threshold(registry: Registry, entry: CatalogEntry) -> None:
     signature with its pinned key (a re-signed or unsigned copy would be refused)."""
     if entry.threshold is None:
         return
-    current = registry.current_threshold(entry.product)
+    current = registry.journal.current_threshold(entry.product)
     if entry.threshold_record is not None:
         signed = from_mapping(ThresholdVersion, entry.threshold_record, "catalog threshold")
         if signed.product != entry.product or signed.value != entry.threshold:
             raise BundleError(f"catalog entry of {entry.product}: its threshold record differs")
         if current is None or current.row() != signed.row():
-            registry.mirror(signed, actor=SYNC_ACTOR)
+            registry.journal.mirror(signed, actor=SYNC_ACTOR)
         return
     central = (entry.threshold, entry.threshold_budget)
     if current is not None and (current.value, current.budget) == central:
         return
-    registry.set_threshold(
+    registry.journal.set_threshold(
         entry.product,
         entry.threshold,
         actor=SYNC_ACTOR,
@@ -362,7 +362,7 @@ def _kept(
     detail: str,
     started: float,
 ) -> SyncOutcome:
-    local = registry.live(product)
+    local = registry.journal.live(product)
     live = local.bundle_id if local else None
     if live is not None:
         detail += f"; keeps serving {live}"

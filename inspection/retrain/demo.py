@@ -34,5 +34,5 @@ def train_champion(
     bundle, refused = export_challenger(registry, record, data, export or ChallengerExport())
     if bundle is None:
         raise BundleError(f"no export gate passed {record.model_version}: {refused}")
-    registry.promote(product, bundle.bundle_id, actor=actor, reason="retrain demo champion")
+    registry.journal.promote(product, bundle.bundle_id, actor=actor, reason="retrain demo champion")
     return bundle.bundle_id

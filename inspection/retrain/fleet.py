@@ -249,7 +249,7 @@ def require_ray_token() -> None:
 
 def _record_lost_worker(site: SiteConfig, product: str, actor: str, detail: str) -> None:
     try:
-        Registry(site.registry_dir).record_event(
+        Registry(site.registry_dir).journal.record_event(
             product, "retrain", actor=actor, reason=detail, decision="failed", status="failed",
             stage="worker",
         )  # fmt: skip

@@ -148,12 +148,12 @@ def _retrain(run: _Run, ctx: _Context) -> RetrainResult:
     champion_record, champion_dir = _champion(ctx.registry, run)
     data = _assemble(run, ctx, champion_record)
     record = _incremental(run, ctx, champion_record, data) or _train(
-        run, ctx, champion_record or ctx.registry.latest_version(run.product), data
+        run, ctx, champion_record or ctx.registry.bundles.latest_version(run.product), data
     )
     bundle_id = _export(run, ctx, record, data)
     if bundle_id is None:
         return _refused_by_export_gate(run, ctx, record, data)
-    bundles = {"challenger": ctx.registry.bundle_dir(run.product, bundle_id)}
+    bundles = {"challenger": ctx.registry.bundles.bundle_dir(run.product, bundle_id)}
     if champion_dir is not None:
         bundles = {"champion": champion_dir, **bundles}
     run.stage = "evaluate"
@@ -336,7 +336,7 @@ def _finish(
     run.stage = "promote"
     bundle = run.challenger_bundle or ""
     if decision.promote:
-        registry.promote(
+        registry.journal.promote(
             run.product, bundle, actor=run.actor,
             reason=f"retrain {run.run_id}: challenger passed the gate against {run.champion or 'no champion'}",
         )  # fmt: skip
@@ -372,18 +372,20 @@ def _record_event(
         "reviews_until": run.reviews_until,
         "export_refused": run.export_refused,
     }
-    registry.record_event(run.product, "retrain", actor=run.actor, reason=reason,
+    registry.journal.record_event(run.product, "retrain", actor=run.actor, reason=reason,
                           decision=decision, status=status, **(entries | fields))  # fmt: skip
 
 
 # ------------------------------------------------------------------------ helpers
 def _champion(registry: Registry, run: _Run) -> tuple[ModelRecord | None, Path | None]:
     """The live bundle's model version and bundle folder (``None``s before the first model)."""
-    live = registry.live(run.product)
+    live = registry.journal.live(run.product)
     if live is None:
         return None, None
     run.champion = bundle = live.bundle_id
-    return registry.bundle_record(run.product, bundle), registry.bundle_dir(run.product, bundle)
+    return registry.bundles.bundle_record(run.product, bundle), registry.bundles.bundle_dir(
+        run.product, bundle
+    )
 
 
 def _champion_reviewed_good(registry: Registry, product: str, champion: str | None) -> list[str]:
@@ -405,7 +407,7 @@ def _skipped_last_run(registry: Registry, product: str) -> list[str]:
 
 def _runs(registry: Registry, product: str) -> Iterator[RetrainEvent]:
     """The product's retrain events, newest first, each read when reached."""
-    for event in reversed(registry.events(product)):
+    for event in reversed(registry.journal.events(product)):
         if event.get("action") == "retrain":
             yield RetrainEvent.from_event(event, f"{product} retrain event")
 
@@ -413,9 +415,11 @@ def _runs(registry: Registry, product: str) -> Iterator[RetrainEvent]:
 def _check_trained(registry: Registry, product: str) -> None:
     """Refuse a product without a trained version before anything is written (a typo used to
     leave a registry folder with a failed event, which ``--all`` then retrained every time)."""
-    if registry.versions(product):
+    if registry.bundles.versions(product):
         return
-    known = ", ".join(p for p in registry.products() if registry.versions(p)) or "none"
+    known = (
+        ", ".join(p for p in registry.bundles.products() if registry.bundles.versions(p)) or "none"
+    )
     raise ConfigError(
         f"product {product!r} has no trained model in the registry {registry.root} "
         f"(trained there: {known}): check the name, or train a first model with "
@@ -434,7 +438,7 @@ def _since(
     if config.reviewed_since == "champion":
         record = champion
     else:
-        versions = registry.versions(product)
+        versions = registry.bundles.versions(product)
         record = versions[-1] if versions else None
     if record is None:
         return None

@@ -179,15 +179,15 @@ def gated_candidates(
     (passed, note). A live bundle failing the pinned ``public_key`` raises ``BundleError``; a
     sibling failing it, or of a precision this CPU cannot run natively, never passes; the live
     bundle otherwise always does (someone promoted it), the gate's verdict kept in the note."""
-    live_dir = registry.bundle_dir(product, live_bundle_id)
+    live_dir = registry.bundles.bundle_dir(product, live_bundle_id)
     if problem := signature_problem(live_dir, public_key):
         raise BundleError(f"live bundle {live_bundle_id} refused: {problem}")
     live_meta = read_bundle_metadata(live_dir)
     candidates = [(live_bundle_id, live_dir, live_meta, "")]
-    for bundle_id in registry.bundle_ids(product):
+    for bundle_id in registry.bundles.bundle_ids(product):
         if bundle_id == live_bundle_id:
             continue
-        path = registry.bundle_dir(product, bundle_id)
+        path = registry.bundles.bundle_dir(product, bundle_id)
         try:
             meta = read_bundle_metadata(path)  # parsed only, to find the siblings
         except (BundleError, ValueError, OSError):
@@ -381,7 +381,7 @@ def tune_product(
         public_key: the pinned site key; bundles that fail its check are never loaded.
     """
     say = progress or (lambda message: None)
-    state = registry.live(product)
+    state = registry.journal.live(product)
     if state is None:
         raise RegistryError(f"product {product!r} has no live bundle; promote one first")
     candidates = gated_candidates(registry, product, state.bundle_id, public_key=public_key)
@@ -445,7 +445,7 @@ def promote_fastest(
             f"fastest gated precision on this CPU: {record.chosen_precision} "
             f"{record.chosen.p50_ms:.1f} ms p50 (vs {others})"
         )
-        registry.promote(product, record.chosen_bundle_id, actor=actor, reason=reason)
+        registry.journal.promote(product, record.chosen_bundle_id, actor=actor, reason=reason)
         record = replace(record, live_bundle_id=record.chosen_bundle_id)
     write_tuning(registry, record)
     return record
@@ -500,7 +500,7 @@ def tuning_refusal(
     what = f"tuning record of {record.product} ({record.chosen_bundle_id})"
     if row.get("signature") and (why := refusal(row, public_key, what)):
         return why
-    live = registry.live(record.product)
+    live = registry.journal.live(record.product)
     if live is None or record.live_bundle_id != live.bundle_id:
         return None  # stale: not used
     if record.chosen_bundle_id == live.bundle_id:

@@ -74,9 +74,9 @@ def add_admin_routes(app: FastAPI, station: Station) -> None:
     @app.post("/v1/products/{product}/threshold", tags=["admin"])
     def set_threshold(product: str, body: ThresholdIn, identity: Admin) -> dict[str, Any]:
         """Append a threshold version for the live bundle; stations pick it up on their poll."""
-        live = registry.live(served(product))
+        live = registry.journal.live(served(product))
         version = _registry_call(
-            registry.set_threshold,
+            registry.journal.set_threshold,
             product,
             body.value,
             actor=identity.name,
@@ -89,7 +89,7 @@ def add_admin_routes(app: FastAPI, station: Station) -> None:
     def promote(product: str, body: PromoteIn, identity: Admin) -> dict[str, Any]:
         """Make a registered bundle live (its signature and files are verified first)."""
         state = _registry_call(
-            registry.promote,
+            registry.journal.promote,
             served(product),
             body.bundle_id,
             actor=identity.name,
@@ -101,7 +101,7 @@ def add_admin_routes(app: FastAPI, station: Station) -> None:
     def rollback(product: str, body: RollbackIn, identity: Admin) -> dict[str, Any]:
         """Go back to the previously live bundle."""
         state = _registry_call(
-            registry.rollback, served(product), actor=identity.name, reason=body.reason
+            registry.journal.rollback, served(product), actor=identity.name, reason=body.reason
         )
         return {"product": product, "bundle_id": state.bundle_id, "actor": state.actor}
 

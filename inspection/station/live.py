@@ -171,7 +171,7 @@ class LiveModels:
                     self._problems[product] = f"refresh failed: {exc}"
 
     def _refresh_product(self, product: str) -> None:
-        state = self.registry.live(product)
+        state = self.registry.journal.live(product)
         if state is None:
             if product not in self._models:
                 self._problems[product] = "the registry has no live bundle; promote one first"
@@ -230,7 +230,7 @@ class LiveModels:
     ) -> None:
         served = selection.bundle_id
         try:
-            bundle_dir = self.registry.bundle_dir(product, served)
+            bundle_dir = self.registry.bundles.bundle_dir(product, served)
             metadata = read_bundle_metadata(bundle_dir)
             if metadata.product != product:
                 raise BundleError(f"the bundle was exported for product {metadata.product!r}")
@@ -263,7 +263,7 @@ class LiveModels:
         if self._rejected.get(product) == bundle_id:
             return False
         try:
-            self.registry.bundle_dir(product, bundle_id)
+            self.registry.bundles.bundle_dir(product, bundle_id)
             self.trust.check_bundle(product, bundle_id)
         except Exception as exc:
             self._reject(product, bundle_id, exc)

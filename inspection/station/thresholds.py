@@ -40,7 +40,7 @@ class Thresholds:
         """The newest threshold version for ``bundle_id`` (or any bundle) this station may serve
         (``Trust.newest_threshold``)."""
         try:
-            history = self.registry.threshold_history(product)
+            history = self.registry.journal.threshold_history(product)
         except (RegistryError, ValueError, TypeError) as exc:
             log.error("%s: unreadable threshold history: %s", product, exc)
             history = []

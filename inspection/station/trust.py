@@ -72,7 +72,7 @@ class Trust:
         """Why the bundle about to load fails its decisions on disk (noted as ``gate`` or
         ``roi``), or None; unreadable bundles pass (the load says what is wrong)."""
         try:
-            bundle_dir = self.registry.bundle_dir(product, bundle_id)
+            bundle_dir = self.registry.bundles.bundle_dir(product, bundle_id)
             metadata = read_bundle_metadata(bundle_dir)
             refused = self._decision_refusal(
                 product, bundle_id, metadata, bundle_digest(bundle_dir)
@@ -100,7 +100,7 @@ class Trust:
                 raise BundleError(
                     "the loader did not verify the bundle's signature with the pinned key"
                 )
-            _check_promoted(self.registry.live(product), served, verified.digest)
+            _check_promoted(self.registry.journal.live(product), served, verified.digest)
         verified = getattr(inspector.model, "verified", None)
         digest = verified.digest if verified is not None else bundle_digest(bundle_dir)
         refused = self._decision_refusal(product, served, inspector.metadata, digest)
@@ -113,7 +113,7 @@ class Trust:
     ) -> tuple[str, str] | None:
         """(kind, why) when a decision the bundle needs is missing or refused, else None."""
         trusted = [
-            d for d in self.registry.decisions(product)
+            d for d in self.registry.journal.decisions(product)
             if d.bundle_id in (None, bundle_id) and refusal(d, self.public_key) is None
         ]  # fmt: skip
         gate = gate_refusal(metadata)
@@ -136,8 +136,8 @@ def check_signature(
 ) -> str:
     """The bundle's digest when it is signed by ``public_key`` and, if it is the live one,
     unchanged since promotion; ``BundleError`` saying what is wrong otherwise."""
-    digest = verify_signed_bundle(registry.bundle_dir(product, bundle_id), public_key)
-    _check_promoted(registry.live(product), bundle_id, digest)
+    digest = verify_signed_bundle(registry.bundles.bundle_dir(product, bundle_id), public_key)
+    _check_promoted(registry.journal.live(product), bundle_id, digest)
     return digest
 
 

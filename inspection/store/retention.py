@@ -172,7 +172,7 @@ def training_references(registry_dir: Path, products: Iterable[str]) -> frozense
     registry = Registry(registry_dir)
     ids: set[str] = set()
     for product in products:
-        for event in registry.events(product):
+        for event in registry.journal.events(product):
             if event.get("action") == "retrain":
                 run = RetrainEvent.from_event(event, f"{product} retrain event")
                 ids.update(run.reviewed_good_ids, run.skipped_review_ids)

@@ -80,7 +80,11 @@ def update_patchcore(
     say = progress or (lambda message: log.info("%s", message))
     started = time.perf_counter()
     stages: dict[str, float] = {}
-    parent = registry.version(product, version) if version else registry.latest_version(product)
+    parent = (
+        registry.bundles.version(product, version)
+        if version
+        else registry.bundles.latest_version(product)
+    )
     config = _check_parent(parent)
     images = _check_images(images)
     with _timed(stages, "load"):
@@ -235,7 +239,7 @@ def _added_digests(registry: Registry, record: ModelRecord) -> dict[str, str]:
     added: dict[str, str] = {}
     while (lineage := record.lineage()) is not None and lineage.method == "incremental":
         added |= dict.fromkeys(lineage.added_digests, f"added in {record.version}")
-        record = registry.version(record.product, lineage.parent)
+        record = registry.bundles.version(record.product, lineage.parent)
     return added
 
 

@@ -106,9 +106,13 @@ def export_bundle(
     signing_key = site_signing_key(registry.root)
     source = source or RegistryExport()
     version = source.version
-    record = registry.version(product, version) if version else registry.latest_version(product)
+    record = (
+        registry.bundles.version(product, version)
+        if version
+        else registry.bundles.latest_version(product)
+    )
     base, part_files = with_part_setup(base_metadata(record, options.precision), source.configs_dir)
-    if base.bundle_id in registry.bundle_ids(product):
+    if base.bundle_id in registry.bundles.bundle_ids(product):
         raise BundleError(
             f"bundle {product}/{base.bundle_id} already exists; bundles are immutable"
         )
@@ -124,14 +128,14 @@ def export_bundle(
         )  # fmt: skip
         if signing_key is not None:
             sign_bundle(result.bundle_dir, signing_key)
-        target = registry.add_bundle(product, result.bundle_dir, result.bundle_id)
+        target = registry.bundles.add_bundle(product, result.bundle_dir, result.bundle_id)
     if source.promote:
         if signing_key is None:
             log.warning("%s/%s is promoted unsigned (this site has no signing key): stations "
                         "that pin a key refuse it; run 'inspection keys init'",
                         product, result.bundle_id)  # fmt: skip
         reason = f"exported {options.precision}"
-        registry.promote(product, result.bundle_id, actor=source.actor, reason=reason)
+        registry.journal.promote(product, result.bundle_id, actor=source.actor, reason=reason)
     return replace(result, bundle_dir=target)
 
 
@@ -190,13 +194,15 @@ def record_force(
     product, bundle_id = result.metadata.product, result.bundle_id
     refused = not result.gate.passed
     if refused:
-        registry.record_decision(
+        registry.journal.record_decision(
             product, "force",
             {"digest": bundle_digest(result.bundle_dir), "refusal": result.gate.refusal()},
             actor=actor, reason=reason, bundle_id=bundle_id,
         )  # fmt: skip
     if promote:
-        registry.promote(product, bundle_id, actor=actor, reason=f"exported, forced: {reason}")
+        registry.journal.promote(
+            product, bundle_id, actor=actor, reason=f"exported, forced: {reason}"
+        )
     return refused
 
 
@@ -204,7 +210,7 @@ def roi_decided(registry: Registry, result: ExportResult) -> bool:
     """Whether a signed ROI decision carries the bundle's ROI (or it has none): stations
     pinning the site key refuse it until an admin saves that ROI on the dashboard."""
     roi = result.metadata.roi
-    decided = [d.value for d in registry.decisions(result.metadata.product, "roi")]
+    decided = [d.value for d in registry.journal.decisions(result.metadata.product, "roi")]
     return roi is None or roi.to_mapping() in decided
 
 

@@ -477,7 +477,7 @@ def register_version(
             save(directory)
 
     dataset_entry = {**fingerprint, "root": str(dataset.root)}
-    return registry.create_version(product, dataset=dataset_entry, packages=package_versions(),
+    return registry.bundles.create_version(product, dataset=dataset_entry, packages=package_versions(),
                                    write_files=write_files, **record)  # fmt: skip
 
 

@@ -21,16 +21,16 @@ def test_a_scratch_copy_keeps_the_sites_signed_records(fp32_bundle: Path, tmp_pa
         sys.path.remove(str(BENCH))
     site = Registry(tmp_path / "site" / "registry")
     keys = init_keys(site_keys_dir(site.root))
-    site.add_bundle("brick", fp32_bundle, fp32_bundle.name)
-    site.promote("brick", fp32_bundle.name, actor="demo", reason="first")
-    site.set_threshold("brick", 0.6, actor="alice", reason="line trial")
+    site.bundles.add_bundle("brick", fp32_bundle, fp32_bundle.name)
+    site.journal.promote("brick", fp32_bundle.name, actor="demo", reason="first")
+    site.journal.set_threshold("brick", 0.6, actor="alice", reason="line trial")
 
     serve_live_copy(site.root, "brick", tmp_path / "scratch", "test")
 
     scratch = Registry(tmp_path / "scratch")
     public = load_public_key(keys.public)
-    live, threshold = scratch.live("brick"), scratch.current_threshold("brick")
-    assert live is not None and live.row() == site.live("brick").row()  # type: ignore[union-attr]
+    live, threshold = scratch.journal.live("brick"), scratch.journal.current_threshold("brick")
+    assert live is not None and live.row() == site.journal.live("brick").row()  # type: ignore[union-attr]
     verify_record(live.row(), public, "live pointer")
     assert threshold is not None and threshold.value == 0.6
     verify_record(threshold.row(), public, "threshold")

@@ -114,7 +114,7 @@ def test_export_without_version_refuses_a_challenger_retraining_kept_out(
     record = json.loads((versions / "v0002" / "record.json").read_text())
     (versions / "v0002" / "record.json").write_text(json.dumps(record | {"version": "v0002"}))
     registry = Registry(root)
-    registry.record_event(
+    registry.journal.record_event(
         "brick", "retrain", actor="nightly", reason="image_auroc 0.91 vs 0.97 > tolerance",
         decision=decision, run="20261127T020000Z", challenger_version="v0002",
     )  # fmt: skip

@@ -31,8 +31,8 @@ def site(tmp_path: Path, fp32_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> 
     signed = shutil.copytree(fp32_bundle, tmp_path / "export" / "v0001-fp32")
     sign_bundle(signed, load_private_key("var/keys/site-signing.key"))
     registry = Registry("var/registry")
-    registry.add_bundle("brick", signed, "v0001-fp32")
-    registry.promote("brick", "v0001-fp32", actor="tests", reason="fresh site")
+    registry.bundles.add_bundle("brick", signed, "v0001-fp32")
+    registry.journal.promote("brick", "v0001-fp32", actor="tests", reason="fresh site")
     return tmp_path
 
 

@@ -29,7 +29,7 @@ def test_a_registry_written_by_the_first_release_reads(tmp_path: Path) -> None:
     shutil.copytree(FIXTURE, root)
     registry = Registry(root)
 
-    [record] = registry.versions("brick")
+    [record] = registry.bundles.versions("brick")
     assert (record.model_version, record.model_kind) == ("brick/v0001", "patchcore")
     evaluation = record.evaluation()  # an ``overall`` section with one figure, no schema
     assert (evaluation.schema, evaluation.image_auroc) == (0, 0.9)
@@ -45,12 +45,12 @@ def test_a_registry_written_by_the_first_release_reads(tmp_path: Path) -> None:
     with pytest.raises(RegistryError, match="does not record its dataset folder"):
         record.dataset_root()
 
-    live = registry.live("brick")
+    live = registry.journal.live("brick")
     assert live is not None and (live.bundle_id, live.actor) == ("v0001-fp32", "qa")
-    [threshold] = registry.threshold_history("brick")
+    [threshold] = registry.journal.threshold_history("brick")
     assert (threshold.value, threshold.bundle_id) == (0.42, "v0001-fp32")
     assert threshold.budget is None  # set by value: carried by its rank (core.golden)
-    assert [e["action"] for e in registry.events("brick")] == ["promote", "threshold"]
+    assert [e["action"] for e in registry.journal.events("brick")] == ["promote", "threshold"]
 
 
 def test_a_bundle_written_by_the_first_release_reads(tmp_path: Path) -> None:
@@ -66,7 +66,7 @@ def test_a_bundle_written_by_the_first_release_reads(tmp_path: Path) -> None:
 
 def test_a_registry_version_with_schema_1_metrics_reads(tmp_path: Path) -> None:
     registry = Registry(shutil.copytree(FIXTURE_V2, tmp_path / "registry"))
-    [record] = registry.versions("brick")
+    [record] = registry.bundles.versions("brick")
     evaluation = record.evaluation()
     assert evaluation.schema == 1 and evaluation.image_auroc is not None
     assert set(evaluation.per_defect) == {"crack", "hole", "scratch", "stain"}

@@ -37,7 +37,7 @@ def _fake_bundle(directory: Path, bundle_id: str) -> Path:
 
 
 def _version(registry: Registry, payload: bytes = b"weights"):
-    return registry.create_version(
+    return registry.bundles.create_version(
         "brick",
         model_kind="patchcore",
         config={"seed": 1},
@@ -53,8 +53,8 @@ def test_versions_are_numbered_and_immutable(tmp_path: Path) -> None:
     first, second = _version(registry), _version(registry, b"other")
     assert (first.version, second.version) == ("v0001", "v0002")
     assert first.file("model.ckpt").read_bytes() == b"weights"
-    assert registry.latest_version("brick").version == "v0002"
-    assert [r.version for r in registry.versions("brick")] == ["v0001", "v0002"]
+    assert registry.bundles.latest_version("brick").version == "v0002"
+    assert [r.version for r in registry.bundles.versions("brick")] == ["v0001", "v0002"]
 
 
 def test_failed_write_leaves_no_version(tmp_path: Path) -> None:
@@ -65,7 +65,7 @@ def test_failed_write_leaves_no_version(tmp_path: Path) -> None:
         raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError):
-        registry.create_version(
+        registry.bundles.create_version(
             "brick",
             model_kind="stfpm",
             config={},
@@ -74,25 +74,25 @@ def test_failed_write_leaves_no_version(tmp_path: Path) -> None:
             packages={},
             write_files=crash,
         )
-    assert registry.versions("brick") == []
+    assert registry.bundles.versions("brick") == []
     assert list((tmp_path / "brick" / "versions").iterdir()) == []
 
 
 def test_promote_and_rollback_are_audited(tmp_path: Path) -> None:
     registry = Registry(tmp_path)
     for bundle_id in ("v0001-fp32", "v0002-int8"):
-        registry.add_bundle(
+        registry.bundles.add_bundle(
             "brick", _fake_bundle(tmp_path / "src" / bundle_id, bundle_id), bundle_id
         )
-    registry.promote("brick", "v0001-fp32", actor="alice", reason="first")
-    registry.promote("brick", "v0002-int8", actor="retrain", reason="better")
-    assert registry.live("brick").bundle_id == "v0002-int8"
-    state = registry.rollback("brick", actor="bob", reason="false alarms")
+    registry.journal.promote("brick", "v0001-fp32", actor="alice", reason="first")
+    registry.journal.promote("brick", "v0002-int8", actor="retrain", reason="better")
+    assert registry.journal.live("brick").bundle_id == "v0002-int8"
+    state = registry.journal.rollback("brick", actor="bob", reason="false alarms")
     assert state.bundle_id == "v0001-fp32"
-    actions = [(e["action"], e["actor"]) for e in registry.events("brick")]
+    actions = [(e["action"], e["actor"]) for e in registry.journal.events("brick")]
     assert actions == [("promote", "alice"), ("promote", "retrain"), ("rollback", "bob")]
     with pytest.raises(RegistryError, match="no earlier live bundle"):
-        registry.rollback("brick", actor="bob", reason="again")
+        registry.journal.rollback("brick", actor="bob", reason="again")
 
 
 def test_an_event_after_a_torn_last_line_is_kept(tmp_path: Path) -> None:
@@ -100,16 +100,16 @@ def test_an_event_after_a_torn_last_line_is_kept(tmp_path: Path) -> None:
     (it was lost, and the rollback then went to the wrong bundle)."""
     registry = Registry(tmp_path)
     for bundle_id in ("v0001-fp32", "v0002-int8"):
-        registry.add_bundle(
+        registry.bundles.add_bundle(
             "brick", _fake_bundle(tmp_path / "src" / bundle_id, bundle_id), bundle_id
         )
-    registry.promote("brick", "v0001-fp32", actor="alice", reason="first")
+    registry.journal.promote("brick", "v0001-fp32", actor="alice", reason="first")
     with open(tmp_path / "brick" / "events.jsonl", "a", encoding="utf-8") as handle:
         handle.write('{"action": "promote", "bundle_id": "v00')
-    registry.promote("brick", "v0002-int8", actor="retrain", reason="better")
-    actions = [(e["action"], e.get("bundle_id")) for e in registry.events("brick")]
+    registry.journal.promote("brick", "v0002-int8", actor="retrain", reason="better")
+    actions = [(e["action"], e.get("bundle_id")) for e in registry.journal.events("brick")]
     assert actions == [("promote", "v0001-fp32"), ("promote", "v0002-int8")]
-    assert registry.rollback("brick", actor="bob", reason="x").bundle_id == "v0001-fp32"
+    assert registry.journal.rollback("brick", actor="bob", reason="x").bundle_id == "v0001-fp32"
 
 
 def test_rollback_follows_the_live_bundle_after_a_crash_between_event_and_live_file(
@@ -119,48 +119,48 @@ def test_rollback_follows_the_live_bundle_after_a_crash_between_event_and_live_f
     names a bundle that never went live, and rollback 'rolled back' to the live one."""
     registry = Registry(tmp_path)
     for bundle_id in ("v0001-fp32", "v0002-int8", "v0003-int8"):
-        registry.add_bundle(
+        registry.bundles.add_bundle(
             "brick", _fake_bundle(tmp_path / "src" / bundle_id, bundle_id), bundle_id
         )
-    registry.promote("brick", "v0001-fp32", actor="alice", reason="first")
-    registry.promote("brick", "v0002-int8", actor="retrain", reason="better")
-    registry.record_event(  # the event of a promotion killed before live.json
+    registry.journal.promote("brick", "v0001-fp32", actor="alice", reason="first")
+    registry.journal.promote("brick", "v0002-int8", actor="retrain", reason="better")
+    registry.journal.record_event(  # the event of a promotion killed before live.json
         "brick", "promote", actor="retrain", reason="killed",
         bundle_id="v0003-int8", previous="v0002-int8",
     )  # fmt: skip
-    assert registry.live("brick").bundle_id == "v0002-int8"
-    assert registry.rollback("brick", actor="bob", reason="x").bundle_id == "v0001-fp32"
+    assert registry.journal.live("brick").bundle_id == "v0002-int8"
+    assert registry.journal.rollback("brick", actor="bob", reason="x").bundle_id == "v0001-fp32"
 
 
 def test_bundles_are_verified_and_never_overwritten(tmp_path: Path) -> None:
     registry = Registry(tmp_path)
     source = _fake_bundle(tmp_path / "src", "v0001-fp32")
-    registry.add_bundle("brick", source, "v0001-fp32")
+    registry.bundles.add_bundle("brick", source, "v0001-fp32")
     with pytest.raises(RegistryError, match="already exists"):
-        registry.add_bundle("brick", source, "v0001-fp32")
+        registry.bundles.add_bundle("brick", source, "v0001-fp32")
     (source / "model.bin").write_bytes(b"tampered")
     with pytest.raises(BundleError, match=r"checksum mismatch for model\.bin"):
-        registry.add_bundle("brick", source, "v0002-fp32")
+        registry.bundles.add_bundle("brick", source, "v0002-fp32")
 
 
 def test_thresholds_are_versioned_with_who_and_why(tmp_path: Path) -> None:
     registry = Registry(tmp_path)
-    assert registry.current_threshold("brick") is None
-    registry.set_threshold("brick", 0.6, actor="alice", reason="too many false alarms")
-    latest = registry.set_threshold("brick", 0.55, actor="bob", reason="missed a crack")
+    assert registry.journal.current_threshold("brick") is None
+    registry.journal.set_threshold("brick", 0.6, actor="alice", reason="too many false alarms")
+    latest = registry.journal.set_threshold("brick", 0.55, actor="bob", reason="missed a crack")
     assert (latest.number, latest.value, latest.actor) == (2, 0.55, "bob")
     with pytest.raises(RegistryError, match="between 0 and 1"):
-        registry.set_threshold("brick", 1.5, actor="x", reason="y")
+        registry.journal.set_threshold("brick", 1.5, actor="x", reason="y")
     with pytest.raises(RegistryError, match="who"):
-        registry.set_threshold("brick", 0.5, actor=" ", reason="y")
+        registry.journal.set_threshold("brick", 0.5, actor=" ", reason="y")
 
 
 def test_a_threshold_records_the_budget_it_was_chosen_for(tmp_path: Path) -> None:
     registry = Registry(tmp_path)
-    registry.set_threshold("brick", 0.6, actor="alice", reason="by hand")
-    registry.set_threshold("brick", 0.7, actor="alice", reason="1 % budget", budget=0.01)
-    assert [t.budget for t in registry.threshold_history("brick")] == [None, 0.01]
-    assert [e["budget"] for e in registry.events("brick")] == [None, 0.01]
+    registry.journal.set_threshold("brick", 0.6, actor="alice", reason="by hand")
+    registry.journal.set_threshold("brick", 0.7, actor="alice", reason="1 % budget", budget=0.01)
+    assert [t.budget for t in registry.journal.threshold_history("brick")] == [None, 0.01]
+    assert [e["budget"] for e in registry.journal.events("brick")] == [None, 0.01]
     first, last = (
         json.loads(line)
         for line in (tmp_path / "brick" / "thresholds.jsonl").read_text().splitlines()
@@ -169,14 +169,14 @@ def test_a_threshold_records_the_budget_it_was_chosen_for(tmp_path: Path) -> Non
     assert "budget" not in first  # unset: the line an earlier release wrote, and still reads
     for budget in (0.0, 0.6):
         with pytest.raises(RegistryError, match=r"budget must be in \(0, 0.5\], got"):
-            registry.set_threshold("brick", 0.5, actor="x", reason="y", budget=budget)
-    assert len(registry.threshold_history("brick")) == 2
+            registry.journal.set_threshold("brick", 0.5, actor="x", reason="y", budget=budget)
+    assert len(registry.journal.threshold_history("brick")) == 2
 
 
 @pytest.mark.parametrize("name", ["../etc", "", "a/b", "-x", "x" * 65])
 def test_bad_product_names_are_rejected(tmp_path: Path, name: str) -> None:
     with pytest.raises(RegistryError, match="invalid product name"):
-        Registry(tmp_path).versions(name)
+        Registry(tmp_path).bundles.versions(name)
 
 
 def test_schema_version_mismatch_is_explained(tmp_path: Path) -> None:
@@ -186,13 +186,13 @@ def test_schema_version_mismatch_is_explained(tmp_path: Path) -> None:
     (bundle / "metadata.json").write_text(json.dumps(data))
     registry = Registry(tmp_path / "reg")
     with pytest.raises(BundleError, match="schema version 99 is not supported"):
-        registry.add_bundle("brick", bundle, "v0001-fp32")
+        registry.bundles.add_bundle("brick", bundle, "v0001-fp32")
 
 
 def test_fit_figures_and_dataset_are_read_typed(tmp_path: Path) -> None:
     registry = Registry(tmp_path)
     fit = FitFigures(fit_seconds=1.5, test_images=12, update_stage_seconds={"load": 0.2})
-    record = registry.create_version(
+    record = registry.bundles.create_version(
         "brick",
         model_kind="patchcore",
         config={},
@@ -203,7 +203,7 @@ def test_fit_figures_and_dataset_are_read_typed(tmp_path: Path) -> None:
     )
     assert record.fit_figures() == fit and record.evaluation().image_auroc == 0.9
     assert record.dataset_ref() == DatasetRef(Path("data/b"), "abc", 3, "brick")  # first release
-    bad = registry.create_version(
+    bad = registry.bundles.create_version(
         "brick", model_kind="patchcore", config={}, dataset={"count": "3"},
         metrics={"fit_seconds": "fast"}, packages={}, write_files=lambda d: None,
     )  # fmt: skip
@@ -216,7 +216,7 @@ def test_fit_figures_and_dataset_are_read_typed(tmp_path: Path) -> None:
 def test_a_record_parses_each_typed_part_once() -> None:
     """A record is immutable: its typed parts are parsed on first use, then reused."""
     fixture = Path(__file__).parents[1] / "fixtures" / "registry_v2"
-    [record] = Registry(fixture).versions("brick")
+    [record] = Registry(fixture).bundles.versions("brick")
     assert record.preprocessing() is record.preprocessing()
     assert record.evaluation() is record.evaluation()
     assert record.dataset_ref() is record.dataset_ref()

@@ -71,13 +71,13 @@ def test_retrain_events_read_typed(tmp_path) -> None:
     from inspection.core.retrain_report import RetrainEvent
 
     registry = Registry(tmp_path)
-    registry.record_event(
+    registry.journal.record_event(
         "p", "retrain", actor="cron", reason="kept", decision="keep", status="kept", run="r1",
         champion="v0001-int8", challenger="v0002-int8", challenger_version="v0002",
         reviewed_good_ids=["a1", 7],
         metrics={"champion": {"image_auroc": 0.9, "note": "x"}, "challenger": {"aupro": 1}},
     )  # fmt: skip
-    [event] = registry.events("p")
+    [event] = registry.journal.events("p")
     typed = RetrainEvent.from_event(event)
     assert (typed.run, typed.decision, typed.champion, typed.challenger) == (
         "r1",

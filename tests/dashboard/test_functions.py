@@ -344,12 +344,14 @@ def test_retrain_runs_merge_reports_and_events(tmp_path: Path) -> None:
     (folder / "report.json").write_text(json.dumps(LEGACY_REPORT))
     (reports / "retrain" / "p" / "broken").mkdir()
     (reports / "retrain" / "p" / "broken" / "report.json").write_text("{oops")
-    registry.record_event("p", "retrain", actor="cron", reason="weekly", run="run-1")
-    registry.record_event(
+    registry.journal.record_event("p", "retrain", actor="cron", reason="weekly", run="run-1")
+    registry.journal.record_event(
         "p", "retrain", actor="cron", reason="failed during export: OSError: disk full",
         decision="failed", status="failed", run="run-2", champion="v0001-int8", challenger=None,
     )  # fmt: skip
-    registry.record_event("p", "retrain", actor="x", reason="?", decision="maybe", run="run-3")
+    registry.journal.record_event(
+        "p", "retrain", actor="x", reason="?", decision="maybe", run="run-3"
+    )
     foreign = reports / "retrain" / "p" / "run-from-elsewhere"  # committed, not in this log
     foreign.mkdir()
     (foreign / "report.json").write_text(json.dumps(LEGACY_REPORT))
@@ -410,7 +412,7 @@ def test_the_review_image_is_read_at_its_models_bit_depth(tmp_path: Path) -> Non
     store = Store.migrated(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "blobs")
     registry = Registry(tmp_path / "registry")
     prep = Preprocessing((32, 32), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), source_bits=12)
-    registry.create_version(
+    registry.bundles.create_version(
         "p", model_kind="patchcore", config={}, dataset={}, metrics={}, packages={},
         extra={"preprocessing": to_mapping(prep)},
     )  # fmt: skip

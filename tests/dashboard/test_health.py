@@ -24,7 +24,7 @@ def live(tmp_path: Path, seed):
 
 def test_alarm_comes_from_measured_rates_at_the_live_threshold(live) -> None:
     registry, _ = live
-    data = thresholds.validation_scores(registry, "brick", registry.live("brick").bundle_id)
+    data = thresholds.validation_scores(registry, "brick", registry.journal.live("brick").bundle_id)
     good = data.scores[data.labels == 0]
     point = OperatingPoint(budget=0.01, miss_bound=0.10)
     strict = float(np.max(good)) + 1e-3  # rejects no good part
@@ -110,8 +110,8 @@ def test_held_out_pictures_are_read_at_the_live_bundles_bits(tmp_path: Path) -> 
         scores = ValidationScores((0.1, 0.9), (0, 1), "test", ("good", "crack"), ("a.png", "b.png"))
         write_validation_scores(bundle, scores)
         write_mean_bundle(bundle, input_size=(8, 8), product=f"p{bits}", source_bits=bits)
-        registry.add_bundle(f"p{bits}", bundle, "v0001-fp32")
-        registry.promote(f"p{bits}", "v0001-fp32", actor="test", reason="test")
+        registry.bundles.add_bundle(f"p{bits}", bundle, "v0001-fp32")
+        registry.journal.promote(f"p{bits}", "v0001-fp32", actor="test", reason="test")
         folder = tmp_path / "datasets" / f"p{bits}" / "test" / "good"
         folder.mkdir(parents=True)
         Image.fromarray(np.full((8, 8), 2048, np.uint16)).save(folder / "a.png")

@@ -88,7 +88,7 @@ def test_a_reviewer_cannot_save_thresholds_or_promote(seeded_site, site_env) -> 
     at = _open("review", user="rita", role="reviewer")
     at.button(key="rv_btn_good").click().run()
     assert any("recorded" in s.value and "by rita" in s.value for s in at.success)
-    assert registry.live("brick").bundle_id == "v0002-int8"
+    assert registry.journal.live("brick").bundle_id == "v0002-int8"
 
 
 def test_a_demoted_admin_is_refused_on_the_next_click(seeded_site, site_env) -> None:
@@ -97,7 +97,7 @@ def test_a_demoted_admin_is_refused_on_the_next_click(seeded_site, site_env) -> 
     site_env(seeded_site)
     store = _store(seeded_site)
     registry = Registry(load_site_config(seeded_site).registry_dir)
-    history = len(registry.threshold_history("brick"))
+    history = len(registry.journal.threshold_history("brick"))
     at = _open("thresholds", user="otto", role="admin")
     at.text_input(key="th_reason").set_value("before the demotion")
     remove_user(store, "otto")
@@ -105,7 +105,7 @@ def test_a_demoted_admin_is_refused_on_the_next_click(seeded_site, site_env) -> 
     at.button(key="th_save").click().run()
     assert not at.exception and not any("Saved threshold" in m.value for m in at.success)
     assert any("Saving a threshold is for admin users" in c.value for c in at.caption)
-    assert len(registry.threshold_history("brick")) == history
+    assert len(registry.journal.threshold_history("brick")) == history
 
     at = _open("models", user="olga", role="admin")
     at.selectbox(key="md_bundle").set_value("v0002-fp32")
@@ -114,8 +114,8 @@ def test_a_demoted_admin_is_refused_on_the_next_click(seeded_site, site_env) -> 
     add_user(store, "olga", "reviewer", PASSWORD)
     at.button(key="FormSubmitter:promote-Promote").click().run()
     assert not at.exception and not any("is live for" in m.value for m in at.success)
-    assert registry.live("brick").bundle_id == "v0002-int8"
-    assert registry.events("brick")[-1]["actor"] != "olga"
+    assert registry.journal.live("brick").bundle_id == "v0002-int8"
+    assert registry.journal.events("brick")[-1]["actor"] != "olga"
 
 
 def test_a_removed_account_ends_its_session(seeded_site, site_env) -> None:

@@ -201,7 +201,9 @@ def test_threshold_slider_shows_tradeoffs_and_save_creates_a_version(seeded_site
     at.text_input(key="th_reason").set_value("fewer false alarms on line 1")
     at.button(key="th_save").click().run()
     assert not at.exception and not _errors(at), _errors(at)
-    current = Registry(load_site_config(seeded_site).registry_dir).current_threshold("brick")
+    current = Registry(load_site_config(seeded_site).registry_dir).journal.current_threshold(
+        "brick"
+    )
     assert (current.value, current.actor, current.reason) == (
         0.62,
         "alice",
@@ -224,11 +226,15 @@ def test_threshold_slider_shows_tradeoffs_and_save_creates_a_version(seeded_site
 def test_threshold_save_needs_a_name(seeded_site, site_env, open_mode) -> None:
     site_env(open_mode(seeded_site))
     at = _open("thresholds", user=None)
-    before = len(Registry(load_site_config(seeded_site).registry_dir).threshold_history("brick"))
+    before = len(
+        Registry(load_site_config(seeded_site).registry_dir).journal.threshold_history("brick")
+    )
     at.text_input(key="th_reason").set_value("why not")
     at.button(key="th_save").click().run()
     assert any("Enter your name" in e.value for e in at.error)
-    after = len(Registry(load_site_config(seeded_site).registry_dir).threshold_history("brick"))
+    after = len(
+        Registry(load_site_config(seeded_site).registry_dir).journal.threshold_history("brick")
+    )
     assert after == before
 
 
@@ -262,7 +268,7 @@ def test_a_save_at_the_budget_controls_value_records_the_budget(seeded_site, sit
     at.text_input(key="th_reason").set_value("1 % budget")
     at.button(key="th_save").click().run()
     assert not at.exception and not _errors(at), _errors(at)
-    saved = registry.current_threshold("brick")
+    saved = registry.journal.current_threshold("brick")
     quoted = thresholds.suggest_for_budget(_brick_scores(seeded_site), 0.01)[0]
     assert (saved.value, saved.budget) == (quoted.threshold, 0.01)
     assert any("(false-reject budget 1.0%)" in m.value for m in at.success)
@@ -274,7 +280,7 @@ def test_a_save_at_the_budget_controls_value_records_the_budget(seeded_site, sit
     at.text_input(key="th_reason").set_value("by hand")
     at.button(key="th_save").click().run()
     assert not at.exception and not _errors(at), _errors(at)
-    saved = registry.current_threshold("brick")
+    saved = registry.journal.current_threshold("brick")
     assert (saved.value, saved.budget) == (quoted.threshold, None)
     assert _frame_with(at, "budget")["budget"].tolist()[:2] == ["", "1.0%"]
 
@@ -349,14 +355,14 @@ def test_models_promote_and_rollback_with_audit(seeded_site, site_env) -> None:
     at.text_input(key="md_promote_reason").set_value("compare FP32 on line 1")
     at.button(key="FormSubmitter:promote-Promote").click().run()
     assert not at.exception and not _errors(at), _errors(at)
-    assert registry.live("brick").bundle_id == "v0002-fp32"
-    assert registry.events("brick")[-1]["actor"] == "carol"
+    assert registry.journal.live("brick").bundle_id == "v0002-fp32"
+    assert registry.journal.events("brick")[-1]["actor"] == "carol"
 
     at.text_input(key="md_rollback_reason").set_value("back to INT8")
     at.button(key="FormSubmitter:rollback-Roll back").click().run()
     assert not _errors(at), _errors(at)
-    assert registry.live("brick").bundle_id == "v0002-int8"
-    assert registry.events("brick")[-1]["action"] == "rollback"
+    assert registry.journal.live("brick").bundle_id == "v0002-int8"
+    assert registry.journal.events("brick")[-1]["action"] == "rollback"
 
 
 def test_models_promote_needs_who_and_why(seeded_site, site_env) -> None:
@@ -365,7 +371,7 @@ def test_models_promote_needs_who_and_why(seeded_site, site_env) -> None:
     at.button(key="FormSubmitter:promote-Promote").click().run()
     assert any("needs who" in e.value for e in at.error)
     registry = Registry(load_site_config(seeded_site).registry_dir)
-    assert registry.live("brick").bundle_id == "v0002-int8"
+    assert registry.journal.live("brick").bundle_id == "v0002-int8"
 
 
 def test_retraining_shows_champion_vs_challenger(seeded_site, site_env) -> None:

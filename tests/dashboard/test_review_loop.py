@@ -182,13 +182,13 @@ def test_reviews_painted_in_the_dashboard_teach_a_challenger_the_gate_promotes(
     browser, site: Path, tmp_path: Path
 ) -> None:
     registry = Registry(load_site_config(site).registry_dir)
-    champion = registry.live(PRODUCT).bundle_id
+    champion = registry.journal.live(PRODUCT).bundle_id
     parts = _review(browser, site, tmp_path)
     _retrain(site, tmp_path)
 
-    event = registry.events(PRODUCT)[-1]
+    event = registry.journal.events(PRODUCT)[-1]
     assert (event["action"], event["decision"]) == ("retrain", "promote"), event
-    assert registry.live(PRODUCT).bundle_id == event["challenger"] != champion
+    assert registry.journal.live(PRODUCT).bundle_id == event["challenger"] != champion
     report = read_retrain_report(Path(event["report"]) / "report.json")
     data = report.data
     teaching, held = list(parts)[:TEACH], list(parts)[TEACH:]
@@ -198,7 +198,7 @@ def test_reviews_painted_in_the_dashboard_teach_a_challenger_the_gate_promotes(
     trained = {_sha(p) for p in (Path(data["train_root"]) / "train").rglob("*.png")}
     assert {_sha(parts[i][0]) for i in teaching} <= trained
     assert not trained & {_sha(parts[i][0]) for i in held}  # no held-out part taught
-    supervised = registry.version(PRODUCT, event["challenger_version"]).extra["supervised"]
+    supervised = registry.bundles.version(PRODUCT, event["challenger_version"]).extra["supervised"]
     assert supervised["kept"] and supervised["labelled"] == {REVIEWED_DEFECT: TEACH}, supervised
 
     missed = {"champion": _held_miss_rate(report.champion),

@@ -60,9 +60,11 @@ def test_save_replaces_the_block_keeps_comments_and_audits(configs: Path, tmp_pa
     assert "# a product with comments" in text and "# kept" in text
     assert load_product_config("p", configs).roi == spec
     assert load_product_config("p", configs).models["patchcore"]["image_size"] == [64, 64]
-    (event,) = registry.events("p")
+    (event,) = registry.journal.events("p")
     assert (event["action"], event["actor"]) == ("roi", "ana")
-    (decision,) = registry.decisions("p", "roi")  # what a station checks a bundle's ROI against
+    (decision,) = registry.journal.decisions(
+        "p", "roi"
+    )  # what a station checks a bundle's ROI against
     assert (decision.value, decision.reason) == (spec.to_mapping(), "fixture moved")
     roi.save_roi("q", spec, registry, actor="ana", reason="first ROI", directory=configs)
     assert load_product_config("q", configs).roi == spec

@@ -49,8 +49,8 @@ def sample_png(tiny_product: Path) -> bytes:
 @pytest.fixture
 def central(tmp_path: Path, fp32_bundle: Path) -> Iterator[Central]:
     registry = Registry(tmp_path / "central" / "registry")
-    registry.add_bundle(PRODUCT, fp32_bundle, V1)
-    registry.promote(PRODUCT, V1, actor="tests", reason="initial")
+    registry.bundles.add_bundle(PRODUCT, fp32_bundle, V1)
+    registry.journal.promote(PRODUCT, V1, actor="tests", reason="initial")
     store = Store.migrated(
         f"sqlite:///{tmp_path / 'central' / 'site.db'}", tmp_path / "central" / "blobs"
     )

@@ -61,22 +61,24 @@ def test_unknown_products_and_bundles_are_404(central: Central) -> None:
 
 
 def test_sync_pulls_verifies_and_mirrors_the_threshold(central: Central, tmp_path: Path) -> None:
-    central.registry.set_threshold(
+    central.registry.journal.set_threshold(
         PRODUCT, 0.6, actor="qa", reason="fewer false alarms", budget=0.05
     )
     local = Registry(tmp_path / "station" / "registry")
     source = HttpSource(central.url, central.token)
     [outcome] = sync_once(source, local.root, [PRODUCT])
     assert (outcome.status, outcome.live) == ("updated", V1), outcome.detail
-    assert local.live(PRODUCT).actor == "station-sync"
-    mirrored = local.current_threshold(PRODUCT)
+    assert local.journal.live(PRODUCT).actor == "station-sync"
+    mirrored = local.journal.current_threshold(PRODUCT)
     assert (mirrored.value, mirrored.budget) == (0.6, 0.05)  # a re-calibration needs the budget
     [again] = sync_once(source, local.root, [PRODUCT])
-    assert again.status == "current" and len(local.threshold_history(PRODUCT)) == 1
+    assert again.status == "current" and len(local.journal.threshold_history(PRODUCT)) == 1
     assert list((local.root / ".incoming").iterdir()) == []
-    central.registry.set_threshold(PRODUCT, 0.6, actor="qa", reason="the same value, by hand")
+    central.registry.journal.set_threshold(
+        PRODUCT, 0.6, actor="qa", reason="the same value, by hand"
+    )
     sync_once(source, local.root, [PRODUCT])
-    mirrored = local.current_threshold(PRODUCT)
+    mirrored = local.journal.current_threshold(PRODUCT)
     assert (mirrored.number, mirrored.value, mirrored.budget) == (2, 0.6, None)
     headers = {"Authorization": f"Bearer {central.token}"}
     entry = httpx.get(f"{central.url}/v1/catalog/{PRODUCT}", headers=headers).json()
@@ -90,20 +92,22 @@ def test_a_signed_central_threshold_is_mirrored_with_its_own_signature(
     """A station pinning the site key verifies the mirrored version; an unsigned one (a
     hostile or key-less catalog) is mirrored unsigned, so that station refuses it."""
     keys = init_keys(site_keys_dir(central.registry.root))
-    central.registry.set_threshold(PRODUCT, 0.6, actor="qa", reason="signed", budget=0.05)
+    central.registry.journal.set_threshold(PRODUCT, 0.6, actor="qa", reason="signed", budget=0.05)
     local = Registry(tmp_path / "station" / "registry")
     source = HttpSource(central.url, central.token)
     sync_once(source, local.root, [PRODUCT])
-    mirrored = local.current_threshold(PRODUCT)
+    mirrored = local.journal.current_threshold(PRODUCT)
     verify_record(mirrored.row(), load_public_key(keys.public), mirrored.what)
     assert (mirrored.value, mirrored.budget, mirrored.actor) == (0.6, 0.05, "qa")
     [again] = sync_once(source, local.root, [PRODUCT])
-    assert again.status == "current" and len(local.threshold_history(PRODUCT)) == 1
+    assert again.status == "current" and len(local.journal.threshold_history(PRODUCT)) == 1
     keys.private.unlink()  # the catalog host lost its key: it records versions unsigned
-    central.registry.set_threshold(PRODUCT, 0.9999, actor="intruder", reason="pass everything")
+    central.registry.journal.set_threshold(
+        PRODUCT, 0.9999, actor="intruder", reason="pass everything"
+    )
     sync_once(source, local.root, [PRODUCT])
     with pytest.raises(SigningError, match="not signed"):
-        latest = local.current_threshold(PRODUCT)
+        latest = local.journal.current_threshold(PRODUCT)
         verify_record(latest.row(), load_public_key(keys.public), latest.what)
 
 
@@ -114,15 +118,15 @@ def test_corrupt_download_is_refused_and_the_station_keeps_serving(
     config = station_config(tmp_path / "station", registry_poll_seconds=0.1)
     source = HttpSource(central.url, central.token)
     assert sync_once(source, config.core.registry_dir, [PRODUCT])[0].status == "updated"
-    central.registry.add_bundle(PRODUCT, v2_bundle, V2)
-    central.registry.promote(PRODUCT, V2, actor="qa", reason="better challenger")
+    central.registry.bundles.add_bundle(PRODUCT, v2_bundle, V2)
+    central.registry.journal.promote(PRODUCT, V2, actor="qa", reason="better challenger")
     tar_path, _ = archive_for(central.registry, PRODUCT, V2)
     _corrupt(tar_path)
     with serve(config) as station:
         [outcome] = sync_once(source, config.core.registry_dir, [PRODUCT])
         assert outcome.status == "failed" and "corrupt, refused" in outcome.detail
         assert outcome.live == V1 and "keeps serving v0001-fp32" in outcome.detail
-        assert Registry(config.core.registry_dir).bundle_ids(PRODUCT) == [V1]
+        assert Registry(config.core.registry_dir).bundles.bundle_ids(PRODUCT) == [V1]
         time.sleep(0.3)
         response = station.inspect(sample_png)
         assert response.status_code == 201 and response.json()["bundle_id"] == V1
@@ -152,14 +156,14 @@ def test_a_promotion_reaches_a_polling_station_within_its_interval(
     loop.start()
     try:
         deadline = time.monotonic() + 10
-        while local.live(PRODUCT) is None:
+        while local.journal.live(PRODUCT) is None:
             assert time.monotonic() < deadline
             time.sleep(0.02)
-        central.registry.add_bundle(PRODUCT, v2_bundle, V2)
+        central.registry.bundles.add_bundle(PRODUCT, v2_bundle, V2)
         archive_for(central.registry, PRODUCT, V2)  # packed at promotion time, as the CLI does
-        central.registry.promote(PRODUCT, V2, actor="qa", reason="challenger")
+        central.registry.journal.promote(PRODUCT, V2, actor="qa", reason="challenger")
         promoted = time.monotonic()
-        while local.live(PRODUCT).bundle_id != V2:
+        while local.journal.live(PRODUCT).bundle_id != V2:
             assert time.monotonic() - promoted < 5, "no pull within 10 intervals"
             time.sleep(0.02)
         assert time.monotonic() - promoted < 0.5 + 2.0  # one interval + download and checks
@@ -175,7 +179,7 @@ def test_an_offline_station_keeps_its_last_good_bundle(central: Central, tmp_pat
     central.stop()
     [outcome] = sync_once(source, local.root, [PRODUCT])
     assert outcome.status == "offline" and outcome.live == V1
-    assert local.live(PRODUCT).bundle_id == V1
+    assert local.journal.live(PRODUCT).bundle_id == V1
 
 
 def test_sync_from_a_shared_path_and_a_rollback(
@@ -183,10 +187,10 @@ def test_sync_from_a_shared_path_and_a_rollback(
 ) -> None:
     local = Registry(tmp_path / "station" / "registry")
     source = PathSource(central.registry.root)
-    central.registry.add_bundle(PRODUCT, v2_bundle, V2)
-    central.registry.promote(PRODUCT, V2, actor="qa", reason="challenger")
+    central.registry.bundles.add_bundle(PRODUCT, v2_bundle, V2)
+    central.registry.journal.promote(PRODUCT, V2, actor="qa", reason="challenger")
     assert sync_once(source, local.root, [PRODUCT])[0].live == V2
-    central.registry.rollback(PRODUCT, actor="qa", reason="drift")
+    central.registry.journal.rollback(PRODUCT, actor="qa", reason="drift")
     [outcome] = sync_once(source, local.root, [PRODUCT])
     assert (outcome.status, outcome.live) == ("updated", V1)
     [offline] = sync_once(PathSource(tmp_path / "unmounted"), local.root, [PRODUCT])
@@ -220,7 +224,7 @@ def test_sync_also_pulls_the_live_versions_other_gated_precisions(
     from inspection.core.bundle import read_bundle_metadata, write_bundle_metadata
     from inspection.core.export_gate import ExportRecord
 
-    central.registry.add_bundle(PRODUCT, fp16_bundle, "v0001-fp16")
+    central.registry.bundles.add_bundle(PRODUCT, fp16_bundle, "v0001-fp16")
     refused = tmp_path / "refused"
     shutil.copytree(fp16_bundle, refused)
     meta = read_bundle_metadata(refused)
@@ -234,14 +238,14 @@ def test_sync_also_pulls_the_live_versions_other_gated_precisions(
     write_bundle_metadata(
         refused, dataclasses.replace(meta, bundle_id="v0001-int8", metrics=metrics)
     )
-    central.registry.add_bundle(PRODUCT, refused, "v0001-int8")
+    central.registry.bundles.add_bundle(PRODUCT, refused, "v0001-int8")
     local = Registry(tmp_path / "station" / "registry")
     source = HttpSource(central.url, central.token)
     [outcome] = sync_once(source, local.root, [PRODUCT])
     assert (outcome.status, outcome.live) == ("updated", V1), outcome.detail
     assert "fetched v0001-fp16" in outcome.detail
-    assert sorted(local.bundle_ids(PRODUCT)) == ["v0001-fp16", V1]
-    assert local.live(PRODUCT).bundle_id == V1
+    assert sorted(local.bundles.bundle_ids(PRODUCT)) == ["v0001-fp16", V1]
+    assert local.journal.live(PRODUCT).bundle_id == V1
     [again] = sync_once(source, local.root, [PRODUCT])
     assert again.status == "current" and again.detail == ""
 
@@ -258,8 +262,10 @@ def test_a_tampered_bundle_is_refused_by_signature_and_the_station_keeps_serving
     """The central side announces correct digests for a bundle changed after signing (the
     archive digests prove transport, not origin): the pinned key refuses it over real HTTP."""
     keys = init_keys(site_keys_dir(central.registry.root))
-    central.registry.add_bundle(PRODUCT, _signed(fp32_bundle, tmp_path / "v2", V2, keys), V2)
-    central.registry.promote(PRODUCT, V2, actor="qa", reason="signed")
+    central.registry.bundles.add_bundle(
+        PRODUCT, _signed(fp32_bundle, tmp_path / "v2", V2, keys), V2
+    )
+    central.registry.journal.promote(PRODUCT, V2, actor="qa", reason="signed")
     config = station_config(
         tmp_path / "station", registry_poll_seconds=0.1, bundle_public_key=keys.public
     )
@@ -273,8 +279,8 @@ def test_a_tampered_bundle_is_refused_by_signature_and_the_station_keeps_serving
     metadata = json.loads((tampered / "metadata.json").read_text())
     metadata["image_threshold"] = 0.999  # the attack run's edit
     (tampered / "metadata.json").write_text(json.dumps(metadata))
-    central.registry.add_bundle(PRODUCT, tampered, V3)
-    central.registry.promote(PRODUCT, V3, actor="attacker", reason="tampered")
+    central.registry.bundles.add_bundle(PRODUCT, tampered, V3)
+    central.registry.journal.promote(PRODUCT, V3, actor="attacker", reason="tampered")
     with serve(config) as station:
         [outcome] = sync_once(
             source, config.core.registry_dir, [PRODUCT], public_key=pinned_key(config.core)
@@ -282,18 +288,18 @@ def test_a_tampered_bundle_is_refused_by_signature_and_the_station_keeps_serving
         assert outcome.status == "failed" and "bad bundle signature" in outcome.detail
         assert outcome.live == V2 and "keeps serving v0002-fp32" in outcome.detail
         assert str(tmp_path) not in outcome.detail
-        assert Registry(config.core.registry_dir).bundle_ids(PRODUCT) == [V2]
+        assert Registry(config.core.registry_dir).bundles.bundle_ids(PRODUCT) == [V2]
         time.sleep(0.3)
         response = station.inspect(sample_png)
         assert response.status_code == 201 and response.json()["bundle_id"] == V2
     # the unsigned v1 (already announced by a rollback) is refused too
-    central.registry.rollback(PRODUCT, actor="qa", reason="back")
-    central.registry.promote(PRODUCT, V1, actor="qa", reason="unsigned")
+    central.registry.journal.rollback(PRODUCT, actor="qa", reason="back")
+    central.registry.journal.promote(PRODUCT, V1, actor="qa", reason="unsigned")
     [outcome] = sync_once(
         source, config.core.registry_dir, [PRODUCT], public_key=pinned_key(config.core)
     )
     assert outcome.status == "failed" and "the bundle is not signed" in outcome.detail
-    assert Registry(config.core.registry_dir).live(PRODUCT).bundle_id == V2
+    assert Registry(config.core.registry_dir).journal.live(PRODUCT).bundle_id == V2
 
 
 def test_station_sync_cli_checks_the_pinned_key(central: Central, tmp_path: Path) -> None:
@@ -312,4 +318,4 @@ def test_station_sync_cli_checks_the_pinned_key(central: Central, tmp_path: Path
     )
     assert result.exit_code == 2, result.output
     assert "the bundle is not signed" in " ".join(result.output.split())
-    assert Registry(tmp_path / "reg").bundle_ids(PRODUCT) == []
+    assert Registry(tmp_path / "reg").bundles.bundle_ids(PRODUCT) == []

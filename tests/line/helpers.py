@@ -53,10 +53,10 @@ def two_live_products(root: Path, fp32_bundle: Path) -> None:
     grass = shutil.copytree(fp32_bundle, root / "grass-bundle")
     metadata = json.loads((grass / "metadata.json").read_text())
     (grass / "metadata.json").write_text(json.dumps(metadata | {"product": "grass"}))
-    registry.add_bundle("grass", grass, "v0001-fp32")
-    registry.promote("grass", "v0001-fp32", actor="tests", reason="a second live product")
+    registry.bundles.add_bundle("grass", grass, "v0001-fp32")
+    registry.journal.promote("grass", "v0001-fp32", actor="tests", reason="a second live product")
     for product, value in (("brick", 0.3), ("grass", 0.999)):
-        registry.set_threshold(
+        registry.journal.set_threshold(
             product, value, actor="tests", reason="verdict by product", sign=False
         )
 

@@ -30,9 +30,9 @@ def line_config(
     """Serves ``brick`` (live) and ``grass`` (no live model); station id ``cam-1``; a PLC link's
     section by its name (``opcua=OpcUaTriggerConfig(...)``)."""
     registry = Registry(root / "registry")
-    if not registry.bundle_ids("brick"):
-        registry.add_bundle("brick", fp32_bundle, "v0001-fp32")
-        registry.promote("brick", "v0001-fp32", actor="tests", reason="line tests")
+    if not registry.bundles.bundle_ids("brick"):
+        registry.bundles.add_bundle("brick", fp32_bundle, "v0001-fp32")
+        registry.journal.promote("brick", "v0001-fp32", actor="tests", reason="line tests")
     core = {
         "products": ("brick", "grass"),
         "store_url": f"sqlite:///{root / 'line.db'}",

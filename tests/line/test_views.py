@@ -51,9 +51,9 @@ def _two_view_config(root: Path, fp32_bundle: Path, tiny_product: Path, **overri
     side = shutil.copytree(fp32_bundle, root / "side-bundle")  # the same model as product side
     metadata = json.loads((side / "metadata.json").read_text())
     (side / "metadata.json").write_text(json.dumps(metadata | {"product": "side"}))
-    registry.add_bundle("side", side, "v0001-fp32")
-    registry.promote("side", "v0001-fp32", actor="tests", reason="side view")
-    registry.set_threshold("side", 0.3, actor="tests", reason="a defect is NG", sign=False)
+    registry.bundles.add_bundle("side", side, "v0001-fp32")
+    registry.journal.promote("side", "v0001-fp32", actor="tests", reason="side view")
+    registry.journal.set_threshold("side", 0.3, actor="tests", reason="a defect is NG", sign=False)
     return config
 
 

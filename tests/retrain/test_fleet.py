@@ -40,8 +40,8 @@ def test_in_process_a_failed_product_never_promotes(tmp_path: Path, tiny_product
     assert ghost.status == "failed" and "'ghost' has no trained model" in ghost.detail
     assert ghost.where.endswith(f":{os.getpid()}")
     registry = Registry(site.registry_dir)
-    assert registry.live("ghost") is None
-    assert registry.events("ghost") == [] and "ghost" not in registry.products()
+    assert registry.journal.live("ghost") is None
+    assert registry.journal.events("ghost") == [] and "ghost" not in registry.bundles.products()
 
 
 def _ray_head() -> str:
@@ -99,20 +99,20 @@ def test_ray_fleet_retrains_through_the_registry(tmp_path: Path, tiny_product: P
         shutil.rmtree(tmp_path / "work", ignore_errors=True)
     by_product = {o.product: o for o in outcomes}
     assert by_product["ghost"].status == "failed"
-    assert registry.live("ghost") is None
+    assert registry.journal.live("ghost") is None
     brick = by_product["brick"]
     assert brick.status == "promoted", brick.detail  # the gate tolerates anything here
     assert not brick.where.endswith(f":{os.getpid()}"), "the task ran in the driver"
     assert 0.2 < brick.peak_rss_gb < 4.0, brick.peak_rss_gb  # its own worker's peak, in budget
-    assert registry.live("brick").bundle_id == brick.challenger_bundle != champions["brick"]
-    [event] = [e for e in registry.events("brick") if e["action"] == "retrain"]
+    assert registry.journal.live("brick").bundle_id == brick.challenger_bundle != champions["brick"]
+    [event] = [e for e in registry.journal.events("brick") if e["action"] == "retrain"]
     assert (event["status"], event["actor"]) == ("promoted", "fleet-test")
     twin_outcome = by_product["twin"]
     assert twin_outcome.status == "failed", twin_outcome.detail
     # a worker that cannot allocate raises MemoryError, or dies when Ray's own threads cannot
     assert "its memory budget of 0.05 GB" in twin_outcome.detail, twin_outcome.detail
-    assert registry.live("twin").bundle_id == champions["twin"]
-    statuses = {e["status"] for e in registry.events("twin") if e["action"] == "retrain"}
+    assert registry.journal.live("twin").bundle_id == champions["twin"]
+    statuses = {e["status"] for e in registry.journal.events("twin") if e["action"] == "retrain"}
     assert statuses == {"failed"}
 
 
@@ -168,4 +168,4 @@ def test_retrain_one_raises_for_the_scheduler(tmp_path: Path, tiny_product: Path
     site = scratch_site(tmp_path, tiny_product.parent)
     with pytest.raises(FleetTaskFailed, match="'ghost' has no trained model"):
         retrain_one("ghost", site, _config(tmp_path), FleetOptions())
-    assert Registry(site.registry_dir).live("ghost") is None
+    assert Registry(site.registry_dir).journal.live("ghost") is None

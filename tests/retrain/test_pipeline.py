@@ -19,6 +19,7 @@ from inspection.core.bundle import read_bundle_metadata, verify_bundle
 from inspection.core.config import SiteConfig
 from inspection.core.registry import Registry
 from inspection.core.retrain_report import read_retrain_report
+from inspection.core.version_store import VersionStore
 from inspection.retrain.config import retrain_config_from_mapping
 from inspection.retrain.lock import retrain_lock
 from inspection.retrain.pipeline import RetrainResult, retrain_product
@@ -102,7 +103,7 @@ def _review_some(site: SiteConfig, tmp_path: Path) -> dict[str, list[str]]:
 
 def test_only_the_better_challenger_is_promoted(site: SiteConfig, tmp_path: Path) -> None:
     registry = Registry(site.registry_dir)
-    champion = registry.live("brick").bundle_id
+    champion = registry.journal.live("brick").bundle_id
     ids = _review_some(site, tmp_path)
     config = _config(site)
 
@@ -110,7 +111,7 @@ def test_only_the_better_challenger_is_promoted(site: SiteConfig, tmp_path: Path
         "brick", site=site, config=config, actor="alice", overrides=SIZE, replace_config=REAL
     )
     assert better.status == "promoted", better.decision.reasons
-    assert registry.live("brick").bundle_id == better.challenger_bundle
+    assert registry.journal.live("brick").bundle_id == better.challenger_bundle
     assert better.challenger_bundle == _gated_challenger(registry, better, "v0002")
     data = better.details["data"]
     assert sorted(data["reviewed_good_ids"]) == sorted(ids["good"])
@@ -124,11 +125,11 @@ def test_only_the_better_challenger_is_promoted(site: SiteConfig, tmp_path: Path
     )
     assert worse.status == "kept", worse.decision.reasons
     assert any("image_auroc" in r and "> tolerance" in r for r in worse.decision.reasons)
-    assert registry.live("brick").bundle_id == better.challenger_bundle
+    assert registry.journal.live("brick").bundle_id == better.challenger_bundle
     # reviewed before the champion was made, and carried over from the champion's training set
     assert sorted(worse.details["data"]["reviewed_good_ids"]) == sorted(ids["good"])
 
-    events = [e for e in registry.events("brick") if e["action"] in ("retrain", "promote")]
+    events = [e for e in registry.journal.events("brick") if e["action"] in ("retrain", "promote")]
     assert [(e["action"], e.get("decision")) for e in events] == [
         ("promote", None),  # the fixture's champion
         ("promote", None),
@@ -158,8 +159,8 @@ def test_only_the_better_challenger_is_promoted(site: SiteConfig, tmp_path: Path
          "--site", str(_write_site(site, tmp_path))],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert registry.live("brick").bundle_id == champion
-    last = registry.events("brick")[-1]
+    assert registry.journal.live("brick").bundle_id == champion
+    last = registry.journal.events("brick")[-1]
     assert (last["action"], last["actor"], last["reason"]) == ("rollback", "bob", "line complaint")
 
 
@@ -169,9 +170,9 @@ def _gated_challenger(registry: Registry, result: RetrainResult, version: str) -
     in either case one whose gate passed."""
     int8 = f"{version}-int8"
     refused = "int8" in result.details["export_refused"]
-    assert refused == (int8 not in registry.bundle_ids("brick"))
+    assert refused == (int8 not in registry.bundles.bundle_ids("brick"))
     bundle = f"{version}-fp32" if refused else int8
-    assert gate_refusal(read_bundle_metadata(registry.bundle_dir("brick", bundle))) is None
+    assert gate_refusal(read_bundle_metadata(registry.bundles.bundle_dir("brick", bundle))) is None
     return bundle
 
 
@@ -210,7 +211,7 @@ def test_a_scheduled_retrain_never_leaves_the_station_a_bundle_its_gate_refused(
     from inspection.station.live import LiveModels, station_loader
 
     registry = Registry(site.registry_dir)
-    champion = registry.live("brick").bundle_id
+    champion = registry.journal.live("brick").bundle_id
     key = load_public_key(site_keys_dir(site.registry_dir) / "site-signing.pub")
     loader = station_loader(RefineConfig(method="none"), public_key=key)
     station = LiveModels(registry, ("brick",), loader=loader, public_key=key)
@@ -228,16 +229,16 @@ def test_a_scheduled_retrain_never_leaves_the_station_a_bundle_its_gate_refused(
     first = retrain_product("brick", site=site, config=int8_only, actor="scheduler")
     if first.status != "kept":  # this CPU's INT8 fell behind FP32 on no figure: promoted, gated
         assert first.challenger_bundle.endswith("-int8") and serving() == first.challenger_bundle
-        bundle_dir = registry.bundle_dir("brick", first.challenger_bundle)
+        bundle_dir = registry.bundles.bundle_dir("brick", first.challenger_bundle)
         assert gate_refusal(read_bundle_metadata(bundle_dir)) is None
         return
     assert first.challenger_bundle == ""
     reason = first.decision.reasons[-1]
     assert reason.startswith("challenger refused by its export gate (int8: ")
     assert reason.endswith("; keeping the champion") and reason in first.summary()
-    event = registry.events("brick")[-1]
+    event = registry.journal.events("brick")[-1]
     assert (event["action"], event["decision"], event["challenger"]) == ("retrain", "keep", None)
-    assert registry.live("brick").bundle_id == champion and serving() == champion
+    assert registry.journal.live("brick").bundle_id == champion and serving() == champion
 
     config = tmp_path / "retrain.yaml"
     config.write_text(yaml.safe_dump(_strict_config(site, ["int8", "fp32"])))
@@ -245,14 +246,16 @@ def test_a_scheduled_retrain_never_leaves_the_station_a_bundle_its_gate_refused(
                str(_write_site(site, tmp_path)), "--config", str(config)]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
-    promoted = registry.events("brick")[-1]
+    promoted = registry.journal.events("brick")[-1]
     assert (promoted["action"], promoted["decision"]) == ("retrain", "promote"), promoted
     challenger = f"{promoted['challenger_version']}-fp32"
-    assert promoted["challenger"] == registry.live("brick").bundle_id == challenger
+    assert promoted["challenger"] == registry.journal.live("brick").bundle_id == challenger
     int8 = f"brick/{promoted['challenger_version']}-int8 refused: "
     assert promoted["export_refused"]["int8"].startswith(int8)  # refused, FP32 went on
     assert serving() == challenger
-    assert not [b for b in registry.bundle_ids("brick") if b.endswith("-int8") and b != champion]
+    assert not [
+        b for b in registry.bundles.bundle_ids("brick") if b.endswith("-int8") and b != champion
+    ]
 
 
 def test_reviewed_good_only_updates_the_patchcore_champion_incrementally(
@@ -260,18 +263,18 @@ def test_reviewed_good_only_updates_the_patchcore_champion_incrementally(
 ) -> None:
     registry = Registry(site.registry_dir)
     ids = _review_some(site, tmp_path)
-    champion = registry.bundle_record("brick", registry.live("brick").bundle_id)
+    champion = registry.bundles.bundle_record("brick", registry.journal.live("brick").bundle_id)
 
     result = retrain_product("brick", site=site, config=_config(site), actor="alice")
 
     assert result.details["training"] == f"incremental from {champion.version}"
-    record = registry.version("brick", result.details["challenger_version"])
+    record = registry.bundles.version("brick", result.details["challenger_version"])
     lineage = record.lineage()
     assert lineage.parent == champion.version and lineage.added_images == len(ids["good"])
     assert record.extra["train_images"] == champion.extra["train_images"] + len(ids["good"])
-    assert registry.version("brick", champion.version) == champion  # parent untouched
+    assert registry.bundles.version("brick", champion.version) == champion  # parent untouched
     assert result.status in ("promoted", "kept")  # the gate still decides
-    event = registry.events("brick")[-1]
+    event = registry.journal.events("brick")[-1]
     assert event["action"] == "retrain" and event["challenger_version"] == record.version
     assert "challenger training: incremental" in (result.report_dir / "report.md").read_text()
 
@@ -280,9 +283,9 @@ def _crash_at(point: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Crash the run at ``point``: ``train`` while the new version's files are being written,
     ``export`` once the bundle files exist but before the registry has them."""
     if point == "train":
-        create_version = Registry.create_version
+        create_version = VersionStore.create_version
 
-        def crashing_create(self: Registry, product: str, **kwargs: object) -> object:
+        def crashing_create(self: VersionStore, product: str, **kwargs: object) -> object:
             write_files = kwargs["write_files"]
 
             def write_then_crash(directory: Path) -> None:
@@ -291,13 +294,13 @@ def _crash_at(point: str, monkeypatch: pytest.MonkeyPatch) -> None:
 
             return create_version(self, product, **{**kwargs, "write_files": write_then_crash})
 
-        monkeypatch.setattr(Registry, "create_version", crashing_create)
+        monkeypatch.setattr(VersionStore, "create_version", crashing_create)
     else:
 
-        def crashing_add(self: Registry, *args: object) -> object:
+        def crashing_add(self: VersionStore, *args: object) -> object:
             raise DrillCrash("injected crash at export")
 
-        monkeypatch.setattr(Registry, "add_bundle", crashing_add)
+        monkeypatch.setattr(VersionStore, "add_bundle", crashing_add)
 
 
 @pytest.mark.parametrize("point", ["train", "export"])
@@ -305,8 +308,8 @@ def test_a_crash_mid_retrain_leaves_the_registry_consistent(
     site: SiteConfig, point: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     registry = Registry(site.registry_dir)
-    live_before = registry.live("brick")
-    bundles_before = registry.bundle_ids("brick")
+    live_before = registry.journal.live("brick")
+    bundles_before = registry.bundles.bundle_ids("brick")
     _crash_at(point, monkeypatch)
 
     with pytest.raises(DrillCrash):
@@ -316,16 +319,18 @@ def test_a_crash_mid_retrain_leaves_the_registry_consistent(
         )  # fmt: skip
     monkeypatch.undo()
 
-    assert registry.live("brick") == live_before
-    assert registry.bundle_ids("brick") == bundles_before
+    assert registry.journal.live("brick") == live_before
+    assert registry.bundles.bundle_ids("brick") == bundles_before
     product_dir = Path(site.registry_dir) / "brick"
     leftovers = [p.name for d in ("versions", "bundles") for p in (product_dir / d).iterdir()]
     assert not [name for name in leftovers if name.startswith(".")], leftovers  # no staging
     expected = ["v0001"] if point == "train" else ["v0001", "v0002"]
-    assert [r.version for r in registry.versions("brick")] == expected  # complete records only
-    for bundle in registry.bundle_ids("brick"):
-        verify_bundle(registry.bundle_dir("brick", bundle))
-    failed = registry.events("brick")[-1]
+    assert [
+        r.version for r in registry.bundles.versions("brick")
+    ] == expected  # complete records only
+    for bundle in registry.bundles.bundle_ids("brick"):
+        verify_bundle(registry.bundles.bundle_dir("brick", bundle))
+    failed = registry.journal.events("brick")[-1]
     assert (failed["action"], failed["decision"], failed["stage"]) == ("retrain", "failed", point)
     assert f"injected crash at {point}" in failed["reason"]
     with retrain_lock(site.registry_dir, "brick"):  # the lock was released
@@ -382,10 +387,10 @@ def test_scheduler_once_skips_a_locked_product_and_fails_cleanly(
     )
     (tmp_path / "work" / "scheduler-state.json").unlink()
     registry = Registry(site.registry_dir)
-    live = registry.live("brick")
+    live = registry.journal.live("brick")
     failed = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert failed.returncode == 2
     assert "brick: failed — DatasetError" in failed.stdout
-    assert registry.live("brick") == live
-    event = registry.events("brick")[-1]
+    assert registry.journal.live("brick") == live
+    event = registry.journal.events("brick")[-1]
     assert (event["action"], event["decision"], event["stage"]) == ("retrain", "failed", "assemble")

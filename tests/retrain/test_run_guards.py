@@ -19,7 +19,7 @@ from .helpers import reviewed_inspection, scratch_site
 
 
 def _trained(registry: Registry, product: str = "brick") -> None:
-    registry.create_version(
+    registry.bundles.create_version(
         product, model_kind="patchcore", config={}, dataset={}, metrics={}, packages={}
     )
 
@@ -33,7 +33,7 @@ def test_an_unknown_product_is_refused_before_anything_is_written(tmp_path: Path
     config = retrain_config_from_mapping({"work_dir": str(tmp_path / "work")})
     with pytest.raises(ConfigError, match=r"'brcik' has no trained model .*trained there: brick"):
         retrain_product("brcik", site=site, config=config)
-    assert registry.products() == ["brick"]
+    assert registry.bundles.products() == ["brick"]
     assert not (tmp_path / "work").exists()
 
 
@@ -43,9 +43,9 @@ def test_a_review_recorded_while_a_run_trained_is_new_to_the_next_run(tmp_path: 
     site = scratch_site(tmp_path, tmp_path / "datasets")
     registry = Registry(site.registry_dir)
     _trained(registry)
-    champion = registry.version("brick", "v0001")
+    champion = registry.bundles.version("brick", "v0001")
     read = datetime.fromisoformat(champion.created_at) - timedelta(minutes=30)
-    registry.record_event(
+    registry.journal.record_event(
         "brick", "retrain", actor="t", reason="", status="promoted", challenger="v0001-int8",
         challenger_version="v0001", reviews_until=read.isoformat(),
     )  # fmt: skip
@@ -60,7 +60,7 @@ def test_a_review_recorded_while_a_run_trained_is_new_to_the_next_run(tmp_path: 
     assert since == read
     assert [row.id for row in store.reviewed("brick", ["good"], since=since)] == [late]
     _trained(registry)  # made by hand (inspection train): no run read reviews for it
-    newest = registry.version("brick", "v0002")
+    newest = registry.bundles.version("brick", "v0002")
     latest = retrain_config_from_mapping({"reviewed_since": "latest_version"})
     assert _since(registry, "brick", latest, None) == datetime.fromisoformat(newest.created_at)
 
@@ -82,7 +82,7 @@ def test_a_review_left_out_for_its_missing_image_is_tried_again_by_the_next_run(
     blob.unlink()
     first = assemble_run_data(dataset, store, "brick", tmp_path / "run1")
     assert list(first.skipped) == [review] and first.reviewed_good == ()
-    registry.record_event(
+    registry.journal.record_event(
         "brick", "retrain", actor="t", reason="", status="kept",
         skipped_review_ids=list(first.skipped),
     )  # fmt: skip

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.slow
 def test_fp32_bundle_is_registered_verified_and_complete(fp32_bundle, trained_patchcore) -> None:
     tp = trained_patchcore
-    assert "v0001-fp32" in tp.registry.bundle_ids("brick")
+    assert "v0001-fp32" in tp.registry.bundles.bundle_ids("brick")
     meta = verify_bundle(fp32_bundle)
     assert meta.model_version == "brick/v0001" and meta.model_kind == "patchcore"
     assert meta.preprocessing.input_size == (64, 64) and meta.preprocessing.color_order == "RGB"
@@ -152,7 +152,7 @@ def test_export_signs_with_the_site_key_before_promoting(trained_patchcore, tmp_
         RegistryExport(version=tp.record.version, promote=True),
     )
     digest = verify_signed_bundle(result.bundle_dir, load_public_key(keys.public))
-    assert registry.live(tp.product).digest == digest == bundle_digest(result.bundle_dir)
+    assert registry.journal.live(tp.product).digest == digest == bundle_digest(result.bundle_dir)
 
 
 @pytest.mark.slow
@@ -193,7 +193,7 @@ def test_cli_int8_export_records_its_weights_and_its_forcing_admin(
     # the operating point is printed in raw scores; inspect and stations show 0.5 for it
     said = " ".join(result.output.split())
     assert "(raw scores; 0.5 on the normalised scale that inspect" in said
-    forced = Registry(registry).decisions("brick", "force")
+    forced = Registry(registry).journal.decisions("brick", "force")
     gate = meta.export_record().gate
     assert gate is not None and len(forced) == (0 if gate.passed else 1), said
     for decision in forced:

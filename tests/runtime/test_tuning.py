@@ -122,8 +122,8 @@ def _registry(
     promoted."""
     registry = Registry(tmp_path / "registry")
     for bundle_id, folder in bundles.items():
-        registry.add_bundle(product, folder, bundle_id)
-    registry.promote(product, live, actor="tests", reason="initial")
+        registry.bundles.add_bundle(product, folder, bundle_id)
+    registry.journal.promote(product, live, actor="tests", reason="initial")
     return registry
 
 
@@ -243,11 +243,13 @@ def test_promote_fastest_makes_the_measured_choice_live(
 
     record = promote_fastest(registry, "brick", actor="demo", samples=5)
 
-    assert registry.live("brick").bundle_id == record.chosen_bundle_id
+    assert registry.journal.live("brick").bundle_id == record.chosen_bundle_id
     assert record.live_bundle_id == record.chosen_bundle_id
     assert read_tuning_row(registry, "brick")[0] == record
     if record.chosen_bundle_id != "v0001-fp16":
-        assert "fastest gated precision on this CPU" in registry.events("brick")[-1]["reason"]
+        assert (
+            "fastest gated precision on this CPU" in registry.journal.events("brick")[-1]["reason"]
+        )
 
 
 def _signed(source: Path, target: Path, key_file: Path) -> Path:
@@ -454,8 +456,8 @@ def test_timing_images_are_read_at_the_bundles_bits(
         tmp_path / "bundle", input_size=(32, 32), product="mono", source_bits=12
     )
     registry = Registry(tmp_path / "registry")
-    registry.add_bundle("mono", bundle, "v0001-fp32")
-    registry.promote("mono", "v0001-fp32", actor="tests", reason="initial")
+    registry.bundles.add_bundle("mono", bundle, "v0001-fp32")
+    registry.journal.promote("mono", "v0001-fp32", actor="tests", reason="initial")
     frame = tmp_path / "frame.png"
     Image.fromarray(np.full((40, 40), 4095, dtype=np.uint16)).save(frame)
     brightest: set[int] = set()

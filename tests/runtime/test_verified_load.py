@@ -110,9 +110,9 @@ def test_the_station_serves_the_verified_bytes_when_files_swap_mid_load(
 ):
     bundle, key = signed
     registry = Registry(tmp_path / "registry")
-    registry.add_bundle(PRODUCT, bundle, "v0001-fp32")
-    registry.promote(PRODUCT, "v0001-fp32", actor="qa", reason="test")
-    stored = registry.bundle_dir(PRODUCT, "v0001-fp32")
+    registry.bundles.add_bundle(PRODUCT, bundle, "v0001-fp32")
+    registry.journal.promote(PRODUCT, "v0001-fp32", actor="qa", reason="test")
+    stored = registry.bundles.bundle_dir(PRODUCT, "v0001-fp32")
     swaps = _swap_after_check(monkeypatch, stored, tmp_path / "attacker")
     loader = station_loader(RefineConfig(method="none"), public_key=key)
     models = LiveModels(registry, (PRODUCT,), loader=loader, public_key=key)
@@ -124,8 +124,8 @@ def test_the_station_serves_the_verified_bytes_when_files_swap_mid_load(
 def test_the_station_refuses_a_loader_that_did_not_check_the_signature(signed, tmp_path):
     bundle, key = signed
     registry = Registry(tmp_path / "registry")
-    registry.add_bundle(PRODUCT, bundle, "v0001-fp32")
-    registry.promote(PRODUCT, "v0001-fp32", actor="qa", reason="test")
+    registry.bundles.add_bundle(PRODUCT, bundle, "v0001-fp32")
+    registry.journal.promote(PRODUCT, "v0001-fp32", actor="qa", reason="test")
     models = LiveModels(registry, (PRODUCT,), loader=default_loader, public_key=key)
     models.refresh()
     assert "did not verify the bundle's signature" in models.status()[PRODUCT]["problem"]

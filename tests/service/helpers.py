@@ -79,8 +79,8 @@ def watching(config: StationConfig) -> Iterator[WatchFolder]:
 def serving_registry(root: Path, bundles: Bundles) -> Registry:
     """A fresh registry with v1 added and promoted."""
     registry = Registry(root)
-    registry.add_bundle(PRODUCT, bundles.v1, V1)
-    registry.promote(PRODUCT, V1, actor="tests", reason="initial")
+    registry.bundles.add_bundle(PRODUCT, bundles.v1, V1)
+    registry.journal.promote(PRODUCT, V1, actor="tests", reason="initial")
     return registry
 
 

@@ -21,9 +21,9 @@ def test_golden_outcome_on_healthz_and_metrics(tmp_path: Path, bundles: Bundles)
         labels = f'bundle_id="{V1}",precision="f32",product="{PRODUCT}"'
         assert f"inspection_golden_passed{{{labels}}} 1.0" in metrics
 
-        registry.add_bundle(PRODUCT, bundles.v3, V3)
-        perturb_weights(registry.bundle_dir(PRODUCT, V3), 0.02)
-        registry.promote(PRODUCT, V3, actor="tests", reason="a conversion gone wrong")
+        registry.bundles.add_bundle(PRODUCT, bundles.v3, V3)
+        perturb_weights(registry.bundles.bundle_dir(PRODUCT, V3), 0.02)
+        registry.journal.promote(PRODUCT, V3, actor="tests", reason="a conversion gone wrong")
         served.station.models.refresh()
 
         status = served.ops("/healthz").json()["products"][PRODUCT]

@@ -30,7 +30,7 @@ def test_promotion_during_requests_swaps_without_failures(
     tmp_path: Path, bundles: Bundles, sample_images: dict[str, bytes]
 ) -> None:
     registry = serving_registry(tmp_path / "registry", bundles)
-    registry.add_bundle(PRODUCT, bundles.v2, V2)
+    registry.bundles.add_bundle(PRODUCT, bundles.v2, V2)
     config = station_config(tmp_path, registry_poll_seconds=0.1)
     with serve(config) as served:
         stop = threading.Event()
@@ -46,7 +46,7 @@ def test_promotion_during_requests_swaps_without_failures(
         for thread in threads:
             thread.start()
         _wait_for(lambda: all(len(s) >= 2 for s in seen))
-        registry.promote(PRODUCT, V2, actor="tests", reason="hot swap under load")
+        registry.journal.promote(PRODUCT, V2, actor="tests", reason="hot swap under load")
         _wait_for(lambda: _live_bundle(served) == V2)
         counts = [len(s) for s in seen]
         _wait_for(lambda: all(len(s) >= c + 2 for s, c in zip(seen, counts, strict=True)))
@@ -73,9 +73,9 @@ def test_corrupt_bundle_is_rejected_and_the_old_one_keeps_serving(
 ) -> None:
     registry = serving_registry(tmp_path / "registry", bundles)
     with serve(station_config(tmp_path)) as served:
-        registry.add_bundle(PRODUCT, bundles.v3, V3)
-        registry.promote(PRODUCT, V3, actor="tests", reason="bundle that rots on disk")
-        weights = registry.bundle_dir(PRODUCT, V3) / "model.bin"
+        registry.bundles.add_bundle(PRODUCT, bundles.v3, V3)
+        registry.journal.promote(PRODUCT, V3, actor="tests", reason="bundle that rots on disk")
+        weights = registry.bundles.bundle_dir(PRODUCT, V3) / "model.bin"
         data = bytearray(weights.read_bytes())
         data[len(data) // 2] ^= 0xFF
         weights.write_bytes(bytes(data))
@@ -94,8 +94,8 @@ def test_corrupt_bundle_is_rejected_and_the_old_one_keeps_serving(
         served.station.models.refresh()  # a rejected bundle is not retried on every poll
         assert served.inspect(sample_images["good1"]).json()["bundle_id"] == V1
 
-        registry.add_bundle(PRODUCT, bundles.v2, V2)  # a good promotion recovers
-        registry.promote(PRODUCT, V2, actor="tests", reason="fixed")
+        registry.bundles.add_bundle(PRODUCT, bundles.v2, V2)  # a good promotion recovers
+        registry.journal.promote(PRODUCT, V2, actor="tests", reason="fixed")
         served.station.models.refresh()
         assert served.ops("/healthz").json()["products"][PRODUCT]["problem"] is None
         assert served.inspect(sample_images["good0"]).json()["bundle_id"] == V2
@@ -113,8 +113,8 @@ def test_no_live_bundle_means_503_until_one_is_promoted(
         assert response.status_code == 503
         assert "has no live bundle; promote one first" in response.json()["detail"]
         assert served.ops("/healthz").status_code == 503
-        registry.add_bundle(PRODUCT, bundles.v1, V1)
-        registry.promote(PRODUCT, V1, actor="tests", reason="first model")
+        registry.bundles.add_bundle(PRODUCT, bundles.v1, V1)
+        registry.journal.promote(PRODUCT, V1, actor="tests", reason="first model")
         served.station.models.refresh()
         assert served.ops("/healthz").status_code == 200
         assert served.inspect(sample_images["good0"]).status_code == 201
@@ -127,8 +127,8 @@ def test_threshold_change_applies_to_the_next_request(
     with serve(station_config(tmp_path)) as served:
         before = served.inspect(sample_images["defect0"]).json()
         assert before["threshold"] == pytest.approx(0.5)
-        registry.set_threshold(PRODUCT, 0.01, actor="qa", reason="flag everything")
-        registry.set_threshold(
+        registry.journal.set_threshold(PRODUCT, 0.01, actor="qa", reason="flag everything")
+        registry.journal.set_threshold(
             PRODUCT, 0.99, actor="qa", reason="other bundle only", bundle_id="v0009-fp32"
         )
         served.station.models.refresh()

@@ -21,9 +21,11 @@ def test_recalibrated_or_refused_on_healthz_metrics_and_dashboard(
     tmp_path: Path, fp32_bundle: Path, tiny_product: Path, with_images: bool
 ) -> None:
     registry = Registry(tmp_path / "registry")
-    registry.add_bundle(PRODUCT, drifting_bundle(fp32_bundle, tmp_path), V1)
-    registry.promote(PRODUCT, V1, actor="tests", reason="drifts on this CPU")
-    registry.set_threshold(PRODUCT, 0.8, actor="tests", reason="set for the old calibration")
+    registry.bundles.add_bundle(PRODUCT, drifting_bundle(fp32_bundle, tmp_path), V1)
+    registry.journal.promote(PRODUCT, V1, actor="tests", reason="drifts on this CPU")
+    registry.journal.set_threshold(
+        PRODUCT, 0.8, actor="tests", reason="set for the old calibration"
+    )
     images = {PRODUCT: station_folder(tiny_product, tmp_path)} if with_images else {}
     with serve(station_config(tmp_path, validation_images=images)) as served:
         status = served.ops("/healthz").json()["products"][PRODUCT]
@@ -38,7 +40,9 @@ def test_recalibrated_or_refused_on_healthz_metrics_and_dashboard(
             assert "v1 (0.8000)" in golden_outcome_frame(registry, PRODUCT)["note"].iloc[0]
             served.station.models.refresh()
             assert served.ops("/healthz").json()["products"][PRODUCT]["threshold"] == 0.5
-            registry.set_threshold(PRODUCT, 0.6, actor="tests", reason="a 10 % budget", budget=0.10)
+            registry.journal.set_threshold(
+                PRODUCT, 0.6, actor="tests", reason="a 10 % budget", budget=0.10
+            )
             served.station.models.refresh()
             after = served.ops("/healthz").json()["products"][PRODUCT]
             carried = after["golden"]["threshold_carried"]

@@ -92,8 +92,8 @@ def test_a_promotion_reaches_every_replica(
     replicas: list[Served], bundles: Bundles, sample_images: dict[str, bytes]
 ) -> None:
     registry = replicas[0].registry
-    registry.add_bundle(PRODUCT, bundles.v2, V2)
-    registry.promote(PRODUCT, V2, actor="tests", reason="replica propagation")
+    registry.bundles.add_bundle(PRODUCT, bundles.v2, V2)
+    registry.journal.promote(PRODUCT, V2, actor="tests", reason="replica propagation")
     promoted_at = time.monotonic()
     pending = set(range(len(replicas)))
     while pending and time.monotonic() - promoted_at < 10:

@@ -65,7 +65,7 @@ def test_write_apis_need_their_role_and_audit_the_identity(
         assert module_served.client.post(url, json=threshold, headers=headers).status_code == 403
     admin = _bearer(module_served, "bob", "admin")
     assert module_served.client.post(url, json=threshold, headers=admin).json()["value"] == 0.6
-    assert module_served.registry.events(PRODUCT)[-1]["actor"] == "bob"
+    assert module_served.registry.journal.events(PRODUCT)[-1]["actor"] == "bob"
     bad = module_served.client.post(url, json={"value": 0.6, "reason": "x\x00y"}, headers=admin)
     assert bad.status_code == 422
     promote = {"bundle_id": "v9999-fp32", "reason": "test"}

@@ -93,9 +93,11 @@ def test_tampered_bundles_are_refused_and_the_live_model_keeps_serving(
 ) -> None:
     tamper, message = TAMPERING[case]
     registry = _keyed_registry(tmp_path, keys)
-    registry.add_bundle(PRODUCT, _signed_copy(bundles.v1, tmp_path / "v1", V1, keys), V1)
-    registry.promote(PRODUCT, V1, actor="tests", reason="initial")
-    assert registry.live(PRODUCT).digest == bundle_digest(registry.bundle_dir(PRODUCT, V1))
+    registry.bundles.add_bundle(PRODUCT, _signed_copy(bundles.v1, tmp_path / "v1", V1, keys), V1)
+    registry.journal.promote(PRODUCT, V1, actor="tests", reason="initial")
+    assert registry.journal.live(PRODUCT).digest == bundle_digest(
+        registry.bundles.bundle_dir(PRODUCT, V1)
+    )
     bad = _signed_copy(bundles.v1, tmp_path / "bad", "v0002-fp32", keys)
     tamper(bad, keys)
 
@@ -115,8 +117,8 @@ def test_tampered_bundles_are_refused_and_the_live_model_keeps_serving(
     config = station_config(tmp_path, bundle_public_key=keys.public)
     with serve(config) as served:
         assert served.inspect(sample_images["good0"]).json()["bundle_id"] == V1
-        registry.add_bundle(PRODUCT, bad, "v0002-fp32")
-        registry.promote(PRODUCT, "v0002-fp32", actor="tests", reason=case)
+        registry.bundles.add_bundle(PRODUCT, bad, "v0002-fp32")
+        registry.journal.promote(PRODUCT, "v0002-fp32", actor="tests", reason=case)
         served.station.models.refresh()
         product = served.ops("/healthz").json()["products"][PRODUCT]
         assert message in product["problem"] and "still serving v0001-fp32" in product["problem"]
@@ -130,8 +132,8 @@ def test_an_unsigned_bundle_never_starts_serving(
 ) -> None:
     registry = _keyed_registry(tmp_path, keys)
     shutil.copytree(bundles.v1, tmp_path / "v1")
-    registry.add_bundle(PRODUCT, tmp_path / "v1", V1)
-    registry.promote(PRODUCT, V1, actor="tests", reason="initial")
+    registry.bundles.add_bundle(PRODUCT, tmp_path / "v1", V1)
+    registry.journal.promote(PRODUCT, V1, actor="tests", reason="initial")
     with serve(station_config(tmp_path, bundle_public_key=keys.public)) as served:
         response = served.inspect(sample_images["good0"])
         assert response.status_code == 503 and "not signed" in response.json()["detail"]

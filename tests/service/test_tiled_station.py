@@ -28,8 +28,8 @@ def test_a_station_judges_a_tiled_bundle_on_its_tiles(tmp_path: Path) -> None:
     bundle = _write_bundle(tmp_path / "bundle")
     write_bundle_metadata(bundle, replace(read_bundle_metadata(bundle), product=PRODUCT))
     registry = Registry(tmp_path / "registry")
-    registry.add_bundle(PRODUCT, bundle, "v0001-fp32")
-    registry.promote(PRODUCT, "v0001-fp32", actor="tests", reason="tiled")
+    registry.bundles.add_bundle(PRODUCT, bundle, "v0001-fp32")
+    registry.journal.promote(PRODUCT, "v0001-fp32", actor="tests", reason="tiled")
     part = _part((100, 80, 103, 83), size=(400, 320))  # a 3x3 px spot
     expected = TiledInspector.from_bundle(bundle).inspect(part)
     with serve(station_config(tmp_path)) as served:

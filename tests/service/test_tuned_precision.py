@@ -22,9 +22,9 @@ FP16 = "v0001-fp16"
 
 def _two_precisions(root: Path, fp32_bundle: Path, fp16_bundle: Path) -> Registry:
     registry = Registry(root / "registry")
-    registry.add_bundle(PRODUCT, fp32_bundle, V1)
-    registry.add_bundle(PRODUCT, fp16_bundle, FP16)
-    registry.promote(PRODUCT, V1, actor="tests", reason="initial")
+    registry.bundles.add_bundle(PRODUCT, fp32_bundle, V1)
+    registry.bundles.add_bundle(PRODUCT, fp16_bundle, FP16)
+    registry.journal.promote(PRODUCT, V1, actor="tests", reason="initial")
     return registry
 
 

@@ -67,9 +67,9 @@ def _add(number: int, private: Path, *, live: bool) -> str:
     bundle = copy_bundle(mean, Path(f"export/{bundle_id}"), bundle_id)  # metadata: bundle_id
     sign_bundle(bundle, load_private_key(private))
     registry = Registry("var/registry")
-    registry.add_bundle(PRODUCT, bundle, bundle_id)
+    registry.bundles.add_bundle(PRODUCT, bundle, bundle_id)
     if live:
-        registry.promote(PRODUCT, bundle_id, actor="qa", reason=f"release {number}")
+        registry.journal.promote(PRODUCT, bundle_id, actor="qa", reason=f"release {number}")
     return bundle_id
 
 
@@ -114,7 +114,7 @@ def test_rotation_two_keys_verify_until_the_old_one_is_retired(site: Path) -> No
     _add(2, KEYS / PRIVATE_KEY_FILE, live=True)  # the new key signs from now
     models = _station()
     assert _serving(models) == "v0002-fp32"
-    Registry("var/registry").promote(PRODUCT, "v0001-fp32", actor="qa", reason="rollback")
+    Registry("var/registry").journal.promote(PRODUCT, "v0001-fp32", actor="qa", reason="rollback")
     assert _serving(models) == "v0001-fp32"  # the old key's bundle still verifies
     _cli("keys", "retire", old)
     models = _station()  # restarted with the old key retired: v1 no longer verifies
@@ -167,14 +167,14 @@ def test_the_dashboard_signs_decisions_with_its_own_key_never_bundles(
     assert env[SIGNING_KEY_ENV] == str((KEYS / DASHBOARD_KEY_FILE).resolve())
     monkeypatch.setenv(SIGNING_KEY_ENV, env[SIGNING_KEY_ENV])
     models = _station()
-    version = models.registry.set_threshold(PRODUCT, 0.61, actor="ada", reason="dashboard")
+    version = models.registry.journal.set_threshold(PRODUCT, 0.61, actor="ada", reason="dashboard")
     dashboard_id = key_id(load_public_key(KEYS / "dashboard" / "decision-signing.pub"))
     assert version.key_id == dashboard_id
     assert signer_label("var/registry", version.key_id).startswith("dashboard/decision-signing")
     models.refresh()
     assert models.get(PRODUCT).threshold == pytest.approx(0.61)
     _add(2, KEYS / DASHBOARD_KEY_FILE, live=False)  # the dashboard's key signs a bundle
-    Registry("var/registry").promote(PRODUCT, "v0002-fp32", actor="ada", reason="try")
+    Registry("var/registry").journal.promote(PRODUCT, "v0002-fp32", actor="ada", reason="try")
     assert _serving(models) == "v0001-fp32"
     assert "pinned for decision records only, not bundles" in _problem(models)
 
@@ -184,9 +184,9 @@ def test_a_station_not_pinning_the_dashboard_key_refuses_its_threshold(
 ) -> None:
     _cli("keys", "retire", fingerprint(load_public_key(KEYS / "dashboard/decision-signing.pub")))
     models = _station()
-    Registry("var/registry").set_threshold(PRODUCT, 0.55, actor="qa", reason="site key")
+    Registry("var/registry").journal.set_threshold(PRODUCT, 0.55, actor="qa", reason="site key")
     monkeypatch.setenv(SIGNING_KEY_ENV, str(KEYS / DASHBOARD_KEY_FILE))
-    Registry("var/registry").set_threshold(PRODUCT, 0.99, actor="ada", reason="dashboard")
+    Registry("var/registry").journal.set_threshold(PRODUCT, 0.99, actor="ada", reason="dashboard")
     models.refresh()
     assert models.get(PRODUCT).threshold == pytest.approx(0.55)  # the last good one serves
 

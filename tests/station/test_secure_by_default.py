@@ -59,8 +59,8 @@ def site(tmp_path: Path, fp32_bundle: Path, tiny_product: Path, monkeypatch) -> 
     signed = shutil.copytree(fp32_bundle, tmp_path / "export" / LIVE)
     sign_bundle(signed, load_private_key("var/keys/site-signing.key"))
     registry = Registry("var/registry")
-    registry.add_bundle(PRODUCT, signed, LIVE)
-    registry.promote(PRODUCT, LIVE, actor="tests", reason="fresh site")
+    registry.bundles.add_bundle(PRODUCT, signed, LIVE)
+    registry.journal.promote(PRODUCT, LIVE, actor="tests", reason="fresh site")
     camera = tmp_path / "datasets" / PRODUCT / "test"  # the shipped line.yaml's file camera
     shutil.copytree(tiny_product / "test", camera)
     return tmp_path
@@ -68,7 +68,7 @@ def site(tmp_path: Path, fp32_bundle: Path, tiny_product: Path, monkeypatch) -> 
 
 def _flip_weights(site: Path) -> Path:
     """The attack: one weight byte flipped in the live bundle, every checksum recomputed."""
-    bundle = Registry(site / "var" / "registry").bundle_dir(PRODUCT, LIVE)
+    bundle = Registry(site / "var" / "registry").bundles.bundle_dir(PRODUCT, LIVE)
     weights = bundle / "model.bin"
     data = bytearray(weights.read_bytes())
     data[len(data) // 2] ^= 0xFF
@@ -82,7 +82,7 @@ def _part(site: Path) -> Path:
 
 
 def test_inspect_refuses_a_tampered_live_bundle(site: Path) -> None:
-    bundle = Registry("var/registry").bundle_dir(PRODUCT, LIVE)
+    bundle = Registry("var/registry").bundles.bundle_dir(PRODUCT, LIVE)
     genuine = runner.invoke(app, ["inspect", str(bundle), str(_part(site))])
     assert genuine.exit_code == 0, _said(genuine)
     _flip_weights(site)

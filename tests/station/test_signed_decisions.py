@@ -81,14 +81,14 @@ def test_a_signed_force_record_for_exactly_that_bundle_lets_it_serve(
     site = tamper.attack_site(tmp_path)
     tamper.gate_refused_forced(site)
     registry = site.models.registry
-    digest = bundle_digest(registry.bundle_dir("widget", "v0002-int8"))
-    registry.record_decision(
+    digest = bundle_digest(registry.bundles.bundle_dir("widget", "v0002-int8"))
+    registry.journal.record_decision(
         "widget", "force", {"digest": "0" * 64}, actor="admin", reason="other bytes",
         bundle_id="v0002-int8",
     )  # fmt: skip
     site.models.refresh()
     assert site.models.status()["widget"]["served_bundle_id"] == "v0001-fp32"
-    registry.record_decision(
+    registry.journal.record_decision(
         "widget", "force", {"digest": digest}, actor="admin", reason="line stop, accepted risk",
         bundle_id="v0002-int8",
     )  # fmt: skip
@@ -107,7 +107,7 @@ def test_a_signed_roi_decision_lets_the_bundle_carrying_it_serve(
     site.models.refresh()
     assert site.models.status()["widget"]["served_bundle_id"] == "v0001-fp32"
     blind = RoiSpec((32, 32), include=(((0.0, 0.0), (8.0, 0.0), (8.0, 8.0), (0.0, 8.0)),))
-    site.models.registry.record_decision(
+    site.models.registry.journal.record_decision(
         "widget", "roi", blind.to_mapping(), actor="admin", reason="fixture moved"
     )
     site.models.refresh()
@@ -131,8 +131,8 @@ def test_station_sync_mirrors_the_signed_pointer_and_decisions_and_the_station_s
     site = tamper.attack_site(tmp_path / "central")
     tamper.gate_refused_forced(site)
     central = site.models.registry
-    digest = bundle_digest(central.bundle_dir("widget", "v0002-int8"))
-    central.record_decision(
+    digest = bundle_digest(central.bundles.bundle_dir("widget", "v0002-int8"))
+    central.journal.record_decision(
         "widget", "force", {"digest": digest}, actor="admin", reason="accepted risk",
         bundle_id="v0002-int8",
     )  # fmt: skip
@@ -146,7 +146,7 @@ def test_station_sync_mirrors_the_signed_pointer_and_decisions_and_the_station_s
     local.refresh()
     status = local.status()["widget"]
     assert status["served_bundle_id"] == "v0002-int8" and not status["refused"]
-    assert local.registry.live("widget") == central.live("widget")
+    assert local.registry.journal.live("widget") == central.journal.live("widget")
 
 
 def test_the_dashboard_trusts_its_own_decision_key_as_the_stations_do(
@@ -165,9 +165,9 @@ def test_the_dashboard_trusts_its_own_decision_key_as_the_stations_do(
     registry = site.models.registry
     init_dashboard_key(site_keys_dir(registry.root))  # `inspection keys init` pins it (decisions)
     monkeypatch.setenv(SIGNING_KEY_ENV, str(dashboard_key_path(registry.root)))
-    registry.set_threshold("widget", 0.6, actor="admin", reason="the dashboard's budget")
+    registry.journal.set_threshold("widget", 0.6, actor="admin", reason="the dashboard's budget")
     assert "refused" not in model_health(registry, "widget").problem
     stranger = init_keys(tmp_path / "elsewhere")  # a key the site never made
     monkeypatch.setenv(SIGNING_KEY_ENV, str(stranger.private))
-    registry.set_threshold("widget", 0.7, actor="mallory", reason="not this site's key")
+    registry.journal.set_threshold("widget", 0.7, actor="mallory", reason="not this site's key")
     assert "threshold: threshold v" in model_health(registry, "widget").problem

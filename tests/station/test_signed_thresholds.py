@@ -35,9 +35,9 @@ def station(tmp_path: Path) -> LiveModels:
     keys = init_keys(site_keys_dir(registry.root))
     bundle = write_mean_bundle(tmp_path / "bundle", input_size=(32, 32), product=PRODUCT)
     sign_bundle(bundle, load_private_key(keys.private))
-    registry.add_bundle(PRODUCT, bundle, "v0001-fp32")
-    registry.promote(PRODUCT, "v0001-fp32", actor="qa", reason="first")
-    registry.set_threshold(PRODUCT, 0.6, actor="qa", reason="chosen on validation")
+    registry.bundles.add_bundle(PRODUCT, bundle, "v0001-fp32")
+    registry.journal.promote(PRODUCT, "v0001-fp32", actor="qa", reason="first")
+    registry.journal.set_threshold(PRODUCT, 0.6, actor="qa", reason="chosen on validation")
     key = load_public_key(keys.public)
     loader = station_loader(RefineConfig(method="none"), public_key=key)
     models = LiveModels(registry, (PRODUCT,), loader=loader, public_key=key)
@@ -109,7 +109,7 @@ def test_a_forged_threshold_is_refused_and_the_last_good_one_serves(station, att
 
 
 def test_a_signed_threshold_is_followed(station: LiveModels) -> None:
-    station.registry.set_threshold(PRODUCT, 0.7, actor="qa", reason="fewer false rejects")
+    station.registry.journal.set_threshold(PRODUCT, 0.7, actor="qa", reason="fewer false rejects")
     station.refresh()
     assert station.get(PRODUCT).threshold == pytest.approx(0.7)
     assert station.status()[PRODUCT]["threshold_refused"] is None

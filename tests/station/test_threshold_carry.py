@@ -31,15 +31,15 @@ def site(tmp_path: Path, fp32_bundle: Path, tiny_product: Path) -> tuple[Registr
     """A registry whose live bundle drifts on this CPU, and a station holding 30 good (and the
     defective) validation images of the product, so it re-calibrates the bundle at load."""
     registry = Registry(tmp_path / "registry")
-    registry.add_bundle(PRODUCT, drifting_bundle(fp32_bundle, tmp_path), LIVE)
-    registry.promote(PRODUCT, LIVE, actor="tests", reason="drifts on this CPU")
+    registry.bundles.add_bundle(PRODUCT, drifting_bundle(fp32_bundle, tmp_path), LIVE)
+    registry.journal.promote(PRODUCT, LIVE, actor="tests", reason="drifts on this CPU")
     folder = station_folder(tiny_product, tmp_path)
     loader = station_loader(RefineConfig(method="none"), {PRODUCT: folder})
     return registry, LiveModels(registry, (PRODUCT,), loader=loader)
 
 
 def _validation(registry: Registry) -> thresholds.LabelledScores:
-    data = thresholds.read_validation_scores(registry.bundle_dir(PRODUCT, LIVE))
+    data = thresholds.read_validation_scores(registry.bundles.bundle_dir(PRODUCT, LIVE))
     assert data is not None and data.n_good == 4
     return data
 
@@ -137,7 +137,7 @@ def test_a_threshold_that_cannot_be_carried_is_not_applied_before_or_after_the_l
     registry, models = site
     data = _validation(registry)
     assert data.scores[data.labels == 0].max() < 0.8  # above every good part: no budget
-    registry.set_threshold(PRODUCT, 0.8, actor="qe", reason="looser")
+    registry.journal.set_threshold(PRODUCT, 0.8, actor="qe", reason="looser")
     models.refresh()
     model = models.get(PRODUCT)
     golden = models.status()[PRODUCT]["golden"]
@@ -157,7 +157,7 @@ def test_a_threshold_that_cannot_be_carried_is_not_applied_before_or_after_the_l
     # A status already handed to a /healthz request is replaced, never changed under it.
     assert shown["threshold_not_applied"] == note and "threshold_carried" not in shown
 
-    registry.set_threshold(PRODUCT, 0.9, actor="qe", reason="set for the re-calibration")
+    registry.journal.set_threshold(PRODUCT, 0.9, actor="qe", reason="set for the re-calibration")
     models.refresh()  # later and not carriable: not applied, as at load (so after a restart)
     golden = models.status()[PRODUCT]["golden"]
     assert models.get(PRODUCT).threshold == model.inspector.threshold == 0.5
@@ -174,14 +174,14 @@ def test_a_threshold_change_on_a_bundle_that_passed_its_golden_check_records_no_
     """The registry's golden outcome of this CPU is the last check at load: a new threshold
     version of a bundle that passed (nothing to carry) does not write it again."""
     registry = Registry(tmp_path / "registry")
-    registry.add_bundle(PRODUCT, fp32_bundle, LIVE)
-    registry.promote(PRODUCT, LIVE, actor="tests", reason="passes on this CPU")
+    registry.bundles.add_bundle(PRODUCT, fp32_bundle, LIVE)
+    registry.journal.promote(PRODUCT, LIVE, actor="tests", reason="passes on this CPU")
     models = LiveModels(registry, (PRODUCT,), loader=station_loader(RefineConfig(method="none")))
     models.refresh()
     recorded = golden_outcome_path(registry, PRODUCT)
     assert models.status()[PRODUCT]["golden"]["outcome"] == "passed" and recorded.is_file()
     recorded.unlink()
-    registry.set_threshold(PRODUCT, 0.6, actor="qe", reason="tighter")
+    registry.journal.set_threshold(PRODUCT, 0.6, actor="qe", reason="tighter")
     models.refresh()
     assert models.get(PRODUCT).threshold == 0.6
     assert not recorded.exists()

@@ -42,7 +42,7 @@ def new_good(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 def test_update_registers_a_child_version_and_leaves_the_parent(
     registry: Registry, trained_patchcore, new_good: list[Path], tmp_path: Path
 ) -> None:
-    parent = registry.version("brick", trained_patchcore.record.version)
+    parent = registry.bundles.version("brick", trained_patchcore.record.version)
     parent_files = {name: sha256_file(parent.path / name) for name in parent.files}
     parent_bank = load_trained_model(parent).model.memory_bank.clone()
 
@@ -53,7 +53,7 @@ def test_update_registers_a_child_version_and_leaves_the_parent(
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
 
-    record = registry.latest_version("brick")
+    record = registry.bundles.latest_version("brick")
     lineage = record.lineage()
     assert f"registered {record.model_version} from {parent.version}" in result.output
     assert (tmp_path / "reports" / "brick" / f"{record.version}-patchcore/metrics.json").is_file()
@@ -73,7 +73,7 @@ def test_update_registers_a_child_version_and_leaves_the_parent(
     norm = record.normalization()
     assert norm.image_min <= norm.image_threshold_raw <= norm.image_max
 
-    unchanged = registry.version("brick", parent.version)
+    unchanged = registry.bundles.version("brick", parent.version)
     assert unchanged == parent and "lineage" not in unchanged.extra
     assert {name: sha256_file(parent.path / name) for name in parent.files} == parent_files
 
@@ -90,7 +90,7 @@ def test_update_refuses_held_out_and_banked_images(
     images it was trained on; a held-out or banked image now refuses the update."""
     from inspection.training.incremental import update_patchcore
 
-    parent = registry.version("brick", trained_patchcore.record.version)
+    parent = registry.bundles.version("brick", trained_patchcore.record.version)
     root = trained_patchcore.dataset_root
     names = getattr(parent.splits(), split, None) or ["train/good/000.png"]
     copy = tmp_path / "new" / "000.png"  # renamed and moved: found by content
@@ -105,7 +105,7 @@ def test_update_refuses_held_out_and_banked_images(
         refused.value
     )
     assert seen in str(refused.value) and names[0] in str(refused.value)
-    assert registry.latest_version("brick").version == parent.version
+    assert registry.bundles.latest_version("brick").version == parent.version
 
 
 def test_extend_bank_adds_uncovered_picks_and_respects_the_cap() -> None:

@@ -14,7 +14,7 @@ site = app_state.site_key()
 board = app_state.dashboard()
 st.title("Defect kinds")
 
-products = [p for p in app_state.products(site) if board.registry.live(p) is not None]
+products = [p for p in app_state.products(site) if board.registry.journal.live(p) is not None]
 if not products:
     panels.stop_with(
         "No product has a live bundle yet: `inspection export --product NAME --promote` "

@@ -48,7 +48,7 @@ if wanted in products and "th_product" not in st.session_state:
     st.session_state["th_product"] = wanted
 product = top[0].selectbox("Product", products, key="th_product")
 st.query_params["product"] = product
-bundles = board.registry.bundle_ids(product)
+bundles = board.registry.bundles.bundle_ids(product)
 default = thresholds.default_bundle(board.registry, product)
 bundle_id = top[1].selectbox(
     "Bundle",
@@ -316,7 +316,7 @@ message = st.session_state.pop("th_message", None)
 if message:
     (st.success if message[0] == "success" else st.error)(message[1])
 
-history = board.registry.threshold_history(product)
+history = board.registry.journal.threshold_history(product)
 if history:
     # A static table, not the data grid: the grid's first mount costs the page ~0.2 s.
     recent = len(history) <= 10 or not st.toggle(f"All {len(history)} versions", key="th_all")
