@@ -100,9 +100,17 @@ def retrain_task(
 
     _limit_threads(options.cpus_per_task)
     budget = memory_budget_gb(product, config, options)
+    outcome = partial(FleetOutcome, product, where=f"{socket.gethostname()}:{os.getpid()}")
+    if budget is not None and (held := _data_in_use_gb()) >= budget:
+        # under the limit Ray's own threads fail to allocate, and a worker can then hang in
+        # its abort handler instead of dying: refuse before setting it
+        detail = (
+            f"the idle worker already holds {held:.2f} GB, over {_budget_hint(product, budget)}"
+        )
+        _record_failure(site, product, options.actor, detail, stage="budget")
+        return outcome("failed", detail, 0.0, peak_rss_gb=_peak_rss_gb(options))
     if budget is not None:  # a fresh worker per task (max_calls=1): the limit dies with it
         resource.setrlimit(resource.RLIMIT_DATA, (int(budget * 1e9), resource.RLIM_INFINITY))
-    outcome = partial(FleetOutcome, product, where=f"{socket.gethostname()}:{os.getpid()}")
     started = time.perf_counter()
     try:
         result = retrain_product(
@@ -182,7 +190,7 @@ def _run_on_ray(
             if budget := memory_budget_gb(product, config, options):  # may have ended it
                 detail += f" (a worker may die when it runs out of {_budget_hint(product, budget)})"
             outcome = FleetOutcome(product, "failed", detail, _since(started))
-            _record_lost_worker(site, product, options.actor, detail)
+            _record_failure(site, product, options.actor, detail)
         outcomes.append(outcome)
         report(outcome)
     return outcomes
@@ -247,14 +255,16 @@ def require_ray_token() -> None:
     )
 
 
-def _record_lost_worker(site: SiteConfig, product: str, actor: str, detail: str) -> None:
+def _record_failure(
+    site: SiteConfig, product: str, actor: str, detail: str, *, stage: str = "worker"
+) -> None:
     try:
         Registry(site.registry_dir).journal.record_event(
             product, "retrain", actor=actor, reason=detail, decision="failed", status="failed",
-            stage="worker",
+            stage=stage,
         )  # fmt: skip
     except Exception:
-        log.exception("could not record the lost retrain worker of %s", product)
+        log.exception("could not record the failed retrain of %s", product)
 
 
 # ------------------------------------------------------------------------ helpers
@@ -316,6 +326,12 @@ def _peak_rss_gb(options: FleetOptions) -> float | None:
     if options.ray_address is None:
         return None
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 2)
+
+
+def _data_in_use_gb() -> float:
+    """This process's data segment (Linux ``/proc/self/statm``), what ``RLIMIT_DATA`` counts."""
+    pages = int(Path("/proc/self/statm").read_text().split()[5])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 1e9
 
 
 def _since(started: float) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import socket
 import subprocess
@@ -14,7 +15,13 @@ import pytest
 from inspection.core.errors import InspectionError
 from inspection.core.registry import Registry
 from inspection.retrain.config import retrain_config_from_mapping
-from inspection.retrain.fleet import RAY_DEFAULT_TOKEN, FleetOptions, connect_ray, run_fleet
+from inspection.retrain.fleet import (
+    RAY_DEFAULT_TOKEN,
+    FleetOptions,
+    connect_ray,
+    retrain_task,
+    run_fleet,
+)
 from inspection.store.store import Store
 
 from .helpers import scratch_site
@@ -68,6 +75,23 @@ def _ray_head() -> str:
     return RAY_ADDRESS
 
 
+def test_a_budget_below_what_the_worker_holds_is_refused_before_the_limit(
+    tmp_path: Path, tiny_product: Path
+) -> None:
+    """Under ``RLIMIT_DATA`` Ray's own threads fail to allocate and a worker may hang in its
+    abort handler: a budget the idle process already exceeds is refused, recorded, and no
+    limit is set (this test process keeps allocating)."""
+    site = scratch_site(tmp_path, tiny_product.parent)
+    options = FleetOptions("127.0.0.1:1", 1.0, "fleet-test", memory_gb=0.01)
+    before = resource.getrlimit(resource.RLIMIT_DATA)
+    outcome = retrain_task("brick", site, _config(tmp_path), options)
+    assert resource.getrlimit(resource.RLIMIT_DATA) == before
+    assert outcome.status == "failed" and "its memory budget of 0.01 GB" in outcome.detail
+    assert "the idle worker already holds" in outcome.detail
+    [event] = Registry(site.registry_dir).journal.events("brick")
+    assert (event["status"], event["stage"]) == ("failed", "budget")
+
+
 @pytest.mark.slow
 def test_ray_fleet_retrains_through_the_registry(tmp_path: Path, tiny_product: Path) -> None:
     """Three products in Ray workers: one retrained, one without a model, one past its memory
@@ -109,7 +133,7 @@ def test_ray_fleet_retrains_through_the_registry(tmp_path: Path, tiny_product: P
     assert (event["status"], event["actor"]) == ("promoted", "fleet-test")
     twin_outcome = by_product["twin"]
     assert twin_outcome.status == "failed", twin_outcome.detail
-    # a worker that cannot allocate raises MemoryError, or dies when Ray's own threads cannot
+    # refused before the limit is set: under it, Ray's own threads fail and a worker can hang
     assert "its memory budget of 0.05 GB" in twin_outcome.detail, twin_outcome.detail
     assert registry.journal.live("twin").bundle_id == champions["twin"]
     statuses = {e["status"] for e in registry.journal.events("twin") if e["action"] == "retrain"}
