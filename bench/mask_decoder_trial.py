@@ -78,7 +78,7 @@ def trial(product: str, work: Path) -> dict:
     )
     fit_seconds = time.perf_counter() - started
     checked_in = pixel_head.pixel_inputs(model, checked, size, bits)
-    threshold = pixel_head.choose_threshold(
+    threshold = pixel_head.pixel_threshold(
         decoder.probabilities(checked_in, size), pixel_head.masks_of(checked, size)
     )
     judged = judged_rows(predictions, outcome.metrics, range(len(held_out)))

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from inspection.core.metrics import JudgedSet, mask_counts, mask_figures
 from inspection.data.dataset import Sample
 from inspection.training.models.mixed import _cells
 from inspection.training.samples import load_mask
@@ -168,12 +169,14 @@ def fit_decoder(
     return decoder.eval()
 
 
-def choose_threshold(probabilities: torch.Tensor, masks: torch.Tensor) -> float:
-    """The probability threshold of the best pooled pixel F1 on (N, H, W) defect images."""
-    truth = masks.squeeze(1) > 0.5
-    scores = []
-    for t in THRESHOLDS:
-        predicted = probabilities >= t
-        tp = int((predicted & truth).sum())
-        scores.append(2 * tp / max(int(predicted.sum() + truth.sum()), 1))
-    return float(THRESHOLDS[int(np.argmax(scores))])
+def pixel_threshold(probabilities: torch.Tensor, masks: torch.Tensor) -> float:
+    """The probability threshold of the best pooled pixel F1 (``core.metrics.mask_figures``)
+    on (N, H, W) defect images with (N, 1, H, W) ground truth."""
+    truth = masks.squeeze(1).numpy() > 0.5
+    every = np.ones(len(truth), np.int64)
+
+    def f1(threshold: float) -> float:
+        judged = JudgedSet(every.astype(bool), (probabilities >= threshold).numpy(), 0 * every)
+        return mask_figures(mask_counts(judged, truth), every)["pixel_f1"] or 0.0
+
+    return float(max(THRESHOLDS, key=f1))
