@@ -501,18 +501,15 @@ def operating_curve(
     good_scores: np.ndarray,
     defect_scores: np.ndarray,
     defect_kinds: Sequence[str],
-    thresholds: np.ndarray | None = None,
 ) -> tuple[CurvePoint, ...]:
-    """Reject rate vs per-kind miss rate at each threshold (default: every distinct score) of
+    """Reject rate vs per-kind miss rate at every distinct score (and +inf) as threshold, of
     raw ``good_scores`` (G,) and ``defect_scores`` (D,) with D ``defect_kinds``."""
     good = _finite(good_scores, "good_scores")
     bad = _finite(defect_scores, "defect_scores")
     names = np.asarray(list(defect_kinds), dtype=object)
     if len(names) != bad.size:
         raise ValueError(f"{bad.size} defect scores but {len(names)} kinds")
-    if thresholds is None:
-        thresholds = np.unique(np.r_[good, bad, np.inf])
-    at = np.asarray(thresholds, dtype=np.float64)
+    at = np.unique(np.r_[good, bad, np.inf]).astype(np.float64)
     kinds = sorted({str(k) for k in names})
     # rejects and misses at every threshold at once: counts below t in sorted scores
     below_good = np.searchsorted(np.sort(good), at, side="left")

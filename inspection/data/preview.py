@@ -20,7 +20,6 @@ def contact_sheet(
     *,
     n_good: int = 2,
     tile: int = 192,
-    outline: bool = True,
     image_bits: Mapping[str, int] | None = None,
 ) -> np.ndarray:
     """One row per dataset: ``n_good`` test-good images then one image per defect type.
@@ -30,27 +29,27 @@ def contact_sheet(
     images are read at (the product's ``image_bits``; a name not in it: the default).
     """
     bits = image_bits or {}
-    rows = [_row(d, n_good, tile, outline, bits.get(d.name, DEFAULT_SOURCE_BITS)) for d in datasets]
+    rows = [_row(d, n_good, tile, bits.get(d.name, DEFAULT_SOURCE_BITS)) for d in datasets]
     width = max(r.shape[1] for r in rows)
     rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
     return np.concatenate(rows, axis=0)
 
 
-def _row(dataset: Dataset, n_good: int, tile: int, outline: bool, bits: int) -> np.ndarray:
+def _row(dataset: Dataset, n_good: int, tile: int, bits: int) -> np.ndarray:
     picks: list[Sample] = [s for s in dataset.test_samples if s.label == 0][:n_good]
     for defect in dataset.defect_types:
         picks += [s for s in dataset.test_samples if s.defect_type == defect][:1]
-    tiles = [_tile(s, tile, outline, f"{dataset.name}/{s.defect_type}", bits) for s in picks]
+    tiles = [_tile(s, tile, f"{dataset.name}/{s.defect_type}", bits) for s in picks]
     return np.concatenate(tiles, axis=1)
 
 
-def _tile(sample: Sample, tile: int, outline: bool, label: str, bits: int) -> np.ndarray:
+def _tile(sample: Sample, tile: int, label: str, bits: int) -> np.ndarray:
     try:
         image = read_image(sample.path, bits=bits)
         image = cv2.resize(image, (tile, tile), interpolation=cv2.INTER_AREA)
     except ImageDecodeError:
         image = np.full((tile, tile, 3), 128, np.uint8)
-    if outline and sample.mask_path is not None:
+    if sample.mask_path is not None:
         try:
             mask = read_mask(sample.mask_path)
         except ImageDecodeError:
