@@ -75,12 +75,7 @@ def decide(
     ``patchcore`` at ``point`` (module docstring)."""
     if not len(patchcore.defect) or not len(patchcore.good):
         return True, f"learned from {labelled} labelled defects (no defects to judge it on)", {}
-    evidence = {"defects": float(len(patchcore.defect)), "good": float(len(patchcore.good))}
-    for name, peaks in (("patchcore", patchcore), ("mixed", mixed)):
-        missed, rejected = errors(peaks, point)
-        labels = np.r_[np.zeros(len(peaks.good)), np.ones(len(peaks.defect))]
-        evidence[f"{name}_auroc"] = round(image_auroc(np.r_[peaks.good, peaks.defect], labels), 4)
-        evidence[f"{name}_missed"], evidence[f"{name}_rejected"] = float(missed), float(rejected)
+    evidence = _evidence({"patchcore": patchcore, "mixed": mixed}, point)
     before, after = (
         evidence[f"{n}_missed"] + evidence[f"{n}_rejected"] for n in ("patchcore", "mixed")
     )
@@ -100,6 +95,37 @@ def decide(
     )
 
 
+def unbeatable(
+    patchcore: Peaks, point: OperatingPoint, labelled: int
+) -> tuple[bool, str, dict[str, float]] | None:
+    """``decide``'s (off, reason, evidence) whatever the head, known before one is taught: where
+    ``patchcore`` already makes no errors at ``point``, no head makes strictly fewer. None where
+    a head could be kept (or nothing is judged)."""
+    if not len(patchcore.defect) or not len(patchcore.good) or any(errors(patchcore, point)):
+        return None
+    evidence = _evidence({"patchcore": patchcore}, point)
+    return (
+        False,
+        f"off: PatchCore makes no errors at the {point.policy} operating point (missed 0 of "
+        f"{len(patchcore.defect)} defects, rejected 0 of {len(patchcore.good)} good; AUROC "
+        f"{evidence['patchcore_auroc']:.3f}), so no head can make fewer: none taught "
+        f"({labelled} labelled defects)",
+        evidence,
+    )
+
+
+def _evidence(sides: dict[str, Peaks], point: OperatingPoint) -> dict[str, float]:
+    """Images judged, and per side ``<name>_auroc``, ``_missed`` and ``_rejected`` at ``point``."""
+    first = next(iter(sides.values()))
+    evidence = {"defects": float(len(first.defect)), "good": float(len(first.good))}
+    for name, peaks in sides.items():
+        missed, rejected = errors(peaks, point)
+        labels = np.r_[np.zeros(len(peaks.good)), np.ones(len(peaks.defect))]
+        evidence[f"{name}_auroc"] = round(image_auroc(np.r_[peaks.good, peaks.defect], labels), 4)
+        evidence[f"{name}_missed"], evidence[f"{name}_rejected"] = float(missed), float(rejected)
+    return evidence
+
+
 FoldPeaks = tuple[np.ndarray, np.ndarray]
 Run = Callable[[Callable[[int], FoldPeaks], Iterable[int]], Iterator[FoldPeaks]]
 
@@ -115,7 +141,7 @@ def cross_fitted(
     a head and returns its peaks of the images left out (in order); ``run`` maps it over the
     folds (``map``, or a thread pool's: the folds are independent). None with fewer than
     ``FOLDS`` labelled defects or good images."""
-    if len(kinds) < FOLDS or n_good < FOLDS:
+    if not crossed(n_good, len(kinds)):
         return None
     good_fold, defect_fold = np.arange(n_good) % FOLDS, fold_ids(kinds)
 
@@ -126,3 +152,8 @@ def cross_fitted(
     for index, (held_good, held_defect) in enumerate(run(fold, range(FOLDS))):
         good[good_fold == index], defect[defect_fold == index] = held_good, held_defect
     return good, defect
+
+
+def crossed(n_good: int, n_labelled: int) -> bool:
+    """Whether ``cross_fitted`` scores the teaching images (``FOLDS`` good and labelled ones)."""
+    return n_labelled >= FOLDS and n_good >= FOLDS

@@ -331,3 +331,21 @@ def test_the_head_is_judged_on_every_good_training_image(mixed: TrainOutcome) ->
     kept, reason, evidence = judge.decide(head, ["crack"] * 3, None, BUDGET)
     assert not kept and reason.startswith("off")
     assert evidence["good"] == 7 and evidence["mixed_missed"] == 3
+
+
+@pytest.mark.parametrize("point", [BUDGET, F1])
+def test_an_unbeatable_patchcore_decides_off_as_the_whole_rule_does(point: OperatingPoint) -> None:
+    """Where PatchCore makes no errors, ``unbeatable`` decides off before any head is taught,
+    as ``decide`` does for every head; where it errs, it leaves the decision to ``decide``."""
+    draw = np.random.default_rng(0)
+    perfect = keep.Peaks(GOOD, np.array([5.0, 6.0, 7.0]))
+    off = keep.unbeatable(perfect, point, 12)
+    assert off is not None and not off[0] and off[1].startswith("off: PatchCore makes no errors")
+    assert off[2]["patchcore_missed"] == off[2]["patchcore_rejected"] == 0
+    for _ in range(50):
+        head = keep.Peaks(draw.uniform(0, 4, 4), draw.uniform(0, 8, 3))
+        kept, _, evidence = keep.decide(perfect, head, point, 12)
+        assert not kept and {k: evidence[k] for k in off[2]} == off[2]
+    missed = keep.Peaks(GOOD, np.array([2.0, 6.0, 7.0]))
+    assert keep.unbeatable(missed, point, 12) is None
+    assert keep.unbeatable(keep.Peaks(GOOD, np.zeros(0)), point, 12) is None
