@@ -181,18 +181,8 @@ def fit_for_model(
         judged = _cells(model, others, size, bits, leave_own_out=True) if others else None
     targets, weights, image_level = _targets(labelled, size, grid.shape[-2:])
     teaching = _Teaching(good_grid, good_distance, grid, distance, targets, weights, image_level)
-    judge, kinds = (
-        _Judge(model, teaching, checked, size, config.seed, statistics, judged, scaling),
-        [s.defect_type for s in labelled],
-    )
-    with threads(1), ThreadPoolExecutor(HEADS_AT_ONCE) as pool:  # the model's and the fold heads
-        taught = pool.submit(_teach, head, teaching, config.seed)
-        folds = keep.cross_fitted(judge.fold, len(good), kinds, pool.map) if gate else None
-        counts = taught.result()
-    _fit_fusion(head, checked)
-    kept, reason, evidence = True, "supervised: true", {}
-    if gate:
-        kept, reason, evidence = judge.decide(head, kinds, folds, config.operating_point)
+    judge = _Judge(model, teaching, checked, size, config.seed, statistics, judged, scaling)
+    kept, reason, evidence, counts = _taught(judge, head, labelled, config, gate)
     if not kept:
         inner.supervised = SupervisedHead()  # empty: the model scores as PatchCore
     kinds = sorted({s.defect_type for s in labelled})
@@ -204,6 +194,27 @@ def fit_for_model(
     )  # fmt: skip
     logger.info("mixed model: %s in %.1f s", reason, choice.seconds)
     return choice
+
+
+def _taught(
+    judge: _Judge, head: SupervisedHead, labelled: Sequence[Sample], config: Any, gate: bool
+) -> tuple[bool, str, dict[str, float], dict[str, int]]:
+    """Teach ``head`` (and, where ``gate``, the keep rule's fold heads) and decide: (kept,
+    reason, evidence, cell counts). Where no head can be kept (``_Judge.unbeatable``) none is
+    taught, and no cells are counted."""
+    kinds, point = [s.defect_type for s in labelled], config.operating_point
+    off = judge.unbeatable(kinds, point) if gate else None
+    if off is not None:
+        return *off, {}
+    teaching, n_good = judge.teaching, len(judge.teaching.good_grid)
+    with threads(1), ThreadPoolExecutor(HEADS_AT_ONCE) as pool:  # the model's and the fold heads
+        taught = pool.submit(_teach, head, teaching, config.seed)
+        folds = keep.cross_fitted(judge.fold, n_good, kinds, pool.map) if gate else None
+        counts = taught.result()
+    _fit_fusion(head, judge.checked)
+    if not gate:
+        return True, "supervised: true", {}, counts
+    return *judge.decide(head, kinds, folds, point), counts
 
 
 @dataclass(frozen=True)
@@ -286,18 +297,38 @@ class _Judge:
         """``keep.decide`` on the validation images and the other good training images (scored
         by the model's ``head``) and the teaching images' ``folds`` (``keep.cross_fitted`` by
         ``fold``)."""
-        groups = [self._validation(head)]
-        if self.others is not None:
-            groups.append(self._others(head))
-        if folds is not None:
-            groups.append(self._taught(folds))
-        patchcore, mixed, side = (keep.joined(group) for group in zip(*groups, strict=True))
+        patchcore, mixed, side = self._joined(head, folds, folds is not None)
         kept, reason, evidence = keep.decide(
             *self.as_shipped(patchcore, mixed, side), point, len(kinds)
         )
         if self.statistics is not None and evidence:
             evidence["local_statistics"] = 1.0
         return kept, reason, evidence
+
+    def unbeatable(
+        self, kinds: list[str], point: OperatingPoint
+    ) -> tuple[bool, str, dict[str, float]] | None:
+        """``keep.unbeatable`` on PatchCore's side of the images ``decide`` would judge, known
+        before any head is taught (its peaks need none)."""
+        taught = keep.crossed(len(self.teaching.good_grid), len(kinds))
+        patchcore, _, side = self._joined(None, None, taught)
+        off = keep.unbeatable(self.as_shipped(patchcore, patchcore, side)[0], point, len(kinds))
+        if off is not None and self.statistics is not None:
+            off[2]["local_statistics"] = 1.0
+        return off
+
+    def _joined(
+        self, head: SupervisedHead | None, folds: keep.FoldPeaks | None, taught: bool
+    ) -> _Group:
+        """The groups' PatchCore, mixed (None without ``head``) and statistics peaks, joined:
+        the validation images, the other good training images, and (``taught``) the teaching
+        images."""
+        groups = [self._validation(head)]
+        if self.others is not None:
+            groups.append(self._others(head))
+        if taught:
+            groups.append(self._taught(folds))
+        return tuple(keep.joined(group) for group in zip(*groups, strict=True))
 
     def as_shipped(
         self, patchcore: keep.Peaks, mixed: keep.Peaks, side: keep.Peaks | None
@@ -323,33 +354,41 @@ class _Judge:
 
         return fused(patchcore), fused(mixed)
 
-    def _validation(self, head: SupervisedHead) -> _Group:
-        c, good = self.checked, self.checked.labels == 0
+    def _fused(
+        self, head: SupervisedHead | None, grid: torch.Tensor, distance: torch.Tensor
+    ) -> np.ndarray | None:
+        """(N,) peaks of ``head``'s fused cells (None without a head)."""
+        if head is None:
+            return None
         with torch.no_grad():
-            fused = self.peaks(head.fuse(c.grid, c.distance))
+            return self.peaks(head.fuse(grid, distance))
+
+    def _validation(self, head: SupervisedHead | None) -> _Group:
+        c, good = self.checked, self.checked.labels == 0
+        fused = self._fused(head, c.grid, c.distance)
         distance, stats = self.peaks(c.distance), self.statistics
         side = (
             None if stats is None else keep.Peaks(stats.validation[good], stats.validation[~good])
         )
         return (
             keep.Peaks(distance[good], distance[~good]),
-            keep.Peaks(fused[good], fused[~good]),
+            None if fused is None else keep.Peaks(fused[good], fused[~good]),
             side,
         )
 
-    def _others(self, head: SupervisedHead) -> _Group:
+    def _others(self, head: SupervisedHead | None) -> _Group:
         grid, distance = self.others
-        with torch.no_grad():
-            fused = self.peaks(head.fuse(grid, distance))
+        fused = self._fused(head, grid, distance)
         stats, none = self.statistics, np.zeros(0)
         side = None if stats is None else keep.Peaks(stats.good[~self.teaches], none)
-        return keep.Peaks(self.peaks(distance), none), keep.Peaks(fused, none), side
+        mixed = None if fused is None else keep.Peaks(fused, none)
+        return keep.Peaks(self.peaks(distance), none), mixed, side
 
-    def _taught(self, folds: keep.FoldPeaks) -> _Group:
+    def _taught(self, folds: keep.FoldPeaks | None) -> _Group:
         t, stats = self.teaching, self.statistics
         side = None if stats is None else keep.Peaks(stats.good[self.teaches], stats.labelled)
         distance = keep.Peaks(self.peaks(t.good_distance), self.peaks(t.distance))
-        return distance, keep.Peaks(*folds), side
+        return distance, None if folds is None else keep.Peaks(*folds), side
 
     def fold(self, good: np.ndarray, labelled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """A head taught by the ``good`` and ``labelled`` images (bool masks), fused as the
@@ -365,7 +404,7 @@ class _Judge:
             )
 
 
-_Group = tuple[keep.Peaks, keep.Peaks, keep.Peaks | None]
+_Group = tuple[keep.Peaks, keep.Peaks | None, keep.Peaks | None]
 """One group of judged images: PatchCore's, the mixed model's and the statistics' peaks."""
 
 

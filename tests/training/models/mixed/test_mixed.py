@@ -19,8 +19,10 @@ from inspection.data.demo import write_demo_product
 from inspection.training.models.mixed import (
     HEADS_AT_ONCE,
     _Checked,
+    _fit_fusion,
     _Judge,
     _SidePeaks,
+    _teach,
     _Teaching,
     _without_own_rows,
     keep,
@@ -349,3 +351,35 @@ def test_an_unbeatable_patchcore_decides_off_as_the_whole_rule_does(point: Opera
     missed = keep.Peaks(GOOD, np.array([2.0, 6.0, 7.0]))
     assert keep.unbeatable(missed, point, 12) is None
     assert keep.unbeatable(keep.Peaks(GOOD, np.zeros(0)), point, 12) is None
+
+
+def test_no_head_is_taught_where_none_could_be_kept(mixed: TrainOutcome) -> None:
+    """Where PatchCore makes no errors on what the rule judges, ``_Judge.unbeatable`` decides
+    off before teaching, as the whole rule decides after teaching the model's and fold heads;
+    where it errs, it leaves the decision to the rule."""
+    draw = torch.Generator().manual_seed(1)
+
+    def cells(n: int, distance: float) -> tuple[torch.Tensor, torch.Tensor]:
+        grid = torch.randn(n, 2, 4, 4, generator=draw)
+        return grid, distance + 0.1 * torch.rand(n, 1, 4, 4, generator=draw)
+
+    kinds = ["crack", "hole", "stain"]
+    targets = (torch.rand(3, 1, 4, 4, generator=draw) > 0.5).float()
+    teaching = _Teaching(
+        *cells(3, 1.0), *cells(3, 3.0), targets, torch.ones_like(targets), torch.zeros(3) > 0
+    )
+    (good_grid, good_distance), (grid, distance) = cells(3, 1.0), cells(3, 3.0)
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    checked = _Checked(torch.cat([good_grid, grid]), torch.cat([good_distance, distance]), labels)
+    judge = _Judge(mixed.model, teaching, checked, (32, 32), 0)
+    off = judge.unbeatable(kinds, BUDGET)
+    head = SupervisedHead()
+    _teach(head, teaching, 0)
+    _fit_fusion(head, checked)
+    folds = keep.cross_fitted(judge.fold, 3, kinds)
+    kept, _, evidence = judge.decide(head, kinds, folds, BUDGET)
+    assert off is not None and off[0] is kept is False
+    assert off[2] == {k: v for k, v in evidence.items() if not k.startswith("mixed")}
+    assert off[2]["good"] == 6 and off[2]["defects"] == 6  # the teaching images judged too
+    missed = dataclasses.replace(checked, distance=torch.cat([good_distance, distance - 2.5]))
+    assert dataclasses.replace(judge, checked=missed).unbeatable(kinds, BUDGET) is None
