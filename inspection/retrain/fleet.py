@@ -3,6 +3,8 @@
 Every task runs the ordinary ``retrain_product`` (same lock, registry writes and gate), so
 results are exactly those of ``inspection retrain``. A task that raises or whose worker dies
 never promotes (promotion is a run's last write); the driver records a lost worker's failure.
+Under a memory budget the product retrains in a child process of the worker that alone holds
+the limit, so the product fails alone and the worker (its Ray threads unlimited) reports it.
 """
 
 from __future__ import annotations
@@ -10,14 +12,19 @@ from __future__ import annotations
 import dataclasses
 import errno
 import logging
+import multiprocessing
 import os
 import re
 import resource
+import signal
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Literal
 
@@ -36,7 +43,8 @@ class FleetOptions:
     """``ray_address``: ``None`` runs products one after another in this process, ``"auto"``
     or ``host:port`` on that Ray cluster. ``cpus_per_task``: the Ray request and the task's
     thread count. ``memory_gb``: each task's budget (a product's own in retrain.yaml wins), as
-    Ray's request and the worker's ``RLIMIT_DATA``: a product outgrowing it fails alone."""
+    Ray's request and the ``RLIMIT_DATA`` of the process it retrains in: a product outgrowing
+    it fails alone."""
 
     ray_address: str | None = None
     cpus_per_task: float = 1.0
@@ -94,23 +102,65 @@ def retrain_one(
 def retrain_task(
     product: str, site: SiteConfig, config: RetrainConfig, options: FleetOptions
 ) -> FleetOutcome:
-    """Retrain one product (in a Ray worker or in-process); never raises."""
+    """Retrain one product (in a Ray worker or in-process); never raises. Under a memory
+    budget the product runs in a child process that alone holds the limit: Ray's own threads
+    starved of memory could hang the worker (and the fleet) instead of failing the product."""
+    budget = memory_budget_gb(product, config, options)
+    if budget is None:
+        _limit_threads(options.cpus_per_task)
+        return _retrain(product, site, config, options)
+    started = time.perf_counter()
+    spawn = multiprocessing.get_context("spawn")  # never fork a process running Ray's threads
+    receive, send = spawn.Pipe(duplex=False)
+    args = (send, budget, product, site, config, options)
+    child = spawn.Process(target=_retrain_within, args=args, name=f"retrain-{product}")
+    child.start()
+    send.close()  # the child holds the only sending end: its death ends recv()
+    try:
+        outcome: FleetOutcome = receive.recv()
+    except EOFError:  # died without a word: killed (the OOM killer) or aborted
+        outcome = _lost_child(product, site, options, budget, child, started)
+    child.join()
+    return outcome
+
+
+def _retrain_within(
+    send: Connection,
+    budget: float,
+    product: str,
+    site: SiteConfig,
+    config: RetrainConfig,
+    options: FleetOptions,
+) -> None:
+    """The child: it dies with its parent (a lost worker's run never promotes later), loads
+    its libraries, sets ``RLIMIT_DATA`` to ``budget`` GB, retrains and sends the outcome."""
+    # deferred: alembic, skimage, sqlalchemy, torch; loaded before the limit, counted in it
+    import inspection.retrain.pipeline  # noqa: F401
+
+    threading.Thread(target=_exit_with_parent, daemon=True).start()
+    _limit_threads(options.cpus_per_task)
+    if (held := _data_in_use_gb()) >= budget:  # the first allocation would fail, unrecorded
+        detail = f"its libraries already take {held:.2f} GB, over {_budget_hint(product, budget)}"
+        _record_failure(site, product, options.actor, detail, stage="budget")
+        outcome = FleetOutcome(product, "failed", detail, 0.0, where=_here())
+    else:
+        resource.setrlimit(resource.RLIMIT_DATA, (int(budget * 1e9), resource.RLIM_INFINITY))
+        outcome = _retrain(product, site, config, options, budget)
+    send.send(outcome)
+
+
+def _retrain(
+    product: str,
+    site: SiteConfig,
+    config: RetrainConfig,
+    options: FleetOptions,
+    budget: float | None = None,
+) -> FleetOutcome:
+    """``retrain_product`` as a fleet outcome (``budget``: the limit this process runs under)."""
     # deferred: alembic, skimage, sqlalchemy
     from inspection.retrain.pipeline import retrain_product
 
-    _limit_threads(options.cpus_per_task)
-    budget = memory_budget_gb(product, config, options)
-    outcome = partial(FleetOutcome, product, where=f"{socket.gethostname()}:{os.getpid()}")
-    if budget is not None and (held := _data_in_use_gb()) >= budget:
-        # under the limit Ray's own threads fail to allocate, and a worker can then hang in
-        # its abort handler instead of dying: refuse before setting it
-        detail = (
-            f"the idle worker already holds {held:.2f} GB, over {_budget_hint(product, budget)}"
-        )
-        _record_failure(site, product, options.actor, detail, stage="budget")
-        return outcome("failed", detail, 0.0, peak_rss_gb=_peak_rss_gb(options))
-    if budget is not None:  # a fresh worker per task (max_calls=1): the limit dies with it
-        resource.setrlimit(resource.RLIMIT_DATA, (int(budget * 1e9), resource.RLIM_INFINITY))
+    outcome = partial(FleetOutcome, product, where=_here())
     started = time.perf_counter()
     try:
         result = retrain_product(
@@ -123,12 +173,43 @@ def retrain_task(
         detail = f"{type(exc).__name__}: {exc}"
         if budget is not None and _out_of_memory(exc):
             detail = f"ran out of {_budget_hint(product, budget)}: {detail}"
+        elif budget is not None:  # oneDNN says "could not create a primitive", for one
+            detail += f" (if memory ran short: {_budget_hint(product, budget)})"
         return outcome("failed", detail, _since(started), peak_rss_gb=_peak_rss_gb(options))
     status: FleetStatus = "promoted" if result.status == "promoted" else "kept"
     return outcome(
         status, result.summary(), _since(started), result.challenger_bundle,
         peak_rss_gb=_peak_rss_gb(options),
     )  # fmt: skip
+
+
+def _exit_with_parent() -> None:
+    """In a child process: wait for its parent to end, then end this process."""
+    if (parent := multiprocessing.parent_process()) is not None:
+        wait([parent.sentinel])
+        os._exit(1)
+
+
+def _lost_child(
+    product: str,
+    site: SiteConfig,
+    options: FleetOptions,
+    budget: float,
+    child: BaseProcess,
+    started: float,
+) -> FleetOutcome:
+    """The outcome of a child that died before sending one, recorded (its run could not)."""
+    child.join()
+    code = child.exitcode or 0
+    how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with {code}"
+    detail = (
+        f"the retraining process {how} (a process dies so when it runs out of "
+        f"{_budget_hint(product, budget)})"
+    )
+    _record_failure(site, product, options.actor, detail, stage="process")
+    peak = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2, 2)
+    where = f"{socket.gethostname()}:{child.pid}"
+    return FleetOutcome(product, "failed", detail, _since(started), where=where, peak_rss_gb=peak)
 
 
 def memory_budget_gb(product: str, config: RetrainConfig, options: FleetOptions) -> float | None:
@@ -332,6 +413,10 @@ def _data_in_use_gb() -> float:
     """This process's data segment (Linux ``/proc/self/statm``), what ``RLIMIT_DATA`` counts."""
     pages = int(Path("/proc/self/statm").read_text().split()[5])
     return pages * os.sysconf("SC_PAGE_SIZE") / 1e9
+
+
+def _here() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def _since(started: float) -> float:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import resource
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -75,27 +79,71 @@ def _ray_head() -> str:
     return RAY_ADDRESS
 
 
-def test_a_budget_below_what_the_worker_holds_is_refused_before_the_limit(
+def _libraries_gb() -> float:
+    """The data segment a budgeted child holds before retraining (its libraries loaded)."""
+    probe = (
+        "import inspection.retrain.pipeline, torch; "
+        "from inspection.retrain.fleet import _data_in_use_gb; print(_data_in_use_gb())"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
+    )
+    return float(done.stdout.split()[-1])
+
+
+@pytest.mark.timeout(120)
+def test_a_budget_below_the_libraries_is_refused_in_the_child(
     tmp_path: Path, tiny_product: Path
 ) -> None:
-    """Under ``RLIMIT_DATA`` Ray's own threads fail to allocate and a worker may hang in its
-    abort handler: a budget the idle process already exceeds is refused, recorded, and no
-    limit is set (this test process keeps allocating)."""
+    """The product retrains in a child process that alone holds the limit: a budget its
+    libraries already exceed is refused there and recorded; this process is never limited."""
     site = scratch_site(tmp_path, tiny_product.parent)
     options = FleetOptions("127.0.0.1:1", 1.0, "fleet-test", memory_gb=0.01)
     before = resource.getrlimit(resource.RLIMIT_DATA)
     outcome = retrain_task("brick", site, _config(tmp_path), options)
     assert resource.getrlimit(resource.RLIMIT_DATA) == before
     assert outcome.status == "failed" and "its memory budget of 0.01 GB" in outcome.detail
-    assert "the idle worker already holds" in outcome.detail
+    assert "its libraries already take" in outcome.detail
+    assert not outcome.where.endswith(f":{os.getpid()}"), "the budget ran in this process"
     [event] = Registry(site.registry_dir).journal.events("brick")
     assert (event["status"], event["stage"]) == ("failed", "budget")
 
 
+@pytest.mark.timeout(120)
+def test_a_child_that_dies_is_recorded_and_the_task_returns(
+    tmp_path: Path, tiny_product: Path
+) -> None:
+    """A child killed before it answers (as the kernel's OOM killer kills) ends the task with
+    the signal named and a ``process`` failure recorded, instead of waiting for an outcome."""
+    site = scratch_site(tmp_path, tiny_product.parent)
+    options = FleetOptions("127.0.0.1:1", 1.0, "fleet-test", memory_gb=4.0)
+    with ThreadPoolExecutor(1) as pool:
+        task = pool.submit(retrain_task, "brick", site, _config(tmp_path), options)
+        child = _child_named("retrain-brick")
+        os.kill(child.pid, signal.SIGKILL)
+        outcome = task.result(timeout=60)
+    assert outcome.status == "failed" and "was killed by SIGKILL" in outcome.detail
+    assert outcome.where.endswith(f":{child.pid}")
+    [event] = Registry(site.registry_dir).journal.events("brick")
+    assert (event["status"], event["stage"]) == ("failed", "process")
+
+
+def _child_named(name: str, seconds: float = 30.0) -> multiprocessing.process.BaseProcess:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for child in multiprocessing.active_children():
+            if child.name == name and child.pid is not None:
+                return child
+        time.sleep(0.01)
+    raise AssertionError(f"no child process {name} started within {seconds} s")
+
+
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # a worker starved of memory once hung the fleet for good
 def test_ray_fleet_retrains_through_the_registry(tmp_path: Path, tiny_product: Path) -> None:
-    """Three products in Ray workers: one retrained, one without a model, one past its memory
-    budget (``memory_gb`` in retrain.yaml); each fails alone."""
+    """Three products in Ray workers: one retrained, one without a model, one with a memory
+    budget (``memory_gb`` in retrain.yaml) above its libraries but too small to retrain: it
+    fails alone, its reason recorded, and the run ends."""
     import ray
 
     from inspection.core.product_config import load_model_config
@@ -111,7 +159,8 @@ def test_ray_fleet_retrains_through_the_registry(tmp_path: Path, tiny_product: P
         for product in ("brick", "twin")
     }  # fmt: skip
     Store.migrated(site.store_url, site.blob_dir).engine.dispose()  # no reviews yet
-    twin = {"dataset": str(tiny_product), "memory_gb": 0.05}  # less than a worker holds idle
+    budget = round(_libraries_gb() + 0.15, 2)  # room to start, not to retrain
+    twin = {"dataset": str(tiny_product), "memory_gb": budget}
     retrain_config = retrain_config_from_mapping(
         {"gate": GATE, "work_dir": str(tmp_path / "work"), "warmup": 1, "products": {"twin": twin}}
     )
@@ -133,11 +182,10 @@ def test_ray_fleet_retrains_through_the_registry(tmp_path: Path, tiny_product: P
     assert (event["status"], event["actor"]) == ("promoted", "fleet-test")
     twin_outcome = by_product["twin"]
     assert twin_outcome.status == "failed", twin_outcome.detail
-    # refused before the limit is set: under it, Ray's own threads fail and a worker can hang
-    assert "its memory budget of 0.05 GB" in twin_outcome.detail, twin_outcome.detail
+    assert f"its memory budget of {budget:g} GB" in twin_outcome.detail, twin_outcome.detail
     assert registry.journal.live("twin").bundle_id == champions["twin"]
-    statuses = {e["status"] for e in registry.journal.events("twin") if e["action"] == "retrain"}
-    assert statuses == {"failed"}
+    [failed] = [e for e in registry.journal.events("twin") if e["action"] == "retrain"]
+    assert (failed["status"], failed["stage"] != "budget") == ("failed", True), failed
 
 
 @pytest.mark.slow
