@@ -227,9 +227,9 @@ def train_model(
         stages=stages,
     )  # fmt: skip
     clock.lap("fit")
-    supervised = fit_supervised(model, config, dataset, validation, masks, gate=gate)
-    clock.lap("supervised")
-    with shared_backbone(model):  # the validation images' backbone pass serves both
+    with shared_backbone(model):  # the validation images' backbone pass serves all three
+        supervised = fit_supervised(model, config, dataset, validation, masks, gate=gate)
+        clock.lap("supervised")
         local_stats = _fit_local_statistics(model, config, dataset.train_samples, validation, masks)
         clock.lap("local_statistics")
         validated, blur = predict_validation(model, config, validation)
