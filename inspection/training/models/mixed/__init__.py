@@ -12,8 +12,11 @@ What the head learns from (``fit_for_model``):
   covers any of its pixels; the ring of cells around it is left out), or, for an image-level
   label, the image's most defective-looking cell (multiple-instance: "somewhere in here");
 - negatives: every other cell of the labelled images and every cell of the good training
-  images of the first ``SCALING_FOLDS`` folds, whose kNN distances leave the image's own bank
-  rows out (as a new part sees the bank). Losses are class-balanced.
+  images of the first ``SCALING_FOLDS`` folds. Losses are class-balanced.
+Every training image's kNN distances are to its calibration fold's bank
+(``out_of_fold.calibration_banks``; labelled images: a teaching fold's), the distances the
+calibrating images' scores see: the full bank less an image's own rows reads differently, and a
+head taught on it raised one calibration image to a false alarm that set grass's threshold.
 Calibration stays honest as for the fused local statistics: those training images and the good
 validation images (which fit the fusion's standardisers) set no threshold; the other folds'
 out-of-fold scores, through the whole mixed graph, do (``training.operating``).
@@ -59,7 +62,11 @@ from inspection.training.models.patchcore.local_stats import (
     standardiser_images,
 )
 from inspection.training.models.patchcore.local_stats import fit_for_model as fit_statistics
-from inspection.training.models.patchcore.out_of_fold import fold_of, model_inputs
+from inspection.training.models.patchcore.out_of_fold import (
+    calibration_banks,
+    fold_of,
+    model_inputs,
+)
 from inspection.training.roi import TrainingRoi
 from inspection.training.samples import load_mask
 
@@ -174,11 +181,14 @@ def fit_for_model(
     labelled = dataset.labelled_samples
     statistics = _statistics(model, config, train, (validation, labelled), roi) if gate else None
     others = [train[i] for i in np.flatnonzero(~scaling)] if gate else []
+    folds = fold_of(len(train), config.calibration_folds, config.seed)
+    banks = calibration_banks(model, config, train, roi)
     with torch.no_grad(), channels_last(inner):
-        good_grid, good_distance = _cells(model, good, size, bits, leave_own_out=True)
-        grid, distance = _cells(model, labelled, size, bits)
+        good_grid, good_distance = _fold_cells(model, good, folds[scaling], banks, size, bits)
+        labelled_folds = np.full(len(labelled), folds[scaling].min())  # a teaching fold's bank
+        grid, distance = _fold_cells(model, labelled, labelled_folds, banks, size, bits)
         checked = _Checked(*_cells(model, validation, size, bits), _labels(validation))
-        judged = _cells(model, others, size, bits, leave_own_out=True) if others else None
+        judged = _fold_cells(model, others, folds[~scaling], banks, size, bits) if others else None
     targets, weights, image_level = _targets(labelled, size, grid.shape[-2:])
     teaching = _Teaching(good_grid, good_distance, grid, distance, targets, weights, image_level)
     judge = _Judge(model, teaching, checked, size, config.seed, statistics, judged, scaling)
@@ -229,8 +239,8 @@ class _Checked:
 
 @dataclass(frozen=True)
 class _Teaching:
-    """What a head learns from: the good images' cells (distances without their own bank
-    rows), the labelled images' cells with their ``_targets``."""
+    """What a head learns from: the good images' cells, the labelled images' cells with their
+    ``_targets`` (distances to a calibration fold's bank: ``_fold_cells``)."""
 
     good_grid: torch.Tensor
     good_distance: torch.Tensor
@@ -267,7 +277,7 @@ class _Judge:
     fused cells on every image the run can score out of fold on both sides: the validation
     images (the model's head), the labelled defects and the good images that teach (the fold
     heads), and the other good training images (the model's head, which they did not teach;
-    their distances without their own bank rows)."""
+    their distances to their calibration fold's bank: the scores that set the threshold)."""
 
     model: Any
     teaching: _Teaching
@@ -431,10 +441,11 @@ def _statistics(
     ``local_statistics`` option would, on the model before its head), as map peaks of the
     (validation, labelled) images and of every training image out of fold; None where it would
     not fuse them. The model's statistics are left empty: training fits them again after the
-    head."""
+    head, taking the statistics part's own fits from this one (``LocalStatsHead.reused``)."""
     inner = model.model
     if not isinstance(inner, FusedPatchcoreModel) or config.local_statistics_mode == "off":
         return None
+    inner.local_stats.reused = {}
     try:
         if not fit_statistics(model, config, train, judged[0], roi).kept:
             return None
@@ -456,7 +467,9 @@ def _statistics(
                 good[rows] = peaks([train[i] for i in rows], bank)
         return _SidePeaks(validation, labelled, good)
     finally:
+        reused = inner.local_stats.reused
         inner.local_stats = LocalStatsHead().train(inner.local_stats.training)
+        inner.local_stats.reused = reused
 
 
 def _labels(samples: Sequence[Sample]) -> np.ndarray:
@@ -484,6 +497,31 @@ def _cells(
         grids.append(grid.float())
         distances.append(distance.float())
     return torch.cat(grids), torch.cat(distances)
+
+
+def _fold_cells(
+    model: Any,
+    samples: Sequence[Sample],
+    folds: np.ndarray,
+    banks: Sequence[torch.Tensor],
+    size: tuple[int, int],
+    bits: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``_cells`` of ``samples``, each image's kNN distances to the bank of its fold ((N,) int
+    ``folds``, ``banks``: ``calibration_banks``): the distances its calibration score sees."""
+    inner, trained = model.model, model.model.memory_bank
+    grids: list[torch.Tensor | None] = [None] * len(samples)
+    distances: list[torch.Tensor | None] = [None] * len(samples)
+    try:
+        for fold in np.unique(folds):
+            inner.memory_bank = banks[fold]
+            rows = np.flatnonzero(folds == fold)
+            grid, distance = _cells(model, [samples[i] for i in rows], size, bits)
+            for row, g, d in zip(rows, grid, distance, strict=True):
+                grids[row], distances[row] = g, d
+    finally:
+        inner.memory_bank = trained
+    return torch.stack(grids), torch.stack(distances)
 
 
 def _without_own_rows(grid: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
