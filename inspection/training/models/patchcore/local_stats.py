@@ -24,6 +24,7 @@ loses at most ``MAX_PIXEL_LOSS`` pixel AUROC (``reports/local_stats``, ``reports
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -94,6 +95,9 @@ class LocalStatsHead(DynamicBufferMixin, torch.nn.Module):
         # peak, statistics map peak, on good images (``fit_local_statistics``).
         self.register_buffer("standardisers", torch.tensor([0.0, 1.0] * 4))
         self.fold_banks: list[torch.Tensor] = []  # training only: reused by the out-of-fold scores
+        self.reused: dict[tuple[Any, ...], Any] | None = None
+        """Training only, set by a caller that fits twice on the same images (``mixed``): the
+        statistics part's own fits (they need no PatchCore), kept by one fit, taken by the next."""
         pad = (WINDOW - STRIDE) // 2
         # a WINDOW x WINDOW mean over the pixels inside the image, as a column then a row mean
         # (the inside of a window is a rectangle: the same mean at 2 x WINDOW adds, not WINDOW^2)
@@ -255,10 +259,10 @@ def fit_local_statistics(
         return standardisers, evidence
 
     some = _proxy_images(len(train_images), seed) if mode == "auto" else None
+    options = (ratio, cap_rows, seed, roi)
     if some is not None:  # auto: decide on the cheap proxy first (``PROXY``)
         paths = [train_paths[i] for i in some] if train_paths else ()
-        rows = _fit_bank(head, train_images[some], ratio, cap_rows, seed, paths, roi)
-        side = _outputs(inner.side_outputs, validation_images)
+        rows, side = _side(inner, lambda: train_images[some], validation_images, paths, options)
         _, evidence = judged(side, (np.empty(0), np.empty(0)))
         kept, reason = _decide(mode, evidence)
         if not kept:
@@ -267,13 +271,14 @@ def fit_local_statistics(
                         evidence)  # fmt: skip
             cells = sum(len(r) for r in rows)
             return LocalStatsChoice(mode, False, reason, 0, cells, evidence)
-    images = train_images[:]
-    if some is None or len(some) < len(images):  # the whole model, every training image
-        rows = _fit_bank(head, images, ratio, cap_rows, seed, train_paths, roi)
-        side = _outputs(inner.side_outputs, validation_images)
-    extra, head.fold_banks = side_out_of_fold(inner, images, rows, folds, ratio, cap_rows, seed)
+    if some is None or len(some) < len(train_images):  # the whole model, every training image
+        rows, side = _side(inner, lambda: train_images[:], validation_images, train_paths, options)
+    extra, head.fold_banks = _reusable(
+        head, _key("folds", train_paths, folds, *options),
+        lambda: side_out_of_fold(inner, train_images[:], rows, folds, ratio, cap_rows, seed),
+    )  # fmt: skip
     if len(extra[0]):  # only the scaling folds' images fit the standardisers
-        scaling = standardiser_images(len(images), folds, seed)
+        scaling = standardiser_images(len(train_images), folds, seed)
         extra = (extra[0][scaling], extra[1][scaling])
     standardisers, evidence = judged(side, extra)
     head.standardisers = torch.tensor(standardisers, dtype=torch.float32)
@@ -318,6 +323,54 @@ def side_out_of_fold(
     finally:
         head.bank = trained
     return (scores, peaks), banks
+
+
+def _side(
+    inner: FusedPatchcoreModel,
+    images: Callable[[], torch.Tensor],
+    validation_images: torch.Tensor,
+    paths: Sequence[str],
+    options: tuple[float, int | None, int, TrainingRoi | None],
+) -> tuple[list[torch.Tensor], _Outputs]:
+    """``_fit_bank`` on the ``images()`` (``paths``) with ``options`` (ratio, cap_rows, seed,
+    roi), then the statistics part's outputs on the validation images: (rows, outputs); taken
+    from ``head.reused`` where an earlier fit kept them for the same inputs."""
+    head = inner.local_stats
+
+    def fit() -> tuple[Any, ...]:
+        rows = _fit_bank(head, images(), *options[:3], paths, options[3])
+        return (
+            head.shift,
+            head.scale,
+            head.bank,
+            rows,
+            _outputs(inner.side_outputs, validation_images),
+        )
+
+    digest = hashlib.blake2b(validation_images.contiguous().numpy().tobytes()).hexdigest()
+    head.shift, head.scale, head.bank, rows, side = _reusable(
+        head, _key("bank", paths, digest, *options), fit
+    )
+    return rows, side
+
+
+def _key(name: str, paths: Sequence[str], *inputs: Any) -> tuple[Any, ...] | None:
+    """What a statistics fit is reused by: its training image paths and other inputs (None
+    without paths, or with an ROI: not reused)."""
+    if not paths or inputs[-1] is not None:
+        return None
+    return (name, tuple(paths), *inputs[:-1])
+
+
+def _reusable(head: LocalStatsHead, key: tuple[Any, ...] | None, fit: Callable[[], Any]) -> Any:
+    """``fit()``, kept in ``head.reused`` (where set) for the next fit on the same ``key``, or
+    taken from there."""
+    if head.reused is None or key is None:
+        return fit()
+    if key in head.reused:
+        return head.reused.pop(key)
+    head.reused[key] = value = fit()
+    return value
 
 
 def _fit_bank(
