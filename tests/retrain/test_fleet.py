@@ -159,7 +159,7 @@ def test_ray_fleet_retrains_through_the_registry(tmp_path: Path, tiny_product: P
         for product in ("brick", "twin")
     }  # fmt: skip
     Store.migrated(site.store_url, site.blob_dir).engine.dispose()  # no reviews yet
-    budget = round(_libraries_gb() + 0.15, 2)  # room to start, not to retrain
+    budget = round(_libraries_gb() + 0.35, 2)  # a Ray child holds more; too little to retrain
     twin = {"dataset": str(tiny_product), "memory_gb": budget}
     retrain_config = retrain_config_from_mapping(
         {"gate": GATE, "work_dir": str(tmp_path / "work"), "warmup": 1, "products": {"twin": twin}}
