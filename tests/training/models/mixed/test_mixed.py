@@ -134,12 +134,12 @@ def test_leave_own_out_distances_skip_the_images_own_bank_rows() -> None:
     assert float(distance.min()) > 0
 
 
-def test_training_images_are_taught_and_judged_on_the_distances_that_calibrate(
+def test_the_keep_rule_judges_training_images_on_the_distances_that_calibrate(
     mixed: TrainOutcome, labelled_product: Path
 ) -> None:
-    """The head's good cells and the keep rule's other good training images read each image's
-    distances to its calibration fold's bank: through the head, a training image's peak is its
-    out-of-fold calibration score, which the full bank less the image's own rows is not."""
+    """The keep rule's other good training images read each image's distances to its
+    calibration fold's bank: through the head, a training image's peak is its out-of-fold
+    calibration score (what ships), which the full bank less the image's own rows is not."""
     model, config = mixed.model, model_config_from_mapping(ALWAYS, where="tests ALWAYS")
     assert model.fold_banks is None  # training's calibration used them and let them go
     train = load_dataset(labelled_product).train_samples
