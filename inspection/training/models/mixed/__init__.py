@@ -13,9 +13,9 @@ What the head learns from (``fit_for_model``):
   label, the image's most defective-looking cell (multiple-instance: "somewhere in here");
 - negatives: every other cell of the labelled images and every cell of the good training
   images of the first ``SCALING_FOLDS`` folds, whose kNN distances leave the image's own bank
-  rows out (as a new part sees the bank). Losses are class-balanced. (Teaching on the
-  calibration fold banks' distances instead was measured and cost ~10 misses at k = 5 on both
-  hard textures: ``reports/learning/keep_fold_banks.md``.)
+  rows out (as a new part sees the bank). Losses are class-balanced. (Distances to the
+  calibration's fold banks instead, for teaching or for the keep rule, were measured and not
+  kept: ``reports/learning/keep_rule_calibration.md``.)
 Calibration stays honest as for the fused local statistics: those training images and the good
 validation images (which fit the fusion's standardisers) set no threshold; the other folds'
 out-of-fold scores, through the whole mixed graph, do (``training.operating``).
@@ -61,11 +61,7 @@ from inspection.training.models.patchcore.local_stats import (
     standardiser_images,
 )
 from inspection.training.models.patchcore.local_stats import fit_for_model as fit_statistics
-from inspection.training.models.patchcore.out_of_fold import (
-    calibration_banks,
-    fold_of,
-    model_inputs,
-)
+from inspection.training.models.patchcore.out_of_fold import fold_of, model_inputs
 from inspection.training.roi import TrainingRoi
 from inspection.training.samples import load_mask
 
@@ -180,13 +176,11 @@ def fit_for_model(
     labelled = dataset.labelled_samples
     statistics = _statistics(model, config, train, (validation, labelled), roi) if gate else None
     others = [train[i] for i in np.flatnonzero(~scaling)] if gate else []
-    folds = fold_of(len(train), config.calibration_folds, config.seed)
-    banks = calibration_banks(model, config, train, roi)
     with torch.no_grad(), channels_last(inner):
         good_grid, good_distance = _cells(model, good, size, bits, leave_own_out=True)
         grid, distance = _cells(model, labelled, size, bits)
         checked = _Checked(*_cells(model, validation, size, bits), _labels(validation))
-        judged = _fold_cells(model, others, folds[~scaling], banks, size, bits) if others else None
+        judged = _cells(model, others, size, bits, leave_own_out=True) if others else None
     targets, weights, image_level = _targets(labelled, size, grid.shape[-2:])
     teaching = _Teaching(good_grid, good_distance, grid, distance, targets, weights, image_level)
     judge = _Judge(model, teaching, checked, size, config.seed, statistics, judged, scaling)
@@ -275,7 +269,7 @@ class _Judge:
     fused cells on every image the run can score out of fold on both sides: the validation
     images (the model's head), the labelled defects and the good images that teach (the fold
     heads), and the other good training images (the model's head, which they did not teach;
-    their distances to their calibration fold's bank: the scores that set the threshold)."""
+    their distances without their own bank rows)."""
 
     model: Any
     teaching: _Teaching
@@ -495,31 +489,6 @@ def _cells(
         grids.append(grid.float())
         distances.append(distance.float())
     return torch.cat(grids), torch.cat(distances)
-
-
-def _fold_cells(
-    model: Any,
-    samples: Sequence[Sample],
-    folds: np.ndarray,
-    banks: Sequence[torch.Tensor],
-    size: tuple[int, int],
-    bits: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``_cells`` of ``samples``, each image's kNN distances to the bank of its fold ((N,) int
-    ``folds``, ``banks``: ``calibration_banks``): the distances its calibration score sees."""
-    inner, trained = model.model, model.model.memory_bank
-    grids: list[torch.Tensor | None] = [None] * len(samples)
-    distances: list[torch.Tensor | None] = [None] * len(samples)
-    try:
-        for fold in np.unique(folds):
-            inner.memory_bank = banks[fold]
-            rows = np.flatnonzero(folds == fold)
-            grid, distance = _cells(model, [samples[i] for i in rows], size, bits)
-            for row, g, d in zip(rows, grid, distance, strict=True):
-                grids[row], distances[row] = g, d
-    finally:
-        inner.memory_bank = trained
-    return torch.stack(grids), torch.stack(distances)
 
 
 def _without_own_rows(grid: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:

@@ -7,8 +7,7 @@ The rule judges on every defect the run knows, each scored by a head it did not 
 Against every good image the run can score out of fold on both sides: the good validation
 images (the model's head), the good training images that teach the head (the fold heads) and
 all the other good training images (the model's head, which they did not teach); training
-images with their kNN distances to their calibration fold's bank, so the other good images' peaks
-are the scores that set the shipped threshold. At a 1 % budget the threshold sits
+images with their kNN distances without their own bank rows. At a 1 % budget the threshold sits
 at the good images' largest peaks, so the more good images, the more of the head's tail of false
 alarms on good parts shows (judged on the ~30 validation and teaching images alone, grass with 5
 labelled defects per kind kept a head that raised held-out misses: ``reports/learning``). Both

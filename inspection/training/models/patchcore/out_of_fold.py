@@ -66,12 +66,18 @@ def out_of_fold_scores(
     ratio, cap_rows, seed = config.coreset_sampling_ratio, config.memory_bank_max, config.seed
     batch_size, bits = config.batch_size, config.image_bits
     own, images = _scoring_inputs(model, samples, image_size, bits)
+    if own is None:
+        views = getattr(model, "bank_augment", ())
+        rows = _embeddings(inner, images, samples, roi, batch_size, views)
+    else:
+        rows = _fit_rows(model, samples, roi, image_size)
     assignment = fold_of(len(samples), folds, seed)
     side_banks = _local_stats_fold_banks(
         inner, images, samples, roi, batch_size, assignment, (ratio, cap_rows, seed)
     )
     trained_banks = _banks(inner)
-    banks = calibration_banks(model, config, samples, roi, images)
+    budget = getattr(model, "rows_budget_bytes", None) if getattr(model, "compact", False) else None
+    banks = fold_banks(rows, assignment, ratio, cap_rows, seed, budget_bytes=budget)
     scores = np.empty(len(samples), dtype=np.float64)
     try:
         for fold in range(folds):
@@ -87,45 +93,10 @@ def out_of_fold_scores(
                 stages("out-of-fold scores", fold + 1, folds)
     finally:
         _restore_banks(inner, trained_banks)
-        model.fold_banks = None  # used once: the memory goes back
         if side_banks:
             inner.local_stats.fold_banks = []  # used once: the memory goes back
     logger.info("out-of-fold scores of %d training images (%d folds)", len(samples), folds)
     return scores
-
-
-def calibration_banks(
-    model: Any,
-    config: ModelConfig,
-    samples: Sequence[Sample],
-    roi: TrainingRoi | None = None,
-    images: torch.Tensor | None = None,
-) -> list[torch.Tensor]:
-    """Every fold's bank of ``samples`` (the training images, in ``fold_of``'s folds), the
-    banks ``out_of_fold_scores`` calibrates with. Selected once per fit: kept on ``model``
-    (``fold_banks``) until ``out_of_fold_scores`` has used them, so a part fitted before
-    calibration (the mixed model's head) sees the distances calibration will. ``images``:
-    ``model_inputs`` of ``samples`` where already computed."""
-    key = tuple(str(s.path) for s in samples)
-    kept = getattr(model, "fold_banks", None)
-    if kept is not None and kept[0] == key:
-        return kept[1]
-    size, seed = config.image_size, config.seed
-    if fit_embeddings(model, samples) is None:
-        if images is None:
-            images = model_inputs(model, samples, size, config.image_bits)
-        views = getattr(model, "bank_augment", ())
-        rows = _embeddings(model.model, images, samples, roi, config.batch_size, views)
-    else:
-        rows = _fit_rows(model, samples, roi, size)
-    assignment = fold_of(len(samples), config.calibration_folds, seed)
-    budget = getattr(model, "rows_budget_bytes", None) if getattr(model, "compact", False) else None
-    banks = fold_banks(
-        rows, assignment, config.coreset_sampling_ratio, config.memory_bank_max, seed,
-        budget_bytes=budget,
-    )  # fmt: skip
-    model.fold_banks = (key, banks)
-    return banks
 
 
 def trained_scores(

@@ -20,7 +20,6 @@ from inspection.training.models.mixed import (
     HEADS_AT_ONCE,
     _Checked,
     _fit_fusion,
-    _fold_cells,
     _Judge,
     _SidePeaks,
     _teach,
@@ -31,11 +30,6 @@ from inspection.training.models.mixed import (
 )
 from inspection.training.models.mixed.head import MixedCore, SupervisedHead, head_network
 from inspection.training.models.patchcore.coreset import threads
-from inspection.training.models.patchcore.out_of_fold import (
-    calibration_banks,
-    fold_of,
-    out_of_fold_scores,
-)
 from inspection.training.train import TrainOutcome, load_trained_model, train_model
 from tests.conftest import TINY_PATCHCORE
 
@@ -132,29 +126,6 @@ def test_leave_own_out_distances_skip_the_images_own_bank_rows() -> None:
     expected = torch.cdist(rows, other).amin(1).reshape(1, 1, 4, 4)
     torch.testing.assert_close(distance, expected.unsqueeze(0)[0])
     assert float(distance.min()) > 0
-
-
-def test_the_keep_rule_judges_training_images_on_the_distances_that_calibrate(
-    mixed: TrainOutcome, labelled_product: Path
-) -> None:
-    """The keep rule's other good training images read each image's distances to its
-    calibration fold's bank: through the head, a training image's peak is its out-of-fold
-    calibration score (what ships), which the full bank less the image's own rows is not."""
-    model, config = mixed.model, model_config_from_mapping(ALWAYS, where="tests ALWAYS")
-    assert model.fold_banks is None  # training's calibration used them and let them go
-    train = load_dataset(labelled_product).train_samples
-    scores = out_of_fold_scores(model, config, train)
-    folds = fold_of(len(train), config.calibration_folds, config.seed)
-    banks = calibration_banks(model, config, train)
-    assert calibration_banks(model, config, train) is banks  # selected once, then kept
-    head, size = model.model.supervised, tuple(config.image_size)
-    with torch.no_grad():
-        grid, distance = _fold_cells(model, train, folds, banks, size, config.image_bits)
-        fold_peaks = head.fuse(grid, distance).amax(dim=(1, 2, 3)).double().numpy()
-        own_out = _without_own_rows(grid, model.model.memory_bank)
-        own_out_peaks = head.fuse(grid, own_out).amax(dim=(1, 2, 3)).double().numpy()
-    np.testing.assert_allclose(fold_peaks, scores, rtol=1e-4, atol=1e-5)
-    assert np.abs(own_out_peaks - scores).max() > 1e-2
 
 
 def test_the_bundle_carries_the_head(
