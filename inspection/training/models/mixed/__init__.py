@@ -314,7 +314,7 @@ class _Judge:
         before any head is taught (its peaks need none)."""
         taught = keep.crossed(len(self.teaching.good_grid), len(kinds))
         patchcore, _, side = self._joined(None, None, taught)
-        off = keep.unbeatable(self.as_shipped(patchcore, patchcore, side)[0], point, len(kinds))
+        off = keep.unbeatable(self._shipped(patchcore, side), point, len(kinds))
         if off is not None and self.statistics is not None:
             off[2]["local_statistics"] = 1.0
         return off
@@ -335,26 +335,26 @@ class _Judge:
     def as_shipped(
         self, patchcore: keep.Peaks, mixed: keep.Peaks, side: keep.Peaks | None
     ) -> tuple[keep.Peaks, keep.Peaks]:
-        """Both sides fused with the local statistics' peaks ``side`` of the same images where
+        """Both sides fused with the local statistics' peaks ``side`` of the same images
+        (``_shipped``)."""
+        return self._shipped(patchcore, side), self._shipped(mixed, side)
+
+    def _shipped(self, cells: keep.Peaks, side: keep.Peaks | None) -> keep.Peaks:
+        """``cells`` fused with the local statistics' peaks ``side`` of the same images where
         the product without the head keeps them (``statistics``), each part standardised as
         the fused graph does (median and largest good peak: the cells' on the good validation
         images, listed first; the statistics' on those and the good teaching images);
         unchanged without them."""
         stats = self.statistics
         if stats is None or side is None:
-            return patchcore, mixed
+            return cells
         good = self.checked.labels == 0
         scale_side = np.r_[stats.validation[good], stats.good[self.teaches]]
-        n_good = int(good.sum())
-
-        def fused(cells: keep.Peaks) -> keep.Peaks:
-            standardisers = fit_standardisers(cells.good[:n_good], scale_side)
-            return keep.Peaks(
-                fuse_parts(cells.good, side.good, standardisers),
-                fuse_parts(cells.defect, side.defect, standardisers),
-            )
-
-        return fused(patchcore), fused(mixed)
+        standardisers = fit_standardisers(cells.good[: int(good.sum())], scale_side)
+        return keep.Peaks(
+            fuse_parts(cells.good, side.good, standardisers),
+            fuse_parts(cells.defect, side.defect, standardisers),
+        )
 
     def _fused(
         self, head: SupervisedHead | None, grid: torch.Tensor, distance: torch.Tensor
