@@ -10,7 +10,7 @@ its results go to an MQTT sink that a collector reads. Phases:
    published -> answer received), S7 and Modbus TCP (the PLC's block in python-snap7's and
    pymodbus's own servers here; Trigger written -> Done read), EtherNet/IP (Logix tags in
    cpppo's server); the model's own latency from the same results. One station serves all
-   six links at once.
+   six links at once (``--links`` serves fewer, OPC UA always among them).
 2. fault, once per link of ``--fault-via`` (OPC UA and EtherNet/IP by default): M triggers
    while the broker is ``kill -9``-ed and restarted and the station is ``kill -9``-ed once and
    restarted; the PLC retries an unanswered trigger with the same RequestId. Every stored
@@ -65,7 +65,7 @@ from inspection.core.registry import Registry  # noqa: E402
 from inspection.line import security as link  # noqa: E402
 from inspection.line.config import PLC_USER, LinkSecurity  # noqa: E402
 from inspection.line.handshake import Answer, ErrorCode  # noqa: E402
-from inspection.line.links import register_plcs  # noqa: E402
+from inspection.line.links import LINKS, register_plcs  # noqa: E402
 from inspection.line.machine_vision import RESULT_READY_EVENT, load_client_types  # noqa: E402
 from inspection.line.machine_vision.access import add_user  # noqa: E402
 from inspection.line.mosquitto import Broker, Collector, free_port  # noqa: E402
@@ -322,7 +322,9 @@ def run(args: argparse.Namespace, mode: str) -> dict[str, Any]:
     broker = Broker(work, persistent=True, security=security, stations=(STATION_ID,))
     broker.start()
     scan_s = args.scan_ms / 1000.0
-    registers = {name: make(scan_s=scan_s) for name, make in register_plcs().items()}
+    registers = {
+        name: make(scan_s=scan_s) for name, make in register_plcs().items() if name in args.links
+    }
     vision_port = free_port()
     links = {
         "opcua": {
@@ -334,9 +336,10 @@ def run(args: argparse.Namespace, mode: str) -> dict[str, Any]:
         "machine_vision": {"enabled": True, "port": vision_port}
         | ({} if security.on else {"anonymous": "engineer"}),  # plaintext: no user to check
         "mqtt": {"enabled": True, "port": broker.port},
-        "sinks": [{"name": "mes", "kind": "mqtt", "port": broker.port, "timeout_s": 2.0}],
     } | {name: section(plc_, args) for name, plc_ in registers.items()}
-    config_path = prepare(args, work, security, links)
+    links = {name: link_ for name, link_ in links.items() if name in args.links}
+    sinks = [{"name": "mes", "kind": "mqtt", "port": broker.port, "timeout_s": 2.0}]
+    config_path = prepare(args, work, security, links | {"sinks": sinks})
     if security.on:  # the MES below: its certificate as its X509 user, an engineer
         add_user(security.pki_dir / "opcua-users.yaml", "mes", "engineer", None)
     results = Collector(broker.port, f"inspection/{STATION_ID}/result", security)
@@ -354,15 +357,19 @@ def run(args: argparse.Namespace, mode: str) -> dict[str, Any]:
             )
         for register in registers.values():
             register.connect()
-        mes = VisionMes(vision_endpoint, security, args.product, args.sampling_ms)
-        timed_links = {
-            "opcua": ("o", lambda r: (plc.trigger(request_id=r).seconds,)),
-            "opc40100": ("v", mes.job),
-            "mqtt": ("m", lambda r: (mqtt_plc.trigger(r)[1],)),
-        } | {name: (f"{name}-", partial(register_round, register))
-             for name, register in registers.items()}  # fmt: skip
+        timed_links: dict[str, tuple[str, Callable[[str], tuple[float, ...]]]] = {
+            "opcua": ("o", lambda r: (plc.trigger(request_id=r).seconds,))
+        }
+        if "machine_vision" in args.links:
+            mes = VisionMes(vision_endpoint, security, args.product, args.sampling_ms)
+            timed_links["opc40100"] = ("v", mes.job)
+        if "mqtt" in args.links:
+            timed_links["mqtt"] = ("m", lambda r: (mqtt_plc.trigger(r)[1],))
+        timed_links |= {name: (f"{name}-", partial(register_round, register))
+                        for name, register in registers.items()}  # fmt: skip
         report["latency"] = timed_rounds(args, timed_links)
-        mes.close()
+        if "machine_vision" in args.links:
+            mes.close()
         plcs = {"opcua": plc, **registers}
         report["fault"] = {name: fault_run(args, work, plcs[name], f"f{name}-", broker, station,
                                            results) for name in args.fault_via}  # fmt: skip
@@ -496,6 +503,8 @@ def latency_rows(runs: dict[str, Any]) -> list[str]:
             "| --- | --- | ---: | ---: | ---: | ---: | --- |"]  # fmt: skip
     for name, label in LABELS.items():
         for mode, run_ in runs.items():
+            if name not in run_["latency"]:  # a link --links left out
+                continue
             row = run_["latency"][name]
             security = f"none in the protocol (station {mode})" if name in NO_SECURITY else mode
             rounds = " / ".join(map(str, row.get("round_p50_ms", [])))
@@ -527,7 +536,7 @@ def write(report: dict[str, Any], args: argparse.Namespace) -> None:
         f"{env['cpu']}; load (`uptime`) {env['load_before']} before, {env['load_after']} after. "
         f"Bundle `{report['bundle']}` ({report['precision']}) of `{report['product']}`, bundle "
         f"signatures {report['bundle_signatures']}, images {report['images']}. One station "
-        "(`inspection station run` subprocess, SQLite store) serves all six links at once: "
+        f"(`inspection station run` subprocess, SQLite store) serves {', '.join(args.links)}: "
         f"soft PLC = asyncua server (scan {args.scan_ms} ms), subscription publishing interval "
         f"{args.sampling_ms} ms (the PLC's and the MES's), private Mosquitto, S7 and Modbus "
         "blocks in python-snap7's and pymodbus's own servers in the bench process, Logix tags in "
@@ -594,6 +603,8 @@ def main() -> None:
     parser.add_argument("--fault", type=int, default=600)
     parser.add_argument("--fault-via", nargs="*", default=["opcua", "enip"],
                         choices=("opcua", *register_plcs()), help="Links of fault runs.")  # fmt: skip
+    parser.add_argument("--links", nargs="+", default=list(LINKS), choices=tuple(LINKS),
+                        help="Links the station serves (opcua always).")  # fmt: skip
     parser.add_argument("--sampling-ms", type=float, default=10.0)
     parser.add_argument("--scan-ms", type=float, default=1.0)
     parser.add_argument("--poll-ms", type=float, default=10.0, help="Station's S7/Modbus poll.")
@@ -608,6 +619,8 @@ def main() -> None:
         "--security", choices=("both", "on", "off"), default="both", help="Link security runs."
     )
     args = parser.parse_args()
+    if "opcua" not in args.links or not set(args.fault_via) <= set(args.links):
+        parser.error("--links must hold opcua (Ready, warm-up) and every --fault-via link")
     bundle_dir = Registry(args.registry).journal.live_bundle_dir(args.product)
     modes = {"on": "sign_and_encrypt", "off": "none"}
     chosen = ("on", "off") if args.security == "both" else (args.security,)
