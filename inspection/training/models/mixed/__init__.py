@@ -105,7 +105,9 @@ class SupervisedChoice:
     distance, fused with the local statistics where they are kept without it,
     ``local_statistics`` 1) and ``mixed`` (the head's cells, fused with the same statistics):
     ``<name>_missed`` and ``<name>_rejected`` at the config's operating point,
-    ``<name>_auroc``."""
+    ``<name>_auroc``, ``<name>_expected`` (errors over ``keep.DRAWS`` draws of the good
+    images); ``error_change`` (mixed minus patchcore over the draws) and its one-sided 95 %
+    upper ``error_change_bound`` (kept where below 0)."""
     fusion: str = FUSION
 
 
