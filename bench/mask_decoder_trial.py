@@ -12,7 +12,7 @@ of an image judged NG is the decoder's (the model's where the decoder's is empty
 masks go through ``core.metrics.mask_counts`` and ``mask_figures``: the judged-NG pixel F1 per
 kind, as the curve reports it. ``cost``: the decoder's ms per 256 px image on one thread, in
 torch and in OpenVINO. Writes ``reports/learning/mask_decoder_small.json`` and ``.md``, beside
-the first, larger design's figures (``mask_decoder.json``, its code at git fe3a164).
+the first, larger design's figures (``mask_decoder.json``, its code at git 0a7eaf3).
 """
 
 from __future__ import annotations
