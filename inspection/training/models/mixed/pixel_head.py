@@ -2,12 +2,12 @@
 
 The mixed model's head scores PatchCore's stride-8 cells; a 2-3 px crack is blurred over a
 cell. ``PixelDecoder`` predicts a defect logit per stride-4 pixel from the frozen backbone's
-stride-2 (max-pooled) and stride-4 features (``FINE_LAYERS``, tapped while the model computes its cells) and
-the stride-8 cells the model already has (kNN distance and the head's logit), upsampled. It is
-taught by the labelled defects' masks (image-level labels teach no pixel) and by the good
-images' pixels, with class-balanced BCE plus soft Dice at full resolution. The mask of an image
-judged NG would be its probability above a threshold chosen on the validation defects; the
-image score is untouched. ``bench/mask_decoder_trial.py`` measures it.
+stride-2 (max-pooled) and stride-4 features (``FINE_LAYERS``, tapped while the model computes
+its cells) and the stride-8 cells the model already has (kNN distance and the head's logit),
+upsampled. It is taught by the labelled defects' masks (image-level labels teach no pixel)
+and by the good images' pixels, with class-balanced BCE plus soft Dice at full resolution. The
+mask of an image judged NG would be its probability above a threshold chosen on the
+validation defects; the image score is untouched. ``bench/mask_decoder_trial.py`` measures it.
 """
 
 from __future__ import annotations
