@@ -114,10 +114,10 @@ def unbeatable(
     """``decide``'s (off, reason, evidence) whatever the head, known before one is taught: where
     ``patchcore`` makes no errors at ``point`` on any draw, no head is expected to make fewer.
     None where a head could be kept (or nothing is judged)."""
-    if not len(patchcore.defect) or not len(patchcore.good):
-        return None
+    if not len(patchcore.defect) or not len(patchcore.good) or any(errors(patchcore, point)):
+        return None  # errors at the sample: no need to draw
     evidence = _evidence({"patchcore": patchcore}, point)
-    if any(evidence[f"patchcore_{n}"] for n in ("missed", "rejected", "expected")):
+    if evidence["patchcore_expected"]:
         return None
     return (
         False,
