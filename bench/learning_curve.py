@@ -219,7 +219,9 @@ def _kind_cell(kind: dict) -> str:
 
 
 def report(rows: list[dict], name: str = "curve") -> None:
-    """Write ``<name>.md`` from the rows."""
+    """Write ``<name>.md`` from the rows (sorted: product, variant, k; machine: the last run's)."""
+    last = rows[-1]["machine"] if rows else None
+    rows = sorted(rows, key=lambda r: (r["product"], r["variant"], r["left_out"] or "", r["k"]))
     lines = [
         "# Learning curve: the mixed model against labelled defects per kind (#67)",
         "",
@@ -227,7 +229,8 @@ def report(rows: list[dict], name: str = "curve") -> None:
         "defect kind and 42 good (60 and 52 per kind generated, 30 % to validation). k: labelled",
         "defective training images per kind (k = 0: PatchCore as before). Miss at the 1 %",
         "false-reject budget: missed/n (exact 95 % upper bound); LINE-READY needs every kind's",
-        "bound <= 10 %. NG F1: judged-NG pixel F1. FR: held-out false-reject rate.",
+        "bound <= 10 %. NG F1: judged-NG pixel F1. FR: held-out false-reject rate. Each k > 0",
+        "row is the model `supervised: auto` ships: its head dropped by the keep rule gives k = 0's.",
         "",
     ]
     for family, products in (
@@ -249,9 +252,11 @@ def report(rows: list[dict], name: str = "curve") -> None:
             )
         lines.append("")
     lines += unseen_lines(rows) + mask_lines(rows)
-    if rows:
-        m = rows[-1]["machine"]
-        lines += [f"Machine: {m['cpu']} ({m['isa']}); load at the last run: {m['load']}.", ""]
+    if last:
+        lines += [
+            f"Machine: {last['cpu']} ({last['isa']}); load at the last run: {last['load']}.",
+            "",
+        ]
     (REPORTS / f"{name}.md").write_text("\n".join(lines))
 
 
