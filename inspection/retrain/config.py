@@ -21,16 +21,20 @@ ReviewedSince = Literal["champion", "latest_version", "all"]
 @dataclass(frozen=True)
 class ProductJob:
     """One product's retraining job. ``dataset`` defaults to ``<datasets_dir>/<product>``;
-    ``memory_gb``: its Ray task's memory budget (default: the fleet's ``--memory-gb``)."""
+    ``memory_gb``: its Ray task's memory budget (default: the fleet's ``--memory-gb``);
+    ``timeout_minutes``: a fleet run stops its retraining after this long, as failed."""
 
     schedule: str = "0 2 * * 0"
     dataset: Path | None = None
     enabled: bool = True
     memory_gb: float | None = None
+    timeout_minutes: float | None = None
 
     def __post_init__(self) -> None:
-        if self.memory_gb is not None and not self.memory_gb > 0:
-            raise ValueError(f"memory_gb must be a number > 0, got {self.memory_gb}")
+        for name in ("memory_gb", "timeout_minutes"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be a number > 0, got {value}")
 
 
 @dataclass(frozen=True)

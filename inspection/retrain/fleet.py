@@ -103,10 +103,12 @@ def retrain_task(
     product: str, site: SiteConfig, config: RetrainConfig, options: FleetOptions
 ) -> FleetOutcome:
     """Retrain one product (in a Ray worker or in-process); never raises. Under a memory
-    budget the product runs in a child process that alone holds the limit: Ray's own threads
-    starved of memory could hang the worker (and the fleet) instead of failing the product."""
+    budget or a time limit the product runs in a child process: it alone holds the memory
+    limit (Ray's own threads starved of memory could hang the worker, and the fleet, instead
+    of failing the product), and it can be stopped when its time is up."""
     budget = memory_budget_gb(product, config, options)
-    if budget is None:
+    minutes = config.job(product).timeout_minutes
+    if budget is None and minutes is None:
         _limit_threads(options.cpus_per_task)
         return _retrain(product, site, config, options)
     started = time.perf_counter()
@@ -117,7 +119,11 @@ def retrain_task(
     child.start()
     send.close()  # the child holds the only sending end: its death ends recv()
     try:
-        outcome: FleetOutcome = receive.recv()
+        if receive.poll(None if minutes is None else minutes * 60):
+            outcome: FleetOutcome = receive.recv()
+        else:
+            child.kill()
+            outcome = _stopped_child(product, site, options, minutes or 0.0, child, started)
     except EOFError:  # died without a word: killed (the OOM killer) or aborted
         outcome = _lost_child(product, site, options, budget, child, started)
     child.join()
@@ -126,20 +132,23 @@ def retrain_task(
 
 def _retrain_within(
     send: Connection,
-    budget: float,
+    budget: float | None,
     product: str,
     site: SiteConfig,
     config: RetrainConfig,
     options: FleetOptions,
 ) -> None:
     """The child: it dies with its parent (a lost worker's run never promotes later), loads
-    its libraries, sets ``RLIMIT_DATA`` to ``budget`` GB, retrains and sends the outcome."""
+    its libraries, sets ``RLIMIT_DATA`` to ``budget`` GB (if any), retrains and sends the
+    outcome."""
     # deferred: alembic, skimage, sqlalchemy, torch; loaded before the limit, counted in it
     import inspection.retrain.pipeline  # noqa: F401
 
     threading.Thread(target=_exit_with_parent, daemon=True).start()
     _limit_threads(options.cpus_per_task)
-    if (held := _data_in_use_gb()) >= budget:  # the first allocation would fail, unrecorded
+    if budget is None:
+        outcome = _retrain(product, site, config, options)
+    elif (held := _data_in_use_gb()) >= budget:  # the first allocation would fail, unrecorded
         detail = f"its libraries already take {held:.2f} GB, over {_budget_hint(product, budget)}"
         _record_failure(site, product, options.actor, detail, stage="budget")
         outcome = FleetOutcome(product, "failed", detail, 0.0, where=_here())
@@ -194,7 +203,7 @@ def _lost_child(
     product: str,
     site: SiteConfig,
     options: FleetOptions,
-    budget: float,
+    budget: float | None,
     child: BaseProcess,
     started: float,
 ) -> FleetOutcome:
@@ -202,11 +211,39 @@ def _lost_child(
     child.join()
     code = child.exitcode or 0
     how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with {code}"
+    detail = f"the retraining process {how}"
+    if budget is not None:
+        detail += f" (a process dies so when it runs out of {_budget_hint(product, budget)})"
+    return _failed_child(product, site, options, detail, "process", child, started)
+
+
+def _stopped_child(
+    product: str,
+    site: SiteConfig,
+    options: FleetOptions,
+    minutes: float,
+    child: BaseProcess,
+    started: float,
+) -> FleetOutcome:
+    """The outcome of a child stopped when its time was up, recorded (its run could not)."""
+    child.join()
     detail = (
-        f"the retraining process {how} (a process dies so when it runs out of "
-        f"{_budget_hint(product, budget)})"
+        f"the retraining was stopped after {minutes:g} min (raise timeout_minutes for "
+        f"{product} in retrain.yaml)"
     )
-    _record_failure(site, product, options.actor, detail, stage="process")
+    return _failed_child(product, site, options, detail, "timeout", child, started)
+
+
+def _failed_child(
+    product: str,
+    site: SiteConfig,
+    options: FleetOptions,
+    detail: str,
+    stage: str,
+    child: BaseProcess,
+    started: float,
+) -> FleetOutcome:
+    _record_failure(site, product, options.actor, detail, stage=stage)
     peak = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2, 2)
     where = f"{socket.gethostname()}:{child.pid}"
     return FleetOutcome(product, "failed", detail, _since(started), where=where, peak_rss_gb=peak)

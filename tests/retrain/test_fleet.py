@@ -128,6 +128,35 @@ def test_a_child_that_dies_is_recorded_and_the_task_returns(
     assert (event["status"], event["stage"]) == ("failed", "process")
 
 
+@pytest.mark.timeout(120)
+def test_a_retraining_past_its_time_is_stopped_and_recorded(
+    tmp_path: Path, tiny_product: Path
+) -> None:
+    """``timeout_minutes`` in retrain.yaml: the product retrains in a child that is killed
+    when its time is up; the task returns a ``timeout`` failure and nothing is promoted."""
+    from inspection.core.product_config import load_model_config
+    from inspection.retrain.demo import train_champion
+
+    site = scratch_site(tmp_path, tiny_product.parent)
+    registry = Registry(site.registry_dir)
+    champion_config = load_model_config("patchcore", overrides=SIZE)
+    train_champion(champion_config, tiny_product, product="brick", registry=registry, actor="test")
+    champion = registry.journal.live("brick")
+    config = retrain_config_from_mapping(
+        {"gate": GATE, "work_dir": str(tmp_path / "work"), "warmup": 1,
+         "products": {"brick": {"timeout_minutes": 0.05}}}  # 3 s: training and export take more
+    )  # fmt: skip
+    with ThreadPoolExecutor(1) as pool:
+        task = pool.submit(retrain_task, "brick", site, config, FleetOptions(overrides=SIZE))
+        child = _child_named("retrain-brick")
+        outcome = task.result(timeout=60)
+    assert outcome.status == "failed" and "stopped after 0.05 min" in outcome.detail
+    assert not child.is_alive() and outcome.where.endswith(f":{child.pid}")
+    failed = [e for e in registry.journal.events("brick") if e.get("status") == "failed"]
+    assert [e["stage"] for e in failed] == ["timeout"]
+    assert registry.journal.live("brick") == champion
+
+
 def _child_named(name: str, seconds: float = 30.0) -> multiprocessing.process.BaseProcess:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
