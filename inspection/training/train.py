@@ -53,8 +53,8 @@ from inspection.training.global_context import (
     model_outputs,
 )
 from inspection.training.models import build_model, model_kind
-from inspection.training.models.mixed import decode_maps, supervised_config
 from inspection.training.models.mixed import fit_for_model as fit_supervised
+from inspection.training.models.mixed import supervised_config
 from inspection.training.models.patchcore.image_score import BlurChoice, choose_blur
 from inspection.training.models.patchcore.local_stats import LocalStatsChoice
 from inspection.training.operating import (
@@ -235,10 +235,6 @@ def train_model(
         validated, blur = predict_validation(model, config, validation)
         validated = masked_predictions(validated, roi)  # as the ROI bundle scores
         clock.lap("validation")
-    if decode_maps(model, supervised):  # the scores stay; the decoder's maps set the masks
-        maps = predict(model, validation, image_size=config.image_size, bits=config.image_bits)
-        validated = dataclasses.replace(validated, maps=maps.maps)
-        clock.lap("pixel_decoder")
     good_scores = calibration_good_scores(model, config, dataset.train_samples, masks, stages)
     model.train_rows = {}  # the fit's rows served the out-of-fold scores: free them
     clock.lap("out_of_fold")

@@ -19,14 +19,6 @@ What the head learns from (``fit_for_model``):
 Calibration stays honest as for the fused local statistics: those training images and the good
 validation images (which fit the fusion's standardisers) set no threshold; the other folds'
 out-of-fold scores, through the whole mixed graph, do (``training.operating``).
-
-The masks: where some labelled defects are masked (and no training ROI is set), a small pixel
-decoder (``pixel_head``) is taught beside the fold heads, right after the model's head, by the
-same good and masked images (their backbone features tapped in the same pass). Where the head
-is kept, training switches it on once the image score is settled (``decode_maps``): its defect
-probability becomes the graph's anomaly map, and the one calibration chooses its pixel
-threshold on the validation images (the images judged NG take their masks from it everywhere:
-evaluation, bundle, station, gate).
 """
 
 from __future__ import annotations
@@ -35,9 +27,8 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,7 +42,7 @@ from inspection.core.product_config import ModelConfig
 from inspection.data.dataset import Dataset, Sample
 from inspection.training.backbones import ResolvedWeights, channels_last
 from inspection.training.models.common import ModelKind
-from inspection.training.models.mixed import keep, pixel_head
+from inspection.training.models.mixed import keep
 from inspection.training.models.mixed.head import (
     SupervisedHead,
     head_network,
@@ -118,9 +109,6 @@ class SupervisedChoice:
     images); ``error_change`` (mixed minus patchcore over the draws) and its one-sided 95 %
     upper ``error_change_bound`` (kept where below 0)."""
     fusion: str = FUSION
-    pixel_decoder: dict[str, float] = field(default_factory=dict)
-    """The pixel decoder taught for the masks (empty: none; the model's map stays):
-    ``good_images``, ``masked_defects``, ``steps``, ``seconds``."""
 
 
 def build(config: ModelConfig, weights: ResolvedWeights) -> Patchcore:
@@ -190,153 +178,47 @@ def fit_for_model(
     labelled = dataset.labelled_samples
     statistics = _statistics(model, config, train, (validation, labelled), roi) if gate else None
     others = [train[i] for i in np.flatnonzero(~scaling)] if gate else []
-    masked = np.asarray([s.mask_path is not None for s in labelled])
-    decodes = roi is None and bool(masked.any())
     with torch.no_grad(), channels_last(inner):
-        with _tap(inner, decodes) as good_fine:
-            good_grid, good_distance = _cells(model, good, size, bits, leave_own_out=True)
-        with _tap(inner, decodes) as labelled_fine:
-            grid, distance = _cells(model, labelled, size, bits)
+        good_grid, good_distance = _cells(model, good, size, bits, leave_own_out=True)
+        grid, distance = _cells(model, labelled, size, bits)
         checked = _Checked(*_cells(model, validation, size, bits), _labels(validation))
         judged = _cells(model, others, size, bits, leave_own_out=True) if others else None
     targets, weights, image_level = _targets(labelled, size, grid.shape[-2:])
     teaching = _Teaching(good_grid, good_distance, grid, distance, targets, weights, image_level)
     judge = _Judge(model, teaching, checked, size, config.seed, statistics, judged, scaling)
-    pixels = None
-    if good_fine and labelled_fine:
-        rows = torch.from_numpy(masked)
-        pixels = _Pixels(
-            *(torch.cat(good_fine[layer]) for layer in pixel_head.FINE_LAYERS),
-            *(torch.cat(labelled_fine[layer])[rows] for layer in pixel_head.FINE_LAYERS),
-            rows, pixel_head.masks_of([labelled[i] for i in np.flatnonzero(masked)], size),
-        )  # fmt: skip
-    kept, reason, evidence, counts, decoder = _taught(judge, head, labelled, config, gate, pixels)
+    kept, reason, evidence, counts = _taught(judge, head, labelled, config, gate)
     if not kept:
         inner.supervised = SupervisedHead()  # empty: the model scores as PatchCore
-    decoded: dict[str, float] = {}
-    if kept and decoder is not None:
-        inner.pixel = decoder  # switched on by ``decode_maps`` once the scores are settled
-        decoded = {"good_images": len(good), "masked_defects": int(masked.sum()),
-                   "steps": pixel_head.STEPS, "seconds": counts.pop("decoder_seconds")}  # fmt: skip
-    counts.pop("decoder_seconds", None)
     kinds = sorted({s.defect_type for s in labelled})
     choice = SupervisedChoice(
         kept, reason,
         labelled={k: sum(s.defect_type == k for s in labelled) for k in kinds},
         masked=sum(s.mask_path is not None for s in labelled), good_images=len(good),
         cells=counts, seconds=round(time.perf_counter() - started, 2), evidence=evidence,
-        pixel_decoder=decoded,
     )  # fmt: skip
     logger.info("mixed model: %s in %.1f s", reason, choice.seconds)
     return choice
 
 
-@contextmanager
-def _tap(inner: Any, on: bool) -> Iterator[dict[str, list[torch.Tensor]]]:
-    """``pixel_head.tapped`` on ``inner``'s backbone (``on``; else nothing), run for real:
-    outputs kept by ``training.shared_features`` (``extractor`` of its wrapper) would skip the
-    layers the taps read."""
-    if not on:
-        yield {}
-        return
-    shared = inner.feature_extractor
-    inner.feature_extractor = getattr(shared, "extractor", shared)
-    try:
-        with pixel_head.tapped(inner.feature_extractor) as fine:
-            yield fine
-    finally:
-        inner.feature_extractor = shared
-
-
-def decode_maps(model: Any, supervised: SupervisedChoice | None) -> bool:
-    """Switch the mixed model's taught pixel decoder on (its map becomes the decoder's; the
-    scores stay): after the image score is settled (``image_score_blur`` is chosen on the
-    score's own maps). False where none was taught."""
-    if supervised is None or not supervised.pixel_decoder:
-        return False
-    model.model.pixel.taught.fill_(1.0)
-    return True
-
-
-@dataclass(frozen=True)
-class _Pixels:
-    """The pixel decoder's backbone inputs (``pixel_head.FINE_LAYERS``): of the good images
-    that teach the head and of the masked labelled defects (``masked`` (L,) bool over the
-    labelled ones), and those defects' (M, 1, H, W) masks."""
-
-    good_fine: torch.Tensor
-    good_mid: torch.Tensor
-    fine: torch.Tensor
-    mid: torch.Tensor
-    masked: torch.Tensor
-    masks: torch.Tensor
-
-
-def _teach_with_decoder(
-    head: SupervisedHead, teaching: _Teaching, pixels: _Pixels | None, seed: int
-) -> tuple[dict[str, int], pixel_head.PixelDecoder | None]:
-    """``_teach`` the model's head, then (``pixels``) the pixel decoder on its logits; the
-    cell counts (with ``decoder_seconds``) and the decoder (None without ``pixels``)."""
-    counts = _teach(head, teaching, seed)
-    if pixels is None:
-        return counts, None
-    started = time.perf_counter()
-    t, p = teaching, pixels
-    with torch.no_grad():
-        good_logit = head.logits(t.good_grid, t.good_distance)
-        distance, grid = t.distance[p.masked], t.grid[p.masked]
-        logit = head.logits(grid, distance)
-    decoder = pixel_head.fit_decoder(
-        pixel_head.PixelInputs(p.good_fine, p.good_mid, torch.cat([t.good_distance, good_logit], 1)),
-        pixel_head.PixelInputs(p.fine, p.mid, torch.cat([distance, logit], 1)),
-        p.masks, seed, draws=_DRAWS,
-    )  # fmt: skip
-    return {**counts, "decoder_seconds": round(time.perf_counter() - started, 2)}, decoder
-
-
-def pixel_inputs(
-    model: Any,
-    samples: Sequence[Sample],
-    size: tuple[int, int],
-    bits: int,
-    *,
-    leave_own_out: bool = False,
-) -> pixel_head.PixelInputs:
-    """The decoder's inputs of ``samples`` from a trained mixed ``Patchcore`` (one backbone
-    pass; ``leave_own_out``: training images' distances without their own bank rows)."""
-    inner = model.model
-    with torch.no_grad(), pixel_head.tapped(inner.feature_extractor) as fine:
-        grid, distance = _cells(model, samples, size, bits, leave_own_out=leave_own_out)
-        logit = inner.supervised.logits(grid, distance)
-    layers = (torch.cat(fine[layer]) for layer in pixel_head.FINE_LAYERS)
-    return pixel_head.PixelInputs(*layers, torch.cat([distance, logit.float()], 1))
-
-
 def _taught(
-    judge: _Judge,
-    head: SupervisedHead,
-    labelled: Sequence[Sample],
-    config: Any,
-    gate: bool,
-    pixels: _Pixels | None = None,
-) -> tuple[bool, str, dict[str, float], dict[str, int], pixel_head.PixelDecoder | None]:
-    """Teach ``head`` (then, with ``pixels``, the pixel decoder; where ``gate``, the keep
-    rule's fold heads beside them) and decide: (kept, reason, evidence, cell counts, decoder).
-    Where no head can be kept (``_Judge.unbeatable``) none is taught, and no cells are
-    counted."""
+    judge: _Judge, head: SupervisedHead, labelled: Sequence[Sample], config: Any, gate: bool
+) -> tuple[bool, str, dict[str, float], dict[str, int]]:
+    """Teach ``head`` (and, where ``gate``, the keep rule's fold heads) and decide: (kept,
+    reason, evidence, cell counts). Where no head can be kept (``_Judge.unbeatable``) none is
+    taught, and no cells are counted."""
     kinds, point = [s.defect_type for s in labelled], config.operating_point
     off = judge.unbeatable(kinds, point) if gate else None
     if off is not None:
-        return *off, {}, None
+        return *off, {}
     teaching, n_good = judge.teaching, len(judge.teaching.good_grid)
     with threads(1), ThreadPoolExecutor(HEADS_AT_ONCE) as pool:  # the model's and the fold heads
-        taught = pool.submit(_teach_with_decoder, head, teaching, pixels, config.seed)
+        taught = pool.submit(_teach, head, teaching, config.seed)
         folds = keep.cross_fitted(judge.fold, n_good, kinds, pool.map) if gate else None
-        counts, decoder = taught.result()
+        counts = taught.result()
     _fit_fusion(head, judge.checked)
     if not gate:
-        return True, "supervised: true", {}, counts, decoder
-    return *judge.decide(head, kinds, folds, point), counts, decoder
+        return True, "supervised: true", {}, counts
+    return *judge.decide(head, kinds, folds, point), counts
 
 
 @dataclass(frozen=True)

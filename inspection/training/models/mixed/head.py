@@ -12,15 +12,10 @@ their per-image peaks) and (a, b) are the same location and scale of the distanc
 head speaks in PatchCore's units, so an unlabelled kind still scores by its distance, and a
 labelled one by whichever part sees it more strongly. The image score is the fused grid's peak
 (``image_score: map_peak`` takes the blurred map's, as for PatchCore).
-
-Where a pixel decoder was taught (``pixel_head``), the model's anomaly map is the decoder's
-defect probability, swapped in last (``DecodedMaps``) after every image score above was taken
-from the fused cells' map: only the masks change.
 """
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -29,12 +24,6 @@ from anomalib.data import InferenceBatch
 from anomalib.models.components.base import DynamicBufferMixin
 from anomalib.models.image.patchcore.torch_model import PatchcoreModel
 
-from inspection.training.models.mixed.pixel_head import (
-    FINE_LAYERS,
-    PixelDecoder,
-    PixelInputs,
-    tapped,
-)
 from inspection.training.models.patchcore.image_score import MapPeakPatchcoreModel
 from inspection.training.models.patchcore.local_stats import FusedPatchcoreModel
 
@@ -68,14 +57,10 @@ class SupervisedHead(DynamicBufferMixin, torch.nn.Module):
         hidden = F.relu(F.conv2d(self.inputs(grid, distance), self.hidden_weight, self.hidden_bias))
         return F.conv2d(hidden, self.out_weight, self.out_bias, padding=1)
 
-    def fuse(
-        self, grid: torch.Tensor, distance: torch.Tensor, logits: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """(N, 1, h, w): per cell the max of the distance and the head in distance units
-        (``logits``: the head's, already computed)."""
+    def fuse(self, grid: torch.Tensor, distance: torch.Tensor) -> torch.Tensor:
+        """(N, 1, h, w): per cell the max of the distance and the head in distance units."""
         s = self.standardisers
-        logits = self.logits(grid, distance) if logits is None else logits
-        head = s[2] + s[3] * (logits - s[4]) / s[5]
+        head = s[2] + s[3] * (self.logits(grid, distance) - s[4]) / s[5]
         return torch.maximum(distance, head)
 
     def set_weights(self, network: torch.nn.Sequential) -> None:
@@ -104,7 +89,6 @@ class MixedCore(PatchcoreModel):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.supervised = SupervisedHead()
-        self.pixel = PixelDecoder()
 
     def cells(self, input_tensor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(embedding grid (N, C, h, w), kNN distance to the bank (N, 1, h, w)), as
@@ -121,43 +105,17 @@ class MixedCore(PatchcoreModel):
         if self.training or not self.supervised.enabled or self.tiler:
             return super().forward(input_tensor)
         input_tensor = input_tensor.type(self.memory_bank.dtype)
-        size = input_tensor.shape[-2:]
-        decoded = self.pixel.enabled
-        with tapped(self.feature_extractor) if decoded else nullcontext({}) as fine:
-            grid, distance = self.cells(input_tensor)
-        logits = self.supervised.logits(grid, distance)
-        fused = self.supervised.fuse(grid, distance, logits)
-        out = InferenceBatch(
-            pred_score=fused.amax(dim=(1, 2, 3)),
-            anomaly_map=self.anomaly_map_generator(fused, size),
-        )
-        if not (decoded and fine and all(fine.values())):  # no backbone pass: replayed
-            return out
-        coarse = torch.cat([distance, logits], 1).float()
-        inputs = PixelInputs(*(fine[layer][0] for layer in FINE_LAYERS), coarse)
-        return out._replace(pred_mask=self.pixel.probabilities(inputs, size))
+        grid, distance = self.cells(input_tensor)
+        fused = self.supervised.fuse(grid, distance)
+        anomaly_map = self.anomaly_map_generator(fused, input_tensor.shape[-2:])
+        return InferenceBatch(pred_score=fused.amax(dim=(1, 2, 3)), anomaly_map=anomaly_map)
 
 
-class DecodedMaps(PatchcoreModel):
-    """Listed first: the pixel decoder's probability (carried up in ``pred_mask`` by
-    ``MixedCore`` and the heads around it) becomes the anomaly map, after every score."""
-
-    def forward(self, input_tensor: torch.Tensor) -> torch.Tensor | InferenceBatch:
-        out = super().forward(input_tensor)
-        if not isinstance(out, InferenceBatch) or out.pred_mask is None:
-            return out
-        return InferenceBatch(pred_score=out.pred_score, anomaly_map=out.pred_mask)
-
-
-class MixedModel(DecodedMaps, MixedCore):
-    """The mixed model scored by its fused cells' peak."""
-
-
-class MixedMapPeakModel(DecodedMaps, MapPeakPatchcoreModel, MixedCore):
+class MixedMapPeakModel(MapPeakPatchcoreModel, MixedCore):
     """The mixed model scored by the map's peak (``image_score: map_peak``)."""
 
 
-class MixedFusedModel(DecodedMaps, FusedPatchcoreModel, MixedCore):
+class MixedFusedModel(FusedPatchcoreModel, MixedCore):
     """The mixed model with local statistics fused too (their standardisers see its cells)."""
 
 
@@ -165,4 +123,4 @@ def mixed_model_class(local_statistics: bool, map_peak: bool) -> type[PatchcoreM
     """The mixed torch model class for PatchCore's other heads (``Patchcore.__init__``)."""
     if local_statistics:
         return MixedFusedModel
-    return MixedMapPeakModel if map_peak else MixedModel
+    return MixedMapPeakModel if map_peak else MixedCore

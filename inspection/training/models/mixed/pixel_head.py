@@ -1,28 +1,19 @@
-"""The mixed model's pixel decoder: the anomaly map of a mixed model taught by masked defects.
+"""A trial (#67, not wired into the model): a supervised pixel decoder for the masks.
 
 The mixed model's head scores PatchCore's stride-8 cells; a 2-3 px crack is blurred over a
-cell. ``PixelDecoder`` predicts a defect probability per stride-4 pixel from the frozen
-backbone's stride-2 (max-pooled) and stride-4 features (``FINE_LAYERS``, tapped while the model
-computes its cells) and the stride-8 cells the model already has (kNN distance and the head's
-logit), upsampled. It is taught by the labelled defects' masks (image-level labels teach no
-pixel) and by the good images' pixels, with class-balanced BCE plus soft Dice at full
-resolution (``fit_decoder``).
-
-Design (#67): the decoder lives in the graph and its probability IS the anomaly map a mixed
-model outputs (``head.DecodedMaps``); the image score is computed before, from the fused cells'
-map, and is unchanged. So nothing downstream changes: the pixel threshold and the segmentation
-are chosen by the one calibration (``core.calibration``) on the validation images' maps, the
-station, the bundle schema, the verdict's mask rule (``core.verdict.ng_mask``), SAM prompts,
-the dashboard heatmap and the INT8/bf16 gate's mask check all see the decoder's map as they
-saw the model's. It is taught (``mixed.fit_pixel_decoder``) only where a head is kept and
-masked labelled defects exist, and not with a training ROI (the ROI's score is the map's peak
-inside it). Measured: ``reports/learning/decoder_wired.md``.
+cell. ``PixelDecoder`` predicts a defect logit per stride-4 pixel from the frozen backbone's
+stride-2 (max-pooled) and stride-4 features (``FINE_LAYERS``, tapped while the model computes
+its cells) and the stride-8 cells the model already has (kNN distance and the head's logit),
+upsampled. It is taught by the labelled defects' masks (image-level labels teach no pixel)
+and by the good images' pixels, with class-balanced BCE plus soft Dice at full resolution. The
+mask of an image judged NG would be its probability above a threshold chosen on the
+validation defects; the image score is untouched. ``bench/mask_decoder_trial.py`` measures it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +21,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from inspection.core.metrics import JudgedSet, mask_counts, mask_figures
 from inspection.data.dataset import Sample
+from inspection.training.models.mixed import _cells
 from inspection.training.samples import load_mask
 
 FINE_LAYERS = ("blocks.0", "blocks.1")
@@ -40,6 +33,8 @@ HIDDEN = 8
 STEPS = 300
 BATCH = 8
 LEARNING_RATE = 3e-3
+THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.05), 2)
+"""Probability thresholds the validation defects choose from."""
 
 
 @dataclass(frozen=True)
@@ -81,12 +76,6 @@ class PixelDecoder(torch.nn.Module):
         self.body = torch.nn.Sequential(*layers, torch.nn.ReLU(), torch.nn.Conv2d(HIDDEN, 1, 1))
         self.register_buffer("shift", torch.zeros(1, fine + mid + coarse, 1, 1))
         self.register_buffer("scale", torch.ones(1, fine + mid + coarse, 1, 1))
-        self.register_buffer("taught", torch.zeros(()))
-
-    @property
-    def enabled(self) -> bool:
-        """Taught (``fit_decoder``): the mixed model's map is this decoder's."""
-        return bool(self.taught)
 
     def standardise_on(self, good: PixelInputs) -> None:
         """z-score every joined channel on the good images' pixels."""
@@ -106,21 +95,18 @@ class PixelDecoder(torch.nn.Module):
         bias = self.join.bias - (weight * self.shift).sum((1, 2, 3))
         return self.body(F.conv2d(self._joined(fine, mid, coarse), weight, bias))
 
-    def probabilities(self, inputs: PixelInputs, size: Sequence[int]) -> torch.Tensor:
-        """(N, 1, H, W) defect probability at the image size (logits upsampled bilinearly)."""
-        logits = self(inputs.fine, inputs.mid, inputs.coarse)
-        return torch.sigmoid(F.interpolate(logits, size=tuple(size), mode="bilinear"))
+    def probabilities(self, inputs: PixelInputs, size: tuple[int, int]) -> torch.Tensor:
+        """(N, H, W) defect probability at the image size (logits upsampled bilinearly)."""
+        with torch.no_grad():
+            logits = self(inputs.fine, inputs.mid, inputs.coarse)
+            return torch.sigmoid(F.interpolate(logits, size=size, mode="bilinear")).squeeze(1)
 
 
 @contextmanager
-def tapped(extractor: torch.nn.Module) -> Iterator[dict[str, list[torch.Tensor]]]:
-    """The outputs of ``FINE_LAYERS`` while ``extractor`` runs, per layer in call order (no
-    lists where ``extractor`` lacks them, e.g. replayed embeddings: no backbone runs)."""
+def _tapped(extractor: torch.nn.Module) -> Iterator[dict[str, list[torch.Tensor]]]:
+    """The outputs of ``FINE_LAYERS`` while ``extractor`` runs, per layer in call order."""
     modules = dict(extractor.named_modules())
-    names = [next((n for n in modules if n.endswith(layer)), None) for layer in FINE_LAYERS]
-    if None in names:
-        yield {}
-        return
+    names = [next(n for n in modules if n.endswith(layer)) for layer in FINE_LAYERS]
     outputs: dict[str, list[torch.Tensor]] = {layer: [] for layer in FINE_LAYERS}
     handles = [
         modules[name].register_forward_hook(
@@ -135,31 +121,43 @@ def tapped(extractor: torch.nn.Module) -> Iterator[dict[str, list[torch.Tensor]]
             handle.remove()
 
 
+def pixel_inputs(
+    model: Any,
+    samples: Sequence[Sample],
+    size: tuple[int, int],
+    bits: int,
+    *,
+    leave_own_out: bool = False,
+) -> PixelInputs:
+    """The decoder's inputs of ``samples`` from a trained mixed ``Patchcore`` (one backbone
+    pass; ``leave_own_out``: training images' distances without their own bank rows)."""
+    inner = model.model
+    with torch.no_grad(), _tapped(inner.feature_extractor) as tapped:
+        grid, distance = _cells(model, samples, size, bits, leave_own_out=leave_own_out)
+        head = inner.supervised
+        logit = head.logits(grid, distance) if head.enabled else torch.zeros_like(distance)
+    fine, mid = (torch.cat(tapped[layer]) for layer in FINE_LAYERS)
+    return PixelInputs(fine, mid, torch.cat([distance, logit.float()], 1))
+
+
 def masks_of(samples: Sequence[Sample], size: tuple[int, int]) -> torch.Tensor:
     """(N, 1, H, W) float ground truth (all zero for good images)."""
     return torch.from_numpy(np.stack([load_mask(s, size) for s in samples])).float().unsqueeze(1)
 
 
 def fit_decoder(
-    good: PixelInputs,
-    defects: PixelInputs,
-    masks: torch.Tensor,
-    seed: int,
-    draws: AbstractContextManager[Any] | None = None,
+    good: PixelInputs, defects: PixelInputs, masks: torch.Tensor, seed: int
 ) -> PixelDecoder:
     """A decoder taught by the good images (every pixel negative) and the masked labelled
     defects (``masks`` (L, 1, H, W)): class-balanced BCE plus soft Dice, ``STEPS`` Adam steps
-    on seeded batches of ``BATCH`` images (``draws``: held while it draws its seeded init,
-    beside heads taught in other threads). Left off (``taught`` 0): the caller switches it
-    on once the image scores are settled."""
+    on seeded batches of ``BATCH`` images."""
     inputs = PixelInputs.cat([good, defects])
     targets = torch.cat([torch.zeros(len(good.fine), *masks.shape[1:]), masks])
     n_pos = float(targets.sum())
     n_neg = float(targets.numel()) - n_pos
     positive_weight, negative_weight = 0.5 * targets.numel() / n_pos, 0.5 * targets.numel() / n_neg
-    with draws or nullcontext(), torch.random.fork_rng():  # the run's stream is left as it was
-        torch.manual_seed(seed)
-        decoder = PixelDecoder(good.fine.shape[1], good.mid.shape[1], good.coarse.shape[1])
+    torch.manual_seed(seed)
+    decoder = PixelDecoder(good.fine.shape[1], good.mid.shape[1], good.coarse.shape[1])
     decoder.standardise_on(good)
     optimiser = torch.optim.Adam(decoder.parameters(), LEARNING_RATE)
     generator = torch.Generator().manual_seed(seed)
@@ -175,3 +173,16 @@ def fit_decoder(
         loss.backward()
         optimiser.step()
     return decoder.eval()
+
+
+def pixel_threshold(probabilities: torch.Tensor, masks: torch.Tensor) -> float:
+    """The probability threshold of the best pooled pixel F1 (``core.metrics.mask_figures``)
+    on (N, H, W) defect images with (N, 1, H, W) ground truth."""
+    truth = masks.squeeze(1).numpy() > 0.5
+    every = np.ones(len(truth), np.int64)
+
+    def f1(threshold: float) -> float:
+        judged = JudgedSet(every.astype(bool), (probabilities >= threshold).numpy(), 0 * every)
+        return mask_figures(mask_counts(judged, truth), every)["pixel_f1"] or 0.0
+
+    return float(max(THRESHOLDS, key=f1))

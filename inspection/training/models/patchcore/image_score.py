@@ -71,7 +71,7 @@ class MapPeakHead(DynamicBufferMixin, torch.nn.Module):
 
     def forward(self, out: InferenceBatch) -> InferenceBatch:
         amap = out.anomaly_map if out.anomaly_map.ndim == 4 else out.anomaly_map.unsqueeze(1)
-        return out._replace(pred_score=self.peaks(amap))  # a decoder's map rides along
+        return InferenceBatch(pred_score=self.peaks(amap), anomaly_map=out.anomaly_map)
 
 
 class MapPeakPatchcoreModel(PatchcoreModel):

@@ -156,7 +156,7 @@ class FusedPatchcoreModel(PatchcoreModel):
             s = self.local_stats.standardisers
             score = torch.maximum((out.pred_score - s[0]) / s[1], (side.pred_score - s[2]) / s[3])
             amap = torch.maximum((out.anomaly_map - s[4]) / s[5], (side.anomaly_map - s[6]) / s[7])
-            out = out._replace(pred_score=score, anomaly_map=amap)  # a decoder's map rides along
+            out = InferenceBatch(pred_score=score, anomaly_map=amap)
         return out if self.map_peak is None else self.map_peak(out)
 
     @property

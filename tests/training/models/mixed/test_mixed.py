@@ -16,7 +16,6 @@ from inspection.core.product_config import model_config_from_mapping
 from inspection.core.registry import Registry
 from inspection.data.dataset import load_dataset
 from inspection.data.demo import write_demo_product
-from inspection.training.evaluate import predict
 from inspection.training.models.mixed import (
     HEADS_AT_ONCE,
     _Checked,
@@ -27,7 +26,6 @@ from inspection.training.models.mixed import (
     _Teaching,
     _without_own_rows,
     keep,
-    pixel_inputs,
     supervised_config,
 )
 from inspection.training.models.mixed.head import MixedCore, SupervisedHead, head_network
@@ -110,9 +108,7 @@ def test_a_product_without_labels_trains_plain_patchcore(
     record = trained_patchcore.record  # type: ignore[attr-defined]
     assert "supervised" not in record.extra
     model = load_trained_model(record)
-    assert not any(
-        name.startswith(("model.supervised.", "model.pixel.")) for name in model.state_dict()
-    )
+    assert not any("supervised" in name for name in model.state_dict())
 
 
 def test_supervised_true_without_labels_names_the_folder(tiny_product: Path) -> None:
@@ -132,30 +128,22 @@ def test_leave_own_out_distances_skip_the_images_own_bank_rows() -> None:
     assert float(distance.min()) > 0
 
 
-@pytest.fixture(scope="module")
-def bundle_dir(mixed: TrainOutcome, registry: Registry) -> Path:
-    """The FP32 bundle of the mixed version."""
-    from inspection.training.export import ExportOptions
+def test_the_bundle_carries_the_head(
+    mixed: TrainOutcome, registry: Registry, labelled_product: Path
+) -> None:
+    """The FP32 export of the mixed version scores as the torch model (one graph)."""
+    from inspection.training.export import ExportOptions, run_bundle
     from inspection.training.registry_export import RegistryExport, export_bundle
+    from inspection.training.samples import Predictions
 
     result = export_bundle(
         registry, "grass", ExportOptions(precision="fp32"),
         RegistryExport(version=mixed.record.version),
     )  # fmt: skip
-    return Path(result.bundle_dir)
-
-
-def test_the_bundle_carries_the_head(
-    mixed: TrainOutcome, bundle_dir: Path, labelled_product: Path
-) -> None:
-    """The FP32 export of the mixed version scores as the torch model (one graph)."""
-    from inspection.training.export import run_bundle
-    from inspection.training.samples import Predictions
-
     predictions: Predictions = mixed.predictions
     samples = load_dataset(labelled_product).test_samples
     held = [s for s in samples if str(s.path) in set(map(str, predictions.paths))]
-    raw = run_bundle(bundle_dir, held)
+    raw = run_bundle(result.bundle_dir, held)
     order = [list(map(str, predictions.paths)).index(str(s.path)) for s in held]
     np.testing.assert_allclose(raw.scores, predictions.scores[order], rtol=1e-3, atol=1e-3)
 
@@ -419,54 +407,3 @@ def test_no_head_is_taught_where_none_could_be_kept(mixed: TrainOutcome) -> None
     assert off[2]["good"] == 6 and off[2]["defects"] == 6  # the teaching images judged too
     missed = dataclasses.replace(checked, distance=torch.cat([good_distance, distance - 2.5]))
     assert dataclasses.replace(judge, checked=missed).unbeatable(kinds, BUDGET) is None
-
-
-def test_judged_ng_masks_come_from_the_pixel_decoder(
-    mixed: TrainOutcome, bundle_dir: Path, labelled_product: Path
-) -> None:
-    """The mixed model's map is its pixel decoder's probability, in torch, in the exported
-    graph and through the station's inference path; its image scores are the fused cells' as
-    without the decoder, and the verdict's mask rule sees the decoder's map."""
-    import cv2
-
-    from inspection.core.calibration import normalize_maps
-    from inspection.core.images import read_image
-    from inspection.core.verdict import ng_mask
-    from inspection.runtime.inspector import Inspector
-    from inspection.training.export import run_bundle
-
-    record, model, predictions = mixed.record, mixed.model, mixed.predictions
-    assert record.extra["supervised"]["pixel_decoder"]["masked_defects"] == 12
-    paths = list(map(str, predictions.paths))
-    held = sorted(
-        (s for s in load_dataset(labelled_product).test_samples if str(s.path) in set(paths)),
-        key=lambda s: paths.index(str(s.path)),
-    )
-    size, bits = tuple(record.config["image_size"]), record.config["image_bits"]
-    inner = model.model
-    with torch.no_grad():
-        decoded = inner.pixel.probabilities(pixel_inputs(model, held, size, bits), size)
-    decoded = decoded.squeeze(1).numpy()
-    np.testing.assert_allclose(predictions.maps, decoded, atol=1e-4)
-    off = load_trained_model(record)
-    off.model.pixel.taught.zero_()
-    undecoded = predict(off, held, image_size=size, bits=bits)
-    np.testing.assert_allclose(undecoded.scores, predictions.scores, rtol=1e-5, atol=1e-5)
-    assert np.abs(undecoded.maps - decoded).max() > 0.1  # the cells' map is another map
-
-    raw = run_bundle(bundle_dir, held)
-    np.testing.assert_allclose(raw.scores, predictions.scores, rtol=1e-3, atol=1e-3)
-    np.testing.assert_allclose(raw.maps, decoded, atol=2e-3)
-    inspector = Inspector.from_bundle(bundle_dir)
-    norm = inspector.metadata.normalization
-    judged = 0
-    for sample, decoder_map in zip(held, decoded, strict=True):
-        image = cv2.resize(read_image(sample.path, bits=bits), size[::-1])
-        outcome = inspector.inspect(image)
-        if outcome.verdict != "NG":
-            continue
-        judged += 1
-        rule = inspector.metadata.segmentation_rule
-        expected = ng_mask(normalize_maps(decoder_map, norm), rule)
-        assert (outcome.mask == expected).mean() > 0.97
-    assert judged > 0
