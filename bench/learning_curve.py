@@ -188,7 +188,7 @@ def machine() -> dict[str, str]:
 def run(args: argparse.Namespace) -> None:
     out = REPORTS / f"{args.name}.json"
     rows = json.loads(out.read_text()) if out.is_file() else []
-    done = {(r["product"], r["k"], r["variant"], r["left_out"]) for r in rows}
+    done = {(r["product"], r["k"], r["variant"], r["left_out"], r.get("seed", 0)) for r in rows}
     jobs = []
     for product in args.products.split(","):
         for variant in args.variants.split(","):
@@ -201,7 +201,7 @@ def run(args: argparse.Namespace) -> None:
 
                 jobs += [(product, N_LABELLED, "unseen", kind) for kind in defect_kinds(product)]
     for job in jobs:
-        if job in done:
+        if (*job, args.seed) in done:  # a row of another seed is another run
             continue
         log.info("training %s k=%d %s (left out: %s)", *job)
         row = run_one(job[0], job[1], job[2], Path(args.work), job[3], args.seed)
