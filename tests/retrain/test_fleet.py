@@ -142,15 +142,16 @@ def test_a_retraining_past_its_time_is_stopped_and_recorded(
     champion_config = load_model_config("patchcore", overrides=SIZE)
     train_champion(champion_config, tiny_product, product="brick", registry=registry, actor="test")
     champion = registry.journal.live("brick")
+    Store.migrated(site.store_url, site.blob_dir).engine.dispose()  # no reviews yet
     config = retrain_config_from_mapping(
         {"gate": GATE, "work_dir": str(tmp_path / "work"), "warmup": 1,
-         "products": {"brick": {"timeout_minutes": 0.05}}}  # 3 s: training and export take more
+         "products": {"brick": {"timeout_minutes": 0.02}}}  # 1.2 s: imports and training take more
     )  # fmt: skip
     with ThreadPoolExecutor(1) as pool:
         task = pool.submit(retrain_task, "brick", site, config, FleetOptions(overrides=SIZE))
         child = _child_named("retrain-brick")
         outcome = task.result(timeout=60)
-    assert outcome.status == "failed" and "stopped after 0.05 min" in outcome.detail
+    assert outcome.status == "failed" and "stopped after 0.02 min" in outcome.detail
     assert not child.is_alive() and outcome.where.endswith(f":{child.pid}")
     failed = [e for e in registry.journal.events("brick") if e.get("status") == "failed"]
     assert [e["stage"] for e in failed] == ["timeout"]
