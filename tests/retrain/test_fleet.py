@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from inspection.core.config import SiteConfig
 from inspection.core.errors import InspectionError
 from inspection.core.registry import Registry
 from inspection.retrain.config import retrain_config_from_mapping
@@ -134,15 +135,8 @@ def test_a_retraining_past_its_time_is_stopped_and_recorded(
 ) -> None:
     """``timeout_minutes`` in retrain.yaml: the product retrains in a child that is killed
     when its time is up; the task returns a ``timeout`` failure and nothing is promoted."""
-    from inspection.core.product_config import load_model_config
-    from inspection.retrain.demo import train_champion
-
-    site = scratch_site(tmp_path, tiny_product.parent)
-    registry = Registry(site.registry_dir)
-    champion_config = load_model_config("patchcore", overrides=SIZE)
-    train_champion(champion_config, tiny_product, product="brick", registry=registry, actor="test")
+    site, registry, _ = _site_with_champions(tmp_path, tiny_product, ["brick"])
     champion = registry.journal.live("brick")
-    Store.migrated(site.store_url, site.blob_dir).engine.dispose()  # no reviews yet
     config = retrain_config_from_mapping(
         {"gate": GATE, "work_dir": str(tmp_path / "work"), "warmup": 1,
          "products": {"brick": {"timeout_minutes": 0.02}}}  # 1.2 s: imports and training take more
@@ -153,9 +147,29 @@ def test_a_retraining_past_its_time_is_stopped_and_recorded(
         outcome = task.result(timeout=60)
     assert outcome.status == "failed" and "stopped after 0.02 min" in outcome.detail
     assert not child.is_alive() and outcome.where.endswith(f":{child.pid}")
-    failed = [e for e in registry.journal.events("brick") if e.get("status") == "failed"]
-    assert [e["stage"] for e in failed] == ["timeout"]
+    [event] = [e for e in registry.journal.events("brick") if e["action"] == "retrain"]
+    assert (event["status"], event["stage"]) == ("failed", "timeout")
     assert registry.journal.live("brick") == champion
+
+
+def _site_with_champions(
+    tmp_path: Path, tiny_product: Path, products: list[str]
+) -> tuple[SiteConfig, Registry, dict[str, str]]:
+    """A scratch site whose ``products`` each have a live champion (bundle ids returned) and
+    whose results store is migrated, with no reviews yet."""
+    from inspection.core.product_config import load_model_config
+    from inspection.retrain.demo import train_champion
+
+    site = scratch_site(tmp_path, tiny_product.parent)
+    registry = Registry(site.registry_dir)
+    config = load_model_config("patchcore", overrides=SIZE)
+    champions = {
+        product: train_champion(config, tiny_product, product=product, registry=registry,
+                                actor="test")
+        for product in products
+    }  # fmt: skip
+    Store.migrated(site.store_url, site.blob_dir).engine.dispose()
+    return site, registry, champions
 
 
 def _child_named(name: str, seconds: float = 30.0) -> multiprocessing.process.BaseProcess:
@@ -176,19 +190,8 @@ def test_ray_fleet_retrains_through_the_registry(tmp_path: Path, tiny_product: P
     fails alone, its reason recorded, and the run ends."""
     import ray
 
-    from inspection.core.product_config import load_model_config
-    from inspection.retrain.demo import train_champion
-
     address = _ray_head()
-    site = scratch_site(tmp_path, tiny_product.parent)
-    registry = Registry(site.registry_dir)
-    config = load_model_config("patchcore", overrides=SIZE)
-    champions = {
-        product: train_champion(config, tiny_product, product=product, registry=registry,
-                                actor="test")
-        for product in ("brick", "twin")
-    }  # fmt: skip
-    Store.migrated(site.store_url, site.blob_dir).engine.dispose()  # no reviews yet
+    site, registry, champions = _site_with_champions(tmp_path, tiny_product, ["brick", "twin"])
     budget = round(_libraries_gb() + 0.35, 2)  # a Ray child holds more; too little to retrain
     twin = {"dataset": str(tiny_product), "memory_gb": budget}
     retrain_config = retrain_config_from_mapping(
