@@ -2,6 +2,7 @@
 
     heavy .venv/bin/python bench/learning_curve.py run [--products grass,gravel] [--k 0,20]
         [--variants same,unlike,unseen] [--work var/bench-learning] [--name curve] [--seed 0]
+        [--set key=value ...]
     .venv/bin/python bench/learning_curve.py report   # curve.md again from curve.json
 
 Per product (demo family brick, grass, gravel; evaluation family weave, tissue, part, which
@@ -15,6 +16,8 @@ Variants (k = 20 only): ``unlike``, labelled defects drawn 1.5x larger at 0.6 of
 (``data.demo.unlike_defects``; texture products); ``unseen``, one kind left out of the labels
 at a time (its miss against k = 0's). Results append to ``reports/learning/<name>.json``
 (``curve`` unless ``--name``: a trial writes beside the committed curve, not over it).
+``--set key=value`` (repeatable) overrides the model config as ``inspection train --set``
+does; each row records its overrides and a row of other overrides is another run.
 """
 
 from __future__ import annotations
@@ -75,9 +78,10 @@ def run_one(
     work: Path,
     leave_out: str | None = None,
     seed: int | None = None,
+    overrides: tuple[str, ...] = (),
 ) -> dict:
     """Train one (product, k, variant) and return its held-out figures (``seed``: the
-    config's seed instead of its own)."""
+    config's seed instead of its own; ``overrides``: ``key=value`` config overrides)."""
     from inspection.core.product_config import load_model_config, load_product_config
     from inspection.core.registry import Registry
     from inspection.data.dataset import load_dataset
@@ -86,7 +90,7 @@ def run_one(
     dataset = labelled_subset(
         load_dataset(dataset_for(product, work, variant == "unlike")), k, leave_out
     )
-    config = load_model_config("patchcore", product=product)
+    config = load_model_config("patchcore", product=product, overrides=overrides)
     if seed is not None:  # another draw of the validation/held-out split, coreset and head
         config = dataclasses.replace(config, seed=seed)
     started = time.perf_counter()
@@ -114,15 +118,18 @@ def run_one(
         "n_defective": overall.n_defective, "n_good": overall.n_good, "kinds": kinds,
         "supervised": record.extra.get("supervised"),
         "local_statistics": (record.extra.get("local_statistics") or {}).get("kept"),
-        "train_seconds": round(seconds, 1), "seed": config.seed,
+        "train_seconds": round(seconds, 1), "seed": config.seed, "overrides": list(overrides),
     }  # fmt: skip
 
 
-def station(work: Path, product: str, samples: int) -> None:
+def station(
+    work: Path, product: str, samples: int, overrides: tuple[str, ...] = (), name: str = "curve"
+) -> None:
     """Station cost of the mixed model: train ``product`` at k = 0 and 20, export FP32 (and
     INT8, gated) bundles, then time ``Inspector.inspect`` (the station path: preprocess,
     OpenVINO, postprocess, regions) on held-out images, the bundles taking turns image by
-    image. Run it as ``heavy --alone``; writes ``station.json`` and ``station.md``."""
+    image. Run it as ``heavy --alone``; writes ``station.json`` (``<name>_station.json``
+    with another ``--name``; ``overrides``: as for ``run``)."""
     import numpy as np
 
     from inspection.core.images import read_image
@@ -137,9 +144,10 @@ def station(work: Path, product: str, samples: int) -> None:
     full = load_dataset(dataset_for(product, work))
     bundles, gates = {}, {}
     for k in (0, N_LABELLED):
-        registry = Registry(work / f"station-registry-k{k}")
+        registry = Registry(work / f"station-registry-{name}-k{k}")
         if product not in registry.bundles.products() or not registry.bundles.versions(product):
-            train_model(load_model_config("patchcore", product=product), labelled_subset(full, k),
+            config = load_model_config("patchcore", product=product, overrides=overrides)
+            train_model(config, labelled_subset(full, k),
                         product=product, registry=registry, progress=False,
                         roi=load_product_config(product).roi)  # fmt: skip
         for precision in ("fp32", "int8"):
@@ -167,10 +175,12 @@ def station(work: Path, product: str, samples: int) -> None:
                     times[name].append((time.perf_counter() - started) * 1000)
     result = {
         "product": product, "images": len(images), "gates": gates, "machine": machine(),
+        "overrides": list(overrides),
         "p50_ms": {n: round(float(np.median(t)), 3) for n, t in times.items()},
         "p95_ms": {n: round(float(np.percentile(t, 95)), 3) for n, t in times.items()},
     }  # fmt: skip
-    (REPORTS / "station.json").write_text(json.dumps(result, indent=1) + "\n")
+    out = REPORTS / ("station.json" if name == "curve" else f"{name}_station.json")
+    out.write_text(json.dumps(result, indent=1) + "\n")
     log.info("%s", result)
 
 
@@ -188,7 +198,18 @@ def machine() -> dict[str, str]:
 def run(args: argparse.Namespace) -> None:
     out = REPORTS / f"{args.name}.json"
     rows = json.loads(out.read_text()) if out.is_file() else []
-    done = {(r["product"], r["k"], r["variant"], r["left_out"], r.get("seed", 0)) for r in rows}
+    overrides = tuple(args.set)
+    done = {
+        (
+            r["product"],
+            r["k"],
+            r["variant"],
+            r["left_out"],
+            r.get("seed", 0),
+            *r.get("overrides", []),
+        )
+        for r in rows
+    }
     jobs = []
     for product in args.products.split(","):
         for variant in args.variants.split(","):
@@ -201,16 +222,17 @@ def run(args: argparse.Namespace) -> None:
 
                 jobs += [(product, N_LABELLED, "unseen", kind) for kind in defect_kinds(product)]
     for job in jobs:
-        if (*job, args.seed) in done:  # a row of another seed is another run
+        if (*job, args.seed, *overrides) in done:  # another seed or overrides: another run
             continue
         log.info("training %s k=%d %s (left out: %s)", *job)
-        row = run_one(job[0], job[1], job[2], Path(args.work), job[3], args.seed)
+        row = run_one(job[0], job[1], job[2], Path(args.work), job[3], args.seed, overrides)
         row["machine"] = machine()
         rows = json.loads(out.read_text()) if out.is_file() else []  # other runs' rows too
         rows.append(row)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(rows, indent=1) + "\n")
-        log.info("%s", {k: row[k] for k in ("product", "k", "variant", "image_auroc", "missed")})
+        log.info("%s", {k: row[k] for k in ("product", "k", "variant", "image_auroc", "missed",
+                                            "train_seconds")})  # fmt: skip
     report(rows, args.name)
 
 
@@ -222,6 +244,7 @@ def report(rows: list[dict], name: str = "curve") -> None:
     """Write ``<name>.md`` from the rows (sorted: product, variant, k; machine: the last run's)."""
     last = rows[-1]["machine"] if rows else None
     rows = sorted(rows, key=lambda r: (r["product"], r["variant"], r["left_out"] or "", r["k"]))
+    configs = sorted({tuple(r.get("overrides", [])) for r in rows})
     lines = [
         "# Learning curve: the mixed model against labelled defects per kind (#67)",
         "",
@@ -231,14 +254,20 @@ def report(rows: list[dict], name: str = "curve") -> None:
         "false-reject budget: missed/n (exact 95 % upper bound); LINE-READY needs every kind's",
         "bound <= 10 %. NG F1: judged-NG pixel F1. FR: held-out false-reject rate. Each k > 0",
         "row is the model `supervised: auto` ships: its head dropped by the keep rule gives k = 0's.",
+        "Train s: the training's wall seconds. Config overrides (`--set`), by the config column:",
+        "",
+        *[
+            f"- {_config(o, configs)}: {' '.join(o) or 'none (the project config)'}"
+            for o in configs
+        ],
         "",
     ]
     for family, products in (
         ("Demo family", DEMO_FAMILY),
         ("Evaluation family", EVALUATION_FAMILY),
     ):
-        lines += [f"## {family}", "", "| product | k | variant | image AUROC | missed | per kind: missed/n (95 % bound) | NG F1 | FR | line-ready |",
-                  "|---|---:|---|---:|---:|---|---:|---:|---|"]  # fmt: skip
+        lines += [f"## {family}", "", "| product | k | variant | config | seed | image AUROC | missed | per kind: missed/n (95 % bound) | NG F1 | FR | line-ready | train s |",
+                  "|---|---:|---|---|---:|---:|---:|---|---:|---:|---|---:|"]  # fmt: skip
         for row in rows:
             if row["product"] not in products:
                 continue
@@ -246,9 +275,12 @@ def report(rows: list[dict], name: str = "curve") -> None:
             ready = all((v["miss_high"] or 1) <= 0.10 for v in row["kinds"].values())
             variant = row["variant"] + (f" (no {row['left_out']})" if row["left_out"] else "")
             lines.append(
-                f"| {row['product']} | {row['k']} | {variant} | {row['image_auroc']:.3f} | "
+                f"| {row['product']} | {row['k']} | {variant} | "
+                f"{_config(tuple(row.get('overrides', [])), configs)} | {row.get('seed', 0)} | "
+                f"{row['image_auroc']:.3f} | "
                 f"{row['missed']}/{row['n_defective']} | {kinds} | {_f(row['ng_pixel_f1'])} | "
-                f"{_f(row['false_reject_rate'])} | {'yes' if ready else 'no'} |"
+                f"{_f(row['false_reject_rate'])} | {'yes' if ready else 'no'} | "
+                f"{row['train_seconds']} |"
             )
         lines.append("")
     lines += unseen_lines(rows) + mask_lines(rows)
@@ -293,6 +325,10 @@ def mask_lines(rows: list[dict]) -> list[str]:
     return [*lines, ""]
 
 
+def _config(overrides: tuple[str, ...], configs: list[tuple[str, ...]]) -> str:
+    return f"c{configs.index(overrides)}"
+
+
 def _f(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
@@ -309,13 +345,17 @@ def main() -> None:
     parser.add_argument("--work", default=str(WORK))
     parser.add_argument("--seed", type=int, help="run: the config's seed (default its own, 0)")
     parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="run, station: a model config override (repeatable), as `inspection train --set`",
+    )  # fmt: skip
+    parser.add_argument(
         "--name", default="curve", help="run, report: reports/learning/<name>.json (and .md)"
     )
     args = parser.parse_args()
     if args.command == "report":
         report(json.loads((REPORTS / f"{args.name}.json").read_text()), args.name)
     elif args.command == "station":
-        station(Path(args.work), args.product, args.samples)
+        station(Path(args.work), args.product, args.samples, tuple(args.set), args.name)
     else:
         run(args)
 
