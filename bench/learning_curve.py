@@ -200,16 +200,10 @@ def run(args: argparse.Namespace) -> None:
     rows = json.loads(out.read_text()) if out.is_file() else []
     overrides = tuple(args.set)
     done = {
-        (
-            r["product"],
-            r["k"],
-            r["variant"],
-            r["left_out"],
-            r.get("seed", 0),
-            *r.get("overrides", []),
-        )
+        (r["product"], r["k"], r["variant"], r["left_out"], r.get("seed", 0),
+         tuple(r.get("overrides", [])))
         for r in rows
-    }
+    }  # fmt: skip
     jobs = []
     for product in args.products.split(","):
         for variant in args.variants.split(","):
@@ -222,7 +216,7 @@ def run(args: argparse.Namespace) -> None:
 
                 jobs += [(product, N_LABELLED, "unseen", kind) for kind in defect_kinds(product)]
     for job in jobs:
-        if (*job, args.seed, *overrides) in done:  # another seed or overrides: another run
+        if (*job, args.seed, overrides) in done:  # another seed or overrides: another run
             continue
         log.info("training %s k=%d %s (left out: %s)", *job)
         row = run_one(job[0], job[1], job[2], Path(args.work), job[3], args.seed, overrides)
