@@ -464,7 +464,7 @@ def test_raw_service_calls_get_no_session_identity_or_method_unchecked(
         "ActivateSession",
         "CreateSession",
         "OpenSecureChannel",
-        "halt by op-a (operator)",
+        "Halt by op-a (operator)",
     ):
         assert any(what in message for message in refusals), (what, refusals)
     assert any("wrong user name or password" in m for m in refusals)
