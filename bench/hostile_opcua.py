@@ -65,6 +65,7 @@ EXPECTED = (
     "each refused",
     "3 of 3 named",
     "told ResultState 2",
+    "5 made, then BadTooManySubscriptions; the MES's subscribe: Good",
 )
 """How each "now" row starts: refused, or (foreign stop, Reset, reused MeasId, subscriptions,
 the control journal, a timeout) handled."""
@@ -203,7 +204,11 @@ async def opcua_cases(plant: Plant) -> list[dict[str, str]]:
 
     async def case(name: str, run: Callable[[], Any]) -> None:
         await p.ready()
-        rows.append({"case": name, "outcome": str(await run())})
+        try:
+            outcome = str(await run())
+        except Exception as exc:  # an attack that broke the bench's own client: say so
+            outcome = f"bench client failed: {exc!r}"
+        rows.append({"case": name, "outcome": outcome})
 
     halt = p.call("machine", "Halt", *CAUSE)
     single = lambda *a: p.call("automatic", "StartSingleJob", *job_args(*a))  # noqa: E731
@@ -348,13 +353,17 @@ async def foreign_subscription(p: Plant) -> str:
 async def hijack(p: Plant) -> str:
     """The MES (its own client, so the bench's admin session is not the one taken)."""
     client = await admin(p.endpoint, p.pki)
-    async with client:
+    await client.connect()
+    try:
         events = Events()
         subscription = await client.create_subscription(20, events)
         await subscription.subscribe_events(p.ids["system"], ua.NodeId(1024, p.mv))
         plan = Attempt(rogue(p.root), user="op-a", password=PASSWORD)
         status = await activate_foreign(p.endpoint, client, plan)
         got, wrong = await jobs(p, events, "h-hijack", 1)
+    finally:
+        with contextlib.suppress(Exception):  # a session taken over may not close
+            await client.disconnect()
     return f"{'refused' if status != 'Good' else 'accepted'} ({status}); MES got {got} of 1 " \
            f"ResultReady events, {wrong} wrong verdicts"  # fmt: skip
 
@@ -411,9 +420,7 @@ async def timed_out(p: Plant) -> str:
 
 async def flood(p: Plant) -> str:
     observer = Attempt(p.pki, name="obs-client", user="obs", password=PASSWORD)
-    started = time.perf_counter()
     steps = await attempt(p.endpoint, observer, then=subscribe_until_refused(1000))
-    seconds = time.perf_counter() - started
     try:
         mes = await p.client.create_subscription(20, Events())
         await mes.delete()
@@ -421,8 +428,8 @@ async def flood(p: Plant) -> str:
     except ua.UaStatusCodeError as exc:
         mes_status = ua.StatusCode(exc.code).name
     return (
-        f"made {steps.get('made', '?')} in {seconds:.1f} s (then "
-        f"{steps.get('refusal', '?')}); the MES's subscribe: {mes_status}"
+        f"{steps.get('made', '?')} made, then {steps.get('refusal', '?')}; the MES's "
+        f"subscribe: {mes_status}"
     )
 
 

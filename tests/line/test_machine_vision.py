@@ -14,17 +14,22 @@ import re
 import shutil
 import subprocess
 import sys
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from asyncua import Client, ua
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from inspection.core.errors import ConfigError
 from inspection.core.signing import load_public_key, verify_record
 from inspection.line.config import LinkSecurity, MachineVisionConfig
 from inspection.line.machine_vision import RESULT_READY_EVENT, VISION_SYSTEM_TYPE, load_client_types
-from inspection.line.machine_vision.access import add_user, load_users
+from inspection.line.machine_vision.access import OpcUser, StationUsers, add_user, load_users
 from inspection.line.machine_vision.model import ERROR_EVENT
 from inspection.line.payload import SIGNED_RECORD, ResultPayload
 from inspection.line.pki import LinePki
@@ -771,6 +776,41 @@ def test_a_part_past_its_timeout_is_fetched_under_the_id_the_mes_was_given(
                 carried.ProductId.Id, carried.JobId.Id) == (
                     "t-1", "part-t", "brick", "brick", told.JobId.Id)  # fmt: skip
     assert result.ProcessingTimes.EndTime >= result.ProcessingTimes.StartTime
+
+
+def _user_certificate(pki: LinePki, name: str, *, sign: bool) -> bytes:
+    """A certificate of the site CA for user ``name`` (DER), with or without the
+    digitalSignature key usage."""
+    ca, ca_key = pki._load_ca()
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.now(timezone.utc)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    usage = x509.KeyUsage(digital_signature=sign, content_commitment=False,
+                          key_encipherment=True, data_encipherment=False, key_agreement=False,
+                          key_cert_sign=False, crl_sign=False, encipher_only=False,
+                          decipher_only=False)  # fmt: skip
+    built = (x509.CertificateBuilder().subject_name(subject).issuer_name(ca.subject)
+             .public_key(key.public_key()).serial_number(x509.random_serial_number())
+             .not_valid_before(now - timedelta(minutes=1)).not_valid_after(now + timedelta(days=1))
+             .add_extension(usage, critical=True).sign(ca_key, hashes.SHA256()))  # fmt: skip
+    return built.public_bytes(serialization.Encoding.DER)
+
+
+def test_an_x509_user_needs_a_certificate_that_may_sign_and_is_not_revoked(
+    tmp_path: Path,
+) -> None:
+    pki = LinePki(tmp_path / "pki")
+    users = StationUsers({"mes": OpcUser("admin", certificate=True)}, None, pki)
+    signing = _user_certificate(pki, "mes", sign=True)
+    assert users._certificate(signing) == ("mes", "admin", "")
+    assert users._certificate(_user_certificate(pki, "mes", sign=False)) == (
+        "mes", None, "user certificate may not sign (key usage)")  # fmt: skip
+    pem = tmp_path / "mes.pem"
+    pem.write_bytes(
+        x509.load_der_x509_certificate(signing).public_bytes(serialization.Encoding.PEM)
+    )
+    pki.revoke(pem)
+    assert users._certificate(signing) == ("mes", None, "user certificate revoked (site CRL)")
 
 
 def test_the_users_file_is_checked_by_key(tmp_path: Path) -> None:
