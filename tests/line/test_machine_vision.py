@@ -805,6 +805,12 @@ def test_an_x509_user_needs_a_certificate_that_may_sign_and_is_not_revoked(
     assert users._certificate(signing) == ("mes", "admin", "")
     assert users._certificate(_user_certificate(pki, "mes", sign=False)) == (
         "mes", None, "user certificate may not sign (key usage)")  # fmt: skip
+    foreign = _user_certificate(LinePki(tmp_path / "rogue"), "mes", sign=True)  # same CA name
+    assert users._certificate(foreign) == (
+        "mes",
+        None,
+        "user certificate not signed by the site CA",
+    )
     pem = tmp_path / "mes.pem"
     pem.write_bytes(
         x509.load_der_x509_certificate(signing).public_bytes(serialization.Encoding.PEM)

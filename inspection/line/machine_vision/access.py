@@ -66,6 +66,7 @@ from asyncua.server.uaprocessor import UaProcessor
 from asyncua.server.user_managers import UserManager
 from asyncua.ua.ua_binary import struct_from_binary, uatcp_to_binary
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.x509.oid import NameOID
 
 from inspection.core.config import from_mapping
@@ -297,7 +298,7 @@ class StationUsers(UserManager):
         name = str(names[0].value) if names else "?"
         try:
             cert.verify_directly_issued_by(self.ca)
-        except (ValueError, TypeError, x509.InvalidSignature):
+        except (ValueError, TypeError, InvalidSignature):
             return name, None, "user certificate not signed by the site CA"
         if (why := _unusable(cert, self.ca, self.pki.crl_file)) is not None:
             return name, None, why
