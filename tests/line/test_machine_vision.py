@@ -634,6 +634,11 @@ def test_a_client_stops_only_its_own_job_unless_admin(station: LineStation, tmp_
     assert run("op-a", start) == ["Good"]
     admin = Attempt(pki, x509=True, calls=(stop,))
     assert _calls_of(asyncio.run(attempt(endpoint, admin)))[4:] == ["Good"]  # an admin
+    jobs = [(c["user"], c["method"], c["result"]) for c in _controls(station)
+            if c["method"] in ("StartContinuous", "Stop")]  # fmt: skip
+    assert jobs == [("op-a", "StartContinuous", "Good"), ("op-b", "Stop", "BadUserAccessDenied"),
+                    ("op-a", "Stop", "Good"), ("op-a", "StartContinuous", "Good"),
+                    ("mes", "Stop", "Good")]  # fmt: skip
 
 
 async def _prepare(endpoint: str, pki: LinePki) -> None:

@@ -170,25 +170,26 @@ def caller() -> Caller | None:
 
 
 def authorize(
-    role: OpcRole, *, audited: bool = True
+    role: OpcRole, *, name: str = "", audited: bool = True
 ) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Any]]:
     """A method callback that only a caller of at least ``role`` runs; others get
     ``BadUserAccessDenied``, logged with who, what and why. Each call, run or refused, goes
-    to the audit trail (``audited``; reads such as GetResultById need not)."""
+    to the audit trail (``audited``; reads such as GetResultById need not) under the OPC
+    method's ``name`` (default: the callback's, ``_prepare_recipe`` -> ``PrepareRecipe``)."""
 
     def wrap(method: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
-        name = "".join(w.title() for w in method.__name__.strip("_").split("_"))
+        called = name or "".join(w.title() for w in method.__name__.strip("_").split("_"))
 
         @functools.wraps(method)
         async def checked(self: Any, parent: Any, *args: Any, **options: Any) -> Any:
             who = caller()
             if who is None or not who.may(role):
-                refuse(who, name, f"needs role {role}")
+                refuse(who, called, f"needs role {role}")
                 result: Any = DENIED
             else:
                 result = await method(self, parent, *args, **options)
             if audited:
-                audit(who, name, args, result)
+                audit(who, called, args, result)
             return result
 
         return checked

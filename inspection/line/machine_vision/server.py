@@ -122,8 +122,8 @@ class VisionSystemServer(LoopThread):
             (machine, "SelectModeAutomatic"): self._select_mode_automatic,
             (machine, "Halt"): self._halt,
             (machine, "Reset"): self._reset,
-            (automatic, "StartSingleJob"): partial(self._start, continuous=False),
-            (automatic, "StartContinuous"): partial(self._start, continuous=True),
+            (automatic, "StartSingleJob"): self._start_single_job,
+            (automatic, "StartContinuous"): self._start_continuous,
             (automatic, "Stop"): self._stop_jobs,
             (automatic, "Abort"): self._abort,
             (recipes, "PrepareRecipe"): self._prepare_recipe,
@@ -215,7 +215,14 @@ class VisionSystemServer(LoopThread):
 
     # AutomaticModeStateMachine: jobs
     @authorize("operator")
-    async def _start(self, _parent: ua.NodeId, *args: ua.Variant, continuous: bool) -> Any:
+    async def _start_single_job(self, _parent: ua.NodeId, *args: ua.Variant) -> Any:
+        return await self._start(args, continuous=False)
+
+    @authorize("operator")
+    async def _start_continuous(self, _parent: ua.NodeId, *args: ua.Variant) -> Any:
+        return await self._start(args, continuous=True)
+
+    async def _start(self, args: tuple[ua.Variant, ...], *, continuous: bool) -> Any:
         if self._state != "Operational" or self._mode != "Ready" or self._safety_triggered:
             return self._refuse_state("StartSingleJob/StartContinuous")
         meas, part, recipe, product = (getattr(a.Value, "Id", "") or None for a in args[:4])
@@ -243,7 +250,7 @@ class VisionSystemServer(LoopThread):
             return DENIED
         return None
 
-    @authorize("operator")
+    @authorize("operator", name="Stop")
     async def _stop_jobs(self, _parent: ua.NodeId, *_cause: ua.Variant) -> Any:
         """SingleExecution/ContinuousExecution -> Ready after the part in flight."""
         return await self._end_jobs("Stop")
