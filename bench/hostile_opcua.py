@@ -37,7 +37,7 @@ from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 
 from inspection.core.jsonl import read_jsonl
 from inspection.data.demo import write_demo_product
-from inspection.line.config import MachineVisionConfig
+from inspection.line.config import LinkSecurity, MachineVisionConfig
 from inspection.line.pki import LinePki
 from inspection.line.security import trust_list_validator
 from inspection.line.station import LineStation
@@ -71,14 +71,15 @@ EXPECTED = (
 the control journal, a timeout) handled."""
 
 
-def station(root: Path) -> LineStation:
+def station(root: Path, mode: str = "sign_and_encrypt") -> LineStation:
     """A secured station serving OPC 40100 (brick live, grass without a model) with users
     ``mes`` (certificate, admin), ``op-a``/``op-b`` (operators), ``eng`` (engineer)."""
     product = write_demo_product(root / "datasets", "brick", seed=7, n_train=4,
                                  n_test_good=3, n_test_per_defect=1, size=128)  # fmt: skip
     bundle = write_mean_bundle(root / "bundle", input_size=(128, 128), product="brick")
     config = line_config(root, bundle, camera_folder(root, product, count=4),
-                         machine_vision=MachineVisionConfig(enabled=True, port=free_port()))  # fmt: skip
+                         machine_vision=MachineVisionConfig(enabled=True, port=free_port()),
+                         security=LinkSecurity(mode=mode, pki_dir=root / "pki"))  # fmt: skip
     try:  # absent before #66: any identity was accepted
         from inspection.line.machine_vision.access import add_user
     except ImportError:
@@ -433,6 +434,20 @@ async def flood(p: Plant) -> str:
     )
 
 
+def sign_only(root: Path) -> dict[str, str]:
+    """A station with ``security.mode: sign``: op-a's right password over its Sign channel."""
+    built = station(root, mode="sign")
+    try:
+        pki = LinePki(root / "pki")
+        plan = Attempt(pki, user="op-a", password=PASSWORD, mode=ua.MessageSecurityMode.Sign,
+                       server_certificate=pki.root / "station-cam-1-server.pem")  # fmt: skip
+        steps = asyncio.run(attempt(built.links["machine_vision"].endpoint, plan))
+    finally:
+        built.stop()
+    name = "UserName op-a (right password) over a Sign-only channel (security.mode: sign)"
+    return {"case": name, "outcome": verdict_of(steps)}
+
+
 def markdown(report: dict[str, Any]) -> str:
     before = {
         r["case"]: r["outcome"] + (f" (at {r['commit']})" if "commit" in r else "")
@@ -481,6 +496,7 @@ def main() -> None:
             rows = asyncio.run(run())
         finally:
             built.stop()
+        rows.append(sign_only(root / "sign"))
     report = previous_report(OUT, "hostile_opcua")
     earlier = report.get("before") if args.side == "before" else None
     if earlier:  # the rows of an earlier "before" stay; cases new since carry their commit
