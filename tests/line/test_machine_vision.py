@@ -28,14 +28,18 @@ from cryptography.x509.oid import NameOID
 from inspection.core.errors import ConfigError
 from inspection.core.signing import load_public_key, verify_record
 from inspection.line.config import LinkSecurity, MachineVisionConfig
+from inspection.line.handshake import Answer, part_answer
 from inspection.line.machine_vision import RESULT_READY_EVENT, VISION_SYSTEM_TYPE, load_client_types
 from inspection.line.machine_vision.access import OpcUser, StationUsers, add_user, load_users
 from inspection.line.machine_vision.model import ERROR_EVENT
+from inspection.line.machine_vision.results import VisionResults
 from inspection.line.payload import SIGNED_RECORD, ResultPayload
 from inspection.line.pki import LinePki
 from inspection.line.security import trust_list_validator
 from inspection.line.station import LineStation
+from inspection.store.models import OutboxEntry
 from inspection.store.outbox import Outbox
+from inspection.store.store import Store
 
 from .helpers import free_port, secure
 from .opcua_raw import (
@@ -822,6 +826,29 @@ def test_an_x509_user_needs_a_certificate_that_may_sign_and_is_not_revoked(
     )
     pki.revoke(pem)
     assert users._certificate(signing) == ("mes", None, "user certificate revoked (site CRL)")
+
+
+def test_a_part_of_several_views_is_served_as_signed_text_only(tmp_path: Path) -> None:
+    """Its answer signed as a record with the station key, then each view's stored payload."""
+    store = Store.migrated(f"sqlite:///{tmp_path / 'line.db'}", tmp_path / "blobs")
+    key = LinePki(tmp_path / "pki").signing_key("cam-1")
+    views = []
+    for view, verdict in (("top", "NG"), ("side", "OK")):
+        payload = f'{{"signed": "payload of {view}"}}'
+        row = store.add_inspection(
+            product="brick", station_id="cam-1", score=0.7, threshold=0.5, verdict=verdict,
+            model_version="brick/v0001", bundle_id="v0001-fp32", latency_ms=1.0, width=8,
+            height=8, image_sha="0" * 64, request_id=f"p-1.{view}",
+            outbox=[OutboxEntry(SIGNED_RECORD, f"p-1.{view}", payload, delivered=True)],
+        )  # fmt: skip
+        views.append((view, Answer(f"p-1.{view}", 0, product="brick", verdict=verdict,
+                                   score=0.7, inspection_id=row.id)))  # fmt: skip
+    answer = part_answer("p-1", views, 12.0)
+    content = VisionResults(None, store, "cam-1", key).content(answer)  # type: ignore[arg-type]
+    assert content[1:] == ['{"signed": "payload of top"}', '{"signed": "payload of side"}']
+    record = json.loads(content[0])
+    verify_record(record, key.public_key(), "part answer")
+    assert (record["verdict"], [v["view"] for v in record["views"]]) == ("NG", ["top", "side"])
 
 
 def test_the_users_file_is_checked_by_key(tmp_path: Path) -> None:
