@@ -457,7 +457,6 @@ class GatedProcessor(UaProcessor):
         """A session acts on its own subscriptions (moves only its user's) within quotas."""
         subscriptions = self.iserver.subscription_service.subscriptions
         mine = self.session.session_id
-        service = _service_name(typeid)
         if typeid == CREATE_SUBSCRIPTION:
             held = [s for s in subscriptions.values() if s.session_id == mine]
             users = [s for s in subscriptions.values()
@@ -466,7 +465,7 @@ class GatedProcessor(UaProcessor):
             if len(held) >= quotas.per_session or len(users) >= quotas.per_user:
                 why = (f"holds {len(held)} (session) / {len(users)} (user) subscriptions, "
                        f"quotas {quotas.per_session} / {quotas.per_user}")  # fmt: skip
-                self._refuse_subscription(user, service, [], why,
+                self._refuse_subscription(user, typeid, [], why,
                                           ua.StatusCodes.BadTooManySubscriptions)  # fmt: skip
             return
         if (named := NAMING_SUBSCRIPTIONS.get(typeid)) is None:
@@ -481,12 +480,13 @@ class GatedProcessor(UaProcessor):
                 continue  # Part 4, 5.13.7: the same user takes its subscriptions over
             status = ua.StatusCodes.BadUserAccessDenied if typeid == TRANSFER else (
                 ua.StatusCodes.BadSubscriptionIdInvalid)  # fmt: skip
-            self._refuse_subscription(user, service, ids, f"subscription {sid} is another "
+            self._refuse_subscription(user, typeid, ids, f"subscription {sid} is another "
                                       "session's", status)  # fmt: skip
 
     def _refuse_subscription(
-        self, user: Caller, service: str, ids: list[int], why: str, status: int
+        self, user: Caller, typeid: ua.NodeId, ids: list[int], why: str, status: int
     ) -> None:
+        service = _service_name(typeid)
         refuse(user, service, why)
         audit(user, service, (ids,), ua.StatusCode(status))
         raise ServiceError(status)
