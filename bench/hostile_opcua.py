@@ -7,6 +7,8 @@ every step's status. ``--side before`` runs against an older checkout (its ``ins
 ``tests`` on ``PYTHONPATH``, with ``tests/line/opcua_raw.py`` copied in); ``--side now``
 against this one. Both sides are kept in ``reports/plant/hostile_opcua.json``; the table is
 ``reports/plant/hostile_opcua.md``. Exit code 1 when a "now" row was not refused or handled.
+A "before" run keeps the rows an earlier one recorded and adds the cases new since (each with
+the commit it ran at).
 
     git worktree add /tmp/before e60fb7e && cp tests/line/opcua_raw.py /tmp/before/tests/line/
     PYTHONPATH=/tmp/before python bench/hostile_opcua.py --side before
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import subprocess
 import sys
 import tempfile
@@ -32,37 +35,51 @@ sys.path.append(str(Path(__file__).resolve().parents[1]))  # after PYTHONPATH: t
 from asyncua import Client, ua
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 
+from inspection.core.jsonl import read_jsonl
 from inspection.data.demo import write_demo_product
-from inspection.line.config import MachineVisionConfig
+from inspection.line.config import LinkSecurity, MachineVisionConfig
 from inspection.line.pki import LinePki
 from inspection.line.security import trust_list_validator
 from inspection.line.station import LineStation
 from tests.line.helpers import free_port
-from tests.line.opcua_raw import Attempt, attempt, rogue
+from tests.line.opcua_raw import (
+    Attempt,
+    activate_foreign,
+    attempt,
+    on_subscription,
+    rogue,
+    subscribe_until_refused,
+)
 from tests.line.station_env import camera_folder, line_config
 from tests.mean_bundle import write_mean_bundle
 
 OUT = Path(__file__).resolve().parents[1] / "reports" / "plant"
 PASSWORD = "a long operator password"
-USERS = {"op-a": "operator", "op-b": "operator", "eng": "engineer"}
+USERS = {"op-a": "operator", "op-b": "operator", "eng": "engineer", "obs": "observer"}
 Ids = dict[str, ua.NodeId]
 EXPECTED = (
     "refused",
     "start accepted (all 5 steps Good); op-b's Stop refused",
     "accepted (all 5 steps Good); state after: Preoperational",
     "new ResultId",
+    "each refused",
+    "3 of 3 named",
+    "told ResultState 2",
+    "5 made, then BadTooManySubscriptions; the MES's subscribe: Good",
 )
-"""How each "now" row starts: refused, or (foreign stop, Reset, reused MeasId) handled."""
+"""How each "now" row starts: refused, or (foreign stop, Reset, reused MeasId, subscriptions,
+the control journal, a timeout) handled."""
 
 
-def station(root: Path) -> LineStation:
+def station(root: Path, mode: str = "sign_and_encrypt") -> LineStation:
     """A secured station serving OPC 40100 (brick live, grass without a model) with users
     ``mes`` (certificate, admin), ``op-a``/``op-b`` (operators), ``eng`` (engineer)."""
     product = write_demo_product(root / "datasets", "brick", seed=7, n_train=4,
                                  n_test_good=3, n_test_per_defect=1, size=128)  # fmt: skip
     bundle = write_mean_bundle(root / "bundle", input_size=(128, 128), product="brick")
     config = line_config(root, bundle, camera_folder(root, product, count=4),
-                         machine_vision=MachineVisionConfig(enabled=True, port=free_port()))  # fmt: skip
+                         machine_vision=MachineVisionConfig(enabled=True, port=free_port()),
+                         security=LinkSecurity(mode=mode, pki_dir=root / "pki"))  # fmt: skip
     try:  # absent before #66: any identity was accepted
         from inspection.line.machine_vision.access import add_user
     except ImportError:
@@ -70,6 +87,7 @@ def station(root: Path) -> LineStation:
     else:
         users = config.security.pki_dir / "opcua-users.yaml"
         add_user(users, "mes", "admin", None)
+        add_user(users, "mes-old", "admin", None)  # its certificate revoked by a case
         for name, role in USERS.items():
             add_user(users, name, role, PASSWORD)
     built = LineStation.build(config)
@@ -122,8 +140,8 @@ CAUSE = (ua.Variant(0, ua.VariantType.Int32), ua.Variant("hostile bench", ua.Var
 class Plant:
     """The station under attack and an admin session that sets the scene between cases."""
 
-    def __init__(self, endpoint: str, pki: LinePki, root: Path) -> None:
-        self.endpoint, self.pki, self.root = endpoint, pki, root
+    def __init__(self, endpoint: str, pki: LinePki, root: Path, station: LineStation) -> None:
+        self.endpoint, self.pki, self.root, self.station = endpoint, pki, root, station
 
     async def __aenter__(self) -> Plant:
         self.client = await admin(self.endpoint, self.pki)
@@ -187,7 +205,11 @@ async def opcua_cases(plant: Plant) -> list[dict[str, str]]:
 
     async def case(name: str, run: Callable[[], Any]) -> None:
         await p.ready()
-        rows.append({"case": name, "outcome": str(await run())})
+        try:
+            outcome = str(await run())
+        except Exception as exc:  # an attack that broke the bench's own client: say so
+            outcome = f"bench client failed: {exc!r}"
+        rows.append({"case": name, "outcome": outcome})
 
     halt = p.call("machine", "Halt", *CAUSE)
     single = lambda *a: p.call("automatic", "StartSingleJob", *job_args(*a))  # noqa: E731
@@ -210,6 +232,20 @@ async def opcua_cases(plant: Plant) -> list[dict[str, str]]:
     await case("Abort in Ready", lambda: abort_in_ready(p))
     await case("Reset in Operational (admin)", lambda: reset_in_operational(p))
     await case("reused MeasId for a new part", lambda: reused_meas_id(p))
+    await case("X509 user token whose certificate the site CRL revokes, Halt",
+               lambda: revoked_user(p, halt))  # fmt: skip
+    await case("observer's SetPublishingMode/ModifySubscription/TransferSubscriptions/"
+               "DeleteSubscriptions on the MES's subscription, then 3 jobs",
+               lambda: foreign_subscription(p))  # fmt: skip
+    await case("ActivateSession of the MES's session from a self-signed channel (token seen "
+               "on the wire, op-a's password), then 1 job", lambda: hijack(p))  # fmt: skip
+    await case("successful SelectModeAutomatic, PrepareRecipe, StartSingleJob: who is on record",
+               lambda: on_record(p))  # fmt: skip
+    await case("a job past inspect_timeout_s: the MES fetches the ResultId it was given",
+               lambda: timed_out(p))  # fmt: skip
+    await case(
+        "observer makes up to 1000 subscriptions, then the MES subscribes", lambda: flood(p)
+    )  # last: before, the flood outlives its session's connection
     return rows
 
 
@@ -259,8 +295,164 @@ async def reused_meas_id(p: Plant) -> str:
     return f"{same}; ResultStates {[s for _, s in seen]}"
 
 
+class Events:
+    """An asyncua subscription handler: the events in a queue."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[Any] = asyncio.Queue()
+
+    def event_notification(self, event: Any) -> None:
+        self.queue.put_nowait(event)
+
+
+async def jobs(p: Plant, events: Events, prefix: str, count: int) -> tuple[int, int]:
+    """``count`` single jobs by the MES: ResultReady events it got, and how many of those name
+    another part's MeasId (a wrong verdict)."""
+    got = wrong = 0
+    for n in range(count):
+        await p.ready()
+        await p._admin("automatic", "StartSingleJob", *job_args(f"{prefix}-{n}"))
+        try:
+            event = await asyncio.wait_for(events.queue.get(), 10)
+        except TimeoutError:
+            continue
+        got, wrong = got + 1, wrong + (event.MeasId.Id != f"{prefix}-{n}")
+    return got, wrong
+
+
+async def subscribed(p: Plant) -> tuple[Any, Events]:
+    events = Events()
+    subscription = await p.client.create_subscription(20, events)
+    await subscription.subscribe_events(p.ids["system"], ua.NodeId(1024, p.mv))
+    return subscription, events
+
+
+def statuses(steps: dict[str, str], names: tuple[str, ...]) -> str:
+    return ", ".join(f"{name} {steps.get(name, '?')}" for name in names)
+
+
+async def revoked_user(p: Plant, halt: tuple) -> str:
+    p.pki.revoke(p.pki.identity("mes-old", "urn:inspection:mes-old").certificate)
+    plan = Attempt(p.pki, x509=True, user_certificate="mes-old", calls=(halt,))
+    return await _steps(p, plan)
+
+
+async def foreign_subscription(p: Plant) -> str:
+    subscription, events = await subscribed(p)
+    observer = Attempt(p.pki, name="obs-client", user="obs", password=PASSWORD)
+    steps = await attempt(p.endpoint, observer, then=on_subscription(subscription.subscription_id))
+    names = ("SetPublishingMode", "ModifySubscription", "TransferSubscriptions",
+             "DeleteSubscriptions")  # fmt: skip
+    got, wrong = await jobs(p, events, "h-sub", 3)
+    refused = all(steps.get(n, "Good") != "Good" for n in names)
+    with contextlib.suppress(Exception):  # deleted or moved by the attack
+        await subscription.delete()
+    return (f"{'each refused' if refused else 'accepted'}: {statuses(steps, names)}; "
+            f"MES got {got} of 3 ResultReady events, {wrong} wrong verdicts")  # fmt: skip
+
+
+async def hijack(p: Plant) -> str:
+    """The MES (its own client, so the bench's admin session is not the one taken)."""
+    client = await admin(p.endpoint, p.pki)
+    await client.connect()
+    try:
+        events = Events()
+        subscription = await client.create_subscription(20, events)
+        await subscription.subscribe_events(p.ids["system"], ua.NodeId(1024, p.mv))
+        plan = Attempt(rogue(p.root), user="op-a", password=PASSWORD)
+        status = await activate_foreign(p.endpoint, client, plan)
+        got, wrong = await jobs(p, events, "h-hijack", 1)
+    finally:
+        with contextlib.suppress(Exception):  # a session taken over may not close
+            await client.disconnect()
+    return f"{'refused' if status != 'Good' else 'accepted'} ({status}); MES got {got} of 1 " \
+           f"ResultReady events, {wrong} wrong verdicts"  # fmt: skip
+
+
+async def on_record(p: Plant) -> str:
+    """Each call by a user of its own, so the journal's rows are these calls."""
+    journal = p.root / "registry" / "control-cam-1.jsonl"
+    await p._admin("machine", "Reset", *CAUSE)
+    calls = {"SelectModeAutomatic": ("eng", p.call("machine", "SelectModeAutomatic")),
+             "PrepareRecipe": ("eng", p.call("recipes", "PrepareRecipe",
+                               ua.Variant(ua.RecipeIdExternalDataType(Id="brick")),
+                               ua.Variant(ua.RecipeIdInternalDataType(Id="")))),
+             "StartSingleJob": ("op-a", p.call("automatic", "StartSingleJob",
+                                               *job_args("h-record")))}  # fmt: skip
+    for user, call in calls.values():
+        await attempt(p.endpoint, p.user(user, call))
+    rows = read_jsonl(journal)
+    named = [m for m, (user, _) in calls.items()
+             if any(r.get("method") == m and r.get("user") == user and r.get("result") == "Good"
+                    and r.get("signature") and r.get("peer") for r in rows)]  # fmt: skip
+    return f"{len(named)} of 3 named (user, role, peer, arguments, result; signed)"
+
+
+async def timed_out(p: Plant) -> str:
+    """The handler's timeout cut to 1 ms for one job, as a slow part would overrun it."""
+    subscription, events = await subscribed(p)
+    handler, timeout = p.station.handler, p.station.handler.timeout_s
+    handler.timeout_s = 0.001
+    try:
+        await p.ready()
+        await p._admin("automatic", "StartSingleJob", *job_args("h-late"))
+        told = await asyncio.wait_for(events.queue.get(), 30)
+    finally:
+        handler.timeout_s = timeout
+    try:
+        late = await asyncio.wait_for(events.queue.get(), 10)
+        follows = (
+            f"ResultState {late.ResultState} under the same id: {late.ResultId == told.ResultId}"
+        )
+    except TimeoutError:
+        follows = "none within 10 s"
+    results = await p.client.get_node(p.ids["system"]).get_child(f"{p.mv}:ResultManagement")
+    method = await results.get_child(f"{p.mv}:GetResultById")
+    arguments = [ua.Variant(told.ResultId), ua.Variant(1000, ua.VariantType.Int32)]
+    (fetched,) = await p.client.uaclient.call(
+        [ua.CallMethodRequest(results.nodeid, method.nodeid, arguments)]
+    )
+    state = fetched.OutputArguments[1].Value.ResultState if fetched.StatusCode.is_good() else "-"
+    await subscription.delete()
+    wrong = int(told.MeasId.Id != "h-late")
+    return (f"told ResultState {told.ResultState}; final event: {follows}; GetResultById of "
+            f"that id: {fetched.StatusCode.name} (ResultState {state}); {wrong} wrong verdicts")  # fmt: skip
+
+
+async def flood(p: Plant) -> str:
+    observer = Attempt(p.pki, name="obs-client", user="obs", password=PASSWORD)
+    steps = await attempt(p.endpoint, observer, then=subscribe_until_refused(1000))
+    try:
+        mes = await p.client.create_subscription(20, Events())
+        await mes.delete()
+        mes_status = "Good"
+    except ua.UaStatusCodeError as exc:
+        mes_status = ua.StatusCode(exc.code).name
+    return (
+        f"{steps.get('made', '?')} made, then {steps.get('refusal', '?')}; the MES's "
+        f"subscribe: {mes_status}"
+    )
+
+
+def sign_only(root: Path) -> dict[str, str]:
+    """A station with ``security.mode: sign``: op-a's right password over its Sign channel."""
+    built = station(root, mode="sign")
+    try:
+        pki = LinePki(root / "pki")
+        plan = Attempt(pki, user="op-a", password=PASSWORD, mode=ua.MessageSecurityMode.Sign,
+                       server_certificate=pki.root / "station-cam-1-server.pem")  # fmt: skip
+        steps = asyncio.run(attempt(built.links["machine_vision"].endpoint, plan))
+    finally:
+        built.stop()
+    name = "UserName op-a (right password) over a Sign-only channel (security.mode: sign)"
+    return {"case": name, "outcome": verdict_of(steps)}
+
+
 def markdown(report: dict[str, Any]) -> str:
-    before = {r["case"]: r["outcome"] for r in report.get("before", {}).get("rows", [])}
+    before = {
+        r["case"]: r["outcome"] + (f" (at {r['commit']})" if "commit" in r else "")
+        for r in report.get("before", {}).get("rows", [])
+    }
     now = report.get("now", {})
     lines = [
         "# Hostile plant: OPC 40100 server",
@@ -268,7 +460,8 @@ def markdown(report: dict[str, Any]) -> str:
         "Each attack against a running station's VisionSystem (`bench/hostile_opcua.py`; raw",
         "service calls from `tests/line/opcua_raw.py`: each step sent whatever the one before",
         "answered). *Before*: the code at "
-        f"{report.get('before', {}).get('commit', '?')}; *now*: {now.get('commit', '?')}.",
+        f"{report.get('before', {}).get('commit', '?')} (the rows added since: the commit "
+        f"each names); *now*: {now.get('commit', '?')}.",
         f"Run on {now.get('cpu', '?')}, load {now.get('load', '?')}.",
         "",
         "| case | before | now |",
@@ -292,7 +485,8 @@ def main() -> None:
         root = Path(scratch)
         built = station(root)
         try:
-            plant = Plant(built.links["machine_vision"].endpoint, LinePki(root / "pki"), root)
+            plant = Plant(built.links["machine_vision"].endpoint, LinePki(root / "pki"), root,
+                          built)  # fmt: skip
 
             async def run() -> list[dict[str, str]]:
                 async with plant:
@@ -302,9 +496,16 @@ def main() -> None:
             rows = asyncio.run(run())
         finally:
             built.stop()
+        rows.append(sign_only(root / "sign"))
     report = previous_report(OUT, "hostile_opcua")
-    report[args.side] = {"commit": commit, "rows": rows, "seconds": round(time.perf_counter() - started, 1),
-                         "cpu": cpu_description(), "load": load_average()}  # fmt: skip
+    earlier = report.get("before") if args.side == "before" else None
+    if earlier:  # the rows of an earlier "before" stay; cases new since carry their commit
+        known = {r["case"] for r in earlier["rows"]}
+        earlier["rows"] += [r | {"commit": commit} for r in rows if r["case"] not in known]
+    else:
+        report[args.side] = {"commit": commit, "rows": rows,
+                             "seconds": round(time.perf_counter() - started, 1),
+                             "cpu": cpu_description(), "load": load_average()}  # fmt: skip
     save_report(OUT, "hostile_opcua", report, markdown(report))
     for row in rows:
         print(f"{row['case']}: {row['outcome']}")

@@ -1,6 +1,7 @@
 """The registry's signed half, per product: ``live.json``, append-only ``thresholds.jsonl`` and
 ``decisions.jsonl`` (signed with the site key when this machine holds it, ``core.decisions``)
-and the audit log ``events.jsonl``. Every write holds the product's file lock and is an atomic
+and the audit log ``events.jsonl``; per station, ``control-<station>.jsonl``: the control
+calls its line clients made (signed with the station's key). Every write holds the product's file lock and is an atomic
 rename or a whole-line append, so a crash leaves the old state or the new one.
 """
 
@@ -10,6 +11,8 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from inspection.core.bundle import verify_bundle
 from inspection.core.config import from_mapping
@@ -225,6 +228,23 @@ class DecisionJournal:
         rows = read_jsonl(product_dir(self.root, product) / DECISIONS_FILE)
         found = [from_mapping(Decision, row, where) for row in rows]
         return [d for d in found if kind is None or d.kind == kind]
+
+    # ----------------------------------------------------------- control calls
+    def record_control(
+        self, station_id: str, call: Mapping[str, Any], key: Ed25519PrivateKey | None
+    ) -> dict[str, Any]:
+        """Append one control call a line client made at ``station_id`` (who, from where,
+        what, with what, the result), signed with the station's ``key`` (None: link security
+        off, unsigned)."""
+        row = {"at": utc_now(), "station": station_id, **call}
+        row = row if key is None else sign_record(row, key)
+        append_jsonl(self.root / f"control-{station_id}.jsonl", row)
+        return row
+
+    def controls(self) -> list[dict[str, Any]]:
+        """Every station's control calls held here, oldest first."""
+        rows = [row for path in self.root.glob("control-*.jsonl") for row in read_jsonl(path)]
+        return sorted(rows, key=lambda row: str(row.get("at", "")))
 
 
 def _bundle_before(history: list[dict[str, Any]], bundle_id: str) -> str | None:

@@ -307,6 +307,7 @@ exported_versions = _cached("registry", models.exported_versions)
 precision_comparison = _cached("registry", models.precision_comparison)  # (product, version)
 tuning_frame = _cached("registry", models.tuning_frame)
 events_frame = _cached("registry", models.events_frame)
+control_frame = _cached("registry", models.control_frame)
 # Pure functions of their arguments: cached by content, without expiry (a page revisit after
 # the store reads expired finds the same scores, hence the same curve and suggestions).
 curve_frame = st.cache_data(show_spinner=False, max_entries=32)(thresholds.curve_frame)

@@ -203,6 +203,19 @@ def events_frame(registry: Registry, product: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns).iloc[::-1].reset_index(drop=True)
 
 
+def control_frame(registry: Registry) -> pd.DataFrame:
+    """Line clients' control calls (OPC 40100), newest first: when, station, who, role, from
+    where, method, arguments, result, and whether the station signed the row."""
+    columns = ["at", "station", "user", "role", "peer", "method", "arguments", "result", "signed"]
+    rows = [
+        (c.get("at", ""), c.get("station", ""), c.get("user") or "", c.get("role") or "",
+         c.get("peer", ""), c.get("method", ""), ", ".join(map(str, c.get("arguments") or [])),
+         c.get("result", ""), bool(c.get("signature")))
+        for c in registry.journal.controls()
+    ]  # fmt: skip
+    return pd.DataFrame(rows, columns=columns).iloc[::-1].reset_index(drop=True)
+
+
 def golden_outcome_frame(registry: Registry, product: str) -> pd.DataFrame:
     """Each station CPU's last golden check at load: passed, recalibrated (drifted, fitted
     again on the station's validation images; raw image threshold before -> after) or refused

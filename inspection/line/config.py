@@ -204,16 +204,25 @@ class MachineVisionConfig:
 
     ``users_file``: the clients' names, roles and Argon2id password hashes (default
     ``<security.pki_dir>/opcua-users.yaml``); ``anonymous``: the role of a session without a
-    user (default: none, the anonymous token is refused)."""
+    user (default: none, the anonymous token is refused). ``subscriptions_per_session`` /
+    ``subscriptions_per_user``: how many subscriptions one session / one user (all its
+    sessions) may hold (a MES needs one or two; past it ``BadTooManySubscriptions``)."""
 
     enabled: bool = False
     host: str = "127.0.0.1"
     port: int = 4843
     users_file: Path | None = None
     anonymous: OpcRole | None = None
+    subscriptions_per_session: int = 5
+    subscriptions_per_user: int = 10
 
     def __post_init__(self) -> None:
         check_port("machine_vision: port", self.port)
+        if not 1 <= self.subscriptions_per_session <= self.subscriptions_per_user <= 1000:
+            raise ConfigError(
+                "machine_vision: need 1 <= subscriptions_per_session <= subscriptions_per_user "
+                f"<= 1000, got {self.subscriptions_per_session} / {self.subscriptions_per_user}"
+            )
 
 
 @dataclass(frozen=True)

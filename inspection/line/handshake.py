@@ -251,8 +251,12 @@ class TriggerHandler:
         with self._lock:
             self._product = product
 
-    def handle(self, trigger: Trigger, *, source: str) -> Answer:
-        """Capture, inspect and store one part; never raises (errors become error codes)."""
+    def handle(
+        self, trigger: Trigger, *, source: str, on_late: Callable[[Answer], None] | None = None
+    ) -> Answer:
+        """Capture, inspect and store one part; never raises (errors become error codes).
+        ``on_late``: when the answer (or a view of it) is ``TIMEOUT``, it gets the final
+        answer, from a thread of its own, once the inspection ends."""
         started = time.perf_counter()
         deadline = started + self.timeout_s
         request_id = trigger.request_id or uuid.uuid4().hex[:20]
@@ -260,7 +264,10 @@ class TriggerHandler:
             shot = _Shot(self.views[0].camera, request_id, trigger.product or self.product,
                          trigger.part_id)  # fmt: skip
             job = self._start(shot, source)
-            return job if isinstance(job, Answer) else self._finish(shot, job, started, deadline)
+            if isinstance(job, Answer):
+                return job
+            answer = self._finish(shot, job, started, deadline)
+            return _follow(answer, lambda: self._finish(shot, job, started, None), on_late)
         if trigger.product:
             products = ", ".join(f"{v.name}: {v.product}" for v in self.views)
             message = f"each view is judged as its own product ({products}); send none"
@@ -275,11 +282,15 @@ class TriggerHandler:
                 message = f"view {name}: {refusal.message}"
                 return replace(refusal, request_id=request_id, message=message)
         jobs = [(name, shot, self._start(shot, source)) for name, shot in shots]
-        answers = [
-            (name, job if isinstance(job, Answer) else self._finish(shot, job, started, deadline))
-            for name, shot, job in jobs
-        ]
-        return part_answer(request_id, answers, (time.perf_counter() - started) * 1000.0)
+
+        def answer(until: float | None) -> Answer:
+            answers = [
+                (name, job if isinstance(job, Answer) else self._finish(shot, job, started, until))
+                for name, shot, job in jobs
+            ]
+            return part_answer(request_id, answers, (time.perf_counter() - started) * 1000.0)
+
+        return _follow(answer(deadline), lambda: answer(None), on_late)
 
     def _refusal(self, shot: _Shot) -> Answer | None:
         """The error answer for a shot the station cannot take (bad id, product, no model)."""
@@ -311,12 +322,14 @@ class TriggerHandler:
             self._running.pop(request, None)
 
     def _finish(
-        self, shot: _Shot, future: Future[tuple[Outcome, float]], started: float, deadline: float
-    ) -> Answer:
-        """Wait for the shot's inspection until ``deadline``; its answer."""
+        self, shot: _Shot, future: Future[tuple[Outcome, float]], started: float,
+        deadline: float | None,
+    ) -> Answer:  # fmt: skip
+        """Wait for the shot's inspection until ``deadline`` (None: its end); its answer."""
         request_id, product = shot.request_id, shot.product
+        wait = None if deadline is None else max(0.0, deadline - time.perf_counter())
         try:
-            outcome, capture_ms = future.result(timeout=max(0.0, deadline - time.perf_counter()))
+            outcome, capture_ms = future.result(timeout=wait)
         except FutureTimeout:
             message = f"no verdict within {self.timeout_s} s; the result follows via the outbox"
             return self._error(request_id, product, ErrorCode.TIMEOUT, message)
@@ -398,6 +411,20 @@ class TriggerHandler:
         self._executor.shutdown(wait=True)
         for view in self.views:
             view.camera.close()
+
+
+def timed_out(answer: Answer) -> bool:
+    """Whether the answer, or a view of it, is ``TIMEOUT`` (its inspection goes on)."""
+    return ErrorCode.TIMEOUT in (answer.error_code, *(view.error_code for view in answer.views))
+
+
+def _follow(
+    answer: Answer, final: Callable[[], Answer], on_late: Callable[[Answer], None] | None
+) -> Answer:
+    """``answer``; when it timed out, ``on_late`` gets ``final()`` from a thread of its own."""
+    if on_late is not None and timed_out(answer):
+        threading.Thread(target=lambda: on_late(final()), name="late-answer", daemon=True).start()
+    return answer
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from inspection.core.bundle import VALIDATION_SCORES_FILE
 from inspection.core.errors import BundleError, RegistryError
 from inspection.core.registry import Registry
+from inspection.core.signing import SigningError, verify_record
 from inspection.dashboard import models, overview, retraining, review, thresholds
 from inspection.store import queries
 from inspection.store.models import StationBacklog
@@ -479,3 +481,23 @@ def test_backlog_frame_lists_each_station_with_its_alarm(store: Store) -> None:
 def test_backlog_frame_of_a_store_no_station_reports_to(store: Store) -> None:
     frame = overview.backlog_frame(store)
     assert frame.empty and list(frame.columns) == list(overview.BACKLOG_COLUMNS)
+
+
+def test_control_frame_lists_each_stations_signed_calls(tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "registry")
+    key = Ed25519PrivateKey.generate()
+    call = {"user": "op-a", "role": "operator", "peer": "10.0.0.5:50000"}
+    registry.journal.record_control("cam-1", call | {"method": "Halt", "arguments": ["0", "x"],
+                                                     "result": "BadUserAccessDenied"}, key)  # fmt: skip
+    row = registry.journal.record_control(
+        "cam-2", call | {"method": "StartSingleJob", "arguments": [], "result": "Good"}, None
+    )
+    frame = models.control_frame(registry)
+    assert sorted(frame["station"]) == ["cam-1", "cam-2"] and "signature" not in row
+    halt = frame[frame["station"] == "cam-1"].iloc[0]
+    assert list(halt[["method", "arguments", "result", "signed"]]) == [
+        "Halt", "0, x", "BadUserAccessDenied", True,
+    ]  # fmt: skip
+    (signed,) = [c | {"result": "Good"} for c in registry.journal.controls() if "signature" in c]
+    with pytest.raises(SigningError, match="bad signature"):
+        verify_record(signed, key.public_key(), "control call")

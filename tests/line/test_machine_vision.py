@@ -14,26 +14,42 @@ import re
 import shutil
 import subprocess
 import sys
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from asyncua import Client, ua
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from inspection.core.errors import ConfigError
-from inspection.core.signing import load_public_key
+from inspection.core.signing import load_public_key, verify_record
 from inspection.line.config import LinkSecurity, MachineVisionConfig
+from inspection.line.handshake import Answer, part_answer
 from inspection.line.machine_vision import RESULT_READY_EVENT, VISION_SYSTEM_TYPE, load_client_types
-from inspection.line.machine_vision.access import add_user, load_users
+from inspection.line.machine_vision.access import OpcUser, StationUsers, add_user, load_users
 from inspection.line.machine_vision.model import ERROR_EVENT
+from inspection.line.machine_vision.results import VisionResults
 from inspection.line.payload import SIGNED_RECORD, ResultPayload
 from inspection.line.pki import LinePki
 from inspection.line.security import trust_list_validator
 from inspection.line.station import LineStation
+from inspection.store.models import OutboxEntry
 from inspection.store.outbox import Outbox
+from inspection.store.store import Store
 
 from .helpers import free_port, secure
-from .opcua_raw import Attempt, attempt, rogue
+from .opcua_raw import (
+    Attempt,
+    activate_foreign,
+    attempt,
+    on_subscription,
+    rogue,
+    subscribe_until_refused,
+)
 from .station_env import camera_folder, line_config
 
 NODE_DIR = Path(__file__).parent / "node"
@@ -44,12 +60,15 @@ CAUSE = (ua.Variant(0, ua.VariantType.Int32), ua.Variant("test", ua.VariantType.
 
 
 def _users(pki_dir: Path) -> None:
-    """``mes`` and ``mes-node``: certificate users, admin and engineer; ``op-a``/``op-b``:
-    operators, ``eng``: an engineer, with ``PASSWORD``."""
+    """``mes``, ``mes-node`` and ``mes-old``: certificate users, admin, engineer and admin;
+    ``op-a``/``op-b``: operators, ``eng``: an engineer, ``obs``: an observer, with
+    ``PASSWORD``."""
     users = pki_dir / "opcua-users.yaml"
     add_user(users, "mes", "admin", None)
     add_user(users, "mes-node", "engineer", None)
-    for name, role in (("op-a", "operator"), ("op-b", "operator"), ("eng", "engineer")):
+    add_user(users, "mes-old", "admin", None)
+    for name, role in (("op-a", "operator"), ("op-b", "operator"), ("eng", "engineer"),
+                       ("obs", "observer")):  # fmt: skip
         add_user(users, name, role, PASSWORD)
 
 
@@ -326,6 +345,10 @@ def test_sign_mode_signs_without_encrypting(
         assert asyncio.run(_server_state(signing)) == 0
         with pytest.raises(ua.UaError, match="No matching endpoints"):
             asyncio.run(_server_state(encrypting))
+        password = Attempt(pki, user="op-a", password=PASSWORD, mode=ua.MessageSecurityMode.Sign,
+                           server_certificate=pki.root / "station-cam-1-server.pem")  # fmt: skip
+        steps = asyncio.run(attempt(endpoint, password))
+        assert steps["ActivateSession"] == "BadIdentityTokenRejected", steps  # readable blob
     finally:
         station.stop()
 
@@ -453,7 +476,12 @@ def test_raw_service_calls_get_no_session_identity_or_method_unchecked(
         "engineer selects the mode": (Attempt(pki, user="eng", password=PASSWORD,
                                               calls=(select,)), [good] * 5),
         "admin (X509 user) halts": (Attempt(pki, x509=True, calls=(halt,)), [good] * 5),
+        "revoked X509 user halts": (Attempt(pki, x509=True, user_certificate="mes-old",
+                                            calls=(halt,)),
+                                    [good, good, good, "BadUserAccessDenied",
+                                     "BadUserAccessDenied"]),
     }  # fmt: skip
+    pki.revoke(pki.identity("mes-old", "urn:inspection:mes-old").certificate)
     seen = {
         name: _calls_of(asyncio.run(attempt(endpoint, plan))) for name, (plan, _) in cases.items()
     }
@@ -464,10 +492,19 @@ def test_raw_service_calls_get_no_session_identity_or_method_unchecked(
         "ActivateSession",
         "CreateSession",
         "OpenSecureChannel",
-        "halt by op-a (operator)",
+        "Halt by op-a (operator)",
     ):
         assert any(what in message for message in refusals), (what, refusals)
     assert any("wrong user name or password" in m for m in refusals)
+    assert any("mes-old from" in m and "revoked (site CRL)" in m for m in refusals)
+    calls = [(c["user"], c["role"], c["method"], c["arguments"], c["result"])
+             for c in _controls(station)]  # fmt: skip
+    assert calls == [  # every method call that reached a session, in order, run or refused
+        ("op-a", "operator", "Halt", ["0", "test"], "BadUserAccessDenied"),
+        ("op-a", "operator", "SelectModeAutomatic", [], "BadUserAccessDenied"),
+        ("eng", "engineer", "SelectModeAutomatic", [], "Good"),
+        ("mes", "admin", "Halt", ["0", "test"], "Good"),
+    ]
 
     def op_b(password: str) -> str:
         plan = Attempt(pki, user="op-b", password=password)
@@ -477,6 +514,109 @@ def test_raw_service_calls_get_no_session_identity_or_method_unchecked(
     assert guesses == ["BadUserAccessDenied"] * 5
     assert op_b(PASSWORD) == "BadUserAccessDenied"  # locked after 5 failures, for 30 s
     assert re.search(r"op-b from .*: locked for (29|30) s after 5 failures", caplog.text)
+
+
+def _controls(station: LineStation) -> list[dict]:
+    """The station's control journal, each row's signature checked with its public key."""
+    public = load_public_key(station.config.security.pki_dir / "signing" / "cam-1.pub")
+    rows = station.core.models.registry.journal.controls()
+    for row in rows:
+        verify_record(row, public, "control call")
+        assert row["station"] == "cam-1" and row["peer"].startswith("127.0.0.1:")
+    return rows
+
+
+async def _machine(client: Client) -> tuple[int, dict]:
+    """The MES's view: the namespace and the VisionSystem's nodes; Operational, brick ready."""
+    mv = await load_client_types(client)
+    system = await client.nodes.objects.get_child("1:VisionSystem")  # the server URI namespace
+    machine = await system.get_child(f"{mv}:VisionStateMachine")
+    nodes = {"system": system, "machine": machine,
+             "automatic": await machine.get_child(f"{mv}:AutomaticModeStateMachine"),
+             "recipes": await system.get_child(f"{mv}:RecipeManagement"),
+             "results": await system.get_child(f"{mv}:ResultManagement")}  # fmt: skip
+    await machine.call_method(f"{mv}:SelectModeAutomatic")
+    await nodes["recipes"].call_method(f"{mv}:PrepareRecipe",
+                                       ua.RecipeIdExternalDataType(Id="brick"),
+                                       ua.RecipeIdInternalDataType(Id=""))  # fmt: skip
+    return mv, nodes
+
+
+async def _single_jobs(mv: int, nodes: dict, events: _Events, count: int) -> int:
+    """``count`` single jobs one after another: how many ResultReady events arrived."""
+    received = 0
+    for n in range(count):
+        await nodes["automatic"].call_method(f"{mv}:StartSingleJob", *_job_arguments(f"a-{n}"))
+        try:
+            await asyncio.wait_for(events.queue.get(), 10)
+        except TimeoutError:
+            continue
+        received += 1
+        await _until_ready(nodes["automatic"])
+    return received
+
+
+async def _until_ready(automatic) -> None:
+    for _ in range(100):
+        if (await (await automatic.get_child("0:CurrentState")).read_value()).Text == "Ready":
+            return
+        await asyncio.sleep(0.05)
+
+
+def test_a_session_acts_only_on_its_own_subscriptions_within_quotas(
+    station: LineStation, tmp_path: Path
+) -> None:
+    """An observer (asyncua raw calls, then node-opcua) goes for the MES's subscription, fills
+    its quotas and activates the MES's session from channels of its own; the MES still gets
+    every result, and each refusal is in the control journal."""
+    endpoint, pki = _endpoint(station), LinePki(secure(tmp_path).pki_dir)
+    observer = Attempt(pki, name="obs-client", user="obs", password=PASSWORD)
+    node = _node_client()
+    node_identity = pki.identity("mes-node", "urn:inspection:mes-node")
+    node_options = {"endpoint": endpoint, "ca": str(pki.trusted_dir / "ca.der"),
+                    "crl": str(pki.crl_file), "certificate": str(node_identity.certificate),
+                    "privateKey": str(node_identity.private_key), "uri": node_identity.uri,
+                    "pki": str(tmp_path / "node-pki"), "user": "obs",
+                    "password": PASSWORD}  # fmt: skip
+
+    async def run() -> dict:
+        async with await _mes(endpoint, pki) as client:
+            mv, nodes = await _machine(client)
+            events = _Events()
+            subscription = await client.create_subscription(20, events)
+            await subscription.subscribe_events(nodes["system"], ua.NodeId(RESULT_READY_EVENT, mv))
+            sid = subscription.subscription_id
+            seen = {
+                "asyncua": await attempt(endpoint, observer, then=on_subscription(sid)),
+                "node-opcua": await asyncio.to_thread(_run_node, node, **node_options,
+                                                      attack=sid),
+                "quota": [(await attempt(endpoint, observer, then=subscribe_until_refused()))
+                          for _ in range(3)],
+                "self-signed channel": await activate_foreign(
+                    endpoint, client, Attempt(rogue(tmp_path), user="op-a", password=PASSWORD)),
+                "site-CA channel": await activate_foreign(
+                    endpoint, client, Attempt(pki, name="other", user="op-a", password=PASSWORD)),
+            }  # fmt: skip
+            mes_more = await client.create_subscription(20, _Events())  # its own quota is free
+            seen["events"] = await _single_jobs(mv, nodes, events, 3)
+            await mes_more.delete()
+            return seen
+
+    seen = asyncio.run(run())
+    attacks = ("SetPublishingMode", "ModifySubscription", "TransferSubscriptions",
+               "DeleteSubscriptions")  # fmt: skip
+    refused = ["BadSubscriptionIdInvalid", "BadSubscriptionIdInvalid", "BadUserAccessDenied",
+               "BadSubscriptionIdInvalid"]  # fmt: skip
+    assert [seen["asyncua"][a] for a in attacks] == refused, seen["asyncua"]
+    assert [seen["node-opcua"].get(a) for a in attacks] == refused, seen["node-opcua"]
+    quota = [(q["made"], q["refusal"]) for q in seen["quota"]]
+    assert quota == [("5", "BadTooManySubscriptions")] * 2 + [("0", "BadTooManySubscriptions")]
+    assert seen["self-signed channel"] == seen["site-CA channel"] == "BadSecurityChecksFailed"
+    assert seen["events"] == 3  # the MES heard every result
+    journal = [(c["user"], c["method"], c["result"]) for c in _controls(station)]
+    for attack, status in zip(attacks, refused, strict=True):
+        assert journal.count(("obs", attack, status)) == 2, journal  # asyncua and node-opcua
+    assert journal.count(("obs", "CreateSubscription", "BadTooManySubscriptions")) == 3
 
 
 def test_a_client_stops_only_its_own_job_unless_admin(station: LineStation, tmp_path: Path) -> None:
@@ -498,6 +638,11 @@ def test_a_client_stops_only_its_own_job_unless_admin(station: LineStation, tmp_
     assert run("op-a", start) == ["Good"]
     admin = Attempt(pki, x509=True, calls=(stop,))
     assert _calls_of(asyncio.run(attempt(endpoint, admin)))[4:] == ["Good"]  # an admin
+    jobs = [(c["user"], c["method"], c["result"]) for c in _controls(station)
+            if c["method"] in ("StartContinuous", "Stop")]  # fmt: skip
+    assert jobs == [("op-a", "StartContinuous", "Good"), ("op-b", "Stop", "BadUserAccessDenied"),
+                    ("op-a", "Stop", "Good"), ("op-a", "StartContinuous", "Good"),
+                    ("mes", "Stop", "Good")]  # fmt: skip
 
 
 async def _prepare(endpoint: str, pki: LinePki) -> None:
@@ -593,6 +738,117 @@ def test_a_failed_part_ends_ready_with_an_error_event(
     assert [s[1:] for s in seen] == [(1, "f-1"), (4, "f-2")]
     assert state == "Ready"
     assert len(errors) == 1 and "f-2" in errors[0] and "error 1" in errors[0], errors  # NO_IMAGE
+
+
+def test_a_part_past_its_timeout_is_fetched_under_the_id_the_mes_was_given(
+    tmp_path: Path, fp32_bundle: Path, tiny_product: Path
+) -> None:
+    """``inspect_timeout_s`` shorter than an inspection: the MES is told at once (Processing,
+    a signed answer), then its stored verdict follows under the same ResultId with every id
+    the job was started with."""
+    built = _build(
+        tmp_path, fp32_bundle, tiny_product, inspect_timeout_s=0.001, image_base_url=IMAGES
+    )
+    endpoint, pki = _endpoint(built), LinePki(secure(tmp_path).pki_dir)
+
+    async def run() -> tuple:
+        async with await _mes(endpoint, pki) as client:
+            mv, nodes = await _machine(client)
+            events = _Events()
+            subscription = await client.create_subscription(20, events)
+            await subscription.subscribe_events(nodes["system"], ua.NodeId(RESULT_READY_EVENT, mv))
+            arguments = [ua.MeasIdDataType(Id="t-1"), ua.PartIdDataType(Id="part-t"),
+                         ua.RecipeIdExternalDataType(Id="brick"), ua.ProductIdDataType(Id=""),
+                         ua.Variant([], ua.VariantType.Variant)]  # fmt: skip
+            await nodes["automatic"].call_method(f"{mv}:StartSingleJob", *arguments)
+            told, late = [await asyncio.wait_for(events.queue.get(), 30) for _ in range(2)]
+            _handle, result, _error = await nodes["results"].call_method(
+                f"{mv}:GetResultById", told.ResultId, ua.Variant(1000, ua.VariantType.Int32)
+            )
+            return told, late, result
+
+    try:
+        told, late, result = asyncio.run(run())
+    finally:
+        built.stop()
+    assert (told.ResultState, late.ResultState, result.ResultState) == (2, 1, 1)
+    assert told.ResultId.Id == late.ResultId.Id == result.ResultId.Id
+    public = load_public_key(built.config.security.pki_dir / "signing" / "cam-1.pub")
+    answer = json.loads(getattr(told.ResultContent[0], "Value", told.ResultContent[0]))
+    verify_record(answer, public, "timed-out answer")
+    assert (answer["error_code"], answer["request_id"]) == (4, "t-1")  # TIMEOUT
+    row_id = ResultPayload.from_json(result.ResultContent[0].Value).inspection_id
+    assert row_id != result.ResultId.Id  # the row's own id is in the signed payload
+    _check_against_store(built, row_id, result.ResultState, result.ResultContent[0].Value)
+    for carried in (late, result):
+        assert (carried.MeasId.Id, carried.PartId.Id, carried.ExternalRecipeId.Id,
+                carried.ProductId.Id, carried.JobId.Id) == (
+                    "t-1", "part-t", "brick", "brick", told.JobId.Id)  # fmt: skip
+    assert result.ProcessingTimes.EndTime >= result.ProcessingTimes.StartTime
+
+
+def _user_certificate(pki: LinePki, name: str, *, sign: bool) -> bytes:
+    """A certificate of the site CA for user ``name`` (DER), with or without the
+    digitalSignature key usage."""
+    ca, ca_key = pki._load_ca()
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.now(timezone.utc)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    usage = x509.KeyUsage(digital_signature=sign, content_commitment=False,
+                          key_encipherment=True, data_encipherment=False, key_agreement=False,
+                          key_cert_sign=False, crl_sign=False, encipher_only=False,
+                          decipher_only=False)  # fmt: skip
+    built = (x509.CertificateBuilder().subject_name(subject).issuer_name(ca.subject)
+             .public_key(key.public_key()).serial_number(x509.random_serial_number())
+             .not_valid_before(now - timedelta(minutes=1)).not_valid_after(now + timedelta(days=1))
+             .add_extension(usage, critical=True).sign(ca_key, hashes.SHA256()))  # fmt: skip
+    return built.public_bytes(serialization.Encoding.DER)
+
+
+def test_an_x509_user_needs_a_certificate_that_may_sign_and_is_not_revoked(
+    tmp_path: Path,
+) -> None:
+    pki = LinePki(tmp_path / "pki")
+    users = StationUsers({"mes": OpcUser("admin", certificate=True)}, None, pki)
+    signing = _user_certificate(pki, "mes", sign=True)
+    assert users._certificate(signing) == ("mes", "admin", "")
+    assert users._certificate(_user_certificate(pki, "mes", sign=False)) == (
+        "mes", None, "user certificate may not sign (key usage)")  # fmt: skip
+    foreign = _user_certificate(LinePki(tmp_path / "rogue"), "mes", sign=True)  # same CA name
+    assert users._certificate(foreign) == (
+        "mes",
+        None,
+        "user certificate not signed by the site CA",
+    )
+    pem = tmp_path / "mes.pem"
+    pem.write_bytes(
+        x509.load_der_x509_certificate(signing).public_bytes(serialization.Encoding.PEM)
+    )
+    pki.revoke(pem)
+    assert users._certificate(signing) == ("mes", None, "user certificate revoked (site CRL)")
+
+
+def test_a_part_of_several_views_is_served_as_signed_text_only(tmp_path: Path) -> None:
+    """Its answer signed as a record with the station key, then each view's stored payload."""
+    store = Store.migrated(f"sqlite:///{tmp_path / 'line.db'}", tmp_path / "blobs")
+    key = LinePki(tmp_path / "pki").signing_key("cam-1")
+    views = []
+    for view, verdict in (("top", "NG"), ("side", "OK")):
+        payload = f'{{"signed": "payload of {view}"}}'
+        row = store.add_inspection(
+            product="brick", station_id="cam-1", score=0.7, threshold=0.5, verdict=verdict,
+            model_version="brick/v0001", bundle_id="v0001-fp32", latency_ms=1.0, width=8,
+            height=8, image_sha="0" * 64, request_id=f"p-1.{view}",
+            outbox=[OutboxEntry(SIGNED_RECORD, f"p-1.{view}", payload, delivered=True)],
+        )  # fmt: skip
+        views.append((view, Answer(f"p-1.{view}", 0, product="brick", verdict=verdict,
+                                   score=0.7, inspection_id=row.id)))  # fmt: skip
+    answer = part_answer("p-1", views, 12.0)
+    content = VisionResults(None, store, "cam-1", key).content(answer)  # type: ignore[arg-type]
+    assert content[1:] == ['{"signed": "payload of top"}', '{"signed": "payload of side"}']
+    record = json.loads(content[0])
+    verify_record(record, key.public_key(), "part answer")
+    assert (record["verdict"], [v["view"] for v in record["views"]]) == ("NG", ["top", "side"])
 
 
 def test_the_users_file_is_checked_by_key(tmp_path: Path) -> None:

@@ -121,3 +121,7 @@ if promote or rollback:
 st.subheader("Audit log")
 empty = "No promotions, rollbacks, threshold changes or retraining runs yet."
 panels.table(app_state.events_frame(site, product), empty=empty)
+
+st.subheader("Line control calls")
+st.caption("OPC 40100 method calls by line clients, run or refused, as each station signed them.")
+panels.table(app_state.control_frame(site), empty="No control calls recorded here.")

@@ -12,8 +12,16 @@ asyncua 2.1 alone leaves three holes, closed here at its per-connection ``UaProc
   an untrusted certificate and a CreateSession without one got a session. ``GatedProcessor``
   checks the channel's own certificate against the trust list at CreateSession.
 - Without a user manager any UserName and password is accepted. ``StationUsers`` checks
-  Anonymous (only where configured), UserName (an Argon2id hash in the users file) and X509
-  (a certificate the site CA signed, its common name a user of the file) tokens.
+  Anonymous (only where configured), UserName (an Argon2id hash in the users file, only over
+  a SignAndEncrypt channel: a Sign-only channel shows the password blob to anyone on the wire)
+  and X509 (a certificate the site CA signed, not on its CRL, with the digitalSignature key
+  usage, its common name a user of the file) tokens.
+- ActivateSession is served for any live session on any channel (a reconnect): a session is
+  activated only on a channel with the certificate it was created on (``BadSecurityChecksFailed``).
+- Subscription ids come from one server-wide counter and every subscription service acts on any
+  id: a session acts only on its own (``BadSubscriptionIdInvalid``), TransferSubscriptions
+  moves only the same user's (``BadUserAccessDenied``), and each session and user holds at
+  most ``Quotas`` subscriptions (``BadTooManySubscriptions``).
 
 Each request runs with its session's ``Caller`` in a context variable; the methods of the
 server read it through ``authorize`` (a role at least the method's) and ``caller``. Clients
@@ -37,6 +45,7 @@ import logging
 import socket
 import sys
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -52,16 +61,18 @@ from asyncua.common.utils import ServiceError
 from asyncua.crypto import uacrypto
 from asyncua.crypto.permission_rules import USER_TYPES, PermissionRuleset, User, UserRole
 from asyncua.server.binary_server_asyncio import BinaryServer, OPCUAProtocol
+from asyncua.server.internal_session import InternalSession
 from asyncua.server.uaprocessor import UaProcessor
 from asyncua.server.user_managers import UserManager
 from asyncua.ua.ua_binary import struct_from_binary, uatcp_to_binary
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.x509.oid import NameOID
 
 from inspection.core.config import from_mapping
 from inspection.core.errors import ConfigError
 from inspection.line.config import OpcRole
-from inspection.line.pki import write_private
+from inspection.line.pki import LinePki, write_private
 from inspection.store.users import lock_seconds
 
 log = logging.getLogger(__name__)
@@ -75,6 +86,33 @@ ACTIVATE_SESSION = ua.NodeId(ua.ObjectIds.ActivateSessionRequest_Encoding_Defaul
 REGISTER_SERVER = {ua.NodeId(ua.ObjectIds.RegisterServerRequest_Encoding_DefaultBinary),
                    ua.NodeId(ua.ObjectIds.RegisterServer2Request_Encoding_DefaultBinary)}  # fmt: skip
 DENIED = ua.StatusCode(ua.StatusCodes.BadUserAccessDenied)
+CREATE_SUBSCRIPTION = ua.NodeId(ua.ObjectIds.CreateSubscriptionRequest_Encoding_DefaultBinary)
+TRANSFER = ua.NodeId(ua.ObjectIds.TransferSubscriptionsRequest_Encoding_DefaultBinary)
+
+
+def _one(params: Any) -> list[int]:
+    return [params.SubscriptionId]
+
+
+def _many(params: Any) -> list[int]:
+    return list(params.SubscriptionIds)
+
+
+def _acks(params: Any) -> list[int]:
+    return [ack.SubscriptionId for ack in params.SubscriptionAcknowledgements]
+
+
+NAMING_SUBSCRIPTIONS: dict[ua.NodeId, tuple[type, Callable[[Any], list[int]]]] = {
+    ua.NodeId(getattr(ua.ObjectIds, f"{service}Request_Encoding_DefaultBinary")): (
+        getattr(ua, f"{service}Parameters"), ids)
+    for service, ids in (
+        ("ModifySubscription", _one), ("CreateMonitoredItems", _one),
+        ("ModifyMonitoredItems", _one), ("DeleteMonitoredItems", _one),
+        ("SetMonitoringMode", _one), ("Republish", _one), ("DeleteSubscriptions", _many),
+        ("SetPublishingMode", _many), ("TransferSubscriptions", _many), ("Publish", _acks),
+    )
+}  # fmt: skip
+"""The services that name subscriptions: their parameters and the ids they name."""
 _HASHER = PasswordHasher()
 _DUMMY_HASH = _HASHER.hash("equalises the time of an unknown name")
 
@@ -107,13 +145,19 @@ class Caller(User):
         return f"{self.name} ({self.station_role}) from {self.peer}"
 
 
+Audit = Callable[[dict[str, Any]], None]
+"""Where each control call goes: user, role, peer, method, arguments and result."""
+
+
 @dataclass(frozen=True)
 class _Request:
-    """What the request being served came over: peer, identity token type, session user."""
+    """What the request being served came over: peer, identity token type, session user, and
+    the server's audit trail."""
 
     peer: str
     token: type | None = None
     user: User | None = None
+    audit: Audit | None = None
 
 
 _REQUEST: ContextVar[_Request | None] = ContextVar("opc40100_request", default=None)
@@ -125,26 +169,58 @@ def caller() -> Caller | None:
     return request.user if request and isinstance(request.user, Caller) else None
 
 
-def authorize(role: OpcRole) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Any]]:
+def authorize(
+    role: OpcRole, *, name: str = "", audited: bool = True
+) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Any]]:
     """A method callback that only a caller of at least ``role`` runs; others get
-    ``BadUserAccessDenied``, logged with who, what and why."""
+    ``BadUserAccessDenied``, logged with who, what and why. Each call, run or refused, goes
+    to the audit trail (``audited``; reads such as GetResultById need not) under the OPC
+    method's ``name`` (default: the callback's, ``_prepare_recipe`` -> ``PrepareRecipe``)."""
 
     def wrap(method: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+        called = name or "".join(w.title() for w in method.__name__.strip("_").split("_"))
+
         @functools.wraps(method)
-        async def checked(self: Any, *args: Any, **options: Any) -> Any:
+        async def checked(self: Any, parent: Any, *args: Any, **options: Any) -> Any:
             who = caller()
             if who is None or not who.may(role):
-                refuse(who, method.__name__.strip("_"), f"needs role {role}")
-                return DENIED
-            return await method(self, *args, **options)
+                refuse(who, called, f"needs role {role}")
+                result: Any = DENIED
+            else:
+                result = await method(self, parent, *args, **options)
+            if audited:
+                audit(who, called, args, result)
+            return result
 
         return checked
 
     return wrap
 
 
+def audit(who: Caller | None, method: str, args: tuple[Any, ...], result: Any) -> None:
+    """Hand one control call to the server's audit trail: who (user, role, peer), the method,
+    its arguments as text and its result (a status name; ``Good`` for outputs)."""
+    request = _REQUEST.get()
+    if request is None or request.audit is None:
+        return
+    status = result.name if isinstance(result, ua.StatusCode) else "Good"
+    request.audit({
+        "user": who.name if who else None, "role": who.station_role if who else None,
+        "peer": who.peer if who else request.peer, "method": method,
+        "arguments": [str(getattr(a, "Value", a))[:200] for a in args], "result": status,
+    })  # fmt: skip
+
+
 def refuse(who: object, what: str, why: str) -> None:
     log.warning("OPC 40100 refused: %s by %s: %s", what, who or "no session", why)
+
+
+@dataclass(frozen=True)
+class Quotas:
+    """How many subscriptions one session and one user (all its sessions) may hold."""
+
+    per_session: int = 5
+    per_user: int = 10
 
 
 def load_users(path: Path) -> dict[str, OpcUser]:
@@ -173,9 +249,10 @@ class StationUsers(UserManager):
     ``None`` (``BadUserAccessDenied``), each refusal logged."""
 
     def __init__(
-        self, users: dict[str, OpcUser], anonymous: OpcRole | None, ca: x509.Certificate | None
+        self, users: dict[str, OpcUser], anonymous: OpcRole | None, pki: LinePki | None = None
     ) -> None:
-        self.users, self.anonymous, self.ca = users, anonymous, ca
+        self.users, self.anonymous, self.pki = users, anonymous, pki
+        self.ca = x509.load_pem_x509_certificate(pki.ca_file.read_bytes()) if pki else None
         self._failures: dict[str, tuple[int, float]] = {}  # user: failures, locked until
 
     def get_user(
@@ -215,22 +292,40 @@ class StationUsers(UserManager):
         return name, user.role, ""
 
     def _certificate(self, der: bytes | None) -> tuple[str, OpcRole | None, str]:
-        if der is None or self.ca is None:
+        if der is None or self.ca is None or self.pki is None:
             return "?", None, "no certificate or no site CA"
         cert = x509.load_der_x509_certificate(der)
         names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
         name = str(names[0].value) if names else "?"
         try:
             cert.verify_directly_issued_by(self.ca)
-        except (ValueError, TypeError, x509.InvalidSignature):
+        except (ValueError, TypeError, InvalidSignature):
             return name, None, "user certificate not signed by the site CA"
-        now = datetime.now(timezone.utc)
-        if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
-            return name, None, "user certificate expired or not yet valid"
+        if (why := _unusable(cert, self.ca, self.pki.crl_file)) is not None:
+            return name, None, why
         user = self.users.get(name)
         if user is None or not user.certificate:
             return name, None, f"no certificate user {name!r} in the users file"
         return name, user.role, ""
+
+
+def _unusable(cert: x509.Certificate, ca: x509.Certificate, crl_file: Path) -> str | None:
+    """Why a user certificate the CA signed may not sign a session in (``None``: it may):
+    outside its validity, revoked on the CA's CRL (read at each use: a revocation counts at
+    once), or without the digitalSignature key usage an X509 token's signature needs."""
+    now = datetime.now(timezone.utc)
+    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+        return "user certificate expired or not yet valid"
+    crl = x509.load_der_x509_crl(crl_file.read_bytes())
+    if not crl.is_signature_valid(ca.public_key()):  # type: ignore[arg-type]
+        return "the site CRL is not signed by the site CA"
+    if crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None:
+        return "user certificate revoked (site CRL)"
+    try:
+        usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return "user certificate without key usage (digitalSignature needed)"
+    return None if usage.digital_signature else "user certificate may not sign (key usage)"
 
 
 class ReadOnlyRuleset(PermissionRuleset):
@@ -248,8 +343,35 @@ class ReadOnlyRuleset(PermissionRuleset):
         return False
 
 
+class SessionBook:
+    """What the gate knows of the external sessions: the certificate of the channel each was
+    created on, each one's user (by session id), the subscription quotas and the audit trail."""
+
+    def __init__(self, quotas: Quotas, audit: Audit | None) -> None:
+        self.quotas, self.audit = quotas, audit
+        self._channels: weakref.WeakKeyDictionary[InternalSession, bytes | None] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._sessions: weakref.WeakValueDictionary[ua.NodeId, InternalSession] = (
+            weakref.WeakValueDictionary()
+        )
+
+    def created(self, session: InternalSession, channel_certificate: bytes | None) -> None:
+        self._channels[session] = channel_certificate
+        self._sessions[session.session_id] = session
+
+    def on_its_channel(self, session: InternalSession, channel_certificate: bytes | None) -> bool:
+        return self._channels.get(session, b"") == channel_certificate
+
+    def user_of(self, session_id: ua.NodeId) -> str | None:
+        session = self._sessions.get(session_id)
+        return getattr(session.user, "name", None) if session is not None else None
+
+
 class GatedProcessor(UaProcessor):
     """asyncua's per-connection processor with the gate of this module's docstring."""
+
+    book: SessionBook
 
     def set_policies(self, policies: list[Any]) -> None:
         super().set_policies(policies)
@@ -284,15 +406,16 @@ class GatedProcessor(UaProcessor):
         if typeid == CREATE_SESSION:
             await self._check_channel_certificate(body.copy())
         elif typeid == ACTIVATE_SESSION:
-            params = struct_from_binary(ua.ActivateSessionParameters, body.copy())
-            token = type(params.UserIdentityToken)
-            if token is ua.ExtensionObject:  # a null token: anonymous (Part 4, 5.6.3)
-                token = ua.AnonymousIdentityToken
-            if not issubclass(token, self.iserver.supported_tokens):  # asyncua refuses it
-                refuse(self.name, "ActivateSession", f"{token.__name__} not accepted here")
+            token = self._check_activation(requesthdr.AuthenticationToken, body.copy())
         user = self.session.user if self.session else None
-        _REQUEST.set(_Request(f"{self.name[0]}:{self.name[1]}" if self.name else "?", token, user))
-        return await super()._process_message(typeid, requesthdr, seqhdr, body)
+        peer = f"{self.name[0]}:{self.name[1]}" if self.name else "?"
+        _REQUEST.set(_Request(peer, token, user, self.book.audit))
+        if isinstance(user, Caller) and self.session is not None:
+            self._check_subscriptions(user, typeid, body.copy())
+        done = await super()._process_message(typeid, requesthdr, seqhdr, body)
+        if typeid == CREATE_SESSION and self.session is not None:
+            self.book.created(self.session, self._connection.security_policy.peer_certificate)
+        return done
 
     async def _check_channel_certificate(self, body: Any) -> None:
         """The channel's certificate, not only the one CreateSession names, on the trust list."""
@@ -310,23 +433,99 @@ class GatedProcessor(UaProcessor):
             refuse(self.name, "CreateSession", f"channel certificate: {exc}")
             raise
 
+    def _check_activation(self, auth_token: ua.NodeId, body: Any) -> type:
+        """The session on the channel it was created on; a password only encrypted. The
+        identity token's type."""
+        session = self.session or self.iserver.lookup_external_session(auth_token)
+        peer = self._connection.security_policy.peer_certificate
+        if session is not None and not self.book.on_its_channel(session, peer):
+            refuse(self.name, "ActivateSession", "channel certificate is not the session's")
+            raise ServiceError(ua.StatusCodes.BadSecurityChecksFailed)
+        params = struct_from_binary(ua.ActivateSessionParameters, body)
+        token = type(params.UserIdentityToken)
+        if token is ua.ExtensionObject:  # a null token: anonymous (Part 4, 5.6.3)
+            token = ua.AnonymousIdentityToken
+        if not issubclass(token, self.iserver.supported_tokens):  # asyncua refuses it
+            refuse(self.name, "ActivateSession", f"{token.__name__} not accepted here")
+        encrypted = self._channel[1] == ua.MessageSecurityMode.SignAndEncrypt
+        if token is ua.UserNameIdentityToken and not encrypted:
+            refuse(self.name, "ActivateSession", "a password needs a SignAndEncrypt channel")
+            raise ServiceError(ua.StatusCodes.BadIdentityTokenRejected)
+        return token
+
+    def _check_subscriptions(self, user: Caller, typeid: ua.NodeId, body: Any) -> None:
+        """A session acts on its own subscriptions (moves only its user's) within quotas."""
+        subscriptions = self.iserver.subscription_service.subscriptions
+        mine = self.session.session_id
+        if typeid == CREATE_SUBSCRIPTION:
+            held = [s for s in subscriptions.values() if s.session_id == mine]
+            users = [s for s in subscriptions.values()
+                     if self.book.user_of(s.session_id) == user.name]  # fmt: skip
+            quotas = self.book.quotas
+            if len(held) >= quotas.per_session or len(users) >= quotas.per_user:
+                why = (f"holds {len(held)} (session) / {len(users)} (user) subscriptions, "
+                       f"quotas {quotas.per_session} / {quotas.per_user}")  # fmt: skip
+                self._refuse_subscription(user, typeid, [], why,
+                                          ua.StatusCodes.BadTooManySubscriptions)  # fmt: skip
+            return
+        if (named := NAMING_SUBSCRIPTIONS.get(typeid)) is None:
+            return
+        kind, ids_of = named
+        ids = ids_of(struct_from_binary(kind, body))
+        for sid in ids:
+            owner = getattr(subscriptions.get(sid), "session_id", mine)
+            if owner == mine:  # its own, or none: asyncua answers BadSubscriptionIdInvalid
+                continue
+            if typeid == TRANSFER and self.book.user_of(owner) == user.name:
+                continue  # Part 4, 5.13.7: the same user takes its subscriptions over
+            status = ua.StatusCodes.BadUserAccessDenied if typeid == TRANSFER else (
+                ua.StatusCodes.BadSubscriptionIdInvalid)  # fmt: skip
+            self._refuse_subscription(user, typeid, ids, f"subscription {sid} is another "
+                                      "session's", status)  # fmt: skip
+
+    def _refuse_subscription(
+        self, user: Caller, typeid: ua.NodeId, ids: list[int], why: str, status: int
+    ) -> None:
+        service = _service_name(typeid)
+        refuse(user, service, why)
+        audit(user, service, (ids,), ua.StatusCode(status))
+        raise ServiceError(status)
+
+
+def _service_name(typeid: ua.NodeId) -> str:
+    """``DeleteSubscriptions`` for the DeleteSubscriptionsRequest's encoding id."""
+    name = ua.ObjectIdNames.get(typeid.Identifier, str(typeid.Identifier))
+    return name.removesuffix("_Encoding_DefaultBinary").removesuffix("Request")
+
 
 class _GatedProtocol(OPCUAProtocol):
+    book: SessionBook
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         if self.processor is not None:  # before any message: the read loop has not run yet
             self.processor = GatedProcessor(self.iserver, self.transport, self.limits)
             self.processor.set_policies(self.policies)
+            self.processor.book = self.book
 
 
 class _GatedBinaryServer(BinaryServer):
+    book: SessionBook
+
     def _make_protocol(self) -> OPCUAProtocol:
-        return _GatedProtocol(self.iserver, self._policies, self.clients, self.closing_tasks,
-                              self.limits)  # fmt: skip
+        protocol = _GatedProtocol(self.iserver, self._policies, self.clients,
+                                  self.closing_tasks, self.limits)  # fmt: skip
+        protocol.book = self.book
+        return protocol
 
 
 class GatedServer(Server):
-    """asyncua's ``Server`` whose connections run ``GatedProcessor``."""
+    """asyncua's ``Server`` whose connections run ``GatedProcessor``, with ``book``'s quotas
+    and audit trail."""
+
+    def __init__(self, quotas: Quotas, audit: Audit | None) -> None:
+        super().__init__()
+        self.book = SessionBook(quotas, audit)
 
     async def start(self) -> None:
         """asyncua 2.1's ``Server.start`` (it builds its ``BinaryServer`` inline) with ours."""
@@ -339,6 +538,7 @@ class GatedServer(Server):
         try:
             host, port = self._get_bind_socket_info()
             self.bserver = _GatedBinaryServer(self.iserver, host, port, self.limits)
+            self.bserver.book = self.book
             self.bserver.set_policies(self._policies)
             await self.bserver.start()
         except Exception:

@@ -10,6 +10,7 @@ from pathlib import Path
 from asyncua import Client, ua
 
 from inspection.line.handshake import Answer
+from inspection.station.errors import ErrorCode
 
 NODESET = Path(__file__).parents[1] / "nodesets" / "Opc.Ua.MachineVision.NodeSet2.xml"
 MV_URI = "http://opcfoundation.org/UA/MachineVision"
@@ -22,15 +23,18 @@ STATES = {"Preoperational": 5028, "Halted": 5029, "Error": 5030, "Operational": 
 AUTOMATIC_STATES = {"Initialized": 5056, "Ready": 5057, "SingleExecution": 5058,
                     "ContinuousExecution": 5059}  # fmt: skip
 RUNNING = ("SingleExecution", "ContinuousExecution")
-COMPLETED, FAILED = 1, 4
+COMPLETED, PROCESSING, FAILED = 1, 2, 4
 """ResultStateDataType (OPC 40100-1 12.19): 1 Completed (processing carried out: OK or NG, the
-verdict is in ResultContent), 4 Failed (no verdict); 0 Undefined, 2 Processing, 3 Aborted
-are not used."""
+verdict is in ResultContent), 2 Processing (no verdict within ``inspect_timeout_s``: the final
+result follows under the same ResultId), 4 Failed (no verdict); 0 Undefined, 3 Aborted are not
+used."""
 _ID = ua.VariantType.ExtensionObject
 EVENT_FIELDS = {  # ResultReadyEventType's fields that this station fills, as ResultDataType's
-    "ResultId": _ID, "ResultState": ua.VariantType.Int32, "MeasId": _ID, "JobId": _ID,
-    "InternalRecipeId": _ID, "InternalConfigurationId": _ID, "IsPartial": ua.VariantType.Boolean,
-    "CreationTime": ua.VariantType.DateTime, "ResultContent": ua.VariantType.Variant,
+    "ResultId": _ID, "ResultState": ua.VariantType.Int32, "MeasId": _ID, "PartId": _ID,
+    "JobId": _ID, "ExternalRecipeId": _ID, "InternalRecipeId": _ID, "ProductId": _ID,
+    "InternalConfigurationId": _ID, "IsPartial": ua.VariantType.Boolean,
+    "IsSimulated": ua.VariantType.Boolean, "CreationTime": ua.VariantType.DateTime,
+    "ProcessingTimes": _ID, "ResultContent": ua.VariantType.Variant,
 }  # fmt: skip
 BINARY_IDS = {  # BinaryIdBaseDataType's subtypes: (DataType, its Default Binary encoding)
     "RecipeIdExternalDataType": (3002, 5002),
@@ -40,8 +44,11 @@ BINARY_IDS = {  # BinaryIdBaseDataType's subtypes: (DataType, its Default Binary
 
 
 def result_state(answer: Answer) -> int:
-    """The ResultState of a part's answer: Completed with a verdict, Failed without."""
-    return COMPLETED if answer.verdict is not None else FAILED
+    """The ResultState of a part's answer: Completed with a verdict, Processing while its
+    inspection overruns, Failed without."""
+    if answer.verdict is not None:
+        return COMPLETED
+    return PROCESSING if answer.error_code == ErrorCode.TIMEOUT else FAILED
 
 
 def register_binary_ids(mv: int) -> None:

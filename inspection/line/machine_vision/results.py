@@ -1,19 +1,29 @@
 """The VisionSystem's result access: each part's ``ResultDataType`` (kept while among the last
 ``KEEP_RESULTS``, returned by ``ResultManagement.GetResultById``) announced by a
-``ResultReadyEventType`` event. ``ResultContent`` holds one string: the signed
-``inspection.result/1`` payload (verdict, score, regions, bundle id, inspection id, signature),
-or for a part without a verdict the ``inspection.answer/1`` with its error code."""
+``ResultReadyEventType`` event carrying the same fields. ``ResultContent`` holds signed text
+only: the ``inspection.result/1`` payload (verdict, score, regions, bundle id, inspection id,
+signature) as the station stored it; for a part without one (an error, several views) the
+``inspection.answer/1`` signed as a record (``core.signing.sign_record``, the station's key),
+followed by each view's stored payload.
+
+A part whose inspection overran ``inspect_timeout_s`` is announced at once (ResultState 2
+Processing, or IsPartial when a view is missing) and again under the same ResultId when its
+verdict is stored (``report`` with that ``result_id``)."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections import OrderedDict
-from datetime import datetime, timezone
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from asyncua import ua
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from inspection.line.handshake import Answer
+from inspection.core.signing import sign_record
+from inspection.line.handshake import Answer, timed_out
 from inspection.line.machine_vision.access import authorize
 from inspection.line.machine_vision.model import EVENT_FIELDS, ok, result_state
 from inspection.line.machine_vision.space import VisionSpace
@@ -24,36 +34,47 @@ from inspection.store.store import Store
 KEEP_RESULTS = 256
 
 
+@dataclass(frozen=True)
+class JobIds:
+    """What a job was started with: the station's JobId and the MES's RecipeId, ProductId
+    and PartId (empty: not given; recipe and product then the prepared recipe's)."""
+
+    job: str
+    recipe: str
+    product: str
+    part: str = ""
+
+
 class VisionResults:
     """The last ``KEEP_RESULTS`` results, by ResultId; ``content`` reads a part's payload from
-    ``store`` as the station signed and stored it (``payload.SIGNED_RECORD``)."""
+    ``store`` as the station signed and stored it (``payload.SIGNED_RECORD``) and signs the
+    rest with ``key`` (None: link security off)."""
 
-    def __init__(self, space: VisionSpace, store: Store, station_id: str) -> None:
-        self.space, self.outbox, self.station_id = space, Outbox(store), station_id
+    def __init__(
+        self, space: VisionSpace, store: Store, station_id: str, key: Ed25519PrivateKey | None
+    ) -> None:
+        self.space, self.outbox, self.station_id, self.key = space, Outbox(store), station_id, key
         self._kept: OrderedDict[str, ua.ResultDataType] = OrderedDict()
 
-    def content(self, answer: Answer) -> str:
+    def content(self, answer: Answer) -> list[str]:
         """The part's ResultContent (in a worker thread: it reads the store)."""
-        if answer.inspection_id is None:
-            return answer.to_json()
-        return self.outbox.payload(answer.inspection_id, SIGNED_RECORD)
+        if answer.inspection_id is not None:
+            return [self.outbox.payload(answer.inspection_id, SIGNED_RECORD)]
+        record = json.loads(answer.to_json())
+        signed = record if self.key is None else sign_record(record, self.key)
+        views = [v.inspection_id for v in answer.views if v.inspection_id is not None]
+        return [json.dumps(signed, sort_keys=True, separators=(",", ":"))] + [
+            self.outbox.payload(inspection_id, SIGNED_RECORD) for inspection_id in views
+        ]
 
-    async def report(self, answer: Answer, job: str, content: str) -> None:
+    async def report(
+        self, answer: Answer, ids: JobIds, content: list[str], result_id: str | None = None
+    ) -> str:
         """Keep the part's result and fire ``ResultReadyEventType`` (and, for a part without
-        a verdict, ``ErrorEventType``)."""
-        result = ua.ResultDataType(
-            ResultId=ua.ResultIdDataType(Id=answer.inspection_id or uuid.uuid4().hex),
-            IsPartial=False,
-            ResultState=result_state(answer),
-            MeasId=ua.MeasIdDataType(Id=answer.request_id),
-            ExternalRecipeId=ua.RecipeIdExternalDataType(Id=answer.product or ""),
-            InternalRecipeId=ua.RecipeIdInternalDataType(Id=answer.product or ""),
-            InternalConfigurationId=ua.ConfigurationIdDataType(Id=self.station_id),
-            JobId=ua.JobIdDataType(Id=job),
-            CreationTime=datetime.now(timezone.utc),
-            ResultContent=[ua.Variant(content, ua.VariantType.String)],
-        )
+        a verdict, ``ErrorEventType``); its ResultId (``result_id``: a timed-out part's)."""
+        result = self._result(answer, ids, content, result_id)
         self._kept[result.ResultId.Id] = result
+        self._kept.move_to_end(result.ResultId.Id)
         while len(self._kept) > KEEP_RESULTS:
             self._kept.popitem(last=False)
         events = self.space.events
@@ -62,11 +83,39 @@ class VisionResults:
         await events.trigger(message=f"result {result.ResultId.Id}: {answer.verdict or 'error'}")
         if answer.verdict is None:
             await self.space.errors.trigger(
-                message=f"job {job} part {answer.request_id}: error {answer.error_code} "
+                message=f"job {ids.job} part {answer.request_id}: error {answer.error_code} "
                 f"{answer.message}"
             )
+        return result.ResultId.Id
 
-    @authorize("observer")
+    def _result(
+        self, answer: Answer, ids: JobIds, content: list[str], result_id: str | None
+    ) -> ua.ResultDataType:
+        ended = datetime.now(timezone.utc)
+        timings = answer.timings_ms
+        return ua.ResultDataType(
+            ResultId=ua.ResultIdDataType(Id=result_id or answer.inspection_id or uuid.uuid4().hex),
+            IsPartial=timed_out(answer) and answer.verdict is not None,
+            IsSimulated=False,
+            ResultState=result_state(answer),
+            MeasId=ua.MeasIdDataType(Id=answer.request_id),
+            PartId=ua.PartIdDataType(Id=ids.part),
+            ExternalRecipeId=ua.RecipeIdExternalDataType(Id=ids.recipe),
+            InternalRecipeId=ua.RecipeIdInternalDataType(Id=answer.product or ids.recipe),
+            ProductId=ua.ProductIdDataType(Id=ids.product),
+            InternalConfigurationId=ua.ConfigurationIdDataType(Id=self.station_id),
+            JobId=ua.JobIdDataType(Id=ids.job),
+            CreationTime=ended,
+            ProcessingTimes=ua.ProcessingTimesDataType(
+                StartTime=ended - timedelta(milliseconds=timings.get("handled_ms", 0.0)),
+                EndTime=ended,
+                AcquisitionDuration=timings.get("capture_ms", 0.0),
+                ProcessingDuration=timings.get("inference_ms", 0.0),
+            ),
+            ResultContent=[ua.Variant(text, ua.VariantType.String) for text in content],
+        )
+
+    @authorize("observer", audited=False)
     async def get_result_by_id(
         self, _parent: ua.NodeId, result_id: ua.Variant, _timeout: Any
     ) -> Any:

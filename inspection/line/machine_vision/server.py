@@ -19,11 +19,15 @@ state machines and jobs. A MES or SCADA browses it without a custom mapping:
   MeasId is answered from the store only under the handler's retry rule (same product and
   part), otherwise it is a new part with a new ResultId. ``JobId`` is the station's (unique).
   Each part ends in a result (``results``): ``ResultState`` 1 Completed (OK or NG) or 4 Failed
-  (no verdict: also an ``ErrorEventType`` event; the machine returns to Ready).
+  (no verdict: also an ``ErrorEventType`` event; the machine returns to Ready). A part whose
+  inspection overruns is first 2 Processing, then its stored verdict under the same ResultId;
+  a job that raises ends in a signed Failed result and Error.
 
 Who may call what: ``access`` (a session only on the configured secure channel, checked
 identities, roles observer < operator < engineer < admin; a client stops or aborts only its
-own job unless admin).
+own job unless admin; a session acts on its own subscriptions only). Every method call but
+GetResultById, run or refused, is appended to the station's signed control journal
+(``DecisionJournal.record_control``) and logged.
 """
 
 from __future__ import annotations
@@ -44,10 +48,11 @@ from inspection.line.config import MachineVisionConfig
 from inspection.line.handshake import Answer, LinkContext, Trigger
 from inspection.line.machine_vision.access import DENIED, authorize, caller, refuse
 from inspection.line.machine_vision.model import RUNNING, ok
-from inspection.line.machine_vision.results import VisionResults
+from inspection.line.machine_vision.results import JobIds, VisionResults
 from inspection.line.machine_vision.space import VisionSpace, build_space
 from inspection.line.opcua import LoopThread
-from inspection.station.errors import RequestRefused
+from inspection.line.pki import LinePki
+from inspection.station.errors import ErrorCode, RequestRefused
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +75,9 @@ class VisionSystemServer(LoopThread):
         self.on_answer = link.counted(SOURCE)
         self.endpoint = f"opc.tcp://{config.host}:{config.port}/inspection"
         self.users_file = config.users_file or link.security.pki_dir / "opcua-users.yaml"
+        security = link.security
+        self.key = LinePki(security.pki_dir).signing_key(link.station_id) if security.on else None
+        self.journal = link.handler.pipeline.models.registry.journal
         self._state, self._mode = "Preoperational", "Initialized"
         self._prepared: str | None = None
         self._running: asyncio.Task[None] | None = None
@@ -89,8 +97,8 @@ class VisionSystemServer(LoopThread):
         link = self.link
         try:
             self.space = await build_space(self.config, link.security, link.station_id,
-                                           self.users_file)  # fmt: skip
-            self.results = VisionResults(self.space, link.store, link.station_id)
+                                           self.users_file, self._audit)  # fmt: skip
+            self.results = VisionResults(self.space, link.store, link.station_id, self.key)
             await self.space.link(self._methods())
             await self._set()
             await self.space.server.start()
@@ -114,8 +122,8 @@ class VisionSystemServer(LoopThread):
             (machine, "SelectModeAutomatic"): self._select_mode_automatic,
             (machine, "Halt"): self._halt,
             (machine, "Reset"): self._reset,
-            (automatic, "StartSingleJob"): partial(self._start, continuous=False),
-            (automatic, "StartContinuous"): partial(self._start, continuous=True),
+            (automatic, "StartSingleJob"): self._start_single_job,
+            (automatic, "StartContinuous"): self._start_continuous,
             (automatic, "Stop"): self._stop_jobs,
             (automatic, "Abort"): self._abort,
             (recipes, "PrepareRecipe"): self._prepare_recipe,
@@ -129,6 +137,12 @@ class VisionSystemServer(LoopThread):
         await self.space.show_state(
             self._state, self._mode if self._state == "Operational" else None
         )
+
+    def _audit(self, call: dict[str, Any]) -> None:
+        """One control call into the station's signed control journal, and the log."""
+        self.journal.record_control(self.link.station_id, call, self.key)
+        log.info("OPC 40100 %s by %s (%s) from %s: %s %s", call["method"], call["user"],
+                 call["role"], call["peer"], call["arguments"], call["result"])  # fmt: skip
 
     def _refuse_state(self, what: str) -> ua.StatusCode:
         refuse(caller(), what, f"in {self._state}/{self._mode}")
@@ -145,7 +159,6 @@ class VisionSystemServer(LoopThread):
     @authorize("admin")
     async def _halt(self, _parent: ua.NodeId, *cause: ua.Variant) -> Any:
         """Always executable: jobs end after the part in flight, then Halted."""
-        log.warning("OPC 40100 Halt by %s: %s", caller(), [c.Value for c in cause])
         await self._halt_jobs()
         await self._set("Halted")
         return ok()
@@ -153,7 +166,6 @@ class VisionSystemServer(LoopThread):
     @authorize("admin")
     async def _reset(self, _parent: ua.NodeId, *cause: ua.Variant) -> Any:
         """Always executable: jobs end after the part in flight, then Preoperational."""
-        log.warning("OPC 40100 Reset by %s: %s", caller(), [c.Value for c in cause])
         await self._halt_jobs()
         await self._set("Preoperational", "Initialized")
         return ok()
@@ -203,7 +215,14 @@ class VisionSystemServer(LoopThread):
 
     # AutomaticModeStateMachine: jobs
     @authorize("operator")
-    async def _start(self, _parent: ua.NodeId, *args: ua.Variant, continuous: bool) -> Any:
+    async def _start_single_job(self, _parent: ua.NodeId, *args: ua.Variant) -> Any:
+        return await self._start(args, continuous=False)
+
+    @authorize("operator")
+    async def _start_continuous(self, _parent: ua.NodeId, *args: ua.Variant) -> Any:
+        return await self._start(args, continuous=True)
+
+    async def _start(self, args: tuple[ua.Variant, ...], *, continuous: bool) -> Any:
         if self._state != "Operational" or self._mode != "Ready" or self._safety_triggered:
             return self._refuse_state("StartSingleJob/StartContinuous")
         meas, part, recipe, product = (getattr(a.Value, "Id", "") or None for a in args[:4])
@@ -213,14 +232,15 @@ class VisionSystemServer(LoopThread):
                 why = "is not the prepared recipe" if served else "is not served here"
                 refuse(caller(), f"job with {kind} {named!r}", f"{why} ({self._prepared!r})")
                 return BAD_ARGUMENT
-        job = uuid.uuid4().hex[:20]
+        prepared = self._prepared or ""
+        ids = JobIds(uuid.uuid4().hex[:20], recipe or prepared, product or prepared, part or "")
         await self._set(mode="ContinuousExecution" if continuous else "SingleExecution")
         who = caller()
         self._owner, self._continuous = (who.name if who else None), continuous
         self._running = asyncio.create_task(
-            self._jobs(Trigger(meas or job, self._prepared, part), job)
+            self._jobs(Trigger(meas or ids.job, self._prepared, part), ids)
         )
-        return ok(ua.Variant(ua.JobIdDataType(Id=job)))
+        return ok(ua.Variant(ua.JobIdDataType(Id=ids.job)))
 
     def _refuse_foreign(self, what: str) -> ua.StatusCode | None:
         """``BadUserAccessDenied`` unless the caller started the running job or is admin."""
@@ -230,7 +250,7 @@ class VisionSystemServer(LoopThread):
             return DENIED
         return None
 
-    @authorize("operator")
+    @authorize("operator", name="Stop")
     async def _stop_jobs(self, _parent: ua.NodeId, *_cause: ua.Variant) -> Any:
         """SingleExecution/ContinuousExecution -> Ready after the part in flight."""
         return await self._end_jobs("Stop")
@@ -257,34 +277,65 @@ class VisionSystemServer(LoopThread):
             self._continuous = False
             await running
 
-    async def _jobs(self, first: Trigger, job: str) -> None:
+    async def _jobs(self, first: Trigger, ids: JobIds) -> None:
         """One part, or (continuous) one after another until stopped or a failed part. A
-        job that raises leaves the machine in Error with an ``ErrorEventType`` event."""
-        count, meas = 0, first.request_id or job
-        loop = asyncio.get_running_loop()
-        try:
-            while True:
-                started = time.perf_counter()
-                part = first if count == 0 else replace(first, request_id=f"{meas}-{count}")
-                answer, content = await loop.run_in_executor(None, self._inspect, part)
-                self.on_answer(answer, time.perf_counter() - started)
-                await self.results.report(answer, job, content)
-                count += 1
-                if not (self._continuous and answer.verdict is not None):
-                    break
-        except Exception as exc:  # a store or payload failure: no result to report
-            log.exception("OPC 40100 job %s failed", job)
-            if self._running is asyncio.current_task():
-                self._running = None
-            await self._set("Error")
-            await self.space.errors.trigger(message=f"job {job} failed: {exc!r}")
-            return
+        job that raises leaves the machine in Error."""
+        count, meas = 0, first.request_id or ids.job
+        while True:
+            part = first if count == 0 else replace(first, request_id=f"{meas}-{count}")
+            answer = await self._part(part, ids)
+            if answer is None:
+                return
+            count += 1
+            if not (self._continuous and answer.verdict is not None):
+                break
         if self._running is asyncio.current_task():
             self._running = None
             if self._state == "Operational":
                 await self._set(mode="Ready")
 
-    def _inspect(self, part: Trigger) -> tuple[Answer, str]:
+    async def _part(self, part: Trigger, ids: JobIds) -> Answer | None:
+        """One part inspected and reported (a timed-out one again, under the same ResultId,
+        once its verdict is stored); None: the job raised (``_fail``)."""
+        loop, started = asyncio.get_running_loop(), time.perf_counter()
+        result_id, reported = uuid.uuid4().hex, asyncio.Event()
+        late = partial(self._late, loop, ids, result_id, reported)
+        try:
+            answer, content = await loop.run_in_executor(None, self._inspect, part, late)
+            self.on_answer(answer, time.perf_counter() - started)
+            await self.results.report(answer, ids, content, answer.inspection_id or result_id)
+        except Exception as exc:  # a store or payload failure
+            await self._fail(part, ids, result_id, exc)
+            return None
+        finally:
+            reported.set()
+        return answer
+
+    async def _fail(self, part: Trigger, ids: JobIds, result_id: str, exc: Exception) -> None:
+        """A job that raised: a signed Failed result (``INTERNAL``) and Error."""
+        log.error("OPC 40100 job %s failed", ids.job, exc_info=exc)
+        if self._running is asyncio.current_task():
+            self._running = None
+        await self._set("Error")
+        message = f"job {ids.job} failed: {exc!r}"
+        answer = Answer(part.request_id or ids.job, ErrorCode.INTERNAL, message, self._prepared)
+        await self.results.report(answer, ids, self.results.content(answer), result_id)
+
+    def _inspect(self, part: Trigger, late: Callable[[Answer], None]) -> tuple[Answer, list[str]]:
         """One part (in a worker thread): its answer and its result content."""
-        answer = self.handler.handle(part, source=SOURCE)
+        answer = self.handler.handle(part, source=SOURCE, on_late=late)
         return answer, self.results.content(answer)
+
+    def _late(
+        self, loop: asyncio.AbstractEventLoop, ids: JobIds, result_id: str,
+        reported: asyncio.Event, answer: Answer,
+    ) -> None:  # fmt: skip
+        """(In the late answer's thread) a timed-out part's final result, reported under the
+        ResultId the MES was given once the first report is out."""
+        content = self.results.content(answer)
+
+        async def report() -> None:
+            await reported.wait()
+            await self.results.report(answer, ids, content, result_id)
+
+        asyncio.run_coroutine_threadsafe(report(), loop)

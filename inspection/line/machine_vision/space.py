@@ -16,7 +16,6 @@ from asyncua import Node, Server, ua
 from asyncua.common.copy_node_util import copy_node
 from asyncua.common.instantiate_util import instantiate
 from asyncua.server.event_generator import EventGenerator
-from cryptography import x509
 
 from inspection.line.config import LinkSecurity, MachineVisionConfig
 from inspection.line.machine_vision import access, model
@@ -66,10 +65,13 @@ class VisionSpace:
 
 
 async def build_space(
-    config: MachineVisionConfig, security: LinkSecurity, station_id: str, users_file: Path
-) -> VisionSpace:
-    """The server at ``opc.tcp://<host>:<port>/inspection`` with the VisionSystem, not started."""
-    server = access.GatedServer()
+    config: MachineVisionConfig, security: LinkSecurity, station_id: str, users_file: Path,
+    audit: access.Audit,
+) -> VisionSpace:  # fmt: skip
+    """The server at ``opc.tcp://<host>:<port>/inspection`` with the VisionSystem, not started;
+    its control calls go to ``audit``."""
+    quotas = access.Quotas(config.subscriptions_per_session, config.subscriptions_per_user)
+    server = access.GatedServer(quotas, audit)
     await server.init()
     server.set_endpoint(f"opc.tcp://{config.host}:{config.port}/inspection")
     server.set_server_name(f"inspection station {station_id} (OPC 40100)")
@@ -114,13 +116,14 @@ async def _secure(
     users_file: Path,
 ) -> None:  # fmt: skip
     """Channels: Basic256Sha256 in the configured mode (None only with security off).
-    Identities: X509 and UserName with security on, Anonymous where configured."""
+    Identities: X509 with security on, UserName too when it encrypts, Anonymous where
+    configured."""
     users, tokens = access.load_users(users_file), []
     if config.anonymous is not None:
         tokens.append(ua.AnonymousIdentityToken)
     if not security.on:
         server.set_identity_tokens(tokens)
-        server.iserver.set_user_manager(access.StationUsers({}, config.anonymous, None))
+        server.iserver.set_user_manager(access.StationUsers({}, config.anonymous))
         server.set_security_policy([ua.SecurityPolicyType.NoSecurity], access.ReadOnlyRuleset())
         return
     pki = LinePki(security.pki_dir)
@@ -131,9 +134,9 @@ async def _secure(
         [policy.Basic256Sha256_Sign if sign else policy.Basic256Sha256_SignAndEncrypt],
         access.ReadOnlyRuleset(),
     )
-    server.set_identity_tokens([*tokens, ua.UserNameIdentityToken, ua.X509IdentityToken])
-    ca = x509.load_pem_x509_certificate(pki.ca_file.read_bytes())
-    server.iserver.set_user_manager(access.StationUsers(users, config.anonymous, ca))
+    passwords = [] if sign else [ua.UserNameIdentityToken]  # never over a readable channel
+    server.set_identity_tokens([*tokens, *passwords, ua.X509IdentityToken])
+    server.iserver.set_user_manager(access.StationUsers(users, config.anonymous, pki))
     await server.load_certificate(str(identity.certificate))
     await server.load_private_key(str(identity.private_key))
     validator = await trust_list_validator(pki, peer="client")

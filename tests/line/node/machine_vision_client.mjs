@@ -9,7 +9,9 @@
 // flow: browse to the VisionSystem, select automatic mode, prepare the recipe "brick",
 // subscribe to ResultReady events, start a single job, wait for its event, read the result
 // with GetResultById, print one JSON line. probe: open a session, read the server state and
-// print whether the station let it in. node-opcua checks revocation: a CA without its CRL
+// print whether the station let it in. attack (a subscription id of another session): each
+// subscription service on it (SetPublishingMode off, ModifySubscription, TransferSubscriptions,
+// DeleteSubscriptions) and its status. node-opcua checks revocation: a CA without its CRL
 // fails (BadCertificateRevocationUnknown).
 import { readFileSync } from "node:fs";
 import {
@@ -69,6 +71,49 @@ async function probe() {
   } catch (error) {
     return { connected: false, error: String(error.message || error) };
   } finally {
+    await client.disconnect();
+  }
+}
+
+function statusOf(result) {
+  const first = [result].flat().find((s) => s.name !== "Good");
+  return first ? first.name : "Good";
+}
+
+async function attempted(step) {
+  try {
+    return statusOf(await step());
+  } catch (error) {
+    const found = String(error.message || error).match(/Bad[A-Za-z]+/);
+    return found ? found[0] : String(error.message || error);
+  }
+}
+
+async function attack() {
+  await client.connect(options.endpoint);
+  const session = await client.createSession(identity);
+  const ids = [options.attack];
+  try {
+    return {
+      SetPublishingMode: await attempted(() => session.setPublishingMode(false, ids)),
+      ModifySubscription: await attempted(async () => {
+        const response = await session.modifySubscription({
+          subscriptionId: options.attack,
+          requestedPublishingInterval: 60000,
+        });
+        return response.responseHeader.serviceResult;
+      }),
+      TransferSubscriptions: await attempted(async () => {
+        const response = await session.transferSubscriptions({ subscriptionIds: ids });
+        return response.results.map((r) => r.statusCode);
+      }),
+      DeleteSubscriptions: await attempted(async () => {
+        const response = await session.deleteSubscriptions({ subscriptionIds: ids });
+        return response.results;
+      }),
+    };
+  } finally {
+    await session.close();
     await client.disconnect();
   }
 }
@@ -175,7 +220,7 @@ async function flow() {
 }
 
 try {
-  done(options.flow ? await flow() : await probe());
+  done(options.attack ? await attack() : options.flow ? await flow() : await probe());
   process.exit(0);
 } catch (error) {
   done({ error: String(error.stack || error) });
