@@ -24,6 +24,7 @@ from collections.abc import Callable
 import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
+from threadpoolctl import threadpool_limits  # a scikit-learn dependency
 
 log = logging.getLogger(__name__)
 
@@ -458,7 +459,8 @@ def _project(nearest: ov.Node, rank: int) -> str | None:
     if dims <= rank or rows <= rank:
         return None
     mean = weights.astype(np.float64).mean(0)
-    _, _, vt = np.linalg.svd(weights.astype(np.float64) - mean, full_matrices=False)
+    with threadpool_limits(limits=1, user_api="blas"):  # OpenBLAS's threaded SVD can stall
+        _, _, vt = np.linalg.svd(weights.astype(np.float64) - mean, full_matrices=False)
     directions = vt[:rank].T  # (D, k)
     coords = (weights.astype(np.float64) - mean) @ directions  # (M, k)
     patches = gemm.input_value(0)
