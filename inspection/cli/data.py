@@ -82,19 +82,26 @@ def demo(
         None,
         "--test-good",
         min=0,
-        help="Good test images per product (default 10; weave, grass, gravel 60).",
+        help="Good test images per product (default 10; weave, brick, grass, gravel 60).",
     ),
     n_per_defect: int | None = typer.Option(
         None,
         "--per-defect",
         min=0,
-        help="Test images per defect type (default 6; weave, grass, gravel 30).",
+        help="Test images per defect type (default 6; weave, brick, grass, gravel 52).",
+    ),
+    n_calibration: int | None = typer.Option(
+        None,
+        "--calibration",
+        min=0,
+        help="Good calibration images (calibration/good) per product (default 0; brick, "
+        "grass, gravel 160).",
     ),
 ) -> None:
     """Write the deterministic demo products (MVTec AD layout) from scikit-image textures."""
 
     names = [p.strip() for p in products.split(",") if p.strip()]
-    total = demo_image_count(names, n_train, n_test_good, n_per_defect)
+    total = demo_image_count(names, n_train, n_test_good, n_per_defect, None, n_calibration)
     logs_to = log_dir(load_site_config(None))
     with (
         quiet_logs(logs_to, "data-demo", verbose=verbose_requested(False)) as logs,
@@ -109,6 +116,7 @@ def demo(
             n_train=n_train,
             n_test_good=n_test_good,
             n_test_per_defect=n_per_defect,
+            n_calibration=n_calibration,
             on_image=lambda _path: progress.advance(task),
         )
     for root in roots:

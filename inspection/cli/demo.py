@@ -3,8 +3,8 @@
 It runs ``DEMO_STEPS`` in order, each a function of a ``DemoContext``; a step whose modules
 are not installed is skipped with a log line. STFPM trains on brick only (``DEMO_PLAN``): it
 shows a second model family at ~40 s a product; on grass and gravel it scored below PatchCore
-and was never the one exported. Only the first product is exported beyond FP32
-(``demo_precisions``): each INT8 export cost ~30 s of the 5-minute budget on a 2-core EPYC.
+and was never the one exported. Every product is exported to FP32 and INT8, the first also
+to bf16 where the CPU runs it (``demo_precisions``); each gate verdict is printed.
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ from inspection.runtime.hardware import cpu_info
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+    from inspection.core.export_gate import GateRecord
     from inspection.runtime.self_check import LiveCheck
 
 log = logging.getLogger(__name__)
@@ -129,6 +130,7 @@ def step_train(ctx: DemoContext) -> None:
                 outcome = train_model(
                     config, dataset, product=product, registry=ctx.registry,
                     progress=ctx.verbose, roi=load_product_config(product, configs).roi,
+                    stages=progress.stage,
                 )  # fmt: skip
                 write_report(
                     _report_dir(ctx.site, outcome.record), outcome.predictions, outcome.metrics
@@ -138,11 +140,11 @@ def step_train(ctx: DemoContext) -> None:
 
 
 def demo_precisions(product: str, products: list[str]) -> tuple[str, ...]:
-    """The first product: FP32 and INT8, plus bf16 where this CPU executes it (the tuner then
-    measures all); the others: FP32 (the demo's time budget; ``inspection export`` does any)."""
-    if product != products[0]:
-        return ("fp32",)
-    return ("fp32", "int8") if cpu_info().unavailable("bf16") else ("fp32", "bf16", "int8")
+    """FP32 and INT8; the first product also bf16 where this CPU executes it (the tuner then
+    measures all; the demo's time budget; ``inspection export`` does any)."""
+    if product != products[0] or cpu_info().unavailable("bf16"):
+        return ("fp32", "int8")
+    return ("fp32", "bf16", "int8")
 
 
 def step_export(ctx: DemoContext) -> None:
@@ -174,11 +176,15 @@ def step_export(ctx: DemoContext) -> None:
             )  # fmt: skip
         # A refused INT8 bundle leaves the FP32 one live: noted, not fatal.
         for precision, why in gated.refused.items():
-            ctx.notes.append(f"{product} {precision} export not registered: {why}")
+            ctx.notes.append(f"{product} {precision} gate: REFUSED, not registered: {why}")
         for result in gated.results:
             auroc = result.metadata.evaluation().image_auroc
             shown = "n/a" if auroc is None else f"{auroc:.3f}"
-            ctx.notes.append(f"{product}: bundle {result.bundle_id} image AUROC {shown}")
+            verdict = gate_text(result.gate) if result.metadata.precision != "fp32" else "reference"
+            ctx.notes.append(
+                f"{product} {result.metadata.precision} gate: {verdict}; bundle "
+                f"{result.bundle_id} image AUROC {shown}"
+            )
         if not gated.results:
             continue
         ctx.registry.journal.promote(
@@ -194,8 +200,19 @@ def step_export(ctx: DemoContext) -> None:
             )
         timings = ", ".join(f"{m.precision} {m.p50_ms:.1f} ms" for m in record.measurements)
         ctx.notes.append(
-            f"{product}: live bundle {record.chosen_bundle_id} (fastest gated here: {timings})"
+            f"{product}: live bundle {record.chosen_bundle_id} (fastest gated here, p50: "
+            f"{timings}; {cpu_info().summary()})"
         )
+
+
+def gate_text(gate: GateRecord) -> str:
+    """A gated bundle's verdict: passed (its false-reject and miss rates against FP32's)."""
+    own, fp32 = gate.figures, gate.reference_fp32
+    figures = (
+        f"false reject {own.rejected_good()}/{own.n_good} vs FP32 "
+        f"{fp32.rejected_good()}/{fp32.n_good}, miss {own.miss_rate:.3f} vs {fp32.miss_rate:.3f}"
+    )
+    return f"passed ({figures})" if gate.passed else f"refused ({gate.refusal()}; {figures})"
 
 
 def _site_signing_key(ctx: DemoContext) -> Ed25519PrivateKey:

@@ -87,6 +87,9 @@ class GoodScores:
     """False: the good validation scores fitted a fusion's standardisers; calibrate without."""
     roi_masked: bool = False
     """True: every score is of the training ROI (``core.roi.apply_roi``); False: whole images."""
+    calibration: dict[str, float] = field(default_factory=dict)
+    """Good calibration images (``calibration/good``) scored by the model itself: nothing of
+    the model was fitted on them, so a bundle scores them again and calibrates on its own."""
 
 
 @dataclass(frozen=True)

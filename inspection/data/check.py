@@ -12,7 +12,7 @@ import hashlib
 import io
 import os
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,8 +142,7 @@ def check_dataset(
     modes: Counter[str] = Counter()
     coverage: dict[str, list[float]] = defaultdict(list)
     used: dict[Path, int] = {}
-    train_hashes: dict[str, Path] = {}
-    test_hashes: list[tuple[str, Path]] = []
+    hashes: dict[str, list[tuple[str, Path]]] = defaultdict(list)  # split -> (digest, path)
     masks_expected = bool(dataset.unmatched_masks) or any(s.mask_path for s in dataset.samples)
     KEPT.clear()
 
@@ -162,10 +161,7 @@ def check_dataset(
                 digest = _content_hash(image.array)
                 if keep_decoded:
                     KEPT.keep(sample.path, bits, image.array)
-                if sample.split == "train":
-                    train_hashes.setdefault(digest, sample.path)
-                else:
-                    test_hashes.append((digest, sample.path))
+                hashes[sample.split].append((digest, sample.path))
             if _mask_expected(sample, masks_expected):
                 problems += _check_mask(sample, image, coverage)
             if on_file is not None:
@@ -174,7 +170,7 @@ def check_dataset(
     problems += [
         Problem(p, "mask has no matching image", "extra_mask") for p in dataset.unmatched_masks
     ]
-    problems += _duplicates(train_hashes, test_hashes, dataset.root)
+    problems += _duplicates(hashes, dataset.root)
     problems += _mixed_sizes(sizes)
     target = product_file or Path("products") / f"{dataset.name}.yaml"
     problems += _bit_depth(used, bits, dataset.root, target)
@@ -276,13 +272,26 @@ def _content_hash(array: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def _duplicates(train: dict[str, Path], test: list[tuple[str, Path]], root: Path) -> list[Problem]:
-    message = "same image content as training image {}"
-    return [
-        Problem(path, message.format(_relative(train[digest], root)), "train_test_duplicate")
-        for digest, path in test
-        if digest in train
-    ]
+def _duplicates(hashes: Mapping[str, list[tuple[str, Path]]], root: Path) -> list[Problem]:
+    """Test images with a training image's decoded pixels, and calibration images with a
+    training or test image's: each named with the file it repeats."""
+    train = {digest: path for digest, path in reversed(hashes.get("train", []))}
+    test = {digest: path for digest, path in reversed(hashes.get("test", []))}
+    problems = [
+        Problem(path, f"same image content as training image {_relative(train[digest], root)}",
+                "train_test_duplicate")
+        for digest, path in hashes.get("test", []) if digest in train
+    ]  # fmt: skip
+    for digest, path in hashes.get("calibration", []):
+        for seen, what in ((train, "training"), (test, "test")):
+            if digest in seen:
+                message = (
+                    f"calibration image has the same content as {what} image "
+                    f"{_relative(seen[digest], root)}: a calibration image must be a good part "
+                    "the model never saw nor is measured on; remove it from calibration/"
+                )
+                problems.append(Problem(path, message, "calibration_duplicate"))
+    return problems
 
 
 def _mixed_sizes(sizes: dict[Path, tuple[int, int]]) -> list[Problem]:
@@ -391,17 +400,20 @@ def budget_note(
 ) -> str | None:
     """Too few good calibration images for the false-reject ``budget``'s guarantee (a note: the
     threshold is then above every good score); ``product_file``: where the budget is raised."""
-    # PatchCore: every training image (out of fold) + the validation share of test/good
+    # PatchCore: every training image (out of fold) + the validation share of test/good +
+    # every calibration image
     test_good = sum(s.label == 0 for s in dataset.test_samples)
     n_good = len(dataset.train_samples) + round(VALIDATION_SHARE * test_good)
+    n_good += len(dataset.calibration_samples)
     needed = n_needed(budget)
     if n_good >= needed:
         return None
     where = f"operating_point.budget in {product_file}" if product_file else "the budget"
     return (
         f"about {n_good} good calibration images (train/good + {VALIDATION_SHARE:.0%} of "
-        f"test/good): the {budget:.1%} false-reject budget needs {needed} for its "
-        f"guarantee; the bound is then 1/{n_good + 1} (add good images, or raise {where})"
+        f"test/good + calibration/good): the {budget:.1%} false-reject budget needs {needed} for its "
+        f"guarantee; the bound is then 1/{n_good + 1} (add good images to calibration/good, "
+        f"or raise {where})"
     )
 
 

@@ -12,10 +12,13 @@ MVTec AD layout (``load_mvtec``)::
     <product>/ground_truth/<defect>/<stem>_mask.png
     <product>/train/<defect>/*.png                       optional: labelled defects that teach
     <product>/ground_truth/train/<defect>/<stem>_mask.png  optional: their masks (none: image-level)
+    <product>/calibration/good/*.png                     optional: good images that only calibrate
 
 A folder under ``train/`` other than ``good`` holds labelled defective training images (a mixed
 model learns from them; ``ground_truth/train`` is not a defect type). Without any, a product
-reads and trains exactly as before. File names match in any letter case (``000_mask.PNG``); hidden files (``._x.png``) are skipped.
+reads and trains exactly as before. Good images in ``calibration/good/`` never enter the model:
+the trained model scores them and they join the out-of-fold scores that set the threshold
+(``training.operating``). File names match in any letter case (``000_mask.PNG``); hidden files (``._x.png``) are skipped.
 
 Custom folders (``load_folder_spec``), paths relative to the YAML file::
 
@@ -24,6 +27,7 @@ Custom folders (``load_folder_spec``), paths relative to the YAML file::
     abnormal_dirs: {scratch: images/scratch, dent: images/dent}
     mask_dir: masks                    # optional: masks/<defect>/<stem>[_mask].png or masks/<stem>[_mask].png
     normal_test_dir: images/good_test  # optional: held-out normal images
+    calibration_dir: images/calibration  # optional: good images that only calibrate
     test_split_ratio: 0.2              # share of normal_dir moved to test when no normal_test_dir
 """
 
@@ -41,12 +45,15 @@ from inspection.core.errors import ConfigError, DatasetError, ImageDecodeError
 from inspection.core.fingerprint import fingerprint_files
 from inspection.core.images import IMAGE_SUFFIXES, list_images, probe_image
 
-Split = Literal["train", "test"]
+Split = Literal["train", "test", "calibration"]
+SPLITS: tuple[str, ...] = ("train", "test", "calibration")
 GOOD = "good"
 MASK_SUFFIX = "_mask"
 MIN_TEST_GOOD = 2
 """Good test images training needs to calibrate and measure (``data check`` says so too)."""
 MVTEC_LAYOUT = "MVTec layout: train/good, test/<defect>, ground_truth/<defect>/<stem>_mask.png"
+CALIBRATION_DIR = "calibration/good"
+"""Good images that only calibrate the threshold (never trained on, never measured)."""
 LABELLED_MASKS = "train"
 """``ground_truth/train/<defect>/``: the masks of labelled defective training images."""
 
@@ -63,8 +70,10 @@ class Sample:
     mask_path: Path | None = None
 
     def __post_init__(self) -> None:
-        if self.split not in ("train", "test"):
-            raise ValueError(f"split must be 'train' or 'test', got {self.split!r}")
+        if self.split not in SPLITS:
+            raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {self.split!r}")
+        if self.split == "calibration" and self.label != 0:
+            raise ValueError("a calibration sample must be good (label 0)")
         if self.label not in (0, 1):
             raise ValueError(f"label must be 0 (good) or 1 (defective), got {self.label!r}")
         if (self.label == 0) != (self.defect_type == GOOD):
@@ -101,15 +110,21 @@ class Dataset:
         return tuple(s for s in self.samples if s.split == "test")
 
     @property
+    def calibration_samples(self) -> tuple[Sample, ...]:
+        """The good calibration images (``calibration/good``): scored, never trained on."""
+        return tuple(s for s in self.samples if s.split == "calibration")
+
+    @property
     def defect_types(self) -> tuple[str, ...]:
         """Sorted defect types present in the test split, without "good"."""
         return tuple(sorted({s.defect_type for s in self.test_samples if s.label == 1}))
 
     def counts(self) -> dict[str, dict[str, int]]:
-        """``{split: {defect_type: n}}``, e.g. ``{"train": {"good": 60}, "test": {...}}``."""
+        """``{split: {defect_type: n}}``, e.g. ``{"train": {"good": 60}, "test": {...}}``
+        (``calibration`` only where the dataset has calibration images)."""
         counts: dict[str, Counter[str]] = {"train": Counter(), "test": Counter()}
         for sample in self.samples:
-            counts[sample.split][sample.defect_type] += 1
+            counts.setdefault(sample.split, Counter())[sample.defect_type] += 1
         return {split: dict(sorted(c.items())) for split, c in counts.items()}
 
     def files(self) -> list[Path]:
@@ -185,6 +200,7 @@ def load_mvtec(root: str | Path) -> Dataset:
             if mask is not None:
                 used_masks.add(mask)
             samples.append(Sample(path, "test", 1, defect, mask))
+    samples += _calibration(root / CALIBRATION_DIR, empty)
     unmatched = [] if not gt_dir.is_dir() else _unused_images(gt_dir, used_masks)
     loose = tuple(list_images(test_dir))
     return Dataset(root.name, root, tuple(samples), tuple(unmatched), tuple(empty), loose)
@@ -211,6 +227,16 @@ def _labelled(
     return samples
 
 
+def _calibration(folder: Path, empty: list[Path]) -> list[Sample]:
+    """The good calibration images of ``folder`` (``calibration/good``; none: no folder)."""
+    if not folder.is_dir():
+        return []
+    images = list_images(folder)
+    if not images:
+        empty.append(folder)
+    return [Sample(path, "calibration", 0, GOOD) for path in images]
+
+
 def _subfolders(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
@@ -228,6 +254,7 @@ class FolderSpec:
     mask_dir: Path | None = None
     normal_test_dir: Path | None = None
     test_split_ratio: float = 0.2
+    calibration_dir: Path | None = None
 
 
 def load_folder_spec(yaml_path: str | Path) -> Dataset:
@@ -250,11 +277,14 @@ def load_folder_spec(yaml_path: str | Path) -> Dataset:
         train, test = _split_normals(normals, spec.test_split_ratio)
     samples = [Sample(p, "train", 0, GOOD) for p in train]
     samples += [Sample(p, "test", 0, GOOD) for p in test]
+    empty: list[Path] = []
+    if spec.calibration_dir is not None:
+        folder = _spec_dir(yaml_path, spec.calibration_dir, "calibration_dir")
+        samples += _calibration(folder, empty)
 
     mask_dir = None if spec.mask_dir is None else _spec_dir(yaml_path, spec.mask_dir, "mask_dir")
     used_masks: set[Path] = set()
     masks: _MaskIndex = {}
-    empty = []
     for defect, rel in sorted(spec.abnormal_dirs.items()):
         folder = _spec_dir(yaml_path, rel, f"abnormal_dirs.{defect}")
         images = list_images(folder)

@@ -11,7 +11,9 @@ nothing is tuned on. A mask is exactly the pixels its defect altered (blend weig
 Labelled defective training images (``train/<defect>``, masks in ``ground_truth/train``) are a
 seeded stream of their own (split id 2), so no test image is ever one of them; ``unlike`` draws
 them ``UNLIKE_SCALE`` times larger at ``UNLIKE_CONTRAST`` of the blend (labels unlike the test).
-Larger test splits only add files after the existing ones: each file's seed is its own index.
+Good calibration images (``calibration/good``, never trained on) are a seeded stream of their
+own too (split id 3). Larger test splits only add files after the existing ones: each file's
+seed is its own index.
 """
 
 from __future__ import annotations
@@ -40,7 +42,12 @@ log = logging.getLogger(__name__)
 DEFECT_KINDS: tuple[str, ...] = ("crack", "hole", "scratch", "stain")
 ALPHA_CUTOFF = 0.12
 MARKER = ".inspection-demo.json"  # written into each demo product folder, with its parameters
-SPLIT_FOLDERS = ("train", "test", "ground_truth")  # where the generator writes its images
+SPLIT_FOLDERS = (
+    "train",
+    "test",
+    "ground_truth",
+    "calibration",
+)  # where the generator writes its images
 DefectFn = Callable[[np.ndarray, np.random.Generator], tuple[np.ndarray, np.ndarray]]
 """(image (H, W, 3) float32, rng) -> (alpha (H, W) float32 in [0, 1], target (H, W, 3))."""
 
@@ -77,16 +84,22 @@ HELD_OUT_PER_DEFECT = 52
 """Test images per defect type where a kind's miss bound must be shown: 52 leave 36 held out
 (``val_fraction`` 0.3), the fewest whose exact 95 % bound is <= 10 % with none missed."""
 TEST_COUNTS: dict[str, tuple[int, int]] = {
-    name: (60, HELD_OUT_PER_DEFECT) for name in ("weave", "grass", "gravel")
+    name: (60, HELD_OUT_PER_DEFECT) for name in ("weave", "brick", "grass", "gravel")
 }
-"""Larger test splits where a kind's miss bound must mean something (the first 30 per defect
-are the files written before; the rest are added after them); brick, at 1.000, keeps the small
-split for a fast demo."""
+"""Larger test splits where a kind's miss bound must mean something (the files written before,
+brick's first 10 good and 6 per defect, the others' first 30 per defect, stay; the rest are
+added after them)."""
+CALIBRATION_COUNTS: dict[str, int] = {"brick": 160, "grass": 160, "gravel": 160}
+"""Good calibration images ``make demo`` writes: with the out-of-fold scores at least 199 good
+calibration scores (``fewest_below_largest`` at 1 %), so the threshold sits below the largest."""
 LABELLED_COUNTS: dict[str, int] = {"grass": 20, "gravel": 20}
 """Labelled defective training images per defect type ``make demo`` writes: where PatchCore
 alone misses (brick, at 1.000 without them, keeps the demo within its time)."""
 LABELLED_SPLIT = 2
-"""Split id of the labelled training stream in each image's seed (0 train/good, 1 test)."""
+"""Split id of the labelled training stream in each image's seed (0 train/good, 1 test; 3 the
+calibration stream)."""
+SPLIT_IDS = ("train", "test", "labelled", "calibration")
+"""A split's id in each image's seed: its index here."""
 UNLIKE_SCALE, UNLIKE_CONTRAST = 1.5, 0.6
 """``unlike`` labelled defects: size factor about their centre, factor on their blend weight."""
 
@@ -122,18 +135,22 @@ def write_demo(
     n_test_good: int | None = None,
     n_test_per_defect: int | None = None,
     n_labelled: int | None = None,
+    n_calibration: int | None = None,
     on_image: Callable[[Path], None] | None = None,
 ) -> list[Path]:
     """Write one MVTec-style folder per product under ``root``; returns the product folders.
 
-    Counts left ``None`` take each product's default (``demo_test_counts``, ``LABELLED_COUNTS``)."""
+    Counts left ``None`` take each product's default (``demo_test_counts``, ``LABELLED_COUNTS``,
+    ``CALIBRATION_COUNTS``)."""
     roots = []
     for product in products:
         good, per_defect = demo_test_counts(product, n_test_good, n_test_per_defect)
         labelled = LABELLED_COUNTS.get(product, 0) if n_labelled is None else n_labelled
+        calibration = CALIBRATION_COUNTS.get(product, 0) if n_calibration is None else n_calibration
         roots.append(write_demo_product(
             root, product, seed=seed, n_train=n_train, n_test_good=good,
-            n_test_per_defect=per_defect, size=size, n_labelled=labelled, on_image=on_image,
+            n_test_per_defect=per_defect, size=size, n_labelled=labelled,
+            n_calibration=calibration, on_image=on_image,
         ))  # fmt: skip
     return roots
 
@@ -144,6 +161,7 @@ def demo_image_count(
     n_test_good: int | None = None,
     n_test_per_defect: int | None = None,
     n_labelled: int | None = None,
+    n_calibration: int | None = None,
 ) -> int:
     """How many images ``write_demo`` writes (for progress bars)."""
     total = 0
@@ -151,6 +169,7 @@ def demo_image_count(
         good, per_defect = demo_test_counts(product, n_test_good, n_test_per_defect)
         labelled = LABELLED_COUNTS.get(product, 0) if n_labelled is None else n_labelled
         total += n_train + good + (per_defect + labelled) * len(defect_kinds(product))
+        total += CALIBRATION_COUNTS.get(product, 0) if n_calibration is None else n_calibration
     return total
 
 
@@ -164,13 +183,15 @@ def write_demo_product(
     n_test_per_defect: int,
     size: int,
     n_labelled: int = 0,
+    n_calibration: int = 0,
     unlike: bool = False,
     on_image: Callable[[Path], None] | None = None,
 ) -> Path:
     """Write ``root/product`` in MVTec AD layout and return it (an earlier run's images are
     replaced, any other folder content raises ``DatasetError``: ``prepare_folder``).
     ``n_labelled`` labelled defective training images per defect type, ``unlike`` the test's
-    (``UNLIKE_SCALE``, ``UNLIKE_CONTRAST``; texture products only)."""
+    (``UNLIKE_SCALE``, ``UNLIKE_CONTRAST``; texture products only); ``n_calibration`` good
+    calibration images."""
     kinds = defect_kinds(product)
     if size < 32:
         raise DatasetError(f"demo image size must be at least 32 px, got {size}")
@@ -181,6 +202,8 @@ def write_demo_product(
     params |= {"n_test_good": n_test_good, "n_test_per_defect": n_test_per_defect}
     if n_labelled:
         params |= {"n_labelled": n_labelled, "unlike": unlike}
+    if n_calibration:
+        params |= {"n_calibration": n_calibration}
     prepare_folder(out, params, kinds)
     render = _renderer(product, size)
     labelled = _renderer(product, size, unlike=True) if unlike else render
@@ -207,8 +230,8 @@ def write_samples(
     on_image: Callable[[Path], None] | None = None,
     render_labelled: Renderer | None = None,
 ) -> int:
-    """Write ``params``' counts (``n_train``, ``n_test_good``, ``n_test_per_defect`` and
-    ``n_labelled`` (default 0) of each of ``kinds``) of ``render(seed, kind)`` images and
+    """Write ``params``' counts (``n_train``, ``n_test_good``, ``n_test_per_defect``,
+    ``n_labelled`` (default 0) of each of ``kinds`` and ``n_calibration`` (default 0)) of ``render(seed, kind)`` images and
     masks into ``out`` (MVTec layout), each seeded (``params["seed"]``, ``stream``, split,
     kind, index); labelled ones by ``render_labelled`` (default ``render``); ``workers`` render
     at once, PNGs at zlib level ``compression``. Returns how many images."""
@@ -216,10 +239,11 @@ def write_samples(
     jobs += [("test", "good", i) for i in range(params["n_test_good"])]
     jobs += [("test", kind, i) for kind in kinds for i in range(params["n_test_per_defect"])]
     jobs += [("labelled", kind, i) for kind in kinds for i in range(params.get("n_labelled", 0))]
+    jobs += [("calibration", "good", i) for i in range(params.get("n_calibration", 0))]
 
     def run(job: tuple[str, str, int]) -> Path:
         split, kind, index = job
-        split_id = ("train", "test", "labelled").index(split)
+        split_id = SPLIT_IDS.index(split)
         kind_id = ("good", *kinds).index(kind)
         draw = (render_labelled or render) if split == "labelled" else render
         image, mask = draw(
@@ -239,7 +263,7 @@ def write_samples(
 
 
 def _image_name(split: str, kind: str, index: int) -> str:
-    """Where the generator writes an image of ``split`` ("train", "test" or "labelled")."""
+    """Where the generator writes an image of ``split`` (one of ``SPLIT_IDS``)."""
     folder = "train" if split == "labelled" else split
     return f"{folder}/{kind}/{index:03d}.png"
 
@@ -537,6 +561,7 @@ def _previous_names(out: Path, kinds: Sequence[str] | None) -> set[str]:
             int(params[key]) for key in ("n_train", "n_test_good", "n_test_per_defect")
         )
         n_labelled = int(params.get("n_labelled", 0))
+        n_calibration = int(params.get("n_calibration", 0))
     except (OSError, ValueError, TypeError, KeyError):
         return set()  # an unreadable marker vouches for no file
     if kinds is None:
@@ -545,6 +570,7 @@ def _previous_names(out: Path, kinds: Sequence[str] | None) -> set[str]:
         kinds = defect_kinds(product) if product in ALL_PRODUCTS else sorted(present)
     names = {f"train/good/{i:03d}.png" for i in range(n_train)}
     names |= {f"test/good/{i:03d}.png" for i in range(n_good)}
+    names |= {_image_name("calibration", "good", i) for i in range(n_calibration)}
     for kind in kinds:
         for split, count in (("test", n_defect), ("labelled", n_labelled)):
             names |= {_image_name(split, kind, i) for i in range(count)}

@@ -15,6 +15,9 @@ threshold's rise is recorded (``transfer_raise``). Before, every carried score w
 the single largest |residual|: one good pair decided the threshold (reports/runtime/int8.md).
 Dropping carried scores instead took brick INT8's held-out false rejects from 0 to 2 of 7
 (reports/statistics/transfer_gate.md).
+The good calibration images (``GoodScores.calibration``, never trained on) the bundle scores
+itself: their scores are its own, with no transfer, and they join the others; their torch
+scores pair with its own as the training images' do.
 An ROI bundle takes them only when they were scored through the same ROI; a fused bundle
 calibrates on its own out-of-fold fused scores (``fused_out_of_fold``: the local scores carried
 and convolved alike, always); one whose good validation scores fitted its local-statistics
@@ -75,19 +78,25 @@ def calibrate_bundle(
     fused_train_good: Carried | None = None,
     roi: bool = False,
     make_sample: Callable[[Path], _Labelled] | None = None,
+    held_aside: Sequence[_Labelled] = (),
 ) -> Calibration:
     """The bundle's ``Calibration``: ``run`` runs it on labelled samples (``run_bundle``);
     ``make_sample`` builds a good sample of a training image path (for the score pairs);
     ``roi``: the bundle masks its outputs to an ROI; ``fused``: its scores are a global
     context's, ``fused_train_good`` the training images' out-of-fold ones among them
-    (``fused_out_of_fold``)."""
+    (``fused_out_of_fold``); ``held_aside``: the good calibration images, scored here."""
     outputs = run(validation)
+    own = run(held_aside).scores.astype(np.float64) if held_aside else np.empty(0)
     with_validation = fused or good_scores.validation_calibrates
 
     def calibrated(extra: np.ndarray | None, weights: np.ndarray | None = None) -> Calibration:
         sources = {"validation": int((outputs.labels == 0).sum())} if with_validation else {}
         if extra is not None:
             sources["out_of_fold_train"] = len(extra) if weights is None else round(weights.sum())
+        if own.size:
+            sources["calibration"] = int(own.size)
+            weights = None if weights is None else np.r_[weights, np.ones(own.size)]
+            extra = own if extra is None else np.r_[extra, own]
         return calibrate(
             outputs.scores, outputs.maps, outputs.labels, outputs.masks, outputs.defect_types,
             mask_known=outputs.mask_known, point=point, extra_good_scores=extra,
@@ -101,11 +110,14 @@ def calibrate_bundle(
     if roi and not good_scores.roi_masked:
         log.warning("the out-of-fold scores are of whole images, the bundle's of its ROI: left out")
         return calibrated(None)
-    oof, transfer = _transferred(run, validation, outputs, good_scores, dataset_root, make_sample)
+    pairs = list(zip(held_aside, own, strict=True))
+    oof, transfer = _transferred(
+        run, validation, outputs, good_scores, dataset_root, make_sample, pairs
+    )
     calibration = calibrated(oof)
     if transfer is None or calibration.operating is None:
         return calibration
-    good = np.r_[oof, outputs.scores[outputs.labels == 0] if with_validation else []]
+    good = np.r_[oof, own, outputs.scores[outputs.labels == 0] if with_validation else []]
     share = transfer.residual_share(calibration.operating.threshold, good)
     if share <= MAX_TRANSFER_RESIDUAL:
         return _with_transfer(calibration, share, None)
@@ -142,17 +154,20 @@ def _transferred(
     good: GoodScores,
     root: Path,
     make_sample: Callable[[Path], _Labelled],
+    held_aside: Sequence[tuple[_Labelled, float]] = (),
 ) -> tuple[np.ndarray, ScoreTransfer | None]:
     """The out-of-fold torch scores in this bundle's score space and the line that carried
     them, fitted on good images only: the threshold lies among good scores, and a defect's
     far larger score would tilt the line there (None: no good image was scored by both, they
-    are used as they are)."""
+    are used as they are). ``held_aside``: calibration images with the bundle's own score."""
     source, target = [], []
-    for sample, own in zip(validation, outputs.scores, strict=True):
+    scored = [*zip(validation, outputs.scores, strict=True), *held_aside]
+    for sample, own in scored:
         rel = relative_name(sample.path, root)
-        if rel in good.validation and sample.label == 0:
-            source.append(good.validation[rel])
-            target.append(float(own))
+        for recorded in (good.validation, good.calibration):
+            if rel in recorded and sample.label == 0:
+                source.append(recorded[rel])
+                target.append(float(own))
     names = sorted(good.train_full_bank)
     if names:
         bank = run([make_sample(root / name) for name in names])

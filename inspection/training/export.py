@@ -157,6 +157,9 @@ class ExportSplits:
     operating_point: OperatingPoint = field(default_factory=OperatingPoint)
     good_scores: GoodScores = field(default_factory=GoodScores)
     """The version's out-of-fold training scores (``training.bundle_calibration``)."""
+    calibration: tuple[LabelledSample, ...] = ()
+    """The version's good calibration images (``calibration/good``), which every bundle scores
+    itself to set its threshold."""
 
 
 @dataclass(frozen=True)
@@ -201,14 +204,16 @@ def _calibrated_bundle(
     if meta.global_context is not None:
         say(f"fitting the global context on the {meta.precision} bundle's own outputs")
         fused_good = _refit_context(target, meta, splits)
+    aside = f" and {len(splits.calibration)} calibration" if splits.calibration else ""
     say(
-        f"calibrating the {meta.precision} bundle on its {len(splits.validation)} validation images"
+        f"calibrating the {meta.precision} bundle on its {len(splits.validation)} validation"
+        f"{aside} images"
     )
     calibration = calibrate_bundle(
         lambda samples: run_bundle(target, samples), splits.validation, splits.operating_point,
         splits.good_scores, splits.dataset_root, fused=meta.global_context is not None,
         fused_train_good=fused_good, roi=meta.roi is not None,
-        make_sample=lambda path: LabelledSample(path, 0, "good"),
+        make_sample=lambda path: LabelledSample(path, 0, "good"), held_aside=splits.calibration,
     )  # fmt: skip
     meta = meta.calibrated(calibration)
     write_bundle_metadata(target, meta)

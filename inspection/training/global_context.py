@@ -278,10 +278,11 @@ def fit_model_context(
     normalization: Mapping[str, float],
     point: OperatingPoint | None = None,
     train_out_of_fold: TrainOutOfFold | None = None,
+    calibration_paths: Sequence[Path] = (),
 ) -> FittedContext:
     """Fit the global context of a trained model, keep the components that help on the
-    validation split, and re-derive the image threshold (by ``point``; ``context_threshold``)
-    and min/max in fused space."""
+    validation split, and re-derive the image threshold (by ``point``; ``context_threshold``,
+    with the good ``calibration_paths``' fused scores) and min/max in fused space."""
     train = model_outputs(torch_model, train_paths, prep, layers)
     val = model_outputs(torch_model, [s.path for s in validation], prep, layers)
     labels = np.asarray([s.label for s in validation], dtype=int)
@@ -296,7 +297,12 @@ def fit_model_context(
     if train_out_of_fold is not None and context.components:
         vectors = component_vectors(context.components, train.images, train.pooled)
         train_good = out_of_fold_fused(context, vectors, train_out_of_fold)
-    choice = context_threshold(fused, labels, point or OperatingPoint(), train_good)
+    held_aside = None
+    if calibration_paths and context.components:
+        held_aside = fused_scores(
+            context, model_outputs(torch_model, calibration_paths, prep, layers)
+        )[0]
+    choice = context_threshold(fused, labels, point or OperatingPoint(), train_good, held_aside)
     fused_range = {"image_min": float(fused.min()), "image_max": float(fused.max())}
     stats = {**normalization, "image_threshold_raw": choice.threshold, **fused_range}
     return FittedContext(context, tuple(components), stats, selection.validation_auroc, choice)
@@ -307,12 +313,17 @@ def context_threshold(
     labels: np.ndarray,
     point: OperatingPoint,
     train_good: np.ndarray | None = None,
+    held_aside: np.ndarray | None = None,
 ) -> ThresholdChoice:
-    """The threshold ``point`` sets on (N,) fused validation scores with their (N,) labels and
-    the training images' out-of-fold fused scores ``train_good`` (``out_of_fold_fused``)."""
+    """The threshold ``point`` sets on (N,) fused validation scores with their (N,) labels,
+    the training images' out-of-fold fused scores ``train_good`` (``out_of_fold_fused``) and
+    the calibration images' ``held_aside``."""
     good = fused[labels == 0]
     sources = {"validation": len(good)}
     if train_good is not None:
         good = np.concatenate([good, train_good])
         sources["out_of_fold_train"] = len(train_good)
+    if held_aside is not None:
+        good = np.concatenate([good, held_aside])
+        sources["calibration"] = len(held_aside)
     return choose_threshold(good, point, defect_scores=fused[labels == 1], good_sources=sources)

@@ -1,8 +1,11 @@
 """Training's side of the operating point: good calibration scores and the calibration.
 
 Out-of-fold scores of the training images (PatchCore's ``out_of_fold``, PaDiM's ``gaussian``)
-join the good validation scores that set the threshold; the registry keeps them so that each
-exported bundle can carry them into its own score space (``core.operating_point.fit_transfer``).
+and the trained model's scores of the good calibration images (``calibration/good``: never
+trained on, so exchangeable with a new good part's) join the good validation scores that set
+the threshold; the registry keeps them so that each exported bundle can carry the out-of-fold
+ones into its own score space (``core.operating_point.fit_transfer``) and score the calibration
+images itself.
 A model fusing local statistics calibrates only on good scores its standardisers did not see
 (``training.models.patchcore.local_stats.standardiser_images``): the other folds'.
 """
@@ -22,16 +25,20 @@ from inspection.core.fingerprint import relative_name
 from inspection.core.model_record import GoodScores
 from inspection.core.operating_point import OperatingPoint
 from inspection.core.product_config import ModelConfig
+from inspection.core.roi import RoiSpec
 from inspection.data.dataset import Dataset, Sample
+from inspection.training.evaluate import predict
 from inspection.training.models import model_kind
 from inspection.training.models.patchcore.local_stats import standardiser_images
 from inspection.training.models.patchcore.out_of_fold import trained_scores
-from inspection.training.roi import TrainingRoi
+from inspection.training.roi import TrainingRoi, masked_predictions
 from inspection.training.samples import Predictions
 
 logger = logging.getLogger(__name__)
 FULL_BANK_IMAGES = 32
 """Training images also scored by the trained model, to pair torch and bundle scores."""
+CALIBRATION_CHUNK = 64
+"""Calibration images predicted at once (their maps are dropped after each chunk)."""
 
 
 @dataclass(frozen=True)
@@ -80,16 +87,46 @@ def calibration_good_scores(
     return TrainGoodScores(tuple(train), scores, paired, full, folds, calibrates, not fused, masked)
 
 
+def held_aside_scores(
+    model: Any,
+    config: ModelConfig,
+    samples: Sequence[Sample],
+    roi: RoiSpec | None,
+    stages: Callable[[str, int, int], None] | None = None,
+) -> np.ndarray:
+    """(N,) raw scores of the good calibration ``samples`` as the trained model scores a test
+    image (masked to ``roi`` as the bundle masks), one forward pass each, ``CALIBRATION_CHUNK``
+    at a time; ``stages`` is told of each chunk."""
+    scores = [np.empty(0, np.float32)]
+    for start in range(0, len(samples), CALIBRATION_CHUNK):
+        chunk = samples[start : start + CALIBRATION_CHUNK]
+        predicted = predict(
+            model, chunk, image_size=config.image_size, batch_size=config.batch_size,
+            bits=config.image_bits,
+        )  # fmt: skip
+        scores.append(masked_predictions(predicted, roi).scores)
+        if stages is not None:
+            stages("scoring the calibration images", start + len(chunk), len(samples))
+    return np.concatenate(scores).astype(np.float64)
+
+
 def calibrate_predictions(
-    validation: Predictions, point: OperatingPoint, good: TrainGoodScores | None
+    validation: Predictions,
+    point: OperatingPoint,
+    good: TrainGoodScores | None,
+    held_aside: np.ndarray | None = None,
 ) -> Calibration:
     """The calibration ``point`` sets on validation predictions plus out-of-fold scores
-    (those ``good`` says may calibrate)."""
+    (those ``good`` says may calibrate) and the ``held_aside`` scores of the calibration
+    images (``held_aside_scores``)."""
     extra = None if good is None else good.out_of_fold[good.calibrates]
     with_validation = good is None or good.validation_calibrates
     sources = {"validation": int((validation.labels == 0).sum())} if with_validation else {}
     if extra is not None:
         sources["out_of_fold_train"] = len(extra)
+    if held_aside is not None and held_aside.size:
+        sources["calibration"] = int(held_aside.size)
+        extra = held_aside if extra is None else np.r_[extra, held_aside]
     calibration = calibrate(
         validation.scores, validation.maps, validation.labels, validation.gt_masks,
         validation.defect_types, mask_known=validation.mask_known, point=point,
@@ -101,10 +138,15 @@ def calibrate_predictions(
 
 
 def good_score_record(
-    dataset: Dataset, good: TrainGoodScores | None, validation: Predictions, folds: int
+    dataset: Dataset,
+    good: TrainGoodScores | None,
+    validation: Predictions,
+    folds: int,
+    held_aside: np.ndarray | None = None,
 ) -> GoodScores:
     """The registry's ``good_scores`` entry (paths relative to the dataset root): the
-    out-of-fold scores that may calibrate (``TrainGoodScores.calibrates``)."""
+    out-of-fold scores that may calibrate (``TrainGoodScores.calibrates``) and the
+    ``held_aside`` scores of ``dataset.calibration_samples``."""
 
     def rel(path: str | Path) -> str:
         return relative_name(path, dataset.root)
@@ -112,8 +154,10 @@ def good_score_record(
     val = {
         rel(p): round(float(s), 6) for p, s in zip(validation.paths, validation.scores, strict=True)
     }
+    aside = zip(dataset.calibration_samples, () if held_aside is None else held_aside, strict=True)
+    calibration = {rel(s.path): round(float(v), 6) for s, v in aside}
     if good is None:
-        return GoodScores(validation=val)
+        return GoodScores(validation=val, calibration=calibration)
     calibrating = zip(good.samples, good.out_of_fold, good.calibrates, strict=True)
     return GoodScores(
         out_of_fold={rel(s.path): round(float(v), 6) for s, v, keep in calibrating if keep},
@@ -122,4 +166,5 @@ def good_score_record(
         folds=folds,
         validation_calibrates=good.validation_calibrates,
         roi_masked=good.roi_masked,
+        calibration=calibration,
     )  # fmt: skip

@@ -243,6 +243,7 @@ def export_splits(record: ModelRecord, dataset: Any) -> ExportSplits:
         dataset_root=dataset.root,
         operating_point=record_operating_point(record),
         good_scores=record.good_scores(),
+        calibration=tuple(calibration_samples(record, dataset)),
     )
 
 
@@ -276,6 +277,22 @@ def _context_files(record: ModelRecord) -> dict[str, Path]:
     """The global-context parameter file of a version (none without a global component)."""
     context = record.global_context()
     return {} if context is None else {context.file: record.file(context.file)}
+
+
+def calibration_samples(record: ModelRecord, dataset: Any) -> list[LabelledSample]:
+    """The good calibration images the version scored (``GoodScores.calibration``), as they
+    were (``BundleError`` when one is missing or changed)."""
+    chosen = set(record.good_scores().calibration)
+    if not chosen:
+        return []
+    samples, names = [], []
+    for s in dataset.calibration_samples:
+        rel = relative_name(s.path, dataset.root)
+        if rel in chosen:
+            samples.append(LabelledSample(Path(s.path), 0, s.defect_type))
+            names.append(rel)
+    _require_recorded_content(record, dataset.root, "calibration", samples, names, chosen)
+    return samples
 
 
 def held_out_test_samples(record: ModelRecord, dataset: Any) -> list[LabelledSample]:

@@ -62,6 +62,7 @@ from inspection.training.operating import (
     calibrate_predictions,
     calibration_good_scores,
     good_score_record,
+    held_aside_scores,
 )
 from inspection.training.roi import TrainingRoi, masked_predictions
 from inspection.training.samples import Predictions, SampleDataset
@@ -238,7 +239,9 @@ def train_model(
     good_scores = calibration_good_scores(model, config, dataset.train_samples, masks, stages)
     model.train_rows = {}  # the fit's rows served the out-of-fold scores: free them
     clock.lap("out_of_fold")
-    calibration = calibrate_predictions(validated, config.operating_point, good_scores)
+    held_aside = held_aside_scores(model, config, dataset.calibration_samples, roi, stages)
+    clock.lap("calibration_images")
+    calibration = calibrate_predictions(validated, config.operating_point, good_scores, held_aside)
     normalization = calibration.normalization
     clock.lap("calibration")
     predictions = predict(model, test, image_size=config.image_size, bits=config.image_bits)
@@ -247,7 +250,7 @@ def train_model(
     if config.global_context:
         context, normalization, predictions = _fit_global_context(
             model, config, weights, dataset.train_samples, validation, predictions, normalization,
-            good_scores,
+            good_scores, [s.path for s in dataset.calibration_samples],
         )  # fmt: skip
         if context.context.components:  # fused scores: the threshold was chosen on them
             calibration = dataclasses.replace(
@@ -266,7 +269,9 @@ def train_model(
         extra={
             **version_extra(config, weights, dataset, (validation, test), calibration),
             "good_scores": to_mapping(
-                good_score_record(dataset, good_scores, validated, config.calibration_folds)
+                good_score_record(
+                    dataset, good_scores, validated, config.calibration_folds, held_aside
+                )
             ),
             "map_resolution": list(config.image_size),
             **({"global_context": _context_record(context)} if context else {}),
@@ -326,14 +331,16 @@ def _fit_global_context(
     predictions: Any,
     normalization: Normalization,
     good_scores: TrainGoodScores | None = None,
+    calibration: Sequence[Path] = (),
 ) -> tuple[FittedContext, Normalization, Any]:
     """Fit the global context; test predictions get fused scores (maps stay local) when a
     component was kept on validation, else they stay the local model's. ``good_scores``: the
-    training images' out-of-fold scores, for the fused threshold."""
+    training images' out-of-fold scores, for the fused threshold with the ``calibration`` images'."""
     fitted = fit_model_context(
         model.model, config.global_context, config.backbone.layers,
         station_preprocessing(config, weights), [s.path for s in train_samples], validation,
         to_mapping(normalization), config.operating_point, _context_out_of_fold(good_scores),
+        calibration,
     )  # fmt: skip
     if not fitted.context.components:
         logger.info("global context: no component helped on validation; the model stays local")

@@ -415,3 +415,28 @@ def test_labelled_training_defects_are_checked(tiny_product: Path, tmp_path: Pat
         ("broken.png", "unreadable"),
     }
     assert not report.ok
+
+
+def test_calibration_images_that_repeat_a_training_or_test_image_are_refused(
+    tiny_product: Path, tmp_path: Path
+) -> None:
+    """Calibration images are compared by decoded pixels (a re-encoded copy is the same part):
+    one repeating a training or a test image is an error naming both files; a new good part
+    is counted."""
+    copy = shutil.copytree(tiny_product, tmp_path / "brick")
+    folder = copy / "calibration" / "good"
+    folder.mkdir(parents=True)
+    with Image.open(copy / "train" / "good" / "003.png") as image:
+        image.save(folder / "train_copy.bmp")  # other bytes, same pixels
+    shutil.copyfile(copy / "test" / "good" / "001.png", folder / "test_copy.png")
+    Image.new("RGB", (128, 128), (90, 70, 60)).save(folder / "new.png")
+    report = check_dataset(load_dataset(copy))
+    found = {(p.path.name, p.code): p.message for p in report.problems}
+    assert set(found) == {
+        ("train_copy.bmp", "calibration_duplicate"),
+        ("test_copy.png", "calibration_duplicate"),
+    }
+    assert "training image train/good/003.png" in found["train_copy.bmp", "calibration_duplicate"]
+    assert "test image test/good/001.png" in found["test_copy.png", "calibration_duplicate"]
+    assert not report.ok
+    assert report.counts["calibration"] == {"good": 3}

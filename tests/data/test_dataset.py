@@ -250,7 +250,10 @@ def test_empty_defect_folder_and_loose_test_images_are_recorded(
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"split": "val", "label": 0, "defect_type": "good"}, "split must be 'train' or 'test'"),
+        (
+            {"split": "val", "label": 0, "defect_type": "good"},
+            "split must be one of train, test, calibration",
+        ),
         ({"split": "test", "label": 2, "defect_type": "good"}, "label must be 0"),
         ({"split": "test", "label": 0, "defect_type": "crack"}, "does not match defect_type"),
     ],

@@ -113,9 +113,10 @@ def test_image_count_matches_files(tmp_path: Path) -> None:
         n_test_good=1,
         n_test_per_defect=1,
         n_labelled=1,
+        n_calibration=1,
     )
-    written = list(roots[0].glob("t*/*/*.png"))
-    assert len(written) == demo.demo_image_count(["brick"], 2, 1, 1, 1) == 11
+    written = [*roots[0].glob("t*/*/*.png"), *roots[0].glob("calibration/*/*.png")]
+    assert len(written) == demo.demo_image_count(["brick"], 2, 1, 1, 1, 1) == 12
 
 
 def test_same_bytes_from_another_process(tmp_path: Path) -> None:
@@ -248,15 +249,41 @@ def test_tissue_eval_product_has_its_own_defects_and_exact_masks(tmp_path: Path)
         assert not changed[mask == 0].any(), f"{kind}: pixels altered outside the mask"
 
 
-def test_weave_has_a_larger_test_split_than_the_texture_products() -> None:
+def test_demo_products_hold_36_held_out_per_kind_and_a_line_of_good_parts() -> None:
     from inspection.data.demo import demo_image_count, demo_test_counts
 
-    assert demo_test_counts("brick") == (10, 6) and demo_test_counts("weave") == (60, 52)
-    assert demo_test_counts("grass") == demo_test_counts("gravel") == (60, 52)
+    assert demo_test_counts("tissue") == (10, 6) and demo_test_counts("weave") == (60, 52)
+    assert demo_test_counts("brick") == demo_test_counts("grass") == (60, 52)
+    assert demo_test_counts("gravel") == (60, 52)
     assert demo_test_counts("weave", 2, None) == (2, 52)
-    # grass gets 20 labelled defects per type, brick and weave none
-    assert demo_image_count(["brick", "weave"], n_train=1) == (1 + 10 + 6 * 4) + (1 + 60 + 52 * 4)
-    assert demo_image_count(["grass"], n_train=1) == 1 + 60 + (52 + 20) * 4
+    # grass gets 20 labelled defects per type, brick and weave none; brick, grass and gravel
+    # 160 good calibration images, weave none
+    assert demo_image_count(["brick", "weave"], n_train=1) == (1 + 60 + 52 * 4 + 160) + (
+        1 + 60 + 52 * 4
+    )
+    assert demo_image_count(["grass"], n_train=1) == 1 + 60 + (52 + 20) * 4 + 160
+
+
+def test_calibration_images_are_a_stream_of_their_own_after_the_existing_files(
+    tmp_path: Path,
+) -> None:
+    """Good calibration images land in calibration/good; every other file is byte-identical
+    to a run without them, a larger test split only adds files, and no calibration image
+    equals a training or test image."""
+    plain = _tree(demo.write_demo_product(tmp_path / "a", "brick", seed=3, **SMALL))
+    larger = {**SMALL, "n_test_good": 3, "n_test_per_defect": 2}
+    out = demo.write_demo_product(tmp_path / "b", "brick", seed=3, n_calibration=4, **larger)
+    files = _tree(out)
+    assert {name: files[name] for name in plain} == plain
+    added = set(files) - set(plain)
+    calibration = {f"calibration/good/{i:03d}.png" for i in range(4)}
+    assert calibration <= added and len(added - calibration) == 1 + 2 * 4  # good + defects+masks
+    assert not {files[n] for n in calibration} & {files[n] for n in files if n not in calibration}
+    dataset = load_mvtec(out)
+    assert len(dataset.calibration_samples) == 4
+    assert len(dataset.train_samples) == SMALL["n_train"]
+    demo.write_demo_product(tmp_path / "b", "brick", seed=3, **SMALL)  # replaces its own files
+    assert _tree(out) == plain
 
 
 def test_labelled_defects_are_a_stream_of_their_own(tmp_path: Path) -> None:

@@ -239,3 +239,45 @@ def test_a_refusal_says_how_many_good_images_rank_the_threshold_below_the_larges
         f"({n_good} out-of-fold training)"
     )
     assert told in said and "train/good" in said and said.endswith(f"or try {REFUSAL_OPTIONS}.")
+
+
+def test_held_aside_good_images_calibrate_the_model_and_every_bundle_on_its_own_scores(
+    tmp_path: Path,
+) -> None:
+    """Good images in calibration/good are scored by the trained model (recorded per file)
+    and again by each bundle, and join its calibration set; a changed one stops the export."""
+    from inspection.core.errors import BundleError
+    from inspection.core.product_config import model_config_from_mapping
+    from inspection.core.registry import Registry
+    from inspection.data.demo import write_demo_product
+    from inspection.training.export import ExportOptions
+    from inspection.training.registry_export import RegistryExport, export_bundle
+    from inspection.training.train import train_model
+    from tests.conftest import TINY_PATCHCORE
+
+    root = write_demo_product(
+        tmp_path, "brick", seed=7, n_train=12, n_test_good=6, n_test_per_defect=2, size=64,
+        n_calibration=10,
+    )  # fmt: skip
+    registry = Registry(tmp_path / "registry")
+    config = model_config_from_mapping(TINY_PATCHCORE, where="tests TINY_PATCHCORE")
+    outcome = train_model(
+        config, load_dataset(root), product="brick", registry=registry, progress=False
+    )
+    recorded = outcome.record.good_scores().calibration
+    assert sorted(recorded) == [f"calibration/good/{i:03d}.png" for i in range(10)]
+    trained = outcome.metrics.calibration.operating
+    assert trained.good_sources["calibration"] == 10
+    assert trained.n_good == sum(trained.good_sources.values())
+
+    source = RegistryExport(version=outcome.record.version)
+    result = export_bundle(registry, "brick", ExportOptions(precision="fp32"), source)
+    operating = result.metadata.output_calibration.operating
+    assert operating.good_sources == trained.good_sources
+    own = run_bundle(result.bundle_dir, [LabelledSample(root / n, 0, "good") for n in recorded])
+    below = int((own.scores < operating.threshold).sum())
+    assert below >= 10 - round(operating.calibration_false_reject * operating.n_good)
+
+    (root / "calibration/good/003.png").write_bytes((root / "train/good/000.png").read_bytes())
+    with pytest.raises(BundleError, match=r"calibration file\(s\).*calibration/good/003.png"):
+        export_splits(outcome.record, load_dataset(root))
