@@ -57,7 +57,7 @@ from inspection.core.config import deep_merge, from_mapping, read_yaml, to_mappi
 from inspection.core.errors import ConfigError
 from inspection.core.registry import Registry
 from inspection.core.retrain_report import RetrainEvent
-from inspection.store import partitions
+from inspection.store import partitions, request_keys
 from inspection.store.forward import CENTRAL
 from inspection.store.models import Inspection, OutboxMessage, Review
 from inspection.store.store import Store, sqlite_file
@@ -348,6 +348,7 @@ def _drop_partitions(
                 session.execute(delete(Review).where(Review.inspection_id.in_(ids)))
                 session.execute(delete(OutboxMessage).where(OutboxMessage.inspection_id.in_(ids)))
                 session.execute(text("SET LOCAL lock_timeout = '10s'"))
+                request_keys.release(session.connection(), month.start, month.end)
                 session.execute(text(f'DROP TABLE "{month.name}"'))
         except OperationalError as exc:
             log.warning("partition %s kept until the next prune: %s", month.name, exc.orig)
