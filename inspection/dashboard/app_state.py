@@ -133,7 +133,7 @@ def _live(identity: Identity | None) -> Identity | None:
     if identity is None:
         return None
     board = dashboard()
-    if login_free(board.site, st.get_option("server.address")):
+    if login_free(board.site, st.get_option("server.address"), _headers()):
         return identity
     return users.user_identity(board.store, identity.name)
 
@@ -142,7 +142,7 @@ def identify(board: Dashboard) -> Identity | None:
     """Who this run acts as, without drawing anything: open mode's typed name, the session's
     login, or the signed cookie a reload brings (``sessions``), each read again from the store;
     ``None`` means the login form."""
-    if login_free(board.site, st.get_option("server.address")):
+    if login_free(board.site, st.get_option("server.address"), _headers()):
         return _keep(Identity(user_name_typed(), "admin"))
     identity, since = current(), st.session_state.get(LOGIN_AT_KEY)
     name = None
@@ -172,7 +172,7 @@ def identify(board: Dashboard) -> Identity | None:
 def signed_in(board: Dashboard, identity: Identity | None) -> Identity:
     """Draw the account box for ``identity`` (from ``identify``), or show the login form and
     stop the run when there is none."""
-    if login_free(board.site, st.get_option("server.address")):
+    if login_free(board.site, st.get_option("server.address"), _headers()):
         user_box()
         return current()
     pending = st.session_state.pop(COOKIE_KEY, None)
@@ -207,6 +207,14 @@ def _secret(site: str, _config: SiteConfig) -> str:
 
 def _cookie() -> str:
     return sessions.cookie_name(st.get_option("server.port"))
+
+
+def _headers() -> dict[str, str]:
+    """The browser connection's request headers (none without one: AppTest, bare mode)."""
+    try:
+        return dict(st.context.headers)
+    except Exception:  # no browser connection
+        return {}
 
 
 def _cookies() -> dict[str, str]:
