@@ -10,10 +10,14 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from inspection.core.errors import ConfigError
+from inspection.line.pki import LinePki
 from inspection.store import queries
 from inspection.store.blobs import BlobStore
 from inspection.store.forward import Forwarder, backlog, quarantined
 from inspection.store.models import Inspection, OutboxMessage
+from inspection.store.store import Store, StoreUnavailable
+from tests.conftest import PG_CA_FILE
 from tests.store import test_forward
 from tests.store.test_forward import Central, _local
 
@@ -116,3 +120,18 @@ def test_blobs_are_hashed_wherever_they_are_copied(central: Central, tmp_path: P
     assert decoy.get(first.image_sha) == b"image 0"
     assert [key for _, key, _ in quarantined(local)] == [second.request_id]
     assert "do not hash to its name" in (quarantined(local)[0][2] or "")
+
+
+def test_every_store_engine_verifies_the_server(central: Central, tmp_path: Path) -> None:
+    """The owner's and the dashboard's engines (``store.make_engine``) go through the same
+    verify-full helper as the forwarder."""
+    owner = central.store.url.split("?")[0]
+    with pytest.raises(ConfigError, match="no site CA"):
+        Store(owner, tmp_path / "b")
+    with pytest.raises(ConfigError, match="sslmode=prefer"):
+        Store(f"{owner}?sslmode=prefer&sslrootcert={PG_CA_FILE}", tmp_path / "b")
+    other_ca = LinePki(tmp_path / "other-pki").ca_file  # a CA that did not sign the server
+    with pytest.raises(StoreUnavailable, match="certificate verify failed"):
+        Store(f"{owner}?sslrootcert={other_ca}", tmp_path / "b").schema_revision()
+    with Store(f"{owner}?sslrootcert={PG_CA_FILE}", tmp_path / "b").engine.connect() as c:
+        assert c.scalar(sa.text("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"))

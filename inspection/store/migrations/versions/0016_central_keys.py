@@ -51,6 +51,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     bind = op.get_bind()
     if bind.dialect.name == "postgresql":
+        if bind.execute(text(_HAS_GROUP)).scalar() is not None:  # 0015's rollup trigger
+            op.execute(central_roles.ROLLUPS_SQL.replace(_SCORES, _SCORES_0015))
         op.execute("DROP TRIGGER inspections_request_key ON inspections")
         op.execute("DROP TRIGGER inspections_request_key_gone ON inspections")
         op.execute("DROP FUNCTION inspections_request_key()")
@@ -61,6 +63,16 @@ def downgrade() -> None:
     _rekey_scores(["hour", "product", "bin"], add=False)
 
 
+_SCORES = central_roles.ROLLUPS_SQL[
+    central_roles.ROLLUPS_SQL.index("    INSERT INTO public.rollup_scores") :
+].split("RETURN NULL;")[0]
+_SCORES_0015 = """    INSERT INTO public.rollup_scores AS kept (hour, product, bin, count)
+    SELECT date_trunc('hour', created_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', product,
+        least(greatest(floor(score * 100)::int, 0), 99), count(*)
+    FROM added GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+    ON CONFLICT (hour, product, bin) DO UPDATE SET count = kept.count + excluded.count;
+    """
+"""The station rollup trigger's histogram statement as 0015 left it (downgrade)."""
 _SAME = "s.hour = k.hour AND s.product = k.product AND s.bin = k.bin"
 _FOLD = f"""UPDATE rollup_scores AS k SET station_id = '',
     count = (SELECT sum(s.count) FROM rollup_scores s WHERE {_SAME})
