@@ -206,6 +206,21 @@ def blobs(central: Central, work: Path) -> str:
     return f"decoy .bin beside .png: {read}; altered local blob: row {copied}"
 
 
+def painted_mask(central: Central, work: Path) -> str:
+    from inspection.retrain.assemble import _region
+
+    store = Store.migrated(f"sqlite:///{work / 'site.db'}", work / "site-blobs")
+    sha = store.blobs.put(b"painted mask", ".png")
+    path = store.blobs.path(sha)
+    path.chmod(0o644)
+    path.write_bytes(b"another region")  # altered after the review
+    row = type("Row", (), {"id": "r1", "review_region_sha": sha})()
+    found = _region(store, row)
+    if found is None:
+        return "refused: left out (the defect counts image-level, logged)"
+    return f"ACCEPTED: {found.name} handed to the training set ({found.read_bytes()!r})"
+
+
 def clock_jump(central: Central, work: Path) -> str:
     store = Store.migrated(f"sqlite:///{work / 'pc.db'}", work / "pc-blobs")
     now = datetime.now(timezone.utc)
@@ -251,6 +266,7 @@ CASES: dict[str, Callable[[Central, Path], str]] = {
     "station TEMP TABLE inspections vs forward_review": temp_shadow,
     "rollup_scores per station": rollups,
     "blob hashes on the way to central": blobs,
+    "painted mask altered, read for retraining": painted_mask,
     "line PC clock a year ahead, next prune": clock_jump,
 }
 
