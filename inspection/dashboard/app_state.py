@@ -177,8 +177,8 @@ def signed_in(board: Dashboard, identity: Identity | None) -> Identity:
         return current()
     pending = st.session_state.pop(COOKIE_KEY, None)
     if pending is not None:  # set after a login, cleared after a sign-out
-        token, max_age = pending
-        st.html(sessions.cookie_script(_cookie(), token, max_age), unsafe_allow_javascript=True)
+        nonce = sessions.hand_over(_cookie(), *pending)
+        st.html(sessions.cookie_script(nonce), unsafe_allow_javascript=True)
     if identity is not None:
         st.sidebar.markdown(f"Signed in as **{identity.name}** ({identity.role})")
         st.sidebar.button("Sign out", key="sign_out", on_click=sign_out)
