@@ -109,6 +109,15 @@ class LoopThread:
             self._thread = None
 
 
+_SESSION_GONE = frozenset(
+    {
+        "BadSessionIdInvalid", "BadSessionClosed", "BadSecureChannelClosed",
+        "BadConnectionClosed", "BadServerNotConnected", "BadCommunicationError", "BadTimeout",
+    }
+)  # fmt: skip
+"""Status codes of a session that ended (the heartbeat stops quietly; ``_serve`` reconnects)."""
+
+
 class OpcUaHandshake(LoopThread):
     """Runs the handshake in its own thread and event loop; reconnects while the PLC is away."""
 
@@ -173,8 +182,9 @@ class OpcUaHandshake(LoopThread):
     async def _beats(self, client: Client, node: Any) -> None:
         """Count ``Heartbeat`` up every ``heartbeat_ms`` while the serve loop turns: it may
         stand in one cycle for up to the handler's timeout, and the count stands still once
-        it stalls longer. A PLC without that variable (a map from before it) is an error in
-        the log, once per session: the PLC cannot see a dead or hung station."""
+        it stalls longer. A PLC that refuses the write (no such variable, a map from before it;
+        not writable) is an error in the log, once per session: it cannot see a dead or hung
+        station."""
         period = self.config.heartbeat_ms / 1000
         stalled_s = self.handler.timeout_s + period + 1.0  # 1 s: the serve loop's idle wait
         count = 0
@@ -185,10 +195,13 @@ class OpcUaHandshake(LoopThread):
             count = (count + 1) % 65536
             try:
                 await client.write_values([node], [variant("Heartbeat", count)])
-            except ua.uaerrors.BadNodeIdUnknown as exc:
-                log.error(
-                    "OPC UA handshake: the PLC has no %s (%s): it cannot see a dead or hung "
-                    "station; add it (UInt16) to the PLC's signals",
+            except ua.UaStatusCodeError as exc:
+                if type(exc).__name__ in _SESSION_GONE:  # _serve sees it and reconnects
+                    log.debug("OPC UA heartbeat: %s", exc)
+                    return
+                log.error(  # no such node, not writable, access denied: a map to fix
+                    "OPC UA handshake: the PLC refuses writes to %s (%s): it cannot see a dead "
+                    "or hung station; add it (UInt16, writable by the station) to its signals",
                     node.nodeid.to_string(),
                     exc,
                 )

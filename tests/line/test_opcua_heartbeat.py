@@ -1,8 +1,9 @@
 """The OPC UA client heartbeat a PLC supervises, against a real asyncua server (the soft PLC):
-it stands still while the serve loop hangs."""
+it stands still while the serve loop hangs, and a PLC without it is an error in the log."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from pathlib import Path
@@ -57,3 +58,24 @@ def test_the_heartbeat_stands_still_while_the_serve_loop_hangs(tmp_path: Path) -
         handler.release.set()
         station.stop()
         plc.stop()
+
+
+def test_a_plc_without_a_heartbeat_is_an_error_in_the_log(tmp_path: Path) -> None:
+    errors: list[str] = []
+    handler = logging.Handler(logging.ERROR)
+    handler.emit = lambda record: errors.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger("inspection.line.opcua").addHandler(handler)
+    plc, station = _handshake(tmp_path, _Hung())
+    plc.start()
+    plc.nodes["Heartbeat"].delete()  # a PLC map from before the heartbeat
+    station.start()
+    try:
+        assert station.connected.wait(10)
+        deadline = time.monotonic() + 5
+        while not errors and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        logging.getLogger("inspection.line.opcua").removeHandler(handler)
+        station.stop()
+        plc.stop()
+    assert any("cannot see a dead or hung station" in e for e in errors), errors
