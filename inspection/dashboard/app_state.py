@@ -337,9 +337,11 @@ def stations(site: str) -> list[str]:
 
 
 @st.cache_data(ttl=DATA_TTL_S, show_spinner=False)
-def drift(site: str, product: str, since: datetime | None) -> overview.Drift:
+def drift(
+    site: str, product: str, since: datetime | None, station_id: str | None = None
+) -> overview.Drift:
     board = _open(site)
-    return overview.drift(board.store, board.registry, product, since=since)
+    return overview.drift(board.store, board.registry, product, since=since, station_id=station_id)
 
 
 @st.cache_data(ttl=DATA_TTL_S, show_spinner=False)
