@@ -8,7 +8,8 @@ start over, would put a second row under each id, and a lookup by request id wou
 another result holds it, the row is kept under ``<request id>#<first 12 of its id>``: never
 dropped, never ambiguous (a client's request id has no ``#``: ``station.pipeline``). The same
 row sent again (a forwarder's retry) finds its own claim and is left out by the primary key.
-Deleting a row releases its key; retention releases a dropped month's keys (``release``).
+Deleting a row releases its key; retention releases a dropped month's keys (``release``); a
+month made later claims again the keys of the rows it takes from the default partition.
 SQLite's results table is unique by request id itself.
 """
 
@@ -80,6 +81,12 @@ INSERT INTO request_keys SELECT request_id, id, created_at FROM inspections
 WHERE request_id LIKE '%{CLASH}%' ON CONFLICT (request_id) DO NOTHING
 """
 """Claim the request ids of the rows already stored, the first received keeping its id."""
+RECLAIM_SQL = (
+    "INSERT INTO request_keys SELECT request_id, id, created_at FROM {table} "
+    "WHERE request_id IS NOT NULL ON CONFLICT (request_id) DO NOTHING"
+)
+"""Claim again the keys of the rows a new month's partition took from the default one (their
+move out of it, a delete, released them)."""
 
 
 def install(connection: Connection) -> None:

@@ -5,6 +5,7 @@ hashed wherever they are copied."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ import sqlalchemy as sa
 
 from inspection.core.errors import ConfigError
 from inspection.line.pki import LinePki
-from inspection.store import queries
+from inspection.store import partitions, queries
 from inspection.store.blobs import BlobStore
 from inspection.store.forward import Forwarder, backlog, quarantined
 from inspection.store.models import Inspection, OutboxMessage
@@ -135,3 +136,19 @@ def test_every_store_engine_verifies_the_server(central: Central, tmp_path: Path
         Store(f"{owner}?sslrootcert={other_ca}", tmp_path / "b").schema_revision()
     with Store(f"{owner}?sslrootcert={PG_CA_FILE}", tmp_path / "b").engine.connect() as c:
         assert c.scalar(sa.text("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"))
+
+
+def test_rows_moved_out_of_the_default_partition_keep_their_request_keys(
+    central: Central,
+) -> None:
+    later = datetime.now(timezone.utc) + timedelta(days=200)  # past the months made ahead
+    row = central.store.add_inspection(
+        request_id="far/1", product="brick", station_id="far", score=0.5, threshold=0.5,
+        verdict="OK", model_version="m", bundle_id="b", latency_ms=1.0, width=8, height=8,
+        image_sha="a" * 64, created_at=later,
+    )  # fmt: skip
+    made, failed = partitions.upkeep(central.store.engine, later)
+    assert made and not failed  # its month now holds the row, moved out of the default
+    with central.store.session() as session:
+        keys = session.execute(sa.text("SELECT request_id, inspection_id FROM request_keys"))
+        assert list(keys) == [("far/1", row.id)]
