@@ -121,6 +121,10 @@ def _create_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "postgresql":
+        return create_engine(url, pool_pre_ping=True)
+    parsed.get_dialect()  # an unknown driver is named as such, before the TLS settings
     return create_engine(url, pool_pre_ping=True, connect_args=store_link_args(url))
 
 
