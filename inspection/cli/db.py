@@ -86,7 +86,7 @@ def station_role(
     store = _target(ctx, config, site).store
     store.check_schema()
     password = grant_station(store, station, tuple(writes or ()))
-    url = store.engine.url.set(username=station, password="PASSWORD")
+    url = store.engine.url.set(username=station, password="PASSWORD", query={})  # CA: ca_file
     console.print(
         f"role {station} may write rows of {', '.join([station, *(writes or ())])}; its password:"
     )
