@@ -116,8 +116,12 @@ def database_exists(name: str, admin_url: str = PG_ADMIN_URL) -> bool:
     )
 
 
+PG_CA_FILE = os.environ.get("INSPECTION_TEST_PG_CA", "/tmp/inspection-postgres-tls/ca.pem")
+"""The site CA of the machine's PostgreSQL (``scripts/services.sh``): store links verify it."""
+
+
 def database_url(name: str, admin_url: str = PG_ADMIN_URL) -> str:
-    return admin_url.rsplit("/", 1)[0] + f"/{name}"
+    return admin_url.rsplit("/", 1)[0] + f"/{name}?sslrootcert={PG_CA_FILE}"
 
 
 def demo_test_images(

@@ -120,7 +120,8 @@ def central_site(work: Path) -> tuple[ScratchPostgres, Relay, str, Path]:
     pg.start()
     _admin(pg.url(), "CREATE ROLE inspection LOGIN CREATEROLE PASSWORD 'inspection'")
     _admin(pg.url(), "CREATE DATABASE inspection OWNER inspection")
-    owner = Store.migrated(pg.url("inspection", "inspection", "inspection"), work / "central")
+    owner_url = f"{pg.url('inspection', 'inspection', 'inspection')}?sslrootcert={ca_file}"
+    owner = Store.migrated(owner_url, work / "central")
     password = grant_station(owner, STATION_ID)  # as `inspection db station-role` does
     owner.engine.dispose()
     relay = Relay(pg.port)

@@ -136,7 +136,10 @@ PG_CA_FILE = Path(os.environ.get("INSPECTION_TEST_PG_CA", "/tmp/inspection-postg
 
 
 def verified(url: str) -> str:
-    """``url`` over TLS verified against ``PG_CA_FILE`` (what a station's link uses)."""
+    """``url`` over TLS verified against ``PG_CA_FILE`` (what every store link uses); a URL
+    that already says how is returned as it is."""
+    if "?" in url:
+        return url
     return f"{url}?sslmode=verify-full&sslrootcert={PG_CA_FILE}"
 
 
@@ -155,7 +158,7 @@ def _fresh_postgres_database() -> tuple[str, str]:
         pytest.skip(f"PostgreSQL not reachable ({PG_ADMIN_URL}); run scripts/services.sh")
     finally:
         admin.dispose()
-    return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}", name
+    return verified(PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"), name
 
 
 def _drop_postgres_database(name: str) -> None:

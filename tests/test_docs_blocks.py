@@ -125,8 +125,13 @@ def test_the_readme_own_data_block_runs_as_written(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- docs/deployment.md's plant
-CENTRAL_URL = "postgresql+psycopg://inspection:***@127.0.0.1/inspection"  # site.yaml's, below
-CENTRAL_STATION_URL = "postgresql+psycopg://inspection@127.0.0.1/inspection"  # password: libpq
+CENTRAL_URL = (  # site.yaml's, below
+    "postgresql+psycopg://inspection:***@127.0.0.1/inspection"
+    "?sslrootcert=/srv/inspection/pki/site-ca.pem"
+)
+CENTRAL_STATION_URL = (  # password: libpq
+    "postgresql+psycopg://inspection@127.0.0.1/inspection?sslrootcert=pki/site-ca.pem"
+)
 
 
 @pytest.fixture

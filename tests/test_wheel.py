@@ -39,10 +39,10 @@ def test_wheel_carries_the_dashboard_app(wheel: Path, tmp_path: Path) -> None:
         names = set(archive.namelist())
         archive.extractall(tmp_path)
     pages = {f"apps/dashboard/views/{p.name}" for p in (REPO / "apps/dashboard/views").glob("*.py")}
-    assert {"apps/dashboard/app.py", *pages} <= names
+    assert {"apps/dashboard/app.py", "apps/dashboard/asgi.py", *pages} <= names
     found = subprocess.run(  # the installed command finds the app beside the package
         [sys.executable, "-c", "from inspection.cli.dashboard import APP; print(APP)"],
         env={"PYTHONPATH": str(tmp_path), "PATH": ""},
         capture_output=True, text=True, check=True, cwd=tmp_path,
     )  # fmt: skip
-    assert Path(found.stdout.strip()) == tmp_path / "apps/dashboard/app.py"
+    assert Path(found.stdout.strip()) == tmp_path / "apps/dashboard/asgi.py"

@@ -1,4 +1,5 @@
-"""Review dashboard router: ``streamlit run apps/dashboard/app.py`` (or ``inspection dashboard``).
+"""Review dashboard router, served by ``inspection dashboard`` (``streamlit run
+apps/dashboard/asgi.py``: these pages plus the route that sets the session cookie).
 
 The site config comes from ``INSPECTION_SITE_CONFIG`` (default ``configs/site.yaml``). Pages are
 thin: they call ``inspection.dashboard`` for every read and write. No page runs before

@@ -14,7 +14,7 @@ from inspection.core.errors import ConfigError
 from inspection.core.signing import SIGNING_KEY_ENV, dashboard_key_path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-APP = REPO_ROOT / "apps" / "dashboard" / "app.py"
+APP = REPO_ROOT / "apps" / "dashboard" / "asgi.py"
 commands = typer.Typer()
 
 

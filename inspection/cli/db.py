@@ -86,7 +86,7 @@ def station_role(
     store = _target(ctx, config, site).store
     store.check_schema()
     password = grant_station(store, station, tuple(writes or ()))
-    url = store.engine.url.set(username=station, password="PASSWORD")
+    url = store.engine.url.set(username=station, password="PASSWORD", query={})  # CA: ca_file
     console.print(
         f"role {station} may write rows of {', '.join([station, *(writes or ())])}; its password:"
     )
@@ -104,24 +104,30 @@ def prune(
     config: Path = STATION_OPTION,
     site: Path = SITE_OPTION,
     report: Path = REPORT_OPTION,
+    trust_clock: bool = typer.Option(
+        False, "--trust-clock", help="Accept the clock after a refused prune (checked by hand)."
+    ),
 ) -> None:
     """Delete what retention.yaml no longer keeps, in short batches (safe while serving).
 
     Rows lose their blobs first and are deleted later; inspections a retraining run used are
-    never touched; blob files no row references are removed. Writes the storage gauges."""
+    never touched; blob files no row references are removed; rows age by the trusted time (a
+    clock that jumped ahead is refused). Writes the storage gauges; exits 1 when refused."""
     # deferred: pulls SQLAlchemy and Alembic (0.6 s), not needed for --help
     from inspection.store import retention as kept
 
     target = _target(ctx, config, site)
     target.store.check_schema()
     done, metrics = kept.prune_configured(
-        target.store, target.configs, target.registry_dir, target.products
+        target.store, target.configs, target.registry_dir, target.products, trust_clock=trust_clock
     )
     if report is not None:
         report.write_text(json.dumps(done.to_dict(), indent=2) + "\n", encoding="utf-8")
     console.print(f"{done.summary()}; gauges: {metrics}")
     if done.alarm:
         console.print("[red]storage alarm: past the alarm fraction of the disk budget[/red]")
+    if done.clock_refused:
+        raise typer.Exit(1)
 
 
 @dataclass(frozen=True)

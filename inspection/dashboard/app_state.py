@@ -133,7 +133,7 @@ def _live(identity: Identity | None) -> Identity | None:
     if identity is None:
         return None
     board = dashboard()
-    if login_free(board.site, st.get_option("server.address")):
+    if login_free(board.site, st.get_option("server.address"), _headers()):
         return identity
     return users.user_identity(board.store, identity.name)
 
@@ -142,7 +142,7 @@ def identify(board: Dashboard) -> Identity | None:
     """Who this run acts as, without drawing anything: open mode's typed name, the session's
     login, or the signed cookie a reload brings (``sessions``), each read again from the store;
     ``None`` means the login form."""
-    if login_free(board.site, st.get_option("server.address")):
+    if login_free(board.site, st.get_option("server.address"), _headers()):
         return _keep(Identity(user_name_typed(), "admin"))
     identity, since = current(), st.session_state.get(LOGIN_AT_KEY)
     name = None
@@ -172,13 +172,13 @@ def identify(board: Dashboard) -> Identity | None:
 def signed_in(board: Dashboard, identity: Identity | None) -> Identity:
     """Draw the account box for ``identity`` (from ``identify``), or show the login form and
     stop the run when there is none."""
-    if login_free(board.site, st.get_option("server.address")):
+    if login_free(board.site, st.get_option("server.address"), _headers()):
         user_box()
         return current()
     pending = st.session_state.pop(COOKIE_KEY, None)
     if pending is not None:  # set after a login, cleared after a sign-out
-        token, max_age = pending
-        st.html(sessions.cookie_script(_cookie(), token, max_age), unsafe_allow_javascript=True)
+        nonce = sessions.hand_over(_cookie(), *pending)
+        st.html(sessions.cookie_script(nonce), unsafe_allow_javascript=True)
     if identity is not None:
         st.sidebar.markdown(f"Signed in as **{identity.name}** ({identity.role})")
         st.sidebar.button("Sign out", key="sign_out", on_click=sign_out)
@@ -207,6 +207,14 @@ def _secret(site: str, _config: SiteConfig) -> str:
 
 def _cookie() -> str:
     return sessions.cookie_name(st.get_option("server.port"))
+
+
+def _headers() -> dict[str, str]:
+    """The browser connection's request headers (none without one: AppTest, bare mode)."""
+    try:
+        return dict(st.context.headers)
+    except Exception:  # no browser connection
+        return {}
 
 
 def _cookies() -> dict[str, str]:
@@ -329,9 +337,11 @@ def stations(site: str) -> list[str]:
 
 
 @st.cache_data(ttl=DATA_TTL_S, show_spinner=False)
-def drift(site: str, product: str, since: datetime | None) -> overview.Drift:
+def drift(
+    site: str, product: str, since: datetime | None, station_id: str | None = None
+) -> overview.Drift:
     board = _open(site)
-    return overview.drift(board.store, board.registry, product, since=since)
+    return overview.drift(board.store, board.registry, product, since=since, station_id=station_id)
 
 
 @st.cache_data(ttl=DATA_TTL_S, show_spinner=False)

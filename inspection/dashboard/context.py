@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +41,16 @@ def open_dashboard(site_path: str | Path | None = None) -> Dashboard:
     return Dashboard(site=site, store=store, registry=Registry(site.registry_dir))
 
 
-def login_free(site: SiteConfig, address: str | None) -> bool:
-    """Whether a dashboard bound to ``address`` may run without login: only on loopback, and
-    only when the site config says so. No address means every interface: login needed."""
-    return site.dashboard_open_on_localhost and (address or "") in LOOPBACK
+FORWARDED: tuple[str, ...] = ("x-forwarded-for", "forwarded", "x-real-ip")
+"""Headers a reverse proxy adds: a request bearing one came from beyond the loopback."""
+
+
+def login_free(
+    site: SiteConfig, address: str | None, headers: Mapping[str, str] | None = None
+) -> bool:
+    """Whether a dashboard bound to ``address`` may run without login: only on loopback, only
+    when the site config says so, and never for a request a reverse proxy forwarded
+    (``FORWARDED`` in ``headers``: its client is not on this host). No address means every
+    interface: login needed."""
+    proxied = any(name.lower() in FORWARDED for name in (headers or {}))
+    return site.dashboard_open_on_localhost and (address or "") in LOOPBACK and not proxied

@@ -250,11 +250,23 @@ def population_stability_index(expected: np.ndarray, actual: np.ndarray) -> floa
     return float(np.sum((a - e) * np.log(a / e)))
 
 
-def drift(store: Store, registry: Registry, product: str, *, since: datetime | None) -> Drift:
-    """Production score distribution since ``since`` (reviewed defects left out) vs the live
-    bundle's held-out good scores."""
+def drift(
+    store: Store,
+    registry: Registry,
+    product: str,
+    *,
+    since: datetime | None,
+    station_id: str | None = None,
+) -> Drift:
+    """Production score distribution since ``since`` (reviewed defects left out; one station's
+    with ``station_id``) vs the live bundle's held-out good scores."""
     fine = queries.score_histogram(
-        store, product, bins=100, since=since, exclude_labels=thresholds.DEFECT_LABELS
+        store,
+        product,
+        bins=100,
+        since=since,
+        exclude_labels=thresholds.DEFECT_LABELS,
+        station_id=station_id,
     )
     count = int(fine.sum())
     production = fine.reshape(DRIFT_BINS, -1).sum(axis=1) / max(count, 1)

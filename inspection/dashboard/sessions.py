@@ -1,8 +1,13 @@
 """Dashboard sessions that survive a reload: a signed, expiring token kept in a browser cookie.
 
-After a login the page sets a cookie holding an ``itsdangerous`` token (the user's name, signed
+After a login the server sets a cookie holding an ``itsdangerous`` token (the user's name, signed
 with the site's session secret and time-stamped); a reload's new Streamlit session reads it
 back from ``st.context.cookies`` for ``SESSION_HOURS``. Signing out clears the cookie.
+
+The cookie is set by the server, never by the page's JavaScript, so it is ``HttpOnly`` (and
+``Secure`` over TLS): the page posts a one-time, short-lived nonce (``hand_over``) to
+``SESSION_PATH``, whose route (``session_route``, served beside the pages by
+``apps/dashboard/asgi.py``) answers with the ``Set-Cookie``. The token never reaches the page.
 
 The secret lives beside the site's blobs (``dashboard-session.key``, mode 0600), created on
 first use; ``INSPECTION_DASHBOARD_SECRET`` overrides it (several dashboard replicas).
@@ -13,12 +18,24 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import threading
+import time
 from pathlib import Path
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from inspection.core.config import SiteConfig
 
+SESSION_PATH = "/_inspection/session"
+"""Where the page posts a ``hand_over`` nonce for the server to set the session cookie."""
+HANDOVER_S = 60.0
+"""A nonce not posted within this long sets nothing."""
+_HANDOVERS: dict[str, tuple[str, str, int, float]] = {}
+"""nonce -> (cookie name, token, max age in s, monotonic expiry)."""
+_LOCK = threading.Lock()
 SESSION_HOURS = 8
 """A login lasts this long; then the form asks again."""
 SECRET_ENV = "INSPECTION_DASHBOARD_SECRET"
@@ -76,7 +93,44 @@ def cookie_name(port: int | str) -> str:
     return f"inspection_session_{port}"
 
 
-def cookie_script(name: str, token: str, max_age_s: int) -> str:
-    """A ``<script>`` that stores ``token`` in cookie ``name`` (``max_age_s`` 0 clears it)."""
-    value = json.dumps(f"{name}={token}; Max-Age={int(max_age_s)}; Path=/; SameSite=Strict")
-    return f"<script>document.cookie = {value};</script>"
+def hand_over(name: str, token: str, max_age_s: int) -> str:
+    """A one-time nonce under which ``SESSION_PATH`` sets cookie ``name`` to ``token`` for
+    ``max_age_s`` (0 clears it), within ``HANDOVER_S``."""
+    nonce = secrets.token_urlsafe(24)
+    now = time.monotonic()
+    with _LOCK:
+        for stale in [n for n, entry in _HANDOVERS.items() if entry[3] < now]:
+            del _HANDOVERS[stale]
+        _HANDOVERS[nonce] = (name, token, int(max_age_s), now + HANDOVER_S)
+    return nonce
+
+
+def cookie_script(nonce: str) -> str:
+    """A ``<script>`` that posts ``nonce`` to ``SESSION_PATH`` (the server sets the cookie)."""
+    path, body = json.dumps(SESSION_PATH), json.dumps(nonce)
+    return (
+        f"<script>fetch({path}, {{method: 'POST', body: {body}, credentials: 'same-origin'}});"
+        "</script>"
+    )
+
+
+async def _set_cookie(request: Request) -> Response:
+    """Answer a posted ``hand_over`` nonce with its ``Set-Cookie``: HttpOnly, SameSite=Strict,
+    Secure over TLS; 403 for a nonce unknown, used or expired."""
+    nonce = (await request.body()).decode(errors="replace")
+    with _LOCK:
+        entry = _HANDOVERS.pop(nonce, None)
+    if entry is None or entry[3] < time.monotonic():
+        return Response(status_code=403)
+    name, token, max_age, _ = entry
+    response = Response(status_code=204)
+    response.set_cookie(
+        name, token, max_age=max_age, path="/", httponly=True, samesite="strict",
+        secure=request.url.scheme == "https",
+    )  # fmt: skip
+    return response
+
+
+def session_route() -> Route:
+    """The route that sets the session cookie (``apps/dashboard/asgi.py`` serves it)."""
+    return Route(SESSION_PATH, _set_cookie, methods=["POST"])

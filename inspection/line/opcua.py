@@ -109,6 +109,15 @@ class LoopThread:
             self._thread = None
 
 
+_SESSION_GONE = frozenset(
+    {
+        "BadSessionIdInvalid", "BadSessionClosed", "BadSecureChannelClosed",
+        "BadConnectionClosed", "BadServerNotConnected", "BadCommunicationError", "BadTimeout",
+    }
+)  # fmt: skip
+"""Status codes of a session that ended (the heartbeat stops quietly; ``_serve`` reconnects)."""
+
+
 class OpcUaHandshake(LoopThread):
     """Runs the handshake in its own thread and event loop; reconnects while the PLC is away."""
 
@@ -122,6 +131,8 @@ class OpcUaHandshake(LoopThread):
         self.station_id, self.security = link.station_id, link.security
         self.on_answer = link.counted("opcua")  # (answer, seconds from the trigger edge to Done)
         self.connected = threading.Event()
+        self._turned = time.monotonic()
+        """When the serve loop last turned: the heartbeat stands still once it stalls."""
 
     async def _main(self, ready: threading.Event) -> None:
         assert self._stop is not None
@@ -151,6 +162,7 @@ class OpcUaHandshake(LoopThread):
                 for name in SIGNALS
             }
             await self._write(client, nodes, Busy=False, Done=False, Result=0, Ready=True)
+            self._turned = time.monotonic()
             beating = asyncio.create_task(self._beats(client, nodes["Heartbeat"]))
             queue: asyncio.Queue[bool] = asyncio.Queue()
             subscription = await client.create_subscription(
@@ -168,17 +180,28 @@ class OpcUaHandshake(LoopThread):
             await client.disconnect()
 
     async def _beats(self, client: Client, node: Any) -> None:
-        """Count ``Heartbeat`` up every ``heartbeat_ms``; a PLC without that variable (a map
-        from before it) is warned about once and gets none."""
+        """Count ``Heartbeat`` up every ``heartbeat_ms`` while the serve loop turns: it may
+        stand in one cycle for up to the handler's timeout, and the count stands still once
+        it stalls longer. A PLC that refuses the write (no such variable, a map from before it;
+        not writable) is an error in the log, once per session: it cannot see a dead or hung
+        station."""
+        period = self.config.heartbeat_ms / 1000
+        stalled_s = self.handler.timeout_s + period + 1.0  # 1 s: the serve loop's idle wait
         count = 0
         while True:
+            if time.monotonic() - self._turned > stalled_s:
+                await asyncio.sleep(period)  # hung: the PLC's watchdog sees the count stand
+                continue
             count = (count + 1) % 65536
             try:
                 await client.write_values([node], [variant("Heartbeat", count)])
-            except ua.uaerrors.BadNodeIdUnknown as exc:
-                log.warning(
-                    "OPC UA handshake: cannot write %s (%s): the PLC cannot see a dead station; "
-                    "add it (UInt16) to the PLC's signals",
+            except ua.UaStatusCodeError as exc:
+                if type(exc).__name__ in _SESSION_GONE:  # _serve sees it and reconnects
+                    log.debug("OPC UA heartbeat: %s", exc)
+                    return
+                log.error(  # no such node, not writable, access denied: a map to fix
+                    "OPC UA handshake: the PLC refuses writes to %s (%s): it cannot see a dead "
+                    "or hung station; add it (UInt16, writable by the station) to its signals",
                     node.nodeid.to_string(),
                     exc,
                 )
@@ -192,6 +215,7 @@ class OpcUaHandshake(LoopThread):
         assert self._stop is not None
         high = False
         while not self._stop.is_set():
+            self._turned = time.monotonic()
             try:
                 value = await asyncio.wait_for(queue.get(), 1.0)
             except TimeoutError:

@@ -204,7 +204,7 @@ def _region(store: Store, row: Any) -> Path | None:
     if not row.review_region_sha:
         return None
     try:
-        return store.blobs.path(row.review_region_sha)
+        return store.blobs.checked_path(row.review_region_sha)  # an altered mask is refused
     except FileNotFoundError as exc:
         log.warning("inspection %s: painted region missing, used image-level: %s", row.id, exc)
         return None

@@ -191,7 +191,7 @@ class ForwardCollector(Collector):
             ),
             "rate": ("Results forwarded per second over the last minute.", waiting.rate_per_s),
             "quarantined": (
-                "Results the central store refused for good, parked here (they also alarm).",
+                "Results the central store refused, parked here (they also alarm).",
                 waiting.quarantined,
             ),
         }
@@ -199,6 +199,11 @@ class ForwardCollector(Collector):
             yield GaugeMetricFamily(f"inspection_forward_{name}", doc, value=value)
         yield CounterMetricFamily(
             "inspection_forwarded", "Results this process forwarded.", self.forwarder.forwarded
+        )
+        yield CounterMetricFamily(
+            "inspection_forward_request_clashes",
+            "Results the central store kept under a distinct request key (ids started over).",
+            self.forwarder.clashes,
         )
 
 

@@ -4,7 +4,10 @@ A central blob folder is written by every station: a file is created once and ne
 (``put`` links it into place, which fails when the name exists), written read-only, in
 fan-out folders with the sticky bit, so a station's account cannot replace or delete another
 account's files (docs/security.md, "Central store"); every read that hands bytes on
-(``get``, ``checked_path``) hashes them and refuses a file whose sha256 is not its name.
+(``get``, ``checked_path``) hashes them and refuses a file whose sha256 is not its name. A blob
+may have files under several extensions (a decoy ``<sha>.bin`` placed beside ``<sha>.png``):
+readers take the first whose bytes hash to the name, and ``put`` writes its own name beside a
+decoy, so a decoy neither hides a blob nor stops its upload.
 """
 
 from __future__ import annotations
@@ -40,6 +43,11 @@ class BlobMismatch(FileNotFoundError):
 _refused_lock = threading.Lock()
 
 
+def _none_holds(sha: str, files: list[Path]) -> BlobMismatch:
+    shown = ", ".join(map(str, files))
+    return BlobMismatch(f"blob {sha}: the bytes of {shown} do not hash to its name; refused")
+
+
 class BlobStore:
     """Stores bytes under ``<root>/<sha[:2]>/<sha><ext>``; writes are atomic and fsynced.
 
@@ -66,11 +74,16 @@ class BlobStore:
         target = self._path(sha, ext)
         try:
             os.utime(target)  # re-used: fresh for the collector's grace check
-            return sha, False
         except PermissionError:  # another account's file: there, and left as it is
-            return sha, False
-        except FileNotFoundError:
             pass
+        except FileNotFoundError:
+            return self._write(data, sha, target)
+        if sha256_file(target) != sha:
+            self._refuse(sha, target)
+        return sha, False
+
+    def _write(self, data: bytes, sha: str, target: Path) -> tuple[str, bool]:
+        """Write ``data`` to ``target`` (create-only, fsynced): (sha, whether this call made it)."""
         try:
             fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
         except FileNotFoundError:  # the folder's first blob
@@ -93,14 +106,19 @@ class BlobStore:
         return sha, True
 
     def path(self, sha: str) -> Path:
-        """The file holding blob ``sha``; ``FileNotFoundError`` when absent."""
+        """A file named for blob ``sha`` (unchecked: its size, its removal); ``FileNotFoundError``
+        when absent."""
+        return self._files(sha)[0]
+
+    def _files(self, sha: str) -> list[Path]:
+        """Every file named for blob ``sha``, sorted; ``FileNotFoundError`` when none."""
         if not sha or not all(c in "0123456789abcdef" for c in sha) or len(sha) != 64:
             raise FileNotFoundError(f"not a blob id: {sha!r}")
         folder = self.root / sha[:2]
         matches = sorted(folder.glob(f"{sha}.*")) if folder.is_dir() else []
         if not matches:
             raise FileNotFoundError(f"blob {sha} not found under {self.root}")
-        return matches[0]
+        return matches
 
     def exists(self, sha: str) -> bool:
         try:
@@ -115,19 +133,40 @@ class BlobStore:
             self.path(sha).unlink(missing_ok=True)
 
     def get(self, sha: str) -> bytes:
-        """Blob ``sha``'s bytes; ``BlobMismatch`` when the file's sha256 is not ``sha``."""
-        data = self.path(sha).read_bytes()
-        if sha256_bytes(data) != sha:
-            self._refuse(sha, self.path(sha))
-        return data
+        """Blob ``sha``'s bytes; ``BlobMismatch`` when no file of its name hashes to ``sha``."""
+        return self.read(sha)[0]
+
+    def read(self, sha: str) -> tuple[bytes, str]:
+        """Blob ``sha``'s bytes, read once and hashed, and its file's extension (a copy to the
+        central store); ``BlobMismatch`` when no file of its name holds them."""
+        files = self._files(sha)
+        for path in files:
+            data = path.read_bytes()
+            if sha256_bytes(data) == sha:
+                return data, path.suffix
+            with contextlib.suppress(BlobMismatch):
+                self._refuse(sha, path)
+        raise _none_holds(sha, files)
 
     def checked_path(self, sha: str) -> Path:
-        """``path(sha)`` after hashing the file (for readers that hand the file on: a
-        retraining set, an HTTP response); ``BlobMismatch`` when its sha256 is not ``sha``."""
-        path = self.path(sha)
-        if sha256_file(path) != sha:
-            self._refuse(sha, path)
-        return path
+        """The first file of blob ``sha`` whose bytes hash to ``sha`` (for readers that hand
+        the file on: a retraining set, an HTTP response); ``BlobMismatch`` when none does,
+        each refused file logged and counted."""
+        files = self._files(sha)
+        for path in files:
+            if sha256_file(path) == sha:
+                return path
+            with contextlib.suppress(BlobMismatch):
+                self._refuse(sha, path)
+        raise _none_holds(sha, files)
+
+    def holds(self, sha: str) -> bool:
+        """Whether a file of blob ``sha`` holds its bytes (hashed: a decoy does not count)."""
+        try:
+            self.checked_path(sha)
+        except FileNotFoundError:
+            return False
+        return True
 
     def _refuse(self, sha: str, path: Path) -> None:
         with _refused_lock:

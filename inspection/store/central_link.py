@@ -1,6 +1,9 @@
-"""The station's link to the central PostgreSQL: TLS verified against the site CA
-(``sslmode=verify-full``: the server's certificate must chain to the CA and name the host), or
-plaintext only when the station's config switches it on, logged as a warning at each start."""
+"""Every link to a PostgreSQL store: TLS verified against the site CA (``sslmode=verify-full``:
+the server's certificate must chain to the CA and name the host), or plaintext only when the
+config switches it on, logged as a warning at each start. The station's forwarder takes its CA
+from ``central.ca_file`` (``link_args``); every other engine (the owner's, the dashboard's, the
+service's: ``store.make_engine``) from its ``store_url``'s ``sslrootcert``, with
+``sslmode=disable`` in the URL as the development opt-out (``store_link_args``)."""
 
 from __future__ import annotations
 
@@ -18,9 +21,33 @@ PLAINTEXT_WARNING = (
     "anyone on the wire can read the station's password and results or pose as the server. "
     "Set central.ca_file to the site CA instead."
 )
+STORE_PLAINTEXT_WARNING = (
+    "store_url asks sslmode=disable: the link to the PostgreSQL store at %s is NOT verified "
+    "TLS; anyone on the wire can read its password and results or pose as the server. Put "
+    "sslrootcert=<the site CA> in store_url instead."
+)
 
 
-def link_args(url: str, ca_file: Path | None, *, allow_plaintext: bool = False) -> dict[str, str]:
+def store_link_args(url: str) -> dict[str, str]:
+    """libpq connection arguments for a ``store_url`` engine: ``verify-full`` against the URL's
+    ``sslrootcert``; ``sslmode=disable`` in the URL is the development opt-out (warned).
+    Raises ConfigError for a weaker ``sslmode`` or no CA."""
+    parsed = make_url(url)
+    if parsed.query.get("sslmode") == "disable":
+        log.warning(STORE_PLAINTEXT_WARNING, parsed.host)
+        return {}
+    if not parsed.query.get("sslrootcert"):
+        raise ConfigError(
+            "store_url: no site CA to verify the PostgreSQL server's certificate: add "
+            "?sslrootcert=<the CA that signed it> to store_url (or ?sslmode=disable, "
+            "development only)"
+        )
+    return link_args(url, None, setting="store_url")
+
+
+def link_args(
+    url: str, ca_file: Path | None, *, allow_plaintext: bool = False, setting: str = "central.url"
+) -> dict[str, str]:
     """libpq connection arguments for the central ``url``: ``verify-full`` against ``ca_file``
     (or the URL's own ``sslrootcert``). Raises ConfigError for a URL asking a weaker
     ``sslmode`` or a missing CA, unless ``allow_plaintext`` (then warns and adds nothing)."""
@@ -31,9 +58,8 @@ def link_args(url: str, ca_file: Path | None, *, allow_plaintext: bool = False) 
     mode = parsed.query.get("sslmode", "verify-full")
     if mode != "verify-full":
         raise ConfigError(
-            f"central.url asks sslmode={mode}: the central link is TLS verified against the site "
-            "CA (verify-full); drop sslmode from the URL, or set central.allow_plaintext: true "
-            "(development only)"
+            f"{setting} asks sslmode={mode}: a store link is TLS verified against the site CA "
+            "(verify-full); drop sslmode from the URL, or switch plaintext on (development only)"
         )
     root = ca_file or parsed.query.get("sslrootcert")
     if not root:

@@ -10,6 +10,8 @@ grants and row-level security its own SQL cannot defeat (docs/security.md, "Cent
   whose ``station_id`` is ``current_user`` (a login station) or one of its ids. ``SET ROLE``
   to the group or an id leaves ``current_user`` with no id and no grant.
 - The password is sent as a SCRAM verifier made client-side, never as text.
+- No station creates temporary tables (``NO_TEMP``), and every ``SECURITY DEFINER`` function
+  searches ``pg_temp`` last.
 """
 
 from __future__ import annotations
@@ -75,11 +77,11 @@ BEGIN
         last_seen = greatest(kept.last_seen, excluded.last_seen),
         model_version = CASE WHEN excluded.last_seen >= kept.last_seen
                         THEN excluded.model_version ELSE kept.model_version END;
-    INSERT INTO public.rollup_scores AS kept (hour, product, bin, count)
+    INSERT INTO public.rollup_scores AS kept (hour, product, station_id, bin, count)
     SELECT date_trunc('hour', created_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', product,
-        least(greatest(floor(score * 100)::int, 0), 99), count(*)
-    FROM added GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
-    ON CONFLICT (hour, product, bin) DO UPDATE SET count = kept.count + excluded.count;
+        station_id, least(greatest(floor(score * 100)::int, 0), 99), count(*)
+    FROM added GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+    ON CONFLICT (hour, product, station_id, bin) DO UPDATE SET count = kept.count + excluded.count;
     RETURN NULL;
 END $$;
 DROP TRIGGER IF EXISTS station_rollups ON inspections;
@@ -89,6 +91,14 @@ CREATE TRIGGER station_rollups AFTER INSERT ON inspections REFERENCING NEW TABLE
 """The central store adds the rows a station's own INSERT added (``ON CONFLICT DO NOTHING``
 keeps repeats out) to the rollups, as ``store.rollups.record`` does, in key order (no
 deadlock between forwarders); as the tables' owner, so stations need no grant on them."""
+
+
+NO_TEMP = f"""DO $$BEGIN
+    EXECUTE format('REVOKE TEMPORARY ON DATABASE %I FROM PUBLIC, {STATION_GROUP}',
+                   current_database());
+END$$"""
+"""No station creates temporary tables (a ``TEMP TABLE inspections`` of its own would stand in
+for the real one wherever ``pg_temp`` is searched first); the database's owner keeps ``TEMP``."""
 
 
 def grant_station(central: Store, station: str, writes: tuple[str, ...] = ()) -> str:
@@ -146,6 +156,7 @@ def secure(connection: Connection) -> None:
         ]
     for statement in statements:
         connection.execute(text(statement))
+    connection.execute(text(NO_TEMP))
     connection.execute(text(ROLLUPS_SQL))
     connection.execute(text("REVOKE ALL ON FUNCTION inspection_station_rollups() FROM PUBLIC"))
 

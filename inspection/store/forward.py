@@ -7,9 +7,9 @@ central PostgreSQL oldest first, a batch at a time:
 
 1. the batch's blobs are copied into the central blob folder; content-addressed, so a blob
    already there is not sent again;
-2. the rows go in one central transaction, ``INSERT ... ON CONFLICT DO NOTHING`` (rows are
-   unique by id and by ``<station>/<request id>``), and only the rows it inserted are added
-   to the central rollups;
+2. the rows go in one central transaction, ``INSERT ... ON CONFLICT (id, created_at) DO
+   NOTHING`` (a row sent again), and only the rows it inserted are added to the central
+   rollups; any other conflict is a refusal, never a silent drop;
 3. the messages are marked delivered locally, only after that commit.
 
 A crash (``kill -9`` of either side) before 3 forwards the batch again, which inserts
@@ -24,12 +24,18 @@ leaves a newer column to its default; a station one release ahead leaves out its
 while the central store lacks it, and stops at the first row with a value in it
 (``CentralBehind``, retried) until the central store is upgraded.
 
-A row the central store refuses for good (a data or integrity error, SQLSTATE class 22 or 23:
-a value too long for its column, a violated constraint) is not a wall: the batch is sent again
-one row at a time, and each refused row's message is quarantined (``quarantined_at``, its
-error in ``last_error``), logged, counted in ``Backlog.quarantined`` and alarmed, while the
-rest flows. ``release`` puts the quarantined messages back once the central side is fixed. A
-connection failure or any other error stays a retry of the whole batch.
+A row the central store refuses (any SQLSTATE but those of a side that failed, ``_RETRIED``: a
+value too long for its column, a violated constraint, a row-level security refusal of a row
+whose station id is not the role's) or whose blob does not hash to its name is not a wall: the
+batch is sent again one row at a time, and each refused row's message is quarantined
+(``quarantined_at``, its error in ``last_error``), logged, counted in ``Backlog.quarantined``
+and alarmed, while the rest flows. ``release`` puts the quarantined messages back once the
+cause is fixed. A connection failure, a deadlock, a standby, an operator's cancel stay a retry
+of the whole batch.
+
+A request id a station sends again for another result (a re-imaged line PC whose ids start
+over) is kept under a distinct key by the central store (``store.request_keys``); the
+forwarder logs and counts each such clash (``Forwarder.clashes``).
 
 Reviews made at the station (``Store.add_review`` with ``outbox=(CENTRAL_REVIEWS,)``) wait in
 the same outbox under ``CENTRAL_REVIEWS`` until their result is central, then go through the
@@ -74,7 +80,7 @@ from sqlalchemy.orm import Session, aliased
 
 from inspection.core.background import Background
 from inspection.store import rollups
-from inspection.store.blobs import BlobStore
+from inspection.store.blobs import BlobMismatch, BlobStore
 from inspection.store.central_link import link_args
 from inspection.store.central_roles import STATION_GROUP
 from inspection.store.models import (
@@ -99,8 +105,10 @@ _SINKS = (CENTRAL, CENTRAL_REVIEWS)
 _OWN = {"received_at", "clock_skewed"}
 """Columns the central store sets itself (migration 0013's trigger)."""
 _COLUMNS = [column.key for column in Inspection.__table__.columns if column.key not in _OWN]
-_REFUSED = ("22", "23")
-"""SQLSTATE classes of a row refused for good: data exception, integrity constraint violation."""
+_RETRIED = ("08", "25", "40", "53", "55", "57", "58", "XX")
+"""SQLSTATE classes of a central side that failed rather than refused the row: connection,
+transaction state (a read-only standby), rollback (deadlock), resources, object state (a lock),
+operator intervention, system and internal errors. Every other class refuses the row."""
 REPORT_EVERY_S = 5.0
 """How often ``Forwarder.run`` reports the backlog to the central ``station_backlog``."""
 
@@ -195,9 +203,13 @@ def _due(sink: str) -> tuple[Any, ...]:
     )
 
 
-def _refused(exc: DBAPIError) -> bool:
-    """Whether the central store refused the row for good (``_REFUSED``), not failed."""
-    return str(getattr(exc.orig, "sqlstate", None) or "")[:2] in _REFUSED
+def _refused(exc: DBAPIError | BlobMismatch) -> bool:
+    """Whether the row was refused (a SQLSTATE outside ``_RETRIED``, a blob whose bytes do
+    not hash to its name), not failed: a lost connection has no SQLSTATE."""
+    if isinstance(exc, BlobMismatch):
+        return True
+    state = str(getattr(exc.orig, "sqlstate", None) or "")
+    return bool(state) and state[:2] not in _RETRIED
 
 
 class CentralSettings(Protocol):
@@ -252,6 +264,8 @@ class Forwarder:
         """Rows marked forwarded by this process (a Prometheus counter)."""
         self.quarantined = 0
         """Rows this process quarantined (the central store refused them)."""
+        self.clashes = 0
+        """Rows the central store kept under a distinct request key (``store.request_keys``)."""
         self._worker = Background("forward", self.run)
         self._report_refused = False
 
@@ -305,13 +319,13 @@ class Forwarder:
         refused: dict[int, str] = {}
         try:
             send([row for _, row in batch])
-        except DBAPIError as exc:
+        except (DBAPIError, BlobMismatch) as exc:
             if not _refused(exc):
                 raise
             for message_id, row in batch:
                 try:
                     send([row])
-                except DBAPIError as exc:
+                except (DBAPIError, BlobMismatch) as exc:
                     if not _refused(exc):
                         raise
                     refused[message_id] = first_line(exc)
@@ -322,10 +336,20 @@ class Forwarder:
         with self._deadline(), Session(self.engine) as central, central.begin():
             columns = self._central_columns(central)
             values = [self._with_blobs(row, columns) for row in rows]
-            insert = postgresql.insert(Inspection).values(values).on_conflict_do_nothing()
-            inserted = set(central.scalars(insert.returning(Inspection.id)))
+            insert = postgresql.insert(Inspection).values(values)
+            insert = insert.on_conflict_do_nothing(index_elements=["id", "created_at"])
+            returning = insert.returning(Inspection.id, Inspection.request_id)
+            kept = dict(central.execute(returning).tuples().all())
             if not self._station:  # a station's rows: the central trigger adds them (0012)
-                rollups.record(central, [row for row in rows if row.id in inserted])
+                rollups.record(central, [row for row in rows if row.id in kept])
+        for row in rows:
+            if row.id in kept and kept[row.id] != row.request_id:
+                self.clashes += 1
+                log.warning(
+                    "request id %s was another result's at the central store (a line PC whose "
+                    "ids started over): result %s kept there as %s", row.request_id, row.id,
+                    kept[row.id],
+                )  # fmt: skip
 
     def _review(self, reviews: list[Review]) -> None:
         with self._deadline(), Session(self.engine) as central, central.begin():
@@ -365,7 +389,8 @@ class Forwarder:
 
     def _with_blobs(self, row: Inspection, columns: set[str]) -> dict[str, Any]:
         """The row's values in the central ``columns``, after its blobs are in the central
-        folder; a blob gone locally (local retention) marks the central row's blobs pruned."""
+        folder, each hashed on the way (``BlobMismatch``: a file that is not its blob refuses
+        the row); a blob gone locally (local retention) marks the central row's blobs pruned."""
         values = {key: getattr(row, key) for key in _COLUMNS}
         newer = sorted(key for key in values.keys() - columns if values[key] is not None)
         if newer:
@@ -375,14 +400,16 @@ class Forwarder:
             )
         if row.blobs_pruned_at is None:
             for sha in filter(None, (getattr(row, column) for column in SHA_COLUMNS)):
-                if self.blobs.exists(sha):
+                if self.blobs.holds(sha):
                     continue
                 try:
-                    path = self.local.blobs.path(sha)
+                    data, suffix = self.local.blobs.read(sha)  # BlobMismatch: the row is refused
+                except BlobMismatch:
+                    raise
                 except FileNotFoundError:
                     values["blobs_pruned_at"] = datetime.now(timezone.utc)
                     continue
-                self.blobs.put(path.read_bytes(), path.suffix)
+                self.blobs.put(data, suffix)
         return {key: value for key, value in values.items() if key in columns}
 
     @contextmanager

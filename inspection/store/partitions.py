@@ -29,6 +29,8 @@ from datetime import datetime, timezone
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
 
+from inspection.store import request_keys
+
 log = logging.getLogger(__name__)
 
 TABLE = "inspections"
@@ -154,4 +156,7 @@ def _create(connection: Connection, start: datetime) -> str | None:
     )
     for statement in statements:
         connection.execute(text(statement))
+    if connection.execute(text("SELECT to_regclass('request_keys')")).scalar() is not None:
+        # the move's delete released the rows' request keys (``store.request_keys``)
+        connection.execute(text(request_keys.RECLAIM_SQL.format(table=name)))
     return name

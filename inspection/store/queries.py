@@ -257,10 +257,12 @@ def score_histogram(
     since: datetime | None = None,
     until: datetime | None = None,
     exclude_labels: Sequence[str] = (),
+    station_id: str | None = None,
 ) -> np.ndarray:
     """Counts of scores in ``bins`` equal bins over [0, 1]: (bins,) int64; 1.0 goes in the last.
 
-    Read from ``rollup_scores`` (whole UTC hours), so ``bins`` must divide ``rollups.BINS``.
+    Read from ``rollup_scores`` (whole UTC hours), so ``bins`` must divide ``rollups.BINS``;
+    ``station_id``: that station's scores only (``None``: every station's).
     ``exclude_labels``: leave out inspections whose review label is one of these (e.g.
     ``("defect",)`` to compare production with good parts only); they are read live.
     """
@@ -270,12 +272,14 @@ def score_histogram(
     r = ScoreRollup
     query = (
         select(r.bin, func.sum(r.count))
-        .where(*_filters(r, product, None, since, until))
+        .where(*_filters(r, product, station_id, since, until))
         .group_by(r.bin)
     )
     excluded = select(Inspection.score).where(
         Inspection.review_label.in_(list(exclude_labels)),
-        *_filters(Inspection, product, None, since and hour_of(since), until and hour_of(until)),
+        *_filters(
+            Inspection, product, station_id, since and hour_of(since), until and hour_of(until)
+        ),
     )
     with store.session() as session:
         for bin_index, count in session.execute(query):

@@ -57,10 +57,11 @@ from inspection.core.config import deep_merge, from_mapping, read_yaml, to_mappi
 from inspection.core.errors import ConfigError
 from inspection.core.registry import Registry
 from inspection.core.retrain_report import RetrainEvent
-from inspection.store import partitions
+from inspection.store import partitions, request_keys
 from inspection.store.forward import CENTRAL
 from inspection.store.models import Inspection, OutboxMessage, Review
 from inspection.store.store import Store, sqlite_file
+from inspection.store.trusted_clock import trusted_now
 
 log = logging.getLogger(__name__)
 _BLOB_COLUMNS = (Inspection.map_sha, Inspection.mask_sha, Inspection.overlay_sha, Review.region_sha)
@@ -133,6 +134,9 @@ class RetentionConfig:
     clock_skew_seconds: float = 300.0
     """A result whose station time is further than this from the central store's receive time
     is flagged ``clock_skewed`` (PostgreSQL; the prune sets the central tolerance)."""
+    clock_jump_days: float = 7.0
+    """After a restart, a clock further than this past the last scheduled prune is not trusted:
+    the prune refuses until run with ``--trust-clock`` (``store.trusted_clock``)."""
 
     def __post_init__(self) -> None:
         if not croniter.is_valid(self.prune_schedule):
@@ -145,6 +149,8 @@ class RetentionConfig:
             raise ConfigError(f"alarm_fraction: must be in (0, 1], got {self.alarm_fraction}")
         if self.disk_budget_gb is not None and self.disk_budget_gb <= 0:
             raise ConfigError(f"disk_budget_gb: must be > 0, got {self.disk_budget_gb}")
+        if self.clock_jump_days <= 0:
+            raise ConfigError(f"clock_jump_days: must be > 0, got {self.clock_jump_days}")
         if self.clock_skew_seconds <= 0:
             raise ConfigError(f"clock_skew_seconds: must be > 0, got {self.clock_skew_seconds}")
         for product in self.products:
@@ -204,6 +210,8 @@ class PruneReport:
     """Good parts whose blobs went to get back under the budget (``over_budget``)."""
     dropped_waiting: int = 0
     """Of ``dropped``, those still waiting for the central store: they arrive without blobs."""
+    clock_refused: bool = False
+    """The clock was not trusted (``store.trusted_clock``): nothing was pruned."""
     seconds: float = 0.0
 
     @property
@@ -214,6 +222,8 @@ class PruneReport:
         return dataclasses.asdict(self) | {"used_bytes": self.used_bytes}
 
     def summary(self) -> str:
+        if self.clock_refused:
+            return "prune REFUSED: the clock is not trusted (see the log); nothing deleted"
         budget = "" if self.budget_bytes is None else f" of {self.budget_bytes / 1e9:.2f} GB"
         return (
             f"pruned in {self.seconds:.1f} s: {self.stripped} rows lost their blobs, "
@@ -348,6 +358,7 @@ def _drop_partitions(
                 session.execute(delete(Review).where(Review.inspection_id.in_(ids)))
                 session.execute(delete(OutboxMessage).where(OutboxMessage.inspection_id.in_(ids)))
                 session.execute(text("SET LOCAL lock_timeout = '10s'"))
+                request_keys.release(session.connection(), month.start, month.end)
                 session.execute(text(f'DROP TABLE "{month.name}"'))
         except OperationalError as exc:
             log.warning("partition %s kept until the next prune: %s", month.name, exc.orig)
@@ -590,12 +601,29 @@ def _check_budget(report: PruneReport, config: RetentionConfig) -> None:
 
 
 def prune_configured(
-    store: Store, configs_dir: Path, registry_dir: Path, products: Iterable[str]
+    store: Store,
+    configs_dir: Path,
+    registry_dir: Path,
+    products: Iterable[str],
+    *,
+    trust_clock: bool = False,
 ) -> tuple[PruneReport, Path]:
     """One prune as configured: ``<configs_dir>/retention.yaml``, the registry's training
-    references protected, the gauges written; returns the report and the gauges' file."""
+    references protected, rows aged by the trusted time (``store.trusted_clock``; an
+    untrusted clock prunes nothing), the gauges written; returns the report and the gauges'
+    file."""
     config = load_retention(configs_dir)
-    report = prune(store, config, protected=training_references(registry_dir, products))
+    now = trusted_now(
+        store,
+        skew_s=config.clock_skew_seconds,
+        jump_days=config.clock_jump_days,
+        trust_clock=trust_clock,
+    )
+    if now is None:
+        report = PruneReport(clock_refused=True)
+    else:
+        protected = training_references(registry_dir, products)
+        report = prune(store, config, protected=protected, now=now)
     metrics = config.metrics_file or store.blobs.root.parent / "storage.prom"
     write_metrics(report, metrics)
     return report, metrics
@@ -621,6 +649,10 @@ def write_metrics(report: PruneReport, path: Path) -> None:
         "inspection_clock_skewed_rows": (
             "Rows held whose station clock was off the store's receive time (kept)",
             report.clock_skewed,
+        ),
+        "inspection_prune_clock_refused": (
+            "1 when the last prune refused to run on an untrusted clock",
+            int(report.clock_refused),
         ),
         "inspection_partitions_failed": (
             "Months the last prune could not make (retried next run)",

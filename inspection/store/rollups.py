@@ -4,7 +4,9 @@ Two tables, one row per hour and key, so a page reads O(hours x stations) rows a
 
 - ``rollup_hourly`` per (hour, product, station): inspections, NG, score and latency sums,
   latency peak, lowest threshold, first/last inspection time and the newest model version;
-- ``rollup_scores`` per (hour, product, score bin): a ``BINS``-bin score histogram over [0, 1].
+- ``rollup_scores`` per (hour, product, station, score bin): a ``BINS``-bin score histogram
+  over [0, 1], per station so one station's scores never shape another's (migration 0016;
+  counts from before it keep station ``''``, in every product-wide histogram).
 
 ``record`` adds inspections in the writer's own transaction (``Store.add_inspection``), so
 a rollup never disagrees with the rows it counts: both commit or neither. Rollups only ever
@@ -35,10 +37,12 @@ from sqlalchemy import (
     bindparam,
     case,
     cast,
+    column,
     delete,
     func,
     insert,
     select,
+    table,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, Session, mapped_column
@@ -70,12 +74,13 @@ class HourlyRollup(Base):
 
 
 class ScoreRollup(Base):
-    """How many inspections of one product in one UTC hour scored in one bin."""
+    """How many inspections of one product at one station in one UTC hour scored in one bin."""
 
     __tablename__ = "rollup_scores"
 
     hour: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
     product: Mapped[str] = mapped_column(String(64), primary_key=True)
+    station_id: Mapped[str] = mapped_column(String(64), primary_key=True, server_default="")
     bin: Mapped[int] = mapped_column(Integer, primary_key=True)
     count: Mapped[int] = mapped_column(Integer)
 
@@ -118,12 +123,12 @@ def bin_of(score: float) -> int:
 
 def record(session: Session, rows: Sequence[Inspection]) -> None:
     """Add ``rows`` (``created_at`` set) to their hours' rollups inside ``session``'s
-    transaction: one upsert per (hour, product, station) and per (hour, product, bin)."""
+    transaction: one upsert per (hour, product, station) and per (hour, product, station, bin)."""
     if not rows:
         return
     hourly, scores = _upserts(session.get_bind().dialect.name)
     groups: dict[tuple[Any, ...], dict[str, Any]] = {}
-    bins: Counter[tuple[datetime, str, int]] = Counter()
+    bins: Counter[tuple[datetime, str, str, int]] = Counter()
     for row in rows:
         hour = hour_of(row.created_at)
         ng, at = int(row.verdict == "NG"), row.created_at
@@ -144,12 +149,13 @@ def record(session: Session, rows: Sequence[Inspection]) -> None:
             group["first_seen"] = min(group["first_seen"], at)
             if at >= group["last_seen"]:
                 group["last_seen"], group["model_version"] = at, row.model_version
-        bins[(hour, row.product, bin_of(row.score))] += 1
+        bins[(hour, row.product, row.station_id, bin_of(row.score))] += 1
     # in key order: forwarders of several stations adding to the same rows lock them in one
     # order, so they wait for each other instead of deadlocking
     session.execute(hourly, [groups[key] for key in sorted(groups)])
     counts = [
-        {"hour": h, "product": p, "bin": b, "count": n} for (h, p, b), n in sorted(bins.items())
+        {"hour": h, "product": p, "station_id": s, "bin": b, "count": n}
+        for (h, p, s, b), n in sorted(bins.items())
     ]
     session.execute(scores, counts)
 
@@ -181,7 +187,7 @@ def _upserts(dialect: str) -> tuple[Any, Any]:
     )
     scores = insert_(ScoreRollup).values(_parameters(ScoreRollup))
     scores = scores.on_conflict_do_update(
-        index_elements=["hour", "product", "bin"],
+        index_elements=["hour", "product", "station_id", "bin"],
         set_={"count": ScoreRollup.count + scores.excluded["count"]},
     )
     return hourly, scores
@@ -217,14 +223,16 @@ def bin_expression(dialect: str, score: Any) -> Any:
     return least(greatest(index, 0), BINS - 1)
 
 
-def rebuild(connection: Connection | Session) -> None:
+def rebuild(connection: Connection | Session, *, per_station: bool = True) -> None:
     """Recompute both rollup tables from every stored inspection, inside ``connection``'s
-    transaction. About a minute per few million rows; run once per store (migration 0007)."""
+    transaction. About a minute per few million rows; run once per store (migration 0007,
+    whose ``rollup_scores`` has no station yet: ``per_station=False``)."""
     bind = connection.get_bind() if isinstance(connection, Session) else connection
     dialect = bind.dialect.name
     hour = hour_expression(dialect, Inspection.created_at).label("hour")
     connection.execute(delete(HourlyRollup))
-    connection.execute(delete(ScoreRollup))
+    scores_table = table("rollup_scores")
+    connection.execute(delete(scores_table))
     hourly = select(
         hour,
         Inspection.product,
@@ -242,7 +250,8 @@ def rebuild(connection: Connection | Session) -> None:
     columns = [c.name for c in HourlyRollup.__table__.columns]
     connection.execute(insert(HourlyRollup).from_select(columns, hourly))
     bin_ = bin_expression(dialect, Inspection.score).label("bin")
-    scores = select(hour, Inspection.product, bin_, func.count()).group_by(
-        hour, Inspection.product, bin_
-    )
-    connection.execute(insert(ScoreRollup).from_select(["hour", "product", "bin", "count"], scores))
+    keys = [hour, Inspection.product, *([Inspection.station_id] if per_station else []), bin_]
+    names = ["hour", "product", *(["station_id"] if per_station else []), "bin", "count"]
+    scores = select(*keys, func.count()).group_by(*keys)
+    into = table("rollup_scores", *map(column, names))
+    connection.execute(insert(into).from_select(names, scores))

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from inspection.core.errors import ConfigError, InspectionError
 from inspection.store import rollups
 from inspection.store.blobs import BlobStore
+from inspection.store.central_link import store_link_args
 from inspection.store.models import (
     REVIEW_LABELS,
     SHA_COLUMNS,
@@ -103,7 +104,8 @@ def make_engine(url: str) -> Engine:
 
 
 def _create_engine(url: str) -> Engine:
-    """SQLite gets WAL, full fsync and a busy timeout; others a liveness check per checkout."""
+    """SQLite gets WAL, full fsync and a busy timeout; PostgreSQL verified TLS
+    (``central_link.store_link_args``) and a liveness check per checkout."""
     if url.startswith("sqlite"):
         path = sqlite_file(url)
         if path is not None:
@@ -119,7 +121,11 @@ def _create_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "postgresql":
+        return create_engine(url, pool_pre_ping=True)
+    parsed.get_dialect()  # an unknown driver is named as such, before the TLS settings
+    return create_engine(url, pool_pre_ping=True, connect_args=store_link_args(url))
 
 
 class Store:

@@ -338,3 +338,47 @@ def paint(driver, points: list[tuple[float, float]], steps: int = 12) -> dict[st
             )
     actions.release().perform()
     return {"width": size["width"], "height": size["height"], "brush": brush}
+
+
+def test_the_session_cookie_is_set_by_the_server_httponly(
+    browser, served: str, seeded_site: Path
+) -> None:
+    """The page never holds the session token: the server sets the cookie (HttpOnly,
+    SameSite=Strict), and a reload is signed in by it."""
+    from inspection.store.users import add_user
+
+    store = Store(load_site_config(seeded_site).store_url, seeded_site.parent / "blobs")
+    add_user(store, "cookie-bot", "reviewer", PASSWORD)
+    store.engine.dispose()
+    driver = browser
+    driver.get(served)
+    _sign_in(driver, "cookie-bot", PASSWORD)
+    _wait_text(driver, "h1", "Overview")
+    deadline = time.monotonic() + 10
+    while not (
+        cookies := [c for c in driver.get_cookies() if c["name"].startswith("inspection_session_")]
+    ):
+        assert time.monotonic() < deadline, driver.get_cookies()
+        time.sleep(0.2)
+    [cookie] = cookies
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and not cookie["secure"]  # http
+    assert "inspection_session_" not in driver.execute_script("return document.cookie")
+    driver.refresh()
+    _wait_text(driver, "h1", "Overview")  # signed in again by the cookie alone
+
+
+def test_the_localhost_opening_is_refused_behind_a_proxy(browser, seeded_site: Path, open_mode):
+    """``dashboard_open_on_localhost`` on a loopback bind: a browser on this host gets in
+    without a login, one whose requests a reverse proxy forwarded does not."""
+    with serving(open_mode(seeded_site)) as url:
+        driver = browser
+        driver.get(url)
+        _wait_text(driver, "h1", "Overview")  # local: open
+        driver.execute_cdp_cmd("Network.enable", {})
+        forwarded = {"headers": {"X-Forwarded-For": "10.0.0.5"}}  # what nginx adds
+        driver.execute_cdp_cmd("Network.setExtraHTTPHeaders", forwarded)
+        try:
+            driver.get(url)
+            _wait_text(driver, "h1", "Sign in")
+        finally:
+            driver.execute_cdp_cmd("Network.setExtraHTTPHeaders", {"headers": {}})

@@ -135,6 +135,10 @@ def test_open_mode_is_loopback_and_opt_in_only(seeded_site, open_mode) -> None:
     assert login_free(opened, "127.0.0.1") and login_free(opened, "::1")
     for address in ("0.0.0.0", "10.0.0.5", "", None):
         assert not login_free(opened, address)
+    for header in ("X-Forwarded-For", "Forwarded", "X-Real-IP", "x-forwarded-for"):
+        # a local reverse proxy: its clients are not on this host
+        assert not login_free(opened, "127.0.0.1", {header: "10.0.0.5", "Host": "line"})
+    assert login_free(opened, "127.0.0.1", {"Host": "127.0.0.1:8501"})
 
 
 @pytest.mark.parametrize("address", ["0.0.0.0", None])

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from inspection.cli import app
 from inspection.store.central_roles import STATION_GROUP, grant_station
-from inspection.store.forward import Forwarder, backlog, central_entry
+from inspection.store.forward import Forwarder, backlog, central_entry, quarantined
 from inspection.store.rollups import HourlyRollup
 from inspection.store.store import Store
 from tests.conftest import (
@@ -207,9 +207,9 @@ def test_a_station_role_writes_and_reads_only_its_own_rows(
 
     intruder = _local(tmp_path / "intruder", other, 1)
     forwarder = Forwarder(intruder, central.url, central.blob_dir)
-    with pytest.raises(DBAPIError, match="row-level security"):
-        forwarder.forward_once()
-    assert backlog(intruder).rows == 1
+    assert forwarder.forward_once() == 1  # refused: set aside, not retried for ever
+    assert (backlog(intruder).rows, backlog(intruder).quarantined) == (0, 1)
+    assert "row-level security" in (quarantined(intruder)[0][2] or "")
     assert len(_central_keys(central)) == 3  # the other station's own row and the two
     forwarder.stop()
 

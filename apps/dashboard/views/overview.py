@@ -91,7 +91,9 @@ if not backlogs.empty:
     )
 
 st.subheader("Score drift")
-drifts = [app_state.drift(site, name, since) for name in ([product] if product else products)]
+drifts = [
+    app_state.drift(site, name, since, station) for name in ([product] if product else products)
+]
 drifts = [d for d in drifts if d.production_count]
 lines = [f"- {overview.drift_line(item)}" for item in drifts]
 st.markdown("\n".join(lines) or "No production scores in this window to compare.")

@@ -60,7 +60,7 @@ def upgrade() -> None:
         sqlite_where=reviewed,
         postgresql_where=reviewed,
     )
-    rollups.rebuild(op.get_bind())
+    rollups.rebuild(op.get_bind(), per_station=False)
 
 
 def downgrade() -> None:

@@ -1,0 +1,86 @@
+"""The time a scheduled prune trusts: a clock that jumped ahead must not age every row at once.
+
+A store prunes by the age of its rows. A line PC whose clock is set a year ahead (a flat CMOS
+battery, a wrong time server, a hand-set date) would have its next prune delete every row and
+blob it holds. Each prune (``retention.prune_configured``) records the time it trusted in
+``<blob folder>/.prune-clock`` with the boot's id and the monotonic clock; the next one trusts:
+
+- in the same boot: the recorded time plus the monotonic time since; a wall clock further
+  than ``clock_skew_seconds`` from that jumped, which is logged, and rows are aged by the
+  trusted time;
+- after a restart, when the elapsed time cannot be known: the wall clock, unless it is more
+  than ``clock_jump_days`` past the recorded time: then the prune refuses (an error in the
+  log, ``PruneReport.clock_refused``) until it is run once with ``--trust-clock``;
+- never a time before the recorded one, and never later than the newest stored row plus
+  ``clock_skew_seconds`` (an idle line ages nothing meanwhile).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from inspection.store.models import Inspection, as_utc
+from inspection.store.store import Store
+
+log = logging.getLogger(__name__)
+
+STATE = ".prune-clock"
+_BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+
+def _boot() -> str | None:
+    try:
+        return _BOOT_ID.read_text().strip()
+    except OSError:
+        return None
+
+
+def trusted_now(
+    store: Store,
+    *,
+    skew_s: float,
+    jump_days: float,
+    wall: datetime | None = None,
+    trust_clock: bool = False,
+) -> datetime | None:
+    """The time to age ``store``'s rows by (module doc); ``None``: the clock is not trusted
+    and nothing may be pruned. ``wall``: the wall clock (default: now)."""
+    wall = wall or datetime.now(timezone.utc)
+    state_path = store.blobs.root / STATE
+    try:
+        state = json.loads(state_path.read_text())
+        last, monotonic = datetime.fromisoformat(state["wall"]), float(state["monotonic"])
+    except (OSError, ValueError, KeyError, TypeError):
+        state, last, monotonic = None, None, 0.0
+    now = wall
+    if last is not None and not trust_clock:
+        if state and state.get("boot") == _boot() and _boot() is not None:
+            now = last + timedelta(seconds=time.monotonic() - monotonic)
+            if abs((wall - now).total_seconds()) > skew_s:
+                log.error(
+                    "clock jumped: the wall clock says %s, the time since the last prune says "
+                    "%s; pruning by the latter", wall.isoformat(), now.isoformat()
+                )  # fmt: skip
+        elif wall - last > timedelta(days=jump_days):
+            log.error(
+                "prune refused: the clock says %s, %.1f days past the last prune (%s), across "
+                "a restart; check the time, then run `inspection store prune --trust-clock`",
+                wall.isoformat(), (wall - last).total_seconds() / 86400, last.isoformat(),
+            )  # fmt: skip
+            return None
+        now = max(now, last)
+    with store.session() as session:
+        newest = session.scalar(select(func.max(Inspection.created_at)))
+    if newest is not None:
+        cap = as_utc(newest) + timedelta(seconds=skew_s)
+        now = min(now, cap if last is None else max(cap, last))
+    state_path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"wall": now.isoformat(), "boot": _boot(), "monotonic": time.monotonic()}
+    state_path.write_text(json.dumps(record))
+    return now
