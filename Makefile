@@ -35,6 +35,7 @@ lint: install
 	$(VENV)/bin/lint-imports --no-cache
 
 # pytest exits 5 when it collects nothing: that is a failure here, like any other.
+# pytest runs every test on two workers (pyproject.toml's addopts: -n 2 --dist loadfile).
 # lint-imports: the layer, torch-boundary and no-cycle contracts of pyproject.toml.
 test: install services
 	$(PYTHON) -m ruff check inspection apps tests bench scripts
