@@ -31,9 +31,10 @@ def test_triggers_get_verdicts_then_each_error_code(station: LineStation) -> Non
     row = station.core.store.get_inspection(first.inspection_id or "")
     assert (row.request_id, row.part_id, row.source) == ("cam-1/r-1", "part-1", "opcua")
 
-    # The same request again (a PLC retrying after a station restart): the stored result.
+    # The same request and part again (a PLC retrying): the stored result, marked replayed.
     again = handler.handle(Trigger("r-1", None, "part-1"), source="opcua")
-    assert again.inspection_id == first.inspection_id
+    assert again.inspection_id == first.inspection_id and again.replayed and not first.replayed
+    assert again.timings_ms["capture_ms"] == 0.0
 
     cases = [
         (Trigger("r-2", "gravel"), ErrorCode.UNKNOWN_PRODUCT, "not served here"),
@@ -59,6 +60,7 @@ def test_a_retry_of_a_request_still_being_inspected_waits_for_it(station: LineSt
         answers = list(pool.map(lambda _: station.handler.handle(trigger, source="mqtt"), [0, 1]))
     assert answers[0].inspection_id is not None and answers[0].error_code == ErrorCode.NONE
     assert answers[1].inspection_id == answers[0].inspection_id
+    assert sorted(a.replayed for a in answers) == [False, True]  # the join is marked
     assert station.core.store.count_inspections() == 1
 
 
