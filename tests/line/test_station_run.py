@@ -9,6 +9,7 @@ from pathlib import Path
 
 from inspection.line.config import (
     PLC_USER,
+    LinkSecurity,
     MqttTriggerConfig,
     OpcUaTriggerConfig,
     PublisherConfig,
@@ -197,3 +198,34 @@ def _take_without_ack(
     client.disconnect()
     client.loop_stop()
     return got
+
+
+def test_an_opcua_answer_standing_when_the_station_connects_is_left_for_the_plc(
+    tmp_path: Path, fp32_bundle: Path, tiny_product: Path
+) -> None:
+    """The PLC server holds Trigger and Done high (the station died after answering): the
+    station connects, fires no camera, leaves the answer and waits for Trigger to fall.
+    Security off: the handshake is the point here (certificates: the test above)."""
+    endpoint, plain = f"opc.tcp://127.0.0.1:{free_port()}/plc", LinkSecurity(mode="none")
+    plc = SoftPlc(endpoint, security=plain)
+    plc.start()
+    for signal, value in (("Trigger", True), ("Done", True), ("AnswerRequestId", "s-1")):
+        plc.write(signal, value)
+    config = line_config(tmp_path, fp32_bundle, camera_folder(tmp_path, tiny_product),
+                         opcua=OpcUaTriggerConfig(enabled=True, endpoint=endpoint),
+                         security=plain)  # fmt: skip
+    station = LineStation.build(config)
+    station.start()
+    try:
+        assert station.links["opcua"].connected.wait(10)
+        time.sleep(0.3)  # the subscription's first notification: Trigger high
+        standing = [plc.read(s) for s in ("Ready", "Done", "AnswerRequestId")]
+        plc.write("Trigger", False)
+        plc.wait_for("Done", False, 5)
+        answer = plc.trigger(request_id="s-2")
+    finally:
+        station.stop()
+        plc.stop()
+    assert standing == [True, True, "s-1"]
+    assert answer.request_id == "s-2" and not answer.replayed
+    assert station.core.store.count_inspections() == 1
