@@ -106,8 +106,11 @@ class Replay(Enum):
 class Part(Protocol):
     """What ``replay`` compares: a stored row, or a shot still being inspected."""
 
-    product: str
-    part_id: str | None
+    @property
+    def product(self) -> str: ...
+
+    @property
+    def part_id(self) -> str | None: ...
 
 
 def replay(delivery: Delivery, *, product: str, part_id: str | None, stored: Part | None) -> Replay:
