@@ -222,9 +222,12 @@ class OpcUaHandshake(LoopThread):
     async def _standing(self, client: Client, nodes: dict[str, Any]) -> bool:
         """Whether Trigger and Done are both high: an answer the PLC has not acknowledged."""
         self._replayed = None
-        trigger, done, answered, _ = await client.read_values(
+        read = await client.read_attributes(
             [nodes[name] for name in ("Trigger", "Done", "AnswerRequestId", "Replayed")]
-        )  # Replayed: a PLC without it fails here, at connect
+        )
+        for value in read:  # a PLC without Replayed fails here, at connect
+            value.StatusCode.check()
+        trigger, done, answered = (value.Value.Value for value in read[:3])
         if trigger and done:
             log.warning("OPC UA handshake: Trigger is high with the answer to %r standing "
                         "(Done = 1): no new cycle until Trigger falls", answered)  # fmt: skip
