@@ -320,10 +320,6 @@ class LineConfig:
     views: tuple[ViewConfig, ...] = ()
     default_product: str | None = None
     inspect_timeout_s: float = 5.0
-    retry_window_s: float = 10.0
-    """A trigger repeating a stored request id is a retry (answered from the store) only
-    within this long of the stored row, for the same product, part id and link
-    (``station.pipeline.same_request``); else it is a new part with a reused id."""
     image_base_url: str = ""
     metrics_port: int | None = None
     sinks: tuple[SinkConfig, ...] = ()
@@ -352,9 +348,10 @@ class LineConfig:
                 f"line config: sink names must be unique and not {SIGNED_RECORD!r}, got {names}"
             )
         self._check_views()
-        for key in ("inspect_timeout_s", "retry_window_s"):
-            if getattr(self, key) <= 0:
-                raise ConfigError(f"line config: {key} must be > 0, got {getattr(self, key)}")
+        if self.inspect_timeout_s <= 0:
+            raise ConfigError(
+                f"line config: inspect_timeout_s must be > 0, got {self.inspect_timeout_s}"
+            )
         if self.metrics_port is not None:
             check_port("line config: metrics_port", self.metrics_port)
         for name, section in self.links.items():

@@ -20,6 +20,7 @@ Score              REAL       station
 AnswerRequestId    SINT[30]   station
 Message            SINT[62]   station
 Heartbeat          DINT       station
+Replayed           DINT       station: 1 when the answer is a stored verdict given again
 =================  =========  ====================================================
 
 CIP in this profile has no authentication or encryption (CIP Security is not supported): anyone
@@ -44,7 +45,7 @@ from inspection.station.config import check_port
 
 SCALARS = {"Trigger": (0, ">h"), "Ready": (2, ">h"), "Busy": (4, ">h"), "Done": (6, ">h"),
            "Result": (8, ">h"), "ErrorCode": (10, ">h"), "Score": (12, ">f"),
-           "Heartbeat": (regs.HEARTBEAT, ">H")}  # fmt: skip
+           "Heartbeat": (regs.HEARTBEAT, ">H"), "Replayed": (regs.REPLAYED, ">h")}  # fmt: skip
 """Each scalar signal's offset and format in the ``registers`` block."""
 PLC_SIGNALS = frozenset({"Trigger", "Product", "PartId", "RequestId"})
 STATION_SIGNALS = (frozenset(SCALARS) | frozenset(regs.STRINGS)) - PLC_SIGNALS
@@ -68,7 +69,8 @@ class EnipConfig(PolledLinkConfig):
 class EnipLink:
     """The handshake block as Logix tags (a ``registers.BlockLink``): ``write`` sends the
     signals a byte range holds; ``read`` fetches the others' signals in one request and
-    answers its own (``own``) from what it last wrote."""
+    answers its own (``own``) from what it last wrote, or read once on connecting (a standing
+    answer: ``registers``)."""
 
     def __init__(self, config: EnipConfig, own: frozenset[str] = STATION_SIGNALS) -> None:
         from pylogix import PLC  # deferred: only stations that speak EtherNet/IP need it
@@ -76,6 +78,11 @@ class EnipLink:
         self.prefix, self.own = config.tag_prefix, own
         self.plc = PLC(config.host, slot=config.slot, port=config.port, timeout=2.0)
         self.block = bytearray(regs.BLOCK_BYTES)  # the last values read or written
+        try:
+            self._fetch(self._fields(0, regs.BLOCK_BYTES))
+        except Exception:
+            self.plc.Close()
+            raise
 
     def _fields(self, offset: int, size: int) -> list[tuple[str, int, int]]:
         """(signal, offset, tag length: 0 for a scalar) of the signals in the byte range."""
@@ -84,7 +91,11 @@ class EnipLink:
         return [f for f in fields if offset <= f[1] < offset + size]
 
     def read(self, offset: int, size: int) -> bytes:
-        wanted = [f for f in self._fields(offset, size) if f[0] not in self.own]
+        self._fetch([f for f in self._fields(offset, size) if f[0] not in self.own])
+        return bytes(self.block[offset : offset + size])
+
+    def _fetch(self, wanted: list[tuple[str, int, int]]) -> None:
+        """Read the signals ``wanted`` into ``block`` in one request."""
         tags = [(self._tag(name, n), n) if n else self._tag(name, 0) for name, _, n in wanted]
         replies = self._checked("read", self.plc.Read(tags)) if tags else []
         for (name, at, capacity), reply in zip(wanted, replies, strict=True):
@@ -95,7 +106,6 @@ class EnipLink:
                 self.block[at : at + capacity + 2] = regs.s7_string(text, capacity)
             else:
                 struct.pack_into(SCALARS[name][1], self.block, at, reply.Value)
-        return bytes(self.block[offset : offset + size])
 
     def write(self, offset: int, data: bytes) -> None:
         self.block[offset : offset + len(data)] = data
@@ -182,4 +192,5 @@ def enip_trigger(
         plc.stop()
     verdict = {ResultCode.OK: "OK", ResultCode.NG: "NG"}.get(got.result)
     return Answer(got.request_id, int(got.error_code), got.message, product=product or None,
-                  verdict=verdict, score=got.score if verdict else None)  # type: ignore[arg-type]  # fmt: skip
+                  verdict=verdict, score=got.score if verdict else None,  # type: ignore[arg-type]
+                  replayed=bool(verdict and got.replayed))  # fmt: skip

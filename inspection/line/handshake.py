@@ -10,10 +10,14 @@ inspects each with its own product, stores each as its own row (request id
 ``<request id>.<view>``, part id the trigger's or else its request id) and answers once for
 the part: NG if any view is NG, else an error if any view has none, else OK (``part_answer``).
 
-A trigger repeating a stored request id is answered from the store only when it is the same
-request (``pipeline.same_request``: same product, part id and link, within ``retry_window_s``);
-otherwise the id was reused for a new part (a PLC counter that wrapped): the station logs a
-warning, captures and inspects anew, and stores the row under a fresh key (``<id>~<hex>``).
+A verdict leaves only with its own capture. ``replay`` is the line's one rule for when a
+stored verdict may answer a trigger instead: the PLC names the part (``PartId``) and it is the
+part stored under that request id. Otherwise the station captures anew (a reused request id
+stores its row under a fresh key, ``<id>~<hex>``), or, for a trigger the link delivers again
+and the station cannot tell from a new part (an MQTT redelivery), refuses it
+(``RETRY_UNPROVEN``). An answer still standing in the PLC's memory (Trigger held high while
+Done is high when the station connects) is no new cycle: the station waits for Trigger to fall.
+Every replay is logged and marked ``replayed`` to the PLC.
 """
 
 from __future__ import annotations
@@ -27,22 +31,16 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field, replace
-from enum import IntEnum
-from typing import TYPE_CHECKING, Literal
+from enum import Enum, IntEnum
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from inspection.core.config import from_mapping, to_mapping
 from inspection.core.errors import ConfigError, InspectionError
 from inspection.line.camera import Camera, CaptureError
 from inspection.line.config import LinkSecurity, WarmConfig
 from inspection.line.warm import TriggerWarmer, WarmHook
-from inspection.station.errors import ErrorCode, RequestRefused, answer_to
-from inspection.station.pipeline import (
-    Outcome,
-    Pipeline,
-    check_request_id,
-    same_request,
-    stored_request_id,
-)
+from inspection.station.errors import ErrorCode, RequestRefused, RetryUnproven, answer_to
+from inspection.station.pipeline import Outcome, Pipeline, check_request_id, stored_request_id
 
 if TYPE_CHECKING:
     from inspection.store.store import Store
@@ -87,6 +85,52 @@ class Trigger:
             raise TriggerError(str(exc)) from exc
 
 
+@dataclass(frozen=True)
+class Delivery:
+    """What the link's own handshake state says about a trigger (``replay``'s evidence)."""
+
+    redelivered: bool = False
+    """The link delivers this trigger again (MQTT DUP: taken before, never acknowledged)."""
+    replays: bool = True
+    """False for OPC 40100 jobs: every job's part is a new capture with a new ResultId."""
+
+
+class Replay(Enum):
+    """``replay``'s decision for one shot."""
+
+    CAPTURE = "capture"
+    STORED = "stored"
+    REFUSE = "refuse"
+
+
+class Part(Protocol):
+    """What ``replay`` compares: a stored row, or a shot still being inspected."""
+
+    @property
+    def product(self) -> str: ...
+
+    @property
+    def part_id(self) -> str | None: ...
+
+
+def replay(delivery: Delivery, *, product: str, part_id: str | None, stored: Part | None) -> Replay:
+    """Whether a trigger is answered with the verdict ``stored`` under its request id (the
+    newest row, or the inspection still running) instead of a capture of its own.
+
+    The line's one rule, for every link: ``STORED`` only when the PLC names the part
+    (``part_id``, not empty) and it is the stored part of the same product; ``REFUSE`` when the
+    link redelivers a trigger (it was taken before, never acknowledged) that cannot be proven
+    so: the part it meant may have left the camera; else ``CAPTURE`` (a reused id is a new
+    part). OPC 40100 jobs never replay. No clock and no id alone proves a retry; the HTTP API,
+    where the client sends the image, has its own rule (``pipeline.check_replay``).
+    """
+    if not delivery.replays:
+        return Replay.CAPTURE
+    if part_id and stored is not None and (stored.product, stored.part_id) == (product, part_id):
+        return Replay.STORED
+    return Replay.REFUSE if delivery.redelivered else Replay.CAPTURE
+
+
 def claimed_request_id(payload: str | bytes) -> str:
     """The request id a malformed trigger carries, so its ``BAD_TRIGGER`` answer can be matched
     by the PLC; ``""`` when none can be read (the payload is not a JSON object with a string
@@ -123,7 +167,8 @@ class Answer:
     """What the station tells the PLC for one trigger (``inspection.answer/1`` over MQTT).
 
     A part seen by several views carries each in ``views`` (in the configured order); its
-    ``score`` and ``inspection_id`` are then None (each view has its own)."""
+    ``score`` and ``inspection_id`` are then None (each view has its own). ``replayed``: the
+    verdict is a stored one, given again without a capture (``replay``)."""
 
     request_id: str
     error_code: int
@@ -134,13 +179,14 @@ class Answer:
     inspection_id: str | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
     views: tuple[ViewResult, ...] = ()
+    replayed: bool = False
     schema: str = ANSWER_SCHEMA
 
     def __post_init__(self) -> None:
         if self.error_code == ErrorCode.NONE and self.verdict is None:
             raise ValueError("an answer without an error code needs a verdict")
-        if self.error_code != ErrorCode.NONE and self.verdict is not None:
-            raise ValueError("an error answer carries no verdict")
+        if self.error_code != ErrorCode.NONE and (self.verdict is not None or self.replayed):
+            raise ValueError("an error answer carries no verdict and replays none")
 
     @property
     def result(self) -> ResultCode:
@@ -172,7 +218,9 @@ def part_answer(request_id: str, views: Sequence[tuple[str, Answer]], handled_ms
         message = f"{summary}; view {first.view}: {first.message}"
         return Answer(request_id, first.error_code, message, timings_ms=timings, views=results)
     verdict = "NG" if any(r.verdict == "NG" for r in results) else "OK"
-    return Answer(request_id, 0, summary, verdict=verdict, timings_ms=timings, views=results)
+    replayed = any(a.replayed for _, a in views)
+    return Answer(request_id, 0, summary, verdict=verdict, timings_ms=timings, views=results,
+                  replayed=replayed)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -187,12 +235,22 @@ class View:
 
 @dataclass(frozen=True)
 class _Shot:
-    """One view of one trigger: what to capture with, inspect as and store under."""
+    """One view of one trigger: what to capture with, inspect as and store under; ``named``:
+    the part id the PLC sent (``part_id`` may be made up: a part's views share its request id)."""
 
     camera: Camera
     request_id: str
     product: str
     part_id: str | None
+    named: str | None
+
+
+@dataclass(frozen=True)
+class _Job:
+    """A shot's inspection; ``joined``: the same part's, already running (its verdict replayed)."""
+
+    future: Future[tuple[Outcome, float]]
+    joined: bool = False
 
 
 class TriggerHandler:
@@ -210,14 +268,12 @@ class TriggerHandler:
         station_id: str,
         product: str,
         timeout_s: float,
-        retry_window_s: float = 10.0,
         workers: int = 2,
         warm: WarmConfig | None = None,
         on_warm: WarmHook | None = None,
     ) -> None:
         """``views``: one unnamed ``View`` (one camera) or named views with their products;
-        ``warm``: warm-on-trigger settings (default ``WarmConfig()``: on); ``retry_window_s``:
-        how long a repeated request id can be a retry (``pipeline.same_request``)."""
+        ``warm``: warm-on-trigger settings (default ``WarmConfig()``: on)."""
         single = len(views) == 1 and not views[0].name
         if not views or not (single or all(v.name and v.product for v in views)):
             raise ValueError(f"expected one unnamed camera or named views with products: {views}")
@@ -226,10 +282,9 @@ class TriggerHandler:
         self.pipeline = pipeline
         self.station_id = station_id
         self.timeout_s = timeout_s
-        self.retry_window_s = retry_window_s
         self._product = product
         self._lock = threading.Lock()
-        self._running: dict[tuple[str, str, str | None, str], Future[tuple[Outcome, float]]] = {}
+        self._running: dict[str, tuple[_Shot, Future[tuple[Outcome, float]]]] = {}
         workers = max(workers, len(self.views))
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="trigger")
         self.select_product(product)
@@ -252,18 +307,20 @@ class TriggerHandler:
             self._product = product
 
     def handle(
-        self, trigger: Trigger, *, source: str, on_late: Callable[[Answer], None] | None = None
-    ) -> Answer:
+        self, trigger: Trigger, *, source: str, delivery: Delivery = Delivery(),
+        on_late: Callable[[Answer], None] | None = None,
+    ) -> Answer:  # fmt: skip
         """Capture, inspect and store one part; never raises (errors become error codes).
-        ``on_late``: when the answer (or a view of it) is ``TIMEOUT``, it gets the final
-        answer, from a thread of its own, once the inspection ends."""
+        ``delivery``: what the link's handshake says of the trigger (``replay``); ``on_late``:
+        when the answer (or a view of it) is ``TIMEOUT``, it gets the final answer, from a
+        thread of its own, once the inspection ends."""
         started = time.perf_counter()
         deadline = started + self.timeout_s
-        request_id = trigger.request_id or uuid.uuid4().hex[:20]
+        request_id, named = trigger.request_id or uuid.uuid4().hex[:20], trigger.part_id
         if not self.per_view:
             shot = _Shot(self.views[0].camera, request_id, trigger.product or self.product,
-                         trigger.part_id)  # fmt: skip
-            job = self._start(shot, source)
+                         named, named)  # fmt: skip
+            job = self._start(shot, source, delivery)
             if isinstance(job, Answer):
                 return job
             answer = self._finish(shot, job, started, deadline)
@@ -272,16 +329,16 @@ class TriggerHandler:
             products = ", ".join(f"{v.name}: {v.product}" for v in self.views)
             message = f"each view is judged as its own product ({products}); send none"
             return self._error(request_id, trigger.product, ErrorCode.BAD_TRIGGER, message)
-        part_id = trigger.part_id or request_id
+        part_id = named or request_id
         shots = [
-            (v.name, _Shot(v.camera, f"{request_id}.{v.name}", v.product or "", part_id))
+            (v.name, _Shot(v.camera, f"{request_id}.{v.name}", v.product or "", part_id, named))
             for v in self.views
         ]
         for name, shot in shots:  # refuse the part before any camera fires
             if (refusal := self._refusal(shot)) is not None:
                 message = f"view {name}: {refusal.message}"
                 return replace(refusal, request_id=request_id, message=message)
-        jobs = [(name, shot, self._start(shot, source)) for name, shot in shots]
+        jobs = [(name, shot, self._start(shot, source, delivery)) for name, shot in shots]
 
         def answer(until: float | None) -> Answer:
             answers = [
@@ -302,34 +359,36 @@ class TriggerHandler:
             return self._error(shot.request_id, shot.product, answer_to(exc).plc_code, str(exc))
         return None
 
-    def _start(self, shot: _Shot, source: str) -> Answer | Future[tuple[Outcome, float]]:
-        """Warm the model and submit capture + inspection, or the refusal. A retry of a request
-        still being inspected (an answer that timed out) waits for that inspection."""
+    def _start(self, shot: _Shot, source: str, delivery: Delivery) -> Answer | _Job:
+        """Warm the model and submit capture + inspection, or the refusal. A retry of the same
+        part still being inspected (``replay``: an answer that timed out) joins that one."""
         if (refusal := self._refusal(shot)) is not None:
             return refusal
-        request = (shot.request_id, shot.product, shot.part_id, source)
         with self._lock:
-            if (running := self._running.get(request)) is not None:
-                return running
+            running = self._running.get(shot.request_id)
+            if running is not None and replay(
+                delivery, product=shot.product, part_id=shot.named, stored=running[0]
+            ) is Replay.STORED:  # fmt: skip
+                log.warning("request id %r part %r: a retry joins the same part's inspection "
+                            "in flight (replayed, no capture)", shot.request_id, shot.named)  # fmt: skip
+                return _Job(running[1], joined=True)
             self.warmer.on_trigger(shot.product, self.pipeline.models.get(shot.product).inspector)
-            future = self._executor.submit(self._inspect, shot, source)
-            self._running[request] = future
-        future.add_done_callback(lambda _: self._forget(request))
-        return future
+            future = self._executor.submit(self._inspect, shot, source, delivery)
+            self._running[shot.request_id] = (shot, future)
+        future.add_done_callback(lambda _: self._forget(shot.request_id, future))
+        return _Job(future)
 
-    def _forget(self, request: tuple[str, str, str | None, str]) -> None:
+    def _forget(self, request_id: str, future: Future[tuple[Outcome, float]]) -> None:
         with self._lock:
-            self._running.pop(request, None)
+            if self._running.get(request_id, (None, None))[1] is future:
+                del self._running[request_id]
 
-    def _finish(
-        self, shot: _Shot, future: Future[tuple[Outcome, float]], started: float,
-        deadline: float | None,
-    ) -> Answer:  # fmt: skip
+    def _finish(self, shot: _Shot, job: _Job, started: float, deadline: float | None) -> Answer:
         """Wait for the shot's inspection until ``deadline`` (None: its end); its answer."""
         request_id, product = shot.request_id, shot.product
         wait = None if deadline is None else max(0.0, deadline - time.perf_counter())
         try:
-            outcome, capture_ms = future.result(timeout=wait)
+            outcome, capture_ms = job.future.result(timeout=wait)
         except FutureTimeout:
             message = f"no verdict within {self.timeout_s} s; the result follows via the outbox"
             return self._error(request_id, product, ErrorCode.TIMEOUT, message)
@@ -339,8 +398,8 @@ class TriggerHandler:
             return self._error(request_id, product, answer_to(exc).plc_code, str(exc))
         except Exception as exc:  # a bug or a store outage must still answer the PLC
             return self._error(request_id, product, ErrorCode.INTERNAL, repr(exc))
-        row = outcome.row
-        if outcome.created:
+        row, replayed = outcome.row, job.joined or not outcome.created
+        if not replayed:
             self.warmer.learn(product, capture_ms, outcome.timings_ms)
         return Answer(
             request_id=request_id,
@@ -350,18 +409,43 @@ class TriggerHandler:
             score=round(float(row.score), 6),
             inspection_id=row.id,
             timings_ms={
-                "capture_ms": round(capture_ms, 3),
+                "capture_ms": round(0.0 if replayed else capture_ms, 3),
                 "inference_ms": round(float(row.latency_ms), 3),
                 "handled_ms": round((time.perf_counter() - started) * 1000.0, 3),
             },
+            replayed=replayed,
         )
 
-    def _inspect(self, shot: _Shot, source: str) -> tuple[Outcome, float]:
-        """Capture and inspect the shot, or answer a retry of a stored request from the store
-        (no new capture); a reused request id gets a new capture under a fresh key."""
-        reused = self._reused(shot, source)
-        if isinstance(reused, Outcome):
-            return reused, 0.0
+    def _inspect(self, shot: _Shot, source: str, delivery: Delivery) -> tuple[Outcome, float]:
+        """Capture and inspect the shot, or as ``replay`` decides, answer it with its part's
+        stored verdict (no capture) or refuse it (``RetryUnproven``). A request id used before
+        is a new part: logged, stored under a fresh key."""
+        key = stored_request_id(self.station_id, shot.request_id) or ""
+        used = self.pipeline.store.find_by_request_id(key) is not None
+        stored = self.pipeline.last_request(self.station_id, shot.request_id) if (
+            used and shot.named
+        ) else None  # fmt: skip
+        decision = replay(delivery, product=shot.product, part_id=shot.named, stored=stored)
+        if decision is Replay.STORED and stored is not None:
+            log.warning(
+                "request id %r part %r: the stored verdict %s of inspection %s (%s, via %s) "
+                "replayed, no capture", shot.request_id, shot.named, stored.verdict, stored.id,
+                stored.created_at, stored.source,
+            )  # fmt: skip
+            return Outcome(stored, False), 0.0
+        if decision is Replay.REFUSE:
+            message = (
+                f"request id {shot.request_id!r} was delivered again and cannot be told from "
+                "a new part (no PartId matching a stored part): refused, no capture; the PLC "
+                "treats the part as not inspected"
+            )
+            log.warning("%s", message)
+            raise RetryUnproven(message)
+        if used:
+            log.warning(
+                "request id %r was used before: not the same named part, so a new part, "
+                "captured and inspected anew under a fresh key", shot.request_id
+            )  # fmt: skip
         frame = shot.camera.capture()
         outcome = self.pipeline.run(
             frame.data,
@@ -372,35 +456,9 @@ class TriggerHandler:
             source=source,
             source_name=frame.name,
             timings_ms={"capture_ms": frame.capture_ms},
-            fresh_key=reused,
+            fresh_key=used,
         )
         return outcome, frame.capture_ms
-
-    def _reused(self, shot: _Shot, source: str) -> Outcome | bool:
-        """The stored outcome when the shot retries a stored request, else whether its request
-        id was used before (then it is a new part: logged, stored under a fresh key)."""
-        store, key = self.pipeline.store, stored_request_id(self.station_id, shot.request_id)
-        if store.find_by_request_id(key or "") is None:
-            return False
-        window = self.retry_window_s
-        last = self.pipeline.last_request(self.station_id, shot.request_id, window_s=window)
-        if last is not None and same_request(
-            last, product=shot.product, part_id=shot.part_id, source=source, window_s=window
-        ):
-            return Outcome(last, False)
-        earlier = (
-            f"for {last.product} part {last.part_id!r} via {last.source} at {last.created_at}"
-            if last is not None
-            else f"over {window:g} s ago"
-        )
-        log.warning(
-            "request id %r was used before (%s): not a retry of the same product, part and "
-            "link within %g s, so a new part, captured and inspected anew under a fresh key",
-            shot.request_id,
-            earlier,
-            window,
-        )
-        return True
 
     @staticmethod
     def _error(request_id: str, product: str, code: ErrorCode | None, message: str) -> Answer:

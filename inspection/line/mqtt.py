@@ -7,9 +7,12 @@
 
 A malformed trigger is answered ``BAD_TRIGGER`` under the request id it carried (empty when
 none can be read); a product selection this station does not serve is answered
-``UNKNOWN_PRODUCT`` with an empty request id. A trigger is acknowledged to the broker only after its answer was published, and the
-session is persistent, so a trigger taken while the station dies is delivered again when
-it is back; with the same ``request_id`` it gets the stored result, not a second inspection.
+``UNKNOWN_PRODUCT`` with an empty request id. A trigger is acknowledged to the broker only
+after its answer was published, and the session is persistent, so a trigger taken while the
+station dies is delivered again (DUP) when it is back. Such a redelivery is answered with the
+stored verdict only when its ``part_id`` names the stored part (``replayed``: true); without
+that proof it is refused with ``RETRY_UNPROVEN`` (10), never photographed anew: its part may
+have left the camera (``handshake.replay``).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from inspection.core.errors import InspectionError
 from inspection.line.config import MqttTriggerConfig
 from inspection.line.handshake import (
     Answer,
+    Delivery,
     ErrorCode,
     LinkContext,
     Trigger,
@@ -135,7 +139,8 @@ class MqttHandshake:
         started = time.perf_counter()
         self._client.publish(f"{self.prefix}/state", "busy", qos=1, retain=True)  # no wait
         try:
-            answer = self.handler.handle(Trigger.from_json(message.payload), source="mqtt")
+            trigger, delivery = Trigger.from_json(message.payload), Delivery(bool(message.dup))
+            answer = self.handler.handle(trigger, source="mqtt", delivery=delivery)
         except TriggerError as exc:
             claimed = claimed_request_id(message.payload)
             answer = Answer(claimed, int(ErrorCode.BAD_TRIGGER), str(exc))

@@ -7,12 +7,14 @@ Signals are variables ``ns=<index of namespace>;s=<prefix>.<Signal>`` on the PLC
 - Station writes: ``Ready``, ``Busy``, ``Done`` (Boolean), ``Result`` (Int16: 0 none, 1 OK,
   2 NG, 3 error), ``ErrorCode`` (Int16, ``handshake.ErrorCode``), ``Score`` (Double),
   ``AnswerRequestId`` and ``Message`` (String), ``Heartbeat`` (UInt16: +1 every
-  ``heartbeat_ms`` while the station serves; the PLC's watchdog, as in the register map).
+  ``heartbeat_ms`` while the station serves; the PLC's watchdog, as in the register map),
+  ``Replayed`` (Boolean: the answer is a stored verdict given again, ``handshake.replay``).
 
 Cycle (docs/line-integration.md has the timing): Trigger rises -> Busy=1, Done=0 -> capture,
 inspect, store -> Result/ErrorCode/Score/AnswerRequestId -> Busy=0, Done=1 -> PLC reads and
-drops Trigger -> Done=0, Result=0. A Trigger that is already high when the station (re)connects
-is a new cycle: a PLC that supplies RequestId gets the stored result again, not a new one.
+drops Trigger -> Done=0, Result=0. A Trigger already high when the station (re)connects is a
+new cycle, unless Done is high too: that answer stands unacknowledged (the PLC raises Trigger
+only while Done is 0), and the station waits for Trigger to fall.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ STATION_SIGNALS: dict[str, ua.VariantType] = {
     "AnswerRequestId": ua.VariantType.String,
     "Message": ua.VariantType.String,
     "Heartbeat": ua.VariantType.UInt16,
+    "Replayed": ua.VariantType.Boolean,
 }
 SIGNALS = PLC_SIGNALS | STATION_SIGNALS
 DEFAULTS: dict[ua.VariantType, Any] = {
@@ -133,6 +136,7 @@ class OpcUaHandshake(LoopThread):
         self.connected = threading.Event()
         self._turned = time.monotonic()
         """When the serve loop last turned: the heartbeat stands still once it stalls."""
+        self._replayed: bool | None = None  # Replayed as last written this session
 
     async def _main(self, ready: threading.Event) -> None:
         assert self._stop is not None
@@ -161,7 +165,11 @@ class OpcUaHandshake(LoopThread):
                 name: client.get_node(signal_node_id(ns, self.config.node_prefix, name))
                 for name in SIGNALS
             }
-            await self._write(client, nodes, Busy=False, Done=False, Result=0, Ready=True)
+            standing = await self._standing(client, nodes)
+            if standing:
+                await self._write(client, nodes, Ready=True)
+            else:
+                await self._write(client, nodes, Busy=False, Done=False, Result=0, Ready=True)
             self._turned = time.monotonic()
             beating = asyncio.create_task(self._beats(client, nodes["Heartbeat"]))
             queue: asyncio.Queue[bool] = asyncio.Queue()
@@ -172,7 +180,7 @@ class OpcUaHandshake(LoopThread):
             self.connected.set()
             log.info("OPC UA handshake: connected to %s", self.config.endpoint)
             try:
-                await self._serve(client, nodes, queue)
+                await self._serve(client, nodes, queue, high=standing)
             finally:
                 beating.cancel()
             await self._write(client, nodes, Ready=False)
@@ -211,9 +219,24 @@ class OpcUaHandshake(LoopThread):
                 return
             await asyncio.sleep(self.config.heartbeat_ms / 1000)
 
-    async def _serve(self, client: Client, nodes: dict[str, Any], queue: asyncio.Queue[bool]):
+    async def _standing(self, client: Client, nodes: dict[str, Any]) -> bool:
+        """Whether Trigger and Done are both high: an answer the PLC has not acknowledged."""
+        self._replayed = None
+        read = await client.read_attributes(
+            [nodes[name] for name in ("Trigger", "Done", "AnswerRequestId", "Replayed")]
+        )
+        for value in read:  # a PLC without Replayed fails here, at connect
+            value.StatusCode.check()
+        trigger, done, answered = (value.Value.Value for value in read[:3])
+        if trigger and done:
+            log.warning("OPC UA handshake: Trigger is high with the answer to %r standing "
+                        "(Done = 1): no new cycle until Trigger falls", answered)  # fmt: skip
+        return bool(trigger and done)
+
+    async def _serve(
+        self, client: Client, nodes: dict[str, Any], queue: asyncio.Queue[bool], *, high: bool
+    ) -> None:
         assert self._stop is not None
-        high = False
         while not self._stop.is_set():
             self._turned = time.monotonic()
             try:
@@ -247,7 +270,9 @@ class OpcUaHandshake(LoopThread):
             Score=float(answer.score or 0.0),
             AnswerRequestId=answer.request_id,
             Message=answer.message[:500],
+            **({} if answer.replayed == self._replayed else {"Replayed": answer.replayed}),
         )
+        self._replayed = answer.replayed
         await self._write(client, nodes, Busy=False, Done=True)
         self.on_answer(answer, time.perf_counter() - started)
 

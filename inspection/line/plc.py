@@ -64,7 +64,7 @@ def opcua_trigger(
         nodes = {
             name: client.get_node(signal_node_id(ns, section.node_prefix, name))
             for name in ("Trigger", "Product", "PartId", "RequestId", "Done", "Result",
-                         "ErrorCode", "Score", "AnswerRequestId", "Message")
+                         "ErrorCode", "Score", "AnswerRequestId", "Message", "Replayed")
         }  # fmt: skip
         for name, value in (("RequestId", request_id), ("Product", product), ("PartId", part_id)):
             nodes[name].write_value(variant(name, value))
@@ -85,6 +85,7 @@ def opcua_trigger(
                 product=product or None,
                 verdict=verdict,  # type: ignore[arg-type]
                 score=float(nodes["Score"].read_value()) if verdict else None,
+                replayed=bool(verdict and nodes["Replayed"].read_value()),
             )
         finally:
             nodes["Trigger"].write_value(variant("Trigger", False))

@@ -24,10 +24,15 @@ offset  signal           type           written by
 112     AnswerRequestId  STRING[30]     station
 144     Message          STRING[62]     station
 208     Heartbeat        INT            station: +1 every ``heartbeat_ms`` while it serves
+210     Replayed         INT (0/1)      station: 1 when the answer is a stored verdict
+                                        given again without a capture (``handshake.replay``)
 ======  ===============  =============  ============================================
 
 The cycle is the OPC UA one (docs/line-integration.md): Trigger rises -> Busy=1, Done=0 ->
-inspect -> answer fields -> Busy=0, Done=1 -> Trigger falls -> Done=0, Result=0. Neither
+inspect -> answer fields -> Busy=0, Done=1 -> Trigger falls -> Done=0, Result=0. A Trigger
+high with Done high when the station connects is an answer the PLC has not acknowledged yet
+(it raises Trigger only while Done is 0): the station leaves it standing and waits for
+Trigger to fall, with no new capture and no second answer. Neither
 protocol authenticates or encrypts: anyone who reaches the PLC port can write a trigger
 (docs/security.md).
 
@@ -55,10 +60,11 @@ from inspection.store.outbox import backoff_s
 
 log = logging.getLogger(__name__)
 
-BLOCK_BYTES = 210
-POLLED_BYTES = 208  # what the station reads on a rising Trigger: every field but Heartbeat
+BLOCK_BYTES = 212
+POLLED_BYTES = 208  # what the station reads on a rising Trigger: every field to Message
 STATUS = 2  # offset of Ready .. Score: the station's fixed fields
 HEARTBEAT = 208
+REPLAYED = 210
 STRINGS = {"Product": (16, 30), "PartId": (48, 30), "RequestId": (80, 30),
            "AnswerRequestId": (112, 30), "Message": (144, 62)}  # fmt: skip
 
@@ -147,6 +153,10 @@ def read_string(block: bytes, name: str) -> str:
     return block[offset + 2 : offset + 2 + length].decode("ascii", "replace")
 
 
+def _word(block: bytes, offset: int) -> int:
+    return struct.unpack_from(">h", block, offset)[0]
+
+
 def status_bytes(*, ready: bool, busy: bool, done: bool, answer: Answer | None = None) -> bytes:
     """Offsets 2..15: Ready, Busy, Done, Result, ErrorCode, Score."""
     result, code, score = (0, 0, 0.0) if answer is None else (
@@ -186,6 +196,7 @@ class RegisterHandshake:
         self.on_answer = link.counted(via)
         self.connected = threading.Event()
         self.beats = 0  # the Heartbeat count last written
+        self._replayed: bool | None = None  # Replayed as last written this session
         self._polled = 0.0  # time.monotonic() of the poll loop's last turn
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -222,8 +233,15 @@ class RegisterHandshake:
         """One session: a first heartbeat and Ready (an address error surfaces here, before
         the session counts as served), then poll until stopped or the link fails."""
         self._beat(link)
-        link.write(STATUS, status_bytes(ready=True, busy=False, done=False))
-        link.read(0, POLLED_BYTES)
+        block, self._replayed = link.read(0, POLLED_BYTES), None
+        standing = _word(block, 0) != 0 and _word(block, 6) != 0  # Trigger and Done high
+        if standing:
+            log.warning("%s handshake: Trigger is high with the answer to %r standing (Done = "
+                        "1): no new cycle until Trigger falls", self.via,
+                        read_string(block, "AnswerRequestId"))  # fmt: skip
+            link.write(STATUS, struct.pack(">h", 1))  # Ready; the answer stays as it is
+        else:
+            link.write(STATUS, status_bytes(ready=True, busy=False, done=False))
         self.connected.set()
         self._polled = time.monotonic()
         log.info("%s handshake: connected to %s:%d", self.via, self.config.host, self.config.port)
@@ -233,14 +251,13 @@ class RegisterHandshake:
         )
         beating.start()
         try:
-            self._poll(link)
+            self._poll(link, high=standing)
         finally:
             ended.set()
             beating.join()
 
-    def _poll(self, link: _Locked) -> None:
+    def _poll(self, link: _Locked, *, high: bool) -> None:
         """Read Trigger every ``poll_ms``; on its rising edge the strings the PLC wrote before it."""
-        high = False
         while not self._stop.wait(self.config.poll_ms / 1000):
             self._polled = time.monotonic()
             trigger = struct.unpack(">h", link.read(0, 2))[0] != 0
@@ -280,5 +297,8 @@ class RegisterHandshake:
         texts = [(answer.request_id, "AnswerRequestId"), (answer.message, "Message")]
         answer_at = STRINGS["AnswerRequestId"][0]  # Message follows it
         link.write(answer_at, b"".join(s7_string(t, STRINGS[n][1]) for t, n in texts))
+        if answer.replayed != self._replayed:  # written when it changes: rarely
+            link.write(REPLAYED, struct.pack(">h", answer.replayed))
+            self._replayed = answer.replayed
         link.write(STATUS, status_bytes(ready=True, busy=False, done=True, answer=answer))
         self.on_answer(answer, time.perf_counter() - started)

@@ -44,6 +44,7 @@ class PlcAnswer:
     score: float
     message: str
     seconds: float
+    replayed: bool = False
 
 
 class SoftPlc:
@@ -138,6 +139,7 @@ class SoftPlc:
                 score=float(self.read("Score")),
                 message=self.read("Message"),
                 seconds=seconds,
+                replayed=self.read("Replayed"),
             )
         finally:
             self.write("Trigger", False)
@@ -225,6 +227,7 @@ class RegisterPlc:
             score=score,
             message=regs.read_string(block, "Message"),
             seconds=seconds,
+            replayed=struct.unpack_from(">h", block, regs.REPLAYED)[0] != 0,
         )
 
     def stop(self) -> None:

@@ -92,7 +92,6 @@ class LineStation:
             station_id=config.station_id,
             product=config.product,
             timeout_s=config.inspect_timeout_s,
-            retry_window_s=config.retry_window_s,
             warm=config.warm_on_trigger,
             on_warm=lambda product, outcome: metrics.warmups.labels(product, outcome).inc(),
         )

@@ -40,6 +40,11 @@ class ReplayConflict(RequestRefused):
     """A request id already used for another payload or product."""
 
 
+class RetryUnproven(RequestRefused):
+    """A trigger the link delivers again (taken before, never acknowledged) that no part id
+    proves a retry of a stored part: its part may have left the camera (``line.handshake.replay``)."""
+
+
 class NoLiveModel(RequestRefused):
     """The product has no usable model loaded right now."""
 
@@ -80,6 +85,7 @@ class ErrorCode(IntEnum):
     NOT_ALIGNED = 7  # the part could not be registered to the product's reference image
     OUT_OF_DOMAIN = 8  # the image is unlike the bundle's training images (colour, size, aspect)
     INTERNAL = 9  # anything else; the station log has the details
+    RETRY_UNPROVEN = 10  # redelivered trigger, no PartId proves it a retry: not inspected
 
 
 @dataclass(frozen=True)
@@ -95,6 +101,7 @@ REFUSALS: dict[type[RequestRefused], RefusalAnswer] = {
     BadImage: RefusalAnswer(400, ErrorCode.BAD_IMAGE),
     UnknownProduct: RefusalAnswer(404, ErrorCode.UNKNOWN_PRODUCT),
     ReplayConflict: RefusalAnswer(409, ErrorCode.BAD_TRIGGER),
+    RetryUnproven: RefusalAnswer(409, ErrorCode.RETRY_UNPROVEN),
     NoLiveModel: RefusalAnswer(503, ErrorCode.NO_MODEL),
     StationBusy: RefusalAnswer(503, ErrorCode.TIMEOUT),
     PartNotAligned: RefusalAnswer(422, ErrorCode.NOT_ALIGNED),

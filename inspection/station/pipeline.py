@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any, Literal
 
 from sqlalchemy import or_, select
@@ -43,7 +43,7 @@ from inspection.station.errors import (
 )
 from inspection.station.live import LiveModel, LiveModels
 from inspection.station.render import encode_jpeg, encode_map, encode_mask, image_extension
-from inspection.store.models import Inspection, OutboxEntry, as_utc
+from inspection.store.models import Inspection, OutboxEntry
 from inspection.store.retention import KeepPolicy, load_retention
 from inspection.store.store import Store
 
@@ -128,28 +128,6 @@ def stored_request_id(
     return f"{station_id}/{request_id}" + (f"{REUSED}{uuid.uuid4().hex[:8]}" if fresh else "")
 
 
-def same_request(
-    row: Inspection, *, product: str, part_id: str | None, source: str, window_s: float
-) -> bool:
-    """Whether a line trigger whose request id is stored as ``row`` repeats that request (a
-    retry, answered from the store) rather than reusing the id for a new part (a 16-bit PLC
-    counter that wrapped): same product, same part id (both None when the PLC gives none),
-    same link, and stored at most ``window_s`` ago on this station's clock.
-
-    The line's rule; the HTTP API's is ``check_replay``: a client there sends the image
-    itself, so the same bytes prove the same request at any age and other bytes are refused
-    (409). A line trigger carries no image: the station captures one, so only the window
-    tells a retry from a reuse. Neither answers an old verdict for a part it does not match.
-    """
-    age = datetime.now(timezone.utc) - as_utc(row.created_at)
-    return (
-        row.product == product
-        and row.part_id == part_id
-        and row.source == source
-        and abs(age) <= timedelta(seconds=window_s)
-    )
-
-
 @dataclass(frozen=True)
 class Request:
     """A checked request: what the row stores of it (``key``: the stored request id)."""
@@ -189,16 +167,13 @@ class Pipeline:
         self._draw = random.Random()
         self._keep: dict[str, KeepPolicy] = {}  # per product, resolved once (not per part)
 
-    def last_request(
-        self, station_id: str, request_id: str, *, window_s: float
-    ) -> Inspection | None:
-        """The newest row stored under this client id (its first key or a fresh one) in the
-        last ``window_s``, ``None`` when there is none: one probe of the station/time index."""
+    def last_request(self, station_id: str, request_id: str) -> Inspection | None:
+        """The newest row stored under this client id (its first key or a fresh one), ``None``
+        when there is none."""
         key = stored_request_id(station_id, request_id) or ""
-        since = datetime.now(timezone.utc) - timedelta(seconds=window_s)
         query = (
             select(Inspection)
-            .where(Inspection.station_id == station_id, Inspection.created_at >= since)
+            .where(Inspection.station_id == station_id)
             .where(or_(Inspection.request_id == key,
                        Inspection.request_id.startswith(key + REUSED, autoescape=True)))
             .order_by(Inspection.created_at.desc())
@@ -237,7 +212,7 @@ class Pipeline:
                 the file name it gave, if any.
             timings_ms: times before the pipeline (e.g. capture), sent on to the outbox.
             fresh_key: store under a new key (``stored_request_id``): the line reuses an id
-                for a new part (``same_request`` said no).
+                for a new part (``line.handshake.replay`` said so).
         """
         started = time.perf_counter()
         request = self._request(

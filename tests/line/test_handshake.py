@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from inspection.line.handshake import Answer, ErrorCode, ResultCode, Trigger, TriggerError
+from inspection.line.handshake import (
+    Answer,
+    Delivery,
+    ErrorCode,
+    Replay,
+    ResultCode,
+    Trigger,
+    TriggerError,
+    replay,
+)
 from inspection.line.station import LineStation
 
 from .station_env import camera_folder, line_config
@@ -31,9 +41,10 @@ def test_triggers_get_verdicts_then_each_error_code(station: LineStation) -> Non
     row = station.core.store.get_inspection(first.inspection_id or "")
     assert (row.request_id, row.part_id, row.source) == ("cam-1/r-1", "part-1", "opcua")
 
-    # The same request again (a PLC retrying after a station restart): the stored result.
+    # The same request and part again (a PLC retrying): the stored result, marked replayed.
     again = handler.handle(Trigger("r-1", None, "part-1"), source="opcua")
-    assert again.inspection_id == first.inspection_id
+    assert again.inspection_id == first.inspection_id and again.replayed and not first.replayed
+    assert again.timings_ms["capture_ms"] == 0.0
 
     cases = [
         (Trigger("r-2", "gravel"), ErrorCode.UNKNOWN_PRODUCT, "not served here"),
@@ -59,7 +70,37 @@ def test_a_retry_of_a_request_still_being_inspected_waits_for_it(station: LineSt
         answers = list(pool.map(lambda _: station.handler.handle(trigger, source="mqtt"), [0, 1]))
     assert answers[0].inspection_id is not None and answers[0].error_code == ErrorCode.NONE
     assert answers[1].inspection_id == answers[0].inspection_id
+    assert sorted(a.replayed for a in answers) == [False, True]  # the join is marked
     assert station.core.store.count_inspections() == 1
+
+
+@dataclass(frozen=True)
+class _Stored:
+    product: str
+    part_id: str | None
+
+
+REDELIVERED, JOB = Delivery(redelivered=True), Delivery(replays=False)
+
+
+@pytest.mark.parametrize(
+    ("delivery", "part_id", "stored", "decision"),
+    [
+        (Delivery(), "p-1", _Stored("brick", "p-1"), Replay.STORED),  # the named part: a retry
+        (Delivery(), None, _Stored("brick", None), Replay.CAPTURE),  # an id alone proves nothing
+        (Delivery(), "p-1", _Stored("brick", "p-2"), Replay.CAPTURE),  # another part
+        (Delivery(), "p-1", _Stored("grass", "p-1"), Replay.CAPTURE),  # another product
+        (Delivery(), "p-1", None, Replay.CAPTURE),  # nothing stored
+        (REDELIVERED, "p-1", _Stored("brick", "p-1"), Replay.STORED),
+        (REDELIVERED, None, _Stored("brick", None), Replay.REFUSE),  # cannot be told apart
+        (REDELIVERED, "p-1", None, Replay.REFUSE),  # its part may have left the camera
+        (JOB, "p-1", _Stored("brick", "p-1"), Replay.CAPTURE),  # OPC 40100 jobs never replay
+    ],
+)
+def test_the_replay_rule(
+    delivery: Delivery, part_id: str | None, stored: _Stored | None, decision: Replay
+) -> None:
+    assert replay(delivery, product="brick", part_id=part_id, stored=stored) is decision
 
 
 def test_plc_selects_the_product(station: LineStation) -> None:

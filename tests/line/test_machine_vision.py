@@ -706,9 +706,9 @@ async def _jobs(endpoint: str, pki: LinePki, jobs: list[tuple[str, str, str, str
 def test_jobs_name_their_recipe_and_a_reused_meas_id_is_a_new_part(
     station: LineStation, tmp_path: Path
 ) -> None:
-    """RecipeId / ProductId must be the prepared recipe; a reused MeasId for another part
-    gets a new ResultId (OPC 40100-1: no assumption about its uniqueness), a true retry
-    (same MeasId, part and product at once) the stored one."""
+    """RecipeId / ProductId must be the prepared recipe; a reused MeasId gets a new capture
+    and ResultId (OPC 40100-1: no assumption about its uniqueness), even with the same part:
+    a job never replays."""
     endpoint, pki = _endpoint(station), LinePki(secure(tmp_path).pki_dir)
     seen, state, errors = asyncio.run(_jobs(endpoint, pki, [
         ("r-1", "p-1", "", ""), ("r-1", "p-2", "", ""), ("r-1", "p-2", "", ""),
@@ -716,11 +716,53 @@ def test_jobs_name_their_recipe_and_a_reused_meas_id_is_a_new_part(
     ]))  # fmt: skip
     first, second, retry, recipe, product, named = seen
     assert [s[1:] for s in (first, second, retry)] == [(1, "r-1")] * 3
-    assert first[0] != second[0] and retry[0] == second[0]
+    assert len({first[0], second[0], retry[0]}) == 3
     rows = {station.core.store.get_inspection(i[0]).part_id for i in (first, second)}
     assert rows == {"p-1", "p-2"}
     assert (recipe, product) == ("BadInvalidArgument", "BadInvalidArgument")
     assert named[1:] == (1, "r-4") and state == "Ready" and errors == []
+
+
+async def _continuous_twice(endpoint: str, pki: LinePki, meas: str, parts: int) -> list[list]:
+    """StartContinuous with MeasId ``meas`` for ``parts`` results, Stop, and at once again with
+    the same MeasId: each run's (ResultId, MeasId) of every ResultReady event."""
+    async with await _mes(endpoint, pki) as client:
+        mv = await load_client_types(client)
+        system = await client.nodes.objects.get_child("1:VisionSystem")
+        machine = await system.get_child(f"{mv}:VisionStateMachine")
+        automatic = await machine.get_child(f"{mv}:AutomaticModeStateMachine")
+        recipes = await system.get_child(f"{mv}:RecipeManagement")
+        await machine.call_method(f"{mv}:SelectModeAutomatic")
+        await recipes.call_method(f"{mv}:PrepareRecipe", ua.RecipeIdExternalDataType(Id="brick"),
+                                  ua.RecipeIdInternalDataType(Id=""))  # fmt: skip
+        events = _Events()
+        subscription = await client.create_subscription(20, events)
+        await subscription.subscribe_events(system, ua.NodeId(RESULT_READY_EVENT, mv))
+        runs = []
+        for _ in range(2):
+            await automatic.call_method(f"{mv}:StartContinuous", *_job_arguments(meas))
+            seen = [await asyncio.wait_for(events.queue.get(), 30) for _ in range(parts)]
+            await automatic.call_method(f"{mv}:Stop", *CAUSE)  # after the part in flight
+            await asyncio.sleep(0.3)  # its event
+            while not events.queue.empty():
+                seen.append(events.queue.get_nowait())
+            runs.append([(e.ResultId.Id, e.MeasId.Id) for e in seen])
+        return runs
+
+
+def test_a_continuous_job_restarted_with_the_same_meas_id_captures_every_part(
+    station: LineStation, tmp_path: Path
+) -> None:
+    """The second run's parts carry the first run's MeasIds (c-1, c-1-1...) but each is a
+    capture of its own with a new ResultId, never the first run's verdict."""
+    endpoint, pki = _endpoint(station), LinePki(secure(tmp_path).pki_dir)
+    first, second = asyncio.run(_continuous_twice(endpoint, pki, "c-1", parts=4))
+    assert [m for _, m in second[:4]] == [m for _, m in first[:4]] == [
+        "c-1", "c-1-1", "c-1-2", "c-1-3"
+    ]  # fmt: skip
+    ids = [r for r, _ in first + second]
+    assert len(set(ids)) == len(ids)
+    assert station.core.store.count_inspections() == len(ids)  # one capture per result
 
 
 def test_a_failed_part_ends_ready_with_an_error_event(

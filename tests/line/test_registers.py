@@ -12,6 +12,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import struct
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from typer.testing import CliRunner
 
 from inspection.cli import app
 from inspection.core.config import to_mapping
+from inspection.line import registers as regs
 from inspection.line.enip import EnipPlc
 from inspection.line.handshake import ErrorCode, ResultCode
 from inspection.line.links import register_plcs
@@ -81,55 +83,79 @@ def test_the_plc_handshake_over_s7_and_modbus(
     assert (row.request_id, row.source, row.part_id) == ("cam-1/r-1", plc.protocol, "part-r-1")
     assert first.result == ResultCode[row.verdict] and first.error_code == ErrorCode.NONE
     assert first.score == pytest.approx(row.score, rel=1e-6) and first.request_id == "r-1"
-    assert dataclasses.replace(again, seconds=0) == dataclasses.replace(first, seconds=0)
+    assert again.replayed and not first.replayed  # marked to the PLC: Replayed = 1
+    assert dataclasses.replace(again, seconds=0, replayed=False) == dataclasses.replace(
+        first, seconds=0
+    )
     assert (unknown.result, unknown.error_code) == (ResultCode.ERROR, ErrorCode.UNKNOWN_PRODUCT)
     assert "gravel" in unknown.message
 
 
-def test_a_reused_request_id_is_a_new_part_and_a_retry_is_answered_from_the_store(
+def test_a_constant_request_id_is_a_new_part_each_time_and_a_named_retry_is_replayed(
     plc: RegisterPlc,
     tmp_path: Path,
     fp32_bundle: Path,
     tiny_product: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """A 16-bit request counter that wraps: the id comes back for another part (same or other
-    product, or past the retry window) and gets its own capture, verdict and row; a genuine
-    retry (same product, part and link, within the window) gets the stored answer, no row."""
-    defects = sorted(p for p in (tiny_product / "test").rglob("*.png") if p.parent.name != "good")
-    camera = tmp_path / "defects"
-    camera.mkdir()
-    for n, image in enumerate(defects[:4]):
-        (camera / f"{n:03d}.png").write_bytes(image.read_bytes())
-    config = _station(tmp_path, fp32_bundle, camera, plc, retry_window_s=1.5)
+    """A PLC that sends one request id and no part id for every part, at line rate: each
+    trigger is a capture of its own, with its own verdict and row, never the previous part's.
+    A retry naming the stored part gets its answer again, marked Replayed, with no capture;
+    the same part id for another product is a new part."""
+    camera = camera_folder(tmp_path, tiny_product, count=6)  # good and defective parts
     two_live_products(tmp_path, fp32_bundle)
-    station = LineStation.build(config)
+    station = LineStation.build(_station(tmp_path, fp32_bundle, camera, plc))
     station.start()
     try:
         plc.connect(timeout_s=10)
-        brick = plc.trigger("1", product="brick")
-        retry = plc.trigger("1", product="brick")  # the same request again: the store answers
         with caplog.at_level(logging.WARNING, logger="inspection.line.handshake"):
-            grass = plc.trigger("1", product="grass")  # the counter wrapped: another product
-            other_part = plc.trigger("1", product="grass", part_id="p-2")
-        time.sleep(1.6)  # past the retry window: the same product and part is a new part
-        with caplog.at_level(logging.WARNING, logger="inspection.line.handshake"):
-            stale = plc.trigger("1", product="grass", part_id="p-2")
+            constant = [plc.trigger("1", product="brick") for _ in range(6)]
+            named = plc.trigger("1", product="brick", part_id="p-7")
+            retry = plc.trigger("1", product="brick", part_id="p-7")
+            grass = plc.trigger("1", product="grass", part_id="p-7")
     finally:
         station.stop()
     rows = _rows(station)
-    assert (brick.result, grass.result) == (ResultCode.NG, ResultCode.OK)  # grass's own verdict
-    assert dataclasses.replace(retry, seconds=0) == dataclasses.replace(brick, seconds=0)
-    assert [(r.product, r.part_id, r.verdict) for r in rows] == [
-        ("brick", None, "NG"), ("grass", None, "OK"), ("grass", "p-2", "OK"),
-        ("grass", "p-2", "OK"),
-    ]  # fmt: skip
-    assert rows[0].request_id == "cam-1/1"
-    assert all(r.request_id.startswith("cam-1/1~") for r in rows[1:])
-    assert len({r.request_id for r in rows}) == 4
-    assert all(a.request_id == "1" for a in (brick, retry, grass, other_part, stale))
-    reused = [r for r in caplog.records if "request id '1' was used before" in r.message]
-    assert len(reused) == 3
+    assert len(rows) == 8  # a capture for every trigger but the retry
+    assert [(a.result, a.score) for a in constant] == [
+        (ResultCode[r.verdict], pytest.approx(r.score, abs=1e-5)) for r in rows[:6]
+    ]
+    assert not any(a.replayed for a in (*constant, named, grass)) and retry.replayed
+    assert dataclasses.replace(retry, seconds=0, replayed=False) == dataclasses.replace(
+        named, seconds=0
+    )
+    assert rows[0].request_id == "cam-1/1" and len({r.request_id for r in rows}) == 8
+    assert [(r.product, r.part_id) for r in rows[6:]] == [("brick", "p-7"), ("grass", "p-7")]
+    logged = [r.message for r in caplog.records]
+    assert sum("request id '1' was used before" in m for m in logged) == 7
+    assert sum("replayed, no capture" in m for m in logged) == 1
+
+
+def test_an_answer_standing_when_the_station_connects_is_left_for_the_plc(
+    plc: RegisterPlc, tmp_path: Path, fp32_bundle: Path, tiny_product: Path
+) -> None:
+    """Trigger and Done both high when the station connects (it died after answering, before
+    the PLC dropped Trigger): the answer stands, the station fires no camera and waits for
+    Trigger to fall; the next rising Trigger is the next part."""
+    camera = camera_folder(tmp_path, tiny_product)
+    left = plc.open_link()
+    left.write(0, struct.pack(">5h", 1, 1, 0, 1, int(ResultCode.NG)))  # Trigger, ..., Done, NG
+    left.write(regs.STRINGS["AnswerRequestId"][0], regs.s7_string("s-1", 30))
+    left.close()
+    station = LineStation.build(_station(tmp_path, fp32_bundle, camera, plc))
+    station.start()
+    try:
+        plc.connect(timeout_s=10)
+        time.sleep(0.2)  # 40 polls of a Trigger that stays high
+        standing = plc.read()
+        plc.link.write(0, b"\0\0")  # the PLC read the answer: Trigger falls
+        plc._until(6, 0, timeout_s=5)  # Done falls; only then the next part
+        plc.trigger("s-2")
+    finally:
+        station.stop()
+    assert struct.unpack_from(">5h", standing) == (1, 1, 0, 1, int(ResultCode.NG))
+    assert regs.read_string(standing, "AnswerRequestId") == "s-1"
+    assert [r.request_id for r in _rows(station)] == ["cam-1/s-2"]
 
 
 def test_the_heartbeat_advances_while_the_station_lives_and_stops_when_it_is_killed(

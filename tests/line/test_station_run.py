@@ -9,6 +9,7 @@ from pathlib import Path
 
 from inspection.line.config import (
     PLC_USER,
+    LinkSecurity,
     MqttTriggerConfig,
     OpcUaTriggerConfig,
     PublisherConfig,
@@ -89,6 +90,7 @@ def test_station_answers_the_plc_over_opcua_and_mqtt_and_publishes_results(
             first.score,
             first.message,
         )
+        assert retry.replayed and not first.replayed  # the PLC's Replayed signal
         reused = plc.trigger(request_id="o-1", part_id="part-9")  # the id again, a new part
         assert (reused.request_id, reused.error_code) == ("o-1", ErrorCode.NONE)
         made_up = plc.trigger(part_id="part-2")  # no RequestId from the PLC: the station's own
@@ -100,6 +102,7 @@ def test_station_answers_the_plc_over_opcua_and_mqtt_and_publishes_results(
         assert over_mqtt.error_code == ErrorCode.NONE and over_mqtt.verdict in ("OK", "NG")
         retried = answers.trigger(json.dumps({"request_id": "m-1", "part_id": "part-3"}))
         assert retried.inspection_id == over_mqtt.inspection_id  # answered from the store
+        assert retried.replayed and not over_mqtt.replayed
         wrapped = answers.trigger(json.dumps({"request_id": "m-1", "part_id": "part-4"}))
         assert wrapped.request_id == "m-1" and wrapped.inspection_id != over_mqtt.inspection_id
         unreadable = answers.trigger("{oops")
@@ -131,3 +134,98 @@ def test_station_answers_the_plc_over_opcua_and_mqtt_and_publishes_results(
     triggers = station.metrics.triggers
     assert triggers.labels("opcua", "NO_MODEL")._value.get() == 1
     assert triggers.labels("mqtt", "BAD_TRIGGER")._value.get() == 2
+
+
+def test_a_redelivered_trigger_is_replayed_only_for_its_named_part(
+    broker: Broker, tmp_path: Path, fp32_bundle: Path, tiny_product: Path
+) -> None:
+    """Mosquitto redelivers (DUP) the triggers a station took and never acknowledged before it
+    died. Back, the station answers the one that names its stored part with the stored verdict
+    (``replayed``) and refuses the one with only a request id it used before (``RETRY_UNPROVEN``):
+    the part it meant may have left the camera. Neither fires the camera."""
+    config = line_config(
+        tmp_path, fp32_bundle, camera_folder(tmp_path, tiny_product),
+        mqtt=MqttTriggerConfig(enabled=True, port=broker.port),
+    )  # fmt: skip
+    station = LineStation.build(config)
+    station.start()
+    answers = _AnswerClient(broker.port, tmp_path)
+    try:
+        first = answers.trigger(json.dumps({"request_id": "m-1"}))
+        named = answers.trigger(json.dumps({"request_id": "m-2", "part_id": "p-2"}))
+        station.stop()
+        taken = _take_without_ack(broker.port, tmp_path, [
+            {"request_id": "m-1"}, {"request_id": "m-2", "part_id": "p-2"}], answers)  # fmt: skip
+        count = len(answers.answers)
+        station = LineStation.build(config)
+        station.start()
+        with answers._got:
+            assert answers._got.wait_for(lambda: len(answers.answers) >= count + 2, 20)
+        unproven, replayed = answers.answers[count : count + 2]
+    finally:
+        answers.close()
+        station.stop()
+    assert taken == [True, True]  # first deliveries (DUP clear); the station's came with DUP
+    assert first.verdict is not None and not first.replayed
+    assert (unproven.request_id, unproven.error_code) == ("m-1", ErrorCode.RETRY_UNPROVEN)
+    assert not unproven.replayed and unproven.verdict is None
+    assert (replayed.request_id, replayed.inspection_id) == ("m-2", named.inspection_id)
+    assert replayed.replayed and replayed.verdict == named.verdict
+    assert station.core.store.count_inspections() == 2  # no capture after the restart
+
+
+def _take_without_ack(
+    port: int, root: Path, triggers: list[dict], plc: _AnswerClient
+) -> list[bool]:
+    """A station that takes ``triggers`` (published by ``plc``) and dies before acknowledging
+    them: its session keeps them in flight. Whether each was a first delivery (DUP clear)."""
+    got: list[bool] = []
+    done = threading.Event()
+    client = mqtt_client(secure(root), "cam-1", client_id="inspection-station-cam-1",
+                         clean_session=False, manual_ack=True)  # fmt: skip
+
+    def on_message(_c, _u, message) -> None:
+        got.append(not message.dup)
+        if len(got) == len(triggers):
+            done.set()
+
+    client.on_message = on_message
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    for trigger in triggers:
+        plc.client.publish("inspection/cam-1/trigger", json.dumps(trigger), qos=1)
+    assert done.wait(10)
+    client.disconnect()
+    client.loop_stop()
+    return got
+
+
+def test_an_opcua_answer_standing_when_the_station_connects_is_left_for_the_plc(
+    tmp_path: Path, fp32_bundle: Path, tiny_product: Path
+) -> None:
+    """The PLC server holds Trigger and Done high (the station died after answering): the
+    station connects, fires no camera, leaves the answer and waits for Trigger to fall.
+    Security off: the handshake is the point here (certificates: the test above)."""
+    endpoint, plain = f"opc.tcp://127.0.0.1:{free_port()}/plc", LinkSecurity(mode="none")
+    plc = SoftPlc(endpoint, security=plain)
+    plc.start()
+    for signal, value in (("Trigger", True), ("Done", True), ("AnswerRequestId", "s-1")):
+        plc.write(signal, value)
+    config = line_config(tmp_path, fp32_bundle, camera_folder(tmp_path, tiny_product),
+                         opcua=OpcUaTriggerConfig(enabled=True, endpoint=endpoint),
+                         security=plain)  # fmt: skip
+    station = LineStation.build(config)
+    station.start()
+    try:
+        assert station.links["opcua"].connected.wait(10)
+        time.sleep(0.3)  # the subscription's first notification: Trigger high
+        standing = [plc.read(s) for s in ("Ready", "Done", "AnswerRequestId")]
+        plc.write("Trigger", False)
+        plc.wait_for("Done", False, 5)
+        answer = plc.trigger(request_id="s-2")
+    finally:
+        station.stop()
+        plc.stop()
+    assert standing == [True, True, "s-1"]
+    assert answer.request_id == "s-2" and not answer.replayed
+    assert station.core.store.count_inspections() == 1

@@ -15,9 +15,10 @@ state machines and jobs. A MES or SCADA browses it without a custom mapping:
   name, its internal id the product with the live bundle as ``Version``. Preparing selects the
   product for the following jobs, as the PLC's ``Product`` signal does. A job's ``RecipeId`` /
   ``ProductId``, when given, must name the prepared recipe (``BadInvalidArgument``).
-- A job is one ``TriggerHandler.handle(Trigger(MeasId, product, PartId))`` per part: a reused
-  MeasId is answered from the store only under the handler's retry rule (same product and
-  part), otherwise it is a new part with a new ResultId. ``JobId`` is the station's (unique).
+- A job is one ``TriggerHandler.handle(Trigger(MeasId, product, PartId))`` per part, and never
+  a replay (``handshake.replay``): every part is a capture with a new ResultId, however its
+  MeasId and PartId repeat (a continuous job restarted with the same MeasId, say). ``JobId``
+  is the station's (unique).
   Each part ends in a result (``results``): ``ResultState`` 1 Completed (OK or NG) or 4 Failed
   (no verdict: also an ``ErrorEventType`` event; the machine returns to Ready). A part whose
   inspection overruns is first 2 Processing, then its stored verdict under the same ResultId;
@@ -45,7 +46,7 @@ from typing import Any
 from asyncua import Node, ua
 
 from inspection.line.config import MachineVisionConfig
-from inspection.line.handshake import Answer, LinkContext, Trigger
+from inspection.line.handshake import Answer, Delivery, LinkContext, Trigger
 from inspection.line.machine_vision.access import DENIED, authorize, caller, refuse
 from inspection.line.machine_vision.model import RUNNING, ok
 from inspection.line.machine_vision.results import JobIds, VisionResults
@@ -323,7 +324,9 @@ class VisionSystemServer(LoopThread):
 
     def _inspect(self, part: Trigger, late: Callable[[Answer], None]) -> tuple[Answer, list[str]]:
         """One part (in a worker thread): its answer and its result content."""
-        answer = self.handler.handle(part, source=SOURCE, on_late=late)
+        answer = self.handler.handle(
+            part, source=SOURCE, delivery=Delivery(replays=False), on_late=late
+        )
         return answer, self.results.content(answer)
 
     def _late(
