@@ -17,12 +17,15 @@ def fmt(value: object, digits: int = 3) -> str:
 
 
 def operating_text(choice: ThresholdChoice | None) -> str:
-    """``ThresholdChoice`` in a table cell (n, guaranteed bound, what is lacking)."""
+    """``ThresholdChoice`` in a table cell (n, guaranteed bound, whether it rests on out-of-fold
+    scores, what is lacking)."""
     if choice is None:
         return "F1 (recorded before operating points)"
     if choice.policy != "false_reject_budget":
         return f"{choice.policy} (n={choice.n_good} good, {choice.n_defective} defective)"
     text = f"budget {choice.budget:.1%}, n={choice.n_good}, bound {choice.false_reject_bound:.2%}"
+    if not choice.exchangeable:
+        text += "\n(on out-of-fold training scores: not exchangeable with new parts)"
     return text if choice.sufficient else f"{text}\n({choice.n_needed} good needed)"
 
 

@@ -57,6 +57,14 @@ sums with every good-pair residual (``convolved``) when the threshold is set, an
 is recorded (``ThresholdChoice.transfer_raise``)."""
 
 
+OUT_OF_FOLD = "out_of_fold_train"
+"""The ``good_sources`` name of the training images' out-of-fold scores."""
+NOT_EXCHANGEABLE = (
+    "resting on out-of-fold training scores, which are not exchangeable with new parts: "
+    "new parts may be rejected more often than the bound"
+)
+
+
 @dataclass(frozen=True)
 class OperatingPoint:
     """How a product sets its image threshold (see the module docstring): ``budget`` in
@@ -140,6 +148,13 @@ class ThresholdChoice:
         return self.n_needed is None
 
     @property
+    def exchangeable(self) -> bool:
+        """False when out-of-fold training scores helped set the threshold: they are not
+        exchangeable with new parts, so the bound may understate their false rejects
+        (``pools_out_of_fold``)."""
+        return OUT_OF_FOLD not in (self.good_sources or {})
+
+    @property
     def bound_guaranteed(self) -> bool:
         """False when carried scores set the threshold through a line whose residual is above
         ``MAX_TRANSFER_RESIDUAL`` of its margin and their residuals were not accounted for."""
@@ -163,6 +178,8 @@ class ThresholdChoice:
             text += f" (raised by {self.transfer_raise:.3g} for the carried scores' residuals)"
         if not self.sufficient:
             text += f" (too few good scores for the budget: {self.n_needed} needed)"
+        if not self.exchangeable:
+            text += f"; {NOT_EXCHANGEABLE}"
         if self.n_below_largest is not None and self.miss_below_largest is not None:
             text += (
                 f"; it sits above the largest good score, missing {self.calibration_miss:.0%} of "
@@ -196,6 +213,16 @@ def fewest_below_largest(budget: float) -> int:
     while conformal_rank(n, budget) > n - 1:
         n += 1
     return n
+
+
+def pools_out_of_fold(budget: float, n_never_trained: int) -> bool:
+    """Whether out-of-fold training scores join the good scores that set the threshold: only
+    while the good images never trained on (calibration images, good validation images) are
+    fewer than ``fewest_below_largest(budget)``. Out-of-fold scores are not exchangeable with
+    new parts (a model scores its own training images lower even out of fold), so a
+    certificate resting on them may understate the false rejects; with enough never-trained
+    scores they are left to diagnostics (docs/statistics.md)."""
+    return n_never_trained < fewest_below_largest(budget)
 
 
 def conformal_bound(n: int, rank: int) -> float:

@@ -16,8 +16,10 @@ the single largest |residual|: one good pair decided the threshold (reports/runt
 Dropping carried scores instead took brick INT8's held-out false rejects from 0 to 2 of 7
 (reports/statistics/transfer_gate.md).
 The good calibration images (``GoodScores.calibration``, never trained on) the bundle scores
-itself: their scores are its own, with no transfer, and they join the others; their torch
-scores pair with its own as the training images' do.
+itself: their scores are its own, with no transfer; their torch scores pair with its own as the
+training images' do. Once they and the good validation images suffice for the budget
+(``pools_out_of_fold``, the rule training applies), they set the threshold alone and nothing
+is carried.
 An ROI bundle takes them only when they were scored through the same ROI; a fused bundle
 calibrates on its own out-of-fold fused scores (``fused_out_of_fold``: the local scores carried
 and convolved alike, always); one whose good validation scores fitted its local-statistics
@@ -41,11 +43,13 @@ from inspection.core.global_context import GlobalContext, component_vectors
 from inspection.core.model_record import GoodScores
 from inspection.core.operating_point import (
     MAX_TRANSFER_RESIDUAL,
+    OUT_OF_FOLD,
     OperatingPoint,
     ScoreTransfer,
     convolved,
     fewest_below_largest,
     fit_transfer,
+    pools_out_of_fold,
 )
 from inspection.core.outputs import RawOutputs
 from inspection.core.product_config import model_config_from_mapping
@@ -92,7 +96,7 @@ def calibrate_bundle(
     def calibrated(extra: np.ndarray | None, weights: np.ndarray | None = None) -> Calibration:
         sources = {"validation": int((outputs.labels == 0).sum())} if with_validation else {}
         if extra is not None:
-            sources["out_of_fold_train"] = len(extra) if weights is None else round(weights.sum())
+            sources[OUT_OF_FOLD] = len(extra) if weights is None else round(weights.sum())
         if own.size:
             sources["calibration"] = int(own.size)
             weights = None if weights is None else np.r_[weights, np.ones(own.size)]
@@ -103,6 +107,9 @@ def calibrate_bundle(
             good_sources=sources, validation_good=with_validation, extra_weights=weights,
         )  # fmt: skip
 
+    never_trained = own.size + (int((outputs.labels == 0).sum()) if with_validation else 0)
+    if not pools_out_of_fold(point.budget, never_trained):
+        return calibrated(None)
     if fused:
         return calibrated(*(fused_train_good or (None, None)))
     if not good_scores.out_of_fold or make_sample is None:
@@ -222,7 +229,7 @@ REFUSAL_OPTIONS = (
     "--accuracy-control, more INT8 calibration images (--calibration-size), FP16, or --force"
 )
 """What a refused export may try (its quantisation's options) when its threshold is ranked."""
-_SOURCE_NAMES = {"out_of_fold_train": "out-of-fold training"}
+_SOURCE_NAMES = {OUT_OF_FOLD: "out-of-fold training"}
 
 
 def refusal_advice(calibration: Calibration) -> str:

@@ -35,7 +35,13 @@ from inspection.core.global_context import (
 )
 from inspection.core.images import read_image
 from inspection.core.metrics import image_auroc
-from inspection.core.operating_point import OperatingPoint, ThresholdChoice, choose_threshold
+from inspection.core.operating_point import (
+    OUT_OF_FOLD,
+    OperatingPoint,
+    ThresholdChoice,
+    choose_threshold,
+    pools_out_of_fold,
+)
 from inspection.runtime.preprocess import preprocess
 from inspection.training.convert import ScoreAndMap, no_chunking
 
@@ -316,13 +322,14 @@ def context_threshold(
     held_aside: np.ndarray | None = None,
 ) -> ThresholdChoice:
     """The threshold ``point`` sets on (N,) fused validation scores with their (N,) labels,
-    the training images' out-of-fold fused scores ``train_good`` (``out_of_fold_fused``) and
-    the calibration images' ``held_aside``."""
+    the calibration images' ``held_aside`` and, while those are too few
+    (``pools_out_of_fold``), the training images' out-of-fold fused scores ``train_good``."""
     good = fused[labels == 0]
     sources = {"validation": len(good)}
-    if train_good is not None:
+    n_held = 0 if held_aside is None else len(held_aside)
+    if train_good is not None and pools_out_of_fold(point.budget, len(good) + n_held):
         good = np.concatenate([good, train_good])
-        sources["out_of_fold_train"] = len(train_good)
+        sources[OUT_OF_FOLD] = len(train_good)
     if held_aside is not None:
         good = np.concatenate([good, held_aside])
         sources["calibration"] = len(held_aside)

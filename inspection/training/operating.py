@@ -23,7 +23,7 @@ import numpy as np
 from inspection.core.calibration import Calibration, calibrate
 from inspection.core.fingerprint import relative_name
 from inspection.core.model_record import GoodScores
-from inspection.core.operating_point import OperatingPoint
+from inspection.core.operating_point import OUT_OF_FOLD, OperatingPoint, pools_out_of_fold
 from inspection.core.product_config import ModelConfig
 from inspection.core.roi import RoiSpec
 from inspection.data.dataset import Dataset, Sample
@@ -116,14 +116,16 @@ def calibrate_predictions(
     good: TrainGoodScores | None,
     held_aside: np.ndarray | None = None,
 ) -> Calibration:
-    """The calibration ``point`` sets on validation predictions plus out-of-fold scores
-    (those ``good`` says may calibrate) and the ``held_aside`` scores of the calibration
-    images (``held_aside_scores``)."""
-    extra = None if good is None else good.out_of_fold[good.calibrates]
+    """The calibration ``point`` sets on validation predictions, the ``held_aside`` scores of
+    the calibration images (``held_aside_scores``) and, while those are too few
+    (``pools_out_of_fold``), the out-of-fold scores ``good`` says may calibrate."""
     with_validation = good is None or good.validation_calibrates
     sources = {"validation": int((validation.labels == 0).sum())} if with_validation else {}
+    n_held = 0 if held_aside is None else int(held_aside.size)
+    pooled = good is not None and pools_out_of_fold(point.budget, n_held + sum(sources.values()))
+    extra = good.out_of_fold[good.calibrates] if pooled and good is not None else None
     if extra is not None:
-        sources["out_of_fold_train"] = len(extra)
+        sources[OUT_OF_FOLD] = len(extra)
     if held_aside is not None and held_aside.size:
         sources["calibration"] = int(held_aside.size)
         extra = held_aside if extra is None else np.r_[extra, held_aside]

@@ -257,11 +257,11 @@ def test_demo_products_hold_36_held_out_per_kind_and_a_line_of_good_parts() -> N
     assert demo_test_counts("gravel") == (60, 52)
     assert demo_test_counts("weave", 2, None) == (2, 52)
     # grass gets 20 labelled defects per type, brick and weave none; brick, grass and gravel
-    # 160 good calibration images, weave none
-    assert demo_image_count(["brick", "weave"], n_train=1) == (1 + 60 + 52 * 4 + 160) + (
+    # 200 good calibration images, weave none
+    assert demo_image_count(["brick", "weave"], n_train=1) == (1 + 60 + 52 * 4 + 200) + (
         1 + 60 + 52 * 4
     )
-    assert demo_image_count(["grass"], n_train=1) == 1 + 60 + (52 + 20) * 4 + 160
+    assert demo_image_count(["grass"], n_train=1) == 1 + 60 + (52 + 20) * 4 + 200
 
 
 def test_calibration_images_are_a_stream_of_their_own_after_the_existing_files(

@@ -12,7 +12,13 @@ import numpy as np
 import pytest
 
 from inspection.core.model_record import GoodScores
-from inspection.core.operating_point import MAX_TRANSFER_RESIDUAL, choose_threshold, convolved
+from inspection.core.operating_point import (
+    MAX_TRANSFER_RESIDUAL,
+    OperatingPoint,
+    choose_threshold,
+    convolved,
+    fewest_below_largest,
+)
 from inspection.data.dataset import load_dataset
 from inspection.training.bundle_calibration import (
     _transferred,
@@ -41,8 +47,29 @@ def test_carried_scores_calibrate_when_the_line_fits(
     good = trained_patchcore.record.good_scores()
     operating = _calibrate(trained_patchcore, fp32_bundle, good).operating
     assert operating.good_sources["out_of_fold_train"] == len(good.out_of_fold)
+    assert not operating.exchangeable
     assert operating.transfer_residual is not None
     assert operating.transfer_residual <= MAX_TRANSFER_RESIDUAL
+
+
+def test_enough_never_trained_scores_certify_a_bundle_without_carried_ones(
+    trained_patchcore: TrainedProduct, fp32_bundle: Path
+) -> None:
+    """At a budget its never-trained good images (validation, and held-out ones passed as
+    calibration images) suffice for on their own (``fewest_below_largest``), the bundle
+    carries no out-of-fold score and its record says which images certified it."""
+    splits = export_splits(trained_patchcore.record, load_dataset(trained_patchcore.dataset_root))
+    n_good = sum(sample.label == 0 for sample in splits.validation)
+    held_aside = [sample for sample in splits.test if sample.label == 0]
+    point = OperatingPoint(budget=0.5)
+    assert n_good + len(held_aside) >= fewest_below_largest(point.budget)
+    operating = calibrate_bundle(
+        lambda samples: run_bundle(fp32_bundle, samples), splits.validation, point,
+        trained_patchcore.record.good_scores(), splits.dataset_root,
+        make_sample=lambda path: LabelledSample(path, 0, "good"), held_aside=held_aside,
+    ).operating  # fmt: skip
+    assert operating.good_sources == {"validation": n_good, "calibration": len(held_aside)}
+    assert operating.exchangeable and operating.transfer_residual is None
 
 
 def test_a_line_that_does_not_fit_raises_the_threshold_for_its_residuals(

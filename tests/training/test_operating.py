@@ -1,0 +1,63 @@
+"""Which good scores certify a threshold: the never-trained ones alone once they suffice for
+the budget, out-of-fold training scores only while they are too few (and said so)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from inspection.core.operating_point import (
+    OUT_OF_FOLD,
+    OperatingPoint,
+    choose_threshold,
+    fewest_below_largest,
+)
+from inspection.training.global_context import context_threshold
+from inspection.training.operating import TrainGoodScores, calibrate_predictions
+from inspection.training.samples import Predictions
+
+RNG = np.random.default_rng(0)
+VALIDATION = Predictions(
+    scores=np.r_[RNG.normal(0.0, 1.0, 20), RNG.normal(6.0, 1.0, 10)].astype(np.float32),
+    maps=np.zeros((30, 4, 4), np.float32),
+    labels=np.r_[np.zeros(20), np.ones(10)].astype(np.int64),
+    gt_masks=np.zeros((30, 4, 4), bool),
+    mask_known=np.zeros(30, bool),
+    defect_types=("good",) * 20 + ("crack",) * 10,
+    paths=tuple(f"{i}.png" for i in range(30)),
+)
+OUT_OF_FOLD_SCORES = RNG.normal(-1.0, 0.5, 60)
+"""Lower than new parts', as a model scores its own training images even out of fold."""
+
+
+def _good(scores: np.ndarray) -> TrainGoodScores:
+    return TrainGoodScores((), scores, (), np.empty(0), 5, np.ones(scores.size, bool))
+
+
+@pytest.mark.parametrize("budget", [0.01, 0.05])
+def test_enough_never_trained_scores_set_the_threshold_without_out_of_fold_ones(
+    budget: float,
+) -> None:
+    point = OperatingPoint(budget=budget)
+    held = RNG.normal(0.0, 1.0, fewest_below_largest(budget) - 20)  # + 20 good validation
+    calibration = calibrate_predictions(VALIDATION, point, _good(OUT_OF_FOLD_SCORES), held)
+    operating = calibration.operating
+    alone = choose_threshold(np.r_[held, VALIDATION.scores[:20]], point)
+    assert operating.threshold == pytest.approx(alone.threshold)
+    assert operating.good_sources == {"validation": 20, "calibration": held.size}
+    assert operating.exchangeable and "not exchangeable" not in operating.describe()
+
+    fewer = calibrate_predictions(VALIDATION, point, _good(OUT_OF_FOLD_SCORES), held[1:])
+    assert fewer.operating.good_sources[OUT_OF_FOLD] == OUT_OF_FOLD_SCORES.size
+    assert not fewer.operating.exchangeable
+    assert "not exchangeable with new parts" in fewer.operating.describe()
+
+
+def test_a_fused_threshold_follows_the_same_rule() -> None:
+    point = OperatingPoint()
+    fused, labels = VALIDATION.scores.astype(np.float64), VALIDATION.labels
+    held = RNG.normal(0.0, 1.0, fewest_below_largest(point.budget) - 20)
+    choice = context_threshold(fused, labels, point, OUT_OF_FOLD_SCORES, held)
+    assert choice.good_sources == {"validation": 20, "calibration": held.size}
+    pooled = context_threshold(fused, labels, point, OUT_OF_FOLD_SCORES, held[1:])
+    assert pooled.good_sources[OUT_OF_FOLD] == OUT_OF_FOLD_SCORES.size
