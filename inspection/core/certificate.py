@@ -84,6 +84,16 @@ class Certificate:
         )  # fmt: skip
 
     @property
+    def line_bound(self) -> float | None:
+        """The bound counting only the audited parts as exchangeable with the line's future
+        good parts, the bundle's own scores as arbitrary: the k-th of n sits at or above the
+        (k - m)-th of the n - m audited ones (m = n - ``n_audited``), so a good part is
+        rejected with P <= (n + 1 - k) / (n_audited + 1). None: nothing audited."""
+        if not self.n_audited:
+            return None
+        return min(1.0, (self.n_good + 1 - min(self.rank, self.n_good)) / (self.n_audited + 1))
+
+    @property
     def certified(self) -> bool:
         """The bound is within the budget."""
         return self.n_needed is None
@@ -96,11 +106,14 @@ class Certificate:
         return max(0, fewest_below_largest(self.budget) - self.n_good)
 
     def describe(self) -> str:
-        """'budget 1.0%: n=120 good (20 audited), bound 0.83%; certified, ...'."""
+        """'budget 1.0%: n=120 good (20 audited), bound 0.83% (4.76% on the audited parts
+        alone); certified, ...'."""
         text = (
             f"budget {self.budget:.1%}: n={self.n_good} good ({self.n_audited} audited), "
             f"bound {self.false_reject_bound:.2%}"
         )
+        if self.line_bound is not None:
+            text += f" ({self.line_bound:.2%} on the audited parts alone)"
         more = self.still_needed()
         if not self.certified:
             return f"{text}; NOT certified: {more} more good parts needed"

@@ -86,3 +86,14 @@ def test_a_bundle_without_its_calibration_scores_is_refused() -> None:
     older = dataclasses.replace(bundle, output_calibration=own)
     with pytest.raises(CertificationError, match="records no good calibration scores"):
         certify(older, _parts([0.2]), HELD_OUT)
+
+
+def test_the_bound_on_the_audited_parts_alone_holds_whatever_the_bundle_scores() -> None:
+    """m bundle scores as arbitrary: the k-th of n pooled sits at or above the (k - m)-th of
+    the audited ones, so the rate is at most (n + 1 - k) / (n - m + 1)."""
+    certified = certify(_bundle(), _parts(np.linspace(0.1, 0.4, 60)), HELD_OUT)
+    after = certified.certificate
+    expected = (after.n_good + 1 - after.rank) / (60 + 1)
+    assert after.line_bound == pytest.approx(expected)
+    assert after.false_reject_bound < after.line_bound
+    assert f"({after.line_bound:.2%} on the audited parts alone)" in after.describe()
