@@ -5,8 +5,8 @@ with every part drawn into the random audit sample (``audit_rate: 1``). It inspe
 ``AUDITED`` good parts and ``DEFECTS`` defective ones of a new seeded stream. Reviewers confirm
 them: one in real Chromium (an admin signs in, opens ``review?show=audit`` and clicks *Good
 part*), the others through ``review.submit``, the function that button calls. On the
-Thresholds page the admin clicks *Certify*: the threshold is derived again, without
-retraining, from the bundle's calibration scores and the confirmed goods, signed, and the
+Thresholds page the admin clicks *Certify* (``inspection operating certify`` runs the same
+function after it): the threshold is derived again, without retraining, from the bundle's calibration scores and the confirmed goods, signed, and the
 station picks it up. The certificate changes where the dashboard and ``inspection station
 status`` show it, and ``HELD`` further good parts of the stream are rejected no more often
 than the new bound makes plausible (one-sided binomial test, ``within_budget``).
@@ -175,3 +175,17 @@ def test_audited_parts_confirmed_in_the_dashboard_certify_the_live_bundle(
         assert {v["threshold"] for v in verdicts} == {version.value}
         rejected = sum(v["verdict"] == "NG" for v in verdicts)
         assert within_budget(rejected, HELD, certificate.false_reject_bound), rejected
+    again = _certify_command(site_yaml)  # the command runs what the button ran: same parts
+    assert f"{PRODUCT}: threshold v2 = {version.value:.4f}" in again, again
+    assert registry.journal.current_threshold(PRODUCT).certificate == certificate
+
+
+def _certify_command(site_yaml: Path) -> str:
+    from inspection.cli import app
+
+    result = CliRunner().invoke(
+        app,
+        ["operating", "certify", "--product", PRODUCT, "--actor", "qa", "--site", str(site_yaml)],
+    )
+    assert result.exit_code == 0, result.output
+    return result.output
