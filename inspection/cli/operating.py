@@ -43,7 +43,7 @@ def certify(
     store = Store(config.store_url, config.blob_dir)
     try:
         store.check_schema()
-        version = certify_product(registry, store, product, actor=actor.strip() or "cli")
+        version = certify_product(registry, store, product, actor=actor.strip())
         console.print(f"{product}: threshold v{version.number} = {version.value:.4f}")
         console.print(escape(product_certificate(registry, store, product).describe()))
     finally:
