@@ -1,14 +1,53 @@
-"""Table cells for figures, the operating point and per-kind miss rates (shared by commands)."""
+"""``inspection operating``: a live bundle's certificate from audited parts; and table cells
+for figures, the operating point and per-kind miss rates (shared by commands)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from inspection.cli._site import group, site_option
+from inspection.core.config import load_site_config
 from inspection.core.metrics import EvaluationMetrics
 from inspection.core.operating_point import KindMiss, ThresholdChoice
+from inspection.core.registry import Registry
 
 if TYPE_CHECKING:
     from inspection.runtime.self_check import LiveCheck
+
+console = Console()
+operating_app = group("operating", "Operating points: certify a live bundle from audited parts.")
+
+
+@operating_app.command("certify")
+def certify(
+    product: str = typer.Option(
+        ..., "--product", "-p", help="Product whose live bundle to certify."
+    ),
+    actor: str = typer.Option(..., "--actor", help="Who certifies (audit log)."),
+    site: str = site_option(),
+) -> None:
+    """Derive the live bundle's threshold again, without retraining, from its calibration
+    scores and the random audit sample's parts reviewers confirmed good; record it as a new
+    (signed) threshold version when it passes the bundle's export gate on its held-out parts.
+    Stations pick it up as any threshold version."""
+    # deferred: sqlalchemy
+    from inspection.station.certify import certify_product, product_certificate
+    from inspection.store.store import Store
+
+    config = load_site_config(site)
+    registry = Registry(config.registry_dir)
+    store = Store(config.store_url, config.blob_dir)
+    try:
+        store.check_schema()
+        version = certify_product(registry, store, product, actor=actor.strip())
+        console.print(f"{product}: threshold v{version.number} = {version.value:.4f}")
+        console.print(escape(product_certificate(registry, store, product).describe()))
+    finally:
+        store.engine.dispose()
 
 
 def fmt(value: object, digits: int = 3) -> str:

@@ -23,7 +23,7 @@ from rich.table import Table
 from inspection.cli._signals import stop_on_signals
 from inspection.cli._site import group
 from inspection.cli.console import logs_beside, print_table, quiet_logs, verbose_requested
-from inspection.core.errors import ConfigError
+from inspection.core.errors import ConfigError, InspectionError
 from inspection.core.registry import Registry
 from inspection.core.signing import Keyring, key_id
 from inspection.distribution.sync import (
@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from inspection.runtime.hardware import CpuInfo
     from inspection.station.config import StationCoreConfig
     from inspection.store.outbox import SinkBacklog
+    from inspection.store.store import Store
 
 console = Console()
 station_app = group("station", "Line-station maintenance commands.")
@@ -243,10 +244,12 @@ def run(config: Path = LINE_OPTION) -> None:
 @station_app.command("status")
 def status(config: Path = LINE_OPTION) -> None:
     """Outbox backlog per sink (waiting, oldest, delivered), the pinned signing key, and each
-    product's live bundle with its signature check. Takes a line config (``configs/line.yaml``)
+    product's live bundle with its signature check and certificate (n good, the bound at the
+    false-reject budget, what is still needed). Takes a line config (``configs/line.yaml``)
     or a serve config (``configs/station.yaml``: no sinks or PLC links)."""
-    # deferred: openvino
+    # deferred: openvino, sqlalchemy
     from inspection.station.trust import bundle_signature_status
+    from inspection.store.store import Store
 
     core, sinks, security = _status_source(config)
     check_registry_dir(core)
@@ -272,14 +275,35 @@ def status(config: Path = LINE_OPTION) -> None:
     else:
         console.print(f"bundle signatures: required, pinned key {key_id(public_key)}")
     registry = Registry(core.registry_dir)
-    for product in core.products:
-        live = registry.journal.live(product)
-        if live is None:
-            console.print(f"{product}: live bundle [red]none[/]")
-            continue
-        check = bundle_signature_status(registry, product, live.bundle_id, public_key)
-        colour = "green" if check.startswith(("signed", "not checked")) else "red"
-        console.print(f"{product}: live bundle {live.bundle_id} [{colour}]{check}[/]")
+    store = None if backlog is None else Store(core.store_url, core.blob_dir)
+    try:
+        for product in core.products:
+            live = registry.journal.live(product)
+            if live is None:
+                console.print(f"{product}: live bundle [red]none[/]")
+                continue
+            check = bundle_signature_status(registry, product, live.bundle_id, public_key)
+            colour = "green" if check.startswith(("signed", "not checked")) else "red"
+            console.print(f"{product}: live bundle {live.bundle_id} [{colour}]{check}[/]")
+            _print_certificate(registry, store, product)
+    finally:
+        if store is not None:
+            store.engine.dispose()
+
+
+def _print_certificate(registry: Registry, store: Store | None, product: str) -> None:
+    """The live bundle's certificate: n good, the bound at the budget, what is still needed."""
+    # deferred: sqlalchemy
+    from inspection.station.certify import product_certificate
+
+    try:
+        certificate = product_certificate(registry, store, product)
+    except (InspectionError, OSError) as exc:
+        console.print(f"{product}: certificate [red]unreadable[/]: {escape(str(exc))}")
+        return
+    held = certificate.certificate is not None and certificate.certificate.certified
+    colour = "green" if held else "red"
+    console.print(f"{product}: certificate [{colour}]{escape(certificate.describe())}[/]")
 
 
 def _status_source(

@@ -60,6 +60,12 @@ class Calibration:
     pixel_f1: float | None = None
     method: str = CALIBRATION_METHOD
     operating: ThresholdChoice | None = None
+    good_scores: tuple[float, ...] = ()
+    """The raw good calibration scores ``operating`` was chosen on (signed with the bundle):
+    a threshold is derived again from them and audited production goods without retraining
+    (``core.certificate``). Empty: recorded before they were kept."""
+    good_weights: tuple[float, ...] = ()
+    """How many good images each of ``good_scores`` counts for (``convolved``); empty: one."""
 
     def __post_init__(self) -> None:
         norm = self.normalization
@@ -67,6 +73,17 @@ class Calibration:
             raise ValueError(f"calibration min must not exceed max, got {norm}")
         if min(self.n_good or 0, self.n_defective or 0) < 0:
             raise ValueError("calibration image counts must be >= 0")
+        if self.good_weights and len(self.good_weights) != len(self.good_scores):
+            raise ValueError(
+                f"good_weights: expected {len(self.good_scores)} entries, got "
+                f"{len(self.good_weights)}"
+            )
+
+    def good_set(self) -> tuple[np.ndarray, np.ndarray]:
+        """(G,) raw good calibration scores and (G,) the images each counts for."""
+        scores = np.asarray(self.good_scores, dtype=np.float64)
+        weights = self.good_weights or np.ones(scores.size)
+        return scores, np.asarray(weights, dtype=np.float64)
 
 
 def calibrate(
@@ -141,6 +158,8 @@ def calibrate(
         pixel_f1=round(pixel_f1, 6) if masks[known].any() else None,
         method=OPERATING_POINT_METHOD,
         operating=choice,
+        good_scores=tuple(float(f"{v:.9g}") for v in good),
+        good_weights=() if weights is None else tuple(float(w) for w in weights),
     )
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from inspection.core.bundle import verify_bundle
+from inspection.core.certificate import Certificate
 from inspection.core.config import from_mapping
 from inspection.core.decisions import Decision, DecisionKind, LiveState, ThresholdVersion
 from inspection.core.errors import ConfigError, RegistryError
@@ -155,11 +156,13 @@ class DecisionJournal:
         reason: str,
         bundle_id: str | None = None,
         budget: float | None = None,
+        certificate: Certificate | None = None,
         sign: bool = True,
     ) -> ThresholdVersion:
         """Append a new threshold version (normalised, 0 < value < 1) for ``bundle_id`` (None:
-        any); ``budget``: the false-reject budget it was chosen for. Signed with the site key
-        when this machine holds it, unless ``sign`` is False (a copy of an unsigned version)."""
+        any); ``budget``: the false-reject budget it was chosen for, ``certificate`` what it
+        guarantees there. Signed with the site key when this machine holds it, unless ``sign``
+        is False (a copy of an unsigned version)."""
         try:
             value = check_threshold(value)
         except ValueError as exc:
@@ -171,7 +174,7 @@ class DecisionJournal:
             try:
                 version = ThresholdVersion(
                     product, number, float(value), actor, reason, utc_now(), bundle_id,
-                    None if budget is None else float(budget),
+                    None if budget is None else float(budget), certificate,
                 )  # fmt: skip
             except ConfigError as exc:
                 raise RegistryError(str(exc)) from exc

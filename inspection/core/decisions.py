@@ -13,6 +13,7 @@ from typing import Any, Literal, Protocol, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from inspection.core.certificate import Certificate
 from inspection.core.errors import ConfigError
 from inspection.core.operating_point import MAX_BUDGET
 from inspection.core.signing import PublicKeys, SigningError, verify_record
@@ -72,7 +73,9 @@ def _row(record: object, optional: tuple[str, ...]) -> dict[str, Any]:
 class ThresholdVersion:
     """One threshold version: ``value`` normalised, in (0, 1), for ``bundle_id`` (None: any).
     ``budget``: the false-reject budget it was chosen for, in (0, ``MAX_BUDGET``], at which a
-    re-calibrating station re-derives it (``core.golden.carry_threshold``); None: by value."""
+    re-calibrating station re-derives it (``core.golden.carry_threshold``); None: by value.
+    ``certificate``: what it guarantees when derived from the bundle's calibration scores and
+    audited parts (``core.certificate``); None: chosen otherwise."""
 
     product: str
     number: int
@@ -82,6 +85,7 @@ class ThresholdVersion:
     created_at: str
     bundle_id: str | None = None
     budget: float | None = None
+    certificate: Certificate | None = None
     key_id: str | None = None
     """The key that signed the version (``core.signing.sign_record``); None: unsigned."""
     signature: str | None = None
@@ -98,7 +102,7 @@ class ThresholdVersion:
         return f"threshold v{self.number} of {self.product}"
 
     def row(self) -> dict[str, object]:
-        return _row(self, ("budget", "key_id", "signature"))
+        return _row(self, ("budget", "certificate", "key_id", "signature"))
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ from inspection.store import queries
 from inspection.store.store import Store
 
 DEFECT_LABELS = ("defect",)
-GOOD_LABELS = ("false_alarm", "good")
+GOOD_LABELS = queries.GOOD_LABELS
 
 
 @dataclass(frozen=True)

@@ -164,7 +164,7 @@ class Pipeline:
         self.on_input_domain = on_input_domain
         self.retention = load_retention(config.configs)
         """What a part stores (good parts: overlay, map) and the audit-sample rate."""
-        self._draw = random.Random()
+        self._draw = random.SystemRandom()  # OS entropy: no seed shared by forked workers
         self._keep: dict[str, KeepPolicy] = {}  # per product, resolved once (not per part)
 
     def last_request(self, station_id: str, request_id: str) -> Inspection | None:
@@ -222,9 +222,10 @@ class Pipeline:
         if request.key is not None and (stored := self.store.find_by_request_id(request.key)):
             return Outcome(check_replay(stored, request.product, request.digest), False)
         model = self.models.get(request.product)  # NoLiveModel when none is loaded
+        audit = self._audit_draw()
         decoded, result, decode_ms = self._inspect(data, request, model)
         encode_start = time.perf_counter()
-        encoded, audit = self._encode(data, decoded, result, request.product)
+        encoded = self._encode(data, decoded, result, request.product, audit)
         stages = {"decode": decode_ms, **result.timings_ms, "encode": _ms(encode_start)}
         fields = _row(request, model.bundle_id, decoded, result, audit) | {
             column: sha256_bytes(blob) for column, (blob, _ext) in encoded.items()
@@ -288,14 +289,25 @@ class Pipeline:
         result = with_camera_size(result, decoded.source_size, decoded.image.shape[:2])
         return decoded, result, decode_ms
 
-    def _encode(
-        self, data: bytes, decoded: DecodedImage, result: InspectionResult, product: str
-    ) -> tuple[dict[str, tuple[bytes, str]], bool]:
-        """The blobs to store ({sha column: (bytes, extension)}) under the retention policy:
-        image and mask always; map and overlay for NG parts, audit samples and what the
-        product keeps of good ones. Also whether this part is an audit sample."""
+    def _audit_draw(self) -> bool:
+        """Whether the next part joins the random audit sample: 1 in ``audit_rate`` parts
+        (retention.yaml), a Bernoulli draw made before the part is inspected, so independent
+        of its image, score and verdict. Its confirmed-good parts certify the bundle's
+        false-reject rate (``core.certificate``; docs/statistics.md says why this matters)."""
         rate = self.retention.audit_rate
-        audit = rate > 0 and self._draw.random() < 1 / rate
+        return rate > 0 and self._draw.random() < 1 / rate
+
+    def _encode(
+        self,
+        data: bytes,
+        decoded: DecodedImage,
+        result: InspectionResult,
+        product: str,
+        audit: bool,
+    ) -> dict[str, tuple[bytes, str]]:
+        """The blobs to store ({sha column: (bytes, extension)}) under the retention policy:
+        image and mask always; map and overlay for NG parts, ``audit`` samples and what the
+        product keeps of good ones."""
         keep = self._keep.get(product) or self._keep.setdefault(
             product, self.retention.policy(product)
         )
@@ -310,7 +322,7 @@ class Pipeline:
         if not good or keep.good_overlay:
             overlay = render_overlay(decoded.image, result, max_side=self.bounds.overlay_max_side)
             encoded["overlay_sha"] = (encode_jpeg(overlay), ".jpg")
-        return encoded, audit
+        return encoded
 
     def _commit(
         self,

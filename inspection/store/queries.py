@@ -23,13 +23,15 @@ from inspection.store.rollups import HourlyRollup, ScoreRollup, hour_of
 from inspection.store.store import Store, StoreError
 
 Period = Literal["hour", "day"]
-QueueKind = Literal["ng", "borderline", "ng_or_borderline", "all"]
+QueueKind = Literal["ng", "borderline", "ng_or_borderline", "audit", "all"]
 QueueStatus = Literal["unreviewed", "reviewed", "all"]
 QueueOrder = Literal["score_desc", "newest", "oldest", "closest_to_threshold"]
 PERIODS: tuple[str, ...] = ("hour", "day")
-QUEUE_KINDS: tuple[str, ...] = ("ng", "borderline", "ng_or_borderline", "all")
+QUEUE_KINDS: tuple[str, ...] = ("ng", "borderline", "ng_or_borderline", "audit", "all")
 QUEUE_STATUSES: tuple[str, ...] = ("unreviewed", "reviewed", "all")
 QUEUE_ORDERS: tuple[str, ...] = ("score_desc", "newest", "oldest", "closest_to_threshold")
+GOOD_LABELS: tuple[str, ...] = ("false_alarm", "good")
+"""Review labels that confirm a part good."""
 _SQLITE_BUCKETS = {"hour": (13, ":00:00"), "day": (10, " 00:00:00")}  # prefix length, padding
 
 
@@ -81,7 +83,8 @@ class BacklogRow:
 class QueueQuery:
     """Which inspections the review queue shows.
 
-    ``borderline`` means verdict OK with ``score >= threshold - margin`` (the row's own threshold).
+    ``borderline`` means verdict OK with ``score >= threshold - margin`` (the row's own threshold);
+    ``audit``: the station's random audit sample, OK and NG alike.
     """
 
     product: str | None = None
@@ -304,6 +307,19 @@ def labelled_scores(
         return [(float(s), str(label)) for s, label in session.execute(query)]
 
 
+def audited_good(store: Store, product: str) -> list[tuple[str, str, float]]:
+    """(inspection id, bundle id, score) of every part of ``product``'s random audit sample a
+    reviewer confirmed good (``good`` or ``false_alarm``), oldest first."""
+    query = (
+        select(Inspection.id, Inspection.bundle_id, Inspection.score)
+        .where(Inspection.product == product, Inspection.review_label.in_(GOOD_LABELS))
+        .where(Inspection.audit_sample.is_(True))
+        .order_by(Inspection.created_at, Inspection.id)
+    )
+    with store.session() as session:
+        return [(str(i), str(b), float(s)) for i, b, s in session.execute(query)]
+
+
 def defect_types(store: Store, product: str | None = None) -> list[str]:
     """Defect types reviewers have used before (for the type picker)."""
     query = select(Review.defect_type).where(Review.defect_type.is_not(None)).distinct()
@@ -336,7 +352,9 @@ def _queue_conditions(query: QueueQuery, lowest: float | None) -> list[Any]:
         conditions.append(and_(verdict == "OK", near))
     elif query.kind == "ng_or_borderline":  # an NG part scores >= its threshold (core rule)
         conditions.append(near)
-    if query.kind != "all" and lowest is not None:
+    elif query.kind == "audit":
+        conditions.append(Inspection.audit_sample.is_(True))
+    if query.kind not in ("all", "audit") and lowest is not None:
         conditions.append(
             Inspection.score >= lowest - (0.0 if query.kind == "ng" else query.margin)
         )

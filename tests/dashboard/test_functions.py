@@ -23,7 +23,10 @@ from inspection.store.store import Store, StoreError
 T0 = datetime(2025, 3, 1, 8, 0, tzinfo=timezone.utc)
 
 
-def _row(store: Store, minutes: float, score: float, *, product="p", station="s1", **extra):
+def _row(
+    store: Store, minutes: float, score: float, *, product="p", station="s1",
+    bundle="v0001-fp32", **extra,
+):  # fmt: skip
     return store.add_inspection(
         created_at=T0 + timedelta(minutes=minutes),
         product=product,
@@ -32,7 +35,7 @@ def _row(store: Store, minutes: float, score: float, *, product="p", station="s1
         threshold=0.5,
         verdict="NG" if score >= 0.5 else "OK",
         model_version=f"{product}/v0001",
-        bundle_id="v0001-fp32",
+        bundle_id=bundle,
         latency_ms=10.0,
         width=8,
         height=8,
@@ -128,12 +131,29 @@ def test_review_queue_kinds_status_and_paging(store: Store) -> None:
     assert queries.defect_types(store, "p") == ["crack"] and queries.defect_types(store, "q") == []
 
 
+def test_the_audit_queue_lists_the_random_sample_and_its_confirmed_goods(store: Store) -> None:
+    """OK and NG audit parts alike; those confirmed good (good, false alarm) certify, with the
+    bundle that scored them."""
+    rows = [
+        _row(store, 90 + i, score, audit_sample=True) for i, score in enumerate((0.1, 0.3, 0.8))
+    ]
+    rows.append(_row(store, 95, 0.6, audit_sample=True, bundle="v0002-int8"))
+    audit = queries.QueueQuery(product="p", kind="audit")
+    assert [r.score for r in queries.review_queue(store, audit)] == [0.8, 0.6, 0.3, 0.1]
+    for row, label in zip(rows, ("good", "false_alarm", "defect", "good"), strict=True):
+        review.submit(store, row.id, label=label, reviewer="ann")
+    assert queries.audited_good(store, "p") == [
+        (rows[0].id, "v0001-fp32", 0.1), (rows[1].id, "v0001-fp32", 0.3),
+        (rows[3].id, "v0002-int8", 0.6),
+    ]  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
         (
             {"kind": "bad"},
-            "queue kind must be one of ['ng', 'borderline', 'ng_or_borderline', 'all'], got 'bad'",
+            "queue kind must be one of ['ng', 'borderline', 'ng_or_borderline', 'audit', 'all'], got 'bad'",
         ),
         (
             {"status": "new"},

@@ -1,5 +1,7 @@
 """Review queue: NG and borderline parts with image, anomaly overlay and mask; one-key labels;
-the defect's region painted on a canvas (``streamlit-drawable-canvas``) is saved with a defect."""
+the defect's region painted on a canvas (``streamlit-drawable-canvas``) is saved with a defect.
+*Audit sample* (``review?show=audit``) lists the station's random audit sample, OK and NG alike:
+its parts confirmed good certify the live bundle (Thresholds page, ``core.certificate``)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ KINDS = {
     "NG + borderline": "ng_or_borderline",
     "NG": "ng",
     "Borderline OK": "borderline",
+    "Audit sample": "audit",
     "Everything": "all",
 }
 STATUSES = {"To review": "unreviewed", "Reviewed": "reviewed", "All": "all"}
@@ -36,6 +39,9 @@ stations = app_state.stations(site)
 row1 = st.columns([2, 2, 2, 2, 2])
 product = row1[0].selectbox("Product", ["All products", *products], key="rv_product")
 station = row1[1].selectbox("Station", ["All stations", *stations], key="rv_station")
+shown = {value: name for name, value in KINDS.items()}.get(st.query_params.get("show", ""))
+if shown and "rv_kind" not in st.session_state:  # deep link: review?show=audit
+    st.session_state["rv_kind"] = shown
 kind = row1[2].selectbox("Show", list(KINDS), key="rv_kind")
 status = row1[3].selectbox("Status", list(STATUSES), key="rv_status")
 order = row1[4].selectbox("Order", list(ORDERS), key="rv_order")

@@ -13,6 +13,7 @@ from streamlit.delta_generator import DeltaGenerator
 from inspection.core.errors import InspectionError
 from inspection.core.signing import signer_label
 from inspection.dashboard import app_state, charts, health, panels, thresholds
+from inspection.station.certify import certify_product, product_certificate
 
 
 def _pct(x: float) -> str:
@@ -262,8 +263,50 @@ else:
         icon=":material/info:",
     )
 
-st.subheader("Save")
 admin = app_state.may(app_state.ADMINS)
+
+
+def _certify() -> None:
+    """The live bundle's threshold derived again from its confirmed audit parts (signed)."""
+    who = app_state.acting_as(app_state.ADMINS)
+    if not who:
+        st.session_state["th_cert_message"] = ("error", "Certifying is for a named admin user.")
+        return
+    try:
+        version = certify_product(board.registry, board.store, product, actor=who)
+    except InspectionError as exc:
+        st.session_state["th_cert_message"] = ("error", str(exc))
+        return
+    app_state.invalidate()
+    st.session_state["th_cert_message"] = (
+        "success",
+        f"Certified: threshold version {version.number} = {version.value:.4f} for "
+        f"{version.bundle_id}; stations pick it up on their next refresh.",
+    )
+
+
+st.subheader("Certificate")
+try:
+    certificate = product_certificate(board.registry, board.store, product)
+except InspectionError as exc:
+    st.caption(f"No certificate: {exc}")
+else:
+    st.markdown(f"**{product}** · live bundle {certificate.describe()}")
+    st.caption(
+        "The false-reject bound of the live bundle's threshold: its good calibration scores "
+        "and the random audit sample's parts reviewers confirmed good (Review queue, *Show: "
+        "Audit sample*). *Certify* derives the threshold again on them without retraining, "
+        "if the bundle's export gate still passes on its held-out parts."
+    )
+    st.button(
+        f"Certify {product} from audited parts", disabled=not admin, on_click=_certify,
+        key="th_certify",
+    )  # fmt: skip
+cert_message = st.session_state.pop("th_cert_message", None)
+if cert_message:
+    (st.success if cert_message[0] == "success" else st.error)(cert_message[1])
+
+st.subheader("Save")
 if not admin:
     st.caption("Saving a threshold is for admin users; explore the trade-offs freely.")
 
