@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -184,6 +185,37 @@ def rollback(
     state = registry.journal.rollback(product, actor=actor.strip(), reason=reason.strip())
     console.print(
         f"[green]{product}: live bundle {before.bundle_id if before else '?'} -> "
+        f"{state.bundle_id}[/] (by {state.actor}: {state.reason})"
+    )
+
+
+@commands.command("promote")
+def promote(
+    product: str = typer.Argument(..., help="Product, e.g. brick."),
+    bundle: str = typer.Argument(..., help="Bundle already exported, e.g. v0004-int8."),
+    actor: str = typer.Option(None, "--actor", help="Who promotes (default: your login)."),
+    reason: str = typer.Option(
+        "promoted with inspection promote", "--reason", help="Why (audit log)."
+    ),
+    site: str = SITE_OPTION,
+) -> None:
+    """Make an exported bundle live, if its export gate passed (recorded with who and why)."""
+    # deferred: the station side's trust rules (only this command reads them)
+    from inspection.core.bundle import read_bundle_metadata
+    from inspection.station.trust import gate_refusal
+
+    actor = actor or getpass.getuser()
+    registry = Registry(load_site_config(site).registry_dir)
+    refusal = gate_refusal(read_bundle_metadata(registry.bundles.bundle_dir(product, bundle)))
+    if refusal is not None:
+        raise RegistryError(
+            f"{product}/{bundle} was refused by its export gate ({refusal}): stations refuse "
+            "it. Export another version, or have an admin force it (inspection export --force)"
+        )
+    before = registry.journal.live(product)
+    state = registry.journal.promote(product, bundle, actor=actor.strip(), reason=reason.strip())
+    console.print(
+        f"[green]{product}: live bundle {before.bundle_id if before else 'none'} -> "
         f"{state.bundle_id}[/] (by {state.actor}: {state.reason})"
     )
 
