@@ -32,7 +32,7 @@ from inspection.core.images import (
     mask_levels,
 )
 from inspection.core.operating_point import DEFAULT_BUDGET, n_needed
-from inspection.data.dataset import GOOD, MIN_TEST_GOOD, Dataset, Sample
+from inspection.data.dataset import GOOD, MIN_TEST_GOOD, NEEDS_TEST_GOOD, Dataset, Sample
 from inspection.data.decoded import KEPT
 from inspection.data.leaks import held_out_copies, pixel_print
 
@@ -373,10 +373,7 @@ def _dataset_findings(dataset: Dataset) -> list[Problem]:
         problems.append(Problem(dataset.root, message, "no_masks", "warning"))
     test_good = sum(s.label == 0 for s in dataset.test_samples)
     if test_good < MIN_TEST_GOOD:
-        message = (
-            f"the test split needs at least {MIN_TEST_GOOD} good images (test/good) to "
-            f"calibrate and measure the model, it has {test_good}: training refuses it"
-        )
+        message = f"test/good has {test_good} image(s): {NEEDS_TEST_GOOD}"
         problems.append(Problem(dataset.root, message, "too_few_test_good"))
     if not any(s.label == 1 for s in dataset.test_samples):
         message = (

@@ -258,8 +258,9 @@ def test_fewer_than_2_good_test_images_is_an_error(
         (
             "too_few_test_good",
             root.resolve(),
-            "the test split needs at least 2 good images (test/good) to calibrate and measure "
-            f"the model, it has {keep}: training refuses it",
+            f"test/good has {keep} image(s): training needs at least 2 held-out good parts in "
+            "test/good to set and check its threshold; move a fifth of train/good there "
+            "(test/<defect>/ is optional)",
         )
     ]
     # 24 training images + 30 % of test/good: below the 99 a 1 % budget needs
