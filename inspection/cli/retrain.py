@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from inspection.cli._signals import Terminated, stop_on_signals, terminate_as_interrupt
 from inspection.cli._site import site_option
@@ -23,6 +24,7 @@ from inspection.retrain.scheduler import Housekeeping, Scheduler
 
 if TYPE_CHECKING:
     from inspection.retrain.config import RetrainConfig
+    from inspection.retrain.pipeline import RetrainResult
     from inspection.store.retention import PruneReport
 
 console = Console()
@@ -85,6 +87,7 @@ def retrain(
     if memory_gb is not None and not ray_address:
         raise typer.BadParameter("--memory-gb budgets each product's Ray task: use it with --ray")
     site_config, retrain_config = _configs(site, config)
+    advice = None
     # the screen shows progress and the decision; INFO logs and library warnings go to a file
     with quiet_logs(log_dir(site_config), "retrain", verbose=verbose_requested(False)) as logs:
         try:
@@ -94,16 +97,19 @@ def retrain(
                 )
                 _retrain_all(site_config, retrain_config, options)
             else:
-                _retrain_one(product, site_config, retrain_config, actor, overrides)
+                advice = _retrain_one(product, site_config, retrain_config, actor, overrides)
         finally:
             if logs is not None:
                 console.print(f"library logs and warnings: {logs}", soft_wrap=True, highlight=False)
+    if advice:
+        console.print(f"[bold]{escape(advice)}[/]", soft_wrap=True, highlight=False)
 
 
 def _retrain_one(
     product: str, site_config: SiteConfig, retrain_config: RetrainConfig, actor: str,
     overrides: list[str],
-) -> None:  # fmt: skip
+) -> str | None:  # fmt: skip
+    """Run one product's retrain and print its outcome; the plain last line (None: skipped)."""
     # deferred: pulls SQLAlchemy and Alembic (0.6 s), not needed for --help
     from inspection.retrain.pipeline import retrain_product
 
@@ -116,7 +122,7 @@ def _retrain_one(
     except RetrainBusy as exc:
         log.warning("%s", exc)
         console.print(f"[yellow]skipped:[/] {exc}")
-        return
+        return None
     except InspectionError:
         raise  # one clear line and exit code 2 (inspection.cli.main)
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM as Terminated
@@ -140,6 +146,30 @@ def _retrain_one(
     console.print(f"[{colour}]{result.summary()}[/]")
     for reason in result.decision.reasons:
         console.print(f"  - {reason}")
+    return retrain_advice(result)
+
+
+def retrain_advice(result: RetrainResult) -> str:
+    """The last line of a retrain: what runs now, why, and what to do next."""
+    product, champion = result.product, result.champion_bundle or "no bundle"
+    data = result.details.get("data") or {}
+    left_out = len(data.get("left_out") or {})
+    note = f" {left_out} image(s) left out, see the report." if left_out else ""
+    if result.details.get("nothing_new"):
+        return (
+            f"NOTHING NEW: {product} keeps {champion}, no version registered. Next: review "
+            "parts on the dashboard, then retrain"
+        )
+    if result.status == "promoted":
+        return (
+            f"FINE TO RUN {product}/{result.challenger_bundle}: better than {champion} at the "
+            f"gate, live now.{note} Next: watch its first parts on the dashboard"
+        )
+    why = "its export gate refused it" if not result.challenger_bundle else "not better at the gate"
+    return (
+        f"KEPT {product}/{champion}: the challenger was {why}.{note} Next: review more parts, "
+        "then retrain"
+    )
 
 
 def _retrain_all(

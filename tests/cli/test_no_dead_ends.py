@@ -128,3 +128,26 @@ def test_the_summary_says_when_the_mixed_head_was_dropped(
     assert f"brick/v0001: mixed model's head dropped, scored as PatchCore: {reason}" in said
     rows = dict(_closing_rows(SiteConfig(reports_dir=tmp_path), None, [record]))
     assert rows["next"] == "inspection export --product brick --version v0001"
+
+
+@pytest.mark.parametrize(
+    ("status", "bundle", "details", "said"),
+    [
+        ("kept", "", {"nothing_new": True}, "NOTHING NEW: brick keeps v0002-fp32, no version "
+         "registered. Next: review parts on the dashboard, then retrain"),
+        ("promoted", "v0003-fp32", {}, "FINE TO RUN brick/v0003-fp32: better than v0002-fp32 "
+         "at the gate, live now. Next: watch its first parts on the dashboard"),
+        ("kept", "v0003-fp32", {"data": {"left_out": {"a1": "copies held-out test image x"}}},
+         "KEPT brick/v0002-fp32: the challenger was not better at the gate. 1 image(s) left "
+         "out, see the report. Next: review more parts, then retrain"),
+    ],
+)  # fmt: skip
+def test_retrain_ends_with_plain_words(status: str, bundle: str, details: dict, said: str) -> None:
+    from inspection.cli.retrain import retrain_advice
+    from inspection.retrain.gate import Decision
+    from inspection.retrain.pipeline import RetrainResult
+
+    result = RetrainResult(
+        "brick", "r1", status, bundle, "v0002-fp32", Decision(False, []), None, details
+    )
+    assert retrain_advice(result) == said
