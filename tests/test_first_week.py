@@ -101,7 +101,7 @@ def test_a_first_week_loses_nothing_learned_and_trains_on_no_held_out_image(
     for path in new_parts[:3]:
         shutil.copy(path, added / path.name)
     said = _invoke("train", "--update", "brick", "--images", str(added), "--site", str(site_file))
-    assert "Next: inspection export --product brick --version v0002" in said
+    assert "brick/v0002: rejects" in said and ". Next: " in said  # the plain last line
     export = ["export", "--product", "brick", "--version", "v0002", "--promote", "--site"]
     said = _invoke(*export, str(site_file), "--allow-unsigned")
     assert "v0002-fp32" in said and registry.journal.live("brick").bundle_id == "v0002-fp32"
