@@ -200,7 +200,7 @@ def _assemble(run: _Run, ctx: _Context, champion: ModelRecord | None) -> RunData
         original, store, run.product, ctx.config.work_dir / run.product / run.run_id,
         since=since, carry_over=carry_over, learned=learned,
     )  # fmt: skip
-    run.new_reviews = _new_reviews(store, run.product, since, data)
+    run.new_reviews = _new_reviews(store, run.product, since)
     run.reviewed_good_ids = tuple(data.reviewed_good)
     run.skipped_review_ids = tuple(data.skipped)
     run.learned_images = tuple(
@@ -231,11 +231,9 @@ def _assemble(run: _Run, ctx: _Context, champion: ModelRecord | None) -> RunData
     return data
 
 
-def _new_reviews(
-    store: Store | None, product: str, since: datetime | None, data: RunData
-) -> int | None:
-    """Reviews recorded after ``since`` (any label) plus reviewed goods carried over from a
-    run that left them out; None when there is no cut-off (everything counts as new)."""
+def _new_reviews(store: Store | None, product: str, since: datetime | None) -> int | None:
+    """Reviews recorded after ``since`` (any label); None when there is no cut-off (all new).
+    A restored review carried over from an earlier run shows in the training-image count."""
     if since is None:
         return None
     recorded = (
