@@ -69,7 +69,7 @@ inspection train --update brick --images added""",
     (
         "Week: export, promote",
         """\
-inspection export --product brick --version v0002 --precision fp32 --promote
+inspection export --product brick --version v0002 --precision fp32
 inspection export --product brick --version v0002 --precision fp32 || true   # exists: says how on
 inspection promote brick v0002-fp32""",
     ),
