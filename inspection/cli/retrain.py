@@ -144,7 +144,7 @@ def _retrain_one(
         raise typer.Exit(2) from exc
     colour = "green" if result.status == "promoted" else "yellow"
     console.print(f"[{colour}]{result.summary()}[/]")
-    for reason in result.decision.reasons:
+    for reason in result.decision.reasons if result.challenger_bundle else ():  # else: summary
         console.print(f"  - {reason}")
     return retrain_advice(result)
 
