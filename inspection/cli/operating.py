@@ -85,8 +85,7 @@ def train_advice(product: str, version: str, metrics: EvaluationMetrics | None) 
     if rejected > 0.1 * o.n_good or missed > 0.1 * o.n_defective:
         return (
             f"NOT FINE TO RUN {product}/{version}: {figures}. Next: add good and defect "
-            "images (train/, test/), or another --model, and train again; the table above "
-            "says which defect kind it misses"
+            "images (train/, test/) and train again; its report says what it misses"
         )
     return f"LOOKS FINE {product}/{version}: {figures}. Next: {export}"
 

@@ -162,10 +162,10 @@ def retrain_advice(result: RetrainResult) -> str:
         )
     if result.status == "promoted":
         return (
-            f"FINE TO RUN {product}/{result.challenger_bundle}: better than {champion} at the "
-            f"gate, live now.{note} Next: watch its first parts on the dashboard"
+            f"FINE TO RUN {product}/{result.challenger_bundle}: passed the gate against "
+            f"{champion}, live now.{note} Next: watch its first parts on the dashboard"
         )
-    why = "its export gate refused it" if not result.challenger_bundle else "not better at the gate"
+    why = "refused by its export gate" if not result.challenger_bundle else "worse at the gate"
     return (
         f"KEPT {product}/{champion}: the challenger was {why}.{note} Next: review more parts, "
         "then retrain"

@@ -135,10 +135,10 @@ def test_the_summary_says_when_the_mixed_head_was_dropped(
     [
         ("kept", "", {"nothing_new": True}, "NOTHING NEW: brick keeps v0002-fp32, no version "
          "registered. Next: review parts on the dashboard, then retrain"),
-        ("promoted", "v0003-fp32", {}, "FINE TO RUN brick/v0003-fp32: better than v0002-fp32 "
-         "at the gate, live now. Next: watch its first parts on the dashboard"),
+        ("promoted", "v0003-fp32", {}, "FINE TO RUN brick/v0003-fp32: passed the gate against "
+         "v0002-fp32, live now. Next: watch its first parts on the dashboard"),
         ("kept", "v0003-fp32", {"data": {"left_out": {"a1": "copies held-out test image x"}}},
-         "KEPT brick/v0002-fp32: the challenger was not better at the gate. 1 image(s) left "
+         "KEPT brick/v0002-fp32: the challenger was worse at the gate. 1 image(s) left "
          "out, see the report. Next: review more parts, then retrain"),
     ],
 )  # fmt: skip
