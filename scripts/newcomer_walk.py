@@ -1,4 +1,5 @@
-"""Walk the README's first day (CLI and API) exactly as written, in a scratch site.
+"""Walk the README's first day (CLI and API) exactly as written, then a first week, in a
+scratch site.
 
     python scripts/newcomer_walk.py               # full size: writes reports/newcomer_walk.md
     python scripts/newcomer_walk.py --report /tmp/walk.md
@@ -9,7 +10,10 @@ to block) in a temporary folder holding a copy of ``configs/`` and a link to ``s
 only changes: free ports for ``serve`` and ``dashboard``, and the password ``users add`` asks
 for on stdin. A block after ``<!-- needs: mosquitto -->`` needs that broker (scripts/services.sh).
 The log names each step with its time; ``tests/test_readme_walkthrough.py`` runs the same walk
-(at 128 px) and asserts on it.
+(at 128 px) and asserts on it. Before the last block (which stops the servers) the script runs
+``FIRST_WEEK``: a camera at the wrong bit depth, ``train --update``, a held-out copy, export and
+promote, retrain with nothing new, reviews through the API, retrain again, a busy port
+(``--no-week``: the README's blocks only; ``tests/test_first_week.py`` asserts the same week).
 """
 
 from __future__ import annotations
@@ -41,6 +45,50 @@ models:
   patchcore: {image_size: [128, 128]}
 """
 """``configs/products/brick.yaml`` of a short walk (the suite's): train at 128 px."""
+
+
+FIRST_WEEK = [
+    (
+        "Week: a camera left at 12 bits",
+        """\
+"$PYTHON" -c "import numpy as np; from PIL import Image; Image.fromarray(np.asarray(Image.open(
+'datasets/brick/test/good/000.png').convert('L'), np.uint16) << 4).save('cam12.tiff')"
+curl -s -o refused.json -w "HTTP %{http_code}\\n" -X POST -H "Authorization: Bearer $TOKEN" \
+  "http://127.0.0.1:8080/v1/inspect?product=brick" -F "image=@cam12.tiff"
+cat refused.json""",
+    ),
+    (
+        "Week: new good parts (train --update)",
+        """\
+inspection data demo --products brick --out line --seed 11 --train 6 --test-good 0 --per-defect 0
+"$PYTHON" -c "from PIL import Image; Image.open('datasets/brick/test/good/000.png').save('leak.jpg')"
+mkdir -p leak added && mv leak.jpg leak/ && cp line/brick/train/good/00[0-2].png added/
+inspection train --update brick --images leak || true   # a held-out part, re-saved: refused
+inspection train --update brick --images added""",
+    ),
+    (
+        "Week: export, promote",
+        """\
+inspection export --product brick --version v0002 --precision fp32
+inspection export --product brick --version v0002 --precision fp32 || true   # exists: says how on
+inspection promote brick v0002-fp32""",
+    ),
+    ("Week: retrain with nothing new", "inspection retrain --product brick"),
+    (
+        "Week: parts judged and reviewed",
+        """\
+REVIEWER=$(inspection tokens create --station qa --role reviewer | grep '^insp_')
+for part in line/brick/train/good/00[3-5].png datasets/brick/test/good/001.png; do
+  ID=$(curl -sf -X POST -H "Authorization: Bearer $TOKEN" -F "image=@$part" \
+    "http://127.0.0.1:8080/v1/inspect?product=brick" | "$PYTHON" -c "import json,sys; print(json.load(sys.stdin)['id'])")
+  curl -sf -X POST -H "Authorization: Bearer $REVIEWER" -H "Content-Type: application/json" \
+    -d '{"label": "good"}' "http://127.0.0.1:8080/v1/inspections/$ID/review"; echo
+done""",
+    ),
+    ("Week: retrain", "inspection retrain --product brick"),
+    ("Week: a busy port", "inspection serve --config configs/station.yaml || true"),
+]
+"""The first week after the README's first day: (step, shell code), run before its last block."""
 
 
 class WalkError(RuntimeError):
@@ -271,10 +319,11 @@ def report(walk: Walk, skipped: list[str], small: bool) -> str:
         for block, out in zip(walk.blocks, walk.outputs, strict=False)
     ]
     return "\n".join([
-        "# The README's first day, walked as written",
+        "# The README's first day and a first week, walked as written",
         "",
-        f"`python scripts/newcomer_walk.py` at {commit}: the README's walkthrough blocks in one "
-        f"shell in a scratch site{' (brick at 128 px)' if small else ''}; {state} in "
+        f"`python scripts/newcomer_walk.py` at {commit}: the README's walkthrough blocks, with "
+        "the first week's (`FIRST_WEEK`) before the last, in one shell in a scratch site"
+        f"{' (brick at 128 px)' if small else ''}; {state} in "
         f"**{walk.total_seconds:.1f} s**. CPU: {cpu_description()}; load after: {load_average()}.",
         f"The dashboard stopped serving after `kill`: {walk.dashboard_stopped}."
         + (f" Not run here: {'; '.join(skipped)}." if skipped else ""),
@@ -300,8 +349,12 @@ def main() -> int:
     parser.add_argument("--report", type=Path, default=REPORT, help="Markdown log to write.")
     parser.add_argument("--small", action="store_true", help="Train at 128 px, as the suite.")
     parser.add_argument("--timeout", type=float, default=900.0, help="Seconds for the whole walk.")
+    parser.add_argument("--no-week", action="store_true", help="The README's blocks only.")
     args = parser.parse_args()
     blocks, skipped = runnable(walkthrough_blocks())
+    if not args.no_week:
+        week = [Block(step, code, heading="first week") for step, code in FIRST_WEEK]
+        blocks = [*blocks[:-1], *week, *blocks[-1:]]  # the last block stops the servers
     with tempfile.TemporaryDirectory(prefix="newcomer-") as scratch:
         ports = prepare_site(Path(scratch), small=args.small)
         walk = run_walk(Path(scratch), blocks, ports, args.timeout)

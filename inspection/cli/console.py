@@ -4,6 +4,7 @@ logs in a file (``quiet_logs``), progress bars, the closing tables printed uncut
 from __future__ import annotations
 
 import logging
+import socket
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -207,3 +208,19 @@ def os_error_line(exc: OSError) -> str:
         return str(exc)
     names = [str(exc.filename)] + ([] if exc.filename2 is None else [str(exc.filename2)])
     return f"{' -> '.join(names)}: {exc.strerror or exc}"
+
+
+def check_port_free(host: str, port: int) -> None:
+    """``typer.BadParameter`` naming ``--port`` when ``host:port`` cannot be bound (another
+    server holds it): checked before anything is loaded, not after minutes of model loading."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            probe.bind(address)
+    except OSError as exc:
+        raise typer.BadParameter(
+            f"port {port} on {host} is not free ({exc.strerror or exc}): pass another, e.g. "
+            f"--port {port + 1}, or stop the server that holds it",
+            param_hint="--port",
+        ) from exc

@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from inspection.cli._site import site_option
+from inspection.cli.console import check_port_free
 from inspection.core.config import SiteConfig, load_site_config
 from inspection.core.errors import ConfigError
 from inspection.core.signing import SIGNING_KEY_ENV, dashboard_key_path
@@ -97,6 +98,7 @@ def dashboard(site: Path = SITE_OPTION, port: int = PORT_OPTION, host: str = HOS
     Reviewers and admins sign in (``inspection users add``); reviewers label, admins also
     change thresholds and live bundles. Every write is recorded with the signed-in name.
     """
+    check_port_free(host, port)
     site_config = load_site_config(site)  # fail here, with the key's name, not in the browser
     warning = check_bind(
         host, _user_count(site_config), open_on_localhost=site_config.dashboard_open_on_localhost

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from inspection.cli._site import site_option
 from inspection.cli.console import configs_line, log_dir, print_table, quiet_logs, verbose_requested
-from inspection.cli.operating import fmt, not_line_ready, subset_miss_text
+from inspection.cli.operating import export_advice, fmt, subset_miss_text
 from inspection.cli.users import ADMIN_PASSWORD_ENV, authenticated_admin
 from inspection.core.bundle import PRECISIONS, BundleMetadata
 from inspection.core.config import load_site_config
@@ -108,6 +108,7 @@ def export_command(
         Path | None, typer.Option("--dataset", help="Dataset folder (default: the training one).")
     ] = None,
     site: str = SITE_OPTION,
+    verbose: bool = typer.Option(False, "--verbose", help="Also print the operating point."),
 ) -> None:
     """Export, calibrate on its own validation outputs, gate against FP32, and register.
 
@@ -196,7 +197,7 @@ def export_command(
         table.add_row("FP32 reference", *_figures(gate.reference_fp32))
     print_table(console, table)  # uncut in a log or pipe too
     calibration = result.metadata.output_calibration
-    if calibration is not None and calibration.operating is not None:
+    if verbose and calibration is not None and calibration.operating is not None:
         console.print(
             f"operating point: {calibration.operating.describe()} (raw scores; 0.5 on the "
             "normalised scale that inspect, stations and the dashboard show)"
@@ -208,28 +209,25 @@ def export_command(
         miss = subset_miss_text(evaluation).replace("\n", "; ")
         console.print(f"miss per defect kind at the operating point: {miss}")
     verdict = "passed" if gate.passed else f"FAILED (forced): {gate.refusal()}"
-    console.print(f"gate at each bundle's own thresholds: {verdict}")
+    console.print(f"gate (same figures as its FP32 model): {verdict}")
     console.print(f"bundle: {result.bundle_dir}" + ("  (live)" if promote else ""))
-    _print_line_ready(result.metadata)
-    if signed:
-        console.print("signed with the site key")
-    else:
-        console.print("[bold red]UNSIGNED[/]: this site has no signing key; stations refuse it")
     if log_file is not None:
         console.print(f"library logs and warnings: {log_file}", soft_wrap=True, highlight=False)
+    advice = export_advice(
+        product, result.bundle_id, concerns=_line_concerns(result.metadata), signed=signed,
+        live=promote,
+    )  # fmt: skip
+    console.print(f"[bold]{escape(advice)}[/]", soft_wrap=True, highlight=False)
 
 
-def _print_line_ready(metadata: BundleMetadata) -> None:
-    """The demo's LINE-READY judgement on the held-out figures the export measured: the gate
-    compares a bundle with FP32, so a product FP32 itself misses passes it."""
+def _line_concerns(metadata: BundleMetadata) -> str | None:
+    """Why the bundle is not fit for a line on the held-out figures its export measured (the
+    gate compares a bundle with FP32, so a product FP32 itself misses passes it); None: fit."""
     # deferred: pulls OpenVINO (0.3 s), not needed for --help
     from inspection.runtime.self_check import recorded_check
 
-    bundle = f"bundle {metadata.bundle_id}"
-    if warning := not_line_ready(metadata.product, recorded_check(metadata), bundle):
-        console.print(f"[bold yellow]NOT LINE-READY[/] {escape(warning)}", soft_wrap=True)
-    else:
-        console.print(f"line-ready: {bundle} on the held-out parts the export measured")
+    concerns = recorded_check(metadata).line_concerns()
+    return " and ".join(concerns) or None
 
 
 def _refuse_kept_out(registry: Registry, product: str) -> None:

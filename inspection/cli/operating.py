@@ -100,3 +100,52 @@ def not_line_ready(product: str, check: LiveCheck, bundle: str = "the live bundl
     budget = op is not None and op.policy == "false_reject_budget"
     point = f" at its {op.budget:.1%} false-reject budget" if budget else ""
     return f"{product}: {bundle}{point} {' and '.join(concerns)} on held-out parts (see its report)"
+
+
+# ------------------------------------------------------------- plain words
+# The last line of ``train``, ``export`` and ``retrain``: fine to run or not, why, what next.
+
+
+def train_advice(product: str, version: str, metrics: EvaluationMetrics | None) -> str:
+    """What training's held-out figures mean for the line, and the next step (export)."""
+    export = f"inspection export --product {product} --version {version}"
+    o = None if metrics is None else metrics.overall
+    if o is None or not o.n_good:
+        return (
+            f"TRAINED {product}/{version}, not evaluated (no held-out images): nothing shows it "
+            f"finds defects. Next: {export}, then judge a few known-bad parts"
+        )
+    rejected = round((o.false_reject_rate or 0.0) * o.n_good)
+    good = f"rejects {rejected} of {o.n_good} good held-out parts"
+    if not o.n_defective:
+        return (
+            f"TRAINED {product}/{version}: {good}; misses unknown (no defect images). Next: "
+            f"{export}, then judge a few known-bad parts"
+        )
+    missed = round((o.miss_rate or 0.0) * o.n_defective)
+    figures = f"{good}, misses {missed} of {o.n_defective} defects"
+    if rejected > 0.1 * o.n_good or missed > 0.1 * o.n_defective:
+        return (
+            f"NOT FINE TO RUN {product}/{version}: {figures}. Next: add good and defect "
+            "images (train/, test/) and train again; its report says what it misses"
+        )
+    return f"LOOKS FINE {product}/{version}: {figures}. Next: {export}"
+
+
+def export_advice(
+    product: str, bundle_id: str, *, concerns: str | None, signed: bool, live: bool
+) -> str:
+    """Whether an exported bundle may run on the line, why, and the next step."""
+    bundle = f"{product}/{bundle_id}"
+    reasons, fixes = [], []
+    if not signed:
+        reasons.append("unsigned, so stations refuse it")
+        fixes.append("inspection keys init --site, then export again")
+    if concerns:
+        reasons.append(f"it {concerns}")
+        fixes.append("add held-out images of what it misses or rejects, train and export again")
+    if reasons:
+        return f"NOT FINE TO RUN {bundle}: {'; '.join(reasons)}. Next: {'; '.join(fixes)}"
+    if live:
+        return f"FINE TO RUN {bundle}: live now. Next: inspection serve"
+    return f"FINE TO RUN {bundle}. Next: inspection promote {product} {bundle_id}, then serve"

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import getpass
 import logging
 import time
 from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from inspection.cli._signals import Terminated, stop_on_signals, terminate_as_interrupt
 from inspection.cli._site import site_option
@@ -22,6 +24,7 @@ from inspection.retrain.scheduler import Housekeeping, Scheduler
 
 if TYPE_CHECKING:
     from inspection.retrain.config import RetrainConfig
+    from inspection.retrain.pipeline import RetrainResult
     from inspection.store.retention import PruneReport
 
 console = Console()
@@ -84,6 +87,7 @@ def retrain(
     if memory_gb is not None and not ray_address:
         raise typer.BadParameter("--memory-gb budgets each product's Ray task: use it with --ray")
     site_config, retrain_config = _configs(site, config)
+    advice = None
     # the screen shows progress and the decision; INFO logs and library warnings go to a file
     with quiet_logs(log_dir(site_config), "retrain", verbose=verbose_requested(False)) as logs:
         try:
@@ -93,16 +97,19 @@ def retrain(
                 )
                 _retrain_all(site_config, retrain_config, options)
             else:
-                _retrain_one(product, site_config, retrain_config, actor, overrides)
+                advice = _retrain_one(product, site_config, retrain_config, actor, overrides)
         finally:
             if logs is not None:
                 console.print(f"library logs and warnings: {logs}", soft_wrap=True, highlight=False)
+    if advice:
+        console.print(f"[bold]{escape(advice)}[/]", soft_wrap=True, highlight=False)
 
 
 def _retrain_one(
     product: str, site_config: SiteConfig, retrain_config: RetrainConfig, actor: str,
     overrides: list[str],
-) -> None:  # fmt: skip
+) -> str | None:  # fmt: skip
+    """Run one product's retrain and print its outcome; the plain last line (None: skipped)."""
     # deferred: pulls SQLAlchemy and Alembic (0.6 s), not needed for --help
     from inspection.retrain.pipeline import retrain_product
 
@@ -115,7 +122,7 @@ def _retrain_one(
     except RetrainBusy as exc:
         log.warning("%s", exc)
         console.print(f"[yellow]skipped:[/] {exc}")
-        return
+        return None
     except InspectionError:
         raise  # one clear line and exit code 2 (inspection.cli.main)
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM as Terminated
@@ -137,8 +144,32 @@ def _retrain_one(
         raise typer.Exit(2) from exc
     colour = "green" if result.status == "promoted" else "yellow"
     console.print(f"[{colour}]{result.summary()}[/]")
-    for reason in result.decision.reasons:
+    for reason in result.decision.reasons if result.challenger_bundle else ():  # else: summary
         console.print(f"  - {reason}")
+    return retrain_advice(result)
+
+
+def retrain_advice(result: RetrainResult) -> str:
+    """The last line of a retrain: what runs now, why, and what to do next."""
+    product, champion = result.product, result.champion_bundle or "no bundle"
+    data = result.details.get("data") or {}
+    left_out = len(data.get("left_out") or {})
+    note = f" {left_out} image(s) left out, see the report." if left_out else ""
+    if result.details.get("nothing_new"):
+        return (
+            f"NOTHING NEW: {product} keeps {champion}, no version registered. Next: review "
+            "parts on the dashboard, then retrain"
+        )
+    if result.status == "promoted":
+        return (
+            f"FINE TO RUN {product}/{result.challenger_bundle}: passed the gate against "
+            f"{champion}, live now.{note} Next: watch its first parts on the dashboard"
+        )
+    why = "refused by its export gate" if not result.challenger_bundle else "worse at the gate"
+    return (
+        f"KEPT {product}/{champion}: the challenger was {why}.{note} Next: review more parts, "
+        "then retrain"
+    )
 
 
 def _retrain_all(
@@ -184,6 +215,37 @@ def rollback(
     state = registry.journal.rollback(product, actor=actor.strip(), reason=reason.strip())
     console.print(
         f"[green]{product}: live bundle {before.bundle_id if before else '?'} -> "
+        f"{state.bundle_id}[/] (by {state.actor}: {state.reason})"
+    )
+
+
+@commands.command("promote")
+def promote(
+    product: str = typer.Argument(..., help="Product, e.g. brick."),
+    bundle: str = typer.Argument(..., help="Bundle already exported, e.g. v0004-int8."),
+    actor: str = typer.Option(None, "--actor", help="Who promotes (default: your login)."),
+    reason: str = typer.Option(
+        "promoted with inspection promote", "--reason", help="Why (audit log)."
+    ),
+    site: str = SITE_OPTION,
+) -> None:
+    """Make an exported bundle live, if its export gate passed (recorded with who and why)."""
+    # deferred: the station side's trust rules (only this command reads them)
+    from inspection.core.bundle import read_bundle_metadata
+    from inspection.station.trust import gate_refusal
+
+    actor = actor or getpass.getuser()
+    registry = Registry(load_site_config(site).registry_dir)
+    refusal = gate_refusal(read_bundle_metadata(registry.bundles.bundle_dir(product, bundle)))
+    if refusal is not None:
+        raise RegistryError(
+            f"{product}/{bundle} was refused by its export gate ({refusal}): stations refuse "
+            "it. Export another version, or have an admin force it (inspection export --force)"
+        )
+    before = registry.journal.live(product)
+    state = registry.journal.promote(product, bundle, actor=actor.strip(), reason=reason.strip())
+    console.print(
+        f"[green]{product}: live bundle {before.bundle_id if before else 'none'} -> "
         f"{state.bundle_id}[/] (by {state.actor}: {state.reason})"
     )
 

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from inspection.cli._site import group, site_option
+from inspection.cli.console import check_port_free
 from inspection.cli.station import CONFIG_OPTION, announce_signatures
 from inspection.core.config import load_site_config
 from inspection.service.config import load_station_config
@@ -40,19 +41,21 @@ def serve(
     port: int = typer.Option(None, min=1, max=65535, help="Port (default: from the config)."),
 ) -> None:
     """Run the HTTP inspection API (plus the watch folder when the config enables it)."""
+    station_config = load_station_config(config)
+    host, port = host or station_config.host, port or station_config.port
+    check_port_free(host, port)  # before minutes of loading models
     # deferred: uvicorn, alembic, fastapi, openvino, prometheus_client, sqlalchemy, starlette
     import uvicorn
 
     from inspection.service.app import create_app
 
-    station_config = load_station_config(config)
     check_registry_dir(station_config.core)
     announce_signatures(station_config.core, console)
     app = create_app(station_config)
     uvicorn.run(
         app,
-        host=host or station_config.host,
-        port=port or station_config.port,
+        host=host,
+        port=port,
         log_level="info",
         access_log=False,
     )
@@ -103,6 +106,7 @@ def serve_registry(
     port: int = typer.Option(8700, min=1, max=65535, help="Port."),
 ) -> None:
     """Serve live bundles per product to stations (bearer tokens from `inspection tokens`)."""
+    check_port_free(host, port)
     # deferred: uvicorn, alembic, fastapi, sqlalchemy, starlette
     import uvicorn
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
@@ -24,7 +25,7 @@ from inspection.cli.console import (
     verbose_requested,
 )
 from inspection.cli.data import check_with_progress
-from inspection.cli.operating import fmt, operating_text, subset_miss_text
+from inspection.cli.operating import fmt, operating_text, subset_miss_text, train_advice
 from inspection.core.config import SiteConfig, load_site_config
 from inspection.core.errors import DatasetError
 from inspection.core.images import list_images
@@ -217,6 +218,7 @@ def train_command(
         console, summary_table("next", _closing_rows(site_config, log_file, [outcome.record]))
     )
     _print_log_file(log_file)
+    _print_advice(outcome.record, outcome.metrics)
 
 
 def _train_tiled(
@@ -237,6 +239,7 @@ def _train_tiled(
     )
     _print_metrics([(record, record.evaluation())])
     console.print(f"registered {record.model_version} (tiled; export it to measure the bundle)")
+    _print_advice(record, record.evaluation())
 
 
 def _train_auto(site_config: SiteConfig, product: str, dataset: Dataset, budget_s: float) -> None:
@@ -275,6 +278,7 @@ def _train_auto(site_config: SiteConfig, product: str, dataset: Dataset, budget_
     )
     _print_metrics([(outcome.record, outcome.metrics)])
     console.print(f"registered {outcome.record.model_version}; report: {report}")
+    _print_advice(outcome.record, outcome.metrics)
 
 
 # -------------------------------------------------------------------------- update
@@ -332,7 +336,7 @@ def update_command(
         f"{lineage.bank_rows_after} rows; test image AUROC "
         f"{metrics.image_auroc}; report: {report}"
     )
-    console.print(f"next: inspection export --product {product} --version {record.version}")
+    _print_advice(record, metrics)
     return record
 
 
@@ -413,12 +417,13 @@ def _closing_rows(
     site: SiteConfig, log_file: Path | None, records: list[ModelRecord]
 ) -> list[tuple[str, str]]:
     reports = sorted({str(_report_dir(site, r)) for r in records})
+    first = records[0]
     return [
         ("reports", "\n".join(reports) or str(site.reports_dir)),
         ("", "metrics.json and plots (ROC, score histogram, worst maps) per model"),
         ("model registry", str(site.registry_dir)),
         ("log file", str(log_file) if log_file else "(--verbose: logs were shown above)"),
-        ("open next", "inspection dashboard   (review results, models, thresholds)"),
+        ("next", f"inspection export --product {first.product} --version {first.version}"),
     ]
 
 
@@ -441,6 +446,20 @@ def _print_metrics(rows: list[tuple[ModelRecord, EvaluationMetrics]]) -> None:
         )
     print_table(console, table)
     print_table(console, operating_table(rows))
+    for record, _ in rows:
+        head = record.extra.get("supervised")
+        if head and not head.get("kept"):
+            console.print(
+                f"{record.model_version}: mixed model's head dropped, scored as PatchCore: "
+                f"{head.get('reason')}",
+                highlight=False,
+            )
+
+
+def _print_advice(record: ModelRecord, metrics: EvaluationMetrics | None) -> None:
+    """The last line: fine to run or not, why, and the next step (``cli.operating``)."""
+    advice = train_advice(record.product, record.version, metrics)
+    console.print(f"[bold]{escape(advice)}[/]", soft_wrap=True, highlight=False)
 
 
 def operating_table(rows: list[tuple[ModelRecord, EvaluationMetrics]]) -> Table:

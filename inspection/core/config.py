@@ -184,7 +184,8 @@ _SCALARS: dict[Any, tuple[tuple[type, ...], str, Callable[[Any], Any] | None]] =
 
 @dataclass(frozen=True)
 class SiteConfig:
-    """Where a site keeps its state. Paths are relative to the working directory."""
+    """Where a site keeps its state. In a site file, relative paths start from ``site_root``
+    (``load_site_config``); without one, from the working folder."""
 
     registry_dir: Path = Path("var/registry")
     store_url: str = "sqlite:///var/inspection.db"
@@ -239,7 +240,26 @@ def load_site_config(path: str | Path | None = None) -> SiteConfig:
         if not DEFAULT_SITE_CONFIG.is_file():
             return SiteConfig()
         path = DEFAULT_SITE_CONFIG
-    site = from_mapping(SiteConfig, read_yaml(path), where=str(path))
+    site = _beside(from_mapping(SiteConfig, read_yaml(path), where=str(path)), site_root(path))
     if site.configs_dir is None:
         site = dataclasses.replace(site, configs_dir=folder_of(path))
     return site
+
+
+def site_root(site_file: str | Path) -> Path:
+    """What a site file's relative paths start from, whatever the working folder: the folder
+    above its ``configs/`` folder (``configs/site.yaml``: the checkout), else its own folder."""
+    folder = Path(site_file).parent
+    return folder.parent if folder.name == "configs" else folder
+
+
+def _beside(site: SiteConfig, root: Path) -> SiteConfig:
+    """``site`` with its relative paths (registry, blobs, reports, datasets, configs, an SQLite
+    store) under ``root``."""
+    fields = ("registry_dir", "blob_dir", "reports_dir", "datasets_dir", "configs_dir")
+    moved = {name: root / getattr(site, name) for name in fields if getattr(site, name)}
+    prefix = "sqlite:///"
+    url = site.store_url
+    if url.startswith(prefix) and not Path(url[len(prefix) :]).is_absolute():
+        url = f"{prefix}{root / url[len(prefix) :]}"
+    return dataclasses.replace(site, **moved, store_url=url)

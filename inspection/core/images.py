@@ -126,11 +126,13 @@ def clipped_images() -> int:
 @dataclass(frozen=True)
 class DecodedImage:
     """A decoded image, possibly reduced: ``image`` (h, w, 3) uint8 RGB, the encoded (H, W)
-    ``source_size`` and ``clipped_pixels`` (values above the declared bits, read as 255)."""
+    ``source_size``, ``clipped_pixels`` (values above the declared bits, read as 255) and
+    ``peak``, the highest raw value of a 16-bit grey file (None: other modes)."""
 
     image: np.ndarray
     source_size: tuple[int, int]
     clipped_pixels: int = 0
+    peak: int | None = None
 
     @property
     def reduced(self) -> bool:
@@ -169,13 +171,13 @@ def decode_reduced(
     if image.mode in ("RGB", "L") and target is not None and image.size != target:
         image.thumbnail(target, Image.Resampling.BILINEAR, reducing_gap=2.0)
         return DecodedImage(_to_rgb_8(image), source)
-    rgb, clipped = _to_rgb(image, bits, name)
+    rgb, clipped, peak = _to_rgb(image, bits, name)
     _CLIPS.record(name, bits, clipped)
     if target is None or image.size == target:
-        return DecodedImage(rgb, source, clipped)
+        return DecodedImage(rgb, source, clipped, peak)
     reduced = Image.fromarray(rgb)  # narrowed to 8 bits first, then resized
     reduced.thumbnail(target, Image.Resampling.BILINEAR, reducing_gap=2.0)
-    return DecodedImage(_to_rgb_8(reduced), source, clipped)
+    return DecodedImage(_to_rgb_8(reduced), source, clipped, peak)
 
 
 def _check_colour_depth(image: Image.Image, bits: int, name: str) -> None:
@@ -336,16 +338,18 @@ def is_binary_mask(levels: np.ndarray) -> bool:
     return bool(len(distinct) == 1 or (len(distinct) == 2 and distinct[0] == 0))
 
 
-def _to_rgb(image: Image.Image, bits: int, name: str) -> tuple[np.ndarray, int]:
-    """(H, W, 3) uint8 RGB and the number of clipped values (16-bit grey only)."""
+def _to_rgb(image: Image.Image, bits: int, name: str) -> tuple[np.ndarray, int, int | None]:
+    """(H, W, 3) uint8 RGB, the number of clipped values and the highest raw value (16-bit
+    grey only: 0 and None otherwise)."""
     mode = image.mode
     if mode in SIXTEEN_BIT_MODES:
         values = np.asarray(image, dtype=np.uint16)
         gray, clipped = narrow_to_8_bits(values, bits)
+        peak = int(values.max())
         if not gray.any():
-            _DARK.record(name, bits, int(values.max()))
-        return np.repeat(gray[:, :, None], 3, axis=2), clipped
-    return _to_rgb_8(image), 0
+            _DARK.record(name, bits, peak)
+        return np.repeat(gray[:, :, None], 3, axis=2), clipped, peak
+    return _to_rgb_8(image), 0, None
 
 
 def _to_rgb_8(image: Image.Image) -> np.ndarray:

@@ -11,6 +11,9 @@ station holds every image against them (``InputDomain.problems``):
   file into RGB (``core.images.grey_replicated``); an all-clearly-colour bundle refuses a grey
   image; ``"mixed"`` neither converts nor refuses.
 - **aspect ratio** (width / height): refused beyond ``aspect_tolerance`` outside the range.
+- **bit depth**: a 16-bit grey file whose values go beyond the bundle's ``source_bits`` (the
+  product's ``image_bits``), or all lie 4 or more bits below them (read almost black), comes
+  from a camera set to another bit depth (``bit_depth_problem``).
 - **size**: refused when the shorter side is below ``min_side_fraction`` of the smallest
   training one *and*, unless tiled, below the model input's. An image as long as the
   station's ``work_side`` may be its own reduced copy of a camera frame: not held to it.
@@ -18,6 +21,7 @@ station holds every image against them (``InputDomain.problems``):
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,8 +31,10 @@ from typing import Literal, get_args
 import cv2
 import numpy as np
 
-from inspection.core.images import probe_image, read_image
+from inspection.core.errors import InputDomainError
+from inspection.core.images import DecodedImage, probe_image, read_image
 
+log = logging.getLogger(__name__)
 ColourMode = Literal["grey", "colour", "mixed"]
 InputCheck = Literal["refuse", "warn", "off"]
 """What a station does with an image outside its bundle's input domain: refuse it (an error,
@@ -48,6 +54,9 @@ MAX_ASPECT_TOLERANCE = 1.0
 """The loosest aspect tolerance a product may set: half to twice the training range."""
 MIN_SIDE_FRACTION = 0.5
 """By default an image's shorter side may be down to this fraction of the smallest training one."""
+NARROW_BITS = 4
+"""A 16-bit grey image whose values use this many bits fewer than declared reads as at most
+16 grey levels: almost black, a camera writing fewer bits than the product declares."""
 COLOUR_SAMPLE = 64
 _PICKED_SIDE = 128
 _CELLS_SIDE = 32
@@ -269,3 +278,35 @@ def input_check_mode(value: object) -> InputCheck:
     if value not in INPUT_CHECKS:
         raise ValueError(f"input_check must be one of {', '.join(INPUT_CHECKS)}, got {value!r}")
     return value  # type: ignore[return-value]
+
+
+def bit_depth_problem(peak: int | None, bits: int) -> str | None:
+    """Why a 16-bit grey image whose highest raw value is ``peak`` does not fit a bundle read
+    at ``bits`` significant bits (``image_bits``): values above ``2**bits - 1``, or all below
+    ``2**(bits - NARROW_BITS)``. None: it fits, or the file is not 16-bit grey (``peak`` None)."""
+    if peak is None:
+        return None
+    used = peak.bit_length()
+    if used > bits:
+        seen = f"values up to {peak} ({used} bits)"
+    elif used <= bits - NARROW_BITS:
+        seen = (
+            f"values all below {2 ** (bits - NARROW_BITS)} (highest {peak}: it reads almost black)"
+        )
+    else:
+        return None
+    return (
+        f"wrong camera bit depth: 16-bit image with {seen}, but the product reads image_bits: "
+        f"{bits} (0..{2**bits - 1}). Set the camera to {bits} bits, or set image_bits in the "
+        "product's config to the camera's and train again"
+    )
+
+
+def check_bit_depth(decoded: DecodedImage, bits: int, mode: InputCheck) -> None:
+    """``bit_depth_problem`` of ``decoded`` under input-check ``mode``: ``InputDomainError``
+    when refusing, a logged warning when warning, nothing when it fits or the check is off."""
+    problem = None if mode == "off" else bit_depth_problem(decoded.peak, bits)
+    if problem is not None and mode == "refuse":
+        raise InputDomainError(problem)
+    if problem is not None:
+        log.warning("judged anyway (input_check: warn): %s", problem)

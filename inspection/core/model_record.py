@@ -92,6 +92,11 @@ class GoodScores:
     the model was fitted on them, so a bundle scores them again and calibrates on its own."""
 
 
+ADDED_DIR = "added"
+"""The folder of an incremental version holding a copy of each image it added, named by its
+sha256 (a later retrain trains on them too)."""
+
+
 @dataclass(frozen=True)
 class Lineage:
     """How a version was derived from ``parent`` without a full refit: ``method``

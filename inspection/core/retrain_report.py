@@ -124,6 +124,9 @@ class RetrainEvent:
     skipped_review_ids: tuple[str, ...] = ()
     """Reviewed inspections the run left out because their image was missing or unreadable;
     the next run tries the reviewed-good ones again, whatever its cut-off."""
+    learned_images: tuple[str, ...] = ()
+    """Images (paths relative to the registry) the run trained on because its champion had
+    learned them by ``train --update`` (``retrain.lineage``)."""
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def figures(self, role: str) -> dict[str, float]:

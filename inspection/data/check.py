@@ -8,7 +8,6 @@ too few for the false-reject budget's guarantee.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 from collections import Counter, defaultdict
@@ -33,8 +32,9 @@ from inspection.core.images import (
     mask_levels,
 )
 from inspection.core.operating_point import DEFAULT_BUDGET, n_needed
-from inspection.data.dataset import GOOD, MIN_TEST_GOOD, Dataset, Sample
+from inspection.data.dataset import GOOD, MIN_TEST_GOOD, NEEDS_TEST_GOOD, Dataset, Sample
 from inspection.data.decoded import KEPT
+from inspection.data.leaks import held_out_copies, pixel_print
 
 Severity = Literal["error", "warning"]
 VALIDATION_SHARE = 0.3
@@ -142,7 +142,7 @@ def check_dataset(
     modes: Counter[str] = Counter()
     coverage: dict[str, list[float]] = defaultdict(list)
     used: dict[Path, int] = {}
-    hashes: dict[str, list[tuple[str, Path]]] = defaultdict(list)  # split -> (digest, path)
+    prints: dict[str, dict[Path, np.ndarray]] = defaultdict(dict)  # split -> path -> print
     masks_expected = bool(dataset.unmatched_masks) or any(s.mask_path for s in dataset.samples)
     KEPT.clear()
 
@@ -158,10 +158,9 @@ def check_dataset(
                 modes[image.mode] += 1
                 if image.bits_used is not None:
                     used[sample.path] = image.bits_used
-                digest = _content_hash(image.array)
                 if keep_decoded:
                     KEPT.keep(sample.path, bits, image.array)
-                hashes[sample.split].append((digest, sample.path))
+                prints[sample.split][sample.path] = pixel_print(image.array)
             if _mask_expected(sample, masks_expected):
                 problems += _check_mask(sample, image, coverage)
             if on_file is not None:
@@ -170,7 +169,7 @@ def check_dataset(
     problems += [
         Problem(p, "mask has no matching image", "extra_mask") for p in dataset.unmatched_masks
     ]
-    problems += _duplicates(hashes, dataset.root)
+    problems += _duplicates(prints, dataset.root)
     problems += _mixed_sizes(sizes)
     target = product_file or Path("products") / f"{dataset.name}.yaml"
     problems += _bit_depth(used, bits, dataset.root, target)
@@ -266,31 +265,24 @@ def _not_binary(levels: np.ndarray) -> str:
     )
 
 
-def _content_hash(array: np.ndarray) -> str:
-    digest = hashlib.sha256(repr(array.shape).encode())
-    digest.update(np.ascontiguousarray(array).tobytes())
-    return digest.hexdigest()
-
-
-def _duplicates(hashes: Mapping[str, list[tuple[str, Path]]], root: Path) -> list[Problem]:
+def _duplicates(prints: Mapping[str, dict[Path, np.ndarray]], root: Path) -> list[Problem]:
     """Test images with a training image's decoded pixels, and calibration images with a
-    training or test image's: each named with the file it repeats."""
-    train = {digest: path for digest, path in reversed(hashes.get("train", []))}
-    test = {digest: path for digest, path in reversed(hashes.get("test", []))}
+    training or test image's (``data.leaks``): each named with the file it repeats."""
+    train, test = prints.get("train", {}), prints.get("test", {})
     problems = [
-        Problem(path, f"same image content as training image {_relative(train[digest], root)}",
+        Problem(path, f"same image content as training image {_relative(match, root)}",
                 "train_test_duplicate")
-        for digest, path in hashes.get("test", []) if digest in train
+        for path, match in held_out_copies(test, train).items()
     ]  # fmt: skip
-    for digest, path in hashes.get("calibration", []):
-        for seen, what in ((train, "training"), (test, "test")):
-            if digest in seen:
-                message = (
-                    f"calibration image has the same content as {what} image "
-                    f"{_relative(seen[digest], root)}: a calibration image must be a good part "
-                    "the model never saw nor is measured on; remove it from calibration/"
-                )
-                problems.append(Problem(path, message, "calibration_duplicate"))
+    calibration = prints.get("calibration", {})
+    for seen, what in ((train, "training"), (test, "test")):
+        for path, match in held_out_copies(calibration, seen).items():
+            message = (
+                f"calibration image has the same content as {what} image "
+                f"{_relative(match, root)}: a calibration image must be a good part "
+                "the model never saw nor is measured on; remove it from calibration/"
+            )
+            problems.append(Problem(path, message, "calibration_duplicate"))
     return problems
 
 
@@ -381,10 +373,7 @@ def _dataset_findings(dataset: Dataset) -> list[Problem]:
         problems.append(Problem(dataset.root, message, "no_masks", "warning"))
     test_good = sum(s.label == 0 for s in dataset.test_samples)
     if test_good < MIN_TEST_GOOD:
-        message = (
-            f"the test split needs at least {MIN_TEST_GOOD} good images (test/good) to "
-            f"calibrate and measure the model, it has {test_good}: training refuses it"
-        )
+        message = f"test/good has {test_good} image(s): {NEEDS_TEST_GOOD}"
         problems.append(Problem(dataset.root, message, "too_few_test_good"))
     if not any(s.label == 1 for s in dataset.test_samples):
         message = (

@@ -50,6 +50,10 @@ SPLITS: tuple[str, ...] = ("train", "test", "calibration")
 GOOD = "good"
 MASK_SUFFIX = "_mask"
 MIN_TEST_GOOD = 2
+NEEDS_TEST_GOOD = (
+    f"training needs at least {MIN_TEST_GOOD} held-out good parts in test/good to set and check "
+    "its threshold; move a fifth of train/good there (test/<defect>/ is optional)"
+)
 """Good test images training needs to calibrate and measure (``data check`` says so too)."""
 MVTEC_LAYOUT = "MVTec layout: train/good, test/<defect>, ground_truth/<defect>/<stem>_mask.png"
 CALIBRATION_DIR = "calibration/good"
@@ -175,7 +179,7 @@ def load_mvtec(root: str | Path) -> Dataset:
     train_dir = root / "train" / GOOD
     _require_dir(train_dir, f"train/good folder not found ({MVTEC_LAYOUT})")
     test_dir = root / "test"
-    _require_dir(test_dir, f"test folder not found ({MVTEC_LAYOUT})")
+    _require_dir(test_dir, f"test folder not found: {NEEDS_TEST_GOOD} ({MVTEC_LAYOUT})")
     gt_dir = root / "ground_truth"
 
     samples = [Sample(p, "train", 0, GOOD) for p in _images_or_raise(train_dir)]

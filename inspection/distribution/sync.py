@@ -78,7 +78,10 @@ class HttpSource:
         import httpx
 
         if not token:
-            raise InspectionError("a registry token is needed: set INSPECTION_REGISTRY_TOKEN")
+            raise InspectionError(
+                "a registry token is needed: pass --token-file FILE (the station token the "
+                "catalog admin issued) or set INSPECTION_REGISTRY_TOKEN"
+            )
         self.description = url.rstrip("/")
         self._client = httpx.Client(
             base_url=self.description,

@@ -1,7 +1,9 @@
 """Build a retrain run's data from the original dataset and the reviewed inspections.
 
 Training set, an MVTec-style folder under the run folder: the original images (good ones and
-labelled defects) plus those reviewed as ``good``, plus the reviewed defects that teach
+labelled defects), the good images its champion learned by ``train --update``
+(``retrain.lineage``, as ``train/good/update-<sha256>``), plus those reviewed as ``good``, plus
+the reviewed defects that teach
 (``teaches``), each in ``train/<type>/review-<id>.png`` with the region its reviewer painted as
 ``ground_truth/train/<type>/review-<id>_mask.png`` (none painted: an image-level label). The
 test split and its masks are copied too: training holds part of it out to calibrate.
@@ -11,6 +13,7 @@ reviewed defects that do not teach (label 1; the painted region is their pixel t
 left out of pixel metrics). Which reviewed defects teach is a fixed rule of the inspection id
 alone (a seeded hash: ``TEACHING_SHARE`` of them teach), so a defect is on the same side in
 every run: no run evaluates on an image that taught its challenger or an earlier champion.
+An image that copies a held-out test image (``data.leaks``) is left out, named in ``left_out``.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from typing import Any
 from inspection.core.errors import DatasetError, ImageDecodeError
 from inspection.core.images import read_image
 from inspection.data.dataset import GOOD, LABELLED_MASKS, MASK_SUFFIX, Dataset, Sample
+from inspection.data.leaks import held_out_copies, prints_of
+from inspection.retrain.lineage import Learned
 from inspection.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -88,13 +93,19 @@ class RunData:
     """Of ``teaching_defect``, those whose reviewer painted a region (trained with its mask)."""
     original_labelled: int = 0
     """Labelled defective training images of the original dataset."""
+    learned: tuple[str, ...] = ()
+    """Names of the images the champion learned by ``train --update`` (``retrain.lineage``)."""
+    left_out: dict[str, str] = field(default_factory=dict)
+    """What the champion learned or a reviewer labelled that this run does not train on ->
+    why (a held-out copy, a file gone)."""
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready counts for the report."""
         return {
             "train_root": str(self.train_root),
-            "train_images": self.original_train + len(self.reviewed_good),
+            "train_images": self.original_train + len(self.learned) + len(self.reviewed_good),
             "train_original": self.original_train,
+            "train_learned_by_update": len(self.learned),
             "train_reviewed_good": len(self.reviewed_good),
             "train_labelled_defects": self.original_labelled + len(self.teaching_defect),
             "train_reviewed_defect": len(self.teaching_defect),
@@ -109,6 +120,7 @@ class RunData:
             "train_reviewed_defect_ids": list(self.teaching_defect),
             "reviewed_false_alarm_ids": list(self.reviewed_false_alarm),
             "skipped": dict(self.skipped),
+            "left_out": dict(self.left_out),
         }
 
 
@@ -120,11 +132,12 @@ def assemble_run_data(
     *,
     since: datetime | None = None,
     carry_over: Collection[str] = (),
+    learned: Learned | None = None,
 ) -> RunData:
     """Write ``<run_dir>/dataset/<product>`` and collect the evaluation items. Reviewed-good
     images: reviewed after ``since``, or in ``carry_over``, and still labelled ``good``;
-    reviewed defects teach or evaluate by ``teaches``; false alarms all evaluate.
-    ``store=None``: no reviews."""
+    reviewed defects teach or evaluate by ``teaches``; false alarms all evaluate;
+    ``learned``: the champion's ``train --update`` images. ``store=None``: no reviews."""
     if not original.train_samples:
         raise DatasetError(f"dataset {original.name!r} has no training images")
     if not original.test_samples:
@@ -138,24 +151,34 @@ def assemble_run_data(
     _copy_samples(original.test_samples, root / "test", root / "ground_truth")
     reviews = _Reviews(eval_items=[
         EvalItem(s.path, s.label, s.defect_type, s.mask_path, "test") for s in original.test_samples
-    ])  # fmt: skip
+    ], held_out=prints_of([s.path for s in original.test_samples]))  # fmt: skip
+    learned = learned or Learned()
+    reviews.left_out |= learned.missing
     if store is not None:
         for row in _reviewed_good(store, product, since, carry_over):
             path = _blob_image(store, row.image_sha, row.id, reviews.skipped)
-            if path is not None:
+            if path is not None and reviews.trainable(row.id, path):
                 shutil.copyfile(path, good_dir / f"review-{row.id}{path.suffix.lower()}")
                 reviews.good.append(row.id)
+                reviews.digests.add(row.image_sha)
         for row in store.reviewed(product, ["defect", "false_alarm"]):
             reviews.add(store, row, root)
+    for path in learned.images:
+        if path.stem not in reviews.digests and reviews.trainable(path.name, path):
+            shutil.copyfile(path, good_dir / f"update-{path.name}")
+            reviews.learned.append(path.name)
     original_train = len(original.train_samples)
-    log.info("run data for %s: %d original + %d reviewed-good training images, %d reviewed "
-             "defects teaching (%d painted), %d evaluation images", product, original_train,
-             len(reviews.good), len(reviews.teaching), len(reviews.painted),
-             len(reviews.eval_items))  # fmt: skip
+    log.info("run data for %s: %d original + %d learned by update + %d reviewed-good training "
+             "images, %d reviewed defects teaching (%d painted), %d evaluation images", product,
+             original_train, len(reviews.learned), len(reviews.good), len(reviews.teaching),
+             len(reviews.painted), len(reviews.eval_items))  # fmt: skip
+    for what, why in reviews.left_out.items():
+        log.warning("left out of %s's training set: %s: %s", product, what, why)
     return RunData(root, tuple(reviews.eval_items), original_train, tuple(reviews.good),
                    tuple(reviews.defects), tuple(reviews.false_alarms), reviews.skipped,
                    tuple(reviews.teaching), tuple(reviews.painted),
-                   len(original.labelled_samples))  # fmt: skip
+                   len(original.labelled_samples), tuple(reviews.learned),
+                   reviews.left_out)  # fmt: skip
 
 
 @dataclass
@@ -163,12 +186,25 @@ class _Reviews:
     """The reviewed inspections a run collects, by where they went."""
 
     eval_items: list[EvalItem]
+    held_out: dict[Path, Any] = field(default_factory=dict)
+    """``data.leaks.pixel_print`` of each held-out test image."""
     good: list[str] = field(default_factory=list)
     defects: list[str] = field(default_factory=list)
     false_alarms: list[str] = field(default_factory=list)
     teaching: list[str] = field(default_factory=list)
     painted: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
+    learned: list[str] = field(default_factory=list)
+    left_out: dict[str, str] = field(default_factory=dict)
+    digests: set[str] = field(default_factory=set)
+    """sha256 of the reviewed-good images trained on (a learned copy of one is not added)."""
+
+    def trainable(self, name: str, path: Path) -> bool:
+        """False (``name`` left out, saying why) when ``path`` copies a held-out test image."""
+        copies = held_out_copies(prints_of([path]), self.held_out)
+        if copies:
+            self.left_out[name] = f"copies held-out test image {copies[path]}"
+        return not copies
 
     def add(self, store: Store, row: Any, root: Path) -> None:
         """A reviewed defect or false alarm: into training (a defect that ``teaches``, with
@@ -185,6 +221,8 @@ class _Reviews:
         if not teaches(row.id):
             self.eval_items.append(EvalItem(path, 1, defect_type, region, "review", row.id))
             self.defects.append(row.id)
+            return
+        if not self.trainable(row.id, path):
             return
         folder = type_folder(defect_type)
         name = f"review-{row.id}"

@@ -32,6 +32,7 @@ from inspection.retrain import adapters
 from inspection.retrain.assemble import RunData, assemble_run_data
 from inspection.retrain.config import RetrainConfig
 from inspection.retrain.gate import Decision, decide
+from inspection.retrain.lineage import learned_images
 from inspection.retrain.lock import retrain_lock
 from inspection.retrain.report import write_report
 from inspection.retrain.scoring import evaluate_bundles
@@ -87,9 +88,13 @@ class _Run:
     training: str = "full"
     """How the challenger was trained: ``full``, or ``incremental from vNNNN``."""
     reviewed_good_ids: tuple[str, ...] = ()
+    learned_images: tuple[str, ...] = ()
+    """Registry-relative files of the images learned by ``train --update`` it trained on."""
     skipped_review_ids: tuple[str, ...] = ()
     reviews_until: str | None = None
     """When the run read the reviews (UTC): later ones are not in its training set."""
+    new_reviews: int | None = None
+    """Reviews recorded since the champion was made (None: no champion or no cut-off)."""
     int8_image_auroc_drop: float | None = None
     export_refused: dict[str, str] = field(default_factory=dict)
     """Precision -> why its export gate refused the challenger in it (not registered)."""
@@ -147,6 +152,8 @@ def retrain_product(
 def _retrain(run: _Run, ctx: _Context) -> RetrainResult:
     champion_record, champion_dir = _champion(ctx.registry, run)
     data = _assemble(run, ctx, champion_record)
+    if _nothing_new(run, ctx, champion_record, data):
+        return _kept_nothing_new(run, ctx, data)
     record = _incremental(run, ctx, champion_record, data) or _train(
         run, ctx, champion_record or ctx.registry.bundles.latest_version(run.product), data
     )
@@ -180,19 +187,36 @@ def _assemble(run: _Run, ctx: _Context, champion: ModelRecord | None) -> RunData
     """The run's MVTec folder: original data plus reviewed images since ``reviewed_since``."""
     since = _since(ctx.registry, run.product, ctx.config, champion)
     carry_over = _skipped_last_run(ctx.registry, run.product)
-    if ctx.config.reviewed_since == "champion":
-        carry_over += _champion_reviewed_good(ctx.registry, run.product, run.champion)
+    # nothing learned is dropped: what the champion trained on stays, whatever the cut-off
+    carry_over += _champion_reviewed_good(ctx.registry, run.product, run.champion)
+    learned = learned_images(ctx.registry, champion)
     job = ctx.config.job(run.product)
     run.stage = "assemble"
     original = load_dataset(job.dataset or ctx.site.datasets_dir / run.product)
     ctx.say(f"assembling data (reviewed-good since {since.isoformat() if since else 'the start'})")
     run.reviews_until = utc_now()
+    store = _open_store(ctx.site, ctx.reviews)
     data = assemble_run_data(
-        original, _open_store(ctx.site, ctx.reviews), run.product, ctx.config.work_dir / run.product / run.run_id,
-        since=since, carry_over=carry_over,
+        original, store, run.product, ctx.config.work_dir / run.product / run.run_id,
+        since=since, carry_over=carry_over, learned=learned,
     )  # fmt: skip
+    run.new_reviews = _new_reviews(store, run.product, since)
     run.reviewed_good_ids = tuple(data.reviewed_good)
     run.skipped_review_ids = tuple(data.skipped)
+    run.learned_images = tuple(
+        p.relative_to(ctx.registry.root).as_posix()
+        for p in learned.images
+        if p.name in data.learned
+    )
+    if data.learned:
+        ctx.say(
+            f"{len(data.learned)} good image(s) the champion learned by train --update join training"
+        )
+    if data.left_out:
+        ctx.say(
+            f"left out {len(data.left_out)} image(s) the champion learned or a reviewer labelled: "
+            + "; ".join(f"{what}: {why}" for what, why in list(data.left_out.items())[:5])
+        )
     if data.teaching_defect or data.reviewed_defect:
         ctx.say(
             f"reviewed defects: {len(data.teaching_defect)} teach ({len(data.painted)} with a "
@@ -205,6 +229,43 @@ def _assemble(run: _Run, ctx: _Context, champion: ModelRecord | None) -> RunData
             "tries the good ones again)"
         )
     return data
+
+
+def _new_reviews(store: Store | None, product: str, since: datetime | None) -> int | None:
+    """Reviews recorded after ``since`` (any label); None when there is no cut-off (all new).
+    A restored review carried over from an earlier run shows in the training-image count."""
+    if since is None:
+        return None
+    recorded = (
+        store.reviewed(product, ["good", "defect", "false_alarm"], since=since) if store else []
+    )
+    return len(recorded)
+
+
+def _nothing_new(run: _Run, ctx: _Context, champion: ModelRecord | None, data: RunData) -> bool:
+    """True when the challenger could only repeat the champion: same config, no review since
+    the champion was made, and as many training images as it had."""
+    if champion is None or ctx.overrides or ctx.replace_config or run.new_reviews != 0:
+        return False
+    images = data.original_train + len(data.learned) + len(data.reviewed_good)
+    return images == champion.train_image_count()
+
+
+def _kept_nothing_new(run: _Run, ctx: _Context, data: RunData) -> RetrainResult:
+    """End a run with nothing to learn: the champion stays, no version is registered."""
+    reason = (
+        f"nothing new since {run.champion}: no review since it was made and the same "
+        f"{data.original_train + len(data.learned) + len(data.reviewed_good)} training images; "
+        "kept the champion, no version registered"
+    )
+    run.stage = "done"
+    _record_event(ctx.registry, run, reason, "keep", "kept", reasons=[reason])
+    ctx.say(f"decision: kept; {reason}")
+    shutil.rmtree(data.train_root.parent.parent, ignore_errors=True)  # the unused run folder
+    return RetrainResult(
+        run.product, run.run_id, "kept", "", run.champion, Decision(False, [reason]), None,
+        {"data": data.summary(), "training": "none", "nothing_new": True},
+    )  # fmt: skip
 
 
 def _train(run: _Run, ctx: _Context, source: ModelRecord, data: RunData) -> ModelRecord:
@@ -258,7 +319,7 @@ def _new_good_images(
     trained_on = champion.train_image_count()
     if not new or trained_on is None:
         return []  # nothing new, or the champion recorded no image count: full refit
-    if data.original_train + len(data.reviewed_good) != trained_on + len(new):
+    if data.original_train + len(data.learned) + len(data.reviewed_good) != trained_on + len(new):
         return []  # the original training images changed: full refit
     good_dir = data.train_root / "train" / "good"
     return [path for i in new for path in sorted(good_dir.glob(f"review-{i}.*"))]
@@ -369,6 +430,7 @@ def _record_event(
         "challenger": run.challenger_bundle,
         "challenger_version": run.challenger_version,
         "skipped_review_ids": list(run.skipped_review_ids),
+        "learned_images": list(run.learned_images),
         "reviews_until": run.reviews_until,
         "export_refused": run.export_refused,
     }

@@ -101,6 +101,7 @@ def _markdown(report: RetrainReport) -> str:
     lines += [
         "",
         f"Training set: {data['train_original']} original good images + "
+        f"{data.get('train_learned_by_update', 0)} learned by train --update + "
         f"{data['train_reviewed_good']} reviewed good; {data['train_labelled_defects']} labelled "
         f"defects ({data['train_reviewed_defect']} reviewed, "
         f"{data['train_reviewed_defect_painted']} of them painted). "
@@ -109,6 +110,7 @@ def _markdown(report: RetrainReport) -> str:
         f"reviewed defects, {data['eval_reviewed_false_alarm']} reviewed false alarms; "
         f"{data['eval_with_pixel_truth']} with pixel ground truth).",
         *_skipped_lines(data.get("skipped") or {}),
+        *_left_out_lines(data.get("left_out") or {}),
         "",
         f"INT8 export: image AUROC drop vs FP32 on the training test split = "
         f"{_fmt(run.get('int8_image_auroc_drop'))}.",
@@ -128,6 +130,15 @@ def _skipped_lines(skipped: Mapping[str, str]) -> list[str]:
     lines = ["", f"Left out {len(skipped)} reviewed inspection(s) whose image is missing or "
              "unreadable (the next run tries the reviewed-good ones again):", ""]  # fmt: skip
     return lines + [f"- `{inspection_id}`: {why}" for inspection_id, why in sorted(skipped.items())]
+
+
+def _left_out_lines(left_out: Mapping[str, str]) -> list[str]:
+    """What the champion learned or a reviewer labelled that the run did not train on."""
+    if not left_out:
+        return []
+    lines = ["", f"Not trained on ({len(left_out)}): learned by the champion or labelled by a "
+             "reviewer, left out for the reason given:", ""]  # fmt: skip
+    return lines + [f"- `{what}`: {why}" for what, why in left_out.items()]
 
 
 def _plot_roc(path: Path, evaluations: Mapping[str, BundleEvaluation], labels: np.ndarray) -> None:

@@ -14,6 +14,7 @@ import numpy as np
 
 from inspection.core.errors import AlignmentError, ImageDecodeError, InputDomainError
 from inspection.core.images import IMAGE_SUFFIXES, DecodedImage, read_reduced
+from inspection.core.input_domain import check_bit_depth
 from inspection.core.types import InspectionResult
 from inspection.runtime.camera import decode_side, source_bits, with_camera_size
 from inspection.runtime.predictor import Predictor
@@ -76,10 +77,15 @@ def iter_paths(
         try:
             begin = time.perf_counter()
             decoded = read_reduced(path, work_side=side, bits=bits)
+            check_bit_depth(decoded, bits, inspector.input_check)
             pending.append((path, decoded, (time.perf_counter() - begin) * 1e3))
         except ImageDecodeError as exc:
             yield from flush()
             yield PathOutcome(path, error=str(exc))
+            continue
+        except InputDomainError as exc:
+            yield from flush()
+            yield PathOutcome(path, error=str(exc), refused=True)
             continue
         if len(pending) >= max(1, batch_size):
             yield from flush()

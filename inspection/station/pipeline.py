@@ -24,6 +24,7 @@ from sqlalchemy import or_, select
 from inspection.core.errors import AlignmentError, ImageDecodeError, InputDomainError
 from inspection.core.fingerprint import sha256_bytes
 from inspection.core.images import DecodedImage, decode_reduced
+from inspection.core.input_domain import check_bit_depth
 from inspection.core.types import InspectionResult
 from inspection.runtime.camera import (
     decode_side,
@@ -263,11 +264,12 @@ class Pipeline:
         product, name = request.product, request.source_name or "upload"
         started = time.perf_counter()
         options = self.bounds.options(product)
+        bits = source_bits(model.inspector)  # the bundle's, as training read its images
         try:
             decoded = decode_reduced(
                 data,
                 work_side=decode_side(options, model.inspector),
-                bits=source_bits(model.inspector),  # the bundle's, as training read its images
+                bits=bits,
                 max_pixels=self.config.max_pixels,
                 max_side=self.config.max_side,
                 formats=self.config.image_formats,
@@ -277,6 +279,7 @@ class Pipeline:
             raise BadImage(str(exc)) from exc
         decode_ms = _ms(started)
         try:
+            check_bit_depth(decoded, bits, model.inspector.input_check)
             result = model.inspect(decoded.image, started=started)
         except AlignmentError as exc:
             raise PartNotAligned(str(exc)) from exc

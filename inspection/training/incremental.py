@@ -9,6 +9,7 @@ changes, and export and the station treat the new version as any other.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -22,12 +23,13 @@ from inspection.core.calibration import Calibration, calibrate
 from inspection.core.config import to_mapping
 from inspection.core.errors import ConfigError, DatasetError, RegistryError
 from inspection.core.fingerprint import relative_name, sha256_file
-from inspection.core.model_record import FitFigures, Lineage, ModelRecord
+from inspection.core.model_record import ADDED_DIR, FitFigures, Lineage, ModelRecord
 from inspection.core.product_config import ModelConfig, model_config_from_mapping
 from inspection.core.registry import Registry
 from inspection.core.roi import RoiSpec, RoiTraining
 from inspection.core.types import Progress
 from inspection.data.dataset import GOOD, Dataset, Sample, load_dataset
+from inspection.data.leaks import refuse_held_out
 from inspection.training.augment import views
 from inspection.training.backbones import channels_last
 from inspection.training.evaluate import metrics_of_predictions, predict
@@ -90,6 +92,8 @@ def update_patchcore(
     with _timed(stages, "load"):
         dataset = dataset or load_dataset(parent.dataset_root())
         validation, test = _recorded_splits(parent, dataset)
+        held_out = [s.path for s in (*validation, *test)]
+        refuse_held_out(images, held_out, bits=config.image_bits)  # by decoded pixels
         digests = _check_unseen(registry, parent, dataset, images)
         model = load_trained_model(parent)
     say(f"extracting patches of {len(images)} new images")
@@ -124,7 +128,7 @@ def update_patchcore(
     # the recorded fit time leaves out the registration; ``seconds`` below includes it
     fit = FitFigures(fit_seconds=round(time.perf_counter() - started, 2), test_images=len(test))
     metrics |= replace(fit, update_stage_seconds=stages).to_mapping()
-    record = _register(registry, parent, model, dataset, lineage, calibration, metrics)
+    record = _register(registry, parent, model, dataset, lineage, calibration, metrics, images)
     seconds = time.perf_counter() - started
     say(f"registered {record.model_version} (from {parent.version}, +{len(images)} images)")
     return UpdateOutcome(record, lineage, metrics, predictions, seconds)
@@ -210,25 +214,22 @@ def _check_images(images: Sequence[Path]) -> list[Path]:
 def _check_unseen(
     registry: Registry, parent: ModelRecord, dataset: Dataset, images: Sequence[Path]
 ) -> tuple[str, ...]:
-    """The sha256 of each new image; ``DatasetError`` naming the files that are one of the
-    parent's held-out images (it would be measured on what it learned) or already in its bank
-    (its training images, and those added by the updates it descends from)."""
+    """The sha256 of each new image; ``DatasetError`` naming the files already in the parent's
+    bank (its training images, and those added by the updates it descends from). Held-out
+    copies were refused before (``data.leaks``)."""
     recorded: dict[str, str] = parent.dataset.get("files") or {}
-    splits = parent.splits()
-    held_out = {recorded[r]: r for r in (*splits.validation, *splits.test) if r in recorded}
     train = (relative_name(s.path, dataset.root) for s in dataset.train_samples)
     banked = {recorded[r]: r for r in train if r in recorded} | _added_digests(registry, parent)
     digests = tuple(sha256_file(p) for p in images)
     seen = [
-        f"{path} is {held_out[d]} of the held-out split" if d in held_out
-        else f"{path} is already in the bank ({banked[d]})"
-        for path, d in zip(images, digests, strict=True) if d in held_out or d in banked
+        f"{path} is already in the bank ({banked[d]})"
+        for path, d in zip(images, digests, strict=True) if d in banked
     ]  # fmt: skip
     if seen:
         raise DatasetError(
             f"{len(seen)} of the new images are not new to {parent.model_version}: "
             f"{'; '.join(seen[:5])}{' ...' if len(seen) > 5 else ''}. Add good parts it has "
-            "never seen: a held-out image in the bank makes its test figures meaningless"
+            "never seen"
         )
     return digests
 
@@ -312,7 +313,16 @@ def _register(
     lineage: Lineage,
     calibration: Calibration,
     metrics: dict[str, Any],
+    images: Sequence[Path],
 ) -> ModelRecord:
+    """The new version, keeping a copy of each added image (``ADDED_DIR``): a later retrain
+    trains on them too (``retrain.assemble.lineage_images``)."""
+
+    def keep_added(directory: Path) -> None:
+        (directory / ADDED_DIR).mkdir()
+        for path, digest in zip(images, lineage.added_digests, strict=True):
+            shutil.copyfile(path, directory / ADDED_DIR / f"{digest}{path.suffix.lower()}")
+
     extra = {
         **parent.extra,
         "normalization": to_mapping(calibration.normalization),
@@ -323,4 +333,5 @@ def _register(
     return register_version(
         registry, parent.product, model, dataset, model_kind=parent.model_kind,
         config=parent.config, metrics=metrics, weights=parent.weights, extra=extra,
+        save=keep_added,
     )  # fmt: skip

@@ -114,7 +114,9 @@ def export_bundle(
     base, part_files = with_part_setup(base_metadata(record, options.precision), source.configs_dir)
     if base.bundle_id in registry.bundles.bundle_ids(product):
         raise BundleError(
-            f"bundle {product}/{base.bundle_id} already exists; bundles are immutable"
+            f"bundle {product}/{base.bundle_id} already exists (bundles never change): make "
+            f"it live with `inspection promote {product} {base.bundle_id}`, or export "
+            f"another version with --version (latest: {registry.bundles.latest_version(product).version})"
         )
     dataset = _export_dataset(record, source.dataset_path)
     model = load_trained_model(record)

@@ -36,7 +36,7 @@ from inspection.core.model_record import DataSplits, FitFigures, ModelRecord
 from inspection.core.product_config import ModelConfig, model_config_from_mapping
 from inspection.core.registry import Registry
 from inspection.core.roi import RoiSpec, RoiTraining
-from inspection.data.dataset import MIN_TEST_GOOD, Dataset, Sample
+from inspection.data.dataset import MIN_TEST_GOOD, NEEDS_TEST_GOOD, Dataset, Sample
 from inspection.training.backbones import (
     ResolvedWeights,
     in_process,
@@ -101,12 +101,8 @@ def evaluation_splits(config: ModelConfig, dataset: Dataset) -> tuple[list[Sampl
     test = list(dataset.test_samples)
     if not dataset.train_samples:
         raise DatasetError(f"dataset {dataset.name!r} has no training images (train/good)")
-    if sum(s.label == 0 for s in test) < MIN_TEST_GOOD:
-        raise DatasetError(
-            f"dataset {dataset.name!r}: the test split needs at least {MIN_TEST_GOOD} good "
-            "images (test/good) to calibrate and measure the model; defect folders are optional (without them "
-            "miss rates are unknown)"
-        )
+    if (good := sum(s.label == 0 for s in test)) < MIN_TEST_GOOD:
+        raise DatasetError(f"dataset {dataset.name!r}: test/good has {good}: {NEEDS_TEST_GOOD}")
     if not any(s.label == 1 for s in test):
         logger.warning(
             "%s has no defect images: good-only calibration, miss rates unknown", dataset.name

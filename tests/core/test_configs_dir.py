@@ -55,3 +55,24 @@ def test_without_a_site_file_configs_fall_back_to_cwd_then_the_checkout(
     assert load_site_config() == SiteConfig()
     assert SiteConfig().configs_dir is None
     assert default_configs_dir() == SiteConfig().configs == expected
+
+
+@pytest.mark.parametrize("folder", ["site", "site/configs"])
+def test_a_site_files_paths_start_beside_it_whatever_the_working_folder(
+    tmp_path: Path, folder: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``dashboard --site /abs/site.yaml`` run from elsewhere showed no users and made an
+    empty ``var/`` there: the store, registry (and its keys) resolved against the cwd."""
+    site_file = tmp_path / folder / "site.yaml"
+    site_file.parent.mkdir(parents=True)
+    site_file.write_text("registry_dir: var/registry\nstore_url: sqlite:///var/x.db\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    site = load_site_config(site_file)
+    root = tmp_path / "site"
+    assert site.registry_dir == root / "var" / "registry" and site.blob_dir == root / "var/blobs"
+    assert site.store_url == f"sqlite:///{root / 'var' / 'x.db'}"
+    assert site.reports_dir == root / "reports" and site.configs == site_file.parent
+    site_file.write_text(f"registry_dir: {tmp_path / 'r'}\n")
+    assert load_site_config(site_file).registry_dir == tmp_path / "r"  # absolute: as written

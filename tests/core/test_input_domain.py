@@ -17,12 +17,14 @@ from PIL import Image
 
 from inspection.core.bundle import read_bundle_metadata
 from inspection.core.config import from_mapping, to_mapping
-from inspection.core.errors import ConfigError
-from inspection.core.images import grey_replicated, read_image
+from inspection.core.errors import ConfigError, InputDomainError
+from inspection.core.images import decode_reduced, grey_replicated, read_image
 from inspection.core.input_domain import (
     DomainTolerance,
     InputDomain,
+    bit_depth_problem,
     channel_spread,
+    check_bit_depth,
     colour_mode,
     evenly,
     input_check_mode,
@@ -315,3 +317,29 @@ def test_grey_conversion_is_the_decoders(tmp_path: Path) -> None:
     np.testing.assert_array_equal(grey_replicated(read_image(colour)), from_grey_file)
     np.testing.assert_array_equal(grey_replicated(from_grey_file), from_grey_file)  # identity
     assert from_grey_file.shape == (48, 64, 3)
+
+
+@pytest.mark.parametrize(
+    ("peak", "bits", "refused"),
+    [(4095, 16, "values all below 4096"), (65535, 12, "values up to 65535 (16 bits)"),
+     (4095, 8, "values up to 4095 (12 bits)"), (65535, 16, None), (4095, 12, None),
+     (300, 12, None), (255, 12, "values all below 256"), (None, 8, None)],
+)  # fmt: skip
+def test_a_camera_writing_another_bit_depth_is_named(
+    peak: int | None, bits: int, refused: str | None
+) -> None:
+    problem = bit_depth_problem(peak, bits)
+    if refused is None:
+        assert problem is None
+    else:
+        assert problem.startswith("wrong camera bit depth") and refused in problem
+        assert f"image_bits: {bits} (0..{2**bits - 1})" in problem
+
+
+def test_a_12_bit_tiff_under_a_16_bit_bundle_is_refused_before_any_verdict() -> None:
+    twelve = (np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) % 4096).astype(np.uint16)
+    decoded = decode_reduced(cv2.imencode(".tiff", twelve)[1].tobytes(), bits=16)
+    with pytest.raises(InputDomainError, match="wrong camera bit depth"):
+        check_bit_depth(decoded, 16, "refuse")
+    check_bit_depth(decoded, 16, "warn")  # judged, logged
+    check_bit_depth(decoded, 12, "refuse")  # the declared depth fits

@@ -258,8 +258,9 @@ def test_fewer_than_2_good_test_images_is_an_error(
         (
             "too_few_test_good",
             root.resolve(),
-            "the test split needs at least 2 good images (test/good) to calibrate and measure "
-            f"the model, it has {keep}: training refuses it",
+            f"test/good has {keep} image(s): training needs at least 2 held-out good parts in "
+            "test/good to set and check its threshold; move a fifth of train/good there "
+            "(test/<defect>/ is optional)",
         )
     ]
     # 24 training images + 30 % of test/good: below the 99 a 1 % budget needs
@@ -440,3 +441,16 @@ def test_calibration_images_that_repeat_a_training_or_test_image_are_refused(
     assert "test image test/good/001.png" in found["test_copy.png", "calibration_duplicate"]
     assert not report.ok
     assert report.counts["calibration"] == {"good": 3}
+
+
+def test_a_held_out_image_re_saved_as_jpeg_in_train_is_found(
+    tiny_product: Path, tmp_path: Path
+) -> None:
+    """The leak check compares decoded pixels, not bytes: a test image re-encoded as JPEG in
+    train/good was accepted (``data.leaks``, which --update and retrain use too)."""
+    root = tmp_path / "brick"
+    shutil.copytree(tiny_product, root)
+    Image.open(root / "test" / "good" / "000.png").save(root / "train" / "good" / "x.jpg")
+    report = check_dataset(load_dataset(root))
+    leaks = [(p.path.name, p.message) for p in report.errors if p.code == "train_test_duplicate"]
+    assert leaks == [("000.png", "same image content as training image train/good/x.jpg")]

@@ -7,8 +7,9 @@ import pytest
 
 from inspection.core.errors import DatasetError
 from inspection.core.fingerprint import sha256_file
-from inspection.data.dataset import load_dataset
+from inspection.data.dataset import Dataset, load_dataset
 from inspection.retrain.assemble import REVIEWED_DEFECT, assemble_run_data, teaches, type_folder
+from inspection.retrain.lineage import Learned
 from inspection.store.store import Store
 
 from .helpers import reviewed_inspection, split_ids
@@ -19,12 +20,24 @@ def store(tmp_path: Path) -> Store:
     return Store.migrated(f"sqlite:///{tmp_path / 'inspection.db'}", tmp_path / "blobs")
 
 
+@pytest.fixture(scope="module")
+def line(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
+    """Parts the line saw after training: none of them is in ``tiny_product``."""
+    from inspection.data.demo import write_demo_product
+
+    root = write_demo_product(
+        tmp_path_factory.mktemp("line"), "brick", seed=99, n_train=1, n_test_good=4,
+        n_test_per_defect=3, size=128,
+    )  # fmt: skip
+    return load_dataset(root)
+
+
 def test_reviewed_images_reach_training_or_evaluation_never_both(
-    tiny_product: Path, store: Store, tmp_path: Path
+    tiny_product: Path, line: Dataset, store: Store, tmp_path: Path
 ) -> None:
     dataset = load_dataset(tiny_product)
-    test_goods = [s.path for s in dataset.test_samples if s.label == 0]
-    defects = [s for s in dataset.test_samples if s.label == 1 and s.mask_path is not None]
+    test_goods = [s.path for s in line.test_samples if s.label == 0]
+    defects = [s for s in line.test_samples if s.label == 1 and s.mask_path is not None]
     taught, held = split_ids("teach-", True, 3), split_ids("held-", False, 3)
     good_a = reviewed_inspection(store, test_goods[0], "good")
     good_b = reviewed_inspection(store, test_goods[1], "good")
@@ -132,15 +145,15 @@ def test_labelled_defects_of_the_original_dataset_are_copied_with_their_masks(
 
 
 def test_since_and_carry_over_select_reviewed_good_and_run_folders_are_fresh(
-    tiny_product: Path, store: Store, tmp_path: Path
+    tiny_product: Path, line: Dataset, store: Store, tmp_path: Path
 ) -> None:
     dataset = load_dataset(tiny_product)
-    reviewed_inspection(store, dataset.test_samples[0].path, "good")
+    reviewed_inspection(store, line.test_samples[0].path, "good")
     future = datetime.now(timezone.utc) + timedelta(hours=1)
     run = assemble_run_data(dataset, store, "brick", tmp_path / "run", since=future)
     assert run.reviewed_good == ()
-    carried = reviewed_inspection(store, dataset.test_samples[1].path, "good")
-    relabelled = reviewed_inspection(store, dataset.test_samples[2].path, "good")
+    carried = reviewed_inspection(store, line.test_samples[1].path, "good")
+    relabelled = reviewed_inspection(store, line.test_samples[2].path, "good")
     store.add_review(relabelled, label="unsure", reviewer="bob")
     run = assemble_run_data(
         dataset, store, "brick", tmp_path / "run2", since=future, carry_over=[carried, relabelled]
@@ -159,3 +172,38 @@ def test_missing_blob_is_left_out_with_a_reason(
     run = assemble_run_data(dataset, store, "brick", tmp_path / "run")
     assert run.reviewed_good == ()
     assert "not found" in run.skipped[inspection_id]
+
+
+def test_a_held_out_image_never_trains_however_it_was_saved(
+    tiny_product: Path, line: Dataset, store: Store, tmp_path: Path
+) -> None:
+    """A reviewed good, a teaching defect and a learned image that copy held-out test images
+    (re-saved as JPEG, or as they are) are left out, each naming the image it copies."""
+    from PIL import Image
+
+    dataset = load_dataset(tiny_product)
+    good, defect = dataset.test_samples[0], next(s for s in dataset.test_samples if s.label)
+    jpeg = tmp_path / "resaved.jpg"
+    Image.open(good.path).save(jpeg, quality=75)
+    copied_good = reviewed_inspection(store, jpeg, "good")
+    copied_defect = reviewed_inspection(
+        store, defect.path, "defect", inspection_id=split_ids("t-", True, 1)[0]
+    )
+    fresh = reviewed_inspection(store, line.test_samples[0].path, "good")
+    learned = Learned(
+        images=(line.train_samples[0].path, defect.path), missing={"v0002:ab": "gone"}
+    )
+
+    run = assemble_run_data(dataset, store, "brick", tmp_path / "run", learned=learned)
+
+    assert run.reviewed_good == (fresh,) and run.teaching_defect == ()
+    assert run.learned == (line.train_samples[0].path.name,)
+    assert run.left_out == {
+        "v0002:ab": "gone",
+        copied_good: f"copies held-out test image {good.path}",
+        copied_defect: f"copies held-out test image {defect.path}",
+        defect.path.name: f"copies held-out test image {defect.path}",
+    }
+    good_dir = run.train_root / "train" / "good"
+    assert (good_dir / f"update-{line.train_samples[0].path.name}").is_file()
+    assert run.summary()["train_images"] == len(dataset.train_samples) + 2

@@ -76,7 +76,7 @@ def test_a_review_left_out_for_its_missing_image_is_tried_again_by_the_next_run(
     registry = Registry(site.registry_dir)
     store = Store.migrated(site.store_url, site.blob_dir)
     dataset = load_dataset(tiny_product)
-    image = dataset.test_samples[0].path
+    image = dataset.train_samples[0].path  # never a held-out one: left out
     review = reviewed_inspection(store, image, "good")
     blob = store.blobs.path(store.get_inspection(review).image_sha)
     blob.unlink()

@@ -22,6 +22,7 @@ class SeeingInspector:
 
     metadata: object
     camera: CameraOptions = field(default_factory=CameraOptions)
+    input_check: str = "refuse"
     seen: list[np.ndarray] = field(default_factory=list)
 
     def inspect_batch(self, images: list[np.ndarray]) -> list[str]:
@@ -50,6 +51,10 @@ def test_a_12_bit_frame_under_a_12_bit_bundle_is_seen_as_its_8_bit_equivalent(
     list(iter_paths(twelve, [deep, eight]))
     assert np.array_equal(twelve.seen[0], twelve.seen[1])
     assert twelve.seen[0].max() == 255
-    old = SeeingInspector(_metadata(16))  # a bundle without the setting: the high byte
-    list(iter_paths(old, [deep]))
-    assert old.seen[0].max() == 15
+    old = SeeingInspector(_metadata(16))  # a bundle without the setting: the camera is refused
+    (refused,) = iter_paths(old, [deep])
+    assert refused.refused and refused.error.startswith("wrong camera bit depth")
+    assert old.seen == []
+    judged = SeeingInspector(_metadata(16), input_check="warn")  # judged anyway: the high byte
+    list(iter_paths(judged, [deep]))
+    assert judged.seen[0].max() == 15

@@ -7,6 +7,7 @@ import io
 import logging
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -51,3 +52,24 @@ def test_warn_judges_the_upload_and_counts_it(tmp_path: Path, bundles: Bundles, 
         assert judged.json()["verdict"] in ("OK", "NG")
         metrics = served.ops("/metrics").text
         assert _metric(metrics, "warned") == 1.0 and _metric(metrics, "refused") == 0.0
+
+
+def _sixteen_bit_tiff(data: bytes, shift: int) -> bytes:
+    """The same part from a mono camera writing 16-bit files: grey levels << ``shift``
+    (4: 12-bit values, 0..4095; 8: the full 16-bit range)."""
+    grey = np.asarray(Image.open(io.BytesIO(data)).convert("L"), dtype=np.uint16) << shift
+    buffer = io.BytesIO()
+    Image.fromarray(grey).save(buffer, "TIFF")
+    return buffer.getvalue()
+
+
+def test_a_camera_at_the_wrong_bit_depth_is_refused_never_judged(
+    tmp_path: Path, bundles: Bundles, sample_images
+) -> None:
+    serving_registry(tmp_path / "registry", bundles)
+    with serve(station_config(tmp_path)) as served:
+        refused = served.inspect(_sixteen_bit_tiff(sample_images["good0"], 4), request_id="b12")
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["detail"].startswith("wrong camera bit depth: 16-bit image")
+        assert "image_bits: 16" in refused.json()["detail"]
+        assert served.station.store.count_inspections() == 0

@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from typer.testing import CliRunner
 
 from inspection.cli import app
 from inspection.core.errors import ConfigError, DatasetError
 from inspection.core.fingerprint import sha256_file
+from inspection.core.model_record import ADDED_DIR
 from inspection.core.registry import Registry
 from inspection.training.incremental import _check_parent, extend_bank
 from inspection.training.train import load_trained_model
@@ -60,6 +62,8 @@ def test_update_registers_a_child_version_and_leaves_the_parent(
     assert record.version != parent.version and lineage is not None
     assert lineage.parent == parent.version and lineage.method == "incremental"
     assert lineage.added_digests == tuple(sha256_file(p) for p in new_good)
+    kept = sorted(sha256_file(p) for p in (record.path / ADDED_DIR).iterdir())
+    assert kept == sorted(lineage.added_digests)  # a later retrain trains on them too
     assert lineage.bank_rows_before == parent_bank.shape[0]
     assert lineage.added_patches > 0 and lineage.bank_rows_after == (
         lineage.bank_rows_before + lineage.added_patches
@@ -82,29 +86,34 @@ def test_update_registers_a_child_version_and_leaves_the_parent(
     assert f"is already in the bank (added in {record.version})" in str(again.exception)
 
 
-@pytest.mark.parametrize("split", ["test", "validation", "train"])
+@pytest.mark.parametrize(
+    ("split", "suffix"),
+    [("test", ".png"), ("validation", ".png"), ("test", ".jpg"), ("train", ".png")],
+)
 def test_update_refuses_held_out_and_banked_images(
-    registry: Registry, trained_patchcore, tmp_path: Path, split: str
+    registry: Registry, trained_patchcore, tmp_path: Path, split: str, suffix: str
 ) -> None:
     """``train --update`` took test/good images into the bank, then reported test AUROC 1.0 on
-    images it was trained on; a held-out or banked image now refuses the update."""
+    images it was trained on; a held-out image (even re-saved as JPEG) or a banked one now
+    refuses the update."""
     from inspection.training.incremental import update_patchcore
 
     parent = registry.bundles.version("brick", trained_patchcore.record.version)
     root = trained_patchcore.dataset_root
     names = getattr(parent.splits(), split, None) or ["train/good/000.png"]
-    copy = tmp_path / "new" / "000.png"  # renamed and moved: found by content
+    copy = tmp_path / "new" / f"000{suffix}"  # renamed, moved, maybe re-encoded: found by pixels
     copy.parent.mkdir()
-    shutil.copy(root / names[0], copy)
+    Image.open(root / names[0]).save(copy)
 
     with pytest.raises(DatasetError) as refused:
         update_patchcore(registry, "brick", [copy], dataset=None)
 
-    seen = "of the held-out split" if split != "train" else "is already in the bank (train/good/"
-    assert f"1 of the new images are not new to {parent.model_version}: {copy} " in str(
-        refused.value
-    )
-    assert seen in str(refused.value) and names[0] in str(refused.value)
+    if split == "train":
+        expected = f"1 of the new images are not new to {parent.model_version}: {copy} is "
+        assert expected + f"already in the bank ({names[0]})" in str(refused.value)
+    else:
+        expected = f"copy held-out test images (same decoded pixels): {copy} is held-out "
+        assert expected + str(root / names[0]) in str(refused.value)
     assert registry.bundles.latest_version("brick").version == parent.version
 
 
