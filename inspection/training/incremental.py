@@ -1,7 +1,6 @@
-"""Incremental update of a memory-bank model (``ModelKind.memory_bank``, PatchCore): add new
-good images' patches to a registered bank.
+"""Incremental PatchCore update: add new good images' patches to a registered memory bank.
 
-``update_bank`` extracts the patch embeddings of the NEW images only, appends their greedy
+``update_patchcore`` extracts the patch embeddings of the NEW images only, appends their greedy
 k-center picks of what the bank does not cover yet (``extend_bank``), re-calibrates on the
 parent's validation split and registers a new version with its ``Lineage``; the parent never
 changes, and export and the station treat the new version as any other.
@@ -68,7 +67,7 @@ class UpdateOutcome:
     seconds: float
 
 
-def update_bank(
+def update_patchcore(
     registry: Registry,
     product: str,
     images: Sequence[Path],
@@ -77,7 +76,7 @@ def update_bank(
     dataset: Dataset | None = None,
     progress: Progress | None = None,
 ) -> UpdateOutcome:
-    """Add ``images`` (good parts) to a memory-bank version's bank as a new version.
+    """Add ``images`` (good parts) to a PatchCore version's bank as a new version.
     ``version``: the parent (default: the latest). ``dataset``: where the parent's recorded
     split lives (default: its recorded root), matched by path relative to its root."""
     say = progress or (lambda message: log.info("%s", message))
@@ -180,7 +179,7 @@ def _nearest_sq(rows: torch.Tensor, centers: torch.Tensor, block_rows: int = 409
 def _check_parent(parent: ModelRecord) -> ModelConfig:
     if not model_kind(parent.model_kind).memory_bank:
         raise ConfigError(
-            f"{parent.model_version} is a {parent.model_kind} model: only memory banks (PatchCore) "
+            f"{parent.model_version} is a {parent.model_kind} model: only PatchCore memory banks "
             "can be updated incrementally; retrain it with `inspection train`"
         )
     if parent.global_context() is not None:
