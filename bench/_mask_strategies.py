@@ -2,17 +2,12 @@
 
 Every row judges with the bundle's own normalisation and image threshold (``core.verdict.judge``),
 so image verdicts cannot move; the segmentation and a refiner only redraw the regions of NG
-results, as on the line. *Before*: the bundle's segmentation as exported (faint NG images get
-the peak's half-maximum region) and the refiner the export's rule keeps on VALIDATION
-(``core.refinement.choose_method``: pooled pixel F1 over the defective images up by
-``min_gain``, mean image IoU not lower). *After*: the segmentation that calibration selects now
-on the same validation outputs (``core.segmentation``: the leave-one-kind-out family's level,
-then ``peak_level``), and the refiner chosen again on validation on top of it. ``prepare`` runs
-the tree before the selection changed (``PYTHONPATH``) so *before* is the old rule's choice.
-
-Pixel-threshold rules (good-map level, kind-balanced F1, good-statistics hysteresis, the
-guided filter before calibration) were measured here before and not adopted: the figures are
-in the git history of ``reports/masks/evaluation.md`` (commit 60a98f9) and ``docs/masks.md``.
+results, as on the line. The segmentation is the bundle's as exported; the refiner is the one
+the export's rule keeps on VALIDATION (``core.refinement.choose_method``: pooled pixel F1 over
+the defective images up by ``min_gain``, mean image IoU not lower). The before/after columns of
+``reports/masks/evaluation.md`` (an older bundle against this tree's selection) were written by
+``git show ed8bbdb:bench/_mask_strategies.py``; rejected pixel-threshold rules are in the git
+history of that report (commit 60a98f9) and ``docs/masks.md``.
 """
 
 from __future__ import annotations
@@ -24,12 +19,7 @@ from pathlib import Path
 import numpy as np
 from _report import cpu_description, load_average, save_report
 
-from inspection.core.calibration import (
-    Normalization,
-    calibrated_segmentation,
-    normalize_maps,
-    normalize_scores,
-)
+from inspection.core.calibration import Normalization, normalize_maps, normalize_scores
 from inspection.core.metrics import JudgedSet, MaskCounts, mask_counts, mask_figures
 from inspection.core.refinement import DEFAULT_MIN_GAIN, choose_method
 from inspection.core.segmentation import candidates, families, held_out_score, kind_scores
@@ -115,10 +105,10 @@ def figures(f: dict[str, np.ndarray], select: np.ndarray, labels: np.ndarray) ->
 
 
 def bootstrap(
-    before: dict, after: dict, select: np.ndarray, labels: np.ndarray, seed: int = 0
+    judged: dict, select: np.ndarray, labels: np.ndarray, seed: int = 0
 ) -> dict[str, list[float]]:
-    """95 % percentile intervals of each figure after, and of after - before (paired: the same
-    resampled images for both); good and defective images resampled separately."""
+    """95 % percentile intervals of each figure; good and defective images resampled
+    separately."""
     rng = np.random.default_rng(seed)
     idx = np.flatnonzero(select)
     strata = [idx[labels[idx] == c] for c in (0, 1) if (labels[idx] == c).any()]
@@ -126,11 +116,9 @@ def bootstrap(
     for _ in range(RESAMPLES):
         pick = np.concatenate([rng.choice(s, len(s)) for s in strata])
         everything = np.ones(len(pick), bool)
-        b = figures({k: v[pick] for k, v in before.items()}, everything, labels[pick])
-        a = figures({k: v[pick] for k, v in after.items()}, everything, labels[pick])
-        for k in a:
-            draws.setdefault(k, []).append(a[k])
-            draws.setdefault(f"delta_{k}", []).append(a[k] - b[k])
+        drawn = figures({k: v[pick] for k, v in judged.items()}, everything, labels[pick])
+        for k, value in drawn.items():
+            draws.setdefault(k, []).append(value)
     return {k: [float(np.nanpercentile(v, 2.5)), float(np.nanpercentile(v, 97.5))] for k, v in draws.items()}  # fmt: skip
 
 
@@ -193,13 +181,6 @@ def _subsets(test: Split) -> dict[str, np.ndarray]:
     return subsets
 
 
-def selected(val: Split, norm: Normalization) -> Segmentation:
-    """The segmentation calibration selects on these validation outputs now."""
-    return calibrated_segmentation(
-        norm, val.scores, val.maps, val.masks, val.labels, list(val.types), val.known
-    )
-
-
 def _refiners() -> dict[str, MaskRefiner]:
     return {name: build_refiner(None, name) for name in REFINERS}
 
@@ -214,21 +195,17 @@ def _runs(on: dict[str, Split], norm: Normalization, seg: Segmentation, refiners
 
 def evaluate(products: list[str], work: Path, out: Path) -> None:
     report: dict = {"cpu": cpu_description(), "load_before": load_average(), "work": str(work),
-                    "before": "the bundle as exported", "after": "the segmentation calibration "
-                    "selects now on the same validation outputs", "products": {}}  # fmt: skip
+                    "products": {}}  # fmt: skip
     refiners = _refiners()
     for product in products:
         val, test, norm, seg = load(work, product)
         on = {"validation": val, "test": test}
-        runs = {"before": _runs(on, norm, seg, refiners)}
-        now = selected(val, norm)
-        runs["after"] = runs["before"] if now == seg else _runs(on, norm, now, refiners)
-        choice = {when: choose(val, r["validation"]) for when, r in runs.items()}
-        picked = {w: runs[w]["test"][c["kept"] if c["kept"] != "none" else "raw"] for w, c in choice.items()}  # fmt: skip
-        before, after = picked["before"], picked["after"]
+        runs = _runs(on, norm, seg, refiners)
+        choice = choose(val, runs["validation"])
+        kept = runs["test"][choice["kept"] if choice["kept"] != "none" else "raw"]
         entry = {
-            "segmentation": {"before": seg.describe(), "after": now.describe()},
-            "level": {"before": seg.floor, "after": now.floor},
+            "segmentation": seg.describe(),
+            "level": seg.floor,
             "held_out": held_out(val, norm),
             "pixel_threshold_raw": norm.pixel_threshold_raw,
             "images": {
@@ -236,25 +213,21 @@ def evaluate(products: list[str], work: Path, out: Path) -> None:
                 for s, d in on.items()
             },
             "choice": choice,
-            "verdicts_unchanged": bool((after["ng"] == before["ng"]).all()),
             "test_ng_pixel_f1": {
-                w: {
-                    m: figures(f, test.known, test.labels)["ng_pixel_f1"]
-                    for m, f in r["test"].items()
-                }
-                for w, r in runs.items()
+                m: figures(f, test.known, test.labels)["ng_pixel_f1"]
+                for m, f in runs["test"].items()
             },
             "best_levels": {"validation": best_levels(val, norm), "test": best_levels(test, norm)},
-            "subsets": {},
+            "subsets": {
+                subset: {
+                    "figures": figures(kept, select, test.labels),
+                    "intervals": bootstrap(kept, select, test.labels),
+                }
+                for subset, select in _subsets(test).items()
+            },
         }
-        for subset, select in _subsets(test).items():
-            entry["subsets"][subset] = {
-                "before": figures(before, select, test.labels),
-                "after": figures(after, select, test.labels),
-                "intervals": bootstrap(before, after, select, test.labels),
-            }
         report["products"][product] = entry
-        print(product, entry["segmentation"], {w: c["kept"] for w, c in choice.items()}, flush=True)
+        print(product, entry["segmentation"], choice["kept"], flush=True)
         save_report(out, "evaluation", report, default=float)  # kept if a later product fails
     report["load_after"] = load_average()
     report["notes"] = notes(out)
@@ -289,21 +262,16 @@ TARGET, THIN_TARGET = 0.75, 0.5
 
 
 def _cell(entry: dict, key: str) -> str:
-    b, a = entry["before"][key], entry["after"][key]
+    value = entry["figures"][key]
+    if np.isnan(value):  # no defective part judged NG
+        return "-"
     low, high = entry["intervals"][key]
-    dlow, dhigh = entry["intervals"][f"delta_{key}"]
-    if np.isnan(a) or np.isnan(b):  # no defective part judged NG
-        return " -> ".join("-" if np.isnan(v) else f"{v:.3f}" for v in dict.fromkeys((b, a)))
-    if b == a and dlow == dhigh == 0:
-        return f"{a:.3f} [{low:.3f}, {high:.3f}]"
-    return f"{b:.3f} -> {a:.3f} [{low:.3f}, {high:.3f}] (Δ [{dlow:+.3f}, {dhigh:+.3f}])"
+    return f"{value:.3f} [{low:.3f}, {high:.3f}]"
 
 
-def _family_mean(
-    report: dict, family: tuple[str, ...], when: str, key: str = "ng_pixel_f1"
-) -> float:
+def _family_mean(report: dict, family: tuple[str, ...], key: str = "ng_pixel_f1") -> float:
     present = [p for p in family if p in report["products"]]
-    return float(np.nanmean([report["products"][p]["subsets"]["all"][when][key] for p in present]))
+    return float(np.nanmean([report["products"][p]["subsets"]["all"]["figures"][key] for p in present]))  # fmt: skip
 
 
 def markdown(report: dict, demo: tuple[str, ...], evaluation: tuple[str, ...]) -> str:
@@ -314,49 +282,41 @@ def markdown(report: dict, demo: tuple[str, ...], evaluation: tuple[str, ...]) -
         f"data at the CLI defaults (256 px, 60 train images; cache `{report.get('work', 'var/bench-masks')}`, "
         "seed 0), PatchCore at the project's defaults, its FP32 bundle run through the station "
         "inference path on the version's validation and held-out test splits. Every row judges with "
-        "the bundle's own normalisation and image threshold, so image verdicts cannot move "
-        "(`verdicts unchanged`). Figures: `core.metrics.mask_figures`, the rule training metrics "
+        "the bundle's own normalisation and image threshold, so image verdicts cannot move. Figures: `core.metrics.mask_figures`, the rule training metrics "
         "use. **Pixel F1, region IoU and area error over the judged-NG parts** count only the "
         "defective images the station judged NG (pooled pixel F1; mean of each part's IoU; median "
         "|predicted - true| / true area), so a missed part, which carries no region, no longer caps "
         "the mask figure; **all images**: pooled over good and defective images (a missed part "
         "adds its defect pixels as misses). "
-        f"**Before**: {report.get('before', 'the bundle as exported')}. **After**: "
-        f"{report.get('after', 'the segmentation calibration selects now')}. Only each bundle's "
-        "validation split chooses anything; held-out test chooses nothing. The demo family (brick, "
+        "Segmentation: the bundle's as exported. Only each bundle's validation split chooses anything; held-out test chooses nothing. The demo family (brick, "
         "grass, gravel) is the one the mask rules were tuned on; the evaluation family (part, "
         "tissue, weave) sets nothing.",
         "",
         f"CPU: {report['cpu']}; load {report['load_before']} -> {report.get('load_after', '?')}.",
         "",
-        "Cells: before -> after [bootstrap 95 % of after] (Δ: paired bootstrap 95 % of after - "
-        "before); one figure [interval] where nothing changed. 1000 resamples of images, good and "
-        "defective separately. Thin kinds: crack, scratch, cut, thread, burr, line.",
+        "Cells: figure [bootstrap 95 %], 1000 resamples of images, good and defective separately. Thin kinds: crack, scratch, cut, thread, burr, line.",
         "",
         "## What each bundle chose on validation",
         "",
         "Best level: hindsight on the held-out judged-NG parts, the one global map level with the "
         "best pixel F1 (no rule can know it).",
         "",
-        "| product | family | validation good/defective | test good/defective | segmentation before -> after "
-        "| refiner kept before -> after | test judged-NG pixel F1 raw / grabcut / random walker / guided, after "
-        "| best level (F1) | held-out score: global 0.5 / global / grid | verdicts unchanged |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| product | family | validation good/defective | test good/defective | segmentation "
+        "| refiner kept | test judged-NG pixel F1 raw / grabcut / random walker / guided "
+        "| best level (F1) | held-out score: global 0.5 / global / grid |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]  # fmt: skip
     methods = ("raw", *REFINERS)
     for product, e in report["products"].items():
         family = "demo" if product in demo else "evaluation"
         val, test = e["images"]["validation"], e["images"]["test"]
-        tf1 = " / ".join(f"{e['test_ng_pixel_f1']['after'][m]:.3f}" for m in methods)
-        seg, kept, top = e["segmentation"], e["choice"], e["best_levels"]["test"]["all"]
-        segs = seg["before"] + (
-            " (unchanged)" if seg["after"] == seg["before"] else f" -> {seg['after']}"
-        )
+        tf1 = " / ".join(f"{e['test_ng_pixel_f1'][m]:.3f}" for m in methods)
+        top = e["best_levels"]["test"]["all"]
         lines.append(
             f"| {product} | {family} | {val['good']}/{val['defective']} | {test['good']}/{test['defective']} "
-            f"| {segs} | {kept['before']['kept']} -> {kept['after']['kept']} "
+            f"| {e['segmentation']} | {e['choice']['kept']} "
             f"| {tf1} | {top['level']:.2f} ({top['ng_pixel_f1']:.3f}) "
-            f"| {' / '.join(f'{v:.3f}' for v in e['held_out'].values())} | {e['verdicts_unchanged']} |"
+            f"| {' / '.join(f'{v:.3f}' for v in e['held_out'].values())} |"
         )  # fmt: skip
     lines += _levels(report, demo)
     for title, family in (
@@ -370,7 +330,7 @@ def markdown(report: dict, demo: tuple[str, ...], evaluation: tuple[str, ...]) -
         ]
         for product in family:
             for subset, figs in report["products"].get(product, {}).get("subsets", {}).items():
-                ng = f"{figs['after']['judged_ng']}/{figs['after']['defective']}"
+                ng = f"{figs['figures']['judged_ng']}/{figs['figures']['defective']}"
                 lines.append(
                     f"| {product} | {subset} | {ng} | "
                     + " | ".join(_cell(figs, k) for k in FIGURES)
@@ -378,9 +338,8 @@ def markdown(report: dict, demo: tuple[str, ...], evaluation: tuple[str, ...]) -
                 )
         if any(p in report["products"] for p in family):
             lines.append(
-                f"\nMean over the family's products: judged-NG pixel F1 {_family_mean(report, family, 'before'):.3f}"
-                f" -> {_family_mean(report, family, 'after'):.3f}; all-image pixel F1 "
-                f"{_family_mean(report, family, 'before', 'pixel_f1'):.3f} -> {_family_mean(report, family, 'after', 'pixel_f1'):.3f}."
+                f"\nMean over the family's products: judged-NG pixel F1 {_family_mean(report, family):.3f}; "
+                f"all-image pixel F1 {_family_mean(report, family, 'pixel_f1'):.3f}."
             )  # fmt: skip
     return "\n".join(lines + _findings(report, evaluation)) + "\n"
 
@@ -394,8 +353,8 @@ def _levels(report: dict, demo: tuple[str, ...]) -> list[str]:
     global level in hindsight on judged-NG parts, validation and test."""
     lines = ["", "## The level chosen against the best level per kind (hindsight)", "",
              report.get("notes", ""), "",
-             "| product | family | kind | level before -> after | best level, validation (F1) "
-             "| best level, test (F1) | test judged-NG pixel F1 before -> after |",
+             "| product | family | kind | level | best level, validation (F1) "
+             "| best level, test (F1) | test judged-NG pixel F1 |",
              "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
     for product, e in report["products"].items():
         best, level = e["best_levels"], e["level"]
@@ -403,10 +362,10 @@ def _levels(report: dict, demo: tuple[str, ...]) -> list[str]:
             val = best["validation"].get(kind)
             val_cell = "-" if val is None else f"{val['level']:.2f} ({val['ng_pixel_f1']:.3f})"
             f1 = e["subsets"].get(kind, {})
-            f1_cell = " -> ".join(_num(f1[w]["ng_pixel_f1"]) for w in ("before", "after") if f1)
+            f1_cell = _num(f1["figures"]["ng_pixel_f1"]) if f1 else "-"
             lines.append(
                 f"| {product} | {'demo' if product in demo else 'evaluation'} | {kind} "
-                f"| {level['before']:.3f} -> {level['after']:.3f} | {val_cell} "
+                f"| {level:.3f} | {val_cell} "
                 f"| {top['level']:.2f} ({top['ng_pixel_f1']:.3f}) | {f1_cell} |"
             )  # fmt: skip
     return lines
@@ -414,10 +373,8 @@ def _levels(report: dict, demo: tuple[str, ...]) -> list[str]:
 
 def _findings(report: dict, evaluation: tuple[str, ...]) -> list[str]:
     products = report["products"]
-    mean = _family_mean(report, evaluation, "after")
-    thin = {p: e["subsets"]["thin kinds"]["after"]["ng_pixel_f1"] for p, e in products.items() if "thin kinds" in e["subsets"]}  # fmt: skip
-    lower = [f"{p} {e['subsets']['all']['before']['pixel_f1']:.3f} -> {e['subsets']['all']['after']['pixel_f1']:.3f}"
-             for p, e in products.items() if e["subsets"]["all"]["after"]["pixel_f1"] < e["subsets"]["all"]["before"]["pixel_f1"]]  # fmt: skip
+    mean = _family_mean(report, evaluation)
+    thin = {p: e["subsets"]["thin kinds"]["figures"]["ng_pixel_f1"] for p, e in products.items() if "thin kinds" in e["subsets"]}  # fmt: skip
     short = [p for p, v in thin.items() if not v >= THIN_TARGET]
     return [
         "", "## Targets", "",
@@ -426,6 +383,4 @@ def _findings(report: dict, evaluation: tuple[str, ...]) -> list[str]:
         f"- Thin kinds, judged-NG pixel F1 (target {THIN_TARGET}; - where none is judged NG): "
         + "; ".join(f"{p} {v:.3f}" for p, v in thin.items()).replace("nan", "-")
         + (f"; below target: {', '.join(short)}." if short else "; all met."),
-        "- All-image pixel F1 below before: " + ("; ".join(lower) if lower else "no product") + ".",
-        f"- Image verdicts identical in every row: {all(e['verdicts_unchanged'] for e in products.values())}.",
     ]  # fmt: skip

@@ -139,16 +139,13 @@ def demo_test_images(
 
 def tiny_registry(workdir: Path, product: str, *, int8: bool = False) -> Path:
     """A registry with one live bundle: PatchCore (128 px) trained on a demo product (~1 min),
-    exported FP32 and, with ``int8``, INT8 promoted when its gate passes."""
-    from inspection.core.errors import BundleError
-    from inspection.core.export_gate import GateRefusal
+    exported FP32 and, with ``int8``, INT8, which goes live when its gate passes
+    (``retrain.demo.train_champion``)."""
     from inspection.core.product_config import model_config_from_mapping
     from inspection.core.registry import Registry
-    from inspection.data.dataset import load_dataset
     from inspection.data.demo import write_demo_product
-    from inspection.training.export import ExportOptions
-    from inspection.training.registry_export import RegistryExport, export_bundle
-    from inspection.training.train import train
+    from inspection.retrain.config import ChallengerExport
+    from inspection.retrain.demo import train_champion
 
     root = workdir / ("source-registry-int8" if int8 else "source-registry")
     registry = Registry(root)
@@ -162,14 +159,8 @@ def tiny_registry(workdir: Path, product: str, *, int8: bool = False) -> Path:
         {"kind": "patchcore", "image_size": [128, 128], "coreset_sampling_ratio": 0.1},
         where="bench/_station.py",
     )
-    record = train(config, load_dataset(data), product=product, registry=registry, progress=False)
-    source = RegistryExport(version=record.version, promote=True)
-    export_bundle(registry, product, ExportOptions(precision="fp32"), source)
-    if int8:
-        try:
-            export_bundle(registry, product, ExportOptions(precision="int8"), source)
-        except (BundleError, GateRefusal) as exc:  # refused: the FP32 bundle stays live
-            print(f"INT8 export refused, serving FP32: {exc}", flush=True)
+    export = ChallengerExport(precisions=("int8", "fp32") if int8 else ("fp32",))
+    train_champion(config, data, product=product, registry=registry, actor="bench", export=export)
     return root
 
 

@@ -3,8 +3,6 @@
     python scripts/seed_dashboard.py /tmp/site5m --inspections 5000000 --reviews 3000 \
         --audits 3000 [--store-url postgresql+psycopg://...]
     heavy --alone python bench/dashboard_scale.py --site /tmp/site5m/site.yaml --browser
-    heavy --alone python bench/dashboard_scale.py --site /tmp/site5m/site.yaml --only-browser \
-        --code HEAD      # this session's before column, then the same without --code: after
 
 Three measurements, each written to ``reports/dashboard/scale_<backend>.json`` and ``.md``:
 
@@ -16,8 +14,8 @@ Three measurements, each written to ``reports/dashboard/scale_<backend>.json`` a
   action to the paint after the last DOM mutation in the page, ``dashboard_walk.DRAWN_JS``),
   each walk against a fresh server (each page's first visit); then the review queue's *Next page*, *Go to page*
   ``DEEP_PAGE`` and *Next page* from there, Overview and Thresholds again once their cached
-  reads expired, and Overview reopened (a new session its cookie signs in). ``--code REV``
-  walks the app of commit ``REV`` as the *before* column, measured in the same session;
+  reads expired, and Overview reopened (a new session its cookie signs in). The *before*
+  column on record was walked by ``--code`` of ``git show ed8bbdb:bench/dashboard_scale.py``;
 - *plans*: ``EXPLAIN QUERY PLAN`` (SQLite) or ``EXPLAIN (ANALYZE, BUFFERS)`` (PostgreSQL) of
   each query a page runs: the indexes used (and PostgreSQL's heap fetches);
 
@@ -35,7 +33,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
@@ -221,11 +218,9 @@ class Walk:
         print(f"  {name}: {self.steps[name]}", flush=True)
 
 
-def browser_times(
-    site: Path, user: str, password: str, app_root: Path = REPO
-) -> dict[str, dict[str, Any]]:
-    """Per step, in headless Chromium against the app of the checkout ``app_root``: seconds
-    from the action to the page's last change (``Walk``), the server's last message, bytes."""
+def browser_times(site: Path, user: str, password: str) -> dict[str, dict[str, Any]]:
+    """Per step, in headless Chromium against this checkout's app: seconds from the action to
+    the page's last change (``Walk``), the server's last message, bytes."""
     import dashboard_walk as walk
 
     from inspection.cli.dashboard import dashboard_env, streamlit_command
@@ -234,11 +229,11 @@ def browser_times(
     url = f"http://127.0.0.1:{port}"
     log = Path("/tmp") / f"dashboard-scale-{port}.log"
     env = dashboard_env(site)
-    env["PYTHONPATH"] = str(app_root)  # its own `inspection`, not this checkout's
-    command = streamlit_command(app_root / "apps/dashboard/app.py", host="127.0.0.1", port=port)
+    env["PYTHONPATH"] = str(REPO)
+    command = streamlit_command(REPO / "apps/dashboard/app.py", host="127.0.0.1", port=port)
     with open(log, "w") as out:
         server = subprocess.Popen(
-            command, env=env, cwd=app_root, stdout=out, stderr=subprocess.STDOUT,
+            command, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
     try:
@@ -508,29 +503,20 @@ def _markdown(report: dict[str, Any]) -> str:
 
 
 def chromium_walks(args, report: dict[str, Any]) -> None:
-    """``args.walks`` walks against the app of ``args.code``
-    (default: this working tree, the *after* column), filed under ``report['chromium']``:
-    added to the runs of the same code; runs of other code move to *previous* (after, unless
-    ``--keep-previous``) or are replaced. ``--cold``: each walk after the OS page cache was
-    dropped (and PostgreSQL restarted), filed as *cold*."""
-    code = "before" if args.code else "cold" if args.cold else "after"
-    with tempfile.TemporaryDirectory(prefix="dashboard-code-") as tmp:
-        root, label = REPO, _describe("HEAD") + (" + working tree" if _dirty() else "")
-        if args.code:
-            root, label = Path(tmp), _describe(args.code)
-            archive = subprocess.run(
-                ["git", "archive", args.code, "apps", "inspection"],
-                cwd=REPO, capture_output=True, check=True,
-            ).stdout  # fmt: skip
-            subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
-        walks = []
-        for _ in range(args.walks):
-            if args.cold:
-                drop_page_cache(restart_postgres=report["backend"] == "postgresql")
-            at, load = datetime.now(timezone.utc).isoformat(timespec="seconds"), load_average()
-            print(f"walk: {code} ({label}), load {load}", flush=True)
-            steps = browser_times(args.site, args.user, args.password, root)
-            walks.append({"at": at, "load": load, "steps": steps})
+    """``args.walks`` walks against the app of this working tree (the *after* column), filed
+    under ``report['chromium']``: added to the runs of the same code; runs of other code move
+    to *previous* (after, unless ``--keep-previous``) or are replaced. ``--cold``: each walk
+    after the OS page cache was dropped (and PostgreSQL restarted), filed as *cold*."""
+    code = "cold" if args.cold else "after"
+    label = _describe("HEAD") + (" + working tree" if _dirty() else "")
+    walks = []
+    for _ in range(args.walks):
+        if args.cold:
+            drop_page_cache(restart_postgres=report["backend"] == "postgresql")
+        at, load = datetime.now(timezone.utc).isoformat(timespec="seconds"), load_average()
+        print(f"walk: {code} ({label}), load {load}", flush=True)
+        steps = browser_times(args.site, args.user, args.password)
+        walks.append({"at": at, "load": load, "steps": steps})
     chromium = report.setdefault("chromium", {})
     earlier = chromium.get(code, {})
     moved = code == "after" and earlier.get("runs") and earlier.get("code") != label
@@ -575,9 +561,6 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--browser", action="store_true", help="also time pages in Chromium")
     parser.add_argument("--walks", type=int, default=2, help="Chromium walks")
-    parser.add_argument(
-        "--code", metavar="REV", help="walk the app of commit REV, filed as the before column"
-    )
     parser.add_argument(
         "--only-browser", action="store_true", help="keep the report's other rows as they are"
     )

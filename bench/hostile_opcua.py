@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from _report import cpu_description, load_average, previous_report, save_report
+from _shared import write_mean_bundle
 
 sys.path.append(str(Path(__file__).resolve().parents[1]))  # after PYTHONPATH: tests/ helpers
 
@@ -38,10 +39,10 @@ from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 from inspection.core.jsonl import read_jsonl
 from inspection.data.demo import write_demo_product
 from inspection.line.config import LinkSecurity, MachineVisionConfig
+from inspection.line.mosquitto import free_port
 from inspection.line.pki import LinePki
 from inspection.line.security import trust_list_validator
 from inspection.line.station import LineStation
-from tests.line.helpers import free_port
 from tests.line.opcua_raw import (
     Attempt,
     activate_foreign,
@@ -51,7 +52,6 @@ from tests.line.opcua_raw import (
     subscribe_until_refused,
 )
 from tests.line.station_env import camera_folder, line_config
-from tests.mean_bundle import write_mean_bundle
 
 OUT = Path(__file__).resolve().parents[1] / "reports" / "plant"
 PASSWORD = "a long operator password"

@@ -4,9 +4,8 @@
 
 For brick, grass and gravel PatchCore and brick STFPM (the latest version of each in the
 registry, e.g. the one ``make demo`` left), exports into scratch registries FP32, INT8 as the
-export does by default (distance head and input stem kept in FP32) and INT8 with
-``--accuracy-control`` (``training.int8_control``), each forced so a refused bundle is measured
-too, and records per bundle: image AUROC, misses per defect kind and false rejects at its own
+export does (distance head and input stem kept in FP32), each forced so a refused bundle is
+measured too, and records per bundle: image AUROC, misses per defect kind and false rejects at its own
 operating point, the gate's verdict against FP32,
 the threshold raise of its carried scores, the defects whose verdict differs from FP32's with
 their normalised scores (0.5 = the bundle's threshold), and, for FP32 and INT8, the station's
@@ -33,8 +32,7 @@ from runtime import graph_limit, measure  # noqa: E402
 log = logging.getLogger("bench.int8")
 MODELS = (("brick", "patchcore"), ("grass", "patchcore"), ("gravel", "patchcore"),
           ("brick", "stfpm"))  # fmt: skip
-ENGINES = ("fp32", "int8", "int8-control")
-"""``int8-control``: INT8 with accuracy control on the gate's figures (validation split)."""
+ENGINES = ("fp32", "int8")
 
 
 def scratch_registry(source: Path, target: Path) -> Any:
@@ -52,8 +50,7 @@ def export(registry: Any, product: str, version: str, engine: str, reference: An
     from inspection.training.export import ExportOptions
     from inspection.training.registry_export import RegistryExport, export_bundle
 
-    options = ExportOptions(precision=engine.split("-")[0], force=True,
-                            accuracy_control=engine == "int8-control")  # fmt: skip
+    options = ExportOptions(precision=engine, force=True)
     return export_bundle(registry, product, options, RegistryExport(version=version),
                          reference=reference)  # fmt: skip
 
@@ -105,7 +102,7 @@ def bench_model(
     )
     rows, dirs, fp32_measured = {}, {}, None
     for engine in engines:
-        registry = Registry(scratch / ("control" if engine == "int8-control" else "new"))
+        registry = Registry(scratch / "new")
         reference = None if engine == "fp32" else fp32_measured
         start = time.perf_counter()
         result = export(registry, product, record.version, engine, reference)
@@ -137,10 +134,7 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         "Each bundle is calibrated on its own outputs and judged at its own 1 % operating point on "
         "the held-out test split; the gate compares it with the FP32 bundle of the same version "
-        "(tolerances unchanged). `int8`: the export's default (distance head and input stem in "
-        "FP32); `int8-control`: with `--accuracy-control` (NNCF reverts layers to FP32 until "
-        "every gate figure on the validation split is within half its tolerance of FP32's, at "
-        "most 12 steps). Export s: the bundle's export (quantise, calibrate, measure, gate). "
+        "(tolerances unchanged). `int8`: distance head and input stem in FP32. Export s: the bundle's export (quantise, calibrate, measure, gate). "
         "p50: `Inspector.inspect` of a decoded image at batch 1 (`bench/runtime.py`'s worker), "
         "stages as the station records them.",
         "",
@@ -187,8 +181,7 @@ def main() -> None:
     models: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench-int8-") as tmp, recorded() as env:
         scratch = Path(tmp)
-        for name in ("new", "control"):
-            scratch_registry(args.registry, scratch / name)
+        scratch_registry(args.registry, scratch / "new")
         for product, kind in (m.split(":") for m in args.models):
             models[f"{product} {kind}"] = bench_model(
                 args.registry, scratch, product, kind, tuple(args.engines)

@@ -34,11 +34,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import shutil
 import sqlite3
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -63,49 +61,20 @@ from inspection.core.bundle import read_bundle_metadata  # noqa: E402
 from inspection.core.config import to_mapping  # noqa: E402
 from inspection.core.registry import Registry  # noqa: E402
 from inspection.line import security as link  # noqa: E402
-from inspection.line.config import PLC_USER, LinkSecurity  # noqa: E402
-from inspection.line.handshake import Answer, ErrorCode  # noqa: E402
+from inspection.line.config import LinkSecurity  # noqa: E402
+from inspection.line.handshake import ErrorCode  # noqa: E402
 from inspection.line.links import LINKS, register_plcs  # noqa: E402
 from inspection.line.machine_vision import RESULT_READY_EVENT, load_client_types  # noqa: E402
 from inspection.line.machine_vision.access import add_user  # noqa: E402
 from inspection.line.mosquitto import Broker, Collector, free_port  # noqa: E402
 from inspection.line.payload import PayloadError, ResultPayload  # noqa: E402
 from inspection.line.pki import LinePki  # noqa: E402
-from inspection.line.security import mqtt_client, station_uri  # noqa: E402
+from inspection.line.plc import MqttPlc  # noqa: E402
+from inspection.line.security import station_uri  # noqa: E402
 from inspection.line.softplc import HandshakeTimeout, PlcAnswer, RegisterPlc, SoftPlc  # noqa: E402
 
 REPORTS = ROOT / "reports" / "line"
 STATION_ID = "bench-1"
-
-
-class MqttPlc:
-    """Triggers over MQTT and the answers, matched by request id."""
-
-    def __init__(self, port: int, security: LinkSecurity) -> None:
-        self.prefix = f"inspection/{STATION_ID}"
-        self.answers: dict[str, tuple[Answer, float]] = {}
-        self._cv = threading.Condition()
-        self.client = mqtt_client(security, PLC_USER)
-        self.client.on_message = self._on_message
-        self.client.connect("127.0.0.1", port)
-        self.client.subscribe(f"{self.prefix}/answer", qos=1)
-        self.client.loop_start()
-
-    def _on_message(self, _c: Any, _u: Any, message: Any) -> None:
-        answer = Answer.from_json(message.payload)
-        with self._cv:
-            self.answers[answer.request_id] = (answer, time.perf_counter())
-            self._cv.notify_all()
-
-    def trigger(self, request_id: str, timeout_s: float = 15.0) -> tuple[Answer, float]:
-        started = time.perf_counter()
-        payload = json.dumps({"request_id": request_id})
-        self.client.publish(f"{self.prefix}/trigger", payload, qos=1)
-        with self._cv:
-            if not self._cv.wait_for(lambda: request_id in self.answers, timeout_s):
-                raise HandshakeTimeout(f"no MQTT answer to {request_id}")
-            answer, at = self.answers[request_id]
-        return answer, at - started
 
 
 def thread_loop() -> ThreadLoop:
@@ -345,7 +314,7 @@ def run(args: argparse.Namespace, mode: str) -> dict[str, Any]:
     results = Collector(broker.port, f"inspection/{STATION_ID}/result", security)
     station = Child(["station", "run", "-c", str(config_path)], work / "station.log")
     startup_s = wait_ready(plc)
-    mqtt_plc = MqttPlc(broker.port, security)
+    mqtt_plc = MqttPlc("127.0.0.1", broker.port, f"inspection/{STATION_ID}", security)
     vision_endpoint = f"opc.tcp://127.0.0.1:{vision_port}/inspection"
     report: dict[str, Any] = {"security": mode, "startup_s": round(startup_s, 2)}
     try:

@@ -9,9 +9,8 @@
 PatchCore version at the project's defaults and its FP32 bundle, then the bundle's raw outputs
 on the version's validation and held-out test splits (the station's inference path,
 ``training.export.run_bundle``) and the test images at the map size, cached in
-``var/bench-masks/<product>.npz``. ``evaluate`` (``_mask_strategies.py``): the segmentation
-calibration selects on VALIDATION (before: as the bundle was exported; after: as calibration
-selects now) and the refiner kept on validation by the export's rule on top, judged on TEST at
+``var/bench-masks/<product>.npz``. ``evaluate`` (``_mask_strategies.py``): the bundle's segmentation
+and the refiner kept on validation by the export's rule on top, judged on TEST at
 the bundle's own verdicts, which cannot move, by ``core.metrics.mask_figures``. Reports go to
 ``reports/masks/``. The shifted passes measured for #58 (``reports/masks/shifted.md``) and the
 old ``cost`` phase live in git: ``git show 2ff39c1:bench/masks.py``.

@@ -377,7 +377,7 @@ def graph_flops(model: Any) -> dict[str, float]:
     """FLOPs (2 x multiply-adds) of a model's convolutions and matmuls, by part:
     ``blur`` (anomaly-map smoothing), ``knn`` (memory-bank distances), ``network`` (the rest);
     in a quantised model, ``network_fp32``: the network's layers left in float (no
-    FakeQuantize feeds them: the input stem, accuracy control's reverted layers)."""
+    FakeQuantize feeds them: the input stem)."""
     parts = {"network": 0.0, "network_fp32": 0.0, "knn": 0.0, "blur": 0.0}
     ops = model.get_ordered_ops()
     quantised = any(node.get_type_name() == "FakeQuantize" for node in ops)

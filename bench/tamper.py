@@ -20,13 +20,13 @@ import argparse
 import dataclasses
 import json
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from _report import load_average, save_report
+from _shared import write_mean_bundle
 
 from inspection.core.bundle import read_bundle_metadata, write_bundle_metadata
 from inspection.core.registry import Registry
@@ -51,13 +51,10 @@ class AttackSite:
 
 def attack_site(root: Path) -> AttackSite:
     from inspection.core import signing
+    from inspection.core.validation_scores import ValidationScores, write_validation_scores
     from inspection.refine.config import RefineConfig
     from inspection.station.live import LiveModels, station_loader
-
-    sys.path.insert(0, str(REPO))  # the tests' tiny hand-built OpenVINO bundle
-    from inspection.core.validation_scores import ValidationScores, write_validation_scores
     from inspection.station.selection import TunedSelector
-    from tests.mean_bundle import write_mean_bundle
 
     registry = Registry(root / "var" / "registry")
     keys = signing.init_keys(signing.site_keys_dir(registry.root))
@@ -83,7 +80,6 @@ def signed_bundle(site: AttackSite, bundle_id: str, model_version: str, **fields
     """Another bundle of the product, signed with the site key (what an export on the set-up
     machine writes), added to the registry; ``fields``: ``BundleMetadata`` fields."""
     from inspection.core.signing import load_private_key, sign_bundle, site_keys_dir
-    from tests.mean_bundle import write_mean_bundle
 
     folder = write_mean_bundle(
         site.root / bundle_id, input_size=(32, 32), product=ATTACK_PRODUCT, **fields

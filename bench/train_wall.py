@@ -1,21 +1,15 @@
 """Whole-command wall of ``inspection train`` per stage.
 
     python bench/train_wall.py --label after --rows brick60=brick:datasets/brick,...
-        [--auto weave300=weave:path] [--code /path/to/checkout] [--site site.yaml]
-        [--out reports/training]
+        [--auto weave300=weave:path] [--site site.yaml] [--out reports/training]
 
 Each row runs ``python -m inspection train -p <product> --data <path>`` (CLI defaults) as a
 child process and takes its wall clock, as a shell would; the stages come from the command's
-log file (``train stages: {...}``, written by ``training.train``; for code older than that line,
-``git show c8e87af:bench/train_wall.py`` reads the log lines' timestamps). The rows' *plain
-anomalib fit + test* (anomalib's ``Patchcore``, same backbone, layers, size and coreset ratio,
-a child process timed from outside) were measured up to 151fca1: ``--anomalib`` of
-``git show 395388a:bench/train_wall.py``. ``--code``: run
-another checkout's ``inspection`` (e.g. ``git archive`` of an earlier commit: the "before").
-``--auto``: ``train --auto`` (default budget) and how many candidates it scored. The report's
-``make demo`` row was measured at fa3f666 by ``--demo`` of ``git show 395388a:bench/train_wall.py``.
-Rows are kept per (label, row) in ``<out>/train_wall.json``, each with the CPU (model, cores,
-vector ISA) it ran on; ``<out>/train_wall.md`` is rewritten.
+log file (``train stages: {...}``, written by ``training.train``). ``--auto``: ``train --auto``
+(default budget) and how many candidates it scored. Rows are kept per (label, row) in
+``<out>/train_wall.json``, each with the CPU (model, cores, vector ISA) it ran on;
+``<out>/train_wall.md`` is rewritten. Earlier columns (plain anomalib, ``make demo``, another
+checkout's code) were measured by earlier versions of this script, named in the report.
 """
 
 from __future__ import annotations
@@ -26,7 +20,6 @@ import inspection  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch loads
 # isort: on
 import argparse
 import json
-import os
 import re
 import sys
 from pathlib import Path
@@ -39,17 +32,15 @@ STAGES = ("load", "fit", "local_statistics", "validation", "out_of_fold", "calib
 STEM = "train_wall"
 
 
-def run_train(product: str, data: str, site: str, code: str | None, *extra: str) -> dict:
+def run_train(product: str, data: str, site: str, *extra: str) -> dict:
     """Wall seconds of one ``inspection train`` and its stages (from its log file)."""
-    env = dict(os.environ, **({"PYTHONPATH": code} if code else {}))
     data, site = str(Path(data).resolve()), str(Path(site).resolve())
     command = [sys.executable, "-m", "inspection", "train", "-p", product, "--data", data,
                "--site", site, *extra]  # fmt: skip
     load = load_average()
-    # -m puts the working folder first on sys.path: run in ``code`` so that it is imported
-    stdout, code_, wall, peak, anon = measured(command, env=env, cwd=code)
-    if code_ != 0:
-        raise SystemExit(f"{' '.join(command)} exited {code_}:\n{stdout[-3000:]}")
+    stdout, code, wall, peak, anon = measured(command)
+    if code != 0:
+        raise SystemExit(f"{' '.join(command)} exited {code}:\n{stdout[-3000:]}")
     log_file = re.search(r"library logs and warnings: (\S+)", stdout)
     log = Path(log_file.group(1)).read_text(encoding="utf-8") if log_file else ""
     return {"wall_s": round(wall, 1), "peak_rss_gb": peak, "peak_anon_gb": anon,
@@ -92,6 +83,10 @@ def scored_of(stdout: str) -> int | None:
 def markdown(report: dict) -> str:
     lines = [
         "# `inspection train`: whole-command wall per stage\n",
+        "Rows of other checkouts (`--code`): `git show ed8bbdb:bench/train_wall.py`; the plain "
+        "anomalib column and the `make demo` row: `--anomalib` and `--demo` of `git show "
+        "395388a:bench/train_wall.py`; stages of code older than the `train stages` log line: "
+        "`git show c8e87af:bench/train_wall.py`.\n",
         f"Last command: `{report['command']}`. Each run alone on the machine (nothing else "
         "heavy); `load avg` is the 1/5/15-min load average before each run; `load` the stage "
         "(interpreter, imports, data check).\n",
@@ -137,7 +132,6 @@ def main() -> None:
     parser.add_argument("--label", default="after")
     parser.add_argument("--rows", default="", help="name=product:path,...")
     parser.add_argument("--auto", default="", help="name=product:path,... (train --auto)")
-    parser.add_argument("--code", default=None)
     parser.add_argument("--site", default="configs/site.yaml")
     parser.add_argument("--out", type=Path, default=Path("reports/training"))
     args = parser.parse_args()
@@ -148,7 +142,7 @@ def main() -> None:
         for item in filter(None, spec.split(",")):
             name, target = item.split("=", 1)
             product, data = target.split(":", 1)
-            row = run_train(product, data, args.site, args.code, *extra)
+            row = run_train(product, data, args.site, *extra)
             row |= {"label": args.label, "row": name + (" --auto" if extra else ""), "cpu": cpu,
                     "images": len(list(Path(data, "train", "good").iterdir()))}  # fmt: skip
             report["rows"][f"{args.label}/{row['row']}"] = row

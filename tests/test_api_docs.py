@@ -24,8 +24,8 @@ import httpx
 import pytest
 from mktestdocs import grab_code_blocks
 
+from bench._shared import copy_bundle
 from inspection.core.registry import Registry
-from tests.mean_bundle import copy_bundle
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "api.md"
 DOC_ADDRESS = "127.0.0.1:8080"

@@ -61,7 +61,7 @@ TOLERANCE_OPTION = typer.Option(
     [],
     "--tolerance",
     help=f"Gate tolerance vs FP32 as NAME=VALUE (repeatable), e.g. aupro=0.05; names: "
-    f"{', '.join(TOLERANCE_NAMES)}. INT8 accuracy control holds each to half of it.",
+    f"{', '.join(TOLERANCE_NAMES)}.",
 )
 
 
@@ -73,12 +73,6 @@ def export_command(
     ),
     precision: str = typer.Option(
         "fp32", "--precision", help="fp32, fp16, bf16 (CPUs with AVX512_BF16 or AMX) or int8."
-    ),
-    accuracy_control: bool = typer.Option(
-        False,
-        "--accuracy-control",
-        help="INT8: NNCF keeps layers in float until every gate figure on the validation split "
-        "is within half its tolerance of FP32's.",
     ),
     tolerance: list[str] = TOLERANCE_OPTION,
     force: bool = typer.Option(
@@ -164,7 +158,6 @@ def export_command(
             ExportOptions(
                 precision=precision,  # type: ignore[arg-type]
                 calibration_size=calibration_size,
-                accuracy_control=accuracy_control,
                 tolerances=tolerances,
                 force=force,
                 refine=refine,

@@ -85,9 +85,9 @@ class GlobalContextSpec:
 
 @dataclass(frozen=True)
 class AccuracyControl:
-    """NNCF accuracy-controlled quantisation on ``split``: older bundles, the image-AUROC drop
-    allowed; since #69, ``share_of_tolerance``: each export-gate figure may fall behind FP32's
-    by at most this share of its tolerance (``training.int8_control``)."""
+    """NNCF accuracy-controlled quantisation on ``split``, read from bundles exported while the
+    export offered it: the image-AUROC drop allowed, or ``share_of_tolerance``, the share of
+    each export-gate tolerance a figure could fall behind FP32's. New bundles carry None."""
 
     max_image_auroc_drop: float | None = None
     split: str = "validation"

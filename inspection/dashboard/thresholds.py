@@ -27,6 +27,7 @@ from inspection.core.bootstrap import Interval, count_interval
 from inspection.core.bundle import read_bundle_metadata
 from inspection.core.decisions import ThresholdVersion
 from inspection.core.errors import BundleError, RegistryError
+from inspection.core.metrics import image_auroc
 from inspection.core.operating_point import (
     BUDGET_CONFIDENCE,
     OperatingPoint,
@@ -206,12 +207,11 @@ def tradeoff(data: LabelledScores, threshold: float) -> Tradeoff:
 def roc_curve(data: LabelledScores) -> dict[str, np.ndarray | float]:
     """ROC: ``fpr``, ``tpr``, ``thresholds`` (M,) float64 and ``auc``; needs both classes."""
     # deferred: scikit-learn (0.8 s), only when a curve is drawn
-    from sklearn.metrics import roc_auc_score
     from sklearn.metrics import roc_curve as sk_roc_curve
 
     _need_both(data)
     fpr, tpr, thresholds = sk_roc_curve(data.labels, data.scores)
-    auc = float(roc_auc_score(data.labels, data.scores))
+    auc = image_auroc(data.scores, data.labels)
     return {"fpr": fpr, "tpr": tpr, "thresholds": thresholds, "auc": auc}
 
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from inspection.core.errors import ImageDecodeError
 from inspection.core.images import DEFAULT_SOURCE_BITS, read_image
+from inspection.core.metrics import image_auroc
 from inspection.data.check import check_dataset
 from inspection.data.dataset import Dataset
 
@@ -22,28 +23,21 @@ BASELINES: dict[str, Callable[[np.ndarray], float]] = {
 }
 
 
-def auroc(negatives: Sequence[float], positives: Sequence[float]) -> float:
-    """Probability that a random positive scores above a random negative (ties count half)."""
-    neg, pos = np.asarray(negatives, np.float64), np.asarray(positives, np.float64)
-    if not len(neg) or not len(pos):
-        return float("nan")
-    greater = (pos[:, None] > neg[None, :]).mean()
-    ties = (pos[:, None] == neg[None, :]).mean()
-    return float(greater + 0.5 * ties)
-
-
 def baseline_aurocs(dataset: Dataset, bits: int = DEFAULT_SOURCE_BITS) -> dict[str, float]:
     """Image-level AUROC of each trivial baseline on the test split (unreadable images skipped);
     ``bits``: the significant bits 16-bit images are read at (the product's ``image_bits``)."""
-    scores: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in BASELINES}
+    scores: dict[str, list[float]] = {k: [] for k in BASELINES}
+    labels: list[int] = []
     for sample in dataset.test_samples:
         try:
             image = read_image(sample.path, bits=bits)
         except ImageDecodeError:
             continue
+        labels.append(sample.label)
         for name, score in BASELINES.items():
-            scores[name][sample.label].append(score(image))
-    return {name: auroc(neg, pos) for name, (neg, pos) in scores.items()}
+            scores[name].append(score(image))
+    aurocs = {name: image_auroc(np.asarray(s), np.asarray(labels)) for name, s in scores.items()}
+    return {name: float("nan") if value is None else value for name, value in aurocs.items()}
 
 
 def summarise(datasets: Sequence[Dataset], image_bits: Mapping[str, int] | None = None) -> dict:

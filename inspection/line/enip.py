@@ -148,6 +148,7 @@ class EnipPlc(RegisterPlc):
     the real PLC there instead (``inspection station trigger --via enip``)."""
 
     protocol, label = "enip", "EtherNet/IP (Logix tags)"
+    library, unserved = "cpppo", {"tag_prefix": "Missing_"}
 
     def __init__(self, config: EnipConfig | None = None, *, scan_s: float = 0.001) -> None:
         self.section, self.process = config, None

@@ -158,6 +158,10 @@ class RegisterPlc:
     """The link's name (``links.LINKS``)."""
     label: str
     """The protocol as reports name it."""
+    library: str
+    """The Python library whose server holds the block (tests skip without it)."""
+    unserved: dict[str, Any]
+    """``config`` settings naming memory this server does not hold (the station backs off)."""
 
     def __init__(self, *, scan_s: float = 0.001) -> None:
         self.scan_s, self.port = scan_s, free_port()
@@ -240,6 +244,7 @@ class S7Plc(RegisterPlc):
     """S7 data block ``DB`` in python-snap7's server."""
 
     protocol, label, DB = "s7", "S7", 100
+    library, unserved = "snap7", {"db": 999}
 
     def serve(self) -> None:
         from snap7.server import Server as S7Server  # deferred: only S7 PLCs need it
@@ -264,6 +269,7 @@ class ModbusPlc(RegisterPlc):
     """Modbus holding registers from ``ADDRESS`` of unit 1 in pymodbus's server."""
 
     protocol, label, ADDRESS = "modbus", "Modbus TCP", 10
+    library, unserved = "pymodbus", {"address": 5000}
 
     def serve(self) -> None:
         from pymodbus.datastore import ModbusDeviceContext as Device

@@ -85,7 +85,7 @@ def positive_points(
     """Up to ``num_positive`` local maxima of the map inside ``region``, highest first, as (x, y),
     each at least ``peak_min_distance`` (Chebyshev) from the points before it; the global
     maximum first, even on a plateau. Taken greedily, so a saturated map (every pixel a maximum)
-    costs one sort, not skimage's spacing of each maximum (30 s at 512 px)."""
+    costs one sort, not skimage's spacing of each maximum."""
     if config.num_positive <= 0:
         return ()
     scores = np.where(region, anomaly_map, -1.0).astype(np.float32)

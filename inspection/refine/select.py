@@ -18,14 +18,12 @@ from inspection.refine.evaluate import LabelledImage, MapSource, evaluate_refine
 from inspection.refine.factory import build_refiner
 
 CANDIDATES: tuple[str, ...] = ("grabcut", "random_walker")
-"""The export's default choice. ``guided`` (``refine.guided``) is opt-in: held out it raised
-pixel F1 on brick and part but lost region recall (1.000 -> 0.875, 0.688 -> 0.500; stains and
-burrs without image edges shrink), and a refiner must not lose found defects
-(``reports/masks/evaluation.md``)."""
+"""The export's default choice. ``guided`` (``refine.guided``) is opt-in: it shrinks regions
+without image edges below the overlap that counts them as found, and a refiner must not lose
+found defects (``docs/masks.md``)."""
 CHOICE_MAX_SIDE = 512
-"""Pixel budget of the choice. On the 2048 px plate's 6 defective validation images the choice
-took 10 s at 512 px, 75 s at 1024 px and over 10 min at full size (``reports/hires``); 256 px
-products are under it and measured as they are."""
+"""Pixel budget of the choice: its cost grows steeply with the image side (``reports/hires``);
+smaller images are compared as they are."""
 
 
 def choose_refiner(

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from inspection.core.config import to_mapping
+from inspection.core.metrics import image_auroc
 from inspection.core.retrain_report import ModelEvaluation, RetrainReport, write_retrain_report
 from inspection.retrain.assemble import RunData
 from inspection.retrain.gate import Decision, GatePolicy
@@ -144,7 +145,7 @@ def _left_out_lines(left_out: Mapping[str, str]) -> list[str]:
 def _plot_roc(path: Path, evaluations: Mapping[str, BundleEvaluation], labels: np.ndarray) -> None:
     # deferred: matplotlib, sklearn
     from matplotlib.figure import Figure
-    from sklearn.metrics import roc_auc_score, roc_curve
+    from sklearn.metrics import roc_curve
 
     fig = Figure(figsize=(4.5, 4.5))
     ax = fig.subplots()
@@ -153,7 +154,7 @@ def _plot_roc(path: Path, evaluations: Mapping[str, BundleEvaluation], labels: n
         if not both:
             break
         fpr, tpr, _ = roc_curve(labels, evaluation.scores)
-        auc = roc_auc_score(labels, evaluation.scores)
+        auc = image_auroc(np.asarray(evaluation.scores), labels)
         label = f"{role} {evaluation.bundle_id} ({auc:.3f})"
         ax.plot(fpr, tpr, color=COLORS.get(role), label=label)
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)

@@ -30,7 +30,7 @@ DEFAULT_WORK_MAX_SIDE = 1024
 """Longer side of the working copy: 4x the demo models' 256 px input, about 1 MP."""
 PRIOR_NS_PER_PIXEL = 2_000.0
 """Refinement cost per working-image pixel of the judged regions' crops before any was
-measured (GrabCut, 2 iterations, on this 2-core Xeon: ~0.5-1.5 µs; taken high on purpose)."""
+measured (GrabCut, 2 iterations; taken high on purpose)."""
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,9 @@
 """Warm-on-trigger: one throw-away inference started when the line's trigger arrives.
 
-On a slow line idle cores let the next inference start cold (paced p50 1.3-1.5x the
-back-to-back p50, ``reports/runtime``); the trigger comes before the image, so one inference
-of a blank input runs in that gap. It runs asynchronously on the part's own infer request (its
-buffers warm too; a spare request measured slower) and the part's inference cancels it if
+On a slow line idle cores let the next inference start cold (slower than back to back,
+``reports/runtime``); the trigger comes before the image, so one inference of a blank input
+runs in that gap. It runs asynchronously on the part's own infer request (its buffers warm
+too) and the part's inference cancels it if
 still running. Skipped when the last inference ended under ``idle_ms`` ago or one is in flight.
 """
 

@@ -3,10 +3,9 @@
 A training run allocates and frees arrays of the same few sizes over and over (feature batches,
 distance blocks, anomaly maps, metric curves). By default glibc serves every block above a
 sliding threshold (128 KB to 32 MB) with a fresh ``mmap`` and hands it back to the kernel when
-freed, so the next one faults its pages in again, zeroed: a 120-image ``inspection train``
-took 1.9 M page faults and 8.9 s of system time (2-core AVX2). With the threshold pinned at its
-32 MB ceiling and freed heap kept up to 1 GB, the same run took 0.5 M faults and 4.6 s: 11-13 %
-less wall clock at the same peak memory (``reports/training/train_profile.md``).
+freed, so the next one faults its pages in again, zeroed. With the threshold pinned at its
+32 MB ceiling and freed heap kept up to 1 GB, training spends far less system time at the same
+peak memory (``reports/training/train_profile.md``).
 
 The price: a long-lived process that trains (the retraining scheduler) keeps up to 1 GB of freed
 memory for its next run. Stations never import the training side, so they keep glibc's defaults.

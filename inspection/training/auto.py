@@ -88,12 +88,10 @@ DEFAULT_GRID: tuple[Candidate, ...] = (
     Candidate("padim", "padim"),
 )
 """Ordered by what paid on held-out data (``reports/hard_surfaces/summary.md``): first 2x input
-with the stride-32 layer (grass 0.613 -> 0.737, gravel 0.773 -> 0.908, ahead of 2x or 1.5x
-alone), carrying ``knn_rank=128`` (export-only, within bootstrap noise of exact kNN,
-``reports/hard_surfaces/serving.md``) so a winner serves at ~75-113 ms, not ~150 ms; then the bank
-of mirrored and turned views (``reports/bank_augment``: up on four of six products, but blind to
-a part's orientation); then scale and layer alone. PaDiM last: for aligned parts only
-(``reports/padim``). Every PatchCore candidate carries the product's ``local_statistics``."""
+with the stride-32 layer, carrying ``knn_rank=128`` (export-only, within bootstrap noise of
+exact kNN) so a winner serves faster; then the bank of mirrored and turned views (blind to a
+part's orientation); then scale and layer alone. PaDiM last: for aligned parts only. Every
+PatchCore candidate carries the product's ``local_statistics``."""
 SEARCH_IMAGES = 60
 """Training images each candidate is fitted on (a seeded subsample when there are more)."""
 MAX_INPUT_SIDE = 768

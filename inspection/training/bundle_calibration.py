@@ -225,9 +225,7 @@ def fused_out_of_fold(
     return out_of_fold_fused(context, vectors, TrainOutOfFold(rows, local)), weights
 
 
-REFUSAL_OPTIONS = (
-    "--accuracy-control, more INT8 calibration images (--calibration-size), FP16, or --force"
-)
+REFUSAL_OPTIONS = "more INT8 calibration images (--calibration-size), FP16, or --force"
 """What a refused export may try (its quantisation's options) when its threshold is ranked."""
 _SOURCE_NAMES = {OUT_OF_FOLD: "out-of-fold training"}
 

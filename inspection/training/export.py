@@ -17,14 +17,13 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import openvino as ov
 
 from inspection.core.bundle import (
     PRECISIONS,
-    AccuracyControl,
     BundleMetadata,
     Precision,
     QuantizationSet,
@@ -76,10 +75,6 @@ from inspection.training.bundle_calibration import (
 )
 from inspection.training.convert import convert_torch_model
 from inspection.training.global_context import ModelOutputs, batched_outputs, refit_on_outputs
-from inspection.training.int8_control import SHARE_OF_TOLERANCE, GateMetric, usable
-
-if TYPE_CHECKING:
-    from inspection.training.quantize import AccuracyTarget
 
 log = logging.getLogger(__name__)
 Measured = tuple[EvaluationMetrics, BundleFigures]
@@ -164,13 +159,10 @@ class ExportSplits:
 
 @dataclass(frozen=True)
 class ExportOptions:
-    """How to export: precision, INT8 calibration and accuracy control, the gate."""
+    """How to export: precision, INT8 calibration, the gate."""
 
     precision: Precision = "fp32"
     calibration_size: int = DEFAULT_CALIBRATION_SIZE
-    accuracy_control: bool = False
-    """INT8: NNCF reverts layers to FP32 until the gate's figures hold on the validation split
-    (opt-in: on gravel it did not converge in 12 steps, ~2 min a ranking: reports/runtime)."""
     tolerances: GateTolerances = field(default_factory=GateTolerances)
     force: bool = False
     refine: RefineConfig = field(default_factory=RefineConfig)
@@ -427,9 +419,8 @@ def _quantised(
     options: ExportOptions,
     say: Progress,
 ) -> tuple[ov.Model, BundleMetadata]:
-    """INT8 model (distance head and input stem kept in FP32, with ``accuracy_control`` the
-    layers NNCF reverted to hold the gate's figures on the validation split) and metadata
-    naming its calibration set and what it kept in FP32."""
+    """INT8 model (distance head and input stem kept in FP32) and metadata naming its
+    calibration set and what it kept in FP32."""
     # NNCF (heavy) for INT8 only
     from inspection.training.quantize import STEM_DEPTH, describe_kept, kept_fp32, quantize_int8
 
@@ -440,52 +431,12 @@ def _quantised(
     kept = kept_fp32(fp32_model, STEM_DEPTH)
     say(f"quantising to INT8 on {len(calibration)} good training images; kept in FP32: "
         + "; ".join(describe_kept(kept)))  # fmt: skip
-    target = _accuracy_target(fp32_model, meta, splits, options, say)
-    model = quantize_int8(fp32_model, calibration, target=target, stem_depth=STEM_DEPTH)
-    if target is not None:
-        kept = {**kept, "accuracy control": _reverted(model, kept)}
+    model = quantize_int8(fp32_model, calibration, stem_depth=STEM_DEPTH)
     fingerprint = fingerprint_files(calibration_paths, splits.dataset_root)
-    control = AccuracyControl(split="validation", share_of_tolerance=SHARE_OF_TOLERANCE)
     quantization_set = QuantizationSet(
         split="train", label="good", size=fingerprint["count"], sha256=fingerprint["sha256"],
         files=tuple(sorted(fingerprint["files"])), head_fp32=True,
-        accuracy_control=control if target is not None else None, seven_bit_weights=True,
+        seven_bit_weights=True,
         kept_fp32=describe_kept(kept),
     )  # fmt: skip
     return model, replace(meta, quantization_set=quantization_set)
-
-
-def _accuracy_target(
-    fp32_model: ov.Model,
-    meta: BundleMetadata,
-    splits: ExportSplits,
-    options: ExportOptions,
-    say: Progress,
-) -> AccuracyTarget | None:
-    """NNCF's target when ``options.accuracy_control``: the gate's figures on the validation
-    split (``int8_control``) measured on the FP32 model first; None: quantise without."""
-    if not options.accuracy_control:
-        return None
-    if not usable(meta) or not any(s.label for s in splits.validation):
-        say("INT8 without accuracy control: the bundle's alignment or global context, or a "
-            "validation split without defects, leaves the gate's figures unmeasurable there")  # fmt: skip
-        return None
-    metric = GateMetric(
-        meta, splits, options.tolerances, lambda path: LabelledSample(path, 0, "good")
-    )
-    everything = range(len(splits.validation))
-    metric.reference = metric.figures(ov.Core().compile_model(fp32_model, "CPU"), everything)[0]
-    say(f"INT8 accuracy control: each gate figure on the {len(splits.validation)} validation "
-        f"images within {SHARE_OF_TOLERANCE:.0%} of its tolerance of FP32's")  # fmt: skip
-    from inspection.training.quantize import AccuracyTarget
-
-    inputs = [metric.tensor(Path(s.path)) for s in splits.validation]
-    return AccuracyTarget(inputs, metric, SHARE_OF_TOLERANCE)
-
-
-def _reverted(model: ov.Model, kept: Mapping[str, Sequence[str]]) -> list[str]:
-    """The layers of ``model`` left in float beyond the ``kept`` parts (accuracy control)."""
-    from inspection.training.quantize import float_layers
-
-    already = {name for names in kept.values() for name in names}
-    return [name for name in float_layers(model) if name not in already]

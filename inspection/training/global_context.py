@@ -140,15 +140,15 @@ def select_components(z_scores: Mapping[str, np.ndarray], labels: np.ndarray) ->
     if LOCAL not in z_scores:
         raise ValueError("select_components needs the local z-scores")
 
-    def auroc(names: Sequence[str]) -> float:
+    def fused_auroc(names: Sequence[str]) -> float:
         fused, _ = fuse({name: z_scores[name] for name in names})
         return float(image_auroc(fused, labels) or 0.0)
 
-    evidence = {name: round(auroc([name]), 4) for name in z_scores}
-    kept, best = [LOCAL], auroc([LOCAL])
+    evidence = {name: round(fused_auroc([name]), 4) for name in z_scores}
+    kept, best = [LOCAL], fused_auroc([LOCAL])
     remaining = [name for name in z_scores if name != LOCAL]
     while remaining:
-        gains = {name: auroc([*kept, name]) - best for name in remaining}
+        gains = {name: fused_auroc([*kept, name]) - best for name in remaining}
         name = max(gains, key=lambda k: gains[k])
         if gains[name] < MIN_GAIN:
             break

@@ -96,8 +96,8 @@ def plot_examples(
 ) -> Path:
     """Rows of image | anomaly map | judged mask (the station's verdict rule, ``judge(rows)``;
     blank when unknown) | ground truth, defects first, each row named by its kind, score and
-    verdict (OK/NG, "missed" or "false reject"): one mosaic in one axes (32 axes took ~0.7 s of
-    a report to lay out and draw)."""
+    verdict (OK/NG, "missed" or "false reject"): one mosaic in one axes (one axes per image is
+    slow to lay out and draw)."""
     rows = _example_rows(predictions)
     judged = judge(rows)
     height, width = predictions.maps.shape[1:]

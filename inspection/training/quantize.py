@@ -2,23 +2,18 @@
 
 Only the backbone is quantised: the distance head (PatchCore's pooling, embedding, memory-bank
 distances, kNN and the map's blur; STFPM's teacher-student differences) stays in FP32 through
-an NNCF ``IgnoredScope`` (in INT8 the bank distances collapse: brick PatchCore had image AUROC
-0.833 and a flat map), and so does the input stem (``input_stem``: per-tensor INT8 there moved
-brick's good scores by up to 1.3 raw, which raised its threshold past two defects; the same in
-exact integer arithmetic, so on every CPU: ``reports/runtime/int8.md``). Calibration uses good
-training images preprocessed as the station does; accuracy control (``AccuracyTarget``) lets
-NNCF revert layers to FP32 until a validation metric is within its drop of FP32's
-(``training.int8_control``: the export gate's figures).
+an NNCF ``IgnoredScope`` (in INT8 the bank distances collapse), and so does the input stem
+(``input_stem``: per-tensor INT8 there shifts good scores past the threshold, on every CPU;
+``reports/runtime/int8.md``). Calibration uses good training images preprocessed as the
+station does.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from types import ModuleType
-from typing import Any
 
 import numpy as np
 import openvino as ov
@@ -96,8 +91,6 @@ def input_stem(model: ov.Model, depth: int = STEM_DEPTH) -> list[str]:
 KEPT_WHY = {
     "distance head": "INT8 bank distances collapse",
     "input stem": "per-tensor INT8 there shifts good scores past the threshold",
-    "accuracy control": "reverted by NNCF until every gate figure on the validation split was "
-    "within half its tolerance of FP32's",
 }
 """Why each part of ``kept_fp32`` stays in FP32 (recorded in the bundle)."""
 
@@ -133,32 +126,18 @@ def ignored_scope(model: ov.Model, stem_depth: int = 0) -> object:
     return nncf.IgnoredScope(names=names, validate=False)
 
 
-@dataclass(frozen=True)
-class AccuracyTarget:
-    """NNCF accuracy control: ``validate`` (an NNCF validation function over indices into
-    ``inputs``, (3, h, w) validation inputs) may drop at most ``max_drop`` from FP32's value;
-    at most ``max_iterations`` layer groups are reverted to FP32 one by one."""
-
-    inputs: Sequence[np.ndarray]
-    validate: Callable[[ov.CompiledModel, Iterable[int]], tuple[float, Any]]
-    max_drop: float
-    max_iterations: int = 12
-
-
 def quantize_int8(
     model: ov.Model,
     calibration: Sequence[np.ndarray],
     *,
-    target: AccuracyTarget | None = None,
     stem_depth: int = 0,
 ) -> ov.Model:
     """Quantise ``model`` to INT8 on ``calibration``, (3, h, w) float32 inputs of good images.
 
-    With ``target``: NNCF accuracy control (``AccuracyTarget``). The distance head and the
-    ``input_stem`` of ``stem_depth`` stay FP32 (``ignored_scope``). Weights are
-    7-bit in every layer (NNCF's overflow fix; its default fixes the first layer only), so AVX2
-    CPUs (u8 x s8 pairs summed to int16 saturate with 8-bit weights) compute what VNNI and AMX
-    do (``reports/int8_weights``).
+    The distance head and the ``input_stem`` of ``stem_depth`` stay FP32 (``ignored_scope``).
+    Weights are 7-bit in every layer (NNCF's overflow fix; its default fixes the first layer
+    only), so AVX2 CPUs (u8 x s8 pairs summed to int16 saturate with 8-bit weights) compute what
+    VNNI and AMX do.
     """
     nncf = import_nncf()
 
@@ -168,35 +147,8 @@ def quantize_int8(
     subset = len(calibration)
     scope = ignored_scope(model, stem_depth)
     advanced = nncf.AdvancedQuantizationParameters(overflow_fix=nncf.OverflowFix.ENABLE)
-    if target is None:
-        log.info("quantising to INT8 with %d calibration images", subset)
-        return nncf.quantize(
-            model, calibration_set, subset_size=subset, ignored_scope=scope,
-            advanced_parameters=advanced,
-        )  # fmt: skip
-    inputs = target.inputs
-    validation_set = nncf.Dataset(range(len(inputs)), lambda index: inputs[index][None])
-    log.info(
-        "quantising to INT8 with accuracy control (max drop %.3f, %d validation images)",
-        target.max_drop, len(inputs),
+    log.info("quantising to INT8 with %d calibration images", subset)
+    return nncf.quantize(
+        model, calibration_set, subset_size=subset, ignored_scope=scope,
+        advanced_parameters=advanced,
     )  # fmt: skip
-    restorer = nncf.AdvancedAccuracyRestorerParameters(
-        max_num_iterations=target.max_iterations, ranking_subset_size=len(inputs)
-    )
-    return nncf.quantize_with_accuracy_control(
-        model, calibration_set, validation_set, target.validate, max_drop=target.max_drop,
-        drop_type=nncf.DropType.ABSOLUTE, subset_size=subset, ignored_scope=scope,
-        advanced_quantization_parameters=advanced,
-        advanced_accuracy_restorer_parameters=restorer,
-    )  # fmt: skip
-
-
-def float_layers(model: ov.Model) -> list[str]:
-    """Friendly names of the convolutions and matmuls of a quantised ``model`` whose input is
-    not INT8 (no FakeQuantize feeds it), in order."""
-    return [
-        op.get_friendly_name()
-        for op in model.get_ordered_ops()
-        if op.get_type_name() in (*CONVOLUTIONS, "MatMul")
-        and op.input_value(0).get_node().get_type_name() != "FakeQuantize"
-    ]

@@ -49,11 +49,11 @@ def test_the_gate_table_is_not_cut_off_a_terminal(
 def test_export_judges_line_readiness_as_the_demo_does(tmp_path: Path, crack_missed: int) -> None:
     """A bundle that passes its gate (as good as FP32) but misses every crack, FP32 too, was
     reported "gate passed" only; export's last line now says it is not fine to run."""
+    from bench._shared import write_mean_bundle
     from inspection.cli.export import _line_concerns
     from inspection.cli.operating import export_advice
     from inspection.core.bundle import read_bundle_metadata
     from inspection.core.export_gate import BundleFigures, ExportRecord, GateRecord
-    from tests.mean_bundle import write_mean_bundle
 
     figures = BundleFigures(0.0, crack_missed / 80, 0.9, None, None, None, 0, 60, 80)
     kinds = {"crack": (40, crack_missed), "stain": (40, 0)}

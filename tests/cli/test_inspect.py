@@ -124,7 +124,7 @@ def test_overlays_of_colliding_names_all_survive_and_reruns_skip_them(
 def test_the_table_tells_files_of_a_deep_folder_apart(tmp_path: Path) -> None:
     """At 80 columns, ``data/washer/test/dent/part_005.png`` was cut to ``data/washer/test/de…``
     on every row: the one missed part could not be found without the results file."""
-    from tests.mean_bundle import write_mean_bundle
+    from bench._shared import write_mean_bundle
 
     bundle = write_mean_bundle(tmp_path / "bundle", input_size=(32, 32), product="washer")
     folder = tmp_path / "plant_data" / "washer_category" / "test"
@@ -150,8 +150,8 @@ def test_the_table_shows_full_paths_when_names_below_the_folders_repeat() -> Non
 def test_a_gate_refused_bundle_needs_allow_refused(tmp_path: Path, passed: bool) -> None:
     """A bundle its export gate refused (INT8 missing defects) ran without a word; now it
     stops with the gate's reason unless ``--allow-refused``, which is announced."""
+    from bench._shared import write_mean_bundle
     from inspection.core.export_gate import BundleFigures, ExportRecord, GateRecord
-    from tests.mean_bundle import write_mean_bundle
 
     figures = BundleFigures(0.0, 0.5, 0.9, None, None, None, 0, n_good=6, n_defective=6)
     failures = () if passed else ("miss rate 0.500 vs FP32 0.000 (tolerance 0.05)",)

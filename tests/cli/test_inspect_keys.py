@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from bench._shared import write_mean_bundle
 from inspection.cli import app
 from inspection.core.errors import BundleError
 from inspection.core.signing import (
@@ -20,7 +21,6 @@ from inspection.core.signing import (
     load_public_key,
     sign_bundle,
 )
-from tests.mean_bundle import write_mean_bundle
 
 PRODUCT = "washer"
 

@@ -20,6 +20,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from bench._shared import copy_bundle
 from inspection.core.bundle import read_bundle_metadata
 from inspection.core.certificate import bundle_certificate
 from inspection.core.config import load_site_config, to_mapping
@@ -44,7 +45,6 @@ from tests.dashboard.test_browser import (
     _wait_text,
     serving,
 )
-from tests.mean_bundle import copy_bundle
 from tests.service.helpers import serve
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

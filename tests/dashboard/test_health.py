@@ -100,8 +100,8 @@ def test_held_out_pictures_are_read_at_the_live_bundles_bits(tmp_path: Path) -> 
     Defect kinds page: they were read at the default high byte, not at the bundle's bits."""
     from PIL import Image
 
+    from bench._shared import write_mean_bundle
     from inspection.core.validation_scores import ValidationScores, write_validation_scores
-    from tests.mean_bundle import write_mean_bundle
 
     registry = Registry(tmp_path / "registry")
     for bits in (12, 16):

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from inspection.cli import app
+from inspection.core.metrics import image_auroc
 from inspection.data.dataset import load_mvtec
-from inspection.data.summary import auroc, baseline_aurocs, summarise
+from inspection.data.summary import baseline_aurocs, summarise
 
 
 @pytest.mark.parametrize(
@@ -25,11 +26,13 @@ from inspection.data.summary import auroc, baseline_aurocs, summarise
     ],
 )
 def test_auroc(negatives: list[float], positives: list[float], expected: float) -> None:
-    assert auroc(negatives, positives) == expected
+    """The baselines' AUROC (``core.metrics.image_auroc``): ties count half."""
+    labels = [0] * len(negatives) + [1] * len(positives)
+    assert image_auroc(np.asarray(negatives + positives), np.asarray(labels)) == expected
 
 
-def test_auroc_without_one_class_is_nan() -> None:
-    assert math.isnan(auroc([], [1.0]))
+def test_auroc_without_one_class_is_none() -> None:
+    assert image_auroc(np.asarray([1.0]), np.asarray([1])) is None
 
 
 def test_baselines_on_demo_stay_near_chance(tiny_product: Path) -> None:

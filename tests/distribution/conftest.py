@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import uvicorn
 
+from bench._shared import copy_bundle
 from inspection.core.registry import Registry
 from inspection.distribution.server import create_catalog_app
 from inspection.store.store import Store
 from inspection.store.tokens import create_token
 from tests.line.helpers import free_port
-from tests.mean_bundle import copy_bundle
 from tests.service.helpers import PRODUCT, V1, V2
 
 

@@ -11,6 +11,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
+from bench._shared import copy_bundle
 from inspection.cli import app
 from inspection.core.registry import Registry
 from inspection.core.signing import (
@@ -27,7 +28,6 @@ from inspection.core.signing import (
 from inspection.distribution.catalog import archive_for
 from inspection.distribution.sync import HttpSource, PathSource, sync_forever, sync_once
 from inspection.station.config import pinned_key
-from tests.mean_bundle import copy_bundle
 from tests.service.helpers import PRODUCT, V1, V2, V3, serve, station_config
 
 from .conftest import Central

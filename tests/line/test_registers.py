@@ -34,23 +34,14 @@ from inspection.store.models import Inspection
 from .helpers import serve_until_killed, two_live_products
 from .station_env import camera_folder, line_config, line_yaml
 
-PLCS = {  # the library that serves the PLC's memory, a section it cannot serve
-    "s7": ("snap7", {"db": 999}),
-    "modbus": ("pymodbus", {"address": 5000}),
-    "enip": ("cpppo", {"tag_prefix": "Missing_"}),
-}
 
-
-def test_every_memory_block_link_has_its_plc_here() -> None:
-    assert set(register_plcs()) == set(PLCS)
-
-
-@pytest.fixture(params=list(PLCS))
+@pytest.fixture(params=list(register_plcs()))
 def plc(request: pytest.FixtureRequest) -> Iterator[RegisterPlc]:
-    """The PLC's block in python-snap7's server (data block 100), pymodbus's (unit 1), or its
-    tags in cpppo's EtherNet/IP server."""
-    pytest.importorskip(PLCS[request.param][0])
-    running = register_plcs()[request.param]()
+    """Each memory-block link's PLC: its block in python-snap7's server (data block 100),
+    pymodbus's (unit 1), or its tags in cpppo's EtherNet/IP server."""
+    kind = register_plcs()[request.param]
+    pytest.importorskip(kind.library)
+    running = kind()
     yield running
     running.stop()
 
@@ -208,7 +199,7 @@ def test_a_wrong_data_block_backs_off_instead_of_reconnecting_at_once(
     """A data block the PLC does not have (S7) or registers beyond its memory (Modbus) fail
     every session; the station retries after 0.1, 0.2, 0.4, 0.8... s (+ up to 20 %), not at
     once: a handful of attempts in 2 s, where it made hundreds before."""
-    wrong = PLCS[plc.protocol][1]
+    wrong = plc.unserved
     config = line_config(tmp_path, fp32_bundle, camera_folder(tmp_path, tiny_product))
     section = plc.config(poll_ms=5.0, backoff_initial_s=0.1, backoff_max_s=5.0, **wrong)
     station = LineStation.build(dataclasses.replace(config, links={plc.protocol: section}))

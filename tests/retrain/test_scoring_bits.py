@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from bench._shared import write_mean_bundle
 from inspection.retrain.assemble import EvalItem
 from inspection.retrain.scoring import evaluate_bundles
-from tests.mean_bundle import write_mean_bundle
 
 
 def test_a_12_bit_bundle_is_scored_on_its_images_read_at_12_bits(tmp_path: Path) -> None:

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from bench._shared import write_mean_bundle
 from inspection.core.input_domain import InputDomain
 from inspection.retrain.assemble import EvalItem
 from inspection.retrain.scoring import evaluate_bundles
-from tests.mean_bundle import write_mean_bundle
 
 COLOUR = InputDomain("colour", (20.0, 40.0), (64, 64), (64, 64), (1.0, 1.0), 4, 4)
 

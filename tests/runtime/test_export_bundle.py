@@ -199,36 +199,3 @@ def test_cli_int8_export_records_its_weights_and_its_forcing_admin(
     for decision in forced:
         assert (decision.actor, decision.bundle_id) == ("qa-admin", "v0001-int8")
         assert refusal(decision, load_public_key(keys.public)) is None
-
-
-@pytest.mark.slow
-def test_int8_accuracy_control_judges_a_model_as_the_export_judges_its_bundle(
-    fp32_bundle, trained_patchcore
-) -> None:
-    """``GateMetric`` (INT8 accuracy control) runs, calibrates and judges a model on the
-    validation split as the export does a bundle: on the FP32 bundle's own graph it finds the
-    figures of the bundle's recorded calibration, and no shortfall against itself."""
-    import openvino as ov
-
-    from inspection.core.export_gate import GateTolerances
-    from inspection.data.dataset import load_dataset
-    from inspection.training.export import LabelledSample, run_bundle
-    from inspection.training.int8_control import GateMetric, shortfall
-    from inspection.training.registry_export import export_splits
-
-    tp = trained_patchcore
-    meta = verify_bundle(fp32_bundle)
-    splits = export_splits(tp.record, load_dataset(tp.dataset_root))
-    metric = GateMetric(meta, splits, GateTolerances(), lambda p: LabelledSample(p, 0, "good"))
-    model = ov.Core().read_model(fp32_bundle / meta.model_file)
-    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    figures, outputs = metric.figures(compiled, range(len(splits.validation)))
-    expected = run_bundle(fp32_bundle, splits.validation).measure(meta.output_calibration)[1]
-    assert len(outputs) == len(splits.validation) > 0
-    assert (figures.n_good, figures.n_defective) == (expected.n_good, expected.n_defective)
-    assert figures.false_reject_rate == expected.false_reject_rate
-    assert figures.miss_rate == expected.miss_rate
-    assert figures.image_auroc == pytest.approx(expected.image_auroc, abs=1e-6)
-    assert shortfall(figures, figures, GateTolerances()) == 0.0
-    metric.reference = figures
-    assert metric(compiled, range(len(splits.validation)))[0] == 1.0

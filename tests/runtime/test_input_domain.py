@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bench._shared import write_mean_bundle
 from inspection.core.alignment import AlignmentSpec
 from inspection.core.bundle import (
     read_bundle_metadata,
@@ -32,7 +33,6 @@ from inspection.runtime.camera import CameraOptions
 from inspection.runtime.inspector import Inspector
 from inspection.runtime.paths import inspect_paths
 from inspection.runtime.tiled import TiledInspector
-from tests.mean_bundle import write_mean_bundle
 
 INPUT = (32, 32)
 SIDE = 128

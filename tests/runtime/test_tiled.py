@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench._shared import write_mean_bundle
 from inspection.core.bundle import verify_bundle
 from inspection.core.errors import BundleError
 from inspection.core.input_domain import InputDomain
 from inspection.core.roi import RoiSpec, RoiTraining
 from inspection.core.tiling import TilingSpec
 from inspection.runtime.tiled import TiledInspector
-from tests.mean_bundle import write_mean_bundle
 
 TILE = (32, 32)
 SPEC = TilingSpec(TILE, (16, 16), scale=0.5, blend="mean")

@@ -419,8 +419,8 @@ def test_a_plain_bundle_is_timed_on_images_of_its_training_size(
 ) -> None:
     """The station decodes, checks and resizes a camera-sized image before inference; the
     tune timed a model-input-sized probe, which skips that work."""
+    from bench._shared import write_mean_bundle
     from inspection.runtime.inspector import Inspector
-    from tests.mean_bundle import write_mean_bundle
 
     bundle = write_mean_bundle(tmp_path / "bundle", input_size=(32, 32), product="plain", **setup)
     registry = _registry(tmp_path, {"v0001-fp32": bundle}, product="plain")
@@ -449,8 +449,8 @@ def test_timing_images_are_read_at_the_bundles_bits(
     import numpy as np
     from PIL import Image
 
+    from bench._shared import write_mean_bundle
     from inspection.runtime.inspector import Inspector
-    from tests.mean_bundle import write_mean_bundle
 
     bundle = write_mean_bundle(
         tmp_path / "bundle", input_size=(32, 32), product="mono", source_bits=12

@@ -14,6 +14,7 @@ import openvino as ov
 import openvino.opset13 as ops
 import pytest
 
+from bench._shared import write_mean_bundle
 from inspection.core.errors import BundleError
 from inspection.core.registry import Registry
 from inspection.core.signing import (
@@ -27,7 +28,6 @@ from inspection.refine.config import RefineConfig
 from inspection.runtime import model as model_module
 from inspection.runtime.predictor import load_inspector
 from inspection.station.live import LiveModels, default_loader, station_loader
-from tests.mean_bundle import write_mean_bundle
 
 SIZE = (32, 32)
 PRODUCT = "widget"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.mean_bundle import copy_bundle
+from bench._shared import copy_bundle
 
 from .helpers import V2, V3, Bundles, Served, serve, serving_registry, station_config
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from bench._shared import copy_bundle
 from inspection.cli import app
 from inspection.core.bundle import read_bundle_metadata, write_bundle_metadata
 from inspection.core.registry import Registry
@@ -22,7 +23,6 @@ from inspection.core.signing import (
     sign_bundle,
     site_keys_dir,
 )
-from tests.mean_bundle import copy_bundle
 
 from .helpers import PRODUCT, V1, Bundles, serve, station_config
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from bench._shared import copy_bundle, write_mean_bundle
 from inspection.cli import app
 from inspection.cli.dashboard import dashboard_env
 from inspection.core.errors import ConfigError
@@ -31,7 +32,6 @@ from inspection.refine.config import RefineConfig
 from inspection.service.config import load_station_config
 from inspection.station.config import pinned_key
 from inspection.station.live import LiveModels, station_loader
-from tests.mean_bundle import copy_bundle, write_mean_bundle
 
 PRODUCT = "widget"
 KEYS = Path("var/keys")

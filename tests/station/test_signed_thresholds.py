@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from bench._shared import write_mean_bundle
 from inspection.core.registry import Registry
 from inspection.core.signing import (
     init_keys,
@@ -22,7 +23,6 @@ from inspection.distribution.catalog import live_entry
 from inspection.distribution.sync import sync_threshold
 from inspection.refine.config import RefineConfig
 from inspection.station.live import LiveModels, station_loader
-from tests.mean_bundle import write_mean_bundle
 
 PRODUCT = "widget"
 

@@ -122,32 +122,3 @@ def test_kept_parts_are_described_with_why_and_leave_the_stem_in_float() -> None
     model = quantize_int8(_branches(), calibration, stem_depth=2)
     int8_weights = [n for n in model.get_ordered_ops() if _is_int8_constant(n)]
     assert len(int8_weights) == 1  # conv c alone
-
-
-def test_accuracy_control_reverts_layers_until_the_target_holds() -> None:
-    """A target no INT8 layer can meet (outputs equal to FP32's within 1e-6) makes NNCF revert
-    layers to float; ``float_layers`` names them."""
-    from inspection.training.quantize import AccuracyTarget, float_layers, quantize_int8
-
-    rng = np.random.default_rng(3)
-    calibration = [rng.normal(size=(3, 16, 16)).astype(np.float32) for _ in range(8)]
-    reference = ov.Core().compile_model(_two_convs(), "CPU")
-
-    def outputs(compiled: ov.CompiledModel, indices: list[int]) -> list[float]:
-        return [float(np.ravel(compiled(calibration[i][None])[0])[0]) for i in indices]
-
-    expected = outputs(reference, list(range(8)))
-
-    def validate(compiled: ov.CompiledModel, items: object) -> tuple[float, list[list[np.ndarray]]]:
-        indices = list(items)  # type: ignore[call-overload]
-        got = outputs(compiled, indices)
-        error = max(abs(a - expected[i]) for a, i in zip(got, indices, strict=True))
-        return 1.0 - error, [[np.asarray([value])] for value in got]  # NNCF divides by it
-
-    plain = quantize_int8(_two_convs(), calibration)
-    assert float_layers(plain) == []
-    target = AccuracyTarget(calibration, validate, max_drop=1e-6)
-    controlled = quantize_int8(_two_convs(), calibration, target=target)
-    assert float_layers(controlled)  # at least one convolution back in float
-    error = 1.0 - validate(ov.Core().compile_model(controlled, "CPU"), range(8))[0]
-    assert error <= 1e-6

@@ -13,9 +13,7 @@ What the head learns from (``fit_for_model``):
   label, the image's most defective-looking cell (multiple-instance: "somewhere in here");
 - negatives: every other cell of the labelled images and every cell of the good training
   images of the first ``SCALING_FOLDS`` folds, whose kNN distances leave the image's own bank
-  rows out (as a new part sees the bank). Losses are class-balanced. (Distances to the
-  calibration's fold banks instead, for teaching or for the keep rule, were measured and not
-  kept: ``reports/learning/keep_rule_calibration.md``.)
+  rows out (as a new part sees the bank). Losses are class-balanced.
 Calibration stays honest as for the fused local statistics: those training images and the good
 validation images (which fit the fusion's standardisers) set no threshold; the other folds'
 out-of-fold scores, through the whole mixed graph, do (``training.operating``).
@@ -71,8 +69,7 @@ STEPS = 300
 """Adam steps of the head (seconds on 2 cores)."""
 HEADS_AT_ONCE = 2
 """Heads trained side by side, each on one torch thread: the heads' convolutions are small, and
-a second OpenMP thread beside a busy core costs several times its work (measured:
-``reports/learning/fold_heads.md``)."""
+a second OpenMP thread beside a busy core costs several times its work."""
 BATCH = 16
 """Grids (images) per step, drawn seeded from the labelled and the good ones."""
 LEARNING_RATE = 3e-3

@@ -9,8 +9,8 @@ images (the model's head), the good training images that teach the head (the fol
 all the other good training images (the model's head, which they did not teach); training
 images with their kNN distances without their own bank rows. At a 1 % budget the threshold sits
 at the good images' largest peaks, so the more good images, the more of the head's tail of false
-alarms on good parts shows (judged on the ~30 validation and teaching images alone, grass with 5
-labelled defects per kind kept a head that raised held-out misses: ``reports/learning``). Both
+alarms on good parts shows (judged on the validation and teaching images alone, a head that
+raised held-out misses was kept). Both
 sides are the maps' peaks after anomalib's blur: PatchCore's of the kNN distance, the mixed
 model's of the fused cells, each fused with the local statistics where the product without the
 head would fuse them (the score it would ship: ``mixed._Judge.as_shipped``). Each
@@ -23,11 +23,11 @@ good peaks the threshold sits above the largest, so one image per side would dec
 image sets a product's threshold is chance, so both sides are judged on the same ``DRAWS``
 bootstrap resamples of the good images (``scipy.stats.bootstrap``), each at its own operating
 point on the draw, every defect judged (one image's outlier sets the threshold in about 63 % of
-the draws, the tail below it in the rest). The head is kept where its change in errors is
+the draws). The head is kept where its change in errors is
 below zero at the draws' one-sided 95 % bound: a saving that rests on which good image sets the
 threshold is not shown, and a head that does not lower the errors only adds its own false
-alarms to the good parts' tail. (Kept where the mean change alone was below zero, grass with 5
-and 10 labelled defects per kind kept heads that raised held-out misses: ``reports/learning``.)
+alarms to the good parts' tail (a mean change alone kept heads that raised held-out misses:
+``reports/learning``).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 estimator: ``ridge`` (anomalib's, sample covariance + 0.01 I), or scikit-learn's ``ledoit_wolf``
 / ``oas`` shrinkage per grid cell; the served model and the out-of-fold Gaussians use the same.
 A PaDiM model scores its own training images low, and the good validation images alone set a
-loose threshold (``part``: 7 of 42 held-out good parts NG, ``reports/padim``). So, as for
+loose threshold (``reports/padim``). So, as for
 PatchCore, each seeded fold of training images is scored by Gaussians fitted on the other
 folds' embeddings (computed once) through the model's own anomaly-map head: if anything a
 little high, a conservative threshold (much higher with ``ridge``, which shrinkage narrows).
@@ -56,8 +56,7 @@ class PadimGaussian(MultiVariateGaussian):
 def shrunk_gaussian(embedding: torch.Tensor, covariance: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean (D, h*w) and inverse covariance (h*w, D, D), float32, of (N, D, h, w) embeddings:
     the ``covariance`` estimator (``SHRINKAGE``) per grid cell in float64, inverted as one
-    batch. One BLAS thread: threaded BLAS on such small products made part's 1024 cells
-    several times slower on a busy 2-core host (``reports/padim``)."""
+    batch. One BLAS thread: threaded BLAS on such small products is slower on a busy host."""
     estimator = SHRINKAGE[covariance]
     n, dims, height, width = embedding.shape
     cells = embedding.detach().reshape(n, dims, height * width).permute(2, 0, 1).double()

@@ -8,7 +8,7 @@ patches whose receptive-field centre lies outside the ROI are dropped as they ar
 Memory: the patch rows (``train_rows``, also the out-of-fold scores') are float32 while they fit
 ``rows_budget_gb``, and the bank is one coreset of all, as anomalib's. Past it (a plant's
 thousands of images) they are float16 in an unlinked file mapping under ``TMPDIR`` (the page
-cache holds them while memory is free; 20,000 images at 256 px: 6.2 GB), and the bank is a
+cache holds them while memory is free), and the bank is a
 coreset of the union of per-group coresets (composable, ``coreset.grouped_coreset_rows``).
 """
 

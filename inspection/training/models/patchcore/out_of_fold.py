@@ -159,8 +159,8 @@ def fold_banks(
     ``rows``: one tensor per image; ``assignment``: each image's fold. Below the rows budget
     (``budget_bytes`` None) the trained bank is one coreset of all rows, so a fold's is one
     coreset of the others' (two folds at once): a union of per-fold coresets covers them more
-    sparsely and lifted every out-of-fold score above fresh good parts (part: misses 33.9 ->
-    58.9 %, reports/operating_point/). Past it the trained bank is itself a union of group
+    sparsely and lifts every out-of-fold score above fresh good parts (``reports/operating_point``).
+    Past it the trained bank is itself a union of group
     coresets (``grouped_coreset_rows``), so each fold's is selected once and a fold's bank is the
     others' union, cut to the cap as the trained bank is: one trained bank's greedy, not k - 1."""
     folds = range(int(assignment.max()) + 1)

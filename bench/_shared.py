@@ -1,6 +1,7 @@
-"""A tiny hand-built OpenVINO bundle for fast runtime tests (torch-free).
+"""Helpers the tests and the benches share; tests import them (``bench._shared``), benches too
+(``_shared``), and nothing here imports ``tests``.
 
-Its anomaly map is the mean of the input channels and its score the map's maximum, with an
+A tiny hand-built OpenVINO bundle for fast runtime tests (torch-free): its anomaly map is the mean of the input channels and its score the map's maximum, with an
 identity normalisation on [0, 1]: a bright spot in an image is a known defect, and a brighter
 image a higher score.
 """
