@@ -22,6 +22,9 @@ THUMB_SIDE = 32
 NEAR_LEVELS = 1.5
 """Mean absolute difference (uint8 grey levels) of two thumbnails at or below which two
 images are the same picture."""
+NEAR_SPREAD = 0.1
+"""...and at most this fraction of the held-out thumbnail's own spread (std): a dark or flat
+picture must match more closely than a busy one, or every near-black image would match."""
 NAMED = 5
 
 
@@ -40,12 +43,13 @@ def held_out_copies(
         return {}
     names = list(held_out)
     stack = np.stack([held_out[name] for name in names])  # (n, 32, 32)
+    limit = np.minimum(NEAR_LEVELS, NEAR_SPREAD * stack.std(axis=(1, 2)))  # (n,)
     found = {}
     for path, print_ in candidates.items():
         distance = np.abs(stack - print_).mean(axis=(1, 2))
-        best = int(distance.argmin())
-        if distance[best] <= NEAR_LEVELS:
-            found[path] = names[best]
+        near = np.flatnonzero(distance <= limit)
+        if near.size:
+            found[path] = names[int(near[distance[near].argmin()])]
     return found
 
 
