@@ -319,7 +319,9 @@ def _run_demo(ctx: DemoContext, skip: str, log_file: Path | None) -> None:
     if ctx.checks:
         print_table(console, station_check_table(ctx.checks))
     title = f"demo finished in {time.perf_counter() - started:.0f} s"
-    print_table(console, summary_table(title, _closing_rows(ctx.site, log_file, ctx.results)))
+    exported = "inspection dashboard   (review results, models, thresholds)"
+    rows = _closing_rows(ctx.site, log_file, ctx.results, next_step=exported)
+    print_table(console, summary_table(title, rows))
     _print_log_file(log_file)
     for warning in ctx.warnings:
         console.print(f"[bold yellow]NOT LINE-READY[/] {warning}")

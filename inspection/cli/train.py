@@ -414,16 +414,20 @@ def _print_log_file(log_file: Path | None) -> None:
 
 
 def _closing_rows(
-    site: SiteConfig, log_file: Path | None, records: list[ModelRecord]
+    site: SiteConfig, log_file: Path | None, records: list[ModelRecord], next_step: str = ""
 ) -> list[tuple[str, str]]:
+    """What was written and the next command (default: export the first record)."""
     reports = sorted({str(_report_dir(site, r)) for r in records})
     first = records[0]
+    next_step = (
+        next_step or f"inspection export --product {first.product} --version {first.version}"
+    )
     return [
         ("reports", "\n".join(reports) or str(site.reports_dir)),
         ("", "metrics.json and plots (ROC, score histogram, worst maps) per model"),
         ("model registry", str(site.registry_dir)),
         ("log file", str(log_file) if log_file else "(--verbose: logs were shown above)"),
-        ("next", f"inspection export --product {first.product} --version {first.version}"),
+        ("next", next_step),
     ]
 
 

@@ -172,6 +172,17 @@ def _site_with_champions(
     return site, registry, champions
 
 
+def _with_one_more_good(product: Path, tmp_path: Path) -> Path:
+    """A copy of ``product`` with one more good training image (a mirrored one): a retrain of
+    its champion has something new to learn."""
+    from PIL import Image
+
+    grown = shutil.copytree(product, tmp_path / "grown" / product.name)
+    first = sorted((grown / "train" / "good").iterdir())[0]
+    Image.open(first).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(first.with_stem("mirrored"))
+    return grown
+
+
 def _child_named(name: str, seconds: float = 30.0) -> multiprocessing.process.BaseProcess:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -193,9 +204,10 @@ def test_ray_fleet_retrains_through_the_registry(tmp_path: Path, tiny_product: P
     address = _ray_head()
     site, registry, champions = _site_with_champions(tmp_path, tiny_product, ["brick", "twin"])
     budget = round(_libraries_gb() + 0.35, 2)  # a Ray child holds more; too little to retrain
-    twin = {"dataset": str(tiny_product), "memory_gb": budget}
+    grown = str(_with_one_more_good(tiny_product, tmp_path))  # something new to learn
+    products = {"twin": {"dataset": grown, "memory_gb": budget}, "brick": {"dataset": grown}}
     retrain_config = retrain_config_from_mapping(
-        {"gate": GATE, "work_dir": str(tmp_path / "work"), "warmup": 1, "products": {"twin": twin}}
+        {"gate": GATE, "work_dir": str(tmp_path / "work"), "warmup": 1, "products": products}
     )
     options = FleetOptions(address, 1.0, "fleet-test", memory_gb=4.0)
     try:

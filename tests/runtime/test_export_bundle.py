@@ -185,6 +185,7 @@ def test_cli_int8_export_records_its_weights_and_its_forcing_admin(
     result = CliRunner().invoke(app, [
         "export", "--product", "brick", "--precision", "int8",
         "--force", "--actor", "qa-admin", "--reason", "int8 export test", "--site", str(site),
+        "--verbose",
     ])  # fmt: skip
     assert result.exit_code == 0, result.output[-2000:]
     meta = verify_bundle(registry / "brick" / "bundles" / "v0001-int8")
