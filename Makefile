@@ -35,7 +35,7 @@ lint: install
 	$(VENV)/bin/lint-imports --no-cache
 
 # pytest exits 5 when it collects nothing: that is a failure here, like any other.
-# pytest runs every test on two workers (pyproject.toml's addopts: -n 2 --dist loadfile).
+# pytest runs every test in one process (-n 2 was 8.9 min but a worker crash hung it: reports/tests/suite_time.md).
 # lint-imports: the layer, torch-boundary and no-cycle contracts of pyproject.toml.
 test: install services
 	$(PYTHON) -m ruff check inspection apps tests bench scripts
