@@ -264,7 +264,7 @@ def report(rows: list[dict], name: str = "curve") -> None:
         "bound <= 10 %. NG F1: judged-NG pixel F1. FR: held-out false-reject rate. Each k > 0",
         "row is the model `supervised: auto` ships: its head dropped by the keep rule gives k = 0's.",
         "Train s: the training's wall seconds. Certified: good calibration scores the 1 % threshold",
-        "was set on and its bound (`--calibration`; -: not recorded). Config overrides (`--set`), by the config column:",
+        "was set on, its bound, and the calibration images among them (`--calibration`; -: not recorded). Config overrides (`--set`), by the config column:",
         "",
         *[
             f"- {_config(o, configs)}: {' '.join(o) or 'none (the project config)'}"
@@ -336,10 +336,11 @@ def mask_lines(rows: list[dict]) -> list[str]:
 
 
 def _certified(row: dict) -> str:
-    """n good calibration scores and the bound at the budget (rows run before: not recorded)."""
+    """n good calibration scores, the bound at the budget and how many were calibration
+    images (rows run before: not recorded)."""
     if "certified_n" not in row:
         return "-"
-    return f"{row['certified_n']} ({row['bound']:.2%})"
+    return f"{row['certified_n']} ({row['bound']:.2%}), {row['calibration']} cal."
 
 
 def _config(overrides: tuple[str, ...], configs: list[tuple[str, ...]]) -> str:
