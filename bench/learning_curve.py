@@ -2,16 +2,21 @@
 
     heavy .venv/bin/python bench/learning_curve.py run [--products grass,gravel] [--k 0,20]
         [--variants same,unlike,unseen] [--work var/bench-learning] [--name curve] [--seed 0]
-        [--set key=value ...]
+        [--calibration 200] [--set key=value ...]
     .venv/bin/python bench/learning_curve.py report   # curve.md again from curve.json
 
 Per product (demo family brick, grass, gravel; evaluation family weave, tissue, part, which
 no choice of the mixed model was tuned on), the demo data at seed 0 with 60 good and 52 per
 defect test images (36 per defect held out) and 20 labelled defects per kind (their own seeded
-stream: ``data.demo``). A run trains the project's PatchCore config (``supervised: auto``) on
+stream: ``data.demo``) and, as ``make demo`` writes them, ``--calibration`` good calibration
+images (``calibration/good``, never trained on; 200, so the 1 % point is certified on them
+alone: ``core.operating_point.pools_out_of_fold``; 0: none, as rows without a ``calibration``
+entry were run). A run trains the project's PatchCore config (``supervised: auto``) on
 the first k labelled images of each kind (k = 0: plain PatchCore) and reads the held-out
 figures the training records: image AUROC, each kind's miss at the 1 % false-reject budget
-with its exact 95 % interval, judged-NG pixel F1 and the false-reject rate.
+with its exact 95 % interval, judged-NG pixel F1, the false-reject rate and the certificate
+(good calibration scores n, bound, their sources). ``--seed`` sets the model config's seed:
+it draws the validation/held-out split of the same test images, the coreset and the head.
 Variants (k = 20 only): ``unlike``, labelled defects drawn 1.5x larger at 0.6 of the blend
 (``data.demo.unlike_defects``; texture products); ``unseen``, one kind left out of the labels
 at a time (its miss against k = 0's). Results append to ``reports/learning/<name>.json``
@@ -43,18 +48,22 @@ EVALUATION_FAMILY = ("weave", "tissue", "part")
 TEXTURES = ("brick", "grass", "gravel", "tissue")
 KS = (0, 5, 10, 20)
 N_GOOD, N_PER_DEFECT, N_LABELLED = 60, 52, 20
+N_CALIBRATION = 200
+"""Good calibration images per product: ``make demo``'s (``data.demo.CALIBRATION_COUNTS``)."""
 log = logging.getLogger("bench.learning_curve")
 
 
-def dataset_for(product: str, work: Path, unlike: bool = False) -> Path:
-    """The product's folder (written once; ``unlike``: its labelled defects unlike the test)."""
+def dataset_for(product: str, work: Path, unlike: bool = False, calibration: int = 0) -> Path:
+    """The product's folder (written once; ``unlike``: its labelled defects unlike the test;
+    ``calibration``: good calibration images)."""
     from inspection.data.demo import write_demo_product
 
-    root = work / ("unlike" if unlike else "same")
+    name = "unlike" if unlike else "same"
+    root = work / (f"{name}-calibration{calibration}" if calibration else name)
     if not (root / product / "train").is_dir():
         write_demo_product(
             root, product, seed=0, n_train=60, n_test_good=N_GOOD, n_test_per_defect=N_PER_DEFECT,
-            size=256, n_labelled=N_LABELLED, unlike=unlike,
+            size=256, n_labelled=N_LABELLED, n_calibration=calibration, unlike=unlike,
         )  # fmt: skip
     return root / product
 
@@ -79,16 +88,18 @@ def run_one(
     leave_out: str | None = None,
     seed: int | None = None,
     overrides: tuple[str, ...] = (),
+    calibration: int = 0,
 ) -> dict:
     """Train one (product, k, variant) and return its held-out figures (``seed``: the
-    config's seed instead of its own; ``overrides``: ``key=value`` config overrides)."""
+    config's seed instead of its own; ``overrides``: ``key=value`` config overrides;
+    ``calibration``: good calibration images in the dataset)."""
     from inspection.core.product_config import load_model_config, load_product_config
     from inspection.core.registry import Registry
     from inspection.data.dataset import load_dataset
     from inspection.training.train import train_model
 
     dataset = labelled_subset(
-        load_dataset(dataset_for(product, work, variant == "unlike")), k, leave_out
+        load_dataset(dataset_for(product, work, variant == "unlike", calibration)), k, leave_out
     )
     config = load_model_config("patchcore", product=product, overrides=overrides)
     if seed is not None:  # another draw of the validation/held-out split, coreset and head
@@ -108,7 +119,7 @@ def run_one(
             "missed": missed, "n": subset.n_defective, "miss": subset.miss_rate,
             "miss_high": subset.miss_high, "ng_pixel_f1": subset.ng_pixel_f1,
         }  # fmt: skip
-    overall = metrics.overall
+    overall, operating = metrics.overall, metrics.calibration.operating
     return {
         "product": product, "family": "demo" if product in DEMO_FAMILY else "evaluation",
         "k": k, "variant": variant, "left_out": leave_out,
@@ -119,6 +130,8 @@ def run_one(
         "supervised": record.extra.get("supervised"),
         "local_statistics": (record.extra.get("local_statistics") or {}).get("kept"),
         "train_seconds": round(seconds, 1), "seed": config.seed, "overrides": list(overrides),
+        "calibration": calibration, "certified_n": operating.n_good,
+        "bound": operating.false_reject_bound, "good_sources": operating.good_sources,
     }  # fmt: skip
 
 
@@ -201,7 +214,7 @@ def run(args: argparse.Namespace) -> None:
     overrides = tuple(args.set)
     done = {
         (r["product"], r["k"], r["variant"], r["left_out"], r.get("seed", 0),
-         tuple(r.get("overrides", [])))
+         tuple(r.get("overrides", [])), r.get("calibration", 0))
         for r in rows
     }  # fmt: skip
     jobs = []
@@ -216,10 +229,12 @@ def run(args: argparse.Namespace) -> None:
 
                 jobs += [(product, N_LABELLED, "unseen", kind) for kind in defect_kinds(product)]
     for job in jobs:
-        if (*job, args.seed, overrides) in done:  # another seed or overrides: another run
+        if (*job, args.seed or 0, overrides, args.calibration) in done:  # else another run
             continue
         log.info("training %s k=%d %s (left out: %s)", *job)
-        row = run_one(job[0], job[1], job[2], Path(args.work), job[3], args.seed, overrides)
+        row = run_one(
+            job[0], job[1], job[2], Path(args.work), job[3], args.seed, overrides, args.calibration
+        )
         row["machine"] = machine()
         rows = json.loads(out.read_text()) if out.is_file() else []  # other runs' rows too
         rows.append(row)
@@ -248,7 +263,8 @@ def report(rows: list[dict], name: str = "curve") -> None:
         "false-reject budget: missed/n (exact 95 % upper bound); LINE-READY needs every kind's",
         "bound <= 10 %. NG F1: judged-NG pixel F1. FR: held-out false-reject rate. Each k > 0",
         "row is the model `supervised: auto` ships: its head dropped by the keep rule gives k = 0's.",
-        "Train s: the training's wall seconds. Config overrides (`--set`), by the config column:",
+        "Train s: the training's wall seconds. Certified: good calibration scores the 1 % threshold",
+        "was set on, its bound, and the calibration images among them (`--calibration`; -: not recorded). Config overrides (`--set`), by the config column:",
         "",
         *[
             f"- {_config(o, configs)}: {' '.join(o) or 'none (the project config)'}"
@@ -260,8 +276,8 @@ def report(rows: list[dict], name: str = "curve") -> None:
         ("Demo family", DEMO_FAMILY),
         ("Evaluation family", EVALUATION_FAMILY),
     ):
-        lines += [f"## {family}", "", "| product | k | variant | config | seed | image AUROC | missed | per kind: missed/n (95 % bound) | NG F1 | FR | line-ready | train s |",
-                  "|---|---:|---|---|---:|---:|---:|---|---:|---:|---|---:|"]  # fmt: skip
+        lines += [f"## {family}", "", "| product | k | variant | config | seed | certified n (bound) | image AUROC | missed | per kind: missed/n (95 % bound) | NG F1 | FR | line-ready | train s |",
+                  "|---|---:|---|---|---:|---:|---:|---:|---|---:|---:|---|---:|"]  # fmt: skip
         for row in rows:
             if row["product"] not in products:
                 continue
@@ -271,7 +287,7 @@ def report(rows: list[dict], name: str = "curve") -> None:
             lines.append(
                 f"| {row['product']} | {row['k']} | {variant} | "
                 f"{_config(tuple(row.get('overrides', [])), configs)} | {row.get('seed', 0)} | "
-                f"{row['image_auroc']:.3f} | "
+                f"{_certified(row)} | {row['image_auroc']:.3f} | "
                 f"{row['missed']}/{row['n_defective']} | {kinds} | {_f(row['ng_pixel_f1'])} | "
                 f"{_f(row['false_reject_rate'])} | {'yes' if ready else 'no'} | "
                 f"{row['train_seconds']} |"
@@ -319,6 +335,14 @@ def mask_lines(rows: list[dict]) -> list[str]:
     return [*lines, ""]
 
 
+def _certified(row: dict) -> str:
+    """n good calibration scores, the bound at the budget and how many were calibration
+    images (rows run before: not recorded)."""
+    if "certified_n" not in row:
+        return "-"
+    return f"{row['certified_n']} ({row['bound']:.2%}), {row['calibration']} cal."
+
+
 def _config(overrides: tuple[str, ...], configs: list[tuple[str, ...]]) -> str:
     return f"c{configs.index(overrides)}"
 
@@ -338,6 +362,9 @@ def main() -> None:
     parser.add_argument("--variants", default="same")
     parser.add_argument("--work", default=str(WORK))
     parser.add_argument("--seed", type=int, help="run: the config's seed (default its own, 0)")
+    parser.add_argument(
+        "--calibration", type=int, default=N_CALIBRATION, help="run: good calibration images"
+    )
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",
         help="run, station: a model config override (repeatable), as `inspection train --set`",

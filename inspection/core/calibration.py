@@ -63,7 +63,8 @@ class Calibration:
     good_scores: tuple[float, ...] = ()
     """The raw good calibration scores ``operating`` was chosen on (signed with the bundle):
     a threshold is derived again from them and audited production goods without retraining
-    (``core.certificate``). Empty: recorded before they were kept."""
+    (``core.certificate``). Empty: recorded before they were kept, or a training record whose
+    fused (global-context) threshold replaced the local one (its bundles keep their own)."""
     good_weights: tuple[float, ...] = ()
     """How many good images each of ``good_scores`` counts for (``convolved``); empty: one."""
 

@@ -249,9 +249,10 @@ def train_model(
             good_scores, [s.path for s in dataset.calibration_samples],
         )  # fmt: skip
         if context.context.components:  # fused scores: the threshold was chosen on them
-            calibration = dataclasses.replace(
-                calibration, normalization=normalization, operating=context.operating
-            )
+            calibration = dataclasses.replace(  # the local good scores did not set it
+                calibration, normalization=normalization, operating=context.operating,
+                good_scores=(), good_weights=(),
+            )  # fmt: skip
     metrics = metrics_of_predictions(predictions, calibration)
     clock.lap("evaluation")
     set_post_processor(model, normalization)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from inspection.core.images import read_image
+from inspection.core.operating_point import OperatingPoint, choose_threshold
 from inspection.core.registry import Registry
 from inspection.runtime.inspector import Inspector
 from inspection.training.global_context import MIN_GAIN
@@ -120,6 +121,7 @@ def test_record_describes_the_threshold_in_force(weave_bundle) -> None:
     sources = operating["good_sources"]
     assert sources["out_of_fold_train"] == len(record.good_scores().out_of_fold) > 0
     assert sum(sources.values()) == operating["n_good"] > sources["validation"]
+    assert not calibration.get("good_scores")  # the local scores did not set the fused threshold
 
 
 def test_bundle_threshold_takes_the_out_of_fold_fused_scores(weave_bundle) -> None:
@@ -141,6 +143,9 @@ def test_bundle_threshold_takes_the_out_of_fold_fused_scores(weave_bundle) -> No
     good = record.good_scores()
     assert operating.good_sources["out_of_fold_train"] == len(good.out_of_fold)
     assert operating.n_good == operating.good_sources["validation"] + len(good.out_of_fold)
+    carried, weights = inspector.metadata.output_calibration.good_set()  # what set it, signed
+    again = choose_threshold(carried, OperatingPoint(budget=operating.budget), good_weights=weights)
+    assert again.threshold == pytest.approx(operating.threshold)
     # the fused scores of unseen training images sit above their in-sample ones
     context = inspector.model.context
     paths = sorted((root / "train" / "good").glob("*.png"))

@@ -28,6 +28,7 @@ from inspection.training.bundle_calibration import (
 from inspection.training.export import LabelledSample, run_bundle
 from inspection.training.registry_export import export_splits
 from tests.conftest import TrainedProduct
+from tests.training.test_operating import assert_carries_its_certificate
 
 pytestmark = pytest.mark.slow
 
@@ -45,9 +46,19 @@ def test_carried_scores_calibrate_when_the_line_fits(
     trained_patchcore: TrainedProduct, fp32_bundle: Path
 ) -> None:
     good = trained_patchcore.record.good_scores()
-    operating = _calibrate(trained_patchcore, fp32_bundle, good).operating
+    calibration = _calibrate(trained_patchcore, fp32_bundle, good)
+    operating = calibration.operating
     assert operating.good_sources["out_of_fold_train"] == len(good.out_of_fold)
     assert not operating.exchangeable
+    splits = export_splits(trained_patchcore.record, load_dataset(trained_patchcore.dataset_root))
+    run = lambda samples: run_bundle(fp32_bundle, samples)  # noqa: E731
+    outputs = run(splits.validation)
+    carried, _ = _transferred(
+        run, splits.validation, outputs, good, splits.dataset_root,
+        lambda path: LabelledSample(path, 0, "good"),
+    )  # fmt: skip
+    own = outputs.scores[outputs.labels == 0] if good.validation_calibrates else np.empty(0)
+    assert_carries_its_certificate(calibration, np.r_[carried, own])
     assert operating.transfer_residual is not None
     assert operating.transfer_residual <= MAX_TRANSFER_RESIDUAL
 
@@ -63,13 +74,18 @@ def test_enough_never_trained_scores_certify_a_bundle_without_carried_ones(
     held_aside = [sample for sample in splits.test if sample.label == 0]
     point = OperatingPoint(budget=0.5)
     assert n_good + len(held_aside) >= fewest_below_largest(point.budget)
-    operating = calibrate_bundle(
+    calibration = calibrate_bundle(
         lambda samples: run_bundle(fp32_bundle, samples), splits.validation, point,
         trained_patchcore.record.good_scores(), splits.dataset_root,
         make_sample=lambda path: LabelledSample(path, 0, "good"), held_aside=held_aside,
-    ).operating  # fmt: skip
+    )  # fmt: skip
+    operating = calibration.operating
     assert operating.good_sources == {"validation": n_good, "calibration": len(held_aside)}
     assert operating.exchangeable and operating.transfer_residual is None
+    validation = run_bundle(fp32_bundle, splits.validation)
+    validation_good = validation.scores[validation.labels == 0]
+    own = run_bundle(fp32_bundle, held_aside).scores
+    assert_carries_its_certificate(calibration, np.r_[own, validation_good])
 
 
 def test_a_line_that_does_not_fit_raises_the_threshold_for_its_residuals(

@@ -1,11 +1,13 @@
 """Which good scores certify a threshold: the never-trained ones alone once they suffice for
-the budget, out-of-fold training scores only while they are too few (and said so)."""
+the budget, out-of-fold training scores only while they are too few (and said so); the
+calibration carries exactly the scores its threshold was set on."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from inspection.core.calibration import Calibration
 from inspection.core.operating_point import (
     OUT_OF_FOLD,
     OperatingPoint,
@@ -30,6 +32,17 @@ OUT_OF_FOLD_SCORES = RNG.normal(-1.0, 0.5, 60)
 """Lower than new parts', as a model scores its own training images even out of fold."""
 
 
+def assert_carries_its_certificate(calibration: Calibration, scores: np.ndarray) -> None:
+    """``calibration.good_scores`` are ``scores`` (as stored, 9 digits), as many as the
+    certificate's n and its sources, and the threshold is derived from them again."""
+    operating = calibration.operating
+    carried, weights = calibration.good_set()
+    assert np.sort(carried) == pytest.approx(np.sort(scores), rel=1e-8)
+    assert operating.n_good == round(weights.sum()) == sum(operating.good_sources.values())
+    again = choose_threshold(carried, OperatingPoint(budget=operating.budget), good_weights=weights)
+    assert (again.threshold, again.rank) == pytest.approx((operating.threshold, operating.rank))
+
+
 def _good(scores: np.ndarray) -> TrainGoodScores:
     return TrainGoodScores((), scores, (), np.empty(0), 5, np.ones(scores.size, bool))
 
@@ -46,9 +59,13 @@ def test_enough_never_trained_scores_set_the_threshold_without_out_of_fold_ones(
     assert operating.threshold == pytest.approx(alone.threshold)
     assert operating.good_sources == {"validation": 20, "calibration": held.size}
     assert operating.exchangeable and "not exchangeable" not in operating.describe()
+    assert_carries_its_certificate(calibration, np.r_[held, VALIDATION.scores[:20]])
 
     fewer = calibrate_predictions(VALIDATION, point, _good(OUT_OF_FOLD_SCORES), held[1:])
     assert fewer.operating.good_sources[OUT_OF_FOLD] == OUT_OF_FOLD_SCORES.size
+    assert_carries_its_certificate(
+        fewer, np.r_[OUT_OF_FOLD_SCORES, held[1:], VALIDATION.scores[:20]]
+    )
     assert not fewer.operating.exchangeable
     assert "not exchangeable with new parts" in fewer.operating.describe()
 
