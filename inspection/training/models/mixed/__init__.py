@@ -13,7 +13,10 @@ What the head learns from (``fit_for_model``):
   label, the image's most defective-looking cell (multiple-instance: "somewhere in here");
 - negatives: every other cell of the labelled images and every cell of the good training
   images of the first ``SCALING_FOLDS`` folds, whose kNN distances leave the image's own bank
-  rows out (as a new part sees the bank). Losses are class-balanced.
+  rows out (as a new part sees the bank). Losses are class-balanced;
+- with ``synthetic: true``, positives also from those good images' grids perturbed by
+  Perlin-masked noise (``synthetic``): the head is then fitted without labelled defects too,
+  judged there on image-level synthetic anomalies of the other good images instead.
 Calibration stays honest as for the fused local statistics: those training images and the good
 validation images (which fit the fusion's standardisers) set no threshold; the other folds'
 out-of-fold scores, through the whole mixed graph, do (``training.operating``).
@@ -28,7 +31,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -46,6 +49,7 @@ from inspection.training.models.mixed.head import (
     head_network,
     mixed_model_class,
 )
+from inspection.training.models.mixed.synthetic import Perturbed, blended_inputs, perturbed
 from inspection.training.models.patchcore import KIND as PATCHCORE
 from inspection.training.models.patchcore import build as build_patchcore
 from inspection.training.models.patchcore.coreset import threads
@@ -96,6 +100,8 @@ class SupervisedChoice:
     cells: dict[str, int] = field(default_factory=dict)
     """Training cells: ``positive``, ``negative``, ``image_level`` (images)."""
     seconds: float = 0.0
+    synthetic: dict[str, int] = field(default_factory=dict)
+    """With ``synthetic: true``: ``taught`` perturbed grids, ``judged`` image-level anomalies."""
     evidence: dict[str, float] = field(default_factory=dict)
     """What ``supervised: auto`` decided on (``keep.decide``): ``defects`` and ``good``
     images judged; of ``patchcore`` (what the product ships without the head: the kNN
@@ -135,14 +141,15 @@ KIND: ModelKind = dataclasses.replace(PATCHCORE, build=build)
 
 def supervised_config(config: Any, dataset: Dataset) -> Any:
     """``config`` with ``supervised: auto`` resolved: true where ``dataset`` holds labelled
-    defects (else unchanged: PatchCore exactly as without the option)."""
-    labelled = bool(dataset.labelled_samples)
-    if config.supervised is True and not labelled:
+    defects or ``synthetic`` ones teach (else unchanged: PatchCore exactly as without the
+    option)."""
+    taught = bool(dataset.labelled_samples) or config.synthetic
+    if config.supervised is True and not taught:
         raise DatasetError(
             f"supervised: true, but {dataset.name!r} has no labelled defects (train/<defect>/, "
-            "see datasets/README.md); add some or set supervised: auto"
+            "see datasets/README.md); add some, set synthetic: true or supervised: auto"
         )
-    if config.supervised == "auto" and labelled:
+    if config.supervised == "auto" and taught:
         return dataclasses.replace(config, supervised=True)
     return config
 
@@ -173,16 +180,27 @@ def fit_for_model(
     scaling = standardiser_images(len(train), config.calibration_folds, config.seed)
     good = [train[i] for i in np.flatnonzero(scaling)]
     labelled = dataset.labelled_samples
-    statistics = _statistics(model, config, train, (validation, labelled), roi) if gate else None
     others = [train[i] for i in np.flatnonzero(~scaling)] if gate else []
+    blends = None  # no labels: judged on image-level synthetic anomalies of the others
+    if config.synthetic and not labelled and others:
+        blends = blended_inputs(model, others, size, bits, config.seed)
+    statistics = (
+        _statistics(model, config, train, (validation, labelled), roi, blends) if gate else None
+    )
     with torch.no_grad(), channels_last(inner):
         good_grid, good_distance = _cells(model, good, size, bits, leave_own_out=True)
-        grid, distance = _cells(model, labelled, size, bits)
+        grid, distance = _cells(model, labelled, size, bits) if labelled else _none(good_grid)
         checked = _Checked(*_cells(model, validation, size, bits), _labels(validation))
         judged = _cells(model, others, size, bits, leave_own_out=True) if others else None
+        noisy = _perturbed(inner, good_grid, config.seed) if config.synthetic else None
+        blended = None if blends is None else _blended(inner, blends, judged[0])
     targets, weights, image_level = _targets(labelled, size, grid.shape[-2:])
-    teaching = _Teaching(good_grid, good_distance, grid, distance, targets, weights, image_level)
-    judge = _Judge(model, teaching, checked, size, config.seed, statistics, judged, scaling)
+    teaching = _Teaching(
+        good_grid, good_distance, grid, distance, targets, weights, image_level, noisy
+    )
+    judge = _Judge(
+        model, teaching, checked, size, config.seed, statistics, judged, scaling, blended
+    )
     kept, reason, evidence, counts = _taught(judge, head, labelled, config, gate)
     if not kept:
         inner.supervised = SupervisedHead()  # empty: the model scores as PatchCore
@@ -192,6 +210,9 @@ def fit_for_model(
         labelled={k: sum(s.defect_type == k for s in labelled) for k in kinds},
         masked=sum(s.mask_path is not None for s in labelled), good_images=len(good),
         cells=counts, seconds=round(time.perf_counter() - started, 2), evidence=evidence,
+        synthetic={} if noisy is None else {
+            "taught": len(noisy[0]), "judged": 0 if blended is None else len(blended[0]),
+        },
     )  # fmt: skip
     logger.info("mixed model: %s in %.1f s", reason, choice.seconds)
     return choice
@@ -240,26 +261,46 @@ class _Teaching:
     targets: torch.Tensor
     weights: torch.Tensor
     image_level: torch.Tensor
+    synthetic: _Synthetic | None = None
+    """The good images' perturbed grids (``synthetic: true``)."""
 
     def subset(self, good: np.ndarray, labelled: np.ndarray) -> _Teaching:
-        """The images where the (G,) ``good`` and (L,) ``labelled`` bool masks are true."""
+        """The images where the (G,) ``good`` and (L,) ``labelled`` bool masks are true (and
+        the perturbed grids of those good ones)."""
         g, d = torch.from_numpy(good), torch.from_numpy(labelled)
+        synthetic = self.synthetic
+        if synthetic is not None:
+            synthetic = _Synthetic(*(part[g[synthetic.source]] for part in synthetic))
         return _Teaching(
             self.good_grid[g], self.good_distance[g], self.grid[d], self.distance[d],
-            self.targets[d], self.weights[d], self.image_level[d],
+            self.targets[d], self.weights[d], self.image_level[d], synthetic,
         )  # fmt: skip
+
+
+class _Synthetic(NamedTuple):
+    """Perturbed good grids (P, C, h, w), their kNN distances, cell targets and weights
+    (P, 1, h, w) (as ``_targets``) and (P,) index of the good image each came from."""
+
+    grid: torch.Tensor
+    distance: torch.Tensor
+    targets: torch.Tensor
+    weights: torch.Tensor
+    source: torch.Tensor
 
 
 def _teach(head: SupervisedHead, teaching: _Teaching, seed: int) -> dict[str, int]:
     """Fit ``head``'s input standardisers and weights on ``teaching``; the cell counts."""
-    t = teaching
+    t, none = teaching, torch.zeros(0, dtype=torch.bool)
     _set_input_standardisers(head, t.good_grid, t.good_distance)
-    return _fit_head(
-        head, torch.cat([t.good_grid, t.grid]), torch.cat([t.good_distance, t.distance]),
-        torch.cat([torch.zeros_like(t.good_distance), t.targets]),
-        torch.cat([torch.ones_like(t.good_distance), t.weights]),
-        torch.cat([torch.zeros(len(t.good_grid), dtype=torch.bool), t.image_level]), seed,
-    )  # fmt: skip
+    parts = [
+        (t.good_grid, t.good_distance, torch.zeros_like(t.good_distance),
+         torch.ones_like(t.good_distance), torch.zeros(len(t.good_grid), dtype=torch.bool)),
+        (t.grid, t.distance, t.targets, t.weights, t.image_level),
+    ]  # fmt: skip
+    if t.synthetic is not None:
+        s = t.synthetic
+        parts.append((s.grid, s.distance, s.targets, s.weights, none.new_zeros(len(s.grid))))
+    return _fit_head(head, *(torch.cat(list(column)) for column in zip(*parts, strict=True)), seed)
 
 
 @dataclass(frozen=True)
@@ -281,6 +322,9 @@ class _Judge:
     teaches: np.ndarray | None = None
     """(T,) bool over the training images: those that teach the head (the rest are
     ``others``)."""
+    blends: tuple[torch.Tensor, torch.Tensor] | None = None
+    """Cells of the ``others`` with an image-level synthetic anomaly each: judged as the
+    defects where none is labelled (the validation defects then are not)."""
 
     def peaks(self, cells: torch.Tensor) -> np.ndarray:
         """(N,) peaks of the maps of (N, 1, h, w) cells after anomalib's upsampling and blur."""
@@ -327,6 +371,8 @@ class _Judge:
         groups = [self._validation(head)]
         if self.others is not None:
             groups.append(self._others(head))
+        if self.blends is not None:
+            groups.append(self._blended(head))
         if taught:
             groups.append(self._taught(folds))
         return tuple(keep.joined(group) for group in zip(*groups, strict=True))
@@ -366,16 +412,22 @@ class _Judge:
 
     def _validation(self, head: SupervisedHead | None) -> _Group:
         c, good = self.checked, self.checked.labels == 0
+        bad = ~good if self.blends is None else np.zeros_like(good)
         fused = self._fused(head, c.grid, c.distance)
         distance, stats = self.peaks(c.distance), self.statistics
-        side = (
-            None if stats is None else keep.Peaks(stats.validation[good], stats.validation[~good])
-        )
+        side = None if stats is None else keep.Peaks(stats.validation[good], stats.validation[bad])
         return (
-            keep.Peaks(distance[good], distance[~good]),
-            None if fused is None else keep.Peaks(fused[good], fused[~good]),
+            keep.Peaks(distance[good], distance[bad]),
+            None if fused is None else keep.Peaks(fused[good], fused[bad]),
             side,
         )
+
+    def _blended(self, head: SupervisedHead | None) -> _Group:
+        grid, distance = self.blends
+        fused, stats, none = self._fused(head, grid, distance), self.statistics, np.zeros(0)
+        side = None if stats is None else keep.Peaks(none, stats.blends)
+        mixed = None if fused is None else keep.Peaks(none, fused)
+        return keep.Peaks(none, self.peaks(distance)), mixed, side
 
     def _others(self, head: SupervisedHead | None) -> _Group:
         grid, distance = self.others
@@ -419,6 +471,8 @@ class _SidePeaks:
     validation: np.ndarray
     labelled: np.ndarray
     good: np.ndarray
+    blends: np.ndarray
+    """Of the ``blends`` (the other folds' good images with a synthetic anomaly), out of fold."""
 
 
 def _statistics(
@@ -427,6 +481,7 @@ def _statistics(
     train: Sequence[Sample],
     judged: tuple[Sequence[Sample], Sequence[Sample]],
     roi: TrainingRoi | None,
+    blends: torch.Tensor | None = None,
 ) -> _SidePeaks | None:
     """The local statistics the product without the head would fuse (fitted as the
     ``local_statistics`` option would, on the model before its head), as map peaks of the
@@ -443,20 +498,27 @@ def _statistics(
         stats = inner.local_stats
         size, bits = tuple(config.image_size), config.image_bits
 
-        def peaks(samples: Sequence[Sample], bank: torch.Tensor) -> np.ndarray:
+        def peaks(images: torch.Tensor, bank: torch.Tensor) -> np.ndarray:
             stats.bank = bank
-            images = model_inputs(model, samples, size, bits)
-            out = torch.cat([inner.side_outputs(b).anomaly_map for b in images.split(16)])
-            return out.flatten(1).amax(1).double().numpy()
+            out = [inner.side_outputs(b).anomaly_map.flatten(1) for b in images.split(16)]
+            return torch.cat(out).amax(1).double().numpy() if out else np.zeros(0)
+
+        def inputs(samples: Sequence[Sample]) -> torch.Tensor:
+            return model_inputs(model, samples, size, bits) if samples else torch.zeros(0)
 
         folds = fold_of(len(train), config.calibration_folds, config.seed)
         good = np.zeros(len(train))
+        blended = np.zeros(0 if blends is None else len(blends))
+        others = folds[~standardiser_images(len(train), config.calibration_folds, config.seed)]
         with torch.no_grad(), channels_last(inner):
-            validation, labelled = (peaks(samples, stats.bank) for samples in judged)
+            validation, labelled = (peaks(inputs(samples), stats.bank) for samples in judged)
             for fold, bank in enumerate(stats.fold_banks):
                 rows = np.flatnonzero(folds == fold)
-                good[rows] = peaks([train[i] for i in rows], bank)
-        return _SidePeaks(validation, labelled, good)
+                good[rows] = peaks(inputs([train[i] for i in rows]), bank)
+                if blends is not None:
+                    mine = np.flatnonzero(others == fold)
+                    blended[mine] = peaks(blends[torch.from_numpy(mine)], bank)
+        return _SidePeaks(validation, labelled, good, blended)
     finally:
         reused = inner.local_stats.reused
         inner.local_stats = LocalStatsHead().train(inner.local_stats.training)
@@ -490,17 +552,50 @@ def _cells(
     return torch.cat(grids), torch.cat(distances)
 
 
-def _without_own_rows(grid: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
+def _without_own_rows(
+    grid: torch.Tensor, bank: torch.Tensor, clean: torch.Tensor | None = None
+) -> torch.Tensor:
     """(N, 1, h, w) distance of each cell to the nearest bank row that is not one of its own
-    image's rows (a bank row equal to one of the image's cells came from that image)."""
+    image's rows (a bank row equal to one of the image's cells came from that image);
+    ``clean``: the (N, C, h, w) grids of the training images ``grid`` altered (its own)."""
     out = []
-    for cells in grid:
-        rows = cells.flatten(1).T.float()  # (h * w, C)
-        squared = torch.cdist(rows, bank.float()).square()
-        own = squared.amin(0) <= 1e-6 * rows.shape[1]
-        squared[:, own] = float("inf")
+    for index, cells in enumerate(grid):
+        squared = torch.cdist(_rows(cells), bank.float()).square()
+        own = squared if clean is None else torch.cdist(_rows(clean[index]), bank.float()).square()
+        squared[:, own.amin(0) <= 1e-6 * len(cells)] = float("inf")
         out.append(squared.amin(1).sqrt().reshape(1, *cells.shape[-2:]))
     return torch.stack(out)
+
+
+def _rows(cells: torch.Tensor) -> torch.Tensor:
+    """(h * w, C) float32 rows of one (C, h, w) grid."""
+    return cells.flatten(1).T.float()
+
+
+def _none(grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Empty (0, C, h, w) grids and (0, 1, h, w) distances shaped as ``grid``'s."""
+    return grid[:0], grid[:0, :1]
+
+
+def _perturbed(inner: Any, good_grid: torch.Tensor, seed: int) -> _Synthetic:
+    """The good teaching grids perturbed (``synthetic.perturbed``) with their kNN distances
+    (their own bank rows left out) and targets (the mask's ring of cells left out)."""
+    noisy: Perturbed = perturbed(good_grid, seed)
+    distance = _without_own_rows(
+        noisy.grid.type(inner.memory_bank.dtype), inner.memory_bank, good_grid[noisy.source]
+    ).float()
+    ring = F.max_pool2d(noisy.masks, 3, stride=1, padding=1) - noisy.masks
+    return _Synthetic(noisy.grid, distance, noisy.masks, 1.0 - ring, noisy.source)
+
+
+def _blended(
+    inner: Any, images: torch.Tensor, clean: torch.Tensor, batch_size: int = 16
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(grids, kNN distances) of the image-level synthetic anomalies ``images`` of training
+    images whose grids are ``clean`` (their own bank rows left out)."""
+    grids = [inner.cells(b.type(inner.memory_bank.dtype))[0] for b in images.split(batch_size)]
+    grid = torch.cat(grids)
+    return grid.float(), _without_own_rows(grid, inner.memory_bank, clean).float()
 
 
 def _targets(
@@ -509,6 +604,8 @@ def _targets(
     """Per labelled image: cell targets (N, 1, h, w) (1 where the mask covers any pixel of
     the cell), weights (0 on the ring of cells around a defect, and on every cell of an
     image-level label) and which images are image-level labels (N,) bool."""
+    if not samples:
+        return torch.zeros(0, 1, *cells), torch.zeros(0, 1, *cells), torch.zeros(0, dtype=bool)
     masks = torch.from_numpy(np.stack([load_mask(s, size) for s in samples])).float()
     targets = F.adaptive_max_pool2d(masks.unsqueeze(1), tuple(cells))
     ring = F.max_pool2d(targets, 3, stride=1, padding=1) - targets
