@@ -205,6 +205,9 @@ def fit_for_model(
     if not kept:
         inner.supervised = SupervisedHead()  # empty: the model scores as PatchCore
     kinds = sorted({s.defect_type for s in labelled})
+    if noisy is not None:
+        judged_on = "" if blended is None else f", judged on {len(blended[0])} image-level ones"
+        reason = f"{reason} (synthetic: {len(noisy[0])} perturbed grids taught{judged_on})"
     choice = SupervisedChoice(
         kept, reason,
         labelled={k: sum(s.defect_type == k for s in labelled) for k in kinds},
@@ -499,9 +502,11 @@ def _statistics(
         size, bits = tuple(config.image_size), config.image_bits
 
         def peaks(images: torch.Tensor, bank: torch.Tensor) -> np.ndarray:
+            if not len(images):
+                return np.zeros(0)
             stats.bank = bank
             out = [inner.side_outputs(b).anomaly_map.flatten(1) for b in images.split(16)]
-            return torch.cat(out).amax(1).double().numpy() if out else np.zeros(0)
+            return torch.cat(out).amax(1).double().numpy()
 
         def inputs(samples: Sequence[Sample]) -> torch.Tensor:
             return model_inputs(model, samples, size, bits) if samples else torch.zeros(0)
