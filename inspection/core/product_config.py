@@ -159,8 +159,6 @@ class ModelConfig:
                "blurs the map before its peak: needs image_score: map_peak")  # fmt: skip
         _check(self.supervised in (True, False, "auto"), "supervised",
                f"must be true, false or auto, got {self.supervised!r}")  # fmt: skip
-        _check(isinstance(self.synthetic, bool), "synthetic",
-               f"must be true or false, got {self.synthetic!r}")  # fmt: skip
         _check(not self.synthetic or self.supervised, "synthetic",
                "teaches the mixed model's head: needs supervised: auto or true")  # fmt: skip
         unknown_views = [v for v in self.bank_augment if v not in BANK_VIEWS]
