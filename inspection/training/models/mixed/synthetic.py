@@ -31,22 +31,16 @@ COPIES = 4
 """Perturbation draws per good teaching grid (the generator leaves about half of them clean)."""
 PERLIN_SIDE = 32
 """Smallest side Perlin noise is drawn at: anomalib draws up to 32 noise periods per side."""
-THIN = 0.5
-"""Share of the masks thinned to their outline, one cell wide: crack- and scratch-like."""
 
 
 class _Generator(AnomalyGenerator):
-    """SuperSimpleNet's generator on grids of any size (masks drawn at ``PERLIN_SIDE`` or more,
-    max-pooled to the grid), a ``THIN`` share of them thinned to their outline."""
+    """SuperSimpleNet's generator on grids of any size: masks drawn at ``PERLIN_SIDE`` or more
+    and max-pooled to the grid."""
 
     def generate_perlin(self, batches: int, height: int, width: int) -> torch.Tensor:
         side = (max(height, PERLIN_SIDE), max(width, PERLIN_SIDE))
-        masks = F.adaptive_max_pool2d(
-            super().generate_perlin(batches, *side).float(), (height, width)
-        )
-        outline = masks + F.max_pool2d(-masks, 3, stride=1, padding=1)  # the mask less its erosion
-        thin = (torch.rand(batches) < THIN).reshape(-1, 1, 1, 1)
-        return torch.where(thin, outline, masks)
+        masks = super().generate_perlin(batches, *side).float()
+        return F.adaptive_max_pool2d(masks, (height, width))
 
 
 @dataclass(frozen=True)
