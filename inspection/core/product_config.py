@@ -106,8 +106,8 @@ class ModelConfig:
     # kept where it misses fewer defects out of fold (mixed.keep); true: always (the dataset
     # must have them)
     supervised: bool | Literal["auto"] = False
-    # synthetic anomalies (Perlin-masked noise on the features) teach the head too, so it is
-    # fitted with no labelled defects (judged then on image-level synthetic ones: mixed.synthetic)
+    # where no defect is labelled, synthetic anomalies (Perlin-masked noise on the features)
+    # teach the head, judged on image-level synthetic ones (training.models.mixed.synthetic)
     synthetic: bool = False
     # STFPM
     max_epochs: int = 5

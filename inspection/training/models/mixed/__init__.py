@@ -14,9 +14,10 @@ What the head learns from (``fit_for_model``):
 - negatives: every other cell of the labelled images and every cell of the good training
   images of the first ``SCALING_FOLDS`` folds, whose kNN distances leave the image's own bank
   rows out (as a new part sees the bank). Losses are class-balanced;
-- with ``synthetic: true``, positives also from those good images' grids perturbed by
-  Perlin-masked noise (``synthetic``): the head is then fitted without labelled defects too,
-  judged there on image-level synthetic anomalies of the other good images instead.
+- with no labelled defect and ``synthetic: true``, positives from those good images' grids
+  perturbed by Perlin-masked noise (``synthetic``), judged by the keep rule on image-level
+  synthetic anomalies of the other good images instead of labelled defects (with labels they
+  alone teach: synthetic positives beside them raised held-out misses, reports/learning).
 Calibration stays honest as for the fused local statistics: those training images and the good
 validation images (which fit the fusion's standardisers) set no threshold; the other folds'
 out-of-fold scores, through the whole mixed graph, do (``training.operating``).
@@ -31,7 +32,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
@@ -180,24 +181,25 @@ def fit_for_model(
     scaling = standardiser_images(len(train), config.calibration_folds, config.seed)
     good = [train[i] for i in np.flatnonzero(scaling)]
     labelled = dataset.labelled_samples
+    synthetic = config.synthetic and not labelled  # with labels, they alone teach
     others = [train[i] for i in np.flatnonzero(~scaling)] if gate else []
     blends = None  # no labels: judged on image-level synthetic anomalies of the others
-    if config.synthetic and not labelled and others:
+    if synthetic and others:
         blends = blended_inputs(model, others, size, bits, config.seed)
     statistics = (
         _statistics(model, config, train, (validation, labelled), roi, blends) if gate else None
     )
     with torch.no_grad(), channels_last(inner):
         good_grid, good_distance = _cells(model, good, size, bits, leave_own_out=True)
-        grid, distance = _cells(model, labelled, size, bits) if labelled else _none(good_grid)
         checked = _Checked(*_cells(model, validation, size, bits), _labels(validation))
         judged = _cells(model, others, size, bits, leave_own_out=True) if others else None
-        noisy = _perturbed(inner, good_grid, config.seed) if config.synthetic else None
+        taught = (
+            _perturbed(inner, good_grid, config.seed)
+            if synthetic
+            else _labelled(model, labelled, size, bits)
+        )
         blended = None if blends is None else _blended(inner, blends, judged[0])
-    targets, weights, image_level = _targets(labelled, size, grid.shape[-2:])
-    teaching = _Teaching(
-        good_grid, good_distance, grid, distance, targets, weights, image_level, noisy
-    )
+    teaching = _Teaching(good_grid, good_distance, *taught)
     judge = _Judge(
         model, teaching, checked, size, config.seed, statistics, judged, scaling, blended
     )
@@ -205,17 +207,16 @@ def fit_for_model(
     if not kept:
         inner.supervised = SupervisedHead()  # empty: the model scores as PatchCore
     kinds = sorted({s.defect_type for s in labelled})
-    if noisy is not None:
-        judged_on = "" if blended is None else f", judged on {len(blended[0])} image-level ones"
-        reason = f"{reason} (synthetic: {len(noisy[0])} perturbed grids taught{judged_on})"
+    counted = {"taught": len(taught[0]), "judged": 0 if blended is None else len(blended[0])}
+    if synthetic:
+        reason = f"{reason} (synthetic: {counted['taught']} perturbed grids taught, judged on "
+        reason += f"{counted['judged']} image-level ones)"
     choice = SupervisedChoice(
         kept, reason,
         labelled={k: sum(s.defect_type == k for s in labelled) for k in kinds},
         masked=sum(s.mask_path is not None for s in labelled), good_images=len(good),
         cells=counts, seconds=round(time.perf_counter() - started, 2), evidence=evidence,
-        synthetic={} if noisy is None else {
-            "taught": len(noisy[0]), "judged": 0 if blended is None else len(blended[0]),
-        },
+        synthetic=counted if synthetic else {},
     )  # fmt: skip
     logger.info("mixed model: %s in %.1f s", reason, choice.seconds)
     return choice
@@ -264,46 +265,26 @@ class _Teaching:
     targets: torch.Tensor
     weights: torch.Tensor
     image_level: torch.Tensor
-    synthetic: _Synthetic | None = None
-    """The good images' perturbed grids (``synthetic: true``)."""
 
     def subset(self, good: np.ndarray, labelled: np.ndarray) -> _Teaching:
-        """The images where the (G,) ``good`` and (L,) ``labelled`` bool masks are true (and
-        the perturbed grids of those good ones)."""
+        """The images where the (G,) ``good`` and (L,) ``labelled`` bool masks are true."""
         g, d = torch.from_numpy(good), torch.from_numpy(labelled)
-        synthetic = self.synthetic
-        if synthetic is not None:
-            synthetic = _Synthetic(*(part[g[synthetic.source]] for part in synthetic))
         return _Teaching(
             self.good_grid[g], self.good_distance[g], self.grid[d], self.distance[d],
-            self.targets[d], self.weights[d], self.image_level[d], synthetic,
+            self.targets[d], self.weights[d], self.image_level[d],
         )  # fmt: skip
-
-
-class _Synthetic(NamedTuple):
-    """Perturbed good grids (P, C, h, w), their kNN distances, cell targets and weights
-    (P, 1, h, w) (as ``_targets``) and (P,) index of the good image each came from."""
-
-    grid: torch.Tensor
-    distance: torch.Tensor
-    targets: torch.Tensor
-    weights: torch.Tensor
-    source: torch.Tensor
 
 
 def _teach(head: SupervisedHead, teaching: _Teaching, seed: int) -> dict[str, int]:
     """Fit ``head``'s input standardisers and weights on ``teaching``; the cell counts."""
-    t, none = teaching, torch.zeros(0, dtype=torch.bool)
+    t = teaching
     _set_input_standardisers(head, t.good_grid, t.good_distance)
-    parts = [
-        (t.good_grid, t.good_distance, torch.zeros_like(t.good_distance),
-         torch.ones_like(t.good_distance), torch.zeros(len(t.good_grid), dtype=torch.bool)),
-        (t.grid, t.distance, t.targets, t.weights, t.image_level),
-    ]  # fmt: skip
-    if t.synthetic is not None:
-        s = t.synthetic
-        parts.append((s.grid, s.distance, s.targets, s.weights, none.new_zeros(len(s.grid))))
-    return _fit_head(head, *(torch.cat(list(column)) for column in zip(*parts, strict=True)), seed)
+    return _fit_head(
+        head, torch.cat([t.good_grid, t.grid]), torch.cat([t.good_distance, t.distance]),
+        torch.cat([torch.zeros_like(t.good_distance), t.targets]),
+        torch.cat([torch.ones_like(t.good_distance), t.weights]),
+        torch.cat([torch.zeros(len(t.good_grid), dtype=torch.bool), t.image_level]), seed,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -577,20 +558,27 @@ def _rows(cells: torch.Tensor) -> torch.Tensor:
     return cells.flatten(1).T.float()
 
 
-def _none(grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Empty (0, C, h, w) grids and (0, 1, h, w) distances shaped as ``grid``'s."""
-    return grid[:0], grid[:0, :1]
-
-
-def _perturbed(inner: Any, good_grid: torch.Tensor, seed: int) -> _Synthetic:
-    """The good teaching grids perturbed (``synthetic.perturbed``) with their kNN distances
-    (their own bank rows left out) and targets (the mask's ring of cells left out)."""
+def _perturbed(inner: Any, good_grid: torch.Tensor, seed: int) -> _Taught:
+    """The good teaching grids perturbed (``synthetic.perturbed``) as the head's defects (as
+    ``_labelled``): their kNN distances without the source image's bank rows, the mask's ring
+    of cells left out."""
     noisy: Perturbed = perturbed(good_grid, seed)
     distance = _without_own_rows(
         noisy.grid.type(inner.memory_bank.dtype), inner.memory_bank, good_grid[noisy.source]
     ).float()
     ring = F.max_pool2d(noisy.masks, 3, stride=1, padding=1) - noisy.masks
-    return _Synthetic(noisy.grid, distance, noisy.masks, 1.0 - ring, noisy.source)
+    none = torch.zeros(len(noisy.grid), dtype=torch.bool)
+    return noisy.grid, distance, noisy.masks, 1.0 - ring, none
+
+
+def _labelled(model: Any, samples: Sequence[Sample], size: tuple[int, int], bits: int) -> _Taught:
+    """The labelled images' cells (``_cells``) and ``_targets``."""
+    grid, distance = _cells(model, samples, size, bits)
+    return grid, distance, *_targets(samples, size, grid.shape[-2:])
+
+
+_Taught = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+"""The defects a head learns from: grids, distances, targets, weights, image-level flags."""
 
 
 def _blended(
@@ -609,8 +597,6 @@ def _targets(
     """Per labelled image: cell targets (N, 1, h, w) (1 where the mask covers any pixel of
     the cell), weights (0 on the ring of cells around a defect, and on every cell of an
     image-level label) and which images are image-level labels (N,) bool."""
-    if not samples:
-        return torch.zeros(0, 1, *cells), torch.zeros(0, 1, *cells), torch.zeros(0, dtype=bool)
     masks = torch.from_numpy(np.stack([load_mask(s, size) for s in samples])).float()
     targets = F.adaptive_max_pool2d(masks.unsqueeze(1), tuple(cells))
     ring = F.max_pool2d(targets, 3, stride=1, padding=1) - targets
