@@ -455,7 +455,7 @@ class _SidePeaks:
     validation: np.ndarray
     labelled: np.ndarray
     good: np.ndarray
-    blends: np.ndarray
+    blends: np.ndarray = field(default_factory=lambda: np.zeros(0))
     """Of the ``blends`` (the other folds' good images with a synthetic anomaly), out of fold."""
 
 
