@@ -13,11 +13,7 @@ What the head learns from (``fit_for_model``):
   label, the image's most defective-looking cell (multiple-instance: "somewhere in here");
 - negatives: every other cell of the labelled images and every cell of the good training
   images of the first ``SCALING_FOLDS`` folds, whose kNN distances leave the image's own bank
-  rows out (as a new part sees the bank). Losses are class-balanced;
-- with no labelled defect and ``synthetic: true``, positives from those good images' grids
-  perturbed by Perlin-masked noise (``synthetic``), judged by the keep rule on image-level
-  synthetic anomalies of the other good images instead of labelled defects (with labels they
-  alone teach: synthetic positives beside them raised held-out misses, reports/learning).
+  rows out (as a new part sees the bank). Losses are class-balanced.
 Calibration stays honest as for the fused local statistics: those training images and the good
 validation images (which fit the fusion's standardisers) set no threshold; the other folds'
 out-of-fold scores, through the whole mixed graph, do (``training.operating``).
@@ -50,7 +46,6 @@ from inspection.training.models.mixed.head import (
     head_network,
     mixed_model_class,
 )
-from inspection.training.models.mixed.synthetic import Perturbed, blended_inputs, perturbed
 from inspection.training.models.patchcore import KIND as PATCHCORE
 from inspection.training.models.patchcore import build as build_patchcore
 from inspection.training.models.patchcore.coreset import threads
@@ -101,8 +96,6 @@ class SupervisedChoice:
     cells: dict[str, int] = field(default_factory=dict)
     """Training cells: ``positive``, ``negative``, ``image_level`` (images)."""
     seconds: float = 0.0
-    synthetic: dict[str, int] = field(default_factory=dict)
-    """With ``synthetic: true``: ``taught`` perturbed grids, ``judged`` image-level anomalies."""
     evidence: dict[str, float] = field(default_factory=dict)
     """What ``supervised: auto`` decided on (``keep.decide``): ``defects`` and ``good``
     images judged; of ``patchcore`` (what the product ships without the head: the kNN
@@ -142,15 +135,14 @@ KIND: ModelKind = dataclasses.replace(PATCHCORE, build=build)
 
 def supervised_config(config: Any, dataset: Dataset) -> Any:
     """``config`` with ``supervised: auto`` resolved: true where ``dataset`` holds labelled
-    defects or ``synthetic`` ones teach (else unchanged: PatchCore exactly as without the
-    option)."""
-    taught = bool(dataset.labelled_samples) or config.synthetic
-    if config.supervised is True and not taught:
+    defects (else unchanged: PatchCore exactly as without the option)."""
+    labelled = bool(dataset.labelled_samples)
+    if config.supervised is True and not labelled:
         raise DatasetError(
             f"supervised: true, but {dataset.name!r} has no labelled defects (train/<defect>/, "
-            "see datasets/README.md); add some, set synthetic: true or supervised: auto"
+            "see datasets/README.md); add some or set supervised: auto"
         )
-    if config.supervised == "auto" and taught:
+    if config.supervised == "auto" and labelled:
         return dataclasses.replace(config, supervised=True)
     return config
 
@@ -181,42 +173,25 @@ def fit_for_model(
     scaling = standardiser_images(len(train), config.calibration_folds, config.seed)
     good = [train[i] for i in np.flatnonzero(scaling)]
     labelled = dataset.labelled_samples
-    synthetic = config.synthetic and not labelled  # with labels, they alone teach
+    statistics = _statistics(model, config, train, (validation, labelled), roi) if gate else None
     others = [train[i] for i in np.flatnonzero(~scaling)] if gate else []
-    blends = None  # no labels: judged on image-level synthetic anomalies of the others
-    if synthetic and others:
-        blends = blended_inputs(model, others, size, bits, config.seed)
-    statistics = (
-        _statistics(model, config, train, (validation, labelled), roi, blends) if gate else None
-    )
     with torch.no_grad(), channels_last(inner):
         good_grid, good_distance = _cells(model, good, size, bits, leave_own_out=True)
+        grid, distance = _cells(model, labelled, size, bits)
         checked = _Checked(*_cells(model, validation, size, bits), _labels(validation))
         judged = _cells(model, others, size, bits, leave_own_out=True) if others else None
-        taught = (
-            _perturbed(inner, good_grid, config.seed)
-            if synthetic
-            else _labelled(model, labelled, size, bits)
-        )
-        blended = None if blends is None else _blended(inner, blends, judged[0])
-    teaching = _Teaching(good_grid, good_distance, *taught)
-    judge = _Judge(
-        model, teaching, checked, size, config.seed, statistics, judged, scaling, blended
-    )
+    targets, weights, image_level = _targets(labelled, size, grid.shape[-2:])
+    teaching = _Teaching(good_grid, good_distance, grid, distance, targets, weights, image_level)
+    judge = _Judge(model, teaching, checked, size, config.seed, statistics, judged, scaling)
     kept, reason, evidence, counts = _taught(judge, head, labelled, config, gate)
     if not kept:
         inner.supervised = SupervisedHead()  # empty: the model scores as PatchCore
     kinds = sorted({s.defect_type for s in labelled})
-    counted = {"taught": len(taught[0]), "judged": 0 if blended is None else len(blended[0])}
-    if synthetic:
-        reason = f"{reason} (synthetic: {counted['taught']} perturbed grids taught, judged on "
-        reason += f"{counted['judged']} image-level ones)"
     choice = SupervisedChoice(
         kept, reason,
         labelled={k: sum(s.defect_type == k for s in labelled) for k in kinds},
         masked=sum(s.mask_path is not None for s in labelled), good_images=len(good),
         cells=counts, seconds=round(time.perf_counter() - started, 2), evidence=evidence,
-        synthetic=counted if synthetic else {},
     )  # fmt: skip
     logger.info("mixed model: %s in %.1f s", reason, choice.seconds)
     return choice
@@ -306,9 +281,6 @@ class _Judge:
     teaches: np.ndarray | None = None
     """(T,) bool over the training images: those that teach the head (the rest are
     ``others``)."""
-    blends: tuple[torch.Tensor, torch.Tensor] | None = None
-    """Cells of the ``others`` with an image-level synthetic anomaly each: judged as the
-    defects where none is labelled (the validation defects then are not)."""
 
     def peaks(self, cells: torch.Tensor) -> np.ndarray:
         """(N,) peaks of the maps of (N, 1, h, w) cells after anomalib's upsampling and blur."""
@@ -355,8 +327,6 @@ class _Judge:
         groups = [self._validation(head)]
         if self.others is not None:
             groups.append(self._others(head))
-        if self.blends is not None:
-            groups.append(self._blended(head))
         if taught:
             groups.append(self._taught(folds))
         return tuple(keep.joined(group) for group in zip(*groups, strict=True))
@@ -396,22 +366,16 @@ class _Judge:
 
     def _validation(self, head: SupervisedHead | None) -> _Group:
         c, good = self.checked, self.checked.labels == 0
-        bad = ~good if self.blends is None else np.zeros_like(good)
         fused = self._fused(head, c.grid, c.distance)
         distance, stats = self.peaks(c.distance), self.statistics
-        side = None if stats is None else keep.Peaks(stats.validation[good], stats.validation[bad])
+        side = (
+            None if stats is None else keep.Peaks(stats.validation[good], stats.validation[~good])
+        )
         return (
-            keep.Peaks(distance[good], distance[bad]),
-            None if fused is None else keep.Peaks(fused[good], fused[bad]),
+            keep.Peaks(distance[good], distance[~good]),
+            None if fused is None else keep.Peaks(fused[good], fused[~good]),
             side,
         )
-
-    def _blended(self, head: SupervisedHead | None) -> _Group:
-        grid, distance = self.blends
-        fused, stats, none = self._fused(head, grid, distance), self.statistics, np.zeros(0)
-        side = None if stats is None else keep.Peaks(none, stats.blends)
-        mixed = None if fused is None else keep.Peaks(none, fused)
-        return keep.Peaks(none, self.peaks(distance)), mixed, side
 
     def _others(self, head: SupervisedHead | None) -> _Group:
         grid, distance = self.others
@@ -455,8 +419,6 @@ class _SidePeaks:
     validation: np.ndarray
     labelled: np.ndarray
     good: np.ndarray
-    blends: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    """Of the ``blends`` (the other folds' good images with a synthetic anomaly), out of fold."""
 
 
 def _statistics(
@@ -465,7 +427,6 @@ def _statistics(
     train: Sequence[Sample],
     judged: tuple[Sequence[Sample], Sequence[Sample]],
     roi: TrainingRoi | None,
-    blends: torch.Tensor | None = None,
 ) -> _SidePeaks | None:
     """The local statistics the product without the head would fuse (fitted as the
     ``local_statistics`` option would, on the model before its head), as map peaks of the
@@ -482,29 +443,20 @@ def _statistics(
         stats = inner.local_stats
         size, bits = tuple(config.image_size), config.image_bits
 
-        def peaks(images: torch.Tensor, bank: torch.Tensor) -> np.ndarray:
-            if not len(images):
-                return np.zeros(0)
+        def peaks(samples: Sequence[Sample], bank: torch.Tensor) -> np.ndarray:
             stats.bank = bank
-            out = [inner.side_outputs(b).anomaly_map.flatten(1) for b in images.split(16)]
-            return torch.cat(out).amax(1).double().numpy()
-
-        def inputs(samples: Sequence[Sample]) -> torch.Tensor:
-            return model_inputs(model, samples, size, bits) if samples else torch.zeros(0)
+            images = model_inputs(model, samples, size, bits)
+            out = torch.cat([inner.side_outputs(b).anomaly_map for b in images.split(16)])
+            return out.flatten(1).amax(1).double().numpy()
 
         folds = fold_of(len(train), config.calibration_folds, config.seed)
         good = np.zeros(len(train))
-        blended = np.zeros(0 if blends is None else len(blends))
-        others = folds[~standardiser_images(len(train), config.calibration_folds, config.seed)]
         with torch.no_grad(), channels_last(inner):
-            validation, labelled = (peaks(inputs(samples), stats.bank) for samples in judged)
+            validation, labelled = (peaks(samples, stats.bank) for samples in judged)
             for fold, bank in enumerate(stats.fold_banks):
                 rows = np.flatnonzero(folds == fold)
-                good[rows] = peaks(inputs([train[i] for i in rows]), bank)
-                if blends is not None:
-                    mine = np.flatnonzero(others == fold)
-                    blended[mine] = peaks(blends[torch.from_numpy(mine)], bank)
-        return _SidePeaks(validation, labelled, good, blended)
+                good[rows] = peaks([train[i] for i in rows], bank)
+        return _SidePeaks(validation, labelled, good)
     finally:
         reused = inner.local_stats.reused
         inner.local_stats = LocalStatsHead().train(inner.local_stats.training)
@@ -538,57 +490,17 @@ def _cells(
     return torch.cat(grids), torch.cat(distances)
 
 
-def _without_own_rows(
-    grid: torch.Tensor, bank: torch.Tensor, clean: torch.Tensor | None = None
-) -> torch.Tensor:
+def _without_own_rows(grid: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
     """(N, 1, h, w) distance of each cell to the nearest bank row that is not one of its own
-    image's rows (a bank row equal to one of the image's cells came from that image);
-    ``clean``: the (N, C, h, w) grids of the training images ``grid`` altered (its own)."""
+    image's rows (a bank row equal to one of the image's cells came from that image)."""
     out = []
-    for index, cells in enumerate(grid):
-        squared = torch.cdist(_rows(cells), bank.float()).square()
-        own = squared if clean is None else torch.cdist(_rows(clean[index]), bank.float()).square()
-        squared[:, own.amin(0) <= 1e-6 * len(cells)] = float("inf")
+    for cells in grid:
+        rows = cells.flatten(1).T.float()  # (h * w, C)
+        squared = torch.cdist(rows, bank.float()).square()
+        own = squared.amin(0) <= 1e-6 * rows.shape[1]
+        squared[:, own] = float("inf")
         out.append(squared.amin(1).sqrt().reshape(1, *cells.shape[-2:]))
     return torch.stack(out)
-
-
-def _rows(cells: torch.Tensor) -> torch.Tensor:
-    """(h * w, C) float32 rows of one (C, h, w) grid."""
-    return cells.flatten(1).T.float()
-
-
-def _perturbed(inner: Any, good_grid: torch.Tensor, seed: int) -> _Taught:
-    """The good teaching grids perturbed (``synthetic.perturbed``) as the head's defects (as
-    ``_labelled``): their kNN distances without the source image's bank rows, the mask's ring
-    of cells left out."""
-    noisy: Perturbed = perturbed(good_grid, seed)
-    distance = _without_own_rows(
-        noisy.grid.type(inner.memory_bank.dtype), inner.memory_bank, good_grid[noisy.source]
-    ).float()
-    ring = F.max_pool2d(noisy.masks, 3, stride=1, padding=1) - noisy.masks
-    none = torch.zeros(len(noisy.grid), dtype=torch.bool)
-    return noisy.grid, distance, noisy.masks, 1.0 - ring, none
-
-
-def _labelled(model: Any, samples: Sequence[Sample], size: tuple[int, int], bits: int) -> _Taught:
-    """The labelled images' cells (``_cells``) and ``_targets``."""
-    grid, distance = _cells(model, samples, size, bits)
-    return grid, distance, *_targets(samples, size, grid.shape[-2:])
-
-
-_Taught = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
-"""The defects a head learns from: grids, distances, targets, weights, image-level flags."""
-
-
-def _blended(
-    inner: Any, images: torch.Tensor, clean: torch.Tensor, batch_size: int = 16
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(grids, kNN distances) of the image-level synthetic anomalies ``images`` of training
-    images whose grids are ``clean`` (their own bank rows left out)."""
-    grids = [inner.cells(b.type(inner.memory_bank.dtype))[0] for b in images.split(batch_size)]
-    grid = torch.cat(grids)
-    return grid.float(), _without_own_rows(grid, inner.memory_bank, clean).float()
 
 
 def _targets(

@@ -407,16 +407,3 @@ def test_no_head_is_taught_where_none_could_be_kept(mixed: TrainOutcome) -> None
     assert off[2]["good"] == 6 and off[2]["defects"] == 6  # the teaching images judged too
     missed = dataclasses.replace(checked, distance=torch.cat([good_distance, distance - 2.5]))
     assert dataclasses.replace(judge, checked=missed).unbeatable(kinds, BUDGET) is None
-
-
-def test_synthetic_anomalies_do_not_join_labelled_ones(
-    mixed: TrainOutcome, labelled_product: Path, tmp_path: Path
-) -> None:
-    """With labelled defects, ``synthetic: true`` changes nothing: they alone teach."""
-    config = model_config_from_mapping({**ALWAYS, "synthetic": True}, where="tests")
-    outcome = train_model(
-        config, load_dataset(labelled_product), product="grass", registry=Registry(tmp_path),
-        progress=False,
-    )  # fmt: skip
-    choice, before = outcome.record.extra["supervised"], mixed.record.extra["supervised"]
-    assert choice["synthetic"] == {} and choice["cells"] == before["cells"]
