@@ -3,7 +3,7 @@ MES process of its own: ``python -m tests.line.test_machine_vision <endpoint> <p
 node-opcua (``node/machine_vision_client.mjs``), an implementation nobody here wrote. Browse
 to the VisionSystem, prepare a recipe, run a single job, receive ResultReady, read the result
 and check it against the store; an untrusted client is refused. Raw service calls
-(``opcua_raw``) check that no session, identity or method gets past the gate unchecked."""
+(``bench._shared.attempt``) check that no session, identity or method gets past the gate unchecked."""
 
 from __future__ import annotations
 
@@ -25,6 +25,16 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from bench._shared import (
+    Attempt,
+    activate_foreign,
+    attempt,
+    camera_folder,
+    line_config,
+    on_subscription,
+    rogue,
+    subscribe_until_refused,
+)
 from inspection.core.errors import ConfigError
 from inspection.core.signing import load_public_key, verify_record
 from inspection.line.config import LinkSecurity, MachineVisionConfig
@@ -42,15 +52,6 @@ from inspection.store.outbox import Outbox
 from inspection.store.store import Store
 
 from .helpers import free_port, secure
-from .opcua_raw import (
-    Attempt,
-    activate_foreign,
-    attempt,
-    on_subscription,
-    rogue,
-    subscribe_until_refused,
-)
-from .station_env import camera_folder, line_config
 
 NODE_DIR = Path(__file__).parent / "node"
 REPO = Path(__file__).resolve().parents[2]
