@@ -12,6 +12,7 @@ too (``_shared``); nothing here imports ``tests``, so the import goes one way.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import shutil
 from collections.abc import Awaitable, Callable
@@ -40,6 +41,7 @@ from inspection.core.signing import pin_file
 from inspection.line.config import CameraConfig, LineConfig, LinkSecurity
 from inspection.line.links import LINKS
 from inspection.line.pki import LinePki
+from inspection.line.security import trust_list_validator
 from inspection.station.config import CORE_KEYS, StationCoreConfig
 
 
@@ -151,6 +153,37 @@ def line_yaml(root: Path, camera: Path, **sections: dict) -> Path:
     path = root / "line.yaml"
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
     return path
+
+
+# ------------------------------------------------------------------ OPC UA clients
+async def mes_client(
+    endpoint: str,
+    pki: LinePki,
+    mode: ua.MessageSecurityMode = ua.MessageSecurityMode.SignAndEncrypt,
+) -> Client:
+    """The site's MES, not yet connected: a certificate the site's CA signed (``pki``) as its
+    channel and its user (``mes``, an admin), trusting the station through the trust list."""
+    client = Client(endpoint, timeout=10)
+    identity = pki.identity("mes", "urn:inspection:mes")
+    client.application_uri = identity.uri
+    await client.set_security(
+        SecurityPolicyBasic256Sha256, str(identity.certificate), str(identity.private_key),
+        mode=mode,
+    )  # fmt: skip
+    await client.load_client_certificate(str(identity.certificate))
+    await client.load_private_key(str(identity.private_key))
+    client.certificate_validator = (await trust_list_validator(pki, peer="server")).validate
+    return client
+
+
+class Events:
+    """An asyncua subscription handler: the events in a queue."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[Any] = asyncio.Queue()
+
+    def event_notification(self, event: Any) -> None:
+        self.queue.put_nowait(event)
 
 
 # ---------------------------------------------------- raw OPC UA sessions (attacks)

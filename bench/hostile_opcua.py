@@ -25,17 +25,18 @@ from typing import Any
 from _report import previous_report, recorded, save_report
 from _shared import (
     Attempt,
+    Events,
     activate_foreign,
     attempt,
     camera_folder,
     line_config,
+    mes_client,
     on_subscription,
     rogue,
     subscribe_until_refused,
     write_mean_bundle,
 )
 from asyncua import Client, ua
-from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 
 from inspection.core.jsonl import read_jsonl
 from inspection.data.demo import write_demo_product
@@ -43,7 +44,6 @@ from inspection.line.config import LinkSecurity, MachineVisionConfig
 from inspection.line.machine_vision.access import add_user
 from inspection.line.mosquitto import free_port
 from inspection.line.pki import LinePki
-from inspection.line.security import trust_list_validator
 from inspection.line.station import LineStation
 
 OUT = Path(__file__).resolve().parents[1] / "reports" / "plant"
@@ -83,20 +83,6 @@ def station(root: Path, mode: str = "sign_and_encrypt") -> LineStation:
     return built
 
 
-async def admin(endpoint: str, pki: LinePki) -> Client:
-    """The site's MES: a site-CA certificate as its channel and user (``mes``, admin)."""
-    client = Client(endpoint, timeout=10)
-    identity = pki.identity("mes", "urn:inspection:mes")
-    client.application_uri = identity.uri
-    await client.set_security(
-        SecurityPolicyBasic256Sha256, str(identity.certificate), str(identity.private_key)
-    )
-    await client.load_client_certificate(str(identity.certificate))
-    await client.load_private_key(str(identity.private_key))
-    client.certificate_validator = (await trust_list_validator(pki, peer="server")).validate
-    return client
-
-
 async def node_ids(client: Client) -> tuple[int, Ids]:
     """The MachineVision namespace and the NodeIds of the objects and methods attacked."""
     mv = await client.get_namespace_index("http://opcfoundation.org/UA/MachineVision")
@@ -132,7 +118,7 @@ class Plant:
         self.endpoint, self.pki, self.root, self.station = endpoint, pki, root, station
 
     async def __aenter__(self) -> Plant:
-        self.client = await admin(self.endpoint, self.pki)
+        self.client = await mes_client(self.endpoint, self.pki)
         await self.client.connect()
         self.mv, self.ids = await node_ids(self.client)
         return self
@@ -259,14 +245,7 @@ async def reset_in_operational(p: Plant) -> str:
 
 async def reused_meas_id(p: Plant) -> str:
     """Two jobs with MeasId h-reuse, parts p-1 then p-2: their ResultIds and states."""
-    events: asyncio.Queue[Any] = asyncio.Queue()
-
-    class Handler:
-        def event_notification(self, event: Any) -> None:
-            events.put_nowait(event)
-
-    subscription = await p.client.create_subscription(20, Handler())
-    await subscription.subscribe_events(p.ids["system"], ua.NodeId(1024, p.mv))
+    subscription, events = await subscribed(p)
     seen = []
     for part in ("p-1", "p-2"):
         await p.ready()
@@ -274,23 +253,13 @@ async def reused_meas_id(p: Plant) -> str:
         steps = await attempt(p.endpoint, Attempt(p.pki, x509=True, calls=(job,)))
         if verdict_of(steps).startswith("refused"):
             return f"job for {part} {verdict_of(steps)}"
-        event = await asyncio.wait_for(events.get(), 30)
+        event = await asyncio.wait_for(events.queue.get(), 30)
         seen.append((event.ResultId.Id, event.ResultState))
     await subscription.delete()
     same = (
         "the same ResultId (old verdict replayed)" if seen[0][0] == seen[1][0] else "new ResultId"
     )
     return f"{same}; ResultStates {[s for _, s in seen]}"
-
-
-class Events:
-    """An asyncua subscription handler: the events in a queue."""
-
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[Any] = asyncio.Queue()
-
-    def event_notification(self, event: Any) -> None:
-        self.queue.put_nowait(event)
 
 
 async def jobs(p: Plant, events: Events, prefix: str, count: int) -> tuple[int, int]:
@@ -341,7 +310,7 @@ async def foreign_subscription(p: Plant) -> str:
 
 async def hijack(p: Plant) -> str:
     """The MES (its own client, so the bench's admin session is not the one taken)."""
-    client = await admin(p.endpoint, p.pki)
+    client = await mes_client(p.endpoint, p.pki)
     await client.connect()
     try:
         events = Events()

@@ -223,7 +223,8 @@ def report(rows: list[dict], name: str = "curve") -> None:
     lines += unseen_lines(rows) + mask_lines(rows)
     if last:
         lines += [
-            f"Machine: {last['cpu']} {last.get('isa', '')}; load at the last run: {last['load']}.",
+            f"Machine: {last['cpu']}{f' ({isa})' if (isa := last.get('isa')) else ''}; "
+            f"load at the last run: {last['load']}.",
             "",
         ]
     (REPORTS / f"{name}.md").write_text("\n".join(lines))
