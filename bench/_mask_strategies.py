@@ -4,10 +4,7 @@ Every row judges with the bundle's own normalisation and image threshold (``core
 so image verdicts cannot move; the segmentation and a refiner only redraw the regions of NG
 results, as on the line. The segmentation is the bundle's as exported; the refiner is the one
 the export's rule keeps on VALIDATION (``core.refinement.choose_method``: pooled pixel F1 over
-the defective images up by ``min_gain``, mean image IoU not lower). The before/after columns of
-``reports/masks/evaluation.md`` (an older bundle against this tree's selection) were written by
-``git show ed8bbdb:bench/_mask_strategies.py``; rejected pixel-threshold rules are in the git
-history of that report (commit 60a98f9) and ``docs/masks.md``.
+the defective images up by ``min_gain``, mean image IoU not lower).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Time every dashboard page on a large store, before and after the rollups (issue #41).
+"""Time every dashboard page on a large store (issue #41).
 
     python scripts/seed_dashboard.py /tmp/site5m --inspections 5000000 --reviews 3000 \
         --audits 3000 [--store-url postgresql+psycopg://...]
@@ -7,23 +7,21 @@
 Three measurements, each written to ``reports/dashboard/scale_<backend>.json`` and ``.md``:
 
 - *python*: one uncached script run of each page's store reads and the functions around them,
-  median of ``--repeats``; the *before rollups* column (``BEFORE``'s queries) is on record
-  (``--before`` of ``git show c8e87af:bench/dashboard_scale.py`` timed it);
+  median of ``--repeats``;
 - *browser* (``--browser``, or ``--only-browser`` keeping the report's other rows): headless
   Chromium signs in and opens each page through the sidebar, ``--walks`` times (timed from the
   action to the paint after the last DOM mutation in the page, ``dashboard_walk.DRAWN_JS``),
-  each walk against a fresh server (each page's first visit); then the review queue's *Next page*, *Go to page*
-  ``DEEP_PAGE`` and *Next page* from there, Overview and Thresholds again once their cached
-  reads expired, and Overview reopened (a new session its cookie signs in). The *before*
-  column on record was walked by ``--code`` of ``git show ed8bbdb:bench/dashboard_scale.py``;
+  each walk against a fresh server (each page's first visit); then the review queue's *Next
+  page*, *Go to page* ``DEEP_PAGE`` and *Next page* from there, Overview and Thresholds again
+  once their cached reads expired, and Overview reopened (a new session its cookie signs in);
 - *plans*: ``EXPLAIN QUERY PLAN`` (SQLite) or ``EXPLAIN (ANALYZE, BUFFERS)`` (PostgreSQL) of
   each query a page runs: the indexes used (and PostgreSQL's heap fetches);
 
 plus the Thresholds row: the budget suggestion on the page's unbiased sample (held-out split +
 random audit sample), its stated reject interval and confident bound, against the reject rate
 on held-out good parts of the store outside the audit sample (seeded truth: a defect has a
-mask). The CPU profile probe: ``--profile`` of ``git show c8e87af:bench/dashboard_scale.py``
-(``reports/dashboard/profile_5m.md``).
+mask). Columns measured on older code (before the rollups, earlier walks) stay in the report's
+JSON as recorded.
 """
 
 from __future__ import annotations
@@ -36,6 +34,7 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -377,7 +376,7 @@ def _chromium(report: dict[str, Any], code: str, step: str, field: str = "s"):
 
 COLUMNS = {
     "before": "before",
-    "previous": "previous after",
+    "previous": "previous after",  # on record: walks of earlier code
     "after": "now",
     "cold": "now, cold (OS page cache dropped, a PostgreSQL server restarted)",
 }
@@ -504,26 +503,33 @@ def _markdown(report: dict[str, Any]) -> str:
 
 def chromium_walks(args, report: dict[str, Any]) -> None:
     """``args.walks`` walks against the app of this working tree (the *after* column), filed
-    under ``report['chromium']``: added to the runs of the same code; runs of other code move
-    to *previous* (after, unless ``--keep-previous``) or are replaced. ``--cold``: each walk
-    after the OS page cache was dropped (and PostgreSQL restarted), filed as *cold*."""
+    under ``report['chromium']``: added to the runs of the same commit, replacing another
+    commit's. ``--cold``: each walk after the OS page cache was dropped (and PostgreSQL
+    restarted), filed as *cold*."""
     code = "cold" if args.cold else "after"
-    label = _describe("HEAD") + (" + working tree" if _dirty() else "")
+    label = app_code()
     walks = []
     for _ in range(args.walks):
         if args.cold:
             drop_page_cache(restart_postgres=report["backend"] == "postgresql")
         at, load = datetime.now(timezone.utc).isoformat(timespec="seconds"), load_average()
         print(f"walk: {code} ({label}), load {load}", flush=True)
-        steps = browser_times(args.site, args.user, args.password)
-        walks.append({"at": at, "load": load, "steps": steps})
+        walks.append({"at": at, "load": load, "steps": browser_times(args.site, args.user,
+                                                                      args.password)})  # fmt: skip
     chromium = report.setdefault("chromium", {})
     earlier = chromium.get(code, {})
-    moved = code == "after" and earlier.get("runs") and earlier.get("code") != label
-    if moved and not args.keep_previous:
-        chromium["previous"] = earlier  # the column this code is compared with
     kept = earlier.get("runs", {}) if earlier.get("code") == label else {}
     chromium[code] = {"code": label, "runs": kept | {RUNS: kept.get(RUNS, []) + walks}}
+
+
+def app_code() -> str:
+    """The last commit that changed the dashboard's own code (a walk's label), ``+ working
+    tree`` when it has uncommitted changes."""
+    app = ("apps", "inspection/dashboard")
+    git = partial(subprocess.run, cwd=REPO, capture_output=True, text=True)
+    commit = git(["git", "log", "-1", "--format=%h", "HEAD", "--", *app]).stdout.strip()
+    dirty = git(["git", "diff", "--quiet", "HEAD", "--", *app]).returncode != 0
+    return commit + (" + working tree" if dirty else "")
 
 
 def drop_page_cache(restart_postgres: bool) -> None:
@@ -536,23 +542,6 @@ def drop_page_cache(restart_postgres: bool) -> None:
         subprocess.run(["pg_ctlcluster", version, name, "restart"], check=True)
     os.sync()
     Path("/proc/sys/vm/drop_caches").write_text("1\n")
-
-
-APP_CODE = ("apps", "inspection/dashboard")
-"""The dashboard's own code: a walk is labelled with the last commit that changed it."""
-
-
-def _describe(rev: str) -> str:
-    done = subprocess.run(
-        ["git", "log", "-1", "--format=%h", rev, "--", *APP_CODE],
-        cwd=REPO, capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    return done.stdout.strip()
-
-
-def _dirty() -> bool:
-    done = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", *APP_CODE], cwd=REPO)
-    return done.returncode != 0
 
 
 def main() -> None:
@@ -570,10 +559,6 @@ def main() -> None:
         help="cold walks: PostgreSQL restarted, page cache dropped (root)",
     )
     parser.add_argument("--plans", action="store_true", help="write the query plans too")
-    parser.add_argument(
-        "--keep-previous", action="store_true",
-        help="keep the 'previous after' column; other code's after runs are dropped (git has them)",
-    )  # fmt: skip
     parser.add_argument("--user", default="admin")
     parser.add_argument("--password", default="dashboard-bench-pw")
     parser.add_argument("--out", type=Path, default=REPO / "reports" / "dashboard")

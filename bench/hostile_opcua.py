@@ -1,18 +1,13 @@
 """The hostile plant, OPC 40100 part: attacks on a running station's VisionSystem server, one
-row each, with raw service calls (``tests/line/opcua_raw.py``) and asyncua clients.
+row each, with raw service calls (``_shared.attempt``) and asyncua clients.
 
-A station in a scratch folder (the tests' hand-built mean-channel OpenVINO bundle, a file
-camera, link security on) serves OPC 40100; ``opcua_cases`` puts each attack to it and records
-every step's status. ``--side before`` runs against an older checkout (its ``inspection`` and
-``tests`` on ``PYTHONPATH``, with ``tests/line/opcua_raw.py`` copied in); ``--side now``
-against this one. Both sides are kept in ``reports/plant/hostile_opcua.json``; the table is
-``reports/plant/hostile_opcua.md``. Exit code 1 when a "now" row was not refused or handled.
-A "before" run keeps the rows an earlier one recorded and adds the cases new since (each with
-the commit it ran at).
+A station in a scratch folder (the mean-channel OpenVINO bundle, a file camera, link security
+on) serves OPC 40100; ``opcua_cases`` puts each attack to it and records every step's status
+as the "now" side of ``reports/plant/hostile_opcua.json`` (its "before" rows, measured on older
+checkouts, stay as recorded); the table is ``reports/plant/hostile_opcua.md``. Exit code 1 when
+a row was not refused or handled. ``--out`` writes elsewhere (a quick check).
 
-    git worktree add /tmp/before e60fb7e && cp tests/line/opcua_raw.py /tmp/before/tests/line/
-    PYTHONPATH=/tmp/before python bench/hostile_opcua.py --side before
-    python bench/hostile_opcua.py --side now
+    python bench/hostile_opcua.py
 """
 
 from __future__ import annotations
@@ -20,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,30 +22,29 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _report import cpu_description, load_average, previous_report, save_report
-from _shared import write_mean_bundle
-
-sys.path.append(str(Path(__file__).resolve().parents[1]))  # after PYTHONPATH: tests/ helpers
-
+from _report import previous_report, recorded, save_report
+from _shared import (
+    Attempt,
+    Events,
+    activate_foreign,
+    attempt,
+    camera_folder,
+    line_config,
+    mes_client,
+    on_subscription,
+    rogue,
+    subscribe_until_refused,
+    write_mean_bundle,
+)
 from asyncua import Client, ua
-from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 
 from inspection.core.jsonl import read_jsonl
 from inspection.data.demo import write_demo_product
 from inspection.line.config import LinkSecurity, MachineVisionConfig
+from inspection.line.machine_vision.access import add_user
 from inspection.line.mosquitto import free_port
 from inspection.line.pki import LinePki
-from inspection.line.security import trust_list_validator
 from inspection.line.station import LineStation
-from tests.line.opcua_raw import (
-    Attempt,
-    activate_foreign,
-    attempt,
-    on_subscription,
-    rogue,
-    subscribe_until_refused,
-)
-from tests.line.station_env import camera_folder, line_config
 
 OUT = Path(__file__).resolve().parents[1] / "reports" / "plant"
 PASSWORD = "a long operator password"
@@ -80,33 +73,14 @@ def station(root: Path, mode: str = "sign_and_encrypt") -> LineStation:
     config = line_config(root, bundle, camera_folder(root, product, count=4),
                          machine_vision=MachineVisionConfig(enabled=True, port=free_port()),
                          security=LinkSecurity(mode=mode, pki_dir=root / "pki"))  # fmt: skip
-    try:  # absent before #66: any identity was accepted
-        from inspection.line.machine_vision.access import add_user
-    except ImportError:
-        pass
-    else:
-        users = config.security.pki_dir / "opcua-users.yaml"
-        add_user(users, "mes", "admin", None)
-        add_user(users, "mes-old", "admin", None)  # its certificate revoked by a case
-        for name, role in USERS.items():
-            add_user(users, name, role, PASSWORD)
+    users = config.security.pki_dir / "opcua-users.yaml"
+    add_user(users, "mes", "admin", None)
+    add_user(users, "mes-old", "admin", None)  # its certificate revoked by a case
+    for name, role in USERS.items():
+        add_user(users, name, role, PASSWORD)
     built = LineStation.build(config)
     built.start()
     return built
-
-
-async def admin(endpoint: str, pki: LinePki) -> Client:
-    """The site's MES: a site-CA certificate as its channel and user (``mes``, admin)."""
-    client = Client(endpoint, timeout=10)
-    identity = pki.identity("mes", "urn:inspection:mes")
-    client.application_uri = identity.uri
-    await client.set_security(
-        SecurityPolicyBasic256Sha256, str(identity.certificate), str(identity.private_key)
-    )
-    await client.load_client_certificate(str(identity.certificate))
-    await client.load_private_key(str(identity.private_key))
-    client.certificate_validator = (await trust_list_validator(pki, peer="server")).validate
-    return client
 
 
 async def node_ids(client: Client) -> tuple[int, Ids]:
@@ -144,7 +118,7 @@ class Plant:
         self.endpoint, self.pki, self.root, self.station = endpoint, pki, root, station
 
     async def __aenter__(self) -> Plant:
-        self.client = await admin(self.endpoint, self.pki)
+        self.client = await mes_client(self.endpoint, self.pki)
         await self.client.connect()
         self.mv, self.ids = await node_ids(self.client)
         return self
@@ -271,14 +245,7 @@ async def reset_in_operational(p: Plant) -> str:
 
 async def reused_meas_id(p: Plant) -> str:
     """Two jobs with MeasId h-reuse, parts p-1 then p-2: their ResultIds and states."""
-    events: asyncio.Queue[Any] = asyncio.Queue()
-
-    class Handler:
-        def event_notification(self, event: Any) -> None:
-            events.put_nowait(event)
-
-    subscription = await p.client.create_subscription(20, Handler())
-    await subscription.subscribe_events(p.ids["system"], ua.NodeId(1024, p.mv))
+    subscription, events = await subscribed(p)
     seen = []
     for part in ("p-1", "p-2"):
         await p.ready()
@@ -286,23 +253,13 @@ async def reused_meas_id(p: Plant) -> str:
         steps = await attempt(p.endpoint, Attempt(p.pki, x509=True, calls=(job,)))
         if verdict_of(steps).startswith("refused"):
             return f"job for {part} {verdict_of(steps)}"
-        event = await asyncio.wait_for(events.get(), 30)
+        event = await asyncio.wait_for(events.queue.get(), 30)
         seen.append((event.ResultId.Id, event.ResultState))
     await subscription.delete()
     same = (
         "the same ResultId (old verdict replayed)" if seen[0][0] == seen[1][0] else "new ResultId"
     )
     return f"{same}; ResultStates {[s for _, s in seen]}"
-
-
-class Events:
-    """An asyncua subscription handler: the events in a queue."""
-
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[Any] = asyncio.Queue()
-
-    def event_notification(self, event: Any) -> None:
-        self.queue.put_nowait(event)
 
 
 async def jobs(p: Plant, events: Events, prefix: str, count: int) -> tuple[int, int]:
@@ -353,7 +310,7 @@ async def foreign_subscription(p: Plant) -> str:
 
 async def hijack(p: Plant) -> str:
     """The MES (its own client, so the bench's admin session is not the one taken)."""
-    client = await admin(p.endpoint, p.pki)
+    client = await mes_client(p.endpoint, p.pki)
     await client.connect()
     try:
         events = Events()
@@ -458,7 +415,7 @@ def markdown(report: dict[str, Any]) -> str:
         "# Hostile plant: OPC 40100 server",
         "",
         "Each attack against a running station's VisionSystem (`bench/hostile_opcua.py`; raw",
-        "service calls from `tests/line/opcua_raw.py`: each step sent whatever the one before",
+        "service calls from `bench/_shared.py`: each step sent whatever the one before",
         "answered). *Before*: the code at "
         f"{report.get('before', {}).get('commit', '?')} (the rows added since: the commit "
         f"each names); *now*: {now.get('commit', '?')}.",
@@ -474,14 +431,9 @@ def markdown(report: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--side", choices=("before", "now"), required=True)
+    parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
-    import inspection
-
-    source = Path(inspection.__file__).resolve().parents[1]
-    commit = subprocess.run(["git", "-C", str(source), "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True).stdout.strip()  # fmt: skip
-    with tempfile.TemporaryDirectory(prefix="hostile-opcua-") as scratch:
+    with recorded() as env, tempfile.TemporaryDirectory(prefix="hostile-opcua-") as scratch:
         root = Path(scratch)
         built = station(root)
         try:
@@ -498,18 +450,13 @@ def main() -> None:
             built.stop()
         rows.append(sign_only(root / "sign"))
     report = previous_report(OUT, "hostile_opcua")
-    earlier = report.get("before") if args.side == "before" else None
-    if earlier:  # the rows of an earlier "before" stay; cases new since carry their commit
-        known = {r["case"] for r in earlier["rows"]}
-        earlier["rows"] += [r | {"commit": commit} for r in rows if r["case"] not in known]
-    else:
-        report[args.side] = {"commit": commit, "rows": rows,
-                             "seconds": round(time.perf_counter() - started, 1),
-                             "cpu": cpu_description(), "load": load_average()}  # fmt: skip
-    save_report(OUT, "hostile_opcua", report, markdown(report))
+    report["now"] = {"commit": env["commit"], "rows": rows,
+                     "seconds": round(time.perf_counter() - started, 1),
+                     "cpu": env["cpu"], "load": env["load_after"]}  # fmt: skip
+    save_report(args.out, "hostile_opcua", report, markdown(report))
     for row in rows:
         print(f"{row['case']}: {row['outcome']}")
-    if args.side == "now" and not all(r["outcome"].startswith(EXPECTED) for r in rows):
+    if not all(r["outcome"].startswith(EXPECTED) for r in rows):
         sys.exit(1)
 
 

@@ -32,12 +32,12 @@ import dataclasses
 import json
 import logging
 import os
-import platform
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from _report import cpu_description, load_average
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -135,79 +135,6 @@ def run_one(
     }  # fmt: skip
 
 
-def station(
-    work: Path, product: str, samples: int, overrides: tuple[str, ...] = (), name: str = "curve"
-) -> None:
-    """Station cost of the mixed model: train ``product`` at k = 0 and 20, export FP32 (and
-    INT8, gated) bundles, then time ``Inspector.inspect`` (the station path: preprocess,
-    OpenVINO, postprocess, regions) on held-out images, the bundles taking turns image by
-    image. Run it as ``heavy --alone``; writes ``station.json`` (``<name>_station.json``
-    with another ``--name``; ``overrides``: as for ``run``)."""
-    import numpy as np
-
-    from inspection.core.images import read_image
-    from inspection.core.product_config import load_model_config, load_product_config
-    from inspection.core.registry import Registry
-    from inspection.data.dataset import load_dataset
-    from inspection.runtime.inspector import Inspector
-    from inspection.training.export import ExportOptions
-    from inspection.training.registry_export import export_bundle
-    from inspection.training.train import train_model
-
-    full = load_dataset(dataset_for(product, work))
-    bundles, gates = {}, {}
-    for k in (0, N_LABELLED):
-        registry = Registry(work / f"station-registry-{name}-k{k}")
-        if product not in registry.bundles.products() or not registry.bundles.versions(product):
-            config = load_model_config("patchcore", product=product, overrides=overrides)
-            train_model(config, labelled_subset(full, k),
-                        product=product, registry=registry, progress=False,
-                        roi=load_product_config(product).roi)  # fmt: skip
-        for precision in ("fp32", "int8"):
-            name = f"k{k}-{precision}"
-            existing = [b for b in registry.bundles.bundle_ids(product) if precision in b]
-            if existing:
-                bundles[name] = registry.bundles.bundle_dir(product, existing[0])
-                continue
-            try:
-                result = export_bundle(registry, product, ExportOptions(precision=precision))
-            except Exception as exc:  # a gate refusal is a figure here
-                gates[name] = f"refused: {exc}"
-                continue
-            gates[name] = "passed"
-            bundles[name] = result.bundle_dir
-    images = [read_image(s.path) for s in full.test_samples[:samples]]
-    inspectors = {name: Inspector.from_bundle(path) for name, path in bundles.items()}
-    times: dict[str, list[float]] = {name: [] for name in inspectors}
-    for round_ in range(3):
-        for image in images:
-            for name, inspector in inspectors.items():
-                started = time.perf_counter()
-                inspector.inspect(image)
-                if round_:  # the first round warms up
-                    times[name].append((time.perf_counter() - started) * 1000)
-    result = {
-        "product": product, "images": len(images), "gates": gates, "machine": machine(),
-        "overrides": list(overrides),
-        "p50_ms": {n: round(float(np.median(t)), 3) for n, t in times.items()},
-        "p95_ms": {n: round(float(np.percentile(t, 95)), 3) for n, t in times.items()},
-    }  # fmt: skip
-    out = REPORTS / ("station.json" if name == "curve" else f"{name}_station.json")
-    out.write_text(json.dumps(result, indent=1) + "\n")
-    log.info("%s", result)
-
-
-def machine() -> dict[str, str]:
-    """CPU model, its vector ISA and the load (recorded beside the figures)."""
-    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-    flags = next((line for line in lscpu.splitlines() if line.startswith("Flags")), "")
-    model = next((line for line in lscpu.splitlines() if "Model name" in line), "")
-    isa = [name for name in ("avx2", "avx512f", "amx_tile") if f" {name}" in flags]
-    load = subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout
-    return {"cpu": model.split(":", 1)[-1].strip(), "isa": ",".join(isa), "load": load.strip(),
-            "python": platform.python_version()}  # fmt: skip
-
-
 def run(args: argparse.Namespace) -> None:
     out = REPORTS / f"{args.name}.json"
     rows = json.loads(out.read_text()) if out.is_file() else []
@@ -235,7 +162,7 @@ def run(args: argparse.Namespace) -> None:
         row = run_one(
             job[0], job[1], job[2], Path(args.work), job[3], args.seed, overrides, args.calibration
         )
-        row["machine"] = machine()
+        row["machine"] = {"cpu": cpu_description(), "load": load_average()}
         rows = json.loads(out.read_text()) if out.is_file() else []  # other runs' rows too
         rows.append(row)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -296,7 +223,8 @@ def report(rows: list[dict], name: str = "curve") -> None:
     lines += unseen_lines(rows) + mask_lines(rows)
     if last:
         lines += [
-            f"Machine: {last['cpu']} ({last['isa']}); load at the last run: {last['load']}.",
+            f"Machine: {last['cpu']}{f' ({isa})' if (isa := last.get('isa')) else ''}; "
+            f"load at the last run: {last['load']}.",
             "",
         ]
     (REPORTS / f"{name}.md").write_text("\n".join(lines))
@@ -354,9 +282,7 @@ def _f(value: float | None) -> str:
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("command", choices=("run", "report", "station"))
-    parser.add_argument("--product", default="grass", help="station: the product timed")
-    parser.add_argument("--samples", type=int, default=48, help="station: images timed")
+    parser.add_argument("command", choices=("run", "report"))
     parser.add_argument("--products", default=",".join(DEMO_FAMILY + EVALUATION_FAMILY))
     parser.add_argument("--k", default=",".join(map(str, KS)))
     parser.add_argument("--variants", default="same")
@@ -367,7 +293,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",
-        help="run, station: a model config override (repeatable), as `inspection train --set`",
+        help="run: a model config override (repeatable), as `inspection train --set`",
     )  # fmt: skip
     parser.add_argument(
         "--name", default="curve", help="run, report: reports/learning/<name>.json (and .md)"
@@ -375,8 +301,6 @@ def main() -> None:
     args = parser.parse_args()
     if args.command == "report":
         report(json.loads((REPORTS / f"{args.name}.json").read_text()), args.name)
-    elif args.command == "station":
-        station(Path(args.work), args.product, args.samples, tuple(args.set), args.name)
     else:
         run(args)
 

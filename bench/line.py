@@ -48,9 +48,9 @@ from typing import Any
 import numpy as np
 import yaml
 from _report import recorded, rounds, save_report
+from _shared import mes_client
 from _station import Child, serve_live_copy, signature_policy  # scratch-station helpers
 from asyncua import Client, ua
-from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 from asyncua.sync import ThreadLoop
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,7 +60,6 @@ sys.path.insert(0, str(ROOT))
 from inspection.core.bundle import read_bundle_metadata  # noqa: E402
 from inspection.core.config import to_mapping  # noqa: E402
 from inspection.core.registry import Registry  # noqa: E402
-from inspection.line import security as link  # noqa: E402
 from inspection.line.config import LinkSecurity  # noqa: E402
 from inspection.line.handshake import ErrorCode  # noqa: E402
 from inspection.line.links import LINKS, register_plcs  # noqa: E402
@@ -97,18 +96,10 @@ class VisionMes:
     async def _open(
         self, endpoint: str, security: LinkSecurity, product: str, period_ms: float
     ) -> None:
-        self.client = Client(endpoint, timeout=10)
-        if security.on:
-            pki = LinePki(security.pki_dir)
-            mes = pki.identity("mes", "urn:inspection:mes")
-            self.client.application_uri = mes.uri
-            await self.client.set_security(
-                SecurityPolicyBasic256Sha256, str(mes.certificate), str(mes.private_key)
-            )
-            await self.client.load_client_certificate(str(mes.certificate))  # its user: X509
-            await self.client.load_private_key(str(mes.private_key))
-            validator = await link.trust_list_validator(pki, peer="server")
-            self.client.certificate_validator = validator.validate
+        plain = Client(endpoint, timeout=10)
+        self.client = (
+            await mes_client(endpoint, LinePki(security.pki_dir)) if security.on else plain
+        )
         await self.client.connect()
         mv = self.mv = await load_client_types(self.client)
         ns = await self.client.get_namespace_index(station_uri(STATION_ID))

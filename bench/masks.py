@@ -12,8 +12,7 @@ on the version's validation and held-out test splits (the station's inference pa
 ``var/bench-masks/<product>.npz``. ``evaluate`` (``_mask_strategies.py``): the bundle's segmentation
 and the refiner kept on validation by the export's rule on top, judged on TEST at
 the bundle's own verdicts, which cannot move, by ``core.metrics.mask_figures``. Reports go to
-``reports/masks/``. The shifted passes measured for #58 (``reports/masks/shifted.md``) and the
-old ``cost`` phase live in git: ``git show 2ff39c1:bench/masks.py``.
+``reports/masks/``.
 """
 
 from __future__ import annotations

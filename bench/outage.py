@@ -9,9 +9,6 @@ paced (``--pace`` s apart); in the middle of the run the central side fails for
 - ``stop``: ``pg_ctl stop -m fast``, then ``pg_ctl start``;
 - ``blackhole``: the relay stops passing bytes and new connections hang (a failed network).
 
-The report's ``migrate`` run (``inspection db upgrade`` of a central store of 2M results in the
-middle of the run) was measured at 1e56cb5: ``git show 395388a:bench/outage.py``.
-
 Recorded: PLC answer p50/p99 before, during and after the outage, error answers, then every
 request id in the central store (lost, duplicated) and the time from recovery until every
 part answered before it is central. Writes ``reports/line/outage.json`` and ``outage.md``.

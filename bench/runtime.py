@@ -14,8 +14,6 @@ The report also records what the figures depend on: CPU model, ISA flags (AVX2, 
 VNNI, AMX), OpenVINO's capability report, threads/streams of each compiled model, the
 1-minute load around every run, and the machine's limit for the model (graph FLOPs at this
 CPU's measured matmul peak of each precision, ``_peaks``). Writes ``reports/runtime/runtime.json`` and ``runtime.md``.
-Not a test: figures depend on the machine. anomalib's own torch inference, the baseline of the
-reports up to 395388a, is ``git show 395388a:bench/runtime.py`` (engine ``anomalib-torch``).
 """
 
 from __future__ import annotations
@@ -154,8 +152,7 @@ def worker_openvino(bundle: Path, paths: list[str], images: list[np.ndarray]) ->
 PACED_MODES = ("sleep", "warm-on-trigger")
 """How the station waits between paced parts: ``sleep`` (the cores idle); ``warm-on-trigger``
 (the trigger, which comes ``TRIGGER_LEAD_MS`` before the image as the camera exposes and
-transfers, runs one warm-up inference of the graph). The probes ``busy-wait`` and ``one-thread``
-(measured up to fe5e944, not adopted) are ``git show 395388a:bench/runtime.py``."""
+transfers, runs one warm-up inference of the graph)."""
 TRIGGER_LEAD_MS = 5.0
 
 

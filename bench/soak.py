@@ -23,7 +23,6 @@ blob. Writes ``reports/soak/soak-<store>.json`` and ``.md``.
 
 Accelerated: 128 px images, serve and the line station with one OpenVINO thread per inference
 (``--inference-threads``; they share the cores), ``--clients`` HTTP clients besides the PLC.
-About 70 parts/s on 2 AVX2 cores alone (200,000 parts: ~50 min per store).
 
     heavy python bench/soak.py --parts 2000 --window 500 --prefill 50000     # a quick look
     heavy python bench/soak.py --stores sqlite --prefill 5000000 --parts 200000 --window 10000

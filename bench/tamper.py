@@ -6,10 +6,7 @@ tuning pick, ROI and refiner, a gate-refused bundle without its force record, al
 validation scores, an altered SAM refiner bundle (a random-init MobileSAM export: needs torch)
 — recording what the station served. Writes ``reports/security/attacks.json`` and ``.md``;
 exit code 1 unless every row reads "refused, last good kept". Each row is also a test
-(tests/station/test_signed_decisions.py, tests/refine/test_sam_signature.py); other attacks
-are tests only (the forged thresholds, the swap between check and compile, ``inspect``
-without a key, a replaced key file, a tampered live bundle: tests/station, tests/runtime,
-tests/cli; ``git show c8e87af:bench/tamper.py`` wrote ``reports/security/tampered_bundle.md``).
+(tests/station/test_signed_decisions.py, tests/refine/test_sam_signature.py).
 
     python bench/tamper.py --attacks
 """

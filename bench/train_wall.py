@@ -8,8 +8,7 @@ child process and takes its wall clock, as a shell would; the stages come from t
 log file (``train stages: {...}``, written by ``training.train``). ``--auto``: ``train --auto``
 (default budget) and how many candidates it scored. Rows are kept per (label, row) in
 ``<out>/train_wall.json``, each with the CPU (model, cores, vector ISA) it ran on;
-``<out>/train_wall.md`` is rewritten. Earlier columns (plain anomalib, ``make demo``, another
-checkout's code) were measured by earlier versions of this script, named in the report.
+``<out>/train_wall.md`` is rewritten.
 """
 
 from __future__ import annotations

@@ -298,7 +298,7 @@ def update_command(
     """Run the incremental update and print what changed; returns the new version."""
     # deferred: torch (the training side)
     from inspection.training.evaluate import write_report
-    from inspection.training.incremental import update_patchcore
+    from inspection.training.incremental import update_bank
 
     if (images is None) == (not reviewed):
         raise typer.BadParameter("give exactly one of --images DIR or --reviewed")
@@ -321,7 +321,7 @@ def update_command(
         quiet_logs(log_dir(site), "update", verbose=verbose_requested(False)) as log_file,
         console.status(f"updating {source.model_version} with {len(paths)} images") as status,
     ):
-        outcome = update_patchcore(
+        outcome = update_bank(
             registry, product, paths, version=source.version,
             dataset=load_dataset(data) if data else None, progress=status.update,
         )  # fmt: skip

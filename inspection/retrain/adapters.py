@@ -69,11 +69,11 @@ def memory_bank(kind: str) -> bool:
 def update_challenger(
     registry: Registry, champion: ModelRecord, images: list[Path], dataset_root: Path
 ) -> ModelRecord:
-    """The champion's PatchCore bank plus ``images``' patches, as a new version (lineage)."""
+    """The champion's memory bank plus ``images``' patches, as a new version (lineage)."""
     # deferred: torch (the training side)
-    from inspection.training.incremental import update_patchcore
+    from inspection.training.incremental import update_bank
 
-    outcome = update_patchcore(
+    outcome = update_bank(
         registry, champion.product, images, version=champion.version,
         dataset=load_dataset(dataset_root),
     )  # fmt: skip

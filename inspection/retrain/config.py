@@ -87,7 +87,7 @@ class RetrainConfig:
     (reviewed since the live version, plus those it was trained with: data accumulates),
     ``latest_version`` (since the newest version) or ``all``. ``warmup``: inferences before
     latency is measured. ``keep_work_dirs``: run folders kept per product. ``incremental``:
-    a PatchCore champion plus only new reviewed-good images gets its bank extended, not refit.
+    a memory-bank champion plus only new reviewed-good images gets its bank extended, not refit.
     ``export``: the challenger's precisions and export gate (``ChallengerExport``).
     """
 

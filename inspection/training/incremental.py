@@ -1,6 +1,6 @@
 """Incremental PatchCore update: add new good images' patches to a registered memory bank.
 
-``update_patchcore`` extracts the patch embeddings of the NEW images only, appends their greedy
+``update_bank`` extracts the patch embeddings of the NEW images only, appends their greedy
 k-center picks of what the bank does not cover yet (``extend_bank``), re-calibrates on the
 parent's validation split and registers a new version with its ``Lineage``; the parent never
 changes, and export and the station treat the new version as any other.
@@ -67,7 +67,7 @@ class UpdateOutcome:
     seconds: float
 
 
-def update_patchcore(
+def update_bank(
     registry: Registry,
     product: str,
     images: Sequence[Path],

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bench._shared import line_config
 from inspection.core.images import decode_image
 from inspection.line.camera import (
     PIXEL_FORMATS,
@@ -21,8 +22,6 @@ from inspection.line.camera import (
 from inspection.line.config import CameraConfig
 from inspection.line.handshake import ErrorCode, Trigger
 from inspection.line.station import LineStation
-
-from .station_env import line_config
 
 
 def _images(folder: Path) -> list[Path]:

@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 from prometheus_client import generate_latest
 
+from bench._shared import camera_folder, line_config
 from inspection.line.handshake import ErrorCode, Trigger
 from inspection.line.station import LineStation
 from inspection.station.config import CentralConfig
@@ -25,8 +26,6 @@ from tests.conftest import (
     _fresh_postgres_database,
     verified,
 )
-
-from .station_env import camera_folder, line_config
 
 pytestmark = pytest.mark.postgres
 DOWN_URL = "postgresql+psycopg://cam:pw@127.0.0.1:1/central"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from bench._shared import camera_folder, line_config
 from inspection.line.handshake import (
     Answer,
     Delivery,
@@ -19,8 +20,6 @@ from inspection.line.handshake import (
     replay,
 )
 from inspection.line.station import LineStation
-
-from .station_env import camera_folder, line_config
 
 
 @pytest.fixture

@@ -14,14 +14,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from bench._shared import camera_folder, line_config, line_yaml
 from inspection.core.errors import ConfigError
 from inspection.line.config import LineConfig, load_line_config
 from inspection.line.handshake import Answer, LinkContext, Trigger
 from inspection.line.links import LINKS, LinkKind, register
 from inspection.line.station import LineStation
 from inspection.store.models import Inspection
-
-from .station_env import camera_folder, line_config, line_yaml
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from asyncua import Client, ua
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 from prometheus_client import generate_latest
 
+from bench._shared import camera_folder, line_config
 from inspection.line.config import PLC_USER, LinkSecurity
 from inspection.line.payload import PayloadError, ResultPayload, payload_of
 from inspection.line.pki import LinePki
@@ -29,7 +30,6 @@ from inspection.line.station import LineStation
 
 from .helpers import Broker, free_port, secure
 from .records import inspection_fields
-from .station_env import camera_folder, line_config
 
 
 @pytest.fixture

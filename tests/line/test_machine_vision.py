@@ -3,7 +3,7 @@ MES process of its own: ``python -m tests.line.test_machine_vision <endpoint> <p
 node-opcua (``node/machine_vision_client.mjs``), an implementation nobody here wrote. Browse
 to the VisionSystem, prepare a recipe, run a single job, receive ResultReady, read the result
 and check it against the store; an untrusted client is refused. Raw service calls
-(``opcua_raw``) check that no session, identity or method gets past the gate unchecked."""
+(``bench._shared.attempt``) check that no session, identity or method gets past the gate unchecked."""
 
 from __future__ import annotations
 
@@ -25,6 +25,18 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from bench._shared import (
+    Attempt,
+    Events,
+    activate_foreign,
+    attempt,
+    camera_folder,
+    line_config,
+    mes_client,
+    on_subscription,
+    rogue,
+    subscribe_until_refused,
+)
 from inspection.core.errors import ConfigError
 from inspection.core.signing import load_public_key, verify_record
 from inspection.line.config import LinkSecurity, MachineVisionConfig
@@ -35,22 +47,12 @@ from inspection.line.machine_vision.model import ERROR_EVENT
 from inspection.line.machine_vision.results import VisionResults
 from inspection.line.payload import SIGNED_RECORD, ResultPayload
 from inspection.line.pki import LinePki
-from inspection.line.security import trust_list_validator
 from inspection.line.station import LineStation
 from inspection.store.models import OutboxEntry
 from inspection.store.outbox import Outbox
 from inspection.store.store import Store
 
 from .helpers import free_port, secure
-from .opcua_raw import (
-    Attempt,
-    activate_foreign,
-    attempt,
-    on_subscription,
-    rogue,
-    subscribe_until_refused,
-)
-from .station_env import camera_folder, line_config
 
 NODE_DIR = Path(__file__).parent / "node"
 REPO = Path(__file__).resolve().parents[2]
@@ -94,34 +96,6 @@ def _endpoint(station: LineStation) -> str:
     return station.links["machine_vision"].endpoint
 
 
-async def _mes(
-    endpoint: str,
-    pki: LinePki,
-    mode: ua.MessageSecurityMode = ua.MessageSecurityMode.SignAndEncrypt,
-) -> Client:
-    """A MES client with a certificate the site's CA signed (``pki``), trusting the station;
-    its user is that certificate (``mes``, an admin)."""
-    client = Client(endpoint, timeout=10)
-    identity = pki.identity("mes", "urn:inspection:mes")
-    client.application_uri = identity.uri
-    await client.set_security(
-        SecurityPolicyBasic256Sha256, str(identity.certificate), str(identity.private_key),
-        mode=mode,
-    )  # fmt: skip
-    await client.load_client_certificate(str(identity.certificate))
-    await client.load_private_key(str(identity.private_key))
-    client.certificate_validator = (await trust_list_validator(pki, peer="server")).validate
-    return client
-
-
-class _Events:
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue = asyncio.Queue()
-
-    def event_notification(self, event) -> None:
-        self.queue.put_nowait(event)
-
-
 def _job_arguments(meas_id: str, part_id: str = "") -> list:
     """StartSingleJob / StartContinuous inputs: MeasId, PartId, RecipeId, ProductId (empty:
     the prepared recipe), Parameters."""
@@ -135,7 +109,7 @@ def _job_arguments(meas_id: str, part_id: str = "") -> list:
 
 
 async def _flow(endpoint: str, pki: LinePki) -> dict:
-    client = await _mes(endpoint, pki)
+    client = await mes_client(endpoint, pki)
     async with client:
         mv = await load_client_types(client)  # a MES without the server's types in memory
         systems = [
@@ -169,7 +143,7 @@ async def _flow(endpoint: str, pki: LinePki) -> dict:
         assert internal.Version == "v0001-fp32"  # the live bundle
         assert await states() == ("Operational", "Ready")
 
-        events = _Events()
+        events = Events()
         subscription = await client.create_subscription(20, events)
         await subscription.subscribe_events(system, ua.NodeId(RESULT_READY_EVENT, mv))
         job, _error = await automatic.call_method(
@@ -274,10 +248,10 @@ def test_untrusted_and_plain_clients_are_refused(station: LineStation, tmp_path:
     endpoint = _endpoint(station)
 
     async def trusted() -> Client:
-        return await _mes(endpoint, LinePki(secure(tmp_path).pki_dir))
+        return await mes_client(endpoint, LinePki(secure(tmp_path).pki_dir))
 
     async def foreign() -> Client:  # a certificate the site's CA did not sign
-        client = await _mes(endpoint, LinePki(secure(tmp_path).pki_dir))
+        client = await mes_client(endpoint, LinePki(secure(tmp_path).pki_dir))
         identity = LinePki(tmp_path / "rogue").identity("mes", "urn:inspection:mes")
         await client.set_security(
             SecurityPolicyBasic256Sha256, str(identity.certificate), str(identity.private_key)
@@ -337,10 +311,10 @@ def test_sign_mode_signs_without_encrypting(
         pki, endpoint = LinePki(security.pki_dir), _endpoint(station)
 
         async def signing() -> Client:
-            return await _mes(endpoint, pki, ua.MessageSecurityMode.Sign)
+            return await mes_client(endpoint, pki, ua.MessageSecurityMode.Sign)
 
         async def encrypting() -> Client:
-            return await _mes(endpoint, pki)
+            return await mes_client(endpoint, pki)
 
         assert asyncio.run(_server_state(signing)) == 0
         with pytest.raises(ua.UaError, match="No matching endpoints"):
@@ -427,7 +401,7 @@ def test_node_opcua_client_runs_a_job_and_bad_ones_are_refused(
 
 async def _ids(endpoint: str, pki: LinePki) -> dict[str, ua.NodeId]:
     """The NodeIds of the VisionSystem's objects and methods, browsed by the admin MES."""
-    async with await _mes(endpoint, pki) as client:
+    async with await mes_client(endpoint, pki) as client:
         mv = await client.get_namespace_index("http://opcfoundation.org/UA/MachineVision")
         children = await client.nodes.objects.get_children()
         names = [(await n.read_browse_name()).Name for n in children]
@@ -542,7 +516,7 @@ async def _machine(client: Client) -> tuple[int, dict]:
     return mv, nodes
 
 
-async def _single_jobs(mv: int, nodes: dict, events: _Events, count: int) -> int:
+async def _single_jobs(mv: int, nodes: dict, events: Events, count: int) -> int:
     """``count`` single jobs one after another: how many ResultReady events arrived."""
     received = 0
     for n in range(count):
@@ -580,9 +554,9 @@ def test_a_session_acts_only_on_its_own_subscriptions_within_quotas(
                     "password": PASSWORD}  # fmt: skip
 
     async def run() -> dict:
-        async with await _mes(endpoint, pki) as client:
+        async with await mes_client(endpoint, pki) as client:
             mv, nodes = await _machine(client)
-            events = _Events()
+            events = Events()
             subscription = await client.create_subscription(20, events)
             await subscription.subscribe_events(nodes["system"], ua.NodeId(RESULT_READY_EVENT, mv))
             sid = subscription.subscription_id
@@ -597,7 +571,7 @@ def test_a_session_acts_only_on_its_own_subscriptions_within_quotas(
                 "site-CA channel": await activate_foreign(
                     endpoint, client, Attempt(pki, name="other", user="op-a", password=PASSWORD)),
             }  # fmt: skip
-            mes_more = await client.create_subscription(20, _Events())  # its own quota is free
+            mes_more = await client.create_subscription(20, Events())  # its own quota is free
             seen["events"] = await _single_jobs(mv, nodes, events, 3)
             await mes_more.delete()
             return seen
@@ -646,7 +620,7 @@ def test_a_client_stops_only_its_own_job_unless_admin(station: LineStation, tmp_
 
 
 async def _prepare(endpoint: str, pki: LinePki) -> None:
-    async with await _mes(endpoint, pki) as client:
+    async with await mes_client(endpoint, pki) as client:
         mv = await load_client_types(client)
         system = await client.nodes.objects.get_child("1:VisionSystem")  # the server URI namespace
         recipes = await system.get_child(f"{mv}:RecipeManagement")
@@ -665,7 +639,7 @@ async def _jobs(endpoint: str, pki: LinePki, jobs: list[tuple[str, str, str, str
     """Each (MeasId, PartId, RecipeId, ProductId) as a single job: its ResultReady event
     (ResultId, ResultState, MeasId), the status name of a refused call, and the states and
     ErrorEventType messages after all."""
-    async with await _mes(endpoint, pki) as client:
+    async with await mes_client(endpoint, pki) as client:
         mv = await load_client_types(client)
         system = await client.nodes.objects.get_child("1:VisionSystem")  # the server URI namespace
         machine = await system.get_child(f"{mv}:VisionStateMachine")
@@ -674,7 +648,7 @@ async def _jobs(endpoint: str, pki: LinePki, jobs: list[tuple[str, str, str, str
         await machine.call_method(f"{mv}:SelectModeAutomatic")
         await recipes.call_method(f"{mv}:PrepareRecipe", ua.RecipeIdExternalDataType(Id="brick"),
                                   ua.RecipeIdInternalDataType(Id=""))  # fmt: skip
-        results, errors = _Events(), _Events()
+        results, errors = Events(), Events()
         for handler, event_type in ((results, RESULT_READY_EVENT), (errors, ERROR_EVENT)):
             subscription = await client.create_subscription(20, handler)
             await subscription.subscribe_events(system, ua.NodeId(event_type, mv))
@@ -726,7 +700,7 @@ def test_jobs_name_their_recipe_and_a_reused_meas_id_is_a_new_part(
 async def _continuous_twice(endpoint: str, pki: LinePki, meas: str, parts: int) -> list[list]:
     """StartContinuous with MeasId ``meas`` for ``parts`` results, Stop, and at once again with
     the same MeasId: each run's (ResultId, MeasId) of every ResultReady event."""
-    async with await _mes(endpoint, pki) as client:
+    async with await mes_client(endpoint, pki) as client:
         mv = await load_client_types(client)
         system = await client.nodes.objects.get_child("1:VisionSystem")
         machine = await system.get_child(f"{mv}:VisionStateMachine")
@@ -735,7 +709,7 @@ async def _continuous_twice(endpoint: str, pki: LinePki, meas: str, parts: int) 
         await machine.call_method(f"{mv}:SelectModeAutomatic")
         await recipes.call_method(f"{mv}:PrepareRecipe", ua.RecipeIdExternalDataType(Id="brick"),
                                   ua.RecipeIdInternalDataType(Id=""))  # fmt: skip
-        events = _Events()
+        events = Events()
         subscription = await client.create_subscription(20, events)
         await subscription.subscribe_events(system, ua.NodeId(RESULT_READY_EVENT, mv))
         runs = []
@@ -794,9 +768,9 @@ def test_a_part_past_its_timeout_is_fetched_under_the_id_the_mes_was_given(
     endpoint, pki = _endpoint(built), LinePki(secure(tmp_path).pki_dir)
 
     async def run() -> tuple:
-        async with await _mes(endpoint, pki) as client:
+        async with await mes_client(endpoint, pki) as client:
             mv, nodes = await _machine(client)
-            events = _Events()
+            events = Events()
             subscription = await client.create_subscription(20, events)
             await subscription.subscribe_events(nodes["system"], ua.NodeId(RESULT_READY_EVENT, mv))
             arguments = [ua.MeasIdDataType(Id="t-1"), ua.PartIdDataType(Id="part-t"),

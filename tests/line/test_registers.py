@@ -21,6 +21,7 @@ import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
+from bench._shared import camera_folder, line_config, line_yaml
 from inspection.cli import app
 from inspection.core.config import to_mapping
 from inspection.line import registers as regs
@@ -32,7 +33,6 @@ from inspection.line.station import LineStation
 from inspection.store.models import Inspection
 
 from .helpers import serve_until_killed, two_live_products
-from .station_env import camera_folder, line_config, line_yaml
 
 
 @pytest.fixture(params=list(register_plcs()))

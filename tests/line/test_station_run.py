@@ -7,6 +7,7 @@ import threading
 import time
 from pathlib import Path
 
+from bench._shared import camera_folder, line_config
 from inspection.line.config import (
     PLC_USER,
     LinkSecurity,
@@ -23,7 +24,6 @@ from inspection.line.softplc import SoftPlc
 from inspection.line.station import LineStation
 
 from .helpers import Broker, Collector, free_port, secure
-from .station_env import camera_folder, line_config
 
 
 class _AnswerClient:

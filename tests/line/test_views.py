@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from bench._shared import line_config
 from inspection.core.errors import ConfigError
 from inspection.core.registry import Registry
 from inspection.line.config import CameraConfig, LineConfig, MqttTriggerConfig, ViewConfig
@@ -19,7 +20,6 @@ from inspection.station.config import StationCoreConfig
 from inspection.store.models import Inspection
 
 from .helpers import Broker
-from .station_env import line_config
 from .test_station_run import _AnswerClient
 
 

@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from bench._shared import camera_folder, line_config
 from inspection.core.errors import ConfigError
 from inspection.line.config import WarmConfig, load_line_config
 from inspection.line.handshake import ErrorCode, Trigger
 from inspection.line.station import LineStation
-
-from .station_env import camera_folder, line_config
 
 
 def _answers(

@@ -96,7 +96,7 @@ def test_update_refuses_held_out_and_banked_images(
     """``train --update`` took test/good images into the bank, then reported test AUROC 1.0 on
     images it was trained on; a held-out image (even re-saved as JPEG) or a banked one now
     refuses the update."""
-    from inspection.training.incremental import update_patchcore
+    from inspection.training.incremental import update_bank
 
     parent = registry.bundles.version("brick", trained_patchcore.record.version)
     root = trained_patchcore.dataset_root
@@ -106,7 +106,7 @@ def test_update_refuses_held_out_and_banked_images(
     Image.open(root / names[0]).save(copy)
 
     with pytest.raises(DatasetError) as refused:
-        update_patchcore(registry, "brick", [copy], dataset=None)
+        update_bank(registry, "brick", [copy], dataset=None)
 
     if split == "train":
         expected = f"1 of the new images are not new to {parent.model_version}: {copy} is "

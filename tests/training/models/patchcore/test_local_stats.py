@@ -545,7 +545,7 @@ def test_exported_graph_computes_the_fused_outputs_at_f32(trained: Trained) -> N
 def test_an_incremental_update_extends_the_statistics_bank(
     trained: Trained, tmp_path: Path
 ) -> None:
-    from inspection.training.incremental import update_patchcore
+    from inspection.training.incremental import update_bank
 
     source = cv2.imread(str(trained.dataset.train_samples[0].path))
     blotched = source.copy()
@@ -560,7 +560,7 @@ def test_an_incremental_update_extends_the_statistics_bank(
     with torch.no_grad():
         side_before = trained.inner.side_outputs(trained.inputs(sample)).pred_score.item()
 
-    outcome = update_patchcore(trained.registry, "brick", paths, dataset=trained.dataset)
+    outcome = update_bank(trained.registry, "brick", paths, dataset=trained.dataset)
     child = load_trained_model(outcome.record).model
     after = child.local_stats.bank
     assert after.shape[0] > before.shape[0]
