@@ -87,7 +87,7 @@ def has_demo_site(root: Path) -> bool:
 
 def build_demo_site(workdir: Path, repo: Path = REPO) -> Path:
     """The README's ``make demo`` step, PatchCore only, run in ``workdir`` with this checkout's
-    configs: a clean clone (CI) has no demo site, so the walk makes its own (~2 min)."""
+    configs: a clean clone (CI) has no demo site, so the walk makes its own."""
     workdir.mkdir(parents=True, exist_ok=True)
     shutil.copytree(repo / "configs", workdir / "configs")
     command = [sys.executable, "-m", "inspection", "demo", "--models", "patchcore"]

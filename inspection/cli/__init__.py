@@ -106,8 +106,8 @@ def main() -> None:
 
 
 def _exit_fast(code: int) -> None:
-    """Once torch is loaded, end the process without the interpreter's teardown of its modules
-    (~2 s on a 2-core AVX2 EPYC), only when this ``main`` is the program (``python -m
+    """Once torch is loaded, end the process without the interpreter's slow teardown of its
+    modules, only when this ``main`` is the program (``python -m
     inspection``, the ``inspection`` script; never a caller such as a test). What comes before
     the teardown still runs, in the interpreter's order: non-daemon threads are waited for
     (thread pools finish their work), then atexit handlers (log files, temporary folders)."""

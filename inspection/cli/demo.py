@@ -2,8 +2,8 @@
 
 It runs ``DEMO_STEPS`` in order, each a function of a ``DemoContext``; a step whose modules
 are not installed is skipped with a log line. STFPM trains on brick only (``DEMO_PLAN``): it
-shows a second model family at ~40 s a product; on grass and gravel it scored below PatchCore
-and was never the one exported. Every product is exported to FP32 and INT8, the first also
+shows a second model family cheaply; on grass and gravel it scores below PatchCore
+(``docs/measurements.md``). Every product is exported to FP32 and INT8, the first also
 to bf16 where the CPU runs it (``demo_precisions``); each gate verdict is printed.
 """
 

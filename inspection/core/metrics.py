@@ -132,7 +132,7 @@ class DefectPixels:
         if not len(values) or (len(values) == masks[keep].size and not len(negatives)):
             return None, None
         weights = self.inverse_areas[kept] / int(self.regions[keep].sum())
-        own = np.sort(maps[keep][~masks[keep]])  # a plain float32 sort: ~7x an argsort
+        own = np.sort(maps[keep][~masks[keep]])  # a plain float32 sort: cheaper than an argsort
         return _curve_figures(values, weights, (negatives, own), fpr_limit)
 
 

@@ -373,8 +373,8 @@ def f1_adaptive_threshold(scores: np.ndarray, labels: np.ndarray) -> tuple[float
         return float(scores.max()), 0.0
     if labels.all():
         return float(scores.min()), 1.0
-    # scikit-learn's precision_recall_curve, from plain sorts (an argsort of millions of
-    # pixels was ~0.5 s of a texture's calibration): same thresholds, same floats
+    # scikit-learn's precision_recall_curve from plain sorts (an argsort of millions of pixels
+    # is slow): same thresholds, same floats
     thresholds = np.unique(scores)
     positives, negatives = np.sort(scores[labels]), np.sort(scores[~labels])
     tp = len(positives) - np.searchsorted(positives, thresholds)

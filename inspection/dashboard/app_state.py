@@ -49,8 +49,8 @@ _Handle = Literal["store", "registry", "registry.journal", "registry.bundles"]
 
 
 def _warm_up() -> None:
-    """Import what the pages compute with but defer (scipy.stats ~1 s, sklearn.metrics ~0.5 s
-    on this 2-core EPYC) while the login form shows, not on the first page after it."""
+    """Import what the pages compute with but defer (scipy.stats, sklearn.metrics: slow to
+    import) while the login form shows, not on the first page after it."""
     import scipy.stats  # noqa: F401
     import sklearn.metrics  # noqa: F401
 
@@ -252,9 +252,9 @@ def _login_form(board: Dashboard) -> None:
 
 PRELOADED = ("ArrowVegaLiteChart", "DataFrame", "Metric", "Selectbox", "Button", "Radio", "Slider")
 """Streamlit's browser code for the first pages' elements, which it loads on first use: the
-charts' and tables' ~2 MB of JavaScript, fetched and compiled after the sign-in otherwise. Not
-for a session its cookie signs in: loaded while its first run draws, the 5M bench's reopened
-Overview took ~0.2 s longer (more of the browser's main thread compiling)."""
+charts' and tables' JavaScript, fetched and compiled after the sign-in otherwise. Not for a
+session its cookie signs in: loaded while its first run draws, it slowed the reopened Overview
+(more of the browser's main thread compiling)."""
 
 
 @st.cache_resource(show_spinner=False)
@@ -298,8 +298,8 @@ def _cached(handle: _Handle, read: Callable[..., T]) -> Callable[..., T]:
 reviewed_scores = _cached("store", thresholds.reviewed_scores)
 audit_scores = _cached("store", thresholds.audit_scores)
 validation_scores = _cached("registry", thresholds.validation_scores)  # (product, bundle_id)
-# the queue's length (to QUEUE_COUNT_CAP) once per DATA_TTL_S for every page turned: 0.6-0.9 s
-# at the cap on a 5M SQLite store whose pages are cold
+# the queue's length (to QUEUE_COUNT_CAP) once per DATA_TTL_S, not for every page turned: slow
+# at the cap on a large store whose pages are cold
 queue_count = _cached("store", queries.count_review_queue)  # (query)
 page_start = _cached("store", review.page_start)  # (query, page, page_size)
 defect_types = _cached("store", queries.defect_types)  # (product or None)

@@ -23,7 +23,7 @@ TYPES = {"T": "temporal", "Q": "quantitative", "N": "nominal"}
 UNIT = {"domain": [0, 1]}
 HISTOGRAM_BINS = 40
 CANVAS = {"embedOptions": {"renderer": "canvas"}}
-"""Streamlit draws small charts as SVG: ~130 DOM nodes each (every tick, label and bar), which
+"""Streamlit draws small charts as SVG: a DOM node per tick, label and bar, which
 the browser lays out and styles again on each change of the page; a canvas is one node."""
 
 Spec = dict[str, Any]

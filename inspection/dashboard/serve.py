@@ -1,15 +1,14 @@
 """``python -m inspection.dashboard.serve run APP [options]``: ``streamlit run`` with the
 dashboard warmed up before the first browser connects.
 
-Streamlit imports what the pages use on a session's first script run. On the 2-core EPYC the
-dashboard package, SciPy's stats and scikit-learn's metrics took ~2.5 s there, and the
-sign-in and the first Overview waited on what was still importing; the first queries on a new
-connection and the first SQL compilations cost the first Overview ~0.3 s more. Here the
-server's start pays both. No result is cached: the pages still read fresh data.
+Streamlit imports what the pages use on a session's first script run (the dashboard package,
+SciPy's stats, scikit-learn's metrics), so the sign-in and the first Overview would wait on
+them, and on the first queries and SQL compilations of a new connection. Here the server's
+start pays both. No result is cached: the pages still read fresh data.
 
 Streamlit also runs a full garbage collection after every script run (``runner.postScriptGC``),
-holding the GIL while the run's last messages wait to be sent: 0.14-0.18 s per run here, most
-of it walking the objects of those imports. They live as long as the server, so the warm-up
+holding the GIL while the run's last messages wait to be sent, mostly walking the objects of
+those imports (``reports/dashboard/profile_5m.md``). They live as long as the server, so the warm-up
 ends with ``gc.freeze()`` and the collection after each run walks only what the pages made.
 """
 

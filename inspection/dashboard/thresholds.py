@@ -8,8 +8,8 @@ Label 1 means defective, 0 good. Three sources of labelled scores:
 - *audit sample*: reviewed parts of the station's random audit sample (chosen at write time
   whatever the score): an unbiased sample of production;
 - *reviewed*: every reviewed store row (``unsure`` left out). BIASED: reviewers see NG and
-  borderline parts, so its good parts are the high-scoring ones (a 1 % budget on them rejected
-  56-60 % of production's good parts, issue #41); it never feeds a budget suggestion.
+  borderline parts, so its good parts are the high-scoring ones (a budget on them rejects far
+  more of production's good parts than it states); it never feeds a budget suggestion.
 
 Thresholds come from the core's rule (``core.operating_point.choose_threshold``): the
 suggestions here only quote its choice.

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 BUDGET_BYTES = 256 << 20
-"""Decoded bytes kept at most (weave300's 480 images at 256 px: 94 MB); a plant's thousands
-are decoded again as training reads them (~2 ms an image) rather than held (1 GB at 5,000)."""
+"""Decoded bytes kept at most (a few hundred demo images at 256 px fit); a plant's thousands
+are decoded again as training reads them (cheap) rather than held."""
 
 _Key = tuple[Path, int, int, int]
 

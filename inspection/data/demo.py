@@ -95,10 +95,7 @@ on their own, so they set the threshold below the largest without out-of-fold sc
 (``pools_out_of_fold``)."""
 LABELLED_COUNTS: dict[str, int] = {"grass": 20, "gravel": 20}
 """Labelled defective training images per defect type ``make demo`` writes: where PatchCore
-alone misses (brick, at 1.000 without them, keeps the demo within its time)."""
-LABELLED_SPLIT = 2
-"""Split id of the labelled training stream in each image's seed (0 train/good, 1 test; 3 the
-calibration stream)."""
+alone misses (brick, perfect without them, keeps the demo within its time)."""
 SPLIT_IDS = ("train", "test", "labelled", "calibration")
 """A split's id in each image's seed: its index here."""
 UNLIKE_SCALE, UNLIKE_CONTRAST = 1.5, 0.6

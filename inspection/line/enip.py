@@ -1,27 +1,12 @@
 """PLC handshake over EtherNet/IP: the S7/Modbus signals as Rockwell Logix controller tags.
 
 The station is a CIP client of the PLC (``pylogix``, which Logix plants use) and polls tags
-``<tag_prefix><Signal>``, the PLC program's controller-scope tags of the types below (a string
-is a SINT array of ASCII, NUL-padded, as Logix programs exchange text with devices; COP it to
-a STRING). The cycle, ``Heartbeat`` (+1 every ``heartbeat_ms``, wrapping at 65535) and the
-back-off after a session that never served are those of ``registers`` (S7/Modbus), which runs
-this link through the same ``BlockLink``: each side reads only the tags the other writes.
-
-=================  =========  ====================================================
-tag                type       written by
-=================  =========  ====================================================
-Trigger            DINT       PLC: 1 for each part, 0 after Done
-Product            SINT[30]   PLC (empty: the selected product)
-PartId             SINT[30]   PLC
-RequestId          SINT[30]   PLC (empty: the station makes one up)
-Ready, Busy, Done  DINT       station
-Result, ErrorCode  DINT       station (0 none, 1 OK, 2 NG, 3 error; ``handshake.ErrorCode``)
-Score              REAL       station
-AnswerRequestId    SINT[30]   station
-Message            SINT[62]   station
-Heartbeat          DINT       station
-Replayed           DINT       station: 1 when the answer is a stored verdict given again
-=================  =========  ====================================================
+``<tag_prefix><Signal>``, the PLC program's controller-scope tags (types and writers:
+docs/line-integration.md, "EtherNet/IP handshake"; a string is a SINT array of ASCII,
+NUL-padded, as Logix programs exchange text with devices; COP it to a STRING). The cycle,
+``Heartbeat`` (+1 every ``heartbeat_ms``, wrapping at 65535) and the back-off after a session
+that never served are those of ``registers`` (S7/Modbus), which runs this link through the
+same ``BlockLink``: each side reads only the tags the other writes.
 
 CIP in this profile has no authentication or encryption (CIP Security is not supported): anyone
 who reaches port 44818 can write a trigger or read a verdict; keep the PLC and the station in

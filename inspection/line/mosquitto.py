@@ -80,7 +80,7 @@ def broker_config(
     folder.mkdir(parents=True, exist_ok=True)
     folder.chmod(0o700)  # passwords and the broker key
     # set_tcp_nodelay: small QoS 1 messages leave at once instead of waiting on Nagle's
-    # algorithm (issue #29 measured trigger -> answer p95 88 ms without, 44 ms with it).
+    # algorithm (it halves the trigger-to-answer p95).
     lines = [f"listener {port} 127.0.0.1", "set_tcp_nodelay true"]
     if user is not None:
         lines.append(f"user {user}")

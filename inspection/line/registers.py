@@ -8,25 +8,8 @@ holding registers from ``address`` (register = address + offset / 2). Integers a
 ``STRING[n]`` (max length byte, length byte, then the characters), so the same bytes serve a
 Modbus master. The PLC writes only its own fields, the station only its own.
 
-======  ===============  =============  ============================================
-offset  signal           type           written by
-======  ===============  =============  ============================================
-0       Trigger          INT (0/1)      PLC: rises for each part
-2       Ready            INT (0/1)      station: connected and serving
-4       Busy             INT (0/1)      station
-6       Done             INT (0/1)      station: the answer below is complete
-8       Result           INT            station: 0 none, 1 OK, 2 NG, 3 error
-10      ErrorCode        INT            station (``handshake.ErrorCode``)
-12      Score            REAL           station
-16      Product          STRING[30]     PLC (empty: the selected product)
-48      PartId           STRING[30]     PLC
-80      RequestId        STRING[30]     PLC (empty: the station makes one up)
-112     AnswerRequestId  STRING[30]     station
-144     Message          STRING[62]     station
-208     Heartbeat        INT            station: +1 every ``heartbeat_ms`` while it serves
-210     Replayed         INT (0/1)      station: 1 when the answer is a stored verdict
-                                        given again without a capture (``handshake.replay``)
-======  ===============  =============  ============================================
+The map (byte offset, Modbus register, signal, type, writer) is docs/line-integration.md's
+"S7 and Modbus TCP handshakes"; its offsets are the constants below.
 
 The cycle is the OPC UA one (docs/line-integration.md): Trigger rises -> Busy=1, Done=0 ->
 inspect -> answer fields -> Busy=0, Done=1 -> Trigger falls -> Done=0, Result=0. A Trigger

@@ -1,8 +1,8 @@
 """A pixel budget for measuring refiners: images over it are resized before refining.
 
-GrabCut and the random walker cost more than linearly in pixels (choosing a 2048 px bundle's
-refiner took over ten minutes), so over the budget the image, the judged result and the ground
-truth are measured at a longer side of ``max_side``. Masks are resized by "any coverage" (a
+GrabCut and the random walker cost more than linearly in pixels (``reports/hires``), so over
+the budget the image, the judged result and the ground truth are measured at a longer side of
+``max_side``. Masks are resized by "any coverage" (a
 small pixel is set when any source pixel under it is), so a thin defect never vanishes.
 """
 

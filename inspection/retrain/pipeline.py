@@ -475,8 +475,8 @@ def _runs(registry: Registry, product: str) -> Iterator[RetrainEvent]:
 
 
 def _check_trained(registry: Registry, product: str) -> None:
-    """Refuse a product without a trained version before anything is written (a typo used to
-    leave a registry folder with a failed event, which ``--all`` then retrained every time)."""
+    """Refuse a product without a trained version before anything is written (a typo would
+    leave a registry folder with a failed event, which ``--all`` would retrain every time)."""
     if registry.bundles.versions(product):
         return
     known = (

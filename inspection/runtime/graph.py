@@ -151,7 +151,7 @@ def _probe_head(
     """Factors (A (H, h), B (W, w)) with head(m) = A @ m @ B.T, read off a copy of the head by
     feeding it maps of ones along one row or column; None unless a random map confirms it."""
     copy = model.clone()
-    separate_blur_kernels(copy)  # same outputs, ~20x cheaper probes
+    separate_blur_kernels(copy)  # same outputs, far cheaper probes
     last = [n for n in copy.get_ordered_ops() if n.get_friendly_name() == last_name]
     chain = _chain_ending_at(last[0]) if len(last) == 1 else []
     if not chain or _map_shape(chain[0].input_value(0)) != start:

@@ -303,7 +303,7 @@ def _collect_outputs(
 
 def _batch_of_one(model: ov.Model) -> ov.Model:
     """A copy of ``model`` with a static batch of one (CPU kernels for static shapes are
-    ~15 % faster here), or ``model`` itself when its batch is already fixed."""
+    faster, ``reports/runtime/profile.md``), or ``model`` itself when its batch is already fixed."""
     shape = model.inputs[0].get_partial_shape()
     if shape.rank.is_dynamic or shape[0].is_static:
         return model

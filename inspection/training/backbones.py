@@ -308,8 +308,8 @@ def feature_channels(backbone: str) -> dict[str, int]:
 @contextmanager
 def channels_last(module: nn.Module) -> Iterator[None]:
     """Convolution weights in channels-last layout inside the block, restored after (for
-    checkpoints and exports): oneDNN's depthwise convolutions run ~30 % faster so (2-core
-    target, batch 8 at 256 px), outputs the same up to float rounding."""
+    checkpoints and exports): oneDNN's depthwise convolutions run faster so, outputs the same
+    up to float rounding (``reports/bench/fit.md``)."""
     module.to(memory_format=torch.channels_last)
     try:
         yield
@@ -321,7 +321,7 @@ class SeparableGaussianBlur2d(GaussianBlur2d):
     """anomalib's ``GaussianBlur2d`` (same kernel buffer, same state dict) run as a 1 x K then
     a K x 1 pass: its normalised K x K Gaussian is their outer product, so the maps are the same
     up to float rounding at 2K instead of K^2 multiplies per pixel (K = 33 for PatchCore's map
-    blur, ~15 % of a default ``train`` before)."""
+    blur)."""
 
     def forward(self, input_tensor: torch.Tensor) -> torch.Tensor:
         channels = self.channels
@@ -444,8 +444,8 @@ FOLDED_CONVS: dict[type, type] = {nn.Conv2d: FoldedConv2d, Conv2dSame: FoldedCon
 
 def fold_batchnorms(module: nn.Module) -> int:
     """In every frozen timm EfficientNet of ``module`` (PatchCore's, PaDiM's, STFPM's teacher),
-    let each batch norm be applied by the convolution before it (``FoldedConv2d``): their own
-    pass over every feature map was a quarter of a forward on the 2-core AVX2 target.
+    let each batch norm be applied by the convolution before it (``FoldedConv2d``), sparing
+    their own pass over every feature map (``reports/training/train_profile.md``).
     In-process only; features equal up to float rounding. Returns how many were folded."""
     folded = 0
     for extractor in module.modules():

@@ -11,10 +11,9 @@ on every carried score plus every good-pair residual, each sum weighing 1 / (pai
 assumption: a new good part's residual off the line is exchangeable with the pairs' and
 independent of its torch score, so its bundle score is distributed as that convolution; the
 bound is conformal in the images, the residual distribution a plug-in from the pairs. The
-threshold's rise is recorded (``transfer_raise``). Before, every carried score was raised by
-the single largest |residual|: one good pair decided the threshold (reports/runtime/int8.md).
-Dropping carried scores instead took brick INT8's held-out false rejects from 0 to 2 of 7
-(reports/statistics/transfer_gate.md).
+threshold's rise is recorded (``transfer_raise``). Raising every carried score by the single
+largest |residual| would let one good pair decide the threshold; dropping carried scores
+raises held-out false rejects (reports/statistics/transfer_gate.md).
 The good calibration images (``GoodScores.calibration``, never trained on) the bundle scores
 itself: their scores are its own, with no transfer; their torch scores pair with its own as the
 training images' do. Once they and the good validation images suffice for the budget

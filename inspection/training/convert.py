@@ -106,7 +106,7 @@ def convert_torch_model(
     with no_chunking(), torch.no_grad():
         example = torch.zeros(1, 3, height, width)
         # traced as ``convert_model`` traces, without torch's check_trace (a second run of the
-        # model to compare against: ~1.7 s at 256 px, a graph the station's golden check verifies)
+        # model to compare against; the station's golden check verifies the graph)
         traced = TorchScriptPythonDecoder(
             wrapper, example_input=(example,), trace_kwargs={"check_trace": False}
         )

@@ -361,7 +361,7 @@ if message:
 
 history = board.registry.journal.threshold_history(product)
 if history:
-    # A static table, not the data grid: the grid's first mount costs the page ~0.2 s.
+    # A static table, not the data grid: the grid's first mount slows the page.
     recent = len(history) <= 10 or not st.toggle(f"All {len(history)} versions", key="th_all")
     shown = history[-10:] if recent else history
     st.markdown("**History**")

@@ -103,7 +103,7 @@ def project(embedding: torch.Tensor) -> torch.Tensor:
 def sparse_random_matrix(n_components: int, n_features: int) -> torch.Tensor:
     """anomalib's ``SparseRandomProjection._sparse_random_matrix``, the same draws from the same
     generators (torch's binomials, numpy's global state through scikit-learn's sampling), without
-    the two ``torch.distributions.Binomial`` built and validated per row (~0.1 s a projection)."""
+    the two ``torch.distributions.Binomial`` built and validated per row (slow)."""
     from sklearn.utils.random import sample_without_replacement
 
     real = torch.get_default_dtype()  # what Binomial makes of plain numbers (broadcast_all)

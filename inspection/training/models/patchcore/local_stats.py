@@ -12,8 +12,8 @@ and its largest good score to 1 (images by their scores, maps by their peaks): a
 budget one part's tail does not set the other's threshold. The good images are the validation
 split's and, for the statistics part, the training images of the first ``SCALING_FOLDS`` folds
 scored out of fold (a colour seen in one training image only alarms for every other).
-Standardisers fitted on the images a conformal threshold is set on break its guarantee (1.51 %
-realised for a stated 1 %, ``bench/conformal_mc.py``), so those images set no threshold: the
+Standardisers fitted on the images a conformal threshold is set on break its guarantee
+(``reports/statistics/conformal_mc.md``), so those images set no threshold: the
 fusion is kept only with ``calibration_folds`` >= 2, no global context and no ROI.
 
 The fusion is part of the torch model (``FusedPatchcoreModel``): the exported graph, its
