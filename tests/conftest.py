@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,6 +42,23 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 settings.register_profile("ci", derandomize=True, database=None)
 if IN_CI:
     settings.load_profile("ci")
+
+
+# ------------------------------------------------------- the worker's own signals
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+@pytest.fixture(autouse=True)
+def _stop_signals_left_as_found() -> Iterator[None]:
+    """A test leaves pytest's SIGTERM and SIGINT handlers as it found them (restored here, the
+    test errors): a handler left behind, or a signal sent to this process, can kill an xdist
+    worker. A command that installs its own handlers runs in a child process."""
+    before = {signum: signal.getsignal(signum) for signum in _STOP_SIGNALS}
+    yield
+    changed = [s.name for s, handler in before.items() if signal.getsignal(s) != handler]
+    for signum, handler in before.items():
+        signal.signal(signum, handler)
+    assert not changed, f"the test left its own {' and '.join(changed)} handler in pytest"
 
 
 @pytest.fixture(scope="session")
