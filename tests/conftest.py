@@ -50,15 +50,23 @@ _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 @pytest.fixture(autouse=True)
 def _stop_signals_left_as_found() -> Iterator[None]:
-    """A test leaves pytest's SIGTERM and SIGINT handlers as it found them (restored here, the
-    test errors): a handler left behind, or a signal sent to this process, can kill an xdist
-    worker. A command that installs its own handlers runs in a child process."""
+    """Every test leaves pytest's SIGTERM and SIGINT handlers as it found them (Ray's driver and
+    the GenTL harvester install their own): a handler left behind turns a later signal into a
+    dead xdist worker. A handler of this project's own left behind is an error: a command that
+    installs its handlers runs in a child process."""
     before = {signum: signal.getsignal(signum) for signum in _STOP_SIGNALS}
     yield
-    changed = [s.name for s, handler in before.items() if signal.getsignal(s) != handler]
+    left = {
+        s: signal.getsignal(s) for s, handler in before.items() if signal.getsignal(s) != handler
+    }
     for signum, handler in before.items():
         signal.signal(signum, handler)
-    assert not changed, f"the test left its own {' and '.join(changed)} handler in pytest"
+    ours = [s.name for s, handler in left.items() if _of_this_project(handler)]
+    assert not ours, f"the test left this project's {' and '.join(ours)} handler in pytest"
+
+
+def _of_this_project(handler: object) -> bool:
+    return getattr(handler, "__module__", "").split(".")[0] in ("inspection", "tests")
 
 
 @pytest.fixture(scope="session")
