@@ -80,6 +80,19 @@ def test_sigterm_unwinds_the_run_so_its_failure_is_recorded(
     assert failed["reason"] == "failed during assemble: Terminated: stopped by SIGTERM"
 
 
+def test_ctrl_c_unwinds_the_run_with_exit_130(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def run(product: str, **_: object) -> None:
+        raise KeyboardInterrupt  # what Ctrl-C raises in the run
+
+    monkeypatch.setattr(pipeline, "retrain_product", run)
+    code, output = _invoke(tmp_path)
+    assert code == 130 and "retrain interrupted; the champion stays live" in " ".join(
+        output.split()
+    )
+
+
 def test_a_read_only_registry_is_one_line_without_traceback(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
