@@ -35,10 +35,11 @@ lint: install
 	$(VENV)/bin/lint-imports --no-cache
 
 # pytest exits 5 when it collects nothing: that is a failure here, like any other.
-# pytest runs every test in one process (-n 2 was 8.9 min but a worker crash hung it: reports/tests/suite_time.md).
+# pytest: two workers, each test file whole on one (reports/tests/suite_time.md); a dead worker
+# fails the run (pyproject: --max-worker-restart=0, a 600 s timeout per test).
 # lint-imports: the layer, torch-boundary and no-cycle contracts of pyproject.toml.
 test: install services
 	$(PYTHON) -m ruff check inspection apps tests bench scripts
 	$(VENV)/bin/lint-imports --no-cache
-	$(PYTHON) -m pytest; rc=$$?; \
+	$(PYTHON) -m pytest -n 2 --dist loadfile; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,6 +42,31 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 settings.register_profile("ci", derandomize=True, database=None)
 if IN_CI:
     settings.load_profile("ci")
+
+
+# ------------------------------------------------------- the worker's own signals
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+@pytest.fixture(autouse=True)
+def _stop_signals_left_as_found() -> Iterator[None]:
+    """Every test leaves pytest's SIGTERM and SIGINT handlers as it found them (Ray's driver and
+    the GenTL harvester install their own): a handler left behind turns a later signal into a
+    dead xdist worker. A handler of this project's own left behind is an error: a command that
+    installs its handlers runs in a child process."""
+    before = {signum: signal.getsignal(signum) for signum in _STOP_SIGNALS}
+    yield
+    left = {
+        s: signal.getsignal(s) for s, handler in before.items() if signal.getsignal(s) != handler
+    }
+    for signum, handler in before.items():
+        signal.signal(signum, handler)
+    ours = [s.name for s, handler in left.items() if _of_this_project(handler)]
+    assert not ours, f"the test left this project's {' and '.join(ours)} handler in pytest"
+
+
+def _of_this_project(handler: object) -> bool:
+    return getattr(handler, "__module__", "").split(".")[0] in ("inspection", "tests")
 
 
 @pytest.fixture(scope="session")

@@ -127,7 +127,7 @@ def _retrain_one(
         raise  # one clear line and exit code 2 (inspection.cli.main)
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM as Terminated
         console.print(
-            f"[bold red]retrain {exc or 'interrupted'}; the champion stays live[/] "
+            f"[bold red]retrain {str(exc) or 'interrupted'}; the champion stays live[/] "
             "(recorded as a failed run in the registry's events)"
         )
         raise typer.Exit(143 if isinstance(exc, Terminated) else 130) from exc

@@ -36,12 +36,11 @@ from inspection.core.signing import (
 from inspection.service.config import load_station_config
 from inspection.store.store import Store
 from tests.dashboard.test_browser import (
-    PASSWORD,
     _button,
     _no_exception,
-    _reviews_by,
     _settle,
-    _sign_in,
+    _signed_in,
+    _stored_review,
     _wait_text,
     serving,
 )
@@ -103,21 +102,8 @@ def _status(station_yaml: Path) -> str:
 
 def _review_in_chromium(driver, url: str, store: Store) -> None:
     """An admin opens the audit queue, whose one unreviewed part is good, and confirms it."""
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    from inspection.store.users import add_user
-
-    add_user(store, "auditor", "admin", PASSWORD)
-    driver.get(f"{url}/review?show=audit")
-    _sign_in(driver, "auditor", PASSWORD)
-    _wait_text(driver, "h1", "Review queue")
-    _settle(driver)
-    _button(driver, "Good part").click()
-    WebDriverWait(driver, 60, poll_frequency=0.5).until(
-        lambda _: _reviews_by(store, "auditor"), "the auditor's review not stored within 60 s"
-    )
-    _settle(driver)
-    _no_exception(driver)
+    _signed_in(driver, f"{url}/review?show=audit", store, "auditor", "admin", "Review queue")
+    assert _stored_review(driver, store, "Good part", "auditor").label == "good"
 
 
 def _certify_in_chromium(driver, url: str, before: str) -> None:

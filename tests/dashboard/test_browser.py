@@ -159,15 +159,9 @@ def test_click_through_pages_and_review(browser, served: str, seeded_site: Path)
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
 
-    from inspection.store.users import add_user
-
     store = Store(load_site_config(seeded_site).store_url, seeded_site.parent / "blobs")
-    add_user(store, "browser-bot", "admin", PASSWORD)
     driver = browser
-    driver.get(served)
-    _sign_in(driver, "browser-bot", PASSWORD)
-    _wait_text(driver, "h1", "Overview")
-    _settle(driver)
+    _signed_in(driver, served, store, "browser-bot", "admin")
     links = driver.find_elements(By.CSS_SELECTOR, '[data-testid="stSidebarNavLink"]')
     links = [_link_text(a) for a in links]
     assert links == PAGES
@@ -225,6 +219,20 @@ def _sign_in(driver, name: str, password: str) -> None:
     secret.send_keys(Keys.ENTER)
 
 
+def _signed_in(
+    driver, url: str, store: Store, user: str, role: str, page: str = "Overview"
+) -> None:
+    """Add ``user`` with ``role`` to the site's store, open ``url`` and sign in; waits until
+    ``page`` has settled."""
+    from inspection.store.users import add_user
+
+    add_user(store, user, role, PASSWORD)
+    driver.get(url)
+    _sign_in(driver, user, PASSWORD)
+    _wait_text(driver, "h1", page)
+    _settle(driver)
+
+
 def _reviews_by(store: Store, reviewer: str):
     from sqlalchemy import select
 
@@ -234,6 +242,21 @@ def _reviews_by(store: Store, reviewer: str):
         return list(session.scalars(select(Review).where(Review.reviewer == reviewer)))
 
 
+def _stored_review(driver, store: Store, button: str, reviewer: str):
+    """Click ``button`` on the review page; ``reviewer``'s one review once the store holds it
+    (the store is the proof here: the emptied queue's message is test_pages.py's)."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    _button(driver, button).click()
+    WebDriverWait(driver, 60, poll_frequency=0.5).until(
+        lambda _: _reviews_by(store, reviewer), f"{reviewer}'s review not stored within 60 s"
+    )
+    _settle(driver)
+    _no_exception(driver)
+    (saved,) = _reviews_by(store, reviewer)
+    return saved
+
+
 def test_a_reviewer_paints_the_defect_region_and_it_is_stored(
     browser, served: str, seeded_site: Path
 ) -> None:
@@ -241,15 +264,10 @@ def test_a_reviewer_paints_the_defect_region_and_it_is_stored(
     find the stored review's mask painted where the stroke went (in image pixels), on top of
     the model's region the canvas started from."""
     from inspection.core.images import defect_pixels, mask_levels
-    from inspection.store.users import add_user
 
     store = Store(load_site_config(seeded_site).store_url, seeded_site.parent / "blobs")
-    add_user(store, "painter", "reviewer", PASSWORD)
     driver = browser
-    driver.get(served)
-    _sign_in(driver, "painter", PASSWORD)
-    _wait_text(driver, "h1", "Overview")
-    _settle(driver)
+    _signed_in(driver, served, store, "painter", "reviewer")
     _open_page(driver, "Review queue")
     stroke = paint(driver, [(0.2, 0.3), (0.8, 0.3)])  # across the upper third, left to right
     _settle(driver)

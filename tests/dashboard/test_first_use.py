@@ -31,6 +31,7 @@ def test_readme_block_is_what_the_walk_runs() -> None:
     assert any(line.startswith("inspection serve") and line.endswith("&") for line in lines)
 
 
+@pytest.mark.timeout(1500)  # a clone without `make demo` builds its demo site first (up to 1200 s)
 def test_first_use_path_from_the_readme(tmp_path: Path) -> None:
     walk = walk_module()
     for binary in (walk.CHROMIUM, walk.CHROMEDRIVER):

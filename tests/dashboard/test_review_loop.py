@@ -34,14 +34,10 @@ from inspection.retrain.assemble import REVIEWED_DEFECT
 from inspection.retrain.config import ChallengerExport
 from inspection.store.store import Store
 from tests.dashboard.test_browser import (
-    PASSWORD,
-    _button,
-    _no_exception,
     _open_page,
-    _reviews_by,
     _settle,
-    _sign_in,
-    _wait_text,
+    _signed_in,
+    _stored_review,
     paint,
     serving,
 )
@@ -117,28 +113,13 @@ def _pixels(png: bytes) -> np.ndarray:
 def _review_in_chromium(driver, url: str, store: Store, truth: np.ndarray) -> str:
     """Sign in as a reviewer, paint a stroke across the defect (through the middle row of the
     true mask's bounding box, side to side), confirm NG; the stored review's inspection id."""
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    from inspection.store.users import add_user
-
-    add_user(store, "painter", "reviewer", PASSWORD)
-    driver.get(url)
-    _sign_in(driver, "painter", PASSWORD)
-    _wait_text(driver, "h1", "Overview")
-    _settle(driver)
+    _signed_in(driver, url, store, "painter", "reviewer")
     _open_page(driver, "Review queue")
     rows, columns = np.nonzero(truth)
     middle = (rows.min() + rows.max() + 1) / 2 / SIZE
     paint(driver, [(columns.min() / SIZE, middle), ((columns.max() + 1) / SIZE, middle)])
     _settle(driver)
-    _button(driver, "True defect").click()
-    # the store is the proof here (the emptied queue's message: test_pages.py)
-    WebDriverWait(driver, 60, poll_frequency=0.5).until(
-        lambda _: _reviews_by(store, "painter"), "the painter's review not stored within 60 s"
-    )
-    _settle(driver)
-    _no_exception(driver)
-    (saved,) = _reviews_by(store, "painter")
+    saved = _stored_review(driver, store, "True defect", "painter")
     assert saved.label == "defect" and saved.region_sha, saved
     return saved.inspection_id
 

@@ -273,33 +273,24 @@ def test_prune_killed_mid_run_leaves_no_dangling_row_and_the_next_run_no_orphan(
     )
 
 
-def test_store_prune_command_prunes_and_writes_the_gauges(tmp_path: Path) -> None:
+def test_store_prune_command_prunes_and_writes_the_gauges(
+    station_config: Path, station_store: Store, tmp_path: Path
+) -> None:
     import yaml
     from typer.testing import CliRunner
 
     from inspection.cli import app
 
-    (tmp_path / "registry").mkdir()
-    core = {
-        "store_url": f"sqlite:///{tmp_path / 'station.db'}",
-        "blob_dir": str(tmp_path / "blobs"),
-        "registry_dir": str(tmp_path / "registry"),
-        "products": ["brick"],
-        "allow_unsigned_bundles": True,
-    }
-    config = tmp_path / "station.yaml"
-    config.write_text(yaml.safe_dump({"core": core}), encoding="utf-8")
     retention = {"default": {"blob_days": 1}, "disk_budget_gb": 1e-9, "grace_minutes": 0}
     (tmp_path / "retention.yaml").write_text(yaml.safe_dump(retention), encoding="utf-8")
-    store = Store.migrated(core["store_url"], core["blob_dir"])
-    old = _add(store, "good-old", 3)
-    _add(store, "good-new", 0, created_at=datetime.now(timezone.utc))
+    old = _add(station_store, "good-old", 3)
+    _add(station_store, "good-new", 0, created_at=datetime.now(timezone.utc))
 
-    result = CliRunner().invoke(app, ["store", "prune", "--config", str(config)])
+    result = CliRunner().invoke(app, ["store", "prune", "--config", str(station_config)])
 
     assert result.exit_code == 0, result.output
     assert "1 rows lost their blobs" in result.output and "storage alarm" in result.output
-    assert store.get_inspection(old.id).blobs_pruned_at is not None
+    assert station_store.get_inspection(old.id).blobs_pruned_at is not None
     gauges = (tmp_path / "storage.prom").read_text(encoding="utf-8")
     assert "inspection_storage_alarm 1.0" in gauges
 

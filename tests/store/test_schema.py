@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 from sqlalchemy import inspect as sql_inspect
 from typer.testing import CliRunner
 
@@ -13,20 +12,6 @@ from inspection.cli import app
 from inspection.store.store import Store, StoreError, schema_head
 
 runner = CliRunner()
-
-
-def _station_config(tmp_path: Path) -> Path:
-    path = tmp_path / "station.yaml"
-    core = {
-        "store_url": f"sqlite:///{tmp_path / 'station.db'}",
-        "blob_dir": str(tmp_path / "blobs"),
-        "registry_dir": str(tmp_path / "registry"),
-        "products": ["brick"],
-        "allow_unsigned_bundles": True,
-    }
-    config = {"core": core}
-    path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    return path
 
 
 def test_opening_a_store_leaves_the_schema_alone(tmp_path: Path) -> None:
@@ -44,8 +29,8 @@ def test_migrated_store_is_at_head(tmp_path: Path) -> None:
     assert "inspections" in sql_inspect(store.engine).get_table_names()
 
 
-def test_db_status_and_upgrade_commands(tmp_path: Path) -> None:
-    config = str(_station_config(tmp_path))
+def test_db_status_and_upgrade_commands(station_config: Path) -> None:
+    config = str(station_config)
     before = runner.invoke(app, ["db", "status", "--config", config])
     assert before.exit_code == 1 and "run 'inspection db upgrade'" in before.output
     upgraded = runner.invoke(app, ["db", "upgrade", "--config", config])

@@ -6,6 +6,7 @@ import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -18,27 +19,17 @@ from tests.store.test_retention import _add
 YEAR = timedelta(days=365)
 
 
-def _station(tmp_path: Path) -> tuple[Store, Path]:
-    (tmp_path / "registry").mkdir()
-    core = {
-        "store_url": f"sqlite:///{tmp_path / 'station.db'}",
-        "blob_dir": str(tmp_path / "blobs"),
-        "registry_dir": str(tmp_path / "registry"),
-        "products": ["brick"],
-        "allow_unsigned_bundles": True,
-    }
-    config = tmp_path / "station.yaml"
-    config.write_text(yaml.safe_dump({"core": core}), encoding="utf-8")
+@pytest.fixture
+def store(station_store: Store, tmp_path: Path) -> Store:
+    """The station's store holding three rows made now; its retention keeps rows 90 days."""
     retention = {"default": {"blob_days": 30, "row_days": 90}, "grace_minutes": 0}
     (tmp_path / "retention.yaml").write_text(yaml.safe_dump(retention), encoding="utf-8")
-    store = Store.migrated(core["store_url"], core["blob_dir"])
     for name in ("a", "b", "c"):
-        _add(store, name, 0, created_at=datetime.now(timezone.utc))
-    return store, config
+        _add(station_store, name, 0, created_at=datetime.now(timezone.utc))
+    return station_store
 
 
-def test_a_clock_a_year_ahead_in_the_same_boot_ages_nothing(tmp_path: Path) -> None:
-    store, _ = _station(tmp_path)
+def test_a_clock_a_year_ahead_in_the_same_boot_ages_nothing(store: Store) -> None:
     now = datetime.now(timezone.utc)
     assert abs(trusted_now(store, skew_s=300, jump_days=7) - now) < timedelta(seconds=5)
     jumped = trusted_now(store, skew_s=300, jump_days=7, wall=now + YEAR)
@@ -48,24 +39,26 @@ def test_a_clock_a_year_ahead_in_the_same_boot_ages_nothing(tmp_path: Path) -> N
     assert store.count_inspections() == 3
 
 
-def test_a_clock_a_year_ahead_after_a_restart_is_refused_until_trusted(tmp_path: Path) -> None:
-    store, config = _station(tmp_path)
+def test_a_clock_a_year_ahead_after_a_restart_is_refused_until_trusted(
+    store: Store, station_config: Path, tmp_path: Path
+) -> None:
     a_year_back = datetime.now(timezone.utc) - YEAR  # the last prune, as the clock now reads
     state = {"wall": a_year_back.isoformat(), "boot": "another boot", "monotonic": 0.0}
     (store.blobs.root / STATE).write_text(json.dumps(state))
-    refused = CliRunner().invoke(app, ["store", "prune", "--config", str(config)])
+    refused = CliRunner().invoke(app, ["store", "prune", "--config", str(station_config)])
     assert refused.exit_code == 1 and "REFUSED" in refused.output
     assert store.count_inspections() == 3
     gauges = (tmp_path / "storage.prom").read_text(encoding="utf-8")
     assert "inspection_prune_clock_refused 1.0" in gauges
 
-    trusted = CliRunner().invoke(app, ["store", "prune", "--config", str(config), "--trust-clock"])
+    trusted = CliRunner().invoke(
+        app, ["store", "prune", "--config", str(station_config), "--trust-clock"]
+    )
     assert trusted.exit_code == 0, trusted.output
     assert store.count_inspections() == 3  # the rows are new by the trusted clock too
 
 
-def test_an_idle_line_is_aged_no_further_than_its_newest_row(tmp_path: Path) -> None:
-    store, _ = _station(tmp_path)
+def test_an_idle_line_is_aged_no_further_than_its_newest_row(store: Store) -> None:
     newest = datetime.now(timezone.utc)
     later = trusted_now(store, skew_s=300, jump_days=7, wall=newest + YEAR)  # no record yet
     assert later is not None and later - newest <= timedelta(seconds=301)
