@@ -42,6 +42,18 @@ def _calibrate(trained: TrainedProduct, bundle: Path, good: GoodScores, *, roi: 
     )  # fmt: skip
 
 
+def _carry(trained: TrainedProduct, bundle: Path, good: GoodScores):
+    """The bundle's validation outputs, and ``good``'s scores carried onto it with their transfer."""
+    splits = export_splits(trained.record, load_dataset(trained.dataset_root))
+    run = lambda samples: run_bundle(bundle, samples)  # noqa: E731
+    outputs = run(splits.validation)
+    carried, transfer = _transferred(
+        run, splits.validation, outputs, good, splits.dataset_root,
+        lambda path: LabelledSample(path, 0, "good"),
+    )  # fmt: skip
+    return outputs, carried, transfer
+
+
 def test_carried_scores_calibrate_when_the_line_fits(
     trained_patchcore: TrainedProduct, fp32_bundle: Path
 ) -> None:
@@ -50,13 +62,7 @@ def test_carried_scores_calibrate_when_the_line_fits(
     operating = calibration.operating
     assert operating.good_sources["out_of_fold_train"] == len(good.out_of_fold)
     assert not operating.exchangeable
-    splits = export_splits(trained_patchcore.record, load_dataset(trained_patchcore.dataset_root))
-    run = lambda samples: run_bundle(fp32_bundle, samples)  # noqa: E731
-    outputs = run(splits.validation)
-    carried, _ = _transferred(
-        run, splits.validation, outputs, good, splits.dataset_root,
-        lambda path: LabelledSample(path, 0, "good"),
-    )  # fmt: skip
+    outputs, carried, _ = _carry(trained_patchcore, fp32_bundle, good)
     own = outputs.scores[outputs.labels == 0] if good.validation_calibrates else np.empty(0)
     assert_carries_its_certificate(calibration, np.r_[carried, own])
     assert operating.transfer_residual is not None
@@ -169,13 +175,7 @@ def test_one_pair_far_below_the_line_does_not_raise_the_threshold_by_its_distanc
     bad = dataclasses.replace(good, train_full_bank=moved)
     calibration = _calibrate(trained_patchcore, fp32_bundle, bad)
     operating = calibration.operating
-    splits = export_splits(trained_patchcore.record, load_dataset(trained_patchcore.dataset_root))
-    run = lambda samples: run_bundle(fp32_bundle, samples)  # noqa: E731
-    outputs = run(splits.validation)
-    carried, transfer = _transferred(
-        run, splits.validation, outputs, bad, splits.dataset_root,
-        lambda path: LabelledSample(path, 0, "good"),
-    )  # fmt: skip
+    outputs, carried, transfer = _carry(trained_patchcore, fp32_bundle, bad)
     residuals = np.asarray(transfer.residuals)
     assert operating.transfer_residual > MAX_TRANSFER_RESIDUAL
     assert -residuals.min() == transfer.max_residual > 2 * residuals.max()
