@@ -24,9 +24,10 @@ station holds every image against them (``InputDomain.problems``):
   distance, in uint8 levels, between quantile functions (``IntensityReference``). The
   reference is the mean of up to ``COLOUR_SAMPLE`` training images' quantile functions (their
   1-D Wasserstein barycentre); ``spread``, per row, the farthest any of them lies from the
-  mean of the others. An image farther in any row than ``histogram_margin`` times its spread
-  (at least ``HISTOGRAM_FLOOR``) is refused; would it fit with red and blue swapped back, the
-  message says the channel order is swapped.
+  mean of the others. An image farther in a channel than ``histogram_margin`` times its
+  spread (at least ``HISTOGRAM_FLOOR``) is refused; so is one farther in a difference that
+  would fit with red and blue swapped back (a swapped channel order). A part whose colour
+  alone changed (a tint defect) is the model's to judge, not refused.
 """
 
 from __future__ import annotations
@@ -165,21 +166,28 @@ class IntensityReference:
         grey = reference.shape[0] == 1
         own = intensity_quantiles(image, grey=grey)
         far = distances(own, reference)
-        if (far <= limits).all():
+        over = far > limits
+        swapped = (
+            not grey
+            and bool(over[3:].any())
+            and bool((distances(_swapped(own), reference) <= limits).all())
+        )
+        if not (swapped or over[:3].any()):
             return None
-        worst = int(np.argmax(far / limits))
-        swapped = not grey and (distances(_swapped(own), reference) <= limits).all()
+        rows = np.arange(3, 5) if swapped else np.arange(min(3, far.size))  # what refused it
+        worst = int(rows[np.argmax(far[rows] / limits[rows])])
         cause = (
             "its red and blue channels are swapped (BGR sent for RGB): fix the channel order "
             "in the camera or its driver"
             if swapped
-            else "a camera's gain, exposure, lighting or channel order changed? Set it back; "
-            "if the line really changed, train again"
+            else "a camera's gain, exposure or lighting changed? Set it back; if the line "
+            "really changed, train again"
         )
+        row = (GREY_ROWS if grey else COLOUR_ROWS)[worst]
         return (
-            f"image intensities unlike the training images' ({(GREY_ROWS if grey else COLOUR_ROWS)[worst]} "
-            f"histogram distance {far[worst]:.1f} levels, training images within "
-            f"{self.spread[worst]:.1f} of each other, accepted up to {limits[worst]:.1f}): {cause}"
+            f"image intensities unlike the training images' ({row} histogram distance "
+            f"{far[worst]:.1f} levels, training images within {self.spread[worst]:.1f} of each "
+            f"other, accepted up to {limits[worst]:.1f}): {cause}"
         )
 
 

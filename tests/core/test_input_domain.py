@@ -405,7 +405,7 @@ def test_a_wrong_gain_is_refused(brick_domain: tuple[InputDomain, list[Path]], g
     domain, held_out = brick_domain
     image = read_image(held_out[0]).astype(np.float32) * gain
     (problem,) = _problems(domain, np.clip(image, 0, 255).astype(np.uint8))
-    assert "a camera's gain, exposure, lighting or channel order changed?" in problem
+    assert "a camera's gain, exposure or lighting changed? Set it back" in problem
 
 
 def test_a_product_may_widen_or_turn_off_the_intensity_check(
