@@ -196,7 +196,10 @@ def export_command(
             "normalised scale that inspect, stations and the dashboard show)"
         )
     if gate.figures.n_defective == 0:
-        console.print("miss rates unknown: the product has no defect images (good-only)")
+        console.print(
+            "miss rates unknown: the product has no defect images (good-only), so the gate "
+            "compared the good parts it rejects only"
+        )
     else:
         evaluation = result.metadata.evaluation()
         miss = subset_miss_text(evaluation).replace("\n", "; ")

@@ -17,6 +17,17 @@ station holds every image against them (``InputDomain.problems``):
 - **size**: refused when the shorter side is below ``min_side_fraction`` of the smallest
   training one *and*, unless tiled, below the model input's. An image as long as the
   station's ``work_side`` may be its own reduced copy of a camera frame: not held to it.
+- **intensities** (a camera's gain or exposure changed, red and blue swapped): each channel's
+  intensity distribution (the luma's for a grey bundle) is held against the training images'
+  and those of its red-green and blue-green differences (what a swap flips, whatever the
+  brightness) are held against the training images' by the Wasserstein-1 (earth mover's)
+  distance, in uint8 levels, between quantile functions (``IntensityReference``). The
+  reference is the mean of up to ``COLOUR_SAMPLE`` training images' quantile functions (their
+  1-D Wasserstein barycentre); ``spread``, per row, the farthest any of them lies from the
+  mean of the others. An image farther in a channel than ``histogram_margin`` times its
+  spread (at least ``HISTOGRAM_FLOOR``) is refused; so is one farther in a difference that
+  would fit with red and blue swapped back (a swapped channel order). A part whose colour
+  alone changed (a tint defect) is the model's to judge, not refused.
 """
 
 from __future__ import annotations
@@ -32,7 +43,7 @@ import cv2
 import numpy as np
 
 from inspection.core.errors import InputDomainError
-from inspection.core.images import DecodedImage, probe_image, read_image
+from inspection.core.images import DEFAULT_SOURCE_BITS, DecodedImage, probe_image, read_image
 
 log = logging.getLogger(__name__)
 ColourMode = Literal["grey", "colour", "mixed"]
@@ -58,6 +69,15 @@ NARROW_BITS = 4
 """A 16-bit grey image whose values use this many bits fewer than declared reads as at most
 16 grey levels: almost black, a camera writing fewer bits than the product declares."""
 COLOUR_SAMPLE = 64
+HISTOGRAM_MARGIN = 2.0
+"""By default an image's intensities may lie this many times farther from the training
+images' than the farthest training image lies from the others (``IntensityReference``)."""
+HISTOGRAM_FLOOR = 2.0
+"""The smallest intensity distance refused (uint8 levels): two levels of brightness are no
+camera change, however alike the training images."""
+QUANTILE_LEVELS = 32
+"""Quantile levels of an intensity distribution (mid-points of 32 equal probability steps)."""
+_LEVELS = (np.arange(QUANTILE_LEVELS) + 0.5) / QUANTILE_LEVELS
 _PICKED_SIDE = 128
 _CELLS_SIDE = 32
 
@@ -66,10 +86,12 @@ _CELLS_SIDE = 32
 class DomainTolerance:
     """How far a product's images may lie outside its training images' (``input_domain:``):
     ``aspect_tolerance``, the relative margin each side of the training aspect range (0 to
-    ``MAX_ASPECT_TOLERANCE``), and ``min_side_fraction`` of the smallest training shorter side."""
+    ``MAX_ASPECT_TOLERANCE``), ``min_side_fraction`` of the smallest training shorter side,
+    and ``histogram_margin`` (at least 1; 0: no intensity check), see ``IntensityReference``."""
 
     aspect_tolerance: float = ASPECT_TOLERANCE
     min_side_fraction: float = MIN_SIDE_FRACTION
+    histogram_margin: float = HISTOGRAM_MARGIN
 
     def __post_init__(self) -> None:
         aspect, side = self.aspect_tolerance, self.min_side_fraction
@@ -84,12 +106,19 @@ class DomainTolerance:
                 "min_side_fraction: must be above 0 and at most 1 (of the smallest training "
                 f"image's shorter side), got {side!r}"
             )
+        margin = self.histogram_margin
+        if not (_is_number(margin) and (margin == 0 or margin >= 1)):
+            raise ValueError(
+                "histogram_margin: must be 0 (no intensity check) or at least 1 (times the "
+                f"training images' own spread), got {margin!r}"
+            )
 
     def describe(self) -> str:
         """E.g. ``aspect within 40 %, shorter side down to 50 %``."""
         return (
             f"aspect within {_percent(self.aspect_tolerance)}, shorter side down to "
-            f"{_percent(self.min_side_fraction)}"
+            f"{_percent(self.min_side_fraction)}, intensities within "
+            f"{self.histogram_margin:g} x the training spread"
         )
 
 
@@ -102,10 +131,127 @@ def _is_number(value: object) -> bool:
 
 
 @dataclass(frozen=True)
+class IntensityReference:
+    """The training images' intensities, per row of ``intensity_quantiles`` (colour: red,
+    green, blue and the red-green, blue-green differences; grey: the luma): ``quantiles``
+    (rows, ``QUANTILE_LEVELS``) in uint8 levels, the mean of ``images`` images' quantile
+    functions; ``spread`` (rows,): the largest distance of one of them from the mean of the
+    others, per row."""
+
+    quantiles: tuple[tuple[float, ...], ...]
+    spread: tuple[float, ...]
+    images: int
+
+    def __post_init__(self) -> None:
+        shape = np.shape(self.quantiles)
+        if shape not in ((len(COLOUR_ROWS), QUANTILE_LEVELS), (1, QUANTILE_LEVELS)):
+            raise ValueError(
+                f"quantiles must be {len(COLOUR_ROWS)} rows (colour) or 1 (grey) of "
+                f"{QUANTILE_LEVELS} levels, got {shape}"
+            )
+        spread = np.asarray(self.spread, float)
+        if spread.shape != shape[:1] or not (np.isfinite(spread).all() and (spread >= 0).all()):
+            raise ValueError(f"spread must be {shape[0]} values >= 0, got {self.spread!r}")
+        if self.images < 1:
+            raise ValueError(f"images must be >= 1, got {self.images!r}")
+
+    def limits(self, margin: float) -> np.ndarray:
+        """(rows,) the largest distance accepted per row at ``margin`` times its spread."""
+        return np.maximum(HISTOGRAM_FLOOR, margin * np.asarray(self.spread, np.float32))
+
+    def problem(self, image: np.ndarray, margin: float) -> str | None:
+        """Why (H, W, 3) uint8 RGB ``image``'s intensities are unlike the training images'
+        at ``margin`` (None: alike)."""
+        reference, limits = np.asarray(self.quantiles, np.float32), self.limits(margin)
+        grey = reference.shape[0] == 1
+        own = intensity_quantiles(image, grey=grey)
+        far = distances(own, reference)
+        over = far > limits
+        swapped = (
+            not grey
+            and bool(over[3:].any())
+            and bool((distances(_swapped(own), reference) <= limits).all())
+        )
+        if not (swapped or over[:3].any()):
+            return None
+        rows = np.arange(3, 5) if swapped else np.arange(min(3, far.size))  # what refused it
+        worst = int(rows[np.argmax(far[rows] / limits[rows])])
+        cause = (
+            "its red and blue channels are swapped (BGR sent for RGB): fix the channel order "
+            "in the camera or its driver"
+            if swapped
+            else "a camera's gain, exposure or lighting changed? Set it back; if the line "
+            "really changed, train again"
+        )
+        row = (GREY_ROWS if grey else COLOUR_ROWS)[worst]
+        return (
+            f"image intensities unlike the training images' ({row} histogram distance "
+            f"{far[worst]:.1f} levels, training images within {self.spread[worst]:.1f} of each "
+            f"other, accepted up to {limits[worst]:.1f}): {cause}"
+        )
+
+
+COLOUR_ROWS = ("red", "green", "blue", "red-green", "blue-green")
+GREY_ROWS = ("luma",)
+
+
+def intensity_quantiles(image: np.ndarray, *, grey: bool = False) -> np.ndarray:
+    """(rows, QUANTILE_LEVELS) float32 quantiles, in uint8 levels, of (H, W, 3) uint8 RGB
+    ``image``'s ``COLOUR_ROWS`` (differences as (a - b) / 2 + 128) or, when ``grey``, its
+    luma, over up to 128x128 pixels picked evenly."""
+    height, width = image.shape[:2]
+    picked = cv2.resize(
+        image,
+        (min(width, _PICKED_SIDE), min(height, _PICKED_SIDE)),
+        interpolation=cv2.INTER_NEAREST,
+    )
+    if grey:
+        planes = [cv2.cvtColor(picked, cv2.COLOR_RGB2GRAY)]
+    else:
+        red, green, blue = cv2.split(picked)
+        planes = [
+            red,
+            green,
+            blue,
+            *(cv2.addWeighted(c, 0.5, green, -0.5, 128) for c in (red, blue)),
+        ]
+    return np.stack([_quantiles(plane) for plane in planes])
+
+
+def _quantiles(plane: np.ndarray) -> np.ndarray:
+    counts = cv2.calcHist([plane], [0], None, [256], [0, 256]).ravel()
+    cumulative = np.cumsum(counts)
+    return np.searchsorted(cumulative, _LEVELS * cumulative[-1]).astype(np.float32)
+
+
+def _swapped(rows: np.ndarray) -> np.ndarray:
+    """``COLOUR_ROWS`` quantiles of the image with red and blue exchanged."""
+    return rows[[2, 1, 0, 4, 3]]
+
+
+def distances(quantiles: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """(rows,) Wasserstein-1 distances of (rows, Q) ``quantiles`` from (rows, Q) ``reference``
+    (uint8 levels): the mean absolute difference of the quantile functions."""
+    return np.abs(quantiles - reference).mean(axis=1)
+
+
+def intensity_reference(quantiles: Sequence[np.ndarray]) -> IntensityReference:
+    """The ``IntensityReference`` of training images' (rows, Q) ``intensity_quantiles``."""
+    stack = np.stack(quantiles).astype(np.float64)  # (N, rows, Q)
+    total, n = stack.sum(axis=0), len(stack)
+    spread = np.zeros(stack.shape[1])
+    for own in stack if n > 1 else ():
+        spread = np.maximum(spread, distances(own, (total - own) / (n - 1)))
+    mean = (total / n).round(3)
+    return IntensityReference(tuple(map(tuple, mean.tolist())), tuple(spread.round(3).tolist()), n)
+
+
+@dataclass(frozen=True)
 class InputDomain:
     """What a bundle's images were: ``colour`` mode and (lowest, highest) ``channel_spread``,
     ``height``, ``width`` (px) and ``aspect`` (width / height) over ``images`` images,
-    ``colour_images`` of them measured for colour; ``tolerance`` (defaults in older bundles)."""
+    ``colour_images`` of them measured for colour; ``tolerance`` (defaults in older bundles);
+    ``intensity``: the training images' intensities (None: older bundles, not checked)."""
 
     colour: ColourMode
     channel_spread: tuple[float, float]
@@ -115,6 +261,7 @@ class InputDomain:
     images: int
     colour_images: int
     tolerance: DomainTolerance = field(default_factory=DomainTolerance)
+    intensity: IntensityReference | None = None
 
     def __post_init__(self) -> None:
         if self.colour not in get_args(ColourMode):
@@ -150,6 +297,8 @@ class InputDomain:
             f"{_span(self.width, 'd')} x {_span(self.height, 'd')} px, aspect "
             f"{_span(self.aspect, '.2f')}, over {self.images} images"
         )
+        if self.intensity is not None:
+            text += f", intensities within {max(self.intensity.spread):.1f} levels of each other"
         if self.tolerance != DomainTolerance():
             text += f"; accepted: {self.tolerance.describe()}"
         return text
@@ -204,7 +353,10 @@ class InputDomain:
                 f"needs at least {least} px (its training images' shorter sides are {trained} px "
                 "or more)"
             )
-        return tuple(found)
+        margin = self.tolerance.histogram_margin
+        if self.intensity is not None and margin > 0:
+            found.append(self.intensity.problem(image, margin))
+        return tuple(problem for problem in found if problem is not None)
 
 
 def _span(pair: tuple[float, float], spec: str) -> str:
@@ -251,18 +403,29 @@ def measure_input_domain(
     size_paths: Sequence[Path],
     colour_paths: Sequence[Path],
     tolerance: DomainTolerance | None = None,
+    *,
+    training: Sequence[Path] = (),
+    bits: int = DEFAULT_SOURCE_BITS,
 ) -> InputDomain:
     """The domain of image files: sizes from the headers of ``size_paths``, colour from the
-    decoded ``colour_paths`` (a subset), with the product's ``tolerance`` (None: defaults)."""
+    decoded ``colour_paths`` (a subset), intensities from those of them in ``training`` (none:
+    not recorded) read at ``bits``, with the product's ``tolerance`` (None: defaults)."""
     if not size_paths or not colour_paths:
         raise ValueError("an input domain needs at least one image to measure")
     sizes = [probe_image(path) for path in size_paths]  # (width, height)
-    spreads = [channel_spread(read_image(path)) for path in colour_paths]
+    spreads, quantiles, trained = [], [], set(training)
+    for path in colour_paths:
+        image = read_image(path, bits=bits)
+        spreads.append(channel_spread(image))
+        if path in trained:
+            rows = (intensity_quantiles(image, grey=True), intensity_quantiles(image))
+            quantiles.append(rows)
+    colour = colour_mode(spreads)
     widths = [w for w, _ in sizes]
     heights = [h for _, h in sizes]
     aspects = [w / h for w, h in sizes]
     return InputDomain(
-        colour=colour_mode(spreads),
+        colour=colour,
         channel_spread=(round(min(spreads), 3), round(max(spreads), 3)),
         height=(min(heights), max(heights)),
         width=(min(widths), max(widths)),
@@ -270,6 +433,9 @@ def measure_input_domain(
         images=len(sizes),
         colour_images=len(spreads),
         tolerance=tolerance or DomainTolerance(),
+        intensity=intensity_reference([rows[colour != "grey"] for rows in quantiles])
+        if quantiles
+        else None,
     )
 
 

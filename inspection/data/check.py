@@ -362,7 +362,8 @@ def _ignored(dataset: Dataset) -> list[Problem]:
 
 def _dataset_findings(dataset: Dataset) -> list[Problem]:
     """Dataset-wide findings: too few good test images (an error, as in training); warnings
-    that limit evaluation, each saying which figure the product lacks and why."""
+    that limit evaluation (test images held out of train/good, none defective), each saying
+    which figure the product lacks and why."""
     problems = []
     defective = [s for s in dataset.samples if s.label == 1]
     if defective and not any(s.mask_path for s in defective) and not dataset.unmatched_masks:
@@ -375,7 +376,16 @@ def _dataset_findings(dataset: Dataset) -> list[Problem]:
     if test_good < MIN_TEST_GOOD:
         message = f"test/good has {test_good} image(s): {NEEDS_TEST_GOOD}"
         problems.append(Problem(dataset.root, message, "too_few_test_good"))
-    if not any(s.label == 1 for s in dataset.test_samples):
+    if dataset.held_out_of_train:
+        held = len(dataset.test_samples)
+        message = (
+            f"no test/ folder: {held} of {held + len(dataset.train_samples)} train/good images "
+            "(picked by file name) are held out to set the threshold and count good parts "
+            "rejected. Without defect images nothing shows what the model misses, and export's "
+            "gate compares good parts only: add test/<defect>/ images to measure misses"
+        )
+        problems.append(Problem(dataset.root, message, "held_out_of_train", "warning"))
+    elif not any(s.label == 1 for s in dataset.test_samples):
         message = (
             "test split has no defective images: a good-only product (threshold from the "
             "false-reject budget; miss rates per defect kind unknown)"

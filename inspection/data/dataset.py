@@ -7,7 +7,8 @@ masks, empty folders and loose images are recorded, so ``data.check`` reports al
 MVTec AD layout (``load_mvtec``)::
 
     <product>/train/good/*.png
-    <product>/test/good/*.png
+    <product>/test/good/*.png                            optional: without test/, a fifth of
+                                                         train/good is held out (``hold_out_good``)
     <product>/test/<defect>/*.png
     <product>/ground_truth/<defect>/<stem>_mask.png
     <product>/train/<defect>/*.png                       optional: labelled defects that teach
@@ -50,9 +51,12 @@ SPLITS: tuple[str, ...] = ("train", "test", "calibration")
 GOOD = "good"
 MASK_SUFFIX = "_mask"
 MIN_TEST_GOOD = 2
+HELD_OUT_SHARE = 0.2
+"""Without a ``test/`` folder, the share of ``train/good`` held out as good test images."""
 NEEDS_TEST_GOOD = (
     f"training needs at least {MIN_TEST_GOOD} held-out good parts in test/good to set and check "
-    "its threshold; move a fifth of train/good there (test/<defect>/ is optional)"
+    "its threshold; move a fifth of train/good there, or remove test/ and training holds them "
+    "out itself (test/<defect>/ is optional)"
 )
 """Good test images training needs to calibrate and measure (``data check`` says so too)."""
 MVTEC_LAYOUT = "MVTec layout: train/good, test/<defect>, ground_truth/<defect>/<stem>_mask.png"
@@ -90,7 +94,8 @@ class Sample:
 @dataclass(frozen=True)
 class Dataset:
     """A named set of samples under ``root``, with what the check reports: ``unmatched_masks``
-    (no image found for them), ``empty_dirs`` and ``loose_images`` (directly in ``test/``)."""
+    (no image found for them), ``empty_dirs`` and ``loose_images`` (directly in ``test/``);
+    ``held_out_of_train``: see ``hold_out_good``."""
 
     name: str
     root: Path
@@ -98,6 +103,8 @@ class Dataset:
     unmatched_masks: tuple[Path, ...] = field(default=())
     empty_dirs: tuple[Path, ...] = field(default=())
     loose_images: tuple[Path, ...] = field(default=())
+    held_out_of_train: bool = False
+    """No ``test/`` folder: the good test images are ``train/good`` images held out."""
 
     @property
     def train_samples(self) -> tuple[Sample, ...]:
@@ -179,15 +186,18 @@ def load_mvtec(root: str | Path) -> Dataset:
     train_dir = root / "train" / GOOD
     _require_dir(train_dir, f"train/good folder not found ({MVTEC_LAYOUT})")
     test_dir = root / "test"
-    _require_dir(test_dir, f"test folder not found: {NEEDS_TEST_GOOD} ({MVTEC_LAYOUT})")
     gt_dir = root / "ground_truth"
 
-    samples = [Sample(p, "train", 0, GOOD) for p in _images_or_raise(train_dir)]
+    train, held_out = _images_or_raise(train_dir), []
+    if not test_dir.is_dir():
+        train, held_out = hold_out_good(train)
+    samples = [Sample(p, "train", 0, GOOD) for p in train]
+    samples += [Sample(p, "test", 0, GOOD) for p in held_out]
     used_masks: set[Path] = set()
     masks: _MaskIndex = {}
     empty: list[Path] = []
     samples += _labelled(root / "train", gt_dir / LABELLED_MASKS, masks, used_masks, empty)
-    for defect_dir in _subfolders(test_dir):
+    for defect_dir in _subfolders(test_dir) if test_dir.is_dir() else ():
         defect, images = defect_dir.name, list_images(defect_dir)
         if defect == LABELLED_MASKS:
             raise DatasetError(
@@ -206,8 +216,30 @@ def load_mvtec(root: str | Path) -> Dataset:
             samples.append(Sample(path, "test", 1, defect, mask))
     samples += _calibration(root / CALIBRATION_DIR, empty)
     unmatched = [] if not gt_dir.is_dir() else _unused_images(gt_dir, used_masks)
-    loose = tuple(list_images(test_dir))
-    return Dataset(root.name, root, tuple(samples), tuple(unmatched), tuple(empty), loose)
+    loose = tuple(list_images(test_dir)) if test_dir.is_dir() else ()
+    found = (tuple(unmatched), tuple(empty), loose, bool(held_out))
+    return Dataset(root.name, root, tuple(samples), *found)
+
+
+def hold_out_good(paths: list[Path]) -> tuple[list[Path], list[Path]]:
+    """(train, held out) of a product's good images when it has no ``test/`` folder: an image
+    is held out when the sha256 of its file name falls in the lowest ``HELD_OUT_SHARE`` of the
+    hash range, so adding images never moves one between the two; at least ``MIN_TEST_GOOD``
+    (the lowest hashes) when fewer fall there. ``DatasetError`` when none would be left."""
+    if len(paths) <= MIN_TEST_GOOD:
+        raise DatasetError(
+            f"train/good has {len(paths)} image(s) and there is no test/ folder: training "
+            f"holds {MIN_TEST_GOOD} good images out to set and check its threshold, so it needs "
+            f"at least {MIN_TEST_GOOD + 1}"
+        )
+    ranked = sorted(paths, key=_name_hash)
+    held = {p for p in ranked if _name_hash(p) < HELD_OUT_SHARE * 16**64}
+    held |= set(ranked[:MIN_TEST_GOOD])
+    return [p for p in paths if p not in held], [p for p in paths if p in held]
+
+
+def _name_hash(path: Path) -> int:
+    return int(hashlib.sha256(path.name.encode()).hexdigest(), 16)
 
 
 def _labelled(

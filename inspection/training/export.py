@@ -42,7 +42,7 @@ from inspection.core.export_gate import (
 )
 from inspection.core.fingerprint import fingerprint_files, relative_name
 from inspection.core.global_context import FEATURES
-from inspection.core.images import read_image
+from inspection.core.images import DEFAULT_SOURCE_BITS, read_image
 from inspection.core.input_domain import (
     COLOUR_SAMPLE,
     DomainTolerance,
@@ -313,7 +313,7 @@ def export_model(
         raise BundleError(f"{out_dir} already exists; refusing to overwrite a bundle")
     say = progress or log.info
     if base.input_domain is None:
-        domain = input_domain_of(splits, domain_tolerance)
+        domain = input_domain_of(splits, domain_tolerance, base.preprocessing.source_bits)
         base = replace(base, input_domain=domain)
         say(f"input domain: {domain.describe()}")
     say(f"converting {base.model_kind} to OpenVINO")
@@ -373,14 +373,18 @@ def export_model(
     return ExportResult(meta.bundle_id, out_dir, meta, (metrics, figures))
 
 
-def input_domain_of(splits: ExportSplits, tolerance: DomainTolerance | None = None) -> InputDomain:
+def input_domain_of(
+    splits: ExportSplits, tolerance: DomainTolerance | None = None, bits: int = DEFAULT_SOURCE_BITS
+) -> InputDomain:
     """The colour and sizes of the version's images (``core.input_domain``): sizes of all,
     colour of up to ``COLOUR_SAMPLE`` training images and of every held-out one (none of the
-    bundle's own images lies outside the domain it records)."""
+    bundle's own images lies outside the domain it records), intensities of those training
+    images only (their own spread sets what is accepted), read at ``bits``."""
     held_out = list(dict.fromkeys(s.path for s in (*splits.validation, *splits.test)))
     sizes = list(dict.fromkeys([*splits.train_images, *held_out]))
-    colour = list(dict.fromkeys([*evenly(splits.train_images, COLOUR_SAMPLE), *held_out]))
-    return measure_input_domain(sizes, colour, tolerance)
+    training = evenly(splits.train_images, COLOUR_SAMPLE)
+    colour = list(dict.fromkeys([*training, *held_out]))
+    return measure_input_domain(sizes, colour, tolerance, training=training, bits=bits)
 
 
 def low_rank_knn(model: ov.Model, meta: BundleMetadata, rank: int, say: Progress) -> BundleMetadata:

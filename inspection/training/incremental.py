@@ -1,9 +1,15 @@
 """Incremental PatchCore update: add new good images' patches to a registered memory bank.
 
 ``update_bank`` extracts the patch embeddings of the NEW images only, appends their greedy
-k-center picks of what the bank does not cover yet (``extend_bank``), re-calibrates on the
-parent's validation split and registers a new version with its ``Lineage``; the parent never
-changes, and export and the station treat the new version as any other.
+k-center picks of what the bank does not cover yet (``extend_bank``), re-calibrates at the
+product's operating point as a full training does (``training.operating``) and registers a new
+version with its ``Lineage``; the parent never changes, and export and the station treat the new
+version as any other.
+
+Its out-of-fold scores: the parent's, and the new images' as the parent scores them (a bank
+that never saw them). A bank only grows, so the child scores every image at most as the parent
+did: these are upper bounds of its own out-of-fold scores, a threshold set on them errs towards
+fewer false rejects. The calibration images and the full-bank pairs the child scores itself.
 """
 
 from __future__ import annotations
@@ -17,13 +23,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-from inspection.core.calibration import Calibration, calibrate
+from inspection.core.calibration import Calibration
 from inspection.core.config import to_mapping
 from inspection.core.errors import ConfigError, DatasetError, RegistryError
 from inspection.core.fingerprint import relative_name, sha256_file
-from inspection.core.model_record import ADDED_DIR, FitFigures, Lineage, ModelRecord
+from inspection.core.model_record import ADDED_DIR, FitFigures, GoodScores, Lineage, ModelRecord
 from inspection.core.product_config import ModelConfig, model_config_from_mapping
 from inspection.core.registry import Registry
 from inspection.core.roi import RoiSpec, RoiTraining
@@ -41,7 +48,13 @@ from inspection.training.models.patchcore.coreset import (
     project,
     select_coreset,
 )
-from inspection.training.models.patchcore.out_of_fold import model_inputs
+from inspection.training.models.patchcore.out_of_fold import model_inputs, trained_scores
+from inspection.training.operating import (
+    TrainGoodScores,
+    calibrate_predictions,
+    good_score_record,
+    held_aside_scores,
+)
 from inspection.training.roi import TrainingRoi, per_image_rows
 from inspection.training.samples import Predictions
 from inspection.training.train import (
@@ -89,6 +102,7 @@ def update_bank(
     )
     config = _check_parent(parent)
     images = _check_images(images)
+    point = config.operating_point
     with _timed(stages, "load"):
         dataset = dataset or load_dataset(parent.dataset_root())
         validation, test = _recorded_splits(parent, dataset)
@@ -99,7 +113,9 @@ def update_bank(
     say(f"extracting patches of {len(images)} new images")
     with _timed(stages, "extract"):
         trained = parent.training_roi()
-        new = _embeddings(model, images, config, None if trained is None else trained.roi)
+        roi = None if trained is None else trained.roi
+        new = _embeddings(model, images, config, roi)
+        unseen = _parent_scores(model, parent, images, config, roi)
     bank = model.model.memory_bank
     say(f"selecting new patches ({new.shape[0]} candidates, bank of {bank.shape[0]})")
     with _timed(stages, "select"):
@@ -107,13 +123,14 @@ def update_bank(
             bank, new, config.coreset_sampling_ratio, config.memory_bank_max
         )
     _extend_local_statistics(model, images, config, trained)
-    say(f"re-calibrating on {len(validation)} validation images")
+    say(f"re-calibrating at its {point.describe()}")
     with _timed(stages, "calibrate"):
         v = predict(model, validation, image_size=config.image_size, bits=config.image_bits)
-        calibration = calibrate(
-            v.scores, v.maps, v.labels, v.gt_masks, v.defect_types, mask_known=v.mask_known
-        )
+        held_aside = held_aside_scores(model, config, dataset.calibration_samples, roi)
+        good = _child_good_scores(model, parent, dataset, images, unseen, config)
+        calibration = calibrate_predictions(v, point, good, held_aside)
         set_post_processor(model, calibration.normalization)
+        scores = _good_score_record(parent, dataset, good, v, held_aside, images, digests)
     say(f"measuring on {len(test)} test images")
     with _timed(stages, "evaluate"):
         predictions = predict(model, test, image_size=config.image_size, bits=config.image_bits)
@@ -128,7 +145,9 @@ def update_bank(
     # the recorded fit time leaves out the registration; ``seconds`` below includes it
     fit = FitFigures(fit_seconds=round(time.perf_counter() - started, 2), test_images=len(test))
     metrics |= replace(fit, update_stage_seconds=stages).to_mapping()
-    record = _register(registry, parent, model, dataset, lineage, calibration, metrics, images)
+    record = _register(
+        registry, parent, model, dataset, lineage, (calibration, scores), metrics, images
+    )
     seconds = time.perf_counter() - started
     say(f"registered {record.model_version} (from {parent.version}, +{len(images)} images)")
     return UpdateOutcome(record, lineage, metrics, predictions, seconds)
@@ -261,6 +280,99 @@ def _recorded_splits(parent: ModelRecord, dataset: Dataset) -> tuple[list[Sample
     return [by_rel[r] for r in splits.validation], [by_rel[r] for r in splits.test]
 
 
+def _scoring_roi(
+    parent: ModelRecord, config: ModelConfig, roi: RoiSpec | None
+) -> TrainingRoi | None:
+    """The masks the parent's out-of-fold scores were taken through (None: whole images)."""
+    if roi is None or not parent.good_scores().roi_masked:
+        return None
+    return TrainingRoi.whole_image(roi, tuple(config.image_size))
+
+
+def _scores(
+    model: Any, paths: Sequence[Path], config: ModelConfig, masks: TrainingRoi | None
+) -> np.ndarray:
+    """(N,) scores of good ``paths`` by ``model``'s whole bank, as out-of-fold scores are taken."""
+    samples = [Sample(p, "train", 0, GOOD) for p in paths]
+    size = tuple(config.image_size)
+    return trained_scores(model, samples, size, config.image_bits, config.batch_size, masks)
+
+
+def _parent_scores(
+    model: Any,
+    parent: ModelRecord,
+    images: Sequence[Path],
+    config: ModelConfig,
+    roi: RoiSpec | None,
+) -> np.ndarray | None:
+    """(N,) the new ``images``' scores by the parent ``model`` (their out-of-fold scores: see
+    the module docstring); None when the parent records no out-of-fold scores."""
+    if not parent.good_scores().out_of_fold:
+        return None
+    return _scores(model, images, config, _scoring_roi(parent, config, roi))
+
+
+def _child_good_scores(
+    model: Any,
+    parent: ModelRecord,
+    dataset: Dataset,
+    images: Sequence[Path],
+    unseen: np.ndarray | None,
+    config: ModelConfig,
+) -> TrainGoodScores | None:
+    """The updated ``model``'s good scores that calibrate with its validation ones: the
+    parent's out-of-fold scores and the new images' ``unseen`` ones, and its own scores of the
+    parent's full-bank images (export's score pairs). None: the parent has none to carry."""
+    recorded = parent.good_scores()
+    if unseen is None:
+        return None
+    trained = parent.training_roi()
+    masks = _scoring_roi(parent, config, None if trained is None else trained.roi)
+    paired = [dataset.root / name for name in sorted(recorded.train_full_bank)]
+    names = [dataset.root / name for name in recorded.out_of_fold]
+    scores = np.r_[np.fromiter(recorded.out_of_fold.values(), float), unseen]
+    return TrainGoodScores(
+        samples=tuple(Sample(p, "train", 0, GOOD) for p in (*names, *images)),
+        out_of_fold=scores,
+        full_bank_samples=tuple(Sample(p, "train", 0, GOOD) for p in paired),
+        full_bank=_scores(model, paired, config, masks) if paired else np.empty(0),
+        folds=recorded.folds,
+        calibrates=np.ones(scores.size, bool),
+        validation_calibrates=recorded.validation_calibrates,
+        roi_masked=recorded.roi_masked,
+    )
+
+
+def _good_score_record(
+    parent: ModelRecord,
+    dataset: Dataset,
+    good: TrainGoodScores | None,
+    validation: Predictions,
+    held_aside: np.ndarray,
+    images: Sequence[Path],
+    digests: Sequence[str],
+) -> GoodScores:
+    """The child's ``good_scores`` entry: ``good_score_record``'s validation and calibration
+    scores, the parent's out-of-fold ones and the new images' named ``added/<sha256><suffix>``
+    (as kept in the version), the full-bank pairs its own."""
+    recorded = parent.good_scores()
+    own = good_score_record(dataset, None, validation, recorded.folds, held_aside)
+    if good is None:
+        return replace(recorded, validation=own.validation, calibration=own.calibration)
+    added = zip(images, digests, good.out_of_fold[len(recorded.out_of_fold) :], strict=True)
+    return replace(
+        recorded,
+        out_of_fold=recorded.out_of_fold
+        | {f"{ADDED_DIR}/{d}{p.suffix.lower()}": round(float(v), 6) for p, d, v in added},
+        validation=own.validation,
+        calibration=own.calibration,
+        train_full_bank={
+            relative_name(s.path, dataset.root): round(float(v), 6)
+            for s, v in zip(good.full_bank_samples, good.full_bank, strict=True)
+        },
+    )
+
+
 def _embeddings(
     model: Any, images: Sequence[Path], config: ModelConfig, roi: RoiSpec | None = None
 ) -> torch.Tensor:
@@ -311,12 +423,14 @@ def _register(
     model: Any,
     dataset: Dataset,
     lineage: Lineage,
-    calibration: Calibration,
+    calibrated: tuple[Calibration, GoodScores],
     metrics: dict[str, Any],
     images: Sequence[Path],
 ) -> ModelRecord:
     """The new version, keeping a copy of each added image (``ADDED_DIR``): a later retrain
-    trains on them too (``retrain.assemble.lineage_images``)."""
+    trains on them too (``retrain.assemble.lineage_images``); ``calibrated``: its calibration
+    and the good scores its bundles calibrate on."""
+    calibration, scores = calibrated
 
     def keep_added(directory: Path) -> None:
         (directory / ADDED_DIR).mkdir()
@@ -327,6 +441,7 @@ def _register(
         **parent.extra,
         "normalization": to_mapping(calibration.normalization),
         "segmentation": to_mapping(calibration.segmentation),
+        "good_scores": to_mapping(scores),
         "train_images": (parent.train_image_count() or 0) + lineage.added_images,
         "lineage": to_mapping(lineage),
     }

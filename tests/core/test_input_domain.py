@@ -26,8 +26,10 @@ from inspection.core.input_domain import (
     channel_spread,
     check_bit_depth,
     colour_mode,
+    distances,
     evenly,
     input_check_mode,
+    intensity_quantiles,
     measure_input_domain,
 )
 
@@ -89,12 +91,17 @@ def test_the_domain_round_trips_through_its_json_mapping() -> None:
 def test_a_domain_recorded_before_its_tolerance_reads_with_the_defaults() -> None:
     """Bundles exported before a product could set its tolerance hold these keys only."""
     data = to_mapping(COLOUR)
-    assert data.pop("tolerance") == {"aspect_tolerance": 0.15, "min_side_fraction": 0.5}
+    assert data.pop("tolerance") == {
+        "aspect_tolerance": 0.15, "min_side_fraction": 0.5, "histogram_margin": 2.0
+    }  # fmt: skip
     old = from_mapping(InputDomain, json.loads(json.dumps(data)), where="input_domain")
     assert old.tolerance == DomainTolerance() and old.aspect_range() == COLOUR.aspect_range()
     loose = dataclasses.replace(COLOUR, tolerance=DomainTolerance(0.4, 0.25))
     assert from_mapping(InputDomain, to_mapping(loose), where="input_domain") == loose
-    assert loose.describe().endswith("; accepted: aspect within 40 %, shorter side down to 25 %")
+    assert loose.describe().endswith(
+        "; accepted: aspect within 40 %, shorter side down to 25 %, intensities within 2 x the "
+        "training spread"
+    )
 
 
 @pytest.mark.parametrize(
@@ -107,6 +114,8 @@ def test_a_domain_recorded_before_its_tolerance_reads_with_the_defaults() -> Non
         ({"min_side_fraction": 0}, "min_side_fraction: must be above 0 and at most 1 (of the "
          "smallest training image's shorter side), got 0"),
         ({"min_side_fraction": 1.2}, "min_side_fraction: must be above 0 and at most 1"),
+        ({"histogram_margin": 0.5}, "histogram_margin: must be 0 (no intensity check) or at "
+         "least 1 (times the training images' own spread), got 0.5"),
     ],
 )  # fmt: skip
 def test_a_tolerance_out_of_range_is_refused_naming_the_key(values: dict, message: str) -> None:
@@ -343,3 +352,73 @@ def test_a_12_bit_tiff_under_a_16_bit_bundle_is_refused_before_any_verdict() -> 
         check_bit_depth(decoded, 16, "refuse")
     check_bit_depth(decoded, 16, "warn")  # judged, logged
     check_bit_depth(decoded, 12, "refuse")  # the declared depth fits
+
+
+# ----------------------------------------------------------------- intensities
+def test_the_intensity_distance_is_the_wasserstein_distance_of_the_pixels() -> None:
+    from scipy.stats import wasserstein_distance
+
+    image = _colourful(96, 128)
+    darker = np.clip(image.astype(np.int16) * 0.8 - 5, 0, 255).astype(np.uint8)
+    ours = distances(intensity_quantiles(darker), intensity_quantiles(image))[:3]
+    theirs = [wasserstein_distance(darker[..., c].ravel(), image[..., c].ravel()) for c in range(3)]
+    assert ours == pytest.approx(theirs, abs=1.0)
+
+
+@pytest.fixture(scope="module")
+def brick_domain(tiny_product: Path) -> tuple[InputDomain, list[Path]]:
+    """The domain of the demo brick's training images, and its held-out images."""
+    train = sorted((tiny_product / "train" / "good").glob("*.png"))
+    held_out = sorted((tiny_product / "test").glob("*/*.png"))
+    domain = measure_input_domain([*train, *held_out], [*train, *held_out], training=train)
+    return domain, held_out
+
+
+def _problems(domain: InputDomain, image: np.ndarray) -> tuple[str, ...]:
+    return domain.problems(image, input_size=(64, 64), tiled=False)
+
+
+def test_held_out_parts_good_or_defective_are_inside_the_intensity_domain(
+    brick_domain: tuple[InputDomain, list[Path]],
+) -> None:
+    domain, held_out = brick_domain
+    assert domain.intensity is not None and domain.intensity.images == 24
+    assert len(domain.intensity.quantiles) == 5  # a colour product: channels and differences
+    assert [p for p in held_out if _problems(domain, read_image(p))] == []
+
+
+def test_a_swapped_channel_order_is_refused_and_named(
+    brick_domain: tuple[InputDomain, list[Path]],
+) -> None:
+    domain, held_out = brick_domain
+    bgr = read_image(held_out[0])[..., ::-1]
+    (problem,) = _problems(domain, bgr)
+    assert problem.startswith("image intensities unlike the training images' (")
+    assert "-green histogram distance" in problem
+    assert "red and blue channels are swapped (BGR sent for RGB)" in problem
+    with pytest.raises(InputDomainError, match="channels are swapped"):
+        _refuse(domain, bgr)
+
+
+@pytest.mark.parametrize("gain", [0.6, 1.5])
+def test_a_wrong_gain_is_refused(brick_domain: tuple[InputDomain, list[Path]], gain: float) -> None:
+    domain, held_out = brick_domain
+    image = read_image(held_out[0]).astype(np.float32) * gain
+    (problem,) = _problems(domain, np.clip(image, 0, 255).astype(np.uint8))
+    assert "a camera's gain, exposure or lighting changed? Set it back" in problem
+
+
+def test_a_product_may_widen_or_turn_off_the_intensity_check(
+    brick_domain: tuple[InputDomain, list[Path]],
+) -> None:
+    domain, held_out = brick_domain
+    bgr = read_image(held_out[0])[..., ::-1]
+    off = dataclasses.replace(domain, tolerance=DomainTolerance(histogram_margin=0))
+    assert _problems(off, bgr) == ()
+    again = from_mapping(InputDomain, json.loads(json.dumps(to_mapping(domain))), where="d")
+    assert again == domain and _problems(again, bgr)
+
+
+def _refuse(domain: InputDomain, image: np.ndarray) -> None:
+    if problems := _problems(domain, image):
+        raise InputDomainError("; ".join(problems))

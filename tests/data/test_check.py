@@ -259,14 +259,31 @@ def test_fewer_than_2_good_test_images_is_an_error(
             "too_few_test_good",
             root.resolve(),
             f"test/good has {keep} image(s): training needs at least 2 held-out good parts in "
-            "test/good to set and check its threshold; move a fifth of train/good there "
-            "(test/<defect>/ is optional)",
+            "test/good to set and check its threshold; move a fifth of train/good there, or "
+            "remove test/ and training holds them out itself (test/<defect>/ is optional)",
         )
     ]
     # 24 training images + 30 % of test/good: below the 99 a 1 % budget needs
     assert report.budget_note is not None
     assert report.budget_note.startswith("about 24 good calibration images")
     assert "needs 99" in report.budget_note
+
+
+def test_a_product_without_test_says_what_it_cannot_show(
+    tiny_product: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "brick"
+    shutil.copytree(tiny_product / "train" / "good", root / "train" / "good")
+    report = check_dataset(load_dataset(root))
+    assert report.ok
+    [warning] = report.warnings
+    assert warning.code == "held_out_of_train"
+    assert (
+        warning.message.startswith("no test/ folder: ")
+        and "of 24 train/good images" in warning.message
+    )
+    assert "nothing shows what the model misses" in warning.message
+    assert "export's gate compares good parts only" in warning.message
 
 
 def test_good_only_dataset_says_miss_rates_are_unknown(tiny_product: Path, tmp_path: Path) -> None:

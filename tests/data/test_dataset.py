@@ -58,7 +58,6 @@ def test_fingerprint_covers_images_and_masks(tiny_product: Path, tmp_path: Path)
     [
         ("train/good", "train/good folder not found"),
         ("train", "train/good folder not found"),
-        ("test", "test folder not found"),
     ],
 )
 def test_mvtec_missing_folder_names_it(
@@ -69,6 +68,31 @@ def test_mvtec_missing_folder_names_it(
     with pytest.raises(DatasetError, match=message) as info:
         load_dataset(copy)
     assert str(copy.resolve() / remove.split("/")[0]) in str(info.value)
+
+
+def test_a_product_with_only_train_good_holds_good_images_out_by_file_name(
+    tiny_product: Path, tmp_path: Path
+) -> None:
+    """README step 1: only ``train/good`` is required (a folder without ``test/`` was refused)."""
+    root = tmp_path / "brick"
+    shutil.copytree(tiny_product / "train" / "good", root / "train" / "good")
+    dataset = load_dataset(root)
+    held = {s.path.name for s in dataset.test_samples}
+    trained = {s.path.name for s in dataset.train_samples}
+    assert dataset.held_out_of_train and len(held) >= 2 and len(held | trained) == 24
+    assert held.isdisjoint(trained) and all(s.label == 0 for s in dataset.test_samples)
+    for index in range(12):  # more images: none of the earlier ones changes side
+        shutil.copy(root / "train" / "good" / "000.png", root / "train" / "good" / f"n{index}.png")
+    grown = load_dataset(root)
+    assert held <= {s.path.name for s in grown.test_samples}
+    assert trained <= {s.path.name for s in grown.train_samples}
+
+    few = tmp_path / "few"
+    shutil.copytree(tiny_product / "train" / "good", few / "train" / "good")
+    for path in sorted((few / "train" / "good").iterdir())[2:]:
+        path.unlink()
+    with pytest.raises(DatasetError, match="so it needs at least 3"):
+        load_dataset(few)
 
 
 def test_missing_root_and_wrong_file(tmp_path: Path) -> None:

@@ -170,27 +170,35 @@ def test_start_up_warns_about_an_empty_camera_and_a_product_without_a_model(
 def test_images_outside_the_input_domain_are_counted_on_the_line(
     tmp_path: Path, fp32_bundle: Path, tiny_product: Path, input_check: str
 ) -> None:
-    """A mono frame under the colour bundle: answered OUT_OF_DOMAIN and counted as refused (or
-    judged and counted as warned), on the line's metrics as on the HTTP station's."""
+    """A mono frame and a BGR frame under the colour bundle: each answered OUT_OF_DOMAIN and
+    counted as refused (or judged and counted as warned), on the line's metrics as on the
+    HTTP station's."""
+    import numpy as np
     from PIL import Image
 
     camera = camera_folder(tmp_path, tiny_product, count=1)
     Image.open(camera / "000.png").convert("L").save(camera / "001.png")
+    bgr = np.asarray(Image.open(camera / "000.png").convert("RGB"))[..., ::-1]
+    Image.fromarray(np.ascontiguousarray(bgr)).save(camera / "002.png")
     config = line_config(tmp_path, fp32_bundle, camera, loop=False, input_check=input_check)
     station = LineStation.build(config)
     station.core.models.refresh()
     try:
         good = station.handler.handle(Trigger("d-1"), source="opcua")
         grey = station.handler.handle(Trigger("d-2"), source="opcua")
+        swapped = station.handler.handle(Trigger("d-3"), source="opcua")
     finally:
         station.stop()
     assert good.error_code == ErrorCode.NONE
     if input_check == "refuse":
         assert grey.error_code == ErrorCode.OUT_OF_DOMAIN and "grey image" in grey.message
+        assert swapped.error_code == ErrorCode.OUT_OF_DOMAIN
+        assert "red and blue channels are swapped" in swapped.message
     else:
-        assert grey.error_code == ErrorCode.NONE and grey.verdict in ("OK", "NG")
+        for answer in (grey, swapped):
+            assert answer.error_code == ErrorCode.NONE and answer.verdict in ("OK", "NG")
     outcome = "refused" if input_check == "refuse" else "warned"
     count = station.registry.get_sample_value(
         "inspection_input_domain_total", {"product": "brick", "outcome": outcome}
     )
-    assert count == 1.0
+    assert count == 2.0

@@ -44,6 +44,21 @@ def test_a_grey_upload_under_a_colour_bundle_is_refused(
     assert "brick: upload refused: grey image" in caplog.text
 
 
+def test_a_swapped_channel_order_is_refused_never_judged(
+    tmp_path: Path, bundles: Bundles, sample_images
+) -> None:
+    rgb = np.asarray(Image.open(io.BytesIO(sample_images["good0"])).convert("RGB"))
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb[..., ::-1])).save(buffer, "PNG")
+    serving_registry(tmp_path / "registry", bundles)
+    with serve(station_config(tmp_path)) as served:
+        refused = served.inspect(buffer.getvalue(), request_id="bgr-1")
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["detail"].startswith("image intensities unlike the training")
+        assert "red and blue channels are swapped (BGR sent for RGB)" in refused.json()["detail"]
+        assert served.station.store.count_inspections() == 0
+
+
 def test_warn_judges_the_upload_and_counts_it(tmp_path: Path, bundles: Bundles, sample_images):
     serving_registry(tmp_path / "registry", bundles)
     with serve(station_config(tmp_path, input_check="warn")) as served:

@@ -43,7 +43,7 @@ def test_a_product_sets_its_tolerance_and_others_keep_the_defaults(tmp_path: Pat
         ("input_domain: {aspect_tolerance: wide}", ".input_domain.aspect_tolerance: expected a "
          "number, got 'wide'"),
         ("input_domain: {aspect: 0.3}", ".input_domain: unknown key(s) 'aspect'; valid keys: "
-         "aspect_tolerance, min_side_fraction"),
+         "aspect_tolerance, histogram_margin, min_side_fraction"),
         ("input_domain: 0.3", ".input_domain: expected a mapping, got 0.3"),
     ],
 )  # fmt: skip

@@ -76,3 +76,31 @@ def test_good_only_product_trains_exports_and_serves(good_only: Path, tmp_path: 
         assert check.figures.rejected_good() <= 1
         assert "miss rate unknown" in check.summary()
         assert check.line_concerns() == []
+
+
+def test_a_product_with_only_train_good_trains(tiny_product: Path, tmp_path: Path) -> None:
+    """README step 1 says only ``train/good`` is required; ``train`` refused a folder without
+    ``test/``. It now holds good images out of it (``data.dataset.hold_out_good``): they and
+    the out-of-fold scores set the threshold, and the plain-words line says misses are unknown."""
+    from inspection.cli.operating import train_advice
+    from inspection.core.operating_point import OUT_OF_FOLD
+    from inspection.core.product_config import model_config_from_mapping
+    from inspection.data.dataset import load_dataset
+    from inspection.training.train import train
+    from tests.conftest import TINY_PATCHCORE
+
+    root = tmp_path / "brick"
+    shutil.copytree(tiny_product / "train" / "good", root / "train" / "good")
+    dataset = load_dataset(root)
+    config = model_config_from_mapping(TINY_PATCHCORE)
+    record = train(config, dataset, product="brick", registry=Registry(tmp_path / "r"))
+
+    choice = record.calibration().operating
+    assert choice is not None and choice.good_sources is not None
+    assert choice.good_sources[OUT_OF_FOLD] == len(dataset.train_samples)
+    splits = record.splits()
+    assert len(splits.validation) + len(splits.test) == len(dataset.test_samples)
+    overall = record.evaluation().overall
+    assert overall.n_good == len(splits.test) and overall.n_defective == 0
+    advice = train_advice("brick", record.version, record.evaluation())
+    assert "misses unknown (no defect images)" in advice

@@ -86,6 +86,32 @@ def test_update_registers_a_child_version_and_leaves_the_parent(
     assert f"is already in the bank (added in {record.version})" in str(again.exception)
 
 
+def test_update_keeps_the_pooled_operating_point(
+    registry: Registry, trained_patchcore, new_good: list[Path]
+) -> None:
+    """An update recalibrated on its 2 good validation images alone: its threshold sat just
+    above them and brick's v0002 rejected 4 of 7 held-out good parts. It now sets the threshold
+    as a full training does: the out-of-fold scores (the parent's, and the new images' as the
+    parent scores them, never having seen them) pooled with the validation ones."""
+    from inspection.core.operating_point import OUT_OF_FOLD, allowed_rejects
+    from inspection.training.incremental import update_bank
+
+    parent = registry.bundles.version("brick", trained_patchcore.record.version)
+    outcome = update_bank(registry, "brick", new_good)
+
+    before, after = parent.calibration().operating, outcome.record.calibration().operating
+    assert before is not None and after is not None
+    assert after.good_sources[OUT_OF_FOLD] == before.good_sources[OUT_OF_FOLD] + len(new_good)
+    assert (after.policy, after.budget) == (before.policy, before.budget)
+    good = outcome.predictions.scores[outcome.predictions.labels == 0]
+    rejected = int((good >= after.threshold).sum())
+    assert rejected <= allowed_rejects(good.size, after.budget), (rejected, good.size)
+    recorded = outcome.record.good_scores()
+    assert len(recorded.out_of_fold) == len(parent.good_scores().out_of_fold) + len(new_good)
+    assert recorded.train_full_bank.keys() == parent.good_scores().train_full_bank.keys()
+    assert recorded.train_full_bank != parent.good_scores().train_full_bank  # the child's own
+
+
 @pytest.mark.parametrize(
     ("split", "suffix"),
     [("test", ".png"), ("validation", ".png"), ("test", ".jpg"), ("train", ".png")],
