@@ -24,7 +24,7 @@ def _png(width: int, height: int) -> bytes:
     return buffer.getvalue()
 
 
-SMALL_PNG = _png(128, 128)  # a plain colour part, like the bundle's 128 px training images
+SMALL_PNG = _png(128, 128)  # a plain colour picture: refused before the model, or out of domain
 HUGE_PIXELS_PNG = _png(1100, 1000)  # 1.1 MP > max_pixels (1 MP), tiny on the wire
 NOISE = np.random.default_rng(0).integers(0, 256, 400_000, dtype=np.uint8).tobytes()
 MULTIPART = "multipart/form-data; boundary=XyZ"
@@ -72,6 +72,7 @@ BAD_UPLOADS = [
 )
 def test_bad_upload_gets_a_clear_4xx(
     module_served: Served,
+    sample_images: dict[str, bytes],
     params: dict,
     content_type: str,
     body: bytes,
@@ -84,7 +85,7 @@ def test_bad_upload_gets_a_clear_4xx(
     )
     assert response.status_code == status, response.text
     assert message in response.json()["detail"]
-    assert module_served.inspect(SMALL_PNG).status_code == 201  # still serving
+    assert module_served.inspect(sample_images["good0"]).status_code == 201  # still serving
 
 
 @pytest.mark.parametrize(
@@ -133,8 +134,8 @@ def test_bad_queries_are_4xx(module_served: Served, url: str, status: int, messa
         assert message in response.json()["detail"]
 
 
-def test_unknown_artefact_is_404(module_served: Served) -> None:
-    inspection_id = module_served.inspect(SMALL_PNG).json()["id"]
+def test_unknown_artefact_is_404(module_served: Served, sample_images: dict[str, bytes]) -> None:
+    inspection_id = module_served.inspect(sample_images["good0"]).json()["id"]
     response = module_served.client.get(
         f"/v1/inspections/{inspection_id}/heatmap", headers=module_served.headers
     )
@@ -171,7 +172,9 @@ def test_fuzzed_uploads_never_5xx(
     assert response.status_code in (200, 201) or response.json()["detail"]
 
 
-def test_server_reports_no_5xx_after_the_barrage(module_served: Served, tmp_path: Path) -> None:
+def test_server_reports_no_5xx_after_the_barrage(
+    module_served: Served, sample_images: dict[str, bytes], tmp_path: Path
+) -> None:
     metrics = module_served.ops("/metrics").text
     errors = [
         line
@@ -179,4 +182,4 @@ def test_server_reports_no_5xx_after_the_barrage(module_served: Served, tmp_path
         if line.startswith("inspection_http_requests_total") and 'status="5' in line
     ]
     assert errors == []
-    assert module_served.inspect(SMALL_PNG).status_code == 201
+    assert module_served.inspect(sample_images["good0"]).status_code == 201

@@ -73,7 +73,7 @@ def test_huge_offset_is_422_not_500(module_served: Served) -> None:
 
 
 def test_failed_commit_leaves_no_orphan_blobs(
-    module_served: Served, monkeypatch: pytest.MonkeyPatch
+    module_served: Served, sample_images: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = module_served.station.store
 
@@ -83,10 +83,12 @@ def test_failed_commit_leaves_no_orphan_blobs(
     before = _blob_files(module_served)
     monkeypatch.setattr(store, "add_inspection", broken)
     with pytest.raises(RuntimeError, match="fault injected"):
-        module_served.station.pipeline.run(_encoded(128, 128), product=PRODUCT, station_id="st-1")
+        module_served.station.pipeline.run(
+            sample_images["good0"], product=PRODUCT, station_id="st-1"
+        )
     assert _blob_files(module_served) == before
     monkeypatch.undo()
-    assert module_served.inspect(_encoded(128, 128)).status_code == 201
+    assert module_served.inspect(sample_images["good0"]).status_code == 201
 
 
 def test_watch_folder_does_not_follow_symlinks(
