@@ -222,14 +222,14 @@ def browser_times(site: Path, user: str, password: str) -> dict[str, dict[str, A
     the page's last change (``Walk``), the server's last message, bytes."""
     import dashboard_walk as walk
 
-    from inspection.cli.dashboard import dashboard_env, streamlit_command
+    from inspection.cli.dashboard import APP, dashboard_env, streamlit_command
 
     port = walk.free_port()
     url = f"http://127.0.0.1:{port}"
     log = Path("/tmp") / f"dashboard-scale-{port}.log"
     env = dashboard_env(site)
     env["PYTHONPATH"] = str(REPO)
-    command = streamlit_command(REPO / "apps/dashboard/app.py", host="127.0.0.1", port=port)
+    command = streamlit_command(APP, host="127.0.0.1", port=port)  # as served: the cookie route
     with open(log, "w") as out:
         server = subprocess.Popen(
             command, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
