@@ -640,14 +640,8 @@ async def _jobs(endpoint: str, pki: LinePki, jobs: list[tuple[str, str, str, str
     (ResultId, ResultState, MeasId), the status name of a refused call, and the states and
     ErrorEventType messages after all."""
     async with await mes_client(endpoint, pki) as client:
-        mv = await load_client_types(client)
-        system = await client.nodes.objects.get_child("1:VisionSystem")  # the server URI namespace
-        machine = await system.get_child(f"{mv}:VisionStateMachine")
-        automatic = await machine.get_child(f"{mv}:AutomaticModeStateMachine")
-        recipes = await system.get_child(f"{mv}:RecipeManagement")
-        await machine.call_method(f"{mv}:SelectModeAutomatic")
-        await recipes.call_method(f"{mv}:PrepareRecipe", ua.RecipeIdExternalDataType(Id="brick"),
-                                  ua.RecipeIdInternalDataType(Id=""))  # fmt: skip
+        mv, nodes = await _machine(client)
+        system, automatic = nodes["system"], nodes["automatic"]
         results, errors = Events(), Events()
         for handler, event_type in ((results, RESULT_READY_EVENT), (errors, ERROR_EVENT)):
             subscription = await client.create_subscription(20, handler)
@@ -701,14 +695,8 @@ async def _continuous_twice(endpoint: str, pki: LinePki, meas: str, parts: int) 
     """StartContinuous with MeasId ``meas`` for ``parts`` results, Stop, and at once again with
     the same MeasId: each run's (ResultId, MeasId) of every ResultReady event."""
     async with await mes_client(endpoint, pki) as client:
-        mv = await load_client_types(client)
-        system = await client.nodes.objects.get_child("1:VisionSystem")
-        machine = await system.get_child(f"{mv}:VisionStateMachine")
-        automatic = await machine.get_child(f"{mv}:AutomaticModeStateMachine")
-        recipes = await system.get_child(f"{mv}:RecipeManagement")
-        await machine.call_method(f"{mv}:SelectModeAutomatic")
-        await recipes.call_method(f"{mv}:PrepareRecipe", ua.RecipeIdExternalDataType(Id="brick"),
-                                  ua.RecipeIdInternalDataType(Id=""))  # fmt: skip
+        mv, nodes = await _machine(client)
+        system, automatic = nodes["system"], nodes["automatic"]
         events = Events()
         subscription = await client.create_subscription(20, events)
         await subscription.subscribe_events(system, ua.NodeId(RESULT_READY_EVENT, mv))
