@@ -127,7 +127,7 @@ def update_bank(
     with _timed(stages, "calibrate"):
         v = predict(model, validation, image_size=config.image_size, bits=config.image_bits)
         held_aside = held_aside_scores(model, config, dataset.calibration_samples, roi)
-        good = _child_good_scores(model, parent, dataset, images, unseen, config)
+        good = _child_good_scores(model, parent, dataset, images, unseen, config, roi)
         calibration = calibrate_predictions(v, point, good, held_aside)
         set_post_processor(model, calibration.normalization)
         scores = _good_score_record(parent, dataset, good, v, held_aside, images, digests)
@@ -319,15 +319,16 @@ def _child_good_scores(
     images: Sequence[Path],
     unseen: np.ndarray | None,
     config: ModelConfig,
+    roi: RoiSpec | None,
 ) -> TrainGoodScores | None:
     """The updated ``model``'s good scores that calibrate with its validation ones: the
     parent's out-of-fold scores and the new images' ``unseen`` ones, and its own scores of the
-    parent's full-bank images (export's score pairs). None: the parent has none to carry."""
+    parent's full-bank images (export's score pairs), through the parent's training ``roi``.
+    None: the parent has none to carry."""
     recorded = parent.good_scores()
     if unseen is None:
         return None
-    trained = parent.training_roi()
-    masks = _scoring_roi(parent, config, None if trained is None else trained.roi)
+    masks = _scoring_roi(parent, config, roi)
     paired = [dataset.root / name for name in sorted(recorded.train_full_bank)]
     names = [dataset.root / name for name in recorded.out_of_fold]
     scores = np.r_[np.fromiter(recorded.out_of_fold.values(), float), unseen]
