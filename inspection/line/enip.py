@@ -1,16 +1,10 @@
 """PLC handshake over EtherNet/IP: the S7/Modbus signals as Rockwell Logix controller tags.
 
-The station is a CIP client of the PLC (``pylogix``, which Logix plants use) and polls tags
-``<tag_prefix><Signal>``, the PLC program's controller-scope tags (types and writers:
-docs/line-integration.md, "EtherNet/IP handshake"; a string is a SINT array of ASCII,
-NUL-padded, as Logix programs exchange text with devices; COP it to a STRING). The cycle,
-``Heartbeat`` (+1 every ``heartbeat_ms``, wrapping at 65535) and the back-off after a session
-that never served are those of ``registers`` (S7/Modbus), which runs this link through the
-same ``BlockLink``: each side reads only the tags the other writes.
-
-CIP in this profile has no authentication or encryption (CIP Security is not supported): anyone
-who reaches port 44818 can write a trigger or read a verdict; keep the PLC and the station in
-one segmented cell network (docs/line-integration.md).
+The station is a CIP client (``pylogix``) of the tags ``<tag_prefix><Signal>``
+(docs/line-integration.md, "EtherNet/IP handshake"); a string is a NUL-padded SINT array of
+ASCII. The cycle, heartbeat and back-off are ``registers``', which runs this link through the
+same ``BlockLink``. CIP here has no authentication or encryption: keep the PLC and the station
+in one segmented cell network.
 """
 
 from __future__ import annotations

@@ -1,23 +1,14 @@
-"""The trigger -> answer step every PLC handshake shares (OPC UA nodes or MQTT topics).
+"""The trigger -> answer step every PLC link shares.
 
-A ``Trigger`` from the line becomes capture -> inspect -> store (+ outbox) and comes back
-as an ``Answer``: OK/NG with the score, or an ``ErrorCode`` saying why there is no verdict.
-The answer is due within ``timeout_s``; an inspection that overruns is answered ``TIMEOUT``
-but keeps running, and its result is still stored and published through the outbox.
+A ``Trigger`` becomes capture -> inspect -> store (+ outbox) and an ``Answer``: OK/NG with the
+score, or an ``ErrorCode``. An inspection that overruns ``timeout_s`` is answered ``TIMEOUT``
+but goes on, its result stored and published through the outbox. A station with several
+``View``s captures them all on one trigger, stores each as its own row
+(``<request id>.<view>``) and answers once for the part (``part_answer``).
 
-A station with several ``View``s of each part (top, side) captures them all on one trigger,
-inspects each with its own product, stores each as its own row (request id
-``<request id>.<view>``, part id the trigger's or else its request id) and answers once for
-the part: NG if any view is NG, else an error if any view has none, else OK (``part_answer``).
-
-A verdict leaves only with its own capture. ``replay`` is the line's one rule for when a
-stored verdict may answer a trigger instead: the PLC names the part (``PartId``) and it is the
-part stored under that request id. Otherwise the station captures anew (a reused request id
-stores its row under a fresh key, ``<id>~<hex>``), or, for a trigger the link delivers again
-and the station cannot tell from a new part (an MQTT redelivery), refuses it
-(``RETRY_UNPROVEN``). An answer still standing in the PLC's memory (Trigger held high while
-Done is high when the station connects) is no new cycle: the station waits for Trigger to fall.
-Every replay is logged and marked ``replayed`` to the PLC.
+A verdict leaves only with its own capture: ``replay`` is the line's one rule for when a stored
+verdict may answer instead (the PLC names the stored part). Otherwise a reused request id is a
+new part, and a redelivery the station cannot tell from one is refused (``RETRY_UNPROVEN``).
 """
 
 from __future__ import annotations

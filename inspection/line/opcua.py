@@ -1,20 +1,10 @@
 """PLC handshake over OPC UA: the station is a client of the PLC's OPC UA server.
 
-Signals are variables ``ns=<index of namespace>;s=<prefix>.<Signal>`` on the PLC:
-
-- PLC writes: ``Trigger`` (Boolean), ``Product``, ``PartId``, ``RequestId`` (String, may be
-  empty: then the selected product / no part id / an id made up by the station).
-- Station writes: ``Ready``, ``Busy``, ``Done`` (Boolean), ``Result`` (Int16: 0 none, 1 OK,
-  2 NG, 3 error), ``ErrorCode`` (Int16, ``handshake.ErrorCode``), ``Score`` (Double),
-  ``AnswerRequestId`` and ``Message`` (String), ``Heartbeat`` (UInt16: +1 every
-  ``heartbeat_ms`` while the station serves; the PLC's watchdog, as in the register map),
-  ``Replayed`` (Boolean: the answer is a stored verdict given again, ``handshake.replay``).
-
-Cycle (docs/line-integration.md has the timing): Trigger rises -> Busy=1, Done=0 -> capture,
-inspect, store -> Result/ErrorCode/Score/AnswerRequestId -> Busy=0, Done=1 -> PLC reads and
-drops Trigger -> Done=0, Result=0. A Trigger already high when the station (re)connects is a
-new cycle, unless Done is high too: that answer stands unacknowledged (the PLC raises Trigger
-only while Done is 0), and the station waits for Trigger to fall.
+Signals are variables ``ns=<namespace index>;s=<prefix>.<Signal>``: the PLC writes ``Trigger``,
+``Product``, ``PartId``, ``RequestId``; the station ``Ready``, ``Busy``, ``Done``, ``Result``,
+``ErrorCode``, ``Score``, ``AnswerRequestId``, ``Message``, ``Heartbeat`` and ``Replayed``
+(types and cycle: docs/line-integration.md). A Trigger already high when the station connects
+is a new cycle, unless Done is high too: that answer stands until Trigger falls.
 """
 
 from __future__ import annotations

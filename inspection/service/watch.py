@@ -1,16 +1,9 @@
-"""Watch-folder mode: inspect every image the camera software drops into ``incoming/``.
+"""Watch-folder mode: inspect every image dropped into ``incoming/`` (``incoming/<product>/``
+for a product), moved to ``done/`` or ``failed/`` (with ``<name>.reason.txt``).
 
-Layout under the watch root::
-
-    incoming/            files for ``default_product``
-    incoming/<product>/  files for that product
-    done/                inspected files (same relative path)
-    failed/              files that cannot be inspected, each with ``<name>.reason.txt``
-
-Exactly once: the request id is the file's content and name hash, so a restart after a crash
-finds the stored result. Files being written are skipped (temporary names; size and mtime not
-yet unchanged for ``settle_seconds``). Symbolic links are never followed: nothing outside the
-watch root is read.
+Exactly once: the request id hashes the file's content and name, so a restart finds the stored
+result. Files still being written (temporary names, size or mtime changing within
+``settle_seconds``) wait; symbolic links are never followed.
 """
 
 from __future__ import annotations

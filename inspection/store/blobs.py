@@ -1,13 +1,10 @@
 """Content-addressed blob storage for images, anomaly maps, masks and overlays.
 
-A central blob folder is written by every station: a file is created once and never replaced
-(``put`` links it into place, which fails when the name exists), written read-only, in
-fan-out folders with the sticky bit, so a station's account cannot replace or delete another
-account's files (docs/security.md, "Central store"); every read that hands bytes on
-(``get``, ``checked_path``) hashes them and refuses a file whose sha256 is not its name. A blob
-may have files under several extensions (a decoy ``<sha>.bin`` placed beside ``<sha>.png``):
-readers take the first whose bytes hash to the name, and ``put`` writes its own name beside a
-decoy, so a decoy neither hides a blob nor stops its upload.
+A central blob folder is written by every station, so a file is created once (linked into
+place), read-only, in sticky fan-out folders: no station's account replaces another's
+(docs/security.md). Every read that hands bytes on hashes them and refuses a file whose sha256
+is not its name; of several files of one blob (a decoy ``<sha>.bin``) readers take the first
+that hashes right, and ``put`` writes beside a decoy.
 """
 
 from __future__ import annotations

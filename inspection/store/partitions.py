@@ -1,23 +1,12 @@
 """Monthly partitions of the results table on PostgreSQL (migration 0011); SQLite has none.
 
 ``inspections`` is partitioned by RANGE of ``created_at``, one partition per UTC month
-(``inspections_pYYYYMM``) plus ``inspections_default``, which takes any row no month holds, so
-an insert never fails for want of a partition. ``ensure`` creates the months from the current
-one to ``MONTHS_AHEAD`` after it: the migration runs it in its transaction, and every retention
-prune (``inspection store prune``, hourly under ``inspection scheduler``) runs ``upkeep``, which
-makes each missing month in a transaction of its own. A month is made as a plain table, filled
-with whatever the default partition held of its range, then attached, so rows that waited in
-the default partition move into their month. Writes to the results table wait meanwhile (for
-as long as that month's rows take to move: none when months are made ahead, as scheduled);
-without that lock an insert already routed to the default partition fails its partition check
-once the month is attached. The lock is had within ``LOCK_TIMEOUT`` or the month is left.
-A month another prune made first is skipped; one that cannot be made is logged and left to the
-next run, and the other months are made all the same. Retention drops whole months
-(``store.retention``).
-
-``created_at`` is the station's clock: a row stamped a year back lands in an old month (or the
-default partition). The central store's own time is ``received_at`` (migration 0013), which
-retention checks before it deletes anything (docs/retention.md).
+(``inspections_pYYYYMM``) plus ``inspections_default`` for any row no month holds, so an insert
+never fails. ``ensure`` (the migration) and ``upkeep`` (every prune) make the months up to
+``MONTHS_AHEAD``. A month is made as a plain table, filled with what the default partition
+held of its range, then attached, writes waiting under a lock taken within ``LOCK_TIMEOUT``
+(else the month is left to the next run): without it an insert already routed to the default
+partition would fail its check once the month is attached. Retention drops whole months.
 """
 
 from __future__ import annotations
