@@ -1,12 +1,8 @@
 """Camera input for a line station: one ``capture()`` per trigger returns one encoded frame.
 
-Two backends behind the one-method ``Camera`` protocol:
-
-- ``FileSequenceCamera``: the images under a folder in name order (tests, demos, replays).
-- ``GenICamCamera``: a GenICam/GigE Vision/USB3 Vision camera through ``harvesters``
-  (``pip install 'inspection[genicam]'``). Harvesters talks to the camera through the
-  vendor's GenTL producer (a ``.cti`` file shipped with the vendor SDK); the tests use the
-  virtual cameras of the ``genicam`` wheel's producer (``viky.cti``), never a fake.
+``FileSequenceCamera``: a folder's images in name order (tests, demos, replays).
+``GenICamCamera``: a GenICam camera through ``harvesters`` and the vendor's GenTL producer
+(``.cti``); the tests use the ``genicam`` wheel's virtual cameras, never a fake.
 """
 
 from __future__ import annotations

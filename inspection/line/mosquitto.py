@@ -1,11 +1,9 @@
-"""A Mosquitto configured for the line and an MQTT results collector: the line station's
-counterparts for tests, benches (``bench/line.py``), a local soft-PLC run
-(``scripts/softplc_local.py``) and ``scripts/services.sh``.
+"""A Mosquitto configured for the line, and an MQTT results collector: the station's
+counterparts for tests, benches, ``scripts/softplc_local.py`` and ``scripts/services.sh``.
 
-Security on (``LinkSecurity``), the broker listens with TLS only (the PKI folder's CA and
-broker certificate), refuses anonymous clients, and checks every user's password and the
-per-station ACL (``acl_text``). ``python -m inspection.line.mosquitto --help`` writes such
-a configuration for a site's stations.
+Security on, the broker takes TLS only, refuses anonymous clients and checks each user's
+password and the per-station ACL (``acl_text``); ``python -m inspection.line.mosquitto --help``
+writes such a configuration for a site.
 """
 
 from __future__ import annotations

@@ -1,10 +1,7 @@
-"""A software PLC for commissioning, tests and benches: ``SoftPlc``, an OPC UA server with the
-handshake signals, and ``RegisterPlc``s, the S7 data block or Modbus holding registers in
-python-snap7's or pymodbus's own server (``S7Plc``, ``ModbusPlc``).
-
-Each plays the PLC's part of the handshake against a running station: set PartId/Product/
-RequestId, raise Trigger, wait for Done, read the answer, drop Trigger, wait for Done to
-fall. ``scan_s`` is the PLC's scan cycle (how often it looks at Done).
+"""A software PLC for commissioning, tests and benches: ``SoftPlc`` (an OPC UA server with the
+handshake signals) and the ``RegisterPlc``s (S7 or Modbus in python-snap7's or pymodbus's own
+server). Each plays the PLC's part of the handshake against a running station; ``scan_s`` is
+its scan cycle (how often it looks at Done).
 """
 
 from __future__ import annotations

@@ -1,11 +1,9 @@
 """Admission control, in two separate stages.
 
-- Uploads (``UploadBudget``): any number of connections may be sending; together they hold at
-  most ``limit`` bytes in memory (bytes actually received, never a declared length), and each
-  one is closed by its read deadlines (``service.upload``). A slow client holds almost
-  nothing, so it can never keep another client's upload out.
-- Inference (``AdmissionGate``): a request whose upload has arrived waits for a worker; at
-  most ``limit`` such requests at once, more get 503. Slow uploads never count here.
+- Uploads (``UploadBudget``): connections hold at most ``limit`` received bytes together, each
+  closed by its read deadlines, so a slow client can never keep another's upload out.
+- Inference (``AdmissionGate``): at most ``limit`` arrived requests wait for a worker; more get
+  503. Slow uploads never count here.
 """
 
 from __future__ import annotations

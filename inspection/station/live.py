@@ -1,10 +1,6 @@
-"""Live models per product, hot-swapped from the registry without dropping requests.
-
-A poller reads each product's live bundle and threshold; a new bundle is loaded completely
-(verified and compiled by ``runtime.predictor.load_inspector``) before the reference is
-swapped, so running requests keep their model, and one that fails to load is rejected with a
-logged reason while the previous one serves. What may serve is ``station.trust``'s rule; the
-threshold served, ``station.thresholds``'.
+"""Live models per product, hot-swapped from the registry without dropping requests: a new
+bundle is loaded and verified completely before the reference is swapped, and one that fails to
+load is logged while the previous one serves. What may serve is ``station.trust``'s rule.
 """
 
 from __future__ import annotations
