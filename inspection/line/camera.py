@@ -51,11 +51,8 @@ class Camera(Protocol):
 
 
 class FileSequenceCamera:
-    """Serves the image files under ``folder`` (recursively, sorted by relative path).
-
-    Thread-safe. With ``loop`` the sequence restarts at the end; without it the camera
-    raises ``CaptureError`` once every image was served.
-    """
+    """Serves the image files under ``folder`` (recursively, by relative path); thread-safe.
+    Without ``loop``, ``CaptureError`` once every image was served."""
 
     def __init__(self, folder: str | Path, *, loop: bool = True) -> None:
         self.folder = Path(folder)
@@ -89,17 +86,12 @@ class FileSequenceCamera:
 
 
 class GenICamCamera:
-    """A GenICam camera via harvesters, set up from ``CameraConfig``: trigger mode, exposure,
-    gain and any other SFNC feature by name. Frames of ``PIXEL_FORMATS`` are PNG-encoded as
-    8-bit grey or RGB (``decode_pixels``); another pixel format stops start-up, naming it.
+    """A GenICam camera via harvesters, set up from ``CameraConfig``; frames of ``PIXEL_FORMATS``
+    are PNG-encoded as 8-bit grey or RGB (another format stops start-up, naming it).
 
-    A frame belongs to its trigger: each capture first discards the frames already delivered
-    (a spurious trigger's, or a free-running stream's), then fires the software trigger, or
-    in ``free_run`` also drops the frame that was exposing or in transfer at the trigger.
-
-    A failed capture (timeout, camera unplugged) drops the device; the next capture opens it
-    again, so one trigger answers "no image" and none gets a stale or another part's frame.
-    """
+    A frame belongs to its trigger: each capture discards the frames already delivered before it
+    fires (in ``free_run``, also the frame in flight at the trigger). A failed capture drops the
+    device and the next one opens it again, so no trigger gets a stale or another part's frame."""
 
     def __init__(self, config: CameraConfig) -> None:
         try:

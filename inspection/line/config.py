@@ -26,15 +26,10 @@ not station ids (the broker's ACL would grant that station the PLC's or the MES'
 
 @dataclass(frozen=True)
 class LinkSecurity:
-    """How the links to the PLC, the broker and the MES are protected (secure by default).
-
-    ``sign_and_encrypt`` / ``sign``: OPC UA Basic256Sha256 in that message mode with
-    application certificates checked against a trust list (both ways); MQTT over TLS with a
-    password per user and per-station ACLs; webhooks signed with HMAC-SHA256; each result
-    signed with the station's Ed25519 key. ``none``: all of it in plaintext, which the
-    station announces at start-up (log, ``station status``, ``inspection_line_insecure``).
-    Certificates, passwords and keys live in ``pki_dir``, made on first use
-    (``inspection.line.pki``)."""
+    """How the links to the PLC, the broker and the MES are protected (secure by default):
+    ``sign_and_encrypt`` / ``sign`` (OPC UA Basic256Sha256 in that mode with trust lists, MQTT
+    over TLS with passwords and ACLs, signed webhooks and results) or ``none`` (plaintext,
+    announced at start-up). The material lives in ``pki_dir`` (``inspection.line.pki``)."""
 
     mode: Literal["sign_and_encrypt", "sign", "none"] = "sign_and_encrypt"
     pki_dir: Path = Path("var/line-pki")
@@ -46,14 +41,10 @@ class LinkSecurity:
 
 @dataclass(frozen=True)
 class SinkConfig:
-    """Where results go. ``kind`` picks the fields that apply:
-
-    - ``mqtt``: ``host``, ``port``, ``topic`` (``{station_id}`` is filled in), QoS 1.
-    - ``opcua``: ``endpoint`` and ``node_id`` of a String variable that receives the JSON.
-    - ``webhook``: ``url`` that gets a JSON POST with an ``Idempotency-Key`` header (and,
-      security on, ``X-Inspection-Timestamp`` / ``X-Inspection-Signature``: see
-      ``inspection.line.security.verify_webhook``).
-    """
+    """Where results go; ``kind`` picks the fields that apply: ``mqtt`` (``host``, ``port``,
+    ``topic`` with ``{station_id}``; QoS 1), ``opcua`` (``endpoint``, ``node_id`` of a String
+    variable) or ``webhook`` (``url``: a JSON POST with an ``Idempotency-Key``, signed with
+    security on: ``inspection.line.security.verify_webhook``)."""
 
     name: str
     kind: Literal["mqtt", "opcua", "webhook"]
@@ -98,11 +89,8 @@ class PublisherConfig:
 
 @dataclass(frozen=True)
 class OpcUaTriggerConfig:
-    """PLC handshake over OPC UA: the station is a client of the PLC's server.
-
-    Signals are String NodeIds ``ns=<namespace index>;s=<prefix>.<Signal>`` with
-    ``prefix`` = ``node_prefix`` (see docs/line-integration.md for the list and timing).
-    """
+    """PLC handshake over OPC UA, the station a client of the PLC's server: signals
+    ``ns=<namespace index>;s=<node_prefix>.<Signal>`` (docs/line-integration.md)."""
 
     enabled: bool = False
     endpoint: str = "opc.tcp://127.0.0.1:4840"
@@ -120,12 +108,9 @@ class OpcUaTriggerConfig:
 
 @dataclass(frozen=True)
 class PolledLinkConfig:
-    """What every polled PLC link shares: the block is read every ``poll_ms``; the station
-    counts ``Heartbeat`` up every ``heartbeat_ms`` while it serves, for the PLC to supervise
-    (``inspection.line.registers``); a session that fails before it has served once (a wrong
-    data block, an illegal address) is retried after a doubling, jittered delay from
-    ``backoff_initial_s`` up to ``backoff_max_s`` (``store.outbox.backoff_s``). The PLC is
-    at ``host``:``port`` (each protocol its own default port)."""
+    """What every polled PLC link shares: the PLC at ``host``:``port``, its block read every
+    ``poll_ms``, ``Heartbeat`` counted up every ``heartbeat_ms``, and a session that fails before
+    serving retried after a doubling back-off (``store.outbox.backoff_s``)."""
 
     host: str = "127.0.0.1"
     port: int = 0
@@ -198,15 +183,11 @@ OpcRole = Literal["observer", "operator", "engineer", "admin"]
 
 @dataclass(frozen=True)
 class MachineVisionConfig:
-    """OPC 40100 (OPC UA for Machine Vision) server mode: the station serves a VisionSystem
-    at ``opc.tcp://<host>:<port>/inspection`` (``inspection.line.machine_vision``), secured
-    as ``security`` says. Independent of the OPC UA handshake, where the station is a client.
-
-    ``users_file``: the clients' names, roles and Argon2id password hashes (default
-    ``<security.pki_dir>/opcua-users.yaml``); ``anonymous``: the role of a session without a
-    user (default: none, the anonymous token is refused). ``subscriptions_per_session`` /
-    ``subscriptions_per_user``: how many subscriptions one session / one user (all its
-    sessions) may hold (a MES needs one or two; past it ``BadTooManySubscriptions``)."""
+    """OPC 40100 (OPC UA for Machine Vision) server mode: the station serves a VisionSystem at
+    ``opc.tcp://<host>:<port>/inspection`` (``inspection.line.machine_vision``), secured as
+    ``security`` says. ``users_file``: the clients' roles and credentials (default
+    ``<security.pki_dir>/opcua-users.yaml``); ``anonymous``: the role of a session without a user
+    (default none: refused); the subscription quotas per session and per user."""
 
     enabled: bool = False
     host: str = "127.0.0.1"
@@ -227,13 +208,10 @@ class MachineVisionConfig:
 
 @dataclass(frozen=True)
 class CameraConfig:
-    """``file``: images of ``path`` in name order (``loop`` restarts); ``genicam``: a
-    GenICam camera through harvesters and the vendor's GenTL producer (``cti``), ``device``
-    its serial number (default: the first). ``trigger``: ``software`` fires the camera per
-    part, ``free_run`` takes the second frame its stream delivers after the trigger.
-    ``exposure_us``/``gain_db`` set SFNC ``ExposureTime``/``Gain``; ``features``: other SFNC
-    features by name, set in order (e.g. ``PixelFormat: Mono12``). ``timeout_s``: how long a
-    capture waits for its frame."""
+    """``file``: images of ``path`` in name order (``loop`` restarts); ``genicam``: through
+    harvesters and the vendor's GenTL producer (``cti``), ``device`` its serial (default: the
+    first). ``trigger``: ``software`` fires per part, ``free_run`` takes the stream's second frame
+    after the trigger. ``exposure_us``, ``gain_db`` and ``features`` set SFNC features, in order."""
 
     kind: Literal["file", "genicam"] = "file"
     path: Path | None = None
@@ -309,10 +287,8 @@ class WarmConfig:
 
 @dataclass(frozen=True)
 class LineConfig:
-    """One line station: camera -> inspect -> store (+ outbox) -> sinks, driven by the PLC.
-
-    ``core`` is the station core section shared with ``configs/station.yaml``. One ``camera``,
-    or several ``views`` of each part (each camera with its own product), never both."""
+    """One line station: camera -> inspect -> store (+ outbox) -> sinks, driven by the PLC;
+    ``core`` is shared with ``configs/station.yaml``. One ``camera`` or several ``views``."""
 
     station_id: str
     core: StationCoreConfig

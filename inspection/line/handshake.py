@@ -105,16 +105,11 @@ class Part(Protocol):
 
 
 def replay(delivery: Delivery, *, product: str, part_id: str | None, stored: Part | None) -> Replay:
-    """Whether a trigger is answered with the verdict ``stored`` under its request id (the
-    newest row, or the inspection still running) instead of a capture of its own.
-
-    The line's one rule, for every link: ``STORED`` only when the PLC names the part
-    (``part_id``, not empty) and it is the stored part of the same product; ``REFUSE`` when the
-    link redelivers a trigger (it was taken before, never acknowledged) that cannot be proven
-    so: the part it meant may have left the camera; else ``CAPTURE`` (a reused id is a new
-    part). OPC 40100 jobs never replay. No clock and no id alone proves a retry; the HTTP API,
-    where the client sends the image, has its own rule (``pipeline.check_replay``).
-    """
+    """Whether a trigger is answered with the verdict ``stored`` under its request id (the newest
+    row, or the inspection still running) instead of a capture of its own: ``STORED`` only when the
+    PLC names the part (``part_id``) and it is the stored part of the same product; ``REFUSE`` for
+    a redelivery that cannot be proven so (the part may have left the camera); else ``CAPTURE``.
+    No clock and no id alone proves a retry; the HTTP API has its own rule."""
     if not delivery.replays:
         return Replay.CAPTURE
     if part_id and stored is not None and (stored.product, stored.part_id) == (product, part_id):
@@ -155,11 +150,9 @@ class ViewResult:
 
 @dataclass(frozen=True)
 class Answer:
-    """What the station tells the PLC for one trigger (``inspection.answer/1`` over MQTT).
-
-    A part seen by several views carries each in ``views`` (in the configured order); its
-    ``score`` and ``inspection_id`` are then None (each view has its own). ``replayed``: the
-    verdict is a stored one, given again without a capture (``replay``)."""
+    """What the station tells the PLC for one trigger (``inspection.answer/1`` over MQTT). A part
+    of several views carries each in ``views`` (its own ``score`` and ``inspection_id`` None);
+    ``replayed``: a stored verdict given again without a capture."""
 
     request_id: str
     error_code: int
@@ -245,11 +238,8 @@ class _Job:
 
 
 class TriggerHandler:
-    """Turns triggers into answers: capture, run the pipeline, classify failures.
-
-    Thread-safe; the OPC UA and MQTT handshakes share one handler (and so one selected
-    product and the same cameras). Named ``views`` are captured and inspected concurrently.
-    """
+    """Turns triggers into answers: capture, run the pipeline, classify failures. Thread-safe and
+    shared by every link; named ``views`` are captured and inspected concurrently."""
 
     def __init__(
         self,

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from inspection.core.background import Background
 from inspection.line.config import ModbusConfig, PolledLinkConfig, S7Config
 from inspection.line.handshake import Answer, LinkContext, Trigger
 from inspection.store.outbox import backoff_s
@@ -167,18 +168,14 @@ class RegisterHandshake:
         self.beats = 0  # the Heartbeat count last written
         self._replayed: bool | None = None  # Replayed as last written this session
         self._polled = 0.0  # time.monotonic() of the poll loop's last turn
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._worker = Background(f"{self.via}-handshake", self._run, join_s=10.0)
+        self._stop = self._worker.stopping
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=f"{self.via}-handshake", daemon=True)
-        self._thread.start()
+        self._worker.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
-            self._thread = None
+        self._worker.stop()
 
     def _run(self) -> None:
         failures = 0  # sessions in a row that failed before serving

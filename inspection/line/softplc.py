@@ -45,11 +45,8 @@ class PlcAnswer:
 
 
 class SoftPlc:
-    """An asyncua server exposing ``<prefix>.<Signal>`` variables under ``namespace``.
-
-    Security on, it offers only Basic256Sha256 (Sign, SignAndEncrypt) with its certificate
-    ``plc`` from the PKI folder and admits only clients whose certificate the trust list's CA
-    signed: an unsigned, self-signed or foreign station is refused (``BadCertificateUntrusted``)."""
+    """An asyncua server exposing ``<prefix>.<Signal>`` variables under ``namespace``; security on,
+    Basic256Sha256 only, admitting only clients whose certificate the site CA signed."""
 
     def __init__(
         self,
@@ -145,11 +142,9 @@ class SoftPlc:
 
 
 class RegisterPlc:
-    """A PLC without OPC UA: a protocol library's own server holds the handshake block and this
-    side plays the PLC program through a client link, looking every ``scan_s``. One subclass per
-    protocol (``S7Plc``, ``ModbusPlc``, ``enip.EnipPlc``), registered as its link's ``plc``
-    (``links.LinkKind``): ``serve`` starts the server, ``config`` gives the station's section,
-    ``open_link`` the PLC's client link, ``shutdown`` stops the server."""
+    """A PLC without OPC UA: a protocol library's own server holds the handshake block, and this
+    side plays the PLC program through a client link every ``scan_s``. Each subclass (registered
+    as its link's ``plc``) says how to ``serve``, ``config``, ``open_link`` and ``shutdown``."""
 
     protocol: str
     """The link's name (``links.LINKS``)."""

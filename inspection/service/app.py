@@ -153,11 +153,8 @@ def _add_routes(app: FastAPI, station: Station) -> None:
         part_id: str | None = None,
         request_id: str | None = None,
     ) -> JSONResponse:
-        """Inspect one image (multipart field ``image``, or the raw body with an image type).
-
-        ``request_id`` makes retries idempotent: the same id from the same station returns
-        the stored result (200) instead of inspecting again (201).
-        """
+        """Inspect one image (multipart field ``image``, or the raw body); a ``request_id`` seen
+        before from the same station returns the stored result (200) instead of a new one (201)."""
         upload = await read_upload(
             request,
             station.config.max_upload_bytes,
@@ -179,10 +176,7 @@ def _add_routes(app: FastAPI, station: Station) -> None:
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
         offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     ) -> dict[str, Any]:
-        """Stored inspections, newest first; filter by product, station, verdict and time.
-
-        A station token lists only its own station's results.
-        """
+        """Stored inspections, newest first, filtered; a station token lists only its own."""
         if identity.has("station"):
             if station_filter not in (None, identity.name):
                 raise RequestError(403, "a station token reads only its own station's results")

@@ -18,11 +18,8 @@ from inspection.station.limits import ReadDeadlines
 
 @dataclass(frozen=True)
 class WatchConfig:
-    """Watch-folder mode: the camera software drops images into ``<root>/incoming``.
-
-    Files directly in ``incoming/`` are inspected as ``default_product``; files in
-    ``incoming/<product>/`` as that product. Results go to the store with ``station_id``.
-    """
+    """Watch-folder mode: images dropped into ``<root>/incoming`` are inspected as
+    ``default_product``, those in ``incoming/<product>/`` as that product."""
 
     enabled: bool = False
     root: Path = Path("var/watch")

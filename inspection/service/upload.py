@@ -46,12 +46,9 @@ async def read_upload(
     budget: UploadBudget | None = None,
     on_closed: Callable[[str], None] | None = None,
 ) -> Upload:
-    """The image bytes and any form fields; 413/415/400/422 with a clear message otherwise.
-
-    A body that misses its ``deadlines`` (default: ``ReadDeadlines()``) gets 408 with
-    ``Connection: close``; one that would overflow ``budget`` gets 503. ``on_closed`` is told
-    the reason ("deadline", "idle", "slow", "memory").
-    """
+    """The image bytes and any form fields; 413/415/400/422 with a clear message otherwise. A body
+    that misses its ``deadlines`` gets 408 (``Connection: close``), one that would overflow
+    ``budget`` 503; ``on_closed`` is told why ("deadline", "idle", "slow", "memory")."""
     deadlines = deadlines or ReadDeadlines()
     reader = _BodyReader(request, deadlines, budget or UploadBudget(1 << 62))
     try:

@@ -50,15 +50,8 @@ def station_loader(
     public_key: Ed25519PublicKey | None = None,
     num_threads: int | None = None,
 ) -> InspectorLoader:
-    """``default_loader`` with the station's settings.
-
-    Args:
-        refine: the station's refine config seeding the refiner.
-        validation_images: per product, the station's validation images, to re-calibrate a
-            bundle on when its golden outputs drift.
-        public_key: checks the signature on the bytes compiled.
-        num_threads: OpenVINO threads per inference (None: OpenVINO's choice).
-    """
+    """``default_loader`` with the station's settings: the refiner's config, per product the
+    validation images to re-calibrate a drifting bundle on, the pinned key, OpenVINO threads."""
     folders = dict(validation_images or {})
 
     def load(bundle_dir: Path) -> Predictor:

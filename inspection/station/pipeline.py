@@ -95,10 +95,8 @@ def check_part_id(part_id: str | None) -> str | None:
 
 
 def check_replay(existing: Inspection, product: str, digest: str) -> Inspection:
-    """The stored row for a repeated request id, if the payload is the same; else ``ReplayConflict``.
-
-    Rows stored before payload digests were recorded match any payload of their product.
-    """
+    """The stored row for a repeated request id, if the payload is the same (rows from before
+    payload digests match any of their product's); else ``ReplayConflict``."""
     client_id = (existing.request_id or "").split("/", 1)[-1]
     if existing.product != product:
         raise ReplayConflict(
@@ -206,15 +204,9 @@ class Pipeline:
         fresh_key: bool = False,
     ) -> Outcome:
         """Inspect ``data`` (encoded image bytes) and commit the result; see module doc.
-
-        Args:
-            request_id: the client's idempotency key (a repeat returns the stored row).
-            source: the front door (``api``, ``watch``, ``opcua``, ``mqtt``); ``source_name``:
-                the file name it gave, if any.
-            timings_ms: times before the pipeline (e.g. capture), sent on to the outbox.
-            fresh_key: store under a new key (``stored_request_id``): the line reuses an id
-                for a new part (``line.handshake.replay`` said so).
-        """
+        ``request_id``: the client's idempotency key; ``source``: the front door (``api``,
+        ``watch``, a link); ``timings_ms``: times before the pipeline (capture), sent on to the
+        outbox; ``fresh_key``: store a reused id under a new key (``line.handshake.replay``)."""
         started = time.perf_counter()
         request = self._request(
             data, product, station_id, part_id, request_id, fresh=fresh_key, source=source,

@@ -88,13 +88,9 @@ class Thresholds:
         inspector: Predictor,
         threshold: ThresholdVersion,
     ) -> float:
-        """The threshold to serve for registry version ``threshold`` on bundle ``served``.
-
-        A bundle re-calibrated here scores on a new scale: the version is carried across at
-        its false-reject budget (``Recalibration.carry``) or else not applied, the
-        re-calibrated operating point serving, before or after the load alike (a restart
-        never changes it); the golden status and the log say which.
-        """
+        """The threshold to serve for registry version ``threshold`` on bundle ``served``. A bundle
+        re-calibrated here scores on a new scale: the version is carried across at its false-reject
+        budget (``Recalibration.carry``) or not applied; the golden status and the log say which."""
         recalibration = getattr(inspector, "recalibration", None)
         if recalibration is None:
             return threshold.value

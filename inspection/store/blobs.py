@@ -46,12 +46,8 @@ def _none_holds(sha: str, files: list[Path]) -> BlobMismatch:
 
 
 class BlobStore:
-    """Stores bytes under ``<root>/<sha[:2]>/<sha><ext>``; writes are atomic and fsynced.
-
-    Garbage collection (``store.retention``) moves a file into ``<root>/.trash`` first,
-    re-checks that no row uses it and that it was not written or re-used (``put`` refreshes
-    the file's time) within a grace period, and only then unlinks it; otherwise it goes back.
-    """
+    """Stores bytes under ``<root>/<sha[:2]>/<sha><ext>``, atomically and fsynced. Removal goes
+    through ``<root>/.trash``: a file still used, or written within the grace period, goes back."""
 
     refused = 0
     """Blob reads refused in this process because the file's sha256 is not its name."""

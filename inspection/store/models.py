@@ -173,10 +173,8 @@ class ApiToken(Base):
 
 
 class DashboardUser(Base):
-    """A reviewer or admin of the dashboard: an Argon2id password hash, never the password.
-
-    ``failed_attempts`` and ``locked_until`` implement lockout with backoff across sessions.
-    """
+    """A reviewer or admin of the dashboard: an Argon2id password hash, never the password, and
+    the lockout state kept across sessions."""
 
     __tablename__ = "dashboard_users"
 
@@ -193,11 +191,8 @@ class DashboardUser(Base):
 
 
 class OutboxMessage(Base):
-    """A result waiting to be sent to one sink, written in the inspection's own transaction.
-
-    ``key`` is the idempotency key the sink sees (the request id); one row per (key, sink).
-    ``delivered_at`` stays empty until the sink acknowledged it (at-least-once delivery).
-    """
+    """A result waiting for one sink, written in the inspection's own transaction; ``key`` is
+    the idempotency key the sink sees, ``delivered_at`` set once it acknowledged (at least once)."""
 
     __tablename__ = "outbox_messages"
 

@@ -99,11 +99,9 @@ def missing(connection: Connection, now: datetime, since: datetime | None = None
 
 
 def upkeep(engine: Engine, now: datetime) -> tuple[list[str], list[str]]:
-    """The missing months from the first gap after the oldest partition (months a neglected
-    store skipped, or a month an earlier run failed) to ``MONTHS_AHEAD`` after ``now``'s, each in a transaction of its own, while
-    writers insert: returns (made, failed). A month that fails (its lock not had within
-    ``LOCK_TIMEOUT``, a table in its way) is logged and left to the next run; the other months
-    are made all the same."""
+    """The missing months from the first gap after the oldest partition to ``MONTHS_AHEAD``
+    after ``now``'s, each in its own transaction while writers insert: (made, failed). A month that
+    fails is logged and left to the next run; the others are made all the same."""
     with engine.begin() as connection:
         if not partitioned(connection):
             return [], []
@@ -127,11 +125,9 @@ def upkeep(engine: Engine, now: datetime) -> tuple[list[str], list[str]]:
 
 
 def _create(connection: Connection, start: datetime) -> str | None:
-    """Attach month ``start``'s partition, moving its rows out of the default partition. The
-    results table is locked against writes until the transaction ends: an insert already
-    routed to the default partition would otherwise fail its partition check once the month
-    is attached; it waits instead. ``None`` when the month is attached by then (another prune
-    made it)."""
+    """Attach month ``start``'s partition, moving its rows out of the default partition, with
+    writes locked until the transaction ends (see module doc); ``None`` when another prune
+    attached it first."""
     name, end = f"{TABLE}_p{start:%Y%m}", month_of(start, 1)
     connection.execute(text(f"LOCK TABLE {TABLE} IN SHARE ROW EXCLUSIVE MODE"))
     if any(p.name == name for p in partitions(connection)):
