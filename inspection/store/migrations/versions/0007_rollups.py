@@ -3,9 +3,6 @@
 ``rollup_hourly`` and ``rollup_scores`` are backfilled here; the queue pages by (score, id),
 (verdict, score, id) and (created_at, id); reviewed parts by a partial (review_label,
 created_at) index that "unreviewed" never picks.
-
-Revision ID: 0007
-Revises: 0006
 """
 
 from __future__ import annotations
@@ -17,8 +14,6 @@ from inspection.store import rollups
 
 revision = "0007"
 down_revision = "0006"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

@@ -5,9 +5,6 @@ replaces (score, id) and (verdict, score, id); ``ix_inspections_reviewed`` (prod
 review_label, audit_sample, score), partial on reviewed rows, replaces (product, review_label,
 reviewed_at). Building them reads the table once and blocks writes: upgrade with the line
 stopped.
-
-Revision ID: 0008
-Revises: 0007
 """
 
 from __future__ import annotations
@@ -17,8 +14,6 @@ from alembic import op
 
 revision = "0008"
 down_revision = "0007"
-branch_labels = None
-depends_on = None
 
 QUEUE = ["score", "id", "threshold", "verdict", "review_label", "product", "station_id"]
 REVIEWED = ["product", "review_label", "audit_sample", "score"]

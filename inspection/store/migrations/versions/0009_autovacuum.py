@@ -3,9 +3,6 @@
 By default a table is vacuumed once a fifth of it changed, so reviewed or pruned pages stay off
 the visibility map and the queue's index-only scans read the table. Vacuum every 2,000 and
 analyse every 20,000 changed rows instead. SQLite needs none.
-
-Revision ID: 0009
-Revises: 0008
 """
 
 from __future__ import annotations
@@ -14,8 +11,6 @@ from alembic import op
 
 revision = "0009"
 down_revision = "0008"
-branch_labels = None
-depends_on = None
 
 SETTINGS = {
     "autovacuum_vacuum_scale_factor": "0",

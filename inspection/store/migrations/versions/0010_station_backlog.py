@@ -2,9 +2,6 @@
 
 One row per station role, upserted by its forwarder every few seconds; row-level security
 confines a role to its own row (``central_roles.grant_station``). SQLite: the table only.
-
-Revision ID: 0010
-Revises: 0009
 """
 
 from __future__ import annotations
@@ -14,8 +11,6 @@ from alembic import op
 
 revision = "0010"
 down_revision = "0009"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

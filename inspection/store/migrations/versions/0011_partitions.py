@@ -5,9 +5,6 @@ must hold the partition key: the primary key becomes (id, created_at) and the re
 (request_id, created_at); a forwarded row sent again keeps its first timestamp, so ``ON
 CONFLICT DO NOTHING`` still finds it. Reviews and outbox messages lose their foreign keys
 (none can point at a partitioned id alone). The upgrade copies every row and blocks writes.
-
-Revision ID: 0011
-Revises: 0010
 """
 
 from __future__ import annotations
@@ -20,8 +17,6 @@ from inspection.store.models import utcnow
 
 revision = "0011"
 down_revision = "0010"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

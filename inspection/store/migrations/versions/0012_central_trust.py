@@ -4,9 +4,6 @@ On a PostgreSQL central store with station roles, re-apply ``store.central_roles
 stations lose their rollup grants (a statement trigger adds their rows), row-level security is
 forced with policies on ``current_user``, and only the owner creates objects in ``public``.
 Earlier ``--writes`` ids join ``inspection_station_ids``. SQLite is unchanged.
-
-Revision ID: 0012
-Revises: 0011
 """
 
 from __future__ import annotations
@@ -18,8 +15,6 @@ from inspection.store import central_roles
 
 revision = "0012"
 down_revision = "0011"
-branch_labels = None
-depends_on = None
 
 _HAS_GROUP = f"SELECT 1 FROM pg_roles WHERE rolname = '{central_roles.STATION_GROUP}'"
 _EARLIER_IDS = f"""

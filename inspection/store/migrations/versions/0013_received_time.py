@@ -10,9 +10,6 @@ Older rows keep ``received_at`` NULL (no rewrite).
 Also ``outbox_messages.quarantined_at``, ``station_backlog.quarantined`` and ``reviews.origin``
 with ``forward_review`` (``SECURITY DEFINER``: a station labels only its own stations' results).
 SQLite gets the columns and no trigger.
-
-Revision ID: 0013
-Revises: 0012
 """
 
 from __future__ import annotations
@@ -24,8 +21,6 @@ from inspection.store.models import REVIEW_LABELS
 
 revision = "0013"
 down_revision = "0012"
-branch_labels = None
-depends_on = None
 
 SKEW_TOLERANCE_S = 300.0
 _LABELS = ", ".join(f"'{label}'" for label in REVIEW_LABELS)

@@ -3,9 +3,6 @@
 ``ix_outbox_inspection`` (inspection_id, sink): serving a stored payload (OPC 40100
 ``ResultContent``) and deleting a result's messages probe it instead of reading the sink's
 messages. Building it reads the outbox once.
-
-Revision ID: 0015
-Revises: 0014
 """
 
 from __future__ import annotations
@@ -14,8 +11,6 @@ from alembic import op
 
 revision = "0015"
 down_revision = "0014"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

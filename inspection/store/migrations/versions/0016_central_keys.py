@@ -5,9 +5,6 @@
   a request id keep the first received under it, the others get a distinct key.
 - PostgreSQL: the ``SECURITY DEFINER`` functions search ``pg_temp`` last (a station's
   ``TEMP TABLE inspections`` stood in for the real one), and ``central_roles.secure`` again.
-
-Revision ID: 0016
-Revises: 0015
 """
 
 from __future__ import annotations
@@ -20,8 +17,6 @@ from inspection.store import central_roles, request_keys
 
 revision = "0016"
 down_revision = "0015"
-branch_labels = None
-depends_on = None
 
 _DEFINERS = (
     "inspections_received()",
