@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from inspection.core.config import from_mapping, read_yaml
 from inspection.core.errors import ConfigError, RegistryError
@@ -119,13 +119,16 @@ class PolledLinkConfig:
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
 
-    def _check_polling(self, name: str) -> None:
+    link: ClassVar[str]  # the section's name, in messages
+
+    def __post_init__(self) -> None:
+        check_port(f"{self.link}: port", self.port)
         for key in ("poll_ms", "heartbeat_ms"):
             if getattr(self, key) <= 0:
-                raise ConfigError(f"{name}: {key} must be > 0, got {getattr(self, key)}")
+                raise ConfigError(f"{self.link}: {key} must be > 0, got {getattr(self, key)}")
         if not 0 < self.backoff_initial_s <= self.backoff_max_s:
             raise ConfigError(
-                f"{name}: need 0 < backoff_initial_s <= backoff_max_s, got "
+                f"{self.link}: need 0 < backoff_initial_s <= backoff_max_s, got "
                 f"{self.backoff_initial_s} and {self.backoff_max_s}"
             )
 
@@ -141,10 +144,7 @@ class S7Config(PolledLinkConfig):
     rack: int = 0
     slot: int = 1
     db: int = 100
-
-    def __post_init__(self) -> None:
-        check_port("s7: port", self.port)
-        self._check_polling("s7")
+    link: ClassVar[str] = "s7"
 
 
 @dataclass(frozen=True)
@@ -157,10 +157,7 @@ class ModbusConfig(PolledLinkConfig):
     port: int = 502
     unit: int = 1
     address: int = 0
-
-    def __post_init__(self) -> None:
-        check_port("modbus: port", self.port)
-        self._check_polling("modbus")
+    link: ClassVar[str] = "modbus"
 
 
 @dataclass(frozen=True)

@@ -13,14 +13,13 @@ import struct
 import subprocess
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from inspection.line import registers as regs
 from inspection.line.config import LineConfig, PolledLinkConfig
-from inspection.line.handshake import Answer, LinkContext, ResultCode
+from inspection.line.handshake import Answer, LinkContext
 from inspection.line.mosquitto import wait_port
 from inspection.line.softplc import RegisterPlc
-from inspection.station.config import check_port
 
 SCALARS = {"Trigger": (0, ">h"), "Ready": (2, ">h"), "Busy": (4, ">h"), "Done": (6, ">h"),
            "Result": (8, ">h"), "ErrorCode": (10, ">h"), "Score": (12, ">f"),
@@ -40,9 +39,7 @@ class EnipConfig(PolledLinkConfig):
     slot: int = 0
     tag_prefix: str = "Inspection_"
 
-    def __post_init__(self) -> None:
-        check_port("enip: port", self.port)
-        self._check_polling("enip")
+    link: ClassVar[str] = "enip"
 
 
 class EnipLink:
@@ -170,7 +167,4 @@ def enip_trigger(
         got = plc.trigger(request_id, product=product, part_id=part_id, timeout_s=timeout_s)
     finally:
         plc.stop()
-    verdict = {ResultCode.OK: "OK", ResultCode.NG: "NG"}.get(got.result)
-    return Answer(got.request_id, int(got.error_code), got.message, product=product or None,
-                  verdict=verdict, score=got.score if verdict else None,  # type: ignore[arg-type]
-                  replayed=bool(verdict and got.replayed))  # fmt: skip
+    return got.answer(product)

@@ -18,7 +18,7 @@ from asyncua.sync import Server, ThreadLoop
 from inspection.core.errors import InspectionError
 from inspection.line import registers as regs
 from inspection.line.config import LinkSecurity, ModbusConfig, S7Config
-from inspection.line.handshake import ErrorCode, ResultCode
+from inspection.line.handshake import Answer, ErrorCode, ResultCode
 from inspection.line.mosquitto import free_port, wait_port
 from inspection.line.opcua import DEFAULTS, SIGNALS, signal_node_id, variant
 from inspection.line.pki import LinePki
@@ -42,6 +42,13 @@ class PlcAnswer:
     message: str
     seconds: float
     replayed: bool = False
+
+    def answer(self, product: str) -> Answer:
+        """The station's ``Answer`` as the PLC read it (``station trigger``)."""
+        verdict = {ResultCode.OK: "OK", ResultCode.NG: "NG"}.get(self.result)
+        return Answer(self.request_id, int(self.error_code), self.message, product=product or None,
+                      verdict=verdict, score=self.score if verdict else None,  # type: ignore[arg-type]
+                      replayed=bool(verdict and self.replayed))  # fmt: skip
 
 
 class SoftPlc:

@@ -104,13 +104,10 @@ class LiveModels:
         """``on_change`` is told of every model swapped in; ``selector`` picks the bundle to serve
         for a live pointer; ``public_key``: the pinned site key, with it only bundles it signed
         (and unchanged since promotion) load."""
-        self.registry = registry
-        self.products = tuple(products)
+        self.registry, self.products = registry, tuple(products)
         self.trust = Trust(registry, public_key)
         self.thresholds = Thresholds(registry, self.trust)
-        self._loader = loader
-        self._selector = selector
-        self._on_change = on_change
+        self._loader, self._selector, self._on_change = loader, selector, on_change
         self._models: dict[str, LiveModel] = {}
         self._problems: dict[str, str] = {}
         self._rejected: dict[str, str] = {}  # product -> bundle id that failed to load
@@ -130,16 +127,13 @@ class LiveModels:
     def status(self) -> dict[str, dict[str, Any]]:
         """Per product: live bundle, model version, threshold, and any problem."""
         out = {}
+        shown = ("bundle_id", "model_version", "threshold", "served_bundle_id", "precision")
         for product in self.products:
             model = self._models.get(product)
             refused = self.trust.refused(product)
             out[product] = {
                 "loaded": model is not None,
-                "bundle_id": model.bundle_id if model else None,
-                "model_version": model.model_version if model else None,
-                "threshold": model.threshold if model else None,
-                "served_bundle_id": model.served_bundle_id if model else None,
-                "precision": model.precision if model else None,
+                **{name: getattr(model, name, None) for name in shown},
                 "tuning": model.tuning.summary() if model and model.tuning else None,
                 "golden": self.thresholds.golden(product),
                 "threshold_refused": refused.get("threshold"),
@@ -265,10 +259,7 @@ class LiveModels:
         why = self.trust.refusal_before_load(product, bundle_id)
         if why is None:
             return False
-        keeps = self._models.get(product)
-        self._problems[product] = f"bundle {bundle_id} refused: {why}" + (
-            f"; still serving {keeps.served_bundle_id}" if keeps else ""
-        )
+        self._problems[product] = f"bundle {bundle_id} refused: {why}{self._still_serving(product)}"
         return True
 
     def _reject(self, product: str, bundle_id: str, exc: Exception) -> None:
@@ -277,13 +268,14 @@ class LiveModels:
         self._rejected[product] = bundle_id
         if isinstance(exc, GoldenDriftError):
             self.thresholds.drifted(product, bundle_id, exc)
-        keeps = self._models.get(product)
         detail = without_paths(str(exc), {self.registry.root: "<registry>"})
-        reason = f"bundle {bundle_id} rejected: {detail}"
-        if keeps is not None:
-            reason += f"; still serving {keeps.served_bundle_id}"
+        reason = f"bundle {bundle_id} rejected: {detail}{self._still_serving(product)}"
         self._problems[product] = reason
         log.error("%s: %s", product, reason)
+
+    def _still_serving(self, product: str) -> str:
+        keeps = self._models.get(product)
+        return f"; still serving {keeps.served_bundle_id}" if keeps else ""
 
     def _swap(self, model: LiveModel) -> None:
         with self._swap_lock:
