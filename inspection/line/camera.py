@@ -239,9 +239,8 @@ def _layout(pixel_format: str) -> tuple[int, int, int | None]:
 
 
 def decode_pixels(pixel_format: str, data: np.ndarray, height: int, width: int) -> np.ndarray:
-    """A frame's pixel values (flat, as harvesters delivers them) -> (H, W) uint8 grey or
-    (H, W, 3) uint8 RGB. Values of more than 8 bits keep their top 8 (``narrow_to_8_bits`` at
-    the format's depth: Mono12 4095 -> 255); Bayer mosaics are demosaiced (OpenCV bilinear)."""
+    """A frame's pixel values (flat, as harvesters delivers them) -> (H, W) uint8 grey or (H, W, 3)
+    uint8 RGB: deeper values keep their top 8 bits, Bayer mosaics are demosaiced (bilinear)."""
     bits, channels, to_rgb = _layout(pixel_format)
     shape = (height, width) if channels == 1 else (height, width, channels)
     values = np.asarray(data).reshape(shape)  # a view of the camera's buffer

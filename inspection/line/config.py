@@ -135,9 +135,8 @@ class PolledLinkConfig:
 
 @dataclass(frozen=True)
 class S7Config(PolledLinkConfig):
-    """PLC handshake over Siemens S7 (``inspection.line.registers``): the signals in data
-    block ``db`` of the PLC at ``host`` (``rack``/``slot`` of its CPU). No authentication or
-    encryption (docs/security.md)."""
+    """PLC handshake over Siemens S7 (``inspection.line.registers``): the signals in data block
+    ``db`` of the PLC at ``host`` (``rack``/``slot`` of its CPU); no authentication."""
 
     enabled: bool = False
     port: int = 102
@@ -149,9 +148,8 @@ class S7Config(PolledLinkConfig):
 
 @dataclass(frozen=True)
 class ModbusConfig(PolledLinkConfig):
-    """PLC handshake over Modbus TCP (``inspection.line.registers``): the signals in the
-    holding registers from ``address`` of unit ``unit`` at ``host``. No authentication or
-    encryption (docs/security.md)."""
+    """PLC handshake over Modbus TCP (``inspection.line.registers``): the signals in the holding
+    registers from ``address`` of unit ``unit`` at ``host``; no authentication."""
 
     enabled: bool = False
     port: int = 502
@@ -244,9 +242,8 @@ _VIEW_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 
 @dataclass(frozen=True)
 class ViewConfig:
-    """One camera of a part judged by several (``LineConfig.views``): its frames are inspected
-    as ``product`` (that product's bundle, ROI and threshold) and stored with request id
-    ``<trigger's request id>.<name>``."""
+    """One camera of a part judged by several (``LineConfig.views``): its frames are inspected as
+    ``product`` and stored with request id ``<trigger's request id>.<name>``."""
 
     name: str
     camera: CameraConfig
@@ -262,10 +259,9 @@ class ViewConfig:
 
 @dataclass(frozen=True)
 class WarmConfig:
-    """Warm-on-trigger (``runtime.warmup``): on each trigger, while the camera exposes, one
-    throw-away inference wakes the cores, so a part on a slow line is not inspected cold.
-    ``idle_ms``: skip it when the last inference ended less than this long ago (still warm).
-    It never holds up a part: the part's inference cancels a warm run still in flight."""
+    """Warm-on-trigger (``runtime.warmup``): one throw-away inference per trigger, while the camera
+    exposes, so a part on a slow line is not inspected cold; skipped within ``idle_ms`` of the last
+    inference, and cancelled by the part's own."""
 
     enabled: bool = True
     idle_ms: float = 20.0
@@ -363,9 +359,8 @@ def link_section(name: str) -> type:
 
 
 def load_line_config(path: str | Path) -> LineConfig:
-    """Read and validate a line-station YAML file; unknown keys raise ``ConfigError`` by name.
-    The station's configs (``refine.yaml``) are those beside the file (``core.configs_dir``),
-    as ``service.config.load_station_config`` reads a station file."""
+    """Read and validate a line-station YAML file (unknown keys are a ``ConfigError`` by name); its
+    configs folder is the file's (``core.configs_dir``)."""
     data = read_yaml(path)
     check_moved_keys(data, str(path))
     links = {

@@ -43,10 +43,9 @@ class EnipConfig(PolledLinkConfig):
 
 
 class EnipLink:
-    """The handshake block as Logix tags (a ``registers.BlockLink``): ``write`` sends the
-    signals a byte range holds; ``read`` fetches the others' signals in one request and
-    answers its own (``own``) from what it last wrote, or read once on connecting (a standing
-    answer: ``registers``)."""
+    """The handshake block as Logix tags (a ``registers.BlockLink``): ``write`` sends a byte
+    range's signals; ``read`` fetches the other side's in one request and answers its ``own`` from
+    what it last wrote (or read on connecting: a standing answer)."""
 
     def __init__(self, config: EnipConfig, own: frozenset[str] = STATION_SIGNALS) -> None:
         from pylogix import PLC  # deferred: only stations that speak EtherNet/IP need it
@@ -119,9 +118,8 @@ def serve(config: EnipConfig, link: LinkContext) -> regs.RegisterHandshake:
 
 
 class EnipPlc(RegisterPlc):
-    """A Logix PLC for tests and benches: cpppo's EtherNet/IP server (``python -m
-    cpppo.server.enip``) holds the tags, this side plays the PLC program; given ``config``,
-    the real PLC there instead (``inspection station trigger --via enip``)."""
+    """A Logix PLC for tests and benches: cpppo's EtherNet/IP server holds the tags and this side
+    plays the PLC program; given ``config``, the real PLC there (``station trigger --via enip``)."""
 
     protocol, label = "enip", "EtherNet/IP (Logix tags)"
     library, unserved = "cpppo", {"tag_prefix": "Missing_"}

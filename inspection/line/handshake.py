@@ -118,9 +118,8 @@ def replay(delivery: Delivery, *, product: str, part_id: str | None, stored: Par
 
 
 def claimed_request_id(payload: str | bytes) -> str:
-    """The request id a malformed trigger carries, so its ``BAD_TRIGGER`` answer can be matched
-    by the PLC; ``""`` when none can be read (the payload is not a JSON object with a string
-    ``request_id``): the PLC then takes it as the answer to its last trigger."""
+    """The request id a malformed trigger carries, so the PLC can match its ``BAD_TRIGGER``
+    answer; ``""`` when none can be read (the PLC takes it as the answer to its last trigger)."""
     try:
         data = json.loads(payload or b"{}")
     except (json.JSONDecodeError, UnicodeDecodeError):
@@ -292,9 +291,8 @@ class TriggerHandler:
         on_late: Callable[[Answer], None] | None = None,
     ) -> Answer:  # fmt: skip
         """Capture, inspect and store one part; never raises (errors become error codes).
-        ``delivery``: what the link's handshake says of the trigger (``replay``); ``on_late``:
-        when the answer (or a view of it) is ``TIMEOUT``, it gets the final answer, from a
-        thread of its own, once the inspection ends."""
+        ``delivery``: the link's evidence for ``replay``; ``on_late``: given the final answer, from a
+        thread of its own, when this one (or a view of it) is ``TIMEOUT``."""
         started = time.perf_counter()
         deadline = started + self.timeout_s
         request_id, named = trigger.request_id or uuid.uuid4().hex[:20], trigger.part_id
@@ -398,9 +396,8 @@ class TriggerHandler:
         )
 
     def _inspect(self, shot: _Shot, source: str, delivery: Delivery) -> tuple[Outcome, float]:
-        """Capture and inspect the shot, or as ``replay`` decides, answer it with its part's
-        stored verdict (no capture) or refuse it (``RetryUnproven``). A request id used before
-        is a new part: logged, stored under a fresh key."""
+        """Capture and inspect the shot, or as ``replay`` decides answer it with its part's stored
+        verdict or refuse it (``RetryUnproven``); a reused request id is stored under a fresh key."""
         key = stored_request_id(self.station_id, shot.request_id) or ""
         used = self.pipeline.store.find_by_request_id(key) is not None
         stored = self.pipeline.last_request(self.station_id, shot.request_id) if (

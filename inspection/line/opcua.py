@@ -117,9 +117,8 @@ class OpcUaHandshake(LoopThread):
     thread_name = "opcua-handshake"
 
     def __init__(self, config: OpcUaTriggerConfig, link: LinkContext) -> None:
-        """The ``opcua`` link (``links.LinkKind.serve``). Security on: Basic256Sha256 with the
-        station's certificate, the PLC's checked against the trust list
-        (``security.secure_opcua_client``)."""
+        """The ``opcua`` link (``links.LinkKind.serve``), secured by
+        ``security.secure_opcua_client``."""
         self.config, self.handler = config, link.handler
         self.station_id, self.security = link.station_id, link.security
         self.on_answer = link.counted("opcua")  # (answer, seconds from the trigger edge to Done)
@@ -178,11 +177,9 @@ class OpcUaHandshake(LoopThread):
             await client.disconnect()
 
     async def _beats(self, client: Client, node: Any) -> None:
-        """Count ``Heartbeat`` up every ``heartbeat_ms`` while the serve loop turns: it may
-        stand in one cycle for up to the handler's timeout, and the count stands still once
-        it stalls longer. A PLC that refuses the write (no such variable, a map from before it;
-        not writable) is an error in the log, once per session: it cannot see a dead or hung
-        station."""
+        """Count ``Heartbeat`` up every ``heartbeat_ms`` while the serve loop turns (it may stand for
+        up to the handler's timeout in one cycle); a PLC that refuses the write is logged once per
+        session as an error: it cannot see a dead or hung station."""
         period = self.config.heartbeat_ms / 1000
         stalled_s = self.handler.timeout_s + period + 1.0  # 1 s: the serve loop's idle wait
         count = 0

@@ -151,9 +151,8 @@ class _Locked:
 
 
 class RegisterHandshake:
-    """Polls the PLC block every ``poll_ms`` in its own thread and counts ``Heartbeat`` up
-    every ``heartbeat_ms`` in another; reconnects while the PLC is away. ``via`` names the
-    protocol in stored rows and metrics; ``open_link(config)`` connects to the block."""
+    """Polls the PLC block every ``poll_ms`` and counts ``Heartbeat`` up in another thread,
+    reconnecting while the PLC is away; ``via`` names the link, ``open_link`` connects."""
 
     def __init__(
         self,

@@ -102,9 +102,8 @@ class SoftPlc:
         self.server.stop()
 
     def read(self, signal: str) -> Any:
-        """The signal's value, read from the server's memory in the caller's thread as a PLC
-        reads its own: a hop through the server's event loop at every 1 ms scan would take CPU
-        from the station under test."""
+        """The signal's value, read in the caller's thread as a PLC reads its own memory (a hop
+        through the server's loop at every 1 ms scan would take CPU from the station under test)."""
         space = self.server.aio_obj.iserver.aspace
         return space.read_attribute_value(
             self.nodes[signal].nodeid, ua.AttributeIds.Value
@@ -206,9 +205,8 @@ class RegisterPlc:
     def trigger(
         self, request_id: str, *, product: str = "", part_id: str = "", timeout_s: float = 10.0
     ) -> PlcAnswer:
-        """One cycle: Product, PartId, RequestId, Trigger up -> Done seen (timed), answer read,
-        Trigger down -> Done down; raises ``HandshakeTimeout`` (Trigger down, as a PLC that
-        gives up on a part drops it)."""
+        """One cycle (strings, Trigger up, Done seen and timed, answer read, Trigger down, Done
+        down); ``HandshakeTimeout`` drops Trigger, as a PLC that gives up on a part does."""
         assert self.link is not None
         names, values = ("Product", "PartId", "RequestId"), (product, part_id, request_id)
         fields = (regs.s7_string(v, regs.STRINGS[n][1]) for n, v in zip(names, values, strict=True))

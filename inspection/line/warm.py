@@ -59,10 +59,8 @@ class TriggerWarmer:
         timer.start()
 
     def delay_ms(self, product: str, warm_run_ms: float | None = None) -> float:
-        """How long after the trigger to start the warm run (0 with ``timing: trigger`` or
-        before the first part of ``product`` was timed). ``warm_run_ms``: the live inspector's
-        own running mean of its warm runs (``Inspector.warm_run_ms``); None: the parts'
-        inference time stands in for it."""
+        """How long after the trigger to start the warm run (0 with ``timing: trigger`` or before
+        ``product`` was timed); ``warm_run_ms``: the inspector's mean warm run (None: its inference)."""
         if self.config.timing != "learned":
             return 0.0
         with self._lock:

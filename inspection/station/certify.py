@@ -78,9 +78,8 @@ def product_certificate(
 def certify_product(
     registry: Registry, store: Store, product: str, *, actor: str
 ) -> ThresholdVersion:
-    """Derive the live bundle's threshold again from its calibration scores and the audit
-    parts it scored that reviewers confirmed good, and record it as the product's next
-    threshold version for that bundle (``CertificationError`` when the gate refuses it)."""
+    """Derive the live bundle's threshold again from its calibration scores and its confirmed-good
+    audit parts, as the product's next threshold version (``CertificationError``: gate refused)."""
     bundle_id = _live(registry, product)
     bundle_dir = registry.bundles.bundle_dir(product, bundle_id)
     metadata = verify_bundle(bundle_dir)

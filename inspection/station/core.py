@@ -134,9 +134,8 @@ class StationCore:
 
 
 def station_refine_config(config: StationCoreConfig) -> RefineConfig:
-    """The station's mask-refiner settings: ``refine.yaml`` of its configs folder
-    (``config.configs``), else of ``core.config.default_configs_dir()``, else the defaults;
-    the log names the file read (``ConfigError`` naming a bad key)."""
+    """The station's mask-refiner settings: ``refine.yaml`` of its configs folder, else of the
+    default configs, else the defaults; the log names the file (``ConfigError``: a bad key)."""
     own = config.configs / REFINE_CONFIG_NAME
     fallback = default_configs_dir() / REFINE_CONFIG_NAME
     if own.is_file():

@@ -18,9 +18,8 @@ RETRY_AFTER_SECONDS = 1
 
 
 class AdmissionGate:
-    """Counts requests admitted to inference on one event loop (no lock needed); above
-    ``limit`` raises ``StationBusy``, so memory stays bounded by ``limit`` uploads plus one
-    decode per worker."""
+    """Counts requests admitted to inference on one event loop (no lock needed); above ``limit``
+    ``StationBusy``, so memory stays bounded by ``limit`` uploads plus a decode per worker."""
 
     def __init__(self, limit: int) -> None:
         if limit < 1:

@@ -101,9 +101,8 @@ class LiveModels:
         selector: BundleSelector = serve_live_bundle,
         public_key: Ed25519PublicKey | None = None,
     ) -> None:
-        """``on_change`` is told of every model swapped in; ``selector`` picks the bundle to serve
-        for a live pointer; ``public_key``: the pinned site key, with it only bundles it signed
-        (and unchanged since promotion) load."""
+        """``selector`` picks the bundle to serve for a live pointer; with ``public_key`` only bundles
+        it signed (and unchanged since promotion) load."""
         self.registry, self.products = registry, tuple(products)
         self.trust = Trust(registry, public_key)
         self.thresholds = Thresholds(registry, self.trust)

@@ -119,9 +119,8 @@ REUSED = "~"
 def stored_request_id(
     station_id: str, request_id: str | None, *, fresh: bool = False
 ) -> str | None:
-    """Request ids are scoped per station, so two stations can never collide. ``fresh``: a
-    new key for a reused id, ``<station>/<id>~<8 hex>`` (``~`` is no client id character, so
-    the key is unique and the client's id stays readable in it)."""
+    """The stored key of a client's request id, scoped per station; ``fresh``: a new key for a
+    reused id, ``<station>/<id>~<8 hex>`` (``~`` is no client id character)."""
     if not request_id:
         return None
     return f"{station_id}/{request_id}" + (f"{REUSED}{uuid.uuid4().hex[:8]}" if fresh else "")
@@ -141,9 +140,8 @@ class Request:
 
 
 class Pipeline:
-    """Runs inspections for the products this station serves, under its ``config``: image
-    limits and formats, bounds; ``outbox``: each sink's builder of the messages committed with
-    a result (the line's sinks, the central store's ``store.forward.central_outbox``)."""
+    """Runs inspections for the products this station serves under its ``config``; ``outbox``:
+    the builders of the messages committed with each result (sinks, the central store)."""
 
     def __init__(
         self,
@@ -250,9 +248,8 @@ class Pipeline:
     def _inspect(
         self, data: bytes, request: Request, model: LiveModel
     ) -> tuple[DecodedImage, InspectionResult, float]:
-        """Decode within the station's limits and inspect (also the decode time in ms):
-        ``BadImage``, ``PartNotAligned``, ``InputOutOfDomain`` (counted) when the image cannot
-        be judged."""
+        """Decode within the station's limits and inspect (and the decode ms); ``BadImage``,
+        ``PartNotAligned`` or ``InputOutOfDomain`` (counted) when the image cannot be judged."""
         product, name = request.product, request.source_name or "upload"
         started = time.perf_counter()
         options = self.bounds.options(product)
@@ -285,10 +282,8 @@ class Pipeline:
         return decoded, result, decode_ms
 
     def _audit_draw(self) -> bool:
-        """Whether the next part joins the random audit sample: 1 in ``audit_rate`` parts
-        (retention.yaml), a Bernoulli draw made before the part is inspected, so independent
-        of its image, score and verdict. Its confirmed-good parts certify the bundle's
-        false-reject rate (``core.certificate``; docs/statistics.md says why this matters)."""
+        """Whether the next part joins the random audit sample (1 in ``audit_rate``): drawn before
+        inspection, so independent of its verdict, since its good parts certify the false-reject rate."""
         rate = self.retention.audit_rate
         return rate > 0 and self._draw.random() < 1 / rate
 
@@ -300,9 +295,8 @@ class Pipeline:
         product: str,
         audit: bool,
     ) -> dict[str, tuple[bytes, str]]:
-        """The blobs to store ({sha column: (bytes, extension)}) under the retention policy:
-        image and mask always; map and overlay for NG parts, ``audit`` samples and what the
-        product keeps of good ones."""
+        """The blobs to store ({sha column: (bytes, extension)}): image and mask always, map and
+        overlay for NG parts, ``audit`` samples and what the product keeps of good ones."""
         keep = self._keep.get(product) or self._keep.setdefault(
             product, self.retention.policy(product)
         )
@@ -328,9 +322,8 @@ class Pipeline:
         stages: Mapping[str, float],
         started: float,
     ) -> Outcome:
-        """Write the blobs, then the row with every sink's outbox messages in one transaction;
-        a concurrent request with the same key that committed first wins (its row returned,
-        this call's new blobs removed)."""
+        """Write the blobs, then the row with its outbox messages in one transaction; a concurrent
+        request with the same key that committed first wins (this call's new blobs removed)."""
         timings = {**timings, "pipeline_ms": _ms(started)}
         stored = time.perf_counter()
         puts = [self.store.blobs.put_new(blob, ext) for blob, ext in encoded.values()]

@@ -108,9 +108,8 @@ class Thresholds:
         return inspector.threshold
 
     def _note(self, product: str, served: str, key: str, note: object) -> None:
-        """The golden status of bundle ``served`` with ``key`` (of ``THRESHOLD_NOTES``) as its
-        only threshold note; replaced, never changed in place (requests may be serialising
-        it). Another bundle's status is left as it is."""
+        """Bundle ``served``'s golden status with ``key`` as its only threshold note, replaced, never
+        changed in place (requests may be serialising it); another bundle's is left as it is."""
         golden = self._golden.get(product)
         if golden is None or golden.get("bundle_id") != served:
             return

@@ -96,11 +96,9 @@ for the real one wherever ``pg_temp`` is searched first); the database's owner k
 
 
 def grant_station(central: Store, station: str, writes: tuple[str, ...] = ()) -> str:
-    """Create (or re-key) PostgreSQL login role ``station`` for its forwarder; returns its new
-    password. It may read and write only rows whose station id is its own or one of
-    ``writes`` (station ids in ``STATION_IDS``, made here when new): results and its backlog
-    report (``station_backlog``). Run by the central tables' owner, which needs
-    ``CREATEROLE``. Safe to repeat. Raises ConfigError for a name that is not a station's."""
+    """Create (or re-key) the login role ``station`` for its forwarder and return its password:
+    it may read and write only rows of its own station id or of ``writes`` (ids in
+    ``STATION_IDS``, made here). Run by the tables' owner (``CREATEROLE``); safe to repeat."""
     for name in (station, *writes):
         if not _NAME.match(name) or name in PROJECT_GROUPS or name.startswith("pg_"):
             raise ConfigError(

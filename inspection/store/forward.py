@@ -197,9 +197,8 @@ class CentralSettings(Protocol):
 
 
 class Forwarder:
-    """Forwards ``local``'s results to the central store (``central_url``, PostgreSQL, over TLS
-    verified against ``ca_file`` unless ``allow_plaintext``: ``central_link``) and its blobs
-    into ``central_blobs``; ``start()``/``stop()`` run it in a thread."""
+    """Forwards ``local``'s results and blobs to the central store (verified TLS unless
+    ``allow_plaintext``: ``central_link``); ``start()``/``stop()`` run it in a thread."""
 
     def __init__(
         self,
@@ -248,9 +247,8 @@ class Forwarder:
         )
 
     def forward_once(self) -> int:
-        """Forward the oldest batch of results, then of reviews whose result is central;
-        returns how many rows it settled, forwarded or quarantined (0: nothing waits). Raises
-        SQLAlchemy's or the file system's error when the central side fails."""
+        """Forward the oldest batch of results, then of reviews whose result is central; the rows
+        settled (0: nothing waits). The central side's failures raise."""
         results = (
             select(OutboxMessage.id, Inspection)
             .join(Inspection, Inspection.id == OutboxMessage.inspection_id)
@@ -352,9 +350,8 @@ class Forwarder:
         return self._columns
 
     def _with_blobs(self, row: Inspection, columns: set[str]) -> dict[str, Any]:
-        """The row's values in the central ``columns``, after its blobs are in the central
-        folder, each hashed on the way (``BlobMismatch``: a file that is not its blob refuses
-        the row); a blob gone locally (local retention) marks the central row's blobs pruned."""
+        """The row's values in the central ``columns``, its blobs copied (hashed: ``BlobMismatch``
+        refuses the row) or, gone locally, the central row's blobs marked pruned."""
         values = {key: getattr(row, key) for key in _COLUMNS}
         newer = sorted(key for key in values.keys() - columns if values[key] is not None)
         if newer:

@@ -219,9 +219,8 @@ class OutboxMessage(Base):
 
 
 class StationBacklog(Base):
-    """What a forwarding station last reported of its central backlog (``store.forward``): one
-    row per station role, upserted by its forwarder every few seconds, so the table never
-    holds more rows than there are stations. ``reported_at`` is the central clock."""
+    """A forwarding station's last report of its central backlog (``store.forward``): one row per
+    station role, upserted every few seconds; ``reported_at`` is the central clock."""
 
     __tablename__ = "station_backlog"
 

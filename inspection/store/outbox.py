@@ -50,9 +50,8 @@ class Backoff(Protocol):
 
 
 def backoff_s(failures: int, policy: Backoff) -> float:
-    """Delay before retry number ``failures`` (>= 1) of the outbox publisher and the central
-    forwarder: doubling, capped, with up to 20 % jitter so many stations do not retry in
-    lockstep (after a central restart, say)."""
+    """Delay before retry ``failures`` (>= 1): doubling, capped, with up to 20 % jitter so many
+    stations do not retry in lockstep (after a central restart, say)."""
     base = min(policy.backoff_max_s, policy.backoff_initial_s * 2 ** max(0, failures - 1))
     return base * (1.0 + 0.2 * random.random())
 

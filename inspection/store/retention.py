@@ -89,11 +89,9 @@ def _days(value: float | None) -> float:
 
 @dataclass(frozen=True)
 class RetentionConfig:
-    """``configs/retention.yaml``: site defaults, per-product overrides, the prune's pace and
-    the disk budget. ``audit_rate``: 1 in N parts is drawn into the audit sample at write time
-    (0: none). ``grace_minutes``: blob files younger than this are never removed (a write in
-    flight). ``disk_budget_gb``: the site's budget for database + blobs; the alarm is raised
-    at ``alarm_fraction`` of it."""
+    """``configs/retention.yaml``: site defaults, per-product overrides, the prune's pace and the
+    disk budget. ``audit_rate``: 1 in N parts is audited (0: none); ``grace_minutes``: younger blob
+    files are never removed (a write in flight); the alarm goes at ``alarm_fraction`` of the budget."""
 
     default: KeepPolicy = KeepPolicy()
     products: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -589,10 +587,8 @@ def prune_configured(
     *,
     trust_clock: bool = False,
 ) -> tuple[PruneReport, Path]:
-    """One prune as configured: ``<configs_dir>/retention.yaml``, the registry's training
-    references protected, rows aged by the trusted time (``store.trusted_clock``; an
-    untrusted clock prunes nothing), the gauges written; returns the report and the gauges'
-    file."""
+    """One prune as configured (training references protected, rows aged by the trusted time:
+    an untrusted clock prunes nothing), its gauges written; the report and the gauges' file."""
     config = load_retention(configs_dir)
     now = trusted_now(
         store,

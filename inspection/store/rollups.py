@@ -153,9 +153,8 @@ def record(session: Session, rows: Sequence[Inspection]) -> None:
 
 @cache
 def _upserts(dialect: str) -> tuple[Any, Any]:
-    """The two upserts ``record`` runs, built once per dialect with bound parameters (building
-    them per inspection cost more CPU than the rest of the store write); each adds a group's
-    sums to its row."""
+    """The two upserts ``record`` runs, built once per dialect with bound parameters (built per
+    inspection they cost more than the rest of the write)."""
     insert_ = sqlite.insert if dialect == "sqlite" else postgresql.insert
     greatest, least = _extremes(dialect)
     hourly = insert_(HourlyRollup).values(_parameters(HourlyRollup))

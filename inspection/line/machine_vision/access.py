@@ -156,10 +156,9 @@ def caller() -> Caller | None:
 def authorize(
     role: OpcRole, *, name: str = "", audited: bool = True
 ) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Any]]:
-    """A method callback that only a caller of at least ``role`` runs; others get
-    ``BadUserAccessDenied``, logged with who, what and why. Each call, run or refused, goes
-    to the audit trail (``audited``; reads such as GetResultById need not) under the OPC
-    method's ``name`` (default: the callback's, ``_prepare_recipe`` -> ``PrepareRecipe``)."""
+    """A method callback that only a caller of at least ``role`` runs (others get
+    ``BadUserAccessDenied``, logged); each call, run or refused, goes to the audit trail when
+    ``audited``, under ``name`` (default: the callback's, ``_prepare_recipe`` -> ``PrepareRecipe``)."""
 
     def wrap(method: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
         called = name or "".join(w.title() for w in method.__name__.strip("_").split("_"))
