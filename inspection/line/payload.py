@@ -23,12 +23,12 @@ from inspection.core.config import from_mapping, to_mapping
 from inspection.core.errors import ConfigError, InspectionError
 from inspection.core.signing import key_id
 from inspection.core.types import VERDICTS
+from inspection.store.models import ARTEFACTS
 
 RESULT_SCHEMA = "inspection.result/1"
 SIGNED_RECORD = "signed"
 """The outbox row that keeps each result's payload as signed, delivered when written (no sink
 takes it): what a link that serves results reads (``Outbox.payload``), never rebuilding it."""
-ARTEFACTS = {"image": "image_sha", "overlay": "overlay_sha", "mask": "mask_sha", "map": "map_sha"}
 
 
 class PayloadError(InspectionError, ValueError):

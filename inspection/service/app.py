@@ -34,12 +34,11 @@ from inspection.station.limits import AdmissionGate, UploadBudget
 from inspection.station.live import InspectorLoader, default_loader
 from inspection.station.metrics import ServiceMetrics
 from inspection.station.pipeline import Outcome
-from inspection.store.models import Inspection, as_utc
+from inspection.store.models import ARTEFACTS, Inspection, as_utc
 from inspection.store.store import InspectionFilter, Store, StoreError
 from inspection.store.tokens import Identity
 
 log = logging.getLogger(__name__)
-ARTEFACTS = {"image": "image_sha", "overlay": "overlay_sha", "mask": "mask_sha", "map": "map_sha"}
 _MEDIA_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".bmp": "image/bmp"}
 _MEDIA_TYPES |= {".tif": "image/tiff", ".webp": "image/webp"}
 CLIENT_CLOSED = 499  # nginx's code for "client closed the request"; never sent, only counted

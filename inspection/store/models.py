@@ -40,6 +40,8 @@ class OutboxEntry:
 
 SHA_COLUMNS: tuple[str, ...] = ("image_sha", "map_sha", "mask_sha", "overlay_sha")
 """The inspection columns that name a blob."""
+ARTEFACTS = {"image": "image_sha", "overlay": "overlay_sha", "mask": "mask_sha", "map": "map_sha"}
+"""Each blob's name in the API's and the payloads' links, and its column."""
 
 REQUEST_KEY_LENGTH = 160
 """Stored idempotency keys are ``<station id (<= 64)>/<request id (<= 80)>``."""
