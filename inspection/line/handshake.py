@@ -259,9 +259,7 @@ class TriggerHandler:
             raise ValueError(f"expected one unnamed camera or named views with products: {views}")
         self.views = tuple(views)
         self.warmer = TriggerWarmer(warm or WarmConfig(), on_warm)
-        self.pipeline = pipeline
-        self.station_id = station_id
-        self.timeout_s = timeout_s
+        self.pipeline, self.station_id, self.timeout_s = pipeline, station_id, timeout_s
         self._product = product
         self._lock = threading.Lock()
         self._running: dict[str, tuple[_Shot, Future[tuple[Outcome, float]]]] = {}

@@ -123,8 +123,7 @@ class OpcUaHandshake(LoopThread):
         self.station_id, self.security = link.station_id, link.security
         self.on_answer = link.counted("opcua")  # (answer, seconds from the trigger edge to Done)
         self.connected = threading.Event()
-        self._turned = time.monotonic()
-        """When the serve loop last turned: the heartbeat stands still once it stalls."""
+        self._turned = time.monotonic()  # the serve loop's last turn: a stalled one, no beats
         self._replayed: bool | None = None  # Replayed as last written this session
 
     async def _main(self, ready: threading.Event) -> None:

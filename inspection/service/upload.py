@@ -65,9 +65,7 @@ class _BodyReader:
     """Reads a request body chunk by chunk under its deadlines and the upload budget."""
 
     def __init__(self, request: Request, deadlines: ReadDeadlines, budget: UploadBudget) -> None:
-        self.request = request
-        self.deadlines = deadlines
-        self.budget = budget
+        self.request, self.deadlines, self.budget = request, deadlines, budget
         self.held = 0
 
     async def read(self, limit: int, max_bytes: int) -> bytes:

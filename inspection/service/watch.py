@@ -28,6 +28,7 @@ from inspection.station.pipeline import Outcome, Pipeline
 log = logging.getLogger(__name__)
 TEMP_PREFIXES = (".", "~")
 TEMP_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".filepart")
+_FOLDERS = ("incoming", "done", "failed")
 
 
 class WatchError(InspectionError):
@@ -53,11 +54,8 @@ class WatchFolder:
         *,
         on_file: Callable[[FileOutcome, Outcome | None], None] | None = None,
     ) -> None:
-        self.config = config
-        self.pipeline = pipeline
-        self.incoming = config.root / "incoming"
-        self.done = config.root / "done"
-        self.failed = config.root / "failed"
+        self.config, self.pipeline = config, pipeline
+        self.incoming, self.done, self.failed = (config.root / n for n in _FOLDERS)
         self._on_file = on_file
         self._seen: dict[Path, tuple[int, int]] = {}
         self._lock = FileLock(str(config.root / ".watch.lock"))
@@ -178,10 +176,8 @@ class WatchFolder:
             _move(path, self.done / name, data)
             result = FileOutcome(name, "done" if outcome.created else "replayed", outcome.row.id)
         self.counts[result.status] += 1
-        if result.status == "retry":
-            log.warning("%s: will retry: %s", name, result.detail)
-        elif result.status == "failed":
-            log.warning("%s: moved to failed/: %s", name, result.detail)
+        if said := {"retry": "will retry", "failed": "moved to failed/"}.get(result.status):
+            log.warning("%s: %s: %s", name, said, result.detail)
         if self._on_file is not None:
             self._on_file(result, outcome)
         return result

@@ -152,15 +152,10 @@ class Pipeline:
         outbox: Sequence[OutboxBuilder] = (),
         on_input_domain: InputDomainHook | None = None,
     ) -> None:
-        self.store = store
-        self.models = models
-        self.config = config
-        self.bounds = config.bounds
-        self.outbox = tuple(outbox)
-        """Every sink's outbox builder (the line's sinks, the central store): one rule."""
+        self.store, self.models, self.config, self.bounds = store, models, config, config.bounds
+        self.outbox = tuple(outbox)  # every sink's builder (the line's sinks, the central store)
         self.on_input_domain = on_input_domain
-        self.retention = load_retention(config.configs)
-        """What a part stores (good parts: overlay, map) and the audit-sample rate."""
+        self.retention = load_retention(config.configs)  # what a part stores, the audit rate
         self._draw = random.SystemRandom()  # OS entropy: no seed shared by forked workers
         self._keep: dict[str, KeepPolicy] = {}  # per product, resolved once (not per part)
 

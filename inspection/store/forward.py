@@ -213,9 +213,7 @@ class Forwarder:
         ca_file: Path | None = None,
         allow_plaintext: bool = False,
     ) -> None:
-        self.local = local
-        self.batch = batch
-        self.timeout_s = timeout_s
+        self.local, self.batch, self.timeout_s = local, batch, timeout_s
         self.backoff_initial_s, self.backoff_max_s = 1.0, backoff_max_s
         self.alarm_after_s = alarm_after_s  # reported with the backlog, for the dashboard
         self.blobs = BlobStore(central_blobs)
