@@ -19,7 +19,7 @@ from inspection.line.config import PLC_USER, LineConfig, LinkSecurity
 from inspection.line.handshake import Answer, ErrorCode, ResultCode
 from inspection.line.opcua import signal_node_id, variant
 from inspection.line.security import mqtt_client, secure_opcua_client
-from inspection.line.softplc import HandshakeTimeout, PlcAnswer
+from inspection.line.softplc import HandshakeTimeout, PlcAnswer, wait_until
 
 
 class MqttPlc:
@@ -98,11 +98,7 @@ def opcua_trigger(
         nodes["Trigger"].write_value(variant("Trigger", True))
         try:
             started = time.monotonic()
-            deadline = started + timeout_s
-            while not nodes["Done"].read_value():
-                if time.monotonic() > deadline:
-                    raise HandshakeTimeout(f"Done did not rise within {timeout_s} s")
-                time.sleep(0.005)
+            wait_until(nodes["Done"].read_value, timeout_s, 0.005, "Done did not rise")
             got = PlcAnswer(nodes["AnswerRequestId"].read_value(),
                             ResultCode(nodes["Result"].read_value()),
                             ErrorCode(nodes["ErrorCode"].read_value()),

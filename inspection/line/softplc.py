@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,15 @@ PLC_URI = "urn:inspection:softplc"
 
 class HandshakeTimeout(InspectionError):
     """The station did not answer a trigger in time."""
+
+
+def wait_until(done: Callable[[], bool], timeout_s: float, scan_s: float, what: str) -> None:
+    """Look at ``done()`` every ``scan_s`` as a PLC scans; ``HandshakeTimeout`` past ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        if time.monotonic() > deadline:
+            raise HandshakeTimeout(f"{what} within {timeout_s} s")
+        time.sleep(scan_s)
 
 
 @dataclass(frozen=True)
@@ -113,11 +123,8 @@ class SoftPlc:
         self.nodes[signal].write_value(variant(signal, value))
 
     def wait_for(self, signal: str, value: Any, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while self.read(signal) != value:
-            if time.monotonic() > deadline:
-                raise HandshakeTimeout(f"{signal} did not become {value} within {timeout_s} s")
-            time.sleep(self.scan_s)
+        what = f"{signal} did not become {value}"
+        wait_until(lambda: self.read(signal) == value, timeout_s, self.scan_s, what)
 
     def trigger(
         self, *, request_id: str = "", product: str = "", part_id: str = "", timeout_s: float = 10.0
@@ -195,12 +202,10 @@ class RegisterPlc:
 
     def _until(self, offset: int, value: int, timeout_s: float) -> None:
         """Read the word at ``offset`` every ``scan_s`` until it holds ``value``."""
-        assert self.link is not None
-        deadline = time.monotonic() + timeout_s
-        while self.link.read(offset, 2)[1] != value:
-            if time.monotonic() > deadline:
-                raise HandshakeTimeout(f"{self.protocol}: offset {offset} never became {value}")
-            time.sleep(self.scan_s)
+        link = self.link
+        assert link is not None
+        what = f"{self.protocol}: offset {offset} did not become {value}"
+        wait_until(lambda: link.read(offset, 2)[1] == value, timeout_s, self.scan_s, what)
 
     def trigger(
         self, request_id: str, *, product: str = "", part_id: str = "", timeout_s: float = 10.0
