@@ -1,9 +1,6 @@
-"""Drains the outbox into the sinks: at least once, in order per sink, with backoff.
-
-A background thread takes due messages (oldest first), delivers each to its sink and marks
-it delivered. A failed delivery holds that message back (doubling backoff) and pauses its
-sink for the same time, so a dead broker costs one attempt per backoff step, not one per
-message. ``wake()`` after a commit makes delivery immediate instead of waiting for the poll.
+"""Drains the outbox into the sinks: at least once, in order per sink, with backoff. A failed
+delivery holds its message back and pauses its sink for the same time, so a dead broker costs
+one attempt per backoff step, not one per message; ``wake()`` after a commit delivers at once.
 """
 
 from __future__ import annotations

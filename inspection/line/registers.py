@@ -1,17 +1,12 @@
 """PLC handshake over Siemens S7 or Modbus TCP, for PLCs without an OPC UA server: the OPC UA
-handshake's signals in one block of PLC memory that the station polls.
-
-The station is a client (``python-snap7``, ``pymodbus``) of one block: an S7 data block or the
-Modbus holding registers from ``address`` (register = address + offset / 2). Integers are
-16-bit and ``Score`` a 32-bit float, big-endian; strings are S7 ``STRING[n]``, so the same
-bytes serve a Modbus master. Each side writes only its own fields; the map and the cycle are
-docs/line-integration.md's. An answer standing when the station connects (Trigger and Done
-high) is left standing until Trigger falls. Neither protocol authenticates (docs/security.md).
+handshake's signals in one block of PLC memory that the station polls (``python-snap7``,
+``pymodbus``). Integers are 16-bit and ``Score`` a 32-bit float, big-endian; strings are S7
+``STRING[n]``, so the same bytes serve a Modbus master (register = address + offset / 2). The
+map and the cycle are docs/line-integration.md's; neither protocol authenticates.
 
 Ready cannot show a dead station (it stays 1 after ``kill -9``): the PLC supervises
 ``Heartbeat``, counted up from its own thread while the poll loop is alive. A session that
-fails before serving once is retried after a back-off (``store.outbox.backoff_s``); one that
-broke after serving reconnects at once.
+fails before serving once is retried after a back-off; one that broke reconnects at once.
 """
 
 from __future__ import annotations

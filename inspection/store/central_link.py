@@ -1,9 +1,7 @@
-"""Every link to a PostgreSQL store: TLS verified against the site CA (``sslmode=verify-full``:
-the server's certificate must chain to the CA and name the host), or plaintext only when the
-config switches it on, logged as a warning at each start. The station's forwarder takes its CA
-from ``central.ca_file`` (``link_args``); every other engine (the owner's, the dashboard's, the
-service's: ``store.make_engine``) from its ``store_url``'s ``sslrootcert``, with
-``sslmode=disable`` in the URL as the development opt-out (``store_link_args``)."""
+"""Every link to a PostgreSQL store: TLS verified against the site CA (``verify-full``), or
+plaintext only when the config says so, warned at each start. The forwarder's CA is
+``central.ca_file`` (``link_args``); every other engine's its ``store_url``'s ``sslrootcert``
+(``store_link_args``; ``sslmode=disable`` in the URL is the development opt-out)."""
 
 from __future__ import annotations
 

@@ -1,25 +1,17 @@
 """Store and forward: a station commits each result locally, answers, then forwards it centrally.
 
-Each inspection carries an outbox message for the sink ``central`` in its own local transaction
-(``central_entry``; payload: its blobs' bytes). ``Forwarder`` sends those rows to the central
-PostgreSQL oldest first, a batch at a time: (1) the blobs into the central, content-addressed
-blob folder; (2) the rows in one central transaction, ``INSERT ... ON CONFLICT (id, created_at)
-DO NOTHING``, only inserted rows added to the central rollups; (3) the messages marked delivered
-locally after that commit. A crash before (3) sends the batch again and inserts nothing. A
-central side slower than ``timeout_s`` has its connections cut and the batch is retried. The
-station's own PostgreSQL role may write only its station ids' rows (row-level security).
+Each inspection carries an outbox message for the sink ``central`` (payload: its blobs' bytes),
+committed with it. ``Forwarder`` sends the rows oldest first, a batch at a time: the blobs into
+the content-addressed central folder, then the rows in one central transaction (``ON CONFLICT
+(id, created_at) DO NOTHING``: a batch sent again after a crash inserts nothing), then the
+messages marked delivered locally. A central side slower than ``timeout_s`` has its connections
+cut; the batch is retried. Rows carry only the columns the central table has, so stations a
+release apart share one store (a value in a column it lacks waits: ``CentralBehind``).
 
-Rows carry the columns the central table has (read from its catalog after each failure), so
-stations a release apart share one store; a row with a value in a column the central store
-lacks stops forwarding (``CentralBehind``) until it is upgraded.
-
-A row the central store refuses (a SQLSTATE outside ``_RETRIED``) or whose blob does not hash
-to its name is resent alone and its message quarantined (logged, counted, alarmed) while the
-rest flows; ``release`` puts them back once fixed. A request id sent again for another result
-is kept centrally under a distinct key (``store.request_keys``; counted in ``clashes``).
-Station reviews (``CENTRAL_REVIEWS``) follow once their result is central, through the
-idempotent central ``forward_review`` (migration 0013). ``report`` upserts the backlog into
-the central ``station_backlog`` every few seconds for the dashboard.
+A row the central store refuses (a SQLSTATE outside ``_RETRIED``, a blob that does not hash to
+its name) is quarantined alone while the rest flows (``release`` puts it back). Station reviews
+follow their result through the idempotent central ``forward_review``; ``report`` upserts the
+backlog into the central ``station_backlog`` for the dashboard.
 """
 
 from __future__ import annotations

@@ -1,17 +1,11 @@
 """The VisionSystem (OPC 40100) served in a thread and event loop of its own, at
-``opc.tcp://<host>:<port>/inspection``: ``space`` builds its address space, ``results`` keeps
-each part's result and fires its events, this module runs its state machines and jobs
-(docs/line-integration.md has the states and methods).
+``opc.tcp://<host>:<port>/inspection``: its state machines, recipes and jobs
+(docs/line-integration.md); ``space`` builds the address space, ``results`` the results.
 
-- A recipe is a product (its internal id the product with the live bundle as ``Version``);
-  preparing it selects the product for the following jobs, as the PLC's ``Product`` does.
-- A job is one ``TriggerHandler.handle`` per part and never a replay: every part is a capture
-  with a new ResultId, however its MeasId and PartId repeat.
-- While the environment reports its safety triggered, a continuous job stops after the part
-  in flight and no job starts.
-
-Who may call what is ``access``'s; every method call but GetResultById, run or refused, goes to
-the station's signed control journal (``DecisionJournal.record_control``) and the log.
+A recipe is a product (its live bundle the ``Version``); a job is one
+``TriggerHandler.handle`` per part and never a replay (each part a new capture and ResultId);
+while the environment's safety is triggered, no job starts. Every method call but
+GetResultById, run or refused, goes to the signed control journal and the log.
 """
 
 from __future__ import annotations
