@@ -191,8 +191,7 @@ class GenICamCamera:
 
 
 def _set_features(nodes: Any, features: dict[str, Any]) -> None:
-    """Write each SFNC feature in order; ``CaptureError`` naming the first one the device lacks
-    or refuses."""
+    """Write each SFNC feature in order; ``CaptureError`` names the first one refused."""
     for name, value in features.items():
         if not nodes.has_node(name):
             raise CaptureError(

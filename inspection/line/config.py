@@ -160,8 +160,7 @@ class ModbusConfig(PolledLinkConfig):
 
 @dataclass(frozen=True)
 class MqttTriggerConfig:
-    """Handshake over MQTT: triggers on ``<topic_prefix>/trigger``, answers on ``.../answer``
-    (see ``inspection.line.mqtt``). Independent of the mqtt result sinks."""
+    """Handshake over MQTT (``inspection.line.mqtt``), apart from the mqtt result sinks."""
 
     enabled: bool = False
     host: str = "127.0.0.1"
@@ -359,8 +358,7 @@ def link_section(name: str) -> type:
 
 
 def load_line_config(path: str | Path) -> LineConfig:
-    """Read and validate a line-station YAML file (unknown keys are a ``ConfigError`` by name); its
-    configs folder is the file's (``core.configs_dir``)."""
+    """Read and validate a line-station YAML file; its configs folder is the file's."""
     data = read_yaml(path)
     check_moved_keys(data, str(path))
     links = {

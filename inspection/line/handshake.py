@@ -252,8 +252,7 @@ class TriggerHandler:
         warm: WarmConfig | None = None,
         on_warm: WarmHook | None = None,
     ) -> None:
-        """``views``: one unnamed ``View`` (one camera) or named views with their products;
-        ``warm``: warm-on-trigger settings (default ``WarmConfig()``: on)."""
+        """``views``: one unnamed ``View`` or named views with products; ``warm``: default on."""
         single = len(views) == 1 and not views[0].name
         if not views or not (single or all(v.name and v.product for v in views)):
             raise ValueError(f"expected one unnamed camera or named views with products: {views}")

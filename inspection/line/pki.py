@@ -120,8 +120,7 @@ class LinePki:
         return path.read_text().strip()
 
     def signing_key(self, station_id: str) -> Ed25519PrivateKey:
-        """The Ed25519 key ``station_id`` signs its results with; its public half is
-        ``signing/<station_id>.pub`` (give that file to the MES)."""
+        """The Ed25519 key ``station_id`` signs its results with (public half: ``signing_public``)."""
         private = self.root / "signing" / f"{station_id}.key"
         with self._locked():
             if not private.exists():

@@ -199,8 +199,7 @@ def open_views(config: LineConfig) -> list[View]:
 
 
 def serve_metrics(port: int, registry: CollectorRegistry) -> None:
-    """Serve ``registry`` on 127.0.0.1:``port``; a port that cannot be bound (in use, say) is
-    a ``ConfigError`` naming the key."""
+    """Serve ``registry`` on 127.0.0.1:``port``; a port it cannot bind is a ``ConfigError``."""
     try:
         start_http_server(port, "127.0.0.1", registry=registry)
     except OSError as exc:

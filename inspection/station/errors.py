@@ -110,8 +110,7 @@ REFUSALS: dict[type[RequestRefused], RefusalAnswer] = {
 
 
 def answer_to(exc: RequestRefused) -> RefusalAnswer:
-    """The answer to a refusal: its most specific class in ``REFUSALS``, else 422 and
-    ``INTERNAL``."""
+    """The answer to a refusal: its most specific ``REFUSALS`` entry, else 422 and ``INTERNAL``."""
     for cls in type(exc).__mro__:
         if cls in REFUSALS:
             return REFUSALS[cls]

@@ -37,8 +37,7 @@ class Thresholds:
         return self._golden.get(product)
 
     def newest(self, product: str, bundle_id: str) -> ThresholdVersion | None:
-        """The newest threshold version for ``bundle_id`` (or any bundle) this station may serve
-        (``Trust.newest_threshold``)."""
+        """The newest threshold version for ``bundle_id`` (or any) this station may serve."""
         try:
             history = self.registry.journal.threshold_history(product)
         except (RegistryError, ValueError, TypeError) as exc:

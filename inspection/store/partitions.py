@@ -39,8 +39,7 @@ _BOUND = (
 
 @dataclass(frozen=True)
 class Partition:
-    """One partition of the results table: rows with ``start <= created_at < end``; the
-    default partition has neither bound."""
+    """A partition of the results table: ``start <= created_at < end`` (default: unbounded)."""
 
     name: str
     start: datetime | None

@@ -249,8 +249,7 @@ class Store:
             return _by_request_id(session, request_id)
 
     def station_has_blob(self, station_id: str, sha: str) -> bool:
-        """Whether any inspection of ``station_id`` refers to blob ``sha``: one probe of each
-        sha column's index (migration 0006), never a table scan."""
+        """Whether any inspection of ``station_id`` names blob ``sha`` (an index probe a column)."""
         probes = [
             select(Inspection.id).where(column == sha, Inspection.station_id == station_id).limit(1)
             for column in (getattr(Inspection, name) for name in SHA_COLUMNS)

@@ -135,8 +135,7 @@ Audit = Callable[[dict[str, Any]], None]
 
 @dataclass(frozen=True)
 class _Request:
-    """What the request being served came over: peer, identity token type, session user, and
-    the server's audit trail."""
+    """What the request being served came over: peer, token type, session user, audit trail."""
 
     peer: str
     token: type | None = None
@@ -503,8 +502,7 @@ class _GatedBinaryServer(BinaryServer):
 
 
 class GatedServer(Server):
-    """asyncua's ``Server`` whose connections run ``GatedProcessor``, with ``book``'s quotas
-    and audit trail."""
+    """asyncua's ``Server`` whose connections run ``GatedProcessor`` with ``book``."""
 
     def __init__(self, quotas: Quotas, audit: Audit | None) -> None:
         super().__init__()

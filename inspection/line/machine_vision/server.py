@@ -40,8 +40,7 @@ BAD_ARGUMENT = ua.StatusCode(ua.StatusCodes.BadInvalidArgument)
 
 
 class VisionSystemServer(LoopThread):
-    """Serves the VisionSystem (``start`` / ``stop``): both state machines, the prepared
-    recipe and the running job."""
+    """Serves the VisionSystem: both state machines, the prepared recipe, the running job."""
 
     thread_name, wait_s = "opcua-40100", 30.0
     space: VisionSpace
