@@ -1,12 +1,8 @@
 """Camera input for a line station: one ``capture()`` per trigger returns one encoded frame.
 
-Two backends behind the one-method ``Camera`` protocol:
-
-- ``FileSequenceCamera``: the images under a folder in name order (tests, demos, replays).
-- ``GenICamCamera``: a GenICam/GigE Vision/USB3 Vision camera through ``harvesters``
-  (``pip install 'inspection[genicam]'``). Harvesters talks to the camera through the
-  vendor's GenTL producer (a ``.cti`` file shipped with the vendor SDK); the tests use the
-  virtual cameras of the ``genicam`` wheel's producer (``viky.cti``), never a fake.
+``FileSequenceCamera``: a folder's images in name order (tests, demos, replays).
+``GenICamCamera``: a GenICam camera through ``harvesters`` and the vendor's GenTL producer
+(``.cti``); the tests use the ``genicam`` wheel's virtual cameras, never a fake.
 """
 
 from __future__ import annotations
@@ -55,11 +51,8 @@ class Camera(Protocol):
 
 
 class FileSequenceCamera:
-    """Serves the image files under ``folder`` (recursively, sorted by relative path).
-
-    Thread-safe. With ``loop`` the sequence restarts at the end; without it the camera
-    raises ``CaptureError`` once every image was served.
-    """
+    """Serves the image files under ``folder`` (recursively, by relative path); thread-safe.
+    Without ``loop``, ``CaptureError`` once every image was served."""
 
     def __init__(self, folder: str | Path, *, loop: bool = True) -> None:
         self.folder = Path(folder)
@@ -93,17 +86,12 @@ class FileSequenceCamera:
 
 
 class GenICamCamera:
-    """A GenICam camera via harvesters, set up from ``CameraConfig``: trigger mode, exposure,
-    gain and any other SFNC feature by name. Frames of ``PIXEL_FORMATS`` are PNG-encoded as
-    8-bit grey or RGB (``decode_pixels``); another pixel format stops start-up, naming it.
+    """A GenICam camera via harvesters, set up from ``CameraConfig``; frames of ``PIXEL_FORMATS``
+    are PNG-encoded as 8-bit grey or RGB (another format stops start-up, naming it).
 
-    A frame belongs to its trigger: each capture first discards the frames already delivered
-    (a spurious trigger's, or a free-running stream's), then fires the software trigger, or
-    in ``free_run`` also drops the frame that was exposing or in transfer at the trigger.
-
-    A failed capture (timeout, camera unplugged) drops the device; the next capture opens it
-    again, so one trigger answers "no image" and none gets a stale or another part's frame.
-    """
+    A frame belongs to its trigger: each capture discards the frames already delivered before it
+    fires (in ``free_run``, also the frame in flight at the trigger). A failed capture drops the
+    device and the next one opens it again, so no trigger gets a stale or another part's frame."""
 
     def __init__(self, config: CameraConfig) -> None:
         try:
@@ -203,8 +191,7 @@ class GenICamCamera:
 
 
 def _set_features(nodes: Any, features: dict[str, Any]) -> None:
-    """Write each SFNC feature in order; ``CaptureError`` naming the first one the device lacks
-    or refuses."""
+    """Write each SFNC feature in order; ``CaptureError`` names the first one refused."""
     for name, value in features.items():
         if not nodes.has_node(name):
             raise CaptureError(
@@ -251,9 +238,8 @@ def _layout(pixel_format: str) -> tuple[int, int, int | None]:
 
 
 def decode_pixels(pixel_format: str, data: np.ndarray, height: int, width: int) -> np.ndarray:
-    """A frame's pixel values (flat, as harvesters delivers them) -> (H, W) uint8 grey or
-    (H, W, 3) uint8 RGB. Values of more than 8 bits keep their top 8 (``narrow_to_8_bits`` at
-    the format's depth: Mono12 4095 -> 255); Bayer mosaics are demosaiced (OpenCV bilinear)."""
+    """A frame's pixel values (flat, as harvesters delivers them) -> (H, W) uint8 grey or (H, W, 3)
+    uint8 RGB: deeper values keep their top 8 bits, Bayer mosaics are demosaiced (bilinear)."""
     bits, channels, to_rgb = _layout(pixel_format)
     shape = (height, width) if channels == 1 else (height, width, channels)
     values = np.asarray(data).reshape(shape)  # a view of the camera's buffer

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from inspection.core.config import from_mapping, read_yaml
 from inspection.core.errors import ConfigError, RegistryError
@@ -26,15 +26,10 @@ not station ids (the broker's ACL would grant that station the PLC's or the MES'
 
 @dataclass(frozen=True)
 class LinkSecurity:
-    """How the links to the PLC, the broker and the MES are protected (secure by default).
-
-    ``sign_and_encrypt`` / ``sign``: OPC UA Basic256Sha256 in that message mode with
-    application certificates checked against a trust list (both ways); MQTT over TLS with a
-    password per user and per-station ACLs; webhooks signed with HMAC-SHA256; each result
-    signed with the station's Ed25519 key. ``none``: all of it in plaintext, which the
-    station announces at start-up (log, ``station status``, ``inspection_line_insecure``).
-    Certificates, passwords and keys live in ``pki_dir``, made on first use
-    (``inspection.line.pki``)."""
+    """How the links to the PLC, the broker and the MES are protected (secure by default):
+    ``sign_and_encrypt`` / ``sign`` (OPC UA Basic256Sha256 in that mode with trust lists, MQTT
+    over TLS with passwords and ACLs, signed webhooks and results) or ``none`` (plaintext,
+    announced at start-up). The material lives in ``pki_dir`` (``inspection.line.pki``)."""
 
     mode: Literal["sign_and_encrypt", "sign", "none"] = "sign_and_encrypt"
     pki_dir: Path = Path("var/line-pki")
@@ -46,14 +41,10 @@ class LinkSecurity:
 
 @dataclass(frozen=True)
 class SinkConfig:
-    """Where results go. ``kind`` picks the fields that apply:
-
-    - ``mqtt``: ``host``, ``port``, ``topic`` (``{station_id}`` is filled in), QoS 1.
-    - ``opcua``: ``endpoint`` and ``node_id`` of a String variable that receives the JSON.
-    - ``webhook``: ``url`` that gets a JSON POST with an ``Idempotency-Key`` header (and,
-      security on, ``X-Inspection-Timestamp`` / ``X-Inspection-Signature``: see
-      ``inspection.line.security.verify_webhook``).
-    """
+    """Where results go; ``kind`` picks the fields that apply: ``mqtt`` (``host``, ``port``,
+    ``topic`` with ``{station_id}``; QoS 1), ``opcua`` (``endpoint``, ``node_id`` of a String
+    variable) or ``webhook`` (``url``: a JSON POST with an ``Idempotency-Key``, signed with
+    security on: ``inspection.line.security.verify_webhook``)."""
 
     name: str
     kind: Literal["mqtt", "opcua", "webhook"]
@@ -98,11 +89,8 @@ class PublisherConfig:
 
 @dataclass(frozen=True)
 class OpcUaTriggerConfig:
-    """PLC handshake over OPC UA: the station is a client of the PLC's server.
-
-    Signals are String NodeIds ``ns=<namespace index>;s=<prefix>.<Signal>`` with
-    ``prefix`` = ``node_prefix`` (see docs/line-integration.md for the list and timing).
-    """
+    """PLC handshake over OPC UA, the station a client of the PLC's server: signals
+    ``ns=<namespace index>;s=<node_prefix>.<Signal>`` (docs/line-integration.md)."""
 
     enabled: bool = False
     endpoint: str = "opc.tcp://127.0.0.1:4840"
@@ -120,12 +108,9 @@ class OpcUaTriggerConfig:
 
 @dataclass(frozen=True)
 class PolledLinkConfig:
-    """What every polled PLC link shares: the block is read every ``poll_ms``; the station
-    counts ``Heartbeat`` up every ``heartbeat_ms`` while it serves, for the PLC to supervise
-    (``inspection.line.registers``); a session that fails before it has served once (a wrong
-    data block, an illegal address) is retried after a doubling, jittered delay from
-    ``backoff_initial_s`` up to ``backoff_max_s`` (``store.outbox.backoff_s``). The PLC is
-    at ``host``:``port`` (each protocol its own default port)."""
+    """What every polled PLC link shares: the PLC at ``host``:``port``, its block read every
+    ``poll_ms``, ``Heartbeat`` counted up every ``heartbeat_ms``, and a session that fails before
+    serving retried after a doubling back-off (``store.outbox.backoff_s``)."""
 
     host: str = "127.0.0.1"
     port: int = 0
@@ -134,54 +119,48 @@ class PolledLinkConfig:
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
 
-    def _check_polling(self, name: str) -> None:
+    link: ClassVar[str]  # the section's name, in messages
+
+    def __post_init__(self) -> None:
+        check_port(f"{self.link}: port", self.port)
         for key in ("poll_ms", "heartbeat_ms"):
             if getattr(self, key) <= 0:
-                raise ConfigError(f"{name}: {key} must be > 0, got {getattr(self, key)}")
+                raise ConfigError(f"{self.link}: {key} must be > 0, got {getattr(self, key)}")
         if not 0 < self.backoff_initial_s <= self.backoff_max_s:
             raise ConfigError(
-                f"{name}: need 0 < backoff_initial_s <= backoff_max_s, got "
+                f"{self.link}: need 0 < backoff_initial_s <= backoff_max_s, got "
                 f"{self.backoff_initial_s} and {self.backoff_max_s}"
             )
 
 
 @dataclass(frozen=True)
 class S7Config(PolledLinkConfig):
-    """PLC handshake over Siemens S7 (``inspection.line.registers``): the signals in data
-    block ``db`` of the PLC at ``host`` (``rack``/``slot`` of its CPU). No authentication or
-    encryption (docs/security.md)."""
+    """PLC handshake over Siemens S7 (``inspection.line.registers``): the signals in data block
+    ``db`` of the PLC at ``host`` (``rack``/``slot`` of its CPU); no authentication."""
 
     enabled: bool = False
     port: int = 102
     rack: int = 0
     slot: int = 1
     db: int = 100
-
-    def __post_init__(self) -> None:
-        check_port("s7: port", self.port)
-        self._check_polling("s7")
+    link: ClassVar[str] = "s7"
 
 
 @dataclass(frozen=True)
 class ModbusConfig(PolledLinkConfig):
-    """PLC handshake over Modbus TCP (``inspection.line.registers``): the signals in the
-    holding registers from ``address`` of unit ``unit`` at ``host``. No authentication or
-    encryption (docs/security.md)."""
+    """PLC handshake over Modbus TCP (``inspection.line.registers``): the signals in the holding
+    registers from ``address`` of unit ``unit`` at ``host``; no authentication."""
 
     enabled: bool = False
     port: int = 502
     unit: int = 1
     address: int = 0
-
-    def __post_init__(self) -> None:
-        check_port("modbus: port", self.port)
-        self._check_polling("modbus")
+    link: ClassVar[str] = "modbus"
 
 
 @dataclass(frozen=True)
 class MqttTriggerConfig:
-    """Handshake over MQTT: triggers on ``<topic_prefix>/trigger``, answers on ``.../answer``
-    (see ``inspection.line.mqtt``). Independent of the mqtt result sinks."""
+    """Handshake over MQTT (``inspection.line.mqtt``), apart from the mqtt result sinks."""
 
     enabled: bool = False
     host: str = "127.0.0.1"
@@ -198,15 +177,11 @@ OpcRole = Literal["observer", "operator", "engineer", "admin"]
 
 @dataclass(frozen=True)
 class MachineVisionConfig:
-    """OPC 40100 (OPC UA for Machine Vision) server mode: the station serves a VisionSystem
-    at ``opc.tcp://<host>:<port>/inspection`` (``inspection.line.machine_vision``), secured
-    as ``security`` says. Independent of the OPC UA handshake, where the station is a client.
-
-    ``users_file``: the clients' names, roles and Argon2id password hashes (default
-    ``<security.pki_dir>/opcua-users.yaml``); ``anonymous``: the role of a session without a
-    user (default: none, the anonymous token is refused). ``subscriptions_per_session`` /
-    ``subscriptions_per_user``: how many subscriptions one session / one user (all its
-    sessions) may hold (a MES needs one or two; past it ``BadTooManySubscriptions``)."""
+    """OPC 40100 (OPC UA for Machine Vision) server mode: the station serves a VisionSystem at
+    ``opc.tcp://<host>:<port>/inspection`` (``inspection.line.machine_vision``), secured as
+    ``security`` says. ``users_file``: the clients' roles and credentials (default
+    ``<security.pki_dir>/opcua-users.yaml``); ``anonymous``: the role of a session without a user
+    (default none: refused); the subscription quotas per session and per user."""
 
     enabled: bool = False
     host: str = "127.0.0.1"
@@ -227,13 +202,10 @@ class MachineVisionConfig:
 
 @dataclass(frozen=True)
 class CameraConfig:
-    """``file``: images of ``path`` in name order (``loop`` restarts); ``genicam``: a
-    GenICam camera through harvesters and the vendor's GenTL producer (``cti``), ``device``
-    its serial number (default: the first). ``trigger``: ``software`` fires the camera per
-    part, ``free_run`` takes the second frame its stream delivers after the trigger.
-    ``exposure_us``/``gain_db`` set SFNC ``ExposureTime``/``Gain``; ``features``: other SFNC
-    features by name, set in order (e.g. ``PixelFormat: Mono12``). ``timeout_s``: how long a
-    capture waits for its frame."""
+    """``file``: images of ``path`` in name order (``loop`` restarts); ``genicam``: through
+    harvesters and the vendor's GenTL producer (``cti``), ``device`` its serial (default: the
+    first). ``trigger``: ``software`` fires per part, ``free_run`` takes the stream's second frame
+    after the trigger. ``exposure_us``, ``gain_db`` and ``features`` set SFNC features, in order."""
 
     kind: Literal["file", "genicam"] = "file"
     path: Path | None = None
@@ -269,9 +241,8 @@ _VIEW_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 
 @dataclass(frozen=True)
 class ViewConfig:
-    """One camera of a part judged by several (``LineConfig.views``): its frames are inspected
-    as ``product`` (that product's bundle, ROI and threshold) and stored with request id
-    ``<trigger's request id>.<name>``."""
+    """One camera of a part judged by several (``LineConfig.views``): its frames are inspected as
+    ``product`` and stored with request id ``<trigger's request id>.<name>``."""
 
     name: str
     camera: CameraConfig
@@ -287,10 +258,9 @@ class ViewConfig:
 
 @dataclass(frozen=True)
 class WarmConfig:
-    """Warm-on-trigger (``runtime.warmup``): on each trigger, while the camera exposes, one
-    throw-away inference wakes the cores, so a part on a slow line is not inspected cold.
-    ``idle_ms``: skip it when the last inference ended less than this long ago (still warm).
-    It never holds up a part: the part's inference cancels a warm run still in flight."""
+    """Warm-on-trigger (``runtime.warmup``): one throw-away inference per trigger, while the camera
+    exposes, so a part on a slow line is not inspected cold; skipped within ``idle_ms`` of the last
+    inference, and cancelled by the part's own."""
 
     enabled: bool = True
     idle_ms: float = 20.0
@@ -309,10 +279,8 @@ class WarmConfig:
 
 @dataclass(frozen=True)
 class LineConfig:
-    """One line station: camera -> inspect -> store (+ outbox) -> sinks, driven by the PLC.
-
-    ``core`` is the station core section shared with ``configs/station.yaml``. One ``camera``,
-    or several ``views`` of each part (each camera with its own product), never both."""
+    """One line station: camera -> inspect -> store (+ outbox) -> sinks, driven by the PLC;
+    ``core`` is shared with ``configs/station.yaml``. One ``camera`` or several ``views``."""
 
     station_id: str
     core: StationCoreConfig
@@ -390,9 +358,7 @@ def link_section(name: str) -> type:
 
 
 def load_line_config(path: str | Path) -> LineConfig:
-    """Read and validate a line-station YAML file; unknown keys raise ``ConfigError`` by name.
-    The station's configs (``refine.yaml``) are those beside the file (``core.configs_dir``),
-    as ``service.config.load_station_config`` reads a station file."""
+    """Read and validate a line-station YAML file; its configs folder is the file's."""
     data = read_yaml(path)
     check_moved_keys(data, str(path))
     links = {

@@ -1,16 +1,10 @@
 """PLC handshake over EtherNet/IP: the S7/Modbus signals as Rockwell Logix controller tags.
 
-The station is a CIP client of the PLC (``pylogix``, which Logix plants use) and polls tags
-``<tag_prefix><Signal>``, the PLC program's controller-scope tags (types and writers:
-docs/line-integration.md, "EtherNet/IP handshake"; a string is a SINT array of ASCII,
-NUL-padded, as Logix programs exchange text with devices; COP it to a STRING). The cycle,
-``Heartbeat`` (+1 every ``heartbeat_ms``, wrapping at 65535) and the back-off after a session
-that never served are those of ``registers`` (S7/Modbus), which runs this link through the
-same ``BlockLink``: each side reads only the tags the other writes.
-
-CIP in this profile has no authentication or encryption (CIP Security is not supported): anyone
-who reaches port 44818 can write a trigger or read a verdict; keep the PLC and the station in
-one segmented cell network (docs/line-integration.md).
+The station is a CIP client (``pylogix``) of the tags ``<tag_prefix><Signal>``
+(docs/line-integration.md, "EtherNet/IP handshake"); a string is a NUL-padded SINT array of
+ASCII. The cycle, heartbeat and back-off are ``registers``', which runs this link through the
+same ``BlockLink``. CIP here has no authentication or encryption: keep the PLC and the station
+in one segmented cell network.
 """
 
 from __future__ import annotations
@@ -19,14 +13,13 @@ import struct
 import subprocess
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from inspection.line import registers as regs
 from inspection.line.config import LineConfig, PolledLinkConfig
-from inspection.line.handshake import Answer, LinkContext, ResultCode
+from inspection.line.handshake import Answer, LinkContext
 from inspection.line.mosquitto import wait_port
 from inspection.line.softplc import RegisterPlc
-from inspection.station.config import check_port
 
 SCALARS = {"Trigger": (0, ">h"), "Ready": (2, ">h"), "Busy": (4, ">h"), "Done": (6, ">h"),
            "Result": (8, ">h"), "ErrorCode": (10, ">h"), "Score": (12, ">f"),
@@ -46,16 +39,13 @@ class EnipConfig(PolledLinkConfig):
     slot: int = 0
     tag_prefix: str = "Inspection_"
 
-    def __post_init__(self) -> None:
-        check_port("enip: port", self.port)
-        self._check_polling("enip")
+    link: ClassVar[str] = "enip"
 
 
 class EnipLink:
-    """The handshake block as Logix tags (a ``registers.BlockLink``): ``write`` sends the
-    signals a byte range holds; ``read`` fetches the others' signals in one request and
-    answers its own (``own``) from what it last wrote, or read once on connecting (a standing
-    answer: ``registers``)."""
+    """The handshake block as Logix tags (a ``registers.BlockLink``): ``write`` sends a byte
+    range's signals; ``read`` fetches the other side's in one request and answers its ``own`` from
+    what it last wrote (or read on connecting: a standing answer)."""
 
     def __init__(self, config: EnipConfig, own: frozenset[str] = STATION_SIGNALS) -> None:
         from pylogix import PLC  # deferred: only stations that speak EtherNet/IP need it
@@ -128,9 +118,8 @@ def serve(config: EnipConfig, link: LinkContext) -> regs.RegisterHandshake:
 
 
 class EnipPlc(RegisterPlc):
-    """A Logix PLC for tests and benches: cpppo's EtherNet/IP server (``python -m
-    cpppo.server.enip``) holds the tags, this side plays the PLC program; given ``config``,
-    the real PLC there instead (``inspection station trigger --via enip``)."""
+    """A Logix PLC for tests and benches: cpppo's EtherNet/IP server holds the tags and this side
+    plays the PLC program; given ``config``, the real PLC there (``station trigger --via enip``)."""
 
     protocol, label = "enip", "EtherNet/IP (Logix tags)"
     library, unserved = "cpppo", {"tag_prefix": "Missing_"}
@@ -176,7 +165,4 @@ def enip_trigger(
         got = plc.trigger(request_id, product=product, part_id=part_id, timeout_s=timeout_s)
     finally:
         plc.stop()
-    verdict = {ResultCode.OK: "OK", ResultCode.NG: "NG"}.get(got.result)
-    return Answer(got.request_id, int(got.error_code), got.message, product=product or None,
-                  verdict=verdict, score=got.score if verdict else None,  # type: ignore[arg-type]
-                  replayed=bool(verdict and got.replayed))  # fmt: skip
+    return got.answer(product)

@@ -1,23 +1,14 @@
-"""The trigger -> answer step every PLC handshake shares (OPC UA nodes or MQTT topics).
+"""The trigger -> answer step every PLC link shares.
 
-A ``Trigger`` from the line becomes capture -> inspect -> store (+ outbox) and comes back
-as an ``Answer``: OK/NG with the score, or an ``ErrorCode`` saying why there is no verdict.
-The answer is due within ``timeout_s``; an inspection that overruns is answered ``TIMEOUT``
-but keeps running, and its result is still stored and published through the outbox.
+A ``Trigger`` becomes capture -> inspect -> store (+ outbox) and an ``Answer``: OK/NG with the
+score, or an ``ErrorCode``. An inspection that overruns ``timeout_s`` is answered ``TIMEOUT``
+but goes on, its result stored and published through the outbox. A station with several
+``View``s captures them all on one trigger, stores each as its own row
+(``<request id>.<view>``) and answers once for the part (``part_answer``).
 
-A station with several ``View``s of each part (top, side) captures them all on one trigger,
-inspects each with its own product, stores each as its own row (request id
-``<request id>.<view>``, part id the trigger's or else its request id) and answers once for
-the part: NG if any view is NG, else an error if any view has none, else OK (``part_answer``).
-
-A verdict leaves only with its own capture. ``replay`` is the line's one rule for when a
-stored verdict may answer a trigger instead: the PLC names the part (``PartId``) and it is the
-part stored under that request id. Otherwise the station captures anew (a reused request id
-stores its row under a fresh key, ``<id>~<hex>``), or, for a trigger the link delivers again
-and the station cannot tell from a new part (an MQTT redelivery), refuses it
-(``RETRY_UNPROVEN``). An answer still standing in the PLC's memory (Trigger held high while
-Done is high when the station connects) is no new cycle: the station waits for Trigger to fall.
-Every replay is logged and marked ``replayed`` to the PLC.
+A verdict leaves only with its own capture: ``replay`` is the line's one rule for when a stored
+verdict may answer instead (the PLC names the stored part). Otherwise a reused request id is a
+new part, and a redelivery the station cannot tell from one is refused (``RETRY_UNPROVEN``).
 """
 
 from __future__ import annotations
@@ -114,16 +105,11 @@ class Part(Protocol):
 
 
 def replay(delivery: Delivery, *, product: str, part_id: str | None, stored: Part | None) -> Replay:
-    """Whether a trigger is answered with the verdict ``stored`` under its request id (the
-    newest row, or the inspection still running) instead of a capture of its own.
-
-    The line's one rule, for every link: ``STORED`` only when the PLC names the part
-    (``part_id``, not empty) and it is the stored part of the same product; ``REFUSE`` when the
-    link redelivers a trigger (it was taken before, never acknowledged) that cannot be proven
-    so: the part it meant may have left the camera; else ``CAPTURE`` (a reused id is a new
-    part). OPC 40100 jobs never replay. No clock and no id alone proves a retry; the HTTP API,
-    where the client sends the image, has its own rule (``pipeline.check_replay``).
-    """
+    """Whether a trigger is answered with the verdict ``stored`` under its request id (the newest
+    row, or the inspection still running) instead of a capture of its own: ``STORED`` only when the
+    PLC names the part (``part_id``) and it is the stored part of the same product; ``REFUSE`` for
+    a redelivery that cannot be proven so (the part may have left the camera); else ``CAPTURE``.
+    No clock and no id alone proves a retry; the HTTP API has its own rule."""
     if not delivery.replays:
         return Replay.CAPTURE
     if part_id and stored is not None and (stored.product, stored.part_id) == (product, part_id):
@@ -132,9 +118,8 @@ def replay(delivery: Delivery, *, product: str, part_id: str | None, stored: Par
 
 
 def claimed_request_id(payload: str | bytes) -> str:
-    """The request id a malformed trigger carries, so its ``BAD_TRIGGER`` answer can be matched
-    by the PLC; ``""`` when none can be read (the payload is not a JSON object with a string
-    ``request_id``): the PLC then takes it as the answer to its last trigger."""
+    """The request id a malformed trigger carries, so the PLC can match its ``BAD_TRIGGER``
+    answer; ``""`` when none can be read (the PLC takes it as the answer to its last trigger)."""
     try:
         data = json.loads(payload or b"{}")
     except (json.JSONDecodeError, UnicodeDecodeError):
@@ -164,11 +149,9 @@ class ViewResult:
 
 @dataclass(frozen=True)
 class Answer:
-    """What the station tells the PLC for one trigger (``inspection.answer/1`` over MQTT).
-
-    A part seen by several views carries each in ``views`` (in the configured order); its
-    ``score`` and ``inspection_id`` are then None (each view has its own). ``replayed``: the
-    verdict is a stored one, given again without a capture (``replay``)."""
+    """What the station tells the PLC for one trigger (``inspection.answer/1`` over MQTT). A part
+    of several views carries each in ``views`` (its own ``score`` and ``inspection_id`` None);
+    ``replayed``: a stored verdict given again without a capture."""
 
     request_id: str
     error_code: int
@@ -254,11 +237,8 @@ class _Job:
 
 
 class TriggerHandler:
-    """Turns triggers into answers: capture, run the pipeline, classify failures.
-
-    Thread-safe; the OPC UA and MQTT handshakes share one handler (and so one selected
-    product and the same cameras). Named ``views`` are captured and inspected concurrently.
-    """
+    """Turns triggers into answers: capture, run the pipeline, classify failures. Thread-safe and
+    shared by every link; named ``views`` are captured and inspected concurrently."""
 
     def __init__(
         self,
@@ -272,16 +252,13 @@ class TriggerHandler:
         warm: WarmConfig | None = None,
         on_warm: WarmHook | None = None,
     ) -> None:
-        """``views``: one unnamed ``View`` (one camera) or named views with their products;
-        ``warm``: warm-on-trigger settings (default ``WarmConfig()``: on)."""
+        """``views``: one unnamed ``View`` or named views with products; ``warm``: default on."""
         single = len(views) == 1 and not views[0].name
         if not views or not (single or all(v.name and v.product for v in views)):
             raise ValueError(f"expected one unnamed camera or named views with products: {views}")
         self.views = tuple(views)
         self.warmer = TriggerWarmer(warm or WarmConfig(), on_warm)
-        self.pipeline = pipeline
-        self.station_id = station_id
-        self.timeout_s = timeout_s
+        self.pipeline, self.station_id, self.timeout_s = pipeline, station_id, timeout_s
         self._product = product
         self._lock = threading.Lock()
         self._running: dict[str, tuple[_Shot, Future[tuple[Outcome, float]]]] = {}
@@ -311,9 +288,8 @@ class TriggerHandler:
         on_late: Callable[[Answer], None] | None = None,
     ) -> Answer:  # fmt: skip
         """Capture, inspect and store one part; never raises (errors become error codes).
-        ``delivery``: what the link's handshake says of the trigger (``replay``); ``on_late``:
-        when the answer (or a view of it) is ``TIMEOUT``, it gets the final answer, from a
-        thread of its own, once the inspection ends."""
+        ``delivery``: the link's evidence for ``replay``; ``on_late``: given the final answer, from a
+        thread of its own, when this one (or a view of it) is ``TIMEOUT``."""
         started = time.perf_counter()
         deadline = started + self.timeout_s
         request_id, named = trigger.request_id or uuid.uuid4().hex[:20], trigger.part_id
@@ -417,9 +393,8 @@ class TriggerHandler:
         )
 
     def _inspect(self, shot: _Shot, source: str, delivery: Delivery) -> tuple[Outcome, float]:
-        """Capture and inspect the shot, or as ``replay`` decides, answer it with its part's
-        stored verdict (no capture) or refuse it (``RetryUnproven``). A request id used before
-        is a new part: logged, stored under a fresh key."""
+        """Capture and inspect the shot, or as ``replay`` decides answer it with its part's stored
+        verdict or refuse it (``RetryUnproven``); a reused request id is stored under a fresh key."""
         key = stored_request_id(self.station_id, shot.request_id) or ""
         used = self.pipeline.store.find_by_request_id(key) is not None
         stored = self.pipeline.last_request(self.station_id, shot.request_id) if (

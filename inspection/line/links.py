@@ -24,12 +24,11 @@ class Link(Protocol):
 
 @dataclass(frozen=True)
 class LinkKind:
-    """``section``: the link's config (a frozen dataclass with ``enabled``), the YAML key
-    ``name``; ``serve(section, handshake.LinkContext) -> Link``: the station's side;
-    ``trigger(line_config, *, request_id, product, part_id, timeout_s) -> Answer``: one
-    trigger as the PLC fires it (``station trigger --via name``, described by ``trigger_help``);
-    ``plc(*, scan_s) -> softplc.RegisterPlc``: a memory-block link's PLC for tests and benches;
-    ``reads_payloads``: it serves each result's payload as stored (``payload.SIGNED_RECORD``)."""
+    """``section``: the link's config type (with ``enabled``) under the YAML key ``name``;
+    ``serve(section, handshake.LinkContext) -> Link``: the station's side; ``trigger(line_config,
+    *, request_id, product, part_id, timeout_s) -> Answer``: one trigger as the PLC fires it
+    (``station trigger --via``); ``plc(*, scan_s)``: a memory-block link's PLC for tests and
+    benches; ``reads_payloads``: it serves each result's stored payload (``SIGNED_RECORD``)."""
 
     name: str
     section: type | str

@@ -1,11 +1,9 @@
-"""A Mosquitto configured for the line and an MQTT results collector: the line station's
-counterparts for tests, benches (``bench/line.py``), a local soft-PLC run
-(``scripts/softplc_local.py``) and ``scripts/services.sh``.
+"""A Mosquitto configured for the line, and an MQTT results collector: the station's
+counterparts for tests, benches, ``scripts/softplc_local.py`` and ``scripts/services.sh``.
 
-Security on (``LinkSecurity``), the broker listens with TLS only (the PKI folder's CA and
-broker certificate), refuses anonymous clients, and checks every user's password and the
-per-station ACL (``acl_text``). ``python -m inspection.line.mosquitto --help`` writes such
-a configuration for a site's stations.
+Security on, the broker takes TLS only, refuses anonymous clients and checks each user's
+password and the per-station ACL (``acl_text``); ``python -m inspection.line.mosquitto --help``
+writes such a configuration for a site.
 """
 
 from __future__ import annotations
@@ -73,10 +71,9 @@ def broker_config(
     persistent: bool = False,
     user: str | None = None,
 ) -> Path:
-    """Write ``mosquitto.conf`` (and, security on, the broker's certificate, key, password and
-    ACL files) to ``folder`` for a broker on 127.0.0.1:``port`` serving ``stations``; returns
-    the conf path. ``user``: the account Mosquitto runs as when started by root (it drops to
-    ``mosquitto`` otherwise); the folder and its files are given to it."""
+    """Write ``mosquitto.conf`` (and, security on, the broker's certificate, key, password and ACL
+    files) to ``folder`` for a broker on 127.0.0.1:``port``; returns its path. ``user``: the
+    account a root-started Mosquitto runs as, given the folder."""
     folder.mkdir(parents=True, exist_ok=True)
     folder.chmod(0o700)  # passwords and the broker key
     # set_tcp_nodelay: small QoS 1 messages leave at once instead of waiting on Nagle's

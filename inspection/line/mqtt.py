@@ -1,18 +1,11 @@
-"""The same handshake over MQTT topics under ``<topic_prefix>`` (``{station_id}`` filled in):
+"""The handshake over MQTT topics under ``<topic_prefix>`` (``{station_id}`` filled in):
+``trigger`` (in, QoS 1, JSON), ``product`` (in, may be retained), ``state`` (out, retained;
+``offline`` as last will) and ``answer`` (out, QoS 1, ``inspection.answer/1``).
 
-- ``trigger`` (in, QoS 1): JSON ``{"request_id", "product", "part_id"}``, all optional.
-- ``product`` (in, QoS 1, may be retained): a product name; selects it for later triggers.
-- ``state`` (out, retained): ``ready`` / ``busy``; the broker sets ``offline`` (last will).
-- ``answer`` (out, QoS 1): ``inspection.answer/1`` JSON (``handshake.Answer``).
-
-A malformed trigger is answered ``BAD_TRIGGER`` under the request id it carried (empty when
-none can be read); a product selection this station does not serve is answered
-``UNKNOWN_PRODUCT`` with an empty request id. A trigger is acknowledged to the broker only
-after its answer was published, and the session is persistent, so a trigger taken while the
-station dies is delivered again (DUP) when it is back. Such a redelivery is answered with the
-stored verdict only when its ``part_id`` names the stored part (``replayed``: true); without
-that proof it is refused with ``RETRY_UNPROVEN`` (10), never photographed anew: its part may
-have left the camera (``handshake.replay``).
+A malformed trigger is answered ``BAD_TRIGGER`` under the request id it carried. A trigger is
+acknowledged only after its answer was published, on a persistent session, so one taken while
+the station dies comes again (DUP); that redelivery gets the stored verdict only when its
+``part_id`` names the stored part, else ``RETRY_UNPROVEN`` (``handshake.replay``).
 """
 
 from __future__ import annotations

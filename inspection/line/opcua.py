@@ -1,20 +1,10 @@
 """PLC handshake over OPC UA: the station is a client of the PLC's OPC UA server.
 
-Signals are variables ``ns=<index of namespace>;s=<prefix>.<Signal>`` on the PLC:
-
-- PLC writes: ``Trigger`` (Boolean), ``Product``, ``PartId``, ``RequestId`` (String, may be
-  empty: then the selected product / no part id / an id made up by the station).
-- Station writes: ``Ready``, ``Busy``, ``Done`` (Boolean), ``Result`` (Int16: 0 none, 1 OK,
-  2 NG, 3 error), ``ErrorCode`` (Int16, ``handshake.ErrorCode``), ``Score`` (Double),
-  ``AnswerRequestId`` and ``Message`` (String), ``Heartbeat`` (UInt16: +1 every
-  ``heartbeat_ms`` while the station serves; the PLC's watchdog, as in the register map),
-  ``Replayed`` (Boolean: the answer is a stored verdict given again, ``handshake.replay``).
-
-Cycle (docs/line-integration.md has the timing): Trigger rises -> Busy=1, Done=0 -> capture,
-inspect, store -> Result/ErrorCode/Score/AnswerRequestId -> Busy=0, Done=1 -> PLC reads and
-drops Trigger -> Done=0, Result=0. A Trigger already high when the station (re)connects is a
-new cycle, unless Done is high too: that answer stands unacknowledged (the PLC raises Trigger
-only while Done is 0), and the station waits for Trigger to fall.
+Signals are variables ``ns=<namespace index>;s=<prefix>.<Signal>``: the PLC writes ``Trigger``,
+``Product``, ``PartId``, ``RequestId``; the station ``Ready``, ``Busy``, ``Done``, ``Result``,
+``ErrorCode``, ``Score``, ``AnswerRequestId``, ``Message``, ``Heartbeat`` and ``Replayed``
+(types and cycle: docs/line-integration.md). A Trigger already high when the station connects
+is a new cycle, unless Done is high too: that answer stands until Trigger falls.
 """
 
 from __future__ import annotations
@@ -127,15 +117,13 @@ class OpcUaHandshake(LoopThread):
     thread_name = "opcua-handshake"
 
     def __init__(self, config: OpcUaTriggerConfig, link: LinkContext) -> None:
-        """The ``opcua`` link (``links.LinkKind.serve``). Security on: Basic256Sha256 with the
-        station's certificate, the PLC's checked against the trust list
-        (``security.secure_opcua_client``)."""
+        """The ``opcua`` link (``links.LinkKind.serve``), secured by
+        ``security.secure_opcua_client``."""
         self.config, self.handler = config, link.handler
         self.station_id, self.security = link.station_id, link.security
         self.on_answer = link.counted("opcua")  # (answer, seconds from the trigger edge to Done)
         self.connected = threading.Event()
-        self._turned = time.monotonic()
-        """When the serve loop last turned: the heartbeat stands still once it stalls."""
+        self._turned = time.monotonic()  # the serve loop's last turn: a stalled one, no beats
         self._replayed: bool | None = None  # Replayed as last written this session
 
     async def _main(self, ready: threading.Event) -> None:
@@ -188,11 +176,9 @@ class OpcUaHandshake(LoopThread):
             await client.disconnect()
 
     async def _beats(self, client: Client, node: Any) -> None:
-        """Count ``Heartbeat`` up every ``heartbeat_ms`` while the serve loop turns: it may
-        stand in one cycle for up to the handler's timeout, and the count stands still once
-        it stalls longer. A PLC that refuses the write (no such variable, a map from before it;
-        not writable) is an error in the log, once per session: it cannot see a dead or hung
-        station."""
+        """Count ``Heartbeat`` up every ``heartbeat_ms`` while the serve loop turns (it may stand for
+        up to the handler's timeout in one cycle); a PLC that refuses the write is logged once per
+        session as an error: it cannot see a dead or hung station."""
         period = self.config.heartbeat_ms / 1000
         stalled_s = self.handler.timeout_s + period + 1.0  # 1 s: the serve loop's idle wait
         count = 0

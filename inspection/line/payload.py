@@ -1,13 +1,9 @@
 """The versioned result message every sink carries: ``inspection.result/1``.
 
-One JSON object per inspection. ``request_id`` is the idempotency key: a consumer that sees
-the same ``(station_id, request_id)`` twice is looking at a redelivery of the same result.
-
-Security on, the station signs each payload with its Ed25519 key: ``signer`` is the key's id
-(``core.signing.key_id``) and ``signature`` the base64 signature of the payload's canonical
-JSON (``to_json``: sorted keys, no spaces) with ``signature`` set to ``""``. A MES checks it
-with ``ResultPayload.from_json(text).verify(public_key)`` and the station's public key
-(``<pki_dir>/signing/<station_id>.pub``); ``bundle_id`` names the signed bundle that judged.
+``(station_id, request_id)`` is the idempotency key: seen twice, it is a redelivery. Security
+on, ``signature`` is the station's Ed25519 signature (``signer``: the key's id) of the canonical
+JSON with ``signature`` set to ``""``; a MES checks it with
+``ResultPayload.from_json(text).verify(public_key)``.
 """
 
 from __future__ import annotations
@@ -27,12 +23,12 @@ from inspection.core.config import from_mapping, to_mapping
 from inspection.core.errors import ConfigError, InspectionError
 from inspection.core.signing import key_id
 from inspection.core.types import VERDICTS
+from inspection.store.models import ARTEFACTS
 
 RESULT_SCHEMA = "inspection.result/1"
 SIGNED_RECORD = "signed"
 """The outbox row that keeps each result's payload as signed, delivered when written (no sink
 takes it): what a link that serves results reads (``Outbox.payload``), never rebuilding it."""
-ARTEFACTS = {"image": "image_sha", "overlay": "overlay_sha", "mask": "mask_sha", "map": "map_sha"}
 
 
 class PayloadError(InspectionError, ValueError):

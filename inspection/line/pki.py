@@ -1,21 +1,15 @@
-"""The line links' security material, made on first use in one folder (``security.pki_dir``).
+"""The line links' security material, made on first use in ``security.pki_dir`` (a site with
+its own CA puts its files there under the same names; nothing here is committed):
 
-A site that has its own CA puts its files here under the same names; a fresh clone gets a
-local CA whose key never leaves this folder (nothing here is committed):
+- ``ca.pem`` / ``ca.key``: the CA; ``trusted/ca.der``: the OPC UA trust list.
+- ``crl/ca-crl.der``: the CA's revocation list, signed again at half its ``CRL_DAYS`` or on
+  ``revoke`` (node-opcua refuses a CA without one).
+- ``<name>.pem`` / ``<name>-key.pem``: RSA 2048 application certificates (Basic256Sha256).
+- ``secrets/<user>``: MQTT passwords and webhook HMAC secrets.
+- ``signing/<station>.key`` / ``.pub``: the station's Ed25519 result-signing key.
 
-- ``ca.pem`` / ``ca.key``: the CA that signs every certificate below; ``trusted/ca.der`` is
-  the OPC UA trust list (a peer whose certificate this CA did not sign is refused).
-- ``crl/ca-crl.der``: the CA's certificate revocation list (DER), signed by the CA, valid for
-  ``CRL_DAYS`` and signed again when half of that has passed or a certificate is revoked
-  (``revoke``). Give it, with ``trusted/ca.der``, to clients that check revocation
-  (node-opcua refuses a CA without one).
-- ``<name>.pem`` / ``<name>-key.pem``: application certificates (RSA 2048, as Basic256Sha256
-  needs) for the station (``station-<id>``), the soft PLC (``plc``) and the broker.
-- ``secrets/<user>``: MQTT passwords and webhook HMAC secrets (random, mode 0600).
-- ``signing/<station>.key`` / ``.pub``: the station's Ed25519 key that signs its results.
-
-Every private file is written mode 0600 under a lock, so two processes starting together
-make one CA, not two.
+Every private file is written mode 0600 under a lock, so two processes starting together make
+one CA, not two.
 """
 
 from __future__ import annotations
@@ -126,8 +120,7 @@ class LinePki:
         return path.read_text().strip()
 
     def signing_key(self, station_id: str) -> Ed25519PrivateKey:
-        """The Ed25519 key ``station_id`` signs its results with; its public half is
-        ``signing/<station_id>.pub`` (give that file to the MES)."""
+        """The Ed25519 key ``station_id`` signs its results with (public half: ``signing_public``)."""
         private = self.root / "signing" / f"{station_id}.key"
         with self._locked():
             if not private.exists():

@@ -19,7 +19,7 @@ from inspection.line.config import PLC_USER, LineConfig, LinkSecurity
 from inspection.line.handshake import Answer, ErrorCode, ResultCode
 from inspection.line.opcua import signal_node_id, variant
 from inspection.line.security import mqtt_client, secure_opcua_client
-from inspection.line.softplc import HandshakeTimeout
+from inspection.line.softplc import HandshakeTimeout, PlcAnswer, wait_until
 
 
 class MqttPlc:
@@ -97,23 +97,14 @@ def opcua_trigger(
             nodes[name].write_value(variant(name, value))
         nodes["Trigger"].write_value(variant("Trigger", True))
         try:
-            deadline = time.monotonic() + timeout_s
-            while not nodes["Done"].read_value():
-                if time.monotonic() > deadline:
-                    raise HandshakeTimeout(f"Done did not rise within {timeout_s} s")
-                time.sleep(0.005)
-            code = ErrorCode(nodes["ErrorCode"].read_value())
-            result = ResultCode(nodes["Result"].read_value())
-            verdict = {ResultCode.OK: "OK", ResultCode.NG: "NG"}.get(result)
-            return Answer(
-                request_id=nodes["AnswerRequestId"].read_value(),
-                error_code=int(code),
-                message=nodes["Message"].read_value(),
-                product=product or None,
-                verdict=verdict,  # type: ignore[arg-type]
-                score=float(nodes["Score"].read_value()) if verdict else None,
-                replayed=bool(verdict and nodes["Replayed"].read_value()),
-            )
+            started = time.monotonic()
+            wait_until(nodes["Done"].read_value, timeout_s, 0.005, "Done did not rise")
+            got = PlcAnswer(nodes["AnswerRequestId"].read_value(),
+                            ResultCode(nodes["Result"].read_value()),
+                            ErrorCode(nodes["ErrorCode"].read_value()),
+                            float(nodes["Score"].read_value()), nodes["Message"].read_value(),
+                            time.monotonic() - started, bool(nodes["Replayed"].read_value()))  # fmt: skip
+            return got.answer(product)
         finally:
             nodes["Trigger"].write_value(variant("Trigger", False))
     finally:

@@ -1,9 +1,6 @@
-"""Drains the outbox into the sinks: at least once, in order per sink, with backoff.
-
-A background thread takes due messages (oldest first), delivers each to its sink and marks
-it delivered. A failed delivery holds that message back (doubling backoff) and pauses its
-sink for the same time, so a dead broker costs one attempt per backoff step, not one per
-message. ``wake()`` after a commit makes delivery immediate instead of waiting for the poll.
+"""Drains the outbox into the sinks: at least once, in order per sink, with backoff. A failed
+delivery holds its message back and pauses its sink for the same time, so a dead broker costs
+one attempt per backoff step, not one per message; ``wake()`` after a commit delivers at once.
 """
 
 from __future__ import annotations
@@ -14,6 +11,7 @@ import time
 from collections.abc import Mapping
 from datetime import datetime, timezone
 
+from inspection.core.background import Background
 from inspection.line.config import PublisherConfig
 from inspection.line.sinks import DeliveryError, Sink
 from inspection.station.metrics import OutboxMetrics
@@ -33,29 +31,20 @@ class Publisher:
         *,
         metrics: OutboxMetrics | None = None,
     ) -> None:
-        self.outbox = outbox
-        self.sinks = dict(sinks)
-        self.config = config
+        self.outbox, self.sinks, self.config = outbox, dict(sinks), config
         self.metrics = metrics or OutboxMetrics()
         self._wake = threading.Event()
-        self._stop = threading.Event()
         self._paused_until: dict[str, float] = {}
         self._failures: dict[str, int] = {}
-        self._thread: threading.Thread | None = None
+        self._worker = Background("outbox-publisher", self._run, join_s=10.0)
         self._last_backlog = 0.0
 
     def start(self) -> None:
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="outbox-publisher", daemon=True)
-            self._thread.start()
+        self._worker.start()
 
-    def stop(self, timeout_s: float = 10.0) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-            self._thread = None
+    def stop(self) -> None:
+        self._wake.set()  # ends an idle wait; the loop then sees ``stopping``
+        self._worker.stop()
 
     def wake(self) -> None:
         """A message was committed: look at the outbox now."""
@@ -99,7 +88,7 @@ class Publisher:
             self.metrics.oldest.labels(name).set((entry.oldest_age_s or 0.0) if entry else 0.0)
 
     def _run(self) -> None:
-        while not self._stop.is_set():
+        while not self._worker.stopping.is_set():
             self._wake.clear()
             try:
                 delivered = self.drain_once()

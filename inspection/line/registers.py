@@ -1,31 +1,12 @@
-"""PLC handshake over Siemens S7 or Modbus TCP: the OPC UA handshake's signals in one block
-of PLC memory that the station polls, for PLCs without an OPC UA server.
+"""PLC handshake over Siemens S7 or Modbus TCP, for PLCs without an OPC UA server: the OPC UA
+handshake's signals in one block of PLC memory that the station polls (``python-snap7``,
+``pymodbus``). Integers are 16-bit and ``Score`` a 32-bit float, big-endian; strings are S7
+``STRING[n]``, so the same bytes serve a Modbus master (register = address + offset / 2). The
+map and the cycle are docs/line-integration.md's; neither protocol authenticates.
 
-The station is a client of the PLC (``python-snap7`` for S7, ``pymodbus`` for Modbus TCP) and
-reads and writes one block: an S7 data block (``db``, byte offsets below) or the Modbus
-holding registers from ``address`` (register = address + offset / 2). Integers are 16-bit,
-``Score`` a 32-bit IEEE float, both big-endian as S7 stores them; strings are S7
-``STRING[n]`` (max length byte, length byte, then the characters), so the same bytes serve a
-Modbus master. The PLC writes only its own fields, the station only its own.
-
-The map (byte offset, Modbus register, signal, type, writer) is docs/line-integration.md's
-"S7 and Modbus TCP handshakes"; its offsets are the constants below.
-
-The cycle is the OPC UA one (docs/line-integration.md): Trigger rises -> Busy=1, Done=0 ->
-inspect -> answer fields -> Busy=0, Done=1 -> Trigger falls -> Done=0, Result=0. A Trigger
-high with Done high when the station connects is an answer the PLC has not acknowledged yet
-(it raises Trigger only while Done is 0): the station leaves it standing and waits for
-Trigger to fall, with no new capture and no second answer. Neither
-protocol authenticates or encrypts: anyone who reaches the PLC port can write a trigger
-(docs/security.md).
-
-Ready alone cannot show a dead station (after ``kill -9`` it stays 1): the PLC supervises
-``Heartbeat``, which the station counts up (wrapping at 65535) from its own thread while the
-poll loop is alive; a count that stands still for 4 x ``heartbeat_ms`` means the station is
-gone or hung (docs/line-integration.md has the PLC side). A session that fails before it has
-served once (a wrong data block, an address beyond the block) is retried after a doubling,
-jittered back-off (``store.outbox.backoff_s``); a session that served and then broke is
-reconnected at once.
+Ready cannot show a dead station (it stays 1 after ``kill -9``): the PLC supervises
+``Heartbeat``, counted up from its own thread while the poll loop is alive. A session that
+fails before serving once is retried after a back-off; one that broke reconnects at once.
 """
 
 from __future__ import annotations
@@ -37,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from inspection.core.background import Background
 from inspection.line.config import ModbusConfig, PolledLinkConfig, S7Config
 from inspection.line.handshake import Answer, LinkContext, Trigger
 from inspection.store.outbox import backoff_s
@@ -164,9 +146,8 @@ class _Locked:
 
 
 class RegisterHandshake:
-    """Polls the PLC block every ``poll_ms`` in its own thread and counts ``Heartbeat`` up
-    every ``heartbeat_ms`` in another; reconnects while the PLC is away. ``via`` names the
-    protocol in stored rows and metrics; ``open_link(config)`` connects to the block."""
+    """Polls the PLC block every ``poll_ms`` and counts ``Heartbeat`` up in another thread,
+    reconnecting while the PLC is away; ``via`` names the link, ``open_link`` connects."""
 
     def __init__(
         self,
@@ -181,18 +162,14 @@ class RegisterHandshake:
         self.beats = 0  # the Heartbeat count last written
         self._replayed: bool | None = None  # Replayed as last written this session
         self._polled = 0.0  # time.monotonic() of the poll loop's last turn
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._worker = Background(f"{self.via}-handshake", self._run, join_s=10.0)
+        self._stop = self._worker.stopping
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=f"{self.via}-handshake", daemon=True)
-        self._thread.start()
+        self._worker.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
-            self._thread = None
+        self._worker.stop()
 
     def _run(self) -> None:
         failures = 0  # sessions in a row that failed before serving

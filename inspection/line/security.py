@@ -1,14 +1,8 @@
 """Secure line links: MQTT over TLS with a password, OPC UA Basic256Sha256 with a trust list,
 signed webhooks. ``LinkSecurity.mode: none`` turns all of it off (announced at start-up).
 
-MQTT users (the broker's ACL, ``inspection.line.mosquitto.acl_text``): each station logs in
-as its ``station_id`` and may only read its own ``trigger`` / ``product`` and write its own
-``state`` / ``answer`` / ``result``; ``plc`` writes triggers and reads answers; ``mes``
-reads results.
-
-A webhook receiver checks a delivery with ``verify_webhook(secret, body, headers)``: the
-signature is HMAC-SHA256 over ``<timestamp>.<body>`` with the sink's secret
-(``<pki_dir>/secrets/webhook-<sink name>``), and the timestamp must be within 5 minutes.
+A webhook receiver checks a delivery with ``verify_webhook(secret, body, headers)``: HMAC-SHA256
+over ``<timestamp>.<body>`` with the sink's secret, the timestamp within 5 minutes.
 """
 
 from __future__ import annotations

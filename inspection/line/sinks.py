@@ -37,11 +37,8 @@ class Sink(Protocol):
 
 
 class MqttSink:
-    """Publishes to ``topic`` with QoS 1 and waits for the broker's PUBACK.
-
-    The paho network loop runs in its own thread and reconnects by itself while the broker
-    is away; deliveries fail fast (``DeliveryError``) until it is back.
-    """
+    """Publishes to ``topic`` with QoS 1 and waits for the broker's PUBACK; while paho's own
+    thread reconnects to a broker that is away, deliveries fail fast (``DeliveryError``)."""
 
     def __init__(
         self,
@@ -54,9 +51,7 @@ class MqttSink:
         user: str,
         timeout_s: float = 5.0,
     ) -> None:
-        self.name = name
-        self.topic = topic
-        self.timeout_s = timeout_s
+        self.name, self.topic, self.timeout_s = name, topic, timeout_s
         self._connected = threading.Event()
         self._client = mqtt_client(security, user)
         self._client.reconnect_delay_set(min_delay=1, max_delay=5)
@@ -99,14 +94,9 @@ class OpcUaSink:
         station_id: str,
         timeout_s: float = 5.0,
     ) -> None:
-        self.name = name
-        self.endpoint = endpoint
-        self.node_id = node_id
-        self.timeout_s = timeout_s
-        self.security = security
-        self.station_id = station_id
-        self._client = None
-        self._node = None
+        self.name, self.endpoint, self.node_id = name, endpoint, node_id
+        self.timeout_s, self.security, self.station_id = timeout_s, security, station_id
+        self._client = self._node = None
 
     def deliver(self, key: str, payload: str) -> None:
         from asyncua import ua  # asyncua (~0.5 s to import) only with an OPC UA sink
@@ -146,10 +136,7 @@ class WebhookSink:
     each delivery is signed (``inspection.line.security.webhook_headers``)."""
 
     def __init__(self, name: str, url: str, *, secret: str | None, timeout_s: float = 5.0) -> None:
-        self.name = name
-        self.url = url
-        self.secret = secret
-        self.timeout_s = timeout_s
+        self.name, self.url, self.secret, self.timeout_s = name, url, secret, timeout_s
 
     def deliver(self, key: str, payload: str) -> None:
         body = payload.encode()

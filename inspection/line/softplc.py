@@ -1,10 +1,7 @@
-"""A software PLC for commissioning, tests and benches: ``SoftPlc``, an OPC UA server with the
-handshake signals, and ``RegisterPlc``s, the S7 data block or Modbus holding registers in
-python-snap7's or pymodbus's own server (``S7Plc``, ``ModbusPlc``).
-
-Each plays the PLC's part of the handshake against a running station: set PartId/Product/
-RequestId, raise Trigger, wait for Done, read the answer, drop Trigger, wait for Done to
-fall. ``scan_s`` is the PLC's scan cycle (how often it looks at Done).
+"""A software PLC for commissioning, tests and benches: ``SoftPlc`` (an OPC UA server with the
+handshake signals) and the ``RegisterPlc``s (S7 or Modbus in python-snap7's or pymodbus's own
+server). Each plays the PLC's part of the handshake against a running station; ``scan_s`` is
+its scan cycle (how often it looks at Done).
 """
 
 from __future__ import annotations
@@ -12,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +19,7 @@ from asyncua.sync import Server, ThreadLoop
 from inspection.core.errors import InspectionError
 from inspection.line import registers as regs
 from inspection.line.config import LinkSecurity, ModbusConfig, S7Config
-from inspection.line.handshake import ErrorCode, ResultCode
+from inspection.line.handshake import Answer, ErrorCode, ResultCode
 from inspection.line.mosquitto import free_port, wait_port
 from inspection.line.opcua import DEFAULTS, SIGNALS, signal_node_id, variant
 from inspection.line.pki import LinePki
@@ -32,6 +30,15 @@ PLC_URI = "urn:inspection:softplc"
 
 class HandshakeTimeout(InspectionError):
     """The station did not answer a trigger in time."""
+
+
+def wait_until(done: Callable[[], bool], timeout_s: float, scan_s: float, what: str) -> None:
+    """Look at ``done()`` every ``scan_s`` as a PLC scans; ``HandshakeTimeout`` past ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        if time.monotonic() > deadline:
+            raise HandshakeTimeout(f"{what} within {timeout_s} s")
+        time.sleep(scan_s)
 
 
 @dataclass(frozen=True)
@@ -46,13 +53,17 @@ class PlcAnswer:
     seconds: float
     replayed: bool = False
 
+    def answer(self, product: str) -> Answer:
+        """The station's ``Answer`` as the PLC read it (``station trigger``)."""
+        verdict = {ResultCode.OK: "OK", ResultCode.NG: "NG"}.get(self.result)
+        return Answer(self.request_id, int(self.error_code), self.message, product=product or None,
+                      verdict=verdict, score=self.score if verdict else None,  # type: ignore[arg-type]
+                      replayed=bool(verdict and self.replayed))  # fmt: skip
+
 
 class SoftPlc:
-    """An asyncua server exposing ``<prefix>.<Signal>`` variables under ``namespace``.
-
-    Security on, it offers only Basic256Sha256 (Sign, SignAndEncrypt) with its certificate
-    ``plc`` from the PKI folder and admits only clients whose certificate the trust list's CA
-    signed: an unsigned, self-signed or foreign station is refused (``BadCertificateUntrusted``)."""
+    """An asyncua server exposing ``<prefix>.<Signal>`` variables under ``namespace``; security on,
+    Basic256Sha256 only, admitting only clients whose certificate the site CA signed."""
 
     def __init__(
         self,
@@ -101,9 +112,8 @@ class SoftPlc:
         self.server.stop()
 
     def read(self, signal: str) -> Any:
-        """The signal's value, read from the server's memory in the caller's thread as a PLC
-        reads its own: a hop through the server's event loop at every 1 ms scan would take CPU
-        from the station under test."""
+        """The signal's value, read in the caller's thread as a PLC reads its own memory (a hop
+        through the server's loop at every 1 ms scan would take CPU from the station under test)."""
         space = self.server.aio_obj.iserver.aspace
         return space.read_attribute_value(
             self.nodes[signal].nodeid, ua.AttributeIds.Value
@@ -113,11 +123,8 @@ class SoftPlc:
         self.nodes[signal].write_value(variant(signal, value))
 
     def wait_for(self, signal: str, value: Any, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while self.read(signal) != value:
-            if time.monotonic() > deadline:
-                raise HandshakeTimeout(f"{signal} did not become {value} within {timeout_s} s")
-            time.sleep(self.scan_s)
+        what = f"{signal} did not become {value}"
+        wait_until(lambda: self.read(signal) == value, timeout_s, self.scan_s, what)
 
     def trigger(
         self, *, request_id: str = "", product: str = "", part_id: str = "", timeout_s: float = 10.0
@@ -148,11 +155,9 @@ class SoftPlc:
 
 
 class RegisterPlc:
-    """A PLC without OPC UA: a protocol library's own server holds the handshake block and this
-    side plays the PLC program through a client link, looking every ``scan_s``. One subclass per
-    protocol (``S7Plc``, ``ModbusPlc``, ``enip.EnipPlc``), registered as its link's ``plc``
-    (``links.LinkKind``): ``serve`` starts the server, ``config`` gives the station's section,
-    ``open_link`` the PLC's client link, ``shutdown`` stops the server."""
+    """A PLC without OPC UA: a protocol library's own server holds the handshake block, and this
+    side plays the PLC program through a client link every ``scan_s``. Each subclass (registered
+    as its link's ``plc``) says how to ``serve``, ``config``, ``open_link`` and ``shutdown``."""
 
     protocol: str
     """The link's name (``links.LINKS``)."""
@@ -197,19 +202,16 @@ class RegisterPlc:
 
     def _until(self, offset: int, value: int, timeout_s: float) -> None:
         """Read the word at ``offset`` every ``scan_s`` until it holds ``value``."""
-        assert self.link is not None
-        deadline = time.monotonic() + timeout_s
-        while self.link.read(offset, 2)[1] != value:
-            if time.monotonic() > deadline:
-                raise HandshakeTimeout(f"{self.protocol}: offset {offset} never became {value}")
-            time.sleep(self.scan_s)
+        link = self.link
+        assert link is not None
+        what = f"{self.protocol}: offset {offset} did not become {value}"
+        wait_until(lambda: link.read(offset, 2)[1] == value, timeout_s, self.scan_s, what)
 
     def trigger(
         self, request_id: str, *, product: str = "", part_id: str = "", timeout_s: float = 10.0
     ) -> PlcAnswer:
-        """One cycle: Product, PartId, RequestId, Trigger up -> Done seen (timed), answer read,
-        Trigger down -> Done down; raises ``HandshakeTimeout`` (Trigger down, as a PLC that
-        gives up on a part drops it)."""
+        """One cycle (strings, Trigger up, Done seen and timed, answer read, Trigger down, Done
+        down); ``HandshakeTimeout`` drops Trigger, as a PLC that gives up on a part does."""
         assert self.link is not None
         names, values = ("Product", "PartId", "RequestId"), (product, part_id, request_id)
         fields = (regs.s7_string(v, regs.STRINGS[n][1]) for n, v in zip(names, values, strict=True))

@@ -68,9 +68,8 @@ class LineStation:
 
     @classmethod
     def build(cls, config: LineConfig, *, loader: InspectorLoader = default_loader) -> LineStation:
-        """Open the store (upgrading its schema, as ``serve`` does), camera and sinks; models
-        load on ``start``. The metrics registry counts triggers, warm runs, the outbox and
-        images outside their bundle's input domain (``inspection_input_domain_total``)."""
+        """Open the store (upgrading its schema), cameras, sinks and links; models load on
+        ``start``. The metrics count triggers, warm runs, the outbox and refused images."""
         registry = CollectorRegistry()
         metrics = HandshakeMetrics(registry)
         Gauge(
@@ -114,9 +113,8 @@ class LineStation:
         return station
 
     def start(self) -> None:
-        """Load live models, then serve: publisher, handshakes, metrics endpoint. Warns about
-        what would refuse every trigger: a product without a usable live model, a file
-        camera without images."""
+        """Load live models, then serve (publisher, links, metrics endpoint), warning of what would
+        refuse every trigger (``startup_warnings``)."""
         if self.config.metrics_port is not None:  # first: a busy port stops nothing running
             serve_metrics(self.config.metrics_port, self.registry)
         self.core.start()
@@ -127,9 +125,8 @@ class LineStation:
             link.start()
 
     def startup_warnings(self) -> list[str]:
-        """Problems a commissioning engineer must see at start: line links without security
-        (``security.mode: none``), and what answers triggers with an error code: products
-        without a usable live model, an empty file camera."""
+        """What a commissioning engineer must see at start: links without security, products without
+        a usable live model (NO_MODEL), an empty file camera (NO_IMAGE)."""
         notice = insecure_notice(self.config.security)
         warnings = [notice] if notice else []
         warnings += [
@@ -202,8 +199,7 @@ def open_views(config: LineConfig) -> list[View]:
 
 
 def serve_metrics(port: int, registry: CollectorRegistry) -> None:
-    """Serve ``registry`` on 127.0.0.1:``port``; a port that cannot be bound (in use, say) is
-    a ``ConfigError`` naming the key."""
+    """Serve ``registry`` on 127.0.0.1:``port``; a port it cannot bind is a ``ConfigError``."""
     try:
         start_http_server(port, "127.0.0.1", registry=registry)
     except OSError as exc:

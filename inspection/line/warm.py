@@ -1,15 +1,10 @@
 """Warm-on-trigger at the line station: when, on each trigger, to start the warm run.
 
-The trigger comes before the image: the camera exposes and transfers, then the station decodes
-and preprocesses, and only then does the part's inference start. A warm run
-(``Inspector.warm``, ``runtime.warmup``) started at the trigger wakes OpenVINO's threads and
-caches; if it ends long before the part's inference starts, the cores fall asleep again. With
-``timing: learned`` the start is delayed so the warm run ends about ``margin_ms`` before the
-part's inference is due, using running means of this line's trigger-to-inference lead
-(capture + decode + preprocess) and of the warm run's own duration (it starts cold, so it
-takes longer than a part's inference; the part's inference time until a warm run was timed);
-``timing: trigger`` starts at once.
-Either way the part's inference cancels a warm run still in flight.
+A warm run (``runtime.warmup``) started at the trigger wakes OpenVINO's threads while the
+camera exposes; ended too early, the cores fall asleep again. ``timing: learned`` delays it to
+end ``margin_ms`` before the part's inference is due, from running means of the line's
+trigger-to-inference lead and of the warm run's own time; ``trigger`` starts it at once. The
+part's inference cancels a warm run still in flight.
 """
 
 from __future__ import annotations
@@ -64,10 +59,8 @@ class TriggerWarmer:
         timer.start()
 
     def delay_ms(self, product: str, warm_run_ms: float | None = None) -> float:
-        """How long after the trigger to start the warm run (0 with ``timing: trigger`` or
-        before the first part of ``product`` was timed). ``warm_run_ms``: the live inspector's
-        own running mean of its warm runs (``Inspector.warm_run_ms``); None: the parts'
-        inference time stands in for it."""
+        """How long after the trigger to start the warm run (0 with ``timing: trigger`` or before
+        ``product`` was timed); ``warm_run_ms``: the inspector's mean warm run (None: its inference)."""
         if self.config.timing != "learned":
             return 0.0
         with self._lock:

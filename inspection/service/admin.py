@@ -58,9 +58,8 @@ def add_admin_routes(app: FastAPI, station: Station) -> None:
 
     @app.post("/v1/inspections/{inspection_id}/review", tags=["review"])
     def review(inspection_id: str, body: ReviewIn, identity: Reviewer) -> dict[str, Any]:
-        """Label a result; the reviewer is the token's identity (audited); a station that
-        forwards sends it on to the central store. An unknown id is a StoreError, which the
-        app answers with 404."""
+        """Label a result as the token's identity (audited), sent on to the central store by a
+        forwarding station; an unknown id is a 404."""
         row = station.store.add_review(
             inspection_id,
             label=body.label,

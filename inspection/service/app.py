@@ -34,12 +34,11 @@ from inspection.station.limits import AdmissionGate, UploadBudget
 from inspection.station.live import InspectorLoader, default_loader
 from inspection.station.metrics import ServiceMetrics
 from inspection.station.pipeline import Outcome
-from inspection.store.models import Inspection, as_utc
+from inspection.store.models import ARTEFACTS, Inspection, as_utc
 from inspection.store.store import InspectionFilter, Store, StoreError
 from inspection.store.tokens import Identity
 
 log = logging.getLogger(__name__)
-ARTEFACTS = {"image": "image_sha", "overlay": "overlay_sha", "mask": "mask_sha", "map": "map_sha"}
 _MEDIA_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".bmp": "image/bmp"}
 _MEDIA_TYPES |= {".tif": "image/tiff", ".webp": "image/webp"}
 CLIENT_CLOSED = 499  # nginx's code for "client closed the request"; never sent, only counted
@@ -153,11 +152,8 @@ def _add_routes(app: FastAPI, station: Station) -> None:
         part_id: str | None = None,
         request_id: str | None = None,
     ) -> JSONResponse:
-        """Inspect one image (multipart field ``image``, or the raw body with an image type).
-
-        ``request_id`` makes retries idempotent: the same id from the same station returns
-        the stored result (200) instead of inspecting again (201).
-        """
+        """Inspect one image (multipart field ``image``, or the raw body); a ``request_id`` seen
+        before from the same station returns the stored result (200) instead of a new one (201)."""
         upload = await read_upload(
             request,
             station.config.max_upload_bytes,
@@ -179,10 +175,7 @@ def _add_routes(app: FastAPI, station: Station) -> None:
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
         offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     ) -> dict[str, Any]:
-        """Stored inspections, newest first; filter by product, station, verdict and time.
-
-        A station token lists only its own station's results.
-        """
+        """Stored inspections, newest first, filtered; a station token lists only its own."""
         if identity.has("station"):
             if station_filter not in (None, identity.name):
                 raise RequestError(403, "a station token reads only its own station's results")

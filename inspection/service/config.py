@@ -18,11 +18,8 @@ from inspection.station.limits import ReadDeadlines
 
 @dataclass(frozen=True)
 class WatchConfig:
-    """Watch-folder mode: the camera software drops images into ``<root>/incoming``.
-
-    Files directly in ``incoming/`` are inspected as ``default_product``; files in
-    ``incoming/<product>/`` as that product. Results go to the store with ``station_id``.
-    """
+    """Watch-folder mode: images dropped into ``<root>/incoming`` are inspected as
+    ``default_product``, those in ``incoming/<product>/`` as that product."""
 
     enabled: bool = False
     root: Path = Path("var/watch")
@@ -34,8 +31,7 @@ class WatchConfig:
 
 @dataclass(frozen=True)
 class StationConfig:
-    """Everything ``inspection serve`` / ``inspection watch`` need: the station core section
-    (``core``) and the HTTP front door's own settings. Paths are relative to cwd."""
+    """What ``inspection serve`` / ``watch`` need: the ``core`` section and the HTTP settings."""
 
     core: StationCoreConfig
     host: str = "127.0.0.1"
@@ -92,8 +88,7 @@ def read_deadlines(config: StationConfig) -> ReadDeadlines:
 
 
 def load_station_config(path: str | Path) -> StationConfig:
-    """Read and validate a station YAML file; unknown keys raise ``ConfigError`` by name. The
-    station's configs (``refine.yaml``) are those beside the file (``core.configs_dir``)."""
+    """Read and validate a station YAML file; its configs folder is the file's."""
     data = read_yaml(path)
     check_moved_keys(data, str(path))
     return with_config_folder(from_mapping(StationConfig, data, where=str(path)), path)

@@ -46,12 +46,9 @@ async def read_upload(
     budget: UploadBudget | None = None,
     on_closed: Callable[[str], None] | None = None,
 ) -> Upload:
-    """The image bytes and any form fields; 413/415/400/422 with a clear message otherwise.
-
-    A body that misses its ``deadlines`` (default: ``ReadDeadlines()``) gets 408 with
-    ``Connection: close``; one that would overflow ``budget`` gets 503. ``on_closed`` is told
-    the reason ("deadline", "idle", "slow", "memory").
-    """
+    """The image bytes and any form fields; 413/415/400/422 with a clear message otherwise. A body
+    that misses its ``deadlines`` gets 408 (``Connection: close``), one that would overflow
+    ``budget`` 503; ``on_closed`` is told why ("deadline", "idle", "slow", "memory")."""
     deadlines = deadlines or ReadDeadlines()
     reader = _BodyReader(request, deadlines, budget or UploadBudget(1 << 62))
     try:
@@ -68,9 +65,7 @@ class _BodyReader:
     """Reads a request body chunk by chunk under its deadlines and the upload budget."""
 
     def __init__(self, request: Request, deadlines: ReadDeadlines, budget: UploadBudget) -> None:
-        self.request = request
-        self.deadlines = deadlines
-        self.budget = budget
+        self.request, self.deadlines, self.budget = request, deadlines, budget
         self.held = 0
 
     async def read(self, limit: int, max_bytes: int) -> bytes:

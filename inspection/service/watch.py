@@ -1,16 +1,9 @@
-"""Watch-folder mode: inspect every image the camera software drops into ``incoming/``.
+"""Watch-folder mode: inspect every image dropped into ``incoming/`` (``incoming/<product>/``
+for a product), moved to ``done/`` or ``failed/`` (with ``<name>.reason.txt``).
 
-Layout under the watch root::
-
-    incoming/            files for ``default_product``
-    incoming/<product>/  files for that product
-    done/                inspected files (same relative path)
-    failed/              files that cannot be inspected, each with ``<name>.reason.txt``
-
-Exactly once: the request id is the file's content and name hash, so a restart after a crash
-finds the stored result. Files being written are skipped (temporary names; size and mtime not
-yet unchanged for ``settle_seconds``). Symbolic links are never followed: nothing outside the
-watch root is read.
+Exactly once: the request id hashes the file's content and name, so a restart finds the stored
+result. Files still being written (temporary names, size or mtime changing within
+``settle_seconds``) wait; symbolic links are never followed.
 """
 
 from __future__ import annotations
@@ -35,6 +28,7 @@ from inspection.station.pipeline import Outcome, Pipeline
 log = logging.getLogger(__name__)
 TEMP_PREFIXES = (".", "~")
 TEMP_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".filepart")
+_FOLDERS = ("incoming", "done", "failed")
 
 
 class WatchError(InspectionError):
@@ -60,11 +54,8 @@ class WatchFolder:
         *,
         on_file: Callable[[FileOutcome, Outcome | None], None] | None = None,
     ) -> None:
-        self.config = config
-        self.pipeline = pipeline
-        self.incoming = config.root / "incoming"
-        self.done = config.root / "done"
-        self.failed = config.root / "failed"
+        self.config, self.pipeline = config, pipeline
+        self.incoming, self.done, self.failed = (config.root / n for n in _FOLDERS)
         self._on_file = on_file
         self._seen: dict[Path, tuple[int, int]] = {}
         self._lock = FileLock(str(config.root / ".watch.lock"))
@@ -185,10 +176,8 @@ class WatchFolder:
             _move(path, self.done / name, data)
             result = FileOutcome(name, "done" if outcome.created else "replayed", outcome.row.id)
         self.counts[result.status] += 1
-        if result.status == "retry":
-            log.warning("%s: will retry: %s", name, result.detail)
-        elif result.status == "failed":
-            log.warning("%s: moved to failed/: %s", name, result.detail)
+        if said := {"retry": "will retry", "failed": "moved to failed/"}.get(result.status):
+            log.warning("%s: %s: %s", name, said, result.detail)
         if self._on_file is not None:
             self._on_file(result, outcome)
         return result

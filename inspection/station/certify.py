@@ -1,10 +1,7 @@
-"""A product's certificate and its renewal from confirmed-good audit parts (``core.certificate``).
-
-``certify_product`` is what ``inspection operating certify`` and the dashboard's *Certify*
-button run: the live bundle's calibration scores and the audit parts it scored that reviewers
-confirmed good set a new threshold version, signed when this machine holds the site key, for
-that bundle; stations pick it up as any threshold version. ``product_certificate`` is what the
-dashboard and ``inspection station status`` show.
+"""A product's certificate and its renewal from confirmed-good audit parts (``core.certificate``):
+``certify_product`` (``inspection operating certify``, the dashboard's *Certify*) sets a new
+threshold version for the live bundle, signed where the site key is held;
+``product_certificate`` is what the dashboard and ``station status`` show.
 """
 
 from __future__ import annotations
@@ -81,9 +78,8 @@ def product_certificate(
 def certify_product(
     registry: Registry, store: Store, product: str, *, actor: str
 ) -> ThresholdVersion:
-    """Derive the live bundle's threshold again from its calibration scores and the audit
-    parts it scored that reviewers confirmed good, and record it as the product's next
-    threshold version for that bundle (``CertificationError`` when the gate refuses it)."""
+    """Derive the live bundle's threshold again from its calibration scores and its confirmed-good
+    audit parts, as the product's next threshold version (``CertificationError``: gate refused)."""
     bundle_id = _live(registry, product)
     bundle_dir = registry.bundles.bundle_dir(product, bundle_id)
     metadata = verify_bundle(bundle_dir)

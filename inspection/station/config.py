@@ -40,9 +40,8 @@ HOW_TO_PIN = (
 
 @dataclass(frozen=True)
 class CentralConfig:
-    """Where the station forwards its results after committing them locally
-    (``store.forward``): the central PostgreSQL as this station's own role
-    (``inspection db station-role``) and the central blob folder, mounted here."""
+    """Where the station forwards its results after committing them (``store.forward``): the
+    central PostgreSQL as its own role (``db station-role``) and the central blob folder."""
 
     url: str
     blob_dir: Path
@@ -83,9 +82,8 @@ class StationCoreConfig:
     """Key fingerprints and bundles (``<product>/<bundle_id>``) refused even when validly
     signed (``inspection keys revoke``); the last good one keeps serving."""
     trust_file: Path | None = None
-    """A file (relative to the config's folder) whose ``core:`` section holds ``signing_keys``
-    and ``revoked`` instead of this config, which then names none: ``inspection keys`` writes
-    the pins there and the configs stay as written."""
+    """A file (relative to the config's folder) whose ``core:`` holds ``signing_keys`` and
+    ``revoked`` for this config (``inspection keys`` writes there; the configs stay as written)."""
     bundle_public_key: Path | None = None
     """Before keys were pinned by fingerprint: a path alone. Refused (``HOW_TO_PIN``)."""
     allow_unsigned_bundles: bool = False
@@ -189,9 +187,8 @@ def with_config_folder(config: C, config_file: str | Path) -> C:
 
 
 def check_registry_dir(config: StationCoreConfig) -> None:
-    """Refuse to start on a ``registry_dir`` that is not a folder (a typo would read as "no
-    live bundle" everywhere). Checked at start, not on load: ``inspection station sync`` fills
-    a registry folder that does not exist yet."""
+    """Refuse to start on a ``registry_dir`` that is not a folder (a typo would read as "no live
+    bundle"); at start, not on load, since ``station sync`` fills a folder not there yet."""
     if not config.registry_dir.is_dir():
         raise ConfigError(
             f"core: registry_dir {config.registry_dir.resolve()} is not a directory; fix the "

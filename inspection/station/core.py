@@ -66,16 +66,9 @@ class StationCore:
     ) -> StationCore:
         """Open the store (schema brought up to date) and prepare the models, which load on
         ``start``; ``ConfigError`` first when ``registry_dir`` or the pinned key is unusable.
-
-        Args:
-            on_change: told of every model swapped in.
-            outbox: builds the front door's sinks' outbox messages committed with each result;
-                the central store's (``config.central``) follows it, built the same way.
-            on_input_domain: told of every image refused or warned about for lying outside
-                its bundle's input domain (``config.input_check``).
-            refine: seeds the bundles' mask refiners; None: ``station_refine_config``, read
-                here so a bad key stops the start instead of refusing every bundle.
-        """
+        ``outbox`` builds the sinks' messages committed with each result (the central store's
+        follows); ``on_input_domain`` is told of each image outside its bundle's input domain;
+        ``refine`` defaults to ``station_refine_config``, read here so a bad key stops the start."""
         check_registry_dir(config)
         public_key = pinned_key(config)
         if loader is default_loader:
@@ -141,9 +134,8 @@ class StationCore:
 
 
 def station_refine_config(config: StationCoreConfig) -> RefineConfig:
-    """The station's mask-refiner settings: ``refine.yaml`` of its configs folder
-    (``config.configs``), else of ``core.config.default_configs_dir()``, else the defaults;
-    the log names the file read (``ConfigError`` naming a bad key)."""
+    """The station's mask-refiner settings: ``refine.yaml`` of its configs folder, else of the
+    default configs, else the defaults; the log names the file (``ConfigError``: a bad key)."""
     own = config.configs / REFINE_CONFIG_NAME
     fallback = default_configs_dir() / REFINE_CONFIG_NAME
     if own.is_file():

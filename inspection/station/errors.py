@@ -67,9 +67,8 @@ class PartNotAligned(RequestRefused):
 
 
 class InputOutOfDomain(RequestRefused):
-    """The image is unlike the bundle's training images (``core.input_domain``): grey under a
-    colour-trained bundle, far smaller, or of another aspect ratio. Never a verdict; the
-    station's ``input_check: warn`` judges such images with a warning instead."""
+    """The image is unlike the bundle's training images (``core.input_domain``): never a verdict
+    (``input_check: warn`` judges such images with a warning instead)."""
 
 
 class ErrorCode(IntEnum):
@@ -111,8 +110,7 @@ REFUSALS: dict[type[RequestRefused], RefusalAnswer] = {
 
 
 def answer_to(exc: RequestRefused) -> RefusalAnswer:
-    """The answer to a refusal: its most specific class in ``REFUSALS``, else 422 and
-    ``INTERNAL``."""
+    """The answer to a refusal: its most specific ``REFUSALS`` entry, else 422 and ``INTERNAL``."""
     for cls in type(exc).__mro__:
         if cls in REFUSALS:
             return REFUSALS[cls]

@@ -1,11 +1,9 @@
 """Admission control, in two separate stages.
 
-- Uploads (``UploadBudget``): any number of connections may be sending; together they hold at
-  most ``limit`` bytes in memory (bytes actually received, never a declared length), and each
-  one is closed by its read deadlines (``service.upload``). A slow client holds almost
-  nothing, so it can never keep another client's upload out.
-- Inference (``AdmissionGate``): a request whose upload has arrived waits for a worker; at
-  most ``limit`` such requests at once, more get 503. Slow uploads never count here.
+- Uploads (``UploadBudget``): connections hold at most ``limit`` received bytes together, each
+  closed by its read deadlines, so a slow client can never keep another's upload out.
+- Inference (``AdmissionGate``): at most ``limit`` arrived requests wait for a worker; more get
+  503. Slow uploads never count here.
 """
 
 from __future__ import annotations
@@ -20,9 +18,8 @@ RETRY_AFTER_SECONDS = 1
 
 
 class AdmissionGate:
-    """Counts requests admitted to inference on one event loop (no lock needed); above
-    ``limit`` raises ``StationBusy``, so memory stays bounded by ``limit`` uploads plus one
-    decode per worker."""
+    """Counts requests admitted to inference on one event loop (no lock needed); above ``limit``
+    ``StationBusy``, so memory stays bounded by ``limit`` uploads plus a decode per worker."""
 
     def __init__(self, limit: int) -> None:
         if limit < 1:

@@ -1,10 +1,6 @@
-"""Live models per product, hot-swapped from the registry without dropping requests.
-
-A poller reads each product's live bundle and threshold; a new bundle is loaded completely
-(verified and compiled by ``runtime.predictor.load_inspector``) before the reference is
-swapped, so running requests keep their model, and one that fails to load is rejected with a
-logged reason while the previous one serves. What may serve is ``station.trust``'s rule; the
-threshold served, ``station.thresholds``'.
+"""Live models per product, hot-swapped from the registry without dropping requests: a new
+bundle is loaded and verified completely before the reference is swapped, and one that fails to
+load is logged while the previous one serves. What may serve is ``station.trust``'s rule.
 """
 
 from __future__ import annotations
@@ -54,15 +50,8 @@ def station_loader(
     public_key: Ed25519PublicKey | None = None,
     num_threads: int | None = None,
 ) -> InspectorLoader:
-    """``default_loader`` with the station's settings.
-
-    Args:
-        refine: the station's refine config seeding the refiner.
-        validation_images: per product, the station's validation images, to re-calibrate a
-            bundle on when its golden outputs drift.
-        public_key: checks the signature on the bytes compiled.
-        num_threads: OpenVINO threads per inference (None: OpenVINO's choice).
-    """
+    """``default_loader`` with the station's settings: the refiner's config, per product the
+    validation images to re-calibrate a drifting bundle on, the pinned key, OpenVINO threads."""
     folders = dict(validation_images or {})
 
     def load(bundle_dir: Path) -> Predictor:
@@ -112,16 +101,12 @@ class LiveModels:
         selector: BundleSelector = serve_live_bundle,
         public_key: Ed25519PublicKey | None = None,
     ) -> None:
-        """``on_change`` is told of every model swapped in; ``selector`` picks the bundle to serve
-        for a live pointer; ``public_key``: the pinned site key, with it only bundles it signed
-        (and unchanged since promotion) load."""
-        self.registry = registry
-        self.products = tuple(products)
+        """``selector`` picks the bundle to serve for a live pointer; with ``public_key`` only bundles
+        it signed (and unchanged since promotion) load."""
+        self.registry, self.products = registry, tuple(products)
         self.trust = Trust(registry, public_key)
         self.thresholds = Thresholds(registry, self.trust)
-        self._loader = loader
-        self._selector = selector
-        self._on_change = on_change
+        self._loader, self._selector, self._on_change = loader, selector, on_change
         self._models: dict[str, LiveModel] = {}
         self._problems: dict[str, str] = {}
         self._rejected: dict[str, str] = {}  # product -> bundle id that failed to load
@@ -141,16 +126,13 @@ class LiveModels:
     def status(self) -> dict[str, dict[str, Any]]:
         """Per product: live bundle, model version, threshold, and any problem."""
         out = {}
+        shown = ("bundle_id", "model_version", "threshold", "served_bundle_id", "precision")
         for product in self.products:
             model = self._models.get(product)
             refused = self.trust.refused(product)
             out[product] = {
                 "loaded": model is not None,
-                "bundle_id": model.bundle_id if model else None,
-                "model_version": model.model_version if model else None,
-                "threshold": model.threshold if model else None,
-                "served_bundle_id": model.served_bundle_id if model else None,
-                "precision": model.precision if model else None,
+                **{name: getattr(model, name, None) for name in shown},
                 "tuning": model.tuning.summary() if model and model.tuning else None,
                 "golden": self.thresholds.golden(product),
                 "threshold_refused": refused.get("threshold"),
@@ -276,10 +258,7 @@ class LiveModels:
         why = self.trust.refusal_before_load(product, bundle_id)
         if why is None:
             return False
-        keeps = self._models.get(product)
-        self._problems[product] = f"bundle {bundle_id} refused: {why}" + (
-            f"; still serving {keeps.served_bundle_id}" if keeps else ""
-        )
+        self._problems[product] = f"bundle {bundle_id} refused: {why}{self._still_serving(product)}"
         return True
 
     def _reject(self, product: str, bundle_id: str, exc: Exception) -> None:
@@ -288,13 +267,14 @@ class LiveModels:
         self._rejected[product] = bundle_id
         if isinstance(exc, GoldenDriftError):
             self.thresholds.drifted(product, bundle_id, exc)
-        keeps = self._models.get(product)
         detail = without_paths(str(exc), {self.registry.root: "<registry>"})
-        reason = f"bundle {bundle_id} rejected: {detail}"
-        if keeps is not None:
-            reason += f"; still serving {keeps.served_bundle_id}"
+        reason = f"bundle {bundle_id} rejected: {detail}{self._still_serving(product)}"
         self._problems[product] = reason
         log.error("%s: %s", product, reason)
+
+    def _still_serving(self, product: str) -> str:
+        keeps = self._models.get(product)
+        return f"; still serving {keeps.served_bundle_id}" if keeps else ""
 
     def _swap(self, model: LiveModel) -> None:
         with self._swap_lock:

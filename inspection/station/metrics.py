@@ -122,9 +122,8 @@ class ServiceMetrics:
 
 
 class GoldenCollector(Collector):
-    """``inspection_golden_passed`` (1 passed, 0 refused) and ``inspection_golden_worst_drift``
-    (normalised units) of the last golden check per product and bundle, and
-    ``inspection_decision_refused`` (1 per product and kind of signed record refused)."""
+    """The last golden check per product and bundle (``inspection_golden_*``) and the refused
+    signed records (``inspection_decision_refused``), read at every scrape."""
 
     def __init__(self, models: LiveModels) -> None:
         self.models = models
@@ -170,11 +169,8 @@ class GoldenCollector(Collector):
 
 
 class ForwardCollector(Collector):
-    """The central backlog, read from the local store at every scrape:
-    ``inspection_forward_backlog_rows``, ``_bytes``, ``_oldest_seconds``, ``_alarm`` (1 when
-    the oldest is older than ``alarm_after_s`` or any is quarantined), ``_rate`` (rows/s over
-    the last minute), ``_quarantined`` (rows the central store refused) and
-    ``inspection_forwarded_total`` (rows this process forwarded)."""
+    """The central backlog (``inspection_forward_*``: rows, bytes, oldest, alarm, rate,
+    quarantined) and this process's forwarded rows, read at every scrape."""
 
     def __init__(self, forwarder: Forwarder, alarm_after_s: float) -> None:
         self.forwarder, self.alarm_after_s = forwarder, alarm_after_s

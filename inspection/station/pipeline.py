@@ -95,10 +95,8 @@ def check_part_id(part_id: str | None) -> str | None:
 
 
 def check_replay(existing: Inspection, product: str, digest: str) -> Inspection:
-    """The stored row for a repeated request id, if the payload is the same; else ``ReplayConflict``.
-
-    Rows stored before payload digests were recorded match any payload of their product.
-    """
+    """The stored row for a repeated request id, if the payload is the same (rows from before
+    payload digests match any of their product's); else ``ReplayConflict``."""
     client_id = (existing.request_id or "").split("/", 1)[-1]
     if existing.product != product:
         raise ReplayConflict(
@@ -121,9 +119,8 @@ REUSED = "~"
 def stored_request_id(
     station_id: str, request_id: str | None, *, fresh: bool = False
 ) -> str | None:
-    """Request ids are scoped per station, so two stations can never collide. ``fresh``: a
-    new key for a reused id, ``<station>/<id>~<8 hex>`` (``~`` is no client id character, so
-    the key is unique and the client's id stays readable in it)."""
+    """The stored key of a client's request id, scoped per station; ``fresh``: a new key for a
+    reused id, ``<station>/<id>~<8 hex>`` (``~`` is no client id character)."""
     if not request_id:
         return None
     return f"{station_id}/{request_id}" + (f"{REUSED}{uuid.uuid4().hex[:8]}" if fresh else "")
@@ -143,9 +140,8 @@ class Request:
 
 
 class Pipeline:
-    """Runs inspections for the products this station serves, under its ``config``: image
-    limits and formats, bounds; ``outbox``: each sink's builder of the messages committed with
-    a result (the line's sinks, the central store's ``store.forward.central_outbox``)."""
+    """Runs inspections for the products this station serves under its ``config``; ``outbox``:
+    the builders of the messages committed with each result (sinks, the central store)."""
 
     def __init__(
         self,
@@ -156,15 +152,10 @@ class Pipeline:
         outbox: Sequence[OutboxBuilder] = (),
         on_input_domain: InputDomainHook | None = None,
     ) -> None:
-        self.store = store
-        self.models = models
-        self.config = config
-        self.bounds = config.bounds
-        self.outbox = tuple(outbox)
-        """Every sink's outbox builder (the line's sinks, the central store): one rule."""
+        self.store, self.models, self.config, self.bounds = store, models, config, config.bounds
+        self.outbox = tuple(outbox)  # every sink's builder (the line's sinks, the central store)
         self.on_input_domain = on_input_domain
-        self.retention = load_retention(config.configs)
-        """What a part stores (good parts: overlay, map) and the audit-sample rate."""
+        self.retention = load_retention(config.configs)  # what a part stores, the audit rate
         self._draw = random.SystemRandom()  # OS entropy: no seed shared by forked workers
         self._keep: dict[str, KeepPolicy] = {}  # per product, resolved once (not per part)
 
@@ -206,15 +197,9 @@ class Pipeline:
         fresh_key: bool = False,
     ) -> Outcome:
         """Inspect ``data`` (encoded image bytes) and commit the result; see module doc.
-
-        Args:
-            request_id: the client's idempotency key (a repeat returns the stored row).
-            source: the front door (``api``, ``watch``, ``opcua``, ``mqtt``); ``source_name``:
-                the file name it gave, if any.
-            timings_ms: times before the pipeline (e.g. capture), sent on to the outbox.
-            fresh_key: store under a new key (``stored_request_id``): the line reuses an id
-                for a new part (``line.handshake.replay`` said so).
-        """
+        ``request_id``: the client's idempotency key; ``source``: the front door (``api``,
+        ``watch``, a link); ``timings_ms``: times before the pipeline (capture), sent on to the
+        outbox; ``fresh_key``: store a reused id under a new key (``line.handshake.replay``)."""
         started = time.perf_counter()
         request = self._request(
             data, product, station_id, part_id, request_id, fresh=fresh_key, source=source,
@@ -258,9 +243,8 @@ class Pipeline:
     def _inspect(
         self, data: bytes, request: Request, model: LiveModel
     ) -> tuple[DecodedImage, InspectionResult, float]:
-        """Decode within the station's limits and inspect (also the decode time in ms):
-        ``BadImage``, ``PartNotAligned``, ``InputOutOfDomain`` (counted) when the image cannot
-        be judged."""
+        """Decode within the station's limits and inspect (and the decode ms); ``BadImage``,
+        ``PartNotAligned`` or ``InputOutOfDomain`` (counted) when the image cannot be judged."""
         product, name = request.product, request.source_name or "upload"
         started = time.perf_counter()
         options = self.bounds.options(product)
@@ -293,10 +277,8 @@ class Pipeline:
         return decoded, result, decode_ms
 
     def _audit_draw(self) -> bool:
-        """Whether the next part joins the random audit sample: 1 in ``audit_rate`` parts
-        (retention.yaml), a Bernoulli draw made before the part is inspected, so independent
-        of its image, score and verdict. Its confirmed-good parts certify the bundle's
-        false-reject rate (``core.certificate``; docs/statistics.md says why this matters)."""
+        """Whether the next part joins the random audit sample (1 in ``audit_rate``): drawn before
+        inspection, so independent of its verdict, since its good parts certify the false-reject rate."""
         rate = self.retention.audit_rate
         return rate > 0 and self._draw.random() < 1 / rate
 
@@ -308,9 +290,8 @@ class Pipeline:
         product: str,
         audit: bool,
     ) -> dict[str, tuple[bytes, str]]:
-        """The blobs to store ({sha column: (bytes, extension)}) under the retention policy:
-        image and mask always; map and overlay for NG parts, ``audit`` samples and what the
-        product keeps of good ones."""
+        """The blobs to store ({sha column: (bytes, extension)}): image and mask always, map and
+        overlay for NG parts, ``audit`` samples and what the product keeps of good ones."""
         keep = self._keep.get(product) or self._keep.setdefault(
             product, self.retention.policy(product)
         )
@@ -336,9 +317,8 @@ class Pipeline:
         stages: Mapping[str, float],
         started: float,
     ) -> Outcome:
-        """Write the blobs, then the row with every sink's outbox messages in one transaction;
-        a concurrent request with the same key that committed first wins (its row returned,
-        this call's new blobs removed)."""
+        """Write the blobs, then the row with its outbox messages in one transaction; a concurrent
+        request with the same key that committed first wins (this call's new blobs removed)."""
         timings = {**timings, "pipeline_ms": _ms(started)}
         stored = time.perf_counter()
         puts = [self.store.blobs.put_new(blob, ext) for blob, ext in encoded.values()]

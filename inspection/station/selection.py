@@ -53,9 +53,7 @@ class TunedSelector:
         public_key: Ed25519PublicKey | None = None,
     ) -> None:
         """``public_key``: the pinned site key; siblings failing it are never measured."""
-        self.registry = registry
-        self.tune_on_load = tune_on_load
-        self.public_key = public_key
+        self.registry, self.tune_on_load, self.public_key = registry, tune_on_load, public_key
         self._attempted: set[tuple[str, str]] = set()
         self._accepted: dict[str, TuningRecord] = {}  # product -> last tuning record trusted
         self._checked: dict[str, tuple[dict[str, object], str | None]] = {}  # row, refusal

@@ -37,8 +37,7 @@ class Thresholds:
         return self._golden.get(product)
 
     def newest(self, product: str, bundle_id: str) -> ThresholdVersion | None:
-        """The newest threshold version for ``bundle_id`` (or any bundle) this station may serve
-        (``Trust.newest_threshold``)."""
+        """The newest threshold version for ``bundle_id`` (or any) this station may serve."""
         try:
             history = self.registry.journal.threshold_history(product)
         except (RegistryError, ValueError, TypeError) as exc:
@@ -88,13 +87,9 @@ class Thresholds:
         inspector: Predictor,
         threshold: ThresholdVersion,
     ) -> float:
-        """The threshold to serve for registry version ``threshold`` on bundle ``served``.
-
-        A bundle re-calibrated here scores on a new scale: the version is carried across at
-        its false-reject budget (``Recalibration.carry``) or else not applied, the
-        re-calibrated operating point serving, before or after the load alike (a restart
-        never changes it); the golden status and the log say which.
-        """
+        """The threshold to serve for registry version ``threshold`` on bundle ``served``. A bundle
+        re-calibrated here scores on a new scale: the version is carried across at its false-reject
+        budget (``Recalibration.carry``) or not applied; the golden status and the log say which."""
         recalibration = getattr(inspector, "recalibration", None)
         if recalibration is None:
             return threshold.value
@@ -112,9 +107,8 @@ class Thresholds:
         return inspector.threshold
 
     def _note(self, product: str, served: str, key: str, note: object) -> None:
-        """The golden status of bundle ``served`` with ``key`` (of ``THRESHOLD_NOTES``) as its
-        only threshold note; replaced, never changed in place (requests may be serialising
-        it). Another bundle's status is left as it is."""
+        """Bundle ``served``'s golden status with ``key`` as its only threshold note, replaced, never
+        changed in place (requests may be serialising it); another bundle's is left as it is."""
         golden = self._golden.get(product)
         if golden is None or golden.get("bundle_id") != served:
             return

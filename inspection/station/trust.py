@@ -86,14 +86,9 @@ class Trust:
     def check_loaded(
         self, product: str, served: str, inspector: Predictor, bundle_dir: Path
     ) -> None:
-        """``BundleError`` unless the loaded bundle may serve: with a pinned key the bytes
-        compiled were verified with it and, if live, match the digest recorded at promotion;
-        and the decisions it needs (force record, ROI) verify, a refused one being noted.
-
-        Args:
-            served: the bundle id loaded (the live one or its measured-fastest sibling).
-            bundle_dir: its folder, digested when the loader kept no verified copy.
-        """
+        """``BundleError`` unless the loaded bundle ``served`` may serve: with a pinned key the bytes
+        compiled were verified and, if live, match the digest recorded at promotion (``bundle_dir``
+        digested when the loader kept no verified copy); its decisions verify, a refused one noted."""
         if self.public_key is not None:
             verified = inspector.model.verified
             if verified.signed_by != key_id(self.public_key):
@@ -155,11 +150,8 @@ def bundle_signature_status(
 
 
 def without_paths(message: str, paths: dict[Path, str]) -> str:
-    """``message`` with local folders replaced, so API clients never learn registry paths.
-
-    Args:
-        paths: folder -> what to show instead ("" drops the folder and its ``": "``).
-    """
+    """``message`` with each folder of ``paths`` replaced by its text ("" drops it), so API
+    clients never learn registry paths."""
     for path, shown in paths.items():
         for form in {str(path.resolve()), str(path)}:
             message = message.replace(form + ": ", shown).replace(form, shown or ".")

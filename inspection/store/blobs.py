@@ -1,13 +1,10 @@
 """Content-addressed blob storage for images, anomaly maps, masks and overlays.
 
-A central blob folder is written by every station: a file is created once and never replaced
-(``put`` links it into place, which fails when the name exists), written read-only, in
-fan-out folders with the sticky bit, so a station's account cannot replace or delete another
-account's files (docs/security.md, "Central store"); every read that hands bytes on
-(``get``, ``checked_path``) hashes them and refuses a file whose sha256 is not its name. A blob
-may have files under several extensions (a decoy ``<sha>.bin`` placed beside ``<sha>.png``):
-readers take the first whose bytes hash to the name, and ``put`` writes its own name beside a
-decoy, so a decoy neither hides a blob nor stops its upload.
+A central blob folder is written by every station, so a file is created once (linked into
+place), read-only, in sticky fan-out folders: no station's account replaces another's
+(docs/security.md). Every read that hands bytes on hashes them and refuses a file whose sha256
+is not its name; of several files of one blob (a decoy ``<sha>.bin``) readers take the first
+that hashes right, and ``put`` writes beside a decoy.
 """
 
 from __future__ import annotations
@@ -49,12 +46,8 @@ def _none_holds(sha: str, files: list[Path]) -> BlobMismatch:
 
 
 class BlobStore:
-    """Stores bytes under ``<root>/<sha[:2]>/<sha><ext>``; writes are atomic and fsynced.
-
-    Garbage collection (``store.retention``) moves a file into ``<root>/.trash`` first,
-    re-checks that no row uses it and that it was not written or re-used (``put`` refreshes
-    the file's time) within a grace period, and only then unlinks it; otherwise it goes back.
-    """
+    """Stores bytes under ``<root>/<sha[:2]>/<sha><ext>``, atomically and fsynced. Removal goes
+    through ``<root>/.trash``: a file still used, or written within the grace period, goes back."""
 
     refused = 0
     """Blob reads refused in this process because the file's sha256 is not its name."""

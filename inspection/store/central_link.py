@@ -1,9 +1,7 @@
-"""Every link to a PostgreSQL store: TLS verified against the site CA (``sslmode=verify-full``:
-the server's certificate must chain to the CA and name the host), or plaintext only when the
-config switches it on, logged as a warning at each start. The station's forwarder takes its CA
-from ``central.ca_file`` (``link_args``); every other engine (the owner's, the dashboard's, the
-service's: ``store.make_engine``) from its ``store_url``'s ``sslrootcert``, with
-``sslmode=disable`` in the URL as the development opt-out (``store_link_args``)."""
+"""Every link to a PostgreSQL store: TLS verified against the site CA (``verify-full``), or
+plaintext only when the config says so, warned at each start. The forwarder's CA is
+``central.ca_file`` (``link_args``); every other engine's its ``store_url``'s ``sslrootcert``
+(``store_link_args``; ``sslmode=disable`` in the URL is the development opt-out)."""
 
 from __future__ import annotations
 
@@ -29,9 +27,8 @@ STORE_PLAINTEXT_WARNING = (
 
 
 def store_link_args(url: str) -> dict[str, str]:
-    """libpq connection arguments for a ``store_url`` engine: ``verify-full`` against the URL's
-    ``sslrootcert``; ``sslmode=disable`` in the URL is the development opt-out (warned).
-    Raises ConfigError for a weaker ``sslmode`` or no CA."""
+    """libpq arguments for a ``store_url`` engine: ``verify-full`` against the URL's
+    ``sslrootcert`` (``sslmode=disable``: the warned development opt-out); else ConfigError."""
     parsed = make_url(url)
     if parsed.query.get("sslmode") == "disable":
         log.warning(STORE_PLAINTEXT_WARNING, parsed.host)
@@ -48,9 +45,8 @@ def store_link_args(url: str) -> dict[str, str]:
 def link_args(
     url: str, ca_file: Path | None, *, allow_plaintext: bool = False, setting: str = "central.url"
 ) -> dict[str, str]:
-    """libpq connection arguments for the central ``url``: ``verify-full`` against ``ca_file``
-    (or the URL's own ``sslrootcert``). Raises ConfigError for a URL asking a weaker
-    ``sslmode`` or a missing CA, unless ``allow_plaintext`` (then warns and adds nothing)."""
+    """libpq arguments for the central ``url``: ``verify-full`` against ``ca_file`` (or the URL's
+    ``sslrootcert``); ConfigError for a weaker mode or no CA, unless ``allow_plaintext`` (warned)."""
     parsed = make_url(url)
     if allow_plaintext:
         log.warning(PLAINTEXT_WARNING, parsed.host)

@@ -1,17 +1,11 @@
 """The central PostgreSQL's station roles: a login role per forwarding station, confined by
 grants and row-level security its own SQL cannot defeat (docs/security.md, "Central store").
 
-- A station's login role is a member of ``STATION_GROUP``, which holds every grant: SELECT and
-  INSERT on ``inspections``, SELECT/INSERT/UPDATE on ``station_backlog``, nothing on the
-  rollups (the central store adds a station's inserted rows to them itself, ``ROLLUPS_SQL``).
-- The station ids a station also writes for (``--writes``: a watch folder's) are NOLOGIN roles
-  in ``STATION_IDS``; the station is made a member of them. ``--writes`` takes only such ids.
-- Restrictive policies, forced on the tables' owner too, let a station see and write only rows
-  whose ``station_id`` is ``current_user`` (a login station) or one of its ids. ``SET ROLE``
-  to the group or an id leaves ``current_user`` with no id and no grant.
-- The password is sent as a SCRAM verifier made client-side, never as text.
-- No station creates temporary tables (``NO_TEMP``), and every ``SECURITY DEFINER`` function
-  searches ``pg_temp`` last.
+A station's role is a member of ``STATION_GROUP``, which holds every grant (none on the
+rollups: the central store adds a station's rows itself, ``ROLLUPS_SQL``); the ids it also
+writes for are NOLOGIN roles in ``STATION_IDS``. Restrictive policies, forced on the owner too,
+confine it to rows whose ``station_id`` is ``current_user`` or one of its ids. Passwords go as
+SCRAM verifiers; no station creates temporary tables, and definers search ``pg_temp`` last.
 """
 
 from __future__ import annotations
@@ -102,11 +96,9 @@ for the real one wherever ``pg_temp`` is searched first); the database's owner k
 
 
 def grant_station(central: Store, station: str, writes: tuple[str, ...] = ()) -> str:
-    """Create (or re-key) PostgreSQL login role ``station`` for its forwarder; returns its new
-    password. It may read and write only rows whose station id is its own or one of
-    ``writes`` (station ids in ``STATION_IDS``, made here when new): results and its backlog
-    report (``station_backlog``). Run by the central tables' owner, which needs
-    ``CREATEROLE``. Safe to repeat. Raises ConfigError for a name that is not a station's."""
+    """Create (or re-key) the login role ``station`` for its forwarder and return its password:
+    it may read and write only rows of its own station id or of ``writes`` (ids in
+    ``STATION_IDS``, made here). Run by the tables' owner (``CREATEROLE``); safe to repeat."""
     for name in (station, *writes):
         if not _NAME.match(name) or name in PROJECT_GROUPS or name.startswith("pg_"):
             raise ConfigError(

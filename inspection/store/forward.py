@@ -1,50 +1,17 @@
 """Store and forward: a station commits each result locally, answers, then forwards it centrally.
 
-A station with a central store configured writes one outbox message for the sink ``central``
-with every inspection, in the inspection's own local transaction (``central_entry``; its payload
-is the bytes of the row's blobs, what ``backlog`` sums). ``Forwarder`` sends those rows to the
-central PostgreSQL oldest first, a batch at a time:
+Each inspection carries an outbox message for the sink ``central`` (payload: its blobs' bytes),
+committed with it. ``Forwarder`` sends the rows oldest first, a batch at a time: the blobs into
+the content-addressed central folder, then the rows in one central transaction (``ON CONFLICT
+(id, created_at) DO NOTHING``: a batch sent again after a crash inserts nothing), then the
+messages marked delivered locally. A central side slower than ``timeout_s`` has its connections
+cut; the batch is retried. Rows carry only the columns the central table has, so stations a
+release apart share one store (a value in a column it lacks waits: ``CentralBehind``).
 
-1. the batch's blobs are copied into the central blob folder; content-addressed, so a blob
-   already there is not sent again;
-2. the rows go in one central transaction, ``INSERT ... ON CONFLICT (id, created_at) DO
-   NOTHING`` (a row sent again), and only the rows it inserted are added to the central
-   rollups; any other conflict is a refusal, never a silent drop;
-3. the messages are marked delivered locally, only after that commit.
-
-A crash (``kill -9`` of either side) before 3 forwards the batch again, which inserts
-nothing: 0 lost, 0 duplicated. A central side that takes longer than ``timeout_s`` to answer
-(a hung host, a network that drops packets) has its connections cut, and the batch is retried
-(``outbox.backoff_s``). The station connects as its own PostgreSQL role, which row-level
-security lets write only the rows of its own station ids (``central_roles.grant_station``).
-
-Rows carry the columns the central ``inspections`` table has, read from its catalog after each
-failure, so stations a release apart share one central store: a station one release behind
-leaves a newer column to its default; a station one release ahead leaves out its new column
-while the central store lacks it, and stops at the first row with a value in it
-(``CentralBehind``, retried) until the central store is upgraded.
-
-A row the central store refuses (any SQLSTATE but those of a side that failed, ``_RETRIED``: a
-value too long for its column, a violated constraint, a row-level security refusal of a row
-whose station id is not the role's) or whose blob does not hash to its name is not a wall: the
-batch is sent again one row at a time, and each refused row's message is quarantined
-(``quarantined_at``, its error in ``last_error``), logged, counted in ``Backlog.quarantined``
-and alarmed, while the rest flows. ``release`` puts the quarantined messages back once the
-cause is fixed. A connection failure, a deadlock, a standby, an operator's cancel stay a retry
-of the whole batch.
-
-A request id a station sends again for another result (a re-imaged line PC whose ids start
-over) is kept under a distinct key by the central store (``store.request_keys``); the
-forwarder logs and counts each such clash (``Forwarder.clashes``).
-
-Reviews made at the station (``Store.add_review`` with ``outbox=(CENTRAL_REVIEWS,)``) wait in
-the same outbox under ``CENTRAL_REVIEWS`` until their result is central, then go through the
-central function ``forward_review`` (migration 0013), idempotent by ``<role>/<review id>``.
-The central store sets each result's ``received_at`` itself: the station never sends it.
-
-Every few seconds, whether or not anything waits, the forwarder also upserts its ``backlog``
-into the central ``station_backlog`` under its role's name (``report``): the dashboard's
-view of each station's backlog, which otherwise lives only in the station's local store.
+A row the central store refuses (a SQLSTATE outside ``_RETRIED``, a blob that does not hash to
+its name) is quarantined alone while the rest flows (``release`` puts it back). Station reviews
+follow their result through the idempotent central ``forward_review``; ``report`` upserts the
+backlog into the central ``station_backlog`` for the dashboard.
 """
 
 from __future__ import annotations
@@ -125,9 +92,8 @@ def central_entry(key: str, blob_bytes: int) -> OutboxEntry:
 def central_outbox(
     blobs: BlobStore,
 ) -> Callable[[Mapping[str, Any], Mapping[str, float]], list[OutboxEntry]]:
-    """The central store's outbox builder, as every sink's (``station.pipeline.OutboxBuilder``):
-    one message per result, keyed by its request id (else its id), its payload the bytes of
-    the result's blobs, already in ``blobs`` when it is called."""
+    """The central store's ``station.pipeline.OutboxBuilder``: one message per result, keyed by
+    its request id (else its id), its payload the bytes of its blobs (in ``blobs`` already)."""
 
     def build(fields: Mapping[str, Any], _timings: Mapping[str, float]) -> list[OutboxEntry]:
         shas = [fields[column] for column in SHA_COLUMNS if fields.get(column)]
@@ -139,9 +105,8 @@ def central_outbox(
 
 @dataclass(frozen=True)
 class Backlog:
-    """What waits for the central store: rows (results and reviews), their blobs' bytes, the
-    oldest one's age, the rows forwarded in the last minute per second, and the rows the
-    central store refused for good (quarantined, not counted in ``rows``)."""
+    """What waits for the central store: rows, their blobs' bytes, the oldest's age, the rate
+    over the last minute, and the rows refused for good (quarantined, not in ``rows``)."""
 
     rows: int
     bytes: int
@@ -224,9 +189,8 @@ class CentralSettings(Protocol):
 
 
 class Forwarder:
-    """Forwards ``local``'s results to the central store (``central_url``, PostgreSQL, over TLS
-    verified against ``ca_file`` unless ``allow_plaintext``: ``central_link``) and its blobs
-    into ``central_blobs``; ``start()``/``stop()`` run it in a thread."""
+    """Forwards ``local``'s results and blobs to the central store (verified TLS unless
+    ``allow_plaintext``: ``central_link``); ``start()``/``stop()`` run it in a thread."""
 
     def __init__(
         self,
@@ -241,12 +205,9 @@ class Forwarder:
         ca_file: Path | None = None,
         allow_plaintext: bool = False,
     ) -> None:
-        self.local = local
-        self.batch = batch
-        self.timeout_s = timeout_s
+        self.local, self.batch, self.timeout_s = local, batch, timeout_s
         self.backoff_initial_s, self.backoff_max_s = 1.0, backoff_max_s
-        self.alarm_after_s = alarm_after_s
-        """The station's backlog alarm setting, reported with the backlog for the dashboard."""
+        self.alarm_after_s = alarm_after_s  # reported with the backlog, for the dashboard
         self.blobs = BlobStore(central_blobs)
         # a host that does not answer fails the batch within seconds, not TCP's minutes; naive
         # datetimes (SQLite's) are UTC
@@ -255,17 +216,10 @@ class Forwarder:
         self.engine: Engine = create_engine(central_url, pool_pre_ping=True, connect_args=options)
         self._connections: weakref.WeakSet[Any] = weakref.WeakSet()
         event.listen(self.engine, "connect", lambda dbapi, _: self._connections.add(dbapi))
-        self._columns: set[str] | None = None
-        """The central ``inspections`` columns, read again after each failure."""
-        self._station = False
-        """Whether the central role is a station's (``STATION_GROUP``), whose rows the central
-        store adds to its rollups itself; the owner's forwarder adds them (``rollups``)."""
-        self.forwarded = 0
-        """Rows marked forwarded by this process (a Prometheus counter)."""
-        self.quarantined = 0
-        """Rows this process quarantined (the central store refused them)."""
-        self.clashes = 0
-        """Rows the central store kept under a distinct request key (``store.request_keys``)."""
+        self._columns: set[str] | None = None  # the central columns, read again after a failure
+        self._station = False  # a station's role: the central trigger adds its rows to rollups
+        self.forwarded = self.quarantined = 0  # rows this process forwarded / quarantined
+        self.clashes = 0  # rows kept centrally under a distinct request key (request_keys)
         self._worker = Background("forward", self.run)
         self._report_refused = False
 
@@ -283,9 +237,8 @@ class Forwarder:
         )
 
     def forward_once(self) -> int:
-        """Forward the oldest batch of results, then of reviews whose result is central;
-        returns how many rows it settled, forwarded or quarantined (0: nothing waits). Raises
-        SQLAlchemy's or the file system's error when the central side fails."""
+        """Forward the oldest batch of results, then of reviews whose result is central; the rows
+        settled (0: nothing waits). The central side's failures raise."""
         results = (
             select(OutboxMessage.id, Inspection)
             .join(Inspection, Inspection.id == OutboxMessage.inspection_id)
@@ -309,9 +262,8 @@ class Forwarder:
         return self._deliver(results, self._insert) + self._deliver(reviews, self._review)
 
     def _deliver(self, query: Any, send: Any) -> int:
-        """Send ``query``'s (message id, row) batch with ``send(rows)`` in one central
-        transaction; when the central store refuses it for good, row by row, quarantining each
-        refused row's message. Marks the rest delivered; returns the rows settled."""
+        """Send ``query``'s (message id, row) batch with ``send(rows)``; refused, row by row,
+        quarantining each refused row. Returns the rows settled."""
         with self.local.session() as session:
             batch = session.execute(query).all()
         if not batch:
@@ -388,9 +340,8 @@ class Forwarder:
         return self._columns
 
     def _with_blobs(self, row: Inspection, columns: set[str]) -> dict[str, Any]:
-        """The row's values in the central ``columns``, after its blobs are in the central
-        folder, each hashed on the way (``BlobMismatch``: a file that is not its blob refuses
-        the row); a blob gone locally (local retention) marks the central row's blobs pruned."""
+        """The row's values in the central ``columns``, its blobs copied (hashed: ``BlobMismatch``
+        refuses the row) or, gone locally, the central row's blobs marked pruned."""
         values = {key: getattr(row, key) for key in _COLUMNS}
         newer = sorted(key for key in values.keys() - columns if values[key] is not None)
         if newer:
@@ -414,9 +365,8 @@ class Forwarder:
 
     @contextmanager
     def _deadline(self) -> Iterator[None]:
-        """Cut this forwarder's central connections when the block outlasts ``timeout_s``:
-        libpq has no client-side query timeout, so a central host that stops answering (or a
-        network that drops its packets) would hold the batch forever."""
+        """Cut the central connections when the block outlasts ``timeout_s`` (libpq has no
+        client-side query timeout: a silent host would hold the batch forever)."""
         timer = threading.Timer(self.timeout_s, self._cut)
         timer.daemon = True
         timer.start()
@@ -434,10 +384,8 @@ class Forwarder:
                     sock.shutdown(socket.SHUT_RDWR)  # libpq reads EOF: the batch fails
 
     def report(self) -> bool:
-        """Upsert this station's ``backlog`` into the central ``station_backlog``, keyed by the
-        central role's name (row-level security: its own row only). Returns False, logging the
-        first refusal, when it cannot be sent (a central schema or a role from before the table):
-        forwarding goes on without it."""
+        """Upsert this station's ``backlog`` into the central ``station_backlog`` under the
+        role's name; False (the first refusal logged) when it cannot be sent."""
         try:
             waiting = backlog(self.local)
             values = {
@@ -475,9 +423,8 @@ class Forwarder:
         return total
 
     def run(self, idle_s: float = 1.0) -> None:
-        """Forward until ``stop()``: at once while a full batch moved, after ``idle_s`` when
-        the backlog is empty, backing off (``backoff_s``) while the central side fails;
-        ``report`` the backlog every ``REPORT_EVERY_S`` while the central side answers."""
+        """Forward until ``stop()``, backing off while the central side fails; ``report`` the
+        backlog every ``REPORT_EVERY_S`` while it answers."""
         failures, reported = 0, float("-inf")
         while not self._worker.stopping.is_set():
             try:

@@ -40,6 +40,8 @@ class OutboxEntry:
 
 SHA_COLUMNS: tuple[str, ...] = ("image_sha", "map_sha", "mask_sha", "overlay_sha")
 """The inspection columns that name a blob."""
+ARTEFACTS = {"image": "image_sha", "overlay": "overlay_sha", "mask": "mask_sha", "map": "map_sha"}
+"""Each blob's name in the API's and the payloads' links, and its column."""
 
 REQUEST_KEY_LENGTH = 160
 """Stored idempotency keys are ``<station id (<= 64)>/<request id (<= 80)>``."""
@@ -173,10 +175,8 @@ class ApiToken(Base):
 
 
 class DashboardUser(Base):
-    """A reviewer or admin of the dashboard: an Argon2id password hash, never the password.
-
-    ``failed_attempts`` and ``locked_until`` implement lockout with backoff across sessions.
-    """
+    """A reviewer or admin of the dashboard: an Argon2id password hash, never the password, and
+    the lockout state kept across sessions."""
 
     __tablename__ = "dashboard_users"
 
@@ -193,11 +193,8 @@ class DashboardUser(Base):
 
 
 class OutboxMessage(Base):
-    """A result waiting to be sent to one sink, written in the inspection's own transaction.
-
-    ``key`` is the idempotency key the sink sees (the request id); one row per (key, sink).
-    ``delivered_at`` stays empty until the sink acknowledged it (at-least-once delivery).
-    """
+    """A result waiting for one sink, written in the inspection's own transaction; ``key`` is
+    the idempotency key the sink sees, ``delivered_at`` set once it acknowledged (at least once)."""
 
     __tablename__ = "outbox_messages"
 
@@ -224,9 +221,8 @@ class OutboxMessage(Base):
 
 
 class StationBacklog(Base):
-    """What a forwarding station last reported of its central backlog (``store.forward``): one
-    row per station role, upserted by its forwarder every few seconds, so the table never
-    holds more rows than there are stations. ``reported_at`` is the central clock."""
+    """A forwarding station's last report of its central backlog (``store.forward``): one row per
+    station role, upserted every few seconds; ``reported_at`` is the central clock."""
 
     __tablename__ = "station_backlog"
 

@@ -50,9 +50,8 @@ class Backoff(Protocol):
 
 
 def backoff_s(failures: int, policy: Backoff) -> float:
-    """Delay before retry number ``failures`` (>= 1) of the outbox publisher and the central
-    forwarder: doubling, capped, with up to 20 % jitter so many stations do not retry in
-    lockstep (after a central restart, say)."""
+    """Delay before retry ``failures`` (>= 1): doubling, capped, with up to 20 % jitter so many
+    stations do not retry in lockstep (after a central restart, say)."""
     base = min(policy.backoff_max_s, policy.backoff_initial_s * 2 ** max(0, failures - 1))
     return base * (1.0 + 0.2 * random.random())
 
@@ -118,22 +117,22 @@ class Outbox:
     def backlog(self, now: datetime | None = None) -> dict[str, SinkBacklog]:
         """Per sink: pending count, oldest pending age and delivered count."""
         now = now or datetime.now(timezone.utc)
-        pending_query = (
-            select(OutboxMessage.sink, func.count(), func.min(OutboxMessage.created_at))
-            .where(OutboxMessage.delivered_at.is_(None))
+        waiting = OutboxMessage.delivered_at.is_(None)
+        query = (
+            select(
+                OutboxMessage.sink,
+                func.count().filter(waiting),
+                func.min(OutboxMessage.created_at).filter(waiting),
+                func.count().filter(~waiting),
+            )
             .group_by(OutboxMessage.sink)
-        )
-        delivered_query = (
-            select(OutboxMessage.sink, func.count())
-            .where(OutboxMessage.delivered_at.is_not(None))
-            .group_by(OutboxMessage.sink)
+            .order_by(OutboxMessage.sink)
         )
         with self.store.session() as session:
-            pending = {sink: (n, oldest) for sink, n, oldest in session.execute(pending_query)}
-            delivered = dict(session.execute(delivered_query).all())
-        out = {}
-        for sink in sorted(set(pending) | set(delivered)):
-            count, oldest = pending.get(sink, (0, None))
-            age = (now - as_utc(oldest)).total_seconds() if oldest is not None else None
-            out[sink] = SinkBacklog(int(count), age, int(delivered.get(sink, 0)))
-        return out
+            rows = session.execute(query).all()
+        return {
+            sink: SinkBacklog(
+                int(n), None if at is None else (now - as_utc(at)).total_seconds(), int(d)
+            )
+            for sink, n, at, d in rows
+        }

@@ -1,23 +1,12 @@
 """Monthly partitions of the results table on PostgreSQL (migration 0011); SQLite has none.
 
 ``inspections`` is partitioned by RANGE of ``created_at``, one partition per UTC month
-(``inspections_pYYYYMM``) plus ``inspections_default``, which takes any row no month holds, so
-an insert never fails for want of a partition. ``ensure`` creates the months from the current
-one to ``MONTHS_AHEAD`` after it: the migration runs it in its transaction, and every retention
-prune (``inspection store prune``, hourly under ``inspection scheduler``) runs ``upkeep``, which
-makes each missing month in a transaction of its own. A month is made as a plain table, filled
-with whatever the default partition held of its range, then attached, so rows that waited in
-the default partition move into their month. Writes to the results table wait meanwhile (for
-as long as that month's rows take to move: none when months are made ahead, as scheduled);
-without that lock an insert already routed to the default partition fails its partition check
-once the month is attached. The lock is had within ``LOCK_TIMEOUT`` or the month is left.
-A month another prune made first is skipped; one that cannot be made is logged and left to the
-next run, and the other months are made all the same. Retention drops whole months
-(``store.retention``).
-
-``created_at`` is the station's clock: a row stamped a year back lands in an old month (or the
-default partition). The central store's own time is ``received_at`` (migration 0013), which
-retention checks before it deletes anything (docs/retention.md).
+(``inspections_pYYYYMM``) plus ``inspections_default`` for any row no month holds, so an insert
+never fails. ``ensure`` (the migration) and ``upkeep`` (every prune) make the months up to
+``MONTHS_AHEAD``. A month is made as a plain table, filled with what the default partition
+held of its range, then attached, writes waiting under a lock taken within ``LOCK_TIMEOUT``
+(else the month is left to the next run): without it an insert already routed to the default
+partition would fail its check once the month is attached. Retention drops whole months.
 """
 
 from __future__ import annotations
@@ -50,8 +39,7 @@ _BOUND = (
 
 @dataclass(frozen=True)
 class Partition:
-    """One partition of the results table: rows with ``start <= created_at < end``; the
-    default partition has neither bound."""
+    """A partition of the results table: ``start <= created_at < end`` (default: unbounded)."""
 
     name: str
     start: datetime | None
@@ -110,11 +98,9 @@ def missing(connection: Connection, now: datetime, since: datetime | None = None
 
 
 def upkeep(engine: Engine, now: datetime) -> tuple[list[str], list[str]]:
-    """The missing months from the first gap after the oldest partition (months a neglected
-    store skipped, or a month an earlier run failed) to ``MONTHS_AHEAD`` after ``now``'s, each in a transaction of its own, while
-    writers insert: returns (made, failed). A month that fails (its lock not had within
-    ``LOCK_TIMEOUT``, a table in its way) is logged and left to the next run; the other months
-    are made all the same."""
+    """The missing months from the first gap after the oldest partition to ``MONTHS_AHEAD``
+    after ``now``'s, each in its own transaction while writers insert: (made, failed). A month that
+    fails is logged and left to the next run; the others are made all the same."""
     with engine.begin() as connection:
         if not partitioned(connection):
             return [], []
@@ -138,11 +124,9 @@ def upkeep(engine: Engine, now: datetime) -> tuple[list[str], list[str]]:
 
 
 def _create(connection: Connection, start: datetime) -> str | None:
-    """Attach month ``start``'s partition, moving its rows out of the default partition. The
-    results table is locked against writes until the transaction ends: an insert already
-    routed to the default partition would otherwise fail its partition check once the month
-    is attached; it waits instead. ``None`` when the month is attached by then (another prune
-    made it)."""
+    """Attach month ``start``'s partition, moving its rows out of the default partition, with
+    writes locked until the transaction ends (see module doc); ``None`` when another prune
+    attached it first."""
     name, end = f"{TABLE}_p{start:%Y%m}", month_of(start, 1)
     connection.execute(text(f"LOCK TABLE {TABLE} IN SHARE ROW EXCLUSIVE MODE"))
     if any(p.name == name for p in partitions(connection)):

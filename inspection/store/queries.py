@@ -1,10 +1,8 @@
-"""SQL aggregations for the review dashboard: counts, rates and histograms computed in the database.
+"""SQL aggregations for the review dashboard, on SQLite and PostgreSQL, times in UTC.
 
 Counts, rates and histograms read the hourly rollups (``store.rollups``), never the results
-table, so a page costs the same at a thousand results or ten million; windows count whole UTC
-hours. The review queue pages by keyset over an index that also holds its filters' columns
-and counts up to a cap; reviewed parts (few) are read live through partial indexes of them. Works on SQLite and PostgreSQL.
-Times are UTC; SQLite returns naive datetimes, which are read as UTC.
+table, so a page costs the same at any size; windows count whole UTC hours. The review queue
+pages by keyset over a covering index and counts up to a cap; reviewed parts are read live.
 """
 
 from __future__ import annotations
@@ -12,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 from sqlalchemy import Select, and_, func, literal, select, tuple_
@@ -26,12 +24,9 @@ Period = Literal["hour", "day"]
 QueueKind = Literal["ng", "borderline", "ng_or_borderline", "audit", "all"]
 QueueStatus = Literal["unreviewed", "reviewed", "all"]
 QueueOrder = Literal["score_desc", "newest", "oldest", "closest_to_threshold"]
-PERIODS: tuple[str, ...] = ("hour", "day")
-QUEUE_KINDS: tuple[str, ...] = ("ng", "borderline", "ng_or_borderline", "audit", "all")
-QUEUE_STATUSES: tuple[str, ...] = ("unreviewed", "reviewed", "all")
-QUEUE_ORDERS: tuple[str, ...] = ("score_desc", "newest", "oldest", "closest_to_threshold")
-GOOD_LABELS: tuple[str, ...] = ("false_alarm", "good")
-"""Review labels that confirm a part good."""
+PERIODS, QUEUE_KINDS = get_args(Period), get_args(QueueKind)
+QUEUE_STATUSES, QUEUE_ORDERS = get_args(QueueStatus), get_args(QueueOrder)
+GOOD_LABELS: tuple[str, ...] = ("false_alarm", "good")  # review labels that confirm a part good
 _SQLITE_BUCKETS = {"hour": (13, ":00:00"), "day": (10, " 00:00:00")}  # prefix length, padding
 
 
@@ -81,11 +76,8 @@ class BacklogRow:
 
 @dataclass(frozen=True)
 class QueueQuery:
-    """Which inspections the review queue shows.
-
-    ``borderline`` means verdict OK with ``score >= threshold - margin`` (the row's own threshold);
-    ``audit``: the station's random audit sample, OK and NG alike.
-    """
+    """Which inspections the review queue shows. ``borderline``: OK with ``score >= threshold
+    - margin`` (the row's threshold); ``audit``: the random audit sample, OK and NG alike."""
 
     product: str | None = None
     station_id: str | None = None
@@ -262,13 +254,9 @@ def score_histogram(
     exclude_labels: Sequence[str] = (),
     station_id: str | None = None,
 ) -> np.ndarray:
-    """Counts of scores in ``bins`` equal bins over [0, 1]: (bins,) int64; 1.0 goes in the last.
-
-    Read from ``rollup_scores`` (whole UTC hours), so ``bins`` must divide ``rollups.BINS``;
-    ``station_id``: that station's scores only (``None``: every station's).
-    ``exclude_labels``: leave out inspections whose review label is one of these (e.g.
-    ``("defect",)`` to compare production with good parts only); they are read live.
-    """
+    """Counts of scores in ``bins`` equal bins over [0, 1]: (bins,) int64, 1.0 in the last.
+    Read from ``rollup_scores`` (whole UTC hours; ``bins`` divides ``rollups.BINS``); parts
+    reviewed with one of ``exclude_labels`` are read live and left out."""
     if not 1 <= bins <= rollups.BINS or rollups.BINS % bins:
         raise StoreError(f"bins must divide {rollups.BINS}, got {bins}")
     fine = np.zeros(rollups.BINS, dtype=np.int64)
@@ -346,23 +334,22 @@ def _queue_conditions(query: QueueQuery, lowest: float | None) -> list[Any]:
             conditions.append(func.coalesce(column, "") == value)
     near = Inspection.score >= Inspection.threshold - query.margin
     verdict = func.coalesce(Inspection.verdict, "")
-    if query.kind == "ng":
-        conditions.append(verdict == "NG")
-    elif query.kind == "borderline":
-        conditions.append(and_(verdict == "OK", near))
-    elif query.kind == "ng_or_borderline":  # an NG part scores >= its threshold (core rule)
-        conditions.append(near)
-    elif query.kind == "audit":
-        conditions.append(Inspection.audit_sample.is_(True))
+    kinds = {
+        "ng": verdict == "NG",
+        "borderline": and_(verdict == "OK", near),
+        "ng_or_borderline": near,  # an NG part scores >= its threshold (core rule)
+        "audit": Inspection.audit_sample.is_(True),
+    }
+    conditions += [kinds[query.kind]] if query.kind in kinds else []
     if query.kind not in ("all", "audit") and lowest is not None:
         conditions.append(
             Inspection.score >= lowest - (0.0 if query.kind == "ng" else query.margin)
         )
-    if query.status == "unreviewed":
-        conditions.append(Inspection.review_label.is_(None))
-    elif query.status == "reviewed":
-        conditions.append(Inspection.review_label.is_not(None))
-    return conditions
+    statuses = {
+        "unreviewed": Inspection.review_label.is_(None),
+        "reviewed": Inspection.review_label.is_not(None),
+    }
+    return conditions + ([statuses[query.status]] if query.status in statuses else [])
 
 
 def _lowest_threshold(session: Any, query: QueueQuery) -> float | None:
@@ -430,10 +417,8 @@ def review_queue(
 
 
 def queue_anchor(store: Store, query: QueueQuery, position: int) -> QueueCursor | None:
-    """The cursor after the queue's row at 0-based ``position`` (a jump to the page after it),
-    ``None`` unless a row follows it. It reads sort keys and ids only: in score order the
-    queue index holds them and the filters' columns, so the ``position`` rows it skips cost
-    index entries, not table pages (migration 0008)."""
+    """The cursor after the queue's row at 0-based ``position`` (a page jump), ``None`` unless a
+    row follows it; it reads sort keys and ids only, index entries (migration 0008)."""
     if position < 0:
         raise StoreError(f"a queue position must be >= 0, got {position}")
     statement = select(_sort_key(query.order), Inspection.id).order_by(*_queue_order(query.order))
@@ -479,10 +464,8 @@ def part_views(
     *,
     window: timedelta = PART_WINDOW,
 ) -> list[tuple[str | None, QueueRow]]:
-    """(stored request id, row) of every inspection of part ``part_id`` at ``station_id``
-    stored within ``window`` of ``around``, oldest first: the views of one part judged by
-    several cameras (``inspection.line``). The time window keeps the read on the (station,
-    time) index; a part's views are stored within seconds of each other."""
+    """(stored request id, row) of each view of part ``part_id`` at ``station_id`` stored
+    within ``window`` of ``around``, oldest first (the window keeps the read on an index)."""
     with store.session() as session:
         rows = session.execute(part_views_statement(station_id, part_id, around, window)).all()
     return [(row[0], QueueRow(row[1], as_utc(row[2]), *row[3:])) for row in rows]

@@ -1,16 +1,10 @@
 """One result per request id on a partitioned PostgreSQL results table (migration 0016).
 
-A partitioned table's unique keys must hold its partition key, so ``inspections`` is unique by
-(request id, created_at) only: a line PC re-imaged with a fresh local store, whose request ids
-start over, would put a second row under each id, and a lookup by request id would find two.
-``request_keys`` (not partitioned) holds each request id once, with the result that has it. A
-``BEFORE INSERT`` trigger, as the table's owner, claims the row's request id there; when
-another result holds it, the row is kept under ``<request id>#<first 12 of its id>``: never
-dropped, never ambiguous (a client's request id has no ``#``: ``station.pipeline``). The same
-row sent again (a forwarder's retry) finds its own claim and is left out by the primary key.
-Deleting a row releases its key; retention releases a dropped month's keys (``release``); a
-month made later claims again the keys of the rows it takes from the default partition.
-SQLite's results table is unique by request id itself.
+A partitioned table is unique by (request id, created_at) only, so a re-imaged line PC whose ids
+start over would put two rows under one id. ``request_keys`` (not partitioned) holds each id
+once; a ``BEFORE INSERT`` trigger claims it, and a row whose id another result holds is kept as
+``<request id>#<first 12 of its id>``: never dropped, never ambiguous. Deleting a row releases
+its key (``release`` for a dropped month). SQLite's table is unique by request id itself.
 """
 
 from __future__ import annotations

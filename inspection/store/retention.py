@@ -1,38 +1,19 @@
-"""Retention: which results and blobs are kept, for how long, and the prune that enforces it.
+"""Retention: which results and blobs are kept, for how long, and the prune that enforces it
+(docs/retention.md).
 
-Per part (``KeepPolicy``, per product over the site defaults of ``configs/retention.yaml``):
+Per product (``KeepPolicy`` over ``configs/retention.yaml``'s defaults): good parts keep their
+blobs ``blob_days``, NG, reviewed and audit parts ``kept_blob_days``, rows ``row_days``. Never
+touched: rows a retraining run used, rows with an undelivered outbox message, blobs of a part
+still waiting for the central store. Past ``disk_budget_gb`` (a long outage),
+``over_budget: drop_good_images`` strips good parts' blobs oldest first, counted and alarmed.
 
-- ordinary good parts keep their blobs (image, map, mask) ``blob_days``;
-- NG, reviewed and audit-sample parts keep theirs ``kept_blob_days`` (``None``: forever);
-- every result row (blobs gone) is kept ``row_days`` (``None``: forever), never less than
-  its blobs; a row with an undelivered outbox message is never deleted;
-- inspections a retraining run used (``training_references``) are never touched;
-- a part still waiting for the central store (``store.forward``) keeps its blobs whatever
-  their age, until it is forwarded. When storage passes ``disk_budget_gb`` anyway (a long
-  outage), ``over_budget: drop_good_images`` strips ordinary good parts' blobs, oldest first
-  and waiting or not, until it is back under; every row and NG/reviewed/audit blob stays. Each
-  drop is counted (``dropped``, of them ``dropped_waiting``) and logged as an alarm;
-  ``over_budget: alarm`` drops nothing.
+A row goes only when both its station time (``created_at``) and the store's receive time
+(``received_at``) are past the window, so a station clock that jumped back loses nothing.
+On a partitioned store whole months past every product's window are dropped first.
 
-Ages are read by two clocks: a row goes only when both its ``created_at`` (the station's
-clock) and its ``received_at`` (the store's own, migration 0013; ``None`` before it) are past
-the window. A line PC whose clock jumped a year back therefore loses nothing at the central
-store; its rows are flagged ``clock_skewed`` there, kept and counted (``PruneReport.clock_skewed``,
-the ``inspection_clock_skewed_rows`` gauge).
-
-On a partitioned store (PostgreSQL, ``store.partitions``) ``prune`` first creates the coming
-months' partitions (``partitions.upkeep``: a month that cannot be made is logged and left to
-the next run, the prune goes on), then drops each month whose whole range is past every
-product's ``row_days`` (plus the clock tolerance) and that holds no protected row, none
-waiting in an outbox and no skewed row received within the window (its reviews and outbox
-messages go with it); the rows of the month that straddles the cutoff, of a month held back
-and of the default partition go by the row pass below.
-
-``prune`` works in short transactions of ``batch_size`` rows, pausing between them so a
-station's writes are never held up by more than one batch. Rows are changed first (blobs
-marked as gone, then rows deleted), files removed after the commit, so a crash can leave
-unreferenced files but never a row pointing at a missing file; the sweep at the end of every
-run removes files no row references (``BlobStore.discard`` re-checks each under its grace).
+``prune`` works in short transactions of ``batch_size`` rows: rows are changed first, files
+removed after the commit, so a crash leaves at worst unreferenced files, never a row pointing
+at a missing file; each run's sweep removes files no row references.
 """
 
 from __future__ import annotations
@@ -108,11 +89,9 @@ def _days(value: float | None) -> float:
 
 @dataclass(frozen=True)
 class RetentionConfig:
-    """``configs/retention.yaml``: site defaults, per-product overrides, the prune's pace and
-    the disk budget. ``audit_rate``: 1 in N parts is drawn into the audit sample at write time
-    (0: none). ``grace_minutes``: blob files younger than this are never removed (a write in
-    flight). ``disk_budget_gb``: the site's budget for database + blobs; the alarm is raised
-    at ``alarm_fraction`` of it."""
+    """``configs/retention.yaml``: site defaults, per-product overrides, the prune's pace and the
+    disk budget. ``audit_rate``: 1 in N parts is audited (0: none); ``grace_minutes``: younger blob
+    files are never removed (a write in flight); the alarm goes at ``alarm_fraction`` of the budget."""
 
     default: KeepPolicy = KeepPolicy()
     products: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -608,10 +587,8 @@ def prune_configured(
     *,
     trust_clock: bool = False,
 ) -> tuple[PruneReport, Path]:
-    """One prune as configured: ``<configs_dir>/retention.yaml``, the registry's training
-    references protected, rows aged by the trusted time (``store.trusted_clock``; an
-    untrusted clock prunes nothing), the gauges written; returns the report and the gauges'
-    file."""
+    """One prune as configured (training references protected, rows aged by the trusted time:
+    an untrusted clock prunes nothing), its gauges written; the report and the gauges' file."""
     config = load_retention(configs_dir)
     now = trusted_now(
         store,

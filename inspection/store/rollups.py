@@ -1,22 +1,13 @@
 """Hourly rollups of the results: what every dashboard page reads instead of the results table.
 
-Two tables, one row per hour and key, so a page reads O(hours x stations) rows at any volume:
+``rollup_hourly`` per (hour, product, station): counts, score and latency sums, latency peak,
+lowest threshold, first/last time, newest model version; ``rollup_scores`` per (hour, product,
+station, score bin): a ``BINS``-bin histogram over [0, 1]. A page reads O(hours x stations).
 
-- ``rollup_hourly`` per (hour, product, station): inspections, NG, score and latency sums,
-  latency peak, lowest threshold, first/last inspection time and the newest model version;
-- ``rollup_scores`` per (hour, product, station, score bin): a ``BINS``-bin score histogram
-  over [0, 1], per station so one station's scores never shape another's (migration 0016;
-  counts from before it keep station ``''``, in every product-wide histogram).
-
-``record`` adds inspections in the writer's own transaction (``Store.add_inspection``), so
-a rollup never disagrees with the rows it counts: both commit or neither. Rollups only ever
-grow; review labels are not in them (reviews are few and read live through an index), and
-retention may delete result rows while their hour keeps counting them. ``rebuild`` recomputes
-everything from the results table with one ``INSERT ... SELECT ... GROUP BY`` per table: the
-backfill of an existing store (migration 0007) and of bulk-inserted test stores.
-
-Hours are UTC; SQLite stores them as ``'YYYY-MM-DD HH:00:00.000000'`` text like every
-SQLAlchemy datetime, PostgreSQL as ``timestamptz``.
+``record`` adds inspections in the writer's transaction, so a rollup never disagrees with its
+rows. Rollups only grow: review labels are read live, and retention's deletions keep counting.
+``rebuild`` recomputes both tables with one ``INSERT ... SELECT ... GROUP BY`` each. Hours are
+UTC (SQLite: SQLAlchemy's datetime text; PostgreSQL: ``timestamptz``).
 """
 
 from __future__ import annotations
@@ -162,9 +153,8 @@ def record(session: Session, rows: Sequence[Inspection]) -> None:
 
 @cache
 def _upserts(dialect: str) -> tuple[Any, Any]:
-    """The two upserts ``record`` runs, built once per dialect with bound parameters (building
-    them per inspection cost more CPU than the rest of the store write); each adds a group's
-    sums to its row."""
+    """The two upserts ``record`` runs, built once per dialect with bound parameters (built per
+    inspection they cost more than the rest of the write)."""
     insert_ = sqlite.insert if dialect == "sqlite" else postgresql.insert
     greatest, least = _extremes(dialect)
     hourly = insert_(HourlyRollup).values(_parameters(HourlyRollup))

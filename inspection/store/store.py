@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -129,15 +129,9 @@ def _create_engine(url: str) -> Engine:
 
 
 class Store:
-    """The results database plus its blob folder.
-
-    Opening a store never changes its schema. ``migrate()`` brings it to the newest Alembic
-    revision: ``inspection db upgrade`` runs it, and so do ``serve`` at start-up and set-up
-    (``Store.migrated``). First use (``inspection users``, the dashboard) calls
-    ``ensure_schema()``: it creates the schema of an empty database, but an older schema still
-    needs an explicit ``inspection db upgrade``, so a shared database is never migrated as a
-    side effect of reading it.
-    """
+    """The results database plus its blob folder. Opening it never changes its schema:
+    ``migrate()`` does (``db upgrade``, ``serve``, set-up); ``ensure_schema()`` creates an empty
+    database's, so a shared database is never migrated as a side effect of reading it."""
 
     def __init__(self, url: str, blob_dir: str | Path) -> None:
         self.url = url
@@ -153,12 +147,8 @@ class Store:
         return store
 
     def migrate(self) -> None:
-        """Bring the schema to the newest Alembic revision.
-
-        On PostgreSQL a transaction-scoped advisory lock serialises replicas starting at once,
-        so only the first one creates tables and the others find them at head. A database that
-        cannot be reached or written raises ``StoreUnavailable``.
-        """
+        """Bring the schema to the newest revision (``StoreUnavailable`` if it cannot). On
+        PostgreSQL an advisory lock serialises replicas starting at once."""
         config = _alembic_config()
         with self._connect() as connection:
             try:
@@ -181,11 +171,8 @@ class Store:
             return MigrationContext.configure(connection).get_current_revision()
 
     def _connect(self) -> Connection:
-        """A first connection; failing to connect raises ``StoreUnavailable`` in one line.
-
-        Only start-up and schema paths use it: request-time errors stay SQLAlchemy's, which
-        the service answers with 503.
-        """
+        """A first connection, or ``StoreUnavailable`` in one line (start-up and schema paths
+        only: request-time errors stay SQLAlchemy's, answered with 503)."""
         try:
             return self.engine.connect()
         except OperationalError as exc:
@@ -197,10 +184,8 @@ class Store:
         return self.engine.url.render_as_string(hide_password=True)
 
     def check_schema(self) -> None:
-        """Raise ``StoreError`` unless the schema is at the revision this code expects.
-
-        A SQLite file that does not exist is reported without creating it.
-        """
+        """``StoreError`` unless the schema is at this code's head (a missing SQLite file is
+        reported, not created)."""
         path = sqlite_file(self.url)
         missing = path is not None and not path.exists()
         current, head = (None if missing else self.schema_revision()), schema_head()
@@ -212,11 +197,8 @@ class Store:
             )
 
     def ensure_schema(self) -> None:
-        """Create the schema in an empty database (first use); else ``check_schema()``.
-
-        A SQLite file that did not exist before is removed again when creating fails, so a
-        failed first use leaves no empty database behind.
-        """
+        """Create an empty database's schema, else ``check_schema()``; a SQLite file made by a
+        failed first use is removed again."""
         path = sqlite_file(self.url)
         existed = path is None or path.exists()
         try:
@@ -237,14 +219,9 @@ class Store:
 
     # ------------------------------------------------------------- inspections
     def add_inspection(self, *, outbox: Sequence[OutboxEntry] = (), **fields: Any) -> Inspection:
-        """Insert one inspection and commit; returns it once durably written.
-
-        ``outbox`` messages are committed in the same transaction (both or neither).
-        A repeated ``request_id`` returns the row stored the first time (idempotent retries).
-        On PostgreSQL, whose partitioned results table is unique by (request id, time) only
-        (migration 0011), writers of one request id take turns under an advisory lock and
-        the second finds the first's row.
-        """
+        """Insert one inspection with its ``outbox`` messages in one commit; a repeated
+        ``request_id`` returns the first row. On PostgreSQL (unique by request id and time
+        only, migration 0011) writers of one request id take turns under an advisory lock."""
         fields.setdefault("id", uuid.uuid4().hex)
         fields.setdefault("created_at", utcnow())
         row = Inspection(**fields)
@@ -272,8 +249,7 @@ class Store:
             return _by_request_id(session, request_id)
 
     def station_has_blob(self, station_id: str, sha: str) -> bool:
-        """Whether any inspection of ``station_id`` refers to blob ``sha``: one probe of each
-        sha column's index (migration 0006), never a table scan."""
+        """Whether any inspection of ``station_id`` names blob ``sha`` (an index probe a column)."""
         probes = [
             select(Inspection.id).where(column == sha, Inspection.station_id == station_id).limit(1)
             for column in (getattr(Inspection, name) for name in SHA_COLUMNS)
@@ -388,24 +364,21 @@ def first_line(exc: BaseException) -> str:
     return (str(cause).strip().splitlines() or [type(exc).__name__])[0].strip()
 
 
+_FILTERS: dict[str, Callable[[Any], Any]] = {
+    "product": lambda v: Inspection.product == v,
+    "station_id": lambda v: Inspection.station_id == v,
+    "verdict": lambda v: Inspection.verdict == v,
+    "since": lambda v: Inspection.created_at >= v,
+    "until": lambda v: Inspection.created_at < v,
+    "review_label": lambda v: Inspection.review_label == v,
+    "unreviewed": lambda _: Inspection.review_label.is_(None),
+    "min_score": lambda v: Inspection.score >= v,
+    "max_score": lambda v: Inspection.score <= v,
+}
+"""``InspectionFilter``'s fields as conditions; a field at ``None``, ``""`` or ``False`` is off."""
+
+
 def _filtered(query: Any, filters: InspectionFilter) -> Any:
-    conditions = []
-    if filters.product:
-        conditions.append(Inspection.product == filters.product)
-    if filters.station_id:
-        conditions.append(Inspection.station_id == filters.station_id)
-    if filters.verdict:
-        conditions.append(Inspection.verdict == filters.verdict)
-    if filters.since is not None:
-        conditions.append(Inspection.created_at >= filters.since)
-    if filters.until is not None:
-        conditions.append(Inspection.created_at < filters.until)
-    if filters.review_label:
-        conditions.append(Inspection.review_label == filters.review_label)
-    if filters.unreviewed:
-        conditions.append(Inspection.review_label.is_(None))
-    if filters.min_score is not None:
-        conditions.append(Inspection.score >= filters.min_score)
-    if filters.max_score is not None:
-        conditions.append(Inspection.score <= filters.max_score)
-    return query.where(*conditions) if conditions else query
+    values = {name: getattr(filters, name) for name in _FILTERS}
+    on = {name: v for name, v in values.items() if v is not None and v is not False and v != ""}
+    return query.where(*(_FILTERS[name](value) for name, value in on.items()))

@@ -1,11 +1,7 @@
-"""API tokens: 256-bit random, shown once, stored only as a sha256 hash.
-
-Each token carries one role (least privilege):
-
-- ``station``: inspect, and read only its own station's results;
-- ``reviewer``: read every result and label it;
-- ``admin``: everything a reviewer may, plus thresholds, promotion, rollback and ops views;
-- ``monitor``: the full ``/healthz`` and ``/metrics``, no results.
+"""API tokens: 256-bit random, shown once, stored only as a sha256 hash, one role each:
+``station`` (inspect, read its own results), ``reviewer`` (read and label every result),
+``admin`` (a reviewer's rights plus thresholds, promotion, rollback, ops views) and ``monitor``
+(the full ``/healthz`` and ``/metrics``, no results).
 """
 
 from __future__ import annotations

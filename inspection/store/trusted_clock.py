@@ -1,18 +1,10 @@
 """The time a scheduled prune trusts: a clock that jumped ahead must not age every row at once.
 
-A store prunes by the age of its rows. A line PC whose clock is set a year ahead (a flat CMOS
-battery, a wrong time server, a hand-set date) would have its next prune delete every row and
-blob it holds. Each prune (``retention.prune_configured``) records the time it trusted in
-``<blob folder>/.prune-clock`` with the boot's id and the monotonic clock; the next one trusts:
-
-- in the same boot: the recorded time plus the monotonic time since; a wall clock further
-  than ``clock_skew_seconds`` from that jumped, which is logged, and rows are aged by the
-  trusted time;
-- after a restart, when the elapsed time cannot be known: the wall clock, unless it is more
-  than ``clock_jump_days`` past the recorded time: then the prune refuses (an error in the
-  log, ``PruneReport.clock_refused``) until it is run once with ``--trust-clock``;
-- never a time before the recorded one, and never later than the newest stored row plus
-  ``clock_skew_seconds`` (an idle line ages nothing meanwhile).
+Each prune records the time it trusted in ``<blob folder>/.prune-clock`` with the boot's id and
+the monotonic clock. The next one trusts, in the same boot, that time plus the monotonic time
+since (a wall clock further off is logged); after a restart, the wall clock unless it is more
+than ``clock_jump_days`` past the record (then it refuses until run with ``--trust-clock``);
+never a time before the record, nor past the newest row plus ``clock_skew_seconds``.
 """
 
 from __future__ import annotations

@@ -1,12 +1,8 @@
 """Dashboard users: reviewers and admins who log in with a name and a password.
 
-Passwords are hashed with Argon2id (``argon2-cffi``, its recommended parameters); only the
-hash is stored. Repeated failures lock the name with exponential backoff, counted in the
-store so a new browser session or a restart does not reset them. An unknown name costs the
-same hash verification as a known one.
-
-    add_user(store, "j.smith", "reviewer", password)
-    identity = authenticate(store, "j.smith", password)   # Identity("j.smith", "reviewer")
+Only an Argon2id hash is stored; repeated failures lock the name with exponential backoff,
+counted in the store (a new session or a restart resets nothing); an unknown name costs the
+same verification as a known one.
 """
 
 from __future__ import annotations

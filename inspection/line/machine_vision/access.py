@@ -1,32 +1,16 @@
 """Who may do what on the OPC 40100 server: sessions only on a configured channel, checked
 identities, methods authorised per role, every refusal logged (who, what, why).
 
-asyncua 2.1 alone leaves three holes, closed here at its per-connection ``UaProcessor``:
+asyncua 2.1 alone leaves these holes, closed here at its per-connection ``UaProcessor``
+(``GatedProcessor``): a SecurityPolicy None channel serves every service (now: discovery
+only); the channel's own client certificate is never checked (now at CreateSession); a session
+activates on any channel (now: only on one with its creating certificate); subscription
+services act on any session's ids (now: its own, a transfer only the same user's, within
+``Quotas``); and without a user manager any password passes (``StationUsers``: Anonymous where
+configured, UserName as an Argon2id hash over SignAndEncrypt only, X509 signed by the site CA
+and not revoked). ``ReadOnlyRuleset`` refuses Write and every address-space change.
 
-- A SecureChannel with SecurityPolicy None opens although the server offers none
-  (``SecureConnection.select_policy`` falls back to the channel's initial None policy), and
-  CreateSession, ActivateSession and every service are then served on it. ``GatedProcessor``
-  serves only GetEndpoints and FindServers (discovery) on a channel whose (policy, mode) is not
-  configured; anything else is ``BadSecurityPolicyRejected``.
-- The client certificate is checked only when CreateSession repeats it: a channel opened with
-  an untrusted certificate and a CreateSession without one got a session. ``GatedProcessor``
-  checks the channel's own certificate against the trust list at CreateSession.
-- Without a user manager any UserName and password is accepted. ``StationUsers`` checks
-  Anonymous (only where configured), UserName (an Argon2id hash in the users file, only over
-  a SignAndEncrypt channel: a Sign-only channel shows the password blob to anyone on the wire)
-  and X509 (a certificate the site CA signed, not on its CRL, with the digitalSignature key
-  usage, its common name a user of the file) tokens.
-- ActivateSession is served for any live session on any channel (a reconnect): a session is
-  activated only on a channel with the certificate it was created on (``BadSecurityChecksFailed``).
-- Subscription ids come from one server-wide counter and every subscription service acts on any
-  id: a session acts only on its own (``BadSubscriptionIdInvalid``), TransferSubscriptions
-  moves only the same user's (``BadUserAccessDenied``), and each session and user holds at
-  most ``Quotas`` subscriptions (``BadTooManySubscriptions``).
-
-Each request runs with its session's ``Caller`` in a context variable; the methods of the
-server read it through ``authorize`` (a role at least the method's) and ``caller``. Clients
-never write: ``ReadOnlyRuleset`` refuses Write and every address-space change.
-
+Each request runs with its session's ``Caller`` in a context variable, read by ``authorize``.
 The users file (``machine_vision.users_file``, default ``<pki_dir>/opcua-users.yaml``)::
 
     j.smith: {role: engineer, password_hash: "$argon2id$v=19$..."}  # UserName token
@@ -151,8 +135,7 @@ Audit = Callable[[dict[str, Any]], None]
 
 @dataclass(frozen=True)
 class _Request:
-    """What the request being served came over: peer, identity token type, session user, and
-    the server's audit trail."""
+    """What the request being served came over: peer, token type, session user, audit trail."""
 
     peer: str
     token: type | None = None
@@ -172,10 +155,9 @@ def caller() -> Caller | None:
 def authorize(
     role: OpcRole, *, name: str = "", audited: bool = True
 ) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Any]]:
-    """A method callback that only a caller of at least ``role`` runs; others get
-    ``BadUserAccessDenied``, logged with who, what and why. Each call, run or refused, goes
-    to the audit trail (``audited``; reads such as GetResultById need not) under the OPC
-    method's ``name`` (default: the callback's, ``_prepare_recipe`` -> ``PrepareRecipe``)."""
+    """A method callback that only a caller of at least ``role`` runs (others get
+    ``BadUserAccessDenied``, logged); each call, run or refused, goes to the audit trail when
+    ``audited``, under ``name`` (default: the callback's, ``_prepare_recipe`` -> ``PrepareRecipe``)."""
 
     def wrap(method: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
         called = name or "".join(w.title() for w in method.__name__.strip("_").split("_"))
@@ -520,8 +502,7 @@ class _GatedBinaryServer(BinaryServer):
 
 
 class GatedServer(Server):
-    """asyncua's ``Server`` whose connections run ``GatedProcessor``, with ``book``'s quotas
-    and audit trail."""
+    """asyncua's ``Server`` whose connections run ``GatedProcessor`` with ``book``."""
 
     def __init__(self, quotas: Quotas, audit: Audit | None) -> None:
         super().__init__()

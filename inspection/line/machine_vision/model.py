@@ -64,10 +64,9 @@ def register_binary_ids(mv: int) -> None:
 
 
 async def load_client_types(client: Client) -> int:
-    """The MachineVision types for an asyncua client in a process without this server; the
-    namespace index. ``load_data_type_definitions`` alone leaves out every structure with a
-    BinaryIdBaseDataType subtype field (``ResultDataType`` among them): load, give the
-    subtypes their classes, load again (asyncua's logs of both, which this settles, muted)."""
+    """The MachineVision types for an asyncua client in a process without this server, and the
+    namespace index: loaded, the BinaryIdBaseDataType subtypes given their classes, loaded again
+    (a structure with such a field, ``ResultDataType``, is left out by the first load)."""
     mv = await client.get_namespace_index(MV_URI)
     noisy = [logging.getLogger(f"asyncua.{n}") for n in ("common.structures104", "ua.uatypes")]
     for logger in noisy:

@@ -1,14 +1,9 @@
-"""The VisionSystem's result access: each part's ``ResultDataType`` (kept while among the last
-``KEEP_RESULTS``, returned by ``ResultManagement.GetResultById``) announced by a
-``ResultReadyEventType`` event carrying the same fields. ``ResultContent`` holds signed text
-only: the ``inspection.result/1`` payload (verdict, score, regions, bundle id, inspection id,
-signature) as the station stored it; for a part without one (an error, several views) the
-``inspection.answer/1`` signed as a record (``core.signing.sign_record``, the station's key),
-followed by each view's stored payload.
-
-A part whose inspection overran ``inspect_timeout_s`` is announced at once (ResultState 2
-Processing, or IsPartial when a view is missing) and again under the same ResultId when its
-verdict is stored (``report`` with that ``result_id``)."""
+"""The VisionSystem's results: each part's ``ResultDataType`` (the last ``KEEP_RESULTS``, for
+``GetResultById``) announced by a ``ResultReadyEventType`` event. ``ResultContent`` holds signed
+text only: the stored ``inspection.result/1`` payload, or for a part without one the
+``inspection.answer/1`` signed as a record, then each view's payload. A part that overran is
+announced at once (Processing, or IsPartial) and again under the same ResultId when stored.
+"""
 
 from __future__ import annotations
 

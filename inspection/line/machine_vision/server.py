@@ -1,34 +1,11 @@
 """The VisionSystem (OPC 40100) served in a thread and event loop of its own, at
-``opc.tcp://<host>:<port>/inspection``: ``space`` builds its address space, channels and
-identities, ``results`` keeps each part's result and fires its events, this module runs its
-state machines and jobs. A MES or SCADA browses it without a custom mapping:
+``opc.tcp://<host>:<port>/inspection``: its state machines, recipes and jobs
+(docs/line-integration.md); ``space`` builds the address space, ``results`` the results.
 
-- ``VisionStateMachine``: Preoperational -> ``SelectModeAutomatic`` -> Operational; ``Halt``
-  (always) -> Halted; ``Reset`` (always) -> Preoperational; a job that raises -> Error (an
-  ``ErrorEventType`` event; ``Reset`` or ``Halt`` leave it). In Operational,
-  ``AutomaticModeStateMachine``: Initialized -> (a recipe prepared) Ready -> ``StartSingleJob``
-  -> SingleExecution -> Ready, or ``StartContinuous`` -> ContinuousExecution until ``Stop`` /
-  ``Abort`` (-> Ready, the recipe kept); ``Stop`` / ``Abort`` elsewhere: ``BadInvalidState``.
-- ``SafetyStateManagement.ReportSafetyState``: while the environment reports its safety
-  triggered, a continuous job stops after the part in flight and no job starts.
-- ``RecipeManagement.PrepareRecipe``: a recipe is a product; its external id is the product
-  name, its internal id the product with the live bundle as ``Version``. Preparing selects the
-  product for the following jobs, as the PLC's ``Product`` signal does. A job's ``RecipeId`` /
-  ``ProductId``, when given, must name the prepared recipe (``BadInvalidArgument``).
-- A job is one ``TriggerHandler.handle(Trigger(MeasId, product, PartId))`` per part, and never
-  a replay (``handshake.replay``): every part is a capture with a new ResultId, however its
-  MeasId and PartId repeat (a continuous job restarted with the same MeasId, say). ``JobId``
-  is the station's (unique).
-  Each part ends in a result (``results``): ``ResultState`` 1 Completed (OK or NG) or 4 Failed
-  (no verdict: also an ``ErrorEventType`` event; the machine returns to Ready). A part whose
-  inspection overruns is first 2 Processing, then its stored verdict under the same ResultId;
-  a job that raises ends in a signed Failed result and Error.
-
-Who may call what: ``access`` (a session only on the configured secure channel, checked
-identities, roles observer < operator < engineer < admin; a client stops or aborts only its
-own job unless admin; a session acts on its own subscriptions only). Every method call but
-GetResultById, run or refused, is appended to the station's signed control journal
-(``DecisionJournal.record_control``) and logged.
+A recipe is a product (its live bundle the ``Version``); a job is one
+``TriggerHandler.handle`` per part and never a replay (each part a new capture and ResultId);
+while the environment's safety is triggered, no job starts. Every method call but
+GetResultById, run or refused, goes to the signed control journal and the log.
 """
 
 from __future__ import annotations
@@ -63,8 +40,7 @@ BAD_ARGUMENT = ua.StatusCode(ua.StatusCodes.BadInvalidArgument)
 
 
 class VisionSystemServer(LoopThread):
-    """Serves the VisionSystem (``start`` / ``stop``): both state machines, the prepared
-    recipe and the running job."""
+    """Serves the VisionSystem: both state machines, the prepared recipe, the running job."""
 
     thread_name, wait_s = "opcua-40100", 30.0
     space: VisionSpace

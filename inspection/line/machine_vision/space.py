@@ -1,8 +1,6 @@
-"""The VisionSystem's address space: one ``VisionSystemType`` object of the OPC Foundation's
-MachineVision NodeSet (vendored in ``nodesets/``; it needs no other companion model),
-``VisionSystem``, with its mandatory children under String NodeIds ``VisionSystem.<path>`` in
-the station's namespace; the server's channels and identities; its methods linked to callbacks;
-both state machines' ``CurrentState`` shown."""
+"""The VisionSystem's address space: a ``VisionSystemType`` object of the vendored MachineVision
+NodeSet with its mandatory children under ``VisionSystem.<path>`` in the station's namespace,
+the server's channels and identities, and both state machines' ``CurrentState``."""
 
 from __future__ import annotations
 

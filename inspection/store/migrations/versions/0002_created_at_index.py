@@ -1,8 +1,4 @@
-"""index inspections by time alone, for site-wide dashboard aggregations
-
-Revision ID: 0002
-Revises: 0001
-"""
+"""index inspections by time alone, for site-wide dashboard aggregations"""
 
 from __future__ import annotations
 
@@ -10,8 +6,6 @@ from alembic import op
 
 revision = "0002"
 down_revision = "0001"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

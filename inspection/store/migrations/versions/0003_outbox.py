@@ -1,8 +1,4 @@
-"""outbox of results waiting for their sinks (MQTT, OPC UA, webhook)
-
-Revision ID: 0003
-Revises: 0002
-"""
+"""outbox of results waiting for their sinks (MQTT, OPC UA, webhook)"""
 
 from __future__ import annotations
 
@@ -11,8 +7,6 @@ from alembic import op
 
 revision = "0003"
 down_revision = "0002"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

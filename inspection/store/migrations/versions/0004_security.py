@@ -3,9 +3,6 @@
 The stored idempotency key is ``<station id (64)>/<request id (80)>`` = up to 145 characters,
 which did not fit ``String(128)`` on PostgreSQL (SQLite does not enforce lengths). Replays are
 checked against ``payload_digest``; ``api_tokens.role`` separates stations from people.
-
-Revision ID: 0004
-Revises: 0003
 """
 
 from __future__ import annotations
@@ -15,8 +12,6 @@ from alembic import op
 
 revision = "0004"
 down_revision = "0003"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

@@ -4,9 +4,6 @@
 for drift, retraining and unbiased threshold estimates). ``blobs_pruned_at`` is set when
 retention removed a row's blobs: the row is kept, its image is gone. The sha indexes let
 blob garbage collection ask "does any row still use this blob?" without a table scan.
-
-Revision ID: 0006
-Revises: 0005
 """
 
 from __future__ import annotations
@@ -16,8 +13,6 @@ from alembic import op
 
 revision = "0006"
 down_revision = "0005"
-branch_labels = None
-depends_on = None
 
 _SHA_COLUMNS = ("image_sha", "map_sha", "mask_sha", "overlay_sha")
 

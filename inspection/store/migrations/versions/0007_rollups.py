@@ -1,13 +1,8 @@
 """rollups: hourly aggregates for the dashboard, keyset indexes for the review queue
 
-``rollup_hourly`` and ``rollup_scores`` (``inspection.store.rollups``) are filled from the
-stored inspections here (the backfill) and by every later write. The review queue pages by
-(score, id), (verdict, score, id) and (created_at, id); reviewed parts in a time window are found by
-(review_label, created_at), a partial index of reviewed rows only (so "unreviewed" never
-picks it: the queue walks the score index instead).
-
-Revision ID: 0007
-Revises: 0006
+``rollup_hourly`` and ``rollup_scores`` are backfilled here; the queue pages by (score, id),
+(verdict, score, id) and (created_at, id); reviewed parts by a partial (review_label,
+created_at) index that "unreviewed" never picks.
 """
 
 from __future__ import annotations
@@ -19,8 +14,6 @@ from inspection.store import rollups
 
 revision = "0007"
 down_revision = "0006"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

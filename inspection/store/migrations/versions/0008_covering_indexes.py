@@ -1,18 +1,10 @@
 """covering indexes: the review queue and the reviewed scores read index pages only
 
 ``ix_inspections_queue`` (score, id, threshold, verdict, review_label, product, station_id)
-replaces (score, id) and (verdict, score, id): the queue's filters are evaluated on the index,
-so its count, a jump to page N (the anchor's offset) and a page's search touch no table page
-but the page's own rows. ``ix_inspections_reviewed`` (product, review_label, audit_sample,
-score), a partial index of reviewed rows, replaces the full (product, review_label,
-reviewed_at): the Thresholds page's reviewed and audit-sample scores come from it alone, and a
-stored inspection no longer adds an entry to it.
-
-Building them reads the whole results table once (about a minute per five million rows) and
-blocks writes meanwhile: run ``inspection db upgrade`` while the line is stopped.
-
-Revision ID: 0008
-Revises: 0007
+replaces (score, id) and (verdict, score, id); ``ix_inspections_reviewed`` (product,
+review_label, audit_sample, score), partial on reviewed rows, replaces (product, review_label,
+reviewed_at). Building them reads the table once and blocks writes: upgrade with the line
+stopped.
 """
 
 from __future__ import annotations
@@ -22,8 +14,6 @@ from alembic import op
 
 revision = "0008"
 down_revision = "0007"
-branch_labels = None
-depends_on = None
 
 QUEUE = ["score", "id", "threshold", "verdict", "review_label", "product", "station_id"]
 REVIEWED = ["product", "review_label", "audit_sample", "score"]

@@ -1,13 +1,8 @@
 """autovacuum for the results table by row counts, not by its size (PostgreSQL)
 
-PostgreSQL vacuums a table once a fifth of it changed: at five million results that is a
-million reviewed or pruned rows, so the pages of reviewed rows stay off the visibility map and
-the review queue's index-only scans fetch them from the table. Vacuum after every 2,000 changed
-rows and analyse after every 20,000 instead: each run reads only the pages that changed.
-SQLite has no vacuum daemon; its pages need none for its covering indexes.
-
-Revision ID: 0009
-Revises: 0008
+By default a table is vacuumed once a fifth of it changed, so reviewed or pruned pages stay off
+the visibility map and the queue's index-only scans read the table. Vacuum every 2,000 and
+analyse every 20,000 changed rows instead. SQLite needs none.
 """
 
 from __future__ import annotations
@@ -16,8 +11,6 @@ from alembic import op
 
 revision = "0009"
 down_revision = "0008"
-branch_labels = None
-depends_on = None
 
 SETTINGS = {
     "autovacuum_vacuum_scale_factor": "0",

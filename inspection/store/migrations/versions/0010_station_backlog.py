@@ -1,13 +1,7 @@
 """station_backlog: each forwarding station's central backlog, for the dashboard
 
-A station's backlog lives in its own local store; its forwarder upserts what it counts (rows,
-blob bytes, the oldest waiting result's age, the forwarding rate, its alarm setting) into
-this table every few seconds, one row per station role. Row-level security confines a
-station's role to its own row; ``inspection db station-role`` grants and confines it
-(``store.central_roles.grant_station``), as for the results. SQLite gets the table without it.
-
-Revision ID: 0010
-Revises: 0009
+One row per station role, upserted by its forwarder every few seconds; row-level security
+confines a role to its own row (``central_roles.grant_station``). SQLite: the table only.
 """
 
 from __future__ import annotations
@@ -17,8 +11,6 @@ from alembic import op
 
 revision = "0010"
 down_revision = "0009"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

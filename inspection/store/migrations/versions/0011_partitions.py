@@ -1,21 +1,10 @@
 """partitions: the results table partitioned by month on PostgreSQL (SQLite unchanged)
 
-A plant's central store holds a year of every line's results (about 550M rows for ten lines at
-150k parts a day). On PostgreSQL ``inspections`` becomes a table partitioned by RANGE of
-``created_at``, one partition per UTC month plus a default one (``store.partitions``), so that
-retention drops a month whole instead of deleting its rows. A partitioned table's unique keys
+Retention drops a month whole instead of deleting its rows (``store.partitions``). Unique keys
 must hold the partition key: the primary key becomes (id, created_at) and the request key
-(request_id, created_at). A forwarded row sent again carries its first timestamp, so the
-forwarder's ``ON CONFLICT DO NOTHING`` still finds it; ``Store.add_inspection`` serialises the
-writers of one request id with an advisory lock. A foreign key cannot point at a partitioned
-table's id alone: reviews and outbox messages keep their inspection ids without one (retention
-deletes them with their rows). Indexes, grants and row-level security policies carry over.
-
-The upgrade copies every row into the new table and rebuilds its indexes, blocking writes
-meanwhile (stations forwarding to it wait and retry; one writing to it directly does not).
-
-Revision ID: 0011
-Revises: 0010
+(request_id, created_at); a forwarded row sent again keeps its first timestamp, so ``ON
+CONFLICT DO NOTHING`` still finds it. Reviews and outbox messages lose their foreign keys
+(none can point at a partitioned id alone). The upgrade copies every row and blocks writes.
 """
 
 from __future__ import annotations
@@ -28,8 +17,6 @@ from inspection.store.models import utcnow
 
 revision = "0011"
 down_revision = "0010"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

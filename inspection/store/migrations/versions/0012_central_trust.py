@@ -1,18 +1,9 @@
 """central_trust: a central store that trusts no single station
 
-On a PostgreSQL central store that already has station roles (``inspection db station-role``
-made ``inspection_station``), re-apply ``store.central_roles.secure``: stations lose every
-grant on the rollups (a statement trigger adds their inserted rows instead, as the owner), row
-level security is forced on ``inspections``, ``station_backlog`` and both rollup tables with
-policies keyed on ``current_user``, and nobody but the owner creates objects in ``public``.
-The NOLOGIN station ids earlier ``--writes`` made join ``inspection_station_ids``, which the
-policies now require. A central store without station roles gets all this from its first
-``station-role``; SQLite has no roles and is unchanged. Stations of the previous release
-computed the rollups themselves: their batches are refused (and wait, nothing lost) until
-they are upgraded.
-
-Revision ID: 0012
-Revises: 0011
+On a PostgreSQL central store with station roles, re-apply ``store.central_roles.secure``:
+stations lose their rollup grants (a statement trigger adds their rows), row-level security is
+forced with policies on ``current_user``, and only the owner creates objects in ``public``.
+Earlier ``--writes`` ids join ``inspection_station_ids``. SQLite is unchanged.
 """
 
 from __future__ import annotations
@@ -24,8 +15,6 @@ from inspection.store import central_roles
 
 revision = "0012"
 down_revision = "0011"
-branch_labels = None
-depends_on = None
 
 _HAS_GROUP = f"SELECT 1 FROM pg_roles WHERE rolname = '{central_roles.STATION_GROUP}'"
 _EARLIER_IDS = f"""

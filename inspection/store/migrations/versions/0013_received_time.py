@@ -1,31 +1,15 @@
 """received_time: the central store's own receive time, quarantined messages, forwarded reviews
 
-A station stamps ``created_at`` with its own clock; a line PC whose clock jumped a year back
-sent rows that the next central prune took for a year old. On PostgreSQL a ``BEFORE INSERT OR
-UPDATE`` trigger now sets ``inspections.received_at`` to the server's ``clock_timestamp()``
-whatever the writer sends (and keeps it on an update), and flags ``clock_skewed`` when
-``created_at`` is further from it than ``central_clock.skew_tolerance_s`` (300 s; the prune
-sets it from ``retention.yaml``'s ``clock_skew_seconds``). ``created_at`` stays what the
-station reported. Retention deletes a row only when both times are past its window, and drops
-a month only when none of its skewed rows arrived within the window (docs/retention.md).
+On PostgreSQL a ``BEFORE INSERT OR UPDATE`` trigger sets ``inspections.received_at`` to the
+server's ``clock_timestamp()`` and flags ``clock_skewed`` when ``created_at`` (the station's
+clock) is further from it than ``central_clock.skew_tolerance_s``; retention deletes a row only
+when both times are past its window (docs/retention.md). The table stays partitioned by
+``created_at``: a retry's new receive time would otherwise defeat ``ON CONFLICT DO NOTHING``.
+Older rows keep ``received_at`` NULL (no rewrite).
 
-Why not re-partition by ``received_at``: a partitioned table's unique keys must hold the
-partition key, and a row sent again (a forwarder's retry after a crash) gets a new receive
-time, so ``ON CONFLICT DO NOTHING`` would no longer find the first copy: every retry would be
-a duplicate. Keeping ``created_at`` as the key and guarding retention with ``received_at`` is
-the safe choice and the least code; a skewed row lands in an old month or the default
-partition and is simply kept there. Rows from before this revision keep ``received_at`` NULL
-and are aged by ``created_at``, as before (no table rewrite).
-
-Also: ``outbox_messages.quarantined_at`` (a message its sink refused for good waits aside,
-``store.forward``), ``station_backlog.quarantined`` (their count, reported centrally), and
-``reviews.origin`` with the function ``forward_review`` through which a station's reviews
-reach the central store (``SECURITY DEFINER``: a station may label only its own stations'
-results, checked like the row-level security policy; it has no ``UPDATE`` on them). SQLite
-gets the columns (``received_at`` is the station's own clock there) and no trigger.
-
-Revision ID: 0013
-Revises: 0012
+Also ``outbox_messages.quarantined_at``, ``station_backlog.quarantined`` and ``reviews.origin``
+with ``forward_review`` (``SECURITY DEFINER``: a station labels only its own stations' results).
+SQLite gets the columns and no trigger.
 """
 
 from __future__ import annotations
@@ -37,8 +21,6 @@ from inspection.store.models import REVIEW_LABELS
 
 revision = "0013"
 down_revision = "0012"
-branch_labels = None
-depends_on = None
 
 SKEW_TOLERANCE_S = 300.0
 _LABELS = ", ".join(f"'{label}'" for label in REVIEW_LABELS)

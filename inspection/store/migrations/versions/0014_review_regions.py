@@ -3,9 +3,6 @@
 ``reviews.region_sha`` names the mask blob a reviewer painted over the defect (0/255 PNG at the
 image's size; indexed, so blob retention can ask whether a file is still referenced);
 ``inspections.review_region_sha`` mirrors the latest review's, as its label is mirrored.
-
-Revision ID: 0014
-Revises: 0013
 """
 
 from __future__ import annotations
@@ -15,8 +12,6 @@ from alembic import op
 
 revision = "0014"
 down_revision = "0013"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

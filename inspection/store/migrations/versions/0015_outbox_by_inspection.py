@@ -1,14 +1,8 @@
 """outbox by inspection: a result's messages found through its id
 
-``ix_outbox_inspection`` (inspection_id, sink): a link that serves a result's payload as stored
-(the OPC 40100 server's ``ResultContent``, ``Outbox.payload``) and retention deleting a result
-with its messages probe this index instead of reading every message of the sink (a read that
-grew with the outbox, ``reports/line/opc40100_latency.md``).
-
-Building it reads the outbox once (its rows are delivered messages kept ``outbox_days``).
-
-Revision ID: 0015
-Revises: 0014
+``ix_outbox_inspection`` (inspection_id, sink): serving a stored payload (OPC 40100
+``ResultContent``) and deleting a result's messages probe it instead of reading the sink's
+messages. Building it reads the outbox once.
 """
 
 from __future__ import annotations
@@ -17,8 +11,6 @@ from alembic import op
 
 revision = "0015"
 down_revision = "0014"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

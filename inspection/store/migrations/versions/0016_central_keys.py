@@ -1,19 +1,10 @@
 """central_keys: one result per request id, rollups per station, definers that ignore pg_temp
 
-- ``rollup_scores`` gains ``station_id`` in its key: one station's scores no longer shape every
-  station's histogram. Counts from before keep station ``''`` (no scan of the results): they
-  stay in product-wide histograms and in no station's. Both dialects.
-- PostgreSQL: ``request_keys`` and its triggers (``store.request_keys``): a request id a
-  station sends again for another result (a re-imaged line PC) is kept under a distinct key,
-  and a lookup by request id finds one row. Rows already sharing a request id keep the first
-  received under it; the others get their distinct key here.
-- PostgreSQL: the ``SECURITY DEFINER`` functions of 0013 search ``pg_temp`` last (unlisted, it
-  was searched first: a station's ``TEMP TABLE inspections`` stood in for the real one), and a
-  central store with station roles has ``central_roles.secure`` applied again (its rollup
-  trigger per station; no ``TEMP`` for anyone but the owner).
-
-Revision ID: 0016
-Revises: 0015
+- ``rollup_scores`` gains ``station_id`` in its key (older counts keep station ``''``).
+- PostgreSQL: ``request_keys`` and its triggers (``store.request_keys``); rows already sharing
+  a request id keep the first received under it, the others get a distinct key.
+- PostgreSQL: the ``SECURITY DEFINER`` functions search ``pg_temp`` last (a station's
+  ``TEMP TABLE inspections`` stood in for the real one), and ``central_roles.secure`` again.
 """
 
 from __future__ import annotations
@@ -26,8 +17,6 @@ from inspection.store import central_roles, request_keys
 
 revision = "0016"
 down_revision = "0015"
-branch_labels = None
-depends_on = None
 
 _DEFINERS = (
     "inspections_received()",
