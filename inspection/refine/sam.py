@@ -96,9 +96,8 @@ class SamRefiner:
         num_threads: int | None = None,
         public_key: PublicKeys | None = None,
     ) -> SamRefiner:
-        """Read the bundle once, verify it in memory (the signature with ``public_key``, a
-        station's pinned keyring; None: checksums only), compile both models for CPU from
-        those bytes and warn loudly on random weights."""
+        """Read and verify the bundle in memory (``verify_refiner_bundle``), compile both models
+        for CPU from those bytes and warn loudly on random weights."""
         config = config or RefineConfig()
         verified = verify_refiner_bundle(path, public_key)
         metadata = verified.metadata
