@@ -1,10 +1,7 @@
 """The one leak check: is an image that would be trained on one of the held-out images?
 
-Compared by decoded pixels, so a held-out image copied, renamed, re-saved as PNG or re-encoded
-as JPEG is still found: two images match when their 32x32 grey thumbnails differ by at most
-``NEAR_LEVELS`` on average (demo parts re-saved as JPEG: under 1 at quality 50 and 128 px,
-1.4 at quality 75 and 64 px; two different parts of the demo's aligned product: over 2.2). ``data check``, ``train``, ``train --update`` and
-``retrain`` (reviewed goods, labelled defects) all ask ``held_out_copies``.
+Compared by decoded pixels (32x32 grey thumbnails within ``NEAR_LEVELS``), so a copy renamed,
+re-saved or re-encoded as JPEG is still found; ``data check``, ``train`` and ``retrain`` ask it.
 """
 
 from __future__ import annotations
@@ -20,11 +17,9 @@ from inspection.core.images import DEFAULT_SOURCE_BITS, read_image
 
 THUMB_SIDE = 32
 NEAR_LEVELS = 1.5
-"""Mean absolute difference (uint8 grey levels) of two thumbnails at or below which two
-images are the same picture."""
+"""Mean absolute grey difference of two thumbnails at or below which they are one picture..."""
 NEAR_SPREAD = 0.1
-"""...and at most this fraction of the held-out thumbnail's own spread (std): a dark or flat
-picture must match more closely than a busy one, or every near-black image would match."""
+"""...and at most this share of the held-out thumbnail's std (flat images match closer)."""
 NAMED = 5
 
 
