@@ -1,13 +1,7 @@
-"""Decode untrusted image bytes into RGB uint8 arrays, with documented conversions.
-
-- grey, palette and CMYK images become RGB; RGBA / LA are composited onto black;
-- 16-bit grey images are narrowed at ``bits``, the significant bits the camera writes
-  (``narrow_to_8_bits``; values above ``2**bits - 1`` clip to 255, counted and logged once);
-  a 16-bit colour image is refused below 16 bits rather than decoded nearly black;
-- 32-bit integer/float images are rescaled over their own range.
-Masks are read apart (``defect_pixels``: a level above half the highest is defect, so 0/1 and
-0/255 masks read as drawn). Empty, non-image, truncated or oversized input (checked from the
-header) and formats outside ``formats`` raise ``ImageDecodeError`` saying which.
+"""Decode untrusted image bytes into RGB uint8 arrays, with documented conversions: grey,
+palette and CMYK become RGB, alpha is composited onto black, 16-bit grey is narrowed at the
+camera's ``bits`` (``narrow_to_8_bits``), 32-bit images are rescaled over their own range.
+Masks are read apart (``defect_pixels``). Bad or oversized input raises ``ImageDecodeError``.
 """
 
 from __future__ import annotations
@@ -150,10 +144,8 @@ def decode_reduced(
     bits: int = DEFAULT_SOURCE_BITS,
 ) -> DecodedImage:
     """Decode bytes, reduced to a longer side of at most ``work_side`` (None: full size): JPEG
-    at a DCT scale keeping at least ``work_side`` (Pillow's draft mode), other formats fully,
-    then one antialiased resize. ``max_pixels``, ``max_side``: limits checked from the header;
-    ``formats``: Pillow format names to try (None: any); ``name``: for errors and logs;
-    ``bits``: significant bits of a 16-bit image (``narrow_to_8_bits``), before the resize."""
+    at a DCT scale keeping at least ``work_side`` (draft mode), then one antialiased resize.
+    Size limits are checked from the header; ``formats``: Pillow format names (None: any)."""
     if not data:
         raise ImageDecodeError(f"{name}: empty file (0 bytes)")
     if work_side is not None and work_side < 1:
@@ -280,9 +272,8 @@ def probe_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tu
 
 
 def read_mask(path: str | Path | None, size: tuple[int, int] | None = None) -> np.ndarray | None:
-    """A ground-truth mask as (H, W) bool (``defect_pixels``), nearest-resized to ``size``
-    (height, width; None: the file's own). A None path (a good image) gives an all-False mask
-    of ``size``, or None when ``size`` is None too."""
+    """A ground-truth mask as (H, W) bool, nearest-resized to ``size`` (h, w; None: its own); a
+    None path (a good image): all False at ``size`` (None without a size)."""
     if path is None:
         return None if size is None else np.zeros(size, dtype=bool)
     mask = defect_pixels(mask_levels(_read_bytes(path), name=str(path))).astype(np.uint8)

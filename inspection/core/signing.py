@@ -1,10 +1,6 @@
-"""Signed bundles: Ed25519 signatures (``cryptography``) over a bundle's whole manifest.
-
-Stations pin public keys *by fingerprint* (``PinnedKey``) and verify against a ``Keyring``:
-bundle keys (two during a rotation), the dashboard's decision key and revocations.
-``signature.json`` signs the *manifest*: the sha256 of ``metadata.json`` and of every listed
-file, so editing metadata, or weights with their checksums, is refused; its sha256 is the
-bundle digest the registry records at promotion.
+"""Signed bundles and records: Ed25519 signatures over a bundle's manifest (the sha256 of
+``metadata.json`` and every listed file; its own sha256 is the bundle digest). Stations pin
+public keys by fingerprint (``PinnedKey``) and verify against a ``Keyring``.
 """
 
 from __future__ import annotations
