@@ -1,10 +1,6 @@
 """Validate a dataset file by file: counts, sizes, mask coverage and every problem found.
-
-``check_dataset`` reads every image and mask once and never raises on a bad file: each finding
-is a ``Problem``. Errors (a bad file, too few good test images) make ``CheckReport.ok`` false;
-warnings name what the product lacks or loses; ``budget_note`` says when the good images are
-too few for the false-reject budget's guarantee.
-"""
+``check_dataset`` never raises on a bad file: each finding is a ``Problem``, an error (making
+``CheckReport.ok`` false) or a warning naming what the product lacks."""
 
 from __future__ import annotations
 
@@ -129,13 +125,9 @@ def check_dataset(
     budget: float = DEFAULT_BUDGET,
     keep_decoded: bool = False,
 ) -> CheckReport:
-    """Check every sample of ``dataset``; ``on_file`` is called after each image (progress).
-
-    ``image_bits``: what the product's config declares (None: read as 16; 16-bit images
-    narrower or wider than it are named). ``product_file``: the config those findings tell to
-    edit (default ``products/<dataset name>.yaml``). ``budget``: the product's false-reject
-    budget (``budget_note``). ``keep_decoded``: keep the decoded images for a training that
-    follows (``data.decoded.KEPT``)."""
+    """Check every sample of ``dataset`` (``on_file`` after each image) against the product's
+    declared ``image_bits`` (None: 16) and ``budget``; findings tell to edit ``product_file``
+    (default ``products/<name>.yaml``); ``keep_decoded``: for a training that follows."""
     bits = image_bits if image_bits is not None else DEFAULT_SOURCE_BITS
     problems: list[Problem] = []
     sizes: dict[Path, tuple[int, int]] = {}
@@ -361,9 +353,8 @@ def _ignored(dataset: Dataset) -> list[Problem]:
 
 
 def _dataset_findings(dataset: Dataset) -> list[Problem]:
-    """Dataset-wide findings: too few good test images (an error, as in training); warnings
-    that limit evaluation (test images held out of train/good, none defective), each saying
-    which figure the product lacks and why."""
+    """Dataset-wide findings: too few good test images (an error, as in training), and
+    warnings saying which figure the product lacks and why."""
     problems = []
     defective = [s for s in dataset.samples if s.label == 1]
     if defective and not any(s.mask_path for s in defective) and not dataset.unmatched_masks:

@@ -216,10 +216,9 @@ def load_mvtec(root: str | Path) -> Dataset:
 
 
 def hold_out_good(paths: list[Path]) -> tuple[list[Path], list[Path]]:
-    """(train, held out) of a product's good images when it has no ``test/`` folder: an image
-    is held out when the sha256 of its file name falls in the lowest ``HELD_OUT_SHARE`` of the
-    hash range, so adding images never moves one between the two; at least ``MIN_TEST_GOOD``
-    (the lowest hashes) when fewer fall there. ``DatasetError`` when none would be left."""
+    """(train, held out) of a product's good images without a ``test/`` folder: held out when
+    their file name's sha256 falls in the lowest ``HELD_OUT_SHARE`` (so adding images moves
+    none), at least ``MIN_TEST_GOOD``."""
     if len(paths) <= MIN_TEST_GOOD:
         raise DatasetError(
             f"train/good has {len(paths)} image(s) and there is no test/ folder: training "

@@ -1,9 +1,5 @@
-"""SAM on the line station: OpenVINO image encoder + mask decoder, torch-free.
-
-``SamRefiner.from_bundle(path)`` loads a bundle of ``inspection.training.sam_export``;
-``set_image`` runs the encoder once, ``refine(prompts)`` decodes one mask per region prompt;
-``refine_result`` refines within a time budget, keeping raw the regions it had no time for.
-"""
+"""SAM on the line station: OpenVINO image encoder + mask decoder, torch-free; ``refine_result``
+refines within a time budget, keeping raw the regions it had no time for."""
 
 from __future__ import annotations
 
