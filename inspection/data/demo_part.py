@@ -35,8 +35,8 @@ def _outline_radius(theta: np.ndarray, size: float) -> np.ndarray:
 
 
 def _coverage(size: int, pose: np.ndarray, holes: Sequence[bool], discs: list) -> np.ndarray:
-    """(size, size) float32 share of each output pixel covered by the part at ``pose`` (dx,
-    dy, degrees) with the ``holes`` drilled and extra (x, y, radius, +1 add / -1 remove) ``discs``."""
+    """(size, size) float32 share of each output pixel covered by the part at ``pose`` (dx, dy,
+    degrees), the ``holes`` drilled and extra (x, y, radius, +1 add / -1 remove) ``discs``."""
     big = size * SUPERSAMPLE
     yy, xx = (np.mgrid[0:big, 0:big].astype(np.float32) + 0.5) / SUPERSAMPLE
     angle = np.deg2rad(pose[2])
