@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import logging
 import warnings
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -69,38 +70,29 @@ def narrow_to_8_bits(values: np.ndarray, bits: int = DEFAULT_SOURCE_BITS) -> tup
     return narrowed, clipped
 
 
-class _ClipLog:
-    """Counts images with values above their declared bits; logs the first one only."""
-
-    def __init__(self) -> None:
-        self.images = 0
-
-    def record(self, name: str, bits: int, pixels: int) -> None:
-        if pixels == 0:
-            return
-        self.images += 1
-        if self.images == 1:
-            log.warning(
-                "%s: %d pixels above %d (the %d-bit maximum) clipped to 255; the camera writes "
-                "more bits than declared (image_bits / source_bits). Later clipped images are "
-                "counted, not logged (core.images.clipped_images)",
-                name, pixels, 2**bits - 1, bits,
-            )  # fmt: skip
+_SEEN: Counter[str] = Counter()
+"""16-bit images decoded in this process ``clipped`` above their declared bits or reading
+``dark`` below them: the first of each is logged, the rest counted."""
 
 
-_CLIPS = _ClipLog()
+def _clipped(name: str, bits: int, pixels: int) -> None:
+    if not pixels:
+        return
+    _SEEN["clipped"] += 1
+    if _SEEN["clipped"] == 1:
+        log.warning(
+            "%s: %d pixels above %d (the %d-bit maximum) clipped to 255; the camera writes "
+            "more bits than declared (image_bits / source_bits). Later clipped images are "
+            "counted, not logged (core.images.clipped_images)",
+            name, pixels, 2**bits - 1, bits,
+        )  # fmt: skip
 
 
-class _DarkLog:
-    """Warns once per process of a 16-bit image reading as black at its declared bits."""
-
-    def __init__(self) -> None:
-        self.warned = False
-
-    def record(self, name: str, bits: int, peak: int) -> None:
-        if self.warned or not 0 < peak < 1 << (bits - 8):
-            return
-        self.warned = True
+def _dark(name: str, bits: int, peak: int) -> None:
+    if not 0 < peak < 1 << (bits - 8):
+        return
+    _SEEN["dark"] += 1
+    if _SEEN["dark"] == 1:
         log.warning(
             "%s: a 16-bit image whose values all lie below %d (highest %d) reads as black at "
             "%d bits: its camera writes fewer significant bits than declared; set image_bits "
@@ -109,12 +101,9 @@ class _DarkLog:
         )  # fmt: skip
 
 
-_DARK = _DarkLog()
-
-
 def clipped_images() -> int:
     """Images decoded in this process with values above their declared bits (clipped)."""
-    return _CLIPS.images
+    return _SEEN["clipped"]
 
 
 @dataclass(frozen=True)
@@ -164,7 +153,7 @@ def decode_reduced(
         image.thumbnail(target, Image.Resampling.BILINEAR, reducing_gap=2.0)
         return DecodedImage(_to_rgb_8(image), source)
     rgb, clipped, peak = _to_rgb(image, bits, name)
-    _CLIPS.record(name, bits, clipped)
+    _clipped(name, bits, clipped)
     if target is None or image.size == target:
         return DecodedImage(rgb, source, clipped, peak)
     reduced = Image.fromarray(rgb)  # narrowed to 8 bits first, then resized
@@ -338,7 +327,7 @@ def _to_rgb(image: Image.Image, bits: int, name: str) -> tuple[np.ndarray, int, 
         gray, clipped = narrow_to_8_bits(values, bits)
         peak = int(values.max())
         if not gray.any():
-            _DARK.record(name, bits, peak)
+            _dark(name, bits, peak)
         return np.repeat(gray[:, :, None], 3, axis=2), clipped, peak
     return _to_rgb_8(image), 0, None
 
