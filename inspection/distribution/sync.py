@@ -206,33 +206,32 @@ def _sync_product(
     started = time.perf_counter()
     product, bundle_id = entry.product, entry.bundle_id
     local = registry.journal.live(product)
+    current = local is not None and local.bundle_id == bundle_id
     try:
         sync_decisions(registry, entry)
-        if local is not None and local.bundle_id == bundle_id:
-            sync_live(registry, entry, source.description)
-            sync_threshold(registry, entry)
-            detail = _fetch_alternatives(source, registry, entry, public_key)
-            return SyncOutcome(product, "current", bundle_id, bundle_id, detail, _since(started))
-        if bundle_id in registry.bundles.bundle_ids(product):
+        if current:
+            detail = ""
+        elif bundle_id in registry.bundles.bundle_ids(product):
             _check(registry.bundles.bundle_dir(product, bundle_id), public_key)  # e.g. a rollback
             detail = "already held locally"
         else:
             _fetch(source, registry, entry, public_key)
             detail = f"downloaded {entry.manifest.archive_bytes} bytes, digests verified"
-        if public_key is not None:
+        if public_key is not None and not current:
             detail += ", signature verified"
         sync_live(registry, entry, source.description)
         sync_threshold(registry, entry)
-        detail = "; ".join(
-            filter(None, [detail, _fetch_alternatives(source, registry, entry, public_key)])
-        )
+        fetched = _fetch_alternatives(source, registry, entry, public_key)
+        detail = "; ".join(filter(None, [detail, fetched]))
     except SourceUnreachable as exc:
         return _kept(registry, product, "offline", bundle_id, str(exc), started)
     except (InspectionError, OSError) as exc:
         log.error("%s: bundle %s refused: %s", product, bundle_id, exc)
         return _kept(registry, product, "failed", bundle_id, str(exc), started)
-    log.info("%s: now live locally: %s (%s)", product, bundle_id, detail)
-    return SyncOutcome(product, "updated", bundle_id, bundle_id, detail, _since(started))
+    if not current:
+        log.info("%s: now live locally: %s (%s)", product, bundle_id, detail)
+    status = "current" if current else "updated"
+    return SyncOutcome(product, status, bundle_id, bundle_id, detail, _since(started))
 
 
 def _check(bundle_dir: Path, public_key: Ed25519PublicKey | None) -> None:
