@@ -7,7 +7,7 @@ from __future__ import annotations
 import io
 import os
 from collections import Counter, defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,15 +30,13 @@ from inspection.core.images import (
 from inspection.core.operating_point import DEFAULT_BUDGET, n_needed
 from inspection.data.dataset import GOOD, MIN_TEST_GOOD, NEEDS_TEST_GOOD, Dataset, Sample
 from inspection.data.decoded import KEPT
-from inspection.data.leaks import held_out_copies, pixel_print
+from inspection.data.leaks import held_out_copies, listed, pixel_print
 
 Severity = Literal["error", "warning"]
 VALIDATION_SHARE = 0.3
 """The default ``val_fraction``: the share of test/good that calibrates (the rest measures)."""
 NARROW_16_BIT = 4096
 """16-bit images whose values all stay below this (12 bits) lose their contrast at 8 bits."""
-LISTED = 5
-"""Files named in one dataset-wide finding."""
 READERS = min(4, os.cpu_count() or 1)
 """Images decoded at once."""
 
@@ -288,12 +286,6 @@ def _mixed_sizes(sizes: dict[Path, tuple[int, int]]) -> list[Problem]:
         for path, (w, h) in sizes.items()
         if (w, h) != (common_w, common_h)
     ]
-
-
-def listed(names: Sequence[str], limit: int = LISTED, sep: str = ", ") -> str:
-    """The first ``limit`` of ``names``, joined by ``sep``, and how many more there are."""
-    more = f" and {len(names) - limit} more" if len(names) > limit else ""
-    return sep.join(names[:limit]) + more
 
 
 def _bit_depth(used: dict[Path, int], bits: int, root: Path, target: Path) -> list[Problem]:

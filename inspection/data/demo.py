@@ -28,6 +28,7 @@ from inspection.data.demo_part import PART_DEFECT_KINDS, render_part_sample
 from inspection.data.demo_shapes import draw_polyline, irregular_blob, smooth_curve
 from inspection.data.demo_tissue import TISSUE_DEFECT_KINDS, TISSUE_DEFECTS
 from inspection.data.demo_weave import WEAVE_DEFECT_KINDS, render_weave_sample
+from inspection.data.leaks import listed
 
 log = logging.getLogger(__name__)
 
@@ -529,10 +530,9 @@ def _remove_generated(out: Path, kinds: Sequence[str] | None) -> None:
     generated = _previous_names(out, kinds)
     foreign = [name for name in present if name not in generated]
     if foreign:
-        more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
         raise DatasetError(
-            f"{out} holds files the demo generator did not write: {', '.join(foreign[:3])}"
-            f"{more}; move them out of the folder or choose another output folder"
+            f"{out} holds files the demo generator did not write: {listed(foreign, 3)}; "
+            "move them out of the folder or choose another output folder"
         )
     for name in present:
         (out / name).unlink()

@@ -21,6 +21,7 @@ NEAR_LEVELS = 1.5
 NEAR_SPREAD = 0.1
 """...and at most this share of the held-out thumbnail's std (flat images match closer)."""
 NAMED = 5
+"""Names one message lists before "and N more" (``listed``)."""
 
 
 def pixel_print(image: np.ndarray) -> np.ndarray:
@@ -71,9 +72,14 @@ def refuse_held_out(
 
 def leak_message(copies: Mapping[Path, Path]) -> str:
     """What to tell the user about ``copies`` (image -> the held-out image it copies)."""
-    named = "; ".join(f"{path} is held-out {match}" for path, match in list(copies.items())[:NAMED])
-    more = f" and {len(copies) - NAMED} more" if len(copies) > NAMED else ""
+    named = listed([f"{path} is held-out {match}" for path, match in copies.items()], sep="; ")
     return (
         f"{len(copies)} image(s) to train on copy held-out test images (same decoded pixels): "
-        f"{named}{more}. Training on them would fake every held-out figure: leave them out"
+        f"{named}. Training on them would fake every held-out figure: leave them out"
     )
+
+
+def listed(names: Sequence[str], limit: int = NAMED, sep: str = ", ") -> str:
+    """The first ``limit`` of ``names``, joined by ``sep``, and how many more there are."""
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return sep.join(names[:limit]) + more
