@@ -75,30 +75,11 @@ _SEEN: Counter[str] = Counter()
 ``dark`` below them: the first of each is logged, the rest counted."""
 
 
-def _clipped(name: str, bits: int, pixels: int) -> None:
-    if not pixels:
-        return
-    _SEEN["clipped"] += 1
-    if _SEEN["clipped"] == 1:
-        log.warning(
-            "%s: %d pixels above %d (the %d-bit maximum) clipped to 255; the camera writes "
-            "more bits than declared (image_bits / source_bits). Later clipped images are "
-            "counted, not logged (core.images.clipped_images)",
-            name, pixels, 2**bits - 1, bits,
-        )  # fmt: skip
-
-
-def _dark(name: str, bits: int, peak: int) -> None:
-    if not 0 < peak < 1 << (bits - 8):
-        return
-    _SEEN["dark"] += 1
-    if _SEEN["dark"] == 1:
-        log.warning(
-            "%s: a 16-bit image whose values all lie below %d (highest %d) reads as black at "
-            "%d bits: its camera writes fewer significant bits than declared; set image_bits "
-            "in the product's config (products/<product>.yaml). Later ones are not logged",
-            name, 1 << (bits - 8), peak, bits,
-        )  # fmt: skip
+def _seen(kind: str, message: str, *args: object) -> None:
+    """Count one more ``kind`` image; log ``message`` for the first one only."""
+    _SEEN[kind] += 1
+    if _SEEN[kind] == 1:
+        log.warning(message, *args)
 
 
 def clipped_images() -> int:
@@ -153,7 +134,11 @@ def decode_reduced(
         image.thumbnail(target, Image.Resampling.BILINEAR, reducing_gap=2.0)
         return DecodedImage(_to_rgb_8(image), source)
     rgb, clipped, peak = _to_rgb(image, bits, name)
-    _clipped(name, bits, clipped)
+    if clipped:
+        _seen("clipped", "%s: %d pixels above %d (the %d-bit maximum) clipped to 255; the camera "
+              "writes more bits than declared (image_bits / source_bits). Later clipped images "
+              "are counted, not logged (core.images.clipped_images)",
+              name, clipped, 2**bits - 1, bits)  # fmt: skip
     if target is None or image.size == target:
         return DecodedImage(rgb, source, clipped, peak)
     reduced = Image.fromarray(rgb)  # narrowed to 8 bits first, then resized
@@ -326,8 +311,11 @@ def _to_rgb(image: Image.Image, bits: int, name: str) -> tuple[np.ndarray, int, 
         values = np.asarray(image, dtype=np.uint16)
         gray, clipped = narrow_to_8_bits(values, bits)
         peak = int(values.max())
-        if not gray.any():
-            _dark(name, bits, peak)
+        if not gray.any() and 0 < peak < 1 << (bits - 8):
+            _seen("dark", "%s: a 16-bit image whose values all lie below %d (highest %d) reads "
+                  "as black at %d bits: its camera writes fewer significant bits than declared; "
+                  "set image_bits in the product's config (products/<product>.yaml). Later ones "
+                  "are not logged", name, 1 << (bits - 8), peak, bits)  # fmt: skip
         return np.repeat(gray[:, :, None], 3, axis=2), clipped, peak
     return _to_rgb_8(image), 0, None
 

@@ -88,7 +88,6 @@ class CheckReport:
         return not self.errors
 
     def to_dict(self) -> dict:
-        """JSON-ready form."""
         return {
             "name": self.name,
             "root": str(self.root),

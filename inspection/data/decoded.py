@@ -44,7 +44,6 @@ class DecodedImages:
         return array
 
     def clear(self) -> None:
-        """Drop every kept array."""
         while self._arrays:
             self._left += self._arrays.popitem()[1].nbytes
 
