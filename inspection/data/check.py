@@ -288,41 +288,37 @@ def _mixed_sizes(sizes: dict[Path, tuple[int, int]]) -> list[Problem]:
 
 
 def _bit_depth(used: dict[Path, int], bits: int, root: Path, target: Path) -> list[Problem]:
-    """16-bit images read at ``bits`` by the bits they use: at 16, those below 12 bits (nearly
-    black); below 16, those with values above ``2**bits - 1`` (clipped)."""
+    """One warning naming the 16-bit images read at ``bits`` wrongly for the bits they use: at
+    16, those below 12 bits (nearly black); below 16, those above ``2**bits - 1`` (clipped),
+    with the ``image_bits`` to set in ``target``."""
     if bits == DEFAULT_SOURCE_BITS:
-        narrow = {p: n for p, n in used.items() if 2**n <= NARROW_16_BIT}
-        return _narrow_16_bit(narrow, root, target)
-    over = [p for p, n in used.items() if n > bits]
-    if not over:
-        return []
-    needed = max(used[p] for p in over)
-    message = (
-        f"{len(over)} 16-bit image(s) use more than the declared image_bits: {bits} (values "
-        f"above {2**bits - 1}, up to {needed} bits): "
-        f"{listed([_relative(p, root) for p in over])}. Their brighter pixels clip "
-        f"to 255; set image_bits: {needed} in {target} if the camera writes that many bits"
-    )
-    return [Problem(root, message, "over_image_bits", "warning")]
-
-
-def _narrow_16_bit(used: dict[Path, int], root: Path, target: Path) -> list[Problem]:
-    """One warning naming the 16-bit images whose values stay below 12 bits, and the
-    ``image_bits`` their highest value needs (set in ``target``)."""
-    if not used:
-        return []
-    paths = list(used)
-    needed = max(8, *used.values())
-    message = (
-        f"{len(paths)} 16-bit image(s) use fewer than 12 bits (all values below "
-        f"{NARROW_16_BIT}, e.g. 12-bit camera data): "
-        f"{listed([_relative(p, root) for p in paths])}. They are read at 8 bits by "
-        "taking the high byte, which leaves at most 16 grey levels and loses almost all "
-        f"contrast; set image_bits: {needed} (the camera's bit depth) in {target} "
-        "so training and every station read them at full contrast, or export the camera "
-        "images as 8-bit or as full-range 16-bit (scaled to 0..65535)"
-    )
-    return [Problem(root, message, "narrow_16_bit", "warning")]
+        paths = [p for p, n in used.items() if 2**n <= NARROW_16_BIT]
+        needed = max([8, *(used[p] for p in paths)])
+        code, message = (
+            "narrow_16_bit",
+            (
+                f"{len(paths)} 16-bit image(s) use fewer than 12 bits (all values below "
+                f"{NARROW_16_BIT}, e.g. 12-bit camera data): "
+                f"{listed([_relative(p, root) for p in paths])}. They are read at 8 bits by "
+                "taking the high byte, which leaves at most 16 grey levels and loses almost all "
+                f"contrast; set image_bits: {needed} (the camera's bit depth) in {target} "
+                "so training and every station read them at full contrast, or export the camera "
+                "images as 8-bit or as full-range 16-bit (scaled to 0..65535)"
+            ),
+        )
+    else:
+        paths = [p for p, n in used.items() if n > bits]
+        needed = max([bits, *(used[p] for p in paths)])
+        code, message = (
+            "over_image_bits",
+            (
+                f"{len(paths)} 16-bit image(s) use more than the declared image_bits: {bits} (values "
+                f"above {2**bits - 1}, up to {needed} bits): "
+                f"{listed([_relative(p, root) for p in paths])}. Their brighter pixels clip "
+                f"to 255; set image_bits: {needed} in {target} if the camera writes that many bits"
+            ),
+        )
+    return [Problem(root, message, code, "warning")] if paths else []
 
 
 def _ignored(dataset: Dataset) -> list[Problem]:
