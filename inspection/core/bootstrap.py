@@ -1,6 +1,5 @@
-"""Confidence intervals: bootstrap for image AUROC (small test splits are noisy), exact
-(Clopper-Pearson, ``scipy.stats.binomtest``) for rates such as a defect kind's miss rate.
-Torch-free."""
+"""Confidence intervals (torch-free): bootstrap for image AUROC (small test splits are noisy),
+exact (Clopper-Pearson, ``scipy.stats.binomtest``) for rates such as a kind's miss rate."""
 
 from __future__ import annotations
 

@@ -430,8 +430,7 @@ def compare_golden(
     kernels: Sequence[str] = (),
 ) -> GoldenCheck:
     """The station's raw ``scores`` (N,) and ``maps`` (N, h, w) of the golden images vs the
-    record: per image |d score| / score scale and the largest |d| of the map summary / map
-    scale."""
+    record: per image |d score| / score scale and the largest |d| of the map summary / scale."""
     if not len(golden.images) == len(scores) == len(maps):
         raise ValueError(
             f"need outputs for the {len(golden.images)} golden images, got {len(scores)} "

@@ -252,9 +252,8 @@ def mask_counts(judged: JudgedSet, truth: np.ndarray) -> MaskCounts:
 
 def mask_figures(counts: MaskCounts, labels: np.ndarray) -> dict[str, float | None]:
     """The judged masks of N images (``labels`` 0/1): over all, pooled ``pixel_f1``/``pixel_iou``,
-    ``region_recall`` and ``false_regions_per_good_image``; over the defective images judged
-    NG, pooled ``ng_pixel_f1``, mean ``ng_region_iou`` and median ``ng_area_error``. None:
-    undefined."""
+    ``region_recall``, ``false_regions_per_good_image``; over the defective ones judged NG,
+    pooled ``ng_pixel_f1``, mean ``ng_region_iou``, median ``ng_area_error`` (None: undefined)."""
     c, labels = counts, np.asarray(labels)
     tp, union = int(c.tp.sum()), int(c.predicted.sum() + c.true.sum())
     right = (labels == 1) & (c.ng == 1) & (c.true > 0)
