@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args
@@ -295,19 +295,27 @@ def verify_checksums(
 ) -> None:
     """Check that ``required`` files are listed and every listed file matches its sha256."""
     bundle_dir = Path(bundle_dir)
-    for rel in required:
-        if rel not in files:
-            raise BundleError(f"{bundle_dir}: metadata lists no checksum for {rel}")
+    require_listed(bundle_dir, files, required)
     for rel, expected in files.items():
-        path = bundle_dir / rel
-        if not path.is_file():
+        if not (bundle_dir / rel).is_file():
             raise BundleError(f"{bundle_dir}: file {rel} is missing")
-        actual = sha256_file(path)
-        if actual != expected:
-            raise BundleError(
-                f"{bundle_dir}: checksum mismatch for {rel} "
-                f"(expected {expected[:12]}…, got {actual[:12]}…): the {what} is corrupt"
-            )
+        check_digest(bundle_dir, rel, expected, sha256_file(bundle_dir / rel), what)
+
+
+def require_listed(bundle_dir: Path, files: Mapping[str, object], names: Iterable[str]) -> None:
+    """``BundleError`` unless every one of ``names`` has a checksum in ``files``."""
+    for name in names:
+        if name not in files:
+            raise BundleError(f"{bundle_dir}: metadata lists no checksum for {name}")
+
+
+def check_digest(bundle_dir: Path, name: str, expected: str, actual: str, what: str) -> None:
+    """``BundleError`` when file ``name``'s ``actual`` sha256 is not the listed ``expected``."""
+    if actual != expected:
+        raise BundleError(
+            f"{bundle_dir}: checksum mismatch for {name} (expected {str(expected)[:12]}…, "
+            f"got {actual[:12]}…): the {what} is corrupt"
+        )
 
 
 write_bundle_metadata = write_metadata_json

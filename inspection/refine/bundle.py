@@ -15,10 +15,11 @@ from inspection.core.bundle import (
     parse_versioned_metadata,
     read_metadata_json,
     read_versioned_metadata,
+    require_listed,
     write_metadata_json,
 )
 from inspection.core.errors import BundleError
-from inspection.core.signing import PublicKeys, read_verified_files, require_listed
+from inspection.core.signing import PublicKeys, read_verified_files
 
 REFINER_SCHEMA_VERSION = 1
 SamBackend = Literal["vit_t", "vit_b"]
