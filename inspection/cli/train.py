@@ -40,8 +40,9 @@ from inspection.core.product_config import (
     product_config_path,
 )
 from inspection.core.registry import Registry
-from inspection.data.check import Problem, listed
+from inspection.data.check import Problem
 from inspection.data.dataset import Dataset, load_dataset
+from inspection.data.leaks import listed
 
 if TYPE_CHECKING:
     from inspection.core.metrics import EvaluationMetrics

@@ -12,17 +12,10 @@ MotionKind = Literal["translation", "euclidean", "affine"]
 
 @dataclass(frozen=True)
 class AlignmentSpec:
-    """ECC registration (``cv2.findTransformECCWithMask``) to the reference image.
-
-    - ``motion``: the transform searched for (a rigid part in a fixture: ``euclidean``);
-    - ``working_size``: the long side both images are reduced to for the search (pixels);
-    - ``min_correlation``: the ECC correlation an alignment must reach (in [0, 1]);
-    - ``max_shift``: largest accepted translation, as a fraction of the image's long side;
-    - ``max_rotation``: largest accepted rotation in degrees;
-    - ``mask_margin``: the reference pixels used are the ROI grown by this fraction of the
-      long side (the part's edges count, fixture clutter far from the part does not);
-    - ``file``: the reference image's file name inside a bundle.
-    """
+    """ECC registration (``cv2.findTransformECCWithMask``) to the reference image ``file``, at a
+    long side of ``working_size``; refused below ``min_correlation`` or beyond ``max_shift``
+    (of the long side) or ``max_rotation`` (degrees). Only the ROI grown by ``mask_margin`` of
+    the long side counts (the part's edges, not the fixture clutter)."""
 
     motion: MotionKind = "euclidean"
     working_size: int = 512

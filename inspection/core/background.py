@@ -1,8 +1,5 @@
-"""One way to run a loop in the background: a named daemon thread, stopped through an event.
-
-The station's pollers (registry, watch folder, central forwarder) each hold a ``Background``
-instead of starting and joining their own thread.
-"""
+"""One way to run a loop in the background (the station's pollers): a named daemon thread,
+stopped through an event."""
 
 from __future__ import annotations
 

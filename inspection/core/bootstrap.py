@@ -1,6 +1,5 @@
-"""Confidence intervals: bootstrap for image AUROC (small test splits are noisy), exact
-(Clopper-Pearson, ``scipy.stats.binomtest``) for rates such as a defect kind's miss rate.
-Torch-free."""
+"""Confidence intervals (torch-free): bootstrap for image AUROC (small test splits are noisy),
+exact (Clopper-Pearson, ``scipy.stats.binomtest``) for rates such as a kind's miss rate."""
 
 from __future__ import annotations
 
@@ -96,7 +95,7 @@ def _bootstrap(
     if not 0.0 < level < 1.0 or resamples < 1:
         raise ValueError(f"need 0 < level < 1 and resamples >= 1, got {level}, {resamples}")
     good, bad = np.flatnonzero(~labels), np.flatnonzero(labels)
-    values = [_mann_whitney(p, good, bad) for p in parts]
+    values = [_mann_whitney_rows(p, good[None], bad[None])[0] for p in parts]
     aurocs = _resampled_aurocs(parts, good, bad, resamples, np.random.default_rng(seed))
     value, spread = values[0] - sum(values[1:]), aurocs[0] - sum(aurocs[1:])
     tail = (1.0 - level) / 2.0
@@ -121,8 +120,8 @@ def _resampled_aurocs(
 
 
 def _mann_whitney_rows(scores: np.ndarray, goods: np.ndarray, bads: np.ndarray) -> np.ndarray:
-    """``_mann_whitney`` of each resample: (R,) of (R, G) ``goods`` and (R, B) ``bads``
-    indices, the same arithmetic in blocks of resamples (~4 M comparisons a block)."""
+    """(R,) AUROCs (ties 1/2) of ``scores`` on each row of (R, G) ``goods`` and (R, B) ``bads``
+    indices, in blocks of resamples (~4 M comparisons a block)."""
     pairs = goods.shape[1] * bads.shape[1]
     step = max(1, 4_000_000 // pairs)
     aurocs = np.empty(len(goods))
@@ -132,11 +131,3 @@ def _mann_whitney_rows(scores: np.ndarray, goods: np.ndarray, bads: np.ndarray) 
         greater, equal = (b > g).sum(axis=(1, 2)), (b == g).sum(axis=(1, 2))
         aurocs[start : start + step] = (greater + 0.5 * equal) / pairs
     return aurocs
-
-
-def _mann_whitney(scores: np.ndarray, good: np.ndarray, bad: np.ndarray) -> float:
-    """AUROC of ``scores`` on the (possibly repeated) ``good`` and ``bad`` indices, ties 1/2."""
-    g, b = scores[good], scores[bad]
-    return float(
-        ((b[:, None] > g[None]).sum() + 0.5 * (b[:, None] == g[None]).sum()) / (g.size * b.size)
-    )

@@ -1,15 +1,11 @@
-"""Self-describing model bundles: the contract between export and the line station.
-
-A bundle is a folder with OpenVINO IR files and ``metadata.json``, which carries everything
-the station needs and never guesses (preprocessing, normalisation, thresholds, precision, its
-own metrics, the sha256 of every file).
-"""
+"""Self-describing model bundles, the contract between export and the line station: OpenVINO
+IR files and a ``metadata.json`` carrying all the station needs (it never guesses)."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args
@@ -35,8 +31,7 @@ METADATA_FILE = "metadata.json"
 SIGNATURE_FILE = "signature.json"  # not checksummed: it signs the checksums (core.signing)
 VALIDATION_SCORES_FILE = "validation_scores.json"  # core.validation_scores
 Precision = Literal["fp32", "fp16", "bf16", "int8"]
-"""The precision vocabulary of bundles and SAM refiner exports. ``bf16``: the FP32 graph run at
-OpenVINO's bf16 inference precision (CPUs with AVX512_BF16 or AMX-BF16 only)."""
+"""Bundle and SAM refiner precisions; ``bf16``: the FP32 graph at bf16 inference precision."""
 PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 
 T = TypeVar("T")
@@ -44,9 +39,8 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """How to turn a decoded RGB uint8 image into the model input tensor: ((resize(image,
-    input_size (h, w)) * pixel_scale) - mean) / std, NCHW. ``source_bits``: significant bits
-    of a 16-bit camera image (``core.images.narrow_to_8_bits``; 16 in older bundles)."""
+    """Decoded RGB uint8 image -> model input: ((resize(image, input_size (h, w)) * pixel_scale)
+    - mean) / std, NCHW; ``source_bits``: see ``core.images.narrow_to_8_bits``."""
 
     input_size: tuple[int, int]
     mean: tuple[float, float, float]
@@ -73,7 +67,7 @@ class OutputNames:
 @dataclass(frozen=True)
 class GlobalContextSpec:
     """A model's global-context component (``core.global_context``): the ``components`` kept
-    of the ``candidates`` tried (none: local only) and the validation AUROC that chose them."""
+    of the ``candidates`` tried and the validation AUROC that chose them."""
 
     components: tuple[str, ...]
     layers: tuple[str, ...]
@@ -85,9 +79,8 @@ class GlobalContextSpec:
 
 @dataclass(frozen=True)
 class AccuracyControl:
-    """NNCF accuracy-controlled quantisation on ``split``, read from bundles exported while the
-    export offered it: the image-AUROC drop allowed, or ``share_of_tolerance``, the share of
-    each export-gate tolerance a figure could fall behind FP32's. New bundles carry None."""
+    """NNCF accuracy-controlled quantisation, read from bundles exported while the export
+    offered it (new bundles carry None)."""
 
     max_image_auroc_drop: float | None = None
     split: str = "validation"
@@ -105,12 +98,11 @@ class QuantizationSet:
     files: tuple[str, ...] = ()
     accuracy_control: AccuracyControl | None = None
     head_fp32: bool | None = None
-    """The distance/map head kept in FP32; None: not recorded (older bundles)."""
+    """The distance/map head kept in FP32."""
     seven_bit_weights: bool | None = None
-    """7-bit weights in every layer (no u8 x s8 saturation without VNNI); False or None (not
-    recorded): the first layer only."""
+    """7-bit weights in every layer (no u8 x s8 saturation without VNNI), else the first only."""
     kept_fp32: tuple[str, ...] = ()
-    """What quantisation left in FP32 and why, one line a part (empty: not recorded)."""
+    """What quantisation left in FP32 and why, one line a part."""
 
 
 @dataclass(frozen=True)
@@ -129,14 +121,13 @@ class BundleMetadata:
     image_threshold: float = 0.5
     pixel_threshold: float = 0.5
     inference_precision: Literal["f32", "f16", "bf16"] | None = None
-    """OpenVINO CPU ``INFERENCE_PRECISION_HINT``; ``f32`` keeps the gated numerics on CPUs
-    that would otherwise run in bf16. ``None``: OpenVINO's default."""
+    """OpenVINO CPU ``INFERENCE_PRECISION_HINT`` (``f32`` keeps the gated numerics on bf16 CPUs)."""
     global_context: GlobalContextSpec | None = None
     """The fused image-level component; ``None``: the score is the local one alone."""
     tiling: TilingSpec | None = None
     """Tiled inspection (``core.tiling``); None: the whole image resized to the input size."""
     segmentation: Segmentation | None = None
-    """How the station draws regions; None (older bundles) = global ``pixel_threshold``."""
+    """How the station draws regions; None: global ``pixel_threshold``."""
     roi: RoiSpec | None = None
     """Where the part is inspected (``core.roi``): outputs outside are masked; None: everywhere."""
     training_roi: RoiTraining | None = None
@@ -147,12 +138,12 @@ class BundleMetadata:
     """The mask refiner run on NG results, chosen on this bundle's outputs; None: none."""
     quantization_set: QuantizationSet | None = None
     output_calibration: Calibration | None = None
-    """Fitted on this bundle's own validation outputs; when present, ``normalization`` and
-    ``segmentation`` must be exactly its values."""
+    """Fitted on this bundle's own validation outputs; ``normalization`` and ``segmentation``
+    are then its values."""
     golden: GoldenOutputs | None = None
-    """Checked on the station's CPU at load (``core.golden``); None: older bundles, unchecked."""
+    """Checked on the station's CPU at load (``core.golden``); None: unchecked."""
     input_domain: InputDomain | None = None
-    """Checked against every image (``core.input_domain``); None: older bundles, unchecked."""
+    """Checked against every image (``core.input_domain``); None: unchecked."""
     metrics: dict[str, Any] = field(default_factory=dict)
     source_dataset: dict[str, Any] = field(default_factory=dict)
     created_at: str = ""
@@ -304,19 +295,27 @@ def verify_checksums(
 ) -> None:
     """Check that ``required`` files are listed and every listed file matches its sha256."""
     bundle_dir = Path(bundle_dir)
-    for rel in required:
-        if rel not in files:
-            raise BundleError(f"{bundle_dir}: metadata lists no checksum for {rel}")
+    require_listed(bundle_dir, files, required)
     for rel, expected in files.items():
-        path = bundle_dir / rel
-        if not path.is_file():
+        if not (bundle_dir / rel).is_file():
             raise BundleError(f"{bundle_dir}: file {rel} is missing")
-        actual = sha256_file(path)
-        if actual != expected:
-            raise BundleError(
-                f"{bundle_dir}: checksum mismatch for {rel} "
-                f"(expected {expected[:12]}…, got {actual[:12]}…): the {what} is corrupt"
-            )
+        check_digest(bundle_dir, rel, expected, sha256_file(bundle_dir / rel), what)
+
+
+def require_listed(bundle_dir: Path, files: Mapping[str, object], names: Iterable[str]) -> None:
+    """``BundleError`` unless every one of ``names`` has a checksum in ``files``."""
+    for name in names:
+        if name not in files:
+            raise BundleError(f"{bundle_dir}: metadata lists no checksum for {name}")
+
+
+def check_digest(bundle_dir: Path, name: str, expected: str, actual: str, what: str) -> None:
+    """``BundleError`` when file ``name``'s ``actual`` sha256 is not the listed ``expected``."""
+    if actual != expected:
+        raise BundleError(
+            f"{bundle_dir}: checksum mismatch for {name} (expected {str(expected)[:12]}…, "
+            f"got {actual[:12]}…): the {what} is corrupt"
+        )
 
 
 write_bundle_metadata = write_metadata_json

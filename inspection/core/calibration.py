@@ -1,12 +1,9 @@
 """Calibrate a bundle on its OWN raw validation outputs: normalisation, thresholds, segmentation.
 
-An exported model (FP32, FP16 or INT8) scores and maps differently from the torch model it came
-from; inheriting FP32's numbers makes an INT8 bundle reject every good part. So every bundle is
-calibrated on its own outputs, as anomalib's post-processor calibrates the torch model: the
-image threshold by the product's operating point, the pixel threshold at the best pixel F1
-(without defect masks: above the good maps' peaks at the budget), min/max of the raw outputs
-(each threshold normalises to 0.5) and the segmentation chosen on the normalised maps.
-
+An exported model scores differently from the torch model it came from (FP32's numbers make an
+INT8 bundle reject every good part), so each bundle is calibrated on its own outputs: the image
+threshold by the operating point, the pixel threshold at the best pixel F1 (without masks:
+above the good maps' peaks at the budget), each normalised to 0.5, and the segmentation.
 Layered one way: ``regions`` <- ``verdict`` <- ``segmentation`` <- ``calibration`` <- ``metrics``.
 """
 
@@ -101,17 +98,12 @@ def calibrate(
     validation_good: bool = True,
     extra_weights: np.ndarray | None = None,
 ) -> Calibration:
-    """Calibration of one bundle from its raw outputs on the validation split.
-
-    scores (N,) and maps (N, h, w) raw; labels (N,) 0 good / 1 defective; masks (N, h, w) bool
-    at the map resolution; ``mask_known`` (N,) False for defective images without a mask (left
-    out of pixel figures). ``point`` default: a 1 % false-reject budget. ``extra_good_scores``
-    (G,): raw scores of further good images in the same space, with the validation good ones
-    (none when ``validation_good`` is False: they fitted a fusion's standardisers) setting the
-    image threshold; ``good_sources`` names their counts for the record. ``extra_weights``
-    (G,): how many good images each extra score counts for (default 1; carried scores convolved
-    with their transfer residuals count 1 / R each, ``core.operating_point.convolved``).
-    """
+    """Calibration of one bundle from its raw outputs on the validation split: scores (N,),
+    maps (N, h, w), labels 0/1, masks at the map resolution (``mask_known`` False: left out of
+    pixel figures); ``point`` default: a 1 % budget. ``extra_good_scores`` (G,) join the
+    validation good ones (none when not ``validation_good``: they fitted a fusion) in setting
+    the image threshold, ``good_sources`` naming their counts, ``extra_weights`` the images
+    each counts for (``core.operating_point.convolved``)."""
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     maps = np.asarray(maps, dtype=np.float32)
     labels = np.asarray(labels).astype(np.int64).reshape(-1)

@@ -1,14 +1,9 @@
 """A live bundle's certificate, renewed from the line's audited good parts without retraining.
 
-A bundle's false-reject budget is split-conformal (``core.operating_point``): its threshold sits
-above the k-th of n good calibration scores, so a new good part exchangeable with them is
-rejected with P <= (n + 1 - k) / (n + 1). Parts drawn into a station's audit sample at random,
-whatever their verdict (``station.pipeline``), and confirmed good by a reviewer are such parts:
-their scores join the bundle's signed calibration scores (``Calibration.good_scores``) and the
-threshold is set again on all of them (``certify``). Only parts this very bundle scored join
-(another bundle's scores are on another scale), and the new threshold must pass the bundle's
-export gate again on its held-out labelled parts. docs/statistics.md says why the sampling keeps
-the guarantee and what verdict-dependent sampling breaks.
+Parts drawn into a station's audit sample at random, whatever their verdict, and confirmed good
+are exchangeable with new good parts: their scores join the bundle's own good calibration
+scores and the split-conformal threshold is set again on all of them (``certify``), if this
+very bundle scored them and the new threshold passes its export gate again (docs/statistics.md).
 """
 
 from __future__ import annotations
@@ -49,8 +44,7 @@ class CertificationError(InspectionError):
 
 @dataclass(frozen=True)
 class AuditedPart:
-    """A confirmed-good part of the random audit sample: its normalised score in [0, 1] and
-    the bundle that scored it."""
+    """A confirmed-good part of the random audit sample: its normalised score, its bundle."""
 
     inspection_id: str
     bundle_id: str
@@ -59,10 +53,9 @@ class AuditedPart:
 
 @dataclass(frozen=True)
 class Certificate:
-    """What a bundle's threshold guarantees at its false-reject ``budget``: it sits above the
-    ``rank``-th of ``n_good`` good calibration scores (``n_audited`` of them confirmed audit
-    parts), so a good part is rejected with P <= ``false_reject_bound``; ``n_needed``: the
-    good scores the budget needs when they are too few (None: enough)."""
+    """What a bundle's threshold guarantees at its false-reject ``budget``: above the
+    ``rank``-th of ``n_good`` good scores (``n_audited`` of them audited), a good part is
+    rejected with P <= ``false_reject_bound``; ``n_needed``: None when they are enough."""
 
     bundle_id: str
     budget: float
@@ -85,10 +78,8 @@ class Certificate:
 
     @property
     def line_bound(self) -> float | None:
-        """The bound counting only the audited parts as exchangeable with the line's future
-        good parts, the bundle's own scores as arbitrary: the k-th of n sits at or above the
-        (k - m)-th of the n - m audited ones (m = n - ``n_audited``), so a good part is
-        rejected with P <= (n + 1 - k) / (n_audited + 1). None: nothing audited."""
+        """The bound counting only the audited parts as exchangeable, the bundle's own scores
+        as arbitrary: P <= (n + 1 - k) / (n_audited + 1). None: nothing audited."""
         if not self.n_audited:
             return None
         return min(1.0, (self.n_good + 1 - min(self.rank, self.n_good)) / (self.n_audited + 1))
@@ -99,15 +90,13 @@ class Certificate:
         return self.n_needed is None
 
     def still_needed(self) -> int:
-        """Good scores still needed: for the budget, else to rank the threshold below the
-        largest good score (where one part's score noise no longer moves it); 0: none."""
+        """Good scores still needed for the budget, else to rank the threshold below the
+        largest good score; 0: none."""
         if self.n_needed is not None:
             return self.n_needed - self.n_good
         return max(0, fewest_below_largest(self.budget) - self.n_good)
 
     def describe(self) -> str:
-        """'budget 1.0%: n=120 good (20 audited), bound 0.83% (4.76% on the audited parts
-        alone); certified, ...'."""
         text = (
             f"budget {self.budget:.1%}: n={self.n_good} good ({self.n_audited} audited), "
             f"bound {self.false_reject_bound:.2%}"
@@ -124,8 +113,7 @@ class Certificate:
 
 @dataclass(frozen=True)
 class Certified:
-    """A threshold derived again (normalised, in (0, 1)), its certificate and the gate it
-    passed on the held-out labelled parts."""
+    """A threshold derived again (normalised), its certificate and the gate it passed."""
 
     threshold: float
     certificate: Certificate
@@ -147,8 +135,7 @@ def certify(
     held_out: ValidationScores | None,
 ) -> Certified:
     """The threshold set again at the bundle's budget on its good calibration scores and the
-    ``audited`` good parts it scored, checked by its export gate on ``held_out`` (its labelled
-    held-out scores); ``CertificationError`` saying why when it cannot be."""
+    ``audited`` parts, gated on its ``held_out`` scores; ``CertificationError`` saying why not."""
     what = f"{metadata.product}/{metadata.bundle_id}"
     own = metadata.output_calibration
     choice = None if own is None else own.operating
@@ -192,9 +179,8 @@ def held_out_gate(
     metadata: BundleMetadata, held_out: ValidationScores | None, threshold: float
 ) -> GateDecision:
     """The bundle's export gate at normalised ``threshold`` on its ``held_out`` labelled
-    scores: false-reject and miss rates against the reference its export was gated on (its
-    own figures at its threshold when it recorded no gate), within the same tolerances, and
-    the rejects among good parts plausible at the budget (``with_budget``)."""
+    scores, against its export's reference (its own figures when it recorded no gate) and
+    with the rejects plausible at the budget (``with_budget``)."""
     if held_out is None or not held_out.scores:
         raise CertificationError(
             f"{metadata.product}/{metadata.bundle_id} ships no held-out labelled scores "

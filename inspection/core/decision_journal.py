@@ -1,8 +1,7 @@
 """The registry's signed half, per product: ``live.json``, append-only ``thresholds.jsonl`` and
-``decisions.jsonl`` (signed with the site key when this machine holds it, ``core.decisions``)
-and the audit log ``events.jsonl``; per station, ``control-<station>.jsonl``: the control
-calls its line clients made (signed with the station's key). Every write holds the product's file lock and is an atomic
-rename or a whole-line append, so a crash leaves the old state or the new one.
+``decisions.jsonl`` (``core.decisions``), the audit log ``events.jsonl``; per station, the
+control calls its line clients made (``control-<station>.jsonl``). Every write holds the
+product's file lock and is an atomic rename or a whole-line append.
 """
 
 from __future__ import annotations
@@ -96,9 +95,8 @@ class DecisionJournal:
         return from_mapping(LiveState, row, "live pointer")
 
     def mirror(self, record: LiveState | ThresholdVersion | Decision, *, actor: str) -> None:
-        """Store a live pointer, threshold version or decision signed elsewhere (the central
-        registry's) unchanged, so a station pinning the site key verifies the original
-        signature; a decision already held is not stored twice."""
+        """Store a record signed elsewhere (the central registry) unchanged, so a station verifies
+        the original signature; a decision already held is not stored twice."""
         product, reason = record.product, f"mirrored: {record.reason}"
         held = self.decisions(product, record.kind) if isinstance(record, Decision) else []
         if record.row() in [d.row() for d in held]:
@@ -159,10 +157,9 @@ class DecisionJournal:
         certificate: Certificate | None = None,
         sign: bool = True,
     ) -> ThresholdVersion:
-        """Append a new threshold version (normalised, 0 < value < 1) for ``bundle_id`` (None:
-        any); ``budget``: the false-reject budget it was chosen for, ``certificate`` what it
-        guarantees there. Signed with the site key when this machine holds it, unless ``sign``
-        is False (a copy of an unsigned version)."""
+        """Append a new normalised threshold version for ``bundle_id`` (None: any), chosen at
+        ``budget`` with its ``certificate``; signed when the machine holds the site key and
+        ``sign`` (False: a copy of an unsigned version)."""
         try:
             value = check_threshold(value)
         except ValueError as exc:
@@ -207,9 +204,8 @@ class DecisionJournal:
         reason: str,
         bundle_id: str | None = None,
     ) -> Decision:
-        """Append the next ``kind`` decision for ``product`` (signed with the site key when this
-        machine holds it) and an audit event: ``value`` per ``DecisionKind``, for ``bundle_id``
-        (None: any bundle of the product)."""
+        """Append the next ``kind`` decision (``DecisionKind``) for ``bundle_id`` (None: any),
+        signed when the machine holds the site key, and an audit event."""
         with product_lock(self.root, product):
             number = len(self.decisions(product, kind)) + 1
             try:
@@ -236,9 +232,8 @@ class DecisionJournal:
     def record_control(
         self, station_id: str, call: Mapping[str, Any], key: Ed25519PrivateKey | None
     ) -> dict[str, Any]:
-        """Append one control call a line client made at ``station_id`` (who, from where,
-        what, with what, the result), signed with the station's ``key`` (None: link security
-        off, unsigned)."""
+        """Append one control call a line client made at ``station_id``, signed with the
+        station's ``key`` (None: link security off)."""
         row = {"at": utc_now(), "station": station_id, **call}
         row = row if key is None else sign_record(row, key)
         append_jsonl(self.root / f"control-{station_id}.jsonl", row)

@@ -1,8 +1,6 @@
-"""Decisions that change a verdict as signed, versioned records: threshold versions, the live
-pointer and the generic ``Decision`` (ROI, a forced gate-refused bundle). Each is a flat JSON
-row (who, when, why, which bundle) signed with the site key when the writing machine holds it
-(``core.signing.sign_record``); a station pinning the key serves only rows that verify
-(``refusal``), and the last good one keeps serving.
+"""Decisions that change a verdict as signed, versioned records (threshold versions, the live
+pointer, ROI, a forced bundle): flat JSON rows signed with the site key when the machine holds
+it; a station pinning the key serves only rows that verify (``refusal``).
 """
 
 from __future__ import annotations
@@ -71,11 +69,9 @@ def _row(record: object, optional: tuple[str, ...]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class ThresholdVersion:
-    """One threshold version: ``value`` normalised, in (0, 1), for ``bundle_id`` (None: any).
-    ``budget``: the false-reject budget it was chosen for, in (0, ``MAX_BUDGET``], at which a
-    re-calibrating station re-derives it (``core.golden.carry_threshold``); None: by value.
-    ``certificate``: what it guarantees when derived from the bundle's calibration scores and
-    audited parts (``core.certificate``); None: chosen otherwise."""
+    """One threshold version: normalised ``value`` for ``bundle_id`` (None: any); ``budget``:
+    the false-reject budget it was chosen for (``core.golden.carry_threshold``; None: by
+    value); ``certificate`` when derived from audited parts (``core.certificate``)."""
 
     product: str
     number: int
@@ -87,7 +83,6 @@ class ThresholdVersion:
     budget: float | None = None
     certificate: Certificate | None = None
     key_id: str | None = None
-    """The key that signed the version (``core.signing.sign_record``); None: unsigned."""
     signature: str | None = None
 
     def __post_init__(self) -> None:

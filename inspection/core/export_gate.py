@@ -1,9 +1,6 @@
 """The export gate: does a bundle, at ITS OWN thresholds, judge parts as well as FP32 does?
-
-``measure`` judges the held-out split at the bundle's own calibration with the one verdict rule;
-``check_gate`` compares the figures with FP32's within ``GateTolerances``, naming every failure.
-An export records them beside the bundle's metrics as one ``ExportRecord``.
-"""
+``measure`` judges the held-out split, ``check_gate`` compares with FP32 within
+``GateTolerances``; the export records both as one ``ExportRecord``."""
 
 from __future__ import annotations
 
@@ -189,10 +186,8 @@ def measure(
     *,
     mask_known: np.ndarray | None = None,
 ) -> tuple[EvaluationMetrics, BundleFigures]:
-    """Judge every image at the calibration's thresholds with the one verdict rule, and
-    measure: ``scores`` (N,) and ``maps`` (N, h, w) raw outputs, ``masks`` (N, h, w) bool.
-    Verdicts use the normalised outputs as the station does; AUROC/AUPRO the raw ones
-    (normalisation clips, which would create ties)."""
+    """Judge every image at the calibration with the one verdict rule (normalised outputs, as
+    the station) and measure (AUROC/AUPRO on the raw ones: normalisation clips into ties)."""
     norm = calibration.normalization
     judged = judge_all(
         normalize_scores(scores, norm), normalize_maps(maps, norm), 0.5, calibration.segmentation
@@ -236,9 +231,8 @@ def with_budget(
     calibration: Calibration,
     level: float = BUDGET_TEST_LEVEL,
 ) -> GateDecision:
-    """``decision`` plus the operating point's own check: at its own threshold the bundle's
-    rejects among held-out good parts stay plausible at the budget (``within_budget``, a
-    one-sided binomial test at ``level``). Other policies are returned unchanged."""
+    """``decision`` plus a budget operating point's own check: the rejects among held-out good
+    parts plausible at the budget (``within_budget`` at ``level``)."""
     choice = calibration.operating
     if choice is None or choice.policy != "false_reject_budget" or not figures.n_good:
         return decision

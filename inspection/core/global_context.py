@@ -1,10 +1,9 @@
 """Global-context anomaly score: image-level statistics judged against normal images. Torch-free.
 
-Patch models miss changes of the whole image (thread density, colour cast, angle), so each
-image is also described by components: ``features`` (backbone maps average-pooled per channel),
-``colour`` and ``frequency``, each a Gaussian of normal training images scored by Mahalanobis
-distance and standardised, with the local raw score, on the good validation images. ``fuse``:
-the fused z-score is the maximum; the component reaching it "drove" the verdict.
+Patch models miss changes of the whole image (density, colour cast, angle), so components
+(``features``, ``colour``, ``frequency``) each score a Mahalanobis distance to normal training
+images, standardised with the local score on good validation images; the fused z-score is
+their maximum, and the component reaching it "drove" the verdict (``fuse``).
 """
 
 from __future__ import annotations

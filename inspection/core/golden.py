@@ -1,21 +1,14 @@
-"""Golden outputs: a bundle's own raw outputs on a few images, to check on the station's CPU.
-
-A bundle is calibrated on the exporting CPU and served on another, whose OpenVINO kernels (AVX2,
-AVX-512 VNNI, AMX) and executed precision may differ. Export stores a few validation images
-(``choose_golden``) under ``golden/`` and records their raw score, margin to the threshold and
-map summary (``GoldenOutputs``); at load the station runs them again (``runtime.golden``) and
-compares (``compare_golden``).
-
-Drift is in *normalised units* (the raw difference over the raw span the export normalisation
-maps to [0, 1]); each score may drift at most its own margin to the export threshold (and the
-tolerance), so a drift that could flip a golden verdict is refused. Scales and margins are
-fixed at export: a later threshold change does not move this check of raw outputs.
+"""Golden outputs: a bundle's own raw outputs on a few images, to check on the station's CPU,
+whose OpenVINO kernels and executed precision may differ from the exporting one's. Export
+records a few validation images' raw score, margin and map summary (``golden_outputs``); the
+station runs them again at load (``compare_golden``). Drift is in normalised units, and a score
+may drift at most its own margin to the export threshold: a drift that could flip it is refused.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -207,12 +200,7 @@ class CalibrationPoint:
 
     @classmethod
     def of(cls, norm: Normalization) -> CalibrationPoint:
-        return cls(
-            float(norm.image_threshold_raw),
-            float(norm.pixel_threshold_raw),
-            float(norm.image_min),
-            float(norm.image_max),
-        )
+        return cls(*(float(getattr(norm, f.name)) for f in fields(cls)))
 
 
 @dataclass(frozen=True)
@@ -236,13 +224,9 @@ def carry_threshold(
     good_after: Sequence[float],
     budget: float | None = None,
 ) -> tuple[float | None, str]:
-    """(threshold, how) or (None, why not): a normalised threshold ``value`` set on a bundle's
-    export calibration, re-derived on the station's (G',) normalised ``good_after`` scores at
-    the false-reject budget it meant: ``budget`` as the version records it (kept with
-    ``BUDGET_CONFIDENCE``), else the value's split-conformal level on the bundle's (G,)
-    ``good_before`` scores (rejecting r bounds a good part's rejection by (r + 1) / (G + 1)).
-    Not carried above every good score, past ``MAX_BUDGET`` or with too few good scores.
-    """
+    """(threshold, how) or (None, why not): normalised threshold ``value`` re-derived on the
+    station's ``good_after`` scores at the budget it meant: ``budget`` as recorded (kept with
+    ``BUDGET_CONFIDENCE``), else its split-conformal level on the bundle's ``good_before``."""
     if budget is not None:  # saved on the Thresholds page: kept as the page keeps it
         return _at_budget(
             good_after, budget, f"it was set at, {budget:.2%}", confidence=BUDGET_CONFIDENCE
@@ -277,9 +261,8 @@ def carry_threshold(
 def _at_budget(
     good_after: Sequence[float], budget: float, which: str, confidence: float | None = None
 ) -> tuple[float | None, str]:
-    """(threshold, how) or (None, why not): the threshold the false-reject ``budget`` sets on
-    the station's (G',) normalised ``good_after`` scores (kept with ``confidence``, else on
-    average: ``choose_threshold``); ``which`` names the budget ("it was set at, 1.00%")."""
+    """(threshold, how) or (None, why not): ``choose_threshold`` at ``budget`` on the station's
+    ``good_after`` scores; ``which`` names the budget ("it was set at, 1.00%")."""
     after = np.asarray(good_after, dtype=np.float64)
     if after.size == 0:
         return None, "the station's re-calibration used no good images"
@@ -301,10 +284,8 @@ def _at_budget(
 
 @dataclass(frozen=True)
 class Recalibration:
-    """A drifting bundle re-calibrated on this station's own validation images; ``miss``: the
-    share of defective images below the new threshold. ``good_before`` (the bundle's exported
-    normalised good scores; may be empty) and ``good_after`` (this station's, re-calibrated)
-    carry a registry threshold across (``carry``), not in ``summary``."""
+    """A drifting bundle re-calibrated on this station's own validation images; the bundle's
+    ``good_before`` and this station's ``good_after`` scores carry a threshold across."""
 
     bundle: str
     folder: str
@@ -449,8 +430,7 @@ def compare_golden(
     kernels: Sequence[str] = (),
 ) -> GoldenCheck:
     """The station's raw ``scores`` (N,) and ``maps`` (N, h, w) of the golden images vs the
-    record: per image |d score| / score scale and the largest |d| of the map summary / map
-    scale."""
+    record: per image |d score| / score scale and the largest |d| of the map summary / scale."""
     if not len(golden.images) == len(scores) == len(maps):
         raise ValueError(
             f"need outputs for the {len(golden.images)} golden images, got {len(scores)} "

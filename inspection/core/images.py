@@ -1,13 +1,7 @@
-"""Decode untrusted image bytes into RGB uint8 arrays, with documented conversions.
-
-- grey, palette and CMYK images become RGB; RGBA / LA are composited onto black;
-- 16-bit grey images are narrowed at ``bits``, the significant bits the camera writes
-  (``narrow_to_8_bits``; values above ``2**bits - 1`` clip to 255, counted and logged once);
-  a 16-bit colour image is refused below 16 bits rather than decoded nearly black;
-- 32-bit integer/float images are rescaled over their own range.
-Masks are read apart (``defect_pixels``: a level above half the highest is defect, so 0/1 and
-0/255 masks read as drawn). Empty, non-image, truncated or oversized input (checked from the
-header) and formats outside ``formats`` raise ``ImageDecodeError`` saying which.
+"""Decode untrusted image bytes into RGB uint8 arrays, with documented conversions: grey,
+palette and CMYK become RGB, alpha is composited onto black, 16-bit grey is narrowed at the
+camera's ``bits`` (``narrow_to_8_bits``), 32-bit images are rescaled over their own range.
+Masks are read apart (``defect_pixels``). Bad or oversized input raises ``ImageDecodeError``.
 """
 
 from __future__ import annotations
@@ -15,6 +9,7 @@ from __future__ import annotations
 import io
 import logging
 import warnings
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -75,52 +70,21 @@ def narrow_to_8_bits(values: np.ndarray, bits: int = DEFAULT_SOURCE_BITS) -> tup
     return narrowed, clipped
 
 
-class _ClipLog:
-    """Counts images with values above their declared bits; logs the first one only."""
-
-    def __init__(self) -> None:
-        self.images = 0
-
-    def record(self, name: str, bits: int, pixels: int) -> None:
-        if pixels == 0:
-            return
-        self.images += 1
-        if self.images == 1:
-            log.warning(
-                "%s: %d pixels above %d (the %d-bit maximum) clipped to 255; the camera writes "
-                "more bits than declared (image_bits / source_bits). Later clipped images are "
-                "counted, not logged (core.images.clipped_images)",
-                name, pixels, 2**bits - 1, bits,
-            )  # fmt: skip
+_SEEN: Counter[str] = Counter()
+"""16-bit images decoded in this process ``clipped`` above their declared bits or reading
+``dark`` below them: the first of each is logged, the rest counted."""
 
 
-_CLIPS = _ClipLog()
-
-
-class _DarkLog:
-    """Warns once per process of a 16-bit image reading as black at its declared bits."""
-
-    def __init__(self) -> None:
-        self.warned = False
-
-    def record(self, name: str, bits: int, peak: int) -> None:
-        if self.warned or not 0 < peak < 1 << (bits - 8):
-            return
-        self.warned = True
-        log.warning(
-            "%s: a 16-bit image whose values all lie below %d (highest %d) reads as black at "
-            "%d bits: its camera writes fewer significant bits than declared; set image_bits "
-            "in the product's config (products/<product>.yaml). Later ones are not logged",
-            name, 1 << (bits - 8), peak, bits,
-        )  # fmt: skip
-
-
-_DARK = _DarkLog()
+def _seen(kind: str, message: str, *args: object) -> None:
+    """Count one more ``kind`` image; log ``message`` for the first one only."""
+    _SEEN[kind] += 1
+    if _SEEN[kind] == 1:
+        log.warning(message, *args)
 
 
 def clipped_images() -> int:
     """Images decoded in this process with values above their declared bits (clipped)."""
-    return _CLIPS.images
+    return _SEEN["clipped"]
 
 
 @dataclass(frozen=True)
@@ -150,10 +114,8 @@ def decode_reduced(
     bits: int = DEFAULT_SOURCE_BITS,
 ) -> DecodedImage:
     """Decode bytes, reduced to a longer side of at most ``work_side`` (None: full size): JPEG
-    at a DCT scale keeping at least ``work_side`` (Pillow's draft mode), other formats fully,
-    then one antialiased resize. ``max_pixels``, ``max_side``: limits checked from the header;
-    ``formats``: Pillow format names to try (None: any); ``name``: for errors and logs;
-    ``bits``: significant bits of a 16-bit image (``narrow_to_8_bits``), before the resize."""
+    at a DCT scale keeping at least ``work_side`` (draft mode), then one antialiased resize.
+    Size limits are checked from the header; ``formats``: Pillow format names (None: any)."""
     if not data:
         raise ImageDecodeError(f"{name}: empty file (0 bytes)")
     if work_side is not None and work_side < 1:
@@ -172,7 +134,11 @@ def decode_reduced(
         image.thumbnail(target, Image.Resampling.BILINEAR, reducing_gap=2.0)
         return DecodedImage(_to_rgb_8(image), source)
     rgb, clipped, peak = _to_rgb(image, bits, name)
-    _CLIPS.record(name, bits, clipped)
+    if clipped:
+        _seen("clipped", "%s: %d pixels above %d (the %d-bit maximum) clipped to 255; the camera "
+              "writes more bits than declared (image_bits / source_bits). Later clipped images "
+              "are counted, not logged (core.images.clipped_images)",
+              name, clipped, 2**bits - 1, bits)  # fmt: skip
     if target is None or image.size == target:
         return DecodedImage(rgb, source, clipped, peak)
     reduced = Image.fromarray(rgb)  # narrowed to 8 bits first, then resized
@@ -280,9 +246,8 @@ def probe_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tu
 
 
 def read_mask(path: str | Path | None, size: tuple[int, int] | None = None) -> np.ndarray | None:
-    """A ground-truth mask as (H, W) bool (``defect_pixels``), nearest-resized to ``size``
-    (height, width; None: the file's own). A None path (a good image) gives an all-False mask
-    of ``size``, or None when ``size`` is None too."""
+    """A ground-truth mask as (H, W) bool, nearest-resized to ``size`` (h, w; None: its own); a
+    None path (a good image): all False at ``size`` (None without a size)."""
     if path is None:
         return None if size is None else np.zeros(size, dtype=bool)
     mask = defect_pixels(mask_levels(_read_bytes(path), name=str(path))).astype(np.uint8)
@@ -346,8 +311,11 @@ def _to_rgb(image: Image.Image, bits: int, name: str) -> tuple[np.ndarray, int, 
         values = np.asarray(image, dtype=np.uint16)
         gray, clipped = narrow_to_8_bits(values, bits)
         peak = int(values.max())
-        if not gray.any():
-            _DARK.record(name, bits, peak)
+        if not gray.any() and 0 < peak < 1 << (bits - 8):
+            _seen("dark", "%s: a 16-bit image whose values all lie below %d (highest %d) reads "
+                  "as black at %d bits: its camera writes fewer significant bits than declared; "
+                  "set image_bits in the product's config (products/<product>.yaml). Later ones "
+                  "are not logged", name, 1 << (bits - 8), peak, bits)  # fmt: skip
         return np.repeat(gray[:, :, None], 3, axis=2), clipped, peak
     return _to_rgb_8(image), 0, None
 

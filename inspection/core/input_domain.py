@@ -1,33 +1,18 @@
 """The input domain of a bundle: what its training images looked like, and the rule that
-refuses an image unlike them (an error, never a verdict).
+refuses an image unlike them (an error, never a verdict), since a model scores whatever it is
+given. Export records it (``measure_input_domain``); the station holds every image against it
+(``InputDomain.problems``):
 
-A model scores whatever it is given (a grey part under a colour-trained model, a thumbnail, a
-16:9 frame squashed square) and the score means nothing. So export records the colour and
-sizes of the version's images (``measure_input_domain``: sizes of all, colour of the held-out
-ones and up to ``COLOUR_SAMPLE`` training ones, so its own images are never refused) and the
-station holds every image against them (``InputDomain.problems``):
-
-- **colour**: an all-grey bundle converts colour input to grey as the decoder turns a grey
-  file into RGB (``core.images.grey_replicated``); an all-clearly-colour bundle refuses a grey
-  image; ``"mixed"`` neither converts nor refuses.
-- **aspect ratio** (width / height): refused beyond ``aspect_tolerance`` outside the range.
-- **bit depth**: a 16-bit grey file whose values go beyond the bundle's ``source_bits`` (the
-  product's ``image_bits``), or all lie 4 or more bits below them (read almost black), comes
-  from a camera set to another bit depth (``bit_depth_problem``).
-- **size**: refused when the shorter side is below ``min_side_fraction`` of the smallest
-  training one *and*, unless tiled, below the model input's. An image as long as the
-  station's ``work_side`` may be its own reduced copy of a camera frame: not held to it.
-- **intensities** (a camera's gain or exposure changed, red and blue swapped): each channel's
-  intensity distribution (the luma's for a grey bundle) is held against the training images'
-  and those of its red-green and blue-green differences (what a swap flips, whatever the
-  brightness) are held against the training images' by the Wasserstein-1 (earth mover's)
-  distance, in uint8 levels, between quantile functions (``IntensityReference``). The
-  reference is the mean of up to ``COLOUR_SAMPLE`` training images' quantile functions (their
-  1-D Wasserstein barycentre); ``spread``, per row, the farthest any of them lies from the
-  mean of the others. An image farther in a channel than ``histogram_margin`` times its
-  spread (at least ``HISTOGRAM_FLOOR``) is refused; so is one farther in a difference that
-  would fit with red and blue swapped back (a swapped channel order). A part whose colour
-  alone changed (a tint defect) is the model's to judge, not refused.
+- **colour**: an all-grey bundle converts colour input to grey, an all-colour one refuses a
+  grey image, ``"mixed"`` neither.
+- **aspect ratio**: refused beyond ``aspect_tolerance`` outside the training range.
+- **bit depth**: a 16-bit grey file beyond ``image_bits``, or 4+ bits below (``bit_depth_problem``).
+- **size**: a shorter side below ``min_side_fraction`` of the training one and, unless tiled,
+  below the model input's (a station's own reduced copy, ``work_side`` long, is not held to it).
+- **intensities** (gain, exposure, swapped red and blue): the Wasserstein-1 distance of each
+  channel's and the red-green and blue-green differences' quantile functions from the training
+  images' mean, refused beyond ``histogram_margin`` times their own spread
+  (``IntensityReference``). A tint defect alone is the model's to judge, not refused.
 """
 
 from __future__ import annotations
@@ -48,35 +33,30 @@ from inspection.core.images import DEFAULT_SOURCE_BITS, DecodedImage, probe_imag
 log = logging.getLogger(__name__)
 ColourMode = Literal["grey", "colour", "mixed"]
 InputCheck = Literal["refuse", "warn", "off"]
-"""What a station does with an image outside its bundle's input domain: refuse it (an error,
-never a verdict), judge it and record a warning, or not check."""
+"""What a station does with an image outside its bundle's input domain."""
 INPUT_CHECKS: tuple[InputCheck, ...] = get_args(InputCheck)
 
 GREY_SPREAD = 1.0
-"""An image whose ``channel_spread`` is at most this (uint8 levels) is grey: exactly 0 for a
-mono camera or a grey file, below 1 for a grey scene saved through a colour JPEG."""
+"""An image whose ``channel_spread`` is at most this (uint8 levels) is grey (a grey scene
+through a colour JPEG stays below 1)."""
 CLEAR_COLOUR_SPREAD = 4.0
-"""A bundle is trained on colour images when every measured image spreads at least this much
-(four times the grey limit: no colour part of such a product is taken for grey)."""
+"""A bundle is trained on colour images when every measured image spreads at least this much."""
 ASPECT_TOLERANCE = 0.15
-"""How far (relative) an image's width / height may lie outside the training range by
-default: a 5:4 camera under a 4:3-trained bundle passes (6.7 %), 16:9 (33 %) does not."""
+"""Default relative margin of width / height outside the training range: 5:4 under a
+4:3-trained bundle passes, 16:9 does not."""
 MAX_ASPECT_TOLERANCE = 1.0
 """The loosest aspect tolerance a product may set: half to twice the training range."""
 MIN_SIDE_FRACTION = 0.5
 """By default an image's shorter side may be down to this fraction of the smallest training one."""
 NARROW_BITS = 4
-"""A 16-bit grey image whose values use this many bits fewer than declared reads as at most
-16 grey levels: almost black, a camera writing fewer bits than the product declares."""
+"""A 16-bit grey image this many bits narrower than declared reads almost black."""
 COLOUR_SAMPLE = 64
+"""Training images export measures colour and intensities on (evenly picked)."""
 HISTOGRAM_MARGIN = 2.0
-"""By default an image's intensities may lie this many times farther from the training
-images' than the farthest training image lies from the others (``IntensityReference``)."""
+"""Default times the training images' own spread an image's intensities may lie from them."""
 HISTOGRAM_FLOOR = 2.0
-"""The smallest intensity distance refused (uint8 levels): two levels of brightness are no
-camera change, however alike the training images."""
+"""The smallest intensity distance refused (uint8 levels): two levels are no camera change."""
 QUANTILE_LEVELS = 32
-"""Quantile levels of an intensity distribution (mid-points of 32 equal probability steps)."""
 _LEVELS = (np.arange(QUANTILE_LEVELS) + 0.5) / QUANTILE_LEVELS
 _PICKED_SIDE = 128
 _CELLS_SIDE = 32
@@ -84,10 +64,8 @@ _CELLS_SIDE = 32
 
 @dataclass(frozen=True)
 class DomainTolerance:
-    """How far a product's images may lie outside its training images' (``input_domain:``):
-    ``aspect_tolerance``, the relative margin each side of the training aspect range (0 to
-    ``MAX_ASPECT_TOLERANCE``), ``min_side_fraction`` of the smallest training shorter side,
-    and ``histogram_margin`` (at least 1; 0: no intensity check), see ``IntensityReference``."""
+    """How far a product's images may lie outside its training images' (``input_domain:``);
+    ``histogram_margin`` 0: no intensity check."""
 
     aspect_tolerance: float = ASPECT_TOLERANCE
     min_side_fraction: float = MIN_SIDE_FRACTION
@@ -132,11 +110,9 @@ def _is_number(value: object) -> bool:
 
 @dataclass(frozen=True)
 class IntensityReference:
-    """The training images' intensities, per row of ``intensity_quantiles`` (colour: red,
-    green, blue and the red-green, blue-green differences; grey: the luma): ``quantiles``
-    (rows, ``QUANTILE_LEVELS``) in uint8 levels, the mean of ``images`` images' quantile
-    functions; ``spread`` (rows,): the largest distance of one of them from the mean of the
-    others, per row."""
+    """The training images' intensities per row of ``intensity_quantiles``: ``quantiles``, the
+    mean of ``images`` images' quantile functions (their Wasserstein barycentre); ``spread``,
+    per row, the farthest one of them lies from the mean of the others."""
 
     quantiles: tuple[tuple[float, ...], ...]
     spread: tuple[float, ...]
@@ -199,23 +175,20 @@ def intensity_quantiles(image: np.ndarray, *, grey: bool = False) -> np.ndarray:
     """(rows, QUANTILE_LEVELS) float32 quantiles, in uint8 levels, of (H, W, 3) uint8 RGB
     ``image``'s ``COLOUR_ROWS`` (differences as (a - b) / 2 + 128) or, when ``grey``, its
     luma, over up to 128x128 pixels picked evenly."""
-    height, width = image.shape[:2]
-    picked = cv2.resize(
-        image,
-        (min(width, _PICKED_SIDE), min(height, _PICKED_SIDE)),
-        interpolation=cv2.INTER_NEAREST,
-    )
+    picked = _picked(image, _PICKED_SIDE, cv2.INTER_NEAREST)
     if grey:
         planes = [cv2.cvtColor(picked, cv2.COLOR_RGB2GRAY)]
     else:
         red, green, blue = cv2.split(picked)
-        planes = [
-            red,
-            green,
-            blue,
-            *(cv2.addWeighted(c, 0.5, green, -0.5, 128) for c in (red, blue)),
-        ]
+        differences = (cv2.addWeighted(c, 0.5, green, -0.5, 128) for c in (red, blue))
+        planes = [red, green, blue, *differences]
     return np.stack([_quantiles(plane) for plane in planes])
+
+
+def _picked(image: np.ndarray, side: int, interpolation: int) -> np.ndarray:
+    """``image`` resized to at most ``side`` x ``side``."""
+    height, width = image.shape[:2]
+    return cv2.resize(image, (min(width, side), min(height, side)), interpolation=interpolation)
 
 
 def _quantiles(plane: np.ndarray) -> np.ndarray:
@@ -248,10 +221,8 @@ def intensity_reference(quantiles: Sequence[np.ndarray]) -> IntensityReference:
 
 @dataclass(frozen=True)
 class InputDomain:
-    """What a bundle's images were: ``colour`` mode and (lowest, highest) ``channel_spread``,
-    ``height``, ``width`` (px) and ``aspect`` (width / height) over ``images`` images,
-    ``colour_images`` of them measured for colour; ``tolerance`` (defaults in older bundles);
-    ``intensity``: the training images' intensities (None: older bundles, not checked)."""
+    """What a bundle's images were: (lowest, highest) of each measure over ``images`` images,
+    ``colour_images`` of them measured for colour; ``intensity`` None: not checked."""
 
     colour: ColourMode
     channel_spread: tuple[float, float]
@@ -368,15 +339,8 @@ def channel_spread(image: np.ndarray) -> float:
     """How colourful an (H, W, 3) uint8 image is, in uint8 levels: the mean channel spread
     (max - min) over up to 32x32 cells each averaging 4x4 pixels picked evenly; 0 for grey.
     Noise averages out in a cell, so a reduced copy measures as its original."""
-    height, width = image.shape[:2]
-    picked = cv2.resize(
-        image,
-        (min(width, _PICKED_SIDE), min(height, _PICKED_SIDE)),
-        interpolation=cv2.INTER_NEAREST,
-    )
-    cells = cv2.resize(
-        picked, (min(width, _CELLS_SIDE), min(height, _CELLS_SIDE)), interpolation=cv2.INTER_AREA
-    )
+    picked = _picked(image, _PICKED_SIDE, cv2.INTER_NEAREST)
+    cells = _picked(picked, _CELLS_SIDE, cv2.INTER_AREA)
     red, green, blue = cv2.split(cells)
     high = cv2.max(cv2.max(red, green), blue)
     low = cv2.min(cv2.min(red, green), blue)
@@ -448,8 +412,7 @@ def input_check_mode(value: object) -> InputCheck:
 
 def bit_depth_problem(peak: int | None, bits: int) -> str | None:
     """Why a 16-bit grey image whose highest raw value is ``peak`` does not fit a bundle read
-    at ``bits`` significant bits (``image_bits``): values above ``2**bits - 1``, or all below
-    ``2**(bits - NARROW_BITS)``. None: it fits, or the file is not 16-bit grey (``peak`` None)."""
+    at ``bits`` (``image_bits``); None: it fits, or it is not 16-bit grey (``peak`` None)."""
     if peak is None:
         return None
     used = peak.bit_length()

@@ -1,17 +1,10 @@
 """Torch-free inspection metrics: what the station's verdicts and regions are worth.
 
-Threshold-free: image AUROC (scikit-learn), pixel AUROC and AUPRO (per-region overlap
-integrated up to 30 % false-positive rate, divided by 0.3, as MVTec AD defines it; both
-from one sort of the pixels, ``pixel_figures``; the good images' pixels, shared by every
-subset, are sorted once).
-At the verdict rule (``inspection.core.verdict``): image F1, false-reject and miss rates;
-pixel F1 and IoU of the judged masks, **region recall** (share of ground-truth connected
-components overlapped >= 30 % by the judged mask), false regions per good image and the
-count of NG verdicts without a region; and the masks **where detection is right**: pixel F1,
-mean IoU and median area error over the defective images judged NG (``mask_figures``), so a
-missed part (which carries no region) does not cap the mask figure. Everything overall and
-per defect type (that type's defective images together with all good images), in one frozen
-``EvaluationMetrics``.
+Threshold-free: image AUROC, pixel AUROC and AUPRO (MVTec AD's, to 30 % false positives),
+the last two from one sort of the pixels (``pixel_figures``). At the verdict rule
+(``core.verdict``): image F1, false-reject and miss rates, pixel F1/IoU, region recall, false
+regions per good image, and the masks where detection is right (``mask_figures``: a missed
+part does not cap the mask figure). Overall and per defect type (with all good images).
 """
 
 from __future__ import annotations
@@ -70,17 +63,11 @@ def pixel_figures(
 ) -> tuple[float | None, float | None]:
     """(pixel AUROC, AUPRO) of (N, H, W) maps against bool masks, from one sort of the pixels.
 
-    Both curves are read at the last pixel of each distinct map value, so the order of equal
-    values does not matter and an unstable sort gives the exact figures: pixel AUROC is the
-    trapezoid under (FPR, TPR) over distinct values (scikit-learn's ``roc_auc_score``), AUPRO
-    as ``aupro`` says. Only the defect pixels are argsorted (they carry region weights); the
-    others are plain-sorted and counted as ``negatives`` are. (None, None) with a single class.
-
-    ``negatives``: ascending map values of more pixels outside any defect (good images'),
-    counted as if their images were in ``maps``; a caller measuring several subsets that
-    share the good images sorts their pixels once (``sorted_pixels``). Between two distinct
-    values of ``maps`` they only move the FPR (the curves run flat there), so each value of
-    ``maps`` adds two points: everything above it, then everything at or above it.
+    Both curves are read at each distinct map value, so the order of equal values does not
+    matter (the AUROC is scikit-learn's). Only defect pixels are argsorted (they carry region
+    weights). ``negatives``: ascending values of more non-defect pixels, counted as if their
+    images were in ``maps`` (``sorted_pixels``, sorted once for many subsets). (None, None)
+    with a single class.
     """
     maps = np.asarray(maps, dtype=np.float32)
     masks = np.asarray(masks).astype(bool)
@@ -93,10 +80,8 @@ def pixel_figures(
 
 @dataclass(frozen=True)
 class DefectPixels:
-    """The defect pixels of N maps, by descending map value: ``values``, the ``images`` they
-    are in, 1 / the area of their 8-connected ground-truth region (``inverse_areas``);
-    ``regions``: (N,) regions per image. Argsorted once: a subset of the images keeps their
-    order by a selection (``figures``), as per-defect-type metrics need."""
+    """The defect pixels of N maps by descending value, their ``images``, 1 / their region's
+    area and (N,) ``regions`` per image: argsorted once, a subset is a selection (``figures``)."""
 
     values: np.ndarray
     images: np.ndarray
@@ -142,11 +127,9 @@ def _curve_figures(
     negatives: Sequence[np.ndarray],
     fpr_limit: float,
 ) -> tuple[float, float]:
-    """(pixel AUROC, AUPRO) of the defect pixels' ``values`` (descending) with their region
-    ``weights`` (summing to 1) against the ascending arrays of ``negatives``. Each distinct
-    value adds two points: everything above it, then everything at or above it (between two,
-    only negatives move: the curves run flat). The AUROC sums those trapezoids per distinct
-    value; the AUPRO's curve is built only as far as ``fpr_limit``."""
+    """(pixel AUROC, AUPRO) of the defect pixels' descending ``values`` with region ``weights``
+    (summing to 1) against the ascending ``negatives``: each distinct value adds two points,
+    all above it, then all at or above it (between two, the curves run flat)."""
     last_of_value = np.r_[values[1:] != values[:-1], True]
     rising = values[last_of_value][::-1]  # ascending keys: numpy's fast searchsorted
     above = sum(len(a) - np.searchsorted(a, rising, side="right") for a in negatives)[::-1]
@@ -268,12 +251,9 @@ def mask_counts(judged: JudgedSet, truth: np.ndarray) -> MaskCounts:
 
 
 def mask_figures(counts: MaskCounts, labels: np.ndarray) -> dict[str, float | None]:
-    """The judged masks of N images (``labels`` (N,) 0/1) in one rule, used by training
-    metrics and the benches: over all images, pooled ``pixel_f1``/``pixel_iou`` (an OK part
-    adds its missed pixels), ``region_recall`` and ``false_regions_per_good_image``; over
-    the defective images judged NG only, pooled ``ng_pixel_f1``, ``ng_region_iou`` (mean of
-    each image's IoU) and ``ng_area_error`` (median |predicted - true| / true area). None:
-    undefined (no defect pixel, no good image, no defective image judged NG)."""
+    """The judged masks of N images (``labels`` 0/1): over all, pooled ``pixel_f1``/``pixel_iou``,
+    ``region_recall``, ``false_regions_per_good_image``; over the defective ones judged NG,
+    pooled ``ng_pixel_f1``, mean ``ng_region_iou``, median ``ng_area_error`` (None: undefined)."""
     c, labels = counts, np.asarray(labels)
     tp, union = int(c.tp.sum()), int(c.predicted.sum() + c.true.sum())
     right = (labels == 1) & (c.ng == 1) & (c.true > 0)
@@ -298,12 +278,8 @@ def mask_figures(counts: MaskCounts, labels: np.ndarray) -> dict[str, float | No
 
 @dataclass(frozen=True)
 class SubsetMetrics:
-    """Metrics of one subset: all images, or one defect type's images plus the good ones.
-
-    AUROCs/AUPRO are None when undefined (one class); ``pixel_f1``/``pixel_iou`` and
-    ``region_recall`` are None without ground-truth masks. Metrics recorded before
-    ``METRICS_SCHEMA`` 1 carry only some figures: the others read as None.
-    """
+    """Metrics of one subset: all images, or one defect type's plus the good ones; a figure is
+    None when undefined (one class, no masks) or not recorded (before ``METRICS_SCHEMA`` 1)."""
 
     n_good: int | None = None
     n_defective: int | None = None
@@ -335,13 +311,8 @@ class SubsetMetrics:
 
 @dataclass(frozen=True)
 class EvaluationMetrics:
-    """Overall and per-defect-type metrics at an image threshold and a segmentation.
-
-    ``calibration``: the normalisation and segmentation the verdicts were judged at, when
-    the producer records it (training does; a bundle keeps its own in its metadata).
-    ``schema`` 0: read from a file written before ``METRICS_SCHEMA`` 1 (flat figures, or an
-    ``overall`` section with some of them; no thresholds).
-    """
+    """Overall and per-defect-type metrics at an image threshold and a segmentation;
+    ``calibration`` when the producer records it; ``schema`` 0: read from an older file."""
 
     overall: SubsetMetrics
     per_defect: dict[str, SubsetMetrics] = field(default_factory=dict)
@@ -368,12 +339,8 @@ class EvaluationMetrics:
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> EvaluationMetrics:
-        """Read the metrics a record, a bundle or a report stores (any schema so far).
-
-        Keys other producers add beside the metrics (``gate``, ``fit_seconds``, ...) are
-        left to their readers; an unknown ``schema`` or a malformed figure is a
-        ``ConfigError`` naming it.
-        """
+        """Read the metrics a record, a bundle or a report stores (any schema so far); other
+        keys are left to their readers, an unknown schema or bad figure is a ``ConfigError``."""
         if "schema" not in data:
             return _legacy_metrics(data)
         if data["schema"] != METRICS_SCHEMA:
@@ -436,13 +403,8 @@ def compute_metrics(
     segmentation: str,
     mask_known: np.ndarray | None = None,
 ) -> EvaluationMetrics:
-    """Metrics of N judged images.
-
-    scores (N,) and ``image_threshold`` in one space; labels (N,) 0/1; maps and gt_masks
-    (N, H, W) (maps in any monotone space) or both None; ``judged`` from ``judge_all`` (or
-    the old rule: ``tests/core/test_metrics.old_rule``); images whose ``mask_known`` is False are left out
-    of pixel figures.
-    """
+    """Metrics of N ``judged`` images: scores (N,) in ``image_threshold``'s space, labels 0/1,
+    maps and gt_masks (N, H, W) or both None; ``mask_known`` False: left out of pixel figures."""
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     labels = np.asarray(labels).astype(np.int64).reshape(-1)
     types = np.asarray(list(defect_types), dtype=object)

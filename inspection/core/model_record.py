@@ -203,10 +203,6 @@ class ModelRecord:
         known = _known(FitFigures, self.metrics)
         return self._once("fit_figures", lambda: self._parse(FitFigures, known, "metrics"))
 
-    def backbone_weights(self) -> BackboneWeights:
-        """The pretrained weights the version started from (empty for the first release)."""
-        return self._once("weights", lambda: self._parse(BackboneWeights, self.weights, "weights"))
-
     def dataset_ref(self) -> DatasetRef:
         """Which dataset folder (``root``; ``path`` in the first release) and content."""
         known = {k: v for k, v in _known(DatasetRef, self.dataset).items() if v is not None}

@@ -1,24 +1,13 @@
 """A line's operating point: which raw score threshold a product runs at, and what it costs.
 
-``OperatingPoint`` (``operating_point:`` of a product or model config) has three policies:
-
-- ``false_reject_budget`` (default, ``budget`` 0.01), split-conformal: with n good calibration
-  scores the threshold sits just above the k-th smallest, k = ceil((n + 1) (1 - budget)), so
-  a new good part exchangeable with them is rejected with P <= (n + 1 - k) / (n + 1) <= budget
-  (marginally, over calibration draws). When k > n the threshold goes just above the largest
-  good score, the bound is only 1 / (n + 1) and ``n_needed`` says how many good scores the
-  budget needs. No defect image is needed.
-- ``f1``: the score maximising image F1 on the calibration images (it calls nearly everything
-  NG when separation is weak).
-- ``max_miss``: the highest threshold missing at most ``max_miss`` of the calibration defects.
-
-Why 1 %: operators bypass a station above roughly 8-10 % false alarms; 1 % keeps re-checks
-rare yet is reachable with ~100 good scores, which out-of-fold training scores give on day one.
-
-A defect kind not shown (exact 95 % interval, ``KindMiss``) to miss at most ``miss_bound`` is
-NOT LINE-READY (``lacking_kinds``; with no miss it needs ``defects_needed`` images, 36 at 10 %).
-The budget is checked the other way round: ``within_budget`` refuses only rejects the budget
-makes implausible, since a false reject costs a re-check and a miss ships a defect.
+Policies of ``OperatingPoint``: ``false_reject_budget`` (default 1 %), split-conformal: the
+threshold sits just above the k-th smallest of n good scores, k = ceil((n + 1) (1 - budget)),
+so a new exchangeable good part is rejected with P <= (n + 1 - k) / (n + 1) <= budget (k > n:
+above the largest, ``n_needed`` says how many are needed); ``f1``: the image-F1 optimum;
+``max_miss``: the highest threshold missing at most ``max_miss`` of the calibration defects.
+1 % because operators bypass a station above ~8-10 % false alarms, and ~100 good scores reach it.
+A defect kind not shown (exact 95 % interval) to miss at most ``miss_bound`` is NOT LINE-READY
+(``lacking_kinds``); ``within_budget`` refuses only rejects the budget makes implausible.
 """
 
 from __future__ import annotations
@@ -41,22 +30,16 @@ MAX_BUDGET = 0.5
 DEFAULT_MISS_BOUND = 0.10
 """A defect kind not shown (exact 95 % interval) to miss at most this share: NOT LINE-READY."""
 BUDGET_CONFIDENCE = 0.95
-"""A budget saved on the dashboard holds with this probability over the sample it was chosen
-on (``choose_threshold(confidence=)``), on the Thresholds page and when a station re-derives
-it (``core.golden``)."""
+"""A budget saved on the dashboard holds with this probability over its sample
+(``choose_threshold(confidence=)``)."""
 BUDGET_TEST_LEVEL = 0.05
-"""Export gate and station check: a bundle is refused when its rejects among held-out good
-parts would occur with probability below this if its true false-reject rate were the budget
-(one-sided binomial test; 42 good parts at 1 % allow 2 rejects, 7 at 1 % allow 1)."""
+"""A bundle is refused when its rejects among held-out good parts have a one-sided binomial
+probability below this at the budget (``within_budget``)."""
 MAX_TRANSFER_RESIDUAL = 0.05
-"""Out-of-fold scores carried into a bundle's score space (``fit_transfer``) are used as they
-are only when the line's largest good-pair residual is at most this share of the threshold's
-margin above the median good score (``ScoreTransfer.residual_share``; |threshold| is no
-scale: with local statistics fused it sits near 0). Above, each carried score stands for its
-sums with every good-pair residual (``convolved``) when the threshold is set, and the rise
-is recorded (``ThresholdChoice.transfer_raise``)."""
-
-
+"""Carried out-of-fold scores (``fit_transfer``) are used as they are only when the line's
+largest residual is at most this share of the threshold's margin above the median good score
+(``ScoreTransfer.residual_share``; |threshold| is no scale: fused, it sits near 0); above,
+they are ``convolved`` with the residuals and the rise recorded (``transfer_raise``)."""
 OUT_OF_FOLD = "out_of_fold_train"
 """The ``good_sources`` name of the training images' out-of-fold scores."""
 NOT_EXCHANGEABLE = (
@@ -80,23 +63,21 @@ class OperatingPoint:
             raise ConfigError(
                 f"operating_point.policy: {self.policy!r} is none of {', '.join(POLICIES)}"
             )
-        if not 0.0 < self.budget <= MAX_BUDGET:
-            raise ConfigError(
-                f"operating_point.budget: must be in (0, {MAX_BUDGET}], got {self.budget}"
-            )
-        if not 0.0 <= self.max_miss < 1.0:
-            raise ConfigError(f"operating_point.max_miss: must be in [0, 1), got {self.max_miss}")
-        if not 0.0 <= self.miss_bound <= 1.0:
-            raise ConfigError(
-                f"operating_point.miss_bound: must be in [0, 1], got {self.miss_bound}"
-            )
+        ranges = {
+            "budget": (0.0 < self.budget <= MAX_BUDGET, f"(0, {MAX_BUDGET}]"),
+            "max_miss": (0.0 <= self.max_miss < 1.0, "[0, 1)"),
+            "miss_bound": (0.0 <= self.miss_bound <= 1.0, "[0, 1]"),
+        }
+        for name, (ok, interval) in ranges.items():
+            if not ok:
+                value = getattr(self, name)
+                raise ConfigError(f"operating_point.{name}: must be in {interval}, got {value}")
 
     def describe(self) -> str:
-        if self.policy == "false_reject_budget":
-            return f"false-reject budget {self.budget:.1%}"
-        if self.policy == "max_miss":
-            return f"max miss {self.max_miss:.1%}"
-        return "F1-optimal"
+        return {
+            "false_reject_budget": f"false-reject budget {self.budget:.1%}",
+            "max_miss": f"max miss {self.max_miss:.1%}",
+        }.get(self.policy, "F1-optimal")
 
 
 @dataclass(frozen=True)
@@ -122,18 +103,13 @@ class ThresholdChoice:
     miss_bound: float = DEFAULT_MISS_BOUND
     transfer_residual: float | None = None
     """``ScoreTransfer.residual_share`` of the line that carried out-of-fold scores here (None:
-    none carried). Bundles exported before this rule recorded a share of |threshold|, on all
-    pairs, and were never raised."""
+    none carried)."""
     transfer_raise: float | None = None
-    """Raw amount the threshold sits above the one the carried scores set as they are, because
-    it was set on them convolved with the line's good-pair residuals (``transfer_residual``
-    above ``MAX_TRANSFER_RESIDUAL``; ``convolved``): the bound then holds for a new part whose
-    residual is exchangeable with the pairs' (None: carried as they are). Bundles exported
-    before 28 Nov 2026 recorded the line's largest residual, which every carried score was
-    raised by; the threshold rose by about as much."""
+    """How far the threshold rose because the carried scores were ``convolved`` with the
+    line's residuals (None: carried as they are)."""
     n_below_largest: int | None = None
-    """Threshold above the largest good score (k = n, budget only): ``more_good_estimate``'s
-    fewest good scores that put it below (199 at 1 %) and miss there (None: no defects)."""
+    """Threshold above the largest good score (budget only): ``more_good_estimate``'s fewest
+    good scores that put it below, and the miss there (None: no defects)."""
     miss_below_largest: float | None = None
 
     def __post_init__(self) -> None:
@@ -206,9 +182,7 @@ def n_needed(budget: float) -> int:
 
 
 def fewest_below_largest(budget: float) -> int:
-    """The fewest good calibration scores whose conformal rank k leaves one above it, so the
-    threshold sits below the largest good score (199 at 1 %, 39 at 5 %; from ``n_needed``, 99
-    and 19, the bound holds but k = n: the largest)."""
+    """The fewest good scores whose conformal rank k leaves one above it (199 at 1 %)."""
     n = n_needed(budget) + 1
     while conformal_rank(n, budget) > n - 1:
         n += 1
@@ -217,11 +191,8 @@ def fewest_below_largest(budget: float) -> int:
 
 def pools_out_of_fold(budget: float, n_never_trained: int) -> bool:
     """Whether out-of-fold training scores join the good scores that set the threshold: only
-    while the good images never trained on (calibration images, good validation images) are
-    fewer than ``fewest_below_largest(budget)``. Out-of-fold scores are not exchangeable with
-    new parts (a model scores its own training images lower even out of fold), so a
-    certificate resting on them may understate the false rejects; with enough never-trained
-    scores they are left to diagnostics (docs/statistics.md)."""
+    while the never-trained good images are fewer than ``fewest_below_largest(budget)``, since
+    a model scores its own training images lower even out of fold (docs/statistics.md)."""
     return n_never_trained < fewest_below_largest(budget)
 
 
@@ -346,18 +317,14 @@ def _budget_threshold(
 def more_good_estimate(
     good: np.ndarray, bad: np.ndarray, budget: float, weights: np.ndarray | None = None
 ) -> dict[str, Any]:
-    """What more good scores buy when the threshold sits above the largest of the (G,) ``good``:
-    ``n_below_largest``, the fewest N whose conformal rank k leaves one above it, and
-    ``miss_below_largest``, the share of (D,) ``bad`` below the k / (N + 1) quantile of ``good``
-    (``weights``: weighted; a plug-in estimate, not a guarantee;
-    ``reports/operating_point/small_n.md`` measures it)."""
+    """What more good scores buy when the threshold sits above the largest of ``good``:
+    ``n_below_largest`` (``fewest_below_largest``) and ``miss_below_largest``, the share of
+    ``bad`` below the k / (N + 1) quantile of ``good`` (a plug-in estimate, not a guarantee)."""
     count = len(good) if weights is None else round(float(np.sum(weights)))
     n = max(fewest_below_largest(budget), count + 1)
     level = conformal_rank(n, budget) / (n + 1)
-    if weights is not None:
-        level = np.quantile(good, level, weights=weights, method="inverted_cdf")
-    else:
-        level = np.quantile(good, level)
+    method = "linear" if weights is None else "inverted_cdf"
+    level = np.quantile(good, level, weights=weights, method=method)
     return {"n_below_largest": n, "miss_below_largest": round(float((bad < level).mean()), 4)}
 
 
@@ -577,8 +544,7 @@ class ScoreTransfer:
         return self.slope * np.asarray(scores, dtype=np.float64) + self.intercept
 
     def residual_share(self, threshold: float, good_scores: np.ndarray) -> float:
-        """``max_residual`` as a share of ``threshold``'s margin above the median of
-        ``good_scores`` (the good calibration scores it was set on; inf without a margin)."""
+        """``max_residual`` over ``threshold``'s margin above the median good score (inf: none)."""
         margin = threshold - float(np.median(good_scores))
         return self.max_residual / margin if margin > 0 else math.inf
 
@@ -602,12 +568,9 @@ def fit_transfer(source: np.ndarray, target: np.ndarray) -> ScoreTransfer:
 
 
 def convolved(carried: np.ndarray, residuals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(G * R,) scores and weights standing for (G,) ``carried`` scores whose true values each
-    lie off them by one of (R,) ``residuals`` (signed, ``ScoreTransfer.residuals``), all
-    equally likely: every sum ``carried[j] + residuals[i]`` weighs 1 / R, so a threshold of
-    ``choose_threshold(..., good_weights=)`` counts G good images and its k-th is reached
-    when the expected count of carried scores truly below it is k. The bound is then
-    conformal in the G images, the residuals' distribution a plug-in from their pairs."""
+    """(G * R,) scores and weights for (G,) ``carried`` scores each truly off by one of (R,)
+    signed ``residuals``, equally likely: every sum weighs 1 / R, so ``choose_threshold(...,
+    good_weights=)`` still counts G good images (the residuals' distribution a plug-in)."""
     carried = _finite(carried, "carried")
     residual = _finite(residuals, "residuals")
     if residual.size == 0:

@@ -205,9 +205,8 @@ class ProductConfig:
     operating_point: OperatingPoint | None = None
     """For every model kind (``core.operating_point``); None: the model config's."""
     image_bits: int = DEFAULT_SOURCE_BITS
-    """Significant bits of the camera's 16-bit images (12: values 0..4095), applied by training
-    and, through the bundle's ``preprocessing.source_bits``, by every station; 16: the high
-    byte. 8-bit images are unaffected."""
+    """Significant bits of the camera's 16-bit images (12: values 0..4095), for training and
+    every station (``preprocessing.source_bits``)."""
     input_domain: DomainTolerance = field(default_factory=DomainTolerance)
     """How far a station accepts images unlike the training ones (``core.input_domain``)."""
 
@@ -266,9 +265,8 @@ def load_model_config(
     overrides: Iterable[str] = (),
     directory: Path | None = None,
 ) -> ModelConfig:
-    """Merge the config layers (module docstring) into a validated ``ModelConfig``: ``product``
-    whose YAML applies (None: none), a ``config_file`` of ``ModelConfig`` keys, ``key=value``
-    ``overrides``, in the site's configs ``directory`` (None: ``default_configs_dir()``)."""
+    """Merge the config layers (module docstring) into a validated ``ModelConfig``, in the
+    site's configs ``directory`` (None: ``default_configs_dir()``)."""
     check_kind(kind)
     base_path = model_defaults_path(kind, directory)
     data: dict[str, Any] = read_yaml(base_path) if base_path is not None else {}

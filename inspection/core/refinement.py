@@ -1,8 +1,5 @@
-"""Which mask refiner a bundle's station runs, and the validation measurement that chose it.
-
-Refinement reshapes the judged regions of an NG result; it helps on some textures and hurts on
-others, so each bundle chooses on its own validation outputs (``BundleMetadata.refinement``).
-"""
+"""Which mask refiner a bundle's station runs, and the validation measurement that chose it
+(refinement helps some textures and hurts others, so each bundle chooses on its own)."""
 
 from __future__ import annotations
 

@@ -1,10 +1,8 @@
 """Regions of interest (torch-free): include/exclude polygons -> a boolean mask -> masked outputs.
 
-Polygons are in pixels of the product's reference image and scale to any size. Inside = (union
-of ``include``, or everything) minus (union of ``exclude``). ``apply_roi`` is the one place
-outputs are masked: the map outside is zeroed and the score becomes ``score * max(map inside) /
-max(map)``, so a peak outside can no longer raise an NG. Training uses the same ROI
-(``RoiTraining``): patches and tiles outside it are neither trained on nor inspected.
+Inside = (union of ``include``, or everything) minus (union of ``exclude``), in reference-image
+pixels scaled to any size. ``apply_roi`` zeroes the map outside and scales the score by
+max(map inside) / max(map), so a peak outside raises no NG; training skips the outside too.
 """
 
 from __future__ import annotations

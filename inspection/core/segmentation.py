@@ -1,24 +1,13 @@
 """Choose a product's segmentation on its validation split (torch-free).
 
-A bounded grid of ``Segmentation`` candidates is derived from the normal-image map statistics
-(never from the defects): global thresholds at 0.5 (the pooled-F1 pixel threshold after
-normalisation) and at high quantiles of good-image map values; adaptive hysteresis with
-``floor`` = a high quantile of good-image pixels, ``seed_level`` = 0.5 or a quantile of the
-good images' peaks, and ``relative_level`` in {0, 0.25, 0.5}. Each candidate is applied as the
-station applies it to an NG image (``verdict.ng_mask``: segmented regions plus the peak's
-region) and scored per defect kind by (region recall + pixel F1) / 2, minus a small penalty for
-candidate regions on good images; pooled pixel F1 alone never decides.
-
-The level must serve kinds validation has not seen, so it is chosen leave-one-kind-out: three
-nested families (global 0.5 alone; the global thresholds; the whole grid) each choose the
-candidate with the best mean over the other kinds, scored on the kind held out; the family with
-the best mean held-out score (ties: the simpler) then chooses on every kind. A richer family is
-used only where its extra freedom helped a kind it was not chosen on.
-
-Then, with the chosen segmentation, ``peak_level`` (the region drawn around the peak of a faint
-NG image, whose map stays below ``floor``) is chosen from ``PEAK_LEVELS`` by the same
-objective on those faint images alone (the ones judged NG, when the caller knows which);
-without any, or on ties, it stays at the half-maximum (0.5).
+Candidates come from good-image map statistics only (never the defects): global thresholds at
+0.5 and at high quantiles of good pixels, and adaptive hysteresis over floors, seed levels and
+``RELATIVE_LEVELS``. Each is applied as the station does (``verdict.ng_mask``) and scored per
+defect kind by (region recall + pixel F1) / 2, minus a penalty for regions on good images.
+To serve unseen kinds the choice is leave-one-kind-out over three nested families (global 0.5;
+global thresholds; the whole grid): the family with the best held-out mean (ties: the simpler)
+chooses on every kind. Then ``peak_level`` for faint NG images (peak below ``floor``) is chosen
+from ``PEAK_LEVELS`` on those images alone (none, or ties: the half-maximum).
 """
 
 from __future__ import annotations
@@ -41,10 +30,8 @@ GOOD_REGION_PENALTY = 0.1
 
 
 def candidates(good_maps: np.ndarray, fallback: np.ndarray | None = None) -> list[Segmentation]:
-    """The bounded candidate grid from good-image maps ((G, H, W) float32 in [0, 1]).
-
-    Without good maps, ``fallback`` values (e.g. the non-defect pixels) stand in for them.
-    """
+    """The bounded candidate grid from good-image maps ((G, H, W) in [0, 1]); without them,
+    ``fallback`` values (e.g. the non-defect pixels) stand in."""
     if len(good_maps):
         values = good_maps[:, ::2, ::2].reshape(-1)
         peaks = good_maps.reshape(len(good_maps), -1).max(axis=1)
@@ -134,14 +121,9 @@ def select_segmentation(
     good_maps: np.ndarray,
     ng: np.ndarray | None = None,
 ) -> Segmentation:
-    """The product's segmentation, chosen on its validation split.
-
-    maps (M, H, W) float32 in [0, 1]: normalised maps of the defective images with masks;
-    masks (M, H, W) bool; defect_types (M,); good_maps (G, H, W) float32 in [0, 1]; ``ng``
-    (M,) bool: the images judged NG at the image threshold, the only ones the station draws a
-    faint peak's region for (None: all). Chosen by ``choose``; without defective maps, the
-    global threshold 0.5.
-    """
+    """The product's segmentation, chosen on the normalised (M, H, W) ``maps`` of its
+    defective validation images with their ``masks`` and the ``good_maps``; ``ng`` (M,): those
+    judged NG, the only ones given a faint peak's region (None: all). No defect: global 0.5."""
     maps = np.asarray(maps, dtype=np.float32)
     masks = np.asarray(masks).astype(bool)
     good_maps = np.asarray(good_maps, dtype=np.float32).reshape(-1, *maps.shape[1:])

@@ -1,10 +1,6 @@
-"""Signed bundles: Ed25519 signatures (``cryptography``) over a bundle's whole manifest.
-
-Stations pin public keys *by fingerprint* (``PinnedKey``) and verify against a ``Keyring``:
-bundle keys (two during a rotation), the dashboard's decision key and revocations.
-``signature.json`` signs the *manifest*: the sha256 of ``metadata.json`` and of every listed
-file, so editing metadata, or weights with their checksums, is refused; its sha256 is the
-bundle digest the registry records at promotion.
+"""Signed bundles and records: Ed25519 signatures over a bundle's manifest (the sha256 of
+``metadata.json`` and every listed file; its own sha256 is the bundle digest). Stations pin
+public keys by fingerprint (``PinnedKey``) and verify against a ``Keyring``.
 """
 
 from __future__ import annotations
@@ -28,9 +24,11 @@ from inspection.core.bundle import (
     METADATA_FILE,
     SIGNATURE_FILE,
     BundleMetadata,
+    check_digest,
     metadata_object,
     parse_versioned_metadata,
     read_metadata_json,
+    require_listed,
 )
 from inspection.core.errors import BundleError, ConfigError, InspectionError
 from inspection.core.fingerprint import sha256_bytes, sha256_file
@@ -369,21 +367,9 @@ def read_verified_files(
         _check_signature(_read_signature(bundle_dir), as_keyring(public_key), manifest)
     files = {name: _read_bytes(bundle_dir, name, what) for name in sorted(listed)}
     for name, content in files.items():
-        actual = sha256_bytes(content)
-        if actual != listed[name]:
-            raise BundleError(
-                f"{bundle_dir}: checksum mismatch for {name} (expected {str(listed[name])[:12]}…, "
-                f"got {actual[:12]}…): the {what} is corrupt"
-            )
+        check_digest(bundle_dir, name, listed[name], sha256_bytes(content), what)
     signed_by = key_id(public_key) if public_key is not None else None
     return data, files, hashlib.sha256(manifest).hexdigest(), signed_by
-
-
-def require_listed(bundle_dir: Path, files: Mapping[str, bytes], names: Iterable[str]) -> None:
-    """``BundleError`` unless every one of ``names`` is among the verified ``files``."""
-    for name in names:
-        if name not in files:
-            raise BundleError(f"{bundle_dir}: metadata lists no checksum for {name}")
 
 
 def _check_signature(signature: dict[str, object], keyring: Keyring, manifest: bytes) -> None:

@@ -1,10 +1,8 @@
 """Tiled inspection at native resolution (torch-free): the tile grid, cutting and stitching.
 
-A 2448×2048 image resized to 256 px makes a 15-pixel scratch two pixels wide, so a
-``TilingSpec`` image is cut into tiles at ``scale``, the last of each axis flush with the edge
-(no padding), and the tile maps are stitched back. ``mean`` stitching (default) averages
-overlaps, halving the seam artefact of a tile edge's cut-off receptive field; ``max`` keeps the
-worse view (seams become false alarms) where one tile's defect must never be diluted.
+Resized whole, a 2448×2048 image makes a 15-pixel scratch two pixels wide, so it is cut into
+tiles at ``scale`` (the last of each axis flush with the edge) and the tile maps stitched back:
+``mean`` averages overlaps (halving seam artefacts), ``max`` never dilutes one tile's defect.
 """
 
 from __future__ import annotations

@@ -1,8 +1,4 @@
-"""Physical units: pixel size of a product's camera, region sizes in millimetres.
-
-``mm_per_pixel`` is the pitch at ``reference_width`` (another width scales it); regions below
-``min_defect_area_mm2`` make no NG.
-"""
+"""Physical units: pixel size of a product's camera, region sizes in millimetres."""
 
 from __future__ import annotations
 
@@ -16,7 +12,8 @@ from inspection.core.types import DefectRegion
 
 @dataclass(frozen=True)
 class PhysicalUnits:
-    """Pixel pitch of a product's images and an optional minimum defect size."""
+    """Pixel pitch ``mm_per_pixel`` at ``reference_width`` (another width scales it); regions
+    below ``min_defect_area_mm2`` make no NG."""
 
     mm_per_pixel: float
     reference_width: int

@@ -1,7 +1,5 @@
-"""A bundle's labelled scores (``validation_scores.json``): export writes, the dashboard reads.
-
-The bundle's normalised image scores on the held-out split, read as verified (under the signature
-when the site has a public key): the dashboard shows what export signed. Hand-made files may list
+"""A bundle's labelled scores (``validation_scores.json``): its normalised scores on the
+held-out split, written by export and read verified by the dashboard. Hand-made files may list
 ``{"samples": [{"score": 0.12, "label": "good"}, ...]}`` and a ``note`` instead.
 """
 

@@ -1,13 +1,7 @@
-"""The one rule that turns a score and an anomaly map into a verdict and defect regions, used
-by every stage that decides OK/NG or draws regions (station, training, export, retrain,
-dashboard).
-
-- ``judge(...)``: NG exactly when ``score >= threshold`` (``core.threshold.verdict_of``). An NG
-  always carries at least one region (the one around the map's peak, which produced the
-  score); an OK carries no defect region and an empty mask, and the regions the segmentation
-  finds on it are returned as ``candidates``, never as defects.
-- A minimum defect area (pixels; a product's ``min_defect_area_mm2``, ``core.units``): a score
-  at or above the threshold whose regions are all smaller is OK, its regions candidates.
+"""The one rule that turns a score and an anomaly map into a verdict and defect regions, for
+every stage that decides OK/NG or draws regions. ``judge``: NG exactly when ``score >=
+threshold`` and (with a minimum defect area) a region reaches it; an NG always carries at
+least the region around the map's peak; an OK carries none, its regions are ``candidates``.
 """
 
 from __future__ import annotations
@@ -28,19 +22,12 @@ SEGMENTATION_KINDS: tuple[str, ...] = ("global", "adaptive")
 
 @dataclass(frozen=True)
 class Segmentation:
-    """How a normalised anomaly map ((H, W) float32 in [0, 1]) becomes defect regions: hysteresis
-    seeded at its peaks (``kind="global"``: one fixed pixel threshold, ``floor == seed_level``).
-
-    - ``seed_level``: a region must reach this map value (global kind: the pixel threshold).
-    - ``floor``: regions never grow below this value (a level normal maps rarely exceed).
-    - ``relative_level``: in [0, 1); a region keeps the connected pixels at or above
-      ``floor + relative_level * (region peak - floor)``, i.e. relative to its own peak.
-    - ``min_area_fraction``: regions smaller than this share of the image are dropped
-      (never the forced region around the peak of an NG image).
-    - ``peak_level``: in (0, 1); an NG image whose peak stays below ``floor`` (a faint
-      defect) gets the connected area at or above ``median + peak_level * (peak - median)``
-      around its peak (0.5: the peak's half-maximum).
-    """
+    """How a normalised anomaly map becomes defect regions: hysteresis seeded at its peaks
+    (``kind="global"``: one pixel threshold, ``floor == seed_level``). A region must reach
+    ``seed_level``, never grows below ``floor`` and keeps the connected pixels at or above
+    ``floor + relative_level * (its peak - floor)``; regions under ``min_area_fraction`` of the
+    image are dropped (never the forced peak region). A faint NG image (peak below ``floor``)
+    gets the area at or above ``median + peak_level * (peak - median)`` around its peak."""
 
     kind: SegmentationKind = "global"
     seed_level: float = 0.5

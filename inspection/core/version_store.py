@@ -10,7 +10,8 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -66,8 +67,7 @@ class VersionStore:
             versions_dir = product_dir(self.root, product) / "versions"
             versions_dir.mkdir(parents=True, exist_ok=True)
             version = f"v{_next_number(versions_dir):04d}"
-            staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=versions_dir))
-            try:
+            with _staged(versions_dir, version) as staging:
                 if write_files is not None:
                     write_files(staging)
                 files = {
@@ -89,10 +89,6 @@ class VersionStore:
                     "extra": dict(extra or {}),
                 }
                 write_json(staging / RECORD_FILE, record)
-                os.rename(staging, versions_dir / version)
-            except BaseException:
-                shutil.rmtree(staging, ignore_errors=True)
-                raise
         return self.version(product, version)
 
     def versions(self, product: str) -> list[ModelRecord]:
@@ -132,13 +128,8 @@ class VersionStore:
                 raise RegistryError(
                     f"bundle {product}/{bundle_id} already exists; bundles are immutable"
                 )
-            staging = Path(tempfile.mkdtemp(prefix=f".{bundle_id}-", dir=bundles_dir))
-            try:
+            with _staged(bundles_dir, bundle_id) as staging:
                 shutil.copytree(source_dir, staging, dirs_exist_ok=True)
-                os.rename(staging, target)
-            except BaseException:
-                shutil.rmtree(staging, ignore_errors=True)
-                raise
         return target
 
     def bundle_ids(self, product: str) -> list[str]:
@@ -161,6 +152,18 @@ class VersionStore:
                 f"bundle {product}/{bundle_id} was exported from {ref}, another product"
             )
         return self.version(product, ref.version)
+
+
+@contextmanager
+def _staged(parent: Path, name: str) -> Iterator[Path]:
+    """A staging folder in ``parent``, renamed to ``name`` after the block (removed on error)."""
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=parent))
+    try:
+        yield staging
+        os.rename(staging, parent / name)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def _folders(parent: Path) -> list[str]:

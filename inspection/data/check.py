@@ -1,17 +1,13 @@
 """Validate a dataset file by file: counts, sizes, mask coverage and every problem found.
-
-``check_dataset`` reads every image and mask once and never raises on a bad file: each finding
-is a ``Problem``. Errors (a bad file, too few good test images) make ``CheckReport.ok`` false;
-warnings name what the product lacks or loses; ``budget_note`` says when the good images are
-too few for the false-reject budget's guarantee.
-"""
+``check_dataset`` never raises on a bad file: each finding is a ``Problem``, an error (making
+``CheckReport.ok`` false) or a warning naming what the product lacks."""
 
 from __future__ import annotations
 
 import io
 import os
 from collections import Counter, defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,15 +30,13 @@ from inspection.core.images import (
 from inspection.core.operating_point import DEFAULT_BUDGET, n_needed
 from inspection.data.dataset import GOOD, MIN_TEST_GOOD, NEEDS_TEST_GOOD, Dataset, Sample
 from inspection.data.decoded import KEPT
-from inspection.data.leaks import held_out_copies, pixel_print
+from inspection.data.leaks import held_out_copies, listed, pixel_print
 
 Severity = Literal["error", "warning"]
 VALIDATION_SHARE = 0.3
 """The default ``val_fraction``: the share of test/good that calibrates (the rest measures)."""
 NARROW_16_BIT = 4096
 """16-bit images whose values all stay below this (12 bits) lose their contrast at 8 bits."""
-LISTED = 5
-"""Files named in one dataset-wide finding."""
 READERS = min(4, os.cpu_count() or 1)
 """Images decoded at once."""
 
@@ -94,7 +88,6 @@ class CheckReport:
         return not self.errors
 
     def to_dict(self) -> dict:
-        """JSON-ready form."""
         return {
             "name": self.name,
             "root": str(self.root),
@@ -129,13 +122,9 @@ def check_dataset(
     budget: float = DEFAULT_BUDGET,
     keep_decoded: bool = False,
 ) -> CheckReport:
-    """Check every sample of ``dataset``; ``on_file`` is called after each image (progress).
-
-    ``image_bits``: what the product's config declares (None: read as 16; 16-bit images
-    narrower or wider than it are named). ``product_file``: the config those findings tell to
-    edit (default ``products/<dataset name>.yaml``). ``budget``: the product's false-reject
-    budget (``budget_note``). ``keep_decoded``: keep the decoded images for a training that
-    follows (``data.decoded.KEPT``)."""
+    """Check every sample of ``dataset`` (``on_file`` after each image) against the product's
+    declared ``image_bits`` (None: 16) and ``budget``; findings tell to edit ``product_file``
+    (default ``products/<name>.yaml``); ``keep_decoded``: for a training that follows."""
     bits = image_bits if image_bits is not None else DEFAULT_SOURCE_BITS
     problems: list[Problem] = []
     sizes: dict[Path, tuple[int, int]] = {}
@@ -298,48 +287,38 @@ def _mixed_sizes(sizes: dict[Path, tuple[int, int]]) -> list[Problem]:
     ]
 
 
-def listed(names: Sequence[str], limit: int = LISTED, sep: str = ", ") -> str:
-    """The first ``limit`` of ``names``, joined by ``sep``, and how many more there are."""
-    more = f" and {len(names) - limit} more" if len(names) > limit else ""
-    return sep.join(names[:limit]) + more
-
-
 def _bit_depth(used: dict[Path, int], bits: int, root: Path, target: Path) -> list[Problem]:
-    """16-bit images read at ``bits`` by the bits they use: at 16, those below 12 bits (nearly
-    black); below 16, those with values above ``2**bits - 1`` (clipped)."""
+    """One warning naming the 16-bit images read at ``bits`` wrongly for the bits they use: at
+    16, those below 12 bits (nearly black); below 16, those above ``2**bits - 1`` (clipped),
+    with the ``image_bits`` to set in ``target``."""
     if bits == DEFAULT_SOURCE_BITS:
-        narrow = {p: n for p, n in used.items() if 2**n <= NARROW_16_BIT}
-        return _narrow_16_bit(narrow, root, target)
-    over = [p for p, n in used.items() if n > bits]
-    if not over:
-        return []
-    needed = max(used[p] for p in over)
-    message = (
-        f"{len(over)} 16-bit image(s) use more than the declared image_bits: {bits} (values "
-        f"above {2**bits - 1}, up to {needed} bits): "
-        f"{listed([_relative(p, root) for p in over])}. Their brighter pixels clip "
-        f"to 255; set image_bits: {needed} in {target} if the camera writes that many bits"
-    )
-    return [Problem(root, message, "over_image_bits", "warning")]
-
-
-def _narrow_16_bit(used: dict[Path, int], root: Path, target: Path) -> list[Problem]:
-    """One warning naming the 16-bit images whose values stay below 12 bits, and the
-    ``image_bits`` their highest value needs (set in ``target``)."""
-    if not used:
-        return []
-    paths = list(used)
-    needed = max(8, *used.values())
-    message = (
-        f"{len(paths)} 16-bit image(s) use fewer than 12 bits (all values below "
-        f"{NARROW_16_BIT}, e.g. 12-bit camera data): "
-        f"{listed([_relative(p, root) for p in paths])}. They are read at 8 bits by "
-        "taking the high byte, which leaves at most 16 grey levels and loses almost all "
-        f"contrast; set image_bits: {needed} (the camera's bit depth) in {target} "
-        "so training and every station read them at full contrast, or export the camera "
-        "images as 8-bit or as full-range 16-bit (scaled to 0..65535)"
-    )
-    return [Problem(root, message, "narrow_16_bit", "warning")]
+        paths = [p for p, n in used.items() if 2**n <= NARROW_16_BIT]
+        needed = max([8, *(used[p] for p in paths)])
+        code, message = (
+            "narrow_16_bit",
+            (
+                f"{len(paths)} 16-bit image(s) use fewer than 12 bits (all values below "
+                f"{NARROW_16_BIT}, e.g. 12-bit camera data): "
+                f"{listed([_relative(p, root) for p in paths])}. They are read at 8 bits by "
+                "taking the high byte, which leaves at most 16 grey levels and loses almost all "
+                f"contrast; set image_bits: {needed} (the camera's bit depth) in {target} "
+                "so training and every station read them at full contrast, or export the camera "
+                "images as 8-bit or as full-range 16-bit (scaled to 0..65535)"
+            ),
+        )
+    else:
+        paths = [p for p, n in used.items() if n > bits]
+        needed = max([bits, *(used[p] for p in paths)])
+        code, message = (
+            "over_image_bits",
+            (
+                f"{len(paths)} 16-bit image(s) use more than the declared image_bits: {bits} (values "
+                f"above {2**bits - 1}, up to {needed} bits): "
+                f"{listed([_relative(p, root) for p in paths])}. Their brighter pixels clip "
+                f"to 255; set image_bits: {needed} in {target} if the camera writes that many bits"
+            ),
+        )
+    return [Problem(root, message, code, "warning")] if paths else []
 
 
 def _ignored(dataset: Dataset) -> list[Problem]:
@@ -361,9 +340,8 @@ def _ignored(dataset: Dataset) -> list[Problem]:
 
 
 def _dataset_findings(dataset: Dataset) -> list[Problem]:
-    """Dataset-wide findings: too few good test images (an error, as in training); warnings
-    that limit evaluation (test images held out of train/good, none defective), each saying
-    which figure the product lacks and why."""
+    """Dataset-wide findings: too few good test images (an error, as in training), and
+    warnings saying which figure the product lacks and why."""
     problems = []
     defective = [s for s in dataset.samples if s.label == 1]
     if defective and not any(s.mask_path for s in defective) and not dataset.unmatched_masks:

@@ -15,11 +15,8 @@ MVTec AD layout (``load_mvtec``)::
     <product>/ground_truth/train/<defect>/<stem>_mask.png  optional: their masks (none: image-level)
     <product>/calibration/good/*.png                     optional: good images that only calibrate
 
-A folder under ``train/`` other than ``good`` holds labelled defective training images (a mixed
-model learns from them; ``ground_truth/train`` is not a defect type). Without any, a product
-reads and trains exactly as before. Good images in ``calibration/good/`` never enter the model:
-the trained model scores them and they join the out-of-fold scores that set the threshold
-(``training.operating``). File names match in any letter case (``000_mask.PNG``); hidden files (``._x.png``) are skipped.
+Labelled defects in ``train/<defect>/`` teach a mixed model; ``calibration/good/`` images never
+enter the model, only set the threshold. Names match in any letter case; hidden files are skipped.
 
 Custom folders (``load_folder_spec``), paths relative to the YAML file::
 
@@ -193,39 +190,35 @@ def load_mvtec(root: str | Path) -> Dataset:
         train, held_out = hold_out_good(train)
     samples = [Sample(p, "train", 0, GOOD) for p in train]
     samples += [Sample(p, "test", 0, GOOD) for p in held_out]
-    used_masks: set[Path] = set()
-    masks: _MaskIndex = {}
-    empty: list[Path] = []
-    samples += _labelled(root / "train", gt_dir / LABELLED_MASKS, masks, used_masks, empty)
+    found = _Found()
+    labelled = [f for f in _subfolders(root / "train") if f.name != GOOD]
+    for folder in labelled:
+        samples += found.defects(
+            folder, "train", folder.name, [gt_dir / LABELLED_MASKS / folder.name]
+        )
     for defect_dir in _subfolders(test_dir) if test_dir.is_dir() else ():
-        defect, images = defect_dir.name, list_images(defect_dir)
+        defect = defect_dir.name
         if defect == LABELLED_MASKS:
             raise DatasetError(
                 f"{defect_dir}: a test defect type may not be named {LABELLED_MASKS!r} "
                 f"(ground_truth/{LABELLED_MASKS}/ holds the labelled training masks); rename it"
             )
-        if not images:
-            empty.append(defect_dir)
-        for path in images:
-            if defect == GOOD:
-                samples.append(Sample(path, "test", 0, GOOD))
-                continue
-            mask = _find_mask(path.stem, [gt_dir / defect], masks)
-            if mask is not None:
-                used_masks.add(mask)
-            samples.append(Sample(path, "test", 1, defect, mask))
-    samples += _calibration(root / CALIBRATION_DIR, empty)
-    unmatched = [] if not gt_dir.is_dir() else _unused_images(gt_dir, used_masks)
+        if defect == GOOD:
+            samples += found.good(defect_dir, "test")
+        else:
+            samples += found.defects(defect_dir, "test", defect, [gt_dir / defect])
+    if (root / CALIBRATION_DIR).is_dir():
+        samples += found.good(root / CALIBRATION_DIR, "calibration")
+    unmatched = [] if not gt_dir.is_dir() else _unused_images(gt_dir, found.used)
     loose = tuple(list_images(test_dir)) if test_dir.is_dir() else ()
-    found = (tuple(unmatched), tuple(empty), loose, bool(held_out))
-    return Dataset(root.name, root, tuple(samples), *found)
+    rest = (tuple(unmatched), tuple(found.empty), loose, bool(held_out))
+    return Dataset(root.name, root, tuple(samples), *rest)
 
 
 def hold_out_good(paths: list[Path]) -> tuple[list[Path], list[Path]]:
-    """(train, held out) of a product's good images when it has no ``test/`` folder: an image
-    is held out when the sha256 of its file name falls in the lowest ``HELD_OUT_SHARE`` of the
-    hash range, so adding images never moves one between the two; at least ``MIN_TEST_GOOD``
-    (the lowest hashes) when fewer fall there. ``DatasetError`` when none would be left."""
+    """(train, held out) of a product's good images without a ``test/`` folder: held out when
+    their file name's sha256 falls in the lowest ``HELD_OUT_SHARE`` (so adding images moves
+    none), at least ``MIN_TEST_GOOD``."""
     if len(paths) <= MIN_TEST_GOOD:
         raise DatasetError(
             f"train/good has {len(paths)} image(s) and there is no test/ folder: training "
@@ -242,35 +235,35 @@ def _name_hash(path: Path) -> int:
     return int(hashlib.sha256(path.name.encode()).hexdigest(), 16)
 
 
-def _labelled(
-    train_dir: Path, mask_dir: Path, masks: _MaskIndex, used: set[Path], empty: list[Path]
-) -> list[Sample]:
-    """The labelled defects in ``train/<defect>/`` (every folder but ``good``), each with its
-    ``mask_dir/<defect>/<stem>_mask`` when there is one; masks found join ``used``, empty
-    folders ``empty``."""
-    samples = []
-    for folder in _subfolders(train_dir):
-        if folder.name == GOOD:
-            continue
+@dataclass
+class _Found:
+    """What reading a dataset's folders found beside its samples: ``empty`` folders and the
+    masks ``used``, with a per-folder index of mask names (``_find_mask``)."""
+
+    empty: list[Path] = field(default_factory=list)
+    used: set[Path] = field(default_factory=set)
+    index: dict[Path, dict[str, Path]] = field(default_factory=dict)
+
+    def good(self, folder: Path, split: Split) -> list[Sample]:
+        return [Sample(path, split, 0, GOOD) for path in self._images(folder)]
+
+    def defects(
+        self, folder: Path, split: Split, defect: str, mask_folders: list[Path]
+    ) -> list[Sample]:
+        """The ``defect`` images of ``folder``, each with its mask from ``mask_folders``."""
+        samples = []
+        for path in self._images(folder):
+            mask = _find_mask(path.stem, mask_folders, self.index)
+            if mask is not None:
+                self.used.add(mask)
+            samples.append(Sample(path, split, 1, defect, mask))
+        return samples
+
+    def _images(self, folder: Path) -> list[Path]:
         images = list_images(folder)
         if not images:
-            empty.append(folder)
-        for path in images:
-            mask = _find_mask(path.stem, [mask_dir / folder.name], masks)
-            if mask is not None:
-                used.add(mask)
-            samples.append(Sample(path, "train", 1, folder.name, mask))
-    return samples
-
-
-def _calibration(folder: Path, empty: list[Path]) -> list[Sample]:
-    """The good calibration images of ``folder`` (``calibration/good``; none: no folder)."""
-    if not folder.is_dir():
-        return []
-    images = list_images(folder)
-    if not images:
-        empty.append(folder)
-    return [Sample(path, "calibration", 0, GOOD) for path in images]
+            self.empty.append(folder)
+        return images
 
 
 def _subfolders(folder: Path) -> list[Path]:
@@ -313,30 +306,20 @@ def load_folder_spec(yaml_path: str | Path) -> Dataset:
         train, test = _split_normals(normals, spec.test_split_ratio)
     samples = [Sample(p, "train", 0, GOOD) for p in train]
     samples += [Sample(p, "test", 0, GOOD) for p in test]
-    empty: list[Path] = []
+    found = _Found()
     if spec.calibration_dir is not None:
         folder = _spec_dir(yaml_path, spec.calibration_dir, "calibration_dir")
-        samples += _calibration(folder, empty)
+        samples += found.good(folder, "calibration")
 
     mask_dir = None if spec.mask_dir is None else _spec_dir(yaml_path, spec.mask_dir, "mask_dir")
-    used_masks: set[Path] = set()
-    masks: _MaskIndex = {}
     for defect, rel in sorted(spec.abnormal_dirs.items()):
         folder = _spec_dir(yaml_path, rel, f"abnormal_dirs.{defect}")
-        images = list_images(folder)
-        if not images:
-            empty.append(folder)
-        for path in images:
-            mask = None
-            if mask_dir is not None:
-                mask = _find_mask(path.stem, [mask_dir / defect, mask_dir], masks)
-                if mask is not None:
-                    used_masks.add(mask)
-            samples.append(Sample(path, "test", 1, defect, mask))
-    unmatched = [] if mask_dir is None else _unused_images(mask_dir, used_masks)
+        mask_folders = [] if mask_dir is None else [mask_dir / defect, mask_dir]
+        samples += found.defects(folder, "test", defect, mask_folders)
+    unmatched = [] if mask_dir is None else _unused_images(mask_dir, found.used)
     dirs = [base, *(s.path.parent for s in samples), *([mask_dir] if mask_dir else [])]
     root = Path(os.path.commonpath([str(d) for d in dirs]))
-    return Dataset(spec.name, root, tuple(samples), tuple(unmatched), tuple(empty))
+    return Dataset(spec.name, root, tuple(samples), tuple(unmatched), tuple(found.empty))
 
 
 def load_dataset(path: str | Path) -> Dataset:
@@ -379,11 +362,7 @@ def _images_or_raise(folder: Path) -> list[Path]:
     return images
 
 
-_MaskIndex = dict[Path, dict[str, Path]]
-"""Per mask folder: lower-cased file name -> resolved path (filled by ``_find_mask``)."""
-
-
-def _find_mask(stem: str, folders: list[Path], index: _MaskIndex) -> Path | None:
+def _find_mask(stem: str, folders: list[Path], index: dict[Path, dict[str, Path]]) -> Path | None:
     """First of ``<folder>/<stem>_mask.<ext>`` or ``<folder>/<stem>.<ext>`` that exists,
     in any letter case (``000_mask.PNG``), as ``list_images`` accepts any case."""
     for folder in folders:
@@ -412,7 +391,7 @@ def _unused_images(folder: Path, used: set[Path]) -> list[Path]:
 
 def _split_normals(paths: list[Path], ratio: float) -> tuple[list[Path], list[Path]]:
     """Deterministic split by a hash of the file name: stable when images are added."""
-    ranked = sorted(paths, key=lambda p: hashlib.sha256(p.name.encode()).hexdigest())
+    ranked = sorted(paths, key=_name_hash)
     n_test = round(len(paths) * ratio)
     test = set(ranked[:n_test])
     return [p for p in paths if p not in test], [p for p in paths if p in test]

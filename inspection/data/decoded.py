@@ -1,9 +1,5 @@
-"""Images the dataset check decoded, handed on to the training that follows in the process.
-
-``keep`` stores the check's arrays (``core.images.read_image``'s decoding at the same bits),
-``take`` hands each over once, so ``inspection train`` decodes each image once. Arrays are
-keyed by path, size and modification time; nothing is kept past ``BUDGET_BYTES``.
-"""
+"""Images the dataset check decoded, handed on once to the training that follows in the
+process (keyed by path, bits, size and modification time; at most ``BUDGET_BYTES``)."""
 
 from __future__ import annotations
 
@@ -12,8 +8,7 @@ from pathlib import Path
 import numpy as np
 
 BUDGET_BYTES = 256 << 20
-"""Decoded bytes kept at most (a few hundred demo images at 256 px fit); a plant's thousands
-are decoded again as training reads them (cheap) rather than held."""
+"""Decoded bytes kept at most: a plant's thousands of images are decoded again, not held."""
 
 _Key = tuple[Path, int, int, int]
 
@@ -49,7 +44,6 @@ class DecodedImages:
         return array
 
     def clear(self) -> None:
-        """Drop every kept array."""
         while self._arrays:
             self._left += self._arrays.popitem()[1].nbytes
 

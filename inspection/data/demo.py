@@ -1,19 +1,11 @@
 """Deterministic demo datasets in MVTec AD layout, from the texture photos bundled in scikit-image.
 
-Each texture product (``brick``, ``grass``, ``gravel``) is a 512 px grayscale photo tinted to
-RGB; a sample is a random crop with rescale, flips/rot90, light and contrast jitter and sensor
-noise. Defects are alpha-blended in with soft edges: ``scratch``, ``crack`` (branching, jagged),
-``hole`` (a dark pit with a lit rim) and ``stain``. ``weave`` (``demo_weave``) has global
-defects; ``tissue`` (``demo_tissue``) and ``part`` (``demo_part``) are evaluation products
-nothing is tuned on. A mask is exactly the pixels its defect altered (blend weights below
-``ALPHA_CUTOFF`` are zeroed); output is byte-identical for a given seed.
-
-Labelled defective training images (``train/<defect>``, masks in ``ground_truth/train``) are a
-seeded stream of their own (split id 2), so no test image is ever one of them; ``unlike`` draws
-them ``UNLIKE_SCALE`` times larger at ``UNLIKE_CONTRAST`` of the blend (labels unlike the test).
-Good calibration images (``calibration/good``, never trained on) are a seeded stream of their
-own too (split id 3). Larger test splits only add files after the existing ones: each file's
-seed is its own index.
+A texture product (``brick``, ``grass``, ``gravel``) sample is a random crop of a tinted 512 px
+photo with flips, jitter and noise; defects (``scratch``, ``crack``, ``hole``, ``stain``) are
+alpha-blended in, their mask exactly the pixels altered (weights below ``ALPHA_CUTOFF`` zeroed).
+``weave`` has global defects; ``tissue`` and ``part`` are evaluation products nothing is tuned
+on. Every file is seeded by (seed, product, split, kind, index), so output is byte-identical,
+labelled and calibration images are streams of their own, and larger splits only add files.
 """
 
 from __future__ import annotations
@@ -36,18 +28,14 @@ from inspection.data.demo_part import PART_DEFECT_KINDS, render_part_sample
 from inspection.data.demo_shapes import draw_polyline, irregular_blob, smooth_curve
 from inspection.data.demo_tissue import TISSUE_DEFECT_KINDS, TISSUE_DEFECTS
 from inspection.data.demo_weave import WEAVE_DEFECT_KINDS, render_weave_sample
+from inspection.data.leaks import listed
 
 log = logging.getLogger(__name__)
 
 DEFECT_KINDS: tuple[str, ...] = ("crack", "hole", "scratch", "stain")
 ALPHA_CUTOFF = 0.12
 MARKER = ".inspection-demo.json"  # written into each demo product folder, with its parameters
-SPLIT_FOLDERS = (
-    "train",
-    "test",
-    "ground_truth",
-    "calibration",
-)  # where the generator writes its images
+SPLIT_FOLDERS = ("train", "test", "ground_truth", "calibration")  # where it writes images
 DefectFn = Callable[[np.ndarray, np.random.Generator], tuple[np.ndarray, np.ndarray]]
 """(image (H, W, 3) float32, rng) -> (alpha (H, W) float32 in [0, 1], target (H, W, 3))."""
 
@@ -86,16 +74,12 @@ HELD_OUT_PER_DEFECT = 52
 TEST_COUNTS: dict[str, tuple[int, int]] = {
     name: (60, HELD_OUT_PER_DEFECT) for name in ("weave", "brick", "grass", "gravel")
 }
-"""Larger test splits where a kind's miss bound must mean something (the files written before,
-brick's first 10 good and 6 per defect, the others' first 30 per defect, stay; the rest are
-added after them)."""
+"""Larger test splits where a kind's miss bound must mean something."""
 CALIBRATION_COUNTS: dict[str, int] = {"brick": 200, "grass": 200, "gravel": 200}
-"""Good calibration images ``make demo`` writes: at least 199 (``fewest_below_largest`` at 1 %)
-on their own, so they set the threshold below the largest without out-of-fold scores
-(``pools_out_of_fold``)."""
+"""Good calibration images ``make demo`` writes: at least ``fewest_below_largest`` at 1 %, so
+they set the threshold on their own (``pools_out_of_fold``)."""
 LABELLED_COUNTS: dict[str, int] = {"grass": 20, "gravel": 20}
-"""Labelled defective training images per defect type ``make demo`` writes: where PatchCore
-alone misses (brick, perfect without them, keeps the demo within its time)."""
+"""Labelled defective training images per defect type, where PatchCore alone misses."""
 SPLIT_IDS = ("train", "test", "labelled", "calibration")
 """A split's id in each image's seed: its index here."""
 UNLIKE_SCALE, UNLIKE_CONTRAST = 1.5, 0.6
@@ -137,14 +121,12 @@ def write_demo(
     on_image: Callable[[Path], None] | None = None,
 ) -> list[Path]:
     """Write one MVTec-style folder per product under ``root``; returns the product folders.
-
-    Counts left ``None`` take each product's default (``demo_test_counts``, ``LABELLED_COUNTS``,
-    ``CALIBRATION_COUNTS``)."""
+    Counts left ``None`` take each product's default (``_counts``)."""
     roots = []
     for product in products:
-        good, per_defect = demo_test_counts(product, n_test_good, n_test_per_defect)
-        labelled = LABELLED_COUNTS.get(product, 0) if n_labelled is None else n_labelled
-        calibration = CALIBRATION_COUNTS.get(product, 0) if n_calibration is None else n_calibration
+        good, per_defect, labelled, calibration = _counts(
+            product, n_test_good, n_test_per_defect, n_labelled, n_calibration
+        )
         roots.append(write_demo_product(
             root, product, seed=seed, n_train=n_train, n_test_good=good,
             n_test_per_defect=per_defect, size=size, n_labelled=labelled,
@@ -164,11 +146,26 @@ def demo_image_count(
     """How many images ``write_demo`` writes (for progress bars)."""
     total = 0
     for product in products:
-        good, per_defect = demo_test_counts(product, n_test_good, n_test_per_defect)
-        labelled = LABELLED_COUNTS.get(product, 0) if n_labelled is None else n_labelled
-        total += n_train + good + (per_defect + labelled) * len(defect_kinds(product))
-        total += CALIBRATION_COUNTS.get(product, 0) if n_calibration is None else n_calibration
+        good, per_defect, labelled, calibration = _counts(
+            product, n_test_good, n_test_per_defect, n_labelled, n_calibration
+        )
+        total += n_train + good + (per_defect + labelled) * len(defect_kinds(product)) + calibration
     return total
+
+
+def _counts(
+    product: str,
+    n_test_good: int | None,
+    n_test_per_defect: int | None,
+    n_labelled: int | None,
+    n_calibration: int | None,
+) -> tuple[int, int, int, int]:
+    """(test good, test per defect, labelled per defect, calibration) images of ``product``;
+    a count left ``None`` takes the product's default."""
+    good, per_defect = demo_test_counts(product, n_test_good, n_test_per_defect)
+    labelled = LABELLED_COUNTS.get(product, 0) if n_labelled is None else n_labelled
+    calibration = CALIBRATION_COUNTS.get(product, 0) if n_calibration is None else n_calibration
+    return good, per_defect, labelled, calibration
 
 
 def write_demo_product(
@@ -185,11 +182,8 @@ def write_demo_product(
     unlike: bool = False,
     on_image: Callable[[Path], None] | None = None,
 ) -> Path:
-    """Write ``root/product`` in MVTec AD layout and return it (an earlier run's images are
-    replaced, any other folder content raises ``DatasetError``: ``prepare_folder``).
-    ``n_labelled`` labelled defective training images per defect type, ``unlike`` the test's
-    (``UNLIKE_SCALE``, ``UNLIKE_CONTRAST``; texture products only); ``n_calibration`` good
-    calibration images."""
+    """Write ``root/product`` in MVTec AD layout and return it (``prepare_folder`` replaces an
+    earlier run's images); ``unlike``: labelled defects unlike the test's (``unlike_defects``)."""
     kinds = defect_kinds(product)
     if size < 32:
         raise DatasetError(f"demo image size must be at least 32 px, got {size}")
@@ -228,11 +222,10 @@ def write_samples(
     on_image: Callable[[Path], None] | None = None,
     render_labelled: Renderer | None = None,
 ) -> int:
-    """Write ``params``' counts (``n_train``, ``n_test_good``, ``n_test_per_defect``,
-    ``n_labelled`` (default 0) of each of ``kinds`` and ``n_calibration`` (default 0)) of ``render(seed, kind)`` images and
-    masks into ``out`` (MVTec layout), each seeded (``params["seed"]``, ``stream``, split,
-    kind, index); labelled ones by ``render_labelled`` (default ``render``); ``workers`` render
-    at once, PNGs at zlib level ``compression``. Returns how many images."""
+    """Write ``params``' counts (``n_train``, ``n_test_good``, ``n_test_per_defect``, optional
+    ``n_labelled`` and ``n_calibration``) of ``render(seed, kind)`` images and masks into
+    ``out``, each seeded (``params["seed"]``, ``stream``, split, kind, index), labelled ones by
+    ``render_labelled``; PNGs at zlib level ``compression``. Returns how many images."""
     jobs = [("train", "good", i) for i in range(params["n_train"])]
     jobs += [("test", "good", i) for i in range(params["n_test_good"])]
     jobs += [("test", kind, i) for kind in kinds for i in range(params["n_test_per_defect"])]
@@ -512,9 +505,9 @@ def _check_product(product: str) -> None:
 
 
 def prepare_folder(out: Path, params: dict, kinds: Sequence[str] | None = None) -> None:
-    """Remove a previous demo's images (only the files its ``MARKER`` names: a folder without
-    one, or with other files, raises ``DatasetError`` untouched) and record ``params`` there.
-    ``kinds``: the product's defect types (default: a demo product's, else the folders present)."""
+    """Remove a previous demo's images (only the files its ``MARKER`` names: other content
+    raises ``DatasetError``, nothing deleted) and record ``params`` there; ``kinds`` default: a
+    demo product's, else the folders present."""
     if out.is_dir() and any(out.iterdir()):
         if not (out / MARKER).is_file():
             raise DatasetError(
@@ -537,10 +530,9 @@ def _remove_generated(out: Path, kinds: Sequence[str] | None) -> None:
     generated = _previous_names(out, kinds)
     foreign = [name for name in present if name not in generated]
     if foreign:
-        more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
         raise DatasetError(
-            f"{out} holds files the demo generator did not write: {', '.join(foreign[:3])}"
-            f"{more}; move them out of the folder or choose another output folder"
+            f"{out} holds files the demo generator did not write: {listed(foreign, 3)}; "
+            "move them out of the folder or choose another output folder"
         )
     for name in present:
         (out / name).unlink()

@@ -1,11 +1,8 @@
 """The ``part`` evaluation product: an aligned machined gear whose defects are small and local.
 
-A turned steel gear (12 teeth, a bore, four bolt holes) on a dark fixture in a nominal pose
-(shift up to ``MAX_SHIFT``, rotation up to ``MAX_ROTATION``), varying in turning marks and
-lighting, drawn at ``SUPERSAMPLE`` times the size and downsampled. Defects, nothing tuned on
-them: ``chip`` and ``burr`` (2-5 px) on the outline, a dark ``speck`` on the face, a
-``missing_hole``: patches normal *somewhere* on the part but not *there*. Masks are the pixels
-whose coverage or blend weight changed by at least ``ALPHA_CUTOFF``.
+A turned steel gear on a dark fixture, jittered in pose, turning marks and lighting, drawn
+supersampled. Defects nothing is tuned on: ``chip``, ``burr``, ``speck`` and ``missing_hole``
+(patches normal somewhere on the part but not there); masks are the pixels they changed.
 """
 
 from __future__ import annotations
@@ -38,10 +35,8 @@ def _outline_radius(theta: np.ndarray, size: float) -> np.ndarray:
 
 
 def _coverage(size: int, pose: np.ndarray, holes: Sequence[bool], discs: list) -> np.ndarray:
-    """(size, size) float32 share of each output pixel covered by the part.
-
-    ``pose`` (dx, dy, degrees); ``holes``: which bolt holes are drilled; ``discs``: extra
-    (x, y, radius, sign) discs in part pixels, +1 adds material, -1 removes it."""
+    """(size, size) float32 share of each output pixel covered by the part at ``pose`` (dx, dy,
+    degrees), the ``holes`` drilled and extra (x, y, radius, +1 add / -1 remove) ``discs``."""
     big = size * SUPERSAMPLE
     yy, xx = (np.mgrid[0:big, 0:big].astype(np.float32) + 0.5) / SUPERSAMPLE
     angle = np.deg2rad(pose[2])

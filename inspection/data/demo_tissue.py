@@ -1,10 +1,6 @@
-"""The ``tissue`` evaluation product: a stained-tissue photo with defect kinds nothing is tuned on.
-
-scikit-image's ``immunohistochemistry()`` photo, sampled like the texture products. Its
-defects (``cut``, ``colour_shift``, ``smudge``, ``warp``) only check that the segmentation
-choices generalise (``reports/verdicts``). Masks are the altered pixels; for ``smudge`` and
-``warp``, pixels within 1 grey level of the image are left out (not visibly altered).
-"""
+"""The ``tissue`` evaluation product: a stained-tissue photo (scikit-image) with defect kinds
+nothing is tuned on, to check the segmentation choices generalise. Masks are the visibly
+altered pixels (``smudge``, ``warp``: more than 1 grey level)."""
 
 from __future__ import annotations
 

@@ -1,10 +1,6 @@
-"""The ``weave`` demo product: a woven fabric whose defects are global, not local patches.
-
-A plain weave drawn at twice the size and downsampled; good samples vary in phase, pitch
-(±2 %), angle (±1.5°), yarn shade and fibre noise, then get ``demo._finish``. Defects:
-``density`` (pitch 9-14 % off), ``tint`` (a 6-9 % cast between two channels), ``rotation``
-(5-9°) and ``missing_thread``. The mask of a global defect is the whole image.
-"""
+"""The ``weave`` demo product: a woven fabric whose defects are global, not local patches
+(``density``, ``tint``, ``rotation``, ``missing_thread``; a global defect's mask is the whole
+image). Good samples vary in phase, pitch, angle, shade and fibre noise."""
 
 from __future__ import annotations
 

@@ -1,14 +1,9 @@
 """The high-resolution demo product ``plate``: a textured steel plate held in a busy fixture.
 
-Each image (``size`` x ``size``, default 2048) shows one plate of blasted steel (scikit-image's
-``gravel`` photo at two scales, every plate its own grain) with four through-holes, in a dark
-fixture with fixed locating pins and per-image clutter (labels, barcodes, bolts, scribbles, lot
-numbers), shifted by up to ``MAX_SHIFT`` and rotated by up to ``MAX_ROTATION`` degrees, so
-alignment to the reference matters. Defective plates carry one small defect (at most 0.1 % of
-the image): ``scratch``, ``pit`` or ``stain``; its mask is every pixel interpolated from one
-the defect altered (blend weights below ``ALPHA_CUTOFF`` dropped before the pose warp).
-``write_plate`` also writes ``reference.png`` (the nominal pose), whose polygons ``plate_roi``
-returns (``configs/products/plate.yaml`` carries ``plate_roi(2048)``).
+A 2048 px plate of blasted steel with four holes in a dark fixture with pins and per-image
+clutter, shifted and rotated (so alignment matters); a defective plate carries one small
+``scratch``, ``pit`` or ``stain``, masked where it altered pixels. ``write_plate`` also writes
+``reference.png`` (the nominal pose), whose ROI polygons ``plate_roi`` returns.
 """
 
 from __future__ import annotations

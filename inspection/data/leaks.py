@@ -1,10 +1,7 @@
 """The one leak check: is an image that would be trained on one of the held-out images?
 
-Compared by decoded pixels, so a held-out image copied, renamed, re-saved as PNG or re-encoded
-as JPEG is still found: two images match when their 32x32 grey thumbnails differ by at most
-``NEAR_LEVELS`` on average (demo parts re-saved as JPEG: under 1 at quality 50 and 128 px,
-1.4 at quality 75 and 64 px; two different parts of the demo's aligned product: over 2.2). ``data check``, ``train``, ``train --update`` and
-``retrain`` (reviewed goods, labelled defects) all ask ``held_out_copies``.
+Compared by decoded pixels (32x32 grey thumbnails within ``NEAR_LEVELS``), so a copy renamed,
+re-saved or re-encoded as JPEG is still found; ``data check``, ``train`` and ``retrain`` ask it.
 """
 
 from __future__ import annotations
@@ -20,12 +17,11 @@ from inspection.core.images import DEFAULT_SOURCE_BITS, read_image
 
 THUMB_SIDE = 32
 NEAR_LEVELS = 1.5
-"""Mean absolute difference (uint8 grey levels) of two thumbnails at or below which two
-images are the same picture."""
+"""Mean absolute grey difference of two thumbnails at or below which they are one picture..."""
 NEAR_SPREAD = 0.1
-"""...and at most this fraction of the held-out thumbnail's own spread (std): a dark or flat
-picture must match more closely than a busy one, or every near-black image would match."""
+"""...and at most this share of the held-out thumbnail's std (flat images match closer)."""
 NAMED = 5
+"""Names one message lists before "and N more" (``listed``)."""
 
 
 def pixel_print(image: np.ndarray) -> np.ndarray:
@@ -76,9 +72,14 @@ def refuse_held_out(
 
 def leak_message(copies: Mapping[Path, Path]) -> str:
     """What to tell the user about ``copies`` (image -> the held-out image it copies)."""
-    named = "; ".join(f"{path} is held-out {match}" for path, match in list(copies.items())[:NAMED])
-    more = f" and {len(copies) - NAMED} more" if len(copies) > NAMED else ""
+    named = listed([f"{path} is held-out {match}" for path, match in copies.items()], sep="; ")
     return (
         f"{len(copies)} image(s) to train on copy held-out test images (same decoded pixels): "
-        f"{named}{more}. Training on them would fake every held-out figure: leave them out"
+        f"{named}. Training on them would fake every held-out figure: leave them out"
     )
+
+
+def listed(names: Sequence[str], limit: int = NAMED, sep: str = ", ") -> str:
+    """The first ``limit`` of ``names``, joined by ``sep``, and how many more there are."""
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return sep.join(names[:limit]) + more

@@ -22,12 +22,8 @@ def contact_sheet(
     tile: int = 192,
     image_bits: Mapping[str, int] | None = None,
 ) -> np.ndarray:
-    """One row per dataset: ``n_good`` test-good images then one image per defect type.
-
-    Returns (rows * (tile + LABEL_HEIGHT), cols * tile, 3) uint8 RGB; unreadable images
-    become grey tiles. ``image_bits``: per dataset name, the significant bits its 16-bit
-    images are read at (the product's ``image_bits``; a name not in it: the default).
-    """
+    """One uint8 RGB row per dataset: ``n_good`` test-good images then one per defect type
+    (unreadable: grey), read at each product's ``image_bits`` by name."""
     bits = image_bits or {}
     rows = [_row(d, n_good, tile, bits.get(d.name, DEFAULT_SOURCE_BITS)) for d in datasets]
     width = max(r.shape[1] for r in rows)

@@ -1,9 +1,5 @@
-"""Dataset summaries for reports: counts, mask coverage and trivial-baseline detectability.
-
-The trivial baselines score each test image by one global statistic (mean brightness,
-brightness standard deviation) and report the image-level AUROC of that score. Values near
-0.5 mean the defects cannot be found without looking at local structure.
-"""
+"""Dataset summaries for reports: counts, mask coverage and trivial baselines, the image AUROC
+of one global statistic (near 0.5: defects need local structure to be found)."""
 
 from __future__ import annotations
 
@@ -41,10 +37,8 @@ def baseline_aurocs(dataset: Dataset, bits: int = DEFAULT_SOURCE_BITS) -> dict[s
 
 
 def summarise(datasets: Sequence[Dataset], image_bits: Mapping[str, int] | None = None) -> dict:
-    """``{name: {"check": <CheckReport.to_dict()>, "baselines": {...}}}`` for each dataset.
-
-    ``image_bits``: per dataset name, the product's declared ``image_bits`` (the check holds
-    16-bit images against it and the baselines read them at it); a name not in it: none."""
+    """``{name: {"check": <CheckReport.to_dict()>, "baselines": {...}}}`` for each dataset,
+    with each product's declared ``image_bits`` by name (none: the default)."""
     bits = image_bits or {}
     return {
         d.name: {

@@ -1,9 +1,5 @@
-"""Bundle archives: a deterministic tar of a bundle folder plus a manifest of digests.
-
-The manifest travels separately from the archive (the catalog serves it as JSON), so a
-station can refuse a download whose bytes do not hash to ``archive_sha256`` before it
-unpacks anything, and then check every unpacked file against ``files``.
-"""
+"""Bundle archives: a deterministic tar of a bundle folder plus a manifest of digests, served
+apart so a station refuses a download that does not hash right before unpacking anything."""
 
 from __future__ import annotations
 
@@ -136,9 +132,8 @@ def _safe_members(tar: tarfile.TarFile, target_dir: Path) -> list[tarfile.TarInf
 def unpack_bundle(
     archive_path: str | Path, manifest: ArchiveManifest, target_dir: str | Path
 ) -> Path:
-    """Check, unpack and verify an archive; returns the bundle folder under ``target_dir``.
-    In order: the archive digest, a safe extraction (no absolute paths, ``..``, links or
-    devices), every file against the manifest and the bundle's own checksums, its identity."""
+    """Check the archive digest, unpack safely (no absolute paths, ``..``, links or devices),
+    check every file and the bundle's identity; returns the bundle folder under ``target_dir``."""
     check_archive(archive_path, manifest)
     target_dir = Path(target_dir)
     with tarfile.open(archive_path, "r") as tar:

@@ -1,9 +1,5 @@
-"""The central catalog: which bundle is live per product, and the archives to fetch it.
-
-``CatalogEntry`` is the typed answer a station gets (live bundle, since when, the archive
-manifest, the threshold that applies). Archives are packed once per immutable bundle and cached
-under ``.archives/<product>/<bundle_id>.tar`` (+ ``.json``); ``distribution.server`` serves both.
-"""
+"""The central catalog: which bundle is live per product (``CatalogEntry``), and its archive,
+packed once per immutable bundle under ``.archives/<product>/<bundle_id>.tar`` (+ ``.json``)."""
 
 from __future__ import annotations
 
@@ -46,17 +42,14 @@ class CatalogEntry:
     threshold_record: dict[str, Any] | None = None
     """The threshold version's signed row, mirrored unchanged by a station (None: unsigned)."""
     live_record: dict[str, Any] | None = None
-    """The signed live pointer (``live.json``), mirrored unchanged (None: unsigned, refused by
-    a keyed station)."""
+    """The signed live pointer (``live.json``), mirrored unchanged (None: unsigned)."""
     decisions: tuple[dict[str, Any], ...] = ()
-    """The product's signed decisions (ROI, force; ``core.decisions``) as rows."""
+    """The product's signed decisions (``core.decisions``) as rows."""
     alternatives: tuple[ArchiveManifest, ...] = ()
-    """The other bundles of the live model version that passed their export gate (e.g. the
-    FP16 and INT8 of an FP32 live bundle): the station measures them and serves the fastest."""
+    """The live version's other gated bundles: the station times them and serves the fastest."""
 
     def to_mapping(self) -> dict[str, Any]:
-        """The JSON view; the optional signed entries only when set (an earlier release's
-        station still reads the entry)."""
+        """The JSON view; optional signed entries only when set (earlier stations read it)."""
         data = to_mapping(self)
         for key in ("threshold_budget", "threshold_record", "live_record", "decisions"):
             if data[key] in (None, []):
@@ -99,8 +92,8 @@ def archive_paths(registry: Registry, product: str, bundle_id: str) -> tuple[Pat
 
 
 def archive_for(registry: Registry, product: str, bundle_id: str) -> tuple[Path, ArchiveManifest]:
-    """The cached archive of a registry bundle, packed on first request (bundles are
-    immutable); the manifest is written after the tar, so a crash in between packs again."""
+    """The cached archive of a bundle, packed on first request; the manifest is written after
+    the tar, so a crash in between packs again."""
     tar_path, manifest_path = archive_paths(registry, product, bundle_id)
     if not manifest_path.is_file():
         bundle_dir = registry.bundles.bundle_dir(product, bundle_id)

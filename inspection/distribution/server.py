@@ -1,9 +1,5 @@
-"""The catalog over HTTP (``inspection registry serve``), authenticated with station tokens.
-
-``GET /v1/catalog[?product=...]``, ``GET /v1/catalog/{product}``,
-``GET /v1/bundles/{product}/{bundle_id}/archive`` need ``Authorization: Bearer <token>``
-(issued with ``inspection tokens create`` on the central store); ``GET /healthz`` does not.
-"""
+"""The catalog over HTTP (``inspection registry serve``): every route but ``/healthz`` needs a
+station token (``inspection tokens create``) as ``Authorization: Bearer <token>``."""
 
 from __future__ import annotations
 

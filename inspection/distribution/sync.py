@@ -1,13 +1,9 @@
 """Station side of bundle distribution: pull the live bundles into the station's registry.
 
-``sync_once`` asks the source (the central catalog over HTTP, or a shared registry path) for
-each product's live bundle; a new one is downloaded to a staging folder, its archive and file
-digests checked, its signature verified against the station's pinned site key (when pinned),
-and only then added to the local registry and made live. The central signed live pointer,
-threshold and decisions are mirrored unchanged: the station never signs what a catalog sent,
-and only the signature proves who made a bundle. Any failure leaves the local live bundle as it
-was (an offline station keeps serving its last good one); ``inspection serve`` hot-swaps on its
-next registry poll.
+``sync_once`` downloads a product's new live bundle from the source (catalog over HTTP or a
+shared registry path) to staging, checks its digests and signature, then adds it and makes it
+live. Signed live pointers, thresholds and decisions are mirrored unchanged (the station never
+signs what a catalog sent); any failure leaves the local live bundle serving.
 """
 
 from __future__ import annotations
@@ -74,8 +70,7 @@ class HttpSource:
     """The central catalog (``inspection registry serve``) with a station bearer token."""
 
     def __init__(self, url: str, token: str, *, timeout_s: float = 30.0) -> None:
-        # deferred: httpx (0.2 s), only for an HTTP source (cli.station imports this at --help)
-        import httpx
+        import httpx  # deferred: only an HTTP source needs it (cli.station imports this module)
 
         if not token:
             raise InspectionError(
@@ -122,8 +117,7 @@ class HttpSource:
     @contextlib.contextmanager
     def _reaching(self) -> Iterator[None]:
         """Transport errors inside as ``SourceUnreachable`` (the station keeps its bundles)."""
-        # deferred: httpx (0.2 s), only for an HTTP source (cli.station imports this at --help)
-        import httpx
+        import httpx  # deferred: as in __init__
 
         try:
             yield
@@ -178,10 +172,9 @@ def sync_once(
     public_key: Ed25519PublicKey | None = None,
     offline_ok: bool = True,
 ) -> list[SyncOutcome]:
-    """Bring each product's local live bundle in step with the source. Network and bundle
-    problems become ``offline``/``failed`` outcomes, except that with ``offline_ok=False`` an
-    unreachable source raises ``SourceUnreachable`` (a one-shot sync must not look done).
-    ``public_key``: the station's pinned site key; a bundle failing it is never installed."""
+    """Bring each product's local live bundle in step with the source; problems become
+    ``offline``/``failed`` outcomes (``offline_ok=False``: an unreachable source raises, so a
+    one-shot sync does not look done). A bundle failing the pinned ``public_key`` never installs."""
     registry = Registry(registry_dir)
     products = tuple(products)
     started = time.perf_counter()
@@ -213,33 +206,32 @@ def _sync_product(
     started = time.perf_counter()
     product, bundle_id = entry.product, entry.bundle_id
     local = registry.journal.live(product)
+    current = local is not None and local.bundle_id == bundle_id
     try:
         sync_decisions(registry, entry)
-        if local is not None and local.bundle_id == bundle_id:
-            sync_live(registry, entry, source.description)
-            sync_threshold(registry, entry)
-            detail = _fetch_alternatives(source, registry, entry, public_key)
-            return SyncOutcome(product, "current", bundle_id, bundle_id, detail, _since(started))
-        if bundle_id in registry.bundles.bundle_ids(product):
+        if current:
+            detail = ""
+        elif bundle_id in registry.bundles.bundle_ids(product):
             _check(registry.bundles.bundle_dir(product, bundle_id), public_key)  # e.g. a rollback
             detail = "already held locally"
         else:
             _fetch(source, registry, entry, public_key)
             detail = f"downloaded {entry.manifest.archive_bytes} bytes, digests verified"
-        if public_key is not None:
+        if public_key is not None and not current:
             detail += ", signature verified"
         sync_live(registry, entry, source.description)
         sync_threshold(registry, entry)
-        detail = "; ".join(
-            filter(None, [detail, _fetch_alternatives(source, registry, entry, public_key)])
-        )
+        fetched = _fetch_alternatives(source, registry, entry, public_key)
+        detail = "; ".join(filter(None, [detail, fetched]))
     except SourceUnreachable as exc:
         return _kept(registry, product, "offline", bundle_id, str(exc), started)
     except (InspectionError, OSError) as exc:
         log.error("%s: bundle %s refused: %s", product, bundle_id, exc)
         return _kept(registry, product, "failed", bundle_id, str(exc), started)
-    log.info("%s: now live locally: %s (%s)", product, bundle_id, detail)
-    return SyncOutcome(product, "updated", bundle_id, bundle_id, detail, _since(started))
+    if not current:
+        log.info("%s: now live locally: %s (%s)", product, bundle_id, detail)
+    status = "current" if current else "updated"
+    return SyncOutcome(product, status, bundle_id, bundle_id, detail, _since(started))
 
 
 def _check(bundle_dir: Path, public_key: Ed25519PublicKey | None) -> None:
@@ -259,8 +251,7 @@ def _fetch(
     entry: CatalogEntry,
     public_key: Ed25519PublicKey | None,
 ) -> None:
-    """Download, check (digests, then signature) and add the bundle to the local registry
-    (not yet live)."""
+    """Download, check (digests, then signature) and add the bundle to the registry (not live)."""
     staging_root = registry.root / ".incoming"
     staging_root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f"{entry.product}-{entry.bundle_id}-", dir=staging_root))
@@ -303,8 +294,7 @@ def _fetch_alternatives(
 
 def sync_live(registry: Registry, entry: CatalogEntry, description: str) -> None:
     """Point the local registry at the entry's bundle: the central signed live pointer mirrored
-    unchanged (a keyed station verifies its signature), else an unsigned local promotion that
-    a keyed station refuses (the last good model keeps serving)."""
+    unchanged, else an unsigned local promotion (which a keyed station refuses)."""
     if entry.live_record is None:
         local = registry.journal.live(entry.product)
         if local is None or local.bundle_id != entry.bundle_id:
@@ -330,9 +320,8 @@ def sync_decisions(registry: Registry, entry: CatalogEntry) -> None:
 
 
 def sync_threshold(registry: Registry, entry: CatalogEntry) -> None:
-    """Mirror the central threshold (value and the budget it was chosen for) when it differs
-    from the local one: a signed version unchanged, so the station verifies the central
-    signature with its pinned key (a re-signed or unsigned copy would be refused)."""
+    """Mirror the central threshold (value and budget) when it differs from the local one; a
+    signed version unchanged, so the station verifies the central signature."""
     if entry.threshold is None:
         return
     current = registry.journal.current_threshold(entry.product)

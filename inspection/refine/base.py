@@ -11,12 +11,9 @@ from inspection.core.types import InspectionResult
 
 @runtime_checkable
 class MaskRefiner(Protocol):
-    """Sharpens the mask of a defective result.
-
-    ``image`` is the inspected (H, W, 3) uint8 RGB image; the returned result has the
-    same score and verdict, a refined ``mask``, recomputed ``regions`` and
-    ``mask_source`` naming the refiner ("raw" where a region was kept unrefined).
-    """
+    """Sharpens the mask of a defective result on its (H, W, 3) uint8 RGB ``image``: same
+    score and verdict, refined ``mask`` and ``regions``, ``mask_source`` the refiner ("raw"
+    where a region was kept)."""
 
     name: str
 

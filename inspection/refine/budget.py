@@ -1,10 +1,6 @@
-"""A pixel budget for measuring refiners: images over it are resized before refining.
-
-GrabCut and the random walker cost more than linearly in pixels (``reports/hires``), so over
-the budget the image, the judged result and the ground truth are measured at a longer side of
-``max_side``. Masks are resized by "any coverage" (a
-small pixel is set when any source pixel under it is), so a thin defect never vanishes.
-"""
+"""A pixel budget for measuring refiners, whose cost grows faster than the pixels: over it, the
+image, judged result and ground truth are resized to a longer side of ``max_side``; masks by
+"any coverage" (a small pixel is set when any pixel under it is), so thin defects stay."""
 
 from __future__ import annotations
 

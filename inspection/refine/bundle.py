@@ -1,10 +1,6 @@
-"""The SAM refiner bundle: OpenVINO IR of the image encoder and mask decoder plus metadata.
-
-Written by ``inspection.training.sam_export``, read by ``inspection.refine.sam``.
-``metadata.json`` carries everything the station needs and says whether the weights were
-random; like a model bundle it is signed with the site key, and a station pinning a key
-verifies it in memory and compiles only those bytes.
-"""
+"""The SAM refiner bundle (``training.sam_export`` writes, ``refine.sam`` reads): OpenVINO IR
+of the image encoder and mask decoder and a ``metadata.json`` saying all the station needs,
+signed like a model bundle and verified in memory before anything compiles."""
 
 from __future__ import annotations
 
@@ -19,10 +15,11 @@ from inspection.core.bundle import (
     parse_versioned_metadata,
     read_metadata_json,
     read_versioned_metadata,
+    require_listed,
     write_metadata_json,
 )
 from inspection.core.errors import BundleError
-from inspection.core.signing import PublicKeys, read_verified_files, require_listed
+from inspection.core.signing import PublicKeys, read_verified_files
 
 REFINER_SCHEMA_VERSION = 1
 SamBackend = Literal["vit_t", "vit_b"]
@@ -59,9 +56,6 @@ class RefinerBundleMetadata:
 
 
 write_refiner_metadata = write_metadata_json
-"""Write ``metadata.json`` with the sha256 of every other file in the folder."""
-
-
 WHAT = "SAM refiner bundle"
 
 
@@ -79,9 +73,8 @@ def _check_kind(data: Mapping[str, object], bundle_dir: str | Path) -> None:
 
 @dataclass(frozen=True)
 class VerifiedRefiner:
-    """A refiner bundle read once into memory and checked there (``verify_refiner_bundle``):
-    compiling from ``files`` compiles exactly the bytes that were verified. ``signed_by``: the
-    key id whose signature was checked, None when no key was given (checksums only)."""
+    """A refiner bundle read once into memory and checked there, so compiling from ``files``
+    compiles exactly the bytes verified; ``signed_by`` None: checksums only."""
 
     directory: Path
     metadata: RefinerBundleMetadata
@@ -97,9 +90,8 @@ class VerifiedRefiner:
 def verify_refiner_bundle(
     bundle_dir: str | Path, public_key: PublicKeys | None = None
 ) -> VerifiedRefiner:
-    """Read the bundle once and check it in memory before anything loads it: the signature
-    with ``public_key`` (a station's keyring; None: checksums only), every listed file's
-    sha256, and that both models are listed. ``BundleError`` says what is wrong."""
+    """Read the bundle once and check in memory its signature (``public_key`` None: skipped),
+    every file's sha256 and that both models are listed; ``BundleError`` says what is wrong."""
     data, files, digest, signed_by = read_verified_files(bundle_dir, public_key, WHAT)
     _check_kind(data, bundle_dir)
     metadata = parse_versioned_metadata(

@@ -48,9 +48,8 @@ def grabcut_region(
     threshold: float,
     config: ClassicalConfig,
 ) -> np.ndarray | None:
-    """(H, W) bool GrabCut segmentation of one region, or None when seeds are one-sided.
-
-    Runs on the region's crop window, shrunk to ``config.max_crop_pixels`` when larger."""
+    """(H, W) bool GrabCut segmentation of one region on its (shrunk) crop window, or None when
+    seeds are one-sided."""
     rows, cols = crop_window(region, config)
     labels = seed_labels(anomaly_map[rows, cols], region[rows, cols], threshold, config)
     if not _two_sided(labels):

@@ -1,8 +1,5 @@
-"""Typed, frozen refinement config, loaded from ``refine.yaml`` in a site's configs folder.
-
-A command reads it once when it starts (``refine_config_in``), so a bad key stops the command
-with one line naming the file and key, instead of refusing every bundle as it loads.
-"""
+"""Typed, frozen refinement config from ``refine.yaml`` (``configs/refine.yaml`` documents
+each key), read once when a command starts, so a bad key stops it with one line."""
 
 from __future__ import annotations
 
@@ -19,14 +16,7 @@ REFINE_CONFIG_NAME = "refine.yaml"
 
 @dataclass(frozen=True)
 class PromptConfig:
-    """How anomaly-map regions become SAM prompts (all distances in image pixels).
-
-    Box padding is ``max(box_pad_px, box_pad_fraction * longest box side)``. Positive points
-    are the region's highest local maxima (``num_positive``, at least ``peak_min_distance``
-    apart). Negative points are candidates on a ring ``negative_offset_px`` outside the padded
-    box (4 side midpoints, then 4 corners) whose map value is at most ``negative_max_score``,
-    lowest first.
-    """
+    """How anomaly-map regions become SAM prompts (``refine.prompts``; pixels)."""
 
     min_region_area: int = 4
     box_pad_px: int = 2
@@ -40,12 +30,7 @@ class PromptConfig:
 
 @dataclass(frozen=True)
 class GuardConfig:
-    """When a refined region mask is trusted over the raw thresholded one.
-
-    The neighbourhood is the raw region dilated by ``max(neighbourhood_px,
-    neighbourhood_fraction * longest box side)``; refined pixels outside it are dropped, and
-    if more than ``max_outside_fraction`` of them were outside the candidate is rejected.
-    """
+    """When a refined region mask is trusted over the raw thresholded one (``refine.guards``)."""
 
     neighbourhood_px: int = 8
     neighbourhood_fraction: float = 0.5
@@ -58,14 +43,10 @@ class GuardConfig:
 
 @dataclass(frozen=True)
 class ClassicalConfig:
-    """Seeds for GrabCut / random walker from the anomaly map.
-
-    Sure foreground: inside the raw region where map >= threshold + sure_fg_level *
-    (region max - threshold). Probable foreground: map above the threshold. Probable
-    background: map >= sure_bg_fraction * threshold. Sure background: the rest of the crop.
-    ``max_crop_pixels``: a crop with more pixels is segmented on a copy shrunk to this many
-    and its mask resized back (the cost of one region stays bounded at any camera size).
-    """
+    """Seeds for GrabCut / random walker: sure foreground inside the raw region where map >=
+    thr + sure_fg_level * (region max - thr), probable foreground above thr, probable background
+    >= sure_bg_fraction * thr, sure background the rest of the crop. ``max_crop_pixels``: a
+    larger crop is segmented shrunk to this many (a region's cost stays bounded)."""
 
     sure_fg_level: float = 0.5
     sure_bg_fraction: float = 0.7
@@ -83,11 +64,8 @@ class ClassicalConfig:
 
 @dataclass(frozen=True)
 class GuidedConfig:
-    """The guided refiner's filter (``refine.guided``): window radius as a fraction of the
-    image's shorter side (1/32: 8 px at 256 px, one patch stride of a 256 px PatchCore input),
-    at least 1 px; ``eps`` > 0, how much grey-level contrast (on [0, 1], squared) counts as an
-    edge; ``relative_level`` in [0, 1): a region is cut at its raw level plus this share of the
-    way up to its peak on the guided map (0: at its raw level)."""
+    """The guided refiner's filter (``refine.guided``); 1/32 of the shorter side is one patch
+    stride of a 256 px PatchCore input."""
 
     radius_fraction: float = 1 / 32
     eps: float = 1e-3
@@ -106,11 +84,8 @@ class GuidedConfig:
 
 @dataclass(frozen=True)
 class SamConfig:
-    """The SAM refiner: a bundle exported by ``inspection refine export-sam``.
-
-    ``checkpoint`` is the user-supplied weights file the bundle is exported from;
-    ``bundle`` is where the exported refiner bundle lives (station side).
-    """
+    """The SAM refiner: ``checkpoint``, the weights ``inspection refine export-sam`` exports
+    into the refiner ``bundle`` a station loads."""
 
     backend: Literal["vit_t", "vit_b"] = "vit_t"
     checkpoint: Path | None = None

@@ -1,10 +1,6 @@
-"""Measure refiners against ground truth: pixel F1, IoU and AUPRO of raw vs refined masks.
-
-Maps come from a bundle's ``Inspector`` (refiner off), so every method starts from the same raw
-result, and refines NG results only, as on the line. For AUPRO a method's score map is
-``0.5 * anomaly_map + 0.5 * mask``: its mask pixels above all others, the map's order kept
-inside each group (for the raw mask, a monotone transform of the map).
-"""
+"""Measure refiners against ground truth: pixel F1, IoU and AUPRO of raw vs refined masks,
+each method refining the same raw NG results (as on the line). For AUPRO a method's score map
+is ``0.5 * anomaly_map + 0.5 * mask``: mask pixels above all others, the map's order kept."""
 
 from __future__ import annotations
 
@@ -65,11 +61,8 @@ def evaluate_refiners(
     bits: int = DEFAULT_SOURCE_BITS,
 ) -> dict[str, Any]:
     """Compare the raw mask with each refiner on labelled samples; a JSON-ready dict.
-
-    ``latency_only``: refiners whose masks mean nothing (random SAM weights). ``with_aupro``
-    False skips the slowest figure. ``max_side``: larger images are judged at full size, then
-    refined and scored resized (``refine.budget``). ``bits``: significant bits of 16-bit
-    images, as the bundle reads them."""
+    ``latency_only``: refiners whose masks mean nothing (random SAM weights); ``max_side``:
+    larger images are judged at full size, then refined and scored resized."""
     latency_only = set(latency_only)
     runs = {name: _MethodRun([], [], [], [], {}) for name in ("raw", *refiners)}
     gts, labels, types, ng = [], [], [], []

@@ -69,9 +69,8 @@ def build_refiner(
     method: str | None = None,
     public_key: PublicKeys | None = None,
 ) -> MaskRefiner:
-    """The refiner named by ``method`` (default ``config.method``); unknown → ValueError.
-    ``public_key``: a station's pinned key(s); a SAM refiner bundle not signed by them, or
-    altered since, is refused (``BundleError``) before anything compiles."""
+    """The refiner named by ``method`` (default ``config.method``); unknown → ValueError. A SAM
+    refiner bundle not signed by ``public_key`` (when given) is refused before anything compiles."""
     config = config or RefineConfig()
     name = method or config.method
     if name not in REFINERS:
@@ -84,8 +83,7 @@ def bundle_refiner(
     config: RefineConfig | None = None,
     public_key: PublicKeys | None = None,
 ) -> MaskRefiner | None:
-    """The refiner a bundle's ``metadata.refinement`` chose (seeded by ``config``, verified
-    with ``public_key`` as ``build_refiner``); None when it records no choice or "none"."""
+    """The refiner a bundle's ``metadata.refinement`` chose (``build_refiner``); None: none."""
     choice = metadata.refinement
     if choice is None or choice.method == "none":
         return None

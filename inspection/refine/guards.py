@@ -112,11 +112,8 @@ def merge(
     source: str,
     timings: dict[str, float] | None = None,
 ) -> tuple[InspectionResult, list[GuardDecision | None]]:
-    """Replace each region's raw pixels by its accepted candidate; ``None`` keeps raw (skipped).
-
-    ``mask_source`` becomes ``source`` if every region was refined, "raw" if none was, and
-    "<source>+raw" if some were. Regions are recomputed with ``extract_regions``.
-    """
+    """Replace each region's raw pixels by its accepted candidate (``None``: raw); ``mask_source``
+    is ``source``, "raw" or "<source>+raw" as all, none or some were refined."""
     decisions = [
         None if cand is None else judge(p.region, cand.mask, config, cand.predicted_iou)
         for p, cand in zip(prompts, candidates, strict=True)

@@ -1,10 +1,8 @@
 """The guided refiner: each NG region redrawn on the anomaly map sharpened by the image itself.
 
-PatchCore's map is blurred stride-8 patches, so a thin crack comes out as a blob. The guided
-filter (He, Sun & Tang, TPAMI 2013) rewrites the map locally as ``q = a * I + b`` of the grey
-image over each ``(2 radius + 1)^2`` window: inside a blob the map follows the image's edges,
-flat windows keep the local mean. Each raw region is cut again at its level on the sharpened
-map; the guard rails keep the raw region when the cut is implausible. Box filters only.
+PatchCore's blurred patch map makes a thin crack a blob; the guided filter (He, Sun & Tang,
+TPAMI 2013) rewrites it locally as ``q = a * I + b`` of the grey image, so inside a blob it
+follows the image's edges. Each region is cut again on it; the guard rails judge the cut.
 """
 
 from __future__ import annotations

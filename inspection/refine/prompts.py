@@ -13,12 +13,9 @@ from inspection.refine.config import PromptConfig
 
 @dataclass(frozen=True)
 class RegionPrompt:
-    """Prompts for one connected region of the raw mask, in image pixel coordinates.
-
-    - ``region``: (H, W) bool, the raw region's pixels.
-    - ``box``: (x0, y0, x1, y1) padded box, exclusive upper bounds, clipped to the image.
-    - ``positive`` / ``negative``: tuples of (x, y) integer points.
-    """
+    """Prompts for one connected region of the raw mask, in image pixels: the (H, W) bool
+    ``region``, its padded (x0, y0, x1, y1) ``box`` (exclusive upper bounds, clipped) and
+    (x, y) ``positive`` / ``negative`` points."""
 
     region: np.ndarray
     box: tuple[int, int, int, int]
@@ -42,11 +39,8 @@ class RegionPrompt:
 def prompts_from_map(
     anomaly_map: np.ndarray, mask: np.ndarray, config: PromptConfig
 ) -> tuple[RegionPrompt, ...]:
-    """One ``RegionPrompt`` per connected region of ``mask`` with area >= min_region_area.
-
-    ``anomaly_map``: (H, W) float32 in [0, 1]; ``mask``: (H, W) bool (the raw thresholded mask).
-    Regions are ordered largest first (ties by position), matching ``extract_regions``.
-    """
+    """One ``RegionPrompt`` per region of the raw (H, W) bool ``mask`` of at least
+    ``min_region_area``, largest first as ``extract_regions`` orders them; map in [0, 1]."""
     if anomaly_map.shape != mask.shape or anomaly_map.ndim != 2:
         raise ValueError(
             f"anomaly_map {anomaly_map.shape} and mask {mask.shape} must be the same (H, W) shape"
@@ -106,11 +100,9 @@ def positive_points(
 def negative_points(
     anomaly_map: np.ndarray, box: tuple[int, int, int, int], config: PromptConfig
 ) -> tuple[tuple[int, int], ...]:
-    """Up to ``num_negative`` low-score points just outside ``box``, lowest score first, as (x, y).
-
-    Candidates: the 4 side midpoints then the 4 corners of the box grown by
-    ``negative_offset_px``; those outside the image or above ``negative_max_score`` are dropped.
-    """
+    """Up to ``num_negative`` (x, y) points, lowest score first, among the side midpoints then
+    corners of ``box`` grown by ``negative_offset_px``: inside the image, at most
+    ``negative_max_score``."""
     if config.num_negative <= 0:
         return ()
     height, width = anomaly_map.shape

@@ -6,12 +6,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+QUALITY = ("product", "method", "pixel F1", "IoU", "Δ F1 vs raw", "Δ IoU vs raw",
+           "mean image IoU", "AUPRO", "all-image F1")  # fmt: skip
+LATENCY = ("product", "method", "NG images", "mean ms", "p50 ms", "p95 ms", "SAM encoder ms",
+           "mask sources")  # fmt: skip
+
 
 def write_report(out_dir: str | Path, results: dict[str, Any]) -> Path:
     """Write ``results.json`` and ``summary.md`` under ``out_dir``; returns the summary path.
-
-    ``results`` holds ``{"products": {name: evaluate_refiners(...) output}, ...}``.
-    """
+    ``results`` holds ``{"products": {name: evaluate_refiners(...) output}, ...}``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
@@ -23,53 +26,43 @@ def write_report(out_dir: str | Path, results: dict[str, Any]) -> Path:
 def render_summary(results: dict[str, Any]) -> str:
     """Markdown tables: quality per product and method, then added latency per NG image."""
     lines = ["# Mask refinement: raw vs classical vs SAM", ""]
-    setup = results.get("setup", {})
-    for key, value in setup.items():
-        lines.append(f"- {key}: {value}")
-    lines += [
-        "",
-        "## Quality on labelled defective images (pooled pixels)",
-        "",
-        "| product | method | pixel F1 | IoU | Δ F1 vs raw | Δ IoU vs raw | mean image IoU | "
-        "AUPRO | all-image F1 |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
+    lines += [f"- {key}: {value}" for key, value in results.get("setup", {}).items()]
+    lines += ["", "## Quality on labelled defective images (pooled pixels)", "", *_header(QUALITY)]
     products = results.get("products", {})
     for product, data in products.items():
         raw = data["methods"]["raw"]["quality"]["defective_images"]
         for method, entry in data["methods"].items():
             quality = entry["quality"]
             if quality is None:
-                lines.append(
-                    f"| {product} | {method} | {entry.get('note', '-')} |  |  |  |  |  |  |"
-                )
+                lines.append(_row(product, method, entry.get("note", "-"), *[""] * 6))
                 continue
             scores = quality["defective_images"]
-            lines.append(
-                f"| {product} | {method} | {_f(scores['f1'])} | {_f(scores['iou'])} | "
-                f"{_delta(scores['f1'], raw['f1'])} | {_delta(scores['iou'], raw['iou'])} | "
-                f"{_f(quality['mean_image_iou'])} | {_f(quality['aupro'])} | "
-                f"{_f(quality['all_images']['f1'])} |"
-            )
-    lines += [
-        "",
-        "## Added latency per defective (NG) image on the station",
-        "",
-        "| product | method | NG images | mean ms | p50 ms | p95 ms | SAM encoder ms | mask sources |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
+            lines.append(_row(
+                product, method, _f(scores["f1"]), _f(scores["iou"]),
+                _delta(scores["f1"], raw["f1"]), _delta(scores["iou"], raw["iou"]),
+                _f(quality["mean_image_iou"]), _f(quality["aupro"]),
+                _f(quality["all_images"]["f1"]),
+            ))  # fmt: skip
+    lines += ["", "## Added latency per defective (NG) image on the station", ""]
+    lines += _header(LATENCY)
     for product, data in products.items():
         for method, entry in data["methods"].items():
             if method == "raw":
                 continue
             lat = entry["latency"]
             sources = ", ".join(f"{k}: {v}" for k, v in sorted(entry["mask_sources"].items()))
-            lines.append(
-                f"| {product} | {method} | {lat['ng_images']} | {_f(lat.get('mean_ms'), 1)} | "
-                f"{_f(lat.get('p50_ms'), 1)} | {_f(lat.get('p95_ms'), 1)} | "
-                f"{_f(lat.get('encoder_mean_ms'), 1)} | {sources} |"
-            )
+            times = (_f(lat.get(key), 1) for key in ("mean_ms", "p50_ms", "p95_ms"))
+            encoder = _f(lat.get("encoder_mean_ms"), 1)
+            lines.append(_row(product, method, lat["ng_images"], *times, encoder, sources))
     return "\n".join(lines) + "\n"
+
+
+def _header(names: tuple[str, ...]) -> list[str]:
+    return [_row(*names), _row(*["---"] * len(names))]
+
+
+def _row(*cells: object) -> str:
+    return "| " + " | ".join(map(str, cells)) + " |"
 
 
 def _f(value: float | None, digits: int = 3) -> str:

@@ -1,9 +1,5 @@
-"""SAM on the line station: OpenVINO image encoder + mask decoder, torch-free.
-
-``SamRefiner.from_bundle(path)`` loads a bundle of ``inspection.training.sam_export``;
-``set_image`` runs the encoder once, ``refine(prompts)`` decodes one mask per region prompt;
-``refine_result`` refines within a time budget, keeping raw the regions it had no time for.
-"""
+"""SAM on the line station: OpenVINO image encoder + mask decoder, torch-free; ``refine_result``
+refines within a time budget, keeping raw the regions it had no time for."""
 
 from __future__ import annotations
 
@@ -96,9 +92,8 @@ class SamRefiner:
         num_threads: int | None = None,
         public_key: PublicKeys | None = None,
     ) -> SamRefiner:
-        """Read the bundle once, verify it in memory (the signature with ``public_key``, a
-        station's pinned keyring; None: checksums only), compile both models for CPU from
-        those bytes and warn loudly on random weights."""
+        """Read and verify the bundle in memory (``verify_refiner_bundle``), compile both models
+        for CPU from those bytes and warn loudly on random weights."""
         config = config or RefineConfig()
         verified = verify_refiner_bundle(path, public_key)
         metadata = verified.metadata

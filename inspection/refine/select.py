@@ -1,10 +1,6 @@
-"""Choose a bundle's mask refiner by measurement on labelled validation images (torch-free).
-
-The raw judged mask and each candidate are scored on the defective images (pooled pixel F1,
-NG results only); the best wins only if it beats raw by ``min_gain`` and keeps its mean image
-IoU. Images over ``max_side`` are measured resized (``refine.budget``); the station still
-refines at full resolution.
-"""
+"""Choose a bundle's mask refiner by measurement on labelled validation images (torch-free):
+the best candidate by pooled pixel F1 on the defective NG images wins only if it beats the raw
+mask by ``min_gain`` and keeps its mean image IoU (``core.refinement.choose_method``)."""
 
 from __future__ import annotations
 
@@ -18,12 +14,10 @@ from inspection.refine.evaluate import LabelledImage, MapSource, evaluate_refine
 from inspection.refine.factory import build_refiner
 
 CANDIDATES: tuple[str, ...] = ("grabcut", "random_walker")
-"""The export's default choice. ``guided`` (``refine.guided``) is opt-in: it shrinks regions
-without image edges below the overlap that counts them as found, and a refiner must not lose
-found defects (``docs/masks.md``)."""
+"""The export's default choice; ``guided`` is opt-in: it can shrink a region without image
+edges below the overlap that counts it as found (``docs/masks.md``)."""
 CHOICE_MAX_SIDE = 512
-"""Pixel budget of the choice: its cost grows steeply with the image side (``reports/hires``);
-smaller images are compared as they are."""
+"""Longer side the choice measures at (``refine.budget``): its cost grows steeply with it."""
 
 
 def choose_refiner(
@@ -37,12 +31,8 @@ def choose_refiner(
     max_side: int | None = CHOICE_MAX_SIDE,
     bits: int = DEFAULT_SOURCE_BITS,
 ) -> tuple[RefinementChoice, dict[str, Any]]:
-    """(the choice, the full ``evaluate_refiners`` result it was made from).
-
-    Only defective samples with a ground-truth mask are measured; with none, the choice is
-    "none" (nothing shows that refinement helps). ``bits``: significant bits of 16-bit
-    images (the bundle's ``preprocessing.source_bits``).
-    """
+    """(the choice, the ``evaluate_refiners`` result it was made from), on the defective
+    samples with a mask (none: "none", nothing shows refinement helps)."""
     defective = [s for s in samples if s.label == 1 and s.mask_path is not None]
     config = config or RefineConfig()
     if not defective:

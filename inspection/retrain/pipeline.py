@@ -25,8 +25,8 @@ from inspection.core.registry import Registry
 from inspection.core.retrain_report import RetrainEvent
 from inspection.core.signing import site_keys_dir, site_public_key
 from inspection.core.types import Progress
-from inspection.data.check import listed
 from inspection.data.dataset import load_dataset
+from inspection.data.leaks import listed
 from inspection.refine.config import RefineConfig, refine_config_in
 from inspection.retrain import adapters
 from inspection.retrain.assemble import RunData, assemble_run_data

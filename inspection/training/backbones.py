@@ -76,7 +76,7 @@ class ResolvedWeights:
     state_dict: Mapping[str, torch.Tensor] | None = field(default=None, repr=False, compare=False)
 
     def record(self) -> dict[str, Any]:
-        """JSON-ready description for the registry record (``ModelRecord.backbone_weights``)."""
+        """JSON-ready description for the registry record (``ModelRecord.weights``)."""
         weights = BackboneWeights(
             self.backbone, self.source, self.detail, self.sha256, self.mean, self.std
         )

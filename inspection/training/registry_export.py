@@ -27,8 +27,8 @@ from inspection.core.product_config import (
 )
 from inspection.core.registry import Registry
 from inspection.core.signing import bundle_digest, sign_bundle, site_signing_key
-from inspection.data.check import listed
 from inspection.data.dataset import load_dataset
+from inspection.data.leaks import listed
 from inspection.training.bundle_calibration import record_operating_point
 from inspection.training.convert import MAP_OUTPUT, POOLED_OUTPUT, SCORE_OUTPUT
 from inspection.training.export import (

@@ -87,7 +87,11 @@ def test_rate_interval_narrows_with_data_and_refuses_nothing_or_nonsense() -> No
 
 def test_gain_interval_is_the_per_resample_loop_with_ties() -> None:
     """The resamples' AUROCs in blocks: the same draws and figures as one resample at a time."""
-    from inspection.core.bootstrap import _mann_whitney
+
+    def _mann_whitney(scores: np.ndarray, good: np.ndarray, bad: np.ndarray) -> float:
+        g, b = scores[good], scores[bad]
+        greater, equal = (b[:, None] > g[None]).sum(), (b[:, None] == g[None]).sum()
+        return float((greater + 0.5 * equal) / (g.size * b.size))
 
     rng = np.random.default_rng(4)
     labels = rng.random(70) < 0.4

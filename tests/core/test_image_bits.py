@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 
 import cv2
 import numpy as np
@@ -69,7 +70,7 @@ def test_8_bit_images_ignore_the_setting(array: np.ndarray) -> None:
 def test_values_above_the_declared_bits_are_clipped_counted_and_logged_once(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(images, "_CLIPS", images._ClipLog())
+    monkeypatch.setattr(images, "_SEEN", Counter())
     over = TWELVE_BIT.copy()
     over[0, :5] = [4096, 5000, 40000, 65535, 4095]
     with caplog.at_level(logging.WARNING, logger="inspection.core.images"):
@@ -138,7 +139,7 @@ def test_a_16_bit_image_that_reads_as_black_is_named_once(
     warned: bool,
 ) -> None:
     """It was judged as a black frame (NG) with no word of why at the station."""
-    monkeypatch.setattr(images, "_DARK", images._DarkLog())
+    monkeypatch.setattr(images, "_SEEN", Counter())
     with caplog.at_level(logging.WARNING, logger="inspection.core.images"):
         for _ in range(2):
             decode_image(_encode(values), name="cam1.png", bits=bits)

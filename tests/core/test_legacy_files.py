@@ -16,7 +16,7 @@ import pytest
 
 from inspection.core.bundle import read_bundle_metadata, verify_bundle
 from inspection.core.errors import RegistryError
-from inspection.core.model_record import BackboneWeights, DatasetRef, FitFigures
+from inspection.core.model_record import DatasetRef, FitFigures
 from inspection.core.registry import Registry
 from inspection.core.validation_scores import read_validation_scores
 
@@ -41,7 +41,7 @@ def test_a_registry_written_by_the_first_release_reads(tmp_path: Path) -> None:
     assert record.splits().validation == ("test/good/000.png", "test/crack/000.png")
     assert record.fit_figures() == FitFigures()  # it recorded no fit time
     assert record.dataset_ref() == DatasetRef(sha256="abc", count=3)
-    assert record.backbone_weights() == BackboneWeights()
+    assert record.weights == {}
     with pytest.raises(RegistryError, match="does not record its dataset folder"):
         record.dataset_root()
 
@@ -78,11 +78,11 @@ def test_a_registry_version_with_schema_1_metrics_reads(tmp_path: Path) -> None:
     dataset = record.dataset_ref()
     assert (dataset.name, dataset.count, len(dataset.sha256 or "")) == ("brick", 54, 64)
     assert record.dataset_root() == Path("/tmp/pytest-of-root/pytest-218/datasets0/brick")
-    weights = record.backbone_weights()
-    assert (weights.backbone, weights.source, weights.mean) == (
+    weights = record.weights
+    assert (weights["backbone"], weights["source"], weights["mean"]) == (
         "tf_efficientnet_lite0",
         "bundled",
-        (0.5, 0.5, 0.5),
+        [0.5, 0.5, 0.5],
     )
 
 
