@@ -217,9 +217,9 @@ def export_command(
 
 
 def _line_concerns(metadata: BundleMetadata) -> str | None:
-    """Why the bundle is not fit for a line on the held-out figures its export measured (the
-    gate compares a bundle with FP32, so a product FP32 itself misses passes it); None: fit."""
-    # deferred: pulls OpenVINO (0.3 s), not needed for --help
+    """Why the bundle is not fit for a line on its held-out figures (the gate compares with
+    FP32, so a product FP32 itself misses passes it); None: fit."""
+    # deferred: OpenVINO, not needed for --help
     from inspection.runtime.self_check import recorded_check
 
     concerns = recorded_check(metadata).line_concerns()
@@ -227,8 +227,7 @@ def _line_concerns(metadata: BundleMetadata) -> str | None:
 
 
 def _refuse_kept_out(registry: Registry, product: str) -> None:
-    """Without ``--version``, export takes the latest version; when a retrain kept that one out
-    (its challenger, worse than the champion), stop and say which versions to name instead."""
+    """Stop when the latest version (export's default) is a challenger a retrain kept out."""
     versions = registry.bundles.versions(product)
     if not versions:
         return  # export says there is nothing to export

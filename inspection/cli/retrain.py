@@ -42,8 +42,7 @@ SET_OPTION = typer.Option(
 
 
 def _configs(site: str | None, config: str | None) -> tuple[SiteConfig, RetrainConfig]:
-    """The site config and the retrain config with the site's ``retrain:`` section merged in
-    (checked on its own first, so its errors name the site file)."""
+    """The site config and the retrain config with the site's ``retrain:`` section merged in."""
     site_config = load_site_config(site)
     if site_config.retrain:
         where = f"{site or DEFAULT_SITE_CONFIG}.retrain"
@@ -110,7 +109,7 @@ def _retrain_one(
     overrides: list[str],
 ) -> str | None:  # fmt: skip
     """Run one product's retrain and print its outcome; the plain last line (None: skipped)."""
-    # deferred: pulls SQLAlchemy and Alembic (0.6 s), not needed for --help
+    # deferred: SQLAlchemy and Alembic, not needed for --help
     from inspection.retrain.pipeline import retrain_product
 
     try:
@@ -262,7 +261,7 @@ def scheduler(
     cpus_per_task: float = typer.Option(1.0, "--cpus-per-task", help="CPU budget per job (--ray)."),
 ) -> None:
     """Retrain products on their cron schedules (retrain.yaml), one at a time."""
-    # deferred: pulls SQLAlchemy and Alembic (0.6 s), not needed for --help
+    # deferred: SQLAlchemy and Alembic, not needed for --help
     from inspection.retrain.pipeline import retrain_product
 
     site_config, retrain_config = _configs(site, config)
@@ -291,7 +290,6 @@ def scheduler(
 
 def _store_prune(site_config: SiteConfig) -> Housekeeping:
     """The site store's retention prune as a scheduler job (``retention.yaml``'s schedule)."""
-    # deferred: pulls SQLAlchemy and Alembic (0.6 s), not needed for --help
     from inspection.store.retention import load_retention, prune_configured
     from inspection.store.store import Store
 
