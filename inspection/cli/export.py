@@ -112,7 +112,6 @@ def export_command(
     Exit codes: 0 registered, 2 a usage or setup error, 3 the gate refused the bundle (not
     registered; --force, by an admin logged in, registers it anyway).
     """
-
     if precision not in PRECISIONS:
         raise typer.BadParameter(
             f"must be one of {', '.join(PRECISIONS)}", param_hint="--precision"

@@ -206,7 +206,6 @@ def rollback(
     site: str = SITE_OPTION,
 ) -> None:
     """Make the previously live bundle live again (recorded with who and why)."""
-
     if not actor.strip() or not reason.strip():
         raise RegistryError("a rollback needs who (--actor) and why (--reason)")
     registry = Registry(load_site_config(site).registry_dir)

@@ -78,7 +78,6 @@ def sync(
     cannot reach the source (one line naming it) or did not finish for some product;
     ``--watch`` keeps retrying, with a warning once per outage.
     """
-
     station_config = load_station_config(config)
     announce_signatures(station_config.core, console)
     public_key = pinned_key(station_config.core)
@@ -296,9 +295,7 @@ def _print_certificate(registry: Registry, store: Store | None, product: str) ->
     console.print(f"{product}: certificate [{colour}]{escape(certificate.describe())}[/]")
 
 
-def _status_source(
-    path: Path,
-) -> tuple[StationCoreConfig, tuple[str, ...], LinkSecurity | None]:
+def _status_source(path: Path) -> tuple[StationCoreConfig, tuple[str, ...], LinkSecurity | None]:
     """The core, sink names and link security of a line config, or the core of a serve
     config; a file that is neither raises the line config's error."""
     try:

@@ -208,10 +208,7 @@ class Inspector:
         prepared = time.perf_counter()
         raw = self.model.infer(tensor[None])
         inferred = time.perf_counter()
-        timings = {
-            "preprocess": (prepared - start) * 1e3,
-            "infer": (inferred - prepared) * 1e3,
-        }
+        timings = {"preprocess": (prepared - start) * 1e3, "infer": (inferred - prepared) * 1e3}
         origin = start if started is None else started
         return RawImageOutputs(
             ready.image, float(raw.scores[0]), raw.maps[0], origin, timings, raw.components[0],
@@ -230,10 +227,7 @@ class Inspector:
         raw = self.model.infer(batch)
         inferred = time.perf_counter()
         share = 1e3 / len(images)
-        timings = {
-            "preprocess": (prepared - start) * share,
-            "infer": (inferred - prepared) * share,
-        }
+        timings = {"preprocess": (prepared - start) * share, "infer": (inferred - prepared) * share}
         results = []
         for item, score, raw_map, parts in zip(
             ready, raw.scores, raw.maps, raw.components, strict=True
