@@ -177,6 +177,12 @@ def print_table(console: Console, table: Table, *, width: int = TABLE_WIDTH) -> 
     Console(file=console.file, width=width, color_system=None, force_terminal=False).print(table)
 
 
+def print_log_file(console: Console, path: Path | None) -> None:
+    """The log file's path on one unwrapped line, easy to copy (None: nothing)."""
+    if path is not None:
+        console.print(f"library logs and warnings: {path}", soft_wrap=True, highlight=False)
+
+
 def ready_to_write(path: Path, hint: str, *, folder: bool = False) -> None:
     """Create the folder of ``path`` (itself when ``folder``), or stop saying why it cannot."""
     if not folder and path.is_dir():

@@ -157,7 +157,9 @@ def check(
     configs = load_site_config(site).configs
     product_file = product_config_path(dataset.name, configs)
     declared = _declared_image_bits(dataset.name, configs) if image_bits is None else None
-    budget = _product_budget(dataset.name, configs)
+    # the false-reject budget ``train --product`` sets its threshold at
+    model = load_model_config("patchcore", product=dataset.name, directory=configs)
+    budget = model.operating_point.budget
     report = check_with_progress(
         dataset, "reading", image_bits=image_bits or declared, product_file=product_file,
         budget=budget,
@@ -184,11 +186,6 @@ def _declared_image_bits(product: str, configs: Path) -> int | None:
     if not product_config_path(product, configs).is_file():
         return None
     return load_product_config(product, configs).image_bits
-
-
-def _product_budget(product: str, configs: Path) -> float:
-    """The false-reject budget ``train --product <product>`` sets its threshold at."""
-    return load_model_config("patchcore", product=product, directory=configs).operating_point.budget
 
 
 @data_app.command("sheet")

@@ -21,6 +21,7 @@ from inspection.cli.console import (
     StepProgress,
     configs_line,
     log_dir,
+    print_log_file,
     print_table,
     quiet_logs,
     summary_table,
@@ -34,7 +35,6 @@ from inspection.cli.train import (
     VERBOSE_OPTION,
     _closing_rows,
     _offline,
-    _print_log_file,
     _print_metrics,
     _report_dir,
     console,
@@ -303,7 +303,7 @@ def _run_demo(ctx: DemoContext, skip: str, log_file: Path | None) -> None:
     exported = "inspection dashboard   (review results, models, thresholds)"
     rows = _closing_rows(ctx.site, log_file, ctx.results, next_step=exported)
     print_table(console, summary_table(title, rows))
-    _print_log_file(log_file)
+    print_log_file(console, log_file)
     for warning in ctx.warnings:
         console.print(f"[bold yellow]NOT LINE-READY[/] {warning}")
     if ctx.failures:

@@ -14,7 +14,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from inspection.cli._site import site_option
-from inspection.cli.console import configs_line, log_dir, print_table, quiet_logs, verbose_requested
+from inspection.cli.console import (
+    configs_line,
+    log_dir,
+    print_log_file,
+    print_table,
+    quiet_logs,
+    verbose_requested,
+)
 from inspection.cli.operating import export_advice, fmt, subset_miss_text
 from inspection.cli.users import ADMIN_PASSWORD_ENV, authenticated_admin
 from inspection.core.bundle import PRECISIONS, BundleMetadata
@@ -206,8 +213,7 @@ def export_command(
     verdict = "passed" if gate.passed else f"FAILED (forced): {gate.refusal()}"
     console.print(f"gate (same figures as its FP32 model): {verdict}")
     console.print(f"bundle: {result.bundle_dir}" + ("  (live)" if promote else ""))
-    if log_file is not None:
-        console.print(f"library logs and warnings: {log_file}", soft_wrap=True, highlight=False)
+    print_log_file(console, log_file)
     advice = export_advice(
         product, result.bundle_id, concerns=_line_concerns(result.metadata), signed=signed,
         live=promote,
@@ -255,8 +261,7 @@ def _gate_refusal_exits(log_file: Path | None) -> Iterator[None]:
     except GateRefusal as exc:
         line = f"[bold red]export gate:[/] {escape(str(exc))}"
         err_console.print(line, highlight=False, soft_wrap=True)
-        if log_file is not None:
-            err_console.print(f"library logs and warnings: {log_file}", highlight=False)
+        print_log_file(err_console, log_file)
         raise typer.Exit(EXIT_GATE_REFUSED) from exc
 
 

@@ -13,7 +13,13 @@ from rich.markup import escape
 
 from inspection.cli._signals import Terminated, stop_on_signals, terminate_as_interrupt
 from inspection.cli._site import site_option
-from inspection.cli.console import log_dir, os_error_line, quiet_logs, verbose_requested
+from inspection.cli.console import (
+    log_dir,
+    os_error_line,
+    print_log_file,
+    quiet_logs,
+    verbose_requested,
+)
 from inspection.core.config import DEFAULT_SITE_CONFIG, SiteConfig, load_site_config
 from inspection.core.errors import InspectionError, RegistryError
 from inspection.core.registry import Registry
@@ -98,8 +104,7 @@ def retrain(
             else:
                 advice = _retrain_one(product, site_config, retrain_config, actor, overrides)
         finally:
-            if logs is not None:
-                console.print(f"library logs and warnings: {logs}", soft_wrap=True, highlight=False)
+            print_log_file(console, logs)
     if advice:
         console.print(f"[bold]{escape(advice)}[/]", soft_wrap=True, highlight=False)
 

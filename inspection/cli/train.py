@@ -19,6 +19,7 @@ from inspection.cli.console import (
     StepProgress,
     configs_line,
     log_dir,
+    print_log_file,
     print_table,
     quiet_logs,
     summary_table,
@@ -215,7 +216,7 @@ def train_command(
     print_table(
         console, summary_table("next", _closing_rows(site_config, log_file, [outcome.record]))
     )
-    _print_log_file(log_file)
+    print_log_file(console, log_file)
     _print_advice(outcome.record, outcome.metrics)
 
 
@@ -322,7 +323,7 @@ def update_command(
         record = outcome.record
         metrics = record.evaluation()
         report = write_report(_report_dir(site, record), outcome.predictions, metrics)
-    _print_log_file(log_file)
+    print_log_file(console, log_file)
     lineage = outcome.lineage
     console.print(
         f"registered {record.model_version} from {source.version} in {outcome.seconds:.1f} s: "
@@ -399,11 +400,6 @@ def _print_configs(site: SiteConfig, kind: str) -> None:
     elif defaults.parent.parent.resolve() != site.configs.resolve():
         line += f"; model defaults: {defaults}"
     console.print(line, soft_wrap=True, highlight=False)
-
-
-def _print_log_file(log_file: Path | None) -> None:
-    if log_file is not None:  # one unwrapped line, easy to copy
-        console.print(f"library logs and warnings: {log_file}", soft_wrap=True, highlight=False)
 
 
 def _closing_rows(

@@ -69,20 +69,16 @@ def _run_from_report(report: RetrainReport, run: str, path: Path) -> RetrainRun:
     )
 
 
-def _decision_label(decision: object) -> str:
-    text = str(decision or "")
-    return DECISION_LABELS.get(text, text)
-
-
 def _run_from_event(
     product: str, run: str, typed: RetrainEvent, event: Mapping[str, Any]
 ) -> RetrainRun:
     """A run known only from its audit event (failed, or its report folder is gone)."""
+    decision = str(typed.decision or "")
     return RetrainRun(
         product=product,
         run=run,
         at=typed.at,
-        decision=_decision_label(typed.decision),
+        decision=DECISION_LABELS.get(decision, decision),
         reason=typed.reason,
         champion=typed.champion or "",
         challenger=typed.challenger or "",

@@ -176,18 +176,13 @@ def tradeoff(data: LabelledScores, threshold: float) -> Tradeoff:
     tp = int(np.sum(flagged & defect))
     fp = int(np.sum(flagged & ~defect))
     fn = int(np.sum(~flagged & defect))
-    n_good, n_defect = data.n_good, data.n_defect
-    precision = tp / (tp + fp) if tp + fp else float("nan")
-    recall = tp / n_defect if n_defect else float("nan")
-    f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else float("nan")
-    return Tradeoff(
-        threshold=float(threshold),
-        false_alarm_rate=fp / n_good if n_good else float("nan"),
-        miss_rate=fn / n_defect if n_defect else float("nan"),
-        precision=precision,
-        recall=recall,
-        f1=f1,
-    )
+    n_good, n_defect, nan = data.n_good, data.n_defect, float("nan")
+    false_alarm = fp / n_good if n_good else nan
+    miss = fn / n_defect if n_defect else nan
+    precision = tp / (tp + fp) if tp + fp else nan
+    recall = tp / n_defect if n_defect else nan
+    f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else nan
+    return Tradeoff(float(threshold), false_alarm, miss, precision, recall, f1)
 
 
 def roc_curve(data: LabelledScores) -> dict[str, np.ndarray | float]:

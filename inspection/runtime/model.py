@@ -81,15 +81,8 @@ class BundleModel:
         metadata = self.metadata
         self._compiled = compiled
         names = metadata.output_names
-        try:
-            compiled.output(names.score)
-            compiled.output(names.map)
-        except (KeyError, RuntimeError) as exc:
-            raise BundleError(
-                f"{bundle_dir}: model has no outputs named {names}; the bundle is inconsistent"
-            ) from exc
-        self._score_index = _output_index(compiled, names.score)
-        self._map_index = _output_index(compiled, names.map)
+        self._score_index = _output_index(compiled, names.score, bundle_dir)
+        self._map_index = _output_index(compiled, names.map, bundle_dir)
         self._context, self._pooled_index = _global_context(compiled, verified)
         self._aligner = _aligner(verified)
         self._request = compiled.create_infer_request()
@@ -244,12 +237,15 @@ class BundleModel:
 def _copy_outputs(
     request: ov.InferRequest, score: int, amap: int, pooled: int | None, count: int
 ) -> GraphOutputs:
-    scores = request.get_output_tensor(score).data.copy()
-    maps = request.get_output_tensor(amap).data.copy()
+    """The request's outputs copied out of OpenVINO's buffers: (N,) scores, (N, h, w) maps."""
+    scores = request.get_output_tensor(score).data.astype(np.float32).reshape(count, -1)[:, 0]
+    maps = request.get_output_tensor(amap).data.astype(np.float32)
+    if maps.ndim == 4:
+        maps = maps[:, 0]
+    if maps.ndim != 3 or maps.shape[0] != count:
+        raise BundleError(f"model returned anomaly maps of shape {maps.shape}, expected (N, h, w)")
     features = None if pooled is None else request.get_output_tensor(pooled).data.copy()
-    scores, maps = _squeeze_outputs(scores, maps, count)
-    features = None if features is None else features.reshape(count, -1)
-    return GraphOutputs(scores, maps, features)
+    return GraphOutputs(scores, maps, None if features is None else features.reshape(count, -1))
 
 
 def _collect_outputs(
@@ -290,11 +286,13 @@ def _aligner(verified: VerifiedBundle) -> Aligner | None:
     return Aligner(reference, spec, verified.metadata.roi)
 
 
-def _output_index(compiled: ov.CompiledModel, name: str) -> int:
+def _output_index(compiled: ov.CompiledModel, name: str, bundle_dir: Path) -> int:
     for index, port in enumerate(compiled.outputs):
         if name in port.get_names():
             return index
-    raise BundleError(f"model has no output named {name!r}")
+    raise BundleError(
+        f"{bundle_dir}: model has no output named {name!r}; the bundle is inconsistent"
+    )
 
 
 def _global_context(
@@ -314,17 +312,4 @@ def _global_context(
         context = GlobalContext.load(io.BytesIO(verified.file(spec.file)))
     except (OSError, ValueError, KeyError) as exc:
         raise BundleError(f"{bundle_dir}: unreadable global-context file: {exc}") from exc
-    return context, (_output_index(compiled, pooled) if spec.layers else None)
-
-
-def _squeeze_outputs(
-    scores: np.ndarray, maps: np.ndarray, count: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Model outputs -> scores (N,) float32 and maps (N, h, w) float32."""
-    scores = np.asarray(scores, dtype=np.float32).reshape(count, -1)[:, 0]
-    maps = np.asarray(maps, dtype=np.float32)
-    if maps.ndim == 4:
-        maps = maps[:, 0]
-    if maps.ndim != 3 or maps.shape[0] != count:
-        raise BundleError(f"model returned anomaly maps of shape {maps.shape}, expected (N, h, w)")
-    return scores, maps
+    return context, (_output_index(compiled, pooled, bundle_dir) if spec.layers else None)
