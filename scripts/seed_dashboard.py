@@ -220,14 +220,6 @@ def seed_inspections(
         rollups.rebuild(session)
 
 
-COPY_COLUMNS = (
-    "id", "request_id", "created_at", "product", "station_id", "part_id", "source",
-    "source_name", "score", "threshold", "verdict", "model_version", "bundle_id", "latency_ms",
-    "mask_source", "regions", "width", "height", "image_sha", "map_sha", "mask_sha",
-    "overlay_sha", "audit_sample", "blobs_pruned_at",
-)  # fmt: skip
-
-
 def copy_inspections(
     store: Store,
     pictures: dict[str, list[Sample]],
@@ -324,7 +316,7 @@ def copy_inspections(
             )
             buffer = io.BytesIO()
             pcsv.write_csv(table, buffer, pcsv.WriteOptions(include_header=False))
-            copy = f"COPY inspections ({', '.join(COPY_COLUMNS)}) FROM STDIN (FORMAT csv)"
+            copy = f"COPY inspections ({', '.join(table.column_names)}) FROM STDIN (FORMAT csv)"
             with connection.transaction(), connection.cursor() as cursor:
                 cursor.execute("SET LOCAL synchronous_commit = off")
                 with cursor.copy(copy) as sink:

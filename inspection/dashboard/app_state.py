@@ -123,7 +123,7 @@ def _live(identity: Identity | None) -> Identity | None:
     if identity is None:
         return None
     board = dashboard()
-    if login_free(board.site, st.get_option("server.address"), _headers()):
+    if login_free(board.site, st.get_option("server.address"), _sent("headers")):
         return identity
     return users.user_identity(board.store, identity.name)
 
@@ -131,7 +131,7 @@ def _live(identity: Identity | None) -> Identity | None:
 def identify(board: Dashboard) -> Identity | None:
     """Who this run acts as (open mode's typed name, the session's login or a reload's signed
     cookie), read again from the store; ``None`` means the login form."""
-    if login_free(board.site, st.get_option("server.address"), _headers()):
+    if login_free(board.site, st.get_option("server.address"), _sent("headers")):
         return _keep(Identity(user_name_typed(), "admin"))
     identity, since = current(), st.session_state.get(LOGIN_AT_KEY)
     name = None
@@ -143,7 +143,7 @@ def identify(board: Dashboard) -> Identity | None:
     elif not st.session_state.get(SIGNED_OUT_KEY):
         name = sessions.verify_token(
             _secret(site_key(), board.site),
-            _cookies().get(_cookie()),
+            _sent("cookies").get(_cookie()),
             max_age_s=sessions.SESSION_HOURS * 3600,
         )
         if name is not None:  # a reload: the cookie's own time stamp bounds the session
@@ -160,7 +160,7 @@ def identify(board: Dashboard) -> Identity | None:
 
 def signed_in(board: Dashboard, identity: Identity | None) -> Identity:
     """Draw the account box for ``identity``, or the login form and stop the run."""
-    if login_free(board.site, st.get_option("server.address"), _headers()):
+    if login_free(board.site, st.get_option("server.address"), _sent("headers")):
         user_box()
         return current()
     pending = st.session_state.pop(COOKIE_KEY, None)
@@ -195,18 +195,11 @@ def _cookie() -> str:
     return sessions.cookie_name(st.get_option("server.port"))
 
 
-def _headers() -> dict[str, str]:
-    """The browser connection's request headers (none without one: AppTest, bare mode)."""
+def _sent(what: str) -> dict[str, str]:
+    """The browser connection's request ``headers`` or ``cookies`` (none without one: AppTest)."""
     try:
-        return dict(st.context.headers)
+        return dict(getattr(st.context, what))
     except Exception:  # no browser connection
-        return {}
-
-
-def _cookies() -> dict[str, str]:
-    try:
-        return dict(st.context.cookies)
-    except Exception:  # no browser connection (AppTest, bare mode): no cookies
         return {}
 
 
